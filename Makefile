@@ -1,0 +1,35 @@
+# LotLens: `make up` runs the whole stack locally, `make test` runs every check.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+PY := .venv/bin/python
+INFRA_ENV = eval "$$(scripts/infra.sh env)"
+
+.PHONY: bootstrap infra up down test lint typecheck pytest bench
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+infra: bootstrap
+	@scripts/infra.sh install
+	@scripts/infra.sh start
+
+up: infra
+	@$(INFRA_ENV) && $(PY) scripts/stack.py up
+
+down:
+	@if [ -x $(PY) ]; then $(PY) scripts/stack.py down; fi
+	@scripts/infra.sh stop
+
+lint: bootstrap
+	.venv/bin/ruff check .
+
+typecheck: bootstrap
+	.venv/bin/mypy libs/common/src services/*/src tools/openai-standin/src
+
+pytest: infra
+	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: infra
+	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)

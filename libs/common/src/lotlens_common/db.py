@@ -1,0 +1,31 @@
+"""Database engine creation and schema migration (Alembic, serialised by an advisory lock)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, text
+
+from lotlens_common.settings import DatabaseSettings
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+# Any constant: every process that migrates takes the same lock, so two never race.
+_MIGRATION_LOCK = 7_311_002
+
+
+def make_engine(settings: DatabaseSettings) -> Engine:
+    """A pooled engine that survives database restarts (pre-ping)."""
+    return create_engine(settings.database_url, pool_size=settings.pool_size, max_overflow=10,
+                         pool_pre_ping=True, future=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; safe to call from many processes at once."""
+    config = Config()
+    config.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

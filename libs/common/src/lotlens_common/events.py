@@ -1,0 +1,181 @@
+"""The event catalogue: frozen, versioned, past-tense facts that flow between the services.
+
+Every event names its job; the envelope (see `envelope.py`) adds the event id, type, version,
+time, client id and trace context. Message keys are job ids, so one job's events stay in order
+within a topic. When a payload changes shape, bump `version` and add an upcaster in
+`envelope.py` so old messages still read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
+TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
+Stage = Literal["intake", "vision", "translation"]
+
+
+class Event(BaseModel):
+    """Base of every event: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    version: ClassVar[int] = 1
+
+    job_id: str
+
+
+class JobSubmitted(Event):
+    """A client's batch request was accepted (the gateway answered 201)."""
+
+    event_type: ClassVar[str] = "JobSubmitted"
+
+    client_id: str
+    api_version: str
+    languages: tuple[str, ...]
+    total_lots: int
+    webhook_urls: tuple[str, ...]
+    created_at: datetime
+    estimated_completion: datetime
+
+
+class LotSubmitted(Event):
+    """One lot of a submitted job, with everything the stages need to work on it alone."""
+
+    event_type: ClassVar[str] = "LotSubmitted"
+
+    lot_id: str
+    seq: int = Field(description="0-based position of the lot in the request")
+    total_lots: int
+    additional_info: str
+    image_urls: tuple[str, ...]
+    languages: tuple[str, ...]
+    webhook: str | None = None
+
+
+class VisionBatchSubmitted(Event):
+    """An OpenAI batch was created for a shard of a job's lots (the batch id is now on record)."""
+
+    event_type: ClassVar[str] = "VisionBatchSubmitted"
+
+    shard_id: str
+    attempt: int
+    batch_id: str
+    lot_ids: tuple[str, ...]
+
+
+class VisionCompleted(Event):
+    """The vision model described a lot in English."""
+
+    event_type: ClassVar[str] = "VisionCompleted"
+
+    lot_id: str
+    english_html: str
+    languages: tuple[str, ...]
+    total_lots: int
+    processed_images: int
+    missing_images: tuple[str, ...]
+
+
+class TranslationBatchSubmitted(Event):
+    """An OpenAI batch was created to translate a shard of a job's lots."""
+
+    event_type: ClassVar[str] = "TranslationBatchSubmitted"
+
+    shard_id: str
+    attempt: int
+    batch_id: str
+    lot_ids: tuple[str, ...]
+
+
+class TranslationCompleted(Event):
+    """A lot has its description in every requested language (English included)."""
+
+    event_type: ClassVar[str] = "TranslationCompleted"
+
+    lot_id: str
+    descriptions: dict[str, str]
+
+
+class LotFailed(Event):
+    """A lot cannot be described; the reason is shown to the client."""
+
+    event_type: ClassVar[str] = "LotFailed"
+
+    lot_id: str
+    stage: Stage
+    reason: str
+    total_lots: int = 0
+    processed_images: int = 0
+    missing_images: tuple[str, ...] = ()
+
+
+class JobCancelled(Event):
+    """The client cancelled the job: no more work is submitted for it."""
+
+    event_type: ClassVar[str] = "JobCancelled"
+
+    cancelled_at: datetime
+
+
+class JobCompleted(Event):
+    """A job reached a terminal state; the webhook dispatcher and downstream systems react."""
+
+    event_type: ClassVar[str] = "JobCompleted"
+
+    status: Literal["completed", "failed", "cancelled"]
+    completed_at: datetime
+    total_lots: int
+    processed_lots: int
+    failed_lots: int
+
+
+class WebhookAttempted(Event):
+    """One delivery attempt was made (whatever its outcome)."""
+
+    event_type: ClassVar[str] = "WebhookAttempted"
+
+    delivery_id: str
+    webhook_url: str
+    attempt: int
+    attempted_at: datetime
+    succeeded: bool
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    response_body: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WebhookDelivered(Event):
+    """The customer's endpoint accepted the delivery."""
+
+    event_type: ClassVar[str] = "WebhookDelivered"
+
+    delivery_id: str
+    webhook_url: str
+    attempts: int
+    delivered_at: datetime
+
+
+class WebhookFailed(Event):
+    """Every attempt failed; the delivery is given up (a manual redelivery may follow)."""
+
+    event_type: ClassVar[str] = "WebhookFailed"
+
+    delivery_id: str
+    webhook_url: str
+    attempts: int
+    failed_at: datetime
+    error: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.event_type: cls
+    for cls in (JobSubmitted, LotSubmitted, VisionBatchSubmitted, VisionCompleted,
+                TranslationBatchSubmitted, TranslationCompleted, LotFailed, JobCancelled,
+                JobCompleted, WebhookAttempted, WebhookDelivered, WebhookFailed)
+}

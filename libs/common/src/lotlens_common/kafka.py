@@ -1,0 +1,220 @@
+"""The one producer helper and the one consumer loop every service uses.
+
+Delivery is at-least-once: a consumer stores a message's offset only after the handler's effects
+are durable, so a crash re-delivers and handlers must be idempotent. Poison messages go to the
+dead-letter topic with the error and the partition keeps flowing; transient failures (database
+or broker down) are retried without moving the offset.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
+from lotlens_common.settings import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+class PublishError(RuntimeError):
+    """Kafka did not acknowledge every message: the caller must not report success."""
+
+
+class EventProducer:
+    """Idempotent, acks=all producer of event envelopes, keyed by job id."""
+
+    def __init__(self, settings: KafkaSettings, client_name: str) -> None:
+        self._producer = Producer({
+            "bootstrap.servers": settings.bootstrap_servers,
+            "client.id": client_name,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "compression.type": "lz4",
+            "message.max.bytes": MAX_MESSAGE_BYTES,
+            "queue.buffering.max.messages": 500_000,
+        })
+        self._failures: list[str] = []
+
+    def publish(self, topic: str, envelope: Envelope) -> None:
+        """Queue one event; `flush` confirms it."""
+        self._produce(topic, envelope.job_id.encode(), encode(envelope),
+                      [("type", envelope.type.encode())])
+
+    def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
+        """Queue many events in order."""
+        for envelope in envelopes:
+            self.publish(topic, envelope)
+
+    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
+                    headers: list[tuple[str, bytes]]) -> None:
+        """Queue bytes as they are (dead-lettering keeps the original message intact)."""
+        self._produce(topic, key, value, headers)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, headers=headers,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then retry.
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        if err is not None:
+            self._failures.append(str(err))
+
+
+BatchHandler = Callable[[Sequence[Envelope]], None]
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """What a service consumes and how."""
+
+    group_id: str
+    topics: Sequence[str]
+    handler: BatchHandler
+    # Exceptions that mean "the world is down, try again" rather than "this message is bad".
+    transient: tuple[type[BaseException], ...] = ()
+    poison_attempts: int = 3
+
+
+def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
+                 producer: EventProducer, stop: threading.Event) -> None:
+    """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
+    consumer = Consumer({
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": spec.group_id,
+        "enable.auto.offset.store": False,
+        "enable.auto.commit": True,
+        "auto.commit.interval.ms": 1000,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 52_428_800,
+        "max.poll.interval.ms": 600_000,
+    })
+    consumer.subscribe(list(spec.topics), on_revoke=_commit_on_revoke)
+    try:
+        while not stop.is_set():
+            messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
+            batch = [m for m in messages if _is_data(m)]
+            if batch:
+                _handle_batch(batch, spec, topics, producer, stop)
+                for message in batch:
+                    consumer.store_offsets(message=message)
+    finally:
+        consumer.close()
+
+
+def _commit_on_revoke(consumer: Consumer, _partitions: list[object]) -> None:
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:  # nothing stored yet is a normal case
+        log.debug("commit on revoke: %s", exc)
+
+
+def _is_data(message: Message) -> bool:
+    error = message.error()
+    if error is None:
+        return True
+    if error.code() == KafkaError._PARTITION_EOF:
+        return False
+    raise KafkaException(error)
+
+
+def _handle_batch(batch: list[Message], spec: ConsumerSpec, topics: TopicSettings,
+                  producer: EventProducer, stop: threading.Event) -> None:
+    decoded: list[tuple[Message, Envelope]] = []
+    for message in batch:
+        try:
+            decoded.append((message, decode(message.value() or b"")))
+        except UndecodableEvent as exc:
+            dead_letter(producer, topics, message, exc)
+    envelopes = [envelope for _, envelope in decoded]
+    if not envelopes:
+        producer.flush()
+        return
+    try:
+        _retry_transient(lambda: spec.handler(envelopes), spec, stop)
+    except Exception as exc:
+        # Isolate the poison message: the rest of the batch must still go through.
+        log.warning("batch of %d failed (%s); handling one by one", len(envelopes), exc)
+        for message, envelope in decoded:
+            _handle_alone(message, envelope, spec, topics, producer, stop)
+    producer.flush()
+
+
+def _handle_alone(message: Message, envelope: Envelope, spec: ConsumerSpec, topics: TopicSettings,
+                  producer: EventProducer, stop: threading.Event) -> None:
+    for attempt in range(1, spec.poison_attempts + 1):
+        try:
+            _retry_transient(lambda: spec.handler([envelope]), spec, stop)
+            return
+        except Exception as exc:
+            if attempt == spec.poison_attempts:
+                log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
+                          envelope.job_id, exc)
+                dead_letter(producer, topics, message, exc)
+
+
+def _retry_transient(call: Callable[[], None], spec: ConsumerSpec, stop: threading.Event) -> None:
+    delay = 0.5
+    while True:
+        try:
+            call()
+            return
+        except spec.transient as exc:
+            if stop.is_set():
+                raise
+            log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message,
+                error: BaseException) -> None:
+    """Send a message we cannot handle to the dead-letter topic, with where it came from and why."""
+    headers = list(message.headers() or [])
+    headers += [
+        ("dlq.error", repr(error)[:2000].encode()),
+        ("dlq.topic", (message.topic() or "").encode()),
+        ("dlq.partition", str(message.partition()).encode()),
+        ("dlq.offset", str(message.offset()).encode()),
+    ]
+    producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
+
+
+def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
+    """Create the pipeline's topics when missing (idempotent)."""
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    existing = set(admin.list_topics(timeout=timeout_s).topics)
+    config = {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+    wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
+                       config=config)
+              for name in topics.all_topics() if name not in existing]
+    for name, future in admin.create_topics(wanted).items() if wanted else []:
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+        log.info("created topic %s", name)

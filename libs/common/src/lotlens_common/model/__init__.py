@@ -1,0 +1,1 @@
+"""Model-facing code shared by the synchronous and batch paths: prompts, request bodies, parsing."""

@@ -1,0 +1,132 @@
+"""Queries over the read models shared by the gateway (polling) and the webhook dispatcher.
+
+The lot shape is the contract's: `{lot_id, status, processed_at, processed_images,
+descriptions: [{language, damages}], missing_images}` plus `error_message` for failed lots.
+Lots are streamed (server-side cursor) so a 50,000-lot job never sits whole in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from lotlens_common.clock import iso
+from lotlens_common.tables import descriptions, jobs, lots
+
+STREAM_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as the API shows it."""
+
+    job_id: str
+    client_id: str | None
+    status: str
+    api_version: str
+    languages: list[str]
+    total_lots: int
+    processed_lots: int
+    failed_lots: int
+    images_processed: int
+    webhook_configured: bool
+    error_message: str | None
+    created_at: datetime | None
+    updated_at: datetime
+    estimated_completion: datetime | None
+    completed_at: datetime | None
+    cancelled_at: datetime | None
+
+    @property
+    def completion_percentage(self) -> float:
+        """Share of lots that reached a final state, in percent with one decimal."""
+        if not self.total_lots:
+            return 0.0
+        return round(100.0 * (self.processed_lots + self.failed_lots) / self.total_lots, 1)
+
+
+def get_job(conn: Connection, job_id: str) -> JobView | None:
+    """One job, or None."""
+    row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    return job_view(row) if row else None
+
+
+def job_view(row: Any) -> JobView:
+    """Build a JobView from a `jobs` row mapping."""
+    return JobView(
+        job_id=row["job_id"], client_id=row["client_id"], status=row["status"],
+        api_version=row["api_version"] or "1.0.0", languages=list(row["languages"] or []),
+        total_lots=row["total_lots"] or 0, processed_lots=row["processed_lots"],
+        failed_lots=row["failed_lots"], images_processed=row["images_processed"],
+        webhook_configured=row["webhook_configured"], error_message=row["error_message"],
+        created_at=row["created_at"], updated_at=row["updated_at"],
+        estimated_completion=row["estimated_completion"], completed_at=row["completed_at"],
+        cancelled_at=row["cancelled_at"],
+    )
+
+
+def processing_summary(job: JobView) -> dict[str, Any]:
+    """The contract's `processing_summary` block."""
+    return {
+        "total_lots": job.total_lots,
+        "processed_lots": job.processed_lots,
+        "failed_lots": job.failed_lots,
+        "total_images_processed": job.images_processed,
+        "total_processing_time": _duration(job),
+    }
+
+
+def _duration(job: JobView) -> str | None:
+    if job.created_at is None or job.completed_at is None:
+        return None
+    seconds = max(0, int((job.completed_at - job.created_at).total_seconds()))
+    if seconds < 60:
+        return f"{seconds} seconds"
+    if seconds < 3600:
+        return f"{seconds // 60} minutes"
+    return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
+
+
+def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = None
+                     ) -> Iterator[dict[str, Any]]:
+    """The job's lots in request order, each in the contract's shape; optionally one webhook's."""
+    lot_query = select(lots).where(lots.c.job_id == job.job_id).order_by(lots.c.seq, lots.c.lot_id)
+    if webhook_url is not None:
+        lot_query = lot_query.where(lots.c.webhook == webhook_url)
+    text_query = (select(descriptions).where(descriptions.c.job_id == job.job_id)
+                  .order_by(descriptions.c.lot_id))
+    order = {language: i for i, language in enumerate(job.languages)}
+    stream = conn.execution_options(stream_results=True, yield_per=STREAM_CHUNK)
+    chunk: list[Any] = []
+    for row in stream.execute(lot_query).mappings():
+        chunk.append(row)
+        if len(chunk) == STREAM_CHUNK:
+            yield from _render(conn, job, chunk, text_query, order)
+            chunk = []
+    if chunk:
+        yield from _render(conn, job, chunk, text_query, order)
+
+
+def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
+            order: dict[str, int]) -> Iterator[dict[str, Any]]:
+    texts: dict[str, list[tuple[str, str]]] = {}
+    ids = [row["lot_id"] for row in chunk]
+    for text_row in conn.execute(text_query.where(descriptions.c.lot_id.in_(ids))).mappings():
+        texts.setdefault(text_row["lot_id"], []).append((text_row["language"], text_row["damages"]))
+    for row in chunk:
+        found = sorted(texts.get(row["lot_id"], []), key=lambda pair: order.get(pair[0], 99))
+        lot: dict[str, Any] = {
+            "lot_id": row["lot_id"],
+            "status": row["status"],
+            "processed_at": iso(row["processed_at"]),
+            "processed_images": row["processed_images"],
+            "descriptions": [{"language": lang, "damages": html} for lang, html in found],
+            "missing_images": list(row["missing_images"] or []),
+        }
+        if row["error_message"]:
+            lot["error_message"] = row["error_message"]
+        yield lot

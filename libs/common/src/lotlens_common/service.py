@@ -1,0 +1,81 @@
+"""Process wiring shared by the services: logging, signals, metrics endpoint, worker threads."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+
+from prometheus_client import start_http_server
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the job and batch ids when a record carries them."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render a record as JSON."""
+        entry: dict[str, object] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key in ("job_id", "batch_id", "shard_id", "delivery_id", "service"):
+            if hasattr(record, key):
+                entry[key] = getattr(record, key)
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup_logging(level: str) -> None:
+    """Structured logs on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for graceful shutdown."""
+    stop = threading.Event()
+
+    def _handler(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    return stop
+
+
+def serve_metrics(port: int) -> None:
+    """Expose Prometheus metrics on 127.0.0.1:port (0 disables)."""
+    if port:
+        start_http_server(port, addr="127.0.0.1")
+
+
+def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: threading.Event) -> None:
+    """Run each worker in its own thread until `stop`; if one dies the process stops (and restarts)."""
+    failed: list[str] = []
+
+    def _guard(name: str, work: Callable[[threading.Event], None]) -> None:
+        try:
+            work(stop)
+        except Exception:
+            logging.getLogger(name).exception("worker %s died", name)
+            failed.append(name)
+            stop.set()
+
+    threads = [threading.Thread(target=_guard, args=(n, w), name=n, daemon=True)
+               for n, w in workers.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failed:
+        raise SystemExit(f"workers failed: {', '.join(failed)}")

@@ -1,0 +1,81 @@
+"""Settings read from the environment, one pydantic-settings class per concern."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from lotlens_common.model.settings import ModelSettings
+
+
+class TopicSettings(BaseSettings):
+    """Kafka topic names, partition count and retention; SREs override them per environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LOTLENS_TOPIC_", frozen=True)
+
+    submissions: str = "lotlens.submissions"
+    vision: str = "lotlens.vision"
+    translation: str = "lotlens.translation"
+    completions: str = "lotlens.completions"
+    webhooks: str = "lotlens.webhooks"
+    dead_letter: str = "lotlens.dead-letter"
+    partitions: int = 6
+    replication_factor: int = 1
+    retention_ms: int = 14 * 24 * 3600 * 1000
+
+    def all_topics(self) -> list[str]:
+        """Every topic the pipeline uses, dead-letter included."""
+        return [self.submissions, self.vision, self.translation, self.completions, self.webhooks,
+                self.dead_letter]
+
+
+class KafkaSettings(BaseSettings):
+    """Where the broker is and how clients talk to it."""
+
+    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True)
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    # A consumer batch is applied in one database transaction; bigger batches amortise commits.
+    consume_batch_size: int = 1000
+    consume_batch_timeout_s: float = 0.2
+
+
+class DatabaseSettings(BaseSettings):
+    """PostgreSQL connection for the read models and the services' own work tables."""
+
+    model_config = SettingsConfigDict(frozen=True)
+
+    database_url: str = Field(
+        default="postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens",
+        validation_alias="DATABASE_URL",
+    )
+    pool_size: int = Field(default=5, validation_alias="DATABASE_POOL_SIZE")
+
+
+class OpenAISettings(BaseSettings):
+    """How to reach the model API; without a key the local stand-in is used."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENAI_", frozen=True)
+
+    api_key: str | None = None
+    base_url: str | None = None
+    timeout_s: float = 120.0
+    # "batch" uses the OpenAI Batch API; "direct" sends the same requests one by one, for
+    # OpenAI-compatible servers without a Batch API.
+    mode: str = "batch"
+
+
+class ServiceSettings(BaseSettings):
+    """What every LotLens service needs: broker, database, topics, models."""
+
+    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    # Outbound fetches (images, webhooks) to loopback addresses are refused unless this is on;
+    # the local stack and the tests turn it on.
+    allow_loopback_urls: bool = False
+    log_level: str = "INFO"

@@ -1,0 +1,54 @@
+"""HMAC-SHA256 signing: client requests in, webhooks out. One module, constant-time compares.
+
+Requests carry `sha256=<hex>` (or bare hex, as the 1.x recipes send). Body-signed requests sign
+the `lots` array serialised compactly; the contract's form sorts keys, the 1.x cURL recipe signs
+the array as typed (key order kept) and `echo` adds a newline, so those forms are accepted too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+PREFIX = "sha256="
+
+
+def sign(key: str, message: bytes) -> str:
+    """The `sha256=<hex>` signature of a message."""
+    return PREFIX + hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def _digest(signature: str) -> str:
+    value = signature.strip()
+    return value[len(PREFIX):] if value.lower().startswith(PREFIX) else value
+
+
+def verify(key: str, messages: Sequence[bytes], signature: str) -> bool:
+    """True when the signature matches any accepted form of the message, in constant time."""
+    received = _digest(signature).lower().encode()
+    matched = False
+    for message in messages:
+        expected = hmac.new(key.encode(), message, hashlib.sha256).hexdigest().encode()
+        matched |= hmac.compare_digest(expected, received)
+    return matched
+
+
+def lots_messages(lots: Any) -> list[bytes]:
+    """The accepted signed forms of a request's `lots` array."""
+    forms = [
+        json.dumps(lots, separators=(",", ":"), sort_keys=True).encode(),
+        json.dumps(lots, separators=(",", ":")).encode(),
+    ]
+    return forms + [form + b"\n" for form in forms]
+
+
+def identify_client(keys: Mapping[str, str], messages: Sequence[bytes], signature: str) -> str | None:
+    """The client whose key produced the signature, or None; every key is tried, in constant time."""
+    found: str | None = None
+    for client_id, key in keys.items():
+        if verify(key, messages, signature) and found is None:
+            found = client_id
+    return found

@@ -1,0 +1,55 @@
+"""The stage's background loop: send due shards, watch batches, recover orphans."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+from sqlalchemy import func, select
+
+from lotlens_common.stage import metrics, store
+from lotlens_common.stage.collect import watch
+from lotlens_common.stage.runtime import StageRuntime
+from lotlens_common.stage.submit import flush_due, recover_building
+from lotlens_common.tables import stage_lots
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+RECOVERY_EVERY_S = 60.0
+
+
+def run_stage_loop(rt: StageRuntime, stop: threading.Event) -> None:
+    """Run until `stop`; failures are logged and counted, and the work stays in the tables."""
+    asyncio.run(_loop(rt, stop))
+
+
+async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
+    last_watch = last_recovery = 0.0
+    while not stop.is_set():
+        now = time.monotonic()
+        try:
+            if now - last_recovery >= RECOVERY_EVERY_S:
+                await recover_building(rt)
+                last_recovery = now
+            await flush_due(rt)
+            if now - last_watch >= rt.settings.poll_interval_s:
+                await watch(rt)
+                _gauge(rt)
+                last_watch = now
+        except Exception as exc:
+            metrics.OPENAI_ERRORS.labels(api="batch", kind=type(exc).__name__).inc()
+            log.exception("stage %s loop failed; retrying", rt.spec.name)
+            await asyncio.sleep(min(5.0, rt.settings.poll_interval_s))
+        await asyncio.sleep(TICK_S)
+
+
+def _gauge(rt: StageRuntime) -> None:
+    with rt.engine.begin() as conn:
+        waiting = conn.execute(select(func.count()).where(
+            stage_lots.c.stage == rt.spec.name, stage_lots.c.status == store.WAITING)).scalar_one()
+        tokens = store.tokens_enqueued(conn, rt.spec.name)
+    metrics.LOTS_WAITING.labels(stage=rt.spec.name).set(waiting)
+    metrics.TOKENS_ENQUEUED.labels(stage=rt.spec.name).set(tokens)

@@ -1,0 +1,187 @@
+"""The stage's work tables (stage_lots, stage_shards, stage_jobs): every state change is here."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+
+from lotlens_common.stage.rule import WaitingJob
+from lotlens_common.stage.spec import LotWork
+from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
+
+# stage_lots.status values
+WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
+    "waiting", "submitted", "done", "failed", "cancelled", "skipped")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A group of one job's lots sent (or being sent) as one OpenAI batch."""
+
+    shard_id: str
+    job_id: str
+    client_id: str
+    attempt: int
+    status: str
+    batch_id: str | None
+    batch_status: str | None
+
+
+def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork], status: str = WAITING) -> None:
+    """Add arriving lots; a lot already known (re-delivered event) is left as it is."""
+    if not lots:
+        return
+    rows = [{"stage": stage, "job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
+             "total_lots": lot.total_lots, "work": lot.work, "status": status} for lot in lots]
+    conn.execute(insert(stage_lots).on_conflict_do_nothing(), rows)
+
+
+def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
+    """Remember the cancellation; lots not yet sent will never be."""
+    conn.execute(insert(stage_jobs).values(stage=stage, job_id=job_id, cancelled=True)
+                 .on_conflict_do_update(index_elements=["stage", "job_id"], set_={"cancelled": True}))
+    conn.execute(update(stage_lots)
+                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+                        stage_lots.c.status == WAITING)
+                 .values(status=CANCELLED, updated_at=func.now()))
+
+
+def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[str]:
+    """Which of these jobs were cancelled."""
+    rows = conn.execute(select(stage_jobs.c.job_id).where(
+        stage_jobs.c.stage == stage, stage_jobs.c.job_id.in_(list(job_ids)), stage_jobs.c.cancelled))
+    return {row.job_id for row in rows}
+
+
+def waiting_jobs(conn: Connection, stage: str) -> list[WaitingJob]:
+    """Jobs with waiting lots, with what the batching rule needs to know about them."""
+    rows = conn.execute(text("""
+        SELECT job_id,
+               count(*) FILTER (WHERE status = 'waiting') AS waiting,
+               count(*) AS arrived,
+               max(total_lots) AS expected,
+               min(enqueued_at) FILTER (WHERE status = 'waiting') AS oldest
+          FROM stage_lots
+         WHERE stage = :stage
+           AND job_id IN (SELECT DISTINCT job_id FROM stage_lots
+                           WHERE stage = :stage AND status = 'waiting')
+         GROUP BY job_id"""), {"stage": stage})
+    return [WaitingJob(row.job_id, row.waiting, row.arrived, row.expected, row.oldest, 0)
+            for row in rows]
+
+
+def tokens_enqueued(conn: Connection, stage: str) -> int:
+    """Estimated tokens of this stage's batches that OpenAI still holds."""
+    total = conn.execute(select(func.coalesce(func.sum(stage_shards.c.estimated_tokens), 0)).where(
+        stage_shards.c.stage == stage, stage_shards.c.status.in_(["building", "submitted"])))
+    return int(total.scalar_one())
+
+
+def _lot(row: Any) -> LotWork:
+    return LotWork(row.job_id, row.lot_id, row.client_id, row.total_lots, row.attempts, row.work)
+
+
+def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str) -> list[LotWork]:
+    """Take up to `limit` waiting lots of a job into a shard (skipping lots another instance holds)."""
+    picked = (select(stage_lots.c.lot_id)
+              .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+                     stage_lots.c.status == WAITING)
+              .order_by(stage_lots.c.enqueued_at, stage_lots.c.lot_id)
+              .limit(limit).with_for_update(skip_locked=True))
+    rows = conn.execute(
+        update(stage_lots)
+        .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+               stage_lots.c.lot_id.in_(picked.scalar_subquery()))
+        .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
+                updated_at=func.now())
+        .returning(stage_lots))
+    return [_lot(row) for row in rows]
+
+
+def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[LotWork],
+                 estimated_tokens: int) -> None:
+    """Record a shard before its batch exists, so a crash leaves a trace to recover from."""
+    conn.execute(stage_shards.insert().values(
+        shard_id=shard_id, stage=stage, job_id=lots[0].job_id, client_id=lots[0].client_id,
+        attempt=max(lot.attempts for lot in lots), lot_count=len(lots),
+        estimated_tokens=estimated_tokens))
+
+
+def save_work(conn: Connection, stage: str, lots: Sequence[LotWork]) -> None:
+    """Persist what preparation learnt about lots (e.g. which images are reachable)."""
+    for lot in lots:
+        conn.execute(update(stage_lots)
+                     .where(stage_lots.c.stage == stage, stage_lots.c.job_id == lot.job_id,
+                            stage_lots.c.lot_id == lot.lot_id)
+                     .values(work=lot.work))
+
+
+def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
+               error: str | None = None) -> None:
+    """Move lots to a new status; back to waiting also frees them from their shard."""
+    if not lot_ids:
+        return
+    values: dict[str, Any] = {"status": status, "updated_at": func.now(), "last_error": error}
+    if status == WAITING:
+        values.update(shard_id=None, enqueued_at=func.now())
+    conn.execute(update(stage_lots)
+                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+                        stage_lots.c.lot_id.in_(list(lot_ids)))
+                 .values(**values))
+
+
+def record_batch(conn: Connection, shard_id: str, batch_id: str, lot_count: int) -> None:
+    """The shard's batch exists and is on record."""
+    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
+        batch_id=batch_id, status="submitted", lot_count=lot_count, updated_at=func.now()))
+
+
+def close_shard(conn: Connection, shard_id: str, status: str, batch_status: str | None) -> None:
+    """The shard needs no more attention (collected, or empty)."""
+    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
+        status=status, batch_status=batch_status, estimated_tokens=0, updated_at=func.now()))
+
+
+def note_batch_status(conn: Connection, shard_id: str, batch_status: str) -> None:
+    """Remember the batch's latest status (for metrics and operators)."""
+    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id)
+                 .values(batch_status=batch_status, updated_at=func.now()))
+
+
+def shards(conn: Connection, stage: str, status: str) -> list[Shard]:
+    """The stage's shards in a status, oldest first."""
+    rows = conn.execute(select(stage_shards).where(
+        stage_shards.c.stage == stage, stage_shards.c.status == status)
+        .order_by(stage_shards.c.created_at))
+    return [Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status)
+            for r in rows]
+
+
+def shard_lots(conn: Connection, stage: str, shard_id: str) -> list[LotWork]:
+    """The lots a shard still holds."""
+    rows = conn.execute(select(stage_lots).where(
+        stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id,
+        stage_lots.c.status == SUBMITTED))
+    return [_lot(row) for row in rows]
+
+
+@contextmanager
+def exclusive(engine: Engine, key: str) -> Iterator[bool]:
+    """Hold a session advisory lock on `key` while inside; yields False if another process has it.
+
+    The lock dies with the connection, so a killed process never leaves a shard locked.
+    """
+    with engine.connect() as conn:
+        got = bool(conn.execute(select(func.pg_try_advisory_lock(func.hashtext(key)))).scalar())
+        conn.commit()
+        try:
+            yield got
+        finally:
+            if got:
+                conn.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
+                conn.commit()

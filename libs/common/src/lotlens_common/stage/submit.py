@@ -1,0 +1,141 @@
+"""Sending shards: claim waiting lots, write the JSONL, create the batch, put it on record.
+
+Order of effects, and why: the shard row (with its lots) is committed first; the batch is created
+with metadata naming the shard; the BatchSubmitted event is published; only then is the batch id
+written to the shard row. A crash anywhere leaves a `building` shard, and recovery looks the
+batch up by its metadata before creating anything, so no batch is lost and none is paid twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import uuid
+from pathlib import Path
+
+from lotlens_common.clock import utc_now
+from lotlens_common.faults import fault_point
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.stage import metrics, store
+from lotlens_common.stage.rule import plan_flushes
+from lotlens_common.stage.runtime import StageRuntime
+from lotlens_common.stage.spec import LotWork
+
+log = logging.getLogger(__name__)
+
+METADATA_PREFIX = "lotlens_"
+
+
+def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
+    """The metadata every batch carries, so it can always be traced back to its shard."""
+    return {f"{METADATA_PREFIX}stage": stage, f"{METADATA_PREFIX}job_id": job_id,
+            f"{METADATA_PREFIX}shard_id": shard_id, f"{METADATA_PREFIX}attempt": str(attempt)}
+
+
+async def flush_due(rt: StageRuntime) -> int:
+    """Send every shard the batching rule says is due; the number of shards sent."""
+    with rt.engine.begin() as conn:
+        jobs = store.waiting_jobs(conn, rt.spec.name)
+        enqueued = store.tokens_enqueued(conn, rt.spec.name)
+    plan = plan_flushes(jobs, utc_now(), rt.settings.window_s, rt.settings.max_requests_per_batch,
+                        enqueued, rt.settings.enqueued_token_limit) if jobs else []
+    sent = 0
+    for flush in plan:
+        shard_id = f"{rt.spec.name}-{uuid.uuid4().hex}"
+        with store.exclusive(rt.engine, shard_id):
+            with rt.engine.begin() as conn:
+                lots = store.claim(conn, rt.spec.name, flush.job_id, flush.lots, shard_id)
+                if not lots:
+                    continue
+                tokens = sum(rt.spec.estimate_tokens(lot) for lot in lots)
+                store.create_shard(conn, rt.spec.name, shard_id, lots, tokens)
+            fault_point(f"{rt.spec.name}.after_shard_claimed")
+            await _build_and_submit(rt, shard_id, lots, recovering=False)
+            sent += 1
+    return sent
+
+
+async def recover_building(rt: StageRuntime) -> None:
+    """Finish shards whose builder died: adopt their batch if it exists, else build it again."""
+    with rt.engine.begin() as conn:
+        building = store.shards(conn, rt.spec.name, "building")
+    for shard in building:
+        with store.exclusive(rt.engine, shard.shard_id) as mine:
+            if not mine:
+                continue  # its builder is alive
+            with rt.engine.begin() as conn:
+                lots = store.shard_lots(conn, rt.spec.name, shard.shard_id)
+                if not lots:
+                    store.close_shard(conn, shard.shard_id, "empty", None)
+                    continue
+            log.warning("recovering shard %s of job %s", shard.shard_id, shard.job_id,
+                        extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+            await _build_and_submit(rt, shard.shard_id, lots, recovering=True)
+
+
+async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork],
+                            recovering: bool) -> None:
+    job_id = lots[0].job_id
+    existing = (await rt.batches.find_batches({f"{METADATA_PREFIX}shard_id": shard_id})
+                if recovering else [])
+    if existing:
+        batch = existing[0]
+        sent = tuple(lot.lot_id for lot in lots)
+    else:
+        prepared = await rt.spec.prepare(lots)
+        settled_ids = [lot.lot_id for lot, _ in prepared.settled]
+        rt.publish_events(lots[0].client_id, [event for _, event in prepared.settled])
+        with rt.engine.begin() as conn:
+            store.set_status(conn, rt.spec.name, job_id, settled_ids, store.DONE)
+            store.save_work(conn, rt.spec.name, [lot for lot, _ in prepared.requests])
+        if not prepared.requests:
+            with rt.engine.begin() as conn:
+                store.close_shard(conn, shard_id, "empty", None)
+            return
+        path, sent, overflow = _write_jsonl(rt, shard_id, prepared.requests)
+        try:
+            with rt.engine.begin() as conn:
+                store.set_status(conn, rt.spec.name, job_id, overflow, store.WAITING)
+            file_id = await rt.batches.upload_batch_file(path)
+        finally:
+            path.unlink(missing_ok=True)
+        attempt = max(lot.attempts for lot in lots)
+        batch = await rt.batches.create_batch(
+            file_id, batch_metadata(rt.spec.name, job_id, shard_id, attempt))
+        fault_point(f"{rt.spec.name}.after_batch_created")
+    await _put_on_record(rt, shard_id, lots, sent, str(batch["id"]))
+
+
+async def _put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
+                         sent: tuple[str, ...], batch_id: str) -> None:
+    job_id, client_id = lots[0].job_id, lots[0].client_id
+    attempt = max(lot.attempts for lot in lots)
+    event = rt.spec.batch_submitted_event(job_id, shard_id, attempt, batch_id, sent)
+    rt.publish_events(client_id, [event])
+    fault_point(f"{rt.spec.name}.after_batch_published")
+    with rt.engine.begin() as conn:
+        store.record_batch(conn, shard_id, batch_id, len(sent))
+    metrics.BATCHES_CREATED.labels(stage=rt.spec.name).inc()
+    log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
+             extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
+
+
+def _write_jsonl(rt: StageRuntime, shard_id: str, requests: list[tuple[LotWork, dict[str, object]]]
+                 ) -> tuple[Path, tuple[str, ...], list[str]]:
+    """Stream the requests into a JSONL file, stopping before the byte limit is crossed."""
+    folder = rt.settings.work_dir or tempfile.gettempdir()
+    path = Path(folder) / f"{shard_id}.jsonl"
+    written: list[str] = []
+    overflow: list[str] = []
+    size = 0
+    with path.open("wb") as out:
+        for lot, body in requests:
+            line = batch_line(lot.lot_id, body)
+            if overflow or size + len(line) > rt.settings.max_batch_bytes:
+                overflow.append(lot.lot_id)
+                continue
+            out.write(line)
+            size += len(line)
+            written.append(lot.lot_id)
+    return path, tuple(written), overflow
+

@@ -1,0 +1,211 @@
+"""PostgreSQL tables: the read models (projected by result-store) and the services' work tables.
+
+Read models: jobs, lots, descriptions, openai_batches, webhook_deliveries, webhook_attempts.
+Work tables (each owned by one service, never read by another): stage_lots and stage_shards
+(vision-batcher and translator, told apart by `stage`), dispatch_queue (webhook-dispatcher).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+
+def _now() -> Column[object]:
+    return Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now())
+
+
+jobs = Table(
+    "jobs", metadata,
+    Column("job_id", Text, primary_key=True),
+    Column("client_id", Text),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("api_version", Text),
+    Column("languages", JSONB),
+    # Nullable: lot events can arrive before JobSubmitted is projected (different topics).
+    Column("total_lots", Integer),
+    Column("processed_lots", Integer, nullable=False, server_default="0"),
+    Column("failed_lots", Integer, nullable=False, server_default="0"),
+    Column("images_processed", Integer, nullable=False, server_default="0"),
+    Column("webhook_configured", Boolean, nullable=False, server_default="false"),
+    Column("error_message", Text),
+    Column("created_at", DateTime(timezone=True)),
+    _now(),
+    Column("estimated_completion", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    Column("cancelled_at", DateTime(timezone=True)),
+    # Set once JobCompleted is acknowledged by Kafka, so a crash in between re-emits it.
+    Column("completion_published", Boolean, nullable=False, server_default="false"),
+    Index("ix_jobs_client_created", "client_id", "created_at"),
+)
+
+lots = Table(
+    "lots", metadata,
+    Column("job_id", Text, nullable=False),
+    Column("lot_id", Text, nullable=False),
+    Column("seq", Integer),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("additional_info", Text),
+    Column("image_urls", JSONB),
+    Column("webhook", Text),
+    Column("processed_images", Integer, nullable=False, server_default="0"),
+    Column("missing_images", JSONB, nullable=False, server_default="[]"),
+    Column("error_message", Text),
+    Column("processed_at", DateTime(timezone=True)),
+    _now(),
+    PrimaryKeyConstraint("job_id", "lot_id"),
+)
+
+descriptions = Table(
+    "descriptions", metadata,
+    Column("job_id", Text, nullable=False),
+    Column("lot_id", Text, nullable=False),
+    Column("language", Text, nullable=False),
+    Column("damages", Text, nullable=False),
+    PrimaryKeyConstraint("job_id", "lot_id", "language"),
+)
+
+openai_batches = Table(
+    "openai_batches", metadata,
+    Column("batch_id", Text, primary_key=True),
+    Column("job_id", Text, nullable=False, index=True),
+    Column("stage", Text, nullable=False),
+    Column("shard_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("lot_count", Integer, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", Text, primary_key=True),
+    Column("batch_job_id", Text, nullable=False, index=True),
+    Column("webhook_url", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempt_count", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("error_message", Text),
+    Column("last_status_code", Integer),
+    Column("last_latency_ms", Float),
+    Column("next_attempt_at", DateTime(timezone=True)),
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("delivery_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("attempted_at", DateTime(timezone=True), nullable=False),
+    Column("succeeded", Boolean, nullable=False),
+    Column("status_code", Integer),
+    Column("latency_ms", Float),
+    Column("error", Text),
+    Column("response_body", Text),
+    PrimaryKeyConstraint("delivery_id", "attempt"),
+)
+
+# --- work tables of the batch stages (vision-batcher, translator) ---
+
+stage_lots = Table(
+    "stage_lots", metadata,
+    Column("stage", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("lot_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("total_lots", Integer, nullable=False),
+    # The request inputs the stage needs (lot text, image urls, english html, languages).
+    Column("work", JSONB, nullable=False),
+    # waiting -> submitted -> done | failed | cancelled
+    Column("status", Text, nullable=False, server_default="waiting"),
+    Column("shard_id", Text),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    PrimaryKeyConstraint("stage", "job_id", "lot_id"),
+    Index("ix_stage_lots_waiting", "stage", "status", "job_id"),
+    Index("ix_stage_lots_shard", "shard_id"),
+)
+
+stage_shards = Table(
+    "stage_shards", metadata,
+    Column("shard_id", Text, primary_key=True),
+    Column("stage", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    # building (lots claimed, batch maybe created) -> submitted -> collected | abandoned
+    Column("status", Text, nullable=False, server_default="building"),
+    Column("batch_id", Text),
+    Column("batch_status", Text),
+    Column("lot_count", Integer, nullable=False),
+    Column("estimated_tokens", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    Index("ix_stage_shards_status", "stage", "status"),
+)
+
+stage_jobs = Table(
+    "stage_jobs", metadata,
+    Column("stage", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("cancelled", Boolean, nullable=False, server_default="false"),
+    _now(),
+    PrimaryKeyConstraint("stage", "job_id"),
+)
+
+# --- work table of the webhook dispatcher ---
+
+dispatch_queue = Table(
+    "dispatch_queue", metadata,
+    Column("delivery_id", Text, primary_key=True),
+    Column("job_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("webhook_url", Text, nullable=False),
+    Column("part", Integer, nullable=False, server_default="1"),
+    Column("total_parts", Integer, nullable=False, server_default="1"),
+    # pending -> delivered | failed
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("attempt_count", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _now(),
+    Index("ix_dispatch_due", "status", "next_attempt_at"),
+)
+
+# --- work tables of the gateway ---
+
+rate_limit_windows = Table(
+    "rate_limit_windows", metadata,
+    Column("client_id", Text, nullable=False),
+    Column("mode", Text, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("count", Integer, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("client_id", "mode", "window_start"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("client_id", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("request_hash", Text, nullable=False),
+    Column("status_code", Integer),
+    Column("response_body", JSONB),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("client_id", "key"),
+)

@@ -1,0 +1,129 @@
+"""Start and stop the local LotLens stack: stand-in, example image server and the five services.
+
+Kafka and PostgreSQL are managed by `scripts/infra.sh`; this script runs after it (see the
+Makefile). Every process writes a pid file and a log under `.state/`, so `up` twice is harmless
+and `down` leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state"))
+RUN, LOGS = STATE / "run", STATE / "logs"
+GATEWAY_PORT = int(os.environ.get("LOTLENS_GATEWAY_PORT", "18000"))
+STANDIN_PORT = int(os.environ.get("STANDIN_PORT", "18080"))
+IMAGES_PORT = int(os.environ.get("LOTLENS_EXAMPLE_IMAGES_PORT", "18090"))
+SERVICES = ["result-store", "vision-batcher", "translator", "webhook-dispatcher", "gateway"]
+
+
+def _demo_clients() -> str:
+    """The local clients: one demo client whose key is made once and kept in the state folder."""
+    key_file = STATE / "demo-client-key"
+    if not key_file.exists():
+        key_file.write_text(secrets.token_hex(24))
+    return json.dumps({"demo": key_file.read_text().strip()})
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("LOTLENS_CLIENTS", _demo_clients())
+    # The local stack fetches the example images from loopback; production keeps this off.
+    env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
+    env.setdefault("LOTLENS_STAGE__WINDOW_S", "2")
+    env.setdefault("LOTLENS_STAGE__POLL_INTERVAL_S", "1")
+    env.setdefault("LOTLENS_GATEWAY_PORT", str(GATEWAY_PORT))
+    if not os.environ.get("OPENAI_API_KEY"):
+        env["OPENAI_API_KEY"] = "local-standin"
+        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{STANDIN_PORT}/v1"
+    return env
+
+
+def _alive(name: str) -> bool:
+    pid_file = RUN / f"{name}.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+        return True
+    except (ProcessLookupError, ValueError):
+        return False
+
+
+def _spawn(name: str, command: list[str], env: dict[str, str]) -> None:
+    if _alive(name):
+        return
+    log = (LOGS / f"{name}.log").open("ab")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    (RUN / f"{name}.pid").write_text(str(process.pid))
+
+
+def _wait_for(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def up() -> None:
+    """Start what is not running, wait for the gateway's health, print how to use it."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    env = _environment()
+    python = sys.executable
+    subprocess.run([python, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env, check=True)
+    if not os.environ.get("OPENAI_API_KEY"):
+        _spawn("openai-standin", [python, "-m", "lotlens_openai_standin"], env)
+        _wait_for(f"http://127.0.0.1:{STANDIN_PORT}/_standin/stats", 30)
+    _spawn("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
+                              "127.0.0.1", "--directory", str(ROOT / "examples" / "images")], env)
+    for service in SERVICES:
+        module = "lotlens_" + service.replace("-", "_")
+        _spawn(service, [python, "-m", module], env)
+    if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
+        sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
+    client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
+    print(f"""
+LotLens is up.
+  gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /docs, health: /health, metrics: /metrics)
+  client:     {client_id}
+  client key: {key}
+  logs:       {LOGS}
+Submit the example job (3 lots, images served locally) and wait for it:
+  .venv/bin/python examples/submit_example.py
+""")
+
+
+def down() -> None:
+    """Stop every process this script started (SIGTERM, then SIGKILL after 20 s)."""
+    names = ["gateway", *SERVICES[:-1], "example-images", "openai-standin"]
+    for name in names:
+        if _alive(name):
+            os.killpg(int((RUN / f"{name}.pid").read_text()), signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for name in names:
+        while _alive(name) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(name):
+            os.killpg(int((RUN / f"{name}.pid").read_text()), signal.SIGKILL)
+        (RUN / f"{name}.pid").unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    {"up": up, "down": down}[sys.argv[1]]()

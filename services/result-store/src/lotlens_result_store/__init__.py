@@ -1,0 +1,1 @@
+"""lotlens_result_store."""

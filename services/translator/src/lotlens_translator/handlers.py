@@ -1,0 +1,55 @@
+"""Events in: described lots join the translation queue, or pass straight through.
+
+A lot whose job asked only for English needs no model call: its TranslationCompleted is
+published at once. Lots that failed at the vision stage are counted as arrived, so the job's
+last translation batch is sent as soon as every lot is accounted for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
+from lotlens_common.kafka import EventProducer
+from lotlens_common.stage import store
+from lotlens_common.stage.spec import LotWork
+from lotlens_translator.translation_stage import descriptions, target_languages
+
+STAGE = "translation"
+
+
+def handle(engine: Engine, producer: EventProducer, topic: str, envelopes: Sequence[Envelope]
+           ) -> None:
+    """Apply a consumer batch: pass-through events first (flushed), then one transaction."""
+    waiting: list[LotWork] = []
+    settled: list[LotWork] = []
+    cancellations: list[str] = []
+    for envelope in envelopes:
+        event = envelope.event
+        if isinstance(event, VisionCompleted):
+            lot = LotWork(event.job_id, event.lot_id, envelope.client_id, event.total_lots, 0,
+                          {"english_html": event.english_html, "languages": list(event.languages),
+                           "processed_images": event.processed_images,
+                           "missing_images": list(event.missing_images)})
+            if target_languages(event.languages):
+                waiting.append(lot)
+            else:
+                settled.append(lot)
+                producer.publish(topic, Envelope(client_id=envelope.client_id, event=TranslationCompleted(
+                    job_id=event.job_id, lot_id=event.lot_id,
+                    descriptions=descriptions(event.languages, event.english_html, {}))))
+        elif isinstance(event, LotFailed) and event.stage == "vision":
+            settled.append(LotWork(event.job_id, event.lot_id, envelope.client_id,
+                                   event.total_lots, 0, {}))
+        elif isinstance(event, JobCancelled):
+            cancellations.append(event.job_id)
+    producer.flush()
+    with engine.begin() as conn:
+        store.enqueue(conn, STAGE, settled, status=store.SKIPPED)
+        cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in waiting})
+        store.enqueue(conn, STAGE, [lot for lot in waiting if lot.job_id not in cancelled])
+        for job_id in cancellations:
+            store.cancel_job(conn, STAGE, job_id)

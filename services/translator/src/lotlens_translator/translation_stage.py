@@ -1,0 +1,76 @@
+"""The translation stage: English HTML in, every requested language out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
+from lotlens_common.model.languages import ENGLISH
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import parse_translation_response, translation_request_body
+from lotlens_common.stage.spec import LotWork, Prepared
+
+_PROMPT_TOKENS = 400
+
+
+def target_languages(languages: Sequence[str]) -> list[str]:
+    """The languages that need a translation (all but English)."""
+    return [language for language in languages if language != ENGLISH]
+
+
+def descriptions(languages: Sequence[str], english_html: str, translated: Mapping[str, str]
+                 ) -> dict[str, str]:
+    """Every requested language's text, in the order the client asked for them."""
+    texts = {ENGLISH: english_html, **translated}
+    return {language: texts[language] for language in languages}
+
+
+@dataclass(frozen=True)
+class TranslationStage:
+    """Builds one structured-output translation request per lot and reads it back."""
+
+    topic: str
+    models: ModelSettings
+    name: str = "translation"
+
+    def output_topic(self) -> str:
+        """The translation topic."""
+        return self.topic
+
+    def model(self) -> str:
+        """The translation model."""
+        return self.models.translation_model
+
+    def estimate_tokens(self, lot: LotWork) -> int:
+        """Input tokens: the English text (about 4 characters a token) plus instructions."""
+        return len(lot.work["english_html"]) // 4 + _PROMPT_TOKENS
+
+    async def prepare(self, lots: list[LotWork]) -> Prepared:
+        """One request per lot; nothing settles without the model here."""
+        requests = [(lot, translation_request_body(
+            lot.work["english_html"], target_languages(lot.work["languages"]), self.models))
+            for lot in lots]
+        return Prepared(requests, [])
+
+    def result_event(self, lot: LotWork, body: Mapping[str, Any]) -> Event:
+        """TranslationCompleted with every requested language."""
+        languages = lot.work["languages"]
+        translated = parse_translation_response(body, target_languages(languages))
+        return TranslationCompleted(
+            job_id=lot.job_id, lot_id=lot.lot_id,
+            descriptions=descriptions(languages, lot.work["english_html"], translated))
+
+    def failure_event(self, lot: LotWork, reason: str) -> Event:
+        """LotFailed at the translation stage."""
+        return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="translation", reason=reason,
+                         total_lots=lot.total_lots,
+                         processed_images=int(lot.work.get("processed_images", 0)),
+                         missing_images=tuple(lot.work.get("missing_images") or ()))
+
+    def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
+                              lot_ids: tuple[str, ...]) -> Event:
+        """TranslationBatchSubmitted."""
+        return TranslationBatchSubmitted(job_id=job_id, shard_id=shard_id, attempt=attempt,
+                                         batch_id=batch_id, lot_ids=lot_ids)

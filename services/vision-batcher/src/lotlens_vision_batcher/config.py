@@ -1,0 +1,21 @@
+"""Settings of the vision-batcher."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.config import StageSettings
+
+
+class VisionBatcherSettings(ServiceSettings):
+    """Service settings plus the batching rule and image checks."""
+
+    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+
+    stage: StageSettings = Field(default_factory=StageSettings)
+    image_check_concurrency: int = 64
+    image_check_timeout_s: float = 10.0
+    metrics_port: int = 0
+    group_id: str = "lotlens-vision-batcher"

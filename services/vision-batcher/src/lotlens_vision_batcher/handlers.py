@@ -1,0 +1,35 @@
+"""Events in: submitted lots join the stage's queue; cancellations stop a job's work."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCancelled, LotSubmitted
+from lotlens_common.stage import store
+from lotlens_common.stage.spec import LotWork
+
+STAGE = "vision"
+
+
+def handle(engine: Engine, envelopes: Sequence[Envelope]) -> None:
+    """Apply a consumer batch in one transaction (idempotent: known lots are left alone)."""
+    with engine.begin() as conn:
+        arrivals: list[LotWork] = []
+        for envelope in envelopes:
+            event = envelope.event
+            if isinstance(event, LotSubmitted):
+                arrivals.append(LotWork(
+                    job_id=event.job_id, lot_id=event.lot_id, client_id=envelope.client_id,
+                    total_lots=event.total_lots, attempts=0,
+                    work={"additional_info": event.additional_info,
+                          "image_urls": list(event.image_urls),
+                          "languages": list(event.languages)}))
+            elif isinstance(event, JobCancelled):
+                store.enqueue(conn, STAGE, arrivals)
+                arrivals = []
+                store.cancel_job(conn, STAGE, event.job_id)
+        cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in arrivals})
+        store.enqueue(conn, STAGE, [lot for lot in arrivals if lot.job_id not in cancelled])

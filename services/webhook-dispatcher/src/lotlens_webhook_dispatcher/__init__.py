@@ -1,0 +1,1 @@
+"""lotlens_webhook_dispatcher."""

@@ -1,0 +1,108 @@
+"""Shared fixtures: real Kafka and PostgreSQL for the integration and end-to-end tiers.
+
+Infrastructure comes from `KAFKA_BOOTSTRAP_SERVERS` / `DATABASE_URL` when set, from
+testcontainers when a Docker engine answers, and otherwise from `scripts/infra.sh`.
+Every test gets its own topic names (random prefix) instead of cleaning up shared ones.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.db import make_engine, migrate
+from lotlens_common.kafka import ensure_topics
+from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = ROOT.parent / "shared" / "seeds"
+
+
+@dataclass(frozen=True)
+class Infra:
+    """Addresses of the broker and the database the tests use."""
+
+    kafka_bootstrap: str
+    database_url: str
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker  # type: ignore[import-untyped]
+
+        docker.from_env().ping()
+        return True
+    except Exception:
+        return False
+
+
+def _from_containers() -> Iterator[Infra]:
+    os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as pg:
+        url = pg.get_connection_url().replace("postgresql://", "postgresql+psycopg2://")
+        yield Infra(kafka.get_bootstrap_server(), url)
+
+
+def _from_script() -> Infra:
+    subprocess.run([str(ROOT / "scripts" / "infra.sh"), "start"], check=True)
+    env = subprocess.run([str(ROOT / "scripts" / "infra.sh"), "env"], check=True,
+                         capture_output=True, text=True).stdout
+    values = dict(line.removeprefix("export ").split("=", 1) for line in env.splitlines() if "=" in line)
+    return Infra(values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"])
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    """Kafka and PostgreSQL, from the environment, containers or the project's script."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"):
+        yield Infra(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"])
+    elif _docker_answers():
+        yield from _from_containers()
+    else:
+        yield _from_script()
+
+
+@pytest.fixture(scope="session")
+def engine(infra: Infra) -> Iterator[Engine]:
+    """A migrated database engine."""
+    eng = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    migrate(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def topics(infra: Infra) -> TopicSettings:
+    """Fresh topics for this test only."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    names = {name: f"{prefix}.{name}" for name in
+             ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}
+    settings = TopicSettings(**names, partitions=3)
+    ensure_topics(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), settings)
+    return settings
+
+
+@pytest.fixture()
+def settings(infra: Infra, engine: Engine, topics: TopicSettings) -> ServiceSettings:
+    """Service settings pointing at the test infrastructure and this test's topics."""
+    return ServiceSettings(
+        kafka=KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, consume_batch_timeout_s=0.05),
+        database=DatabaseSettings(DATABASE_URL=infra.database_url),
+        topics=topics,
+        allow_loopback_urls=True,
+    )
+
+
+def new_id(prefix: str = "") -> str:
+    """A random id, so tests never collide and never need cleanup."""
+    return f"{prefix}{uuid.uuid4().hex[:12]}"

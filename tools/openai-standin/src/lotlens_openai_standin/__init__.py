@@ -1,0 +1,1 @@
+"""lotlens_openai_standin."""
