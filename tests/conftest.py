@@ -20,9 +20,10 @@ from sqlalchemy import Engine
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
+from tests.seeds import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
-SEEDS = ROOT.parent / "shared" / "seeds"
+__all__ = ["SEEDS", "Infra", "new_id"]
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
 from lotlens_common.settings import KafkaSettings, TopicSettings
@@ -23,6 +23,9 @@ from lotlens_common.settings import KafkaSettings, TopicSettings
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+Headers = list[tuple[str, str | bytes | None]]
 
 
 class PublishError(RuntimeError):
@@ -56,7 +59,7 @@ class EventProducer:
             self.publish(topic, envelope)
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: list[tuple[str, bytes]]) -> None:
+                    headers: Headers) -> None:
         """Queue bytes as they are (dead-lettering keeps the original message intact)."""
         self._produce(topic, key, value, headers)
 
@@ -68,7 +71,7 @@ class EventProducer:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]]) -> None:
+                 headers: Headers) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers,
@@ -102,16 +105,21 @@ class ConsumerSpec:
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
                  producer: EventProducer, stop: threading.Event) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
-    consumer = Consumer({
+    config: dict[str, object] = {
         "bootstrap.servers": settings.bootstrap_servers,
-        "group.id": spec.group_id,
+        "group.id": settings.group_prefix + spec.group_id,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.offset.store": False,
         "enable.auto.commit": True,
         "auto.commit.interval.ms": 1000,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 52_428_800,
         "max.poll.interval.ms": 600_000,
-    })
+    }
+    if settings.group_instance_id:
+        config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
+    consumer = Consumer(config)
     consumer.subscribe(list(spec.topics), on_revoke=_commit_on_revoke)
     try:
         while not stop.is_set():
@@ -125,7 +133,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         consumer.close()
 
 
-def _commit_on_revoke(consumer: Consumer, _partitions: list[object]) -> None:
+def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
     try:
         consumer.commit(asynchronous=False)
     except KafkaException as exc:  # nothing stored yet is a normal case
@@ -193,7 +201,7 @@ def _retry_transient(call: Callable[[], None], spec: ConsumerSpec, stop: threadi
 def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message,
                 error: BaseException) -> None:
     """Send a message we cannot handle to the dead-letter topic, with where it came from and why."""
-    headers = list(message.headers() or [])
+    headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []]
     headers += [
         ("dlq.error", repr(error)[:2000].encode()),
         ("dlq.topic", (message.topic() or "").encode()),

@@ -38,6 +38,13 @@ class KafkaSettings(BaseSettings):
     # A consumer batch is applied in one database transaction; bigger batches amortise commits.
     consume_batch_size: int = 1000
     consume_batch_timeout_s: float = 0.2
+    # Prepended to every consumer group id (tests isolate themselves with it).
+    group_prefix: str = ""
+    # How fast a killed consumer's partitions move to the survivors (broker minimum is 6 s).
+    session_timeout_ms: int = 45_000
+    # Static membership (e.g. the pod name): a restarted instance takes its partitions back
+    # without a rebalance.
+    group_instance_id: str | None = None
 
 
 class DatabaseSettings(BaseSettings):

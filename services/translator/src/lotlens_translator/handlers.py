@@ -14,9 +14,10 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
 from lotlens_common.kafka import EventProducer
+from lotlens_common.model.translation import target_languages
 from lotlens_common.stage import store
 from lotlens_common.stage.spec import LotWork
-from lotlens_translator.translation_stage import descriptions, target_languages
+from lotlens_translator.translation_stage import descriptions
 
 STAGE = "translation"
 

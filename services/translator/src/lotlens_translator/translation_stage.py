@@ -9,15 +9,14 @@ from typing import Any
 from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.translation import parse_translation_response, translation_request_body
+from lotlens_common.model.translation import (
+    parse_translation_response,
+    target_languages,
+    translation_request_body,
+)
 from lotlens_common.stage.spec import LotWork, Prepared
 
 _PROMPT_TOKENS = 400
-
-
-def target_languages(languages: Sequence[str]) -> list[str]:
-    """The languages that need a translation (all but English)."""
-    return [language for language in languages if language != ENGLISH]
 
 
 def descriptions(languages: Sequence[str], english_html: str, translated: Mapping[str, str]

@@ -34,6 +34,9 @@ async def watch(rt: StageRuntime) -> None:
         with store.exclusive(rt.engine, shard.shard_id) as mine:
             if not mine:
                 continue  # another instance is on it
+            with rt.engine.begin() as conn:
+                if store.shard_status(conn, shard.shard_id) != "submitted":
+                    continue  # collected by another instance since it was listed
             batch = await rt.batches.retrieve_batch(shard.batch_id)
             status = str(batch["status"])
             if shard.job_id in cancelled and status in RUNNING - {"cancelling"}:

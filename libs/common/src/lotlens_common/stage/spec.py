@@ -36,7 +36,10 @@ class Prepared:
 class StageSpec(Protocol):
     """The stage-specific parts: requests, results and the events that carry them."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The stage's name ("vision" or "translation"), also its rows' key in the work tables."""
+        ...
 
     def output_topic(self) -> str:
         """Where this stage's events go."""

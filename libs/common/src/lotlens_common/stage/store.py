@@ -162,6 +162,12 @@ def shards(conn: Connection, stage: str, status: str) -> list[Shard]:
             for r in rows]
 
 
+def shard_status(conn: Connection, shard_id: str) -> str | None:
+    """A shard's status now (another instance may have moved it since it was listed)."""
+    return conn.execute(select(stage_shards.c.status).where(
+        stage_shards.c.shard_id == shard_id)).scalar_one_or_none()
+
+
 def shard_lots(conn: Connection, stage: str, shard_id: str) -> list[LotWork]:
     """The lots a shard still holds."""
     rows = conn.execute(select(stage_lots).where(

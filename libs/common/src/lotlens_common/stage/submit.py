@@ -64,6 +64,8 @@ async def recover_building(rt: StageRuntime) -> None:
             if not mine:
                 continue  # its builder is alive
             with rt.engine.begin() as conn:
+                if store.shard_status(conn, shard.shard_id) != "building":
+                    continue  # finished by another instance meanwhile
                 lots = store.shard_lots(conn, rt.spec.name, shard.shard_id)
                 if not lots:
                     store.close_shard(conn, shard.shard_id, "empty", None)

@@ -1,0 +1,119 @@
+"""A batch job through the whole stack, driven only over HTTP with the integrators' own client."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from lotlens_common.tables import descriptions, lots
+from tests.conftest import new_id
+from tests.e2e.harness import Stack
+from tests.seeds import seed_client_class, seed_webhook_verifier
+from tests.servers import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+LANGUAGES = ["en", "de", "fr"]
+
+
+def cars(images: str, count: int, prefix: str) -> list[dict[str, Any]]:
+    """Lots in the seed client's `cars_data` shape; the second lot of each has a broken image."""
+    return [{
+        "lot_id": f"{prefix}-{i}",
+        "additional_info": f"Car {i}, front collision",
+        "image_urls": [f"{images}/{prefix}-{i}-a.png"]
+        + ([f"{images}/{prefix}-{i}-missing.png"] if i == 1 else [f"{images}/{prefix}-{i}-b.png"]),
+    } for i in range(count)]
+
+
+def expected_english(i: int) -> str:
+    # The stand-in's documented deterministic answer: images seen, then the lot's notes.
+    return f"<p>Standin vision: 2 image(s) reviewed. Car {i}, front collision</p>" if i != 1 else \
+        "<p>Standin vision: 1 image(s) reviewed. Car 1, front collision</p>"
+
+
+def wait_for_webhook(receiver: WebhookReceiver, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
+        stack: Stack, images: str, receiver: WebhookReceiver) -> None:
+    client = seed_client_class()(stack.url, stack.client_key)
+    prefix = new_id("lot")
+    job_id, error = client.batch_generate(cars(images, 3, prefix), languages=LANGUAGES,
+                                          webhook_url=f"{receiver.url}/hooks")
+    assert error is None, error
+    seen: list[dict[str, Any]] = []
+    results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120,
+                                                progress_callback=seen.append)
+    assert error is None, error
+    assert seen and seen[-1]["status"] == "completed"
+    assert results["processing_summary"]["processed_lots"] == 3
+    assert results["processing_summary"]["failed_lots"] == 0
+    by_lot = {lot["lot_id"]: lot for lot in results["results"]["lots"]}
+    for i in range(3):
+        lot = by_lot[f"{prefix}-{i}"]
+        english = expected_english(i)
+        assert lot["status"] == "completed"
+        assert [d["language"] for d in lot["descriptions"]] == LANGUAGES
+        assert lot["descriptions"][0]["damages"] == english
+        inner = english.removeprefix("<p>").removesuffix("</p>")
+        assert lot["descriptions"][1]["damages"] == f"<p>[de] {inner}</p>"
+        assert lot["descriptions"][2]["damages"] == f"<p>[fr] {inner}</p>"
+    assert by_lot[f"{prefix}-1"]["missing_images"] == [f"{images}/{prefix}-1-missing.png"]
+    assert by_lot[f"{prefix}-1"]["processed_images"] == 1
+
+    wait_for_webhook(receiver)
+    assert len(receiver.received) == 1
+    hook = receiver.received[0]
+    verify = seed_webhook_verifier()
+    assert verify(hook.body.decode("utf-8"), hook.headers["x-signature"], stack.client_key)
+    payload = json.loads(hook.body)
+    assert payload["event"] == "batch_job_completed"
+    assert payload["job_id"] == job_id and payload["status"] == "completed"
+    assert hook.headers["x-job-id"] == job_id
+    assert hook.headers["user-agent"] == "Generation-Service/2.0"
+    assert {lot["lot_id"] for lot in payload["lots"]} == set(by_lot)
+
+
+def test_killing_the_vision_batcher_and_the_result_store_mid_job_loses_nothing(
+        stack: Stack, images: str, engine: Engine) -> None:
+    client = seed_client_class()(stack.url, stack.client_key)
+    prefix = new_id("crash")
+    job_id, error = client.batch_generate(cars(images, 20, prefix), languages=["en", "de"])
+    assert error is None, error
+    time.sleep(1.0)  # lots are queued, a batch is probably being created or watched
+    stack.kill("vision-batcher")
+    stack.kill("result-store")
+    time.sleep(1.0)
+    stack.start("result-store")
+    stack.start("vision-batcher")
+    results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=180)
+    assert error is None, error
+    assert results["processing_summary"]["processed_lots"] == 20
+    with engine.connect() as conn:
+        lot_rows = conn.execute(select(func.count()).where(lots.c.job_id == job_id)).scalar_one()
+        text_rows = conn.execute(
+            select(func.count()).where(descriptions.c.job_id == job_id)).scalar_one()
+    assert lot_rows == 20
+    assert text_rows == 40
+
+
+def test_a_graceful_restart_of_every_service_mid_job_still_completes_it(
+        stack: Stack, images: str) -> None:
+    client = seed_client_class()(stack.url, stack.client_key)
+    job_id, error = client.batch_generate(cars(images, 5, new_id("term")), languages=["en"])
+    assert error is None, error
+    for name in ("translator", "webhook-dispatcher", "vision-batcher"):
+        stack.kill(name, signal.SIGTERM)
+        stack.start(name)
+    results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
+    assert error is None, error
+    assert results["processing_summary"]["processed_lots"] == 5

@@ -1,0 +1,279 @@
+"""The vision and translation stages against the OpenAI stand-in, real Kafka and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select
+
+from lotlens_common.clock import utc_now
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import (
+    JobCancelled,
+    LotFailed,
+    LotSubmitted,
+    TranslationBatchSubmitted,
+    TranslationCompleted,
+    VisionBatchSubmitted,
+    VisionCompleted,
+)
+from lotlens_common.kafka import EventProducer
+from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import store
+from lotlens_common.stage.collect import watch
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.runtime import StageRuntime
+from lotlens_common.stage.spec import StageSpec
+from lotlens_common.stage.submit import flush_due, recover_building
+from lotlens_common.tables import stage_lots
+from lotlens_translator import handlers as translator_handlers
+from lotlens_translator.translation_stage import TranslationStage
+from lotlens_vision_batcher import handlers as vision_handlers
+from lotlens_vision_batcher.vision_stage import VisionStage
+from tests.conftest import ROOT, new_id
+from tests.events import read_events
+from tests.servers import image_host
+from tests.standin import Standin, serve_standin
+
+STAGE = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2)
+
+
+@pytest.fixture()
+def standin(tmp_path: Path) -> Iterator[Standin]:
+    with serve_standin(tmp_path / "standin") as running:
+        yield running
+
+
+async def reachable_unless_missing(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The image check, decided by URL (the real checker has its own tests)."""
+    return [u for u in urls if "missing" not in u], [u for u in urls if "missing" in u]
+
+
+def submit_lots(engine: Engine, job_id: str, notes: list[str], languages: Sequence[str] = ("en",),
+                images: int = 2) -> None:
+    envelopes = [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=len(notes), additional_info=note,
+        image_urls=tuple(f"https://img.test/{job_id}/{i}-{k}.jpg" for k in range(images)),
+        languages=tuple(languages))) for i, note in enumerate(notes)]
+    vision_handlers.handle(engine, envelopes)
+
+
+def vision_spec(settings: ServiceSettings) -> VisionStage:
+    return VisionStage(settings.topics.vision, settings.models, reachable_unless_missing)
+
+
+async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spec: StageSpec,
+                job_id: str, stage: StageSettings = STAGE, seconds: float = 20.0) -> None:
+    """Run the stage's flush and watch steps until no lot of the job is waiting or submitted."""
+    client = make_openai_client("test", standin.base_url, 10)
+    rt = StageRuntime(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client), spec, stage)
+    deadline = time.monotonic() + seconds
+    async with client:
+        await recover_building(rt)
+        while time.monotonic() < deadline:
+            await flush_due(rt)
+            await watch(rt)
+            if not open_lots(engine, spec.name, job_id):
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"lots still open: {open_lots(engine, spec.name, job_id)}")
+
+
+def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(stage_lots.c.lot_id).where(
+            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+            stage_lots.c.status.in_([store.WAITING, store.SUBMITTED]))).scalars())
+
+
+def lot_statuses(engine: Engine, stage: str, job_id: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(stage_lots.c.lot_id, stage_lots.c.status).where(
+            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id))
+        return {row.lot_id: row.status for row in rows}
+
+
+def job_events(settings: ServiceSettings, topic: str, job_id: str, count: int) -> list[Envelope]:
+    def enough(events: list[Envelope]) -> bool:
+        return len([e for e in events if e.job_id == job_id]) >= count
+
+    return [e for e in read_events(settings.kafka.bootstrap_servers, topic, enough)
+            if e.job_id == job_id]
+
+
+def test_vision_batch_sends_real_image_inputs_and_emits_one_result_per_lot(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["2019 Toyota Camry, front collision", "Honda Civic, hail"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+
+    events = job_events(settings, settings.topics.vision, job_id, 3)
+    submitted = [e.event for e in events if isinstance(e.event, VisionBatchSubmitted)]
+    completed = {e.event.lot_id: e.event for e in events if isinstance(e.event, VisionCompleted)}
+    assert len(submitted) == 1 and set(submitted[0].lot_ids) == {"lot-0", "lot-1"}
+    assert completed["lot-0"].english_html == (
+        "<p>Standin vision: 2 image(s) reviewed. 2019 Toyota Camry, front collision</p>")
+    assert completed["lot-1"].processed_images == 2
+    metadata = standin.stats()["batch_metadata"]
+    assert [m["lotlens_shard_id"] for m in metadata] == [submitted[0].shard_id]
+    assert metadata[0]["lotlens_job_id"] == job_id and metadata[0]["lotlens_stage"] == "vision"
+
+
+def test_a_lot_whose_images_are_all_unreachable_fails_without_a_model_call(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    envelopes = [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id="broken", seq=0, total_lots=1, additional_info="x",
+        image_urls=("https://img.test/missing-1.jpg", "https://img.test/missing-2.jpg"),
+        languages=("en",)))]
+    vision_handlers.handle(engine, envelopes)
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+
+    failed = [e.event for e in job_events(settings, settings.topics.vision, job_id, 1)]
+    assert isinstance(failed[0], LotFailed)
+    assert failed[0].reason == "none of the lot's 2 images could be fetched"
+    assert failed[0].missing_images == ("https://img.test/missing-1.jpg", "https://img.test/missing-2.jpg")
+    assert standin.stats()["batches_created"] == 0
+
+
+def test_error_lines_are_retried_per_lot_then_fail_with_the_reason(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["fine lot", "bad lot [standin:error]", "another fine lot"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+
+    events = job_events(settings, settings.topics.vision, job_id, 5)
+    results = {e.event.lot_id: e.event for e in events if isinstance(e.event, VisionCompleted | LotFailed)}
+    assert isinstance(results["lot-0"], VisionCompleted)
+    assert isinstance(results["lot-2"], VisionCompleted)
+    failure = results["lot-1"]
+    assert isinstance(failure, LotFailed) and "gave up after 2 attempts" in failure.reason
+    retries = [e.event for e in events if isinstance(e.event, VisionBatchSubmitted)]
+    assert [b.lot_ids for b in retries][1] == ("lot-1",)  # only the failed lot was resubmitted
+
+
+def test_an_expired_batch_keeps_its_partial_results_and_resubmits_only_the_rest(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    standin.faults(batch_outcome="expired", batch_outcome_count=1)
+    submit_lots(engine, job_id, [f"lot {i}" for i in range(4)])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+
+    events = job_events(settings, settings.topics.vision, job_id, 6)
+    batches = [e.event for e in events if isinstance(e.event, VisionBatchSubmitted)]
+    completed = {e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)}
+    assert completed == {f"lot-{i}" for i in range(4)}
+    assert len(batches) == 2 and len(batches[1].lot_ids) == 2
+
+
+def test_cancelling_a_job_cancels_its_running_batch_and_submits_nothing_more(
+        settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
+    job_id = new_id("job-")
+    with serve_standin(tmp_path / "slow", in_progress_seconds=30) as standin:
+        submit_lots(engine, job_id, ["a", "b"])
+        stage = StageSettings(window_s=0.0, poll_interval_s=0.1)
+
+        async def scenario() -> None:
+            client = make_openai_client("test", standin.base_url, 10)
+            rt = StageRuntime(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
+                              vision_spec(settings), stage)
+            async with client:
+                await flush_due(rt)
+                vision_handlers.handle(engine, [Envelope(client_id="c1", event=JobCancelled(
+                    job_id=job_id, cancelled_at=utc_now()))])
+                for _ in range(40):
+                    await watch(rt)
+                    if not open_lots(engine, "vision", job_id):
+                        return
+                    await asyncio.sleep(0.1)
+
+        asyncio.run(scenario())
+        batches = standin.control.get("/v1/batches").json()["data"]
+    assert len(batches) == 1 and batches[0]["status"] == "cancelled"
+    assert set(lot_statuses(engine, "vision", job_id).values()) == {store.CANCELLED}
+
+
+def test_the_translator_passes_english_only_lots_straight_through(
+        settings: ServiceSettings, engine: Engine) -> None:
+    job_id = new_id("job-")
+    producer = EventProducer(settings.kafka, "t")
+    translator_handlers.handle(engine, producer, settings.topics.translation, [Envelope(
+        client_id="c1", event=VisionCompleted(
+            job_id=job_id, lot_id="l1", english_html="<p>Dent.</p>", languages=("en",),
+            total_lots=1, processed_images=1, missing_images=()))])
+    [event] = [e.event for e in job_events(settings, settings.topics.translation, job_id, 1)]
+    assert event == TranslationCompleted(job_id=job_id, lot_id="l1", descriptions={"en": "<p>Dent.</p>"})
+
+
+def test_translation_returns_every_language_in_the_requested_order(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    producer = EventProducer(settings.kafka, "t")
+    translator_handlers.handle(engine, producer, settings.topics.translation, [Envelope(
+        client_id="c1", event=VisionCompleted(
+            job_id=job_id, lot_id=f"l{i}", english_html=f"<p>Dent {i}.</p>",
+            languages=("de", "en", "ru"), total_lots=2, processed_images=1, missing_images=()))
+        for i in range(2)])
+    spec = TranslationStage(settings.topics.translation, settings.models)
+    asyncio.run(drive(settings, engine, standin, spec, job_id))
+
+    events = job_events(settings, settings.topics.translation, job_id, 3)
+    assert len([e for e in events if isinstance(e.event, TranslationBatchSubmitted)]) == 1
+    done = {e.event.lot_id: e.event for e in events if isinstance(e.event, TranslationCompleted)}
+    assert list(done["l1"].descriptions.items()) == [
+        ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("ru", "<p>[ru] Dent 1.</p>")]
+
+
+@pytest.mark.parametrize("fault_point", ["vision.after_shard_claimed", "vision.after_batch_created",
+                                         "vision.after_batch_published"])
+def test_a_crash_around_batch_creation_never_loses_or_duplicates_the_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin, fault_point: str) -> None:
+    job_id = new_id("job-")
+    env = {**os.environ,
+           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "DATABASE_URL": settings.database.database_url,
+           "KAFKA_GROUP_PREFIX": new_id("g"),
+           **{f"LOTLENS_TOPIC_{name.upper()}": getattr(settings.topics, name)
+              for name in ("submissions", "vision", "translation", "completions", "webhooks",
+                           "dead_letter")},
+           "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
+           "LOTLENS_STAGE__WINDOW_S": "0", "LOTLENS_STAGE__POLL_INTERVAL_S": "0.2",
+           "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": standin.base_url}
+    producer = EventProducer(settings.kafka, "t")
+    with image_host() as images:
+        crash_and_restart(settings, env, producer, job_id, images, fault_point)
+    shards = {m["lotlens_shard_id"] for m in standin.stats()["batch_metadata"]}
+    assert standin.stats()["batches_created"] == len(shards) == 1
+    assert json.dumps(lot_statuses(engine, "vision", job_id), sort_keys=True) == json.dumps(
+        {f"lot-{i}": store.DONE for i in range(3)}, sort_keys=True)
+
+
+def crash_and_restart(settings: ServiceSettings, env: dict[str, str], producer: EventProducer,
+                      job_id: str, images: str, fault_point: str) -> None:
+    """Run the vision-batcher until it dies at the fault point, then a healthy one to the end."""
+    producer.publish_many(settings.topics.submissions, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=3, additional_info=f"car {i}",
+        image_urls=(f"{images}/{i}.png",), languages=("en",))) for i in range(3)])
+    producer.flush()
+    command = [sys.executable, "-m", "lotlens_vision_batcher"]
+    crashed = subprocess.run(command, cwd=ROOT, env={**env, "LOTLENS_FAULT_AT": fault_point},
+                             timeout=60, capture_output=True)
+    assert crashed.returncode == -9, crashed.stderr.decode()[-2000:]
+    survivor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        events = job_events(settings, settings.topics.vision, job_id, 4)
+    finally:
+        survivor.terminate()
+        survivor.wait(timeout=30)
+    completed = {e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)}
+    assert completed == {"lot-0", "lot-1", "lot-2"}

@@ -1,0 +1,39 @@
+"""Load integrators' code from the seed documents at test time (it is never copied into the repo)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+
+API_V2 = SEEDS / "003_f2ae4583ea959c59.txt"
+API_V1 = SEEDS / "004_c6f2deaf50482dd3.txt"
+
+
+def python_block_after(heading: str, document: str = str(API_V2)) -> str:
+    """The first ```python block after a heading line of a seed document."""
+    text = Path(document).read_text(encoding="utf-8")
+    start = text.index(heading)
+    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    if match is None:
+        raise LookupError(f"no python block after {heading!r}")
+    return match.group(1)
+
+
+def load(heading: str, document: str = str(API_V2)) -> dict[str, Any]:
+    """Execute a seed's python block and return its namespace (its `main()` is not run)."""
+    namespace: dict[str, Any] = {"__name__": "seed"}
+    exec(compile(python_block_after(heading, document), f"seed:{heading}", "exec"), namespace)
+    return namespace
+
+
+def seed_client_class() -> Any:
+    """`GenerationServiceClient` exactly as seed 003 prints it."""
+    return load("### Python Client SDK")["GenerationServiceClient"]
+
+
+def seed_webhook_verifier() -> Any:
+    """`verify_webhook_signature` exactly as seed 003 prints it."""
+    return load("### Верификация webhook подписи")["verify_webhook_signature"]

@@ -1,0 +1,115 @@
+"""Small local HTTP servers the tests talk to: an image host and a webhook receiver."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def png(width: int = 32, height: int = 24, rgb: tuple[int, int, int] = (200, 40, 40)) -> bytes:
+    """A valid PNG image of one colour."""
+    raw = b"".join(b"\x00" + bytes(rgb) * width for _ in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+            + chunk(b"IEND", b""))
+
+
+@contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run a handler on a free loopback port in a thread; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def image_host() -> Iterator[str]:
+    """Serves a PNG for any path ending in `.png`, except paths containing `missing` (404)."""
+    image = png()
+
+    class Images(BaseHTTPRequestHandler):
+        def _answer(self, body: bool) -> None:
+            if self.path.endswith(".png") and "missing" not in self.path:
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(image)))
+                self.end_headers()
+                if body:
+                    self.wfile.write(image)
+            else:
+                self.send_error(404)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    with serve(Images) as url:
+        yield url
+
+
+@dataclass
+class ReceivedWebhook:
+    """One request the receiver got."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class WebhookReceiver:
+    """Records every webhook; `respond` decides the status code of each."""
+
+    url: str = ""
+    received: list[ReceivedWebhook] = field(default_factory=list)
+    respond: Callable[[ReceivedWebhook], int] = lambda _hook: 200
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[WebhookReceiver]:
+    """A receiver on a free loopback port."""
+    receiver = WebhookReceiver()
+
+    class Hooks(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            hook = ReceivedWebhook(self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+            receiver.received.append(hook)
+            self.send_response(receiver.respond(hook))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    with serve(Hooks) as url:
+        receiver.url = url
+        yield receiver

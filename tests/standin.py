@@ -1,0 +1,60 @@
+"""The project's OpenAI stand-in, run in a thread on a free port for one test or module."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+
+from lotlens_openai_standin import StandinConfig, create_app
+from tests.servers import free_port
+
+PHASE_S = 0.1
+
+
+@dataclass(frozen=True)
+class Standin:
+    """A running stand-in: its `/v1` base URL and its `/_standin/` controls."""
+
+    base_url: str
+    control: httpx.Client
+    api_key: str | None
+
+    def faults(self, **faults: Any) -> None:
+        """Inject faults (see the stand-in's control API)."""
+        self.control.post("/_standin/faults", json=faults).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: files, batches (with their metadata), direct calls."""
+        return dict(self.control.get("/_standin/stats").json())
+
+
+@contextmanager
+def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
+    """Start the stand-in with short batch phases (overridable) and stop it afterwards."""
+    port = free_port()
+    phases = {"validating_seconds": PHASE_S, "in_progress_seconds": PHASE_S,
+              "finalizing_seconds": PHASE_S}
+    config = StandinConfig(port=port, data_dir=data_dir, **{**phases, **overrides})
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "the stand-in did not start"
+        time.sleep(0.01)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=10) as control:
+            yield Standin(f"{base}/v1", control, config.api_key)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
