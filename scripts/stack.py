@@ -93,9 +93,10 @@ def up() -> None:
         _wait_for(f"http://127.0.0.1:{STANDIN_PORT}/_standin/stats", 30)
     _spawn("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
                               "127.0.0.1", "--directory", str(ROOT / "examples" / "images")], env)
-    for service in SERVICES:
+    for number, service in enumerate(SERVICES):
         module = "lotlens_" + service.replace("-", "_")
-        _spawn(service, [python, "-m", module], env)
+        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics).
+        _spawn(service, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(19100 + number)})
     if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
         sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))

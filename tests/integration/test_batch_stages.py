@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from lotlens_common.events import (
     VisionCompleted,
 )
 from lotlens_common.kafka import EventProducer
-from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import store
 from lotlens_common.stage.collect import watch
@@ -64,7 +65,7 @@ def submit_lots(engine: Engine, job_id: str, notes: list[str], languages: Sequen
         job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=len(notes), additional_info=note,
         image_urls=tuple(f"https://img.test/{job_id}/{i}-{k}.jpg" for k in range(images)),
         languages=tuple(languages))) for i, note in enumerate(notes)]
-    vision_handlers.handle(engine, envelopes)
+    vision_handlers.handle(engine, None, envelopes)
 
 
 def vision_spec(settings: ServiceSettings) -> VisionStage:
@@ -72,10 +73,12 @@ def vision_spec(settings: ServiceSettings) -> VisionStage:
 
 
 async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spec: StageSpec,
-                job_id: str, stage: StageSettings = STAGE, seconds: float = 20.0) -> None:
+                job_id: str, stage: StageSettings = STAGE, seconds: float = 20.0,
+                direct: bool = False) -> None:
     """Run the stage's flush and watch steps until no lot of the job is waiting or submitted."""
     client = make_openai_client("test", standin.base_url, 10)
-    rt = StageRuntime(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client), spec, stage)
+    rt = StageRuntime(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client), spec, stage,
+                      direct=partial(call_responses, client) if direct else None)
     deadline = time.monotonic() + seconds
     async with client:
         await recover_building(rt)
@@ -128,6 +131,21 @@ def test_vision_batch_sends_real_image_inputs_and_emits_one_result_per_lot(
     assert metadata[0]["lotlens_job_id"] == job_id and metadata[0]["lotlens_stage"] == "vision"
 
 
+def test_direct_mode_sends_the_same_requests_one_by_one_and_rides_out_rate_limits(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    standin.faults(rate_limit_next=2)
+    submit_lots(engine, job_id, ["Camry, front collision", "Civic, hail", "F-150, rollover"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id, direct=True))
+
+    events = job_events(settings, settings.topics.vision, job_id, 3)
+    completed = {e.event.lot_id: e.event for e in events if isinstance(e.event, VisionCompleted)}
+    assert completed["lot-2"].english_html == "<p>Standin vision: 2 image(s) reviewed. F-150, rollover</p>"
+    stats = standin.stats()
+    assert stats["batches_created"] == 0
+    assert sum(stats["direct_calls"].values()) == 5  # 3 lots + 2 answered 429 and retried
+
+
 def test_a_lot_whose_images_are_all_unreachable_fails_without_a_model_call(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     job_id = new_id("job-")
@@ -135,7 +153,7 @@ def test_a_lot_whose_images_are_all_unreachable_fails_without_a_model_call(
         job_id=job_id, lot_id="broken", seq=0, total_lots=1, additional_info="x",
         image_urls=("https://img.test/missing-1.jpg", "https://img.test/missing-2.jpg"),
         languages=("en",)))]
-    vision_handlers.handle(engine, envelopes)
+    vision_handlers.handle(engine, None, envelopes)
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
 
     failed = [e.event for e in job_events(settings, settings.topics.vision, job_id, 1)]
@@ -188,7 +206,7 @@ def test_cancelling_a_job_cancels_its_running_batch_and_submits_nothing_more(
                               vision_spec(settings), stage)
             async with client:
                 await flush_due(rt)
-                vision_handlers.handle(engine, [Envelope(client_id="c1", event=JobCancelled(
+                vision_handlers.handle(engine, None, [Envelope(client_id="c1", event=JobCancelled(
                     job_id=job_id, cancelled_at=utc_now()))])
                 for _ in range(40):
                     await watch(rt)
@@ -206,7 +224,7 @@ def test_the_translator_passes_english_only_lots_straight_through(
         settings: ServiceSettings, engine: Engine) -> None:
     job_id = new_id("job-")
     producer = EventProducer(settings.kafka, "t")
-    translator_handlers.handle(engine, producer, settings.topics.translation, [Envelope(
+    translator_handlers.handle(engine, producer, topic=settings.topics.translation, envelopes=[Envelope(
         client_id="c1", event=VisionCompleted(
             job_id=job_id, lot_id="l1", english_html="<p>Dent.</p>", languages=("en",),
             total_lots=1, processed_images=1, missing_images=()))])
@@ -218,7 +236,7 @@ def test_translation_returns_every_language_in_the_requested_order(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     job_id = new_id("job-")
     producer = EventProducer(settings.kafka, "t")
-    translator_handlers.handle(engine, producer, settings.topics.translation, [Envelope(
+    translator_handlers.handle(engine, producer, topic=settings.topics.translation, envelopes=[Envelope(
         client_id="c1", event=VisionCompleted(
             job_id=job_id, lot_id=f"l{i}", english_html=f"<p>Dent {i}.</p>",
             languages=("de", "en", "ru"), total_lots=2, processed_images=1, missing_images=()))

@@ -37,7 +37,7 @@ class EventProducer:
 
     def __init__(self, settings: KafkaSettings, client_name: str) -> None:
         self._producer = Producer({
-            "bootstrap.servers": settings.bootstrap_servers,
+            **settings.client_config(),
             "client.id": client_name,
             "enable.idempotence": True,
             "acks": "all",
@@ -106,7 +106,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                  producer: EventProducer, stop: threading.Event) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
     config: dict[str, object] = {
-        "bootstrap.servers": settings.bootstrap_servers,
+        **settings.client_config(),
         "group.id": settings.group_prefix + spec.group_id,
         "session.timeout.ms": settings.session_timeout_ms,
         "partition.assignment.strategy": "cooperative-sticky",
@@ -213,7 +213,7 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
 
 def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
     """Create the pipeline's topics when missing (idempotent)."""
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     config = {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,

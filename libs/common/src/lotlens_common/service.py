@@ -53,10 +53,10 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def serve_metrics(port: int) -> None:
-    """Expose Prometheus metrics on 127.0.0.1:port (0 disables)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose Prometheus metrics on host:port (port 0 disables; containers bind 0.0.0.0)."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
 
 
 def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: threading.Event) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lotlens_common.model.settings import ModelSettings
@@ -45,6 +45,21 @@ class KafkaSettings(BaseSettings):
     # Static membership (e.g. the pod name): a restarted instance takes its partitions back
     # without a rebalance.
     group_instance_id: str | None = None
+    # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    def client_config(self) -> dict[str, object]:
+        """The librdkafka settings every producer, consumer and admin client shares."""
+        config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers,
+                                     "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            config["sasl.username"] = self.sasl_username or ""
+            config["sasl.password"] = self.sasl_password.get_secret_value() if self.sasl_password else ""
+        return config
 
 
 class DatabaseSettings(BaseSettings):
@@ -86,3 +101,5 @@ class ServiceSettings(BaseSettings):
     # the local stack and the tests turn it on.
     allow_loopback_urls: bool = False
     log_level: str = "INFO"
+    # Where this process serves /metrics for Prometheus (port 0: not served).
+    metrics_host: str = "127.0.0.1"

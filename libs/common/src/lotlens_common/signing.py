@@ -7,6 +7,7 @@ the array as typed (key order kept) and `echo` adds a newline, so those forms ar
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -52,3 +53,27 @@ def identify_client(keys: Mapping[str, str], messages: Sequence[bytes], signatur
         if verify(key, messages, signature) and found is None:
             found = client_id
     return found
+
+
+def standard_webhook_signature(key: str, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """A Standard Webhooks `v1,<base64>` signature: HMAC-SHA256 over `{id}.{timestamp}.{body}`."""
+    signed = f"{delivery_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key.encode(), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def webhook_headers(key: str, delivery_id: str, timestamp: int, body: bytes,
+                    previous_keys: Sequence[str] = ()) -> dict[str, str]:
+    """Signature headers of an outgoing webhook: `X-Signature` (003) and Standard Webhooks.
+
+    `X-Signature` uses the current key only (003's verifier compares one value); during a key
+    rotation `webhook-signature` lists one signature per key, space-separated, current first.
+    """
+    signatures = [standard_webhook_signature(k, delivery_id, timestamp, body)
+                  for k in (key, *previous_keys)]
+    return {
+        "X-Signature": sign(key, body),
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(signatures),
+    }

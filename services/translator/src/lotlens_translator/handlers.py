@@ -22,7 +22,7 @@ from lotlens_translator.translation_stage import descriptions
 STAGE = "translation"
 
 
-def handle(engine: Engine, producer: EventProducer, topic: str, envelopes: Sequence[Envelope]
+def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope], *, topic: str
            ) -> None:
     """Apply a consumer batch: pass-through events first (flushed), then one transaction."""
     waiting: list[LotWork] = []

@@ -8,13 +8,14 @@ from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
+from lotlens_common.kafka import EventProducer
 from lotlens_common.stage import store
 from lotlens_common.stage.spec import LotWork
 
 STAGE = "vision"
 
 
-def handle(engine: Engine, envelopes: Sequence[Envelope]) -> None:
+def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[Envelope]) -> None:
     """Apply a consumer batch in one transaction (idempotent: known lots are left alone)."""
     with engine.begin() as conn:
         arrivals: list[LotWork] = []

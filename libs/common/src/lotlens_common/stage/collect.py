@@ -58,7 +58,7 @@ async def _collect(rt: StageRuntime, shard: store.Shard, batch: Mapping[str, Any
                    cancelled: bool) -> None:
     with rt.engine.begin() as conn:
         pending = {lot.lot_id: lot for lot in store.shard_lots(conn, rt.spec.name, shard.shard_id)}
-    collector = _Collector(rt, shard, cancelled)
+    collector = Collector(rt, shard, cancelled)
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
@@ -89,8 +89,8 @@ def _batch_reason(batch: Mapping[str, Any]) -> str:
     return f"OpenAI batch {batch.get('id')} ended {batch.get('status')}" + (f" ({detail})" if detail else "")
 
 
-class _Collector:
-    """Accumulates a shard's outcomes and applies them chunk by chunk."""
+class Collector:
+    """Accumulates a shard's outcomes and applies them chunk by chunk (batch and direct modes)."""
 
     def __init__(self, rt: StageRuntime, shard: store.Shard, cancelled: bool) -> None:
         self.rt, self.shard, self.cancelled = rt, shard, cancelled
@@ -101,6 +101,7 @@ class _Collector:
         self.given_up: list[str] = []
 
     def succeeded(self, lot: LotWork, body: Mapping[str, Any]) -> None:
+        """A response body arrived for the lot."""
         try:
             self.events.append(self.rt.spec.result_event(lot, body))
             self.done.append(lot.lot_id)
@@ -111,6 +112,7 @@ class _Collector:
             self.failed.append(lot.lot_id)
 
     def retry(self, lot: LotWork, reason: str) -> None:
+        """The lot got no usable answer: send it again, or give up after the last attempt."""
         if self.cancelled:
             self.given_up.append(lot.lot_id)
         elif lot.attempts >= self.rt.settings.max_attempts:
@@ -121,10 +123,12 @@ class _Collector:
             self.again.setdefault(reason, []).append(lot.lot_id)
 
     def flush_if_full(self) -> None:
+        """Apply what has accumulated once a chunk is full."""
         if len(self.events) + sum(map(len, self.again.values())) >= CHUNK:
             self.flush()
 
     def flush(self) -> None:
+        """Publish the events, then record the lots' new statuses."""
         name, job_id = self.rt.spec.name, self.shard.job_id
         self.rt.publish_events(self.shard.client_id, self.events)
         with self.rt.engine.begin() as conn:

@@ -24,5 +24,7 @@ class StageSettings(BaseSettings):
     max_attempts: int = 3
     # Enqueued-token budget per model across submitted batches (0 = unlimited).
     enqueued_token_limit: int = 0
+    # Direct mode (no Batch API): requests in flight at once per stage instance.
+    direct_concurrency: int = 16
     # Where JSONL files are written before upload ("" = the system's temp folder).
     work_dir: str = ""

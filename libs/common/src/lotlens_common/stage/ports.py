@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,3 +34,7 @@ class BatchesPort(Protocol):
     def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
         """Stream a file's lines."""
         ...
+
+
+# Direct mode: a request body in, the response body out (e.g. `partial(call_responses, client)`).
+DirectCall = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]

@@ -11,7 +11,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 from lotlens_common.kafka import EventProducer
 from lotlens_common.stage.config import StageSettings
-from lotlens_common.stage.ports import BatchesPort
+from lotlens_common.stage.ports import BatchesPort, DirectCall
 from lotlens_common.stage.spec import StageSpec
 
 
@@ -24,6 +24,8 @@ class StageRuntime:
     batches: BatchesPort
     spec: StageSpec
     settings: StageSettings
+    # Set in direct mode: requests go one by one instead of through the Batch API.
+    direct: DirectCall | None = None
 
     def publish_events(self, client_id: str, events: Sequence[Event]) -> None:
         """Publish events to the stage's topic and wait until Kafka has them."""

@@ -17,6 +17,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.stage import metrics, store
+from lotlens_common.stage.direct import run_direct
 from lotlens_common.stage.rule import plan_flushes
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.spec import LotWork
@@ -93,6 +94,11 @@ async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork]
         if not prepared.requests:
             with rt.engine.begin() as conn:
                 store.close_shard(conn, shard_id, "empty", None)
+            return
+        if rt.direct is not None:
+            shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
+                                "building", None, None)
+            await run_direct(rt, rt.direct, shard, prepared.requests)
             return
         path, sent, overflow = _write_jsonl(rt, shard_id, prepared.requests)
         try:

@@ -1,0 +1,71 @@
+"""Batch API files: writing input lines, reading output and error lines."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lotlens_common.model.errors import ModelOutputError
+
+RESPONSES_URL = "/v1/responses"
+
+
+def batch_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
+    """One JSONL input line (newline included) for a `/v1/responses` batch."""
+    line = {"custom_id": custom_id, "method": "POST", "url": RESPONSES_URL, "body": body}
+    return orjson.dumps(line) + b"\n"
+
+
+@dataclass(frozen=True)
+class BatchLineResult:
+    """One request's outcome: the response body, or why there is none."""
+
+    custom_id: str
+    body: dict[str, Any] | None
+    error: str | None
+    # `batch_expired`, `batch_cancelled`, `server_error`, … — lets callers tell "resubmit" from "give up".
+    error_code: str | None = None
+
+
+def _from_error_object(custom_id: str, error: Mapping[str, Any]) -> BatchLineResult:
+    code = error.get("code")
+    message = str(error.get("message") or code or "unknown error")
+    return BatchLineResult(custom_id, None, f"{code}: {message}" if code else message,
+                           str(code) if code else None)
+
+
+def _from_response(custom_id: str, response: Mapping[str, Any]) -> BatchLineResult:
+    status = response.get("status_code")
+    body = response.get("body")
+    if status == 200 and isinstance(body, dict):
+        return BatchLineResult(custom_id, body, None)
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        label = f"HTTP {status} {code}" if code else f"HTTP {status}"
+        message = f"{label}: {error.get('message')}"
+        return BatchLineResult(custom_id, None, message, str(code) if code else f"http_{status}")
+    return BatchLineResult(custom_id, None, f"HTTP {status}", f"http_{status}")
+
+
+def parse_batch_lines(lines: Iterable[bytes]) -> Iterator[BatchLineResult]:
+    """Results of output-file and error-file lines alike; blank lines are skipped."""
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ModelOutputError(f"batch result line {number} is not JSON: {exc}") from exc
+        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+            raise ModelOutputError(f"batch result line {number} has no custom_id")
+        custom_id = line["custom_id"]
+        if isinstance(line.get("error"), dict):
+            yield _from_error_object(custom_id, line["error"])
+        elif isinstance(line.get("response"), dict):
+            yield _from_response(custom_id, line["response"])
+        else:
+            yield BatchLineResult(custom_id, None, "the line has neither a response nor an error", None)

@@ -1,0 +1,36 @@
+"""What can go wrong when talking to the model, independent of the SDK that raised it."""
+
+from __future__ import annotations
+
+
+class ModelError(Exception):
+    """Base of every model-facing failure."""
+
+
+class ModelOutputError(ModelError):
+    """The model answered, but not with something usable (incomplete, empty, not the asked JSON)."""
+
+
+class ModelUnavailableError(ModelError):
+    """The API could not answer now (5xx, connection trouble, exhausted quota); worth retrying later."""
+
+
+class ModelTimeoutError(ModelUnavailableError):
+    """The API did not answer within the client's timeout."""
+
+
+class ModelRateLimitedError(ModelUnavailableError):
+    """The API kept answering 429 after the bounded retries."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class ModelRequestError(ModelError):
+    """The API rejected the request itself (4xx other than 429); sending it again will not help."""
+
+    def __init__(self, message: str, status_code: int, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code

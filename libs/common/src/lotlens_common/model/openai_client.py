@@ -1,0 +1,187 @@
+"""The only module that talks to the model API (OpenAI or the stand-in), through the official SDK."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import openai
+import orjson
+
+from lotlens_common.model.errors import (
+    ModelOutputError,
+    ModelRateLimitedError,
+    ModelRequestError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
+
+DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
+# The SDK refuses to start without some key; the stand-in ignores it unless it was given one.
+_STANDIN_PLACEHOLDER_KEY = "sk-lotlens-standin"
+MAX_RETRY_WAIT_S = 60.0
+_BACKOFF_BASE_S = 0.5
+
+
+def make_openai_client(api_key: str | None, base_url: str | None, timeout: float) -> openai.AsyncOpenAI:
+    """An async client; without a key it points at the local stand-in (unless base_url says otherwise)."""
+    if api_key is None:
+        return openai.AsyncOpenAI(api_key=_STANDIN_PLACEHOLDER_KEY,
+                                  base_url=base_url or DEFAULT_STANDIN_BASE_URL, timeout=timeout)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout)
+
+
+def _retry_after_s(exc: openai.APIStatusError) -> float | None:
+    headers = exc.response.headers
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value) / divisor)
+        except ValueError:
+            continue
+    return None
+
+
+def _describe(exc: openai.APIError) -> str:
+    status = getattr(exc, "status_code", None)
+    prefix = f"HTTP {status} " if status else ""
+    return f"{prefix}{exc.code or exc.type or type(exc).__name__}: {exc.message}"
+
+
+def _mapped(exc: openai.OpenAIError) -> Exception:
+    """Our error for an SDK error that will not be retried (here)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return ModelTimeoutError(f"the model API timed out: {exc}")
+    if isinstance(exc, openai.APIConnectionError):
+        return ModelUnavailableError(f"the model API is unreachable: {exc}")
+    if isinstance(exc, openai.RateLimitError):
+        if exc.code == "insufficient_quota":
+            return ModelUnavailableError(_describe(exc))
+        return ModelRateLimitedError(_describe(exc), _retry_after_s(exc))
+    if isinstance(exc, openai.APIStatusError):
+        if exc.status_code >= 500:
+            return ModelUnavailableError(_describe(exc))
+        return ModelRequestError(_describe(exc), exc.status_code, exc.code)
+    return ModelUnavailableError(f"the model API call failed: {exc}")
+
+
+@contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Re-raise SDK errors as LotLens model errors."""
+    try:
+        yield
+    except openai.OpenAIError as exc:
+        raise _mapped(exc) from exc
+
+
+def _json_object(content: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(content)
+    except orjson.JSONDecodeError as exc:
+        raise ModelOutputError(f"the model API answered with non-JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ModelOutputError("the model API answered with a non-object")
+    return body
+
+
+def _transient_wait(exc: openai.OpenAIError, attempt: int) -> float | None:
+    """Seconds to wait before retrying, or None when this error is not worth a retry."""
+    backoff = _BACKOFF_BASE_S * 2.0 ** (attempt - 1)
+    if isinstance(exc, openai.RateLimitError):
+        if exc.code == "insufficient_quota":
+            return None
+        return min(_retry_after_s(exc) or backoff, MAX_RETRY_WAIT_S)
+    if isinstance(exc, openai.APITimeoutError):
+        # Waiting another full timeout would double a synchronous caller's wait.
+        return None
+    if isinstance(exc, openai.InternalServerError | openai.APIConnectionError):
+        return backoff
+    return None
+
+
+async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
+                         max_attempts: int = 3) -> dict[str, Any]:
+    """POST a body to `/responses` and return the raw JSON response.
+
+    429 (honouring Retry-After), 5xx and connection errors are retried up to `max_attempts` calls
+    in all; everything else, and the last failure, is raised as a LotLens model error.
+    """
+    # Our own loop does the retrying, so the SDK's hidden retries would only multiply attempts.
+    single_shot = client.with_options(max_retries=0)
+    for attempt in range(1, max_attempts + 1):
+        try:
+            raw = await single_shot.responses.with_raw_response.create(**body)
+            return _json_object(raw.content)
+        except openai.OpenAIError as exc:
+            wait = _transient_wait(exc, attempt)
+            if wait is None or attempt == max_attempts:
+                raise _mapped(exc) from exc
+            await asyncio.sleep(wait)
+    raise AssertionError("unreachable: the loop returns or raises")
+
+
+class OpenAIBatches:
+    """The Files and Batch API calls the batch services need, as plain dicts and bytes."""
+
+    def __init__(self, client: openai.AsyncOpenAI) -> None:
+        self._client = client
+
+    async def upload_batch_file(self, path: Path) -> str:
+        """Upload a JSONL input file (streamed from disk) with purpose `batch`; returns the file id."""
+        with path.open("rb") as handle, mapped_errors():
+            uploaded = await self._client.files.create(file=(path.name, handle), purpose="batch")
+        return uploaded.id
+
+    async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        """Start a 24h `/v1/responses` batch over an uploaded file."""
+        with mapped_errors():
+            batch = await self._client.batches.create(input_file_id=input_file_id, endpoint="/v1/responses",
+                                                      completion_window="24h", metadata=metadata)
+        return batch.to_dict()
+
+    async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        """The batch object as the API returns it."""
+        with mapped_errors():
+            batch = await self._client.batches.retrieve(batch_id)
+        return batch.to_dict()
+
+    async def find_batches(self, metadata_match: Mapping[str, str],
+                           limit_pages: int = 50) -> list[dict[str, Any]]:
+        """Batches (newest first) whose metadata holds every given pair: recovery after a crash."""
+        found: list[dict[str, Any]] = []
+        with mapped_errors():
+            page = await self._client.batches.list(limit=100)
+            for _ in range(limit_pages):
+                for batch in page.data:
+                    metadata = batch.metadata or {}
+                    if all(metadata.get(key) == value for key, value in metadata_match.items()):
+                        found.append(batch.to_dict())
+                if not page.has_next_page():
+                    break
+                page = await page.get_next_page()
+        return found
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        """Ask the API to cancel a batch; it goes through `cancelling` to `cancelled`."""
+        with mapped_errors():
+            batch = await self._client.batches.cancel(batch_id)
+        return batch.to_dict()
+
+    async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
+        """A file's lines (without newlines, blank ones skipped), streamed: never the whole file in memory."""
+        with mapped_errors():
+            async with self._client.files.with_streaming_response.content(file_id) as response:
+                pending = b""
+                async for chunk in response.iter_bytes():
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        if line.strip():
+                            yield line
+                if pending.strip():
+                    yield pending

@@ -1,0 +1,35 @@
+"""Model choices and generation limits, embedded in every service's settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+def is_reasoning_model(model: str) -> bool:
+    """o-series and gpt-5 models reason: they take `reasoning`, and refuse `temperature`."""
+    return model.startswith("o") or model.startswith("gpt-5")
+
+
+class ModelSettings(BaseModel):
+    """Which models describe and translate, and how much they may write."""
+
+    model_config = ConfigDict(frozen=True)
+
+    vision_model: str = "o4-mini"
+    translation_model: str = "gpt-4.1-mini"
+    image_detail: Literal["low", "high", "auto"] = "auto"
+    vision_max_output_tokens: int = 4000
+    translation_max_output_tokens: int = 8000
+    # Only sent to reasoning models; the API rejects it for the others.
+    reasoning_effort: Literal["low", "medium", "high"] | None = "low"
+    # Only sent to non-reasoning models; reasoning models reject it.
+    temperature: float | None = None
+
+
+def sampling_options(model: str, settings: ModelSettings) -> dict[str, object]:
+    """`reasoning` for reasoning models, `temperature` for the others, nothing when unset."""
+    if is_reasoning_model(model):
+        return {"reasoning": {"effort": settings.reasoning_effort}} if settings.reasoning_effort else {}
+    return {"temperature": settings.temperature} if settings.temperature is not None else {}

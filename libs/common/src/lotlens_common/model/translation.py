@@ -1,0 +1,77 @@
+"""Translations of the English HTML: a structured-output request and the parsing of its JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.html_text import as_paragraph_html
+from lotlens_common.model.languages import ENGLISH, is_supported_language, language_name
+from lotlens_common.model.prompts import translation_instructions
+from lotlens_common.model.response_text import response_output_text
+from lotlens_common.model.settings import ModelSettings, sampling_options
+
+SCHEMA_NAME = "translations"
+
+
+def target_languages(languages: Sequence[str]) -> list[str]:
+    """The languages to translate into: deduplicated, in order, English left out."""
+    targets: list[str] = []
+    for code in languages:
+        if not is_supported_language(code):
+            raise ValueError(f"unsupported language code: {code!r}")
+        if code != ENGLISH and code not in targets:
+            targets.append(code)
+    return targets
+
+
+def translations_schema(targets: Sequence[str]) -> dict[str, Any]:
+    """A strict JSON schema: one required string property per target language code."""
+    return {
+        "type": "object",
+        "properties": {
+            code: {"type": "string", "description": f"The HTML translated into {language_name(code)}."}
+            for code in targets
+        },
+        "required": list(targets),
+        "additionalProperties": False,
+    }
+
+
+def translation_request_body(english_html: str, languages: Sequence[str], settings: ModelSettings) -> dict[
+        str, Any]:
+    """A `/v1/responses` body asking for every non-English language at once, as strict JSON."""
+    targets = target_languages(languages)
+    if not targets:
+        raise ValueError("no target language other than English")
+    return {
+        "model": settings.translation_model,
+        "instructions": translation_instructions(targets),
+        # The English HTML is the last (only) user text: the text to translate.
+        "input": [{"role": "user", "content": [{"type": "input_text", "text": english_html}]}],
+        "text": {"format": {"type": "json_schema", "name": SCHEMA_NAME, "strict": True,
+                            "schema": translations_schema(targets)}},
+        "max_output_tokens": settings.translation_max_output_tokens,
+        **sampling_options(settings.translation_model, settings),
+    }
+
+
+def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]) -> dict[str, str]:
+    """language code → HTML for every requested non-English language; ModelOutputError otherwise."""
+    text = response_output_text(body)
+    try:
+        document = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise ModelOutputError(f"the translation is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ModelOutputError("the translation is not a JSON object")
+    result: dict[str, str] = {}
+    for code in target_languages(languages):
+        value = document.get(code)
+        if not isinstance(value, str) or not value.strip():
+            raise ModelOutputError(f"the translation lacks language {code!r}")
+        result[code] = as_paragraph_html(value)
+    return result

@@ -1,0 +1,198 @@
+"""Outbound URL safety (the SSRF guard) for every URL a customer hands us: images and webhooks.
+
+Three layers, from cheap to thorough:
+
+* `http_url_problem` / `is_http_url` — syntax only (http or https, a host, a valid port, no
+  whitespace); what request validation uses, no network.
+* `check_destination` — resolves the host and refuses it unless every address is public:
+  no private, loopback, link-local (cloud metadata 169.254.169.254 included), multicast,
+  reserved or unspecified address. `allow_loopback` lets 127.0.0.0/8 and ::1 through (the local
+  stack and the tests). Callers that follow redirects call it again for every hop.
+* `guarded_async_client` — an httpx client whose network backend resolves and checks the host
+  itself and connects to the very address it checked, so a DNS answer that changes between the
+  check and the connection (rebinding) cannot reach an internal address. It follows no
+  redirects and ignores proxy variables (a proxy would connect on our behalf, unchecked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# (host, port) -> every address the host resolves to.
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+
+MAX_URL_LENGTH = 8192
+SCHEMES = frozenset({"http", "https"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+
+
+class BlockedDestination(httpcore.ConnectError):
+    """The URL may not be fetched: bad scheme, unresolvable host or a non-public address.
+
+    A `httpcore.ConnectError`, so inside an httpx client it surfaces as `httpx.ConnectError`.
+    """
+
+
+def http_url_problem(url: object) -> str | None:
+    """Why a value is not an absolute http(s) URL we could fetch, or None when it is one."""
+    if not isinstance(url, str):
+        return "not a string"
+    if not url or len(url) > MAX_URL_LENGTH:
+        return f"empty or longer than {MAX_URL_LENGTH} characters"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return "contains whitespace or control characters"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+        parsed = httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        return f"malformed: {exc}"
+    if parts.scheme.lower() not in SCHEMES:
+        return "only http and https URLs are allowed"
+    if not parts.hostname or not parsed.host:
+        return "has no host"
+    if port == 0:
+        return "port 0 is not a valid port"
+    return None
+
+
+def is_http_url(url: object) -> bool:
+    """True for an absolute, well-formed http(s) URL (syntax only, no network)."""
+    return http_url_problem(url) is None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, NAT64, 6to4, Teredo client), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def address_refusal(address: IPAddress, allow_loopback: bool) -> str | None:
+    """Why an outbound connection to this address is refused, or None when it is allowed."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return address_refusal(embedded, allow_loopback)
+    if address.is_loopback:
+        return None if allow_loopback else "loopback"
+    if address in _METADATA:
+        return "cloud metadata"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_reserved:
+        return "reserved"
+    if address.is_private or not address.is_global:
+        return "private"
+    return None
+
+
+async def resolve_host(host: str, port: int) -> list[IPAddress]:
+    """Every address `host` resolves to (IP literals are returned as they are)."""
+    try:
+        return [ipaddress.ip_address(host)]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+    # Scoped IPv6 addresses come back as `fe80::1%eth0`; the scope does not change the verdict.
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+async def checked_addresses(host: str, port: int, allow_loopback: bool,
+                            resolve: Resolver = resolve_host) -> list[IPAddress]:
+    """The host's addresses, when every one of them may be reached; BlockedDestination otherwise."""
+    addresses = await resolve(host, port)
+    if not addresses:
+        raise BlockedDestination(f"{host} has no address")
+    for address in addresses:
+        # One bad address is enough: the connection could land on it.
+        reason = address_refusal(address, allow_loopback)
+        if reason:
+            raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
+    return addresses
+
+
+async def check_destination(url: str, allow_loopback: bool, resolve: Resolver = resolve_host) -> None:
+    """Refuse (BlockedDestination) a URL that is not http(s) or whose host is not public."""
+    problem = http_url_problem(url)
+    if problem:
+        raise BlockedDestination(f"{url!r}: {problem}")
+    parsed = httpx.URL(url)
+    port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
+    await checked_addresses(parsed.host, port, allow_loopback, resolve)
+
+
+class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+    """Resolves the host itself, refuses non-public addresses, connects to a checked one."""
+
+    def __init__(self, allow_loopback: bool, resolve: Resolver = resolve_host) -> None:
+        self._allow_loopback = allow_loopback
+        self._resolve = resolve
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                          local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        """Open a TCP connection to a checked address of `host` (TLS still verifies `host`)."""
+        addresses = await checked_addresses(host, port, self._allow_loopback, self._resolve)
+        return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address,
+                                             socket_options)
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None
+                                  ) -> httpcore.AsyncNetworkStream:
+        """Unix sockets are local by definition: always refused."""
+        raise BlockedDestination("unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        """Delegate to the anyio backend."""
+        await self._inner.sleep(seconds)
+
+
+class GuardedAsyncTransport(httpx.AsyncHTTPTransport):
+    """httpx's own async transport with the guarded backend underneath."""
+
+    def __init__(self, allow_loopback: bool, limits: httpx.Limits = httpx.Limits(),
+                 resolve: Resolver = resolve_host) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        # httpx builds its pool without a backend parameter; rebuild it the same way, with ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedAsyncBackend(allow_loopback, resolve),
+        )
+
+
+def guarded_async_client(allow_loopback: bool, timeout_s: float, max_connections: int = 100,
+                         resolve: Resolver = resolve_host) -> httpx.AsyncClient:
+    """An async client that only reaches public addresses and never follows redirects by itself."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.AsyncClient(transport=GuardedAsyncTransport(allow_loopback, limits, resolve),
+                             timeout=timeout_s, follow_redirects=False, trust_env=False)
