@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from lotlens_common.db import make_engine, migrate
@@ -83,14 +84,17 @@ def engine(infra: Infra) -> Iterator[Engine]:
 
 
 @pytest.fixture()
-def topics(infra: Infra) -> TopicSettings:
-    """Fresh topics for this test only."""
+def topics(infra: Infra) -> Iterator[TopicSettings]:
+    """Fresh topics for this test only, deleted afterwards (thousands of dead partitions would
+    slow every broker start down)."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     names = {name: f"{prefix}.{name}" for name in
              ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}
     settings = TopicSettings(**names, partitions=3)
-    ensure_topics(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), settings)
-    return settings
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
+    ensure_topics(kafka, settings)
+    yield settings
+    AdminClient(kafka.client_config()).delete_topics(settings.all_topics(), operation_timeout=10)
 
 
 @pytest.fixture()
