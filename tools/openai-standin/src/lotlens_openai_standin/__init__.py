@@ -1,1 +1,41 @@
-"""lotlens_openai_standin."""
+"""An OpenAI-compatible stand-in server for LotLens tests and demos.
+
+It speaks enough of the real API that the same client code works against api.openai.com:
+the Files API (`/v1/files`, contents on disk), the Batch API (`/v1/batches`, statuses
+`validating` → `in_progress` → `finalizing` → `completed` on configured wall-clock durations,
+output and error files in OpenAI's JSONL formats) and direct calls (`/v1/responses`,
+`/v1/chat/completions`). Errors use OpenAI's `{"error": {message, type, param, code}}` body.
+
+Deterministic answers (tests assert on them exactly):
+
+* T is the text of the LAST text part (`input_text` / chat `text`, or a plain string content)
+  of the LAST user message; N is the number of image parts in the whole input
+  (`input_image` for Responses, `image_url` for chat).
+* Vision (no json_schema format requested):
+  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`.
+* Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
+  "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
+  string property whose name is a language code (`de`, `pt-BR`) at any depth gets
+  `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed + `</p>`; other
+  strings get that stripped T, numbers 0, booleans false, arrays one element.
+* Markers in T: `[standin:error]` → HTTP 500 `server_error` (a batch line goes to the error file
+  with `response.status_code` 500); `[standin:incomplete]` → `status: "incomplete"`,
+  `incomplete_details: {"reason": "max_output_tokens"}` and no message item (chat:
+  `finish_reason: "length"`, empty content).
+* Reasoning models (names starting with `o` or `gpt-5`) get a `reasoning` output item first,
+  refuse `temperature`/`top_p`; other models refuse `reasoning.effort` (400 like OpenAI).
+
+Batch outcomes: lines run when the batch leaves `in_progress`. Expired batches (fault) run the
+first `total // 2` lines and write the rest to the error file with code `batch_expired`
+(counted as failed). Cancelled batches (by the API before `finalizing`, or by fault) run
+nothing and write every line to the error file with code `batch_cancelled` (counted neither
+completed nor failed); cancelled during `finalizing` keeps the full results.
+
+Fault injection: `POST /_standin/faults`, `GET /_standin/faults`, `GET /_standin/stats`,
+`POST /_standin/reset`; see `faults.py`. Batches read the faults when they are created.
+"""
+
+from lotlens_openai_standin.app import create_app
+from lotlens_openai_standin.config import StandinConfig, config_from_env
+
+__all__ = ["StandinConfig", "config_from_env", "create_app"]

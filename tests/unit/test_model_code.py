@@ -1,0 +1,197 @@
+"""Model-facing code: request bodies, response parsing, batch lines, languages (no network)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_lines
+from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.languages import ENGLISH, ISO_639_1_CODES, is_supported_language, language_name
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import parse_translation_response, translation_request_body
+from lotlens_common.model.vision import parse_vision_response, vision_request_body
+
+URLS = ["https://img.example/1.jpg", "https://img.example/2.jpg", "data:image/png;base64,aGk="]
+
+
+def message(*parts: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+            "content": list(parts)}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": []}
+
+
+def response(*output: dict[str, Any], status: str = "completed") -> dict[str, Any]:
+    return {"id": "resp_1", "object": "response", "status": status, "model": "o4-mini",
+            "output": list(output)}
+
+
+REASONING: dict[str, Any] = {"id": "rs_1", "type": "reasoning", "summary": []}
+
+
+# --- request bodies -------------------------------------------------------------------------
+
+
+def test_vision_body_sends_images_as_input_image_parts_and_notes_last() -> None:
+    body = vision_request_body("2019 Toyota Camry, front collision", URLS, ModelSettings(image_detail="high"))
+    assert body["model"] == "o4-mini"
+    assert body["max_output_tokens"] == 4000
+    assert "<p>" in body["instructions"]
+    [user] = body["input"]
+    assert user["role"] == "user"
+    *images, notes = user["content"]
+    assert images == [{"type": "input_image", "image_url": url, "detail": "high"} for url in URLS]
+    assert notes == {"type": "input_text", "text": "2019 Toyota Camry, front collision"}
+
+
+def test_vision_body_sends_reasoning_only_to_reasoning_models() -> None:
+    body = vision_request_body("x", URLS[:1], ModelSettings(temperature=0.2))
+    assert body["reasoning"] == {"effort": "low"}
+    assert "temperature" not in body
+    plain = vision_request_body("x", URLS[:1], ModelSettings(vision_model="gpt-4.1", temperature=0.2))
+    assert "reasoning" not in plain
+    assert plain["temperature"] == 0.2
+    gpt5 = vision_request_body("x", URLS[:1], ModelSettings(vision_model="gpt-5-mini", reasoning_effort=None))
+    assert "reasoning" not in gpt5 and "temperature" not in gpt5
+
+
+def test_vision_body_refuses_a_single_string_of_urls() -> None:
+    with pytest.raises(TypeError):
+        vision_request_body("x", "https://img.example/1.jpg", ModelSettings())
+
+
+def test_translation_body_has_a_strict_schema_with_every_language_but_english() -> None:
+    body = translation_request_body("<p>Dent.</p>", ["en", "de", "fr", "de", "ja"], ModelSettings())
+    assert body["model"] == "gpt-4.1-mini"
+    assert body["max_output_tokens"] == 8000
+    assert "reasoning" not in body
+    assert body["input"] == [{"role": "user", "content": [{"type": "input_text", "text": "<p>Dent.</p>"}]}]
+    fmt = body["text"]["format"]
+    assert fmt["type"] == "json_schema" and fmt["name"] == "translations" and fmt["strict"] is True
+    schema = fmt["schema"]
+    assert list(schema["properties"]) == ["de", "fr", "ja"]
+    assert schema["required"] == ["de", "fr", "ja"]
+    assert schema["additionalProperties"] is False
+    assert all(p["type"] == "string" for p in schema["properties"].values())
+    assert "German" in body["instructions"] and "Japanese" in body["instructions"]
+
+
+def test_translation_body_needs_a_non_english_known_language() -> None:
+    with pytest.raises(ValueError):
+        translation_request_body("<p>x</p>", ["en"], ModelSettings())
+    with pytest.raises(ValueError):
+        translation_request_body("<p>x</p>", ["de", "xx"], ModelSettings())
+
+
+def test_model_settings_are_frozen() -> None:
+    settings = ModelSettings()
+    with pytest.raises(ValueError):
+        settings.vision_model = "other"  # type: ignore[misc]
+
+
+# --- parsing ----------------------------------------------------------------------------------
+
+
+def test_vision_parse_skips_the_reasoning_item() -> None:
+    body = response(REASONING, message(text_part("<p>Front bumper dented.</p>")))
+    assert parse_vision_response(body) == "<p>Front bumper dented.</p>"
+
+
+def test_vision_parse_joins_text_parts_and_wraps_plain_text() -> None:
+    body = response(message(text_part("Front bumper dented & cracked.\n\n"), text_part("Bonnet bent.")))
+    assert parse_vision_response(body) == "<p>Front bumper dented &amp; cracked.</p><p>Bonnet bent.</p>"
+    fenced = response(message(text_part("```html\n<p>Ok.</p>\n```")))
+    assert parse_vision_response(fenced) == "<p>Ok.</p>"
+
+
+@pytest.mark.parametrize("body", [
+    response(REASONING, status="incomplete") | {"incomplete_details": {"reason": "max_output_tokens"}},
+    response(REASONING),
+    response(message(text_part("   "))),
+    response(message({"type": "refusal", "refusal": "I can't help with that."})),
+    response(message(text_part("<p>x</p>")), status="failed"),
+])
+def test_vision_parse_rejects_unusable_responses(body: dict[str, Any]) -> None:
+    with pytest.raises(ModelOutputError):
+        parse_vision_response(body)
+
+
+def test_incomplete_error_names_the_reason() -> None:
+    body = response(REASONING, status="incomplete") | {"incomplete_details": {"reason": "max_output_tokens"}}
+    with pytest.raises(ModelOutputError, match="max_output_tokens"):
+        parse_vision_response(body)
+
+
+def test_translation_parse_returns_each_requested_language() -> None:
+    doc = {"de": "<p>Delle.</p>", "fr": "Bosse."}
+    body = response(message(text_part(orjson.dumps(doc).decode())))
+    expected = {"de": "<p>Delle.</p>", "fr": "<p>Bosse.</p>"}
+    assert parse_translation_response(body, ["en", "de", "fr"]) == expected
+
+
+def test_translation_parse_rejects_missing_languages_and_non_json() -> None:
+    body = response(message(text_part('{"de": "<p>Delle.</p>"}')))
+    with pytest.raises(ModelOutputError, match="'fr'"):
+        parse_translation_response(body, ["de", "fr"])
+    with pytest.raises(ModelOutputError, match="not JSON"):
+        parse_translation_response(response(message(text_part("<p>Delle.</p>"))), ["de"])
+
+
+# --- batch files ------------------------------------------------------------------------------
+
+
+def test_batch_line_is_one_jsonl_request_for_the_responses_endpoint() -> None:
+    line = batch_line("lot-1:vision", {"model": "o4-mini", "input": "x"})
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert orjson.loads(line) == {"custom_id": "lot-1:vision", "method": "POST", "url": "/v1/responses",
+                                  "body": {"model": "o4-mini", "input": "x"}}
+
+
+def test_parse_batch_lines_handles_output_and_error_file_lines() -> None:
+    ok_body = response(message(text_part("<p>x</p>")))
+    lines = [
+        orjson.dumps({"id": "batch_req_1", "custom_id": "a", "error": None,
+                      "response": {"status_code": 200, "request_id": "req_1", "body": ok_body}}),
+        b"",
+        orjson.dumps({"id": "batch_req_2", "custom_id": "b", "error": None, "response": {
+            "status_code": 500, "request_id": "req_2",
+            "body": {"error": {"message": "The server had an error", "type": "server_error", "param": None,
+                               "code": None}}}}),
+        orjson.dumps({"id": "batch_req_3", "custom_id": "c", "response": None, "error": {
+            "code": "batch_expired",
+            "message": "This request could not be executed before the completion window expired."}}),
+        orjson.dumps({"id": "batch_req_4", "custom_id": "d", "error": None, "response": {
+            "status_code": 400, "request_id": "req_4",
+            "body": {"error": {"message": "Invalid schema", "type": "invalid_request_error",
+                               "param": "text.format.schema", "code": "invalid_json_schema"}}}}),
+    ]
+    a, b, c, d = parse_batch_lines(lines)
+    assert a == BatchLineResult("a", ok_body, None)
+    assert b.body is None and b.error == "HTTP 500 server_error: The server had an error"
+    assert b.error_code == "server_error"
+    assert c.body is None and c.error_code == "batch_expired"
+    assert c.error == ("batch_expired: This request could not be executed before the completion window "
+                       "expired.")
+    assert d.error_code == "invalid_json_schema" and d.error is not None and "HTTP 400" in d.error
+
+
+def test_parse_batch_lines_rejects_corrupt_lines() -> None:
+    with pytest.raises(ModelOutputError, match="line 1"):
+        list(parse_batch_lines([b"{not json"]))
+
+
+# --- languages --------------------------------------------------------------------------------
+
+
+def test_languages_are_the_iso_639_1_codes() -> None:
+    assert len(ISO_639_1_CODES) == 184
+    assert all(len(code) == 2 and code.islower() for code in ISO_639_1_CODES)
+    assert ENGLISH == "en" and is_supported_language("en")
+    assert is_supported_language("de") and is_supported_language("zu")
+    assert not any(is_supported_language(code) for code in ("xx", "DE", "eng", ""))
+    assert language_name("de") == "German" and language_name("ja") == "Japanese"

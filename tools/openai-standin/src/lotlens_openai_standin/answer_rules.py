@@ -1,0 +1,137 @@
+"""The deterministic answer rules (documented in the package docstring): what the stand-in "says"."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+ERROR_MARKER = "[standin:error]"
+INCOMPLETE_MARKER = "[standin:incomplete]"
+# Language-code property names in a translation schema: "de", "pt", "pt-BR".
+_LANGUAGE_KEY = re.compile(r"^[a-z]{2}(-[A-Za-z]{2})?$")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the answer depends on: the images, the last user text, the schema asked for."""
+
+    image_count: int
+    last_text: str
+    schema: Mapping[str, Any] | None
+
+    @property
+    def wants_error(self) -> bool:
+        """The in-band marker asking for a 500."""
+        return ERROR_MARKER in self.last_text
+
+    @property
+    def wants_incomplete(self) -> bool:
+        """The in-band marker asking for an incomplete response."""
+        return INCOMPLETE_MARKER in self.last_text
+
+
+def _last_user_text(messages: list[Any], text_types: tuple[str, ...]) -> str:
+    for message in reversed(messages):
+        if not isinstance(message, dict) or message.get("role") != "user":
+            continue
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):
+            texts = [p.get("text", "") for p in content
+                     if isinstance(p, dict) and p.get("type") in text_types]
+            return str(texts[-1]) if texts else ""
+        return ""
+    return ""
+
+
+def _count_parts(messages: list[Any], part_type: str) -> int:
+    count = 0
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):
+            count += sum(1 for p in content if isinstance(p, dict) and p.get("type") == part_type)
+    return count
+
+
+def responses_prompt(body: Mapping[str, Any]) -> Prompt:
+    """Read a (validated) Responses API body."""
+    items = body.get("input")
+    messages = [{"role": "user", "content": items}] if isinstance(items, str) else list(items or [])
+    text = body.get("text")
+    fmt = text.get("format") if isinstance(text, dict) else None
+    schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
+    return Prompt(_count_parts(messages, "input_image"), _last_user_text(messages, ("input_text",)),
+                  schema if isinstance(schema, dict) else None)
+
+
+def chat_prompt(body: Mapping[str, Any]) -> Prompt:
+    """Read a (validated) Chat Completions body."""
+    messages = list(body.get("messages") or [])
+    fmt = body.get("response_format")
+    schema = None
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        inner = fmt.get("json_schema")
+        schema = inner.get("schema") if isinstance(inner, dict) else None
+    return Prompt(_count_parts(messages, "image_url"), _last_user_text(messages, ("text",)),
+                  schema if isinstance(schema, dict) else None)
+
+
+def strip_outer_paragraph(text: str) -> str:
+    """`<p>x</p>` → `x`; anything else is returned stripped of surrounding whitespace."""
+    inner = text.strip()
+    if inner.startswith("<p>") and inner.endswith("</p>"):
+        return inner[3:-4]
+    return inner
+
+
+def vision_text(prompt: Prompt) -> str:
+    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>` with T html-escaped."""
+    return f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {html.escape(prompt.last_text)}</p>"
+
+
+def translated(language: str, source: str) -> str:
+    """`<p>[{lang}] ` + the source without its outer paragraph + `</p>`."""
+    return f"<p>[{language}] {strip_outer_paragraph(source)}</p>"
+
+
+def _fill(schema: Mapping[str, Any], key: str, source: str) -> Any:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source)
+                for name, sub in properties.items()}
+    if kind == "array":
+        items = schema.get("items")
+        return [_fill(items, key, source)] if isinstance(items, dict) else []
+    if kind in ("number", "integer"):
+        return 0
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    # Strings (and untyped leaves): language-code keys get the translation rule.
+    return translated(key, source) if _LANGUAGE_KEY.match(key) else strip_outer_paragraph(source)
+
+
+def structured_text(prompt: Prompt) -> str:
+    """A JSON document valid against the requested schema, language-code strings translated."""
+    assert prompt.schema is not None
+    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text)).decode()
+
+
+def answer_text(prompt: Prompt) -> str:
+    """The stand-in's whole answer for a prompt."""
+    return structured_text(prompt) if prompt.schema is not None else vision_text(prompt)
+
+
+def estimate_tokens(body: Mapping[str, Any], image_count: int) -> int:
+    """A rough prompt-token estimate: 4 bytes of JSON per token plus 85 per image (low detail)."""
+    return len(orjson.dumps(body)) // 4 + 85 * image_count

@@ -1,0 +1,127 @@
+"""Validation of a batch input file, line by line, as a batch leaves `validating`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lotlens_openai_standin.answer_rules import chat_prompt, estimate_tokens, responses_prompt
+from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
+from lotlens_openai_standin.api_errors import ApiError
+from lotlens_openai_standin.request_checks import check_chat_messages, check_responses_input
+
+MAX_REQUESTS = 50_000
+MAX_INPUT_BYTES = 200 * 1024 * 1024
+# OpenAI reports a bounded list of problems, not one per bad line of a 50,000-line file.
+MAX_REPORTED_ERRORS = 100
+
+
+def batch_error(code: str, message: str, *, param: str | None = None,
+                line: int | None = None) -> dict[str, Any]:
+    """One entry of a failed batch's `errors.data`."""
+    return {"code": code, "message": message, "param": param, "line": line}
+
+
+@dataclass
+class InputSummary:
+    """What validation learned: the problems, or the request count, model and token estimate."""
+
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    total: int = 0
+    model: str | None = None
+    estimated_tokens: int = 0
+
+
+def _line_errors(obj: object, endpoint: str, line: int, seen: set[str], summary: InputSummary) -> list[
+        dict[str, Any]]:
+    if not isinstance(obj, dict):
+        return [batch_error("invalid_json_line", "This line is not a JSON object.", line=line)]
+    errors: list[dict[str, Any]] = []
+    custom_id = obj.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        errors.append(batch_error("missing_required_parameter", "Missing required parameter: 'custom_id'.",
+                                  param="custom_id", line=line))
+    elif custom_id in seen:
+        errors.append(batch_error(
+            "duplicate_custom_id", "The custom_id for this request is a duplicate of another request. "
+            "The custom_id parameter must be unique for each request in a batch.",
+            param="custom_id", line=line))
+    else:
+        seen.add(custom_id)
+    if obj.get("method") != "POST":
+        errors.append(batch_error("invalid_value", f"Invalid value: '{obj.get('method')}'. Supported values "
+                                  "are: 'POST'.", param="method", line=line))
+    if obj.get("url") != endpoint:
+        message = (f"The URL provided for this request ('{obj.get('url')}') does not match the batch "
+                   f"endpoint ('{endpoint}').")
+        errors.append(batch_error("invalid_url", message, param="url", line=line))
+    body = obj.get("body")
+    if not isinstance(body, dict):
+        errors.append(batch_error("missing_required_parameter", "Missing required parameter: 'body'.",
+                                  param="body", line=line))
+        return errors
+    errors.extend(_body_errors(body, endpoint, line, summary))
+    return errors
+
+
+def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: InputSummary) -> list[
+        dict[str, Any]]:
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return [batch_error("missing_required_parameter", "Missing required parameter: 'body.model'.",
+                            param="body.model", line=line)]
+    if summary.model is None:
+        summary.model = model
+    elif model != summary.model:
+        message = (f"The model for this request ('{model}') does not match the model of the other requests "
+                   f"in this batch ('{summary.model}'). Each batch input file can only include requests to "
+                   "a single model.")
+        return [batch_error("mismatched_model", message, param="body.model", line=line)]
+    try:
+        if endpoint == RESPONSES_ENDPOINT:
+            check_responses_input(body)
+        else:
+            check_chat_messages(body)
+    except ApiError as exc:
+        return [batch_error(exc.code or "invalid_request", exc.message,
+                            param=f"body.{exc.param}" if exc.param else "body", line=line)]
+    prompt = responses_prompt(body) if endpoint == RESPONSES_ENDPOINT else chat_prompt(body)
+    summary.estimated_tokens += estimate_tokens(body, prompt.image_count)
+    return []
+
+
+def validate_input_file(path: Path, endpoint: str) -> InputSummary:
+    """Read the input file once, line by line, collecting problems like OpenAI's validator."""
+    summary = InputSummary()
+    if path.stat().st_size > MAX_INPUT_BYTES:
+        summary.errors.append(batch_error("file_too_large", "The batch input file is larger than the 200 MB "
+                                          "maximum.", param="input_file_id"))
+        return summary
+    seen: set[str] = set()
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            summary.total += 1
+            if summary.total > MAX_REQUESTS:
+                summary.errors.append(batch_error(
+                    "too_many_requests", f"The batch input file contains more than the maximum of "
+                    f"{MAX_REQUESTS:,} requests.", param="input_file_id"))
+                break
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                summary.errors.append(batch_error("invalid_json_line", "This line is not parseable as valid "
+                                                  "JSON.", line=number))
+            else:
+                summary.errors.extend(_line_errors(obj, endpoint, number, seen, summary))
+            if len(summary.errors) >= MAX_REPORTED_ERRORS:
+                break
+    if summary.total == 0 and not summary.errors:
+        summary.errors.append(batch_error("empty_file", "The batch input file is empty.",
+                                          param="input_file_id"))
+    return summary

@@ -1,0 +1,115 @@
+"""The batch object: its state, its JSON shape, and the checks on `POST /v1/batches`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lotlens_openai_standin.answers import ENDPOINTS
+from lotlens_openai_standin.api_errors import bad_request
+from lotlens_openai_standin.faults import BatchOutcome
+
+COMPLETION_WINDOW_SECONDS = 24 * 3600
+ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+MAX_METADATA_KEYS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+
+
+@dataclass
+class BatchRecord:
+    """One batch, mutated only on the event loop."""
+
+    id: str
+    endpoint: str
+    input_file_id: str
+    created_at: int
+    sequence: int
+    metadata: dict[str, str] | None
+    outcome: BatchOutcome | None
+    fail_custom_ids_containing: str | None
+    status: str = "validating"
+    model: str | None = None
+    estimated_tokens: int = 0
+    errors: list[dict[str, Any]] | None = None
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    usage: dict[str, Any] | None = None
+    timestamps: dict[str, int] = field(default_factory=dict)
+    cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def move_to(self, status: str, at: int) -> None:
+        """Change status and stamp its `*_at` field."""
+        self.status = status
+        stamp = {"in_progress": "in_progress_at", "finalizing": "finalizing_at", "completed": "completed_at",
+                 "failed": "failed_at", "expired": "expired_at", "cancelling": "cancelling_at",
+                 "cancelled": "cancelled_at"}[status]
+        self.timestamps[stamp] = at
+
+    def to_object(self) -> dict[str, Any]:
+        """The Batch object OpenAI returns."""
+        stamp = self.timestamps.get
+        # OpenAI shows the result files only once the batch has reached a terminal status.
+        files_ready = self.status in ("completed", "expired", "cancelled", "failed")
+        return {
+            "id": self.id, "object": "batch", "endpoint": self.endpoint, "model": self.model,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "input_file_id": self.input_file_id, "completion_window": "24h", "status": self.status,
+            "output_file_id": self.output_file_id if files_ready else None,
+            "error_file_id": self.error_file_id if files_ready else None,
+            "created_at": self.created_at, "in_progress_at": stamp("in_progress_at"),
+            "expires_at": self.created_at + COMPLETION_WINDOW_SECONDS,
+            "finalizing_at": stamp("finalizing_at"), "completed_at": stamp("completed_at"),
+            "failed_at": stamp("failed_at"), "expired_at": stamp("expired_at"),
+            "cancelling_at": stamp("cancelling_at"), "cancelled_at": stamp("cancelled_at"),
+            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
+            "usage": self.usage, "metadata": self.metadata,
+        }
+
+
+def check_metadata(metadata: object) -> dict[str, str] | None:
+    """OpenAI's metadata rules: at most 16 string pairs, keys ≤ 64 chars, values ≤ 512 chars."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise bad_request("Invalid type for 'metadata': expected an object.", param="metadata",
+                          code="invalid_type")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise bad_request(f"Invalid 'metadata': too many properties. Expected an object with at most "
+                          f"{MAX_METADATA_KEYS} properties, but got an object with {len(metadata)} "
+                          "properties instead.", param="metadata", code="object_above_max_size")
+    for key, value in metadata.items():
+        if len(key) > MAX_METADATA_KEY_CHARS:
+            raise bad_request(f"Invalid 'metadata': string too long. Expected a string with maximum length "
+                              f"{MAX_METADATA_KEY_CHARS}, but got a string with length {len(key)} instead.",
+                              param="metadata", code="string_above_max_length")
+        if not isinstance(value, str):
+            raise bad_request(f"Invalid type for 'metadata.{key}': expected a string.",
+                              param=f"metadata.{key}", code="invalid_type")
+        if len(value) > MAX_METADATA_VALUE_CHARS:
+            raise bad_request(f"Invalid 'metadata.{key}': string too long. Expected a string with maximum "
+                              f"length {MAX_METADATA_VALUE_CHARS}, but got a string with length {len(value)} "
+                              "instead.", param=f"metadata.{key}", code="string_above_max_length")
+    return dict(metadata)
+
+
+def check_create_params(payload: Mapping[str, Any]) -> tuple[str, str, dict[str, str] | None]:
+    """(input_file_id, endpoint, metadata) from a create request, or OpenAI's 400."""
+    for name in ("input_file_id", "endpoint", "completion_window"):
+        if payload.get(name) is None:
+            raise bad_request(f"Missing required parameter: '{name}'.", param=name,
+                              code="missing_required_parameter")
+    endpoint = payload["endpoint"]
+    if endpoint not in ENDPOINTS:
+        allowed = ", ".join(f"'{e}'" for e in ENDPOINTS)
+        raise bad_request(f"Invalid value: '{endpoint}'. Supported values are: {allowed}.", param="endpoint",
+                          code="invalid_value")
+    if payload["completion_window"] != "24h":
+        raise bad_request(f"Invalid value: '{payload['completion_window']}'. Supported values are: '24h'.",
+                          param="completion_window", code="invalid_value")
+    return str(payload["input_file_id"]), str(endpoint), check_metadata(payload.get("metadata"))

@@ -1,0 +1,145 @@
+"""The Files API: metadata in memory, contents on disk, streamed both ways."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import UploadFile
+
+from lotlens_openai_standin.api_errors import bad_request, not_found
+from lotlens_openai_standin.faults import Stats
+from lotlens_openai_standin.ids import new_id, unix_now
+
+MB = 1024 * 1024
+BATCH_FILE_LIMIT = 200 * MB
+ANY_FILE_LIMIT = 512 * MB
+UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
+BATCH_FILE_TTL_SECONDS = 30 * 24 * 3600
+_CHUNK = 1 * MB
+
+
+@dataclass
+class FileRecord:
+    """One stored file; its bytes live at `path`."""
+
+    id: str
+    filename: str
+    purpose: str
+    bytes: int
+    created_at: int
+    path: Path
+
+    def to_object(self) -> dict[str, Any]:
+        """The File object OpenAI returns."""
+        expires = self.created_at + BATCH_FILE_TTL_SECONDS if self.purpose.startswith("batch") else None
+        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+                "expires_at": expires, "filename": self.filename, "purpose": self.purpose,
+                "status": "processed", "status_details": None}
+
+
+class FileTooLargeError(Exception):
+    """The upload went past its purpose's size limit."""
+
+
+def _copy_limited(source: BinaryIO, target: Path, limit: int) -> int:
+    size = 0
+    with target.open("wb") as out:
+        while chunk := source.read(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise FileTooLargeError
+            out.write(chunk)
+    return size
+
+
+class FileStore:
+    """Every file the stand-in knows: uploads and the batches' output and error files."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._files: dict[str, FileRecord] = {}
+        root.mkdir(parents=True, exist_ok=True)
+
+    def new_path(self) -> Path:
+        """A fresh path under the data directory for content about to be written."""
+        return self._root / new_id("blob-")
+
+    def add(self, path: Path, filename: str, purpose: str) -> FileRecord:
+        """Register content already written at `path` (from `new_path`)."""
+        record = FileRecord(new_id("file-"), filename, purpose, path.stat().st_size, unix_now(), path)
+        self._files[record.id] = record
+        return record
+
+    async def save_upload(self, upload: UploadFile, purpose: str) -> FileRecord:
+        """Copy an upload to disk in chunks, refusing it past the purpose's size limit."""
+        limit = BATCH_FILE_LIMIT if purpose == "batch" else ANY_FILE_LIMIT
+        path = self.new_path()
+        try:
+            # Off the event loop: a 200 MB copy would stall every other request.
+            await anyio.to_thread.run_sync(_copy_limited, upload.file, path, limit)
+        except FileTooLargeError:
+            path.unlink(missing_ok=True)
+            raise bad_request(f"File is too large. The maximum size for purpose '{purpose}' is "
+                              f"{limit // MB} MB.", param="file", code="file_too_large") from None
+        return self.add(path, upload.filename or "upload", purpose)
+
+    def get(self, file_id: str) -> FileRecord:
+        """The file, or OpenAI's 404."""
+        record = self._files.get(file_id)
+        if record is None:
+            raise not_found(f"No such File object: {file_id}", param="id")
+        return record
+
+    def delete(self, file_id: str) -> None:
+        """Forget the file and remove its bytes."""
+        record = self.get(file_id)
+        del self._files[file_id]
+        record.path.unlink(missing_ok=True)
+
+
+def files_router(store: FileStore, stats: Stats) -> APIRouter:
+    """`/v1/files` routes over a store."""
+    router = APIRouter()
+
+    @router.post("/v1/files")
+    async def upload_file(request: Request) -> JSONResponse:
+        form = await request.form(max_files=1, max_fields=10)
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise bad_request("Missing required parameter: 'file'.", param="file",
+                              code="missing_required_parameter")
+        if not isinstance(purpose, str) or not purpose:
+            raise bad_request("Missing required parameter: 'purpose'.", param="purpose",
+                              code="missing_required_parameter")
+        if purpose not in UPLOAD_PURPOSES:
+            raise bad_request(f"'{purpose}' is not one of {list(UPLOAD_PURPOSES)} - 'purpose'",
+                              param="purpose", code="invalid_value")
+        if purpose == "batch" and not (upload.filename or "").endswith(".jsonl"):
+            raise bad_request("Invalid file format for Batch API. Must be .jsonl", param="file",
+                              code="invalid_file_format")
+        record = await store.save_upload(upload, purpose)
+        stats.files_uploaded += 1
+        return JSONResponse(record.to_object())
+
+    @router.get("/v1/files/{file_id}")
+    async def retrieve_file(file_id: str) -> JSONResponse:
+        return JSONResponse(store.get(file_id).to_object())
+
+    @router.get("/v1/files/{file_id}/content")
+    async def file_content(file_id: str) -> FileResponse:
+        record = store.get(file_id)
+        # FileResponse streams from disk in chunks: a 200 MB file never sits in memory.
+        return FileResponse(record.path, media_type="application/octet-stream")
+
+    @router.delete("/v1/files/{file_id}")
+    async def delete_file(file_id: str) -> JSONResponse:
+        store.delete(file_id)
+        return JSONResponse({"id": file_id, "object": "file", "deleted": True})
+
+    return router
+

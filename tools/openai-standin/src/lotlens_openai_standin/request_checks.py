@@ -1,0 +1,235 @@
+"""Request validation for `/v1/responses` and `/v1/chat/completions`, with OpenAI's 400 messages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lotlens_openai_standin.api_errors import ApiError, bad_request
+
+IMAGE_DETAILS = ("low", "high", "auto", "original")
+RESPONSES_PART_TYPES = ("input_text", "input_image", "input_file", "output_text", "refusal")
+CHAT_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+ROLES = ("user", "assistant", "system", "developer")
+CHAT_ROLES = (*ROLES, "tool")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """o-series and gpt-5 models reason: they take `reasoning`, refuse `temperature`."""
+    return model.startswith("o") or model.startswith("gpt-5")
+
+
+def _type_name(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+             float: "a number", type(None): "null"}
+    return names.get(type(value), "a value")
+
+
+def _invalid_type(param: str, expected: str, value: object) -> ApiError:
+    message = f"Invalid type for '{param}': expected {expected}, but got {_type_name(value)} instead."
+    return bad_request(message, param=param, code="invalid_type")
+
+
+def _invalid_value(param: str, value: object, allowed: tuple[str, ...]) -> ApiError:
+    choices = ", ".join(f"'{a}'" for a in allowed[:-1]) + f", and '{allowed[-1]}'"
+    return bad_request(f"Invalid value: '{value}'. Supported values are: {choices}.", param=param,
+                       code="invalid_value")
+
+
+def _missing(param: str) -> ApiError:
+    return bad_request(f"Missing required parameter: '{param}'.", param=param,
+                       code="missing_required_parameter")
+
+
+def require_model(body: Mapping[str, Any]) -> str:
+    """The request's model, or the 400 OpenAI answers when it is missing."""
+    model = body.get("model")
+    if model is None:
+        raise _missing("model")
+    if not isinstance(model, str) or not model:
+        raise _invalid_type("model", "a string", model)
+    return model
+
+
+def _check_image_url(url: object, param: str) -> None:
+    if not isinstance(url, str):
+        raise _invalid_type(param, "a string", url)
+    if url.startswith(("http://", "https://")):
+        return
+    if url.startswith("data:image/") and ";base64," in url:
+        return
+    raise bad_request(f"Invalid '{param}'. Expected a valid URL or a base64-encoded data URL with an image "
+                      "MIME type (e.g. 'data:image/png;base64,aW1nIGJ5dGVzIGhlcmU=').", param=param,
+                      code="invalid_value")
+
+
+def _check_detail(detail: object, param: str, required: bool) -> None:
+    if detail is None:
+        if required:
+            raise _missing(param)
+        return
+    if detail not in IMAGE_DETAILS:
+        raise _invalid_value(param, detail, IMAGE_DETAILS)
+
+
+def _check_responses_part(part: object, param: str) -> None:
+    if not isinstance(part, dict):
+        raise _invalid_type(param, "an object", part)
+    kind = part.get("type")
+    if kind not in RESPONSES_PART_TYPES:
+        raise _invalid_value(f"{param}.type", kind, RESPONSES_PART_TYPES)
+    if kind == "input_text" and not isinstance(part.get("text"), str):
+        raise _invalid_type(f"{param}.text", "a string", part.get("text"))
+    if kind == "input_image":
+        if part.get("image_url") is None and part.get("file_id") is None:
+            raise _missing(f"{param}.image_url")
+        if part.get("image_url") is not None:
+            _check_image_url(part["image_url"], f"{param}.image_url")
+        _check_detail(part.get("detail"), f"{param}.detail", required=True)
+
+
+def check_responses_input(body: Mapping[str, Any]) -> None:
+    """Check `input`: a string, or items whose message parts are well-formed (images included)."""
+    items = body.get("input")
+    if items is None:
+        raise _missing("input")
+    if isinstance(items, str):
+        return
+    if not isinstance(items, list):
+        raise _invalid_type("input", "a string or an array", items)
+    for i, item in enumerate(items):
+        param = f"input[{i}]"
+        if not isinstance(item, dict):
+            raise _invalid_type(param, "an object", item)
+        if item.get("type", "message") != "message":
+            continue
+        if item.get("role") not in ROLES:
+            raise _invalid_value(f"{param}.role", item.get("role"), ROLES)
+        content = item.get("content")
+        if isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise _invalid_type(f"{param}.content", "a string or an array", content)
+        for j, part in enumerate(content):
+            _check_responses_part(part, f"{param}.content[{j}]")
+
+
+def check_chat_messages(body: Mapping[str, Any]) -> None:
+    """Check `messages`: roles and content parts, `image_url` parts included."""
+    messages = body.get("messages")
+    if messages is None:
+        raise _missing("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _invalid_type("messages", "a non-empty array", messages)
+    for i, message in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise _invalid_type(param, "an object", message)
+        if message.get("role") not in CHAT_ROLES:
+            raise _invalid_value(f"{param}.role", message.get("role"), CHAT_ROLES)
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise _invalid_type(f"{param}.content", "a string or an array", content)
+        for j, part in enumerate(content):
+            part_param = f"{param}.content[{j}]"
+            if not isinstance(part, dict):
+                raise _invalid_type(part_param, "an object", part)
+            kind = part.get("type")
+            if kind not in CHAT_PART_TYPES:
+                raise _invalid_value(f"{part_param}.type", kind, CHAT_PART_TYPES)
+            if kind == "image_url":
+                image = part.get("image_url")
+                if not isinstance(image, dict):
+                    raise _invalid_type(f"{part_param}.image_url", "an object", image)
+                _check_image_url(image.get("url"), f"{part_param}.image_url.url")
+                _check_detail(image.get("detail"), f"{part_param}.image_url.detail", required=False)
+
+
+def check_json_schema_format(fmt: object, param: str) -> None:
+    """Check a `json_schema` format the way strict structured outputs do."""
+    if not isinstance(fmt, dict):
+        raise _invalid_type(param, "an object", fmt)
+    if fmt.get("type") != "json_schema":
+        return
+    name = fmt.get("name")
+    if not isinstance(name, str) or not name:
+        raise _missing(f"{param}.name")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _missing(f"{param}.schema")
+    if fmt.get("strict"):
+        _check_strict_object(schema, name, param + ".schema", context=())
+
+
+def _check_strict_object(schema: Mapping[str, Any], name: str, param: str, context: tuple[str, ...]) -> None:
+    where = f"Invalid schema for response_format '{name}': In context={context}, "
+    if schema.get("type") != "object":
+        # Nested non-object schemas (strings, nullable unions, anyOf…) have no strict-mode rules here.
+        if context:
+            return
+        raise bad_request(where + "schema must be a JSON Schema of 'type: \"object\"'.", param=param,
+                          code="invalid_json_schema")
+    if schema.get("additionalProperties") is not False:
+        raise bad_request(where + "'additionalProperties' is required to be supplied and to be false.",
+                          param=param, code="invalid_json_schema")
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or []
+    missing = [key for key in properties if key not in required]
+    if missing:
+        raise bad_request(where + "'required' is required to be supplied and to be an array including every "
+                          f"key in properties. Missing '{missing[0]}'.", param=param,
+                          code="invalid_json_schema")
+    for key, sub in properties.items():
+        if isinstance(sub, dict):
+            _check_strict_object(sub, name, param, (*context, "properties", key))
+
+
+def check_sampling(body: Mapping[str, Any], model: str, chat: bool) -> None:
+    """Reasoning models refuse `temperature`/`top_p`; other models refuse `reasoning` options."""
+    if is_reasoning_model(model):
+        for key in ("temperature", "top_p") + (("max_tokens",) if chat else ()):
+            if body.get(key) is not None:
+                hint = " Use 'max_completion_tokens' instead." if key == "max_tokens" else ""
+                raise bad_request(f"Unsupported parameter: '{key}' is not supported with this model.{hint}",
+                                  param=key, code="unsupported_parameter")
+        return
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
+        raise bad_request("Unsupported parameter: 'reasoning.effort' is not supported with this model.",
+                          param="reasoning.effort", code="unsupported_parameter")
+    if chat and body.get("reasoning_effort") is not None:
+        raise bad_request("Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+                          param="reasoning_effort", code="unsupported_parameter")
+
+
+def check_responses_request(body: Mapping[str, Any]) -> str:
+    """Validate a Responses API body; return its model."""
+    model = require_model(body)
+    if body.get("stream"):
+        raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
+                          code="unsupported_value")
+    check_responses_input(body)
+    check_sampling(body, model, chat=False)
+    text = body.get("text")
+    if isinstance(text, dict) and text.get("format") is not None:
+        check_json_schema_format(text["format"], "text.format")
+    return model
+
+
+def check_chat_request(body: Mapping[str, Any]) -> str:
+    """Validate a Chat Completions body; return its model."""
+    model = require_model(body)
+    if body.get("stream"):
+        raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
+                          code="unsupported_value")
+    check_chat_messages(body)
+    check_sampling(body, model, chat=True)
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        inner = fmt.get("json_schema")
+        if not isinstance(inner, dict):
+            raise _missing("response_format.json_schema")
+        check_json_schema_format({"type": "json_schema", **inner}, "response_format.json_schema")
+    return model
