@@ -1,0 +1,78 @@
+"""The vision and translation stage rules, with a fake image checker and no I/O."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from lotlens_common.events import LotFailed, TranslationCompleted, VisionCompleted
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage.spec import LotWork
+from lotlens_translator.translation_stage import TranslationStage, descriptions
+from lotlens_vision_batcher.vision_stage import VisionStage
+
+checked: list[list[str]] = []
+
+
+async def fake_checker(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+    checked.append(list(urls))
+    return [u for u in urls if "dead" not in u], [u for u in urls if "dead" in u]
+
+
+def vision_lot(*urls: str) -> LotWork:
+    return LotWork("job", "lot", "client", 1, 1, {"additional_info": "Camry, front collision",
+                                                  "image_urls": list(urls), "languages": ["en", "de"]})
+
+
+def stage() -> VisionStage:
+    return VisionStage("vision", ModelSettings(image_detail="low"), fake_checker)
+
+
+def test_images_are_checked_before_the_request_and_only_reachable_ones_are_sent() -> None:
+    prepared = asyncio.run(stage().prepare([vision_lot("https://a/1.jpg", "https://a/dead.jpg")]))
+    [(lot, body)] = prepared.requests
+    images = [part for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    assert [part["image_url"] for part in images] == ["https://a/1.jpg"]
+    assert lot.work["missing_images"] == ["https://a/dead.jpg"]
+    assert prepared.settled == []
+
+
+def test_a_lot_with_no_reachable_image_is_settled_as_failed_without_a_request() -> None:
+    prepared = asyncio.run(stage().prepare([vision_lot("https://a/dead-1.jpg", "https://a/dead-2.jpg")]))
+    assert prepared.requests == []
+    [(_, event)] = prepared.settled
+    assert isinstance(event, LotFailed) and event.stage == "vision"
+    assert event.missing_images == ("https://a/dead-1.jpg", "https://a/dead-2.jpg")
+
+
+def test_the_result_event_carries_the_html_and_the_image_counts() -> None:
+    lot = vision_lot().with_work(valid_images=["u1", "u2"], missing_images=["u3"])
+    body = {"status": "completed", "output": [
+        {"type": "reasoning", "summary": []},
+        {"type": "message", "role": "assistant",
+         "content": [{"type": "output_text", "text": "<p>Dent.</p>"}]}]}
+    event = stage().result_event(lot, body)
+    assert event == VisionCompleted(job_id="job", lot_id="lot", english_html="<p>Dent.</p>",
+                                    languages=("en", "de"), total_lots=1, processed_images=2,
+                                    missing_images=("u3",))
+
+
+def test_token_estimate_grows_with_images_at_the_configured_detail() -> None:
+    one, three = vision_lot("a"), vision_lot("a", "b", "c")
+    assert stage().estimate_tokens(three) - stage().estimate_tokens(one) == 2 * 85
+
+
+def test_translations_come_back_in_the_order_the_client_asked_for() -> None:
+    assert list(descriptions(["ru", "en", "de"], "<p>x</p>", {"de": "d", "ru": "r"})) == ["ru", "en", "de"]
+
+
+def test_translation_requests_ask_only_for_the_languages_other_than_english() -> None:
+    lot = LotWork("job", "lot", "client", 1, 1, {"english_html": "<p>Dent.</p>", "languages": ["en", "fr"]})
+    [(_, body)] = asyncio.run(TranslationStage("t", ModelSettings()).prepare([lot])).requests
+    schema = body["text"]["format"]["schema"]
+    assert "fr" in str(schema) and "'en'" not in str(schema)
+    answer = {"status": "completed", "output": [{"type": "message", "role": "assistant", "content": [
+        {"type": "output_text", "text": '{"fr": "<p>Bosse.</p>"}'}]}]}
+    event = TranslationStage("t", ModelSettings()).result_event(lot, answer)
+    assert event == TranslationCompleted(job_id="job", lot_id="lot",
+                                         descriptions={"en": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
