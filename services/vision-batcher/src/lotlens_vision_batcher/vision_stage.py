@@ -43,11 +43,18 @@ class VisionStage:
         return images * _IMAGE_TOKENS[self.models.image_detail] + _PROMPT_TOKENS + notes
 
     async def prepare(self, lots: list[LotWork]) -> Prepared:
-        """Check every image first: a lot with none reachable fails here and costs no model call."""
+        """Check every image first: a lot with none reachable fails here and costs no model call.
+
+        All the shard's URLs go to the checker at once, so its concurrency bound applies to the
+        whole shard rather than to one lot at a time.
+        """
+        every_url = list(dict.fromkeys(url for lot in lots for url in lot.work["image_urls"]))
+        reachable = set((await self.check_images(every_url))[0])
         requests: list[tuple[LotWork, dict[str, Any]]] = []
         settled: list[tuple[LotWork, Event]] = []
         for lot in lots:
-            valid, missing = await self.check_images(lot.work["image_urls"])
+            valid = [url for url in lot.work["image_urls"] if url in reachable]
+            missing = [url for url in lot.work["image_urls"] if url not in reachable]
             checked = lot.with_work(valid_images=valid, missing_images=missing)
             if not valid:
                 reason = f"none of the lot's {len(missing)} images could be fetched"

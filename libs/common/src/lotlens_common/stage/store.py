@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.stage.rule import WaitingJob
@@ -114,11 +114,14 @@ def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[Lot
 
 def save_work(conn: Connection, stage: str, lots: Sequence[LotWork]) -> None:
     """Persist what preparation learnt about lots (e.g. which images are reachable)."""
-    for lot in lots:
-        conn.execute(update(stage_lots)
-                     .where(stage_lots.c.stage == stage, stage_lots.c.job_id == lot.job_id,
-                            stage_lots.c.lot_id == lot.lot_id)
-                     .values(work=lot.work))
+    if not lots:
+        return
+    statement = (update(stage_lots)
+                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == bindparam("b_job"),
+                        stage_lots.c.lot_id == bindparam("b_lot"))
+                 .values(work=bindparam("b_work")))
+    conn.execute(statement, [{"b_job": lot.job_id, "b_lot": lot.lot_id, "b_work": lot.work}
+                             for lot in lots])
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
