@@ -1,0 +1,44 @@
+"""`python -m lotlens_gateway`: serve the REST API (wiring only)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import uvicorn
+from confluent_kafka.admin import AdminClient
+
+from lotlens_common.db import make_engine
+from lotlens_common.kafka import EventProducer
+from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.service import setup_logging
+from lotlens_common.urls import guarded_async_client
+from lotlens_gateway.app import create_app
+from lotlens_gateway.bootstrap import build_deps
+from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.metrics import GatewayMetrics
+
+
+def main() -> None:
+    """Connect, build the app and serve until SIGTERM."""
+    settings = GatewaySettings()
+    setup_logging(settings.log_level)
+    engine = make_engine(settings.database)
+    producer = EventProducer(settings.kafka, "lotlens-gateway")
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
+    model = settings.openai
+    model_client = make_openai_client(model.api_key, model.base_url, model.timeout_s)
+    deps = build_deps(settings, engine, producer, admin, images_http, model_client,
+                      metrics=GatewayMetrics(process=True))
+    app = create_app(deps)
+    try:
+        uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
+                    timeout_graceful_shutdown=30)
+    finally:
+        producer.flush()
+        asyncio.run(images_http.aclose())
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

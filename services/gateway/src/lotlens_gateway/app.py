@@ -1,0 +1,87 @@
+"""The FastAPI application: routes, error handlers and the OpenAPI document. Nothing connects here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lotlens_gateway import routes_jobs, routes_ops, routes_submit, schemas
+from lotlens_gateway.deps import GatewayDeps
+from lotlens_gateway.errors import install_error_handlers
+from lotlens_gateway.metrics import GatewayMetrics
+
+DESCRIPTION = """\
+LotLens describes the visible damage of auction cars in up to 10 languages, compatible with the
+"Generation Service API v2.0" (and its 1.x cURL recipes).
+
+* **Signing**: HMAC-SHA256 with the client's shared key. Submissions sign the `lots` array
+  (`json.dumps(lots, separators=(",", ":"), sort_keys=True)`) in the body's `signature` or in
+  `X-Signature`; every other `/api/v1` call sends `X-Signature: sha256=<hex>` over the job id of
+  the path, the raw query string (`batch-jobs`) or the raw body (`test-image-validation`). The
+  `sha256=` prefix is optional. Missing: 401 `MISSING_SIGNATURE`; wrong: 403 `INVALID_SIGNATURE`.
+* **Errors** are always `{error, message, code, details?}`.
+* **Rate limits** per client and minute (configurable): 100 synchronous, 10 batch, 1000 polling
+  requests; past them 429 `RATE_LIMIT_EXCEEDED` with `Retry-After`.
+"""
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, description=app.description,
+                                   routes=app.routes, tags=app.openapi_tags)
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in schemas.REQUEST_MODELS:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return build
+
+
+def create_app(deps: GatewayDeps) -> FastAPI:
+    """The gateway app over the given collaborators."""
+    app = FastAPI(title="LotLens gateway", version="2.0.0", description=DESCRIPTION,
+                  openapi_tags=[{"name": "generation"}, {"name": "batch jobs"}, {"name": "operations"}])
+    app.state.deps = deps
+    install_error_handlers(app)
+    app.include_router(routes_submit.router)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_ops.router)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
+    app.add_middleware(RequestCounter, metrics=deps.metrics)
+    return app
+
+
+class RequestCounter:
+    """Counts requests by method, route template and status (a plain ASGI middleware: streams pass)."""
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through, noting the response status."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        status = [500]
+
+        async def noting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, noting_send)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            labels = {"method": scope["method"], "route": route, "status": str(status[0])}
+            self._metrics.http_requests.labels(**labels).inc()

@@ -1,0 +1,48 @@
+"""Building the gateway's collaborators from settings and the clients `__main__` opened."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+import openai
+from sqlalchemy import Engine
+
+from lotlens_common.clock import utc_now
+from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.deps import GatewayDeps
+from lotlens_gateway.health import AdminLike, KafkaProbe
+from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.job_store import JobStore
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.publisher import EventSink, Publisher
+from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
+
+
+def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, admin: AdminLike,
+               images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
+               metrics: GatewayMetrics | None = None,
+               clock: Callable[[], datetime] = utc_now) -> GatewayDeps:
+    """Wire the stores, limiter, publisher, probe and synchronous describer together."""
+    metrics = metrics or GatewayMetrics()
+    images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
+                         concurrency=settings.image_check_concurrency,
+                         timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes)
+    # A reservation older than the longest request can take belongs to a request that died.
+    stale_after_s = settings.sync_timeout_s + settings.publish_timeout_s + 60.0
+    return GatewayDeps(
+        settings=settings,
+        store=JobStore(engine, metrics),
+        limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
+        idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
+        publisher=Publisher(producer, settings.publish_timeout_s),
+        kafka=KafkaProbe(admin, settings.consumer_groups, settings.kafka.group_prefix,
+                         settings.health_cache_s),
+        describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
+                                images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
+                                clock=clock),
+        metrics=metrics,
+        clock=clock,
+    )

@@ -1,0 +1,86 @@
+"""The app's collaborators, injected into `create_app`, and the `Annotated` aliases routes use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_common.clock import utc_now
+from lotlens_gateway.auth import client_for
+from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.health import KafkaProbe
+from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.job_store import JobStore
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.sync_mode import SyncDescriber
+from lotlens_gateway.validation import Limits
+
+SIGNATURE_DESCRIPTION = ("`sha256=<hex>` HMAC-SHA256 with the client's shared key over the job id of the "
+                         "path (or, for `GET /api/v1/batch-jobs`, over the raw query string)")
+
+
+@dataclass
+class GatewayDeps:
+    """Everything the routes need; built by `__main__` (or a test) and handed to `create_app`."""
+
+    settings: GatewaySettings
+    store: JobStore
+    limiter: RateLimiter
+    idempotency: IdempotencyStore
+    publisher: Publisher
+    kafka: KafkaProbe
+    describer: SyncDescriber
+    metrics: GatewayMetrics
+    clock: Callable[[], datetime] = utc_now
+    keys: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.keys:
+            self.keys = self.settings.client_keys()
+
+    @property
+    def limits(self) -> Limits:
+        """Validation limits from the settings."""
+        s = self.settings
+        return Limits(max_lots=s.max_lots, max_languages=s.max_languages, max_sync_images=s.max_sync_images,
+                      max_lot_id_chars=s.max_lot_id_chars)
+
+    async def count_request(self, client_id: str, mode: str) -> None:
+        """Apply the client's rate limit for `mode` (429 past it)."""
+        await run_in_threadpool(self.limiter.hit, client_id, mode, self.clock())
+
+
+def get_deps(request: Request) -> GatewayDeps:
+    """The deps stored on the app by `create_app`."""
+    deps: GatewayDeps = request.app.state.deps
+    return deps
+
+
+Deps = Annotated[GatewayDeps, Depends(get_deps)]
+SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=SIGNATURE_DESCRIPTION)]
+
+
+async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
+    """The client of a job-addressed request: its signature over the path's job id verifies."""
+    client = client_for(deps.keys, [job_id.encode()], x_signature)
+    await deps.count_request(client, "polling")
+    return client
+
+
+async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
+    """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
+    query: bytes = request.scope.get("query_string", b"")
+    client = client_for(deps.keys, [query], x_signature)
+    await deps.count_request(client, "polling")
+    return client
+
+
+JobClient = Annotated[str, Depends(job_client)]
+ListingClient = Annotated[str, Depends(listing_client)]

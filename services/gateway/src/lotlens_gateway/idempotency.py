@@ -1,0 +1,117 @@
+"""`Idempotency-Key`: a retried submission gets the first answer instead of a second job.
+
+A key is reserved (row without a response) before the work and completed with the answer after
+it; the same client, key and body replay that answer, another body under the key is a 409.
+Only successful answers are kept: a failed attempt releases the key so the client may retry.
+A reservation whose request died (gateway killed) is taken over after `stale_after_s`. Keys
+live at least `ttl_s` (24 h by default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from lotlens_common.tables import idempotency_keys as keys
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.metrics import GatewayMetrics
+
+HEADER = "Idempotency-Key"
+MAX_KEY_CHARS = 255
+_NAMESPACE = uuid.UUID("8c0f3f55-3d6e-4c36-9a53-6a0b1c6f3b11")
+# Expired keys are purged by about one request in this many.
+_PURGE_ONE_IN = 100
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The stored answer of an earlier request with the same key and body."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+def request_hash(body: bytes) -> str:
+    """The fingerprint a key is bound to: SHA-256 of the raw body."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def job_id_for(client_id: str, key: str, fingerprint: str) -> str:
+    """A job id derived from the key: a retry after a crash re-publishes the same job, not a new one."""
+    return str(uuid.uuid5(_NAMESPACE, f"{client_id}\n{key}\n{fingerprint}"))
+
+
+def check_key(key: str) -> str:
+    """The key as given, or 422 when it is empty or too long."""
+    if not key.strip() or len(key) > MAX_KEY_CHARS:
+        raise ApiError(422, "VALIDATION_ERROR", f"{HEADER} must be 1 to {MAX_KEY_CHARS} characters",
+                       details={"errors": [{"field": HEADER, "problem": "empty or too long"}]})
+    return key
+
+
+class IdempotencyStore:
+    """Reservations and stored answers in the `idempotency_keys` table (blocking calls)."""
+
+    def __init__(self, engine: Engine, ttl_s: int, stale_after_s: float, metrics: GatewayMetrics) -> None:
+        self._engine = engine
+        self._ttl = timedelta(seconds=ttl_s)
+        self._stale = timedelta(seconds=stale_after_s)
+        self._metrics = metrics
+
+    def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime) -> Replay | None:
+        """Reserve the key for this request (None), or the stored answer to replay; 409 on misuse."""
+        if random.randrange(_PURGE_ONE_IN) == 0:
+            self._purge(now)
+        with self._engine.begin() as conn:
+            inserted = conn.execute(
+                insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now)
+                .on_conflict_do_nothing(index_elements=["client_id", "key"]).returning(keys.c.key)).first()
+            self._metrics.db("create")
+            if inserted is not None:
+                return None
+            row = conn.execute(select(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+                               .with_for_update()).mappings().one()
+            self._metrics.db("read")
+            expired = row["created_at"] < now - self._ttl
+            stale = row["status_code"] is None and row["created_at"] < now - self._stale
+            if expired or (stale and row["request_hash"] == fingerprint):
+                conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+                             .values(request_hash=fingerprint, status_code=None, response_body=None,
+                                     created_at=now))
+                self._metrics.db("update")
+                return None
+        if row["request_hash"] != fingerprint:
+            raise ApiError(409, "IDEMPOTENCY_KEY_REUSED",
+                           f"This {HEADER} was already used with a different request body",
+                           details={"idempotency_key": key})
+        if row["status_code"] is None:
+            raise ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
+                           f"A request with this {HEADER} is still being processed; retry later",
+                           details={"idempotency_key": key}, headers={"Retry-After": "5"})
+        return Replay(int(row["status_code"]), dict(row["response_body"]))
+
+    def complete(self, client_id: str, key: str, status_code: int, body: dict[str, Any]) -> None:
+        """Store the answer to replay."""
+        with self._engine.begin() as conn:
+            conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+                         .values(status_code=status_code, response_body=body))
+        self._metrics.db("update")
+
+    def release(self, client_id: str, key: str) -> None:
+        """Forget an unanswered reservation (the request failed; a retry may run afresh)."""
+        with self._engine.begin() as conn:
+            conn.execute(delete(keys).where(keys.c.client_id == client_id, keys.c.key == key,
+                                            keys.c.status_code.is_(None)))
+        self._metrics.db("delete")
+
+    def _purge(self, now: datetime) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(delete(keys).where(keys.c.created_at < now - self._ttl))
+        self._metrics.db("delete")

@@ -1,0 +1,99 @@
+"""Batch intake: a validated submission becomes `JobSubmitted` + one `LotSubmitted` per lot.
+
+201 means durably accepted: the events are acknowledged by Kafka (acks=all) before the job row
+is written and the answer sent. If Kafka fails, nothing is written and the client gets 503.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from lotlens_common.clock import iso
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobSubmitted, LotSubmitted
+from lotlens_gateway.job_store import JobStore
+from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.validation import Submission
+
+log = logging.getLogger(__name__)
+# The OpenAI Batch API's completion window: no estimate goes past it.
+BATCH_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """How long a job is first expected to take: a base plus a little per lot."""
+
+    base_s: float
+    per_lot_s: float
+
+    def completion(self, created_at: datetime, total_lots: int) -> datetime:
+        """The estimated completion time of a job created at `created_at`."""
+        span = timedelta(seconds=self.base_s + self.per_lot_s * total_lots)
+        return created_at + min(span, BATCH_WINDOW)
+
+
+@dataclass(frozen=True)
+class AcceptedJob:
+    """A job to publish: who, when, and the request."""
+
+    job_id: str
+    client_id: str
+    submission: Submission
+    created_at: datetime
+    estimated_completion: datetime
+    trace: Mapping[str, str]
+
+
+def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
+    """`JobSubmitted` first, then the lots in request order (`seq` = position), keyed by job id."""
+    submission, total = job.submission, len(job.submission.lots)
+    trace = dict(job.trace)
+    yield Envelope(JobSubmitted(
+        job_id=job.job_id, client_id=job.client_id, api_version=submission.version,
+        languages=submission.languages, total_lots=total, webhook_urls=submission.webhook_urls,
+        created_at=job.created_at, estimated_completion=job.estimated_completion,
+    ), client_id=job.client_id, occurred_at=job.created_at, trace=trace)
+    for seq, lot in enumerate(submission.lots):
+        event = LotSubmitted(
+            job_id=job.job_id, lot_id=lot.lot_id, seq=seq, total_lots=total,
+            additional_info=lot.additional_info, image_urls=lot.image_urls,
+            languages=submission.languages, webhook=lot.webhook)
+        yield Envelope(event, client_id=job.client_id, occurred_at=job.created_at, trace=trace)
+
+
+def accepted_body(job: AcceptedJob) -> dict[str, Any]:
+    """The contract's 201 body."""
+    return {
+        "job_id": job.job_id,
+        "status": "accepted",
+        "created_at": iso(job.created_at),
+        "total_lots": len(job.submission.lots),
+        "languages": list(job.submission.languages),
+        "estimated_completion": iso(job.estimated_completion),
+        "processing_mode": "batch",
+        "webhook_configured": bool(job.submission.webhook_urls),
+    }
+
+
+def accept_batch(job: AcceptedJob, topic: str, publisher: Publisher, store: JobStore) -> dict[str, Any]:
+    """Publish the job's events, wait for Kafka, then make the job visible (blocking)."""
+    publisher.publish(topic, envelopes(job))
+    try:
+        store.insert_submitted({
+            "job_id": job.job_id, "client_id": job.client_id, "status": "pending",
+            "api_version": job.submission.version, "languages": list(job.submission.languages),
+            "total_lots": len(job.submission.lots), "webhook_configured": bool(job.submission.webhook_urls),
+            "created_at": job.created_at, "estimated_completion": job.estimated_completion,
+        })
+    except SQLAlchemyError:
+        # The job is durable in Kafka and the result-store will project it: still a 201.
+        log.exception("job %s accepted but its row could not be written yet", job.job_id,
+                      extra={"job_id": job.job_id})
+    return accepted_body(job)

@@ -1,0 +1,94 @@
+"""The gateway's access to the read models: reading jobs, and the one row it writes on intake.
+
+The result-store owns the read models; the gateway inserts a submitted job's row (ON CONFLICT
+DO NOTHING) only so that the job is visible to polling the moment the client gets 201.
+Blocking calls: the routes run them in a thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.dialects.postgresql import insert
+
+from lotlens_common.read_models import JobView, get_job, job_view
+from lotlens_common.tables import jobs, openai_batches
+from lotlens_gateway.errors import job_not_found
+from lotlens_gateway.metrics import GatewayMetrics
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The `GET /api/v1/batch-jobs` filters."""
+
+    status: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class JobStore:
+    """Queries over `jobs` and `openai_batches`, counted in the metrics."""
+
+    def __init__(self, engine: Engine, metrics: GatewayMetrics) -> None:
+        self._engine = engine
+        self._metrics = metrics
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (the results stream opens its own connection)."""
+        return self._engine
+
+    def ping(self) -> None:
+        """Raise unless PostgreSQL answers."""
+        with self._engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def insert_submitted(self, row: dict[str, Any]) -> None:
+        """The accepted job's row, unless the result-store already projected it."""
+        with self._engine.begin() as conn:
+            conn.execute(insert(jobs).values(**row).on_conflict_do_nothing(index_elements=["job_id"]))
+        self._metrics.db("create")
+
+    def job_for_client(self, job_id: str, client_id: str) -> JobView:
+        """The client's job; 404 when it does not exist or belongs to someone else."""
+        with self._engine.connect() as conn:
+            job = get_job(conn, job_id)
+        self._metrics.db("read")
+        if job is None or job.client_id != client_id:
+            raise job_not_found(job_id)
+        return job
+
+    def batch_ids(self, job_id: str) -> dict[str, list[str]]:
+        """stage (`vision`, `translation`) → the job's OpenAI batch ids, oldest first."""
+        query = (select(openai_batches.c.stage, openai_batches.c.batch_id)
+                 .where(openai_batches.c.job_id == job_id)
+                 .order_by(openai_batches.c.created_at, openai_batches.c.batch_id))
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        self._metrics.db("read")
+        found: dict[str, list[str]] = {}
+        for stage, batch_id in rows:
+            found.setdefault(stage, []).append(batch_id)
+        return found
+
+    def jobs_for_client(self, client_id: str, where: JobFilter, limit: int,
+                        offset: int) -> tuple[list[JobView], int]:
+        """One page of the client's jobs, newest first, and how many match in all."""
+        conditions = [jobs.c.client_id == client_id]
+        if where.status:
+            conditions.append(jobs.c.status == where.status)
+        if where.created_after:
+            conditions.append(jobs.c.created_at >= where.created_after)
+        if where.created_before:
+            conditions.append(jobs.c.created_at < where.created_before)
+        page = (select(jobs).where(*conditions)
+                .order_by(jobs.c.created_at.desc(), jobs.c.job_id).limit(limit).offset(offset))
+        count = select(func.count()).select_from(jobs).where(*conditions)
+        with self._engine.connect() as conn:
+            rows = conn.execute(page).mappings().all()
+            total = conn.execute(count).scalar_one()
+        self._metrics.db("read", 2)
+        return [job_view(row) for row in rows], int(total)

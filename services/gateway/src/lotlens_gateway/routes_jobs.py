@@ -1,0 +1,123 @@
+"""Polling and control of batch jobs (header-signed; a client sees only its own jobs)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_common.clock import iso
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCancelled
+from lotlens_gateway import schemas, schemas_jobs
+from lotlens_gateway.deps import Deps, JobClient, ListingClient
+from lotlens_gateway.job_store import JobFilter
+from lotlens_gateway.results import iter_results_document
+from lotlens_gateway.views import (
+    cannot_cancel_body,
+    is_terminal,
+    job_item,
+    not_completed_body,
+    status_body,
+)
+
+router = APIRouter(tags=["batch jobs"])
+
+JobStatusName = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
+_SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
+_NOT_COMPLETED: dict[int | str, dict[str, Any]] = {
+    202: {"model": schemas_jobs.NotCompleted, "description": "The job is still running"}}
+
+
+@router.get("/api/v1/batch-status/{job_id}", response_model=schemas_jobs.JobStatus,
+            summary="Status, progress and OpenAI batch ids of a job", description=_SIGNED,
+            responses=schemas.error_responses(401, 403, 404, 429, 503))
+async def batch_status(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+    """The job's status document."""
+    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+    batches = await run_in_threadpool(deps.store.batch_ids, job_id)
+    return JSONResponse(status_body(job, batches))
+
+
+async def _results(job_id: str, client_id: str, deps: Deps,
+                   download: bool) -> JSONResponse | StreamingResponse:
+    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+    if not is_terminal(job):
+        return JSONResponse(not_completed_body(job), status_code=202)
+    deps.metrics.db("read")
+    attachment = f'attachment; filename="batch_results_{job_id}.json"'
+    headers = {"Content-Disposition": attachment} if download else {}
+    # A sync iterator: Starlette pulls each chunk in a worker thread, off the event loop.
+    return StreamingResponse(iter_results_document(deps.store.engine, job), media_type="application/json",
+                             headers=headers)
+
+
+@router.get("/api/v1/batch-results/{job_id}", response_model=schemas_jobs.JobResults,
+            summary="Results of a finished job (202 while it runs)",
+            description=_SIGNED + " The document is streamed, lot by lot.",
+            responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
+async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse | StreamingResponse:
+    """Every lot with its descriptions, for completed, failed and cancelled jobs."""
+    return await _results(job_id, client_id, deps, download=False)
+
+
+@router.get("/api/v1/batch-results/{job_id}/download", response_model=schemas_jobs.JobResults,
+            summary="The results document as a file (`batch_results_{job_id}.json`)",
+            description=_SIGNED + " Same JSON as `batch-results`, streamed as an attachment.",
+            responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
+async def download_results(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse | StreamingResponse:
+    """The results as an attachment."""
+    return await _results(job_id, client_id, deps, download=True)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+@router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,
+            summary="The client's jobs, newest first",
+            description=("Header-signed: `X-Signature: sha256=<hex>` over the raw query string exactly as "
+                         "sent (the empty string without one). Timestamps without a zone are UTC."),
+            responses=schemas.error_responses(401, 403, 422, 429, 503))
+async def batch_jobs(
+        client_id: ListingClient, deps: Deps,
+        status: Annotated[JobStatusName | None, Query(description="Only jobs in this status")] = None,
+        limit: Annotated[int, Query(ge=1, le=100, description="Page size, at most 100")] = 10,
+        offset: Annotated[int, Query(ge=0, description="Jobs to skip")] = 0,
+        created_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
+        created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+) -> JSONResponse:
+    """One page of jobs and the pagination block."""
+    where = JobFilter(status=status, created_after=_utc(created_after), created_before=_utc(created_before))
+    found, total = await run_in_threadpool(deps.store.jobs_for_client, client_id, where, limit, offset)
+    return JSONResponse({
+        "jobs": [job_item(job) for job in found],
+        "pagination": {"limit": limit, "offset": offset, "total": total,
+                       "has_more": offset + len(found) < total},
+    })
+
+
+@router.post("/api/v1/batch-jobs/{job_id}/cancel", response_model=schemas_jobs.Cancelled,
+             summary="Cancel a pending or running job",
+             description=(_SIGNED + " Publishes `JobCancelled`: lots not yet sent to OpenAI are dropped "
+                          "and running OpenAI batches are cancelled. The job's status turns `cancelled` as "
+                          "soon as the result-store has recorded it."),
+             responses={400: {"model": schemas_jobs.CannotCancel, "description": "The job already finished"},
+                        **schemas.error_responses(401, 403, 404, 429, 503)})
+async def cancel_job(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+    """Publish the cancellation and confirm it."""
+    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+    if is_terminal(job):
+        return JSONResponse(cannot_cancel_body(job), status_code=400)
+    cancelled_at = deps.clock()
+    envelope = Envelope(JobCancelled(job_id=job_id, cancelled_at=cancelled_at), client_id=client_id,
+                        occurred_at=cancelled_at)
+    await run_in_threadpool(deps.publisher.publish, deps.settings.topics.submissions, [envelope])
+    deps.metrics.batch_jobs.labels(status="cancelled").inc()
+    return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
+                         "message": "Job successfully cancelled"})

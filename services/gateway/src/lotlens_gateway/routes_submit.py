@@ -1,0 +1,103 @@
+"""`POST /api/v1/generate-descriptions`: one lot answered now, 2 to 50,000 lots accepted as a job.
+
+The body is read and parsed here rather than by FastAPI so that every failure gets the
+contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/409/422
+(validation), 409 (idempotency key), then 503 when Kafka does not acknowledge.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_gateway import schemas
+from lotlens_gateway.auth import submission_client
+from lotlens_gateway.body import parse_object, read_body
+from lotlens_gateway.deps import Deps, GatewayDeps
+from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
+from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
+from lotlens_gateway.validation import Submission, parse_submission, rate_mode
+
+router = APIRouter(tags=["generation"])
+
+_TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+
+
+@router.post(
+    "/api/v1/generate-descriptions",
+    summary="Describe one lot now, or accept 2 to 50,000 lots as a batch job",
+    description=(
+        "Body-signed: `signature` (or the `X-Signature` header) is HMAC-SHA256 with the client's key over "
+        "`json.dumps(lots, separators=(',', ':'), sort_keys=True)`, with or without the `sha256=` prefix. "
+        "Exactly one lot is answered synchronously (200, within 300 s, at most 20 images); 2 to 50,000 "
+        "lots are accepted as a batch job (201) whose results arrive by polling and per-lot webhooks. "
+        "`languages` defaults to `[\"en\"]`, `version` to `\"1.0.0\"`, `additional_info` to `\"\"`. "
+        "Unreachable images are listed in `missing_images`; a lot with none reachable ends `failed`. "
+        "An optional `Idempotency-Key` header makes retries safe: the same key and body replay the first "
+        "answer (header `Idempotent-Replayed: true`), another body under the key is a 409. Rate limits "
+        "per client and minute: 100 synchronous, 10 batch requests."),
+    status_code=201,
+    response_model=schemas.BatchAccepted,
+    responses={
+        200: {"model": schemas.SyncResult, "description": "Synchronous mode (exactly one lot)"},
+        **schemas.error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503, 504),
+    },
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/SubmissionRequest"}}}}},
+)
+async def generate_descriptions(
+        request: Request, deps: Deps,
+        x_signature: Annotated[str | None, Header(
+            alias="X-Signature", description="Alternative to the body's `signature`")] = None,
+        idempotency_key: Annotated[str | None, Header(alias=HEADER, description=(
+            "Optional; the same key and body within 24 h replay the first answer"))] = None,
+) -> JSONResponse:
+    """Validate, authenticate and either describe the lot or accept the job."""
+    started = time.perf_counter()
+    settings = deps.settings
+    raw = await read_body(request, settings.max_body_bytes)
+    document = await run_in_threadpool(parse_object, raw)
+    client_id = await run_in_threadpool(submission_client, deps.keys, document.get("lots"),
+                                        document.get("signature"), x_signature)
+    await deps.count_request(client_id, rate_mode(document))
+    submission = await run_in_threadpool(parse_submission, document, deps.limits)
+    fingerprint = request_hash(raw)
+    key = check_key(idempotency_key) if idempotency_key is not None else None
+    if key is not None:
+        replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
+        if replay is not None:
+            return JSONResponse(replay.body, status_code=replay.status_code,
+                                headers={"Idempotent-Replayed": "true"})
+    job_id = job_id_for(client_id, key, fingerprint) if key else str(uuid.uuid4())
+    try:
+        status, body, headers = await _run(deps, request, client_id, submission, job_id)
+    except BaseException:
+        if key is not None:
+            await run_in_threadpool(deps.idempotency.release, client_id, key)
+        raise
+    if key is not None:
+        await run_in_threadpool(deps.idempotency.complete, client_id, key, status, body)
+    mode = "sync" if submission.is_synchronous else "batch"
+    deps.metrics.generation_requests.labels(mode=mode).inc()
+    deps.metrics.generation_duration.labels(mode=mode).observe(time.perf_counter() - started)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
+               job_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    if submission.is_synchronous:
+        return 200, await deps.describer.describe(submission), {}
+    settings = deps.settings
+    created_at = deps.clock()
+    estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
+    trace = {name: request.headers[name] for name in _TRACE_HEADERS if name in request.headers}
+    job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
+                      estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
+    body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.publisher, deps.store)
+    deps.metrics.batch_jobs.labels(status="pending").inc()
+    return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}

@@ -1,0 +1,162 @@
+"""Pydantic models of the API's bodies: they document the contract in the OpenAPI schema.
+
+The hot paths build plain dicts (see `views.py`, `intake.py`); these models are the published
+shape of those dicts, with examples.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JOB_ID = "550e8400-e29b-41d4-a716-446655440000"
+TS = "2025-08-05T07:30:00Z"
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "error": "Validation failed", "message": "Invalid image URLs detected", "code": "INVALID_IMAGE_URLS",
+        "details": {"invalid_urls": ["ftp://example.com/car.jpg"]}}]})
+
+    error: str = Field(description="Short title of the error class")
+    message: str = Field(description="What went wrong, for humans")
+    code: str = Field(description="Machine-readable code, e.g. INVALID_SIGNATURE, RATE_LIMIT_EXCEEDED")
+    details: dict[str, Any] | None = Field(default=None, description="Facts behind the error, per code")
+
+
+_ERRORS = {
+    400: "INVALID_JSON: the body is not a JSON object",
+    401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
+    403: "INVALID_SIGNATURE: no client's key verifies the signature",
+    404: "JOB_NOT_FOUND: no such job for this client",
+    409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
+          "IDEMPOTENCY_KEY_IN_PROGRESS"),
+    413: ("PAYLOAD_TOO_LARGE (body over 64 MB) or BATCH_SIZE_EXCEEDED (details.provided_lots, "
+          "details.max_allowed)"),
+    422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages), "
+          "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls), TOO_MANY_IMAGES"),
+    429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
+    502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
+    503: "SERVICE_UNAVAILABLE: PostgreSQL or Kafka is down; retry later",
+    504: "OPENAI_TIMEOUT: the synchronous budget ran out",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses."""
+    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+
+
+class ImageIn(BaseModel):
+    """One image of a lot."""
+
+    url: str = Field(description="http(s) URL of the photo (≤ 10 MB, an image/* type)",
+                     examples=["https://example.com/bmw-front.jpg"])
+
+
+class LotIn(BaseModel):
+    """One lot of a request."""
+
+    lot_id: str = Field(description="Unique within the request, ≤ 256 characters", examples=["batch-001"])
+    additional_info: str = Field(default="", description="The auction's notes about the lot",
+                                 examples=["2019 Mercedes C-Class, minor rear damage"])
+    images: list[ImageIn] = Field(default_factory=list, description="At most 20 in synchronous mode")
+    webhook: str | None = Field(default=None, description="Batch mode: where the results are POSTed; lots "
+                                "sharing a URL share one delivery", examples=["https://your-app.com/webhooks/done"])
+
+
+class SubmissionRequest(BaseModel):
+    """The body of `POST /api/v1/generate-descriptions`."""
+
+    signature: str | None = Field(default=None, description="sha256=<hex> (or bare hex) over the lots",
+                                  examples=["sha256=5d41402abc4b2a76b9719d911017c592"])
+    version: str = Field(default="1.0.0", description="Echoed in the results")
+    languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
+                                 description="1 to 10 ISO 639-1 codes", examples=[["en", "ru", "de"]])
+    lots: list[LotIn] = Field(min_length=1, max_length=50_000,
+                              description="1 lot: synchronous; 2 to 50,000: batch")
+
+
+class Description(BaseModel):
+    """A lot's description in one language."""
+
+    language: str = Field(examples=["en"])
+    damages: str = Field(description="HTML made of <p> paragraphs",
+                         examples=["<p>Minor rear-end collision damage.</p>"])
+
+
+class LotResult(BaseModel):
+    """A described (or failed) lot."""
+
+    lot_id: str
+    status: Literal["completed", "failed", "pending", "processing", "translating", "cancelled"]
+    processed_at: str | None = None
+    processed_images: int
+    descriptions: list[Description]
+    missing_images: list[str] = Field(description="Image URLs that could not be fetched")
+    error_message: str | None = Field(default=None, description="Why a failed lot failed")
+
+
+class SyncResult(BaseModel):
+    """Synchronous answer (200)."""
+
+    version: str
+    processing_mode: Literal["synchronous"]
+    total_lots: Literal[1]
+    processed_at: str = Field(examples=[TS])
+    lots: list[LotResult]
+
+
+class BatchAccepted(BaseModel):
+    """Batch answer (201)."""
+
+    job_id: str = Field(examples=[JOB_ID])
+    status: Literal["accepted"]
+    created_at: str = Field(examples=[TS])
+    total_lots: int = Field(examples=[2])
+    languages: list[str] = Field(examples=[["en", "fr", "de"]])
+    estimated_completion: str = Field(examples=["2025-08-05T08:30:00Z"])
+    processing_mode: Literal["batch"]
+    webhook_configured: bool
+
+
+class GroupHealth(BaseModel):
+    """A pipeline service's consumer group."""
+
+    state: str
+    members: int
+
+
+class Health(BaseModel):
+    """`GET /health`."""
+
+    status: Literal["healthy", "degraded", "unhealthy"]
+    service: Literal["lotlens-gateway"]
+    timestamp: str
+    version: str
+    database: Literal["connected", "disconnected"]
+    kafka: Literal["connected", "disconnected"]
+    background_worker: Literal["running", "degraded", "unknown"]
+    consumer_groups: dict[str, GroupHealth]
+
+
+class ImageValidationRequest(BaseModel):
+    """`POST /api/v1/test-image-validation` body."""
+
+    urls: list[str] = Field(min_length=1, max_length=100, examples=[["https://example.com/car1.jpg"]])
+
+
+class ImageValidation(BaseModel):
+    """Which URLs are usable."""
+
+    valid_urls: list[str]
+    unreachable_urls: list[str]
+    threshold_met: bool = Field(description="At least one and at least half of the URLs are usable")
+    reasons: dict[str, str] = Field(description="Why each unreachable URL is unusable")
+
+
+# Bodies the routes read themselves: added to the OpenAPI components by `app.py`.
+REQUEST_MODELS: tuple[type[BaseModel], ...] = (SubmissionRequest, ImageValidationRequest)

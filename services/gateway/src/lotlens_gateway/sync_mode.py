@@ -1,0 +1,142 @@
+"""Synchronous mode: one lot described while the client waits (≤ 300 s).
+
+The same request building and parsing as the batch services (`lotlens_common.model`), called
+directly: images are checked first (unreachable ones become `missing_images`; with none left the
+lot fails without a model call), the vision model writes English, one translation call writes
+every other language. Model outages answer 502, timeouts 504; a model answer that cannot be
+used fails the lot with the reason, like in batch mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import openai
+
+from lotlens_common.clock import iso
+from lotlens_common.images import check_images
+from lotlens_common.model.errors import (
+    ModelError,
+    ModelOutputError,
+    ModelRateLimitedError,
+    ModelRequestError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
+from lotlens_common.model.languages import ENGLISH
+from lotlens_common.model.openai_client import call_responses
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import (
+    parse_translation_response,
+    target_languages,
+    translation_request_body,
+)
+from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.validation import LotRequest, Submission
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """How images are checked before the model sees them."""
+
+    allow_loopback: bool
+    concurrency: int
+    timeout_s: float
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class SyncDescriber:
+    """Describes one lot now, within `timeout_s` in all."""
+
+    model_client: openai.AsyncOpenAI
+    http: httpx.AsyncClient
+    models: ModelSettings
+    images: ImagePolicy
+    timeout_s: float
+    metrics: GatewayMetrics
+    clock: Callable[[], datetime]
+
+    async def describe(self, submission: Submission) -> dict[str, Any]:
+        """The contract's 200 body; ApiError 502/504 when the model cannot answer in time."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                lot = await self._lot(submission.lots[0], submission.languages)
+        except (TimeoutError, ModelTimeoutError) as exc:
+            raise ApiError(504, "OPENAI_TIMEOUT",
+                           f"The model did not answer within the {self.timeout_s:.0f} s budget",
+                           details={"timeout_seconds": self.timeout_s}) from exc
+        except ModelUnavailableError as exc:
+            details: dict[str, Any] = {"openai_error": str(exc)}
+            headers: dict[str, str] = {}
+            if isinstance(exc, ModelRateLimitedError) and exc.retry_after_s:
+                details["retry_after"] = round(exc.retry_after_s)
+                headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+            raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
+                           details=details, headers=headers) from exc
+        return {
+            "version": submission.version,
+            "processing_mode": "synchronous",
+            "total_lots": 1,
+            "processed_at": iso(self.clock()),
+            "lots": [lot],
+        }
+
+    async def _lot(self, lot: LotRequest, languages: Sequence[str]) -> dict[str, Any]:
+        policy = self.images
+        check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
+                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
+        missing = list(check.unreachable)
+        if not check.valid:
+            reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
+                      else "the lot has no images")
+            return self._failed(lot, missing, 0, reason)
+        try:
+            vision = vision_request_body(lot.additional_info, check.valid, self.models)
+            english = parse_vision_response(await self._call("vision", vision))
+            translations: dict[str, str] = {}
+            if target_languages(languages):
+                request = translation_request_body(english, languages, self.models)
+                translations = parse_translation_response(await self._call("translation", request), languages)
+        except (ModelOutputError, ModelRequestError) as exc:
+            log.warning("synchronous lot %s failed: %s", lot.lot_id, exc)
+            reason = f"the model could not describe the lot: {exc}"
+            return self._failed(lot, missing, len(check.valid), reason)
+        descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
+                        for code in languages]
+        return {
+            "lot_id": lot.lot_id,
+            "status": "completed",
+            "processed_at": iso(self.clock()),
+            "processed_images": len(check.valid),
+            "descriptions": descriptions,
+            "missing_images": missing,
+        }
+
+    async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            return await call_responses(self.model_client, body)
+        except ModelError as exc:
+            self.metrics.openai_errors.labels(api=api, kind=type(exc).__name__).inc()
+            raise
+
+    def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str) -> dict[str, Any]:
+        return {
+            "lot_id": lot.lot_id,
+            "status": "failed",
+            "processed_at": iso(self.clock()),
+            "processed_images": processed,
+            "descriptions": [],
+            "missing_images": missing,
+            "error_message": reason,
+        }

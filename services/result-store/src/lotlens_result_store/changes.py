@@ -1,0 +1,62 @@
+"""What one consumer batch does to each job's row, gathered in memory and written in one statement.
+
+Projections of lot-level events report their effect on the job here (a lot settled, the job
+reached a stage) instead of updating `jobs` one event at a time: a 1,000-event batch of a
+50,000-lot job then costs one `jobs` write, not a thousand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lotlens_common.envelope import Envelope
+from lotlens_result_store.status import PENDING, advance_job
+
+
+@dataclass
+class JobChange:
+    """The accumulated effect of a batch's events on one job."""
+
+    client_id: str
+    last_event_at: datetime
+    total_lots: int | None = None
+    status: str = PENDING
+    cancelled_at: datetime | None = None
+    processed_lots: int = 0
+    failed_lots: int = 0
+    images_processed: int = 0
+
+
+class JobChanges:
+    """Every job a batch touched, with what changed."""
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, JobChange] = {}
+
+    def touch(self, envelope: Envelope, total_lots: int | None = None,
+              status: str = PENDING) -> JobChange:
+        """Record that an event concerns its job (and what it tells about the job)."""
+        change = self._jobs.get(envelope.job_id)
+        if change is None:
+            change = self._jobs[envelope.job_id] = JobChange(envelope.client_id, envelope.occurred_at)
+        change.last_event_at = max(change.last_event_at, envelope.occurred_at)
+        if total_lots:
+            change.total_lots = total_lots
+        change.status = advance_job(change.status, status)
+        return change
+
+    def get(self, job_id: str) -> JobChange | None:
+        """The change recorded for a job, if the batch touched it."""
+        return self._jobs.get(job_id)
+
+    def job_ids(self) -> set[str]:
+        """The ids of every touched job."""
+        return set(self._jobs)
+
+    def items(self) -> list[tuple[str, JobChange]]:
+        """(job id, change) pairs in job id order, the order rows are locked in."""
+        return sorted(self._jobs.items())
+
+    def __len__(self) -> int:
+        return len(self._jobs)

@@ -1,0 +1,125 @@
+"""Deciding that a job is finished, and telling the world with `JobCompleted`.
+
+Two steps with a commit in between. `settle_jobs` runs inside the batch's transaction: a job
+whose every lot is completed or failed gets its terminal status there, atomically with the
+counters that finished it. `publish_completions` runs after the commit: it publishes
+`JobCompleted` for terminal jobs not yet announced, waits for Kafka's acknowledgement, and only
+then sets `completion_published`. A crash in between announces a job twice (the dispatcher
+dedupes), never zero times; the startup sweep covers a crash right after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, bindparam, func, select, update
+
+from lotlens_common.clock import utc_now
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
+from lotlens_common.kafka import EventProducer
+from lotlens_common.tables import jobs, lots
+from lotlens_result_store.changes import JobChanges
+from lotlens_result_store.metrics import BATCH_JOBS, execute
+from lotlens_result_store.status import COMPLETED, JobProgress, settle
+
+log = logging.getLogger(__name__)
+
+
+def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
+    """Give a terminal status to every touched job whose lots are all accounted for."""
+    if not changes:
+        return []
+    # The batch's job upsert already holds these rows' locks, so the counters read are final.
+    candidates = execute(conn, "select_jobs", select(
+        jobs.c.job_id, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
+    ).where(
+        jobs.c.job_id.in_(sorted(changes.job_ids())),
+        jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
+        jobs.c.total_lots.is_not(None),
+        jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots,
+    )).all()
+    if not candidates:
+        return []
+    lot_counts = _lot_counts(conn, [row[0] for row in candidates])
+    settled: list[dict[str, object]] = []
+    for job_id, total_lots, processed_lots, failed_lots in candidates:
+        submitted, undescribed = lot_counts.get(job_id, (0, 0))
+        outcome = settle(JobProgress(total_lots, processed_lots, failed_lots, submitted, undescribed))
+        if outcome is None:
+            continue
+        change = changes.get(job_id)
+        settled.append({"id": job_id, "status": outcome.status, "error": outcome.error_message,
+                        "at": change.last_event_at if change else utc_now()})
+    if settled:
+        execute(conn, "settle_jobs", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
+            status=bindparam("status"), error_message=bindparam("error"),
+            completed_at=bindparam("at"), updated_at=utc_now()), settled)
+        log.info("settled %d jobs", len(settled))
+    return [str(row["id"]) for row in settled]
+
+
+def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """Per job: lots with their LotSubmitted projected (it sets `seq`), and completed lots still
+    without their VisionCompleted (a described lot has at least one processed image; a lot whose
+    images all failed is failed, never completed)."""
+    rows = execute(conn, "count_lots", select(
+        lots.c.job_id,
+        func.count().filter(lots.c.seq.is_not(None)),
+        func.count().filter(lots.c.status == COMPLETED, lots.c.processed_images == 0),
+    ).where(lots.c.job_id.in_(job_ids)).group_by(lots.c.job_id)).all()
+    return {job_id: (int(submitted), int(undescribed)) for job_id, submitted, undescribed in rows}
+
+
+def publish_completions(engine: Engine, producer: EventProducer, topic: str,
+                        job_ids: Collection[str] | None = None) -> int:
+    """Announce terminal jobs not yet announced (only `job_ids`, or all); returns how many."""
+    if job_ids is not None and not job_ids:
+        return 0
+    query = select(jobs).where(jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)),
+                               jobs.c.completion_published.is_(False))
+    if job_ids is not None:
+        query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
+    with engine.begin() as conn:
+        # Row locks keep two instances that touched the same job from both announcing it.
+        rows = execute(conn, "select_jobs", query.order_by(jobs.c.job_id).with_for_update()
+                       ).mappings().all()
+        if not rows:
+            return 0
+        for row in rows:
+            producer.publish(topic, Envelope(client_id=row["client_id"] or "", event=JobCompleted(
+                job_id=row["job_id"], status=row["status"],
+                completed_at=_finished_at(row["completed_at"], row["cancelled_at"], row["updated_at"]),
+                total_lots=row["total_lots"] or 0, processed_lots=row["processed_lots"],
+                failed_lots=row["failed_lots"])))
+        producer.flush()
+        execute(conn, "mark_published", update(jobs).where(
+            jobs.c.job_id.in_([row["job_id"] for row in rows])).values(completion_published=True))
+    for row in rows:
+        BATCH_JOBS.labels(status=row["status"]).inc()
+        log.info("job %s %s", row["job_id"], row["status"], extra={"job_id": row["job_id"]})
+    return len(rows)
+
+
+def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event,
+          transient: tuple[type[BaseException], ...]) -> int:
+    """At startup: announce every terminal job a previous run left unannounced (retrying while
+    the database or the broker is down); returns how many."""
+    delay = 0.5
+    while True:
+        try:
+            return publish_completions(engine, producer, topic)
+        except transient as exc:
+            if stop.is_set():
+                raise
+            log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)
+            stop.wait(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def _finished_at(completed_at: datetime | None, cancelled_at: datetime | None,
+                 updated_at: datetime) -> datetime:
+    return completed_at or cancelled_at or updated_at

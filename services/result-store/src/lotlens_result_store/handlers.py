@@ -1,0 +1,30 @@
+"""The consumer's batch handler: project a whole batch in one transaction, then announce jobs.
+
+One transaction per batch (up to `consume_batch_size` events) keeps a 50,000-lot job to a few
+hundred commits. If anything in the batch fails, the transaction rolls back and the consumer
+retries the events one by one, dead-lettering only the one that keeps failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Engine
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.kafka import EventProducer
+from lotlens_result_store.completion import publish_completions, settle_jobs
+from lotlens_result_store.metrics import EVENTS_PROJECTED
+from lotlens_result_store.projections import project
+
+
+def handle(engine: Engine, producer: EventProducer, completions_topic: str,
+           envelopes: Sequence[Envelope]) -> None:
+    """Apply a consumer batch to the read models and publish JobCompleted for finished jobs."""
+    with engine.begin() as conn:
+        changes = project(conn, envelopes)
+        settle_jobs(conn, changes)
+    for envelope in envelopes:
+        EVENTS_PROJECTED.labels(type=envelope.type).inc()
+    # After the commit, so an announced job is always durably terminal in the read models.
+    publish_completions(engine, producer, completions_topic, changes.job_ids())

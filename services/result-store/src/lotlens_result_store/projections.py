@@ -1,0 +1,221 @@
+"""Projections of the job and lot events onto the read models: one function per event type.
+
+Each function receives every event of its type from one consumer batch and applies them with a
+few set-based statements (`unnest` over arrays, so the SQL text never depends on the batch size).
+Every projection is idempotent by natural keys and moves state only forward, so a duplicated,
+replayed or out-of-order event changes nothing it should not: lot transitions to a terminal
+status are guarded in SQL, and the job counters are incremented only for the rows whose
+transition actually happened (`RETURNING`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import (
+    Event,
+    JobCancelled,
+    JobSubmitted,
+    LotFailed,
+    LotSubmitted,
+    TranslationBatchSubmitted,
+    TranslationCompleted,
+    VisionBatchSubmitted,
+    VisionCompleted,
+    WebhookAttempted,
+    WebhookDelivered,
+    WebhookFailed,
+)
+from lotlens_result_store import sql, webhooks
+from lotlens_result_store.changes import JobChange, JobChanges
+from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
+from lotlens_result_store.metrics import execute
+from lotlens_result_store.status import CANCELLED, PROCESSING, TRANSLATING
+
+Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
+
+
+def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Fill the job's descriptive columns (the gateway may have inserted the row already)."""
+    submitted = latest_events(envelopes, JobSubmitted, lambda event: (event.job_id,))
+    execute(conn, "upsert_jobs", sql.UPSERT_SUBMITTED_JOBS, {
+        "job_ids": [e.job_id for e in submitted],
+        "client_ids": [e.client_id for e in submitted],
+        "api_versions": [e.api_version for e in submitted],
+        "languages": [json_array(e.languages) for e in submitted],
+        "totals": [e.total_lots for e in submitted],
+        "webhooks": [bool(e.webhook_urls) for e in submitted],
+        "created": [e.created_at for e in submitted],
+        "estimated": [e.estimated_completion for e in submitted],
+    })
+    for envelope in envelopes:
+        changes.touch(envelope, event_of(envelope, JobSubmitted).total_lots)
+
+
+def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Record each lot's request data (a later-stage event may have created its row first)."""
+    submitted = latest_events(envelopes, LotSubmitted, lambda event: (event.job_id, event.lot_id))
+    execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {
+        "job_ids": [e.job_id for e in submitted],
+        "lot_ids": [e.lot_id for e in submitted],
+        "seqs": [e.seq for e in submitted],
+        "infos": [e.additional_info for e in submitted],
+        "images": [json_array(e.image_urls) for e in submitted],
+        "webhooks": [e.webhook for e in submitted],
+    })
+    for envelope in envelopes:
+        changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
+
+
+def project_vision_batch(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Record the OpenAI batch; the job is at least processing."""
+    _insert_batches(conn, envelopes, VisionBatchSubmitted, "vision")
+    for envelope in envelopes:
+        changes.touch(envelope, status=PROCESSING)
+
+
+def project_translation_batch(conn: Connection, envelopes: Sequence[Envelope],
+                              changes: JobChanges) -> None:
+    """Record the OpenAI batch; the job is at least translating."""
+    _insert_batches(conn, envelopes, TranslationBatchSubmitted, "translation")
+    for envelope in envelopes:
+        changes.touch(envelope, status=TRANSLATING)
+
+
+def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Record the lot's image counts; it moves on to translation unless already settled."""
+    described = latest_events(envelopes, VisionCompleted, lambda event: (event.job_id, event.lot_id))
+    for envelope in envelopes:
+        changes.touch(envelope, event_of(envelope, VisionCompleted).total_lots, status=PROCESSING)
+    result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {
+        "job_ids": [e.job_id for e in described],
+        "lot_ids": [e.lot_id for e in described],
+        "images": [e.processed_images for e in described],
+        "missing": [json_array(e.missing_images) for e in described],
+    })
+    # A lot whose translation was projected first was counted with 0 images: add them now.
+    for job_id, images in result:
+        _change(changes, job_id).images_processed += images
+
+
+def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
+                                  changes: JobChanges) -> None:
+    """Store every language's description and complete the lot (counted once)."""
+    translated = latest_envelopes(envelopes, TranslationCompleted,
+                                   lambda event: (event.job_id, event.lot_id))
+    texts = [(event.job_id, event.lot_id, language, html)
+             for event in (event_of(e, TranslationCompleted) for e in translated)
+             for language, html in event.descriptions.items()]
+    execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {
+        "job_ids": [t[0] for t in texts], "lot_ids": [t[1] for t in texts],
+        "languages": [t[2] for t in texts], "damages": [t[3] for t in texts],
+    })
+    for envelope in envelopes:
+        changes.touch(envelope, status=PROCESSING)
+    result = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {
+        "job_ids": [e.job_id for e in translated],
+        "lot_ids": [event_of(e, TranslationCompleted).lot_id for e in translated],
+        "times": [e.occurred_at for e in translated],
+    })
+    for job_id, lots, images in result:
+        change = _change(changes, job_id)
+        change.processed_lots += lots
+        change.images_processed += images
+
+
+def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Fail the lot with its reason (counted once)."""
+    failed = latest_envelopes(envelopes, LotFailed, lambda event: (event.job_id, event.lot_id))
+    events = [event_of(e, LotFailed) for e in failed]
+    for envelope in envelopes:
+        changes.touch(envelope, event_of(envelope, LotFailed).total_lots, status=PROCESSING)
+    result = execute(conn, "fail_lots", sql.FAIL_LOTS, {
+        "job_ids": [e.job_id for e in events],
+        "lot_ids": [e.lot_id for e in events],
+        "reasons": [e.reason for e in events],
+        "images": [e.processed_images for e in events],
+        "missing": [json_array(e.missing_images) for e in events],
+        "times": [e.occurred_at for e in failed],
+    })
+    for job_id, lots in result:
+        _change(changes, job_id).failed_lots += lots
+
+
+def project_job_cancelled(_conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Cancel the job unless it already reached a terminal status (applied with the job row)."""
+    for envelope in envelopes:
+        change = changes.touch(envelope, status=CANCELLED)
+        cancelled_at = event_of(envelope, JobCancelled).cancelled_at
+        change.cancelled_at = min(change.cancelled_at or cancelled_at, cancelled_at)
+
+
+def write_job_changes(conn: Connection, changes: JobChanges) -> None:
+    """Apply the batch's accumulated effect on every touched job in one upsert."""
+    if not changes:
+        return
+    items = changes.items()
+    execute(conn, "upsert_jobs", sql.APPLY_JOB_CHANGES, {
+        "job_ids": [job_id for job_id, _ in items],
+        "client_ids": [c.client_id for _, c in items],
+        "totals": [c.total_lots for _, c in items],
+        "statuses": [c.status for _, c in items],
+        "cancelled": [c.cancelled_at for _, c in items],
+        "processed": [c.processed_lots for _, c in items],
+        "failed": [c.failed_lots for _, c in items],
+        "images": [c.images_processed for _, c in items],
+    })
+
+
+# Applied in this order within a batch. The projections commute (each is guarded by natural keys
+# and forward-only transitions), so the order only mirrors the pipeline's flow.
+PROJECTIONS: dict[type[Event], Projection] = {
+    JobSubmitted: project_job_submitted,
+    LotSubmitted: project_lot_submitted,
+    VisionBatchSubmitted: project_vision_batch,
+    VisionCompleted: project_vision_completed,
+    TranslationBatchSubmitted: project_translation_batch,
+    TranslationCompleted: project_translation_completed,
+    LotFailed: project_lot_failed,
+    JobCancelled: project_job_cancelled,
+    WebhookAttempted: webhooks.project_attempted,
+    WebhookDelivered: webhooks.project_delivered,
+    WebhookFailed: webhooks.project_failed,
+}
+
+
+def project(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
+    """Apply a consumer batch to the read models; returns what it did to each job."""
+    by_type: dict[type[Event], list[Envelope]] = {}
+    for envelope in envelopes:
+        by_type.setdefault(type(envelope.event), []).append(envelope)
+    changes = JobChanges()
+    for event_type, projection in PROJECTIONS.items():
+        if group := by_type.get(event_type):
+            projection(conn, group, changes)
+    write_job_changes(conn, changes)
+    return changes
+
+
+def _insert_batches(conn: Connection, envelopes: Sequence[Envelope],
+                    event_type: type[VisionBatchSubmitted | TranslationBatchSubmitted], stage: str) -> None:
+    batches = latest_envelopes(envelopes, event_type, lambda event: (event.batch_id,))
+    events = [event_of(e, event_type) for e in batches]
+    execute(conn, "insert_openai_batches", sql.INSERT_OPENAI_BATCHES, {
+        "batch_ids": [e.batch_id for e in events],
+        "job_ids": [e.job_id for e in events],
+        "stage": stage,
+        "shard_ids": [e.shard_id for e in events],
+        "attempts": [e.attempt for e in events],
+        "lot_counts": [len(e.lot_ids) for e in events],
+        "created": [e.occurred_at for e in batches],
+    })
+
+
+def _change(changes: JobChanges, job_id: str) -> JobChange:
+    change = changes.get(job_id)
+    if change is None:  # every row returned belongs to an event of this batch, which touched it
+        raise LookupError(f"job {job_id} not touched by the batch")
+    return change

@@ -1,0 +1,153 @@
+"""The set-based statements of the projections.
+
+Each takes parallel arrays (one element per event) and `unnest`s them, so one statement applies a
+whole consumer batch and its text never depends on the batch size. Terminal guards live here, in
+the `WHERE` of each `ON CONFLICT DO UPDATE`: a row that did not change is not returned, and only
+returned rows count towards the job's counters.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from lotlens_common.events import TERMINAL_JOB_STATUSES
+from lotlens_result_store.status import CANCELLED, TERMINAL_LOT_STATUSES, rank_sql
+
+
+def _sql_list(values: frozenset[str]) -> str:
+    return "(" + ", ".join(f"'{value}'" for value in sorted(values)) + ")"
+
+
+_LOT_SETTLED = _sql_list(TERMINAL_LOT_STATUSES)
+_JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
+
+UPSERT_SUBMITTED_JOBS = text("""
+INSERT INTO jobs AS j (job_id, client_id, status, api_version, languages, total_lots,
+                       webhook_configured, created_at, estimated_completion)
+SELECT v.job_id, v.client_id, 'pending', v.api_version, CAST(v.languages AS jsonb), v.total_lots,
+       v.webhook_configured, v.created_at, v.estimated_completion
+FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:api_versions AS text[]),
+            CAST(:languages AS text[]), CAST(:totals AS int[]), CAST(:webhooks AS boolean[]),
+            CAST(:created AS timestamptz[]), CAST(:estimated AS timestamptz[]))
+     AS v(job_id, client_id, api_version, languages, total_lots, webhook_configured, created_at,
+          estimated_completion)
+ON CONFLICT (job_id) DO UPDATE SET
+    client_id = excluded.client_id, api_version = excluded.api_version,
+    languages = excluded.languages, total_lots = excluded.total_lots,
+    webhook_configured = excluded.webhook_configured, created_at = excluded.created_at,
+    estimated_completion = excluded.estimated_completion, updated_at = now()
+""")
+
+# Descriptive columns only: status and image counts may already come from a later stage.
+UPSERT_SUBMITTED_LOTS = text("""
+INSERT INTO lots AS l (job_id, lot_id, seq, additional_info, image_urls, webhook, status)
+SELECT v.job_id, v.lot_id, v.seq, v.additional_info, CAST(v.image_urls AS jsonb), v.webhook, 'pending'
+FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:seqs AS int[]),
+            CAST(:infos AS text[]), CAST(:images AS text[]), CAST(:webhooks AS text[]))
+     AS v(job_id, lot_id, seq, additional_info, image_urls, webhook)
+ON CONFLICT (job_id, lot_id) DO UPDATE SET
+    seq = excluded.seq, additional_info = excluded.additional_info,
+    image_urls = excluded.image_urls, webhook = excluded.webhook, updated_at = now()
+WHERE l.seq IS NULL
+""")
+
+# Returns, per job, the images to add for lots that were already completed when their vision
+# result arrived (TranslationCompleted projected first counted them with 0 images). `before`
+# reads the statement's snapshot: only VisionCompleted changes `processed_images` of a lot that
+# is not failed, and one lot's VisionCompleted events are consumed by one consumer in order.
+UPSERT_DESCRIBED_LOTS = text(f"""
+WITH v AS (
+    SELECT * FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:images AS int[]),
+                         CAST(:missing AS text[])) AS v(job_id, lot_id, processed_images, missing_images)
+), before AS MATERIALIZED (
+    SELECT l.job_id, l.lot_id, l.processed_images FROM lots l
+    JOIN v ON l.job_id = v.job_id AND l.lot_id = v.lot_id
+), after AS (
+    INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status)
+    SELECT v.job_id, v.lot_id, v.processed_images, CAST(v.missing_images AS jsonb), 'translating' FROM v
+    ON CONFLICT (job_id, lot_id) DO UPDATE SET
+        processed_images = excluded.processed_images, missing_images = excluded.missing_images,
+        status = CASE WHEN l.status IN {_LOT_SETTLED} THEN l.status ELSE 'translating' END,
+        updated_at = now()
+    RETURNING l.job_id, l.lot_id, l.status, l.processed_images
+)
+SELECT a.job_id, CAST(sum(a.processed_images - coalesce(b.processed_images, 0)) AS int)
+FROM after a LEFT JOIN before b ON a.job_id = b.job_id AND a.lot_id = b.lot_id
+WHERE a.status = 'completed'
+GROUP BY a.job_id
+""")
+
+INSERT_DESCRIPTIONS = text("""
+INSERT INTO descriptions (job_id, lot_id, language, damages)
+SELECT * FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:languages AS text[]),
+                     CAST(:damages AS text[]))
+ON CONFLICT DO NOTHING
+""")
+
+# Returns, per job, the lots that became completed now and their images.
+COMPLETE_LOTS = text(f"""
+WITH done AS (
+    INSERT INTO lots AS l (job_id, lot_id, status, processed_at)
+    SELECT v.job_id, v.lot_id, 'completed', v.processed_at
+    FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:times AS timestamptz[]))
+         AS v(job_id, lot_id, processed_at)
+    ON CONFLICT (job_id, lot_id) DO UPDATE SET
+        status = 'completed', processed_at = excluded.processed_at, updated_at = now()
+    WHERE l.status NOT IN {_LOT_SETTLED}
+    RETURNING l.job_id, l.processed_images
+)
+SELECT job_id, CAST(count(*) AS int), CAST(sum(processed_images) AS int) FROM done GROUP BY job_id
+""")
+
+# Returns, per job, the lots that became failed now. A translation-stage failure keeps the
+# image counts the vision result already recorded when the event carries none.
+FAIL_LOTS = text(f"""
+WITH done AS (
+    INSERT INTO lots AS l (job_id, lot_id, status, error_message, processed_images, missing_images,
+                           processed_at)
+    SELECT v.job_id, v.lot_id, 'failed', v.reason, v.processed_images, CAST(v.missing_images AS jsonb),
+           v.processed_at
+    FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:reasons AS text[]),
+                CAST(:images AS int[]), CAST(:missing AS text[]), CAST(:times AS timestamptz[]))
+         AS v(job_id, lot_id, reason, processed_images, missing_images, processed_at)
+    ON CONFLICT (job_id, lot_id) DO UPDATE SET
+        status = 'failed', error_message = excluded.error_message,
+        processed_images = greatest(l.processed_images, excluded.processed_images),
+        missing_images = CASE WHEN excluded.missing_images = '[]'::jsonb THEN l.missing_images
+                              ELSE excluded.missing_images END,
+        processed_at = excluded.processed_at, updated_at = now()
+    WHERE l.status NOT IN {_LOT_SETTLED}
+    RETURNING l.job_id
+)
+SELECT job_id, CAST(count(*) AS int) FROM done GROUP BY job_id
+""")
+
+INSERT_OPENAI_BATCHES = text("""
+INSERT INTO openai_batches (batch_id, job_id, stage, shard_id, attempt, lot_count, created_at)
+SELECT v.batch_id, v.job_id, :stage, v.shard_id, v.attempt, v.lot_count, v.created_at
+FROM unnest(CAST(:batch_ids AS text[]), CAST(:job_ids AS text[]), CAST(:shard_ids AS text[]),
+            CAST(:attempts AS int[]), CAST(:lot_counts AS int[]), CAST(:created AS timestamptz[]))
+     AS v(batch_id, job_id, shard_id, attempt, lot_count, created_at)
+ON CONFLICT (batch_id) DO NOTHING
+""")
+
+# One row per touched job: counters are added, the status only moves up the rank, a job row
+# created here (its JobSubmitted not yet projected) gets the client and size from lot events.
+APPLY_JOB_CHANGES = text(f"""
+INSERT INTO jobs AS j (job_id, client_id, total_lots, status, cancelled_at, processed_lots,
+                       failed_lots, images_processed)
+SELECT * FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:totals AS int[]),
+                     CAST(:statuses AS text[]), CAST(:cancelled AS timestamptz[]),
+                     CAST(:processed AS int[]), CAST(:failed AS int[]), CAST(:images AS int[]))
+ON CONFLICT (job_id) DO UPDATE SET
+    client_id = coalesce(j.client_id, excluded.client_id),
+    total_lots = coalesce(j.total_lots, excluded.total_lots),
+    status = CASE WHEN {rank_sql("excluded.status")} > {rank_sql("j.status")}
+                  THEN excluded.status ELSE j.status END,
+    cancelled_at = CASE WHEN excluded.status = '{CANCELLED}' AND j.status NOT IN {_JOB_SETTLED}
+                        THEN excluded.cancelled_at ELSE j.cancelled_at END,
+    processed_lots = j.processed_lots + excluded.processed_lots,
+    failed_lots = j.failed_lots + excluded.failed_lots,
+    images_processed = j.images_processed + excluded.images_processed,
+    updated_at = now()
+""")

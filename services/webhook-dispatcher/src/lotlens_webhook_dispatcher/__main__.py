@@ -1,0 +1,32 @@
+"""`python -m lotlens_webhook_dispatcher`: deliver signed webhooks for completed jobs."""
+
+from __future__ import annotations
+
+from lotlens_common.db import make_engine
+from lotlens_common.kafka import EventProducer
+from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
+from lotlens_webhook_dispatcher.bootstrap import http_client, workers
+from lotlens_webhook_dispatcher.config import DispatcherSettings
+
+
+def main() -> None:
+    """Run the JobCompleted consumer and the delivery loop until SIGTERM."""
+    settings = DispatcherSettings()
+    setup_logging(settings.log_level)
+    stop = stop_on_signals()
+    serve_metrics(settings.metrics_port, settings.metrics_host)
+    engine = make_engine(settings.database)
+    client = http_client(settings)
+    consumer_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher-consumer")
+    dispatch_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher")
+    try:
+        run_workers(workers(settings, engine, client, consumer_producer, dispatch_producer), stop)
+    finally:
+        dispatch_producer.flush()
+        consumer_producer.flush()
+        client.close()
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()

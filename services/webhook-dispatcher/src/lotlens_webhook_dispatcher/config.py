@@ -1,0 +1,65 @@
+"""Settings of the webhook dispatcher (env prefix `LOTLENS_`, like every service's settings)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+
+from lotlens_common.settings import ServiceSettings
+
+
+class DispatcherSettings(ServiceSettings):
+    """Client keys, the retry schedule and the delivery limits.
+
+    `LOTLENS_CLIENTS='{"client_id": "shared-key"}'` signs each job's webhooks with its client's
+    key; `LOTLENS_CLIENTS_PREVIOUS` (same shape) adds the old key's Standard Webhooks signature
+    during a key rotation. Every other field is `LOTLENS_<FIELD NAME IN CAPITALS>`.
+    """
+
+    clients: dict[str, SecretStr] = Field(default_factory=dict)
+    clients_previous: dict[str, SecretStr] = Field(default_factory=dict)
+    consumer_group: str = "lotlens-webhook-dispatcher"
+    # Waits before attempts 2, 3, ...; one more attempt than intervals (the contract: 5).
+    webhook_retry_intervals_s: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0)
+    webhook_timeout_s: float = 30.0
+    # Each wait is spread by ± this fraction, so endpoints that failed together retry apart.
+    webhook_jitter: float = 0.1
+    # A Retry-After longer than this is cut to it: one endpoint cannot park a delivery for days.
+    webhook_retry_after_cap_s: float = 3600.0
+    webhook_max_payload_bytes: int = 5 * 1024 * 1024
+    webhook_concurrency: int = 64
+    webhook_per_host_concurrency: int = 4
+    webhook_poll_interval_s: float = 1.0
+    # A claimed attempt is taken over by another instance after the lease (see `lease_s`).
+    webhook_lease_margin_s: float = 30.0
+    webhook_response_body_chars: int = 2000
+    # Where /metrics is served (0: not served; the deployments set 9100).
+    metrics_port: int = 0
+
+    @field_validator("webhook_retry_intervals_s")
+    @classmethod
+    def _non_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(interval < 0 for interval in value):
+            raise ValueError("retry intervals must not be negative")
+        return value
+
+    @property
+    def max_attempts(self) -> int:
+        """Attempts before a delivery is given up."""
+        return len(self.webhook_retry_intervals_s) + 1
+
+    @property
+    def lease_s(self) -> float:
+        """How long a claimed attempt is reserved for the instance that claimed it.
+
+        httpx timeouts apply per phase (connect, write, read), so one attempt can last up to
+        three timeouts before the worst server is given up.
+        """
+        return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
+
+    def signing_keys(self, client_id: str) -> tuple[str, list[str]] | None:
+        """The client's current key and any previous ones, or None for an unknown client."""
+        current = self.clients.get(client_id)
+        if current is None:
+            return None
+        previous = self.clients_previous.get(client_id)
+        return current.get_secret_value(), [previous.get_secret_value()] if previous else []

@@ -1,0 +1,101 @@
+"""One HTTP attempt at a webhook, judged by the contract.
+
+Success is HTTP 200, 201 or 202 within the timeout. Anything else fails the attempt: another
+code, a redirect (never followed: the customer registered this URL, and a redirect could point
+anywhere), a timeout, a refused or reset connection, an address the SSRF guard refuses.
+HTTP 410 Gone means the endpoint is retired: no more attempts. `Retry-After` is passed on.
+
+httpx's exception tree, as far as it matters here::
+
+    httpx.HTTPError
+      ├── httpx.TransportError
+      │     ├── httpx.TimeoutException  (connect, read, write, pool)  -> "timeout"
+      │     └── httpx.NetworkError, ProtocolError, UnsupportedProtocol -> "connection"
+      └── ...
+    httpx.InvalidURL, a scheme other than http(s)                      -> "invalid URL" (final)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import httpx
+
+from lotlens_common.clock import utc_now
+from lotlens_webhook_dispatcher.schedule import parse_retry_after
+
+SUCCESS_CODES = frozenset({200, 201, 202})
+GONE = 410
+# At most this much of a response is read (it is only kept for the delivery's history).
+_READ_LIMIT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt got back."""
+
+    succeeded: bool
+    latency_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    response_body: str | None = None
+    retry_after_s: float | None = None
+    # No later attempt can succeed (410 Gone, a URL we cannot send to): give up now.
+    final: bool = False
+
+
+def post_webhook(client: httpx.Client, url: str, body: bytes, headers: Mapping[str, str],
+                 timeout_s: float, body_chars: int = 2000) -> AttemptOutcome:
+    """POST one webhook body and judge the answer; never raises for what the endpoint does."""
+    started = time.monotonic()
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        return _failed(started, f"invalid URL: {exc}", final=True)
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return _failed(started, "invalid URL: not an http(s) URL with a host", final=True)
+    try:
+        with client.stream("POST", url, content=body, headers=dict(headers), timeout=timeout_s,
+                           follow_redirects=False) as response:
+            text = _read_some(response, started + timeout_s)
+    except httpx.TimeoutException:
+        return _failed(started, f"timeout: no complete answer within {timeout_s:g} s")
+    except httpx.HTTPError as exc:
+        return _failed(started, f"connection failed: {type(exc).__name__}: {exc}")
+    latency_ms = (time.monotonic() - started) * 1000
+    code = response.status_code
+    snippet = text[:body_chars] if text else None
+    if latency_ms > timeout_s * 1000:
+        return AttemptOutcome(False, latency_ms, code, f"timeout: answered after {latency_ms / 1000:.1f} s",
+                              snippet)
+    if code in SUCCESS_CODES:
+        return AttemptOutcome(True, latency_ms, code, None, snippet)
+    return AttemptOutcome(False, latency_ms, code, _describe(response), snippet,
+                          parse_retry_after(response.headers.get("retry-after"), utc_now()),
+                          final=code == GONE)
+
+
+def _read_some(response: httpx.Response, deadline: float) -> str:
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        chunks.append(chunk)
+        size += len(chunk)
+        if size >= _READ_LIMIT_BYTES or time.monotonic() > deadline:
+            break
+    return b"".join(chunks).decode("utf-8", errors="replace")
+
+
+def _describe(response: httpx.Response) -> str:
+    code = response.status_code
+    if response.is_redirect:
+        return f"HTTP {code}: redirect to {response.headers.get('location', '?')} not followed"
+    if code == GONE:
+        return "HTTP 410 Gone: the endpoint asked for no more deliveries"
+    return f"HTTP {code}"
+
+
+def _failed(started: float, error: str, final: bool = False) -> AttemptOutcome:
+    return AttemptOutcome(False, (time.monotonic() - started) * 1000, error=error, final=final)

@@ -1,0 +1,171 @@
+"""The durable delivery schedule: the `dispatch_queue` work table, owned by this service alone.
+
+A row is one delivery (job, URL, part): `pending` until due, `sending` while an instance holds
+it, then `delivered` or `failed`. Claiming takes due rows with `FOR UPDATE SKIP LOCKED` and, in
+the same transaction, counts the attempt and leases the row (`next_attempt_at` moves past the
+longest an attempt can take). Two instances therefore never make the same attempt, and a row
+still `sending` when its lease runs out belongs to an instance that died mid-attempt: the next
+claim records that attempt as interrupted and carries on with the schedule.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Connection, RowMapping, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from lotlens_common.tables import dispatch_queue as q
+
+_NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
+# The authority (host[:port]) of a URL; the same pattern runs in PostgreSQL and in Python.
+_HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
+_HOST_RE = re.compile(_HOST_PATTERN)
+OPEN = ("pending", "sending")
+# `read_models.iter_lot_results` turns streaming on for its whole connection (SQLAlchemy 2 changes
+# `Connection.execution_options` in place, and `yield_per` implies it); a server-side cursor
+# cannot run an INSERT, so writes on such a connection switch it off again.
+_NOT_STREAMED = {"stream_results": False, "yield_per": None}
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A claimed delivery and the attempt this instance is about to make."""
+
+    delivery_id: str
+    job_id: str
+    client_id: str
+    webhook_url: str
+    part: int
+    total_parts: int
+    attempt: int
+    # An attempt a dead instance started and never recorded, and when it started.
+    interrupted_attempt: int | None = None
+    interrupted_at: datetime | None = None
+
+    @property
+    def exhausted(self) -> bool:
+        """The interrupted attempt was the last one: nothing is left to send."""
+        return self.interrupted_attempt is not None and self.attempt == self.interrupted_attempt
+
+    @property
+    def host(self) -> str:
+        """The endpoint the per-host concurrency limit counts against."""
+        return endpoint(self.webhook_url)
+
+
+def delivery_id(job_id: str, webhook_url: str, part: int) -> str:
+    """The stable id of a delivery (also the Standard Webhooks `webhook-id`)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{job_id}\n{webhook_url}\n{part}"))
+
+
+def endpoint(url: str) -> str:
+    """The host[:port] of a URL, lower-cased ('' when it has none)."""
+    match = _HOST_RE.match(url)
+    return match.group(1).lower() if match else ""
+
+
+def scheduled_urls(conn: Connection, job_id: str, urls: list[str]) -> set[str]:
+    """Those of the URLs that already have deliveries for the job."""
+    ids = {delivery_id(job_id, url, 1): url for url in urls}
+    found = conn.execute(select(q.c.delivery_id).where(q.c.delivery_id.in_(list(ids)))).scalars()
+    return {ids[found_id] for found_id in found}
+
+
+def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, int],
+             now: datetime) -> int:
+    """Add one due-now delivery per (URL, part); existing ones are left alone. Returns how many."""
+    rows = [{"delivery_id": delivery_id(job_id, url, part), "job_id": job_id, "client_id": client_id,
+             "webhook_url": url, "part": part, "total_parts": total, "status": "pending",
+             "attempt_count": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+            for url, total in parts.items() for part in range(1, total + 1)]
+    if not rows:
+        return 0
+    result = conn.execute(insert(q).values(rows).on_conflict_do_nothing(index_elements=["delivery_id"])
+                          .returning(q.c.delivery_id), execution_options=_NOT_STREAMED)
+    return len(result.all())
+
+
+def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str, int],
+          per_host: int, lease_s: float, max_attempts: int,
+          in_flight: Collection[str] = ()) -> list[Delivery]:
+    """Claim up to `capacity` due deliveries, at most `host_room[host]` (default `per_host`) per host.
+
+    `in_flight` are this instance's own attempts under way: a stalled one is never taken over by
+    its own instance (another instance may, once the lease has run out).
+    """
+    host = func.coalesce(func.lower(func.substring(q.c.webhook_url, _HOST_PATTERN)), "")
+    query = (select(q, host.label("host"))
+             .where(q.c.status.in_(OPEN), q.c.next_attempt_at <= now)
+             .order_by(q.c.next_attempt_at)
+             .limit(capacity * 4)
+             .with_for_update(of=q, skip_locked=True))
+    full = [name for name, room in host_room.items() if room <= 0]
+    if full:
+        query = query.where(host.not_in(full))
+    if in_flight:
+        query = query.where(q.c.delivery_id.not_in(list(in_flight)))
+    room = dict(host_room)
+    chosen: list[Delivery] = []
+    for row in conn.execute(query).mappings():
+        if len(chosen) == capacity:
+            break
+        if room.get(row["host"], per_host) <= 0:
+            continue
+        room[row["host"]] = room.get(row["host"], per_host) - 1
+        chosen.append(_delivery(row, max_attempts))
+    lease_until = now + timedelta(seconds=lease_s)
+    to_send = [d.delivery_id for d in chosen if not d.exhausted]
+    to_close = [d.delivery_id for d in chosen if d.exhausted]
+    if to_send:
+        conn.execute(update(q).where(q.c.delivery_id.in_(to_send)).values(
+            status="sending", attempt_count=q.c.attempt_count + 1, next_attempt_at=lease_until,
+            updated_at=now))
+    if to_close:
+        conn.execute(update(q).where(q.c.delivery_id.in_(to_close)).values(
+            next_attempt_at=lease_until, updated_at=now))
+    return chosen
+
+
+def _delivery(row: RowMapping, max_attempts: int) -> Delivery:
+    count = int(row["attempt_count"])
+    interrupted = row["status"] == "sending" and count > 0
+    return Delivery(
+        delivery_id=row["delivery_id"], job_id=row["job_id"], client_id=row["client_id"],
+        webhook_url=row["webhook_url"], part=row["part"], total_parts=row["total_parts"],
+        attempt=count if interrupted and count >= max_attempts else count + 1,
+        interrupted_attempt=count if interrupted else None,
+        interrupted_at=row["updated_at"] if interrupted else None,
+    )
+
+
+def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -> bool:
+    """Extend the lease right before sending; False when another instance has taken the attempt over."""
+    result = conn.execute(update(q).where(_held(delivery)).values(
+        next_attempt_at=now + timedelta(seconds=lease_s), updated_at=now))
+    return result.rowcount == 1
+
+
+def record(conn: Connection, delivery: Delivery, status: str, now: datetime,
+           next_attempt_at: datetime | None = None) -> bool:
+    """Store an attempt's outcome; False when the lease was lost to another instance meanwhile."""
+    result = conn.execute(update(q).where(_held(delivery)).values(
+        status=status, next_attempt_at=next_attempt_at or now, updated_at=now))
+    return result.rowcount == 1
+
+
+def _held(delivery: Delivery) -> ColumnElement[bool]:
+    # Every claim that sends bumps attempt_count, so the count is the claim's fencing token.
+    return (q.c.delivery_id == delivery.delivery_id) & (q.c.status == "sending") \
+        & (q.c.attempt_count == delivery.attempt)
+
+
+def backlog(conn: Connection, now: datetime) -> tuple[int, float]:
+    """Open deliveries and the age in seconds of the oldest one."""
+    count, oldest = conn.execute(select(func.count(), func.min(q.c.created_at))
+                                 .where(q.c.status.in_(OPEN))).one()
+    return int(count), (now - oldest).total_seconds() if oldest is not None else 0.0

@@ -1,0 +1,79 @@
+"""SSRF guard for webhook URLs: only public addresses, checked when the connection is opened.
+
+The check sits in the network backend, after DNS resolution, and the socket connects to the very
+address that was checked, so a DNS answer that changes between check and connect (rebinding)
+cannot slip through. Redirects are never followed, so there is nothing to re-check. TLS still
+verifies the certificate against the host name in the URL. Proxies from the environment are
+ignored: a proxy would connect on our behalf, unchecked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpcore
+import httpx
+
+Resolver = Callable[..., list[tuple[Any, ...]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class BlockedAddress(httpcore.ConnectError):
+    """The URL's host resolves to an address webhooks may not reach (httpx raises ConnectError)."""
+
+
+def refusal(address: IPAddress, allow_loopback: bool) -> str | None:
+    """Why a webhook may not connect to this address, or None when it may."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return None if allow_loopback else "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast or address.is_unspecified or not address.is_global:
+        return "private or reserved"
+    return None
+
+
+class GuardedBackend(httpcore.SyncBackend):
+    """Resolves the host itself, refuses non-public addresses, connects to the checked one."""
+
+    def __init__(self, allow_loopback: bool, resolve: Resolver = socket.getaddrinfo) -> None:
+        self._allow_loopback = allow_loopback
+        self._resolve = resolve
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        """Open a TCP connection to a checked address of `host`."""
+        try:
+            infos = self._resolve(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+        for address in addresses:
+            reason = refusal(address, self._allow_loopback)
+            if reason:
+                raise BlockedAddress(f"{host} resolves to {address}, a {reason} address: refused")
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} has no address")
+        return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+
+
+class GuardedTransport(httpx.HTTPTransport):
+    """httpx's own transport with the guarded backend underneath."""
+
+    def __init__(self, allow_loopback: bool, limits: httpx.Limits,
+                 resolve: Resolver = socket.getaddrinfo) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        # httpx builds its pool without a backend parameter; rebuild it the same way, with ours.
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(allow_loopback, resolve),
+        )

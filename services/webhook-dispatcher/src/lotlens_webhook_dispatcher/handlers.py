@@ -1,0 +1,69 @@
+"""Event → effects: a completed job gets one scheduled delivery per (webhook URL, part).
+
+The read models are complete when `JobCompleted` is emitted (result-store writes them first).
+Deliveries have deterministic ids and a URL already scheduled is skipped, so a re-delivered
+`JobCompleted` schedules nothing twice. Everything a batch of events does is one transaction;
+the consumer loop stores the offsets only after it commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
+
+from lotlens_common.clock import utc_now
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import Event, JobCompleted
+from lotlens_common.read_models import get_job, iter_lot_results
+from lotlens_common.tables import lots
+from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
+
+log = logging.getLogger(__name__)
+
+
+class JobNotInReadModels(LookupError):
+    """`JobCompleted` named a job the read models do not have (a poison message)."""
+
+
+def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes: int,
+                        now: datetime) -> int:
+    """Schedule the webhook deliveries of a completed job; returns how many were added."""
+    job_id = envelope.job_id
+    job = get_job(conn, job_id)
+    if job is None:
+        raise JobNotInReadModels(f"job {job_id} is not in the read models")
+    url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
+        select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id, lots.c.webhook.is_not(None)))}
+    urls = sorted(set(url_of.values()))
+    new_urls = set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls)
+    if not new_urls:
+        return 0
+    parts = payloads.count_parts_by_url(
+        payloads.head(job),
+        ((url_of[lot["lot_id"]], lot) for lot in iter_lot_results(conn, job)
+         if url_of.get(lot["lot_id"]) in new_urls),
+        max_payload_bytes)
+    added = dispatch_queue.schedule(conn, job_id, job.client_id or envelope.client_id, parts, now)
+    metrics.DELIVERIES_SCHEDULED.inc(added)
+    log.info("job %s: %d deliveries scheduled for %d webhook URLs", job_id, added, len(parts),
+             extra={"job_id": job_id})
+    return added
+
+
+Handler = Callable[[Connection, Envelope, int, datetime], int]
+HANDLERS: dict[type[Event], Handler] = {JobCompleted: schedule_deliveries}
+
+
+def completion_handler(engine: Engine, max_payload_bytes: int,
+                       clock: Callable[[], datetime] = utc_now) -> Callable[[Sequence[Envelope]], None]:
+    """The consumer's batch handler: every event of the batch in one transaction."""
+    def handle(envelopes: Sequence[Envelope]) -> None:
+        with engine.begin() as conn:
+            for envelope in envelopes:
+                handler = HANDLERS.get(type(envelope.event))
+                if handler is not None:
+                    handler(conn, envelope, max_payload_bytes, clock())
+    return handle

@@ -1,0 +1,83 @@
+"""What an attempt's outcome means: the events to publish and the delivery's next state. Pure."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from lotlens_common.events import Event, WebhookAttempted, WebhookDelivered, WebhookFailed
+from lotlens_webhook_dispatcher.delivery import AttemptOutcome
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.schedule import next_attempt_at, next_delay_s
+
+INTERRUPTED = "interrupted: the dispatcher stopped before the outcome was recorded"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The retry schedule's knobs."""
+
+    intervals_s: Sequence[float]
+    jitter: float
+    retry_after_cap_s: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The delivery's next state and the events that say so.
+
+    `pending` (retry at `due`), `delivered`, `failed`; `sending` only for an interrupted attempt
+    recorded before the next one goes ahead.
+    """
+
+    status: str
+    events: list[Event]
+    due: datetime | None = None
+
+
+def judge(delivery: Delivery, outcome: AttemptOutcome, started: datetime, now: datetime,
+          policy: RetryPolicy, rng: random.Random | None = None) -> Verdict:
+    """Delivered on success; failed when final (410) or after the last attempt; else retried later."""
+    if outcome.succeeded:
+        return Verdict("delivered", [
+            attempted(delivery, delivery.attempt, started, outcome, None),
+            WebhookDelivered(job_id=delivery.job_id, delivery_id=delivery.delivery_id,
+                             webhook_url=delivery.webhook_url, attempts=delivery.attempt, delivered_at=now)])
+    delay = None if outcome.final else next_delay_s(
+        delivery.attempt, policy.intervals_s, policy.jitter, outcome.retry_after_s,
+        policy.retry_after_cap_s, rng)
+    if delay is None:
+        return Verdict("failed", [attempted(delivery, delivery.attempt, started, outcome, None),
+                                  failed(delivery, outcome.error or "failed", now)])
+    due = next_attempt_at(now, delay)
+    return Verdict("pending", [attempted(delivery, delivery.attempt, started, outcome, due)], due)
+
+
+def interrupted(delivery: Delivery, now: datetime) -> Verdict | None:
+    """The record of an attempt a dead instance left unfinished; final if it was the last one."""
+    if delivery.interrupted_attempt is None:
+        return None
+    lost = attempted(delivery, delivery.interrupted_attempt, delivery.interrupted_at or now,
+                     AttemptOutcome(False, 0.0, error=INTERRUPTED), None)
+    if delivery.exhausted:
+        return Verdict("failed", [lost, failed(delivery, INTERRUPTED, now)])
+    return Verdict("sending", [lost])
+
+
+def attempted(delivery: Delivery, attempt: int, at: datetime, outcome: AttemptOutcome,
+              due: datetime | None) -> WebhookAttempted:
+    """The event recording one attempt."""
+    return WebhookAttempted(
+        job_id=delivery.job_id, delivery_id=delivery.delivery_id, webhook_url=delivery.webhook_url,
+        attempt=attempt, attempted_at=at, succeeded=outcome.succeeded, status_code=outcome.status_code,
+        latency_ms=round(outcome.latency_ms, 1), error=outcome.error, response_body=outcome.response_body,
+        next_attempt_at=due)
+
+
+def failed(delivery: Delivery, error: str, now: datetime) -> WebhookFailed:
+    """The event giving a delivery up."""
+    return WebhookFailed(job_id=delivery.job_id, delivery_id=delivery.delivery_id,
+                         webhook_url=delivery.webhook_url, attempts=delivery.attempt, failed_at=now,
+                         error=error)

@@ -1,0 +1,190 @@
+"""The due-queue loop: claim due deliveries, make each attempt, record its outcome.
+
+One thread claims; a pool of `webhook_concurrency` threads makes the attempts. A host never has
+more than `webhook_per_host_concurrency` attempts in flight from this instance, and rows of a
+saturated host are not even claimed, so a slow endpoint only ever holds its own slots. The outcome
+is published to Kafka first and written to the queue second: a crash in between repeats an event
+(the projection is keyed by delivery and attempt) but never loses one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import httpx
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from lotlens_common.clock import utc_now
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import Event
+from lotlens_common.kafka import EventProducer
+from lotlens_common.read_models import get_job, iter_lot_results
+from lotlens_common.signing import webhook_headers
+from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
+from lotlens_webhook_dispatcher.config import DispatcherSettings
+from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "Generation-Service/2.0"
+_GAUGE_PERIOD_S = 5.0
+
+
+class LeaseLost(RuntimeError):
+    """Another instance took the attempt over while this one stalled; it must not send."""
+
+
+class Dispatcher:
+    """Delivers due webhooks until stopped."""
+
+    def __init__(self, engine: Engine, producer: EventProducer, client: httpx.Client,
+                 settings: DispatcherSettings, clock: Callable[[], datetime] = utc_now,
+                 rng: random.Random | None = None) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._client = client
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._policy = RetryPolicy(settings.webhook_retry_intervals_s, settings.webhook_jitter,
+                                   settings.webhook_retry_after_cap_s)
+        self._hosts: Counter[str] = Counter()
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
+        # One flush at a time: EventProducer reports failures to whichever caller flushes.
+        self._publish_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._gauges_at = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Claim and deliver until `stop` is set; attempts under way are finished first."""
+        s = self._settings
+        with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
+            while not stop.is_set():
+                self._wake.clear()
+                try:
+                    claimed = self._claim()
+                except DBAPIError as exc:
+                    log.warning("cannot reach the database, retrying: %s", exc)
+                    stop.wait(max(s.webhook_poll_interval_s, 2.0))
+                    continue
+                for delivery in claimed:
+                    pool.submit(self._attempt_and_release, delivery)
+                self._update_gauges()
+                if not claimed:
+                    self._wake.wait(s.webhook_poll_interval_s)
+
+    def _claim(self) -> list[Delivery]:
+        s = self._settings
+        with self._lock:
+            capacity = s.webhook_concurrency - len(self._in_flight)
+            room = {host: s.webhook_per_host_concurrency - n for host, n in self._hosts.items() if n}
+            mine = list(self._in_flight)
+        if capacity <= 0:
+            return []
+        with self._engine.begin() as conn:
+            claimed = dispatch_queue.claim(conn, self._clock(), capacity, room,
+                                           s.webhook_per_host_concurrency, s.lease_s, s.max_attempts, mine)
+        with self._lock:
+            self._hosts.update(d.host for d in claimed)
+            self._in_flight.update(d.delivery_id for d in claimed)
+            metrics.IN_FLIGHT.set(len(self._in_flight))
+        return claimed
+
+    def _attempt_and_release(self, delivery: Delivery) -> None:
+        try:
+            self.attempt(delivery)
+        except LeaseLost:
+            log.warning("attempt %d of delivery %s stalled past its lease; left to the instance that took it",
+                        delivery.attempt, delivery.delivery_id, extra={"delivery_id": delivery.delivery_id})
+        except Exception:
+            # The lease runs out and the attempt is taken up again as interrupted.
+            log.exception("attempt %d of delivery %s broke", delivery.attempt, delivery.delivery_id,
+                          extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+        finally:
+            with self._lock:
+                self._hosts[delivery.host] -= 1
+                self._in_flight.discard(delivery.delivery_id)
+                metrics.IN_FLIGHT.set(len(self._in_flight))
+            self._wake.set()
+
+    def attempt(self, delivery: Delivery) -> None:
+        """Make one claimed attempt (or close an exhausted delivery) and record the outcome."""
+        lost = interrupted(delivery, self._clock())
+        if lost is not None and lost.status == "failed":
+            self._finish(delivery, lost)
+            return
+        if lost is not None:
+            self._publish(delivery, lost.events)
+        started = self._clock()
+        outcome = self._send(delivery)
+        metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
+            outcome.latency_ms / 1000)
+        self._finish(delivery, judge(delivery, outcome, started, self._clock(), self._policy, self._rng))
+
+    def _send(self, delivery: Delivery) -> AttemptOutcome:
+        s = self._settings
+        keys = s.signing_keys(delivery.client_id)
+        if keys is None:
+            return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
+        with self._engine.connect() as conn:
+            job = get_job(conn, delivery.job_id)
+            if job is None:
+                return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
+            body = payloads.part_body(payloads.head(job),
+                                      lambda: iter_lot_results(conn, job, webhook_url=delivery.webhook_url),
+                                      delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
+        with self._engine.begin() as conn:
+            # Building the body or publishing may have stalled: send only if the lease still holds.
+            if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
+                raise LeaseLost(delivery.delivery_id)
+        key, previous = keys
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Delivery-Attempt": str(delivery.attempt),
+            "X-Job-ID": delivery.job_id,
+            **webhook_headers(key, delivery.delivery_id, int(self._clock().timestamp()), body, previous),
+        }
+        return post_webhook(self._client, delivery.webhook_url, body, headers, s.webhook_timeout_s,
+                            s.webhook_response_body_chars)
+
+    def _finish(self, delivery: Delivery, verdict: Verdict) -> None:
+        self._publish(delivery, verdict.events)
+        with self._engine.begin() as conn:
+            kept = dispatch_queue.record(conn, delivery, verdict.status, self._clock(), verdict.due)
+        if not kept:
+            log.warning("delivery %s was taken over before attempt %d was recorded",
+                        delivery.delivery_id, delivery.attempt, extra={"delivery_id": delivery.delivery_id})
+        metrics.DELIVERIES.labels("retrying" if verdict.status == "pending" else verdict.status).inc()
+        log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
+                 extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+
+    def _publish(self, delivery: Delivery, events: Sequence[Event]) -> None:
+        envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in events]
+        with self._publish_lock:
+            self._producer.publish_many(self._settings.topics.webhooks, envelopes)
+            self._producer.flush()
+
+    def _update_gauges(self) -> None:
+        if time.monotonic() - self._gauges_at < _GAUGE_PERIOD_S:
+            return
+        self._gauges_at = time.monotonic()
+        try:
+            with self._engine.connect() as conn:
+                pending, oldest_s = dispatch_queue.backlog(conn, self._clock())
+        except DBAPIError as exc:
+            log.warning("cannot read the delivery backlog: %s", exc)
+            return
+        metrics.PENDING.set(pending)
+        metrics.OLDEST_PENDING_AGE.set(oldest_s)

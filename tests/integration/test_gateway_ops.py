@@ -1,0 +1,152 @@
+"""Health, metrics, the image URL check, and the OpenAPI document matching real answers."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import httpx
+import jsonschema
+import pytest
+from confluent_kafka import Consumer
+from sqlalchemy import Engine
+
+from lotlens_common.db import make_engine
+from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
+from lotlens_gateway.config import CONSUMER_GROUPS
+from tests.conftest import new_id
+from tests.integration.test_gateway_support import (
+    Gateway,
+    gateway,  # noqa: F401  (fixture)
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+    running_gateway,
+)
+from tests.servers import image_host
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def images() -> Iterator[str]:
+    with image_host() as url:
+        yield url
+
+
+def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(gateway: Gateway) -> None:
+    response = httpx.get(f"{gateway.url}/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["service"] == "lotlens-gateway" and body["timestamp"].endswith("Z") and body["version"]
+    assert body["database"] == "connected" and body["kafka"] == "connected"
+    assert body["status"] == "degraded" and body["background_worker"] == "degraded"
+    assert set(body["consumer_groups"]) == set(CONSUMER_GROUPS)
+    assert all(group["members"] == 0 for group in body["consumer_groups"].values())
+
+
+def test_health_is_healthy_when_every_consumer_group_has_members(settings: ServiceSettings, engine: Engine) -> None:
+    prefix = new_id("health-") + "."
+    kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=prefix)
+    consumers = [Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": prefix + group,
+                           "session.timeout.ms": 6000}) for group in CONSUMER_GROUPS]
+    try:
+        for consumer in consumers:
+            consumer.subscribe([settings.topics.submissions])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(c.assignment() for c in consumers):
+            for consumer in consumers:
+                consumer.poll(0.1)
+        with running_gateway(settings, engine, kafka=kafka, health_cache_s=0) as gw:
+            body = httpx.get(f"{gw.url}/health").json()
+        assert body["status"] == "healthy" and body["background_worker"] == "running", body
+        assert all(group["members"] == 1 for group in body["consumer_groups"].values())
+    finally:
+        for consumer in consumers:
+            consumer.close()
+
+
+def test_health_is_503_when_kafka_or_postgresql_is_down(settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9")) as gw:
+        response = httpx.get(f"{gw.url}/health", timeout=30)
+        assert response.status_code == 503
+        assert response.json()["kafka"] == "disconnected" and response.json()["status"] == "unhealthy"
+    dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"))
+    with running_gateway(settings, dead_db) as gw:
+        response = httpx.get(f"{gw.url}/health", timeout=30)
+        assert response.status_code == 503 and response.json()["database"] == "disconnected"
+        # Requests that need the database answer 503 with the contract's body, not a trace.
+        status = gw.get_job("/api/v1/batch-status/{job_id}", "some-job")
+        assert status.status_code == 503 and status.json()["code"] == "SERVICE_UNAVAILABLE"
+    dead_db.dispose()
+
+
+def test_metrics_count_requests_jobs_and_database_operations(gateway: Gateway) -> None:
+    assert gateway.submit(make_lots(2)).status_code == 201
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'generation_requests_total{mode="batch"} 1.0' in text
+    assert 'generation_duration_seconds_count{mode="batch"} 1.0' in text
+    assert 'batch_jobs_total{status="pending"} 1.0' in text
+    assert 'database_operations_total{operation="create"}' in text
+    assert "openai_api_errors_total" in text
+
+
+def test_image_validation_sorts_urls_into_valid_and_unreachable(gateway: Gateway, images: str) -> None:
+    urls = [f"{images}/car-1.png", f"{images}/car-missing.png", f"{images}/car-2.png", f"{images}/page.html"]
+    raw = json.dumps({"urls": urls}).encode()
+    response = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
+                          headers={"X-Signature": gateway.sign(raw), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["valid_urls"] == [urls[0], urls[2]]
+    assert body["unreachable_urls"] == [urls[1], urls[3]]
+    assert body["threshold_met"] is True
+    assert body["reasons"][urls[1]] == "HTTP 404"
+
+
+def test_image_validation_needs_a_signature_over_the_body(gateway: Gateway, images: str) -> None:
+    raw = json.dumps({"urls": [f"{images}/car-1.png"]}).encode()
+    unsigned = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw)
+    assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
+    wrong = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
+                       headers={"X-Signature": gateway.sign(raw + b" ")})
+    assert wrong.status_code == 403
+    empty = json.dumps({"urls": []}).encode()
+    refused = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=empty,
+                         headers={"X-Signature": gateway.sign(empty)})
+    assert refused.status_code == 422 and refused.json()["code"] == "VALIDATION_ERROR"
+
+
+def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, engine: Engine) -> None:
+    document = httpx.get(f"{gateway.url}/openapi.json").json()
+    paths = document["paths"]
+    for path in ("/api/v1/generate-descriptions", "/api/v1/batch-status/{job_id}", "/api/v1/batch-results/{job_id}",
+                 "/api/v1/batch-results/{job_id}/download", "/api/v1/batch-jobs",
+                 "/api/v1/batch-jobs/{job_id}/cancel", "/health", "/api/v1/test-image-validation"):
+        assert path in paths, path
+    submit = paths["/api/v1/generate-descriptions"]["post"]
+    assert {"200", "201", "400", "401", "403", "409", "413", "422", "429", "502", "503", "504"} <= set(
+        submit["responses"])
+
+    def check(instance: object, model: str) -> None:
+        jsonschema.validate(instance, {"$ref": f"#/components/schemas/{model}",
+                                       "components": document["components"]})
+
+    lots = make_lots(2)
+    check({"signature": gateway.lots_signature(lots), "languages": ["en"], "lots": lots}, "SubmissionRequest")
+    accepted = gateway.submit(lots).json()
+    check(accepted, "BatchAccepted")
+    check(gateway.get_job("/api/v1/batch-status/{job_id}", accepted["job_id"]).json(), "JobStatus")
+    check(gateway.submit(make_lots(2), languages=["xx"]).json(), "ErrorBody")
+    finished = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en", "de"], failed=[])
+    check(gateway.get_job("/api/v1/batch-results/{job_id}", finished).json(), "JobResults")
+    running = insert_running_job(engine, gateway.client_id)
+    check(gateway.get_job("/api/v1/batch-results/{job_id}", running).json(), "NotCompleted")
+    check(gateway.list_jobs("limit=5").json(), "JobList")
+    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{running}/cancel",
+                        headers={"X-Signature": gateway.sign(running)})
+    check(cancel.json(), "Cancelled")
+    check(httpx.post(f"{gateway.url}/api/v1/batch-jobs/{finished}/cancel",
+                     headers={"X-Signature": gateway.sign(finished)}).json(), "CannotCancel")
+    check(httpx.get(f"{gateway.url}/health").json(), "Health")

@@ -1,0 +1,196 @@
+"""Polling and control over the read models: status, results (streamed), listing, cancel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import Engine, insert
+
+from lotlens_common.events import JobCancelled
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import openai_batches
+from tests.conftest import new_id
+from tests.integration.test_gateway_support import (
+    Gateway,
+    consume,
+    gateway,  # noqa: F401  (fixture)
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+)
+
+pytestmark = pytest.mark.integration
+
+STATUS = "/api/v1/batch-status/{job_id}"
+RESULTS = "/api/v1/batch-results/{job_id}"
+DOWNLOAD = "/api/v1/batch-results/{job_id}/download"
+
+
+def add_batches(engine: Engine, job_id: str, *batches: tuple[str, str, int]) -> None:
+    """(stage, batch id, minutes after now) rows of `openai_batches`."""
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(openai_batches), [
+            {"batch_id": batch_id, "job_id": job_id, "stage": stage, "shard_id": new_id(), "attempt": 1,
+             "lot_count": 1, "created_at": now + timedelta(minutes=minutes)}
+            for stage, batch_id, minutes in batches])
+
+
+def test_status_shows_progress_and_every_openai_batch_by_stage(gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(3), ["en", "de"])
+    v1, v2, t1 = new_id("batch_v"), new_id("batch_v"), new_id("batch_t")
+    add_batches(engine, job_id, ("vision", v1, 0), ("translation", t1, 2), ("vision", v2, 1))
+    response = gateway.get_job(STATUS, job_id)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "completed" and body["job_id"] == job_id
+    progress = dict(body["progress"])
+    assert progress.pop("estimated_completion").endswith("Z")
+    assert progress == {"total_lots": 3, "processed_lots": 3, "failed_lots": 0, "completion_percentage": 100.0}
+    assert body["processing_details"] == {
+        "openai_vision_batch_id": v2, "openai_translation_batch_id": t1,
+        "vision_batch_ids": [v1, v2], "translation_batch_ids": [t1], "current_stage": "completed"}
+    assert body["openai_vision_batch_id"] == v2  # the 1.x document's top-level field
+    assert body["created_at"].endswith("Z") and body["error_message"] is None
+    assert body["languages"] == ["en", "de"] and body["webhook_configured"] is False
+
+
+def test_results_of_a_running_job_are_202_not_completed(gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_running_job(engine, gateway.client_id, status="translating")
+    for path in (RESULTS, DOWNLOAD):
+        response = gateway.get_job(path, job_id)
+        assert response.status_code == 202
+        body = response.json()
+        assert body["error"] == "Job not completed" and body["status"] == "translating"
+        assert body["progress"]["completion_percentage"] == 25.0 and "message" in body
+
+
+def test_results_of_a_finished_job_list_every_lot_in_request_order(gateway: Gateway, engine: Engine) -> None:
+    lots = make_lots(3)
+    job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "fr", "de"], failed=[lots[1]["lot_id"]])
+    response = gateway.get_job(RESULTS, job_id)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["job_id"] == job_id and body["status"] == "completed" and body["completed_at"].endswith("Z")
+    assert body["processing_summary"] == {"total_lots": 3, "processed_lots": 2, "failed_lots": 1,
+                                          "total_images_processed": 6, "total_processing_time": "45 minutes"}
+    results = body["results"]
+    assert results["version"] == "1.0.0"
+    assert [lot["lot_id"] for lot in results["lots"]] == [lot["lot_id"] for lot in lots]
+    first, failed = results["lots"][0], results["lots"][1]
+    assert [d["language"] for d in first["descriptions"]] == ["en", "fr", "de"]
+    assert first["descriptions"][1]["damages"] == "<p>[fr] Car 0, front collision</p>"
+    assert first["status"] == "completed" and first["processed_images"] == 2 and first["missing_images"] == []
+    assert failed["status"] == "failed" and failed["descriptions"] == [] and failed["error_message"]
+
+
+def test_the_download_streams_the_same_document_as_an_attachment(gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(2500), ["en", "de"])
+    plain = gateway.get_job(RESULTS, job_id)
+    with httpx.stream("GET", f"{gateway.url}{DOWNLOAD.format(job_id=job_id)}",
+                      headers={"X-Signature": gateway.sign(job_id)}) as download:
+        assert download.status_code == 200
+        assert download.headers["content-disposition"] == f'attachment; filename="batch_results_{job_id}.json"'
+        assert download.headers["content-type"] == "application/json"
+        assert "content-length" not in download.headers  # streamed, not built in memory
+        chunks = list(download.iter_raw())
+    assert len(chunks) > 1
+    document = orjson.loads(b"".join(chunks))
+    assert document == plain.json()
+    assert len(document["results"]["lots"]) == 2500
+
+
+def test_another_clients_job_and_an_unknown_job_are_404(gateway: Gateway, engine: Engine) -> None:
+    theirs = insert_finished_job(engine, gateway.other_id, make_lots(2), ["en"])
+    for path in (STATUS, RESULTS, DOWNLOAD):
+        for job_id in (theirs, new_id("missing-")):
+            response = gateway.get_job(path, job_id)
+            assert response.status_code == 404, (path, response.text)
+            assert response.json()["code"] == "JOB_NOT_FOUND"
+    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{theirs}/cancel",
+                        headers={"X-Signature": gateway.sign(theirs)})
+    assert cancel.status_code == 404 and cancel.json()["code"] == "JOB_NOT_FOUND"
+    # The owner sees it.
+    assert gateway.get_job(STATUS, theirs, key=gateway.other_key).status_code == 200
+
+
+def test_polling_without_a_signature_is_401_and_with_a_wrong_one_403(gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_running_job(engine, gateway.client_id)
+    unsigned = httpx.get(f"{gateway.url}/api/v1/batch-status/{job_id}")
+    assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
+    other_id = httpx.get(f"{gateway.url}/api/v1/batch-status/{job_id}",
+                         headers={"X-Signature": gateway.sign("another-job-id")})
+    assert other_id.status_code == 403 and other_id.json()["code"] == "INVALID_SIGNATURE"
+
+
+def listing(gateway: Gateway, **query: Any) -> dict[str, Any]:
+    response = gateway.list_jobs(urlencode(query))
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_the_job_list_filters_by_status_and_time_and_pages(gateway: Gateway, engine: Engine) -> None:
+    base = datetime(2025, 8, 5, 7, 30, tzinfo=UTC)
+    done = [insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"], created_at=base + timedelta(hours=h))
+            for h in range(3)]
+    running = insert_running_job(engine, gateway.client_id, created_at=base + timedelta(hours=5))
+    insert_running_job(engine, gateway.other_id, created_at=base)  # another client's: never listed
+
+    everything = listing(gateway)
+    assert [job["id"] for job in everything["jobs"]] == [running, *reversed(done)]
+    assert everything["pagination"] == {"limit": 10, "offset": 0, "total": 4, "has_more": False}
+    item = everything["jobs"][0]
+    assert item["status"] == "processing" and item["progress"]["completion_percentage"] == 25.0
+    assert {"id", "status", "created_at", "updated_at", "total_lots", "processed_lots", "failed_lots",
+            "languages", "progress", "webhook_configured"} <= set(item)
+
+    completed = listing(gateway, status="completed", limit=2, offset=1)
+    assert [job["id"] for job in completed["jobs"]] == [done[1], done[0]]
+    assert completed["pagination"] == {"limit": 2, "offset": 1, "total": 3, "has_more": False}
+    first_page = listing(gateway, status="completed", limit=2)
+    assert first_page["pagination"]["has_more"] is True
+
+    window = listing(gateway, created_after="2025-08-05T08:30:00Z", created_before="2025-08-05T10:00:00")
+    assert [job["id"] for job in window["jobs"]] == [done[2], done[1]]
+
+
+def test_the_job_list_refuses_bad_parameters_and_bad_signatures(gateway: Gateway) -> None:
+    for query in ("limit=101", "limit=0", "offset=-1", "status=done", "created_after=yesterday"):
+        response = gateway.list_jobs(query)
+        assert response.status_code == 422, query
+        assert response.json()["code"] == "VALIDATION_ERROR"
+    unsigned = httpx.get(f"{gateway.url}/api/v1/batch-jobs?limit=5")
+    assert unsigned.status_code == 401
+    signed_other_query = httpx.get(f"{gateway.url}/api/v1/batch-jobs?limit=5",
+                                   headers={"X-Signature": gateway.sign("limit=6")})
+    assert signed_other_query.status_code == 403
+
+
+def test_cancelling_a_running_job_publishes_job_cancelled(
+        gateway: Gateway, engine: Engine, settings: ServiceSettings) -> None:
+    job_id = gateway.submit(make_lots(2)).json()["job_id"]
+    response = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+                          headers={"X-Signature": gateway.sign(job_id)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["job_id"] == job_id and body["status"] == "cancelled" and body["cancelled_at"].endswith("Z")
+    assert body["message"] == "Job successfully cancelled"
+    events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 4)
+    last = events[-1][1]
+    assert isinstance(last.event, JobCancelled) and last.job_id == job_id and last.client_id == gateway.client_id
+
+
+def test_cancelling_a_finished_job_is_400_with_its_status(gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+    response = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+                          headers={"X-Signature": gateway.sign(job_id)})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "Job cannot be cancelled" and body["status"] == "completed"
+    assert body["message"].endswith("Current status: completed")

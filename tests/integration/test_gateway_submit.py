@@ -1,0 +1,242 @@
+"""Batch submission through a real gateway: 201, the events on Kafka, and every refusal."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from lotlens_common.events import JobSubmitted, LotSubmitted
+from lotlens_common.settings import KafkaSettings, ServiceSettings
+from lotlens_common.tables import jobs
+from tests.integration.test_gateway_support import (
+    Gateway,
+    consume,
+    gateway,  # noqa: F401  (fixture)
+    make_lots,
+    running_gateway,
+)
+
+pytestmark = pytest.mark.integration
+
+ACCEPTED_FIELDS = {"job_id", "status", "created_at", "total_lots", "languages", "estimated_completion",
+                   "processing_mode", "webhook_configured"}
+
+
+def post_raw(gw: Gateway, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers, timeout=60)
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code
+    assert isinstance(body["error"], str) and isinstance(body["message"], str)
+    return body
+
+
+def test_a_batch_is_accepted_with_201_and_is_visible_to_polling_at_once(gateway: Gateway) -> None:
+    lots = make_lots(3, webhook="https://hooks.example.com/done")
+    response = gateway.submit(lots, languages=["en", "de"])
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert set(body) == ACCEPTED_FIELDS
+    assert body["status"] == "accepted" and body["processing_mode"] == "batch"
+    assert body["total_lots"] == 3 and body["languages"] == ["en", "de"] and body["webhook_configured"] is True
+    assert body["created_at"].endswith("Z") and body["estimated_completion"] > body["created_at"]
+    assert response.headers["location"] == f"/api/v1/batch-status/{body['job_id']}"
+
+    status = gateway.get_job("/api/v1/batch-status/{job_id}", body["job_id"])
+    assert status.status_code == 200, status.text
+    state = status.json()
+    assert state["status"] == "pending" and state["progress"]["total_lots"] == 3
+    assert state["processing_details"]["current_stage"] == "queued"
+    assert state["languages"] == ["en", "de"] and state["webhook_configured"] is True
+
+
+def test_the_topic_gets_job_submitted_then_one_lot_submitted_per_lot_in_order(
+        gateway: Gateway, settings: ServiceSettings) -> None:
+    lots = make_lots(3, webhook="https://hooks.example.com/done")
+    lots[1]["webhook"] = "https://other.example.com/hook"
+    del lots[2]["additional_info"]
+    job_id = gateway.submit(lots, languages=["en", "fr"]).json()["job_id"]
+
+    messages = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 4)
+    assert [key for key, _ in messages] == [job_id.encode()] * 4
+    envelopes = [envelope for _, envelope in messages]
+    assert all(e.client_id == gateway.client_id and e.job_id == job_id for e in envelopes)
+    submitted = envelopes[0].event
+    assert isinstance(submitted, JobSubmitted)
+    assert submitted.client_id == gateway.client_id and submitted.total_lots == 3
+    assert submitted.languages == ("en", "fr") and submitted.api_version == "1.0.0"
+    assert submitted.webhook_urls == ("https://hooks.example.com/done", "https://other.example.com/hook")
+    for seq, (envelope, lot) in enumerate(zip(envelopes[1:], lots, strict=True)):
+        event = envelope.event
+        assert isinstance(event, LotSubmitted)
+        assert event == LotSubmitted(
+            job_id=job_id, lot_id=lot["lot_id"], seq=seq, total_lots=3,
+            additional_info=lot.get("additional_info", ""), image_urls=tuple(i["url"] for i in lot["images"]),
+            languages=("en", "fr"), webhook=lot["webhook"])
+
+
+def test_the_signature_may_be_bare_hex_or_in_the_x_signature_header(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    bare = gateway.lots_signature(lots).removeprefix("sha256=")
+    body = {"signature": bare, "languages": ["en"], "lots": lots}
+    assert post_raw(gateway, json.dumps(body).encode()).status_code == 201
+    header_only = {"languages": ["en"], "lots": lots}
+    response = post_raw(gateway, json.dumps(header_only).encode(), {"X-Signature": gateway.lots_signature(lots)})
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize("raw", [b"{", b"", b"[]", b'"lots"', b"42", b"null", b'{"lots": [1,]}',
+                                 b"[" * 5000 + b"]" * 5000, b'{"lots": "\xff\xfe"}', b"{'lots': []}"])
+def test_a_body_that_is_not_a_json_object_is_400_invalid_json(gateway: Gateway, raw: bytes) -> None:
+    assert_error(post_raw(gateway, raw), 400, "INVALID_JSON")
+
+
+def test_a_missing_signature_is_401_and_a_wrong_one_403(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    unsigned = {"languages": ["en"], "lots": lots}
+    assert_error(post_raw(gateway, json.dumps(unsigned).encode()), 401, "MISSING_SIGNATURE")
+    wrong = {**unsigned, "signature": gateway.lots_signature(lots, key="not-a-client-key")}
+    assert_error(post_raw(gateway, json.dumps(wrong).encode()), 403, "INVALID_SIGNATURE")
+    tampered = {**unsigned, "signature": gateway.lots_signature(make_lots(2))}
+    assert_error(post_raw(gateway, json.dumps(tampered).encode()), 403, "INVALID_SIGNATURE")
+
+
+def test_unsupported_languages_are_422_with_the_invalid_codes(gateway: Gateway) -> None:
+    body = assert_error(gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu"]), 422, "INVALID_LANGUAGES")
+    assert body["details"]["invalid_languages"] == ["xx", "EN", "deu"]
+    eleven = ["en", "de", "fr", "es", "it", "pt", "ru", "pl", "nl", "sv", "fi"]
+    body = assert_error(gateway.submit(make_lots(2), languages=eleven), 422, "INVALID_LANGUAGES")
+    assert body["details"]["max_allowed"] == 10
+    assert_error(gateway.submit(make_lots(2), languages=[]), 422, "INVALID_LANGUAGES")
+
+
+def test_more_than_50000_lots_is_413_batch_size_exceeded(gateway: Gateway) -> None:
+    lots = [{"lot_id": f"l{i}", "images": []} for i in range(50_001)]
+    body = assert_error(gateway.submit(lots), 413, "BATCH_SIZE_EXCEEDED")
+    assert body["details"] == {"provided_lots": 50_001, "max_allowed": 50_000}
+
+
+def test_duplicate_lot_ids_are_409_with_the_duplicates(gateway: Gateway) -> None:
+    lots = make_lots(4, prefix="dup")
+    lots[2]["lot_id"] = lots[3]["lot_id"] = lots[0]["lot_id"]
+    body = assert_error(gateway.submit(lots), 409, "DUPLICATE_LOT_ID")
+    assert body["details"]["duplicate_lot_ids"] == ["dup-0"]
+
+
+def test_image_urls_that_are_not_http_are_422_with_the_invalid_urls(gateway: Gateway) -> None:
+    lots = make_lots(3)
+    lots[0]["images"].append({"url": "ftp://example.com/car.jpg"})
+    lots[2]["images"].append({"url": "https://exa mple.com/car.jpg"})
+    lots[1]["images"].append({"url": "not a url"})
+    body = assert_error(gateway.submit(lots), 422, "INVALID_IMAGE_URLS")
+    assert body["details"]["invalid_urls"] == ["ftp://example.com/car.jpg", "not a url",
+                                               "https://exa mple.com/car.jpg"]
+
+
+def test_a_webhook_that_is_not_http_is_422_invalid_webhook_urls(gateway: Gateway) -> None:
+    lots = make_lots(2, webhook="https://hooks.example.com/x")
+    lots[1]["webhook"] = "javascript:alert(1)"
+    body = assert_error(gateway.submit(lots), 422, "INVALID_WEBHOOK_URLS")
+    assert body["details"]["invalid_urls"] == ["javascript:alert(1)"]
+
+
+@pytest.mark.parametrize("lots", [
+    "not a list",
+    [{"lot_id": "a", "images": []}, "not an object"],
+    [{"lot_id": "", "images": []}, {"lot_id": "b", "images": []}],
+    [{"lot_id": 7, "images": []}, {"lot_id": "b", "images": []}],
+    [{"lot_id": "a", "images": "https://x.example/a.jpg"}, {"lot_id": "b"}],
+    [{"lot_id": "a", "images": [{"href": "https://x.example/a.jpg"}]}, {"lot_id": "b"}],
+    [{"lot_id": "a", "additional_info": 3}, {"lot_id": "b"}],
+])
+def test_malformed_lots_are_422_validation_error_with_details(gateway: Gateway, lots: Any) -> None:
+    body = assert_error(gateway.submit(lots), 422, "VALIDATION_ERROR")
+    assert body["details"]["errors"]
+
+
+def test_a_single_lot_with_more_than_20_images_is_422_too_many_images(gateway: Gateway) -> None:
+    body = assert_error(gateway.submit(make_lots(1, images=21)), 422, "TOO_MANY_IMAGES")
+    assert body["details"] == {"provided_images": 21, "max_allowed": 20}
+
+
+def test_a_body_over_the_size_limit_is_413_whether_declared_or_streamed(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, max_body_bytes=2000) as gw:
+        lots = make_lots(20)
+        assert_error(gw.submit(lots), 413, "PAYLOAD_TOO_LARGE")
+        payload = json.dumps({"signature": gw.lots_signature(lots), "lots": lots}).encode()
+
+        def chunks() -> Any:  # no Content-Length: the gateway has to count
+            for start in range(0, len(payload), 500):
+                yield payload[start:start + 500]
+
+        response = httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
+        assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+
+
+def test_when_kafka_does_not_acknowledge_the_answer_is_503_and_no_job_is_recorded(
+        settings: ServiceSettings, engine: Engine) -> None:
+    dead = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+    with running_gateway(settings, engine, kafka=dead, publish_timeout_s=1.0) as gw:
+        assert_error(gw.submit(make_lots(2)), 503, "SERVICE_UNAVAILABLE")
+    with engine.connect() as conn:
+        assert conn.execute(select(jobs.c.job_id).where(jobs.c.client_id == gw.client_id)).first() is None
+
+
+def test_past_the_batch_rate_limit_the_answer_is_429_with_retry_after(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, rate_limit_batch=2, rate_limit_polling=1) as gw:
+        assert gw.submit(make_lots(2)).status_code == 201
+        job_id = gw.submit(make_lots(2)).json()["job_id"]
+        limited = gw.submit(make_lots(2))
+        body = assert_error(limited, 429, "RATE_LIMIT_EXCEEDED")
+        assert 1 <= int(limited.headers["retry-after"]) <= 60
+        assert body["details"]["limit"] == 2 and body["details"]["mode"] == "batch"
+        # Limits are per client: the other client still gets in.
+        assert gw.submit(make_lots(2), key=gw.other_key).status_code == 201
+        # Polling has its own bucket.
+        assert gw.get_job("/api/v1/batch-status/{job_id}", job_id).status_code == 200
+        assert_error(gw.get_job("/api/v1/batch-status/{job_id}", job_id), 429, "RATE_LIMIT_EXCEEDED")
+
+
+def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(
+        gateway: Gateway, settings: ServiceSettings) -> None:
+    lots = make_lots(2)
+    key = {"Idempotency-Key": "order-42"}
+    first = gateway.submit(lots, headers=key)
+    again = gateway.submit(lots, headers=key)
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    body = assert_error(gateway.submit(make_lots(2), headers=key), 409, "IDEMPOTENCY_KEY_REUSED")
+    assert body["details"]["idempotency_key"] == "order-42"
+    # Keys belong to a client: another client's "order-42" is another request.
+    assert gateway.submit(lots, key=gateway.other_key, headers=key).json()["job_id"] != first.json()["job_id"]
+
+    events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 7, timeout_s=10)
+    job_starts = [e for _, e in events if isinstance(e.event, JobSubmitted)]
+    assert len(job_starts) == 2  # the replay published nothing
+
+
+def test_a_50000_lot_request_is_accepted_quickly_and_every_lot_reaches_kafka(
+        gateway: Gateway, settings: ServiceSettings) -> None:
+    lots = make_lots(50_000, webhook="https://hooks.example.com/done")
+    payload = json.dumps({"signature": gateway.lots_signature(lots), "version": "1.0.0",
+                          "languages": ["en", "de", "fr"], "lots": lots}).encode()
+    started = time.perf_counter()
+    response = post_raw(gateway, payload)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 201, response.text
+    print(f"\n50,000 lots ({len(payload) / 1e6:.1f} MB) accepted in {elapsed:.2f} s")
+    assert elapsed < 60
+    events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 50_001, timeout_s=120)
+    assert len(events) == 50_001
+    seqs = [e.event.seq for _, e in events if isinstance(e.event, LotSubmitted)]
+    assert seqs == list(range(50_000))

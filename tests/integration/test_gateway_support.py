@@ -1,0 +1,207 @@
+"""Harness of the gateway's integration tests (no tests here; the test modules import from it).
+
+A real gateway serves on a free loopback port (uvicorn in a thread) over the test's Kafka topics
+and the shared PostgreSQL, with two fresh clients, so the integrators' `requests`-based client
+and shell recipes talk to it exactly as they would in production.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient
+from fastapi import FastAPI
+from sqlalchemy import Engine, insert
+
+from lotlens_common import signing
+from lotlens_common.envelope import Envelope, decode
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import KafkaSettings, ServiceSettings
+from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_common.urls import guarded_async_client
+from lotlens_gateway.app import create_app
+from lotlens_gateway.bootstrap import build_deps
+from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.deps import GatewayDeps
+from tests.conftest import new_id
+from tests.servers import free_port
+
+UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
+
+
+@contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                           lifespan="off", timeout_graceful_shutdown=1))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@dataclass
+class Gateway:
+    """A running gateway and two clients of it (`key` is the main one, `other_key` a stranger)."""
+
+    url: str
+    deps: GatewayDeps
+    settings: GatewaySettings
+    client_id: str
+    key: str
+    other_id: str
+    other_key: str
+
+    def sign(self, message: str | bytes, key: str | None = None) -> str:
+        """`sha256=<hex>` over a message with the given (default: main) key."""
+        raw = message.encode() if isinstance(message, str) else message
+        return signing.sign(key or self.key, raw)
+
+    def lots_signature(self, lot_list: Sequence[Any], key: str | None = None) -> str:
+        """The contract's body signature of a `lots` array."""
+        return self.sign(json.dumps(lot_list, separators=(",", ":"), sort_keys=True), key)
+
+    def submit(self, lot_list: list[dict[str, Any]], languages: Sequence[str] = ("en",),
+               key: str | None = None, headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:
+        """POST a signed submission."""
+        body = {"signature": self.lots_signature(lot_list, key), "version": "1.0.0",
+                "languages": list(languages), "lots": lot_list, **fields}
+        return httpx.post(f"{self.url}/api/v1/generate-descriptions", json=body, headers=headers, timeout=120)
+
+    def get_job(self, path: str, job_id: str, key: str | None = None) -> httpx.Response:
+        """GET a job-addressed endpoint, header-signed over the job id."""
+        return httpx.get(f"{self.url}{path.format(job_id=job_id)}", headers={"X-Signature": self.sign(job_id, key)},
+                         timeout=30)
+
+    def list_jobs(self, query: str = "", key: str | None = None) -> httpx.Response:
+        """GET /api/v1/batch-jobs signed over the raw query string."""
+        suffix = f"?{query}" if query else ""
+        return httpx.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers={"X-Signature": self.sign(query, key)},
+                         timeout=30)
+
+
+def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overrides: Any) -> GatewaySettings:
+    """Gateway settings over the test's infrastructure and topics."""
+    values: dict[str, Any] = {"kafka": settings.kafka, "database": settings.database, "topics": settings.topics,
+                              "allow_loopback_urls": True, **overrides}
+    return GatewaySettings(clients=clients, **values)
+
+
+@contextmanager
+def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
+                    kafka: KafkaSettings | None = None, **overrides: Any) -> Iterator[Gateway]:
+    """A gateway on a free port; `kafka` may point at a dead broker, `overrides` change settings."""
+    client_id, other_id = new_id("acme-"), new_id("other-")
+    key, other_key = new_id("key-"), new_id("key-")
+    gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
+                                   kafka=kafka or settings.kafka, **overrides)
+    producer = EventProducer(gw_settings.kafka, "gateway-test")
+    admin = AdminClient({"bootstrap.servers": gw_settings.kafka.bootstrap_servers})
+    images_http = guarded_async_client(True, gw_settings.image_check_timeout_s)
+    model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
+    deps = build_deps(gw_settings, engine, producer, admin, images_http, model_client)
+    with serve_app(create_app(deps)) as url:
+        yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with default settings on this test's topics."""
+    with running_gateway(settings, engine) as running:
+        yield running
+
+
+def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: str | None = None,
+              image_base: str = "https://img.example.com") -> list[dict[str, Any]]:
+    """Lots in the contract's shape."""
+    prefix = prefix or new_id("lot-")
+    made = []
+    for i in range(count):
+        lot: dict[str, Any] = {"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i}, front collision",
+                               "images": [{"url": f"{image_base}/{prefix}-{i}-{n}.jpg"} for n in range(images)]}
+        if webhook:
+            lot["webhook"] = webhook
+        made.append(lot)
+    return made
+
+
+def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0) -> list[tuple[bytes, Envelope]]:
+    """(key, envelope) of the first `count` messages of a topic (fewer if the time runs out)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": new_id("gateway-test-"),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[tuple[bytes, Envelope]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(found) < count and time.monotonic() < deadline:
+            for message in consumer.consume(10_000, 0.5):
+                if message.error() is None:
+                    found.append((message.key() or b"", decode(message.value() or b"")))
+    finally:
+        consumer.close()
+    return found
+
+
+def insert_finished_job(engine: Engine, client_id: str, lot_list: list[dict[str, Any]],
+                        languages: Sequence[str], status: str = "completed", job_id: str | None = None,
+                        created_at: datetime | None = None, failed: Sequence[str] = ()) -> str:
+    """Read-model rows of a finished job, as the result-store would project them; returns the job id."""
+    job_id = job_id or new_id("job-")
+    created = created_at or datetime.now(UTC) - timedelta(minutes=45)
+    done = created + timedelta(minutes=45)
+    failed_ids = set(failed)
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(
+            job_id=job_id, client_id=client_id, status=status, api_version="1.0.0", languages=list(languages),
+            total_lots=len(lot_list), processed_lots=len(lot_list) - len(failed_ids), failed_lots=len(failed_ids),
+            images_processed=sum(len(lot["images"]) for lot in lot_list), webhook_configured=False,
+            created_at=created, updated_at=done, estimated_completion=done,
+            completed_at=done if status != "cancelled" else None,
+            cancelled_at=done if status == "cancelled" else None))
+        for seq, lot in enumerate(lot_list):
+            is_failed = lot["lot_id"] in failed_ids
+            conn.execute(insert(lots).values(
+                job_id=job_id, lot_id=lot["lot_id"], seq=seq, status="failed" if is_failed else "completed",
+                additional_info=lot["additional_info"], image_urls=[i["url"] for i in lot["images"]],
+                processed_images=0 if is_failed else len(lot["images"]), missing_images=[],
+                error_message="none of the lot's 2 images could be fetched" if is_failed else None,
+                processed_at=done))
+            if not is_failed:
+                conn.execute(insert(descriptions), [
+                    {"job_id": job_id, "lot_id": lot["lot_id"], "language": language,
+                     "damages": f"<p>[{language}] {lot['additional_info']}</p>"} for language in languages])
+    return job_id
+
+
+def insert_running_job(engine: Engine, client_id: str, status: str = "processing", total_lots: int = 4,
+                       created_at: datetime | None = None) -> str:
+    """A job row that is still running (pending, processing or translating)."""
+    job_id = new_id("job-")
+    created = created_at or datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(
+            job_id=job_id, client_id=client_id, status=status, api_version="1.0.0", languages=["en", "de"],
+            total_lots=total_lots, processed_lots=1, failed_lots=0, created_at=created,
+            estimated_completion=created + timedelta(hours=1)))
+    return job_id

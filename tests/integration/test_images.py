@@ -1,0 +1,156 @@
+"""Image URL checks against a real local HTTP server: status, type, size, redirects, SSRF."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+
+import httpx
+import pytest
+
+from lotlens_common.images import ImageCheck, check_images
+from lotlens_common.urls import guarded_async_client
+from tests.servers import png, serve
+
+pytestmark = pytest.mark.integration
+
+IMAGE = png()
+MB = 1024 * 1024
+
+
+class Images(BaseHTTPRequestHandler):
+    """Paths name their behaviour; see each branch."""
+
+    def _headers(self, status: int, content_type: str, length: int | None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _redirect(self, location: str) -> None:
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _answer(self, body: bool) -> None:
+        path = self.path
+        if path.startswith("/redirect/"):
+            hops = int(path.split("/")[2])
+            self._redirect(f"/redirect/{hops - 1}" if hops > 1 else "/ok.png")
+        elif path == "/to-metadata":
+            self._redirect("http://169.254.169.254/latest/meta-data/")
+        elif path == "/to-private":
+            self._redirect("http://10.0.0.1/car.png")
+        elif path == "/ok.png" or path.startswith("/ok"):
+            self._headers(200, "image/png", len(IMAGE))
+            if body:
+                self.wfile.write(IMAGE)
+        elif path == "/nohead.png" and not body:
+            self._headers(405, "text/plain", 0)
+        elif path == "/nohead.png":
+            self._headers(200, "image/jpeg", len(IMAGE))
+            self.wfile.write(IMAGE)
+        elif path == "/nolength.png":
+            self._headers(200, "image/png", None)
+            if body:
+                self.wfile.write(IMAGE)
+        elif path == "/huge-declared.png":
+            self._headers(200, "image/png", 11 * MB)
+        elif path == "/huge-streamed.png":
+            self._headers(200, "image/png", None)
+            if body:
+                for _ in range(11):
+                    self.wfile.write(b"\0" * MB)
+        elif path == "/page.html":
+            self._headers(200, "text/html; charset=utf-8", 5)
+            if body:
+                self.wfile.write(b"<p/>\n")
+        elif path == "/slow.png":
+            time.sleep(3)
+            self._headers(200, "image/png", len(IMAGE))
+        else:
+            self._headers(404, "text/plain", 0)
+
+    def do_HEAD(self) -> None:
+        self._answer(body=False)
+
+    def do_GET(self) -> None:
+        try:
+            self._answer(body=True)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the checker stops reading past the size limit
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def host() -> Iterator[str]:
+    with serve(Images) as url:
+        yield url
+
+
+@pytest.fixture(params=["plain", "guarded"])
+def client_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: float) -> ImageCheck:
+    async def run() -> ImageCheck:
+        client = (guarded_async_client(allow_loopback, 10) if kind == "guarded"
+                  else httpx.AsyncClient(timeout=10, follow_redirects=False))
+        async with client:
+            return await check_images(urls, client, allow_loopback, 4, **options)  # type: ignore[arg-type]
+
+    return asyncio.run(run())
+
+
+def test_reachable_images_are_valid_and_the_rest_unreachable_in_the_given_order(host: str, client_kind: str) -> None:
+    urls = [f"{host}/ok.png", f"{host}/missing.png", f"{host}/nohead.png", f"{host}/nolength.png",
+            f"{host}/page.html", f"{host}/ok.png", f"{host}/ok-2.png"]
+    result = check(urls, client_kind)
+    assert result.valid == (f"{host}/ok.png", f"{host}/nohead.png", f"{host}/nolength.png", f"{host}/ok-2.png")
+    assert result.unreachable == (f"{host}/missing.png", f"{host}/page.html")
+    assert result.reasons[f"{host}/missing.png"] == "HTTP 404"
+    assert "not an image" in result.reasons[f"{host}/page.html"]
+
+
+def test_images_over_10_mb_are_unreachable_whether_declared_or_streamed(host: str) -> None:
+    result = check([f"{host}/huge-declared.png", f"{host}/huge-streamed.png"])
+    assert result.valid == ()
+    assert all("larger than" in reason for reason in result.reasons.values())
+
+
+def test_up_to_three_redirects_are_followed(host: str, client_kind: str) -> None:
+    result = check([f"{host}/redirect/3", f"{host}/redirect/4"], client_kind)
+    assert result.valid == (f"{host}/redirect/3",)
+    assert result.reasons[f"{host}/redirect/4"] == "more than 3 redirects"
+
+
+def test_redirects_to_internal_addresses_are_refused_without_connecting(host: str, client_kind: str) -> None:
+    result = check([f"{host}/to-metadata", f"{host}/to-private"], client_kind)
+    assert result.valid == ()
+    assert "cloud metadata" in result.reasons[f"{host}/to-metadata"]
+    assert "private" in result.reasons[f"{host}/to-private"]
+
+
+def test_loopback_is_refused_unless_allowed(host: str, client_kind: str) -> None:
+    result = check([f"{host}/ok.png"], client_kind, allow_loopback=False)
+    assert result.valid == () and "loopback" in result.reasons[f"{host}/ok.png"]
+
+
+def test_a_slow_image_is_unreachable_after_the_timeout(host: str) -> None:
+    started = time.monotonic()
+    result = check([f"{host}/slow.png", f"{host}/ok.png"], timeout_s=1.0)
+    assert result.valid == (f"{host}/ok.png",)
+    assert "no answer within" in result.reasons[f"{host}/slow.png"]
+    assert time.monotonic() - started < 3
+
+
+def test_malformed_and_unresolvable_urls_are_unreachable(client_kind: str) -> None:
+    result = check(["ftp://example.com/a.png", "https://no-such-host.invalid/a.png"], client_kind)
+    assert result.valid == () and len(result.unreachable) == 2

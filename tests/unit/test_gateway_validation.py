@@ -1,0 +1,118 @@
+"""Submission validation without I/O: what is accepted, and which error answers what."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.validation import Limits, LotRequest, parse_submission, rate_mode
+
+LIMITS = Limits(max_lots=5, max_languages=3, max_sync_images=2, max_lot_id_chars=10)
+
+
+def lot(lot_id: str = "a", **fields: Any) -> dict[str, Any]:
+    return {"lot_id": lot_id, "additional_info": "notes", "images": [{"url": "https://x.example/1.jpg"}], **fields}
+
+
+def refused(document: dict[str, Any], limits: Limits = LIMITS) -> ApiError:
+    with pytest.raises(ApiError) as caught:
+        parse_submission(document, limits)
+    return caught.value
+
+
+def test_a_valid_batch_keeps_the_lots_in_order_with_defaults_filled_in() -> None:
+    submission = parse_submission({"lots": [lot("a", webhook="https://h.example/x"),
+                                            {"lot_id": "b", "additional_info": None}]}, LIMITS)
+    assert submission.version == "1.0.0" and submission.languages == ("en",)
+    assert submission.lots == [LotRequest("a", "notes", ("https://x.example/1.jpg",), "https://h.example/x"),
+                               LotRequest("b", "", (), None)]
+    assert not submission.is_synchronous
+    assert submission.webhook_urls == ("https://h.example/x",)
+
+
+def test_languages_are_deduplicated_in_order() -> None:
+    submission = parse_submission({"languages": ["de", "en", "de"], "lots": [lot()]}, LIMITS)
+    assert submission.languages == ("de", "en") and submission.is_synchronous
+
+
+def test_an_empty_webhook_means_none() -> None:
+    assert parse_submission({"lots": [lot(webhook=""), lot("b")]}, LIMITS).lots[0].webhook is None
+
+
+@pytest.mark.parametrize("lots", [None, [], "x", {"lot_id": "a"}])
+def test_lots_must_be_a_non_empty_array(lots: Any) -> None:
+    error = refused({"lots": lots})
+    assert (error.status, error.code) == (422, "VALIDATION_ERROR")
+
+
+def test_too_many_lots_is_413_before_anything_else_is_looked_at() -> None:
+    error = refused({"languages": ["xx"], "lots": [lot(str(i)) for i in range(6)]})
+    assert (error.status, error.code) == (413, "BATCH_SIZE_EXCEEDED")
+    assert error.details == {"provided_lots": 6, "max_allowed": 5}
+
+
+@pytest.mark.parametrize(("languages", "invalid"), [
+    (["en", "xx"], ["xx"]), (["EN"], ["EN"]), ([1, "de"], [1]), (["en-US"], ["en-US"])])
+def test_unknown_language_codes_are_listed(languages: list[Any], invalid: list[Any]) -> None:
+    error = refused({"languages": languages, "lots": [lot()]})
+    assert (error.status, error.code) == (422, "INVALID_LANGUAGES")
+    assert error.details == {"invalid_languages": invalid}
+
+
+@pytest.mark.parametrize("languages", [[], "en", ["en", "de", "fr", "es"]])
+def test_languages_must_be_one_to_the_maximum(languages: Any) -> None:
+    assert refused({"languages": languages, "lots": [lot()]}).code == "INVALID_LANGUAGES"
+
+
+def test_shape_errors_name_the_lot_and_the_field() -> None:
+    error = refused({"lots": [lot(), {"lot_id": "b", "images": [{"url": 5}]}, "c", lot("x" * 11)]})
+    assert error.code == "VALIDATION_ERROR" and error.details is not None
+    assert error.details["errors"] == [
+        {"lot_index": 1, "field": "images[0]", "problem": "not an object with a string `url`"},
+        {"lot_index": 2, "field": "lot", "problem": "not an object"},
+        {"lot_index": 3, "field": "lot_id", "problem": "longer than 10 characters"},
+    ]
+
+
+def test_a_non_string_version_is_a_validation_error() -> None:
+    assert refused({"version": 2, "lots": [lot()]}).code == "VALIDATION_ERROR"
+
+
+def test_duplicate_lot_ids_are_a_409_listing_each_once() -> None:
+    error = refused({"lots": [lot("a"), lot("b"), lot("a"), lot("a")]})
+    assert (error.status, error.code) == (409, "DUPLICATE_LOT_ID")
+    assert error.details == {"duplicate_lot_ids": ["a"], "duplicate_count": 1}
+
+
+def test_bad_image_urls_are_listed_once_each() -> None:
+    bad = [{"url": "ftp://x.example/a.jpg"}, {"url": "/relative.jpg"}, {"url": "ftp://x.example/a.jpg"}]
+    error = refused({"lots": [lot("a", images=bad), lot("b")]})
+    assert (error.status, error.code) == (422, "INVALID_IMAGE_URLS")
+    assert error.details == {"invalid_urls": ["ftp://x.example/a.jpg", "/relative.jpg"], "invalid_count": 2}
+
+
+def test_bad_webhooks_have_their_own_code() -> None:
+    error = refused({"lots": [lot("a", webhook="mailto:x@example.com"), lot("b")]})
+    assert (error.status, error.code) == (422, "INVALID_WEBHOOK_URLS")
+    assert error.details == {"invalid_urls": ["mailto:x@example.com"], "invalid_count": 1}
+
+
+def test_the_image_limit_applies_to_one_lot_only() -> None:
+    three = [{"url": f"https://x.example/{i}.jpg"} for i in range(3)]
+    error = refused({"lots": [lot("a", images=three)]})
+    assert (error.status, error.code) == (422, "TOO_MANY_IMAGES")
+    assert len(parse_submission({"lots": [lot("a", images=three), lot("b")]}, LIMITS).lots) == 2
+
+
+def test_the_rate_bucket_is_known_before_validation() -> None:
+    assert rate_mode({"lots": [{}]}) == "sync"
+    assert rate_mode({"lots": [{}, {}]}) == "batch"
+    assert rate_mode({"lots": "garbage"}) == "batch"
+
+
+def test_the_contract_error_body_carries_details_only_when_there_are_some() -> None:
+    assert ApiError(400, "INVALID_JSON", "bad").body() == {
+        "error": "Invalid request format", "message": "bad", "code": "INVALID_JSON"}
+    assert refused({"lots": [lot("a"), lot("a")]}).body()["details"]["duplicate_lot_ids"] == ["a"]

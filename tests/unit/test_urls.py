@@ -1,0 +1,108 @@
+"""The SSRF guard: URL syntax, address verdicts, and checks after (fake) DNS resolution."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import httpx
+import pytest
+
+from lotlens_common.urls import (
+    BlockedDestination,
+    IPAddress,
+    address_refusal,
+    check_destination,
+    guarded_async_client,
+    http_url_problem,
+    is_http_url,
+)
+
+
+@pytest.mark.parametrize("url", [
+    "https://example.com/car.jpg", "http://img.example.com:8080/a/b.png?x=1&y=%20#frag", "HTTPS://EXAMPLE.COM",
+    "http://127.0.0.1:9000/x.png", "https://[2001:db8::1]/x.png", "https://bücher.example/a.jpg",
+    "https://s3.eu-west-1.amazonaws.com/bucket/key?X-Amz-Signature=abc", "https://a_b.example.com/x",
+])
+def test_absolute_http_urls_are_accepted(url: str) -> None:
+    assert http_url_problem(url) is None and is_http_url(url)
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("ftp://example.com/car.jpg", "only http and https"),
+    ("file:///etc/passwd", "only http and https"),
+    ("javascript:alert(1)", "only http and https"),
+    ("//example.com/a.jpg", "only http and https"),
+    ("/relative.jpg", "only http and https"),
+    ("https://", "no host"),
+    ("http:///a.jpg", "no host"),
+    ("https://exa mple.com/a.jpg", "whitespace"),
+    ("https://example.com/a.jpg\n", "whitespace"),
+    ("https://example.com:0/a.jpg", "port"),
+    ("https://example.com:70000/a.jpg", "port"),
+    ("https://example.com:abc/a.jpg", "malformed"),
+    ("https://[::1/a.jpg", "malformed"),
+    ("", "empty"),
+    ("https://example.com/" + "a" * 9000, "longer"),
+])
+def test_other_values_are_refused_with_a_reason(url: str, problem: str) -> None:
+    reason = http_url_problem(url)
+    assert reason is not None and problem in reason
+
+
+def test_non_strings_are_not_urls() -> None:
+    assert http_url_problem(None) == "not a string" and not is_http_url(42)
+
+
+@pytest.mark.parametrize(("address", "reason"), [
+    ("127.0.0.1", "loopback"), ("127.8.9.10", "loopback"), ("::1", "loopback"),
+    ("10.1.2.3", "private"), ("172.16.0.1", "private"), ("192.168.1.1", "private"), ("100.64.0.1", "private"),
+    ("169.254.169.254", "cloud metadata"), ("fd00:ec2::254", "cloud metadata"), ("169.254.1.1", "link-local"),
+    ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
+    ("0.0.0.0", "unspecified"), ("::", "unspecified"), ("240.0.0.1", "reserved"), ("fc00::1", "private"),
+    ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+    ("2002:c0a8:0101::1", "private"), ("192.0.2.1", "private"),
+])
+def test_internal_addresses_are_refused(address: str, reason: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address), allow_loopback=False) == reason
+
+
+@pytest.mark.parametrize("address", ["93.184.216.34", "8.8.8.8", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+def test_public_addresses_are_allowed(address: str) -> None:
+    assert address_refusal(ipaddress.ip_address(address), allow_loopback=False) is None
+
+
+def test_the_loopback_switch_opens_loopback_only() -> None:
+    assert address_refusal(ipaddress.ip_address("127.0.0.1"), allow_loopback=True) is None
+    assert address_refusal(ipaddress.ip_address("::1"), allow_loopback=True) is None
+    assert address_refusal(ipaddress.ip_address("10.0.0.1"), allow_loopback=True) == "private"
+    assert address_refusal(ipaddress.ip_address("169.254.169.254"), allow_loopback=True) == "cloud metadata"
+
+
+def resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+    async def resolve(host: str, _port: int) -> list[IPAddress]:
+        return [ipaddress.ip_address(a) for a in answers[host]]
+    return resolve
+
+
+def test_a_host_is_refused_when_any_of_its_addresses_is_internal() -> None:
+    resolve = resolver({"mixed.example": ["93.184.216.34", "10.0.0.5"], "good.example": ["93.184.216.34"],
+                        "meta.example": ["169.254.169.254"], "empty.example": []})
+    asyncio.run(check_destination("https://good.example/a.jpg", False, resolve))
+    for host in ("mixed.example", "meta.example", "empty.example"):
+        with pytest.raises(BlockedDestination):
+            asyncio.run(check_destination(f"https://{host}/a.jpg", False, resolve))
+    with pytest.raises(BlockedDestination):
+        asyncio.run(check_destination("ftp://good.example/a.jpg", False, resolve))
+    with pytest.raises(BlockedDestination):
+        asyncio.run(check_destination("http://[::1]:8080/", False, resolve))
+
+
+def test_the_guarded_client_refuses_to_connect_to_what_dns_now_says_is_internal() -> None:
+    # The rebinding case: whatever was checked before, the connection itself re-resolves and re-checks.
+    async def scenario() -> None:
+        async with guarded_async_client(False, 5, resolve=resolver({"rebind.example": ["10.0.0.7"]})) as client:
+            with pytest.raises(httpx.ConnectError, match="private"):
+                await client.get("http://rebind.example/a.jpg")
+
+    asyncio.run(scenario())

@@ -1,0 +1,118 @@
+"""One webhook attempt judged by the contract; the SSRF guard; the webhook signature headers."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import socket
+
+import httpx
+import pytest
+
+from lotlens_common.signing import webhook_headers
+from lotlens_webhook_dispatcher.delivery import post_webhook
+from lotlens_webhook_dispatcher.guard import GuardedTransport, refusal
+
+URL = "https://hooks.example.com/lotlens"
+
+
+def _client(answer: httpx.Response | Exception) -> httpx.Client:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    return httpx.Client(transport=httpx.MockTransport(handle))
+
+
+def _post(answer: httpx.Response | Exception, body_chars: int = 2000):
+    return post_webhook(_client(answer), URL, b"{}", {"Content-Type": "application/json"}, 5.0, body_chars)
+
+
+@pytest.mark.parametrize("code", [200, 201, 202])
+def test_200_201_and_202_are_success(code):
+    outcome = _post(httpx.Response(code, text="ok"))
+    assert outcome.succeeded and outcome.status_code == code and outcome.error is None
+
+
+@pytest.mark.parametrize("code", [204, 400, 404, 429, 500, 503])
+def test_every_other_code_is_a_failure_worth_retrying(code):
+    outcome = _post(httpx.Response(code))
+    assert not outcome.succeeded and not outcome.final and outcome.error == f"HTTP {code}"
+
+
+def test_a_redirect_is_not_followed_and_fails_the_attempt():
+    outcome = _post(httpx.Response(302, headers={"Location": "http://169.254.169.254/"}))
+    assert not outcome.succeeded and outcome.status_code == 302
+    assert outcome.error is not None and "not followed" in outcome.error
+
+
+def test_410_gone_fails_and_asks_for_no_more_attempts():
+    outcome = _post(httpx.Response(410))
+    assert not outcome.succeeded and outcome.final
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.example.com/x", "file:///etc/passwd", "http:///no-host",
+                                 "http://example.com:no-port/", "not a url"])
+def test_a_url_that_cannot_be_sent_to_fails_for_good(url):
+    outcome = post_webhook(_client(httpx.Response(200)), url, b"{}", {}, 5.0)
+    assert not outcome.succeeded and outcome.final
+    assert outcome.error is not None and outcome.error.startswith("invalid URL")
+
+
+def test_retry_after_of_the_answer_is_passed_on():
+    assert _post(httpx.Response(503, headers={"Retry-After": "17"})).retry_after_s == 17
+
+
+def test_a_timeout_and_a_refused_connection_are_failures_with_their_reason():
+    timed_out = _post(httpx.ReadTimeout("slow"))
+    refused = _post(httpx.ConnectError("refused"))
+    assert not timed_out.succeeded and timed_out.error is not None and timed_out.error.startswith("timeout")
+    assert not refused.succeeded and refused.error is not None and "ConnectError" in refused.error
+
+
+def test_the_recorded_response_body_is_truncated():
+    outcome = _post(httpx.Response(500, text="é" * 5000), body_chars=100)
+    assert outcome.response_body == "é" * 100
+
+
+@pytest.mark.parametrize(("address", "allowed_with_switch", "allowed"), [
+    ("8.8.8.8", True, True),
+    ("2606:4700:4700::1111", True, True),
+    ("127.0.0.1", True, False),
+    ("::1", True, False),
+    ("10.1.2.3", False, False),
+    ("192.168.0.10", False, False),
+    ("169.254.169.254", False, False),
+    ("100.64.0.1", False, False),
+    ("::ffff:10.0.0.1", False, False),
+    ("0.0.0.0", False, False),
+])
+def test_only_public_addresses_may_be_reached_and_loopback_only_with_the_switch(
+        address, allowed_with_switch, allowed):
+    ip = ipaddress.ip_address(address)
+    assert (refusal(ip, allow_loopback=True) is None) == allowed_with_switch
+    assert (refusal(ip, allow_loopback=False) is None) == allowed
+
+
+def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
+    def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
+
+    transport = GuardedTransport(False, httpx.Limits(max_connections=4), resolve=resolve)
+    with httpx.Client(transport=transport) as client:
+        outcome = post_webhook(client, "http://internal.example.com/hook", b"{}", {}, 2.0)
+    assert not outcome.succeeded
+    assert outcome.error is not None and "10.0.0.5" in outcome.error and "refused" in outcome.error
+
+
+def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_both_keys():
+    body = '{"lots":["Évaluation"]}'.encode()
+    headers = webhook_headers("new-key", "d-1", 1_754_381_700, body, ["old-key"])
+    assert headers["X-Signature"] == "sha256=" + hmac.new(b"new-key", body, hashlib.sha256).hexdigest()
+    assert headers["webhook-id"] == "d-1" and headers["webhook-timestamp"] == "1754381700"
+    expected = [
+        "v1," + base64.b64encode(hmac.new(key, b"d-1.1754381700." + body, hashlib.sha256).digest()).decode()
+        for key in (b"new-key", b"old-key")]
+    assert headers["webhook-signature"].split(" ") == expected

@@ -1,0 +1,89 @@
+"""Webhook bodies: the contract's shape, UTF-8 kept, splitting into complete numbered parts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from lotlens_common.read_models import JobView
+from lotlens_webhook_dispatcher.payloads import body, count_parts_by_url, head, part_body
+
+
+def _job(**changes: object) -> JobView:
+    fields: dict[str, object] = dict(
+        job_id="550e8400-e29b-41d4-a716-446655440000", client_id="acme", status="completed",
+        api_version="2.0", languages=["en", "fr"], total_lots=2, processed_lots=2, failed_lots=0,
+        images_processed=4, webhook_configured=True, error_message=None,
+        created_at=datetime(2025, 8, 5, 7, 30, tzinfo=UTC),
+        updated_at=datetime(2025, 8, 5, 8, 15, tzinfo=UTC),
+        estimated_completion=None, completed_at=datetime(2025, 8, 5, 8, 15, tzinfo=UTC), cancelled_at=None)
+    fields.update(changes)
+    return JobView(**fields)  # type: ignore[arg-type]
+
+
+def _lot(n: int, text_bytes: int = 40) -> dict[str, object]:
+    return {"lot_id": f"lot-{n}", "status": "completed", "processed_at": "2025-08-05T08:10:00Z",
+            "processed_images": 2,
+            "descriptions": [{"language": "en", "damages": "<p>" + "x" * text_bytes + "</p>"},
+                             {"language": "fr", "damages": "<p>Évaluation complète des dommages</p>"}],
+            "missing_images": []}
+
+
+def test_body_has_the_contracts_fields_in_order():
+    doc = orjson.loads(body(head(_job()), [_lot(1)]))
+    assert list(doc) == ["event", "job_id", "status", "completed_at", "processing_summary", "lots"]
+    assert doc["event"] == "batch_job_completed"
+    assert doc["completed_at"] == "2025-08-05T08:15:00Z"
+    assert doc["processing_summary"] == {"total_lots": 2, "processed_lots": 2, "failed_lots": 0,
+                                         "total_images_processed": 4, "total_processing_time": "45 minutes"}
+    assert doc["lots"] == [_lot(1)]
+
+
+def test_non_ascii_travels_as_utf8_and_survives_a_decode_encode_round_trip():
+    raw = body(head(_job()), [_lot(1)])
+    assert "Évaluation complète".encode() in raw
+    assert b"\\u" not in raw
+    assert raw.decode("utf-8").encode() == raw
+
+
+def test_a_small_delivery_is_one_part_without_part_numbers():
+    lots = [_lot(n) for n in range(3)]
+    assert count_parts_by_url(head(_job()), [("https://a/", lot) for lot in lots], 5_000_000) == \
+        {"https://a/": 1}
+    doc = orjson.loads(part_body(head(_job()), lambda: lots, 1, 1, 5_000_000))
+    assert "part" not in doc and "total_parts" not in doc
+    assert doc["lots"] == lots
+
+
+def test_a_large_delivery_splits_into_complete_numbered_parts_within_the_limit():
+    job_head, limit = head(_job()), 1200
+    lots = [_lot(n, text_bytes=200) for n in range(12)]
+    total = count_parts_by_url(job_head, [("https://a/", lot) for lot in lots], limit)["https://a/"]
+    assert total > 2
+    parts = [part_body(job_head, lambda: lots, part, total, limit) for part in range(1, total + 1)]
+    docs = [orjson.loads(raw) for raw in parts]
+    assert all(len(raw) <= limit for raw in parts)
+    assert [(d["part"], d["total_parts"]) for d in docs] == [(p, total) for p in range(1, total + 1)]
+    assert [lot for d in docs for lot in d["lots"]] == lots
+    assert all(d["job_id"] == job_head["job_id"] and d["processing_summary"] for d in docs)
+
+
+def test_a_lot_larger_than_the_limit_travels_alone():
+    job_head = head(_job())
+    lots = [_lot(0), _lot(1, text_bytes=5000), _lot(2)]
+    assert count_parts_by_url(job_head, [("u", lot) for lot in lots], 1500) == {"u": 3}
+    assert orjson.loads(part_body(job_head, lambda: lots, 2, 3, 1500))["lots"] == [lots[1]]
+
+
+def test_parts_are_counted_per_url_from_one_pass_over_the_jobs_lots():
+    lots = [("https://a/", _lot(n, 200)) for n in range(6)] + [("https://b/", _lot(9))]
+    assert count_parts_by_url(head(_job()), lots, 1300) == {"https://a/": 3, "https://b/": 1}
+
+
+def test_when_the_limit_changed_since_counting_the_recorded_parts_still_carry_every_lot_once():
+    job_head = head(_job())
+    lots = [_lot(n, text_bytes=200) for n in range(7)]
+    bodies = [orjson.loads(part_body(job_head, lambda: lots, part, 3, 5_000_000)) for part in (1, 2, 3)]
+    assert [d["part"] for d in bodies] == [1, 2, 3]
+    assert [lot for d in bodies for lot in d["lots"]] == lots
