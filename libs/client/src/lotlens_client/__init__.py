@@ -1,0 +1,1 @@
+"""LotLens Python SDK."""
