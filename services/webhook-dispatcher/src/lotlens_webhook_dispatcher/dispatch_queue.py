@@ -26,12 +26,6 @@ _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 _HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
 _HOST_RE = re.compile(_HOST_PATTERN)
 OPEN = ("pending", "sending")
-# `read_models.iter_lot_results` turns streaming on for its whole connection (SQLAlchemy 2 changes
-# `Connection.execution_options` in place, and `yield_per` implies it); a server-side cursor
-# cannot run an INSERT, so writes on such a connection switch it off again.
-_NOT_STREAMED = {"stream_results": False, "yield_per": None}
-
-
 @dataclass(frozen=True)
 class Delivery:
     """A claimed delivery and the attempt this instance is about to make."""
@@ -86,7 +80,7 @@ def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, 
     if not rows:
         return 0
     result = conn.execute(insert(q).values(rows).on_conflict_do_nothing(index_elements=["delivery_id"])
-                          .returning(q.c.delivery_id), execution_options=_NOT_STREAMED)
+                          .returning(q.c.delivery_id))
     return len(result.all())
 
 

@@ -1,5 +1,7 @@
 """SSRF guard for webhook URLs: only public addresses, checked when the connection is opened.
 
+The synchronous twin of `lotlens_common.urls.GuardedAsyncTransport` (the same rule,
+`address_refusal`, and the same error, `BlockedDestination`): webhook attempts run on threads.
 The check sits in the network backend, after DNS resolution, and the socket connects to the very
 address that was checked, so a DNS answer that changes between check and connect (rebinding)
 cannot slip through. Redirects are never followed, so there is nothing to re-check. TLS still
@@ -17,25 +19,9 @@ from typing import Any
 import httpcore
 import httpx
 
+from lotlens_common.urls import BlockedDestination, address_refusal
+
 Resolver = Callable[..., list[tuple[Any, ...]]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class BlockedAddress(httpcore.ConnectError):
-    """The URL's host resolves to an address webhooks may not reach (httpx raises ConnectError)."""
-
-
-def refusal(address: IPAddress, allow_loopback: bool) -> str | None:
-    """Why a webhook may not connect to this address, or None when it may."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_loopback:
-        return None if allow_loopback else "loopback"
-    if address.is_link_local:
-        return "link-local"
-    if address.is_multicast or address.is_unspecified or not address.is_global:
-        return "private or reserved"
-    return None
 
 
 class GuardedBackend(httpcore.SyncBackend):
@@ -55,9 +41,9 @@ class GuardedBackend(httpcore.SyncBackend):
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         for address in addresses:
-            reason = refusal(address, self._allow_loopback)
+            reason = address_refusal(address, self._allow_loopback)
             if reason:
-                raise BlockedAddress(f"{host} resolves to {address}, a {reason} address: refused")
+                raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
         if not addresses:
             raise httpcore.ConnectError(f"{host} has no address")
         return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
