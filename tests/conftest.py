@@ -37,7 +37,7 @@ class Infra:
 
 def _docker_answers() -> bool:
     try:
-        import docker  # type: ignore[import-untyped]
+        import docker
 
         docker.from_env().ping()
         return True
@@ -90,7 +90,7 @@ def topics(infra: Infra) -> Iterator[TopicSettings]:
     prefix = f"t{uuid.uuid4().hex[:10]}"
     names = {name: f"{prefix}.{name}" for name in
              ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}
-    settings = TopicSettings(**names, partitions=3)
+    settings = TopicSettings.model_validate({**names, "partitions": 3})
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     ensure_topics(kafka, settings)
     yield settings

@@ -105,7 +105,7 @@ class ConsumerSpec:
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
                  producer: EventProducer, stop: threading.Event) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
-    config: dict[str, object] = {
+    config: dict[str, str | int | float | bool] = {
         **settings.client_config(),
         "group.id": settings.group_prefix + spec.group_id,
         "session.timeout.ms": settings.session_timeout_ms,

@@ -51,9 +51,9 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
 
-    def client_config(self) -> dict[str, object]:
+    def client_config(self) -> dict[str, str | int | float | bool]:
         """The librdkafka settings every producer, consumer and admin client shares."""
-        config: dict[str, object] = {"bootstrap.servers": self.bootstrap_servers,
+        config: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers,
                                      "security.protocol": self.security_protocol}
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
