@@ -6,6 +6,7 @@ import pytest
 
 from lotlens_result_store.status import (
     JOB_RANK,
+    JobProgress,
     Settlement,
     advance_job,
     is_terminal_job,
@@ -50,26 +51,36 @@ def test_the_sql_rank_expression_names_every_status() -> None:
     assert all(f"'{status}' THEN {rank}" in expression for status, rank in JOB_RANK.items())
 
 
+def progress(total: int | None, processed: int, failed: int, submitted: int | None = None,
+             undescribed: int = 0) -> JobProgress:
+    return JobProgress(total, processed, failed, total or 0 if submitted is None else submitted,
+                       undescribed)
+
+
 def test_a_job_with_lots_still_running_does_not_settle() -> None:
-    assert settle(3, 1, 1, submitted_lots=3) is None
+    assert settle(progress(3, 1, 1)) is None
 
 
 def test_a_job_of_unknown_size_does_not_settle() -> None:
-    assert settle(None, 5, 0, submitted_lots=5) is None
-    assert settle(0, 0, 0, submitted_lots=0) is None
+    assert settle(progress(None, 5, 0, submitted=5)) is None
+    assert settle(progress(0, 0, 0)) is None
 
 
 def test_a_job_with_some_lots_done_completes() -> None:
-    assert settle(3, 2, 1, submitted_lots=3) == Settlement("completed", None)
+    assert settle(progress(3, 2, 1)) == Settlement("completed", None)
 
 
 def test_a_job_whose_every_lot_failed_fails_with_the_reason() -> None:
-    assert settle(3, 0, 3, submitted_lots=3) == Settlement("failed", "all 3 lots failed")
+    assert settle(progress(3, 0, 3)) == Settlement("failed", "all 3 lots failed")
 
 
 def test_more_settled_lots_than_expected_still_settles() -> None:
-    assert settle(2, 3, 0, submitted_lots=2) == Settlement("completed", None)
+    assert settle(progress(2, 3, 0)) == Settlement("completed", None)
 
 
 def test_a_finished_job_waits_until_every_lot_submission_is_projected() -> None:
-    assert settle(3, 3, 0, submitted_lots=2) is None
+    assert settle(progress(3, 3, 0, submitted=2)) is None
+
+
+def test_a_finished_job_waits_until_every_completed_lot_has_its_vision_result() -> None:
+    assert settle(progress(3, 3, 0, undescribed=1)) is None

@@ -47,13 +47,13 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
     lot_counts = _lot_counts(conn, [row[0] for row in candidates])
     settled: list[dict[str, object]] = []
     for job_id, total_lots, processed_lots, failed_lots in candidates:
-        submitted, undescribed = lot_counts.get(job_id, (0, 0))
+        submitted, undescribed, last_settled_at = lot_counts.get(job_id, (0, 0, None))
         outcome = settle(JobProgress(total_lots, processed_lots, failed_lots, submitted, undescribed))
         if outcome is None:
             continue
-        change = changes.get(job_id)
+        # Event time, not wall time, so a rebuild from the topics gives the same answer.
         settled.append({"id": job_id, "status": outcome.status, "error": outcome.error_message,
-                        "at": change.last_event_at if change else utc_now()})
+                        "at": last_settled_at or utc_now()})
     if settled:
         execute(conn, "settle_jobs", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
             status=bindparam("status"), error_message=bindparam("error"),
@@ -62,16 +62,18 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
     return [str(row["id"]) for row in settled]
 
 
-def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, int]]:
-    """Per job: lots with their LotSubmitted projected (it sets `seq`), and completed lots still
-    without their VisionCompleted (a described lot has at least one processed image; a lot whose
-    images all failed is failed, never completed)."""
+def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, int, datetime | None]]:
+    """Per job: lots with their LotSubmitted projected (it sets `seq`); completed lots still
+    without their VisionCompleted (a described lot has at least one processed image: a lot whose
+    images all failed is failed, never completed); and when the last lot settled."""
     rows = execute(conn, "count_lots", select(
         lots.c.job_id,
         func.count().filter(lots.c.seq.is_not(None)),
         func.count().filter(lots.c.status == COMPLETED, lots.c.processed_images == 0),
+        func.max(lots.c.processed_at),
     ).where(lots.c.job_id.in_(job_ids)).group_by(lots.c.job_id)).all()
-    return {job_id: (int(submitted), int(undescribed)) for job_id, submitted, undescribed in rows}
+    return {job_id: (int(submitted), int(undescribed), settled_at)
+            for job_id, submitted, undescribed, settled_at in rows}
 
 
 def publish_completions(engine: Engine, producer: EventProducer, topic: str,
