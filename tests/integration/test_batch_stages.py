@@ -251,37 +251,67 @@ def test_translation_returns_every_language_in_the_requested_order(
         ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("ru", "<p>[ru] Dent 1.</p>")]
 
 
+def stage_env(settings: ServiceSettings, standin: Standin, **extra: str) -> dict[str, str]:
+    """Environment for a vision-batcher process on this test's topics and stand-in."""
+    return {**os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "DATABASE_URL": settings.database.database_url,
+            "KAFKA_GROUP_PREFIX": new_id("g"), "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            **{f"LOTLENS_TOPIC_{name.upper()}": getattr(settings.topics, name)
+               for name in ("submissions", "vision", "translation", "completions", "webhooks",
+                            "dead_letter")},
+            "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
+            "LOTLENS_STAGE__WINDOW_S": "0", "LOTLENS_STAGE__POLL_INTERVAL_S": "0.2",
+            "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": standin.base_url, **extra}
+
+
+def publish_lots(settings: ServiceSettings, job_id: str, images: str, count: int) -> None:
+    producer = EventProducer(settings.kafka, "t")
+    producer.publish_many(settings.topics.submissions, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=count, additional_info=f"car {i}",
+        image_urls=(f"{images}/{i}.png",), languages=("en",))) for i in range(count)])
+    producer.flush()
+
+
+def test_two_instances_share_a_job_without_duplicating_a_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    env = stage_env(settings, standin, LOTLENS_STAGE__MAX_REQUESTS_PER_BATCH="10")
+    command = [sys.executable, "-m", "lotlens_vision_batcher"]
+    with image_host() as images:
+        instances = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) for _ in range(2)]
+        try:
+            publish_lots(settings, job_id, images, 60)
+            events = job_events(settings, settings.topics.vision, job_id, 60 + 6, )
+        finally:
+            for instance in instances:
+                instance.terminate()
+                instance.wait(timeout=30)
+    batches = {e.event.batch_id: e.event for e in events if isinstance(e.event, VisionBatchSubmitted)}
+    lots_in_batches = [lot for batch in batches.values() for lot in batch.lot_ids]
+    assert sorted(lots_in_batches) == sorted(f"lot-{i}" for i in range(60))  # each lot once
+    assert standin.stats()["batches_created"] == len(batches)
+    assert {e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)} == set(lots_in_batches)
+
+
 @pytest.mark.parametrize("fault_point", ["vision.after_shard_claimed", "vision.after_batch_created",
                                          "vision.after_batch_published"])
 def test_a_crash_around_batch_creation_never_loses_or_duplicates_the_batch(
         settings: ServiceSettings, engine: Engine, standin: Standin, fault_point: str) -> None:
     job_id = new_id("job-")
-    env = {**os.environ,
-           "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "DATABASE_URL": settings.database.database_url,
-           "KAFKA_GROUP_PREFIX": new_id("g"),
-           **{f"LOTLENS_TOPIC_{name.upper()}": getattr(settings.topics, name)
-              for name in ("submissions", "vision", "translation", "completions", "webhooks",
-                           "dead_letter")},
-           "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
-           "LOTLENS_STAGE__WINDOW_S": "0", "LOTLENS_STAGE__POLL_INTERVAL_S": "0.2",
-           "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": standin.base_url}
-    producer = EventProducer(settings.kafka, "t")
     with image_host() as images:
-        crash_and_restart(settings, env, producer, job_id, images, fault_point)
+        crash_and_restart(settings, stage_env(settings, standin), job_id, images, fault_point)
     shards = {m["lotlens_shard_id"] for m in standin.stats()["batch_metadata"]}
     assert standin.stats()["batches_created"] == len(shards) == 1
     assert json.dumps(lot_statuses(engine, "vision", job_id), sort_keys=True) == json.dumps(
         {f"lot-{i}": store.DONE for i in range(3)}, sort_keys=True)
 
 
-def crash_and_restart(settings: ServiceSettings, env: dict[str, str], producer: EventProducer,
-                      job_id: str, images: str, fault_point: str) -> None:
+def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: str, images: str,
+                      fault_point: str) -> None:
     """Run the vision-batcher until it dies at the fault point, then a healthy one to the end."""
-    producer.publish_many(settings.topics.submissions, [Envelope(client_id="c1", event=LotSubmitted(
-        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=3, additional_info=f"car {i}",
-        image_urls=(f"{images}/{i}.png",), languages=("en",))) for i in range(3)])
-    producer.flush()
+    publish_lots(settings, job_id, images, 3)
     command = [sys.executable, "-m", "lotlens_vision_batcher"]
     crashed = subprocess.run(command, cwd=ROOT, env={**env, "LOTLENS_FAULT_AT": fault_point},
                              timeout=60, capture_output=True)
