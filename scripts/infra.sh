@@ -197,7 +197,7 @@ kafka_pid() {
 }
 
 # The glob stays quoted: java expands "lib/*" itself.
-KAFKA_JVM=(java -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
+KAFKA_JVM=(java -Xms512m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true
   -Dlog4j2.configurationFile="$DEPLOY/log4j2.properties" -Dkafka.logs.dir="$KAFKA_DIR/logs"
   -cp "$KAFKA_LIB/*")
 kafka_java() { "${KAFKA_JVM[@]}" "$@"; }

@@ -21,7 +21,7 @@ from lotlens_common.stage.spec import LotWork
 
 async def run_direct(rt: StageRuntime, call: DirectCall, shard: store.Shard,
                      requests: list[tuple[LotWork, dict[str, Any]]]) -> None:
-    """Send every request, settle every lot, close the shard."""
+    """Send every request and settle every lot (the caller closes the shard)."""
     limit = asyncio.Semaphore(rt.settings.direct_concurrency)
     collector = Collector(rt, shard, cancelled=False)
 
@@ -37,5 +37,3 @@ async def run_direct(rt: StageRuntime, call: DirectCall, shard: store.Shard,
 
     await asyncio.gather(*(one(lot, body) for lot, body in requests))
     collector.flush()
-    with rt.engine.begin() as conn:
-        store.close_shard(conn, shard.shard_id, "collected", "direct")

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import uuid
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
@@ -25,6 +26,7 @@ from lotlens_common.stage.spec import LotWork
 log = logging.getLogger(__name__)
 
 METADATA_PREFIX = "lotlens_"
+PREPARE_CHUNK = 1000
 
 
 def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
@@ -82,36 +84,43 @@ async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork]
     existing = (await rt.batches.find_batches({f"{METADATA_PREFIX}shard_id": shard_id})
                 if recovering else [])
     if existing:
-        batch = existing[0]
-        sent = tuple(lot.lot_id for lot in lots)
-    else:
-        prepared = await rt.spec.prepare(lots)
-        settled_ids = [lot.lot_id for lot, _ in prepared.settled]
-        rt.publish_events(lots[0].client_id, [event for _, event in prepared.settled])
+        await _put_on_record(rt, shard_id, lots, tuple(lot.lot_id for lot in lots),
+                             str(existing[0]["id"]))
+        return
+    shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
+                        "building", None, None)
+    writer = _JsonlWriter(rt, shard_id)
+    try:
+        # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
+        for start in range(0, len(lots), PREPARE_CHUNK):
+            requests = await _prepare(rt, lots[start:start + PREPARE_CHUNK])
+            if rt.direct is not None:
+                await run_direct(rt, rt.direct, shard, requests)
+            else:
+                writer.write(requests)
         with rt.engine.begin() as conn:
-            store.set_status(conn, rt.spec.name, job_id, settled_ids, store.DONE)
-            store.save_work(conn, rt.spec.name, [lot for lot, _ in prepared.requests])
-        if not prepared.requests:
-            with rt.engine.begin() as conn:
-                store.close_shard(conn, shard_id, "empty", None)
-            return
-        if rt.direct is not None:
-            shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
-                                "building", None, None)
-            await run_direct(rt, rt.direct, shard, prepared.requests)
-            return
-        path, sent, overflow = _write_jsonl(rt, shard_id, prepared.requests)
-        try:
-            with rt.engine.begin() as conn:
-                store.set_status(conn, rt.spec.name, job_id, overflow, store.WAITING)
-            file_id = await rt.batches.upload_batch_file(path)
-        finally:
-            path.unlink(missing_ok=True)
-        attempt = max(lot.attempts for lot in lots)
-        batch = await rt.batches.create_batch(
-            file_id, batch_metadata(rt.spec.name, job_id, shard_id, attempt))
-        fault_point(f"{rt.spec.name}.after_batch_created")
-    await _put_on_record(rt, shard_id, lots, sent, str(batch["id"]))
+            store.set_status(conn, rt.spec.name, job_id, writer.overflow, store.WAITING)
+            if rt.direct is not None or not writer.written:
+                store.close_shard(conn, shard_id, "collected" if rt.direct else "empty", None)
+                return
+        file_id = await rt.batches.upload_batch_file(writer.close())
+    finally:
+        writer.discard()
+    batch = await rt.batches.create_batch(
+        file_id, batch_metadata(rt.spec.name, job_id, shard_id, shard.attempt))
+    fault_point(f"{rt.spec.name}.after_batch_created")
+    await _put_on_record(rt, shard_id, lots, tuple(writer.written), str(batch["id"]))
+
+
+async def _prepare(rt: StageRuntime, lots: list[LotWork]) -> list[tuple[LotWork, dict[str, Any]]]:
+    """Requests for the lots that need the model; the others are settled here and now."""
+    prepared = await rt.spec.prepare(lots)
+    rt.publish_events(lots[0].client_id, [event for _, event in prepared.settled])
+    with rt.engine.begin() as conn:
+        store.set_status(conn, rt.spec.name, lots[0].job_id,
+                         [lot.lot_id for lot, _ in prepared.settled], store.DONE)
+        store.save_work(conn, rt.spec.name, [lot for lot, _ in prepared.requests])
+    return prepared.requests
 
 
 async def _put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
@@ -128,22 +137,38 @@ async def _put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
 
 
-def _write_jsonl(rt: StageRuntime, shard_id: str, requests: list[tuple[LotWork, dict[str, object]]]
-                 ) -> tuple[Path, tuple[str, ...], list[str]]:
-    """Stream the requests into a JSONL file, stopping before the byte limit is crossed."""
-    folder = rt.settings.work_dir or tempfile.gettempdir()
-    path = Path(folder) / f"{shard_id}.jsonl"
-    written: list[str] = []
-    overflow: list[str] = []
-    size = 0
-    with path.open("wb") as out:
+class _JsonlWriter:
+    """Streams request lines into the shard's JSONL file, never past the byte limit."""
+
+    def __init__(self, rt: StageRuntime, shard_id: str) -> None:
+        folder = rt.settings.work_dir or tempfile.gettempdir()
+        self.path = Path(folder) / f"{shard_id}.jsonl"
+        self.limit = rt.settings.max_batch_bytes
+        self.written: list[str] = []
+        self.overflow: list[str] = []
+        self.size = 0
+        self._out: BinaryIO | None = None
+
+    def write(self, requests: list[tuple[LotWork, dict[str, Any]]]) -> None:
+        """Append lines; once one would cross the limit, it and all later lots wait for another batch."""
+        if self._out is None:
+            self._out = self.path.open("wb")
         for lot, body in requests:
             line = batch_line(lot.lot_id, body)
-            if overflow or size + len(line) > rt.settings.max_batch_bytes:
-                overflow.append(lot.lot_id)
+            if self.overflow or self.size + len(line) > self.limit:
+                self.overflow.append(lot.lot_id)
                 continue
-            out.write(line)
-            size += len(line)
-            written.append(lot.lot_id)
-    return path, tuple(written), overflow
+            self._out.write(line)
+            self.size += len(line)
+            self.written.append(lot.lot_id)
 
+    def close(self) -> Path:
+        """Finish the file; its path, for the upload."""
+        if self._out is not None:
+            self._out.close()
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the file (uploaded or not, it is not needed any more)."""
+        self.close()
+        self.path.unlink(missing_ok=True)
