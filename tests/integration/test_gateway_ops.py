@@ -18,7 +18,6 @@ from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.conftest import new_id
 from tests.integration.test_gateway_support import (
     Gateway,
-    gateway,  # noqa: F401  (fixture)
     insert_finished_job,
     insert_running_job,
     make_lots,
@@ -30,13 +29,24 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with default settings on this test's topics."""
+    with running_gateway(settings, engine) as running:
+        yield running
+
+
+@pytest.fixture()
 def images() -> Iterator[str]:
     with image_host() as url:
         yield url
 
 
-def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(gateway: Gateway) -> None:
-    response = httpx.get(f"{gateway.url}/health")
+def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A group prefix of our own: pipeline services other tests run must not count as ours.
+    kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=new_id("idle-"))
+    with running_gateway(settings, engine, kafka=kafka) as gw:
+        response = httpx.get(f"{gw.url}/health")
     assert response.status_code == 200
     body = response.json()
     assert body["service"] == "lotlens-gateway" and body["timestamp"].endswith("Z") and body["version"]
@@ -46,7 +56,8 @@ def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(gateway: Gat
     assert all(group["members"] == 0 for group in body["consumer_groups"].values())
 
 
-def test_health_is_healthy_when_every_consumer_group_has_members(settings: ServiceSettings, engine: Engine) -> None:
+def test_health_is_healthy_when_every_consumer_group_has_members(
+        settings: ServiceSettings, engine: Engine) -> None:
     prefix = new_id("health-") + "."
     kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=prefix)
     consumers = [Consumer({"bootstrap.servers": kafka.bootstrap_servers, "group.id": prefix + group,
@@ -80,6 +91,18 @@ def test_health_is_503_when_kafka_or_postgresql_is_down(settings: ServiceSetting
         status = gw.get_job("/api/v1/batch-status/{job_id}", "some-job")
         assert status.status_code == 503 and status.json()["code"] == "SERVICE_UNAVAILABLE"
     dead_db.dispose()
+
+
+def test_an_unexpected_error_is_a_500_with_the_contract_body(
+        gateway: Gateway, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(_job_id: str) -> dict[str, list[str]]:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gateway.deps.store, "batch_ids", broken)
+    response = gateway.get_job("/api/v1/batch-status/{job_id}", insert_running_job(engine, gateway.client_id))
+    assert response.status_code == 500
+    assert response.json() == {"error": "Internal server error", "message": "An unexpected error occurred",
+                               "code": "INTERNAL_ERROR"}
 
 
 def test_metrics_count_requests_jobs_and_database_operations(gateway: Gateway) -> None:
@@ -121,7 +144,8 @@ def test_image_validation_needs_a_signature_over_the_body(gateway: Gateway, imag
 def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, engine: Engine) -> None:
     document = httpx.get(f"{gateway.url}/openapi.json").json()
     paths = document["paths"]
-    for path in ("/api/v1/generate-descriptions", "/api/v1/batch-status/{job_id}", "/api/v1/batch-results/{job_id}",
+    for path in ("/api/v1/generate-descriptions", "/api/v1/batch-status/{job_id}",
+                 "/api/v1/batch-results/{job_id}",
                  "/api/v1/batch-results/{job_id}/download", "/api/v1/batch-jobs",
                  "/api/v1/batch-jobs/{job_id}/cancel", "/health", "/api/v1/test-image-validation"):
         assert path in paths, path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,13 +19,20 @@ from tests.conftest import new_id
 from tests.integration.test_gateway_support import (
     Gateway,
     consume,
-    gateway,  # noqa: F401  (fixture)
     insert_finished_job,
     insert_running_job,
     make_lots,
+    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with default settings on this test's topics."""
+    with running_gateway(settings, engine) as running:
+        yield running
 
 STATUS = "/api/v1/batch-status/{job_id}"
 RESULTS = "/api/v1/batch-results/{job_id}"
@@ -51,7 +59,8 @@ def test_status_shows_progress_and_every_openai_batch_by_stage(gateway: Gateway,
     assert body["status"] == "completed" and body["job_id"] == job_id
     progress = dict(body["progress"])
     assert progress.pop("estimated_completion").endswith("Z")
-    assert progress == {"total_lots": 3, "processed_lots": 3, "failed_lots": 0, "completion_percentage": 100.0}
+    assert progress == {"total_lots": 3, "processed_lots": 3, "failed_lots": 0,
+                        "completion_percentage": 100.0}
     assert body["processing_details"] == {
         "openai_vision_batch_id": v2, "openai_translation_batch_id": t1,
         "vision_batch_ids": [v1, v2], "translation_batch_ids": [t1], "current_stage": "completed"}
@@ -72,7 +81,8 @@ def test_results_of_a_running_job_are_202_not_completed(gateway: Gateway, engine
 
 def test_results_of_a_finished_job_list_every_lot_in_request_order(gateway: Gateway, engine: Engine) -> None:
     lots = make_lots(3)
-    job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "fr", "de"], failed=[lots[1]["lot_id"]])
+    job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "fr", "de"],
+                                 failed=[lots[1]["lot_id"]])
     response = gateway.get_job(RESULTS, job_id)
     assert response.status_code == 200
     body = response.json()
@@ -95,7 +105,8 @@ def test_the_download_streams_the_same_document_as_an_attachment(gateway: Gatewa
     with httpx.stream("GET", f"{gateway.url}{DOWNLOAD.format(job_id=job_id)}",
                       headers={"X-Signature": gateway.sign(job_id)}) as download:
         assert download.status_code == 200
-        assert download.headers["content-disposition"] == f'attachment; filename="batch_results_{job_id}.json"'
+        disposition = f'attachment; filename="batch_results_{job_id}.json"'
+        assert download.headers["content-disposition"] == disposition
         assert download.headers["content-type"] == "application/json"
         assert "content-length" not in download.headers  # streamed, not built in memory
         chunks = list(download.iter_raw())
@@ -119,7 +130,8 @@ def test_another_clients_job_and_an_unknown_job_are_404(gateway: Gateway, engine
     assert gateway.get_job(STATUS, theirs, key=gateway.other_key).status_code == 200
 
 
-def test_polling_without_a_signature_is_401_and_with_a_wrong_one_403(gateway: Gateway, engine: Engine) -> None:
+def test_polling_without_a_signature_is_401_and_with_a_wrong_one_403(
+        gateway: Gateway, engine: Engine) -> None:
     job_id = insert_running_job(engine, gateway.client_id)
     unsigned = httpx.get(f"{gateway.url}/api/v1/batch-status/{job_id}")
     assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
@@ -137,8 +149,8 @@ def listing(gateway: Gateway, **query: Any) -> dict[str, Any]:
 
 def test_the_job_list_filters_by_status_and_time_and_pages(gateway: Gateway, engine: Engine) -> None:
     base = datetime(2025, 8, 5, 7, 30, tzinfo=UTC)
-    done = [insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"], created_at=base + timedelta(hours=h))
-            for h in range(3)]
+    done = [insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"],
+                                created_at=base + timedelta(hours=h)) for h in range(3)]
     running = insert_running_job(engine, gateway.client_id, created_at=base + timedelta(hours=5))
     insert_running_job(engine, gateway.other_id, created_at=base)  # another client's: never listed
 
@@ -183,7 +195,8 @@ def test_cancelling_a_running_job_publishes_job_cancelled(
     assert body["message"] == "Job successfully cancelled"
     events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 4)
     last = events[-1][1]
-    assert isinstance(last.event, JobCancelled) and last.job_id == job_id and last.client_id == gateway.client_id
+    assert isinstance(last.event, JobCancelled)
+    assert last.job_id == job_id and last.client_id == gateway.client_id
 
 
 def test_cancelling_a_finished_job_is_400_with_its_status(gateway: Gateway, engine: Engine) -> None:

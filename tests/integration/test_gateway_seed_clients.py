@@ -6,21 +6,30 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_common.settings import ServiceSettings
 from tests.integration.test_gateway_support import (
     Gateway,
-    gateway,  # noqa: F401  (fixture)
     insert_finished_job,
     make_lots,
+    running_gateway,
 )
 from tests.seeds import API_V1, seed_client_class
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with default settings on this test's topics."""
+    with running_gateway(settings, engine) as running:
+        yield running
 
 SEED_HOST = "http://localhost:5000"
 SEED_KEY = "your-shared-key"
@@ -42,7 +51,8 @@ def bash_block_after(heading: str) -> str:
 
 
 def run_bash(script: str, cwd: Path) -> str:
-    done = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(["bash", "-c", script], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          check=True)
     return done.stdout
 
 
@@ -121,14 +131,15 @@ def submit_with_curl_recipe(gateway: Gateway, tmp_path: Path) -> dict[str, Any]:
     signature = run_bash(f"echo '{as_typed}' | openssl dgst -sha256 -hmac \"{gateway.key}\" | sed 's/^.* //'",
                          tmp_path).strip()
     assert re.fullmatch(r"[0-9a-f]{64}", signature)
-    accepted: dict[str, Any] = json.loads(run_bash(script.replace("calculated_hmac_signature_here", signature),
-                                                   tmp_path))
+    signed_script = script.replace("calculated_hmac_signature_here", signature)
+    accepted: dict[str, Any] = json.loads(run_bash(signed_script, tmp_path))
     return accepted
 
 
 def test_the_curl_recipes_submit_poll_download_and_cancel(gateway: Gateway, tmp_path: Path) -> None:
     accepted = submit_with_curl_recipe(gateway, tmp_path)
-    assert accepted["status"] == "accepted" and accepted["total_lots"] == 2 and accepted["languages"] == ["en", "ru"]
+    assert accepted["status"] == "accepted" and accepted["total_lots"] == 2
+    assert accepted["languages"] == ["en", "ru"]
     job_id = accepted["job_id"]
 
     script = filled(bash_block_after("#### Polling статуса и результатов"), gateway, job_id)
@@ -141,7 +152,8 @@ def test_the_curl_recipes_submit_poll_download_and_cancel(gateway: Gateway, tmp_
     assert json.loads((tmp_path / f"batch_results_{job_id}.json").read_text())["error"] == "Job not completed"
 
 
-def test_the_curl_recipes_fetch_a_finished_jobs_results(gateway: Gateway, engine: Engine, tmp_path: Path) -> None:
+def test_the_curl_recipes_fetch_a_finished_jobs_results(
+        gateway: Gateway, engine: Engine, tmp_path: Path) -> None:
     job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en", "ru"])
     script = filled(bash_block_after("#### Polling статуса и результатов"), gateway, job_id)
     status, results, _listing, refused = json_values(run_bash(script, tmp_path))

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 import openai
-import pytest
 import uvicorn
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient
@@ -83,7 +82,8 @@ class Gateway:
         return self.sign(json.dumps(lot_list, separators=(",", ":"), sort_keys=True), key)
 
     def submit(self, lot_list: list[dict[str, Any]], languages: Sequence[str] = ("en",),
-               key: str | None = None, headers: dict[str, str] | None = None, **fields: Any) -> httpx.Response:
+               key: str | None = None, headers: dict[str, str] | None = None,
+               **fields: Any) -> httpx.Response:
         """POST a signed submission."""
         body = {"signature": self.lots_signature(lot_list, key), "version": "1.0.0",
                 "languages": list(languages), "lots": lot_list, **fields}
@@ -91,20 +91,20 @@ class Gateway:
 
     def get_job(self, path: str, job_id: str, key: str | None = None) -> httpx.Response:
         """GET a job-addressed endpoint, header-signed over the job id."""
-        return httpx.get(f"{self.url}{path.format(job_id=job_id)}", headers={"X-Signature": self.sign(job_id, key)},
-                         timeout=30)
+        signature = {"X-Signature": self.sign(job_id, key)}
+        return httpx.get(f"{self.url}{path.format(job_id=job_id)}", headers=signature, timeout=30)
 
     def list_jobs(self, query: str = "", key: str | None = None) -> httpx.Response:
         """GET /api/v1/batch-jobs signed over the raw query string."""
         suffix = f"?{query}" if query else ""
-        return httpx.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers={"X-Signature": self.sign(query, key)},
-                         timeout=30)
+        signature = {"X-Signature": self.sign(query, key)}
+        return httpx.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers=signature, timeout=30)
 
 
 def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overrides: Any) -> GatewaySettings:
     """Gateway settings over the test's infrastructure and topics."""
-    values: dict[str, Any] = {"kafka": settings.kafka, "database": settings.database, "topics": settings.topics,
-                              "allow_loopback_urls": True, **overrides}
+    values: dict[str, Any] = {"kafka": settings.kafka, "database": settings.database,
+                              "topics": settings.topics, "allow_loopback_urls": True, **overrides}
     return GatewaySettings(clients=clients, **values)
 
 
@@ -125,13 +125,6 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
         yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
 
 
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
-
-
 def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: str | None = None,
               image_base: str = "https://img.example.com") -> list[dict[str, Any]]:
     """Lots in the contract's shape."""
@@ -139,7 +132,8 @@ def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: s
     made = []
     for i in range(count):
         lot: dict[str, Any] = {"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i}, front collision",
-                               "images": [{"url": f"{image_base}/{prefix}-{i}-{n}.jpg"} for n in range(images)]}
+                               "images": [{"url": f"{image_base}/{prefix}-{i}-{n}.jpg"}
+                                          for n in range(images)]}
         if webhook:
             lot["webhook"] = webhook
         made.append(lot)
@@ -174,7 +168,8 @@ def insert_finished_job(engine: Engine, client_id: str, lot_list: list[dict[str,
     with engine.begin() as conn:
         conn.execute(insert(jobs).values(
             job_id=job_id, client_id=client_id, status=status, api_version="1.0.0", languages=list(languages),
-            total_lots=len(lot_list), processed_lots=len(lot_list) - len(failed_ids), failed_lots=len(failed_ids),
+            total_lots=len(lot_list), processed_lots=len(lot_list) - len(failed_ids),
+            failed_lots=len(failed_ids),
             images_processed=sum(len(lot["images"]) for lot in lot_list), webhook_configured=False,
             created_at=created, updated_at=done, estimated_completion=done,
             completed_at=done if status != "cancelled" else None,

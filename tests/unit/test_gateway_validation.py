@@ -13,7 +13,8 @@ LIMITS = Limits(max_lots=5, max_languages=3, max_sync_images=2, max_lot_id_chars
 
 
 def lot(lot_id: str = "a", **fields: Any) -> dict[str, Any]:
-    return {"lot_id": lot_id, "additional_info": "notes", "images": [{"url": "https://x.example/1.jpg"}], **fields}
+    images = [{"url": "https://x.example/1.jpg"}]
+    return {"lot_id": lot_id, "additional_info": "notes", "images": images, **fields}
 
 
 def refused(document: dict[str, Any], limits: Limits = LIMITS) -> ApiError:

@@ -60,7 +60,8 @@ def test_non_strings_are_not_urls() -> None:
     ("169.254.169.254", "cloud metadata"), ("fd00:ec2::254", "cloud metadata"), ("169.254.1.1", "link-local"),
     ("fe80::1", "link-local"), ("224.0.0.1", "multicast"), ("ff02::1", "multicast"),
     ("0.0.0.0", "unspecified"), ("::", "unspecified"), ("240.0.0.1", "reserved"), ("fc00::1", "private"),
-    ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"), ("64:ff9b::a9fe:a9fe", "cloud metadata"),
+    ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"),
+    ("64:ff9b::a9fe:a9fe", "cloud metadata"),
     ("2002:c0a8:0101::1", "private"), ("192.0.2.1", "private"),
 ])
 def test_internal_addresses_are_refused(address: str, reason: str) -> None:
@@ -79,7 +80,7 @@ def test_the_loopback_switch_opens_loopback_only() -> None:
     assert address_refusal(ipaddress.ip_address("169.254.169.254"), allow_loopback=True) == "cloud metadata"
 
 
-def resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
+def resolver(answers: dict[str, list[str]]):
     async def resolve(host: str, _port: int) -> list[IPAddress]:
         return [ipaddress.ip_address(a) for a in answers[host]]
     return resolve
@@ -101,7 +102,8 @@ def test_a_host_is_refused_when_any_of_its_addresses_is_internal() -> None:
 def test_the_guarded_client_refuses_to_connect_to_what_dns_now_says_is_internal() -> None:
     # The rebinding case: whatever was checked before, the connection itself re-resolves and re-checks.
     async def scenario() -> None:
-        async with guarded_async_client(False, 5, resolve=resolver({"rebind.example": ["10.0.0.7"]})) as client:
+        rebinding = resolver({"rebind.example": ["10.0.0.7"]})
+        async with guarded_async_client(False, 5, resolve=rebinding) as client:
             with pytest.raises(httpx.ConnectError, match="private"):
                 await client.get("http://rebind.example/a.jpg")
 

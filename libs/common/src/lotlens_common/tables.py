@@ -208,4 +208,5 @@ idempotency_keys = Table(
     Column("response_body", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("client_id", "key"),
+    Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -10,6 +10,8 @@ Missing signature: 401 `MISSING_SIGNATURE`; a signature no key verifies: 403 `IN
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +19,8 @@ from lotlens_common import signing
 from lotlens_gateway.errors import ApiError
 
 SIGNATURE_HEADER = "X-Signature"
+# 19 digits or more: an integer that may not fit in 64 bits.
+_BIG_INTEGER = re.compile(rb"\d{19,}")
 
 
 def missing_signature(where: str = f"an {SIGNATURE_HEADER} header") -> ApiError:
@@ -45,14 +49,32 @@ def client_for(keys: Mapping[str, str], messages: Sequence[bytes], signature: st
 
 
 def submission_client(keys: Mapping[str, str], lots: Any, body_signature: object,
-                      header_signature: str | None) -> str:
+                      header_signature: str | None, raw_body: bytes = b"") -> str:
     """The client of a body-signed submission: body `signature` first, then `X-Signature`."""
     candidates = [s for s in (_present(body_signature), _present(header_signature)) if s]
     if not candidates:
         raise missing_signature(f"the body's `signature` (or an {SIGNATURE_HEADER} header)")
-    messages = signing.lots_messages(lots)
+    client = _first_client(keys, signing.lots_messages(lots), candidates)
+    if client is None and _BIG_INTEGER.search(raw_body):
+        # orjson reads integers beyond 64 bits as floats; the client signed them digit for digit.
+        client = _first_client(keys, signing.lots_messages(_exact_lots(raw_body)), candidates)
+    if client is None:
+        raise invalid_signature()
+    return client
+
+
+def _first_client(keys: Mapping[str, str], messages: Sequence[bytes],
+                  candidates: Sequence[str]) -> str | None:
     for candidate in candidates:
         client = signing.identify_client(keys, messages, candidate)
         if client is not None:
             return client
-    raise invalid_signature()
+    return None
+
+
+def _exact_lots(raw_body: bytes) -> Any:
+    try:
+        document = json.loads(raw_body)
+    except ValueError:
+        return None
+    return document.get("lots") if isinstance(document, dict) else None

@@ -110,8 +110,9 @@ async def _kafka_error(_request: Request, exc: Exception) -> JSONResponse:
     return unavailable("The event log (Kafka)").response()
 
 
-async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unexpected error", exc_info=exc)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Starlette re-raises after answering, so the server logs the traceback; one line here.
+    log.error("unexpected error on %s %s: %r", request.method, request.url.path, exc)
     return ApiError(500, "INTERNAL_ERROR", "An unexpected error occurred").response()
 
 

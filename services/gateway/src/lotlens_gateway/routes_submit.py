@@ -63,17 +63,18 @@ async def generate_descriptions(
     raw = await read_body(request, settings.max_body_bytes)
     document = await run_in_threadpool(parse_object, raw)
     client_id = await run_in_threadpool(submission_client, deps.keys, document.get("lots"),
-                                        document.get("signature"), x_signature)
+                                        document.get("signature"), x_signature, raw)
     await deps.count_request(client_id, rate_mode(document))
     submission = await run_in_threadpool(parse_submission, document, deps.limits)
-    fingerprint = request_hash(raw)
     key = check_key(idempotency_key) if idempotency_key is not None else None
+    job_id = str(uuid.uuid4())
     if key is not None:
+        fingerprint = await run_in_threadpool(request_hash, raw)
         replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
         if replay is not None:
             return JSONResponse(replay.body, status_code=replay.status_code,
                                 headers={"Idempotent-Replayed": "true"})
-    job_id = job_id_for(client_id, key, fingerprint) if key else str(uuid.uuid4())
+        job_id = job_id_for(client_id, key, fingerprint)
     try:
         status, body, headers = await _run(deps, request, client_id, submission, job_id)
     except BaseException:

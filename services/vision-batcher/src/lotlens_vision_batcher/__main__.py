@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import httpx
-
 from lotlens_common.images import check_images
 from lotlens_common.stage.service import serve_stage
+from lotlens_common.urls import guarded_async_client
 from lotlens_vision_batcher.config import VisionBatcherSettings
 from lotlens_vision_batcher.handlers import handle
 from lotlens_vision_batcher.vision_stage import VisionStage
@@ -16,7 +15,9 @@ from lotlens_vision_batcher.vision_stage import VisionStage
 def main() -> None:
     """Consume submitted lots and run the vision batches until SIGTERM."""
     settings = VisionBatcherSettings()
-    http = httpx.AsyncClient(timeout=settings.image_check_timeout_s, follow_redirects=False)
+    # Connects only to the address it checked, so DNS cannot change between check and fetch.
+    http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s,
+                                max_connections=settings.image_check_concurrency)
 
     async def checker(urls: Sequence[str]) -> tuple[list[str], list[str]]:
         result = await check_images(urls, http, settings.allow_loopback_urls,

@@ -1,0 +1,18 @@
+"""Index idempotency keys by age, so purging expired keys does not scan the table.
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+
+
+def upgrade() -> None:
+    """Add the index (0001's create_all already has it on databases created after it)."""
+    op.execute("CREATE INDEX IF NOT EXISTS ix_idempotency_keys_created_at "
+               "ON idempotency_keys (created_at)")

@@ -1,0 +1,159 @@
+"""Synchronous mode (one lot): images checked, the model called through the OpenAI stand-in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.settings import ServiceSettings
+from lotlens_openai_standin import StandinConfig, create_app
+from tests.integration.test_gateway_seed_clients import bash_block_after
+from tests.integration.test_gateway_support import Gateway, running_gateway, serve_app
+from tests.seeds import seed_client_class
+from tests.servers import image_host
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Standin:
+    url: str
+
+    def model_calls(self) -> int:
+        return sum(httpx.get(f"{self.url}/_standin/stats").json()["direct_calls"].values())
+
+    def fail_next(self, count: int) -> None:
+        httpx.post(f"{self.url}/_standin/faults", json={"server_error_next": count}).raise_for_status()
+
+
+@pytest.fixture()
+def standin() -> Iterator[Standin]:
+    with serve_app(create_app(StandinConfig())) as url:
+        yield Standin(url)
+
+
+@pytest.fixture()
+def images() -> Iterator[str]:
+    with image_host() as url:
+        yield url
+
+
+@pytest.fixture()
+def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) -> Iterator[Gateway]:
+    with running_gateway(settings, engine, model_url=f"{standin.url}/v1") as gw:
+        yield gw
+
+
+def one_lot(images: str, notes: str = "2019 Toyota Camry, front collision damage",
+            names: tuple[str, ...] = ("front.png", "missing-side.png")) -> list[dict[str, Any]]:
+    return [{"lot_id": "sync-12345", "additional_info": notes,
+             "images": [{"url": f"{images}/{name}"} for name in names]}]
+
+
+def test_the_seed_client_gets_every_language_and_the_missing_images(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    client = seed_client_class()(sync_gateway.url, sync_gateway.key)
+    result, status = client.sync_generate(
+        lot_id="sync-test-001", additional_info="2019 Toyota Camry, front collision damage",
+        image_urls=[f"{images}/car1.png", f"{images}/car2-missing.png"], languages=["en", "ru", "de"])
+    assert status == 200, result
+    assert result["version"] == "1.0.0" and result["processing_mode"] == "synchronous"
+    assert result["total_lots"] == 1 and result["processed_at"].endswith("Z")
+    lot = result["lots"][0]
+    english = "Standin vision: 1 image(s) reviewed. 2019 Toyota Camry, front collision damage"
+    assert lot["lot_id"] == "sync-test-001" and lot["status"] == "completed" and lot["processed_images"] == 1
+    assert lot["descriptions"] == [{"language": "en", "damages": f"<p>{english}</p>"},
+                                   {"language": "ru", "damages": f"<p>[ru] {english}</p>"},
+                                   {"language": "de", "damages": f"<p>[de] {english}</p>"}]
+    assert lot["missing_images"] == [f"{images}/car2-missing.png"]
+    assert standin.model_calls() == 2  # vision, then one translation call for every language
+
+
+def test_english_only_needs_no_translation_call(sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    response = sync_gateway.submit(one_lot(images, names=("a.png", "b.png")), languages=["en"])
+    assert response.status_code == 200
+    assert [d["language"] for d in response.json()["lots"][0]["descriptions"]] == ["en"]
+    assert standin.model_calls() == 1
+
+
+def test_a_lot_without_any_reachable_image_fails_without_a_model_call(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    broken = one_lot(images, names=("missing-1.png", "missing-2.png"))
+    response = sync_gateway.submit(broken, languages=["en", "de"])
+    assert response.status_code == 200
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "failed" and lot["descriptions"] == [] and lot["processed_images"] == 0
+    assert lot["error_message"] == "none of the lot's 2 images could be fetched"
+    assert len(lot["missing_images"]) == 2
+    assert standin.model_calls() == 0
+
+
+def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Gateway, images: str) -> None:
+    response = sync_gateway.submit(one_lot(images, notes="[standin:incomplete]"), languages=["en"])
+    assert response.status_code == 200
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "failed" and "incomplete" in lot["error_message"]
+
+
+def test_a_model_outage_is_502_openai_unavailable(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    standin.fail_next(3)
+    response = sync_gateway.submit(one_lot(images), languages=["en"])
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] == "OPENAI_UNAVAILABLE"
+    text = httpx.get(f"{sync_gateway.url}/metrics").text
+    assert 'openai_api_errors_total{api="vision",kind="ModelUnavailableError"} 1.0' in text
+
+
+def test_a_model_that_answers_too_late_is_504_openai_timeout(
+        settings: ServiceSettings, engine: Engine, images: str) -> None:
+    with serve_app(create_app(StandinConfig(latency_seconds=5))) as slow, \
+            running_gateway(settings, engine, model_url=f"{slow}/v1", sync_timeout_s=1.0) as gw:
+        response = gw.submit(one_lot(images), languages=["en"])
+    assert response.status_code == 504 and response.json()["code"] == "OPENAI_TIMEOUT"
+
+
+def test_an_idempotent_retry_replays_the_description_without_calling_the_model(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    lots = one_lot(images)
+    first = sync_gateway.submit(lots, languages=["en"], headers={"Idempotency-Key": "sync-1"})
+    again = sync_gateway.submit(lots, languages=["en"], headers={"Idempotency-Key": "sync-1"})
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert standin.model_calls() == 1
+
+
+def test_past_the_synchronous_rate_limit_the_answer_is_429(
+        settings: ServiceSettings, engine: Engine, standin: Standin, images: str) -> None:
+    with running_gateway(settings, engine, model_url=f"{standin.url}/v1", rate_limit_sync=1) as gw:
+        assert gw.submit(one_lot(images), languages=["en"]).status_code == 200
+        limited = gw.submit(one_lot(images), languages=["en"])
+        assert limited.status_code == 429 and "retry-after" in limited.headers
+
+
+def test_the_curl_recipe_signed_with_echo_and_openssl_is_answered(
+        sync_gateway: Gateway, tmp_path: Path) -> None:
+    # Seed 004's synchronous recipe: its example.com images cannot be fetched here, so the lot fails
+    # with the reason, which proves the echo-signed body was authenticated and processed.
+    script = bash_block_after("#### Синхронная обработка\n")
+    script = script.replace("http://localhost:5000", sync_gateway.url)
+    request = script[script.index("curl -X POST"):]
+    lots = json.loads(request[request.index("-d '") + 4:request.rindex("'")])["lots"]
+    as_typed = json.dumps(lots, separators=(",", ":"))
+    echo = f"echo '{as_typed}' | openssl dgst -sha256 -hmac \"{sync_gateway.key}\""
+    signed = subprocess.run(["bash", "-c", echo + " | sed 's/^.* //'"], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    done = subprocess.run(["bash", "-c", request.replace("calculated_hmac_signature_here", signed)],
+                          capture_output=True, text=True, check=True, timeout=60)
+    body = json.loads(done.stdout)
+    assert body["processing_mode"] == "synchronous"
+    assert body["lots"][0]["lot_id"] == "curl-test-001" and body["lots"][0]["status"] == "failed"
+    assert len(body["lots"][0]["missing_images"]) == 2
