@@ -28,7 +28,8 @@ def signature(key: str, message: str) -> str:
 def main() -> None:
     """Submit, poll with progress, print every lot's descriptions."""
     url = os.environ.get("LOTLENS_URL", "http://127.0.0.1:18000")
-    key = os.environ.get("LOTLENS_CLIENT_KEY") or (HERE.parent / ".state" / "demo-client-key").read_text().strip()
+    demo_key = HERE.parent / ".state" / "demo-client-key"
+    key = os.environ.get("LOTLENS_CLIENT_KEY") or demo_key.read_text().strip()
     job = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else HERE / "job.json").read_text())
     job["signature"] = signature(key, json.dumps(job["lots"], separators=(",", ":"), sort_keys=True))
     with httpx.Client(base_url=url, timeout=60) as client:
