@@ -6,9 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
-from lotlens_common.settings import TopicSettings
-from tests.conftest import Infra
+from lotlens_common.db import make_engine, migrate
+from lotlens_common.settings import DatabaseSettings, TopicSettings
+from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
 
@@ -28,9 +30,25 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture()
-def stack(infra: Infra, engine: object, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
-    """The five services and the OpenAI stand-in as processes, on this test's topics."""
-    running = Stack(infra=infra, topics=topics, logs=tmp_path)
+def stack_engine(infra: Infra, engine: Engine) -> Iterator[Engine]:
+    """A database schema of this test's own, migrated: stacks running beside it (another test's,
+    a `make up` stack) never see, claim or deliver its rows."""
+    schema = new_id("e2e_")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"))
+    migrate(own)
+    yield own
+    own.dispose()
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+@pytest.fixture()
+def stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
+    """The five services and the OpenAI stand-in as processes, on this test's topics and schema."""
+    running = Stack(infra=infra, topics=topics, logs=tmp_path,
+                    database_url=stack_engine.url.render_as_string(hide_password=False))
     try:
         running.up()
         yield running

@@ -28,6 +28,7 @@ class Stack:
     infra: Infra
     topics: TopicSettings
     logs: Path
+    database_url: str
     client_id: str = "e2e"
     client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
     gateway_port: int = field(default_factory=free_port)
@@ -53,7 +54,7 @@ class Stack:
             **os.environ,
             **topic_env,
             "KAFKA_BOOTSTRAP_SERVERS": self.infra.kafka_bootstrap,
-            "DATABASE_URL": self.infra.database_url,
+            "DATABASE_URL": self.database_url,
             "KAFKA_GROUP_PREFIX": f"{self.topics.submissions}.",
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_CONSUME_BATCH_TIMEOUT_S": "0.05",

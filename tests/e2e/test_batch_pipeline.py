@@ -7,9 +7,11 @@ import signal
 import time
 from typing import Any
 
+import httpx
 import pytest
 from sqlalchemy import Engine, func, select
 
+from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
@@ -37,10 +39,25 @@ def expected_english(i: int) -> str:
         "<p>Standin vision: 1 image(s) reviewed. Car 1, front collision</p>"
 
 
-def wait_for_webhook(receiver: WebhookReceiver, seconds: float = 30) -> None:
+def wait_for_webhook(receiver: WebhookReceiver, seconds: float = 30, count: int = 1) -> None:
     deadline = time.monotonic() + seconds
-    while not receiver.received and time.monotonic() < deadline:
+    while len(receiver.received) < count and time.monotonic() < deadline:
         time.sleep(0.1)
+
+
+def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], count: int,
+                        seconds: float = 30) -> list[dict[str, Any]]:
+    """The job's delivery records once `count` of them are delivered (projection is asynchronous)."""
+    deadline = time.monotonic() + seconds
+    deliveries: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        answer = httpx.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
+        assert answer.status_code == 200, answer.text
+        deliveries = answer.json()["deliveries"]
+        if sum(d["status"] == "delivered" for d in deliveries) >= count:
+            break
+        time.sleep(0.2)
+    return deliveries
 
 
 def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
@@ -82,9 +99,20 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
     assert hook.headers["user-agent"] == "Generation-Service/2.0"
     assert {lot["lot_id"] for lot in payload["lots"]} == set(by_lot)
 
+    # The customer asks for the webhook again: a new delivery, recorded with its attempt.
+    headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    replay = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
+    assert replay.status_code == 202, replay.text
+    wait_for_webhook(receiver, count=2)
+    assert receiver.received[1].body == hook.body
+    assert receiver.received[1].headers["webhook-id"] != hook.headers["webhook-id"]
+    deliveries = wait_for_deliveries(stack, job_id, headers, count=2)
+    assert [d["status"] for d in deliveries] == ["delivered", "delivered"]
+    assert all(d["attempts"][0]["status_code"] == 200 for d in deliveries)
+
 
 def test_killing_the_vision_batcher_and_the_result_store_mid_job_loses_nothing(
-        stack: Stack, images: str, engine: Engine) -> None:
+        stack: Stack, images: str, stack_engine: Engine) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
     prefix = new_id("crash")
     job_id, error = client.batch_generate(cars(images, 20, prefix), languages=["en", "de"])
@@ -98,7 +126,7 @@ def test_killing_the_vision_batcher_and_the_result_store_mid_job_loses_nothing(
     results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=180)
     assert error is None, error
     assert results["processing_summary"]["processed_lots"] == 20
-    with engine.connect() as conn:
+    with stack_engine.connect() as conn:
         lot_rows = conn.execute(select(func.count()).where(lots.c.job_id == job_id)).scalar_one()
         text_rows = conn.execute(
             select(func.count()).where(descriptions.c.job_id == job_id)).scalar_one()

@@ -173,9 +173,19 @@ class WebhookFailed(Event):
     error: str
 
 
+class WebhookRedeliveryRequested(Event):
+    """The client asked for a finished job's webhooks again (e.g. after fixing its endpoint)."""
+
+    event_type: ClassVar[str] = "WebhookRedeliveryRequested"
+
+    redelivery_id: str
+    requested_at: datetime
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.event_type: cls
     for cls in (JobSubmitted, LotSubmitted, VisionBatchSubmitted, VisionCompleted,
                 TranslationBatchSubmitted, TranslationCompleted, LotFailed, JobCancelled,
-                JobCompleted, WebhookAttempted, WebhookDelivered, WebhookFailed)
+                JobCompleted, WebhookAttempted, WebhookDelivered, WebhookFailed,
+                WebhookRedeliveryRequested)
 }

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lotlens_common.clock import iso
-from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_common.tables import descriptions, jobs, lots, webhook_attempts, webhook_deliveries
 
 STREAM_CHUNK = 1000
 
@@ -132,3 +132,27 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
         if row["error_message"]:
             lot["error_message"] = row["error_message"]
         yield lot
+
+
+def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:
+    """The job's webhook deliveries, oldest first, each with every attempt made."""
+    deliveries = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.batch_job_id == job_id)
+                              .order_by(webhook_deliveries.c.created_at, webhook_deliveries.c.id)).mappings()
+    found = [dict(row) for row in deliveries]
+    attempts: dict[str, list[dict[str, Any]]] = {}
+    if found:
+        rows = conn.execute(select(webhook_attempts)
+                            .where(webhook_attempts.c.delivery_id.in_([d["id"] for d in found]))
+                            .order_by(webhook_attempts.c.attempt)).mappings()
+        for row in rows:
+            attempts.setdefault(row["delivery_id"], []).append({
+                "attempt": row["attempt"], "attempted_at": iso(row["attempted_at"]),
+                "succeeded": row["succeeded"], "status_code": row["status_code"],
+                "latency_ms": row["latency_ms"], "error": row["error"]})
+    return [{
+        "id": d["id"], "webhook_url": d["webhook_url"], "status": d["status"],
+        "attempt_count": d["attempt_count"], "created_at": iso(d["created_at"]),
+        "last_attempt_at": iso(d["last_attempt_at"]), "delivered_at": iso(d["delivered_at"]),
+        "next_attempt_at": iso(d["next_attempt_at"]), "error_message": d["error_message"],
+        "last_status_code": d["last_status_code"], "attempts": attempts.get(d["id"], []),
+    } for d in found]

@@ -88,7 +88,7 @@ async def batch_jobs(
         client_id: ListingClient, deps: Deps,
         status: Annotated[JobStatusName | None, Query(description="Only jobs in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size, at most 100")] = 10,
-        offset: Annotated[int, Query(ge=0, description="Jobs to skip")] = 0,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
         created_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
         created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
 ) -> JSONResponse:

@@ -52,9 +52,10 @@ class Delivery:
         return endpoint(self.webhook_url)
 
 
-def delivery_id(job_id: str, webhook_url: str, part: int) -> str:
-    """The stable id of a delivery (also the Standard Webhooks `webhook-id`)."""
-    return str(uuid.uuid5(_NAMESPACE, f"{job_id}\n{webhook_url}\n{part}"))
+def delivery_id(job_id: str, webhook_url: str, part: int, redelivery_id: str = "") -> str:
+    """The stable id of a delivery (also the Standard Webhooks `webhook-id`); a redelivery's differ."""
+    round_key = f"\n{redelivery_id}" if redelivery_id else ""
+    return str(uuid.uuid5(_NAMESPACE, f"{job_id}\n{webhook_url}\n{part}{round_key}"))
 
 
 def endpoint(url: str) -> str:
@@ -71,11 +72,12 @@ def scheduled_urls(conn: Connection, job_id: str, urls: list[str]) -> set[str]:
 
 
 def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, int],
-             now: datetime) -> int:
+             now: datetime, redelivery_id: str = "") -> int:
     """Add one due-now delivery per (URL, part); existing ones are left alone. Returns how many."""
-    rows = [{"delivery_id": delivery_id(job_id, url, part), "job_id": job_id, "client_id": client_id,
-             "webhook_url": url, "part": part, "total_parts": total, "status": "pending",
-             "attempt_count": 0, "next_attempt_at": now, "created_at": now, "updated_at": now}
+    rows = [{"delivery_id": delivery_id(job_id, url, part, redelivery_id), "job_id": job_id,
+             "client_id": client_id, "webhook_url": url, "part": part, "total_parts": total,
+             "status": "pending", "attempt_count": 0, "next_attempt_at": now, "created_at": now,
+             "updated_at": now}
             for url, total in parts.items() for part in range(1, total + 1)]
     if not rows:
         return 0

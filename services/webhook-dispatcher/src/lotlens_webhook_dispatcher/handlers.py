@@ -1,5 +1,8 @@
 """Event → effects: a completed job gets one scheduled delivery per (webhook URL, part).
 
+A `WebhookRedeliveryRequested` (the client's manual replay) schedules the same set again, under
+new delivery ids.
+
 The read models are complete when `JobCompleted` is emitted (result-store writes them first).
 Deliveries have deterministic ids and a URL already scheduled is skipped, so a re-delivered
 `JobCompleted` schedules nothing twice. Everything a batch of events does is one transaction;
@@ -16,7 +19,7 @@ from sqlalchemy import Connection, Engine, select
 
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import Event, JobCompleted
+from lotlens_common.events import Event, JobCompleted, WebhookRedeliveryRequested
 from lotlens_common.read_models import get_job, iter_lot_results
 from lotlens_common.tables import lots
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
@@ -38,7 +41,9 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
     url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
         select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id, lots.c.webhook.is_not(None)))}
     urls = sorted(set(url_of.values()))
-    new_urls = set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls)
+    redelivery = envelope.event if isinstance(envelope.event, WebhookRedeliveryRequested) else None
+    # A redelivery has ids of its own, so the ON CONFLICT of `schedule` is its only dedupe.
+    new_urls = set(urls) if redelivery else set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls)
     if not new_urls:
         return 0
     parts = payloads.count_parts_by_url(
@@ -46,7 +51,8 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
         ((url_of[lot["lot_id"]], lot) for lot in iter_lot_results(conn, job)
          if url_of.get(lot["lot_id"]) in new_urls),
         max_payload_bytes)
-    added = dispatch_queue.schedule(conn, job_id, job.client_id or envelope.client_id, parts, now)
+    added = dispatch_queue.schedule(conn, job_id, job.client_id or envelope.client_id, parts, now,
+                                    redelivery.redelivery_id if redelivery else "")
     metrics.DELIVERIES_SCHEDULED.inc(added)
     log.info("job %s: %d deliveries scheduled for %d webhook URLs", job_id, added, len(parts),
              extra={"job_id": job_id})
@@ -54,7 +60,8 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
 
 
 Handler = Callable[[Connection, Envelope, int, datetime], int]
-HANDLERS: dict[type[Event], Handler] = {JobCompleted: schedule_deliveries}
+HANDLERS: dict[type[Event], Handler] = {JobCompleted: schedule_deliveries,
+                                        WebhookRedeliveryRequested: schedule_deliveries}
 
 
 def completion_handler(engine: Engine, max_payload_bytes: int,

@@ -1,0 +1,60 @@
+"""A job's webhook deliveries: every attempt on record, and redelivery on demand."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_common.clock import iso
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import WebhookRedeliveryRequested
+from lotlens_common.read_models import job_deliveries
+from lotlens_gateway import schemas, schemas_webhooks
+from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.views import is_terminal
+
+router = APIRouter(tags=["webhooks"])
+_SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
+
+
+@router.get("/api/v1/batch-jobs/{job_id}/webhooks", response_model=schemas_webhooks.DeliveryList,
+            summary="The job's webhook deliveries with every attempt", description=_SIGNED,
+            responses=schemas.error_responses(401, 403, 404, 429, 503))
+async def list_deliveries(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+    """Deliveries (one per webhook URL and payload part, per (re)delivery), oldest first."""
+    await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+
+    def read() -> list[dict[str, object]]:
+        with deps.store.engine.connect() as conn:
+            return job_deliveries(conn, job_id)
+
+    deliveries = await run_in_threadpool(read)
+    deps.metrics.db("read")
+    return JSONResponse({"job_id": job_id, "deliveries": deliveries})
+
+
+@router.post("/api/v1/batch-jobs/{job_id}/webhooks/redeliver", status_code=202,
+             response_model=schemas_webhooks.RedeliveryAccepted,
+             summary="Send a finished job's webhooks again",
+             description=(_SIGNED + " For a customer whose endpoint failed: every webhook URL of the "
+                          "job gets a new delivery (a new `webhook-id`) with the full retry schedule."),
+             responses=schemas.error_responses(400, 401, 403, 404, 429, 503))
+async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+    """Publish the request; the webhook dispatcher schedules the deliveries."""
+    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+    if not is_terminal(job):
+        raise ApiError(400, "JOB_NOT_FINISHED", "Webhooks are sent when the job finishes; "
+                       f"current status: {job.status}")
+    if not job.webhook_configured:
+        raise ApiError(400, "NO_WEBHOOK", "None of the job's lots named a webhook URL")
+    requested_at, redelivery_id = deps.clock(), str(uuid.uuid4())
+    event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
+                                       requested_at=requested_at)
+    await run_in_threadpool(deps.publisher.publish, deps.settings.topics.completions,
+                            [Envelope(event, client_id=client_id, occurred_at=requested_at)])
+    return JSONResponse({"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
+                         "requested_at": iso(requested_at)}, status_code=202)
