@@ -42,4 +42,18 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ApiError(400, "INVALID_JSON", "Request body must be a JSON object",
                        details={"problem": f"got a JSON {type(document).__name__}"})
+    # A NUL can only arrive escaped; PostgreSQL text cannot store one, so such a body is refused
+    # up front (the byte search is cheap; the exact walk runs only when it hits).
+    if b"\\u0000" in raw and _holds_nul(document):
+        raise ApiError(422, "VALIDATION_ERROR", "Strings must not contain the NUL character (\\u0000)")
     return document
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
+    return False

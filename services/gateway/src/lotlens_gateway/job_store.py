@@ -54,6 +54,8 @@ class JobStore:
 
     def job_for_client(self, job_id: str, client_id: str) -> JobView:
         """The client's job; 404 when it does not exist or belongs to someone else."""
+        if "\x00" in job_id:  # no job id holds a NUL, and PostgreSQL would refuse the literal
+            raise job_not_found(job_id)
         with self._engine.connect() as conn:
             job = get_job(conn, job_id)
         self._metrics.db("read")

@@ -74,9 +74,10 @@ async def download_results(job_id: str, client_id: JobClient, deps: Deps) -> JSO
 
 
 def _utc(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
+    # Normalised here: PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows.
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,

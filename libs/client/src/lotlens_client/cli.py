@@ -1,0 +1,198 @@
+"""`lotlens`: submit lots and follow jobs from the shell. JSON on stdout, messages on stderr.
+
+    lotlens submit FILE [--languages en,de] [--webhook URL] [--wait]
+    lotlens status JOB
+    lotlens results JOB [--download FILE]
+    lotlens cancel JOB
+    lotlens jobs [--status S] [--limit N] [--offset N]
+
+FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
+(`images: [{url}]`) or the v2.0 client's (`image_urls: [...]`). One lot is described at once; two
+or more become a batch job. The service is `$LOTLENS_URL` (default http://127.0.0.1:18000), the
+shared key `$LOTLENS_CLIENT_KEY`. Exit status: 0 done, 1 the API refused or failed, 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+from lotlens_client.client import LotLensClient
+from lotlens_client.errors import LotLensError
+from lotlens_client.models import JobStatus, Lot, lots_from
+
+DEFAULT_URL = "http://127.0.0.1:18000"
+URL_ENV = "LOTLENS_URL"
+KEY_ENV = "LOTLENS_CLIENT_KEY"
+EXIT_OK, EXIT_API_ERROR, EXIT_USAGE = 0, 1, 2
+STATES = ("pending", "processing", "translating", "completed", "failed", "cancelled")
+BAR_WIDTH = 30
+
+
+class UsageError(Exception):
+    """The command line or its input file cannot be used as given (exit status 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `lotlens` argument parser."""
+    parser = argparse.ArgumentParser(prog="lotlens", description="Describe car lots with the LotLens API.",
+                                     epilog=f"Environment: {URL_ENV} (default {DEFAULT_URL}), {KEY_ENV}.")
+    parser.add_argument("--url", help=f"the service's base URL (default: ${URL_ENV})")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    submit = commands.add_parser("submit", help="describe one lot now, or submit 2+ lots as a batch job")
+    submit.add_argument("file", type=Path, metavar="FILE",
+                        help="JSON with `lots` (and `languages`), or a list of lots")
+    submit.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: the file's, else en)")
+    submit.add_argument("--webhook", help="URL the results are POSTed to (lots without their own)")
+    submit.add_argument("--idempotency-key", help="retrying with the same key never makes a second job")
+    submit.add_argument("--wait", action="store_true", help="wait for the job and print its results")
+    submit.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
+    submit.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="give up after S seconds")
+
+    commands.add_parser("status", help="a job's status and progress").add_argument("job_id", metavar="JOB")
+
+    results = commands.add_parser("results", help="a finished job's results")
+    results.add_argument("job_id", metavar="JOB")
+    results.add_argument("--download", type=Path, metavar="FILE", help="stream the document to FILE instead")
+
+    cancel = commands.add_parser("cancel", help="cancel a pending or running job")
+    cancel.add_argument("job_id", metavar="JOB")
+
+    jobs = commands.add_parser("jobs", help="your jobs, newest first")
+    jobs.add_argument("--status", choices=STATES)
+    jobs.add_argument("--limit", type=int, default=10, help="at most 100 (default 10)")
+    jobs.add_argument("--offset", type=int, default=0)
+    return parser
+
+
+def read_submission(path: Path) -> tuple[list[Lot], list[str] | None]:
+    """The lots and (if given) languages of a submission file."""
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from exc
+    raw_lots = document.get("lots") if isinstance(document, dict) else document
+    languages = document.get("languages") if isinstance(document, dict) else None
+    if not isinstance(raw_lots, list) or not raw_lots or not all(isinstance(lot, dict) for lot in raw_lots):
+        raise UsageError(f"{path}: expected a non-empty list of lot objects (or an object with `lots`)")
+    if languages is not None and not (isinstance(languages, list)
+                                      and all(isinstance(code, str) for code in languages)):
+        raise UsageError(f"{path}: `languages` must be a list of strings")
+    try:
+        return lots_from(raw_lots), languages
+    except (KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: every lot needs a `lot_id` and image URLs ({exc})") from exc
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def emit(value: Any, out: TextIO) -> None:
+    """Print a model (or plain JSON) as indented JSON."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    out.write(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def progress_line(status: JobStatus) -> str:
+    """One `\\r`-led line of the text progress bar."""
+    progress = status.progress
+    percentage = max(0.0, min(100.0, progress.completion_percentage))
+    filled = round(BAR_WIDTH * percentage / 100)
+    return (f"\r[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {percentage:5.1f}% "
+            f"{progress.processed_lots}/{progress.total_lots} lots, {progress.failed_lots} failed  "
+            f"{status.status:<11}")
+
+
+def _submit(client: LotLensClient, args: argparse.Namespace, err: TextIO) -> Any:
+    lots, file_languages = read_submission(args.file)
+    languages = [code.strip() for code in args.languages.split(",") if code.strip()] if args.languages \
+        else file_languages or ["en"]
+    if len(lots) == 1:
+        lot = lots[0]
+        if args.webhook and not lot.webhook:
+            err.write("note: a single lot is described at once; --webhook is not used\n")
+        return client.describe_lot(lot, languages)
+    accepted = client.submit_job(lots, languages, webhook=args.webhook, idempotency_key=args.idempotency_key)
+    if not args.wait:
+        return accepted
+    err.write(f"job {accepted.job_id}: {accepted.total_lots} lots accepted\n")
+
+    def show(status: JobStatus) -> None:
+        err.write(progress_line(status))
+        err.flush()
+
+    try:
+        final = client.wait_for_job(accepted.job_id, args.poll_interval, args.wait_timeout, on_progress=show)
+    finally:
+        err.write("\n")
+    return client.job_results(final.job_id) or final
+
+
+def _results(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
+    if args.download is not None:
+        saved = client.download_results(args.job_id, args.download)
+        if saved is not None:
+            return {"job_id": args.job_id, "downloaded_to": str(saved)}
+    else:
+        results = client.job_results(args.job_id)
+        if results is not None:
+            return results
+    status = client.job_status(args.job_id)
+    raise LotLensError(None, "JOB_NOT_COMPLETED", f"Job {args.job_id} is still {status.status} "
+                       f"({status.progress.completion_percentage:.1f}%)")
+
+
+def _jobs(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
+    return client.list_jobs(args.status, args.limit, args.offset)
+
+
+COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] = {
+    "submit": _submit,
+    "status": lambda client, args, _err: client.job_status(args.job_id),
+    "results": _results,
+    "cancel": lambda client, args, _err: client.cancel_job(args.job_id),
+    "jobs": _jobs,
+}
+
+
+def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:
+    """Run one `lotlens` command; returns the exit status (`transport` is for tests)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    key = os.environ.get(KEY_ENV, "")
+    if not key:
+        sys.stderr.write(f"lotlens: set {KEY_ENV} to your shared key\n")
+        return EXIT_USAGE
+    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
+    try:
+        with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
+            emit(COMMANDS[args.command](client, args, sys.stderr), sys.stdout)
+    except (UsageError, ValueError, httpx.InvalidURL) as exc:
+        sys.stderr.write(f"lotlens: {exc}\n")
+        return EXIT_USAGE
+    except LotLensError as exc:
+        details = f" {json.dumps(exc.details, ensure_ascii=False)}" if exc.details else ""
+        sys.stderr.write(f"lotlens: {exc.status or 'error'} {exc.code}: {exc.message}{details}\n")
+        return EXIT_API_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""`LotLensClient` (blocking) and `AsyncLotLensClient` (asyncio): the same methods over httpx.
+
+Both sign every request with the client's shared key, raise a `LotLensError` subclass for every
+error answer, and retry a 429 after its `Retry-After` a bounded number of times. Requests are
+built and answers parsed by `lotlens_client.calls`; these classes only move bytes. Pass
+`transport=` (an `httpx.MockTransport`, for instance) to route requests elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+
+from lotlens_client import calls
+from lotlens_client.calls import Call, RetryPolicy
+from lotlens_client.models import (
+    Cancellation,
+    JobAccepted,
+    JobPage,
+    JobResults,
+    JobState,
+    JobStatus,
+    JobSummary,
+    Lot,
+    LotResult,
+)
+
+T = TypeVar("T")
+
+
+def package_version() -> str:
+    """The installed version of `lotlens-client`."""
+    try:
+        return importlib.metadata.version("lotlens-client")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+USER_AGENT = f"lotlens-client/{package_version()}"
+DEFAULT_TIMEOUT_S = 30.0
+ProgressCallback = Callable[[JobStatus], object]
+
+
+def _http_options(base_url: str, timeout: float, user_agent: str) -> dict[str, Any]:
+    return {"base_url": base_url.rstrip("/"), "timeout": timeout,
+            "headers": {"User-Agent": user_agent, "Accept": "application/json"}}
+
+
+def _part_file(path: Path) -> Path:
+    return path.with_name(path.name + ".part")
+
+
+def _read(response: httpx.Response) -> bytes:
+    try:
+        return response.read()
+    except httpx.TransportError as exc:
+        raise calls.network_error(exc) from exc
+
+
+async def _aread(response: httpx.Response) -> bytes:
+    try:
+        return await response.aread()
+    except httpx.TransportError as exc:
+        raise calls.network_error(exc) from exc
+
+
+class LotLensClient:
+    """A blocking client of the LotLens API for one integrator (one shared key)."""
+
+    def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.BaseTransport | None = None, max_retries: int = 3,
+                 max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self._key = client_key
+        self._timeout = timeout
+        self._retry = RetryPolicy(max_retries, max_retry_wait_s)
+        self._sleep = sleep
+        self._http = httpx.Client(transport=transport, **_http_options(base_url, timeout, user_agent))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    @contextmanager
+    def _exchange(self, call: Call[Any]) -> Iterator[httpx.Response]:
+        """The streamed answer to a call, after the 429 retries."""
+        attempt = 0
+        while True:
+            # A synchronous description may take 300 s: its timeout is never below that.
+            timeout = max(call.timeout_s or 0.0, self._timeout)
+            request = self._http.build_request(call.method, call.path, headers=call.headers,
+                                               content=call.body, timeout=timeout)
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise calls.network_error(exc) from exc
+            delay = self._retry.delay(response.status_code, response.headers, attempt)
+            if delay is None:
+                try:
+                    yield response
+                finally:
+                    response.close()
+                return
+            response.close()
+            attempt += 1
+            self._sleep(delay)
+
+    def _send(self, call: Call[T]) -> T:
+        with self._exchange(call) as response:
+            return calls.decode(call, response.status_code, _read(response), response.headers)
+
+    def describe_lot(self, lot: Lot | Mapping[str, Any], languages: Sequence[str] = ("en",), *,
+                     version: str = calls.DEFAULT_VERSION) -> LotResult:
+        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s)."""
+        return self._send(calls.describe_lot(self._key, lot, languages, version))
+
+    def submit_job(self, lots: Sequence[Lot | Mapping[str, Any]], languages: Sequence[str] = ("en",),
+                   webhook: str | None = None, idempotency_key: str | None = None, *,
+                   version: str = calls.DEFAULT_VERSION) -> JobAccepted:
+        """Submit 2 to 50,000 lots as a batch job (the same `idempotency_key` never makes two jobs)."""
+        return self._send(calls.submit_job(self._key, lots, languages, webhook, idempotency_key, version))
+
+    def job_status(self, job_id: str) -> JobStatus:
+        """The status, progress and OpenAI batches of a job."""
+        return self._send(calls.job_status(self._key, job_id))
+
+    def job_results(self, job_id: str) -> JobResults | None:
+        """Every lot of a finished job; None while the job still runs."""
+        return self._send(calls.job_results(self._key, job_id))
+
+    def download_results(self, job_id: str, path: str | os.PathLike[str]) -> Path | None:
+        """Stream the results document of a finished job to `path`; None (nothing written) while it runs."""
+        call = calls.download_results(self._key, job_id)
+        target = Path(path)
+        with self._exchange(call) as response:
+            if response.status_code != 200:
+                calls.decode(call, response.status_code, _read(response), response.headers)
+                return None
+            part = _part_file(target)
+            try:
+                with part.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+            except httpx.TransportError as exc:
+                part.unlink(missing_ok=True)
+                raise calls.network_error(exc) from exc
+            part.replace(target)
+        return target
+
+    def cancel_job(self, job_id: str) -> Cancellation:
+        """Cancel a pending or running job."""
+        return self._send(calls.cancel_job(self._key, job_id))
+
+    def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
+                  created_after: datetime | str | None = None,
+                  created_before: datetime | str | None = None) -> JobPage:
+        """One page (at most 100) of the client's jobs, newest first."""
+        query = calls.jobs_query(status, limit, offset, created_after, created_before)
+        return self._send(calls.list_jobs(self._key, query))
+
+    def iter_jobs(self, status: JobState | None = None, page_size: int = 100) -> Iterator[JobSummary]:
+        """Every job of the client, newest first, fetched page by page."""
+        offset = 0
+        while True:
+            page = self.list_jobs(status, page_size, offset)
+            yield from page.jobs
+            if not page.pagination.has_more or not page.jobs:
+                return
+            offset += len(page.jobs)
+
+    def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
+                     on_progress: ProgressCallback | None = None) -> JobStatus:
+        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`."""
+        started = time.monotonic()
+        while True:
+            status = self.job_status(job_id)
+            if on_progress is not None:
+                on_progress(status)
+            delay = calls.next_poll(status, time.monotonic() - started, poll_interval_s, timeout_s)
+            if delay is None:
+                return status
+            self._sleep(delay)
+
+
+class AsyncLotLensClient:
+    """An asyncio client of the LotLens API with the same methods as `LotLensClient`."""
+
+    def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
+                 transport: httpx.AsyncBaseTransport | None = None, max_retries: int = 3,
+                 max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self._key = client_key
+        self._timeout = timeout
+        self._retry = RetryPolicy(max_retries, max_retry_wait_s)
+        self._sleep = sleep
+        self._http = httpx.AsyncClient(transport=transport, **_http_options(base_url, timeout, user_agent))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    @asynccontextmanager
+    async def _exchange(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+        """The streamed answer to a call, after the 429 retries."""
+        attempt = 0
+        while True:
+            # A synchronous description may take 300 s: its timeout is never below that.
+            timeout = max(call.timeout_s or 0.0, self._timeout)
+            request = self._http.build_request(call.method, call.path, headers=call.headers,
+                                               content=call.body, timeout=timeout)
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.TransportError as exc:
+                raise calls.network_error(exc) from exc
+            delay = self._retry.delay(response.status_code, response.headers, attempt)
+            if delay is None:
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+            await response.aclose()
+            attempt += 1
+            await self._sleep(delay)
+
+    async def _send(self, call: Call[T]) -> T:
+        async with self._exchange(call) as response:
+            return calls.decode(call, response.status_code, await _aread(response), response.headers)
+
+    async def describe_lot(self, lot: Lot | Mapping[str, Any], languages: Sequence[str] = ("en",), *,
+                           version: str = calls.DEFAULT_VERSION) -> LotResult:
+        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s)."""
+        return await self._send(calls.describe_lot(self._key, lot, languages, version))
+
+    async def submit_job(self, lots: Sequence[Lot | Mapping[str, Any]], languages: Sequence[str] = ("en",),
+                         webhook: str | None = None, idempotency_key: str | None = None, *,
+                         version: str = calls.DEFAULT_VERSION) -> JobAccepted:
+        """Submit 2 to 50,000 lots as a batch job (the same `idempotency_key` never makes two jobs)."""
+        call = calls.submit_job(self._key, lots, languages, webhook, idempotency_key, version)
+        return await self._send(call)
+
+    async def job_status(self, job_id: str) -> JobStatus:
+        """The status, progress and OpenAI batches of a job."""
+        return await self._send(calls.job_status(self._key, job_id))
+
+    async def job_results(self, job_id: str) -> JobResults | None:
+        """Every lot of a finished job; None while the job still runs."""
+        return await self._send(calls.job_results(self._key, job_id))
+
+    async def download_results(self, job_id: str, path: str | os.PathLike[str]) -> Path | None:
+        """Stream the results document of a finished job to `path`; None (nothing written) while it runs."""
+        call = calls.download_results(self._key, job_id)
+        target = Path(path)
+        async with self._exchange(call) as response:
+            if response.status_code != 200:
+                calls.decode(call, response.status_code, await _aread(response), response.headers)
+                return None
+            part = _part_file(target)
+            # File writes go to a worker thread: a large document must not stall the event loop.
+            file = await asyncio.to_thread(part.open, "wb")
+            try:
+                async for chunk in response.aiter_bytes():
+                    await asyncio.to_thread(file.write, chunk)
+            except httpx.TransportError as exc:
+                await asyncio.to_thread(file.close)
+                part.unlink(missing_ok=True)
+                raise calls.network_error(exc) from exc
+            await asyncio.to_thread(file.close)
+            part.replace(target)
+        return target
+
+    async def cancel_job(self, job_id: str) -> Cancellation:
+        """Cancel a pending or running job."""
+        return await self._send(calls.cancel_job(self._key, job_id))
+
+    async def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
+                        created_after: datetime | str | None = None,
+                        created_before: datetime | str | None = None) -> JobPage:
+        """One page (at most 100) of the client's jobs, newest first."""
+        query = calls.jobs_query(status, limit, offset, created_after, created_before)
+        return await self._send(calls.list_jobs(self._key, query))
+
+    async def iter_jobs(self, status: JobState | None = None,
+                        page_size: int = 100) -> AsyncIterator[JobSummary]:
+        """Every job of the client, newest first, fetched page by page."""
+        offset = 0
+        while True:
+            page = await self.list_jobs(status, page_size, offset)
+            for job in page.jobs:
+                yield job
+            if not page.pagination.has_more or not page.jobs:
+                return
+            offset += len(page.jobs)
+
+    async def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
+                           on_progress: ProgressCallback | None = None) -> JobStatus:
+        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`."""
+        started = time.monotonic()
+        while True:
+            status = await self.job_status(job_id)
+            if on_progress is not None:
+                on_progress(status)
+            delay = calls.next_poll(status, time.monotonic() - started, poll_interval_s, timeout_s)
+            if delay is None:
+                return status
+            await self._sleep(delay)

@@ -1,0 +1,115 @@
+"""The SDK signs exactly as the gateway verifies and the v2.0 client signs, and verifies webhooks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from lotlens_client import signing as sdk
+from lotlens_client.models import Lot
+from lotlens_common import signing as common
+from tests.seeds import seed_client_class, seed_webhook_verifier
+from tests.unit.test_client_support import JOB_ID, KEY, lots
+
+UNICODE_LOTS: list[dict[str, Any]] = [
+    {"lot_id": "sync-12345", "additional_info": "2021 BMW X5, повреждение передней части — «airbags»",
+     "images": [{"url": "https://example.com/bmw-front.jpg"}], "webhook": "https://hooks.example.com/x"},
+    {"images": [], "additional_info": "", "lot_id": "b-2"},
+]
+
+
+@pytest.mark.parametrize("lot_list", [lots(2), UNICODE_LOTS, lots(1)], ids=["batch", "unicode", "one-lot"])
+def test_the_body_signature_is_the_contract_form_the_gateway_verifies(lot_list: list[dict[str, Any]]) -> None:
+    signature = sdk.sign_lots(KEY, lot_list)
+    assert signature == common.sign(KEY, common.lots_messages(lot_list)[0])
+    keys = {"acme": KEY, "other": "k2"}
+    assert common.identify_client(keys, common.lots_messages(lot_list), signature) == "acme"
+
+
+def test_the_body_signature_equals_the_v2_clients() -> None:
+    seed = seed_client_class()("http://localhost:5000", KEY)
+    assert sdk.sign_lots(KEY, UNICODE_LOTS) == seed._generate_signature({"lots": UNICODE_LOTS})
+    assert sdk.sign_job(KEY, JOB_ID) == seed._generate_signature(JOB_ID)
+
+
+def test_a_lot_serialises_to_the_shape_that_is_signed() -> None:
+    lot = Lot("b-2", "", ())
+    assert lot.to_json() == {"lot_id": "b-2", "additional_info": "", "images": []}
+    assert sdk.sign_lots(KEY, [lot.to_json()]) == sdk.sign_lots(KEY, [UNICODE_LOTS[1]])
+
+
+def test_header_signatures_cover_the_job_id_and_the_raw_query_string() -> None:
+    assert sdk.sign_job(KEY, JOB_ID) == common.sign(KEY, JOB_ID.encode())
+    assert sdk.sign_query(KEY, "status=completed&limit=5") == common.sign(KEY, b"status=completed&limit=5")
+    assert sdk.sign_query(KEY, "") == common.sign(KEY, b"")
+    # A known vector, independent of both implementations.
+    assert sdk.sign("key", "The quick brown fox jumps over the lazy dog") == (
+        "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8")
+
+
+def webhook(body: bytes, key: str = KEY, timestamp: int | None = None, previous: tuple[str, ...] = ()
+            ) -> dict[str, str]:
+    """The headers the webhook dispatcher sends with a delivery."""
+    sent_at = int(time.time()) if timestamp is None else timestamp
+    return common.webhook_headers(key, "delivery-7f3a", sent_at, body, previous)
+
+
+BODY = '{"event":"batch_job_completed","job_id":"550e8400","lots":[{"damages":"<p>Ü</p>"}]}'.encode()
+
+
+def test_a_webhook_signed_by_the_dispatcher_verifies_with_either_scheme() -> None:
+    headers = webhook(BODY)
+    assert sdk.verify_webhook(BODY, headers["X-Signature"], KEY)
+    assert sdk.verify_webhook(BODY, headers["X-Signature"].removeprefix("sha256="), KEY)  # bare hex
+    assert sdk.verify_standard_webhook(BODY, headers, KEY)
+    assert sdk.verify_standard_webhook(BODY, {name.upper(): value for name, value in headers.items()}, KEY)
+    # The v2.0 document's own verifier agrees.
+    assert seed_webhook_verifier()(BODY.decode(), headers["X-Signature"], KEY)
+
+
+def test_a_tampered_body_or_another_key_fails_both_schemes() -> None:
+    headers = webhook(BODY)
+    tampered = BODY.replace(b"550e8400", b"550e8401")
+    assert not sdk.verify_webhook(tampered, headers["X-Signature"], KEY)
+    assert not sdk.verify_standard_webhook(tampered, headers, KEY)
+    assert not sdk.verify_webhook(BODY, headers["X-Signature"], "another-key")
+    assert not sdk.verify_standard_webhook(BODY, headers, "another-key")
+    assert not sdk.verify_webhook(BODY, "", KEY)
+    assert not sdk.verify_webhook(BODY, "sha256=not-hex-at-all", KEY)
+
+
+def test_an_old_or_future_timestamp_fails_even_with_a_valid_signature() -> None:
+    now = time.time()
+    stale = webhook(BODY, timestamp=int(now) - 301)
+    future = webhook(BODY, timestamp=int(now) + 301)
+    assert not sdk.verify_standard_webhook(BODY, stale, KEY, now=now)
+    assert not sdk.verify_standard_webhook(BODY, future, KEY, now=now)
+    assert sdk.verify_standard_webhook(BODY, stale, KEY, tolerance_s=600, now=now)
+    assert sdk.verify_webhook(BODY, stale["X-Signature"], KEY)  # the 003 scheme has no timestamp
+
+
+def test_during_a_key_rotation_the_previous_key_still_verifies() -> None:
+    headers = webhook(BODY, key="new-key", previous=("old-key",))
+    assert len(headers["webhook-signature"].split()) == 2
+    assert sdk.verify_standard_webhook(BODY, headers, "old-key")
+    assert sdk.verify_standard_webhook(BODY, headers, "new-key")
+    assert not sdk.verify_standard_webhook(BODY, headers, "third-key")
+
+
+@pytest.mark.parametrize("broken", [
+    {"webhook-id": None}, {"webhook-timestamp": None}, {"webhook-signature": None},
+    {"webhook-timestamp": "yesterday"}, {"webhook-signature": "v2,whatever"},
+])
+def test_missing_or_malformed_standard_headers_fail(broken: dict[str, str | None]) -> None:
+    headers: dict[str, str] = {}
+    for name, value in {**webhook(BODY), **broken}.items():
+        if value is not None:
+            headers[name] = value
+    assert not sdk.verify_standard_webhook(BODY, headers, KEY)
+
+
+def test_the_standard_signature_matches_the_dispatchers() -> None:
+    assert sdk.standard_signature(KEY, "msg_1", 1700000000, BODY) == common.standard_webhook_signature(
+        KEY, "msg_1", 1700000000, BODY)
