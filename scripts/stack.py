@@ -107,7 +107,7 @@ LotLens is up.
   client key: {key}
   logs:       {LOGS}
 Submit the example job (3 lots, images served locally) and wait for it:
-  .venv/bin/python examples/submit_example.py
+  LOTLENS_CLIENT_KEY={key} .venv/bin/lotlens submit examples/job.json --wait
 """)
 
 
