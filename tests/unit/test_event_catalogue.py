@@ -1,0 +1,48 @@
+"""The event catalogue and wire format downstream systems rely on."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lotlens_common.catalogue import CHANNELS, asyncapi_document
+from lotlens_common.envelope import UPCASTERS, Envelope, UndecodableEvent, decode, encode
+from lotlens_common.events import EVENT_TYPES, JobCancelled, LotSubmitted
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
+WHEN = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_the_committed_asyncapi_document_matches_the_event_models() -> None:
+    assert json.loads(DOC.read_text()) == json.loads(json.dumps(asyncapi_document())), (
+        "regenerate with: python -m lotlens_common.catalogue > docs/asyncapi.json")
+
+
+def test_every_event_type_is_on_a_documented_channel() -> None:
+    published = {event.event_type for _, events in CHANNELS.values() for event in events}
+    assert published == set(EVENT_TYPES)
+
+
+def test_an_envelope_survives_the_wire_unchanged() -> None:
+    event = LotSubmitted(job_id="j", lot_id="l", seq=0, total_lots=2, additional_info="Camry, ДТП",
+                         image_urls=("https://a/1.jpg",), languages=("en", "ru"), webhook=None)
+    envelope = Envelope(event=event, client_id="c", occurred_at=WHEN, trace={"traceparent": "00-x"})
+    assert decode(encode(envelope)) == envelope
+
+
+def test_an_old_payload_version_is_upcast_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A hypothetical version 0 of JobCancelled had no cancellation time.
+    monkeypatch.setitem(UPCASTERS, ("JobCancelled", 0),
+                        lambda data: {**data, "cancelled_at": WHEN.isoformat()})
+    raw = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 0, "job_id": "j",
+                        "occurred_at": WHEN.isoformat(), "client_id": "c", "data": {"job_id": "j"}})
+    assert decode(raw).event == JobCancelled(job_id="j", cancelled_at=WHEN)
+
+
+def test_a_message_that_is_not_an_event_is_reported_as_undecodable() -> None:
+    with pytest.raises(UndecodableEvent):
+        decode(b'{"type": "NoSuchEvent"}')
