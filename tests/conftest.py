@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.kafka import ensure_topics
@@ -63,15 +63,33 @@ def _from_script() -> Infra:
     return Infra(values["KAFKA_BOOTSTRAP_SERVERS"], values["DATABASE_URL"])
 
 
-@pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
-    """Kafka and PostgreSQL, from the environment, containers or the project's script."""
+def _test_database(url: str) -> str:
+    """A database of the tests' own beside the given one, so a running `make up` stack (which
+    works on the given database) never picks up the tests' rows, nor the tests its rows."""
+    given = make_url(url)
+    name = f"{given.database}_test"
+    admin = create_engine(given, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return given.set(database=name).render_as_string(hide_password=False)
+
+
+def _sources() -> Iterator[Infra]:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") and os.environ.get("DATABASE_URL"):
         yield Infra(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["DATABASE_URL"])
     elif _docker_answers():
         yield from _from_containers()
     else:
         yield _from_script()
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    """Kafka and PostgreSQL, from the environment, containers or the project's script."""
+    for found in _sources():
+        yield Infra(found.kafka_bootstrap, _test_database(found.database_url))
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,9 @@ from lotlens_common.stage import store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runtime import StageRuntime
-from lotlens_common.stage.spec import StageSpec
+from lotlens_common.stage.spec import LotWork, StageSpec
 from lotlens_common.stage.submit import flush_due, recover_building
-from lotlens_common.tables import stage_lots
+from lotlens_common.tables import stage_lots, stage_shards
 from lotlens_translator import handlers as translator_handlers
 from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher import handlers as vision_handlers
@@ -325,3 +325,25 @@ def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: st
         survivor.wait(timeout=30)
     completed = {e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)}
     assert completed == {"lot-0", "lot-1", "lot-2"}
+
+
+def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_shards(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    lost_job, live_job = new_id("job-"), new_id("job-")
+    shard_id = new_id("vision-")
+    # A shard whose batch id OpenAI does not know (e.g. records restored from a backup).
+    with engine.begin() as conn:
+        conn.execute(stage_shards.insert().values(
+            shard_id=shard_id, stage="vision", job_id=lost_job, client_id="c1", attempt=1,
+            status="submitted", batch_id="batch_gone", lot_count=1))
+        store.enqueue(conn, "vision", [LotWork(lost_job, "lot-0", "c1", 1, 1, {
+            "additional_info": "lost", "image_urls": ["https://img.test/a.jpg"], "languages": ["en"]})],
+            status=store.SUBMITTED)
+        conn.execute(stage_lots.update().where(stage_lots.c.job_id == lost_job).values(shard_id=shard_id))
+    submit_lots(engine, live_job, ["live a"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), live_job))
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), lost_job))
+
+    events = job_events(settings, settings.topics.vision, lost_job, 2)
+    assert {e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)} == {"lot-0"}
+    assert len(job_events(settings, settings.topics.vision, live_job, 2)) == 2

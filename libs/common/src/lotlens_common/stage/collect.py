@@ -12,7 +12,7 @@ from typing import Any
 
 from lotlens_common.events import Event
 from lotlens_common.model.batch_files import parse_batch_lines
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelOutputError, ModelRequestError
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.spec import LotWork
@@ -24,34 +24,61 @@ CHUNK = 1000
 
 
 async def watch(rt: StageRuntime) -> None:
-    """Look at every submitted batch once; collect those that are finished."""
+    """Look at every submitted batch once; collect those that are finished.
+
+    A failure with one batch is logged and counted, and the others are still looked at: one
+    broken shard never holds up the rest of the stage.
+    """
     with rt.engine.begin() as conn:
         submitted = store.shards(conn, rt.spec.name, "submitted")
         cancelled = store.cancelled_jobs(conn, rt.spec.name, {s.job_id for s in submitted})
     by_status: dict[str, int] = {}
     for shard in submitted:
-        assert shard.batch_id is not None  # a submitted shard always has its batch
-        with store.exclusive(rt.engine, shard.shard_id) as mine:
-            if not mine:
-                continue  # another instance is on it
-            with rt.engine.begin() as conn:
-                if store.shard_status(conn, shard.shard_id) != "submitted":
-                    continue  # collected by another instance since it was listed
-            batch = await rt.batches.retrieve_batch(shard.batch_id)
-            status = str(batch["status"])
-            if shard.job_id in cancelled and status in RUNNING - {"cancelling"}:
-                batch = await rt.batches.cancel_batch(shard.batch_id)
-                status = str(batch["status"])
+        try:
+            status = await _watch_one(rt, shard, shard.job_id in cancelled)
+        except Exception as exc:
+            metrics.OPENAI_ERRORS.labels(api="batches", kind=type(exc).__name__).inc()
+            log.exception("watching batch %s failed; next round retries", shard.batch_id,
+                          extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            continue
+        if status:
             by_status[status] = by_status.get(status, 0) + 1
-            if status in RUNNING:
-                if status != shard.batch_status:
-                    with rt.engine.begin() as conn:
-                        store.note_batch_status(conn, shard.shard_id, status)
-                continue
-            await _collect(rt, shard, batch, shard.job_id in cancelled)
     metrics.BATCHES_BY_STATUS.clear()
     for status, count in by_status.items():
         metrics.BATCHES_BY_STATUS.labels(stage=rt.spec.name, status=status).set(count)
+
+
+async def _watch_one(rt: StageRuntime, shard: store.Shard, cancelled: bool) -> str | None:
+    assert shard.batch_id is not None  # a submitted shard always has its batch
+    with store.exclusive(rt.engine, shard.shard_id) as mine:
+        if not mine:
+            return None  # another instance is on it
+        with rt.engine.begin() as conn:
+            if store.shard_status(conn, shard.shard_id) != "submitted":
+                return None  # collected by another instance since it was listed
+        batch = await _retrieve(rt, shard.batch_id)
+        status = str(batch["status"])
+        if cancelled and status in RUNNING - {"cancelling"}:
+            batch = await rt.batches.cancel_batch(shard.batch_id)
+            status = str(batch["status"])
+        if status in RUNNING:
+            if status != shard.batch_status:
+                with rt.engine.begin() as conn:
+                    store.note_batch_status(conn, shard.shard_id, status)
+            return status
+        await _collect(rt, shard, batch, cancelled)
+        return status
+
+
+async def _retrieve(rt: StageRuntime, batch_id: str) -> Mapping[str, Any]:
+    """The batch; one OpenAI no longer knows (404) counts as failed, so its lots are resubmitted."""
+    try:
+        return await rt.batches.retrieve_batch(batch_id)
+    except ModelRequestError as exc:
+        if exc.status_code != 404:
+            raise
+        return {"id": batch_id, "status": "failed",
+                "errors": {"data": [{"code": "batch_not_found", "message": str(exc)}]}}
 
 
 async def _collect(rt: StageRuntime, shard: store.Shard, batch: Mapping[str, Any],

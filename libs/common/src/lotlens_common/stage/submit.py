@@ -53,7 +53,13 @@ async def flush_due(rt: StageRuntime) -> int:
                 tokens = sum(rt.spec.estimate_tokens(lot) for lot in lots)
                 store.create_shard(conn, rt.spec.name, shard_id, lots, tokens)
             fault_point(f"{rt.spec.name}.after_shard_claimed")
-            await _build_and_submit(rt, shard_id, lots, recovering=False)
+            try:
+                await _build_and_submit(rt, shard_id, lots, recovering=False)
+            except Exception:
+                # The shard stays `building`: recovery finds or rebuilds its batch later.
+                log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
+                              extra={"job_id": flush.job_id, "shard_id": shard_id})
+                continue
             sent += 1
     return sent
 
@@ -75,7 +81,11 @@ async def recover_building(rt: StageRuntime) -> None:
                     continue
             log.warning("recovering shard %s of job %s", shard.shard_id, shard.job_id,
                         extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
-            await _build_and_submit(rt, shard.shard_id, lots, recovering=True)
+            try:
+                await _build_and_submit(rt, shard.shard_id, lots, recovering=True)
+            except Exception:
+                log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
+                              extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
 
 
 async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork],
