@@ -1,0 +1,186 @@
+"""Scenarios 1 and 2 run together: each run submits one N-lot job (intake) and follows it to the end
+(pipeline); the peak memory of scenario 6 is taken over these runs.
+
+The measured runs draw their lots' image URLs from a small pool (`image_pool` distinct URLs per
+job), so they measure the event pipeline rather than image fetching (scenario 5 measures that, and
+the floor has no HTTP in it). One extra job whose every image URL is distinct (`distinct_lots`
+lots) shows what the vision-batcher's image checks add to a realistic job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import intake, kafkautil, payload, pipeline
+from bench.config import pipeline_topics
+from bench.context import Context
+from bench.memory import MemoryWatch
+from bench.stats import Row, median
+
+# Pipeline stage -> the floor hop that does the same Kafka work (None: no event-level floor).
+STAGE_FLOOR = {
+    "vision submit": "hop LotSubmitted",
+    "vision batch+collect": "hop VisionCompleted",
+    "translation submit": None,
+    "translation batch+collect": "hop TranslationCompleted",
+    "projection+JobCompleted": "hop JobCompleted",
+}
+
+
+@dataclass
+class JobRun:
+    """One submitted job followed to the end, with the floors measured next to it."""
+
+    intake_s: float
+    intake_floor: dict[str, float]
+    pipeline_s: float
+    pipeline_floor: dict[str, float]
+    stages: dict[str, float]
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: MemoryWatch | None) -> JobRun:
+    """Intake floor, submit, wait for completion, read the events back, pipeline floor."""
+    s = ctx.settings
+    ctx.wait_idle()
+    body = payload.submission(ctx.key, lots, s.languages)
+    intake_floor = intake.floor_run(body, intake_topic, ctx.conn)
+    if watch is not None:
+        watch.start()
+    offsets = kafkautil.end_offsets(pipeline_topics())
+    seconds, accepted = intake.submit(ctx.http, body)
+    job_id = accepted["job_id"]
+    done_s, status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
+    events = kafkautil.job_events(offsets, job_id)
+    stats = pipeline.event_stats(events)
+    hop_floor = pipeline.floor_run(
+        len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
+    )
+    progress = status.get("progress", {})
+    summary = {
+        "job_id": job_id,
+        "status": status.get("status"),
+        "processed": progress.get("processed_lots"),
+        "failed": progress.get("failed_lots"),
+        "events": stats,
+        "first_last_s": pipeline.event_spans(events),
+    }
+    ctx.log(
+        f"{len(lots)} lots: intake {seconds:.2f}s (floor {intake_floor['total_s']:.3f}s), pipeline "
+        f"{done_s:.1f}s (floor {hop_floor['total_s']:.2f}s), {summary['status']} {summary['processed']} "
+        f"processed, {summary['failed']} failed"
+    )
+    return JobRun(seconds, intake_floor, done_s, hop_floor, pipeline.stage_times(events), summary)
+
+
+def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[float]]]:
+    """The intake and pipeline rows, and the stage timings of every run (for the chart)."""
+    s = ctx.settings
+    intake_topic = f"bench-floor-intake-{uuid.uuid4().hex[:8]}"
+    kafkautil.create_topics([intake_topic])
+    runs: list[JobRun] = []
+    distinct: JobRun | None = None
+    try:
+        for number in range(s.runs):
+            lots = payload.lots(s.lots, s.images_per_lot, ctx.images, pool=s.image_pool)
+            runs.append(one_job(ctx, lots, intake_topic, watch if number == 0 else None))
+        if s.distinct_lots:
+            distinct = one_job(
+                ctx, payload.lots(s.distinct_lots, s.images_per_lot, ctx.images), intake_topic, None
+            )
+    finally:
+        kafkautil.delete_topics([intake_topic])
+    stages: dict[str, list[float]] = {}
+    for job in runs:
+        for name, value in job.stages.items():
+            stages.setdefault(name, []).append(value)
+    return _rows(ctx, runs, stages) + (_distinct_rows(ctx, distinct) if distinct else []), stages
+
+
+def _parts(jobs: list[JobRun], attr: str) -> dict[str, list[float]]:
+    parts: dict[str, list[float]] = {}
+    for job in jobs:
+        for name, value in getattr(job, attr).items():
+            parts.setdefault(name, []).append(value)
+    return parts
+
+
+def _rows(ctx: Context, runs: list[JobRun], stages: dict[str, list[float]]) -> list[Row]:
+    s, n = ctx.settings, ctx.settings.lots
+    shape = f"{n} lots x {s.images_per_lot} images, {len(s.languages)} languages"
+    intake_parts, hop_parts = _parts(runs, "intake_floor"), _parts(runs, "pipeline_floor")
+    pipeline_s = [job.pipeline_s for job in runs]
+    config = (
+        f"stand-in batch phases {s.stack.standin_phase_s}s each, window {s.stack.window_s}s, "
+        f"poll {s.stack.poll_interval_s}s, {s.image_pool} distinct image URLs per job"
+    )
+    rows = [
+        Row(
+            "1 intake",
+            f"first byte -> 201 ({shape})",
+            "s",
+            [job.intake_s for job in runs],
+            intake_parts["total_s"],
+            notes="floor = orjson parse + bare produce (acks=all) + COPY of the lot rows",
+            extra={"floor_parts_median_s": {k: median(v) for k, v in intake_parts.items()}},
+        ),
+        Row(
+            "2 pipeline",
+            f"201 -> completed ({n} lots)",
+            "s",
+            pipeline_s,
+            hop_parts["total_s"],
+            notes=f"{config}; floor = 4 bare Kafka hops + COPY",
+            extra={
+                "floor_parts_median_s": {k: median(v) for k, v in hop_parts.items()},
+                "jobs": [job.summary for job in runs],
+            },
+        ),
+        Row(
+            "2 pipeline",
+            f"lots per second ({n} lots)",
+            "lots/s",
+            [n / t for t in pipeline_s],
+            [n / t for t in hop_parts["total_s"]],
+            higher_is_better=True,
+        ),
+    ]
+    for stage, hop in STAGE_FLOOR.items():
+        rows.append(
+            Row(
+                "2 pipeline",
+                f"stage: {stage}",
+                "s",
+                stages.get(stage, []),
+                hop_parts.get(hop, []) if hop else [],
+                notes=f"floor = {hop}" if hop else "no event-level floor (DB work + batch file upload)",
+            )
+        )
+    return rows
+
+
+def _distinct_rows(ctx: Context, job: JobRun) -> list[Row]:
+    s = ctx.settings
+    urls = s.distinct_lots * s.images_per_lot
+    vision = job.stages.get("vision submit", 0.0)
+    return [
+        Row(
+            "2 pipeline",
+            f"201 -> completed ({s.distinct_lots} lots, {urls} distinct image URLs, 1 run)",
+            "s",
+            [job.pipeline_s],
+            [job.pipeline_floor["total_s"]],
+            notes="floor = 4 bare Kafka hops + COPY",
+            extra={"stages": job.stages, "job": job.summary},
+        ),
+        Row(
+            "2 pipeline",
+            f"stage: vision submit with {urls} image checks (1 run)",
+            "s",
+            [vision],
+            [job.pipeline_floor["hop LotSubmitted"]],
+            notes=f"= {urls / vision if vision else 0:.0f} URLs/s checked inside the vision-batcher",
+        ),
+    ]
