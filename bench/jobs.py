@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import intake, kafkautil, payload, pipeline
+from bench import floor, intake, kafkautil, payload, pipeline
 from bench.config import pipeline_topics
 from bench.context import Context
 from bench.memory import MemoryWatch
@@ -87,9 +87,11 @@ def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[flo
             lots = payload.lots(s.lots, s.images_per_lot, ctx.images, pool=s.image_pool)
             runs.append(one_job(ctx, lots, intake_topic, watch if number == 0 else None))
         if s.distinct_lots:
-            distinct = one_job(
-                ctx, payload.lots(s.distinct_lots, s.images_per_lot, ctx.images), intake_topic, None
-            )
+            lots = payload.lots(s.distinct_lots, s.images_per_lot, ctx.images)
+            distinct = one_job(ctx, lots, intake_topic, None)
+            # The image part of its floor: plain httpx HEADs of the same URLs, at the checker's concurrency.
+            urls = [image["url"] for lot in lots for image in lot["images"]]
+            distinct.pipeline_floor["HEAD urls"] = floor.head_urls(urls, s.image_concurrency)
     finally:
         kafkautil.delete_topics([intake_topic])
     stages: dict[str, list[float]] = {}
@@ -171,8 +173,8 @@ def _distinct_rows(ctx: Context, job: JobRun) -> list[Row]:
             f"201 -> completed ({s.distinct_lots} lots, {urls} distinct image URLs, 1 run)",
             "s",
             [job.pipeline_s],
-            [job.pipeline_floor["total_s"]],
-            notes="floor = 4 bare Kafka hops + COPY",
+            [job.pipeline_floor["total_s"] + job.pipeline_floor["HEAD urls"]],
+            notes="floor = 4 bare Kafka hops + COPY + plain httpx HEAD of the URLs (64 at a time)",
             extra={"stages": job.stages, "job": job.summary},
         ),
         Row(
@@ -180,7 +182,10 @@ def _distinct_rows(ctx: Context, job: JobRun) -> list[Row]:
             f"stage: vision submit with {urls} image checks (1 run)",
             "s",
             [vision],
-            [job.pipeline_floor["hop LotSubmitted"]],
-            notes=f"= {urls / vision if vision else 0:.0f} URLs/s checked inside the vision-batcher",
+            [job.pipeline_floor["hop LotSubmitted"] + job.pipeline_floor["HEAD urls"]],
+            notes=(
+                f"= {urls / vision if vision else 0:.0f} URLs/s checked inside the vision-batcher; "
+                "floor = hop LotSubmitted + plain httpx HEAD of the URLs"
+            ),
         ),
     ]
