@@ -11,3 +11,6 @@ LOTS_WAITING = Gauge("lotlens_lots_waiting", "Lots waiting to be batched", ["sta
 TOKENS_ENQUEUED = Gauge("lotlens_tokens_enqueued", "Estimated tokens held by OpenAI", ["stage"])
 OPENAI_ERRORS = Counter("openai_api_errors_total", "OpenAI API errors", ["api", "kind"])
 LOT_RESULTS = Counter("lotlens_lot_results_total", "Lots settled by the stage", ["stage", "outcome"])
+BATCHES_RECONCILED = Counter("lotlens_batches_reconciled_total",
+                             "Batches with this stage's metadata that no shard had on record",
+                             ["stage", "action"])

@@ -1,4 +1,4 @@
-"""The stage's background loop: send due shards, watch batches, recover orphans."""
+"""The stage's background loop: send due shards, watch batches, recover and reconcile."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.collect import watch
+from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.submit import flush_due, recover_building
 from lotlens_common.tables import stage_lots
@@ -33,6 +34,8 @@ async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
         try:
             if now - last_recovery >= RECOVERY_EVERY_S:
                 await recover_building(rt)
+                if rt.direct is None:
+                    await reconcile(rt)
                 last_recovery = now
             await flush_due(rt)
             if now - last_watch >= rt.settings.poll_interval_s:

@@ -194,3 +194,37 @@ def exclusive(engine: Engine, key: str) -> Iterator[bool]:
             if got:
                 conn.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
                 conn.commit()
+
+
+def known_batches(conn: Connection, batch_ids: Sequence[str]) -> set[str]:
+    """Those of the batch ids some shard has on record."""
+    if not batch_ids:
+        return set()
+    rows = conn.execute(select(stage_shards.c.batch_id).where(stage_shards.c.batch_id.in_(list(batch_ids))))
+    return {row.batch_id for row in rows}
+
+
+def job_known(conn: Connection, stage: str, job_id: str) -> bool:
+    """Whether the stage has ever had lots of this job."""
+    return conn.execute(select(stage_lots.c.lot_id).where(
+        stage_lots.c.stage == stage, stage_lots.c.job_id == job_id).limit(1)).first() is not None
+
+
+def shard(conn: Connection, shard_id: str) -> Shard | None:
+    """One shard, if it is on record."""
+    r = conn.execute(select(stage_shards).where(stage_shards.c.shard_id == shard_id)).first()
+    return None if r is None else Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status,
+                                        r.batch_id, r.batch_status)
+
+
+def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
+                shard_id: str) -> list[LotWork]:
+    """Take these lots into a shard, those of them still waiting (others are left where they are)."""
+    rows = conn.execute(
+        update(stage_lots)
+        .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+               stage_lots.c.lot_id.in_(list(lot_ids)), stage_lots.c.status == WAITING)
+        .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
+                updated_at=func.now())
+        .returning(stage_lots))
+    return [_lot(row) for row in rows]

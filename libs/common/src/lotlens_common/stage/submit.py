@@ -94,8 +94,8 @@ async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork]
     existing = (await rt.batches.find_batches({f"{METADATA_PREFIX}shard_id": shard_id})
                 if recovering else [])
     if existing:
-        await _put_on_record(rt, shard_id, lots, tuple(lot.lot_id for lot in lots),
-                             str(existing[0]["id"]))
+        await put_on_record(rt, shard_id, lots, tuple(lot.lot_id for lot in lots),
+                            str(existing[0]["id"]))
         return
     shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
                         "building", None, None)
@@ -119,7 +119,7 @@ async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork]
     batch = await rt.batches.create_batch(
         file_id, batch_metadata(rt.spec.name, job_id, shard_id, shard.attempt))
     fault_point(f"{rt.spec.name}.after_batch_created")
-    await _put_on_record(rt, shard_id, lots, tuple(writer.written), str(batch["id"]))
+    await put_on_record(rt, shard_id, lots, tuple(writer.written), str(batch["id"]))
 
 
 async def _prepare(rt: StageRuntime, lots: list[LotWork]) -> list[tuple[LotWork, dict[str, Any]]]:
@@ -133,8 +133,9 @@ async def _prepare(rt: StageRuntime, lots: list[LotWork]) -> list[tuple[LotWork,
     return prepared.requests
 
 
-async def _put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
-                         sent: tuple[str, ...], batch_id: str) -> None:
+async def put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
+                        sent: tuple[str, ...], batch_id: str) -> None:
+    """Publish the BatchSubmitted event, then record the batch on its shard (in that order)."""
     job_id, client_id = lots[0].job_id, lots[0].client_id
     attempt = max(lot.attempts for lot in lots)
     event = rt.spec.batch_submitted_event(job_id, shard_id, attempt, batch_id, sent)

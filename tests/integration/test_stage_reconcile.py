@@ -1,0 +1,131 @@
+"""The reconciler against the stand-in: batches with our metadata that no shard row explains."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
+from lotlens_common.kafka import EventProducer
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.vision import vision_request_body
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import store
+from lotlens_common.stage.reconcile import reconcile
+from lotlens_common.stage.runtime import StageRuntime
+from lotlens_common.stage.submit import batch_metadata, flush_due
+from lotlens_common.tables import stage_shards
+from tests.conftest import new_id
+from tests.integration.test_batch_stages import (
+    STAGE,
+    drive,
+    job_events,
+    lot_statuses,
+    submit_lots,
+    vision_spec,
+)
+from tests.standin import Standin, serve_standin
+
+
+@pytest.fixture()
+def slow_standin(tmp_path: Path) -> Iterator[Standin]:
+    """Batches stay `in_progress` for a minute: long enough to be seen running."""
+    with serve_standin(tmp_path / "standin", in_progress_seconds=60) as running:
+        yield running
+
+
+@asynccontextmanager
+async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[StageRuntime]:
+    client = make_openai_client("test", standin.base_url, 10)
+    async with client:
+        yield StageRuntime(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
+                           vision_spec(settings), STAGE)
+
+
+async def create_batch(rt: StageRuntime, tmp_path: Path, job_id: str, shard_id: str,
+                       lot_ids: list[str]) -> dict[str, Any]:
+    """A batch made the way the stage makes them, but with no shard row written for it."""
+    path = tmp_path / f"{shard_id}.jsonl"
+    path.write_bytes(b"".join(batch_line(lot_id, vision_request_body(
+        "notes", [f"https://img.test/{job_id}/{lot_id}.jpg"], ModelSettings())) for lot_id in lot_ids))
+    file_id = await rt.batches.upload_batch_file(path)
+    return await rt.batches.create_batch(file_id, batch_metadata("vision", job_id, shard_id, 1))
+
+
+def batch_status(standin: Standin, batch_id: str) -> str:
+    response = standin.control.get(f"/v1/batches/{batch_id}", headers={"Authorization": "Bearer test"})
+    return str(response.json()["status"])
+
+
+def test_an_orphan_batch_is_adopted_and_its_lots_are_not_sent_again(
+        settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
+    job_id, shard_id = new_id("job-"), new_id("vision-orphan-")
+    with serve_standin(tmp_path / "standin") as standin:
+        submit_lots(engine, job_id, ["a", "b", "c"])
+
+        async def adopt() -> str:
+            async with runtime(settings, engine, standin) as rt:
+                orphan = await create_batch(rt, tmp_path, job_id, shard_id, ["lot-0", "lot-1"])
+                await reconcile(rt)
+                return str(orphan["id"])
+
+        orphan_id = asyncio.run(adopt())
+        with engine.connect() as conn:
+            adopted = store.shard(conn, shard_id)
+        assert adopted is not None and adopted.batch_id == orphan_id and adopted.status == "submitted"
+        assert lot_statuses(engine, "vision", job_id) == {
+            "lot-0": "submitted", "lot-1": "submitted", "lot-2": "waiting"}
+
+        asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+        events = job_events(settings, settings.topics.vision, job_id, 5)
+        sent = {e.event.batch_id: set(e.event.lot_ids) for e in events
+                if isinstance(e.event, VisionBatchSubmitted)}
+        assert sent[orphan_id] == {"lot-0", "lot-1"}
+        assert sorted(map(sorted, sent.values())) == [["lot-0", "lot-1"], ["lot-2"]]
+        assert sorted(e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)) == [
+            "lot-0", "lot-1", "lot-2"]
+        assert standin.stats()["batches_created"] == 2
+
+
+def test_a_running_duplicate_of_a_recorded_shard_is_cancelled(
+        settings: ServiceSettings, engine: Engine, slow_standin: Standin, tmp_path: Path) -> None:
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a", "b"])
+
+    async def duplicate() -> tuple[str, str]:
+        async with runtime(settings, engine, slow_standin) as rt:
+            await flush_due(rt)
+            with engine.connect() as conn:
+                shard_id, batch_id = conn.execute(select(stage_shards.c.shard_id, stage_shards.c.batch_id)
+                                                  .where(stage_shards.c.job_id == job_id)).one()
+            second = await create_batch(rt, tmp_path, job_id, shard_id, ["lot-0", "lot-1"])
+            await reconcile(rt)
+            return str(batch_id), str(second["id"])
+
+    recorded, second = asyncio.run(duplicate())
+    assert batch_status(slow_standin, second) in {"cancelling", "cancelled"}
+    assert batch_status(slow_standin, recorded) in {"validating", "in_progress"}
+
+
+def test_a_batch_of_a_job_these_tables_never_saw_is_left_alone(
+        settings: ServiceSettings, engine: Engine, slow_standin: Standin, tmp_path: Path) -> None:
+    job_id, shard_id = new_id("job-elsewhere-"), new_id("vision-elsewhere-")
+
+    async def foreign() -> str:
+        async with runtime(settings, engine, slow_standin) as rt:
+            batch = await create_batch(rt, tmp_path, job_id, shard_id, ["lot-0"])
+            await reconcile(rt)
+            return str(batch["id"])
+
+    batch_id = asyncio.run(foreign())
+    assert batch_status(slow_standin, batch_id) in {"validating", "in_progress"}
+    with engine.connect() as conn:
+        assert store.shard(conn, shard_id) is None
