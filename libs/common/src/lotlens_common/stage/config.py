@@ -28,3 +28,7 @@ class StageSettings(BaseSettings):
     direct_concurrency: int = 16
     # Where JSONL files are written before upload ("" = the system's temp folder).
     work_dir: str = ""
+    # Finished jobs' work rows are deleted this long after their last lot settled (results stay
+    # in the read models). Longer than the topics' retention (14 days): a row is what makes a
+    # replayed event a no-op, so it must outlive every event that could be replayed.
+    retention_h: float = 15 * 24.0

@@ -6,9 +6,11 @@ import asyncio
 import logging
 import threading
 import time
+from datetime import timedelta
 
 from sqlalchemy import func, select
 
+from lotlens_common.clock import utc_now
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.reconcile import reconcile
@@ -36,6 +38,7 @@ async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
                 await recover_building(rt)
                 if rt.direct is None:
                     await reconcile(rt)
+                _prune(rt)
                 last_recovery = now
             await flush_due(rt)
             if now - last_watch >= rt.settings.poll_interval_s:
@@ -47,6 +50,14 @@ async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
             log.exception("stage %s loop failed; retrying", rt.spec.name)
             await asyncio.sleep(min(5.0, rt.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)
+
+
+def _prune(rt: StageRuntime) -> None:
+    settled_before = utc_now() - timedelta(hours=rt.settings.retention_h)
+    with rt.engine.begin() as conn:
+        pruned = store.prune(conn, rt.spec.name, settled_before)
+    if pruned:
+        log.info("pruned the work rows of %d finished jobs", pruned)
 
 
 def _gauge(rt: StageRuntime) -> None:

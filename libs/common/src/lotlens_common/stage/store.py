@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
@@ -228,3 +229,25 @@ def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str
                 updated_at=func.now())
         .returning(stage_lots))
     return [_lot(row) for row in rows]
+
+
+def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
+    """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
+
+    The read models keep the results; these rows only matter while a job is in flight, and
+    without pruning every query of the stage would wade through all the jobs ever run.
+    """
+    finished = text("""
+        SELECT job_id FROM stage_lots l
+         WHERE stage = :stage
+           AND NOT EXISTS (SELECT 1 FROM stage_shards s WHERE s.stage = :stage AND s.job_id = l.job_id
+                              AND s.status IN ('building', 'submitted'))
+         GROUP BY job_id
+        HAVING bool_and(status NOT IN ('waiting', 'submitted')) AND max(updated_at) < :before
+        LIMIT :limit""")
+    job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
+                   .scalars())
+    if job_ids:
+        for table in (stage_lots, stage_shards, stage_jobs):
+            conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(job_ids)))
+    return len(job_ids)

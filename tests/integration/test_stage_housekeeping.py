@@ -1,16 +1,19 @@
-"""The reconciler against the stand-in: batches with our metadata that no shard row explains."""
+"""Stage housekeeping: the reconciler (batches with our metadata that no shard row explains,
+against the stand-in) and the pruning of finished jobs' work rows."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 
+from lotlens_common.clock import utc_now
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.batch_files import batch_line
@@ -22,7 +25,7 @@ from lotlens_common.stage import store
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.submit import batch_metadata, flush_due
-from lotlens_common.tables import stage_shards
+from lotlens_common.tables import stage_lots, stage_shards
 from tests.conftest import new_id
 from tests.integration.test_batch_stages import (
     STAGE,
@@ -92,7 +95,8 @@ def test_an_orphan_batch_is_adopted_and_its_lots_are_not_sent_again(
         assert sorted(map(sorted, sent.values())) == [["lot-0", "lot-1"], ["lot-2"]]
         assert sorted(e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)) == [
             "lot-0", "lot-1", "lot-2"]
-        assert standin.stats()["batches_created"] == 2
+        ours = [m for m in standin.stats()["batch_metadata"] if m["lotlens_job_id"] == job_id]
+        assert len(ours) == 2
 
 
 def test_a_running_duplicate_of_a_recorded_shard_is_cancelled(
@@ -129,3 +133,28 @@ def test_a_batch_of_a_job_these_tables_never_saw_is_left_alone(
     assert batch_status(slow_standin, batch_id) in {"validating", "in_progress"}
     with engine.connect() as conn:
         assert store.shard(conn, shard_id) is None
+
+
+def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_kept(
+        engine: Engine) -> None:
+    old, recent = utc_now() - timedelta(days=20), utc_now()
+    jobs = {name: new_id(f"job-{name}-") for name in ("finished", "open", "recent", "batch-running")}
+    for job_id in jobs.values():
+        submit_lots(engine, job_id, ["a", "b"])
+    with engine.begin() as conn:
+        def settle(job_id: str, when: datetime, lot_ids: tuple[str, ...] = ("lot-0", "lot-1")) -> None:
+            conn.execute(update(stage_lots).where(stage_lots.c.job_id == job_id,
+                                                  stage_lots.c.lot_id.in_(lot_ids))
+                         .values(status=store.DONE, updated_at=when))
+
+        settle(jobs["finished"], old)
+        settle(jobs["open"], old, ("lot-0",))
+        settle(jobs["recent"], recent)
+        settle(jobs["batch-running"], old)
+        conn.execute(stage_shards.insert().values(
+            shard_id=new_id("vision-"), stage="vision", job_id=jobs["batch-running"], client_id="c1",
+            attempt=1, status="submitted", batch_id="batch_x", lot_count=2))
+        store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+
+    left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
+    assert left == {"open", "recent", "batch-running"}
