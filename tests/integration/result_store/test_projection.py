@@ -1,0 +1,240 @@
+"""The result-store's projections, driven through its batch handler with envelopes (fast):
+statuses, counts, idempotency, ordering, completion and webhook records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, func, insert, select, update
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import (
+    JobCancelled,
+    JobCompleted,
+    WebhookAttempted,
+    WebhookDelivered,
+    WebhookFailed,
+)
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import TopicSettings
+from lotlens_common.tables import (
+    jobs,
+    openai_batches,
+    webhook_attempts,
+    webhook_deliveries,
+)
+from lotlens_result_store.completion import publish_completions
+from tests.conftest import Infra, new_id
+from tests.integration.result_store.support import (
+    HOOK,
+    IMAGES_PER_LOT,
+    LANGUAGES,
+    Apply,
+    assert_job_finished,
+    completions,
+    count,
+    job_published,
+    job_row,
+    job_script,
+    lot_rows,
+)
+
+pytestmark = pytest.mark.integration
+
+
+# --- the handler, driven directly ---
+
+def test_a_three_lot_job_is_projected_and_announced_exactly_once(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3)
+    apply(script.submissions)
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["total_lots"], job["processed_lots"]) == ("pending", 3, 0)
+    apply(script.vision)
+    assert job_row(engine, script.job_id)["status"] == "processing"
+    assert {lot["status"] for lot in lot_rows(engine, script.job_id).values()} == {"translating"}
+    apply(script.translation[:2])
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["processed_lots"]) == ("translating", 1)
+    apply(script.translation[2:])
+
+    assert_job_finished(engine, script)
+    assert count(engine, openai_batches, openai_batches.c.job_id, script.job_id) == 2
+    [announced] = completions(infra, topics, script.job_id)
+    event = announced.event
+    assert isinstance(event, JobCompleted)
+    assert (event.status, event.total_lots, event.processed_lots, event.failed_lots) == ("completed", 3, 3, 0)
+    assert announced.client_id == script.client_id
+    assert event.completed_at == job_row(engine, script.job_id)["completed_at"]
+
+
+def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, apply: Apply) -> None:
+    script = job_script(2)
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(job_id=script.job_id, client_id=script.client_id, status="pending",
+                                         total_lots=2, languages=list(LANGUAGES)))
+    apply(script.submissions)
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["api_version"], job["webhook_configured"]) == ("pending", "2.0", True)
+    assert job["estimated_completion"] is not None
+
+
+def test_duplicated_and_out_of_order_events_give_the_same_state(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(4, failed=[2])
+    # The translation topic first, then vision, then submissions; every event twice, sometimes in
+    # the same batch and sometimes in another one.
+    backwards = script.translation + script.vision + script.submissions
+    apply(backwards + backwards[:5])
+    for i in range(0, len(backwards), 3):
+        apply(backwards[i:i + 3])
+    assert_job_finished(engine, script)
+    assert len(completions(infra, topics, script.job_id)) == 1
+
+
+def test_a_job_is_not_announced_before_its_lot_submissions_are_projected(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3)
+    apply(script.translation + script.vision)
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["total_lots"], job["processed_lots"]) == ("translating", 3, 3)
+    apply(script.submissions[:3])
+    assert job_row(engine, script.job_id)["status"] == "translating"
+    apply(script.submissions[3:])
+    assert_job_finished(engine, script)
+    assert len(completions(infra, topics, script.job_id)) == 1
+
+
+def test_a_job_waits_for_the_vision_results_of_lots_translated_first(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3)
+    apply(script.submissions)
+    apply(script.translation)
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["processed_lots"], job["images_processed"]) == ("translating", 3, 0)
+    apply(script.vision[:2])
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["images_processed"]) == ("translating", IMAGES_PER_LOT - 1)
+    apply(script.vision)
+    apply(script.vision)
+    assert_job_finished(engine, script)
+    assert len(completions(infra, topics, script.job_id)) == 1
+
+
+def test_a_failed_lot_is_counted_and_keeps_its_reason(engine: Engine, apply: Apply) -> None:
+    script = job_script(3, failed=[1])
+    apply(script.all_events())
+    apply(script.vision)  # the failure again: still counted once
+    assert_job_finished(engine, script)
+    assert job_row(engine, script.job_id)["error_message"] is None
+
+
+def test_a_job_whose_every_lot_failed_fails(engine: Engine, apply: Apply, infra: Infra,
+                                            topics: TopicSettings) -> None:
+    script = job_script(3, failed=[0, 1, 2])
+    apply(script.all_events())
+    assert_job_finished(engine, script)
+    job = job_row(engine, script.job_id)
+    assert job["error_message"] == "all 3 lots failed"
+    [announced] = completions(infra, topics, script.job_id)
+    assert isinstance(announced.event, JobCompleted) and announced.event.status == "failed"
+
+
+def test_a_cancelled_job_stays_cancelled_and_is_announced_once(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3)
+    cancelled_at = datetime(2026, 3, 1, 0, 5, tzinfo=UTC)
+    cancel = Envelope(client_id=script.client_id,
+                      event=JobCancelled(job_id=script.job_id, cancelled_at=cancelled_at))
+    apply(script.submissions + script.vision[:2])
+    apply([cancel])
+    apply(script.vision + script.translation + [cancel])
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["cancelled_at"]) == ("cancelled", cancelled_at)
+    assert job["processed_lots"] == 3  # the lots already paid for are still shown
+    [announced] = completions(infra, topics, script.job_id)
+    event = announced.event
+    assert isinstance(event, JobCompleted)
+    assert (event.status, event.completed_at) == ("cancelled", cancelled_at)
+
+
+def test_a_job_status_never_moves_backwards(engine: Engine, apply: Apply) -> None:
+    script = job_script(3)
+    apply(script.submissions)
+    apply(script.translation[:1])
+    assert job_row(engine, script.job_id)["status"] == "translating"
+    apply(script.vision[:1])
+    assert job_row(engine, script.job_id)["status"] == "translating"
+    apply(script.submissions[:1])
+    assert job_row(engine, script.job_id)["status"] == "translating"
+
+
+def test_a_terminal_job_left_unannounced_is_announced_by_the_startup_sweep(
+        engine: Engine, apply: Apply, producer: EventProducer, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(2)
+    apply(script.all_events())
+    with engine.begin() as conn:  # as if the process died after the commit, before publishing
+        conn.execute(update(jobs).where(jobs.c.job_id == script.job_id).values(completion_published=False))
+    assert publish_completions(engine, producer, topics.completions) >= 1
+    assert job_published(engine, script.job_id)
+    assert publish_completions(engine, producer, topics.completions, [script.job_id]) == 0
+    announced = completions(infra, topics, script.job_id)
+    assert len(announced) == 2
+    assert announced[0].event == announced[1].event
+
+
+def test_webhook_events_record_every_attempt_and_the_final_status(engine: Engine, apply: Apply) -> None:
+    job_id, client = new_id("job-"), new_id("client-")
+    delivered_id, failed_id = new_id("dlv-"), new_id("dlv-")
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def attempt(delivery_id: str, n: int, ok: bool) -> Envelope:
+        return Envelope(client_id=client, event=WebhookAttempted(
+            job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempt=n,
+            attempted_at=t0 + timedelta(seconds=30 * n), succeeded=ok, status_code=200 if ok else 500,
+            latency_ms=12.5, error=None if ok else "HTTP 500", response_body="ok" if ok else "boom",
+            next_attempt_at=None if ok else t0 + timedelta(seconds=30 * (n + 1))))
+
+    delivered = Envelope(client_id=client, event=WebhookDelivered(
+        job_id=job_id, delivery_id=delivered_id, webhook_url=HOOK, attempts=2,
+        delivered_at=t0 + timedelta(seconds=60)))
+    failed = Envelope(client_id=client, event=WebhookFailed(
+        job_id=job_id, delivery_id=failed_id, webhook_url=HOOK, attempts=5,
+        failed_at=t0 + timedelta(seconds=150), error="HTTP 500"))
+    apply([attempt(delivered_id, 1, False), attempt(delivered_id, 2, True), delivered])
+    apply([attempt(failed_id, n, False) for n in range(1, 6)] + [failed])
+    # Duplicates and a late first attempt change nothing.
+    apply([attempt(delivered_id, 1, False), delivered, attempt(failed_id, 3, False), failed])
+
+    with engine.connect() as conn:
+        rows = {row["id"]: row for row in conn.execute(
+            select(webhook_deliveries).where(webhook_deliveries.c.batch_job_id == job_id)).mappings()}
+        attempts = conn.execute(select(func.count()).select_from(webhook_attempts).where(
+            webhook_attempts.c.delivery_id.in_([delivered_id, failed_id]))).scalar_one()
+    ok, given_up = rows[delivered_id], rows[failed_id]
+    assert (ok["status"], ok["attempt_count"], ok["last_status_code"]) == ("delivered", 2, 200)
+    assert ok["delivered_at"] == t0 + timedelta(seconds=60)
+    assert ok["error_message"] is None and ok["next_attempt_at"] is None
+    assert ok["created_at"] == t0 + timedelta(seconds=30)
+    assert (given_up["status"], given_up["attempt_count"]) == ("failed", 5)
+    assert given_up["error_message"] == "HTTP 500"
+    assert given_up["last_attempt_at"] == t0 + timedelta(seconds=150)
+    assert given_up["next_attempt_at"] is None and given_up["delivered_at"] is None
+    assert attempts == 7
+
+
+def test_a_late_attempt_never_reopens_a_delivered_webhook(engine: Engine, apply: Apply) -> None:
+    job_id, delivery_id = new_id("job-"), new_id("dlv-")
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    apply([Envelope(client_id="c", event=WebhookDelivered(
+        job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempts=1, delivered_at=at))])
+    apply([Envelope(client_id="c", event=WebhookFailed(
+        job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempts=1, failed_at=at, error="late")),
+        Envelope(client_id="c", event=WebhookAttempted(
+            job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempt=1, attempted_at=at,
+            succeeded=True, status_code=200, next_attempt_at=at))])
+    with engine.connect() as conn:
+        row = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
+                           ).mappings().one()
+    assert (row["status"], row["attempt_count"], row["next_attempt_at"]) == ("delivered", 1, None)
