@@ -5,6 +5,7 @@ Pure code: no I/O, so every edge is unit-tested.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -52,3 +53,19 @@ def plan_flushes(jobs: list[WaitingJob], now: datetime, window_s: float, max_req
             budget -= lots * job.tokens_per_lot
         flushes.append(Flush(job.job_id, lots))
     return flushes
+
+
+def affordable(costs: Sequence[int], budget: int | None, nothing_enqueued: bool) -> int:
+    """How many of these lots, taken in order, fit in what is left of the token budget.
+
+    `budget` None means no budget. When nothing at all is enqueued, the first lot goes even if it
+    alone is larger than the whole budget: waiting could never make room for it.
+    """
+    if budget is None:
+        return len(costs)
+    count, spent = 0, 0
+    for cost in costs:
+        if spent + cost > budget and not (count == 0 and nothing_enqueued):
+            break
+        count, spent = count + 1, spent + cost
+    return count

@@ -251,3 +251,12 @@ def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 1
         for table in (stage_lots, stage_shards, stage_jobs):
             conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(job_ids)))
     return len(job_ids)
+
+
+def unclaim(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str]) -> None:
+    """Give claimed lots back, in their place in the queue and with the attempt not counted."""
+    if lot_ids:
+        conn.execute(update(stage_lots)
+                     .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+                            stage_lots.c.lot_id.in_(list(lot_ids)))
+                     .values(status=WAITING, shard_id=None, attempts=stage_lots.c.attempts - 1))

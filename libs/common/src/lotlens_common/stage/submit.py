@@ -19,7 +19,7 @@ from lotlens_common.faults import fault_point
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.direct import run_direct
-from lotlens_common.stage.rule import plan_flushes
+from lotlens_common.stage.rule import affordable, plan_flushes
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.spec import LotWork
 
@@ -40,18 +40,26 @@ async def flush_due(rt: StageRuntime) -> int:
     with rt.engine.begin() as conn:
         jobs = store.waiting_jobs(conn, rt.spec.name)
         enqueued = store.tokens_enqueued(conn, rt.spec.name)
+    limit = rt.settings.enqueued_token_limit
     plan = plan_flushes(jobs, utc_now(), rt.settings.window_s, rt.settings.max_requests_per_batch,
-                        enqueued, rt.settings.enqueued_token_limit) if jobs else []
+                        enqueued, limit) if jobs else []
+    budget = limit - enqueued if limit else None
     sent = 0
     for flush in plan:
         shard_id = f"{rt.spec.name}-{uuid.uuid4().hex}"
         with store.exclusive(rt.engine, shard_id):
             with rt.engine.begin() as conn:
                 lots = store.claim(conn, rt.spec.name, flush.job_id, flush.lots, shard_id)
+                # The plan counts lots; the budget counts each lot's own estimate.
+                costs = [rt.spec.estimate_tokens(lot) for lot in lots]
+                fit = affordable(costs, budget, nothing_enqueued=budget == limit)
+                store.unclaim(conn, rt.spec.name, flush.job_id, [lot.lot_id for lot in lots[fit:]])
+                lots, tokens = lots[:fit], sum(costs[:fit])
                 if not lots:
-                    continue
-                tokens = sum(rt.spec.estimate_tokens(lot) for lot in lots)
+                    break
                 store.create_shard(conn, rt.spec.name, shard_id, lots, tokens)
+            if budget is not None:
+                budget -= tokens
             fault_point(f"{rt.spec.name}.after_shard_claimed")
             try:
                 await _build_and_submit(rt, shard_id, lots, recovering=False)
