@@ -13,6 +13,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
 from bench import floor, intake, kafkautil, payload, pipeline
 from bench.config import pipeline_topics
 from bench.context import Context
@@ -50,6 +52,7 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     if watch is not None:
         watch.start()
     offsets = kafkautil.end_offsets(pipeline_topics())
+    batches_before = _standin_batches(ctx)
     seconds, accepted = intake.submit(ctx.http, body)
     job_id = accepted["job_id"]
     done_s, status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
@@ -59,7 +62,11 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
         len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
     )
     progress = status.get("progress", {})
+    # Exactly once: one result event per lot and stage; more would be a lot answered twice.
+    results = {kind: stats.get(kind, (0, 0))[0] for kind in ("VisionCompleted", "TranslationCompleted")}
     summary = {
+        "standin_batches_created": _standin_batches(ctx) - batches_before,
+        "result_events": results,
         "job_id": job_id,
         "status": status.get("status"),
         "processed": progress.get("processed_lots"),
@@ -70,9 +77,15 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     ctx.log(
         f"{len(lots)} lots: intake {seconds:.2f}s (floor {intake_floor['total_s']:.3f}s), pipeline "
         f"{done_s:.1f}s (floor {hop_floor['total_s']:.2f}s), {summary['status']} {summary['processed']} "
-        f"processed, {summary['failed']} failed"
+        f"processed, {summary['failed']} failed; {summary['standin_batches_created']} batches created at "
+        f"the stand-in; result events {results}"
     )
     return JobRun(seconds, intake_floor, done_s, hop_floor, pipeline.stage_times(events), summary)
+
+
+def _standin_batches(ctx: Context) -> int:
+    url = f"http://127.0.0.1:{ctx.settings.stack.standin_port}/_standin/stats"
+    return int(httpx.get(url, timeout=30).json()["batches_created"])
 
 
 def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[float]]]:
