@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -199,10 +200,10 @@ def running(config: DispatcherSettings, engine: Engine,
             transport: httpx.BaseTransport | None = None) -> Iterator[None]:
     """The dispatcher's consumer and delivery loop in threads, stopped on exit."""
     stop = threading.Event()
-    client = http_client(config, transport)
     producers = [EventProducer(config.kafka, "consumer"), EventProducer(config.kafka, "dispatcher")]
+    new_client = partial(http_client, config, transport)
     threads = [threading.Thread(target=work, args=(stop,), daemon=True)
-               for work in workers(config, engine, client, *producers).values()]
+               for work in workers(config, engine, new_client, *producers).values()]
     for thread in threads:
         thread.start()
     try:
@@ -211,7 +212,6 @@ def running(config: DispatcherSettings, engine: Engine,
         stop.set()
         for thread in threads:
             thread.join(timeout=15)
-        client.close()
 
 
 class WebhookEvents:

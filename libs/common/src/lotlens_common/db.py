@@ -15,9 +15,13 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 7_311_002
 
 
-def make_engine(settings: DatabaseSettings) -> Engine:
-    """A pooled engine that survives database restarts (pre-ping)."""
-    return create_engine(settings.database_url, pool_size=settings.pool_size, max_overflow=10,
+def make_engine(settings: DatabaseSettings, pool_size: int | None = None) -> Engine:
+    """A pooled engine that survives database restarts (pre-ping).
+
+    `pool_size` (default: the settings') should cover the connections a service uses at once:
+    a connection beyond it is closed when returned, and a new one costs a PostgreSQL backend.
+    """
+    return create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                          pool_pre_ping=True, future=True)
 
 

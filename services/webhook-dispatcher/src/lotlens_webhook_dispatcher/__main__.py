@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
 from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
@@ -15,16 +17,17 @@ def main() -> None:
     setup_logging(settings.log_level)
     stop = stop_on_signals()
     serve_metrics(settings.metrics_port, settings.metrics_host)
-    engine = make_engine(settings.database)
-    client = http_client(settings)
+    # Attempt threads read payloads at once; past 20 they wait for a connection instead.
+    pool_size = max(settings.database.pool_size, min(settings.webhook_concurrency, 20))
+    engine = make_engine(settings.database, pool_size)
     consumer_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher-consumer")
     dispatch_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher")
     try:
-        run_workers(workers(settings, engine, client, consumer_producer, dispatch_producer), stop)
+        run_workers(workers(settings, engine, partial(http_client, settings), consumer_producer,
+                            dispatch_producer), stop)
     finally:
         dispatch_producer.flush()
         consumer_producer.flush()
-        client.close()
         engine.dispose()
 
 

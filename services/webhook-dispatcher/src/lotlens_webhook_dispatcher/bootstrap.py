@@ -19,23 +19,27 @@ Worker = Callable[[threading.Event], None]
 
 
 def http_client(settings: DispatcherSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The client for webhook calls: SSRF-guarded, no redirects, pooled per host."""
-    limits = httpx.Limits(max_connections=settings.webhook_concurrency,
-                          max_keepalive_connections=settings.webhook_concurrency)
+    """A client for one attempt thread's webhook calls: SSRF-guarded, no redirects, kept-alive
+    connections to the hosts that thread posts to."""
+    limits = httpx.Limits(max_connections=settings.webhook_per_host_concurrency,
+                          max_keepalive_connections=settings.webhook_per_host_concurrency)
     return httpx.Client(transport=transport or GuardedTransport(settings.allow_loopback_urls, limits),
                         follow_redirects=False, trust_env=False)
 
 
-def workers(settings: DispatcherSettings, engine: Engine, client: httpx.Client,
+def workers(settings: DispatcherSettings, engine: Engine, new_client: Callable[[], httpx.Client],
             consumer_producer: EventProducer, dispatch_producer: EventProducer) -> dict[str, Worker]:
-    """The consumer of `JobCompleted` and the due-queue loop, ready for `run_workers`."""
+    """The consumer of `JobCompleted` and the due-queue loop, ready for `run_workers`.
+
+    `new_client` makes an attempt thread's HTTP client (e.g. `partial(http_client, settings)`).
+    """
+    dispatcher = Dispatcher(engine, dispatch_producer, new_client, settings)
     spec = ConsumerSpec(
         group_id=settings.consumer_group,
         topics=[settings.topics.completions],
-        handler=completion_handler(engine, settings.webhook_max_payload_bytes),
+        handler=completion_handler(engine, settings.webhook_max_payload_bytes, on_scheduled=dispatcher.wake),
         transient=(OperationalError, InterfaceError),
     )
-    dispatcher = Dispatcher(engine, dispatch_producer, client, settings)
 
     def consume(stop: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, spec, consumer_producer, stop)

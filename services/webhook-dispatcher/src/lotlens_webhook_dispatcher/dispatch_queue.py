@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, RowMapping, func, select, update
+from sqlalchemy import ColumnElement, Connection, RowMapping, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import dispatch_queue as q
@@ -40,6 +40,8 @@ class Delivery:
     # An attempt a dead instance started and never recorded, and when it started.
     interrupted_attempt: int | None = None
     interrupted_at: datetime | None = None
+    # Until when the claim reserves the attempt for this instance.
+    leased_until: datetime | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -115,6 +117,7 @@ def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str
         room[row["host"]] = room.get(row["host"], per_host) - 1
         chosen.append(_delivery(row, max_attempts))
     lease_until = now + timedelta(seconds=lease_s)
+    chosen = [replace(delivery, leased_until=lease_until) for delivery in chosen]
     to_send = [d.delivery_id for d in chosen if not d.exhausted]
     to_close = [d.delivery_id for d in chosen if d.exhausted]
     if to_send:
@@ -146,12 +149,23 @@ def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -
     return result.rowcount == 1
 
 
-def record(conn: Connection, delivery: Delivery, status: str, now: datetime,
-           next_attempt_at: datetime | None = None) -> bool:
-    """Store an attempt's outcome; False when the lease was lost to another instance meanwhile."""
-    result = conn.execute(update(q).where(_held(delivery)).values(
-        status=status, next_attempt_at=next_attempt_at or now, updated_at=now))
-    return result.rowcount == 1
+def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, datetime | None]],
+                now: datetime) -> int:
+    """Store attempts' outcomes (status, next attempt) in one statement; how many were still held.
+
+    An attempt whose lease was lost to another instance meanwhile is not stored: that instance
+    owns the delivery now.
+    """
+    if not outcomes:
+        return 0
+    statement = (update(q)
+                 .where(q.c.delivery_id == bindparam("b_id"), q.c.status == "sending",
+                        q.c.attempt_count == bindparam("b_attempt"))
+                 .values(status=bindparam("b_status"), next_attempt_at=bindparam("b_next"), updated_at=now))
+    result = conn.execute(statement, [
+        {"b_id": delivery.delivery_id, "b_attempt": delivery.attempt, "b_status": status,
+         "b_next": next_attempt_at or now} for delivery, status, next_attempt_at in outcomes])
+    return int(result.rowcount)
 
 
 def _held(delivery: Delivery) -> ColumnElement[bool]:

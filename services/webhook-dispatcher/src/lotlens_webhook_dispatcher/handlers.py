@@ -64,13 +64,20 @@ HANDLERS: dict[type[Event], Handler] = {JobCompleted: schedule_deliveries,
                                         WebhookRedeliveryRequested: schedule_deliveries}
 
 
-def completion_handler(engine: Engine, max_payload_bytes: int,
-                       clock: Callable[[], datetime] = utc_now) -> Callable[[Sequence[Envelope]], None]:
-    """The consumer's batch handler: every event of the batch in one transaction."""
+def completion_handler(engine: Engine, max_payload_bytes: int, clock: Callable[[], datetime] = utc_now,
+                       on_scheduled: Callable[[], None] = lambda: None
+                       ) -> Callable[[Sequence[Envelope]], None]:
+    """The consumer's batch handler: every event of the batch in one transaction.
+
+    `on_scheduled` runs after the commit when deliveries were added (the dispatcher's wake-up).
+    """
     def handle(envelopes: Sequence[Envelope]) -> None:
+        added = 0
         with engine.begin() as conn:
             for envelope in envelopes:
                 handler = HANDLERS.get(type(envelope.event))
                 if handler is not None:
-                    handler(conn, envelope, max_payload_bytes, clock())
+                    added += handler(conn, envelope, max_payload_bytes, clock())
+        if added:
+            on_scheduled()
     return handle

@@ -1,22 +1,27 @@
 """The due-queue loop: claim due deliveries, make each attempt, record its outcome.
 
-One thread claims; a pool of `webhook_concurrency` threads makes the attempts. A host never has
-more than `webhook_per_host_concurrency` attempts in flight from this instance, and rows of a
-saturated host are not even claimed, so a slow endpoint only ever holds its own slots. The outcome
-is published to Kafka first and written to the queue second: a crash in between repeats an event
-(the projection is keyed by delivery and attempt) but never loses one.
+One thread claims; a pool of `webhook_concurrency` threads makes the attempts; one recorder
+thread stores their outcomes in groups (one Kafka flush and one transaction for all the attempts
+that finished meanwhile, instead of one each: a flush waits for the broker's acks, and one at a
+time they capped the dispatcher near 100 attempts a second). A host never has more than
+`webhook_per_host_concurrency` attempts in flight from this instance, and rows of a saturated
+host are not even claimed, so a slow endpoint only ever holds its own slots. Outcomes are
+published to Kafka first and written to the queue second: a crash in between repeats an event
+(the projection is keyed by delivery and attempt) but never loses one, and an attempt whose
+outcome was never written is taken up again as interrupted once its lease runs out.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 from sqlalchemy import Engine
@@ -26,12 +31,12 @@ from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 from lotlens_common.kafka import EventProducer
-from lotlens_common.read_models import get_job, iter_lot_results
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
 
 log = logging.getLogger(__name__)
@@ -47,12 +52,15 @@ class LeaseLost(RuntimeError):
 class Dispatcher:
     """Delivers due webhooks until stopped."""
 
-    def __init__(self, engine: Engine, producer: EventProducer, client: httpx.Client,
+    def __init__(self, engine: Engine, producer: EventProducer, new_client: Callable[[], httpx.Client],
                  settings: DispatcherSettings, clock: Callable[[], datetime] = utc_now,
                  rng: random.Random | None = None) -> None:
         self._engine = engine
         self._producer = producer
-        self._client = client
+        # One HTTP client per attempt thread: threads sharing one client's pool queue on its lock.
+        self._new_client = new_client
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
         self._settings = settings
         self._clock = clock
         self._rng = rng or random.Random()
@@ -65,24 +73,48 @@ class Dispatcher:
         self._publish_lock = threading.Lock()
         self._wake = threading.Event()
         self._gauges_at = 0.0
+        self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
+        self._finished_jobs = FinishedJobs(engine)
+
+    def wake(self) -> None:
+        """Claim at once (deliveries were just scheduled) instead of at the next poll."""
+        self._wake.set()
 
     def run(self, stop: threading.Event) -> None:
-        """Claim and deliver until `stop` is set; attempts under way are finished first."""
+        """Claim and deliver until `stop` is set; attempts under way are finished and recorded first."""
         s = self._settings
-        with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
-            while not stop.is_set():
-                self._wake.clear()
-                try:
-                    claimed = self._claim()
-                except DBAPIError as exc:
-                    log.warning("cannot reach the database, retrying: %s", exc)
-                    stop.wait(max(s.webhook_poll_interval_s, 2.0))
-                    continue
-                for delivery in claimed:
-                    pool.submit(self._attempt_and_release, delivery)
-                self._update_gauges()
-                if not claimed:
-                    self._wake.wait(s.webhook_poll_interval_s)
+        attempts_done = threading.Event()
+        recorder = threading.Thread(target=self._record_finished, args=(attempts_done,),
+                                    name="webhook-recorder", daemon=True)
+        recorder.start()
+        try:
+            with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
+                while not stop.is_set():
+                    self._wake.clear()
+                    try:
+                        claimed = self._claim()
+                    except DBAPIError as exc:
+                        log.warning("cannot reach the database, retrying: %s", exc)
+                        stop.wait(max(s.webhook_poll_interval_s, 2.0))
+                        continue
+                    for delivery in claimed:
+                        pool.submit(self._attempt_and_release, delivery)
+                    self._update_gauges()
+                    if not claimed:
+                        self._wake.wait(s.webhook_poll_interval_s)
+        finally:
+            attempts_done.set()
+            recorder.join()
+            for client in self._clients:
+                client.close()
+
+    def _client(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = self._local.client = self._new_client()
+            with self._lock:
+                self._clients.append(client)
+        return client
 
     def _claim(self) -> list[Delivery]:
         s = self._settings
@@ -104,6 +136,7 @@ class Dispatcher:
     def _attempt_and_release(self, delivery: Delivery) -> None:
         try:
             self.attempt(delivery)
+            return  # the recorder releases it once its outcome is stored
         except LeaseLost:
             log.warning("attempt %d of delivery %s stalled past its lease; left to the instance that took it",
                         delivery.attempt, delivery.delivery_id, extra={"delivery_id": delivery.delivery_id})
@@ -111,12 +144,15 @@ class Dispatcher:
             # The lease runs out and the attempt is taken up again as interrupted.
             log.exception("attempt %d of delivery %s broke", delivery.attempt, delivery.delivery_id,
                           extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
-        finally:
-            with self._lock:
+        self._release([delivery])
+
+    def _release(self, deliveries: Sequence[Delivery]) -> None:
+        with self._lock:
+            for delivery in deliveries:
                 self._hosts[delivery.host] -= 1
                 self._in_flight.discard(delivery.delivery_id)
-                metrics.IN_FLIGHT.set(len(self._in_flight))
-            self._wake.set()
+            metrics.IN_FLIGHT.set(len(self._in_flight))
+        self._wake.set()
 
     def attempt(self, delivery: Delivery) -> None:
         """Make one claimed attempt (or close an exhausted delivery) and record the outcome."""
@@ -137,17 +173,17 @@ class Dispatcher:
         keys = s.signing_keys(delivery.client_id)
         if keys is None:
             return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
-        with self._engine.connect() as conn:
-            job = get_job(conn, delivery.job_id)
-            if job is None:
-                return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
-            body = payloads.part_body(payloads.head(job),
-                                      lambda: iter_lot_results(conn, job, webhook_url=delivery.webhook_url),
-                                      delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
-        with self._engine.begin() as conn:
-            # Building the body or publishing may have stalled: send only if the lease still holds.
-            if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
-                raise LeaseLost(delivery.delivery_id)
+        job = self._finished_jobs.job(delivery.job_id)
+        if job is None:
+            return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
+        body = payloads.part_body(payloads.head(job),
+                                  self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
+                                  delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
+        if not self._lease_fresh(delivery):
+            with self._engine.begin() as conn:
+                # Building the body or publishing stalled: send only if the lease still holds.
+                if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
+                    raise LeaseLost(delivery.delivery_id)
         key, previous = keys
         headers = {
             "Content-Type": "application/json",
@@ -156,19 +192,65 @@ class Dispatcher:
             "X-Job-ID": delivery.job_id,
             **webhook_headers(key, delivery.delivery_id, int(self._clock().timestamp()), body, previous),
         }
-        return post_webhook(self._client, delivery.webhook_url, body, headers, s.webhook_timeout_s,
+        return post_webhook(self._client(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
                             s.webhook_response_body_chars)
 
+    def _lease_fresh(self, delivery: Delivery) -> bool:
+        """Whether the claim's lease still covers a whole attempt with half the margin to spare.
+
+        Then no other instance can have taken the attempt over, and renewing it (a transaction per
+        attempt) can be skipped.
+        """
+        s = self._settings
+        if delivery.leased_until is None:
+            return False
+        left = delivery.leased_until - self._clock()
+        return left > timedelta(seconds=s.lease_s - s.webhook_lease_margin_s / 2)
+
     def _finish(self, delivery: Delivery, verdict: Verdict) -> None:
-        self._publish(delivery, verdict.events)
-        with self._engine.begin() as conn:
-            kept = dispatch_queue.record(conn, delivery, verdict.status, self._clock(), verdict.due)
-        if not kept:
-            log.warning("delivery %s was taken over before attempt %d was recorded",
-                        delivery.delivery_id, delivery.attempt, extra={"delivery_id": delivery.delivery_id})
-        metrics.DELIVERIES.labels("retrying" if verdict.status == "pending" else verdict.status).inc()
-        log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
-                 extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+        self._finished.put((delivery, verdict))
+
+    def _record_finished(self, attempts_done: threading.Event) -> None:
+        """Store finished attempts in groups until every attempt is done and stored."""
+        while True:
+            try:
+                group = [self._finished.get(timeout=0.05)]
+            except queue.Empty:
+                if attempts_done.is_set():
+                    return
+                continue
+            while True:
+                try:
+                    group.append(self._finished.get_nowait())
+                except queue.Empty:
+                    break
+            self._record(group)
+
+    def _record(self, group: list[tuple[Delivery, Verdict]]) -> None:
+        try:
+            envelopes = [Envelope(event=event, client_id=delivery.client_id)
+                         for delivery, verdict in group for event in verdict.events]
+            with self._publish_lock:
+                self._producer.publish_many(self._settings.topics.webhooks, envelopes)
+                self._producer.flush()
+            with self._engine.begin() as conn:
+                kept = dispatch_queue.record_many(
+                    conn, [(delivery, verdict.status, verdict.due) for delivery, verdict in group],
+                    self._clock())
+        except Exception:
+            # Nothing of the group is stored: its leases run out and the attempts are taken up
+            # again as interrupted (their events, if published, are repeated; never lost).
+            log.exception("recording %d attempts failed", len(group))
+            self._release([delivery for delivery, _ in group])
+            return
+        if kept < len(group):
+            log.warning("%d of %d deliveries were taken over before their attempt was recorded",
+                        len(group) - kept, len(group))
+        for delivery, verdict in group:
+            metrics.DELIVERIES.labels("retrying" if verdict.status == "pending" else verdict.status).inc()
+            log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
+                     extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+        self._release([delivery for delivery, _ in group])
 
     def _publish(self, delivery: Delivery, events: Sequence[Event]) -> None:
         envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in events]
