@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+import orjson
+from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.stage.rule import WaitingJob
@@ -39,7 +40,9 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork], status: str =
         return
     rows = [{"stage": stage, "job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
              "total_lots": lot.total_lots, "work": lot.work, "status": status} for lot in lots]
-    conn.execute(insert(stage_lots).on_conflict_do_nothing(), rows)
+    # RETURNING makes SQLAlchemy send multi-row VALUES statements (its "insertmanyvalues"); a
+    # plain executemany goes to the driver as one INSERT per row, a third of this service's CPU.
+    conn.execute(insert(stage_lots).on_conflict_do_nothing().returning(stage_lots.c.lot_id), rows).all()
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
@@ -89,18 +92,22 @@ def _lot(row: Any) -> LotWork:
 
 def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str) -> list[LotWork]:
     """Take up to `limit` waiting lots of a job into a shard (skipping lots another instance holds)."""
-    picked = (select(stage_lots.c.lot_id)
-              .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-                     stage_lots.c.status == WAITING)
-              .order_by(stage_lots.c.enqueued_at, stage_lots.c.lot_id)
-              .limit(limit).with_for_update(skip_locked=True))
-    rows = conn.execute(
-        update(stage_lots)
-        .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-               stage_lots.c.lot_id.in_(picked.scalar_subquery()))
-        .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
-                updated_at=func.now())
-        .returning(stage_lots))
+    # The picked rows are updated by their physical address (a TID scan): joining them back by
+    # key left the plan to the table's statistics, and while a new deployment's table grows
+    # from empty those are stale; a nested loop over sequential scans took 21-53 s to claim
+    # 10,000 lots of a 20,000-lot job.
+    rows = conn.execute(text("""
+        UPDATE stage_lots SET status = :submitted, shard_id = :shard_id, attempts = attempts + 1,
+                              updated_at = now()
+         WHERE ctid = ANY(ARRAY(
+               SELECT ctid FROM stage_lots
+                WHERE stage = :stage AND job_id = :job_id AND status = :waiting
+                ORDER BY enqueued_at, lot_id
+                LIMIT :limit
+                  FOR UPDATE SKIP LOCKED))
+           AND status = :waiting
+        RETURNING *"""), {"submitted": SUBMITTED, "waiting": WAITING, "shard_id": shard_id,
+                          "stage": stage, "job_id": job_id, "limit": limit})
     return [_lot(row) for row in rows]
 
 
@@ -114,15 +121,18 @@ def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[Lot
 
 
 def save_work(conn: Connection, stage: str, lots: Sequence[LotWork]) -> None:
-    """Persist what preparation learnt about lots (e.g. which images are reachable)."""
+    """Persist what preparation learnt about one job's lots (e.g. which images are reachable).
+
+    One statement for the whole chunk: an executemany is one round trip per lot.
+    """
     if not lots:
         return
-    statement = (update(stage_lots)
-                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == bindparam("b_job"),
-                        stage_lots.c.lot_id == bindparam("b_lot"))
-                 .values(work=bindparam("b_work")))
-    conn.execute(statement, [{"b_job": lot.job_id, "b_lot": lot.lot_id, "b_work": lot.work}
-                             for lot in lots])
+    conn.execute(text("""
+        UPDATE stage_lots AS s SET work = CAST(v.work AS jsonb)
+          FROM unnest(CAST(:lot_ids AS text[]), CAST(:works AS text[])) AS v(lot_id, work)
+         WHERE s.stage = :stage AND s.job_id = :job_id AND s.lot_id = v.lot_id"""),
+        {"stage": stage, "job_id": lots[0].job_id, "lot_ids": [lot.lot_id for lot in lots],
+         "works": [orjson.dumps(lot.work).decode() for lot in lots]})
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
