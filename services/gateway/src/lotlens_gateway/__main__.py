@@ -17,12 +17,17 @@ from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.metrics import GatewayMetrics
 
+# anyio's default limit on threads running blocking calls for Starlette.
+THREADPOOL_SIZE = 40
+
 
 def main() -> None:
     """Connect, build the app and serve until SIGTERM."""
     settings = GatewaySettings()
     setup_logging(settings.log_level)
-    engine = make_engine(settings.database)
+    # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
+    # makes requests wait for connections and closes and reopens the overflow ones.
+    engine = make_engine(settings.database, max(settings.database.pool_size, THREADPOOL_SIZE))
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
