@@ -146,7 +146,7 @@ class Settings:
     restart: bool = True
     profile: tuple[str, ...] = ()
     leave_up: bool = False
-    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory")
+    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync")
     stack: StackEnv = field(default_factory=StackEnv)
 
     def as_dict(self) -> dict[str, Any]:
