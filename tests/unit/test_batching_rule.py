@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import tracemalloc
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage.config import OPENAI_MAX_FILE_BYTES, OPENAI_MAX_REQUESTS
+from lotlens_common.stage.jsonl import JsonlWriter
 from lotlens_common.stage.rule import Flush, WaitingJob, plan_flushes
+from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.submit import PREPARE_CHUNK
+from lotlens_vision_batcher.vision_stage import VisionStage
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -45,3 +56,63 @@ def test_a_batch_is_cut_to_what_the_token_budget_allows() -> None:
     plan = plan_flushes([job("a", 50, 50, 50, tokens=1000), job("b", 5, 5, 5, tokens=1000)],
                         NOW, 30, 100, tokens_enqueued=0, token_limit=20_000)
     assert plan == [Flush("a", 20)]
+
+
+# --- the whole path of a big job: rule, preparation chunk by chunk, JSONL file ---
+
+async def all_reachable(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+    return list(urls), []
+
+
+def big_job(lots: int) -> list[LotWork]:
+    return [LotWork("big", f"lot-{i}", "c1", lots, 1, {
+        "additional_info": f"Lot {i}: Camry 2.4, front collision, airbags deployed",
+        "image_urls": [f"https://img.test/big/{i}-{k}.jpg" for k in range(5)],
+        "languages": ["en", "de", "fr"]}) for i in range(lots)]
+
+
+async def send_all(lots: list[LotWork], byte_limit: int, folder: Path) -> list[Path]:
+    """Flush a job until no lot waits, as the stage does; the JSONL file of each batch."""
+    vision = VisionStage("vision", ModelSettings(), all_reachable)
+    files: list[Path] = []
+    waiting = lots
+    while waiting:
+        [flush] = plan_flushes([job("big", len(waiting), len(lots), len(lots))], NOW, 30,
+                               OPENAI_MAX_REQUESTS, 0, 0)
+        shard, waiting = waiting[:flush.lots], waiting[flush.lots:]
+        writer = JsonlWriter(folder / f"batch-{len(files)}.jsonl", byte_limit)
+        for start in range(0, len(shard), PREPARE_CHUNK):
+            writer.write((await vision.prepare(shard[start:start + PREPARE_CHUNK])).requests)
+        files.append(writer.close())
+        # Lots past the byte limit go back to the front of the queue, for the next batch.
+        overflow = set(writer.overflow)
+        waiting = [lot for lot in shard if lot.lot_id in overflow] + waiting
+    return files
+
+
+def lines_of(path: Path) -> list[str]:
+    with path.open("rb") as lines:
+        return [json.loads(line)["custom_id"] for line in lines]
+
+
+def test_a_50001_lot_job_goes_out_as_50000_requests_then_1_written_in_bounded_memory(
+        tmp_path: Path) -> None:
+    lots = big_job(50_001)
+    tracemalloc.start()
+    try:
+        files = asyncio.run(send_all(lots, OPENAI_MAX_FILE_BYTES - 1024 * 1024, tmp_path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert [len(lines_of(path)) for path in files] == [50_000, 1]
+    assert files[0].stat().st_size > 50 * 2**20  # a file far bigger than the memory it took
+    assert peak < 16 * 2**20
+
+
+def test_a_batch_that_would_cross_the_byte_limit_is_cut_and_the_rest_goes_in_the_next(
+        tmp_path: Path) -> None:
+    lots = big_job(5_000)
+    files = asyncio.run(send_all(lots, 2 * 2**20, tmp_path))
+    assert len(files) > 3
+    assert all(path.stat().st_size <= 2 * 2**20 for path in files)
+    assert [lot_id for path in files for lot_id in lines_of(path)] == [lot.lot_id for lot in lots]

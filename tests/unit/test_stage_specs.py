@@ -9,7 +9,7 @@ from lotlens_common.events import LotFailed, TranslationCompleted, VisionComplet
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.spec import LotWork
 from lotlens_translator.translation_stage import TranslationStage, descriptions
-from lotlens_vision_batcher.vision_stage import VisionStage
+from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 
 checked: list[list[str]] = []
 
@@ -45,8 +45,32 @@ def test_a_lot_with_no_reachable_image_is_settled_as_failed_without_a_request() 
     assert event.missing_images == ("https://a/dead-1.jpg", "https://a/dead-2.jpg")
 
 
+def test_a_lot_whose_images_are_all_reachable_carries_no_new_work_to_save() -> None:
+    lot = vision_lot("https://a/1.jpg", "https://a/2.jpg")
+    [(prepared, _)] = asyncio.run(stage().prepare([lot])).requests
+    assert prepared.work == lot.work
+
+
+def test_an_image_shared_by_later_chunks_is_checked_only_once() -> None:
+    vision = stage()
+    checked.clear()
+    asyncio.run(vision.prepare([vision_lot("https://a/logo.jpg", "https://a/1.jpg")]))
+    asyncio.run(vision.prepare([vision_lot("https://a/logo.jpg", "https://a/dead.jpg")]))
+    second = asyncio.run(vision.prepare([vision_lot("https://a/logo.jpg", "https://a/dead.jpg")]))
+    assert checked == [["https://a/logo.jpg", "https://a/1.jpg"], ["https://a/dead.jpg"]]
+    assert second.requests[0][0].work["missing_images"] == ["https://a/dead.jpg"]
+
+
+def test_image_verdicts_are_forgotten_after_their_time() -> None:
+    vision = VisionStage("vision", ModelSettings(), fake_checker, recent=RecentChecks(ttl_s=0.0))
+    checked.clear()
+    for _ in range(2):
+        asyncio.run(vision.prepare([vision_lot("https://a/1.jpg")]))
+    assert checked == [["https://a/1.jpg"], ["https://a/1.jpg"]]
+
+
 def test_the_result_event_carries_the_html_and_the_image_counts() -> None:
-    lot = vision_lot().with_work(valid_images=["u1", "u2"], missing_images=["u3"])
+    lot = vision_lot("u1", "u2", "u3").with_work(missing_images=["u3"])
     body = {"status": "completed", "output": [
         {"type": "reasoning", "summary": []},
         {"type": "message", "role": "assistant",

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
@@ -19,6 +20,32 @@ _IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}
 _PROMPT_TOKENS = 600
 
 
+class RecentChecks:
+    """Image verdicts of the last `ttl_s` seconds, so a URL shared by many lots is checked once.
+
+    A shard is prepared in chunks, and the lots of one job often share images (a seller's logo,
+    a placeholder): without this, each chunk of a 50,000-lot shard checked them all again.
+    """
+
+    def __init__(self, ttl_s: float = 60.0, max_urls: int = 20_000) -> None:
+        self.ttl_s, self.max_urls = ttl_s, max_urls
+        self._seen: dict[str, tuple[bool, float]] = {}
+
+    def known(self, urls: Sequence[str]) -> dict[str, bool]:
+        """Those of the URLs with a verdict still fresh: url -> reachable."""
+        now = time.monotonic()
+        return {url: seen[0] for url in urls
+                if (seen := self._seen.get(url)) is not None and now - seen[1] < self.ttl_s}
+
+    def remember(self, reachable: Sequence[str], unreachable: Sequence[str]) -> None:
+        """Keep these verdicts; when full, forget everything (the next check starts afresh)."""
+        if len(self._seen) + len(reachable) + len(unreachable) > self.max_urls:
+            self._seen.clear()
+        now = time.monotonic()
+        self._seen.update({url: (True, now) for url in reachable})
+        self._seen.update({url: (False, now) for url in unreachable})
+
+
 @dataclass(frozen=True)
 class VisionStage:
     """Builds vision requests from reachable images and reads the English description back."""
@@ -27,6 +54,7 @@ class VisionStage:
     models: ModelSettings
     check_images: ImageChecker
     name: str = "vision"
+    recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
 
     def output_topic(self) -> str:
         """The vision topic."""
@@ -38,24 +66,30 @@ class VisionStage:
 
     def estimate_tokens(self, lot: LotWork) -> int:
         """Input tokens: the images at the configured detail plus instructions and notes."""
-        images = len(lot.work.get("valid_images") or lot.work["image_urls"])
+        images = len(_valid_images(lot))
         notes = len(lot.work.get("additional_info", "")) // 4
         return images * _IMAGE_TOKENS[self.models.image_detail] + _PROMPT_TOKENS + notes
 
     async def prepare(self, lots: list[LotWork]) -> Prepared:
         """Check every image first: a lot with none reachable fails here and costs no model call.
 
-        All the shard's URLs go to the checker at once, so its concurrency bound applies to the
-        whole shard rather than to one lot at a time.
+        Only the lots whose missing images changed carry new work back (usually none: nothing
+        to write), and a URL checked in the last minute is not checked again.
         """
         every_url = list(dict.fromkeys(url for lot in lots for url in lot.work["image_urls"]))
-        reachable = set((await self.check_images(every_url))[0])
+        verdicts = self.recent.known(every_url)
+        unchecked = [url for url in every_url if url not in verdicts]
+        if unchecked:
+            reachable, unreachable = await self.check_images(unchecked)
+            self.recent.remember(reachable, unreachable)
+            verdicts.update({url: True for url in reachable})
         requests: list[tuple[LotWork, dict[str, Any]]] = []
         settled: list[tuple[LotWork, Event]] = []
         for lot in lots:
-            valid = [url for url in lot.work["image_urls"] if url in reachable]
-            missing = [url for url in lot.work["image_urls"] if url not in reachable]
-            checked = lot.with_work(valid_images=valid, missing_images=missing)
+            valid = [url for url in lot.work["image_urls"] if verdicts.get(url)]
+            missing = [url for url in lot.work["image_urls"] if not verdicts.get(url)]
+            checked = (lot if missing == lot.work.get("missing_images", [])
+                       else lot.with_work(missing_images=missing))
             if not valid:
                 reason = f"none of the lot's {len(missing)} images could be fetched"
                 settled.append((checked, self.failure_event(checked, reason)))
@@ -69,7 +103,7 @@ class VisionStage:
         return VisionCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
             languages=tuple(lot.work["languages"]), total_lots=lot.total_lots,
-            processed_images=len(lot.work.get("valid_images") or ()),
+            processed_images=len(_valid_images(lot)),
             missing_images=tuple(lot.work.get("missing_images") or ()))
 
     def failure_event(self, lot: LotWork, reason: str) -> Event:
@@ -83,3 +117,9 @@ class VisionStage:
         """VisionBatchSubmitted."""
         return VisionBatchSubmitted(job_id=job_id, shard_id=shard_id, attempt=attempt,
                                     batch_id=batch_id, lot_ids=lot_ids)
+
+
+def _valid_images(lot: LotWork) -> list[str]:
+    """The lot's images less those its last check could not fetch (all of them before a check)."""
+    missing = set(lot.work.get("missing_images") or ())
+    return [url for url in lot.work["image_urls"] if url not in missing]

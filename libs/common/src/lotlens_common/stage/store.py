@@ -38,11 +38,19 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork], status: str =
     """Add arriving lots; a lot already known (re-delivered event) is left as it is."""
     if not lots:
         return
-    rows = [{"stage": stage, "job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
-             "total_lots": lot.total_lots, "work": lot.work, "status": status} for lot in lots]
-    # RETURNING makes SQLAlchemy send multi-row VALUES statements (its "insertmanyvalues"); a
-    # plain executemany goes to the driver as one INSERT per row, a third of this service's CPU.
-    conn.execute(insert(stage_lots).on_conflict_do_nothing().returning(stage_lots.c.lot_id), rows).all()
+    # One statement over arrays: half the time of SQLAlchemy's multi-row VALUES, whose SQL text
+    # (every work document inlined) the driver builds and the server parses once per 1,000 rows.
+    conn.execute(text("""
+        INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status)
+        SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, CAST(v.work AS jsonb), :status
+          FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:client_ids AS text[]),
+                      CAST(:totals AS int[]), CAST(:works AS text[]))
+               AS v(job_id, lot_id, client_id, total_lots, work)
+        ON CONFLICT DO NOTHING"""),
+        {"stage": stage, "status": status, "job_ids": [lot.job_id for lot in lots],
+         "lot_ids": [lot.lot_id for lot in lots], "client_ids": [lot.client_id for lot in lots],
+         "totals": [lot.total_lots for lot in lots],
+         "works": [orjson.dumps(lot.work).decode() for lot in lots]})
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:

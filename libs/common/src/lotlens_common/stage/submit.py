@@ -12,13 +12,13 @@ import logging
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
-from lotlens_common.model.batch_files import batch_line
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.direct import run_direct
+from lotlens_common.stage.jsonl import JsonlWriter
 from lotlens_common.stage.rule import affordable, plan_flushes
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.spec import LotWork
@@ -107,7 +107,8 @@ async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork]
         return
     shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
                         "building", None, None)
-    writer = _JsonlWriter(rt, shard_id)
+    folder = rt.settings.work_dir or tempfile.gettempdir()
+    writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", rt.settings.max_batch_bytes)
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
@@ -134,10 +135,14 @@ async def _prepare(rt: StageRuntime, lots: list[LotWork]) -> list[tuple[LotWork,
     """Requests for the lots that need the model; the others are settled here and now."""
     prepared = await rt.spec.prepare(lots)
     rt.publish_events(lots[0].client_id, [event for _, event in prepared.settled])
+    # Only what preparation changed is written: rewriting every claimed row's work doubled the
+    # rows the claim had just written (a quarter of a 20,000-lot shard's submit time).
+    claimed = {lot.lot_id: lot.work for lot in lots}
+    changed = [lot for lot, _ in prepared.requests if lot.work != claimed[lot.lot_id]]
     with rt.engine.begin() as conn:
         store.set_status(conn, rt.spec.name, lots[0].job_id,
                          [lot.lot_id for lot, _ in prepared.settled], store.DONE)
-        store.save_work(conn, rt.spec.name, [lot for lot, _ in prepared.requests])
+        store.save_work(conn, rt.spec.name, changed)
     return prepared.requests
 
 
@@ -154,40 +159,3 @@ async def put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
     metrics.BATCHES_CREATED.labels(stage=rt.spec.name).inc()
     log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
-
-
-class _JsonlWriter:
-    """Streams request lines into the shard's JSONL file, never past the byte limit."""
-
-    def __init__(self, rt: StageRuntime, shard_id: str) -> None:
-        folder = rt.settings.work_dir or tempfile.gettempdir()
-        self.path = Path(folder) / f"{shard_id}.jsonl"
-        self.limit = rt.settings.max_batch_bytes
-        self.written: list[str] = []
-        self.overflow: list[str] = []
-        self.size = 0
-        self._out: BinaryIO | None = None
-
-    def write(self, requests: list[tuple[LotWork, dict[str, Any]]]) -> None:
-        """Append lines; once one would cross the limit, it and all later lots wait for another batch."""
-        if self._out is None:
-            self._out = self.path.open("wb")
-        for lot, body in requests:
-            line = batch_line(lot.lot_id, body)
-            if self.overflow or self.size + len(line) > self.limit:
-                self.overflow.append(lot.lot_id)
-                continue
-            self._out.write(line)
-            self.size += len(line)
-            self.written.append(lot.lot_id)
-
-    def close(self) -> Path:
-        """Finish the file; its path, for the upload."""
-        if self._out is not None:
-            self._out.close()
-        return self.path
-
-    def discard(self) -> None:
-        """Remove the file (uploaded or not, it is not needed any more)."""
-        self.close()
-        self.path.unlink(missing_ok=True)
