@@ -53,3 +53,28 @@ def test_instances_share_the_limit(engine: Engine) -> None:
     with pytest.raises(ApiError):
         second.hit(client, "batch", NOW)
     assert shared_count(engine, client) == 101
+
+
+def test_a_request_is_counted_in_memory_and_only_a_due_write_waits(engine: Engine) -> None:
+    client, gateway = new_id("client-"), instance(engine, 10_000)
+    first = gateway.count(client, "polling", NOW)
+    assert first is not None  # a window's first request is written at once
+    gateway.settle(first)
+    dues = [gateway.count(client, "polling", NOW) for _ in range(FLUSH_EVERY - 1)]
+    assert None in dues  # allowed without touching PostgreSQL
+    assert shared_count(engine, client) == 1
+
+
+def test_near_the_limit_every_request_waits_for_its_write_and_settling_refuses_past_it(
+        engine: Engine) -> None:
+    client, gateway = new_id("client-"), instance(engine, 3)
+    for _ in range(3):
+        due = gateway.count(client, "sync", NOW)
+        if due is not None:
+            gateway.settle(due)
+    past = gateway.count(client, "sync", NOW)
+    assert past is not None
+    with pytest.raises(ApiError) as refused:
+        gateway.settle(past)
+    assert refused.value.status == 429
+    assert shared_count(engine, client) == 4

@@ -54,11 +54,14 @@ class GatewayDeps:
 
     async def count_request(self, client_id: str, mode: str) -> None:
         """Apply the client's rate limit for `mode` (429 past it)."""
-        await run_in_threadpool(self.limiter.hit, client_id, mode, self.clock())
+        # Counting is in memory; only a due write to PostgreSQL costs a thread-pool hop.
+        due = self.limiter.count(client_id, mode, self.clock())
+        if due is not None:
+            await run_in_threadpool(self.limiter.settle, due)
 
 
-def get_deps(request: Request) -> GatewayDeps:
-    """The deps stored on the app by `create_app`."""
+async def get_deps(request: Request) -> GatewayDeps:
+    """The deps stored on the app by `create_app` (async: FastAPI runs a sync dependency in a thread)."""
     deps: GatewayDeps = request.app.state.deps
     return deps
 

@@ -47,8 +47,22 @@ class _Window:
     written_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class DueWrite:
+    """A counted request whose window must be written before it is allowed or refused."""
+
+    client_id: str
+    mode: str
+    window: _Window
+    limit: int
+    now: datetime
+
+
 class RateLimiter:
-    """`hit(client, mode)` counts a request and raises 429 past the mode's limit."""
+    """`hit(client, mode)` counts a request and raises 429 past the mode's limit.
+
+    `count` + `settle` are the same split in two, so an event loop runs only the write in a thread.
+    """
 
     def __init__(self, engine: Engine, limit_of: Callable[[str], int], window_s: int,
                  metrics: GatewayMetrics) -> None:
@@ -61,6 +75,16 @@ class RateLimiter:
 
     def hit(self, client_id: str, mode: str, now: datetime) -> None:
         """Count one request of `mode` for the client (blocking); ApiError 429 when over the limit."""
+        due = self.count(client_id, mode, now)
+        if due is not None:
+            self.settle(due)
+
+    def count(self, client_id: str, mode: str, now: datetime) -> DueWrite | None:
+        """Count one request in memory (never blocks); the write to settle when one is due, else None.
+
+        Returning None means the request is allowed: a count at or past the limit is always due,
+        so only `settle` ever refuses.
+        """
         start = window_start(now, self._window_s)
         limit = self._limit_of(mode)
         with self._lock:
@@ -71,11 +95,13 @@ class RateLimiter:
             count = window.written + window.unwritten
             due = (window.unwritten >= FLUSH_EVERY or time.monotonic() - window.written_at >= FLUSH_S
                    or count >= limit)
-        if due:
-            count = self._write(client_id, mode, window)
-        if count <= limit:
-            return
-        self._refuse(mode, limit, start, now)
+        return DueWrite(client_id, mode, window, limit, now) if due else None
+
+    def settle(self, due: DueWrite) -> None:
+        """Write a due count to the shared row (blocking); ApiError 429 when over the limit."""
+        count = self._write(due.client_id, due.mode, due.window)
+        if count > due.limit:
+            self._refuse(due.mode, due.limit, due.window.start, due.now)
 
     def _write(self, client_id: str, mode: str, window: _Window) -> int:
         """Add the window's unwritten requests to the shared row; the total now known."""
