@@ -13,8 +13,10 @@ import pytest
 from sqlalchemy import Engine, insert
 
 from lotlens_common.events import JobCancelled
+from lotlens_common.read_models import get_job
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import openai_batches
+from lotlens_gateway.results import iter_results_document
 from tests.conftest import new_id
 from tests.integration.test_gateway_support import (
     Gateway,
@@ -114,6 +116,24 @@ def test_the_download_streams_the_same_document_as_an_attachment(gateway: Gatewa
     document = orjson.loads(b"".join(chunks))
     assert document == plain.json()
     assert len(document["results"]["lots"]) == 2500
+
+
+def test_a_small_jobs_results_are_one_body_with_the_streamed_documents_bytes(
+        gateway: Gateway, engine: Engine) -> None:
+    lots = make_lots(5)
+    job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "fr", "de"],
+                                 failed=[lots[2]["lot_id"]])
+    with engine.connect() as conn:
+        job = get_job(conn, job_id)
+    assert job is not None
+    streamed = b"".join(iter_results_document(engine, job, chunk_bytes=64))
+    for path in (RESULTS, DOWNLOAD):
+        response = gateway.get_job(path, job_id)
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        assert response.headers["content-length"] == str(len(response.content))  # one body
+        assert response.content == streamed
+    disposition = gateway.get_job(DOWNLOAD, job_id).headers["content-disposition"]
+    assert disposition == f'attachment; filename="batch_results_{job_id}.json"'
 
 
 def test_another_clients_job_and_an_unknown_job_are_404(gateway: Gateway, engine: Engine) -> None:

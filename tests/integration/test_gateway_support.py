@@ -25,9 +25,10 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, insert
 
 from lotlens_common import signing
+from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.kafka import EventProducer
-from lotlens_common.settings import KafkaSettings, ServiceSettings
+from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
@@ -120,9 +121,15 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     admin = AdminClient({"bootstrap.servers": gw_settings.kafka.bootstrap_servers})
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
-    deps = build_deps(gw_settings, engine, producer, admin, images_http, model_client)
-    with serve_app(create_app(deps)) as url:
-        yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
+    # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
+    reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
+                        autocommit=True)
+    deps = build_deps(gw_settings, engine, producer, admin, images_http, model_client, read_engine=reads)
+    try:
+        with serve_app(create_app(deps)) as url:
+            yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
+    finally:
+        reads.dispose()
 
 
 def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: str | None = None,

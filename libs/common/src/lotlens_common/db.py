@@ -15,7 +15,7 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 7_311_002
 
 
-def make_engine(settings: DatabaseSettings, pool_size: int | None = None) -> Engine:
+def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autocommit: bool = False) -> Engine:
     """A pooled engine.
 
     `pool_size` (default: the settings') should cover the connections a service uses at once:
@@ -24,9 +24,15 @@ def make_engine(settings: DatabaseSettings, pool_size: int | None = None) -> Eng
     after a database restart the first statement on a dead connection fails with a disconnect
     error, SQLAlchemy then drops the whole pool, and every caller already treats such errors as
     transient (the gateway answers 503, the consumers and loops retry).
+
+    `autocommit` makes every connection run each statement on its own, for reads: psycopg2 sends
+    no BEGIN and the pool's ROLLBACK on return costs nothing. Set here, once per connection:
+    `execution_options(isolation_level=...)` on an engine would set and reset it on every
+    checkout, a round trip each time. Server-side cursors need a transaction: not on this one.
     """
+    extra = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     return create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
-                         pool_pre_ping=False, future=True)
+                         pool_pre_ping=False, future=True, **extra)
 
 
 def migrate(engine: Engine) -> None:

@@ -91,9 +91,13 @@ def _duration(job: JobView) -> str | None:
     return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
 
 
-def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = None
-                     ) -> Iterator[dict[str, Any]]:
-    """The job's lots in request order, each in the contract's shape; optionally one webhook's."""
+def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = None,
+                     stream: bool = True) -> Iterator[dict[str, Any]]:
+    """The job's lots in request order, each in the contract's shape; optionally one webhook's.
+
+    `stream=False` fetches the lots at once, for small jobs: no server-side cursor, so it also
+    works outside a transaction (an AUTOCOMMIT connection).
+    """
     lot_query = select(lots).where(lots.c.job_id == job.job_id).order_by(lots.c.seq, lots.c.lot_id)
     if webhook_url is not None:
         lot_query = lot_query.where(lots.c.webhook == webhook_url)
@@ -102,7 +106,7 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
     order = {language: i for i, language in enumerate(job.languages)}
     # Per statement: connection-level options would turn every later statement on this
     # connection into a server-side cursor.
-    streaming = {"stream_results": True, "yield_per": STREAM_CHUNK}
+    streaming = {"stream_results": True, "yield_per": STREAM_CHUNK} if stream else {}
     chunk: list[Any] = []
     for row in conn.execute(lot_query, execution_options=streaming).mappings():
         chunk.append(row)

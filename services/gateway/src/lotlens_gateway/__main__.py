@@ -27,14 +27,17 @@ def main() -> None:
     setup_logging(settings.log_level)
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
-    engine = make_engine(settings.database, max(settings.database.pool_size, THREADPOOL_SIZE))
+    pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
+    engine = make_engine(settings.database, pool_size)
+    # Polling reads run on their own autocommit pool; both pools open connections only on demand.
+    read_engine = make_engine(settings.database, pool_size, autocommit=True)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
     model = settings.openai
     model_client = make_openai_client(model.api_key, model.base_url, model.timeout_s)
     deps = build_deps(settings, engine, producer, admin, images_http, model_client,
-                      metrics=GatewayMetrics(process=True))
+                      metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
     try:
         uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
@@ -43,6 +46,7 @@ def main() -> None:
         producer.flush()
         asyncio.run(images_http.aclose())
         engine.dispose()
+        read_engine.dispose()
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, admin: AdminLike,
                images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
-               clock: Callable[[], datetime] = utc_now) -> GatewayDeps:
-    """Wire the stores, limiter, publisher, probe and synchronous describer together."""
+               clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
+    """Wire the stores, limiter, publisher, probe and synchronous describer together.
+
+    `read_engine`, an autocommit engine on the same database, serves the polling reads.
+    """
     metrics = metrics or GatewayMetrics()
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
@@ -34,7 +37,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, a
     stale_after_s = settings.sync_timeout_s + settings.publish_timeout_s + 60.0
     return GatewayDeps(
         settings=settings,
-        store=JobStore(engine, metrics),
+        store=JobStore(engine, metrics, read_engine),
         limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
         publisher=Publisher(producer, settings.publish_timeout_s),

@@ -7,11 +7,12 @@ Blocking calls: the routes run them in a thread.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.read_models import JobView, get_job, job_view
@@ -29,11 +30,31 @@ class JobFilter:
     created_before: datetime | None = None
 
 
+T = TypeVar("T")
+
+
+def batch_ids(conn: Connection, job: JobView) -> dict[str, list[str]]:
+    """stage (`vision`, `translation`) → the job's OpenAI batch ids, oldest first."""
+    query = (select(openai_batches.c.stage, openai_batches.c.batch_id)
+             .where(openai_batches.c.job_id == job.job_id)
+             .order_by(openai_batches.c.created_at, openai_batches.c.batch_id))
+    found: dict[str, list[str]] = {}
+    for stage, batch_id in conn.execute(query).all():
+        found.setdefault(stage, []).append(batch_id)
+    return found
+
+
 class JobStore:
     """Queries over `jobs` and `openai_batches`, counted in the metrics."""
 
-    def __init__(self, engine: Engine, metrics: GatewayMetrics) -> None:
+    def __init__(self, engine: Engine, metrics: GatewayMetrics, reads: Engine | None = None) -> None:
         self._engine = engine
+        # Reads need no transaction: without one psycopg2 sends no BEGIN and the pool's ROLLBACK
+        # on return is a no-op, two round trips saved per request. `reads` should be an
+        # autocommit engine (`make_engine(..., autocommit=True)`); the fallback gets the same
+        # semantics at the price of setting the level on every checkout. Server-side cursors
+        # (the streamed results) need a transaction, so they use `engine`.
+        self._reads = reads or engine.execution_options(isolation_level="AUTOCOMMIT")
         self._metrics = metrics
 
     @property
@@ -43,7 +64,7 @@ class JobStore:
 
     def ping(self) -> None:
         """Raise unless PostgreSQL answers."""
-        with self._engine.connect() as conn:
+        with self._reads.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def insert_submitted(self, row: dict[str, Any]) -> None:
@@ -54,27 +75,25 @@ class JobStore:
 
     def job_for_client(self, job_id: str, client_id: str) -> JobView:
         """The client's job; 404 when it does not exist or belongs to someone else."""
-        if "\x00" in job_id:  # no job id holds a NUL, and PostgreSQL would refuse the literal
-            raise job_not_found(job_id)
-        with self._engine.connect() as conn:
-            job = get_job(conn, job_id)
-        self._metrics.db("read")
-        if job is None or job.client_id != client_id:
-            raise job_not_found(job_id)
+        job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
         return job
 
-    def batch_ids(self, job_id: str) -> dict[str, list[str]]:
-        """stage (`vision`, `translation`) → the job's OpenAI batch ids, oldest first."""
-        query = (select(openai_batches.c.stage, openai_batches.c.batch_id)
-                 .where(openai_batches.c.job_id == job_id)
-                 .order_by(openai_batches.c.created_at, openai_batches.c.batch_id))
-        with self._engine.connect() as conn:
-            rows = conn.execute(query).all()
-        self._metrics.db("read")
-        found: dict[str, list[str]] = {}
-        for stage, batch_id in rows:
-            found.setdefault(stage, []).append(batch_id)
-        return found
+    def job_and(self, job_id: str, client_id: str,
+                then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
+        """The client's job (404 as `job_for_client`) and `then(conn, job)`, read on one connection.
+
+        One call, so one thread-pool hop and one checkout; a `then` returning None read nothing.
+        """
+        if "\x00" in job_id:  # no job id holds a NUL, and PostgreSQL would refuse the literal
+            raise job_not_found(job_id)
+        with self._reads.connect() as conn:
+            job = get_job(conn, job_id)
+            if job is None or job.client_id != client_id:
+                self._metrics.db("read")
+                raise job_not_found(job_id)
+            found = then(conn, job)
+        self._metrics.db("read", 1 if found is None else 2)
+        return job, found
 
     def jobs_for_client(self, client_id: str, where: JobFilter, limit: int,
                         offset: int) -> tuple[list[JobView], int]:
@@ -89,7 +108,7 @@ class JobStore:
         page = (select(jobs).where(*conditions)
                 .order_by(jobs.c.created_at.desc(), jobs.c.job_id).limit(limit).offset(offset))
         count = select(func.count()).select_from(jobs).where(*conditions)
-        with self._engine.connect() as conn:
+        with self._reads.connect() as conn:
             rows = conn.execute(page).mappings().all()
             total = conn.execute(count).scalar_one()
         self._metrics.db("read", 2)

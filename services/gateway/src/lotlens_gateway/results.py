@@ -1,36 +1,53 @@
 """The results document, written incrementally: a 50,000-lot job never sits whole in memory.
 
 `GET /batch-results/{id}` and `/download` send the same bytes; the lots come from
-`read_models.iter_lot_results` (a server-side cursor) and are flushed in chunks.
+`read_models.iter_lot_results` (a server-side cursor) and are flushed in chunks. A small job's
+document is built whole in one call instead (`small_document`): streaming costs a thread-pool
+hop per chunk and a transaction for the cursor, more than such a job's rows take to read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import orjson
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from lotlens_common.read_models import JobView, iter_lot_results
-from lotlens_gateway.views import results_head, results_summary
+from lotlens_gateway.views import is_terminal, results_head, results_summary
 
 CHUNK_BYTES = 256 * 1024
+# At most this many lots, a finished job's document is read at once and sent as one body.
+SMALL_JOB_LOTS = 1000
 
 
-def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """`{job_id, status, …, results: {version, …, lots: [...]}}` as byte chunks (blocking)."""
+def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
+                    chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """`{job_id, status, …, results: {version, …, lots: [...]}}` as byte chunks of the given lots."""
     head = orjson.dumps(results_head(job))
     summary = orjson.dumps(results_summary(job))
     buffer = bytearray(head[:-1] + b',"results":' + summary[:-1] + b',"lots":[')
-    with engine.connect() as conn:
-        first = True
-        for lot in iter_lot_results(conn, job):
-            if not first:
-                buffer += b","
-            buffer += orjson.dumps(lot)
-            first = False
-            if len(buffer) >= chunk_bytes:
-                yield bytes(buffer)
-                buffer.clear()
+    first = True
+    for lot in lots:
+        if not first:
+            buffer += b","
+        buffer += orjson.dumps(lot)
+        first = False
+        if len(buffer) >= chunk_bytes:
+            yield bytes(buffer)
+            buffer.clear()
     buffer += b"]}}"
     yield bytes(buffer)
+
+
+def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """The document streamed from a server-side cursor on its own connection (blocking)."""
+    with engine.connect() as conn:
+        yield from document_chunks(job, iter_lot_results(conn, job), chunk_bytes)
+
+
+def small_document(conn: Connection, job: JobView) -> bytes | None:
+    """The whole document of a finished job of at most `SMALL_JOB_LOTS` lots; None otherwise."""
+    if not is_terminal(job) or job.total_lots > SMALL_JOB_LOTS:
+        return None
+    return b"".join(document_chunks(job, iter_lot_results(conn, job, stream=False)))

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
@@ -14,8 +14,8 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, JobClient, ListingClient
-from lotlens_gateway.job_store import JobFilter
-from lotlens_gateway.results import iter_results_document
+from lotlens_gateway.job_store import JobFilter, batch_ids
+from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.views import (
     cannot_cancel_body,
     is_terminal,
@@ -37,19 +37,19 @@ _NOT_COMPLETED: dict[int | str, dict[str, Any]] = {
             responses=schemas.error_responses(401, 403, 404, 429, 503))
 async def batch_status(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """The job's status document."""
-    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
-    batches = await run_in_threadpool(deps.store.batch_ids, job_id)
-    return JSONResponse(status_body(job, batches))
+    job, batches = await run_in_threadpool(deps.store.job_and, job_id, client_id, batch_ids)
+    return JSONResponse(status_body(job, batches or {}))
 
 
-async def _results(job_id: str, client_id: str, deps: Deps,
-                   download: bool) -> JSONResponse | StreamingResponse:
-    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> Response:
+    job, document = await run_in_threadpool(deps.store.job_and, job_id, client_id, small_document)
     if not is_terminal(job):
         return JSONResponse(not_completed_body(job), status_code=202)
-    deps.metrics.db("read")
     attachment = f'attachment; filename="batch_results_{job_id}.json"'
     headers = {"Content-Disposition": attachment} if download else {}
+    if document is not None:
+        return Response(document, media_type="application/json", headers=headers)
+    deps.metrics.db("read")
     # A sync iterator: Starlette pulls each chunk in a worker thread, off the event loop.
     return StreamingResponse(iter_results_document(deps.store.engine, job), media_type="application/json",
                              headers=headers)
@@ -57,9 +57,9 @@ async def _results(job_id: str, client_id: str, deps: Deps,
 
 @router.get("/api/v1/batch-results/{job_id}", response_model=schemas_jobs.JobResults,
             summary="Results of a finished job (202 while it runs)",
-            description=_SIGNED + " The document is streamed, lot by lot.",
+            description=_SIGNED + " The document of a big job is streamed, lot by lot.",
             responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
-async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse | StreamingResponse:
+async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> Response:
     """Every lot with its descriptions, for completed, failed and cancelled jobs."""
     return await _results(job_id, client_id, deps, download=False)
 
@@ -68,7 +68,7 @@ async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> JSONRe
             summary="The results document as a file (`batch_results_{job_id}.json`)",
             description=_SIGNED + " Same JSON as `batch-results`, streamed as an attachment.",
             responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
-async def download_results(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse | StreamingResponse:
+async def download_results(job_id: str, client_id: JobClient, deps: Deps) -> Response:
     """The results as an attachment."""
     return await _results(job_id, client_id, deps, download=True)
 
