@@ -15,6 +15,7 @@ import functools
 import ipaddress
 import socket
 import ssl
+import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -51,9 +52,18 @@ class GuardedBackend(httpcore.SyncBackend):
         return super().connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
 
 
-@functools.cache
+_SSL_LOCK = threading.Lock()
+
+
 def _ssl_context() -> ssl.SSLContext:
-    # Loading the CA bundle takes milliseconds; every transport (one per attempt thread) shares one.
+    # Loading the CA bundle takes milliseconds; every transport (one per attempt thread) shares
+    # one. Under the lock: 64 attempt threads starting at once each loaded it otherwise.
+    with _SSL_LOCK:
+        return _build_ssl_context()
+
+
+@functools.cache
+def _build_ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
