@@ -81,6 +81,8 @@ class StackEnv:
     poll_interval_s: float = 0.2
     standin_phase_s: float = 0.0
     webhook_per_host: int = 64
+    # As deploy/k8s runs it (replicas: 2); they share one schedule in PostgreSQL.
+    dispatchers: int = 2
     gateway_port: int = 18400
     standin_port: int = 18480
     images_port: int = 18490
@@ -117,6 +119,7 @@ class StackEnv:
             # All bench webhooks go to one receiver (one host:port): lift the per-host cap to the
             # dispatcher's whole concurrency (64), so the dispatcher is measured, not the cap.
             "LOTLENS_WEBHOOK_PER_HOST_CONCURRENCY": str(self.webhook_per_host),
+            "LOTLENS_STACK_INSTANCES": f"webhook-dispatcher={self.dispatchers}",
             "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
         }
 

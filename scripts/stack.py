@@ -24,6 +24,8 @@ GATEWAY_PORT = int(os.environ.get("LOTLENS_GATEWAY_PORT", "18000"))
 STANDIN_PORT = int(os.environ.get("STANDIN_PORT", "18080"))
 IMAGES_PORT = int(os.environ.get("LOTLENS_EXAMPLE_IMAGES_PORT", "18090"))
 SERVICES = ["result-store", "vision-batcher", "translator", "webhook-dispatcher", "gateway"]
+# More instances of a consumer, as a deployment scales it: "webhook-dispatcher=2,translator=2".
+INSTANCES = dict(item.split("=") for item in os.environ.get("LOTLENS_STACK_INSTANCES", "").split(",") if item)
 
 
 def _demo_clients() -> str:
@@ -95,8 +97,12 @@ def up() -> None:
                               "127.0.0.1", "--directory", str(ROOT / "examples" / "images")], env)
     for number, service in enumerate(SERVICES):
         module = "lotlens_" + service.replace("-", "_")
-        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics).
-        _spawn(service, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(19100 + number)})
+        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics);
+        # instance k > 1 of a service is named `<service>-k` and serves on 19100 + 10 k + number.
+        for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
+            name = service if instance == 1 else f"{service}-{instance}"
+            port = 19100 + number + (10 * instance if instance > 1 else 0)
+            _spawn(name, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(port)})
     if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
         sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
@@ -113,7 +119,8 @@ Submit the example job (3 lots, images served locally) and wait for it:
 
 def down() -> None:
     """Stop every process this script started (SIGTERM, then SIGKILL after 20 s)."""
-    names = ["gateway", *SERVICES[:-1], "example-images", "openai-standin"]
+    extra = sorted(path.stem for path in RUN.glob("*-[0-9]*.pid"))
+    names = ["gateway", *SERVICES[:-1], *extra, "example-images", "openai-standin"]
     for name in names:
         if _alive(name):
             os.killpg(int((RUN / f"{name}.pid").read_text()), signal.SIGTERM)
