@@ -113,3 +113,29 @@ def test_missing_or_malformed_standard_headers_fail(broken: dict[str, str | None
 def test_the_standard_signature_matches_the_dispatchers() -> None:
     assert sdk.standard_signature(KEY, "msg_1", 1700000000, BODY) == common.standard_webhook_signature(
         KEY, "msg_1", 1700000000, BODY)
+
+
+@pytest.mark.parametrize("form", range(4), ids=["sorted", "as-typed", "sorted+newline", "as-typed+newline"])
+def test_the_lazy_lots_check_gives_the_answer_of_every_form_checked(form: int) -> None:
+    keys = {"other": "k2", "acme": KEY}
+    signature = common.sign(KEY, common.lots_messages(UNICODE_LOTS)[form])
+    assert common.identify_client(keys, common.lots_messages(UNICODE_LOTS), signature) == "acme"
+    assert common.identify_lots_client(keys, UNICODE_LOTS, [signature]) == "acme"
+    assert common.identify_lots_client(keys, UNICODE_LOTS, ["sha256=" + "0" * 64, signature]) == "acme"
+    assert common.identify_lots_client(keys, UNICODE_LOTS, ["sha256=" + "0" * 64]) is None
+
+
+def test_the_as_typed_form_is_built_only_when_the_contract_form_verifies_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    signature = common.sign(KEY, common.lots_messages(UNICODE_LOTS)[0])
+    built: list[bytes] = []
+    forms = common.lots_forms
+
+    def counted(lot_list: Any) -> Any:
+        for form in forms(lot_list):
+            built.append(form)
+            yield form
+
+    monkeypatch.setattr(common, "lots_forms", counted)
+    assert common.identify_lots_client({"acme": KEY}, UNICODE_LOTS, [signature]) == "acme"
+    assert len(built) == 1

@@ -54,22 +54,13 @@ def submission_client(keys: Mapping[str, str], lots: Any, body_signature: object
     candidates = [s for s in (_present(body_signature), _present(header_signature)) if s]
     if not candidates:
         raise missing_signature(f"the body's `signature` (or an {SIGNATURE_HEADER} header)")
-    client = _first_client(keys, signing.lots_messages(lots), candidates)
+    client = signing.identify_lots_client(keys, lots, candidates)
     if client is None and _BIG_INTEGER.search(raw_body):
         # orjson reads integers beyond 64 bits as floats; the client signed them digit for digit.
-        client = _first_client(keys, signing.lots_messages(_exact_lots(raw_body)), candidates)
+        client = signing.identify_lots_client(keys, _exact_lots(raw_body), candidates)
     if client is None:
         raise invalid_signature()
     return client
-
-
-def _first_client(keys: Mapping[str, str], messages: Sequence[bytes],
-                  candidates: Sequence[str]) -> str | None:
-    for candidate in candidates:
-        client = signing.identify_client(keys, messages, candidate)
-        if client is not None:
-            return client
-    return None
 
 
 def _exact_lots(raw_body: bytes) -> Any:
