@@ -15,15 +15,18 @@ from lotlens_common.urls import (
     check_destination,
     guarded_async_client,
     http_url_problem,
+    invalid_http_urls,
     is_http_url,
 )
 
-
-@pytest.mark.parametrize("url", [
+ACCEPTED = [
     "https://example.com/car.jpg", "http://img.example.com:8080/a/b.png?x=1&y=%20#frag", "HTTPS://EXAMPLE.COM",
     "http://127.0.0.1:9000/x.png", "https://[2001:db8::1]/x.png", "https://bücher.example/a.jpg",
     "https://s3.eu-west-1.amazonaws.com/bucket/key?X-Amz-Signature=abc", "https://a_b.example.com/x",
-])
+]
+
+
+@pytest.mark.parametrize("url", ACCEPTED)
 def test_absolute_http_urls_are_accepted(url: str) -> None:
     assert http_url_problem(url) is None and is_http_url(url)
 
@@ -48,6 +51,16 @@ def test_absolute_http_urls_are_accepted(url: str) -> None:
 def test_other_values_are_refused_with_a_reason(url: str, problem: str) -> None:
     reason = http_url_problem(url)
     assert reason is not None and problem in reason
+
+
+def test_many_urls_are_sorted_out_exactly_as_one_by_one() -> None:
+    tricky = ["http://example.com:65535/a", "http://example.com:65536/a", "http://example.com:00080/a",
+              "http://example.com:/a", "http://user@example.com/a", "http://-bad-.example.com/a",
+              "http://example.com.", "http://example.com\n", "http://example.com/a b", "http://a..b/x",
+              "https://example.com?q", "https://example.com#f", "http://" + "a" * 64 + ".com/x",
+              "https://example.com/" + "a" * 9000, "https://", "ftp://example.com/x"]
+    urls = ACCEPTED + tricky + ACCEPTED + tricky  # repeated: each listed once, in first-seen order
+    assert invalid_http_urls(urls) == [url for url in dict.fromkeys(urls) if not is_http_url(url)]
 
 
 def test_non_strings_are_not_urls() -> None:

@@ -42,6 +42,10 @@ _BAD_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN_URL = re.compile(
     rf"(?i:https?)://{_LABEL}(?:\.{_LABEL})*\.?(?::(?P<port>[0-9]{{1,5}}))?(?:[/?#][^\s\x00-\x1f\x7f]*)?")
+# The same rule in two steps for many URLs: the scheme and authority (few distinct ones per
+# request, each checked once), then the rest for bad characters.
+_AUTHORITY = re.compile(r"(?i:https?)://(?P<host>[^/?#:\s]*)(?::(?P<port>[0-9]{1,5}))?(?=[/?#]|\Z)")
+_HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 class BlockedDestination(httpcore.ConnectError):
@@ -81,6 +85,27 @@ def http_url_problem(url: object) -> str | None:
 def is_http_url(url: object) -> bool:
     """True for an absolute, well-formed http(s) URL (syntax only, no network)."""
     return http_url_problem(url) is None
+
+
+def invalid_http_urls(urls: Iterable[str]) -> list[str]:
+    """The distinct `urls` that `is_http_url` refuses, in first-seen order (fast for 250,000 URLs)."""
+    authorities: dict[str, bool] = {}
+    invalid: dict[str, None] = {}
+    for url in urls:
+        plain = _AUTHORITY.match(url)
+        if plain is not None and len(url) <= MAX_URL_LENGTH:
+            authority = plain.group(0)
+            ok = authorities.get(authority)
+            if ok is None:
+                port = plain.group("port")
+                ok = authorities[authority] = (_HOST.fullmatch(plain.group("host")) is not None
+                                               and (port is None or 0 < int(port) < 65536))
+            if ok and not _BAD_CHARACTER.search(url, plain.end()):
+                continue
+        # Anything the shortcut does not accept gets the full check.
+        if url not in invalid and not is_http_url(url):
+            invalid[url] = None
+    return list(invalid)
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from lotlens_common.model.languages import is_supported_language
-from lotlens_common.urls import is_http_url
+from lotlens_common.urls import invalid_http_urls
 from lotlens_gateway.errors import ApiError, validation_failed
 
 DEFAULT_VERSION = "1.0.0"
@@ -187,24 +187,15 @@ def _no_duplicates(lots: list[LotRequest]) -> None:
 
 
 def _urls_valid(lots: list[LotRequest]) -> None:
-    checked: dict[str, bool] = {}
-
-    def valid(url: str) -> bool:
-        ok = checked.get(url)
-        if ok is None:
-            ok = checked[url] = is_http_url(url)
-        return ok
-
-    invalid_images = {url: None for lot in lots for url in lot.image_urls if not valid(url)}
+    invalid_images = invalid_http_urls(url for lot in lots for url in lot.image_urls)
     if invalid_images:
-        listed = list(invalid_images)
         raise validation_failed("Invalid image URLs detected (absolute http or https URLs expected)",
-                                {"invalid_urls": listed[:MAX_LISTED], "invalid_count": len(listed)},
+                                {"invalid_urls": invalid_images[:MAX_LISTED],
+                                 "invalid_count": len(invalid_images)},
                                 code="INVALID_IMAGE_URLS")
-    invalid_webhooks = {lot.webhook: None for lot in lots
-                        if lot.webhook is not None and not valid(lot.webhook)}
+    invalid_webhooks = invalid_http_urls(lot.webhook for lot in lots if lot.webhook is not None)
     if invalid_webhooks:
-        listed = list(invalid_webhooks)
         raise validation_failed("Invalid webhook URLs detected (absolute http or https URLs expected)",
-                                {"invalid_urls": listed[:MAX_LISTED], "invalid_count": len(listed)},
+                                {"invalid_urls": invalid_webhooks[:MAX_LISTED],
+                                 "invalid_count": len(invalid_webhooks)},
                                 code="INVALID_WEBHOOK_URLS")
