@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import uvicorn
 from confluent_kafka.admin import AdminClient
@@ -19,12 +20,17 @@ from lotlens_gateway.metrics import GatewayMetrics
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
+# A 50,000-lot request is about two million objects, alive for a second: with the default
+# threshold (700 allocations) the collector walks them again and again while the parsed body,
+# the checked lots and the events are built, 0.2 s of the intake. Cycles are still collected.
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def main() -> None:
     """Connect, build the app and serve until SIGTERM."""
     settings = GatewaySettings()
     setup_logging(settings.log_level)
+    gc.set_threshold(*GC_THRESHOLDS)
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
