@@ -10,12 +10,11 @@ import httpx
 import jsonschema
 import pytest
 from confluent_kafka import Consumer
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from lotlens_common.db import make_engine
 from lotlens_common.read_models import JobView
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
-from lotlens_gateway import routes_jobs
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.conftest import new_id
 from tests.integration.test_gateway_support import (
@@ -97,10 +96,10 @@ def test_health_is_503_when_kafka_or_postgresql_is_down(settings: ServiceSetting
 
 def test_an_unexpected_error_is_a_500_with_the_contract_body(
         gateway: Gateway, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(_conn: Connection, _job: JobView) -> dict[str, list[str]]:
+    def broken(_job_id: str, _client_id: str) -> tuple[JobView, dict[str, list[str]]]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(routes_jobs, "batch_ids", broken)
+    monkeypatch.setattr(gateway.deps.store, "status_for_client", broken)
     response = gateway.get_job("/api/v1/batch-status/{job_id}", insert_running_job(engine, gateway.client_id))
     assert response.status_code == 500
     assert response.json() == {"error": "Internal server error", "message": "An unexpected error occurred",

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 
 from lotlens_common.read_models import JobView, get_job, job_view
 from lotlens_common.tables import jobs, openai_batches
@@ -33,15 +33,29 @@ class JobFilter:
 T = TypeVar("T")
 
 
-def batch_ids(conn: Connection, job: JobView) -> dict[str, list[str]]:
-    """stage (`vision`, `translation`) → the job's OpenAI batch ids, oldest first."""
-    query = (select(openai_batches.c.stage, openai_batches.c.batch_id)
-             .where(openai_batches.c.job_id == job.job_id)
-             .order_by(openai_batches.c.created_at, openai_batches.c.batch_id))
+def _ordered_batch_column(column: Any) -> Any:
+    """`column` of the job's OpenAI batches as an array, oldest first (a subquery of a `jobs` row)."""
+    return (select(func.array_agg(aggregate_order_by(column, openai_batches.c.created_at,
+                                                     openai_batches.c.batch_id)))
+            .where(openai_batches.c.job_id == jobs.c.job_id).scalar_subquery())
+
+
+# A job's row and its batch ids in one statement: a status poll is one round trip.
+_JOB_WITH_BATCHES = select(jobs, _ordered_batch_column(openai_batches.c.stage).label("batch_stages"),
+                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"))
+
+
+def batch_ids(row: Any) -> dict[str, list[str]]:
+    """stage (`vision`, `translation`) → the job's OpenAI batch ids, oldest first, from such a row."""
     found: dict[str, list[str]] = {}
-    for stage, batch_id in conn.execute(query).all():
+    for stage, batch_id in zip(row["batch_stages"] or [], row["batch_ids"] or [], strict=True):
         found.setdefault(stage, []).append(batch_id)
     return found
+
+
+def _refuse_nul(job_id: str) -> None:
+    if "\x00" in job_id:  # no job id holds a NUL, and PostgreSQL would refuse the literal
+        raise job_not_found(job_id)
 
 
 class JobStore:
@@ -78,14 +92,23 @@ class JobStore:
         job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
         return job
 
+    def status_for_client(self, job_id: str, client_id: str) -> tuple[JobView, dict[str, list[str]]]:
+        """The client's job (404 as `job_for_client`) and its OpenAI batch ids by stage."""
+        _refuse_nul(job_id)
+        with self._reads.connect() as conn:
+            row = conn.execute(_JOB_WITH_BATCHES.where(jobs.c.job_id == job_id)).mappings().first()
+        self._metrics.db("read")
+        if row is None or row["client_id"] != client_id:
+            raise job_not_found(job_id)
+        return job_view(row), batch_ids(row)
+
     def job_and(self, job_id: str, client_id: str,
                 then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
         """The client's job (404 as `job_for_client`) and `then(conn, job)`, read on one connection.
 
         One call, so one thread-pool hop and one checkout; a `then` returning None read nothing.
         """
-        if "\x00" in job_id:  # no job id holds a NUL, and PostgreSQL would refuse the literal
-            raise job_not_found(job_id)
+        _refuse_nul(job_id)
         with self._reads.connect() as conn:
             job = get_job(conn, job_id)
             if job is None or job.client_id != client_id:

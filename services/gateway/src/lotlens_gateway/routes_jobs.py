@@ -14,7 +14,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, JobClient, ListingClient
-from lotlens_gateway.job_store import JobFilter, batch_ids
+from lotlens_gateway.job_store import JobFilter
 from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.views import (
     cannot_cancel_body,
@@ -37,8 +37,8 @@ _NOT_COMPLETED: dict[int | str, dict[str, Any]] = {
             responses=schemas.error_responses(401, 403, 404, 429, 503))
 async def batch_status(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """The job's status document."""
-    job, batches = await run_in_threadpool(deps.store.job_and, job_id, client_id, batch_ids)
-    return JSONResponse(status_body(job, batches or {}))
+    job, batches = await run_in_threadpool(deps.store.status_for_client, job_id, client_id)
+    return JSONResponse(status_body(job, batches))
 
 
 async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> Response:
