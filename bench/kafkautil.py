@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -34,8 +35,14 @@ def end_offsets(topics: Iterable[str]) -> Offsets:
     consumer = _consumer()
     try:
         found: Offsets = {}
+        wanted = set(topics)
+        # Topics the stack has just created may not be in the broker's metadata yet.
+        deadline = time.monotonic() + 30
         metadata = consumer.list_topics(timeout=10)
-        for topic in topics:
+        while not wanted <= set(metadata.topics) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            metadata = consumer.list_topics(timeout=10)
+        for topic in wanted:
             for partition in metadata.topics[topic].partitions:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
                 found[(topic, partition)] = high

@@ -34,6 +34,13 @@ def test_an_envelope_survives_the_wire_unchanged() -> None:
     assert decode(encode(envelope)) == envelope
 
 
+def test_the_payload_on_the_wire_is_the_models_json_form() -> None:
+    event = JobCancelled(job_id="j-ü", cancelled_at=datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC))
+    raw = encode(Envelope(event=event, client_id="c", occurred_at=WHEN))
+    assert orjson.loads(raw)["data"] == event.model_dump(mode="json")
+    assert b'"data":{"job_id":"j-\xc3\xbc","cancelled_at":"2026-01-01T12:30:15.123456Z"' in raw
+
+
 def test_an_old_payload_version_is_upcast_when_read(monkeypatch: pytest.MonkeyPatch) -> None:
     # A hypothetical version 0 of JobCancelled had no cancellation time.
     monkeypatch.setitem(UPCASTERS, ("JobCancelled", 0),

@@ -56,7 +56,8 @@ def encode(envelope: Envelope) -> bytes:
         "job_id": envelope.job_id,
         "client_id": envelope.client_id,
         "trace": envelope.trace,
-        "data": envelope.event.model_dump(mode="json"),
+        # pydantic writes the payload's JSON itself: a third of the cost of a dict for orjson.
+        "data": orjson.Fragment(envelope.event.model_dump_json()),
     })
 
 
