@@ -40,7 +40,7 @@ def parse(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--window", type=float, help="LOTLENS_STAGE__WINDOW_S for the stack")
     p.add_argument("--poll-interval", type=float, help="LOTLENS_STAGE__POLL_INTERVAL_S for the stack")
     p.add_argument("--standin-phase", type=float, help="seconds of each stand-in batch phase")
-    p.add_argument("--dispatchers", type=int, help="webhook-dispatcher instances in the stack (default 2)")
+    p.add_argument("--dispatchers", type=int, help="webhook-dispatcher instances in the stack (default 1)")
     p.add_argument(
         "--profile",
         help="comma-separated services to run under bench.sampler "

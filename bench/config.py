@@ -81,8 +81,9 @@ class StackEnv:
     poll_interval_s: float = 0.2
     standin_phase_s: float = 0.0
     webhook_per_host: int = 64
-    # As deploy/k8s runs it (replicas: 2); they share one schedule in PostgreSQL.
-    dispatchers: int = 2
+    # deploy/k8s runs 2 (they share one schedule in PostgreSQL); one is measured against the
+    # floor's one process. On these 2 cores a second instance only competes for the same CPU.
+    dispatchers: int = 1
     gateway_port: int = 18400
     standin_port: int = 18480
     images_port: int = 18490

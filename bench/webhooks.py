@@ -116,7 +116,7 @@ def run(ctx: Context) -> list[Row]:
     return [
         Row(
             "4 webhooks",
-            f"deliveries/s ({s.hooks} URLs, 1 job, {s.stack.dispatchers} dispatcher instances)",
+            f"deliveries/s ({s.hooks} URLs, 1 job, {s.stack.dispatchers} dispatcher instance(s))",
             "deliveries/s",
             got["rate"],
             got["floor"],

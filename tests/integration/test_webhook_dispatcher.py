@@ -40,7 +40,7 @@ from lotlens_common.events import JobCompleted, WebhookAttempted, WebhookDeliver
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_common.tables import descriptions, dispatch_queue, jobs, lots, metadata
-from lotlens_webhook_dispatcher.bootstrap import http_client, workers
+from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 from tests.conftest import new_id
 from tests.seeds import seed_webhook_verifier
@@ -201,9 +201,9 @@ def running(config: DispatcherSettings, engine: Engine,
     """The dispatcher's consumer and delivery loop in threads, stopped on exit."""
     stop = threading.Event()
     producers = [EventProducer(config.kafka, "consumer"), EventProducer(config.kafka, "dispatcher")]
-    new_client = partial(http_client, config, transport)
+    new_transport = partial(http_transport, config, transport)
     threads = [threading.Thread(target=work, args=(stop,), daemon=True)
-               for work in workers(config, engine, new_client, *producers).values()]
+               for work in workers(config, engine, new_transport, *producers).values()]
     for thread in threads:
         thread.start()
     try:

@@ -17,16 +17,16 @@ from lotlens_webhook_dispatcher.guard import GuardedTransport
 URL = "https://hooks.example.com/lotlens"
 
 
-def _client(answer: httpx.Response | Exception) -> httpx.Client:
+def _transport(answer: httpx.Response | Exception) -> httpx.BaseTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         if isinstance(answer, Exception):
             raise answer
         return answer
-    return httpx.Client(transport=httpx.MockTransport(handle))
+    return httpx.MockTransport(handle)
 
 
 def _post(answer: httpx.Response | Exception, body_chars: int = 2000):
-    return post_webhook(_client(answer), URL, b"{}", {"Content-Type": "application/json"}, 5.0, body_chars)
+    return post_webhook(_transport(answer), URL, b"{}", {"Content-Type": "application/json"}, 5.0, body_chars)
 
 
 @pytest.mark.parametrize("code", [200, 201, 202])
@@ -55,7 +55,7 @@ def test_410_gone_fails_and_asks_for_no_more_attempts():
 @pytest.mark.parametrize("url", ["ftp://hooks.example.com/x", "file:///etc/passwd", "http:///no-host",
                                  "http://example.com:no-port/", "not a url"])
 def test_a_url_that_cannot_be_sent_to_fails_for_good(url):
-    outcome = post_webhook(_client(httpx.Response(200)), url, b"{}", {}, 5.0)
+    outcome = post_webhook(_transport(httpx.Response(200)), url, b"{}", {}, 5.0)
     assert not outcome.succeeded and outcome.final
     assert outcome.error is not None and outcome.error.startswith("invalid URL")
 
@@ -80,9 +80,8 @@ def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
     def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
 
-    transport = GuardedTransport(False, httpx.Limits(max_connections=4), resolve=resolve)
-    with httpx.Client(transport=transport) as client:
-        outcome = post_webhook(client, "http://internal.example.com/hook", b"{}", {}, 2.0)
+    with GuardedTransport(False, httpx.Limits(max_connections=4), resolve=resolve) as transport:
+        outcome = post_webhook(transport, "http://internal.example.com/hook", b"{}", {}, 2.0)
     assert not outcome.succeeded
     assert outcome.error is not None and "10.0.0.5" in outcome.error and "refused" in outcome.error
 
@@ -94,9 +93,8 @@ def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(a
         return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
                  (address, port))]
 
-    transport = GuardedTransport(allow_loopback, httpx.Limits(max_connections=4), resolve=resolve)
-    with httpx.Client(transport=transport) as client:
-        outcome = post_webhook(client, "http://hooks.example.com/x", b"{}", {}, 2.0)
+    with GuardedTransport(allow_loopback, httpx.Limits(max_connections=4), resolve=resolve) as transport:
+        outcome = post_webhook(transport, "http://hooks.example.com/x", b"{}", {}, 2.0)
     assert not outcome.succeeded and outcome.error is not None and "refused" in outcome.error
 
 

@@ -7,7 +7,7 @@ from functools import partial
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
 from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
-from lotlens_webhook_dispatcher.bootstrap import http_client, workers
+from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     consumer_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher-consumer")
     dispatch_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher")
     try:
-        run_workers(workers(settings, engine, partial(http_client, settings), consumer_producer,
+        run_workers(workers(settings, engine, partial(http_transport, settings), consumer_producer,
                             dispatch_producer), stop)
     finally:
         dispatch_producer.flush()

@@ -18,22 +18,22 @@ from lotlens_webhook_dispatcher.worker import Dispatcher
 Worker = Callable[[threading.Event], None]
 
 
-def http_client(settings: DispatcherSettings, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """A client for one attempt thread's webhook calls: SSRF-guarded, no redirects, kept-alive
-    connections to the hosts that thread posts to."""
+def http_transport(settings: DispatcherSettings, transport: httpx.BaseTransport | None = None
+                   ) -> httpx.BaseTransport:
+    """The transport of one attempt thread's webhook calls: SSRF-guarded, kept-alive connections
+    to the hosts that thread posts to (`transport` replaces it, in tests)."""
     limits = httpx.Limits(max_connections=settings.webhook_per_host_concurrency,
                           max_keepalive_connections=settings.webhook_per_host_concurrency)
-    return httpx.Client(transport=transport or GuardedTransport(settings.allow_loopback_urls, limits),
-                        follow_redirects=False, trust_env=False)
+    return transport or GuardedTransport(settings.allow_loopback_urls, limits)
 
 
-def workers(settings: DispatcherSettings, engine: Engine, new_client: Callable[[], httpx.Client],
+def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callable[[], httpx.BaseTransport],
             consumer_producer: EventProducer, dispatch_producer: EventProducer) -> dict[str, Worker]:
     """The consumer of `JobCompleted` and the due-queue loop, ready for `run_workers`.
 
-    `new_client` makes an attempt thread's HTTP client (e.g. `partial(http_client, settings)`).
+    `new_transport` makes an attempt thread's HTTP transport (e.g. `partial(http_transport, settings)`).
     """
-    dispatcher = Dispatcher(engine, dispatch_producer, new_client, settings)
+    dispatcher = Dispatcher(engine, dispatch_producer, new_transport, settings)
     spec = ConsumerSpec(
         group_id=settings.consumer_group,
         topics=[settings.topics.completions],

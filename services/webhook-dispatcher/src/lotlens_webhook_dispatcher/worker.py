@@ -58,15 +58,15 @@ class LeaseLost(RuntimeError):
 class Dispatcher:
     """Delivers due webhooks until stopped."""
 
-    def __init__(self, engine: Engine, producer: EventProducer, new_client: Callable[[], httpx.Client],
-                 settings: DispatcherSettings, clock: Callable[[], datetime] = utc_now,
-                 rng: random.Random | None = None) -> None:
+    def __init__(self, engine: Engine, producer: EventProducer,
+                 new_transport: Callable[[], httpx.BaseTransport], settings: DispatcherSettings,
+                 clock: Callable[[], datetime] = utc_now, rng: random.Random | None = None) -> None:
         self._engine = engine
         self._producer = producer
-        # One HTTP client per attempt thread: threads sharing one client's pool queue on its lock.
-        self._new_client = new_client
+        # One HTTP transport per attempt thread: threads sharing one pool queue on its lock.
+        self._new_transport = new_transport
         self._local = threading.local()
-        self._clients: list[httpx.Client] = []
+        self._transports: list[httpx.BaseTransport] = []
         self._settings = settings
         self._clock = clock
         self._rng = rng or random.Random()
@@ -113,16 +113,16 @@ class Dispatcher:
         finally:
             attempts_done.set()
             recorder.join()
-            for client in self._clients:
-                client.close()
+            for transport in self._transports:
+                transport.close()
 
-    def _client(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = self._new_client()
+    def _transport(self) -> httpx.BaseTransport:
+        transport: httpx.BaseTransport | None = getattr(self._local, "transport", None)
+        if transport is None:
+            transport = self._local.transport = self._new_transport()
             with self._lock:
-                self._clients.append(client)
-        return client
+                self._transports.append(transport)
+        return transport
 
     def _claim(self) -> list[Delivery]:
         s = self._settings
@@ -210,7 +210,7 @@ class Dispatcher:
             "X-Job-ID": delivery.job_id,
             **webhook_headers(key, delivery.delivery_id, int(self._clock().timestamp()), body, previous),
         }
-        return post_webhook(self._client(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
+        return post_webhook(self._transport(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
                             s.webhook_response_body_chars)
 
     def _lease_fresh(self, delivery: Delivery) -> bool:
