@@ -193,6 +193,24 @@ def test_an_expired_batch_keeps_its_partial_results_and_resubmits_only_the_rest(
     assert len(batches) == 2 and len(batches[1].lot_ids) == 2
 
 
+@pytest.mark.parametrize("outcome", ["failed", "cancelled"])
+def test_a_batch_that_ends_failed_or_cancelled_on_openais_side_is_resubmitted_and_completes(
+        settings: ServiceSettings, engine: Engine, standin: Standin, outcome: str) -> None:
+    job_id = new_id("job-")
+    standin.faults(batch_outcome=outcome, batch_outcome_count=1)
+    submit_lots(engine, job_id, [f"lot {i}" for i in range(3)])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+
+    events = job_events(settings, settings.topics.vision, job_id, 5)
+    batches = [e.event for e in events if isinstance(e.event, VisionBatchSubmitted)]
+    completed = [e.event.lot_id for e in events if isinstance(e.event, VisionCompleted)]
+    assert sorted(completed) == ["lot-0", "lot-1", "lot-2"]  # each exactly once
+    assert len(batches) == 2 and batches[1].attempt == 2
+    assert sorted(batches[1].lot_ids) == sorted(batches[0].lot_ids)
+    assert not [e for e in events if isinstance(e.event, LotFailed)]
+    assert standin.stats()["batches_created"] == 2
+
+
 def test_cancelling_a_job_cancels_its_running_batch_and_submits_nothing_more(
         settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
     job_id = new_id("job-")
