@@ -9,13 +9,15 @@ lots) shows what the vision-batcher's image checks add to a realistic job.
 
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from bench import floor, intake, kafkautil, payload, pipeline
+from bench import floor, intake, kafkautil, payload, pipeline, stackctl
 from bench.config import pipeline_topics
 from bench.context import Context
 from bench.memory import MemoryWatch
@@ -29,6 +31,8 @@ STAGE_FLOOR = {
     "translation batch+collect": "hop TranslationCompleted",
     "projection+JobCompleted": "hop JobCompleted",
 }
+# The services that start on a job's events while its intake is still being answered.
+CONSUMERS = ("vision-batcher", "translator", "result-store", "webhook-dispatcher")
 
 
 @dataclass
@@ -41,6 +45,7 @@ class JobRun:
     pipeline_floor: dict[str, float]
     stages: dict[str, float]
     summary: dict[str, Any] = field(default_factory=dict)
+    paused_intake_s: float = 0.0
 
 
 def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: MemoryWatch | None) -> JobRun:
@@ -83,6 +88,29 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     return JobRun(seconds, intake_floor, done_s, hop_floor, pipeline.stage_times(events), summary)
 
 
+def paused_intake(ctx: Context, lots: list[dict[str, Any]]) -> float:
+    """The same intake with the consumers paused (SIGSTOP): the gateway alone, as in the floor.
+
+    On these 2 cores the three consumers of the submissions topic start on the first lots while
+    the gateway is still publishing the rest, and take CPU from it; in a deployment they run
+    elsewhere.
+    """
+    ctx.wait_idle()
+    body = payload.submission(ctx.key, lots, ctx.settings.languages)
+    paused = [pid for name, pid in stackctl.pids().items() if name in CONSUMERS]
+    for pid in paused:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        seconds, accepted = intake.submit(ctx.http, body)
+    finally:
+        for pid in paused:
+            os.kill(pid, signal.SIGCONT)
+    ctx.log(f"{len(lots)} lots: intake with the consumers paused {seconds:.2f}s")
+    # Finished before the next measured run starts (no lag is not enough: batches are still open).
+    pipeline.wait_done(ctx.http, ctx.key, accepted["job_id"], ctx.settings.pipeline_timeout_s)
+    return seconds
+
+
 def _standin_batches(ctx: Context) -> int:
     url = f"http://127.0.0.1:{ctx.settings.stack.standin_port}/_standin/stats"
     return int(httpx.get(url, timeout=30).json()["batches_created"])
@@ -99,6 +127,8 @@ def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[flo
         for number in range(s.runs):
             lots = payload.lots(s.lots, s.images_per_lot, ctx.images, pool=s.image_pool)
             runs.append(one_job(ctx, lots, intake_topic, watch if number == 0 else None))
+            runs[-1].paused_intake_s = paused_intake(
+                ctx, payload.lots(s.lots, s.images_per_lot, ctx.images, pool=s.image_pool))
         if s.distinct_lots:
             lots = payload.lots(s.distinct_lots, s.images_per_lot, ctx.images)
             distinct = one_job(ctx, lots, intake_topic, None)
@@ -140,6 +170,14 @@ def _rows(ctx: Context, runs: list[JobRun], stages: dict[str, list[float]]) -> l
             intake_parts["total_s"],
             notes="floor = orjson parse + bare produce (acks=all) + COPY of the lot rows",
             extra={"floor_parts_median_s": {k: median(v) for k, v in intake_parts.items()}},
+        ),
+        Row(
+            "1 intake",
+            f"first byte -> 201, consumers paused ({shape})",
+            "s",
+            [job.paused_intake_s for job in runs],
+            intake_parts["total_s"],
+            notes="the gateway alone: vision-batcher, translator, result-store, dispatcher SIGSTOPped",
         ),
         Row(
             "2 pipeline",
