@@ -7,6 +7,7 @@ and `down` leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -73,12 +74,10 @@ def _spawn(name: str, command: list[str], env: dict[str, str]) -> None:
 def _wait_for(url: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    return True
-        except OSError:
-            pass
+        # OSError: not listening yet.
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
+            if answer.status == 200:
+                return True
         time.sleep(0.5)
     return False
 
