@@ -106,7 +106,7 @@ class Dispatcher:
                         stop.wait(max(s.webhook_poll_interval_s, 2.0))
                         continue
                     for delivery in claimed:
-                        pool.submit(self._attempt_and_release, delivery)
+                        pool.submit(self._attempt_then_free_slot, delivery)
                     self._update_gauges()
                     if not claimed:
                         self._wake.wait(s.webhook_poll_interval_s)
@@ -143,7 +143,7 @@ class Dispatcher:
             metrics.IN_FLIGHT.set(self._sending)
         return claimed
 
-    def _attempt_and_release(self, delivery: Delivery) -> None:
+    def _attempt_then_free_slot(self, delivery: Delivery) -> None:
         try:
             self.attempt(delivery)
             return  # the recorder forgets it once its outcome is stored
