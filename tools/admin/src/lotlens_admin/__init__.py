@@ -1,0 +1,1 @@
+"""`lotlens-admin`: every operator tool for LotLens behind one command."""

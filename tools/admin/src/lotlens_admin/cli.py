@@ -1,0 +1,38 @@
+"""The `lotlens-admin` command line: one sub-command group per operator concern.
+
+Each group lives in its own module and exposes `register(subparsers)`, which adds its parser and
+sets `handler` (a function taking the parsed arguments and returning an exit code) on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+# Groups are added here as they are built (e.g. `dlq`, `projections`).
+GROUPS: tuple[Register, ...] = ()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser with every registered group."""
+    parser = argparse.ArgumentParser(
+        prog="lotlens-admin",
+        description="Operator tools for LotLens. Settings come from the same environment as the services.",
+    )
+    groups = parser.add_subparsers(dest="group", metavar="GROUP")
+    for register in GROUPS:
+        register(groups)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one admin command; the exit code is the command's."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help()
+        return 2
+    return handler(args)
