@@ -20,6 +20,9 @@ class StageSettings(BaseSettings):
     # A job's lots wait at most this long for more lots before a partial batch is sent.
     window_s: float = 30.0
     poll_interval_s: float = 10.0
+    # A batch still running after this long is cancelled (its finished lines kept, the rest sent
+    # again): OpenAI's completion window is 24 h, so this is just past it.
+    max_batch_age_s: float = 24 * 3600.0 + 15 * 60.0
     # Per-lot resubmissions after error lines, expiry or cancellation of a batch.
     max_attempts: int = 3
     # Enqueued-token budget per model across submitted batches (0 = unlimited).
