@@ -315,3 +315,28 @@ def test_direct_mode_is_a_batches_adapter_collected_in_the_round_it_is_sent(worl
     assert world.completed() == ["job-1-lot-0"]
     assert "invalid_image_url" in world.failed()["job-1-lot-1"]
     assert world.store.statuses()["job-1-lot-2"] == "waiting"  # 503: sent again
+
+
+def test_a_file_refused_as_too_large_sends_its_lots_again_in_smaller_files(world: World) -> None:
+    world.batches.errors["upload"] = [ModelRequestError(
+        "HTTP 400 file_too_large: File is too large.", 400, "file_too_large")]
+    world.store.add(lots(4))
+    world.rounds()
+    assert world.batches.batches == {} and set(world.store.statuses().values()) == {"waiting"}
+    limit = world.stage.file_byte_limit()
+    assert limit < world.settings.max_batch_bytes
+    world.rounds(4)
+    assert len(world.completed()) == 4 and len(world.batches.batches) >= 2
+    assert all(sum(map(len, world.batches.files[b["input_file_id"]])) <= limit
+               for b in world.batches.batches.values())
+
+
+def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [batch] = world.batches.batches.values()
+    batch["status"], batch["errors"] = "failed", {"data": [{"code": "file_too_large", "message": "big"}]}
+    world.rounds()
+    assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
+    assert set(world.store.statuses().values()) == {"submitted"}  # sent again, in a smaller file

@@ -131,6 +131,8 @@ async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], can
                                    result.error or "request failed")
             settler.flush_if_full()
     reason = batch_reason(batch)
+    if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
+        stage.shrink_files(stage.file_byte_limit(), reason)
     for lot in pending.values():
         settler.failed(lot, Kind.TRANSIENT, reason)
     settler.flush()
@@ -141,6 +143,9 @@ async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], can
 
 def batch_reason(batch: Mapping[str, Any]) -> str:
     """Why a batch's unanswered lots got no answer."""
-    errors = (batch.get("errors") or {}).get("data") or []
-    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:3])
+    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in _errors(batch)[:3])
     return f"OpenAI batch {batch.get('id')} ended {batch.get('status')}" + (f" ({detail})" if detail else "")
+
+
+def _errors(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((batch.get("errors") or {}).get("data") or [])

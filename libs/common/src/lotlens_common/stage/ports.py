@@ -6,6 +6,7 @@ Adapters: `adapters/postgres.py` (work store), `model/openai_client.OpenAIBatche
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from pydantic import BaseModel
 
 from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.work import LotWork, StageSpec
 
 W = TypeVar("W", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class BatchesPort(Protocol):
@@ -197,3 +200,15 @@ class Stage(Generic[W]):
     # Shards whose batch cannot be read by id, until a listing tells what became of it: while
     # there is one, nothing new is submitted.
     unreadable: dict[str, str] = field(default_factory=dict)
+    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
+    max_file_bytes: int | None = None
+
+    def shrink_files(self, refused_bytes: int, reason: str) -> None:
+        """OpenAI refused a file of this size as too large: cut the next ones smaller."""
+        self.max_file_bytes = for_oversized(refused_bytes).max_bytes
+        log.warning("OpenAI refused a %d-byte file (%s): files are cut at %d bytes from now on",
+                    refused_bytes, reason, self.max_file_bytes)
+
+    def file_byte_limit(self) -> int:
+        """The byte limit of the next batch input file."""
+        return min(self.settings.max_batch_bytes, self.max_file_bytes or self.settings.max_batch_bytes)

@@ -16,6 +16,7 @@ from typing import Any
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
+from lotlens_common.model.errors import ModelRequestError
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes
@@ -105,7 +106,7 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
     """Write the shard's file, upload it, create its batch and put it on record."""
     job_id = lots[0].job_id
     folder = stage.settings.work_dir or tempfile.gettempdir()
-    writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.settings.max_batch_bytes)
+    writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
@@ -114,7 +115,15 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
             return None
-        file_id = await stage.batches.upload_batch_file(writer.close())
+        try:
+            file_id = await stage.batches.upload_batch_file(writer.close())
+        except ModelRequestError as exc:
+            if not lifecycle.too_large(exc.code, str(exc)):
+                raise
+            stage.shrink_files(writer.size, str(exc))
+            stage.store.requeue(job_id, writer.written, str(exc))
+            stage.store.close_shard(shard_id, "empty", None)
+            return None
     finally:
         writer.discard()
     attempt = max(lot.attempts for lot in lots)

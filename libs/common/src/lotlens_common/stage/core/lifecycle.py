@@ -91,6 +91,13 @@ class Ignore:
 
 
 @dataclass(frozen=True)
+class Shrink:
+    """OpenAI refused the file as too large: its lots go back, and files are cut smaller."""
+
+    max_bytes: int
+
+
+@dataclass(frozen=True)
 class CancelDuplicate:
     """A running batch whose lots are on record elsewhere: cancel it before it spends twice."""
 
@@ -159,3 +166,13 @@ def for_duplicate(batch: Mapping[str, Any]) -> Ignore | CancelDuplicate:
     if batch.get("status") in RUNNING - {"cancelling"}:
         return CancelDuplicate()
     return Ignore("finished or already stopping: nothing left to save")
+
+
+def too_large(code: str | None, message: str) -> bool:
+    """Whether an upload or batch error says the input file is too large."""
+    return code == "file_too_large" or "too large" in message.lower()
+
+
+def for_oversized(file_bytes: int) -> Shrink:
+    """A file refused for its size: the next ones get at most half of it."""
+    return Shrink(max(file_bytes // 2, 1))
