@@ -339,4 +339,4 @@ def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -
     batch["status"], batch["errors"] = "failed", {"data": [{"code": "file_too_large", "message": "big"}]}
     world.rounds()
     assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
-    assert set(world.store.statuses().values()) == {"submitted"}  # sent again, in a smaller file
+    assert set(world.store.statuses().values()) == {"waiting"}  # to be sent again, in a smaller file
