@@ -82,9 +82,12 @@ def test_the_result_event_carries_the_html_and_the_image_counts() -> None:
                                     missing_images=("u3",))
 
 
-def test_token_estimate_grows_with_images_at_the_configured_detail() -> None:
+def test_token_estimate_grows_with_images_at_the_models_worst_case() -> None:
     one, three = vision_lot("a"), vision_lot("a", "b", "c")
-    assert stage().estimate_tokens(three) - stage().estimate_tokens(one) == 2 * 85
+    # o4-mini counts 32-px patches, at most 1,536 an image, times 1.72 (at any detail).
+    assert stage().estimate_tokens(three) - stage().estimate_tokens(one) == 2 * 2642
+    gpt4o = VisionStage("vision", ModelSettings(vision_model="gpt-4o", image_detail="low"), fake_checker)
+    assert gpt4o.estimate_tokens(three) - gpt4o.estimate_tokens(one) == 2 * 85
 
 
 def test_translations_come_back_in_the_order_the_client_asked_for() -> None:

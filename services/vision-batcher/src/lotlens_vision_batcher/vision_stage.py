@@ -10,13 +10,12 @@ from typing import Any
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
 
 # (urls) -> (reachable urls, unreachable urls), in the order given.
 ImageChecker = Callable[[Sequence[str]], Awaitable[tuple[list[str], list[str]]]]
 
-# OpenAI's image token cost: a fixed 85 at low detail, up to ~765 for a 1024px tile set otherwise.
-_IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}
 _PROMPT_TOKENS = 600
 
 
@@ -70,10 +69,11 @@ class VisionStage:
         return self.models.vision_model
 
     def estimate_tokens(self, lot: LotWork[VisionWork]) -> int:
-        """Input tokens: the images at the configured detail plus instructions and notes."""
+        """Input tokens: the most the images can cost this model, plus instructions and notes."""
         images = len(_valid_images(lot))
         notes = len(lot.work.additional_info) // 4
-        return images * _IMAGE_TOKENS[self.models.image_detail] + _PROMPT_TOKENS + notes
+        per_image = max_image_tokens(self.models.vision_model, self.models.image_detail)
+        return images * per_image + _PROMPT_TOKENS + notes
 
     async def prepare(self, lots: list[LotWork[VisionWork]]) -> Prepared[VisionWork]:
         """Check every image first: a lot with none reachable fails here and costs no model call.

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.lifecycle import for_oversized
+from lotlens_common.stage.core.limits import default_token_limit
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.work import LotWork, StageSpec
 
@@ -208,6 +209,11 @@ class Stage(Generic[W]):
         self.max_file_bytes = for_oversized(refused_bytes).max_bytes
         log.warning("OpenAI refused a %d-byte file (%s): files are cut at %d bytes from now on",
                     refused_bytes, reason, self.max_file_bytes)
+
+    def token_limit(self) -> int:
+        """The enqueued-token budget (0: none)."""
+        configured = self.settings.enqueued_token_limit
+        return default_token_limit(self.spec.model()) if configured is None else configured
 
     def file_byte_limit(self) -> int:
         """The byte limit of the next batch input file."""

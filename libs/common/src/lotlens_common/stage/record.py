@@ -8,6 +8,7 @@ from typing import Any
 
 from lotlens_common.faults import fault_point
 from lotlens_common.stage import metrics
+from lotlens_common.stage.core.limits import check_metadata
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.work import LotWork
 
@@ -19,8 +20,8 @@ STAGE_KEY, JOB_KEY, SHARD_KEY = (f"{METADATA_PREFIX}{key}" for key in ("stage", 
 
 def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
     """The metadata every batch carries, so it can always be traced back to its shard."""
-    return {STAGE_KEY: stage, JOB_KEY: job_id, SHARD_KEY: shard_id,
-            f"{METADATA_PREFIX}attempt": str(attempt)}
+    return check_metadata({STAGE_KEY: stage, JOB_KEY: job_id, SHARD_KEY: shard_id,
+                           f"{METADATA_PREFIX}attempt": str(attempt)})
 
 
 async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork[Any]],

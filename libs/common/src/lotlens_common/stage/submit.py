@@ -37,7 +37,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     if not jobs:
         return []
     enqueued = stage.store.tokens_enqueued()
-    limit = stage.settings.enqueued_token_limit
+    limit = stage.token_limit()
     plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
                         stage.settings.max_requests_per_batch, enqueued, limit)
     budget = limit - enqueued if limit else None
