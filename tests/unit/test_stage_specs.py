@@ -105,3 +105,10 @@ def test_translation_requests_ask_only_for_the_languages_other_than_english() ->
     event = TranslationStage("t", ModelSettings()).result_event(lot, answer)
     assert event == TranslationCompleted(job_id="job", lot_id="lot",
                                          descriptions={"en": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
+
+
+def test_a_lot_is_described_from_at_most_500_images_and_the_rest_are_listed_missing() -> None:
+    urls = [f"https://a/{i}.jpg" for i in range(502)]
+    [(lot, body)] = asyncio.run(stage().prepare([vision_lot(*urls)])).requests
+    images = [part for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    assert len(images) == 500 and lot.work.missing_images == tuple(urls[500:])
