@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
@@ -113,6 +114,10 @@ class VisionStage:
             languages=lot.work.languages, total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
             missing_images=lot.work.missing_images)
+
+    def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
+        """Never: a description that came back unusable would come back the same."""
+        return None
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage."""
