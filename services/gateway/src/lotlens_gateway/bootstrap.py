@@ -21,13 +21,15 @@ from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
 
-def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, admin: AdminLike,
+def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink,
+               new_admin: Callable[[], AdminLike],
                images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
     """Wire the stores, limiter, publisher, probe and synchronous describer together.
 
-    `read_engine`, an autocommit engine on the same database, serves the polling reads.
+    `read_engine`, an autocommit engine on the same database, serves the polling reads;
+    `new_admin` makes the health probe's Kafka admin client (again after a failure).
     """
     metrics = metrics or GatewayMetrics()
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
@@ -41,7 +43,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, a
         limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
         publisher=Publisher(producer, settings.publish_timeout_s),
-        kafka=KafkaProbe(admin, settings.consumer_groups, settings.kafka.group_prefix,
+        kafka=KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
                          settings.health_cache_s),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
