@@ -109,7 +109,9 @@ def job_events(settings: ServiceSettings, topic: str, job_id: str, count: int) -
     def enough(events: list[Envelope]) -> bool:
         return len([e for e in events if e.job_id == job_id]) >= count
 
-    read_events(settings.kafka.bootstrap_servers, topic, enough)
+    # Generous: two stage processes on two busy cores can take a while; too few is a failure.
+    assert enough(read_events(settings.kafka.bootstrap_servers, topic, enough, timeout_s=180)), (
+        f"fewer than {count} events of {job_id} on {topic}")
     # Then the whole topic: a duplicate published behind the expected events must be seen too.
     return [e for e in read_to_end(settings.kafka.bootstrap_servers, topic) if e.job_id == job_id]
 
