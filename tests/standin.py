@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -58,3 +61,28 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def standin_process(state_dir: Path, port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The stand-in as its own process (so a test can kill -9 it), keeping its state in `state_dir`."""
+    log = (state_dir.parent / f"standin-{port}.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lotlens_openai_standin", "--state-dir", str(state_dir)],
+        env={**os.environ, "STANDIN_PORT": str(port), **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "the stand-in exited on start"
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()
