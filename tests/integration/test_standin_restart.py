@@ -55,9 +55,10 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         # Everything the first process answered is still there, unchanged.
         assert api.get(f"/files/{file_id}").json()["bytes"] > 0
         again = api.get(f"/batches/{created['id']}").json()
-        assert again["status"] == "in_progress"
-        assert {k: again[k] for k in ("created_at", "in_progress_at", "metadata", "request_counts")} == {
-            k: before[k] for k in ("created_at", "in_progress_at", "metadata", "request_counts")}
+        # Its phases run on its own timestamps: a slow restart may find it already further on.
+        assert again["status"] in ("in_progress", "finalizing", "completed")
+        assert {k: again[k] for k in ("created_at", "in_progress_at", "metadata")} == {
+            k: before[k] for k in ("created_at", "in_progress_at", "metadata")}
         assert [b["id"] for b in api.get("/batches").json()["data"]] == [created["id"]]
         assert control.get("/stats").json()["batches_created"] == 1
         assert control.get("/faults").json()["fail_custom_ids_containing"] == "lot-1"
@@ -87,6 +88,6 @@ def test_a_cancel_in_flight_survives_a_restart(tmp_path: Path) -> None:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     with standin_process(state, port, **slow_cancel):
-        assert api.get(f"/batches/{created['id']}").json()["status"] == "cancelling"
+        assert api.get(f"/batches/{created['id']}").json()["status"] in ("cancelling", "cancelled")
         done = _wait_for(api, created["id"], ("cancelled", "completed"))
         assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]

@@ -72,7 +72,8 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
         "text": _text_config(body), "tool_choice": "auto", "tools": [], "top_logprobs": 0,
         "top_p": None if reasoning_model else body.get("top_p", 1.0), "truncation": "disabled",
         "usage": {
-            "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": input_tokens + output_tokens,
         },
