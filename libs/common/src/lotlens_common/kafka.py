@@ -70,6 +70,15 @@ class EventProducer:
         if remaining or failures:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
 
+    def discard(self) -> None:
+        """Drop what is still queued and all failure reports so far (the caller sends it again).
+
+        In-flight messages are left alone: purging them would break the idempotent sequence.
+        """
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+        self._failures = []
+
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: Headers) -> None:
         while True:
