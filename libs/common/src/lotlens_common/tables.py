@@ -210,3 +210,7 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("client_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+# The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
+READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,
+                                  webhook_attempts)
