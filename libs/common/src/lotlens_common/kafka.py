@@ -24,7 +24,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
-from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
+from lotlens_common.envelope import Envelope, UndecodableEvent, cloudevent_headers, decode, encode
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -54,11 +54,13 @@ class EventProducer:
             "queue.buffering.max.messages": 500_000,
         })
         self._failures: list[str] = []
+        # CloudEvents `source`: the component that produced the event.
+        self._source = f"/lotlens/{client_name}"
 
     def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event; `flush` confirms it."""
-        self._produce(topic, envelope.job_id.encode(), encode(envelope),
-                      [("type", envelope.type.encode())])
+        """Queue one event with its CloudEvents headers; `flush` confirms it."""
+        headers: Headers = [("type", envelope.type.encode()), *cloudevent_headers(envelope, self._source)]
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
