@@ -232,3 +232,6 @@ outbox = Table(
     Index("ix_outbox_job", "job_id", "event_type"),
     Index("ix_outbox_published_at", "published_at"),
 )
+# The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
+READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,
+                                  webhook_attempts)

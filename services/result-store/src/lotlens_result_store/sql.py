@@ -160,3 +160,23 @@ ON CONFLICT (job_id) DO UPDATE SET
     images_processed = j.images_processed + excluded.images_processed,
     updated_at = now()
 """)
+
+# The outcome the result-store announced is final: on a replay, where a cancel and the last lot
+# may be projected in another order than they were live, it overrides what the replay decided.
+# Terminal times follow `completion._finished_at`: a cancelled job's time is its cancel time.
+APPLY_ANNOUNCED_JOBS = text(f"""
+INSERT INTO jobs AS j (job_id, client_id, status, total_lots, error_message, completed_at, cancelled_at,
+                       completion_published)
+SELECT v.job_id, v.client_id, v.status, v.total_lots, v.error_message,
+       CASE WHEN v.status = '{CANCELLED}' THEN NULL ELSE v.finished_at END,
+       CASE WHEN v.status = '{CANCELLED}' THEN v.finished_at END, true
+FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:statuses AS text[]),
+            CAST(:totals AS int[]), CAST(:errors AS text[]), CAST(:finished AS timestamptz[]))
+     AS v(job_id, client_id, status, total_lots, error_message, finished_at)
+ON CONFLICT (job_id) DO UPDATE SET
+    client_id = coalesce(j.client_id, excluded.client_id),
+    total_lots = coalesce(j.total_lots, excluded.total_lots),
+    status = excluded.status, error_message = excluded.error_message,
+    completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at,
+    completion_published = true, updated_at = now()
+""")
