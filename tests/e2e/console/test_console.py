@@ -182,10 +182,12 @@ def test_keyboard_alone_signs_in_opens_a_job_and_reaches_its_controls(
     page.keyboard.press("Tab")
     page.keyboard.type(stack.client_key)
     page.keyboard.press("Enter")
-    expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")
+    # Each page fills in after its API calls: wait for the content before tabbing through it.
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
     focus_until(page, f'a[href="#/jobs/{finished_job.job_id}"]')
     page.keyboard.press("Enter")
     expect(page.locator("#lots li.lot")).to_have_count(3)
+    expect(page.locator("#delivery-rows summary").first).to_be_visible()
     seen = focus_until(page, "#redeliver", presses=80)
     assert {"refresh-job", "retry-failed", "only-failed"} <= set(seen)
     focus_until(page, "#delivery-rows summary")
