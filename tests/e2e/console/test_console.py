@@ -155,7 +155,10 @@ def test_retry_failed_shows_the_new_job_or_says_the_server_cannot_yet(
         expect(result).to_have_text("This server cannot retry failed lots yet.")
     else:
         assert direct.is_success, direct.text
-        expect(result.get_by_role("link")).to_have_text(direct.json()["job_id"])
+        retry_job = direct.json()["job_id"]
+        expect(result.get_by_role("link")).to_have_text(retry_job)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#job-summary").get_by_role("link", name=retry_job)).to_be_visible()
 
 
 def focus_until(page: Page, selector: str, presses: int = 40) -> list[str]:

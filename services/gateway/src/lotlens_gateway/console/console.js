@@ -102,6 +102,10 @@ function progressBar(job) {
   return el("span", { class: "progress" }, bar, el("span", {}, text));
 }
 
+function jobLink(jobId) {
+  return el("a", { href: `#/jobs/${encodeURIComponent(jobId)}` }, el("code", {}, jobId));
+}
+
 function statusBadge(status) {
   return el("span", { class: `badge status-${status}` }, status);
 }
@@ -181,7 +185,7 @@ async function showJobs(query) {
   }
   if (view !== currentView) return;
   const rows = answer.jobs.map((job) => el("tr", {},
-    el("td", {}, el("a", { href: `#/jobs/${encodeURIComponent(job.job_id)}` }, el("code", {}, job.job_id))),
+    el("td", {}, jobLink(job.job_id)),
     el("td", {}, statusBadge(job.status)),
     el("td", {}, when(job.created_at)),
     el("td", {}, job.languages.join(", ")),
@@ -254,6 +258,9 @@ function renderSummary(job) {
     ["Webhook", job.webhook_configured ? "configured" : "none"],
   ];
   if (job.error_message) facts.push(["Error", job.error_message]);
+  // Retries link jobs both ways (`retry_of`, `retried_as`), on servers that have retry-failed.
+  if (job.retry_of) facts.push(["Retry of", jobLink(job.retry_of)]);
+  if (job.retried_as) facts.push(["Retried as", jobLink(job.retried_as)]);
   byId("job-summary").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
   renderUsage(job.processing_details);
 }
@@ -367,9 +374,7 @@ async function retryFailed(jobId) {
   const result = byId("action-result");
   try {
     const { body } = await api.retryFailed(jobId);
-    const newJob = body.job_id && body.job_id !== jobId ? body.job_id : body.retry_job_id;
-    result.replaceChildren("Failed lots resubmitted as job ",
-      el("a", { href: `#/jobs/${encodeURIComponent(newJob)}` }, el("code", {}, newJob)), ".");
+    result.replaceChildren("Failed lots resubmitted as job ", jobLink(body.job_id), ".");
     result.classList.remove("error");
   } catch (failure) {
     // The endpoint is newer than some gateways: a 404 on a job just shown means it is missing.
