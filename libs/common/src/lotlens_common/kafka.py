@@ -15,12 +15,26 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 from prometheus_client import Counter
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from lotlens_common import dead_letters
-from lotlens_common.envelope import Envelope, FutureEventVersion, UndecodableEvent, decode, encode
+from lotlens_common.envelope import (
+    Envelope,
+    FutureEventVersion,
+    UndecodableEvent,
+    cloudevent_headers,
+    decode,
+    encode,
+)
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -50,11 +64,13 @@ class EventProducer:
             "queue.buffering.max.messages": 500_000,
         })
         self._failures: list[str] = []
+        # CloudEvents `source`: the component that produced the event.
+        self._source = f"/lotlens/{client_name}"
 
     def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event; `flush` confirms it."""
-        self._produce(topic, envelope.job_id.encode(), encode(envelope),
-                      [("type", envelope.type.encode())])
+        """Queue one event with its CloudEvents headers; `flush` confirms it."""
+        headers: Headers = [("type", envelope.type.encode()), *cloudevent_headers(envelope, self._source)]
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
@@ -72,6 +88,15 @@ class EventProducer:
         failures, self._failures = self._failures, []
         if remaining or failures:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def discard(self) -> None:
+        """Drop what is still queued and all failure reports so far (the caller sends it again).
+
+        In-flight messages are left alone: purging them would break the idempotent sequence.
+        """
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+        self._failures = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: Headers) -> None:
@@ -262,13 +287,20 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
     DEAD_LETTERS.labels(group=group, reason=reason).inc()
 
 
+def topic_config(topics: TopicSettings, topic: str) -> dict[str, str]:
+    """The configuration a pipeline topic is created with and kept at."""
+    # `delete`, never `compact`: compaction would keep only the last event of each job.
+    return {"retention.ms": str(topics.retention_of(topic)), "retention.bytes": "-1",
+            "cleanup.policy": "delete", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
+
+
 def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics when missing (idempotent)."""
+    """Create the pipeline's topics when missing and bring existing ones to the configured
+    retention (idempotent: topics made before the log was kept for good get `retention.ms=-1`)."""
     admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    config = {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
-                       config=config)
+                       config=topic_config(topics, name))
               for name in topics.all_topics() if name not in existing]
     for name, future in admin.create_topics(wanted).items() if wanted else []:
         try:
@@ -277,3 +309,10 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("created topic %s", name)
+    # Incremental: only these keys change, whatever else an SRE set on the topic.
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+        for key, value in topic_config(topics, name).items()]) for name in topics.all_topics()]
+    for resource, future in admin.incremental_alter_configs(resources).items():
+        future.result(timeout_s)
+        log.debug("topic %s configured", resource.name)

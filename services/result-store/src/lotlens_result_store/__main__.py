@@ -12,6 +12,7 @@ from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
 
+__all__ = ["main"]
 log = logging.getLogger("lotlens_result_store")
 
 
@@ -32,7 +33,9 @@ def main() -> None:
             log.info("announced %d jobs left unannounced by a previous run", swept)
         consumer = ConsumerSpec(
             group_id=settings.group_id,
-            topics=[topics.submissions, topics.vision, topics.translation, topics.webhooks],
+            # Every record topic, its own JobCompleted included: the read models are what the log
+            # says, live as in a rebuild (docs/EVENT_LOG.md).
+            topics=topics.record_topics(),
             handler=partial(handle, engine, producer, topics.completions))
         run_consumer(settings.kafka, topics, consumer, producer, stop)
     finally:
