@@ -120,9 +120,11 @@ def run_seed(
                 log.info("seed %d: %s on %s (hold %.1f s)", seed, fault.kind, fault.target, fault.hold_s)
                 apply(stack, fault)
                 result.recovery_s.append((fault.label, recovery(client, images, 180)))
+                result.violations += stack.exited()
             driver.join()
             result.jobs = len(out.accepted)
-            result.violations = check(stack, engine, out, receiver, poison, settle_s)
+            result.violations += check(stack, engine, out, receiver, poison, settle_s)
+            result.violations += stack.exited()
             result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
             engine.dispose()
         except Exception as exc:  # a run that cannot finish is a failing seed, with the reason

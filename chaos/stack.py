@@ -138,6 +138,19 @@ class ChaosStack:
         if sig == signal.SIGKILL:
             process.wait(timeout=30)
 
+    def exited(self) -> list[str]:
+        """Processes that ended by themselves (a fault's kill is followed by a restart at once)."""
+        return [
+            f"{name} exited {process.returncode}: {self.log_tail(name)}"
+            for name, process in self.processes.items()
+            if process.poll() is not None
+        ]
+
+    def log_tail(self, name: str, lines: int = 5) -> str:
+        """The last lines of a process's log."""
+        path = self.state / f"{name}.log"
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
     def up(self) -> None:
         """Start the stand-in and every service; wait for the gateway's health."""
         self.prepare()
