@@ -37,6 +37,7 @@ class StageSettings(BaseSettings):
     # Where JSONL files are written before upload ("" = the system's temp folder).
     work_dir: str = ""
     # Finished jobs' work rows are deleted this long after their last lot settled (results stay
-    # in the read models). Longer than the topics' retention (14 days): a row is what makes a
-    # replayed event a no-op, so it must outlive every event that could be replayed.
+    # in the read models). A row is what makes a replayed event a no-op; the record topics are
+    # kept for good, so replays older than this rely on the group's committed offsets, which the
+    # brokers keep for years (`offsets.retention.minutes`, docs/EVENT_LOG.md).
     retention_h: float = 15 * 24.0
