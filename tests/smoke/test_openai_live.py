@@ -81,9 +81,9 @@ def test_a_two_lot_batch_job_in_ten_languages_and_a_synchronous_lot_against_open
         image_urls=(CAR, UNREACHABLE) if i == 0 else (CAR,))) for i in range(2)])
     asyncio.run(run_until_settled(settings, engine, VisionStage(
         settings.topics.vision, settings.models, reachable), job_id))
-    described = [e for e in job_events(settings, settings.topics.vision, job_id, 4)
+    described = [e for e in job_events(settings, settings.topics.vision, job_id, 3)
                  if isinstance(e.event, VisionCompleted)]
-    assert len(described) == 2, [e.event for e in job_events(settings, settings.topics.vision, job_id, 4)]
+    assert len(described) == 2, [e.event for e in job_events(settings, settings.topics.vision, job_id, 3)]
     by_lot = {e.event.lot_id: e.event for e in described}
     assert by_lot["lot-0"].missing_images == (UNREACHABLE,) and by_lot["lot-1"].processed_images == 1
 
