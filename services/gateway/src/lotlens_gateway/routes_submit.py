@@ -18,11 +18,11 @@ from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas
-from lotlens_gateway.auth import submission_client
-from lotlens_gateway.body import parse_object, read_body
+from lotlens_gateway.body import read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
+from lotlens_gateway.signed_body import BodyLimits, read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
 
 router = APIRouter(tags=["generation"])
@@ -63,9 +63,9 @@ async def generate_descriptions(
     started = time.perf_counter()
     settings = deps.settings
     raw = await read_body(request, settings.max_body_bytes)
-    document = await run_in_threadpool(parse_object, raw)
-    client_id = await run_in_threadpool(submission_client, deps.keys, document.get("lots"),
-                                        document.get("signature"), x_signature, raw)
+    document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
+                                                  BodyLimits(max_lots=settings.max_lots))
+    await run_in_threadpool(refuse_nul, raw, document)
     await deps.count_request(client_id, rate_mode(document))
     submission = await run_in_threadpool(parse_submission, document, deps.limits)
     key = check_key(idempotency_key) if idempotency_key is not None else None
