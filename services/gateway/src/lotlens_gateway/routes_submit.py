@@ -22,8 +22,9 @@ from lotlens_gateway.body import read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
-from lotlens_gateway.signed_body import BodyLimits, read_signed
+from lotlens_gateway.signed_body import read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
+from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 
 router = APIRouter(tags=["generation"])
 
@@ -64,10 +65,13 @@ async def generate_descriptions(
     settings = deps.settings
     raw = await read_body(request, settings.max_body_bytes)
     document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
-                                                  BodyLimits(max_lots=settings.max_lots))
+                                                  settings.body_limits())
     await run_in_threadpool(refuse_nul, raw, document)
     await deps.count_request(client_id, rate_mode(document))
     submission = await run_in_threadpool(parse_submission, document, deps.limits)
+    if not submission.is_synchronous:
+        await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
+                                      settings.webhook_dns_timeout_s)
     key = check_key(idempotency_key) if idempotency_key is not None else None
     job_id = str(uuid.uuid4())
     if key is not None:

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from lotlens_common import signing
 from lotlens_gateway.auth import invalid_signature, missing_signature
 from lotlens_gateway.errors import ApiError
@@ -36,6 +38,17 @@ class BodyLimits:
     max_integer_digits: int = 32
     # Any top-level field but `lots` (signature, version, languages) is small in a real request.
     max_field_bytes: int = 64 * 1024
+    # A lot's JSON: checked before it is decoded in a dense body (see `_DENSE_BYTES`), right after
+    # decoding otherwise (before it is serialised for the signature or kept).
+    max_lot_bytes: int = 1024 * 1024
+
+
+# A real body has 40-60 bytes per object or array (a lot, its images); `[{},{},…]` has 3. Below
+# this many a body is dense: each lot is measured (slower, building nothing) before it is decoded,
+# so one lot of `{}`s cannot grow the gateway either. Above it no lot can amplify much.
+_DENSE_BYTES = 32
+# Likewise strings: a real one (an id, a URL, notes) is 20 bytes and more, `"ab",` is 5.
+_DENSE_STRING_BYTES = 12
 
 
 def bad_json(problem: str, code: str = "INVALID_JSON") -> ApiError:
@@ -54,18 +67,20 @@ class _Decoder(json.JSONDecoder):
 
 
 class _LotsSigner:
-    """HMACs of the contract's form (sorted keys) of a `lots` array, per client key, built lot by lot."""
+    """HMACs of one compact form (sorted keys or as typed) of a `lots` array per client key, lot by lot."""
 
-    def __init__(self, keys: Mapping[str, str]) -> None:
+    def __init__(self, keys: Mapping[str, str], sort_keys: bool) -> None:
         self._macs = {client: hmac.new(key.encode(), b"[", hashlib.sha256) for client, key in keys.items()}
         self._first = True
+        self._sort_keys = sort_keys
 
     def add(self, lot: Any) -> None:
-        form = json.dumps(lot, separators=(",", ":"), sort_keys=True).encode()
-        piece = form if self._first else b"," + form
-        self._first = False
+        form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys).encode()
         for mac in self._macs.values():
-            mac.update(piece)
+            if not self._first:
+                mac.update(b",")
+            mac.update(form)
+        self._first = False
 
     def client(self, signatures: Sequence[str]) -> str | None:
         """The client whose key signed the array (with or without a final newline), or None."""
@@ -88,8 +103,9 @@ class _LotsSigner:
 
 
 class _Reader:
-    def __init__(self, text: str, limits: BodyLimits) -> None:
+    def __init__(self, text: str, limits: BodyLimits, dense: bool) -> None:
         self.text = text
+        self.dense = dense
         self.limits = limits
         self.decoder = _Decoder(limits.max_integer_digits)
 
@@ -114,12 +130,14 @@ class _Reader:
         except ValueError as exc:  # e.g. an integer past the interpreter's digit limit
             raise bad_json(str(exc)) from exc
 
-    def measure(self, at: int) -> int:
-        """The end of the value at `at`, building nothing; 400 past the depth limit."""
+    def measure(self, at: int, max_bytes: int | None = None) -> int:
+        """The end of the value at `at`, building nothing; 400 past the depth limit, None past `max_bytes`."""
         if self.text[at:at + 1] not in ("{", "["):
             return self.decode(at)[1]  # a string or a scalar costs about its own size
         depth = 0
         for match in _STRUCTURE.finditer(self.text, at):
+            if max_bytes is not None and match.start() - at > max_bytes:
+                return match.start()
             token = match.group()
             if token in ("{", "["):
                 depth += 1
@@ -138,28 +156,38 @@ class _Reader:
                            details={"max_field_bytes": self.limits.max_field_bytes})
         return self.decode(at)
 
-    def lots(self, at: int, signer: _LotsSigner) -> tuple[list[Any], int]:
-        lots: list[Any] = []
+    def sign_lots(self, at: int, signer: _LotsSigner) -> tuple[int, int]:
+        """Feed each lot of the array at `at` to `signer`, keeping none; (lots counted, end)."""
+        count = 0
         at = self.space(at + 1)
         if self.text[at:at + 1] == "]":
-            return lots, at + 1
+            return count, at + 1
         while True:
+            start = at
+            if self.dense and self.measure(at, self.limits.max_lot_bytes) - at > self.limits.max_lot_bytes:
+                raise self.lot_too_large(count)
             lot, at = self.decode(at)
-            if len(lots) == self.limits.max_lots:
+            if at - start > self.limits.max_lot_bytes:
+                raise self.lot_too_large(count)
+            if count == self.limits.max_lots:
                 raise self.too_many(at)
             try:
                 signer.add(lot)
             except RecursionError as exc:
                 raise bad_json("nested too deeply", "NESTING_TOO_DEEP") from exc
-            lots.append(lot)
+            count += 1
             at = self.space(at)
             separator = self.text[at:at + 1]
             if separator == "]":
-                return lots, at + 1
+                return count, at + 1
             if separator != ",":
                 raise bad_json(f"expected ',' or ']' at character {at}")
             at = self.space(at + 1)
 
+    def lot_too_large(self, index: int) -> ApiError:
+        """413 naming the lot (by position: its id is not read yet) whose JSON is over the limit."""
+        return ApiError(413, "LOT_TOO_LARGE", f"Lot {index} (0-based) is too large to process",
+                        details={"lot_index": index, "max_lot_bytes": self.limits.max_lot_bytes})
 
     def too_many(self, at: int) -> ApiError:
         """413 with the number of lots, counted on (nothing kept) up to ten times the limit."""
@@ -176,47 +204,54 @@ class _Reader:
 
 def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | None,
                 limits: BodyLimits) -> tuple[dict[str, Any], str]:
-    """The body as a dict and the client whose key signed its `lots`; 400/401/403/413 otherwise."""
+    """The body as a dict and the client whose key signed its `lots`; 400/401/403/413 otherwise.
+
+    The lots are read twice: one by one for the signature, keeping nothing (a refused request
+    costs about its own size), then, authenticated, as one array by orjson.
+    """
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise bad_json(f"not UTF-8: {exc}") from exc
-    reader, signer = _Reader(text, limits), _LotsSigner(keys)
+    dense = ((raw.count(b"{") + raw.count(b"[")) * _DENSE_BYTES > len(raw)
+             or raw.count(b'"') * _DENSE_STRING_BYTES // 2 > len(raw))
+    reader, signer = _Reader(text, limits, dense), _LotsSigner(keys, sort_keys=True)
     document: dict[str, Any] = {}
-    streamed = False
+    lots_span: tuple[int, int] | None = None
     at = reader.space(reader.expect(0, "{"))
     while text[at:at + 1] != "}":
-        if document:
+        if document or lots_span:
             at = reader.space(reader.expect(at, ","))
         if text[at:at + 1] != '"':
             raise bad_json(f"expected a member name at character {at}")
         name, at = reader.decode(at)
-        if name in document:  # last-wins would let a second `lots` replace the signed one
+        if name in document or (name == "lots" and lots_span):  # last-wins would swap the signed lots
             raise bad_json(f"the member {name!r} appears twice")
         at = reader.space(reader.expect(at, ":"))
         if name == "lots" and text[at:at + 1] == "[":
-            document[name], at = reader.lots(at, signer)
-            streamed = True
+            start = at
+            _, at = reader.sign_lots(at, signer)
+            lots_span = (start, at)
         else:
             document[name], at = reader.field(at)
         at = reader.space(at)
     at += 1
     if reader.space(at) != len(text):
         raise bad_json(f"extra data at character {reader.space(at)}")
-    return document, _client(document, keys, header_signature, signer, streamed)
-
-
-def _client(document: dict[str, Any], keys: Mapping[str, str], header_signature: str | None,
-            signer: _LotsSigner, streamed: bool) -> str:
     candidates = [s.strip() for s in (document.get("signature"), header_signature)
                   if isinstance(s, str) and s.strip()]
     if not candidates:
         raise missing_signature("the body's `signature` (or an X-Signature header)")
-    lots = document.get("lots")
-    client = signer.client(candidates) if streamed else None
-    if client is None:
-        # The form as typed (keys in the client's order), from the lots already read and bounded.
-        client = signing.identify_lots_client(keys, lots, candidates)
+    if lots_span is None:  # not an array: small (a field), and invalid anyway once authenticated
+        client = signing.identify_lots_client(keys, document.get("lots"), candidates)
+    else:
+        client = signer.client(candidates)
+        if client is None:  # the form as typed (keys in the client's order): read once more
+            typed = _LotsSigner(keys, sort_keys=False)
+            reader.sign_lots(lots_span[0], typed)
+            client = typed.client(candidates)
     if client is None:
         raise invalid_signature()
-    return client
+    if lots_span is not None:
+        document["lots"] = orjson.loads(text[lots_span[0]:lots_span[1]])
+    return document, client
