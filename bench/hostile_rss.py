@@ -37,8 +37,16 @@ def long_integers() -> bytes:
     return head + item * ((BODY_BYTES - len(head) - len(tail)) // len(item)) + tail
 
 
+def integer_lots() -> bytes:
+    """A 64 MB body of 2,000-odd lots (under every count limit), each 1,400 22-digit integers."""
+    head, tail = b'{"signature":"sha256=00","lots":[', b"[1]]}"
+    lot = b"[" + b"1234567890123456789012," * 1_400 + b"1],"
+    return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
+
+
 BODIES: dict[str, Callable[[], bytes]] = {"64 MB of empty lots": empty_lots,
-                                          "64 MB of long integers": long_integers}
+                                          "64 MB of long integers": long_integers,
+                                          "64 MB of lots of long integers": integer_lots}
 
 
 def _peak_kb(pid: int) -> int:
