@@ -64,6 +64,8 @@ def create_app(config: StandinConfig) -> FastAPI:
         vars(stats).update(saved_control["stats"])
     files = FileStore(data_dir, state)
     batches = BatchService(config, files, faults, stats, state)
+    if state.enabled:
+        files.remove_orphans(batches.staging_paths())
     last_control = [_control_snapshot(faults, stats)]
 
     @asynccontextmanager
