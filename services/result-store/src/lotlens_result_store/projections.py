@@ -145,8 +145,10 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
         _change(changes, job_id).failed_lots += lots
 
 
-def project_job_cancelled(_conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
-    """Cancel the job unless it already reached a terminal status (applied with the job row)."""
+def project_job_cancelled(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Cancel the job unless it already reached a terminal status (applied with the job row), and
+    its unfinished lots (a finished job has none)."""
+    execute(conn, "cancel_lots", sql.CANCEL_LOTS, {"job_ids": sorted({e.job_id for e in envelopes})})
     for envelope in envelopes:
         change = changes.touch(envelope, status=CANCELLED)
         cancelled_at = event_of(envelope, JobCancelled).cancelled_at

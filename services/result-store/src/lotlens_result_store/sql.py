@@ -19,6 +19,9 @@ def _sql_list(values: frozenset[str]) -> str:
 
 
 _LOT_SETTLED = _sql_list(TERMINAL_LOT_STATUSES)
+# A cancelled job's unfinished lots read `cancelled`; a result OpenAI still returns for one (its
+# batch was already running) completes or fails it, so paid work is shown, but nothing else moves it.
+_LOT_STOPPED = _sql_list(TERMINAL_LOT_STATUSES | {CANCELLED})
 _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
 
 UPSERT_SUBMITTED_JOBS = text("""
@@ -67,7 +70,7 @@ WITH v AS (
     SELECT v.job_id, v.lot_id, v.processed_images, CAST(v.missing_images AS jsonb), 'translating' FROM v
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
-        status = CASE WHEN l.status IN {_LOT_SETTLED} THEN l.status ELSE 'translating' END,
+        status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE 'translating' END,
         updated_at = now()
     RETURNING l.job_id, l.lot_id, l.status, l.processed_images
 )
@@ -120,6 +123,12 @@ WITH done AS (
     RETURNING l.job_id
 )
 SELECT job_id, CAST(count(*) AS int) FROM done GROUP BY job_id
+""")
+
+# A cancelled job's unfinished lots (see `_LOT_STOPPED`).
+CANCEL_LOTS = text(f"""
+UPDATE lots SET status = '{CANCELLED}', updated_at = now()
+WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status NOT IN {_LOT_STOPPED}
 """)
 
 INSERT_OPENAI_BATCHES = text("""
