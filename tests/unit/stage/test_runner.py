@@ -340,3 +340,12 @@ def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -
     world.rounds()
     assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
     assert set(world.store.statuses().values()) == {"waiting"}  # to be sent again, in a smaller file
+
+
+def test_a_shard_whose_send_failed_is_sent_again_at_the_next_watch_not_a_minute_later(world: World) -> None:
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [ModelUnavailableError("the API is restarting")]
+    world.rounds()
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
+    world.rounds(3)  # no housekeeping: it runs once a minute
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
