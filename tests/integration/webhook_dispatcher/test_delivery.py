@@ -99,7 +99,8 @@ def test_failures_are_retried_on_schedule_then_failed_after_five_attempts(config
         assert [r.attempt for r in hooks.on(f"/{name}")] == [1, 2, 3, 4, 5]
     gaps = [b.at - a.at for a, b in zip(hooks.on("/500"), hooks.on("/500")[1:], strict=False)]
     assert all(gap >= interval * 0.9 - 0.05 for gap, interval in zip(gaps, INTERVALS, strict=True)), gaps
-    assert all(gap <= interval * 1.1 + 0.5 for gap, interval in zip(gaps, INTERVALS, strict=True)), gaps
+    # Late is only a busy machine (2 shared cores); early would be a schedule bug.
+    assert all(gap <= interval * 1.1 + 2.0 for gap, interval in zip(gaps, INTERVALS, strict=True)), gaps
     assert len(hooks.on("/gone")) == 1 and not hooks.on("/target")
 
     def errors(name: str) -> list[str]:
@@ -132,7 +133,8 @@ def test_a_slow_endpoint_holds_only_its_own_slots(config, db, events):
                                          webhook_per_host_concurrency=4, webhook_timeout_s=2), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 13)
     assert slow.max_active == 4
-    assert fast.arrived[0].at - min(r.at for r in slow.arrived) < 0.3
+    # Had it waited for a slot, it would have waited a whole slow answer (0.6 s) at least.
+    assert fast.arrived[0].at - min(r.at for r in slow.arrived) < 0.55
 
 
 def test_a_redelivered_job_completed_creates_no_second_delivery(config, db, events):

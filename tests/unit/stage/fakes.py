@@ -43,6 +43,7 @@ class FakeStore:
         self.tokens: dict[str, int] = {}
         self.cancelled: set[str] = set()
         self.locks: set[str] = set()
+        self.lost: set[str] = set()  # locks a database restart took away from their holder
         self._seq = itertools.count()
 
     def add(self, lots: Sequence[LotWork[VisionWork]]) -> None:
@@ -105,6 +106,9 @@ class FakeStore:
             yield True
         finally:
             self.locks.discard(key)
+
+    def holds(self, key: str) -> bool:
+        return key in self.locks and key not in self.lost
 
     def shards(self, status: str) -> list[Shard]:
         return [s for s in self.shards_by_id.values() if s.status == status]

@@ -132,6 +132,10 @@ class WorkStore(Protocol[W]):
         """Hold `key` while inside (False: another process holds it)."""
         ...
 
+    def holds(self, key: str) -> bool:
+        """Whether this process still holds `key` (a database restart can take a lock away)."""
+        ...
+
     def shards(self, status: str) -> list[Shard]:
         """The stage's shards in a status, oldest first."""
         ...
