@@ -150,6 +150,8 @@ class FakeStore:
                 self.rows[lot_id].status = status
         for reason, lot_ids in settlement.again.items():
             self.requeue(job_id, lot_ids, reason)
+        for lot in settlement.rework:
+            self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         return self.cancelled & set(job_ids)

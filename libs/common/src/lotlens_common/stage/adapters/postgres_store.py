@@ -115,6 +115,7 @@ class PostgresWorkStore(Generic[W]):
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             for reason, lot_ids in settlement.again.items():
                 sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+            sql.save_work(conn, self.stage, settlement.rework)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         """Cancelled jobs among these."""
