@@ -19,6 +19,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -209,4 +210,18 @@ idempotency_keys = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("client_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
+)
+
+# Each client's Standard Webhooks signing secrets (`whsec_<base64>`): the newest signs first;
+# a rotated-out secret keeps signing until `expires_at`, so receivers can switch without a gap.
+client_webhook_secrets = Table(
+    "client_webhook_secrets", metadata,
+    Column("client_id", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("client_id", "secret"),
+    # One current (never-expiring) secret per client: two gateways starting at once make one.
+    Index("ux_client_webhook_secrets_current", "client_id", unique=True,
+          postgresql_where=text("expires_at IS NULL")),
 )

@@ -9,6 +9,7 @@ import httpx
 import openai
 from sqlalchemy import Engine
 
+from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
@@ -27,9 +28,13 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, a
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
     """Wire the stores, limiter, publisher, probe and synchronous describer together.
 
-    `read_engine`, an autocommit engine on the same database, serves the polling reads.
+    Each configured client without a `whsec_` webhook secret gets one. `read_engine`, an
+    autocommit engine on the same database, serves the polling reads.
     """
     metrics = metrics or GatewayMetrics()
+    with engine.begin() as conn:
+        # Every client can verify webhooks the Standard Webhooks way from its first job on.
+        webhook_secrets.ensure(conn, settings.clients)
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes)
