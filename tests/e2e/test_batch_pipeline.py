@@ -20,7 +20,7 @@ from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
-LANGUAGES = ["en", "de", "fr"]
+LANGUAGES = ["en", "de", "pt-BR", "zh-Hant"]
 
 
 def cars(images: str, count: int, prefix: str) -> list[dict[str, Any]]:

@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="describe one lot now, or submit 2+ lots as a batch job")
     submit.add_argument("file", type=Path, metavar="FILE",
                         help="JSON with `lots` (and `languages`), or a list of lots")
-    submit.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: the file's, else en)")
+    submit.add_argument("--languages",
+                        help="comma-separated BCP 47 tags, e.g. en,pt-BR (default: the file's, else en)")
     submit.add_argument("--webhook", help="URL the results are POSTed to (lots without their own)")
     submit.add_argument("--idempotency-key", help="retrying with the same key never makes a second job")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its results")

@@ -75,7 +75,9 @@ class SubmissionRequest(BaseModel):
                                   examples=["sha256=5d41402abc4b2a76b9719d911017c592"])
     version: str = Field(default="1.0.0", description="Echoed in the results")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
-                                 description="1 to 10 ISO 639-1 codes", examples=[["en", "ru", "de"]])
+                                 description="1 to 10 BCP 47 language tags, any case (`en`, `pt-BR`, "
+                                             "`zh-Hant`), echoed canonical",
+                                 examples=[["en", "ru", "pt-BR"]])
     lots: list[LotIn] = Field(min_length=1, max_length=50_000,
                               description="1 lot: synchronous; 2 to 50,000: batch")
 
