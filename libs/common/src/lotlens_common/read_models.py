@@ -76,19 +76,28 @@ def processing_summary(job: JobView) -> dict[str, Any]:
         "processed_lots": job.processed_lots,
         "failed_lots": job.failed_lots,
         "total_images_processed": job.images_processed,
-        "total_processing_time": _duration(job),
+        "total_processing_time": _processing_time(job),
     }
 
 
-def _duration(job: JobView) -> str | None:
+def _processing_time(job: JobView) -> str | None:
     if job.created_at is None or job.completed_at is None:
         return None
-    seconds = max(0, int((job.completed_at - job.created_at).total_seconds()))
+    return duration_words(max(0, int((job.completed_at - job.created_at).total_seconds())))
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
+
+
+def duration_words(seconds: int) -> str:
+    """A duration as seed 003 writes it (`45 minutes`), singular for one: `1 minute`, `2 hours 1 minute`."""
     if seconds < 60:
-        return f"{seconds} seconds"
+        return _count(seconds, "second")
     if seconds < 3600:
-        return f"{seconds // 60} minutes"
-    return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
+        return _count(seconds // 60, "minute")
+    hours, minutes = _count(seconds // 3600, "hour"), seconds % 3600 // 60
+    return f"{hours} {_count(minutes, 'minute')}" if minutes else hours
 
 
 def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = None,
