@@ -80,6 +80,15 @@ def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, 
     assert job["estimated_completion"] is not None
 
 
+def test_a_retry_jobs_link_to_the_job_it_retries_is_projected(engine: Engine, apply: Apply) -> None:
+    script = job_script(2)
+    submitted = script.submissions[0]
+    linked = submitted.event.model_copy(update={"retry_of": "the-earlier-job"})
+    apply([Envelope(event=linked, client_id=script.client_id, occurred_at=submitted.occurred_at),
+           *script.submissions[1:]])
+    assert job_row(engine, script.job_id)["retry_of"] == "the-earlier-job"
+
+
 def test_duplicated_and_out_of_order_events_give_the_same_state(
         engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
     script = job_script(4, failed=[2])

@@ -4,6 +4,7 @@
     lotlens status JOB
     lotlens results JOB [--download FILE]
     lotlens cancel JOB
+    lotlens retry-failed JOB
     lotlens jobs [--status S] [--limit N] [--offset N]
 
 FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
@@ -69,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", help="cancel a pending or running job")
     cancel.add_argument("job_id", metavar="JOB")
+
+    retry = commands.add_parser("retry-failed", help="resubmit a finished job's failed lots as a new job")
+    retry.add_argument("job_id", metavar="JOB")
 
     jobs = commands.add_parser("jobs", help="your jobs, newest first")
     jobs.add_argument("--status", choices=STATES)
@@ -167,6 +171,7 @@ COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] 
     "status": lambda client, args, _err: client.job_status(args.job_id),
     "results": _results,
     "cancel": lambda client, args, _err: client.cancel_job(args.job_id),
+    "retry-failed": lambda client, args, _err: client.retry_failed(args.job_id),
     "jobs": _jobs,
 }
 

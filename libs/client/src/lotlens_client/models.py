@@ -81,6 +81,8 @@ class JobAccepted:
     estimated_completion: datetime | None
     processing_mode: str
     webhook_configured: bool
+    # Set for a job made by `retry_failed`: the job whose failed lots it resubmits.
+    retry_of: str | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> JobAccepted:
@@ -90,7 +92,8 @@ class JobAccepted:
                    languages=_strings(data.get("languages")),
                    estimated_completion=parse_time(data.get("estimated_completion")),
                    processing_mode=str(data.get("processing_mode", "batch")),
-                   webhook_configured=bool(data.get("webhook_configured", False)))
+                   webhook_configured=bool(data.get("webhook_configured", False)),
+                   retry_of=_text(data.get("retry_of")))
 
 
 @dataclass(frozen=True)
@@ -152,6 +155,9 @@ class JobStatus:
     processing_details: ProcessingDetails = field(default_factory=ProcessingDetails)
     error_message: str | None = None
     webhook_configured: bool = False
+    # The job this one retries the failed lots of, and the job retrying this one's.
+    retry_of: str | None = None
+    retried_as: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -170,7 +176,8 @@ class JobStatus:
                    cancelled_at=parse_time(data.get("cancelled_at")),
                    processing_details=ProcessingDetails.from_json(data.get("processing_details")),
                    error_message=_text(data.get("error_message")),
-                   webhook_configured=bool(data.get("webhook_configured", False)))
+                   webhook_configured=bool(data.get("webhook_configured", False)),
+                   retry_of=_text(data.get("retry_of")), retried_as=_text(data.get("retried_as")))
 
 
 @dataclass(frozen=True)

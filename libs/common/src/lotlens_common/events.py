@@ -40,6 +40,8 @@ class JobSubmitted(Event):
     webhook_urls: tuple[str, ...]
     created_at: datetime
     estimated_completion: datetime
+    retry_of: str | None = Field(default=None, description=(
+        "The finished job whose failed lots this job resubmits (`POST .../retry-failed`)"))
 
 
 class LotSubmitted(Event):

@@ -40,6 +40,9 @@ class JobView:
     estimated_completion: datetime | None
     completed_at: datetime | None
     cancelled_at: datetime | None
+    # The job this one retries the failed lots of, and the job that retries this one's.
+    retry_of: str | None = None
+    retried_as: str | None = None
 
     @property
     def completion_percentage(self) -> float:
@@ -65,7 +68,7 @@ def job_view(row: Any) -> JobView:
         webhook_configured=row["webhook_configured"], error_message=row["error_message"],
         created_at=row["created_at"], updated_at=row["updated_at"],
         estimated_completion=row["estimated_completion"], completed_at=row["completed_at"],
-        cancelled_at=row["cancelled_at"],
+        cancelled_at=row["cancelled_at"], retry_of=row.get("retry_of"), retried_as=row.get("retried_as"),
     )
 
 

@@ -51,7 +51,11 @@ jobs = Table(
     Column("cancelled_at", DateTime(timezone=True)),
     # Set once JobCompleted is acknowledged by Kafka, so a crash in between re-emits it.
     Column("completion_published", Boolean, nullable=False, server_default="false"),
+    # The job whose failed lots this job resubmits (`POST .../retry-failed`); the other direction
+    # is read through the index.
+    Column("retry_of", Text),
     Index("ix_jobs_client_created", "client_id", "created_at"),
+    Index("ix_jobs_retry_of", "retry_of"),
 )
 
 lots = Table(

@@ -40,9 +40,13 @@ def _ordered_batch_column(column: Any) -> Any:
             .where(openai_batches.c.job_id == jobs.c.job_id).scalar_subquery())
 
 
-# A job's row and its batch ids in one statement: a status poll is one round trip.
+_retries = jobs.alias("retries")
+# A job's row, its batch ids and the job retrying its failed lots in one statement: a status
+# poll is one round trip.
 _JOB_WITH_BATCHES = select(jobs, _ordered_batch_column(openai_batches.c.stage).label("batch_stages"),
-                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"))
+                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"),
+                           select(_retries.c.job_id).where(_retries.c.retry_of == jobs.c.job_id)
+                           .order_by(_retries.c.created_at).limit(1).scalar_subquery().label("retried_as"))
 
 
 def batch_ids(row: Any) -> dict[str, list[str]]:
@@ -91,6 +95,13 @@ class JobStore:
         """The client's job; 404 when it does not exist or belongs to someone else."""
         job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
         return job
+
+    def find_job(self, job_id: str, client_id: str) -> JobView | None:
+        """The client's job, or None when there is none (another client's job is none too)."""
+        with self._reads.connect() as conn:
+            job = get_job(conn, job_id)
+        self._metrics.db("read")
+        return job if job is not None and job.client_id == client_id else None
 
     def status_for_client(self, job_id: str, client_id: str) -> tuple[JobView, dict[str, list[str]]]:
         """The client's job (404 as `job_for_client`) and its OpenAI batch ids by stage."""

@@ -48,6 +48,22 @@ class JobStatus(BaseModel):
     openai_translation_batch_id: str | None = Field(description="Same as processing_details' (1.x clients)")
     error_message: str | None
     webhook_configured: bool
+    retry_of: str | None = Field(default=None, description="The job whose failed lots this job retries")
+    retried_as: str | None = Field(default=None, description="The job retrying this job's failed lots")
+
+
+class RetryAccepted(BaseModel):
+    """`POST /api/v1/batch-jobs/{job_id}/retry-failed`: the new job of the failed lots."""
+
+    job_id: str = Field(description="The new job")
+    status: str = Field(examples=["accepted"])
+    created_at: str | None
+    total_lots: int = Field(description="The failed lots resubmitted")
+    languages: list[str]
+    estimated_completion: str | None
+    processing_mode: Literal["batch"]
+    webhook_configured: bool
+    retry_of: str = Field(description="The job whose failed lots are retried")
 
 
 class ProcessingSummary(BaseModel):

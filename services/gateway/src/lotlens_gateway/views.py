@@ -60,6 +60,8 @@ def status_body(job: JobView, batches: dict[str, list[str]]) -> dict[str, Any]:
         "openai_translation_batch_id": details["openai_translation_batch_id"],
         "error_message": job.error_message,
         "webhook_configured": job.webhook_configured,
+        "retry_of": job.retry_of,
+        "retried_as": job.retried_as,
     }
 
 

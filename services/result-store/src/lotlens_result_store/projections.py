@@ -50,6 +50,7 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
         "webhooks": [bool(e.webhook_urls) for e in submitted],
         "created": [e.created_at for e in submitted],
         "estimated": [e.estimated_completion for e in submitted],
+        "retry_of": [e.retry_of for e in submitted],
     })
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, JobSubmitted).total_lots)

@@ -23,19 +23,21 @@ _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
 
 UPSERT_SUBMITTED_JOBS = text("""
 INSERT INTO jobs AS j (job_id, client_id, status, api_version, languages, total_lots,
-                       webhook_configured, created_at, estimated_completion)
+                       webhook_configured, created_at, estimated_completion, retry_of)
 SELECT v.job_id, v.client_id, 'pending', v.api_version, CAST(v.languages AS jsonb), v.total_lots,
-       v.webhook_configured, v.created_at, v.estimated_completion
+       v.webhook_configured, v.created_at, v.estimated_completion, v.retry_of
 FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:api_versions AS text[]),
             CAST(:languages AS text[]), CAST(:totals AS int[]), CAST(:webhooks AS boolean[]),
-            CAST(:created AS timestamptz[]), CAST(:estimated AS timestamptz[]))
+            CAST(:created AS timestamptz[]), CAST(:estimated AS timestamptz[]),
+            CAST(:retry_of AS text[]))
      AS v(job_id, client_id, api_version, languages, total_lots, webhook_configured, created_at,
-          estimated_completion)
+          estimated_completion, retry_of)
 ON CONFLICT (job_id) DO UPDATE SET
     client_id = excluded.client_id, api_version = excluded.api_version,
     languages = excluded.languages, total_lots = excluded.total_lots,
     webhook_configured = excluded.webhook_configured, created_at = excluded.created_at,
-    estimated_completion = excluded.estimated_completion, updated_at = now()
+    estimated_completion = excluded.estimated_completion, retry_of = excluded.retry_of,
+    updated_at = now()
 """)
 
 # Descriptive columns only: status and image counts may already come from a later stage.
