@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from lotlens_common.clock import iso
+from lotlens_common.model.usage import Usage, total
 from lotlens_common.tables import descriptions, jobs, lots, webhook_attempts, webhook_deliveries
 
 STREAM_CHUNK = 1000
@@ -43,6 +44,8 @@ class JobView:
     # The job this one retries the failed lots of, and the job that retries this one's.
     retry_of: str | None = None
     retried_as: str | None = None
+    # Tokens and estimated cost, summed once the job is terminal (None before, or without usage).
+    usage: dict[str, Any] | None = None
 
     @property
     def completion_percentage(self) -> float:
@@ -69,6 +72,7 @@ def job_view(row: Any) -> JobView:
         created_at=row["created_at"], updated_at=row["updated_at"],
         estimated_completion=row["estimated_completion"], completed_at=row["completed_at"],
         cancelled_at=row["cancelled_at"], retry_of=row.get("retry_of"), retried_as=row.get("retried_as"),
+        usage=row.get("usage"),
     )
 
 
@@ -80,6 +84,7 @@ def processing_summary(job: JobView) -> dict[str, Any]:
         "failed_lots": job.failed_lots,
         "total_images_processed": job.images_processed,
         "total_processing_time": _processing_time(job),
+        **({"usage": job.usage} if job.usage is not None else {}),
     }
 
 
@@ -147,7 +152,14 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
         }
         if row["error_message"]:
             lot["error_message"] = row["error_message"]
+        if row.get("usage"):
+            lot["usage"] = lot_usage(row["usage"])
         yield lot
+
+
+def lot_usage(by_stage: dict[str, Any]) -> dict[str, Any]:
+    """A lot's tokens and estimated cost over its stages' answers (`lots.usage` is per stage)."""
+    return total(Usage.model_validate(part) for part in by_stage.values()).model_dump(exclude={"model"})
 
 
 def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:

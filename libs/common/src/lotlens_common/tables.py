@@ -54,6 +54,8 @@ jobs = Table(
     # The job whose failed lots this job resubmits (`POST .../retry-failed`); the other direction
     # is read through the index.
     Column("retry_of", Text),
+    # The job's tokens and estimated cost (a JobUsage), summed from its lots once it is terminal.
+    Column("usage", JSONB),
     Index("ix_jobs_client_created", "client_id", "created_at"),
     Index("ix_jobs_retry_of", "retry_of"),
 )
@@ -71,6 +73,8 @@ lots = Table(
     Column("missing_images", JSONB, nullable=False, server_default="[]"),
     Column("error_message", Text),
     Column("processed_at", DateTime(timezone=True)),
+    # Tokens and estimated cost of the lot's model answers, per stage: {"vision": Usage, ...}.
+    Column("usage", JSONB),
     _now(),
     PrimaryKeyConstraint("job_id", "lot_id"),
 )

@@ -90,6 +90,22 @@ class Description(BaseModel):
                          examples=["<p>Minor rear-end collision damage.</p>"])
 
 
+class TokenUsage(BaseModel):
+    """Tokens of the model answers by kind, and their estimated cost by the configured prices."""
+
+    input_tokens: int
+    cached_input_tokens: int = Field(description="Part of input_tokens, billed at the cached price")
+    output_tokens: int
+    reasoning_tokens: int = Field(description="Part of output_tokens")
+    estimated_cost_usd: float | None = Field(description="None when a model has no configured price")
+
+
+class JobTokenUsage(TokenUsage):
+    """A finished job's usage in all and per model (Batch API answers priced at its discount)."""
+
+    by_model: dict[str, TokenUsage]
+
+
 class LotResult(BaseModel):
     """A described (or failed) lot."""
 
@@ -100,6 +116,7 @@ class LotResult(BaseModel):
     descriptions: list[Description]
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 
 class SyncResult(BaseModel):

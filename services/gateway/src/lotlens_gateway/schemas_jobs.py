@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from lotlens_gateway.schemas import JOB_ID, LotResult
+from lotlens_gateway.schemas import JOB_ID, JobTokenUsage, LotResult
 
 
 class Progress(BaseModel):
@@ -30,6 +30,7 @@ class ProcessingDetails(BaseModel):
     vision_batch_ids: list[str] = Field(description="Every vision batch of the job, oldest first")
     translation_batch_ids: list[str] = Field(description="Every translation batch of the job, oldest first")
     current_stage: Literal["queued", "vision_analysis", "translation", "completed", "failed", "cancelled"]
+    usage: JobTokenUsage | None = Field(default=None, description="Added, once the job is finished")
 
 
 class JobStatus(BaseModel):
@@ -74,6 +75,7 @@ class ProcessingSummary(BaseModel):
     failed_lots: int
     total_images_processed: int
     total_processing_time: str | None = Field(examples=["45 minutes"])
+    usage: JobTokenUsage | None = Field(default=None, description="Added: tokens and estimated cost")
 
 
 class ResultsBlock(BaseModel):

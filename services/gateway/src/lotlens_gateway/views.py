@@ -39,6 +39,7 @@ def processing_details(job: JobView, batches: dict[str, list[str]]) -> dict[str,
         "vision_batch_ids": vision,
         "translation_batch_ids": translation,
         "current_stage": STAGES.get(job.status, job.status),
+        **({"usage": job.usage} if job.usage is not None else {}),
     }
 
 

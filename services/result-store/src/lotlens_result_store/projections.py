@@ -34,6 +34,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, PROCESSING, TRANSLATING
+from lotlens_result_store.usage import record_usage
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -100,6 +101,7 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
+    record_usage(conn, "vision", described)
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -125,6 +127,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         change = _change(changes, job_id)
         change.processed_lots += lots
         change.images_processed += images
+    record_usage(conn, "translation", [event_of(e, TranslationCompleted) for e in translated])
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:

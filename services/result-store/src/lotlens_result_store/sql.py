@@ -153,3 +153,25 @@ ON CONFLICT (job_id) DO UPDATE SET
     images_processed = j.images_processed + excluded.images_processed,
     updated_at = now()
 """)
+
+# A lot's usage for one stage; a replayed event writes the same value again (idempotent).
+SET_LOT_USAGE = text("""
+UPDATE lots AS l
+SET usage = coalesce(l.usage, CAST('{}' AS jsonb)) || jsonb_build_object(v.stage, CAST(v.usage AS jsonb))
+FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:stages AS text[]),
+            CAST(:usages AS text[])) AS v(job_id, lot_id, stage, usage)
+WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
+""")
+
+# Per job and model: the tokens of every lot's answers, and their cost (NULL in a sum counts as
+# unknown: `unpriced` says whether any answer had no price).
+JOB_USAGE = text("""
+SELECT l.job_id, s.value->>'model' AS model,
+       sum(CAST(s.value->>'input_tokens' AS bigint)), sum(CAST(s.value->>'cached_input_tokens' AS bigint)),
+       sum(CAST(s.value->>'output_tokens' AS bigint)), sum(CAST(s.value->>'reasoning_tokens' AS bigint)),
+       sum(CAST(s.value->>'estimated_cost_usd' AS float8)),
+       bool_or(s.value->>'estimated_cost_usd' IS NULL) AS unpriced
+FROM lots l CROSS JOIN LATERAL jsonb_each(l.usage) AS s
+WHERE l.job_id = ANY(CAST(:job_ids AS text[])) AND l.usage IS NOT NULL
+GROUP BY l.job_id, s.value->>'model'
+""")

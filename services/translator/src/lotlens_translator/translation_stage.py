@@ -14,6 +14,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.stage.spec import LotWork, Prepared
 
 _PROMPT_TOKENS = 400
@@ -33,6 +34,8 @@ class TranslationStage:
     topic: str
     models: ModelSettings
     name: str = "translation"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
 
     def output_topic(self) -> str:
         """The translation topic."""
@@ -59,7 +62,9 @@ class TranslationStage:
         translated = parse_translation_response(body, target_languages(languages))
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
-            descriptions=descriptions(languages, lot.work["english_html"], translated))
+            descriptions=descriptions(languages, lot.work["english_html"], translated),
+            usage=priced(usage_of(body), self.models.translation_model, self.models.prices,
+                         self.billed_share))
 
     def failure_event(self, lot: LotWork, reason: str) -> Event:
         """LotFailed at the translation stage."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.spec import LotWork, Prepared
 
@@ -54,6 +55,8 @@ class VisionStage:
     models: ModelSettings
     check_images: ImageChecker
     name: str = "vision"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
     recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
 
     def output_topic(self) -> str:
@@ -104,7 +107,8 @@ class VisionStage:
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
             languages=tuple(lot.work["languages"]), total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
-            missing_images=tuple(lot.work.get("missing_images") or ()))
+            missing_images=tuple(lot.work.get("missing_images") or ()),
+            usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
 
     def failure_event(self, lot: LotWork, reason: str) -> Event:
         """LotFailed at the vision stage."""
