@@ -15,6 +15,7 @@ from sqlalchemy import Engine, func, select
 
 from lotlens_client import LotLensClient
 from lotlens_common import webhook_secrets
+from lotlens_common.model.settings import DEFAULT_PRICES
 from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
 from tests.conftest import new_id
@@ -64,6 +65,22 @@ def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], coun
     return deliveries
 
 
+def assert_usage_and_cost(results: dict[str, Any], by_lot: dict[str, Any], status: dict[str, Any]) -> None:
+    """Tokens from the stand-in's answers, priced at the default list prices with the batch discount."""
+    usage = results["processing_summary"]["usage"]
+    assert status["processing_details"]["usage"] == usage
+    assert set(usage["by_model"]) == {"o4-mini", "gpt-4.1-mini"}
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["reasoning_tokens"] > 0
+    expected = 0.0
+    for model, part in usage["by_model"].items():
+        price = DEFAULT_PRICES[model]
+        fresh = part["input_tokens"] - part["cached_input_tokens"]
+        expected += 0.5 * (fresh * price.input + part["cached_input_tokens"] * price.cached_input
+                           + part["output_tokens"] * price.output) / 1e6
+    assert usage["estimated_cost_usd"] == pytest.approx(expected)
+    assert sum(lot["usage"]["input_tokens"] for lot in by_lot.values()) == usage["input_tokens"]
+
+
 def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
         stack: Stack, images: str, receiver: WebhookReceiver, stack_engine: Engine) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
@@ -91,6 +108,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
         assert lot["descriptions"][3]["damages"] == f"<p>[zh-Hant] {inner}</p>"
     assert by_lot[f"{prefix}-1"]["missing_images"] == [f"{images}/{prefix}-1-missing.png"]
     assert by_lot[f"{prefix}-1"]["processed_images"] == 1
+    assert_usage_and_cost(results, by_lot, client.get_job_status(job_id)[0])
 
     wait_for_webhook(receiver)
     assert len(receiver.received) == 1
@@ -106,6 +124,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
     assert hook.headers["x-job-id"] == job_id
     assert hook.headers["user-agent"] == "Generation-Service/2.0"
     assert {lot["lot_id"] for lot in payload["lots"]} == set(by_lot)
+    assert payload["processing_summary"]["usage"] == results["processing_summary"]["usage"]
 
     # The customer asks for the webhook again: a new delivery, recorded with its attempt.
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}

@@ -36,6 +36,10 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -127,6 +131,7 @@ class ProcessingDetails:
     openai_translation_batch_id: str | None = None
     vision_batch_ids: tuple[str, ...] = ()
     translation_batch_ids: tuple[str, ...] = ()
+    usage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessingDetails:
@@ -137,7 +142,8 @@ class ProcessingDetails:
                    openai_vision_batch_id=_text(data.get("openai_vision_batch_id")),
                    openai_translation_batch_id=_text(data.get("openai_translation_batch_id")),
                    vision_batch_ids=_strings(data.get("vision_batch_ids")),
-                   translation_batch_ids=_strings(data.get("translation_batch_ids")))
+                   translation_batch_ids=_strings(data.get("translation_batch_ids")),
+                   usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)
@@ -204,6 +210,8 @@ class LotResult:
     missing_images: tuple[str, ...] = ()
     processed_at: datetime | None = None
     error_message: str | None = None
+    # Tokens by kind and `estimated_cost_usd` of the lot's model answers, when the service reports them.
+    usage: Mapping[str, Any] | None = None
 
     def description(self, language: str) -> str | None:
         """The HTML description in `language`, or None when there is none."""
@@ -217,7 +225,7 @@ class LotResult:
                    processed_images=_int(data.get("processed_images")),
                    missing_images=_strings(data.get("missing_images")),
                    processed_at=parse_time(data.get("processed_at")) or processed_at,
-                   error_message=_text(data.get("error_message")))
+                   error_message=_text(data.get("error_message")), usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)
@@ -229,6 +237,8 @@ class ProcessingSummary:
     failed_lots: int = 0
     total_images_processed: int = 0
     total_processing_time: str | None = None
+    # The job's tokens and estimated cost, in all and `by_model` (once the job is finished).
+    usage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessingSummary:
@@ -238,7 +248,8 @@ class ProcessingSummary:
         return cls(total_lots=_int(data.get("total_lots")), processed_lots=_int(data.get("processed_lots")),
                    failed_lots=_int(data.get("failed_lots")),
                    total_images_processed=_int(data.get("total_images_processed")),
-                   total_processing_time=_text(data.get("total_processing_time")))
+                   total_processing_time=_text(data.get("total_processing_time")),
+                   usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)
