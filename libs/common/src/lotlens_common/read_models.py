@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from lotlens_common.clock import iso
 from lotlens_common.model.usage import Usage, total
@@ -132,6 +132,21 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
             chunk = []
     if chunk:
         yield from _render(conn, job, chunk, text_query, order)
+
+
+def lot_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int
+             ) -> tuple[list[dict[str, Any]], int]:
+    """One page of the job's lots in request order (only those in `status`, if given), and how
+    many match in all; each lot in the contract's shape (running jobs' lots too)."""
+    conditions = [lots.c.job_id == job.job_id]
+    if status is not None:
+        conditions.append(lots.c.status == status)
+    rows = conn.execute(select(lots).where(*conditions).order_by(lots.c.seq, lots.c.lot_id)
+                        .limit(limit).offset(offset)).mappings().all()
+    matching = conn.execute(select(func.count()).select_from(lots).where(*conditions)).scalar_one()
+    text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
+    order = {language: i for i, language in enumerate(job.languages)}
+    return list(_render(conn, job, list(rows), text_query, order)), int(matching)
 
 
 def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
