@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra up down test lint typecheck pytest bench
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -12,6 +12,10 @@ bootstrap:
 infra: bootstrap
 	@scripts/infra.sh install
 	@scripts/infra.sh start
+
+# Debian's Chromium for the console's browser tests (skipped when installed).
+browser:
+	@scripts/browser.sh
 
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
@@ -24,12 +28,17 @@ lint: bootstrap
 	.venv/bin/ruff check .
 
 typecheck: bootstrap
-	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench
+	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
-pytest: infra
+pytest: infra browser
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)
+
+# Seeded fault schedules against an isolated stack (not part of `make test`, which runs one short
+# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed.
+chaos: infra
+	@$(INFRA_ENV) && $(PY) -m chaos $(CHAOS_ARGS)

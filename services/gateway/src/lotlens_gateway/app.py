@@ -21,6 +21,7 @@ from lotlens_gateway import (
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.routes_console import mount_console
 
 DESCRIPTION = """\
 LotLens describes the visible damage of auction cars in up to 10 languages, compatible with the
@@ -65,6 +66,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.include_router(routes_lots.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_ops.router)
+    mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestCounter, metrics=deps.metrics)

@@ -17,8 +17,9 @@ from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
 
@@ -34,7 +35,8 @@ class GatewayDeps:
     store: JobStore
     limiter: RateLimiter
     idempotency: IdempotencyStore
-    publisher: Publisher
+    outbox: Outbox
+    relay: Relay
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics

@@ -1,9 +1,9 @@
 """Retrying a finished job's failed lots: a new job of just those lots, linked to the old one.
 
 The new job's id is derived from the old one's, so every call for one job names the same new
-job: a second call answers with it instead of a second job (and a request interrupted after
-publishing re-publishes the same events, which every consumer already takes idempotently).
-The new job goes through the same intake as any batch submission (`intake.accept_batch`).
+job: a later call finds it (projected, or still in the outbox) and answers with it; two calls at
+once are serialised by an idempotency key answered in the job's own outbox transaction. The new
+job goes through the same intake as any batch submission (`intake.accept_batch`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas, schemas_jobs
@@ -35,11 +38,25 @@ async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONRes
         return JSONResponse(retry_body(earlier), headers=_REPLAYED)
     submission = retry_submission(job, failed or [])
     await deps.count_request(client_id, "batch")
+    # Two calls at once: the second waits for (then replays) the first's answer, no second job.
+    key = f"retry-failed:{job_id}"
+    replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, new_id, deps.clock())
+    if replay is not None:
+        return JSONResponse(replay.body, headers=_REPLAYED)
     settings, created_at = deps.settings, deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
     accepted = AcceptedJob(job_id=new_id, client_id=client_id, submission=submission, created_at=created_at,
                            estimated_completion=estimate.completion(created_at, len(submission.lots)),
                            trace={}, retry_of=job_id)
-    body = await run_in_threadpool(accept_batch, accepted, settings.topics.submissions, deps.publisher, store)
+
+    def remember(conn: Connection, body: dict[str, Any]) -> None:
+        deps.idempotency.complete_in(conn, client_id, key, 201, body)
+
+    try:
+        body = await run_in_threadpool(accept_batch, accepted, settings.topics.submissions, deps.outbox,
+                                       remember)
+    except BaseException:
+        await run_in_threadpool(deps.idempotency.release, client_id, key)
+        raise
     deps.metrics.batch_jobs.labels(status="pending").inc()
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})

@@ -15,20 +15,30 @@ import threading
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.kafka import TRANSIENT_ERRORS, EventProducer
 from lotlens_common.model.usage import JobUsage
-from lotlens_common.tables import jobs, lots
+from lotlens_common.tables import READ_MODELS, jobs, lots
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
 from lotlens_result_store.status import COMPLETED, JobProgress, settle
 from lotlens_result_store.usage import count_usage, job_usage
 
 log = logging.getLogger(__name__)
+
+
+_LOCK_READ_MODELS = text(f"LOCK TABLE {', '.join(t.name for t in READ_MODELS)} IN ROW EXCLUSIVE MODE")
+
+
+def lock_read_models(conn: Connection) -> None:
+    """Take the write lock every writer of the read models takes first (it never blocks another
+    writer). A rebuild's swap holds a stronger one: this waits for the swap, then resolves the
+    table names again, so every later statement of the transaction sees the swapped-in tables."""
+    execute(conn, "lock_read_models", _LOCK_READ_MODELS)
 
 
 def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
@@ -88,6 +98,7 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
     if job_ids is not None:
         query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
     with engine.begin() as conn:
+        lock_read_models(conn)
         # Row locks keep two instances that touched the same job from both announcing it.
         rows = execute(conn, "select_jobs", query.order_by(jobs.c.job_id).with_for_update()
                        ).mappings().all()
@@ -112,15 +123,14 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
     return len(rows)
 
 
-def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event,
-          transient: tuple[type[BaseException], ...]) -> int:
+def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event) -> int:
     """At startup: announce every terminal job a previous run left unannounced (retrying while
     the database or the broker is down); returns how many."""
     delay = 0.5
     while True:
         try:
             return publish_completions(engine, producer, topic)
-        except transient as exc:
+        except TRANSIENT_ERRORS as exc:
             if stop.is_set():
                 raise
             log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)

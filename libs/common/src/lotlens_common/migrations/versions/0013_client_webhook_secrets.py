@@ -1,7 +1,7 @@
 """Each client's Standard Webhooks signing secrets (`whsec_…`), rotatable with an overlap.
 
 Revision ID: 0013_client_webhook_secrets
-Revises: 0002
+Revises: 0011_outbox
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from alembic import op
 from lotlens_common.tables import client_webhook_secrets
 
 revision = "0013_client_webhook_secrets"
-down_revision = "0002"
+down_revision = "0011_outbox"
 
 
 def upgrade() -> None:
