@@ -7,7 +7,7 @@ import pytest
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, priced, total, usage_of
 from lotlens_common.settings import OpenAISettings, ServiceSettings
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher.vision_stage import VisionStage
 
@@ -72,11 +72,13 @@ async def _all_reachable(urls: object) -> tuple[list[str], list[str]]:
 
 def test_the_completion_events_carry_the_answers_usage_priced_for_the_stage() -> None:
     models = ModelSettings()
-    lot = LotWork("job", "lot", "client", 1, 1, {"additional_info": "Camry", "image_urls": ["u1"],
-                                                "languages": ["en", "de"], "english_html": "<p>Dent.</p>"})
+    seen = LotWork("job", "lot", "client", 1, 1, VisionWork(additional_info="Camry", image_urls=("u1",),
+                                                           languages=("en", "de")))
+    read = LotWork("job", "lot", "client", 1, 1, TranslationWork(english_html="<p>Dent.</p>",
+                                                                languages=("en", "de")))
     vision_stage = VisionStage("v", models, _all_reachable, billed_share=0.5)
-    vision = vision_stage.result_event(lot, answer("<p>Dent.</p>"))
+    vision = vision_stage.result_event(seen, answer("<p>Dent.</p>"))
     expected = priced(usage_of(answer("")), "o4-mini", models.prices, 0.5)
     assert vision.usage == expected and vision.usage is not None and vision.usage.estimated_cost_usd
-    translated = TranslationStage("t", models).result_event(lot, answer('{"de": "<p>Delle.</p>"}'))
+    translated = TranslationStage("t", models).result_event(read, answer('{"de": "<p>Delle.</p>"}'))
     assert translated.usage == priced(usage_of(answer("")), "gpt-4.1-mini", models.prices)
