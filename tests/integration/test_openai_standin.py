@@ -158,6 +158,13 @@ def test_direct_translation_parsed_by_the_model_code(standin: Standin) -> None:
     assert standin.stats()["direct_calls"] == {"/v1/responses": 1}
 
 
+def test_translation_into_region_and_script_variants(standin: Standin) -> None:
+    english = "<p>Dented door.</p>"
+    tags = ["pt-BR", "zh-Hant", "sr-Latn", "es-419", "fil"]
+    result = run(lambda c: call_responses(c, translation_request_body(english, tags, SETTINGS)), standin)
+    assert parse_translation_response(result, tags) == {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
+
+
 def test_chat_completions_follow_the_same_rules(standin: Standin) -> None:
     async def call(client: openai.AsyncOpenAI) -> Any:
         message: Any = {"role": "user", "content": [

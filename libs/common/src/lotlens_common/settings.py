@@ -122,3 +122,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # Where this process serves /metrics for Prometheus (port 0: not served).
     metrics_host: str = "127.0.0.1"
+
+    def billed_share(self) -> float:
+        """The share of list prices the stages' requests are billed (the Batch API's discount)."""
+        return self.models.batch_discount if self.openai.mode == "batch" else 1.0

@@ -11,7 +11,7 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
-from lotlens_gateway.auth import client_for
+from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
@@ -74,7 +74,7 @@ SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=
 
 async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of a job-addressed request: its signature over the path's job id verifies."""
-    client = client_for(deps.keys, [job_id.encode()], x_signature)
+    client = client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
     await deps.count_request(client, "polling")
     return client
 
@@ -82,7 +82,7 @@ async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = Non
 async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
     query: bytes = request.scope.get("query_string", b"")
-    client = client_for(deps.keys, [query], x_signature)
+    client = client_for(deps.keys, [query], x_signature, signs_query(query))
     await deps.count_request(client, "polling")
     return client
 

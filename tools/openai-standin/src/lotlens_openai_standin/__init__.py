@@ -15,7 +15,7 @@ Deterministic answers (tests assert on them exactly):
   `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`.
 * Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
-  string property whose name is a language code (`de`, `pt-BR`) at any depth gets
+  string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
   `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed + `</p>`; other
   strings get that stripped T, numbers 0, booleans false, arrays one element.
 * Markers in T: `[standin:error]` → HTTP 500 `server_error` (a batch line goes to the error file
