@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
+from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,10 @@ class EventProducer:
         """Queue bytes as they are (dead-lettering keeps the original message intact)."""
         self._produce(topic, key, value, headers)
 
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise unless a broker answers a metadata request (readiness)."""
+        self._producer.list_topics(timeout=timeout_s)
+
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
         remaining = self._producer.flush(timeout_s)
@@ -105,9 +111,10 @@ class ConsumerSpec:
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
                  producer: EventProducer, stop: threading.Event) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
+    group = settings.group_prefix + spec.group_id
     config: dict[str, str | int | float | bool] = {
         **settings.client_config(),
-        "group.id": settings.group_prefix + spec.group_id,
+        "group.id": group,
         "session.timeout.ms": settings.session_timeout_ms,
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.offset.store": False,
@@ -120,9 +127,19 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
     consumer = Consumer(config)
-    consumer.subscribe(list(spec.topics), on_revoke=_commit_on_revoke)
+    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
+
+    def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
+        lag.revoked(partitions)
+        _commit_on_revoke(revoking, partitions)
+
+    consumer.subscribe(list(spec.topics), on_assign=lambda _c, ps: lag.assigned(ps), on_revoke=on_revoke,
+                       on_lost=lambda _c, ps: lag.revoked(ps))
+    lag_stop = threading.Event()
+    threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
     try:
         while not stop.is_set():
+            heartbeat(f"consumer:{spec.group_id}")
             messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
             batch = [m for m in messages if _is_data(m)]
             if batch:
@@ -130,6 +147,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                 for message in batch:
                     consumer.store_offsets(message=message)
     finally:
+        lag_stop.set()
         consumer.close()
 
 
@@ -193,6 +211,7 @@ def _retry_transient(call: Callable[[], None], spec: ConsumerSpec, stop: threadi
         except spec.transient as exc:
             if stop.is_set():
                 raise
+            heartbeat(f"consumer:{spec.group_id}")  # waiting for a dependency is not being stuck
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
             time.sleep(delay)
             delay = min(delay * 2, 15.0)

@@ -11,7 +11,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from types import FrameType
 
-from prometheus_client import start_http_server
+from sqlalchemy import Engine, text
+
+from lotlens_common.kafka import EventProducer
+from lotlens_common.ops import Readiness, serve_ops
+from lotlens_common.settings import ServiceSettings
 
 
 class JsonFormatter(logging.Formatter):
@@ -53,10 +57,14 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose Prometheus metrics on host:port (port 0 disables; containers bind 0.0.0.0)."""
-    if port:
-        start_http_server(port, addr=host)
+def serve_operations(settings: ServiceSettings, port: int, engine: Engine, producer: EventProducer) -> None:
+    """Serve /metrics, /livez and /readyz (PostgreSQL and the brokers) on `metrics_host`:port."""
+
+    def database() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    serve_ops(port, settings.metrics_host, Readiness({"database": database, "kafka": producer.ping}))
 
 
 def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: threading.Event) -> None:

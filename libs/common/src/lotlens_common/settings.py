@@ -45,6 +45,8 @@ class KafkaSettings(BaseSettings):
     # Static membership (e.g. the pod name): a restarted instance takes its partitions back
     # without a rebalance.
     group_instance_id: str | None = None
+    # How often each consumer refreshes its lag metric.
+    lag_interval_s: float = 5.0
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
@@ -101,5 +103,6 @@ class ServiceSettings(BaseSettings):
     # the local stack and the tests turn it on.
     allow_loopback_urls: bool = False
     log_level: str = "INFO"
-    # Where this process serves /metrics for Prometheus (port 0: not served).
+    # Where a consumer service serves /metrics, /livez and /readyz (port 0: not served);
+    # 0.0.0.0 in a container, so that Prometheus and the kubelet reach it.
     metrics_host: str = "127.0.0.1"

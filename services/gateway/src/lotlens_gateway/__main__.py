@@ -38,7 +38,7 @@ def main() -> None:
     # Polling reads run on their own autocommit pool; both pools open connections only on demand.
     read_engine = make_engine(settings.database, pool_size, autocommit=True)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    admin = AdminClient(settings.kafka.client_config())
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
     model = settings.openai
     model_client = make_openai_client(model.api_key, model.base_url, model.timeout_s)

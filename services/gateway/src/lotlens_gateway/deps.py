@@ -17,6 +17,7 @@ from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.publisher import Publisher
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.sync_mode import SyncDescriber
@@ -38,6 +39,7 @@ class GatewayDeps:
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics
+    openai: OpenAIProbe
     clock: Callable[[], datetime] = utc_now
     keys: dict[str, str] = field(default_factory=dict)
 

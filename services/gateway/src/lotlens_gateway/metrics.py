@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -20,17 +20,18 @@ class GatewayMetrics:
         self.generation_duration = Histogram(
             "generation_duration_seconds", "Time to answer a generation request", ["mode"],
             buckets=_DURATION_BUCKETS, registry=self.registry)
-        self.batch_jobs = Counter(
-            "batch_jobs_total", "Batch jobs by the status the gateway gave them", ["status"],
-            registry=self.registry)
         self.database_operations = Counter(
             "database_operations_total", "Statements the gateway ran against PostgreSQL", ["operation"],
             registry=self.registry)
+        # api: vision | translation (the 1.x values); kind: lotlens_common.model.errors.error_kind.
         self.openai_errors = Counter(
             "openai_api_errors_total", "Model API errors in synchronous mode", ["api", "kind"],
             registry=self.registry)
         self.http_requests = Counter(
-            "gateway_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
+            "lotlens_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
+            registry=self.registry)
+        self.openai_reachable = Gauge(
+            "lotlens_openai_reachable", "1 when the model API answered the last reachability check",
             registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:

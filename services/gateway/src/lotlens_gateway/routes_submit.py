@@ -100,5 +100,4 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.publisher, deps.store)
-    deps.metrics.batch_jobs.labels(status="pending").inc()
     return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}

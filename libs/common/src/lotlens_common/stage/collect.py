@@ -37,15 +37,14 @@ async def watch(rt: StageRuntime) -> None:
         try:
             status = await _watch_one(rt, shard, shard.job_id in cancelled)
         except Exception as exc:
-            metrics.OPENAI_ERRORS.labels(api="batches", kind=type(exc).__name__).inc()
+            metrics.openai_error(rt.spec.name, "batches", exc)
             log.exception("watching batch %s failed; next round retries", shard.batch_id,
                           extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
             continue
         if status:
             by_status[status] = by_status.get(status, 0) + 1
-    metrics.BATCHES_BY_STATUS.clear()
-    for status, count in by_status.items():
-        metrics.BATCHES_BY_STATUS.labels(stage=rt.spec.name, status=status).set(count)
+    for status in {*metrics.BATCH_STATUSES, *by_status}:
+        metrics.BATCHES_BY_STATUS.labels(stage=rt.spec.name, status=status).set(by_status.get(status, 0))
 
 
 async def _watch_one(rt: StageRuntime, shard: store.Shard, cancelled: bool) -> str | None:

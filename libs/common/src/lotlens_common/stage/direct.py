@@ -30,7 +30,7 @@ async def run_direct(rt: StageRuntime, call: DirectCall, shard: store.Shard,
             try:
                 answer = await call(body)
             except ModelError as exc:
-                metrics.OPENAI_ERRORS.labels(api="responses", kind=type(exc).__name__).inc()
+                metrics.openai_error(rt.spec.name, "responses", exc)
                 collector.retry(lot, str(exc))
                 return
         collector.succeeded(lot, answer)

@@ -11,12 +11,13 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from lotlens_common.clock import utc_now
+from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics, store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.submit import flush_due, recover_building
-from lotlens_common.tables import stage_lots
+from lotlens_common.tables import stage_lots, stage_shards
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ def run_stage_loop(rt: StageRuntime, stop: threading.Event) -> None:
 async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
     last_watch = last_recovery = 0.0
     while not stop.is_set():
+        heartbeat(f"stage:{rt.spec.name}")
         now = time.monotonic()
         try:
             if now - last_recovery >= RECOVERY_EVERY_S:
@@ -46,7 +48,7 @@ async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
                 _gauge(rt)
                 last_watch = now
         except Exception as exc:
-            metrics.OPENAI_ERRORS.labels(api="batch", kind=type(exc).__name__).inc()
+            metrics.openai_error(rt.spec.name, "loop", exc)
             log.exception("stage %s loop failed; retrying", rt.spec.name)
             await asyncio.sleep(min(5.0, rt.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)
@@ -65,5 +67,9 @@ def _gauge(rt: StageRuntime) -> None:
         waiting = conn.execute(select(func.count()).where(
             stage_lots.c.stage == rt.spec.name, stage_lots.c.status == store.WAITING)).scalar_one()
         tokens = store.tokens_enqueued(conn, rt.spec.name)
+        oldest_s = conn.execute(select(func.coalesce(func.extract(
+            "epoch", func.now() - func.min(stage_shards.c.created_at)), 0)).where(
+            stage_shards.c.stage == rt.spec.name, stage_shards.c.status == "submitted")).scalar_one()
+    metrics.OLDEST_BATCH_AGE.labels(stage=rt.spec.name).set(float(oldest_s))
     metrics.LOTS_WAITING.labels(stage=rt.spec.name).set(waiting)
     metrics.TOKENS_ENQUEUED.labels(stage=rt.spec.name).set(tokens)
