@@ -15,16 +15,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
 from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -228,20 +227,3 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
         ("dlq.offset", str(message.offset()).encode()),
     ]
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
-
-
-def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics when missing (idempotent)."""
-    admin = AdminClient(settings.client_config())
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    config = {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
-    wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
-                       config=config)
-              for name in topics.all_topics() if name not in existing]
-    for name, future in admin.create_topics(wanted).items() if wanted else []:
-        try:
-            future.result(timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-        log.info("created topic %s", name)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.topics import ensure_topics
 
 
 def main() -> None:

@@ -21,6 +21,8 @@ class TopicSettings(BaseSettings):
     dead_letter: str = "lotlens.dead-letter"
     partitions: int = 6
     replication_factor: int = 1
+    # Writes (acks=all) need this many in-sync replicas: 2 with replication 3 survives one broker.
+    min_insync_replicas: int = 1
     retention_ms: int = 14 * 24 * 3600 * 1000
 
     def all_topics(self) -> list[str]:
