@@ -13,7 +13,7 @@ import time
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from lotlens_common.db import MIGRATIONS, make_engine, migrate
