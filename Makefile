@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra up down test lint typecheck pytest bench
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -12,6 +12,10 @@ bootstrap:
 infra: bootstrap
 	@scripts/infra.sh install
 	@scripts/infra.sh start
+
+# Debian's Chromium for the console's browser tests (skipped when installed).
+browser:
+	@scripts/browser.sh
 
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
@@ -26,7 +30,7 @@ lint: bootstrap
 typecheck: bootstrap
 	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench
 
-pytest: infra
+pytest: infra browser
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -112,6 +112,9 @@ class StackEnv:
             "STANDIN_LATENCY_SECONDS": "0",
             "LOTLENS_STAGE__WINDOW_S": str(self.window_s),
             "LOTLENS_STAGE__POLL_INTERVAL_S": str(self.poll_interval_s),
+            # The stand-in has no enqueued-token limit: the default budget (a tier-1 organisation's)
+            # would measure waiting for room, not the pipeline.
+            "LOTLENS_STAGE__ENQUEUED_TOKEN_LIMIT": "0",
             # The contract's defaults (10 batch, 1000 polling requests a minute) would be the
             # bottleneck of a load test; the limiter's own SQL still runs on every request.
             "LOTLENS_RATE_LIMIT_BATCH": "1000000",

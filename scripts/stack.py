@@ -108,6 +108,7 @@ def up() -> None:
     print(f"""
 LotLens is up.
   gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /docs, health: /health, metrics: /metrics)
+  console:    http://127.0.0.1:{GATEWAY_PORT}/console/
   client:     {client_id}
   client key: {key}
   logs:       {LOGS}

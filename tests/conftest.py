@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,13 @@ def engine(infra: Infra) -> Iterator[Engine]:
 def topics(infra: Infra) -> Iterator[TopicSettings]:
     """Fresh topics for this test only, deleted afterwards (thousands of dead partitions would
     slow every broker start down)."""
+    with fresh_topics(infra) as settings:
+        yield settings
+
+
+@contextmanager
+def fresh_topics(infra: Infra) -> Iterator[TopicSettings]:
+    """Topics of a random prefix, created now and deleted on exit."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     names = {name: f"{prefix}.{name}" for name in
              ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}

@@ -9,11 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from lotlens_common.events import JobSubmitted, LotSubmitted
-from lotlens_common.settings import KafkaSettings, ServiceSettings
-from lotlens_common.tables import jobs
+from lotlens_common.settings import ServiceSettings
 from tests.integration.test_gateway_support import (
     Gateway,
     consume,
@@ -197,15 +196,6 @@ def test_a_body_over_the_size_limit_is_413_whether_declared_or_streamed(
 
         response = httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
         assert_error(response, 413, "PAYLOAD_TOO_LARGE")
-
-
-def test_when_kafka_does_not_acknowledge_the_answer_is_503_and_no_job_is_recorded(
-        settings: ServiceSettings, engine: Engine) -> None:
-    dead = KafkaSettings(bootstrap_servers="127.0.0.1:9")
-    with running_gateway(settings, engine, kafka=dead, publish_timeout_s=1.0) as gw:
-        assert_error(gw.submit(make_lots(2)), 503, "SERVICE_UNAVAILABLE")
-    with engine.connect() as conn:
-        assert conn.execute(select(jobs.c.job_id).where(jobs.c.client_id == gw.client_id)).first() is None
 
 
 def test_past_the_batch_rate_limit_the_answer_is_429_with_retry_after(

@@ -125,10 +125,12 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         autocommit=True)
     deps = build_deps(gw_settings, engine, producer, admin, images_http, model_client, read_engine=reads)
+    deps.relay.start()
     try:
         with serve_app(create_app(deps)) as url:
             yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
     finally:
+        deps.relay.stop()
         reads.dispose()
 
 

@@ -131,6 +131,8 @@ def test_vision_batch_goes_through_every_status_to_the_deterministic_text(standi
     assert first is not None and first["output"][0]["type"] == "reasoning"
     stats = standin.stats()
     assert stats["files_uploaded"] == 1
+    # The upload, the create, the polls and the downloads were each held to the OpenAI description.
+    assert standin.recorder.exchanges >= 4 and standin.recorder.violations == []
     assert stats["batch_metadata"] == [{"job": "vision-1", "stage": "vision"}]
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.work import LotWork, VisionWork
 from tests.conftest import new_id
 from tests.integration.test_batch_stages import drive, job_events, submit_lots, vision_spec
 from tests.standin import serve_standin
@@ -20,8 +20,8 @@ def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exce
         settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
     job_id = new_id("job-")
     spec = vision_spec(settings)
-    per_lot = spec.estimate_tokens(LotWork(job_id, "x", "c1", 6, 0, {
-        "image_urls": ["a", "b"], "additional_info": "lot n"}))
+    per_lot = spec.estimate_tokens(LotWork(job_id, "x", "c1", 6, 0, VisionWork(
+        image_urls=("a", "b"), additional_info="lot n", languages=("en",))))
     # Room for two lots at a time, at OpenAI (the stand-in) and in our own budget alike.
     limit = 2 * per_lot + per_lot // 2
     stage = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=1, enqueued_token_limit=limit)

@@ -224,7 +224,7 @@ def consuming(settings: ServiceSettings, engine: Engine, producer: EventProducer
     stop = threading.Event()
     topics = settings.topics
     spec = ConsumerSpec(group_id=group_id or new_id("result-store-"),
-                        topics=[topics.submissions, topics.vision, topics.translation, topics.webhooks],
+                        topics=topics.record_topics(),
                         handler=partial(handle, engine, producer, topics.completions), transient=TRANSIENT)
     thread = threading.Thread(target=run_consumer, args=(settings.kafka, topics, spec, producer, stop),
                               daemon=True)

@@ -20,6 +20,7 @@ from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import (
     jobs,
+    lots,
     openai_batches,
     webhook_attempts,
     webhook_deliveries,
@@ -153,10 +154,27 @@ def test_a_cancelled_job_stays_cancelled_and_is_announced_once(
     job = job_row(engine, script.job_id)
     assert (job["status"], job["cancelled_at"]) == ("cancelled", cancelled_at)
     assert job["processed_lots"] == 3  # the lots already paid for are still shown
+    assert lot_statuses(engine, script.job_id) == {"completed"}
     [announced] = completions(infra, topics, script.job_id)
     event = announced.event
     assert isinstance(event, JobCompleted)
     assert (event.status, event.completed_at) == ("cancelled", cancelled_at)
+
+
+def test_a_cancelled_jobs_unfinished_lots_read_cancelled_for_good(engine: Engine, apply: Apply) -> None:
+    script = job_script(3)
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC)))
+    apply([*script.submissions, cancel])
+    assert lot_statuses(engine, script.job_id) == {"cancelled"}
+    apply(script.vision)  # a late vision result does not move a cancelled lot on
+    assert lot_statuses(engine, script.job_id) == {"cancelled"}
+    assert job_row(engine, script.job_id)["status"] == "cancelled"
+
+
+def lot_statuses(engine: Engine, job_id: str) -> set[str]:
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(select(lots.c.status).where(lots.c.job_id == job_id))}
 
 
 def test_a_job_status_never_moves_backwards(engine: Engine, apply: Apply) -> None:
@@ -238,3 +256,22 @@ def test_a_late_attempt_never_reopens_a_delivered_webhook(engine: Engine, apply:
         row = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
                            ).mappings().one()
     assert (row["status"], row["attempt_count"], row["next_attempt_at"]) == ("delivered", 1, None)
+
+
+def test_the_announced_outcome_wins_over_a_cancel_replayed_before_the_last_lot(
+        engine: Engine, apply: Apply) -> None:
+    # Live, the lots finished first: the job was announced completed and the cancel changed
+    # nothing. A replay may read the cancel (submissions topic) before the lots (other topics).
+    script = job_script(2)
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 1, tzinfo=UTC)))
+    apply([*script.submissions, cancel])
+    apply(script.vision + script.translation)
+    assert job_row(engine, script.job_id)["status"] == "cancelled"
+    finished = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
+    apply([Envelope(client_id=script.client_id, event=JobCompleted(
+        job_id=script.job_id, status="completed", completed_at=finished, total_lots=2, processed_lots=2,
+        failed_lots=0))])
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["completed_at"], job["cancelled_at"]) == ("completed", finished, None)
+    assert (job["processed_lots"], job["error_message"], job["completion_published"]) == (2, None, True)

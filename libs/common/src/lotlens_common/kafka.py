@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from lotlens_common.consumer_lag import LagMonitor
-from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
+from lotlens_common.envelope import Envelope, UndecodableEvent, cloudevent_headers, decode, encode
 from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import MAX_MESSAGE_BYTES
@@ -48,11 +48,13 @@ class EventProducer:
             "queue.buffering.max.messages": 500_000,
         })
         self._failures: list[str] = []
+        # CloudEvents `source`: the component that produced the event.
+        self._source = f"/lotlens/{client_name}"
 
     def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event; `flush` confirms it."""
-        self._produce(topic, envelope.job_id.encode(), encode(envelope),
-                      [("type", envelope.type.encode())])
+        """Queue one event with its CloudEvents headers; `flush` confirms it."""
+        headers: Headers = [("type", envelope.type.encode()), *cloudevent_headers(envelope, self._source)]
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
@@ -74,6 +76,15 @@ class EventProducer:
         failures, self._failures = self._failures, []
         if remaining or failures:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def discard(self) -> None:
+        """Drop what is still queued and all failure reports so far (the caller sends it again).
+
+        In-flight messages are left alone: purging them would break the idempotent sequence.
+        """
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+        self._failures = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: Headers) -> None:

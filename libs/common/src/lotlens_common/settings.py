@@ -9,7 +9,12 @@ from lotlens_common.model.settings import ModelSettings
 
 
 class TopicSettings(BaseSettings):
-    """Kafka topic names, partition count and retention; SREs override them per environment."""
+    """Kafka topic names, partition count and retention; SREs override them per environment.
+
+    The record topics (every one but the dead letters) are the system of record: the read models
+    are rebuilt from them, so they are kept for good (`record_retention_ms` = -1, see
+    docs/EVENT_LOG.md). The dead-letter topic is transient and keeps `retention_ms`.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LOTLENS_TOPIC_", frozen=True)
 
@@ -23,12 +28,22 @@ class TopicSettings(BaseSettings):
     replication_factor: int = 1
     # Writes (acks=all) need this many in-sync replicas: 2 with replication 3 survives one broker.
     min_insync_replicas: int = 1
+    # Of the transient dead-letter topic.
     retention_ms: int = 14 * 24 * 3600 * 1000
+    # Of the record topics: -1 keeps every event for good.
+    record_retention_ms: int = -1
+
+    def record_topics(self) -> list[str]:
+        """The topics whose events are the record the read models are rebuilt from."""
+        return [self.submissions, self.vision, self.translation, self.completions, self.webhooks]
 
     def all_topics(self) -> list[str]:
         """Every topic the pipeline uses, dead-letter included."""
-        return [self.submissions, self.vision, self.translation, self.completions, self.webhooks,
-                self.dead_letter]
+        return [*self.record_topics(), self.dead_letter]
+
+    def retention_of(self, topic: str) -> int:
+        """The retention (ms, -1 = for good) a topic is created and kept with."""
+        return self.record_retention_ms if topic in self.record_topics() else self.retention_ms
 
 
 class KafkaSettings(BaseSettings):

@@ -2,16 +2,19 @@
 
 Read models: jobs, lots, descriptions, openai_batches, webhook_deliveries, webhook_attempts.
 Work tables (each owned by one service, never read by another): stage_lots and stage_shards
-(vision-batcher and translator, told apart by `stage`), dispatch_queue (webhook-dispatcher).
+(vision-batcher and translator, told apart by `stage`), dispatch_queue (webhook-dispatcher),
+outbox, rate_limit_windows and idempotency_keys (gateway).
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Float,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -19,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -210,3 +214,24 @@ idempotency_keys = Table(
     PrimaryKeyConstraint("client_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )
+
+# Events the gateway accepted, written in the request's transaction and relayed to Kafka in
+# `id` order (one relay per topic at a time). Kept `outbox_retention_s` after publishing so the
+# gateway's reads can overlay facts the result-store has not projected yet.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", BigInteger, Identity(always=False), primary_key=True),
+    Column("topic", Text, nullable=False),
+    Column("job_id", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    # The encoded envelope, exactly the bytes the relay publishes (JSON, so text).
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True)),
+    Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
+    Index("ix_outbox_job", "job_id", "event_type"),
+    Index("ix_outbox_published_at", "published_at"),
+)
+# The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
+READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,
+                                  webhook_attempts)

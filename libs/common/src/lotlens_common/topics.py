@@ -4,8 +4,9 @@ Run by the migrate Job before the services start (`python -m lotlens_common.migr
 to run again at every release: a topic with fewer partitions than `LOTLENS_TOPIC_PARTITIONS` gets
 more (Kafka cannot take partitions away, so a larger existing count is left alone), and the
 durability settings (`min.insync.replicas`, retention, message size) are applied to existing
-topics too. More partitions change which partition a job id hashes to; the consumers handle a
-job's events idempotently and in any order, so that is safe.
+topics too (record topics keep their events for good: `retention.ms=-1`). More partitions
+change which partition a job id hashes to; the consumers handle a job's events idempotently and
+in any order, so that is safe.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
-def topic_config(topics: TopicSettings) -> dict[str, str]:
-    """The per-topic settings every pipeline topic gets."""
-    return {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES),
+def topic_config(topics: TopicSettings, topic: str) -> dict[str, str]:
+    """The configuration a pipeline topic is created with and kept at."""
+    # `delete`, never `compact`: compaction would keep only the last event of each job.
+    return {"retention.ms": str(topics.retention_of(topic)), "retention.bytes": "-1",
+            "cleanup.policy": "delete", "max.message.bytes": str(MAX_MESSAGE_BYTES),
             "min.insync.replicas": str(topics.min_insync_replicas)}
 
 
@@ -42,9 +45,9 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
     """Create missing topics, add partitions to short ones, apply the topic settings (idempotent)."""
     admin = AdminClient(settings.client_config())
     existing = admin.list_topics(timeout=timeout_s).topics
-    config = topic_config(topics)
     missing = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
-                        config=config) for name in topics.all_topics() if name not in existing]
+                        config=topic_config(topics, name))
+               for name in topics.all_topics() if name not in existing]
     _wait(admin.create_topics(missing) if missing else {}, timeout_s, KafkaError.TOPIC_ALREADY_EXISTS,
           "created")
     short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
@@ -53,9 +56,10 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
           f"grown to {topics.partitions} partitions")
     present = [name for name in topics.all_topics() if name in existing]
     if present:
+        # Incremental: only these keys change, whatever else an SRE set on the topic.
         resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
-            for key, value in config.items()]) for name in present]
+            for key, value in topic_config(topics, name).items()]) for name in present]
         for future in admin.incremental_alter_configs(resources).values():
             future.result(timeout_s)
 

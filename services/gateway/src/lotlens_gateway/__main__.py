@@ -34,9 +34,10 @@ def main() -> None:
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
-    engine = make_engine(settings.database, pool_size)
+    timeout = settings.database_connect_timeout_s
+    engine = make_engine(settings.database, pool_size, connect_timeout_s=timeout)
     # Polling reads run on their own autocommit pool; both pools open connections only on demand.
-    read_engine = make_engine(settings.database, pool_size, autocommit=True)
+    read_engine = make_engine(settings.database, pool_size, autocommit=True, connect_timeout_s=timeout)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     admin = AdminClient(settings.kafka.client_config())
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
@@ -45,10 +46,12 @@ def main() -> None:
     deps = build_deps(settings, engine, producer, admin, images_http, model_client,
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
+    deps.relay.start()
     try:
         uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
                     timeout_graceful_shutdown=30)
     finally:
+        deps.relay.stop()
         producer.flush()
         asyncio.run(images_http.aclose())
         engine.dispose()

@@ -13,6 +13,7 @@ from lotlens_gateway import routes_jobs, routes_ops, routes_submit, routes_webho
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.routes_console import mount_console
 
 DESCRIPTION = """\
 LotLens describes the visible damage of auction cars in up to 10 languages, compatible with the
@@ -55,6 +56,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_ops.router)
+    mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestCounter, metrics=deps.metrics)

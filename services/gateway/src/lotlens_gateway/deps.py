@@ -18,8 +18,9 @@ from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.openai_probe import OpenAIProbe
-from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
 
@@ -35,7 +36,8 @@ class GatewayDeps:
     store: JobStore
     limiter: RateLimiter
     idempotency: IdempotencyStore
-    publisher: Publisher
+    outbox: Outbox
+    relay: Relay
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics

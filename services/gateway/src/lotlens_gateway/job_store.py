@@ -1,8 +1,7 @@
-"""The gateway's access to the read models: reading jobs, and the one row it writes on intake.
+"""The gateway's reads of the read models (the result-store is their only writer).
 
-The result-store owns the read models; the gateway inserts a submitted job's row (ON CONFLICT
-DO NOTHING) only so that the job is visible to polling the moment the client gets 201.
-Blocking calls: the routes run them in a thread.
+A job is read through the gateway's own outbox facts (`overlay.py`): visible the moment the
+client got 201, cancelled the moment it got 200. Blocking calls: the routes run them in a thread.
 """
 
 from __future__ import annotations
@@ -13,12 +12,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from lotlens_common.read_models import JobView, get_job, job_view
+from lotlens_common.events import TERMINAL_JOB_STATUSES
+from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox import facts_of
+from lotlens_gateway.overlay import overlaid
 
 
 @dataclass(frozen=True)
@@ -81,12 +83,6 @@ class JobStore:
         with self._reads.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def insert_submitted(self, row: dict[str, Any]) -> None:
-        """The accepted job's row, unless the result-store already projected it."""
-        with self._engine.begin() as conn:
-            conn.execute(insert(jobs).values(**row).on_conflict_do_nothing(index_elements=["job_id"]))
-        self._metrics.db("create")
-
     def job_for_client(self, job_id: str, client_id: str) -> JobView:
         """The client's job; 404 when it does not exist or belongs to someone else."""
         job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
@@ -97,10 +93,10 @@ class JobStore:
         _refuse_nul(job_id)
         with self._reads.connect() as conn:
             row = conn.execute(_JOB_WITH_BATCHES.where(jobs.c.job_id == job_id)).mappings().first()
-        self._metrics.db("read")
-        if row is None or row["client_id"] != client_id:
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
+        if job is None or job.client_id != client_id:
             raise job_not_found(job_id)
-        return job_view(row), batch_ids(row)
+        return job, batch_ids(row) if row else {}
 
     def job_and(self, job_id: str, client_id: str,
                 then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
@@ -110,13 +106,22 @@ class JobStore:
         """
         _refuse_nul(job_id)
         with self._reads.connect() as conn:
-            job = get_job(conn, job_id)
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
             if job is None or job.client_id != client_id:
-                self._metrics.db("read")
                 raise job_not_found(job_id)
             found = then(conn, job)
-        self._metrics.db("read", 1 if found is None else 2)
+        if found is not None:
+            self._metrics.db("read")
         return job, found
+
+    def _through_outbox(self, conn: Connection, job_id: str, job: JobView | None) -> JobView | None:
+        """The projected job, or what the gateway's own outbox says of it when that is newer."""
+        self._metrics.db("read")
+        if job is not None and job.status in TERMINAL_JOB_STATUSES:
+            return job
+        self._metrics.db("read")
+        return overlaid(job, facts_of(conn, job_id))
 
     def jobs_for_client(self, client_id: str, where: JobFilter, limit: int,
                         offset: int) -> tuple[list[JobView], int]:

@@ -33,6 +33,15 @@ class GatewayMetrics:
         self.openai_reachable = Gauge(
             "lotlens_openai_reachable", "1 when the model API answered the last reachability check",
             registry=self.registry)
+        self.outbox_backlog = Gauge(
+            "lotlens_outbox_backlog_events", "Outbox events not yet published to Kafka",
+            registry=self.registry)
+        self.outbox_oldest_age = Gauge(
+            "lotlens_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)",
+            registry=self.registry)
+        self.outbox_published = Counter(
+            "lotlens_outbox_published_events", "Outbox events the relay published (duplicates included)",
+            registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""

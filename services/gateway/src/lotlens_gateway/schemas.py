@@ -34,13 +34,13 @@ _ERRORS = {
     404: "JOB_NOT_FOUND: no such job for this client",
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
-    413: ("PAYLOAD_TOO_LARGE (body over 64 MB) or BATCH_SIZE_EXCEEDED (details.provided_lots, "
-          "details.max_allowed)"),
+    413: ("PAYLOAD_TOO_LARGE (body over 64 MB), BATCH_SIZE_EXCEEDED (details.provided_lots, "
+          "details.max_allowed) or LOT_TOO_LARGE (details.lot_id: a lot too big for one event)"),
     422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls), TOO_MANY_IMAGES"),
     429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
-    503: "SERVICE_UNAVAILABLE: PostgreSQL or Kafka is down; retry later",
+    503: "SERVICE_UNAVAILABLE: PostgreSQL is down; retry after Retry-After seconds",
     504: "OPENAI_TIMEOUT: the synchronous budget ran out",
 }
 

@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-import sqlalchemy.exc
-
 from lotlens_common.db import make_engine
-from lotlens_common.kafka import ConsumerSpec, EventProducer, PublishError, run_consumer
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
-from lotlens_result_store.handlers import handle
+from lotlens_result_store.handlers import TRANSIENT, handle
 
-TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, PublishError)
+__all__ = ["TRANSIENT", "main"]
 log = logging.getLogger("lotlens_result_store")
 
 
@@ -35,7 +33,9 @@ def main() -> None:
             log.info("announced %d jobs left unannounced by a previous run", swept)
         consumer = ConsumerSpec(
             group_id=settings.group_id,
-            topics=[topics.submissions, topics.vision, topics.translation, topics.webhooks],
+            # Every record topic, its own JobCompleted included: the read models are what the log
+            # says, live as in a rebuild (docs/EVENT_LOG.md).
+            topics=topics.record_topics(),
             handler=partial(handle, engine, producer, topics.completions),
             transient=TRANSIENT)
         run_consumer(settings.kafka, topics, consumer, producer, stop)

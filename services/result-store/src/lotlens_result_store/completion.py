@@ -15,18 +15,28 @@ import threading
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
 from lotlens_common.kafka import EventProducer
-from lotlens_common.tables import jobs, lots
+from lotlens_common.tables import READ_MODELS, jobs, lots
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
 from lotlens_result_store.status import COMPLETED, JobProgress, settle
 
 log = logging.getLogger(__name__)
+
+
+_LOCK_READ_MODELS = text(f"LOCK TABLE {', '.join(t.name for t in READ_MODELS)} IN ROW EXCLUSIVE MODE")
+
+
+def lock_read_models(conn: Connection) -> None:
+    """Take the write lock every writer of the read models takes first (it never blocks another
+    writer). A rebuild's swap holds a stronger one: this waits for the swap, then resolves the
+    table names again, so every later statement of the transaction sees the swapped-in tables."""
+    execute(conn, "lock_read_models", _LOCK_READ_MODELS)
 
 
 def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
@@ -86,6 +96,7 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
     if job_ids is not None:
         query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
     with engine.begin() as conn:
+        lock_read_models(conn)
         # Row locks keep two instances that touched the same job from both announcing it.
         rows = execute(conn, "select_jobs", query.order_by(jobs.c.job_id).with_for_update()
                        ).mappings().all()

@@ -19,6 +19,9 @@ def _sql_list(values: frozenset[str]) -> str:
 
 
 _LOT_SETTLED = _sql_list(TERMINAL_LOT_STATUSES)
+# A cancelled job's unfinished lots read `cancelled`; a result OpenAI still returns for one (its
+# batch was already running) completes or fails it, so paid work is shown, but nothing else moves it.
+_LOT_STOPPED = _sql_list(TERMINAL_LOT_STATUSES | {CANCELLED})
 _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
 
 UPSERT_SUBMITTED_JOBS = text("""
@@ -67,7 +70,7 @@ WITH v AS (
     SELECT v.job_id, v.lot_id, v.processed_images, CAST(v.missing_images AS jsonb), 'translating' FROM v
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
-        status = CASE WHEN l.status IN {_LOT_SETTLED} THEN l.status ELSE 'translating' END,
+        status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE 'translating' END,
         updated_at = now()
     RETURNING l.job_id, l.lot_id, l.status, l.processed_images
 )
@@ -122,6 +125,12 @@ WITH done AS (
 SELECT job_id, CAST(count(*) AS int) FROM done GROUP BY job_id
 """)
 
+# A cancelled job's unfinished lots (see `_LOT_STOPPED`).
+CANCEL_LOTS = text(f"""
+UPDATE lots SET status = '{CANCELLED}', updated_at = now()
+WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status NOT IN {_LOT_STOPPED}
+""")
+
 INSERT_OPENAI_BATCHES = text("""
 INSERT INTO openai_batches (batch_id, job_id, stage, shard_id, attempt, lot_count, created_at)
 SELECT v.batch_id, v.job_id, :stage, v.shard_id, v.attempt, v.lot_count, v.created_at
@@ -150,4 +159,24 @@ ON CONFLICT (job_id) DO UPDATE SET
     failed_lots = j.failed_lots + excluded.failed_lots,
     images_processed = j.images_processed + excluded.images_processed,
     updated_at = now()
+""")
+
+# The outcome the result-store announced is final: on a replay, where a cancel and the last lot
+# may be projected in another order than they were live, it overrides what the replay decided.
+# Terminal times follow `completion._finished_at`: a cancelled job's time is its cancel time.
+APPLY_ANNOUNCED_JOBS = text(f"""
+INSERT INTO jobs AS j (job_id, client_id, status, total_lots, error_message, completed_at, cancelled_at,
+                       completion_published)
+SELECT v.job_id, v.client_id, v.status, v.total_lots, v.error_message,
+       CASE WHEN v.status = '{CANCELLED}' THEN NULL ELSE v.finished_at END,
+       CASE WHEN v.status = '{CANCELLED}' THEN v.finished_at END, true
+FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:statuses AS text[]),
+            CAST(:totals AS int[]), CAST(:errors AS text[]), CAST(:finished AS timestamptz[]))
+     AS v(job_id, client_id, status, total_lots, error_message, finished_at)
+ON CONFLICT (job_id) DO UPDATE SET
+    client_id = coalesce(j.client_id, excluded.client_id),
+    total_lots = coalesce(j.total_lots, excluded.total_lots),
+    status = excluded.status, error_message = excluded.error_message,
+    completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at,
+    completion_published = true, updated_at = now()
 """)

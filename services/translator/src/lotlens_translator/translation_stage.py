@@ -14,7 +14,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
-from lotlens_common.stage.spec import LotWork, Prepared
+from lotlens_common.stage.work import LotWork, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
 
@@ -34,6 +34,11 @@ class TranslationStage:
     models: ModelSettings
     name: str = "translation"
 
+    @property
+    def work_type(self) -> type[TranslationWork]:
+        """TranslationWork."""
+        return TranslationWork
+
     def output_topic(self) -> str:
         """The translation topic."""
         return self.topic
@@ -42,31 +47,31 @@ class TranslationStage:
         """The translation model."""
         return self.models.translation_model
 
-    def estimate_tokens(self, lot: LotWork) -> int:
+    def estimate_tokens(self, lot: LotWork[TranslationWork]) -> int:
         """Input tokens: the English text (about 4 characters a token) plus instructions."""
-        return len(lot.work["english_html"]) // 4 + _PROMPT_TOKENS
+        return len(lot.work.english_html) // 4 + _PROMPT_TOKENS
 
-    async def prepare(self, lots: list[LotWork]) -> Prepared:
+    async def prepare(self, lots: list[LotWork[TranslationWork]]) -> Prepared[TranslationWork]:
         """One request per lot; nothing settles without the model here."""
         requests = [(lot, translation_request_body(
-            lot.work["english_html"], target_languages(lot.work["languages"]), self.models))
+            lot.work.english_html, target_languages(lot.work.languages), self.models))
             for lot in lots]
         return Prepared(requests, [])
 
-    def result_event(self, lot: LotWork, body: Mapping[str, Any]) -> Event:
+    def result_event(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> Event:
         """TranslationCompleted with every requested language."""
-        languages = lot.work["languages"]
+        languages = lot.work.languages
         translated = parse_translation_response(body, target_languages(languages))
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
-            descriptions=descriptions(languages, lot.work["english_html"], translated))
+            descriptions=descriptions(languages, lot.work.english_html, translated))
 
-    def failure_event(self, lot: LotWork, reason: str) -> Event:
+    def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
         """LotFailed at the translation stage."""
         return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="translation", reason=reason,
                          total_lots=lot.total_lots,
-                         processed_images=int(lot.work.get("processed_images", 0)),
-                         missing_images=tuple(lot.work.get("missing_images") or ()))
+                         processed_images=lot.work.processed_images,
+                         missing_images=lot.work.missing_images)
 
     def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
                               lot_ids: tuple[str, ...]) -> Event:

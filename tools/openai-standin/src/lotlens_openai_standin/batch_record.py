@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from lotlens_openai_standin.answers import ENDPOINTS
@@ -41,15 +42,32 @@ class BatchRecord:
     failed: int = 0
     usage: dict[str, Any] | None = None
     timestamps: dict[str, int] = field(default_factory=dict)
+    # When the current status began, to the sub-second: phases resume from it after a restart.
+    phase_started: float = field(default_factory=time.time)
+    # The requests have been answered (output and error files written).
+    ran: bool = False
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def move_to(self, status: str, at: int) -> None:
         """Change status and stamp its `*_at` field."""
         self.status = status
+        self.phase_started = time.time()
         stamp = {"in_progress": "in_progress_at", "finalizing": "finalizing_at", "completed": "completed_at",
                  "failed": "failed_at", "expired": "expired_at", "cancelling": "cancelling_at",
                  "cancelled": "cancelled_at"}[status]
         self.timestamps[stamp] = at
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything but the in-process cancel signal, as kept in the state directory."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cancel_requested"}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> BatchRecord:
+        """A batch read back from the state directory; a pending cancel is still pending."""
+        batch = cls(**state)
+        if batch.status == "cancelling":
+            batch.cancel_requested.set()
+        return batch
 
     def to_object(self) -> dict[str, Any]:
         """The Batch object OpenAI returns."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from lotlens_openai_standin.batch_input import batch_error, validate_input_file
 from lotlens_openai_standin.batch_record import ACTIVE_STATUSES, BatchRecord, check_create_params
 from lotlens_openai_standin.batch_run import RunPlan, run_batch
 from lotlens_openai_standin.config import StandinConfig
+from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.faults import Faults, Stats
 from lotlens_openai_standin.files import FileStore
 from lotlens_openai_standin.ids import new_id, unix_now
@@ -25,14 +27,35 @@ from lotlens_openai_standin.request_json import read_json_object
 class BatchService:
     """Creates, lists and cancels batches, and drives each one to a terminal status."""
 
-    def __init__(self, config: StandinConfig, files: FileStore, faults: Faults, stats: Stats) -> None:
+    def __init__(self, config: StandinConfig, files: FileStore, faults: Faults, stats: Stats,
+                 state: StateStore) -> None:
         self._config = config
         self._files = files
         self._faults = faults
         self._stats = stats
-        self._batches: dict[str, BatchRecord] = {}
-        self._sequence = itertools.count()
+        self._state = state
+        batches = (BatchRecord.from_state(saved) for saved in state.load("batches"))
+        self._batches: dict[str, BatchRecord] = {batch.id: batch for batch in batches}
+        self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
+
+    def resume(self) -> None:
+        """Carry on driving every batch a previous run left unfinished (call on the event loop)."""
+        for batch in self._batches.values():
+            if batch.status in ACTIVE_STATUSES:
+                self._start(batch)
+
+    def _start(self, batch: BatchRecord) -> None:
+        task = asyncio.create_task(self._drive(batch), name=f"standin-{batch.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _save(self, batch: BatchRecord) -> None:
+        self._state.save("batches", batch.id, batch.to_state())
+
+    def _move(self, batch: BatchRecord, status: str) -> None:
+        batch.move_to(status, unix_now())
+        self._save(batch)
 
     def create(self, payload: dict[str, Any]) -> BatchRecord:
         """Validate the create request and start the batch's lifecycle."""
@@ -46,11 +69,10 @@ class BatchService:
                             outcome=self._faults.take_batch_outcome(),
                             fail_custom_ids_containing=self._faults.fail_custom_ids_containing)
         self._batches[batch.id] = batch
+        self._save(batch)
         self._stats.batches_created += 1
         self._stats.batch_metadata.append(dict(metadata or {}))
-        task = asyncio.create_task(self._drive(batch), name=f"standin-{batch.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._start(batch)
         return batch
 
     def get(self, batch_id: str) -> BatchRecord:
@@ -79,7 +101,7 @@ class BatchService:
         if batch.status not in ("validating", "in_progress", "finalizing"):
             raise bad_request(f"Cannot cancel a batch with status '{batch.status}'.", param="batch_id",
                               code="invalid_batch_status")
-        batch.move_to("cancelling", unix_now())
+        self._move(batch, "cancelling")
         batch.cancel_requested.set()
         return batch
 
@@ -89,12 +111,14 @@ class BatchService:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _pause(self, batch: BatchRecord, seconds: float) -> bool:
-        """Wait out a phase; True when a cancel arrived meanwhile."""
+    async def _pause(self, batch: BatchRecord, phase_seconds: float) -> bool:
+        """Wait out the rest of the current phase; True when a cancel arrived meanwhile."""
+        # Measured from the phase's start, so a restarted stand-in keeps the batch's pace.
+        remaining = max(0.0, batch.phase_started + phase_seconds - time.time())
         try:
-            await asyncio.wait_for(batch.cancel_requested.wait(), timeout=seconds)
+            await asyncio.wait_for(batch.cancel_requested.wait(), timeout=remaining)
         except TimeoutError:
-            return False
+            return batch.cancel_requested.is_set()
         return True
 
     def _enqueued_tokens(self, model: str) -> int:
@@ -102,32 +126,35 @@ class BatchService:
                    if b.model == model and b.status in ACTIVE_STATUSES)
 
     async def _drive(self, batch: BatchRecord) -> None:
-        if await self._pause(batch, self._config.validating_seconds):
-            await self._finish_cancel(batch, validated=False)
-            return
-        if not await self._validate(batch):
-            return
-        if await self._pause(batch, self._config.in_progress_seconds):
-            await self._finish_cancel(batch, validated=True)
-            return
-        if batch.outcome == "cancelled":
-            batch.move_to("cancelling", unix_now())
-            await self._finish_cancel(batch, validated=True)
-            return
-        if batch.outcome == "expired":
-            await self._run(batch, RunPlan(batch.endpoint, batch.total // 2, "batch_expired",
-                                           batch.fail_custom_ids_containing))
-            batch.move_to("expired", unix_now())
-            return
-        batch.move_to("finalizing", unix_now())
-        await self._run(batch, RunPlan(batch.endpoint, None,
-                                       fail_custom_ids_containing=batch.fail_custom_ids_containing))
-        if batch.cancel_requested.is_set() or await self._pause(batch, self._config.finalizing_seconds):
-            # Cancelled while finalizing: every request already ran, so the files stay.
-            await asyncio.sleep(self._config.finalizing_seconds)
-            batch.move_to("cancelled", unix_now())
-            return
-        batch.move_to("completed", unix_now())
+        # Each block resumes its status, so a batch reloaded after a restart continues where it was.
+        if batch.status == "validating":
+            if await self._pause(batch, self._config.validating_seconds):
+                await self._finish_cancel(batch)
+                return
+            if not await self._validate(batch):
+                return
+        if batch.status == "in_progress":
+            if await self._pause(batch, self._config.in_progress_seconds):
+                await self._finish_cancel(batch)
+                return
+            if batch.outcome == "cancelled":
+                self._move(batch, "cancelling")
+                await self._finish_cancel(batch)
+                return
+            if batch.outcome == "expired":
+                await self._run(batch, RunPlan(batch.endpoint, batch.total // 2, "batch_expired",
+                                               batch.fail_custom_ids_containing))
+                self._move(batch, "expired")
+                return
+            self._move(batch, "finalizing")
+        if batch.status == "finalizing":
+            if not batch.ran:
+                await self._run(batch, RunPlan(batch.endpoint, None,
+                                               fail_custom_ids_containing=batch.fail_custom_ids_containing))
+            if not await self._pause(batch, self._config.finalizing_seconds):
+                self._move(batch, "completed")
+                return
+        await self._finish_cancel(batch)
 
     async def _validate(self, batch: BatchRecord) -> bool:
         path = self._files.get(batch.input_file_id).path
@@ -144,14 +171,14 @@ class BatchService:
                        "have been completed.")
             errors = [batch_error("token_limit_exceeded", message)]
         if batch.cancel_requested.is_set():
-            await self._finish_cancel(batch, validated=False)
+            await self._finish_cancel(batch)
             return False
         if errors:
             batch.errors = errors
-            batch.move_to("failed", unix_now())
+            self._move(batch, "failed")
             return False
         batch.total = summary.total
-        batch.move_to("in_progress", unix_now())
+        self._move(batch, "in_progress")
         return True
 
     async def _run(self, batch: BatchRecord, plan: RunPlan) -> None:
@@ -169,6 +196,8 @@ class BatchService:
         }
         batch.output_file_id = self._register(output_path, f"{batch.id}_output.jsonl")
         batch.error_file_id = self._register(error_path, f"{batch.id}_error.jsonl")
+        batch.ran = True
+        self._save(batch)
 
     def _register(self, path: Path, filename: str) -> str | None:
         # Like OpenAI, a batch without successes (or without errors) has no such file.
@@ -177,11 +206,15 @@ class BatchService:
             return None
         return self._files.add(path, filename, "batch_output").id
 
-    async def _finish_cancel(self, batch: BatchRecord, validated: bool) -> None:
-        if validated:
+    async def _finish_cancel(self, batch: BatchRecord) -> None:
+        """`cancelling` → `cancelled`; a validated batch that has not run reports its requests unexecuted."""
+        if batch.status != "cancelling":
+            self._move(batch, "cancelling")
+        if batch.total and not batch.ran:
             await self._run(batch, RunPlan(batch.endpoint, 0, "batch_cancelled"))
-        await asyncio.sleep(self._config.finalizing_seconds)
-        batch.move_to("cancelled", unix_now())
+        # Cancelling takes a while at OpenAI too; measured from `cancelling_at`, like every phase.
+        await asyncio.sleep(max(0.0, batch.phase_started + self._config.finalizing_seconds - time.time()))
+        self._move(batch, "cancelled")
 
 
 def batches_router(service: BatchService) -> APIRouter:

@@ -17,6 +17,8 @@ class StandinConfig:
     port: int = 18080
     # None: the app makes a fresh temporary directory when it is created.
     data_dir: Path | None = None
+    # Set: files, batches, faults and counters are kept here and reloaded on start (`data_dir` unused).
+    state_dir: Path | None = None
     validating_seconds: float = 0.5
     in_progress_seconds: float = 1.0
     finalizing_seconds: float = 0.5
@@ -34,11 +36,12 @@ def config_from_env(env: Mapping[str, str]) -> StandinConfig:
         return value if value not in (None, "") else None
 
     defaults = StandinConfig()
-    data_dir = get("DATA_DIR")
+    data_dir, state_dir = get("DATA_DIR"), get("STATE_DIR")
     return StandinConfig(
         host=get("HOST") or defaults.host,
         port=int(get("PORT") or defaults.port),
         data_dir=Path(data_dir) if data_dir else None,
+        state_dir=Path(state_dir) if state_dir else None,
         validating_seconds=float(get("VALIDATING_SECONDS") or defaults.validating_seconds),
         in_progress_seconds=float(get("IN_PROGRESS_SECONDS") or defaults.in_progress_seconds),
         finalizing_seconds=float(get("FINALIZING_SECONDS") or defaults.finalizing_seconds),

@@ -19,10 +19,9 @@ LOT_RESULTS = Counter("lotlens_stage_lot_results_total", "Lots settled by the st
 BATCHES_RECONCILED = Counter("lotlens_openai_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record (orphans)",
                              ["stage", "action"])
-
-# The statuses a Batch object can have: each is exported (0 when none) so the series always exist.
-BATCH_STATUSES = ("validating", "in_progress", "finalizing", "completed", "failed", "expired",
-                  "cancelling", "cancelled")
+PAUSED = Gauge("lotlens_stage_paused",
+               "1 while the stage submits nothing: a batch it made cannot be read (401/403/404)",
+               ["stage"])
 
 
 def openai_error(stage: str, operation: str, exc: BaseException) -> None:

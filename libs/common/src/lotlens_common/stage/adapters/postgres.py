@@ -1,40 +1,34 @@
-"""The stage's work tables (stage_lots, stage_shards, stage_jobs): every state change is here."""
+"""The work store on PostgreSQL: stage_lots, stage_shards, stage_jobs; every state change is here.
+
+Functions take a connection (the intake handlers call them inside their consumer transaction);
+`PostgresWorkStore` is the runner's port over them, one transaction per call.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import orjson
+from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
-from lotlens_common.stage.rule import WaitingJob
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.ports import Shard
+from lotlens_common.stage.work import LotWork
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
+
+W = TypeVar("W", bound=BaseModel)
 
 # stage_lots.status values
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
     "waiting", "submitted", "done", "failed", "cancelled", "skipped")
 
 
-@dataclass(frozen=True)
-class Shard:
-    """A group of one job's lots sent (or being sent) as one OpenAI batch."""
 
-    shard_id: str
-    job_id: str
-    client_id: str
-    attempt: int
-    status: str
-    batch_id: str | None
-    batch_status: str | None
-
-
-def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork], status: str = WAITING) -> None:
+def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
     """Add arriving lots; a lot already known (re-delivered event) is left as it is."""
     if not lots:
         return
@@ -50,7 +44,7 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork], status: str =
         {"stage": stage, "status": status, "job_ids": [lot.job_id for lot in lots],
          "lot_ids": [lot.lot_id for lot in lots], "client_ids": [lot.client_id for lot in lots],
          "totals": [lot.total_lots for lot in lots],
-         "works": [orjson.dumps(lot.work).decode() for lot in lots]})
+         "works": [lot.work.model_dump_json() for lot in lots]})
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
@@ -94,11 +88,13 @@ def tokens_enqueued(conn: Connection, stage: str) -> int:
     return int(total.scalar_one())
 
 
-def _lot(row: Any) -> LotWork:
-    return LotWork(row.job_id, row.lot_id, row.client_id, row.total_lots, row.attempts, row.work)
+def _lot(row: Any, work_type: type[W]) -> LotWork[W]:
+    return LotWork(row.job_id, row.lot_id, row.client_id, row.total_lots, row.attempts,
+                   work_type.model_validate(row.work))
 
 
-def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str) -> list[LotWork]:
+def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str,
+          work_type: type[W]) -> list[LotWork[W]]:
     """Take up to `limit` waiting lots of a job into a shard (skipping lots another instance holds)."""
     # The picked rows are updated by their physical address (a TID scan): joining them back by
     # key left the plan to the table's statistics, and while a new deployment's table grows
@@ -116,10 +112,10 @@ def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str) 
            AND status = :waiting
         RETURNING *"""), {"submitted": SUBMITTED, "waiting": WAITING, "shard_id": shard_id,
                           "stage": stage, "job_id": job_id, "limit": limit})
-    return [_lot(row) for row in rows]
+    return [_lot(row, work_type) for row in rows]
 
 
-def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[LotWork],
+def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[LotWork[Any]],
                  estimated_tokens: int) -> None:
     """Record a shard before its batch exists, so a crash leaves a trace to recover from."""
     conn.execute(stage_shards.insert().values(
@@ -128,7 +124,7 @@ def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[Lot
         estimated_tokens=estimated_tokens))
 
 
-def save_work(conn: Connection, stage: str, lots: Sequence[LotWork]) -> None:
+def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> None:
     """Persist what preparation learnt about one job's lots (e.g. which images are reachable).
 
     One statement for the whole chunk: an executemany is one round trip per lot.
@@ -140,7 +136,7 @@ def save_work(conn: Connection, stage: str, lots: Sequence[LotWork]) -> None:
           FROM unnest(CAST(:lot_ids AS text[]), CAST(:works AS text[])) AS v(lot_id, work)
          WHERE s.stage = :stage AND s.job_id = :job_id AND s.lot_id = v.lot_id"""),
         {"stage": stage, "job_id": lots[0].job_id, "lot_ids": [lot.lot_id for lot in lots],
-         "works": [orjson.dumps(lot.work).decode() for lot in lots]})
+         "works": [lot.work.model_dump_json() for lot in lots]})
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
@@ -190,12 +186,12 @@ def shard_status(conn: Connection, shard_id: str) -> str | None:
         stage_shards.c.shard_id == shard_id)).scalar_one_or_none()
 
 
-def shard_lots(conn: Connection, stage: str, shard_id: str) -> list[LotWork]:
+def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
     """The lots a shard still holds."""
     rows = conn.execute(select(stage_lots).where(
         stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id,
         stage_lots.c.status == SUBMITTED))
-    return [_lot(row) for row in rows]
+    return [_lot(row, work_type) for row in rows]
 
 
 @contextmanager
@@ -237,7 +233,7 @@ def shard(conn: Connection, shard_id: str) -> Shard | None:
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
-                shard_id: str) -> list[LotWork]:
+                shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
     """Take these lots into a shard, those of them still waiting (others are left where they are)."""
     rows = conn.execute(
         update(stage_lots)
@@ -246,7 +242,7 @@ def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str
         .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
                 updated_at=func.now())
         .returning(stage_lots))
-    return [_lot(row) for row in rows]
+    return [_lot(row, work_type) for row in rows]
 
 
 def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
