@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from prometheus_client import Counter
 
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import Envelope, UndecodableEvent, cloudevent_headers, decode, encode
@@ -23,6 +24,9 @@ from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTERS = Counter("lotlens_dead_letters_total", "Messages sent to the dead-letter topic, by their topic",
+                       ["topic"])
 
 
 
@@ -238,3 +242,4 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
         ("dlq.offset", str(message.offset()).encode()),
     ]
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
+    DEAD_LETTERS.labels(topic=message.topic() or "").inc()
