@@ -3,6 +3,7 @@ kubelet would: metrics on the configured address, liveness apart from readiness,
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -144,9 +145,19 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
     assert deliveries == [({"status": "success"}, 1.0)]
     jobs = {labels["status"]: value for labels, value in samples(scrapes["result-store"], "batch_jobs_total")}
     assert jobs == {"pending": 1.0, "completed": 1.0}
+    # Logs: JSON on every line of every process, the job's id on the gateway's lines about it,
+    # no per-request lines of the HTTP clients.
+    for service in ("gateway", *CONSUMER_GROUPS):
+        entries = [json.loads(line) for line in (observed.logs / f"{service}.log").read_text().splitlines()]
+        assert not [e for e in entries if e["logger"].startswith(("httpx", "httpcore", "openai"))
+                    and e["level"] == "INFO"], service
+        about = [e for e in entries if job_id in e["msg"]]
+        assert all(e.get("job_id") == job_id for e in about), (service, about[:3])
+        if service == "gateway":
+            assert len(about) >= 2, "the polls of the job are logged with its id"
     batches = samples(scrapes["vision-batcher"], "lotlens_openai_batches")
     assert {labels["stage"] for labels, _ in batches} == {"vision"}
-    assert {"in_progress", "completed", "failed"} <= {labels["status"] for labels, _ in batches}
+    assert {"validating", "in_progress", "finalizing"} <= {labels["status"] for labels, _ in batches}
 
 
 def test_a_consumer_without_its_database_stays_alive_reports_unready_and_exports_its_lag(

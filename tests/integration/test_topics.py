@@ -35,7 +35,7 @@ def test_existing_topics_get_more_partitions_and_the_durability_settings(
     ensure_topics(kafka, grown)  # idempotent
     metadata = admin.list_topics(timeout=10).topics
     assert {len(metadata[name].partitions) for name in settings.all_topics()} == {4}
-    resource = ConfigResource(ResourceType.TOPIC, settings.vision)
+    resource = ConfigResource(ResourceType.TOPIC, settings.dead_letter)  # the one topic with a retention
     config = admin.describe_configs([resource])[resource].result(10)
     assert config["retention.ms"].value == "3600000"
     # Set on the topic itself, not inherited from the broker's default.

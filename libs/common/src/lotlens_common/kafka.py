@@ -19,6 +19,7 @@ from prometheus_client import Counter
 
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import Envelope, UndecodableEvent, cloudevent_headers, decode, encode
+from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import MAX_MESSAGE_BYTES
@@ -199,7 +200,8 @@ def _handle_batch(batch: list[Message], spec: ConsumerSpec, topics: TopicSetting
         # Isolate the poison message: the rest of the batch must still go through.
         log.warning("batch of %d failed (%s); handling one by one", len(envelopes), exc)
         for message, envelope in decoded:
-            _handle_alone(message, envelope, spec, topics, producer, stop)
+            with log_context(job_id=envelope.job_id):
+                _handle_alone(message, envelope, spec, topics, producer, stop)
     producer.flush()
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.model.settings import ModelSettings
 
 
@@ -70,10 +73,11 @@ class KafkaSettings(BaseSettings):
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
 
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """The librdkafka settings every producer, consumer and admin client shares."""
-        config: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers,
-                                     "security.protocol": self.security_protocol}
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka settings every producer, consumer and admin client shares (its log lines
+        go through Python logging, as JSON)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                  "security.protocol": self.security_protocol, "logger": KAFKA_LOGGER}
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
             config["sasl.username"] = self.sasl_username or ""

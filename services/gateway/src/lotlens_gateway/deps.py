@@ -11,6 +11,7 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
+from lotlens_common.logs import bind_log_context
 from lotlens_gateway.auth import client_for
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
@@ -76,6 +77,7 @@ SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=
 
 async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of a job-addressed request: its signature over the path's job id verifies."""
+    bind_log_context(job_id=job_id)
     client = client_for(deps.keys, [job_id.encode()], x_signature)
     await deps.count_request(client, "polling")
     return client

@@ -36,6 +36,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 from lotlens_common.kafka import EventProducer
+from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
@@ -176,6 +177,10 @@ class Dispatcher:
 
     def attempt(self, delivery: Delivery) -> None:
         """Make one claimed attempt (or close an exhausted delivery) and record the outcome."""
+        with log_context(job_id=delivery.job_id, delivery_id=delivery.delivery_id):
+            self._attempt(delivery)
+
+    def _attempt(self, delivery: Delivery) -> None:
         lost = interrupted(delivery, self._clock())
         if lost is not None and lost.status == "failed":
             self._finish(delivery, lost)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_lines
 from lotlens_common.model.errors import ModelError
 from lotlens_common.stage import metrics
@@ -52,6 +53,11 @@ async def watch(stage: Stage[Any]) -> None:
 
 
 async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
+    with log_context(job_id=shard.job_id, batch_id=shard.batch_id, shard_id=shard.shard_id):
+        return await _watch_shard(stage, shard, cancelled)
+
+
+async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
     assert shard.batch_id is not None  # a submitted shard always has its batch
     with stage.store.exclusive(shard.shard_id) as mine:
         current = stage.store.shard(shard.shard_id) if mine else None
