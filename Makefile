@@ -17,6 +17,10 @@ infra: bootstrap
 browser:
 	@scripts/browser.sh
 
+# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks.
+tools:
+	@scripts/tools.sh >/dev/null
+
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
 

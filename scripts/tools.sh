@@ -27,7 +27,8 @@ build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 
 if ! command -v promtool >/dev/null; then
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq prometheus >&2
-  else sudo -n apt-get install -y -qq prometheus >&2; fi
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+  as_root apt-get install -y -qq prometheus >&2 \
+    || { as_root apt-get update -qq >&2 && as_root apt-get install -y -qq prometheus >&2; }
 fi
 echo "$TOOLS"
