@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra browser up down test lint typecheck pytest bench
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -32,7 +32,7 @@ lint: bootstrap
 	.venv/bin/ruff check .
 
 typecheck: bootstrap
-	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench
+	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
 pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -41,3 +41,8 @@ test: lint typecheck pytest
 
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)
+
+# Seeded fault schedules against an isolated stack (not part of `make test`, which runs one short
+# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed.
+chaos: infra
+	@$(INFRA_ENV) && $(PY) -m chaos $(CHAOS_ARGS)

@@ -81,8 +81,10 @@ class Stack:
         module = "lotlens_" + name.replace("-", "_")
         log = (self.logs / f"{name}.log").open("ab")
         own = {"LOTLENS_METRICS_PORT": str(self.ops_ports[name])} if name in self.ops_ports else {}
+        # Static membership, as `make up` runs it: a restarted consumer rejoins under its name.
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env={**self.env(), **own, **env},
+            [sys.executable, "-m", module], cwd=ROOT,
+            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name, **own, **env},
             stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -232,17 +231,14 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(
     assert len(job_starts) == 2  # the replay published nothing
 
 
-def test_a_50000_lot_request_is_accepted_quickly_and_every_lot_reaches_kafka(
+def test_a_50000_lot_request_is_accepted_and_every_lot_reaches_kafka(
         gateway: Gateway, settings: ServiceSettings) -> None:
     lots = make_lots(50_000, webhook="https://hooks.example.com/done")
     payload = json.dumps({"signature": gateway.lots_signature(lots), "version": "1.0.0",
                           "languages": ["en", "de", "fr"], "lots": lots}).encode()
-    started = time.perf_counter()
+    # How fast is the bench's question (`make bench`); here only that it is accepted whole.
     response = post_raw(gateway, payload)
-    elapsed = time.perf_counter() - started
     assert response.status_code == 201, response.text
-    print(f"\n50,000 lots ({len(payload) / 1e6:.1f} MB) accepted in {elapsed:.2f} s")
-    assert elapsed < 60
     events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 50_001, timeout_s=120)
     assert len(events) == 50_001
     seqs = [e.event.seq for _, e in events if isinstance(e.event, LotSubmitted)]

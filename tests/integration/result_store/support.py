@@ -33,7 +33,6 @@ from lotlens_common.tables import (
     jobs,
     lots,
 )
-from lotlens_result_store.__main__ import TRANSIENT
 from lotlens_result_store.handlers import handle
 from tests.conftest import Infra, new_id
 
@@ -225,7 +224,7 @@ def consuming(settings: ServiceSettings, engine: Engine, producer: EventProducer
     topics = settings.topics
     spec = ConsumerSpec(group_id=group_id or new_id("result-store-"),
                         topics=topics.record_topics(),
-                        handler=partial(handle, engine, producer, topics.completions), transient=TRANSIENT)
+                        handler=partial(handle, engine, producer, topics.completions))
     thread = threading.Thread(target=run_consumer, args=(settings.kafka, topics, spec, producer, stop),
                               daemon=True)
     thread.start()

@@ -149,3 +149,15 @@ def test_a_redelivered_job_completed_creates_no_second_delivery(config, db, even
             time.sleep(0.3)
     assert sorted(request.path for request in hooks.arrived) == ["/a", "/b"]
     assert len(queue_rows(db, job_id)) == 2
+
+
+def test_with_loopback_disallowed_the_guard_refuses_a_local_receiver(config, db, events):
+    with receiver(lambda _r: Reply(200)) as hooks:
+        job_id = insert_finished_job(db, [f"{hooks.url}/local"])
+        publish_completed(config, job_id)
+        with running(dispatcher_settings(config, new_id("g-"), allow_loopback_urls=False), db):
+            seen = events.until(lambda seen: len(finals(seen)) == 1)
+    assert hooks.arrived == [], "a webhook reached a loopback address"
+    assert of(WebhookDelivered, seen) == []
+    errors = [e.error for e in of(WebhookAttempted, seen)]
+    assert errors and all("127.0.0.1, a loopback address: refused" in error for error in errors), errors

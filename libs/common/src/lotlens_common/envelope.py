@@ -20,6 +20,11 @@ class UndecodableEvent(ValueError):
     """A message that is not a LotLens event we can read (it goes to the dead-letter topic)."""
 
 
+class FutureEventVersion(UndecodableEvent):
+    """An event written by newer code than this: never read as an older version (it is
+    dead-lettered, and replayed once this service is upgraded)."""
+
+
 # (event type, version it upgrades from) -> function turning that payload into the next version.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -99,6 +104,12 @@ def decode(raw: bytes) -> Envelope:
         doc = orjson.loads(raw)
         event_cls = EVENT_TYPES[doc["type"]]
         data, version = dict(doc["data"]), int(doc["version"])
+    except Exception as exc:  # any malformed message is a poison message, whatever broke
+        raise UndecodableEvent(f"cannot decode event: {exc}") from exc
+    if version > event_cls.version:
+        raise FutureEventVersion(f"{event_cls.event_type} version {version} is newer than the "
+                                 f"version {event_cls.version} this code reads")
+    try:
         while version < event_cls.version:
             data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1

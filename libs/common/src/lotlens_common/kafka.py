@@ -3,22 +3,31 @@
 Delivery is at-least-once: a consumer stores a message's offset only after the handler's effects
 are durable, so a crash re-delivers and handlers must be idempotent. Poison messages go to the
 dead-letter topic with the error and the partition keeps flowing; transient failures (database
-or broker down) are retried without moving the offset.
+or broker down) are retried without moving the offset, and a shutdown during such a retry leaves
+the message for the next run (it is not poison).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from prometheus_client import Counter
+from sqlalchemy.exc import InterfaceError, OperationalError
 
+from lotlens_common import dead_letters
 from lotlens_common.consumer_lag import LagMonitor
-from lotlens_common.envelope import Envelope, UndecodableEvent, cloudevent_headers, decode, encode
+from lotlens_common.envelope import (
+    Envelope,
+    FutureEventVersion,
+    UndecodableEvent,
+    cloudevent_headers,
+    decode,
+    encode,
+)
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
@@ -26,8 +35,6 @@ from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTERS = Counter("lotlens_dead_letters_total", "Messages sent to the dead-letter topic, by their topic",
-                       ["topic"])
 
 
 
@@ -110,6 +117,13 @@ class EventProducer:
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
 
+# The one list of failures that mean "the world is down, try again" rather than "this message is
+# bad" (PostgreSQL or the broker unreachable), for every consumer and loop.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
+
+DEAD_LETTERS = Counter("lotlens_dead_letters_total",
+                       "Messages a consumer group sent to the dead-letter topic", ["group", "reason"])
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -118,13 +132,16 @@ class ConsumerSpec:
     group_id: str
     topics: Sequence[str]
     handler: BatchHandler
-    # Exceptions that mean "the world is down, try again" rather than "this message is bad".
-    transient: tuple[type[BaseException], ...] = ()
     poison_attempts: int = 3
 
 
+class _Interrupted(Exception):
+    """`stop` was set while a transient failure was retried: the message is unsettled, not poison."""
+
+
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
-                 producer: EventProducer, stop: threading.Event) -> None:
+                 producer: EventProducer, stop: threading.Event,
+                 make_consumer: Callable[[dict[str, str | int | float | bool]], Consumer] = Consumer) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
     group = settings.group_prefix + spec.group_id
     config: dict[str, str | int | float | bool] = {
@@ -141,7 +158,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    consumer = Consumer(config)
+    consumer = make_consumer(config)
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
 
     def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
@@ -154,12 +171,11 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
     try:
         while not stop.is_set():
-            heartbeat(f"consumer:{spec.group_id}")
+            heartbeat(_loop_name())
             messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
             batch = [m for m in messages if _is_data(m)]
             if batch:
-                _handle_batch(batch, spec, topics, producer, stop)
-                for message in batch:
+                for message in _handle_batch(batch, group, spec, topics, producer, stop):
                     consumer.store_offsets(message=message)
     finally:
         lag_stop.set()
@@ -182,66 +198,108 @@ def _is_data(message: Message) -> bool:
     raise KafkaException(error)
 
 
-def _handle_batch(batch: list[Message], spec: ConsumerSpec, topics: TopicSettings,
-                  producer: EventProducer, stop: threading.Event) -> None:
+def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: TopicSettings,
+                  producer: EventProducer, stop: threading.Event) -> list[Message]:
+    """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
+    offsets may be stored: all of it, unless `stop` interrupted a retry."""
     decoded: list[tuple[Message, Envelope]] = []
     for message in batch:
+        if not _addressed_to(message, group):
+            continue
         try:
             decoded.append((message, decode(message.value() or b"")))
         except UndecodableEvent as exc:
-            dead_letter(producer, topics, message, exc)
-    envelopes = [envelope for _, envelope in decoded]
-    if not envelopes:
-        producer.flush()
-        return
+            dead_letter(producer, topics, message, group, exc)
     try:
-        _retry_transient(lambda: spec.handler(envelopes), spec, stop)
+        if decoded:
+            _handle_decoded(decoded, group, spec, topics, producer, stop)
+        unsettled = None
+    except _Interrupted as interrupted:
+        unsettled = interrupted.args[0]
+    producer.flush()  # dead letters are durable before any offset moves past them
+    return batch if unsettled is None else batch[:batch.index(unsettled)]
+
+
+def _handle_decoded(decoded: list[tuple[Message, Envelope]], group: str, spec: ConsumerSpec,
+                    topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
+    first = decoded[0][0]
+    try:
+        _retry_transient(lambda: spec.handler([envelope for _, envelope in decoded]), stop, first)
+    except _Interrupted:
+        raise
     except Exception as exc:
         # Isolate the poison message: the rest of the batch must still go through.
-        log.warning("batch of %d failed (%s); handling one by one", len(envelopes), exc)
+        log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
         for message, envelope in decoded:
             with log_context(job_id=envelope.job_id):
-                _handle_alone(message, envelope, spec, topics, producer, stop)
-    producer.flush()
+                _handle_alone(message, envelope, group, spec, topics, producer, stop)
 
 
-def _handle_alone(message: Message, envelope: Envelope, spec: ConsumerSpec, topics: TopicSettings,
-                  producer: EventProducer, stop: threading.Event) -> None:
+def _handle_alone(message: Message, envelope: Envelope, group: str, spec: ConsumerSpec,
+                  topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
     for attempt in range(1, spec.poison_attempts + 1):
         try:
-            _retry_transient(lambda: spec.handler([envelope]), spec, stop)
+            _retry_transient(lambda: spec.handler([envelope]), stop, message)
             return
+        except _Interrupted:
+            raise
         except Exception as exc:
             if attempt == spec.poison_attempts:
                 log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
                           envelope.job_id, exc)
-                dead_letter(producer, topics, message, exc)
+                dead_letter(producer, topics, message, group, exc)
 
 
-def _retry_transient(call: Callable[[], None], spec: ConsumerSpec, stop: threading.Event) -> None:
+def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
+    """Run `call`, retrying transient failures; raise `_Interrupted(message)` if `stop` is set
+    meanwhile (the failure says nothing about the message, so it must not count as poison)."""
     delay = 0.5
     while True:
         try:
             call()
             return
-        except spec.transient as exc:
+        except TRANSIENT_ERRORS as exc:
             if stop.is_set():
-                raise
-            heartbeat(f"consumer:{spec.group_id}")  # waiting for a dependency is not being stuck
+                raise _Interrupted(message) from exc
+            heartbeat(_loop_name())  # waiting for a dependency is not being stuck
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-            time.sleep(delay)
+            stop.wait(delay)
             delay = min(delay * 2, 15.0)
 
 
-def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message,
+def _addressed_to(message: Message, group: str) -> bool:
+    """False for a replayed dead letter meant for another consumer group."""
+    for header in message.headers() or []:
+        if header[0] == dead_letters.REPLAY_GROUP:
+            return header[1] is not None and _text(header[1]) == group
+    return True
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message, group: str,
                 error: BaseException) -> None:
-    """Send a message we cannot handle to the dead-letter topic, with where it came from and why."""
-    headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []]
+    """Send a message this group cannot handle to the dead-letter topic, with where it came
+    from, which group failed and why (the original key, value and headers kept intact)."""
+    reason = (dead_letters.FUTURE_VERSION if isinstance(error, FutureEventVersion)
+              else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
+              else dead_letters.HANDLER_FAILED)
+    headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []
+                        if header[0] not in dead_letters.DLQ_HEADERS]
     headers += [
-        ("dlq.error", repr(error)[:2000].encode()),
-        ("dlq.topic", (message.topic() or "").encode()),
-        ("dlq.partition", str(message.partition()).encode()),
-        ("dlq.offset", str(message.offset()).encode()),
+        (dead_letters.ERROR, str(error)[:2000].encode()),
+        (dead_letters.REASON, reason.encode()),
+        (dead_letters.GROUP, group.encode()),
+        (dead_letters.SOURCE_TOPIC, (message.topic() or "").encode()),
+        (dead_letters.SOURCE_PARTITION, str(message.partition()).encode()),
+        (dead_letters.SOURCE_OFFSET, str(message.offset()).encode()),
     ]
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
-    DEAD_LETTERS.labels(topic=message.topic() or "").inc()
+    DEAD_LETTERS.labels(group=group, reason=reason).inc()
+
+
+def _loop_name() -> str:
+    """The liveness name of the consumer loop running on this thread."""
+    return f"consumer:{threading.current_thread().name}"

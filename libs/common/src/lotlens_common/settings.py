@@ -60,10 +60,14 @@ class KafkaSettings(BaseSettings):
     consume_batch_timeout_s: float = 0.2
     # Prepended to every consumer group id (tests isolate themselves with it).
     group_prefix: str = ""
-    # How fast a killed consumer's partitions move to the survivors (broker minimum is 6 s).
-    session_timeout_ms: int = 45_000
-    # Static membership (e.g. the pod name): a restarted instance takes its partitions back
-    # without a rebalance.
+    # How fast a dead consumer's partitions move to the survivors (broker minimum is 6 s), and how
+    # long a job's status waits for a killed instance that is not restarted. Heartbeats go every
+    # 3 s, so 10 s tolerates two lost ones; longer suits clusters whose pauses (GC, network) are.
+    session_timeout_ms: int = 10_000
+    # Static membership (the instance's stable name, e.g. its pod or `make up` name): a restarted
+    # instance rejoins under it and takes its partitions back at once, without waiting out the
+    # session timeout or a rebalance. A static member does not leave the group when it stops, so
+    # an instance removed for good holds its partitions for one session timeout.
     group_instance_id: str | None = None
     # How often each consumer refreshes its lag metric.
     lag_interval_s: float = 5.0

@@ -24,13 +24,15 @@ from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
 
-def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer, admin: AdminLike,
+def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
+               new_admin: Callable[[], AdminLike],
                images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
     """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.
 
-    `read_engine`, an autocommit engine on the same database, serves the polling reads.
+    `read_engine`, an autocommit engine on the same database, serves the polling reads;
+    `new_admin` makes the health probe's Kafka admin client (again after a failure).
     """
     metrics = metrics or GatewayMetrics()
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
@@ -49,7 +51,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
         outbox=outbox,
         relay=relay,
-        kafka=KafkaProbe(admin, settings.consumer_groups, settings.kafka.group_prefix,
+        kafka=KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
                          settings.health_cache_s),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,

@@ -10,9 +10,9 @@ from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
-from lotlens_result_store.handlers import TRANSIENT, handle
+from lotlens_result_store.handlers import handle
 
-__all__ = ["TRANSIENT", "main"]
+__all__ = ["main"]
 log = logging.getLogger("lotlens_result_store")
 
 
@@ -28,7 +28,7 @@ def main() -> None:
     try:
         # A crash after a commit but before JobCompleted was acknowledged leaves a terminal job
         # unannounced; no further event may come for it, so look for such jobs at every start.
-        swept = sweep(engine, producer, topics.completions, stop, TRANSIENT)
+        swept = sweep(engine, producer, topics.completions, stop)
         if swept:
             log.info("announced %d jobs left unannounced by a previous run", swept)
         consumer = ConsumerSpec(
@@ -36,8 +36,7 @@ def main() -> None:
             # Every record topic, its own JobCompleted included: the read models are what the log
             # says, live as in a rebuild (docs/EVENT_LOG.md).
             topics=topics.record_topics(),
-            handler=partial(handle, engine, producer, topics.completions),
-            transient=TRANSIENT)
+            handler=partial(handle, engine, producer, topics.completions))
         run_consumer(settings.kafka, topics, consumer, producer, stop)
     finally:
         engine.dispose()

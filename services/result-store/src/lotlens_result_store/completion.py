@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.kafka import TRANSIENT_ERRORS, EventProducer
 from lotlens_common.tables import READ_MODELS, jobs, lots
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
@@ -117,15 +117,14 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
     return len(rows)
 
 
-def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event,
-          transient: tuple[type[BaseException], ...]) -> int:
+def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event) -> int:
     """At startup: announce every terminal job a previous run left unannounced (retrying while
     the database or the broker is down); returns how many."""
     delay = 0.5
     while True:
         try:
             return publish_completions(engine, producer, topic)
-        except transient as exc:
+        except TRANSIENT_ERRORS as exc:
             if stop.is_set():
                 raise
             log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy.exc
 from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted
-from lotlens_common.kafka import EventProducer, PublishError
+from lotlens_common.kafka import EventProducer
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.completion import lock_read_models, publish_completions, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import project
-
-# Failures that mean "the database or the broker is down, try again", not "this event is bad".
-TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, PublishError)
 
 
 def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:

@@ -18,8 +18,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.envelope import Envelope, UndecodableEvent, decode
+from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import KafkaSettings
-from lotlens_result_store.handlers import TRANSIENT, apply_batch
+from lotlens_result_store.handlers import apply_batch
 from lotlens_result_store.shadow import CHECKPOINT, use_shadow
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def _apply_isolating_poison(conn: Connection, envelopes: list[Envelope]) -> int:
         with conn.begin_nested():
             apply_batch(conn, envelopes)
         return 0
-    except TRANSIENT:
+    except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
         log.warning("batch of %d failed (%s); applying one by one", len(envelopes), exc)
@@ -178,7 +179,7 @@ def _apply_isolating_poison(conn: Connection, envelopes: list[Envelope]) -> int:
         try:
             with conn.begin_nested():
                 apply_batch(conn, [envelope])
-        except TRANSIENT:
+        except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
             skipped += 1

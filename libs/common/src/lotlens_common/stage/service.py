@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import openai
-import sqlalchemy.exc
 from sqlalchemy import Engine
 
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, EventProducer, PublishError, run_consumer
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
 from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
 from lotlens_common.settings import ServiceSettings
@@ -26,8 +25,6 @@ from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.work import StageSpec
-
-TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, PublishError)
 
 # (engine, producer for pass-through events, consumer batch) -> None
 IntakeHandler = Callable[[Engine, EventProducer, Sequence[Envelope]], None]
@@ -62,7 +59,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
     serve_operations(settings, metrics_port, engine, intake_producer)
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
-                            handler=partial(intake, engine, intake_producer), transient=TRANSIENT)
+                            handler=partial(intake, engine, intake_producer))
 
     def consume(stop_event: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, consumer, intake_producer, stop_event)
