@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra up down test lint typecheck pytest bench
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos smoke-openai
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -12,6 +12,14 @@ bootstrap:
 infra: bootstrap
 	@scripts/infra.sh install
 	@scripts/infra.sh start
+
+# Debian's Chromium for the console's browser tests (skipped when installed).
+browser:
+	@scripts/browser.sh
+
+# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks.
+tools:
+	@scripts/tools.sh >/dev/null
 
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
@@ -24,12 +32,23 @@ lint: bootstrap
 	.venv/bin/ruff check .
 
 typecheck: bootstrap
-	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench
+	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
-pytest: infra
+pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
+# The live check against the real OpenAI API (spends a few cents); skipped without OPENAI_API_KEY.
+smoke-openai: infra
+	@if [ -z "$$OPENAI_API_KEY" ]; then \
+		echo "smoke-openai: skipped, OPENAI_API_KEY is not set (it talks to the real OpenAI API)"; \
+	else $(INFRA_ENV) && LOTLENS_SMOKE_OPENAI=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/smoke; fi
+
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)
+
+# Seeded fault schedules against an isolated stack (not part of `make test`, which runs one short
+# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed.
+chaos: infra
+	@$(INFRA_ENV) && $(PY) -m chaos $(CHAOS_ARGS)

@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,8 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
 from tests.seeds import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,6 +106,13 @@ def engine(infra: Infra) -> Iterator[Engine]:
 def topics(infra: Infra) -> Iterator[TopicSettings]:
     """Fresh topics for this test only, deleted afterwards (thousands of dead partitions would
     slow every broker start down)."""
+    with fresh_topics(infra) as settings:
+        yield settings
+
+
+@contextmanager
+def fresh_topics(infra: Infra) -> Iterator[TopicSettings]:
+    """Topics of a random prefix, created now and deleted on exit."""
     prefix = f"t{uuid.uuid4().hex[:10]}"
     names = {name: f"{prefix}.{name}" for name in
              ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}

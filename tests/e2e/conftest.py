@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,20 @@ def receiver() -> Iterator[WebhookReceiver]:
 def stack_engine(infra: Infra, engine: Engine) -> Iterator[Engine]:
     """A database schema of this test's own, migrated: stacks running beside it (another test's,
     a `make up` stack) never see, claim or deliver its rows."""
+    with own_schema(infra, engine) as own:
+        yield own
+
+
+@pytest.fixture()
+def stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
+    """The five services and the OpenAI stand-in as processes, on this test's topics and schema."""
+    with running_stack(infra, stack_engine, topics, tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def own_schema(infra: Infra, engine: Engine) -> Iterator[Engine]:
+    """An engine on a new, migrated schema, dropped on exit."""
     schema = new_id("e2e_")
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -44,10 +59,10 @@ def stack_engine(infra: Infra, engine: Engine) -> Iterator[Engine]:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-@pytest.fixture()
-def stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
-    """The five services and the OpenAI stand-in as processes, on this test's topics and schema."""
-    running = Stack(infra=infra, topics=topics, logs=tmp_path,
+@contextmanager
+def running_stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, logs: Path) -> Iterator[Stack]:
+    """A started stack on the given schema and topics, stopped on exit."""
+    running = Stack(infra=infra, topics=topics, logs=logs,
                     database_url=stack_engine.url.render_as_string(hide_password=False))
     try:
         running.up()

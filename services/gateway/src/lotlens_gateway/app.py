@@ -9,10 +9,19 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lotlens_gateway import routes_jobs, routes_ops, routes_submit, routes_webhooks, schemas
+from lotlens_gateway import (
+    routes_jobs,
+    routes_lots,
+    routes_ops,
+    routes_retry,
+    routes_submit,
+    routes_webhooks,
+    schemas,
+)
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.routes_console import mount_console
 
 DESCRIPTION = """\
 LotLens describes the visible damage of auction cars in up to 10 languages, compatible with the
@@ -53,8 +62,11 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_submit.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_retry.router)
+    app.include_router(routes_lots.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_ops.router)
+    mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestCounter, metrics=deps.metrics)

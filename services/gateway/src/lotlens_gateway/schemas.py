@@ -86,7 +86,9 @@ class SubmissionRequest(BaseModel):
                                   examples=["sha256=5d41402abc4b2a76b9719d911017c592"])
     version: str = Field(default="1.0.0", description="Echoed in the results")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
-                                 description="1 to 10 ISO 639-1 codes", examples=[["en", "ru", "de"]])
+                                 description="1 to 10 BCP 47 language tags, any case (`en`, `pt-BR`, "
+                                             "`zh-Hant`), echoed canonical",
+                                 examples=[["en", "ru", "pt-BR"]])
     lots: list[LotIn] = Field(min_length=1, max_length=50_000,
                               description="1 lot: synchronous; 2 to 50,000: batch")
 
@@ -99,6 +101,22 @@ class Description(BaseModel):
                          examples=["<p>Minor rear-end collision damage.</p>"])
 
 
+class TokenUsage(BaseModel):
+    """Tokens of the model answers by kind, and their estimated cost by the configured prices."""
+
+    input_tokens: int
+    cached_input_tokens: int = Field(description="Part of input_tokens, billed at the cached price")
+    output_tokens: int
+    reasoning_tokens: int = Field(description="Part of output_tokens")
+    estimated_cost_usd: float | None = Field(description="None when a model has no configured price")
+
+
+class JobTokenUsage(TokenUsage):
+    """A finished job's usage in all and per model (Batch API answers priced at its discount)."""
+
+    by_model: dict[str, TokenUsage]
+
+
 class LotResult(BaseModel):
     """A described (or failed) lot."""
 
@@ -109,6 +127,7 @@ class LotResult(BaseModel):
     descriptions: list[Description]
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 
 class SyncResult(BaseModel):
@@ -152,6 +171,14 @@ class Health(BaseModel):
     kafka: Literal["connected", "disconnected"]
     background_worker: Literal["running", "degraded", "unknown"]
     consumer_groups: dict[str, GroupHealth]
+    openai: Literal["reachable", "unauthorized", "unreachable", "unknown"]
+
+
+class Probe(BaseModel):
+    """`GET /livez` and `GET /readyz`."""
+
+    status: Literal["alive", "ready", "not ready"]
+    checks: dict[str, str] = Field(default_factory=dict)
 
 
 class ImageValidationRequest(BaseModel):

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from lotlens_common import signing
-from lotlens_gateway.auth import invalid_signature, missing_signature
+from lotlens_gateway.auth import SIGNS_LOTS, invalid_signature, missing_signature
 from lotlens_gateway.errors import ApiError
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -241,7 +241,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
     candidates = [s.strip() for s in (document.get("signature"), header_signature)
                   if isinstance(s, str) and s.strip()]
     if not candidates:
-        raise missing_signature("the body's `signature` (or an X-Signature header)")
+        raise missing_signature(SIGNS_LOTS)
     if lots_span is None:  # not an array: small (a field), and invalid anyway once authenticated
         client = signing.identify_lots_client(keys, document.get("lots"), candidates)
     else:
@@ -251,7 +251,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
             reader.sign_lots(lots_span[0], typed)
             client = typed.client(candidates)
     if client is None:
-        raise invalid_signature()
+        raise invalid_signature(SIGNS_LOTS)
     if lots_span is not None:
         document["lots"] = orjson.loads(text[lots_span[0]:lots_span[1]])
     return document, client

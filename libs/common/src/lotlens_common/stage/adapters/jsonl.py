@@ -1,0 +1,45 @@
+"""A batch's JSONL input file, written line by line and never past the byte limit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.stage.work import LotWork
+
+
+class JsonlWriter:
+    """Streams request lines into the shard's JSONL file, never past the byte limit."""
+
+    def __init__(self, path: Path, limit: int) -> None:
+        self.path = path
+        self.limit = limit
+        self.written: list[str] = []
+        self.overflow: list[str] = []
+        self.size = 0
+        self._out: BinaryIO | None = None
+
+    def write(self, requests: list[tuple[LotWork[Any], dict[str, Any]]]) -> None:
+        """Append lines; once one would cross the limit, it and all later lots wait for another batch."""
+        if self._out is None:
+            self._out = self.path.open("wb")
+        for lot, body in requests:
+            line = batch_line(lot.lot_id, body)
+            if self.overflow or self.size + len(line) > self.limit:
+                self.overflow.append(lot.lot_id)
+                continue
+            self._out.write(line)
+            self.size += len(line)
+            self.written.append(lot.lot_id)
+
+    def close(self) -> Path:
+        """Finish the file; its path, for the upload."""
+        if self._out is not None:
+            self._out.close()
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the file (uploaded or not, it is not needed any more)."""
+        self.close()
+        self.path.unlink(missing_ok=True)

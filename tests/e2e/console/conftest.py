@@ -1,0 +1,158 @@
+"""Fixtures of the console's browser tests: one stack per module, Debian's Chromium driven by Playwright.
+
+Starting the stack costs seconds, so the module shares it and one finished job; each test gets a
+fresh browser context (its own sessionStorage) and never changes what another test reads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+from sqlalchemy import Engine
+
+from lotlens_common.signing import sign
+from tests.conftest import Infra, fresh_topics, new_id
+from tests.e2e.conftest import own_schema, running_stack
+from tests.e2e.harness import Stack
+from tests.seeds import seed_client_class
+from tests.servers import WebhookReceiver, image_host, webhook_receiver
+
+# Where `make screenshots`-style runs keep the PNGs (docs/console); unset, they go to tmp only.
+SCREENSHOTS_ENV = "LOTLENS_CONSOLE_SCREENSHOTS"
+expect.set_options(timeout=30_000)
+
+
+@dataclass(frozen=True)
+class ConsoleStack:
+    """The running stack, its schema, the image host and the webhook receiver of one module."""
+
+    stack: Stack
+    engine: Engine
+    images: str
+    receiver: WebhookReceiver
+
+    def headers(self, job_id: str) -> dict[str, str]:
+        """Signed headers for a job-addressed call."""
+        return {"X-Signature": sign(self.stack.client_key, job_id.encode())}
+
+    def status(self, job_id: str) -> httpx.Response:
+        """`batch-status` of a job, signed."""
+        return httpx.get(f"{self.stack.url}/api/v1/batch-status/{job_id}", headers=self.headers(job_id))
+
+    def submit(self, lots: list[dict[str, Any]], languages: list[str], webhook: bool = False) -> str:
+        """A batch job submitted with the seed's own client; its id once the status reads it."""
+        client = seed_client_class()(self.stack.url, self.stack.client_key)
+        hook = f"{self.receiver.url}/hooks" if webhook else None
+        job_id, error = client.batch_generate(lots, languages=languages, webhook_url=hook)
+        assert error is None, error
+        wait_until(lambda: self.status(job_id).status_code == 200)
+        return str(job_id)
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A completed job: lot 0 fully described, lot 1 missing an image, lot 2 failed (no image)."""
+
+    job_id: str
+    lot_ids: list[str]
+    missing_url: str
+
+
+def wait_until(check: Any, seconds: float = 60, every: float = 0.3) -> None:
+    """Poll `check()` until it is truthy; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(every)
+
+
+@pytest.fixture(scope="module")
+def console_stack(infra: Infra, engine: Engine,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
+    """One stack for the module, with its image host and webhook receiver."""
+    logs = tmp_path_factory.mktemp("console-stack")
+    with (fresh_topics(infra) as topics, own_schema(infra, engine) as schema, image_host() as images,
+          webhook_receiver() as receiver, running_stack(infra, schema, topics, logs) as stack):
+        yield ConsoleStack(stack, schema, images, receiver)
+
+
+@pytest.fixture(scope="module")
+def finished_job(console_stack: ConsoleStack) -> FinishedJob:
+    """A three-lot job with a webhook, completed and delivered once."""
+    prefix, images = new_id("con"), console_stack.images
+    missing = f"{images}/{prefix}-1-missing.png"
+    lots = [
+        {"lot_id": f"{prefix}-0", "additional_info": "Dented left door",
+         "image_urls": [f"{images}/{prefix}-0.png"]},
+        {"lot_id": f"{prefix}-1", "additional_info": "Cracked bumper",
+         "image_urls": [f"{images}/{prefix}-1.png", missing]},
+        {"lot_id": f"{prefix}-2", "additional_info": "No photos",
+         "image_urls": [f"{images}/{prefix}-2-missing.png"]},
+    ]
+    job_id = console_stack.submit(lots, ["en", "de"], webhook=True)
+    wait_until(lambda: console_stack.status(job_id).json()["status"] == "completed", seconds=120)
+    wait_until(lambda: len(console_stack.receiver.received) >= 1)
+    return FinishedJob(job_id, [lot["lot_id"] for lot in lots], missing)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium from Debian's package (`scripts/browser.sh` installs it)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("chromium is not installed: run scripts/browser.sh (make test does)")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture()
+def page_errors() -> list[str]:
+    """Script errors and console errors of the test's tab; they fail the test unless it clears them."""
+    return []
+
+
+@pytest.fixture()
+def page(browser: Browser, page_errors: list[str]) -> Iterator[Page]:
+    """A fresh tab (own sessionStorage) that accepts confirmations and records script errors."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    tab = context.new_page()
+    tab.on("pageerror", lambda error: page_errors.append(str(error)))
+    tab.on("console", lambda message: page_errors.append(message.text) if message.type == "error" else None)
+    tab.on("dialog", lambda dialog: dialog.accept())
+    yield tab
+    context.close()
+    # A CSP violation or an exception in console.js shows up here (HTTP errors are expected ones).
+    assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
+
+
+def sign_in(page: Page, stack: Stack) -> None:
+    """Open the console and sign in with the stack's client."""
+    page.goto(f"{stack.url}/console/")
+    page.get_by_label("Client id").fill(stack.client_id)
+    page.get_by_label("Shared key").fill(stack.client_key)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")
+
+
+def screenshot(page: Page, name: str, tmp_path: Path, selector: str | None = None) -> None:
+    """Save a PNG of the page (or of one element) to tmp, and to docs when asked."""
+    folders = [tmp_path] + ([Path(os.environ[SCREENSHOTS_ENV])] if os.environ.get(SCREENSHOTS_ENV) else [])
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{name}.png"
+        if selector is None:
+            page.screenshot(path=target, full_page=True)
+        else:
+            page.locator(selector).screenshot(path=target)
+        assert target.stat().st_size > 1000

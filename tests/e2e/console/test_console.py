@@ -1,0 +1,222 @@
+"""The web console in a real browser (Debian's Chromium via Playwright) against the whole stack."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Locator, Page, expect
+from sqlalchemy import select, update
+
+from lotlens_common.tables import descriptions
+from tests.conftest import new_id
+from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in
+
+pytestmark = pytest.mark.e2e
+A11Y_CHECK = (Path(__file__).with_name("a11y_check.js")).read_text()
+HOSTILE = ('<p>Scratched <script>window.hostile = "script"</script>'
+           '<img src="x" onerror="window.hostile = \'img\'"><b onclick="window.hostile = 1">hood</b></p>'
+           '<a href="javascript:alert(1)">link text</a><ul><li>dent</li></ul>')
+
+
+def open_job(page: Page, console: ConsoleStack, job_id: str) -> None:
+    sign_in(page, console.stack)
+    page.get_by_role("link", name=job_id).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text(job_id)
+
+
+def lot(page: Page, lot_id: str) -> Locator:
+    return page.locator("li.lot").filter(has=page.get_by_role("heading", name=re.compile(re.escape(lot_id))))
+
+
+def test_signing_in_lists_the_job_with_its_progress_and_keeps_the_key_in_the_tab(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob, tmp_path: Path) -> None:
+    stack = console_stack.stack
+    page.goto(f"{stack.url}/console/")
+    page.get_by_label("Client id").fill(stack.client_id)
+    page.get_by_label("Shared key").fill("not-the-key")
+    screenshot(page, "login", tmp_path)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_have_text("The server accepts no client with this key.")
+
+    sign_in(page, stack)
+    row = page.get_by_role("row").filter(has=page.get_by_role("link", name=finished_job.job_id))
+    expect(row).to_contain_text("completed")
+    expect(row).to_contain_text("2 of 3 lots described, 1 failed (100%)")
+    expect(row.get_by_role("progressbar")).to_have_attribute("value", "100")
+    screenshot(page, "jobs", tmp_path)
+    assert page.evaluate("Object.keys(localStorage).length") == 0
+    assert stack.client_key in page.evaluate("JSON.stringify(sessionStorage)")
+    assert page.context.cookies() == []
+
+    page.get_by_label("Status").select_option("failed")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_have_count(0)
+    page.get_by_label("Status").select_option("completed")
+    page.get_by_role("button", name="Show").click()
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+
+
+def test_the_job_page_shows_lots_descriptions_missing_images_failures_and_deliveries(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob, tmp_path: Path) -> None:
+    described, partial, failed = finished_job.lot_ids
+    open_job(page, console_stack, finished_job.job_id)
+    expect(page.locator("#job-summary")).to_contain_text("completed")
+    first = lot(page, described)
+    english = "Standin vision: 1 image(s) reviewed. Dented left door"
+    expect(first.locator(".damages[lang=en]")).to_have_text(english)
+    expect(first.locator(".damages[lang=de]")).to_have_text(f"[de] {english}")
+    expect(lot(page, partial)).to_contain_text(finished_job.missing_url)
+    expect(lot(page, failed)).to_contain_text("failed")
+    expect(lot(page, failed).locator(".reason")).to_contain_text("Reason:")
+    page.get_by_label("Only failed lots").check()
+    expect(page.locator("li.lot")).to_have_count(1)
+    page.get_by_label("Only failed lots").uncheck()
+    delivered = page.locator("#delivery-rows tr").first
+    expect(delivered).to_contain_text(f"{console_stack.receiver.url}/hooks")
+    expect(delivered).to_contain_text("delivered")
+    screenshot(page, "job", tmp_path)
+
+
+def test_a_hostile_description_is_rebuilt_from_the_allowlist_and_never_runs(
+        page: Page, page_errors: list[str], console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # As if the model had answered with markup: its HTML goes straight into the descriptions table.
+    partial = finished_job.lot_ids[1]
+    row = (descriptions.c.job_id == finished_job.job_id, descriptions.c.lot_id == partial,
+           descriptions.c.language == "de")
+    with console_stack.engine.begin() as conn:
+        original = conn.execute(select(descriptions.c.damages).where(*row)).scalar_one()
+        conn.execute(update(descriptions).where(*row).values(damages=HOSTILE))
+    try:
+        open_job(page, console_stack, finished_job.job_id)
+        shown = lot(page, partial).locator(".damages[lang=de]")
+        expect(shown).to_have_text("Scratched hoodlink textdent")
+        expect(shown.locator("b")).to_have_text("hood")
+        expect(shown.locator("li")).to_have_text("dent")
+        assert shown.locator("script, img, a, [onclick], [onerror], [href]").count() == 0
+        page.wait_for_timeout(500)  # an image error handler would have fired by now
+        assert page.evaluate("window.hostile") is None
+    finally:
+        with console_stack.engine.begin() as conn:
+            conn.execute(update(descriptions).where(*row).values(damages=original))
+    # Chromium checks the policy as the inert parser meets the handlers and reports each one;
+    # nothing else may have gone wrong.
+    assert all("Content Security Policy" in error for error in page_errors), page_errors
+    page_errors.clear()
+
+
+def test_redeliver_adds_a_delivery_that_is_attempted(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob, tmp_path: Path) -> None:
+    before = len(console_stack.receiver.received)
+    open_job(page, console_stack, finished_job.job_id)
+    rows = page.locator("#delivery-rows tr")
+    expect(rows.first).to_contain_text("delivered")
+    count = rows.count()
+    page.get_by_role("button", name="Redeliver webhooks").click()
+    expect(page.locator("#redeliver-result")).to_have_text("Redelivery attempted: see the newest row.")
+    expect(rows).to_have_count(count + 1)
+    expect(rows.last).to_contain_text("delivered")
+    rows.last.get_by_text("1 attempt(s)").click()
+    expect(rows.last.locator("details li")).to_contain_text("HTTP 200")
+    assert len(console_stack.receiver.received) > before
+    screenshot(page, "deliveries", tmp_path, selector="#deliveries-section")
+
+
+def test_cancel_stops_a_running_job(page: Page, console_stack: ConsoleStack) -> None:
+    stack = console_stack.stack
+    stack.kill("vision-batcher")  # the job stays pending until it is cancelled
+    try:
+        images = console_stack.images
+        job_id = console_stack.submit([{"lot_id": new_id("c"), "additional_info": "x",
+                                        "image_urls": [f"{images}/c{i}.png"]} for i in range(2)], ["en"])
+        open_job(page, console_stack, job_id)
+        expect(page.get_by_role("button", name="Retry failed lots")).to_be_disabled()
+        page.get_by_role("button", name="Cancel job").click()
+        expect(page.locator("#action-result")).to_have_text("Job cancelled.")
+        expect(page.locator("#job-summary")).to_contain_text("cancelled")
+        expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
+        assert console_stack.status(job_id).json()["status"] == "cancelled"
+    finally:
+        stack.start("vision-batcher")
+
+
+def test_retry_failed_shows_the_new_job_or_says_the_server_cannot_yet(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    open_job(page, console_stack, finished_job.job_id)
+    page.get_by_role("button", name="Retry failed lots").click()
+    result = page.locator("#action-result")
+    expect(result).not_to_be_empty()
+    # Retrying is idempotent: asking the API again names the job the console was given.
+    direct = httpx.post(f"{console_stack.stack.url}/api/v1/batch-jobs/{finished_job.job_id}/retry-failed",
+                        headers=console_stack.headers(finished_job.job_id))
+    if direct.status_code == 404:
+        expect(result).to_have_text("This server cannot retry failed lots yet.")
+    else:
+        assert direct.is_success, direct.text
+        retry_job = direct.json()["job_id"]
+        expect(result.get_by_role("link")).to_have_text(retry_job)
+        page.get_by_role("button", name="Refresh").click()
+        expect(page.locator("#job-summary").get_by_role("link", name=retry_job)).to_be_visible()
+
+
+def focus_until(page: Page, selector: str, presses: int = 40) -> list[str]:
+    """Press Tab until `selector` has the focus; the focused elements on the way, each with a
+    visible outline."""
+    seen = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        focused = page.evaluate("""() => { const e = document.activeElement, s = getComputedStyle(e);
+            return [e.id || e.textContent.trim(), s.outlineStyle !== 'none' && s.outlineWidth !== '0px'] }""")
+        assert focused[1], f"no visible focus on {focused[0]}"
+        seen.append(focused[0])
+        if page.evaluate(f"document.activeElement.matches({selector!r})"):
+            return seen
+    raise AssertionError(f"Tab never reached {selector}; focus went {seen}")
+
+
+def test_keyboard_alone_signs_in_opens_a_job_and_reaches_its_controls(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    stack = console_stack.stack
+    page.goto(f"{stack.url}/console/")
+    focus_until(page, "#client-id")
+    page.keyboard.type(stack.client_id)
+    page.keyboard.press("Tab")
+    page.keyboard.type(stack.client_key)
+    page.keyboard.press("Enter")
+    # Each page fills in after its API calls: wait for the content before tabbing through it.
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    focus_until(page, f'a[href="#/jobs/{finished_job.job_id}"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#lots li.lot")).to_have_count(3)
+    expect(page.locator("#delivery-rows summary").first).to_be_visible()
+    seen = focus_until(page, "#redeliver", presses=80)
+    assert {"refresh-job", "retry-failed", "only-failed"} <= set(seen)
+    focus_until(page, "#delivery-rows summary")
+    page.keyboard.press("Enter")
+    expect(page.locator("#delivery-rows details").first).to_have_attribute("open", "")
+
+
+def test_every_page_passes_the_contrast_and_labels_check(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    stack = console_stack.stack
+    page.goto(f"{stack.url}/console/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    assert page.evaluate(A11Y_CHECK) == []
+    sign_in(page, stack)
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    assert page.evaluate(A11Y_CHECK) == []
+    page.get_by_role("link", name=finished_job.job_id).click()
+    expect(page.locator("#delivery-rows tr").first).to_contain_text("delivered")
+    page.locator("#delivery-rows summary").first.click()
+    assert page.evaluate(A11Y_CHECK) == []
+
+
+def test_the_console_is_served_with_a_strict_content_security_policy(console_stack: ConsoleStack) -> None:
+    answer = httpx.get(f"{console_stack.stack.url}/console/")
+    assert answer.status_code == 200 and "LotLens console" in answer.text
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert httpx.get(f"{console_stack.stack.url}/console/console.js").headers["content-type"].startswith(
+        "text/javascript")
