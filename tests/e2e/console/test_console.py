@@ -214,6 +214,8 @@ def test_every_page_passes_the_contrast_and_labels_check(
 
 
 def test_the_console_is_served_with_a_strict_content_security_policy(console_stack: ConsoleStack) -> None:
+    bare = httpx.get(f"{console_stack.stack.url}/console")
+    assert bare.status_code == 307 and bare.headers["location"].endswith("/console/")
     answer = httpx.get(f"{console_stack.stack.url}/console/")
     assert answer.status_code == 200 and "LotLens console" in answer.text
     policy = answer.headers["content-security-policy"]
