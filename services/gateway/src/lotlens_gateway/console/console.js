@@ -265,13 +265,15 @@ function renderSummary(job) {
   renderUsage(job.processing_details);
 }
 
-// Usage and cost are additive fields (`usage`, `cost`) that a server may or may not send yet.
+// Usage and cost are additive fields (`usage`, `cost`) that a server may or may not send yet,
+// in the status's `processing_details` and in the results' `processing_summary`.
 function renderUsage(details) {
   const rows = [];
   for (const block of ["usage", "cost"]) {
     if (details && details[block] && typeof details[block] === "object") flatten(details[block], block, rows);
   }
-  byId("usage-section").hidden = rows.length === 0;
+  if (!rows.length) return; // keep what an earlier answer showed
+  byId("usage-section").hidden = false;
   byId("usage").replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, String(value))]));
 }
 
