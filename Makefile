@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra browser up down test lint typecheck pytest bench
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos smoke-openai
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -28,12 +28,23 @@ lint: bootstrap
 	.venv/bin/ruff check .
 
 typecheck: bootstrap
-	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench
+	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
 pytest: infra browser
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
+# The live check against the real OpenAI API (spends a few cents); skipped without OPENAI_API_KEY.
+smoke-openai: infra
+	@if [ -z "$$OPENAI_API_KEY" ]; then \
+		echo "smoke-openai: skipped, OPENAI_API_KEY is not set (it talks to the real OpenAI API)"; \
+	else $(INFRA_ENV) && LOTLENS_SMOKE_OPENAI=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/smoke; fi
+
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)
+
+# Seeded fault schedules against an isolated stack (not part of `make test`, which runs one short
+# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed.
+chaos: infra
+	@$(INFRA_ENV) && $(PY) -m chaos $(CHAOS_ARGS)

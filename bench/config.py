@@ -46,7 +46,7 @@ def groups() -> dict[str, tuple[str, ...]]:
     return {
         prefix + "lotlens-vision-batcher": (sub,),
         prefix + "lotlens-translator": (vision, sub),
-        prefix + "lotlens-result-store": (sub, vision, translation),
+        prefix + "lotlens-result-store": (sub, vision, translation, done),
         prefix + "lotlens-webhook-dispatcher": (done,),
     }
 
@@ -112,6 +112,9 @@ class StackEnv:
             "STANDIN_LATENCY_SECONDS": "0",
             "LOTLENS_STAGE__WINDOW_S": str(self.window_s),
             "LOTLENS_STAGE__POLL_INTERVAL_S": str(self.poll_interval_s),
+            # The stand-in has no enqueued-token limit: the default budget (a tier-1 organisation's)
+            # would measure waiting for room, not the pipeline.
+            "LOTLENS_STAGE__ENQUEUED_TOKEN_LIMIT": "0",
             # The contract's defaults (10 batch, 1000 polling requests a minute) would be the
             # bottleneck of a load test; the limiter's own SQL still runs on every request.
             "LOTLENS_RATE_LIMIT_BATCH": "1000000",
@@ -150,7 +153,8 @@ class Settings:
     restart: bool = True
     profile: tuple[str, ...] = ()
     leave_up: bool = False
-    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync")
+    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync",
+                                  "rebuild")
     stack: StackEnv = field(default_factory=StackEnv)
 
     def as_dict(self) -> dict[str, Any]:

@@ -313,7 +313,10 @@ cmd_reset() {
 
 case "${1:-}" in
   install | start | stop | reset) take_lock; resolve_pg; "cmd_$1" ;;
+  # Fault injection (`make chaos`): one of the two restarted, the other left running.
+  restart-kafka) take_lock; resolve_pg; stop_kafka; start_kafka ;;
+  restart-pg) take_lock; resolve_pg; stop_pg; start_pg ;;
   status) resolve_pg; cmd_status ;;
   env) cmd_env ;;
-  *) echo "usage: $0 install|start|stop|status|env|reset" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|status|env|reset|restart-kafka|restart-pg" >&2; exit 2 ;;
 esac

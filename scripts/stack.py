@@ -101,7 +101,9 @@ def up() -> None:
         for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
             name = service if instance == 1 else f"{service}-{instance}"
             port = 19100 + number + (10 * instance if instance > 1 else 0)
-            _spawn(name, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(port)})
+            # Static membership: a consumer restarted after a crash rejoins under its name at once.
+            _spawn(name, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(port),
+                                                  "KAFKA_GROUP_INSTANCE_ID": name})
     if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
         sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))

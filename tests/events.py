@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from lotlens_common.envelope import Envelope, decode
 
@@ -24,6 +24,30 @@ def read_events(bootstrap: str, topic: str, until: Callable[[list[Envelope]], bo
             for message in consumer.consume(500, 0.2):
                 if message.error() is None:
                     events.append(decode(message.value() or b""))
+    finally:
+        consumer.close()
+    return events
+
+
+def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Envelope]:
+    """Every event on a topic, up to its end as it is now (nothing published before is missed)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    events: list[Envelope] = []
+    try:
+        partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                for p in partitions}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end])
+        left = {p for p, end in ends.items() if end}
+        deadline = time.monotonic() + timeout_s
+        while left and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.2):
+                if message.error() is None:
+                    events.append(decode(message.value() or b""))
+                    if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
+                        left.discard(message.partition() or 0)
+        assert not left, f"partitions {left} of {topic} not read to their end"
     finally:
         consumer.close()
     return events

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +18,15 @@ import httpx
 import uvicorn
 
 from lotlens_openai_standin import StandinConfig, create_app
+from tests.openai_spec import OpenAISpec, SpecRecorder
 from tests.servers import free_port
 
 PHASE_S = 0.1
+
+
+@cache
+def _spec() -> OpenAISpec:
+    return OpenAISpec()
 
 
 @dataclass(frozen=True)
@@ -26,6 +36,8 @@ class Standin:
     base_url: str
     control: httpx.Client
     api_key: str | None
+    # Holds every exchange to the OpenAI description (see serve_standin).
+    recorder: SpecRecorder
 
     def faults(self, **faults: Any) -> None:
         """Inject faults (see the stand-in's control API)."""
@@ -38,13 +50,17 @@ class Standin:
 
 @contextmanager
 def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
-    """Start the stand-in with short batch phases (overridable) and stop it afterwards."""
+    """Start the stand-in with short batch phases (overridable) and stop it afterwards.
+
+    Every exchange is held to the OpenAI description (tests/openai_spec.py): a request the stand-in
+    accepted or an answer it gave that the description does not allow fails the test on the way out.
+    """
     port = free_port()
     phases = {"validating_seconds": PHASE_S, "in_progress_seconds": PHASE_S,
               "finalizing_seconds": PHASE_S}
     config = StandinConfig(port=port, data_dir=data_dir, **{**phases, **overrides})
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
-                                           log_level="warning"))
+    recorder = SpecRecorder(create_app(config), _spec())
+    server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -54,7 +70,34 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx.Client(base_url=base, timeout=10) as control:
-            yield Standin(f"{base}/v1", control, config.api_key)
+            yield Standin(f"{base}/v1", control, config.api_key, recorder)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+    assert not recorder.violations, "the stand-in's traffic breaks the OpenAI description:\n" + "\n".join(
+        recorder.violations[:20])
+
+
+@contextmanager
+def standin_process(state_dir: Path, port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """The stand-in as its own process (so a test can kill -9 it), keeping its state in `state_dir`."""
+    log = (state_dir.parent / f"standin-{port}.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lotlens_openai_standin", "--state-dir", str(state_dir)],
+        env={**os.environ, "STANDIN_PORT": str(port), **env}, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, "the stand-in exited on start"
+            assert time.monotonic() < deadline, "the stand-in did not start"
+            try:
+                httpx.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1).raise_for_status()
+                break
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=10)
+        log.close()

@@ -77,8 +77,10 @@ class Stack:
         """Start one process (a service, or `openai-standin`)."""
         module = "lotlens_" + name.replace("-", "_")
         log = (self.logs / f"{name}.log").open("ab")
+        # Static membership, as `make up` runs it: a restarted consumer rejoins under its name.
         self.processes[name] = subprocess.Popen(
-            [sys.executable, "-m", module], cwd=ROOT, env={**self.env(), **env},
+            [sys.executable, "-m", module], cwd=ROOT,
+            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name, **env},
             stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from lotlens_common.events import JobSubmitted, LotSubmitted
-from lotlens_common.settings import KafkaSettings, ServiceSettings
-from lotlens_common.tables import jobs
+from lotlens_common.settings import ServiceSettings
 from tests.integration.test_gateway_support import (
     Gateway,
     consume,
@@ -64,6 +62,20 @@ def test_a_batch_is_accepted_with_201_and_is_visible_to_polling_at_once(gateway:
     assert state["status"] == "pending" and state["progress"]["total_lots"] == 3
     assert state["processing_details"]["current_stage"] == "queued"
     assert state["languages"] == ["en", "de"] and state["webhook_configured"] is True
+
+
+def test_language_tags_in_any_case_are_stored_and_echoed_canonical(gateway: Gateway,
+                                                                   settings: ServiceSettings) -> None:
+    response = gateway.submit(make_lots(2), languages=["EN", "pt-br", "ZH-hant", "sr-latn", "en"])
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job_id"]
+    assert response.json()["languages"] == ["en", "pt-BR", "zh-Hant", "sr-Latn"]
+    state = gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()
+    assert state["languages"] == ["en", "pt-BR", "zh-Hant", "sr-Latn"]
+    events = [envelope.event for _key, envelope in
+              consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 3)]
+    assert isinstance(events[0], JobSubmitted) and events[0].job_id == job_id
+    assert events[0].languages == ("en", "pt-BR", "zh-Hant", "sr-Latn")
 
 
 def test_the_topic_gets_job_submitted_then_one_lot_submitted_per_lot_in_order(
@@ -126,9 +138,10 @@ def test_a_missing_signature_is_401_and_a_wrong_one_403(gateway: Gateway) -> Non
 
 
 def test_unsupported_languages_are_422_with_the_invalid_codes(gateway: Gateway) -> None:
-    response = gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu"])
+    response = gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu", "pt-XX", "x-pig"])
     body = assert_error(response, 422, "INVALID_LANGUAGES")
-    assert body["details"]["invalid_languages"] == ["xx", "EN", "deu"]
+    assert body["details"]["invalid_languages"] == ["xx", "pt-XX", "x-pig"]
+    assert "BCP 47" in body["message"]
     eleven = ["en", "de", "fr", "es", "it", "pt", "ru", "pl", "nl", "sv", "fi"]
     body = assert_error(gateway.submit(make_lots(2), languages=eleven), 422, "INVALID_LANGUAGES")
     assert body["details"]["max_allowed"] == 10
@@ -199,15 +212,6 @@ def test_a_body_over_the_size_limit_is_413_whether_declared_or_streamed(
         assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 
-def test_when_kafka_does_not_acknowledge_the_answer_is_503_and_no_job_is_recorded(
-        settings: ServiceSettings, engine: Engine) -> None:
-    dead = KafkaSettings(bootstrap_servers="127.0.0.1:9")
-    with running_gateway(settings, engine, kafka=dead, publish_timeout_s=1.0) as gw:
-        assert_error(gw.submit(make_lots(2)), 503, "SERVICE_UNAVAILABLE")
-    with engine.connect() as conn:
-        assert conn.execute(select(jobs.c.job_id).where(jobs.c.client_id == gw.client_id)).first() is None
-
-
 def test_past_the_batch_rate_limit_the_answer_is_429_with_retry_after(
         settings: ServiceSettings, engine: Engine) -> None:
     with running_gateway(settings, engine, rate_limit_batch=2, rate_limit_polling=1) as gw:
@@ -242,17 +246,14 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(
     assert len(job_starts) == 2  # the replay published nothing
 
 
-def test_a_50000_lot_request_is_accepted_quickly_and_every_lot_reaches_kafka(
+def test_a_50000_lot_request_is_accepted_and_every_lot_reaches_kafka(
         gateway: Gateway, settings: ServiceSettings) -> None:
     lots = make_lots(50_000, webhook="https://hooks.example.com/done")
     payload = json.dumps({"signature": gateway.lots_signature(lots), "version": "1.0.0",
                           "languages": ["en", "de", "fr"], "lots": lots}).encode()
-    started = time.perf_counter()
+    # How fast is the bench's question (`make bench`); here only that it is accepted whole.
     response = post_raw(gateway, payload)
-    elapsed = time.perf_counter() - started
     assert response.status_code == 201, response.text
-    print(f"\n50,000 lots ({len(payload) / 1e6:.1f} MB) accepted in {elapsed:.2f} s")
-    assert elapsed < 60
     events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 50_001, timeout_s=120)
     assert len(events) == 50_001
     seqs = [e.event.seq for _, e in events if isinstance(e.event, LotSubmitted)]

@@ -14,13 +14,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import httpx
 import openai
 import uvicorn
 from confluent_kafka import Consumer
-from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI
 from sqlalchemy import Engine, insert
 
@@ -35,6 +35,7 @@ from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
+from lotlens_gateway.health import admin_client
 from tests.conftest import new_id
 from tests.servers import free_port
 
@@ -118,17 +119,19 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
     producer = EventProducer(gw_settings.kafka, "gateway-test")
-    admin = AdminClient({"bootstrap.servers": gw_settings.kafka.bootstrap_servers})
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         autocommit=True)
-    deps = build_deps(gw_settings, engine, producer, admin, images_http, model_client, read_engine=reads)
+    deps = build_deps(gw_settings, engine, producer, partial(admin_client, gw_settings.kafka), images_http,
+                      model_client, read_engine=reads)
+    deps.relay.start()
     try:
         with serve_app(create_app(deps)) as url:
             yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
     finally:
+        deps.relay.stop()
         reads.dispose()
 
 

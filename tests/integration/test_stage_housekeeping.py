@@ -21,10 +21,12 @@ from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.stage import store
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
-from lotlens_common.stage.runtime import StageRuntime
-from lotlens_common.stage.submit import batch_metadata, flush_due
+from lotlens_common.stage.record import batch_metadata
+from lotlens_common.stage.service import postgres_stage
+from lotlens_common.stage.submit import flush_due
 from lotlens_common.tables import stage_lots, stage_shards
 from tests.conftest import new_id
 from tests.integration.test_batch_stages import (
@@ -32,6 +34,7 @@ from tests.integration.test_batch_stages import (
     drive,
     job_events,
     lot_statuses,
+    quiet_stage_tables,
     submit_lots,
     vision_spec,
 )
@@ -46,14 +49,14 @@ def slow_standin(tmp_path: Path) -> Iterator[Standin]:
 
 
 @asynccontextmanager
-async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[StageRuntime]:
+async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[Stage[Any]]:
     client = make_openai_client("test", standin.base_url, 10)
     async with client:
-        yield StageRuntime(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
-                           vision_spec(settings), STAGE)
+        yield postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
+                             vision_spec(settings), STAGE)
 
 
-async def create_batch(rt: StageRuntime, tmp_path: Path, job_id: str, shard_id: str,
+async def create_batch(rt: Stage[Any], tmp_path: Path, job_id: str, shard_id: str,
                        lot_ids: list[str]) -> dict[str, Any]:
     """A batch made the way the stage makes them, but with no shard row written for it."""
     path = tmp_path / f"{shard_id}.jsonl"
@@ -158,3 +161,6 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
     assert left == {"open", "recent", "batch-running"}
+
+
+__all__ = ["quiet_stage_tables"]  # an autouse fixture: imported to apply here too

@@ -10,11 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.config import OPENAI_MAX_FILE_BYTES, OPENAI_MAX_REQUESTS
-from lotlens_common.stage.jsonl import JsonlWriter
-from lotlens_common.stage.rule import Flush, WaitingJob, plan_flushes
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.adapters.jsonl import JsonlWriter
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.core.limits import MAX_REQUESTS_PER_BATCH
+from lotlens_common.stage.core.rule import Flush, WaitingJob, plan_flushes
 from lotlens_common.stage.submit import PREPARE_CHUNK
+from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import VisionStage
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -64,21 +65,21 @@ async def all_reachable(urls: Sequence[str]) -> tuple[list[str], list[str]]:
     return list(urls), []
 
 
-def big_job(lots: int) -> list[LotWork]:
-    return [LotWork("big", f"lot-{i}", "c1", lots, 1, {
-        "additional_info": f"Lot {i}: Camry 2.4, front collision, airbags deployed",
-        "image_urls": [f"https://img.test/big/{i}-{k}.jpg" for k in range(5)],
-        "languages": ["en", "de", "fr"]}) for i in range(lots)]
+def big_job(lots: int) -> list[LotWork[VisionWork]]:
+    return [LotWork("big", f"lot-{i}", "c1", lots, 1, VisionWork(
+        additional_info=f"Lot {i}: Camry 2.4, front collision, airbags deployed",
+        image_urls=tuple(f"https://img.test/big/{i}-{k}.jpg" for k in range(5)),
+        languages=("en", "de", "fr"))) for i in range(lots)]
 
 
-async def send_all(lots: list[LotWork], byte_limit: int, folder: Path) -> list[Path]:
+async def send_all(lots: list[LotWork[VisionWork]], byte_limit: int, folder: Path) -> list[Path]:
     """Flush a job until no lot waits, as the stage does; the JSONL file of each batch."""
     vision = VisionStage("vision", ModelSettings(), all_reachable)
     files: list[Path] = []
     waiting = lots
     while waiting:
         [flush] = plan_flushes([job("big", len(waiting), len(lots), len(lots))], NOW, 30,
-                               OPENAI_MAX_REQUESTS, 0, 0)
+                               MAX_REQUESTS_PER_BATCH, 0, 0)
         shard, waiting = waiting[:flush.lots], waiting[flush.lots:]
         writer = JsonlWriter(folder / f"batch-{len(files)}.jsonl", byte_limit)
         for start in range(0, len(shard), PREPARE_CHUNK):
@@ -100,7 +101,7 @@ def test_a_50001_lot_job_goes_out_as_50000_requests_then_1_written_in_bounded_me
     lots = big_job(50_001)
     tracemalloc.start()
     try:
-        files = asyncio.run(send_all(lots, OPENAI_MAX_FILE_BYTES - 1024 * 1024, tmp_path))
+        files = asyncio.run(send_all(lots, StageSettings().max_batch_bytes, tmp_path))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -6,8 +6,9 @@ import asyncio
 from collections.abc import Sequence
 
 from lotlens_common.events import LotFailed, TranslationCompleted, VisionCompleted
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from lotlens_translator.translation_stage import TranslationStage, descriptions
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 
@@ -19,9 +20,9 @@ async def fake_checker(urls: Sequence[str]) -> tuple[list[str], list[str]]:
     return [u for u in urls if "dead" not in u], [u for u in urls if "dead" in u]
 
 
-def vision_lot(*urls: str) -> LotWork:
-    return LotWork("job", "lot", "client", 1, 1, {"additional_info": "Camry, front collision",
-                                                  "image_urls": list(urls), "languages": ["en", "de"]})
+def vision_lot(*urls: str) -> LotWork[VisionWork]:
+    return LotWork("job", "lot", "client", 1, 1, VisionWork(
+        additional_info="Camry, front collision", image_urls=urls, languages=("en", "de")))
 
 
 def stage() -> VisionStage:
@@ -33,7 +34,7 @@ def test_images_are_checked_before_the_request_and_only_reachable_ones_are_sent(
     [(lot, body)] = prepared.requests
     images = [part for part in body["input"][0]["content"] if part["type"] == "input_image"]
     assert [part["image_url"] for part in images] == ["https://a/1.jpg"]
-    assert lot.work["missing_images"] == ["https://a/dead.jpg"]
+    assert lot.work.missing_images == ("https://a/dead.jpg",)
     assert prepared.settled == []
 
 
@@ -58,7 +59,7 @@ def test_an_image_shared_by_later_chunks_is_checked_only_once() -> None:
     asyncio.run(vision.prepare([vision_lot("https://a/logo.jpg", "https://a/dead.jpg")]))
     second = asyncio.run(vision.prepare([vision_lot("https://a/logo.jpg", "https://a/dead.jpg")]))
     assert checked == [["https://a/logo.jpg", "https://a/1.jpg"], ["https://a/dead.jpg"]]
-    assert second.requests[0][0].work["missing_images"] == ["https://a/dead.jpg"]
+    assert second.requests[0][0].work.missing_images == ("https://a/dead.jpg",)
 
 
 def test_image_verdicts_are_forgotten_after_their_time() -> None:
@@ -70,7 +71,8 @@ def test_image_verdicts_are_forgotten_after_their_time() -> None:
 
 
 def test_the_result_event_carries_the_html_and_the_image_counts() -> None:
-    lot = vision_lot("u1", "u2", "u3").with_work(missing_images=["u3"])
+    lot = vision_lot("u1", "u2", "u3")
+    lot = lot.with_work(lot.work.model_copy(update={"missing_images": ("u3",)}))
     body = {"status": "completed", "output": [
         {"type": "reasoning", "summary": []},
         {"type": "message", "role": "assistant",
@@ -81,9 +83,12 @@ def test_the_result_event_carries_the_html_and_the_image_counts() -> None:
                                     missing_images=("u3",))
 
 
-def test_token_estimate_grows_with_images_at_the_configured_detail() -> None:
+def test_token_estimate_grows_with_images_at_the_models_worst_case() -> None:
     one, three = vision_lot("a"), vision_lot("a", "b", "c")
-    assert stage().estimate_tokens(three) - stage().estimate_tokens(one) == 2 * 85
+    # o4-mini counts 32-px patches, at most 1,536 an image, times 1.72 (at any detail).
+    assert stage().estimate_tokens(three) - stage().estimate_tokens(one) == 2 * 2642
+    gpt4o = VisionStage("vision", ModelSettings(vision_model="gpt-4o", image_detail="low"), fake_checker)
+    assert gpt4o.estimate_tokens(three) - gpt4o.estimate_tokens(one) == 2 * 85
 
 
 def test_translations_come_back_in_the_order_the_client_asked_for() -> None:
@@ -91,7 +96,8 @@ def test_translations_come_back_in_the_order_the_client_asked_for() -> None:
 
 
 def test_translation_requests_ask_only_for_the_languages_other_than_english() -> None:
-    lot = LotWork("job", "lot", "client", 1, 1, {"english_html": "<p>Dent.</p>", "languages": ["en", "fr"]})
+    lot = LotWork("job", "lot", "client", 1, 1, TranslationWork(
+        english_html="<p>Dent.</p>", languages=("en", "fr")))
     [(_, body)] = asyncio.run(TranslationStage("t", ModelSettings()).prepare([lot])).requests
     schema = body["text"]["format"]["schema"]
     assert "fr" in str(schema) and "'en'" not in str(schema)
@@ -100,3 +106,26 @@ def test_translation_requests_ask_only_for_the_languages_other_than_english() ->
     event = TranslationStage("t", ModelSettings()).result_event(lot, answer)
     assert event == TranslationCompleted(job_id="job", lot_id="lot",
                                          descriptions={"en": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
+
+
+def test_a_lot_is_described_from_at_most_500_images_and_the_rest_are_listed_missing() -> None:
+    urls = [f"https://a/{i}.jpg" for i in range(502)]
+    [(lot, body)] = asyncio.run(stage().prepare([vision_lot(*urls)])).requests
+    images = [part for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    assert len(images) == 500 and lot.work.missing_images == tuple(urls[500:])
+
+
+def test_a_translation_cut_off_by_its_budget_is_retried_with_twice_the_room_up_to_the_ceiling() -> None:
+    spec = TranslationStage("translation", ModelSettings())
+    lot = LotWork("job", "lot", "client", 1, 1, TranslationWork(
+        english_html="<p>Dent.</p>", languages=("en", "fr", "de")))
+    cut = ModelIncompleteError("the response is incomplete (max_output_tokens)", "max_output_tokens")
+    again = spec.retry_unusable(lot, cut)
+    assert again is not None and again.work.output_room == 2
+    [(_, body)] = asyncio.run(spec.prepare([again])).requests
+    [(_, first)] = asyncio.run(spec.prepare([lot])).requests
+    assert body["max_output_tokens"] == 2 * first["max_output_tokens"]
+    assert spec.retry_unusable(lot, ModelIncompleteError("filtered", "content_filter")) is None
+    assert spec.retry_unusable(lot, ModelOutputError("not JSON")) is None
+    huge = lot.with_work(lot.work.model_copy(update={"english_html": "x" * 100_000}))
+    assert spec.retry_unusable(huge, cut) is None  # already at the ceiling: it fails with the reason

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lotlens_common.stage.rule import affordable
+from lotlens_common.stage.core.rule import affordable
 
 
 def test_without_a_budget_every_lot_goes() -> None:

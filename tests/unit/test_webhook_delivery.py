@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import socket
 
 import httpx
@@ -83,7 +84,7 @@ def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
     with GuardedTransport(False, httpx.Limits(max_connections=4), resolve=resolve) as transport:
         outcome = post_webhook(transport, "http://internal.example.com/hook", b"{}", {}, 2.0)
     assert not outcome.succeeded
-    assert outcome.error is not None and "10.0.0.5" in outcome.error and "refused" in outcome.error
+    assert outcome.error is not None and "internal.example.com resolves to 10.0.0.5, a " in outcome.error
 
 
 @pytest.mark.parametrize(("address", "allow_loopback"), [("127.0.0.1", False), ("169.254.169.254", True),
@@ -95,15 +96,25 @@ def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(a
 
     with GuardedTransport(allow_loopback, httpx.Limits(max_connections=4), resolve=resolve) as transport:
         outcome = post_webhook(transport, "http://hooks.example.com/x", b"{}", {}, 2.0)
-    assert not outcome.succeeded and outcome.error is not None and "refused" in outcome.error
+    # The guard's own refusal: with the guard off, "Connection refused" from the OS must not pass.
+    assert not outcome.succeeded and outcome.error is not None
+    shown = ipaddress.ip_address(address)  # the guard prints the parsed form (::ffff:c0a8:101)
+    assert f"hooks.example.com resolves to {shown}, a " in outcome.error
+    assert "address: refused" in outcome.error
 
 
-def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_both_keys():
+def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_each_secret():
     body = '{"lots":["Évaluation"]}'.encode()
-    headers = webhook_headers("new-key", "d-1", 1_754_381_700, body, ["old-key"])
+    new, old = (b"n" * 32, b"o" * 32)
+    whsec = ["whsec_" + base64.b64encode(raw).decode() for raw in (new, old)]
+    headers = webhook_headers("new-key", whsec, "d-1", 1_754_381_700, body)
     assert headers["X-Signature"] == "sha256=" + hmac.new(b"new-key", body, hashlib.sha256).hexdigest()
     assert headers["webhook-id"] == "d-1" and headers["webhook-timestamp"] == "1754381700"
     expected = [
         "v1," + base64.b64encode(hmac.new(key, b"d-1.1754381700." + body, hashlib.sha256).digest()).decode()
-        for key in (b"new-key", b"old-key")]
+        for key in (new, old)]
     assert headers["webhook-signature"].split(" ") == expected
+
+
+def test_without_a_webhook_secret_only_the_003_signature_is_sent():
+    assert list(webhook_headers("key", [], "d-1", 1_754_381_700, b"{}")) == ["X-Signature"]

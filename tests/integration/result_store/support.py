@@ -33,7 +33,6 @@ from lotlens_common.tables import (
     jobs,
     lots,
 )
-from lotlens_result_store.__main__ import TRANSIENT
 from lotlens_result_store.handlers import handle
 from tests.conftest import Infra, new_id
 
@@ -224,8 +223,8 @@ def consuming(settings: ServiceSettings, engine: Engine, producer: EventProducer
     stop = threading.Event()
     topics = settings.topics
     spec = ConsumerSpec(group_id=group_id or new_id("result-store-"),
-                        topics=[topics.submissions, topics.vision, topics.translation, topics.webhooks],
-                        handler=partial(handle, engine, producer, topics.completions), transient=TRANSIENT)
+                        topics=topics.record_topics(),
+                        handler=partial(handle, engine, producer, topics.completions))
     thread = threading.Thread(target=run_consumer, args=(settings.kafka, topics, spec, producer, stop),
                               daemon=True)
     thread.start()

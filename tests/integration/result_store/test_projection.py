@@ -6,20 +6,25 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, insert, select, update
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     JobCancelled,
     JobCompleted,
+    TranslationCompleted,
+    VisionCompleted,
     WebhookAttempted,
     WebhookDelivered,
     WebhookFailed,
 )
 from lotlens_common.kafka import EventProducer
+from lotlens_common.model.usage import Usage
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import (
     jobs,
+    lots,
     openai_batches,
     webhook_attempts,
     webhook_deliveries,
@@ -69,6 +74,42 @@ def test_a_three_lot_job_is_projected_and_announced_exactly_once(
     assert event.completed_at == job_row(engine, script.job_id)["completed_at"]
 
 
+def with_usage(envelopes: list[Envelope], usage: Usage) -> list[Envelope]:
+    """The same envelopes, each completion event carrying `usage`."""
+    return [Envelope(event=e.event.model_copy(update={"usage": usage}), client_id=e.client_id,
+                     occurred_at=e.occurred_at)
+            if isinstance(e.event, VisionCompleted | TranslationCompleted) else e for e in envelopes]
+
+
+def test_usage_is_kept_per_lot_and_stage_and_summed_into_the_job_and_its_event(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3, failed=[1])
+    seen = Usage(input_tokens=1000, cached_input_tokens=100, output_tokens=200, reasoning_tokens=64,
+                 estimated_cost_usd=0.002, model="o4-mini")
+    read = Usage(input_tokens=300, output_tokens=400, estimated_cost_usd=0.001, model="gpt-4.1-mini")
+    reasoning = {"model": "o4-mini", "kind": "reasoning"}
+    tokens_before = REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) or 0
+    apply(script.submissions)
+    apply(with_usage(script.vision, seen))
+    apply(with_usage(script.vision, seen))  # a replay changes nothing
+    apply(with_usage(script.translation, read))
+    lots_now = lot_rows(engine, script.job_id)
+    assert lots_now["lot-00000"]["usage"] == {"vision": seen.model_dump(mode="json"),
+                                               "translation": read.model_dump(mode="json")}
+    assert lots_now["lot-00001"]["usage"] is None  # failed before any answer
+
+    [announced] = completions(infra, topics, script.job_id)
+    usage = announced.event.usage
+    assert isinstance(announced.event, JobCompleted) and usage is not None
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens) == (
+        2600, 200, 1200, 128)
+    assert usage.estimated_cost_usd == pytest.approx(0.006)
+    assert usage.by_model["o4-mini"].input_tokens == 2000
+    assert usage.by_model["gpt-4.1-mini"].output_tokens == 800
+    assert job_row(engine, script.job_id)["usage"] == usage.model_dump(mode="json")
+    assert REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) == tokens_before + 128
+
+
 def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, apply: Apply) -> None:
     script = job_script(2)
     with engine.begin() as conn:
@@ -78,6 +119,15 @@ def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, 
     job = job_row(engine, script.job_id)
     assert (job["status"], job["api_version"], job["webhook_configured"]) == ("pending", "2.0", True)
     assert job["estimated_completion"] is not None
+
+
+def test_a_retry_jobs_link_to_the_job_it_retries_is_projected(engine: Engine, apply: Apply) -> None:
+    script = job_script(2)
+    submitted = script.submissions[0]
+    linked = submitted.event.model_copy(update={"retry_of": "the-earlier-job"})
+    apply([Envelope(event=linked, client_id=script.client_id, occurred_at=submitted.occurred_at),
+           *script.submissions[1:]])
+    assert job_row(engine, script.job_id)["retry_of"] == "the-earlier-job"
 
 
 def test_duplicated_and_out_of_order_events_give_the_same_state(
@@ -153,10 +203,27 @@ def test_a_cancelled_job_stays_cancelled_and_is_announced_once(
     job = job_row(engine, script.job_id)
     assert (job["status"], job["cancelled_at"]) == ("cancelled", cancelled_at)
     assert job["processed_lots"] == 3  # the lots already paid for are still shown
+    assert lot_statuses(engine, script.job_id) == {"completed"}
     [announced] = completions(infra, topics, script.job_id)
     event = announced.event
     assert isinstance(event, JobCompleted)
     assert (event.status, event.completed_at) == ("cancelled", cancelled_at)
+
+
+def test_a_cancelled_jobs_unfinished_lots_read_cancelled_for_good(engine: Engine, apply: Apply) -> None:
+    script = job_script(3)
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC)))
+    apply([*script.submissions, cancel])
+    assert lot_statuses(engine, script.job_id) == {"cancelled"}
+    apply(script.vision)  # a late vision result does not move a cancelled lot on
+    assert lot_statuses(engine, script.job_id) == {"cancelled"}
+    assert job_row(engine, script.job_id)["status"] == "cancelled"
+
+
+def lot_statuses(engine: Engine, job_id: str) -> set[str]:
+    with engine.connect() as conn:
+        return {row[0] for row in conn.execute(select(lots.c.status).where(lots.c.job_id == job_id))}
 
 
 def test_a_job_status_never_moves_backwards(engine: Engine, apply: Apply) -> None:
@@ -238,3 +305,22 @@ def test_a_late_attempt_never_reopens_a_delivered_webhook(engine: Engine, apply:
         row = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.id == delivery_id)
                            ).mappings().one()
     assert (row["status"], row["attempt_count"], row["next_attempt_at"]) == ("delivered", 1, None)
+
+
+def test_the_announced_outcome_wins_over_a_cancel_replayed_before_the_last_lot(
+        engine: Engine, apply: Apply) -> None:
+    # Live, the lots finished first: the job was announced completed and the cancel changed
+    # nothing. A replay may read the cancel (submissions topic) before the lots (other topics).
+    script = job_script(2)
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 1, tzinfo=UTC)))
+    apply([*script.submissions, cancel])
+    apply(script.vision + script.translation)
+    assert job_row(engine, script.job_id)["status"] == "cancelled"
+    finished = datetime(2026, 3, 1, 0, 30, tzinfo=UTC)
+    apply([Envelope(client_id=script.client_id, event=JobCompleted(
+        job_id=script.job_id, status="completed", completed_at=finished, total_lots=2, processed_lots=2,
+        failed_lots=0))])
+    job = job_row(engine, script.job_id)
+    assert (job["status"], job["completed_at"], job["cancelled_at"]) == ("completed", finished, None)
+    assert (job["processed_lots"], job["error_message"], job["completion_published"]) == (2, None, True)

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lotlens_common.envelope import CLOUDEVENTS_SPECVERSION, CONTENT_TYPE, cloudevent_type, dataschema
 from lotlens_common.events import (
     EVENT_TYPES,
+    Event,
     JobCancelled,
     JobCompleted,
     JobSubmitted,
@@ -36,6 +38,22 @@ CHANNELS: dict[str, tuple[str, tuple[type[Any], ...]]] = {
     "webhooks": ("webhook-dispatcher", (WebhookAttempted, WebhookDelivered, WebhookFailed)),
 }
 
+# The public contract: the event types downstream systems may build on, and the topics they are on.
+# Everything else (batch bookkeeping, webhook records, redelivery requests) is internal and may
+# change without notice; subscribers ignore the types they do not know.
+PUBLIC_EVENTS: tuple[type[Event], ...] = (JobSubmitted, LotSubmitted, JobCancelled, LotFailed,
+                                          TranslationCompleted, JobCompleted)
+PUBLIC_CHANNELS: frozenset[str] = frozenset({"submissions", "vision", "translation", "completions"})
+
+RULES = (
+    "Every event is a JSON envelope around a versioned `data` payload, with the CloudEvents Kafka "
+    "binding headers (binary mode). Public topics and event types are tagged `public`; the others "
+    "are internal. The message key is the job id: one job's events on one topic are in order. "
+    "Delivery is at least once: deduplicate by `event_id` (= `ce_id`). The record topics are kept "
+    "for good. Subscribers must ignore unknown fields and unknown event types and versions. "
+    "JSON Schemas of the public events: docs/events/schemas/<type>/v<version>.json."
+)
+
 ENVELOPE_FIELDS = {
     "event_id": {"type": "string", "format": "uuid"},
     "type": {"type": "string", "description": "The event type, e.g. `LotSubmitted`"},
@@ -47,14 +65,36 @@ ENVELOPE_FIELDS = {
 }
 
 
+def _visibility(public: bool) -> list[dict[str, str]]:
+    return [{"name": "public" if public else "internal"}]
+
+
+def _headers(event: type[Any]) -> dict[str, Any]:
+    def const(value: str) -> dict[str, str]:
+        return {"type": "string", "const": value}
+
+    return {"type": "object", "properties": {
+        "type": const(event.event_type),
+        "ce_specversion": const(CLOUDEVENTS_SPECVERSION),
+        "ce_id": {"type": "string", "description": "= the envelope's `event_id`"},
+        "ce_source": {"type": "string", "description": "/lotlens/<producing component>"},
+        "ce_type": const(cloudevent_type(event.event_type)),
+        "ce_time": {"type": "string", "format": "date-time", "description": "= `occurred_at`"},
+        "ce_subject": {"type": "string", "description": "= the job id"},
+        "ce_dataschema": const(dataschema(event.event_type, event.version)),
+        "content-type": const(CONTENT_TYPE),
+    }}
+
+
 def _message(event: type[Any]) -> dict[str, Any]:
     data = event.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
     return {
         "name": event.event_type,
         "title": event.event_type,
         "summary": (event.__doc__ or "").strip(),
+        "tags": _visibility(event in PUBLIC_EVENTS),
         "contentType": "application/json",
-        "headers": {"type": "object", "properties": {"type": {"type": "string", "const": event.event_type}}},
+        "headers": _headers(event),
         "payload": {"type": "object", "required": [*ENVELOPE_FIELDS, "data"],
                     "properties": {**ENVELOPE_FIELDS, "version": {"type": "integer", "const": event.version},
                                    "data": data}},
@@ -68,7 +108,9 @@ def asyncapi_document(topics: TopicSettings | None = None) -> dict[str, Any]:
     for key, (publisher, events) in CHANNELS.items():
         channels[key] = {
             "address": getattr(names, key),
-            "description": f"Published by {publisher}; key = job id.",
+            "description": f"{'Public' if key in PUBLIC_CHANNELS else 'Internal'}. "
+                           f"Published by {publisher}; key = job id.",
+            "tags": _visibility(key in PUBLIC_CHANNELS),
             "messages": {event.event_type: {"$ref": f"#/components/messages/{event.event_type}"}
                          for event in events},
         }
@@ -76,7 +118,7 @@ def asyncapi_document(topics: TopicSettings | None = None) -> dict[str, Any]:
     return {
         "asyncapi": "3.0.0",
         "info": {"title": "LotLens events", "version": "1.0.0",
-                 "description": "Every event is a JSON envelope around a versioned `data` payload."},
+                 "description": RULES},
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,

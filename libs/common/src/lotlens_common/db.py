@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import orjson
 from alembic import command
@@ -16,7 +17,8 @@ _MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 7_311_002
 
 
-def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autocommit: bool = False) -> Engine:
+def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autocommit: bool = False,
+                connect_timeout_s: int | None = None) -> Engine:
     """A pooled engine.
 
     `pool_size` (default: the settings') should cover the connections a service uses at once:
@@ -31,11 +33,16 @@ def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autoco
     `execution_options(isolation_level=...)` on an engine would set and reset it on every
     checkout, a round trip each time. Server-side cursors need a transaction: not on this one.
 
+    `connect_timeout_s` bounds a connection attempt to a database that does not answer (a
+    request waiting on it should fail fast, not after the operating system's minutes).
+
     JSON columns are read with orjson: the standard library's decoder was a fifth of the
     vision-batcher's CPU (each claimed lot's work document). Writing keeps the standard encoder,
     which also takes integers beyond 64 bits.
     """
-    extra = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    if connect_timeout_s is not None:
+        extra["connect_args"] = {"connect_timeout": connect_timeout_s}
     return create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                          pool_pre_ping=False, future=True, json_deserializer=orjson.loads, **extra)
 

@@ -20,6 +20,11 @@ class UndecodableEvent(ValueError):
     """A message that is not a LotLens event we can read (it goes to the dead-letter topic)."""
 
 
+class FutureEventVersion(UndecodableEvent):
+    """An event written by newer code than this: never read as an older version (it is
+    dead-lettered, and replayed once this service is upgraded)."""
+
+
 # (event type, version it upgrades from) -> function turning that payload into the next version.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
@@ -61,12 +66,50 @@ def encode(envelope: Envelope) -> bytes:
     })
 
 
+CLOUDEVENTS_SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+
+
+def cloudevent_type(event_type: str) -> str:
+    """The CloudEvents `type` of a LotLens event type (reverse-DNS prefixed, as the spec asks)."""
+    return f"lotlens.{event_type}"
+
+
+def dataschema(event_type: str, version: int) -> str:
+    """The CloudEvents `dataschema` of an event: names its JSON Schema,
+    docs/events/schemas/<type>/v<version>.json in the repository."""
+    return f"urn:lotlens:events:{event_type}:v{version}"
+
+
+def cloudevent_headers(envelope: Envelope, source: str) -> list[tuple[str, bytes]]:
+    """The CloudEvents Kafka binding's binary-mode headers for an encoded envelope (the message
+    value is the event's data, `content-type` says it is JSON), so generic tooling can route and
+    show LotLens events without knowing the envelope."""
+    event = envelope.event
+    return [
+        ("ce_specversion", CLOUDEVENTS_SPECVERSION.encode()),
+        ("ce_id", envelope.event_id.encode()),
+        ("ce_source", source.encode()),
+        ("ce_type", cloudevent_type(envelope.type).encode()),
+        ("ce_time", envelope.occurred_at.isoformat().encode()),
+        ("ce_subject", envelope.job_id.encode()),
+        ("ce_dataschema", dataschema(envelope.type, event.version).encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+
+
 def decode(raw: bytes) -> Envelope:
     """Parse bytes from Kafka into an envelope, upcasting old payload versions."""
     try:
         doc = orjson.loads(raw)
         event_cls = EVENT_TYPES[doc["type"]]
         data, version = dict(doc["data"]), int(doc["version"])
+    except Exception as exc:  # any malformed message is a poison message, whatever broke
+        raise UndecodableEvent(f"cannot decode event: {exc}") from exc
+    if version > event_cls.version:
+        raise FutureEventVersion(f"{event_cls.event_type} version {version} is newer than the "
+                                 f"version {event_cls.version} this code reads")
+    try:
         while version < event_cls.version:
             data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1

@@ -3,21 +3,38 @@
 Delivery is at-least-once: a consumer stores a message's offset only after the handler's effects
 are durable, so a crash re-delivers and handlers must be idempotent. Poison messages go to the
 dead-letter topic with the error and the partition keeps flowing; transient failures (database
-or broker down) are retried without moving the offset.
+or broker down) are retried without moving the offset, and a shutdown during such a retry leaves
+the message for the next run (it is not poison).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
+from prometheus_client import Counter
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from lotlens_common.envelope import Envelope, UndecodableEvent, decode, encode
+from lotlens_common import dead_letters
+from lotlens_common.envelope import (
+    Envelope,
+    FutureEventVersion,
+    UndecodableEvent,
+    cloudevent_headers,
+    decode,
+    encode,
+)
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -47,11 +64,13 @@ class EventProducer:
             "queue.buffering.max.messages": 500_000,
         })
         self._failures: list[str] = []
+        # CloudEvents `source`: the component that produced the event.
+        self._source = f"/lotlens/{client_name}"
 
     def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event; `flush` confirms it."""
-        self._produce(topic, envelope.job_id.encode(), encode(envelope),
-                      [("type", envelope.type.encode())])
+        """Queue one event with its CloudEvents headers; `flush` confirms it."""
+        headers: Headers = [("type", envelope.type.encode()), *cloudevent_headers(envelope, self._source)]
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
@@ -69,6 +88,15 @@ class EventProducer:
         failures, self._failures = self._failures, []
         if remaining or failures:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def discard(self) -> None:
+        """Drop what is still queued and all failure reports so far (the caller sends it again).
+
+        In-flight messages are left alone: purging them would break the idempotent sequence.
+        """
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+        self._failures = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: Headers) -> None:
@@ -89,6 +117,13 @@ class EventProducer:
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
 
+# The one list of failures that mean "the world is down, try again" rather than "this message is
+# bad" (PostgreSQL or the broker unreachable), for every consumer and loop.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
+
+DEAD_LETTERS = Counter("lotlens_dead_letters_total",
+                       "Messages a consumer group sent to the dead-letter topic", ["group", "reason"])
+
 
 @dataclass(frozen=True)
 class ConsumerSpec:
@@ -97,17 +132,21 @@ class ConsumerSpec:
     group_id: str
     topics: Sequence[str]
     handler: BatchHandler
-    # Exceptions that mean "the world is down, try again" rather than "this message is bad".
-    transient: tuple[type[BaseException], ...] = ()
     poison_attempts: int = 3
 
 
+class _Interrupted(Exception):
+    """`stop` was set while a transient failure was retried: the message is unsettled, not poison."""
+
+
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
-                 producer: EventProducer, stop: threading.Event) -> None:
+                 producer: EventProducer, stop: threading.Event,
+                 make_consumer: Callable[[dict[str, str | int | float | bool]], Consumer] = Consumer) -> None:
     """Consume until `stop` is set; each batch is handled, then its offsets are stored."""
+    group = settings.group_prefix + spec.group_id
     config: dict[str, str | int | float | bool] = {
         **settings.client_config(),
-        "group.id": settings.group_prefix + spec.group_id,
+        "group.id": group,
         "session.timeout.ms": settings.session_timeout_ms,
         "partition.assignment.strategy": "cooperative-sticky",
         "enable.auto.offset.store": False,
@@ -119,15 +158,14 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    consumer = Consumer(config)
+    consumer = make_consumer(config)
     consumer.subscribe(list(spec.topics), on_revoke=_commit_on_revoke)
     try:
         while not stop.is_set():
             messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
             batch = [m for m in messages if _is_data(m)]
             if batch:
-                _handle_batch(batch, spec, topics, producer, stop)
-                for message in batch:
+                for message in _handle_batch(batch, group, spec, topics, producer, stop):
                     consumer.store_offsets(message=message)
     finally:
         consumer.close()
@@ -149,75 +187,120 @@ def _is_data(message: Message) -> bool:
     raise KafkaException(error)
 
 
-def _handle_batch(batch: list[Message], spec: ConsumerSpec, topics: TopicSettings,
-                  producer: EventProducer, stop: threading.Event) -> None:
+def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: TopicSettings,
+                  producer: EventProducer, stop: threading.Event) -> list[Message]:
+    """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
+    offsets may be stored: all of it, unless `stop` interrupted a retry."""
     decoded: list[tuple[Message, Envelope]] = []
     for message in batch:
+        if not _addressed_to(message, group):
+            continue
         try:
             decoded.append((message, decode(message.value() or b"")))
         except UndecodableEvent as exc:
-            dead_letter(producer, topics, message, exc)
-    envelopes = [envelope for _, envelope in decoded]
-    if not envelopes:
-        producer.flush()
-        return
+            dead_letter(producer, topics, message, group, exc)
     try:
-        _retry_transient(lambda: spec.handler(envelopes), spec, stop)
+        if decoded:
+            _handle_decoded(decoded, group, spec, topics, producer, stop)
+        unsettled = None
+    except _Interrupted as interrupted:
+        unsettled = interrupted.args[0]
+    producer.flush()  # dead letters are durable before any offset moves past them
+    return batch if unsettled is None else batch[:batch.index(unsettled)]
+
+
+def _handle_decoded(decoded: list[tuple[Message, Envelope]], group: str, spec: ConsumerSpec,
+                    topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
+    first = decoded[0][0]
+    try:
+        _retry_transient(lambda: spec.handler([envelope for _, envelope in decoded]), stop, first)
+    except _Interrupted:
+        raise
     except Exception as exc:
         # Isolate the poison message: the rest of the batch must still go through.
-        log.warning("batch of %d failed (%s); handling one by one", len(envelopes), exc)
+        log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
         for message, envelope in decoded:
-            _handle_alone(message, envelope, spec, topics, producer, stop)
-    producer.flush()
+            _handle_alone(message, envelope, group, spec, topics, producer, stop)
 
 
-def _handle_alone(message: Message, envelope: Envelope, spec: ConsumerSpec, topics: TopicSettings,
-                  producer: EventProducer, stop: threading.Event) -> None:
+def _handle_alone(message: Message, envelope: Envelope, group: str, spec: ConsumerSpec,
+                  topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
     for attempt in range(1, spec.poison_attempts + 1):
         try:
-            _retry_transient(lambda: spec.handler([envelope]), spec, stop)
+            _retry_transient(lambda: spec.handler([envelope]), stop, message)
             return
+        except _Interrupted:
+            raise
         except Exception as exc:
             if attempt == spec.poison_attempts:
                 log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
                           envelope.job_id, exc)
-                dead_letter(producer, topics, message, exc)
+                dead_letter(producer, topics, message, group, exc)
 
 
-def _retry_transient(call: Callable[[], None], spec: ConsumerSpec, stop: threading.Event) -> None:
+def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
+    """Run `call`, retrying transient failures; raise `_Interrupted(message)` if `stop` is set
+    meanwhile (the failure says nothing about the message, so it must not count as poison)."""
     delay = 0.5
     while True:
         try:
             call()
             return
-        except spec.transient as exc:
+        except TRANSIENT_ERRORS as exc:
             if stop.is_set():
-                raise
+                raise _Interrupted(message) from exc
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
-            time.sleep(delay)
+            stop.wait(delay)
             delay = min(delay * 2, 15.0)
 
 
-def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message,
+def _addressed_to(message: Message, group: str) -> bool:
+    """False for a replayed dead letter meant for another consumer group."""
+    for header in message.headers() or []:
+        if header[0] == dead_letters.REPLAY_GROUP:
+            return header[1] is not None and _text(header[1]) == group
+    return True
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message, group: str,
                 error: BaseException) -> None:
-    """Send a message we cannot handle to the dead-letter topic, with where it came from and why."""
-    headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []]
+    """Send a message this group cannot handle to the dead-letter topic, with where it came
+    from, which group failed and why (the original key, value and headers kept intact)."""
+    reason = (dead_letters.FUTURE_VERSION if isinstance(error, FutureEventVersion)
+              else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
+              else dead_letters.HANDLER_FAILED)
+    headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []
+                        if header[0] not in dead_letters.DLQ_HEADERS]
     headers += [
-        ("dlq.error", repr(error)[:2000].encode()),
-        ("dlq.topic", (message.topic() or "").encode()),
-        ("dlq.partition", str(message.partition()).encode()),
-        ("dlq.offset", str(message.offset()).encode()),
+        (dead_letters.ERROR, str(error)[:2000].encode()),
+        (dead_letters.REASON, reason.encode()),
+        (dead_letters.GROUP, group.encode()),
+        (dead_letters.SOURCE_TOPIC, (message.topic() or "").encode()),
+        (dead_letters.SOURCE_PARTITION, str(message.partition()).encode()),
+        (dead_letters.SOURCE_OFFSET, str(message.offset()).encode()),
     ]
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
+    DEAD_LETTERS.labels(group=group, reason=reason).inc()
+
+
+def topic_config(topics: TopicSettings, topic: str) -> dict[str, str]:
+    """The configuration a pipeline topic is created with and kept at."""
+    # `delete`, never `compact`: compaction would keep only the last event of each job.
+    return {"retention.ms": str(topics.retention_of(topic)), "retention.bytes": "-1",
+            "cleanup.policy": "delete", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
 
 
 def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics when missing (idempotent)."""
+    """Create the pipeline's topics when missing and bring existing ones to the configured
+    retention (idempotent: topics made before the log was kept for good get `retention.ms=-1`)."""
     admin = AdminClient(settings.client_config())
     existing = set(admin.list_topics(timeout=timeout_s).topics)
-    config = {"retention.ms": str(topics.retention_ms), "max.message.bytes": str(MAX_MESSAGE_BYTES)}
     wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
-                       config=config)
+                       config=topic_config(topics, name))
               for name in topics.all_topics() if name not in existing]
     for name, future in admin.create_topics(wanted).items() if wanted else []:
         try:
@@ -226,3 +309,10 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
         log.info("created topic %s", name)
+    # Incremental: only these keys change, whatever else an SRE set on the topic.
+    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+        for key, value in topic_config(topics, name).items()]) for name in topics.all_topics()]
+    for resource, future in admin.incremental_alter_configs(resources).items():
+        future.result(timeout_s)
+        log.debug("topic %s configured", resource.name)

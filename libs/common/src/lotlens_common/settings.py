@@ -9,7 +9,12 @@ from lotlens_common.model.settings import ModelSettings
 
 
 class TopicSettings(BaseSettings):
-    """Kafka topic names, partition count and retention; SREs override them per environment."""
+    """Kafka topic names, partition count and retention; SREs override them per environment.
+
+    The record topics (every one but the dead letters) are the system of record: the read models
+    are rebuilt from them, so they are kept for good (`record_retention_ms` = -1, see
+    docs/EVENT_LOG.md). The dead-letter topic is transient and keeps `retention_ms`.
+    """
 
     model_config = SettingsConfigDict(env_prefix="LOTLENS_TOPIC_", frozen=True)
 
@@ -21,12 +26,22 @@ class TopicSettings(BaseSettings):
     dead_letter: str = "lotlens.dead-letter"
     partitions: int = 6
     replication_factor: int = 1
+    # Of the transient dead-letter topic.
     retention_ms: int = 14 * 24 * 3600 * 1000
+    # Of the record topics: -1 keeps every event for good.
+    record_retention_ms: int = -1
+
+    def record_topics(self) -> list[str]:
+        """The topics whose events are the record the read models are rebuilt from."""
+        return [self.submissions, self.vision, self.translation, self.completions, self.webhooks]
 
     def all_topics(self) -> list[str]:
         """Every topic the pipeline uses, dead-letter included."""
-        return [self.submissions, self.vision, self.translation, self.completions, self.webhooks,
-                self.dead_letter]
+        return [*self.record_topics(), self.dead_letter]
+
+    def retention_of(self, topic: str) -> int:
+        """The retention (ms, -1 = for good) a topic is created and kept with."""
+        return self.record_retention_ms if topic in self.record_topics() else self.retention_ms
 
 
 class KafkaSettings(BaseSettings):
@@ -40,10 +55,14 @@ class KafkaSettings(BaseSettings):
     consume_batch_timeout_s: float = 0.2
     # Prepended to every consumer group id (tests isolate themselves with it).
     group_prefix: str = ""
-    # How fast a killed consumer's partitions move to the survivors (broker minimum is 6 s).
-    session_timeout_ms: int = 45_000
-    # Static membership (e.g. the pod name): a restarted instance takes its partitions back
-    # without a rebalance.
+    # How fast a dead consumer's partitions move to the survivors (broker minimum is 6 s), and how
+    # long a job's status waits for a killed instance that is not restarted. Heartbeats go every
+    # 3 s, so 10 s tolerates two lost ones; longer suits clusters whose pauses (GC, network) are.
+    session_timeout_ms: int = 10_000
+    # Static membership (the instance's stable name, e.g. its pod or `make up` name): a restarted
+    # instance rejoins under it and takes its partitions back at once, without waiting out the
+    # session timeout or a rebalance. A static member does not leave the group when it stops, so
+    # an instance removed for good holds its partitions for one session timeout.
     group_instance_id: str | None = None
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
@@ -103,3 +122,7 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     # Where this process serves /metrics for Prometheus (port 0: not served).
     metrics_host: str = "127.0.0.1"
+
+    def billed_share(self) -> float:
+        """The share of list prices the stages' requests are billed (the Batch API's discount)."""
+        return self.models.batch_discount if self.openai.mode == "batch" else 1.0

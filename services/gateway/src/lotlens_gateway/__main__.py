@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from functools import partial
 
 import uvicorn
-from confluent_kafka.admin import AdminClient
 
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
@@ -16,6 +16,7 @@ from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 
 # anyio's default limit on threads running blocking calls for Starlette.
@@ -34,21 +35,24 @@ def main() -> None:
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
-    engine = make_engine(settings.database, pool_size)
+    timeout = settings.database_connect_timeout_s
+    engine = make_engine(settings.database, pool_size, connect_timeout_s=timeout)
     # Polling reads run on their own autocommit pool; both pools open connections only on demand.
-    read_engine = make_engine(settings.database, pool_size, autocommit=True)
+    read_engine = make_engine(settings.database, pool_size, autocommit=True, connect_timeout_s=timeout)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
     model = settings.openai
     model_client = make_openai_client(model.api_key, model.base_url, model.timeout_s)
-    deps = build_deps(settings, engine, producer, admin, images_http, model_client,
+    deps = build_deps(settings, engine, producer, partial(admin_client, settings.kafka), images_http,
+                      model_client,
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
+    deps.relay.start()
     try:
         uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
                     timeout_graceful_shutdown=30)
     finally:
+        deps.relay.stop()
         producer.flush()
         asyncio.run(images_http.aclose())
         engine.dispose()

@@ -2,46 +2,75 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
 import httpx
 import openai
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
+from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
+from lotlens_common.kafka import EventProducer
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.publisher import EventSink, Publisher
+from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
+log = logging.getLogger(__name__)
 
-def build_deps(settings: GatewaySettings, engine: Engine, producer: EventSink, admin: AdminLike,
+
+def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
+    """Every client can verify webhooks the Standard Webhooks way from its first job on.
+
+    A database that is down does not keep the gateway from starting (health reports it); the
+    secrets are then made at the next start, or by `lotlens-admin clients secret`.
+    """
+    try:
+        with engine.begin() as conn:
+            webhook_secrets.ensure(conn, settings.clients)
+    except DBAPIError as exc:
+        log.warning("clients' webhook secrets not checked, the database is unreachable: %s", exc)
+
+
+def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
+               new_admin: Callable[[], AdminLike],
                images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
-    """Wire the stores, limiter, publisher, probe and synchronous describer together.
+    """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.
 
-    `read_engine`, an autocommit engine on the same database, serves the polling reads.
+    Each configured client without a `whsec_` webhook secret gets one. `read_engine`, an
+    autocommit engine on the same database, serves the polling reads; `new_admin` makes the
+    health probe's Kafka admin client (again after a failure).
     """
     metrics = metrics or GatewayMetrics()
+    _ensure_webhook_secrets(engine, settings)
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes)
     # A reservation older than the longest request can take belongs to a request that died.
-    stale_after_s = settings.sync_timeout_s + settings.publish_timeout_s + 60.0
+    stale_after_s = settings.sync_timeout_s + 60.0
+    outbox = Outbox(engine, metrics, settings.max_event_bytes)
+    topics = (settings.topics.submissions, settings.topics.completions)
+    relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
+    outbox.on_append(relay.wake)
     return GatewayDeps(
         settings=settings,
         store=JobStore(engine, metrics, read_engine),
         limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
-        publisher=Publisher(producer, settings.publish_timeout_s),
-        kafka=KafkaProbe(admin, settings.consumer_groups, settings.kafka.group_prefix,
+        outbox=outbox,
+        relay=relay,
+        kafka=KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
                          settings.health_cache_s),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,

@@ -6,6 +6,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.settings import ServiceSettings
+from lotlens_gateway.relay import RelaySettings
 
 CONSUMER_GROUPS = ("lotlens-vision-batcher", "lotlens-translator", "lotlens-result-store",
                    "lotlens-webhook-dispatcher")
@@ -47,8 +48,15 @@ class GatewaySettings(ServiceSettings):
     # A batch job's first estimate: a base plus a little per lot, never past the 24 h window.
     estimate_base_s: float = 1800.0
     estimate_per_lot_s: float = 0.05
-    # How long Kafka may take to acknowledge a submission before the client gets 503.
-    publish_timeout_s: float = 30.0
+    # The outbox relay: rows per publishing round, how long it waits for Kafka's acknowledgement
+    # of a round, how long published rows are kept for the reads' overlay.
+    outbox_batch_rows: int = 5000
+    # One event (a lot) must fit in one Kafka message (the topics take 10 MB): bigger is a 413.
+    max_event_bytes: int = 4 * 1024 * 1024
+    outbox_publish_timeout_s: float = 10.0
+    outbox_retention_s: float = 3600.0
+    # A PostgreSQL that does not answer: the client gets 503 after this, not after the OS's timeout.
+    database_connect_timeout_s: int = 3
     idempotency_ttl_s: int = 24 * 3600
     health_cache_s: float = 2.0
     consumer_groups: tuple[str, ...] = CONSUMER_GROUPS
@@ -63,12 +71,18 @@ class GatewaySettings(ServiceSettings):
         return value
 
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
-                     "max_lots", "max_languages", "max_body_bytes")
+                     "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    def relay_settings(self) -> RelaySettings:
+        """The outbox relay's settings."""
+        return RelaySettings(batch_rows=self.outbox_batch_rows,
+                             publish_timeout_s=self.outbox_publish_timeout_s,
+                             retention_s=self.outbox_retention_s)
 
     def client_keys(self) -> dict[str, str]:
         """client id → shared key, in the clear (for signature checks only)."""

@@ -11,14 +11,15 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
-from lotlens_gateway.auth import client_for
+from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
+from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
 
@@ -34,7 +35,8 @@ class GatewayDeps:
     store: JobStore
     limiter: RateLimiter
     idempotency: IdempotencyStore
-    publisher: Publisher
+    outbox: Outbox
+    relay: Relay
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics
@@ -72,7 +74,7 @@ SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=
 
 async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of a job-addressed request: its signature over the path's job id verifies."""
-    client = client_for(deps.keys, [job_id.encode()], x_signature)
+    client = client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
     await deps.count_request(client, "polling")
     return client
 
@@ -80,7 +82,7 @@ async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = Non
 async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
     query: bytes = request.scope.get("query_string", b"")
-    client = client_for(deps.keys, [query], x_signature)
+    client = client_for(deps.keys, [query], x_signature, signs_query(query))
     await deps.count_request(client, "polling")
     return client
 

@@ -3,6 +3,9 @@
 A missing consumer group (a stage service down) makes the answer `degraded` but not 503: the
 gateway itself still accepts and serves jobs, they just wait. Kafka answers are cached for a
 couple of seconds so a health-check storm does not become an admin-request storm.
+
+An admin client that once failed is replaced: after a broker restart librdkafka's admin client
+can go on failing every group description (empty error) while a new one reads them at once.
 """
 
 from __future__ import annotations
@@ -13,6 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from confluent_kafka.admin import AdminClient
+
+from lotlens_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +32,12 @@ class AdminLike(Protocol):
 
     def describe_consumer_groups(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Futures of group descriptions."""
+
+
+def admin_client(kafka: KafkaSettings) -> AdminLike:
+    """An admin client with the full client config (TLS and SASL included), as every client has."""
+    admin: AdminLike = AdminClient(kafka.client_config())
+    return admin
 
 
 @dataclass(frozen=True)
@@ -56,10 +69,11 @@ class KafkaHealth:
 class KafkaProbe:
     """Cached broker and consumer-group checks (blocking; call from a thread)."""
 
-    def __init__(self, admin: AdminLike, groups: Sequence[str], group_prefix: str = "",
+    def __init__(self, new_admin: Callable[[], AdminLike], groups: Sequence[str], group_prefix: str = "",
                  cache_s: float = 2.0, timeout_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._admin = admin
+        self._new_admin = new_admin
+        self._admin: AdminLike | None = None
         self._groups = list(groups)
         self._prefix = group_prefix
         self._cache_s = cache_s
@@ -79,17 +93,22 @@ class KafkaProbe:
             return result
 
     def _probe(self) -> KafkaHealth:
+        admin = self._admin = self._admin or self._new_admin()
         try:
-            self._admin.list_topics(timeout=self._timeout_s)
+            admin.list_topics(timeout=self._timeout_s)
         except Exception as exc:  # any failure to get metadata means "not connected"
             log.warning("kafka health check failed: %s", exc)
+            self._admin = None
             return KafkaHealth(connected=False)
-        return KafkaHealth(connected=True, groups=self._describe_groups())
+        groups = self._describe_groups(admin)
+        if any(group.state == "unknown" for group in groups.values()):
+            self._admin = None  # the next probe asks with a new client
+        return KafkaHealth(connected=True, groups=groups)
 
-    def _describe_groups(self) -> dict[str, GroupState]:
+    def _describe_groups(self, admin: AdminLike) -> dict[str, GroupState]:
         groups: dict[str, GroupState] = {}
         try:
-            futures = self._admin.describe_consumer_groups(
+            futures = admin.describe_consumer_groups(
                 [self._prefix + name for name in self._groups], request_timeout=self._timeout_s)
         except Exception as exc:
             log.warning("describing consumer groups failed: %s", exc)

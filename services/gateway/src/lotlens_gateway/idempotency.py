@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import idempotency_keys as keys
@@ -100,8 +100,13 @@ class IdempotencyStore:
     def complete(self, client_id: str, key: str, status_code: int, body: dict[str, Any]) -> None:
         """Store the answer to replay."""
         with self._engine.begin() as conn:
-            conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
-                         .values(status_code=status_code, response_body=body))
+            self.complete_in(conn, client_id, key, status_code, body)
+
+    def complete_in(self, conn: Connection, client_id: str, key: str, status_code: int,
+                    body: dict[str, Any]) -> None:
+        """Store the answer to replay within the caller's transaction (the job's outbox write)."""
+        conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+                     .values(status_code=status_code, response_body=body))
         self._metrics.db("update")
 
     def release(self, client_id: str, key: str) -> None:

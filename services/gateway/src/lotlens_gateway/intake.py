@@ -1,27 +1,25 @@
 """Batch intake: a validated submission becomes `JobSubmitted` + one `LotSubmitted` per lot.
 
-201 means durably accepted: the events are acknowledged by Kafka (acks=all) before the job row
-is written and the answer sent. If Kafka fails, nothing is written and the client gets 503.
+201 means durably accepted: the events are committed to the outbox (with the idempotency answer,
+in one transaction) before the answer is sent, and the relay publishes them to Kafka. If
+PostgreSQL fails, nothing is written and the client gets 503; Kafka plays no part in the answer.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Connection
 
 from lotlens_common.clock import iso
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotSubmitted
-from lotlens_gateway.job_store import JobStore
-from lotlens_gateway.publisher import Publisher
+from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.validation import Submission
 
-log = logging.getLogger(__name__)
 # The OpenAI Batch API's completion window: no estimate goes past it.
 BATCH_WINDOW = timedelta(hours=24)
 
@@ -49,6 +47,8 @@ class AcceptedJob:
     created_at: datetime
     estimated_completion: datetime
     trace: Mapping[str, str]
+    # The finished job whose failed lots this job resubmits.
+    retry_of: str | None = None
 
 
 def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
@@ -58,7 +58,7 @@ def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
     yield Envelope(JobSubmitted(
         job_id=job.job_id, client_id=job.client_id, api_version=submission.version,
         languages=submission.languages, total_lots=total, webhook_urls=submission.webhook_urls,
-        created_at=job.created_at, estimated_completion=job.estimated_completion,
+        created_at=job.created_at, estimated_completion=job.estimated_completion, retry_of=job.retry_of,
     ), client_id=job.client_id, occurred_at=job.created_at, trace=trace)
     for seq, lot in enumerate(submission.lots):
         event = LotSubmitted(
@@ -69,8 +69,8 @@ def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
 
 
 def accepted_body(job: AcceptedJob) -> dict[str, Any]:
-    """The contract's 201 body."""
-    return {
+    """The contract's 201 body (with `retry_of` for a retry of failed lots)."""
+    body: dict[str, Any] = {
         "job_id": job.job_id,
         "status": "accepted",
         "created_at": iso(job.created_at),
@@ -80,20 +80,18 @@ def accepted_body(job: AcceptedJob) -> dict[str, Any]:
         "processing_mode": "batch",
         "webhook_configured": bool(job.submission.webhook_urls),
     }
+    if job.retry_of is not None:
+        body["retry_of"] = job.retry_of
+    return body
 
 
-def accept_batch(job: AcceptedJob, topic: str, publisher: Publisher, store: JobStore) -> dict[str, Any]:
-    """Publish the job's events, wait for Kafka, then make the job visible (blocking)."""
-    publisher.publish(topic, envelopes(job))
-    try:
-        store.insert_submitted({
-            "job_id": job.job_id, "client_id": job.client_id, "status": "pending",
-            "api_version": job.submission.version, "languages": list(job.submission.languages),
-            "total_lots": len(job.submission.lots), "webhook_configured": bool(job.submission.webhook_urls),
-            "created_at": job.created_at, "estimated_completion": job.estimated_completion,
-        })
-    except SQLAlchemyError:
-        # The job is durable in Kafka and the result-store will project it: still a 201.
-        log.exception("job %s accepted but its row could not be written yet", job.job_id,
-                      extra={"job_id": job.job_id})
-    return accepted_body(job)
+# Records the answer (the idempotency key's) in the outbox's transaction.
+Answer = Callable[[Connection, dict[str, Any]], None]
+
+
+def accept_batch(job: AcceptedJob, topic: str, outbox: Outbox,
+                 answer: Answer | None = None) -> dict[str, Any]:
+    """Append the job's events to the outbox and `answer` the 201 body in the same transaction."""
+    body = accepted_body(job)
+    outbox.append(topic, envelopes(job), (lambda conn: answer(conn, body)) if answer else None)
+    return body

@@ -1,24 +1,28 @@
-"""The gateway's access to the read models: reading jobs, and the one row it writes on intake.
+"""The gateway's reads of the read models (the result-store is their only writer).
 
-The result-store owns the read models; the gateway inserts a submitted job's row (ON CONFLICT
-DO NOTHING) only so that the job is visible to polling the moment the client gets 201.
-Blocking calls: the routes run them in a thread.
+A job is read through the gateway's own outbox facts (`overlay.py`): visible the moment the
+client got 201, cancelled the moment it got 200. Blocking calls: the routes run them in a thread.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select, text
-from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
-from lotlens_common.read_models import JobView, get_job, job_view
+from lotlens_common.events import TERMINAL_JOB_STATUSES
+from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox import facts_of
+from lotlens_gateway.overlay import overlaid
+from lotlens_gateway.retry_failed import retry_job_id
 
 
 @dataclass(frozen=True)
@@ -40,9 +44,13 @@ def _ordered_batch_column(column: Any) -> Any:
             .where(openai_batches.c.job_id == jobs.c.job_id).scalar_subquery())
 
 
-# A job's row and its batch ids in one statement: a status poll is one round trip.
+_retries = jobs.alias("retries")
+# A job's row, its batch ids and the job retrying its failed lots in one statement: a status
+# poll is one round trip.
 _JOB_WITH_BATCHES = select(jobs, _ordered_batch_column(openai_batches.c.stage).label("batch_stages"),
-                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"))
+                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"),
+                           select(_retries.c.job_id).where(_retries.c.retry_of == jobs.c.job_id)
+                           .order_by(_retries.c.created_at).limit(1).scalar_subquery().label("retried_as"))
 
 
 def batch_ids(row: Any) -> dict[str, list[str]]:
@@ -81,26 +89,37 @@ class JobStore:
         with self._reads.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    def insert_submitted(self, row: dict[str, Any]) -> None:
-        """The accepted job's row, unless the result-store already projected it."""
-        with self._engine.begin() as conn:
-            conn.execute(insert(jobs).values(**row).on_conflict_do_nothing(index_elements=["job_id"]))
-        self._metrics.db("create")
-
     def job_for_client(self, job_id: str, client_id: str) -> JobView:
         """The client's job; 404 when it does not exist or belongs to someone else."""
         job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
         return job
+
+    def find_job(self, job_id: str, client_id: str) -> JobView | None:
+        """The client's job (projected, or only in the outbox yet), or None; another client's is none."""
+        with self._reads.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
+        return job if job is not None and job.client_id == client_id else None
 
     def status_for_client(self, job_id: str, client_id: str) -> tuple[JobView, dict[str, list[str]]]:
         """The client's job (404 as `job_for_client`) and its OpenAI batch ids by stage."""
         _refuse_nul(job_id)
         with self._reads.connect() as conn:
             row = conn.execute(_JOB_WITH_BATCHES.where(jobs.c.job_id == job_id)).mappings().first()
-        self._metrics.db("read")
-        if row is None or row["client_id"] != client_id:
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
+            if job is not None and job.failed_lots and job.status in TERMINAL_JOB_STATUSES:
+                job = self._with_pending_retry(conn, job)
+        if job is None or job.client_id != client_id:
             raise job_not_found(job_id)
-        return job_view(row), batch_ids(row)
+        return job, batch_ids(row) if row else {}
+
+    def _with_pending_retry(self, conn: Connection, job: JobView) -> JobView:
+        """A retry accepted but not projected yet is in the outbox under its derived id."""
+        if job.retried_as is not None:
+            return job
+        retry_id = retry_job_id(job.job_id)
+        self._metrics.db("read")
+        return dataclasses.replace(job, retried_as=retry_id) if facts_of(conn, retry_id).submitted else job
 
     def job_and(self, job_id: str, client_id: str,
                 then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
@@ -110,13 +129,22 @@ class JobStore:
         """
         _refuse_nul(job_id)
         with self._reads.connect() as conn:
-            job = get_job(conn, job_id)
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
             if job is None or job.client_id != client_id:
-                self._metrics.db("read")
                 raise job_not_found(job_id)
             found = then(conn, job)
-        self._metrics.db("read", 1 if found is None else 2)
+        if found is not None:
+            self._metrics.db("read")
         return job, found
+
+    def _through_outbox(self, conn: Connection, job_id: str, job: JobView | None) -> JobView | None:
+        """The projected job, or what the gateway's own outbox says of it when that is newer."""
+        self._metrics.db("read")
+        if job is not None and job.status in TERMINAL_JOB_STATUSES:
+            return job
+        self._metrics.db("read")
+        return overlaid(job, facts_of(conn, job_id))
 
     def jobs_for_client(self, client_id: str, where: JobFilter, limit: int,
                         offset: int) -> tuple[list[JobView], int]:

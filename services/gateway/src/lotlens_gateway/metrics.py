@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -31,6 +31,15 @@ class GatewayMetrics:
             registry=self.registry)
         self.http_requests = Counter(
             "gateway_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
+            registry=self.registry)
+        self.outbox_backlog = Gauge(
+            "lotlens_outbox_backlog_events", "Outbox events not yet published to Kafka",
+            registry=self.registry)
+        self.outbox_oldest_age = Gauge(
+            "lotlens_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)",
+            registry=self.registry)
+        self.outbox_published = Counter(
+            "lotlens_outbox_published_events", "Outbox events the relay published (duplicates included)",
             registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:

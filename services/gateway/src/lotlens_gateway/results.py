@@ -1,7 +1,7 @@
 """The results document, written incrementally: a 50,000-lot job never sits whole in memory.
 
 `GET /batch-results/{id}` and `/download` send the same bytes; the lots come from
-`read_models.iter_lot_results` (a server-side cursor) and are flushed in chunks. A small job's
+`overlay.job_lots` (a server-side cursor) and are flushed in chunks. A small job's
 document is built whole in one call instead (`small_document`): streaming costs a thread-pool
 hop per chunk and a transaction for the cursor, more than such a job's rows take to read.
 """
@@ -13,7 +13,8 @@ from collections.abc import Iterable, Iterator
 import orjson
 from sqlalchemy import Connection, Engine
 
-from lotlens_common.read_models import JobView, iter_lot_results
+from lotlens_common.read_models import JobView
+from lotlens_gateway.overlay import job_lots
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
 CHUNK_BYTES = 256 * 1024
@@ -43,11 +44,11 @@ def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
 def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The document streamed from a server-side cursor on its own connection (blocking)."""
     with engine.connect() as conn:
-        yield from document_chunks(job, iter_lot_results(conn, job), chunk_bytes)
+        yield from document_chunks(job, job_lots(conn, job), chunk_bytes)
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
     """The whole document of a finished job of at most `SMALL_JOB_LOTS` lots; None otherwise."""
     if not is_terminal(job) or job.total_lots > SMALL_JOB_LOTS:
         return None
-    return b"".join(document_chunks(job, iter_lot_results(conn, job, stream=False)))
+    return b"".join(document_chunks(job, job_lots(conn, job, stream=False)))

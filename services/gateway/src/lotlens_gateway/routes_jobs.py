@@ -105,20 +105,20 @@ async def batch_jobs(
 
 @router.post("/api/v1/batch-jobs/{job_id}/cancel", response_model=schemas_jobs.Cancelled,
              summary="Cancel a pending or running job",
-             description=(_SIGNED + " Publishes `JobCancelled`: lots not yet sent to OpenAI are dropped "
-                          "and running OpenAI batches are cancelled. The job's status turns `cancelled` as "
-                          "soon as the result-store has recorded it."),
+             description=(_SIGNED + " Records `JobCancelled`: lots not yet sent to OpenAI are dropped "
+                          "and running OpenAI batches are cancelled. From the 200 on, `batch-status` says "
+                          "`cancelled` and every unfinished lot reads `cancelled`."),
              responses={400: {"model": schemas_jobs.CannotCancel, "description": "The job already finished"},
                         **schemas.error_responses(401, 403, 404, 429, 503)})
 async def cancel_job(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
-    """Publish the cancellation and confirm it."""
+    """Record the cancellation (the outbox) and confirm it."""
     job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
     if is_terminal(job):
         return JSONResponse(cannot_cancel_body(job), status_code=400)
     cancelled_at = deps.clock()
     envelope = Envelope(JobCancelled(job_id=job_id, cancelled_at=cancelled_at), client_id=client_id,
                         occurred_at=cancelled_at)
-    await run_in_threadpool(deps.publisher.publish, deps.settings.topics.submissions, [envelope])
+    await run_in_threadpool(deps.outbox.append, deps.settings.topics.submissions, [envelope])
     deps.metrics.batch_jobs.labels(status="cancelled").inc()
     return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
                          "message": "Job successfully cancelled"})

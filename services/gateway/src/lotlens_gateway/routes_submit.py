@@ -2,7 +2,8 @@
 
 The body is read and parsed here rather than by FastAPI so that every failure gets the
 contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/409/422
-(validation), 409 (idempotency key), then 503 when Kafka does not acknowledge.
+(validation), 409 (idempotency key), then 503 when PostgreSQL cannot take the job's one
+durable write (the outbox; Kafka plays no part in the answer).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas
@@ -20,7 +22,7 @@ from lotlens_gateway.auth import submission_client
 from lotlens_gateway.body import parse_object, read_body
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
-from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
+from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
 
 router = APIRouter(tags=["generation"])
@@ -76,12 +78,12 @@ async def generate_descriptions(
                                 headers={"Idempotent-Replayed": "true"})
         job_id = job_id_for(client_id, key, fingerprint)
     try:
-        status, body, headers = await _run(deps, request, client_id, submission, job_id)
+        status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
         if key is not None:
             await run_in_threadpool(deps.idempotency.release, client_id, key)
         raise
-    if key is not None:
+    if key is not None and submission.is_synchronous:
         await run_in_threadpool(deps.idempotency.complete, client_id, key, status, body)
     mode = "sync" if submission.is_synchronous else "batch"
     deps.metrics.generation_requests.labels(mode=mode).inc()
@@ -90,7 +92,7 @@ async def generate_descriptions(
 
 
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
-               job_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+               job_id: str, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
         return 200, await deps.describer.describe(submission), {}
     settings = deps.settings
@@ -99,6 +101,19 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     trace = {name: request.headers[name] for name in _TRACE_HEADERS if name in request.headers}
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
-    body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.publisher, deps.store)
+    body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
+                                   _remembered(deps, client_id, key))
     deps.metrics.batch_jobs.labels(status="pending").inc()
     return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}
+
+
+def _remembered(deps: GatewayDeps, client_id: str, key: str | None) -> Answer | None:
+    """Store the 201 under the idempotency key in the job's own transaction (none without a key)."""
+    if key is None:
+        return None
+    idempotency_key = key
+
+    def remember(conn: Connection, body: dict[str, Any]) -> None:
+        deps.idempotency.complete_in(conn, client_id, idempotency_key, 201, body)
+
+    return remember

@@ -44,7 +44,7 @@ async def list_deliveries(job_id: str, client_id: JobClient, deps: Deps) -> JSON
                           "job gets a new delivery (a new `webhook-id`) with the full retry schedule."),
              responses=schemas.error_responses(400, 401, 403, 404, 429, 503))
 async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
-    """Publish the request; the webhook dispatcher schedules the deliveries."""
+    """Record the request (the outbox); the webhook dispatcher schedules the deliveries."""
     job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
     if not is_terminal(job):
         raise ApiError(400, "JOB_NOT_FINISHED", "Webhooks are sent when the job finishes; "
@@ -54,7 +54,7 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONRespon
     requested_at, redelivery_id = deps.clock(), str(uuid.uuid4())
     event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
                                        requested_at=requested_at)
-    await run_in_threadpool(deps.publisher.publish, deps.settings.topics.completions,
+    await run_in_threadpool(deps.outbox.append, deps.settings.topics.completions,
                             [Envelope(event, client_id=client_id, occurred_at=requested_at)])
     return JSONResponse({"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
                          "requested_at": iso(requested_at)}, status_code=202)

@@ -34,13 +34,13 @@ _ERRORS = {
     404: "JOB_NOT_FOUND: no such job for this client",
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
-    413: ("PAYLOAD_TOO_LARGE (body over 64 MB) or BATCH_SIZE_EXCEEDED (details.provided_lots, "
-          "details.max_allowed)"),
+    413: ("PAYLOAD_TOO_LARGE (body over 64 MB), BATCH_SIZE_EXCEEDED (details.provided_lots, "
+          "details.max_allowed) or LOT_TOO_LARGE (details.lot_id: a lot too big for one event)"),
     422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls), TOO_MANY_IMAGES"),
     429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
-    503: "SERVICE_UNAVAILABLE: PostgreSQL or Kafka is down; retry later",
+    503: "SERVICE_UNAVAILABLE: PostgreSQL is down; retry after Retry-After seconds",
     504: "OPENAI_TIMEOUT: the synchronous budget ran out",
 }
 
@@ -75,7 +75,9 @@ class SubmissionRequest(BaseModel):
                                   examples=["sha256=5d41402abc4b2a76b9719d911017c592"])
     version: str = Field(default="1.0.0", description="Echoed in the results")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
-                                 description="1 to 10 ISO 639-1 codes", examples=[["en", "ru", "de"]])
+                                 description="1 to 10 BCP 47 language tags, any case (`en`, `pt-BR`, "
+                                             "`zh-Hant`), echoed canonical",
+                                 examples=[["en", "ru", "pt-BR"]])
     lots: list[LotIn] = Field(min_length=1, max_length=50_000,
                               description="1 lot: synchronous; 2 to 50,000: batch")
 
@@ -88,6 +90,22 @@ class Description(BaseModel):
                          examples=["<p>Minor rear-end collision damage.</p>"])
 
 
+class TokenUsage(BaseModel):
+    """Tokens of the model answers by kind, and their estimated cost by the configured prices."""
+
+    input_tokens: int
+    cached_input_tokens: int = Field(description="Part of input_tokens, billed at the cached price")
+    output_tokens: int
+    reasoning_tokens: int = Field(description="Part of output_tokens")
+    estimated_cost_usd: float | None = Field(description="None when a model has no configured price")
+
+
+class JobTokenUsage(TokenUsage):
+    """A finished job's usage in all and per model (Batch API answers priced at its discount)."""
+
+    by_model: dict[str, TokenUsage]
+
+
 class LotResult(BaseModel):
     """A described (or failed) lot."""
 
@@ -98,6 +116,7 @@ class LotResult(BaseModel):
     descriptions: list[Description]
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 
 class SyncResult(BaseModel):

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from lotlens_common.model.languages import is_supported_language
+from lotlens_common.model.languages import canonical_tag
 from lotlens_common.urls import invalid_http_urls
 from lotlens_gateway.errors import ApiError, validation_failed
 
@@ -94,15 +94,18 @@ def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
 
 
 def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
+    """The requested languages as canonical BCP 47 tags, in order, each once (`EN` and `en` are one)."""
     if not isinstance(value, list) or not value:
-        raise validation_failed("`languages` must be a non-empty array of ISO 639-1 codes",
+        raise validation_failed("`languages` must be a non-empty array of BCP 47 language tags",
                                 {"invalid_languages": [], "max_allowed": limits.max_languages},
                                 code="INVALID_LANGUAGES")
-    invalid = [code for code in value if not (isinstance(code, str) and is_supported_language(code))]
+    tags = [canonical_tag(code) if isinstance(code, str) else None for code in value]
+    invalid = [code for code, tag in zip(value, tags, strict=True) if tag is None]
     if invalid:
-        raise validation_failed("Unsupported language codes (lower-case ISO 639-1 expected, e.g. \"de\")",
+        raise validation_failed("Unknown language tags (BCP 47 expected, any case: \"de\", \"pt-BR\", "
+                                "\"zh-Hant\", \"sr-Latn\")",
                                 {"invalid_languages": invalid[:MAX_LISTED]}, code="INVALID_LANGUAGES")
-    languages = tuple(dict.fromkeys(value))
+    languages = tuple(dict.fromkeys(tag for tag in tags if tag is not None))
     if len(languages) > limits.max_languages:
         raise validation_failed(f"At most {limits.max_languages} languages per request",
                                 {"invalid_languages": [], "provided_languages": len(languages),

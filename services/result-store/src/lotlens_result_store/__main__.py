@@ -5,16 +5,14 @@ from __future__ import annotations
 import logging
 from functools import partial
 
-import sqlalchemy.exc
-
 from lotlens_common.db import make_engine
-from lotlens_common.kafka import ConsumerSpec, EventProducer, PublishError, run_consumer
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.service import serve_metrics, setup_logging, stop_on_signals
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
 
-TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, PublishError)
+__all__ = ["main"]
 log = logging.getLogger("lotlens_result_store")
 
 
@@ -30,14 +28,15 @@ def main() -> None:
     try:
         # A crash after a commit but before JobCompleted was acknowledged leaves a terminal job
         # unannounced; no further event may come for it, so look for such jobs at every start.
-        swept = sweep(engine, producer, topics.completions, stop, TRANSIENT)
+        swept = sweep(engine, producer, topics.completions, stop)
         if swept:
             log.info("announced %d jobs left unannounced by a previous run", swept)
         consumer = ConsumerSpec(
             group_id=settings.group_id,
-            topics=[topics.submissions, topics.vision, topics.translation, topics.webhooks],
-            handler=partial(handle, engine, producer, topics.completions),
-            transient=TRANSIENT)
+            # Every record topic, its own JobCompleted included: the read models are what the log
+            # says, live as in a rebuild (docs/EVENT_LOG.md).
+            topics=topics.record_topics(),
+            handler=partial(handle, engine, producer, topics.completions))
         run_consumer(settings.kafka, topics, consumer, producer, stop)
     finally:
         engine.dispose()

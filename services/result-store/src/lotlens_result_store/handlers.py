@@ -9,21 +9,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import EventProducer
-from lotlens_result_store.completion import publish_completions, settle_jobs
+from lotlens_result_store.changes import JobChanges
+from lotlens_result_store.completion import lock_read_models, publish_completions, settle_jobs
 from lotlens_result_store.metrics import EVENTS_PROJECTED
 from lotlens_result_store.projections import project
+
+
+def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
+    """Project events and settle the jobs they finished: the live store and a rebuild both run this."""
+    changes = project(conn, envelopes)
+    settle_jobs(conn, changes)
+    return changes
 
 
 def handle(engine: Engine, producer: EventProducer, completions_topic: str,
            envelopes: Sequence[Envelope]) -> None:
     """Apply a consumer batch to the read models and publish JobCompleted for finished jobs."""
     with engine.begin() as conn:
-        changes = project(conn, envelopes)
-        settle_jobs(conn, changes)
+        lock_read_models(conn)
+        changes = apply_batch(conn, envelopes)
     for envelope in envelopes:
         EVENTS_PROJECTED.labels(type=envelope.type).inc()
     # After the commit, so an announced job is always durably terminal in the read models.

@@ -18,6 +18,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     Event,
     JobCancelled,
+    JobCompleted,
     JobSubmitted,
     LotFailed,
     LotSubmitted,
@@ -33,7 +34,8 @@ from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
-from lotlens_result_store.status import CANCELLED, PROCESSING, TRANSLATING
+from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
+from lotlens_result_store.usage import record_usage
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -50,6 +52,7 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
         "webhooks": [bool(e.webhook_urls) for e in submitted],
         "created": [e.created_at for e in submitted],
         "estimated": [e.estimated_completion for e in submitted],
+        "retry_of": [e.retry_of for e in submitted],
     })
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, JobSubmitted).total_lots)
@@ -99,6 +102,7 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
+    record_usage(conn, "vision", described)
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -124,6 +128,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         change = _change(changes, job_id)
         change.processed_lots += lots
         change.images_processed += images
+    record_usage(conn, "translation", [event_of(e, TranslationCompleted) for e in translated])
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
@@ -144,12 +149,30 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
         _change(changes, job_id).failed_lots += lots
 
 
-def project_job_cancelled(_conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
-    """Cancel the job unless it already reached a terminal status (applied with the job row)."""
+def project_job_cancelled(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
+    """Cancel the job unless it already reached a terminal status (applied with the job row), and
+    its unfinished lots (a finished job has none)."""
+    execute(conn, "cancel_lots", sql.CANCEL_LOTS, {"job_ids": sorted({e.job_id for e in envelopes})})
     for envelope in envelopes:
         change = changes.touch(envelope, status=CANCELLED)
         cancelled_at = event_of(envelope, JobCancelled).cancelled_at
         change.cancelled_at = min(change.cancelled_at or cancelled_at, cancelled_at)
+
+
+def project_job_completed(conn: Connection, envelopes: Sequence[Envelope], _changes: JobChanges) -> None:
+    """Make the announced outcome the job's final state (live it already is; a replay may have
+    seen a cancel and the last lot in the other order) and mark the job announced."""
+    announced = latest_envelopes(envelopes, JobCompleted, lambda event: (event.job_id,))
+    events = [event_of(e, JobCompleted) for e in announced]
+    execute(conn, "upsert_jobs", sql.APPLY_ANNOUNCED_JOBS, {
+        "job_ids": [e.job_id for e in events],
+        "client_ids": [e.client_id for e in announced],
+        "statuses": [e.status for e in events],
+        "totals": [e.total_lots for e in events],
+        "errors": [failure_message(e.total_lots) if e.status == FAILED else None for e in events],
+        "finished": [e.completed_at for e in events],
+        "usages": [e.usage.model_dump_json() if e.usage is not None else None for e in events],
+    })
 
 
 def write_job_changes(conn: Connection, changes: JobChanges) -> None:
@@ -180,6 +203,7 @@ PROJECTIONS: dict[type[Event], Projection] = {
     TranslationCompleted: project_translation_completed,
     LotFailed: project_lot_failed,
     JobCancelled: project_job_cancelled,
+    JobCompleted: project_job_completed,
     WebhookAttempted: webhooks.project_attempted,
     WebhookDelivered: webhooks.project_delivered,
     WebhookFailed: webhooks.project_failed,

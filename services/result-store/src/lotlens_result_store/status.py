@@ -68,8 +68,13 @@ def settle(job: JobProgress) -> Settlement | None:
     if job.submitted_lots < job.total_lots or job.undescribed_lots:
         return None
     if job.processed_lots == 0:
-        return Settlement(FAILED, f"all {job.total_lots} lots failed")
+        return Settlement(FAILED, failure_message(job.total_lots))
     return Settlement(COMPLETED, None)
+
+
+def failure_message(total_lots: int) -> str:
+    """The error message of a job whose every lot failed."""
+    return f"all {total_lots} lots failed"
 
 
 def rank_sql(column: str) -> str:

@@ -15,8 +15,8 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.translation import target_languages
-from lotlens_common.stage import store
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.translation_stage import descriptions
 
 STAGE = "translation"
@@ -25,16 +25,16 @@ STAGE = "translation"
 def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope], *, topic: str
            ) -> None:
     """Apply a consumer batch: pass-through events first (flushed), then one transaction."""
-    waiting: list[LotWork] = []
-    settled: list[LotWork] = []
+    waiting: list[LotWork[TranslationWork]] = []
+    settled: list[LotWork[TranslationWork]] = []
     cancellations: list[str] = []
     for envelope in envelopes:
         event = envelope.event
         if isinstance(event, VisionCompleted):
             lot = LotWork(event.job_id, event.lot_id, envelope.client_id, event.total_lots, 0,
-                          {"english_html": event.english_html, "languages": list(event.languages),
-                           "processed_images": event.processed_images,
-                           "missing_images": list(event.missing_images)})
+                          TranslationWork(english_html=event.english_html, languages=event.languages,
+                                          processed_images=event.processed_images,
+                                          missing_images=event.missing_images))
             if target_languages(event.languages):
                 waiting.append(lot)
             else:
@@ -44,7 +44,7 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
                     descriptions=descriptions(event.languages, event.english_html, {}))))
         elif isinstance(event, LotFailed) and event.stage == "vision":
             settled.append(LotWork(event.job_id, event.lot_id, envelope.client_id,
-                                   event.total_lots, 0, {}))
+                                   event.total_lots, 0, TranslationWork()))
         elif isinstance(event, JobCancelled):
             cancellations.append(event.job_id)
     producer.flush()

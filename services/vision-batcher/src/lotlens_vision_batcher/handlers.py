@@ -9,8 +9,8 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
 from lotlens_common.kafka import EventProducer
-from lotlens_common.stage import store
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.work import LotWork, VisionWork
 
 STAGE = "vision"
 
@@ -18,16 +18,15 @@ STAGE = "vision"
 def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[Envelope]) -> None:
     """Apply a consumer batch in one transaction (idempotent: known lots are left alone)."""
     with engine.begin() as conn:
-        arrivals: list[LotWork] = []
+        arrivals: list[LotWork[VisionWork]] = []
         for envelope in envelopes:
             event = envelope.event
             if isinstance(event, LotSubmitted):
                 arrivals.append(LotWork(
                     job_id=event.job_id, lot_id=event.lot_id, client_id=envelope.client_id,
                     total_lots=event.total_lots, attempts=0,
-                    work={"additional_info": event.additional_info,
-                          "image_urls": list(event.image_urls),
-                          "languages": list(event.languages)}))
+                    work=VisionWork(additional_info=event.additional_info,
+                                    image_urls=event.image_urls, languages=event.languages)))
             elif isinstance(event, JobCancelled):
                 store.enqueue(conn, STAGE, arrivals)
                 arrivals = []

@@ -8,15 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
-from lotlens_common.stage.spec import LotWork, Prepared
+from lotlens_common.stage.core.image_tokens import max_image_tokens
+from lotlens_common.stage.core.limits import MAX_IMAGES_PER_REQUEST
+from lotlens_common.stage.work import LotWork, Prepared, VisionWork
 
 # (urls) -> (reachable urls, unreachable urls), in the order given.
 ImageChecker = Callable[[Sequence[str]], Awaitable[tuple[list[str], list[str]]]]
 
-# OpenAI's image token cost: a fixed 85 at low detail, up to ~765 for a 1024px tile set otherwise.
-_IMAGE_TOKENS = {"low": 85, "high": 765, "auto": 765}
 _PROMPT_TOKENS = 600
 
 
@@ -54,7 +56,14 @@ class VisionStage:
     models: ModelSettings
     check_images: ImageChecker
     name: str = "vision"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
     recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
+
+    @property
+    def work_type(self) -> type[VisionWork]:
+        """VisionWork."""
+        return VisionWork
 
     def output_topic(self) -> str:
         """The vision topic."""
@@ -64,53 +73,61 @@ class VisionStage:
         """The vision model."""
         return self.models.vision_model
 
-    def estimate_tokens(self, lot: LotWork) -> int:
-        """Input tokens: the images at the configured detail plus instructions and notes."""
+    def estimate_tokens(self, lot: LotWork[VisionWork]) -> int:
+        """Input tokens: the most the images can cost this model, plus instructions and notes."""
         images = len(_valid_images(lot))
-        notes = len(lot.work.get("additional_info", "")) // 4
-        return images * _IMAGE_TOKENS[self.models.image_detail] + _PROMPT_TOKENS + notes
+        notes = len(lot.work.additional_info) // 4
+        per_image = max_image_tokens(self.models.vision_model, self.models.image_detail)
+        return images * per_image + _PROMPT_TOKENS + notes
 
-    async def prepare(self, lots: list[LotWork]) -> Prepared:
+    async def prepare(self, lots: list[LotWork[VisionWork]]) -> Prepared[VisionWork]:
         """Check every image first: a lot with none reachable fails here and costs no model call.
 
         Only the lots whose missing images changed carry new work back (usually none: nothing
         to write), and a URL checked in the last minute is not checked again.
         """
-        every_url = list(dict.fromkeys(url for lot in lots for url in lot.work["image_urls"]))
+        every_url = list(dict.fromkeys(url for lot in lots for url in lot.work.image_urls))
         verdicts = self.recent.known(every_url)
         unchecked = [url for url in every_url if url not in verdicts]
         if unchecked:
             reachable, unreachable = await self.check_images(unchecked)
             self.recent.remember(reachable, unreachable)
             verdicts.update({url: True for url in reachable})
-        requests: list[tuple[LotWork, dict[str, Any]]] = []
-        settled: list[tuple[LotWork, Event]] = []
+        requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
+        settled: list[tuple[LotWork[VisionWork], Event]] = []
         for lot in lots:
-            valid = [url for url in lot.work["image_urls"] if verdicts.get(url)]
-            missing = [url for url in lot.work["image_urls"] if not verdicts.get(url)]
-            checked = (lot if missing == lot.work.get("missing_images", [])
-                       else lot.with_work(missing_images=missing))
+            # OpenAI takes at most 500 images a request: the rest are not described.
+            valid = [url for url in lot.work.image_urls if verdicts.get(url)][:MAX_IMAGES_PER_REQUEST]
+            sent = set(valid)
+            missing = [url for url in lot.work.image_urls if url not in sent]
+            checked = (lot if tuple(missing) == lot.work.missing_images
+                       else lot.with_work(lot.work.model_copy(update={"missing_images": tuple(missing)})))
             if not valid:
                 reason = f"none of the lot's {len(missing)} images could be fetched"
                 settled.append((checked, self.failure_event(checked, reason)))
                 continue
-            body = vision_request_body(lot.work.get("additional_info", ""), valid, self.models)
+            body = vision_request_body(lot.work.additional_info, valid, self.models)
             requests.append((checked, body))
         return Prepared(requests, settled)
 
-    def result_event(self, lot: LotWork, body: Mapping[str, Any]) -> Event:
+    def result_event(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> Event:
         """VisionCompleted with the parsed HTML."""
         return VisionCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
-            languages=tuple(lot.work["languages"]), total_lots=lot.total_lots,
+            languages=lot.work.languages, total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
-            missing_images=tuple(lot.work.get("missing_images") or ()))
+            missing_images=lot.work.missing_images,
+            usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
 
-    def failure_event(self, lot: LotWork, reason: str) -> Event:
+    def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
+        """Never: a description that came back unusable would come back the same."""
+        return None
+
+    def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage."""
         return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="vision", reason=reason,
                          total_lots=lot.total_lots,
-                         missing_images=tuple(lot.work.get("missing_images") or ()))
+                         missing_images=lot.work.missing_images)
 
     def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
                               lot_ids: tuple[str, ...]) -> Event:
@@ -119,7 +136,7 @@ class VisionStage:
                                     batch_id=batch_id, lot_ids=lot_ids)
 
 
-def _valid_images(lot: LotWork) -> list[str]:
+def _valid_images(lot: LotWork[VisionWork]) -> list[str]:
     """The lot's images less those its last check could not fetch (all of them before a check)."""
-    missing = set(lot.work.get("missing_images") or ())
-    return [url for url in lot.work["image_urls"] if url not in missing]
+    missing = set(lot.work.missing_images)
+    return [url for url in lot.work.image_urls if url not in missing]

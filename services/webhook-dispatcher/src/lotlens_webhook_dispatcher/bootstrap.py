@@ -7,7 +7,6 @@ from collections.abc import Callable
 
 import httpx
 from sqlalchemy import Engine
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_webhook_dispatcher.config import DispatcherSettings
@@ -38,7 +37,6 @@ def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callabl
         group_id=settings.consumer_group,
         topics=[settings.topics.completions],
         handler=completion_handler(engine, settings.webhook_max_payload_bytes, on_scheduled=dispatcher.wake),
-        transient=(OperationalError, InterfaceError),
     )
 
     def consume(stop: threading.Event) -> None:

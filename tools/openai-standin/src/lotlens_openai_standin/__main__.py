@@ -1,8 +1,11 @@
-"""Run the stand-in: `python -m lotlens_openai_standin` (configured by `STANDIN_*` variables)."""
+"""Run the stand-in: `python -m lotlens_openai_standin [--state-dir DIR]`, configured by `STANDIN_*`."""
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import os
+from pathlib import Path
 
 import uvicorn
 
@@ -11,8 +14,14 @@ from lotlens_openai_standin.config import config_from_env
 
 
 def main() -> None:
-    """Read the configuration from the environment and serve until stopped."""
+    """Read the configuration from the environment (and the command line) and serve until stopped."""
+    parser = argparse.ArgumentParser(prog="lotlens-openai-standin")
+    parser.add_argument("--state-dir", type=Path, help="keep state here and reload it on start "
+                        "(overrides STANDIN_STATE_DIR)")
+    args = parser.parse_args()
     config = config_from_env(os.environ)
+    if args.state_dir is not None:
+        config = dataclasses.replace(config, state_dir=args.state_dir)
     uvicorn.run(create_app(config), host=config.host, port=config.port, log_level="info")
 
 

@@ -12,8 +12,8 @@ import orjson
 
 ERROR_MARKER = "[standin:error]"
 INCOMPLETE_MARKER = "[standin:incomplete]"
-# Language-code property names in a translation schema: "de", "pt", "pt-BR".
-_LANGUAGE_KEY = re.compile(r"^[a-z]{2}(-[A-Za-z]{2})?$")
+# Language-tag property names in a translation schema: "de", "fil", "pt-BR", "zh-Hant", "es-419".
+_LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)

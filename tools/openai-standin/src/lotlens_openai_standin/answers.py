@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from lotlens_openai_standin.answer_rules import (
@@ -14,11 +15,9 @@ from lotlens_openai_standin.answer_rules import (
 )
 from lotlens_openai_standin.api_errors import server_error
 from lotlens_openai_standin.ids import new_id, unix_now
-from lotlens_openai_standin.request_checks import (
-    check_chat_request,
-    check_responses_request,
-    is_reasoning_model,
-)
+from lotlens_openai_standin.models import is_reasoning_model
+from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
+from lotlens_openai_standin.request_checks import check_chat_request, check_responses_request
 
 RESPONSES_ENDPOINT = "/v1/responses"
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -30,6 +29,27 @@ REASONING_TOKENS = 64
 def _output_tokens(text: str, model: str) -> tuple[int, int]:
     reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
     return len(text) // 4 + 1 + reasoning, reasoning
+
+
+@dataclass(frozen=True)
+class Written:
+    """What the model writes within its output-token cap."""
+
+    text: str
+    # False: the cap was reached (nothing at all when the thinking alone used it up).
+    finished: bool
+    output_tokens: int
+    reasoning_tokens: int
+
+
+def write_within(text: str, model: str, limit: object) -> Written:
+    """The answer cut at the cap (4 characters a token, like the estimate), as OpenAI stops at it."""
+    tokens, reasoning = _output_tokens(text, model)
+    if not isinstance(limit, int) or tokens <= limit:
+        return Written(text, True, tokens, reasoning)
+    if reasoning >= limit:
+        return Written("", False, limit, limit)
+    return Written(text[:(limit - reasoning - 1) * 4], False, limit, reasoning)
 
 
 def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -46,18 +66,20 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
     output: list[dict[str, Any]] = []
     if reasoning_model:
         output.append({"id": new_id("rs_", 48), "type": "reasoning", "summary": []})
-    text = answer_text(prompt)
-    status, incomplete = "completed", None
+    written = write_within(answer_text(prompt), model, body.get("max_output_tokens"))
     if prompt.wants_incomplete:
         # The model spent its whole budget thinking: no message item at all.
-        status, incomplete, text = "incomplete", {"reason": "max_output_tokens"}, ""
-    else:
+        written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
+    status, incomplete = "completed", None
+    if not written.finished:
+        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
+    if written.text:
         output.append({
-            "id": new_id("msg_", 48), "type": "message", "role": "assistant", "status": "completed",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}],
+            "id": new_id("msg_", 48), "type": "message", "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": written.text, "annotations": [], "logprobs": []}],
         })
     input_tokens = estimate_tokens(body, prompt.image_count)
-    output_tokens, reasoning_tokens = _output_tokens(text, model)
+    output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
     reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
     return {
         "id": new_id("resp_", 48), "object": "response", "created_at": unix_now(), "status": status,
@@ -72,7 +94,8 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
         "text": _text_config(body), "tool_choice": "auto", "tools": [], "top_logprobs": 0,
         "top_p": None if reasoning_model else body.get("top_p", 1.0), "truncation": "disabled",
         "usage": {
-            "input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens": input_tokens,
+            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
             "total_tokens": input_tokens + output_tokens,
         },
@@ -83,11 +106,13 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
 def chat_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
     """A `chat.completion` object as `POST /v1/chat/completions` returns it."""
     model = str(body["model"])
-    text, finish = answer_text(prompt), "stop"
+    limit_name = output_limit_name(body, chat=True)
+    written = write_within(answer_text(prompt), model, body[limit_name] if limit_name else None)
     if prompt.wants_incomplete:
-        text, finish = "", "length"
+        written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
+    text, finish = written.text, "stop" if written.finished else "length"
     input_tokens = estimate_tokens(body, prompt.image_count)
-    output_tokens, reasoning_tokens = _output_tokens(text, model)
+    output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
     return {
         "id": new_id("chatcmpl-", 28), "object": "chat.completion", "created": unix_now(), "model": model,
         "choices": [{
@@ -108,13 +133,15 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
 def answer(endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
     """Validate a request for `endpoint` and return the response body; raises ApiError (400/500)."""
     if endpoint == RESPONSES_ENDPOINT:
-        check_responses_request(body)
+        model = check_responses_request(body)
         prompt = responses_prompt(body)
+        check_image_support(model, prompt.image_count, chat=False)
         if prompt.wants_error:
             raise server_error()
         return responses_object(body, prompt)
-    check_chat_request(body)
+    model = check_chat_request(body)
     prompt = chat_prompt(body)
+    check_image_support(model, prompt.image_count, chat=True)
     if prompt.wants_error:
         raise server_error()
     return chat_object(body, prompt)

@@ -1,8 +1,8 @@
-"""The Files API: metadata in memory, contents on disk, streamed both ways."""
+"""The Files API: contents on disk, streamed both ways; metadata in memory and in the state directory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
 
 from lotlens_openai_standin.api_errors import bad_request, not_found
+from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.faults import Stats
 from lotlens_openai_standin.ids import new_id, unix_now
 
@@ -41,6 +42,15 @@ class FileRecord:
                 "expires_at": expires, "filename": self.filename, "purpose": self.purpose,
                 "status": "processed", "status_details": None}
 
+    def to_state(self) -> dict[str, Any]:
+        """The record as kept in the state directory."""
+        return asdict(self) | {"path": str(self.path)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FileRecord:
+        """A record read back from the state directory."""
+        return cls(**(state | {"path": Path(state["path"])}))
+
 
 class FileTooLargeError(Exception):
     """The upload went past its purpose's size limit."""
@@ -60,10 +70,12 @@ def _copy_limited(source: BinaryIO, target: Path, limit: int) -> int:
 class FileStore:
     """Every file the stand-in knows: uploads and the batches' output and error files."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, state: StateStore) -> None:
         self._root = root
-        self._files: dict[str, FileRecord] = {}
+        self._state = state
         root.mkdir(parents=True, exist_ok=True)
+        records = (FileRecord.from_state(saved) for saved in state.load("files"))
+        self._files: dict[str, FileRecord] = {record.id: record for record in records}
 
     def new_path(self) -> Path:
         """A fresh path under the data directory for content about to be written."""
@@ -73,6 +85,7 @@ class FileStore:
         """Register content already written at `path` (from `new_path`)."""
         record = FileRecord(new_id("file-"), filename, purpose, path.stat().st_size, unix_now(), path)
         self._files[record.id] = record
+        self._state.save("files", record.id, record.to_state())
         return record
 
     async def save_upload(self, upload: UploadFile, purpose: str) -> FileRecord:
@@ -88,6 +101,13 @@ class FileStore:
                               f"{limit // MB} MB.", param="file", code="file_too_large") from None
         return self.add(path, upload.filename or "upload", purpose)
 
+    def remove_orphans(self, in_use: set[str]) -> None:
+        """Delete contents that belong to no file and to no running batch (a kill interrupted their write)."""
+        kept = {record.path.name for record in self._files.values()} | {Path(path).name for path in in_use}
+        for blob in self._root.glob("blob-*"):
+            if blob.name not in kept:
+                blob.unlink(missing_ok=True)
+
     def get(self, file_id: str) -> FileRecord:
         """The file, or OpenAI's 404."""
         record = self._files.get(file_id)
@@ -99,6 +119,7 @@ class FileStore:
         """Forget the file and remove its bytes."""
         record = self.get(file_id)
         del self._files[file_id]
+        self._state.delete("files", file_id)
         record.path.unlink(missing_ok=True)
 
 

@@ -6,17 +6,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from lotlens_openai_standin.api_errors import ApiError, bad_request
+from lotlens_openai_standin.models import is_reasoning_model
+from lotlens_openai_standin.parameter_checks import check_parameter_names, check_parameter_values, known_model
 
 IMAGE_DETAILS = ("low", "high", "auto", "original")
 RESPONSES_PART_TYPES = ("input_text", "input_image", "input_file", "output_text", "refusal")
 CHAT_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
 ROLES = ("user", "assistant", "system", "developer")
 CHAT_ROLES = (*ROLES, "tool")
-
-
-def is_reasoning_model(model: str) -> bool:
-    """o-series and gpt-5 models reason: they take `reasoning`, refuse `temperature`."""
-    return model.startswith("o") or model.startswith("gpt-5")
 
 
 def _type_name(value: object) -> str:
@@ -207,11 +204,14 @@ def check_sampling(body: Mapping[str, Any], model: str, chat: bool) -> None:
 def check_responses_request(body: Mapping[str, Any]) -> str:
     """Validate a Responses API body; return its model."""
     model = require_model(body)
+    facts = known_model(model, chat=False)
+    check_parameter_names(body, chat=False)
     if body.get("stream"):
         raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
                           code="unsupported_value")
     check_responses_input(body)
     check_sampling(body, model, chat=False)
+    check_parameter_values(body, False, facts)
     text = body.get("text")
     if isinstance(text, dict) and text.get("format") is not None:
         check_json_schema_format(text["format"], "text.format")
@@ -221,11 +221,14 @@ def check_responses_request(body: Mapping[str, Any]) -> str:
 def check_chat_request(body: Mapping[str, Any]) -> str:
     """Validate a Chat Completions body; return its model."""
     model = require_model(body)
+    facts = known_model(model, chat=True)
+    check_parameter_names(body, chat=True)
     if body.get("stream"):
         raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
                           code="unsupported_value")
     check_chat_messages(body)
     check_sampling(body, model, chat=True)
+    check_parameter_values(body, True, facts)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         inner = fmt.get("json_schema")

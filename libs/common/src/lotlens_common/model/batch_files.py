@@ -28,6 +28,8 @@ class BatchLineResult:
     error: str | None
     # `batch_expired`, `batch_cancelled`, `server_error`, … — lets callers tell "resubmit" from "give up".
     error_code: str | None = None
+    # The line's HTTP status (None for `error` lines such as `batch_expired`): 4xx are permanent.
+    status: int | None = None
 
 
 def _from_error_object(custom_id: str, error: Mapping[str, Any]) -> BatchLineResult:
@@ -47,8 +49,13 @@ def _from_response(custom_id: str, response: Mapping[str, Any]) -> BatchLineResu
         code = error.get("code") or error.get("type")
         label = f"HTTP {status} {code}" if code else f"HTTP {status}"
         message = f"{label}: {error.get('message')}"
-        return BatchLineResult(custom_id, None, message, str(code) if code else f"http_{status}")
-    return BatchLineResult(custom_id, None, f"HTTP {status}", f"http_{status}")
+        return BatchLineResult(custom_id, None, message, str(code) if code else f"http_{status}",
+                               _int_or_none(status))
+    return BatchLineResult(custom_id, None, f"HTTP {status}", f"http_{status}", _int_or_none(status))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 def parse_batch_lines(lines: Iterable[bytes]) -> Iterator[BatchLineResult]:

@@ -7,164 +7,145 @@ shard and publishes duplicates, which every consumer ignores (idempotent handler
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from lotlens_common.events import Event
 from lotlens_common.model.batch_files import parse_batch_lines
-from lotlens_common.model.errors import ModelOutputError, ModelRequestError
-from lotlens_common.stage import metrics, store
-from lotlens_common.stage.runtime import StageRuntime
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.model.errors import ModelError
+from lotlens_common.stage import metrics
+from lotlens_common.stage.core import lifecycle
+from lotlens_common.stage.core.outcomes import Kind, line_kind
+from lotlens_common.stage.ports import Shard, Stage
+from lotlens_common.stage.record import STAGE_KEY
+from lotlens_common.stage.settle import Settler
 
 log = logging.getLogger(__name__)
 
-RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
-CHUNK = 1000
+# Pages of 100 batches read when a batch must be found by its metadata.
+LISTING_PAGES = 50
 
 
-async def watch(rt: StageRuntime) -> None:
+async def watch(stage: Stage[Any]) -> None:
     """Look at every submitted batch once; collect those that are finished.
 
     A failure with one batch is logged and counted, and the others are still looked at: one
     broken shard never holds up the rest of the stage.
     """
-    with rt.engine.begin() as conn:
-        submitted = store.shards(conn, rt.spec.name, "submitted")
-        cancelled = store.cancelled_jobs(conn, rt.spec.name, {s.job_id for s in submitted})
+    submitted = stage.store.shards("submitted")
+    cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
     by_status: dict[str, int] = {}
     for shard in submitted:
         try:
-            status = await _watch_one(rt, shard, shard.job_id in cancelled)
+            status = await _watch_one(stage, shard, shard.job_id in cancelled)
         except Exception as exc:
             metrics.OPENAI_ERRORS.labels(api="batches", kind=type(exc).__name__).inc()
-            log.exception("watching batch %s failed; next round retries", shard.batch_id,
+            log.exception("watching batch %s failed; the next round tries again", shard.batch_id,
                           extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
             continue
-        if status:
+        if status is not None:
             by_status[status] = by_status.get(status, 0) + 1
-    metrics.BATCHES_BY_STATUS.clear()
-    for status, count in by_status.items():
-        metrics.BATCHES_BY_STATUS.labels(stage=rt.spec.name, status=status).set(count)
+    for status in lifecycle.RUNNING:
+        metrics.BATCHES_BY_STATUS.labels(stage=stage.spec.name, status=status).set(by_status.get(status, 0))
+    metrics.PAUSED.labels(stage=stage.spec.name).set(1 if stage.unreadable else 0)
 
 
-async def _watch_one(rt: StageRuntime, shard: store.Shard, cancelled: bool) -> str | None:
+async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
     assert shard.batch_id is not None  # a submitted shard always has its batch
-    with store.exclusive(rt.engine, shard.shard_id) as mine:
-        if not mine:
-            return None  # another instance is on it
-        with rt.engine.begin() as conn:
-            if store.shard_status(conn, shard.shard_id) != "submitted":
-                return None  # collected by another instance since it was listed
-        batch = await _retrieve(rt, shard.batch_id)
-        status = str(batch["status"])
-        if cancelled and status in RUNNING - {"cancelling"}:
-            batch = await rt.batches.cancel_batch(shard.batch_id)
-            status = str(batch["status"])
-        if status in RUNNING:
-            if status != shard.batch_status:
-                with rt.engine.begin() as conn:
-                    store.note_batch_status(conn, shard.shard_id, status)
-            return status
-        await _collect(rt, shard, batch, cancelled)
-        return status
+    with stage.store.exclusive(shard.shard_id) as mine:
+        current = stage.store.shard(shard.shard_id) if mine else None
+        if current is None or current.status != "submitted":
+            return None  # another instance is on it, or collected it since it was listed
+        action = await _look(stage, shard, cancelled)
+        if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
+            return None
+        if isinstance(action, lifecycle.Cancel):
+            log.warning("cancelling batch %s: %s", shard.batch_id, action.reason,
+                        extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            batch = await stage.batches.cancel_batch(shard.batch_id)
+            action = (lifecycle.Wait(str(batch["status"])) if batch["status"] in lifecycle.RUNNING
+                      else lifecycle.Collect(batch))
+        if isinstance(action, lifecycle.Lost):
+            lost = {"code": "batch_lost", "message": action.reason}
+            action = lifecycle.Collect({"id": shard.batch_id, "status": "lost", "errors": {"data": [lost]}})
+        if isinstance(action, lifecycle.Wait):
+            if action.status != shard.batch_status:
+                stage.store.note_batch_status(shard.shard_id, action.status)
+            return action.status
+        await collect(stage, shard, action.batch, cancelled)
+        return str(action.batch["status"])
 
 
-async def _retrieve(rt: StageRuntime, batch_id: str) -> Mapping[str, Any]:
-    """The batch; one OpenAI no longer knows (404) counts as failed, so its lots are resubmitted."""
+async def _look(stage: Stage[Any], shard: Shard, cancelled: bool) -> (
+        lifecycle.Wait | lifecycle.Cancel | lifecycle.Collect | lifecycle.Lost | lifecycle.LookUp
+        | lifecycle.TryLater):
+    """What to do with the shard's batch: read it by id, or find it by metadata when that fails."""
+    assert shard.batch_id is not None
+    max_age = stage.settings.max_batch_age_s
     try:
-        return await rt.batches.retrieve_batch(batch_id)
-    except ModelRequestError as exc:
-        if exc.status_code != 404:
-            raise
-        return {"id": batch_id, "status": "failed",
-                "errors": {"data": [{"code": "batch_not_found", "message": str(exc)}]}}
+        batch = await stage.batches.retrieve_batch(shard.batch_id)
+        return lifecycle.for_submitted(batch, cancelled, time.time(), max_age)
+    except ModelError as exc:
+        read = lifecycle.for_read_error(getattr(exc, "status_code", None), str(exc))
+    if isinstance(read, lifecycle.TryLater):
+        metrics.OPENAI_ERRORS.labels(api="batches", kind="transient").inc()
+        log.warning("reading batch %s failed (%s); next round", shard.batch_id, read.reason)
+        return read
+    if shard.shard_id not in stage.unreadable:
+        log.error("batch %s of shard %s cannot be read (%s): submitting nothing until a listing "
+                  "shows what became of it", shard.batch_id, shard.shard_id, read.reason,
+                  extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+    stage.unreadable[shard.shard_id] = read.reason
+    try:
+        listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, LISTING_PAGES)
+    except ModelError as exc:
+        log.error("listing batches failed too (%s): still paused", exc)
+        return read
+    ids = [str(batch["id"]) for batch in listed]
+    ours_seen = bool(stage.store.known_batches([i for i in ids if i != shard.batch_id]))
+    action = lifecycle.for_listing(listed, shard.batch_id, ours_seen, cancelled, time.time(), max_age)
+    if not isinstance(action, lifecycle.LookUp):
+        del stage.unreadable[shard.shard_id]
+        log.warning("batch %s of shard %s found by listing: %s", shard.batch_id, shard.shard_id,
+                    type(action).__name__)
+    return action
 
 
-async def _collect(rt: StageRuntime, shard: store.Shard, batch: Mapping[str, Any],
-                   cancelled: bool) -> None:
-    with rt.engine.begin() as conn:
-        pending = {lot.lot_id: lot for lot in store.shard_lots(conn, rt.spec.name, shard.shard_id)}
-    collector = Collector(rt, shard, cancelled)
+async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], cancelled: bool) -> None:
+    """Read a finished batch's files and settle every lot of its shard."""
+    pending = {lot.lot_id: lot for lot in stage.store.shard_lots(shard.shard_id)}
+    settler = Settler(stage, shard, cancelled)
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
             continue
-        async for line in rt.batches.iter_file_lines(str(file_id)):
+        async for line in stage.batches.iter_file_lines(str(file_id)):
             for result in parse_batch_lines([line]):
                 lot = pending.pop(result.custom_id, None)
                 if lot is None:
                     continue  # settled earlier (re-collection after a crash) or not ours
                 if result.body is not None:
-                    collector.succeeded(lot, result.body)
+                    settler.succeeded(lot, result.body)
                 else:
-                    collector.retry(lot, result.error or "request failed")
-            collector.flush_if_full()
-    reason = _batch_reason(batch)
+                    settler.failed(lot, line_kind(result.status, result.error_code),
+                                   result.error or "request failed")
+            settler.flush_if_full()
+    reason = batch_reason(batch)
+    if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
+        stage.shrink_files(stage.file_byte_limit(), reason)
     for lot in pending.values():
-        collector.retry(lot, reason)
-    collector.flush()
-    with rt.engine.begin() as conn:
-        store.close_shard(conn, shard.shard_id, "collected", str(batch["status"]))
+        settler.failed(lot, Kind.TRANSIENT, reason)
+    settler.flush()
+    stage.store.close_shard(shard.shard_id, "collected", str(batch["status"]))
     log.info("batch %s %s: collected", shard.batch_id, batch["status"],
              extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
 
 
-def _batch_reason(batch: Mapping[str, Any]) -> str:
-    errors = (batch.get("errors") or {}).get("data") or []
-    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:3])
+def batch_reason(batch: Mapping[str, Any]) -> str:
+    """Why a batch's unanswered lots got no answer."""
+    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in _errors(batch)[:3])
     return f"OpenAI batch {batch.get('id')} ended {batch.get('status')}" + (f" ({detail})" if detail else "")
 
 
-class Collector:
-    """Accumulates a shard's outcomes and applies them chunk by chunk (batch and direct modes)."""
-
-    def __init__(self, rt: StageRuntime, shard: store.Shard, cancelled: bool) -> None:
-        self.rt, self.shard, self.cancelled = rt, shard, cancelled
-        self.events: list[Event] = []
-        self.done: list[str] = []
-        self.failed: list[str] = []
-        self.again: dict[str, list[str]] = {}
-        self.given_up: list[str] = []
-
-    def succeeded(self, lot: LotWork, body: Mapping[str, Any]) -> None:
-        """A response body arrived for the lot."""
-        try:
-            self.events.append(self.rt.spec.result_event(lot, body))
-            self.done.append(lot.lot_id)
-        except ModelOutputError as exc:
-            # The model answered but the answer is unusable (e.g. cut off): a retry costs the
-            # same and most likely ends the same, so the lot fails with the reason.
-            self.events.append(self.rt.spec.failure_event(lot, str(exc)))
-            self.failed.append(lot.lot_id)
-
-    def retry(self, lot: LotWork, reason: str) -> None:
-        """The lot got no usable answer: send it again, or give up after the last attempt."""
-        if self.cancelled:
-            self.given_up.append(lot.lot_id)
-        elif lot.attempts >= self.rt.settings.max_attempts:
-            self.events.append(self.rt.spec.failure_event(
-                lot, f"{reason} (gave up after {lot.attempts} attempts)"))
-            self.failed.append(lot.lot_id)
-        else:
-            self.again.setdefault(reason, []).append(lot.lot_id)
-
-    def flush_if_full(self) -> None:
-        """Apply what has accumulated once a chunk is full."""
-        if len(self.events) + sum(map(len, self.again.values())) >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        """Publish the events, then record the lots' new statuses."""
-        name, job_id = self.rt.spec.name, self.shard.job_id
-        self.rt.publish_events(self.shard.client_id, self.events)
-        with self.rt.engine.begin() as conn:
-            store.set_status(conn, name, job_id, self.done, store.DONE)
-            store.set_status(conn, name, job_id, self.failed, store.FAILED)
-            store.set_status(conn, name, job_id, self.given_up, store.CANCELLED)
-            for reason, lot_ids in self.again.items():
-                store.set_status(conn, name, job_id, lot_ids, store.WAITING, reason)
-        metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(self.done))
-        metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(len(self.failed))
-        metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(sum(map(len, self.again.values())))
-        self.events, self.done, self.failed, self.again, self.given_up = [], [], [], {}, []
+def _errors(batch: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return list((batch.get("errors") or {}).get("data") or [])

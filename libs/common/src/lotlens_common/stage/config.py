@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# OpenAI's hard limits for one batch input file.
-OPENAI_MAX_REQUESTS = 50_000
-OPENAI_MAX_FILE_BYTES = 200 * 1024 * 1024
+from lotlens_common.stage.core.limits import (
+    BATCH_FILE_MARGIN_BYTES,
+    COMPLETION_WINDOW_S,
+    MAX_BATCH_FILE_BYTES,
+    MAX_REQUESTS_PER_BATCH,
+)
 
 
 class StageSettings(BaseSettings):
@@ -14,21 +18,26 @@ class StageSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOTLENS_STAGE_", frozen=True)
 
-    max_requests_per_batch: int = OPENAI_MAX_REQUESTS
-    # A margin under 200 MB: the limit is measured on the bytes written.
-    max_batch_bytes: int = OPENAI_MAX_FILE_BYTES - 1024 * 1024
+    max_requests_per_batch: int = Field(MAX_REQUESTS_PER_BATCH, ge=1, le=MAX_REQUESTS_PER_BATCH)
+    max_batch_bytes: int = Field(MAX_BATCH_FILE_BYTES - BATCH_FILE_MARGIN_BYTES, ge=1,
+                                 le=MAX_BATCH_FILE_BYTES)
     # A job's lots wait at most this long for more lots before a partial batch is sent.
     window_s: float = 30.0
     poll_interval_s: float = 10.0
+    # A batch still running after this long is cancelled (its finished lines kept, the rest sent
+    # again): OpenAI's completion window is 24 h, so this is just past it.
+    max_batch_age_s: float = COMPLETION_WINDOW_S + 15 * 60.0
     # Per-lot resubmissions after error lines, expiry or cancellation of a batch.
     max_attempts: int = 3
-    # Enqueued-token budget per model across submitted batches (0 = unlimited).
-    enqueued_token_limit: int = 0
+    # Enqueued-token budget across submitted batches: unset = the model's conservative default
+    # (`core/limits.py`), 0 = none. Raise it to your organisation's tier.
+    enqueued_token_limit: int | None = Field(None, ge=0)
     # Direct mode (no Batch API): requests in flight at once per stage instance.
     direct_concurrency: int = 16
     # Where JSONL files are written before upload ("" = the system's temp folder).
     work_dir: str = ""
     # Finished jobs' work rows are deleted this long after their last lot settled (results stay
-    # in the read models). Longer than the topics' retention (14 days): a row is what makes a
-    # replayed event a no-op, so it must outlive every event that could be replayed.
+    # in the read models). A row is what makes a replayed event a no-op; the record topics are
+    # kept for good, so replays older than this rely on the group's committed offsets, which the
+    # brokers keep for years (`offsets.retention.minutes`, docs/EVENT_LOG.md).
     retention_h: float = 15 * 24.0

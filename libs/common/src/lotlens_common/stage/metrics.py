@@ -14,3 +14,6 @@ LOT_RESULTS = Counter("lotlens_lot_results_total", "Lots settled by the stage", 
 BATCHES_RECONCILED = Counter("lotlens_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record",
                              ["stage", "action"])
+PAUSED = Gauge("lotlens_stage_paused",
+               "1 while the stage submits nothing: a batch it made cannot be read (401/403/404)",
+               ["stage"])

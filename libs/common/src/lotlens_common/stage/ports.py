@@ -1,14 +1,38 @@
-"""What the stage needs from the OpenAI Batch API (the real adapter or a test fake)."""
+"""What the runner needs from the outside: the work store, the batches API, an event publisher.
+
+Adapters: `adapters/postgres.py` (work store), `model/openai_client.OpenAIBatches` and
+`adapters/direct.py` (batches API), `adapters/kafka.py` (publisher); the unit tests' fakes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+from pydantic import BaseModel
+
+from lotlens_common.events import Event
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.core.lifecycle import for_oversized
+from lotlens_common.stage.core.limits import default_token_limit
+from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.work import LotWork, StageSpec
+
+W = TypeVar("W", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class BatchesPort(Protocol):
-    """Files and batches, as `lotlens_common.model.openai_client.OpenAIBatches` offers them."""
+    """Files and batches (OpenAI's Batch API, or direct mode's stand-in for it).
+
+    Failures are raised as `lotlens_common.model.errors` errors: `ModelRequestError` carries the
+    HTTP status (401/403/404 tell the runner it may not be able to see its batch).
+    """
 
     async def upload_batch_file(self, path: Path) -> str:
         """Upload a JSONL input file; its file id."""
@@ -38,3 +62,164 @@ class BatchesPort(Protocol):
 
 # Direct mode: a request body in, the response body out (e.g. `partial(call_responses, client)`).
 DirectCall = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class Publisher(Protocol):
+    """Publishes the stage's events and returns once they are durable."""
+
+    def publish(self, client_id: str, events: Sequence[Event]) -> None:
+        """Publish events of one client, in order; return when the broker has them."""
+        ...
+
+
+@dataclass(frozen=True)
+class Shard:
+    """A group of one job's lots sent (or being sent) as one OpenAI batch."""
+
+    shard_id: str
+    job_id: str
+    client_id: str
+    attempt: int
+    status: str
+    batch_id: str | None
+    batch_status: str | None
+
+
+@dataclass
+class Settlement:
+    """A chunk of a shard's lot outcomes, applied in one transaction."""
+
+    done: list[str]
+    failed: list[str]
+    cancelled: list[str]
+    again: dict[str, list[str]]  # reason -> lots back to waiting
+    rework: list[LotWork[Any]]  # lots going back with new work (e.g. more output room)
+
+    @classmethod
+    def empty(cls) -> Settlement:
+        """Nothing settled yet."""
+        return cls([], [], [], {}, [])
+
+    def size(self) -> int:
+        """How many lots it settles."""
+        return len(self.done) + len(self.failed) + len(self.cancelled) + sum(map(len, self.again.values()))
+
+
+# Given the lots a claim took (oldest first): how many of them to keep and their estimated tokens.
+Fit = Callable[[list[LotWork[W]]], tuple[int, int]]
+
+
+class WorkStore(Protocol[W]):
+    """One stage's lots and shards (each method is one transaction)."""
+
+    def waiting_jobs(self) -> list[WaitingJob]:
+        """Jobs with waiting lots, with what the batching rule needs."""
+        ...
+
+    def tokens_enqueued(self) -> int:
+        """Estimated tokens of the stage's batches that OpenAI still holds."""
+        ...
+
+    def claim(self, job_id: str, shard_id: str, limit: int, fit: Fit[W]) -> list[LotWork[W]]:
+        """Take up to `limit` waiting lots into a new `building` shard; those `fit` keeps."""
+        ...
+
+    def claim_named(self, job_id: str, lot_ids: Sequence[str], shard_id: str,
+                    tokens: Callable[[list[LotWork[W]]], int]) -> list[LotWork[W]]:
+        """Take these lots, those still waiting, into a new shard (adopting a batch)."""
+        ...
+
+    def exclusive(self, key: str) -> AbstractContextManager[bool]:
+        """Hold `key` while inside (False: another process holds it)."""
+        ...
+
+    def holds(self, key: str) -> bool:
+        """Whether this process still holds `key` (a database restart can take a lock away)."""
+        ...
+
+    def shards(self, status: str) -> list[Shard]:
+        """The stage's shards in a status, oldest first."""
+        ...
+
+    def shard(self, shard_id: str) -> Shard | None:
+        """One shard, if it is on record."""
+        ...
+
+    def shard_lots(self, shard_id: str) -> list[LotWork[W]]:
+        """The lots a shard still holds."""
+        ...
+
+    def save_prepared(self, job_id: str, settled: Sequence[str], changed: Sequence[LotWork[W]]) -> None:
+        """Lots settled by preparation are done; new work (e.g. image verdicts) is kept."""
+        ...
+
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
+        """Lots back to waiting, freed from their shard."""
+        ...
+
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
+        """The shard's batch exists and is on record."""
+        ...
+
+    def note_batch_status(self, shard_id: str, batch_status: str) -> None:
+        """Remember the batch's latest status."""
+        ...
+
+    def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
+        """The shard needs no more attention (collected, or empty)."""
+        ...
+
+    def settle(self, job_id: str, settlement: Settlement) -> None:
+        """Apply lot outcomes."""
+        ...
+
+    def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these jobs were cancelled."""
+        ...
+
+    def known_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        """Those of the batch ids some shard has on record."""
+        ...
+
+    def job_known(self, job_id: str) -> bool:
+        """Whether the stage has ever had lots of this job."""
+        ...
+
+    def waiting_count(self) -> int:
+        """Lots waiting to be batched."""
+        ...
+
+    def prune(self, settled_before: datetime) -> int:
+        """Forget some finished jobs' rows; how many jobs."""
+        ...
+
+
+@dataclass
+class Stage(Generic[W]):
+    """One stage's rules and ports, handed to every step."""
+
+    spec: StageSpec[W]
+    store: WorkStore[W]
+    batches: BatchesPort
+    publisher: Publisher
+    settings: StageSettings
+    # Shards whose batch cannot be read by id, until a listing tells what became of it: while
+    # there is one, nothing new is submitted.
+    unreadable: dict[str, str] = field(default_factory=dict)
+    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
+    max_file_bytes: int | None = None
+
+    def shrink_files(self, refused_bytes: int, reason: str) -> None:
+        """OpenAI refused a file of this size as too large: cut the next ones smaller."""
+        self.max_file_bytes = for_oversized(refused_bytes).max_bytes
+        log.warning("OpenAI refused a %d-byte file (%s): files are cut at %d bytes from now on",
+                    refused_bytes, reason, self.max_file_bytes)
+
+    def token_limit(self) -> int:
+        """The enqueued-token budget (0: none)."""
+        configured = self.settings.enqueued_token_limit
+        return default_token_limit(self.spec.model()) if configured is None else configured
+
+    def file_byte_limit(self) -> int:
+        """The byte limit of the next batch input file."""
+        return min(self.settings.max_batch_bytes, self.max_file_bytes or self.settings.max_batch_bytes)

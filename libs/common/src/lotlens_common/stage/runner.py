@@ -7,16 +7,15 @@ import logging
 import threading
 import time
 from datetime import timedelta
-
-from sqlalchemy import func, select
+from typing import Any
 
 from lotlens_common.clock import utc_now
-from lotlens_common.stage import metrics, store
+from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import watch
+from lotlens_common.stage.core.lifecycle import FINISHED
+from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
-from lotlens_common.stage.runtime import StageRuntime
 from lotlens_common.stage.submit import flush_due, recover_building
-from lotlens_common.tables import stage_lots
 
 log = logging.getLogger(__name__)
 
@@ -24,46 +23,52 @@ TICK_S = 0.2
 RECOVERY_EVERY_S = 60.0
 
 
-def run_stage_loop(rt: StageRuntime, stop: threading.Event) -> None:
+def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
     """Run until `stop`; failures are logged and counted, and the work stays in the tables."""
-    asyncio.run(_loop(rt, stop))
+    asyncio.run(_loop(stage, stop))
 
 
-async def _loop(rt: StageRuntime, stop: threading.Event) -> None:
+async def step(stage: Stage[Any], watching: bool) -> None:
+    """One round: send what is due, and watch the batches when it is time (or one just finished).
+
+    Shards left `building` (their send failed, e.g. the API was unreachable) are retried at each
+    watch, not only by the minutely housekeeping: a stand-in or API restart cost a minute of
+    latency otherwise (found by `make chaos`). Shards being built right now are skipped: their
+    builder holds their lock.
+    """
+    if watching:
+        await recover_building(stage)
+    created = await flush_due(stage)
+    # A batch that is finished when created (direct mode) is collected at once.
+    if watching or any(batch.get("status") in FINISHED for batch in created):
+        await watch(stage)
+
+
+async def housekeep(stage: Stage[Any]) -> None:
+    """Recover building shards, reconcile, prune finished jobs."""
+    await recover_building(stage)
+    await reconcile(stage)
+    pruned = stage.store.prune(utc_now() - timedelta(hours=stage.settings.retention_h))
+    if pruned:
+        log.info("pruned the work rows of %d finished jobs", pruned)
+
+
+async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
     last_watch = last_recovery = 0.0
     while not stop.is_set():
         now = time.monotonic()
         try:
             if now - last_recovery >= RECOVERY_EVERY_S:
-                await recover_building(rt)
-                if rt.direct is None:
-                    await reconcile(rt)
-                _prune(rt)
+                await housekeep(stage)
                 last_recovery = now
-            await flush_due(rt)
-            if now - last_watch >= rt.settings.poll_interval_s:
-                await watch(rt)
-                _gauge(rt)
+            watching = now - last_watch >= stage.settings.poll_interval_s
+            await step(stage, watching)
+            if watching:
+                metrics.LOTS_WAITING.labels(stage=stage.spec.name).set(stage.store.waiting_count())
+                metrics.TOKENS_ENQUEUED.labels(stage=stage.spec.name).set(stage.store.tokens_enqueued())
                 last_watch = now
         except Exception as exc:
             metrics.OPENAI_ERRORS.labels(api="batch", kind=type(exc).__name__).inc()
-            log.exception("stage %s loop failed; retrying", rt.spec.name)
-            await asyncio.sleep(min(5.0, rt.settings.poll_interval_s))
+            log.exception("stage %s loop failed; retrying", stage.spec.name)
+            await asyncio.sleep(min(5.0, stage.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)
-
-
-def _prune(rt: StageRuntime) -> None:
-    settled_before = utc_now() - timedelta(hours=rt.settings.retention_h)
-    with rt.engine.begin() as conn:
-        pruned = store.prune(conn, rt.spec.name, settled_before)
-    if pruned:
-        log.info("pruned the work rows of %d finished jobs", pruned)
-
-
-def _gauge(rt: StageRuntime) -> None:
-    with rt.engine.begin() as conn:
-        waiting = conn.execute(select(func.count()).where(
-            stage_lots.c.stage == rt.spec.name, stage_lots.c.status == store.WAITING)).scalar_one()
-        tokens = store.tokens_enqueued(conn, rt.spec.name)
-    metrics.LOTS_WAITING.labels(stage=rt.spec.name).set(waiting)
-    metrics.TOKENS_ENQUEUED.labels(stage=rt.spec.name).set(tokens)

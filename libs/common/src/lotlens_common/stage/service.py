@@ -2,33 +2,51 @@
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from functools import partial
+from pathlib import Path
+from typing import Any
 
 import openai
-import sqlalchemy.exc
 from sqlalchemy import Engine
 
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, EventProducer, PublishError, run_consumer
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
 from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters.direct import DirectBatches
+from lotlens_common.stage.adapters.kafka import KafkaPublisher
+from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.runner import run_stage_loop
-from lotlens_common.stage.runtime import StageRuntime
-from lotlens_common.stage.spec import StageSpec
-
-TRANSIENT = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, PublishError)
+from lotlens_common.stage.work import StageSpec
 
 # (engine, producer for pass-through events, consumer batch) -> None
 IntakeHandler = Callable[[Engine, EventProducer, Sequence[Envelope]], None]
 
 
+def postgres_stage(engine: Engine, producer: EventProducer, batches: BatchesPort, spec: StageSpec[Any],
+                   settings: StageSettings) -> Stage[Any]:
+    """A stage on PostgreSQL and Kafka, with the given batches API."""
+    return Stage(spec, PostgresWorkStore(engine, spec.name, spec.work_type), batches,
+                 KafkaPublisher(producer, spec.output_topic()), settings)
+
+
+def batches_api(client: openai.AsyncOpenAI, direct: bool, stage: StageSettings) -> BatchesPort:
+    """OpenAI's Batch API, or direct mode's local stand-in for it."""
+    if not direct:
+        return OpenAIBatches(client)
+    folder = Path(stage.work_dir or tempfile.gettempdir())
+    return DirectBatches(partial(call_responses, client), stage.direct_concurrency, folder)
+
+
 def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, topics: list[str],
-                spec: StageSpec, intake: IntakeHandler, metrics_port: int) -> None:
+                spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int) -> None:
     """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread."""
     setup_logging(settings.log_level)
     serve_metrics(metrics_port, settings.metrics_host)
@@ -36,17 +54,17 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     engine = make_engine(settings.database)
     client: openai.AsyncOpenAI = make_openai_client(
         settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s)
-    direct = partial(call_responses, client) if settings.openai.mode == "direct" else None
-    runtime = StageRuntime(engine=engine, producer=EventProducer(settings.kafka, f"{spec.name}-stage"),
-                           batches=OpenAIBatches(client), spec=spec, settings=stage, direct=direct)
+    batches = batches_api(client, settings.openai.mode == "direct", stage)
+    runner = postgres_stage(engine, EventProducer(settings.kafka, f"{spec.name}-stage"), batches,
+                            spec, stage)
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
-                            handler=partial(intake, engine, intake_producer), transient=TRANSIENT)
+                            handler=partial(intake, engine, intake_producer))
 
     def consume(stop_event: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, consumer, intake_producer, stop_event)
 
     try:
-        run_workers({"intake": consume, "batches": partial(run_stage_loop, runtime)}, stop)
+        run_workers({"intake": consume, "batches": partial(run_stage_loop, runner)}, stop)
     finally:
         engine.dispose()

@@ -16,146 +16,139 @@ from typing import Any
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
-from lotlens_common.stage import metrics, store
-from lotlens_common.stage.direct import run_direct
-from lotlens_common.stage.jsonl import JsonlWriter
-from lotlens_common.stage.rule import affordable, plan_flushes
-from lotlens_common.stage.runtime import StageRuntime
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.model.errors import ModelRequestError
+from lotlens_common.stage.adapters.jsonl import JsonlWriter
+from lotlens_common.stage.core import lifecycle
+from lotlens_common.stage.core.rule import affordable, plan_flushes
+from lotlens_common.stage.ports import Fit, Stage
+from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
+from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
-METADATA_PREFIX = "lotlens_"
 PREPARE_CHUNK = 1000
 
 
-def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
-    """The metadata every batch carries, so it can always be traced back to its shard."""
-    return {f"{METADATA_PREFIX}stage": stage, f"{METADATA_PREFIX}job_id": job_id,
-            f"{METADATA_PREFIX}shard_id": shard_id, f"{METADATA_PREFIX}attempt": str(attempt)}
-
-
-async def flush_due(rt: StageRuntime) -> int:
-    """Send every shard the batching rule says is due; the number of shards sent."""
-    with rt.engine.begin() as conn:
-        jobs = store.waiting_jobs(conn, rt.spec.name)
-        enqueued = store.tokens_enqueued(conn, rt.spec.name)
-    limit = rt.settings.enqueued_token_limit
-    plan = plan_flushes(jobs, utc_now(), rt.settings.window_s, rt.settings.max_requests_per_batch,
-                        enqueued, limit) if jobs else []
+async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
+    """Send every shard the batching rule says is due; the batches created."""
+    if stage.unreadable:
+        return []  # a batch we made cannot be seen: submit nothing until its fate is known
+    jobs = stage.store.waiting_jobs()
+    if not jobs:
+        return []
+    enqueued = stage.store.tokens_enqueued()
+    limit = stage.token_limit()
+    plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
+                        stage.settings.max_requests_per_batch, enqueued, limit)
     budget = limit - enqueued if limit else None
-    sent = 0
+    created: list[dict[str, Any]] = []
     for flush in plan:
-        shard_id = f"{rt.spec.name}-{uuid.uuid4().hex}"
-        with store.exclusive(rt.engine, shard_id):
-            with rt.engine.begin() as conn:
-                lots = store.claim(conn, rt.spec.name, flush.job_id, flush.lots, shard_id)
-                # The plan counts lots; the budget counts each lot's own estimate.
-                costs = [rt.spec.estimate_tokens(lot) for lot in lots]
-                fit = affordable(costs, budget, nothing_enqueued=budget == limit)
-                store.unclaim(conn, rt.spec.name, flush.job_id, [lot.lot_id for lot in lots[fit:]])
-                lots, tokens = lots[:fit], sum(costs[:fit])
-                if not lots:
-                    break
-                store.create_shard(conn, rt.spec.name, shard_id, lots, tokens)
+        shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
+        with stage.store.exclusive(shard_id):
+            lots = stage.store.claim(flush.job_id, shard_id, flush.lots,
+                                     _fit(stage, budget, nothing_enqueued=budget == limit))
+            if not lots:
+                break
             if budget is not None:
-                budget -= tokens
-            fault_point(f"{rt.spec.name}.after_shard_claimed")
+                budget -= sum(map(stage.spec.estimate_tokens, lots))
+            fault_point(f"{stage.spec.name}.after_shard_claimed")
             try:
-                await _build_and_submit(rt, shard_id, lots, recovering=False)
+                batch = await build(stage, shard_id, lots)
             except Exception:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
                 continue
-            sent += 1
-    return sent
+            if batch is not None:
+                created.append(batch)
+    return created
 
 
-async def recover_building(rt: StageRuntime) -> None:
+def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[Any]:
+    """The plan counts lots; the budget counts each lot's own estimate."""
+
+    def fit(lots: list[LotWork[Any]]) -> tuple[int, int]:
+        costs = [stage.spec.estimate_tokens(lot) for lot in lots]
+        keep = affordable(costs, budget, nothing_enqueued)
+        return keep, sum(costs[:keep])
+
+    return fit
+
+
+async def recover_building(stage: Stage[Any]) -> None:
     """Finish shards whose builder died: adopt their batch if it exists, else build it again."""
-    with rt.engine.begin() as conn:
-        building = store.shards(conn, rt.spec.name, "building")
-    for shard in building:
-        with store.exclusive(rt.engine, shard.shard_id) as mine:
-            if not mine:
-                continue  # its builder is alive
-            with rt.engine.begin() as conn:
-                if store.shard_status(conn, shard.shard_id) != "building":
-                    continue  # finished by another instance meanwhile
-                lots = store.shard_lots(conn, rt.spec.name, shard.shard_id)
-                if not lots:
-                    store.close_shard(conn, shard.shard_id, "empty", None)
-                    continue
-            log.warning("recovering shard %s of job %s", shard.shard_id, shard.job_id,
-                        extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+    for shard in stage.store.shards("building"):
+        with stage.store.exclusive(shard.shard_id) as mine:
+            current = stage.store.shard(shard.shard_id) if mine else None
+            if current is None or current.status != "building":
+                continue  # its builder is alive, or another instance finished it
             try:
-                await _build_and_submit(rt, shard.shard_id, lots, recovering=True)
+                lots = stage.store.shard_lots(shard.shard_id)
+                found = (await stage.batches.find_batches({SHARD_KEY: shard.shard_id})
+                         if lots else [])
+                action = lifecycle.for_building(len(lots), found)
+                if isinstance(action, lifecycle.CloseEmpty):
+                    stage.store.close_shard(shard.shard_id, "empty", None)
+                    continue
+                log.warning("recovering shard %s of job %s: %s", shard.shard_id, shard.job_id,
+                            type(action).__name__, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+                if isinstance(action, lifecycle.Adopt):
+                    await put_on_record(stage, shard.shard_id, lots,
+                                        tuple(lot.lot_id for lot in lots), action.batch_id)
+                else:
+                    await build(stage, shard.shard_id, lots)
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
 
 
-async def _build_and_submit(rt: StageRuntime, shard_id: str, lots: list[LotWork],
-                            recovering: bool) -> None:
+class LostShardLock(RuntimeError):
+    """This process no longer holds the shard it was building: recovery owns it now."""
+
+
+async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
+    """Write the shard's file, upload it, create its batch and put it on record."""
     job_id = lots[0].job_id
-    existing = (await rt.batches.find_batches({f"{METADATA_PREFIX}shard_id": shard_id})
-                if recovering else [])
-    if existing:
-        await put_on_record(rt, shard_id, lots, tuple(lot.lot_id for lot in lots),
-                            str(existing[0]["id"]))
-        return
-    shard = store.Shard(shard_id, job_id, lots[0].client_id, max(lot.attempts for lot in lots),
-                        "building", None, None)
-    folder = rt.settings.work_dir or tempfile.gettempdir()
-    writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", rt.settings.max_batch_bytes)
+    folder = stage.settings.work_dir or tempfile.gettempdir()
+    writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
-            requests = await _prepare(rt, lots[start:start + PREPARE_CHUNK])
-            if rt.direct is not None:
-                await run_direct(rt, rt.direct, shard, requests)
-            else:
-                writer.write(requests)
-        with rt.engine.begin() as conn:
-            store.set_status(conn, rt.spec.name, job_id, writer.overflow, store.WAITING)
-            if rt.direct is not None or not writer.written:
-                store.close_shard(conn, shard_id, "collected" if rt.direct else "empty", None)
-                return
-        file_id = await rt.batches.upload_batch_file(writer.close())
+            writer.write(await _prepare(stage, lots[start:start + PREPARE_CHUNK]))
+        stage.store.requeue(job_id, writer.overflow)
+        if not writer.written:
+            stage.store.close_shard(shard_id, "empty", None)
+            return None
+        try:
+            file_id = await stage.batches.upload_batch_file(writer.close())
+        except ModelRequestError as exc:
+            if not lifecycle.too_large(exc.code, str(exc)):
+                raise
+            stage.shrink_files(writer.size, str(exc))
+            stage.store.requeue(job_id, writer.written, str(exc))
+            stage.store.close_shard(shard_id, "empty", None)
+            return None
     finally:
         writer.discard()
-    batch = await rt.batches.create_batch(
-        file_id, batch_metadata(rt.spec.name, job_id, shard_id, shard.attempt))
-    fault_point(f"{rt.spec.name}.after_batch_created")
-    await put_on_record(rt, shard_id, lots, tuple(writer.written), str(batch["id"]))
+    attempt = max(lot.attempts for lot in lots)
+    if not stage.store.holds(shard_id):
+        # Fencing: the lock went with a database restart and another instance may be recovering
+        # this shard right now; creating the batch too would pay for it twice (found by make chaos).
+        raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
+    batch = await stage.batches.create_batch(
+        file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
+    fault_point(f"{stage.spec.name}.after_batch_created")
+    await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
+    return batch
 
 
-async def _prepare(rt: StageRuntime, lots: list[LotWork]) -> list[tuple[LotWork, dict[str, Any]]]:
+async def _prepare(stage: Stage[Any], lots: list[LotWork[Any]]) -> list[tuple[LotWork[Any], dict[str, Any]]]:
     """Requests for the lots that need the model; the others are settled here and now."""
-    prepared = await rt.spec.prepare(lots)
-    rt.publish_events(lots[0].client_id, [event for _, event in prepared.settled])
+    prepared = await stage.spec.prepare(lots)
+    stage.publisher.publish(lots[0].client_id, [event for _, event in prepared.settled])
     # Only what preparation changed is written: rewriting every claimed row's work doubled the
     # rows the claim had just written (a quarter of a 20,000-lot shard's submit time).
     claimed = {lot.lot_id: lot.work for lot in lots}
     changed = [lot for lot, _ in prepared.requests if lot.work != claimed[lot.lot_id]]
-    with rt.engine.begin() as conn:
-        store.set_status(conn, rt.spec.name, lots[0].job_id,
-                         [lot.lot_id for lot, _ in prepared.settled], store.DONE)
-        store.save_work(conn, rt.spec.name, changed)
+    stage.store.save_prepared(lots[0].job_id, [lot.lot_id for lot, _ in prepared.settled], changed)
     return prepared.requests
-
-
-async def put_on_record(rt: StageRuntime, shard_id: str, lots: list[LotWork],
-                        sent: tuple[str, ...], batch_id: str) -> None:
-    """Publish the BatchSubmitted event, then record the batch on its shard (in that order)."""
-    job_id, client_id = lots[0].job_id, lots[0].client_id
-    attempt = max(lot.attempts for lot in lots)
-    event = rt.spec.batch_submitted_event(job_id, shard_id, attempt, batch_id, sent)
-    rt.publish_events(client_id, [event])
-    fault_point(f"{rt.spec.name}.after_batch_published")
-    with rt.engine.begin() as conn:
-        store.record_batch(conn, shard_id, batch_id, len(sent))
-    metrics.BATCHES_CREATED.labels(stage=rt.spec.name).inc()
-    log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
-             extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from lotlens_common.model.batch_files import batch_line
-from lotlens_common.stage.spec import LotWork
+from lotlens_common.stage.work import LotWork
 
 
 class JsonlWriter:
@@ -20,7 +20,7 @@ class JsonlWriter:
         self.size = 0
         self._out: BinaryIO | None = None
 
-    def write(self, requests: list[tuple[LotWork, dict[str, Any]]]) -> None:
+    def write(self, requests: list[tuple[LotWork[Any], dict[str, Any]]]) -> None:
         """Append lines; once one would cross the limit, it and all later lots wait for another batch."""
         if self._out is None:
             self._out = self.path.open("wb")

@@ -1,0 +1,115 @@
+"""`make chaos` / `python -m chaos`: seeded fault schedules against the whole stack.
+
+Each seed starts an isolated stack, drives a mixed workload, injects its faults, checks the
+invariants and removes the stack. A table (faults by kind, violations, recovery p50/p99 per kind)
+is printed and written to chaos/results/. A failing seed is printed with the command rerunning it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chaos.run import RunResult, run_seed
+from chaos.schedule import INFRA_KINDS, PROCESS_KINDS
+from chaos.stack import ROOT, standin_persists
+
+RESULTS = ROOT / "chaos" / "results"
+
+
+def kinds(only: str | None) -> tuple[str, ...]:
+    """The fault kinds of this run (the stand-in restart once the stand-in persists its state)."""
+    every = PROCESS_KINDS + tuple(k for k in INFRA_KINDS if k != "standin-restart" or standin_persists())
+    chosen = tuple(only.split(",")) if only else every
+    unknown = set(chosen) - set(PROCESS_KINDS + INFRA_KINDS)
+    if unknown:
+        raise SystemExit(f"unknown fault kinds: {sorted(unknown)}")
+    return chosen
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
+
+
+def table(results: list[RunResult]) -> str:
+    """Faults by kind with their recovery p50/p99, then one line per seed."""
+    by_kind: dict[str, list[float | None]] = defaultdict(list)
+    for result in results:
+        for kind, seconds in result.recovery_s:
+            by_kind[kind].append(seconds)
+    lines = [
+        "| fault | injected | not recovered | recovery p50 (s) | recovery p99 (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for kind in sorted(by_kind):
+        done = [s for s in by_kind[kind] if s is not None]
+        p50 = f"{statistics.median(done):.1f}" if done else "-"
+        p99 = f"{percentile(done, 99):.1f}" if done else "-"
+        lines.append(f"| {kind} | {len(by_kind[kind])} | {len(by_kind[kind]) - len(done)} | {p50} | {p99} |")
+    lines += ["", "| seed | faults | jobs | violations | seconds |", "|---|---|---|---|---|"]
+    for result in results:
+        lines.append(
+            f"| {result.seed} | {', '.join(f.label for f in result.faults)} | {result.jobs} | "
+            f"{len(result.violations)} | {result.seconds:.0f} |"
+        )
+    total = sum(len(r.violations) for r in results)
+    lines += ["", f"{len(results)} seeds, {sum(len(r.faults) for r in results)} faults, {total} violations"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the seeds; exit 1 when any invariant was violated."""
+    parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
+    parser.add_argument("--seed", type=int, default=1, help="first seed")
+    parser.add_argument("--seeds", type=int, default=20, help="how many consecutive seeds")
+    parser.add_argument("--faults", type=int, default=3, help="faults per seed")
+    parser.add_argument("--kinds", help="comma-separated fault kinds (default: every kind)")
+    parser.add_argument("--jobs", type=int, default=6, help="batch jobs per seed")
+    parser.add_argument("--max-lots", type=int, default=5000, help="the largest job of a seed")
+    parser.add_argument("--settle", type=float, default=600, help="seconds the jobs get to finish")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    chosen = kinds(args.kinds)
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    database = os.environ.get("DATABASE_URL", "postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens")
+    state = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state")) / "chaos"
+    results: list[RunResult] = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}-seeds{args.seed}-{args.seed + args.seeds - 1}.md"
+    for seed in range(args.seed, args.seed + args.seeds):
+        result = run_seed(
+            seed, kafka, database, state, args.faults, chosen, args.jobs, args.max_lots, args.settle
+        )
+        results.append(result)
+        for violation in result.violations:
+            print(f"seed {seed}: VIOLATION {violation}", file=sys.stderr)
+        if result.violations:
+            print(
+                f"rerun: make chaos CHAOS_ARGS='--seed {seed} --seeds 1 --faults {args.faults} "
+                f"--jobs {args.jobs} --max-lots {args.max_lots}"
+                + (f" --kinds {args.kinds}'" if args.kinds else "'"),
+                file=sys.stderr,
+            )
+        # Written after every seed: an interrupted run still leaves the seeds it finished.
+        violations = "\n".join(f"- seed {r.seed}: {v}" for r in results for v in r.violations)
+        out.write_text(
+            f"# make chaos {time.strftime('%Y-%m-%d %H:%M')} (kinds: {', '.join(chosen)})\n\n"
+            f"{table(results)}\n\n{violations}\n"
+        )
+    print(table(results))
+    return 1 if any(r.violations for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""What must hold after a chaos run, whatever the faults were; each breach is one violation."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import httpx
+from sqlalchemy import Engine, func, select
+
+from chaos.stack import ChaosStack
+from chaos.workload import Submitted
+from lotlens_admin.dlq import read_letters
+from lotlens_common import dead_letters
+from lotlens_common.events import TERMINAL_JOB_STATUSES
+from lotlens_common.settings import KafkaSettings
+from lotlens_common.tables import descriptions, jobs, lots
+from tests.seeds import seed_webhook_verifier
+from tests.servers import WebhookReceiver
+
+RUNNING_BATCH = {"validating", "in_progress", "finalizing", "cancelling"}
+# Groups reading the submissions topic: each dead-letters its own copy of a poison message there.
+SUBMISSION_GROUPS = 3
+
+
+def wait_terminal(engine: Engine, job_ids: list[str], timeout_s: float) -> dict[str, str]:
+    """Every job's status once all are terminal, or when the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with engine.connect() as conn:
+            found = dict(
+                conn.execute(select(jobs.c.job_id, jobs.c.status).where(jobs.c.job_id.in_(job_ids)))
+                .tuples()
+                .all()
+            )
+        if all(found.get(j) in TERMINAL_JOB_STATUSES for j in job_ids) or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def check(
+    stack: ChaosStack,
+    engine: Engine,
+    out: Submitted,
+    receiver: WebhookReceiver,
+    poison: int,
+    timeout_s: float,
+) -> list[str]:
+    """Every invariant of the run; the list of violations (empty: the run passed)."""
+    violations: list[str] = []
+    statuses = wait_terminal(engine, list(out.accepted), timeout_s)
+    violations += _jobs(engine, out, statuses)
+    violations += _refused(engine, out)
+    violations += _batches(stack)
+    violations += _webhooks(stack, out, statuses, receiver)
+    violations += _dead_letters(stack, poison)
+    return violations
+
+
+def _jobs(engine: Engine, out: Submitted, statuses: dict[str, str]) -> list[str]:
+    found: list[str] = []
+    with engine.connect() as conn:
+        for job_id, (plan, lot_ids) in out.accepted.items():
+            status = statuses.get(job_id)
+            if job_id in out.cancelled:
+                if status not in ("cancelled", "completed"):
+                    found.append(f"cancelled job {job_id} ended {status}")
+                continue
+            if status != "completed":
+                found.append(f"job {job_id} ({plan.lots} lots) is {status}, not completed")
+                continue
+            rows = conn.execute(select(lots.c.lot_id, lots.c.status).where(lots.c.job_id == job_id)).all()
+            if sorted(r.lot_id for r in rows) != sorted(lot_ids) or any(
+                r.status != "completed" for r in rows
+            ):
+                found.append(f"job {job_id}: lots {len(rows)} of {len(lot_ids)}, not each completed once")
+            texts = Counter(
+                conn.execute(select(descriptions.c.lot_id).where(descriptions.c.job_id == job_id)).scalars()
+            )
+            if set(texts.values()) != {len(plan.languages)} or len(texts) != len(lot_ids):
+                found.append(
+                    f"job {job_id}: descriptions per lot {set(texts.values())}, "
+                    f"want {len(plan.languages)} for each of {len(lot_ids)}"
+                )
+            processed = conn.execute(select(jobs.c.processed_lots).where(jobs.c.job_id == job_id)).scalar()
+            if processed != len(rows):
+                found.append(f"job {job_id}: read model says {processed} processed, {len(rows)} lot rows")
+    return found
+
+
+def _refused(engine: Engine, out: Submitted) -> list[str]:
+    refused = [lot for request in out.refused for lot in request]
+    if not refused:
+        return []
+    with engine.connect() as conn:
+        ran = conn.execute(select(func.count()).where(lots.c.lot_id.in_(refused))).scalar_one()
+    return [f"{ran} lots of requests answered without 2xx were processed"] if ran else []
+
+
+def _batches(stack: ChaosStack) -> list[str]:
+    found: list[str] = []
+    created = httpx.get(f"{stack.standin_url}/_standin/stats", timeout=30).json()["batch_metadata"]
+    keys = Counter(
+        (b.get("lotlens_stage"), b.get("lotlens_shard_id"), b.get("lotlens_attempt")) for b in created
+    )
+    found += [f"shard {key} got {n} batches (double spend)" for key, n in keys.items() if n > 1]
+    headers = {"Authorization": "Bearer chaos-standin"}
+    after: str | None = None
+    while True:
+        page = httpx.get(
+            f"{stack.standin_url}/v1/batches",
+            headers=headers,
+            timeout=30,
+            params={"limit": 100, **({"after": after} if after else {})},
+        ).json()
+        found += [f"batch {b['id']} left {b['status']}" for b in page["data"] if b["status"] in RUNNING_BATCH]
+        if not page.get("has_more") or not page["data"]:
+            return found
+        after = page["data"][-1]["id"]
+
+
+def _webhooks(
+    stack: ChaosStack, out: Submitted, statuses: dict[str, str], receiver: WebhookReceiver
+) -> list[str]:
+    verify = seed_webhook_verifier()
+    wanted = {job_id for job_id in out.accepted if statuses.get(job_id) == "completed"}
+    deadline = time.monotonic() + 60  # deliveries follow JobCompleted, after the read models
+    while True:
+        verified = {
+            hook.headers.get("x-job-id")
+            for hook in list(receiver.received)
+            if verify(hook.body.decode("utf-8"), hook.headers.get("x-signature", ""), stack.client_key)
+        }
+        if wanted <= verified or time.monotonic() > deadline:
+            return [f"job {job_id} got no verified webhook delivery" for job_id in sorted(wanted - verified)]
+        time.sleep(1)
+
+
+def _dead_letters(stack: ChaosStack, poison: int) -> list[str]:
+    found = read_letters(KafkaSettings(bootstrap_servers=stack.kafka_bootstrap), stack.topics.dead_letter)
+    letters = found.letters
+    want = poison * SUBMISSION_GROUPS
+    odd = [
+        f"{letter.group}:{letter.reason}:{letter.error[:80]}"
+        for letter in letters
+        if letter.reason != dead_letters.UNDECODABLE
+    ]
+    if len(letters) != want or odd:
+        return [
+            f"dead-letter topic holds {len(letters)} letters, want {want} (the injected poison); "
+            f"unexpected: {odd[:5]}"
+        ]
+    return []

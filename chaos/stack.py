@@ -1,0 +1,207 @@
+"""The whole stack for one chaos run, isolated like the bench's: its own state folder, ports,
+topics, consumer groups and database schema; two instances of each consumer; faults applied to
+its processes and to the broker and database (`scripts/infra.sh restart-kafka|restart-pg`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from sqlalchemy import Engine, text
+
+from lotlens_common.db import make_engine, migrate
+from lotlens_common.kafka import ensure_topics
+from lotlens_common.settings import DatabaseSettings, KafkaSettings, TopicSettings
+from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CONSUMERS = ("result-store", "vision-batcher", "translator", "webhook-dispatcher")
+TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
+
+
+def standin_persists() -> bool:
+    """True once the stand-in keeps its state on disk (`STANDIN_STATE_DIR`), as OpenAI does."""
+    source = ROOT / "tools" / "openai-standin" / "src" / "lotlens_openai_standin" / "config.py"
+    return "STANDIN_STATE_DIR" in source.read_text() or "state_dir" in source.read_text()
+
+
+@dataclass
+class ChaosStack:
+    """One run's processes: `openai-standin`, `gateway` and `<consumer>-1`, `<consumer>-2`."""
+
+    kafka_bootstrap: str
+    database_url: str
+    state: Path
+    name: str = field(default_factory=lambda: f"chaos{uuid.uuid4().hex[:8]}")
+    client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    gateway_port: int = field(default_factory=free_port)
+    standin_port: int = field(default_factory=free_port)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The gateway's base URL."""
+        return f"http://127.0.0.1:{self.gateway_port}"
+
+    @property
+    def standin_url(self) -> str:
+        """The stand-in's base URL."""
+        return f"http://127.0.0.1:{self.standin_port}"
+
+    @property
+    def topics(self) -> TopicSettings:
+        """This run's topic names."""
+        return TopicSettings.model_validate({n: f"{self.name}.{n}" for n in TOPIC_NAMES} | {"partitions": 6})
+
+    @property
+    def schema_url(self) -> str:
+        """The database URL with this run's schema first on the search path."""
+        return f"{self.database_url}?options=-csearch_path%3D{self.name}"
+
+    def engine(self) -> Engine:
+        """An engine on this run's schema."""
+        return make_engine(DatabaseSettings(DATABASE_URL=self.schema_url))
+
+    def env(self) -> dict[str, str]:
+        """What every process of the run gets."""
+        topics = self.topics
+        return {
+            **os.environ,
+            **{f"LOTLENS_TOPIC_{n.upper()}": getattr(topics, n) for n in TOPIC_NAMES},
+            "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+            "DATABASE_URL": self.schema_url,
+            "KAFKA_GROUP_PREFIX": f"{self.name}.",
+            "KAFKA_CONSUME_BATCH_TIMEOUT_S": "0.05",
+            "LOTLENS_CLIENTS": json.dumps({"chaos": self.client_key}),
+            "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
+            "LOTLENS_GATEWAY_PORT": str(self.gateway_port),
+            "LOTLENS_METRICS_PORT": "0",
+            "LOTLENS_STAGE__WINDOW_S": "0.5",
+            "LOTLENS_STAGE__POLL_INTERVAL_S": "0.5",
+            "LOTLENS_WEBHOOK_RETRY_INTERVALS_S": "[0.5, 1, 2, 4]",
+            "LOTLENS_WEBHOOK_TIMEOUT_S": "2",
+            "OPENAI_API_KEY": "chaos-standin",
+            "OPENAI_BASE_URL": f"{self.standin_url}/v1",
+            "STANDIN_PORT": str(self.standin_port),
+            "STANDIN_STATE_DIR": str(self.state / "standin"),
+            "STANDIN_VALIDATING_SECONDS": "0.2",
+            "STANDIN_IN_PROGRESS_SECONDS": "1",
+            "STANDIN_FINALIZING_SECONDS": "0.2",
+        }
+
+    def prepare(self) -> None:
+        """Create this run's schema (migrated) and topics."""
+        self.state.mkdir(parents=True, exist_ok=True)
+        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.name}"'))
+        admin.dispose()
+        own = self.engine()
+        migrate(own)
+        own.dispose()
+        ensure_topics(KafkaSettings(bootstrap_servers=self.kafka_bootstrap), self.topics)
+
+    def instances(self) -> list[str]:
+        """Every service process name of the run."""
+        return ["gateway", *(f"{c}-{i}" for c in CONSUMERS for i in (1, 2))]
+
+    def start(self, name: str) -> None:
+        """Start one process by its run name (a consumer instance rejoins under that name)."""
+        service = (
+            "openai-standin"
+            if name == "openai-standin"
+            else name.rsplit("-", 1)[0]
+            if name[-1].isdigit()
+            else name
+        )
+        log = (self.state / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", "lotlens_" + service.replace("-", "_")],
+            cwd=ROOT,
+            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send a signal to one process (SIGKILL also reaps it)."""
+        process = self.processes[name]
+        process.send_signal(sig)
+        if sig == signal.SIGKILL:
+            process.wait(timeout=30)
+
+    def exited(self) -> list[str]:
+        """Processes that ended by themselves (a fault's kill is followed by a restart at once)."""
+        return [
+            f"{name} exited {process.returncode}: {self.log_tail(name)}"
+            for name, process in self.processes.items()
+            if process.poll() is not None
+        ]
+
+    def log_tail(self, name: str, lines: int = 5) -> str:
+        """The last lines of a process's log."""
+        path = self.state / f"{name}.log"
+        return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def up(self) -> None:
+        """Start the stand-in and every service; wait for the gateway's health."""
+        self.prepare()
+        self.start("openai-standin")
+        for name in self.instances():
+            self.start(name)
+        self.wait_healthy(120)
+
+    def wait_healthy(self, seconds: float) -> bool:
+        """Wait until /health answers 200 (False when it never did)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.url}/health", timeout=3).status_code == 200:
+                    return True
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        return False
+
+    def infra(self, command: str) -> None:
+        """`scripts/infra.sh <command>` (restart-kafka, restart-pg)."""
+        subprocess.run(
+            [str(ROOT / "scripts" / "infra.sh"), command],
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def down(self) -> None:
+        """Stop every process (SIGCONT first: a stopped one cannot handle SIGTERM)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        self.processes.clear()
+
+    def drop(self) -> None:
+        """Remove the run's schema and topics."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
+        admin.dispose()
+        AdminClient({"bootstrap.servers": self.kafka_bootstrap}).delete_topics(
+            self.topics.all_topics(), operation_timeout=10
+        )

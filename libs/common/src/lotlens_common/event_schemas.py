@@ -1,0 +1,74 @@
+"""The published JSON Schemas of the public events, one file per event type and version.
+
+`python -m lotlens_common.event_schemas docs/events/schemas` releases the current models' schemas:
+a new type or version gets its file; a changed one replaces the released file only if it is
+compatible both ways (`schema_compat`), otherwise the change needs a new version and an upcaster.
+`make test` checks the models against the released files the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from lotlens_common.catalogue import PUBLIC_EVENTS
+from lotlens_common.envelope import dataschema
+from lotlens_common.events import Event
+from lotlens_common.schema_compat import backward, forward
+
+
+class IncompatibleChange(ValueError):
+    """A public event changed in a way its subscribers cannot follow."""
+
+
+def public_schema(event: type[Event]) -> dict[str, Any]:
+    """The schema of an event's `data` as subscribers should read it: what the model validates,
+    with an open content model (subscribers ignore fields they do not know)."""
+    schema = event.model_json_schema(mode="validation")
+    schema.pop("additionalProperties", None)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": dataschema(event.event_type, event.version), **schema, "title": event.event_type}
+
+
+def schema_path(directory: Path, event: type[Event]) -> Path:
+    """Where an event's released schema lives."""
+    return directory / event.event_type / f"v{event.version}.json"
+
+
+def incompatibilities(event: type[Event], released: dict[str, Any]) -> list[str]:
+    """Why the current model breaks consumers of the released schema or old events (empty: it does not)."""
+    current = public_schema(event)
+    return ([f"BACKWARD {p}" for p in backward(current, released)]
+            + [f"FORWARD {p}" for p in forward(current, released)])
+
+
+def release(directory: Path) -> list[Path]:
+    """Write the schema of every public event whose file is missing or compatibly changed;
+    returns the files written. Raises `IncompatibleChange` (writing nothing) on a breaking change."""
+    pending: list[tuple[Path, dict[str, Any]]] = []
+    for event in PUBLIC_EVENTS:
+        path, schema = schema_path(directory, event), public_schema(event)
+        if path.exists():
+            released = json.loads(path.read_text())
+            if released == schema:
+                continue
+            if found := incompatibilities(event, released):
+                raise IncompatibleChange(f"{event.event_type} v{event.version}: {found}; bump its version "
+                                         "and add an upcaster instead")
+        pending.append((path, schema))
+    for path, schema in pending:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+    return [path for path, _ in pending]
+
+
+def main() -> None:
+    """Release into the directory given as the only argument."""
+    for path in release(Path(sys.argv[1])):
+        print(f"released {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The stage's ports, implemented for the outside world: PostgreSQL, the direct API, Kafka."""

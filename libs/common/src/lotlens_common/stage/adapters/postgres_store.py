@@ -1,0 +1,144 @@
+"""The runner's work store: the SQL of `postgres.py`, one transaction per call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, Engine, func, select
+
+from lotlens_common.stage.adapters import postgres as sql
+from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.ports import Fit, Settlement, Shard
+from lotlens_common.stage.work import LotWork
+from lotlens_common.tables import stage_lots
+
+W = TypeVar("W", bound=BaseModel)
+
+
+class PostgresWorkStore(Generic[W]):
+    """One stage's rows in the work tables."""
+
+    def __init__(self, engine: Engine, stage: str, work_type: type[W]) -> None:
+        self.engine, self.stage, self.work_type = engine, stage, work_type
+        self._held: dict[str, Connection] = {}
+
+    def waiting_jobs(self) -> list[WaitingJob]:
+        """Jobs with waiting lots."""
+        with self.engine.begin() as conn:
+            return sql.waiting_jobs(conn, self.stage)
+
+    def tokens_enqueued(self) -> int:
+        """Estimated tokens OpenAI still holds."""
+        with self.engine.begin() as conn:
+            return sql.tokens_enqueued(conn, self.stage)
+
+    def claim(self, job_id: str, shard_id: str, limit: int, fit: Fit[W]) -> list[LotWork[W]]:
+        """Claim, give back what does not fit, and record the shard: one transaction."""
+        with self.engine.begin() as conn:
+            lots = sql.claim(conn, self.stage, job_id, limit, shard_id, self.work_type)
+            keep, tokens = fit(lots)
+            sql.unclaim(conn, self.stage, job_id, [lot.lot_id for lot in lots[keep:]])
+            if keep:
+                sql.create_shard(conn, self.stage, shard_id, lots[:keep], tokens)
+            return lots[:keep]
+
+    def claim_named(self, job_id: str, lot_ids: Sequence[str], shard_id: str,
+                    tokens: Callable[[list[LotWork[W]]], int]) -> list[LotWork[W]]:
+        """Claim these lots (those still waiting) into a new shard."""
+        with self.engine.begin() as conn:
+            lots = sql.claim_named(conn, self.stage, job_id, lot_ids, shard_id, self.work_type)
+            if lots:
+                sql.create_shard(conn, self.stage, shard_id, lots, tokens(lots))
+            return lots
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[bool]:
+        """An advisory lock, released with its connection."""
+        with sql.exclusive(self.engine, key, self._held) as mine:
+            yield mine
+
+    def holds(self, key: str) -> bool:
+        """Whether this process still holds `key` (its lock's session survived)."""
+        conn = self._held.get(key)
+        return conn is not None and sql.still_held(conn)
+
+    def shards(self, status: str) -> list[Shard]:
+        """Shards in a status, oldest first."""
+        with self.engine.begin() as conn:
+            return sql.shards(conn, self.stage, status)
+
+    def shard(self, shard_id: str) -> Shard | None:
+        """One shard."""
+        with self.engine.begin() as conn:
+            return sql.shard(conn, shard_id)
+
+    def shard_lots(self, shard_id: str) -> list[LotWork[W]]:
+        """The lots a shard still holds."""
+        with self.engine.begin() as conn:
+            return sql.shard_lots(conn, self.stage, shard_id, self.work_type)
+
+    def save_prepared(self, job_id: str, settled: Sequence[str], changed: Sequence[LotWork[W]]) -> None:
+        """Settled lots done, changed work kept."""
+        with self.engine.begin() as conn:
+            sql.set_status(conn, self.stage, job_id, settled, sql.DONE)
+            sql.save_work(conn, self.stage, changed)
+
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
+        """Lots back to waiting."""
+        with self.engine.begin() as conn:
+            sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
+        """The shard's batch is on record."""
+        with self.engine.begin() as conn:
+            sql.record_batch(conn, shard_id, batch_id, lot_count)
+
+    def note_batch_status(self, shard_id: str, batch_status: str) -> None:
+        """The batch's latest status."""
+        with self.engine.begin() as conn:
+            sql.note_batch_status(conn, shard_id, batch_status)
+
+    def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
+        """The shard is finished."""
+        with self.engine.begin() as conn:
+            sql.close_shard(conn, shard_id, status, batch_status)
+
+    def settle(self, job_id: str, settlement: Settlement) -> None:
+        """Lot outcomes, in one transaction."""
+        with self.engine.begin() as conn:
+            sql.set_status(conn, self.stage, job_id, settlement.done, sql.DONE)
+            sql.set_status(conn, self.stage, job_id, settlement.failed, sql.FAILED)
+            sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
+            for reason, lot_ids in settlement.again.items():
+                sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+            sql.save_work(conn, self.stage, settlement.rework)
+
+    def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        """Cancelled jobs among these."""
+        with self.engine.begin() as conn:
+            return sql.cancelled_jobs(conn, self.stage, job_ids)
+
+    def known_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        """Batch ids on record."""
+        with self.engine.begin() as conn:
+            return sql.known_batches(conn, batch_ids)
+
+    def job_known(self, job_id: str) -> bool:
+        """Whether the stage ever had the job."""
+        with self.engine.begin() as conn:
+            return sql.job_known(conn, self.stage, job_id)
+
+    def waiting_count(self) -> int:
+        """Lots waiting."""
+        with self.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).where(
+                stage_lots.c.stage == self.stage, stage_lots.c.status == sql.WAITING)).scalar_one())
+
+    def prune(self, settled_before: datetime) -> int:
+        """Forget finished jobs."""
+        with self.engine.begin() as conn:
+            return sql.prune(conn, self.stage, settled_before)

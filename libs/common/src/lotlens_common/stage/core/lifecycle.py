@@ -1,0 +1,178 @@
+"""The shard life cycle as decisions: what to do next, from what is known. No I/O.
+
+    waiting lots ─claim─▶ building shard ─create batch─▶ submitted ─batch finished─▶ collected
+                            │  (crash: recovery adopts the batch found by metadata, or builds)
+                            └─ no lots left ─▶ empty
+
+A submitted shard's batch is read by id each round. A running batch is waited on, or cancelled
+when its job was cancelled or it outlived `max_age_s`; a finished one is collected. A batch that
+cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
+nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
+for the whole job twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# OpenAI batch statuses (openapi.yaml, Batch.status).
+RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
+FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
+# A batch we can no longer read by id for these reasons may still exist and still be running.
+NOT_READABLE = frozenset({401, 403, 404})
+
+
+@dataclass(frozen=True)
+class Build:
+    """No batch exists for the shard: write its file and create one."""
+
+
+@dataclass(frozen=True)
+class Adopt:
+    """The shard's batch exists: put it on record (and never create a second one)."""
+
+    batch_id: str
+
+
+@dataclass(frozen=True)
+class CloseEmpty:
+    """The shard holds no lot any more: close it."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """The batch is running: look again next round."""
+
+    status: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask OpenAI to cancel the batch; its finished lines are collected once it stops."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Collect:
+    """The batch finished: read its output and error files, settle every lot."""
+
+    batch: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LookUp:
+    """The batch cannot be read by id: find it by metadata, and pause submitting meanwhile."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class TryLater:
+    """Reading the batch failed for a passing reason (429, 5xx, timeout): next round."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Lost:
+    """A listing that works does not show the batch: its lots go back to waiting."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing to do with this batch."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Shrink:
+    """OpenAI refused the file as too large: its lots go back, and files are cut smaller."""
+
+    max_bytes: int
+
+
+@dataclass(frozen=True)
+class CancelDuplicate:
+    """A running batch whose lots are on record elsewhere: cancel it before it spends twice."""
+
+
+def for_building(lots_left: int, found: Sequence[Mapping[str, Any]]) -> Build | Adopt | CloseEmpty:
+    """A shard left `building` by a builder that died: adopt its batch if one exists."""
+    if found:
+        return Adopt(str(found[0]["id"]))
+    return Build() if lots_left else CloseEmpty()
+
+
+def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
+                  max_age_s: float) -> Wait | Cancel | Collect:
+    """A recorded batch as OpenAI shows it now."""
+    status = str(batch["status"])
+    if status not in RUNNING:
+        return Collect(batch)
+    if status != "cancelling":
+        if job_cancelled:
+            return Cancel("its job was cancelled")
+        created = batch.get("created_at")
+        if isinstance(created, int | float) and now_s - created > max_age_s:
+            return Cancel(f"older than {max_age_s / 3600:.2f} h")
+    return Wait(status)
+
+
+def for_read_error(status_code: int | None, message: str) -> LookUp | TryLater:
+    """Reading a recorded batch by id failed."""
+    if status_code in NOT_READABLE:
+        return LookUp(message)
+    return TryLater(message)
+
+
+def for_listing(listed: Sequence[Mapping[str, Any]], batch_id: str, ours_seen: bool,
+                job_cancelled: bool, now_s: float, max_age_s: float
+                ) -> Wait | Cancel | Collect | Lost | LookUp:
+    """What a listing of the stage's batches tells about one that could not be read by id.
+
+    Absent from a listing that shows other batches we have on record, it is gone (the key sees
+    our project) and its lots are sent again. Absent from a listing that shows none of ours, the
+    key may belong to another project or organisation: its fate is unknown, and we keep waiting.
+    """
+    mine = [batch for batch in listed if str(batch.get("id")) == batch_id]
+    if mine:
+        return for_submitted(mine[0], job_cancelled, now_s, max_age_s)
+    if ours_seen:
+        return Lost(f"OpenAI lists other batches of ours but not {batch_id}")
+    return LookUp(f"the listing shows none of our batches, so not whether {batch_id} exists")
+
+
+def for_unknown_batch(batch: Mapping[str, Any], shard_status: str | None,
+                      job_known: bool) -> Ignore | Adopt | CancelDuplicate:
+    """A batch with this stage's metadata that no shard has on record (the reconciler)."""
+    batch_id = str(batch["id"])
+    if not job_known:
+        return Ignore("a job these tables never saw (another deployment may share the organisation)")
+    if shard_status == "building":
+        return Ignore("its shard is building: recovery adopts it by its metadata")
+    if shard_status is None:
+        return Adopt(batch_id)
+    return for_duplicate(batch)
+
+
+def for_duplicate(batch: Mapping[str, Any]) -> Ignore | CancelDuplicate:
+    """A batch whose lots are on record elsewhere: cancel it while it can still spend."""
+    if batch.get("status") in RUNNING - {"cancelling"}:
+        return CancelDuplicate()
+    return Ignore("finished or already stopping: nothing left to save")
+
+
+def too_large(code: str | None, message: str) -> bool:
+    """Whether an upload or batch error says the input file is too large."""
+    return code == "file_too_large" or "too large" in message.lower()
+
+
+def for_oversized(file_bytes: int) -> Shrink:
+    """A file refused for its size: the next ones get at most half of it."""
+    return Shrink(max(file_bytes // 2, 1))

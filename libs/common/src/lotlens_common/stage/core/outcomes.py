@@ -1,0 +1,63 @@
+"""What becomes of a lot once its batch has answered (or failed to). No I/O.
+
+| what happened                                   | kind      | the lot                        |
+|-------------------------------------------------|-----------|--------------------------------|
+| 200 with a usable body                          | -         | done                           |
+| 200 but unusable (cut off, not the asked JSON)  | permanent | failed with the reason         |
+| 4xx line (invalid request, content policy,      | permanent | failed at once with the reason |
+|   image OpenAI could not fetch)                 |           |                                |
+| 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |
+|   failed, no line at all                        |           |   `max_attempts`, then failed  |
+| any, when the job was cancelled                 | -         | cancelled                      |
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+# Per-line error codes that say "try again" whatever the status (OpenAI batch error file).
+TRANSIENT_CODES = frozenset({"batch_expired", "batch_cancelled", "server_error", "rate_limit_exceeded",
+                             "timeout", "internal_error"})
+# 4xx statuses that are about timing, not about the request.
+TRANSIENT_4XX = frozenset({408, 409, 429})
+
+
+class Kind(Enum):
+    """Whether sending the same request again can succeed."""
+
+    PERMANENT = "permanent"
+    TRANSIENT = "transient"
+
+
+def line_kind(status: int | None, code: str | None) -> Kind:
+    """The kind of a failed batch line, from its HTTP status and error code."""
+    if code in TRANSIENT_CODES:
+        return Kind.TRANSIENT
+    if status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX:
+        return Kind.PERMANENT
+    return Kind.TRANSIENT
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A lot's fate: settled done/failed/cancelled, or back to waiting (`retry`)."""
+
+    verdict: Literal["done", "failed", "retry", "cancelled"]
+    reason: str | None = None
+
+
+DONE = Outcome("done")
+
+
+def after_error(kind: Kind, reason: str, attempts: int, max_attempts: int,
+                job_cancelled: bool) -> Outcome:
+    """A lot that got no usable answer: fail it, send it again, or drop it with its job."""
+    if job_cancelled:
+        return Outcome("cancelled", reason)
+    if kind is Kind.PERMANENT:
+        return Outcome("failed", reason)
+    if attempts >= max_attempts:
+        return Outcome("failed", f"{reason} (gave up after {attempts} attempts)")
+    return Outcome("retry", reason)

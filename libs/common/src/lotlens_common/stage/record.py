@@ -1,0 +1,39 @@
+"""Putting a batch on record: the metadata it carries, its event, then its shard row."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from lotlens_common.faults import fault_point
+from lotlens_common.stage import metrics
+from lotlens_common.stage.core.limits import check_metadata
+from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.work import LotWork
+
+log = logging.getLogger(__name__)
+
+METADATA_PREFIX = "lotlens_"
+STAGE_KEY, JOB_KEY, SHARD_KEY = (f"{METADATA_PREFIX}{key}" for key in ("stage", "job_id", "shard_id"))
+
+
+def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
+    """The metadata every batch carries, so it can always be traced back to its shard."""
+    return check_metadata({STAGE_KEY: stage, JOB_KEY: job_id, SHARD_KEY: shard_id,
+                           f"{METADATA_PREFIX}attempt": str(attempt)})
+
+
+async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork[Any]],
+                        sent: tuple[str, ...], batch_id: str) -> None:
+    """Publish the BatchSubmitted event, then record the batch on its shard (in that order)."""
+    job_id, client_id = lots[0].job_id, lots[0].client_id
+    attempt = max(lot.attempts for lot in lots)
+    name = stage.spec.name
+    stage.publisher.publish(client_id, [stage.spec.batch_submitted_event(
+        job_id, shard_id, attempt, batch_id, sent)])
+    fault_point(f"{name}.after_batch_published")
+    stage.store.record_batch(shard_id, batch_id, len(sent))
+    metrics.BATCHES_CREATED.labels(stage=name).inc()
+    log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
+             extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})

@@ -1,0 +1,72 @@
+"""Applying a shard's lot outcomes chunk by chunk: events first, then the lots' new statuses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from lotlens_common.events import Event
+from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.stage import metrics
+from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
+from lotlens_common.stage.ports import Settlement, Shard, Stage
+from lotlens_common.stage.work import LotWork
+
+CHUNK = 1000
+
+
+class Settler:
+    """Accumulates a shard's outcomes and applies them a chunk at a time."""
+
+    def __init__(self, stage: Stage[Any], shard: Shard, cancelled: bool) -> None:
+        self.stage, self.shard, self.cancelled = stage, shard, cancelled
+        self.events: list[Event] = []
+        self.settlement = Settlement.empty()
+
+    def succeeded(self, lot: LotWork[Any], body: Mapping[str, Any]) -> None:
+        """A response body arrived for the lot."""
+        try:
+            self.events.append(self.stage.spec.result_event(lot, body))
+            self.settlement.done.append(lot.lot_id)
+        except ModelOutputError as exc:
+            # The model answered but the answer is unusable: sent again only when the stage
+            # knows what to change (e.g. more output room); the same request would end the same.
+            changed = self.stage.spec.retry_unusable(lot, exc)
+            if changed is None or lot.attempts >= self.stage.settings.max_attempts:
+                self._apply(lot, Outcome("failed", str(exc)))
+            else:
+                self._apply(lot, Outcome("retry", str(exc)))
+                self.settlement.rework.append(changed)
+
+    def failed(self, lot: LotWork[Any], kind: Kind, reason: str) -> None:
+        """The lot got no usable answer."""
+        self._apply(lot, after_error(kind, reason, lot.attempts, self.stage.settings.max_attempts,
+                                     self.cancelled))
+
+    def _apply(self, lot: LotWork[Any], outcome: Outcome) -> None:
+        reason = outcome.reason or ""
+        if outcome.verdict == "failed":
+            self.events.append(self.stage.spec.failure_event(lot, reason))
+            self.settlement.failed.append(lot.lot_id)
+        elif outcome.verdict == "cancelled":
+            self.settlement.cancelled.append(lot.lot_id)
+        elif outcome.verdict == "retry":
+            self.settlement.again.setdefault(reason, []).append(lot.lot_id)
+        else:
+            self.settlement.done.append(lot.lot_id)
+
+    def flush_if_full(self) -> None:
+        """Apply what has accumulated once a chunk is full."""
+        if self.settlement.size() >= CHUNK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish the events, then record the lots' new statuses."""
+        name = self.stage.spec.name
+        self.stage.publisher.publish(self.shard.client_id, self.events)
+        self.stage.store.settle(self.shard.job_id, self.settlement)
+        done = self.settlement
+        metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))
+        metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(len(done.failed))
+        metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(sum(map(len, done.again.values())))
+        self.events, self.settlement = [], Settlement.empty()

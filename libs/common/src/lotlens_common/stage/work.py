@@ -1,0 +1,117 @@
+"""What a lot carries through a stage: its typed, versioned work, and the stage's interface.
+
+The work is stored as JSON in `stage_lots.work`; `v` names the shape, so a row written by an
+older release is still read (add an upcaster beside the model when the shape changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Literal, Protocol, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from lotlens_common.events import Event
+from lotlens_common.model.errors import ModelOutputError
+
+
+class VisionWork(BaseModel):
+    """A lot waiting for its English description: notes, images, the languages asked for."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    additional_info: str = ""
+    image_urls: tuple[str, ...]
+    languages: tuple[str, ...]
+    # Filled by the image check before the request is built.
+    missing_images: tuple[str, ...] = ()
+
+
+class TranslationWork(BaseModel):
+    """A described lot waiting for its translations."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    v: Literal[1] = 1
+    english_html: str = ""
+    languages: tuple[str, ...] = ()
+    processed_images: int = 0
+    missing_images: tuple[str, ...] = ()
+    # How many times the base output budget the next request gets (doubled after `incomplete`).
+    output_room: int = 1
+
+
+W = TypeVar("W", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class LotWork(Generic[W]):
+    """A lot waiting in (or claimed by) a stage, with the inputs its request needs."""
+
+    job_id: str
+    lot_id: str
+    client_id: str
+    total_lots: int
+    attempts: int
+    work: W
+
+    def with_work(self, work: W) -> LotWork[W]:
+        """A copy with new work (e.g. after the image check)."""
+        return replace(self, work=work)
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[W]):
+    """The result of preparing claimed lots: requests to send, and lots settled without a call."""
+
+    requests: list[tuple[LotWork[W], dict[str, Any]]]
+    settled: list[tuple[LotWork[W], Event]]
+
+
+class StageSpec(Protocol[W]):
+    """The stage-specific parts: its work, requests, results and the events that carry them."""
+
+    @property
+    def name(self) -> str:
+        """The stage's name ("vision" or "translation"), also its rows' key in the work tables."""
+        ...
+
+    @property
+    def work_type(self) -> type[W]:
+        """The model of the stage's work."""
+        ...
+
+    def output_topic(self) -> str:
+        """Where this stage's events go."""
+        ...
+
+    def model(self) -> str:
+        """The model every request of the stage uses (one model per batch file)."""
+        ...
+
+    def estimate_tokens(self, lot: LotWork[W]) -> int:
+        """Tokens a lot's request is expected to enqueue (for the enqueued-token budget)."""
+        ...
+
+    async def prepare(self, lots: list[LotWork[W]]) -> Prepared[W]:
+        """Request bodies for the lots that need the model; events for those that do not."""
+        ...
+
+    def result_event(self, lot: LotWork[W], body: Mapping[str, Any]) -> Event:
+        """The event for a successful response body (raises ModelOutputError when unusable)."""
+        ...
+
+    def retry_unusable(self, lot: LotWork[W], error: ModelOutputError) -> LotWork[W] | None:
+        """New work to try again with after an unusable answer (e.g. more room), or None to fail."""
+        ...
+
+    def failure_event(self, lot: LotWork[W], reason: str) -> Event:
+        """The event for a lot given up on."""
+        ...
+
+    def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
+                              lot_ids: tuple[str, ...]) -> Event:
+        """The event that puts a created batch on record."""
+        ...

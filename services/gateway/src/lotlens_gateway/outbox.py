@@ -1,0 +1,115 @@
+"""The gateway's one durable write: accepted events appended to the `outbox` table.
+
+A submission's `JobSubmitted` and every `LotSubmitted` (or a `JobCancelled`, a redelivery request)
+are written with COPY in the request's own transaction, together with its idempotency record;
+the relay (`relay.py`) publishes them to Kafka afterwards. So a 201 means the events are durable
+and will reach Kafka, and an error means nothing was written: no job without its answer.
+
+The rows are also facts the gateway can read back before the result-store projects them
+(`facts_of`): a job is visible, and a cancellation effective, the moment the client is answered.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, select
+
+from lotlens_common.envelope import Envelope, decode, encode
+from lotlens_common.events import JobCancelled, JobSubmitted
+from lotlens_common.tables import outbox
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.metrics import GatewayMetrics
+
+_COPY = "COPY outbox (topic, job_id, event_type, payload) FROM STDIN"
+
+
+def _field(value: bytes) -> bytes:
+    # COPY's text format: a backslash starts an escape, tab and newline separate.
+    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
+def too_big(envelope: Envelope, size: int, max_bytes: int) -> ApiError:
+    """413 naming the lot whose event could not travel as one Kafka message."""
+    lot_id = getattr(envelope.event, "lot_id", None)
+    return ApiError(413, "LOT_TOO_LARGE",
+                    f"Lot {lot_id!r} is too large to process ({size} bytes encoded, at most {max_bytes})",
+                    details={"lot_id": lot_id, "event_bytes": size, "max_event_bytes": max_bytes})
+
+
+def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -> bytes:
+    """The envelopes as COPY text rows, encoded exactly as the relay will publish them.
+
+    An event over `max_event_bytes` refuses the whole request (413 naming its lot): the relay
+    could never publish it, and a job must not start without all of its lots.
+    """
+    prefix = _field(topic.encode()) + b"\t"
+    lines = []
+    for envelope in envelopes:
+        payload = encode(envelope)
+        if len(payload) > max_event_bytes:
+            raise too_big(envelope, len(payload), max_event_bytes)
+        lines.append(prefix + _field(envelope.job_id.encode()) + b"\t" + envelope.type.encode() + b"\t"
+                     + _field(payload))
+    return b"\n".join(lines) + b"\n" if lines else b""
+
+
+InTransaction = Callable[[Connection], None]
+
+
+@dataclass(frozen=True)
+class JobFacts:
+    """What the gateway itself accepted about a job (its outbox rows), newest knowledge first."""
+
+    submitted: Envelope | None
+    cancelled_at: datetime | None
+
+
+class Outbox:
+    """Appending events and reading a job's own facts back (blocking calls: run them in a thread)."""
+
+    def __init__(self, engine: Engine, metrics: GatewayMetrics, max_event_bytes: int) -> None:
+        self._engine = engine
+        self._max_event_bytes = max_event_bytes
+        self._metrics = metrics
+        self._listeners: list[Callable[[], None]] = []
+
+    def on_append(self, listener: Callable[[], None]) -> None:
+        """Call `listener` after each committed append (the relay wakes up at once)."""
+        self._listeners.append(listener)
+
+    def append(self, topic: str, envelopes: Iterable[Envelope], also: InTransaction | None = None) -> None:
+        """Write the events in order, and `also` (e.g. the idempotency answer), in one transaction."""
+        rows = copy_rows(topic, envelopes, self._max_event_bytes)
+        with self._engine.begin() as conn:
+            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.copy_expert(_COPY, io.BytesIO(rows))
+            finally:
+                cursor.close()
+            if also is not None:
+                also(conn)
+        self._metrics.db("create")
+        for listener in self._listeners:
+            listener()
+
+
+def facts_of(conn: Connection, job_id: str) -> JobFacts:
+    """The job's `JobSubmitted` and earliest cancellation as the gateway wrote them (while kept)."""
+    rows = conn.execute(
+        select(outbox.c.event_type, outbox.c.payload)
+        .where(outbox.c.job_id == job_id,
+               outbox.c.event_type.in_([JobSubmitted.event_type, JobCancelled.event_type]))
+        .order_by(outbox.c.id)).all()
+    submitted: Envelope | None = None
+    cancelled_at: datetime | None = None
+    for event_type, payload in rows:
+        envelope = decode(payload.encode())
+        if event_type == JobSubmitted.event_type:
+            submitted = submitted or envelope
+        elif isinstance(envelope.event, JobCancelled) and cancelled_at is None:
+            cancelled_at = envelope.event.cancelled_at
+    return JobFacts(submitted, cancelled_at)

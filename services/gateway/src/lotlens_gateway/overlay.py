@@ -1,0 +1,75 @@
+"""Read-your-writes: the read models seen through the gateway's own not-yet-projected facts.
+
+The result-store projects events some time after the gateway answered (and not at all while
+Kafka is down). Until then a submitted job reads `pending` from its outbox `JobSubmitted`, and a
+cancelled job reads `cancelled`, every unfinished lot with it, from its outbox `JobCancelled`.
+The projected rows win as soon as they say more (a terminal status).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from lotlens_common.envelope import decode
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
+from lotlens_common.read_models import JobView, iter_lot_results
+from lotlens_common.tables import outbox
+from lotlens_gateway.outbox import JobFacts
+
+CANCELLED = "cancelled"
+_SETTLED_LOTS = frozenset({"completed", "failed", CANCELLED})
+
+
+def submitted_view(facts: JobFacts) -> JobView | None:
+    """A job known only from its outbox `JobSubmitted`: pending, nothing processed yet."""
+    if facts.submitted is None or not isinstance(facts.submitted.event, JobSubmitted):
+        return None
+    event = facts.submitted.event
+    return JobView(
+        job_id=event.job_id, client_id=event.client_id, status="pending", api_version=event.api_version,
+        languages=list(event.languages), total_lots=event.total_lots, processed_lots=0, failed_lots=0,
+        images_processed=0, webhook_configured=bool(event.webhook_urls), error_message=None,
+        created_at=event.created_at, updated_at=event.created_at,
+        estimated_completion=event.estimated_completion, completed_at=None, cancelled_at=None,
+        retry_of=event.retry_of)
+
+
+def overlaid(job: JobView | None, facts: JobFacts) -> JobView | None:
+    """The job as the client last changed it: projected row, else outbox; a cancellation applied."""
+    view = job or submitted_view(facts)
+    if view is None or facts.cancelled_at is None or view.status in TERMINAL_JOB_STATUSES:
+        return view
+    return dataclasses.replace(view, status=CANCELLED, cancelled_at=facts.cancelled_at,
+                               updated_at=facts.cancelled_at)
+
+
+def job_lots(conn: Connection, job: JobView, stream: bool = True) -> Iterator[dict[str, Any]]:
+    """The job's lots for the results document; a cancelled job's unfinished lots read `cancelled`.
+
+    Lots the result-store has not projected yet (the cancellation came first) are read from the
+    outbox, so every lot of a cancelled job is listed.
+    """
+    if job.status != CANCELLED:
+        yield from iter_lot_results(conn, job, stream=stream)
+        return
+    seen: set[str] = set()
+    for lot in iter_lot_results(conn, job, stream=stream):
+        seen.add(lot["lot_id"])
+        if lot["status"] not in _SETTLED_LOTS:
+            lot["status"] = CANCELLED
+        yield lot
+    if len(seen) >= job.total_lots:
+        return
+    query = (select(outbox.c.payload)
+             .where(outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type)
+             .order_by(outbox.c.id))
+    for (payload,) in conn.execute(query):
+        event = decode(payload.encode()).event
+        if isinstance(event, LotSubmitted) and event.lot_id not in seen:
+            seen.add(event.lot_id)
+            yield {"lot_id": event.lot_id, "status": CANCELLED, "processed_at": None, "processed_images": 0,
+                   "descriptions": [], "missing_images": []}

@@ -1,0 +1,188 @@
+"""Replaying the record topics into the shadow tables, up to given end offsets, resumably.
+
+Each consumed batch is applied with the live store's `apply_batch` and committed together with
+the offsets it reached, so a killed replay resumes exactly where its last commit left it. Events
+that cannot be read or applied are skipped: the live store dead-lettered them and never applied
+them either.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from sqlalchemy import Connection, Engine, text
+
+from lotlens_common.envelope import Envelope, UndecodableEvent, decode
+from lotlens_common.kafka import TRANSIENT_ERRORS
+from lotlens_common.settings import KafkaSettings
+from lotlens_result_store.handlers import apply_batch
+from lotlens_result_store.shadow import CHECKPOINT, use_shadow
+
+log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]
+
+
+@dataclass
+class Progress:
+    """How far a replay round is, for the operator."""
+
+    total: int
+    done: int = 0
+    skipped: int = 0
+    started: float = 0.0
+
+    def line(self) -> str:
+        """One line: events replayed, share, rate."""
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        share = 100.0 * self.done / self.total if self.total else 100.0
+        return (f"{self.done:,}/{self.total:,} events ({share:.0f}%), {self.done / elapsed:,.0f} events/s, "
+                f"{self.skipped} skipped")
+
+
+Report = Callable[[Progress], None]
+
+
+class RecordLog:
+    """The record topics' partitions and their offsets."""
+
+    def __init__(self, kafka: KafkaSettings, topics: Sequence[str]) -> None:
+        self._kafka, self._topics = kafka, list(topics)
+
+    def consumer(self) -> Consumer:
+        """A consumer of no group's (nothing is committed): the checkpoint is the position."""
+        return Consumer({**self._kafka.client_config(), "group.id": f"lotlens-rebuild-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "enable.auto.offset.store": False,
+                         "fetch.max.bytes": 52_428_800})
+
+    def watermarks(self) -> dict[Partition, tuple[int, int]]:
+        """(first, end) offset of every partition of the record topics, now."""
+        consumer = self.consumer()
+        try:
+            found: dict[Partition, tuple[int, int]] = {}
+            metadata = consumer.list_topics(timeout=30)
+            for topic in self._topics:
+                for partition in metadata.topics[topic].partitions:
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                    found[(topic, partition)] = (int(low), int(high))
+            return found
+        finally:
+            consumer.close()
+
+
+def checkpoint(conn: Connection) -> dict[Partition, int]:
+    """The next offset to replay of each partition the rebuild has started on."""
+    rows = conn.execute(text(f"SELECT topic, partition, next_offset FROM {CHECKPOINT}")).all()
+    return {(str(topic), int(partition)): int(offset) for topic, partition, offset in rows}
+
+
+def remaining(conn: Connection, marks: dict[Partition, tuple[int, int]]) -> int:
+    """How many events the shadow tables lack up to `marks`."""
+    done = checkpoint(conn)
+    return sum(max(0, high - max(low, done.get(tp, 0))) for tp, (low, high) in marks.items())
+
+
+def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, int]], batch_size: int,
+           report: Report) -> Progress:
+    """Apply every event before the end offsets in `marks` that the shadow tables lack."""
+    with engine.connect() as conn:
+        done = checkpoint(conn)
+        progress = Progress(total=remaining(conn, marks), started=time.monotonic())
+    ends = {tp: high for tp, (low, high) in marks.items() if max(low, done.get(tp, 0)) < high}
+    if not ends:
+        return progress
+    consumer = log_.consumer()
+    consumer.assign([TopicPartition(t, p, done.get((t, p), OFFSET_BEGINNING)) for t, p in ends])
+    last_report = time.monotonic()
+    try:
+        while ends:
+            messages = [m for m in consumer.consume(batch_size, 1.0) if _is_data(m)]
+            wanted = [m for m in messages if (m.offset() or 0) < ends[_partition(m)]]
+            reached = _reached(consumer, ends)
+            progress.skipped += _apply(engine, wanted, reached)
+            progress.done += len(wanted)
+            for tp, offset in reached.items():
+                if offset >= ends[tp]:
+                    consumer.pause([TopicPartition(*tp)])
+                    del ends[tp]
+            if time.monotonic() - last_report >= 1.0 or not ends:
+                report(progress)
+                last_report = time.monotonic()
+    finally:
+        consumer.close()
+    return progress
+
+
+def _is_data(message: Message) -> bool:
+    error = message.error()
+    if error is not None:
+        raise KafkaException(error)
+    return True
+
+
+def _partition(message: Message) -> Partition:
+    return (message.topic() or "", message.partition() or 0)
+
+
+def _reached(consumer: Consumer, ends: dict[Partition, int]) -> dict[Partition, int]:
+    """Per partition: every offset before this is applied once the batch commits (the position
+    also moves past transaction markers, which are never delivered)."""
+    positions = consumer.position([TopicPartition(t, p) for t, p in ends])
+    return {(tp.topic, tp.partition): min(tp.offset, ends[(tp.topic, tp.partition)])
+            for tp in positions if tp.offset >= 0}
+
+
+def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int]) -> int:
+    """Apply a batch and record the offsets reached, in one shadow transaction; returns how many
+    events were skipped."""
+    envelopes: list[Envelope] = []
+    for message in messages:
+        try:
+            envelopes.append(decode(message.value() or b""))
+        except UndecodableEvent as exc:
+            log.warning("skipping an unreadable message at %s:%s: %s", _partition(message),
+                        message.offset(), exc)
+    skipped = len(messages) - len(envelopes)
+    with engine.begin() as conn:
+        use_shadow(conn)
+        if envelopes:
+            skipped += _apply_isolating_poison(conn, envelopes)
+        if reached:
+            conn.execute(text(
+                f"INSERT INTO {CHECKPOINT} (topic, partition, next_offset) "
+                "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:partitions AS int[]), "
+                "CAST(:offsets AS bigint[])) ON CONFLICT (topic, partition) DO UPDATE SET "
+                "next_offset = greatest(rebuild_offsets.next_offset, excluded.next_offset)"),
+                {"topics": [t for t, _ in reached], "partitions": [p for _, p in reached],
+                 "offsets": list(reached.values())})
+    return skipped
+
+
+def _apply_isolating_poison(conn: Connection, envelopes: list[Envelope]) -> int:
+    """The batch at once, or else one by one without the events that fail (as the live consumer
+    dead-letters them); returns how many were skipped."""
+    try:
+        with conn.begin_nested():
+            apply_batch(conn, envelopes)
+        return 0
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        log.warning("batch of %d failed (%s); applying one by one", len(envelopes), exc)
+    skipped = 0
+    for envelope in envelopes:
+        try:
+            with conn.begin_nested():
+                apply_batch(conn, [envelope])
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            skipped += 1
+            log.warning("skipping %s %s of job %s: %s", envelope.type, envelope.event_id,
+                        envelope.job_id, exc)
+    return skipped

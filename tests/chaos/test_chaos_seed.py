@@ -1,0 +1,25 @@
+"""One short seeded chaos run inside `make test` (the full schedule is `make chaos`): kill -9 and
+SIGSTOP of seeded service instances while a mixed workload runs, then every invariant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from chaos.run import run_seed
+from tests.conftest import Infra
+
+pytestmark = pytest.mark.e2e
+
+SEED = 3
+
+
+def test_a_seeded_chaos_run_breaks_no_invariant(infra: Infra, tmp_path: Path) -> None:
+    # Process faults only: restarting the broker or the database would hit the rest of the session.
+    result = run_seed(SEED, infra.kafka_bootstrap, infra.database_url, tmp_path, fault_count=2,
+                      kinds=("kill9", "sigstop"), jobs=4, max_lots=50, settle_s=300)
+    assert [f.kind for f in result.faults] == ["kill9", "sigstop"]
+    assert result.violations == [], (
+        f"rerun: make chaos CHAOS_ARGS='--seed {SEED} --seeds 1 --faults 2 --kinds kill9,sigstop "
+        f"--jobs 4 --max-lots 50'\n" + "\n".join(result.violations))

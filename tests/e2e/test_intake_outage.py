@@ -1,0 +1,154 @@
+"""The broker stopped for 60 s during 20 submissions: every 201 job completes once, nothing else runs.
+
+The stack runs on a private broker (`tests/private_kafka.py`), so stopping it disturbs no other test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from confluent_kafka import Consumer
+from sqlalchemy import Engine, func, select
+
+from lotlens_common.envelope import decode
+from lotlens_common.events import JobCompleted
+from lotlens_common.kafka import ensure_topics
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.signing import sign
+from lotlens_common.tables import descriptions, jobs, lots, stage_lots
+from tests.conftest import Infra, new_id
+from tests.e2e.harness import Stack
+from tests.private_kafka import PrivateKafka, private_kafka
+
+pytestmark = pytest.mark.e2e
+
+SUBMISSIONS = 20
+OUTAGE_S = 60.0
+# The gateway must answer well within what a client waits for (the old code took 30 s per request).
+REQUEST_TIMEOUT_S = 25.0
+LANGUAGES = ["en", "de"]
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A broker of this test's own."""
+    with private_kafka(tmp_path / "kafka") as running:
+        yield running
+
+
+@pytest.fixture()
+def outage_stack(infra: Infra, broker: PrivateKafka, stack_engine: Engine, tmp_path: Path) -> Iterator[Stack]:
+    """The whole stack on the private broker, with the stand-in keeping its files for inspection."""
+    topics = TopicSettings.model_validate({**{name: f"outage.{name}" for name in (
+        "submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}, "partitions": 3})
+    ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), topics)
+    running = Stack(infra=Infra(broker.bootstrap, infra.database_url), topics=topics, logs=tmp_path,
+                    database_url=stack_engine.url.render_as_string(hide_password=False),
+                    extra_env={"STANDIN_DATA_DIR": str(tmp_path / "standin"),
+                               "LOTLENS_RATE_LIMIT_BATCH": "1000"})
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
+def submit(stack: Stack, lot_list: list[dict[str, Any]]) -> tuple[httpx.Response, float]:
+    signature = sign(stack.client_key, json.dumps(lot_list, separators=(",", ":"), sort_keys=True).encode())
+    body = {"signature": signature, "languages": LANGUAGES, "lots": lot_list}
+    started = time.monotonic()
+    answer = httpx.post(f"{stack.url}/api/v1/generate-descriptions", json=body, timeout=120)
+    return answer, time.monotonic() - started
+
+
+def two_lots(images: str, prefix: str) -> list[dict[str, Any]]:
+    return [{"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i}",
+             "images": [{"url": f"{images}/{prefix}-{i}.png"}]} for i in range(2)]
+
+
+def status(stack: Stack, job_id: str) -> str:
+    answer = httpx.get(f"{stack.url}/api/v1/batch-status/{job_id}",
+                       headers={"X-Signature": sign(stack.client_key, job_id.encode())}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["status"])
+
+
+def completions(bootstrap: str, topic: str) -> list[str]:
+    """Job ids of every JobCompleted on the topic."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": new_id("outage-"),
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[str] = []
+    idle_until = time.monotonic() + 10
+    try:
+        while time.monotonic() < idle_until:
+            for message in consumer.consume(1000, 1.0):
+                if message.error() is None:
+                    envelope = decode(message.value() or b"")
+                    if isinstance(envelope.event, JobCompleted):
+                        found.append(envelope.job_id)
+                    idle_until = time.monotonic() + 5
+    finally:
+        consumer.close()
+    return found
+
+
+def test_kafka_stopped_for_60_s_during_20_submissions_loses_nothing_and_runs_nothing_refused(
+        outage_stack: Stack, broker: PrivateKafka, stack_engine: Engine, images: str, tmp_path: Path) -> None:
+    stack = outage_stack
+    accepted: list[str] = []
+    waits: list[float] = []
+    outage = threading.Thread(target=lambda: (broker.stop(), time.sleep(OUTAGE_S), broker.start()))
+    refused_prefix = new_id("refused")
+    for n in range(SUBMISSIONS):
+        if n == 5:
+            outage.start()
+        if n == 8:  # refused while the broker is down: a lot too big for one event
+            too_big = two_lots(images, refused_prefix)
+            too_big[1]["additional_info"] = "x" * 10_600_000
+            answer, _ = submit(stack, too_big)
+            assert answer.status_code == 413, answer.text[:300]
+        answer, waited = submit(stack, two_lots(images, new_id(f"lot{n}")))
+        assert answer.status_code == 201, answer.text
+        accepted.append(answer.json()["job_id"])
+        waits.append(waited)
+        assert status(stack, accepted[-1]) == "pending"  # visible at once, broker or not
+        time.sleep(2.0 if 5 <= n < 15 else 0.1)
+    outage.join()
+    assert max(waits) < REQUEST_TIMEOUT_S, waits
+
+    deadline = time.monotonic() + 300
+    pending = set(accepted)
+    while pending and time.monotonic() < deadline:
+        pending = {job_id for job_id in pending if status(stack, job_id) != "completed"}
+        time.sleep(1.0)
+    assert not pending, f"{len(pending)} jobs did not complete: {stack.log_tail('gateway')}"
+
+    with stack_engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.job_id, jobs.c.processed_lots, jobs.c.failed_lots,
+                                   jobs.c.total_lots).where(jobs.c.job_id.in_(accepted))).all()
+        assert sorted(r.job_id for r in rows) == sorted(accepted)
+        assert all((r.processed_lots, r.failed_lots, r.total_lots) == (2, 0, 2) for r in rows)
+        lot_count = conn.execute(select(func.count()).select_from(lots).where(lots.c.job_id.in_(accepted)))
+        assert lot_count.scalar() == 2 * SUBMISSIONS
+        text_count = conn.execute(select(func.count()).select_from(descriptions)
+                                  .where(descriptions.c.job_id.in_(accepted)))
+        assert text_count.scalar() == 2 * SUBMISSIONS * len(LANGUAGES)
+        refused = f"{refused_prefix}%"
+        assert conn.execute(select(lots.c.lot_id).where(lots.c.lot_id.like(refused))).first() is None
+        staged = conn.execute(select(stage_lots.c.lot_id).where(stage_lots.c.lot_id.like(refused)))
+        assert staged.first() is None
+        assert conn.execute(select(func.count()).select_from(jobs)).scalar() == SUBMISSIONS
+
+    announced = completions(broker.bootstrap, stack.topics.completions)
+    assert sorted(announced) == sorted(accepted)  # each job announced exactly once
+    standin_files = [p.read_bytes() for p in (tmp_path / "standin").rglob("*") if p.is_file()]
+    assert standin_files, "the stand-in kept no files"
+    assert not any(refused_prefix.encode() in content for content in standin_files)

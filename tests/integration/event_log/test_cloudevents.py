@@ -1,0 +1,46 @@
+"""Every event carries the CloudEvents Kafka binding headers, read back from a real topic by the
+CloudEvents SDK (generic tooling that knows nothing of LotLens)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+from cloudevents.core.formats.json import JSONFormat
+
+from lotlens_common.envelope import Envelope, decode
+from lotlens_common.events import JobCancelled
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from tests.conftest import Infra, new_id
+from tests.integration.result_store.support import read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def test_events_carry_cloudevents_headers_that_the_sdk_reads(infra: Infra, topics: TopicSettings) -> None:
+    producer = EventProducer(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), "gateway")
+    at = datetime(2026, 3, 1, 12, 30, 15, 123000, tzinfo=UTC)
+    envelope = Envelope(client_id="client-1", occurred_at=at, event=JobCancelled(
+        job_id=new_id("job-"), cancelled_at=at))
+    producer.publish(topics.submissions, envelope)
+    producer.flush()
+
+    [message] = read_topic(infra, topics.submissions)
+    headers = {name: value for name, value in message.headers() or [] if isinstance(value, bytes)}
+    assert {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type"} <= set(headers)
+    event = from_binary(KafkaMessage(headers=headers, key=message.key(), value=message.value() or b""),
+                        JSONFormat())
+    assert event.get_specversion() == "1.0"
+    assert event.get_id() == envelope.event_id
+    assert event.get_source() == "/lotlens/gateway"
+    assert event.get_type() == "lotlens.JobCancelled"
+    assert event.get_time() == at
+    assert event.get_subject() == envelope.job_id
+    assert event.get_datacontenttype() == "application/json"
+    assert event.get_dataschema() == "urn:lotlens:events:JobCancelled:v1"
+    # The CloudEvent's data is the LotLens envelope itself, unchanged.
+    assert event.get_data() == orjson.loads(message.value() or b"")
+    assert decode(message.value() or b"") == envelope

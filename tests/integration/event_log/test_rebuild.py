@@ -1,0 +1,127 @@
+"""`projections rebuild`: jobs of every outcome go through the live result-store on a real broker
+and database; the read models rebuilt from the topics equal the live ones row for row."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import ServiceSettings, TopicSettings
+from lotlens_result_store.rebuild import RebuildOptions, rebuild
+from lotlens_result_store.shadow import RETIRED, SHADOW
+from tests.conftest import ROOT
+from tests.integration.event_log.support import (
+    assert_same_read_models,
+    delivery_count,
+    outcomes,
+    publish_all,
+    publish_webhooks,
+)
+from tests.integration.result_store.support import consuming, job_published, job_script, publish, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _all_published(engine: Engine, job_ids: list[str]) -> bool:
+    return all(job_published(engine, job_id) for job_id in job_ids)
+
+
+def test_the_read_models_rebuilt_from_the_log_equal_the_live_ones_row_for_row(
+        own_engine: Engine, own_settings: ServiceSettings, producer: EventProducer,
+        publisher: EventProducer, topics: TopicSettings) -> None:
+    jobs = outcomes()
+    lines: list[str] = []
+    with consuming(own_settings, own_engine, producer):
+        publish_all(publisher, topics, jobs)
+        wait_for(lambda: _all_published(own_engine, [s.job_id for s in jobs.all()]),
+                 what="every JobCompleted")
+        publish_webhooks(publisher, topics, jobs)
+        wait_for(lambda: delivery_count(own_engine) == 3, what="the webhook deliveries")
+        time.sleep(0.5)  # the consumer also takes the JobCompleted events back
+
+        # The live result-store keeps running through the rebuild and its swap.
+        result = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(batch_size=7), lines.append)
+        assert result.swapped and result.skipped == 0
+        assert result.events >= sum(len(s.all_events()) for s in jobs.all())
+        assert any("replay:" in line and "events/s" in line for line in lines), lines
+        assert_same_read_models(own_engine, "public", RETIRED)
+        with own_engine.connect() as conn:
+            statuses = dict(conn.execute(text("SELECT job_id, status FROM jobs")).all())
+        assert [statuses[s.job_id] for s in jobs.all()] == ["completed", "completed", "failed", "cancelled"]
+
+        # After the swap the live store writes the swapped-in tables.
+        later = job_script(5, failed=[2])
+        publish(publisher, topics, later)
+        wait_for(lambda: job_published(own_engine, later.job_id), what="JobCompleted of the later job")
+
+    # And what it wrote there is what a replay of the whole log gives.
+    again = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(restart=True, swap=False),
+                    lines.append)
+    assert not again.swapped
+    assert_same_read_models(own_engine, SHADOW, "public")
+
+
+def test_a_rebuild_while_the_live_store_is_busy_loses_nothing(
+        own_engine: Engine, own_settings: ServiceSettings, producer: EventProducer,
+        publisher: EventProducer, topics: TopicSettings) -> None:
+    scripts = [job_script(1500, failed=range(0, 1500, 40)) for _ in range(3)]
+    with consuming(own_settings, own_engine, producer):
+        publish(publisher, topics, scripts[0])
+        wait_for(lambda: job_published(own_engine, scripts[0].job_id), timeout_s=60, what="the first job")
+        for script in scripts[1:]:
+            publish(publisher, topics, script)
+        # The swap happens while the live store is still projecting the other two jobs.
+        rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(lock_gap=2000), lambda _: None)
+        wait_for(lambda: _all_published(own_engine, [s.job_id for s in scripts]), timeout_s=90,
+                 what="every JobCompleted")
+        time.sleep(0.5)
+    rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(swap=False), lambda _: None)
+    assert_same_read_models(own_engine, SHADOW, "public", every_table=False)
+
+
+def test_an_interrupted_rebuild_resumes_where_it_stopped(
+        own_engine: Engine, own_settings: ServiceSettings, own_database: str, producer: EventProducer,
+        publisher: EventProducer, topics: TopicSettings, tmp_path: Path) -> None:
+    script = job_script(3000, failed=range(0, 3000, 70))
+    with consuming(own_settings, own_engine, producer):
+        publish(publisher, topics, script)
+        wait_for(lambda: job_published(own_engine, script.job_id), timeout_s=90, what="JobCompleted")
+        time.sleep(0.5)
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": own_settings.kafka.bootstrap_servers,
+           "DATABASE_URL": own_database,
+           **{f"LOTLENS_TOPIC_{name.upper()}": getattr(topics, name) for name in
+              ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}}
+    command = [sys.executable, "-m", "lotlens_admin", "projections", "rebuild", "--batch-size", "50"]
+    log = tmp_path / "rebuild.log"
+
+    def checkpointed() -> int:
+        with own_engine.connect() as conn:
+            if not conn.execute(text("SELECT to_regclass('lotlens_rebuild.rebuild_offsets')")).scalar():
+                return 0
+            return int(conn.execute(text("SELECT coalesce(sum(next_offset), 0) "
+                                         "FROM lotlens_rebuild.rebuild_offsets")).scalar_one())
+
+    with log.open("wb") as out:
+        first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out)
+        try:
+            wait_for(lambda: checkpointed() > 500, timeout_s=60, what="the first checkpoints")
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait(10)
+    stopped_at = checkpointed()
+    assert 0 < stopped_at < len(script.all_events()), "the rebuild finished before the kill; make it bigger"
+
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming" in second.stderr
+    replayed = int(second.stdout.split("rebuilt: ")[1].split(" events")[0])
+    assert replayed < len(script.all_events()) + 10 - stopped_at + 50, (replayed, stopped_at)
+    assert_same_read_models(own_engine, "public", RETIRED, every_table=False)

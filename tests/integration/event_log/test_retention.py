@@ -1,0 +1,69 @@
+"""The record topics keep their events for good, also topics created before that was decided."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
+
+from lotlens_common.kafka import ensure_topics
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from tests.conftest import Infra
+
+pytestmark = pytest.mark.integration
+FOURTEEN_DAYS = str(14 * 24 * 3600 * 1000)
+
+
+@pytest.fixture()
+def fresh_names(infra: Infra) -> Iterator[tuple[KafkaSettings, TopicSettings]]:
+    """Topic names nobody created yet; deleted afterwards."""
+    prefix = f"r{uuid.uuid4().hex[:10]}"
+    topics = TopicSettings.model_validate({
+        **{name: f"{prefix}.{name}" for name in
+           ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")},
+        "partitions": 1})
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
+    yield kafka, topics
+    AdminClient(kafka.client_config()).delete_topics(topics.all_topics(), operation_timeout=10)
+
+
+def _configs(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, str]]:
+    admin = AdminClient(kafka.client_config())
+    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in names])
+    return {resource.name: {key: entry.value for key, entry in future.result(10).items()}
+            for resource, future in futures.items()}
+
+
+def _assert_kept(kafka: KafkaSettings, topics: TopicSettings) -> None:
+    configs = _configs(kafka, topics.all_topics())
+    for name in topics.record_topics():
+        assert (configs[name]["retention.ms"], configs[name]["retention.bytes"]) == ("-1", "-1"), name
+        assert configs[name]["cleanup.policy"] == "delete", name
+    assert configs[topics.dead_letter]["retention.ms"] == FOURTEEN_DAYS
+
+
+def test_new_record_topics_keep_events_for_good_and_the_dead_letters_expire(
+        fresh_names: tuple[KafkaSettings, TopicSettings]) -> None:
+    kafka, topics = fresh_names
+    ensure_topics(kafka, topics)
+    _assert_kept(kafka, topics)
+
+
+def test_topics_created_with_a_fourteen_day_retention_are_changed_to_keep_events_for_good(
+        fresh_names: tuple[KafkaSettings, TopicSettings]) -> None:
+    kafka, topics = fresh_names
+    admin = AdminClient(kafka.client_config())
+    # As the code before this change created them, plus a setting of an SRE's own.
+    old = {"retention.ms": FOURTEEN_DAYS, "segment.ms": "3600000"}
+    for future in admin.create_topics([NewTopic(name, 1, 1, config=old)
+                                       for name in topics.all_topics()]).values():
+        future.result(10)
+    assert _configs(kafka, [topics.submissions])[topics.submissions]["retention.ms"] == FOURTEEN_DAYS
+
+    ensure_topics(kafka, topics)
+    ensure_topics(kafka, topics)  # idempotent
+
+    _assert_kept(kafka, topics)
+    assert _configs(kafka, [topics.vision])[topics.vision]["segment.ms"] == "3600000"

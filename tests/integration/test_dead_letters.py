@@ -1,0 +1,113 @@
+"""Dead letters on the real broker: two consumer groups read one topic; each dead-letters its own
+copy of what it cannot handle, and `lotlens-admin dlq` lists them and replays each to its group
+alone, once, e.g. a future event version after the code is upgraded."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import orjson
+import pytest
+
+from lotlens_admin import cli
+from lotlens_common.envelope import Envelope, encode
+from lotlens_common.events import JobCancelled
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.settings import ServiceSettings, TopicSettings
+from tests.conftest import Infra, new_id
+
+pytestmark = pytest.mark.integration
+
+
+def cancelled(job_id: str, version: int = 1) -> bytes:
+    doc = orjson.loads(encode(Envelope(event=JobCancelled(
+        job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"), client_id="c")))  # type: ignore[arg-type]
+    doc["version"] = version
+    return bytes(orjson.dumps(doc))
+
+
+@contextmanager
+def consuming(settings: ServiceSettings, groups: Sequence[str],
+              seen: dict[str, list[str]]) -> Iterator[None]:
+    """One consumer per group on the submissions topic; job "poison" always fails."""
+    stop = threading.Event()
+
+    def handler(group: str) -> Callable[[Sequence[Envelope]], None]:
+        def handle(envelopes: Sequence[Envelope]) -> None:
+            if any(e.job_id == "poison" for e in envelopes):
+                raise ValueError("this job is poison")
+            seen[group].extend(e.job_id for e in envelopes)
+        return handle
+
+    threads = [threading.Thread(target=run_consumer, daemon=True, args=(
+        settings.kafka, settings.topics,
+        ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler(group)),
+        EventProducer(settings.kafka, group), stop)) for group in groups]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def admin(capsys: pytest.CaptureFixture[str], *argv: str) -> list[str]:
+    assert cli.main(list(argv)) == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_dead_letters_are_listed_per_group_and_replayed_to_that_group_alone_once(
+        infra: Infra, settings: ServiceSettings, topics: TopicSettings, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", infra.kafka_bootstrap)
+    monkeypatch.setenv("LOTLENS_TOPIC_DEAD_LETTER", topics.dead_letter)
+    vision, translator = new_id("vision-"), new_id("translator-")
+    seen: dict[str, list[str]] = {vision: [], translator: []}
+    publisher = EventProducer(settings.kafka, "test")
+    for key, value in ((b"future", cancelled("future", version=2)), (b"poison", cancelled("poison")),
+                       (b"junk", b"{not json"), (b"good", cancelled("good"))):
+        publisher.publish_raw(topics.submissions, key, value, [("type", b"JobCancelled")])
+    publisher.flush()
+
+    with consuming(settings, [vision, translator], seen):
+        wait_for(lambda: all("good" in jobs for jobs in seen.values()), "the valid event")
+        wait_for(lambda: len(admin(capsys, "dlq", "list")) == 7, "six dead letters", 30)
+        rows = admin(capsys, "dlq", "list")[1:]
+        assert sorted((row.split()[2], row.split()[3]) for row in rows) == sorted(
+            (group, reason) for group in (vision, translator)
+            for reason in ("future-version", "handler-failed", "undecodable"))
+        assert seen == {vision: ["good"], translator: ["good"]}, "a version-2 event was read as version 1"
+
+        future = [row.split()[0] for row in rows if row.split()[2] == vision and "future-version" in row]
+        shown = "\n".join(admin(capsys, "dlq", "show", future[0]))
+        assert '"reason": "future-version"' in shown and "version 2 is newer" in shown
+
+        # The vision code is upgraded: it reads version 2 now; the translator is not.
+        monkeypatch.setattr(JobCancelled, "version", 2)
+        dry = admin(capsys, "dlq", "replay", "--group", vision, "--reason", "future-version", "--dry-run")
+        assert dry[-1] == "1 dead letters to replay"
+        assert admin(capsys, "dlq", "replay", "--group", vision, "--reason", "future-version")[-1] == (
+            "1 dead letters replayed")
+        wait_for(lambda: "future" in seen[vision], "the replayed event at the upgraded group")
+        assert admin(capsys, "dlq", "replay", "--group", vision, "--reason", "future-version")[-1] == (
+            "0 dead letters replayed"), "a second replay sent the message again"
+        # Behind the replay in its partition: once the translator has this, it has passed the replay.
+        publisher.publish_raw(topics.submissions, b"future", cancelled("sentinel", version=2), [])
+        publisher.flush()
+        wait_for(lambda: all("sentinel" in jobs for jobs in seen.values()), "the sentinel")
+    assert seen == {vision: ["good", "future", "sentinel"], translator: ["good", "sentinel"]}
+    states = {(row.split()[2], row.split()[3]): row.split()[1] for row in admin(capsys, "dlq", "list")[1:]}
+    assert states[(vision, "future-version")] == "replayed"
+    assert list(states.values()).count("replayed") == 1

@@ -1,0 +1,62 @@
+"""Idempotency-Key reservations on the real database: two requests racing for one key, and a
+reservation left by a request that died."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.metrics import GatewayMetrics
+from tests.conftest import new_id
+
+pytestmark = pytest.mark.integration
+
+STALE_S = 300.0
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def store(engine: Engine) -> IdempotencyStore:
+    return IdempotencyStore(engine, ttl_s=86_400, stale_after_s=STALE_S, metrics=GatewayMetrics())
+
+
+def test_of_two_concurrent_requests_with_one_key_one_runs_and_the_other_is_told_it_is_in_progress(
+        engine: Engine) -> None:
+    keys, client, key = store(engine), new_id("c-"), new_id("k-")
+    start = threading.Barrier(8)
+    outcomes: list[object] = []
+
+    def request() -> None:
+        start.wait()
+        try:
+            outcomes.append(keys.reserve(client, key, "same-body", NOW))
+        except ApiError as exc:
+            outcomes.append((exc.status, exc.code, exc.headers.get("Retry-After")))
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes.count(None) == 1, outcomes
+    assert outcomes.count((409, "IDEMPOTENCY_KEY_IN_PROGRESS", "5")) == 7, outcomes
+
+
+def test_a_stale_reservation_is_taken_over_by_the_same_request_only(engine: Engine) -> None:
+    keys, client, key = store(engine), new_id("c-"), new_id("k-")
+    assert keys.reserve(client, key, "body", NOW) is None  # this request's gateway then dies
+    with pytest.raises(ApiError) as young:
+        keys.reserve(client, key, "body", NOW + timedelta(seconds=STALE_S - 1))
+    assert young.value.code == "IDEMPOTENCY_KEY_IN_PROGRESS"
+    later = NOW + timedelta(seconds=STALE_S + 1)
+    with pytest.raises(ApiError) as other:
+        keys.reserve(client, key, "another body", later)
+    assert other.value.code == "IDEMPOTENCY_KEY_REUSED"
+    assert keys.reserve(client, key, "body", later) is None, "a dead request's reservation blocks its retry"
+    keys.complete(client, key, 201, {"job_id": "j"})
+    replay = keys.reserve(client, key, "body", later + timedelta(seconds=STALE_S + 1))
+    assert replay is not None and replay.status_code == 201 and replay.body == {"job_id": "j"}

@@ -1,0 +1,205 @@
+"""One durable write per submission: the outbox, its relay, and reads that see the gateway's writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, func, select
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobSubmitted, LotSubmitted
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import KafkaSettings, ServiceSettings
+from lotlens_common.tables import jobs, outbox
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox import Outbox
+from lotlens_gateway.relay import Relay, RelaySettings
+from tests.conftest import new_id
+from tests.integration.test_gateway_support import Gateway, consume, make_lots, running_gateway
+from tests.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+DEAD_KAFKA = KafkaSettings(bootstrap_servers="127.0.0.1:9")
+# Generous: no wall-clock assertion, only "not the old 30 s wait on Kafka".
+REQUEST_TIMEOUT_S = 20.0
+
+
+@pytest.fixture()
+def gateway_without_kafka(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway whose broker is unreachable (its relay cannot publish)."""
+    with running_gateway(settings, engine, kafka=DEAD_KAFKA, outbox_publish_timeout_s=1.0) as gw:
+        yield gw
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with default settings on this test's topics."""
+    with running_gateway(settings, engine) as running:
+        yield running
+
+
+def backlog(gw: Gateway) -> float:
+    return gw.deps.metrics.registry.get_sample_value("lotlens_outbox_backlog_events") or 0.0
+
+
+def status_of(gw: Gateway, job_id: str) -> str:
+    answer = gw.get_job("/api/v1/batch-status/{job_id}", job_id)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["status"])
+
+
+def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
+        gateway_without_kafka: Gateway, engine: Engine) -> None:
+    gw = gateway_without_kafka
+    started = time.monotonic()
+    response = gw.submit(make_lots(3))
+    assert response.status_code == 201, response.text
+    assert time.monotonic() - started < REQUEST_TIMEOUT_S
+    job_id = response.json()["job_id"]
+    assert status_of(gw, job_id) == "pending"
+    # The gateway wrote only its outbox: the read models are the result-store's alone.
+    with engine.connect() as conn:
+        assert conn.execute(select(jobs.c.job_id).where(jobs.c.job_id == job_id)).first() is None
+        assert conn.execute(select(func.count()).select_from(outbox)
+                            .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None))).scalar() == 4
+    # The relay keeps failing meanwhile; its backlog is on /metrics.
+    deadline = time.monotonic() + 30
+    while backlog(gw) < 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert backlog(gw) >= 4
+    assert "lotlens_outbox_oldest_age_seconds" in httpx.get(f"{gw.url}/metrics").text
+
+
+def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
+        gateway_without_kafka: Gateway) -> None:
+    gw = gateway_without_kafka
+    lot_list = make_lots(3)
+    job_id = gw.submit(lot_list).json()["job_id"]
+    cancel = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    assert cancel.status_code == 200, cancel.text
+    assert status_of(gw, job_id) == "cancelled"
+    results = gw.get_job("/api/v1/batch-results/{job_id}", job_id)
+    assert results.status_code == 200, results.text
+    found = results.json()["results"]["lots"]
+    assert [lot["lot_id"] for lot in found] == [lot["lot_id"] for lot in lot_list]
+    assert {lot["status"] for lot in found} == {"cancelled"}
+    again = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+                       headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    assert again.status_code == 400 and again.json()["status"] == "cancelled"
+
+
+def test_cancel_then_an_immediate_status_says_cancelled_with_kafka_up(gateway: Gateway) -> None:
+    job_id = gateway.submit(make_lots(2)).json()["job_id"]
+    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+                        headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    assert cancel.status_code == 200, cancel.text
+    assert status_of(gateway, job_id) == "cancelled"
+
+
+def test_with_postgresql_down_the_answer_is_503_with_retry_after_at_once(
+        settings: ServiceSettings) -> None:
+    dead = create_engine(f"postgresql+psycopg2://lotlens:lotlens@127.0.0.1:{free_port()}/lotlens",
+                         connect_args={"connect_timeout": 3})
+    with running_gateway(settings, dead) as gw:
+        started = time.monotonic()
+        response = gw.submit(make_lots(2))
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "SERVICE_UNAVAILABLE"
+        assert int(response.headers["retry-after"]) > 0
+        assert time.monotonic() - started < REQUEST_TIMEOUT_S
+    events = consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 1, timeout_s=3)
+    assert events == []
+
+
+def test_a_lot_too_big_for_one_kafka_message_is_413_naming_it_and_nothing_is_written(
+        gateway: Gateway, settings: ServiceSettings, engine: Engine) -> None:
+    lot_list = make_lots(3)
+    lot_list[1]["additional_info"] = "x" * 10_600_000
+    response = gateway.submit(lot_list)
+    assert response.status_code == 413, response.text[:500]
+    body = response.json()
+    assert body["code"] == "LOT_TOO_LARGE" and body["details"]["lot_id"] == lot_list[1]["lot_id"]
+    assert lot_list[1]["lot_id"] in body["message"]
+    with engine.connect() as conn:
+        pattern = f"%{lot_list[0]['lot_id']}%"
+        assert conn.execute(select(outbox.c.id).where(outbox.c.payload.like(pattern))).first() is None
+    assert consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 1, timeout_s=3) == []
+
+
+def _jobs_events(client_id: str, count: int, lots_each: int) -> list[list[Envelope]]:
+    made = []
+    now = datetime.now(UTC)
+    for _ in range(count):
+        job_id = new_id("job-")
+        head = Envelope(JobSubmitted(job_id=job_id, client_id=client_id, api_version="1.0.0",
+                                     languages=("en",), total_lots=lots_each, webhook_urls=(),
+                                     created_at=now, estimated_completion=now), client_id=client_id)
+        lots_events = [Envelope(LotSubmitted(job_id=job_id, lot_id=f"{job_id}-{i}", seq=i,
+                                             total_lots=lots_each, additional_info="", image_urls=(),
+                                             languages=("en",)),
+                                client_id=client_id) for i in range(lots_each)]
+        made.append([head, *lots_events])
+    return made
+
+
+def test_a_relay_killed_between_publishing_and_marking_publishes_again_and_loses_nothing(
+        settings: ServiceSettings, engine: Engine) -> None:
+    topic = settings.topics.submissions
+    metrics = GatewayMetrics()
+    store = Outbox(engine, metrics, 1_000_000)
+    events = _jobs_events("relay-test", 2, 5)
+    for job in events:
+        store.append(topic, job)
+    producer = EventProducer(settings.kafka, "relay-test")
+    crashing = Relay(engine, producer, [topic], RelaySettings(), metrics)
+
+    def crash(*_args: object) -> None:
+        raise KeyboardInterrupt("killed before marking")
+
+    crashing._mark = crash  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        crashing.run_round()
+    survivor = Relay(engine, EventProducer(settings.kafka, "relay-test-2"), [topic], RelaySettings(), metrics)
+    assert survivor.run_round() is False
+    seen = consume(settings.kafka.bootstrap_servers, topic, 24, timeout_s=20)
+    ids = [envelope.event_id for _, envelope in seen]
+    expected = [envelope.event_id for job in events for envelope in job]
+    assert sorted(ids) == sorted(expected * 2)  # every event twice: duplicates, no loss
+    with engine.connect() as conn:
+        waiting = conn.execute(select(func.count()).select_from(outbox)
+                               .where(outbox.c.topic == topic, outbox.c.published_at.is_(None))).scalar()
+    assert waiting == 0
+
+
+def test_two_relays_publish_every_event_and_each_job_in_order(
+        settings: ServiceSettings, engine: Engine) -> None:
+    topic = settings.topics.submissions
+    metrics = GatewayMetrics()
+    store = Outbox(engine, metrics, 1_000_000)
+    relays = [Relay(engine, EventProducer(settings.kafka, f"relay-{n}"), [topic],
+                    RelaySettings(batch_rows=7, idle_poll_s=0.01), metrics) for n in range(2)]
+    for relay in relays:
+        relay.start()
+    events = _jobs_events("two-relays", 12, 15)
+    writers = [threading.Thread(target=store.append, args=(topic, job)) for job in events]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join()
+    total = sum(len(job) for job in events)
+    seen = consume(settings.kafka.bootstrap_servers, topic, total, timeout_s=60)
+    for relay in relays:
+        relay.stop()
+    by_job: dict[str, list[str]] = {}
+    for key, envelope in seen:
+        assert key == envelope.job_id.encode()
+        by_job.setdefault(envelope.job_id, []).append(envelope.event_id)
+    for job in events:
+        assert by_job[job[0].job_id] == [envelope.event_id for envelope in job]

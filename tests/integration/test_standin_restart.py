@@ -1,0 +1,93 @@
+"""The stand-in keeps its state on disk like the real API: a kill -9 and a restart lose nothing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lotlens_common.model.batch_files import batch_line, parse_batch_lines
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from tests.servers import free_port
+from tests.standin import standin_process
+
+PHASES = {"STANDIN_VALIDATING_SECONDS": "0.2", "STANDIN_IN_PROGRESS_SECONDS": "3",
+          "STANDIN_FINALIZING_SECONDS": "0.2"}
+URLS = ["https://img.example/lot/1.jpg"]
+
+
+def _upload(api: httpx.Client, notes: list[str]) -> str:
+    lines = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(note, URLS, ModelSettings()))
+                     for i, note in enumerate(notes))
+    response = api.post("/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"})
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+def _wait_for(api: httpx.Client, batch_id: str, statuses: tuple[str, ...], seconds: float = 30) -> dict[
+        str, Any]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        batch: dict[str, Any] = api.get(f"/batches/{batch_id}").json()
+        if batch["status"] in statuses:
+            return batch
+        time.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} never reached {statuses}")
+
+
+def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_path: Path) -> None:
+    state, port = tmp_path / "state", free_port()
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    control = httpx.Client(base_url=f"http://127.0.0.1:{port}/_standin", timeout=10)
+    with standin_process(state, port, **PHASES) as first:
+        file_id = _upload(api, ["Camry", "Civic"])
+        control.post("/faults", json={"fail_custom_ids_containing": "lot-1"}).raise_for_status()
+        created = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
+                                             "completion_window": "24h", "metadata": {"job": "j1"}}).json()
+        before = _wait_for(api, created["id"], ("in_progress",))
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    with standin_process(state, port, **PHASES):
+        # Everything the first process answered is still there, unchanged.
+        assert api.get(f"/files/{file_id}").json()["bytes"] > 0
+        again = api.get(f"/batches/{created['id']}").json()
+        # Its phases run on its own timestamps: a slow restart may find it already further on.
+        assert again["status"] in ("in_progress", "finalizing", "completed")
+        assert {k: again[k] for k in ("created_at", "in_progress_at", "metadata")} == {
+            k: before[k] for k in ("created_at", "in_progress_at", "metadata")}
+        assert [b["id"] for b in api.get("/batches").json()["data"]] == [created["id"]]
+        assert control.get("/stats").json()["batches_created"] == 1
+        assert control.get("/faults").json()["fail_custom_ids_containing"] == "lot-1"
+        done = _wait_for(api, created["id"], ("completed", "failed", "expired", "cancelled"))
+        assert done["status"] == "completed"
+        assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+        output = parse_batch_lines(api.get(f"/files/{done['output_file_id']}/content").content.splitlines())
+        assert [(r.custom_id, parse_vision_response(r.body or {})) for r in output] == [
+            ("lot-0:vision", "<p>Standin vision: 1 image(s) reviewed. Camry</p>")]
+        errors = parse_batch_lines(api.get(f"/files/{done['error_file_id']}/content").content.splitlines())
+        assert [r.custom_id for r in errors] == ["lot-1:vision"]
+    with standin_process(state, port, **PHASES):
+        # A finished batch and its files stay finished across another restart.
+        assert api.get(f"/batches/{created['id']}").json() == done
+        assert api.get(f"/files/{done['output_file_id']}/content").status_code == 200
+
+
+def test_a_cancel_in_flight_survives_a_restart(tmp_path: Path) -> None:
+    state, port = tmp_path / "state", free_port()
+    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    slow_cancel = {**PHASES, "STANDIN_FINALIZING_SECONDS": "2"}
+    with standin_process(state, port, **slow_cancel) as first:
+        created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),
+                                             "endpoint": "/v1/responses", "completion_window": "24h"}).json()
+        _wait_for(api, created["id"], ("in_progress",))
+        assert api.post(f"/batches/{created['id']}/cancel").json()["status"] == "cancelling"
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    with standin_process(state, port, **slow_cancel):
+        assert api.get(f"/batches/{created['id']}").json()["status"] in ("cancelling", "cancelled")
+        done = _wait_for(api, created["id"], ("cancelled", "completed"))
+        assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]

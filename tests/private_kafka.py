@@ -1,0 +1,112 @@
+"""A Kafka broker of one test's own, to stop and start at will without disturbing other tests.
+
+A single-node KRaft broker from the jars `scripts/infra.sh install` fetched, with its own state
+directory and free ports. Outage tests stop it (SIGTERM, then SIGKILL), wait, and start it again
+on the same ports and data, as a broker restart in production would be.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka.admin import AdminClient
+
+from tests.conftest import ROOT
+from tests.servers import free_port
+
+_TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.template"
+_LOG4J = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
+
+
+def _jars() -> Path:
+    state = Path(os.environ.get("LOTLENS_STATE_DIR") or ROOT / ".state").resolve()
+    lib = state / "kafka" / "lib"
+    if not lib.is_dir():
+        raise RuntimeError(f"no Kafka jars in {lib}: run scripts/infra.sh install")
+    return lib
+
+
+@dataclass
+class PrivateKafka:
+    """One broker: `bootstrap` to connect, `stop`/`start` to take it away and bring it back."""
+
+    directory: Path
+    port: int = field(default_factory=free_port)
+    controller_port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        """host:port of the broker."""
+        return f"127.0.0.1:{self.port}"
+
+    def _java(self, *args: str) -> list[str]:
+        return ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+                f"-Dlog4j2.configurationFile={_LOG4J}", f"-Dkafka.logs.dir={self.directory / 'logs'}",
+                "-cp", f"{_jars()}/*", *args]
+
+    def _prepare(self) -> Path:
+        config = self.directory / "server.properties"
+        if config.exists():
+            return config
+        (self.directory / "logs").mkdir(parents=True, exist_ok=True)
+        config.write_text(_TEMPLATE.read_text()
+                          .replace("@KAFKA_PORT@", str(self.port))
+                          .replace("@CONTROLLER_PORT@", str(self.controller_port))
+                          .replace("@DATA_DIR@", str(self.directory / "data")))
+        # A cluster id is 16 random bytes in URL-safe base64 without padding (Kafka's Uuid).
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
+                       check=True, capture_output=True, timeout=120)
+        return config
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        """Start the broker (formatting its storage the first time) and wait until it answers."""
+        config = self._prepare()
+        log = (self.directory / "logs" / "kafka.out").open("ab")
+        self.process = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"private Kafka exited: see {self.directory / 'logs'}")
+            try:
+                if admin.list_topics(timeout=2).brokers:
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"private Kafka not ready after {timeout_s} s")
+
+    def stop(self) -> None:
+        """Stop the broker (SIGTERM, SIGKILL after 30 s)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@contextmanager
+def private_kafka(directory: Path) -> Iterator[PrivateKafka]:
+    """A started private broker in `directory`, stopped at the end."""
+    broker = PrivateKafka(directory)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -1,0 +1,72 @@
+"""A vision stage wired to in-memory ports."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.ports import BatchesPort, Stage
+from lotlens_common.stage.runner import housekeep, step
+from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
+from tests.unit.stage.fakes import FakeBatches, FakePublisher, FakeStore
+
+
+async def dead_images_unreachable(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+    return [u for u in urls if "dead" not in u], [u for u in urls if "dead" in u]
+
+
+def lots(count: int, job_id: str = "job-1", notes: str = "Camry") -> list[LotWork[VisionWork]]:
+    return [LotWork(job_id, f"{job_id}-lot-{i}", "c1", count, 0, VisionWork(
+        additional_info=f"{notes} {i}", image_urls=(f"https://img/{job_id}/{i}.jpg",), languages=("en",)))
+        for i in range(count)]
+
+
+@dataclass
+class World:
+    """A stage and its fakes; `restart()` is a new process on the same store and OpenAI."""
+
+    store: FakeStore
+    batches: FakeBatches
+    publisher: FakePublisher
+    settings: StageSettings
+    stage: Stage[Any]
+
+    def restart(self, batches: BatchesPort | None = None) -> None:
+        spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
+        self.stage = Stage(spec, self.store, batches or self.batches, self.publisher, self.settings)
+
+    def rounds(self, count: int = 1) -> None:
+        for _ in range(count):
+            asyncio.run(step(self.stage, watching=True))
+
+    def housekeep(self) -> None:
+        asyncio.run(housekeep(self.stage))
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        return [event for event in self.publisher.events if isinstance(event, kind)]
+
+    def completed(self) -> list[str]:
+        return sorted(event.lot_id for event in self.of(VisionCompleted))
+
+    def failed(self) -> dict[str, str]:
+        return {event.lot_id: event.reason for event in self.of(LotFailed)}
+
+    def submitted(self) -> list[VisionBatchSubmitted]:
+        return self.of(VisionBatchSubmitted)
+
+
+@pytest.fixture()
+def world(tmp_path: Path) -> World:
+    settings = StageSettings(window_s=0.0, max_attempts=2, work_dir=str(tmp_path))
+    built = World(FakeStore(), FakeBatches(), FakePublisher(), settings, None)  # type: ignore[arg-type]
+    built.restart()
+    return built

@@ -1,0 +1,273 @@
+"""In-memory stand-ins for the stage's ports: a work store, a batches API, a publisher.
+
+They record what happened, so the tests read the effects (events published, batches created or
+cancelled, lot statuses) instead of the calls.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lotlens_common.events import Event
+from lotlens_common.model.errors import ModelError
+from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.ports import Fit, Settlement, Shard
+from lotlens_common.stage.work import LotWork, VisionWork
+
+
+@dataclass
+class Row:
+    """One lot's row."""
+
+    lot: LotWork[VisionWork]
+    status: str = "waiting"
+    shard_id: str | None = None
+    seq: int = 0
+    last_error: str | None = None
+
+
+class FakeStore:
+    """The work store in dicts; `locks` holds keys some other process has."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Row] = {}
+        self.shards_by_id: dict[str, Shard] = {}
+        self.tokens: dict[str, int] = {}
+        self.cancelled: set[str] = set()
+        self.locks: set[str] = set()
+        self.lost: set[str] = set()  # locks a database restart took away from their holder
+        self._seq = itertools.count()
+
+    def add(self, lots: Sequence[LotWork[VisionWork]]) -> None:
+        """Lots arrive (what the intake handler does)."""
+        for lot in lots:
+            self.rows.setdefault(lot.lot_id, Row(lot, seq=next(self._seq)))
+
+    def statuses(self) -> dict[str, str]:
+        """lot id -> status."""
+        return {lot_id: row.status for lot_id, row in self.rows.items()}
+
+    def waiting_jobs(self) -> list[WaitingJob]:
+        jobs: dict[str, list[Row]] = {}
+        for row in self.rows.values():
+            jobs.setdefault(row.lot.job_id, []).append(row)
+        return [WaitingJob(job_id, sum(r.status == "waiting" for r in rows), len(rows),
+                           max(r.lot.total_lots for r in rows), datetime.min, 0)
+                for job_id, rows in jobs.items() if any(r.status == "waiting" for r in rows)]
+
+    def tokens_enqueued(self) -> int:
+        return sum(self.tokens[s.shard_id] for s in self.shards_by_id.values()
+                   if s.status in ("building", "submitted"))
+
+    def _take(self, rows: list[Row], shard_id: str) -> list[LotWork[VisionWork]]:
+        for row in rows:
+            row.lot = replace(row.lot, attempts=row.lot.attempts + 1)
+            row.status, row.shard_id = "submitted", shard_id
+        return [row.lot for row in rows]
+
+    def _new_shard(self, shard_id: str, lots: list[LotWork[VisionWork]], tokens: int) -> None:
+        self.shards_by_id[shard_id] = Shard(shard_id, lots[0].job_id, lots[0].client_id,
+                                            max(lot.attempts for lot in lots), "building", None, None)
+        self.tokens[shard_id] = tokens
+
+    def claim(self, job_id: str, shard_id: str, limit: int,
+              fit: Fit[VisionWork]) -> list[LotWork[VisionWork]]:
+        rows = sorted((r for r in self.rows.values() if r.lot.job_id == job_id and r.status == "waiting"),
+                      key=lambda r: r.seq)[:limit]
+        keep, tokens = fit([row.lot for row in rows])
+        lots = self._take(rows[:keep], shard_id)
+        if lots:
+            self._new_shard(shard_id, lots, tokens)
+        return lots
+
+    def claim_named(self, job_id: str, lot_ids: Sequence[str], shard_id: str,
+                    tokens: Callable[[list[LotWork[VisionWork]]], int]) -> list[LotWork[VisionWork]]:
+        rows = [self.rows[i] for i in lot_ids if i in self.rows and self.rows[i].status == "waiting"]
+        lots = self._take(rows, shard_id)
+        if lots:
+            self._new_shard(shard_id, lots, tokens(lots))
+        return lots
+
+    @contextmanager
+    def exclusive(self, key: str) -> Iterator[bool]:
+        if key in self.locks:
+            yield False
+            return
+        self.locks.add(key)
+        try:
+            yield True
+        finally:
+            self.locks.discard(key)
+
+    def holds(self, key: str) -> bool:
+        return key in self.locks and key not in self.lost
+
+    def shards(self, status: str) -> list[Shard]:
+        return [s for s in self.shards_by_id.values() if s.status == status]
+
+    def shard(self, shard_id: str) -> Shard | None:
+        return self.shards_by_id.get(shard_id)
+
+    def shard_lots(self, shard_id: str) -> list[LotWork[VisionWork]]:
+        return [r.lot for r in self.rows.values() if r.shard_id == shard_id and r.status == "submitted"]
+
+    def save_prepared(self, job_id: str, settled: Sequence[str],
+                      changed: Sequence[LotWork[VisionWork]]) -> None:
+        for lot_id in settled:
+            self.rows[lot_id].status = "done"
+        for lot in changed:
+            self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
+
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
+        for lot_id in lot_ids:
+            row = self.rows[lot_id]
+            row.status, row.shard_id, row.last_error, row.seq = "waiting", None, reason, next(self._seq)
+
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
+        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
+                                              status="submitted")
+
+    def note_batch_status(self, shard_id: str, batch_status: str) -> None:
+        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_status=batch_status)
+
+    def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
+        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], status=status,
+                                              batch_status=batch_status)
+        self.tokens[shard_id] = 0
+
+    def settle(self, job_id: str, settlement: Settlement) -> None:
+        for status, lot_ids in (("done", settlement.done), ("failed", settlement.failed),
+                                ("cancelled", settlement.cancelled)):
+            for lot_id in lot_ids:
+                self.rows[lot_id].status = status
+        for reason, lot_ids in settlement.again.items():
+            self.requeue(job_id, lot_ids, reason)
+        for lot in settlement.rework:
+            self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
+
+    def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
+        return self.cancelled & set(job_ids)
+
+    def known_batches(self, batch_ids: Sequence[str]) -> set[str]:
+        return {s.batch_id for s in self.shards_by_id.values() if s.batch_id} & set(batch_ids)
+
+    def job_known(self, job_id: str) -> bool:
+        return any(r.lot.job_id == job_id for r in self.rows.values())
+
+    def waiting_count(self) -> int:
+        return sum(r.status == "waiting" for r in self.rows.values())
+
+    def prune(self, settled_before: datetime) -> int:
+        return 0
+
+
+# What a batch line answers for a request: a body, or (status, code) for an error line.
+Answer = Callable[[str, Mapping[str, Any]], dict[str, Any] | tuple[int, str]]
+
+
+def described(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """A Responses body describing the lot."""
+    return {"status": "completed", "output": [{"type": "message", "role": "assistant", "content": [
+        {"type": "output_text", "text": f"described {custom_id}"}]}]}
+
+
+@dataclass
+class FakeBatches:
+    """A batches API whose batches finish (or not) as the test says.
+
+    `finish`: the status a batch takes when next read (None: it keeps running); `answer` decides
+    each line; `done_lines` limits how many lines are answered before an expiry or a cancel;
+    `errors` raises a ModelError from the named method once per entry.
+    """
+
+    answer: Answer = described
+    finish: str | None = "completed"
+    done_lines: int | None = None
+    created_at: float = 2_000_000_000.0
+    errors: dict[str, list[ModelError]] = field(default_factory=dict)
+    files: dict[str, list[bytes]] = field(default_factory=dict)
+    batches: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    duplicate_creates: int = 0
+    _ids: Iterator[int] = field(default_factory=itertools.count)
+
+    def _raise(self, method: str) -> None:
+        if self.errors.get(method):
+            raise self.errors[method].pop(0)
+
+    async def upload_batch_file(self, path: Path) -> str:
+        self._raise("upload")
+        file_id = f"file-{next(self._ids)}"
+        self.files[file_id] = path.read_bytes().splitlines()  # noqa: ASYNC240 (a test's small file)
+        return file_id
+
+    async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        self._raise("create")
+        for _ in range(self.duplicate_creates + 1):  # a retried create makes a batch each time
+            batch_id = f"batch-{next(self._ids)}"
+            self.batches[batch_id] = {"id": batch_id, "status": "validating", "metadata": dict(metadata),
+                                      "input_file_id": input_file_id, "created_at": self.created_at}
+        return dict(self.batches[batch_id])
+
+    def _run(self, batch: dict[str, Any], status: str) -> None:
+        lines = [orjson.loads(raw) for raw in self.files[batch["input_file_id"]]]
+        answered = lines if status == "completed" else lines[:self.done_lines or 0]
+        out, err = [], []
+        for line in answered:
+            answer = self.answer(line["custom_id"], line["body"])
+            if isinstance(answer, tuple):
+                err.append({"custom_id": line["custom_id"], "response": {
+                    "status_code": answer[0], "body": {"error": {"code": answer[1], "message": "no"}}}})
+            else:
+                out.append({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": answer}})
+        for line in lines[len(answered):]:
+            code = "batch_expired" if status == "expired" else "batch_cancelled"
+            err.append({"custom_id": line["custom_id"], "error": {"code": code, "message": status}})
+        for key, found in (("output_file_id", out), ("error_file_id", err)):
+            if found:
+                batch[key] = f"{batch['id']}-{key}"
+                self.files[batch[key]] = [orjson.dumps(line) for line in found]
+        batch["status"] = status
+
+    async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
+        self._raise("retrieve")
+        batch = self.batches[batch_id]
+        if batch["status"] == "cancelling":
+            self._run(batch, "cancelled")
+        elif batch["status"] in ("validating", "in_progress") and self.finish:
+            self._run(batch, self.finish)
+        return dict(batch)
+
+    async def find_batches(self, metadata_match: Mapping[str, str],
+                           limit_pages: int = 50) -> list[dict[str, Any]]:
+        self._raise("list")
+        return [dict(b) for b in reversed(self.batches.values())
+                if all(b["metadata"].get(k) == v for k, v in metadata_match.items())]
+
+    async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
+        self._raise("cancel")
+        self.cancelled.append(batch_id)
+        self.batches[batch_id]["status"] = "cancelling"
+        return dict(self.batches[batch_id])
+
+    async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
+        for line in self.files[file_id]:
+            yield line
+
+
+@dataclass
+class FakePublisher:
+    """Keeps every event published."""
+
+    events: list[Event] = field(default_factory=list)
+
+    def publish(self, client_id: str, events: Sequence[Event]) -> None:
+        self.events.extend(events)

@@ -1,0 +1,128 @@
+"""The stage's pure decisions: every transition of the shard life cycle and every lot outcome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from lotlens_common.stage.core import lifecycle as lc
+from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error, line_kind
+
+NOW = 2_000_000_000.0
+DAY = 24 * 3600.0
+
+
+def batch(status: str, age_s: float = 60.0, **extra: Any) -> dict[str, Any]:
+    return {"id": "b1", "status": status, "created_at": NOW - age_s, **extra}
+
+
+@pytest.mark.parametrize("status", sorted(lc.RUNNING - {"cancelling"}))
+def test_submitted_running_batch_is_waited_on(status: str) -> None:
+    assert lc.for_submitted(batch(status), False, NOW, DAY) == lc.Wait(status)
+
+
+def test_submitted_cancelling_batch_is_waited_on_even_when_old_or_its_job_cancelled() -> None:
+    assert lc.for_submitted(batch("cancelling", age_s=2 * DAY), True, NOW, DAY) == lc.Wait("cancelling")
+
+
+@pytest.mark.parametrize("status", sorted(lc.FINISHED))
+def test_submitted_finished_batch_is_collected(status: str) -> None:
+    assert lc.for_submitted(batch(status), False, NOW, DAY) == lc.Collect(batch(status))
+
+
+def test_submitted_running_batch_of_a_cancelled_job_is_cancelled() -> None:
+    assert isinstance(lc.for_submitted(batch("in_progress"), True, NOW, DAY), lc.Cancel)
+
+
+def test_submitted_running_batch_older_than_the_max_age_is_cancelled() -> None:
+    assert isinstance(lc.for_submitted(batch("in_progress", age_s=DAY + 1), False, NOW, DAY), lc.Cancel)
+    assert lc.for_submitted(batch("in_progress", age_s=DAY - 1), False, NOW, DAY) == lc.Wait("in_progress")
+
+
+@pytest.mark.parametrize("status_code", [401, 403, 404])
+def test_submitted_batch_unreadable_by_id_is_looked_up_by_metadata(status_code: int) -> None:
+    assert isinstance(lc.for_read_error(status_code, "no"), lc.LookUp)
+
+
+@pytest.mark.parametrize("status_code", [None, 408, 429, 500, 502, 503])
+def test_submitted_batch_read_failing_transiently_is_tried_later(status_code: int | None) -> None:
+    assert isinstance(lc.for_read_error(status_code, "busy"), lc.TryLater)
+
+
+def test_lookup_finding_the_batch_goes_on_as_if_read_by_id() -> None:
+    found = lc.for_listing([batch("completed")], "b1", False, False, NOW, DAY)
+    assert found == lc.Collect(batch("completed"))
+    assert lc.for_listing([batch("in_progress")], "b1", False, False, NOW, DAY) == lc.Wait("in_progress")
+
+
+def test_lookup_not_finding_it_among_our_other_batches_declares_it_lost() -> None:
+    assert isinstance(lc.for_listing([{"id": "b2", "status": "completed"}], "b1", True, False, NOW, DAY),
+                      lc.Lost)
+
+
+def test_lookup_seeing_none_of_our_batches_keeps_waiting_for_its_fate() -> None:
+    assert isinstance(lc.for_listing([], "b1", False, False, NOW, DAY), lc.LookUp)
+
+
+def test_building_shard_with_a_batch_found_by_metadata_adopts_it() -> None:
+    assert lc.for_building(3, [{"id": "b9"}, {"id": "b8"}]) == lc.Adopt("b9")
+
+
+def test_building_shard_without_a_batch_is_built_and_without_lots_is_closed() -> None:
+    assert lc.for_building(3, []) == lc.Build()
+    assert lc.for_building(0, []) == lc.CloseEmpty()
+
+
+def test_unknown_batch_of_a_job_never_seen_is_ignored() -> None:
+    assert isinstance(lc.for_unknown_batch(batch("in_progress"), None, job_known=False), lc.Ignore)
+
+
+def test_unknown_batch_of_a_building_shard_is_left_to_recovery() -> None:
+    assert isinstance(lc.for_unknown_batch(batch("in_progress"), "building", True), lc.Ignore)
+
+
+def test_unknown_batch_without_a_shard_row_is_adopted() -> None:
+    assert lc.for_unknown_batch(batch("in_progress"), None, True) == lc.Adopt("b1")
+
+
+@pytest.mark.parametrize("status", ["submitted", "collected"])
+def test_unknown_running_batch_of_a_recorded_shard_is_a_duplicate_and_cancelled(status: str) -> None:
+    assert lc.for_unknown_batch(batch("in_progress"), status, True) == lc.CancelDuplicate()
+
+
+@pytest.mark.parametrize("status", ["cancelling", "completed", "failed"])
+def test_unknown_stopped_duplicate_is_ignored(status: str) -> None:
+    assert isinstance(lc.for_unknown_batch(batch(status), "submitted", True), lc.Ignore)
+
+
+@pytest.mark.parametrize(("status", "code", "kind"), [
+    (400, "invalid_request_error", Kind.PERMANENT),
+    (400, "content_policy_violation", Kind.PERMANENT),
+    (400, "invalid_image_url", Kind.PERMANENT),
+    (404, "model_not_found", Kind.PERMANENT),
+    (408, None, Kind.TRANSIENT),
+    (429, "rate_limit_exceeded", Kind.TRANSIENT),
+    (500, "server_error", Kind.TRANSIENT),
+    (503, None, Kind.TRANSIENT),
+    (None, "batch_expired", Kind.TRANSIENT),
+    (None, "batch_cancelled", Kind.TRANSIENT),
+    (None, None, Kind.TRANSIENT),
+])
+def test_each_kind_of_line_error(status: int | None, code: str | None, kind: Kind) -> None:
+    assert line_kind(status, code) is kind
+
+
+def test_a_permanent_error_fails_the_lot_at_its_first_attempt() -> None:
+    assert after_error(Kind.PERMANENT, "bad", 1, 3, False) == Outcome("failed", "bad")
+
+
+def test_a_transient_error_sends_the_lot_again_until_the_last_attempt() -> None:
+    assert after_error(Kind.TRANSIENT, "busy", 2, 3, False) == Outcome("retry", "busy")
+    assert after_error(Kind.TRANSIENT, "busy", 3, 3, False) == Outcome(
+        "failed", "busy (gave up after 3 attempts)")
+
+
+def test_any_error_of_a_cancelled_job_cancels_the_lot() -> None:
+    assert after_error(Kind.TRANSIENT, "x", 1, 3, True).verdict == "cancelled"
+    assert after_error(Kind.PERMANENT, "x", 1, 3, True).verdict == "cancelled"

@@ -1,0 +1,50 @@
+"""OpenAI's documented limits, as the stage applies them."""
+
+from __future__ import annotations
+
+import pytest
+
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.core.image_tokens import max_image_tokens
+from lotlens_common.stage.core.limits import check_metadata, default_token_limit
+from lotlens_common.stage.record import batch_metadata
+
+
+def test_batch_files_stay_under_200_decimal_megabytes_and_50000_requests() -> None:
+    settings = StageSettings()
+    assert settings.max_batch_bytes < 200_000_000 and settings.max_requests_per_batch == 50_000
+
+
+def test_settings_past_openais_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        StageSettings(max_batch_bytes=208_666_624)  # 200 MiB: OpenAI's "200 MB" is decimal
+    with pytest.raises(ValueError):
+        StageSettings(max_requests_per_batch=50_001)
+
+
+def test_a_batch_is_cancelled_just_after_openais_24_hour_window() -> None:
+    assert 24 * 3600 < StageSettings().max_batch_age_s <= 25 * 3600
+
+
+@pytest.mark.parametrize(("model", "detail", "tokens"), [
+    ("o4-mini", "high", 2642), ("o4-mini", "low", 2642), ("gpt-4.1-mini", "auto", 2488),
+    ("gpt-4.1-nano", "auto", 3779), ("gpt-4o", "low", 85), ("gpt-4o", "high", 85 + 170 * 8),
+    ("gpt-4.1", "auto", 1445), ("o3", "high", 75 + 150 * 8), ("gpt-4o-mini", "low", 2833)])
+def test_the_most_an_image_can_cost_per_model_family(model: str, detail: str, tokens: int) -> None:
+    assert max_image_tokens(model, detail) == tokens
+
+
+def test_the_enqueued_token_budget_is_on_by_default_and_conservative_per_model() -> None:
+    assert StageSettings().enqueued_token_limit is None  # None: the model's default below
+    assert default_token_limit("o4-mini") == 1_000_000
+    assert default_token_limit("gpt-4.1-mini-2025-04-14") == 2_000_000
+    assert default_token_limit("some-new-model") == 90_000
+    assert StageSettings(enqueued_token_limit=0).enqueued_token_limit == 0  # explicitly none
+
+
+def test_batch_metadata_stays_within_16_pairs_of_64_and_512_characters() -> None:
+    assert len(batch_metadata("vision", "job-" + "x" * 400, "vision-" + "y" * 32, 3)) == 4
+    with pytest.raises(ValueError, match="longer"):
+        batch_metadata("vision", "j" * 513, "s", 1)
+    with pytest.raises(ValueError, match="pairs"):
+        check_metadata({f"k{i}": "v" for i in range(17)})
