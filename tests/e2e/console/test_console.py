@@ -71,12 +71,13 @@ def test_the_job_page_shows_lots_descriptions_missing_images_failures_and_delive
     expect(lot(page, partial)).to_contain_text(finished_job.missing_url)
     expect(lot(page, failed)).to_contain_text("failed")
     expect(lot(page, failed).locator(".reason")).to_contain_text("Reason:")
-    # Usage and cost are shown exactly when the server reports them.
-    details = console_stack.status(finished_job.job_id).json()["processing_details"]
-    if "usage" in details or "cost" in details:
-        expect(page.get_by_role("heading", name="Usage and cost")).to_be_visible()
-    else:
-        expect(page.locator("#usage-section")).to_be_hidden()
+    usage = console_stack.status(finished_job.job_id).json()["processing_details"]["usage"]
+    totals = page.get_by_role("row", name=re.compile("^All models"))
+    expect(totals).to_contain_text(f"{usage['input_tokens']:,}")
+    expect(totals).to_contain_text(f"{usage['output_tokens']:,}")
+    for model in usage["by_model"]:
+        expect(page.get_by_role("row", name=re.compile(f"^{re.escape(model)}"))).to_be_visible()
+    expect(first).to_contain_text("Tokens: ")
     page.get_by_label("Only failed lots").check()
     expect(page.locator("li.lot")).to_have_count(1)
     page.get_by_label("Only failed lots").uncheck()
