@@ -37,7 +37,7 @@ pytestmark = pytest.mark.integration
 def test_each_url_gets_one_signed_delivery_with_only_its_lots(config, db, events):
     verify_webhook_signature = seed_webhook_verifier()
     secret = client_secret(db)
-    delivered_before = REGISTRY.get_sample_value("webhook_deliveries_total", {"status": "delivered"}) or 0
+    delivered_before = REGISTRY.get_sample_value("webhook_deliveries_total", {"status": "success"}) or 0
     with receiver(lambda _r: Reply(200)) as hooks:
         a, b = f"{hooks.url}/a", f"{hooks.url}/b"
         job_id = insert_finished_job(db, [a, b, None, a])
@@ -70,9 +70,10 @@ def test_each_url_gets_one_signed_delivery_with_only_its_lots(config, db, events
     assert sorted((e.webhook_url, e.attempt, e.succeeded, e.status_code) for e in attempted) == \
         [(a, 1, True, 200), (b, 1, True, 200)]
     assert [row["status"] for row in queue_rows(db, job_id)] == ["delivered", "delivered"]
-    delivered_after = REGISTRY.get_sample_value("webhook_deliveries_total", {"status": "delivered"})
+    delivered_after = REGISTRY.get_sample_value("webhook_deliveries_total", {"status": "success"})
     assert delivered_after == delivered_before + 2
-    timed = REGISTRY.get_sample_value("webhook_attempt_duration_seconds_count", {"outcome": "success"})
+    timed = REGISTRY.get_sample_value("lotlens_webhook_attempt_duration_seconds_count",
+                                      {"outcome": "success"})
     assert (timed or 0) >= 2
 
 

@@ -165,6 +165,10 @@ class FakeStore:
     def waiting_count(self) -> int:
         return sum(r.status == "waiting" for r in self.rows.values())
 
+    def oldest_submitted_age_s(self) -> float:
+        # The in-memory store keeps no timestamps: the age is not part of what these tests check.
+        return 0.0
+
     def prune(self, settled_before: datetime) -> int:
         return 0
 

@@ -59,6 +59,8 @@ class GatewaySettings(ServiceSettings):
     database_connect_timeout_s: int = 3
     idempotency_ttl_s: int = 24 * 3600
     health_cache_s: float = 2.0
+    # How old /health's model API reachability may get before it is checked again (in the background).
+    openai_check_interval_s: float = 30.0
     consumer_groups: tuple[str, ...] = CONSUMER_GROUPS
 
     @field_validator("clients")

@@ -11,12 +11,14 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
+from lotlens_common.logs import bind_log_context
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
@@ -40,6 +42,7 @@ class GatewayDeps:
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics
+    openai: OpenAIProbe
     clock: Callable[[], datetime] = utc_now
     keys: dict[str, str] = field(default_factory=dict)
 
@@ -74,6 +77,7 @@ SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=
 
 async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of a job-addressed request: its signature over the path's job id verifies."""
+    bind_log_context(job_id=job_id)
     client = client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
     await deps.count_request(client, "polling")
     return client

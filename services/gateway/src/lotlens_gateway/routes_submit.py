@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
 from lotlens_gateway.auth import submission_client
 from lotlens_gateway.body import parse_object, read_body
@@ -77,6 +78,7 @@ async def generate_descriptions(
             return JSONResponse(replay.body, status_code=replay.status_code,
                                 headers={"Idempotent-Replayed": "true"})
         job_id = job_id_for(client_id, key, fingerprint)
+    bind_log_context(job_id=job_id)
     try:
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
@@ -103,7 +105,6 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
                                    _remembered(deps, client_id, key))
-    deps.metrics.batch_jobs.labels(status="pending").inc()
     return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}
 
 

@@ -160,6 +160,14 @@ class Health(BaseModel):
     kafka: Literal["connected", "disconnected"]
     background_worker: Literal["running", "degraded", "unknown"]
     consumer_groups: dict[str, GroupHealth]
+    openai: Literal["reachable", "unauthorized", "unreachable", "unknown"]
+
+
+class Probe(BaseModel):
+    """`GET /livez` and `GET /readyz`."""
+
+    status: Literal["alive", "ready", "not ready"]
+    checks: dict[str, str] = Field(default_factory=dict)
 
 
 class ImageValidationRequest(BaseModel):

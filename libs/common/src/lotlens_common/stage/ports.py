@@ -189,6 +189,10 @@ class WorkStore(Protocol[W]):
         """Lots waiting to be batched."""
         ...
 
+    def oldest_submitted_age_s(self) -> float:
+        """Seconds since the oldest batch OpenAI still holds was recorded (0 when none)."""
+        ...
+
     def prune(self, settled_before: datetime) -> int:
         """Forget some finished jobs' rows; how many jobs."""
         ...
