@@ -17,6 +17,10 @@ infra: bootstrap
 browser:
 	@scripts/browser.sh
 
+# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks.
+tools:
+	@scripts/tools.sh >/dev/null
+
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
 
@@ -30,7 +34,7 @@ lint: bootstrap
 typecheck: bootstrap
 	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
-pytest: infra browser
+pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -281,7 +281,7 @@ def test_translation_returns_every_language_in_the_requested_order(
     translator_handlers.handle(engine, producer, topic=settings.topics.translation, envelopes=[Envelope(
         client_id="c1", event=VisionCompleted(
             job_id=job_id, lot_id=f"l{i}", english_html=f"<p>Dent {i}.</p>",
-            languages=("de", "en", "ru"), total_lots=2, processed_images=1, missing_images=()))
+            languages=("de", "en", "pt-BR", "zh-Hant"), total_lots=2, processed_images=1, missing_images=()))
         for i in range(2)])
     spec = TranslationStage(settings.topics.translation, settings.models)
     asyncio.run(drive(settings, engine, standin, spec, job_id))
@@ -291,7 +291,8 @@ def test_translation_returns_every_language_in_the_requested_order(
     done = {e.event.lot_id: e.event for e in events if isinstance(e.event, TranslationCompleted)}
     assert sorted(e.event.lot_id for e in events if isinstance(e.event, TranslationCompleted)) == ["l0", "l1"]
     assert list(done["l1"].descriptions.items()) == [
-        ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("ru", "<p>[ru] Dent 1.</p>")]
+        ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("pt-BR", "<p>[pt-BR] Dent 1.</p>"),
+        ("zh-Hant", "<p>[zh-Hant] Dent 1.</p>")]
 
 
 def stage_env(settings: ServiceSettings, standin: Standin, **extra: str) -> dict[str, str]:

@@ -9,7 +9,7 @@ import pytest
 
 from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_lines
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.languages import ENGLISH, ISO_639_1_CODES, is_supported_language, language_name
+from lotlens_common.model.languages import ENGLISH, canonical_tag, is_supported_language, language_name
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
     parse_translation_response,
@@ -193,13 +193,29 @@ def test_parse_batch_lines_rejects_corrupt_lines() -> None:
 # --- languages --------------------------------------------------------------------------------
 
 
-def test_languages_are_the_iso_639_1_codes() -> None:
-    assert len(ISO_639_1_CODES) == 184
-    assert all(len(code) == 2 and code.islower() for code in ISO_639_1_CODES)
+def test_language_tags_are_bcp47_known_to_langcodes_in_canonical_form() -> None:
     assert ENGLISH == "en" and is_supported_language("en")
-    assert is_supported_language("de") and is_supported_language("zu")
-    assert not any(is_supported_language(code) for code in ("xx", "DE", "eng", ""))
+    assert all(is_supported_language(tag) for tag in ("de", "zu", "pt-BR", "zh-Hant", "sr-Latn", "es-419"))
+    # Known but not canonical: the gateway canonicalises first.
+    assert not any(is_supported_language(tag) for tag in ("DE", "eng", "pt-br", "iw"))
+    assert not any(is_supported_language(tag) for tag in ("xx", "", "und", "mul", "x-pig", "en-XX"))
+    assert canonical_tag("PT-br") == "pt-BR" and canonical_tag("iw") == "he" and canonical_tag("xx") is None
     assert language_name("de") == "German" and language_name("ja") == "Japanese"
+    assert language_name("pt-BR") == "Portuguese (Brazil)"
+    assert language_name("zh-Hant") == "Chinese (Traditional)"
+    assert language_name("sr-Latn") == "Serbian (Latin)"
+    with pytest.raises(ValueError):
+        language_name("pt-br")
+
+
+def test_translation_names_each_variant_in_words_and_keys_it_by_its_tag() -> None:
+    body = translation_request_body("<p>Dent.</p>", ["en", "pt-BR", "zh-Hant", "sr-Latn"], ModelSettings())
+    schema = body["text"]["format"]["schema"]
+    assert list(schema["properties"]) == ["pt-BR", "zh-Hant", "sr-Latn"]
+    for words, tag in (("Portuguese (Brazil)", "pt-BR"), ("Chinese (Traditional)", "zh-Hant"),
+                       ("Serbian (Latin)", "sr-Latn")):
+        assert f'{words}: property "{tag}"' in body["instructions"]
+        assert words in schema["properties"][tag]["description"]
 
 
 def test_the_translation_budget_grows_with_languages_text_and_room_up_to_the_ceiling() -> None:

@@ -16,6 +16,7 @@ from lotlens_common.model.translation import (
     translation_output_budget,
     translation_request_body,
 )
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.stage.work import LotWork, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
@@ -35,6 +36,8 @@ class TranslationStage:
     topic: str
     models: ModelSettings
     name: str = "translation"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
 
     @property
     def work_type(self) -> type[TranslationWork]:
@@ -66,7 +69,9 @@ class TranslationStage:
         translated = parse_translation_response(body, target_languages(languages))
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
-            descriptions=descriptions(languages, lot.work.english_html, translated))
+            descriptions=descriptions(languages, lot.work.english_html, translated),
+            usage=priced(usage_of(body), self.models.translation_model, self.models.prices,
+                         self.billed_share))
 
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:

@@ -10,6 +10,7 @@ from typing import Any
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import MAX_IMAGES_PER_REQUEST
@@ -55,6 +56,8 @@ class VisionStage:
     models: ModelSettings
     check_images: ImageChecker
     name: str = "vision"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
     recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
 
     @property
@@ -113,7 +116,8 @@ class VisionStage:
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
             languages=lot.work.languages, total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
-            missing_images=lot.work.missing_images)
+            missing_images=lot.work.missing_images,
+            usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
 
     def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
         """Never: a description that came back unusable would come back the same."""

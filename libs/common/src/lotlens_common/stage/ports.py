@@ -133,6 +133,10 @@ class WorkStore(Protocol[W]):
         """Hold `key` while inside (False: another process holds it)."""
         ...
 
+    def holds(self, key: str) -> bool:
+        """Whether this process still holds `key` (a database restart can take a lock away)."""
+        ...
+
     def shards(self, status: str) -> list[Shard]:
         """The stage's shards in a status, oldest first."""
         ...
@@ -183,6 +187,10 @@ class WorkStore(Protocol[W]):
 
     def waiting_count(self) -> int:
         """Lots waiting to be batched."""
+        ...
+
+    def oldest_submitted_age_s(self) -> float:
+        """Seconds since the oldest batch OpenAI still holds was recorded (0 when none)."""
         ...
 
     def prune(self, settled_before: datetime) -> int:
