@@ -115,7 +115,7 @@ def test_a_model_outage_is_502_openai_unavailable(
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
     text = httpx.get(f"{sync_gateway.url}/metrics").text
-    assert 'openai_api_errors_total{api="vision",kind="ModelUnavailableError"} 1.0' in text
+    assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 
 def test_a_model_that_answers_too_late_is_504_openai_timeout(

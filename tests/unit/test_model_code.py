@@ -11,7 +11,11 @@ from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.languages import ENGLISH, canonical_tag, is_supported_language, language_name
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.translation import parse_translation_response, translation_request_body
+from lotlens_common.model.translation import (
+    parse_translation_response,
+    translation_output_budget,
+    translation_request_body,
+)
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 
 URLS = ["https://img.example/1.jpg", "https://img.example/2.jpg", "data:image/png;base64,aGk="]
@@ -68,7 +72,8 @@ def test_vision_body_refuses_a_single_string_of_urls() -> None:
 def test_translation_body_has_a_strict_schema_with_every_language_but_english() -> None:
     body = translation_request_body("<p>Dent.</p>", ["en", "de", "fr", "de", "ja"], ModelSettings())
     assert body["model"] == "gpt-4.1-mini"
-    assert body["max_output_tokens"] == 8000
+    # 500 + 3 languages x (100 + 2 x the text's 4 tokens): grows with languages and text.
+    assert body["max_output_tokens"] == 824
     assert "reasoning" not in body
     assert body["input"] == [{"role": "user", "content": [{"type": "input_text", "text": "<p>Dent.</p>"}]}]
     fmt = body["text"]["format"]
@@ -211,3 +216,16 @@ def test_translation_names_each_variant_in_words_and_keys_it_by_its_tag() -> Non
                        ("Serbian (Latin)", "sr-Latn")):
         assert f'{words}: property "{tag}"' in body["instructions"]
         assert words in schema["properties"][tag]["description"]
+
+
+def test_the_translation_budget_grows_with_languages_text_and_room_up_to_the_ceiling() -> None:
+    settings = ModelSettings()
+    short, long = "<p>Dent.</p>", "<p>" + "Deep dent on the left door. " * 200 + "</p>"
+    one = translation_output_budget(short, ["de"], settings)
+    assert translation_output_budget(short, ["de", "fr"], settings) > one
+    assert translation_output_budget(long, ["de"], settings) > one
+    assert translation_output_budget(short, ["de"], settings, room=2) == 2 * one
+    ten = ["de", "fr", "es", "it", "pt", "nl", "pl", "ru", "ja", "zh"]
+    assert translation_output_budget(long * 4, ten, settings) == settings.translation_max_output_tokens
+    reasoning = ModelSettings(translation_model="o4-mini")
+    assert translation_output_budget(short, ["de"], reasoning) > one  # its reasoning shares the budget

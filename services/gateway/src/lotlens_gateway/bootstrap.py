@@ -20,6 +20,7 @@ from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
@@ -76,5 +77,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
                                 clock=clock),
         metrics=metrics,
+        openai=OpenAIProbe(model_client, metrics.openai_reachable, settings.openai_check_interval_s),
         clock=clock,
     )

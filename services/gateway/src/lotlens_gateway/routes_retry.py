@@ -58,5 +58,4 @@ async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONRes
     except BaseException:
         await run_in_threadpool(deps.idempotency.release, client_id, key)
         raise
-    deps.metrics.batch_jobs.labels(status="pending").inc()
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})

@@ -28,6 +28,7 @@ from lotlens_common.model.errors import (
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
+    error_kind,
 )
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.openai_client import call_responses
@@ -136,7 +137,7 @@ class SyncDescriber:
         try:
             return await call_responses(self.model_client, body)
         except ModelError as exc:
-            self.metrics.openai_errors.labels(api=api, kind=type(exc).__name__).inc()
+            self.metrics.openai_errors.labels(api=api, kind=error_kind(exc)).inc()
             raise
 
     def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str) -> dict[str, Any]:

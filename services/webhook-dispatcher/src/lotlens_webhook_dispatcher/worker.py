@@ -36,6 +36,8 @@ from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 from lotlens_common.kafka import EventProducer
+from lotlens_common.logs import log_context
+from lotlens_common.ops import heartbeat
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
 from lotlens_webhook_dispatcher.config import DispatcherSettings
@@ -100,6 +102,7 @@ class Dispatcher:
         try:
             with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
                 while not stop.is_set():
+                    heartbeat("deliveries")
                     self._wake.clear()
                     try:
                         claimed = self._claim()
@@ -176,6 +179,10 @@ class Dispatcher:
 
     def attempt(self, delivery: Delivery) -> None:
         """Make one claimed attempt (or close an exhausted delivery) and record the outcome."""
+        with log_context(job_id=delivery.job_id, delivery_id=delivery.delivery_id):
+            self._attempt(delivery)
+
+    def _attempt(self, delivery: Delivery) -> None:
         lost = interrupted(delivery, self._clock())
         if lost is not None and lost.status == "failed":
             self._finish(delivery, lost)
@@ -267,7 +274,7 @@ class Dispatcher:
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(group) - kept, len(group))
         for delivery, verdict in group:
-            metrics.DELIVERIES.labels("retrying" if verdict.status == "pending" else verdict.status).inc()
+            metrics.count_verdict(verdict.status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         self._forget([delivery for delivery, _ in group])

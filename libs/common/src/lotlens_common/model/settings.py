@@ -32,7 +32,9 @@ class ModelSettings(BaseModel):
     translation_model: str = "gpt-4.1-mini"
     image_detail: Literal["low", "high", "auto"] = "auto"
     vision_max_output_tokens: int = 4000
-    translation_max_output_tokens: int = 8000
+    # The ceiling of a translation's output budget, which grows with the languages and the text
+    # (`model.translation.translation_output_budget`): gpt-4.1-mini's largest output.
+    translation_max_output_tokens: int = 32_768
     # Only sent to reasoning models; the API rejects it for the others.
     reasoning_effort: Literal["low", "medium", "high"] | None = "low"
     # Only sent to non-reasoning models; reasoning models reject it.
