@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos smoke-openai
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -38,6 +38,12 @@ pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The live check against the real OpenAI API (spends a few cents); skipped without OPENAI_API_KEY.
+smoke-openai: infra
+	@if [ -z "$$OPENAI_API_KEY" ]; then \
+		echo "smoke-openai: skipped, OPENAI_API_KEY is not set (it talks to the real OpenAI API)"; \
+	else $(INFRA_ENV) && LOTLENS_SMOKE_OPENAI=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/smoke; fi
 
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)

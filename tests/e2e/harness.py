@@ -101,8 +101,8 @@ class Stack:
         self.wait_healthy()
 
     def wait_healthy(self, seconds: float = 180) -> None:
-        """Wait until the gateway answers /health with 200 (generous: on a loaded 2-core machine
-        importing the five services alone has taken over a minute)."""
+        """Wait until the gateway answers /health with 200 (minutes on a loaded machine: six
+        Python processes start at once)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for name, process in self.processes.items():

@@ -131,3 +131,7 @@ class ServiceSettings(BaseSettings):
     # Where a consumer service serves /metrics, /livez and /readyz (port 0: not served);
     # 0.0.0.0 in a container, so that Prometheus and the kubelet reach it.
     metrics_host: str = "127.0.0.1"
+
+    def billed_share(self) -> float:
+        """The share of list prices the stages' requests are billed (the Batch API's discount)."""
+        return self.models.batch_discount if self.openai.mode == "batch" else 1.0

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common.clock import iso
 from lotlens_common.images import check_images
 from lotlens_gateway import schemas
-from lotlens_gateway.auth import client_for
+from lotlens_gateway.auth import SIGNS_BODY, client_for
 from lotlens_gateway.body import parse_object, read_body
 from lotlens_gateway.deps import Deps
 from lotlens_gateway.errors import validation_failed
@@ -120,7 +120,7 @@ async def test_image_validation(
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
     raw = await read_body(request, _TEST_BODY_BYTES)
-    client_id = client_for(deps.keys, [raw], x_signature)
+    client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")
     urls = parse_object(raw).get("urls")
     limit = deps.settings.max_test_image_urls

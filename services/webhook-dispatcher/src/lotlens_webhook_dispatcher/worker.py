@@ -45,6 +45,7 @@ from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
+from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class Dispatcher:
         self._gauges_at = 0.0
         self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
         self._finished_jobs = FinishedJobs(engine)
+        self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
 
     def wake(self) -> None:
         """Claim at once (deliveries were just scheduled) instead of at the next poll."""
@@ -195,8 +197,8 @@ class Dispatcher:
 
     def _send(self, delivery: Delivery) -> AttemptOutcome:
         s = self._settings
-        keys = s.signing_keys(delivery.client_id)
-        if keys is None:
+        key = s.shared_key(delivery.client_id)
+        if key is None:
             return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
         job = self._finished_jobs.job(delivery.job_id)
         if job is None:
@@ -209,13 +211,13 @@ class Dispatcher:
                 # Building the body or publishing stalled: send only if the lease still holds.
                 if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
                     raise LeaseLost(delivery.delivery_id)
-        key, previous = keys
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "X-Delivery-Attempt": str(delivery.attempt),
             "X-Job-ID": delivery.job_id,
-            **webhook_headers(key, delivery.delivery_id, int(self._clock().timestamp()), body, previous),
+            **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
+                              int(self._clock().timestamp()), body),
         }
         return post_webhook(self._transport(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
                             s.webhook_response_body_chars)

@@ -11,6 +11,14 @@ class ModelOutputError(ModelError):
     """The model answered, but not with something usable (incomplete, empty, not the asked JSON)."""
 
 
+class ModelIncompleteError(ModelOutputError):
+    """The model stopped before it finished (`status: incomplete`), e.g. out of output tokens."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class ModelUnavailableError(ModelError):
     """The API could not answer now (5xx, connection trouble, exhausted quota); worth retrying later."""
 

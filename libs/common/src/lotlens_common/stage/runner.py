@@ -30,7 +30,15 @@ def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
 
 
 async def step(stage: Stage[Any], watching: bool) -> None:
-    """One round: send what is due, and watch the batches when it is time (or one just finished)."""
+    """One round: send what is due, and watch the batches when it is time (or one just finished).
+
+    Shards left `building` (their send failed, e.g. the API was unreachable) are retried at each
+    watch, not only by the minutely housekeeping: a stand-in or API restart cost a minute of
+    latency otherwise (found by `make chaos`). Shards being built right now are skipped: their
+    builder holds their lock.
+    """
+    if watching:
+        await recover_building(stage)
     created = await flush_due(stage)
     # A batch that is finished when created (direct mode) is collected at once.
     if watching or any(batch.get("status") in FINISHED for batch in created):

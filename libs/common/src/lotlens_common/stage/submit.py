@@ -102,6 +102,10 @@ async def recover_building(stage: Stage[Any]) -> None:
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
 
 
+class LostShardLock(RuntimeError):
+    """This process no longer holds the shard it was building: recovery owns it now."""
+
+
 async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
     """Write the shard's file, upload it, create its batch and put it on record."""
     job_id = lots[0].job_id
@@ -127,6 +131,10 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
     finally:
         writer.discard()
     attempt = max(lot.attempts for lot in lots)
+    if not stage.store.holds(shard_id):
+        # Fencing: the lock went with a database restart and another instance may be recovering
+        # this shard right now; creating the batch too would pay for it twice (found by make chaos).
+        raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
     batch = await stage.batches.create_batch(
         file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")
