@@ -64,7 +64,8 @@ pytestmark = pytest.mark.integration
 AnyCase = Case[Any]
 T = TypeVar("T")
 
-MAX_EXAMPLES = 30
+# Part of the hostile-input suite: more than the default; `LOTLENS_FUZZ_EXAMPLES` raises it further.
+MAX_EXAMPLES = int(os.environ.get("LOTLENS_FUZZ_EXAMPLES", "100"))
 SEED = 20250805
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]

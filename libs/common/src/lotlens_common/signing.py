@@ -30,6 +30,11 @@ def _digest(signature: str) -> str:
     return value[len(PREFIX):] if value.lower().startswith(PREFIX) else value
 
 
+def signature_digest(signature: str) -> str:
+    """The hex digest a signature carries (prefix and case dropped), to compare with an expected one."""
+    return _digest(signature).lower()
+
+
 def verify(key: str, messages: Sequence[bytes], signature: str) -> bool:
     """True when the signature matches any accepted form of the message, in constant time."""
     received = _digest(signature).lower().encode()

@@ -231,6 +231,7 @@ outbox = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("topic", Text, nullable=False),
     Column("job_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
     Column("event_type", Text, nullable=False),
     # The encoded envelope, exactly the bytes the relay publishes (JSON, so text).
     Column("payload", Text, nullable=False),
@@ -238,6 +239,7 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_job", "job_id", "event_type"),
+    Index("ix_outbox_client_jobs", "client_id", postgresql_where=text("event_type = 'JobSubmitted'")),
     Index("ix_outbox_published_at", "published_at"),
 )
 # The read models, in the order every writer locks them (result-store batches, a rebuild's swap).

@@ -4,25 +4,21 @@ A client is identified by the configured key that verifies its signature, so no 
 travels with a request. Header-signed requests carry `X-Signature: sha256=<hex>` over the job id
 of the path, the raw query string (`GET /api/v1/batch-jobs`) or the raw body
 (`POST /api/v1/test-image-validation`). Submissions carry `signature` in the body (or the same
-value in `X-Signature`) over the `lots` array; the prefix `sha256=` is optional everywhere.
+value in `X-Signature`) over the `lots` array (checked while the body is read: `signed_body.py`);
+the prefix `sha256=` is optional everywhere.
 Missing signature: 401 `MISSING_SIGNATURE`; a signature no key verifies: 403 `INVALID_SIGNATURE`;
 both say what that endpoint signs (and the message checked, when it is the client's short input).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from lotlens_common import signing
 from lotlens_gateway.errors import ApiError
 
 SIGNATURE_HEADER = "X-Signature"
-# 19 digits or more: an integer that may not fit in 64 bits.
-_BIG_INTEGER = re.compile(rb"\d{19,}")
 
 
 @dataclass(frozen=True)
@@ -102,25 +98,3 @@ def client_for(keys: Mapping[str, str], messages: Sequence[bytes], signature: st
         raise invalid_signature(signed)
     return client
 
-
-def submission_client(keys: Mapping[str, str], lots: Any, body_signature: object,
-                      header_signature: str | None, raw_body: bytes = b"") -> str:
-    """The client of a body-signed submission: body `signature` first, then `X-Signature`."""
-    candidates = [s for s in (_present(body_signature), _present(header_signature)) if s]
-    if not candidates:
-        raise missing_signature(SIGNS_LOTS)
-    client = signing.identify_lots_client(keys, lots, candidates)
-    if client is None and _BIG_INTEGER.search(raw_body):
-        # orjson reads integers beyond 64 bits as floats; the client signed them digit for digit.
-        client = signing.identify_lots_client(keys, _exact_lots(raw_body), candidates)
-    if client is None:
-        raise invalid_signature(SIGNS_LOTS)
-    return client
-
-
-def _exact_lots(raw_body: bytes) -> Any:
-    try:
-        document = json.loads(raw_body)
-    except ValueError:
-        return None
-    return document.get("lots") if isinstance(document, dict) else None

@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
 from lotlens_common.logs import bind_log_context
+from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
@@ -44,6 +45,8 @@ class GatewayDeps:
     metrics: GatewayMetrics
     openai: OpenAIProbe
     clock: Callable[[], datetime] = utc_now
+    # Webhook hosts are resolved at intake with it (tests stub it: no DNS leaves the machine).
+    resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +58,9 @@ class GatewayDeps:
         """Validation limits from the settings."""
         s = self.settings
         return Limits(max_lots=s.max_lots, max_languages=s.max_languages, max_sync_images=s.max_sync_images,
-                      max_lot_id_chars=s.max_lot_id_chars)
+                      max_lot_id_chars=s.max_lot_id_chars,
+                      max_additional_info_chars=s.max_additional_info_chars,
+                      max_batch_images=s.max_batch_images, allow_loopback_urls=s.allow_loopback_urls)
 
     async def count_request(self, client_id: str, mode: str) -> None:
         """Apply the client's rate limit for `mode` (429 past it)."""

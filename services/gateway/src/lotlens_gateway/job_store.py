@@ -20,7 +20,7 @@ from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.outbox import facts_of
+from lotlens_gateway.outbox import facts_of, unprojected_jobs
 from lotlens_gateway.overlay import overlaid
 from lotlens_gateway.retry_failed import retry_job_id
 
@@ -32,6 +32,13 @@ class JobFilter:
     status: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    def matches(self, job: JobView) -> bool:
+        """Whether a job passes the filters (for jobs read from the outbox rather than queried)."""
+        created = job.created_at
+        return ((self.status is None or job.status == self.status)
+                and (self.created_after is None or (created is not None and created >= self.created_after))
+                and (self.created_before is None or (created is not None and created < self.created_before)))
 
 
 T = TypeVar("T")
@@ -156,11 +163,22 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
-        page = (select(jobs).where(*conditions)
-                .order_by(jobs.c.created_at.desc(), jobs.c.job_id).limit(limit).offset(offset))
+        page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
         count = select(func.count()).select_from(jobs).where(*conditions)
         with self._reads.connect() as conn:
-            rows = conn.execute(page).mappings().all()
+            unseen = [job for job in (self._through_outbox(conn, job_id, None)
+                                      for job_id in unprojected_jobs(conn, client_id))
+                      if job is not None and where.matches(job)]
+            # Jobs not projected yet are merged in: the projected rows before this page's end suffice.
+            rows = conn.execute(page.limit(limit + offset if unseen else limit)
+                                .offset(0 if unseen else offset)).mappings().all()
             total = conn.execute(count).scalar_one()
-        self._metrics.db("read", 2)
-        return [job_view(row) for row in rows], int(total)
+        self._metrics.db("read", 3)
+        found = [job_view(row) for row in rows]
+        if unseen:
+            found = sorted(found + unseen, key=_newest_first)[offset:offset + limit]
+        return found, int(total) + len(unseen)
+
+
+def _newest_first(job: JobView) -> tuple[float, str]:
+    return (-(job.created_at.timestamp() if job.created_at else 0.0), job.job_id)

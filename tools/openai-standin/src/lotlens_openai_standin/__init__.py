@@ -12,7 +12,9 @@ Deterministic answers (tests assert on them exactly):
   of the LAST user message; N is the number of image parts in the whole input
   (`input_image` for Responses, `image_url` for chat).
 * Vision (no json_schema format requested):
-  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`.
+  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`. When T contains
+  `standin:hostile-html`, hostile markup follows (`<script>`, `<img onerror>`,
+  `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write.
 * Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
   string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
