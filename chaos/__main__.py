@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     database = os.environ.get("DATABASE_URL", "postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens")
     state = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state")) / "chaos"
     results: list[RunResult] = []
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"{stamp}-seeds{args.seed}-{args.seed + args.seeds - 1}.md"
     for seed in range(args.seed, args.seed + args.seeds):
         result = run_seed(
             seed, kafka, database, state, args.faults, chosen, args.jobs, args.max_lots, args.settle
@@ -98,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
                 + (f" --kinds {args.kinds}'" if args.kinds else "'"),
                 file=sys.stderr,
             )
-    report = table(results)
-    print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"{stamp}-seeds{args.seed}-{args.seed + args.seeds - 1}.md").write_text(
-        f"# make chaos {time.strftime('%Y-%m-%d %H:%M')} (kinds: {', '.join(chosen)})\n\n{report}\n"
-    )
+        # Written after every seed: an interrupted run still leaves the seeds it finished.
+        violations = "\n".join(f"- seed {r.seed}: {v}" for r in results for v in r.violations)
+        out.write_text(
+            f"# make chaos {time.strftime('%Y-%m-%d %H:%M')} (kinds: {', '.join(chosen)})\n\n"
+            f"{table(results)}\n\n{violations}\n"
+        )
+    print(table(results))
     return 1 if any(r.violations for r in results) else 0
 
 

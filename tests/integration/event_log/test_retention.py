@@ -10,8 +10,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.integration

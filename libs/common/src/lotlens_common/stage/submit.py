@@ -27,6 +27,8 @@ from lotlens_common.stage.work import LotWork
 log = logging.getLogger(__name__)
 
 PREPARE_CHUNK = 1000
+# The `Stage.unreadable` entry while OpenAI refuses our key (401/403 on upload or create).
+KEY_REFUSED = "the key is refused"
 
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
@@ -54,8 +56,17 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
             fault_point(f"{stage.spec.name}.after_shard_claimed")
             try:
                 batch = await build(stage, shard_id, lots)
-            except Exception:
+            except ModelRequestError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
+                if exc.status_code in lifecycle.NOT_READABLE - {404}:
+                    stage.unreadable[KEY_REFUSED] = str(exc)
+                    log.error("OpenAI refused the key (%s): submitting nothing until recovery "
+                              "succeeds with it", exc, extra={"job_id": flush.job_id})
+                    break
+                log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
+                              extra={"job_id": flush.job_id, "shard_id": shard_id})
+                continue
+            except Exception:
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
                 continue
@@ -97,9 +108,14 @@ async def recover_building(stage: Stage[Any]) -> None:
                                         tuple(lot.lot_id for lot in lots), action.batch_id)
                 else:
                     await build(stage, shard.shard_id, lots)
+                stage.unreadable.pop(KEY_REFUSED, None)  # the key works again
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+
+
+class LostShardLock(RuntimeError):
+    """This process no longer holds the shard it was building: recovery owns it now."""
 
 
 async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
@@ -127,6 +143,10 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
     finally:
         writer.discard()
     attempt = max(lot.attempts for lot in lots)
+    if not stage.store.holds(shard_id):
+        # Fencing: the lock went with a database restart and another instance may be recovering
+        # this shard right now; creating the batch too would pay for it twice (found by make chaos).
+        raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
     batch = await stage.batches.create_batch(
         file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")

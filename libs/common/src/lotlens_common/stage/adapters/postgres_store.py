@@ -8,13 +8,13 @@ from datetime import datetime
 from typing import Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork
-from lotlens_common.tables import stage_lots
+from lotlens_common.tables import stage_lots, stage_shards
 
 W = TypeVar("W", bound=BaseModel)
 
@@ -24,6 +24,7 @@ class PostgresWorkStore(Generic[W]):
 
     def __init__(self, engine: Engine, stage: str, work_type: type[W]) -> None:
         self.engine, self.stage, self.work_type = engine, stage, work_type
+        self._held: dict[str, Connection] = {}
 
     def waiting_jobs(self) -> list[WaitingJob]:
         """Jobs with waiting lots."""
@@ -57,8 +58,13 @@ class PostgresWorkStore(Generic[W]):
     @contextmanager
     def exclusive(self, key: str) -> Iterator[bool]:
         """An advisory lock, released with its connection."""
-        with sql.exclusive(self.engine, key) as mine:
+        with sql.exclusive(self.engine, key, self._held) as mine:
             yield mine
+
+    def holds(self, key: str) -> bool:
+        """Whether this process still holds `key` (its lock's session survived)."""
+        conn = self._held.get(key)
+        return conn is not None and sql.still_held(conn)
 
     def shards(self, status: str) -> list[Shard]:
         """Shards in a status, oldest first."""
@@ -109,6 +115,7 @@ class PostgresWorkStore(Generic[W]):
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             for reason, lot_ids in settlement.again.items():
                 sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+            sql.save_work(conn, self.stage, settlement.rework)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         """Cancelled jobs among these."""
@@ -130,6 +137,13 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return int(conn.execute(select(func.count()).where(
                 stage_lots.c.stage == self.stage, stage_lots.c.status == sql.WAITING)).scalar_one())
+
+    def oldest_submitted_age_s(self) -> float:
+        """Age of the oldest submitted shard, by the database's clock."""
+        with self.engine.begin() as conn:
+            return float(conn.execute(select(func.coalesce(func.extract(
+                "epoch", func.now() - func.min(stage_shards.c.created_at)), 0)).where(
+                stage_shards.c.stage == self.stage, stage_shards.c.status == "submitted")).scalar_one())
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
