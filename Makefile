@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos
+.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos smoke-openai
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -16,6 +16,10 @@ infra: bootstrap
 # Debian's Chromium for the console's browser tests (skipped when installed).
 browser:
 	@scripts/browser.sh
+
+# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks.
+tools:
+	@scripts/tools.sh >/dev/null
 
 up: infra
 	@$(INFRA_ENV) && $(PY) scripts/stack.py up
@@ -30,10 +34,16 @@ lint: bootstrap
 typecheck: bootstrap
 	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
-pytest: infra browser
+pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# The live check against the real OpenAI API (spends a few cents); skipped without OPENAI_API_KEY.
+smoke-openai: infra
+	@if [ -z "$$OPENAI_API_KEY" ]; then \
+		echo "smoke-openai: skipped, OPENAI_API_KEY is not set (it talks to the real OpenAI API)"; \
+	else $(INFRA_ENV) && LOTLENS_SMOKE_OPENAI=1 $(PY) -m pytest -q -p no:cacheprovider -rs tests/smoke; fi
 
 bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)

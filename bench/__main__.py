@@ -13,14 +13,14 @@ import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from bench import images, jobs, namespace, polling, report, stackctl, sync, webhooks
+from bench import images, jobs, namespace, polling, rebuild, report, stackctl, sync, webhooks
 from bench.config import FULL, QUICK, RESULTS, Settings
 from bench.context import Context
 from bench.memory import MemoryWatch
 from bench.procs import python_server
 from bench.stats import Row
 
-SCENARIOS = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync")
+SCENARIOS = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync", "rebuild")
 
 
 def parse(argv: Sequence[str] | None) -> Settings:
@@ -125,6 +125,7 @@ def run(settings: Settings) -> tuple[list[Row], dict[str, list[float]]]:
             ("4 webhooks", webhooks.run),
             ("5 images", images.run),
             ("7 sync", sync.run),
+            ("8 rebuild", rebuild.run),
         ):
             if name.split()[1] in wanted:
                 steps.append((name, lambda step=step: step(ctx)))  # type: ignore[misc]

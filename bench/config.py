@@ -46,7 +46,7 @@ def groups() -> dict[str, tuple[str, ...]]:
     return {
         prefix + "lotlens-vision-batcher": (sub,),
         prefix + "lotlens-translator": (vision, sub),
-        prefix + "lotlens-result-store": (sub, vision, translation),
+        prefix + "lotlens-result-store": (sub, vision, translation, done),
         prefix + "lotlens-webhook-dispatcher": (done,),
     }
 
@@ -153,7 +153,8 @@ class Settings:
     restart: bool = True
     profile: tuple[str, ...] = ()
     leave_up: bool = False
-    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync")
+    scenarios: tuple[str, ...] = ("intake", "pipeline", "polling", "webhooks", "images", "memory", "sync",
+                                  "rebuild")
     stack: StackEnv = field(default_factory=StackEnv)
 
     def as_dict(self) -> dict[str, Any]:

@@ -110,11 +110,15 @@ def _copy_text(rows: Iterable[Sequence[object]]) -> io.StringIO:
     return buffer
 
 
-def copy_rows(conn: Any, table_sql: str, rows: Iterable[Sequence[object]]) -> None:
-    """COPY rows into a fresh temp table (`table_sql`: `name (col type, ...)`) and commit."""
+def copy_rows(conn: Any, table_sql: str, rows: Iterable[Sequence[object]], durable: bool = False) -> None:
+    """COPY rows into a fresh table (`table_sql`: `name (col type, ...)`) and commit.
+
+    A temp table unless `durable`: then a logged one, written to the WAL like a real table.
+    """
     name = table_sql.split("(", 1)[0].strip()
+    kind = "TABLE" if durable else "TEMP TABLE"
     with conn.cursor() as cur:
-        cur.execute(f"DROP TABLE IF EXISTS {name}; CREATE TEMP TABLE {table_sql}")
+        cur.execute(f"DROP TABLE IF EXISTS {name}; CREATE {kind} {table_sql}")
         cur.copy_expert(f"COPY {name} FROM STDIN", _copy_text(rows))
     conn.commit()
 

@@ -18,8 +18,8 @@ import httpx
 from sqlalchemy import Engine, text
 
 from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]

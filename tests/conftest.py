@@ -20,8 +20,8 @@ from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
 from tests.seeds import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -34,6 +34,9 @@ class Stack:
     gateway_port: int = field(default_factory=free_port)
     standin_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Each consumer's /metrics, /livez and /readyz port.
+    ops_ports: dict[str, int] = field(default_factory=lambda: {
+        name: free_port() for name in SERVICES if name != "gateway"})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -77,10 +80,11 @@ class Stack:
         """Start one process (a service, or `openai-standin`)."""
         module = "lotlens_" + name.replace("-", "_")
         log = (self.logs / f"{name}.log").open("ab")
+        own = {"LOTLENS_METRICS_PORT": str(self.ops_ports[name])} if name in self.ops_ports else {}
         # Static membership, as `make up` runs it: a restarted consumer rejoins under its name.
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", module], cwd=ROOT,
-            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name, **env},
+            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name, **own, **env},
             stdout=log, stderr=subprocess.STDOUT)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
@@ -96,8 +100,9 @@ class Stack:
             self.start(name)
         self.wait_healthy()
 
-    def wait_healthy(self, seconds: float = 60) -> None:
-        """Wait until the gateway answers /health with 200."""
+    def wait_healthy(self, seconds: float = 180) -> None:
+        """Wait until the gateway answers /health with 200 (minutes on a loaded machine: six
+        Python processes start at once)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for name, process in self.processes.items():

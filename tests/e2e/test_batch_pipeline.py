@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import signal
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+import standardwebhooks
 from sqlalchemy import Engine, func, select
 
+from lotlens_client import LotLensClient
+from lotlens_common import webhook_secrets
+from lotlens_common.model.settings import DEFAULT_PRICES
 from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
 from tests.conftest import new_id
@@ -20,7 +25,7 @@ from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
-LANGUAGES = ["en", "de", "fr"]
+LANGUAGES = ["en", "de", "pt-BR", "zh-Hant"]
 
 
 def cars(images: str, count: int, prefix: str) -> list[dict[str, Any]]:
@@ -60,8 +65,24 @@ def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], coun
     return deliveries
 
 
+def assert_usage_and_cost(results: dict[str, Any], by_lot: dict[str, Any], status: dict[str, Any]) -> None:
+    """Tokens from the stand-in's answers, priced at the default list prices with the batch discount."""
+    usage = results["processing_summary"]["usage"]
+    assert status["processing_details"]["usage"] == usage
+    assert set(usage["by_model"]) == {"o4-mini", "gpt-4.1-mini"}
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > 0 and usage["reasoning_tokens"] > 0
+    expected = 0.0
+    for model, part in usage["by_model"].items():
+        price = DEFAULT_PRICES[model]
+        fresh = part["input_tokens"] - part["cached_input_tokens"]
+        expected += 0.5 * (fresh * price.input + part["cached_input_tokens"] * price.cached_input
+                           + part["output_tokens"] * price.output) / 1e6
+    assert usage["estimated_cost_usd"] == pytest.approx(expected)
+    assert sum(lot["usage"]["input_tokens"] for lot in by_lot.values()) == usage["input_tokens"]
+
+
 def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
-        stack: Stack, images: str, receiver: WebhookReceiver) -> None:
+        stack: Stack, images: str, receiver: WebhookReceiver, stack_engine: Engine) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
     prefix = new_id("lot")
     job_id, error = client.batch_generate(cars(images, 3, prefix), languages=LANGUAGES,
@@ -83,21 +104,27 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
         assert lot["descriptions"][0]["damages"] == english
         inner = english.removeprefix("<p>").removesuffix("</p>")
         assert lot["descriptions"][1]["damages"] == f"<p>[de] {inner}</p>"
-        assert lot["descriptions"][2]["damages"] == f"<p>[fr] {inner}</p>"
+        assert lot["descriptions"][2]["damages"] == f"<p>[pt-BR] {inner}</p>"
+        assert lot["descriptions"][3]["damages"] == f"<p>[zh-Hant] {inner}</p>"
     assert by_lot[f"{prefix}-1"]["missing_images"] == [f"{images}/{prefix}-1-missing.png"]
     assert by_lot[f"{prefix}-1"]["processed_images"] == 1
+    assert_usage_and_cost(results, by_lot, client.get_job_status(job_id)[0])
 
     wait_for_webhook(receiver)
     assert len(receiver.received) == 1
     hook = receiver.received[0]
     verify = seed_webhook_verifier()
     assert verify(hook.body.decode("utf-8"), hook.headers["x-signature"], stack.client_key)
+    with stack_engine.connect() as conn:  # the secret the gateway made at start-up
+        secret = webhook_secrets.live(conn, stack.client_id, datetime.now(UTC))[0]
+    assert standardwebhooks.Webhook(secret).verify(hook.body, hook.headers)["job_id"] == job_id
     payload = json.loads(hook.body)
     assert payload["event"] == "batch_job_completed"
     assert payload["job_id"] == job_id and payload["status"] == "completed"
     assert hook.headers["x-job-id"] == job_id
     assert hook.headers["user-agent"] == "Generation-Service/2.0"
     assert {lot["lot_id"] for lot in payload["lots"]} == set(by_lot)
+    assert payload["processing_summary"]["usage"] == results["processing_summary"]["usage"]
 
     # The customer asks for the webhook again: a new delivery, recorded with its attempt.
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
@@ -152,3 +179,31 @@ def test_a_graceful_restart_of_every_service_mid_job_still_completes_it(
     results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
     assert error is None, error
     assert results["processing_summary"]["processed_lots"] == 5
+
+
+def test_a_jobs_failed_lots_are_retried_as_a_linked_job(stack: Stack, images: str) -> None:
+    client = seed_client_class()(stack.url, stack.client_key)
+    prefix = new_id("retry")
+    lots_sent = cars(images, 3, prefix)
+    lots_sent[2]["image_urls"] = [f"{images}/{prefix}-2-missing.png"]  # its only image is gone: it fails
+    job_id, error = client.batch_generate(lots_sent, languages=["en", "de"])
+    assert error is None, error
+    results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
+    assert error is None, error
+    assert results["processing_summary"]["failed_lots"] == 1
+
+    headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    retried = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    assert retried.status_code == 201, retried.text
+    new_id_ = retried.json()["job_id"]
+    assert retried.json()["total_lots"] == 1 and retried.json()["retry_of"] == job_id
+    again = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    assert again.status_code == 200 and again.json()["job_id"] == new_id_
+
+    with LotLensClient(stack.url, stack.client_key) as sdk:
+        # The image is still gone, so the lot fails again (every lot failed: the job failed).
+        assert sdk.wait_for_job(new_id_, poll_interval_s=0.5, timeout_s=120).status == "failed"
+        new_results = sdk.job_results(new_id_)
+        assert new_results is not None and [lot.lot_id for lot in new_results.lots] == [f"{prefix}-2"]
+        assert sdk.job_status(new_id_).retry_of == job_id
+        assert sdk.job_status(job_id).retried_as == new_id_

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select
 
 from lotlens_common.envelope import decode
 from lotlens_common.events import JobCompleted
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, jobs, lots, stage_lots
+from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
 from tests.private_kafka import PrivateKafka, private_kafka

@@ -64,7 +64,8 @@ pytestmark = pytest.mark.integration
 AnyCase = Case[Any]
 T = TypeVar("T")
 
-MAX_EXAMPLES = 30
+# Part of the hostile-input suite: more than the default; `LOTLENS_FUZZ_EXAMPLES` raises it further.
+MAX_EXAMPLES = int(os.environ.get("LOTLENS_FUZZ_EXAMPLES", "100"))
 SEED = 20250805
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
@@ -78,7 +79,7 @@ OTHER_MODES = (UNSIGNED, "signed")
 SUBMIT = "/api/v1/generate-descriptions"
 LISTING = "/api/v1/batch-jobs"
 IMAGE_CHECK = "/api/v1/test-image-validation"
-UNSIGNED_ROUTES = ("/health", "/metrics")
+UNSIGNED_ROUTES = ("/health", "/livez", "/readyz", "/metrics")
 # No rate limit gets in the way of the deeper paths (429 is covered by the client's tests).
 UNLIMITED: dict[str, Any] = {"rate_limit_sync": 1_000_000, "rate_limit_batch": 1_000_000,
                              "rate_limit_polling": 1_000_000, "image_check_timeout_s": 2.0}

@@ -64,6 +64,20 @@ def test_a_batch_is_accepted_with_201_and_is_visible_to_polling_at_once(gateway:
     assert state["languages"] == ["en", "de"] and state["webhook_configured"] is True
 
 
+def test_language_tags_in_any_case_are_stored_and_echoed_canonical(gateway: Gateway,
+                                                                   settings: ServiceSettings) -> None:
+    response = gateway.submit(make_lots(2), languages=["EN", "pt-br", "ZH-hant", "sr-latn", "en"])
+    assert response.status_code == 201, response.text
+    job_id = response.json()["job_id"]
+    assert response.json()["languages"] == ["en", "pt-BR", "zh-Hant", "sr-Latn"]
+    state = gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()
+    assert state["languages"] == ["en", "pt-BR", "zh-Hant", "sr-Latn"]
+    events = [envelope.event for _key, envelope in
+              consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 3)]
+    assert isinstance(events[0], JobSubmitted) and events[0].job_id == job_id
+    assert events[0].languages == ("en", "pt-BR", "zh-Hant", "sr-Latn")
+
+
 def test_the_topic_gets_job_submitted_then_one_lot_submitted_per_lot_in_order(
         gateway: Gateway, settings: ServiceSettings) -> None:
     lots = make_lots(3, webhook="https://hooks.example.com/done")
@@ -124,9 +138,10 @@ def test_a_missing_signature_is_401_and_a_wrong_one_403(gateway: Gateway) -> Non
 
 
 def test_unsupported_languages_are_422_with_the_invalid_codes(gateway: Gateway) -> None:
-    response = gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu"])
+    response = gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu", "pt-XX", "x-pig"])
     body = assert_error(response, 422, "INVALID_LANGUAGES")
-    assert body["details"]["invalid_languages"] == ["xx", "EN", "deu"]
+    assert body["details"]["invalid_languages"] == ["xx", "pt-XX", "x-pig"]
+    assert "BCP 47" in body["message"]
     eleven = ["en", "de", "fr", "es", "it", "pt", "ru", "pl", "nl", "sv", "fi"]
     body = assert_error(gateway.submit(make_lots(2), languages=eleven), 422, "INVALID_LANGUAGES")
     assert body["details"]["max_allowed"] == 10

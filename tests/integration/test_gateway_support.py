@@ -7,6 +7,7 @@ and shell recipes talk to it exactly as they would in production.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
@@ -30,7 +31,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
-from lotlens_common.urls import guarded_async_client
+from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
@@ -126,6 +127,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
                         autocommit=True)
     deps = build_deps(gw_settings, engine, producer, partial(admin_client, gw_settings.kafka), images_http,
                       model_client, read_engine=reads)
+    deps.resolve = stub_resolver({})
     deps.relay.start()
     try:
         with serve_app(create_app(deps)) as url:
@@ -133,6 +135,17 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     finally:
         deps.relay.stop()
         reads.dispose()
+
+
+def stub_resolver(names: dict[str, str]) -> Resolver:
+    """A resolver answering from `names` (host -> address), a public address for any other name.
+
+    No DNS query leaves the machine; nothing connects to the answers (intake only judges them).
+    """
+    async def resolve(host: str, _port: int) -> list[IPAddress]:
+        return [ipaddress.ip_address(names.get(host, "93.184.215.14"))]
+
+    return resolve
 
 
 def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: str | None = None,

@@ -75,6 +75,11 @@ def test_the_seed_client_gets_every_language_and_the_missing_images(
                                    {"language": "de", "damages": f"<p>[de] {english}</p>"}]
     assert lot["missing_images"] == [f"{images}/car2-missing.png"]
     assert standin.model_calls() == 2  # vision, then one translation call for every language
+    # Added: both answers' tokens, priced at the full (direct) list price.
+    usage = lot["usage"]
+    assert usage["input_tokens"] > 0 and usage["output_tokens"] > usage["reasoning_tokens"] > 0
+    assert usage["estimated_cost_usd"] > 0 and set(usage) == {
+        "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "estimated_cost_usd"}
 
 
 def test_english_only_needs_no_translation_call(sync_gateway: Gateway, images: str, standin: Standin) -> None:
@@ -110,7 +115,7 @@ def test_a_model_outage_is_502_openai_unavailable(
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
     text = httpx.get(f"{sync_gateway.url}/metrics").text
-    assert 'openai_api_errors_total{api="vision",kind="ModelUnavailableError"} 1.0' in text
+    assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 
 def test_a_model_that_answers_too_late_is_504_openai_timeout(

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler
 import httpx
 import pytest
 
-from lotlens_common.images import ImageCheck, check_images
+from lotlens_common.images import ImageCheck, check_images, gif_frames
 from lotlens_common.urls import guarded_async_client
 from tests.servers import png, serve
 
@@ -19,6 +19,20 @@ pytestmark = pytest.mark.integration
 
 IMAGE = png()
 MB = 1024 * 1024
+
+
+def gif(frames: int) -> bytes:
+    """A 1 x 1 GIF89a with this many frames (each with its graphic control extension)."""
+    frame = (b"\x21\xf9\x04\x00\x0a\x00\x00\x00"  # graphic control: 10 cs delay
+             b"\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00"  # image descriptor, no local table
+             b"\x02\x02\x44\x01\x00")  # LZW minimum code size, one data sub-block, terminator
+    return b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff" + frame * frames + b"\x3b"
+
+
+# path -> (content type, body) for the image types OpenAI does and does not accept.
+TYPED = {"/still.gif": ("image/gif", gif(1)), "/animated.gif": ("image/gif", gif(3)),
+         "/photo.webp": ("image/webp", b"RIFF....WEBPVP8 "), "/scan.bmp": ("image/bmp", b"BM...."),
+         "/photo.jpg": ("image/jpg", b"\xff\xd8\xff")}
 
 
 class Images(BaseHTTPRequestHandler):
@@ -46,6 +60,11 @@ class Images(BaseHTTPRequestHandler):
             self._redirect("http://169.254.169.254/latest/meta-data/")
         elif path == "/to-private":
             self._redirect("http://10.0.0.1/car.png")
+        elif path in TYPED:
+            content_type, data = TYPED[path]
+            self._headers(200, content_type, len(data))
+            if body:
+                self.wfile.write(data)
         elif path == "/ok.png" or path.startswith("/ok"):
             self._headers(200, "image/png", len(IMAGE))
             if body:
@@ -119,6 +138,18 @@ def test_reachable_images_are_valid_and_the_rest_unreachable_in_the_given_order(
     assert result.unreachable == (f"{host}/missing.png", f"{host}/page.html")
     assert result.reasons[f"{host}/missing.png"] == "HTTP 404"
     assert "not an image" in result.reasons[f"{host}/page.html"]
+
+
+def test_only_png_jpeg_webp_and_non_animated_gif_are_usable(host: str) -> None:
+    result = check([f"{host}{path}" for path in TYPED])
+    assert result.valid == (f"{host}/still.gif", f"{host}/photo.webp", f"{host}/photo.jpg")
+    assert result.reasons[f"{host}/animated.gif"] == "an animated GIF"
+    assert "not a PNG, JPEG, WEBP or GIF" in result.reasons[f"{host}/scan.bmp"]
+
+
+def test_gif_frames_are_counted_by_walking_the_blocks() -> None:
+    assert [gif_frames(gif(n)) for n in (1, 2, 5)] == [1, 2, 5]
+    assert gif_frames(b"\x89PNG....") == 0
 
 
 def test_images_over_10_mb_are_unreachable_whether_declared_or_streamed(host: str) -> None:

@@ -158,6 +158,13 @@ def test_direct_translation_parsed_by_the_model_code(standin: Standin) -> None:
     assert standin.stats()["direct_calls"] == {"/v1/responses": 1}
 
 
+def test_translation_into_region_and_script_variants(standin: Standin) -> None:
+    english = "<p>Dented door.</p>"
+    tags = ["pt-BR", "zh-Hant", "sr-Latn", "es-419", "fil"]
+    result = run(lambda c: call_responses(c, translation_request_body(english, tags, SETTINGS)), standin)
+    assert parse_translation_response(result, tags) == {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
+
+
 def test_chat_completions_follow_the_same_rules(standin: Standin) -> None:
     async def call(client: openai.AsyncOpenAI) -> Any:
         message: Any = {"role": "user", "content": [
@@ -191,14 +198,11 @@ def _bad_files() -> dict[str, tuple[list[bytes], str, int]]:
     good = vision_lines(["a", "b"])
     line = json.loads(good[1])
     wrong_url = json.dumps(line | {"url": "/v1/chat/completions"}).encode() + b"\n"
-    body = vision_request_body("c", URLS[:1], SETTINGS)
-    body["input"][0]["content"][0] = {"type": "input_image", "image_url": {"url": URLS[0]}, "detail": "low"}
     return {
         "duplicate": ([good[0], good[0]], "duplicate_custom_id", 2),
         "mixed models": ([good[0], batch_line("lot-7:vision", vision_request_body(
             "x", URLS, ModelSettings(vision_model="gpt-4.1")))], "mismatched_model", 2),
         "url mismatch": ([good[0], wrong_url], "invalid_url", 2),
-        "bad image part": ([good[0], batch_line("lot-9:vision", body)], "invalid_type", 2),
         "not json": ([good[0], b"{nope\n"], "invalid_json_line", 2),
     }
 
@@ -212,6 +216,16 @@ def test_invalid_input_files_fail_validation(standin: Standin, tmp_path: Path, c
     assert batch["errors"]["object"] == "list"
     assert [(e["code"], e["line"]) for e in batch["errors"]["data"]] == [(code, line_number)]
     assert batch["request_counts"] == {"total": 0, "completed": 0, "failed": 0}
+
+
+def test_a_malformed_request_fails_its_line_not_the_batch(standin: Standin, tmp_path: Path) -> None:
+    body = vision_request_body("c", URLS[:1], SETTINGS)
+    body["input"][0]["content"][0] = {"type": "input_image", "image_url": {"url": URLS[0]}, "detail": "low"}
+    path = write_lines(tmp_path / "v.jsonl", [*vision_lines(["a"]), batch_line("lot-9:vision", body)])
+    batch, seen, output, errors = run(lambda c: run_batch(c, path), standin)
+    assert seen[-1] == "completed" and batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    assert set(output) == {"lot-0:vision"}
+    assert errors["lot-9:vision"].body is None and errors["lot-9:vision"].error_code == "invalid_type"
 
 
 def test_create_batch_rejects_bad_metadata(standin: Standin, tmp_path: Path) -> None:

@@ -34,6 +34,7 @@ from tests.integration.test_batch_stages import (
     drive,
     job_events,
     lot_statuses,
+    quiet_stage_tables,
     submit_lots,
     vision_spec,
 )
@@ -160,3 +161,6 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
     assert left == {"open", "recent", "batch-running"}
+
+
+__all__ = ["quiet_stage_tables"]  # an autouse fixture: imported to apply here too

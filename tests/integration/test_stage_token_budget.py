@@ -12,7 +12,13 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.work import LotWork, VisionWork
 from tests.conftest import new_id
-from tests.integration.test_batch_stages import drive, job_events, submit_lots, vision_spec
+from tests.integration.test_batch_stages import (
+    drive,
+    job_events,
+    quiet_stage_tables,
+    submit_lots,
+    vision_spec,
+)
 from tests.standin import serve_standin
 
 
@@ -36,3 +42,6 @@ def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exce
     assert completed == [f"lot-{i}" for i in range(6)]  # max_attempts=1: a failed batch would fail lots
     assert len(ours) == len(batches) >= 3
     assert all(len(batch.lot_ids) <= 2 for batch in batches)
+
+
+__all__ = ["quiet_stage_tables"]  # an autouse fixture: imported to apply here too

@@ -197,7 +197,7 @@ def test_kafka_runs_kraft_combined_mode_reachable_in_the_network(services: dict[
 def test_gateway_is_published_and_health_checked(services: dict[str, dict[str, Any]]) -> None:
     gateway = services["gateway"]
     check = healthcheck_command(gateway)
-    assert "http://127.0.0.1:18000/health" in check
+    assert "http://127.0.0.1:18000/readyz" in check
     env = environment(gateway)
     assert env["LOTLENS_GATEWAY_HOST"] == "0.0.0.0"
     assert env["LOTLENS_GATEWAY_PORT"] == "18000"

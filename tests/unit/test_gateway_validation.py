@@ -54,8 +54,20 @@ def test_too_many_lots_is_413_before_anything_else_is_looked_at() -> None:
     assert error.details == {"provided_lots": 6, "max_allowed": 5}
 
 
+@pytest.mark.parametrize(("languages", "canonical"), [
+    (["EN", "pt-br", "ZH-HANT"], ("en", "pt-BR", "zh-Hant")),
+    (["sr-latn", "DE"], ("sr-Latn", "de")),
+    (["en", "EN", "eng"], ("en",)),  # one language, however it is written
+    (["es-419", "zh-hans-cn", "iw"], ("es-419", "zh-Hans-CN", "he")),
+])
+def test_bcp47_tags_in_any_case_are_kept_canonical(languages: list[str], canonical: tuple[str]) -> None:
+    assert parse_submission({"languages": languages, "lots": [lot()]}, LIMITS).languages == canonical
+
+
 @pytest.mark.parametrize(("languages", "invalid"), [
-    (["en", "xx"], ["xx"]), (["EN"], ["EN"]), ([1, "de"], [1]), (["en-US"], ["en-US"])])
+    (["en", "xx"], ["xx"]), ([1, "de"], [1]), (["en-XX", "pt-BR"], ["en-XX"]),
+    (["und", "x-pig"], ["und", "x-pig"]), (["en_US"], ["en_US"]), (["qaa"], ["qaa"]),
+    (["de-", ""], ["de-", ""]), (["en-" + "a" * 40], ["en-" + "a" * 40])])
 def test_unknown_language_codes_are_listed(languages: list[Any], invalid: list[Any]) -> None:
     error = refused({"languages": languages, "lots": [lot()]})
     assert (error.status, error.code) == (422, "INVALID_LANGUAGES")

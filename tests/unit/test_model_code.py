@@ -9,9 +9,13 @@ import pytest
 
 from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_lines
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.languages import ENGLISH, ISO_639_1_CODES, is_supported_language, language_name
+from lotlens_common.model.languages import ENGLISH, canonical_tag, is_supported_language, language_name
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.translation import parse_translation_response, translation_request_body
+from lotlens_common.model.translation import (
+    parse_translation_response,
+    translation_output_budget,
+    translation_request_body,
+)
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 
 URLS = ["https://img.example/1.jpg", "https://img.example/2.jpg", "data:image/png;base64,aGk="]
@@ -68,7 +72,8 @@ def test_vision_body_refuses_a_single_string_of_urls() -> None:
 def test_translation_body_has_a_strict_schema_with_every_language_but_english() -> None:
     body = translation_request_body("<p>Dent.</p>", ["en", "de", "fr", "de", "ja"], ModelSettings())
     assert body["model"] == "gpt-4.1-mini"
-    assert body["max_output_tokens"] == 8000
+    # 500 + 3 languages x (100 + 2 x the text's 4 tokens): grows with languages and text.
+    assert body["max_output_tokens"] == 824
     assert "reasoning" not in body
     assert body["input"] == [{"role": "user", "content": [{"type": "input_text", "text": "<p>Dent.</p>"}]}]
     fmt = body["text"]["format"]
@@ -188,10 +193,39 @@ def test_parse_batch_lines_rejects_corrupt_lines() -> None:
 # --- languages --------------------------------------------------------------------------------
 
 
-def test_languages_are_the_iso_639_1_codes() -> None:
-    assert len(ISO_639_1_CODES) == 184
-    assert all(len(code) == 2 and code.islower() for code in ISO_639_1_CODES)
+def test_language_tags_are_bcp47_known_to_langcodes_in_canonical_form() -> None:
     assert ENGLISH == "en" and is_supported_language("en")
-    assert is_supported_language("de") and is_supported_language("zu")
-    assert not any(is_supported_language(code) for code in ("xx", "DE", "eng", ""))
+    assert all(is_supported_language(tag) for tag in ("de", "zu", "pt-BR", "zh-Hant", "sr-Latn", "es-419"))
+    # Known but not canonical: the gateway canonicalises first.
+    assert not any(is_supported_language(tag) for tag in ("DE", "eng", "pt-br", "iw"))
+    assert not any(is_supported_language(tag) for tag in ("xx", "", "und", "mul", "x-pig", "en-XX"))
+    assert canonical_tag("PT-br") == "pt-BR" and canonical_tag("iw") == "he" and canonical_tag("xx") is None
     assert language_name("de") == "German" and language_name("ja") == "Japanese"
+    assert language_name("pt-BR") == "Portuguese (Brazil)"
+    assert language_name("zh-Hant") == "Chinese (Traditional)"
+    assert language_name("sr-Latn") == "Serbian (Latin)"
+    with pytest.raises(ValueError):
+        language_name("pt-br")
+
+
+def test_translation_names_each_variant_in_words_and_keys_it_by_its_tag() -> None:
+    body = translation_request_body("<p>Dent.</p>", ["en", "pt-BR", "zh-Hant", "sr-Latn"], ModelSettings())
+    schema = body["text"]["format"]["schema"]
+    assert list(schema["properties"]) == ["pt-BR", "zh-Hant", "sr-Latn"]
+    for words, tag in (("Portuguese (Brazil)", "pt-BR"), ("Chinese (Traditional)", "zh-Hant"),
+                       ("Serbian (Latin)", "sr-Latn")):
+        assert f'{words}: property "{tag}"' in body["instructions"]
+        assert words in schema["properties"][tag]["description"]
+
+
+def test_the_translation_budget_grows_with_languages_text_and_room_up_to_the_ceiling() -> None:
+    settings = ModelSettings()
+    short, long = "<p>Dent.</p>", "<p>" + "Deep dent on the left door. " * 200 + "</p>"
+    one = translation_output_budget(short, ["de"], settings)
+    assert translation_output_budget(short, ["de", "fr"], settings) > one
+    assert translation_output_budget(long, ["de"], settings) > one
+    assert translation_output_budget(short, ["de"], settings, room=2) == 2 * one
+    ten = ["de", "fr", "es", "it", "pt", "nl", "pl", "ru", "ja", "zh"]
+    assert translation_output_budget(long * 4, ten, settings) == settings.translation_max_output_tokens
+    reasoning = ModelSettings(translation_model="o4-mini")
+    assert translation_output_budget(short, ["de"], reasoning) > one  # its reasoning shares the budget

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from lotlens_common.events import LotFailed, TranslationCompleted, VisionCompleted
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from lotlens_translator.translation_stage import TranslationStage, descriptions
@@ -105,3 +106,26 @@ def test_translation_requests_ask_only_for_the_languages_other_than_english() ->
     event = TranslationStage("t", ModelSettings()).result_event(lot, answer)
     assert event == TranslationCompleted(job_id="job", lot_id="lot",
                                          descriptions={"en": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
+
+
+def test_a_lot_is_described_from_at_most_500_images_and_the_rest_are_listed_missing() -> None:
+    urls = [f"https://a/{i}.jpg" for i in range(502)]
+    [(lot, body)] = asyncio.run(stage().prepare([vision_lot(*urls)])).requests
+    images = [part for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    assert len(images) == 500 and lot.work.missing_images == tuple(urls[500:])
+
+
+def test_a_translation_cut_off_by_its_budget_is_retried_with_twice_the_room_up_to_the_ceiling() -> None:
+    spec = TranslationStage("translation", ModelSettings())
+    lot = LotWork("job", "lot", "client", 1, 1, TranslationWork(
+        english_html="<p>Dent.</p>", languages=("en", "fr", "de")))
+    cut = ModelIncompleteError("the response is incomplete (max_output_tokens)", "max_output_tokens")
+    again = spec.retry_unusable(lot, cut)
+    assert again is not None and again.work.output_room == 2
+    [(_, body)] = asyncio.run(spec.prepare([again])).requests
+    [(_, first)] = asyncio.run(spec.prepare([lot])).requests
+    assert body["max_output_tokens"] == 2 * first["max_output_tokens"]
+    assert spec.retry_unusable(lot, ModelIncompleteError("filtered", "content_filter")) is None
+    assert spec.retry_unusable(lot, ModelOutputError("not JSON")) is None
+    huge = lot.with_work(lot.work.model_copy(update={"english_html": "x" * 100_000}))
+    assert spec.retry_unusable(huge, cut) is None  # already at the ceiling: it fails with the reason

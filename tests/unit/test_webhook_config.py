@@ -16,16 +16,15 @@ def test_defaults_follow_the_contract():
     assert settings.consumer_group == "lotlens-webhook-dispatcher"
 
 
-def test_clients_rotation_keys_and_schedule_come_from_the_environment(monkeypatch):
+def test_clients_keys_and_schedule_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("LOTLENS_CLIENTS", '{"acme": "new-key", "globex": "g-key"}')
-    monkeypatch.setenv("LOTLENS_CLIENTS_PREVIOUS", '{"acme": "old-key"}')
     monkeypatch.setenv("LOTLENS_WEBHOOK_RETRY_INTERVALS_S", "[0.5, 1, 2, 4]")
     monkeypatch.setenv("LOTLENS_WEBHOOK_TIMEOUT_S", "2")
     monkeypatch.setenv("LOTLENS_WEBHOOK_PER_HOST_CONCURRENCY", "2")
     settings = DispatcherSettings()
-    assert settings.signing_keys("acme") == ("new-key", ["old-key"])
-    assert settings.signing_keys("globex") == ("g-key", [])
-    assert settings.signing_keys("initech") is None
+    assert settings.shared_key("acme") == "new-key"
+    assert settings.shared_key("globex") == "g-key"
+    assert settings.shared_key("initech") is None
     assert settings.webhook_retry_intervals_s == (0.5, 1.0, 2.0, 4.0)
     assert settings.lease_s == 3 * 2 + settings.webhook_lease_margin_s
     assert settings.webhook_per_host_concurrency == 2

@@ -103,12 +103,19 @@ def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(a
     assert "address: refused" in outcome.error
 
 
-def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_both_keys():
+def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_each_secret():
     body = '{"lots":["Évaluation"]}'.encode()
-    headers = webhook_headers("new-key", "d-1", 1_754_381_700, body, ["old-key"])
+    new, old = (b"n" * 32, b"o" * 32)
+    whsec = ["whsec_" + base64.b64encode(raw).decode() for raw in (new, old)]
+    headers = webhook_headers("new-key", whsec, "d-1", 1_754_381_700, body)
     assert headers["X-Signature"] == "sha256=" + hmac.new(b"new-key", body, hashlib.sha256).hexdigest()
     assert headers["webhook-id"] == "d-1" and headers["webhook-timestamp"] == "1754381700"
     expected = [
         "v1," + base64.b64encode(hmac.new(key, b"d-1.1754381700." + body, hashlib.sha256).digest()).decode()
-        for key in (b"new-key", b"old-key")]
+        for key in (new, old)]
     assert headers["webhook-signature"].split(" ") == expected
+
+
+def test_without_a_webhook_secret_no_standard_signature_is_sent():
+    assert list(webhook_headers("key", [], "d-1", 1_754_381_700, b"{}")) == [
+        "X-Signature", "webhook-id", "webhook-timestamp"]

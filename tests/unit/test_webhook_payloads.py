@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
-from lotlens_common.read_models import JobView
+from lotlens_common.read_models import JobView, duration_words
 from lotlens_webhook_dispatcher.payloads import body, count_parts_by_url, head, part_body
 
 
@@ -87,3 +88,11 @@ def test_when_the_limit_changed_since_counting_the_recorded_parts_still_carry_ev
     bodies = [orjson.loads(part_body(job_head, lambda: lots, part, 3, 5_000_000)) for part in (1, 2, 3)]
     assert [d["part"] for d in bodies] == [1, 2, 3]
     assert [lot for d in bodies for lot in d["lots"]] == lots
+
+
+@pytest.mark.parametrize(("seconds", "words"), [
+    (0, "0 seconds"), (1, "1 second"), (59, "59 seconds"), (60, "1 minute"), (119, "1 minute"),
+    (2700, "45 minutes"), (3600, "1 hour"), (3660, "1 hour 1 minute"), (7320, "2 hours 2 minutes"),
+    (86_400, "24 hours")])
+def test_processing_time_is_singular_for_one_and_plural_otherwise(seconds: int, words: str) -> None:
+    assert duration_words(seconds) == words

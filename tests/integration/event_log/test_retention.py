@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
-from lotlens_common.kafka import ensure_topics
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.integration

@@ -6,17 +6,21 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, func, insert, select, update
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     JobCancelled,
     JobCompleted,
+    TranslationCompleted,
+    VisionCompleted,
     WebhookAttempted,
     WebhookDelivered,
     WebhookFailed,
 )
 from lotlens_common.kafka import EventProducer
+from lotlens_common.model.usage import Usage
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import (
     jobs,
@@ -70,6 +74,42 @@ def test_a_three_lot_job_is_projected_and_announced_exactly_once(
     assert event.completed_at == job_row(engine, script.job_id)["completed_at"]
 
 
+def with_usage(envelopes: list[Envelope], usage: Usage) -> list[Envelope]:
+    """The same envelopes, each completion event carrying `usage`."""
+    return [Envelope(event=e.event.model_copy(update={"usage": usage}), client_id=e.client_id,
+                     occurred_at=e.occurred_at)
+            if isinstance(e.event, VisionCompleted | TranslationCompleted) else e for e in envelopes]
+
+
+def test_usage_is_kept_per_lot_and_stage_and_summed_into_the_job_and_its_event(
+        engine: Engine, apply: Apply, infra: Infra, topics: TopicSettings) -> None:
+    script = job_script(3, failed=[1])
+    seen = Usage(input_tokens=1000, cached_input_tokens=100, output_tokens=200, reasoning_tokens=64,
+                 estimated_cost_usd=0.002, model="o4-mini")
+    read = Usage(input_tokens=300, output_tokens=400, estimated_cost_usd=0.001, model="gpt-4.1-mini")
+    reasoning = {"model": "o4-mini", "kind": "reasoning"}
+    tokens_before = REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) or 0
+    apply(script.submissions)
+    apply(with_usage(script.vision, seen))
+    apply(with_usage(script.vision, seen))  # a replay changes nothing
+    apply(with_usage(script.translation, read))
+    lots_now = lot_rows(engine, script.job_id)
+    assert lots_now["lot-00000"]["usage"] == {"vision": seen.model_dump(mode="json"),
+                                               "translation": read.model_dump(mode="json")}
+    assert lots_now["lot-00001"]["usage"] is None  # failed before any answer
+
+    [announced] = completions(infra, topics, script.job_id)
+    usage = announced.event.usage
+    assert isinstance(announced.event, JobCompleted) and usage is not None
+    assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens) == (
+        2600, 200, 1200, 128)
+    assert usage.estimated_cost_usd == pytest.approx(0.006)
+    assert usage.by_model["o4-mini"].input_tokens == 2000
+    assert usage.by_model["gpt-4.1-mini"].output_tokens == 800
+    assert job_row(engine, script.job_id)["usage"] == usage.model_dump(mode="json")
+    assert REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) == tokens_before + 128
+
+
 def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, apply: Apply) -> None:
     script = job_script(2)
     with engine.begin() as conn:
@@ -79,6 +119,15 @@ def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, 
     job = job_row(engine, script.job_id)
     assert (job["status"], job["api_version"], job["webhook_configured"]) == ("pending", "2.0", True)
     assert job["estimated_completion"] is not None
+
+
+def test_a_retry_jobs_link_to_the_job_it_retries_is_projected(engine: Engine, apply: Apply) -> None:
+    script = job_script(2)
+    submitted = script.submissions[0]
+    linked = submitted.event.model_copy(update={"retry_of": "the-earlier-job"})
+    apply([Envelope(event=linked, client_id=script.client_id, occurred_at=submitted.occurred_at),
+           *script.submissions[1:]])
+    assert job_row(engine, script.job_id)["retry_of"] == "the-earlier-job"
 
 
 def test_duplicated_and_out_of_order_events_give_the_same_state(

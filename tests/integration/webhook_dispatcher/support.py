@@ -4,9 +4,6 @@ process, and its events read back from Kafka."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import os
 import subprocess
 import sys
@@ -28,6 +25,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
 
+from lotlens_common import webhook_secrets
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobCompleted, WebhookDelivered, WebhookFailed
 from lotlens_common.kafka import EventProducer
@@ -180,7 +178,7 @@ def dispatcher_settings(settings: ServiceSettings, group: str, **changes: Any) -
         kafka=settings.kafka, database=settings.database, topics=settings.topics, allow_loopback_urls=True,
         clients={CLIENT: SecretStr(KEY)}, consumer_group=group, webhook_retry_intervals_s=INTERVALS,
         webhook_timeout_s=0.5, webhook_jitter=0.1, webhook_poll_interval_s=0.05,
-        webhook_lease_margin_s=0.5, metrics_port=0)
+        webhook_lease_margin_s=0.5, webhook_secrets_cache_s=0.0, metrics_port=0)
     values.update(changes)
     return DispatcherSettings(**values)
 
@@ -240,18 +238,11 @@ def queue_rows(engine: Engine, job_id: str) -> list[Any]:
                                  .order_by(dispatch_queue.c.webhook_url, dispatch_queue.c.part)).mappings())
 
 
-def verify_standard_webhook(key: str, headers: dict[str, str], body: bytes, tolerance_s: int = 300) -> bool:
-    """A Standard Webhooks verifier, as a receiver would write it (svix style)."""
-    msg_id, timestamp = headers["webhook-id"], headers["webhook-timestamp"]
-    if abs(time.time() - int(timestamp)) > tolerance_s:
-        return False
-    expected = base64.b64encode(hmac.new(key.encode(), f"{msg_id}.{timestamp}.".encode() + body,
-                                         hashlib.sha256).digest())
-    for signature in headers["webhook-signature"].split(" "):
-        version, _, value = signature.partition(",")
-        if version == "v1" and hmac.compare_digest(value.encode(), expected):
-            return True
-    return False
+def client_secret(engine: Engine) -> str:
+    """The client's current `whsec_` secret, made as the gateway makes it at start-up."""
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [CLIENT])
+        return webhook_secrets.live(conn, CLIENT, datetime.now(UTC))[0]
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

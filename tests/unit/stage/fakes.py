@@ -150,6 +150,8 @@ class FakeStore:
                 self.rows[lot_id].status = status
         for reason, lot_ids in settlement.again.items():
             self.requeue(job_id, lot_ids, reason)
+        for lot in settlement.rework:
+            self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         return self.cancelled & set(job_ids)
@@ -162,6 +164,10 @@ class FakeStore:
 
     def waiting_count(self) -> int:
         return sum(r.status == "waiting" for r in self.rows.values())
+
+    def oldest_submitted_age_s(self) -> float:
+        # The in-memory store keeps no timestamps: the age is not part of what these tests check.
+        return 0.0
 
     def prune(self, settled_before: datetime) -> int:
         return 0

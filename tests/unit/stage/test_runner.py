@@ -12,16 +12,20 @@ import pytest
 
 from lotlens_common.model.errors import (
     ModelError,
+    ModelOutputError,
     ModelRateLimitedError,
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
 )
+from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage import metrics, record, submit
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.record import batch_metadata
-from tests.unit.stage.conftest import World, lots
+from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_vision_batcher.vision_stage import VisionStage
+from tests.unit.stage.conftest import World, dead_images_unreachable, lots
 from tests.unit.stage.fakes import described
 
 
@@ -368,3 +372,37 @@ def test_a_builder_whose_lock_a_database_restart_took_creates_no_batch_and_recov
     world.store.lost.clear()
     world.rounds(3)
     assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def test_an_unusable_answer_the_spec_can_fix_is_sent_again_with_the_new_work(world: World) -> None:
+    class Roomier(VisionStage):
+        def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> LotWork[VisionWork]:
+            return lot.with_work(lot.work.model_copy(update={"additional_info": "more room"}))
+
+    seen: list[str] = []
+
+    def answer(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        seen.append(body["input"][0]["content"][-1]["text"])
+        if len(seen) == 1:
+            return {"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}
+        return described(custom_id, body)
+
+    world.batches.answer = answer
+    world.stage.spec = Roomier("vision", ModelSettings(), dead_images_unreachable)
+    world.store.add(lots(1))
+    world.rounds(3)
+    assert seen == ["Camry 0", "more room"] and world.completed() == ["job-1-lot-0"]
+
+
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
+        world: World, status_code: int) -> None:
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)]
+    world.store.add(lots(2))
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds(2)
+    assert world.stage.unreadable and len(world.store.shards_by_id) == 1  # no shard after the refusal
+    world.housekeep()  # recovery rebuilds the refused shard: the key works again
+    world.rounds(3)
+    assert not world.stage.unreadable and len(world.completed()) == 4

@@ -152,6 +152,13 @@ def cancel_job(key: str, job_id: str) -> Call[Cancellation]:
     return Call("POST", path, _parse(Cancellation.from_json), _job_headers(key, job_id))
 
 
+def retry_failed(key: str, job_id: str) -> Call[JobAccepted]:
+    """Resubmit a finished job's failed lots as a new job (the same new job on every call)."""
+    path = _job_path(API + "/batch-jobs/{job_id}/retry-failed", job_id)
+    return Call("POST", path, _parse(JobAccepted.from_json), _job_headers(key, job_id),
+                ok=frozenset({200, 201}))
+
+
 def _timestamp(moment: datetime | str) -> str:
     if isinstance(moment, str):
         return moment

@@ -4,6 +4,7 @@
     lotlens status JOB
     lotlens results JOB [--download FILE]
     lotlens cancel JOB
+    lotlens retry-failed JOB
     lotlens jobs [--status S] [--limit N] [--offset N]
 
 FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
@@ -53,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     submit = commands.add_parser("submit", help="describe one lot now, or submit 2+ lots as a batch job")
     submit.add_argument("file", type=Path, metavar="FILE",
                         help="JSON with `lots` (and `languages`), or a list of lots")
-    submit.add_argument("--languages", help="comma-separated ISO 639-1 codes (default: the file's, else en)")
+    submit.add_argument("--languages",
+                        help="comma-separated BCP 47 tags, e.g. en,pt-BR (default: the file's, else en)")
     submit.add_argument("--webhook", help="URL the results are POSTed to (lots without their own)")
     submit.add_argument("--idempotency-key", help="retrying with the same key never makes a second job")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its results")
@@ -68,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = commands.add_parser("cancel", help="cancel a pending or running job")
     cancel.add_argument("job_id", metavar="JOB")
+
+    retry = commands.add_parser("retry-failed", help="resubmit a finished job's failed lots as a new job")
+    retry.add_argument("job_id", metavar="JOB")
 
     jobs = commands.add_parser("jobs", help="your jobs, newest first")
     jobs.add_argument("--status", choices=STATES)
@@ -166,6 +171,7 @@ COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] 
     "status": lambda client, args, _err: client.job_status(args.job_id),
     "results": _results,
     "cancel": lambda client, args, _err: client.cancel_job(args.job_id),
+    "retry-failed": lambda client, args, _err: client.retry_failed(args.job_id),
     "jobs": _jobs,
 }
 

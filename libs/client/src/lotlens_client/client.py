@@ -168,6 +168,10 @@ class LotLensClient:
         """Cancel a pending or running job."""
         return self._send(calls.cancel_job(self._key, job_id))
 
+    def retry_failed(self, job_id: str) -> JobAccepted:
+        """Resubmit a finished job's failed lots as a new job; calling again names the same job."""
+        return self._send(calls.retry_failed(self._key, job_id))
+
     def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
                   created_after: datetime | str | None = None,
                   created_before: datetime | str | None = None) -> JobPage:
@@ -296,6 +300,10 @@ class AsyncLotLensClient:
     async def cancel_job(self, job_id: str) -> Cancellation:
         """Cancel a pending or running job."""
         return await self._send(calls.cancel_job(self._key, job_id))
+
+    async def retry_failed(self, job_id: str) -> JobAccepted:
+        """Resubmit a finished job's failed lots as a new job; calling again names the same job."""
+        return await self._send(calls.retry_failed(self._key, job_id))
 
     async def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
                         created_after: datetime | str | None = None,

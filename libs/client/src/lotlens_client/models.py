@@ -36,6 +36,10 @@ def _int(value: Any) -> int:
     return int(value) if isinstance(value, int | float) else 0
 
 
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
 def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -81,6 +85,8 @@ class JobAccepted:
     estimated_completion: datetime | None
     processing_mode: str
     webhook_configured: bool
+    # Set for a job made by `retry_failed`: the job whose failed lots it resubmits.
+    retry_of: str | None = None
 
     @classmethod
     def from_json(cls, data: Json) -> JobAccepted:
@@ -90,7 +96,8 @@ class JobAccepted:
                    languages=_strings(data.get("languages")),
                    estimated_completion=parse_time(data.get("estimated_completion")),
                    processing_mode=str(data.get("processing_mode", "batch")),
-                   webhook_configured=bool(data.get("webhook_configured", False)))
+                   webhook_configured=bool(data.get("webhook_configured", False)),
+                   retry_of=_text(data.get("retry_of")))
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,7 @@ class ProcessingDetails:
     openai_translation_batch_id: str | None = None
     vision_batch_ids: tuple[str, ...] = ()
     translation_batch_ids: tuple[str, ...] = ()
+    usage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessingDetails:
@@ -134,7 +142,8 @@ class ProcessingDetails:
                    openai_vision_batch_id=_text(data.get("openai_vision_batch_id")),
                    openai_translation_batch_id=_text(data.get("openai_translation_batch_id")),
                    vision_batch_ids=_strings(data.get("vision_batch_ids")),
-                   translation_batch_ids=_strings(data.get("translation_batch_ids")))
+                   translation_batch_ids=_strings(data.get("translation_batch_ids")),
+                   usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)
@@ -152,6 +161,9 @@ class JobStatus:
     processing_details: ProcessingDetails = field(default_factory=ProcessingDetails)
     error_message: str | None = None
     webhook_configured: bool = False
+    # The job this one retries the failed lots of, and the job retrying this one's.
+    retry_of: str | None = None
+    retried_as: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -170,7 +182,8 @@ class JobStatus:
                    cancelled_at=parse_time(data.get("cancelled_at")),
                    processing_details=ProcessingDetails.from_json(data.get("processing_details")),
                    error_message=_text(data.get("error_message")),
-                   webhook_configured=bool(data.get("webhook_configured", False)))
+                   webhook_configured=bool(data.get("webhook_configured", False)),
+                   retry_of=_text(data.get("retry_of")), retried_as=_text(data.get("retried_as")))
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,8 @@ class LotResult:
     missing_images: tuple[str, ...] = ()
     processed_at: datetime | None = None
     error_message: str | None = None
+    # Tokens by kind and `estimated_cost_usd` of the lot's model answers, when the service reports them.
+    usage: Mapping[str, Any] | None = None
 
     def description(self, language: str) -> str | None:
         """The HTML description in `language`, or None when there is none."""
@@ -210,7 +225,7 @@ class LotResult:
                    processed_images=_int(data.get("processed_images")),
                    missing_images=_strings(data.get("missing_images")),
                    processed_at=parse_time(data.get("processed_at")) or processed_at,
-                   error_message=_text(data.get("error_message")))
+                   error_message=_text(data.get("error_message")), usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,8 @@ class ProcessingSummary:
     failed_lots: int = 0
     total_images_processed: int = 0
     total_processing_time: str | None = None
+    # The job's tokens and estimated cost, in all and `by_model` (once the job is finished).
+    usage: Mapping[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> ProcessingSummary:
@@ -231,7 +248,8 @@ class ProcessingSummary:
         return cls(total_lots=_int(data.get("total_lots")), processed_lots=_int(data.get("processed_lots")),
                    failed_lots=_int(data.get("failed_lots")),
                    total_images_processed=_int(data.get("total_images_processed")),
-                   total_processing_time=_text(data.get("total_processing_time")))
+                   total_processing_time=_text(data.get("total_processing_time")),
+                   usage=_mapping(data.get("usage")))
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,12 @@ Requests: `sha256=<hex>` with the client's shared key over
 * the raw query string, empty without one (`GET /api/v1/batch-jobs`),
 * the raw body (`POST /api/v1/test-image-validation`).
 
-Webhooks carry two signatures over the exact body bytes: `X-Signature: sha256=<hex>` (the v2.0
-document's scheme) and Standard Webhooks headers `webhook-id`, `webhook-timestamp` and
-`webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">` (space-separated, one per
-key while the service rotates keys). The key is the shared key's UTF-8 bytes in both schemes.
+Webhooks carry two signatures over the exact body bytes: `X-Signature: sha256=<hex>` with the
+shared key (the v2.0 document's scheme) and Standard Webhooks headers `webhook-id`,
+`webhook-timestamp` and `webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`
+with the client's webhook secret `whsec_<base64>` (its base64 part decoded is the HMAC key, as in
+every Standard Webhooks library); while a secret is rotated the header lists one signature per
+live secret, space-separated.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 PREFIX = "sha256="
 STANDARD_VERSION = "v1"
+SECRET_PREFIX = "whsec_"
 
 
 def _hex(key: str, message: bytes) -> str:
@@ -67,10 +70,21 @@ def verify_webhook(body: bytes, signature_header: str, key: str) -> bool:
     return hmac.compare_digest(_hex(key, body).encode(), received)
 
 
-def standard_signature(key: str, delivery_id: str, timestamp: int, body: bytes) -> str:
-    """The Standard Webhooks `v1,<base64>` signature of a delivery."""
+def webhook_secret_bytes(secret: str) -> bytes:
+    """The HMAC key of a `whsec_<base64>` webhook secret; ValueError for anything else.
+
+    The shared key is not a webhook secret: it verifies `X-Signature` (`verify_webhook`).
+    """
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("a webhook secret starts with `whsec_` (ask your LotLens operator for it); "
+                         "the shared key verifies X-Signature with verify_webhook")
+    return base64.b64decode(secret[len(SECRET_PREFIX):] + "==")
+
+
+def standard_signature(secret: str, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks `v1,<base64>` signature of a delivery with a `whsec_` secret."""
     signed = f"{delivery_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(webhook_secret_bytes(secret), signed, hashlib.sha256).digest()
     return f"{STANDARD_VERSION},{base64.b64encode(digest).decode()}"
 
 
@@ -81,9 +95,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def verify_standard_webhook(body: bytes, headers: Mapping[str, str], key: str, tolerance_s: float = 300,
+def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secret: str, tolerance_s: float = 300,
                             now: float | None = None) -> bool:
-    """True when a Standard Webhooks signature verifies and the timestamp is within `tolerance_s`.
+    """True when a Standard Webhooks signature by `secret` (`whsec_…`) verifies and the timestamp
+    is within `tolerance_s`.
 
     `headers` may use any case. Every `v1,` signature listed is tried (key rotation); a stale or
     future timestamp fails even with a valid signature, so a captured delivery cannot be replayed.
@@ -99,7 +114,7 @@ def verify_standard_webhook(body: bytes, headers: Mapping[str, str], key: str, t
         return False
     if abs((time.time() if now is None else now) - sent_at) > tolerance_s:
         return False
-    expected = standard_signature(key, delivery_id, sent_at, body).encode()
+    expected = standard_signature(secret, delivery_id, sent_at, body).encode()
     matched = False
     for candidate in listed.split():
         version, _, _ = candidate.partition(",")

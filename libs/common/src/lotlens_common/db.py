@@ -12,7 +12,7 @@ from sqlalchemy import Engine, create_engine, text
 
 from lotlens_common.settings import DatabaseSettings
 
-_MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant: every process that migrates takes the same lock, so two never race.
 _MIGRATION_LOCK = 7_311_002
 
@@ -50,7 +50,7 @@ def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autoco
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision; safe to call from many processes at once."""
     config = Config()
-    config.set_main_option("script_location", str(_MIGRATIONS))
+    config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
         config.attributes["connection"] = connection

@@ -13,6 +13,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from lotlens_common.model.usage import JobUsage, Usage
+
 JobStatus = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
 TERMINAL_JOB_STATUSES: frozenset[str] = frozenset({"completed", "failed", "cancelled"})
 Stage = Literal["intake", "vision", "translation"]
@@ -40,6 +42,8 @@ class JobSubmitted(Event):
     webhook_urls: tuple[str, ...]
     created_at: datetime
     estimated_completion: datetime
+    retry_of: str | None = Field(default=None, description=(
+        "The finished job whose failed lots this job resubmits (`POST .../retry-failed`)"))
 
 
 class LotSubmitted(Event):
@@ -78,6 +82,7 @@ class VisionCompleted(Event):
     total_lots: int
     processed_images: int
     missing_images: tuple[str, ...]
+    usage: Usage | None = Field(default=None, description="Tokens and estimated cost of the vision answer")
 
 
 class TranslationBatchSubmitted(Event):
@@ -98,6 +103,7 @@ class TranslationCompleted(Event):
 
     lot_id: str
     descriptions: dict[str, str]
+    usage: Usage | None = Field(default=None, description="Tokens and estimated cost of the translation")
 
 
 class LotFailed(Event):
@@ -131,6 +137,7 @@ class JobCompleted(Event):
     total_lots: int
     processed_lots: int
     failed_lots: int
+    usage: JobUsage | None = Field(default=None, description="The job's tokens and estimated cost")
 
 
 class WebhookAttempted(Event):

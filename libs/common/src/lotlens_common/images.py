@@ -1,9 +1,11 @@
-"""Is an image URL usable? Reachable (2xx), an image (`image/*`), at most 10 MB — and safe to fetch.
+"""Is an image URL usable? Reachable (2xx), a type OpenAI accepts (PNG, JPEG, WEBP, non-animated
+GIF), at most 10 MB — and safe to fetch.
 
 Each URL gets a HEAD request; a GET (streamed, read no further than the size limit) follows
 when HEAD is refused or does not tell the type and size. Redirects are followed by hand, at
 most `max_redirects`, and every hop goes through the SSRF guard of `lotlens_common.urls` first.
-Unreachable images are not an error for the caller: they become the lot's `missing_images`.
+A GIF is always fetched (GET), since only its frames tell whether it is animated. Unreachable
+images are not an error for the caller: they become the lot's `missing_images`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from lotlens_common.stage.core.limits import IMAGE_TYPES
 from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, check_destination, resolve_host
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -39,10 +42,42 @@ class _Answer:
     status: int
     content_type: str
     length: int | None
+    frames: int | None = None  # GIFs fetched with GET only
+
+
+# Servers that say image/jpg mean image/jpeg.
+_ALIASES = {"image/jpg": "image/jpeg", "image/pjpeg": "image/jpeg"}
+
+
+def _media_type(content_type: str) -> str:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return _ALIASES.get(media, media)
 
 
 def _is_image(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower().startswith("image/")
+    return _media_type(content_type).startswith("image/")
+
+
+def gif_frames(data: bytes) -> int:
+    """How many images a GIF holds (walking its blocks); more than one means animated."""
+    if data[:3] != b"GIF" or len(data) < 13:
+        return 0
+    at = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    frames = 0
+    while at < len(data):
+        block = data[at]
+        if block == 0x2C:  # image descriptor, then its own colour table and LZW data
+            frames += 1
+            flags = data[at + 9] if at + 9 < len(data) else 0
+            at += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        elif block == 0x21:  # extension: label, then data sub-blocks
+            at += 2
+        else:
+            break  # trailer (0x3B) or garbage
+        while at < len(data) and data[at]:
+            at += data[at] + 1
+        at += 1
+    return frames
 
 
 def _length(response: httpx.Response) -> int | None:
@@ -75,7 +110,8 @@ class _Checker:
         """None when the image is usable, otherwise why not."""
         try:
             head = await self._fetch(url, "HEAD")
-            if 200 <= head.status < 300 and head.length is not None and head.content_type:
+            if (200 <= head.status < 300 and head.length is not None and head.content_type
+                    and _media_type(head.content_type) != "image/gif"):
                 return self._verdict(head)
             return self._verdict(await self._fetch(url, "GET"))
         except _Unusable as exc:
@@ -90,8 +126,12 @@ class _Checker:
             return f"HTTP {answer.status}"
         if not _is_image(answer.content_type):
             return f"not an image (Content-Type {answer.content_type or 'missing'!r})"
+        if _media_type(answer.content_type) not in IMAGE_TYPES:
+            return f"not a PNG, JPEG, WEBP or GIF image (Content-Type {answer.content_type!r})"
         if answer.length is not None and answer.length > self._max_bytes:
             return f"larger than {self._max_bytes} bytes ({answer.length})"
+        if answer.frames is not None and answer.frames != 1:
+            return "an animated GIF" if answer.frames > 1 else "not a readable GIF"
         return None
 
     async def _fetch(self, url: str, method: str) -> _Answer:
@@ -104,26 +144,30 @@ class _Checker:
                 if response.has_redirect_location:
                     current = str(response.url.join(response.headers["location"]))
                     continue
-                length = _length(response)
-                if method == "GET" and response.is_success and _is_image(
-                        response.headers.get("content-type", "")):
-                    length = await self._measure(response)
-                return _Answer(response.status_code, response.headers.get("content-type", ""), length)
+                length, frames = _length(response), None
+                content_type = response.headers.get("content-type", "")
+                if method == "GET" and response.is_success and _is_image(content_type):
+                    gif = _media_type(content_type) == "image/gif"
+                    length, body = await self._measure(response, keep=gif)
+                    frames = gif_frames(body) if gif else None
+                return _Answer(response.status_code, content_type, length, frames)
             finally:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
 
-    async def _measure(self, response: httpx.Response) -> int:
-        """Bytes of the body, reading no further than one byte past the limit."""
+    async def _measure(self, response: httpx.Response, keep: bool) -> tuple[int, bytes]:
+        """Bytes of the body, reading no further than one byte past the limit (and the body, if kept)."""
         declared = _length(response)
         if declared is not None and declared > self._max_bytes:
-            return declared
-        size = 0
+            return declared, b""
+        size, kept = 0, bytearray()
         async for chunk in response.aiter_raw():
             size += len(chunk)
+            if keep:
+                kept += chunk
             if size > self._max_bytes:
                 break
-        return size
+        return size, bytes(kept)
 
 
 async def check_images(urls: Sequence[str], client: httpx.AsyncClient, allow_loopback: bool,

@@ -15,18 +15,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    NewTopic,
-    ResourceType,
-)
 from prometheus_client import Counter
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from lotlens_common import dead_letters
+from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import (
     Envelope,
     FutureEventVersion,
@@ -35,11 +28,14 @@ from lotlens_common.envelope import (
     decode,
     encode,
 )
+from lotlens_common.logs import log_context
+from lotlens_common.ops import heartbeat
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
 
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -81,6 +77,10 @@ class EventProducer:
                     headers: Headers) -> None:
         """Queue bytes as they are (dead-lettering keeps the original message intact)."""
         self._produce(topic, key, value, headers)
+
+    def ping(self, timeout_s: float = 2.0) -> None:
+        """Raise unless a broker answers a metadata request (readiness)."""
+        self._producer.list_topics(timeout=timeout_s)
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
@@ -159,15 +159,26 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
     consumer = make_consumer(config)
-    consumer.subscribe(list(spec.topics), on_revoke=_commit_on_revoke)
+    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
+
+    def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
+        lag.revoked(partitions)
+        _commit_on_revoke(revoking, partitions)
+
+    consumer.subscribe(list(spec.topics), on_assign=lambda _c, ps: lag.assigned(ps), on_revoke=on_revoke,
+                       on_lost=lambda _c, ps: lag.revoked(ps))
+    lag_stop = threading.Event()
+    threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
     try:
         while not stop.is_set():
+            heartbeat(_loop_name())
             messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
             batch = [m for m in messages if _is_data(m)]
             if batch:
                 for message in _handle_batch(batch, group, spec, topics, producer, stop):
                     consumer.store_offsets(message=message)
     finally:
+        lag_stop.set()
         consumer.close()
 
 
@@ -220,7 +231,8 @@ def _handle_decoded(decoded: list[tuple[Message, Envelope]], group: str, spec: C
         # Isolate the poison message: the rest of the batch must still go through.
         log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
         for message, envelope in decoded:
-            _handle_alone(message, envelope, group, spec, topics, producer, stop)
+            with log_context(job_id=envelope.job_id):
+                _handle_alone(message, envelope, group, spec, topics, producer, stop)
 
 
 def _handle_alone(message: Message, envelope: Envelope, group: str, spec: ConsumerSpec,
@@ -249,6 +261,7 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
         except TRANSIENT_ERRORS as exc:
             if stop.is_set():
                 raise _Interrupted(message) from exc
+            heartbeat(_loop_name())  # waiting for a dependency is not being stuck
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)
@@ -287,32 +300,6 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
     DEAD_LETTERS.labels(group=group, reason=reason).inc()
 
 
-def topic_config(topics: TopicSettings, topic: str) -> dict[str, str]:
-    """The configuration a pipeline topic is created with and kept at."""
-    # `delete`, never `compact`: compaction would keep only the last event of each job.
-    return {"retention.ms": str(topics.retention_of(topic)), "retention.bytes": "-1",
-            "cleanup.policy": "delete", "max.message.bytes": str(MAX_MESSAGE_BYTES)}
-
-
-def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
-    """Create the pipeline's topics when missing and bring existing ones to the configured
-    retention (idempotent: topics made before the log was kept for good get `retention.ms=-1`)."""
-    admin = AdminClient(settings.client_config())
-    existing = set(admin.list_topics(timeout=timeout_s).topics)
-    wanted = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
-                       config=topic_config(topics, name))
-              for name in topics.all_topics() if name not in existing]
-    for name, future in admin.create_topics(wanted).items() if wanted else []:
-        try:
-            future.result(timeout_s)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-        log.info("created topic %s", name)
-    # Incremental: only these keys change, whatever else an SRE set on the topic.
-    resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
-        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
-        for key, value in topic_config(topics, name).items()]) for name in topics.all_topics()]
-    for resource, future in admin.incremental_alter_configs(resources).items():
-        future.result(timeout_s)
-        log.debug("topic %s configured", resource.name)
+def _loop_name() -> str:
+    """The liveness name of the consumer loop running on this thread."""
+    return f"consumer:{threading.current_thread().name}"

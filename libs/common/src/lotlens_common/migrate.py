@@ -1,18 +1,75 @@
-"""`python -m lotlens_common.migrate`: apply migrations and create the Kafka topics."""
+"""`python -m lotlens_common.migrate`: apply migrations and create the Kafka topics.
+
+With `--wait` it changes nothing and returns once the schema is at the newest revision and every
+topic exists with its partitions: the services' init container, so that a pod started before the
+migrate Job finished waits instead of crash-looping.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
+import time
 
-from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import ensure_topics
-from lotlens_common.settings import ServiceSettings
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from confluent_kafka.admin import AdminClient
+from sqlalchemy import Engine
+
+from lotlens_common.db import MIGRATIONS, make_engine, migrate
+from lotlens_common.service import setup_logging
+from lotlens_common.settings import KafkaSettings, ServiceSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
+
+log = logging.getLogger("lotlens_common.migrate")
+WAIT_POLL_S = 5.0
+
+
+def schema_current(engine: Engine) -> bool:
+    """The database is at the newest migration."""
+    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+def topics_ready(kafka: KafkaSettings, topics: TopicSettings) -> bool:
+    """Every pipeline topic exists with at least its configured partitions."""
+    existing = AdminClient(kafka.client_config()).list_topics(timeout=10).topics
+    return all(name in existing and len(existing[name].partitions) >= topics.partitions
+               for name in topics.all_topics())
+
+
+def wait_until_prepared(settings: ServiceSettings, poll_s: float = WAIT_POLL_S) -> None:
+    """Block until the migrate Job's work is visible (never fails: dependencies may come later)."""
+    engine = make_engine(settings.database)
+    try:
+        while True:
+            try:
+                schema = schema_current(engine)
+                topics = topics_ready(settings.kafka, settings.topics)
+            except Exception as exc:  # a dependency not up yet is a reason to wait, not to crash
+                log.info("waiting for PostgreSQL and Kafka: %s", exc)
+            else:
+                if schema and topics:
+                    return
+                log.info("waiting for the migrate Job: schema %s, topics %s",
+                         "current" if schema else "behind", "ready" if topics else "missing")
+            time.sleep(poll_s)
+    finally:
+        engine.dispose()
 
 
 def main() -> None:
-    """Prepare PostgreSQL and Kafka for the services (idempotent)."""
-    logging.basicConfig(level=logging.INFO)
+    """Prepare PostgreSQL and Kafka for the services (idempotent), or wait for that (`--wait`)."""
+    parser = argparse.ArgumentParser(prog="python -m lotlens_common.migrate")
+    parser.add_argument("--wait", action="store_true",
+                        help="change nothing; return once the schema is current and the topics exist")
+    args = parser.parse_args()
     settings = ServiceSettings()
+    setup_logging(settings.log_level)
+    if args.wait:
+        wait_until_prepared(settings)
+        return
     engine = make_engine(settings.database)
     try:
         migrate(engine)

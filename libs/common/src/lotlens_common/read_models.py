@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from lotlens_common.clock import iso
+from lotlens_common.model.usage import Usage, total
 from lotlens_common.tables import descriptions, jobs, lots, webhook_attempts, webhook_deliveries
 
 STREAM_CHUNK = 1000
@@ -40,6 +41,11 @@ class JobView:
     estimated_completion: datetime | None
     completed_at: datetime | None
     cancelled_at: datetime | None
+    # The job this one retries the failed lots of, and the job that retries this one's.
+    retry_of: str | None = None
+    retried_as: str | None = None
+    # Tokens and estimated cost, summed once the job is terminal (None before, or without usage).
+    usage: dict[str, Any] | None = None
 
     @property
     def completion_percentage(self) -> float:
@@ -65,7 +71,8 @@ def job_view(row: Any) -> JobView:
         webhook_configured=row["webhook_configured"], error_message=row["error_message"],
         created_at=row["created_at"], updated_at=row["updated_at"],
         estimated_completion=row["estimated_completion"], completed_at=row["completed_at"],
-        cancelled_at=row["cancelled_at"],
+        cancelled_at=row["cancelled_at"], retry_of=row.get("retry_of"), retried_as=row.get("retried_as"),
+        usage=row.get("usage"),
     )
 
 
@@ -76,19 +83,29 @@ def processing_summary(job: JobView) -> dict[str, Any]:
         "processed_lots": job.processed_lots,
         "failed_lots": job.failed_lots,
         "total_images_processed": job.images_processed,
-        "total_processing_time": _duration(job),
+        "total_processing_time": _processing_time(job),
+        **({"usage": job.usage} if job.usage is not None else {}),
     }
 
 
-def _duration(job: JobView) -> str | None:
+def _processing_time(job: JobView) -> str | None:
     if job.created_at is None or job.completed_at is None:
         return None
-    seconds = max(0, int((job.completed_at - job.created_at).total_seconds()))
+    return duration_words(max(0, int((job.completed_at - job.created_at).total_seconds())))
+
+
+def _count(number: int, unit: str) -> str:
+    return f"{number} {unit}" if number == 1 else f"{number} {unit}s"
+
+
+def duration_words(seconds: int) -> str:
+    """A duration as seed 003 writes it (`45 minutes`), singular for one: `1 minute`, `2 hours 1 minute`."""
     if seconds < 60:
-        return f"{seconds} seconds"
+        return _count(seconds, "second")
     if seconds < 3600:
-        return f"{seconds // 60} minutes"
-    return f"{seconds // 3600} hours {seconds % 3600 // 60} minutes"
+        return _count(seconds // 60, "minute")
+    hours, minutes = _count(seconds // 3600, "hour"), seconds % 3600 // 60
+    return f"{hours} {_count(minutes, 'minute')}" if minutes else hours
 
 
 def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = None,
@@ -117,6 +134,21 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
         yield from _render(conn, job, chunk, text_query, order)
 
 
+def lot_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int
+             ) -> tuple[list[dict[str, Any]], int]:
+    """One page of the job's lots in request order (only those in `status`, if given), and how
+    many match in all; each lot in the contract's shape (running jobs' lots too)."""
+    conditions = [lots.c.job_id == job.job_id]
+    if status is not None:
+        conditions.append(lots.c.status == status)
+    rows = conn.execute(select(lots).where(*conditions).order_by(lots.c.seq, lots.c.lot_id)
+                        .limit(limit).offset(offset)).mappings().all()
+    matching = conn.execute(select(func.count()).select_from(lots).where(*conditions)).scalar_one()
+    text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
+    order = {language: i for i, language in enumerate(job.languages)}
+    return list(_render(conn, job, list(rows), text_query, order)), int(matching)
+
+
 def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
             order: dict[str, int]) -> Iterator[dict[str, Any]]:
     texts: dict[str, list[tuple[str, str]]] = {}
@@ -135,7 +167,14 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
         }
         if row["error_message"]:
             lot["error_message"] = row["error_message"]
+        if row.get("usage"):
+            lot["usage"] = lot_usage(row["usage"])
         yield lot
+
+
+def lot_usage(by_stage: dict[str, Any]) -> dict[str, Any]:
+    """A lot's tokens and estimated cost over its stages' answers (`lots.usage` is per stage)."""
+    return total(Usage.model_validate(part) for part in by_stage.values()).model_dump(exclude={"model"})
 
 
 def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:

@@ -1,44 +1,21 @@
-"""Process wiring shared by the services: logging, signals, metrics endpoint, worker threads."""
+"""Process wiring shared by the services: signals, the operations endpoint, worker threads."""
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import FrameType
 
-from prometheus_client import start_http_server
+from sqlalchemy import Engine, text
 
+from lotlens_common.kafka import EventProducer
+from lotlens_common.logs import setup_logging
+from lotlens_common.ops import Readiness, serve_ops
+from lotlens_common.settings import ServiceSettings
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the job and batch ids when a record carries them."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render a record as JSON."""
-        entry: dict[str, object] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key in ("job_id", "batch_id", "shard_id", "delivery_id", "service"):
-            if hasattr(record, key):
-                entry[key] = getattr(record, key)
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def setup_logging(level: str) -> None:
-    """Structured logs on stderr."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals"]
 
 
 def stop_on_signals() -> threading.Event:
@@ -53,10 +30,14 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
-def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
-    """Expose Prometheus metrics on host:port (port 0 disables; containers bind 0.0.0.0)."""
-    if port:
-        start_http_server(port, addr=host)
+def serve_operations(settings: ServiceSettings, port: int, engine: Engine, producer: EventProducer) -> None:
+    """Serve /metrics, /livez and /readyz (PostgreSQL and the brokers) on `metrics_host`:port."""
+
+    def database() -> None:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    serve_ops(port, settings.metrics_host, Readiness({"database": database, "kafka": producer.ping}))
 
 
 def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: threading.Event) -> None:

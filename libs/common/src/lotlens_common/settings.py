@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.model.settings import ModelSettings
 
 
@@ -26,6 +29,8 @@ class TopicSettings(BaseSettings):
     dead_letter: str = "lotlens.dead-letter"
     partitions: int = 6
     replication_factor: int = 1
+    # Writes (acks=all) need this many in-sync replicas: 2 with replication 3 survives one broker.
+    min_insync_replicas: int = 1
     # Of the transient dead-letter topic.
     retention_ms: int = 14 * 24 * 3600 * 1000
     # Of the record topics: -1 keeps every event for good.
@@ -64,16 +69,19 @@ class KafkaSettings(BaseSettings):
     # session timeout or a rebalance. A static member does not leave the group when it stops, so
     # an instance removed for good holds its partitions for one session timeout.
     group_instance_id: str | None = None
+    # How often each consumer refreshes its lag metric.
+    lag_interval_s: float = 5.0
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
 
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """The librdkafka settings every producer, consumer and admin client shares."""
-        config: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers,
-                                     "security.protocol": self.security_protocol}
+    def client_config(self) -> dict[str, Any]:
+        """The librdkafka settings every producer, consumer and admin client shares (its log lines
+        go through Python logging, as JSON)."""
+        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
+                                  "security.protocol": self.security_protocol, "logger": KAFKA_LOGGER}
         if self.sasl_mechanism:
             config["sasl.mechanism"] = self.sasl_mechanism
             config["sasl.username"] = self.sasl_username or ""
@@ -120,5 +128,10 @@ class ServiceSettings(BaseSettings):
     # the local stack and the tests turn it on.
     allow_loopback_urls: bool = False
     log_level: str = "INFO"
-    # Where this process serves /metrics for Prometheus (port 0: not served).
+    # Where a consumer service serves /metrics, /livez and /readyz (port 0: not served);
+    # 0.0.0.0 in a container, so that Prometheus and the kubelet reach it.
     metrics_host: str = "127.0.0.1"
+
+    def billed_share(self) -> float:
+        """The share of list prices the stages' requests are billed (the Batch API's discount)."""
+        return self.models.batch_discount if self.openai.mode == "batch" else 1.0

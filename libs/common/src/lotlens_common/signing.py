@@ -15,6 +15,8 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from lotlens_common import webhook_secrets
+
 PREFIX = "sha256="
 
 
@@ -26,6 +28,11 @@ def sign(key: str, message: bytes) -> str:
 def _digest(signature: str) -> str:
     value = signature.strip()
     return value[len(PREFIX):] if value.lower().startswith(PREFIX) else value
+
+
+def signature_digest(signature: str) -> str:
+    """The hex digest a signature carries (prefix and case dropped), to compare with an expected one."""
+    return _digest(signature).lower()
 
 
 def verify(key: str, messages: Sequence[bytes], signature: str) -> bool:
@@ -81,25 +88,22 @@ def identify_client(keys: Mapping[str, str], messages: Sequence[bytes], signatur
     return found
 
 
-def standard_webhook_signature(key: str, delivery_id: str, timestamp: int, body: bytes) -> str:
-    """A Standard Webhooks `v1,<base64>` signature: HMAC-SHA256 over `{id}.{timestamp}.{body}`."""
+def standard_webhook_signature(secret: str, delivery_id: str, timestamp: int, body: bytes) -> str:
+    """A Standard Webhooks `v1,<base64>` signature with a `whsec_` secret over `{id}.{timestamp}.{body}`."""
     signed = f"{delivery_id}.{timestamp}.".encode() + body
-    digest = hmac.new(key.encode(), signed, hashlib.sha256).digest()
+    digest = hmac.new(webhook_secrets.secret_bytes(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 
-def webhook_headers(key: str, delivery_id: str, timestamp: int, body: bytes,
-                    previous_keys: Sequence[str] = ()) -> dict[str, str]:
+def webhook_headers(key: str, secrets: Sequence[str], delivery_id: str, timestamp: int,
+                    body: bytes) -> dict[str, str]:
     """Signature headers of an outgoing webhook: `X-Signature` (003) and Standard Webhooks.
 
-    `X-Signature` uses the current key only (003's verifier compares one value); during a key
-    rotation `webhook-signature` lists one signature per key, space-separated, current first.
+    `X-Signature` signs with the shared key (003's verifier). `webhook-signature` lists one
+    signature per live `whsec_` secret, space-separated, the current one first (a rotation's overlap).
     """
-    signatures = [standard_webhook_signature(k, delivery_id, timestamp, body)
-                  for k in (key, *previous_keys)]
-    return {
-        "X-Signature": sign(key, body),
-        "webhook-id": delivery_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": " ".join(signatures),
-    }
+    headers = {"X-Signature": sign(key, body), "webhook-id": delivery_id, "webhook-timestamp": str(timestamp)}
+    if secrets:  # none until the gateway has made the client's secret
+        headers["webhook-signature"] = " ".join(
+            standard_webhook_signature(secret, delivery_id, timestamp, body) for secret in secrets)
+    return headers

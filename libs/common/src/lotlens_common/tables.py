@@ -54,7 +54,13 @@ jobs = Table(
     Column("cancelled_at", DateTime(timezone=True)),
     # Set once JobCompleted is acknowledged by Kafka, so a crash in between re-emits it.
     Column("completion_published", Boolean, nullable=False, server_default="false"),
+    # The job whose failed lots this job resubmits (`POST .../retry-failed`); the other direction
+    # is read through the index.
+    Column("retry_of", Text),
+    # The job's tokens and estimated cost (a JobUsage), summed from its lots once it is terminal.
+    Column("usage", JSONB),
     Index("ix_jobs_client_created", "client_id", "created_at"),
+    Index("ix_jobs_retry_of", "retry_of"),
 )
 
 lots = Table(
@@ -70,6 +76,8 @@ lots = Table(
     Column("missing_images", JSONB, nullable=False, server_default="[]"),
     Column("error_message", Text),
     Column("processed_at", DateTime(timezone=True)),
+    # Tokens and estimated cost of the lot's model answers, per stage: {"vision": Usage, ...}.
+    Column("usage", JSONB),
     _now(),
     PrimaryKeyConstraint("job_id", "lot_id"),
 )
@@ -223,6 +231,7 @@ outbox = Table(
     Column("id", BigInteger, Identity(always=False), primary_key=True),
     Column("topic", Text, nullable=False),
     Column("job_id", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
     Column("event_type", Text, nullable=False),
     # The encoded envelope, exactly the bytes the relay publishes (JSON, so text).
     Column("payload", Text, nullable=False),
@@ -230,8 +239,23 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_job", "job_id", "event_type"),
+    Index("ix_outbox_client_jobs", "client_id", postgresql_where=text("event_type = 'JobSubmitted'")),
     Index("ix_outbox_published_at", "published_at"),
 )
 # The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
 READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,
                                   webhook_attempts)
+
+# Each client's Standard Webhooks signing secrets (`whsec_<base64>`): the newest signs first;
+# a rotated-out secret keeps signing until `expires_at`, so receivers can switch without a gap.
+client_webhook_secrets = Table(
+    "client_webhook_secrets", metadata,
+    Column("client_id", Text, nullable=False),
+    Column("secret", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("client_id", "secret"),
+    # One current (never-expiring) secret per client: two gateways starting at once make one.
+    Index("ux_client_webhook_secrets_current", "client_id", unique=True,
+          postgresql_where=text("expires_at IS NULL")),
+)

@@ -3,7 +3,8 @@
 Three layers, from cheap to thorough:
 
 * `http_url_problem` / `is_http_url` — syntax only (http or https, a host, a valid port, no
-  whitespace); what request validation uses, no network.
+  whitespace, no credentials); what request validation uses, no network. `literal_refusal`
+  also refuses a host written as a non-public IP address, still without the network.
 * `check_destination` — resolves the host and refuses it unless every address is public:
   no private, loopback, link-local (cloud metadata 169.254.169.254 included), multicast,
   reserved or unspecified address. `allow_loopback` lets 127.0.0.0/8 and ::1 through (the local
@@ -77,6 +78,9 @@ def http_url_problem(url: object) -> str | None:
         return "only http and https URLs are allowed"
     if not parts.hostname or not parsed.host:
         return "has no host"
+    if parts.username is not None or parts.password is not None:
+        # They would be stored, echoed in results and logged.
+        return "credentials (user:password@) are not allowed in URLs"
     if port_number == 0:
         return "port 0 is not a valid port"
     return None
@@ -142,6 +146,15 @@ def address_refusal(address: IPAddress, allow_loopback: bool) -> str | None:
     if address.is_private or not address.is_global:
         return "private"
     return None
+
+
+def literal_refusal(url: str, allow_loopback: bool) -> str | None:
+    """Why a syntactically valid URL's host, written as an IP address, may not be reached; else None."""
+    try:
+        address = ipaddress.ip_address(httpx.URL(url).host.strip("[]"))
+    except ValueError:
+        return None  # a name: only resolving it tells
+    return address_refusal(address, allow_loopback)
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:

@@ -9,7 +9,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from lotlens_gateway import routes_jobs, routes_ops, routes_submit, routes_webhooks, schemas
+from lotlens_gateway import (
+    routes_jobs,
+    routes_lots,
+    routes_ops,
+    routes_retry,
+    routes_submit,
+    routes_webhooks,
+    schemas,
+)
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
@@ -54,6 +62,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_submit.router)
     app.include_router(routes_jobs.router)
+    app.include_router(routes_retry.router)
+    app.include_router(routes_lots.router)
     app.include_router(routes_webhooks.router)
     app.include_router(routes_ops.router)
     mount_console(app)

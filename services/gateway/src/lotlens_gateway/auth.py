@@ -4,68 +4,97 @@ A client is identified by the configured key that verifies its signature, so no 
 travels with a request. Header-signed requests carry `X-Signature: sha256=<hex>` over the job id
 of the path, the raw query string (`GET /api/v1/batch-jobs`) or the raw body
 (`POST /api/v1/test-image-validation`). Submissions carry `signature` in the body (or the same
-value in `X-Signature`) over the `lots` array; the prefix `sha256=` is optional everywhere.
-Missing signature: 401 `MISSING_SIGNATURE`; a signature no key verifies: 403 `INVALID_SIGNATURE`.
+value in `X-Signature`) over the `lots` array (checked while the body is read: `signed_body.py`);
+the prefix `sha256=` is optional everywhere.
+Missing signature: 401 `MISSING_SIGNATURE`; a signature no key verifies: 403 `INVALID_SIGNATURE`;
+both say what that endpoint signs (and the message checked, when it is the client's short input).
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from lotlens_common import signing
 from lotlens_gateway.errors import ApiError
 
 SIGNATURE_HEADER = "X-Signature"
-# 19 digits or more: an integer that may not fit in 64 bits.
-_BIG_INTEGER = re.compile(rb"\d{19,}")
 
 
-def missing_signature(where: str = f"an {SIGNATURE_HEADER} header") -> ApiError:
-    """401: the request carries no signature."""
-    return ApiError(401, "MISSING_SIGNATURE", f"An HMAC-SHA256 signature in {where} is required")
+@dataclass(frozen=True)
+class Signed:
+    """What one endpoint's signature covers, told to a client whose signature is missing or wrong.
+
+    `shown` is the message the server checked, when it is short and the client's own input (a
+    job id, a query string); nothing about any key is ever said.
+    """
+
+    what: str
+    where: str = f"an {SIGNATURE_HEADER} header"
+    shown: str | None = None
+    note: str | None = None
+
+    def details(self) -> dict[str, str]:
+        """The facts for programs: which header, which format, over what."""
+        found = {"signature_location": self.where, "signature_format": FORMAT, "signed_message": self.what}
+        if self.shown is not None:
+            found["signed_message_here"] = self.shown
+        return found
+
+    def sentence(self) -> str:
+        """The same in one sentence, with the 1.x difference when there is one."""
+        here = f" (here: {self.shown!r})" if self.shown is not None else ""
+        note = f" {self.note}" if self.note else ""
+        return f"Expected in {self.where}: {FORMAT} of {self.what}{here}.{note} See docs/MIGRATING.md."
 
 
-def invalid_signature() -> ApiError:
-    """403: the signature does not match any client's key."""
-    return ApiError(403, "INVALID_SIGNATURE", "Invalid HMAC signature")
+FORMAT = "`sha256=<hex>`, HMAC-SHA256 with your shared key"
+_SHOWN_CHARS = 200
+
+
+def signs_job(job_id: str) -> Signed:
+    """Status, results, download, cancel, retry-failed, webhook deliveries: the path's job id."""
+    return Signed("the job id exactly as in the path", shown=job_id[:_SHOWN_CHARS])
+
+
+def signs_query(query: bytes) -> Signed:
+    """`GET /api/v1/batch-jobs`: the raw query string."""
+    return Signed("the raw query string exactly as sent, without the `?` (empty when there is none)",
+                  shown=query.decode("latin-1")[:_SHOWN_CHARS],
+                  note="Generation Service 1.x signed a job id here; 2.0 signs the query string.")
+
+
+SIGNS_BODY = Signed("the raw request body, byte for byte",
+                    note="Generation Service 1.x took this request unsigned; 2.0 signs it.")
+SIGNS_LOTS = Signed("the body's `lots` array serialised compactly with sorted keys, as Python's "
+                    "json.dumps(lots, separators=(\",\", \":\"), sort_keys=True)",
+                    where=f"the body's `signature` field (or an {SIGNATURE_HEADER} header)")
+
+
+def missing_signature(signed: Signed) -> ApiError:
+    """401: the request carries no signature; says what to sign."""
+    return ApiError(401, "MISSING_SIGNATURE", f"This request must be signed. {signed.sentence()}",
+                    details=signed.details())
+
+
+def invalid_signature(signed: Signed) -> ApiError:
+    """403: no client's key verifies the signature; says what should have been signed."""
+    return ApiError(403, "INVALID_SIGNATURE", f"Invalid HMAC signature. {signed.sentence()}",
+                    details=signed.details())
 
 
 def _present(signature: object) -> str | None:
     return signature.strip() if isinstance(signature, str) and signature.strip() else None
 
 
-def client_for(keys: Mapping[str, str], messages: Sequence[bytes], signature: str | None) -> str:
+def client_for(keys: Mapping[str, str], messages: Sequence[bytes], signature: str | None,
+               signed: Signed) -> str:
     """The client whose key signed one of `messages`; 401 without a signature, 403 when none matches."""
     present = _present(signature)
     if present is None:
-        raise missing_signature()
+        raise missing_signature(signed)
     client = signing.identify_client(keys, messages, present)
     if client is None:
-        raise invalid_signature()
+        raise invalid_signature(signed)
     return client
 
-
-def submission_client(keys: Mapping[str, str], lots: Any, body_signature: object,
-                      header_signature: str | None, raw_body: bytes = b"") -> str:
-    """The client of a body-signed submission: body `signature` first, then `X-Signature`."""
-    candidates = [s for s in (_present(body_signature), _present(header_signature)) if s]
-    if not candidates:
-        raise missing_signature(f"the body's `signature` (or an {SIGNATURE_HEADER} header)")
-    client = signing.identify_lots_client(keys, lots, candidates)
-    if client is None and _BIG_INTEGER.search(raw_body):
-        # orjson reads integers beyond 64 bits as floats; the client signed them digit for digit.
-        client = signing.identify_lots_client(keys, _exact_lots(raw_body), candidates)
-    if client is None:
-        raise invalid_signature()
-    return client
-
-
-def _exact_lots(raw_body: bytes) -> Any:
-    try:
-        document = json.loads(raw_body)
-    except ValueError:
-        return None
-    return document.get("lots") if isinstance(document, dict) else None

@@ -42,18 +42,25 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ApiError(400, "INVALID_JSON", "Request body must be a JSON object",
                        details={"problem": f"got a JSON {type(document).__name__}"})
-    # A NUL can only arrive escaped; PostgreSQL text cannot store one, so such a body is refused
-    # up front (the byte search is cheap; the exact walk runs only when it hits).
-    if b"\\u0000" in raw and _holds_nul(document):
-        raise ApiError(422, "VALIDATION_ERROR", "Strings must not contain the NUL character (\\u0000)")
+    refuse_nul(raw, document)
     return document
 
 
-def _holds_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, list):
-        return any(_holds_nul(item) for item in value)
-    if isinstance(value, dict):
-        return any(_holds_nul(key) or _holds_nul(item) for key, item in value.items())
-    return False
+def refuse_nul(raw: bytes, document: Any) -> None:
+    """422 when a string of the document holds a NUL (PostgreSQL text cannot store one).
+
+    A NUL can only arrive escaped: the byte search is cheap, and the exact walk runs only when it
+    hits. The walk keeps its own stack: a deeply nested body cannot make it recurse.
+    """
+    if b"\\u0000" not in raw:
+        return
+    pending = [document]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, str) and "\x00" in value:
+            raise ApiError(422, "VALIDATION_ERROR", "Strings must not contain the NUL character (\\u0000)")
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())

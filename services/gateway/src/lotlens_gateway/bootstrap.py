@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
 import httpx
 import openai
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 
+from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.kafka import EventProducer
 from lotlens_gateway.config import GatewaySettings
@@ -17,10 +20,26 @@ from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
+
+log = logging.getLogger(__name__)
+
+
+def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
+    """Every client can verify webhooks the Standard Webhooks way from its first job on.
+
+    A database that is down does not keep the gateway from starting (health reports it); the
+    secrets are then made at the next start, or by `lotlens-admin clients secret`.
+    """
+    try:
+        with engine.begin() as conn:
+            webhook_secrets.ensure(conn, settings.clients)
+    except DBAPIError as exc:
+        log.warning("clients' webhook secrets not checked, the database is unreachable: %s", exc)
 
 
 def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
@@ -30,10 +49,12 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
     """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.
 
-    `read_engine`, an autocommit engine on the same database, serves the polling reads;
-    `new_admin` makes the health probe's Kafka admin client (again after a failure).
+    Each configured client without a `whsec_` webhook secret gets one. `read_engine`, an
+    autocommit engine on the same database, serves the polling reads; `new_admin` makes the
+    health probe's Kafka admin client (again after a failure).
     """
     metrics = metrics or GatewayMetrics()
+    _ensure_webhook_secrets(engine, settings)
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes)
@@ -56,5 +77,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
                                 clock=clock),
         metrics=metrics,
+        openai=OpenAIProbe(model_client, metrics.openai_reachable, settings.openai_check_interval_s),
         clock=clock,
     )

@@ -7,6 +7,7 @@ from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.relay import RelaySettings
+from lotlens_gateway.signed_body import BodyLimits
 
 CONSUMER_GROUPS = ("lotlens-vision-batcher", "lotlens-translator", "lotlens-result-store",
                    "lotlens-webhook-dispatcher")
@@ -33,10 +34,20 @@ class GatewaySettings(ServiceSettings):
     rate_limit_window_s: int = 60
 
     max_body_bytes: int = 64 * 1024 * 1024
+    # Checked while the body is read, before the signature: nesting of any field, digits of an integer.
+    max_json_depth: int = 32
+    max_integer_digits: int = 32
+    # One lot's JSON (10,000 characters of notes and 500 image URLs fit well within it).
+    max_lot_bytes: int = 1024 * 1024
     max_lots: int = 50_000
     max_languages: int = 10
     max_sync_images: int = 20
     max_lot_id_chars: int = 256
+    max_additional_info_chars: int = 10_000
+    # One lot is one OpenAI request: at most 500 images (and 50 MB of them) per request.
+    max_batch_images: int = 500
+    # Resolving a webhook host at intake takes at most this long (then the URL is accepted).
+    webhook_dns_timeout_s: float = 2.0
     max_image_bytes: int = 10 * 1024 * 1024
 
     # The contract answers a synchronous lot within 300 s; the budget leaves room for the rest.
@@ -59,6 +70,8 @@ class GatewaySettings(ServiceSettings):
     database_connect_timeout_s: int = 3
     idempotency_ttl_s: int = 24 * 3600
     health_cache_s: float = 2.0
+    # How old /health's model API reachability may get before it is checked again (in the background).
+    openai_check_interval_s: float = 30.0
     consumer_groups: tuple[str, ...] = CONSUMER_GROUPS
 
     @field_validator("clients")
@@ -77,6 +90,11 @@ class GatewaySettings(ServiceSettings):
         if value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    def body_limits(self) -> BodyLimits:
+        """What a submission's body may hold before it is authenticated."""
+        return BodyLimits(max_lots=self.max_lots, max_depth=self.max_json_depth,
+                          max_integer_digits=self.max_integer_digits, max_lot_bytes=self.max_lot_bytes)
 
     def relay_settings(self) -> RelaySettings:
         """The outbox relay's settings."""

@@ -11,12 +11,15 @@ from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
-from lotlens_gateway.auth import client_for
+from lotlens_common.logs import bind_log_context
+from lotlens_common.urls import Resolver, resolve_host
+from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
@@ -40,7 +43,10 @@ class GatewayDeps:
     kafka: KafkaProbe
     describer: SyncDescriber
     metrics: GatewayMetrics
+    openai: OpenAIProbe
     clock: Callable[[], datetime] = utc_now
+    # Webhook hosts are resolved at intake with it (tests stub it: no DNS leaves the machine).
+    resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -52,7 +58,9 @@ class GatewayDeps:
         """Validation limits from the settings."""
         s = self.settings
         return Limits(max_lots=s.max_lots, max_languages=s.max_languages, max_sync_images=s.max_sync_images,
-                      max_lot_id_chars=s.max_lot_id_chars)
+                      max_lot_id_chars=s.max_lot_id_chars,
+                      max_additional_info_chars=s.max_additional_info_chars,
+                      max_batch_images=s.max_batch_images, allow_loopback_urls=s.allow_loopback_urls)
 
     async def count_request(self, client_id: str, mode: str) -> None:
         """Apply the client's rate limit for `mode` (429 past it)."""
@@ -74,7 +82,8 @@ SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=
 
 async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of a job-addressed request: its signature over the path's job id verifies."""
-    client = client_for(deps.keys, [job_id.encode()], x_signature)
+    bind_log_context(job_id=job_id)
+    client = client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
     await deps.count_request(client, "polling")
     return client
 
@@ -82,7 +91,7 @@ async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = Non
 async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
     query: bytes = request.scope.get("query_string", b"")
-    client = client_for(deps.keys, [query], x_signature)
+    client = client_for(deps.keys, [query], x_signature, signs_query(query))
     await deps.count_request(client, "polling")
     return client
 

@@ -47,6 +47,8 @@ class AcceptedJob:
     created_at: datetime
     estimated_completion: datetime
     trace: Mapping[str, str]
+    # The finished job whose failed lots this job resubmits.
+    retry_of: str | None = None
 
 
 def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
@@ -56,7 +58,7 @@ def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
     yield Envelope(JobSubmitted(
         job_id=job.job_id, client_id=job.client_id, api_version=submission.version,
         languages=submission.languages, total_lots=total, webhook_urls=submission.webhook_urls,
-        created_at=job.created_at, estimated_completion=job.estimated_completion,
+        created_at=job.created_at, estimated_completion=job.estimated_completion, retry_of=job.retry_of,
     ), client_id=job.client_id, occurred_at=job.created_at, trace=trace)
     for seq, lot in enumerate(submission.lots):
         event = LotSubmitted(
@@ -67,8 +69,8 @@ def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
 
 
 def accepted_body(job: AcceptedJob) -> dict[str, Any]:
-    """The contract's 201 body."""
-    return {
+    """The contract's 201 body (with `retry_of` for a retry of failed lots)."""
+    body: dict[str, Any] = {
         "job_id": job.job_id,
         "status": "accepted",
         "created_at": iso(job.created_at),
@@ -78,6 +80,9 @@ def accepted_body(job: AcceptedJob) -> dict[str, Any]:
         "processing_mode": "batch",
         "webhook_configured": bool(job.submission.webhook_urls),
     }
+    if job.retry_of is not None:
+        body["retry_of"] = job.retry_of
+    return body
 
 
 # Records the answer (the idempotency key's) in the outbox's transaction.

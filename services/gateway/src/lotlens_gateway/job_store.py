@@ -6,6 +6,7 @@ client got 201, cancelled the moment it got 200. Blocking calls: the routes run 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -19,8 +20,9 @@ from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.outbox import facts_of
+from lotlens_gateway.outbox import facts_of, unprojected_jobs
 from lotlens_gateway.overlay import overlaid
+from lotlens_gateway.retry_failed import retry_job_id
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,13 @@ class JobFilter:
     status: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+
+    def matches(self, job: JobView) -> bool:
+        """Whether a job passes the filters (for jobs read from the outbox rather than queried)."""
+        created = job.created_at
+        return ((self.status is None or job.status == self.status)
+                and (self.created_after is None or (created is not None and created >= self.created_after))
+                and (self.created_before is None or (created is not None and created < self.created_before)))
 
 
 T = TypeVar("T")
@@ -42,9 +51,13 @@ def _ordered_batch_column(column: Any) -> Any:
             .where(openai_batches.c.job_id == jobs.c.job_id).scalar_subquery())
 
 
-# A job's row and its batch ids in one statement: a status poll is one round trip.
+_retries = jobs.alias("retries")
+# A job's row, its batch ids and the job retrying its failed lots in one statement: a status
+# poll is one round trip.
 _JOB_WITH_BATCHES = select(jobs, _ordered_batch_column(openai_batches.c.stage).label("batch_stages"),
-                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"))
+                           _ordered_batch_column(openai_batches.c.batch_id).label("batch_ids"),
+                           select(_retries.c.job_id).where(_retries.c.retry_of == jobs.c.job_id)
+                           .order_by(_retries.c.created_at).limit(1).scalar_subquery().label("retried_as"))
 
 
 def batch_ids(row: Any) -> dict[str, list[str]]:
@@ -88,15 +101,32 @@ class JobStore:
         job, _ = self.job_and(job_id, client_id, lambda conn, job: None)
         return job
 
+    def find_job(self, job_id: str, client_id: str) -> JobView | None:
+        """The client's job (projected, or only in the outbox yet), or None; another client's is none."""
+        with self._reads.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+            job = self._through_outbox(conn, job_id, job_view(row) if row else None)
+        return job if job is not None and job.client_id == client_id else None
+
     def status_for_client(self, job_id: str, client_id: str) -> tuple[JobView, dict[str, list[str]]]:
         """The client's job (404 as `job_for_client`) and its OpenAI batch ids by stage."""
         _refuse_nul(job_id)
         with self._reads.connect() as conn:
             row = conn.execute(_JOB_WITH_BATCHES.where(jobs.c.job_id == job_id)).mappings().first()
             job = self._through_outbox(conn, job_id, job_view(row) if row else None)
+            if job is not None and job.failed_lots and job.status in TERMINAL_JOB_STATUSES:
+                job = self._with_pending_retry(conn, job)
         if job is None or job.client_id != client_id:
             raise job_not_found(job_id)
         return job, batch_ids(row) if row else {}
+
+    def _with_pending_retry(self, conn: Connection, job: JobView) -> JobView:
+        """A retry accepted but not projected yet is in the outbox under its derived id."""
+        if job.retried_as is not None:
+            return job
+        retry_id = retry_job_id(job.job_id)
+        self._metrics.db("read")
+        return dataclasses.replace(job, retried_as=retry_id) if facts_of(conn, retry_id).submitted else job
 
     def job_and(self, job_id: str, client_id: str,
                 then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
@@ -133,11 +163,22 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
-        page = (select(jobs).where(*conditions)
-                .order_by(jobs.c.created_at.desc(), jobs.c.job_id).limit(limit).offset(offset))
+        page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
         count = select(func.count()).select_from(jobs).where(*conditions)
         with self._reads.connect() as conn:
-            rows = conn.execute(page).mappings().all()
+            unseen = [job for job in (self._through_outbox(conn, job_id, None)
+                                      for job_id in unprojected_jobs(conn, client_id))
+                      if job is not None and where.matches(job)]
+            # Jobs not projected yet are merged in: the projected rows before this page's end suffice.
+            rows = conn.execute(page.limit(limit + offset if unseen else limit)
+                                .offset(0 if unseen else offset)).mappings().all()
             total = conn.execute(count).scalar_one()
-        self._metrics.db("read", 2)
-        return [job_view(row) for row in rows], int(total)
+        self._metrics.db("read", 3)
+        found = [job_view(row) for row in rows]
+        if unseen:
+            found = sorted(found + unseen, key=_newest_first)[offset:offset + limit]
+        return found, int(total) + len(unseen)
+
+
+def _newest_first(job: JobView) -> tuple[float, str]:
+    return (-(job.created_at.timestamp() if job.created_at else 0.0), job.job_id)

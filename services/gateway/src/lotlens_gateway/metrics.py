@@ -20,17 +20,18 @@ class GatewayMetrics:
         self.generation_duration = Histogram(
             "generation_duration_seconds", "Time to answer a generation request", ["mode"],
             buckets=_DURATION_BUCKETS, registry=self.registry)
-        self.batch_jobs = Counter(
-            "batch_jobs_total", "Batch jobs by the status the gateway gave them", ["status"],
-            registry=self.registry)
         self.database_operations = Counter(
             "database_operations_total", "Statements the gateway ran against PostgreSQL", ["operation"],
             registry=self.registry)
+        # api: vision | translation (the 1.x values); kind: lotlens_common.model.errors.error_kind.
         self.openai_errors = Counter(
             "openai_api_errors_total", "Model API errors in synchronous mode", ["api", "kind"],
             registry=self.registry)
         self.http_requests = Counter(
-            "gateway_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
+            "lotlens_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
+            registry=self.registry)
+        self.openai_reachable = Gauge(
+            "lotlens_openai_reachable", "1 when the model API answered the last reachability check",
             registry=self.registry)
         self.outbox_backlog = Gauge(
             "lotlens_outbox_backlog_events", "Outbox events not yet published to Kafka",

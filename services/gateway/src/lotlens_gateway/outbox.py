@@ -16,15 +16,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, exists, select
 
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobCancelled, JobSubmitted
-from lotlens_common.tables import outbox
+from lotlens_common.tables import jobs, outbox
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 
-_COPY = "COPY outbox (topic, job_id, event_type, payload) FROM STDIN"
+_COPY = "COPY outbox (topic, job_id, client_id, event_type, payload) FROM STDIN"
 
 
 def _field(value: bytes) -> bytes:
@@ -52,8 +52,8 @@ def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -
         payload = encode(envelope)
         if len(payload) > max_event_bytes:
             raise too_big(envelope, len(payload), max_event_bytes)
-        lines.append(prefix + _field(envelope.job_id.encode()) + b"\t" + envelope.type.encode() + b"\t"
-                     + _field(payload))
+        lines.append(prefix + _field(envelope.job_id.encode()) + b"\t" + _field(envelope.client_id.encode())
+                     + b"\t" + envelope.type.encode() + b"\t" + _field(payload))
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
@@ -95,6 +95,14 @@ class Outbox:
         self._metrics.db("create")
         for listener in self._listeners:
             listener()
+
+
+def unprojected_jobs(conn: Connection, client_id: str) -> list[str]:
+    """The client's jobs the gateway accepted whose `jobs` row the result-store has not written yet."""
+    query = (select(outbox.c.job_id)
+             .where(outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type,
+                    ~exists().where(jobs.c.job_id == outbox.c.job_id)))
+    return [row[0] for row in conn.execute(query)]
 
 
 def facts_of(conn: Connection, job_id: str) -> JobFacts:

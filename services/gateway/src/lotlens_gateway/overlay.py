@@ -34,7 +34,8 @@ def submitted_view(facts: JobFacts) -> JobView | None:
         languages=list(event.languages), total_lots=event.total_lots, processed_lots=0, failed_lots=0,
         images_processed=0, webhook_configured=bool(event.webhook_urls), error_message=None,
         created_at=event.created_at, updated_at=event.created_at,
-        estimated_completion=event.estimated_completion, completed_at=None, cancelled_at=None)
+        estimated_completion=event.estimated_completion, completed_at=None, cancelled_at=None,
+        retry_of=event.retry_of)
 
 
 def overlaid(job: JobView | None, facts: JobFacts) -> JobView | None:

@@ -119,6 +119,5 @@ async def cancel_job(job_id: str, client_id: JobClient, deps: Deps) -> JSONRespo
     envelope = Envelope(JobCancelled(job_id=job_id, cancelled_at=cancelled_at), client_id=client_id,
                         occurred_at=cancelled_at)
     await run_in_threadpool(deps.outbox.append, deps.settings.topics.submissions, [envelope])
-    deps.metrics.batch_jobs.labels(status="cancelled").inc()
     return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
                          "message": "Job successfully cancelled"})

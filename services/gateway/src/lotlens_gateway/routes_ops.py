@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common.clock import iso
 from lotlens_common.images import check_images
 from lotlens_gateway import schemas
-from lotlens_gateway.auth import client_for
+from lotlens_gateway.auth import SIGNS_BODY, client_for
 from lotlens_gateway.body import parse_object, read_body
 from lotlens_gateway.deps import Deps
 from lotlens_gateway.errors import validation_failed
@@ -64,8 +64,33 @@ async def health(deps: Deps) -> JSONResponse:
         "background_worker": workers,
         "consumer_groups": {name: {"state": group.state, "members": group.members}
                             for name, group in kafka.groups.items()},
+        "openai": deps.openai.status(),
     }
     return JSONResponse(body, status_code=200 if up else 503)
+
+
+@router.get("/livez", tags=["operations"], response_model=schemas.Probe,
+            summary="Liveness: the process answers (no dependency is asked)",
+            description="Unsigned. Always 200 while the event loop serves requests: the liveness probe, so "
+                        "that an outage of PostgreSQL or Kafka never makes the kubelet restart the gateway.")
+async def livez() -> JSONResponse:
+    """The event loop is serving."""
+    return JSONResponse({"status": "alive", "checks": {}})
+
+
+@router.get("/readyz", tags=["operations"], response_model=schemas.Probe,
+            summary="Readiness: PostgreSQL and Kafka answer",
+            description=("Unsigned. 503 while PostgreSQL or the Kafka brokers do not answer: the pod leaves "
+                         "the Service's endpoints until they do. The consumer groups are not looked at."),
+            responses={503: {"model": schemas.Probe, "description": "a dependency is down"}})
+async def readyz(deps: Deps) -> JSONResponse:
+    """The dependencies a request needs."""
+    database_ok, kafka = await asyncio.gather(_database_ok(deps), run_in_threadpool(deps.kafka.health))
+    checks = {"database": "ok" if database_ok else "disconnected",
+              "kafka": "ok" if kafka.connected else "disconnected"}
+    ready = database_ok and kafka.connected
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)
 
 
 @router.get("/metrics", tags=["operations"], summary="Prometheus metrics (unsigned)",
@@ -95,7 +120,7 @@ async def test_image_validation(
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
     raw = await read_body(request, _TEST_BODY_BYTES)
-    client_id = client_for(deps.keys, [raw], x_signature)
+    client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")
     urls = parse_object(raw).get("urls")
     limit = deps.settings.max_test_image_urls

@@ -17,13 +17,15 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
-from lotlens_gateway.auth import submission_client
-from lotlens_gateway.body import parse_object, read_body
+from lotlens_gateway.body import read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
+from lotlens_gateway.signed_body import read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
+from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 
 router = APIRouter(tags=["generation"])
 
@@ -63,11 +65,14 @@ async def generate_descriptions(
     started = time.perf_counter()
     settings = deps.settings
     raw = await read_body(request, settings.max_body_bytes)
-    document = await run_in_threadpool(parse_object, raw)
-    client_id = await run_in_threadpool(submission_client, deps.keys, document.get("lots"),
-                                        document.get("signature"), x_signature, raw)
+    document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
+                                                  settings.body_limits())
+    await run_in_threadpool(refuse_nul, raw, document)
     await deps.count_request(client_id, rate_mode(document))
     submission = await run_in_threadpool(parse_submission, document, deps.limits)
+    if not submission.is_synchronous:
+        await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
+                                      settings.webhook_dns_timeout_s)
     key = check_key(idempotency_key) if idempotency_key is not None else None
     job_id = str(uuid.uuid4())
     if key is not None:
@@ -77,6 +82,7 @@ async def generate_descriptions(
             return JSONResponse(replay.body, status_code=replay.status_code,
                                 headers={"Idempotent-Replayed": "true"})
         job_id = job_id_for(client_id, key, fingerprint)
+    bind_log_context(job_id=job_id)
     try:
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
@@ -103,7 +109,6 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
                                    _remembered(deps, client_id, key))
-    deps.metrics.batch_jobs.labels(status="pending").inc()
     return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}
 
 

@@ -28,16 +28,21 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS = {
-    400: "INVALID_JSON: the body is not a JSON object",
+    400: ("INVALID_JSON: the body is not a JSON object (or repeats a member); NESTING_TOO_DEEP: nested "
+          "deeper than 32 levels outside `lots` or deeper than the parser allows; INTEGER_TOO_LONG: "
+          "an integer of more than 32 digits"),
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
-    413: ("PAYLOAD_TOO_LARGE (body over 64 MB), BATCH_SIZE_EXCEEDED (details.provided_lots, "
-          "details.max_allowed) or LOT_TOO_LARGE (details.lot_id: a lot too big for one event)"),
+    413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
+          "(details.provided_lots, details.max_allowed) or LOT_TOO_LARGE (details.lot_index: a lot's JSON "
+          "over 1 MB; details.lot_id: a lot whose event would not fit one Kafka message)"),
     422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages), "
-          "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls), TOO_MANY_IMAGES"),
+          "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
+          "URL, or a webhook host the SSRF guard refuses by address or by DNS, details.reasons), "
+          "TOO_MANY_IMAGES"),
     429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
     503: "SERVICE_UNAVAILABLE: PostgreSQL is down; retry after Retry-After seconds",
@@ -53,19 +58,25 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 class ImageIn(BaseModel):
     """One image of a lot."""
 
-    url: str = Field(description="http(s) URL of the photo (≤ 10 MB, an image/* type)",
+    url: str = Field(description="http(s) URL of the photo (≤ 10 MB, an image/* type), without credentials",
                      examples=["https://example.com/bmw-front.jpg"])
 
 
 class LotIn(BaseModel):
     """One lot of a request."""
 
-    lot_id: str = Field(description="Unique within the request, ≤ 256 characters", examples=["batch-001"])
-    additional_info: str = Field(default="", description="The auction's notes about the lot",
+    lot_id: str = Field(max_length=256, description="Unique within the request, ≤ 256 characters "
+                        "(`LOTLENS_MAX_LOT_ID_CHARS`)", examples=["batch-001"])
+    additional_info: str = Field(default="", max_length=10_000,
+                                 description="The auction's notes about the lot, ≤ 10,000 characters "
+                                 "(`LOTLENS_MAX_ADDITIONAL_INFO_CHARS`)",
                                  examples=["2019 Mercedes C-Class, minor rear damage"])
-    images: list[ImageIn] = Field(default_factory=list, description="At most 20 in synchronous mode")
+    images: list[ImageIn] = Field(default_factory=list, max_length=500, description=(
+        "At most 20 in synchronous mode, 500 in batch mode (what one model request takes; "
+        "`LOTLENS_MAX_BATCH_IMAGES`). No credentials (`user:pass@`) in URLs."))
     webhook: str | None = Field(default=None, description="Batch mode: where the results are POSTed; lots "
-                                "sharing a URL share one delivery", examples=["https://your-app.com/webhooks/done"])
+                                "sharing a URL share one delivery. Its host must be public (refused at "
+                                "intake by address or DNS otherwise)", examples=["https://your-app.com/webhooks/done"])
 
 
 class SubmissionRequest(BaseModel):
@@ -75,7 +86,9 @@ class SubmissionRequest(BaseModel):
                                   examples=["sha256=5d41402abc4b2a76b9719d911017c592"])
     version: str = Field(default="1.0.0", description="Echoed in the results")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
-                                 description="1 to 10 ISO 639-1 codes", examples=[["en", "ru", "de"]])
+                                 description="1 to 10 BCP 47 language tags, any case (`en`, `pt-BR`, "
+                                             "`zh-Hant`), echoed canonical",
+                                 examples=[["en", "ru", "pt-BR"]])
     lots: list[LotIn] = Field(min_length=1, max_length=50_000,
                               description="1 lot: synchronous; 2 to 50,000: batch")
 
@@ -88,6 +101,22 @@ class Description(BaseModel):
                          examples=["<p>Minor rear-end collision damage.</p>"])
 
 
+class TokenUsage(BaseModel):
+    """Tokens of the model answers by kind, and their estimated cost by the configured prices."""
+
+    input_tokens: int
+    cached_input_tokens: int = Field(description="Part of input_tokens, billed at the cached price")
+    output_tokens: int
+    reasoning_tokens: int = Field(description="Part of output_tokens")
+    estimated_cost_usd: float | None = Field(description="None when a model has no configured price")
+
+
+class JobTokenUsage(TokenUsage):
+    """A finished job's usage in all and per model (Batch API answers priced at its discount)."""
+
+    by_model: dict[str, TokenUsage]
+
+
 class LotResult(BaseModel):
     """A described (or failed) lot."""
 
@@ -98,6 +127,7 @@ class LotResult(BaseModel):
     descriptions: list[Description]
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 
 class SyncResult(BaseModel):
@@ -141,6 +171,14 @@ class Health(BaseModel):
     kafka: Literal["connected", "disconnected"]
     background_worker: Literal["running", "degraded", "unknown"]
     consumer_groups: dict[str, GroupHealth]
+    openai: Literal["reachable", "unauthorized", "unreachable", "unknown"]
+
+
+class Probe(BaseModel):
+    """`GET /livez` and `GET /readyz`."""
+
+    status: Literal["alive", "ready", "not ready"]
+    checks: dict[str, str] = Field(default_factory=dict)
 
 
 class ImageValidationRequest(BaseModel):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from lotlens_gateway.schemas import JOB_ID, LotResult
+from lotlens_gateway.schemas import JOB_ID, JobTokenUsage, LotResult
 
 
 class Progress(BaseModel):
@@ -30,6 +30,7 @@ class ProcessingDetails(BaseModel):
     vision_batch_ids: list[str] = Field(description="Every vision batch of the job, oldest first")
     translation_batch_ids: list[str] = Field(description="Every translation batch of the job, oldest first")
     current_stage: Literal["queued", "vision_analysis", "translation", "completed", "failed", "cancelled"]
+    usage: JobTokenUsage | None = Field(default=None, description="Added, once the job is finished")
 
 
 class JobStatus(BaseModel):
@@ -48,6 +49,22 @@ class JobStatus(BaseModel):
     openai_translation_batch_id: str | None = Field(description="Same as processing_details' (1.x clients)")
     error_message: str | None
     webhook_configured: bool
+    retry_of: str | None = Field(default=None, description="The job whose failed lots this job retries")
+    retried_as: str | None = Field(default=None, description="The job retrying this job's failed lots")
+
+
+class RetryAccepted(BaseModel):
+    """`POST /api/v1/batch-jobs/{job_id}/retry-failed`: the new job of the failed lots."""
+
+    job_id: str = Field(description="The new job")
+    status: str = Field(examples=["accepted"])
+    created_at: str | None
+    total_lots: int = Field(description="The failed lots resubmitted")
+    languages: list[str]
+    estimated_completion: str | None
+    processing_mode: Literal["batch"]
+    webhook_configured: bool
+    retry_of: str = Field(description="The job whose failed lots are retried")
 
 
 class ProcessingSummary(BaseModel):
@@ -58,6 +75,7 @@ class ProcessingSummary(BaseModel):
     failed_lots: int
     total_images_processed: int
     total_processing_time: str | None = Field(examples=["45 minutes"])
+    usage: JobTokenUsage | None = Field(default=None, description="Added: tokens and estimated cost")
 
 
 class ResultsBlock(BaseModel):

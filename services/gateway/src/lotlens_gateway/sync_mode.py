@@ -28,6 +28,7 @@ from lotlens_common.model.errors import (
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
+    error_kind,
 )
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.openai_client import call_responses
@@ -37,6 +38,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
+from lotlens_common.model.usage import Usage, priced, total, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -101,13 +103,19 @@ class SyncDescriber:
             reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                       else "the lot has no images")
             return self._failed(lot, missing, 0, reason)
+        models = self.models
+        used: list[Usage | None] = []
         try:
-            vision = vision_request_body(lot.additional_info, check.valid, self.models)
-            english = parse_vision_response(await self._call("vision", vision))
+            vision = vision_request_body(lot.additional_info, check.valid, models)
+            answer = await self._call("vision", vision)
+            used.append(priced(usage_of(answer), models.vision_model, models.prices))
+            english = parse_vision_response(answer)
             translations: dict[str, str] = {}
             if target_languages(languages):
-                request = translation_request_body(english, languages, self.models)
-                translations = parse_translation_response(await self._call("translation", request), languages)
+                request = translation_request_body(english, languages, models)
+                answer = await self._call("translation", request)
+                used.append(priced(usage_of(answer), models.translation_model, models.prices))
+                translations = parse_translation_response(answer, languages)
         except (ModelOutputError, ModelRequestError) as exc:
             log.warning("synchronous lot %s failed: %s", lot.lot_id, exc)
             reason = f"the model could not describe the lot: {exc}"
@@ -121,13 +129,15 @@ class SyncDescriber:
             "processed_images": len(check.valid),
             "descriptions": descriptions,
             "missing_images": missing,
+            # Added: the answers' tokens and estimated cost (direct calls: the full price).
+            "usage": total(u for u in used if u is not None).model_dump(exclude={"model"}),
         }
 
     async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             return await call_responses(self.model_client, body)
         except ModelError as exc:
-            self.metrics.openai_errors.labels(api=api, kind=type(exc).__name__).inc()
+            self.metrics.openai_errors.labels(api=api, kind=error_kind(exc)).inc()
             raise
 
     def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from lotlens_common.model.languages import is_supported_language
-from lotlens_common.urls import invalid_http_urls
+from lotlens_common.model.languages import canonical_tag
+from lotlens_common.urls import invalid_http_urls, literal_refusal
 from lotlens_gateway.errors import ApiError, validation_failed
 
 DEFAULT_VERSION = "1.0.0"
@@ -40,6 +40,10 @@ class Limits:
     max_languages: int = 10
     max_sync_images: int = 20
     max_lot_id_chars: int = 256
+    max_additional_info_chars: int = 10_000
+    # One lot is one OpenAI request, which takes at most 500 images.
+    max_batch_images: int = 500
+    allow_loopback_urls: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
     languages = _languages(document.get("languages", list(DEFAULT_LANGUAGES)), limits)
     parsed = _lots(lots, limits)
     _no_duplicates(parsed)
-    _urls_valid(parsed)
+    _urls_valid(parsed, limits.allow_loopback_urls)
     if len(parsed) == 1 and len(parsed[0].image_urls) > limits.max_sync_images:
         count = len(parsed[0].image_urls)
         raise validation_failed(
@@ -94,15 +98,18 @@ def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
 
 
 def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
+    """The requested languages as canonical BCP 47 tags, in order, each once (`EN` and `en` are one)."""
     if not isinstance(value, list) or not value:
-        raise validation_failed("`languages` must be a non-empty array of ISO 639-1 codes",
+        raise validation_failed("`languages` must be a non-empty array of BCP 47 language tags",
                                 {"invalid_languages": [], "max_allowed": limits.max_languages},
                                 code="INVALID_LANGUAGES")
-    invalid = [code for code in value if not (isinstance(code, str) and is_supported_language(code))]
+    tags = [canonical_tag(code) if isinstance(code, str) else None for code in value]
+    invalid = [code for code, tag in zip(value, tags, strict=True) if tag is None]
     if invalid:
-        raise validation_failed("Unsupported language codes (lower-case ISO 639-1 expected, e.g. \"de\")",
+        raise validation_failed("Unknown language tags (BCP 47 expected, any case: \"de\", \"pt-BR\", "
+                                "\"zh-Hant\", \"sr-Latn\")",
                                 {"invalid_languages": invalid[:MAX_LISTED]}, code="INVALID_LANGUAGES")
-    languages = tuple(dict.fromkeys(value))
+    languages = tuple(dict.fromkeys(tag for tag in tags if tag is not None))
     if len(languages) > limits.max_languages:
         raise validation_failed(f"At most {limits.max_languages} languages per request",
                                 {"invalid_languages": [], "provided_languages": len(languages),
@@ -113,15 +120,17 @@ def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
 def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:
     parsed: list[LotRequest] = []
     errors: list[dict[str, Any]] = []
-    max_id = limits.max_lot_id_chars
+    max_id, max_info = limits.max_lot_id_chars, limits.max_additional_info_chars
+    max_images = limits.max_batch_images
     for index, lot in enumerate(lots):
         # Fast path for a well-formed lot; the slow path below only explains what is wrong.
         if type(lot) is dict:
             lot_id, info, webhook = lot.get("lot_id"), lot.get("additional_info"), lot.get("webhook")
             urls = _image_urls(lot.get("images"))
             if (type(lot_id) is str and lot_id and not lot_id.isspace() and len(lot_id) <= max_id
-                    and (info is None or type(info) is str) and (webhook is None or type(webhook) is str)
-                    and urls is not None):
+                    and (info is None or (type(info) is str and len(info) <= max_info))
+                    and (webhook is None or type(webhook) is str)
+                    and urls is not None and len(urls) <= max_images):
                 parsed.append(LotRequest(lot_id, info or "", urls, webhook or None))
                 continue
         errors.extend({"lot_index": index, "field": f, "problem": p} for f, p in _lot_problems(lot, limits))
@@ -159,6 +168,8 @@ def _lot_problems(lot: Any, limits: Limits) -> Iterator[tuple[str, str]]:
     info = lot.get("additional_info")
     if info is not None and not isinstance(info, str):
         yield "additional_info", "not a string"
+    elif info is not None and len(info) > limits.max_additional_info_chars:
+        yield "additional_info", f"longer than {limits.max_additional_info_chars} characters"
     webhook = lot.get("webhook")
     if webhook is not None and not isinstance(webhook, str):
         yield "webhook", "not a string"
@@ -168,6 +179,8 @@ def _lot_problems(lot: Any, limits: Limits) -> Iterator[tuple[str, str]]:
     if not isinstance(images, list):
         yield "images", "not an array"
         return
+    if len(images) > limits.max_batch_images:
+        yield "images", f"more than {limits.max_batch_images} (what one model request takes)"
     for position, image in enumerate(images):
         if not isinstance(image, dict) or not isinstance(image.get("url"), str):
             yield f"images[{position}]", "not an object with a string `url`"
@@ -186,14 +199,23 @@ def _no_duplicates(lots: list[LotRequest]) -> None:
                        details={"duplicate_lot_ids": listed[:MAX_LISTED], "duplicate_count": len(listed)})
 
 
-def _urls_valid(lots: list[LotRequest]) -> None:
+def _urls_valid(lots: list[LotRequest], allow_loopback: bool) -> None:
     invalid_images = invalid_http_urls(url for lot in lots for url in lot.image_urls)
     if invalid_images:
         raise validation_failed("Invalid image URLs detected (absolute http or https URLs expected)",
                                 {"invalid_urls": invalid_images[:MAX_LISTED],
                                  "invalid_count": len(invalid_images)},
                                 code="INVALID_IMAGE_URLS")
-    invalid_webhooks = invalid_http_urls(lot.webhook for lot in lots if lot.webhook is not None)
+    webhooks = dict.fromkeys(lot.webhook for lot in lots if lot.webhook is not None)
+    invalid_webhooks = invalid_http_urls(webhooks)
+    if not invalid_webhooks:  # the SSRF guard's verdict on hosts written as addresses, at intake
+        refused = {url: reason for url in webhooks if (reason := literal_refusal(url, allow_loopback))}
+        if refused:
+            raise validation_failed("Webhook URLs on non-public addresses are refused",
+                                    {"invalid_urls": list(refused)[:MAX_LISTED],
+                                     "invalid_count": len(refused),
+                                     "reasons": dict(list(refused.items())[:MAX_LISTED])},
+                                    code="INVALID_WEBHOOK_URLS")
     if invalid_webhooks:
         raise validation_failed("Invalid webhook URLs detected (absolute http or https URLs expected)",
                                 {"invalid_urls": invalid_webhooks[:MAX_LISTED],

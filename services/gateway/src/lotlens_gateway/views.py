@@ -39,6 +39,7 @@ def processing_details(job: JobView, batches: dict[str, list[str]]) -> dict[str,
         "vision_batch_ids": vision,
         "translation_batch_ids": translation,
         "current_stage": STAGES.get(job.status, job.status),
+        **({"usage": job.usage} if job.usage is not None else {}),
     }
 
 
@@ -60,6 +61,8 @@ def status_body(job: JobView, batches: dict[str, list[str]]) -> dict[str, Any]:
         "openai_translation_batch_id": details["openai_translation_batch_id"],
         "error_message": job.error_message,
         "webhook_configured": job.webhook_configured,
+        "retry_of": job.retry_of,
+        "retried_as": job.retried_as,
     }
 
 

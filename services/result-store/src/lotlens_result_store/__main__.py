@@ -7,7 +7,7 @@ from functools import partial
 
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
-from lotlens_common.service import serve_metrics, setup_logging, stop_on_signals
+from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
@@ -20,10 +20,10 @@ def main() -> None:
     """Project every event onto the read models until SIGTERM."""
     settings = ResultStoreSettings()
     setup_logging(settings.log_level)
-    serve_metrics(settings.metrics_port)
     stop = stop_on_signals()
     engine = make_engine(settings.database)
     producer = EventProducer(settings.kafka, "result-store")
+    serve_operations(settings, settings.metrics_port, engine, producer)
     topics = settings.topics
     try:
         # A crash after a commit but before JobCompleted was acknowledged leaves a terminal job

@@ -21,10 +21,12 @@ from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
 from lotlens_common.kafka import TRANSIENT_ERRORS, EventProducer
+from lotlens_common.model.usage import JobUsage
 from lotlens_common.tables import READ_MODELS, jobs, lots
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
 from lotlens_result_store.status import COMPLETED, JobProgress, settle
+from lotlens_result_store.usage import count_usage, job_usage
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +67,13 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
         settled.append({"id": job_id, "status": outcome.status, "error": outcome.error_message,
                         "at": last_settled_at or utc_now()})
     if settled:
+        # The usage is final with the status: a poll that sees the job finished sees its cost.
+        usages = job_usage(conn, [str(row["id"]) for row in settled])
+        for row in settled:
+            row["usage"] = _usage_json(usages.get(str(row["id"])))
         execute(conn, "settle_jobs", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
             status=bindparam("status"), error_message=bindparam("error"),
-            completed_at=bindparam("at"), updated_at=utc_now()), settled)
+            completed_at=bindparam("at"), usage=bindparam("usage"), updated_at=utc_now()), settled)
         log.info("settled %d jobs", len(settled))
     return [str(row["id"]) for row in settled]
 
@@ -102,17 +108,23 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                        ).mappings().all()
         if not rows:
             return 0
+        # Settled jobs have theirs; a cancelled job's is summed now, from what its lots got done.
+        usages = job_usage(conn, [row["job_id"] for row in rows if row["usage"] is None])
+        usages |= {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
         for row in rows:
             producer.publish(topic, Envelope(client_id=row["client_id"] or "", event=JobCompleted(
                 job_id=row["job_id"], status=row["status"],
                 completed_at=_finished_at(row["completed_at"], row["cancelled_at"], row["updated_at"]),
                 total_lots=row["total_lots"] or 0, processed_lots=row["processed_lots"],
-                failed_lots=row["failed_lots"])))
+                failed_lots=row["failed_lots"], usage=usages.get(row["job_id"]))))
         producer.flush()
-        execute(conn, "mark_published", update(jobs).where(
-            jobs.c.job_id.in_([row["job_id"] for row in rows])).values(completion_published=True))
+        execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
+            completion_published=True, usage=bindparam("usage")),
+            [{"id": row["job_id"], "usage": _usage_json(usages.get(row["job_id"]))} for row in rows])
     for row in rows:
         BATCH_JOBS.labels(status=row["status"]).inc()
+        if row["job_id"] in usages:
+            count_usage(usages[row["job_id"]])
         log.info("job %s %s", row["job_id"], row["status"], extra={"job_id": row["job_id"]})
     return len(rows)
 
@@ -130,6 +142,10 @@ def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.E
             log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)
+
+
+def _usage_json(usage: JobUsage | None) -> dict[str, object] | None:
+    return usage.model_dump(mode="json") if usage is not None else None
 
 
 def _finished_at(completed_at: datetime | None, cancelled_at: datetime | None,

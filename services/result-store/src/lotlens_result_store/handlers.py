@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobSubmitted
 from lotlens_common.kafka import EventProducer
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.completion import lock_read_models, publish_completions, settle_jobs
-from lotlens_result_store.metrics import EVENTS_PROJECTED
+from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import project
 
 
@@ -34,5 +35,7 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
         changes = apply_batch(conn, envelopes)
     for envelope in envelopes:
         EVENTS_PROJECTED.labels(type=envelope.type).inc()
+        if envelope.type == JobSubmitted.event_type:
+            BATCH_JOBS.labels(status="pending").inc()
     # After the commit, so an announced job is always durably terminal in the read models.
     publish_completions(engine, producer, completions_topic, changes.job_ids())

@@ -8,10 +8,11 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy import Connection, CursorResult, Executable
 
-BATCH_JOBS = Counter("batch_jobs_total", "Jobs that reached a terminal status (JobCompleted published)",
-                     ["status"])
-DATABASE_OPERATIONS = Counter("database_operations_total", "Statements run against PostgreSQL",
-                              ["operation"])
+# The 1.x name, exported by this service alone: it sees every job arrive and finish.
+# pending: a job's JobSubmitted projected; completed | failed | cancelled: JobCompleted published.
+BATCH_JOBS = Counter("batch_jobs_total", "Batch jobs by the status they reached", ["status"])
+DATABASE_OPERATIONS = Counter("lotlens_result_store_db_statements_total",
+                              "Statements run against PostgreSQL", ["operation"])
 EVENTS_PROJECTED = Counter("lotlens_events_projected_total", "Events applied to the read models",
                            ["type"])
 

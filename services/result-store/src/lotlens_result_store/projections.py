@@ -35,6 +35,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
+from lotlens_result_store.usage import record_usage
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -51,6 +52,7 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
         "webhooks": [bool(e.webhook_urls) for e in submitted],
         "created": [e.created_at for e in submitted],
         "estimated": [e.estimated_completion for e in submitted],
+        "retry_of": [e.retry_of for e in submitted],
     })
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, JobSubmitted).total_lots)
@@ -100,6 +102,7 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
+    record_usage(conn, "vision", described)
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -125,6 +128,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         change = _change(changes, job_id)
         change.processed_lots += lots
         change.images_processed += images
+    record_usage(conn, "translation", [event_of(e, TranslationCompleted) for e in translated])
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
@@ -167,6 +171,7 @@ def project_job_completed(conn: Connection, envelopes: Sequence[Envelope], _chan
         "totals": [e.total_lots for e in events],
         "errors": [failure_message(e.total_lots) if e.status == FAILED else None for e in events],
         "finished": [e.completed_at for e in events],
+        "usages": [e.usage.model_dump_json() if e.usage is not None else None for e in events],
     })
 
 

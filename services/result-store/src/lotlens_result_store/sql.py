@@ -26,19 +26,21 @@ _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
 
 UPSERT_SUBMITTED_JOBS = text("""
 INSERT INTO jobs AS j (job_id, client_id, status, api_version, languages, total_lots,
-                       webhook_configured, created_at, estimated_completion)
+                       webhook_configured, created_at, estimated_completion, retry_of)
 SELECT v.job_id, v.client_id, 'pending', v.api_version, CAST(v.languages AS jsonb), v.total_lots,
-       v.webhook_configured, v.created_at, v.estimated_completion
+       v.webhook_configured, v.created_at, v.estimated_completion, v.retry_of
 FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:api_versions AS text[]),
             CAST(:languages AS text[]), CAST(:totals AS int[]), CAST(:webhooks AS boolean[]),
-            CAST(:created AS timestamptz[]), CAST(:estimated AS timestamptz[]))
+            CAST(:created AS timestamptz[]), CAST(:estimated AS timestamptz[]),
+            CAST(:retry_of AS text[]))
      AS v(job_id, client_id, api_version, languages, total_lots, webhook_configured, created_at,
-          estimated_completion)
+          estimated_completion, retry_of)
 ON CONFLICT (job_id) DO UPDATE SET
     client_id = excluded.client_id, api_version = excluded.api_version,
     languages = excluded.languages, total_lots = excluded.total_lots,
     webhook_configured = excluded.webhook_configured, created_at = excluded.created_at,
-    estimated_completion = excluded.estimated_completion, updated_at = now()
+    estimated_completion = excluded.estimated_completion, retry_of = excluded.retry_of,
+    updated_at = now()
 """)
 
 # Descriptive columns only: status and image counts may already come from a later stage.
@@ -161,22 +163,45 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at = now()
 """)
 
+# A lot's usage for one stage; a replayed event writes the same value again (idempotent).
+SET_LOT_USAGE = text("""
+UPDATE lots AS l
+SET usage = coalesce(l.usage, CAST('{}' AS jsonb)) || jsonb_build_object(v.stage, CAST(v.usage AS jsonb))
+FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:stages AS text[]),
+            CAST(:usages AS text[])) AS v(job_id, lot_id, stage, usage)
+WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
+""")
+
+# Per job and model: the tokens of every lot's answers, and their cost (NULL in a sum counts as
+# unknown: `unpriced` says whether any answer had no price).
+JOB_USAGE = text("""
+SELECT l.job_id, s.value->>'model' AS model,
+       sum(CAST(s.value->>'input_tokens' AS bigint)), sum(CAST(s.value->>'cached_input_tokens' AS bigint)),
+       sum(CAST(s.value->>'output_tokens' AS bigint)), sum(CAST(s.value->>'reasoning_tokens' AS bigint)),
+       sum(CAST(s.value->>'estimated_cost_usd' AS float8)),
+       bool_or(s.value->>'estimated_cost_usd' IS NULL) AS unpriced
+FROM lots l CROSS JOIN LATERAL jsonb_each(l.usage) AS s
+WHERE l.job_id = ANY(CAST(:job_ids AS text[])) AND l.usage IS NOT NULL
+GROUP BY l.job_id, s.value->>'model'
+""")
+
 # The outcome the result-store announced is final: on a replay, where a cancel and the last lot
 # may be projected in another order than they were live, it overrides what the replay decided.
 # Terminal times follow `completion._finished_at`: a cancelled job's time is its cancel time.
 APPLY_ANNOUNCED_JOBS = text(f"""
 INSERT INTO jobs AS j (job_id, client_id, status, total_lots, error_message, completed_at, cancelled_at,
-                       completion_published)
+                       completion_published, usage)
 SELECT v.job_id, v.client_id, v.status, v.total_lots, v.error_message,
        CASE WHEN v.status = '{CANCELLED}' THEN NULL ELSE v.finished_at END,
-       CASE WHEN v.status = '{CANCELLED}' THEN v.finished_at END, true
+       CASE WHEN v.status = '{CANCELLED}' THEN v.finished_at END, true, CAST(v.usage AS jsonb)
 FROM unnest(CAST(:job_ids AS text[]), CAST(:client_ids AS text[]), CAST(:statuses AS text[]),
-            CAST(:totals AS int[]), CAST(:errors AS text[]), CAST(:finished AS timestamptz[]))
-     AS v(job_id, client_id, status, total_lots, error_message, finished_at)
+            CAST(:totals AS int[]), CAST(:errors AS text[]), CAST(:finished AS timestamptz[]),
+            CAST(:usages AS text[]))
+     AS v(job_id, client_id, status, total_lots, error_message, finished_at, usage)
 ON CONFLICT (job_id) DO UPDATE SET
     client_id = coalesce(j.client_id, excluded.client_id),
     total_lots = coalesce(j.total_lots, excluded.total_lots),
     status = excluded.status, error_message = excluded.error_message,
     completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at,
-    completion_published = true, updated_at = now()
+    completion_published = true, usage = coalesce(excluded.usage, j.usage), updated_at = now()
 """)

@@ -15,7 +15,8 @@ def main() -> None:
     settings = TranslatorSettings()
     serve_stage(settings, settings.stage, settings.group_id,
                 [settings.topics.vision, settings.topics.submissions],
-                TranslationStage(settings.topics.translation, settings.models),
+                TranslationStage(settings.topics.translation, settings.models,
+                                 billed_share=settings.billed_share()),
                 partial(handle, topic=settings.topics.translation), settings.metrics_port)
 
 

@@ -7,13 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
     parse_translation_response,
     target_languages,
+    translation_output_budget,
     translation_request_body,
 )
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.stage.work import LotWork, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
@@ -33,6 +36,8 @@ class TranslationStage:
     topic: str
     models: ModelSettings
     name: str = "translation"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
 
     @property
     def work_type(self) -> type[TranslationWork]:
@@ -54,7 +59,7 @@ class TranslationStage:
     async def prepare(self, lots: list[LotWork[TranslationWork]]) -> Prepared[TranslationWork]:
         """One request per lot; nothing settles without the model here."""
         requests = [(lot, translation_request_body(
-            lot.work.english_html, target_languages(lot.work.languages), self.models))
+            lot.work.english_html, target_languages(lot.work.languages), self.models, lot.work.output_room))
             for lot in lots]
         return Prepared(requests, [])
 
@@ -64,7 +69,21 @@ class TranslationStage:
         translated = parse_translation_response(body, target_languages(languages))
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
-            descriptions=descriptions(languages, lot.work.english_html, translated))
+            descriptions=descriptions(languages, lot.work.english_html, translated),
+            usage=priced(usage_of(body), self.models.translation_model, self.models.prices,
+                         self.billed_share))
+
+    def retry_unusable(self, lot: LotWork[TranslationWork],
+                       error: ModelOutputError) -> LotWork[TranslationWork] | None:
+        """A translation cut off by its output budget goes again with twice the room, up to the ceiling."""
+        if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
+            return None
+        targets = target_languages(lot.work.languages)
+        room = lot.work.output_room
+        if (translation_output_budget(lot.work.english_html, targets, self.models, room)
+                >= self.models.translation_max_output_tokens):
+            return None
+        return lot.with_work(lot.work.model_copy(update={"output_room": room * 2}))
 
     def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
         """LotFailed at the translation stage."""

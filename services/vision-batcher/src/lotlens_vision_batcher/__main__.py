@@ -25,7 +25,8 @@ def main() -> None:
         return list(result.valid), list(result.unreachable)
 
     serve_stage(settings, settings.stage, settings.group_id, [settings.topics.submissions],
-                VisionStage(settings.topics.vision, settings.models, checker), handle,
+                VisionStage(settings.topics.vision, settings.models, checker,
+                            billed_share=settings.billed_share()), handle,
                 settings.metrics_port)
 
 

@@ -8,9 +8,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
+from lotlens_common.stage.core.limits import MAX_IMAGES_PER_REQUEST
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
 
 # (urls) -> (reachable urls, unreachable urls), in the order given.
@@ -53,6 +56,8 @@ class VisionStage:
     models: ModelSettings
     check_images: ImageChecker
     name: str = "vision"
+    # The Batch API bills a share of the list price; direct calls pay it whole.
+    billed_share: float = 1.0
     recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
 
     @property
@@ -91,8 +96,10 @@ class VisionStage:
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
         for lot in lots:
-            valid = [url for url in lot.work.image_urls if verdicts.get(url)]
-            missing = [url for url in lot.work.image_urls if not verdicts.get(url)]
+            # OpenAI takes at most 500 images a request: the rest are not described.
+            valid = [url for url in lot.work.image_urls if verdicts.get(url)][:MAX_IMAGES_PER_REQUEST]
+            sent = set(valid)
+            missing = [url for url in lot.work.image_urls if url not in sent]
             checked = (lot if tuple(missing) == lot.work.missing_images
                        else lot.with_work(lot.work.model_copy(update={"missing_images": tuple(missing)})))
             if not valid:
@@ -109,7 +116,12 @@ class VisionStage:
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
             languages=lot.work.languages, total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
-            missing_images=lot.work.missing_images)
+            missing_images=lot.work.missing_images,
+            usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
+
+    def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
+        """Never: a description that came back unusable would come back the same."""
+        return None
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage."""

@@ -6,7 +6,7 @@ from functools import partial
 
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
-from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 
@@ -16,12 +16,12 @@ def main() -> None:
     settings = DispatcherSettings()
     setup_logging(settings.log_level)
     stop = stop_on_signals()
-    serve_metrics(settings.metrics_port, settings.metrics_host)
     # Attempt threads read payloads at once; past 20 they wait for a connection instead.
     pool_size = max(settings.database.pool_size, min(settings.webhook_concurrency, 20))
     engine = make_engine(settings.database, pool_size)
     consumer_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher-consumer")
     dispatch_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher")
+    serve_operations(settings, settings.metrics_port, engine, dispatch_producer)
     try:
         run_workers(workers(settings, engine, partial(http_transport, settings), consumer_producer,
                             dispatch_producer), stop)

@@ -10,13 +10,12 @@ from lotlens_common.settings import ServiceSettings
 class DispatcherSettings(ServiceSettings):
     """Client keys, the retry schedule and the delivery limits.
 
-    `LOTLENS_CLIENTS='{"client_id": "shared-key"}'` signs each job's webhooks with its client's
-    key; `LOTLENS_CLIENTS_PREVIOUS` (same shape) adds the old key's Standard Webhooks signature
-    during a key rotation. Every other field is `LOTLENS_<FIELD NAME IN CAPITALS>`.
+    `LOTLENS_CLIENTS='{"client_id": "shared-key"}'` signs each job's webhooks' `X-Signature` with
+    its client's key; `webhook-signature` uses the client's `whsec_` secrets, read from the
+    `client_webhook_secrets` table. Every other field is `LOTLENS_<FIELD NAME IN CAPITALS>`.
     """
 
     clients: dict[str, SecretStr] = Field(default_factory=dict)
-    clients_previous: dict[str, SecretStr] = Field(default_factory=dict)
     consumer_group: str = "lotlens-webhook-dispatcher"
     # Waits before attempts 2, 3, ...; one more attempt than intervals (the contract: 5).
     webhook_retry_intervals_s: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0)
@@ -32,6 +31,8 @@ class DispatcherSettings(ServiceSettings):
     # A claimed attempt is taken over by another instance after the lease (see `lease_s`).
     webhook_lease_margin_s: float = 30.0
     webhook_response_body_chars: int = 2000
+    # How long a client's webhook secrets are cached (a rotation reaches deliveries this late).
+    webhook_secrets_cache_s: float = 10.0
     # Where /metrics is served (0: not served; the deployments set 9100).
     metrics_port: int = 0
 
@@ -56,10 +57,7 @@ class DispatcherSettings(ServiceSettings):
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
 
-    def signing_keys(self, client_id: str) -> tuple[str, list[str]] | None:
-        """The client's current key and any previous ones, or None for an unknown client."""
-        current = self.clients.get(client_id)
-        if current is None:
-            return None
-        previous = self.clients_previous.get(client_id)
-        return current.get_secret_value(), [previous.get_secret_value()] if previous else []
+    def shared_key(self, client_id: str) -> str | None:
+        """The client's shared key (`X-Signature`), or None for an unknown client."""
+        key = self.clients.get(client_id)
+        return key.get_secret_value() if key is not None else None

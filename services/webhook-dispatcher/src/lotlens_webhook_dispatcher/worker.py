@@ -36,6 +36,8 @@ from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 from lotlens_common.kafka import EventProducer
+from lotlens_common.logs import log_context
+from lotlens_common.ops import heartbeat
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
 from lotlens_webhook_dispatcher.config import DispatcherSettings
@@ -43,6 +45,7 @@ from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
+from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,7 @@ class Dispatcher:
         self._gauges_at = 0.0
         self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
         self._finished_jobs = FinishedJobs(engine)
+        self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
 
     def wake(self) -> None:
         """Claim at once (deliveries were just scheduled) instead of at the next poll."""
@@ -98,6 +102,7 @@ class Dispatcher:
         try:
             with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
                 while not stop.is_set():
+                    heartbeat("deliveries")
                     self._wake.clear()
                     try:
                         claimed = self._claim()
@@ -174,6 +179,10 @@ class Dispatcher:
 
     def attempt(self, delivery: Delivery) -> None:
         """Make one claimed attempt (or close an exhausted delivery) and record the outcome."""
+        with log_context(job_id=delivery.job_id, delivery_id=delivery.delivery_id):
+            self._attempt(delivery)
+
+    def _attempt(self, delivery: Delivery) -> None:
         lost = interrupted(delivery, self._clock())
         if lost is not None and lost.status == "failed":
             self._finish(delivery, lost)
@@ -188,8 +197,8 @@ class Dispatcher:
 
     def _send(self, delivery: Delivery) -> AttemptOutcome:
         s = self._settings
-        keys = s.signing_keys(delivery.client_id)
-        if keys is None:
+        key = s.shared_key(delivery.client_id)
+        if key is None:
             return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
         job = self._finished_jobs.job(delivery.job_id)
         if job is None:
@@ -202,13 +211,13 @@ class Dispatcher:
                 # Building the body or publishing stalled: send only if the lease still holds.
                 if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
                     raise LeaseLost(delivery.delivery_id)
-        key, previous = keys
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
             "X-Delivery-Attempt": str(delivery.attempt),
             "X-Job-ID": delivery.job_id,
-            **webhook_headers(key, delivery.delivery_id, int(self._clock().timestamp()), body, previous),
+            **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
+                              int(self._clock().timestamp()), body),
         }
         return post_webhook(self._transport(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
                             s.webhook_response_body_chars)
@@ -265,7 +274,7 @@ class Dispatcher:
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(group) - kept, len(group))
         for delivery, verdict in group:
-            metrics.DELIVERIES.labels("retrying" if verdict.status == "pending" else verdict.status).inc()
+            metrics.count_verdict(verdict.status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         self._forget([delivery for delivery, _ in group])

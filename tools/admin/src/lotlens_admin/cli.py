@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 
-from lotlens_admin import dlq, projections
+from lotlens_admin import clients, dlq, projections
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Groups are added here as they are built (e.g. `dlq`, `projections`).
-GROUPS: tuple[Register, ...] = (projections.register, dlq.register)
+GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,27 +12,23 @@ Deterministic answers (tests assert on them exactly):
   of the LAST user message; N is the number of image parts in the whole input
   (`input_image` for Responses, `image_url` for chat).
 * Vision (no json_schema format requested):
-  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`.
+  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`. When T contains
+  `standin:hostile-html`, hostile markup follows (`<script>`, `<img onerror>`,
+  `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write.
 * Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
-  string property whose name is a language code (`de`, `pt-BR`) at any depth gets
+  string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
   `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed + `</p>`; other
   strings get that stripped T, numbers 0, booleans false, arrays one element.
 * Markers in T: `[standin:error]` → HTTP 500 `server_error` (a batch line goes to the error file
   with `response.status_code` 500); `[standin:incomplete]` → `status: "incomplete"`,
   `incomplete_details: {"reason": "max_output_tokens"}` and no message item (chat:
   `finish_reason: "length"`, empty content).
-* Reasoning models (names starting with `o` or `gpt-5`) get a `reasoning` output item first,
-  refuse `temperature`/`top_p`; other models refuse `reasoning.effort` (400 like OpenAI).
+* Model rules (reasoning or not, image input, maximum output) come from `models.py`, a table
+  taken from OpenAI's model documentation; parameters are checked per family (`parameter_checks.py`).
 
-Batch outcomes: lines run when the batch leaves `in_progress`. Expired batches (fault) run the
-first `total // 2` lines and write the rest to the error file with code `batch_expired`
-(counted as failed). Cancelled batches (by the API before `finalizing`, or by fault) run
-nothing and write every line to the error file with code `batch_cancelled` (counted neither
-completed nor failed); cancelled during `finalizing` keeps the full results.
-
-Fault injection: `POST /_standin/faults`, `GET /_standin/faults`, `GET /_standin/stats`,
-`POST /_standin/reset`; see `faults.py`. Batches read the faults when they are created.
+Batches run their requests a slice at a time while `in_progress`, expire after their completion
+window and cancel with the finished requests kept. Faults and durable state: see README.md.
 """
 
 from lotlens_openai_standin.app import create_app

@@ -12,8 +12,8 @@ import orjson
 
 ERROR_MARKER = "[standin:error]"
 INCOMPLETE_MARKER = "[standin:incomplete]"
-# Language-code property names in a translation schema: "de", "pt", "pt-BR".
-_LANGUAGE_KEY = re.compile(r"^[a-z]{2}(-[A-Za-z]{2})?$")
+# Language-tag property names in a translation schema: "de", "fil", "pt-BR", "zh-Hant", "es-419".
+_LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,17 @@ def strip_outer_paragraph(text: str) -> str:
     return inner
 
 
+# A prompt holding this marker gets markup a manipulated model could write, after the usual answer:
+# what the pipeline's sanitiser must stop before it reaches an integrator's page.
+HOSTILE_MARKER = "standin:hostile-html"
+HOSTILE_HTML = ('<script>alert("standin")</script><img src="x.png" onerror="alert(1)">'
+                '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>')
+
+
 def vision_text(prompt: Prompt) -> str:
-    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>` with T html-escaped."""
-    return f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {html.escape(prompt.last_text)}</p>"
+    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>`, T escaped; + HOSTILE_HTML on the marker."""
+    answer = f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {html.escape(prompt.last_text)}</p>"
+    return answer + HOSTILE_HTML if HOSTILE_MARKER in prompt.last_text else answer
 
 
 def translated(language: str, source: str) -> str:

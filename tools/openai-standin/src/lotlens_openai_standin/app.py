@@ -12,11 +12,13 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from lotlens_openai_standin.api_errors import error_body, install_error_handlers
+from lotlens_openai_standin.answers import ENDPOINTS
+from lotlens_openai_standin.api_errors import error_body, error_response, install_error_handlers
 from lotlens_openai_standin.batches import BatchService, batches_router
 from lotlens_openai_standin.config import StandinConfig
 from lotlens_openai_standin.direct import direct_router
 from lotlens_openai_standin.durable import StateStore
+from lotlens_openai_standin.fault_answers import fault_error
 from lotlens_openai_standin.faults import Faults, Stats, control_router
 from lotlens_openai_standin.files import FileStore, files_router
 
@@ -64,6 +66,8 @@ def create_app(config: StandinConfig) -> FastAPI:
         vars(stats).update(saved_control["stats"])
     files = FileStore(data_dir, state)
     batches = BatchService(config, files, faults, stats, state)
+    if state.enabled:
+        files.remove_orphans(batches.staging_paths())
     last_control = [_control_snapshot(faults, stats)]
 
     @asynccontextmanager
@@ -76,6 +80,19 @@ def create_app(config: StandinConfig) -> FastAPI:
 
     app = FastAPI(title="LotLens OpenAI stand-in", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+
+    # Starlette runs the middleware added last first: control state, then the key check, then faults.
+    @app.middleware("http")
+    async def inject_faults(request: Request,
+                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Every injected failure of every endpoint is answered here, before the endpoint runs.
+        path = request.url.path
+        if path in ENDPOINTS:
+            stats.direct_calls[path] = stats.direct_calls.get(path, 0) + 1
+        fault = faults.take_fault(path)
+        if fault is not None:
+            return error_response(await fault_error(fault, faults))
+        return await call_next(request)
 
     @app.middleware("http")
     async def require_api_key(request: Request,
@@ -100,6 +117,6 @@ def create_app(config: StandinConfig) -> FastAPI:
 
     app.include_router(files_router(files, stats))
     app.include_router(batches_router(batches))
-    app.include_router(direct_router(config, faults, stats))
+    app.include_router(direct_router(config))
     app.include_router(control_router(faults, stats))
     return app

@@ -11,8 +11,6 @@ import orjson
 
 from lotlens_openai_standin.answer_rules import chat_prompt, estimate_tokens, responses_prompt
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
-from lotlens_openai_standin.api_errors import ApiError
-from lotlens_openai_standin.request_checks import check_chat_messages, check_responses_input
 
 MAX_REQUESTS = 50_000
 MAX_INPUT_BYTES = 200 * 1024 * 1024
@@ -81,16 +79,14 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
                    f"in this batch ('{summary.model}'). Each batch input file can only include requests to "
                    "a single model.")
         return [batch_error("mismatched_model", message, param="body.model", line=line)]
+    # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
+    # one gets its 400 in the error file and the rest of the batch goes on.
     try:
-        if endpoint == RESPONSES_ENDPOINT:
-            check_responses_input(body)
-        else:
-            check_chat_messages(body)
-    except ApiError as exc:
-        return [batch_error(exc.code or "invalid_request", exc.message,
-                            param=f"body.{exc.param}" if exc.param else "body", line=line)]
-    prompt = responses_prompt(body) if endpoint == RESPONSES_ENDPOINT else chat_prompt(body)
-    summary.estimated_tokens += estimate_tokens(body, prompt.image_count)
+        prompt = responses_prompt(body) if endpoint == RESPONSES_ENDPOINT else chat_prompt(body)
+        images = prompt.image_count
+    except (TypeError, AttributeError):
+        images = 0
+    summary.estimated_tokens += estimate_tokens(body, images)
     return []
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from lotlens_openai_standin.answers import ENDPOINTS
 from lotlens_openai_standin.api_errors import bad_request
+from lotlens_openai_standin.batch_run import RunState
 from lotlens_openai_standin.faults import BatchOutcome
 
-COMPLETION_WINDOW_SECONDS = 24 * 3600
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
 MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS = 64
@@ -38,14 +38,15 @@ class BatchRecord:
     output_file_id: str | None = None
     error_file_id: str | None = None
     total: int = 0
-    completed: int = 0
-    failed: int = 0
-    usage: dict[str, Any] | None = None
+    # Set when the batch starts running: how far it got (lines, bytes, counts, tokens).
+    run: RunState | None = None
+    # Requests an expiry left unexecuted: OpenAI counts them as failed.
+    expired_unexecuted: int = 0
     timestamps: dict[str, int] = field(default_factory=dict)
     # When the current status began, to the sub-second: phases resume from it after a restart.
     phase_started: float = field(default_factory=time.time)
-    # The requests have been answered (output and error files written).
-    ran: bool = False
+    # The end of the completion window (sub-second, so tests can shorten the window).
+    window_ends: float = 0.0
     cancel_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def move_to(self, status: str, at: int) -> None:
@@ -59,15 +60,32 @@ class BatchRecord:
 
     def to_state(self) -> dict[str, Any]:
         """Everything but the in-process cancel signal, as kept in the state directory."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cancel_requested"}
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "cancel_requested"}
+        return state | {"run": asdict(self.run) if self.run else None}
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BatchRecord:
         """A batch read back from the state directory; a pending cancel is still pending."""
-        batch = cls(**state)
+        batch = cls(**(state | {"run": RunState(**state["run"]) if state["run"] else None}))
         if batch.status == "cancelling":
             batch.cancel_requested.set()
         return batch
+
+    def request_counts(self) -> dict[str, int]:
+        """Lines in the file, lines answered so far (200 or not), expired lines counted as failed."""
+        completed = self.run.completed if self.run else 0
+        failed = (self.run.failed if self.run else 0) + self.expired_unexecuted
+        return {"total": self.total, "completed": completed, "failed": failed}
+
+    def usage(self) -> dict[str, Any] | None:
+        """Token totals of the answered requests."""
+        if self.run is None:
+            return None
+        input_tokens, output_tokens, reasoning_tokens = self.run.tokens
+        return {"input_tokens": input_tokens, "input_tokens_details": {"cached_tokens": 0},
+                "output_tokens": output_tokens,
+                "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+                "total_tokens": input_tokens + output_tokens}
 
     def to_object(self) -> dict[str, Any]:
         """The Batch object OpenAI returns."""
@@ -81,12 +99,11 @@ class BatchRecord:
             "output_file_id": self.output_file_id if files_ready else None,
             "error_file_id": self.error_file_id if files_ready else None,
             "created_at": self.created_at, "in_progress_at": stamp("in_progress_at"),
-            "expires_at": self.created_at + COMPLETION_WINDOW_SECONDS,
+            "expires_at": int(self.window_ends),
             "finalizing_at": stamp("finalizing_at"), "completed_at": stamp("completed_at"),
             "failed_at": stamp("failed_at"), "expired_at": stamp("expired_at"),
             "cancelling_at": stamp("cancelling_at"), "cancelled_at": stamp("cancelled_at"),
-            "request_counts": {"total": self.total, "completed": self.completed, "failed": self.failed},
-            "usage": self.usage, "metadata": self.metadata,
+            "request_counts": self.request_counts(), "usage": self.usage(), "metadata": self.metadata,
         }
 
 

@@ -1,11 +1,18 @@
-"""Running a validated batch: one output or error line per input line, streamed file to file."""
+"""Running a validated batch a slice at a time, appending to its output and error files.
+
+A batch runs while `in_progress`: each slice answers the next requests of the input file, in a
+shuffled order (OpenAI does not keep input order), and the progress (lines done, bytes of input
+read, bytes written to each result file) is what the batch record keeps. Resuming after a restart
+cuts both result files back to the recorded sizes, so no line is written twice.
+"""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import orjson
 
@@ -19,74 +26,91 @@ UNEXECUTED_MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
-class RunPlan:
-    """How much of the file runs and what happens to the rest."""
-
-    endpoint: str
-    # Lines from this index on are not executed (expired or cancelled batches); None runs them all.
-    executed_limit: int | None = None
-    unexecuted_code: str = "batch_expired"
-    fail_custom_ids_containing: str | None = None
-
-
 @dataclass
-class RunResult:
-    """Counts and token totals of one run."""
+class RunState:
+    """How far a batch has run: kept in the batch record, so it survives a restart."""
 
+    output_path: str
+    error_path: str
+    executed: int = 0
+    input_offset: int = 0
+    output_bytes: int = 0
+    error_bytes: int = 0
     completed: int = 0
     failed: int = 0
-    unexecuted: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
+    tokens: list[int] = field(default_factory=lambda: [0, 0, 0])  # input, output, reasoning
 
 
-def _write(out: IO[bytes], line: Mapping[str, Any]) -> None:
-    out.write(orjson.dumps(line) + b"\n")
-
-
-def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> dict[str, Any]:
+def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> bytes:
     response = {"status_code": status, "request_id": new_id("req_", 32), "body": body}
-    return {"id": new_id("batch_req_", 32), "custom_id": custom_id, "response": response, "error": None}
+    line = {"id": new_id("batch_req_", 32), "custom_id": custom_id, "response": response, "error": None}
+    return orjson.dumps(line) + b"\n"
 
 
-def _execute(request: Mapping[str, Any], plan: RunPlan) -> tuple[int, dict[str, Any]]:
-    custom_id = str(request["custom_id"])
-    substring = plan.fail_custom_ids_containing
+def _execute(request: Mapping[str, Any], endpoint: str,
+             fail_substring: str | None) -> tuple[int, dict[str, Any]]:
     try:
-        if substring and substring in custom_id:
+        if fail_substring and fail_substring in str(request["custom_id"]):
             raise server_error()
-        return 200, answer(plan.endpoint, request["body"])
+        return 200, answer(endpoint, request["body"])
     except ApiError as exc:
         return exc.status, exc.body()
 
 
-def run_batch(input_path: Path, plan: RunPlan, output_path: Path, error_path: Path) -> RunResult:
-    """Answer every line of a validated input file into the output and error files."""
-    result = RunResult()
-    with input_path.open("rb") as lines, output_path.open("wb") as output, error_path.open("wb") as errors:
-        index = 0
-        for raw in lines:
-            if not raw.strip():
-                continue
-            request = orjson.loads(raw)
-            custom_id = str(request["custom_id"])
-            if plan.executed_limit is not None and index >= plan.executed_limit:
-                code = plan.unexecuted_code
-                _write(errors, {"id": new_id("batch_req_", 32), "custom_id": custom_id, "response": None,
-                                "error": {"code": code, "message": UNEXECUTED_MESSAGES[code]}})
-                result.unexecuted += 1
-            else:
-                status, body = _execute(request, plan)
-                _write(output if status == 200 else errors, _response_line(custom_id, status, body))
-                if status == 200:
-                    result.completed += 1
-                    tokens = usage_tokens(body)
-                    result.input_tokens += tokens[0]
-                    result.output_tokens += tokens[1]
-                    result.reasoning_tokens += tokens[2]
-                else:
-                    result.failed += 1
-            index += 1
-    return result
+def _read_lines(path: Path, offset: int, count: int | None) -> tuple[list[bytes], int]:
+    """Up to `count` non-blank lines from a byte offset (all when None), and the offset after them."""
+    lines: list[bytes] = []
+    with path.open("rb") as source:
+        source.seek(offset)
+        while count is None or len(lines) < count:
+            raw = source.readline()
+            if not raw:
+                break
+            offset += len(raw)
+            if raw.strip():
+                lines.append(raw)
+    return lines, offset
+
+
+def _append(path: Path, size: int, chunk: list[bytes]) -> int:
+    with path.open("ab") as out:
+        # Anything past the recorded size was written by a run a kill interrupted.
+        out.truncate(size)
+        out.write(b"".join(chunk))
+    return size + sum(len(line) for line in chunk)
+
+
+def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail_substring: str | None,
+              seed: str) -> None:
+    """Answer the next `count` requests into the result files, in a shuffled order."""
+    raws, offset = _read_lines(input_path, state.input_offset, count)
+    outputs: list[bytes] = []
+    errors: list[bytes] = []
+    for raw in raws:
+        request = orjson.loads(raw)
+        status, body = _execute(request, endpoint, fail_substring)
+        (outputs if status == 200 else errors).append(_response_line(str(request["custom_id"]), status, body))
+        if status == 200:
+            state.completed += 1
+            state.tokens = [a + b for a, b in zip(state.tokens, usage_tokens(body), strict=True)]
+        else:
+            state.failed += 1
+    shuffle = random.Random(f"{seed}:{state.executed}").shuffle
+    shuffle(outputs)
+    shuffle(errors)
+    state.output_bytes = _append(Path(state.output_path), state.output_bytes, outputs)
+    state.error_bytes = _append(Path(state.error_path), state.error_bytes, errors)
+    state.executed += len(raws)
+    state.input_offset = offset
+
+
+def write_unexecuted(input_path: Path, state: RunState, code: str) -> int:
+    """Report every request not yet run in the error file with `code`; how many there were."""
+    raws, offset = _read_lines(input_path, state.input_offset, None)
+    message = UNEXECUTED_MESSAGES[code]
+    lines = [orjson.dumps({"id": new_id("batch_req_", 32), "custom_id": orjson.loads(raw)["custom_id"],
+                           "response": None, "error": {"code": code, "message": message}}) + b"\n"
+             for raw in raws]
+    state.error_bytes = _append(Path(state.error_path), state.error_bytes, lines)
+    state.input_offset = offset
+    return len(lines)

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from lotlens_openai_standin.api_errors import bad_request, not_found
 from lotlens_openai_standin.batch_input import batch_error, validate_input_file
 from lotlens_openai_standin.batch_record import ACTIVE_STATUSES, BatchRecord, check_create_params
-from lotlens_openai_standin.batch_run import RunPlan, run_batch
+from lotlens_openai_standin.batch_run import RunState, run_slice, write_unexecuted
 from lotlens_openai_standin.config import StandinConfig
 from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.faults import Faults, Stats
@@ -67,7 +67,8 @@ class BatchService:
         batch = BatchRecord(id=new_id("batch_", 32), endpoint=endpoint, input_file_id=input_file_id,
                             created_at=unix_now(), sequence=next(self._sequence), metadata=metadata,
                             outcome=self._faults.take_batch_outcome(),
-                            fail_custom_ids_containing=self._faults.fail_custom_ids_containing)
+                            fail_custom_ids_containing=self._faults.fail_custom_ids_containing,
+                            window_ends=time.time() + self._config.completion_window_seconds)
         self._batches[batch.id] = batch
         self._save(batch)
         self._stats.batches_created += 1
@@ -113,10 +114,12 @@ class BatchService:
 
     async def _pause(self, batch: BatchRecord, phase_seconds: float) -> bool:
         """Wait out the rest of the current phase; True when a cancel arrived meanwhile."""
-        # Measured from the phase's start, so a restarted stand-in keeps the batch's pace.
-        remaining = max(0.0, batch.phase_started + phase_seconds - time.time())
+        return await self._wait(batch, batch.phase_started + phase_seconds)
+
+    async def _wait(self, batch: BatchRecord, until: float) -> bool:
+        """Sleep until a wall-clock time (kept across restarts); True when a cancel arrived meanwhile."""
         try:
-            await asyncio.wait_for(batch.cancel_requested.wait(), timeout=remaining)
+            await asyncio.wait_for(batch.cancel_requested.wait(), timeout=max(0.0, until - time.time()))
         except TimeoutError:
             return batch.cancel_requested.is_set()
         return True
@@ -134,26 +137,16 @@ class BatchService:
             if not await self._validate(batch):
                 return
         if batch.status == "in_progress":
-            if await self._pause(batch, self._config.in_progress_seconds):
-                await self._finish_cancel(batch)
+            ending = await self._progress(batch)
+            if ending == "expired":
+                await self._expire(batch)
                 return
-            if batch.outcome == "cancelled":
-                self._move(batch, "cancelling")
-                await self._finish_cancel(batch)
-                return
-            if batch.outcome == "expired":
-                await self._run(batch, RunPlan(batch.endpoint, batch.total // 2, "batch_expired",
-                                               batch.fail_custom_ids_containing))
-                self._move(batch, "expired")
-                return
-            self._move(batch, "finalizing")
-        if batch.status == "finalizing":
-            if not batch.ran:
-                await self._run(batch, RunPlan(batch.endpoint, None,
-                                               fail_custom_ids_containing=batch.fail_custom_ids_containing))
-            if not await self._pause(batch, self._config.finalizing_seconds):
-                self._move(batch, "completed")
-                return
+            if ending == "finalizing":
+                self._move(batch, "finalizing")
+        if batch.status == "finalizing" and not await self._pause(batch, self._config.finalizing_seconds):
+            self._publish_results(batch)
+            self._move(batch, "completed")
+            return
         await self._finish_cancel(batch)
 
     async def _validate(self, batch: BatchRecord) -> bool:
@@ -178,43 +171,78 @@ class BatchService:
             self._move(batch, "failed")
             return False
         batch.total = summary.total
+        batch.run = RunState(str(self._files.new_path()), str(self._files.new_path()))
         self._move(batch, "in_progress")
         return True
 
-    async def _run(self, batch: BatchRecord, plan: RunPlan) -> None:
-        source = self._files.get(batch.input_file_id).path
-        output_path, error_path = self._files.new_path(), self._files.new_path()
-        result = await anyio.to_thread.run_sync(run_batch, source, plan, output_path, error_path)
-        batch.completed = result.completed
-        # Expired requests count as failed; cancelled ones count as neither.
-        batch.failed = result.failed + (result.unexecuted if plan.unexecuted_code == "batch_expired" else 0)
-        batch.usage = {
-            "input_tokens": result.input_tokens, "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": result.output_tokens,
-            "output_tokens_details": {"reasoning_tokens": result.reasoning_tokens},
-            "total_tokens": result.input_tokens + result.output_tokens,
-        }
-        batch.output_file_id = self._register(output_path, f"{batch.id}_output.jsonl")
-        batch.error_file_id = self._register(error_path, f"{batch.id}_error.jsonl")
-        batch.ran = True
+    async def _progress(self, batch: BatchRecord) -> str:
+        """Run the requests spread over the phase; how it ends: `finalizing`, `expired` or `cancelling`."""
+        assert batch.run is not None
+        seconds = self._config.in_progress_seconds
+        deadline = batch.window_ends
+        if batch.outcome == "expired":
+            # The injected expiry: the window closes halfway through the phase.
+            deadline = min(deadline, batch.phase_started + seconds / 2)
+        if batch.outcome == "cancelled":
+            # Cancelled on OpenAI's side before any request ran.
+            self._move(batch, "cancelling")
+            return "cancelling"
+        tick = max(seconds / 10, 0.02)
+        while True:
+            now = min(time.time(), deadline)
+            share = 1.0 if seconds <= 0 else min(1.0, (now - batch.phase_started) / seconds)
+            # Wall-clock floats carry ~1e-6 s of error: without the epsilon half of 4 can come out as 1.
+            due = int(batch.total * share + 1e-3) - batch.run.executed
+            if due > 0:
+                source = self._files.get(batch.input_file_id).path
+                await anyio.to_thread.run_sync(run_slice, source, batch.run, due, batch.endpoint,
+                                               batch.fail_custom_ids_containing, batch.id)
+                self._save(batch)
+            if batch.run.executed >= batch.total:
+                return "finalizing"
+            if now >= deadline:  # the share above was taken at the deadline: nothing more runs
+                return "expired"
+            if await self._wait(batch, min(time.time() + tick, deadline)):
+                return "cancelling"
+
+    async def _expire(self, batch: BatchRecord) -> None:
+        """The window closed: what ran stays, the rest is reported `batch_expired` (counted failed)."""
+        assert batch.run is not None
+        path = self._files.get(batch.input_file_id).path
+        batch.expired_unexecuted = await anyio.to_thread.run_sync(write_unexecuted, path, batch.run,
+                                                                  "batch_expired")
+        self._publish_results(batch)
+        self._move(batch, "expired")
+
+    def _publish_results(self, batch: BatchRecord) -> None:
+        # Like OpenAI, a batch without successes (or without errors) has no such file.
+        if batch.run is None or batch.output_file_id or batch.error_file_id:
+            return
+        for path, name in ((batch.run.output_path, "output"), (batch.run.error_path, "error")):
+            blob = Path(path)
+            if blob.is_file() and blob.stat().st_size > 0:
+                file_id = self._files.add(blob, f"{batch.id}_{name}.jsonl", "batch_output").id
+                setattr(batch, f"{name}_file_id", file_id)
+            else:
+                blob.unlink(missing_ok=True)
         self._save(batch)
 
-    def _register(self, path: Path, filename: str) -> str | None:
-        # Like OpenAI, a batch without successes (or without errors) has no such file.
-        if path.stat().st_size == 0:
-            path.unlink(missing_ok=True)
-            return None
-        return self._files.add(path, filename, "batch_output").id
-
     async def _finish_cancel(self, batch: BatchRecord) -> None:
-        """`cancelling` → `cancelled`; a validated batch that has not run reports its requests unexecuted."""
+        """`cancelling` → `cancelled`: finished requests keep their results, the rest is `batch_cancelled`."""
         if batch.status != "cancelling":
             self._move(batch, "cancelling")
-        if batch.total and not batch.ran:
-            await self._run(batch, RunPlan(batch.endpoint, 0, "batch_cancelled"))
+        if batch.run is not None and not (batch.output_file_id or batch.error_file_id):
+            path = self._files.get(batch.input_file_id).path
+            await anyio.to_thread.run_sync(write_unexecuted, path, batch.run, "batch_cancelled")
+            self._publish_results(batch)
         # Cancelling takes a while at OpenAI too; measured from `cancelling_at`, like every phase.
         await asyncio.sleep(max(0.0, batch.phase_started + self._config.finalizing_seconds - time.time()))
         self._move(batch, "cancelled")
+
+    def staging_paths(self) -> set[str]:
+        """Result files of batches still running (not yet files of their own)."""
+        return {path for b in self._batches.values() if b.run and b.status in ACTIVE_STATUSES
+                for path in (b.run.output_path, b.run.error_path)}
 
 
 def batches_router(service: BatchService) -> APIRouter:

@@ -22,6 +22,8 @@ class StandinConfig:
     validating_seconds: float = 0.5
     in_progress_seconds: float = 1.0
     finalizing_seconds: float = 0.5
+    # OpenAI's one window is 24 h; tests shorten it to see batches expire with partial output.
+    completion_window_seconds: float = 24 * 3600.0
     latency_seconds: float = 0.0
     api_key: str | None = None
     # 0 means unlimited, like an organisation without an enqueued-token cap.
@@ -45,6 +47,8 @@ def config_from_env(env: Mapping[str, str]) -> StandinConfig:
         validating_seconds=float(get("VALIDATING_SECONDS") or defaults.validating_seconds),
         in_progress_seconds=float(get("IN_PROGRESS_SECONDS") or defaults.in_progress_seconds),
         finalizing_seconds=float(get("FINALIZING_SECONDS") or defaults.finalizing_seconds),
+        completion_window_seconds=float(
+            get("COMPLETION_WINDOW_SECONDS") or defaults.completion_window_seconds),
         latency_seconds=float(get("LATENCY_SECONDS") or defaults.latency_seconds),
         api_key=get("API_KEY"),
         enqueued_token_limit=int(get("ENQUEUED_TOKEN_LIMIT") or defaults.enqueued_token_limit),

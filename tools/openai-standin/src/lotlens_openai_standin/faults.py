@@ -11,7 +11,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from lotlens_openai_standin.api_errors import bad_request
 
 BatchOutcome = Literal["failed", "expired", "cancelled"]
-DirectFault = Literal["rate_limit", "server_error"]
+FaultKind = Literal["rate_limit", "server_error", "overloaded", "timeout", "insufficient_quota",
+                    "invalid_api_key"]
+FaultScope = Literal["files", "batches", "responses", "chat", "any"]
+
+
+class ApiFault(BaseModel):
+    """The next `count` requests in `scope` get this failure instead of their answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    scope: FaultScope
+    kind: FaultKind
+    count: int = Field(default=1, ge=1)
+    # A timeout holds the request this long, then answers 504 (the client has usually given up).
+    seconds: float = Field(default=30.0, ge=0)
+
+
+def scope_of(path: str) -> FaultScope | None:
+    """The fault scope of an API path."""
+    for prefix, scope in (("/v1/files", "files"), ("/v1/batches", "batches"), ("/v1/responses", "responses"),
+                          ("/v1/chat/completions", "chat")):
+        if path.startswith(prefix):
+            return scope  # type: ignore[return-value]
+    return None
 
 
 @dataclass
@@ -24,6 +47,10 @@ class Faults:
     rate_limit_next: int = 0
     server_error_next: int = 0
     fail_custom_ids_containing: str | None = None
+    # Retry-After of successive 429s, cycled (OpenAI's varies with the limit's reset time).
+    retry_after_s: list[float] = field(default_factory=lambda: [1.0])
+    rate_limits_sent: int = 0
+    api_faults: list[dict[str, Any]] = field(default_factory=list)
 
     def take_batch_outcome(self) -> BatchOutcome | None:
         """The outcome for a batch being created now, consuming one of a counted fault."""
@@ -34,15 +61,31 @@ class Faults:
                 self.batch_outcome, self.batch_outcome_count = None, None
         return outcome
 
-    def take_direct_fault(self) -> DirectFault | None:
-        """The fault for a direct call happening now, if any (rate limits first)."""
-        if self.rate_limit_next > 0:
+    def take_fault(self, path: str) -> ApiFault | None:
+        """The failure for a request to `path` arriving now, consuming it (None: answer normally)."""
+        scope = scope_of(path)
+        if scope is None:
+            return None
+        if scope in ("responses", "chat") and self.rate_limit_next > 0:
+            # The original shorthand: the next N model calls are rate limited / fail.
             self.rate_limit_next -= 1
-            return "rate_limit"
-        if self.server_error_next > 0:
+            return ApiFault(scope=scope, kind="rate_limit")
+        if scope in ("responses", "chat") and self.server_error_next > 0:
             self.server_error_next -= 1
-            return "server_error"
+            return ApiFault(scope=scope, kind="server_error")
+        for entry in self.api_faults:
+            fault = ApiFault.model_validate(entry)
+            if fault.scope in (scope, "any"):
+                entry["count"] -= 1
+                self.api_faults = [e for e in self.api_faults if e["count"] > 0]
+                return fault
         return None
+
+    def next_retry_after(self) -> float:
+        """The Retry-After of the next 429, cycling through `retry_after_s`."""
+        value = self.retry_after_s[self.rate_limits_sent % len(self.retry_after_s)]
+        self.rate_limits_sent += 1
+        return value
 
     def reset(self) -> None:
         """No faults at all."""
@@ -52,7 +95,9 @@ class Faults:
         """The current faults, for the control API."""
         return {"batch_outcome": self.batch_outcome, "batch_outcome_count": self.batch_outcome_count,
                 "rate_limit_next": self.rate_limit_next, "server_error_next": self.server_error_next,
-                "fail_custom_ids_containing": self.fail_custom_ids_containing}
+                "fail_custom_ids_containing": self.fail_custom_ids_containing,
+                "retry_after_s": list(self.retry_after_s), "rate_limits_sent": self.rate_limits_sent,
+                "api_faults": [dict(e) for e in self.api_faults]}
 
 
 @dataclass
@@ -84,6 +129,8 @@ class FaultsUpdate(BaseModel):
     rate_limit_next: int = Field(default=0, ge=0)
     server_error_next: int = Field(default=0, ge=0)
     fail_custom_ids_containing: str | None = None
+    retry_after_s: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    api_faults: list[ApiFault] = Field(default_factory=list)
 
 
 def control_router(faults: Faults, stats: Stats) -> APIRouter:
@@ -98,6 +145,8 @@ def control_router(faults: Faults, stats: Stats) -> APIRouter:
             raise bad_request(f"Invalid faults: {exc.errors()[0]['msg']}") from None
         for name in update.model_fields_set:
             setattr(faults, name, getattr(update, name))
+        if "api_faults" in update.model_fields_set:
+            faults.api_faults = [fault.model_dump() for fault in update.api_faults]
         sent = update.model_fields_set
         if "batch_outcome" in sent and "batch_outcome_count" not in sent:
             faults.batch_outcome_count = None

@@ -76,12 +76,6 @@ class FileStore:
         root.mkdir(parents=True, exist_ok=True)
         records = (FileRecord.from_state(saved) for saved in state.load("files"))
         self._files: dict[str, FileRecord] = {record.id: record for record in records}
-        if state.enabled:
-            # Contents written by a run or an upload that a kill interrupted belong to no file.
-            kept = {record.path.name for record in self._files.values()}
-            for blob in root.glob("blob-*"):
-                if blob.name not in kept:
-                    blob.unlink(missing_ok=True)
 
     def new_path(self) -> Path:
         """A fresh path under the data directory for content about to be written."""
@@ -106,6 +100,13 @@ class FileStore:
             raise bad_request(f"File is too large. The maximum size for purpose '{purpose}' is "
                               f"{limit // MB} MB.", param="file", code="file_too_large") from None
         return self.add(path, upload.filename or "upload", purpose)
+
+    def remove_orphans(self, in_use: set[str]) -> None:
+        """Delete contents that belong to no file and to no running batch (a kill interrupted their write)."""
+        kept = {record.path.name for record in self._files.values()} | {Path(path).name for path in in_use}
+        for blob in self._root.glob("blob-*"):
+            if blob.name not in kept:
+                blob.unlink(missing_ok=True)
 
     def get(self, file_id: str) -> FileRecord:
         """The file, or OpenAI's 404."""

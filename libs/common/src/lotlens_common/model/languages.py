@@ -1,55 +1,51 @@
-"""ISO 639-1 language codes and their English names (for prompts)."""
+"""Language tags: BCP 47 (`en`, `pt-BR`, `zh-Hant`, `sr-Latn`), checked and named by `langcodes`.
+
+A tag is accepted in any case and kept in its canonical form (`PT-br` → `pt-BR`, `iw` → `he`,
+`eng` → `en`), which is what is stored, echoed and used as the translation's schema key. Tags
+that name no language a model could write in are refused: undetermined or multiple languages
+(`und`, `mul`), private use (`x-…`, `qaa`) and unknown regions or scripts (`en-XX`).
+"""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
+import langcodes
+from langcodes.tag_parser import LanguageTagError
+
 ENGLISH = "en"
-
-# Every two-letter ISO 639-1 code, deprecated `bh` (Bihari) included: lots may still carry it.
-_NAMES: dict[str, str] = {
-    "aa": "Afar", "ab": "Abkhazian", "ae": "Avestan", "af": "Afrikaans", "ak": "Akan", "am": "Amharic",
-    "an": "Aragonese", "ar": "Arabic", "as": "Assamese", "av": "Avaric", "ay": "Aymara",
-    "az": "Azerbaijani", "ba": "Bashkir", "be": "Belarusian", "bg": "Bulgarian", "bh": "Bihari",
-    "bi": "Bislama", "bm": "Bambara", "bn": "Bengali", "bo": "Tibetan", "br": "Breton", "bs": "Bosnian",
-    "ca": "Catalan", "ce": "Chechen", "ch": "Chamorro", "co": "Corsican", "cr": "Cree", "cs": "Czech",
-    "cu": "Church Slavonic", "cv": "Chuvash", "cy": "Welsh", "da": "Danish", "de": "German",
-    "dv": "Divehi", "dz": "Dzongkha", "ee": "Ewe", "el": "Greek", "en": "English", "eo": "Esperanto",
-    "es": "Spanish", "et": "Estonian", "eu": "Basque", "fa": "Persian", "ff": "Fulah", "fi": "Finnish",
-    "fj": "Fijian", "fo": "Faroese", "fr": "French", "fy": "Western Frisian", "ga": "Irish",
-    "gd": "Scottish Gaelic", "gl": "Galician", "gn": "Guarani", "gu": "Gujarati", "gv": "Manx",
-    "ha": "Hausa", "he": "Hebrew", "hi": "Hindi", "ho": "Hiri Motu", "hr": "Croatian",
-    "ht": "Haitian Creole", "hu": "Hungarian", "hy": "Armenian", "hz": "Herero", "ia": "Interlingua",
-    "id": "Indonesian", "ie": "Interlingue", "ig": "Igbo", "ii": "Sichuan Yi", "ik": "Inupiaq",
-    "io": "Ido", "is": "Icelandic", "it": "Italian", "iu": "Inuktitut", "ja": "Japanese",
-    "jv": "Javanese", "ka": "Georgian", "kg": "Kongo", "ki": "Kikuyu", "kj": "Kuanyama", "kk": "Kazakh",
-    "kl": "Kalaallisut", "km": "Khmer", "kn": "Kannada", "ko": "Korean", "kr": "Kanuri",
-    "ks": "Kashmiri", "ku": "Kurdish", "kv": "Komi", "kw": "Cornish", "ky": "Kyrgyz", "la": "Latin",
-    "lb": "Luxembourgish", "lg": "Ganda", "li": "Limburgish", "ln": "Lingala", "lo": "Lao",
-    "lt": "Lithuanian", "lu": "Luba-Katanga", "lv": "Latvian", "mg": "Malagasy", "mh": "Marshallese",
-    "mi": "Maori", "mk": "Macedonian", "ml": "Malayalam", "mn": "Mongolian", "mr": "Marathi",
-    "ms": "Malay", "mt": "Maltese", "my": "Burmese", "na": "Nauru", "nb": "Norwegian Bokmål",
-    "nd": "North Ndebele", "ne": "Nepali", "ng": "Ndonga", "nl": "Dutch", "nn": "Norwegian Nynorsk",
-    "no": "Norwegian", "nr": "South Ndebele", "nv": "Navajo", "ny": "Chichewa", "oc": "Occitan",
-    "oj": "Ojibwa", "om": "Oromo", "or": "Odia", "os": "Ossetian", "pa": "Punjabi", "pi": "Pali",
-    "pl": "Polish", "ps": "Pashto", "pt": "Portuguese", "qu": "Quechua", "rm": "Romansh", "rn": "Rundi",
-    "ro": "Romanian", "ru": "Russian", "rw": "Kinyarwanda", "sa": "Sanskrit", "sc": "Sardinian",
-    "sd": "Sindhi", "se": "Northern Sami", "sg": "Sango", "si": "Sinhala", "sk": "Slovak",
-    "sl": "Slovenian", "sm": "Samoan", "sn": "Shona", "so": "Somali", "sq": "Albanian", "sr": "Serbian",
-    "ss": "Swati", "st": "Southern Sotho", "su": "Sundanese", "sv": "Swedish", "sw": "Swahili",
-    "ta": "Tamil", "te": "Telugu", "tg": "Tajik", "th": "Thai", "ti": "Tigrinya", "tk": "Turkmen",
-    "tl": "Tagalog", "tn": "Tswana", "to": "Tongan", "tr": "Turkish", "ts": "Tsonga", "tt": "Tatar",
-    "tw": "Twi", "ty": "Tahitian", "ug": "Uyghur", "uk": "Ukrainian", "ur": "Urdu", "uz": "Uzbek",
-    "ve": "Venda", "vi": "Vietnamese", "vo": "Volapük", "wa": "Walloon", "wo": "Wolof", "xh": "Xhosa",
-    "yi": "Yiddish", "yo": "Yoruba", "za": "Zhuang", "zh": "Chinese", "zu": "Zulu",
-}
-
-ISO_639_1_CODES: frozenset[str] = frozenset(_NAMES)
+# RFC 5646 §4.4.1: 35 characters hold any tag a registry can give a meaning to.
+MAX_TAG_CHARS = 35
+_NOT_A_LANGUAGE = frozenset({"und", "mul", "mis", "zxx"})
 
 
-def is_supported_language(code: str) -> bool:
-    """True for a lower-case ISO 639-1 code such as `de`."""
-    return code in ISO_639_1_CODES
+@lru_cache(maxsize=4096)
+def canonical_tag(tag: str) -> str | None:
+    """The canonical form of a known BCP 47 tag (`pt-br` → `pt-BR`), or None when it is not one."""
+    if not tag or len(tag) > MAX_TAG_CHARS or "_" in tag:
+        return None
+    try:
+        if not langcodes.tag_is_valid(tag):
+            return None
+        language = langcodes.Language.get(tag)
+    except LanguageTagError:
+        return None
+    if language.private or language.language in _NOT_A_LANGUAGE or "Unknown" in language.display_name():
+        return None
+    return str(langcodes.standardize_tag(tag))
 
 
-def language_name(code: str) -> str:
-    """The English name of an ISO 639-1 code (`de` → `German`); KeyError for unknown codes."""
-    return _NAMES[code]
+def is_supported_language(tag: str) -> bool:
+    """True for a known tag already in canonical form (`de`, `pt-BR`; not `DE` nor `xx`)."""
+    return canonical_tag(tag) == tag
+
+
+@lru_cache(maxsize=4096)
+def language_name(tag: str) -> str:
+    """The tag in English words, language and variant: `pt-BR` → `Portuguese (Brazil)`.
+
+    ValueError for a tag that is not a known canonical one.
+    """
+    if not is_supported_language(tag):
+        raise ValueError(f"unsupported language tag: {tag!r}")
+    return str(langcodes.Language.get(tag).display_name("en"))

@@ -28,17 +28,26 @@ instead of guessing.
 
 
 def translation_instructions(languages: Sequence[str]) -> str:
-    """Instructions to translate one English HTML description into the given languages."""
-    targets = ", ".join(f"{language_name(code)} ({code})" for code in languages)
+    """Instructions to translate one English HTML description into the given languages.
+
+    Each language is named in words with its variant (`pt-BR` → Portuguese (Brazil)) next to
+    the JSON property that holds it: a bare tag leaves the model to guess the variant.
+    """
+    targets = "\n".join(f"- {language_name(tag)}: property \"{tag}\"" for tag in languages)
     return f"""\
 You are a professional translator for a car auction catalogue.
-Translate the English HTML description of a vehicle's damage in the user message into: {targets}.
+Translate the English HTML description of a vehicle's damage in the user message into each of \
+these languages (the JSON property that holds it in quotes):
+{targets}
 
 Rules:
 - Translate faithfully: keep every fact, add nothing, leave nothing out.
 - Keep the HTML structure exactly: the same tags in the same order, attributes untouched; \
 translate only the text between tags.
 - Use the usual automotive terms of each language.
+- Where a language is given with a region or a script, write that variant: its spelling, \
+vocabulary and script (for example Serbian (Latin) in Latin letters, Chinese (Traditional) in \
+traditional characters, Portuguese (Brazil) as written in Brazil).
 - Return one JSON object that follows the given schema: one property per language code, each \
 holding that language's HTML.
 """

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 
 
 def response_output_text(body: Mapping[str, Any]) -> str:
@@ -15,7 +15,7 @@ def response_output_text(body: Mapping[str, Any]) -> str:
         raise ModelOutputError(f"the response failed: {body['error']}")
     if status == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
-        raise ModelOutputError(f"the response is incomplete ({reason})")
+        raise ModelIncompleteError(f"the response is incomplete ({reason})", str(reason))
     if status not in (None, "completed"):
         raise ModelOutputError(f"the response has status {status!r}")
     texts: list[str] = []

@@ -12,9 +12,27 @@ from lotlens_common.model.html_text import as_paragraph_html
 from lotlens_common.model.languages import ENGLISH, is_supported_language, language_name
 from lotlens_common.model.prompts import translation_instructions
 from lotlens_common.model.response_text import response_output_text
-from lotlens_common.model.settings import ModelSettings, sampling_options
+from lotlens_common.model.settings import ModelSettings, is_reasoning_model, sampling_options
 
 SCHEMA_NAME = "translations"
+# The output budget: per language the text's tokens (about 4 characters each in English) twice
+# over, since most languages take more tokens than English, plus the JSON around each; a
+# reasoning model also spends its reasoning from the same budget. OpenAI's floor is 16.
+_OUTPUT_PER_TEXT_TOKEN = 2
+_OUTPUT_PER_LANGUAGE = 100
+_OUTPUT_BASE = 500
+_REASONING_ALLOWANCE = 4_000
+_MIN_OUTPUT_TOKENS = 16
+
+
+def translation_output_budget(english_html: str, targets: Sequence[str], settings: ModelSettings,
+                              room: int = 1) -> int:
+    """`max_output_tokens` for translating this text into these languages, `room` times over."""
+    per_language = _OUTPUT_PER_LANGUAGE + _OUTPUT_PER_TEXT_TOKEN * (len(english_html) // 4 + 1)
+    need = _OUTPUT_BASE + len(targets) * per_language
+    if is_reasoning_model(settings.translation_model):
+        need += _REASONING_ALLOWANCE
+    return max(_MIN_OUTPUT_TOKENS, min(settings.translation_max_output_tokens, need * room))
 
 
 def target_languages(languages: Sequence[str]) -> list[str]:
@@ -41,8 +59,8 @@ def translations_schema(targets: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def translation_request_body(english_html: str, languages: Sequence[str], settings: ModelSettings) -> dict[
-        str, Any]:
+def translation_request_body(english_html: str, languages: Sequence[str], settings: ModelSettings,
+                             room: int = 1) -> dict[str, Any]:
     """A `/v1/responses` body asking for every non-English language at once, as strict JSON."""
     targets = target_languages(languages)
     if not targets:
@@ -54,7 +72,7 @@ def translation_request_body(english_html: str, languages: Sequence[str], settin
         "input": [{"role": "user", "content": [{"type": "input_text", "text": english_html}]}],
         "text": {"format": {"type": "json_schema", "name": SCHEMA_NAME, "strict": True,
                             "schema": translations_schema(targets)}},
-        "max_output_tokens": settings.translation_max_output_tokens,
+        "max_output_tokens": translation_output_budget(english_html, targets, settings, room),
         **sampling_options(settings.translation_model, settings),
     }
 

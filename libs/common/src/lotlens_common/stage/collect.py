@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_lines
 from lotlens_common.model.errors import ModelError
 from lotlens_common.stage import metrics
@@ -39,18 +40,24 @@ async def watch(stage: Stage[Any]) -> None:
         try:
             status = await _watch_one(stage, shard, shard.job_id in cancelled)
         except Exception as exc:
-            metrics.OPENAI_ERRORS.labels(api="batches", kind=type(exc).__name__).inc()
+            metrics.openai_error(stage.spec.name, "batches", exc)
             log.exception("watching batch %s failed; the next round tries again", shard.batch_id,
                           extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
             continue
         if status is not None:
             by_status[status] = by_status.get(status, 0) + 1
+    # Every running status is exported (0 when none), so the series exist before the first batch.
     for status in lifecycle.RUNNING:
         metrics.BATCHES_BY_STATUS.labels(stage=stage.spec.name, status=status).set(by_status.get(status, 0))
     metrics.PAUSED.labels(stage=stage.spec.name).set(1 if stage.unreadable else 0)
 
 
 async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
+    with log_context(job_id=shard.job_id, batch_id=shard.batch_id, shard_id=shard.shard_id):
+        return await _watch_shard(stage, shard, cancelled)
+
+
+async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
     assert shard.batch_id is not None  # a submitted shard always has its batch
     with stage.store.exclusive(shard.shard_id) as mine:
         current = stage.store.shard(shard.shard_id) if mine else None
@@ -88,7 +95,7 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool) -> (
     except ModelError as exc:
         read = lifecycle.for_read_error(getattr(exc, "status_code", None), str(exc))
     if isinstance(read, lifecycle.TryLater):
-        metrics.OPENAI_ERRORS.labels(api="batches", kind="transient").inc()
+        metrics.OPENAI_ERRORS.labels(stage=stage.spec.name, operation="batches", kind="unavailable").inc()
         log.warning("reading batch %s failed (%s); next round", shard.batch_id, read.reason)
         return read
     if shard.shard_id not in stage.unreadable:

@@ -93,11 +93,12 @@ class Settlement:
     failed: list[str]
     cancelled: list[str]
     again: dict[str, list[str]]  # reason -> lots back to waiting
+    rework: list[LotWork[Any]]  # lots going back with new work (e.g. more output room)
 
     @classmethod
     def empty(cls) -> Settlement:
         """Nothing settled yet."""
-        return cls([], [], [], {})
+        return cls([], [], [], {}, [])
 
     def size(self) -> int:
         """How many lots it settles."""
@@ -186,6 +187,10 @@ class WorkStore(Protocol[W]):
 
     def waiting_count(self) -> int:
         """Lots waiting to be batched."""
+        ...
+
+    def oldest_submitted_age_s(self) -> float:
+        """Seconds since the oldest batch OpenAI still holds was recorded (0 when none)."""
         ...
 
     def prune(self, settled_before: datetime) -> int:

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from lotlens_common.clock import utc_now
+from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.core.lifecycle import FINISHED
@@ -56,6 +57,7 @@ async def housekeep(stage: Stage[Any]) -> None:
 async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
     last_watch = last_recovery = 0.0
     while not stop.is_set():
+        heartbeat(f"stage:{stage.spec.name}")
         now = time.monotonic()
         try:
             if now - last_recovery >= RECOVERY_EVERY_S:
@@ -66,9 +68,10 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
             if watching:
                 metrics.LOTS_WAITING.labels(stage=stage.spec.name).set(stage.store.waiting_count())
                 metrics.TOKENS_ENQUEUED.labels(stage=stage.spec.name).set(stage.store.tokens_enqueued())
+                metrics.OLDEST_BATCH_AGE.labels(stage=stage.spec.name).set(stage.store.oldest_submitted_age_s())
                 last_watch = now
         except Exception as exc:
-            metrics.OPENAI_ERRORS.labels(api="batch", kind=type(exc).__name__).inc()
+            metrics.openai_error(stage.spec.name, "loop", exc)
             log.exception("stage %s loop failed; retrying", stage.spec.name)
             await asyncio.sleep(min(5.0, stage.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)

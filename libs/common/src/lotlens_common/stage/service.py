@@ -16,7 +16,7 @@ from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
-from lotlens_common.service import run_workers, serve_metrics, setup_logging, stop_on_signals
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.adapters.kafka import KafkaPublisher
@@ -49,7 +49,6 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
                 spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int) -> None:
     """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread."""
     setup_logging(settings.log_level)
-    serve_metrics(metrics_port, settings.metrics_host)
     stop = stop_on_signals()
     engine = make_engine(settings.database)
     client: openai.AsyncOpenAI = make_openai_client(
@@ -58,6 +57,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     runner = postgres_stage(engine, EventProducer(settings.kafka, f"{spec.name}-stage"), batches,
                             spec, stage)
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
+    serve_operations(settings, metrics_port, engine, intake_producer)
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
                             handler=partial(intake, engine, intake_producer))
 

@@ -29,9 +29,14 @@ class Settler:
             self.events.append(self.stage.spec.result_event(lot, body))
             self.settlement.done.append(lot.lot_id)
         except ModelOutputError as exc:
-            # The model answered but the answer is unusable (e.g. cut off): a retry costs the
-            # same and most likely ends the same, so the lot fails with the reason.
-            self._apply(lot, Outcome("failed", str(exc)))
+            # The model answered but the answer is unusable: sent again only when the stage
+            # knows what to change (e.g. more output room); the same request would end the same.
+            changed = self.stage.spec.retry_unusable(lot, exc)
+            if changed is None or lot.attempts >= self.stage.settings.max_attempts:
+                self._apply(lot, Outcome("failed", str(exc)))
+            else:
+                self._apply(lot, Outcome("retry", str(exc)))
+                self.settlement.rework.append(changed)
 
     def failed(self, lot: LotWork[Any], kind: Kind, reason: str) -> None:
         """The lot got no usable answer."""

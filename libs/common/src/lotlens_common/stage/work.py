@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from lotlens_common.events import Event
+from lotlens_common.model.errors import ModelOutputError
 
 
 class VisionWork(BaseModel):
@@ -38,6 +39,8 @@ class TranslationWork(BaseModel):
     languages: tuple[str, ...] = ()
     processed_images: int = 0
     missing_images: tuple[str, ...] = ()
+    # How many times the base output budget the next request gets (doubled after `incomplete`).
+    output_room: int = 1
 
 
 W = TypeVar("W", bound=BaseModel)
@@ -98,6 +101,10 @@ class StageSpec(Protocol[W]):
 
     def result_event(self, lot: LotWork[W], body: Mapping[str, Any]) -> Event:
         """The event for a successful response body (raises ModelOutputError when unusable)."""
+        ...
+
+    def retry_unusable(self, lot: LotWork[W], error: ModelOutputError) -> LotWork[W] | None:
+        """New work to try again with after an unusable answer (e.g. more room), or None to fail."""
         ...
 
     def failure_event(self, lot: LotWork[W], reason: str) -> Event:

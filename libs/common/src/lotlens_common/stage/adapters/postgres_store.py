@@ -14,7 +14,7 @@ from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork
-from lotlens_common.tables import stage_lots
+from lotlens_common.tables import stage_lots, stage_shards
 
 W = TypeVar("W", bound=BaseModel)
 
@@ -115,6 +115,7 @@ class PostgresWorkStore(Generic[W]):
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             for reason, lot_ids in settlement.again.items():
                 sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+            sql.save_work(conn, self.stage, settlement.rework)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         """Cancelled jobs among these."""
@@ -136,6 +137,13 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return int(conn.execute(select(func.count()).where(
                 stage_lots.c.stage == self.stage, stage_lots.c.status == sql.WAITING)).scalar_one())
+
+    def oldest_submitted_age_s(self) -> float:
+        """Age of the oldest submitted shard, by the database's clock."""
+        with self.engine.begin() as conn:
+            return float(conn.execute(select(func.coalesce(func.extract(
+                "epoch", func.now() - func.min(stage_shards.c.created_at)), 0)).where(
+                stage_shards.c.stage == self.stage, stage_shards.c.status == "submitted")).scalar_one())
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""

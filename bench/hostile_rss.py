@@ -1,0 +1,102 @@
+"""Peak RSS of a gateway refusing hostile bodies: `python -m bench.hostile_rss [--src DIR]`.
+
+Each body goes to a fresh gateway process (so its peak is that request's alone); the figure is
+the process's VmHWM (peak resident set) after the answer, next to its VmHWM when idle. `--src`
+runs another checkout's gateway and common library (e.g. main's, extracted with `git archive`)
+to measure before a change. Needs the infrastructure of `scripts/infra.sh env` in the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.servers import free_port
+
+MB = 1024 * 1024
+BODY_BYTES = 64 * MB - 1024
+
+
+def empty_lots() -> bytes:
+    """`{"signature":"sha256=00","lots":[{},{},…]}` just under 64 MB."""
+    head, tail = b'{"signature":"sha256=00","lots":[', b"{}]}"
+    return head + b"{}," * ((BODY_BYTES - len(head) - len(tail)) // 3) + tail
+
+
+def long_integers() -> bytes:
+    """A 64 MB body whose lots hold 22-digit integers."""
+    head, tail, item = b'{"signature":"sha256=00","lots":[', b"1]}", b"1234567890123456789012,"
+    return head + item * ((BODY_BYTES - len(head) - len(tail)) // len(item)) + tail
+
+
+def integer_lots() -> bytes:
+    """A 64 MB body of 2,000-odd lots (under every count limit), each 1,400 22-digit integers."""
+    head, tail = b'{"signature":"sha256=00","lots":[', b"[1]]}"
+    lot = b"[" + b"1234567890123456789012," * 1_400 + b"1],"
+    return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
+
+
+BODIES: dict[str, Callable[[], bytes]] = {"64 MB of empty lots": empty_lots,
+                                          "64 MB of long integers": long_integers,
+                                          "64 MB of lots of long integers": integer_lots}
+
+
+def _peak_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
+    """Start a gateway, send `body`, return the answer, the time it took and the peaks."""
+    port = free_port()
+    env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": "key"}), "LOTLENS_GATEWAY_PORT": str(port),
+           "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions"}
+    if src is not None:
+        env["PYTHONPATH"] = f"{src / 'services/gateway/src'}:{src / 'libs/common/src'}"
+    gateway = subprocess.Popen([sys.executable, "-m", "lotlens_gateway"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=5)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        idle = _peak_kb(gateway.pid)
+        started = time.monotonic()
+        answer = httpx.post(f"{url}/api/v1/generate-descriptions", content=body, timeout=300,
+                            headers={"content-type": "application/json"})
+        took = time.monotonic() - started
+        peak = _peak_kb(gateway.pid)
+        return {"body": name, "status": answer.status_code, "code": answer.json().get("code"),
+                "seconds": round(took, 2), "idle_mb": round(idle / 1024), "peak_mb": round(peak / 1024)}
+    finally:
+        gateway.terminate()
+        gateway.wait(30)
+
+
+def main() -> None:
+    """Measure every hostile body and print one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--src", type=Path, help="a checkout whose gateway to run instead of this one")
+    args = parser.parse_args()
+    for name, build in BODIES.items():
+        print(json.dumps(measure(name, build(), args.src)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

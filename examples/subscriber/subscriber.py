@@ -1,0 +1,142 @@
+"""An example LotLens subscriber: collects each job's lot results and reports finished jobs.
+
+Copy it and replace `Results` with your own storage. It depends only on confluent-kafka and the
+standard library, and follows the contract in the LotLens README ("Subscribing to LotLens events"):
+
+- its own consumer group; a new group starts from the first event on the topics (kept for good);
+- at-least-once delivery made idempotent by the event id: the id is recorded in the same SQLite
+  transaction as the event's effect, so a redelivered event changes nothing;
+- the Kafka offset is committed only after that transaction, so a crash or restart redelivers
+  instead of losing an event;
+- unknown event types, versions and fields are ignored;
+- no order across topics: a job is reported once its `JobCompleted` and every lot result it
+  counts are in, whichever came first.
+
+    python subscriber.py --bootstrap 127.0.0.1:19092 --group acme-lot-results --db results.sqlite3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sqlite3
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+
+log = logging.getLogger("lotlens-subscriber")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS lot_results (
+    job_id TEXT NOT NULL, lot_id TEXT NOT NULL, status TEXT NOT NULL, descriptions TEXT, reason TEXT,
+    PRIMARY KEY (job_id, lot_id));
+CREATE TABLE IF NOT EXISTS jobs (
+    job_id TEXT PRIMARY KEY, status TEXT NOT NULL, processed_lots INTEGER NOT NULL,
+    failed_lots INTEGER NOT NULL, completed_at TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
+"""
+# The event types and payload versions this subscriber understands; anything else is skipped.
+UNDERSTOOD = {("TranslationCompleted", 1), ("LotFailed", 1), ("JobCompleted", 1)}
+
+
+class Results:
+    """The subscriber's own store (SQLite here): lot results, finished jobs, events already seen."""
+
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def apply(self, event: dict[str, Any]) -> bool:
+        """Apply one event exactly once; False when it was seen before."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            seen = self._db.execute("INSERT OR IGNORE INTO seen_events VALUES (?)", (event["event_id"],))
+            if seen.rowcount == 1:
+                self._effect(event["type"], event["job_id"], event["data"])
+            self._db.execute("COMMIT")
+            return seen.rowcount == 1
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _effect(self, kind: str, job_id: str, data: dict[str, Any]) -> None:
+        if kind == "TranslationCompleted":
+            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'completed', ?, NULL)",
+                             (job_id, data["lot_id"], json.dumps(data["descriptions"], ensure_ascii=False)))
+        elif kind == "LotFailed":
+            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', NULL, ?)",
+                             (job_id, data["lot_id"], data["reason"]))
+        elif kind == "JobCompleted":
+            self._db.execute("INSERT OR IGNORE INTO jobs (job_id, status, processed_lots, failed_lots, "
+                             "completed_at) VALUES (?, ?, ?, ?, ?)", (job_id, data["status"],
+                             data["processed_lots"], data["failed_lots"], data["completed_at"]))
+        self._report_finished(job_id)
+
+    def _report_finished(self, job_id: str) -> None:
+        row = self._db.execute(
+            "SELECT j.status, j.processed_lots + j.failed_lots, count(r.lot_id) FROM jobs j "
+            "LEFT JOIN lot_results r ON r.job_id = j.job_id WHERE j.job_id = ? AND j.reported = 0 "
+            "GROUP BY j.job_id", (job_id,)).fetchone()
+        if row and row[2] >= row[1]:
+            self._db.execute("UPDATE jobs SET reported = 1 WHERE job_id = ?", (job_id,))
+            log.info("job %s %s: %d lot results", job_id, row[0], row[2])
+
+
+def handle(results: Results, message: Message) -> None:
+    """One Kafka message: applied if it is an event this subscriber understands."""
+    try:
+        event = json.loads(message.value() or b"")
+        kind = (event["type"], int(event["version"]))
+    except (ValueError, KeyError, TypeError):
+        log.warning("skipping a message that is not a LotLens event at offset %s", message.offset())
+        return
+    if kind not in UNDERSTOOD:
+        return
+    if not results.apply(event):
+        log.info("skipping duplicate %s %s", event["type"], event["event_id"])
+
+
+def run(args: argparse.Namespace, stopping: list[int]) -> None:
+    """Consume until `stopping` gets a signal."""
+    results = Results(args.db)
+    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe(args.topics.split(","))
+    log.info("subscribed to %s as group %s", args.topics, args.group)
+    try:
+        while not stopping:
+            messages = consumer.consume(500, 0.5)
+            for message in messages:
+                error = message.error()
+                if error is not None and error.code() != KafkaError._PARTITION_EOF:
+                    raise KafkaException(error)
+                if error is None:
+                    handle(results, message)
+            if messages:
+                # Only now: a crash before this line redelivers the batch, which `apply` then
+                # skips event by event. One commit per batch, not per event.
+                consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    """Parse the arguments and run."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
+    parser.add_argument("--group", default="acme-lot-results", help="this subscriber's own consumer group")
+    parser.add_argument("--db", default="lot-results.sqlite3", help="where the results are kept")
+    parser.add_argument("--topics", default="lotlens.vision,lotlens.translation,lotlens.completions",
+                        help="comma-separated public topics (LotFailed, TranslationCompleted, JobCompleted)")
+    stopping: list[int] = []
+    signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
+    signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run(parser.parse_args(), stopping)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+"""Tokens and estimated cost: per lot and stage (`lots.usage`), per finished job (`jobs.usage`).
+
+Revision ID: 0013_usage
+Revises: 0013_job_retry_of
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+revision = "0013_usage"
+down_revision = "0013_job_retry_of"
+
+
+def upgrade() -> None:
+    """Add the two JSON columns (0001's create_all already has them on new databases)."""
+    op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS usage jsonb")
+    op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS usage jsonb")

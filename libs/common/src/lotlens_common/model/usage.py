@@ -1,0 +1,111 @@
+"""Tokens a model answer used, by kind, and what they cost by the configured price table.
+
+Read from every answer, batch output line or direct call alike: the Responses API's `usage`
+(`input_tokens`, `input_tokens_details.cached_tokens`, `output_tokens`,
+`output_tokens_details.reasoning_tokens`) or Chat Completions' (`prompt_tokens`, …). Cached input
+is part of the input and billed at its own price; reasoning is part of the output and billed as
+output. The Batch API bills half (`batch_discount`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+PER_TOKENS = 1_000_000
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens of one model (OpenAI's list prices, set per deployment)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input: float
+    cached_input: float
+    output: float
+
+
+class Usage(BaseModel):
+    """Tokens by kind and their estimated cost (None when a model has no price configured)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_cost_usd: float | None = None
+    model: str | None = None
+
+
+def _count(block: Any, *path: str) -> int:
+    for key in path:
+        block = block.get(key) if isinstance(block, Mapping) else None
+    return block if isinstance(block, int) and block >= 0 else 0
+
+
+def usage_of(body: Mapping[str, Any]) -> Usage | None:
+    """The token counts of one answer, or None when it reports none."""
+    usage = body.get("usage")
+    if not isinstance(usage, Mapping):
+        return None
+    if "input_tokens" in usage:
+        return Usage(input_tokens=_count(usage, "input_tokens"),
+                     cached_input_tokens=_count(usage, "input_tokens_details", "cached_tokens"),
+                     output_tokens=_count(usage, "output_tokens"),
+                     reasoning_tokens=_count(usage, "output_tokens_details", "reasoning_tokens"))
+    return Usage(input_tokens=_count(usage, "prompt_tokens"),
+                 cached_input_tokens=_count(usage, "prompt_tokens_details", "cached_tokens"),
+                 output_tokens=_count(usage, "completion_tokens"),
+                 reasoning_tokens=_count(usage, "completion_tokens_details", "reasoning_tokens"))
+
+
+def priced(usage: Usage | None, model: str, prices: Mapping[str, ModelPrice],
+           discount: float = 1.0) -> Usage | None:
+    """The usage with its model and estimated cost; `discount` is the share billed (0.5 in batches)."""
+    if usage is None:
+        return None
+    price = prices.get(model)
+    cost = None
+    if price is not None:
+        fresh = max(usage.input_tokens - usage.cached_input_tokens, 0)
+        cost = discount * (fresh * price.input + usage.cached_input_tokens * price.cached_input
+                           + usage.output_tokens * price.output) / PER_TOKENS
+    return usage.model_copy(update={"model": model, "estimated_cost_usd": cost})
+
+
+def total(usages: Iterable[Usage]) -> Usage:
+    """The sum of several usages (no model; cost None if any part's cost is unknown)."""
+    parts = list(usages)
+    costs = [u.estimated_cost_usd for u in parts]
+    return Usage(input_tokens=sum(u.input_tokens for u in parts),
+                 cached_input_tokens=sum(u.cached_input_tokens for u in parts),
+                 output_tokens=sum(u.output_tokens for u in parts),
+                 reasoning_tokens=sum(u.reasoning_tokens for u in parts),
+                 estimated_cost_usd=None if None in costs else sum(c for c in costs if c is not None))
+
+
+class JobUsage(BaseModel):
+    """A job's tokens and estimated cost in all, and per model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_cost_usd: float | None = None
+    by_model: dict[str, Usage] = {}
+
+    @classmethod
+    def of(cls, usages: Iterable[Usage]) -> JobUsage:
+        """Sum lot usages (each with its model) into a job's."""
+        parts = list(usages)
+        models: dict[str, list[Usage]] = {}
+        for part in parts:
+            models.setdefault(part.model or "unknown", []).append(part)
+        whole = total(parts)
+        return cls(**whole.model_dump(exclude={"model"}),
+                   by_model={model: total(found) for model, found in models.items()})

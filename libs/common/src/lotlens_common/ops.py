@@ -1,0 +1,125 @@
+"""The operations endpoint of a consumer service: `/metrics`, `/livez` and `/readyz` on one port.
+
+`/livez` answers from memory only: every loop that registered a heartbeat has beaten within
+`stale_after_s` (a loop retrying a transient failure still beats). A dependency outage must not
+make the kubelet restart the process, so no dependency is asked. `/readyz` asks the dependencies
+(PostgreSQL, the Kafka brokers), cached for a couple of seconds so a probe storm stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+log = logging.getLogger(__name__)
+
+# A loop may legitimately spend long in one step (a 200 MB batch upload, a big consumer batch);
+# Kafka itself gives a consumer 10 minutes between polls (max.poll.interval.ms).
+STALE_AFTER_S = 600.0
+READY_CACHE_S = 2.0
+
+Check = Callable[[], None]  # raises when the dependency does not answer
+
+
+class Heartbeats:
+    """When each named loop of this process last went round."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def beat(self, loop: str) -> None:
+        """Record that `loop` is going round."""
+        now = self._clock()
+        with self._lock:
+            self._last[loop] = now
+
+    def stale(self, stale_after_s: float) -> dict[str, float]:
+        """Loops whose last beat is older than `stale_after_s`, with their age."""
+        now = self._clock()
+        with self._lock:
+            ages = {loop: now - last for loop, last in self._last.items()}
+        return {loop: age for loop, age in ages.items() if age > stale_after_s}
+
+
+HEARTBEATS = Heartbeats()
+
+
+def heartbeat(loop: str) -> None:
+    """Record a turn of this process's loop `loop` (what `/livez` looks at)."""
+    HEARTBEATS.beat(loop)
+
+
+class Readiness:
+    """Named dependency checks, run at most every `cache_s` seconds."""
+
+    def __init__(self, checks: Mapping[str, Check], cache_s: float = READY_CACHE_S) -> None:
+        self._checks = dict(checks)
+        self._cache_s = cache_s
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, str]] | None = None
+
+    def report(self) -> dict[str, str]:
+        """`ok` or the error of each dependency."""
+        with self._lock:
+            if self._cached and time.monotonic() - self._cached[0] < self._cache_s:
+                return self._cached[1]
+            result: dict[str, str] = {}
+            for name, check in self._checks.items():
+                try:
+                    check()
+                    result[name] = "ok"
+                except Exception as exc:  # any failure means "not ready"; the reason is shown
+                    log.warning("readiness: %s: %s", name, exc)
+                    result[name] = f"{type(exc).__name__}: {exc}"[:300]
+            self._cached = (time.monotonic(), result)
+            return result
+
+
+def serve_ops(port: int, host: str, readiness: Readiness,
+              stale_after_s: float = STALE_AFTER_S) -> ThreadingHTTPServer | None:
+    """Serve `/metrics`, `/livez` and `/readyz` on host:port in a daemon thread (port 0: not served)."""
+    if not port:
+        return None
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif path == "/livez":
+                stale = HEARTBEATS.stale(stale_after_s)
+                self._json(503 if stale else 200, {"status": "stalled" if stale else "alive",
+                                                   "stale_loops": stale})
+            elif path == "/readyz":
+                report = readiness.report()
+                ready = all(value == "ok" for value in report.values())
+                self._json(200 if ready else 503, {"status": "ready" if ready else "not ready",
+                                                   "checks": report})
+            else:
+                self._json(404, {"error": "Not found"})
+
+        def _json(self, status: int, body: object) -> None:
+            self._send(status, json.dumps(body).encode(), "application/json")
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds are not worth a log line."""
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="ops-http", daemon=True).start()
+    return server

@@ -1,0 +1,75 @@
+"""The pipeline's topics brought to their settings: created when missing, grown when short.
+
+Run by the migrate Job before the services start (`python -m lotlens_common.migrate`), and safe
+to run again at every release: a topic with fewer partitions than `LOTLENS_TOPIC_PARTITIONS` gets
+more (Kafka cannot take partitions away, so a larger existing count is left alone), and the
+durability settings (`min.insync.replicas`, retention, message size) are applied to existing
+topics too (record topics keep their events for good: `retention.ms=-1`). More partitions
+change which partition a job id hashes to; the consumers handle a job's events idempotently and
+in any order, so that is safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from concurrent.futures import Future
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+    ResourceType,
+)
+
+from lotlens_common.settings import KafkaSettings, TopicSettings
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+def topic_config(topics: TopicSettings, topic: str) -> dict[str, str]:
+    """The configuration a pipeline topic is created with and kept at."""
+    # `delete`, never `compact`: compaction would keep only the last event of each job.
+    return {"retention.ms": str(topics.retention_of(topic)), "retention.bytes": "-1",
+            "cleanup.policy": "delete", "max.message.bytes": str(MAX_MESSAGE_BYTES),
+            "min.insync.replicas": str(topics.min_insync_replicas)}
+
+
+def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: float = 30.0) -> None:
+    """Create missing topics, add partitions to short ones, apply the topic settings (idempotent)."""
+    admin = AdminClient(settings.client_config())
+    existing = admin.list_topics(timeout=timeout_s).topics
+    missing = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
+                        config=topic_config(topics, name))
+               for name in topics.all_topics() if name not in existing]
+    _wait(admin.create_topics(missing) if missing else {}, timeout_s, KafkaError.TOPIC_ALREADY_EXISTS,
+          "created")
+    short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
+             if name in existing and len(existing[name].partitions) < topics.partitions]
+    _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
+          f"grown to {topics.partitions} partitions")
+    present = [name for name in topics.all_topics() if name in existing]
+    if present:
+        # Incremental: only these keys change, whatever else an SRE set on the topic.
+        resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in topic_config(topics, name).items()]) for name in present]
+        for future in admin.incremental_alter_configs(resources).values():
+            future.result(timeout_s)
+
+
+def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, done: str) -> None:
+    for name, future in futures.items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            # Another process did the same a moment ago.
+            if exc.args[0].code() != harmless:
+                raise
+        log.info("topic %s %s", name, done)

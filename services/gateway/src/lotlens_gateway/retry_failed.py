@@ -1,0 +1,66 @@
+"""Retrying a finished job's failed lots: a new job of just those lots, linked to the old one.
+
+The new job's id is derived from the old one's, so every call for one job names the same new
+job: a later call finds it (projected, or still in the outbox) and answers with it; two calls at
+once are serialised by an idempotency key answered in the job's own outbox transaction. The new
+job goes through the same intake as any batch submission (`intake.accept_batch`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from lotlens_common.clock import iso
+from lotlens_common.read_models import JobView
+from lotlens_common.tables import lots
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.validation import LotRequest, Submission
+
+_NAMESPACE = uuid.UUID("0d6f1c52-6a43-4c1e-9d0e-5b7f3a9e2c41")
+
+
+def retry_job_id(job_id: str) -> str:
+    """The id of the job that retries `job_id`'s failed lots (the same on every call)."""
+    return str(uuid.uuid5(_NAMESPACE, f"retry-failed\n{job_id}"))
+
+
+def failed_lots(conn: Connection, job: JobView) -> list[LotRequest]:
+    """The job's failed lots as they were submitted, in request order."""
+    query = (select(lots.c.lot_id, lots.c.additional_info, lots.c.image_urls, lots.c.webhook)
+             .where(lots.c.job_id == job.job_id, lots.c.status == "failed").order_by(lots.c.seq))
+    return [LotRequest(row.lot_id, row.additional_info or "", tuple(row.image_urls or ()), row.webhook)
+            for row in conn.execute(query)]
+
+
+def retry_submission(job: JobView, failed: list[LotRequest]) -> Submission:
+    """The new job's request: the old job's version and languages, only its failed lots.
+
+    409 for a job still running (its failures are not final) or one without failed lots.
+    """
+    if job.status not in ("completed", "failed", "cancelled"):
+        raise ApiError(409, "JOB_NOT_FINISHED",
+                       f"Only a finished job's failed lots can be retried; this job is {job.status}. "
+                       "Wait for it to finish (or cancel it) first.",
+                       details={"job_id": job.job_id, "status": job.status})
+    if not failed:
+        raise ApiError(409, "NO_FAILED_LOTS", "This job has no failed lots to retry",
+                       details={"job_id": job.job_id, "status": job.status, "failed_lots": 0})
+    return Submission(version=job.api_version, languages=tuple(job.languages), lots=failed)
+
+
+def retry_body(job: JobView) -> dict[str, Any]:
+    """The answer naming an existing retry job (a repeated call): the 201 body's fields, current status."""
+    return {
+        "job_id": job.job_id,
+        "status": job.status,
+        "created_at": iso(job.created_at),
+        "total_lots": job.total_lots,
+        "languages": job.languages,
+        "estimated_completion": iso(job.estimated_completion),
+        "processing_mode": "batch",
+        "webhook_configured": job.webhook_configured,
+        "retry_of": job.retry_of,
+    }

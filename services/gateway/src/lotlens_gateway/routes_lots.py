@@ -1,0 +1,53 @@
+"""`GET /api/v1/batch-jobs/{job_id}/lots`: a job's lots, page by page, while it runs and after.
+
+`batch-results` answers only a finished job, and whole; a support page needs the lots of a
+running job too, a page at a time, and just the failed ones with their reasons.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_common.read_models import lot_page
+from lotlens_gateway import schemas
+from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.schemas import LotResult
+from lotlens_gateway.schemas_jobs import Pagination
+
+router = APIRouter(tags=["batch jobs"])
+LotStatus = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
+
+
+class LotPage(BaseModel):
+    """One page of a job's lots in request order."""
+
+    job_id: str
+    status: str = Field(description="The job's status")
+    lots: list[LotResult]
+    pagination: Pagination
+
+
+@router.get("/api/v1/batch-jobs/{job_id}/lots", response_model=LotPage,
+            summary="A job's lots, a page at a time (running jobs too), optionally by status",
+            description=("Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path. "
+                         "Each lot in `batch-results`' shape (descriptions, missing images, the failure "
+                         "reason, usage); `status=failed` lists the failed lots."),
+            responses=schemas.error_responses(401, 403, 404, 422, 429, 503))
+async def job_lots(
+        job_id: str, client_id: JobClient, deps: Deps,
+        status: Annotated[LotStatus | None, Query(description="Only lots in this status")] = None,
+        limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
+        offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,
+) -> JSONResponse:
+    """One page of lots and the pagination block."""
+    job, found = await run_in_threadpool(deps.store.job_and, job_id, client_id,
+                                         lambda conn, job: lot_page(conn, job, status, limit, offset))
+    page, total = found or ([], 0)
+    return JSONResponse({"job_id": job_id, "status": job.status, "lots": page,
+                         "pagination": {"limit": limit, "offset": offset, "total": total,
+                                        "has_more": offset + len(page) < total}})

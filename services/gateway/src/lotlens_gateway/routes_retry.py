@@ -1,0 +1,61 @@
+"""`POST /api/v1/batch-jobs/{job_id}/retry-failed`: a finished job's failed lots as a new job."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from lotlens_gateway import schemas, schemas_jobs
+from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
+from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
+
+router = APIRouter(tags=["batch jobs"])
+_REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+@router.post(
+    "/api/v1/batch-jobs/{job_id}/retry-failed", response_model=schemas_jobs.RetryAccepted, status_code=201,
+    summary="Resubmit a finished job's failed lots as a new job",
+    description=("Header-signed like cancel: `X-Signature: sha256=<hex>` over the job id exactly as in the "
+                 "path. Only the failed lots are sent again, with the job's languages and webhooks, as a "
+                 "new batch job whose `retry_of` names this one (this job's status then shows it in "
+                 "`retried_as`). Idempotent: every call for one job names the same new job (201 the first "
+                 "time, 200 after). 409 `JOB_NOT_FINISHED` while the job runs, 409 `NO_FAILED_LOTS` when "
+                 "nothing failed. Counts against the batch rate limit."),
+    responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
+               **schemas.error_responses(401, 403, 404, 409, 429, 503)})
+async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+    """Answer with the retry job, making it on the first call."""
+    store, new_id = deps.store, retry_job_id(job_id)
+    job, failed = await run_in_threadpool(store.job_and, job_id, client_id, failed_lots)
+    earlier = await run_in_threadpool(store.find_job, new_id, client_id)
+    if earlier is not None:
+        return JSONResponse(retry_body(earlier), headers=_REPLAYED)
+    submission = retry_submission(job, failed or [])
+    await deps.count_request(client_id, "batch")
+    # Two calls at once: the second waits for (then replays) the first's answer, no second job.
+    key = f"retry-failed:{job_id}"
+    replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, new_id, deps.clock())
+    if replay is not None:
+        return JSONResponse(replay.body, headers=_REPLAYED)
+    settings, created_at = deps.settings, deps.clock()
+    estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
+    accepted = AcceptedJob(job_id=new_id, client_id=client_id, submission=submission, created_at=created_at,
+                           estimated_completion=estimate.completion(created_at, len(submission.lots)),
+                           trace={}, retry_of=job_id)
+
+    def remember(conn: Connection, body: dict[str, Any]) -> None:
+        deps.idempotency.complete_in(conn, client_id, key, 201, body)
+
+    try:
+        body = await run_in_threadpool(accept_batch, accepted, settings.topics.submissions, deps.outbox,
+                                       remember)
+    except BaseException:
+        await run_in_threadpool(deps.idempotency.release, client_id, key)
+        raise
+    return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})

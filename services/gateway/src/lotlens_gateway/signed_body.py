@@ -1,0 +1,257 @@
+"""A submission's body read lot by lot, its signature checked before the request is built.
+
+Parsing a whole body first let an unauthenticated 64 MB body of `[{},{},…]` grow the gateway by
+2 GB before its 403. Here the top-level object is walked by hand: each lot is decoded alone (the
+standard library's C scanner, integers exact and bounded in length), fed to the signature's
+HMACs and kept; the array stops at `max_lots + 1`; any other field is measured without building
+it (nesting depth bounded) and decoded only when small. So a refused request costs about its own
+size, and only an authenticated one is validated further.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from lotlens_common import signing
+from lotlens_gateway.auth import SIGNS_LOTS, invalid_signature, missing_signature
+from lotlens_gateway.errors import ApiError
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+# Outside strings only brackets change the depth; a string is skipped whole (its escapes too).
+_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    """What a body may hold before it is even authenticated."""
+
+    max_lots: int
+    max_depth: int = 32
+    max_integer_digits: int = 32
+    # Any top-level field but `lots` (signature, version, languages) is small in a real request.
+    max_field_bytes: int = 64 * 1024
+    # A lot's JSON: checked before it is decoded in a dense body (see `_DENSE_BYTES`), right after
+    # decoding otherwise (before it is serialised for the signature or kept).
+    max_lot_bytes: int = 1024 * 1024
+
+
+# A real body has 40-60 bytes per object or array (a lot, its images); `[{},{},…]` has 3. Below
+# this many a body is dense: each lot is measured (slower, building nothing) before it is decoded,
+# so one lot of `{}`s cannot grow the gateway either. Above it no lot can amplify much.
+_DENSE_BYTES = 32
+# Likewise strings: a real one (an id, a URL, notes) is 20 bytes and more, `"ab",` is 5.
+_DENSE_STRING_BYTES = 12
+
+
+def bad_json(problem: str, code: str = "INVALID_JSON") -> ApiError:
+    """400 for a body that is not the JSON object it must be."""
+    return ApiError(400, code, "Request body must be a valid JSON object", details={"problem": problem[:300]})
+
+
+class _Decoder(json.JSONDecoder):
+    def __init__(self, max_digits: int) -> None:
+        def bounded_int(digits: str) -> int:
+            if len(digits.lstrip("-")) > max_digits:
+                raise bad_json(f"an integer has more than {max_digits} digits", "INTEGER_TOO_LONG")
+            return int(digits)
+
+        super().__init__(parse_int=bounded_int)
+
+
+class _LotsSigner:
+    """HMACs of one compact form (sorted keys or as typed) of a `lots` array per client key, lot by lot."""
+
+    def __init__(self, keys: Mapping[str, str], sort_keys: bool) -> None:
+        self._macs = {client: hmac.new(key.encode(), b"[", hashlib.sha256) for client, key in keys.items()}
+        self._first = True
+        self._sort_keys = sort_keys
+
+    def add(self, lot: Any) -> None:
+        form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys).encode()
+        for mac in self._macs.values():
+            if not self._first:
+                mac.update(b",")
+            mac.update(form)
+        self._first = False
+
+    def client(self, signatures: Sequence[str]) -> str | None:
+        """The client whose key signed the array (with or without a final newline), or None."""
+        digests: list[tuple[str, bytes]] = []
+        for client, mac in self._macs.items():
+            closed = mac.copy()
+            closed.update(b"]")
+            with_newline = closed.copy()
+            with_newline.update(b"\n")
+            digests += [(client, closed.hexdigest().encode()), (client, with_newline.hexdigest().encode())]
+        for signature in signatures:
+            received = signing.signature_digest(signature).encode()
+            found = None
+            for client, expected in digests:  # every one compared: constant time
+                if hmac.compare_digest(expected, received) and found is None:
+                    found = client
+            if found is not None:
+                return found
+        return None
+
+
+class _Reader:
+    def __init__(self, text: str, limits: BodyLimits, dense: bool) -> None:
+        self.text = text
+        self.dense = dense
+        self.limits = limits
+        self.decoder = _Decoder(limits.max_integer_digits)
+
+    def space(self, at: int) -> int:
+        match = _SPACE.match(self.text, at)
+        assert match is not None  # the pattern matches the empty string
+        return match.end()
+
+    def expect(self, at: int, char: str) -> int:
+        at = self.space(at)
+        if self.text[at:at + 1] != char:
+            raise bad_json(f"expected {char!r} at character {at}")
+        return at + 1
+
+    def decode(self, at: int) -> tuple[Any, int]:
+        try:
+            return self.decoder.raw_decode(self.text, at)
+        except json.JSONDecodeError as exc:
+            raise bad_json(str(exc)) from exc
+        except RecursionError as exc:
+            raise bad_json("nested too deeply", "NESTING_TOO_DEEP") from exc
+        except ValueError as exc:  # e.g. an integer past the interpreter's digit limit
+            raise bad_json(str(exc)) from exc
+
+    def measure(self, at: int, max_bytes: int | None = None) -> int:
+        """The end of the value at `at`, building nothing; 400 past the depth limit, None past `max_bytes`."""
+        if self.text[at:at + 1] not in ("{", "["):
+            return self.decode(at)[1]  # a string or a scalar costs about its own size
+        depth = 0
+        for match in _STRUCTURE.finditer(self.text, at):
+            if max_bytes is not None and match.start() - at > max_bytes:
+                return match.start()
+            token = match.group()
+            if token in ("{", "["):
+                depth += 1
+                if depth > self.limits.max_depth:
+                    raise bad_json(f"nested deeper than {self.limits.max_depth} levels", "NESTING_TOO_DEEP")
+            elif token in ("}", "]"):
+                depth -= 1
+                if depth == 0:
+                    return match.end()
+        raise bad_json("unterminated value")
+
+    def field(self, at: int) -> tuple[Any, int]:
+        end = self.measure(at)
+        if end - at > self.limits.max_field_bytes:
+            raise ApiError(413, "PAYLOAD_TOO_LARGE", "A request field other than `lots` is too large",
+                           details={"max_field_bytes": self.limits.max_field_bytes})
+        return self.decode(at)
+
+    def sign_lots(self, at: int, signer: _LotsSigner) -> tuple[int, int]:
+        """Feed each lot of the array at `at` to `signer`, keeping none; (lots counted, end)."""
+        count = 0
+        at = self.space(at + 1)
+        if self.text[at:at + 1] == "]":
+            return count, at + 1
+        while True:
+            start = at
+            if self.dense and self.measure(at, self.limits.max_lot_bytes) - at > self.limits.max_lot_bytes:
+                raise self.lot_too_large(count)
+            lot, at = self.decode(at)
+            if at - start > self.limits.max_lot_bytes:
+                raise self.lot_too_large(count)
+            if count == self.limits.max_lots:
+                raise self.too_many(at)
+            try:
+                signer.add(lot)
+            except RecursionError as exc:
+                raise bad_json("nested too deeply", "NESTING_TOO_DEEP") from exc
+            count += 1
+            at = self.space(at)
+            separator = self.text[at:at + 1]
+            if separator == "]":
+                return count, at + 1
+            if separator != ",":
+                raise bad_json(f"expected ',' or ']' at character {at}")
+            at = self.space(at + 1)
+
+    def lot_too_large(self, index: int) -> ApiError:
+        """413 naming the lot (by position: its id is not read yet) whose JSON is over the limit."""
+        return ApiError(413, "LOT_TOO_LARGE", f"Lot {index} (0-based) is too large to process",
+                        details={"lot_index": index, "max_lot_bytes": self.limits.max_lot_bytes})
+
+    def too_many(self, at: int) -> ApiError:
+        """413 with the number of lots, counted on (nothing kept) up to ten times the limit."""
+        count, cap = self.limits.max_lots + 1, self.limits.max_lots * 10
+        at = self.space(at)
+        while self.text[at:at + 1] == "," and count < cap:
+            _, at = self.decode(self.space(at + 1))
+            count += 1
+            at = self.space(at)
+        return ApiError(413, "BATCH_SIZE_EXCEEDED",
+                        f"Batch size exceeds maximum limit of {self.limits.max_lots:,} lots",
+                        details={"provided_lots": count, "max_allowed": self.limits.max_lots})
+
+
+def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | None,
+                limits: BodyLimits) -> tuple[dict[str, Any], str]:
+    """The body as a dict and the client whose key signed its `lots`; 400/401/403/413 otherwise.
+
+    The lots are read twice: one by one for the signature, keeping nothing (a refused request
+    costs about its own size), then, authenticated, as one array by orjson.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_json(f"not UTF-8: {exc}") from exc
+    dense = ((raw.count(b"{") + raw.count(b"[")) * _DENSE_BYTES > len(raw)
+             or raw.count(b'"') * _DENSE_STRING_BYTES // 2 > len(raw))
+    reader, signer = _Reader(text, limits, dense), _LotsSigner(keys, sort_keys=True)
+    document: dict[str, Any] = {}
+    lots_span: tuple[int, int] | None = None
+    at = reader.space(reader.expect(0, "{"))
+    while text[at:at + 1] != "}":
+        if document or lots_span:
+            at = reader.space(reader.expect(at, ","))
+        if text[at:at + 1] != '"':
+            raise bad_json(f"expected a member name at character {at}")
+        name, at = reader.decode(at)
+        if name in document or (name == "lots" and lots_span):  # last-wins would swap the signed lots
+            raise bad_json(f"the member {name!r} appears twice")
+        at = reader.space(reader.expect(at, ":"))
+        if name == "lots" and text[at:at + 1] == "[":
+            start = at
+            _, at = reader.sign_lots(at, signer)
+            lots_span = (start, at)
+        else:
+            document[name], at = reader.field(at)
+        at = reader.space(at)
+    at += 1
+    if reader.space(at) != len(text):
+        raise bad_json(f"extra data at character {reader.space(at)}")
+    candidates = [s.strip() for s in (document.get("signature"), header_signature)
+                  if isinstance(s, str) and s.strip()]
+    if not candidates:
+        raise missing_signature(SIGNS_LOTS)
+    if lots_span is None:  # not an array: small (a field), and invalid anyway once authenticated
+        client = signing.identify_lots_client(keys, document.get("lots"), candidates)
+    else:
+        client = signer.client(candidates)
+        if client is None:  # the form as typed (keys in the client's order): read once more
+            typed = _LotsSigner(keys, sort_keys=False)
+            reader.sign_lots(lots_span[0], typed)
+            client = typed.client(candidates)
+    if client is None:
+        raise invalid_signature(SIGNS_LOTS)
+    if lots_span is not None:
+        document["lots"] = orjson.loads(text[lots_span[0]:lots_span[1]])
+    return document, client

@@ -1,0 +1,56 @@
+"""Usage and cost in the read models: each lot's per stage, each finished job's summed (and counted).
+
+A lot's usage arrives on `VisionCompleted` and `TranslationCompleted`; a job's is summed from
+its lots when `JobCompleted` is published, stored in `jobs.usage` and carried by the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import Counter
+from sqlalchemy import Connection
+
+from lotlens_common.events import TranslationCompleted, VisionCompleted
+from lotlens_common.model.usage import JobUsage, Usage
+from lotlens_result_store import sql
+from lotlens_result_store.metrics import execute
+
+TOKENS = Counter("lotlens_model_tokens_total", "Tokens of finished jobs' model answers, by model and kind",
+                 ["model", "kind"])
+COST = Counter("lotlens_estimated_cost_usd_total", "Estimated cost of finished jobs' model answers (USD)",
+               ["model"])
+_KINDS = ("input", "cached_input", "output", "reasoning")
+
+
+def record_usage(conn: Connection, stage: str, events: Sequence[VisionCompleted | TranslationCompleted]
+                 ) -> None:
+    """Store each lot's usage for the stage (events without usage are skipped)."""
+    used = [event for event in events if event.usage is not None]
+    if not used:
+        return
+    execute(conn, "set_lot_usage", sql.SET_LOT_USAGE, {
+        "job_ids": [e.job_id for e in used], "lot_ids": [e.lot_id for e in used],
+        "stages": [stage] * len(used),
+        "usages": [e.usage.model_dump_json() for e in used if e.usage is not None],
+    })
+
+
+def job_usage(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobUsage]:
+    """Each job's usage summed from its lots (jobs without any are left out)."""
+    per_job: dict[str, list[Usage]] = {}
+    rows = execute(conn, "job_usage", sql.JOB_USAGE, {"job_ids": list(job_ids)})
+    for job_id, model, fresh, cached, output, reasoning, cost, unpriced in rows:
+        per_job.setdefault(job_id, []).append(Usage(
+            input_tokens=fresh or 0, cached_input_tokens=cached or 0, output_tokens=output or 0,
+            reasoning_tokens=reasoning or 0, estimated_cost_usd=None if unpriced else cost, model=model))
+    return {job_id: JobUsage.of(usages) for job_id, usages in per_job.items()}
+
+
+def count_usage(usage: JobUsage) -> None:
+    """Add a finished job's tokens and cost to the metrics."""
+    for model, part in usage.by_model.items():
+        for kind in _KINDS:
+            TOKENS.labels(model=model, kind=kind).inc(getattr(part, f"{kind}_tokens"))
+        if part.estimated_cost_usd is not None:
+            COST.labels(model=model).inc(part.estimated_cost_usd)

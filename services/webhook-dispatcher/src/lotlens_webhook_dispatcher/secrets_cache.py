@@ -1,0 +1,39 @@
+"""Each client's live `whsec_` secrets, read from the gateway's table and kept a few seconds.
+
+Hundreds of attempts a second would otherwise read the same rows each time; a rotation or a new
+secret reaches deliveries within `ttl_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from lotlens_common import webhook_secrets
+
+
+class SecretsCache:
+    """`secrets(client_id)`: the client's live secrets, current first, at most `ttl_s` old."""
+
+    def __init__(self, engine: Engine, ttl_s: float, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._cached: dict[str, tuple[float, list[str]]] = {}
+        self._lock = threading.Lock()
+
+    def secrets(self, client_id: str) -> list[str]:
+        """The client's live secrets (empty when the gateway has not made one yet)."""
+        with self._lock:
+            hit = self._cached.get(client_id)
+        if hit is not None and time.monotonic() - hit[0] < self._ttl_s:
+            return hit[1]
+        with self._engine.connect() as conn:
+            found = webhook_secrets.live(conn, client_id, self._clock())
+        with self._lock:
+            self._cached[client_id] = (time.monotonic(), found)
+        return found

@@ -1,0 +1,114 @@
+"""The example subscriber (examples/subscriber) against the whole stack: it collects the lot
+results of finished jobs, survives a SIGKILL and restart, and a replay from the start changes nothing."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT, new_id
+from tests.e2e.harness import Stack
+from tests.seeds import seed_client_class
+
+pytestmark = pytest.mark.e2e
+SUBSCRIBER = ROOT / "examples" / "subscriber" / "subscriber.py"
+LANGUAGES = ["en", "de"]
+
+
+def lots(images: str, prefix: str) -> list[dict[str, Any]]:
+    """Three lots; the last one's only image is missing, so it fails."""
+    return [{"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i}",
+             "image_urls": [f"{images}/{prefix}-{i}{'-missing' if i == 2 else ''}.png"]} for i in range(3)]
+
+
+class Subscriber:
+    """The example as the downstream team would run it, one process at a time."""
+
+    def __init__(self, stack: Stack, db: Path, log: Path) -> None:
+        self._stack, self.db, self.log = stack, db, log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, group: str, log: str) -> None:
+        """Start in `group`, logging to `log`; returns once it has subscribed."""
+        self.log = self.log.with_name(log)
+        topics = self._stack.topics
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, str(SUBSCRIBER), "--bootstrap", self._stack.infra.kafka_bootstrap,
+                 "--group", group, "--db", str(self.db),
+                 "--topics", f"{topics.vision},{topics.translation},{topics.completions}"],
+                cwd=ROOT, stdout=out, stderr=out)
+        deadline = time.monotonic() + 30
+        while "subscribed to" not in self.log.read_text():
+            assert time.monotonic() < deadline and self.process.poll() is None, self.log.read_text()
+            time.sleep(0.1)
+
+    def stop(self, sig: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+        assert self.process.wait(30) in (0, -signal.SIGKILL), self.log.read_text()[-2000:]
+
+    def rows(self, query: str, *args: object) -> list[tuple[Any, ...]]:
+        if not self.db.exists():
+            return []
+        with sqlite3.connect(self.db) as conn:
+            try:
+                return conn.execute(query, args).fetchall()
+            except sqlite3.OperationalError:  # the subscriber has not created its tables yet
+                return []
+
+    def wait_reported(self, job_id: str, seconds: float = 120) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.rows("SELECT 1 FROM jobs WHERE job_id = ? AND reported = 1", job_id):
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"job {job_id} not reported: {self.log.read_text()[-3000:]}")
+
+    def snapshot(self) -> list[list[tuple[Any, ...]]]:
+        return [self.rows(f"SELECT * FROM {t} ORDER BY 1") for t in ("seen_events", "lot_results", "jobs")]
+
+
+def test_the_example_subscriber_collects_results_survives_a_restart_and_ignores_replays(
+        stack: Stack, images: str, tmp_path: Path) -> None:
+    client = seed_client_class()(stack.url, stack.client_key)
+    subscriber = Subscriber(stack, tmp_path / "results.sqlite3", tmp_path / "subscriber.log")
+    group = new_id("acme-")
+    subscriber.start(group, "first.log")
+    first, error = client.batch_generate(lots(images, new_id("a")), languages=LANGUAGES)
+    assert error is None, error
+    second, error = client.batch_generate(lots(images, new_id("b")), languages=LANGUAGES)
+    assert error is None, error
+    subscriber.wait_reported(first)
+    results = subscriber.rows("SELECT lot_id, status, descriptions, reason FROM lot_results "
+                              "WHERE job_id = ? ORDER BY lot_id", first)
+    assert [r[1] for r in results] == ["completed", "completed", "failed"]
+    assert all('"en"' in r[2] and '"de"' in r[2] for r in results[:2])
+    assert results[2][3]
+    assert subscriber.rows("SELECT status, processed_lots, failed_lots FROM jobs WHERE job_id = ?",
+                           first) == [("completed", 2, 1)]
+
+    # Killed, and restarted in the same group: it picks up from its committed offsets and
+    # reports the second job (finished while it was down, or after).
+    subscriber.stop(signal.SIGKILL)
+    subscriber.start(group, "restarted.log")
+    subscriber.wait_reported(second)
+    subscriber.stop(signal.SIGTERM)
+    before = subscriber.snapshot()
+    assert len(before[1]) == 6 and len(before[2]) == 2 and len(before[0]) >= 8
+
+    # A new group reads every event again from the start: each one is a duplicate by its id.
+    subscriber.start(new_id("acme-replay-"), "replay.log")
+    deadline = time.monotonic() + 60
+    while subscriber.log.read_text().count("skipping duplicate") < len(before[0]):
+        assert time.monotonic() < deadline, subscriber.log.read_text()[-3000:]
+        time.sleep(0.3)
+    subscriber.stop(signal.SIGTERM)
+    assert subscriber.snapshot() == before

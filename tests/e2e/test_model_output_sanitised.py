@@ -1,0 +1,77 @@
+"""A model answering with hostile markup: what is stored, returned and sent by webhook is clean."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, select
+
+from lotlens_common.signing import sign
+from lotlens_common.tables import descriptions
+from tests.conftest import new_id
+from tests.e2e.harness import Stack
+from tests.servers import WebhookReceiver
+
+pytestmark = pytest.mark.e2e
+
+# The stand-in appends <script>, <img onerror>, <a href="javascript:…"> and <b onclick> to its
+# vision answer when the lot's notes hold this marker.
+MARKER = "standin:hostile-html"
+FORBIDDEN = ("<script", "alert(", "<img", "onerror", "javascript:", "<a ", "onclick", "href")
+
+
+def assert_clean(html: str) -> None:
+    assert not any(bad in html.lower() for bad in FORBIDDEN), html
+    assert "<b>bold</b>" in html and "details" in html  # allowed tags and text are kept
+
+
+def submit(stack: Stack, lots: list[dict[str, Any]]) -> httpx.Response:
+    signature = sign(stack.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
+    return httpx.post(f"{stack.url}/api/v1/generate-descriptions", timeout=120,
+                      json={"signature": signature, "languages": ["en", "de"], "lots": lots})
+
+
+def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_answers(
+        stack: Stack, stack_engine: Engine, images: str, receiver: WebhookReceiver) -> None:
+    prefix = new_id("xss")
+    lots = [{"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i} {MARKER}",
+             "images": [{"url": f"{images}/{prefix}-{i}.png"}], "webhook": f"{receiver.url}/hooks"}
+            for i in range(2)]
+    accepted = submit(stack, lots)
+    assert accepted.status_code == 201, accepted.text
+    job_id = accepted.json()["job_id"]
+    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        results = httpx.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
+        if results.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert results.status_code == 200, results.text
+    returned = [d["damages"] for lot in results.json()["results"]["lots"] for d in lot["descriptions"]]
+    assert len(returned) == 4
+    for html in returned:
+        assert_clean(html)
+
+    with stack_engine.connect() as conn:
+        stored = conn.execute(select(descriptions.c.damages).where(descriptions.c.job_id == job_id)).scalars()
+        for html in stored:
+            assert_clean(html)
+
+    deadline = time.monotonic() + 60
+    while not receiver.received and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert receiver.received, stack.log_tail("webhook-dispatcher")
+    sent = json.loads(receiver.received[0].body)
+    for lot in sent["lots"]:
+        for description in lot["descriptions"]:
+            assert_clean(description["damages"])
+
+    one = submit(stack, [{**lots[0], "lot_id": f"{prefix}-sync", "webhook": None}])
+    assert one.status_code == 200, one.text
+    for description in one.json()["lots"][0]["descriptions"]:
+        assert_clean(description["damages"])

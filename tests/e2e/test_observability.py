@@ -1,0 +1,199 @@
+"""The operations surface of the five running services, scraped over HTTP as Prometheus and the
+kubelet would: metrics on the configured address, liveness apart from readiness, lag per partition."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCompleted
+from lotlens_common.kafka import EventProducer
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from tests.conftest import ROOT, Infra, new_id
+from tests.e2e.harness import Stack
+from tests.e2e.test_batch_pipeline import cars, wait_for_webhook
+from tests.seeds import seed_client_class
+from tests.servers import WebhookReceiver, free_port
+
+pytestmark = pytest.mark.e2e
+
+# Another loopback address than the default 127.0.0.1: answering there proves the setting is honoured.
+OPS_HOST = "127.0.0.2"
+# The six metrics of the 1.x documentation (seed 004): their names and the one service exporting each.
+SEED_METRICS = {
+    "generation_requests_total": "gateway",
+    "generation_duration_seconds": "gateway",
+    "openai_api_errors_total": "gateway",
+    "database_operations_total": "gateway",
+    "webhook_deliveries_total": "webhook-dispatcher",
+    "batch_jobs_total": "result-store",
+}
+# What prometheus_client adds to every process (and the `_created` twin of each counter and
+# histogram): not LotLens's own metrics.
+RUNTIME_PREFIXES = ("python_", "process_")
+CONSUMER_GROUPS = {"vision-batcher": "lotlens-vision-batcher", "translator": "lotlens-translator",
+                   "result-store": "lotlens-result-store",
+                   "webhook-dispatcher": "lotlens-webhook-dispatcher"}
+
+
+@pytest.fixture()
+def observed(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
+    """The whole stack, its consumers serving operations on OPS_HOST with a fast lag refresh."""
+    running = Stack(infra=infra, topics=topics, logs=tmp_path,
+                    database_url=stack_engine.url.render_as_string(hide_password=False),
+                    extra_env={"LOTLENS_METRICS_HOST": OPS_HOST, "KAFKA_LAG_INTERVAL_S": "0.5",
+                               "LOTLENS_OPENAI_CHECK_INTERVAL_S": "0.5"})
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+
+
+def ops_url(stack: Stack, service: str) -> str:
+    return stack.url if service == "gateway" else f"http://{OPS_HOST}:{stack.ops_ports[service]}"
+
+
+def scrape(url: str) -> str:
+    answer = httpx.get(f"{url}/metrics", timeout=5)
+    assert answer.status_code == 200, answer.text
+    return answer.text
+
+
+def declared(text: str) -> dict[str, str]:
+    """Every metric name a scrape declares (`# TYPE` lines, counters with `_total`) and its type."""
+    return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    return [(s.labels, s.value) for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == name]
+
+
+def eventually(check: Any, seconds: float = 60) -> Any:
+    """Poll `check()` until it returns something truthy (its last value otherwise)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.3)
+
+
+def test_every_service_is_probed_and_scraped_on_the_configured_address(
+        observed: Stack, images: str, receiver: WebhookReceiver) -> None:
+    client = seed_client_class()(observed.url, observed.client_key)
+    job_id, error = client.batch_generate(cars(images, 3, new_id("obs")), languages=["en", "de"],
+                                          webhook_url=f"{receiver.url}/hooks")
+    assert error is None, error
+    _, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
+    assert error is None, error
+    wait_for_webhook(receiver)
+
+    for service in ("gateway", *CONSUMER_GROUPS):
+        url = ops_url(observed, service)
+        live = httpx.get(f"{url}/livez", timeout=5)
+        assert live.status_code == 200 and live.json()["status"] == "alive", (service, live.text)
+        ready = httpx.get(f"{url}/readyz", timeout=5)
+        assert ready.status_code == 200, (service, ready.text)
+        assert set(ready.json()["checks"].values()) == {"ok"} and {"database", "kafka"} <= set(
+            ready.json()["checks"]), service
+
+    health = eventually(lambda: (h := httpx.get(f"{observed.url}/health", timeout=5).json())
+                        ["openai"] != "unknown" and h)
+    assert {"status", "service", "timestamp", "version", "database", "background_worker"} <= set(health)
+    assert health["openai"] == "reachable"
+
+    # Lag: each consumer reports its own assignment (one instance: every partition of its topics),
+    # and once the job is done nothing is left behind.
+    partitions = observed.topics.partitions
+    prefix = f"{observed.topics.submissions}."
+    for service, group in CONSUMER_GROUPS.items():
+        def drained(service: str = service, group: str = prefix + group) -> list[Any]:
+            text = scrape(ops_url(observed, service))
+            lag = [s for s in samples(text, "lotlens_kafka_consumer_lag_messages") if s[0]["group"] == group]
+            assigned = samples(text, "lotlens_kafka_consumer_assigned_partitions")
+            done = lag and sum(value for _, value in lag) == 0 and assigned[0][1] == len(lag)
+            return lag if done else []
+        lag = eventually(drained)
+        assert lag, f"{service}: no drained lag per partition"
+        assert len(lag) % partitions == 0
+        assert {labels["partition"] for labels, _ in lag} == {str(p) for p in range(partitions)}
+
+    scrapes = {service: scrape(ops_url(observed, service)) for service in ("gateway", *CONSUMER_GROUPS)}
+    exported = {service: declared(text) for service, text in scrapes.items()}
+    for name, owner in SEED_METRICS.items():
+        assert [s for s, names in exported.items() if name in names] == [owner], name
+    own = {name for names in exported.values() for name in names
+           if not name.startswith(RUNTIME_PREFIXES) and not name.endswith("_created")}
+    assert all(name.startswith("lotlens_") or name in SEED_METRICS for name in own), sorted(own)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert not [name for name in own if f"`{name}`" not in readme], "metrics missing from the README table"
+
+    deliveries = samples(scrapes["webhook-dispatcher"], "webhook_deliveries_total")
+    assert deliveries == [({"status": "success"}, 1.0)]
+    jobs = {labels["status"]: value for labels, value in samples(scrapes["result-store"], "batch_jobs_total")}
+    assert jobs == {"pending": 1.0, "completed": 1.0}
+    # Logs: JSON on every line of every process, the job's id on the gateway's lines about it,
+    # no per-request lines of the HTTP clients.
+    for service in ("gateway", *CONSUMER_GROUPS):
+        entries = [json.loads(line) for line in (observed.logs / f"{service}.log").read_text().splitlines()]
+        assert not [e for e in entries if e["logger"].startswith(("httpx", "httpcore", "openai"))
+                    and e["level"] == "INFO"], service
+        about = [e for e in entries if job_id in e["msg"]]
+        assert all(e.get("job_id") == job_id for e in about), (service, about[:3])
+        if service == "gateway":
+            assert len(about) >= 2, "the polls of the job are logged with its id"
+    batches = samples(scrapes["vision-batcher"], "lotlens_openai_batches")
+    assert {labels["stage"] for labels, _ in batches} == {"vision"}
+    assert {"validating", "in_progress", "finalizing"} <= {labels["status"] for labels, _ in batches}
+
+
+def test_a_consumer_without_its_database_stays_alive_reports_unready_and_exports_its_lag(
+        infra: Infra, topics: TopicSettings, tmp_path: Path) -> None:
+    """The dispatcher's handler retries while PostgreSQL is away: the kubelet must not restart it,
+    the pod must not be ready, and the messages it cannot handle show as lag of its partitions."""
+    dead_database = f"postgresql+psycopg2://lotlens:lotlens@127.0.0.1:{free_port()}/lotlens"
+    stack = Stack(infra=infra, topics=topics, logs=tmp_path, database_url=dead_database,
+                  extra_env={"LOTLENS_METRICS_HOST": OPS_HOST, "KAFKA_LAG_INTERVAL_S": "0.5"})
+    producer = EventProducer(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), "test")
+    waiting = 7
+    for _ in range(waiting):
+        producer.publish(topics.completions, Envelope(client_id="c", event=JobCompleted(
+            job_id=new_id("job"), status="completed", completed_at=datetime.now(UTC), total_lots=1,
+            processed_lots=1, failed_lots=0)))
+    producer.flush()
+    stack.start("webhook-dispatcher")
+    try:
+        url = ops_url(stack, "webhook-dispatcher")
+        group = f"{topics.submissions}.lotlens-webhook-dispatcher"
+
+        def lag() -> float:
+            try:
+                text = scrape(url)
+            except httpx.HTTPError:
+                return 0
+            values = [v for labels, v in samples(text, "lotlens_kafka_consumer_lag_messages")
+                      if labels["group"] == group]
+            return sum(values) if len(values) == topics.partitions else 0
+
+        assert eventually(lag) == waiting
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503, ready.text
+        checks = ready.json()["checks"]
+        assert checks["kafka"] == "ok" and checks["database"] != "ok"
+        live = httpx.get(f"{url}/livez", timeout=5)
+        assert live.status_code == 200, live.text
+    finally:
+        stack.down()

@@ -1,0 +1,44 @@
+"""`lotlens-admin clients`: a client's `whsec_` secret is made, printed, listed masked and rotated."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_admin.cli import main
+from lotlens_common import webhook_secrets
+from tests.conftest import Infra, new_id
+
+pytestmark = pytest.mark.integration
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().out.strip()
+
+
+def test_secret_list_and_rotate(infra: Infra, engine: Engine, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", infra.database_url)
+    client = new_id("client-")
+    code, first = run(capsys, "clients", "secret", client)
+    assert code == 0 and first.startswith("whsec_") and len(webhook_secrets.secret_bytes(first)) == 32
+    assert run(capsys, "clients", "secret", client) == (0, first)  # the same secret, not a new one
+
+    code, second = run(capsys, "clients", "rotate", client, "--overlap-hours", "2")
+    assert code == 0 and second.startswith("whsec_") and second != first
+    with engine.connect() as conn:
+        assert webhook_secrets.live(conn, client, datetime.now(UTC)) == [second, first]
+    assert run(capsys, "clients", "secret", client) == (0, second)
+
+    code, listed = run(capsys, "clients", "list")
+    mine = [line for line in listed.splitlines() if line.startswith(client + "\t")]
+    assert code == 0 and len(mine) == 2
+    assert "current" in mine[0] and "current" not in mine[1]
+    assert first not in listed and second not in listed  # masked
+
+    code, third = run(capsys, "clients", "rotate", client, "--overlap-hours", "0")
+    with engine.connect() as conn:
+        assert webhook_secrets.live(conn, client, datetime.now(UTC)) == [third]
+    assert run(capsys, "clients", "rotate", client, "--overlap-hours", "-1")[0] == 2

@@ -1,0 +1,88 @@
+"""Hostile and oversized submissions through a real gateway: a clear answer in the contract's format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.settings import ServiceSettings
+from tests.integration.test_gateway_support import Gateway, make_lots, running_gateway, stub_resolver
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway that refuses loopback URLs (as in production) and resolves one private name."""
+    with running_gateway(settings, engine, allow_loopback_urls=False) as running:
+        running.deps.resolve = stub_resolver({"hooks.internal.example": "10.1.2.3"})
+        yield running
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text[:500]
+    body: dict[str, Any] = response.json()
+    assert {"error", "message", "code"} <= set(body)
+    return body
+
+
+def nested_lots(depth: int, leaf: str = "x") -> bytes:
+    inner = b"[" * depth + json.dumps(leaf).encode() + b"]" * depth
+    return b'{"signature":"sha256=00","lots":[' + inner + b"]}"
+
+
+def test_nesting_deep_enough_to_recurse_is_400_and_the_connection_stays_usable(gateway: Gateway) -> None:
+    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        for body in (nested_lots(1000), nested_lots(970), nested_lots(900, "a\u0000b")):
+            answer = client.post("/api/v1/generate-descriptions", content=body)
+            assert answer.status_code in (400, 403), answer.text[:300]  # never a 500
+            assert answer.json()["code"] in ("NESTING_TOO_DEEP", "INVALID_JSON", "INVALID_SIGNATURE")
+        # The same keep-alive connection answers the next request.
+        lots = make_lots(2)
+        body = {"signature": gateway.lots_signature(lots), "lots": lots}
+        assert client.post("/api/v1/generate-descriptions", json=body).status_code == 201
+
+
+def test_additional_info_over_the_limit_is_422(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    lots[1]["additional_info"] = "x" * 1_000_000
+    body = error_of(gateway.submit(lots), 422)
+    assert body["code"] == "VALIDATION_ERROR"
+    assert body["details"]["errors"][0] == {"lot_index": 1, "field": "additional_info",
+                                            "problem": "longer than 10000 characters"}
+
+
+def test_a_batch_lot_with_more_images_than_one_model_request_takes_is_422(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    lots[0]["images"] = [{"url": f"https://img.example.com/{n}.jpg"} for n in range(2000)]
+    body = error_of(gateway.submit(lots), 422)
+    assert body["details"]["errors"][0]["field"] == "images"
+
+
+def test_a_lot_id_over_the_limit_is_422(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    lots[0]["lot_id"] = "x" * 257
+    assert error_of(gateway.submit(lots), 422)["details"]["errors"][0]["field"] == "lot_id"
+
+
+def test_credentials_in_an_image_url_are_422_and_not_stored(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    lots[0]["images"] = [{"url": "https://user:secret@img.example.com/x.jpg"}]
+    body = error_of(gateway.submit(lots), 422)
+    assert body["code"] == "INVALID_IMAGE_URLS"
+
+
+@pytest.mark.parametrize("webhook", ["http://169.254.169.254/latest/meta-data", "http://10.0.0.7/hook",
+                                     "http://[::ffff:127.0.0.1]:8080/hook", "https://hooks.internal.example/done"])
+def test_a_webhook_the_ssrf_guard_refuses_is_422_at_intake(gateway: Gateway, webhook: str) -> None:
+    body = error_of(gateway.submit(make_lots(2, webhook=webhook)), 422)
+    assert body["code"] == "INVALID_WEBHOOK_URLS" and body["details"]["invalid_urls"] == [webhook]
+
+
+def test_a_webhook_on_a_public_name_is_accepted(gateway: Gateway) -> None:
+    assert gateway.submit(make_lots(2, webhook="https://hooks.example.com/done")).status_code == 201

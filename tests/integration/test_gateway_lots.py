@@ -1,0 +1,67 @@
+"""`GET /api/v1/batch-jobs/{job_id}/lots`: a job's lots page by page, filtered by status, while
+the job runs too (batch-results answers 202 then)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from sqlalchemy import Engine, insert
+
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import lots
+from tests.integration.test_gateway_support import (
+    Gateway,
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+    running_gateway,
+)
+
+pytestmark = pytest.mark.integration
+PATH = "/api/v1/batch-jobs/{job_id}/lots"
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    with running_gateway(settings, engine) as running:
+        yield running
+
+
+def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx.Response:
+    signature = {"X-Signature": gateway.sign(job_id, key)}
+    return httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}?{query}", headers=signature, timeout=30)
+
+
+def test_lots_come_a_page_at_a_time_in_request_order_and_by_status(gateway: Gateway, engine: Engine) -> None:
+    lot_list = make_lots(5)
+    ids = [lot["lot_id"] for lot in lot_list]
+    job_id = insert_finished_job(engine, gateway.client_id, lot_list, ["en", "de"], failed=[ids[1], ids[4]])
+
+    first = page(gateway, job_id, "limit=2").json()
+    assert [lot["lot_id"] for lot in first["lots"]] == ids[:2] and first["status"] == "completed"
+    assert first["pagination"] == {"limit": 2, "offset": 0, "total": 5, "has_more": True}
+    assert [d["language"] for d in first["lots"][0]["descriptions"]] == ["en", "de"]
+    last = page(gateway, job_id, "limit=2&offset=4").json()
+    assert [lot["lot_id"] for lot in last["lots"]] == ids[4:] and not last["pagination"]["has_more"]
+
+    failed = page(gateway, job_id, "status=failed").json()
+    assert [lot["lot_id"] for lot in failed["lots"]] == [ids[1], ids[4]]
+    assert all(lot["error_message"] and lot["descriptions"] == [] for lot in failed["lots"])
+    assert failed["pagination"]["total"] == 2
+
+
+def test_a_running_jobs_lots_are_listed_and_strangers_and_bad_queries_refused(
+        gateway: Gateway, engine: Engine) -> None:
+    job_id = insert_running_job(engine, gateway.client_id, total_lots=2)
+    with engine.begin() as conn:
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": f"r{i}", "seq": i, "status": status}
+                                    for i, status in enumerate(["translating", "pending"])])
+    running = page(gateway, job_id).json()
+    listed = [(lot["lot_id"], lot["status"]) for lot in running["lots"]]
+    assert listed == [("r0", "translating"), ("r1", "pending")]
+    assert page(gateway, job_id, key=gateway.other_key).status_code == 404
+    assert httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
+    assert page(gateway, job_id, "limit=501").status_code == 422
+    assert page(gateway, job_id, "status=lost").status_code == 422

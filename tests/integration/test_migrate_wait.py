@@ -1,0 +1,55 @@
+"""`python -m lotlens_common.migrate --wait`, the services' init container: it waits (no crash)
+while the schema or the topics are missing and returns once the migrate Job has run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+from sqlalchemy import Engine, text
+
+from tests.conftest import ROOT, Infra, new_id
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def empty_schema(infra: Infra, engine: Engine) -> Iterator[str]:
+    schema = new_id("wait_")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield f"{infra.database_url}?options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+
+
+def run_migrate(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "lotlens_common.migrate", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_the_init_container_waits_for_the_migrate_job_then_returns(infra: Infra, empty_schema: str) -> None:
+    prefix = new_id("mw")
+    names = {f"LOTLENS_TOPIC_{n.upper()}": f"{prefix}.{n}" for n in
+             ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}
+    env = {**os.environ, **names, "DATABASE_URL": empty_schema,
+           "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap, "LOTLENS_TOPIC_PARTITIONS": "2"}
+    waiter = run_migrate(env, "--wait")
+    try:
+        time.sleep(4)
+        assert waiter.poll() is None, waiter.communicate()[0].decode()
+        job = run_migrate(env)
+        assert job.wait(timeout=120) == 0, (job.stdout.read() if job.stdout else b"").decode()
+        assert waiter.wait(timeout=60) == 0
+        log = (waiter.stdout.read() if waiter.stdout else b"").decode()
+        assert "waiting for the migrate Job" in log
+    finally:
+        if waiter.poll() is None:
+            waiter.kill()
+        AdminClient({"bootstrap.servers": infra.kafka_bootstrap}).delete_topics(
+            list(names.values()), operation_timeout=10)

@@ -1,0 +1,128 @@
+"""`POST /api/v1/batch-jobs/{job_id}/retry-failed` through a real gateway, the SDK and `lotlens`:
+only the failed lots go out again, as one new job linked both ways, the same job on every call."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, update
+
+from lotlens_client import LotLensClient, NotFoundError, ValidationError
+from lotlens_common.events import JobSubmitted, LotSubmitted
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import lots
+from tests.integration.test_gateway_support import (
+    Gateway,
+    consume,
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+    running_gateway,
+)
+
+pytestmark = pytest.mark.integration
+HOOK = "https://hooks.example.com/retried"
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    with running_gateway(settings, engine) as running:
+        yield running
+
+
+def retry(gateway: Gateway, job_id: str, key: str | None = None) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed",
+                      headers={"X-Signature": gateway.sign(job_id, key)}, timeout=30)
+
+
+def finished_job_with_failures(gateway: Gateway, engine: Engine) -> tuple[str, list[dict[str, Any]]]:
+    """A completed job of 5 lots whose 2nd and 4th failed (the 4th had its own webhook)."""
+    lot_list = make_lots(5)
+    failed = [lot_list[1], lot_list[3]]
+    job_id = insert_finished_job(engine, gateway.client_id, lot_list, ["en", "pt-BR"],
+                                 failed=[str(lot["lot_id"]) for lot in failed])
+    with engine.begin() as conn:
+        conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.lot_id == failed[1]["lot_id"])
+                     .values(webhook=HOOK))
+    return job_id, failed
+
+
+def test_only_the_failed_lots_become_one_linked_job_the_same_on_every_call(
+        gateway: Gateway, engine: Engine, settings: ServiceSettings) -> None:
+    job_id, failed = finished_job_with_failures(gateway, engine)
+    first = retry(gateway, job_id)
+    assert first.status_code == 201, first.text
+    body = first.json()
+    new_id = body["job_id"]
+    assert new_id != job_id and body["retry_of"] == job_id and body["status"] == "accepted"
+    assert body["total_lots"] == 2 and body["languages"] == ["en", "pt-BR"] and body["webhook_configured"]
+    assert first.headers["location"] == f"/api/v1/batch-status/{new_id}"
+
+    events = [envelope.event for _key, envelope in
+              consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 3)]
+    submitted, *lot_events = events
+    assert isinstance(submitted, JobSubmitted) and submitted.job_id == new_id and submitted.retry_of == job_id
+    assert submitted.total_lots == 2 and submitted.webhook_urls == (HOOK,)
+    assert all(isinstance(e, LotSubmitted) and e.job_id == new_id for e in lot_events)
+    resent = [(e.lot_id, e.additional_info, list(e.image_urls), e.webhook, e.seq) for e in lot_events]
+    asked = [(lot["lot_id"], lot["additional_info"], [image["url"] for image in lot["images"]])
+             for lot in failed]
+    hooks = [None, HOOK]
+    assert resent == [(*lot, hooks[seq], seq) for seq, lot in enumerate(asked)]
+
+    again = retry(gateway, job_id)
+    assert again.status_code == 200 and again.json()["job_id"] == new_id
+    assert again.json()["retry_of"] == job_id
+    assert again.headers["idempotent-replayed"] == "true"
+    assert len(consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 4, timeout_s=3)) == 3
+
+    new_status = gateway.get_job("/api/v1/batch-status/{job_id}", new_id).json()
+    old_status = gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()
+    assert new_status["retry_of"] == job_id and new_status["retried_as"] is None
+    assert old_status["retried_as"] == new_id and old_status["retry_of"] is None
+
+
+def test_unfinished_jobs_jobs_without_failures_and_strangers_are_refused_clearly(
+        gateway: Gateway, engine: Engine) -> None:
+    running = insert_running_job(engine, gateway.client_id, status="translating")
+    refused = retry(gateway, running)
+    assert refused.status_code == 409 and refused.json()["code"] == "JOB_NOT_FINISHED"
+    assert "translating" in refused.json()["message"]
+
+    clean = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+    nothing = retry(gateway, clean)
+    assert nothing.status_code == 409 and nothing.json()["code"] == "NO_FAILED_LOTS"
+
+    job_id, _failed = finished_job_with_failures(gateway, engine)
+    assert retry(gateway, job_id, key=gateway.other_key).status_code == 404  # another client's job
+    unsigned = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed")
+    assert unsigned.status_code == 401 and "job id" in unsigned.json()["message"]
+
+
+def test_the_sdk_and_the_command_retry_failed_lots(gateway: Gateway, engine: Engine) -> None:
+    job_id, failed = finished_job_with_failures(gateway, engine)
+    with LotLensClient(gateway.url, gateway.key) as sdk:
+        accepted = sdk.retry_failed(job_id)
+        assert accepted.retry_of == job_id and accepted.total_lots == len(failed)
+        assert sdk.retry_failed(job_id).job_id == accepted.job_id
+        assert sdk.job_status(job_id).retried_as == accepted.job_id
+        assert sdk.job_status(accepted.job_id).retry_of == job_id
+        with pytest.raises(ValidationError) as not_finished:
+            sdk.retry_failed(accepted.job_id)  # the retry job itself is still pending
+        assert not_finished.value.status == 409 and not_finished.value.code == "JOB_NOT_FINISHED"
+        with pytest.raises(NotFoundError):
+            sdk.retry_failed("no-such-job")
+
+    env = {**os.environ, "LOTLENS_URL": gateway.url, "LOTLENS_CLIENT_KEY": gateway.key}
+    done = subprocess.run([sys.executable, "-m", "lotlens_client.cli", "retry-failed", job_id], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["job_id"] == accepted.job_id and printed["retry_of"] == job_id

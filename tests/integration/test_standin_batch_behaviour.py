@@ -1,0 +1,104 @@
+"""Batches behave like OpenAI's: shuffled output, progressing counts, partial output on expiry and cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.vision import vision_request_body
+from tests.standin import Standin, serve_standin
+
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+
+
+@contextmanager
+def _api(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Standin, httpx.Client]]:
+    with serve_standin(tmp_path, **overrides) as standin, httpx.Client(base_url=standin.base_url,
+                                                                         timeout=10) as api:
+        yield standin, api
+
+
+def _create(api: httpx.Client, lines: int) -> dict[str, Any]:
+    content = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(
+        f"note {i}", ["https://img.example/1.jpg"], ModelSettings())) for i in range(lines))
+    upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    file_id = upload.json()["id"]
+    response = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
+                                          "completion_window": "24h"})
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _poll(api: httpx.Client, batch_id: str, until: tuple[str, ...] = TERMINAL) -> list[dict[str, Any]]:
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        seen.append(api.get(f"/batches/{batch_id}").json())
+        if seen[-1]["status"] in until:
+            return seen
+        time.sleep(0.02)
+    raise AssertionError(f"batch stuck in {seen[-1]['status']}")
+
+
+def _lines(api: httpx.Client, file_id: str | None) -> list[dict[str, Any]]:
+    if file_id is None:
+        return []
+    return [json.loads(line) for line in api.get(f"/files/{file_id}/content").text.splitlines()]
+
+
+def test_output_comes_in_another_order_than_the_input(tmp_path: Path) -> None:
+    with _api(tmp_path, in_progress_seconds=0.0) as (_, api):
+        done = _poll(api, _create(api, 30)["id"])[-1]
+        ids = [line["custom_id"] for line in _lines(api, done["output_file_id"])]
+    assert sorted(ids) == sorted(f"lot-{i}:vision" for i in range(30))
+    assert ids != [f"lot-{i}:vision" for i in range(30)]
+
+
+def test_request_counts_progress_while_in_progress(tmp_path: Path) -> None:
+    with _api(tmp_path, in_progress_seconds=2.0) as (_, api):
+        seen = _poll(api, _create(api, 20)["id"])
+    running = [b["request_counts"]["completed"] for b in seen if b["status"] == "in_progress"]
+    assert running == sorted(running)  # never goes back
+    assert any(0 < done < 20 for done in running), running
+    assert seen[-1]["request_counts"] == {"total": 20, "completed": 20, "failed": 0}
+
+
+def test_a_batch_past_its_window_expires_with_its_finished_requests(tmp_path: Path) -> None:
+    with _api(tmp_path, in_progress_seconds=4.0, completion_window_seconds=1.5) as (_, api):
+        created = _create(api, 20)
+        done = _poll(api, created["id"])[-1]
+        output, errors = _lines(api, done["output_file_id"]), _lines(api, done["error_file_id"])
+    assert done["status"] == "expired" and done["expired_at"]
+    assert created["created_at"] <= created["expires_at"] <= created["created_at"] + 2
+    counts = done["request_counts"]
+    assert 0 < counts["completed"] < 20 and counts["completed"] + counts["failed"] == 20
+    assert len(output) == counts["completed"]
+    assert all(line["response"]["status_code"] == 200 for line in output)
+    assert len(errors) == counts["failed"] and {line["error"]["code"] for line in errors} == {"batch_expired"}
+    assert {line["custom_id"] for line in output + errors} == {f"lot-{i}:vision" for i in range(20)}
+
+
+def test_cancel_while_in_progress_keeps_the_finished_requests(tmp_path: Path) -> None:
+    with _api(tmp_path, in_progress_seconds=3.0, finalizing_seconds=0.3) as (_, api):
+        batch_id = _create(api, 20)["id"]
+        started = _poll(api, batch_id, ("in_progress",))[-1]
+        while started["request_counts"]["completed"] == 0:
+            time.sleep(0.02)
+            started = api.get(f"/batches/{batch_id}").json()
+        cancelling = api.post(f"/batches/{batch_id}/cancel").json()
+        seen = _poll(api, batch_id)
+        done = seen[-1]
+        output, errors = _lines(api, done["output_file_id"]), _lines(api, done["error_file_id"])
+    assert cancelling["status"] == "cancelling" and done["status"] == "cancelled"
+    assert seen[0]["status"] in ("cancelling", "cancelled")
+    finished = done["request_counts"]["completed"]
+    assert 0 < finished < 20 and len(output) == finished
+    assert len(errors) == 20 - finished and {line["error"]["code"] for line in errors} == {"batch_cancelled"}

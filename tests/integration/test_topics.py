@@ -1,0 +1,54 @@
+"""Topic creation on the real broker: settings applied to new and existing topics, partitions grown."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType  # type: ignore[attr-defined]
+
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
+from tests.conftest import Infra, new_id
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def own_topics(infra: Infra) -> Iterator[tuple[KafkaSettings, TopicSettings]]:
+    prefix = new_id("tt")
+    names = {name: f"{prefix}.{name}" for name in
+             ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")}
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
+    settings = TopicSettings.model_validate({**names, "partitions": 2})
+    yield kafka, settings
+    AdminClient(kafka.client_config()).delete_topics(settings.all_topics(), operation_timeout=10)
+
+
+def test_existing_topics_get_more_partitions_and_the_durability_settings(
+        own_topics: tuple[KafkaSettings, TopicSettings]) -> None:
+    kafka, settings = own_topics
+    admin = AdminClient(kafka.client_config())
+    ensure_topics(kafka, settings)
+    grown = settings.model_copy(update={"partitions": 4, "retention_ms": 3_600_000})
+    ensure_topics(kafka, grown)
+    ensure_topics(kafka, grown)  # idempotent
+    metadata = admin.list_topics(timeout=10).topics
+    assert {len(metadata[name].partitions) for name in settings.all_topics()} == {4}
+    resource = ConfigResource(ResourceType.TOPIC, settings.dead_letter)  # the one topic with a retention
+    # The broker applies a configuration change asynchronously: read it until it shows.
+    deadline = time.monotonic() + 30
+    while True:
+        config = admin.describe_configs([resource])[resource].result(10)
+        if config["retention.ms"].value == "3600000" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert config["retention.ms"].value == "3600000"
+    # Set on the topic itself, not inherited from the broker's default.
+    assert config["min.insync.replicas"].value == "1"
+    assert config["min.insync.replicas"].source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value
+
+    # Fewer partitions than exist is left alone (Kafka cannot remove partitions).
+    ensure_topics(kafka, settings)
+    assert len(admin.list_topics(timeout=10).topics[settings.vision].partitions) == 4

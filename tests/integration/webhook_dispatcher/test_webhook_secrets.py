@@ -1,0 +1,79 @@
+"""Real deliveries verified the Standard Webhooks way: the official `standardwebhooks` package
+exactly as its README shows (`Webhook(secret).verify(body, headers)`) and the SDK's verifier,
+with the client's `whsec_` secret, through a secret rotation and its overlap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import standardwebhooks
+from sqlalchemy import Engine
+
+from lotlens_client import verify_standard_webhook, verify_webhook
+from lotlens_common import webhook_secrets
+from lotlens_common.events import WebhookDelivered
+from lotlens_common.settings import ServiceSettings
+from tests.conftest import new_id
+from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
+    KEY,
+    Reply,
+    WebhookEvents,
+    client_secret,
+    dispatcher_settings,
+    insert_finished_job,
+    of,
+    publish_completed,
+    receiver,
+    running,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def deliver_one(config: ServiceSettings, db: Engine, events: WebhookEvents) -> tuple[bytes, dict[str, str]]:
+    """One job's webhook through the dispatcher to a local receiver: the body and headers it got."""
+    with receiver(lambda _r: Reply(200)) as hooks:
+        job_id = insert_finished_job(db, [f"{hooks.url}/hook", f"{hooks.url}/hook"])
+        publish_completed(config, job_id)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            events.until(lambda seen: any(e.job_id == job_id for e in of(WebhookDelivered, seen)))
+    (request,) = hooks.arrived
+    return request.body, request.headers
+
+
+def test_a_delivery_verifies_with_the_official_package_and_the_sdk(config, db, events):
+    secret = client_secret(db)
+    body, headers = deliver_one(config, db, events)
+    assert secret.startswith("whsec_")
+    wh = standardwebhooks.Webhook(secret)
+    payload = wh.verify(body, headers)
+    assert payload["event"] == "batch_job_completed"
+    assert verify_standard_webhook(body, headers, secret)
+    assert verify_webhook(body, headers["x-signature"], KEY)  # 003's scheme keeps the shared key
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(webhook_secrets.new_secret()).verify(body, headers)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(secret).verify(body.replace(b"completed", b"cancelled"), headers)
+
+
+def test_during_a_rotation_both_secrets_sign_and_after_the_overlap_only_the_new_one(config, db, events):
+    old = client_secret(db)
+    with db.begin() as conn:
+        new = webhook_secrets.rotate(conn, CLIENT, timedelta(hours=24), datetime.now(UTC))
+    body, headers = deliver_one(config, db, events)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (old, new):
+        standardwebhooks.Webhook(secret).verify(body, headers)
+        assert verify_standard_webhook(body, headers, secret)
+
+    with db.begin() as conn:  # the overlap ends: a rotation with none left cuts the old secrets
+        newest = webhook_secrets.rotate(conn, CLIENT, timedelta(0), datetime.now(UTC))
+    body, headers = deliver_one(config, db, events)
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    standardwebhooks.Webhook(newest).verify(body, headers)
+    for retired in (old, new):
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(retired).verify(body, headers)
+        assert not verify_standard_webhook(body, headers, retired)

@@ -1,0 +1,145 @@
+"""deploy/monitoring: the alert rules pass their promtool unit tests, the dashboard is a well-formed
+Grafana dashboard, and every query of either names only metrics the services export."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.k8s import ROOT, tools
+
+MONITORING = ROOT / "deploy" / "monitoring"
+SOURCES = [*(ROOT / "libs" / "common" / "src").rglob("*.py"), *(ROOT / "services").rglob("src/**/*.py")]
+METRIC = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
+PROMQL_WORDS = {
+    "sum", "min", "max", "avg", "count", "by", "without", "and", "or", "unless", "on", "ignoring",
+    "rate", "irate", "increase", "delta", "deriv", "absent", "histogram_quantile", "le", "bool",
+    "group_left", "group_right", "offset", "topk", "bottomk", "label_replace", "clamp_min",
+}
+PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "table", "bargauge"}
+
+
+def exported_metrics() -> set[str]:
+    """Every sample name the code exports (counters with `_total`, histograms with their series)."""
+    names: set[str] = set()
+    for path in SOURCES:
+        for kind, name in METRIC.findall(path.read_text(encoding="utf-8")):
+            if kind == "Counter":
+                names.add(name if name.endswith("_total") else f"{name}_total")
+            elif kind == "Histogram":
+                names |= {f"{name}_bucket", f"{name}_count", f"{name}_sum"}
+            else:
+                names.add(name)
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names in a PromQL expression (strings, label matchers and keywords removed)."""
+    expr = re.sub(r'"[^"]*"', "", expr)
+    expr = re.sub(r"\{[^}]*\}", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\[[^\]]*\]", "", expr)
+    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr))
+    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"[0-9.e]+", w)}
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((MONITORING / "alerts.yaml").read_text(encoding="utf-8"))
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((MONITORING / "dashboard.json").read_text(encoding="utf-8"))
+    return loaded
+
+
+def dashboard_queries() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
+
+
+@pytest.fixture(scope="module")
+def promtool() -> str:
+    tools()  # installs promtool when missing
+    found = shutil.which("promtool")
+    assert found, "scripts/tools.sh did not install promtool"
+    return found
+
+
+def test_the_rules_are_valid_and_pass_their_unit_tests(promtool: str) -> None:
+    checked = subprocess.run([promtool, "check", "rules", "alerts.yaml"], cwd=MONITORING,
+                             capture_output=True, text=True, check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    tested = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=MONITORING,
+                            capture_output=True, text=True, check=False)
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_promtool_catches_a_broken_expectation(promtool: str, tmp_path: Path) -> None:
+    """The unit tests can fail: the same file with one expected alert changed does."""
+    for name in ("alerts.yaml", "alerts.test.yaml"):
+        shutil.copy(MONITORING / name, tmp_path / name)
+    tests = tmp_path / "alerts.test.yaml"
+    tests.write_text(tests.read_text(encoding="utf-8").replace(
+        "group: lotlens-translator}", "group: lotlens-vision-batcher}", 1), encoding="utf-8")
+    tested = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path,
+                            capture_output=True, text=True, check=False)
+    assert tested.returncode != 0 and "FAILED" in tested.stdout + tested.stderr
+
+
+def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
+    names = {rule["alert"] for rule in alert_rules()}
+    assert names == {
+        "LotLensConsumerLagGrowing", "LotLensConsumerGroupWithoutMembers", "LotLensConsumerGroupAbsent",
+        "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
+        "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate"}
+    tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
+    for name in names:
+        assert f"alertname: {name}" in tests, name
+    for rule in alert_rules():
+        assert rule["labels"]["severity"] in {"warning", "critical"}
+        assert rule["annotations"]["summary"]
+
+
+def test_the_dashboard_is_well_formed() -> None:
+    board = dashboard()
+    assert board["uid"] and board["title"] and isinstance(board["schemaVersion"], int)
+    variables = {v["name"]: v for v in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    ids = [panel["id"] for panel in board["panels"]]
+    assert len(ids) == len(set(ids))
+    for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES and panel["title"]
+        grid = panel["gridPos"]
+        assert all(isinstance(grid[k], int) for k in ("x", "y", "w", "h"))
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+        refs = [target["refId"] for target in panel["targets"]]
+        assert refs and len(refs) == len(set(refs))
+        assert all(target["expr"].strip() for target in panel["targets"])
+
+
+def test_every_query_names_metrics_the_services_export() -> None:
+    exported = exported_metrics()
+    assert "lotlens_kafka_consumer_lag_messages" in exported and "webhook_deliveries_total" in exported
+    queries = [rule["expr"] for rule in alert_rules()] + dashboard_queries()
+    unknown = {name for expr in queries for name in metric_names(expr)} - exported
+    assert not unknown, f"queries name metrics nobody exports: {sorted(unknown)}"
+    # The check itself notices a misspelt metric.
+    assert metric_names("sum by (group) (lotlens_kafka_consumer_lag_mesages)") - exported
+
+
+def test_the_dashboard_covers_every_signal_the_alerts_watch() -> None:
+    alerting = {name for rule in alert_rules() for name in metric_names(rule["expr"])}
+    shown = {name for expr in dashboard_queries() for name in metric_names(expr)}
+    assert alerting <= shown, sorted(alerting - shown)

@@ -1,0 +1,67 @@
+"""`lotlens-admin clients`: each client's Standard Webhooks secrets (`whsec_…`), shown and rotated.
+
+The gateway gives every configured client a secret when it starts; `rotate` makes a new one and
+lets the old one keep signing for the overlap, so the integrator can switch receivers without a
+gap. Secrets are printed only by `secret`, which an operator runs to hand one to its client.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import timedelta
+
+from lotlens_common import webhook_secrets
+from lotlens_common.clock import utc_now
+from lotlens_common.db import make_engine
+from lotlens_common.settings import ServiceSettings
+
+
+def _list(_args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database)
+    with engine.connect() as conn:
+        rows = webhook_secrets.listing(conn, utc_now())
+    engine.dispose()
+    for row in rows:
+        until = f"{row.expires_at:%Y-%m-%dT%H:%M}Z" if row.expires_at else "current"
+        print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {row.created_at:%Y-%m-%dT%H:%M}Z"
+              f"\tsigns until: {until}")
+    return 0
+
+
+def _secret(args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database)
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [args.client_id])
+        live = webhook_secrets.live(conn, args.client_id, utc_now())
+    engine.dispose()
+    print(live[0])
+    return 0
+
+
+def _rotate(args: argparse.Namespace) -> int:
+    if args.overlap_hours < 0:
+        print("--overlap-hours must not be negative")
+        return 2
+    engine = make_engine(ServiceSettings().database)
+    with engine.begin() as conn:
+        secret = webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
+    engine.dispose()
+    print(secret)
+    return 0
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `clients list|secret|rotate`."""
+    parser = groups.add_parser("clients", help="clients' webhook signing secrets (whsec_…)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    listing = commands.add_parser("list", help="every live secret, masked, with when it stops signing")
+    listing.set_defaults(handler=_list)
+    secret = commands.add_parser("secret", help="print a client's current secret (made if missing)")
+    secret.add_argument("client_id")
+    secret.set_defaults(handler=_secret)
+    rotate = commands.add_parser("rotate",
+                                 help="make a new current secret; the old one signs for the overlap")
+    rotate.add_argument("client_id")
+    rotate.add_argument("--overlap-hours", type=float, default=24.0,
+                        help="how long the previous secret keeps signing (default 24)")
+    rotate.set_defaults(handler=_rotate)
