@@ -397,7 +397,8 @@ def test_an_unusable_answer_the_spec_can_fix_is_sent_again_with_the_new_work(wor
 @pytest.mark.parametrize("status_code", [401, 403])
 def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
         world: World, status_code: int) -> None:
-    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)] * 2
+    # Refused three times: the first send and the retries at the next two watches.
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)] * 3
     world.store.add(lots(2))
     world.rounds()
     world.store.add(lots(2, job_id="job-2"))
