@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos.run import RunResult, run_seed
-from chaos.schedule import INFRA_KINDS, PROCESS_KINDS
+from chaos.schedule import INFRA_KINDS, NETWORK_KINDS, PROCESS_KINDS
 from chaos.stack import ROOT, standin_persists
 
 RESULTS = ROOT / "chaos" / "results"
@@ -26,9 +26,13 @@ RESULTS = ROOT / "chaos" / "results"
 
 def kinds(only: str | None) -> tuple[str, ...]:
     """The fault kinds of this run (the stand-in restart once the stand-in persists its state)."""
-    every = PROCESS_KINDS + tuple(k for k in INFRA_KINDS if k != "standin-restart" or standin_persists())
+    every = (
+        PROCESS_KINDS
+        + tuple(k for k in INFRA_KINDS if k != "standin-restart" or standin_persists())
+        + NETWORK_KINDS
+    )
     chosen = tuple(only.split(",")) if only else every
-    unknown = set(chosen) - set(PROCESS_KINDS + INFRA_KINDS)
+    unknown = set(chosen) - set(PROCESS_KINDS + INFRA_KINDS + NETWORK_KINDS)
     if unknown:
         raise SystemExit(f"unknown fault kinds: {sorted(unknown)}")
     return chosen

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.invariants import check
-from chaos.schedule import Fault, faults, workload
-from chaos.stack import ChaosStack
+from chaos.network import Toxiproxy, toxiproxy_binary
+from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
+from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
 from lotlens_client import LotLensClient, LotLensError
 from lotlens_common.kafka import EventProducer
@@ -52,6 +53,10 @@ def apply(stack: ChaosStack, fault: Fault) -> None:
         stack.infra("restart-kafka")
     elif fault.kind == "pg-restart":
         stack.infra("restart-pg")
+    elif fault.kind in NETWORK_KINDS and stack.network is not None:
+        stack.network.add(fault.target, fault.kind)
+        time.sleep(fault.hold_s * 2)
+        stack.network.clear(fault.target, fault.kind)
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
 
@@ -102,6 +107,8 @@ def run_seed(
     result = RunResult(seed, faults=faults(seed, fault_count, kinds))
     started = time.monotonic()
     stack = ChaosStack(kafka, database_url, state / f"seed-{seed}")
+    if any(f.kind in NETWORK_KINDS for f in result.faults):
+        stack.network = Toxiproxy(toxiproxy_binary(ROOT), state / f"toxiproxy-{seed}.log")
     with image_host() as images, webhook_receiver() as receiver:
         receiver.respond = answer
         try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from chaos.network import TOXICS, UPSTREAMS
 from chaos.stack import CONSUMERS
 
 # Every kind `make chaos` injects; a run covers a seeded subset, 20 seeds cover them all.
 PROCESS_KINDS = ("kill9", "sigstop")
 INFRA_KINDS = ("kafka-restart", "pg-restart", "standin-restart")
+NETWORK_KINDS = tuple(TOXICS)
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,8 @@ class Fault:
 
     @property
     def label(self) -> str:
-        """`kind` for infrastructure faults, `kind:service` for process faults."""
+        """`kind` for infrastructure faults, `kind:service` for process faults, `kind:upstream` for
+        network faults."""
         service = self.target.rsplit("-", 1)[0] if self.target[-1].isdigit() else self.target
         return self.kind if self.kind in INFRA_KINDS else f"{self.kind}:{service}"
 
@@ -46,7 +49,13 @@ def faults(seed: int, count: int, kinds: tuple[str, ...]) -> list[Fault]:
     chosen = []
     for n in range(count):
         kind = kinds[(seed * count + n) % len(kinds)]
-        target = rng.choice(targets) if kind in PROCESS_KINDS else kind
+        target = (
+            rng.choice(targets)
+            if kind in PROCESS_KINDS
+            else rng.choice(UPSTREAMS)
+            if kind in NETWORK_KINDS
+            else kind
+        )
         chosen.append(
             Fault(kind, target, hold_s=round(rng.uniform(1, 6), 1), calm_s=round(rng.uniform(1, 4), 1))
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, make_url, text
 
+from chaos.network import Toxiproxy
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
@@ -45,6 +47,8 @@ class ChaosStack:
     gateway_port: int = field(default_factory=free_port)
     standin_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Set: the services reach PostgreSQL and the stand-in through its proxies (network faults).
+    network: Toxiproxy | None = None
 
     @property
     def url(self) -> str:
@@ -66,6 +70,16 @@ class ChaosStack:
         """The database URL with this run's schema first on the search path."""
         return f"{self.database_url}?options=-csearch_path%3D{self.name}"
 
+    def services_urls(self) -> tuple[str, str]:
+        """(database URL, stand-in URL) as the services use them: through the proxies if any."""
+        if self.network is None:
+            return self.schema_url, self.standin_url
+        database = make_url(self.database_url).set(port=self.network.ports["postgres"])
+        return (
+            f"{database.render_as_string(hide_password=False)}?options=-csearch_path%3D{self.name}",
+            f"http://127.0.0.1:{self.network.ports['standin']}",
+        )
+
     def engine(self) -> Engine:
         """An engine on this run's schema."""
         return make_engine(DatabaseSettings(DATABASE_URL=self.schema_url))
@@ -73,11 +87,12 @@ class ChaosStack:
     def env(self) -> dict[str, str]:
         """What every process of the run gets."""
         topics = self.topics
+        database, standin = self.services_urls()
         return {
             **os.environ,
             **{f"LOTLENS_TOPIC_{n.upper()}": getattr(topics, n) for n in TOPIC_NAMES},
             "KAFKA_BOOTSTRAP_SERVERS": self.kafka_bootstrap,
-            "DATABASE_URL": self.schema_url,
+            "DATABASE_URL": database,
             "KAFKA_GROUP_PREFIX": f"{self.name}.",
             "KAFKA_CONSUME_BATCH_TIMEOUT_S": "0.05",
             "LOTLENS_CLIENTS": json.dumps({"chaos": self.client_key}),
@@ -89,7 +104,7 @@ class ChaosStack:
             "LOTLENS_WEBHOOK_RETRY_INTERVALS_S": "[0.5, 1, 2, 4]",
             "LOTLENS_WEBHOOK_TIMEOUT_S": "2",
             "OPENAI_API_KEY": "chaos-standin",
-            "OPENAI_BASE_URL": f"{self.standin_url}/v1",
+            "OPENAI_BASE_URL": f"{standin}/v1",
             "STANDIN_PORT": str(self.standin_port),
             "STANDIN_STATE_DIR": str(self.state / "standin"),
             "STANDIN_VALIDATING_SECONDS": "0.2",
@@ -98,7 +113,9 @@ class ChaosStack:
         }
 
     def prepare(self) -> None:
-        """Create this run's schema (migrated) and topics."""
+        """Create this run's schema (migrated) and topics, in a state folder emptied first."""
+        # A rerun of a seed starts clean: a stand-in reloading an earlier run's batches is no fresh stack.
+        shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True, exist_ok=True)
         admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
         with admin.begin() as conn:
@@ -154,6 +171,10 @@ class ChaosStack:
     def up(self) -> None:
         """Start the stand-in and every service; wait for the gateway's health."""
         self.prepare()
+        if self.network is not None:
+            self.network.start()
+            self.network.proxy("postgres", make_url(self.database_url).port or 5432)
+            self.network.proxy("standin", self.standin_port)
         self.start("openai-standin")
         for name in self.instances():
             self.start(name)
@@ -193,6 +214,8 @@ class ChaosStack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        if self.network is not None:
+            self.network.stop()
 
     def drop(self) -> None:
         """Remove the run's schema and topics."""

@@ -1,23 +1,25 @@
 #!/usr/bin/env bash
-# Build the outside tools the deploy checks need (kustomize, kubeconform) once, into a cache
+# Build the outside tools the deploy checks and `make chaos` need (kustomize, kubeconform,
+# toxiproxy's server) once, into a cache
 # shared by every clone on this machine; print the directory holding them. Idempotent: a tool
 # already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`.
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KUBECONFORM_VERSION=v0.8.0
+TOXIPROXY_VERSION=v2.5.0
 TOOLS="${LOTLENS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lotlens-tools}"
 export PATH="/usr/local/go/bin:$PATH"
 mkdir -p "$TOOLS"
 
-build() {  # build <name> <module path>@<version>: the binary lands in $TOOLS/<name>-<version>
-  local name=$1 module=$2 version=$3
+build() {  # build <name> <module path> <version> [<binary go installs>]: lands in $TOOLS/<name>-<version>
+  local name=$1 module=$2 version=$3 installed=${4:-$1}
   local target="$TOOLS/$name-$version"
   if [ ! -x "$target" ]; then
     command -v go >/dev/null || { echo "tools.sh: Go is needed to build $name" >&2; exit 1; }
     local tmp
     tmp=$(mktemp -d)
     GOBIN="$tmp" CGO_ENABLED=0 go install "$module@$version" >&2
-    mv "$tmp/$name" "$target"
+    mv "$tmp/$installed" "$target"
     rmdir "$tmp"
   fi
   ln -sf "$target" "$TOOLS/$name"
@@ -25,6 +27,7 @@ build() {  # build <name> <module path>@<version>: the binary lands in $TOOLS/<n
 
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+build toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" server
 
 if ! command -v promtool >/dev/null; then
   as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }

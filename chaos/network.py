@@ -1,0 +1,91 @@
+"""Network faults through toxiproxy (built by scripts/tools.sh): one proxy in front of PostgreSQL
+and one in front of the stand-in, both on loopback; the services talk through them, the chaos
+runner's own checks do not. A fault is a toxic added for its hold, then removed."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.servers import free_port
+
+# Each network fault kind: toxiproxy's toxic type and its attributes (times in ms, rate in KB/s).
+TOXICS: dict[str, tuple[str, dict[str, Any]]] = {
+    "net-latency": ("latency", {"latency": 250, "jitter": 100}),
+    "net-reset": ("reset_peer", {"timeout": 0}),
+    "net-timeout": ("timeout", {"timeout": 2000}),
+    "net-bandwidth": ("bandwidth", {"rate": 4}),
+}
+# What a network fault can sit in front of (Kafka would need its own advertised listener).
+UPSTREAMS = ("postgres", "standin")
+
+
+def toxiproxy_binary(root: Path) -> Path:
+    """The toxiproxy server, built once into the tool cache by scripts/tools.sh."""
+    tools = subprocess.run(
+        [str(root / "scripts" / "tools.sh")], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Path(tools) / "toxiproxy-server"
+
+
+@dataclass
+class Toxiproxy:
+    """A toxiproxy server on loopback and the proxies made on it (name -> listening port)."""
+
+    binary: Path
+    log: Path
+    port: int = field(default_factory=free_port)
+    ports: dict[str, int] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def api(self) -> str:
+        """The control API's base URL."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Run the server and wait for its API."""
+        self.process = subprocess.Popen(
+            [str(self.binary), "-host", "127.0.0.1", "-port", str(self.port)],
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(f"{self.api}/version", timeout=2).raise_for_status()
+                return
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        raise RuntimeError(f"toxiproxy did not answer on {self.api}")
+
+    def proxy(self, name: str, upstream_port: int) -> int:
+        """A proxy to a loopback port; returns the port it listens on."""
+        port = free_port()
+        body = {"name": name, "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{upstream_port}"}
+        httpx.post(f"{self.api}/proxies", json=body, timeout=10).raise_for_status()
+        self.ports[name] = port
+        return port
+
+    def add(self, proxy: str, kind: str) -> None:
+        """Start a fault of a kind on both directions of a proxy's connections."""
+        toxic, attributes = TOXICS[kind]
+        for stream in ("downstream", "upstream"):
+            body = {"name": f"{kind}-{stream}", "type": toxic, "stream": stream, "attributes": attributes}
+            httpx.post(f"{self.api}/proxies/{proxy}/toxics", json=body, timeout=10).raise_for_status()
+
+    def clear(self, proxy: str, kind: str) -> None:
+        """End a fault: remove its toxics."""
+        for stream in ("downstream", "upstream"):
+            httpx.delete(f"{self.api}/proxies/{proxy}/toxics/{kind}-{stream}", timeout=10).raise_for_status()
+
+    def stop(self) -> None:
+        """Stop the server."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)

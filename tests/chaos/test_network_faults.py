@@ -1,0 +1,61 @@
+"""The chaos run's network faults do what they say: a toxiproxy proxy in front of the test
+PostgreSQL passes queries, and each fault kind breaks or slows them until it is cleared."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
+
+from chaos.network import Toxiproxy, toxiproxy_binary
+from chaos.stack import ROOT
+from tests.conftest import Infra
+
+
+@pytest.fixture
+def proxied(infra: Infra, tmp_path: Path) -> Iterator[tuple[Toxiproxy, Engine]]:
+    proxy = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
+    proxy.start()
+    try:
+        port = proxy.proxy("postgres", make_url(infra.database_url).port or 5432)
+        url = make_url(infra.database_url).set(port=port)
+        # No pool: every query opens a connection through the proxy, as a reconnecting service does.
+        engine = create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        yield proxy, engine
+        engine.dispose()
+    finally:
+        proxy.stop()
+
+
+def _query(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT 1")).scalar_one())
+
+
+@pytest.mark.parametrize("kind", ["net-reset", "net-timeout"])
+def test_a_cutting_fault_breaks_queries_until_cleared(proxied: tuple[Toxiproxy, Engine], kind: str) -> None:
+    proxy, engine = proxied
+    assert _query(engine) == 1
+    engine.dispose()
+    proxy.add("postgres", kind)
+    with pytest.raises(OperationalError):
+        _query(engine)
+    proxy.clear("postgres", kind)
+    engine.dispose()
+    assert _query(engine) == 1
+
+
+def test_latency_slows_every_round_trip(proxied: tuple[Toxiproxy, Engine]) -> None:
+    proxy, engine = proxied
+    engine.dispose()
+    proxy.add("postgres", "net-latency")
+    started = time.monotonic()
+    assert _query(engine) == 1
+    # A lower bound only: the toxic adds at least 150 ms each way to each of the round trips.
+    assert time.monotonic() - started >= 0.5
+    proxy.clear("postgres", "net-latency")
