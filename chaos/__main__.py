@@ -1,7 +1,8 @@
 """`make chaos` / `python -m chaos`: seeded fault schedules against the whole stack.
 
-Each seed starts an isolated stack, drives a mixed workload, injects its faults, checks the
-invariants and removes the stack. A table (faults by kind, violations, recovery p50/p99 per kind)
+One isolated stack serves the whole run (started once, removed at the end); each seed drives its
+own mixed workload on fresh jobs, injects its faults and checks the invariants on its jobs before
+the next seed starts. A table (faults by kind, violations, recovery p50/p99 per kind)
 is printed and written to chaos/results/. A failing seed is printed with the command rerunning it.
 """
 
@@ -17,7 +18,7 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from chaos.run import RunResult, run_seed
+from chaos.run import Plan, RunResult, run_seeds
 from chaos.schedule import INFRA_KINDS, NETWORK_KINDS, PROCESS_KINDS
 from chaos.stack import ROOT, standin_persists
 
@@ -91,16 +92,15 @@ def main(argv: list[str] | None = None) -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"{stamp}-seeds{args.seed}-{args.seed + args.seeds - 1}.md"
-    for seed in range(args.seed, args.seed + args.seeds):
-        result = run_seed(
-            seed, kafka, database, state, args.faults, chosen, args.jobs, args.max_lots, args.settle
-        )
+    plan = Plan(args.faults, chosen, args.jobs, args.max_lots, args.settle)
+
+    def report(result: RunResult) -> None:
         results.append(result)
         for violation in result.violations:
-            print(f"seed {seed}: VIOLATION {violation}", file=sys.stderr)
+            print(f"seed {result.seed}: VIOLATION {violation}", file=sys.stderr)
         if result.violations:
             print(
-                f"rerun: make chaos CHAOS_ARGS='--seed {seed} --seeds 1 --faults {args.faults} "
+                f"rerun: make chaos CHAOS_ARGS='--seed {result.seed} --seeds 1 --faults {args.faults} "
                 f"--jobs {args.jobs} --max-lots {args.max_lots}"
                 + (f" --kinds {args.kinds}'" if args.kinds else "'"),
                 file=sys.stderr,
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             f"# make chaos {time.strftime('%Y-%m-%d %H:%M')} (kinds: {', '.join(chosen)})\n\n"
             f"{table(results)}\n\n{violations}\n"
         )
+
+    run_seeds(list(range(args.seed, args.seed + args.seeds)), kafka, database, state, plan, report)
     print(table(results))
     return 1 if any(r.violations for r in results) else 0
 

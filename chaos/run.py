@@ -7,8 +7,11 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from chaos.invariants import check
 from chaos.network import Toxiproxy, toxiproxy_binary
@@ -18,7 +21,7 @@ from chaos.workload import Submitted, answer, drive
 from lotlens_client import LotLensClient, LotLensError
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings
-from tests.servers import image_host, webhook_receiver
+from tests.servers import WebhookReceiver, image_host, webhook_receiver
 
 log = logging.getLogger("chaos")
 
@@ -92,59 +95,95 @@ def inject_poison(stack: ChaosStack) -> int:
     return 1
 
 
-def run_seed(
-    seed: int,
+@dataclass(frozen=True)
+class Plan:
+    """What each seed of a run does: faults per seed, their kinds, the workload's size, the settle."""
+
+    fault_count: int
+    kinds: tuple[str, ...]
+    jobs: int
+    max_lots: int
+    settle_s: float
+
+
+def run_seeds(
+    seeds: list[int],
     kafka: str,
     database_url: str,
     state: Path,
-    fault_count: int,
-    kinds: tuple[str, ...],
-    jobs: int,
-    max_lots: int,
-    settle_s: float,
-) -> RunResult:
-    """Run one seed end to end; the stack is removed afterwards whatever happened."""
-    result = RunResult(seed, faults=faults(seed, fault_count, kinds))
-    started = time.monotonic()
-    stack = ChaosStack(kafka, database_url, state / f"seed-{seed}")
-    if any(f.kind in NETWORK_KINDS for f in result.faults):
-        stack.network = Toxiproxy(toxiproxy_binary(ROOT), state / f"toxiproxy-{seed}.log")
+    plan: Plan,
+    on_result: Callable[[RunResult], None] = lambda _: None,
+) -> list[RunResult]:
+    """Run the seeds one after another on one stack (started once, removed at the end); each seed
+    has its own jobs and faults, and its invariants are checked before the next one starts."""
+    schedules = {seed: faults(seed, plan.fault_count, plan.kinds) for seed in seeds}
+    stack = ChaosStack(kafka, database_url, state / "stack")
+    if any(f.kind in NETWORK_KINDS for chosen in schedules.values() for f in chosen):
+        stack.network = Toxiproxy(toxiproxy_binary(ROOT), state / "toxiproxy.log")
+    results: list[RunResult] = []
+    current: RunResult | None = None
     with image_host() as images, webhook_receiver() as receiver:
         receiver.respond = answer
         try:
             stack.up()
             engine = stack.engine()
             client = LotLensClient(stack.url, stack.client_key, timeout=60, max_retries=2)
-            poison = inject_poison(stack)
-            out, stop = Submitted(), threading.Event()
-            plans = workload(seed, jobs, max_lots)
-            driver = threading.Thread(
-                target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0)
-            )
-            driver.start()
-            for fault in result.faults:
-                time.sleep(fault.calm_s)
-                log.info("seed %d: %s on %s (hold %.1f s)", seed, fault.kind, fault.target, fault.hold_s)
-                apply(stack, fault)
-                result.recovery_s.append((fault.label, recovery(client, images, 180)))
-                result.violations += stack.exited()
-            driver.join()
-            result.jobs = len(out.accepted)
-            result.violations += check(stack, engine, out, receiver, poison, settle_s)
-            result.violations += stack.exited()
-            result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
+            poison = 0
+            for seed in seeds:
+                current = RunResult(seed, faults=schedules[seed])
+                started = time.monotonic()
+                poison += inject_poison(stack)
+                _one_seed(stack, engine, client, images, receiver, current, poison, plan)
+                current.seconds = time.monotonic() - started
+                results.append(current)
+                on_result(current)
+                current = None
             engine.dispose()
-        except Exception as exc:  # a run that cannot finish is a failing seed, with the reason
-            log.exception("seed %d failed", seed)
-            result.violations.append(f"run aborted: {exc!r}")
+        except Exception as exc:  # a run that cannot go on fails its current seed, with the reason
+            log.exception("chaos run aborted")
+            if current is None and len(results) < len(seeds):
+                current = RunResult(seeds[len(results)], faults=schedules[seeds[len(results)]])
+            if current is not None:
+                current.violations.append(f"run aborted: {exc!r}")
+                results.append(current)
+                on_result(current)
         finally:
             stack.down()
             try:
-                if result.violations:  # kept for diagnosis: schema and topics named in the log
-                    log.warning("seed %d keeps schema and topics %s for diagnosis", seed, stack.name)
+                if any(r.violations for r in results):  # kept for diagnosis, named in the log
+                    log.warning("keeping schema and topics %s for diagnosis", stack.name)
                 else:
                     stack.drop()
             except Exception as exc:  # cleanup after a broken broker or database is best effort
-                log.warning("cleanup of seed %d: %s", seed, exc)
-    result.seconds = time.monotonic() - started
-    return result
+                log.warning("cleanup of %s: %s", stack.name, exc)
+    return results
+
+
+def _one_seed(
+    stack: ChaosStack,
+    engine: Engine,
+    client: LotLensClient,
+    images: str,
+    receiver: WebhookReceiver,
+    result: RunResult,
+    poison: int,
+    plan: Plan,
+) -> None:
+    """One seed's workload and faults on the running stack, then its invariants."""
+    out, stop = Submitted(), threading.Event()
+    plans = workload(result.seed, plan.jobs, plan.max_lots)
+    driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
+    driver.start()
+    try:
+        for fault in result.faults:
+            time.sleep(fault.calm_s)
+            log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
+            apply(stack, fault)
+            result.recovery_s.append((fault.label, recovery(client, images, 180)))
+            result.violations += stack.revive()
+    finally:
+        driver.join()
+    result.jobs = len(out.accepted)
+    result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
+    result.violations += stack.revive()
+    result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]

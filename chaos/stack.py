@@ -155,13 +155,14 @@ class ChaosStack:
         if sig == signal.SIGKILL:
             process.wait(timeout=30)
 
-    def exited(self) -> list[str]:
-        """Processes that ended by themselves (a fault's kill is followed by a restart at once)."""
-        return [
-            f"{name} exited {process.returncode}: {self.log_tail(name)}"
-            for name, process in self.processes.items()
-            if process.poll() is not None
-        ]
+    def revive(self) -> list[str]:
+        """Processes that ended by themselves (a fault's kill is followed by a restart at once),
+        each started again so the run goes on with a whole stack."""
+        ended = [name for name, process in self.processes.items() if process.poll() is not None]
+        found = [f"{name} exited {self.processes[name].returncode}: {self.log_tail(name)}" for name in ended]
+        for name in ended:
+            self.start(name)
+        return found
 
     def log_tail(self, name: str, lines: int = 5) -> str:
         """The last lines of a process's log."""

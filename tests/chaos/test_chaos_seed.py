@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.run import run_seed
+from chaos.run import Plan, run_seeds
 from tests.conftest import Infra
 
 pytestmark = pytest.mark.e2e
@@ -17,8 +17,8 @@ SEED = 3
 
 def test_a_seeded_chaos_run_breaks_no_invariant(infra: Infra, tmp_path: Path) -> None:
     # Process faults only: restarting the broker or the database would hit the rest of the session.
-    result = run_seed(SEED, infra.kafka_bootstrap, infra.database_url, tmp_path, fault_count=2,
-                      kinds=("kill9", "sigstop"), jobs=4, max_lots=50, settle_s=300)
+    plan = Plan(fault_count=2, kinds=("kill9", "sigstop"), jobs=4, max_lots=50, settle_s=300)
+    [result] = run_seeds([SEED], infra.kafka_bootstrap, infra.database_url, tmp_path, plan)
     print(f"recovery seconds by fault: {result.recovery_s}")  # measured, not asserted
     assert [f.kind for f in result.faults] == ["kill9", "sigstop"]
     assert result.violations == [], (
