@@ -132,8 +132,12 @@ def run_seeds(
             for seed in seeds:
                 current = RunResult(seed, faults=schedules[seed])
                 started = time.monotonic()
-                poison += inject_poison(stack)
-                _one_seed(stack, engine, client, images, receiver, current, poison, plan)
+                try:
+                    poison += inject_poison(stack)
+                    _one_seed(stack, engine, client, images, receiver, current, poison, plan)
+                except Exception as exc:  # the seed fails with the reason; the next one still runs
+                    log.exception("seed %d aborted", seed)
+                    current.violations.append(f"seed aborted: {exc!r}")
                 current.seconds = time.monotonic() - started
                 results.append(current)
                 on_result(current)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from chaos.network import Toxiproxy
 from lotlens_common.db import make_engine, migrate
@@ -81,8 +81,9 @@ class ChaosStack:
         )
 
     def engine(self) -> Engine:
-        """An engine on this run's schema."""
-        return make_engine(DatabaseSettings(DATABASE_URL=self.schema_url))
+        """The runner's engine on this run's schema; it pings before each use, as its reads must
+        outlive the PostgreSQL restarts it injects (the services' engines treat that error as transient)."""
+        return create_engine(self.schema_url, pool_pre_ping=True)
 
     def env(self) -> dict[str, str]:
         """What every process of the run gets."""
