@@ -183,7 +183,9 @@ def _one_seed(
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
             apply(stack, fault)
-            result.recovery_s.append((fault.label, recovery(client, images, 180)))
+            seconds = recovery(client, images, 180)
+            log.info("seed %d: %s recovered in %s s", result.seed, fault.label, seconds and round(seconds, 1))
+            result.recovery_s.append((fault.label, seconds))
             result.violations += stack.revive()
     finally:
         driver.join()
