@@ -35,6 +35,9 @@ TYPED = {"/still.gif": ("image/gif", gif(1)), "/animated.gif": ("image/gif", gif
          "/photo.jpg": ("image/jpg", b"\xff\xd8\xff")}
 
 
+BUSY_SEEN: dict[str, int] = {}
+
+
 class Images(BaseHTTPRequestHandler):
     """Paths name their behaviour; see each branch."""
 
@@ -89,6 +92,15 @@ class Images(BaseHTTPRequestHandler):
             self._headers(200, "text/html; charset=utf-8", 5)
             if body:
                 self.wfile.write(b"<p/>\n")
+        elif path.startswith("/busy-"):
+            # /busy-<n>-<tag>.png: 503 to its first n requests, then the image.
+            BUSY_SEEN[path] = BUSY_SEEN.get(path, 0) + 1
+            if BUSY_SEEN[path] <= int(path.split("-")[1]):
+                self._headers(503, "text/plain", 0)
+            else:
+                self._headers(200, "image/png", len(IMAGE))
+                if body:
+                    self.wfile.write(IMAGE)
         elif path == "/slow.png":
             time.sleep(8)
             self._headers(200, "image/png", len(IMAGE))
@@ -174,6 +186,16 @@ def test_redirects_to_internal_addresses_are_refused_without_connecting(host: st
 def test_loopback_is_refused_unless_allowed(host: str, client_kind: str) -> None:
     result = check([f"{host}/ok.png"], client_kind, allow_loopback=False)
     assert result.valid == () and "loopback" in result.reasons[f"{host}/ok.png"]
+
+
+def test_a_busy_image_host_is_asked_again_before_the_image_counts_as_unreachable(host: str) -> None:
+    # Found by `make chaos`: a host answering 503 (or dropping connections) under load failed lots
+    # for good. HEAD and the GET that follows it both get 503 on the first try.
+    result = check([f"{host}/busy-2-a.png", f"{host}/busy-99-b.png", f"{host}/missing-c.png"])
+    assert result.valid == (f"{host}/busy-2-a.png",)
+    assert result.reasons[f"{host}/busy-99-b.png"] == "HTTP 503"
+    assert BUSY_SEEN["/busy-99-b.png"] == 2 * 3  # HEAD and GET, three tries
+    assert result.reasons[f"{host}/missing-c.png"] == "HTTP 404"  # not asked again
 
 
 def test_a_slow_image_is_unreachable_after_the_timeout(host: str) -> None:

@@ -21,6 +21,9 @@ from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, check_d
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 3
+# Statuses that say "not now" rather than "no such image"; with connection errors, tried again.
+PASSING_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_PAUSES_S = (0.5, 2.0)
 _ACCEPT = {"Accept": "image/*", "User-Agent": "LotLens-ImageCheck/1.0"}
 
 
@@ -107,19 +110,32 @@ class _Checker:
         return await asyncio.shield(task)
 
     async def reason(self, url: str) -> str | None:
-        """None when the image is usable, otherwise why not."""
+        """None when the image is usable, otherwise why not. A passing failure (no connection, a
+        dropped one, HTTP 408/429/5xx) is tried again after each of `RETRY_PAUSES_S`: a busy image
+        host must not fail a lot for good (the caller's timeout still bounds the whole check)."""
+        for pause in (*RETRY_PAUSES_S, None):
+            why, passing = await self._once(url)
+            if not passing or pause is None:
+                return why
+            await asyncio.sleep(pause)
+        raise AssertionError("unreachable: the last pause is None")
+
+    async def _once(self, url: str) -> tuple[str | None, bool]:
+        """(why the image is unusable or None, whether trying again may change that)."""
         try:
             head = await self._fetch(url, "HEAD")
             if (200 <= head.status < 300 and head.length is not None and head.content_type
                     and _media_type(head.content_type) != "image/gif"):
-                return self._verdict(head)
-            return self._verdict(await self._fetch(url, "GET"))
+                return self._verdict(head), False
+            answer = await self._fetch(url, "GET")
+            return self._verdict(answer), answer.status in PASSING_STATUSES
         except _Unusable as exc:
-            return str(exc)
+            return str(exc), False
         except BlockedDestination as exc:
-            return f"refused: {exc}"
+            return f"refused: {exc}", False
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            passing = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), passing
 
     def _verdict(self, answer: _Answer) -> str | None:
         if not 200 <= answer.status < 300:
