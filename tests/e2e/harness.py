@@ -100,8 +100,9 @@ class Stack:
             self.start(name)
         self.wait_healthy()
 
-    def wait_healthy(self, seconds: float = 60) -> None:
-        """Wait until the gateway answers /health with 200."""
+    def wait_healthy(self, seconds: float = 180) -> None:
+        """Wait until the gateway answers /health with 200 (minutes on a loaded machine: six
+        Python processes start at once)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             for name, process in self.processes.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -36,7 +37,13 @@ def test_existing_topics_get_more_partitions_and_the_durability_settings(
     metadata = admin.list_topics(timeout=10).topics
     assert {len(metadata[name].partitions) for name in settings.all_topics()} == {4}
     resource = ConfigResource(ResourceType.TOPIC, settings.dead_letter)  # the one topic with a retention
-    config = admin.describe_configs([resource])[resource].result(10)
+    # The broker applies a configuration change asynchronously: read it until it shows.
+    deadline = time.monotonic() + 30
+    while True:
+        config = admin.describe_configs([resource])[resource].result(10)
+        if config["retention.ms"].value == "3600000" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert config["retention.ms"].value == "3600000"
     # Set on the topic itself, not inherited from the broker's default.
     assert config["min.insync.replicas"].value == "1"

@@ -60,7 +60,8 @@ class FakeConsumer:
         self.config = config
         return self
 
-    def subscribe(self, _topics: list[str], on_revoke: object = None) -> None:
+    def subscribe(self, _topics: list[str], on_assign: object = None, on_revoke: object = None,
+                  on_lost: object = None) -> None:
         pass
 
     def consume(self, _n: int, _timeout: float) -> list[FakeMessage]:

@@ -71,6 +71,13 @@ def test_the_job_page_shows_lots_descriptions_missing_images_failures_and_delive
     expect(lot(page, partial)).to_contain_text(finished_job.missing_url)
     expect(lot(page, failed)).to_contain_text("failed")
     expect(lot(page, failed).locator(".reason")).to_contain_text("Reason:")
+    usage = console_stack.status(finished_job.job_id).json()["processing_details"]["usage"]
+    totals = page.get_by_role("row", name=re.compile("^All models"))
+    expect(totals).to_contain_text(f"{usage['input_tokens']:,}")
+    expect(totals).to_contain_text(f"{usage['output_tokens']:,}")
+    for model in usage["by_model"]:
+        expect(page.get_by_role("row", name=re.compile(f"^{re.escape(model)}"))).to_be_visible()
+    expect(first).to_contain_text("Tokens: ")
     page.get_by_label("Only failed lots").check()
     expect(page.locator("li.lot")).to_have_count(1)
     page.get_by_label("Only failed lots").uncheck()
@@ -214,6 +221,8 @@ def test_every_page_passes_the_contrast_and_labels_check(
 
 
 def test_the_console_is_served_with_a_strict_content_security_policy(console_stack: ConsoleStack) -> None:
+    bare = httpx.get(f"{console_stack.stack.url}/console")
+    assert bare.status_code == 307 and bare.headers["location"].endswith("/console/")
     answer = httpx.get(f"{console_stack.stack.url}/console/")
     assert answer.status_code == 200 and "LotLens console" in answer.text
     policy = answer.headers["content-security-policy"]

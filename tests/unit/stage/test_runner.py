@@ -392,3 +392,17 @@ def test_an_unusable_answer_the_spec_can_fix_is_sent_again_with_the_new_work(wor
     world.store.add(lots(1))
     world.rounds(3)
     assert seen == ["Camry 0", "more room"] and world.completed() == ["job-1-lot-0"]
+
+
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
+        world: World, status_code: int) -> None:
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)]
+    world.store.add(lots(2))
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds(2)
+    assert world.stage.unreadable and len(world.store.shards_by_id) == 1  # no shard after the refusal
+    world.housekeep()  # recovery rebuilds the refused shard: the key works again
+    world.rounds(3)
+    assert not world.stage.unreadable and len(world.completed()) == 4

@@ -262,25 +262,33 @@ function renderSummary(job) {
   if (job.retry_of) facts.push(["Retry of", jobLink(job.retry_of)]);
   if (job.retried_as) facts.push(["Retried as", jobLink(job.retried_as)]);
   byId("job-summary").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
-  renderUsage(job.processing_details);
+  renderUsage(job.processing_details.usage);
 }
 
-// Usage and cost are additive fields (`usage`, `cost`) that a server may or may not send yet.
-function renderUsage(details) {
-  const rows = [];
-  for (const block of ["usage", "cost"]) {
-    if (details && details[block] && typeof details[block] === "object") flatten(details[block], block, rows);
-  }
-  byId("usage-section").hidden = rows.length === 0;
-  byId("usage").replaceChildren(...rows.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, String(value))]));
+// `usage` (tokens by kind and an estimated cost, for the job and per model) is an added field:
+// a server or job without it sends none and the section stays hidden.
+const USAGE_COLUMNS = ["input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "estimated_cost_usd"];
+
+function renderUsage(usage) {
+  if (!usage || typeof usage !== "object") return;
+  const rows = [["All models", usage], ...Object.entries(usage.by_model || {})];
+  byId("usage-rows").replaceChildren(...rows.map(([model, counts]) => el("tr", {},
+    el("th", { scope: "row" }, model),
+    ...USAGE_COLUMNS.map((kind) => el("td", {}, usageValue(kind, counts[kind]))))));
+  byId("usage-section").hidden = false;
 }
 
-function flatten(value, prefix, rows) {
-  for (const [name, inner] of Object.entries(value)) {
-    const label = `${prefix} ${name}`.replaceAll("_", " ");
-    if (inner && typeof inner === "object") flatten(inner, label, rows);
-    else rows.push([label, inner ?? "—"]);
-  }
+function usageValue(kind, value) {
+  if (value === null || value === undefined) return "—";
+  return kind === "estimated_cost_usd" ? `$${Number(value).toFixed(4)}` : Number(value).toLocaleString("en-US");
+}
+
+function lotUsage(usage) {
+  return `Tokens: ${usageValue("input_tokens", usage.input_tokens)} input`
+    + ` (${usageValue("cached_input_tokens", usage.cached_input_tokens)} cached),`
+    + ` ${usageValue("output_tokens", usage.output_tokens)} output`
+    + ` (${usageValue("reasoning_tokens", usage.reasoning_tokens)} reasoning);`
+    + ` estimated cost ${usageValue("estimated_cost_usd", usage.estimated_cost_usd)}.`;
 }
 
 async function loadLots(jobId, view, state) {
@@ -291,7 +299,7 @@ async function loadLots(jobId, view, state) {
     return handleFailure(failure, byId("lots-note"));
   }
   if (view !== currentView || !answer.results) return;
-  renderUsage(answer.processing_summary);
+  renderUsage(answer.processing_summary.usage);
   state.lots = answer.results.lots;
   renderLots(state, true);
 }
@@ -314,6 +322,7 @@ function lotItem(lot) {
   const item = el("li", { class: "lot" },
     el("h3", {}, "Lot ", el("code", {}, lot.lot_id), " ", statusBadge(lot.status)),
     el("p", {}, `${lot.processed_images} image(s) described.`));
+  if (lot.usage) item.append(el("p", {}, lotUsage(lot.usage)));
   if (lot.error_message) item.append(el("p", { class: "reason" }, el("strong", {}, "Reason: "), lot.error_message));
   if (lot.missing_images.length) {
     item.append(el("p", {}, "Missing images:"),
