@@ -50,10 +50,6 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
                for name in topics.all_topics() if name not in existing]
     _wait(admin.create_topics(missing) if missing else {}, timeout_s, KafkaError.TOPIC_ALREADY_EXISTS,
           "created")
-    short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
-             if name in existing and len(existing[name].partitions) < topics.partitions]
-    _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
-          f"grown to {topics.partitions} partitions")
     present = [name for name in topics.all_topics() if name in existing]
     if present:
         # Incremental: only these keys change, whatever else an SRE set on the topic.
@@ -62,6 +58,11 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
             for key, value in topic_config(topics, name).items()]) for name in present]
         for future in admin.incremental_alter_configs(resources).values():
             future.result(timeout_s)
+    # Settings first: a topic whose partitions are being added may briefly be unknown to them.
+    short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
+             if name in existing and len(existing[name].partitions) < topics.partitions]
+    _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
+          f"grown to {topics.partitions} partitions")
 
 
 def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, done: str) -> None:
