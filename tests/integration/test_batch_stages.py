@@ -293,6 +293,9 @@ def test_translation_returns_every_language_in_the_requested_order(
     assert list(done["l1"].descriptions.items()) == [
         ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("pt-BR", "<p>[pt-BR] Dent 1.</p>"),
         ("zh-Hant", "<p>[zh-Hant] Dent 1.</p>")]
+    usage = done["l1"].usage  # read from the batch output line, priced at the stage's share
+    assert usage is not None and usage.model == "gpt-4.1-mini" and usage.input_tokens > 0
+    assert usage.estimated_cost_usd is not None and usage.estimated_cost_usd > 0
 
 
 def stage_env(settings: ServiceSettings, standin: Standin, **extra: str) -> dict[str, str]:
@@ -395,3 +398,34 @@ def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_
     events = job_events(settings, settings.topics.vision, lost_job, 2)
     assert completed_lots(events) == ["lot-0"]
     assert len(job_events(settings, settings.topics.vision, live_job, 2)) == 2
+
+
+def test_a_batch_the_key_cannot_see_pauses_the_stage_and_nothing_is_paid_for_twice(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The old stage took a 404 for "failed" and sent the lot again: with a rotated key or another
+    # project's key, every lot of the job was paid for twice.
+    unseen_job, new_job, shard_id = new_id("job-"), new_id("job-"), new_id("vision-")
+    with engine.begin() as conn:
+        conn.execute(stage_shards.insert().values(
+            shard_id=shard_id, stage="vision", job_id=unseen_job, client_id="c1", attempt=1,
+            status="submitted", batch_id="batch_elsewhere", lot_count=1))
+        store.enqueue(conn, "vision", [LotWork(unseen_job, "lot-0", "c1", 1, 1, VisionWork(
+            additional_info="x", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
+            status=store.SUBMITTED)
+        conn.execute(stage_lots.update().where(stage_lots.c.job_id == unseen_job).values(shard_id=shard_id))
+
+    async def scenario() -> None:
+        client = make_openai_client("test", standin.base_url, 10)
+        rt = postgres_stage(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
+                            vision_spec(settings), STAGE)
+        async with client:
+            await watch(rt)
+            submit_lots(engine, new_job, ["arrives while paused"])
+            for _ in range(3):
+                await step(rt, watching=True)
+            assert rt.unreadable == {shard_id: rt.unreadable[shard_id]}
+
+    asyncio.run(scenario())
+    assert standin.stats()["batches_created"] == 0
+    assert lot_statuses(engine, "vision", unseen_job) == {"lot-0": store.SUBMITTED}
+    assert lot_statuses(engine, "vision", new_job) == {"lot-0": store.WAITING}

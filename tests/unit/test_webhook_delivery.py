@@ -116,5 +116,6 @@ def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signature
     assert headers["webhook-signature"].split(" ") == expected
 
 
-def test_without_a_webhook_secret_only_the_003_signature_is_sent():
-    assert list(webhook_headers("key", [], "d-1", 1_754_381_700, b"{}")) == ["X-Signature"]
+def test_without_a_webhook_secret_no_standard_signature_is_sent():
+    assert list(webhook_headers("key", [], "d-1", 1_754_381_700, b"{}")) == [
+        "X-Signature", "webhook-id", "webhook-timestamp"]

@@ -102,12 +102,8 @@ def webhook_headers(key: str, secrets: Sequence[str], delivery_id: str, timestam
     `X-Signature` signs with the shared key (003's verifier). `webhook-signature` lists one
     signature per live `whsec_` secret, space-separated, the current one first (a rotation's overlap).
     """
-    headers = {"X-Signature": sign(key, body)}
-    if secrets:
-        headers |= {
-            "webhook-id": delivery_id,
-            "webhook-timestamp": str(timestamp),
-            "webhook-signature": " ".join(standard_webhook_signature(secret, delivery_id, timestamp, body)
-                                          for secret in secrets),
-        }
+    headers = {"X-Signature": sign(key, body), "webhook-id": delivery_id, "webhook-timestamp": str(timestamp)}
+    if secrets:  # none until the gateway has made the client's secret
+        headers["webhook-signature"] = " ".join(
+            standard_webhook_signature(secret, delivery_id, timestamp, body) for secret in secrets)
     return headers

@@ -67,9 +67,13 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
         settled.append({"id": job_id, "status": outcome.status, "error": outcome.error_message,
                         "at": last_settled_at or utc_now()})
     if settled:
+        # The usage is final with the status: a poll that sees the job finished sees its cost.
+        usages = job_usage(conn, [str(row["id"]) for row in settled])
+        for row in settled:
+            row["usage"] = _usage_json(usages.get(str(row["id"])))
         execute(conn, "settle_jobs", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
             status=bindparam("status"), error_message=bindparam("error"),
-            completed_at=bindparam("at"), updated_at=utc_now()), settled)
+            completed_at=bindparam("at"), usage=bindparam("usage"), updated_at=utc_now()), settled)
         log.info("settled %d jobs", len(settled))
     return [str(row["id"]) for row in settled]
 
@@ -104,7 +108,9 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                        ).mappings().all()
         if not rows:
             return 0
-        usages = job_usage(conn, [row["job_id"] for row in rows])
+        # Settled jobs have theirs; a cancelled job's is summed now, from what its lots got done.
+        usages = job_usage(conn, [row["job_id"] for row in rows if row["usage"] is None])
+        usages |= {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
         for row in rows:
             producer.publish(topic, Envelope(client_id=row["client_id"] or "", event=JobCompleted(
                 job_id=row["job_id"], status=row["status"],

@@ -27,6 +27,8 @@ from lotlens_common.stage.work import LotWork
 log = logging.getLogger(__name__)
 
 PREPARE_CHUNK = 1000
+# The `Stage.unreadable` entry while OpenAI refuses our key (401/403 on upload or create).
+KEY_REFUSED = "the key is refused"
 
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
@@ -54,8 +56,17 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
             fault_point(f"{stage.spec.name}.after_shard_claimed")
             try:
                 batch = await build(stage, shard_id, lots)
-            except Exception:
+            except ModelRequestError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
+                if exc.status_code in lifecycle.NOT_READABLE - {404}:
+                    stage.unreadable[KEY_REFUSED] = str(exc)
+                    log.error("OpenAI refused the key (%s): submitting nothing until recovery "
+                              "succeeds with it", exc, extra={"job_id": flush.job_id})
+                    break
+                log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
+                              extra={"job_id": flush.job_id, "shard_id": shard_id})
+                continue
+            except Exception:
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
                 continue
@@ -97,6 +108,7 @@ async def recover_building(stage: Stage[Any]) -> None:
                                         tuple(lot.lot_id for lot in lots), action.batch_id)
                 else:
                     await build(stage, shard.shard_id, lots)
+                stage.unreadable.pop(KEY_REFUSED, None)  # the key works again
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
