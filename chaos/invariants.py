@@ -28,11 +28,8 @@ def wait_terminal(engine: Engine, job_ids: list[str], timeout_s: float) -> dict[
     deadline = time.monotonic() + timeout_s
     while True:
         with engine.connect() as conn:
-            found = dict(
-                conn.execute(select(jobs.c.job_id, jobs.c.status).where(jobs.c.job_id.in_(job_ids)))
-                .tuples()
-                .all()
-            )
+            rows = conn.execute(select(jobs.c.job_id, jobs.c.status).where(jobs.c.job_id.in_(job_ids)))
+            found = {job_id: status for job_id, status in rows}
         if all(found.get(j) in TERMINAL_JOB_STATUSES for j in job_ids) or time.monotonic() > deadline:
             return found
         time.sleep(1)

@@ -133,7 +133,10 @@ def run_seed(
         finally:
             stack.down()
             try:
-                stack.drop()
+                if result.violations:  # kept for diagnosis: schema and topics named in the log
+                    log.warning("seed %d keeps schema and topics %s for diagnosis", seed, stack.name)
+                else:
+                    stack.drop()
             except Exception as exc:  # cleanup after a broken broker or database is best effort
                 log.warning("cleanup of seed %d: %s", seed, exc)
     result.seconds = time.monotonic() - started

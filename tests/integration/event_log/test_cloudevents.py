@@ -3,17 +3,23 @@ CloudEvents SDK (generic tooling that knows nothing of LotLens)."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 
 import orjson
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+from confluent_kafka import KafkaException, Message
+from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobCancelled
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox import Outbox
+from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import Infra, new_id
 from tests.integration.result_store.support import read_topic
 
@@ -44,3 +50,39 @@ def test_events_carry_cloudevents_headers_that_the_sdk_reads(infra: Infra, topic
     # The CloudEvent's data is the LotLens envelope itself, unchanged.
     assert event.get_data() == orjson.loads(message.value() or b"")
     assert decode(message.value() or b"") == envelope
+
+
+def test_events_relayed_from_the_gateways_outbox_carry_the_same_headers(
+        infra: Infra, topics: TopicSettings, engine: Engine) -> None:
+    at = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+    envelope = Envelope(client_id="client-1", occurred_at=at, event=JobCancelled(
+        job_id=new_id("job-"), cancelled_at=at))
+    kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
+    metrics = GatewayMetrics()
+    Outbox(engine, metrics, 1_000_000).append(topics.submissions, [envelope])
+    relay = Relay(engine, EventProducer(kafka, "gateway"), [topics.submissions],
+                  RelaySettings(idle_poll_s=0.01), metrics)
+    relay.start()
+    try:
+        [message] = _when_published(infra, topics.submissions)
+    finally:
+        relay.stop()
+    direct = EventProducer(kafka, "gateway")
+    direct.publish(topics.completions, envelope)
+    direct.flush()
+    [reference] = _when_published(infra, topics.completions)
+    assert message.headers() == reference.headers()
+    assert dict(message.headers() or [])["ce_id"] == envelope.event_id.encode()
+
+
+def _when_published(infra: Infra, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """The topic's messages once there are any (the relay publishes in the background)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if found := read_topic(infra, topic):
+                return found
+        except KafkaException:  # a just-created topic's leader is not known yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"nothing published on {topic}")

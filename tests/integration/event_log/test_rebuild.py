@@ -10,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from sqlalchemy import Engine, text
 
+from lotlens_common.envelope import FutureEventVersion
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import RebuildOptions, rebuild
@@ -125,3 +127,23 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     replayed = int(second.stdout.split("rebuilt: ")[1].split(" events")[0])
     assert replayed < len(script.all_events()) + 10 - stopped_at + 50, (replayed, stopped_at)
     assert_same_read_models(own_engine, "public", RETIRED, every_table=False)
+
+
+def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_ones(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    script = job_script(2)
+    publish(publisher, topics, script)
+    publisher.publish_raw(topics.vision, b"k", b"\x00not json", [])
+    publisher.flush()
+    done = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(swap=False), lambda _: None)
+    assert done.skipped == 1
+    future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
+                           "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
+    publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
+    publisher.flush()
+    with pytest.raises(FutureEventVersion, match="release that wrote it"):
+        rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+    with own_engine.connect() as conn:  # nothing swapped; the shadow keeps its progress
+        assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
+        assert conn.execute(text(f"SELECT count(*) FROM {SHADOW}.lots")).scalar_one() == 2

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType  # type: ignore[attr-defined]
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
@@ -31,9 +33,16 @@ def fresh_names(infra: Infra) -> Iterator[tuple[KafkaSettings, TopicSettings]]:
 
 def _configs(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, str]]:
     admin = AdminClient(kafka.client_config())
-    futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in names])
-    return {resource.name: {key: entry.value for key, entry in future.result(10).items()}
-            for resource, future in futures.items()}
+    deadline = time.monotonic() + 30
+    while True:
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, name) for name in names])
+        try:
+            return {resource.name: {key: entry.value for key, entry in future.result(10).items()}
+                    for resource, future in futures.items()}
+        except KafkaException:  # a topic created a moment ago is not known to every broker yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _assert_kept(kafka: KafkaSettings, topics: TopicSettings) -> None:

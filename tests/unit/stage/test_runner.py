@@ -397,12 +397,13 @@ def test_an_unusable_answer_the_spec_can_fix_is_sent_again_with_the_new_work(wor
 @pytest.mark.parametrize("status_code", [401, 403])
 def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
         world: World, status_code: int) -> None:
-    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)]
+    # Refused three times: the first send and the retries at the next two watches.
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)] * 3
     world.store.add(lots(2))
     world.rounds()
     world.store.add(lots(2, job_id="job-2"))
-    world.rounds(2)
-    assert world.stage.unreadable and len(world.store.shards_by_id) == 1  # no shard after the refusal
-    world.housekeep()  # recovery rebuilds the refused shard: the key works again
-    world.rounds(3)
+    world.rounds()  # recovery tries the refused shard again: refused again
+    assert world.stage.unreadable and len(world.store.shards_by_id) == 1  # job-2 not sent
+    assert {world.store.statuses()[f"job-2-lot-{i}"] for i in range(2)} == {"waiting"}
+    world.rounds(3)  # recovery succeeds with the key: submitting resumes
     assert not world.stage.unreadable and len(world.completed()) == 4

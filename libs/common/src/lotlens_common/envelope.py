@@ -82,18 +82,34 @@ def dataschema(event_type: str, version: int) -> str:
 
 
 def cloudevent_headers(envelope: Envelope, source: str) -> list[tuple[str, bytes]]:
-    """The CloudEvents Kafka binding's binary-mode headers for an encoded envelope (the message
-    value is the event's data, `content-type` says it is JSON), so generic tooling can route and
-    show LotLens events without knowing the envelope."""
-    event = envelope.event
+    """An event's Kafka headers: LotLens's own `type`, and the CloudEvents Kafka binding's
+    binary-mode headers (the message value is the event's data, `content-type` says it is JSON),
+    so generic tooling can route and show LotLens events without knowing the envelope."""
+    return _cloudevent_headers(envelope.event_id, envelope.type, envelope.event.version,
+                               envelope.occurred_at.isoformat(), envelope.job_id, source)
+
+
+def encoded_cloudevent_headers(raw: bytes, source: str) -> list[tuple[str, bytes]]:
+    """The same headers for an envelope already encoded (e.g. kept in the gateway's outbox)."""
+    try:
+        doc = orjson.loads(raw)
+        return _cloudevent_headers(str(doc["event_id"]), str(doc["type"]), int(doc["version"]),
+                                   str(doc["occurred_at"]), str(doc["job_id"]), source)
+    except Exception as exc:  # whatever broke, it is not an envelope `encode` wrote
+        raise UndecodableEvent(f"not an encoded envelope: {exc}") from exc
+
+
+def _cloudevent_headers(event_id: str, event_type: str, version: int, occurred_at: str, job_id: str,
+                        source: str) -> list[tuple[str, bytes]]:
     return [
+        ("type", event_type.encode()),
         ("ce_specversion", CLOUDEVENTS_SPECVERSION.encode()),
-        ("ce_id", envelope.event_id.encode()),
+        ("ce_id", event_id.encode()),
         ("ce_source", source.encode()),
-        ("ce_type", cloudevent_type(envelope.type).encode()),
-        ("ce_time", envelope.occurred_at.isoformat().encode()),
-        ("ce_subject", envelope.job_id.encode()),
-        ("ce_dataschema", dataschema(envelope.type, event.version).encode()),
+        ("ce_type", cloudevent_type(event_type).encode()),
+        ("ce_time", occurred_at.encode()),
+        ("ce_subject", job_id.encode()),
+        ("ce_dataschema", dataschema(event_type, version).encode()),
         ("content-type", CONTENT_TYPE.encode()),
     ]
 

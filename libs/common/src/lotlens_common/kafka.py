@@ -27,6 +27,7 @@ from lotlens_common.envelope import (
     cloudevent_headers,
     decode,
     encode,
+    encoded_cloudevent_headers,
 )
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
@@ -65,13 +66,17 @@ class EventProducer:
 
     def publish(self, topic: str, envelope: Envelope) -> None:
         """Queue one event with its CloudEvents headers; `flush` confirms it."""
-        headers: Headers = [("type", envelope.type.encode()), *cloudevent_headers(envelope, self._source)]
-        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
+        self._produce(topic, envelope.job_id.encode(), encode(envelope),
+                      list(cloudevent_headers(envelope, self._source)))
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
         for envelope in envelopes:
             self.publish(topic, envelope)
+
+    def publish_encoded(self, topic: str, key: bytes, value: bytes) -> None:
+        """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers."""
+        self._produce(topic, key, value, list(encoded_cloudevent_headers(value, self._source)))
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: Headers) -> None:

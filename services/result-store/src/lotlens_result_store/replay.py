@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
-from lotlens_common.envelope import Envelope, UndecodableEvent, decode
+from lotlens_common.envelope import Envelope, FutureEventVersion, UndecodableEvent, decode
 from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import KafkaSettings
 from lotlens_result_store.handlers import apply_batch
@@ -144,6 +144,10 @@ def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int
     for message in messages:
         try:
             envelopes.append(decode(message.value() or b""))
+        except FutureEventVersion as exc:
+            # Skipping it would leave the rebuilt tables without it: stop, keep the progress.
+            raise FutureEventVersion(f"{exc} at {_partition(message)}:{message.offset()}: run the "
+                                     "rebuild with the release that wrote it") from exc
         except UndecodableEvent as exc:
             log.warning("skipping an unreadable message at %s:%s: %s", _partition(message),
                         message.offset(), exc)
