@@ -12,6 +12,7 @@ in any order, so that is safe.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 
@@ -50,18 +51,31 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
                for name in topics.all_topics() if name not in existing]
     _wait(admin.create_topics(missing) if missing else {}, timeout_s, KafkaError.TOPIC_ALREADY_EXISTS,
           "created")
+    present = [name for name in topics.all_topics() if name in existing]
+    if present:
+        _configure(admin, topics, present, timeout_s)
     short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
              if name in existing and len(existing[name].partitions) < topics.partitions]
     _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
           f"grown to {topics.partitions} partitions")
-    present = [name for name in topics.all_topics() if name in existing]
-    if present:
-        # Incremental: only these keys change, whatever else an SRE set on the topic.
+
+
+def _configure(admin: AdminClient, topics: TopicSettings, names: list[str], timeout_s: float) -> None:
+    """Set the topic settings incrementally: only these keys change, whatever else an SRE set."""
+    deadline = time.monotonic() + timeout_s
+    while True:
         resources = [ConfigResource(ResourceType.TOPIC, name, incremental_configs=[
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
-            for key, value in topic_config(topics, name).items()]) for name in present]
-        for future in admin.incremental_alter_configs(resources).values():
-            future.result(timeout_s)
+            for key, value in topic_config(topics, name).items()]) for name in names]
+        try:
+            for future in admin.incremental_alter_configs(resources).values():
+                future.result(timeout_s)
+            return
+        except KafkaException as exc:
+            # A topic created or grown a moment ago may not be known to every broker yet.
+            if exc.args[0].code() != KafkaError.UNKNOWN_TOPIC_OR_PART or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, done: str) -> None:
