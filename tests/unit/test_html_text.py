@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import random
+
+import nh3
 import pytest
 
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.html_text import as_paragraph_html
+from lotlens_common.model.html_text import ALLOWED_TAGS, already_clean, as_paragraph_html
 
 HOSTILE = ('<p>Dent on the door.</p><script>alert("x")</script><img src="x.png" onerror="alert(1)">'
            '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>'
@@ -33,3 +36,65 @@ def test_markup_not_starting_with_a_block_is_wrapped_in_a_paragraph() -> None:
 def test_nothing_left_after_cleaning_is_a_model_error() -> None:
     with pytest.raises(ModelOutputError):
         as_paragraph_html("<script>alert(1)</script>")
+
+
+# Pieces the fuzz test strings together: allowed and refused tags, entities, characters the
+# sanitiser rewrites, whitespace and text.
+_PIECES = ["<p>", "</p>", "<ul>", "</ul>", "<ol>", "</ol>", "<li>", "</li>", "<b>", "</b>",
+           "<strong>", "</strong>", "<i>", "</i>", "<em>", "</em>", "<br>", "</br>", "<div>",
+           "</div>", "<script>", "</script>", "<p >", "<P>", "&amp;", "&lt;", "&gt;", "&#x27;",
+           "&nbsp;", "&", "<", ">", "\"", "'", "\n", " ", "\t", "\r", "\xa0", "\x00", "text",
+           "Dent", "é", "<b onclick=x>"]
+
+
+def _inline(chance: random.Random, depth: int = 0) -> str:
+    parts = []
+    for _ in range(chance.randint(0, 3)):
+        tag = chance.choice(["b", "strong", "i", "em", "br", "", "", ""])
+        if tag == "br":
+            parts.append("<br>")
+        elif tag and depth < 3:
+            parts.append(f"<{tag}>{_inline(chance, depth + 1)}</{tag}>")
+        else:
+            parts.append(chance.choice(["Dent", " ", "\n", "&amp;", "&lt;", "&gt;", "é", "a b"]))
+    return "".join(parts)
+
+
+def _model_like(chance: random.Random) -> str:
+    blocks = []
+    for _ in range(chance.randint(1, 3)):
+        kind = chance.choice(["p", "ul", "ol"])
+        if kind == "p":
+            blocks.append(f"<p>{_inline(chance)}</p>")
+        else:
+            items = "".join(f"<li>{_inline(chance)}</li>" for _ in range(chance.randint(0, 3)))
+            blocks.append(f"<{kind}>{items}</{kind}>")
+        blocks.append(chance.choice(["", "", "\n", " "]))
+    return "".join(blocks)
+
+
+def test_markup_taken_as_already_clean_is_exactly_what_nh3_returns() -> None:
+    chance = random.Random(14)
+    accepted = 0
+    for _ in range(20_000):
+        markup = _model_like(chance)
+        if chance.random() < 0.6:  # one random piece anywhere: most such strings need nh3
+            at = chance.randint(0, len(markup))
+            markup = markup[:at] + chance.choice(_PIECES) + markup[at:]
+        if already_clean(markup):
+            accepted += 1
+            assert nh3.clean(markup, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None) == markup, markup
+    assert accepted > 5_000  # the fuzz reaches the fast path often enough to mean something
+
+
+@pytest.mark.parametrize("markup", [
+    "<p>a</p>\n<ul><li>b</li></ul>", "<p>Standin vision: 5 image(s) reviewed. Ford F-150 &amp; hail</p>"])
+def test_model_style_html_is_recognised_as_clean(markup: str) -> None:
+    assert already_clean(markup)
+
+
+@pytest.mark.parametrize("markup", [
+    "<p>a<script>x</script></p>", "<p onclick=x>a</p>", "<b>open", "<li>x</li>", "<p><p>x</p></p>",
+    "<p>it&#x27;s</p>", "a</p>", "<p>x\xa0y</p>", "<p>a < b</p>", "<ul>x<li>y</li></ul>"])
+def test_markup_needing_work_goes_to_nh3(markup: str) -> None:
+    assert not already_clean(markup)

@@ -318,7 +318,8 @@ def test_direct_mode_is_a_batches_adapter_collected_in_the_round_it_is_sent(worl
     world.rounds(1)
     assert world.completed() == ["job-1-lot-0"]
     assert "invalid_image_url" in world.failed()["job-1-lot-1"]
-    assert world.store.statuses()["job-1-lot-2"] == "waiting"  # 503: sent again
+    # 503: sent again, in the same round (what became due is sent after each collection)
+    assert world.store.statuses()["job-1-lot-2"] == "submitted"
 
 
 def test_a_file_refused_as_too_large_sends_its_lots_again_in_smaller_files(world: World) -> None:
@@ -343,7 +344,8 @@ def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -
     batch["status"], batch["errors"] = "failed", {"data": [{"code": "file_too_large", "message": "big"}]}
     world.rounds()
     assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
-    assert set(world.store.statuses().values()) == {"waiting"}  # to be sent again, in a smaller file
+    # Sent again at once (what became due is sent after each collection), in a smaller file.
+    assert set(world.store.statuses().values()) == {"submitted"} and len(world.batches.batches) == 2
 
 
 def test_a_shard_whose_send_failed_is_sent_again_at_the_next_watch_not_a_minute_later(world: World) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from lotlens_common.logs import log_context
@@ -27,11 +27,12 @@ log = logging.getLogger(__name__)
 LISTING_PAGES = 50
 
 
-async def watch(stage: Stage[Any]) -> None:
+async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]] | None = None) -> None:
     """Look at every submitted batch once; collect those that are finished.
 
     A failure with one batch is logged and counted, and the others are still looked at: one
-    broken shard never holds up the rest of the stage.
+    broken shard never holds up the rest of the stage. `after_collect` runs after each batch
+    collected (the runner sends what became due meanwhile).
     """
     submitted = stage.store.shards("submitted")
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
@@ -39,6 +40,8 @@ async def watch(stage: Stage[Any]) -> None:
     for shard in submitted:
         try:
             status = await _watch_one(stage, shard, shard.job_id in cancelled)
+            if after_collect is not None and status in lifecycle.FINISHED:
+                await after_collect()
         except Exception as exc:
             metrics.openai_error(stage.spec.name, "batches", exc)
             log.exception("watching batch %s failed; the next round tries again", shard.batch_id,

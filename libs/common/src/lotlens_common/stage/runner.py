@@ -42,7 +42,9 @@ async def step(stage: Stage[Any], watching: bool) -> None:
     created = await flush_due(stage)
     # A batch that is finished when created (direct mode) is collected at once.
     if watching or any(batch.get("status") in FINISHED for batch in created):
-        await watch(stage)
+        # Sending again after each collection: collecting a 9,000-lot batch takes seconds, and a
+        # job's last lots (arrived meanwhile) waited behind every batch of the round.
+        await watch(stage, after_collect=lambda: flush_due(stage))
 
 
 async def housekeep(stage: Stage[Any]) -> None:
