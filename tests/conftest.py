@@ -137,3 +137,17 @@ def settings(infra: Infra, engine: Engine, topics: TopicSettings) -> ServiceSett
 def new_id(prefix: str = "") -> str:
     """A random id, so tests never collide and never need cleanup."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+@contextmanager
+def own_schema(infra: Infra, engine: Engine) -> Iterator[Engine]:
+    """An engine on a new, migrated schema, dropped on exit."""
+    schema = new_id("own_")
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"))
+    migrate(own)
+    yield own
+    own.dispose()
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))

@@ -7,11 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
-from lotlens_common.db import make_engine, migrate
-from lotlens_common.settings import DatabaseSettings, TopicSettings
-from tests.conftest import Infra, new_id
+from lotlens_common.settings import TopicSettings
+from tests.conftest import Infra, own_schema
 from tests.e2e.harness import Stack
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
 
@@ -43,20 +42,6 @@ def stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: P
     """The five services and the OpenAI stand-in as processes, on this test's topics and schema."""
     with running_stack(infra, stack_engine, topics, tmp_path) as running:
         yield running
-
-
-@contextmanager
-def own_schema(infra: Infra, engine: Engine) -> Iterator[Engine]:
-    """An engine on a new, migrated schema, dropped on exit."""
-    schema = new_id("e2e_")
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"))
-    migrate(own)
-    yield own
-    own.dispose()
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
 @contextmanager

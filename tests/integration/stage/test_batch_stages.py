@@ -49,21 +49,6 @@ from tests.standin import Standin, serve_standin
 STAGE = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2)
 
 
-@pytest.fixture(autouse=True)
-def quiet_stage_tables(engine: Engine) -> None:
-    """Start from stage tables with nothing in flight.
-
-    The tests share one database: a shard left running by an earlier test (its stand-in gone)
-    would be unreadable here and pause the stage, and its tokens would count against a test's
-    budget. Earlier tests' open work is closed, not deleted, so it stays readable for debugging.
-    """
-    with engine.begin() as conn:
-        conn.execute(stage_shards.update().where(stage_shards.c.status.in_(["building", "submitted"]))
-                     .values(status="abandoned", estimated_tokens=0))
-        conn.execute(stage_lots.update().where(stage_lots.c.status.in_([store.WAITING, store.SUBMITTED]))
-                     .values(status=store.CANCELLED))
-
-
 @pytest.fixture()
 def standin(tmp_path: Path) -> Iterator[Standin]:
     with serve_standin(tmp_path / "standin") as running:
