@@ -34,7 +34,6 @@ from tests.integration.stage.test_batch_stages import (
     drive,
     job_events,
     lot_statuses,
-    quiet_stage_tables,
     submit_lots,
     vision_spec,
 )

@@ -15,7 +15,6 @@ from tests.conftest import new_id
 from tests.integration.stage.test_batch_stages import (
     drive,
     job_events,
-    quiet_stage_tables,
     submit_lots,
     vision_spec,
 )
