@@ -162,4 +162,3 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
     assert left == {"open", "recent", "batch-running"}
 
 
-__all__ = ["quiet_stage_tables"]  # an autouse fixture: imported to apply here too

@@ -43,4 +43,3 @@ def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exce
     assert all(len(batch.lot_ids) <= 2 for batch in batches)
 
 
-__all__ = ["quiet_stage_tables"]  # an autouse fixture: imported to apply here too
