@@ -138,7 +138,9 @@ def test_one_trace_spans_the_five_services_for_a_job(
 
     for service in ("vision-batcher", "translator", "result-store"):
         assert {CONSUMER, PRODUCER} <= kinds(service), (service, kinds(service))
-    assert CONSUMER in kinds("webhook-dispatcher")
+    assert {CONSUMER, CLIENT} <= kinds("webhook-dispatcher")
+    posts = [span for span in spans if span.name == "webhook POST"]
+    assert posts and all(span.attributes.get("lotlens.job_id") == job_id for span in posts)
     openai_calls = {(span.service, span.name) for span in spans if span.kind == CLIENT}
     for stage in ("vision-batcher", "translator"):
         expected = {(stage, "openai batches.create"), (stage, "openai files.content")}
