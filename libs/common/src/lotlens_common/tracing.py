@@ -180,3 +180,10 @@ def span(name: str, kind: SpanKind = SpanKind.INTERNAL, parent: Context | None =
         yield current
 
 
+
+
+def start_child(name: str, kind: SpanKind, attributes: Mapping[str, str | int]) -> Span | None:
+    """A child of the current span, neither made current nor ended (the caller ends it); None if off."""
+    if _tracer is None:
+        return None
+    return _tracer.start_span(name, kind=kind, attributes=dict(attributes))
