@@ -67,7 +67,7 @@ def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 240
         while True:
             try:
                 httpx.get(f"{url}/openapi.json", timeout=5)

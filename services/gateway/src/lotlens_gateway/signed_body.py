@@ -168,7 +168,7 @@ class _Reader:
                 raise self.lot_too_large(count)
             lot, at = self.decode(at)
             if at - start > self.limits.max_lot_bytes:
-                raise self.lot_too_large(count)
+                raise self.lot_too_large(count, lot.get("lot_id") if isinstance(lot, dict) else None)
             if count == self.limits.max_lots:
                 raise self.too_many(at)
             try:
@@ -184,10 +184,13 @@ class _Reader:
                 raise bad_json(f"expected ',' or ']' at character {at}")
             at = self.space(at + 1)
 
-    def lot_too_large(self, index: int) -> ApiError:
-        """413 naming the lot (by position: its id is not read yet) whose JSON is over the limit."""
-        return ApiError(413, "LOT_TOO_LARGE", f"Lot {index} (0-based) is too large to process",
-                        details={"lot_index": index, "max_lot_bytes": self.limits.max_lot_bytes})
+    def lot_too_large(self, index: int, lot_id: object = None) -> ApiError:
+        """413 naming the lot whose JSON is over the limit: by id once read, by position before."""
+        named = f"Lot {lot_id!r}" if isinstance(lot_id, str) else f"Lot {index} (0-based)"
+        details: dict[str, Any] = {"lot_index": index, "max_lot_bytes": self.limits.max_lot_bytes}
+        if isinstance(lot_id, str):
+            details["lot_id"] = lot_id
+        return ApiError(413, "LOT_TOO_LARGE", f"{named} is too large to process", details=details)
 
     def too_many(self, at: int) -> ApiError:
         """413 with the number of lots, counted on (nothing kept) up to ten times the limit."""
