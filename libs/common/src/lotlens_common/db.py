@@ -10,7 +10,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, text
 
+from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
+from lotlens_common.sql_tracing import trace_statements
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant: every process that migrates takes the same lock, so two never race.
@@ -43,8 +45,11 @@ def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autoco
     extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
     if connect_timeout_s is not None:
         extra["connect_args"] = {"connect_timeout": connect_timeout_s}
-    return create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
-                         pool_pre_ping=False, future=True, json_deserializer=orjson.loads, **extra)
+    engine = create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
+                           pool_pre_ping=False, future=True, json_deserializer=orjson.loads, **extra)
+    if tracing.enabled():
+        trace_statements(engine)
+    return engine
 
 
 def migrate(engine: Engine) -> None:

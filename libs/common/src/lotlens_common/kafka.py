@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 
+import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from lotlens_common import dead_letters
+from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import (
     Envelope,
@@ -35,8 +38,6 @@ from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
-
-
 
 
 Headers = list[tuple[str, str | bytes | None]]
@@ -66,8 +67,14 @@ class EventProducer:
 
     def publish(self, topic: str, envelope: Envelope) -> None:
         """Queue one event with its CloudEvents headers; `flush` confirms it."""
-        self._produce(topic, envelope.job_id.encode(), encode(envelope),
-                      list(cloudevent_headers(envelope, self._source)))
+        headers: Headers = list(cloudevent_headers(envelope, self._source))
+        if tracing.enabled():
+            # The job's trace continues in the message's headers and in the envelope itself.
+            parent = tracing.job_context(envelope.job_id)
+            carrier = _producer_span(topic, envelope.job_id, envelope.type, parent)
+            envelope = replace(envelope, trace={**envelope.trace, **carrier})
+            headers += _trace_headers(carrier)
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""
@@ -76,7 +83,14 @@ class EventProducer:
 
     def publish_encoded(self, topic: str, key: bytes, value: bytes) -> None:
         """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers."""
-        self._produce(topic, key, value, list(encoded_cloudevent_headers(value, self._source)))
+        headers: Headers = list(encoded_cloudevent_headers(value, self._source))
+        if tracing.enabled():
+            # Published after the request that wrote it has ended: its trace is in the envelope.
+            doc = orjson.loads(value)
+            carrier = _producer_span(topic, str(doc["job_id"]), str(doc["type"]),
+                                     tracing.extract(doc.get("trace")))
+            headers += _trace_headers(carrier)
+        self._produce(topic, key, value, headers)
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: Headers) -> None:
@@ -118,6 +132,24 @@ class EventProducer:
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self._failures.append(str(err))
+
+
+def _producer_span(topic: str, job_id: str, event_type: str, parent: Context | None) -> dict[str, str]:
+    """Record the publication of a job's event; the W3C carrier naming it (for the consumer)."""
+    with tracing.span(f"{topic} publish", SpanKind.PRODUCER, parent,
+                      attributes=tracing.messaging(topic, job_id, event_type)):
+        return tracing.inject({})
+
+
+def _trace_headers(carrier: Mapping[str, str]) -> Headers:
+    return [(name, value.encode()) for name, value in carrier.items()]
+
+
+def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:
+    """The trace context a message carries: its headers', else its envelope's."""
+    found = {str(header[0]): _text(header[1]) for header in message.headers() or []
+             if header[0] in tracing.TRACE_KEYS and header[1] is not None}
+    return found if "traceparent" in found else envelope.trace
 
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
@@ -217,7 +249,11 @@ def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: 
             dead_letter(producer, topics, message, group, exc)
     try:
         if decoded:
-            _handle_decoded(decoded, group, spec, topics, producer, stop)
+            consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
+                                          _carrier(message, envelope)) for message, envelope in decoded]
+                        if tracing.enabled() else [])
+            with tracing.consuming(group, consumed):
+                _handle_decoded(decoded, group, spec, topics, producer, stop)
         unsettled = None
     except _Interrupted as interrupted:
         unsettled = interrupted.args[0]

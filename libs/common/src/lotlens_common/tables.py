@@ -196,6 +196,8 @@ dispatch_queue = Table(
     Column("attempt_count", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # The job's W3C trace context, so the POST joins the job's trace (NULL when tracing is off).
+    Column("traceparent", Text),
     _now(),
     Index("ix_dispatch_due", "status", "next_attempt_at"),
 )

@@ -8,6 +8,7 @@ from functools import partial
 
 import uvicorn
 
+from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import make_openai_client
@@ -31,6 +32,7 @@ def main() -> None:
     """Connect, build the app and serve until SIGTERM."""
     settings = GatewaySettings()
     setup_logging(settings.log_level)
+    tracing.setup("gateway")
     gc.set_threshold(*GC_THRESHOLDS)
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.

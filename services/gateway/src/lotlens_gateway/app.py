@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lotlens_common import tracing
 from lotlens_gateway import (
     routes_jobs,
     routes_lots,
@@ -21,6 +22,7 @@ from lotlens_gateway import (
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.request_tracing import RequestTracer
 from lotlens_gateway.routes_console import mount_console
 
 DESCRIPTION = """\
@@ -70,6 +72,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(RequestCounter, metrics=deps.metrics)
+    if tracing.enabled():
+        app.add_middleware(RequestTracer)
     return app
 
 

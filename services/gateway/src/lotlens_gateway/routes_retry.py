@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
@@ -47,7 +48,7 @@ async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONRes
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
     accepted = AcceptedJob(job_id=new_id, client_id=client_id, submission=submission, created_at=created_at,
                            estimated_completion=estimate.completion(created_at, len(submission.lots)),
-                           trace={}, retry_of=job_id)
+                           trace=tracing.inject({}), retry_of=job_id)
 
     def remember(conn: Connection, body: dict[str, Any]) -> None:
         deps.idempotency.complete_in(conn, client_id, key, 201, body)

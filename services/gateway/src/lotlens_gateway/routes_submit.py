@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
+from lotlens_common import tracing
 from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
 from lotlens_gateway.body import read_body, refuse_nul
@@ -104,7 +105,9 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     settings = deps.settings
     created_at = deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
-    trace = {name: request.headers[name] for name in _TRACE_HEADERS if name in request.headers}
+    # The caller's trace headers, or (tracing on) this request's span continuing the caller's trace.
+    trace = tracing.inject({name: request.headers[name] for name in _TRACE_HEADERS
+                            if name in request.headers})
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
@@ -20,6 +21,7 @@ def main() -> None:
     """Project every event onto the read models until SIGTERM."""
     settings = ResultStoreSettings()
     setup_logging(settings.log_level)
+    tracing.setup("result-store")
     stop = stop_on_signals()
     engine = make_engine(settings.database)
     producer = EventProducer(settings.kafka, "result-store")

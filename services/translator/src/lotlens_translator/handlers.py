@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from lotlens_common import tracing
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
 from lotlens_common.kafka import EventProducer
@@ -34,7 +35,8 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
             lot = LotWork(event.job_id, event.lot_id, envelope.client_id, event.total_lots, 0,
                           TranslationWork(english_html=event.english_html, languages=event.languages,
                                           processed_images=event.processed_images,
-                                          missing_images=event.missing_images))
+                                          missing_images=event.missing_images,
+                                          trace=tracing.job_carrier(event.job_id)))
             if target_languages(event.languages):
                 waiting.append(lot)
             else:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Engine
 
+from lotlens_common import tracing
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
 from lotlens_common.kafka import EventProducer
@@ -26,7 +27,8 @@ def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[
                     job_id=event.job_id, lot_id=event.lot_id, client_id=envelope.client_id,
                     total_lots=event.total_lots, attempts=0,
                     work=VisionWork(additional_info=event.additional_info,
-                                    image_urls=event.image_urls, languages=event.languages)))
+                                    image_urls=event.image_urls, languages=event.languages,
+                                    trace=tracing.job_carrier(event.job_id))))
             elif isinstance(event, JobCancelled):
                 store.enqueue(conn, STAGE, arrivals)
                 arrivals = []

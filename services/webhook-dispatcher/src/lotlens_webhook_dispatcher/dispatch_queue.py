@@ -53,6 +53,8 @@ class Delivery:
     interrupted_at: datetime | None = None
     # Until when the claim reserves the attempt for this instance.
     leased_until: datetime | None = None
+    # The job's W3C trace context (None when tracing was off as it was scheduled).
+    traceparent: str | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -85,7 +87,7 @@ def scheduled_urls(conn: Connection, job_id: str, urls: list[str]) -> set[str]:
 
 
 def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, int],
-             now: datetime, redelivery_id: str = "") -> int:
+             now: datetime, redelivery_id: str = "", traceparent: str | None = None) -> int:
     """Add one due-now delivery per (URL, part); existing ones are left alone. Returns how many."""
     keys = [(url, part, total) for url, total in parts.items() for part in range(1, total + 1)]
     if not keys:
@@ -94,13 +96,14 @@ def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, 
     # time (a quarter of the dispatcher's CPU went to compiling them).
     result = conn.execute(text("""
         INSERT INTO dispatch_queue (delivery_id, job_id, client_id, webhook_url, part, total_parts,
-                                    status, attempt_count, next_attempt_at, created_at, updated_at)
+                                    status, attempt_count, next_attempt_at, created_at, updated_at,
+                                    traceparent)
         SELECT d.delivery_id, :job_id, :client_id, d.webhook_url, d.part, d.total_parts,
-               'pending', 0, :now, :now, :now
+               'pending', 0, :now, :now, :now, :traceparent
           FROM unnest(CAST(:ids AS text[]), CAST(:urls AS text[]), CAST(:parts AS int[]),
                       CAST(:totals AS int[])) AS d(delivery_id, webhook_url, part, total_parts)
         ON CONFLICT (delivery_id) DO NOTHING"""),
-        {"job_id": job_id, "client_id": client_id, "now": now,
+        {"job_id": job_id, "client_id": client_id, "now": now, "traceparent": traceparent,
          "ids": [delivery_id(job_id, url, part, redelivery_id) for url, part, _ in keys],
          "urls": [url for url, _, _ in keys], "parts": [part for _, part, _ in keys],
          "totals": [total for _, _, total in keys]})
@@ -158,6 +161,7 @@ def _delivery(row: RowMapping, max_attempts: int) -> Delivery:
         attempt=count if interrupted and count >= max_attempts else count + 1,
         interrupted_attempt=count if interrupted else None,
         interrupted_at=row["updated_at"] if interrupted else None,
+        traceparent=row["traceparent"],
     )
 
 

@@ -17,6 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
+from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event, JobCompleted, WebhookRedeliveryRequested
@@ -52,7 +53,8 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
          if url_of.get(lot["lot_id"]) in new_urls),
         max_payload_bytes)
     added = dispatch_queue.schedule(conn, job_id, job.client_id or envelope.client_id, parts, now,
-                                    redelivery.redelivery_id if redelivery else "")
+                                    redelivery.redelivery_id if redelivery else "",
+                                    tracing.job_carrier(job_id).get("traceparent"))
     metrics.DELIVERIES_SCHEDULED.inc(added)
     log.info("job %s: %d deliveries scheduled for %d webhook URLs", job_id, added, len(parts),
              extra={"job_id": job_id})

@@ -29,9 +29,11 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 import httpx
+from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
+from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
@@ -219,8 +221,17 @@ class Dispatcher:
             **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
                               int(self._clock().timestamp()), body),
         }
-        return post_webhook(self._transport(), delivery.webhook_url, body, headers, s.webhook_timeout_s,
-                            s.webhook_response_body_chars)
+        parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
+        with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
+                "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
+                "lotlens.delivery_attempt": delivery.attempt}) as span:
+            outcome = post_webhook(self._transport(), delivery.webhook_url, body, headers,
+                                   s.webhook_timeout_s, s.webhook_response_body_chars)
+            if span is not None:
+                span.set_attribute("http.response.status_code", outcome.status_code or 0)
+                if not outcome.succeeded:
+                    span.set_status(StatusCode.ERROR, outcome.error or "not delivered")
+            return outcome
 
     def _lease_fresh(self, delivery: Delivery) -> bool:
         """Whether the claim's lease still covers a whole attempt with half the margin to spare.

@@ -20,6 +20,8 @@ from lotlens_common.stage.core.outcomes import Kind, line_kind
 from lotlens_common.stage.ports import Shard, Stage
 from lotlens_common.stage.record import STAGE_KEY
 from lotlens_common.stage.settle import Settler
+from lotlens_common.stage.traced import lots_span, openai_call
+from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
@@ -123,23 +125,30 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool) -> (
 
 async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], cancelled: bool) -> None:
     """Read a finished batch's files and settle every lot of its shard."""
-    pending = {lot.lot_id: lot for lot in stage.store.shard_lots(shard.shard_id)}
+    lots = stage.store.shard_lots(shard.shard_id)
+    with lots_span(f"{stage.spec.name} batch collect", lots, shard.shard_id):
+        await _collect(stage, shard, {lot.lot_id: lot for lot in lots}, batch, cancelled)
+
+
+async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[Any]],
+                   batch: Mapping[str, Any], cancelled: bool) -> None:
     settler = Settler(stage, shard, cancelled)
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
             continue
-        async for line in stage.batches.iter_file_lines(str(file_id)):
-            for result in parse_batch_lines([line]):
-                lot = pending.pop(result.custom_id, None)
-                if lot is None:
-                    continue  # settled earlier (re-collection after a crash) or not ours
-                if result.body is not None:
-                    settler.succeeded(lot, result.body)
-                else:
-                    settler.failed(lot, line_kind(result.status, result.error_code),
-                                   result.error or "request failed")
-            settler.flush_if_full()
+        with openai_call("files.content", **{"lotlens.file_key": file_key}):
+            async for line in stage.batches.iter_file_lines(str(file_id)):
+                for result in parse_batch_lines([line]):
+                    lot = pending.pop(result.custom_id, None)
+                    if lot is None:
+                        continue  # settled earlier (re-collection after a crash) or not ours
+                    if result.body is not None:
+                        settler.succeeded(lot, result.body)
+                    else:
+                        settler.failed(lot, line_kind(result.status, result.error_code),
+                                       result.error or "request failed")
+                settler.flush_if_full()
     reason = batch_reason(batch)
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
         stage.shrink_files(stage.file_byte_limit(), reason)

@@ -14,16 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel
-
 from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.limits import default_token_limit
 from lotlens_common.stage.core.rule import WaitingJob
-from lotlens_common.stage.work import LotWork, StageSpec
+from lotlens_common.stage.work import LotWork, StageSpec, StageWork
 
-W = TypeVar("W", bound=BaseModel)
+W = TypeVar("W", bound=StageWork)
 log = logging.getLogger(__name__)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import openai
 from sqlalchemy import Engine
 
+from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
@@ -25,6 +26,9 @@ from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.work import StageSpec
+
+# The service running each stage (its `service.name` in traces).
+SERVICE_NAMES = {"vision": "vision-batcher", "translation": "translator"}
 
 # (engine, producer for pass-through events, consumer batch) -> None
 IntakeHandler = Callable[[Engine, EventProducer, Sequence[Envelope]], None]
@@ -49,6 +53,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
                 spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int) -> None:
     """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread."""
     setup_logging(settings.log_level)
+    tracing.setup(SERVICE_NAMES[spec.name])
     stop = stop_on_signals()
     engine = make_engine(settings.database)
     client: openai.AsyncOpenAI = make_openai_client(

@@ -22,6 +22,7 @@ from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes
 from lotlens_common.stage.ports import Fit, Stage
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
+from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,11 @@ class LostShardLock(RuntimeError):
 
 async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
     """Write the shard's file, upload it, create its batch and put it on record."""
+    with lots_span(f"{stage.spec.name} batch submit", lots, shard_id):
+        return await _build(stage, shard_id, lots)
+
+
+async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
     job_id = lots[0].job_id
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
@@ -132,7 +138,8 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
             stage.store.close_shard(shard_id, "empty", None)
             return None
         try:
-            file_id = await stage.batches.upload_batch_file(writer.close())
+            with openai_call("files.create"):
+                file_id = await stage.batches.upload_batch_file(writer.close())
         except ModelRequestError as exc:
             if not lifecycle.too_large(exc.code, str(exc)):
                 raise
@@ -147,8 +154,9 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> d
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
-    batch = await stage.batches.create_batch(
-        file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
+    with openai_call("batches.create", **{"lotlens.shard_id": shard_id}):
+        batch = await stage.batches.create_batch(
+            file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
     return batch

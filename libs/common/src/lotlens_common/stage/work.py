@@ -16,10 +16,17 @@ from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelOutputError
 
 
-class VisionWork(BaseModel):
-    """A lot waiting for its English description: notes, images, the languages asked for."""
+class StageWork(BaseModel):
+    """What every stage's work carries: the W3C context of its job's trace (empty when tracing is
+    off), so the event a batch publishes for the lot, later and in another loop, continues it."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    trace: dict[str, str] = {}
+
+
+class VisionWork(StageWork):
+    """A lot waiting for its English description: notes, images, the languages asked for."""
 
     v: Literal[1] = 1
     additional_info: str = ""
@@ -29,10 +36,8 @@ class VisionWork(BaseModel):
     missing_images: tuple[str, ...] = ()
 
 
-class TranslationWork(BaseModel):
+class TranslationWork(StageWork):
     """A described lot waiting for its translations."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: Literal[1] = 1
     english_html: str = ""
@@ -43,7 +48,7 @@ class TranslationWork(BaseModel):
     output_room: int = 1
 
 
-W = TypeVar("W", bound=BaseModel)
+W = TypeVar("W", bound=StageWork)
 
 
 @dataclass(frozen=True)

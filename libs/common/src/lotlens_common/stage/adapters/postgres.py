@@ -11,16 +11,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, Text, any_, bindparam, cast, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Shard
-from lotlens_common.stage.work import LotWork
+from lotlens_common.stage.work import LotWork, StageWork
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
-W = TypeVar("W", bound=BaseModel)
+W = TypeVar("W", bound=StageWork)
 
 # stage_lots.status values
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (

@@ -7,16 +7,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
-from lotlens_common.stage.work import LotWork
+from lotlens_common.stage.work import LotWork, StageWork
 from lotlens_common.tables import stage_lots, stage_shards
 
-W = TypeVar("W", bound=BaseModel)
+W = TypeVar("W", bound=StageWork)
 
 
 class PostgresWorkStore(Generic[W]):

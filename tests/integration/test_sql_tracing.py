@@ -1,0 +1,67 @@
+"""SQL statements become spans on a real PostgreSQL, inside a trace only, and failures are marked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import ProgrammingError
+
+from lotlens_common import tracing
+from lotlens_common.db import make_engine
+from lotlens_common.settings import DatabaseSettings
+from tests.conftest import Infra
+
+
+@pytest.fixture()
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider.get_tracer("test"))
+    yield exporter
+    tracing.use(None)
+
+
+@pytest.fixture()
+def traced_engine(infra: Infra, spans: InMemorySpanExporter) -> Iterator[Engine]:
+    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    yield engine
+    engine.dispose()
+
+
+def test_statements_inside_a_trace_are_its_children_and_others_are_not_recorded(
+        traced_engine: Engine, spans: InMemorySpanExporter) -> None:
+    with traced_engine.connect() as conn:
+        conn.execute(text("SELECT 1"))  # a background poll: no trace, no span
+        with tracing.span("request") as request:
+            assert request is not None
+            conn.execute(text("SELECT 2"))
+            with pytest.raises(ProgrammingError):
+                conn.execute(text("SELECT * FROM no_such_table"))
+    statements = [span for span in spans.get_finished_spans() if span.kind is SpanKind.CLIENT]
+    assert [span.attributes and span.attributes["db.query.text"] for span in statements] == [
+        "SELECT 2", "SELECT * FROM no_such_table"]
+    assert all(span.parent is not None and span.parent.span_id == request.get_span_context().span_id
+               for span in statements)
+    assert statements[1].status.status_code is StatusCode.ERROR
+
+
+def test_an_engine_made_with_tracing_off_records_nothing(infra: Infra) -> None:
+    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.use(provider.get_tracer("test"))  # switched on after the engine was made
+    try:
+        with tracing.span("request"), engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    finally:
+        tracing.use(None)
+        engine.dispose()
+    assert [span.name for span in exporter.get_finished_spans()] == ["request"]
