@@ -119,7 +119,7 @@ async def test_image_validation(
                                                   description="HMAC-SHA256 over the raw body")] = None,
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
-    raw = await read_body(request, _TEST_BODY_BYTES)
+    raw = await read_body(request, _TEST_BODY_BYTES, deps.settings.body_timeouts())
     client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")
     urls = parse_object(raw).get("urls")

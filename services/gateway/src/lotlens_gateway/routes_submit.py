@@ -64,7 +64,7 @@ async def generate_descriptions(
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
     settings = deps.settings
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, settings.max_body_bytes, settings.body_timeouts())
     document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
                                                   settings.body_limits())
     await run_in_threadpool(refuse_nul, raw, document)
