@@ -91,6 +91,12 @@ def test_a_head_over_the_limit_arriving_whole_is_431(settings: ServiceSettings, 
         assert_refused(read_to_close(sock), 431, "HEADERS_TOO_LARGE")
 
 
+def test_a_malformed_head_is_400_in_the_contract_format(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert_refused(read_to_close(sock), 400, "INVALID_HTTP")
+
+
 def test_a_head_under_the_limit_is_served_and_the_connection_kept(gateway: Gateway) -> None:
     with connect(gateway) as sock:
         for _ in range(2):

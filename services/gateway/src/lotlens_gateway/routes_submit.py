@@ -49,7 +49,7 @@ _TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
     response_model=schemas.BatchAccepted,
     responses={
         200: {"model": schemas.SyncResult, "description": "Synchronous mode (exactly one lot)"},
-        **schemas.error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503, 504),
+        **schemas.error_responses(400, 401, 403, 408, 409, 413, 422, 429, 431, 502, 503, 504),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/SubmissionRequest"}}}}},
