@@ -4,8 +4,10 @@ uvicorn (0.54, h11) bounds an incomplete request head only by size, answers it w
 reset, and never times a head out. The subclass relies on these uvicorn behaviours (each covered by
 tests/integration/test_gateway_connections.py): `H11Protocol.__init__` makes `self.conn`, an
 `h11.Connection`, and `handle_events` calls its `next_event()`, answering a `RemoteProtocolError`
-through `send_400_response(msg)`; `data_received`, `on_response_complete` and `shutdown` are the
-protocol's hooks; `timeout_keep_alive` closes a connection idle between requests.
+through `send_400_response(msg)`; `data_received`, `on_response_complete`, `shutdown` and
+`connection_lost` are the protocol's hooks; its `loop`, `config`, `timeout_keep_alive` and
+`_unset_keepalive_if_required()` are used as they are; `timeout_keep_alive` closes a connection
+idle between requests. An upgrade that changes any of these fails those tests.
 """
 
 from __future__ import annotations
@@ -87,6 +89,8 @@ class LimitedH11Protocol(H11Protocol):
         if self._closing:
             return
         super().data_received(data)
+        if self._closing:
+            return
         awaiting_head = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
         if not awaiting_head:
             self._stop_head_timer()
