@@ -159,7 +159,8 @@ def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, eng
                  "/api/v1/batch-jobs/{job_id}/cancel", "/health", "/api/v1/test-image-validation"):
         assert path in paths, path
     submit = paths["/api/v1/generate-descriptions"]["post"]
-    assert {"200", "201", "400", "401", "403", "409", "413", "422", "429", "502", "503", "504"} <= set(
+    assert {"200", "201", "400", "401", "403", "408", "409", "413", "422", "429", "431", "502", "503",
+            "504"} <= set(
         submit["responses"])
 
     def check(instance: object, model: str) -> None:

@@ -35,6 +35,7 @@ from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import admin_client
 from tests.conftest import new_id
@@ -44,11 +45,16 @@ UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
 
 
 @contextmanager
-def serve_app(app: FastAPI) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
+def serve_app(app: FastAPI, gateway: GatewaySettings | None = None) -> Iterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
+
+    With `gateway` settings, the server is configured as the gateway's (its connection limits).
+    """
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", timeout_graceful_shutdown=1))
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off",
+                               "timeout_graceful_shutdown": 1}
+    config = server_config(app, gateway, **options) if gateway else uvicorn.Config(app, **options)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -130,7 +136,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     deps.resolve = stub_resolver({})
     deps.relay.start()
     try:
-        with serve_app(create_app(deps)) as url:
+        with serve_app(create_app(deps), gw_settings) as url:
             yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
     finally:
         deps.relay.stop()

@@ -17,6 +17,7 @@ from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 
@@ -51,8 +52,7 @@ def main() -> None:
     app = create_app(deps)
     deps.relay.start()
     try:
-        uvicorn.run(app, host=settings.gateway_host, port=settings.gateway_port, log_config=None,
-                    timeout_graceful_shutdown=30)
+        uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=30)).run()
     finally:
         deps.relay.stop()
         producer.flush()

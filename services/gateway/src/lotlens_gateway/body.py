@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -19,17 +21,44 @@ def too_large(max_bytes: int, declared: int | None = None) -> ApiError:
                     details=details)
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, refused as soon as it is known to exceed `max_bytes` (header or counted)."""
+@dataclass(frozen=True)
+class BodyTimeouts:
+    """How long a body's bytes may stop arriving (`gap_s`), and how long the whole body may take."""
+
+    gap_s: float = 15.0
+    total_s: float = 120.0
+
+
+def too_slow(timeouts: BodyTimeouts, stalled: bool) -> ApiError:
+    """408 for a body that stopped arriving or took too long; the connection is closed after it."""
+    message = (f"The request body stopped arriving for {timeouts.gap_s} s" if stalled
+               else f"The request body did not arrive within {timeouts.total_s} s")
+    return ApiError(408, "REQUEST_TIMEOUT", message, headers={"Connection": "close"},
+                    details={"body_gap_timeout_s": timeouts.gap_s, "body_timeout_s": timeouts.total_s})
+
+
+async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> bytes:
+    """The raw body, refused as soon as it is known to exceed `max_bytes` (header or counted) or
+    to be too slow (every body the gateway reads comes through here)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_large(max_bytes, int(declared))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.total_s
     received = bytearray()
-    async for chunk in request.stream():
+    chunks = aiter(request.stream())
+    while True:
+        wait = min(timeouts.gap_s, deadline - loop.time())
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                chunk = await anext(chunks, None)
+        except TimeoutError:
+            raise too_slow(timeouts, stalled=wait == timeouts.gap_s) from None
+        if chunk is None:
+            return bytes(received)
         received += chunk
         if len(received) > max_bytes:
             raise too_large(max_bytes)
-    return bytes(received)
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from pydantic import SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.settings import ServiceSettings
+from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
 from lotlens_gateway.signed_body import BodyLimits
 
@@ -34,6 +35,15 @@ class GatewaySettings(ServiceSettings):
     rate_limit_window_s: int = 60
 
     max_body_bytes: int = 64 * 1024 * 1024
+    # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a
+    # 431; a head not complete within `header_timeout_s` of its first byte, or a body whose bytes stop
+    # for `body_gap_timeout_s` or that takes longer than `body_timeout_s` in all, a 408. A connection
+    # idle between requests is closed after `keep_alive_timeout_s` (uvicorn's `timeout_keep_alive`).
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 10.0
+    body_gap_timeout_s: float = 15.0
+    body_timeout_s: float = 120.0
+    keep_alive_timeout_s: int = 5
     # Checked while the body is read, before the signature: nesting of any field, digits of an integer.
     max_json_depth: int = 32
     max_integer_digits: int = 32
@@ -84,7 +94,8 @@ class GatewaySettings(ServiceSettings):
         return value
 
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
-                     "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows")
+                     "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows",
+                     "max_header_bytes", "keep_alive_timeout_s")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:
@@ -95,6 +106,10 @@ class GatewaySettings(ServiceSettings):
         """What a submission's body may hold before it is authenticated."""
         return BodyLimits(max_lots=self.max_lots, max_depth=self.max_json_depth,
                           max_integer_digits=self.max_integer_digits, max_lot_bytes=self.max_lot_bytes)
+
+    def body_timeouts(self) -> BodyTimeouts:
+        """How long a request body may pause, and take in all."""
+        return BodyTimeouts(gap_s=self.body_gap_timeout_s, total_s=self.body_timeout_s)
 
     def relay_settings(self) -> RelaySettings:
         """The outbox relay's settings."""

@@ -109,7 +109,7 @@ async def metrics(deps: Deps) -> Response:
         "type and at most 10 MB, through at most 3 redirects, on a public address. `threshold_met` is true "
         "when at least half of the URLs (and at least one) are usable. Counts against the synchronous "
         "rate limit."),
-    responses=schemas.error_responses(400, 401, 403, 413, 422, 429),
+    responses=schemas.error_responses(400, 401, 403, 408, 413, 422, 429, 431),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ImageValidationRequest"}}}}},
 )
@@ -119,7 +119,7 @@ async def test_image_validation(
                                                   description="HMAC-SHA256 over the raw body")] = None,
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
-    raw = await read_body(request, _TEST_BODY_BYTES)
+    raw = await read_body(request, _TEST_BODY_BYTES, deps.settings.body_timeouts())
     client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")
     urls = parse_object(raw).get("urls")

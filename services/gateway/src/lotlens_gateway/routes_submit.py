@@ -50,7 +50,7 @@ _TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
     response_model=schemas.BatchAccepted,
     responses={
         200: {"model": schemas.SyncResult, "description": "Synchronous mode (exactly one lot)"},
-        **schemas.error_responses(400, 401, 403, 409, 413, 422, 429, 502, 503, 504),
+        **schemas.error_responses(400, 401, 403, 408, 409, 413, 422, 429, 431, 502, 503, 504),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/SubmissionRequest"}}}}},
@@ -65,7 +65,7 @@ async def generate_descriptions(
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
     settings = deps.settings
-    raw = await read_body(request, settings.max_body_bytes)
+    raw = await read_body(request, settings.max_body_bytes, settings.body_timeouts())
     document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
                                                   settings.body_limits())
     await run_in_threadpool(refuse_nul, raw, document)

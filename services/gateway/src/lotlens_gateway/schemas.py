@@ -34,6 +34,8 @@ _ERRORS = {
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
+    408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 120 s "
+          "(details.body_gap_timeout_s, details.body_timeout_s); the connection is closed"),
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
     413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
@@ -44,6 +46,8 @@ _ERRORS = {
           "URL, or a webhook host the SSRF guard refuses by address or by DNS, details.reasons), "
           "TOO_MANY_IMAGES"),
     429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
+    431: ("HEADERS_TOO_LARGE: the request line and headers exceed 32 KiB (details.max_header_bytes); "
+          "the connection is closed"),
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
     503: "SERVICE_UNAVAILABLE: PostgreSQL is down; retry after Retry-After seconds",
     504: "OPENAI_TIMEOUT: the synchronous budget ran out",

@@ -1,0 +1,168 @@
+"""The gateway's HTTP connections: uvicorn's configuration and a small h11 protocol subclass.
+
+uvicorn (0.54, h11) bounds an incomplete request head only by size, answers it with a 400 and a
+reset, and never times a head out. The subclass relies on these uvicorn behaviours (each covered by
+tests/integration/test_gateway_connections.py): `H11Protocol.__init__` makes `self.conn`, an
+`h11.Connection`, and `handle_events` calls its `next_event()`, answering a `RemoteProtocolError`
+through `send_400_response(msg)`; `data_received`, `on_response_complete`, `shutdown` and
+`connection_lost` are the protocol's hooks; its `loop`, `config`, `timeout_keep_alive` and
+`_unset_keepalive_if_required()` are used as they are; `timeout_keep_alive` closes a connection
+idle between requests. An upgrade that changes any of these fails those tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import h11
+import uvicorn
+from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.errors import TITLES
+
+
+class _MeasuredConnection(h11.Connection):
+    """An h11 server connection that also measures heads arriving whole and keeps why it refused one."""
+
+    def __init__(self, max_head_bytes: int) -> None:
+        super().__init__(h11.SERVER, max_incomplete_event_size=max_head_bytes)
+        self.max_head_bytes = max_head_bytes
+        self.refusal = 400
+
+    def next_event(self) -> Any:
+        """h11's next event; a head over the limit raises (431) even when it arrived in one read."""
+        try:
+            event = super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.refusal = exc.error_status_hint
+            raise
+        # h11 bounds only a head still incomplete in its buffer: one read of up to 256 KiB holding a
+        # whole head passes it, so the parsed head is measured here (as sent, but for spacing).
+        if isinstance(event, h11.Request) and head_bytes(event) > self.max_head_bytes:
+            self.refusal = 431
+            raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        return event
+
+
+def head_bytes(request: h11.Request) -> int:
+    """The size of a request line and its headers."""
+    line = len(request.method) + len(request.target) + len(b"  HTTP/1.1\r\n")
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.raw_items()) + 2
+
+
+def raw_answer(status: int, code: str, message: str, details: dict[str, Any]) -> bytes:
+    """A complete `Connection: close` HTTP answer with the contract's error body."""
+    body = json.dumps({"error": TITLES.get(status, "Error"), "message": message, "code": code,
+                       "details": details}).encode()
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    return head.encode() + body
+
+
+_REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
+
+
+class LimitedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus: a head must be complete within `head_timeout_s` (else 408), a
+    head over the size limit is a 431, and refusals close gently (the client reads the answer)."""
+
+    head_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._measured = _MeasuredConnection(self.config.h11_max_incomplete_event_size or 32 * 1024)
+        self.conn = self._measured
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the head's clock at once: a connection that sends nothing is closed too."""
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        """Discard what arrives after a refusal; otherwise time the head from its first byte."""
+        if self._closing:
+            return
+        super().data_received(data)
+        if self._closing:
+            return
+        awaiting_head = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if not awaiting_head:
+            self._stop_head_timer()
+        elif self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def send_400_response(self, msg: str) -> None:
+        """A malformed head is a 400, one over the size limit a 431, in the contract's format."""
+        if self._measured.refusal == 431:
+            limit = self.config.h11_max_incomplete_event_size
+            message = f"The request line and headers exceed {limit} bytes"
+            self._refuse(raw_answer(431, "HEADERS_TOO_LARGE", message, {"max_header_bytes": limit}))
+        else:
+            self._refuse(raw_answer(400, "INVALID_HTTP", msg, {}))
+
+    def on_response_complete(self) -> None:
+        """An answer given before the request's body all arrived ends the connection.
+
+        uvicorn would keep reading and discarding the rest, and every byte of it would restart the
+        keep-alive timer: a client trickling a body to a route that never reads it would hold the
+        connection for good.
+        """
+        super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
+            self._refuse(b"")
+
+    def shutdown(self) -> None:
+        """On server exit: close a refused connection at once (its h11 state is beyond use)."""
+        if self._closing:
+            self.transport.close()
+        else:
+            super().shutdown()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Stop the head's clock."""
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if not self.conn.trailing_data[0]:
+            self._refuse(b"")  # nothing of a head arrived: close silently, like an idle connection
+            return
+        self._refuse(raw_answer(408, "REQUEST_TIMEOUT",
+                                f"The request line and headers did not arrive within {self.head_timeout_s} s",
+                                {"header_timeout_s": self.head_timeout_s}))
+
+    def _refuse(self, answer: bytes) -> None:
+        # A lingering close: write the answer, then end our side and discard what the client still
+        # sends; closing with unread bytes would make the kernel reset the connection, and the
+        # client would lose the answer. The client's end, or the keep-alive timeout, closes it.
+        self._closing = True
+        self._stop_head_timer()
+        self._unset_keepalive_if_required()
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+        self.loop.call_later(self.timeout_keep_alive, self.transport.close)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+
+def server_config(app: ASGIApp, settings: GatewaySettings, **options: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway: address, h11 with the connection limits."""
+    timeout = {"head_timeout_s": settings.header_timeout_s}
+    protocol = type("LimitedH11Protocol", (LimitedH11Protocol,), timeout)
+    values: dict[str, Any] = {"host": settings.gateway_host, "port": settings.gateway_port, **options}
+    return uvicorn.Config(app, http=protocol, h11_max_incomplete_event_size=settings.max_header_bytes,
+                          timeout_keep_alive=settings.keep_alive_timeout_s, **values)

@@ -1,0 +1,181 @@
+"""Connection limits of a real gateway, over raw sockets: 431 for a big head, 408 for a slow one or a
+slow body, idle and stalled connections closed. Limits are shortened by settings; no test waits long.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.settings import ServiceSettings
+from tests.integration.test_gateway_support import Gateway, running_gateway
+
+pytestmark = pytest.mark.integration
+
+# Short limits for the tests; the defaults (README) are 10 s, 15 s, 120 s and 5 s.
+LIMITS: dict[str, Any] = {"header_timeout_s": 1.0, "body_gap_timeout_s": 1.0, "body_timeout_s": 3.0,
+                          "keep_alive_timeout_s": 1}
+# How long a test waits for an answer the limits promise within about a second or three.
+WAIT_S = 20.0
+SUBMIT = "/api/v1/generate-descriptions"
+
+
+@pytest.fixture()
+def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
+    """A gateway with short connection limits."""
+    with running_gateway(settings, engine, **LIMITS) as running:
+        yield running
+
+
+def connect(gateway: Gateway) -> socket.socket:
+    """A raw TCP connection to the gateway."""
+    address = urlsplit(gateway.url)
+    sock = socket.create_connection((address.hostname or "127.0.0.1", address.port or 80), timeout=WAIT_S)
+    return sock
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (a socket timeout fails the test)."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def answer_of(raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """Status, headers and JSON body of one HTTP answer."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    fields = (line.partition(":") for line in lines)
+    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
+    return int(status_line.split()[1]), headers, json.loads(body) if body else {}
+
+
+def read_one_answer(sock: socket.socket) -> int:
+    """Read one answer framed by Content-Length; its status."""
+    received = b""
+    while b"\r\n\r\n" not in received:
+        received += sock.recv(65536)
+    status, headers, _ = answer_of(received.partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
+    body = received.partition(b"\r\n\r\n")[2]
+    while len(body) < int(headers["content-length"]):
+        body += sock.recv(65536)
+    return status
+
+
+def assert_refused(raw: bytes, status: int, code: str) -> None:
+    answer_status, headers, body = answer_of(raw)
+    assert answer_status == status, raw[:300]
+    assert headers["connection"] == "close"
+    assert body["code"] == code and {"error", "message"} <= set(body)
+
+
+def test_a_head_of_200_kb_is_431_in_the_contract_format_then_closed(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n")
+        assert_refused(read_to_close(sock), 431, "HEADERS_TOO_LARGE")
+
+
+def test_a_head_over_the_limit_arriving_whole_is_431(settings: ServiceSettings, engine: Engine) -> None:
+    # h11 bounds only a head still incomplete in its buffer; one read holding a whole head of
+    # 2 KB passes it, and the gateway's own measure must refuse it.
+    with running_gateway(settings, engine, max_header_bytes=1024) as gateway, connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 2000 + b"\r\n\r\n")
+        assert_refused(read_to_close(sock), 431, "HEADERS_TOO_LARGE")
+
+
+def test_a_malformed_head_is_400_in_the_contract_format(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        assert_refused(read_to_close(sock), 400, "INVALID_HTTP")
+
+
+def test_a_head_under_the_limit_is_served_and_the_connection_kept(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        for _ in range(2):
+            pad = b"a" * 20_000
+            sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\nX-Pad: " + pad + b"\r\n\r\n")
+            assert read_one_answer(sock) == 401
+
+
+def test_a_head_never_finished_is_408_even_when_bytes_keep_coming(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\n")
+        deadline = time.monotonic() + WAIT_S
+        sock.settimeout(0.3)
+        received = b""
+        # A header line every 0.3 s: each byte is on time, the head as a whole is not.
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(b"X-Slow: 1\r\n")
+                continue
+            if not chunk:
+                break
+            received += chunk
+        assert_refused(received, 408, "REQUEST_TIMEOUT")
+
+
+def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        assert read_to_close(sock) == b""
+
+
+def test_a_body_that_stops_arriving_is_408(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     "Content-Length: 1000\r\n\r\n".encode() + b'{"lots":[')
+        assert_refused(read_to_close(sock), 408, "REQUEST_TIMEOUT")
+
+
+def test_a_body_that_trickles_is_408_at_the_total_bound(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
+        deadline = time.monotonic() + WAIT_S
+        sock.settimeout(0.3)
+        received = b""
+        while time.monotonic() < deadline:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                sock.sendall(b" ")  # well within the gap limit each time
+                continue
+            if not chunk:
+                break
+            received += chunk
+        status, _, body = answer_of(received)
+        assert (status, body["code"]) == (408, "REQUEST_TIMEOUT")
+        assert body["details"]["body_timeout_s"] == LIMITS["body_timeout_s"]
+
+
+def test_an_idle_keep_alive_connection_is_closed(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_one_answer(sock) == 401
+        assert read_to_close(sock) == b""
+
+
+def test_a_body_its_route_never_reads_does_not_hold_the_connection(gateway: Gateway) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(b"POST /api/v1/batch-jobs/no-such-job/cancel HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: 100000\r\n\r\nx")
+        assert read_one_answer(sock) == 401
+        deadline = time.monotonic() + WAIT_S
+        sock.settimeout(0.3)
+        closed = False
+        while not closed and time.monotonic() < deadline:
+            try:
+                closed = sock.recv(65536) == b""
+            except TimeoutError:
+                sock.sendall(b"x")  # each byte would reset uvicorn's keep-alive timer
+            except ConnectionResetError:
+                closed = True
+        assert closed
