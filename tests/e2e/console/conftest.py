@@ -104,7 +104,10 @@ def finished_job(console_stack: ConsoleStack) -> FinishedJob:
     return FinishedJob(job_id, [lot["lot_id"] for lot in lots], missing)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# until it stops, and any later test calling asyncio.run() would fail ("cannot be called from a
+# running event loop").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Headless Chromium from Debian's package (`scripts/browser.sh` installs it)."""
     executable = shutil.which("chromium")
