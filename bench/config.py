@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,13 +63,6 @@ def database_url() -> str:
 def database_dsn(url: str | None = None) -> str:
     """A libpq DSN for psycopg2 (the URL without SQLAlchemy's driver prefix)."""
     return (url or database_url()).replace("postgresql+psycopg2://", "postgresql://", 1)
-
-
-def free_port() -> int:
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from bench.config import ROOT, free_port
+from bench.config import ROOT
+from tests.servers import free_port
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 import struct
 import threading
@@ -11,12 +12,29 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# Below the kernel's ephemeral range (32768-60999 here): a port the kernel hands out with `bind(0)`
+# is also what it picks for outgoing connections, so a client reconnecting in a loop (librdkafka
+# to a stopped broker, every 50 ms) could take it before the server that was given it binds.
+_PORTS = range(22000, 32700)
+_handed_out: set[int] = set()
+_ports_lock = threading.Lock()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 nobody listens on right now, and no outgoing connection will take."""
+    with _ports_lock:
+        for _ in range(200):
+            port = random.choice(_PORTS)
+            if port in _handed_out:
+                continue
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def png(width: int = 32, height: int = 24, rgb: tuple[int, int, int] = (200, 40, 40)) -> bytes:
