@@ -198,11 +198,17 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     consumer = make_consumer(config)
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
 
+    def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Logged: how long a restarted instance takes to get its partitions back is its recovery.
+        log.info("%s: %d partitions assigned", group, len(partitions))
+        lag.assigned(partitions)
+
     def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
         lag.revoked(partitions)
         _commit_on_revoke(revoking, partitions)
 
-    consumer.subscribe(list(spec.topics), on_assign=lambda _c, ps: lag.assigned(ps), on_revoke=on_revoke,
+    log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
+    consumer.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke,
                        on_lost=lambda _c, ps: lag.revoked(ps))
     lag_stop = threading.Event()
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
