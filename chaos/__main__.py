@@ -19,21 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chaos.run import Plan, RunResult, run_seeds
-from chaos.schedule import INFRA_KINDS, NETWORK_KINDS, PROCESS_KINDS
-from chaos.stack import ROOT, standin_persists
+from chaos.schedule import ALL_KINDS, DEFAULT_FAULTS_PER_SEED
+from chaos.stack import ROOT
 
 RESULTS = ROOT / "chaos" / "results"
 
 
 def kinds(only: str | None) -> tuple[str, ...]:
-    """The fault kinds of this run (the stand-in restart once the stand-in persists its state)."""
-    every = (
-        PROCESS_KINDS
-        + tuple(k for k in INFRA_KINDS if k != "standin-restart" or standin_persists())
-        + NETWORK_KINDS
-    )
-    chosen = tuple(only.split(",")) if only else every
-    unknown = set(chosen) - set(PROCESS_KINDS + INFRA_KINDS + NETWORK_KINDS)
+    """The fault kinds of this run (default: every kind)."""
+    chosen = tuple(only.split(",")) if only else ALL_KINDS
+    unknown = set(chosen) - set(ALL_KINDS)
     if unknown:
         raise SystemExit(f"unknown fault kinds: {sorted(unknown)}")
     return chosen
@@ -71,21 +66,25 @@ def table(results: list[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the seeds; exit 1 when any invariant was violated."""
+def arguments() -> argparse.ArgumentParser:
+    """The command line, with `make chaos`'s defaults."""
     parser = argparse.ArgumentParser(prog="python -m chaos", description=__doc__)
     parser.add_argument("--seed", type=int, default=1, help="first seed")
     parser.add_argument("--seeds", type=int, default=20, help="how many consecutive seeds")
-    parser.add_argument("--faults", type=int, default=3, help="faults per seed")
+    parser.add_argument("--faults", type=int, default=DEFAULT_FAULTS_PER_SEED, help="faults per seed")
     parser.add_argument("--kinds", help="comma-separated fault kinds (default: every kind)")
     parser.add_argument("--jobs", type=int, default=6, help="batch jobs per seed")
-    parser.add_argument("--max-lots", type=int, default=5000, help="the largest job of a seed")
+    parser.add_argument("--max-lots", type=int, default=5000, help="the largest job (on every 5th seed)")
     parser.add_argument("--settle", type=float, default=600, help="seconds the jobs get to finish")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the seeds; exit 1 when any invariant was violated."""
+    args = arguments().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     chosen = kinds(args.kinds)
-    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
     database = os.environ.get("DATABASE_URL", "postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens")
     state = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state")) / "chaos"
     results: list[RunResult] = []
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{table(results)}\n\n{violations}\n"
         )
 
-    run_seeds(list(range(args.seed, args.seed + args.seeds)), kafka, database, state, plan, report)
+    run_seeds(list(range(args.seed, args.seed + args.seeds)), database, state, plan, report)
     print(table(results))
     return 1 if any(r.violations for r in results) else 0
 

@@ -1,6 +1,8 @@
-"""Network faults through toxiproxy (built by scripts/tools.sh): one proxy in front of PostgreSQL
-and one in front of the stand-in, both on loopback; the services talk through them, the chaos
-runner's own checks do not. A fault is a toxic added for its hold, then removed."""
+"""Network faults through toxiproxy (built by scripts/tools.sh): one proxy in front of the run's
+Kafka broker, one in front of PostgreSQL and one in front of the stand-in, all on loopback. The
+services talk through them; the chaos runner's own checks reach PostgreSQL and the stand-in
+directly and Kafka through its proxy (the broker advertises the proxy's address). A fault is a
+toxic added for its hold, then removed."""
 
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ TOXICS: dict[str, tuple[str, dict[str, Any]]] = {
     "net-timeout": ("timeout", {"timeout": 2000}),
     "net-bandwidth": ("bandwidth", {"rate": 4}),
 }
-# What a network fault can sit in front of (Kafka would need its own advertised listener).
-UPSTREAMS = ("postgres", "standin")
+# What a network fault can sit in front of.
+UPSTREAMS = ("kafka", "postgres", "standin")
 
 
 def toxiproxy_binary(root: Path) -> Path:

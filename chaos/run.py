@@ -11,14 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from chaos.invariants import check
 from chaos.network import Toxiproxy, toxiproxy_binary
+from chaos.recovery import recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
-from lotlens_client import LotLensClient, LotLensError
+from lotlens_client import LotLensClient
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
@@ -39,7 +41,8 @@ class RunResult:
 
 
 def apply(stack: ChaosStack, fault: Fault) -> None:
-    """Inject one fault and clear it (restart, continue, broker or database back)."""
+    """Inject one fault and clear it (restart, continue, broker or database back); recovery is
+    measured from its return."""
     if fault.kind == "kill9":
         stack.signal(fault.target, signal.SIGKILL)
         time.sleep(fault.hold_s)
@@ -53,7 +56,7 @@ def apply(stack: ChaosStack, fault: Fault) -> None:
         time.sleep(fault.hold_s)
         stack.start("openai-standin")
     elif fault.kind == "kafka-restart":
-        stack.infra("restart-kafka")
+        stack.restart_kafka(fault.hold_s)
     elif fault.kind == "pg-restart":
         stack.infra("restart-pg")
     elif fault.kind in NETWORK_KINDS and stack.network is not None:
@@ -62,29 +65,6 @@ def apply(stack: ChaosStack, fault: Fault) -> None:
         stack.network.clear(fault.target, fault.kind)
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
-
-
-def recovery(client: LotLensClient, images: str, timeout_s: float) -> float | None:
-    """Seconds from now until a fresh 2-lot job is completed (the pipeline is current again)."""
-    started = time.monotonic()
-    lots = [
-        {
-            "lot_id": f"probe-{started}-{i}",
-            "additional_info": "probe",
-            "images": [{"url": f"{images}/probe-{started}-{i}.png"}],
-        }
-        for i in range(2)
-    ]
-    job_id = None
-    while time.monotonic() - started < timeout_s:
-        try:
-            job_id = job_id or client.submit_job(lots, ["en"]).job_id
-            if client.job_status(job_id).status == "completed":
-                return time.monotonic() - started
-        except LotLensError:
-            pass
-        time.sleep(0.5)
-    return None
 
 
 def inject_poison(stack: ChaosStack) -> int:
@@ -108,7 +88,6 @@ class Plan:
 
 def run_seeds(
     seeds: list[int],
-    kafka: str,
     database_url: str,
     state: Path,
     plan: Plan,
@@ -117,7 +96,7 @@ def run_seeds(
     """Run the seeds one after another on one stack (started once, removed at the end); each seed
     has its own jobs and faults, and its invariants are checked before the next one starts."""
     schedules = {seed: faults(seed, plan.fault_count, plan.kinds) for seed in seeds}
-    stack = ChaosStack(kafka, database_url, state / "stack")
+    stack = ChaosStack(database_url, state / "stack")
     if any(f.kind in NETWORK_KINDS for chosen in schedules.values() for f in chosen):
         stack.network = Toxiproxy(toxiproxy_binary(ROOT), state / "toxiproxy.log")
     results: list[RunResult] = []
@@ -175,6 +154,7 @@ def _one_seed(
 ) -> None:
     """One seed's workload and faults on the running stack, then its invariants."""
     out, stop = Submitted(), threading.Event()
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
     plans = workload(result.seed, plan.jobs, plan.max_lots)
     driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
     driver.start()
@@ -183,7 +163,7 @@ def _one_seed(
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
             apply(stack, fault)
-            seconds = recovery(client, images, 180)
+            seconds = recovery(client, admin, stack.name, images, 180)
             log.info("seed %d: %s recovered in %s s", result.seed, fault.label, seconds and round(seconds, 1))
             result.recovery_s.append((fault.label, seconds))
             result.violations += stack.revive()

@@ -8,15 +8,22 @@ from dataclasses import dataclass
 from chaos.network import TOXICS, UPSTREAMS
 from chaos.stack import CONSUMERS
 
-# Every kind `make chaos` injects; a run covers a seeded subset, 20 seeds cover them all.
 PROCESS_KINDS = ("kill9", "sigstop")
 INFRA_KINDS = ("kafka-restart", "pg-restart", "standin-restart")
 NETWORK_KINDS = tuple(TOXICS)
+ALL_KINDS = PROCESS_KINDS + INFRA_KINDS + NETWORK_KINDS
+SERVICES = ("gateway", *CONSUMERS)
+DEFAULT_FAULTS_PER_SEED = 3
+# Every `LARGE_JOB_EVERY`-th seed's first job has `--max-lots` lots (the run's largest); the other
+# seeds' first job is medium. Large jobs on every seed would make 20 seeds outlast 30 minutes.
+LARGE_JOB_EVERY = 5
+MEDIUM_LOTS = (100, 250, 500)
+SMALL_LOTS = (2, 3, 5, 8, 20, 50)
 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: what, on which process, held for how long, after how long a calm."""
+    """One fault: what, on which process or upstream, held for how long, after how long a calm."""
 
     kind: str
     target: str
@@ -41,21 +48,34 @@ class JobPlan:
     cancel: bool
 
 
+def combinations(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
+    """Every (kind, target) the kinds can inject: process faults on each service, network faults
+    on each upstream, an infrastructure fault on its own part."""
+    found: list[tuple[str, str]] = []
+    for kind in kinds:
+        targets = SERVICES if kind in PROCESS_KINDS else UPSTREAMS if kind in NETWORK_KINDS else (kind,)
+        found += [(kind, target) for target in targets]
+    return found
+
+
 def faults(seed: int, count: int, kinds: tuple[str, ...]) -> list[Fault]:
-    """`count` faults drawn from `kinds`; seed `s` starts at kind `s` so consecutive seeds rotate
-    through every kind."""
+    """`count` faults for a seed, dealt from an endless deck of every (kind, target) combination.
+
+    Seed `s` takes the deck's slots `(s-1)*count` onwards; each round of the deck holds every
+    combination once, in an order shuffled per round, so any `len(deck)` consecutive slots cover
+    every combination (with the defaults: 25 combinations, seeds 1-9 cover each once, 1-17 twice)
+    while a seed's faults still look random and a seed run alone draws the same faults. Round `r`
+    hits consumer instance `r % 2 + 1`, so successive rounds hit both instances of each consumer;
+    holds and calms come from the seed.
+    """
+    deck = combinations(kinds)
     rng = random.Random(f"faults-{seed}")
-    targets = ["gateway", *(f"{c}-{i}" for c in CONSUMERS for i in (1, 2))]
     chosen = []
     for n in range(count):
-        kind = kinds[(seed * count + n) % len(kinds)]
-        target = (
-            rng.choice(targets)
-            if kind in PROCESS_KINDS
-            else rng.choice(UPSTREAMS)
-            if kind in NETWORK_KINDS
-            else kind
-        )
+        rnd, place = divmod((seed - 1) * count + n, len(deck))
+        kind, target = random.Random(f"deck-{rnd}").sample(deck, len(deck))[place]
+        if target in CONSUMERS:
+            target = f"{target}-{rnd % 2 + 1}"
         chosen.append(
             Fault(kind, target, hold_s=round(rng.uniform(1, 6), 1), calm_s=round(rng.uniform(1, 4), 1))
         )
@@ -63,11 +83,13 @@ def faults(seed: int, count: int, kinds: tuple[str, ...]) -> list[Fault]:
 
 
 def workload(seed: int, jobs: int, max_lots: int) -> list[JobPlan]:
-    """`jobs` jobs of 2 to `max_lots` lots (mostly small, one large), some cancelled."""
+    """`jobs` jobs: the first large (`max_lots`) on every `LARGE_JOB_EVERY`-th seed and medium
+    otherwise, the second of 2 lots, the rest small; some cancelled."""
     rng = random.Random(f"workload-{seed}")
     plans = []
     for n in range(jobs):
-        size = max_lots if n == 0 else rng.choice([2, 3, 5, 8, 20, 50])
+        first = max_lots if seed % LARGE_JOB_EVERY == 0 else rng.choice(MEDIUM_LOTS)
+        size = first if n == 0 else 2 if n == 1 else rng.choice(SMALL_LOTS)
         plans.append(
             JobPlan(
                 lots=min(size, max_lots),

@@ -1,6 +1,9 @@
 """The whole stack for one chaos run, isolated like the bench's: its own state folder, ports,
-topics, consumer groups and database schema; two instances of each consumer; faults applied to
-its processes and to the broker and database (`scripts/infra.sh restart-kafka|restart-pg`)."""
+Kafka broker (`tests/private_kafka.py`), consumer groups and database schema; two instances of each
+consumer; faults applied to its processes, to its broker and to the database
+(`scripts/infra.sh restart-pg`). With a `network`, every service reaches the broker, PostgreSQL
+and the stand-in through a toxiproxy proxy: the broker advertises its proxy's address, so the
+connections clients open after bootstrapping go through the proxy too."""
 
 from __future__ import annotations
 
@@ -15,31 +18,25 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from chaos.network import Toxiproxy
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
+from tests.private_kafka import PrivateKafka
 from tests.servers import free_port
+from tests.stack_health import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSUMERS = ("result-store", "vision-batcher", "translator", "webhook-dispatcher")
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
 
 
-def standin_persists() -> bool:
-    """True once the stand-in keeps its state on disk (`STANDIN_STATE_DIR`), as OpenAI does."""
-    source = ROOT / "tools" / "openai-standin" / "src" / "lotlens_openai_standin" / "config.py"
-    return "STANDIN_STATE_DIR" in source.read_text() or "state_dir" in source.read_text()
-
-
 @dataclass
 class ChaosStack:
     """One run's processes: `openai-standin`, `gateway` and `<consumer>-1`, `<consumer>-2`."""
 
-    kafka_bootstrap: str
     database_url: str
     state: Path
     name: str = field(default_factory=lambda: f"chaos{uuid.uuid4().hex[:8]}")
@@ -47,8 +44,16 @@ class ChaosStack:
     gateway_port: int = field(default_factory=free_port)
     standin_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    # Set: the services reach PostgreSQL and the stand-in through its proxies (network faults).
+    # Set: the services reach Kafka, PostgreSQL and the stand-in through its proxies (network faults).
     network: Toxiproxy | None = None
+    kafka: PrivateKafka | None = None
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """The run's broker, as every client (services and runner) reaches it."""
+        if self.kafka is None:
+            raise RuntimeError("the chaos stack's broker is not started")
+        return self.kafka.bootstrap
 
     @property
     def url(self) -> str:
@@ -114,7 +119,7 @@ class ChaosStack:
         }
 
     def prepare(self) -> None:
-        """Create this run's schema (migrated) and topics, in a state folder emptied first."""
+        """Create this run's schema (migrated), in a state folder emptied first."""
         # A rerun of a seed starts clean: a stand-in reloading an earlier run's batches is no fresh stack.
         shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,6 @@ class ChaosStack:
         own = self.engine()
         migrate(own)
         own.dispose()
-        ensure_topics(KafkaSettings(bootstrap_servers=self.kafka_bootstrap), self.topics)
 
     def instances(self) -> list[str]:
         """Every service process name of the run."""
@@ -171,31 +175,33 @@ class ChaosStack:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def up(self) -> None:
-        """Start the stand-in and every service; wait for the gateway's health."""
+        """Start the broker (behind its proxy, if any), the stand-in and every service; wait for
+        the gateway's health."""
         self.prepare()
+        broker_port = free_port()
+        advertised = None
         if self.network is not None:
             self.network.start()
+            advertised = self.network.proxy("kafka", broker_port)
             self.network.proxy("postgres", make_url(self.database_url).port or 5432)
             self.network.proxy("standin", self.standin_port)
+        self.kafka = PrivateKafka(self.state / "kafka", port=broker_port, advertised_port=advertised)
+        self.kafka.start()
+        ensure_topics(KafkaSettings(bootstrap_servers=self.kafka_bootstrap), self.topics)
         self.start("openai-standin")
         for name in self.instances():
             self.start(name)
-        self.wait_healthy(120)
+        wait_healthy(self.url, self.processes, self.log_tail)
 
-    def wait_healthy(self, seconds: float) -> bool:
-        """Wait until /health answers 200 (False when it never did)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/health", timeout=3).status_code == 200:
-                    return True
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        return False
+    def restart_kafka(self, down_s: float) -> None:
+        """Stop the run's broker, wait, start it again on the same ports and data."""
+        if self.kafka is not None:
+            self.kafka.stop()
+            time.sleep(down_s)
+            self.kafka.start()
 
     def infra(self, command: str) -> None:
-        """`scripts/infra.sh <command>` (restart-kafka, restart-pg)."""
+        """`scripts/infra.sh <command>` (restart-pg)."""
         subprocess.run(
             [str(ROOT / "scripts" / "infra.sh"), command],
             cwd=ROOT,
@@ -216,17 +222,15 @@ class ChaosStack:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.processes.clear()
+        if self.kafka is not None:
+            self.kafka.stop()
         if self.network is not None:
             self.network.stop()
 
     def drop(self) -> None:
-        """Remove the run's schema and topics."""
-        from confluent_kafka.admin import AdminClient
-
+        """Remove the run's schema and its broker's data."""
         admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
         admin.dispose()
-        AdminClient({"bootstrap.servers": self.kafka_bootstrap}).delete_topics(
-            self.topics.all_topics(), operation_timeout=10
-        )
+        shutil.rmtree(self.state / "kafka", ignore_errors=True)

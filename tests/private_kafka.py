@@ -2,7 +2,10 @@
 
 A single-node KRaft broker from the jars `scripts/infra.sh install` fetched, with its own state
 directory and free ports. Outage tests stop it (SIGTERM, then SIGKILL), wait, and start it again
-on the same ports and data, as a broker restart in production would be.
+on the same ports and data, as a broker restart in production would be. Given `advertised_port`
+(a fault proxy's listening port in front of `port`), every client reaches the broker through that
+port: clients bootstrap there and then connect to the advertised address, so a proxy in front of
+a broker advertising its own port would be bypassed. Its controller traffic stays direct.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
-from tests.conftest import ROOT
 from tests.servers import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.template"
 _LOG4J = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
@@ -42,12 +46,13 @@ class PrivateKafka:
     directory: Path
     port: int = field(default_factory=free_port)
     controller_port: int = field(default_factory=free_port)
+    advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
-        """host:port of the broker."""
-        return f"127.0.0.1:{self.port}"
+        """host:port clients connect to (the advertised one)."""
+        return f"127.0.0.1:{self.advertised_port or self.port}"
 
     def _java(self, *args: str) -> list[str]:
         return ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
@@ -59,7 +64,12 @@ class PrivateKafka:
         if config.exists():
             return config
         (self.directory / "logs").mkdir(parents=True, exist_ok=True)
-        config.write_text(_TEMPLATE.read_text()
+        template = _TEMPLATE.read_text()
+        own = "advertised.listeners=PLAINTEXT://127.0.0.1:@KAFKA_PORT@"
+        if own not in template:
+            raise RuntimeError(f"{_TEMPLATE} no longer has the line {own!r} this broker rewrites")
+        config.write_text(template
+                          .replace(own, f"advertised.listeners=PLAINTEXT://{self.bootstrap}")
                           .replace("@KAFKA_PORT@", str(self.port))
                           .replace("@CONTROLLER_PORT@", str(self.controller_port))
                           .replace("@DATA_DIR@", str(self.directory / "data")))

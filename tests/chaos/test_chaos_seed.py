@@ -16,11 +16,12 @@ SEED = 3
 
 
 def test_a_seeded_chaos_run_breaks_no_invariant(infra: Infra, tmp_path: Path) -> None:
-    # Process faults only: restarting the broker or the database would hit the rest of the session.
+    # Process faults only (the run has a broker of its own, but restarting the shared database would
+    # hit the rest of the session; `make chaos` covers the other kinds).
     plan = Plan(fault_count=2, kinds=("kill9", "sigstop"), jobs=4, max_lots=50, settle_s=300)
-    [result] = run_seeds([SEED], infra.kafka_bootstrap, infra.database_url, tmp_path, plan)
+    [result] = run_seeds([SEED], infra.database_url, tmp_path, plan)
     print(f"recovery seconds by fault: {result.recovery_s}")  # measured, not asserted
-    assert [f.kind for f in result.faults] == ["kill9", "sigstop"]
+    assert {f.kind for f in result.faults} == {"kill9", "sigstop"}
     assert result.violations == [], (
         f"rerun: make chaos CHAOS_ARGS='--seed {SEED} --seeds 1 --faults 2 --kinds kill9,sigstop "
         f"--jobs 4 --max-lots 50'\n" + "\n".join(result.violations))

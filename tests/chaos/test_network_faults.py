@@ -1,5 +1,7 @@
 """The chaos run's network faults do what they say: a toxiproxy proxy in front of the test
-PostgreSQL passes queries, and each fault kind breaks or slows them until it is cleared."""
+PostgreSQL passes queries, and each fault kind breaks or slows them until it is cleared; a broker
+advertising its proxy's address is reached only through that proxy, so a fault there holds up a
+client already connected."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
@@ -15,6 +19,8 @@ from sqlalchemy.pool import NullPool
 from chaos.network import Toxiproxy, toxiproxy_binary
 from chaos.stack import ROOT
 from tests.conftest import Infra
+from tests.private_kafka import PrivateKafka
+from tests.servers import free_port
 
 
 @pytest.fixture
@@ -81,3 +87,36 @@ def test_cut_bandwidth_slows_a_large_answer(proxied: tuple[Toxiproxy, Engine]) -
     # 20 KB at 4 KB/s: a lower bound of a few seconds, whatever the machine's speed.
     assert len(answer) == 20000 and time.monotonic() - started >= 2.0
     proxy.clear("postgres", "net-bandwidth")
+
+
+@pytest.fixture
+def proxied_broker(tmp_path: Path) -> Iterator[tuple[Toxiproxy, PrivateKafka]]:
+    proxy = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
+    proxy.start()
+    broker = PrivateKafka(tmp_path / "kafka", port=free_port())
+    broker.advertised_port = proxy.proxy("kafka", broker.port)
+    try:
+        broker.start()
+        yield proxy, broker
+    finally:
+        broker.stop()
+        proxy.stop()
+
+
+def test_a_connected_kafka_client_is_held_up_by_a_fault_on_the_brokers_proxy(
+        proxied_broker: tuple[Toxiproxy, PrivateKafka]) -> None:
+    proxy, broker = proxied_broker
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    topic = NewTopic("chaos-net", num_partitions=1, replication_factor=1)
+    admin.create_topics([topic])["chaos-net"].result(60)
+    producer = Producer({"bootstrap.servers": broker.bootstrap})
+    producer.produce("chaos-net", b"before")
+    assert producer.flush(60) == 0
+    # Connected to the address the broker advertised: were that its own port, this fault on the
+    # proxy would not touch the producer and the message would be acknowledged at once.
+    proxy.add("kafka", "net-timeout")
+    failures: list[object] = []
+    producer.produce("chaos-net", b"during", on_delivery=lambda err, _msg: failures.append(err))
+    assert producer.flush(5) == 1
+    proxy.clear("kafka", "net-timeout")
+    assert producer.flush(120) == 0 and failures == [None]

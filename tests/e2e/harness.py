@@ -7,16 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from lotlens_common.settings import TopicSettings
 from tests.conftest import ROOT, Infra
 from tests.servers import free_port
+from tests.stack_health import wait_healthy
 
 SERVICES = ("result-store", "vision-batcher", "translator", "webhook-dispatcher", "gateway")
 
@@ -98,23 +96,7 @@ class Stack:
         self.start("openai-standin")
         for name in SERVICES:
             self.start(name)
-        self.wait_healthy()
-
-    def wait_healthy(self, seconds: float = 180) -> None:
-        """Wait until the gateway answers /health with 200 (minutes on a loaded machine: six
-        Python processes start at once)."""
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    raise RuntimeError(f"{name} exited: {self.log_tail(name)}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"gateway not healthy: {self.log_tail('gateway')}")
+        wait_healthy(self.url, self.processes, self.log_tail)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         """The end of a process's log, for failure messages."""
