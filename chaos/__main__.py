@@ -40,21 +40,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered) + 0.5) - 1))]
 
 
+def _quantiles(values: list[float]) -> str:
+    """`p50 | p99` of a list, `- | -` when empty."""
+    if not values:
+        return "- | -"
+    return f"{statistics.median(values):.1f} | {percentile(values, 99):.1f}"
+
+
 def table(results: list[RunResult]) -> str:
-    """Faults by kind with their recovery p50/p99, then one line per seed."""
-    by_kind: dict[str, list[float | None]] = defaultdict(list)
+    """Faults by kind with their recovery and probe-job p50/p99, then one line per seed."""
+    recovered: dict[str, list[float | None]] = defaultdict(list)
+    probed: dict[str, list[float | None]] = defaultdict(list)
     for result in results:
         for kind, seconds in result.recovery_s:
-            by_kind[kind].append(seconds)
+            recovered[kind].append(seconds)
+        for kind, seconds in result.probe_s:
+            probed[kind].append(seconds)
     lines = [
-        "| fault | injected | not recovered | recovery p50 (s) | recovery p99 (s) |",
-        "|---|---|---|---|---|",
+        "| fault | injected | not recovered | recovery p50 (s) | recovery p99 (s) "
+        "| probe job p50 (s) | probe job p99 (s) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for kind in sorted(by_kind):
-        done = [s for s in by_kind[kind] if s is not None]
-        p50 = f"{statistics.median(done):.1f}" if done else "-"
-        p99 = f"{percentile(done, 99):.1f}" if done else "-"
-        lines.append(f"| {kind} | {len(by_kind[kind])} | {len(by_kind[kind]) - len(done)} | {p50} | {p99} |")
+    for kind in sorted(recovered):
+        done = [s for s in recovered[kind] if s is not None]
+        lines.append(f"| {kind} | {len(recovered[kind])} | {len(recovered[kind]) - len(done)} | "
+                     f"{_quantiles(done)} | {_quantiles([s for s in probed[kind] if s is not None])} |")
     lines += ["", "| seed | faults | jobs | violations | seconds |", "|---|---|---|---|---|"]
     for result in results:
         lines.append(

@@ -1,9 +1,11 @@
 """Recovery after a fault is cleared: the backlog every consumer group had then is consumed (lag
-back to zero, whichever instance owns the partition) and a fresh job completes (status current).
+back to zero, whichever instance owns the partition: statuses reflect every event of then), a
+killed consumer instance is back in its groups, and the gateway accepts a probe job and answers
+its status. The probe's completion is measured too, apart: it also waits for the jobs queued
+before it (a 5,000-lot job's image checks), which says more about load than about recovery.
 
-Both are needed: a probe job lands on one partition per topic, so on its own it says nothing about
-the partitions of a killed instance, and lag alone says nothing about the gateway or a stage's
-batches. Offsets are read on the run's broker; each poll costs one offset request per group.
+A probe job alone would not do: it lands on one partition per topic, so it says nothing about the
+partitions of a killed instance. Offsets and members are read on the run's broker, every 0.25 s.
 """
 
 from __future__ import annotations
@@ -33,10 +35,8 @@ class Backlog:
     def now(cls, admin: AdminClient, prefix: str) -> Backlog:
         """The run's groups (named `prefix`...) and the partitions each reads (assigned to a
         member, dead ones included, or committed before), with their end offsets now."""
-        listed = admin.list_consumer_groups().result(timeout=10)
-        groups = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
         ends: dict[str, dict[tuple[str, int], int]] = {}
-        for group, described in admin.describe_consumer_groups(groups).items():
+        for group, described in admin.describe_consumer_groups(_groups(admin, prefix)).items():
             assigned = {(tp.topic, tp.partition) for member in described.result(timeout=10).members
                         for tp in member.assignment.topic_partitions}
             ends[group] = dict.fromkeys(assigned | set(_committed(admin, group)), 0)
@@ -57,6 +57,12 @@ class Backlog:
         return True
 
 
+def _groups(admin: AdminClient, prefix: str) -> list[str]:
+    """The run's consumer groups."""
+    listed = admin.list_consumer_groups().result(timeout=10)
+    return [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+
+
 def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
     """A group's committed offsets (partitions it never committed on are left out)."""
     request = [ConsumerGroupTopicPartitions(group)]
@@ -64,35 +70,74 @@ def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in found.topic_partitions if tp.offset >= 0}
 
 
-def recovery(client: LotLensClient, admin: AdminClient, prefix: str, images: str,
-             timeout_s: float) -> float | None:
-    """Seconds from now (the fault just cleared) until the backlog of then is consumed and a fresh
-    2-lot job is completed; None when that did not happen within `timeout_s`."""
+def members(bootstrap: str, prefix: str, instance: str) -> dict[str, str]:
+    """The member id under which a service instance (static membership: its group instance ids
+    start with its run name) belongs to each of the run's groups."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    return {group: member_id for group, (member_id, _) in _members(admin, prefix, instance).items()}
+
+
+def _members(admin: AdminClient, prefix: str, instance: str) -> dict[str, tuple[str, int]]:
+    """Per group: the instance's member id and how many partitions it is assigned."""
+    found: dict[str, tuple[str, int]] = {}
+    for group, described in admin.describe_consumer_groups(_groups(admin, prefix)).items():
+        for member in described.result(timeout=10).members:
+            if (member.group_instance_id or "").startswith(f"{instance}-"):
+                found[group] = (member.member_id, len(member.assignment.topic_partitions))
+    return found
+
+
+def _rejoined(admin: AdminClient, prefix: str, instance: str, before: dict[str, str]) -> bool:
+    """True once the instance is back in every group it was in, as a new member with partitions."""
+    now = _members(admin, prefix, instance)
+    return all(group in now and now[group][0] != old and now[group][1] > 0 for group, old in before.items())
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """Seconds from a fault's clearing until the pipeline was current again (the backlog of then
+    consumed, a killed instance rejoined, the gateway accepting jobs), and until a fresh job
+    completed (which also waits for the jobs queued before it); None: not within the timeout."""
+
+    seconds: float | None
+    probe_s: float | None
+
+
+def recovery(client: LotLensClient, bootstrap: str, prefix: str, images: str, timeout_s: float,
+             rejoining: tuple[str, dict[str, str]] | None = None) -> Recovery:
+    """Measure a recovery from now (the fault just cleared); `rejoining` is a killed instance and
+    its member ids from before the kill."""
     started = time.monotonic()
+    # A client of its own: one that lived through a broker restart or a cut connection was seen
+    # answering nothing for minutes after.
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     lots = [{"lot_id": f"probe-{started}-{i}", "additional_info": "probe",
              "images": [{"url": f"{images}/probe-{started}-{i}.png"}]} for i in range(2)]
     backlog: Backlog | None = None
     job_id: str | None = None
-    # Seconds until each part was seen: logged, to tell which one a slow recovery waited for.
-    completed_s = drained_s = None
-    while time.monotonic() - started < timeout_s:
+    # Seconds until each part was seen (logged, to tell which one a slow recovery waited for).
+    seen: dict[str, float] = {} if rejoining else {"rejoined": 0.0}
+    while time.monotonic() - started < timeout_s and len(seen) < 4:
+        elapsed = time.monotonic() - started
         try:
             # A broker just restarted may not answer yet: the snapshot is retried, not skipped.
             backlog = backlog or Backlog.now(admin, prefix)
-            if drained_s is None and backlog.consumed(admin):
-                drained_s = time.monotonic() - started
+            if "drained" not in seen and backlog.consumed(admin):
+                seen["drained"] = elapsed
+            if rejoining and "rejoined" not in seen and _rejoined(admin, prefix, *rejoining):
+                seen["rejoined"] = elapsed
         except (KafkaException, TimeoutError):
             pass
         try:
             job_id = job_id or client.submit_job(lots, ["en"]).job_id
-            if completed_s is None and client.job_status(job_id).status == "completed":
-                completed_s = time.monotonic() - started
+            status = client.job_status(job_id).status
+            seen.setdefault("accepted", elapsed)
+            if status == "completed":
+                seen.setdefault("completed", elapsed)
         except LotLensError:
             pass
-        if completed_s is not None and drained_s is not None:
-            log.info("backlog consumed after %.1f s, probe completed after %.1f s", drained_s, completed_s)
-            return max(completed_s, drained_s)
-        time.sleep(POLL_S)
-    log.warning("not recovered: backlog consumed after %s s, probe completed after %s s",
-                drained_s, completed_s)
-    return None
+        if len(seen) < 4:
+            time.sleep(POLL_S)
+    log.info("seen after: %s", ", ".join(f"{part} {s:.1f} s" for part, s in seen.items()))
+    current = [seen[part] for part in ("drained", "rejoined", "accepted") if part in seen]
+    return Recovery(max(current) if len(current) == 3 else None, seen.get("completed"))

@@ -11,12 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 
 from chaos.invariants import check
 from chaos.network import Toxiproxy, toxiproxy_binary
-from chaos.recovery import recovery
+from chaos.recovery import members, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
@@ -35,6 +34,7 @@ class RunResult:
     seed: int
     faults: list[Fault] = field(default_factory=list)
     recovery_s: list[tuple[str, float | None]] = field(default_factory=list)  # (kind, s); None: never
+    probe_s: list[tuple[str, float | None]] = field(default_factory=list)  # a fresh job's completion
     violations: list[str] = field(default_factory=list)
     jobs: int = 0
     seconds: float = 0.0
@@ -154,7 +154,6 @@ def _one_seed(
 ) -> None:
     """One seed's workload and faults on the running stack, then its invariants."""
     out, stop = Submitted(), threading.Event()
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
     plans = workload(result.seed, plan.jobs, plan.max_lots)
     driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
     driver.start()
@@ -162,10 +161,14 @@ def _one_seed(
         for fault in result.faults:
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
+            # A killed consumer instance must be back in its groups (its member ids before the kill).
+            before = members(stack.kafka_bootstrap, stack.name, fault.target) if fault.kind == "kill9" else {}
             apply(stack, fault)
-            seconds = recovery(client, admin, stack.name, images, 180)
-            log.info("seed %d: %s recovered in %s s", result.seed, fault.label, seconds and round(seconds, 1))
-            result.recovery_s.append((fault.label, seconds))
+            rejoining = (fault.target, before) if before else None
+            measured = recovery(client, stack.kafka_bootstrap, stack.name, images, 180, rejoining)
+            log.info("seed %d: %s recovered in %s s", result.seed, fault.label, measured.seconds)
+            result.recovery_s.append((fault.label, measured.seconds))
+            result.probe_s.append((fault.label, measured.probe_s))
             result.violations += stack.revive()
     finally:
         driver.join()
@@ -173,3 +176,4 @@ def _one_seed(
     result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
     result.violations += stack.revive()
     result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
+    result.violations += [f"probe job not completed after {kind}" for kind, s in result.probe_s if s is None]
