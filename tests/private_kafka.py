@@ -86,7 +86,9 @@ class PrivateKafka:
         self.process = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        # Errors only: until the broker listens, each refused (or, behind a proxy, reset) attempt
+        # would print a line.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"private Kafka exited: see {self.directory / 'logs'}")

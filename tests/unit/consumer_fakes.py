@@ -47,15 +47,18 @@ class FakeMessage:
 
 
 class FakeConsumer:
-    """Hands out the given batches once each, then sets `stop`; records stored offsets."""
+    """Hands out the given batches once each, then sets `stop`; records stored offsets and how
+    many clients were made and closed (each `make_consumer` call is one)."""
 
     def __init__(self, batches: list[list[FakeMessage]], stop: threading.Event) -> None:
         self.batches, self.stop = batches, stop
         self.stored: list[int] = []
         self.config: dict[str, Any] = {}
+        self.made = self.closed = 0
 
     def __call__(self, config: dict[str, Any]) -> FakeConsumer:
         self.config = config
+        self.made += 1
         return self
 
     def subscribe(self, _topics: list[str], on_assign: object = None, on_revoke: object = None,
@@ -68,11 +71,14 @@ class FakeConsumer:
             return []
         return self.batches.pop(0)
 
+    def assignment(self) -> list[object]:
+        return []
+
     def store_offsets(self, message: FakeMessage) -> None:
         self.stored.append(message.offset())
 
     def close(self) -> None:
-        pass
+        self.closed += 1
 
 
 class FakeProducer:

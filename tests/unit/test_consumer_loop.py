@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 
 import orjson
+from confluent_kafka import KafkaError
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common import kafka
@@ -110,3 +111,24 @@ def test_every_service_shares_the_one_list_of_transient_errors() -> None:
         assert "TRANSIENT" not in vars(module), f"{module.__name__} keeps its own list"
     assert "transient" not in ConsumerSpec.__dataclass_fields__, "a consumer can still bring its own list"
     assert {OperationalError, PublishError} <= set(TRANSIENT_ERRORS)
+
+
+class FencedMessage(FakeMessage):
+    """What `consume` hands out once the client failed for good (a static member fenced)."""
+
+    def __init__(self) -> None:
+        super().__init__(-1, b"")
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer with same "
+                          "group.instance.id", fatal=True)
+
+
+def test_a_client_failed_for_good_is_replaced_and_consuming_goes_on() -> None:
+    handled: list[str] = []
+    consumer, producer = run([[FakeMessage(0, event(0))], [FencedMessage()], [FakeMessage(1, event(1))]],
+                             lambda envelopes: handled.extend(e.job_id for e in envelopes))
+    assert handled == ["job-0", "job-1"]
+    assert consumer.stored == [0, 1]
+    assert (consumer.made, consumer.closed) == (2, 2), "the failed client was not replaced by a new one"
+    assert producer.sent == []

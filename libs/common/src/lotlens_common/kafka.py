@@ -195,7 +195,6 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    consumer = make_consumer(config)
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
 
     def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -207,22 +206,48 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         lag.revoked(partitions)
         _commit_on_revoke(revoking, partitions)
 
-    log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
-    consumer.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke,
-                       on_lost=lambda _c, ps: lag.revoked(ps))
+    def join() -> Consumer:
+        log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
+        joined = make_consumer(config)
+        joined.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke,
+                         on_lost=lambda _c, ps: lag.revoked(ps))
+        return joined
+
+    consumer = join()
     lag_stop = threading.Event()
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
     try:
         while not stop.is_set():
             heartbeat(_loop_name())
-            messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
-            batch = [m for m in messages if _is_data(m)]
-            if batch:
-                for message in _handle_batch(batch, group, spec, topics, producer, stop):
-                    consumer.store_offsets(message=message)
+            try:
+                messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
+                batch = [m for m in messages if _is_data(m)]
+                if batch:
+                    for message in _handle_batch(batch, group, spec, topics, producer, stop):
+                        consumer.store_offsets(message=message)
+            except KafkaException as exc:
+                if not _is_fatal(exc):
+                    raise
+                # The client is unusable for good. Seen after a cut connection to the broker: a
+                # static member whose JoinGroup answer was lost joins again, and the broker fences
+                # the member id it had. Offsets not yet committed are read again (handlers are
+                # idempotent); a new client rejoins under the same instance id.
+                log.warning("%s: consumer failed for good (%s); joining again", group, exc)
+                try:
+                    lag.revoked(consumer.assignment())
+                    consumer.close()
+                except (KafkaException, RuntimeError) as closing:  # a failed client may refuse
+                    log.debug("closing a failed consumer: %s", closing)
+                stop.wait(1.0)  # were it to fail again at once, not in a tight loop
+                consumer = join()
     finally:
         lag_stop.set()
         consumer.close()
+
+
+def _is_fatal(exc: KafkaException) -> bool:
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and error.fatal()
 
 
 def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
