@@ -32,11 +32,11 @@ class Backlog:
     ends: dict[str, dict[tuple[str, int], int]]
 
     @classmethod
-    def now(cls, admin: AdminClient, prefix: str) -> Backlog:
-        """The run's groups (named `prefix`...) and the partitions each reads (assigned to a
-        member, dead ones included, or committed before), with their end offsets now."""
+    def now(cls, admin: AdminClient, groups: list[str]) -> Backlog:
+        """The partitions each group reads (assigned to a member, dead ones included, or
+        committed before), with their end offsets now."""
         ends: dict[str, dict[tuple[str, int], int]] = {}
-        for group, described in admin.describe_consumer_groups(_groups(admin, prefix)).items():
+        for group, described in admin.describe_consumer_groups(groups).items():
             assigned = {(tp.topic, tp.partition) for member in described.result(timeout=10).members
                         for tp in member.assignment.topic_partitions}
             ends[group] = dict.fromkeys(assigned | set(_committed(admin, group)), 0)
@@ -57,9 +57,10 @@ class Backlog:
         return True
 
 
-def _groups(admin: AdminClient, prefix: str) -> list[str]:
-    """The run's consumer groups."""
-    listed = admin.list_consumer_groups().result(timeout=10)
+def consumer_groups(bootstrap: str, prefix: str) -> list[str]:
+    """The run's consumer groups (named `prefix`...), to list before a fault: a broker that has
+    just restarted lists none, or only those whose coordinator has loaded them."""
+    listed = AdminClient({"bootstrap.servers": bootstrap}).list_consumer_groups().result(timeout=10)
     return [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
 
 
@@ -70,26 +71,26 @@ def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:
     return {(tp.topic, tp.partition): tp.offset for tp in found.topic_partitions if tp.offset >= 0}
 
 
-def members(bootstrap: str, prefix: str, instance: str) -> dict[str, str]:
+def members(bootstrap: str, groups: list[str], instance: str) -> dict[str, str]:
     """The member id under which a service instance (static membership: its group instance ids
     start with its run name) belongs to each of the run's groups."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    return {group: member_id for group, (member_id, _) in _members(admin, prefix, instance).items()}
+    return {group: member_id for group, (member_id, _) in _members(admin, groups, instance).items()}
 
 
-def _members(admin: AdminClient, prefix: str, instance: str) -> dict[str, tuple[str, int]]:
+def _members(admin: AdminClient, groups: list[str], instance: str) -> dict[str, tuple[str, int]]:
     """Per group: the instance's member id and how many partitions it is assigned."""
     found: dict[str, tuple[str, int]] = {}
-    for group, described in admin.describe_consumer_groups(_groups(admin, prefix)).items():
+    for group, described in admin.describe_consumer_groups(groups).items():
         for member in described.result(timeout=10).members:
             if (member.group_instance_id or "").startswith(f"{instance}-"):
                 found[group] = (member.member_id, len(member.assignment.topic_partitions))
     return found
 
 
-def _rejoined(admin: AdminClient, prefix: str, instance: str, before: dict[str, str]) -> bool:
+def _rejoined(admin: AdminClient, instance: str, before: dict[str, str]) -> bool:
     """True once the instance is back in every group it was in, as a new member with partitions."""
-    now = _members(admin, prefix, instance)
+    now = _members(admin, list(before), instance)
     return all(group in now and now[group][0] != old and now[group][1] > 0 for group, old in before.items())
 
 
@@ -103,10 +104,10 @@ class Recovery:
     probe_s: float | None
 
 
-def recovery(client: LotLensClient, bootstrap: str, prefix: str, images: str, timeout_s: float,
+def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: str, timeout_s: float,
              rejoining: tuple[str, dict[str, str]] | None = None) -> Recovery:
-    """Measure a recovery from now (the fault just cleared); `rejoining` is a killed instance and
-    its member ids from before the kill."""
+    """Measure a recovery from now (the fault just cleared) of the run's `groups`; `rejoining` is
+    a killed instance and its member ids from before the kill."""
     started = time.monotonic()
     # A client of its own: one that lived through a broker restart or a cut connection was seen
     # answering nothing for minutes after.
@@ -121,10 +122,10 @@ def recovery(client: LotLensClient, bootstrap: str, prefix: str, images: str, ti
         elapsed = time.monotonic() - started
         try:
             # A broker just restarted may not answer yet: the snapshot is retried, not skipped.
-            backlog = backlog or Backlog.now(admin, prefix)
+            backlog = backlog or Backlog.now(admin, groups)
             if "drained" not in seen and backlog.consumed(admin):
                 seen["drained"] = elapsed
-            if rejoining and "rejoined" not in seen and _rejoined(admin, prefix, *rejoining):
+            if rejoining and "rejoined" not in seen and _rejoined(admin, *rejoining):
                 seen["rejoined"] = elapsed
         except (KafkaException, TimeoutError):
             pass

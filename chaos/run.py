@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from chaos.invariants import check
 from chaos.network import Toxiproxy, toxiproxy_binary
-from chaos.recovery import members, recovery
+from chaos.recovery import consumer_groups, members, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
@@ -162,11 +162,13 @@ def _one_seed(
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
             # A killed consumer instance must be back in its groups (its member ids before the kill).
-            before = members(stack.kafka_bootstrap, stack.name, fault.target) if fault.kind == "kill9" else {}
+            groups = consumer_groups(stack.kafka_bootstrap, stack.name)
+            before = members(stack.kafka_bootstrap, groups, fault.target) if fault.kind == "kill9" else {}
             apply(stack, fault)
             rejoining = (fault.target, before) if before else None
-            measured = recovery(client, stack.kafka_bootstrap, stack.name, images, 180, rejoining)
-            log.info("seed %d: %s recovered in %s s", result.seed, fault.label, measured.seconds)
+            measured = recovery(client, stack.kafka_bootstrap, groups, images, 180, rejoining)
+            log.info("seed %d: %s recovered in %s s", result.seed, fault.label,
+                     None if measured.seconds is None else round(measured.seconds, 1))
             result.recovery_s.append((fault.label, measured.seconds))
             result.probe_s.append((fault.label, measured.probe_s))
             result.violations += stack.revive()
