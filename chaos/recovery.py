@@ -60,8 +60,12 @@ class Backlog:
 def consumer_groups(bootstrap: str, prefix: str) -> list[str]:
     """The run's consumer groups (named `prefix`...), to list before a fault: a broker that has
     just restarted lists none, or only those whose coordinator has loaded them."""
-    listed = AdminClient({"bootstrap.servers": bootstrap}).list_consumer_groups().result(timeout=10)
-    return [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept: the future dies with its client
+    listed = admin.list_consumer_groups().result(timeout=10)
+    groups = [g.group_id for g in listed.valid if g.group_id.startswith(prefix)]
+    if not groups:
+        raise RuntimeError(f"no consumer group of the run ({prefix}...) is listed")
+    return groups
 
 
 def _committed(admin: AdminClient, group: str) -> dict[tuple[str, int], int]:

@@ -158,6 +158,7 @@ def _one_seed(
     driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
     driver.start()
     try:
+        out.first_answered.wait(120)
         for fault in result.faults:
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)

@@ -38,6 +38,9 @@ class Submitted:
     sync_ok: int = 0
     sync_failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Set once the first (largest) job got its answer: the faults wait for it, so a gateway fault
+    # at the start of a seed does not refuse the seed's large job every time.
+    first_answered: threading.Event = field(default_factory=threading.Event)
 
 
 def lots_for(plan: JobPlan, images: str, receiver: str) -> tuple[str, list[dict[str, Any]]]:
@@ -112,6 +115,7 @@ def drive(
         if stop.is_set():
             return
         submit(client, plan, images, receiver, out)
+        out.first_answered.set()
         if n % 2 == 0:
             sync_call(client, images, out)
         stop.wait(spacing_s)
