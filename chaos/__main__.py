@@ -84,7 +84,7 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--faults", type=int, default=DEFAULT_FAULTS_PER_SEED, help="faults per seed")
     parser.add_argument("--kinds", help="comma-separated fault kinds (default: every kind)")
     parser.add_argument("--jobs", type=int, default=6, help="batch jobs per seed")
-    parser.add_argument("--max-lots", type=int, default=5000, help="the largest job (on every 5th seed)")
+    parser.add_argument("--max-lots", type=int, default=5000, help="the largest job (on every 10th seed)")
     parser.add_argument("--settle", type=float, default=600, help="seconds the jobs get to finish")
     return parser
 

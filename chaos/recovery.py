@@ -1,8 +1,9 @@
 """Recovery after a fault is cleared: the backlog every consumer group had then is consumed (lag
 back to zero, whichever instance owns the partition: statuses reflect every event of then), a
 killed consumer instance is back in its groups, and the gateway accepts a probe job and answers
-its status. The probe's completion is measured too, apart: it also waits for the jobs queued
-before it (a 5,000-lot job's image checks), which says more about load than about recovery.
+its status. The probe's completion is measured too, apart and without waiting for it (read at the
+seed's end): it also waits for the jobs queued before it (a 5,000-lot job's batches), which says
+more about load than about recovery.
 
 A probe job alone would not do: it lands on one partition per topic, so it says nothing about the
 partitions of a killed instance. Offsets and members are read on the run's broker, every 0.25 s.
@@ -13,13 +14,16 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 # OffsetSpec is exported untyped (no annotations in confluent-kafka's stubs).
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from sqlalchemy import Engine, select
 
 from lotlens_client import LotLensClient, LotLensError
+from lotlens_common.tables import jobs
 
 log = logging.getLogger("chaos")
 POLL_S = 0.25
@@ -101,18 +105,19 @@ def _rejoined(admin: AdminClient, instance: str, before: dict[str, str]) -> bool
 @dataclass(frozen=True)
 class Recovery:
     """Seconds from a fault's clearing until the pipeline was current again (the backlog of then
-    consumed, a killed instance rejoined, the gateway accepting jobs), and until a fresh job
-    completed (which also waits for the jobs queued before it); None: not within the timeout."""
+    consumed, a killed instance rejoined, the gateway accepting jobs; None: not within the
+    timeout), and the probe job submitted then, whose completion is read at the seed's end."""
 
     seconds: float | None
-    probe_s: float | None
+    cleared_at: datetime
+    probe_job: str | None
 
 
 def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: str, timeout_s: float,
              rejoining: tuple[str, dict[str, str]] | None = None) -> Recovery:
     """Measure a recovery from now (the fault just cleared) of the run's `groups`; `rejoining` is
     a killed instance and its member ids from before the kill."""
-    started = time.monotonic()
+    started, cleared_at = time.monotonic(), datetime.now(UTC)
     # A client of its own: one that lived through a broker restart or a cut connection was seen
     # answering nothing for minutes after.
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -122,7 +127,7 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
     job_id: str | None = None
     # Seconds until each part was seen (logged, to tell which one a slow recovery waited for).
     seen: dict[str, float] = {} if rejoining else {"rejoined": 0.0}
-    while time.monotonic() - started < timeout_s and len(seen) < 4:
+    while time.monotonic() - started < timeout_s and len(seen) < 3:
         elapsed = time.monotonic() - started
         try:
             # A broker just restarted may not answer yet: the snapshot is retried, not skipped.
@@ -135,14 +140,22 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
             pass
         try:
             job_id = job_id or client.submit_job(lots, ["en"]).job_id
-            status = client.job_status(job_id).status
+            client.job_status(job_id)
             seen.setdefault("accepted", elapsed)
-            if status == "completed":
-                seen.setdefault("completed", elapsed)
         except LotLensError:
             pass
-        if len(seen) < 4:
+        if len(seen) < 3:
             time.sleep(POLL_S)
     log.info("seen after: %s", ", ".join(f"{part} {s:.1f} s" for part, s in seen.items()))
-    current = [seen[part] for part in ("drained", "rejoined", "accepted") if part in seen]
-    return Recovery(max(current) if len(current) == 3 else None, seen.get("completed"))
+    return Recovery(max(seen.values()) if len(seen) == 3 else None, cleared_at, job_id)
+
+
+def probe_seconds(engine: Engine, recoveries: list[Recovery]) -> list[float | None]:
+    """Per recovery, seconds from the fault's clearing until its probe job completed (None: no
+    probe job, or not completed); read once the seed's jobs are done."""
+    ids = [r.probe_job for r in recoveries if r.probe_job]
+    with engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.job_id, jobs.c.completed_at).where(jobs.c.job_id.in_(ids)))
+        completed = {job_id: at for job_id, at in rows if at is not None}
+    return [(completed[r.probe_job] - r.cleared_at).total_seconds() if r.probe_job in completed else None
+            for r in recoveries]

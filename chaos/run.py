@@ -13,9 +13,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from chaos.invariants import check
+from chaos.invariants import check, wait_terminal
 from chaos.network import Toxiproxy, toxiproxy_binary
-from chaos.recovery import consumer_groups, members, recovery
+from chaos.recovery import Recovery, consumer_groups, members, probe_seconds, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
@@ -154,6 +154,7 @@ def _one_seed(
 ) -> None:
     """One seed's workload and faults on the running stack, then its invariants."""
     out, stop = Submitted(), threading.Event()
+    measured: list[Recovery] = []
     plans = workload(result.seed, plan.jobs, plan.max_lots)
     driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
     driver.start()
@@ -167,16 +168,18 @@ def _one_seed(
             before = members(stack.kafka_bootstrap, groups, fault.target) if fault.kind == "kill9" else {}
             apply(stack, fault)
             rejoining = (fault.target, before) if before else None
-            measured = recovery(client, stack.kafka_bootstrap, groups, images, 180, rejoining)
+            measured.append(recovery(client, stack.kafka_bootstrap, groups, images, 180, rejoining))
+            seconds = measured[-1].seconds
             log.info("seed %d: %s recovered in %s s", result.seed, fault.label,
-                     None if measured.seconds is None else round(measured.seconds, 1))
-            result.recovery_s.append((fault.label, measured.seconds))
-            result.probe_s.append((fault.label, measured.probe_s))
+                     None if seconds is None else round(seconds, 1))
+            result.recovery_s.append((fault.label, seconds))
             result.violations += stack.revive()
     finally:
         driver.join()
     result.jobs = len(out.accepted)
     result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
+    wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)
+    result.probe_s = list(zip([f.label for f in result.faults], probe_seconds(engine, measured), strict=True))
     result.violations += stack.revive()
     result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
     result.violations += [f"probe job not completed after {kind}" for kind, s in result.probe_s if s is None]

@@ -40,4 +40,4 @@ def test_twenty_default_seeds_submit_jobs_of_2_to_5000_lots() -> None:
     sizes = [job.lots for seed in SEEDS for job in workload(seed, DEFAULTS.jobs, DEFAULTS.max_lots)]
     assert min(sizes) == 2 and max(sizes) == 5000
     # One large job on a few seeds, not on every one (20 seeds must fit in 30 minutes).
-    assert 2 <= sizes.count(5000) <= 5
+    assert 1 <= sizes.count(5000) <= 3
