@@ -20,6 +20,7 @@ from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
+from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class, seed_webhook_verifier
 from tests.servers import WebhookReceiver
 
@@ -28,26 +29,10 @@ pytestmark = pytest.mark.e2e
 LANGUAGES = ["en", "de", "pt-BR", "zh-Hant"]
 
 
-def cars(images: str, count: int, prefix: str) -> list[dict[str, Any]]:
-    """Lots in the seed client's `cars_data` shape; the second lot of each has a broken image."""
-    return [{
-        "lot_id": f"{prefix}-{i}",
-        "additional_info": f"Car {i}, front collision",
-        "image_urls": [f"{images}/{prefix}-{i}-a.png"]
-        + ([f"{images}/{prefix}-{i}-missing.png"] if i == 1 else [f"{images}/{prefix}-{i}-b.png"]),
-    } for i in range(count)]
-
-
 def expected_english(i: int) -> str:
     # The stand-in's documented deterministic answer: images seen, then the lot's notes.
     return f"<p>Standin vision: 2 image(s) reviewed. Car {i}, front collision</p>" if i != 1 else \
         "<p>Standin vision: 1 image(s) reviewed. Car 1, front collision</p>"
-
-
-def wait_for_webhook(receiver: WebhookReceiver, seconds: float = 30, count: int = 1) -> None:
-    deadline = time.monotonic() + seconds
-    while len(receiver.received) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], count: int,

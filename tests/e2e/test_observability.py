@@ -22,7 +22,7 @@ from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from tests.conftest import ROOT, Infra, new_id
 from tests.e2e.harness import Stack
-from tests.e2e.test_batch_pipeline import cars, wait_for_webhook
+from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, free_port
 

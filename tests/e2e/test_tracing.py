@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from lotlens_common.settings import TopicSettings
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import SERVICES, Stack
-from tests.e2e.test_batch_pipeline import cars, wait_for_webhook
+from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, serve
 

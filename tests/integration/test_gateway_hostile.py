@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import Gateway, make_lots, running_gateway, stub_resolver
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway, stub_resolver
 
 pytestmark = pytest.mark.integration
 

@@ -3,30 +3,20 @@ the job runs too (batch-results answers 202 then)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx2
 import pytest
 from sqlalchemy import Engine, insert
 
-from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import lots
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
     make_lots,
-    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
 PATH = "/api/v1/batch-jobs/{job_id}/lots"
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx2.Response:

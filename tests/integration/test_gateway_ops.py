@@ -17,7 +17,7 @@ from lotlens_common.read_models import JobView
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
@@ -27,13 +27,6 @@ from tests.integration.test_gateway_support import (
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 @pytest.fixture()

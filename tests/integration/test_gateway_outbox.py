@@ -20,7 +20,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import Gateway, consume, make_lots, running_gateway
+from tests.integration.gateway_support import Gateway, consume, make_lots, running_gateway
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -35,13 +35,6 @@ def gateway_without_kafka(settings: ServiceSettings, engine: Engine) -> Iterator
     """A gateway whose broker is unreachable (its relay cannot publish)."""
     with running_gateway(settings, engine, kafka=DEAD_KAFKA, outbox_publish_timeout_s=1.0) as gw:
         yield gw
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 def backlog(gw: Gateway) -> float:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,23 +17,16 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import openai_batches
 from lotlens_gateway.results import iter_results_document
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     consume,
     insert_finished_job,
     insert_running_job,
     make_lots,
-    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 STATUS = "/api/v1/batch-status/{job_id}"
 RESULTS = "/api/v1/batch-results/{job_id}"

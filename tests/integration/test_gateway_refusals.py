@@ -8,23 +8,14 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Engine
 
-from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import Gateway, make_lots, running_gateway
+from tests.integration.gateway_support import Gateway, make_lots
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 def refusal(response: httpx2.Response, status: int, code: str, gateway: Gateway) -> dict[str, Any]:

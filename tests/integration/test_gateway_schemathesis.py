@@ -50,7 +50,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_openai_standin import StandinConfig
 from lotlens_openai_standin import create_app as create_standin
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,

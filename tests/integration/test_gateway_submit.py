@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx2
@@ -12,7 +11,7 @@ from sqlalchemy import Engine
 
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     consume,
     make_lots,
@@ -21,12 +20,6 @@ from tests.integration.test_gateway_support import (
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 ACCEPTED_FIELDS = {"job_id", "status", "created_at", "total_lots", "languages", "estimated_completion",
                    "processing_mode", "webhook_configured"}

@@ -15,9 +15,8 @@ from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_openai_standin import StandinConfig, create_app
-from tests.integration.test_gateway_seed_clients import bash_block_after
-from tests.integration.test_gateway_support import Gateway, running_gateway, serve_app
-from tests.seeds import seed_client_class
+from tests.integration.gateway_support import Gateway, running_gateway, serve_app
+from tests.seeds import bash_block_after, seed_client_class
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ import httpx2
 import pytest
 
 from lotlens_client import cli
-from tests.unit.test_client_support import (
+from tests.unit.client_support import (
     JOB_ID,
     KEY,
     SUBMIT,

@@ -27,7 +27,7 @@ from lotlens_client import (
     WaitTimeoutError,
 )
 from lotlens_common import signing
-from tests.unit.test_client_support import (
+from tests.unit.client_support import (
     JOB_ID,
     KEY,
     SUBMIT,

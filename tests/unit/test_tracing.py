@@ -21,7 +21,7 @@ from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings
 from lotlens_common.stage.traced import lots_span
 from lotlens_common.stage.work import LotWork, VisionWork
-from tests.unit.test_consumer_loop import TOPICS, FakeMessage, run
+from tests.unit.consumer_fakes import TOPICS, FakeMessage, run
 
 
 class RecordingProducer(EventProducer):

@@ -130,7 +130,7 @@ class SyncDescriber:
             "descriptions": descriptions,
             "missing_images": missing,
             # Added: the answers' tokens and estimated cost (direct calls: the full price).
-            "usage": total(u for u in used if u is not None).model_dump(exclude={"model"}),
+            "usage": total(u for u in used if u is not None).model_dump(),
         }
 
     async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:
