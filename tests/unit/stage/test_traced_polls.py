@@ -5,23 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
 from lotlens_common import tracing
+from tests.spans import recording_spans
 from tests.unit.stage.conftest import World, lots
 
 
 @pytest.fixture()
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider.get_tracer("test"))
-    yield exporter
-    tracing.use(None)
+    with recording_spans() as exporter:
+        yield exporter
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
