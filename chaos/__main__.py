@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the seeds; exit 1 when any invariant was violated."""
     args = arguments().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     chosen = kinds(args.kinds)
     database = os.environ.get("DATABASE_URL", "postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens")
     state = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state")) / "chaos"

@@ -6,7 +6,7 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 
-import httpx
+import httpx2
 
 
 def wait_healthy(gateway_url: str, processes: Mapping[str, subprocess.Popen[bytes]],
@@ -20,9 +20,9 @@ def wait_healthy(gateway_url: str, processes: Mapping[str, subprocess.Popen[byte
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited: {log_tail(name)}")
         try:
-            if httpx.get(f"{gateway_url}/health", timeout=2).status_code == 200:
+            if httpx2.get(f"{gateway_url}/health", timeout=2).status_code == 200:
                 return
-        except httpx.HTTPError:
+        except httpx2.HTTPError:
             pass
         time.sleep(0.3)
     raise TimeoutError(f"gateway not healthy after {seconds:.0f} s: {log_tail('gateway')}")

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import standardwebhooks
 from sqlalchemy import Engine, func, select
@@ -41,7 +41,7 @@ def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], coun
     deadline = time.monotonic() + seconds
     deliveries: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        answer = httpx.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
+        answer = httpx2.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
         assert answer.status_code == 200, answer.text
         deliveries = answer.json()["deliveries"]
         if sum(d["status"] == "delivered" for d in deliveries) >= count:
@@ -113,7 +113,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
 
     # The customer asks for the webhook again: a new delivery, recorded with its attempt.
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    replay = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
+    replay = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
     assert replay.status_code == 202, replay.text
     wait_for_webhook(receiver, count=2)
     assert receiver.received[1].body == hook.body
@@ -148,7 +148,7 @@ def test_killing_the_vision_batcher_at_a_fault_point_and_the_result_store_loses_
             select(func.count()).where(descriptions.c.job_id == job_id)).scalar_one()
     assert lot_rows == 20
     assert text_rows == 40
-    created = httpx.get(f"{stack.standin_url}/_standin/stats").json()["batch_metadata"]
+    created = httpx2.get(f"{stack.standin_url}/_standin/stats").json()["batch_metadata"]
     shards = [(b["lotlens_stage"], b["lotlens_shard_id"], b["lotlens_attempt"]) for b in created]
     assert shards and len(shards) == len(set(shards)), f"a shard's batch was created twice: {shards}"
 
@@ -178,11 +178,11 @@ def test_a_jobs_failed_lots_are_retried_as_a_linked_job(stack: Stack, images: st
     assert results["processing_summary"]["failed_lots"] == 1
 
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    retried = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    retried = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
     assert retried.status_code == 201, retried.text
     new_id_ = retried.json()["job_id"]
     assert retried.json()["total_lots"] == 1 and retried.json()["retry_of"] == job_id
-    again = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    again = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
     assert again.status_code == 200 and again.json()["job_id"] == new_id_
 
     with LotLensClient(stack.url, stack.client_key) as sdk:

@@ -3,7 +3,7 @@ the job runs too (batch-results answers 202 then)."""
 
 from __future__ import annotations
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, insert
 
@@ -19,9 +19,9 @@ pytestmark = pytest.mark.integration
 PATH = "/api/v1/batch-jobs/{job_id}/lots"
 
 
-def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx.Response:
+def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx2.Response:
     signature = {"X-Signature": gateway.sign(job_id, key)}
-    return httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}?{query}", headers=signature, timeout=30)
+    return httpx2.get(f"{gateway.url}{PATH.format(job_id=job_id)}?{query}", headers=signature, timeout=30)
 
 
 def test_lots_come_a_page_at_a_time_in_request_order_and_by_status(gateway: Gateway, engine: Engine) -> None:
@@ -52,6 +52,6 @@ def test_a_running_jobs_lots_are_listed_and_strangers_and_bad_queries_refused(
     listed = [(lot["lot_id"], lot["status"]) for lot in running["lots"]]
     assert listed == [("r0", "translating"), ("r1", "pending")]
     assert page(gateway, job_id, key=gateway.other_key).status_code == 404
-    assert httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
+    assert httpx2.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
     assert page(gateway, job_id, "limit=501").status_code == 422
     assert page(gateway, job_id, "status=lost").status_code == 422

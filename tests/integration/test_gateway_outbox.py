@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
@@ -66,7 +66,7 @@ def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
     while backlog(gw) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert backlog(gw) >= 4
-    assert "lotlens_outbox_oldest_age_seconds" in httpx.get(f"{gw.url}/metrics").text
+    assert "lotlens_outbox_oldest_age_seconds" in httpx2.get(f"{gw.url}/metrics").text
 
 
 def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
@@ -74,7 +74,7 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     gw = gateway_without_kafka
     lot_list = make_lots(3)
     job_id = gw.submit(lot_list).json()["job_id"]
-    cancel = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+    cancel = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
                         headers={"X-Signature": gw.sign(job_id)}, timeout=30)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gw, job_id) == "cancelled"
@@ -83,14 +83,14 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     found = results.json()["results"]["lots"]
     assert [lot["lot_id"] for lot in found] == [lot["lot_id"] for lot in lot_list]
     assert {lot["status"] for lot in found} == {"cancelled"}
-    again = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+    again = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
     assert again.status_code == 400 and again.json()["status"] == "cancelled"
 
 
 def test_cancel_then_an_immediate_status_says_cancelled_with_kafka_up(gateway: Gateway) -> None:
     job_id = gateway.submit(make_lots(2)).json()["job_id"]
-    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gateway, job_id) == "cancelled"

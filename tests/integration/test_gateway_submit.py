@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine
 
@@ -25,11 +25,11 @@ ACCEPTED_FIELDS = {"job_id", "status", "created_at", "total_lots", "languages", 
                    "processing_mode", "webhook_configured"}
 
 
-def post_raw(gw: Gateway, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers, timeout=60)
+def post_raw(gw: Gateway, body: bytes, headers: dict[str, str] | None = None) -> httpx2.Response:
+    return httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers, timeout=60)
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     assert body["code"] == code
@@ -201,7 +201,7 @@ def test_a_body_over_the_size_limit_is_413_whether_declared_or_streamed(
             for start in range(0, len(payload), 500):
                 yield payload[start:start + 500]
 
-        response = httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
+        response = httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
         assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, update
 
@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 HOOK = "https://hooks.example.com/retried"
 
 
-def retry(gateway: Gateway, job_id: str, key: str | None = None) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed",
+def retry(gateway: Gateway, job_id: str, key: str | None = None) -> httpx2.Response:
+    return httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed",
                       headers={"X-Signature": gateway.sign(job_id, key)}, timeout=30)
 
 
@@ -94,7 +94,7 @@ def test_unfinished_jobs_jobs_without_failures_and_strangers_are_refused_clearly
 
     job_id, _failed = finished_job_with_failures(gateway, engine)
     assert retry(gateway, job_id, key=gateway.other_key).status_code == 404  # another client's job
-    unsigned = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed")
+    unsigned = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed")
     assert unsigned.status_code == 401 and "job id" in unsigned.json()["message"]
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from lotlens_common.clock import iso
@@ -62,7 +62,7 @@ class SyncDescriber:
     """Describes one lot now, within `timeout_s` in all."""
 
     model_client: openai.AsyncOpenAI
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     models: ModelSettings
     images: ImagePolicy
     timeout_s: float
