@@ -247,7 +247,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
 
 def _is_fatal(exc: KafkaException) -> bool:
     error = exc.args[0] if exc.args else None
-    return isinstance(error, KafkaError) and error.fatal()
+    # A message's error says `_FATAL` by its code; its `fatal()` flag was seen unset.
+    return isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL)
 
 
 def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
