@@ -177,8 +177,9 @@ def _one_seed(
     finally:
         driver.join()
     result.jobs = len(out.accepted)
-    result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
+    # The probe jobs first: the invariants look at every batch at the stand-in, theirs included.
     wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)
+    result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
     result.probe_s = list(zip([f.label for f in result.faults], probe_seconds(engine, measured), strict=True))
     result.violations += stack.revive()
     result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
