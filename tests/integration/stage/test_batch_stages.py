@@ -26,6 +26,7 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
+from lotlens_common.images import ImageCheck
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.settings import ServiceSettings
@@ -55,9 +56,10 @@ def standin(tmp_path: Path) -> Iterator[Standin]:
         yield running
 
 
-async def reachable_unless_missing(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+async def reachable_unless_missing(urls: Sequence[str]) -> ImageCheck:
     """The image check, decided by URL (the real checker has its own tests)."""
-    return [u for u in urls if "missing" not in u], [u for u in urls if "missing" in u]
+    return ImageCheck(valid=tuple(u for u in urls if "missing" not in u),
+                      unreachable=tuple(u for u in urls if "missing" in u))
 
 
 def submit_lots(engine: Engine, job_id: str, notes: list[str], languages: Sequence[str] = ("en",),
