@@ -34,7 +34,7 @@ from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher import handlers as vision_handlers
 from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
-from tests.integration.stage.test_batch_stages import job_events, open_lots
+from tests.integration.stage.helpers import job_events, open_lots
 
 KEY = os.environ.get("OPENAI_API_KEY", "")
 pytestmark = pytest.mark.skipif(
