@@ -186,3 +186,28 @@ def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
     assert {world.store.statuses()[f"job-2-lot-{i}"] for i in range(2)} == {"waiting"}
     world.rounds(3)  # recovery succeeds with the key: submitting resumes
     assert not world.stage.unreadable and len(world.completed()) == 4
+
+
+def test_a_running_batch_is_watched_without_taking_its_shards_lock(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [shard] = world.store.shards("submitted")
+    world.store.locks.add(shard.shard_id)  # another instance holds it: watching needs no lock
+    world.store.note_batch_status(shard.shard_id, "unseen")
+    world.rounds()
+    assert world.store.shards_by_id[shard.shard_id].batch_status == "validating"
+
+
+def test_a_finished_batch_whose_shard_another_instance_holds_is_left_to_it(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [shard] = world.store.shards("submitted")
+    world.store.locks.add(shard.shard_id)
+    world.batches.finish = "completed"
+    world.rounds(2)
+    assert world.completed() == [] and world.store.shards_by_id[shard.shard_id].status == "submitted"
+    world.store.locks.discard(shard.shard_id)
+    world.rounds()
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]

@@ -189,8 +189,10 @@ def close_shard(conn: Connection, shard_id: str, status: str, batch_status: str 
 
 
 def note_batch_status(conn: Connection, shard_id: str, batch_status: str) -> None:
-    """Remember the batch's latest status (for metrics and operators)."""
-    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id)
+    """Remember the batch's latest status (for metrics and operators) while the shard is submitted:
+    it is noted without the shard's lock, and a collected shard keeps its final status."""
+    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id,
+                                            stage_shards.c.status == "submitted")
                  .values(batch_status=batch_status, updated_at=func.now()))
 
 
