@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 
 from bench import floor, kafkautil
 from bench.config import Settings
@@ -21,7 +21,7 @@ class Context:
     key: str
     images: str  # base URL of the bench's image server
     receiver: str  # base URL of the bench's webhook receiver (the same server)
-    http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=600))
+    http: httpx2.Client = field(default_factory=lambda: httpx2.Client(timeout=600))
     conn: Any = field(default_factory=floor.connect)
     log_started: float = field(default_factory=time.monotonic)
 

@@ -2,7 +2,7 @@
 
 Kafka producers use the project's producer settings (idempotent, acks=all, lz4, linger 5 ms) and
 the job id as key; consumers are bare `Consumer.consume` loops on assigned partitions; PostgreSQL
-writes are psycopg2 `COPY` into temp tables; HTTP floors use plain httpx at the same concurrency.
+writes are psycopg2 `COPY` into temp tables; HTTP floors use plain httpx2 at the same concurrency.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 import psycopg2  # type: ignore[import-untyped]
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -128,25 +128,25 @@ def connect() -> Any:
     return psycopg2.connect(database_dsn())
 
 
-ONE = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+ONE = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
 
 
 async def _workers(
     concurrency: int,
     items: Sequence[Any],
-    send: Callable[[httpx.AsyncClient, Any], Awaitable[Any]],
-    shared: httpx.AsyncClient | None = None,
+    send: Callable[[httpx2.AsyncClient, Any], Awaitable[Any]],
+    shared: httpx2.AsyncClient | None = None,
 ) -> float:
     """`concurrency` workers take items in turn; each has its own one-connection client unless
     `shared` is given. Connections are opened before the clock starts. Seconds taken."""
-    clients = [shared or httpx.AsyncClient(limits=ONE, timeout=30) for _ in range(concurrency)]
+    clients = [shared or httpx2.AsyncClient(limits=ONE, timeout=30) for _ in range(concurrency)]
     queue = iter(items)
     try:
         if shared is None:
             await asyncio.gather(*(c.get(_origin(items[0])) for c in clients), return_exceptions=True)
         started = time.perf_counter()
 
-        async def worker(client: httpx.AsyncClient) -> None:
+        async def worker(client: httpx2.AsyncClient) -> None:
             for item in queue:
                 await send(client, item)
 
@@ -163,29 +163,29 @@ def _origin(item: Any) -> str:
 
 
 def post_bodies(url_bodies: Sequence[tuple[str, bytes]], concurrency: int) -> float:
-    """Plain httpx: POST each body to its URL, `concurrency` at a time; seconds taken."""
+    """Plain httpx2: POST each body to its URL, `concurrency` at a time; seconds taken."""
     headers = {"Content-Type": "application/json"}
 
-    async def send(client: httpx.AsyncClient, item: tuple[str, bytes]) -> None:
+    async def send(client: httpx2.AsyncClient, item: tuple[str, bytes]) -> None:
         (await client.post(item[0], content=item[1], headers=headers)).raise_for_status()
 
     return asyncio.run(_workers(concurrency, url_bodies, send))
 
 
-async def _head(client: httpx.AsyncClient, url: str) -> None:
+async def _head(client: httpx2.AsyncClient, url: str) -> None:
     (await client.head(url)).raise_for_status()
 
 
 def head_urls(urls: Sequence[str], concurrency: int) -> float:
-    """Plain httpx: HEAD each URL, `concurrency` at a time, one connection per worker; seconds."""
+    """Plain httpx2: HEAD each URL, `concurrency` at a time, one connection per worker; seconds."""
     return asyncio.run(_workers(concurrency, urls, _head))
 
 
 def head_urls_shared(urls: Sequence[str], concurrency: int) -> float:
-    """Plain httpx: the same HEADs through one client built like the vision-batcher's; seconds."""
+    """Plain httpx2: the same HEADs through one client built like the vision-batcher's; seconds."""
 
     async def run() -> float:
-        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+        async with httpx2.AsyncClient(timeout=10.0, follow_redirects=False) as client:
             return await _workers(concurrency, urls, _head, shared=client)
 
     return asyncio.run(run())

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from tests.servers import free_port
 
@@ -70,15 +70,15 @@ def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
         deadline = time.monotonic() + 240
         while True:
             try:
-                httpx.get(f"{url}/openapi.json", timeout=5)
+                httpx2.get(f"{url}/openapi.json", timeout=5)
                 break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
         idle = _peak_kb(gateway.pid)
         started = time.monotonic()
-        answer = httpx.post(f"{url}/api/v1/generate-descriptions", content=body, timeout=300,
+        answer = httpx2.post(f"{url}/api/v1/generate-descriptions", content=body, timeout=300,
                             headers={"content-type": "application/json"})
         took = time.monotonic() - started
         peak = _peak_kb(gateway.pid)

@@ -1,9 +1,9 @@
 """Scenario 5, image checks: URLs per second through `lotlens_common.images.check_images` against the
 bench's image server, at the vision-batcher's concurrency (64) and with its client settings.
 
-Floors: the same URLs with plain httpx HEAD requests at the same concurrency, (a) one connection
-per worker (the fastest plain httpx), (b) through one shared client built like the vision-batcher's
-(`httpx.AsyncClient(timeout=10, follow_redirects=False)`: 100 connections, 20 kept alive).
+Floors: the same URLs with plain httpx2 HEAD requests at the same concurrency, (a) one connection
+per worker (the fastest plain httpx2), (b) through one shared client built like the vision-batcher's
+(`httpx2.AsyncClient(timeout=10, follow_redirects=False)`: 100 connections, 20 kept alive).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 
-import httpx
+import httpx2
 
 from bench import floor
 from bench.context import Context
@@ -31,7 +31,7 @@ def checked_rate(url_list: Sequence[str], concurrency: int) -> float:
     """URLs per second through check_images (all must come back valid)."""
 
     async def run() -> float:
-        async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client:
+        async with httpx2.AsyncClient(timeout=10.0, follow_redirects=False) as client:
             started = time.perf_counter()
             result = await check_images(url_list, client, allow_loopback=True, concurrency=concurrency)
             elapsed = time.perf_counter() - started
@@ -45,12 +45,12 @@ def checked_rate(url_list: Sequence[str], concurrency: int) -> float:
 
 
 def floor_rate(url_list: Sequence[str], concurrency: int) -> float:
-    """URLs per second with plain httpx HEADs, one connection per worker."""
+    """URLs per second with plain httpx2 HEADs, one connection per worker."""
     return len(url_list) / floor.head_urls(url_list, concurrency)
 
 
 def shared_rate(url_list: Sequence[str], concurrency: int) -> float:
-    """URLs per second with plain httpx HEADs through one shared client (vision-batcher settings)."""
+    """URLs per second with plain httpx2 HEADs through one shared client (vision-batcher settings)."""
     return len(url_list) / floor.head_urls_shared(url_list, concurrency)
 
 
@@ -63,8 +63,8 @@ def run(ctx: Context) -> list[Row]:
         got["shared"].append(shared_rate(urls(ctx.images, s.image_urls), s.image_concurrency))
         got["checked"].append(checked_rate(urls(ctx.images, s.image_urls), s.image_concurrency))
         ctx.log(
-            f"images run {number}: check_images {got['checked'][-1]:.0f} URLs/s, plain httpx "
-            f"{got['floor'][-1]:.0f}/s, plain httpx on one shared client {got['shared'][-1]:.0f}/s"
+            f"images run {number}: check_images {got['checked'][-1]:.0f} URLs/s, plain httpx2 "
+            f"{got['floor'][-1]:.0f}/s, plain httpx2 on one shared client {got['shared'][-1]:.0f}/s"
         )
     what = f"({s.image_urls} URLs, concurrency {s.image_concurrency})"
     return [
@@ -75,15 +75,15 @@ def run(ctx: Context) -> list[Row]:
             got["checked"],
             got["floor"],
             higher_is_better=True,
-            notes="floor = plain httpx HEAD, one connection per worker",
+            notes="floor = plain httpx2 HEAD, one connection per worker",
         ),
         Row(
             "5 images",
-            f"URLs checked/s vs shared-client httpx {what}",
+            f"URLs checked/s vs shared-client httpx2 {what}",
             "URLs/s",
             got["checked"],
             got["shared"],
             higher_is_better=True,
-            notes="floor = plain httpx HEAD through one client built like the vision-batcher's",
+            notes="floor = plain httpx2 HEAD through one client built like the vision-batcher's",
         ),
     ]

@@ -13,14 +13,14 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from bench import floor
 from bench.config import gateway
 
 
-def submit(client: httpx.Client, body: bytes) -> tuple[float, dict[str, Any]]:
+def submit(client: httpx2.Client, body: bytes) -> tuple[float, dict[str, Any]]:
     """POST the body; (seconds from first byte to the 201, the 201's JSON)."""
     started = time.perf_counter()
     response = client.post(

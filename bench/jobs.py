@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import httpx2
 
 from bench import floor, intake, kafkautil, payload, pipeline, stackctl
 from bench.config import pipeline_topics
@@ -113,7 +113,7 @@ def paused_intake(ctx: Context, lots: list[dict[str, Any]]) -> float:
 
 def _standin_batches(ctx: Context) -> int:
     url = f"http://127.0.0.1:{ctx.settings.stack.standin_port}/_standin/stats"
-    return int(httpx.get(url, timeout=30).json()["batches_created"])
+    return int(httpx2.get(url, timeout=30).json()["batches_created"])
 
 
 def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[float]]]:
@@ -132,7 +132,7 @@ def run(ctx: Context, watch: MemoryWatch) -> tuple[list[Row], dict[str, list[flo
         if s.distinct_lots:
             lots = payload.lots(s.distinct_lots, s.images_per_lot, ctx.images)
             distinct = one_job(ctx, lots, intake_topic, None)
-            # The image part of its floor: plain httpx HEADs of the same URLs, at the checker's concurrency.
+            # The image part of its floor: plain httpx2 HEADs of the same URLs, at the checker's concurrency.
             urls = [image["url"] for lot in lots for image in lot["images"]]
             distinct.pipeline_floor["HEAD urls"] = floor.head_urls(urls, s.image_concurrency)
     finally:
@@ -225,7 +225,7 @@ def _distinct_rows(ctx: Context, job: JobRun) -> list[Row]:
             "s",
             [job.pipeline_s],
             [job.pipeline_floor["total_s"] + job.pipeline_floor["HEAD urls"]],
-            notes="floor = 4 bare Kafka hops + COPY + plain httpx HEAD of the URLs (64 at a time)",
+            notes="floor = 4 bare Kafka hops + COPY + plain httpx2 HEAD of the URLs (64 at a time)",
             extra={"stages": job.stages, "job": job.summary},
         ),
         Row(
@@ -236,7 +236,7 @@ def _distinct_rows(ctx: Context, job: JobRun) -> list[Row]:
             [job.pipeline_floor["hop LotSubmitted"] + job.pipeline_floor["HEAD urls"]],
             notes=(
                 f"= {urls / vision if vision else 0:.0f} URLs/s checked inside the vision-batcher; "
-                "floor = hop LotSubmitted + plain httpx HEAD of the URLs"
+                "floor = hop LotSubmitted + plain httpx2 HEAD of the URLs"
             ),
         ),
     ]

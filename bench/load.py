@@ -1,10 +1,10 @@
-"""`python -m bench.load`: an asyncio httpx load generator, bounded in requests and in time.
+"""`python -m bench.load`: an asyncio httpx2 load generator, bounded in requests and in time.
 
     python -m bench.load URL [URL ...] --connections 64 --requests 4000 --seconds 5 \
         --header "X-Signature: sha256=..."
 
 Each URL is loaded in turn (a floor and the real thing share one process start): `connections`
-workers, each with its own one-connection httpx client, GET the URL until the request budget or
+workers, each with its own one-connection httpx2 client, GET the URL until the request budget or
 the time is spent. Prints one JSON line, a list with per URL: requests, errors, status counts,
 elapsed seconds, requests per second, p50/p99 latency (ms). Run it as a subprocess so its
 event loop does not share a GIL with what it measures.
@@ -19,12 +19,12 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from bench.stats import percentile
 
-ONE = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+ONE = httpx2.Limits(max_connections=1, max_keepalive_connections=1)
 
 
 async def run(
@@ -34,16 +34,16 @@ async def run(
     latencies: list[float] = []
     statuses: Counter[str] = Counter()
     issued = 0
-    # One client (one connection) per worker: httpcore's shared pool does O(connections) work per
+    # One client (one connection) per worker: httpcore2's shared pool does O(connections) work per
     # request under one lock, and at 64 connections the generator, not the server, was the limit.
-    clients = [httpx.AsyncClient(limits=ONE, timeout=30.0, headers=headers) for _ in range(connections)]
+    clients = [httpx2.AsyncClient(limits=ONE, timeout=30.0, headers=headers) for _ in range(connections)]
     try:
         # Open every connection first (not counted).
         await asyncio.gather(*(c.get(url) for c in clients), return_exceptions=True)
         started = time.perf_counter()
         deadline = started + seconds
 
-        async def worker(client: httpx.AsyncClient) -> None:
+        async def worker(client: httpx2.AsyncClient) -> None:
             nonlocal issued
             while issued < requests and time.perf_counter() < deadline:
                 issued += 1
@@ -51,7 +51,7 @@ async def run(
                 try:
                     response = await client.get(url)
                     statuses[str(response.status_code)] += 1
-                except httpx.HTTPError as exc:
+                except httpx2.HTTPError as exc:
                     statuses[type(exc).__name__] += 1
                 latencies.append((time.perf_counter() - sent) * 1000)
 

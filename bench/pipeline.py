@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import httpx
+import httpx2
 
 from bench import floor, kafkautil
 from bench.config import gateway
@@ -35,7 +35,7 @@ STAGES = (
 HOPS = ("LotSubmitted", "VisionCompleted", "TranslationCompleted", "JobCompleted")
 
 
-def wait_done(client: httpx.Client, key: str, job_id: str, timeout_s: float) -> tuple[float, dict[str, Any]]:
+def wait_done(client: httpx2.Client, key: str, job_id: str, timeout_s: float) -> tuple[float, dict[str, Any]]:
     """Poll batch-status every 50 ms; (seconds until terminal, the last status document)."""
     started = time.perf_counter()
     headers = job_headers(key, job_id)

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from bench import floor, intake, payload, pipeline, procs
 from bench.config import gateway
@@ -43,7 +43,7 @@ def endpoints(job_id: str) -> dict[str, str]:
 
 def saved_body(url: str, headers: dict[str, str]) -> Path:
     """The gateway's answer for the URL, saved for the bare app to serve."""
-    response = httpx.get(url, headers=headers, timeout=30)
+    response = httpx2.get(url, headers=headers, timeout=30)
     response.raise_for_status()
     path = Path(tempfile.mkstemp(prefix="bench-body-", suffix=".json")[1])
     path.write_bytes(response.content)

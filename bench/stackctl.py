@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from bench import namespace
 from bench.config import ROOT, SERVICES, StackEnv, database_url, gateway, state_dir
@@ -64,8 +64,8 @@ def down() -> None:
 def is_up() -> bool:
     """True when the gateway answers /health with 200."""
     try:
-        return httpx.get(f"{gateway()}/health", timeout=5).status_code == 200
-    except httpx.HTTPError:
+        return httpx2.get(f"{gateway()}/health", timeout=5).status_code == 200
+    except httpx2.HTTPError:
         return False
 
 

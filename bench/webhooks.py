@@ -2,7 +2,7 @@
 `JobCompleted` (`occurred_at`) to each delivery's first attempt (the receiver's arrival time).
 
 A job of H lots is submitted whose lots each name a distinct webhook URL on the receiver, so its
-completion schedules H deliveries at once. Floor: plain httpx POSTing the very bodies the receiver
+completion schedules H deliveries at once. Floor: plain httpx2 POSTing the very bodies the receiver
 got, to the same URLs, at the dispatcher's concurrency.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 
 from bench import floor, intake, kafkautil, payload, pipeline
@@ -27,13 +27,13 @@ Arrival = tuple[float, str, str]
 
 def records(receiver: str) -> list[Arrival]:
     """Everything the receiver got since its last reset: (unix time, path, body)."""
-    rows: list[list[Any]] = orjson.loads(httpx.get(f"{receiver}/_records", timeout=30).content)
+    rows: list[list[Any]] = orjson.loads(httpx2.get(f"{receiver}/_records", timeout=30).content)
     return [(float(t), str(path), str(body)) for t, path, body in rows]
 
 
 def reset(receiver: str) -> None:
     """Forget the receiver's arrivals."""
-    httpx.get(f"{receiver}/_reset", timeout=30).raise_for_status()
+    httpx2.get(f"{receiver}/_reset", timeout=30).raise_for_status()
 
 
 def wait_arrivals(receiver: str, count: int, timeout_s: float) -> list[Arrival]:
@@ -71,7 +71,7 @@ def summary(arrivals: list[Arrival], completed_at: float) -> Delivered:
 
 
 def floor_rate(receiver: str, arrivals: list[Arrival], concurrency: int) -> float:
-    """Plain httpx posting the same bodies to the same URLs; deliveries per second."""
+    """Plain httpx2 posting the same bodies to the same URLs; deliveries per second."""
     pairs = [(f"{receiver}{path}", body.encode()) for _, path, body in arrivals]
     elapsed = floor.post_bodies(pairs, concurrency)
     return len(pairs) / elapsed
@@ -121,7 +121,7 @@ def run(ctx: Context) -> list[Row]:
             got["rate"],
             got["floor"],
             higher_is_better=True,
-            notes=f"floor = plain httpx, same bodies, concurrency {s.hook_concurrency}",
+            notes=f"floor = plain httpx2, same bodies, concurrency {s.hook_concurrency}",
         ),
         Row(
             "4 webhooks",
@@ -145,6 +145,6 @@ def run(ctx: Context) -> list[Row]:
             "ms",
             got["p99"],
             span_floor,
-            notes="floor = time plain httpx needs to post all the bodies",
+            notes="floor = time plain httpx2 needs to post all the bodies",
         ),
     ]

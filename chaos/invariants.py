@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 
-import httpx
+import httpx2
 from sqlalchemy import Engine, func, select
 
 from chaos.stack import ChaosStack
@@ -96,7 +96,7 @@ def _refused(engine: Engine, out: Submitted) -> list[str]:
 
 def _batches(stack: ChaosStack) -> list[str]:
     found: list[str] = []
-    created = httpx.get(f"{stack.standin_url}/_standin/stats", timeout=30).json()["batch_metadata"]
+    created = httpx2.get(f"{stack.standin_url}/_standin/stats", timeout=30).json()["batch_metadata"]
     keys = Counter(
         (b.get("lotlens_stage"), b.get("lotlens_shard_id"), b.get("lotlens_attempt")) for b in created
     )
@@ -104,7 +104,7 @@ def _batches(stack: ChaosStack) -> list[str]:
     headers = {"Authorization": "Bearer chaos-standin"}
     after: str | None = None
     while True:
-        page = httpx.get(
+        page = httpx2.get(
             f"{stack.standin_url}/v1/batches",
             headers=headers,
             timeout=30,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from tests.servers import free_port
 
@@ -58,9 +58,9 @@ class Toxiproxy:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                httpx.get(f"{self.api}/version", timeout=2).raise_for_status()
+                httpx2.get(f"{self.api}/version", timeout=2).raise_for_status()
                 return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.2)
         raise RuntimeError(f"toxiproxy did not answer on {self.api}")
 
@@ -68,7 +68,7 @@ class Toxiproxy:
         """A proxy to a loopback port; returns the port it listens on."""
         port = free_port()
         body = {"name": name, "listen": f"127.0.0.1:{port}", "upstream": f"127.0.0.1:{upstream_port}"}
-        httpx.post(f"{self.api}/proxies", json=body, timeout=10).raise_for_status()
+        httpx2.post(f"{self.api}/proxies", json=body, timeout=10).raise_for_status()
         self.ports[name] = port
         return port
 
@@ -77,12 +77,12 @@ class Toxiproxy:
         toxic, attributes = TOXICS[kind]
         for stream in ("downstream", "upstream"):
             body = {"name": f"{kind}-{stream}", "type": toxic, "stream": stream, "attributes": attributes}
-            httpx.post(f"{self.api}/proxies/{proxy}/toxics", json=body, timeout=10).raise_for_status()
+            httpx2.post(f"{self.api}/proxies/{proxy}/toxics", json=body, timeout=10).raise_for_status()
 
     def clear(self, proxy: str, kind: str) -> None:
         """End a fault: remove its toxics."""
         for stream in ("downstream", "upstream"):
-            httpx.delete(f"{self.api}/proxies/{proxy}/toxics/{kind}-{stream}", timeout=10).raise_for_status()
+            httpx2.delete(f"{self.api}/proxies/{proxy}/toxics/{kind}-{stream}", timeout=10).raise_for_status()
 
     def stop(self) -> None:
         """Stop the server."""

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from chaos.network import Toxiproxy
@@ -187,9 +187,9 @@ class ChaosStack:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{self.url}/health", timeout=3).status_code == 200:
+                if httpx2.get(f"{self.url}/health", timeout=3).status_code == 200:
                     return True
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.5)
         return False

@@ -37,3 +37,11 @@ def seed_client_class() -> Any:
 def seed_webhook_verifier() -> Any:
     """`verify_webhook_signature` exactly as seed 003 prints it."""
     return load("### Верификация webhook подписи")["verify_webhook_signature"]
+
+
+def bash_block_after(heading: str) -> str:
+    """The first ```bash block after a heading of seed 004."""
+    text = API_V1.read_text(encoding="utf-8")
+    match = re.search(r"```bash\n(.*?)```", text[text.index(heading):], re.S)
+    assert match is not None, heading
+    return match.group(1)

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import uvicorn
 
 from lotlens_openai_standin import StandinConfig, create_app
@@ -34,7 +34,7 @@ class Standin:
     """A running stand-in: its `/v1` base URL and its `/_standin/` controls."""
 
     base_url: str
-    control: httpx.Client
+    control: httpx2.Client
     api_key: str | None
     # Holds every exchange to the OpenAI description (see serve_standin).
     recorder: SpecRecorder
@@ -69,7 +69,7 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
         time.sleep(0.01)
     base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=base, timeout=10) as control:
+        with httpx2.Client(base_url=base, timeout=10) as control:
             yield Standin(f"{base}/v1", control, config.api_key, recorder)
     finally:
         server.should_exit = True
@@ -91,9 +91,9 @@ def standin_process(state_dir: Path, port: int, **env: str) -> Iterator[subproce
             assert process.poll() is None, "the stand-in exited on start"
             assert time.monotonic() < deadline, "the stand-in did not start"
             try:
-                httpx.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1).raise_for_status()
+                httpx2.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1).raise_for_status()
                 break
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 time.sleep(0.05)
         yield process
     finally:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+import httpx2
 
 from lotlens_common.settings import TopicSettings
 from tests.conftest import ROOT, Infra
@@ -109,9 +109,9 @@ class Stack:
                 if process.poll() is not None:
                     raise RuntimeError(f"{name} exited: {self.log_tail(name)}")
             try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                if httpx2.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 pass
             time.sleep(0.3)
         raise TimeoutError(f"gateway not healthy: {self.log_tail('gateway')}")

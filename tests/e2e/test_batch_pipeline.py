@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 import standardwebhooks
 from sqlalchemy import Engine, func, select
@@ -20,6 +20,7 @@ from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
+from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class, seed_webhook_verifier
 from tests.servers import WebhookReceiver
 
@@ -28,26 +29,10 @@ pytestmark = pytest.mark.e2e
 LANGUAGES = ["en", "de", "pt-BR", "zh-Hant"]
 
 
-def cars(images: str, count: int, prefix: str) -> list[dict[str, Any]]:
-    """Lots in the seed client's `cars_data` shape; the second lot of each has a broken image."""
-    return [{
-        "lot_id": f"{prefix}-{i}",
-        "additional_info": f"Car {i}, front collision",
-        "image_urls": [f"{images}/{prefix}-{i}-a.png"]
-        + ([f"{images}/{prefix}-{i}-missing.png"] if i == 1 else [f"{images}/{prefix}-{i}-b.png"]),
-    } for i in range(count)]
-
-
 def expected_english(i: int) -> str:
     # The stand-in's documented deterministic answer: images seen, then the lot's notes.
     return f"<p>Standin vision: 2 image(s) reviewed. Car {i}, front collision</p>" if i != 1 else \
         "<p>Standin vision: 1 image(s) reviewed. Car 1, front collision</p>"
-
-
-def wait_for_webhook(receiver: WebhookReceiver, seconds: float = 30, count: int = 1) -> None:
-    deadline = time.monotonic() + seconds
-    while len(receiver.received) < count and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
 def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], count: int,
@@ -56,7 +41,7 @@ def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], coun
     deadline = time.monotonic() + seconds
     deliveries: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        answer = httpx.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
+        answer = httpx2.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
         assert answer.status_code == 200, answer.text
         deliveries = answer.json()["deliveries"]
         if sum(d["status"] == "delivered" for d in deliveries) >= count:
@@ -128,7 +113,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
 
     # The customer asks for the webhook again: a new delivery, recorded with its attempt.
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    replay = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
+    replay = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
     assert replay.status_code == 202, replay.text
     wait_for_webhook(receiver, count=2)
     assert receiver.received[1].body == hook.body
@@ -163,7 +148,7 @@ def test_killing_the_vision_batcher_at_a_fault_point_and_the_result_store_loses_
             select(func.count()).where(descriptions.c.job_id == job_id)).scalar_one()
     assert lot_rows == 20
     assert text_rows == 40
-    created = httpx.get(f"{stack.standin_url}/_standin/stats").json()["batch_metadata"]
+    created = httpx2.get(f"{stack.standin_url}/_standin/stats").json()["batch_metadata"]
     shards = [(b["lotlens_stage"], b["lotlens_shard_id"], b["lotlens_attempt"]) for b in created]
     assert shards and len(shards) == len(set(shards)), f"a shard's batch was created twice: {shards}"
 
@@ -193,11 +178,11 @@ def test_a_jobs_failed_lots_are_retried_as_a_linked_job(stack: Stack, images: st
     assert results["processing_summary"]["failed_lots"] == 1
 
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    retried = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    retried = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
     assert retried.status_code == 201, retried.text
     new_id_ = retried.json()["job_id"]
     assert retried.json()["total_lots"] == 1 and retried.json()["retry_of"] == job_id
-    again = httpx.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
+    again = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/retry-failed", headers=headers)
     assert again.status_code == 200 and again.json()["job_id"] == new_id_
 
     with LotLensClient(stack.url, stack.client_key) as sdk:

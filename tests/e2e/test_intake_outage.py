@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from confluent_kafka import Consumer
 from sqlalchemy import Engine, func, select
@@ -60,11 +60,11 @@ def outage_stack(infra: Infra, broker: PrivateKafka, stack_engine: Engine, tmp_p
         running.down()
 
 
-def submit(stack: Stack, lot_list: list[dict[str, Any]]) -> tuple[httpx.Response, float]:
+def submit(stack: Stack, lot_list: list[dict[str, Any]]) -> tuple[httpx2.Response, float]:
     signature = sign(stack.client_key, json.dumps(lot_list, separators=(",", ":"), sort_keys=True).encode())
     body = {"signature": signature, "languages": LANGUAGES, "lots": lot_list}
     started = time.monotonic()
-    answer = httpx.post(f"{stack.url}/api/v1/generate-descriptions", json=body, timeout=120)
+    answer = httpx2.post(f"{stack.url}/api/v1/generate-descriptions", json=body, timeout=120)
     return answer, time.monotonic() - started
 
 
@@ -74,7 +74,7 @@ def two_lots(images: str, prefix: str) -> list[dict[str, Any]]:
 
 
 def status(stack: Stack, job_id: str) -> str:
-    answer = httpx.get(f"{stack.url}/api/v1/batch-status/{job_id}",
+    answer = httpx2.get(f"{stack.url}/api/v1/batch-status/{job_id}",
                        headers={"X-Signature": sign(stack.client_key, job_id.encode())}, timeout=30)
     assert answer.status_code == 200, answer.text
     return str(answer.json()["status"])

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, select
 
@@ -29,9 +29,9 @@ def assert_clean(html: str) -> None:
     assert "<b>bold</b>" in html and "details" in html  # allowed tags and text are kept
 
 
-def submit(stack: Stack, lots: list[dict[str, Any]]) -> httpx.Response:
+def submit(stack: Stack, lots: list[dict[str, Any]]) -> httpx2.Response:
     signature = sign(stack.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
-    return httpx.post(f"{stack.url}/api/v1/generate-descriptions", timeout=120,
+    return httpx2.post(f"{stack.url}/api/v1/generate-descriptions", timeout=120,
                       json={"signature": signature, "languages": ["en", "de"], "lots": lots})
 
 
@@ -47,7 +47,7 @@ def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_
     signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        results = httpx.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
+        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
         if results.status_code == 200:
             break
         time.sleep(0.5)

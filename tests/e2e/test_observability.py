@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
@@ -22,7 +22,7 @@ from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from tests.conftest import ROOT, Infra, new_id
 from tests.e2e.harness import Stack
-from tests.e2e.test_batch_pipeline import cars, wait_for_webhook
+from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, free_port
 
@@ -66,7 +66,7 @@ def ops_url(stack: Stack, service: str) -> str:
 
 
 def scrape(url: str) -> str:
-    answer = httpx.get(f"{url}/metrics", timeout=5)
+    answer = httpx2.get(f"{url}/metrics", timeout=5)
     assert answer.status_code == 200, answer.text
     return answer.text
 
@@ -103,14 +103,14 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
 
     for service in ("gateway", *CONSUMER_GROUPS):
         url = ops_url(observed, service)
-        live = httpx.get(f"{url}/livez", timeout=5)
+        live = httpx2.get(f"{url}/livez", timeout=5)
         assert live.status_code == 200 and live.json()["status"] == "alive", (service, live.text)
-        ready = httpx.get(f"{url}/readyz", timeout=5)
+        ready = httpx2.get(f"{url}/readyz", timeout=5)
         assert ready.status_code == 200, (service, ready.text)
         assert set(ready.json()["checks"].values()) == {"ok"} and {"database", "kafka"} <= set(
             ready.json()["checks"]), service
 
-    health = eventually(lambda: (h := httpx.get(f"{observed.url}/health", timeout=5).json())
+    health = eventually(lambda: (h := httpx2.get(f"{observed.url}/health", timeout=5).json())
                         ["openai"] != "unknown" and h)
     assert {"status", "service", "timestamp", "version", "database", "background_worker"} <= set(health)
     assert health["openai"] == "reachable"
@@ -149,7 +149,7 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
     # no per-request lines of the HTTP clients.
     for service in ("gateway", *CONSUMER_GROUPS):
         entries = [json.loads(line) for line in (observed.logs / f"{service}.log").read_text().splitlines()]
-        assert not [e for e in entries if e["logger"].startswith(("httpx", "httpcore", "openai"))
+        assert not [e for e in entries if e["logger"].startswith(("httpx2", "httpcore2", "openai"))
                     and e["level"] == "INFO"], service
         about = [e for e in entries if job_id in e["msg"]]
         assert all(e.get("job_id") == job_id for e in about), (service, about[:3])
@@ -182,18 +182,18 @@ def test_a_consumer_without_its_database_stays_alive_reports_unready_and_exports
         def lag() -> float:
             try:
                 text = scrape(url)
-            except httpx.HTTPError:
+            except httpx2.HTTPError:
                 return 0
             values = [v for labels, v in samples(text, "lotlens_kafka_consumer_lag_messages")
                       if labels["group"] == group]
             return sum(values) if len(values) == topics.partitions else 0
 
         assert eventually(lag) == waiting
-        ready = httpx.get(f"{url}/readyz", timeout=10)
+        ready = httpx2.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
         checks = ready.json()["checks"]
         assert checks["kafka"] == "ok" and checks["database"] != "ok"
-        live = httpx.get(f"{url}/livez", timeout=5)
+        live = httpx2.get(f"{url}/livez", timeout=5)
         assert live.status_code == 200, live.text
     finally:
         stack.down()

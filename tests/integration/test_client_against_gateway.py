@@ -26,7 +26,7 @@ from lotlens_client import (
 )
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
@@ -35,13 +35,6 @@ from tests.integration.test_gateway_support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import Gateway, running_gateway
+from tests.integration.gateway_support import Gateway, running_gateway
 
 pytestmark = pytest.mark.integration
 

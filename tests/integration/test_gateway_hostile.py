@@ -6,12 +6,12 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import Gateway, make_lots, running_gateway, stub_resolver
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway, stub_resolver
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
         yield running
 
 
-def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+def error_of(response: httpx2.Response, status: int) -> dict[str, Any]:
     assert response.status_code == status, response.text[:500]
     body: dict[str, Any] = response.json()
     assert {"error", "message", "code"} <= set(body)
@@ -37,7 +37,7 @@ def nested_lots(depth: int, leaf: str = "x") -> bytes:
 
 
 def test_nesting_deep_enough_to_recurse_is_400_and_the_connection_stays_usable(gateway: Gateway) -> None:
-    with httpx.Client(base_url=gateway.url, timeout=30) as client:
+    with httpx2.Client(base_url=gateway.url, timeout=30) as client:
         for body in (nested_lots(1000), nested_lots(970), nested_lots(900, "a\u0000b")):
             answer = client.post("/api/v1/generate-descriptions", content=body)
             assert answer.status_code in (400, 403), answer.text[:300]  # never a 500

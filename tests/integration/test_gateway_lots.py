@@ -3,35 +3,25 @@ the job runs too (batch-results answers 202 then)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, insert
 
-from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import lots
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
     make_lots,
-    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
 PATH = "/api/v1/batch-jobs/{job_id}/lots"
 
 
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    with running_gateway(settings, engine) as running:
-        yield running
-
-
-def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx.Response:
+def page(gateway: Gateway, job_id: str, query: str = "", key: str | None = None) -> httpx2.Response:
     signature = {"X-Signature": gateway.sign(job_id, key)}
-    return httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}?{query}", headers=signature, timeout=30)
+    return httpx2.get(f"{gateway.url}{PATH.format(job_id=job_id)}?{query}", headers=signature, timeout=30)
 
 
 def test_lots_come_a_page_at_a_time_in_request_order_and_by_status(gateway: Gateway, engine: Engine) -> None:
@@ -62,6 +52,6 @@ def test_a_running_jobs_lots_are_listed_and_strangers_and_bad_queries_refused(
     listed = [(lot["lot_id"], lot["status"]) for lot in running["lots"]]
     assert listed == [("r0", "translating"), ("r1", "pending")]
     assert page(gateway, job_id, key=gateway.other_key).status_code == 404
-    assert httpx.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
+    assert httpx2.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
     assert page(gateway, job_id, "limit=501").status_code == 422
     assert page(gateway, job_id, "status=lost").status_code == 422

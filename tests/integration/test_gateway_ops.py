@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterator
 
-import httpx
+import httpx2
 import jsonschema
 import pytest
 from confluent_kafka import Consumer
@@ -17,7 +17,7 @@ from lotlens_common.read_models import JobView
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
@@ -27,13 +27,6 @@ from tests.integration.test_gateway_support import (
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 @pytest.fixture()
@@ -47,7 +40,7 @@ def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(
     # A group prefix of our own: pipeline services other tests run must not count as ours.
     kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=new_id("idle-"))
     with running_gateway(settings, engine, kafka=kafka) as gw:
-        response = httpx.get(f"{gw.url}/health")
+        response = httpx2.get(f"{gw.url}/health")
     assert response.status_code == 200
     body = response.json()
     assert body["service"] == "lotlens-gateway" and body["timestamp"].endswith("Z") and body["version"]
@@ -72,7 +65,7 @@ def test_health_is_healthy_when_every_consumer_group_has_members(
             for consumer in consumers:
                 consumer.poll(0.1)
         with running_gateway(settings, engine, kafka=kafka, health_cache_s=0) as gw:
-            body = httpx.get(f"{gw.url}/health").json()
+            body = httpx2.get(f"{gw.url}/health").json()
         assert body["status"] == "healthy" and body["background_worker"] == "running", body
         assert all(group["members"] == 1 for group in body["consumer_groups"].values())
     finally:
@@ -82,20 +75,20 @@ def test_health_is_healthy_when_every_consumer_group_has_members(
 
 def test_health_is_503_when_kafka_or_postgresql_is_down(settings: ServiceSettings, engine: Engine) -> None:
     with running_gateway(settings, engine, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9")) as gw:
-        response = httpx.get(f"{gw.url}/health", timeout=30)
+        response = httpx2.get(f"{gw.url}/health", timeout=30)
         assert response.status_code == 503
         assert response.json()["kafka"] == "disconnected" and response.json()["status"] == "unhealthy"
         # The probes: not ready (out of the Service), yet alive (no restart for a dependency blip).
-        ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+        ready = httpx2.get(f"{gw.url}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["checks"]["kafka"] == "disconnected"
-        assert httpx.get(f"{gw.url}/livez", timeout=5).status_code == 200
+        assert httpx2.get(f"{gw.url}/livez", timeout=5).status_code == 200
     dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"))
     with running_gateway(settings, dead_db) as gw:
-        response = httpx.get(f"{gw.url}/health", timeout=30)
+        response = httpx2.get(f"{gw.url}/health", timeout=30)
         assert response.status_code == 503 and response.json()["database"] == "disconnected"
-        ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+        ready = httpx2.get(f"{gw.url}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["checks"]["database"] == "disconnected"
-        assert httpx.get(f"{gw.url}/livez", timeout=5).status_code == 200
+        assert httpx2.get(f"{gw.url}/livez", timeout=5).status_code == 200
         # Requests that need the database answer 503 with the contract's body, not a trace.
         status = gw.get_job("/api/v1/batch-status/{job_id}", "some-job")
         assert status.status_code == 503 and status.json()["code"] == "SERVICE_UNAVAILABLE"
@@ -116,7 +109,7 @@ def test_an_unexpected_error_is_a_500_with_the_contract_body(
 
 def test_metrics_count_requests_jobs_and_database_operations(gateway: Gateway) -> None:
     assert gateway.submit(make_lots(2)).status_code == 201
-    text = httpx.get(f"{gateway.url}/metrics").text
+    text = httpx2.get(f"{gateway.url}/metrics").text
     assert 'generation_requests_total{mode="batch"} 1.0' in text
     assert 'generation_duration_seconds_count{mode="batch"} 1.0' in text
     assert "batch_jobs_total" not in text  # the result-store's alone: it sees every status
@@ -127,7 +120,7 @@ def test_metrics_count_requests_jobs_and_database_operations(gateway: Gateway) -
 def test_image_validation_sorts_urls_into_valid_and_unreachable(gateway: Gateway, images: str) -> None:
     urls = [f"{images}/car-1.png", f"{images}/car-missing.png", f"{images}/car-2.png", f"{images}/page.html"]
     raw = json.dumps({"urls": urls}).encode()
-    response = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
+    response = httpx2.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
                           headers={"X-Signature": gateway.sign(raw), "Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -139,19 +132,19 @@ def test_image_validation_sorts_urls_into_valid_and_unreachable(gateway: Gateway
 
 def test_image_validation_needs_a_signature_over_the_body(gateway: Gateway, images: str) -> None:
     raw = json.dumps({"urls": [f"{images}/car-1.png"]}).encode()
-    unsigned = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw)
+    unsigned = httpx2.post(f"{gateway.url}/api/v1/test-image-validation", content=raw)
     assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
-    wrong = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
+    wrong = httpx2.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
                        headers={"X-Signature": gateway.sign(raw + b" ")})
     assert wrong.status_code == 403
     empty = json.dumps({"urls": []}).encode()
-    refused = httpx.post(f"{gateway.url}/api/v1/test-image-validation", content=empty,
+    refused = httpx2.post(f"{gateway.url}/api/v1/test-image-validation", content=empty,
                          headers={"X-Signature": gateway.sign(empty)})
     assert refused.status_code == 422 and refused.json()["code"] == "VALIDATION_ERROR"
 
 
 def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, engine: Engine) -> None:
-    document = httpx.get(f"{gateway.url}/openapi.json").json()
+    document = httpx2.get(f"{gateway.url}/openapi.json").json()
     paths = document["paths"]
     for path in ("/api/v1/generate-descriptions", "/api/v1/batch-status/{job_id}",
                  "/api/v1/batch-results/{job_id}",
@@ -178,9 +171,9 @@ def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, eng
     running = insert_running_job(engine, gateway.client_id)
     check(gateway.get_job("/api/v1/batch-results/{job_id}", running).json(), "NotCompleted")
     check(gateway.list_jobs("limit=5").json(), "JobList")
-    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{running}/cancel",
+    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{running}/cancel",
                         headers={"X-Signature": gateway.sign(running)})
     check(cancel.json(), "Cancelled")
-    check(httpx.post(f"{gateway.url}/api/v1/batch-jobs/{finished}/cancel",
+    check(httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{finished}/cancel",
                      headers={"X-Signature": gateway.sign(finished)}).json(), "CannotCancel")
-    check(httpx.get(f"{gateway.url}/health").json(), "Health")
+    check(httpx2.get(f"{gateway.url}/health").json(), "Health")

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, create_engine, func, select
 
@@ -20,7 +20,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import Gateway, consume, make_lots, running_gateway
+from tests.integration.gateway_support import Gateway, consume, make_lots, running_gateway
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -35,13 +35,6 @@ def gateway_without_kafka(settings: ServiceSettings, engine: Engine) -> Iterator
     """A gateway whose broker is unreachable (its relay cannot publish)."""
     with running_gateway(settings, engine, kafka=DEAD_KAFKA, outbox_publish_timeout_s=1.0) as gw:
         yield gw
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 def backlog(gw: Gateway) -> float:
@@ -73,7 +66,7 @@ def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
     while backlog(gw) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert backlog(gw) >= 4
-    assert "lotlens_outbox_oldest_age_seconds" in httpx.get(f"{gw.url}/metrics").text
+    assert "lotlens_outbox_oldest_age_seconds" in httpx2.get(f"{gw.url}/metrics").text
 
 
 def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
@@ -81,7 +74,7 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     gw = gateway_without_kafka
     lot_list = make_lots(3)
     job_id = gw.submit(lot_list).json()["job_id"]
-    cancel = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+    cancel = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
                         headers={"X-Signature": gw.sign(job_id)}, timeout=30)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gw, job_id) == "cancelled"
@@ -90,14 +83,14 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     found = results.json()["results"]["lots"]
     assert [lot["lot_id"] for lot in found] == [lot["lot_id"] for lot in lot_list]
     assert {lot["status"] for lot in found} == {"cancelled"}
-    again = httpx.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+    again = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
     assert again.status_code == 400 and again.json()["status"] == "cancelled"
 
 
 def test_cancel_then_an_immediate_status_says_cancelled_with_kafka_up(gateway: Gateway) -> None:
     job_id = gateway.submit(make_lots(2)).json()["job_id"]
-    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gateway, job_id) == "cancelled"

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import httpx2
 import orjson
 import pytest
 from sqlalchemy import Engine, insert
@@ -18,23 +17,16 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import openai_batches
 from lotlens_gateway.results import iter_results_document
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     consume,
     insert_finished_job,
     insert_running_job,
     make_lots,
-    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 STATUS = "/api/v1/batch-status/{job_id}"
 RESULTS = "/api/v1/batch-results/{job_id}"
@@ -104,7 +96,7 @@ def test_results_of_a_finished_job_list_every_lot_in_request_order(gateway: Gate
 def test_the_download_streams_the_same_document_as_an_attachment(gateway: Gateway, engine: Engine) -> None:
     job_id = insert_finished_job(engine, gateway.client_id, make_lots(2500), ["en", "de"])
     plain = gateway.get_job(RESULTS, job_id)
-    with httpx.stream("GET", f"{gateway.url}{DOWNLOAD.format(job_id=job_id)}",
+    with httpx2.stream("GET", f"{gateway.url}{DOWNLOAD.format(job_id=job_id)}",
                       headers={"X-Signature": gateway.sign(job_id)}) as download:
         assert download.status_code == 200
         disposition = f'attachment; filename="batch_results_{job_id}.json"'
@@ -143,7 +135,7 @@ def test_another_clients_job_and_an_unknown_job_are_404(gateway: Gateway, engine
             response = gateway.get_job(path, job_id)
             assert response.status_code == 404, (path, response.text)
             assert response.json()["code"] == "JOB_NOT_FOUND"
-    cancel = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{theirs}/cancel",
+    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{theirs}/cancel",
                         headers={"X-Signature": gateway.sign(theirs)})
     assert cancel.status_code == 404 and cancel.json()["code"] == "JOB_NOT_FOUND"
     # The owner sees it.
@@ -153,9 +145,9 @@ def test_another_clients_job_and_an_unknown_job_are_404(gateway: Gateway, engine
 def test_polling_without_a_signature_is_401_and_with_a_wrong_one_403(
         gateway: Gateway, engine: Engine) -> None:
     job_id = insert_running_job(engine, gateway.client_id)
-    unsigned = httpx.get(f"{gateway.url}/api/v1/batch-status/{job_id}")
+    unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-status/{job_id}")
     assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
-    other_id = httpx.get(f"{gateway.url}/api/v1/batch-status/{job_id}",
+    other_id = httpx2.get(f"{gateway.url}/api/v1/batch-status/{job_id}",
                          headers={"X-Signature": gateway.sign("another-job-id")})
     assert other_id.status_code == 403 and other_id.json()["code"] == "INVALID_SIGNATURE"
 
@@ -197,9 +189,9 @@ def test_the_job_list_refuses_bad_parameters_and_bad_signatures(gateway: Gateway
         response = gateway.list_jobs(query)
         assert response.status_code == 422, query
         assert response.json()["code"] == "VALIDATION_ERROR"
-    unsigned = httpx.get(f"{gateway.url}/api/v1/batch-jobs?limit=5")
+    unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-jobs?limit=5")
     assert unsigned.status_code == 401
-    signed_other_query = httpx.get(f"{gateway.url}/api/v1/batch-jobs?limit=5",
+    signed_other_query = httpx2.get(f"{gateway.url}/api/v1/batch-jobs?limit=5",
                                    headers={"X-Signature": gateway.sign("limit=6")})
     assert signed_other_query.status_code == 403
 
@@ -207,7 +199,7 @@ def test_the_job_list_refuses_bad_parameters_and_bad_signatures(gateway: Gateway
 def test_cancelling_a_running_job_publishes_job_cancelled(
         gateway: Gateway, engine: Engine, settings: ServiceSettings) -> None:
     job_id = gateway.submit(make_lots(2)).json()["job_id"]
-    response = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+    response = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
                           headers={"X-Signature": gateway.sign(job_id)})
     assert response.status_code == 200, response.text
     body = response.json()
@@ -221,7 +213,7 @@ def test_cancelling_a_running_job_publishes_job_cancelled(
 
 def test_cancelling_a_finished_job_is_400_with_its_status(gateway: Gateway, engine: Engine) -> None:
     job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
-    response = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+    response = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
                           headers={"X-Signature": gateway.sign(job_id)})
     assert response.status_code == 400
     body = response.json()

@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
-import httpx
+import httpx2
 import pytest
 import requests
 import schemathesis
@@ -50,7 +50,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_openai_standin import StandinConfig
 from lotlens_openai_standin import create_app as create_standin
 from tests.conftest import new_id
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
@@ -146,7 +146,7 @@ def target(settings: ServiceSettings, engine: Engine) -> Iterator[Target]:
     """A gateway whose model is the OpenAI stand-in, with a running and two finished jobs seeded."""
     with (serve_app(create_standin(StandinConfig())) as standin, image_host() as images,
           running_gateway(settings, engine, model_url=f"{standin}/v1", **UNLIMITED) as gateway):
-        assert httpx.get(f"{gateway.url}/openapi.json").json() == DOCUMENT
+        assert httpx2.get(f"{gateway.url}/openapi.json").json() == DOCUMENT
         jobs = {
             "running job": insert_running_job(engine, gateway.client_id, status="translating"),
             "finished job": insert_finished_job(engine, gateway.client_id, make_lots(3), ["en", "de"]),
@@ -287,8 +287,8 @@ def test_a_sync_lot_with_a_nul_is_refused_and_leaves_its_idempotency_key_usable(
                                                   ("POST", "/api/v1/batch-jobs/{}/cancel")])
 def test_a_job_id_holding_a_nul_is_not_found(settings: ServiceSettings, engine: Engine,
                                                            method: str, template: str) -> None:
-    def ask(gateway: Gateway) -> httpx.Response:
-        return httpx.request(method, gateway.url + template.format("job%00id"),
+    def ask(gateway: Gateway) -> httpx2.Response:
+        return httpx2.request(method, gateway.url + template.format("job%00id"),
                              headers={"X-Signature": gateway.sign("job\x00id")})
 
     response = answers(settings, engine, ask)

@@ -6,30 +6,21 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     make_lots,
-    running_gateway,
 )
-from tests.seeds import API_V1, seed_client_class
+from tests.seeds import bash_block_after, seed_client_class
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
 
 SEED_HOST = "http://localhost:5000"
 SEED_KEY = "your-shared-key"
@@ -40,14 +31,6 @@ def cars(count: int) -> list[dict[str, Any]]:
     """Lots in the seed client's `cars_data` shape."""
     return [{"lot_id": lot["lot_id"], "additional_info": lot["additional_info"],
              "image_urls": [image["url"] for image in lot["images"]]} for lot in make_lots(count)]
-
-
-def bash_block_after(heading: str) -> str:
-    """The first ```bash block after a heading of seed 004."""
-    text = Path(API_V1).read_text(encoding="utf-8")
-    match = re.search(r"```bash\n(.*?)```", text[text.index(heading):], re.S)
-    assert match is not None, heading
-    return match.group(1)
 
 
 def run_bash(script: str, cwd: Path) -> str:

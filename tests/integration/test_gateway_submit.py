@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     consume,
     make_lots,
@@ -22,21 +21,15 @@ from tests.integration.test_gateway_support import (
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway with default settings on this test's topics."""
-    with running_gateway(settings, engine) as running:
-        yield running
-
 ACCEPTED_FIELDS = {"job_id", "status", "created_at", "total_lots", "languages", "estimated_completion",
                    "processing_mode", "webhook_configured"}
 
 
-def post_raw(gw: Gateway, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
-    return httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers, timeout=60)
+def post_raw(gw: Gateway, body: bytes, headers: dict[str, str] | None = None) -> httpx2.Response:
+    return httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers, timeout=60)
 
 
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: httpx2.Response, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body: dict[str, Any] = response.json()
     assert body["code"] == code
@@ -208,7 +201,7 @@ def test_a_body_over_the_size_limit_is_413_whether_declared_or_streamed(
             for start in range(0, len(payload), 500):
                 yield payload[start:start + 500]
 
-        response = httpx.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
+        response = httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=chunks(), timeout=30)
         assert_error(response, 413, "PAYLOAD_TOO_LARGE")
 
 

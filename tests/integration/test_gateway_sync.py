@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_openai_standin import StandinConfig, create_app
-from tests.integration.test_gateway_seed_clients import bash_block_after
-from tests.integration.test_gateway_support import Gateway, running_gateway, serve_app
-from tests.seeds import seed_client_class
+from tests.integration.gateway_support import Gateway, running_gateway, serve_app
+from tests.seeds import bash_block_after, seed_client_class
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration
@@ -28,10 +27,10 @@ class Standin:
     url: str
 
     def model_calls(self) -> int:
-        return sum(httpx.get(f"{self.url}/_standin/stats").json()["direct_calls"].values())
+        return sum(httpx2.get(f"{self.url}/_standin/stats").json()["direct_calls"].values())
 
     def fail_next(self, count: int) -> None:
-        httpx.post(f"{self.url}/_standin/faults", json={"server_error_next": count}).raise_for_status()
+        httpx2.post(f"{self.url}/_standin/faults", json={"server_error_next": count}).raise_for_status()
 
 
 @pytest.fixture()
@@ -126,7 +125,7 @@ def test_a_model_outage_is_502_openai_unavailable(
     response = sync_gateway.submit(one_lot(images), languages=["en"])
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
-    text = httpx.get(f"{sync_gateway.url}/metrics").text
+    text = httpx2.get(f"{sync_gateway.url}/metrics").text
     assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 

@@ -3,28 +3,19 @@ and each lot, added fields only (a job without usage reads exactly as before).""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from sqlalchemy import Engine, update
 
 from lotlens_client import LotLensClient
 from lotlens_common.model.usage import JobUsage, Usage
-from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import jobs, lots
-from tests.integration.test_gateway_support import Gateway, insert_finished_job, make_lots, running_gateway
+from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots
 
 pytestmark = pytest.mark.integration
 
 VISION = Usage(input_tokens=1200, cached_input_tokens=200, output_tokens=300, reasoning_tokens=128,
                estimated_cost_usd=0.00125, model="o4-mini")
 TRANSLATION = Usage(input_tokens=400, output_tokens=500, estimated_cost_usd=0.0005, model="gpt-4.1-mini")
-
-
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    with running_gateway(settings, engine) as running:
-        yield running
 
 
 def test_a_finished_jobs_usage_shows_in_status_results_and_lots(gateway: Gateway, engine: Engine) -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_common.images import ImageCheck, check_images, gif_frames
@@ -133,7 +133,7 @@ def client_kind(request: pytest.FixtureRequest) -> str:
 def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: float) -> ImageCheck:
     async def run() -> ImageCheck:
         client = (guarded_async_client(allow_loopback, 10) if kind == "guarded"
-                  else httpx.AsyncClient(timeout=10, follow_redirects=False))
+                  else httpx2.AsyncClient(timeout=10, follow_redirects=False))
         async with client:
             return await check_images(urls, client, allow_loopback, 4, **options)  # type: ignore[arg-type]
 

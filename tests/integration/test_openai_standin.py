@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import httpx2
 import openai
 import pytest
 
@@ -363,9 +363,9 @@ def test_find_batches_by_metadata_and_list_pagination(standin: Standin, tmp_path
 
 
 def test_api_key_is_required_when_configured(strict_standin: Standin) -> None:
-    response = httpx.get(f"{strict_standin.base_url}/batches")
+    response = httpx2.get(f"{strict_standin.base_url}/batches")
     assert response.status_code == 401 and response.json()["error"]["type"] == "invalid_request_error"
-    wrong = httpx.get(f"{strict_standin.base_url}/batches",
+    wrong = httpx2.get(f"{strict_standin.base_url}/batches",
                       headers={"Authorization": "Bearer sk-wrong-key-123"})
     assert wrong.json()["error"]["code"] == "invalid_api_key"
 

@@ -7,10 +7,9 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from sqlalchemy import Engine, update
 
@@ -18,27 +17,20 @@ from lotlens_client import LotLensClient, NotFoundError, ValidationError
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import lots
-from tests.integration.test_gateway_support import (
+from tests.integration.gateway_support import (
     Gateway,
     consume,
     insert_finished_job,
     insert_running_job,
     make_lots,
-    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
 HOOK = "https://hooks.example.com/retried"
 
 
-@pytest.fixture()
-def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    with running_gateway(settings, engine) as running:
-        yield running
-
-
-def retry(gateway: Gateway, job_id: str, key: str | None = None) -> httpx.Response:
-    return httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed",
+def retry(gateway: Gateway, job_id: str, key: str | None = None) -> httpx2.Response:
+    return httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed",
                       headers={"X-Signature": gateway.sign(job_id, key)}, timeout=30)
 
 
@@ -102,7 +94,7 @@ def test_unfinished_jobs_jobs_without_failures_and_strangers_are_refused_clearly
 
     job_id, _failed = finished_job_with_failures(gateway, engine)
     assert retry(gateway, job_id, key=gateway.other_key).status_code == 404  # another client's job
-    unsigned = httpx.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed")
+    unsigned = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/retry-failed")
     assert unsigned.status_code == 401 and "job id" in unsigned.json()["message"]
 
 

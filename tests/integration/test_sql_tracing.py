@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine, text
@@ -16,16 +14,13 @@ from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.settings import DatabaseSettings
 from tests.conftest import Infra
+from tests.spans import recording_spans
 
 
 @pytest.fixture()
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider.get_tracer("test"))
-    yield exporter
-    tracing.use(None)
+    with recording_spans() as exporter:
+        yield exporter
 
 
 @pytest.fixture()
@@ -54,14 +49,10 @@ def test_statements_inside_a_trace_are_its_children_and_others_are_not_recorded(
 
 def test_an_engine_made_with_tracing_off_records_nothing(infra: Infra) -> None:
     engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider.get_tracer("test"))  # switched on after the engine was made
     try:
-        with tracing.span("request"), engine.connect() as conn:
+        # Switched on after the engine was made.
+        with recording_spans() as exporter, tracing.span("request"), engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     finally:
-        tracing.use(None)
         engine.dispose()
     assert [span.name for span in exporter.get_finished_spans()] == ["request"]

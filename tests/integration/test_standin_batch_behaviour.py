@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
@@ -20,13 +20,13 @@ TERMINAL = ("completed", "failed", "expired", "cancelled")
 
 
 @contextmanager
-def _api(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Standin, httpx.Client]]:
-    with serve_standin(tmp_path, **overrides) as standin, httpx.Client(base_url=standin.base_url,
+def _api(tmp_path: Path, **overrides: Any) -> Iterator[tuple[Standin, httpx2.Client]]:
+    with serve_standin(tmp_path, **overrides) as standin, httpx2.Client(base_url=standin.base_url,
                                                                          timeout=10) as api:
         yield standin, api
 
 
-def _create(api: httpx.Client, lines: int) -> dict[str, Any]:
+def _create(api: httpx2.Client, lines: int) -> dict[str, Any]:
     content = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(
         f"note {i}", ["https://img.example/1.jpg"], ModelSettings())) for i in range(lines))
     upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
@@ -37,7 +37,7 @@ def _create(api: httpx.Client, lines: int) -> dict[str, Any]:
     return dict(response.json())
 
 
-def _poll(api: httpx.Client, batch_id: str, until: tuple[str, ...] = TERMINAL) -> list[dict[str, Any]]:
+def _poll(api: httpx2.Client, batch_id: str, until: tuple[str, ...] = TERMINAL) -> list[dict[str, Any]]:
     seen: list[dict[str, Any]] = []
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -48,7 +48,7 @@ def _poll(api: httpx.Client, batch_id: str, until: tuple[str, ...] = TERMINAL) -
     raise AssertionError(f"batch stuck in {seen[-1]['status']}")
 
 
-def _lines(api: httpx.Client, file_id: str | None) -> list[dict[str, Any]]:
+def _lines(api: httpx2.Client, file_id: str | None) -> list[dict[str, Any]]:
     if file_id is None:
         return []
     return [json.loads(line) for line in api.get(f"/files/{file_id}/content").text.splitlines()]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 
 from tests.standin import Standin, serve_standin
@@ -20,17 +20,17 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Standin]:
 
 
 @pytest.fixture()
-def api(standin: Standin) -> Iterator[httpx.Client]:
+def api(standin: Standin) -> Iterator[httpx2.Client]:
     standin.control.post("/_standin/reset").raise_for_status()
-    with httpx.Client(base_url=standin.base_url, timeout=10) as client:
+    with httpx2.Client(base_url=standin.base_url, timeout=10) as client:
         yield client
 
 
-def _upload(api: httpx.Client) -> httpx.Response:
+def _upload(api: httpx2.Client) -> httpx2.Response:
     return api.post("/files", files={"file": ("in.jsonl", b"{}\n")}, data={"purpose": "batch"})
 
 
-def test_429s_carry_a_varying_retry_after(standin: Standin, api: httpx.Client) -> None:
+def test_429s_carry_a_varying_retry_after(standin: Standin, api: httpx2.Client) -> None:
     standin.faults(rate_limit_next=3, retry_after_s=[1, 3, 0.5])
     answers = [api.post("/responses", json=MESSAGE) for _ in range(4)]
     assert [a.status_code for a in answers] == [429, 429, 429, 200]
@@ -47,7 +47,7 @@ def test_429s_carry_a_varying_retry_after(standin: Standin, api: httpx.Client) -
     ("responses", "insufficient_quota", 429, "insufficient_quota", "insufficient_quota"),
     ("any", "server_error", 500, "server_error", None),
 ])
-def test_a_fault_answers_its_scope_then_clears(standin: Standin, api: httpx.Client, scope: str, kind: str,
+def test_a_fault_answers_its_scope_then_clears(standin: Standin, api: httpx2.Client, scope: str, kind: str,
                                                status: int, error_type: str, code: str | None) -> None:
     standin.faults(api_faults=[{"scope": scope, "kind": kind, "count": 2}])
     calls = {"files": lambda: _upload(api), "batches": lambda: api.get("/batches"),
@@ -66,9 +66,10 @@ def test_a_fault_answers_its_scope_then_clears(standin: Standin, api: httpx.Clie
 
 def test_a_timeout_holds_the_request_past_the_clients_patience(standin: Standin, tmp_path: Path) -> None:
     standin.faults(api_faults=[{"scope": "batches", "kind": "timeout", "count": 1, "seconds": 2}])
-    with httpx.Client(base_url=standin.base_url, timeout=0.3) as impatient, pytest.raises(httpx.ReadTimeout):
+    with (httpx2.Client(base_url=standin.base_url, timeout=0.3) as impatient,
+          pytest.raises(httpx2.ReadTimeout)):
         impatient.get("/batches")
-    with httpx.Client(base_url=standin.base_url, timeout=10) as patient:
+    with httpx2.Client(base_url=standin.base_url, timeout=10) as patient:
         assert patient.get("/batches").status_code == 200
 
 

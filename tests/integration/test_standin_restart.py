@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 
 from lotlens_common.model.batch_files import batch_line, parse_batch_lines
 from lotlens_common.model.settings import ModelSettings
@@ -20,7 +20,7 @@ PHASES = {"STANDIN_VALIDATING_SECONDS": "0.2", "STANDIN_IN_PROGRESS_SECONDS": "3
 URLS = ["https://img.example/lot/1.jpg"]
 
 
-def _upload(api: httpx.Client, notes: list[str]) -> str:
+def _upload(api: httpx2.Client, notes: list[str]) -> str:
     lines = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(note, URLS, ModelSettings()))
                      for i, note in enumerate(notes))
     response = api.post("/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"})
@@ -28,7 +28,7 @@ def _upload(api: httpx.Client, notes: list[str]) -> str:
     return str(response.json()["id"])
 
 
-def _wait_for(api: httpx.Client, batch_id: str, statuses: tuple[str, ...], seconds: float = 30) -> dict[
+def _wait_for(api: httpx2.Client, batch_id: str, statuses: tuple[str, ...], seconds: float = 30) -> dict[
         str, Any]:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -41,8 +41,8 @@ def _wait_for(api: httpx.Client, batch_id: str, statuses: tuple[str, ...], secon
 
 def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
-    control = httpx.Client(base_url=f"http://127.0.0.1:{port}/_standin", timeout=10)
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    control = httpx2.Client(base_url=f"http://127.0.0.1:{port}/_standin", timeout=10)
     with standin_process(state, port, **PHASES) as first:
         file_id = _upload(api, ["Camry", "Civic"])
         control.post("/faults", json={"fail_custom_ids_containing": "lot-1"}).raise_for_status()
@@ -78,7 +78,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
 
 def test_a_cancel_in_flight_survives_a_restart(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
     slow_cancel = {**PHASES, "STANDIN_FINALIZING_SECONDS": "2"}
     with standin_process(state, port, **slow_cancel) as first:
         created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_common.model.batch_files import batch_line
@@ -32,8 +32,8 @@ def _text(text: str, images: int = 0) -> list[dict[str, Any]]:
     return [{"role": "user", "content": [*parts, {"type": "input_text", "text": text}]}]
 
 
-def _post(standin: Standin, path: str, body: dict[str, Any]) -> httpx.Response:
-    return httpx.post(f"{standin.base_url}{path}", json=body, timeout=10)
+def _post(standin: Standin, path: str, body: dict[str, Any]) -> httpx2.Response:
+    return httpx2.post(f"{standin.base_url}{path}", json=body, timeout=10)
 
 
 REFUSED = {
@@ -113,7 +113,7 @@ def test_a_refused_line_goes_to_the_error_file_and_the_rest_of_the_batch_runs(st
                                                                                tmp_path: Path) -> None:
     good = vision_request_body("fine", [URL], ModelSettings(vision_model="gpt-4.1-mini"))
     lines = batch_line("lot-0:vision", good) + batch_line("lot-1:vision", good | {"temperature": 3})
-    api = httpx.Client(base_url=standin.base_url, timeout=10)
+    api = httpx2.Client(base_url=standin.base_url, timeout=10)
     file_id = api.post("/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"}).json()["id"]
     batch = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
                                        "completion_window": "24h"}).json()

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_client import cli
-from tests.unit.test_client_support import (
+from tests.unit.client_support import (
     JOB_ID,
     KEY,
     SUBMIT,
@@ -57,7 +57,7 @@ def seed_cars(count: int) -> list[dict[str, Any]]:
 
 def test_submitting_a_seed_style_list_creates_a_batch_job(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    api = FakeApi().on(f"POST {SUBMIT}", httpx.Response(201, json=accepted_body()))
+    api = FakeApi().on(f"POST {SUBMIT}", httpx2.Response(201, json=accepted_body()))
     status = run(api, "submit", write(tmp_path, seed_cars(2)), "--languages", "en, de",
                  "--webhook", "https://hooks.example.com/done", "--idempotency-key", "k-1")
     printed, _ = output(capsys)
@@ -75,7 +75,7 @@ def test_a_file_with_one_lot_is_described_at_once_in_the_files_languages(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     answer = {"version": "1.0.0", "processing_mode": "synchronous", "total_lots": 1,
               "processed_at": "2025-08-05T08:30:15Z", "lots": [lot_body("lot-1", ("en", "ru"))]}
-    api = FakeApi().on(f"POST {SUBMIT}", httpx.Response(200, json=answer))
+    api = FakeApi().on(f"POST {SUBMIT}", httpx2.Response(200, json=answer))
     status = run(api, "submit", write(tmp_path, {"languages": ["en", "ru"], "lots": lots(1)}))
     printed, _ = output(capsys)
     assert status == 0 and printed["lot_id"] == "lot-1"
@@ -86,10 +86,10 @@ def test_a_file_with_one_lot_is_described_at_once_in_the_files_languages(
 def test_submit_and_wait_draws_a_progress_bar_and_prints_the_results(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     api = (FakeApi()
-           .on(f"POST {SUBMIT}", httpx.Response(201, json=accepted_body()))
-           .on(STATUS, httpx.Response(200, json=status_body("processing", 50.0)),
-               httpx.Response(200, json=status_body("completed", 100.0)))
-           .on(f"GET /api/v1/batch-results/{JOB_ID}", httpx.Response(200, json=results_body())))
+           .on(f"POST {SUBMIT}", httpx2.Response(201, json=accepted_body()))
+           .on(STATUS, httpx2.Response(200, json=status_body("processing", 50.0)),
+               httpx2.Response(200, json=status_body("completed", 100.0)))
+           .on(f"GET /api/v1/batch-results/{JOB_ID}", httpx2.Response(200, json=results_body())))
     status = run(api, "submit", write(tmp_path, {"lots": lots(2)}), "--wait", "--poll-interval", "0")
     printed, err = output(capsys)
     assert status == 0 and printed["status"] == "completed" and len(printed["lots"]) == 2
@@ -101,7 +101,7 @@ def test_submit_and_wait_draws_a_progress_bar_and_prints_the_results(
 def test_the_url_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(cli.URL_ENV, "https://lotlens.example.com/base/")
-    api = FakeApi().on(f"GET /base/api/v1/batch-status/{JOB_ID}", httpx.Response(200, json=status_body()))
+    api = FakeApi().on(f"GET /base/api/v1/batch-status/{JOB_ID}", httpx2.Response(200, json=status_body()))
     assert run(api, "status", JOB_ID) == 0
     assert str(api.received[-1].url) == f"https://lotlens.example.com/base/api/v1/batch-status/{JOB_ID}"
     printed, _ = output(capsys)
@@ -117,8 +117,9 @@ def test_an_api_error_exits_1_with_the_message_on_stderr(capsys: pytest.CaptureF
 
 
 def test_results_of_a_running_job_exit_1_naming_its_status(capsys: pytest.CaptureFixture[str]) -> None:
-    api = (FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}", httpx.Response(202, json=not_completed_body()))
-           .on(STATUS, httpx.Response(200, json=status_body("translating", 80.0))))
+    api = (FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}",
+                        httpx2.Response(202, json=not_completed_body()))
+           .on(STATUS, httpx2.Response(200, json=status_body("translating", 80.0))))
     assert run(api, "results", JOB_ID) == 1
     _, err = output(capsys)
     assert "JOB_NOT_COMPLETED" in err and "still translating (80.0%)" in err
@@ -126,7 +127,7 @@ def test_results_of_a_running_job_exit_1_naming_its_status(capsys: pytest.Captur
 
 def test_results_can_be_downloaded_to_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     document = json.dumps(results_body()).encode()
-    api = FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}/download", httpx.Response(200, content=document))
+    api = FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}/download", httpx2.Response(200, content=document))
     target = tmp_path / "results.json"
     assert run(api, "results", JOB_ID, "--download", str(target)) == 0
     printed, _ = output(capsys)
@@ -136,7 +137,7 @@ def test_results_can_be_downloaded_to_a_file(tmp_path: Path, capsys: pytest.Capt
 
 def test_cancel_prints_the_cancellation(capsys: pytest.CaptureFixture[str]) -> None:
     body = {"job_id": JOB_ID, "status": "cancelled", "cancelled_at": "2025-08-05T08:00:00Z", "message": "ok"}
-    api = FakeApi().on(f"POST /api/v1/batch-jobs/{JOB_ID}/cancel", httpx.Response(200, json=body))
+    api = FakeApi().on(f"POST /api/v1/batch-jobs/{JOB_ID}/cancel", httpx2.Response(200, json=body))
     assert run(api, "cancel", JOB_ID) == 0
     printed, _ = output(capsys)
     assert printed == body
@@ -144,7 +145,7 @@ def test_cancel_prints_the_cancellation(capsys: pytest.CaptureFixture[str]) -> N
 
 def test_jobs_sends_the_filters_as_a_signed_query(capsys: pytest.CaptureFixture[str]) -> None:
     page = {"jobs": [], "pagination": {"limit": 5, "offset": 10, "total": 10, "has_more": False}}
-    api = FakeApi().on("GET /api/v1/batch-jobs", httpx.Response(200, json=page))
+    api = FakeApi().on("GET /api/v1/batch-jobs", httpx2.Response(200, json=page))
     assert run(api, "jobs", "--status", "completed", "--limit", "5", "--offset", "10") == 0
     assert api.received[-1].url.query == b"status=completed&limit=5&offset=10"
     printed, _ = output(capsys)

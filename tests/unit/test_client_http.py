@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_client import (
@@ -27,7 +27,7 @@ from lotlens_client import (
     WaitTimeoutError,
 )
 from lotlens_common import signing
-from tests.unit.test_client_support import (
+from tests.unit.client_support import (
     JOB_ID,
     KEY,
     SUBMIT,
@@ -55,7 +55,7 @@ def client_of(api: FakeApi, key: str = KEY, **options: Any) -> tuple[LotLensClie
 
 
 def test_a_batch_is_sent_signed_with_the_webhook_and_idempotency_key_and_parsed() -> None:
-    api = FakeApi().on(f"POST {SUBMIT}", httpx.Response(201, json=accepted_body()))
+    api = FakeApi().on(f"POST {SUBMIT}", httpx2.Response(201, json=accepted_body()))
     client, _ = client_of(api)
     given: list[Lot | dict[str, Any]] = [Lot("lot-1", "BMW X5", ("https://img.example.com/1.jpg",)),
              {"lot_id": "lot-2", "additional_info": "Audi", "image_urls": ["https://img.example.com/2.jpg"],
@@ -84,7 +84,7 @@ def test_a_batch_needs_two_lots() -> None:
 def test_one_lot_is_described_synchronously() -> None:
     answer = {"version": "1.0.0", "processing_mode": "synchronous", "total_lots": 1,
               "processed_at": "2025-08-05T08:30:15Z", "lots": [{**lot_body("sync-1"), "processed_at": None}]}
-    api = FakeApi().on(f"POST {SUBMIT}", httpx.Response(200, json=answer))
+    api = FakeApi().on(f"POST {SUBMIT}", httpx2.Response(200, json=answer))
     client, _ = client_of(api)
     lot = client.describe_lot({"lot_id": "sync-1", "images": [{"url": "https://img.example.com/a.jpg"}]},
                               ["en", "de"])
@@ -97,14 +97,14 @@ def test_one_lot_is_described_synchronously() -> None:
 
 
 def test_other_calls_use_the_clients_timeout() -> None:
-    api = FakeApi().on(STATUS, httpx.Response(200, json=status_body()))
+    api = FakeApi().on(STATUS, httpx2.Response(200, json=status_body()))
     client, _ = client_of(api, timeout=12.5)
     client.job_status(JOB_ID)
     assert api.received[-1].extensions["timeout"]["read"] == 12.5
 
 
 def test_the_status_is_fetched_signed_over_the_job_id_and_parsed() -> None:
-    api = FakeApi().on(STATUS, httpx.Response(200, json=status_body()))
+    api = FakeApi().on(STATUS, httpx2.Response(200, json=status_body()))
     client, _ = client_of(api)
     status = client.job_status(JOB_ID)
     assert api.received[-1].headers["X-Signature"] == signing.sign(KEY, JOB_ID.encode())
@@ -116,8 +116,8 @@ def test_the_status_is_fetched_signed_over_the_job_id_and_parsed() -> None:
 
 
 def test_results_are_none_while_the_job_runs_and_parsed_once_it_is_done() -> None:
-    api = FakeApi().on(RESULTS, httpx.Response(202, json=not_completed_body()),
-                       httpx.Response(200, json=results_body()))
+    api = FakeApi().on(RESULTS, httpx2.Response(202, json=not_completed_body()),
+                       httpx2.Response(200, json=results_body()))
     client, _ = client_of(api)
     assert client.job_results(JOB_ID) is None
     results = client.job_results(JOB_ID)
@@ -133,7 +133,7 @@ def test_the_listing_sends_exactly_the_query_string_it_signed() -> None:
                       "total_lots": 2, "processed_lots": 2, "failed_lots": 0, "languages": ["en"],
                       "progress": {"completion_percentage": 100.0}, "webhook_configured": False}],
             "pagination": {"limit": 5, "offset": 5, "total": 6, "has_more": False}}
-    api = FakeApi().on("GET /api/v1/batch-jobs", httpx.Response(200, json=page))
+    api = FakeApi().on("GET /api/v1/batch-jobs", httpx2.Response(200, json=page))
     client, _ = client_of(api)
     result = client.list_jobs("completed", limit=5, offset=5, created_after=datetime(2025, 8, 5, 7, 30),
                               created_before=datetime(2025, 8, 5, 12, tzinfo=timezone(timedelta(hours=2))))
@@ -149,11 +149,11 @@ def test_the_listing_sends_exactly_the_query_string_it_signed() -> None:
 
 
 def test_iter_jobs_walks_every_page() -> None:
-    def page(request: httpx.Request) -> httpx.Response:
+    def page(request: httpx2.Request) -> httpx2.Response:
         offset = int(request.url.params["offset"])
         jobs = [{"id": f"job-{i}", "status": "completed"} for i in range(offset, min(offset + 2, 5))]
         pagination = {"limit": 2, "offset": offset, "total": 5, "has_more": offset + len(jobs) < 5}
-        return httpx.Response(200, json={"jobs": jobs, "pagination": pagination})
+        return httpx2.Response(200, json={"jobs": jobs, "pagination": pagination})
     api = FakeApi().on("GET /api/v1/batch-jobs", page)
     client, _ = client_of(api)
     assert [job.job_id for job in client.iter_jobs(page_size=2)] == [f"job-{i}" for i in range(5)]
@@ -162,7 +162,7 @@ def test_iter_jobs_walks_every_page() -> None:
 
 def test_a_job_id_is_quoted_in_the_path_but_signed_as_is() -> None:
     odd = "job with space"
-    answer = httpx.Response(200, json=status_body(job_id=odd))
+    answer = httpx2.Response(200, json=status_body(job_id=odd))
     api = FakeApi().on("GET /api/v1/batch-status/job with space", answer)
     client, _ = client_of(api)
     assert client.job_status(odd).job_id == odd
@@ -192,7 +192,7 @@ def test_each_error_status_raises_its_exception_with_code_message_and_details(
 
 
 def test_a_wrong_key_is_an_authentication_error() -> None:
-    client, _ = client_of(FakeApi().on(STATUS, httpx.Response(200, json=status_body())), key="not-the-key")
+    client, _ = client_of(FakeApi().on(STATUS, httpx2.Response(200, json=status_body())), key="not-the-key")
     with pytest.raises(AuthenticationError) as raised:
         client.job_status(JOB_ID)
     assert raised.value.status == 403 and raised.value.code == "INVALID_SIGNATURE"
@@ -203,8 +203,8 @@ def test_cancelling_a_finished_job_is_a_validation_error_naming_its_status() -> 
                "message": "Only pending, processing, or translating jobs can be cancelled."}
     cancelled = {"job_id": JOB_ID, "status": "cancelled", "cancelled_at": TS_CANCEL,
                  "message": "Job successfully cancelled"}
-    api = FakeApi().on(f"POST /api/v1/batch-jobs/{JOB_ID}/cancel", httpx.Response(200, json=cancelled),
-                       httpx.Response(400, json=refusal))
+    api = FakeApi().on(f"POST /api/v1/batch-jobs/{JOB_ID}/cancel", httpx2.Response(200, json=cancelled),
+                       httpx2.Response(400, json=refusal))
     client, _ = client_of(api)
     assert client.cancel_job(JOB_ID).cancelled_at == datetime(2025, 8, 5, 8, tzinfo=UTC)
     with pytest.raises(ValidationError) as raised:
@@ -212,13 +212,13 @@ def test_cancelling_a_finished_job_is_a_validation_error_naming_its_status() -> 
     assert raised.value.code == "JOB_NOT_CANCELLABLE" and raised.value.details == {"status": "completed"}
 
 
-def rate_limited(retry_after: str = "2") -> httpx.Response:
+def rate_limited(retry_after: str = "2") -> httpx2.Response:
     return error(429, "RATE_LIMIT_EXCEEDED", "slow down", {"retry_after": 2},
                  headers={"Retry-After": retry_after})
 
 
 def test_a_429_is_retried_after_its_retry_after() -> None:
-    api = FakeApi().on(STATUS, rate_limited("2"), rate_limited("3"), httpx.Response(200, json=status_body()))
+    api = FakeApi().on(STATUS, rate_limited("2"), rate_limited("3"), httpx2.Response(200, json=status_body()))
     client, slept = client_of(api)
     assert client.job_status(JOB_ID).status == "processing"
     assert slept == [2.0, 3.0] and len(api.received) == 3
@@ -242,8 +242,8 @@ def test_a_retry_after_longer_than_the_client_waits_is_raised_at_once() -> None:
 
 
 def test_an_answer_that_is_not_the_contract_is_an_unexpected_response() -> None:
-    api = FakeApi().on(STATUS, httpx.Response(200, text="<html>proxy error</html>"),
-                       httpx.Response(200, json={"status": "processing"}))
+    api = FakeApi().on(STATUS, httpx2.Response(200, text="<html>proxy error</html>"),
+                       httpx2.Response(200, json={"status": "processing"}))
     client, _ = client_of(api)
     with pytest.raises(UnexpectedResponseError, match="not JSON"):
         client.job_status(JOB_ID)
@@ -252,7 +252,7 @@ def test_an_answer_that_is_not_the_contract_is_an_unexpected_response() -> None:
 
 
 def test_an_html_error_page_still_maps_by_status() -> None:
-    api = FakeApi().on(STATUS, httpx.Response(502, text="<html>Bad gateway</html>"))
+    api = FakeApi().on(STATUS, httpx2.Response(502, text="<html>Bad gateway</html>"))
     client, _ = client_of(api)
     with pytest.raises(ServerError) as raised:
         client.job_status(JOB_ID)
@@ -260,9 +260,9 @@ def test_an_html_error_page_still_maps_by_status() -> None:
 
 
 def test_no_answer_is_a_network_error() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
-    client = LotLensClient(BASE, KEY, transport=httpx.MockTransport(refuse))
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ConnectError("connection refused", request=request)
+    client = LotLensClient(BASE, KEY, transport=httpx2.MockTransport(refuse))
     with pytest.raises(NetworkError) as raised:
         client.job_status(JOB_ID)
     assert raised.value.status is None and "connection refused" in raised.value.message
@@ -272,9 +272,9 @@ def test_the_download_streams_the_document_to_the_file(tmp_path: Path) -> None:
     document = json.dumps(results_body()).encode()
     chunks = [document[i:i + 100] for i in range(0, len(document), 100)]
     attachment = f'attachment; filename="batch_results_{JOB_ID}.json"'
-    streamed = httpx.Response(200, stream=httpx.ByteStream(b"".join(chunks)),
+    streamed = httpx2.Response(200, stream=httpx2.ByteStream(b"".join(chunks)),
                               headers={"Content-Disposition": attachment})
-    api = FakeApi().on(DOWNLOAD, httpx.Response(202, json=not_completed_body()), streamed)
+    api = FakeApi().on(DOWNLOAD, httpx2.Response(202, json=not_completed_body()), streamed)
     client, _ = client_of(api)
     target = tmp_path / "out.json"
     assert client.download_results(JOB_ID, target) is None
@@ -293,7 +293,7 @@ def test_a_failed_download_raises_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_waiting_polls_until_a_terminal_status_and_reports_progress() -> None:
-    api = FakeApi().on(STATUS, *(httpx.Response(200, json=status_body(s, p)) for s, p in
+    api = FakeApi().on(STATUS, *(httpx2.Response(200, json=status_body(s, p)) for s, p in
                                  [("pending", 0.0), ("processing", 50.0), ("translating", 90.0),
                                   ("completed", 100.0)]))
     client, slept = client_of(api)
@@ -305,7 +305,7 @@ def test_waiting_polls_until_a_terminal_status_and_reports_progress() -> None:
 
 
 def test_waiting_gives_up_after_the_timeout() -> None:
-    api = FakeApi().on(STATUS, httpx.Response(200, json=status_body("processing")))
+    api = FakeApi().on(STATUS, httpx2.Response(200, json=status_body("processing")))
     client, _ = client_of(api)
     with pytest.raises(WaitTimeoutError) as raised:
         client.wait_for_job(JOB_ID, poll_interval_s=0, timeout_s=0)
@@ -315,11 +315,11 @@ def test_waiting_gives_up_after_the_timeout() -> None:
 def test_the_async_client_sends_the_same_requests_and_raises_the_same_errors(tmp_path: Path) -> None:
     document = json.dumps(results_body()).encode()
     api = (FakeApi()
-           .on(f"POST {SUBMIT}", httpx.Response(201, json=accepted_body()))
-           .on(STATUS, rate_limited("4"), httpx.Response(200, json=status_body("processing")),
-               httpx.Response(200, json=status_body("completed", 100.0)))
-           .on(RESULTS, httpx.Response(200, json=results_body()))
-           .on(DOWNLOAD, httpx.Response(200, content=document))
+           .on(f"POST {SUBMIT}", httpx2.Response(201, json=accepted_body()))
+           .on(STATUS, rate_limited("4"), httpx2.Response(200, json=status_body("processing")),
+               httpx2.Response(200, json=status_body("completed", 100.0)))
+           .on(RESULTS, httpx2.Response(200, json=results_body()))
+           .on(DOWNLOAD, httpx2.Response(200, content=document))
            .on("GET /api/v1/batch-status/unknown", error(404, "JOB_NOT_FOUND")))
     slept: list[float] = []
 

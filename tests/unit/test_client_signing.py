@@ -15,7 +15,7 @@ from lotlens_client.models import Lot
 from lotlens_common import signing as common
 from lotlens_common.webhook_secrets import new_secret
 from tests.seeds import seed_client_class, seed_webhook_verifier
-from tests.unit.test_client_support import JOB_ID, KEY, lots
+from tests.unit.client_support import JOB_ID, KEY, lots
 
 UNICODE_LOTS: list[dict[str, Any]] = [
     {"lot_id": "sync-12345", "additional_info": "2021 BMW X5, повреждение передней части — «airbags»",

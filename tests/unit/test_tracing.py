@@ -9,8 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
@@ -21,7 +20,8 @@ from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import KafkaSettings
 from lotlens_common.stage.traced import lots_span
 from lotlens_common.stage.work import LotWork, VisionWork
-from tests.unit.test_consumer_loop import TOPICS, FakeMessage, run
+from tests.spans import recording_spans
+from tests.unit.consumer_fakes import TOPICS, FakeMessage, run
 
 
 class RecordingProducer(EventProducer):
@@ -38,12 +38,8 @@ class RecordingProducer(EventProducer):
 
 @pytest.fixture()
 def spans() -> Iterator[InMemorySpanExporter]:
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    tracing.use(provider.get_tracer("test"))
-    yield exporter
-    tracing.use(None)
+    with recording_spans() as exporter:
+        yield exporter
 
 
 def cancelled(job_id: str, trace: dict[str, str] | None = None) -> Envelope:

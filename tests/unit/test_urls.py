@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_common.urls import (
@@ -117,7 +117,7 @@ def test_the_guarded_client_refuses_to_connect_to_what_dns_now_says_is_internal(
     async def scenario() -> None:
         rebinding = resolver({"rebind.example": ["10.0.0.7"]})
         async with guarded_async_client(False, 5, resolve=rebinding) as client:
-            with pytest.raises(httpx.ConnectError, match="private"):
+            with pytest.raises(httpx2.ConnectError, match="private"):
                 await client.get("http://rebind.example/a.jpg")
 
     asyncio.run(scenario())

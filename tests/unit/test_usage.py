@@ -55,6 +55,8 @@ def test_a_jobs_usage_sums_its_lots_per_model_and_in_all() -> None:
     assert job.estimated_cost_usd == pytest.approx(1.25)
     assert job.by_model["o4-mini"].input_tokens == 200 and job.by_model["gpt-4.1-mini"].output_tokens == 30
     assert total([vision, Usage(input_tokens=1)]).estimated_cost_usd is None  # one unpriced part
+    # The model is the block's key: a `"model": null` inside it would only confuse readers.
+    assert all("model" not in block for block in job.model_dump()["by_model"].values())
 
 
 def test_the_batch_discount_applies_in_batch_mode_only() -> None:

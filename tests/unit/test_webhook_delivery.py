@@ -8,7 +8,7 @@ import hmac
 import ipaddress
 import socket
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_common.signing import webhook_headers
@@ -18,62 +18,62 @@ from lotlens_webhook_dispatcher.guard import GuardedTransport
 URL = "https://hooks.example.com/lotlens"
 
 
-def _transport(answer: httpx.Response | Exception) -> httpx.BaseTransport:
-    def handle(request: httpx.Request) -> httpx.Response:
+def _transport(answer: httpx2.Response | Exception) -> httpx2.BaseTransport:
+    def handle(request: httpx2.Request) -> httpx2.Response:
         if isinstance(answer, Exception):
             raise answer
         return answer
-    return httpx.MockTransport(handle)
+    return httpx2.MockTransport(handle)
 
 
-def _post(answer: httpx.Response | Exception, body_chars: int = 2000):
+def _post(answer: httpx2.Response | Exception, body_chars: int = 2000):
     return post_webhook(_transport(answer), URL, b"{}", {"Content-Type": "application/json"}, 5.0, body_chars)
 
 
 @pytest.mark.parametrize("code", [200, 201, 202])
 def test_200_201_and_202_are_success(code):
-    outcome = _post(httpx.Response(code, text="ok"))
+    outcome = _post(httpx2.Response(code, text="ok"))
     assert outcome.succeeded and outcome.status_code == code and outcome.error is None
 
 
 @pytest.mark.parametrize("code", [204, 400, 404, 429, 500, 503])
 def test_every_other_code_is_a_failure_worth_retrying(code):
-    outcome = _post(httpx.Response(code))
+    outcome = _post(httpx2.Response(code))
     assert not outcome.succeeded and not outcome.final and outcome.error == f"HTTP {code}"
 
 
 def test_a_redirect_is_not_followed_and_fails_the_attempt():
-    outcome = _post(httpx.Response(302, headers={"Location": "http://169.254.169.254/"}))
+    outcome = _post(httpx2.Response(302, headers={"Location": "http://169.254.169.254/"}))
     assert not outcome.succeeded and outcome.status_code == 302
     assert outcome.error is not None and "not followed" in outcome.error
 
 
 def test_410_gone_fails_and_asks_for_no_more_attempts():
-    outcome = _post(httpx.Response(410))
+    outcome = _post(httpx2.Response(410))
     assert not outcome.succeeded and outcome.final
 
 
 @pytest.mark.parametrize("url", ["ftp://hooks.example.com/x", "file:///etc/passwd", "http:///no-host",
                                  "http://example.com:no-port/", "not a url"])
 def test_a_url_that_cannot_be_sent_to_fails_for_good(url):
-    outcome = post_webhook(_transport(httpx.Response(200)), url, b"{}", {}, 5.0)
+    outcome = post_webhook(_transport(httpx2.Response(200)), url, b"{}", {}, 5.0)
     assert not outcome.succeeded and outcome.final
     assert outcome.error is not None and outcome.error.startswith("invalid URL")
 
 
 def test_retry_after_of_the_answer_is_passed_on():
-    assert _post(httpx.Response(503, headers={"Retry-After": "17"})).retry_after_s == 17
+    assert _post(httpx2.Response(503, headers={"Retry-After": "17"})).retry_after_s == 17
 
 
 def test_a_timeout_and_a_refused_connection_are_failures_with_their_reason():
-    timed_out = _post(httpx.ReadTimeout("slow"))
-    refused = _post(httpx.ConnectError("refused"))
+    timed_out = _post(httpx2.ReadTimeout("slow"))
+    refused = _post(httpx2.ConnectError("refused"))
     assert not timed_out.succeeded and timed_out.error is not None and timed_out.error.startswith("timeout")
     assert not refused.succeeded and refused.error is not None and "ConnectError" in refused.error
 
 
 def test_the_recorded_response_body_is_truncated():
-    outcome = _post(httpx.Response(500, text="é" * 5000), body_chars=100)
+    outcome = _post(httpx2.Response(500, text="é" * 5000), body_chars=100)
     assert outcome.response_body == "é" * 100
 
 
@@ -81,7 +81,7 @@ def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
     def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("10.0.0.5", port))]
 
-    with GuardedTransport(False, httpx.Limits(max_connections=4), resolve=resolve) as transport:
+    with GuardedTransport(False, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
         outcome = post_webhook(transport, "http://internal.example.com/hook", b"{}", {}, 2.0)
     assert not outcome.succeeded
     assert outcome.error is not None and "internal.example.com resolves to 10.0.0.5, a " in outcome.error
@@ -94,7 +94,7 @@ def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(a
         return [(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM, 6, "",
                  (address, port))]
 
-    with GuardedTransport(allow_loopback, httpx.Limits(max_connections=4), resolve=resolve) as transport:
+    with GuardedTransport(allow_loopback, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
         outcome = post_webhook(transport, "http://hooks.example.com/x", b"{}", {}, 2.0)
     # The guard's own refusal: with the guard off, "Connection refused" from the OS must not pass.
     assert not outcome.succeeded and outcome.error is not None

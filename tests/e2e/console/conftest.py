@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 from sqlalchemy import Engine
@@ -44,9 +44,9 @@ class ConsoleStack:
         """Signed headers for a job-addressed call."""
         return {"X-Signature": sign(self.stack.client_key, job_id.encode())}
 
-    def status(self, job_id: str) -> httpx.Response:
+    def status(self, job_id: str) -> httpx2.Response:
         """`batch-status` of a job, signed."""
-        return httpx.get(f"{self.stack.url}/api/v1/batch-status/{job_id}", headers=self.headers(job_id))
+        return httpx2.get(f"{self.stack.url}/api/v1/batch-status/{job_id}", headers=self.headers(job_id))
 
     def submit(self, lots: list[dict[str, Any]], languages: list[str], webhook: bool = False) -> str:
         """A batch job submitted with the seed's own client; its id once the status reads it."""

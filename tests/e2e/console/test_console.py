@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
+import httpx2
 import pytest
 from playwright.sync_api import Locator, Page, expect
 from sqlalchemy import select, update
@@ -157,7 +157,7 @@ def test_retry_failed_shows_the_new_job_or_says_the_server_cannot_yet(
     result = page.locator("#action-result")
     expect(result).not_to_be_empty()
     # Retrying is idempotent: asking the API again names the job the console was given.
-    direct = httpx.post(f"{console_stack.stack.url}/api/v1/batch-jobs/{finished_job.job_id}/retry-failed",
+    direct = httpx2.post(f"{console_stack.stack.url}/api/v1/batch-jobs/{finished_job.job_id}/retry-failed",
                         headers=console_stack.headers(finished_job.job_id))
     if direct.status_code == 404:
         expect(result).to_have_text("This server cannot retry failed lots yet.")
@@ -222,11 +222,11 @@ def test_every_page_passes_the_contrast_and_labels_check(
 
 
 def test_the_console_is_served_with_a_strict_content_security_policy(console_stack: ConsoleStack) -> None:
-    bare = httpx.get(f"{console_stack.stack.url}/console")
+    bare = httpx2.get(f"{console_stack.stack.url}/console")
     assert bare.status_code == 307 and bare.headers["location"].endswith("/console/")
-    answer = httpx.get(f"{console_stack.stack.url}/console/")
+    answer = httpx2.get(f"{console_stack.stack.url}/console/")
     assert answer.status_code == 200 and "LotLens console" in answer.text
     policy = answer.headers["content-security-policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
-    assert httpx.get(f"{console_stack.stack.url}/console/console.js").headers["content-type"].startswith(
+    assert httpx2.get(f"{console_stack.stack.url}/console/console.js").headers["content-type"].startswith(
         "text/javascript")

@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import SecretStr
@@ -185,7 +185,7 @@ def dispatcher_settings(settings: ServiceSettings, group: str, **changes: Any) -
 
 @contextmanager
 def running(config: DispatcherSettings, engine: Engine,
-            transport: httpx.BaseTransport | None = None) -> Iterator[None]:
+            transport: httpx2.BaseTransport | None = None) -> Iterator[None]:
     """The dispatcher's consumer and delivery loop in threads, stopped on exit."""
     stop = threading.Event()
     producers = [EventProducer(config.kafka, "consumer"), EventProducer(config.kafka, "dispatcher")]
@@ -265,13 +265,13 @@ def committed(settings: ServiceSettings, group: str) -> int:
 
 # --- the tests ----------------------------------------------------------------------------------
 
-class CountingTransport(httpx.BaseTransport):
+class CountingTransport(httpx2.BaseTransport):
     """Counts what one dispatcher instance sends."""
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
+    def __init__(self, inner: httpx2.BaseTransport) -> None:
         self.inner, self.sent = inner, 0
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         self.sent += 1
         return self.inner.handle_request(request)
 

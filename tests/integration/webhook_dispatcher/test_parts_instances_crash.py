@@ -7,7 +7,7 @@ import threading
 import time
 from contextlib import ExitStack
 
-import httpx
+import httpx2
 import pytest
 
 from lotlens_common.events import WebhookAttempted, WebhookDelivered
@@ -38,7 +38,7 @@ def test_two_dispatchers_make_each_attempt_exactly_once(config, db, events):
                    for n in range(6)]
         group = new_id("g-")
         two = dispatcher_settings(config, group, webhook_concurrency=2)
-        transports = [CountingTransport(httpx.HTTPTransport()) for _ in range(2)]
+        transports = [CountingTransport(httpx2.HTTPTransport()) for _ in range(2)]
         with ExitStack() as stack:
             for transport in transports:
                 stack.enter_context(running(two, db, transport))

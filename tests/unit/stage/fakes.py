@@ -119,6 +119,9 @@ class FakeStore:
     def shard_lots(self, shard_id: str) -> list[LotWork[VisionWork]]:
         return [r.lot for r in self.rows.values() if r.shard_id == shard_id and r.status == "submitted"]
 
+    def shard_trace(self, shard_id: str) -> dict[str, str]:
+        return next((r.lot.work.trace for r in self.rows.values() if r.shard_id == shard_id), {})
+
     def save_prepared(self, job_id: str, settled: Sequence[str],
                       changed: Sequence[LotWork[VisionWork]]) -> None:
         for lot_id in settled:

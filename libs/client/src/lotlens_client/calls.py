@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
-import httpx
+import httpx2
 
 from lotlens_client import signing
 from lotlens_client.errors import (
@@ -205,7 +205,7 @@ def decode(call: Call[T], status: int, content: bytes, headers: Mapping[str, str
                                       f"The answer does not have the expected shape ({exc!r})") from exc
 
 
-def network_error(exc: httpx.TransportError) -> LotLensError:
+def network_error(exc: httpx2.TransportError) -> LotLensError:
     """The `NetworkError` of a request that got no answer."""
     kind = type(exc).__name__
     return NetworkError(None, "NETWORK_ERROR", f"{kind}: {exc}" if str(exc) else kind)

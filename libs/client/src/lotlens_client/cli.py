@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import httpx
+import httpx2
 
 from lotlens_client.client import LotLensClient
 from lotlens_client.errors import LotLensError
@@ -176,7 +176,7 @@ COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] 
 }
 
 
-def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport | None = None) -> int:
     """Run one `lotlens` command; returns the exit status (`transport` is for tests)."""
     try:
         args = build_parser().parse_args(argv)
@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
     try:
         with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
             emit(COMMANDS[args.command](client, args, sys.stderr), sys.stdout)
-    except (UsageError, ValueError, httpx.InvalidURL) as exc:
+    except (UsageError, ValueError, httpx2.InvalidURL) as exc:
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE
     except LotLensError as exc:

@@ -1,9 +1,9 @@
-"""`LotLensClient` (blocking) and `AsyncLotLensClient` (asyncio): the same methods over httpx.
+"""`LotLensClient` (blocking) and `AsyncLotLensClient` (asyncio): the same methods over httpx2.
 
 Both sign every request with the client's shared key, raise a `LotLensError` subclass for every
 error answer, and retry a 429 after its `Retry-After` a bounded number of times. Requests are
 built and answers parsed by `lotlens_client.calls`; these classes only move bytes. Pass
-`transport=` (an `httpx.MockTransport`, for instance) to route requests elsewhere.
+`transport=` (an `httpx2.MockTransport`, for instance) to route requests elsewhere.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-import httpx
+import httpx2
 
 from lotlens_client import calls
 from lotlens_client.calls import Call, RetryPolicy
@@ -60,17 +60,17 @@ def _part_file(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
 
-def _read(response: httpx.Response) -> bytes:
+def _read(response: httpx2.Response) -> bytes:
     try:
         return response.read()
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise calls.network_error(exc) from exc
 
 
-async def _aread(response: httpx.Response) -> bytes:
+async def _aread(response: httpx2.Response) -> bytes:
     try:
         return await response.aread()
-    except httpx.TransportError as exc:
+    except httpx2.TransportError as exc:
         raise calls.network_error(exc) from exc
 
 
@@ -78,14 +78,14 @@ class LotLensClient:
     """A blocking client of the LotLens API for one integrator (one shared key)."""
 
     def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.BaseTransport | None = None, max_retries: int = 3,
+                 transport: httpx2.BaseTransport | None = None, max_retries: int = 3,
                  max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._key = client_key
         self._timeout = timeout
         self._retry = RetryPolicy(max_retries, max_retry_wait_s)
         self._sleep = sleep
-        self._http = httpx.Client(transport=transport, **_http_options(base_url, timeout, user_agent))
+        self._http = httpx2.Client(transport=transport, **_http_options(base_url, timeout, user_agent))
 
     def __enter__(self) -> Self:
         return self
@@ -99,7 +99,7 @@ class LotLensClient:
         self._http.close()
 
     @contextmanager
-    def _exchange(self, call: Call[Any]) -> Iterator[httpx.Response]:
+    def _exchange(self, call: Call[Any]) -> Iterator[httpx2.Response]:
         """The streamed answer to a call, after the 429 retries."""
         attempt = 0
         while True:
@@ -109,7 +109,7 @@ class LotLensClient:
                                                content=call.body, timeout=timeout)
             try:
                 response = self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 raise calls.network_error(exc) from exc
             delay = self._retry.delay(response.status_code, response.headers, attempt)
             if delay is None:
@@ -158,7 +158,7 @@ class LotLensClient:
                 with part.open("wb") as file:
                     for chunk in response.iter_bytes():
                         file.write(chunk)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 part.unlink(missing_ok=True)
                 raise calls.network_error(exc) from exc
             part.replace(target)
@@ -207,14 +207,14 @@ class AsyncLotLensClient:
     """An asyncio client of the LotLens API with the same methods as `LotLensClient`."""
 
     def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
-                 transport: httpx.AsyncBaseTransport | None = None, max_retries: int = 3,
+                 transport: httpx2.AsyncBaseTransport | None = None, max_retries: int = 3,
                  max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._key = client_key
         self._timeout = timeout
         self._retry = RetryPolicy(max_retries, max_retry_wait_s)
         self._sleep = sleep
-        self._http = httpx.AsyncClient(transport=transport, **_http_options(base_url, timeout, user_agent))
+        self._http = httpx2.AsyncClient(transport=transport, **_http_options(base_url, timeout, user_agent))
 
     async def __aenter__(self) -> Self:
         return self
@@ -228,7 +228,7 @@ class AsyncLotLensClient:
         await self._http.aclose()
 
     @asynccontextmanager
-    async def _exchange(self, call: Call[Any]) -> AsyncIterator[httpx.Response]:
+    async def _exchange(self, call: Call[Any]) -> AsyncIterator[httpx2.Response]:
         """The streamed answer to a call, after the 429 retries."""
         attempt = 0
         while True:
@@ -238,7 +238,7 @@ class AsyncLotLensClient:
                                                content=call.body, timeout=timeout)
             try:
                 response = await self._http.send(request, stream=True)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 raise calls.network_error(exc) from exc
             delay = self._retry.delay(response.status_code, response.headers, attempt)
             if delay is None:
@@ -289,7 +289,7 @@ class AsyncLotLensClient:
             try:
                 async for chunk in response.aiter_bytes():
                     await asyncio.to_thread(file.write, chunk)
-            except httpx.TransportError as exc:
+            except httpx2.TransportError as exc:
                 await asyncio.to_thread(file.close)
                 part.unlink(missing_ok=True)
                 raise calls.network_error(exc) from exc

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2
 
 from lotlens_common.stage.core.limits import IMAGE_TYPES
 from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, check_destination, resolve_host
@@ -86,7 +86,7 @@ def gif_frames(data: bytes) -> int:
     return frames
 
 
-def _length(response: httpx.Response) -> int | None:
+def _length(response: httpx2.Response) -> int | None:
     try:
         value = int(response.headers.get("content-length", ""))
     except ValueError:
@@ -95,7 +95,7 @@ def _length(response: httpx.Response) -> int | None:
 
 
 class _Checker:
-    def __init__(self, client: httpx.AsyncClient, allow_loopback: bool, max_bytes: int,
+    def __init__(self, client: httpx2.AsyncClient, allow_loopback: bool, max_bytes: int,
                  max_redirects: int, resolve: Resolver) -> None:
         self._client = client
         self._allow_loopback = allow_loopback
@@ -137,8 +137,9 @@ class _Checker:
             return str(exc), False, 0
         except BlockedDestination as exc:
             return f"refused: {exc}", False, 0
-        except httpx.HTTPError as exc:
-            passing = isinstance(exc, httpx.TransportError) and not isinstance(exc, httpx.UnsupportedProtocol)
+        except httpx2.HTTPError as exc:
+            passing = (isinstance(exc, httpx2.TransportError)
+                       and not isinstance(exc, httpx2.UnsupportedProtocol))
             return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), passing, 0
 
     def _verdict(self, answer: _Answer) -> str | None:
@@ -175,7 +176,7 @@ class _Checker:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
 
-    async def _measure(self, response: httpx.Response, keep: bool) -> tuple[int, bytes]:
+    async def _measure(self, response: httpx2.Response, keep: bool) -> tuple[int, bytes]:
         """Bytes of the body, reading no further than one byte past the limit (and the body, if kept)."""
         declared = _length(response)
         if declared is not None and declared > self._max_bytes:
@@ -190,7 +191,7 @@ class _Checker:
         return size, bytes(kept)
 
 
-async def check_images(urls: Sequence[str], client: httpx.AsyncClient, allow_loopback: bool,
+async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_loopback: bool,
                        concurrency: int = 16, *, max_bytes: int = MAX_IMAGE_BYTES,
                        max_redirects: int = MAX_REDIRECTS, timeout_s: float | None = 30.0,
                        resolve: Resolver = resolve_host) -> ImageCheck:

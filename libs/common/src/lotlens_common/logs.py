@@ -23,7 +23,7 @@ _CONTEXT: ContextVar[dict[str, str]] = ContextVar("lotlens_log_context", default
 KAFKA_LOGGER = logging.getLogger("librdkafka")
 # Third-party HTTP clients log every request at INFO: the OpenAI SDK's alone was most of a
 # stage's lines. Their warnings and errors still come through.
-_QUIET = ("httpx", "httpcore", "httpx2", "httpcore2", "openai")
+_QUIET = ("httpx2", "httpcore2", "openai")
 
 
 class JsonFormatter(logging.Formatter):

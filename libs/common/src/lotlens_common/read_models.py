@@ -174,7 +174,7 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
 
 def lot_usage(by_stage: dict[str, Any]) -> dict[str, Any]:
     """A lot's tokens and estimated cost over its stages' answers (`lots.usage` is per stage)."""
-    return total(Usage.model_validate(part) for part in by_stage.values()).model_dump(exclude={"model"})
+    return total(Usage.model_validate(part) for part in by_stage.values()).model_dump()
 
 
 def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:

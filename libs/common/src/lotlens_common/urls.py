@@ -9,7 +9,7 @@ Three layers, from cheap to thorough:
   no private, loopback, link-local (cloud metadata 169.254.169.254 included), multicast,
   reserved or unspecified address. `allow_loopback` lets 127.0.0.0/8 and ::1 through (the local
   stack and the tests). Callers that follow redirects call it again for every hop.
-* `guarded_async_client` — an httpx client whose network backend resolves and checks the host
+* `guarded_async_client` — an httpx2 client whose network backend resolves and checks the host
   itself and connects to the very address it checked, so a DNS answer that changes between the
   check and the connection (rebinding) cannot reach an internal address. It follows no
   redirects and ignores proxy variables (a proxy would connect on our behalf, unchecked).
@@ -25,8 +25,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpcore
-import httpx
+import httpcore2
+import httpx2
+
+from lotlens_common.pool_transport import AsyncPoolTransport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # (host, port) -> every address the host resolves to.
@@ -49,10 +51,10 @@ _AUTHORITY = re.compile(r"(?i:https?)://(?P<host>[^/?#:\s]*)(?::(?P<port>[0-9]{1
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
-class BlockedDestination(httpcore.ConnectError):
+class BlockedDestination(httpcore2.ConnectError):
     """The URL may not be fetched: bad scheme, unresolvable host or a non-public address.
 
-    A `httpcore.ConnectError`, so inside an httpx client it surfaces as `httpx.ConnectError`.
+    A `httpcore2.ConnectError`, so inside an httpx2 client it surfaces as `httpx2.ConnectError`.
     """
 
 
@@ -71,8 +73,8 @@ def http_url_problem(url: object) -> str | None:
     try:
         parts = urlsplit(url)
         port_number = parts.port
-        parsed = httpx.URL(url)
-    except (ValueError, httpx.InvalidURL) as exc:
+        parsed = httpx2.URL(url)
+    except (ValueError, httpx2.InvalidURL) as exc:
         return f"malformed: {exc}"
     if parts.scheme.lower() not in SCHEMES:
         return "only http and https URLs are allowed"
@@ -151,7 +153,7 @@ def address_refusal(address: IPAddress, allow_loopback: bool) -> str | None:
 def literal_refusal(url: str, allow_loopback: bool) -> str | None:
     """Why a syntactically valid URL's host, written as an IP address, may not be reached; else None."""
     try:
-        address = ipaddress.ip_address(httpx.URL(url).host.strip("[]"))
+        address = ipaddress.ip_address(httpx2.URL(url).host.strip("[]"))
     except ValueError:
         return None  # a name: only resolving it tells
     return address_refusal(address, allow_loopback)
@@ -190,22 +192,22 @@ async def check_destination(url: str, allow_loopback: bool, resolve: Resolver = 
     problem = http_url_problem(url)
     if problem:
         raise BlockedDestination(f"{url!r}: {problem}")
-    parsed = httpx.URL(url)
+    parsed = httpx2.URL(url)
     port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
     await checked_addresses(parsed.host, port, allow_loopback, resolve)
 
 
-class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
+class GuardedAsyncBackend(httpcore2.AsyncNetworkBackend):
     """Resolves the host itself, refuses non-public addresses, connects to a checked one."""
 
     def __init__(self, allow_loopback: bool, resolve: Resolver = resolve_host) -> None:
         self._allow_loopback = allow_loopback
         self._resolve = resolve
-        self._inner = httpcore.AnyIOBackend()
+        self._inner = httpcore2.AnyIOBackend()
 
     async def connect_tcp(self, host: str, port: int, timeout: float | None = None,  # noqa: ASYNC109
                           local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+                          socket_options: Iterable[Any] | None = None) -> httpcore2.AsyncNetworkStream:
         """Open a TCP connection to a checked address of `host` (TLS still verifies `host`)."""
         addresses = await checked_addresses(host, port, self._allow_loopback, self._resolve)
         return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address,
@@ -213,7 +215,7 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
                                   socket_options: Iterable[Any] | None = None
-                                  ) -> httpcore.AsyncNetworkStream:
+                                  ) -> httpcore2.AsyncNetworkStream:
         """Unix sockets are local by definition: always refused."""
         raise BlockedDestination("unix sockets are not allowed")
 
@@ -222,26 +224,9 @@ class GuardedAsyncBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-class GuardedAsyncTransport(httpx.AsyncHTTPTransport):
-    """httpx's own async transport with the guarded backend underneath."""
-
-    def __init__(self, allow_loopback: bool, limits: httpx.Limits | None = None,
-                 resolve: Resolver = resolve_host) -> None:
-        limits = limits or httpx.Limits()
-        super().__init__(limits=limits, trust_env=False)
-        # httpx builds its pool without a backend parameter; rebuild it the same way, with ours.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedAsyncBackend(allow_loopback, resolve),
-        )
-
-
 def guarded_async_client(allow_loopback: bool, timeout_s: float, max_connections: int = 100,
-                         resolve: Resolver = resolve_host) -> httpx.AsyncClient:
+                         resolve: Resolver = resolve_host) -> httpx2.AsyncClient:
     """An async client that only reaches public addresses and never follows redirects by itself."""
-    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return httpx.AsyncClient(transport=GuardedAsyncTransport(allow_loopback, limits, resolve),
-                             timeout=timeout_s, follow_redirects=False, trust_env=False)
+    limits = httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    transport = AsyncPoolTransport(GuardedAsyncBackend(allow_loopback, resolve), limits)
+    return httpx2.AsyncClient(transport=transport, timeout=timeout_s, follow_redirects=False, trust_env=False)

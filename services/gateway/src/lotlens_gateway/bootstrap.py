@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-import httpx
+import httpx2
 import openai
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -44,7 +44,7 @@ def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
 
 def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
                new_admin: Callable[[], AdminLike],
-               images_http: httpx.AsyncClient, model_client: openai.AsyncOpenAI,
+               images_http: httpx2.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
     """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 
 from lotlens_common.clock import iso
@@ -63,7 +63,7 @@ class SyncDescriber:
     """Describes one lot now, within `timeout_s` in all."""
 
     model_client: openai.AsyncOpenAI
-    http: httpx.AsyncClient
+    http: httpx2.AsyncClient
     models: ModelSettings
     images: ImagePolicy
     timeout_s: float
@@ -133,7 +133,7 @@ class SyncDescriber:
             "descriptions": descriptions,
             "missing_images": missing,
             # Added: the answers' tokens and estimated cost (direct calls: the full price).
-            "usage": total(u for u in used if u is not None).model_dump(exclude={"model"}),
+            "usage": total(u for u in used if u is not None).model_dump(),
         }
 
     async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-import httpx
+import httpx2
 
 from lotlens_common.urls import BlockedDestination, Resolver, address_refusal
 from lotlens_gateway.errors import validation_failed
@@ -17,7 +17,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 async def _refusal(url: str, resolve: Resolver, allow_loopback: bool, timeout_s: float) -> str | None:
-    parsed = httpx.URL(url)
+    parsed = httpx2.URL(url)
     try:
         addresses = await asyncio.wait_for(
             resolve(parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme]), timeout_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-import httpx
+import httpx2
 from sqlalchemy import Engine
 
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
@@ -17,16 +17,16 @@ from lotlens_webhook_dispatcher.worker import Dispatcher
 Worker = Callable[[threading.Event], None]
 
 
-def http_transport(settings: DispatcherSettings, transport: httpx.BaseTransport | None = None
-                   ) -> httpx.BaseTransport:
+def http_transport(settings: DispatcherSettings, transport: httpx2.BaseTransport | None = None
+                   ) -> httpx2.BaseTransport:
     """The transport of one attempt thread's webhook calls: SSRF-guarded, kept-alive connections
     to the hosts that thread posts to (`transport` replaces it, in tests)."""
-    limits = httpx.Limits(max_connections=settings.webhook_per_host_concurrency,
+    limits = httpx2.Limits(max_connections=settings.webhook_per_host_concurrency,
                           max_keepalive_connections=settings.webhook_per_host_concurrency)
     return transport or GuardedTransport(settings.allow_loopback_urls, limits)
 
 
-def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callable[[], httpx.BaseTransport],
+def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callable[[], httpx2.BaseTransport],
             consumer_producer: EventProducer, dispatch_producer: EventProducer) -> dict[str, Worker]:
     """The consumer of `JobCompleted` and the due-queue loop, ready for `run_workers`.
 

@@ -52,7 +52,7 @@ class DispatcherSettings(ServiceSettings):
     def lease_s(self) -> float:
         """How long a claimed attempt is reserved for the instance that claimed it.
 
-        httpx timeouts apply per phase (connect, write, read), so one attempt can last up to
+        httpx2 timeouts apply per phase (connect, write, read), so one attempt can last up to
         three timeouts before the worst server is given up.
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s

@@ -5,14 +5,14 @@ code, a redirect (never followed: the customer registered this URL, and a redire
 anywhere), a timeout, a refused or reset connection, an address the SSRF guard refuses.
 HTTP 410 Gone means the endpoint is retired: no more attempts. `Retry-After` is passed on.
 
-httpx's exception tree, as far as it matters here::
+httpx2's exception tree, as far as it matters here::
 
-    httpx.HTTPError
-      ├── httpx.TransportError
-      │     ├── httpx.TimeoutException  (connect, read, write, pool)  -> "timeout"
-      │     └── httpx.NetworkError, ProtocolError, UnsupportedProtocol -> "connection"
+    httpx2.HTTPError
+      ├── httpx2.TransportError
+      │     ├── httpx2.TimeoutException  (connect, read, write, pool)  -> "timeout"
+      │     └── httpx2.NetworkError, ProtocolError, UnsupportedProtocol -> "connection"
       └── ...
-    httpx.InvalidURL, a scheme other than http(s)                      -> "invalid URL" (final)
+    httpx2.InvalidURL, a scheme other than http(s)                      -> "invalid URL" (final)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import httpx
+import httpx2
 
 from lotlens_common.clock import utc_now
 from lotlens_webhook_dispatcher.schedule import parse_retry_after
@@ -46,31 +46,31 @@ class AttemptOutcome:
     final: bool = False
 
 
-def post_webhook(transport: httpx.BaseTransport, url: str, body: bytes, headers: Mapping[str, str],
+def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers: Mapping[str, str],
                  timeout_s: float, body_chars: int = 2000) -> AttemptOutcome:
     """POST one webhook body and judge the answer; never raises for what the endpoint does.
 
-    Straight to the transport: an `httpx.Client` adds cookies, auth and redirect handling that a
+    Straight to the transport: an `httpx2.Client` adds cookies, auth and redirect handling that a
     webhook never uses, a quarter of the CPU an attempt costs.
     """
     started = time.monotonic()
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL as exc:
         return _failed(started, f"invalid URL: {exc}", final=True)
     if parsed.scheme not in ("http", "https") or not parsed.host:
         return _failed(started, "invalid URL: not an http(s) URL with a host", final=True)
-    request = httpx.Request("POST", parsed, content=body, headers=dict(headers),
-                            extensions={"timeout": httpx.Timeout(timeout_s).as_dict()})
+    request = httpx2.Request("POST", parsed, content=body, headers=dict(headers),
+                            extensions={"timeout": httpx2.Timeout(timeout_s).as_dict()})
     try:
         response = transport.handle_request(request)
         try:
             text = _read_some(response, started + timeout_s)
         finally:
             response.close()
-    except httpx.TimeoutException:
+    except httpx2.TimeoutException:
         return _failed(started, f"timeout: no complete answer within {timeout_s:g} s")
-    except httpx.HTTPError as exc:
+    except httpx2.HTTPError as exc:
         return _failed(started, f"connection failed: {type(exc).__name__}: {exc}")
     latency_ms = (time.monotonic() - started) * 1000
     code = response.status_code
@@ -85,7 +85,7 @@ def post_webhook(transport: httpx.BaseTransport, url: str, body: bytes, headers:
                           final=code == GONE)
 
 
-def _read_some(response: httpx.Response, deadline: float) -> str:
+def _read_some(response: httpx2.Response, deadline: float) -> str:
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
@@ -96,7 +96,7 @@ def _read_some(response: httpx.Response, deadline: float) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace")
 
 
-def _describe(response: httpx.Response) -> str:
+def _describe(response: httpx2.Response) -> str:
     code = response.status_code
     if response.is_redirect:
         return f"HTTP {code}: redirect to {response.headers.get('location', '?')} not followed"

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-import httpx
+import httpx2
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
@@ -64,14 +64,14 @@ class Dispatcher:
     """Delivers due webhooks until stopped."""
 
     def __init__(self, engine: Engine, producer: EventProducer,
-                 new_transport: Callable[[], httpx.BaseTransport], settings: DispatcherSettings,
+                 new_transport: Callable[[], httpx2.BaseTransport], settings: DispatcherSettings,
                  clock: Callable[[], datetime] = utc_now, rng: random.Random | None = None) -> None:
         self._engine = engine
         self._producer = producer
         # One HTTP transport per attempt thread: threads sharing one pool queue on its lock.
         self._new_transport = new_transport
         self._local = threading.local()
-        self._transports: list[httpx.BaseTransport] = []
+        self._transports: list[httpx2.BaseTransport] = []
         self._settings = settings
         self._clock = clock
         self._rng = rng or random.Random()
@@ -123,8 +123,8 @@ class Dispatcher:
             for transport in self._transports:
                 transport.close()
 
-    def _transport(self) -> httpx.BaseTransport:
-        transport: httpx.BaseTransport | None = getattr(self._local, "transport", None)
+    def _transport(self) -> httpx2.BaseTransport:
+        transport: httpx2.BaseTransport | None = getattr(self._local, "transport", None)
         if transport is None:
             transport = self._local.transport = self._new_transport()
             with self._lock:

@@ -27,7 +27,7 @@ class ModelPrice(BaseModel):
     output: float
 
 
-class Usage(BaseModel):
+class Tokens(BaseModel):
     """Tokens by kind and their estimated cost (None when a model has no price configured)."""
 
     model_config = ConfigDict(frozen=True)
@@ -37,6 +37,11 @@ class Usage(BaseModel):
     output_tokens: int = 0
     reasoning_tokens: int = 0
     estimated_cost_usd: float | None = None
+
+
+class Usage(Tokens):
+    """One answer's tokens, with the model that used them."""
+
     model: str | None = None
 
 
@@ -76,28 +81,21 @@ def priced(usage: Usage | None, model: str, prices: Mapping[str, ModelPrice],
     return usage.model_copy(update={"model": model, "estimated_cost_usd": cost})
 
 
-def total(usages: Iterable[Usage]) -> Usage:
-    """The sum of several usages (no model; cost None if any part's cost is unknown)."""
+def total(usages: Iterable[Tokens]) -> Tokens:
+    """The sum of several usages (cost None if any part's cost is unknown)."""
     parts = list(usages)
     costs = [u.estimated_cost_usd for u in parts]
-    return Usage(input_tokens=sum(u.input_tokens for u in parts),
-                 cached_input_tokens=sum(u.cached_input_tokens for u in parts),
-                 output_tokens=sum(u.output_tokens for u in parts),
-                 reasoning_tokens=sum(u.reasoning_tokens for u in parts),
-                 estimated_cost_usd=None if None in costs else sum(c for c in costs if c is not None))
+    return Tokens(input_tokens=sum(u.input_tokens for u in parts),
+                  cached_input_tokens=sum(u.cached_input_tokens for u in parts),
+                  output_tokens=sum(u.output_tokens for u in parts),
+                  reasoning_tokens=sum(u.reasoning_tokens for u in parts),
+                  estimated_cost_usd=None if None in costs else sum(c for c in costs if c is not None))
 
 
-class JobUsage(BaseModel):
+class JobUsage(Tokens):
     """A job's tokens and estimated cost in all, and per model."""
 
-    model_config = ConfigDict(frozen=True)
-
-    input_tokens: int = 0
-    cached_input_tokens: int = 0
-    output_tokens: int = 0
-    reasoning_tokens: int = 0
-    estimated_cost_usd: float | None = None
-    by_model: dict[str, Usage] = {}
+    by_model: dict[str, Tokens] = {}
 
     @classmethod
     def of(cls, usages: Iterable[Usage]) -> JobUsage:
@@ -106,6 +104,5 @@ class JobUsage(BaseModel):
         models: dict[str, list[Usage]] = {}
         for part in parts:
             models.setdefault(part.model or "unknown", []).append(part)
-        whole = total(parts)
-        return cls(**whole.model_dump(exclude={"model"}),
+        return cls(**total(parts).model_dump(),
                    by_model={model: total(found) for model, found in models.items()})

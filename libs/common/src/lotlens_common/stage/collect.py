@@ -11,6 +11,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from opentelemetry.context import Context
+
 from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_lines
 from lotlens_common.model.errors import ModelError
@@ -20,7 +22,7 @@ from lotlens_common.stage.core.outcomes import Kind, line_kind
 from lotlens_common.stage.ports import Shard, Stage
 from lotlens_common.stage.record import STAGE_KEY
 from lotlens_common.stage.settle import Settler
-from lotlens_common.stage.traced import lots_span, openai_call
+from lotlens_common.stage.traced import lots_span, openai_call, shard_context
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
     """Read the batch first and take the shard's lock only to act on it: a running batch (the
     usual case, every poll) costs one read and no lock, re-read or commit of ours."""
     assert shard.batch_id is not None  # a submitted shard always has its batch
-    action = await _look(stage, shard, cancelled)
+    job_trace = shard_context(stage.store, shard)
+    action = await _look(stage, shard, cancelled, job_trace)
     if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
         return None
     if isinstance(action, lifecycle.Wait):
@@ -80,7 +83,8 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
         if isinstance(action, lifecycle.Cancel):
             log.warning("cancelling batch %s: %s", shard.batch_id, action.reason,
                         extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-            batch = await stage.batches.cancel_batch(shard.batch_id)
+            with openai_call("batches.cancel", {"lotlens.batch_id": shard.batch_id}, job_trace):
+                batch = await stage.batches.cancel_batch(shard.batch_id)
             if batch["status"] in lifecycle.RUNNING:
                 stage.store.note_batch_status(shard.shard_id, str(batch["status"]))
                 return str(batch["status"])
@@ -92,14 +96,15 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
         return str(action.batch["status"])
 
 
-async def _look(stage: Stage[Any], shard: Shard, cancelled: bool) -> (
+async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Context | None) -> (
         lifecycle.Wait | lifecycle.Cancel | lifecycle.Collect | lifecycle.Lost | lifecycle.LookUp
         | lifecycle.TryLater):
     """What to do with the shard's batch: read it by id, or find it by metadata when that fails."""
     assert shard.batch_id is not None
     max_age = stage.settings.max_batch_age_s
     try:
-        batch = await stage.batches.retrieve_batch(shard.batch_id)
+        with openai_call("batches.retrieve", {"lotlens.batch_id": shard.batch_id}, job_trace):
+            batch = await stage.batches.retrieve_batch(shard.batch_id)
         return lifecycle.for_submitted(batch, cancelled, time.time(), max_age)
     except ModelError as exc:
         read = lifecycle.for_read_error(getattr(exc, "status_code", None), str(exc))
@@ -113,7 +118,8 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool) -> (
                   extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
     stage.unreadable[shard.shard_id] = read.reason
     try:
-        listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, LISTING_PAGES)
+        with openai_call("batches.list", parent=job_trace):
+            listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, LISTING_PAGES)
     except ModelError as exc:
         log.error("listing batches failed too (%s): still paused", exc)
         return read
@@ -141,7 +147,7 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
         file_id = batch.get(file_key)
         if not file_id:
             continue
-        with openai_call("files.content", **{"lotlens.file_key": file_key}):
+        with openai_call("files.content", {"lotlens.file_key": file_key}):
             async for line in stage.batches.iter_file_lines(str(file_id)):
                 for result in parse_batch_lines([line]):
                     lot = pending.pop(result.custom_id, None)

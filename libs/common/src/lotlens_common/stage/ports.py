@@ -147,6 +147,10 @@ class WorkStore(Protocol[W]):
         """The lots a shard still holds."""
         ...
 
+    def shard_trace(self, shard_id: str) -> dict[str, str]:
+        """The W3C context one of the shard's lots keeps of its job's trace ({} if none)."""
+        ...
+
     def save_prepared(self, job_id: str, settled: Sequence[str], changed: Sequence[LotWork[W]]) -> None:
         """Lots settled by preparation are done; new work (e.g. image verdicts) is kept."""
         ...

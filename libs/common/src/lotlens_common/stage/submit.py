@@ -155,7 +155,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
-    with openai_call("batches.create", **{"lotlens.shard_id": shard_id}):
+    with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
         batch = await stage.batches.create_batch(
             file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
 from lotlens_common import tracing
+from lotlens_common.stage.ports import Shard, WorkStore
 from lotlens_common.stage.work import LotWork
 
 
@@ -27,7 +29,19 @@ def lots_span(name: str, lots: Sequence[LotWork[Any]], shard_id: str) -> Iterato
         yield
 
 
-def openai_call(operation: str, **attributes: str) -> tracing.SpanScope:
-    """A client span around one call to OpenAI's API (`files.create`, `batches.create`, ...)."""
-    return tracing.span(f"openai {operation}", SpanKind.CLIENT,
-                        attributes={"rpc.system": "openai", "rpc.method": operation, **attributes})
+def openai_call(operation: str, attributes: Mapping[str, str] | None = None,
+                parent: Context | None = None) -> tracing.SpanScope:
+    """A client span around one call to OpenAI's API (`files.create`, `batches.create`, ...), a
+    child of `parent` if given, else of the current span."""
+    return tracing.span(f"openai {operation}", SpanKind.CLIENT, parent=parent,
+                        attributes={"rpc.system": "openai", "rpc.method": operation, **(attributes or {})})
+
+
+def shard_context(store: WorkStore[Any], shard: Shard) -> Context | None:
+    """The shard's job's trace, to hang the batch's status polls on (None when tracing is off).
+
+    A poll runs outside any job's span (one loop watches every batch); the context comes from
+    what the shard's lots keep, read only when spans are recorded."""
+    if not tracing.enabled():
+        return None
+    return tracing.extract(store.shard_trace(shard.shard_id))

@@ -219,6 +219,13 @@ def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) 
     return [_lot(row, work_type) for row in rows]
 
 
+def shard_trace(conn: Connection, stage: str, shard_id: str) -> dict[str, str]:
+    """The trace context in one lot's work of the shard (all of a shard's lots are of one job)."""
+    carrier = conn.execute(select(stage_lots.c.work["trace"]).where(
+        stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id).limit(1)).scalar_one_or_none()
+    return dict(carrier) if isinstance(carrier, dict) else {}
+
+
 @contextmanager
 def exclusive(engine: Engine, key: str, held: dict[str, Connection] | None = None) -> Iterator[bool]:
     """Hold a session advisory lock on `key` while inside; yields False if another process has it.

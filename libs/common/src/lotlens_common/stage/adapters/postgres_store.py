@@ -80,6 +80,11 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return sql.shard_lots(conn, self.stage, shard_id, self.work_type)
 
+    def shard_trace(self, shard_id: str) -> dict[str, str]:
+        """The job's trace context, as one of the shard's lots keeps it."""
+        with self.engine.begin() as conn:
+            return sql.shard_trace(conn, self.stage, shard_id)
+
     def save_prepared(self, job_id: str, settled: Sequence[str], changed: Sequence[LotWork[W]]) -> None:
         """Settled lots done, changed work kept."""
         with self.engine.begin() as conn:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-import httpx
+import httpx2
 import openai
 import uvicorn
 from confluent_kafka import Consumer
@@ -92,22 +92,23 @@ class Gateway:
 
     def submit(self, lot_list: list[dict[str, Any]], languages: Sequence[str] = ("en",),
                key: str | None = None, headers: dict[str, str] | None = None,
-               **fields: Any) -> httpx.Response:
+               **fields: Any) -> httpx2.Response:
         """POST a signed submission."""
         body = {"signature": self.lots_signature(lot_list, key), "version": "1.0.0",
                 "languages": list(languages), "lots": lot_list, **fields}
-        return httpx.post(f"{self.url}/api/v1/generate-descriptions", json=body, headers=headers, timeout=120)
+        return httpx2.post(f"{self.url}/api/v1/generate-descriptions", json=body, headers=headers,
+                           timeout=120)
 
-    def get_job(self, path: str, job_id: str, key: str | None = None) -> httpx.Response:
+    def get_job(self, path: str, job_id: str, key: str | None = None) -> httpx2.Response:
         """GET a job-addressed endpoint, header-signed over the job id."""
         signature = {"X-Signature": self.sign(job_id, key)}
-        return httpx.get(f"{self.url}{path.format(job_id=job_id)}", headers=signature, timeout=30)
+        return httpx2.get(f"{self.url}{path.format(job_id=job_id)}", headers=signature, timeout=30)
 
-    def list_jobs(self, query: str = "", key: str | None = None) -> httpx.Response:
+    def list_jobs(self, query: str = "", key: str | None = None) -> httpx2.Response:
         """GET /api/v1/batch-jobs signed over the raw query string."""
         suffix = f"?{query}" if query else ""
         signature = {"X-Signature": self.sign(query, key)}
-        return httpx.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers=signature, timeout=30)
+        return httpx2.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers=signature, timeout=30)
 
 
 def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overrides: Any) -> GatewaySettings:

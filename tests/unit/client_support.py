@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-import httpx
+import httpx2
 
 from lotlens_common import signing
 
@@ -21,16 +21,16 @@ KEY = "shared-key-for-tests"
 JOB_ID = "550e8400-e29b-41d4-a716-446655440000"
 TS = "2025-08-05T07:30:00Z"
 SUBMIT = "/api/v1/generate-descriptions"
-Answer = httpx.Response | Callable[[httpx.Request], httpx.Response]
+Answer = httpx2.Response | Callable[[httpx2.Request], httpx2.Response]
 
 
 def error(status: int, code: str, message: str = "refused", details: dict[str, Any] | None = None,
-          headers: dict[str, str] | None = None) -> httpx.Response:
+          headers: dict[str, str] | None = None) -> httpx2.Response:
     """An answer in the contract's error shape."""
     body: dict[str, Any] = {"error": "Error", "message": message, "code": code}
     if details is not None:
         body["details"] = details
-    return httpx.Response(status, json=body, headers=headers)
+    return httpx2.Response(status, json=body, headers=headers)
 
 
 def progress(percentage: float = 0.0, processed: int = 0, total: int = 2) -> dict[str, Any]:
@@ -104,18 +104,18 @@ class FakeApi:
 
     key: str = KEY
     routes: dict[str, list[Answer]] = field(default_factory=dict)
-    received: list[httpx.Request] = field(default_factory=list)
+    received: list[httpx2.Request] = field(default_factory=list)
 
     def on(self, route: str, *answers: Answer) -> FakeApi:
         """Answer `route` ("GET /api/v1/...") with these, in order; the last one repeats."""
         self.routes[route] = list(answers)
         return self
 
-    def transport(self) -> httpx.MockTransport:
+    def transport(self) -> httpx2.MockTransport:
         """A transport for `LotLensClient` and `AsyncLotLensClient` alike."""
-        return httpx.MockTransport(self.handle)
+        return httpx2.MockTransport(self.handle)
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    def handle(self, request: httpx2.Request) -> httpx2.Response:
         """Record the request, check its signature, answer from the script."""
         self.received.append(request)
         refused = self._refusal(request)
@@ -133,7 +133,7 @@ class FakeApi:
         document: dict[str, Any] = json.loads(self.received[index].content)
         return document
 
-    def _refusal(self, request: httpx.Request) -> httpx.Response | None:
+    def _refusal(self, request: httpx2.Request) -> httpx2.Response | None:
         header = request.headers.get("X-Signature")
         path = request.url.path
         if path == SUBMIT:

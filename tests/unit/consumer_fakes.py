@@ -1,0 +1,113 @@
+"""A fake Kafka consumer and producer for the one consumer loop (no broker), and a runner that
+drives `run_consumer` with them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, cast
+
+from sqlalchemy.exc import OperationalError
+
+from lotlens_common.envelope import Envelope, encode
+from lotlens_common.events import JobCancelled
+from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.settings import KafkaSettings, TopicSettings
+
+TOPICS = TopicSettings()
+
+
+class FakeMessage:
+    """The parts of a confluent_kafka.Message the loop reads."""
+
+    def __init__(self, offset: int, value: bytes, headers: list[tuple[str, bytes]] | None = None,
+                 partition: int = 0) -> None:
+        self._offset, self._value, self._headers, self._partition = offset, value, headers, partition
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b"job"
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def topic(self) -> str:
+        return TOPICS.submissions
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def error(self) -> None:
+        return None
+
+
+class FakeConsumer:
+    """Hands out the given batches once each, then sets `stop`; records stored offsets."""
+
+    def __init__(self, batches: list[list[FakeMessage]], stop: threading.Event) -> None:
+        self.batches, self.stop = batches, stop
+        self.stored: list[int] = []
+        self.config: dict[str, Any] = {}
+
+    def __call__(self, config: dict[str, Any]) -> FakeConsumer:
+        self.config = config
+        return self
+
+    def subscribe(self, _topics: list[str], on_assign: object = None, on_revoke: object = None,
+                  on_lost: object = None) -> None:
+        pass
+
+    def consume(self, _n: int, _timeout: float) -> list[FakeMessage]:
+        if not self.batches:
+            self.stop.set()
+            return []
+        return self.batches.pop(0)
+
+    def store_offsets(self, message: FakeMessage) -> None:
+        self.stored.append(message.offset())
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Records what would be dead-lettered; `flush` confirms it."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[str, bytes | None, list[tuple[str, Any]]]] = []
+        self.sent: list[tuple[str, bytes | None, list[tuple[str, Any]]]] = []
+
+    def publish_raw(self, topic: str, _key: bytes | None, value: bytes | None,
+                    headers: list[tuple[str, Any]]) -> None:
+        self.queued.append((topic, value, headers))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        self.sent += self.queued
+        self.queued = []
+
+    def dead_letter_reasons(self) -> list[str]:
+        return [dict(headers)["dlq.reason"].decode() for _, _, headers in self.sent]
+
+
+def event(n: int) -> bytes:
+    return encode(Envelope(event=JobCancelled(job_id=f"job-{n}", cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
+                           client_id="c"))
+
+
+def run(batches: list[list[FakeMessage]], handler: Callable[[Sequence[Envelope]], None],
+        stop: threading.Event | None = None, group: str = "g") -> tuple[FakeConsumer, FakeProducer]:
+    stop = stop or threading.Event()
+    consumer, producer = FakeConsumer(batches, stop), FakeProducer()
+    run_consumer(KafkaSettings(), TOPICS, ConsumerSpec(group_id=group, topics=[TOPICS.submissions],
+                                                       handler=handler),
+                 cast(EventProducer, producer), stop, make_consumer=consumer)  # type: ignore[arg-type]
+    return consumer, producer
+
+
+def outage() -> OperationalError:
+    return OperationalError("SELECT 1", {}, Exception("connection refused"))
