@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -201,17 +201,6 @@ class WorkStore(Protocol[W]):
 
 
 @dataclass
-class SharedState:
-    """What a stage's loops learn at run time and must all act on (one object per process)."""
-
-    # Shards whose batch cannot be read by id, until a listing tells what became of it: while
-    # there is one, nothing new is submitted.
-    unreadable: dict[str, str] = field(default_factory=dict)
-    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
-    max_file_bytes: int | None = None
-
-
-@dataclass
 class Stage(Generic[W]):
     """One stage's rules and ports, handed to every step."""
 
@@ -220,29 +209,17 @@ class Stage(Generic[W]):
     batches: BatchesPort
     publisher: Publisher
     settings: StageSettings
-    shared: SharedState = field(default_factory=SharedState)
-
-    @property
-    def unreadable(self) -> dict[str, str]:
-        """Shards whose batch cannot be read by id (the stage submits nothing meanwhile)."""
-        return self.shared.unreadable
-
-    @property
-    def max_file_bytes(self) -> int | None:
-        """The byte cap OpenAI's refusals taught (None: only the settings' limit)."""
-        return self.shared.max_file_bytes
-
-    def with_clients(self, batches: BatchesPort, publisher: Publisher) -> Stage[W]:
-        """The same stage (rules, store, shared state) over clients of its own, for a second loop:
-        an asyncio client belongs to one event loop, and a publisher's flush must wait for its
-        own loop's events only."""
-        return replace(self, batches=batches, publisher=publisher)
+    # Shards whose batch cannot be read by id, until a listing tells what became of it: while
+    # there is one, nothing new is submitted.
+    unreadable: dict[str, str] = field(default_factory=dict)
+    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
+    max_file_bytes: int | None = None
 
     def shrink_files(self, refused_bytes: int, reason: str) -> None:
         """OpenAI refused a file of this size as too large: cut the next ones smaller."""
-        self.shared.max_file_bytes = for_oversized(refused_bytes).max_bytes
+        self.max_file_bytes = for_oversized(refused_bytes).max_bytes
         log.warning("OpenAI refused a %d-byte file (%s): files are cut at %d bytes from now on",
-                    refused_bytes, reason, self.shared.max_file_bytes)
+                    refused_bytes, reason, self.max_file_bytes)
 
     def token_limit(self) -> int:
         """The enqueued-token budget (0: none)."""

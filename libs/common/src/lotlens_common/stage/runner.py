@@ -28,24 +28,8 @@ GAUGES_EVERY_S = 5.0
 
 
 def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
-    """Send and collect in one loop until `stop` (direct mode, whose batches API is in memory);
-    failures are logged and counted, and the work stays in the tables."""
-    asyncio.run(_loop(stage, stop, submit=True, collect=True))
-
-
-def run_submit_loop(stage: Stage[Any], stop: threading.Event) -> None:
-    """Send due shards (and recover, reconcile, prune) until `stop`.
-
-    With `run_collect_loop` beside it in another thread, over `Stage.with_clients`: sending no
-    longer waits behind the collection of a large batch (a job's last lots waited seconds for it),
-    and what each loop waits on (the database, Kafka, OpenAI) overlaps the other's work.
-    """
-    asyncio.run(_loop(stage, stop, submit=True, collect=False))
-
-
-def run_collect_loop(stage: Stage[Any], stop: threading.Event) -> None:
-    """Watch submitted batches and collect finished ones until `stop`."""
-    asyncio.run(_loop(stage, stop, submit=False, collect=True))
+    """Run until `stop`; failures are logged and counted, and the work stays in the tables."""
+    asyncio.run(_loop(stage, stop))
 
 
 async def step(stage: Stage[Any], watching: bool) -> None:
@@ -75,28 +59,20 @@ async def housekeep(stage: Stage[Any]) -> None:
         log.info("pruned the work rows of %d finished jobs", pruned)
 
 
-async def _loop(stage: Stage[Any], stop: threading.Event, submit: bool, collect: bool) -> None:
-    name = f"stage:{stage.spec.name}" if submit else f"stage:{stage.spec.name}:collect"
+async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
     last_watch = last_recovery = last_gauges = 0.0
     while not stop.is_set():
-        heartbeat(name)
+        heartbeat(f"stage:{stage.spec.name}")
         now = time.monotonic()
         try:
-            watching = now - last_watch >= stage.settings.poll_interval_s
-            if watching:
-                last_watch = now
-            if submit and now - last_recovery >= RECOVERY_EVERY_S:
+            if now - last_recovery >= RECOVERY_EVERY_S:
                 await housekeep(stage)
                 last_recovery = now
-            if submit and collect:
-                await step(stage, watching)
-            elif submit:
-                if watching:
-                    await recover_building(stage)
-                await flush_due(stage)
-            elif watching:
-                await watch(stage)
-            if collect and now - last_gauges >= GAUGES_EVERY_S:
+            watching = now - last_watch >= stage.settings.poll_interval_s
+            await step(stage, watching)
+            if watching:
+                last_watch = now
+            if now - last_gauges >= GAUGES_EVERY_S:
                 _update_gauges(stage)
                 last_gauges = now
         except Exception as exc:

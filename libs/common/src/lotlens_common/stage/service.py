@@ -24,7 +24,7 @@ from lotlens_common.stage.adapters.kafka import KafkaPublisher
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
-from lotlens_common.stage.runner import run_collect_loop, run_stage_loop, run_submit_loop
+from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.work import StageSpec
 
 # The service running each stage (its `service.name` in traces).
@@ -58,9 +58,9 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     engine = make_engine(settings.database)
     client: openai.AsyncOpenAI = make_openai_client(
         settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s)
-    direct = settings.openai.mode == "direct"
-    runner = postgres_stage(engine, EventProducer(settings.kafka, f"{spec.name}-stage"),
-                            batches_api(client, direct, stage), spec, stage)
+    batches = batches_api(client, settings.openai.mode == "direct", stage)
+    runner = postgres_stage(engine, EventProducer(settings.kafka, f"{spec.name}-stage"), batches,
+                            spec, stage)
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
     serve_operations(settings, metrics_port, engine, intake_producer)
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
@@ -69,17 +69,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     def consume(stop_event: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, consumer, intake_producer, stop_event)
 
-    workers: dict[str, Callable[[threading.Event], None]] = {"intake": consume}
-    if direct:
-        workers["batches"] = partial(run_stage_loop, runner)
-    else:
-        collector = runner.with_clients(
-            OpenAIBatches(make_openai_client(settings.openai.api_key, settings.openai.base_url,
-                                             settings.openai.timeout_s)),
-            KafkaPublisher(EventProducer(settings.kafka, f"{spec.name}-collect"), spec.output_topic()))
-        workers["batches"] = partial(run_submit_loop, runner)
-        workers["collect"] = partial(run_collect_loop, collector)
     try:
-        run_workers(workers, stop)
+        run_workers({"intake": consume, "batches": partial(run_stage_loop, runner)}, stop)
     finally:
         engine.dispose()
