@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import socket
 import struct
 import threading
@@ -65,18 +66,21 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 
 @contextmanager
 def image_host() -> Iterator[str]:
-    """Serves a PNG for any path ending in `.png`, except paths containing `missing` (404)."""
+    """Serves a PNG for any path ending in `.png`, except paths containing `missing` (404); a
+    `-<n>mb.png` path is an image of n decimal megabytes."""
     image = png()
 
     class Images(BaseHTTPRequestHandler):
         def _answer(self, body: bool) -> None:
             if self.path.endswith(".png") and "missing" not in self.path:
+                megabytes = re.search(r"-(\d+)mb\.png$", self.path)
+                data = image if megabytes is None else image.ljust(int(megabytes[1]) * 1_000_000, b"\0")
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(image)))
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 if body:
-                    self.wfile.write(image)
+                    self.wfile.write(data)
             else:
                 self.send_error(404)
 

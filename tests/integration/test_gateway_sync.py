@@ -100,6 +100,18 @@ def test_a_lot_without_any_reachable_image_fails_without_a_model_call(
     assert standin.model_calls() == 0
 
 
+def test_images_past_50_mb_are_left_out_and_listed_as_missing(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    names = (*(f"photo{i}-9mb.png" for i in range(6)), "small.png")
+    response = sync_gateway.submit(one_lot(images, names=names), languages=["en"])
+    assert response.status_code == 200
+    lot = response.json()["lots"][0]
+    # Five 9 MB images make 45 MB: the sixth would cross OpenAI's 50 MB, the small one still fits.
+    assert lot["status"] == "completed" and lot["processed_images"] == 6
+    assert lot["missing_images"] == [f"{images}/photo5-9mb.png"]
+    assert "6 image(s) reviewed" in lot["descriptions"][0]["damages"]
+
+
 def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Gateway, images: str) -> None:
     response = sync_gateway.submit(one_lot(images, notes="[standin:incomplete]"), languages=["en"])
     assert response.status_code == 200

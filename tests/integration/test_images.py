@@ -152,6 +152,13 @@ def test_reachable_images_are_valid_and_the_rest_unreachable_in_the_given_order(
     assert "not an image" in result.reasons[f"{host}/page.html"]
 
 
+def test_each_usable_image_comes_with_its_bytes_declared_or_read(host: str) -> None:
+    """The per-request cap of image bytes is applied from these sizes."""
+    result = check([f"{host}/ok.png", f"{host}/nolength.png", f"{host}/still.gif", f"{host}/missing.png"])
+    assert result.sizes == {f"{host}/ok.png": len(IMAGE), f"{host}/nolength.png": len(IMAGE),
+                            f"{host}/still.gif": len(gif(1))}
+
+
 def test_only_png_jpeg_webp_and_non_animated_gif_are_usable(host: str) -> None:
     result = check([f"{host}{path}" for path in TYPED])
     assert result.valid == (f"{host}/still.gif", f"{host}/photo.webp", f"{host}/photo.jpg")

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, TranslationCompleted, VisionCompleted
-from lotlens_common.images import check_images
+from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
 from lotlens_common.model.translation import parse_translation_response, translation_request_body
@@ -34,7 +34,7 @@ from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher import handlers as vision_handlers
 from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
-from tests.integration.stage.test_batch_stages import job_events, open_lots
+from tests.integration.stage.helpers import job_events, open_lots
 
 KEY = os.environ.get("OPENAI_API_KEY", "")
 pytestmark = pytest.mark.skipif(
@@ -51,11 +51,10 @@ STAGE = StageSettings(window_s=0.0, max_attempts=2,
                       poll_interval_s=float(os.environ.get("LOTLENS_SMOKE_POLL_S", "20")))
 
 
-async def reachable(urls: Any) -> tuple[list[str], list[str]]:
+async def reachable(urls: Any) -> ImageCheck:
     """The vision-batcher's own image check."""
     async with guarded_async_client(LOOPBACK, 15) as http:
-        result = await check_images(urls, http, LOOPBACK, 8)
-    return list(result.valid), list(result.unreachable)
+        return await check_images(urls, http, LOOPBACK, 8)
 
 
 async def run_until_settled(settings: ServiceSettings, engine: Engine, spec: StageSpec[Any],

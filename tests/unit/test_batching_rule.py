@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.config import StageSettings
@@ -61,8 +62,8 @@ def test_a_batch_is_cut_to_what_the_token_budget_allows() -> None:
 
 # --- the whole path of a big job: rule, preparation chunk by chunk, JSONL file ---
 
-async def all_reachable(urls: Sequence[str]) -> tuple[list[str], list[str]]:
-    return list(urls), []
+async def all_reachable(urls: Sequence[str]) -> ImageCheck:
+    return ImageCheck(valid=tuple(urls), unreachable=())
 
 
 def big_job(lots: int) -> list[LotWork[VisionWork]]:

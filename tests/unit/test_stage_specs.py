@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 
 from lotlens_common.events import LotFailed, TranslationCompleted, VisionCompleted
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
@@ -15,9 +17,12 @@ from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 checked: list[list[str]] = []
 
 
-async def fake_checker(urls: Sequence[str]) -> tuple[list[str], list[str]]:
+async def fake_checker(urls: Sequence[str]) -> ImageCheck:
+    """Dead URLs are unreachable; a `-<n>mb` URL is an image of n MB (the others are small)."""
     checked.append(list(urls))
-    return [u for u in urls if "dead" not in u], [u for u in urls if "dead" in u]
+    valid = tuple(u for u in urls if "dead" not in u)
+    sizes = {u: int(found[1]) * 1_000_000 if (found := re.search(r"-(\d+)mb", u)) else 1000 for u in valid}
+    return ImageCheck(valid=valid, unreachable=tuple(u for u in urls if "dead" in u), sizes=sizes)
 
 
 def vision_lot(*urls: str) -> LotWork[VisionWork]:
@@ -44,6 +49,20 @@ def test_a_lot_with_no_reachable_image_is_settled_as_failed_without_a_request() 
     [(_, event)] = prepared.settled
     assert isinstance(event, LotFailed) and event.stage == "vision"
     assert event.missing_images == ("https://a/dead-1.jpg", "https://a/dead-2.jpg")
+
+
+def test_images_past_50_mb_are_left_out_of_the_request_and_listed_as_missing() -> None:
+    urls = [f"https://a/{i}-9mb.jpg" for i in range(6)] + ["https://a/small.jpg"]
+    prepared = asyncio.run(stage().prepare([vision_lot(*urls)]))
+    [(lot, body)] = prepared.requests
+    sent = [part["image_url"] for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    # Five 9 MB images make 45 MB; the sixth would cross 50 MB, the small one after it still fits.
+    assert sent == [*urls[:5], "https://a/small.jpg"]
+    assert lot.work.missing_images == (urls[5],)
+    completed = stage().result_event(lot, {"output": [{"type": "message", "role": "assistant", "content": [
+        {"type": "output_text", "text": "<p>Dented.</p>"}]}]})
+    assert isinstance(completed, VisionCompleted)
+    assert completed.processed_images == 6 and completed.missing_images == (urls[5],)
 
 
 def test_a_lot_whose_images_are_all_reachable_carries_no_new_work_to_save() -> None:

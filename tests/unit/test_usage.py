@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, priced, total, usage_of
 from lotlens_common.settings import OpenAISettings, ServiceSettings
@@ -68,8 +69,8 @@ def answer(text: str) -> dict[str, object]:
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]}]}
 
 
-async def _all_reachable(urls: object) -> tuple[list[str], list[str]]:
-    return [], []
+async def _all_reachable(urls: object) -> ImageCheck:
+    return ImageCheck(valid=(), unreachable=())
 
 
 def test_the_completion_events_carry_the_answers_usage_priced_for_the_stage() -> None:

@@ -29,7 +29,7 @@ from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.tables import stage_lots, stage_shards
 from tests.conftest import new_id
-from tests.integration.stage.test_batch_stages import (
+from tests.integration.stage.helpers import (
     STAGE,
     drive,
     job_events,

@@ -12,7 +12,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.work import LotWork, VisionWork
 from tests.conftest import new_id
-from tests.integration.stage.test_batch_stages import (
+from tests.integration.stage.helpers import (
     drive,
     job_events,
     submit_lots,

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
@@ -20,8 +21,9 @@ from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 from tests.unit.stage.fakes import FakeBatches, FakePublisher, FakeStore
 
 
-async def dead_images_unreachable(urls: Sequence[str]) -> tuple[list[str], list[str]]:
-    return [u for u in urls if "dead" not in u], [u for u in urls if "dead" in u]
+async def dead_images_unreachable(urls: Sequence[str]) -> ImageCheck:
+    return ImageCheck(valid=tuple(u for u in urls if "dead" not in u),
+                      unreachable=tuple(u for u in urls if "dead" in u))
 
 
 def lots(count: int, job_id: str = "job-1", notes: str = "Camry") -> list[LotWork[VisionWork]]:

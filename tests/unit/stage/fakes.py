@@ -139,7 +139,8 @@ class FakeStore:
                                               status="submitted")
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
-        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_status=batch_status)
+        if self.shards_by_id[shard_id].status == "submitted":
+            self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_status=batch_status)
 
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], status=status,

@@ -6,7 +6,13 @@ import pytest
 
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.image_tokens import max_image_tokens
-from lotlens_common.stage.core.limits import check_metadata, default_token_limit
+from lotlens_common.stage.core.limits import (
+    MAX_IMAGE_BYTES_PER_REQUEST,
+    MAX_IMAGES_PER_REQUEST,
+    check_metadata,
+    default_token_limit,
+    fit_request_images,
+)
 from lotlens_common.stage.record import batch_metadata
 
 
@@ -48,3 +54,19 @@ def test_batch_metadata_stays_within_16_pairs_of_64_and_512_characters() -> None
         batch_metadata("vision", "j" * 513, "s", 1)
     with pytest.raises(ValueError, match="pairs"):
         check_metadata({f"k{i}": "v" for i in range(17)})
+
+
+def test_a_request_carries_at_most_500_images_in_the_lots_order() -> None:
+    urls = [f"https://img.test/{i}.jpg" for i in range(502)]
+    kept, left_out = fit_request_images(urls, {url: 1000 for url in urls})
+    assert MAX_IMAGES_PER_REQUEST == 500
+    assert kept == urls[:500] and left_out == urls[500:]
+
+
+def test_a_request_carries_at_most_50_decimal_megabytes_of_images() -> None:
+    sizes = {"a": 10_000_000, "b": 10_000_000, "c": 10_000_000, "d": 10_000_000, "e": 9_999_999,
+             "f": 2, "g": 1}
+    kept, left_out = fit_request_images(list(sizes), sizes)
+    assert MAX_IMAGE_BYTES_PER_REQUEST == 50_000_000
+    # 49,999,999 bytes after e: f (2 bytes) would cross 50 MB, g (1 byte) still fits.
+    assert kept == ["a", "b", "c", "d", "e", "g"] and left_out == ["f"]

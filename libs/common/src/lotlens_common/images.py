@@ -34,6 +34,9 @@ class ImageCheck:
     valid: tuple[str, ...]
     unreachable: tuple[str, ...]
     reasons: dict[str, str] = field(default_factory=dict)
+    # Bytes of each usable image (its Content-Length, or what a GET read): OpenAI caps the image
+    # bytes of one request (`stage/core/limits.fit_request_images`).
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 class _Unusable(Exception):
@@ -109,34 +112,35 @@ class _Checker:
             self._resolved[(host, port)] = task
         return await asyncio.shield(task)
 
-    async def reason(self, url: str) -> str | None:
-        """None when the image is usable, otherwise why not. A passing failure (no connection, a
-        dropped one, HTTP 408/429/5xx) is tried again after each of `RETRY_PAUSES_S`: a busy image
-        host must not fail a lot for good (the caller's timeout still bounds the whole check)."""
+    async def reason(self, url: str) -> tuple[str | None, int]:
+        """(None when the image is usable, otherwise why not; its bytes). A passing failure (no
+        connection, a dropped one, HTTP 408/429/5xx) is tried again after each of `RETRY_PAUSES_S`:
+        a busy image host must not fail a lot for good (the caller's timeout still bounds the whole
+        check)."""
         for pause in (*RETRY_PAUSES_S, None):
-            why, passing = await self._once(url)
+            why, passing, size = await self._once(url)
             if not passing or pause is None:
-                return why
+                return why, size
             await asyncio.sleep(pause)
         raise AssertionError("unreachable: the last pause is None")
 
-    async def _once(self, url: str) -> tuple[str | None, bool]:
-        """(why the image is unusable or None, whether trying again may change that)."""
+    async def _once(self, url: str) -> tuple[str | None, bool, int]:
+        """(why the image is unusable or None, whether trying again may change that, its bytes)."""
         try:
             head = await self._fetch(url, "HEAD")
             if (200 <= head.status < 300 and head.length is not None and head.content_type
                     and _media_type(head.content_type) != "image/gif"):
-                return self._verdict(head), False
+                return self._verdict(head), False, head.length
             answer = await self._fetch(url, "GET")
-            return self._verdict(answer), answer.status in PASSING_STATUSES
+            return self._verdict(answer), answer.status in PASSING_STATUSES, answer.length or 0
         except _Unusable as exc:
-            return str(exc), False
+            return str(exc), False, 0
         except BlockedDestination as exc:
-            return f"refused: {exc}", False
+            return f"refused: {exc}", False, 0
         except httpx2.HTTPError as exc:
             passing = (isinstance(exc, httpx2.TransportError)
                        and not isinstance(exc, httpx2.UnsupportedProtocol))
-            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), passing
+            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), passing, 0
 
     def _verdict(self, answer: _Answer) -> str | None:
         if not 200 <= answer.status < 300:
@@ -196,15 +200,16 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
     checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve)
     gate = asyncio.Semaphore(max(1, concurrency))
 
-    async def one(url: str) -> str | None:
+    async def one(url: str) -> tuple[str | None, int]:
         async with gate:
             try:
                 async with asyncio.timeout(timeout_s):
                     return await checker.reason(url)
             except TimeoutError:
-                return f"no answer within {timeout_s} s"
+                return f"no answer within {timeout_s} s", 0
 
-    reasons = await asyncio.gather(*(one(url) for url in unique))
-    valid = tuple(url for url, reason in zip(unique, reasons, strict=True) if reason is None)
-    failed = {url: reason for url, reason in zip(unique, reasons, strict=True) if reason is not None}
-    return ImageCheck(valid=valid, unreachable=tuple(failed), reasons=failed)
+    verdicts = dict(zip(unique, await asyncio.gather(*(one(url) for url in unique)), strict=True))
+    failed = {url: reason for url, (reason, _) in verdicts.items() if reason is not None}
+    return ImageCheck(valid=tuple(url for url in unique if url not in failed), unreachable=tuple(failed),
+                      reasons=failed,
+                      sizes={url: size for url, (reason, size) in verdicts.items() if reason is None})

@@ -177,6 +177,9 @@ stage_jobs = Table(
     Column("stage", Text, nullable=False),
     Column("job_id", Text, nullable=False),
     Column("cancelled", Boolean, nullable=False, server_default="false"),
+    # Lots of the job that ever arrived in the stage, counted as they are inserted: the batching
+    # rule's "has every lot arrived?" without counting the job's rows every tick.
+    Column("arrived", Integer, nullable=False, server_default="0"),
     _now(),
     PrimaryKeyConstraint("stage", "job_id"),
 )

@@ -40,6 +40,7 @@ from lotlens_common.model.translation import (
 )
 from lotlens_common.model.usage import Usage, priced, total, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.validation import LotRequest, Submission
@@ -98,15 +99,17 @@ class SyncDescriber:
         policy = self.images
         check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
                                    max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
-        missing = list(check.unreachable)
-        if not check.valid:
+        # Images past OpenAI's per-request caps (500, 50 MB) are left out, like unreachable ones.
+        images, left_out = fit_request_images(check.valid, check.sizes)
+        missing = [*check.unreachable, *left_out]
+        if not images:
             reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                       else "the lot has no images")
             return self._failed(lot, missing, 0, reason)
         models = self.models
         used: list[Usage | None] = []
         try:
-            vision = vision_request_body(lot.additional_info, check.valid, models)
+            vision = vision_request_body(lot.additional_info, images, models)
             answer = await self._call("vision", vision)
             used.append(priced(usage_of(answer), models.vision_model, models.prices))
             english = parse_vision_response(answer)
@@ -119,14 +122,14 @@ class SyncDescriber:
         except (ModelOutputError, ModelRequestError) as exc:
             log.warning("synchronous lot %s failed: %s", lot.lot_id, exc)
             reason = f"the model could not describe the lot: {exc}"
-            return self._failed(lot, missing, len(check.valid), reason)
+            return self._failed(lot, missing, len(images), reason)
         descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
                         for code in languages]
         return {
             "lot_id": lot.lot_id,
             "status": "completed",
             "processed_at": iso(self.clock()),
-            "processed_images": len(check.valid),
+            "processed_images": len(images),
             "descriptions": descriptions,
             "missing_images": missing,
             # Added: the answers' tokens and estimated cost (direct calls: the full price).

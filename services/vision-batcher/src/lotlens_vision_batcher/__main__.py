@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from lotlens_common.images import check_images
+from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.stage.service import serve_stage
 from lotlens_common.urls import guarded_async_client
 from lotlens_vision_batcher.config import VisionBatcherSettings
@@ -19,10 +19,8 @@ def main() -> None:
     http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s,
                                 max_connections=settings.image_check_concurrency)
 
-    async def checker(urls: Sequence[str]) -> tuple[list[str], list[str]]:
-        result = await check_images(urls, http, settings.allow_loopback_urls,
-                                    settings.image_check_concurrency)
-        return list(result.valid), list(result.unreachable)
+    async def checker(urls: Sequence[str]) -> ImageCheck:
+        return await check_images(urls, http, settings.allow_loopback_urls, settings.image_check_concurrency)
 
     serve_stage(settings, settings.stage, settings.group_id, [settings.topics.submissions],
                 VisionStage(settings.topics.vision, settings.models, checker,

@@ -8,16 +8,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
-from lotlens_common.stage.core.limits import MAX_IMAGES_PER_REQUEST
+from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
 
-# (urls) -> (reachable urls, unreachable urls), in the order given.
-ImageChecker = Callable[[Sequence[str]], Awaitable[tuple[list[str], list[str]]]]
+# (urls) -> which are usable (with their sizes) and which are not.
+ImageChecker = Callable[[Sequence[str]], Awaitable[ImageCheck]]
 
 _PROMPT_TOKENS = 600
 
@@ -31,21 +32,21 @@ class RecentChecks:
 
     def __init__(self, ttl_s: float = 60.0, max_urls: int = 20_000) -> None:
         self.ttl_s, self.max_urls = ttl_s, max_urls
-        self._seen: dict[str, tuple[bool, float]] = {}
+        self._seen: dict[str, tuple[int | None, float]] = {}
 
-    def known(self, urls: Sequence[str]) -> dict[str, bool]:
-        """Those of the URLs with a verdict still fresh: url -> reachable."""
+    def known(self, urls: Sequence[str]) -> dict[str, int | None]:
+        """Those of the URLs with a verdict still fresh: url -> its bytes (None: unusable)."""
         now = time.monotonic()
         return {url: seen[0] for url in urls
                 if (seen := self._seen.get(url)) is not None and now - seen[1] < self.ttl_s}
 
-    def remember(self, reachable: Sequence[str], unreachable: Sequence[str]) -> None:
+    def remember(self, check: ImageCheck) -> None:
         """Keep these verdicts; when full, forget everything (the next check starts afresh)."""
-        if len(self._seen) + len(reachable) + len(unreachable) > self.max_urls:
+        if len(self._seen) + len(check.valid) + len(check.unreachable) > self.max_urls:
             self._seen.clear()
         now = time.monotonic()
-        self._seen.update({url: (True, now) for url in reachable})
-        self._seen.update({url: (False, now) for url in unreachable})
+        self._seen.update({url: (check.sizes.get(url, 0), now) for url in check.valid})
+        self._seen.update({url: (None, now) for url in check.unreachable})
 
 
 @dataclass(frozen=True)
@@ -84,20 +85,22 @@ class VisionStage:
         """Check every image first: a lot with none reachable fails here and costs no model call.
 
         Only the lots whose missing images changed carry new work back (usually none: nothing
-        to write), and a URL checked in the last minute is not checked again.
+        to write), and a URL checked in the last minute is not checked again. OpenAI takes at
+        most 500 images and 50 MB of them a request: images past that are left out of the request
+        and listed with the missing ones, and the lot is described from the others.
         """
         every_url = list(dict.fromkeys(url for lot in lots for url in lot.work.image_urls))
-        verdicts = self.recent.known(every_url)
-        unchecked = [url for url in every_url if url not in verdicts]
+        sizes = self.recent.known(every_url)
+        unchecked = [url for url in every_url if url not in sizes]
         if unchecked:
-            reachable, unreachable = await self.check_images(unchecked)
-            self.recent.remember(reachable, unreachable)
-            verdicts.update({url: True for url in reachable})
+            check = await self.check_images(unchecked)
+            self.recent.remember(check)
+            sizes.update({url: check.sizes.get(url, 0) for url in check.valid})
+        usable = {url: size for url, size in sizes.items() if size is not None}
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
         for lot in lots:
-            # OpenAI takes at most 500 images a request: the rest are not described.
-            valid = [url for url in lot.work.image_urls if verdicts.get(url)][:MAX_IMAGES_PER_REQUEST]
+            valid, _ = fit_request_images([url for url in lot.work.image_urls if url in usable], usable)
             sent = set(valid)
             missing = [url for url in lot.work.image_urls if url not in sent]
             checked = (lot if tuple(missing) == lot.work.missing_images

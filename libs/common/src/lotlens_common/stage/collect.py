@@ -65,29 +65,33 @@ async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | 
 
 
 async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
+    """Read the batch first and take the shard's lock only to act on it: a running batch (the
+    usual case, every poll) costs one read and no lock, re-read or commit of ours."""
     assert shard.batch_id is not None  # a submitted shard always has its batch
+    job_trace = shard_context(stage.store, shard)
+    action = await _look(stage, shard, cancelled, job_trace)
+    if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
+        return None
+    if isinstance(action, lifecycle.Wait):
+        if action.status != shard.batch_status:
+            stage.store.note_batch_status(shard.shard_id, action.status)
+        return action.status
     with stage.store.exclusive(shard.shard_id) as mine:
         current = stage.store.shard(shard.shard_id) if mine else None
         if current is None or current.status != "submitted":
             return None  # another instance is on it, or collected it since it was listed
-        job_trace = shard_context(stage.store, shard)
-        action = await _look(stage, shard, cancelled, job_trace)
-        if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
-            return None
         if isinstance(action, lifecycle.Cancel):
             log.warning("cancelling batch %s: %s", shard.batch_id, action.reason,
                         extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
             with openai_call("batches.cancel", {"lotlens.batch_id": shard.batch_id}, job_trace):
                 batch = await stage.batches.cancel_batch(shard.batch_id)
-            action = (lifecycle.Wait(str(batch["status"])) if batch["status"] in lifecycle.RUNNING
-                      else lifecycle.Collect(batch))
+            if batch["status"] in lifecycle.RUNNING:
+                stage.store.note_batch_status(shard.shard_id, str(batch["status"]))
+                return str(batch["status"])
+            action = lifecycle.Collect(batch)
         if isinstance(action, lifecycle.Lost):
             lost = {"code": "batch_lost", "message": action.reason}
             action = lifecycle.Collect({"id": shard.batch_id, "status": "lost", "errors": {"data": [lost]}})
-        if isinstance(action, lifecycle.Wait):
-            if action.status != shard.batch_status:
-                stage.store.note_batch_status(shard.shard_id, action.status)
-            return action.status
         await collect(stage, shard, action.batch, cancelled)
         return str(action.batch["status"])
 

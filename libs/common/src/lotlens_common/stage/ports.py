@@ -164,7 +164,7 @@ class WorkStore(Protocol[W]):
         ...
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
-        """Remember the batch's latest status."""
+        """Remember the batch's latest status (only while the shard is submitted)."""
         ...
 
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:

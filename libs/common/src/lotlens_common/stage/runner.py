@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 RECOVERY_EVERY_S = 60.0
+# The gauges are scraped every few seconds: refreshing them at each watch (every 0.2 s with a
+# short poll interval) only made the database count the stage's rows again and again.
+GAUGES_EVERY_S = 5.0
 
 
 def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
@@ -57,7 +60,7 @@ async def housekeep(stage: Stage[Any]) -> None:
 
 
 async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
-    last_watch = last_recovery = 0.0
+    last_watch = last_recovery = last_gauges = 0.0
     while not stop.is_set():
         heartbeat(f"stage:{stage.spec.name}")
         now = time.monotonic()
@@ -68,12 +71,19 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
             watching = now - last_watch >= stage.settings.poll_interval_s
             await step(stage, watching)
             if watching:
-                metrics.LOTS_WAITING.labels(stage=stage.spec.name).set(stage.store.waiting_count())
-                metrics.TOKENS_ENQUEUED.labels(stage=stage.spec.name).set(stage.store.tokens_enqueued())
-                metrics.OLDEST_BATCH_AGE.labels(stage=stage.spec.name).set(stage.store.oldest_submitted_age_s())
                 last_watch = now
+            if now - last_gauges >= GAUGES_EVERY_S:
+                _update_gauges(stage)
+                last_gauges = now
         except Exception as exc:
             metrics.openai_error(stage.spec.name, "loop", exc)
             log.exception("stage %s loop failed; retrying", stage.spec.name)
             await asyncio.sleep(min(5.0, stage.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)
+
+
+def _update_gauges(stage: Stage[Any]) -> None:
+    name = stage.spec.name
+    metrics.LOTS_WAITING.labels(stage=name).set(stage.store.waiting_count())
+    metrics.TOKENS_ENQUEUED.labels(stage=name).set(stage.store.tokens_enqueued())
+    metrics.OLDEST_BATCH_AGE.labels(stage=name).set(stage.store.oldest_submitted_age_s())

@@ -39,8 +39,9 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     jobs = stage.store.waiting_jobs()
     if not jobs:
         return []
-    enqueued = stage.store.tokens_enqueued()
     limit = stage.token_limit()
+    # Without a budget there is nothing to count against (the gauge is kept by the runner).
+    enqueued = stage.store.tokens_enqueued() if limit else 0
     plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
                         stage.settings.max_requests_per_batch, enqueued, limit)
     budget = limit - enqueued if limit else None

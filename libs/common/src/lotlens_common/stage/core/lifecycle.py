@@ -25,6 +25,13 @@ NOT_READABLE = frozenset({401, 403, 404})
 
 
 @dataclass(frozen=True)
+class _Because:
+    """A decision that carries its reason (for the log and the lots' errors)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class Build:
     """No batch exists for the shard: write its file and create one."""
 
@@ -48,11 +55,8 @@ class Wait:
     status: str
 
 
-@dataclass(frozen=True)
-class Cancel:
+class Cancel(_Because):
     """Ask OpenAI to cancel the batch; its finished lines are collected once it stops."""
-
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -62,32 +66,20 @@ class Collect:
     batch: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class LookUp:
+class LookUp(_Because):
     """The batch cannot be read by id: find it by metadata, and pause submitting meanwhile."""
 
-    reason: str
 
-
-@dataclass(frozen=True)
-class TryLater:
+class TryLater(_Because):
     """Reading the batch failed for a passing reason (429, 5xx, timeout): next round."""
 
-    reason: str
 
-
-@dataclass(frozen=True)
-class Lost:
+class Lost(_Because):
     """A listing that works does not show the batch: its lots go back to waiting."""
 
-    reason: str
 
-
-@dataclass(frozen=True)
-class Ignore:
+class Ignore(_Because):
     """Nothing to do with this batch."""
-
-    reason: str
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ requirements" and "Calculating costs"). "MB" there is decimal: 200 MB is 200,000
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 # createBatch.input_file_id: "The file can contain up to 50,000 requests, and can be up to 200 MB
 # in size." (openapi.yaml 33076); createFile: "The Batch API only supports .jsonl files up to
 # 200 MB in size." (openapi.yaml 6485).
@@ -28,6 +30,23 @@ MAX_METADATA_VALUE_CHARS = 512
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
 MAX_IMAGES_PER_REQUEST = 500
 MAX_IMAGE_BYTES_PER_REQUEST = 50_000_000
+
+
+def fit_request_images(urls: Sequence[str], sizes: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    """(the images one request carries, those left out): in the lot's order, each image that still
+    fits in 500 images and 50 MB together; an image of unknown size counts as 0 bytes."""
+    kept: list[str] = []
+    left_out: list[str] = []
+    total = 0
+    for url in urls:
+        size = sizes.get(url, 0)
+        if len(kept) < MAX_IMAGES_PER_REQUEST and total + size <= MAX_IMAGE_BYTES_PER_REQUEST:
+            kept.append(url)
+            total += size
+        else:
+            left_out.append(url)
+    return kept, left_out
+
 
 # Enqueued-token budget per model when the operator sets none: about the batch queue limits of
 # OpenAI's usage tier 1 as the model pages list them (platform.openai.com/docs/models/<model>,

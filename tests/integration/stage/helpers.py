@@ -1,0 +1,122 @@
+"""What the stage integration tests share: lots in, the stage driven, events and rows read back."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import LotSubmitted, VisionCompleted
+from lotlens_common.images import ImageCheck
+from lotlens_common.kafka import EventProducer
+from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.runner import step
+from lotlens_common.stage.service import batches_api, postgres_stage
+from lotlens_common.stage.submit import recover_building
+from lotlens_common.stage.work import StageSpec
+from lotlens_common.tables import stage_lots
+from lotlens_vision_batcher import handlers as vision_handlers
+from lotlens_vision_batcher.vision_stage import VisionStage
+from tests.conftest import new_id
+from tests.events import read_events, read_to_end
+from tests.standin import Standin
+
+STAGE = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2)
+
+
+async def reachable_unless_missing(urls: Sequence[str]) -> ImageCheck:
+    """The image check, decided by URL (the real checker has its own tests)."""
+    return ImageCheck(valid=tuple(u for u in urls if "missing" not in u),
+                      unreachable=tuple(u for u in urls if "missing" in u))
+
+
+def submit_lots(engine: Engine, job_id: str, notes: list[str], languages: Sequence[str] = ("en",),
+                images: int = 2) -> None:
+    envelopes = [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=len(notes), additional_info=note,
+        image_urls=tuple(f"https://img.test/{job_id}/{i}-{k}.jpg" for k in range(images)),
+        languages=tuple(languages))) for i, note in enumerate(notes)]
+    vision_handlers.handle(engine, None, envelopes)
+
+
+def vision_spec(settings: ServiceSettings) -> VisionStage:
+    return VisionStage(settings.topics.vision, settings.models, reachable_unless_missing)
+
+
+async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spec: StageSpec[Any],
+                job_id: str, stage: StageSettings = STAGE, seconds: float = 20.0,
+                direct: bool = False) -> None:
+    """Run the stage's flush and watch steps until no lot of the job is waiting or submitted."""
+    client = make_openai_client("test", standin.base_url, 10)
+    rt = postgres_stage(engine, EventProducer(settings.kafka, "test"),
+                        batches_api(client, direct, stage), spec, stage)
+    deadline = time.monotonic() + seconds
+    async with client:
+        await recover_building(rt)
+        while time.monotonic() < deadline:
+            await step(rt, watching=True)
+            if not open_lots(engine, spec.name, job_id):
+                return
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"lots still open: {open_lots(engine, spec.name, job_id)}")
+
+
+def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(stage_lots.c.lot_id).where(
+            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+            stage_lots.c.status.in_([store.WAITING, store.SUBMITTED]))).scalars())
+
+
+def lot_statuses(engine: Engine, stage: str, job_id: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(stage_lots.c.lot_id, stage_lots.c.status).where(
+            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id))
+        return {row.lot_id: row.status for row in rows}
+
+
+def job_events(settings: ServiceSettings, topic: str, job_id: str, count: int) -> list[Envelope]:
+    def enough(events: list[Envelope]) -> bool:
+        return len([e for e in events if e.job_id == job_id]) >= count
+
+    # Generous: two stage processes on two busy cores can take a while; too few is a failure.
+    assert enough(read_events(settings.kafka.bootstrap_servers, topic, enough, timeout_s=180)), (
+        f"fewer than {count} events of {job_id} on {topic}")
+    # Then the whole topic: a duplicate published behind the expected events must be seen too.
+    return [e for e in read_to_end(settings.kafka.bootstrap_servers, topic) if e.job_id == job_id]
+
+
+def completed_lots(events: list[Envelope]) -> list[str]:
+    """The lot of every VisionCompleted, duplicates kept (a set would hide a second completion)."""
+    return sorted(e.event.lot_id for e in events if isinstance(e.event, VisionCompleted))
+
+
+
+def stage_env(settings: ServiceSettings, standin: Standin, **extra: str) -> dict[str, str]:
+    """Environment for a vision-batcher process on this test's topics and stand-in."""
+    return {**os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "DATABASE_URL": settings.database.database_url,
+            "KAFKA_GROUP_PREFIX": new_id("g"), "KAFKA_SESSION_TIMEOUT_MS": "6000",
+            **{f"LOTLENS_TOPIC_{name.upper()}": getattr(settings.topics, name)
+               for name in ("submissions", "vision", "translation", "completions", "webhooks",
+                            "dead_letter")},
+            "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
+            "LOTLENS_STAGE__WINDOW_S": "0", "LOTLENS_STAGE__POLL_INTERVAL_S": "0.2",
+            "OPENAI_API_KEY": "test", "OPENAI_BASE_URL": standin.base_url, **extra}
+
+
+def publish_lots(settings: ServiceSettings, job_id: str, images: str, count: int) -> None:
+    producer = EventProducer(settings.kafka, "t")
+    producer.publish_many(settings.topics.submissions, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=count, additional_info=f"car {i}",
+        image_urls=(f"{images}/{i}.png",), languages=("en",))) for i in range(count)])
+    producer.flush()

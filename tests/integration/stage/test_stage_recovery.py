@@ -1,0 +1,152 @@
+"""The vision stage when things go wrong: two instances sharing a job, a crash around batch creation,
+a batch OpenAI no longer knows or the key cannot see."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.events import (
+    VisionBatchSubmitted,
+    VisionCompleted,
+)
+from lotlens_common.kafka import EventProducer
+from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.collect import watch
+from lotlens_common.stage.runner import step
+from lotlens_common.stage.service import postgres_stage
+from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_common.tables import stage_lots, stage_shards
+from tests.conftest import ROOT, new_id
+from tests.events import read_events
+from tests.integration.stage.helpers import (
+    STAGE,
+    completed_lots,
+    drive,
+    job_events,
+    lot_statuses,
+    publish_lots,
+    stage_env,
+    submit_lots,
+    vision_spec,
+)
+from tests.servers import image_host
+from tests.standin import Standin
+
+
+def test_two_instances_share_a_job_without_duplicating_a_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    env = stage_env(settings, standin, LOTLENS_STAGE__MAX_REQUESTS_PER_BATCH="10")
+    command = [sys.executable, "-m", "lotlens_vision_batcher"]
+    with image_host() as images:
+        instances = [subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL) for _ in range(2)]
+        try:
+            publish_lots(settings, job_id, images, 60)
+            # Completions, not a count of events: how many batches the lots make depends on timing.
+            events = [e for e in read_events(
+                settings.kafka.bootstrap_servers, settings.topics.vision,
+                lambda seen: len({e.event.lot_id for e in seen if e.job_id == job_id
+                                  and isinstance(e.event, VisionCompleted)}) >= 60,
+                timeout_s=120) if e.job_id == job_id]
+        finally:
+            for instance in instances:
+                instance.terminate()
+                instance.wait(timeout=30)
+    batches = {e.event.batch_id: e.event for e in events if isinstance(e.event, VisionBatchSubmitted)}
+    lots_in_batches = [lot for batch in batches.values() for lot in batch.lot_ids]
+    assert sorted(lots_in_batches) == sorted(f"lot-{i}" for i in range(60))  # each lot once
+    assert standin.stats()["batches_created"] == len(batches)
+    assert completed_lots(events) == sorted(lots_in_batches)
+
+
+@pytest.mark.parametrize("fault_point", ["vision.after_shard_claimed", "vision.after_batch_created",
+                                         "vision.after_batch_published"])
+def test_a_crash_around_batch_creation_never_loses_or_duplicates_the_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin, fault_point: str) -> None:
+    job_id = new_id("job-")
+    with image_host() as images:
+        crash_and_restart(settings, stage_env(settings, standin), job_id, images, fault_point)
+    shards = {m["lotlens_shard_id"] for m in standin.stats()["batch_metadata"]}
+    assert standin.stats()["batches_created"] == len(shards) == 1
+    assert json.dumps(lot_statuses(engine, "vision", job_id), sort_keys=True) == json.dumps(
+        {f"lot-{i}": store.DONE for i in range(3)}, sort_keys=True)
+
+
+def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: str, images: str,
+                      fault_point: str) -> None:
+    """Run the vision-batcher until it dies at the fault point, then a healthy one to the end."""
+    publish_lots(settings, job_id, images, 3)
+    command = [sys.executable, "-m", "lotlens_vision_batcher"]
+    crashed = subprocess.run(command, cwd=ROOT, env={**env, "LOTLENS_FAULT_AT": fault_point},
+                             timeout=60, capture_output=True)
+    assert crashed.returncode == -9, crashed.stderr.decode()[-2000:]
+    survivor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+    try:
+        events = job_events(settings, settings.topics.vision, job_id, 4)
+    finally:
+        survivor.terminate()
+        survivor.wait(timeout=30)
+    assert completed_lots(events) == ["lot-0", "lot-1", "lot-2"]
+
+
+def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_shards(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    lost_job, live_job = new_id("job-"), new_id("job-")
+    shard_id = new_id("vision-")
+    # A shard whose batch id OpenAI does not know (e.g. records restored from a backup).
+    with engine.begin() as conn:
+        conn.execute(stage_shards.insert().values(
+            shard_id=shard_id, stage="vision", job_id=lost_job, client_id="c1", attempt=1,
+            status="submitted", batch_id="batch_gone", lot_count=1))
+        store.enqueue(conn, "vision", [LotWork(lost_job, "lot-0", "c1", 1, 1, VisionWork(
+            additional_info="lost", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
+            status=store.SUBMITTED)
+        conn.execute(stage_lots.update().where(stage_lots.c.job_id == lost_job).values(shard_id=shard_id))
+    submit_lots(engine, live_job, ["live a"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), live_job))
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), lost_job))
+
+    events = job_events(settings, settings.topics.vision, lost_job, 2)
+    assert completed_lots(events) == ["lot-0"]
+    assert len(job_events(settings, settings.topics.vision, live_job, 2)) == 2
+
+
+def test_a_batch_the_key_cannot_see_pauses_the_stage_and_nothing_is_paid_for_twice(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The old stage took a 404 for "failed" and sent the lot again: with a rotated key or another
+    # project's key, every lot of the job was paid for twice.
+    unseen_job, new_job, shard_id = new_id("job-"), new_id("job-"), new_id("vision-")
+    with engine.begin() as conn:
+        conn.execute(stage_shards.insert().values(
+            shard_id=shard_id, stage="vision", job_id=unseen_job, client_id="c1", attempt=1,
+            status="submitted", batch_id="batch_elsewhere", lot_count=1))
+        store.enqueue(conn, "vision", [LotWork(unseen_job, "lot-0", "c1", 1, 1, VisionWork(
+            additional_info="x", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
+            status=store.SUBMITTED)
+        conn.execute(stage_lots.update().where(stage_lots.c.job_id == unseen_job).values(shard_id=shard_id))
+
+    async def scenario() -> None:
+        client = make_openai_client("test", standin.base_url, 10)
+        rt = postgres_stage(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
+                            vision_spec(settings), STAGE)
+        async with client:
+            await watch(rt)
+            submit_lots(engine, new_job, ["arrives while paused"])
+            for _ in range(3):
+                await step(rt, watching=True)
+            assert rt.unreadable == {shard_id: rt.unreadable[shard_id]}
+
+    asyncio.run(scenario())
+    assert standin.stats()["batches_created"] == 0
+    assert lot_statuses(engine, "vision", unseen_job) == {"lot-0": store.SUBMITTED}
+    assert lot_statuses(engine, "vision", new_job) == {"lot-0": store.WAITING}

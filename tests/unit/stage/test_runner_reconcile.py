@@ -1,0 +1,97 @@
+"""The reconciler, direct mode as a batches adapter, and files refused as too large (in-memory ports)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from lotlens_common.model.errors import (
+    ModelRequestError,
+    ModelUnavailableError,
+)
+from lotlens_common.stage.adapters.direct import DirectBatches
+from lotlens_common.stage.reconcile import reconcile
+from lotlens_common.stage.record import batch_metadata
+from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.fakes import described
+
+
+def _orphan(world: World, shard_id: str, lot_ids: list[str]) -> str:
+    path = Path(world.settings.work_dir) / f"{shard_id}.jsonl"
+    path.write_bytes(b"".join(orjson.dumps({"custom_id": i, "body": {}}) + b"\n" for i in lot_ids))
+    file_id = asyncio.run(world.batches.upload_batch_file(path))
+    batch = asyncio.run(world.batches.create_batch(file_id, batch_metadata("vision", "job-1", shard_id, 1)))
+    return str(batch["id"])
+
+
+def test_the_reconciler_adopts_an_orphan_batch_and_its_lots_are_not_sent_again(world: World) -> None:
+    world.store.add(lots(3))
+    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    asyncio.run(reconcile(world.stage))
+    assert world.store.shard("vision-orphan").batch_id == orphan  # type: ignore[union-attr]
+    world.rounds(2)
+    assert len(world.completed()) == 3 and len(world.batches.batches) == 2
+    assert sorted(b.lot_ids for b in world.submitted())[0] == ("job-1-lot-0", "job-1-lot-1")
+
+
+def test_a_duplicate_from_a_retried_create_is_cancelled_by_the_reconciler(world: World) -> None:
+    world.batches.finish, world.batches.duplicate_creates = None, 1
+    world.store.add(lots(2))
+    world.rounds()
+    recorded = world.submitted()[0].batch_id
+    asyncio.run(reconcile(world.stage))
+    assert [b for b in world.batches.batches if b != recorded] == world.batches.cancelled
+
+
+def test_a_batch_of_a_job_never_seen_is_left_alone(world: World) -> None:
+    world.batches.finish = None
+    _orphan(world, "vision-elsewhere", ["x"])
+    world.store.rows.clear()
+    asyncio.run(reconcile(world.stage))
+    assert world.batches.cancelled == [] and world.store.shards_by_id == {}
+
+def test_direct_mode_is_a_batches_adapter_collected_in_the_round_it_is_sent(world: World) -> None:
+    async def call(body: Mapping[str, Any]) -> dict[str, Any]:
+        text = body["input"][0]["content"][-1]["text"]
+        if text.endswith("1"):
+            raise ModelRequestError("bad image", 400, "invalid_image_url")
+        if text.endswith("2"):
+            raise ModelUnavailableError("503")
+        return described(text, body)
+
+    world.restart(DirectBatches(call, 4, Path(world.settings.work_dir)))
+    world.store.add(lots(3))
+    world.rounds(1)
+    assert world.completed() == ["job-1-lot-0"]
+    assert "invalid_image_url" in world.failed()["job-1-lot-1"]
+    # 503: sent again, in the same round (what became due is sent after each collection)
+    assert world.store.statuses()["job-1-lot-2"] == "submitted"
+
+def test_a_file_refused_as_too_large_sends_its_lots_again_in_smaller_files(world: World) -> None:
+    world.batches.errors["upload"] = [ModelRequestError(
+        "HTTP 400 file_too_large: File is too large.", 400, "file_too_large")]
+    world.store.add(lots(4))
+    world.rounds()
+    assert world.batches.batches == {} and set(world.store.statuses().values()) == {"waiting"}
+    limit = world.stage.file_byte_limit()
+    assert limit < world.settings.max_batch_bytes
+    world.rounds(4)
+    assert len(world.completed()) == 4 and len(world.batches.batches) >= 2
+    assert all(sum(map(len, world.batches.files[b["input_file_id"]])) <= limit
+               for b in world.batches.batches.values())
+
+
+def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [batch] = world.batches.batches.values()
+    batch["status"], batch["errors"] = "failed", {"data": [{"code": "file_too_large", "message": "big"}]}
+    world.rounds()
+    assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
+    # Sent again at once (what became due is sent after each collection), in a smaller file.
+    assert set(world.store.statuses().values()) == {"submitted"} and len(world.batches.batches) == 2

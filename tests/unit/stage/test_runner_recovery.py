@@ -1,0 +1,213 @@
+"""The stage's steps when OpenAI or the process fails them: unreadable batches, failing calls,
+crashes at each step, lost locks, a refused key (in-memory ports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from lotlens_common.model.errors import (
+    ModelError,
+    ModelRateLimitedError,
+    ModelRequestError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+)
+from lotlens_common.stage import metrics, record, submit
+from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.fakes import described
+
+
+def paused(world: World) -> float:
+    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+
+@pytest.mark.parametrize("status_code", [401, 403, 404])
+def test_a_batch_unreadable_by_id_pauses_submitting_and_resubmits_nothing(
+        world: World, status_code: int) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    world.batches.errors["retrieve"] = [ModelRequestError("gone", status_code)] * 3
+    world.batches.batches.clear()  # the key sees none of our batches (rotated, or another project)
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds(2)
+    assert len(world.submitted()) == 1 and world.batches.batches == {}
+    assert world.stage.unreadable and paused(world) == 1
+    assert set(world.store.statuses().values()) == {"submitted", "waiting"}
+
+
+def test_an_unreadable_batch_found_by_listing_is_collected_and_submitting_resumes(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    world.batches.errors["retrieve"] = [ModelRequestError("forbidden", 403)]
+    world.batches.errors["list"] = [ModelRequestError("forbidden", 403)]
+    world.rounds()
+    assert world.stage.unreadable  # the listing failed too: still paused
+    [batch] = world.batches.batches.values()
+    batch["status"], batch["output_file_id"] = "completed", "out"
+    world.batches.files["out"] = _described_lines(world)
+    world.batches.errors["retrieve"] = [ModelRequestError("forbidden", 403)]
+    world.rounds()
+    assert not world.stage.unreadable and paused(world) == 0
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def _described_lines(world: World) -> list[bytes]:
+    return [orjson.dumps({"custom_id": lot_id,
+                          "response": {"status_code": 200, "body": described(lot_id, {})}})
+            for lot_id in world.store.rows]
+
+
+def test_an_unreadable_batch_missing_from_a_listing_of_our_other_batches_is_resubmitted(
+        world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(1))
+    world.rounds()
+    world.store.add(lots(1, job_id="job-2"))
+    world.rounds()
+    first = world.submitted()[0].batch_id
+    del world.batches.batches[first]
+    world.batches.errors["retrieve"] = [ModelRequestError("not found", 404)]
+    world.rounds()
+    world.batches.finish = "completed"
+    world.rounds(3)
+    assert world.completed() == ["job-1-lot-0", "job-2-lot-0"] and len(world.submitted()) == 3
+
+
+@pytest.mark.parametrize("error", [ModelRateLimitedError("429", 1.0), ModelUnavailableError("502"),
+                                   ModelTimeoutError("timed out")])
+def test_reading_a_batch_failing_transiently_is_tried_next_round_without_pausing(
+        world: World, error: ModelError) -> None:
+    world.store.add(lots(2))
+    world.batches.errors["retrieve"] = [error]
+    world.rounds()
+    assert not world.stage.unreadable and world.completed() == []
+    world.rounds()
+    assert len(world.completed()) == 2
+
+
+@pytest.mark.parametrize(("method", "error"), [
+    ("upload", ModelUnavailableError("500")), ("upload", ModelTimeoutError("timed out")),
+    ("create", ModelRateLimitedError("429", 1.0)), ("create", ModelUnavailableError("503"))])
+def test_a_failed_upload_or_create_leaves_the_shard_building_and_recovery_builds_it(
+        world: World, method: str, error: ModelError) -> None:
+    world.store.add(lots(2))
+    world.batches.errors[method] = [error]
+    world.rounds()
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
+    world.housekeep()
+    world.rounds(2)
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+class Crash(BaseException):
+    """The process dies here."""
+
+
+@pytest.mark.parametrize("point", ["vision.after_shard_claimed", "vision.after_batch_created",
+                                   "vision.after_batch_published"])
+def test_a_crash_at_each_step_is_recovered_without_a_second_batch(
+        world: World, monkeypatch: pytest.MonkeyPatch, point: str) -> None:
+    def die(name: str) -> None:
+        if name == point:
+            raise Crash(name)
+
+    monkeypatch.setattr(submit, "fault_point", die)
+    monkeypatch.setattr(record, "fault_point", die)
+    world.store.add(lots(3))
+    with pytest.raises(Crash):
+        world.rounds()
+    monkeypatch.undo()
+    world.restart()
+    world.housekeep()
+    world.rounds(2)
+    assert len(world.batches.batches) == 1
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+
+
+def test_a_building_shard_another_instance_holds_is_left_to_it(world: World) -> None:
+    world.store.add(lots(1))
+    world.batches.errors["create"] = [ModelUnavailableError("503")]
+    world.rounds()
+    [shard] = world.store.shards("building")
+    world.store.locks.add(shard.shard_id)
+    world.housekeep()
+    assert world.batches.batches == {}
+
+
+def test_a_building_shard_whose_lots_are_gone_is_closed_empty(world: World) -> None:
+    world.store.add(lots(1))
+    world.batches.errors["create"] = [ModelUnavailableError("503")]
+    world.rounds()
+    world.store.rows["job-1-lot-0"].status = "done"
+    world.housekeep()
+    assert [s.status for s in world.store.shards_by_id.values()] == ["empty"]
+
+def test_a_shard_whose_send_failed_is_sent_again_at_the_next_watch_not_a_minute_later(world: World) -> None:
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [ModelUnavailableError("the API is restarting")]
+    world.rounds()
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
+    world.rounds(3)  # no housekeeping: it runs once a minute
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def test_a_builder_whose_lock_a_database_restart_took_creates_no_batch_and_recovery_builds_one(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    upload = world.batches.upload_batch_file
+
+    async def upload_while_the_database_restarts(path: Path) -> str:
+        world.store.lost |= world.store.locks  # the lock's session ended; another instance may take it
+        return await upload(path)
+
+    monkeypatch.setattr(world.batches, "upload_batch_file", upload_while_the_database_restarts)
+    world.store.add(lots(2))
+    world.rounds()
+    assert world.batches.batches == {}, "a batch was created under a lost lock"
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
+    monkeypatch.undo()
+    world.store.lost.clear()
+    world.rounds(3)
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
+        world: World, status_code: int) -> None:
+    # Refused three times: the first send and the retries at the next two watches.
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", status_code)] * 3
+    world.store.add(lots(2))
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds()  # recovery tries the refused shard again: refused again
+    assert world.stage.unreadable and len(world.store.shards_by_id) == 1  # job-2 not sent
+    assert {world.store.statuses()[f"job-2-lot-{i}"] for i in range(2)} == {"waiting"}
+    world.rounds(3)  # recovery succeeds with the key: submitting resumes
+    assert not world.stage.unreadable and len(world.completed()) == 4
+
+
+def test_a_running_batch_is_watched_without_taking_its_shards_lock(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [shard] = world.store.shards("submitted")
+    world.store.locks.add(shard.shard_id)  # another instance holds it: watching needs no lock
+    world.store.note_batch_status(shard.shard_id, "unseen")
+    world.rounds()
+    assert world.store.shards_by_id[shard.shard_id].batch_status == "validating"
+
+
+def test_a_finished_batch_whose_shard_another_instance_holds_is_left_to_it(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    [shard] = world.store.shards("submitted")
+    world.store.locks.add(shard.shard_id)
+    world.batches.finish = "completed"
+    world.rounds(2)
+    assert world.completed() == [] and world.store.shards_by_id[shard.shard_id].status == "submitted"
+    world.store.locks.discard(shard.shard_id)
+    world.rounds()
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
