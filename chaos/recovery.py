@@ -52,13 +52,10 @@ class Backlog:
             ends = {group: {tp: latest[tp] for tp in parts} for group, parts in ends.items()}
         return cls(ends)
 
-    def consumed(self, admin: AdminClient) -> bool:
-        """True once every group has committed past each partition's end offset of then."""
-        for group, parts in self.ends.items():
-            committed = _committed(admin, group)
-            if any(committed.get(tp, 0) < end for tp, end in parts.items()):
-                return False
-        return True
+    def behind(self, admin: AdminClient) -> list[str]:
+        """The groups that have not yet committed past each partition's end offset of then."""
+        return [group for group, parts in self.ends.items()
+                if any(_committed(admin, group).get(tp, 0) < end for tp, end in parts.items())]
 
 
 def consumer_groups(bootstrap: str, prefix: str) -> list[str]:
@@ -127,13 +124,18 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
     job_id: str | None = None
     # Seconds until each part was seen (logged, to tell which one a slow recovery waited for).
     seen: dict[str, float] = {} if rejoining else {"rejoined": 0.0}
+    behind: list[str] = []  # the groups the backlog waited for last
     while time.monotonic() - started < timeout_s and len(seen) < 3:
         elapsed = time.monotonic() - started
         try:
             # A broker just restarted may not answer yet: the snapshot is retried, not skipped.
             backlog = backlog or Backlog.now(admin, groups)
-            if "drained" not in seen and backlog.consumed(admin):
-                seen["drained"] = elapsed
+            if "drained" not in seen:
+                lagging = backlog.behind(admin)
+                if lagging:
+                    behind = lagging
+                else:
+                    seen["drained"] = elapsed
             if rejoining and "rejoined" not in seen and _rejoined(admin, *rejoining):
                 seen["rejoined"] = elapsed
         except (KafkaException, TimeoutError):
@@ -146,7 +148,8 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
             pass
         if len(seen) < 3:
             time.sleep(POLL_S)
-    log.info("seen after: %s", ", ".join(f"{part} {s:.1f} s" for part, s in seen.items()))
+    log.info("seen after: %s (last behind: %s)", ", ".join(f"{part} {s:.1f} s" for part, s in seen.items()),
+             ", ".join(behind) or "none")
     return Recovery(max(seen.values()) if len(seen) == 3 else None, cleared_at, job_id)
 
 
