@@ -21,8 +21,8 @@ from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import batches_api, postgres_stage
 from lotlens_common.stage.submit import recover_building
-from lotlens_common.stage.work import StageSpec
-from lotlens_common.tables import stage_lots
+from lotlens_common.stage.work import LotWork, StageSpec, VisionWork
+from lotlens_common.tables import stage_lots, stage_shards
 from lotlens_vision_batcher import handlers as vision_handlers
 from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
@@ -120,3 +120,17 @@ def publish_lots(settings: ServiceSettings, job_id: str, images: str, count: int
         job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=count, additional_info=f"car {i}",
         image_urls=(f"{images}/{i}.png",), languages=("en",))) for i in range(count)])
     producer.flush()
+
+
+def submitted_shard(engine: Engine, job_id: str, batch_id: str) -> str:
+    """A vision shard on record as submitted to `batch_id`, holding the job's one lot `lot-0`."""
+    shard_id = new_id("vision-")
+    with engine.begin() as conn:
+        conn.execute(stage_shards.insert().values(
+            shard_id=shard_id, stage="vision", job_id=job_id, client_id="c1", attempt=1,
+            status="submitted", batch_id=batch_id, lot_count=1))
+        store.enqueue(conn, "vision", [LotWork(job_id, "lot-0", "c1", 1, 1, VisionWork(
+            additional_info="x", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
+            status=store.SUBMITTED)
+        conn.execute(stage_lots.update().where(stage_lots.c.job_id == job_id).values(shard_id=shard_id))
+    return shard_id

@@ -22,8 +22,6 @@ from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import postgres_stage
-from lotlens_common.stage.work import LotWork, VisionWork
-from lotlens_common.tables import stage_lots, stage_shards
 from tests.conftest import ROOT, new_id
 from tests.events import read_events
 from tests.integration.stage.helpers import (
@@ -35,6 +33,7 @@ from tests.integration.stage.helpers import (
     publish_lots,
     stage_env,
     submit_lots,
+    submitted_shard,
     vision_spec,
 )
 from tests.servers import image_host
@@ -102,16 +101,8 @@ def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: st
 def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_shards(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     lost_job, live_job = new_id("job-"), new_id("job-")
-    shard_id = new_id("vision-")
     # A shard whose batch id OpenAI does not know (e.g. records restored from a backup).
-    with engine.begin() as conn:
-        conn.execute(stage_shards.insert().values(
-            shard_id=shard_id, stage="vision", job_id=lost_job, client_id="c1", attempt=1,
-            status="submitted", batch_id="batch_gone", lot_count=1))
-        store.enqueue(conn, "vision", [LotWork(lost_job, "lot-0", "c1", 1, 1, VisionWork(
-            additional_info="lost", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
-            status=store.SUBMITTED)
-        conn.execute(stage_lots.update().where(stage_lots.c.job_id == lost_job).values(shard_id=shard_id))
+    submitted_shard(engine, lost_job, "batch_gone")
     submit_lots(engine, live_job, ["live a"])
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), live_job))
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), lost_job))
@@ -125,15 +116,8 @@ def test_a_batch_the_key_cannot_see_pauses_the_stage_and_nothing_is_paid_for_twi
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     # The old stage took a 404 for "failed" and sent the lot again: with a rotated key or another
     # project's key, every lot of the job was paid for twice.
-    unseen_job, new_job, shard_id = new_id("job-"), new_id("job-"), new_id("vision-")
-    with engine.begin() as conn:
-        conn.execute(stage_shards.insert().values(
-            shard_id=shard_id, stage="vision", job_id=unseen_job, client_id="c1", attempt=1,
-            status="submitted", batch_id="batch_elsewhere", lot_count=1))
-        store.enqueue(conn, "vision", [LotWork(unseen_job, "lot-0", "c1", 1, 1, VisionWork(
-            additional_info="x", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
-            status=store.SUBMITTED)
-        conn.execute(stage_lots.update().where(stage_lots.c.job_id == unseen_job).values(shard_id=shard_id))
+    unseen_job, new_job = new_id("job-"), new_id("job-")
+    shard_id = submitted_shard(engine, unseen_job, "batch_elsewhere")
 
     async def scenario() -> None:
         client = make_openai_client("test", standin.base_url, 10)
