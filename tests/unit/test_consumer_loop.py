@@ -133,3 +133,28 @@ def test_a_client_failed_for_good_is_replaced_and_consuming_goes_on() -> None:
     assert consumer.stored == [0, 1]
     assert (consumer.made, consumer.closed) == (2, 2), "the failed client was not replaced by a new one"
     assert producer.sent == []
+
+
+class ErrorMessage(FakeMessage):
+    """A consumer error librdkafka reports in a message and recovers from on its own."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(-1, b"")
+        self.code, self.reason = code, reason
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(self.code, self.reason)
+
+
+def test_a_topic_not_known_yet_is_waited_for_not_a_reason_to_exit() -> None:
+    # Seen on a broker started a moment before the services: the topics just created are not in
+    # its metadata yet. The worker died and took the process down with it.
+    not_yet = ErrorMessage(KafkaError.UNKNOWN_TOPIC_OR_PART,
+                           "Subscribed topic not available: lotlens.submissions")
+    handled: list[str] = []
+    consumer, _ = run([[not_yet], [ErrorMessage(KafkaError._TRANSPORT, "Connection refused")],
+                       [FakeMessage(0, event(0))]],
+                      lambda envelopes: handled.extend(e.job_id for e in envelopes))
+    assert handled == ["job-0"]
+    assert consumer.stored == [0]
+    assert consumer.made == 1, "a client that recovers by itself was replaced"

@@ -264,7 +264,12 @@ def _is_data(message: Message) -> bool:
         return True
     if error.code() == KafkaError._PARTITION_EOF:
         return False
-    raise KafkaException(error)
+    if error.fatal() or error.code() == KafkaError._FATAL:
+        raise KafkaException(error)
+    # Anything else librdkafka retries by itself (a topic not in the metadata yet, a broker
+    # unreachable for a moment): exiting over it would turn a blip into a restart loop.
+    log.warning("consumer: %s", error.str())
+    return False
 
 
 def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: TopicSettings,

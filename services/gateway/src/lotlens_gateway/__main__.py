@@ -11,6 +11,7 @@ import uvicorn
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
+from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
 from lotlens_common.service import setup_logging
 from lotlens_common.urls import guarded_async_client
@@ -35,6 +36,7 @@ def main() -> None:
     setup_logging(settings.log_level)
     tracing.setup("gateway")
     gc.set_threshold(*GC_THRESHOLDS)
+    languages.preload()
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)

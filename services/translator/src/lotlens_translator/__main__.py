@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from lotlens_common.model import languages
 from lotlens_common.stage.service import serve_stage
 from lotlens_translator.config import TranslatorSettings
 from lotlens_translator.handlers import handle
@@ -13,6 +14,7 @@ from lotlens_translator.translation_stage import TranslationStage
 def main() -> None:
     """Consume described lots and run the translation batches until SIGTERM."""
     settings = TranslatorSettings()
+    languages.preload()
     serve_stage(settings, settings.stage, settings.group_id,
                 [settings.topics.vision, settings.topics.submissions],
                 TranslationStage(settings.topics.translation, settings.models,
