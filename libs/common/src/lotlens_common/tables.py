@@ -150,9 +150,7 @@ stage_lots = Table(
     Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     PrimaryKeyConstraint("stage", "job_id", "lot_id"),
-    # Waiting lots only, in claim order: a lot leaving `waiting` costs this index nothing.
-    Index("ix_stage_lots_waiting_order", "stage", "job_id", "enqueued_at", "lot_id",
-          postgresql_where=text("status = 'waiting'")),
+    Index("ix_stage_lots_waiting", "stage", "status", "job_id"),
     Index("ix_stage_lots_shard", "shard_id"),
 )
 
