@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -15,7 +16,17 @@ from lotlens_common.logs import setup_logging
 from lotlens_common.ops import Readiness, serve_ops
 from lotlens_common.settings import ServiceSettings
 
-__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals"]
+__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals", "tune_gc"]
+
+# A 50,000-lot request or batch is about two million objects, alive for a second or two: with
+# the default threshold (700 allocations) the collector walks them again and again while they
+# are built (0.2 s of the gateway's intake). Cycles are still collected.
+GC_THRESHOLDS = (10_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """Collect young objects every 10,000 allocations instead of 700 (see GC_THRESHOLDS)."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def stop_on_signals() -> threading.Event:

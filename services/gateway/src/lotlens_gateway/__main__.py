@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from functools import partial
 
 import uvicorn
@@ -13,7 +12,7 @@ from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
-from lotlens_common.service import setup_logging
+from lotlens_common.service import setup_logging, tune_gc
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
@@ -24,10 +23,6 @@ from lotlens_gateway.metrics import GatewayMetrics
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
-# A 50,000-lot request is about two million objects, alive for a second: with the default
-# threshold (700 allocations) the collector walks them again and again while the parsed body,
-# the checked lots and the events are built, 0.2 s of the intake. Cycles are still collected.
-GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def main() -> None:
@@ -35,7 +30,7 @@ def main() -> None:
     settings = GatewaySettings()
     setup_logging(settings.log_level)
     tracing.setup("gateway")
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()
     languages.preload()
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.

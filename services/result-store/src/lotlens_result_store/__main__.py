@@ -8,7 +8,7 @@ from functools import partial
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
-from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
+from lotlens_common.service import serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
@@ -21,6 +21,7 @@ def main() -> None:
     """Project every event onto the read models until SIGTERM."""
     settings = ResultStoreSettings()
     setup_logging(settings.log_level)
+    tune_gc()
     tracing.setup("result-store")
     stop = stop_on_signals()
     engine = make_engine(settings.database)

@@ -7,7 +7,7 @@ from functools import partial
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import EventProducer
-from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 
@@ -16,6 +16,7 @@ def main() -> None:
     """Run the JobCompleted consumer and the delivery loop until SIGTERM."""
     settings = DispatcherSettings()
     setup_logging(settings.log_level)
+    tune_gc()
     tracing.setup("webhook-dispatcher")
     stop = stop_on_signals()
     # Attempt threads read payloads at once; past 20 they wait for a connection instead.

@@ -17,7 +17,7 @@ from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
-from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.adapters.kafka import KafkaPublisher
@@ -53,6 +53,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
                 spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int) -> None:
     """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread."""
     setup_logging(settings.log_level)
+    tune_gc()
     tracing.setup(SERVICE_NAMES[spec.name])
     stop = stop_on_signals()
     engine = make_engine(settings.database)
