@@ -13,6 +13,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     JobCancelled,
     JobCompleted,
+    LotFailed,
     TranslationCompleted,
     VisionCompleted,
     WebhookAttempted,
@@ -108,6 +109,29 @@ def test_usage_is_kept_per_lot_and_stage_and_summed_into_the_job_and_its_event(
     assert usage.by_model["gpt-4.1-mini"].output_tokens == 800
     assert job_row(engine, script.job_id)["usage"] == usage.model_dump(mode="json")
     assert REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) == tokens_before + 128
+
+
+def test_a_lot_settled_before_its_translation_came_back_keeps_what_the_answer_used(
+        engine: Engine, apply: Apply) -> None:
+    # The usage is written by the statement that stores the lot's result; one whose lot is
+    # already settled is still recorded (it was paid for), once, however often it is replayed.
+    script = job_script(2)
+    seen = Usage(input_tokens=1000, output_tokens=200, estimated_cost_usd=0.002, model="o4-mini")
+    read = Usage(input_tokens=300, output_tokens=400, estimated_cost_usd=0.001, model="gpt-4.1-mini")
+    both = {"vision": seen.model_dump(mode="json"), "translation": read.model_dump(mode="json")}
+    late, on_time = script.lot_ids
+    apply(with_usage(script.vision, seen))  # before its submissions: the lots are made by it
+    apply(script.submissions)
+    apply([Envelope(event=LotFailed(job_id=script.job_id, lot_id=late, stage="translation", total_lots=2,
+                                    reason="the translation failed"), client_id=script.client_id)])
+    for _ in range(2):
+        apply(with_usage(script.translation, read))
+        rows = lot_rows(engine, script.job_id)
+        assert (rows[late]["status"], rows[late]["usage"]) == ("failed", both)
+        assert (rows[on_time]["status"], rows[on_time]["usage"]) == ("completed", both)
+    job = job_row(engine, script.job_id)
+    assert (job["processed_lots"], job["failed_lots"]) == (1, 1)
+    assert job["usage"]["input_tokens"] == 2 * (1000 + 300)
 
 
 def test_the_gateways_pending_row_is_completed_by_job_submitted(engine: Engine, apply: Apply) -> None:

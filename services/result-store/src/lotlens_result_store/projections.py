@@ -35,7 +35,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
-from lotlens_result_store.usage import record_usage
+from lotlens_result_store.usage import record_settled_usage, usage_json
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -98,11 +98,11 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
         "lot_ids": [e.lot_id for e in described],
         "images": [e.processed_images for e in described],
         "missing": [json_array(e.missing_images) for e in described],
+        "usages": usage_json(described),
     })
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
-    record_usage(conn, "vision", described)
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -119,16 +119,18 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     })
     for envelope in envelopes:
         changes.touch(envelope, status=PROCESSING)
-    result = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {
+    events = [event_of(e, TranslationCompleted) for e in translated]
+    completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {
         "job_ids": [e.job_id for e in translated],
-        "lot_ids": [event_of(e, TranslationCompleted).lot_id for e in translated],
+        "lot_ids": [event.lot_id for event in events],
         "times": [e.occurred_at for e in translated],
-    })
-    for job_id, lots, images in result:
+        "usages": usage_json(events),
+    }).all()
+    for job_id, _lot_id, images in completed:
         change = _change(changes, job_id)
-        change.processed_lots += lots
+        change.processed_lots += 1
         change.images_processed += images
-    record_usage(conn, "translation", [event_of(e, TranslationCompleted) for e in translated])
+    record_settled_usage(conn, events, {(job_id, lot_id) for job_id, lot_id, _ in completed})
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:

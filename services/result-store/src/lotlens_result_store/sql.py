@@ -60,20 +60,29 @@ WHERE l.seq IS NULL
 # result arrived (TranslationCompleted projected first counted them with 0 images). `before`
 # reads the statement's snapshot: only VisionCompleted changes `processed_images` of a lot that
 # is not failed, and one lot's VisionCompleted events are consumed by one consumer in order.
+# A lot's usage per stage: `{"vision": {...}, "translation": {...}}`, merged into what is there.
+# Written in the same statement as the lot's result (the row is written once, not twice).
+_STAGE_USAGE = ("CASE WHEN v.usage IS NULL THEN NULL "
+                "ELSE jsonb_build_object('{stage}', CAST(v.usage AS jsonb)) END")
+_MERGED_USAGE = ("CASE WHEN excluded.usage IS NULL THEN l.usage "
+                 "ELSE coalesce(l.usage, CAST('{}' AS jsonb)) || excluded.usage END")
+
 UPSERT_DESCRIBED_LOTS = text(f"""
 WITH v AS (
     SELECT * FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:images AS int[]),
-                         CAST(:missing AS text[])) AS v(job_id, lot_id, processed_images, missing_images)
+                         CAST(:missing AS text[]), CAST(:usages AS text[]))
+                  AS v(job_id, lot_id, processed_images, missing_images, usage)
 ), before AS MATERIALIZED (
     SELECT l.job_id, l.lot_id, l.processed_images FROM lots l
     JOIN v ON l.job_id = v.job_id AND l.lot_id = v.lot_id
 ), after AS (
-    INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status)
-    SELECT v.job_id, v.lot_id, v.processed_images, CAST(v.missing_images AS jsonb), 'translating' FROM v
+    INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status, usage)
+    SELECT v.job_id, v.lot_id, v.processed_images, CAST(v.missing_images AS jsonb), 'translating',
+           {_STAGE_USAGE.format(stage="vision")} FROM v
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
         status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE 'translating' END,
-        updated_at = now()
+        usage = {_MERGED_USAGE}, updated_at = now()
     RETURNING l.job_id, l.lot_id, l.status, l.processed_images
 )
 SELECT a.job_id, CAST(sum(a.processed_images - coalesce(b.processed_images, 0)) AS int)
@@ -90,19 +99,31 @@ ON CONFLICT DO NOTHING
 """)
 
 # Returns, per job, the lots that became completed now and their images.
+# Returns the lots completed now. Their usage is stored with them; a lot already settled is left
+# alone here (see SETTLED_LOT_USAGE).
 COMPLETE_LOTS = text(f"""
-WITH done AS (
-    INSERT INTO lots AS l (job_id, lot_id, status, processed_at)
-    SELECT v.job_id, v.lot_id, 'completed', v.processed_at
-    FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:times AS timestamptz[]))
-         AS v(job_id, lot_id, processed_at)
-    ON CONFLICT (job_id, lot_id) DO UPDATE SET
-        status = 'completed', processed_at = excluded.processed_at, updated_at = now()
-    WHERE l.status NOT IN {_LOT_SETTLED}
-    RETURNING l.job_id, l.processed_images
-)
-SELECT job_id, CAST(count(*) AS int), CAST(sum(processed_images) AS int) FROM done GROUP BY job_id
+INSERT INTO lots AS l (job_id, lot_id, status, processed_at, usage)
+SELECT v.job_id, v.lot_id, 'completed', v.processed_at, {_STAGE_USAGE.format(stage="translation")}
+FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:times AS timestamptz[]),
+            CAST(:usages AS text[])) AS v(job_id, lot_id, processed_at, usage)
+ON CONFLICT (job_id, lot_id) DO UPDATE SET
+    status = 'completed', processed_at = excluded.processed_at, usage = {_MERGED_USAGE},
+    updated_at = now()
+WHERE l.status NOT IN {_LOT_SETTLED}
+RETURNING l.job_id, l.lot_id, l.processed_images
 """)
+
+# A lot settled before its translation came back (cancelled, failed, or a replay) keeps what the
+# answer used: it was paid for. Run for those lots only, which are few or none.
+SETTLED_LOT_USAGE = text("""
+UPDATE lots AS l
+SET usage = coalesce(l.usage, CAST('{}' AS jsonb))
+            || jsonb_build_object('translation', CAST(v.usage AS jsonb))
+FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:usages AS text[]))
+     AS v(job_id, lot_id, usage)
+WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
+""")
+
 
 # Returns, per job, the lots that became failed now. A translation-stage failure keeps the
 # image counts the vision result already recorded when the event carries none.
@@ -164,14 +185,6 @@ ON CONFLICT (job_id) DO UPDATE SET
 """)
 
 # A lot's usage for one stage; a replayed event writes the same value again (idempotent).
-SET_LOT_USAGE = text("""
-UPDATE lots AS l
-SET usage = coalesce(l.usage, CAST('{}' AS jsonb)) || jsonb_build_object(v.stage, CAST(v.usage AS jsonb))
-FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:stages AS text[]),
-            CAST(:usages AS text[])) AS v(job_id, lot_id, stage, usage)
-WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
-""")
-
 # Per job and model: the tokens of every lot's answers, and their cost (NULL in a sum counts as
 # unknown: `unpriced` says whether any answer had no price).
 JOB_USAGE = text("""

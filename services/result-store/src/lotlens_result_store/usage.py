@@ -1,6 +1,7 @@
 """Usage and cost in the read models: each lot's per stage, each finished job's summed (and counted).
 
-A lot's usage arrives on `VisionCompleted` and `TranslationCompleted`; a job's is summed from
+A lot's usage arrives on `VisionCompleted` and `TranslationCompleted` and is stored with the lot's
+result by the same statement (`sql.UPSERT_DESCRIBED_LOTS`, `sql.COMPLETE_LOTS`); a job's is summed from
 its lots when `JobCompleted` is published, stored in `jobs.usage` and carried by the event.
 """
 
@@ -23,17 +24,20 @@ COST = Counter("lotlens_estimated_cost_usd_total", "Estimated cost of finished j
 _KINDS = ("input", "cached_input", "output", "reasoning")
 
 
-def record_usage(conn: Connection, stage: str, events: Sequence[VisionCompleted | TranslationCompleted]
-                 ) -> None:
-    """Store each lot's usage for the stage (events without usage are skipped)."""
-    used = [event for event in events if event.usage is not None]
-    if not used:
-        return
-    execute(conn, "set_lot_usage", sql.SET_LOT_USAGE, {
-        "job_ids": [e.job_id for e in used], "lot_ids": [e.lot_id for e in used],
-        "stages": [stage] * len(used),
-        "usages": [e.usage.model_dump_json() for e in used if e.usage is not None],
-    })
+def usage_json(events: Sequence[VisionCompleted | TranslationCompleted]) -> list[str | None]:
+    """Each event's usage as JSON for the lot projections (None where the answer had none)."""
+    return [None if event.usage is None else event.usage.model_dump_json() for event in events]
+
+
+def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted],
+                         completed: set[tuple[str, str]]) -> None:
+    """Store the translation usage of lots that were settled before their answer came back."""
+    late = [event for event in events
+            if event.usage is not None and (event.job_id, event.lot_id) not in completed]
+    if late:
+        execute(conn, "settled_lot_usage", sql.SETTLED_LOT_USAGE, {
+            "job_ids": [e.job_id for e in late], "lot_ids": [e.lot_id for e in late],
+            "usages": usage_json(late)})
 
 
 def job_usage(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobUsage]:
