@@ -49,6 +49,26 @@ def read_to_close(sock: socket.socket) -> bytes:
     return received
 
 
+def trickle(sock: socket.socket, piece: bytes, every_s: float) -> bytes:
+    """Send `piece` whenever nothing arrived for `every_s`, until the server closes; what it sent.
+
+    A reset instead of a close fails the test.
+    """
+    deadline = time.monotonic() + WAIT_S
+    sock.settimeout(every_s)
+    received = b""
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            sock.sendall(piece)
+            continue
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
 def answer_of(raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
     """Status, headers and JSON body of one HTTP answer."""
     head, _, body = raw.partition(b"\r\n\r\n")
@@ -108,20 +128,8 @@ def test_a_head_under_the_limit_is_served_and_the_connection_kept(gateway: Gatew
 def test_a_head_never_finished_is_408_even_when_bytes_keep_coming(gateway: Gateway) -> None:
     with connect(gateway) as sock:
         sock.sendall(b"GET /api/v1/batch-jobs HTTP/1.1\r\nHost: x\r\n")
-        deadline = time.monotonic() + WAIT_S
-        sock.settimeout(0.3)
-        received = b""
         # A header line every 0.3 s: each byte is on time, the head as a whole is not.
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                sock.sendall(b"X-Slow: 1\r\n")
-                continue
-            if not chunk:
-                break
-            received += chunk
-        assert_refused(received, 408, "REQUEST_TIMEOUT")
+        assert_refused(trickle(sock, b"X-Slow: 1\r\n", every_s=0.3), 408, "REQUEST_TIMEOUT")
 
 
 def test_a_connection_that_sends_nothing_is_closed(gateway: Gateway) -> None:
@@ -139,19 +147,11 @@ def test_a_body_that_stops_arriving_is_408(gateway: Gateway) -> None:
 def test_a_body_that_trickles_is_408_at_the_total_bound(gateway: Gateway) -> None:
     with connect(gateway) as sock:
         sock.sendall(f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode())
-        deadline = time.monotonic() + WAIT_S
-        sock.settimeout(0.3)
-        received = b""
-        while time.monotonic() < deadline:
-            try:
-                chunk = sock.recv(65536)
-            except TimeoutError:
-                sock.sendall(b" ")  # well within the gap limit each time
-                continue
-            if not chunk:
-                break
-            received += chunk
-        status, _, body = answer_of(received)
+        # A byte every 0.3 s, well within the gap limit, and still coming when the 408 is sent.
+        # uvicorn closed the socket right after the 408 (`Connection: close`) with the latest
+        # bytes unread, the kernel reset the connection and the client lost the answer: this test
+        # failed in about half the runs of this module until the close became a gentle one.
+        status, _, body = answer_of(trickle(sock, b" ", every_s=0.3))
         assert (status, body["code"]) == (408, "REQUEST_TIMEOUT")
         assert body["details"]["body_timeout_s"] == LIMITS["body_timeout_s"]
 

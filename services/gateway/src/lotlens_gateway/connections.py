@@ -7,14 +7,16 @@ tests/integration/test_gateway_connections.py): `H11Protocol.__init__` makes `se
 through `send_400_response(msg)`; `data_received`, `on_response_complete`, `shutdown` and
 `connection_lost` are the protocol's hooks; its `loop`, `config`, `timeout_keep_alive` and
 `_unset_keepalive_if_required()` are used as they are; `timeout_keep_alive` closes a connection
-idle between requests. An upgrade that changes any of these fails those tests.
+idle between requests; an answer with `Connection: close` (the body timeouts' 408) is followed by
+`self.transport.close()` on the protocol's `transport`, which the subclass wraps. An upgrade that
+changes any of these fails those tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 import h11
 import uvicorn
@@ -66,6 +68,25 @@ def raw_answer(status: int, code: str, message: str, details: dict[str, Any]) ->
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
+class _GentleTransport:
+    """The connection's transport, whose `close` lingers while part of a request body is unread.
+
+    uvicorn closes the transport right after an answer that says `Connection: close`; with bytes
+    of the request still unread the kernel then resets the connection, and a client still sending
+    (a trickled body answered 408) lost the answer to the reset about half the time.
+    """
+
+    def __init__(self, transport: asyncio.Transport, protocol: LimitedH11Protocol) -> None:
+        self._transport, self._protocol = transport, protocol
+
+    def close(self) -> None:
+        if not self._protocol.linger_instead_of_closing():
+            self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus: a head must be complete within `head_timeout_s` (else 408), a
     head over the size limit is a 431, and refusals close gently (the client reads the answer)."""
@@ -82,6 +103,7 @@ class LimitedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the head's clock at once: a connection that sends nothing is closed too."""
         super().connection_made(transport)
+        self.transport = cast(asyncio.Transport, _GentleTransport(transport, self))
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def data_received(self, data: bytes) -> None:
@@ -116,6 +138,13 @@ class LimitedH11Protocol(H11Protocol):
         super().on_response_complete()
         if self.conn.their_state is h11.SEND_BODY and not self.transport.is_closing():
             self._refuse(b"")
+
+    def linger_instead_of_closing(self) -> bool:
+        """Called for a close: when part of the request body is unread, close gently instead."""
+        if self._closing or self.conn.their_state is not h11.SEND_BODY:
+            return False
+        self._refuse(b"")
+        return True
 
     def shutdown(self) -> None:
         """On server exit: close a refused connection at once (its h11 state is beyond use)."""
