@@ -39,6 +39,16 @@ def _jars() -> Path:
     return lib
 
 
+def cluster_id() -> str:
+    """16 random bytes in URL-safe base64 without padding, as Kafka's `Uuid`, never starting with
+    `-`: StorageTool would read such an id as an option and refuse to format (Kafka's own
+    `Uuid.randomUuid` draws again for the same reason). One id in 64 did, and the test failed."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
 @dataclass
 class PrivateKafka:
     """One broker: `bootstrap` to connect, `stop`/`start` to take it away and bring it back."""
@@ -73,9 +83,7 @@ class PrivateKafka:
                           .replace("@KAFKA_PORT@", str(self.port))
                           .replace("@CONTROLLER_PORT@", str(self.controller_port))
                           .replace("@DATA_DIR@", str(self.directory / "data")))
-        # A cluster id is 16 random bytes in URL-safe base64 without padding (Kafka's Uuid).
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config)),
+        subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)),
                        check=True, capture_output=True, timeout=120)
         return config
 
