@@ -11,6 +11,7 @@ partitions of a killed instance. Offsets and members are read on the run's broke
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -127,8 +128,8 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
     behind: list[str] = []  # the groups the backlog waited for last
     while time.monotonic() - started < timeout_s and len(seen) < 3:
         elapsed = time.monotonic() - started
-        try:
-            # A broker just restarted may not answer yet: the snapshot is retried, not skipped.
+        # A broker just restarted may not answer yet: the snapshot is retried next round, not skipped.
+        with contextlib.suppress(KafkaException, TimeoutError):
             backlog = backlog or Backlog.now(admin, groups)
             if "drained" not in seen:
                 lagging = backlog.behind(admin)
@@ -138,14 +139,11 @@ def recovery(client: LotLensClient, bootstrap: str, groups: list[str], images: s
                     seen["drained"] = elapsed
             if rejoining and "rejoined" not in seen and _rejoined(admin, *rejoining):
                 seen["rejoined"] = elapsed
-        except (KafkaException, TimeoutError):
-            pass
-        try:
+        # Refused or failed while the service recovers: asked again next round.
+        with contextlib.suppress(LotLensError):
             job_id = job_id or client.submit_job(lots, ["en"]).job_id
             client.job_status(job_id)
             seen.setdefault("accepted", elapsed)
-        except LotLensError:
-            pass
         if len(seen) < 3:
             time.sleep(POLL_S)
     log.info("seen after: %s (last behind: %s)", ", ".join(f"{part} {s:.1f} s" for part, s in seen.items()),

@@ -128,7 +128,7 @@ def fresh_topics(infra: Infra) -> Iterator[TopicSettings]:
         # and every test's topics stayed (20,000 partitions after a day, then "Too many open files").
         admin = AdminClient(kafka.client_config())
         for future in admin.delete_topics(settings.all_topics(), operation_timeout=10).values():
-            with contextlib.suppress(KafkaException):  # already gone, or the broker is down: no matter
+            with contextlib.suppress(KafkaException, TimeoutError):  # gone already, or the broker is down
                 future.result(15)
 
 

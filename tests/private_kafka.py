@@ -11,6 +11,7 @@ a broker advertising its own port would be bypassed. Its controller traffic stay
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -100,11 +101,9 @@ class PrivateKafka:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"private Kafka exited: see {self.directory / 'logs'}")
-            try:
+            with contextlib.suppress(Exception):  # not listening yet
                 if admin.list_topics(timeout=2).brokers:
                     return
-            except Exception:  # not listening yet
-                pass
             time.sleep(0.5)
         raise TimeoutError(f"private Kafka not ready after {timeout_s} s")
 

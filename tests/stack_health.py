@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -19,10 +20,8 @@ def wait_healthy(gateway_url: str, processes: Mapping[str, subprocess.Popen[byte
         for name, process in processes.items():
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited: {log_tail(name)}")
-        try:
+        with contextlib.suppress(httpx2.HTTPError):  # not serving yet
             if httpx2.get(f"{gateway_url}/health", timeout=2).status_code == 200:
                 return
-        except httpx2.HTTPError:
-            pass
         time.sleep(0.3)
     raise TimeoutError(f"gateway not healthy after {seconds:.0f} s: {log_tail('gateway')}")

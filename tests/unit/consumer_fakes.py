@@ -63,7 +63,7 @@ class FakeConsumer:
 
     def subscribe(self, _topics: list[str], on_assign: object = None, on_revoke: object = None,
                   on_lost: object = None) -> None:
-        pass
+        """Nothing to join: `consume` hands out the given batches."""
 
     def consume(self, _n: int, _timeout: float) -> list[FakeMessage]:
         if not self.batches:

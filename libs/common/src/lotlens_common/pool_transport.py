@@ -15,6 +15,7 @@ import ssl
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -106,16 +107,19 @@ class _AsyncBody(httpx2.AsyncByteStream):
             await self.core.aclose()
 
 
+def _pool_options(limits: httpx2.Limits, ssl_context: ssl.SSLContext | None) -> dict[str, Any]:
+    """The settings httpx2.HTTPTransport gives its pool (HTTP/1.1, no retries), for both pools."""
+    return {"ssl_context": ssl_context or shared_ssl_context(), "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry}
+
+
 class PoolTransport(httpx2.BaseTransport):
     """A blocking transport: HTTP/1.1 over a connection pool that connects through `backend`."""
 
     def __init__(self, backend: httpcore2.NetworkBackend, limits: httpx2.Limits,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        # The same settings httpx2.HTTPTransport gives its pool (HTTP/1.1, no retries).
-        self.pool = httpcore2.ConnectionPool(
-            ssl_context=ssl_context or shared_ssl_context(), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=backend)
+        self.pool = httpcore2.ConnectionPool(**_pool_options(limits, ssl_context), network_backend=backend)
 
     def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send one request on a pooled connection."""
@@ -135,10 +139,8 @@ class AsyncPoolTransport(httpx2.AsyncBaseTransport):
 
     def __init__(self, backend: httpcore2.AsyncNetworkBackend, limits: httpx2.Limits,
                  ssl_context: ssl.SSLContext | None = None) -> None:
-        self.pool = httpcore2.AsyncConnectionPool(
-            ssl_context=ssl_context or shared_ssl_context(), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry, network_backend=backend)
+        self.pool = httpcore2.AsyncConnectionPool(**_pool_options(limits, ssl_context),
+                                                  network_backend=backend)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         """Send one request on a pooled connection."""
