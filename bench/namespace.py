@@ -12,12 +12,12 @@ import contextlib
 import os
 import time
 import uuid
-from typing import Any
 
 import psycopg2  # type: ignore[import-untyped]
 from confluent_kafka.admin import AdminClient
 
 from bench.config import BENCH_DATABASE, TOPIC_NAMES, database_dsn, kafka_bootstrap
+from tests.databases import drop_database
 
 
 def new_name() -> str:
@@ -31,27 +31,10 @@ def recreate_database(base_url: str) -> None:
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            _drop(cur)
+            drop_database(cur, BENCH_DATABASE)
             cur.execute(f"CREATE DATABASE {BENCH_DATABASE}")
     finally:
         conn.close()
-
-
-def _drop(cur: Any, timeout_s: float = 60.0) -> None:
-    # FORCE ends the stale stack's sessions, but may not end an autovacuum worker (a superuser's
-    # process: InsufficientPrivilege); a plain DROP makes those exit by itself, so it goes next.
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            try:
-                cur.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)")
-            except psycopg2.errors.InsufficientPrivilege:
-                cur.execute(f"DROP DATABASE IF EXISTS {BENCH_DATABASE}")
-            return
-        except psycopg2.errors.ObjectInUse:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1.0)
 
 
 def cleanup(namespace: str) -> None:

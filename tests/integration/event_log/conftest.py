@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg2  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, make_url
 
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
+from tests.databases import drop_database
 
 
 @pytest.fixture()
@@ -19,16 +21,16 @@ def own_database(infra: Infra) -> Iterator[str]:
     """The URL of a fresh, migrated database, dropped afterwards."""
     given = make_url(infra.database_url)
     name = new_id("lotlens_rebuild_")
-    admin = create_engine(given, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = given.set(database=name).render_as_string(hide_password=False)
+    admin = psycopg2.connect(given.set(drivername="postgresql").render_as_string(hide_password=False))
+    admin.autocommit = True
     try:
-        yield url
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield given.set(database=name).render_as_string(hide_password=False)
+        with admin.cursor() as cur:
+            drop_database(cur, name)
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        admin.close()
 
 
 @pytest.fixture()
