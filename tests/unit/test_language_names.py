@@ -1,0 +1,88 @@
+"""The English names LotLens gives language tags, held to langcodes' own `display_name("en")`.
+
+LotLens names tags from its English-only table (language_names_en.json) instead of letting
+langcodes load every name in every language; these tests prove the table and the way names are
+put together give what langcodes gives, tag for tag, and that the table is the pinned package's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import string
+from pathlib import Path
+
+import langcodes
+import orjson
+import pytest
+from langcodes.tag_parser import LanguageTagError
+
+from lotlens_common.model import languages
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = ROOT / "libs/common/src/lotlens_common/model/language_names_en.json"
+
+
+def _reference_canonical(tag: str) -> str | None:
+    """What `canonical_tag` said while it asked langcodes' `display_name` (before the table)."""
+    if not tag or len(tag) > languages.MAX_TAG_CHARS or "_" in tag:
+        return None
+    try:
+        if not langcodes.tag_is_valid(tag):
+            return None
+        language = langcodes.Language.get(tag)
+    except LanguageTagError:
+        return None
+    if (language.private or language.language in {"und", "mul", "mis", "zxx"}
+            or "Unknown" in language.display_name()):
+        return None
+    return str(langcodes.standardize_tag(tag))
+
+
+def _tags() -> list[str]:
+    names = orjson.loads(TABLE.read_bytes())
+    scripts = sorted(code for code in names if len(code) == 4 and code.istitle())
+    regions = sorted(code for code in names if (len(code) == 2 and code.isupper()) or code.isdigit())
+    # Every two-letter and three-letter language subtag there could be (named or not), ...
+    letters = string.ascii_lowercase
+    tags = ["".join(p) for n in (2, 3) for p in itertools.product(letters, repeat=n)]
+    # ... every script and region after a few languages, ...
+    tags += [f"{lang}-{script}" for lang in ("en", "sr", "zh", "az", "qqq") for script in scripts]
+    tags += [f"{lang}-{region}" for lang in ("en", "pt", "zh-Hant", "es") for region in regions]
+    # ... and forms integrators send: any case, aliases, variants, private use, unknown parts.
+    tags += ["PT-br", "iw", "eng", "zh-hant-tw", "sr-latn-rs", "de-CH-1996", "en-Latn", "en-Latn-US",
+             "und", "mul", "x-foo", "qaa", "en-XX", "en-Zzzz", "tlh", "zh-yue", "yue-HK", "es-419",
+             "sgn-US", "i-klingon", "en-GB-oed", "ja-Jpan-JP", "hy-arevela", "no", "nb", "in", "mo"]
+    return tags
+
+
+def test_every_tag_is_accepted_or_refused_and_named_as_langcodes_names_it() -> None:
+    differences = []
+    for tag in _tags():
+        expected = _reference_canonical(tag)
+        got = languages.canonical_tag.__wrapped__(tag)
+        if got != expected:
+            differences.append((tag, got, expected))
+        elif expected is not None:
+            name = languages.language_name.__wrapped__(expected)
+            if name != langcodes.Language.get(expected).display_name("en"):
+                differences.append((expected, name, langcodes.Language.get(expected).display_name("en")))
+    assert differences == []
+
+
+@pytest.mark.parametrize(("tag", "name"), [
+    ("pt-BR", "Portuguese (Brazil)"), ("zh-Hant-TW", "Chinese (Traditional, Taiwan)"),
+    ("sr-Latn", "Serbian (Latin)"), ("en-Latn-US", "English (United States)"),
+    ("es-419", "Spanish (Latin America)"),
+])
+def test_names_put_language_script_and_region_together(tag: str, name: str) -> None:
+    assert languages.language_name(str(langcodes.standardize_tag(tag))) == name
+
+
+def test_the_table_is_the_english_column_of_the_pinned_language_data() -> None:
+    # After a `language-data` upgrade this fails until `scripts/language_names.py` is run again.
+    spec = importlib.util.spec_from_file_location("language_names", ROOT / "scripts/language_names.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert orjson.loads(TABLE.read_bytes()) == script.english_names()
