@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -36,12 +35,7 @@ def end_offsets(topics: Iterable[str]) -> Offsets:
     try:
         found: Offsets = {}
         wanted = set(topics)
-        # Topics the stack has just created may not be in the broker's metadata yet.
-        deadline = time.monotonic() + 30
-        metadata = consumer.list_topics(timeout=10)
-        while not wanted <= set(metadata.topics) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            metadata = consumer.list_topics(timeout=10)
+        metadata = consumer.list_topics(timeout=10)  # ensure_topics returns once they are served
         for topic in wanted:
             for partition in metadata.topics[topic].partitions:
                 _low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)

@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, ResourceType  # type: ignore[attr-defined]
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
@@ -64,3 +65,17 @@ def test_a_tests_own_topics_are_deleted_when_it_ends(infra: Infra) -> None:
     while (left := names & set(admin.list_topics(timeout=10).topics)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not left
+
+
+def test_every_partition_is_served_as_soon_as_the_topics_are_ensured(infra: Infra) -> None:
+    # CreateTopics answers before the broker serves the new partitions: the bench's first offset
+    # query right after `migrate` failed with "Unknown partition" / "Not leader for partition".
+    consumer = Consumer({"bootstrap.servers": infra.kafka_bootstrap, "group.id": new_id("probe-")})
+    try:
+        for _ in range(3):
+            with fresh_topics(infra) as topics:  # ensure_topics, then the test's own use at once
+                for topic in topics.all_topics():
+                    for partition in range(topics.partitions):
+                        consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+    finally:
+        consumer.close()

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import Future
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -24,6 +24,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ConfigResource,
     NewPartitions,
     NewTopic,
+    OffsetSpec,
     ResourceType,
 )
 
@@ -58,6 +59,31 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
              if name in existing and len(existing[name].partitions) < topics.partitions]
     _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
           f"grown to {topics.partitions} partitions")
+    _wait_until_led(admin, topics, timeout_s)
+
+
+def _wait_until_led(admin: AdminClient, topics: TopicSettings, timeout_s: float) -> None:
+    """Return once every partition of every topic answers an offset query from its leader.
+
+    CreateTopics answers before the brokers have taken the new partitions in, and the metadata
+    names a leader a moment before that leader serves: a client that used the partitions at once
+    got "Unknown partition" or "Not leader for partition" (the bench's first offset query, 10
+    times out of 10).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            listed = admin.list_topics(timeout=timeout_s).topics
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            partitions = {TopicPartition(name, p): latest for name in topics.all_topics()
+                          for p in range(max(topics.partitions, len(listed[name].partitions)))}
+            for future in admin.list_offsets(partitions, request_timeout=timeout_s).values():
+                future.result(timeout_s)
+            return
+        except (KeyError, KafkaException) as exc:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"partitions not served after {timeout_s:.0f} s: {exc}") from exc
+            time.sleep(0.2)
 
 
 def _configure(admin: AdminClient, topics: TopicSettings, names: list[str], timeout_s: float) -> None:
