@@ -83,7 +83,7 @@ def _wait_until_led(admin: AdminClient, topics: TopicSettings, timeout_s: float)
         except (KeyError, KafkaException) as exc:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"partitions not served after {timeout_s:.0f} s: {exc}") from exc
-            time.sleep(0.2)
+            time.sleep(0.05)
 
 
 def _configure(admin: AdminClient, topics: TopicSettings, names: list[str], timeout_s: float) -> None:
