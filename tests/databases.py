@@ -6,11 +6,22 @@ import time
 from typing import Any
 
 import psycopg2  # type: ignore[import-untyped]
+from sqlalchemy import make_url
 
 _END_OWN_SESSIONS = """
 SELECT pg_terminate_backend(pid) FROM pg_stat_activity
  WHERE datname = %s AND usename = current_user AND pid <> pg_backend_pid()
 """
+
+
+def connect(url: str, database: str | None = None) -> Any:
+    """An autocommit psycopg2 connection from the tests' SQLAlchemy URL (to `database` if given)."""
+    target = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        target = target.set(database=database)
+    conn = psycopg2.connect(target.render_as_string(hide_password=False))
+    conn.autocommit = True
+    return conn
 
 
 def drop_database(cur: Any, name: str, timeout_s: float = 60.0) -> None:

@@ -4,13 +4,13 @@ on `DROP DATABASE … WITH (FORCE)`: "must be a member of the role whose process
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import psycopg2  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import make_url
 
 from tests.conftest import Infra, new_id
-from tests.databases import drop_database
+from tests.databases import connect, drop_database
 
 pytestmark = pytest.mark.integration
 
@@ -24,21 +24,18 @@ DELETE FROM bait;
 """
 
 
-def _sessions_in(cur: object, name: str) -> int:
-    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,))  # type: ignore[attr-defined]
-    return int(cur.fetchone()[0])  # type: ignore[attr-defined]
+def _sessions_in(cur: Any, name: str) -> int:
+    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,))
+    return int(cur.fetchone()[0])
 
 
 def test_a_database_is_dropped_while_autovacuum_and_our_own_sessions_are_in_it(infra: Infra) -> None:
-    url = make_url(infra.database_url).set(drivername="postgresql")
     name = new_id("lotlens_dropme_")
-    admin = psycopg2.connect(url.render_as_string(hide_password=False))
-    admin.autocommit = True
+    admin = connect(infra.database_url)
     cur = admin.cursor()
     cur.execute(f'CREATE DATABASE "{name}"')
-    ours = psycopg2.connect(url.set(database=name).render_as_string(hide_password=False))
+    ours = connect(infra.database_url, name)
     try:
-        ours.autocommit = True
         with ours.cursor() as own:
             own.execute(_SLOW_VACUUM_BAIT)
         deadline = time.monotonic() + 120
@@ -57,9 +54,9 @@ def test_a_database_is_dropped_while_autovacuum_and_our_own_sessions_are_in_it(i
         admin.close()
 
 
-def _is_gone(conn: object) -> bool:
+def _is_gone(conn: Any) -> bool:
     try:
-        with conn.cursor() as c:  # type: ignore[attr-defined]
+        with conn.cursor() as c:
             c.execute("SELECT 1")
     except psycopg2.OperationalError:
         return True

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psycopg2  # type: ignore[import-untyped]
 import pytest
 from sqlalchemy import Engine, make_url
 
@@ -13,7 +12,7 @@ from lotlens_common.db import make_engine, migrate
 from lotlens_common.kafka import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
-from tests.databases import drop_database
+from tests.databases import connect, drop_database
 
 
 @pytest.fixture()
@@ -21,8 +20,7 @@ def own_database(infra: Infra) -> Iterator[str]:
     """The URL of a fresh, migrated database, dropped afterwards."""
     given = make_url(infra.database_url)
     name = new_id("lotlens_rebuild_")
-    admin = psycopg2.connect(given.set(drivername="postgresql").render_as_string(hide_password=False))
-    admin.autocommit = True
+    admin = connect(infra.database_url)
     try:
         with admin.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')

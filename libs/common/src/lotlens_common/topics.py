@@ -59,10 +59,10 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
              if name in existing and len(existing[name].partitions) < topics.partitions]
     _wait(admin.create_partitions(short) if short else {}, timeout_s, KafkaError.INVALID_PARTITIONS,
           f"grown to {topics.partitions} partitions")
-    _wait_until_led(admin, topics, timeout_s)
+    _wait_until_served(admin, topics, timeout_s)
 
 
-def _wait_until_led(admin: AdminClient, topics: TopicSettings, timeout_s: float) -> None:
+def _wait_until_served(admin: AdminClient, topics: TopicSettings, timeout_s: float) -> None:
     """Return once every partition of every topic answers an offset query from its leader.
 
     CreateTopics answers before the brokers have taken the new partitions in, and the metadata
