@@ -4,6 +4,8 @@ and the current models stay compatible with it both ways (a schema registry's FU
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -11,7 +13,7 @@ import pytest
 from pydantic import create_model
 
 from lotlens_common.catalogue import PUBLIC_EVENTS
-from lotlens_common.envelope import UPCASTERS
+from lotlens_common.envelope import UPCASTERS, caused
 from lotlens_common.event_schemas import (
     IncompatibleChange,
     incompatibilities,
@@ -104,3 +106,17 @@ def test_events_as_written_validate_against_their_released_schemas() -> None:
                             format_checker=jsonschema.FormatChecker())
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate({**samples[0].model_dump(mode="json"), "status": "lost"}, _released(JobCompleted))
+
+
+def test_an_event_id_derived_from_its_cause_is_stable_and_tells_events_apart() -> None:
+    ended = JobCompleted(job_id="job-1", status="completed", completed_at=datetime(2026, 3, 1, tzinfo=UTC),
+                         total_lots=1, processed_lots=1, failed_lots=0)
+    done = TranslationCompleted(job_id="job-1", lot_id="l1", descriptions={"en": "<p>Dent.</p>"})
+    first = caused(done, "c1", "collect shard-1 l1")
+    # Built again (a restart after the crash): the same id, a valid UUID as the schema says.
+    assert caused(done, "c1", "collect shard-1 l1").event_id == first.event_id
+    assert str(uuid.UUID(first.event_id)) == first.event_id
+    others = {caused(done, "c1", "collect shard-2 l1").event_id,  # the lot retried in a new shard
+              caused(done.model_copy(update={"job_id": "job-2"}), "c1", "collect shard-1 l1").event_id,
+              caused(ended, "c1", "collect shard-1 l1").event_id}
+    assert first.event_id not in others and len(others) == 3

@@ -11,6 +11,7 @@ import sys
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
@@ -73,16 +74,39 @@ def test_a_crash_around_batch_creation_never_loses_or_duplicates_the_batch(
         settings: ServiceSettings, engine: Engine, standin: Standin, fault_point: str) -> None:
     job_id = new_id("job-")
     with image_host() as images:
-        crash_and_restart(settings, stage_env(settings, standin), job_id, images, fault_point)
+        events = crash_and_restart(settings, stage_env(settings, standin), job_id, images, fault_point, 4)
+    assert completed_lots(events) == ["lot-0", "lot-1", "lot-2"]
     shards = {m["lotlens_shard_id"] for m in standin.stats()["batch_metadata"]}
     assert standin.stats()["batches_created"] == len(shards) == 1
     assert json.dumps(lot_statuses(engine, "vision", job_id), sort_keys=True) == json.dumps(
         {f"lot-{i}": store.DONE for i in range(3)}, sort_keys=True)
 
 
+def test_results_published_again_after_a_crash_keep_their_event_ids(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    """Killed after publishing a shard's results and before marking its lots, the stage publishes
+    them again once restarted: each copy must carry the first one's id, or a subscriber that
+    deduplicates by `event_id` (as the contract says) takes it for a second result."""
+    job_id = new_id("job-")
+    with image_host() as images:
+        events = crash_and_restart(settings, stage_env(settings, standin), job_id, images,
+                                   "vision.after_results_published", 7)
+    ids: dict[str, list[str]] = {}
+    for envelope in events:
+        if isinstance(envelope.event, VisionCompleted):
+            ids.setdefault(envelope.event.lot_id, []).append(envelope.event_id)
+    assert sorted(ids) == ["lot-0", "lot-1", "lot-2"]
+    # Twice each: the crash came before the lots were marked, so their results went out again.
+    assert [len(copies) for copies in ids.values()] == [2, 2, 2]
+    assert [len(set(copies)) for copies in ids.values()] == [1, 1, 1]
+    assert standin.stats()["batches_created"] == 1
+    assert set(lot_statuses(engine, "vision", job_id).values()) == {store.DONE}
+
+
 def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: str, images: str,
-                      fault_point: str) -> None:
-    """Run the vision-batcher until it dies at the fault point, then a healthy one to the end."""
+                      fault_point: str, events: int) -> list[Envelope]:
+    """Run the vision-batcher on 3 lots until it dies at the fault point, then a healthy one until
+    the job has `events` events on the vision topic; returns them all."""
     publish_lots(settings, job_id, images, 3)
     command = [sys.executable, "-m", "lotlens_vision_batcher"]
     crashed = subprocess.run(command, cwd=ROOT, env={**env, "LOTLENS_FAULT_AT": fault_point},
@@ -91,11 +115,10 @@ def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: st
     survivor = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
     try:
-        events = job_events(settings, settings.topics.vision, job_id, 4)
+        return job_events(settings, settings.topics.vision, job_id, events)
     finally:
         survivor.terminate()
         survivor.wait(timeout=30)
-    assert completed_lots(events) == ["lot-0", "lot-1", "lot-2"]
 
 
 def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_shards(

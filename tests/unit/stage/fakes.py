@@ -19,7 +19,7 @@ import orjson
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelError
 from lotlens_common.stage.core.rule import WaitingJob
-from lotlens_common.stage.ports import Fit, Settlement, Shard
+from lotlens_common.stage.ports import Caused, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
 
 
@@ -276,6 +276,8 @@ class FakePublisher:
     """Keeps every event published."""
 
     events: list[Event] = field(default_factory=list)
+    causes: list[str] = field(default_factory=list)
 
-    def publish(self, client_id: str, events: Sequence[Event]) -> None:
-        self.events.extend(events)
+    def publish(self, client_id: str, events: Sequence[Caused]) -> None:
+        self.events.extend(event for _, event in events)
+        self.causes.extend(cause for cause, _ in events)

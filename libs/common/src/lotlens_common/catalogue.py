@@ -49,8 +49,9 @@ RULES = (
     "Every event is a JSON envelope around a versioned `data` payload, with the CloudEvents Kafka "
     "binding headers (binary mode). Public topics and event types are tagged `public`; the others "
     "are internal. The message key is the job id: one job's events on one topic are in order. "
-    "Delivery is at least once: deduplicate by `event_id` (= `ce_id`). The record topics are kept "
-    "for good. Subscribers must ignore unknown fields and unknown event types and versions. "
+    "Delivery is at least once, and a copy carries its original's id: deduplicate by `event_id` "
+    "(= `ce_id`). The record topics are kept for good. Subscribers must ignore unknown fields and "
+    "unknown event types and versions. "
     "JSON Schemas of the public events: docs/events/schemas/<type>/v<version>.json."
 )
 

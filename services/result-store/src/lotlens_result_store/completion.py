@@ -4,8 +4,9 @@ Two steps with a commit in between. `settle_jobs` runs inside the batch's transa
 whose every lot is completed or failed gets its terminal status there, atomically with the
 counters that finished it. `publish_completions` runs after the commit: it publishes
 `JobCompleted` for terminal jobs not yet announced, waits for Kafka's acknowledgement, and only
-then sets `completion_published`. A crash in between announces a job twice (the dispatcher
-dedupes), never zero times; the startup sweep covers a crash right after the commit.
+then sets `completion_published`. A crash in between announces a job twice, under one event id
+(the dispatcher dedupes, and so can a subscriber), never zero times; the startup sweep covers a
+crash right after the commit.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 
 from lotlens_common.clock import utc_now
-from lotlens_common.envelope import Envelope
+from lotlens_common.envelope import caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
 from lotlens_common.kafka import TRANSIENT_ERRORS, EventProducer
 from lotlens_common.model.usage import JobUsage
@@ -112,11 +113,13 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
         usages = job_usage(conn, [row["job_id"] for row in rows if row["usage"] is None])
         usages |= {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
         for row in rows:
-            producer.publish(topic, Envelope(client_id=row["client_id"] or "", event=JobCompleted(
+            event = JobCompleted(
                 job_id=row["job_id"], status=row["status"],
                 completed_at=_finished_at(row["completed_at"], row["cancelled_at"], row["updated_at"]),
                 total_lots=row["total_lots"] or 0, processed_lots=row["processed_lots"],
-                failed_lots=row["failed_lots"], usage=usages.get(row["job_id"]))))
+                failed_lots=row["failed_lots"], usage=usages.get(row["job_id"]))
+            # A job ends once: its end is the cause.
+            producer.publish(topic, caused(event, row["client_id"] or "", row["status"]))
         producer.flush()
         execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
             completion_published=True, usage=bindparam("usage")),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from sqlalchemy import Engine
 
 from lotlens_common import tracing
-from lotlens_common.envelope import Envelope
+from lotlens_common.envelope import Envelope, caused
 from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
 from lotlens_common.kafka import EventProducer
 from lotlens_common.model.translation import target_languages
@@ -41,9 +41,12 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
                 waiting.append(lot)
             else:
                 settled.append(lot)
-                producer.publish(topic, Envelope(client_id=envelope.client_id, event=TranslationCompleted(
+                # Caused by the English description: consumed again after a crash, it publishes
+                # the same event again.
+                producer.publish(topic, caused(TranslationCompleted(
                     job_id=event.job_id, lot_id=event.lot_id,
-                    descriptions=descriptions(event.languages, event.english_html, {}))))
+                    descriptions=descriptions(event.languages, event.english_html, {})),
+                    envelope.client_id, envelope.event_id))
         elif isinstance(event, LotFailed) and event.stage == "vision":
             settled.append(LotWork(event.job_id, event.lot_id, envelope.client_id,
                                    event.total_lots, 0, TranslationWork()))

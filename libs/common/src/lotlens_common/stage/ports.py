@@ -62,10 +62,20 @@ class BatchesPort(Protocol):
 DirectCall = Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]
 
 
+# An event with the occurrence that caused it, from which its id is derived (`envelope.caused`):
+# a shard prepared or collected again after a crash publishes its events under the same ids.
+Caused = tuple[str, Event]
+
+
+def about_lot(step: str, shard_id: str, lot_id: str, event: Event) -> Caused:
+    """An event about one lot, from a step (prepare, collect) of the shard that holds it."""
+    return f"{step} {shard_id} {lot_id}", event
+
+
 class Publisher(Protocol):
     """Publishes the stage's events and returns once they are durable."""
 
-    def publish(self, client_id: str, events: Sequence[Event]) -> None:
+    def publish(self, client_id: str, events: Sequence[Caused]) -> None:
         """Publish events of one client, in order; return when the broker has them."""
         ...
 

@@ -30,8 +30,8 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
     job_id, client_id = lots[0].job_id, lots[0].client_id
     attempt = max(lot.attempts for lot in lots)
     name = stage.spec.name
-    stage.publisher.publish(client_id, [stage.spec.batch_submitted_event(
-        job_id, shard_id, attempt, batch_id, sent)])
+    stage.publisher.publish(client_id, [(f"{shard_id} {batch_id}", stage.spec.batch_submitted_event(
+        job_id, shard_id, attempt, batch_id, sent))])
     fault_point(f"{name}.after_batch_published")
     stage.store.record_batch(shard_id, batch_id, len(sent))
     metrics.BATCHES_CREATED.labels(stage=name).inc()

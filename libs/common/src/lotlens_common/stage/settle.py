@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lotlens_common.events import Event
+from lotlens_common.faults import fault_point
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
-from lotlens_common.stage.ports import Settlement, Shard, Stage
+from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
 from lotlens_common.stage.work import LotWork
 
 # Outcomes applied at once. Each chunk waits for Kafka to acknowledge its events (acks=all)
@@ -22,13 +22,14 @@ class Settler:
 
     def __init__(self, stage: Stage[Any], shard: Shard, cancelled: bool) -> None:
         self.stage, self.shard, self.cancelled = stage, shard, cancelled
-        self.events: list[Event] = []
+        self.events: list[Caused] = []
         self.settlement = Settlement.empty()
 
     def succeeded(self, lot: LotWork[Any], body: Mapping[str, Any]) -> None:
         """A response body arrived for the lot."""
         try:
-            self.events.append(self.stage.spec.result_event(lot, body))
+            self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
+                                         self.stage.spec.result_event(lot, body)))
             self.settlement.done.append(lot.lot_id)
         except ModelOutputError as exc:
             # The model answered but the answer is unusable: sent again only when the stage
@@ -48,7 +49,8 @@ class Settler:
     def _apply(self, lot: LotWork[Any], outcome: Outcome) -> None:
         reason = outcome.reason or ""
         if outcome.verdict == "failed":
-            self.events.append(self.stage.spec.failure_event(lot, reason))
+            self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
+                                         self.stage.spec.failure_event(lot, reason)))
             self.settlement.failed.append(lot.lot_id)
         elif outcome.verdict == "cancelled":
             self.settlement.cancelled.append(lot.lot_id)
@@ -66,6 +68,7 @@ class Settler:
         """Publish the events, then record the lots' new statuses."""
         name = self.stage.spec.name
         self.stage.publisher.publish(self.shard.client_id, self.events)
+        fault_point(f"{name}.after_results_published")
         self.stage.store.settle(self.shard.job_id, self.settlement)
         done = self.settlement
         metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))

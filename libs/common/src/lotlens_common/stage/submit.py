@@ -20,7 +20,7 @@ from lotlens_common.model.errors import ModelRequestError
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes
-from lotlens_common.stage.ports import Fit, Stage
+from lotlens_common.stage.ports import Fit, Stage, about_lot
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
@@ -133,7 +133,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
-            writer.write(await _prepare(stage, lots[start:start + PREPARE_CHUNK]))
+            writer.write(await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK]))
         stage.store.requeue(job_id, writer.overflow)
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
@@ -163,10 +163,12 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
     return batch
 
 
-async def _prepare(stage: Stage[Any], lots: list[LotWork[Any]]) -> list[tuple[LotWork[Any], dict[str, Any]]]:
+async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
+                   ) -> list[tuple[LotWork[Any], dict[str, Any]]]:
     """Requests for the lots that need the model; the others are settled here and now."""
     prepared = await stage.spec.prepare(lots)
-    stage.publisher.publish(lots[0].client_id, [event for _, event in prepared.settled])
+    stage.publisher.publish(lots[0].client_id, [about_lot("prepare", shard_id, lot.lot_id, event)
+                                                for lot, event in prepared.settled])
     # Only what preparation changed is written: rewriting every claimed row's work doubled the
     # rows the claim had just written (a quarter of a 20,000-lot shard's submit time).
     claimed = {lot.lot_id: lot.work for lot in lots}

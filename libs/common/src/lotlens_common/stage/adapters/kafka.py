@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from lotlens_common.envelope import Envelope
-from lotlens_common.events import Event
+from lotlens_common.envelope import caused
 from lotlens_common.kafka import EventProducer
+from lotlens_common.stage.ports import Caused
 
 
 @dataclass(frozen=True)
@@ -17,10 +17,10 @@ class KafkaPublisher:
     producer: EventProducer
     topic: str
 
-    def publish(self, client_id: str, events: Sequence[Event]) -> None:
+    def publish(self, client_id: str, events: Sequence[Caused]) -> None:
         """Publish and flush."""
         if not events:
             return
-        self.producer.publish_many(self.topic, (Envelope(event=event, client_id=client_id)
-                                                for event in events))
+        self.producer.publish_many(self.topic, (caused(event, client_id, cause)
+                                                for cause, event in events))
         self.producer.flush()
