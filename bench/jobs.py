@@ -13,6 +13,7 @@ import os
 import signal
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -59,9 +60,11 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     offsets = kafkautil.end_offsets(pipeline_topics())
     batches_before = _standin_batches(ctx)
     seconds, accepted = intake.submit(ctx.http, body)
+    accepted_at = datetime.now(UTC)
     job_id = accepted["job_id"]
-    done_s, status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
+    status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
     events = kafkautil.job_events(offsets, job_id)
+    done_s = pipeline.finished_after(events, accepted_at)
     stats = pipeline.event_stats(events)
     hop_floor = pipeline.floor_run(
         len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
