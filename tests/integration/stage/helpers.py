@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, VisionCompleted
@@ -70,17 +70,13 @@ async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spe
 
 
 def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:
-    with engine.connect() as conn:
-        return list(conn.execute(select(stage_lots.c.lot_id).where(
-            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-            stage_lots.c.status.in_([store.WAITING, store.SUBMITTED]))).scalars())
+    return sorted(lot_id for lot_id, status in lot_statuses(engine, stage, job_id).items()
+                  if status in (store.WAITING, store.SUBMITTED))
 
 
 def lot_statuses(engine: Engine, stage: str, job_id: str) -> dict[str, str]:
     with engine.connect() as conn:
-        rows = conn.execute(select(stage_lots.c.lot_id, stage_lots.c.status).where(
-            stage_lots.c.stage == stage, stage_lots.c.job_id == job_id))
-        return {row.lot_id: row.status for row in rows}
+        return store.lot_statuses(conn, stage, job_id)
 
 
 def job_events(settings: ServiceSettings, topic: str, job_id: str, count: int) -> list[Envelope]:

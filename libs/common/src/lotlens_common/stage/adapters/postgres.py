@@ -21,7 +21,8 @@ from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
-# stage_lots.status values
+# stage_lots.status values. A lot left `submitted` in a shard closed `collected` is done: the
+# lots that succeed are not written one by one (`lot_statuses`).
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
     "waiting", "submitted", "done", "failed", "cancelled", "skipped")
 
@@ -219,6 +220,17 @@ def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) 
     return [_lot(row, work_type) for row in rows]
 
 
+def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:
+    """Each lot of the job and its status, a lot of a collected shard reading `done`."""
+    rows = conn.execute(text("""
+        SELECT l.lot_id, CASE WHEN l.status = :submitted AND s.status = 'collected' THEN :done
+                              ELSE l.status END AS status
+          FROM stage_lots l LEFT JOIN stage_shards s ON s.shard_id = l.shard_id
+         WHERE l.stage = :stage AND l.job_id = :job_id"""),
+        {"submitted": SUBMITTED, "done": DONE, "stage": stage, "job_id": job_id})
+    return {row.lot_id: row.status for row in rows}
+
+
 def shard_trace(conn: Connection, stage: str, shard_id: str) -> dict[str, str]:
     """The trace context in one lot's work of the shard (all of a shard's lots are of one job)."""
     carrier = conn.execute(select(stage_lots.c.work["trace"]).where(
@@ -296,6 +308,9 @@ def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str
 def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
     """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
 
+    With no shard of the job building or submitted, a lot still `submitted` is in a collected
+    shard: settled.
+
     The read models keep the results; these rows only matter while a job is in flight, and
     without pruning every query of the stage would wade through all the jobs ever run.
     """
@@ -305,7 +320,7 @@ def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 1
            AND NOT EXISTS (SELECT 1 FROM stage_shards s WHERE s.stage = :stage AND s.job_id = l.job_id
                               AND s.status IN ('building', 'submitted'))
          GROUP BY job_id
-        HAVING bool_and(status NOT IN ('waiting', 'submitted')) AND max(updated_at) < :before
+        HAVING bool_and(status <> 'waiting') AND max(updated_at) < :before
         LIMIT :limit""")
     job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
                    .scalars())

@@ -112,9 +112,13 @@ class PostgresWorkStore(Generic[W]):
             sql.close_shard(conn, shard_id, status, batch_status)
 
     def settle(self, job_id: str, settlement: Settlement) -> None:
-        """Lot outcomes, in one transaction."""
+        """Lot outcomes, in one transaction.
+
+        Done lots are not written: most of a shard's lots succeed, and marking each was a row
+        write per lot (about a tenth of the pipeline's time). Closing the shard `collected`
+        settles every lot it still holds (`sql.lot_statuses`).
+        """
         with self.engine.begin() as conn:
-            sql.set_status(conn, self.stage, job_id, settlement.done, sql.DONE)
             sql.set_status(conn, self.stage, job_id, settlement.failed, sql.FAILED)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             for reason, lot_ids in settlement.again.items():
