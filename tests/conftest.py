@@ -124,12 +124,19 @@ def fresh_topics(infra: Infra) -> Iterator[TopicSettings]:
     try:
         yield settings
     finally:
-        # Waited for: a client dropped right after the call was destroyed before the request left,
-        # and every test's topics stayed (20,000 partitions after a day, then "Too many open files").
-        admin = AdminClient(kafka.client_config())
-        for future in admin.delete_topics(settings.all_topics(), operation_timeout=10).values():
-            with contextlib.suppress(KafkaException, TimeoutError):  # gone already, or the broker is down
-                future.result(15)
+        delete_topics(kafka, settings.all_topics())
+
+
+def delete_topics(kafka: KafkaSettings, names: list[str]) -> None:
+    """Delete a test's topics, waiting for the answer.
+
+    A client dropped right after the call was destroyed before the request left, and every
+    test's topics stayed (20,000 partitions after a day, then "Too many open files").
+    """
+    admin = AdminClient(kafka.client_config())
+    for future in admin.delete_topics(names, operation_timeout=10).values():
+        with contextlib.suppress(KafkaException, TimeoutError):  # gone already, or the broker is down
+            future.result(15)
 
 
 @pytest.fixture()

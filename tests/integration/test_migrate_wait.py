@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 from sqlalchemy import Engine, text
 
-from tests.conftest import ROOT, Infra, new_id
+from lotlens_common.settings import KafkaSettings
+from tests.conftest import ROOT, Infra, delete_topics, new_id
 
 pytestmark = pytest.mark.integration
 
@@ -51,5 +51,4 @@ def test_the_init_container_waits_for_the_migrate_job_then_returns(infra: Infra,
     finally:
         if waiter.poll() is None:
             waiter.kill()
-        AdminClient({"bootstrap.servers": infra.kafka_bootstrap}).delete_topics(
-            list(names.values()), operation_timeout=10)
+        delete_topics(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), list(names.values()))

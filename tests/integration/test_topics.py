@@ -11,7 +11,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, Res
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
-from tests.conftest import Infra, fresh_topics, new_id
+from tests.conftest import Infra, delete_topics, fresh_topics, new_id
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +24,7 @@ def own_topics(infra: Infra) -> Iterator[tuple[KafkaSettings, TopicSettings]]:
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     settings = TopicSettings.model_validate({**names, "partitions": 2})
     yield kafka, settings
-    AdminClient(kafka.client_config()).delete_topics(settings.all_topics(), operation_timeout=10)
+    delete_topics(kafka, settings.all_topics())
 
 
 def test_existing_topics_get_more_partitions_and_the_durability_settings(

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
-from tests.conftest import Infra
+from tests.conftest import Infra, delete_topics
 
 pytestmark = pytest.mark.integration
 FOURTEEN_DAYS = str(14 * 24 * 3600 * 1000)
@@ -28,7 +28,7 @@ def fresh_names(infra: Infra) -> Iterator[tuple[KafkaSettings, TopicSettings]]:
         "partitions": 1})
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     yield kafka, topics
-    AdminClient(kafka.client_config()).delete_topics(topics.all_topics(), operation_timeout=10)
+    delete_topics(kafka, topics.all_topics())
 
 
 def _configs(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, str]]:
