@@ -55,6 +55,7 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     ctx.wait_idle()
     body = payload.submission(ctx.key, lots, s.languages)
     intake_floor = intake.floor_run(body, intake_topic, ctx.conn)
+    ctx.wait_quiet()
     if watch is not None:
         watch.start()
     offsets = kafkautil.end_offsets(pipeline_topics())
@@ -66,6 +67,7 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     events = kafkautil.job_events(offsets, job_id)
     done_s = pipeline.finished_after(events, accepted_at)
     stats = pipeline.event_stats(events)
+    ctx.wait_quiet()  # the floor is not measured in the job's aftermath
     hop_floor = pipeline.floor_run(
         len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
     )
