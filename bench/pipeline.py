@@ -55,18 +55,24 @@ def wait_done(client: httpx2.Client, key: str, job_id: str, timeout_s: float) ->
 
 def finished_after(events: Sequence[tuple[str, datetime, int]], accepted_at: datetime) -> float:
     """Seconds from the 201 to the job's JobCompleted (published once its status reads terminal)."""
-    ends = [at for kind, at, _ in events if kind == "JobCompleted"]
-    if not ends:
+    end = last_of_each_type(events).get("JobCompleted")
+    if end is None:
         raise RuntimeError("the job's JobCompleted is not on the completions topic")
-    return (max(ends) - accepted_at).total_seconds()
+    return (end - accepted_at).total_seconds()
 
 
-def stage_times(events: Sequence[tuple[str, datetime, int]]) -> dict[str, float]:
-    """Seconds each stage adds on the critical path (see the module doc)."""
+def last_of_each_type(events: Sequence[tuple[str, datetime, int]]) -> dict[str, datetime]:
+    """event type -> when the job's last event of that type occurred."""
     last: dict[str, datetime] = {}
     for event_type, at, _size in events:
         if event_type not in last or at > last[event_type]:
             last[event_type] = at
+    return last
+
+
+def stage_times(events: Sequence[tuple[str, datetime, int]]) -> dict[str, float]:
+    """Seconds each stage adds on the critical path (see the module doc)."""
+    last = last_of_each_type(events)
     start = last.get("JobSubmitted")
     times: dict[str, float] = {}
     for label, event_type in STAGES:

@@ -146,10 +146,10 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
         submit_lots(engine, job_id, ["a", "b"])
     with engine.begin() as conn:
         def settle(job_id: str, when: datetime, lot_ids: tuple[str, ...] = ("lot-0", "lot-1"),
-                   status: str = store.DONE) -> None:
+                   status: str = store.DONE, shard_id: str | None = None) -> None:
             conn.execute(update(stage_lots).where(stage_lots.c.job_id == job_id,
                                                   stage_lots.c.lot_id.in_(lot_ids))
-                         .values(status=status, updated_at=when))
+                         .values(status=status, shard_id=shard_id, updated_at=when))
 
         settle(jobs["finished"], old)
         settle(jobs["open"], old, ("lot-0",))
@@ -159,10 +159,11 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
             shard_id=new_id("vision-"), stage="vision", job_id=jobs["batch-running"], client_id="c1",
             attempt=1, status="submitted", batch_id="batch_x", lot_count=2))
         # Succeeded lots stay `submitted` in their shard: its being collected settled them.
-        settle(jobs["collected"], old, status=store.SUBMITTED)
+        collected = new_id("vision-")
         conn.execute(stage_shards.insert().values(
-            shard_id=new_id("vision-"), stage="vision", job_id=jobs["collected"], client_id="c1",
+            shard_id=collected, stage="vision", job_id=jobs["collected"], client_id="c1",
             attempt=1, status="collected", batch_id="batch_y", lot_count=2))
+        settle(jobs["collected"], old, status=store.SUBMITTED, shard_id=collected)
         store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}

@@ -276,8 +276,6 @@ class FakePublisher:
     """Keeps every event published."""
 
     events: list[Event] = field(default_factory=list)
-    causes: list[str] = field(default_factory=list)
 
     def publish(self, client_id: str, events: Sequence[Caused]) -> None:
         self.events.extend(event for _, event in events)
-        self.causes.extend(cause for cause, _ in events)
