@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import httpx2
 from sqlalchemy import Engine, func, select
@@ -12,13 +13,19 @@ from chaos.stack import ChaosStack
 from chaos.workload import Submitted
 from lotlens_admin.dlq import read_letters
 from lotlens_common import dead_letters
+from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES
 from lotlens_common.settings import KafkaSettings
 from lotlens_common.tables import descriptions, jobs, lots
+from tests.events import read_to_end
 from tests.seeds import seed_webhook_verifier
 from tests.servers import WebhookReceiver
 
 RUNNING_BATCH = {"validating", "in_progress", "finalizing", "cancelling"}
+# The events a crash may make a service publish twice; each copy must keep the first one's id (the
+# contract tells subscribers to deduplicate by it). The gateway's events get theirs in its outbox,
+# and the webhook events are remade by each attempt, so neither is listed.
+REPUBLISHED_TOPICS = ("vision", "translation", "completions")
 # Groups reading the submissions topic: each dead-letters its own copy of a poison message there.
 SUBMISSION_GROUPS = 3
 
@@ -51,6 +58,7 @@ def check(
     violations += _batches(stack)
     violations += _webhooks(stack, out, statuses, receiver)
     violations += _dead_letters(stack, poison)
+    violations += _event_ids(stack, out)
     return violations
 
 
@@ -131,6 +139,32 @@ def _webhooks(
         if wanted <= verified or time.monotonic() > deadline:
             return [f"job {job_id} got no verified webhook delivery" for job_id in sorted(wanted - verified)]
         time.sleep(1)
+
+
+def _event_ids(stack: ChaosStack, out: Submitted) -> list[str]:
+    return ids_changed(
+        envelope
+        for name in REPUBLISHED_TOPICS
+        for envelope in read_to_end(stack.kafka_bootstrap, getattr(stack.topics, name))
+        if envelope.job_id in out.accepted
+    )
+
+
+def ids_changed(envelopes: Iterable[Envelope]) -> list[str]:
+    """One violation per event that was published again under another id."""
+    ids: dict[tuple[str, ...], set[str]] = {}
+    for envelope in envelopes:
+        ids.setdefault(_occurrence(envelope), set()).add(envelope.event_id)
+    return [f"{' '.join(key)} published under {len(found)} event ids"
+            for key, found in ids.items() if len(found) > 1]
+
+
+def _occurrence(envelope: Envelope) -> tuple[str, ...]:
+    """What one event is about, whoever published it and however often."""
+    event = envelope.event
+    about = [str(getattr(event, name)) for name in ("lot_id", "shard_id", "batch_id", "redelivery_id")
+             if hasattr(event, name)]
+    return (envelope.type, envelope.job_id, *about)
 
 
 def _dead_letters(stack: ChaosStack, poison: int) -> list[str]:
