@@ -61,7 +61,7 @@ def test_events_relayed_from_the_gateways_outbox_carry_the_same_headers(
     metrics = GatewayMetrics()
     Outbox(engine, metrics, 1_000_000).append(topics.submissions, [envelope])
     relay = Relay(engine, EventProducer(kafka, "gateway"), [topics.submissions],
-                  RelaySettings(idle_poll_s=0.01), metrics)
+                  RelaySettings(sweep_s=0.01), metrics)
     relay.start()
     try:
         [message] = _when_published(infra, topics.submissions)

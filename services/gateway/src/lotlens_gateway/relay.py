@@ -8,6 +8,13 @@ commit. A crash or kill -9 after publishing and before the commit publishes the 
 duplicates, which every consumer ignores, never a loss. Kafka down: the round fails, nothing is
 marked, and it is tried again with a growing pause while the rows wait in PostgreSQL.
 
+A round runs when an append in this process announces rows, at once again while rounds come back
+full, soon when another replica held a topic's lock (the rows it waits on may be ours), and
+otherwise every `sweep_s` for rows nobody announced (those of a replica that died between its
+commit and its round). Polling an idle outbox five times a second read every row published
+since the last vacuum, at each poll: published rows leave dead entries in the unpublished-rows
+index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
+
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
 projected them, even through a Kafka outage) and then deleted.
 """
@@ -20,6 +27,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Literal
 
 from confluent_kafka import KafkaException
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
@@ -39,13 +47,24 @@ _MAX_PAUSE_S = 5.0
 _OBSERVE_EVERY_S = 1.0
 
 
+# What a round found for a topic: a full batch (more may wait), the lock held by another replica,
+# or every row it could see published.
+Outcome = Literal["full", "contended", "drained"]
+FULL: Outcome = "full"
+CONTENDED: Outcome = "contended"
+DRAINED: Outcome = "drained"
+
+
 @dataclass(frozen=True)
 class RelaySettings:
-    """How much one round publishes, how long it waits for Kafka, how long rows are kept."""
+    """How much one round publishes, how long it waits for Kafka, how soon it looks again for rows
+    no append announced (`retry_s` after a contended lock, `sweep_s` otherwise), how long rows
+    are kept."""
 
     batch_rows: int = 5000
     publish_timeout_s: float = 10.0
-    idle_poll_s: float = 0.2
+    retry_s: float = 0.2
+    sweep_s: float = 5.0
     retention_s: float = 3600.0
     prune_every_s: float = 60.0
 
@@ -83,34 +102,36 @@ class Relay:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        pause = self._settings.idle_poll_s
+        backoff = self._settings.retry_s
         while not self._stop.is_set():
             try:
-                busy = self.run_round()
-                pause = self._settings.idle_poll_s
+                pause = self._pause_after(self.run_round())
+                backoff = self._settings.retry_s
             except (SQLAlchemyError, KafkaException, PublishError) as exc:
-                log.warning("outbox relay round failed, retrying in %.1fs: %s", pause, exc)
-                busy = False
-                pause = min(pause * 2, _MAX_PAUSE_S)
+                log.warning("outbox relay round failed, retrying in %.1fs: %s", backoff, exc)
+                pause, backoff = backoff, min(backoff * 2, _MAX_PAUSE_S)
             if time.monotonic() - self._last_observed >= _OBSERVE_EVERY_S:
                 self._observe()
-            if not busy:
+            if pause:
                 self._wake.wait(pause)
                 self._wake.clear()
 
-    def run_round(self) -> bool:
-        """Publish one batch of each topic; True when some topic may have more waiting."""
-        busy = False
-        for topic in self._topics:
-            busy = self._publish_batch(topic) >= self._settings.batch_rows or busy
+    def _pause_after(self, outcome: Outcome) -> float:
+        if outcome == FULL:
+            return 0.0
+        return self._settings.retry_s if outcome == CONTENDED else self._settings.sweep_s
+
+    def run_round(self) -> Outcome:
+        """Publish one batch of each topic; the most pressing topic's outcome."""
+        outcomes = {self._publish_batch(topic) for topic in self._topics}
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
             self.prune()
-        return busy
+        return next((o for o in (FULL, CONTENDED) if o in outcomes), DRAINED)
 
-    def _publish_batch(self, topic: str) -> int:
+    def _publish_batch(self, topic: str) -> Outcome:
         with self._engine.begin() as conn:
             if not conn.execute(_LOCK, {"topic": topic}).scalar_one():
-                return 0  # another replica relays this topic now
+                return CONTENDED  # another replica relays this topic now
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.job_id, outbox.c.event_type, outbox.c.payload)
                 .where(outbox.c.topic == topic, outbox.c.published_at.is_(None))
@@ -118,7 +139,7 @@ class Relay:
             if rows:
                 self._send(topic, rows)
                 self._mark(conn, [row.id for row in rows])
-        return len(rows)
+        return FULL if len(rows) >= self._settings.batch_rows else DRAINED
 
     def _send(self, topic: str, rows: Sequence[object]) -> None:
         try:
