@@ -35,7 +35,7 @@ typecheck: bootstrap
 	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
 pytest: infra browser tools
-	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
