@@ -26,6 +26,8 @@ RUNNING_BATCH = {"validating", "in_progress", "finalizing", "cancelling"}
 # contract tells subscribers to deduplicate by it). The gateway's events get theirs in its outbox,
 # and the webhook events are remade by each attempt, so neither is listed.
 REPUBLISHED_TOPICS = ("vision", "translation", "completions")
+# What tells two such events of one job apart (each type has those of these fields it has).
+OCCURRENCE_FIELDS = ("stage", "lot_id", "shard_id", "batch_id", "redelivery_id")
 # Groups reading the submissions topic: each dead-letters its own copy of a poison message there.
 SUBMISSION_GROUPS = 3
 
@@ -162,8 +164,7 @@ def ids_changed(envelopes: Iterable[Envelope]) -> list[str]:
 def _occurrence(envelope: Envelope) -> tuple[str, ...]:
     """What one event is about, whoever published it and however often."""
     event = envelope.event
-    about = [str(getattr(event, name)) for name in ("lot_id", "shard_id", "batch_id", "redelivery_id")
-             if hasattr(event, name)]
+    about = [str(getattr(event, name)) for name in OCCURRENCE_FIELDS if hasattr(event, name)]
     return (envelope.type, envelope.job_id, *about)
 
 
