@@ -60,8 +60,7 @@ def test_events_relayed_from_the_gateways_outbox_carry_the_same_headers(
     kafka = KafkaSettings(bootstrap_servers=infra.kafka_bootstrap)
     metrics = GatewayMetrics()
     Outbox(engine, metrics, 1_000_000).append(topics.submissions, [envelope])
-    relay = Relay(engine, EventProducer(kafka, "gateway"), [topics.submissions],
-                  RelaySettings(sweep_s=0.01), metrics)
+    relay = Relay(engine, EventProducer(kafka, "gateway"), [topics.submissions], RelaySettings(), metrics)
     relay.start()
     try:
         [message] = _when_published(infra, topics.submissions)
