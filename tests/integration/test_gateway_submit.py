@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
@@ -251,3 +253,34 @@ def test_a_50000_lot_request_is_accepted_and_every_lot_reaches_kafka(
     assert len(events) == 50_001
     seqs = [e.event.seq for _, e in events if isinstance(e.event, LotSubmitted)]
     assert seqs == list(range(50_000))
+
+
+def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # Three 50,000-lot jobs at once took a gateway from 116 MB to 714 MB, past a pod's limit.
+    with running_gateway(settings, engine, intake_slots=1, intake_wait_s=1.0, max_lot_bytes=2000) as gw:
+        first: list[httpx2.Response] = []
+        # The first job's one durable write waits for the outbox table, holding the only slot.
+        with engine.connect() as blocker:
+            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+            sending = threading.Thread(target=lambda: first.append(gw.submit(make_lots(30))))
+            sending.start()
+            deadline = time.monotonic() + 20
+            while gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") != 1:
+                assert time.monotonic() < deadline, "the first job never took the slot"
+                time.sleep(0.05)
+
+            refused = gw.submit(make_lots(30))
+
+            blocker.rollback()
+        sending.join(30)
+        body = assert_error(refused, 503, "INTAKE_BUSY")
+        assert refused.headers["retry-after"] == "10"
+        assert body["details"]["body_bytes"] > 2000
+        assert first[0].status_code == 201, first[0].text
+        # Nothing of the refused job was written; the slot is free again for the next one.
+        with engine.connect() as conn:
+            written = text("SELECT count(DISTINCT job_id) FROM outbox WHERE client_id = :c")
+            jobs_written = conn.execute(written, {"c": gw.client_id}).scalar_one()
+        assert jobs_written == 1
+        assert gw.submit(make_lots(30)).status_code == 201

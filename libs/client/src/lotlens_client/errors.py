@@ -5,7 +5,7 @@
     ├── NotFoundError             404 JOB_NOT_FOUND (unknown job, or another client's)
     ├── ValidationError           400 INVALID_JSON / JOB_NOT_CANCELLABLE, 409, 413, 422
     ├── RateLimitedError          429, `retry_after` seconds (after the client's own retries)
-    ├── ServerError               5xx: 502/504 OpenAI, 503 PostgreSQL or Kafka down
+    ├── ServerError               5xx: 502/504 OpenAI, 503 PostgreSQL down or the gateway busy
     ├── NetworkError              no answer: connection refused, timeout (`status` is None)
     ├── UnexpectedResponseError   an answer that is not the contract's JSON
     └── WaitTimeoutError          `wait_for_job` ran out of time (also a `TimeoutError`)

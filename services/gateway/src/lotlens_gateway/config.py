@@ -35,6 +35,11 @@ class GatewaySettings(ServiceSettings):
     rate_limit_window_s: int = 60
 
     max_body_bytes: int = 64 * 1024 * 1024
+    # Job bodies (over `max_lot_bytes`) one process takes at once, and how long a body waits for a
+    # slot before a 503 (intake_slots.py). Each takes up to about 500 MB while it is taken (50,000
+    # lots with long notes): a pod's memory limit wants about 150 MB plus that per slot.
+    intake_slots: int = 1
+    intake_wait_s: float = 20.0
     # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a
     # 431; a head not complete within `header_timeout_s` of its first byte, or a body whose bytes stop
     # for `body_gap_timeout_s` or that takes longer than `body_timeout_s` in all, a 408. A connection
@@ -95,7 +100,7 @@ class GatewaySettings(ServiceSettings):
 
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
                      "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows",
-                     "max_header_bytes", "keep_alive_timeout_s")
+                     "max_header_bytes", "keep_alive_timeout_s", "intake_slots")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -17,6 +17,7 @@ from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.intake_slots import IntakeSlots
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.openai_probe import OpenAIProbe
@@ -49,9 +50,13 @@ class GatewayDeps:
     resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
 
+    intake: IntakeSlots = field(init=False)
+
     def __post_init__(self) -> None:
         if not self.keys:
             self.keys = self.settings.client_keys()
+        s = self.settings
+        self.intake = IntakeSlots(s.intake_slots, s.max_lot_bytes, s.intake_wait_s, self.metrics)
 
     @property
     def limits(self) -> Limits:

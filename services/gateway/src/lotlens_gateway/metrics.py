@@ -43,6 +43,13 @@ class GatewayMetrics:
             "lotlens_outbox_published_events", "Outbox events the relay published (duplicates included)",
             registry=self.registry)
 
+        self.intake_jobs = Gauge(
+            "lotlens_intake_jobs", "Job bodies this process is taking now (its intake slots in use)",
+            registry=self.registry)
+        self.intake_busy = Counter(
+            "lotlens_intake_busy", "Job bodies answered 503 after waiting for an intake slot",
+            registry=self.registry)
+
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""
         self.database_operations.labels(operation=operation).inc(count)

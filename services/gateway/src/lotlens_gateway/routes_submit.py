@@ -3,7 +3,8 @@
 The body is read and parsed here rather than by FastAPI so that every failure gets the
 contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/409/422
 (validation), 409 (idempotency key), then 503 when PostgreSQL cannot take the job's one
-durable write (the outbox; Kafka plays no part in the answer).
+durable write (the outbox; Kafka plays no part in the answer). A job's body is worked on only
+in one of the process's intake slots (intake_slots.py): 503 `INTAKE_BUSY` when none frees up.
 """
 
 from __future__ import annotations
@@ -64,8 +65,14 @@ async def generate_descriptions(
 ) -> JSONResponse:
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
+    raw = await read_body(request, deps.settings.max_body_bytes, deps.settings.body_timeouts())
+    async with deps.intake.hold(len(raw)):
+        return await _answer(deps, request, raw, x_signature, idempotency_key, started)
+
+
+async def _answer(deps: GatewayDeps, request: Request, raw: bytes, x_signature: str | None,
+                  idempotency_key: str | None, started: float) -> JSONResponse:
     settings = deps.settings
-    raw = await read_body(request, settings.max_body_bytes, settings.body_timeouts())
     document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
                                                   settings.body_limits())
     await run_in_threadpool(refuse_nul, raw, document)

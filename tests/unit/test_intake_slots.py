@@ -1,0 +1,78 @@
+"""Intake slots: a job body is worked on only in a free slot, a small body needs none, and a body
+that waits too long gets the contract's 503 (nothing is written before the slot is taken)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.intake_slots import IntakeSlots
+from lotlens_gateway.metrics import GatewayMetrics
+
+SMALL = 1000
+
+
+def _in_work(metrics: GatewayMetrics) -> float | None:
+    return metrics.registry.get_sample_value("lotlens_intake_jobs")
+
+
+def test_a_second_job_body_waits_for_the_slot_and_a_small_body_does_not() -> None:
+    metrics = GatewayMetrics()
+    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=metrics)
+    order: list[str] = []
+
+    async def scenario() -> None:
+        first_in, release_first = asyncio.Event(), asyncio.Event()
+
+        async def first() -> None:
+            async with slots.hold(SMALL + 1):
+                order.append("first in")
+                first_in.set()
+                await release_first.wait()
+                order.append("first out")
+
+        async def second() -> None:
+            async with slots.hold(50 * SMALL):
+                order.append("second in")
+
+        holder = asyncio.create_task(first())
+        await first_in.wait()
+        waiter = asyncio.create_task(second())
+        async with slots.hold(SMALL):  # a synchronous lot: no slot, no wait
+            order.append("small in")
+        assert _in_work(metrics) == 1
+        release_first.set()
+        await asyncio.gather(holder, waiter)
+
+    asyncio.run(scenario())
+    assert order == ["first in", "small in", "first out", "second in"]
+    assert _in_work(metrics) == 0
+
+
+def test_a_job_body_that_finds_no_slot_in_time_gets_503_with_retry_after() -> None:
+    metrics = GatewayMetrics()
+    slots = IntakeSlots(1, SMALL, wait_s=0.2, metrics=metrics)
+
+    async def scenario() -> ApiError:
+        taken = asyncio.Event()
+
+        async def hold() -> None:
+            async with slots.hold(SMALL + 1):
+                taken.set()
+                await asyncio.sleep(1.0)
+
+        holder = asyncio.create_task(hold())
+        await taken.wait()
+        with pytest.raises(ApiError) as refused:
+            async with slots.hold(SMALL + 1):
+                raise AssertionError("admitted while the only slot was taken")
+        await holder
+        return refused.value
+
+    error = asyncio.run(scenario())
+    assert (error.status, error.code, error.headers) == (503, "INTAKE_BUSY", {"Retry-After": "10"})
+    assert set(error.body()) == {"error", "message", "code", "details"}
+    assert metrics.registry.get_sample_value("lotlens_intake_busy_total") == 1
+    assert _in_work(metrics) == 0
