@@ -16,6 +16,7 @@ from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import (
     Gateway,
     consume,
+    insert_finished_job,
     make_lots,
     running_gateway,
 )
@@ -271,12 +272,19 @@ def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503
                 time.sleep(0.05)
 
             refused = gw.submit(make_lots(30))
+            # A retry of a job's failed lots may hold as many lots as a submission: it needs a slot too.
+            earlier = make_lots(3)
+            finished = insert_finished_job(engine, gw.client_id, earlier, ["en"],
+                                           failed=[earlier[0]["lot_id"]])
+            retry_refused = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{finished}/retry-failed",
+                                        headers={"X-Signature": gw.sign(finished)}, timeout=30)
 
             blocker.rollback()
         sending.join(30)
         body = assert_error(refused, 503, "INTAKE_BUSY")
         assert refused.headers["retry-after"] == "10"
-        assert body["details"]["body_bytes"] > 2000
+        assert body["details"] == {"waited_s": 1.0}
+        assert_error(retry_refused, 503, "INTAKE_BUSY")
         assert first[0].status_code == 201, first[0].text
         # Nothing of the refused job was written; the slot is free again for the next one.
         with engine.connect() as conn:

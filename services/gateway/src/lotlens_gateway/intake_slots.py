@@ -5,17 +5,18 @@ several hundred bytes to a few KB per lot: a 12 MB body of 50,000 lots took the 
 116 MB to a 343 MB peak, a 62 MB one of 50,000 lots with long notes to 585 MB, and three of the
 first kind sent at once to 714 MB. Nothing bounded that, so a few big jobs at once could take a
 pod past its memory limit, and the kill ended every request it was serving. Now a body bigger
-than one lot can be takes one of `slots` from when it is read until its answer; a body that finds
-none free waits up to `wait_s` for one, then gets 503 with `Retry-After` (nothing written).
-Bodies of one lot's size or less (every synchronous lot, small jobs) take none: rate limits bound
-them, and one queued behind a synchronous call would wait up to 300 s.
+than one lot can be takes one of `slots` from when it is read until its answer (so does a retry of
+a job's failed lots, read from the database); one that finds none free waits up to `wait_s` for
+one, then gets 503 with `Retry-After` (nothing written). Bodies of one lot's size or less (every
+synchronous lot, small jobs) take none: rate limits bound them, and one queued behind a
+synchronous call would wait up to 300 s.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -30,18 +31,19 @@ class IntakeSlots:
         self._wait_s = wait_s
         self._metrics = metrics
 
+    def for_body(self, body_bytes: int) -> AbstractAsyncContextManager[None]:
+        """A slot for a job's body; none for a body no bigger than one lot."""
+        return nullcontext() if body_bytes <= self._small else self.hold()
+
     @asynccontextmanager
-    async def hold(self, body_bytes: int) -> AsyncIterator[None]:
-        """Hold a slot inside (none for a small body); 503 when none frees up in time."""
-        if body_bytes <= self._small:
-            yield
-            return
+    async def hold(self) -> AsyncIterator[None]:
+        """Hold a slot inside; 503 when none frees up in time."""
         try:
             async with asyncio.timeout(self._wait_s):
                 await self._free.acquire()
         except TimeoutError:
             self._metrics.intake_busy.inc()
-            raise busy(self._wait_s, body_bytes) from None
+            raise busy(self._wait_s) from None
         self._metrics.intake_jobs.inc()
         try:
             yield
@@ -50,9 +52,9 @@ class IntakeSlots:
             self._free.release()
 
 
-def busy(waited_s: float, body_bytes: int) -> ApiError:
-    """503 for a job body that found every intake slot taken for `waited_s`."""
+def busy(waited_s: float) -> ApiError:
+    """503 for a job that found every intake slot taken for `waited_s`."""
     return ApiError(503, "INTAKE_BUSY",
                     f"The gateway is taking other large jobs; nothing was written, retry in a few seconds "
                     f"(waited {waited_s:g} s)",
-                    headers={"Retry-After": "10"}, details={"body_bytes": body_bytes})
+                    headers={"Retry-After": "10"}, details={"waited_s": waited_s})

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
-from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
 
@@ -31,7 +31,13 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
     responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
                **schemas.error_responses(401, 403, 404, 409, 429, 503)})
 async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
-    """Answer with the retry job, making it on the first call."""
+    """Answer with the retry job, making it on the first call (in an intake slot: it may hold
+    as many lots as a submission)."""
+    async with deps.intake.hold():
+        return await _retry(job_id, client_id, deps)
+
+
+async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse:
     store, new_id = deps.store, retry_job_id(job_id)
     job, failed = await run_in_threadpool(store.job_and, job_id, client_id, failed_lots)
     earlier = await run_in_threadpool(store.find_job, new_id, client_id)

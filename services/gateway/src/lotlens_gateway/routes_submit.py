@@ -66,7 +66,7 @@ async def generate_descriptions(
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
     raw = await read_body(request, deps.settings.max_body_bytes, deps.settings.body_timeouts())
-    async with deps.intake.hold(len(raw)):
+    async with deps.intake.for_body(len(raw)):
         return await _answer(deps, request, raw, x_signature, idempotency_key, started)
 
 
