@@ -233,6 +233,23 @@ def test_retries_are_bounded_and_then_the_429_is_raised_with_retry_after() -> No
     assert slept == [1.0, 1.0] and len(api.received) == 3
 
 
+def test_a_503_that_says_when_to_come_back_is_retried_and_one_that_does_not_is_raised() -> None:
+    # The gateway wrote nothing (every intake slot taken): the same submission is sent again.
+    busy = error(503, "INTAKE_BUSY", "taking other large jobs", {"waited_s": 20.0},
+                 headers={"Retry-After": "10"})
+    accepted = httpx2.Response(201, json=accepted_body())
+    api = FakeApi().on(f"POST {SUBMIT}", busy, accepted)
+    client, slept = client_of(api)
+    assert client.submit_job(lots(2)).job_id == accepted_body()["job_id"]
+    assert slept == [10.0] and api.received[0].content == api.received[1].content
+
+    down = FakeApi().on(STATUS, error(503, "SERVICE_UNAVAILABLE", "no Retry-After"))
+    client, slept = client_of(down)
+    with pytest.raises(ServerError):
+        client.job_status(JOB_ID)
+    assert slept == [] and len(down.received) == 1
+
+
 def test_a_retry_after_longer_than_the_client_waits_is_raised_at_once() -> None:
     api = FakeApi().on(f"POST {SUBMIT}", rate_limited("45"))
     client, slept = client_of(api, max_retry_wait_s=10)

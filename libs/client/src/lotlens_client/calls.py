@@ -62,7 +62,12 @@ class Call(Generic[T]):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry a 429 after its `Retry-After`, at most `max_retries` times and `max_wait_s` per wait."""
+    """Retry a 429 after its `Retry-After`, and a 503 that has one, at most `max_retries` times and
+    `max_wait_s` per wait.
+
+    The gateway answers 503 with `Retry-After` only when it wrote nothing (PostgreSQL down, or every
+    intake slot taken by other large jobs), so even a submission is safe to send again.
+    """
 
     max_retries: int = 3
     max_wait_s: float = 60.0
@@ -70,9 +75,9 @@ class RetryPolicy:
 
     def delay(self, status: int, headers: Mapping[str, str], attempt: int) -> float | None:
         """Seconds to wait before retrying attempt number `attempt` (0-based), or None to stop."""
-        if status != 429 or attempt >= self.max_retries:
-            return None
         wait = parse_retry_after(headers.get("retry-after"))
+        if status not in (429, 503) or (status == 503 and wait is None) or attempt >= self.max_retries:
+            return None
         wait = self.default_wait_s if wait is None else wait
         return wait if wait <= self.max_wait_s else None
 

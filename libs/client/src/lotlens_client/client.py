@@ -1,7 +1,8 @@
 """`LotLensClient` (blocking) and `AsyncLotLensClient` (asyncio): the same methods over httpx2.
 
 Both sign every request with the client's shared key, raise a `LotLensError` subclass for every
-error answer, and retry a 429 after its `Retry-After` a bounded number of times. Requests are
+error answer, and retry a 429 (or a 503 with `Retry-After`: nothing was written) after its
+`Retry-After` a bounded number of times. Requests are
 built and answers parsed by `lotlens_client.calls`; these classes only move bytes. Pass
 `transport=` (an `httpx2.MockTransport`, for instance) to route requests elsewhere.
 """
