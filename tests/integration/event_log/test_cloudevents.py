@@ -78,10 +78,15 @@ def _when_published(infra: Infra, topic: str, timeout_s: float = 30.0) -> list[M
     """The topic's messages once there are any (the relay publishes in the background)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            if found := read_topic(infra, topic):
-                return found
-        except KafkaException:  # a just-created topic's leader is not known yet
-            pass
+        if found := _read_if_ready(infra, topic):
+            return found
         time.sleep(0.2)
     raise AssertionError(f"nothing published on {topic}")
+
+
+def _read_if_ready(infra: Infra, topic: str) -> list[Message]:
+    """The topic's messages; none while a just-created topic's leader is not known yet."""
+    try:
+        return read_topic(infra, topic)
+    except KafkaException:
+        return []

@@ -100,12 +100,16 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     try:
         return max(0.0, float(text))
     except ValueError:
-        pass
+        return _seconds_until(text, time.time() if now is None else now)
+
+
+def _seconds_until(http_date: str, now: float) -> float | None:
+    """Seconds from `now` to an HTTP date, or None when it is not one."""
     try:
-        moment = email.utils.parsedate_to_datetime(text)
+        moment = email.utils.parsedate_to_datetime(http_date)
     except (TypeError, ValueError):
         return None
-    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+    return max(0.0, moment.timestamp() - now)
 
 
 def error_from_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> LotLensError:

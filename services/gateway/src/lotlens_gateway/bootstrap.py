@@ -18,6 +18,7 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.intake_slots import IntakeSlots
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.openai_probe import OpenAIProbe
@@ -78,5 +79,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                                 clock=clock),
         metrics=metrics,
         openai=OpenAIProbe(model_client, metrics.openai_reachable, settings.openai_check_interval_s),
+        intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics),
         clock=clock,
     )

@@ -45,18 +45,15 @@ class GatewayDeps:
     describer: SyncDescriber
     metrics: GatewayMetrics
     openai: OpenAIProbe
+    intake: IntakeSlots
     clock: Callable[[], datetime] = utc_now
     # Webhook hosts are resolved at intake with it (tests stub it: no DNS leaves the machine).
     resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
 
-    intake: IntakeSlots = field(init=False)
-
     def __post_init__(self) -> None:
         if not self.keys:
             self.keys = self.settings.client_keys()
-        s = self.settings
-        self.intake = IntakeSlots(s.intake_slots, s.max_lot_bytes, s.intake_wait_s, self.metrics)
 
     @property
     def limits(self) -> Limits:
