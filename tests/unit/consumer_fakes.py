@@ -106,11 +106,12 @@ def event(n: int) -> bytes:
 
 
 def run(batches: list[list[FakeMessage]], handler: Callable[[Sequence[Envelope]], None],
-        stop: threading.Event | None = None, group: str = "g") -> tuple[FakeConsumer, FakeProducer]:
+        stop: threading.Event | None = None, group: str = "g",
+        event_types: frozenset[str] | None = None) -> tuple[FakeConsumer, FakeProducer]:
     stop = stop or threading.Event()
     consumer, producer = FakeConsumer(batches, stop), FakeProducer()
     run_consumer(KafkaSettings(), TOPICS, ConsumerSpec(group_id=group, topics=[TOPICS.submissions],
-                                                       handler=handler),
+                                                       handler=handler, event_types=event_types),
                  cast(EventProducer, producer), stop, make_consumer=consumer)  # type: ignore[arg-type]
     return consumer, producer
 

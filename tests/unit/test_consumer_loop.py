@@ -103,6 +103,21 @@ def test_a_replayed_message_is_handled_by_the_group_it_is_addressed_to_alone() -
     assert seen == {"vision": ["job-0", "job-1"], "translator": ["job-1"]}
 
 
+def test_events_of_types_the_handler_does_not_act_on_are_passed_over_unread() -> None:
+    # Read, the LotSubmitted below would be dead-lettered (its body is not an envelope); passed
+    # over by its `type` header, it is not even decoded. Its offset still moves on.
+    handled: list[str] = []
+    messages = [FakeMessage(0, event(0), [("type", b"JobCancelled")]),
+                FakeMessage(1, b"not json", [("type", b"LotSubmitted")]),
+                FakeMessage(2, event(2)),  # no type header: read
+                FakeMessage(3, event(3), [("type", b"JobCancelled"), ("lotlens.replay.group", b"other")])]
+    consumer, producer = run([messages], lambda envelopes: handled.extend(e.job_id for e in envelopes),
+                             event_types=frozenset({"JobCancelled"}))
+    assert handled == ["job-0", "job-2"]
+    assert producer.sent == []
+    assert consumer.stored == [0, 1, 2, 3]
+
+
 def test_every_service_shares_the_one_list_of_transient_errors() -> None:
     import lotlens_common.stage.service as stage_service
     import lotlens_result_store.__main__ as result_store

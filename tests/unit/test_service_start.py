@@ -50,7 +50,7 @@ def start(service: str) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("service", sorted(MAINS))
-def test_each_service_collects_young_objects_every_10000_allocations(service: str) -> None:
+def test_each_service_collects_young_objects_every_50000_allocations(service: str) -> None:
     # A 50,000-lot job is millions of short-lived objects: at the default threshold (700) the
     # collector walked them over and over, about 6% of the stages' CPU.
     assert tuple(start(service)["gc"]) == GC_THRESHOLDS  # type: ignore[arg-type]

@@ -115,10 +115,15 @@ def encoded_cloudevent_headers(raw: bytes, source: str) -> list[tuple[str, bytes
         raise UndecodableEvent(f"not an encoded envelope: {exc}") from exc
 
 
+# LotLens's own header naming the event type: a consumer can pass over types it does not act on
+# without decoding them.
+TYPE_HEADER = "type"
+
+
 def _cloudevent_headers(event_id: str, event_type: str, version: int, occurred_at: str, job_id: str,
                         source: str) -> list[tuple[str, bytes]]:
     return [
-        ("type", event_type.encode()),
+        (TYPE_HEADER, event_type.encode()),
         ("ce_specversion", CLOUDEVENTS_SPECVERSION.encode()),
         ("ce_id", event_id.encode()),
         ("ce_source", source.encode()),

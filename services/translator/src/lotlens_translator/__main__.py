@@ -7,7 +7,7 @@ from functools import partial
 from lotlens_common.model import languages
 from lotlens_common.stage.service import serve_stage
 from lotlens_translator.config import TranslatorSettings
-from lotlens_translator.handlers import handle
+from lotlens_translator.handlers import HANDLED, handle
 from lotlens_translator.translation_stage import TranslationStage
 
 
@@ -19,7 +19,7 @@ def main() -> None:
                 [settings.topics.vision, settings.topics.submissions],
                 TranslationStage(settings.topics.translation, settings.models,
                                  billed_share=settings.billed_share()),
-                partial(handle, topic=settings.topics.translation), settings.metrics_port)
+                partial(handle, topic=settings.topics.translation), settings.metrics_port, HANDLED)
 
 
 if __name__ == "__main__":

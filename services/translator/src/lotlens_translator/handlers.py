@@ -21,6 +21,8 @@ from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.translation_stage import descriptions
 
 STAGE = "translation"
+# What `handle` acts on; the consumer passes over the rest unread (every LotSubmitted, above all).
+HANDLED = frozenset(kind.event_type for kind in (VisionCompleted, LotFailed, JobCancelled))
 
 
 def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope], *, topic: str

@@ -8,7 +8,7 @@ from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.stage.service import serve_stage
 from lotlens_common.urls import guarded_async_client
 from lotlens_vision_batcher.config import VisionBatcherSettings
-from lotlens_vision_batcher.handlers import handle
+from lotlens_vision_batcher.handlers import HANDLED, handle
 from lotlens_vision_batcher.vision_stage import VisionStage
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     serve_stage(settings, settings.stage, settings.group_id, [settings.topics.submissions],
                 VisionStage(settings.topics.vision, settings.models, checker,
                             billed_share=settings.billed_share()), handle,
-                settings.metrics_port)
+                settings.metrics_port, HANDLED)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.work import LotWork, VisionWork
 
 STAGE = "vision"
+# What `handle` acts on; the consumer passes over the rest unread.
+HANDLED = frozenset(kind.event_type for kind in (LotSubmitted, JobCancelled))
 
 
 def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[Envelope]) -> None:

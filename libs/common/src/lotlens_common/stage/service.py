@@ -50,8 +50,12 @@ def batches_api(client: openai.AsyncOpenAI, direct: bool, stage: StageSettings) 
 
 
 def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, topics: list[str],
-                spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int) -> None:
-    """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread."""
+                spec: StageSpec[Any], intake: IntakeHandler, metrics_port: int,
+                intake_types: frozenset[str] | None = None) -> None:
+    """Run a stage service until SIGTERM: intake consumer and batch loop, each in its thread.
+
+    `intake_types`: the event types `intake` acts on; the consumer passes over the others unread.
+    """
     setup_logging(settings.log_level)
     tune_gc()
     tracing.setup(SERVICE_NAMES[spec.name])
@@ -65,7 +69,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
     serve_operations(settings, metrics_port, engine, intake_producer)
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
-                            handler=partial(intake, engine, intake_producer))
+                            handler=partial(intake, engine, intake_producer), event_types=intake_types)
 
     def consume(stop_event: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, consumer, intake_producer, stop_event)
