@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx2
 
-from bench import floor, intake, kafkautil, payload, pipeline, stackctl
+from bench import cpu, floor, intake, kafkautil, payload, pipeline, stackctl
 from bench.config import pipeline_topics
 from bench.context import Context
 from bench.memory import MemoryWatch
@@ -47,6 +47,9 @@ class JobRun:
     stages: dict[str, float]
     summary: dict[str, Any] = field(default_factory=dict)
     paused_intake_s: float = 0.0
+    # CPU-seconds per part of the stack from the 201 to completion, and what the floor's run used.
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    floor_cpu_s: float = 0.0
 
 
 def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: MemoryWatch | None) -> JobRun:
@@ -62,15 +65,19 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     batches_before = _standin_batches(ctx)
     seconds, accepted = intake.submit(ctx.http, body)
     accepted_at = datetime.now(UTC)
+    cpu_at_201 = cpu.snapshot()
     job_id = accepted["job_id"]
     status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
+    job_cpu = cpu.used(cpu_at_201, cpu.snapshot())
     events = kafkautil.job_events(offsets, job_id)
     done_s = pipeline.finished_after(events, accepted_at)
     stats = pipeline.event_stats(events)
     ctx.wait_quiet()  # the floor is not measured in the job's aftermath
+    cpu_at_floor = cpu.snapshot()
     hop_floor = pipeline.floor_run(
         len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
     )
+    floor_cpu = cpu.used(cpu_at_floor, cpu.snapshot())
     progress = status.get("progress", {})
     # Exactly once: one result event per lot and stage; more would be a lot answered twice.
     results = {kind: stats.get(kind, (0, 0))[0] for kind in ("VisionCompleted", "TranslationCompleted")}
@@ -88,9 +95,11 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
         f"{len(lots)} lots: intake {seconds:.2f}s (floor {intake_floor['total_s']:.3f}s), pipeline "
         f"{done_s:.1f}s (floor {hop_floor['total_s']:.2f}s), {summary['status']} {summary['processed']} "
         f"processed, {summary['failed']} failed; {summary['standin_batches_created']} batches created at "
-        f"the stand-in; result events {results}"
+        f"the stand-in; result events {results}; CPU-s {cpu.stack_total(job_cpu):.1f} "
+        f"(floor {cpu.floor_total(floor_cpu):.2f}) {', '.join(f'{k} {v:.1f}' for k, v in job_cpu.items())}"
     )
-    return JobRun(seconds, intake_floor, done_s, hop_floor, pipeline.stage_times(events), summary)
+    return JobRun(seconds, intake_floor, done_s, hop_floor, pipeline.stage_times(events), summary,
+                  cpu_s=job_cpu, floor_cpu_s=cpu.floor_total(floor_cpu))
 
 
 def paused_intake(ctx: Context, lots: list[dict[str, Any]]) -> float:
@@ -205,6 +214,7 @@ def _rows(ctx: Context, runs: list[JobRun], stages: dict[str, list[float]]) -> l
             higher_is_better=True,
         ),
     ]
+    rows += _cpu_rows(runs, n)
     for stage, hop in STAGE_FLOOR.items():
         rows.append(
             Row(
@@ -214,6 +224,32 @@ def _rows(ctx: Context, runs: list[JobRun], stages: dict[str, list[float]]) -> l
                 stages.get(stage, []),
                 hop_parts.get(hop, []) if hop else [],
                 notes=f"floor = {hop}" if hop else "no event-level floor (DB work + batch file upload)",
+            )
+        )
+    return rows
+
+
+def _cpu_rows(runs: list[JobRun], lots: int) -> list[Row]:
+    """The job's CPU-seconds, all of the stack against its floor's, then each part's."""
+    rows = [
+        Row(
+            "2 pipeline",
+            f"CPU-seconds 201 -> completed, LotLens + Kafka + PostgreSQL ({lots} lots)",
+            "CPU-s",
+            [cpu.stack_total(job.cpu_s) for job in runs],
+            [job.floor_cpu_s for job in runs],
+            notes="/proc utime+stime; the stand-in's CPU is not in it (below); floor = the CPU of "
+            "the floor's run (bench + Kafka + PostgreSQL)",
+        )
+    ]
+    for part in (*cpu.STACK, "openai-standin"):
+        rows.append(
+            Row(
+                "2 pipeline",
+                f"CPU-seconds 201 -> completed: {part} ({lots} lots)",
+                "CPU-s",
+                [job.cpu_s.get(part, 0.0) for job in runs],
+                [],
             )
         )
     return rows

@@ -50,6 +50,8 @@ def test_events_carry_cloudevents_headers_that_the_sdk_reads(infra: Infra, topic
     # The CloudEvent's data is the LotLens envelope itself, unchanged.
     assert event.get_data() == orjson.loads(message.value() or b"")
     assert decode(message.value() or b"") == envelope
+    # LotLens's own header: subscribers (and LotLens's consumers) pass over types by it, unparsed.
+    assert headers["type"] == b"JobCancelled"
 
 
 def test_events_relayed_from_the_gateways_outbox_carry_the_same_headers(

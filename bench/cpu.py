@@ -1,0 +1,83 @@
+"""CPU-seconds each part of the stack uses over a window, read from /proc.
+
+On this 2-core machine every second of a 50,000-lot job keeps both cores busy, so its wall time
+is the stack's CPU divided by two, and the wall time of one run differs from the next by up to
+10%. The CPU-seconds of a job are steadier, and they say where the time goes: the pipeline rows
+give both, next to the CPU its floor used.
+
+A process's figure includes the children it reaped (`cutime`, `cstime`): a PostgreSQL backend
+that exits within the window is counted in the postmaster's figure, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+# Part name -> what its processes' command line contains (the first match wins).
+PARTS = (
+    ("gateway", "lotlens_gateway"),
+    ("vision-batcher", "lotlens_vision_batcher"),
+    ("translator", "lotlens_translator"),
+    ("result-store", "lotlens_result_store"),
+    ("webhook-dispatcher", "lotlens_webhook_dispatcher"),
+    ("openai-standin", "lotlens_openai_standin"),
+    ("kafka", "kafka.Kafka"),
+    ("postgres", "postgres"),
+    ("bench", "-m bench"),
+)
+# What LotLens itself runs: the stand-in and the bench are not counted in the stack's total.
+STACK = ("gateway", "vision-batcher", "translator", "result-store", "webhook-dispatcher", "kafka", "postgres")
+# What a floor's run uses: the bench's own bare clients, the broker and the database.
+FLOOR = ("bench", "kafka", "postgres")
+
+Snapshot = dict[int, tuple[str, float]]
+
+
+def part_of(command_line: str) -> str | None:
+    """The part a process belongs to, by its command line (None: not one we count)."""
+    return next((part for part, marker in PARTS if marker in command_line), None)
+
+
+def _process(pid: str) -> tuple[str, float] | None:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it exited between the listing and the read
+        return None
+    part = part_of(command)
+    if part is None:
+        return None
+    # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the command name.
+    return part, sum(int(value) for value in fields[11:15]) / TICKS_PER_S
+
+
+def snapshot() -> Snapshot:
+    """pid -> (part, CPU-seconds so far) for every process of a part."""
+    found: Snapshot = {}
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and (process := _process(pid)) is not None:
+            found[int(pid)] = process
+    return found
+
+
+def used(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    """part -> CPU-seconds between the snapshots. A process started since counts whole; one that
+    exited since counts in its parent's reaped figure (or not at all, if nobody reaped it)."""
+    totals: dict[str, float] = {}
+    for snap, sign in ((after, 1.0), (before, -1.0)):
+        for part, seconds in snap.values():
+            totals[part] = totals.get(part, 0.0) + sign * seconds
+    return {part: max(0.0, seconds) for part, seconds in sorted(totals.items())}
+
+
+def stack_total(parts: Mapping[str, float]) -> float:
+    """The CPU-seconds of LotLens's own processes, its broker and its database."""
+    return sum(seconds for part, seconds in parts.items() if part in STACK)
+
+
+def floor_total(parts: Mapping[str, float]) -> float:
+    """The CPU-seconds of a floor's run: the bench's bare clients, the broker and the database."""
+    return sum(seconds for part, seconds in parts.items() if part in FLOOR)
