@@ -256,6 +256,48 @@ def test_a_50000_lot_request_is_accepted_and_every_lot_reaches_kafka(
     assert seqs == list(range(50_000))
 
 
+def test_a_job_body_that_arrives_while_the_slot_is_taken_and_one_waits_is_dropped_and_refused_at_once(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # Bodies were read before they waited for the slot: five 62 MB jobs sent at once held four
+    # bodies in memory while the fifth was worked on. Beyond one taken and one waiting, a job's
+    # body is now read and dropped as it arrives, and answered 503 without waiting.
+    with running_gateway(settings, engine, intake_slots=1, intake_waiting=1, intake_wait_s=10.0,
+                         max_lot_bytes=2000) as gw:
+        metrics = gw.deps.metrics.registry
+        answers: dict[str, httpx2.Response] = {}
+
+        def send(name: str) -> threading.Thread:
+            sender = threading.Thread(target=lambda: answers.__setitem__(name, gw.submit(make_lots(30))))
+            sender.start()
+            return sender
+
+        def until(metric: str, value: float) -> None:
+            deadline = time.monotonic() + 20
+            while metrics.get_sample_value(metric) != value:
+                assert time.monotonic() < deadline, f"{metric} never reached {value}"
+                time.sleep(0.05)
+
+        with engine.connect() as blocker:
+            # The first job's one durable write waits for the outbox table, holding the only slot.
+            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+            first = send("first")
+            until("lotlens_intake_jobs", 1)
+            second = send("second")
+            until("lotlens_intake_admitted", 2)
+            refused = gw.submit(make_lots(30))
+            blocker.rollback()
+        first.join(30)
+        second.join(30)
+        body = assert_error(refused, 503, "INTAKE_BUSY")
+        assert refused.headers["retry-after"] == "10"
+        assert body["details"] == {"waited_s": 0.0, "jobs_in_intake": 2}
+        assert metrics.get_sample_value("lotlens_intake_busy_total", {"reason": "full"}) == 1
+        assert [answers[name].status_code for name in ("first", "second")] == [201, 201]
+        with engine.connect() as conn:
+            written = text("SELECT count(DISTINCT job_id) FROM outbox WHERE client_id = :c")
+            assert conn.execute(written, {"c": gw.client_id}).scalar_one() == 2
+
+
 def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503(
         settings: ServiceSettings, engine: Engine) -> None:
     # Three 50,000-lot jobs at once took a gateway from 116 MB to 714 MB, past a pod's limit.

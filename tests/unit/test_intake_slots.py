@@ -74,5 +74,30 @@ def test_a_job_body_that_finds_no_slot_in_time_gets_503_with_retry_after() -> No
     error = asyncio.run(scenario())
     assert (error.status, error.code, error.headers) == (503, "INTAKE_BUSY", {"Retry-After": "10"})
     assert set(error.body()) == {"error", "message", "code", "details"}
-    assert metrics.registry.get_sample_value("lotlens_intake_busy_total") == 1
+    assert metrics.registry.get_sample_value("lotlens_intake_busy_total", {"reason": "waited"}) == 1
     assert _in_work(metrics) == 0
+
+
+def test_a_job_body_is_read_only_while_fewer_than_slots_plus_waiting_are_admitted() -> None:
+    # Bodies were read before they waited: five 62 MB jobs at once held four bodies in memory
+    # while the fifth was worked on. Now one slot and one waiting place admit two bodies at once.
+    metrics = GatewayMetrics()
+    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=metrics, waiting=1)
+
+    async def scenario() -> list[bool]:
+        answers: list[bool] = []
+        async with slots.admit(50 * SMALL) as first, slots.admit(None) as second:
+            async with slots.admit(50 * SMALL) as third, slots.admit(SMALL) as small:
+                answers += [first, second, third, small]
+                assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 2
+                refused = slots.refusal()
+                assert (refused.status, refused.code, refused.headers) == (503, "INTAKE_BUSY",
+                                                                          {"Retry-After": "10"})
+                assert refused.body()["details"] == {"waited_s": 0.0, "jobs_in_intake": 2}
+        async with slots.admit(50 * SMALL) as later:  # the places are free again
+            answers.append(later)
+        return answers
+
+    assert asyncio.run(scenario()) == [True, True, False, True, True]
+    assert metrics.registry.get_sample_value("lotlens_intake_busy_total", {"reason": "full"}) == 1
+    assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 0

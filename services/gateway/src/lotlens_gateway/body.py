@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,15 +38,40 @@ def too_slow(timeouts: BodyTimeouts, stalled: bool) -> ApiError:
                     details={"body_gap_timeout_s": timeouts.gap_s, "body_timeout_s": timeouts.total_s})
 
 
+def declared_length(request: Request) -> int | None:
+    """The body's size as its `Content-Length` header says (None: not said, e.g. chunked)."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
+
+
 async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> bytes:
     """The raw body, refused as soon as it is known to exceed `max_bytes` (header or counted) or
     to be too slow (every body the gateway reads comes through here)."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise too_large(max_bytes, int(declared))
+    received = bytearray()
+    async for chunk in _chunks(request, max_bytes, timeouts):
+        received += chunk
+    return bytes(received)
+
+
+async def drain_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> int:
+    """Read the body under the same rules and drop it as it arrives; how many bytes it had.
+
+    For a request answered without its body: answering while the client still uploads would
+    reset its connection before it reads the answer.
+    """
+    dropped = 0
+    async for chunk in _chunks(request, max_bytes, timeouts):
+        dropped += len(chunk)
+    return dropped
+
+
+async def _chunks(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> AsyncIterator[bytes]:
+    declared = declared_length(request)
+    if declared is not None and declared > max_bytes:
+        raise too_large(max_bytes, declared)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.total_s
-    received = bytearray()
+    size = 0
     chunks = aiter(request.stream())
     while True:
         wait = min(timeouts.gap_s, deadline - loop.time())
@@ -55,10 +81,11 @@ async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) ->
         except TimeoutError:
             raise too_slow(timeouts, stalled=wait == timeouts.gap_s) from None
         if chunk is None:
-            return bytes(received)
-        received += chunk
-        if len(received) > max_bytes:
+            return
+        size += len(chunk)
+        if size > max_bytes:
             raise too_large(max_bytes)
+        yield chunk
 
 
 def parse_object(raw: bytes) -> dict[str, Any]:

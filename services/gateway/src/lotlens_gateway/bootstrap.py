@@ -79,6 +79,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                                 clock=clock),
         metrics=metrics,
         openai=OpenAIProbe(model_client, metrics.openai_reachable, settings.openai_check_interval_s),
-        intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics),
+        intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics,
+                           settings.intake_waiting),
         clock=clock,
     )

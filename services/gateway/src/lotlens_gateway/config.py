@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.settings import ServiceSettings
@@ -35,10 +35,12 @@ class GatewaySettings(ServiceSettings):
     rate_limit_window_s: int = 60
 
     max_body_bytes: int = 64 * 1024 * 1024
-    # Job bodies (over `max_lot_bytes`) one process takes at once, and how long a body waits for a
-    # slot before a 503 (intake_slots.py). Each takes up to about 500 MB while it is taken (50,000
-    # lots with long notes): a pod's memory limit wants about 150 MB plus that per slot.
+    # Job bodies (over `max_lot_bytes`) one process takes at once, how many more it reads and keeps
+    # waiting for a slot, and how long one waits before a 503 (intake_slots.py). A taken one holds
+    # up to about 500 MB (50,000 lots with long notes), a waiting one its body (at most
+    # `max_body_bytes`): a pod's memory limit wants about 150 MB plus those.
     intake_slots: int = 1
+    intake_waiting: int = Field(default=1, ge=0)
     intake_wait_s: float = 20.0
     # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a
     # 431; a head not complete within `header_timeout_s` of its first byte, or a body whose bytes stop

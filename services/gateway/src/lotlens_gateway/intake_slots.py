@@ -10,6 +10,12 @@ a job's failed lots, read from the database); one that finds none free waits up 
 one, then gets 503 with `Retry-After` (nothing written). Bodies of one lot's size or less (every
 synchronous lot, small jobs) take none: rate limits bound them, and one queued behind a
 synchronous call would wait up to 300 s.
+
+The slots bound the work, not the waiting: a body is read before it waits, so five 62 MB jobs
+sent at once held four bodies while the fifth was worked on. So a job body is read only when it
+is admitted: `slots + waiting` bodies at once, whether being read, waiting or in work. One that
+is not admitted is read and dropped as it arrives (the client gets its 503 instead of a reset
+connection halfway through its upload), then answered 503 at once.
 """
 
 from __future__ import annotations
@@ -25,11 +31,42 @@ from lotlens_gateway.metrics import GatewayMetrics
 class IntakeSlots:
     """Job bodies in work at once, in one process (its event loop)."""
 
-    def __init__(self, slots: int, small_bytes: int, wait_s: float, metrics: GatewayMetrics) -> None:
+    def __init__(self, slots: int, small_bytes: int, wait_s: float, metrics: GatewayMetrics,
+                 waiting: int = 1) -> None:
         self._free = asyncio.Semaphore(slots)
         self._small = small_bytes
         self._wait_s = wait_s
         self._metrics = metrics
+        self._admissions = slots + waiting
+        self._admitted = 0
+
+    @asynccontextmanager
+    async def admit(self, declared_bytes: int | None) -> AsyncIterator[bool]:
+        """Whether a body may be read now, its place held inside: always for one declared no
+        bigger than a lot; for a bigger one (or one of unknown size), while fewer than
+        `slots + waiting` job bodies are admitted."""
+        if declared_bytes is not None and declared_bytes <= self._small:
+            yield True
+            return
+        if self._admitted >= self._admissions:
+            self._metrics.intake_busy.labels(reason="full").inc()
+            yield False
+            return
+        self._admitted += 1
+        self._metrics.intake_admitted.inc()
+        try:
+            yield True
+        finally:
+            self._admitted -= 1
+            self._metrics.intake_admitted.dec()
+
+    def refusal(self) -> ApiError:
+        """503 for a job body `admit` turned away: as many others are being read, waiting or in work
+        as the process takes."""
+        return ApiError(503, "INTAKE_BUSY",
+                        f"The gateway is taking {self._admitted} other large jobs; nothing was written, "
+                        "retry in a few seconds", headers={"Retry-After": "10"},
+                        details={"waited_s": 0.0, "jobs_in_intake": self._admitted})
 
     def for_body(self, body_bytes: int) -> AbstractAsyncContextManager[None]:
         """A slot for a job's body; none for a body no bigger than one lot."""
@@ -42,7 +79,7 @@ class IntakeSlots:
             async with asyncio.timeout(self._wait_s):
                 await self._free.acquire()
         except TimeoutError:
-            self._metrics.intake_busy.inc()
+            self._metrics.intake_busy.labels(reason="waited").inc()
             raise busy(self._wait_s) from None
         self._metrics.intake_jobs.inc()
         try:

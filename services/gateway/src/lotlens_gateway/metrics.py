@@ -46,8 +46,12 @@ class GatewayMetrics:
         self.intake_jobs = Gauge(
             "lotlens_intake_jobs", "Job bodies this process is taking now (its intake slots in use)",
             registry=self.registry)
+        self.intake_admitted = Gauge(
+            "lotlens_intake_admitted", "Job bodies this process has admitted: being read, waiting for "
+            "an intake slot or taken", registry=self.registry)
+        # reason: `full` (not admitted, read and dropped), `waited` (no slot freed up in time).
         self.intake_busy = Counter(
-            "lotlens_intake_busy", "Job bodies answered 503 after waiting for an intake slot",
+            "lotlens_intake_busy", "Job bodies answered 503 INTAKE_BUSY", ["reason"],
             registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:

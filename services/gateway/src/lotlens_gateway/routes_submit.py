@@ -3,8 +3,9 @@
 The body is read and parsed here rather than by FastAPI so that every failure gets the
 contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/409/422
 (validation), 409 (idempotency key), then 503 when PostgreSQL cannot take the job's one
-durable write (the outbox; Kafka plays no part in the answer). A job's body is worked on only
-in one of the process's intake slots (intake_slots.py): 503 `INTAKE_BUSY` when none frees up.
+durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
+the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
+`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
-from lotlens_gateway.body import read_body, refuse_nul
+from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
@@ -65,9 +66,14 @@ async def generate_descriptions(
 ) -> JSONResponse:
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
-    raw = await read_body(request, deps.settings.max_body_bytes, deps.settings.body_timeouts())
-    async with deps.intake.for_body(len(raw)):
-        return await _answer(deps, request, raw, x_signature, idempotency_key, started)
+    limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
+    async with deps.intake.admit(declared_length(request)) as admitted:
+        if not admitted:
+            await drain_body(request, limit, timeouts)
+            raise deps.intake.refusal()
+        raw = await read_body(request, limit, timeouts)
+        async with deps.intake.for_body(len(raw)):
+            return await _answer(deps, request, raw, x_signature, idempotency_key, started)
 
 
 async def _answer(deps: GatewayDeps, request: Request, raw: bytes, x_signature: str | None,
