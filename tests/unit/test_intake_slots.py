@@ -86,14 +86,14 @@ def test_a_job_body_is_read_only_while_fewer_than_slots_plus_waiting_are_admitte
 
     async def scenario() -> list[bool]:
         answers: list[bool] = []
-        async with slots.admit(50 * SMALL) as first, slots.admit(None) as second:
-            async with slots.admit(50 * SMALL) as third, slots.admit(SMALL) as small:
-                answers += [first, second, third, small]
-                assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 2
-                refused = slots.refusal()
-                assert (refused.status, refused.code, refused.headers) == (503, "INTAKE_BUSY",
-                                                                          {"Retry-After": "10"})
-                assert refused.body()["details"] == {"waited_s": 0.0, "jobs_in_intake": 2}
+        async with (slots.admit(50 * SMALL) as first, slots.admit(None) as second,
+                    slots.admit(50 * SMALL) as third, slots.admit(SMALL) as small):
+            answers += [first, second, third, small]
+            assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 2
+            refused = slots.refusal()
+            assert (refused.status, refused.code, refused.headers) == (503, "INTAKE_BUSY",
+                                                                      {"Retry-After": "10"})
+            assert refused.body()["details"] == {"waited_s": 0.0, "jobs_in_intake": 2}
         async with slots.admit(50 * SMALL) as later:  # the places are free again
             answers.append(later)
         return answers
