@@ -15,21 +15,20 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from bench.config import SERVICES
+
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-# Part name -> what its processes' command line contains (the first match wins).
+STANDIN = "openai-standin"
+# Part name -> what its processes' command line contains (the first match wins): the stack's
+# services (`python -m lotlens_<name>`), then the broker, the database and the bench itself.
 PARTS = (
-    ("gateway", "lotlens_gateway"),
-    ("vision-batcher", "lotlens_vision_batcher"),
-    ("translator", "lotlens_translator"),
-    ("result-store", "lotlens_result_store"),
-    ("webhook-dispatcher", "lotlens_webhook_dispatcher"),
-    ("openai-standin", "lotlens_openai_standin"),
+    *((name, "lotlens_" + name.replace("-", "_")) for name in SERVICES),
     ("kafka", "kafka.Kafka"),
     ("postgres", "postgres"),
     ("bench", "-m bench"),
 )
 # What LotLens itself runs: the stand-in and the bench are not counted in the stack's total.
-STACK = ("gateway", "vision-batcher", "translator", "result-store", "webhook-dispatcher", "kafka", "postgres")
+STACK = tuple(part for part, _ in PARTS if part not in (STANDIN, "bench"))
 # What a floor's run uses: the bench's own bare clients, the broker and the database.
 FLOOR = ("bench", "kafka", "postgres")
 

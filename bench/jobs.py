@@ -242,7 +242,7 @@ def _cpu_rows(runs: list[JobRun], lots: int) -> list[Row]:
             "the floor's run (bench + Kafka + PostgreSQL)",
         )
     ]
-    for part in (*cpu.STACK, "openai-standin"):
+    for part in (*cpu.STACK, cpu.STANDIN):
         rows.append(
             Row(
                 "2 pipeline",

@@ -20,7 +20,7 @@ def _in_work(metrics: GatewayMetrics) -> float | None:
 
 def test_a_second_job_body_waits_for_the_slot_and_a_small_body_does_not() -> None:
     metrics = GatewayMetrics()
-    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=metrics)
+    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=metrics, waiting=1)
     order: list[str] = []
 
     async def scenario() -> None:
@@ -53,7 +53,7 @@ def test_a_second_job_body_waits_for_the_slot_and_a_small_body_does_not() -> Non
 
 def test_a_job_body_that_finds_no_slot_in_time_gets_503_with_retry_after() -> None:
     metrics = GatewayMetrics()
-    slots = IntakeSlots(1, SMALL, wait_s=0.2, metrics=metrics)
+    slots = IntakeSlots(1, SMALL, wait_s=0.2, metrics=metrics, waiting=1)
 
     async def scenario() -> ApiError:
         taken = asyncio.Event()

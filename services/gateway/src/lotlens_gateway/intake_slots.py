@@ -32,7 +32,7 @@ class IntakeSlots:
     """Job bodies in work at once, in one process (its event loop)."""
 
     def __init__(self, slots: int, small_bytes: int, wait_s: float, metrics: GatewayMetrics,
-                 waiting: int = 1) -> None:
+                 waiting: int) -> None:
         self._free = asyncio.Semaphore(slots)
         self._small = small_bytes
         self._wait_s = wait_s
