@@ -40,6 +40,8 @@ def test_a_cancelled_job_keeps_its_count_and_claims_do_not_change_it(engine: Eng
     with engine.begin() as conn:
         store.cancel_job(conn, "translation", other)
         store.enqueue(conn, "translation", _lots(job_id, 0, 4, total=4) + _lots(other, 0, 2, total=2))
-        store.claim(conn, "translation", job_id, 3, "shard-" + job_id, TranslationWork)
+        queued = store.next_in_queue(conn, "translation", job_id, 3, TranslationWork)
+        store.create_shard(conn, "translation", "shard-" + job_id, [lot for _, lot in queued], 0,
+                           (queued[0][0], queued[-1][0]))
     assert _waiting(engine, job_id) == (1, 4, 4)
     assert _waiting(engine, other) == (2, 2, 2)

@@ -27,6 +27,7 @@ from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
+from lotlens_common.stage.work import VisionWork
 from lotlens_common.tables import stage_lots, stage_shards
 from tests.conftest import new_id
 from tests.integration.stage.helpers import (
@@ -141,7 +142,7 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
         engine: Engine) -> None:
     old, recent = utc_now() - timedelta(days=20), utc_now()
     jobs = {name: new_id(f"job-{name}-") for name in ("finished", "open", "recent", "batch-running",
-                                                      "collected")}
+                                                      "collected", "collected-by-place", "queued")}
     for job_id in jobs.values():
         submit_lots(engine, job_id, ["a", "b"])
     with engine.begin() as conn:
@@ -162,11 +163,21 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
         collected = new_id("vision-")
         conn.execute(stage_shards.insert().values(
             shard_id=collected, stage="vision", job_id=jobs["collected"], client_id="c1",
-            attempt=1, status="collected", batch_id="batch_y", lot_count=2))
+            attempt=1, status="collected", batch_id="batch_y", lot_count=2, updated_at=old))
         settle(jobs["collected"], old, status=store.SUBMITTED, shard_id=collected)
+        # Lots taken by place stay waiting at their claimed places: collected, they are settled.
+        by_place = new_id("vision-")
+        queued = store.next_in_queue(conn, "vision", jobs["collected-by-place"], 10, VisionWork)
+        store.create_shard(conn, "vision", by_place, [lot for _, lot in queued], 0,
+                           (queued[0][0], queued[-1][0]))
+        store.close_shard(conn, by_place, "collected", "completed")
+        conn.execute(update(stage_shards).where(stage_shards.c.shard_id == by_place).values(updated_at=old))
+        # Lots waiting for a shard are open however old.
+        conn.execute(update(stage_lots).where(stage_lots.c.job_id.in_(
+            [jobs["collected-by-place"], jobs["queued"]])).values(updated_at=old))
         store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
-    assert left == {"open", "recent", "batch-running"}
+    assert left == {"open", "recent", "batch-running", "queued"}
 
 

@@ -142,16 +142,19 @@ stage_lots = Table(
     Column("total_lots", Integer, nullable=False),
     # The request inputs the stage needs (lot text, image urls, english html, languages).
     Column("work", JSONB, nullable=False),
-    # waiting -> submitted -> done | failed | cancelled
+    # waiting -> done | failed | cancelled | skipped. A waiting lot whose `place` is past its job's
+    # `claimed_place` waits for a shard; one at or before it is in the shard whose places hold it.
+    # `submitted` with a `shard_id`: a lot taken into a shard by name (an adopted batch).
     Column("status", Text, nullable=False, server_default="waiting"),
     Column("shard_id", Text),
+    # The lot's place in its job's queue in this stage; a lot sent back gets a new one at the end.
+    Column("place", BigInteger, nullable=False),
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("last_error", Text),
     Column("enqueued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     PrimaryKeyConstraint("stage", "job_id", "lot_id"),
-    Index("ix_stage_lots_waiting", "stage", "status", "job_id"),
-    Index("ix_stage_lots_shard", "shard_id"),
+    Index("ix_stage_lots_place", "stage", "job_id", "place", unique=True),
 )
 
 stage_shards = Table(
@@ -166,6 +169,9 @@ stage_shards = Table(
     Column("batch_id", Text),
     Column("batch_status", Text),
     Column("lot_count", Integer, nullable=False),
+    # The places of its job's queue the shard took (NULL: lots taken by name, `stage_lots.shard_id`).
+    Column("first_place", BigInteger),
+    Column("last_place", BigInteger),
     Column("estimated_tokens", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
@@ -180,6 +186,10 @@ stage_jobs = Table(
     # Lots of the job that ever arrived in the stage, counted as they are inserted: the batching
     # rule's "has every lot arrived?" without counting the job's rows every tick.
     Column("arrived", Integer, nullable=False, server_default="0"),
+    # The job's queue: the last place handed out, and the last one taken into a shard. A claim
+    # moves `claimed_place` on instead of writing each lot it takes.
+    Column("last_place", BigInteger, nullable=False, server_default="0"),
+    Column("claimed_place", BigInteger, nullable=False, server_default="0"),
     _now(),
     PrimaryKeyConstraint("stage", "job_id"),
 )

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Text, any_, bindparam, cast, func, select, text, update
+from sqlalchemy import Connection, Engine, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from lotlens_common.stage.core.rule import WaitingJob
@@ -21,48 +21,77 @@ from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
-# stage_lots.status values. A lot left `submitted` in a shard closed `collected` is done: the
-# lots that succeed are not written one by one (`lot_statuses`).
+# stage_lots.status values. A lot stays `waiting` while it waits for a shard and while it is in
+# one (`in_queue`); a lot of a shard closed `collected` that is still waiting is done: the lots that
+# succeed are not written one by one (`lot_statuses`). `submitted` is a lot taken by name.
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
     "waiting", "submitted", "done", "failed", "cancelled", "skipped")
 
+# A lot waiting for a shard: `l` a stage_lots row, `j` its job's stage_jobs row.
+IN_QUEUE = "l.status = 'waiting' AND l.place > j.claimed_place"
+
+
+def _take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[str, int]:
+    """Hand out the next places of each job's queue; the place before each job's first.
+
+    Jobs are locked in job order, so two transactions never deadlock on them; the lock is held to
+    the commit, so a claim never passes a place whose lot is not committed yet.
+    """
+    rows = conn.execute(text("""
+        INSERT INTO stage_jobs AS j (stage, job_id, last_place)
+        SELECT :stage, v.job_id, v.n
+          FROM unnest(CAST(:job_ids AS text[]), CAST(:counts AS bigint[])) AS v(job_id, n)
+         ORDER BY v.job_id
+        ON CONFLICT (stage, job_id) DO UPDATE SET last_place = j.last_place + EXCLUDED.last_place
+        RETURNING job_id, last_place"""),
+        {"stage": stage, "job_ids": list(counts), "counts": list(counts.values())})
+    return {row.job_id: row.last_place - counts[row.job_id] for row in rows}
 
 
 def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
-    """Add arriving lots and count them on their job; a lot already known (re-delivered event) is
-    left as it is and not counted again."""
+    """Add arriving lots at the end of their job's queue and count them on their job; a lot already
+    known (re-delivered event) is left as it is and not counted again."""
     if not lots:
         return
+    counts: dict[str, int] = {}
+    for lot in lots:
+        counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
+    before = _take_places(conn, stage, counts)
+    places = []
+    for lot in lots:
+        before[lot.job_id] += 1
+        places.append(before[lot.job_id])
     # One statement over arrays: half the time of SQLAlchemy's multi-row VALUES, whose SQL text
     # (every work document inlined) the driver builds and the server parses once per 1,000 rows.
-    # The jobs' rows are written in job order, so two intake transactions never deadlock on them.
+    # A re-delivered lot leaves its place unused: places need not be consecutive.
     conn.execute(text("""
         WITH arrived AS (
-            INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status)
-            SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, CAST(v.work AS jsonb), :status
+            INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
+            SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, CAST(v.work AS jsonb), :status,
+                   v.place
               FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:client_ids AS text[]),
-                          CAST(:totals AS int[]), CAST(:works AS text[]))
-                   AS v(job_id, lot_id, client_id, total_lots, work)
-            ON CONFLICT DO NOTHING
+                          CAST(:totals AS int[]), CAST(:works AS text[]), CAST(:places AS bigint[]))
+                   AS v(job_id, lot_id, client_id, total_lots, work, place)
+            ON CONFLICT (stage, job_id, lot_id) DO NOTHING
             RETURNING job_id)
-        INSERT INTO stage_jobs AS j (stage, job_id, arrived)
-        SELECT :stage, job_id, count(*) FROM arrived GROUP BY job_id ORDER BY job_id
-        ON CONFLICT (stage, job_id) DO UPDATE SET arrived = j.arrived + EXCLUDED.arrived,
-                                                  updated_at = now()"""),
+        UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
+          FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
+         WHERE j.stage = :stage AND j.job_id = a.job_id"""),
         {"stage": stage, "status": status, "job_ids": [lot.job_id for lot in lots],
          "lot_ids": [lot.lot_id for lot in lots], "client_ids": [lot.client_id for lot in lots],
          "totals": [lot.total_lots for lot in lots],
-         "works": [lot.work.model_dump_json() for lot in lots]})
+         "works": [lot.work.model_dump_json() for lot in lots], "places": places})
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
     """Remember the cancellation; lots not yet sent will never be."""
     conn.execute(insert(stage_jobs).values(stage=stage, job_id=job_id, cancelled=True)
                  .on_conflict_do_update(index_elements=["stage", "job_id"], set_={"cancelled": True}))
-    conn.execute(update(stage_lots)
-                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-                        stage_lots.c.status == WAITING)
-                 .values(status=CANCELLED, updated_at=func.now()))
+    conn.execute(text(f"""
+        UPDATE stage_lots AS l SET status = :cancelled, updated_at = now()
+          FROM stage_jobs AS j
+         WHERE j.stage = :stage AND j.job_id = :job_id AND l.stage = j.stage AND l.job_id = j.job_id
+           AND {IN_QUEUE}"""), {"cancelled": CANCELLED, "stage": stage, "job_id": job_id})
 
 
 def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[str]:
@@ -73,22 +102,27 @@ def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[
 
 
 def waiting_jobs(conn: Connection, stage: str) -> list[WaitingJob]:
-    """Jobs with waiting lots, with what the batching rule needs to know about them.
+    """Jobs with lots waiting for a shard, with what the batching rule needs to know about them.
 
-    Only waiting lots are read; how many of the job's lots arrived comes from its counter
-    (`enqueue`): counting every lot of a 50,000-lot job five times a second was most of what
-    the stage asked of the database between batches.
+    Only the queues' unclaimed ends are read; how many of the job's lots arrived comes from its
+    counter (`enqueue`): counting every lot of a 50,000-lot job five times a second was most of
+    what the stage asked of the database between batches.
     """
-    rows = conn.execute(text("""
-        SELECT w.job_id, w.waiting, coalesce(j.arrived, 0) AS arrived, w.expected, w.oldest
-          FROM (SELECT job_id, count(*) AS waiting, max(total_lots) AS expected,
-                       min(enqueued_at) AS oldest
-                  FROM stage_lots
-                 WHERE stage = :stage AND status = 'waiting'
-                 GROUP BY job_id) AS w
-          LEFT JOIN stage_jobs j ON j.stage = :stage AND j.job_id = w.job_id"""), {"stage": stage})
+    rows = conn.execute(text(f"""
+        SELECT j.job_id, count(*) AS waiting, j.arrived, max(l.total_lots) AS expected,
+               min(l.enqueued_at) AS oldest
+          FROM stage_jobs j JOIN stage_lots l ON l.stage = j.stage AND l.job_id = j.job_id
+         WHERE j.stage = :stage AND {IN_QUEUE}
+         GROUP BY j.job_id, j.arrived"""), {"stage": stage})
     return [WaitingJob(row.job_id, row.waiting, row.arrived, row.expected, row.oldest, 0)
             for row in rows]
+
+
+def waiting_count(conn: Connection, stage: str) -> int:
+    """Lots waiting for a shard."""
+    return int(conn.execute(text(f"""
+        SELECT count(*) FROM stage_jobs j JOIN stage_lots l ON l.stage = j.stage AND l.job_id = j.job_id
+         WHERE j.stage = :stage AND {IN_QUEUE}"""), {"stage": stage}).scalar_one())
 
 
 def tokens_enqueued(conn: Connection, stage: str) -> int:
@@ -105,41 +139,46 @@ def _lot(row: Any, work_type: type[W]) -> LotWork[W]:
                    work_type.model_validate_json(row.work))
 
 
-# The columns a LotWork is made of, the work as text.
-_LOT_COLUMNS = (stage_lots.c.job_id, stage_lots.c.lot_id, stage_lots.c.client_id, stage_lots.c.total_lots,
-                stage_lots.c.attempts, cast(stage_lots.c.work, Text).label("work"))
+# The columns a LotWork is made of, the work as text. `attempts` counts the sends before this one
+# of a lot in a shard by place (the claim writes nothing), and every send of one taken by name.
+_COLUMNS = "job_id, lot_id, client_id, total_lots, work::text AS work"
+_BY_PLACE = f"{_COLUMNS}, attempts + 1 AS attempts"
+_BY_NAME = f"{_COLUMNS}, attempts"
 
 
-def claim(conn: Connection, stage: str, job_id: str, limit: int, shard_id: str,
-          work_type: type[W]) -> list[LotWork[W]]:
-    """Take up to `limit` waiting lots of a job into a shard (skipping lots another instance holds)."""
-    # The picked rows are updated by their physical address (a TID scan): joining them back by
-    # key left the plan to the table's statistics, and while a new deployment's table grows
-    # from empty those are stale; a nested loop over sequential scans took 21-53 s to claim
-    # 10,000 lots of a 20,000-lot job.
-    rows = conn.execute(text("""
-        UPDATE stage_lots SET status = :submitted, shard_id = :shard_id, attempts = attempts + 1,
-                              updated_at = now()
-         WHERE ctid = ANY(ARRAY(
-               SELECT ctid FROM stage_lots
-                WHERE stage = :stage AND job_id = :job_id AND status = :waiting
-                ORDER BY enqueued_at, lot_id
-                LIMIT :limit
-                  FOR UPDATE SKIP LOCKED))
-           AND status = :waiting
-        RETURNING job_id, lot_id, client_id, total_lots, attempts, work::text AS work"""),
-        {"submitted": SUBMITTED, "waiting": WAITING, "shard_id": shard_id,
-                          "stage": stage, "job_id": job_id, "limit": limit})
-    return [_lot(row, work_type) for row in rows]
+def next_in_queue(conn: Connection, stage: str, job_id: str, limit: int,
+                  work_type: type[W]) -> list[tuple[int, LotWork[W]]]:
+    """The next `limit` lots waiting in the job's queue with their places, first come first; the
+    job's queue stays locked to this transaction (another instance's claim waits for it)."""
+    claimed = conn.execute(select(stage_jobs.c.claimed_place).where(
+        stage_jobs.c.stage == stage, stage_jobs.c.job_id == job_id).with_for_update()).scalar_one_or_none()
+    if claimed is None:
+        return []
+    rows = conn.execute(text(f"""
+        SELECT place, {_BY_PLACE} FROM stage_lots
+         WHERE stage = :stage AND job_id = :job_id AND place > :claimed AND status = :waiting
+         ORDER BY place LIMIT :limit"""),
+        {"stage": stage, "job_id": job_id, "claimed": claimed, "waiting": WAITING, "limit": limit})
+    return [(row.place, _lot(row, work_type)) for row in rows]
 
 
 def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[LotWork[Any]],
-                 estimated_tokens: int) -> None:
-    """Record a shard before its batch exists, so a crash leaves a trace to recover from."""
+                 estimated_tokens: int, places: tuple[int, int] | None = None) -> None:
+    """Record a shard before its batch exists, so a crash leaves a trace to recover from.
+
+    With `places` (first, last), the shard holds the job's waiting lots in those places of its
+    queue (`next_in_queue` read them), and the queue is claimed up to the last: one row write
+    for the whole shard. Without, its lots were taken by name (`claim_named`).
+    """
+    first, last = places or (None, None)
     conn.execute(stage_shards.insert().values(
         shard_id=shard_id, stage=stage, job_id=lots[0].job_id, client_id=lots[0].client_id,
         attempt=max(lot.attempts for lot in lots), lot_count=len(lots),
-        estimated_tokens=estimated_tokens))
+        estimated_tokens=estimated_tokens, first_place=first, last_place=last))
+    if last is not None:
+        conn.execute(update(stage_jobs).where(stage_jobs.c.stage == stage,
+                                              stage_jobs.c.job_id == lots[0].job_id)
+                     .values(claimed_place=last, updated_at=func.now()))
 
 
 def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> None:
@@ -159,16 +198,33 @@ def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> Non
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
                error: str | None = None) -> None:
-    """Move lots to a new status; back to waiting also frees them from their shard."""
+    """Settle lots (done, failed, cancelled)."""
+    if lot_ids:
+        conn.execute(update(stage_lots)
+                     .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
+                            stage_lots.c.lot_id == any_(_text_array(lot_ids)))
+                     .values(status=status, updated_at=func.now(), last_error=error))
+
+
+def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
+            error: str | None = None) -> None:
+    """Send lots of a shard back to the end of their job's queue, freed from the shard.
+
+    The send they come back from is counted: a lot in a shard by place was not written when it
+    was taken (`next_in_queue` adds that send to what it reads).
+    """
     if not lot_ids:
         return
-    values: dict[str, Any] = {"status": status, "updated_at": func.now(), "last_error": error}
-    if status == WAITING:
-        values.update(shard_id=None, enqueued_at=func.now())
-    conn.execute(update(stage_lots)
-                 .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-                        stage_lots.c.lot_id == any_(_text_array(lot_ids)))
-                 .values(**values))
+    before = _take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
+    conn.execute(text("""
+        UPDATE stage_lots AS l
+           SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN 1 ELSE 0 END,
+               status = :waiting, shard_id = NULL, place = v.place, last_error = :error,
+               enqueued_at = now(), updated_at = now()
+          FROM unnest(CAST(:lot_ids AS text[]), CAST(:places AS bigint[])) AS v(lot_id, place)
+         WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
+        {"waiting": WAITING, "error": error, "stage": stage, "job_id": job_id, "lot_ids": list(lot_ids),
+         "places": list(range(before + 1, before + 1 + len(lot_ids)))})
 
 
 def _text_array(values: Sequence[str]) -> Any:
@@ -213,28 +269,50 @@ def shard_status(conn: Connection, shard_id: str) -> str | None:
 
 
 def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
-    """The lots a shard still holds."""
-    rows = conn.execute(select(*_LOT_COLUMNS).where(
-        stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id,
-        stage_lots.c.status == SUBMITTED))
-    return [_lot(row, work_type) for row in rows]
+    """The lots a shard still holds: those waiting in its places, or those taken by name."""
+    row = conn.execute(select(stage_shards.c.job_id, stage_shards.c.first_place, stage_shards.c.last_place)
+                       .where(stage_shards.c.shard_id == shard_id)).first()
+    if row is None:
+        return []
+    params = {"stage": stage, "job_id": row.job_id, "shard_id": shard_id, "first": row.first_place,
+              "last": row.last_place, "waiting": WAITING, "submitted": SUBMITTED}
+    if row.first_place is None:
+        query = f"""SELECT {_BY_NAME} FROM stage_lots
+                     WHERE stage = :stage AND job_id = :job_id AND shard_id = :shard_id
+                       AND status = :submitted"""
+    else:
+        query = f"""SELECT {_BY_PLACE} FROM stage_lots
+                     WHERE stage = :stage AND job_id = :job_id AND place BETWEEN :first AND :last
+                       AND status = :waiting"""
+    return [_lot(lot, work_type) for lot in conn.execute(text(query), params)]
 
 
 def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:
-    """Each lot of the job and its status, a lot of a collected shard reading `done`."""
+    """Each lot of the job and its status: `submitted` while in a shard, `done` once its shard was
+    collected."""
     rows = conn.execute(text("""
-        SELECT l.lot_id, CASE WHEN l.status = :submitted AND s.status = 'collected' THEN :done
-                              ELSE l.status END AS status
-          FROM stage_lots l LEFT JOIN stage_shards s ON s.shard_id = l.shard_id
+        SELECT l.lot_id,
+               CASE WHEN l.status = :waiting AND l.place > j.claimed_place THEN :waiting
+                    WHEN l.status IN (:waiting, :submitted)
+                         THEN CASE WHEN coalesce(s.status, p.status) = 'collected' THEN :done
+                                   ELSE :submitted END
+                    ELSE l.status END AS status
+          FROM stage_lots l
+          JOIN stage_jobs j ON j.stage = l.stage AND j.job_id = l.job_id
+          LEFT JOIN stage_shards s ON s.shard_id = l.shard_id
+          LEFT JOIN stage_shards p ON p.stage = l.stage AND p.job_id = l.job_id
+                                  AND l.place BETWEEN p.first_place AND p.last_place
          WHERE l.stage = :stage AND l.job_id = :job_id"""),
-        {"submitted": SUBMITTED, "done": DONE, "stage": stage, "job_id": job_id})
+        {"waiting": WAITING, "submitted": SUBMITTED, "done": DONE, "stage": stage, "job_id": job_id})
     return {row.lot_id: row.status for row in rows}
 
 
 def shard_trace(conn: Connection, stage: str, shard_id: str) -> dict[str, str]:
-    """The trace context in one lot's work of the shard (all of a shard's lots are of one job)."""
+    """The trace context in one lot's work of the shard's job (all of a job's lots carry its trace)."""
     carrier = conn.execute(select(stage_lots.c.work["trace"]).where(
-        stage_lots.c.stage == stage, stage_lots.c.shard_id == shard_id).limit(1)).scalar_one_or_none()
+        stage_lots.c.stage == stage,
+        stage_lots.c.job_id == select(stage_shards.c.job_id).where(
+            stage_shards.c.shard_id == shard_id).scalar_subquery()).limit(1)).scalar_one_or_none()
     return dict(carrier) if isinstance(carrier, dict) else {}
 
 
@@ -294,33 +372,38 @@ def shard(conn: Connection, shard_id: str) -> Shard | None:
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
                 shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
-    """Take these lots into a shard, those of them still waiting (others are left where they are)."""
-    rows = conn.execute(
-        update(stage_lots)
-        .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-               stage_lots.c.lot_id.in_(list(lot_ids)), stage_lots.c.status == WAITING)
-        .values(status=SUBMITTED, shard_id=shard_id, attempts=stage_lots.c.attempts + 1,
-                updated_at=func.now())
-        .returning(*_LOT_COLUMNS))
+    """Take these lots into a shard, those of them still waiting for one (others are left where
+    they are); the job's queue is locked first, as a claim by place locks it."""
+    rows = conn.execute(text(f"""
+        WITH j AS (SELECT claimed_place FROM stage_jobs WHERE stage = :stage AND job_id = :job_id FOR UPDATE)
+        UPDATE stage_lots AS l SET status = :submitted, shard_id = :shard_id, attempts = l.attempts + 1,
+                                   updated_at = now()
+          FROM j
+         WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = ANY(CAST(:lot_ids AS text[]))
+           AND {IN_QUEUE}
+        RETURNING {_BY_NAME}"""),
+        {"stage": stage, "job_id": job_id, "lot_ids": list(lot_ids), "submitted": SUBMITTED,
+         "shard_id": shard_id, "waiting": WAITING})
     return [_lot(row, work_type) for row in rows]
 
 
 def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
     """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
 
-    With no shard of the job building or submitted, a lot still `submitted` is in a collected
-    shard: settled.
+    With no shard of the job building or submitted, a lot still in a shard (`submitted`, or
+    waiting at a claimed place) is in a collected one: settled. A shard's last change counts as
+    its lots' (a claim does not write them).
 
     The read models keep the results; these rows only matter while a job is in flight, and
     without pruning every query of the stage would wade through all the jobs ever run.
     """
-    finished = text("""
-        SELECT job_id FROM stage_lots l
-         WHERE stage = :stage
-           AND NOT EXISTS (SELECT 1 FROM stage_shards s WHERE s.stage = :stage AND s.job_id = l.job_id
-                              AND s.status IN ('building', 'submitted'))
-         GROUP BY job_id
-        HAVING bool_and(status <> 'waiting') AND max(updated_at) < :before
+    finished = text(f"""
+        SELECT j.job_id FROM stage_jobs j JOIN stage_lots l ON l.stage = j.stage AND l.job_id = j.job_id
+         WHERE j.stage = :stage
+           AND NOT EXISTS (SELECT 1 FROM stage_shards s WHERE s.stage = :stage AND s.job_id = j.job_id
+                              AND (s.status IN ('building', 'submitted') OR s.updated_at >= :before))
+         GROUP BY j.job_id
+        HAVING NOT bool_or({IN_QUEUE}) AND max(l.updated_at) < :before
         LIMIT :limit""")
     job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
                    .scalars())
@@ -328,12 +411,3 @@ def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 1
         for table in (stage_lots, stage_shards, stage_jobs):
             conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(job_ids)))
     return len(job_ids)
-
-
-def unclaim(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str]) -> None:
-    """Give claimed lots back, in their place in the queue and with the attempt not counted."""
-    if lot_ids:
-        conn.execute(update(stage_lots)
-                     .where(stage_lots.c.stage == stage, stage_lots.c.job_id == job_id,
-                            stage_lots.c.lot_id == any_(_text_array(lot_ids)))
-                     .values(status=WAITING, shard_id=None, attempts=stage_lots.c.attempts - 1))

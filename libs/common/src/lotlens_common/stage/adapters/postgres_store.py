@@ -13,7 +13,7 @@ from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
-from lotlens_common.tables import stage_lots, stage_shards
+from lotlens_common.tables import stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
@@ -36,13 +36,15 @@ class PostgresWorkStore(Generic[W]):
             return sql.tokens_enqueued(conn, self.stage)
 
     def claim(self, job_id: str, shard_id: str, limit: int, fit: Fit[W]) -> list[LotWork[W]]:
-        """Claim, give back what does not fit, and record the shard: one transaction."""
+        """Read the queue's next lots, keep what fits, and record the shard over their places: one
+        transaction, and no lot row written (what does not fit stays where it is)."""
         with self.engine.begin() as conn:
-            lots = sql.claim(conn, self.stage, job_id, limit, shard_id, self.work_type)
+            queued = sql.next_in_queue(conn, self.stage, job_id, limit, self.work_type)
+            lots = [lot for _, lot in queued]
             keep, tokens = fit(lots)
-            sql.unclaim(conn, self.stage, job_id, [lot.lot_id for lot in lots[keep:]])
             if keep:
-                sql.create_shard(conn, self.stage, shard_id, lots[:keep], tokens)
+                sql.create_shard(conn, self.stage, shard_id, lots[:keep], tokens,
+                                 (queued[0][0], queued[keep - 1][0]))
             return lots[:keep]
 
     def claim_named(self, job_id: str, lot_ids: Sequence[str], shard_id: str,
@@ -92,9 +94,9 @@ class PostgresWorkStore(Generic[W]):
             sql.save_work(conn, self.stage, changed)
 
     def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
-        """Lots back to waiting."""
+        """Lots back to the end of their queue."""
         with self.engine.begin() as conn:
-            sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
+            sql.requeue(conn, self.stage, job_id, lot_ids, reason)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
         """The shard's batch is on record."""
@@ -119,10 +121,11 @@ class PostgresWorkStore(Generic[W]):
         settles every lot it still holds (`sql.lot_statuses`).
         """
         with self.engine.begin() as conn:
+            # The job's queue first (requeue locks it), as every other transaction takes them.
+            for reason, lot_ids in settlement.again.items():
+                sql.requeue(conn, self.stage, job_id, lot_ids, reason)
             sql.set_status(conn, self.stage, job_id, settlement.failed, sql.FAILED)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
-            for reason, lot_ids in settlement.again.items():
-                sql.set_status(conn, self.stage, job_id, lot_ids, sql.WAITING, reason)
             sql.save_work(conn, self.stage, settlement.rework)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
@@ -143,8 +146,7 @@ class PostgresWorkStore(Generic[W]):
     def waiting_count(self) -> int:
         """Lots waiting."""
         with self.engine.begin() as conn:
-            return int(conn.execute(select(func.count()).where(
-                stage_lots.c.stage == self.stage, stage_lots.c.status == sql.WAITING)).scalar_one())
+            return sql.waiting_count(conn, self.stage)
 
     def oldest_submitted_age_s(self) -> float:
         """Age of the oldest submitted shard, by the database's clock."""

@@ -1,0 +1,127 @@
+"""Claims by place: a shard takes a run of its job's queue and writes one row, not one per lot.
+
+What is checked is what the stage relies on: which lots a shard holds, which still wait, how many
+times each was sent, that two instances never take the same lot, and that a lot an older release
+inserts without a place still joins its job's queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
+from lotlens_common.stage.work import LotWork, TranslationWork
+from tests.conftest import new_id
+
+STAGE = "translation"
+
+
+def _enqueue(engine: Engine, job_id: str, count: int) -> None:
+    with engine.begin() as conn:
+        store.enqueue(conn, STAGE, [LotWork(job_id, f"lot-{i}", "c1", count, 0, TranslationWork(
+            english_html="<p>x</p>", languages=("en", "de"))) for i in range(count)])
+
+
+def _work_store(engine: Engine) -> PostgresWorkStore[TranslationWork]:
+    return PostgresWorkStore(engine, STAGE, TranslationWork)
+
+
+def _all(lots: list[LotWork[Any]]) -> tuple[int, int]:
+    return len(lots), 0
+
+
+def _row_versions(engine: Engine, job_id: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT lot_id, xmin::text AS xmin, ctid::text AS ctid FROM stage_lots "
+                                 "WHERE stage = :stage AND job_id = :job_id"),
+                            {"stage": STAGE, "job_id": job_id})
+        return {row.lot_id: f"{row.xmin} {row.ctid}" for row in rows}
+
+
+def _statuses(engine: Engine, job_id: str) -> dict[str, str]:
+    with engine.connect() as conn:
+        return store.lot_statuses(conn, STAGE, job_id)
+
+
+def test_a_claim_takes_the_queue_by_place_without_writing_its_lots(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 5)
+    before = _row_versions(engine, job_id)
+    work = _work_store(engine)
+
+    first = work.claim(job_id, new_id("translation-"), 3, _all)
+
+    assert [(lot.lot_id, lot.attempts) for lot in first] == [("lot-0", 1), ("lot-1", 1), ("lot-2", 1)]
+    assert _row_versions(engine, job_id) == before  # not one lot row written
+    assert _statuses(engine, job_id) == {"lot-0": store.SUBMITTED, "lot-1": store.SUBMITTED,
+                                         "lot-2": store.SUBMITTED, "lot-3": store.WAITING,
+                                         "lot-4": store.WAITING}
+    assert [(job.waiting, job.arrived) for job in work.waiting_jobs() if job.job_id == job_id] == [(2, 5)]
+
+
+def test_a_lot_sent_back_goes_to_the_end_of_the_queue_with_its_send_counted(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 4)
+    work = _work_store(engine)
+    shard = new_id("translation-")
+    work.claim(job_id, shard, 2, _all)
+
+    work.requeue(job_id, ["lot-1"], "rate limited")
+
+    assert [lot.lot_id for lot in work.shard_lots(shard)] == ["lot-0"]
+    second = work.claim(job_id, new_id("translation-"), 10, _all)
+    assert [(lot.lot_id, lot.attempts) for lot in second] == [("lot-2", 1), ("lot-3", 1), ("lot-1", 2)]
+    work.close_shard(shard, "collected", "completed")
+    assert _statuses(engine, job_id)["lot-0"] == store.DONE
+    assert not [job for job in work.waiting_jobs() if job.job_id == job_id]
+
+
+def test_lots_a_claim_does_not_keep_stay_first_in_the_queue(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 4)
+    work = _work_store(engine)
+
+    kept = work.claim(job_id, new_id("translation-"), 3, lambda lots: (1, 0))
+    after = work.claim(job_id, new_id("translation-"), 3, _all)
+
+    assert [lot.lot_id for lot in kept] == ["lot-0"]
+    assert [lot.lot_id for lot in after] == ["lot-1", "lot-2", "lot-3"]
+
+
+def test_two_instances_claiming_one_job_at_once_never_take_the_same_lot(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 4)
+    taken: list[list[str]] = []
+    with engine.begin() as conn:
+        queued = store.next_in_queue(conn, STAGE, job_id, 2, TranslationWork)
+        other = threading.Thread(target=lambda: taken.append(
+            [lot.lot_id for lot in _work_store(engine).claim(job_id, new_id("translation-"), 2, _all)]))
+        other.start()
+        time.sleep(0.5)  # the other claim is now waiting for this one's lock on the queue
+        store.create_shard(conn, STAGE, new_id("translation-"), [lot for _, lot in queued], 0,
+                           (queued[0][0], queued[-1][0]))
+    other.join(timeout=30)
+
+    assert [lot.lot_id for _, lot in queued] == ["lot-0", "lot-1"]
+    assert taken == [["lot-2", "lot-3"]]
+
+
+def test_a_lot_inserted_without_a_place_by_an_older_release_joins_the_end_of_its_queue(
+        engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 2)
+    with engine.begin() as conn:
+        conn.execute(text("""
+            INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work)
+            VALUES (:stage, :job_id, 'lot-old', 'c1', 3, CAST(:work AS jsonb))"""),
+            {"stage": STAGE, "job_id": job_id,
+             "work": TranslationWork(english_html="<p>x</p>", languages=("en",)).model_dump_json()})
+
+    taken = _work_store(engine).claim(job_id, new_id("translation-"), 10, _all)
+
+    assert [lot.lot_id for lot in taken] == ["lot-0", "lot-1", "lot-old"]
