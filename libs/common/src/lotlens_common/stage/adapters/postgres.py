@@ -6,12 +6,11 @@ Functions take a connection (the intake handlers call them inside their consumer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Text, any_, bindparam, func, select, text, update
+from sqlalchemy import Connection, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from lotlens_common.stage.core.rule import WaitingJob
@@ -321,39 +320,6 @@ def shard_trace(conn: Connection, stage: str, shard_id: str) -> dict[str, str]:
         stage_lots.c.job_id == select(stage_shards.c.job_id).where(
             stage_shards.c.shard_id == shard_id).scalar_subquery()).limit(1)).scalar_one_or_none()
     return dict(carrier) if isinstance(carrier, dict) else {}
-
-
-@contextmanager
-def exclusive(engine: Engine, key: str, held: dict[str, Connection] | None = None) -> Iterator[bool]:
-    """Hold a session advisory lock on `key` while inside; yields False if another process has it.
-
-    The lock dies with the connection, so a killed process never leaves a shard locked; the
-    connection is put in `held` meanwhile, for `still_held`.
-    """
-    with engine.connect() as conn:
-        got = bool(conn.execute(select(func.pg_try_advisory_lock(func.hashtext(key)))).scalar())
-        conn.commit()
-        if got and held is not None:
-            held[key] = conn
-        try:
-            yield got
-        finally:
-            if held is not None:
-                held.pop(key, None)
-            if got:
-                conn.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
-                conn.commit()
-
-
-def still_held(conn: Connection) -> bool:
-    """Whether the lock's session is alive: a PostgreSQL restart ends it (and frees the lock for
-    another process) while its holder works on."""
-    try:
-        conn.execute(select(1))
-        conn.commit()
-        return True
-    except Exception:  # any failure means the session, and the lock with it, may be gone
-        return False
 
 
 def known_batches(conn: Connection, batch_ids: Sequence[str]) -> set[str]:

@@ -10,6 +10,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
+from lotlens_common.stage.adapters import postgres_locks
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -59,13 +60,13 @@ class PostgresWorkStore(Generic[W]):
     @contextmanager
     def exclusive(self, key: str) -> Iterator[bool]:
         """An advisory lock, released with its connection."""
-        with sql.exclusive(self.engine, key, self._held) as mine:
+        with postgres_locks.exclusive(self.engine, key, self._held) as mine:
             yield mine
 
     def holds(self, key: str) -> bool:
         """Whether this process still holds `key` (its lock's session survived)."""
         conn = self._held.get(key)
-        return conn is not None and sql.still_held(conn)
+        return conn is not None and postgres_locks.still_held(conn)
 
     def shards(self, status: str) -> list[Shard]:
         """Shards in a status, oldest first."""
