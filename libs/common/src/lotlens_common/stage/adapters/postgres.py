@@ -21,7 +21,7 @@ from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 W = TypeVar("W", bound=StageWork)
 
 # stage_lots.status values. A lot stays `waiting` while it waits for a shard and while it is in
-# one (`in_queue`); a lot of a shard closed `collected` that is still waiting is done: the lots that
+# one (`IN_QUEUE`); a lot of a shard closed `collected` that is still waiting is done: the lots that
 # succeed are not written one by one (`lot_statuses`). `submitted` is a lot taken by name.
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
     "waiting", "submitted", "done", "failed", "cancelled", "skipped")
