@@ -111,6 +111,23 @@ def test_usage_is_kept_per_lot_and_stage_and_summed_into_the_job_and_its_event(
     assert REGISTRY.get_sample_value("lotlens_model_tokens_total", reasoning) == tokens_before + 128
 
 
+def test_projected_events_are_counted_by_type(apply: Apply) -> None:
+    script = job_script(4)
+
+    def counted(event_type: str) -> float:
+        return REGISTRY.get_sample_value("lotlens_events_projected_total", {"type": event_type}) or 0
+
+    def pending_jobs() -> float:
+        return REGISTRY.get_sample_value("batch_jobs_total", {"status": "pending"}) or 0
+
+    lots_before, jobs_before = counted("LotSubmitted"), counted("JobSubmitted")
+    pending_before = pending_jobs()
+    apply(script.submissions + script.submissions[1:3])
+    assert counted("LotSubmitted") == lots_before + 6  # a redelivered event is applied again
+    assert counted("JobSubmitted") == jobs_before + 1
+    assert pending_jobs() == pending_before + 1
+
+
 def test_a_lot_settled_before_its_translation_came_back_keeps_what_the_answer_used(
         engine: Engine, apply: Apply) -> None:
     # The usage is written by the statement that stores the lot's result; one whose lot is

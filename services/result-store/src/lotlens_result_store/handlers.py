@@ -7,6 +7,7 @@ retries the events one by one, dead-lettering only the one that keeps failing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, Engine
@@ -33,9 +34,11 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
     with engine.begin() as conn:
         lock_read_models(conn)
         changes = apply_batch(conn, envelopes)
-    for envelope in envelopes:
-        EVENTS_PROJECTED.labels(type=envelope.type).inc()
-        if envelope.type == JobSubmitted.event_type:
-            BATCH_JOBS.labels(status="pending").inc()
+    # Counted per type, not per event: a metric's `labels` and `inc` take a lock each, 4% of the
+    # result-store's CPU in a 50,000-lot job when done for every event.
+    for event_type, count in Counter(envelope.type for envelope in envelopes).items():
+        EVENTS_PROJECTED.labels(type=event_type).inc(count)
+        if event_type == JobSubmitted.event_type:
+            BATCH_JOBS.labels(status="pending").inc(count)
     # After the commit, so an announced job is always durably terminal in the read models.
     publish_completions(engine, producer, completions_topic, changes.job_ids())
