@@ -78,6 +78,7 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
         len(lots), s.languages, {k: size for k, (_, size) in stats.items()}, ctx.conn
     )
     floor_cpu = cpu.used(cpu_at_floor, cpu.snapshot())
+    ctx.log("pipeline floor: " + ", ".join(f"{part} {value:.2f}s" for part, value in hop_floor.items()))
     progress = status.get("progress", {})
     # Exactly once: one result event per lot and stage; more would be a lot answered twice.
     results = {kind: stats.get(kind, (0, 0))[0] for kind in ("VisionCompleted", "TranslationCompleted")}

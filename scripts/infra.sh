@@ -134,6 +134,11 @@ DO $$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'lotlens') THEN
     CREATE ROLE lotlens LOGIN CREATEDB PASSWORD 'lotlens';
   END IF;
+  -- The bench checkpoints before each measurement (PostgreSQL 15+ has the role).
+  IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_checkpoint')
+     AND NOT pg_has_role('lotlens', 'pg_checkpoint', 'MEMBER') THEN
+    GRANT pg_checkpoint TO lotlens;
+  END IF;
 END $$;
 SELECT 'CREATE DATABASE lotlens OWNER lotlens'
   WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = 'lotlens') \gexec
