@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
@@ -153,6 +153,17 @@ def settings(infra: Infra, engine: Engine, topics: TopicSettings) -> ServiceSett
 def new_id(prefix: str = "") -> str:
     """A random id, so tests never collide and never need cleanup."""
     return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def rows_read(conn: Connection, table: str) -> int:
+    """Rows of `table` read so far in this connection's transaction (`pg_stat_xact_*`).
+
+    Its counts may still hold an earlier transaction's, not yet flushed: compare two readings
+    taken in one transaction, never one reading with zero.
+    """
+    return int(conn.execute(text(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) FROM pg_stat_xact_user_tables "
+        "WHERE relid = CAST(:table AS regclass)"), {"table": table}).scalar_one())
 
 
 @contextmanager
