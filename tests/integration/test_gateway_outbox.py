@@ -278,7 +278,7 @@ def test_the_round_that_finds_a_backlog_refreshes_the_statistics_a_status_poll_r
     # statistics still described it as autovacuum last saw it, and reading the job's
     # `JobSubmitted` for a status poll walked every one of the job's rows (40-60 ms a poll).
     # A schema of its own: the statistics of the shared outbox depend on what earlier runs left.
-    # Without the relay's ANALYZE this read all 6,001 rows in 2 of 10 runs on the shared schema
+    # Without the relay's ANALYZE this read all 6,001 rows in 2 of 15 runs on the shared schema
     # (its history decides the plan) and in none of 3 on a fresh one: a guard, not a reproduction.
     topic = settings.topics.submissions
     metrics = GatewayMetrics()
