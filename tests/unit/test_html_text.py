@@ -8,7 +8,7 @@ import nh3
 import pytest
 
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.html_text import ALLOWED_TAGS, already_clean, as_paragraph_html
+from lotlens_common.model.html_text import _BLOCKS, ALLOWED_TAGS, already_clean, as_paragraph_html
 
 HOSTILE = ('<p>Dent on the door.</p><script>alert("x")</script><img src="x.png" onerror="alert(1)">'
            '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>'
@@ -75,7 +75,7 @@ def _model_like(chance: random.Random) -> str:
 
 def test_markup_taken_as_already_clean_is_exactly_what_nh3_returns() -> None:
     chance = random.Random(14)
-    accepted = 0
+    accepted = plain = 0
     for _ in range(20_000):
         markup = _model_like(chance)
         if chance.random() < 0.6:  # one random piece anywhere: most such strings need nh3
@@ -83,8 +83,10 @@ def test_markup_taken_as_already_clean_is_exactly_what_nh3_returns() -> None:
             markup = markup[:at] + chance.choice(_PIECES) + markup[at:]
         if already_clean(markup):
             accepted += 1
+            plain += bool(_BLOCKS.fullmatch(markup))
             assert nh3.clean(markup, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None) == markup, markup
     assert accepted > 5_000  # the fuzz reaches the fast path often enough to mean something
+    assert plain > 1_000  # and the one-regex path for plain paragraphs and lists
 
 
 @pytest.mark.parametrize("markup", [

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Connection
 
+from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     Event,
@@ -35,7 +36,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
-from lotlens_result_store.usage import record_settled_usage, usage_json
+from lotlens_result_store.usage import record_settled_usage, usage_json, usage_value
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -61,14 +62,9 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
 def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Record each lot's request data (a later-stage event may have created its row first)."""
     submitted = latest_events(envelopes, LotSubmitted, lambda event: (event.job_id, event.lot_id))
-    execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {
-        "job_ids": [e.job_id for e in submitted],
-        "lot_ids": [e.lot_id for e in submitted],
-        "seqs": [e.seq for e in submitted],
-        "infos": [e.additional_info for e in submitted],
-        "images": [json_array(e.image_urls) for e in submitted],
-        "webhooks": [e.webhook for e in submitted],
-    })
+    execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {"rows": json_rows(
+        {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
+         "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
 
@@ -110,22 +106,15 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     """Store every language's description and complete the lot (counted once)."""
     translated = latest_envelopes(envelopes, TranslationCompleted,
                                    lambda event: (event.job_id, event.lot_id))
-    texts = [(event.job_id, event.lot_id, language, html)
-             for event in (event_of(e, TranslationCompleted) for e in translated)
-             for language, html in event.descriptions.items()]
-    execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {
-        "job_ids": [t[0] for t in texts], "lot_ids": [t[1] for t in texts],
-        "languages": [t[2] for t in texts], "damages": [t[3] for t in texts],
-    })
+    events = [event_of(e, TranslationCompleted) for e in translated]
+    execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
+        {"job_id": event.job_id, "lot_id": event.lot_id, "language": language, "damages": html}
+        for event in events for language, html in event.descriptions.items())})
     for envelope in envelopes:
         changes.touch(envelope, status=PROCESSING)
-    events = [event_of(e, TranslationCompleted) for e in translated]
-    completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {
-        "job_ids": [e.job_id for e in translated],
-        "lot_ids": [event.lot_id for event in events],
-        "times": [e.occurred_at for e in translated],
-        "usages": usage_json(events),
-    }).all()
+    completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
+        {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
+         "usage": usage_value(event)} for envelope, event in zip(translated, events, strict=True))}).all()
     for job_id, _lot_id, images in completed:
         change = _change(changes, job_id)
         change.processed_lots += 1

@@ -46,10 +46,9 @@ ON CONFLICT (job_id) DO UPDATE SET
 # Descriptive columns only: status and image counts may already come from a later stage.
 UPSERT_SUBMITTED_LOTS = text("""
 INSERT INTO lots AS l (job_id, lot_id, seq, additional_info, image_urls, webhook, status)
-SELECT v.job_id, v.lot_id, v.seq, v.additional_info, CAST(v.image_urls AS jsonb), v.webhook, 'pending'
-FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:seqs AS int[]),
-            CAST(:infos AS text[]), CAST(:images AS text[]), CAST(:webhooks AS text[]))
-     AS v(job_id, lot_id, seq, additional_info, image_urls, webhook)
+SELECT v.job_id, v.lot_id, v.seq, v.additional_info, v.image_urls, v.webhook, 'pending'
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS v(job_id text, lot_id text, seq int, additional_info text, image_urls jsonb, webhook text)
 ON CONFLICT (job_id, lot_id) DO UPDATE SET
     seq = excluded.seq, additional_info = excluded.additional_info,
     image_urls = excluded.image_urls, webhook = excluded.webhook, updated_at = now()
@@ -93,8 +92,8 @@ GROUP BY a.job_id
 
 INSERT_DESCRIPTIONS = text("""
 INSERT INTO descriptions (job_id, lot_id, language, damages)
-SELECT * FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:languages AS text[]),
-                     CAST(:damages AS text[]))
+SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+              AS v(job_id text, lot_id text, language text, damages text)
 ON CONFLICT DO NOTHING
 """)
 
@@ -104,8 +103,8 @@ ON CONFLICT DO NOTHING
 COMPLETE_LOTS = text(f"""
 INSERT INTO lots AS l (job_id, lot_id, status, processed_at, usage)
 SELECT v.job_id, v.lot_id, 'completed', v.processed_at, {_STAGE_USAGE.format(stage="translation")}
-FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:times AS timestamptz[]),
-            CAST(:usages AS text[])) AS v(job_id, lot_id, processed_at, usage)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS v(job_id text, lot_id text, processed_at timestamptz, usage jsonb)
 ON CONFLICT (job_id, lot_id) DO UPDATE SET
     status = 'completed', processed_at = excluded.processed_at, usage = {_MERGED_USAGE},
     updated_at = now()

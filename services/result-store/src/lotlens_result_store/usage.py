@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import orjson
 from prometheus_client import Counter
 from sqlalchemy import Connection
 
@@ -27,6 +28,11 @@ _KINDS = ("input", "cached_input", "output", "reasoning")
 def usage_json(events: Sequence[VisionCompleted | TranslationCompleted]) -> list[str | None]:
     """Each event's usage as JSON for the lot projections (None where the answer had none)."""
     return [None if event.usage is None else event.usage.model_dump_json() for event in events]
+
+
+def usage_value(event: VisionCompleted | TranslationCompleted) -> orjson.Fragment | None:
+    """The event's usage as a JSON value inside a row set (`json_rows`); None where it had none."""
+    return None if event.usage is None else orjson.Fragment(event.usage.model_dump_json())
 
 
 def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted],

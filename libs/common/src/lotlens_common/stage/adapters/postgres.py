@@ -10,9 +10,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
+from lotlens_common.db import json_rows
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -60,26 +62,24 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: 
     for lot in lots:
         before[lot.job_id] += 1
         places.append(before[lot.job_id])
-    # One statement over arrays: half the time of SQLAlchemy's multi-row VALUES, whose SQL text
-    # (every work document inlined) the driver builds and the server parses once per 1,000 rows.
+    # One statement over the whole batch: SQLAlchemy's multi-row VALUES took twice as long (the
+    # driver builds, and the server parses, SQL text with every work document inlined).
     # A re-delivered lot leaves its place unused: places need not be consecutive.
     conn.execute(text("""
         WITH arrived AS (
             INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
-            SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, CAST(v.work AS jsonb), :status,
-                   v.place
-              FROM unnest(CAST(:job_ids AS text[]), CAST(:lot_ids AS text[]), CAST(:client_ids AS text[]),
-                          CAST(:totals AS int[]), CAST(:works AS text[]), CAST(:places AS bigint[]))
-                   AS v(job_id, lot_id, client_id, total_lots, work, place)
+            SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, v.work, :status, v.place
+              FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                   AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint)
             ON CONFLICT (stage, job_id, lot_id) DO NOTHING
             RETURNING job_id)
         UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
           FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
          WHERE j.stage = :stage AND j.job_id = a.job_id"""),
-        {"stage": stage, "status": status, "job_ids": [lot.job_id for lot in lots],
-         "lot_ids": [lot.lot_id for lot in lots], "client_ids": [lot.client_id for lot in lots],
-         "totals": [lot.total_lots for lot in lots],
-         "works": [lot.work.model_dump_json() for lot in lots], "places": places})
+        {"stage": stage, "status": status, "rows": json_rows(
+            {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
+             "total_lots": lot.total_lots, "work": orjson.Fragment(lot.work.model_dump_json()),
+             "place": place} for lot, place in zip(lots, places, strict=True))})
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
