@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted, VisionBatchSubmitted
 from lotlens_result_store.changes import JobChanges
-from lotlens_result_store.grouping import event_of, json_array, latest_events
+from lotlens_result_store.grouping import event_of, latest_events
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -66,5 +67,5 @@ def test_an_event_of_the_wrong_type_is_refused() -> None:
         event_of(batch("j"), LotSubmitted)
 
 
-def test_json_arrays_keep_non_ascii_urls_readable() -> None:
-    assert json_array(["https://example.com/é.jpg"]) == '["https://example.com/é.jpg"]'
+def test_row_sets_keep_non_ascii_urls_readable() -> None:
+    assert json_rows([{"image_urls": ("https://example.com/é.jpg",)}]) == '[{"image_urls":["https://example.com/é.jpg"]}]'

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeAlias, TypeVar
 
-import orjson
-
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
 
@@ -45,8 +43,3 @@ def latest_events(envelopes: Sequence[Envelope], event_type: type[E],
                   key: Callable[[E], Key]) -> list[E]:
     """One event per natural key: the last one of the batch."""
     return [event_of(e, event_type) for e in latest_envelopes(envelopes, event_type, key)]
-
-
-def json_array(values: Sequence[str]) -> str:
-    """A JSON array literal, for JSONB columns fed through `unnest(text[])`."""
-    return orjson.dumps(list(values)).decode()

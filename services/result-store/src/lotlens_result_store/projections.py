@@ -1,7 +1,7 @@
 """Projections of the job and lot events onto the read models: one function per event type.
 
 Each function receives every event of its type from one consumer batch and applies them with a
-few set-based statements (`unnest` over arrays, so the SQL text never depends on the batch size).
+few set-based statements (rows as one JSON document, so the SQL text never depends on the batch size).
 Every projection is idempotent by natural keys and moves state only forward, so a duplicated,
 replayed or out-of-order event changes nothing it should not: lot transitions to a terminal
 status are guarded in SQL, and the job counters are incremented only for the rows whose
@@ -33,10 +33,10 @@ from lotlens_common.events import (
 )
 from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
-from lotlens_result_store.grouping import event_of, json_array, latest_envelopes, latest_events
+from lotlens_result_store.grouping import event_of, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
-from lotlens_result_store.usage import record_settled_usage, usage_json, usage_value
+from lotlens_result_store.usage import record_settled_usage, usage_value
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -44,17 +44,11 @@ Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Fill the job's descriptive columns (the gateway may have inserted the row already)."""
     submitted = latest_events(envelopes, JobSubmitted, lambda event: (event.job_id,))
-    execute(conn, "upsert_jobs", sql.UPSERT_SUBMITTED_JOBS, {
-        "job_ids": [e.job_id for e in submitted],
-        "client_ids": [e.client_id for e in submitted],
-        "api_versions": [e.api_version for e in submitted],
-        "languages": [json_array(e.languages) for e in submitted],
-        "totals": [e.total_lots for e in submitted],
-        "webhooks": [bool(e.webhook_urls) for e in submitted],
-        "created": [e.created_at for e in submitted],
-        "estimated": [e.estimated_completion for e in submitted],
-        "retry_of": [e.retry_of for e in submitted],
-    })
+    execute(conn, "upsert_jobs", sql.UPSERT_SUBMITTED_JOBS, {"rows": json_rows(
+        {"job_id": e.job_id, "client_id": e.client_id, "api_version": e.api_version,
+         "languages": e.languages, "total_lots": e.total_lots, "webhook_configured": bool(e.webhook_urls),
+         "created_at": e.created_at, "estimated_completion": e.estimated_completion, "retry_of": e.retry_of}
+        for e in submitted)})
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, JobSubmitted).total_lots)
 
@@ -89,13 +83,9 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     described = latest_events(envelopes, VisionCompleted, lambda event: (event.job_id, event.lot_id))
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, VisionCompleted).total_lots, status=PROCESSING)
-    result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {
-        "job_ids": [e.job_id for e in described],
-        "lot_ids": [e.lot_id for e in described],
-        "images": [e.processed_images for e in described],
-        "missing": [json_array(e.missing_images) for e in described],
-        "usages": usage_json(described),
-    })
+    result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
+        {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
+         "missing_images": e.missing_images, "usage": usage_value(e)} for e in described)})
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
@@ -128,14 +118,10 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
     events = [event_of(e, LotFailed) for e in failed]
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotFailed).total_lots, status=PROCESSING)
-    result = execute(conn, "fail_lots", sql.FAIL_LOTS, {
-        "job_ids": [e.job_id for e in events],
-        "lot_ids": [e.lot_id for e in events],
-        "reasons": [e.reason for e in events],
-        "images": [e.processed_images for e in events],
-        "missing": [json_array(e.missing_images) for e in events],
-        "times": [e.occurred_at for e in failed],
-    })
+    result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
+        {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason,
+         "processed_images": event.processed_images, "missing_images": event.missing_images,
+         "processed_at": envelope.occurred_at} for envelope, event in zip(failed, events, strict=True))})
     for job_id, lots in result:
         _change(changes, job_id).failed_lots += lots
 
@@ -155,32 +141,22 @@ def project_job_completed(conn: Connection, envelopes: Sequence[Envelope], _chan
     seen a cancel and the last lot in the other order) and mark the job announced."""
     announced = latest_envelopes(envelopes, JobCompleted, lambda event: (event.job_id,))
     events = [event_of(e, JobCompleted) for e in announced]
-    execute(conn, "upsert_jobs", sql.APPLY_ANNOUNCED_JOBS, {
-        "job_ids": [e.job_id for e in events],
-        "client_ids": [e.client_id for e in announced],
-        "statuses": [e.status for e in events],
-        "totals": [e.total_lots for e in events],
-        "errors": [failure_message(e.total_lots) if e.status == FAILED else None for e in events],
-        "finished": [e.completed_at for e in events],
-        "usages": [e.usage.model_dump_json() if e.usage is not None else None for e in events],
-    })
+    execute(conn, "upsert_jobs", sql.APPLY_ANNOUNCED_JOBS, {"rows": json_rows(
+        {"job_id": event.job_id, "client_id": envelope.client_id, "status": event.status,
+         "total_lots": event.total_lots,
+         "error_message": failure_message(event.total_lots) if event.status == FAILED else None,
+         "finished_at": event.completed_at, "usage": usage_value(event)}
+        for envelope, event in zip(announced, events, strict=True))})
 
 
 def write_job_changes(conn: Connection, changes: JobChanges) -> None:
     """Apply the batch's accumulated effect on every touched job in one upsert."""
     if not changes:
         return
-    items = changes.items()
-    execute(conn, "upsert_jobs", sql.APPLY_JOB_CHANGES, {
-        "job_ids": [job_id for job_id, _ in items],
-        "client_ids": [c.client_id for _, c in items],
-        "totals": [c.total_lots for _, c in items],
-        "statuses": [c.status for _, c in items],
-        "cancelled": [c.cancelled_at for _, c in items],
-        "processed": [c.processed_lots for _, c in items],
-        "failed": [c.failed_lots for _, c in items],
-        "images": [c.images_processed for _, c in items],
-    })
+    execute(conn, "upsert_jobs", sql.APPLY_JOB_CHANGES, {"rows": json_rows(
+        {"job_id": job_id, "client_id": c.client_id, "total_lots": c.total_lots, "status": c.status,
+         "cancelled_at": c.cancelled_at, "processed_lots": c.processed_lots, "failed_lots": c.failed_lots,
+         "images_processed": c.images_processed} for job_id, c in changes.items())})
 
 
 # Applied in this order within a batch. The projections commute (each is guarded by natural keys
@@ -218,15 +194,10 @@ def _insert_batches(conn: Connection, envelopes: Sequence[Envelope],
                     event_type: type[VisionBatchSubmitted | TranslationBatchSubmitted], stage: str) -> None:
     batches = latest_envelopes(envelopes, event_type, lambda event: (event.batch_id,))
     events = [event_of(e, event_type) for e in batches]
-    execute(conn, "insert_openai_batches", sql.INSERT_OPENAI_BATCHES, {
-        "batch_ids": [e.batch_id for e in events],
-        "job_ids": [e.job_id for e in events],
-        "stage": stage,
-        "shard_ids": [e.shard_id for e in events],
-        "attempts": [e.attempt for e in events],
-        "lot_counts": [len(e.lot_ids) for e in events],
-        "created": [e.occurred_at for e in batches],
-    })
+    execute(conn, "insert_openai_batches", sql.INSERT_OPENAI_BATCHES, {"stage": stage, "rows": json_rows(
+        {"batch_id": event.batch_id, "job_id": event.job_id, "shard_id": event.shard_id,
+         "attempt": event.attempt, "lot_count": len(event.lot_ids), "created_at": envelope.occurred_at}
+        for envelope, event in zip(batches, events, strict=True))})
 
 
 def _change(changes: JobChanges, job_id: str) -> JobChange:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
+from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, FutureEventVersion, UndecodableEvent, decode
 from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import KafkaSettings
@@ -159,11 +160,11 @@ def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int
         if reached:
             conn.execute(text(
                 f"INSERT INTO {CHECKPOINT} (topic, partition, next_offset) "
-                "SELECT * FROM unnest(CAST(:topics AS text[]), CAST(:partitions AS int[]), "
-                "CAST(:offsets AS bigint[])) ON CONFLICT (topic, partition) DO UPDATE SET "
-                "next_offset = greatest(rebuild_offsets.next_offset, excluded.next_offset)"),
-                {"topics": [t for t, _ in reached], "partitions": [p for _, p in reached],
-                 "offsets": list(reached.values())})
+                "SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+                "AS v(topic text, partition int, next_offset bigint) ON CONFLICT (topic, partition) "
+                "DO UPDATE SET next_offset = greatest(rebuild_offsets.next_offset, excluded.next_offset)"),
+                {"rows": json_rows({"topic": topic, "partition": partition, "next_offset": offset}
+                                   for (topic, partition), offset in reached.items())})
     return skipped
 
 

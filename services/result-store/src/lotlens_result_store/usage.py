@@ -13,7 +13,8 @@ import orjson
 from prometheus_client import Counter
 from sqlalchemy import Connection
 
-from lotlens_common.events import TranslationCompleted, VisionCompleted
+from lotlens_common.db import json_rows
+from lotlens_common.events import JobCompleted, TranslationCompleted, VisionCompleted
 from lotlens_common.model.usage import JobUsage, Usage
 from lotlens_result_store import sql
 from lotlens_result_store.metrics import execute
@@ -25,12 +26,7 @@ COST = Counter("lotlens_estimated_cost_usd_total", "Estimated cost of finished j
 _KINDS = ("input", "cached_input", "output", "reasoning")
 
 
-def usage_json(events: Sequence[VisionCompleted | TranslationCompleted]) -> list[str | None]:
-    """Each event's usage as JSON for the lot projections (None where the answer had none)."""
-    return [None if event.usage is None else event.usage.model_dump_json() for event in events]
-
-
-def usage_value(event: VisionCompleted | TranslationCompleted) -> orjson.Fragment | None:
+def usage_value(event: VisionCompleted | TranslationCompleted | JobCompleted) -> orjson.Fragment | None:
     """The event's usage as a JSON value inside a row set (`json_rows`); None where it had none."""
     return None if event.usage is None else orjson.Fragment(event.usage.model_dump_json())
 
@@ -41,9 +37,8 @@ def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted
     late = [event for event in events
             if event.usage is not None and (event.job_id, event.lot_id) not in completed]
     if late:
-        execute(conn, "settled_lot_usage", sql.SETTLED_LOT_USAGE, {
-            "job_ids": [e.job_id for e in late], "lot_ids": [e.lot_id for e in late],
-            "usages": usage_json(late)})
+        execute(conn, "settled_lot_usage", sql.SETTLED_LOT_USAGE, {"rows": json_rows(
+            {"job_id": e.job_id, "lot_id": e.lot_id, "usage": usage_value(e)} for e in late)})
 
 
 def job_usage(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobUsage]:

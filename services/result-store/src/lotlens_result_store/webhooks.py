@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
+from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
 from lotlens_result_store.changes import JobChanges
@@ -21,10 +22,9 @@ from lotlens_result_store.metrics import execute
 INSERT_ATTEMPTS = text("""
 INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, succeeded, status_code, latency_ms,
                               error, response_body)
-SELECT * FROM unnest(CAST(:delivery_ids AS text[]), CAST(:attempts AS int[]),
-                     CAST(:attempted AS timestamptz[]), CAST(:succeeded AS boolean[]),
-                     CAST(:status_codes AS int[]), CAST(:latencies AS float8[]), CAST(:errors AS text[]),
-                     CAST(:bodies AS text[]))
+SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+              AS v(delivery_id text, attempt int, attempted_at timestamptz, succeeded boolean,
+                   status_code int, latency_ms float8, error text, response_body text)
 ON CONFLICT DO NOTHING
 """)
 
@@ -35,10 +35,9 @@ INSERT INTO webhook_deliveries AS d (id, batch_job_id, webhook_url, status, atte
                                      next_attempt_at)
 SELECT v.id, v.job_id, v.url, 'pending', v.attempt, v.attempted_at, v.attempted_at, v.status_code,
        v.latency_ms, v.error, v.next_attempt_at
-FROM unnest(CAST(:delivery_ids AS text[]), CAST(:job_ids AS text[]), CAST(:urls AS text[]),
-            CAST(:attempts AS int[]), CAST(:attempted AS timestamptz[]), CAST(:status_codes AS int[]),
-            CAST(:latencies AS float8[]), CAST(:errors AS text[]), CAST(:next AS timestamptz[]))
-     AS v(id, job_id, url, attempt, attempted_at, status_code, latency_ms, error, next_attempt_at)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS v(id text, job_id text, url text, attempt int, attempted_at timestamptz, status_code int,
+          latency_ms float8, error text, next_attempt_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     attempt_count = greatest(d.attempt_count, excluded.attempt_count),
     created_at = least(d.created_at, excluded.created_at),
@@ -54,9 +53,8 @@ UPSERT_DELIVERED = text("""
 INSERT INTO webhook_deliveries AS d (id, batch_job_id, webhook_url, status, attempt_count, created_at,
                                      delivered_at)
 SELECT v.id, v.job_id, v.url, 'delivered', v.attempts, v.delivered_at, v.delivered_at
-FROM unnest(CAST(:delivery_ids AS text[]), CAST(:job_ids AS text[]), CAST(:urls AS text[]),
-            CAST(:attempts AS int[]), CAST(:times AS timestamptz[]))
-     AS v(id, job_id, url, attempts, delivered_at)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS v(id text, job_id text, url text, attempts int, delivered_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     status = 'delivered', delivered_at = coalesce(d.delivered_at, excluded.delivered_at),
     attempt_count = greatest(d.attempt_count, excluded.attempt_count), next_attempt_at = NULL
@@ -66,9 +64,8 @@ UPSERT_FAILED = text("""
 INSERT INTO webhook_deliveries AS d (id, batch_job_id, webhook_url, status, attempt_count, created_at,
                                      error_message)
 SELECT v.id, v.job_id, v.url, 'failed', v.attempts, v.failed_at, v.error
-FROM unnest(CAST(:delivery_ids AS text[]), CAST(:job_ids AS text[]), CAST(:urls AS text[]),
-            CAST(:attempts AS int[]), CAST(:times AS timestamptz[]), CAST(:errors AS text[]))
-     AS v(id, job_id, url, attempts, failed_at, error)
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+     AS v(id text, job_id text, url text, attempts int, failed_at timestamptz, error text)
 ON CONFLICT (id) DO UPDATE SET
     status = CASE WHEN d.status = 'delivered' THEN d.status ELSE 'failed' END,
     error_message = CASE WHEN d.status = 'delivered' THEN d.error_message ELSE excluded.error_message END,
@@ -83,38 +80,28 @@ def project_attempted(conn: Connection, envelopes: Sequence[Envelope], _changes:
     for event in every:
         if event.delivery_id not in newest or event.attempt >= newest[event.delivery_id].attempt:
             newest[event.delivery_id] = event
-    execute(conn, "insert_webhook_attempts", INSERT_ATTEMPTS, {
-        "delivery_ids": [e.delivery_id for e in every], "attempts": [e.attempt for e in every],
-        "attempted": [e.attempted_at for e in every], "succeeded": [e.succeeded for e in every],
-        "status_codes": [e.status_code for e in every], "latencies": [e.latency_ms for e in every],
-        "errors": [e.error for e in every], "bodies": [e.response_body for e in every],
-    })
-    latest = list(newest.values())
-    execute(conn, "upsert_webhook_deliveries", UPSERT_ATTEMPTED, {
-        "delivery_ids": [e.delivery_id for e in latest], "job_ids": [e.job_id for e in latest],
-        "urls": [e.webhook_url for e in latest], "attempts": [e.attempt for e in latest],
-        "attempted": [e.attempted_at for e in latest], "status_codes": [e.status_code for e in latest],
-        "latencies": [e.latency_ms for e in latest], "errors": [e.error for e in latest],
-        "next": [e.next_attempt_at for e in latest],
-    })
+    execute(conn, "insert_webhook_attempts", INSERT_ATTEMPTS, {"rows": json_rows(
+        {"delivery_id": e.delivery_id, "attempt": e.attempt, "attempted_at": e.attempted_at,
+         "succeeded": e.succeeded, "status_code": e.status_code, "latency_ms": e.latency_ms,
+         "error": e.error, "response_body": e.response_body} for e in every)})
+    execute(conn, "upsert_webhook_deliveries", UPSERT_ATTEMPTED, {"rows": json_rows(
+        {"id": e.delivery_id, "job_id": e.job_id, "url": e.webhook_url, "attempt": e.attempt,
+         "attempted_at": e.attempted_at, "status_code": e.status_code, "latency_ms": e.latency_ms,
+         "error": e.error, "next_attempt_at": e.next_attempt_at} for e in newest.values())})
 
 
 def project_delivered(conn: Connection, envelopes: Sequence[Envelope], _changes: JobChanges) -> None:
     """Mark deliveries delivered (final)."""
     delivered = latest_events(envelopes, WebhookDelivered, lambda e: (e.delivery_id,))
-    execute(conn, "upsert_webhook_deliveries", UPSERT_DELIVERED, {
-        "delivery_ids": [e.delivery_id for e in delivered], "job_ids": [e.job_id for e in delivered],
-        "urls": [e.webhook_url for e in delivered], "attempts": [e.attempts for e in delivered],
-        "times": [e.delivered_at for e in delivered],
-    })
+    execute(conn, "upsert_webhook_deliveries", UPSERT_DELIVERED, {"rows": json_rows(
+        {"id": e.delivery_id, "job_id": e.job_id, "url": e.webhook_url, "attempts": e.attempts,
+         "delivered_at": e.delivered_at} for e in delivered)})
 
 
 def project_failed(conn: Connection, envelopes: Sequence[Envelope], _changes: JobChanges) -> None:
     """Mark deliveries failed, unless one was delivered after all."""
     failed = latest_events(envelopes, WebhookFailed, lambda e: (e.delivery_id,))
-    execute(conn, "upsert_webhook_deliveries", UPSERT_FAILED, {
-        "delivery_ids": [e.delivery_id for e in failed], "job_ids": [e.job_id for e in failed],
-        "urls": [e.webhook_url for e in failed], "attempts": [e.attempts for e in failed],
-        "times": [e.failed_at for e in failed], "errors": [e.error for e in failed],
-    })
+    execute(conn, "upsert_webhook_deliveries", UPSERT_FAILED, {"rows": json_rows(
+        {"id": e.delivery_id, "job_id": e.job_id, "url": e.webhook_url, "attempts": e.attempts,
+         "failed_at": e.failed_at, "error": e.error} for e in failed)})
 

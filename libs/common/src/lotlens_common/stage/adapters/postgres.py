@@ -41,11 +41,11 @@ def _take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[s
     rows = conn.execute(text("""
         INSERT INTO stage_jobs AS j (stage, job_id, last_place)
         SELECT :stage, v.job_id, v.n
-          FROM unnest(CAST(:job_ids AS text[]), CAST(:counts AS bigint[])) AS v(job_id, n)
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(job_id text, n bigint)
          ORDER BY v.job_id
         ON CONFLICT (stage, job_id) DO UPDATE SET last_place = j.last_place + EXCLUDED.last_place
         RETURNING job_id, last_place"""),
-        {"stage": stage, "job_ids": list(counts), "counts": list(counts.values())})
+        {"stage": stage, "rows": json_rows({"job_id": job_id, "n": n} for job_id, n in counts.items())})
     return {row.job_id: row.last_place - counts[row.job_id] for row in rows}
 
 
@@ -195,11 +195,11 @@ def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> Non
     if not lots:
         return
     conn.execute(text("""
-        UPDATE stage_lots AS s SET work = CAST(v.work AS jsonb)
-          FROM unnest(CAST(:lot_ids AS text[]), CAST(:works AS text[])) AS v(lot_id, work)
+        UPDATE stage_lots AS s SET work = v.work
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, work jsonb)
          WHERE s.stage = :stage AND s.job_id = :job_id AND s.lot_id = v.lot_id"""),
-        {"stage": stage, "job_id": lots[0].job_id, "lot_ids": [lot.lot_id for lot in lots],
-         "works": [lot.work.model_dump_json() for lot in lots]})
+        {"stage": stage, "job_id": lots[0].job_id, "rows": json_rows(
+            {"lot_id": lot.lot_id, "work": orjson.Fragment(lot.work.model_dump_json())} for lot in lots)})
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
@@ -227,10 +227,10 @@ def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
            SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN 1 ELSE 0 END,
                status = :waiting, shard_id = NULL, place = v.place, last_error = :error,
                enqueued_at = now(), updated_at = now()
-          FROM unnest(CAST(:lot_ids AS text[]), CAST(:places AS bigint[])) AS v(lot_id, place)
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, place bigint)
          WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
-        {"waiting": WAITING, "error": error, "stage": stage, "job_id": job_id, "lot_ids": list(lot_ids),
-         "places": list(range(before + 1, before + 1 + len(lot_ids)))})
+        {"waiting": WAITING, "error": error, "stage": stage, "job_id": job_id, "rows": json_rows(
+            {"lot_id": lot_id, "place": place} for place, lot_id in enumerate(lot_ids, start=before + 1))})
 
 
 def _text_array(values: Sequence[str]) -> Any:
