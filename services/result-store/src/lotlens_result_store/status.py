@@ -20,9 +20,12 @@ JOB_RANK: dict[str, int] = {PENDING: 0, PROCESSING: 1, TRANSLATING: 2,
                             **{status: 3 for status in sorted(TERMINAL_JOB_STATUSES)}}
 
 
+_TERMINAL_RANK = max(JOB_RANK.values())
+
+
 def job_rank(status: str) -> int:
     """How far a job status is along the life cycle (unknown statuses count as terminal)."""
-    return JOB_RANK.get(status, max(JOB_RANK.values()))
+    return JOB_RANK.get(status, _TERMINAL_RANK)
 
 
 def advance_job(current: str, proposed: str) -> str:
