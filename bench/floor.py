@@ -110,15 +110,24 @@ def _copy_text(rows: Iterable[Sequence[object]]) -> io.StringIO:
     return buffer
 
 
-def copy_rows(conn: Any, table_sql: str, rows: Iterable[Sequence[object]], durable: bool = False) -> None:
-    """COPY rows into a fresh table (`table_sql`: `name (col type, ...)`) and commit.
+def fresh_table(conn: Any, table_sql: str, durable: bool = False) -> str:
+    """An empty table (`table_sql`: `name (col type, ...)`) for `copy_rows`; its name.
 
     A temp table unless `durable`: then a logged one, written to the WAL like a real table.
+    Made before a floor's clock starts, as LotLens's tables exist before a job (the previous
+    run's table, 60 MB, was dropped inside the measurement).
     """
     name = table_sql.split("(", 1)[0].strip()
     kind = "TABLE" if durable else "TEMP TABLE"
     with conn.cursor() as cur:
         cur.execute(f"DROP TABLE IF EXISTS {name}; CREATE {kind} {table_sql}")
+    conn.commit()
+    return name
+
+
+def copy_rows(conn: Any, name: str, rows: Iterable[Sequence[object]]) -> None:
+    """COPY rows into a table made by `fresh_table`, and commit."""
+    with conn.cursor() as cur:
         cur.copy_expert(f"COPY {name} FROM STDIN", _copy_text(rows))
     conn.commit()
 

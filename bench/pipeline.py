@@ -117,6 +117,7 @@ def floor_run(lots: int, languages: Sequence[str], sizes: dict[str, int], conn: 
         for topic, consumer in zip(topics, consumers, strict=True):  # warm: leaders, PID, fetch sessions
             floor.produce_all(prod, topic, key, [b"warm-up"])
             floor.consume_n(consumer, 1)
+        table = floor.fresh_table(conn, "floor_texts (job_id text, lot_id text, language text, damages text)")
         result: dict[str, float] = {}
         started = time.perf_counter()
         for hop, topic, consumer in zip(HOPS, topics, consumers, strict=True):
@@ -134,11 +135,8 @@ def floor_run(lots: int, languages: Sequence[str], sizes: dict[str, int], conn: 
             + "x" * max(0, sizes.get("TranslationCompleted", 1200) // max(1, len(languages)) - 7)
             + "</p>"
         )
-        floor.copy_rows(
-            conn,
-            "floor_texts (job_id text, lot_id text, language text, damages text)",
-            ((job_id, f"lot-{i}", lang, html) for i in range(lots) for lang in languages),
-        )
+        floor.copy_rows(conn, table, ((job_id, f"lot-{i}", language, html)
+                                      for i in range(lots) for language in languages))
         result["copy results"] = time.perf_counter() - copy_started
         result["total_s"] = time.perf_counter() - started
         for consumer in consumers:
