@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 
 from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted, VisionBatchSubmitted
+from lotlens_common.model.usage import Usage
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.grouping import event_of, latest_events
 
@@ -69,3 +71,11 @@ def test_an_event_of_the_wrong_type_is_refused() -> None:
 
 def test_row_sets_keep_non_ascii_urls_readable() -> None:
     assert json_rows([{"image_urls": ("https://example.com/é.jpg",)}]) == '[{"image_urls":["https://example.com/é.jpg"]}]'
+
+
+def test_a_model_in_a_row_set_goes_in_as_its_own_json() -> None:
+    rows = json_rows([{"usage": Usage(input_tokens=3, model="o4-mini")}, {"usage": None}])
+    used = Usage(input_tokens=3, model="o4-mini")
+    assert orjson.loads(rows) == [{"usage": used.model_dump()}, {"usage": None}]
+    with pytest.raises(TypeError):
+        json_rows([{"when": object()}])

@@ -36,7 +36,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, latest_envelopes, latest_events
 from lotlens_result_store.metrics import execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
-from lotlens_result_store.usage import record_settled_usage, usage_value
+from lotlens_result_store.usage import record_settled_usage
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -85,7 +85,7 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
         changes.touch(envelope, event_of(envelope, VisionCompleted).total_lots, status=PROCESSING)
     result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
         {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
-         "missing_images": e.missing_images, "usage": usage_value(e)} for e in described)})
+         "missing_images": e.missing_images, "usage": e.usage} for e in described)})
     # A lot whose translation was projected first was counted with 0 images: add them now.
     for job_id, images in result:
         _change(changes, job_id).images_processed += images
@@ -104,7 +104,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         changes.touch(envelope, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
-         "usage": usage_value(event)} for envelope, event in zip(translated, events, strict=True))}).all()
+         "usage": event.usage} for envelope, event in zip(translated, events, strict=True))}).all()
     for job_id, _lot_id, images in completed:
         change = _change(changes, job_id)
         change.processed_lots += 1
@@ -145,7 +145,7 @@ def project_job_completed(conn: Connection, envelopes: Sequence[Envelope], _chan
         {"job_id": event.job_id, "client_id": envelope.client_id, "status": event.status,
          "total_lots": event.total_lots,
          "error_message": failure_message(event.total_lots) if event.status == FAILED else None,
-         "finished_at": event.completed_at, "usage": usage_value(event)}
+         "finished_at": event.completed_at, "usage": event.usage}
         for envelope, event in zip(announced, events, strict=True))})
 
 

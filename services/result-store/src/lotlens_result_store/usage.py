@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import orjson
 from prometheus_client import Counter
 from sqlalchemy import Connection
 
 from lotlens_common.db import json_rows
-from lotlens_common.events import JobCompleted, TranslationCompleted, VisionCompleted
+from lotlens_common.events import TranslationCompleted
 from lotlens_common.model.usage import JobUsage, Usage
 from lotlens_result_store import sql
 from lotlens_result_store.metrics import execute
@@ -26,11 +25,6 @@ COST = Counter("lotlens_estimated_cost_usd_total", "Estimated cost of finished j
 _KINDS = ("input", "cached_input", "output", "reasoning")
 
 
-def usage_value(event: VisionCompleted | TranslationCompleted | JobCompleted) -> orjson.Fragment | None:
-    """The event's usage as a JSON value inside a row set (`json_rows`); None where it had none."""
-    return None if event.usage is None else orjson.Fragment(event.usage.model_dump_json())
-
-
 def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted],
                          completed: set[tuple[str, str]]) -> None:
     """Store the translation usage of lots that were settled before their answer came back."""
@@ -38,7 +32,7 @@ def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted
             if event.usage is not None and (event.job_id, event.lot_id) not in completed]
     if late:
         execute(conn, "settled_lot_usage", sql.SETTLED_LOT_USAGE, {"rows": json_rows(
-            {"job_id": e.job_id, "lot_id": e.lot_id, "usage": usage_value(e)} for e in late)})
+            {"job_id": e.job_id, "lot_id": e.lot_id, "usage": e.usage} for e in late)})
 
 
 def job_usage(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobUsage]:

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
 from sqlalchemy import Connection, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
@@ -78,7 +77,7 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: 
          WHERE j.stage = :stage AND j.job_id = a.job_id"""),
         {"stage": stage, "status": status, "rows": json_rows(
             {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
-             "total_lots": lot.total_lots, "work": orjson.Fragment(lot.work.model_dump_json()),
+             "total_lots": lot.total_lots, "work": lot.work,
              "place": place} for lot, place in zip(lots, places, strict=True))})
 
 
@@ -199,7 +198,7 @@ def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> Non
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, work jsonb)
          WHERE s.stage = :stage AND s.job_id = :job_id AND s.lot_id = v.lot_id"""),
         {"stage": stage, "job_id": lots[0].job_id, "rows": json_rows(
-            {"lot_id": lot.lot_id, "work": orjson.Fragment(lot.work.model_dump_json())} for lot in lots)})
+            {"lot_id": lot.lot_id, "work": lot.work} for lot in lots)})
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
