@@ -5,6 +5,7 @@ Serialisation happens only here, at the Kafka edge; handlers see `Envelope` obje
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import orjson
 
 from lotlens_common.events import EVENT_TYPES, Event
+from lotlens_common.uuids import uuid5_text
 
 
 class UndecodableEvent(ValueError):
@@ -63,8 +65,8 @@ def caused(event: Event, client_id: str, cause: str) -> Envelope:
     contract tells it to) took the second copy for a new event. `cause` names the occurrence
     (e.g. a shard and a lot), so the copy carries the first one's id.
     """
-    event_id = uuid.uuid5(_CAUSED_IDS, f"{event.event_type}\n{event.job_id}\n{cause}")
-    return Envelope(event=event, client_id=client_id, event_id=str(event_id))
+    event_id = uuid5_text(_CAUSED_IDS, f"{event.event_type}\n{event.job_id}\n{cause}")
+    return Envelope(event=event, client_id=client_id, event_id=event_id)
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -122,17 +124,20 @@ TYPE_HEADER = "type"
 
 def _cloudevent_headers(event_id: str, event_type: str, version: int, occurred_at: str, job_id: str,
                         source: str) -> list[tuple[str, bytes]]:
-    return [
-        (TYPE_HEADER, event_type.encode()),
-        ("ce_specversion", CLOUDEVENTS_SPECVERSION.encode()),
-        ("ce_id", event_id.encode()),
-        ("ce_source", source.encode()),
-        ("ce_type", cloudevent_type(event_type).encode()),
-        ("ce_time", occurred_at.encode()),
-        ("ce_subject", job_id.encode()),
-        ("ce_dataschema", dataschema(event_type, version).encode()),
-        ("content-type", CONTENT_TYPE.encode()),
-    ]
+    kind, specversion, producer, ce_type, schema, content_type = _fixed_headers(event_type, version, source)
+    return [kind, specversion, ("ce_id", event_id.encode()), producer, ce_type,
+            ("ce_time", occurred_at.encode()), ("ce_subject", job_id.encode()), schema, content_type]
+
+
+@functools.cache
+def _fixed_headers(event_type: str, version: int, source: str) -> tuple[tuple[str, bytes], ...]:
+    # The headers every event of a type, version and producer shares: built once, not per event.
+    return ((TYPE_HEADER, event_type.encode()),
+            ("ce_specversion", CLOUDEVENTS_SPECVERSION.encode()),
+            ("ce_source", source.encode()),
+            ("ce_type", cloudevent_type(event_type).encode()),
+            ("ce_dataschema", dataschema(event_type, version).encode()),
+            ("content-type", CONTENT_TYPE.encode()))
 
 
 def decode(raw: bytes) -> Envelope:
@@ -140,7 +145,7 @@ def decode(raw: bytes) -> Envelope:
     try:
         doc = orjson.loads(raw)
         event_cls = EVENT_TYPES[doc["type"]]
-        data, version = dict(doc["data"]), int(doc["version"])
+        data, version = doc["data"], int(doc["version"])
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc
     if version > event_cls.version:
@@ -148,7 +153,7 @@ def decode(raw: bytes) -> Envelope:
                                  f"version {event_cls.version} this code reads")
     try:
         while version < event_cls.version:
-            data = UPCASTERS[(event_cls.event_type, version)](data)
+            data = UPCASTERS[(event_cls.event_type, version)](dict(data))
             version += 1
         return Envelope(
             event=event_cls.model_validate(data),

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import cast
 
 import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -353,12 +354,12 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
 def _wanted(message: Message, group: str, event_types: frozenset[str] | None) -> bool:
     """False for a replayed dead letter meant for another consumer group, and for an event whose
     `type` header names a type the handler does not act on (one without the header is read)."""
-    for header in message.headers() or []:
-        name, value = header[0], header[1]
-        if name == dead_letters.REPLAY_GROUP and (value is None or _text(value) != group):
-            return False
-        if name == TYPE_HEADER and event_types is not None and value is not None \
-                and _text(value) not in event_types:
+    # A consumed message's headers are a list of pairs (the stub also allows a producer's dict).
+    for name, value in cast(Headers, message.headers() or []):
+        if name == TYPE_HEADER:
+            if event_types is not None and value is not None and _text(value) not in event_types:
+                return False
+        elif name == dead_letters.REPLAY_GROUP and (value is None or _text(value) != group):
             return False
     return True
 

@@ -20,6 +20,7 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import idempotency_keys as keys
+from lotlens_common.uuids import uuid5_text
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 
@@ -45,7 +46,7 @@ def request_hash(body: bytes) -> str:
 
 def job_id_for(client_id: str, key: str, fingerprint: str) -> str:
     """A job id derived from the key: a retry after a crash re-publishes the same job, not a new one."""
-    return str(uuid.uuid5(_NAMESPACE, f"{client_id}\n{key}\n{fingerprint}"))
+    return uuid5_text(_NAMESPACE, f"{client_id}\n{key}\n{fingerprint}")
 
 
 def check_key(key: str) -> str:

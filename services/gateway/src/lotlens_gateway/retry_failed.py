@@ -16,6 +16,7 @@ from sqlalchemy import Connection, select
 from lotlens_common.clock import iso
 from lotlens_common.read_models import JobView
 from lotlens_common.tables import lots
+from lotlens_common.uuids import uuid5_text
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.validation import LotRequest, Submission
 
@@ -24,7 +25,7 @@ _NAMESPACE = uuid.UUID("0d6f1c52-6a43-4c1e-9d0e-5b7f3a9e2c41")
 
 def retry_job_id(job_id: str) -> str:
     """The id of the job that retries `job_id`'s failed lots (the same on every call)."""
-    return str(uuid.uuid5(_NAMESPACE, f"retry-failed\n{job_id}"))
+    return uuid5_text(_NAMESPACE, f"retry-failed\n{job_id}")
 
 
 def failed_lots(conn: Connection, job: JobView) -> list[LotRequest]:

@@ -32,6 +32,7 @@ from sqlalchemy import (
 
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
+from lotlens_common.uuids import uuid5_text
 
 _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 # The authority (host[:port]) of a URL; the same pattern runs in PostgreSQL and in Python.
@@ -71,7 +72,7 @@ class Delivery:
 def delivery_id(job_id: str, webhook_url: str, part: int, redelivery_id: str = "") -> str:
     """The stable id of a delivery (also the Standard Webhooks `webhook-id`); a redelivery's differ."""
     round_key = f"\n{redelivery_id}" if redelivery_id else ""
-    return str(uuid.uuid5(_NAMESPACE, f"{job_id}\n{webhook_url}\n{part}{round_key}"))
+    return uuid5_text(_NAMESPACE, f"{job_id}\n{webhook_url}\n{part}{round_key}")
 
 
 def endpoint(url: str) -> str:
