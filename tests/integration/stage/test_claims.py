@@ -151,3 +151,20 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
 
     assert (jobs, waiting) == ([], 0)
     assert read == 0
+
+
+def test_a_shard_collected_with_its_sent_lots_reads_which_it_holds_not_their_work(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 4)
+    work = _work_store(engine)
+    shard = new_id("translation-")
+    claimed = work.claim(job_id, shard, 3, _all)
+    sent = {lot.lot_id: lot.with_work(lot.work.model_copy(update={"output_room": 2})) for lot in claimed}
+    work.requeue(job_id, ["lot-1"], "rate limited")
+
+    held = work.shard_lots(shard, sent)
+
+    assert sorted(lot.lot_id for lot in held) == ["lot-0", "lot-2"]  # the store says which: lot-1 went back
+    assert all(lot is sent[lot.lot_id] for lot in held)  # the work as sent, not read again
+    partial = work.shard_lots(shard, {"lot-0": sent["lot-0"]})  # lot-2 unknown: all read from the store
+    assert sorted((lot.lot_id, lot.work.output_room) for lot in partial) == [("lot-0", 1), ("lot-2", 1)]

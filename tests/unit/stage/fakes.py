@@ -44,6 +44,8 @@ class FakeStore:
         self.cancelled: set[str] = set()
         self.locks: set[str] = set()
         self.lost: set[str] = set()  # locks a database restart took away from their holder
+        # Per collection: whether the works came from the lots the stage remembered sending.
+        self.collected_from_sent: list[bool] = []
         self._seq = itertools.count()
 
     def add(self, lots: Sequence[LotWork[VisionWork]]) -> None:
@@ -116,8 +118,11 @@ class FakeStore:
     def shard(self, shard_id: str) -> Shard | None:
         return self.shards_by_id.get(shard_id)
 
-    def shard_lots(self, shard_id: str) -> list[LotWork[VisionWork]]:
-        return [r.lot for r in self.rows.values() if r.shard_id == shard_id and r.status == "submitted"]
+    def shard_lots(self, shard_id: str, sent: Mapping[str, LotWork[VisionWork]] | None = None
+                   ) -> list[LotWork[VisionWork]]:
+        held = [r.lot for r in self.rows.values() if r.shard_id == shard_id and r.status == "submitted"]
+        self.collected_from_sent.append(sent is not None and all(lot.lot_id in sent for lot in held))
+        return [sent[lot.lot_id] for lot in held] if self.collected_from_sent[-1] and sent else held
 
     def shard_trace(self, shard_id: str) -> dict[str, str]:
         return next((r.lot.work.trace for r in self.rows.values() if r.shard_id == shard_id), {})

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from lotlens_common.events import VisionCompleted
 from lotlens_common.model.errors import (
     ModelOutputError,
 )
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage.ports import SENT_LOTS_KEPT
 from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import VisionStage
@@ -147,3 +149,34 @@ def test_an_unusable_answer_the_spec_can_fix_is_sent_again_with_the_new_work(wor
     world.store.add(lots(1))
     world.rounds(3)
     assert seen == ["Camry 0", "more room"] and world.completed() == ["job-1-lot-0"]
+
+
+def test_a_shard_is_collected_with_the_lots_as_its_process_prepared_them(world: World) -> None:
+    [lot] = lots(1)
+    world.store.add([lot.with_work(lot.work.model_copy(
+        update={"image_urls": ("https://img/ok.jpg", "https://img/dead.jpg")}))])
+    world.rounds(2)
+    assert world.store.collected_from_sent == [True]  # the work was not read back from the store
+    [event] = world.of(VisionCompleted)
+    assert (event.processed_images, event.missing_images) == (1, ("https://img/dead.jpg",))
+    assert world.stage.sent == {}
+
+
+def test_a_shard_sent_before_a_restart_is_collected_with_the_lots_read_from_the_store(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    world.restart()
+    world.batches.finish = "completed"
+    world.rounds()
+    assert world.store.collected_from_sent == [False]
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
+
+
+def test_a_stage_keeps_the_sent_lots_of_its_latest_shards_up_to_a_bound(world: World) -> None:
+    shard_size = SENT_LOTS_KEPT // 4
+    for n in range(6):
+        world.stage.remember_sent(f"shard-{n}", lots(shard_size, job_id=f"job-{n}"))
+    assert list(world.stage.sent) == ["shard-2", "shard-3", "shard-4", "shard-5"]
+    world.stage.remember_sent("shard-big", lots(SENT_LOTS_KEPT))
+    assert list(world.stage.sent) == ["shard-big"]

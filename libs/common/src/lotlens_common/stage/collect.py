@@ -135,7 +135,7 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
 
 async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], cancelled: bool) -> None:
     """Read a finished batch's files and settle every lot of its shard."""
-    lots = stage.store.shard_lots(shard.shard_id)
+    lots = stage.store.shard_lots(shard.shard_id, stage.sent.pop(shard.shard_id, None))
     with lots_span(f"{stage.spec.name} batch collect", lots, shard.shard_id):
         await _collect(stage, shard, {lot.lot_id: lot for lot in lots}, batch, cancelled)
 

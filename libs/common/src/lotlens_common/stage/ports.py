@@ -153,8 +153,9 @@ class WorkStore(Protocol[W]):
         """One shard, if it is on record."""
         ...
 
-    def shard_lots(self, shard_id: str) -> list[LotWork[W]]:
-        """The lots a shard still holds."""
+    def shard_lots(self, shard_id: str, sent: Mapping[str, LotWork[W]] | None = None) -> list[LotWork[W]]:
+        """The lots a shard still holds; their work is taken from `sent` (the lots this process
+        put in the shard's batch, by id) when it has every one of them."""
         ...
 
     def shard_trace(self, shard_id: str) -> dict[str, str]:
@@ -210,6 +211,11 @@ class WorkStore(Protocol[W]):
         ...
 
 
+# The sent lots a stage keeps at most, about 1.5 kB each: one full batch's (OpenAI takes up to
+# 50,000 requests a batch), so the newest shard is always kept.
+SENT_LOTS_KEPT = 50_000
+
+
 @dataclass
 class Stage(Generic[W]):
     """One stage's rules and ports, handed to every step."""
@@ -224,6 +230,18 @@ class Stage(Generic[W]):
     unreadable: dict[str, str] = field(default_factory=dict)
     # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
     max_file_bytes: int | None = None
+    # The lots this process put in each of its shards' batches, as it prepared them, until it
+    # collects the shard: reading and parsing every lot's work again at collection was about a
+    # tenth of a stage's CPU. A shard sent before a restart, or by another instance, is read.
+    sent: dict[str, dict[str, LotWork[W]]] = field(default_factory=dict)
+
+    def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
+        """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT
+        (e.g. a shard whose lock went to recovery: another instance collects it)."""
+        self.sent[shard_id] = {lot.lot_id: lot for lot in lots}
+        kept = sum(len(shard) for shard in self.sent.values())
+        while kept > SENT_LOTS_KEPT:
+            kept -= len(self.sent.pop(next(iter(self.sent))))
 
     def shrink_files(self, refused_bytes: int, reason: str) -> None:
         """OpenAI refused a file of this size as too large: cut the next ones smaller."""

@@ -130,10 +130,13 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
     job_id = lots[0].job_id
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
+    prepared: list[LotWork[Any]] = []
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
-            writer.write(await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK]))
+            requests = await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK])
+            writer.write(requests)
+            prepared += [lot for lot, _ in requests]
         stage.store.requeue(job_id, writer.overflow)
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
@@ -160,6 +163,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
             file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
+    sent = set(writer.written)
+    stage.remember_sent(shard_id, [lot for lot in prepared if lot.lot_id in sent])
     return batch
 
 

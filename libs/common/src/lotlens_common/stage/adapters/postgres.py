@@ -6,7 +6,7 @@ Functions take a connection (the intake handlers call them inside their consumer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -275,8 +275,13 @@ def shard_status(conn: Connection, shard_id: str) -> str | None:
         stage_shards.c.shard_id == shard_id)).scalar_one_or_none()
 
 
-def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) -> list[LotWork[W]]:
-    """The lots a shard still holds: those waiting in its places, or those taken by name."""
+def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W],
+               sent: Mapping[str, LotWork[W]] | None = None) -> list[LotWork[W]]:
+    """The lots a shard still holds: those waiting in its places, or those taken by name.
+
+    With `sent` (the lots this process put in the shard's batch, by id), which lots the shard
+    still holds is read here and their work taken from `sent`, not read and parsed again.
+    """
     row = conn.execute(select(stage_shards.c.job_id, stage_shards.c.first_place, stage_shards.c.last_place)
                        .where(stage_shards.c.shard_id == shard_id)).first()
     if row is None:
@@ -284,14 +289,15 @@ def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W]) 
     params = {"stage": stage, "job_id": row.job_id, "shard_id": shard_id, "first": row.first_place,
               "last": row.last_place, "waiting": WAITING, "submitted": SUBMITTED}
     if row.first_place is None:
-        query = f"""SELECT {_BY_NAME} FROM stage_lots
-                     WHERE stage = :stage AND job_id = :job_id AND shard_id = :shard_id
-                       AND status = :submitted"""
+        columns, held = _BY_NAME, "shard_id = :shard_id AND status = :submitted"
     else:
-        query = f"""SELECT {_BY_PLACE} FROM stage_lots
-                     WHERE stage = :stage AND job_id = :job_id AND place BETWEEN :first AND :last
-                       AND status = :waiting"""
-    return [_lot(lot, work_type) for lot in conn.execute(text(query), params)]
+        columns, held = _BY_PLACE, "place BETWEEN :first AND :last AND status = :waiting"
+    where = f"FROM stage_lots WHERE stage = :stage AND job_id = :job_id AND {held}"
+    if sent is not None:
+        lot_ids = conn.execute(text(f"SELECT lot_id {where}"), params).scalars().all()
+        if all(lot_id in sent for lot_id in lot_ids):
+            return [sent[lot_id] for lot_id in lot_ids]
+    return [_lot(lot, work_type) for lot in conn.execute(text(f"SELECT {columns} {where}"), params)]
 
 
 def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:

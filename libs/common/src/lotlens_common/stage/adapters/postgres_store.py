@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -78,10 +78,10 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return sql.shard(conn, shard_id)
 
-    def shard_lots(self, shard_id: str) -> list[LotWork[W]]:
-        """The lots a shard still holds."""
+    def shard_lots(self, shard_id: str, sent: Mapping[str, LotWork[W]] | None = None) -> list[LotWork[W]]:
+        """The lots a shard still holds (their work from `sent` when it has them all)."""
         with self.engine.begin() as conn:
-            return sql.shard_lots(conn, self.stage, shard_id, self.work_type)
+            return sql.shard_lots(conn, self.stage, shard_id, self.work_type, sent)
 
     def shard_trace(self, shard_id: str) -> dict[str, str]:
         """The job's trace context, as one of the shard's lots keeps it."""
