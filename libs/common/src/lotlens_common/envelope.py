@@ -145,7 +145,7 @@ def decode(raw: bytes) -> Envelope:
     try:
         doc = orjson.loads(raw)
         event_cls = EVENT_TYPES[doc["type"]]
-        data, version = doc["data"], int(doc["version"])
+        data, version = dict(doc["data"]), int(doc["version"])
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc
     if version > event_cls.version:
@@ -153,7 +153,7 @@ def decode(raw: bytes) -> Envelope:
                                  f"version {event_cls.version} this code reads")
     try:
         while version < event_cls.version:
-            data = UPCASTERS[(event_cls.event_type, version)](dict(data))
+            data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1
         return Envelope(
             event=event_cls.model_validate(data),

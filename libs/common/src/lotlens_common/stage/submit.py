@@ -163,8 +163,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
             file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
-    sent = set(writer.written)
-    stage.remember_sent(shard_id, [lot for lot in prepared if lot.lot_id in sent])
+    # The store says which of them the shard holds (a file's overflow went back to the queue).
+    stage.remember_sent(shard_id, prepared)
     return batch
 
 
