@@ -34,4 +34,5 @@ def build(body: bytes) -> Starlette:
 
 if __name__ == "__main__":
     app = build(Path(sys.argv[2]).read_bytes())
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning", access_log=False,
+                http="h11", loop="asyncio")

@@ -17,6 +17,8 @@ def test_server_config_uses_the_limited_protocol_and_the_settings() -> None:
     assert isinstance(config.http, type) and issubclass(config.http, LimitedH11Protocol)
     assert config.http.head_timeout_s == 2.5
     assert (config.h11_max_incomplete_event_size, config.timeout_keep_alive, config.port) == (4096, 3, 18123)
+    # uvloop is installed (for the stand-in): `auto` would run the protocol's timers on it untested.
+    assert config.loop == "asyncio"
 
 
 def test_defaults_are_the_documented_limits() -> None:

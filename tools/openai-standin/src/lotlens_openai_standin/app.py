@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from lotlens_openai_standin.answers import ENDPOINTS
 from lotlens_openai_standin.api_errors import error_body, error_response, install_error_handlers
@@ -55,6 +57,47 @@ def _control_snapshot(faults: Faults, stats: Stats) -> dict[str, Any]:
     return {"faults": faults.as_dict(), "stats": stats.as_dict()}
 
 
+class _Gate:
+    """What every request passes first: the key check, then the faults; control state saved after.
+
+    Plain ASGI rather than `@app.middleware("http")`: that wrapper carries every chunk of a streamed
+    batch file through a memory stream, once per middleware.
+    """
+
+    def __init__(self, app: ASGIApp, config: StandinConfig, faults: Faults, stats: Stats,
+                 state: StateStore) -> None:
+        self.app, self.config, self.faults, self.stats, self.state = app, config, faults, stats, state
+        self.last_control = _control_snapshot(faults, stats)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self._answer(scope, receive, send)
+        if self.state.enabled:
+            # Faults and counters change only inside requests: save them when a request changed them.
+            snapshot = _control_snapshot(self.faults, self.stats)
+            if snapshot != self.last_control:
+                self.state.save("control", "control", snapshot)
+                self.last_control = snapshot
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        if self.config.api_key and path.startswith("/v1/"):
+            failure = _auth_failure(Headers(scope=scope).get("authorization", ""), self.config.api_key)
+            if failure is not None:
+                await failure(scope, receive, send)
+                return
+        if path in ENDPOINTS:
+            self.stats.direct_calls[path] = self.stats.direct_calls.get(path, 0) + 1
+        # Every injected failure of every endpoint is answered here, before the endpoint runs.
+        fault = self.faults.take_fault(path)
+        if fault is not None:
+            await error_response(await fault_error(fault, self.faults))(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(config: StandinConfig) -> FastAPI:
     """An OpenAI-compatible app (Files, Batches, Responses, Chat Completions) plus `/_standin/` controls."""
     data_dir, owns_data_dir = _data_dir(config)
@@ -68,7 +111,6 @@ def create_app(config: StandinConfig) -> FastAPI:
     batches = BatchService(config, files, faults, stats, state)
     if state.enabled:
         files.remove_orphans(batches.staging_paths())
-    last_control = [_control_snapshot(faults, stats)]
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -81,40 +123,7 @@ def create_app(config: StandinConfig) -> FastAPI:
     app = FastAPI(title="LotLens OpenAI stand-in", lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
 
-    # Starlette runs the middleware added last first: control state, then the key check, then faults.
-    @app.middleware("http")
-    async def inject_faults(request: Request,
-                            call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        # Every injected failure of every endpoint is answered here, before the endpoint runs.
-        path = request.url.path
-        if path in ENDPOINTS:
-            stats.direct_calls[path] = stats.direct_calls.get(path, 0) + 1
-        fault = faults.take_fault(path)
-        if fault is not None:
-            return error_response(await fault_error(fault, faults))
-        return await call_next(request)
-
-    @app.middleware("http")
-    async def require_api_key(request: Request,
-                              call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        if config.api_key and request.url.path.startswith("/v1/"):
-            failure = _auth_failure(request.headers.get("authorization", ""), config.api_key)
-            if failure is not None:
-                return failure
-        return await call_next(request)
-
-    if state.enabled:
-        @app.middleware("http")
-        async def keep_control_state(request: Request,
-                                     call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-            # Faults and counters change only inside requests: save them when a request changed them.
-            response = await call_next(request)
-            snapshot = _control_snapshot(faults, stats)
-            if snapshot != last_control[0]:
-                state.save("control", "control", snapshot)
-                last_control[0] = snapshot
-            return response
-
+    app.add_middleware(_Gate, config=config, faults=faults, stats=stats, state=state)
     app.include_router(files_router(files, stats))
     app.include_router(batches_router(batches))
     app.include_router(direct_router(config))
