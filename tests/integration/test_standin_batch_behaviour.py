@@ -102,3 +102,13 @@ def test_cancel_while_in_progress_keeps_the_finished_requests(tmp_path: Path) ->
     finished = done["request_counts"]["completed"]
     assert 0 < finished < 20 and len(output) == finished
     assert len(errors) == 20 - finished and {line["error"]["code"] for line in errors} == {"batch_cancelled"}
+
+
+def test_a_file_of_several_read_chunks_comes_back_byte_for_byte(tmp_path: Path) -> None:
+    # 2.5 MiB with no line breaks at chunk edges: the content is streamed 1 MiB at a time.
+    content = bytes(range(256)) * (10 * 1024) + b"tail"
+    with _api(tmp_path) as (_, api):
+        upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "user_data"})
+        upload.raise_for_status()
+        assert upload.json()["bytes"] == len(content)
+        assert api.get(f"/files/{upload.json()['id']}/content").content == content
