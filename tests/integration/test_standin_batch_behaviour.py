@@ -105,7 +105,7 @@ def test_cancel_while_in_progress_keeps_the_finished_requests(tmp_path: Path) ->
 
 
 def test_a_file_of_several_read_chunks_comes_back_byte_for_byte(tmp_path: Path) -> None:
-    # 2.5 MiB with no line breaks at chunk edges: the content is streamed 1 MiB at a time.
+    # 2.5 MiB of every byte value: the content is streamed 1 MiB at a time.
     content = bytes(range(256)) * (10 * 1024) + b"tail"
     with _api(tmp_path) as (_, api):
         upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "user_data"})
