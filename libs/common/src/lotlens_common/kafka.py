@@ -49,11 +49,23 @@ class PublishError(RuntimeError):
     """Kafka did not acknowledge every message: the caller must not report success."""
 
 
+PRODUCER_RENEWALS = Counter(
+    "lotlens_kafka_producer_renewals_total",
+    "Producers replaced because their messages made no progress while a broker answered", ["client"])
+
+
+_STALLED_FLUSHES_BEFORE_RENEWAL = 2
+
+
 class EventProducer:
-    """Idempotent, acks=all producer of event envelopes, keyed by job id."""
+    """Idempotent, acks=all producer of event envelopes, keyed by job id.
+
+    One thread publishes and flushes through an instance (`ping` may come from another): `flush`
+    may replace the librdkafka producer underneath.
+    """
 
     def __init__(self, settings: KafkaSettings, client_name: str) -> None:
-        self._producer = Producer({
+        self._config = {
             **settings.client_config(),
             "client.id": client_name,
             "enable.idempotence": True,
@@ -62,8 +74,12 @@ class EventProducer:
             "compression.type": "lz4",
             "message.max.bytes": MAX_MESSAGE_BYTES,
             "queue.buffering.max.messages": 500_000,
-        })
+        }
+        self._client_name = client_name
+        self._producer = Producer(self._config)
         self._failures: list[str] = []
+        self._reports = 0
+        self._stalled_flushes = 0
         # CloudEvents `source`: the component that produced the event.
         self._source = f"/lotlens/{client_name}"
 
@@ -105,10 +121,42 @@ class EventProducer:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
+        reports = self._reports
         remaining = self._producer.flush(timeout_s)
         failures, self._failures = self._failures, []
+        stalled = bool(remaining) and self._reports == reports and self._broker_answers()
+        # Twice in a row: a single stalled flush is usually one that spanned an outage, and the
+        # producer recovers by itself as the broker comes back.
+        self._stalled_flushes = self._stalled_flushes + 1 if stalled else 0
+        if self._stalled_flushes >= _STALLED_FLUSHES_BEFORE_RENEWAL:
+            self._renew(remaining)
         if remaining or failures:
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def _broker_answers(self) -> bool:
+        try:
+            self.ping()
+        except KafkaException:
+            return False
+        return True
+
+    def _renew(self, stuck: int) -> None:
+        """Drop this producer and start a new one; the caller publishes its messages again.
+
+        After a single broker restarted, librdkafka sometimes keeps a partition it saw without a
+        leader waiting for good: its messages were still queued minutes later while the broker
+        answered every other client (tests/e2e/test_intake_outage.py failed so once: no job
+        completed). Purging in-flight messages too is safe with a new producer id; any already
+        written come again, under their event ids, and consumers skip duplicates.
+        """
+        log.warning("producer %s: %d messages made no progress in two flushes while a broker answers; "
+                    "starting a new one", self._client_name, stuck)
+        PRODUCER_RENEWALS.labels(self._client_name).inc()
+        self._producer.purge(in_queue=True, in_flight=True)
+        self._producer.poll(0)
+        self._producer = Producer(self._config)
+        self._failures = []
+        self._stalled_flushes = 0
 
     def discard(self) -> None:
         """Drop what is still queued and all failure reports so far (the caller sends it again).
@@ -132,6 +180,7 @@ class EventProducer:
         self._producer.poll(0)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+        self._reports += 1
         if err is not None:
             self._failures.append(str(err))
 
