@@ -33,7 +33,7 @@ PRODUCER = {
 
 
 def producer() -> Producer:
-    """A producer configured like `lotlens_common.kafka.EventProducer`."""
+    """A producer configured like `lotlens_common.producer.EventProducer`."""
     return Producer({"bootstrap.servers": kafka_bootstrap(), **PRODUCER})
 
 

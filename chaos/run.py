@@ -20,7 +20,7 @@ from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
 from lotlens_client import LotLensClient
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCompleted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from tests.conftest import ROOT, Infra, new_id
 from tests.e2e.harness import Stack

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, insert
 from lotlens_common import signing
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope, decode
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_common.urls import IPAddress, Resolver, guarded_async_client

@@ -15,7 +15,8 @@ import pytest
 from lotlens_admin import cli
 from lotlens_common.envelope import Envelope, encode
 from lotlens_common.events import JobCancelled
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, event, func, select, text
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotSubmitted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, ServiceSettings
 from lotlens_common.tables import jobs, outbox
 from lotlens_gateway.metrics import GatewayMetrics

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 # A producer pointed at a port nobody listens on: librdkafka logs its connection failures.
 SCRIPT = """
 import logging
-from lotlens_common.kafka import EventProducer, PublishError
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.logs import log_context, setup_logging
 from lotlens_common.settings import KafkaSettings
 setup_logging("INFO")

@@ -6,7 +6,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from lotlens_common.kafka import EventProducer, PublishError
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings
 from tests.conftest import Infra, fresh_topics, new_id
 from tests.servers import free_port

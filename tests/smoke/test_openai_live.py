@@ -19,10 +19,10 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, TranslationCompleted, VisionCompleted
 from lotlens_common.images import ImageCheck, check_images
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
 from lotlens_common.model.translation import parse_translation_response, translation_request_body
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import housekeep, step

@@ -11,7 +11,8 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common.envelope import Envelope, encode
 from lotlens_common.events import JobCancelled
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 TOPICS = TopicSettings()

@@ -12,7 +12,8 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common import kafka
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec, PublishError
+from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec
+from lotlens_common.producer import PublishError
 from tests.unit.consumer_fakes import FakeMessage, event, outage, run
 
 

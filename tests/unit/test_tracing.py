@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from lotlens_common import tracing
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobCancelled
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings
 from lotlens_common.stage.traced import lots_span
 from lotlens_common.stage.work import LotWork, VisionWork

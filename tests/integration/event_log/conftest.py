@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, make_url
 
 from lotlens_common.db import make_engine, migrate
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
 from tests.databases import connect, drop_database

@@ -18,7 +18,7 @@ from lotlens_common.events import (
     WebhookFailed,
     WebhookRedeliveryRequested,
 )
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import READ_MODELS
 from tests.integration.result_store.support import HOOK, JobScript, job_script, publish

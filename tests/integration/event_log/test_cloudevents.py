@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobCancelled
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox

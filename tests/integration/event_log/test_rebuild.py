@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from lotlens_common.envelope import FutureEventVersion
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import RebuildOptions, rebuild
 from lotlens_result_store.shadow import RETIRED, SHADOW

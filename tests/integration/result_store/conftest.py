@@ -8,7 +8,7 @@ from functools import partial
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.handlers import handle
 from tests.integration.result_store.support import Apply

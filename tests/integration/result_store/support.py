@@ -26,7 +26,8 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_common.tables import (
     descriptions,

@@ -18,7 +18,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import (
     LotSubmitted,
 )
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_common.tables import (
     lots,

@@ -22,8 +22,8 @@ from lotlens_common.events import (
     WebhookDelivered,
     WebhookFailed,
 )
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.usage import Usage
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import (
     jobs,

@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.config import StageSettings

@@ -19,8 +19,8 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch

@@ -15,11 +15,11 @@ from sqlalchemy import Engine, select, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.ports import Stage

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, select
 from lotlens_common import webhook_secrets
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobCompleted, WebhookDelivered, WebhookFailed
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, dispatch_queue, jobs, lots
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers

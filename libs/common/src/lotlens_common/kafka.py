@@ -1,4 +1,4 @@
-"""The one producer helper and the one consumer loop every service uses.
+"""The one consumer loop every service uses (the producer: `lotlens_common.producer`).
 
 Delivery is at-least-once: a consumer stores a message's offset only after the handler's effects
 are durable, so a crash re-delivers and handlers must be idempotent. Poison messages go to the
@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import cast
 
-import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
-from opentelemetry.context import Context
-from opentelemetry.trace import SpanKind
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -29,171 +26,15 @@ from lotlens_common.envelope import (
     Envelope,
     FutureEventVersion,
     UndecodableEvent,
-    cloudevent_headers,
     decode,
-    encode,
-    encoded_cloudevent_headers,
 )
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
+from lotlens_common.producer import EventProducer, Headers, PublishError
 from lotlens_common.settings import KafkaSettings, TopicSettings
-from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
-
-Headers = list[tuple[str, str | bytes | None]]
-
-
-class PublishError(RuntimeError):
-    """Kafka did not acknowledge every message: the caller must not report success."""
-
-
-PRODUCER_RENEWALS = Counter(
-    "lotlens_kafka_producer_renewals_total",
-    "Producers replaced because their messages made no progress while a broker answered", ["client"])
-
-
-_STALLED_FLUSHES_BEFORE_RENEWAL = 2
-
-
-class EventProducer:
-    """Idempotent, acks=all producer of event envelopes, keyed by job id.
-
-    One thread publishes and flushes through an instance (`ping` may come from another): `flush`
-    may replace the librdkafka producer underneath.
-    """
-
-    def __init__(self, settings: KafkaSettings, client_name: str) -> None:
-        self._config = {
-            **settings.client_config(),
-            "client.id": client_name,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "message.max.bytes": MAX_MESSAGE_BYTES,
-            "queue.buffering.max.messages": 500_000,
-        }
-        self._client_name = client_name
-        self._producer = Producer(self._config)
-        self._failures: list[str] = []
-        self._reports = 0
-        self._stalled_flushes = 0
-        # CloudEvents `source`: the component that produced the event.
-        self._source = f"/lotlens/{client_name}"
-
-    def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event with its CloudEvents headers; `flush` confirms it."""
-        headers: Headers = list(cloudevent_headers(envelope, self._source))
-        if tracing.enabled():
-            # The job's trace continues in the message's headers and in the envelope itself.
-            parent = tracing.job_context(envelope.job_id)
-            carrier = _producer_span(topic, envelope.job_id, envelope.type, parent)
-            envelope = replace(envelope, trace={**envelope.trace, **carrier})
-            headers += _trace_headers(carrier)
-        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
-
-    def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
-        """Queue many events in order."""
-        for envelope in envelopes:
-            self.publish(topic, envelope)
-
-    def publish_encoded(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers."""
-        headers: Headers = list(encoded_cloudevent_headers(value, self._source))
-        if tracing.enabled():
-            # Published after the request that wrote it has ended: its trace is in the envelope.
-            doc = orjson.loads(value)
-            carrier = _producer_span(topic, str(doc["job_id"]), str(doc["type"]),
-                                     tracing.extract(doc.get("trace")))
-            headers += _trace_headers(carrier)
-        self._produce(topic, key, value, headers)
-
-    def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                    headers: Headers) -> None:
-        """Queue bytes as they are (dead-lettering keeps the original message intact)."""
-        self._produce(topic, key, value, headers)
-
-    def ping(self, timeout_s: float = 2.0) -> None:
-        """Raise unless a broker answers a metadata request (readiness)."""
-        self._producer.list_topics(timeout=timeout_s)
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
-        reports = self._reports
-        remaining = self._producer.flush(timeout_s)
-        failures, self._failures = self._failures, []
-        stalled = bool(remaining) and self._reports == reports and self._broker_answers()
-        # Twice in a row: a single stalled flush is usually one that spanned an outage, and the
-        # producer recovers by itself as the broker comes back.
-        self._stalled_flushes = self._stalled_flushes + 1 if stalled else 0
-        if self._stalled_flushes >= _STALLED_FLUSHES_BEFORE_RENEWAL:
-            self._renew(remaining)
-        if remaining or failures:
-            raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
-
-    def _broker_answers(self) -> bool:
-        try:
-            self.ping()
-        except KafkaException:
-            return False
-        return True
-
-    def _renew(self, stuck: int) -> None:
-        """Drop this producer and start a new one; the caller publishes its messages again.
-
-        After a single broker restarted, librdkafka sometimes keeps a partition it saw without a
-        leader waiting for good: its messages were still queued minutes later while the broker
-        answered every other client (tests/e2e/test_intake_outage.py failed so once: no job
-        completed). Purging in-flight messages too is safe with a new producer id; any already
-        written come again, under their event ids, and consumers skip duplicates.
-        """
-        log.warning("producer %s: %d messages made no progress in two flushes while a broker answers; "
-                    "starting a new one", self._client_name, stuck)
-        PRODUCER_RENEWALS.labels(self._client_name).inc()
-        self._producer.purge(in_queue=True, in_flight=True)
-        self._producer.poll(0)
-        self._producer = Producer(self._config)
-        self._failures = []
-        self._stalled_flushes = 0
-
-    def discard(self) -> None:
-        """Drop what is still queued and all failure reports so far (the caller sends it again).
-
-        In-flight messages are left alone: purging them would break the idempotent sequence.
-        """
-        self._producer.purge(in_queue=True, in_flight=False)
-        self._producer.poll(0)
-        self._failures = []
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: Headers) -> None:
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, headers=headers,
-                                       on_delivery=self._on_delivery)
-                break
-            except BufferError:
-                # The local queue is full: serve delivery reports to make room, then retry.
-                self._producer.poll(0.1)
-        self._producer.poll(0)
-
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
-        self._reports += 1
-        if err is not None:
-            self._failures.append(str(err))
-
-
-def _producer_span(topic: str, job_id: str, event_type: str, parent: Context | None) -> dict[str, str]:
-    """Record the publication of a job's event; the W3C carrier naming it (for the consumer)."""
-    with tracing.span(f"{topic} publish", SpanKind.PRODUCER, parent,
-                      attributes=tracing.messaging(topic, job_id, event_type)):
-        return tracing.inject({})
-
-
-def _trace_headers(carrier: Mapping[str, str]) -> Headers:
-    return [(name, value.encode()) for name, value in carrier.items()]
 
 
 def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:

@@ -11,9 +11,9 @@ from types import FrameType
 
 from sqlalchemy import Engine, text
 
-from lotlens_common.kafka import EventProducer
 from lotlens_common.logs import setup_logging
 from lotlens_common.ops import Readiness, serve_ops
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 
 __all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals", "tune_gc"]

@@ -9,9 +9,9 @@ import uvicorn
 
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.producer import EventProducer
 from lotlens_common.service import setup_logging, tune_gc
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app

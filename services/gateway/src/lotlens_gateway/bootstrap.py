@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, KafkaProbe

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from lotlens_common.kafka import PublishError
+from lotlens_common.producer import PublishError
 
 log = logging.getLogger(__name__)
 

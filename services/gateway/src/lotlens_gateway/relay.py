@@ -34,7 +34,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from lotlens_common.clock import utc_now
-from lotlens_common.kafka import EventProducer, PublishError
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import outbox
 from lotlens_gateway.metrics import GatewayMetrics
 

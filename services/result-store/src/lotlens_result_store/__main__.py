@@ -7,7 +7,8 @@ from functools import partial
 
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
 from lotlens_common.service import serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings

@@ -21,8 +21,9 @@ from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
-from lotlens_common.kafka import TRANSIENT_ERRORS, EventProducer
+from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.model.usage import JobUsage
+from lotlens_common.producer import EventProducer
 from lotlens_common.tables import READ_MODELS, jobs, lots
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute

@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.completion import lock_read_models, publish_completions, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED

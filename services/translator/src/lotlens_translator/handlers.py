@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 from lotlens_common import tracing
 from lotlens_common.envelope import Envelope, caused
 from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted, VisionCompleted
-from lotlens_common.kafka import EventProducer
 from lotlens_common.model.translation import target_languages
+from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.translation_stage import descriptions

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from lotlens_common import tracing
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
-from lotlens_common.kafka import EventProducer
+from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.work import LotWork, VisionWork
 

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import httpx2
 from sqlalchemy import Engine
 
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.guard import GuardedTransport
 from lotlens_webhook_dispatcher.handlers import completion_handler

@@ -37,9 +37,9 @@ from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event
-from lotlens_common.kafka import EventProducer
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
+from lotlens_common.producer import EventProducer
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
 from lotlens_webhook_dispatcher.config import DispatcherSettings

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from lotlens_common import dead_letters as dl
-from lotlens_common.kafka import EventProducer, Headers
+from lotlens_common.producer import EventProducer, Headers
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 

@@ -15,8 +15,9 @@ from sqlalchemy import Engine
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, EventProducer, run_consumer
+from lotlens_common.kafka import ConsumerSpec, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
+from lotlens_common.producer import EventProducer
 from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters.direct import DirectBatches
