@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 from prometheus_client import REGISTRY
 
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCancelled
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings
 from tests.conftest import Infra, fresh_topics, new_id
+from tests.events import read_to_end
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -18,14 +20,9 @@ def _renewals(client: str) -> float:
     return REGISTRY.get_sample_value("lotlens_kafka_producer_renewals_total", {"client": client}) or 0.0
 
 
-def _values(bootstrap: str, topic: str, partitions: int) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": new_id("probe-"),
-                         "enable.auto.commit": False})
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        return [m.value() for m in consumer.consume(100, timeout=5) if m.error() is None]
-    finally:
-        consumer.close()
+def _event(job_id: str) -> Envelope:
+    return Envelope(event=JobCancelled(job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
+                    client_id="c")
 
 
 def test_two_flushes_without_progress_while_the_broker_answers_renew_the_producer(infra: Infra) -> None:
@@ -34,23 +31,23 @@ def test_two_flushes_without_progress_while_the_broker_answers_renew_the_produce
     with fresh_topics(infra) as topics:
         # A topic the broker does not have (auto-creation is off): like a partition without a
         # leader, the message waits in the producer and no delivery report comes.
-        producer.publish_raw(new_id("absent-"), b"job", b"stuck", [])
+        producer.publish(new_id("absent-"), _event("stuck"))
         with pytest.raises(PublishError, match="1 unacknowledged"):
             producer.flush(0.5)
         assert _renewals(client) == 0  # one stalled flush: perhaps the broker just came back
         with pytest.raises(PublishError, match="1 unacknowledged"):
             producer.flush(0.5)
         assert _renewals(client) == 1
-        producer.publish_raw(topics.vision, b"job", b"sent again", [])
+        producer.publish(topics.vision, _event("sent-again"))
         producer.flush()  # the stuck message is gone with the old producer
         assert _renewals(client) == 1
-        assert _values(infra.kafka_bootstrap, topics.vision, topics.partitions) == [b"sent again"]
+        assert [e.job_id for e in read_to_end(infra.kafka_bootstrap, topics.vision)] == ["sent-again"]
 
 
-def test_a_flush_while_no_broker_answers_keeps_the_producer(infra: Infra) -> None:
+def test_a_flush_while_no_broker_answers_keeps_the_producer() -> None:
     client = new_id("kept-")
     producer = EventProducer(KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}"), client)
-    producer.publish_raw("nowhere", b"job", b"waits", [])
+    producer.publish("nowhere", _event("waits"))
     for _ in range(3):
         with pytest.raises(PublishError, match="1 unacknowledged"):
             producer.flush(0.5)
