@@ -7,6 +7,11 @@ give both, next to the CPU its floor used.
 
 A process's figure includes the children it reaped (`cutime`, `cstime`): a PostgreSQL backend
 that exits within the window is counted in the postmaster's figure, so nothing is lost.
+
+PostgreSQL's figure is also split by whom its backends served: each service names its connections
+(`application_name` `lotlens-<service>`, `make_engine`), and `pg_stat_activity` maps a backend's
+pid to that name. pg_stat_statements could not say it: with both cores busy a statement's time is
+mostly waiting for a core or a lock.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from bench.config import SERVICES
 
@@ -33,6 +39,10 @@ STACK = tuple(part for part, _ in PARTS if part not in (STANDIN, "bench"))
 FLOOR = ("bench", "kafka", "postgres")
 
 Snapshot = dict[int, tuple[str, float]]
+# PostgreSQL's processes not serving a named LotLens connection: its own (postmaster with the
+# backends it reaped, checkpointer, WAL writer, autovacuum) and the bench's.
+POSTGRES_OTHER = "postgres for the rest"
+_NAMED = "lotlens-"
 
 
 def part_of(command_line: str) -> str | None:
@@ -80,3 +90,28 @@ def stack_total(parts: Mapping[str, float]) -> float:
 def floor_total(parts: Mapping[str, float]) -> float:
     """The CPU-seconds of a floor's run: the bench's bare clients, the broker and the database."""
     return sum(seconds for part, seconds in parts.items() if part in FLOOR)
+
+
+def backend_names(conn: Any) -> dict[int, str]:
+    """Backend pid -> the LotLens service it serves, for every named session (a psycopg2 connection)."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE %s",
+                    (_NAMED + "%",))
+        rows = cur.fetchall()
+    conn.rollback()
+    return {pid: name.removeprefix(_NAMED) for pid, name in rows}
+
+
+def postgres_by_service(before: Snapshot, after: Snapshot, names: Mapping[int, str]) -> dict[str, float]:
+    """"postgres for <service>" -> PostgreSQL CPU-seconds between the snapshots spent on that service's
+    sessions; the rest under `POSTGRES_OTHER`. Together they make the "postgres" part."""
+    split: dict[str, float] = {}
+    for pid, (part, seconds) in after.items():
+        if part != "postgres":
+            continue
+        key = f"postgres for {names[pid]}" if pid in names else POSTGRES_OTHER
+        start = before[pid][1] if pid in before else 0.0
+        split[key] = split.get(key, 0.0) + seconds - start
+    split[POSTGRES_OTHER] = split.get(POSTGRES_OTHER, 0.0) - sum(
+        seconds for pid, (part, seconds) in before.items() if part == "postgres" and pid not in after)
+    return {key: max(0.0, seconds) for key, seconds in sorted(split.items())}

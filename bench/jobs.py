@@ -68,7 +68,9 @@ def one_job(ctx: Context, lots: list[dict[str, Any]], intake_topic: str, watch: 
     cpu_at_201 = cpu.snapshot()
     job_id = accepted["job_id"]
     status = pipeline.wait_done(ctx.http, ctx.key, job_id, s.pipeline_timeout_s)
-    job_cpu = cpu.used(cpu_at_201, cpu.snapshot())
+    cpu_at_end = cpu.snapshot()
+    job_cpu = cpu.used(cpu_at_201, cpu_at_end)
+    job_cpu.update(cpu.postgres_by_service(cpu_at_201, cpu_at_end, cpu.backend_names(ctx.conn)))
     events = kafkautil.job_events(offsets, job_id)
     done_s = pipeline.finished_after(events, accepted_at)
     stats = pipeline.event_stats(events)
@@ -243,7 +245,8 @@ def _cpu_rows(runs: list[JobRun], lots: int) -> list[Row]:
             "the floor's run (bench + Kafka + PostgreSQL)",
         )
     ]
-    for part in (*cpu.STACK, cpu.STANDIN):
+    split = sorted({key for job in runs for key in job.cpu_s if key.startswith("postgres for ")})
+    for part in (*cpu.STACK, *split, cpu.STANDIN):
         rows.append(
             Row(
                 "2 pipeline",

@@ -23,7 +23,7 @@ def run(ctx: Context) -> list[Row]:
     """One rebuild and its floor."""
     ctx.wait_idle()
     settings = ServiceSettings()
-    engine = make_engine(settings.database, pool_size=2)
+    engine = make_engine(settings.database, "bench", pool_size=2)
     try:
         with engine.connect() as conn:
             lots = int(conn.execute(text("SELECT count(*) FROM lots")).scalar_one())

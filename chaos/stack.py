@@ -123,7 +123,7 @@ class ChaosStack:
         # A rerun of a seed starts clean: a stand-in reloading an earlier run's batches is no fresh stack.
         shutil.rmtree(self.state, ignore_errors=True)
         self.state.mkdir(parents=True, exist_ok=True)
-        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
+        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url), "chaos")
         with admin.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{self.name}"'))
         admin.dispose()
@@ -229,7 +229,7 @@ class ChaosStack:
 
     def drop(self) -> None:
         """Remove the run's schema and its broker's data."""
-        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url))
+        admin = make_engine(DatabaseSettings(DATABASE_URL=self.database_url), "chaos")
         with admin.begin() as conn:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{self.name}" CASCADE'))
         admin.dispose()

@@ -98,7 +98,7 @@ def infra() -> Iterator[Infra]:
 @pytest.fixture(scope="session")
 def engine(infra: Infra) -> Iterator[Engine]:
     """A migrated database engine."""
-    eng = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    eng = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url), "tests")
     migrate(eng)
     yield eng
     eng.dispose()
@@ -172,7 +172,8 @@ def own_schema(infra: Infra, engine: Engine) -> Iterator[Engine]:
     schema = new_id("own_")
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"))
+    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"),
+                      "tests")
     migrate(own)
     yield own
     own.dispose()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCompleted
@@ -92,7 +92,7 @@ def eventually(check: Any, seconds: float = 60) -> Any:
 
 
 def test_every_service_is_probed_and_scraped_on_the_configured_address(
-        observed: Stack, images: str, receiver: WebhookReceiver) -> None:
+        observed: Stack, stack_engine: Engine, images: str, receiver: WebhookReceiver) -> None:
     client = seed_client_class()(observed.url, observed.client_key)
     job_id, error = client.batch_generate(cars(images, 3, new_id("obs")), languages=["en", "de"],
                                           webhook_url=f"{receiver.url}/hooks")
@@ -158,6 +158,11 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
     batches = samples(scrapes["vision-batcher"], "lotlens_openai_batches")
     assert {labels["stage"] for labels, _ in batches} == {"vision"}
     assert {"validating", "in_progress", "finalizing"} <= {labels["status"] for labels, _ in batches}
+    # PostgreSQL's view of the same stack: each service's sessions under its own name.
+    with stack_engine.connect() as conn:
+        names = set(conn.execute(text("SELECT application_name FROM pg_stat_activity "
+                                      "WHERE datname = current_database()")).scalars())
+    assert {f"lotlens-{service}" for service in ("gateway", *CONSUMER_GROUPS)} <= names, names
 
 
 def test_a_consumer_without_its_database_stays_alive_reports_unready_and_exports_its_lag(

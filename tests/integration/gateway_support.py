@@ -131,7 +131,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
-                        autocommit=True)
+                        "tests", autocommit=True)
     deps = build_deps(gw_settings, engine, producer, partial(admin_client, gw_settings.kafka), images_http,
                       model_client, read_engine=reads)
     deps.resolve = stub_resolver({})

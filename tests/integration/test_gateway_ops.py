@@ -82,7 +82,8 @@ def test_health_is_503_when_kafka_or_postgresql_is_down(settings: ServiceSetting
         ready = httpx2.get(f"{gw.url}/readyz", timeout=30)
         assert ready.status_code == 503 and ready.json()["checks"]["kafka"] == "disconnected"
         assert httpx2.get(f"{gw.url}/livez", timeout=5).status_code == 200
-    dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"))
+    dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"),
+                          "tests")
     with running_gateway(settings, dead_db) as gw:
         response = httpx2.get(f"{gw.url}/health", timeout=30)
         assert response.status_code == 503 and response.json()["database"] == "disconnected"

@@ -25,7 +25,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 @pytest.fixture()
 def traced_engine(infra: Infra, spans: InMemorySpanExporter) -> Iterator[Engine]:
-    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url), "tests")
     yield engine
     engine.dispose()
 
@@ -48,7 +48,7 @@ def test_statements_inside_a_trace_are_its_children_and_others_are_not_recorded(
 
 
 def test_an_engine_made_with_tracing_off_records_nothing(infra: Infra) -> None:
-    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url))
+    engine = make_engine(DatabaseSettings(DATABASE_URL=infra.database_url), "tests")
     try:
         # Switched on after the engine was made.
         with recording_spans() as exporter, tracing.span("request"), engine.connect() as conn:

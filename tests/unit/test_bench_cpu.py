@@ -42,3 +42,15 @@ def test_processes_are_told_apart_by_their_command_line() -> None:
     assert cpu.part_of("java -Xmx1g -cp /x/libs/* kafka.Kafka /x/server.properties") == "kafka"
     assert cpu.part_of(".venv/bin/python -m bench --full") == "bench"
     assert cpu.part_of("/usr/bin/bash") is None
+
+
+def test_postgres_cpu_is_split_by_the_service_each_backend_serves_and_adds_up() -> None:
+    # Postmaster 1 reaped backend 2 (the translator's, 3 s when first seen, 5 s at its end);
+    # backend 4 serves the result-store throughout, 5 is the result-store's new one, 6 the checkpointer.
+    before = {1: ("postgres", 10.0), 2: ("postgres", 3.0), 4: ("postgres", 1.0), 6: ("postgres", 2.0),
+              9: ("kafka", 1.0)}
+    after = {1: ("postgres", 15.0), 4: ("postgres", 3.0), 5: ("postgres", 0.5), 6: ("postgres", 2.25),
+             9: ("kafka", 1.5)}
+    split = cpu.postgres_by_service(before, after, {4: "result-store", 5: "result-store"})
+    assert split == {"postgres for result-store": 2.5, "postgres for the rest": 2.25}
+    assert sum(split.values()) == cpu.used(before, after)["postgres"]

@@ -34,7 +34,7 @@ def own_database(infra: Infra) -> Iterator[str]:
 @pytest.fixture()
 def own_engine(own_database: str) -> Iterator[Engine]:
     """A migrated engine on the test's own database."""
-    engine = make_engine(DatabaseSettings(DATABASE_URL=own_database))
+    engine = make_engine(DatabaseSettings(DATABASE_URL=own_database), "tests")
     migrate(engine)
     yield engine
     engine.dispose()

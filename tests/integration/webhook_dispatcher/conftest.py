@@ -23,7 +23,7 @@ def schema_engine(settings: ServiceSettings, engine: Engine) -> Iterator[tuple[E
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     url = make_url(settings.database.database_url).update_query_dict({"options": f"-csearch_path={schema}"})
     url_text = url.render_as_string(hide_password=False)
-    private = make_engine(DatabaseSettings(DATABASE_URL=url_text))
+    private = make_engine(DatabaseSettings(DATABASE_URL=url_text), "tests")
     metadata.create_all(private)
     yield private, url_text
     private.dispose()

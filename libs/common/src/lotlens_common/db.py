@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, make_url, text
 
 from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
@@ -20,9 +20,13 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _MIGRATION_LOCK = 7_311_002
 
 
-def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autocommit: bool = False,
+def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = None, autocommit: bool = False,
                 connect_timeout_s: int | None = None) -> Engine:
-    """A pooled engine.
+    """A pooled engine whose connections say which LotLens process they serve.
+
+    `name` becomes the connections' `application_name`, `lotlens-<name>`, unless `DATABASE_URL`
+    sets one: `pg_stat_activity` (and with it lock waits, long statements, connection counts) and
+    the bench's PostgreSQL CPU per service then tell the services apart.
 
     `pool_size` (default: the settings') should cover the connections a service uses at once:
     a connection beyond it is closed when returned, and a new one costs a PostgreSQL backend.
@@ -44,10 +48,15 @@ def make_engine(settings: DatabaseSettings, pool_size: int | None = None, autoco
     which also takes integers beyond 64 bits.
     """
     extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if autocommit else {}
+    url = make_url(settings.database_url)
+    connect_args: dict[str, Any] = {}
+    if "application_name" not in url.query:
+        connect_args["application_name"] = f"lotlens-{name}"
     if connect_timeout_s is not None:
-        extra["connect_args"] = {"connect_timeout": connect_timeout_s}
-    engine = create_engine(settings.database_url, pool_size=pool_size or settings.pool_size, max_overflow=10,
-                           pool_pre_ping=False, future=True, json_deserializer=orjson.loads, **extra)
+        connect_args["connect_timeout"] = connect_timeout_s
+    engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
+                           pool_pre_ping=False, future=True, json_deserializer=orjson.loads,
+                           connect_args=connect_args, **extra)
     if tracing.enabled():
         trace_statements(engine)
     return engine

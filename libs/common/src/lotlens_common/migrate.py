@@ -41,7 +41,7 @@ def topics_ready(kafka: KafkaSettings, topics: TopicSettings) -> bool:
 
 def wait_until_prepared(settings: ServiceSettings, poll_s: float = WAIT_POLL_S) -> None:
     """Block until the migrate Job's work is visible (never fails: dependencies may come later)."""
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database, "migrate")
     try:
         while True:
             try:
@@ -70,7 +70,7 @@ def main() -> None:
     if args.wait:
         wait_until_prepared(settings)
         return
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database, "migrate")
     try:
         migrate(engine)
     finally:

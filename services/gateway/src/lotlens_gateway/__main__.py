@@ -36,9 +36,10 @@ def main() -> None:
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
     timeout = settings.database_connect_timeout_s
-    engine = make_engine(settings.database, pool_size, connect_timeout_s=timeout)
+    engine = make_engine(settings.database, "gateway", pool_size, connect_timeout_s=timeout)
     # Polling reads run on their own autocommit pool; both pools open connections only on demand.
-    read_engine = make_engine(settings.database, pool_size, autocommit=True, connect_timeout_s=timeout)
+    read_engine = make_engine(settings.database, "gateway", pool_size, autocommit=True,
+                              connect_timeout_s=timeout)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
     model = settings.openai

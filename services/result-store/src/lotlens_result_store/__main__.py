@@ -25,7 +25,7 @@ def main() -> None:
     tune_gc()
     tracing.setup("result-store")
     stop = stop_on_signals()
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database, "result-store")
     producer = EventProducer(settings.kafka, "result-store")
     serve_operations(settings, settings.metrics_port, engine, producer)
     topics = settings.topics

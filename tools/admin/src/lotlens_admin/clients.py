@@ -17,7 +17,7 @@ from lotlens_common.settings import ServiceSettings
 
 
 def _list(_args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database)
+    engine = make_engine(ServiceSettings().database, "admin")
     with engine.connect() as conn:
         rows = webhook_secrets.listing(conn, utc_now())
     engine.dispose()
@@ -29,7 +29,7 @@ def _list(_args: argparse.Namespace) -> int:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database)
+    engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
         webhook_secrets.ensure(conn, [args.client_id])
         live = webhook_secrets.live(conn, args.client_id, utc_now())
@@ -42,7 +42,7 @@ def _rotate(args: argparse.Namespace) -> int:
     if args.overlap_hours < 0:
         print("--overlap-hours must not be negative")
         return 2
-    engine = make_engine(ServiceSettings().database)
+    engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
         secret = webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
     engine.dispose()

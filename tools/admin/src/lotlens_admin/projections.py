@@ -33,7 +33,7 @@ def _say(line: str) -> None:
 
 def _rebuild(args: argparse.Namespace) -> int:
     settings = ServiceSettings()
-    engine = make_engine(settings.database, pool_size=2)
+    engine = make_engine(settings.database, "admin", pool_size=2)
     try:
         options = RebuildOptions(restart=args.restart, swap=not args.no_swap, batch_size=args.batch_size)
         result = rebuild(engine, settings.kafka, settings.topics, options, _say)
@@ -47,7 +47,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _drop_retired(_args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, pool_size=1)
+    engine = make_engine(ServiceSettings().database, "admin", pool_size=1)
     try:
         with engine.begin() as conn:
             dropped = drop_retired(conn)

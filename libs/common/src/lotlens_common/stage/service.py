@@ -61,7 +61,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     tune_gc()
     tracing.setup(SERVICE_NAMES[spec.name])
     stop = stop_on_signals()
-    engine = make_engine(settings.database)
+    engine = make_engine(settings.database, SERVICE_NAMES[spec.name])
     client: openai.AsyncOpenAI = make_openai_client(
         settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s)
     batches = batches_api(client, settings.openai.mode == "direct", stage)
