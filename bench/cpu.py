@@ -41,7 +41,8 @@ FLOOR = ("bench", "kafka", "postgres")
 Snapshot = dict[int, tuple[str, float]]
 # PostgreSQL's processes not serving a named LotLens connection: its own (postmaster with the
 # backends it reaped, checkpointer, WAL writer, autovacuum) and the bench's.
-POSTGRES_OTHER = "postgres for the rest"
+POSTGRES_FOR = "postgres for "
+POSTGRES_OTHER = POSTGRES_FOR + "the rest"
 _NAMED = "lotlens-"
 
 
@@ -109,7 +110,7 @@ def postgres_by_service(before: Snapshot, after: Snapshot, names: Mapping[int, s
     for pid, (part, seconds) in after.items():
         if part != "postgres":
             continue
-        key = f"postgres for {names[pid]}" if pid in names else POSTGRES_OTHER
+        key = POSTGRES_FOR + names[pid] if pid in names else POSTGRES_OTHER
         start = before[pid][1] if pid in before else 0.0
         split[key] = split.get(key, 0.0) + seconds - start
     split[POSTGRES_OTHER] = split.get(POSTGRES_OTHER, 0.0) - sum(

@@ -245,7 +245,7 @@ def _cpu_rows(runs: list[JobRun], lots: int) -> list[Row]:
             "the floor's run (bench + Kafka + PostgreSQL)",
         )
     ]
-    split = sorted({key for job in runs for key in job.cpu_s if key.startswith("postgres for ")})
+    split = sorted({key for job in runs for key in job.cpu_s if key.startswith(cpu.POSTGRES_FOR)})
     for part in (*cpu.STACK, *split, cpu.STANDIN):
         rows.append(
             Row(
