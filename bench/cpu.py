@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import SERVICES
+from lotlens_common.db import APPLICATION_NAME_PREFIX
 
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 STANDIN = "openai-standin"
@@ -43,7 +44,6 @@ Snapshot = dict[int, tuple[str, float]]
 # backends it reaped, checkpointer, WAL writer, autovacuum) and the bench's.
 POSTGRES_FOR = "postgres for "
 POSTGRES_OTHER = POSTGRES_FOR + "the rest"
-_NAMED = "lotlens-"
 
 
 def part_of(command_line: str) -> str | None:
@@ -97,10 +97,10 @@ def backend_names(conn: Any) -> dict[int, str]:
     """Backend pid -> the LotLens service it serves, for every named session (a psycopg2 connection)."""
     with conn.cursor() as cur:
         cur.execute("SELECT pid, application_name FROM pg_stat_activity WHERE application_name LIKE %s",
-                    (_NAMED + "%",))
+                    (APPLICATION_NAME_PREFIX + "%",))
         rows = cur.fetchall()
     conn.rollback()
-    return {pid: name.removeprefix(_NAMED) for pid, name in rows}
+    return {pid: name.removeprefix(APPLICATION_NAME_PREFIX) for pid, name in rows}
 
 
 def postgres_by_service(before: Snapshot, after: Snapshot, names: Mapping[int, str]) -> dict[str, float]:

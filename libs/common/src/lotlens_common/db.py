@@ -18,6 +18,8 @@ from lotlens_common.sql_tracing import trace_statements
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant: every process that migrates takes the same lock, so two never race.
 _MIGRATION_LOCK = 7_311_002
+# A session's `application_name` is this plus the name of the process it serves (`make_engine`).
+APPLICATION_NAME_PREFIX = "lotlens-"
 
 
 def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = None, autocommit: bool = False,
@@ -51,7 +53,7 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     url = make_url(settings.database_url)
     connect_args: dict[str, Any] = {}
     if "application_name" not in url.query:
-        connect_args["application_name"] = f"lotlens-{name}"
+        connect_args["application_name"] = APPLICATION_NAME_PREFIX + name
     if connect_timeout_s is not None:
         connect_args["connect_timeout"] = connect_timeout_s
     engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
