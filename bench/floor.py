@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx2
 import orjson
-import psycopg2  # type: ignore[import-untyped]
+import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from bench.config import database_dsn, kafka_bootstrap

@@ -13,7 +13,7 @@ import os
 import time
 import uuid
 
-import psycopg2  # type: ignore[import-untyped]
+import psycopg2
 from confluent_kafka.admin import AdminClient
 
 from bench.config import BENCH_DATABASE, TOPIC_NAMES, database_dsn, kafka_bootstrap

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg2  # type: ignore[import-untyped]
+import psycopg2
 from sqlalchemy import make_url
 
 _END_OWN_SESSIONS = """

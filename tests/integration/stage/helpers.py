@@ -17,6 +17,7 @@ from lotlens_common.model.openai_client import make_openai_client
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import batches_api, postgres_stage
@@ -125,7 +126,7 @@ def submitted_shard(engine: Engine, job_id: str, batch_id: str) -> str:
         conn.execute(stage_shards.insert().values(
             shard_id=shard_id, stage="vision", job_id=job_id, client_id="c1", attempt=1,
             status="submitted", batch_id=batch_id, lot_count=1))
-        store.enqueue(conn, "vision", [LotWork(job_id, "lot-0", "c1", 1, 1, VisionWork(
+        enqueue(conn, "vision", [LotWork(job_id, "lot-0", "c1", 1, 1, VisionWork(
             additional_info="x", image_urls=("https://img.test/a.jpg",), languages=("en",)))],
             status=store.SUBMITTED)
         conn.execute(stage_lots.update().where(stage_lots.c.job_id == job_id).values(shard_id=shard_id))

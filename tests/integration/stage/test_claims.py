@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.work import LotWork, TranslationWork
 from tests.conftest import new_id, rows_read
@@ -23,7 +24,7 @@ STAGE = "translation"
 
 def _enqueue(engine: Engine, job_id: str, count: int) -> None:
     with engine.begin() as conn:
-        store.enqueue(conn, STAGE, [LotWork(job_id, f"lot-{i}", "c1", count, 0, TranslationWork(
+        enqueue(conn, STAGE, [LotWork(job_id, f"lot-{i}", "c1", count, 0, TranslationWork(
             english_html="<p>x</p>", languages=("en", "de"))) for i in range(count)])
 
 
@@ -133,7 +134,7 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
     work = PostgresWorkStore(engine, stage, TranslationWork)
     for job_id in (new_id("job-"), new_id("job-")):
         with engine.begin() as conn:
-            store.enqueue(conn, stage, [LotWork(job_id, f"lot-{i}", "c1", 20_000, 0, TranslationWork(
+            enqueue(conn, stage, [LotWork(job_id, f"lot-{i}", "c1", 20_000, 0, TranslationWork(
                 english_html="<p>x</p>", languages=("en", "de"))) for i in range(20_000)])
         work.claim(job_id, new_id("shard-"), 20_000, _all)
     with engine.begin() as conn:

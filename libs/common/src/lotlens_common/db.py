@@ -1,15 +1,17 @@
 """Database engine creation, schema migration (Alembic, serialised by an advisory lock), and the
-one way statements take a set of rows (`json_rows`)."""
+ways statements take a set of rows: one JSON document (`json_rows`), or COPY (`copy_in`) where
+rows only need appending."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 
 from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
@@ -96,3 +98,17 @@ def _model_json(value: object) -> orjson.Fragment:
     if isinstance(value, BaseModel):
         return orjson.Fragment(value.model_dump_json())
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def copy_field(value: bytes) -> bytes:
+    """One field of a COPY text row: a backslash starts an escape, tab and newline separate."""
+    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+
+
+def copy_in(conn: Connection, statement: str, rows: bytes) -> None:
+    """Run `COPY … FROM STDIN` with rows built of `copy_field`s, in the connection's transaction."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.copy_expert(statement, io.BytesIO(rows))
+    finally:
+        cursor.close()

@@ -11,13 +11,13 @@ The rows are also facts the gateway can read back before the result-store projec
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, exists, select
 
+from lotlens_common.db import copy_field, copy_in
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobCancelled, JobSubmitted
 from lotlens_common.tables import jobs, outbox
@@ -25,11 +25,6 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 
 _COPY = "COPY outbox (topic, job_id, client_id, event_type, payload) FROM STDIN"
-
-
-def _field(value: bytes) -> bytes:
-    # COPY's text format: a backslash starts an escape, tab and newline separate.
-    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
 def too_big(envelope: Envelope, size: int, max_bytes: int) -> ApiError:
@@ -46,14 +41,15 @@ def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -
     An event over `max_event_bytes` refuses the whole request (413 naming its lot): the relay
     could never publish it, and a job must not start without all of its lots.
     """
-    prefix = _field(topic.encode()) + b"\t"
+    prefix = copy_field(topic.encode()) + b"\t"
     lines = []
     for envelope in envelopes:
         payload = encode(envelope)
         if len(payload) > max_event_bytes:
             raise too_big(envelope, len(payload), max_event_bytes)
-        lines.append(prefix + _field(envelope.job_id.encode()) + b"\t" + _field(envelope.client_id.encode())
-                     + b"\t" + envelope.type.encode() + b"\t" + _field(payload))
+        lines.append(prefix + copy_field(envelope.job_id.encode()) + b"\t"
+                     + copy_field(envelope.client_id.encode()) + b"\t" + envelope.type.encode() + b"\t"
+                     + copy_field(payload))
     return b"\n".join(lines) + b"\n" if lines else b""
 
 
@@ -85,11 +81,7 @@ class Outbox:
         """Write the events in order, and `also` (e.g. the idempotency answer), in one transaction."""
         rows = copy_rows(topic, envelopes, self._max_event_bytes)
         with self._engine.begin() as conn:
-            cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-            try:
-                cursor.copy_expert(_COPY, io.BytesIO(rows))
-            finally:
-                cursor.close()
+            copy_in(conn, _COPY, rows)
             if also is not None:
                 also(conn)
         self._metrics.db("create")

@@ -17,6 +17,7 @@ from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted,
 from lotlens_common.model.translation import target_languages
 from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters import postgres_arrivals
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.translation_stage import descriptions
 
@@ -56,8 +57,8 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
             cancellations.append(event.job_id)
     producer.flush()
     with engine.begin() as conn:
-        store.enqueue(conn, STAGE, settled, status=store.SKIPPED)
+        postgres_arrivals.enqueue(conn, STAGE, settled, status=store.SKIPPED)
         cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in waiting})
-        store.enqueue(conn, STAGE, [lot for lot in waiting if lot.job_id not in cancelled])
+        postgres_arrivals.enqueue(conn, STAGE, [lot for lot in waiting if lot.job_id not in cancelled])
         for job_id in cancellations:
             store.cancel_job(conn, STAGE, job_id)

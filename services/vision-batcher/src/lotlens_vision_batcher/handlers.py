@@ -11,6 +11,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters import postgres_arrivals
 from lotlens_common.stage.work import LotWork, VisionWork
 
 STAGE = "vision"
@@ -32,8 +33,8 @@ def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[
                                     image_urls=event.image_urls, languages=event.languages,
                                     trace=tracing.job_carrier(event.job_id))))
             elif isinstance(event, JobCancelled):
-                store.enqueue(conn, STAGE, arrivals)
+                postgres_arrivals.enqueue(conn, STAGE, arrivals)
                 arrivals = []
                 store.cancel_job(conn, STAGE, event.job_id)
         cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in arrivals})
-        store.enqueue(conn, STAGE, [lot for lot in arrivals if lot.job_id not in cancelled])
+        postgres_arrivals.enqueue(conn, STAGE, [lot for lot in arrivals if lot.job_id not in cancelled])

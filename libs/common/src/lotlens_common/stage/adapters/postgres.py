@@ -1,4 +1,5 @@
-"""The work store on PostgreSQL: stage_lots, stage_shards, stage_jobs; every state change is here.
+"""The work store on PostgreSQL: stage_lots, stage_shards, stage_jobs; every state change is here
+(lots arrive through `postgres_arrivals`).
 
 Functions take a connection (the intake handlers call them inside their consumer transaction);
 `PostgresWorkStore` is the runner's port over them, one transaction per call.
@@ -31,7 +32,7 @@ WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
 IN_QUEUE = "l.status = 'waiting' AND l.place > j.claimed_place"
 
 
-def _take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[str, int]:
+def take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[str, int]:
     """Hand out the next places of each job's queue; the place before each job's first.
 
     Jobs are locked in job order, so two transactions never deadlock on them; the lock is held to
@@ -46,39 +47,6 @@ def _take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[s
         RETURNING job_id, last_place"""),
         {"stage": stage, "rows": json_rows({"job_id": job_id, "n": n} for job_id, n in counts.items())})
     return {row.job_id: row.last_place - counts[row.job_id] for row in rows}
-
-
-def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
-    """Add arriving lots at the end of their job's queue and count them on their job; a lot already
-    known (re-delivered event) is left as it is and not counted again."""
-    if not lots:
-        return
-    counts: dict[str, int] = {}
-    for lot in lots:
-        counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
-    before = _take_places(conn, stage, counts)
-    places = []
-    for lot in lots:
-        before[lot.job_id] += 1
-        places.append(before[lot.job_id])
-    # One statement over the whole batch: SQLAlchemy's multi-row VALUES took twice as long (the
-    # driver builds, and the server parses, SQL text with every work document inlined).
-    # A re-delivered lot leaves its place unused: places need not be consecutive.
-    conn.execute(text("""
-        WITH arrived AS (
-            INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
-            SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, v.work, :status, v.place
-              FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                   AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint)
-            ON CONFLICT (stage, job_id, lot_id) DO NOTHING
-            RETURNING job_id)
-        UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
-          FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
-         WHERE j.stage = :stage AND j.job_id = a.job_id"""),
-        {"stage": stage, "status": status, "rows": json_rows(
-            {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
-             "total_lots": lot.total_lots, "work": lot.work,
-             "place": place} for lot, place in zip(lots, places, strict=True))})
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
@@ -222,7 +190,7 @@ def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
     """
     if not lot_ids:
         return
-    before = _take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
+    before = take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
     conn.execute(text("""
         UPDATE stage_lots AS l
            SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN 1 ELSE 0 END,

