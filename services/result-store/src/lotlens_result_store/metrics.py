@@ -1,4 +1,5 @@
-"""Prometheus metrics of the result-store, and the one way it runs a statement (counted)."""
+"""Prometheus metrics of the result-store, and the ways it writes (each counted): a statement, or
+a COPY of rows that are usually new."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy import Connection, CursorResult, Executable
+
+from lotlens_common.db import append_rows
 
 # The 1.x name, exported by this service alone: it sees every job arrive and finish.
 # pending: a job's JobSubmitted projected; completed | failed | cancelled: JobCompleted published.
@@ -25,3 +28,9 @@ def execute(conn: Connection, operation: str, statement: Executable,
     """Run one statement and count it under `operation`."""
     DATABASE_OPERATIONS.labels(operation=operation).inc()
     return conn.execute(statement, params)
+
+
+def append(conn: Connection, operation: str, statement: str, rows: bytes) -> bool:
+    """COPY rows (`append_rows`) and count it under `operation`; False when one was already there."""
+    DATABASE_OPERATIONS.labels(operation=operation).inc()
+    return append_rows(conn, statement, rows)

@@ -1,7 +1,8 @@
 """Projections of the job and lot events onto the read models: one function per event type.
 
 Each function receives every event of its type from one consumer batch and applies them with a
-few set-based statements (rows as one JSON document, so the SQL text never depends on the batch size).
+few set-based statements (rows as one JSON document, so the SQL text never depends on the batch
+size); rows that are only ever inserted are COPYed when none of them is there yet (`sql.py`).
 Every projection is idempotent by natural keys and moves state only forward, so a duplicated,
 replayed or out-of-order event changes nothing it should not: lot transitions to a terminal
 status are guarded in SQL, and the job counters are incremented only for the rows whose
@@ -12,9 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import orjson
 from sqlalchemy import Connection
 
-from lotlens_common.db import json_rows
+from lotlens_common.db import copy_row, json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     Event,
@@ -34,7 +36,7 @@ from lotlens_common.events import (
 from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, latest_envelopes, latest_events
-from lotlens_result_store.metrics import execute
+from lotlens_result_store.metrics import append, execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
 from lotlens_result_store.usage import record_settled_usage
 
@@ -56,9 +58,12 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
 def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Record each lot's request data (a later-stage event may have created its row first)."""
     submitted = latest_events(envelopes, LotSubmitted, lambda event: (event.job_id, event.lot_id))
-    execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {"rows": json_rows(
-        {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
-         "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
+    new_rows = b"".join(copy_row((e.job_id, e.lot_id, str(e.seq), e.additional_info,
+                                  orjson.dumps(e.image_urls).decode(), e.webhook)) for e in submitted)
+    if not append(conn, "copy_lots", sql.COPY_SUBMITTED_LOTS, new_rows):
+        execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {"rows": json_rows(
+            {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
+             "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
 
@@ -97,9 +102,12 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     translated = latest_envelopes(envelopes, TranslationCompleted,
                                    lambda event: (event.job_id, event.lot_id))
     events = [event_of(e, TranslationCompleted) for e in translated]
-    execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
-        {"job_id": event.job_id, "lot_id": event.lot_id, "language": language, "damages": html}
-        for event in events for language, html in event.descriptions.items())})
+    texts = [(event.job_id, event.lot_id, language, html)
+             for event in events for language, html in event.descriptions.items()]
+    if not append(conn, "copy_descriptions", sql.COPY_DESCRIPTIONS, b"".join(map(copy_row, texts))):
+        execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
+            {"job_id": job_id, "lot_id": lot_id, "language": language, "damages": html}
+            for job_id, lot_id, language, html in texts)})
     for envelope in envelopes:
         changes.touch(envelope, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(

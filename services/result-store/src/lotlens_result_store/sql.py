@@ -41,6 +41,11 @@ ON CONFLICT (job_id) DO UPDATE SET
     updated_at = now()
 """)
 
+# Each projection that has one tries its COPY first (`metrics.append`): it writes rows seen for
+# the first time, as nearly all are, at about half the database's CPU; a batch with a row already
+# there (a later-stage event projected first, a re-delivery, a replay) runs the statement below.
+COPY_SUBMITTED_LOTS = "COPY lots (job_id, lot_id, seq, additional_info, image_urls, webhook) FROM STDIN"
+
 # Descriptive columns only: status and image counts may already come from a later stage.
 UPSERT_SUBMITTED_LOTS = text("""
 INSERT INTO lots AS l (job_id, lot_id, seq, additional_info, image_urls, webhook, status)
@@ -84,6 +89,8 @@ WITH v AS (
 )
 SELECT job_id, CAST(sum(added) AS int) FROM completed GROUP BY job_id
 """)
+
+COPY_DESCRIPTIONS = "COPY descriptions (job_id, lot_id, language, damages) FROM STDIN"
 
 INSERT_DESCRIPTIONS = text("""
 INSERT INTO descriptions (job_id, lot_id, language, damages)
