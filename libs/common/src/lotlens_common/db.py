@@ -124,9 +124,9 @@ def append_rows(conn: Connection, statement: str, rows: bytes) -> bool:
     """COPY rows that are usually all new: True when they were, False (nothing written, the rest
     of the transaction intact) when one of them was already there.
 
-    The caller then runs its idempotent insert. COPY costs PostgreSQL about half of an
-    `INSERT … ON CONFLICT` over a JSON document of the same rows, and rows are seen again only when
-    events are (a consumer batch re-delivered after a crash, a replay).
+    The caller then runs its idempotent insert. COPY costs PostgreSQL 40-60% of what an
+    `INSERT … ON CONFLICT` over a JSON document of the same rows does, and rows are seen again only
+    when events are (a consumer batch re-delivered after a crash, a replay).
     """
     try:
         with conn.begin_nested():

@@ -42,7 +42,7 @@ ON CONFLICT (job_id) DO UPDATE SET
 """)
 
 # Each projection that has one tries its COPY first (`metrics.append`): it writes rows seen for
-# the first time, as nearly all are, at about half the database's CPU; a batch with a row already
+# the first time, as nearly all are, for 40-60% of the database's CPU; a batch with a row already
 # there (a later-stage event projected first, a re-delivery, a replay) runs the statement below.
 COPY_SUBMITTED_LOTS = "COPY lots (job_id, lot_id, seq, additional_info, image_urls, webhook) FROM STDIN"
 
