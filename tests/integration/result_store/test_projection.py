@@ -131,31 +131,6 @@ def test_projected_events_are_counted_by_type(apply: Apply) -> None:
     assert pending_jobs() == pending_before + 1
 
 
-def test_new_rows_are_copied_and_rows_seen_again_take_the_idempotent_statements(
-        engine: Engine, apply: Apply) -> None:
-    script = job_script(3)
-
-    def ran(operation: str) -> float:
-        return REGISTRY.get_sample_value("lotlens_result_store_db_statements_total",
-                                         {"operation": operation}) or 0
-
-    before = {op: ran(op) for op in ("copy_lots", "upsert_lots", "copy_descriptions", "insert_descriptions")}
-    apply(script.submissions)
-    apply(script.vision)
-    apply(script.translation)
-    assert {op: ran(op) - count for op, count in before.items()} == {
-        "copy_lots": 1, "upsert_lots": 1,  # VisionCompleted's update is an upsert of its own
-        "copy_descriptions": 1, "insert_descriptions": 0}
-    # Submissions and translations again, in one batch: each COPY meets rows already there and
-    # falls back to its idempotent statement; the state stays as it was.
-    apply(script.submissions + script.translation)
-    assert ran("copy_lots") - before["copy_lots"] == 2 and ran("upsert_lots") - before["upsert_lots"] == 2
-    assert ran("insert_descriptions") - before["insert_descriptions"] == 1
-    assert_job_finished(engine, script)
-    assert {row["additional_info"] for row in lot_rows(engine, script.job_id).values()} == {
-        "car 0", "car 1", "car 2"}
-
-
 def test_a_lot_settled_before_its_translation_came_back_keeps_what_the_answer_used(
         engine: Engine, apply: Apply) -> None:
     # The usage is written by the statement that stores the lot's result; one whose lot is

@@ -1,0 +1,37 @@
+"""The result-store's fast path: rows seen for the first time are COPYed, and a batch that meets
+rows already there takes the idempotent statements without changing the outcome."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine
+
+from tests.integration.result_store.support import Apply, assert_job_finished, job_script, lot_rows
+
+pytestmark = pytest.mark.integration
+
+
+def test_new_rows_are_copied_and_rows_seen_again_take_the_idempotent_statements(
+        engine: Engine, apply: Apply) -> None:
+    script = job_script(3)
+
+    def ran(operation: str) -> float:
+        return REGISTRY.get_sample_value("lotlens_result_store_db_statements_total",
+                                         {"operation": operation}) or 0
+
+    before = {op: ran(op) for op in ("copy_lots", "upsert_lots", "copy_descriptions", "insert_descriptions")}
+    apply(script.submissions)
+    apply(script.vision)
+    apply(script.translation)
+    assert {op: ran(op) - count for op, count in before.items()} == {
+        "copy_lots": 1, "upsert_lots": 1,  # VisionCompleted's update is an upsert of its own
+        "copy_descriptions": 1, "insert_descriptions": 0}
+    # Submissions and translations again, in one batch: each COPY meets rows already there and
+    # falls back to its idempotent statement; the state stays as it was.
+    apply(script.submissions + script.translation)
+    assert ran("copy_lots") - before["copy_lots"] == 2 and ran("upsert_lots") - before["upsert_lots"] == 2
+    assert ran("insert_descriptions") - before["insert_descriptions"] == 1
+    assert_job_finished(engine, script)
+    assert {row["additional_info"] for row in lot_rows(engine, script.job_id).values()} == {
+        "car 0", "car 1", "car 2"}
