@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from itertools import pairwise
 
@@ -12,7 +13,7 @@ import httpx2
 import pytest
 from sqlalchemy import Engine, create_engine, event, func, select, text
 
-from lotlens_common.envelope import Envelope
+from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, ServiceSettings
@@ -141,6 +142,22 @@ def _jobs_events(client_id: str, count: int, lots_each: int) -> list[list[Envelo
                                 client_id=client_id) for i in range(lots_each)]
         made.append([head, *lots_events])
     return made
+
+
+def test_appended_rows_hold_exactly_the_bytes_the_relay_will_publish(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # COPY's text format gives tab, newline, CR and backslash a meaning of their own.
+    ((head, lot),) = _jobs_events("copy-test\tclient", 1, 1)
+    info = 'tab\t, newline\n, CR\r, \\N, "quoted", \u00e9\U0001f697'
+    awkward = replace(lot, event=lot.event.model_copy(
+        update={"lot_id": "lot\\0\t1", "additional_info": info}))
+    Outbox(engine, GatewayMetrics(), 1_000_000).append(settings.topics.submissions, [head, awkward])
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.client_id, outbox.c.payload)
+                            .where(outbox.c.job_id == head.job_id).order_by(outbox.c.id)).all()
+    assert [(client, payload.encode()) for client, payload in rows] == [
+        ("copy-test\tclient", encode(head)), ("copy-test\tclient", encode(awkward))]
+    assert decode(rows[1][1].encode()).event == awkward.event
 
 
 def test_a_relay_killed_between_publishing_and_marking_publishes_again_and_loses_nothing(

@@ -101,18 +101,19 @@ def _model_json(value: object) -> orjson.Fragment:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def copy_field(value: bytes) -> bytes:
-    """One field of a COPY text row: a backslash starts an escape, tab and newline separate."""
+def copy_row(fields: Iterable[str | bytes | None]) -> bytes:
+    """One row of COPY's text format; None is NULL, bytes are taken as UTF-8 text."""
+    return b"\t".join([b"\\N" if field is None else _copy_field(field) for field in fields]) + b"\n"
+
+
+def _copy_field(field: str | bytes) -> bytes:
+    # A backslash starts an escape; tab and newline separate fields and rows.
+    value = field if isinstance(field, bytes) else field.encode()
     return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
 
 
-def copy_row(fields: Iterable[str | None]) -> bytes:
-    """One row of COPY's text format; None is NULL."""
-    return b"\t".join(b"\\N" if field is None else copy_field(field.encode()) for field in fields) + b"\n"
-
-
 def copy_in(conn: Connection, statement: str, rows: bytes) -> None:
-    """Run `COPY … FROM STDIN` with rows built of `copy_field`s, in the connection's transaction."""
+    """Run `COPY … FROM STDIN` with rows built by `copy_row`, in the connection's transaction."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(statement, io.BytesIO(rows))

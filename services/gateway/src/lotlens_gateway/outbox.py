@@ -17,7 +17,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, exists, select
 
-from lotlens_common.db import copy_field, copy_in
+from lotlens_common.db import copy_in, copy_row
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobCancelled, JobSubmitted
 from lotlens_common.tables import jobs, outbox
@@ -41,16 +41,13 @@ def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -
     An event over `max_event_bytes` refuses the whole request (413 naming its lot): the relay
     could never publish it, and a job must not start without all of its lots.
     """
-    prefix = copy_field(topic.encode()) + b"\t"
     lines = []
     for envelope in envelopes:
         payload = encode(envelope)
         if len(payload) > max_event_bytes:
             raise too_big(envelope, len(payload), max_event_bytes)
-        lines.append(prefix + copy_field(envelope.job_id.encode()) + b"\t"
-                     + copy_field(envelope.client_id.encode()) + b"\t" + envelope.type.encode() + b"\t"
-                     + copy_field(payload))
-    return b"\n".join(lines) + b"\n" if lines else b""
+        lines.append(copy_row((topic, envelope.job_id, envelope.client_id, envelope.type, payload)))
+    return b"".join(lines)
 
 
 InTransaction = Callable[[Connection], None]
