@@ -79,11 +79,13 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
 
 
 @contextmanager
-def standin_process(state_dir: Path, port: int, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+def standin_process(log_dir: Path, port: int, state_dir: Path | None = None,
+                    **env: str) -> Iterator[subprocess.Popen[bytes]]:
     """The stand-in as its own process (so a test can kill -9 it), keeping its state in `state_dir`."""
-    log = (state_dir.parent / f"standin-{port}.log").open("ab")
+    log = (log_dir / f"standin-{port}.log").open("ab")
+    state = ["--state-dir", str(state_dir)] if state_dir else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "lotlens_openai_standin", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "lotlens_openai_standin", *state],
         env={**os.environ, "STANDIN_PORT": str(port), **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

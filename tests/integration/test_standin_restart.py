@@ -1,4 +1,7 @@
-"""The stand-in keeps its state on disk like the real API: a kill -9 and a restart lose nothing."""
+"""The stand-in keeps its state on disk like the real API: a kill -9 and a restart lose nothing.
+
+Without a folder of its own it leaves nothing behind either, however it was stopped.
+"""
 
 from __future__ import annotations
 
@@ -43,7 +46,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
     state, port = tmp_path / "state", free_port()
     api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
     control = httpx2.Client(base_url=f"http://127.0.0.1:{port}/_standin", timeout=10)
-    with standin_process(state, port, **PHASES) as first:
+    with standin_process(tmp_path, port, state, **PHASES) as first:
         file_id = _upload(api, ["Camry", "Civic"])
         control.post("/faults", json={"fail_custom_ids_containing": "lot-1"}).raise_for_status()
         created = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
@@ -51,7 +54,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         before = _wait_for(api, created["id"], ("in_progress",))
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    with standin_process(state, port, **PHASES):
+    with standin_process(tmp_path, port, state, **PHASES):
         # Everything the first process answered is still there, unchanged.
         assert api.get(f"/files/{file_id}").json()["bytes"] > 0
         again = api.get(f"/batches/{created['id']}").json()
@@ -70,7 +73,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
             ("lot-0:vision", "<p>Standin vision: 1 image(s) reviewed. Camry</p>")]
         errors = parse_batch_lines(api.get(f"/files/{done['error_file_id']}/content").content.splitlines())
         assert [r.custom_id for r in errors] == ["lot-1:vision"]
-    with standin_process(state, port, **PHASES):
+    with standin_process(tmp_path, port, state, **PHASES):
         # A finished batch and its files stay finished across another restart.
         assert api.get(f"/batches/{created['id']}").json() == done
         assert api.get(f"/files/{done['output_file_id']}/content").status_code == 200
@@ -80,14 +83,35 @@ def test_a_cancel_in_flight_survives_a_restart(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
     api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
     slow_cancel = {**PHASES, "STANDIN_FINALIZING_SECONDS": "2"}
-    with standin_process(state, port, **slow_cancel) as first:
+    with standin_process(tmp_path, port, state, **slow_cancel) as first:
         created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),
                                              "endpoint": "/v1/responses", "completion_window": "24h"}).json()
         _wait_for(api, created["id"], ("in_progress",))
         assert api.post(f"/batches/{created['id']}/cancel").json()["status"] == "cancelling"
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
-    with standin_process(state, port, **slow_cancel):
+    with standin_process(tmp_path, port, state, **slow_cancel):
         assert api.get(f"/batches/{created['id']}").json()["status"] in ("cancelling", "cancelled")
         done = _wait_for(api, created["id"], ("cancelled", "completed"))
         assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]
+
+
+def test_a_standin_without_a_folder_leaves_nothing_behind_after_kill_9(tmp_path: Path) -> None:
+    # `make up`, the bench and the e2e stacks give it no folder: it makes a temporary one. Killed
+    # ones piled up (151 in /tmp after a day's test and bench runs, one of them 2.2 GB of batch files).
+    temp, port = tmp_path / "tmp", free_port()
+    temp.mkdir()
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    with standin_process(tmp_path, port, TMPDIR=str(temp)) as first:
+        _upload(api, ["Camry"])
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    [killed] = temp.iterdir()
+    assert [blob.name.startswith("blob-") for blob in killed.iterdir()] == [True]
+    with standin_process(tmp_path, port, TMPDIR=str(temp)) as second:
+        # The next start removes what the killed one left; it has a folder of its own.
+        [own] = temp.iterdir()
+        assert own != killed
+        second.terminate()
+        second.wait(timeout=10)
+    assert list(temp.iterdir()) == []

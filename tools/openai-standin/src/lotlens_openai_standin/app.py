@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -50,7 +51,34 @@ def _data_dir(config: StandinConfig) -> tuple[Path, bool]:
         return config.state_dir / "blobs", False
     if config.data_dir is not None:
         return config.data_dir, False
-    return Path(tempfile.mkdtemp(prefix="lotlens-standin-")), True
+    return _temporary_dir(), True
+
+
+_TEMP_PREFIX = "lotlens-standin-"
+
+
+def _temporary_dir() -> Path:
+    """A new temporary folder named after this process, once those of dead stand-ins are gone.
+
+    Only a graceful stop removes a stand-in's own folder; one killed (kill -9, a test's timeout)
+    leaves its files behind, so the next start clears the folders whose process no longer exists.
+    """
+    root = Path(tempfile.gettempdir())
+    for folder in root.glob(f"{_TEMP_PREFIX}*-*"):
+        owner = folder.name.removeprefix(_TEMP_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _control_snapshot(faults: Faults, stats: Stats) -> dict[str, Any]:
