@@ -15,7 +15,7 @@ class StandinConfig:
 
     host: str = "127.0.0.1"
     port: int = 18080
-    # None: the app makes a fresh temporary directory when it is created.
+    # None: the app makes a fresh temporary directory when it is created (see app._temporary_dir).
     data_dir: Path | None = None
     # Set: files, batches, faults and counters are kept here and reloaded on start (`data_dir` unused).
     state_dir: Path | None = None
