@@ -22,6 +22,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, TypeVar, cast
 from urllib.parse import unquote, urlsplit
@@ -47,8 +48,6 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.app import create_app
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_openai_standin import StandinConfig
-from lotlens_openai_standin import create_app as create_standin
 from tests.conftest import new_id
 from tests.integration.gateway_support import (
     Gateway,
@@ -56,9 +55,9 @@ from tests.integration.gateway_support import (
     insert_running_job,
     make_lots,
     running_gateway,
-    serve_app,
 )
 from tests.servers import image_host
+from tests.standin import serve_standin
 
 pytestmark = pytest.mark.integration
 AnyCase = Case[Any]
@@ -142,10 +141,13 @@ class Target:
 
 
 @pytest.fixture()
-def target(settings: ServiceSettings, engine: Engine) -> Iterator[Target]:
-    """A gateway whose model is the OpenAI stand-in, with a running and two finished jobs seeded."""
-    with (serve_app(create_standin(StandinConfig())) as standin, image_host() as images,
-          running_gateway(settings, engine, model_url=f"{standin}/v1", **UNLIMITED) as gateway):
+def target(settings: ServiceSettings, engine: Engine, tmp_path: Path) -> Iterator[Target]:
+    """A gateway whose model is the OpenAI stand-in, with a running and two finished jobs seeded.
+
+    The stand-in holds every model call the fuzzed requests cause to the OpenAI description.
+    """
+    with (serve_standin(tmp_path) as standin, image_host() as images,
+          running_gateway(settings, engine, model_url=standin.base_url, **UNLIMITED) as gateway):
         assert httpx2.get(f"{gateway.url}/openapi.json").json() == DOCUMENT
         jobs = {
             "running job": insert_running_job(engine, gateway.client_id, status="translating"),

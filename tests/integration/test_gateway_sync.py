@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,29 +13,23 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
-from lotlens_openai_standin import StandinConfig, create_app
-from tests.integration.gateway_support import Gateway, running_gateway, serve_app
+from tests.integration.gateway_support import Gateway, running_gateway
 from tests.seeds import bash_block_after, seed_client_class
 from tests.servers import image_host
+from tests.standin import Standin, serve_standin
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Standin:
-    url: str
-
-    def model_calls(self) -> int:
-        return sum(httpx2.get(f"{self.url}/_standin/stats").json()["direct_calls"].values())
-
-    def fail_next(self, count: int) -> None:
-        httpx2.post(f"{self.url}/_standin/faults", json={"server_error_next": count}).raise_for_status()
+def model_calls(standin: Standin) -> int:
+    return sum(standin.stats()["direct_calls"].values())
 
 
 @pytest.fixture()
-def standin() -> Iterator[Standin]:
-    with serve_app(create_app(StandinConfig())) as url:
-        yield Standin(url)
+def standin(tmp_path: Path) -> Iterator[Standin]:
+    # Held to the OpenAI description: every call the synchronous path makes must be one it allows.
+    with serve_standin(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture()
@@ -47,7 +40,7 @@ def images() -> Iterator[str]:
 
 @pytest.fixture()
 def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) -> Iterator[Gateway]:
-    with running_gateway(settings, engine, model_url=f"{standin.url}/v1") as gw:
+    with running_gateway(settings, engine, model_url=standin.base_url) as gw:
         yield gw
 
 
@@ -73,7 +66,7 @@ def test_the_seed_client_gets_every_language_and_the_missing_images(
                                    {"language": "ru", "damages": f"<p>[ru] {english}</p>"},
                                    {"language": "de", "damages": f"<p>[de] {english}</p>"}]
     assert lot["missing_images"] == [f"{images}/car2-missing.png"]
-    assert standin.model_calls() == 2  # vision, then one translation call for every language
+    assert model_calls(standin) == 2  # vision, then one translation call for every language
     # Added: both answers' tokens, priced at the full (direct) list price.
     usage = lot["usage"]
     assert usage["input_tokens"] > 0 and usage["output_tokens"] > usage["reasoning_tokens"] > 0
@@ -85,7 +78,7 @@ def test_english_only_needs_no_translation_call(sync_gateway: Gateway, images: s
     response = sync_gateway.submit(one_lot(images, names=("a.png", "b.png")), languages=["en"])
     assert response.status_code == 200
     assert [d["language"] for d in response.json()["lots"][0]["descriptions"]] == ["en"]
-    assert standin.model_calls() == 1
+    assert model_calls(standin) == 1
 
 
 def test_a_lot_without_any_reachable_image_fails_without_a_model_call(
@@ -97,7 +90,7 @@ def test_a_lot_without_any_reachable_image_fails_without_a_model_call(
     assert lot["status"] == "failed" and lot["descriptions"] == [] and lot["processed_images"] == 0
     assert lot["error_message"] == "none of the lot's 2 images could be fetched"
     assert len(lot["missing_images"]) == 2
-    assert standin.model_calls() == 0
+    assert model_calls(standin) == 0
 
 
 def test_images_past_50_mb_are_left_out_and_listed_as_missing(
@@ -121,7 +114,7 @@ def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Ga
 
 def test_a_model_outage_is_502_openai_unavailable(
         sync_gateway: Gateway, images: str, standin: Standin) -> None:
-    standin.fail_next(3)
+    standin.faults(server_error_next=3)
     response = sync_gateway.submit(one_lot(images), languages=["en"])
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
@@ -130,9 +123,9 @@ def test_a_model_outage_is_502_openai_unavailable(
 
 
 def test_a_model_that_answers_too_late_is_504_openai_timeout(
-        settings: ServiceSettings, engine: Engine, images: str) -> None:
-    with serve_app(create_app(StandinConfig(latency_seconds=5))) as slow, \
-            running_gateway(settings, engine, model_url=f"{slow}/v1", sync_timeout_s=1.0) as gw:
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    with serve_standin(tmp_path, latency_seconds=5) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url, sync_timeout_s=1.0) as gw:
         response = gw.submit(one_lot(images), languages=["en"])
     assert response.status_code == 504 and response.json()["code"] == "OPENAI_TIMEOUT"
 
@@ -144,12 +137,12 @@ def test_an_idempotent_retry_replays_the_description_without_calling_the_model(
     again = sync_gateway.submit(lots, languages=["en"], headers={"Idempotency-Key": "sync-1"})
     assert first.status_code == again.status_code == 200
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
-    assert standin.model_calls() == 1
+    assert model_calls(standin) == 1
 
 
 def test_past_the_synchronous_rate_limit_the_answer_is_429(
         settings: ServiceSettings, engine: Engine, standin: Standin, images: str) -> None:
-    with running_gateway(settings, engine, model_url=f"{standin.url}/v1", rate_limit_sync=1) as gw:
+    with running_gateway(settings, engine, model_url=standin.base_url, rate_limit_sync=1) as gw:
         assert gw.submit(one_lot(images), languages=["en"]).status_code == 200
         limited = gw.submit(one_lot(images), languages=["en"])
         assert limited.status_code == 429 and "retry-after" in limited.headers
