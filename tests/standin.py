@@ -81,7 +81,10 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
 @contextmanager
 def standin_process(log_dir: Path, port: int, state_dir: Path | None = None,
                     **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    """The stand-in as its own process (so a test can kill -9 it), keeping its state in `state_dir`."""
+    """The stand-in as its own process (so a test can kill -9 it), its log in `log_dir`.
+
+    With `state_dir` it keeps its state there; without, in memory and a temporary folder.
+    """
     log = (log_dir / f"standin-{port}.log").open("ab")
     state = ["--state-dir", str(state_dir)] if state_dir else []
     process = subprocess.Popen(
