@@ -150,7 +150,7 @@ class _Reader:
         raise bad_json("unterminated value")
 
     def field(self, at: int) -> tuple[Any, int]:
-        end = self.measure(at)
+        end = self.measure(at, self.limits.max_field_bytes)
         if end - at > self.limits.max_field_bytes:
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "A request field other than `lots` is too large",
                            details={"max_field_bytes": self.limits.max_field_bytes})
