@@ -34,6 +34,8 @@ lint: bootstrap
 typecheck: bootstrap
 	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
 
+# The local PostgreSQL's autovacuum visits each database every 10 s while tests run (scripts/infra.sh).
+pytest: export LOTLENS_PG_AUTOVACUUM_NAPTIME = 10s
 pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
