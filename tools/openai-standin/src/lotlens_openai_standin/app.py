@@ -6,7 +6,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,10 @@ def _temporary_dir() -> Path:
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        with suppress(PermissionError):  # it exists, as another user's process
+            os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:  # it exists, as another user's process
-        pass
     return True
 
 
