@@ -25,6 +25,7 @@ from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
+from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
 log = logging.getLogger(__name__)
@@ -81,5 +82,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         openai=OpenAIProbe(model_client, metrics.openai_reachable, settings.openai_check_interval_s),
         intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics,
                            settings.intake_waiting),
+        strikes=AddressStrikes(settings.intake_strikes_limit, settings.intake_strikes_window_s, metrics),
         clock=clock,
     )

@@ -42,6 +42,10 @@ class GatewaySettings(ServiceSettings):
     intake_slots: int = 1
     intake_waiting: int = Field(default=1, ge=0)
     intake_wait_s: float = 20.0
+    # Job bodies from one address refused before authentication (strikes.py) in a window, after
+    # which its job bodies get 429 unread until the window ends; 0 turns this off.
+    intake_strikes_limit: int = Field(default=5, ge=0)
+    intake_strikes_window_s: float = Field(default=60.0, gt=0)
     # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a
     # 431; a head not complete within `header_timeout_s` of its first byte, or a body whose bytes stop
     # for `body_gap_timeout_s` or that takes longer than `body_timeout_s` in all, a 408. A connection

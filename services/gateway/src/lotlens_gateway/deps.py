@@ -24,6 +24,7 @@ from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
+from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
 
@@ -46,6 +47,7 @@ class GatewayDeps:
     metrics: GatewayMetrics
     openai: OpenAIProbe
     intake: IntakeSlots
+    strikes: AddressStrikes
     clock: Callable[[], datetime] = utc_now
     # Webhook hosts are resolved at intake with it (tests stub it: no DNS leaves the machine).
     resolve: Resolver = resolve_host

@@ -45,7 +45,7 @@ class IntakeSlots:
         """Whether a body may be read now, its place held inside: always for one declared no
         bigger than a lot; for a bigger one (or one of unknown size), while fewer than
         `slots + waiting` job bodies are admitted."""
-        if declared_bytes is not None and declared_bytes <= self._small:
+        if not self.takes_slot(declared_bytes):
             yield True
             return
         if self._admitted >= self._admissions:
@@ -68,9 +68,13 @@ class IntakeSlots:
                         "retry in a few seconds", headers={"Retry-After": "10"},
                         details={"waited_s": 0.0, "jobs_in_intake": self._admitted})
 
+    def takes_slot(self, body_bytes: int | None) -> bool:
+        """Whether a body of this size (None: not declared) is a job's, worked on in a slot."""
+        return body_bytes is None or body_bytes > self._small
+
     def for_body(self, body_bytes: int) -> AbstractAsyncContextManager[None]:
         """A slot for a job's body; none for a body no bigger than one lot."""
-        return nullcontext() if body_bytes <= self._small else self.hold()
+        return self.hold() if self.takes_slot(body_bytes) else nullcontext()
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

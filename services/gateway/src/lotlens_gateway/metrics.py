@@ -53,6 +53,9 @@ class GatewayMetrics:
         self.intake_busy = Counter(
             "lotlens_intake_busy", "Job bodies answered 503 INTAKE_BUSY", ["reason"],
             registry=self.registry)
+        self.struck_out = Counter(
+            "lotlens_intake_struck_out", "Job bodies answered 429 unread: their address had too many "
+            "refused before authentication (strikes.py)", registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""

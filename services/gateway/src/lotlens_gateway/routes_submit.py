@@ -5,7 +5,8 @@ contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/
 (validation), 409 (idempotency key), then 503 when PostgreSQL cannot take the job's one
 durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
-`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time.
+`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. Before that, a job body
+from an address with too many bodies refused before authentication gets 429 unread (strikes.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
+from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.signed_body import read_signed
@@ -67,20 +69,30 @@ async def generate_descriptions(
     """Validate, authenticate and either describe the lot or accept the job."""
     started = time.perf_counter()
     limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
-    async with deps.intake.admit(declared_length(request)) as admitted:
+    declared, address = declared_length(request), request.client.host if request.client else ""
+    struck_out = deps.strikes.refusal(address) if deps.intake.takes_slot(declared) else None
+    if struck_out is not None:
+        await drain_body(request, limit, timeouts)
+        raise struck_out
+    async with deps.intake.admit(declared) as admitted:
         if not admitted:
             await drain_body(request, limit, timeouts)
             raise deps.intake.refusal()
         raw = await read_body(request, limit, timeouts)
         async with deps.intake.for_body(len(raw)):
-            return await _answer(deps, request, raw, x_signature, idempotency_key, started)
+            try:
+                document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
+                                                              deps.settings.body_limits())
+            except ApiError:
+                if deps.intake.takes_slot(len(raw)):
+                    deps.strikes.record(address)
+                raise
+            return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
 
 
-async def _answer(deps: GatewayDeps, request: Request, raw: bytes, x_signature: str | None,
-                  idempotency_key: str | None, started: float) -> JSONResponse:
+async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dict[str, Any],
+                  client_id: str, idempotency_key: str | None, started: float) -> JSONResponse:
     settings = deps.settings
-    document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
-                                                  settings.body_limits())
     await run_in_threadpool(refuse_nul, raw, document)
     await deps.count_request(client_id, rate_mode(document))
     submission = await run_in_threadpool(parse_submission, document, deps.limits)

@@ -1,0 +1,69 @@
+"""Job bodies from an address whose bodies keep failing before authentication get 429 unread,
+so a sender without a key cannot keep the intake slot busy; other addresses and small bodies
+are untouched. The address is the one uvicorn trusts from X-Forwarded-For (loopback peers here)."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_common.settings import ServiceSettings
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway
+
+pytestmark = pytest.mark.integration
+
+STRANGER, NEIGHBOUR = "203.0.113.7", "203.0.113.8"
+
+
+def _from(address: str) -> dict[str, str]:
+    return {"X-Forwarded-For": address}
+
+
+def _post(gw: Gateway, body: bytes, address: str) -> httpx2.Response:
+    return httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body,
+                       headers={"Content-Type": "application/json", **_from(address)}, timeout=60)
+
+
+def _jobs_written(engine: Engine, client_id: str) -> int:
+    with engine.connect() as conn:
+        written = text("SELECT count(DISTINCT job_id) FROM outbox WHERE client_id = :c")
+        return int(conn.execute(written, {"c": client_id}).scalar_one())
+
+
+def test_an_address_whose_job_bodies_fail_before_authentication_is_refused_unread(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, intake_strikes_limit=2, max_lot_bytes=2000) as gw:
+        # Two strikes: a job signed with a key nobody has, and a job body that is not JSON.
+        assert gw.submit(make_lots(30), key="not-a-client-key", headers=_from(STRANGER)).status_code == 403
+        assert _post(gw, b'{"lots": [' + b'{"lot_id": "x"},' * 300, STRANGER).status_code == 400
+
+        refused = gw.submit(make_lots(30), headers=_from(STRANGER))
+        assert refused.status_code == 429, refused.text
+        body = refused.json()
+        assert body["code"] == "RATE_LIMIT_EXCEEDED"
+        assert body["details"]["reason"] == "failed_before_authentication"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # Unread: 5 MB that are not JSON get the same 429, not a 400.
+        junk = _post(gw, b"[" * 5_000_000, STRANGER)
+        assert (junk.status_code, junk.json()["code"]) == (429, "RATE_LIMIT_EXCEEDED")
+        assert gw.deps.metrics.registry.get_sample_value("lotlens_intake_struck_out_total") == 2
+        assert _jobs_written(engine, gw.client_id) == 0
+
+        # A body of one lot's size takes no slot: neither refused nor counted.
+        for _ in range(3):
+            assert gw.submit(make_lots(1), key="not-a-client-key", headers=_from(STRANGER)).status_code == 403
+        # Another address, and the loopback peer itself, are not affected.
+        assert gw.submit(make_lots(30), headers=_from(NEIGHBOUR)).status_code == 201
+        assert gw.submit(make_lots(30)).status_code == 201
+        assert _jobs_written(engine, gw.client_id) == 2
+
+
+def test_authenticated_jobs_refused_for_what_they_hold_are_no_strikes(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, intake_strikes_limit=1, max_lot_bytes=2000) as gw:
+        # Duplicate lot ids: 409 after authentication; the client is known, so no strike.
+        lots = make_lots(30)
+        for _ in range(3):
+            assert gw.submit(lots + lots[:1], headers=_from(STRANGER)).status_code == 409
+        assert gw.submit(make_lots(30), headers=_from(STRANGER)).status_code == 201
