@@ -1,4 +1,4 @@
-"""Peak RSS of a gateway refusing hostile bodies: `python -m bench.hostile_rss [--src DIR]`.
+"""Peak RSS and CPU of a gateway refusing hostile bodies: `python -m bench.hostile_rss [--src DIR]`.
 
 Each body goes to a fresh gateway process (so its peak is that request's alone); the figure is
 the process's VmHWM (peak resident set) after the answer, next to its VmHWM when idle. `--src`
@@ -44,9 +44,17 @@ def integer_lots() -> bytes:
     return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
 
 
+def string_lots() -> bytes:
+    """A 64 MB body of lots of 50,000 two-letter strings each (dense: each lot is measured first)."""
+    head, tail = b'{"signature":"sha256=00","lots":[', b"[]]}"
+    lot = b'["' + b'ab","' * 50_000 + b'"],'
+    return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
+
+
 BODIES: dict[str, Callable[[], bytes]] = {"64 MB of empty lots": empty_lots,
                                           "64 MB of long integers": long_integers,
-                                          "64 MB of lots of long integers": integer_lots}
+                                          "64 MB of lots of long integers": integer_lots,
+                                          "64 MB of lots of short strings": string_lots}
 
 
 def _peak_kb(pid: int) -> int:
@@ -56,8 +64,13 @@ def _peak_kb(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
-    """Start a gateway, send `body`, return the answer, the time it took and the peaks."""
+    """Start a gateway, send `body`, return the answer, the time and CPU it took and the peaks."""
     port = free_port()
     env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": "key"}), "LOTLENS_GATEWAY_PORT": str(port),
            "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions"}
@@ -76,14 +89,15 @@ def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
-        idle = _peak_kb(gateway.pid)
+        idle, cpu = _peak_kb(gateway.pid), _cpu_s(gateway.pid)
         started = time.monotonic()
         answer = httpx2.post(f"{url}/api/v1/generate-descriptions", content=body, timeout=300,
                             headers={"content-type": "application/json"})
         took = time.monotonic() - started
         peak = _peak_kb(gateway.pid)
         return {"body": name, "status": answer.status_code, "code": answer.json().get("code"),
-                "seconds": round(took, 2), "idle_mb": round(idle / 1024), "peak_mb": round(peak / 1024)}
+                "seconds": round(took, 2), "cpu_s": round(_cpu_s(gateway.pid) - cpu, 2),
+                "idle_mb": round(idle / 1024), "peak_mb": round(peak / 1024)}
     finally:
         gateway.terminate()
         gateway.wait(30)

@@ -48,6 +48,10 @@ HOSTILE = {
                                     b"[" + b"12345678901234567890," * 30_000 + b"1],", b"[]]}"),
     "lots of short strings": filled(HEAD, b'["' + b'ab","' * 50_000 + b'"],',
                                     b"[]]}"),
+    # A dense lot with a string that starts just inside its size limit and holds closing brackets:
+    # measuring must not end the lot at those brackets (and then build all of it).
+    "a string the lot's limit cuts": filled(
+        HEAD + b"[" + b"{}," * (LIMITS.max_lot_bytes // 3 - 2) + b'"' + b"]" * 64 + b'",', b"{},", b"{}]]}"),
     "junk in another field": filled(b'{"signature":"sha256=00","x":[', b"{},", b'{}],"lots":[]}'),
     "deep nesting": HEAD + b"[" * 5000 + b"]" * 5000 + b"]}",
     "deep nesting elsewhere": b'{"signature":"sha256=00","x":' + b"[" * 100 + b"]" * 100 + b',"lots":[]}',

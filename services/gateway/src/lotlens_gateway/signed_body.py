@@ -25,8 +25,11 @@ from lotlens_gateway.auth import SIGNS_LOTS, invalid_signature, missing_signatur
 from lotlens_gateway.errors import ApiError
 
 _SPACE = re.compile(r"[ \t\n\r]*")
-# Outside strings only brackets change the depth; a string is skipped whole (its escapes too).
-_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# Outside strings only brackets change the depth. A string is skipped whole (its escapes too),
+# and with it any strings and other non-brackets that follow: a lot of 50,000 short strings is
+# one match, not 50,000 (that made measuring such a lot cost 8 times decoding it). A lone quote
+# is a string not closed before the end of the search.
+_STRUCTURE = re.compile(r'[\[\]{}]|"(?:[^"\\]++|\\.)*+"(?:[^"\[\]{}]++|"(?:[^"\\]++|\\.)*+")*+|"', re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -130,23 +133,28 @@ class _Reader:
         except ValueError as exc:  # e.g. an integer past the interpreter's digit limit
             raise bad_json(str(exc)) from exc
 
-    def measure(self, at: int, max_bytes: int | None = None) -> int:
-        """The end of the value at `at`, building nothing; 400 past the depth limit, None past `max_bytes`."""
+    def measure(self, at: int, max_bytes: int) -> int:
+        """The end of the value at `at`, building nothing, or `at + max_bytes + 1` (read no further)
+        when it is longer; 400 past the depth limit or when it is not closed."""
         if self.text[at:at + 1] not in ("{", "["):
             return self.decode(at)[1]  # a string or a scalar costs about its own size
+        bound = min(len(self.text), at + max_bytes + 1)
         depth = 0
-        for match in _STRUCTURE.finditer(self.text, at):
-            if max_bytes is not None and match.start() - at > max_bytes:
-                return match.start()
-            token = match.group()
-            if token in ("{", "["):
+        for match in _STRUCTURE.finditer(self.text, at, bound):
+            start, end = match.span()
+            token = self.text[start]
+            if token in "{[":
                 depth += 1
                 if depth > self.limits.max_depth:
                     raise bad_json(f"nested deeper than {self.limits.max_depth} levels", "NESTING_TOO_DEEP")
-            elif token in ("}", "]"):
+            elif token in "}]":
                 depth -= 1
                 if depth == 0:
-                    return match.end()
+                    return end
+            elif end - start == 1:  # a string the bound cuts, or one never closed
+                break
+        if bound < len(self.text):
+            return bound
         raise bad_json("unterminated value")
 
     def field(self, at: int) -> tuple[Any, int]:
