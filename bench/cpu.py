@@ -51,17 +51,21 @@ def part_of(command_line: str) -> str | None:
     return next((part for part, marker in PARTS if marker in command_line), None)
 
 
+def process_cpu_s(pid: int | str) -> float:
+    """CPU-seconds a process and its waited-for children have used (OSError once it has exited)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the command name.
+    return sum(int(value) for value in fields[11:15]) / TICKS_PER_S
+
+
 def _process(pid: str) -> tuple[str, float] | None:
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used_s = process_cpu_s(pid)
     except OSError:  # it exited between the listing and the read
         return None
     part = part_of(command)
-    if part is None:
-        return None
-    # utime, stime, cutime, cstime: fields 14-17 of stat, 11-14 after the command name.
-    return part, sum(int(value) for value in fields[11:15]) / TICKS_PER_S
+    return None if part is None else (part, used_s)
 
 
 def snapshot() -> Snapshot:

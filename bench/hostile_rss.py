@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx2
 
+from bench.cpu import process_cpu_s
 from tests.servers import free_port
 
 MB = 1024 * 1024
@@ -64,11 +65,6 @@ def _peak_kb(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
     """Start a gateway, send `body`, return the answer, the time and CPU it took and the peaks."""
     port = free_port()
@@ -89,14 +85,14 @@ def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.3)
-        idle, cpu = _peak_kb(gateway.pid), _cpu_s(gateway.pid)
+        idle, cpu = _peak_kb(gateway.pid), process_cpu_s(gateway.pid)
         started = time.monotonic()
         answer = httpx2.post(f"{url}/api/v1/generate-descriptions", content=body, timeout=300,
                             headers={"content-type": "application/json"})
         took = time.monotonic() - started
         peak = _peak_kb(gateway.pid)
         return {"body": name, "status": answer.status_code, "code": answer.json().get("code"),
-                "seconds": round(took, 2), "cpu_s": round(_cpu_s(gateway.pid) - cpu, 2),
+                "seconds": round(took, 2), "cpu_s": round(process_cpu_s(gateway.pid) - cpu, 2),
                 "idle_mb": round(idle / 1024), "peak_mb": round(peak / 1024)}
     finally:
         gateway.terminate()
