@@ -123,6 +123,42 @@ def test_a_body_that_is_not_a_json_object_is_400_invalid_json(gateway: Gateway, 
     assert_error(post_raw(gateway, raw), 400, "INVALID_JSON")
 
 
+NOT_JSON_VALUES = {  # what Python's json module reads and writes, and JSON (RFC 8259, I-JSON) has not
+    "NaN": "NaN", "Infinity": "-Infinity", "a number past the double range": "1e400",
+    "a lone surrogate": '"dent \\ud800"', "a lone low surrogate": '"\\uDC00 scratch"'}
+
+
+@pytest.mark.parametrize("value", NOT_JSON_VALUES.values(), ids=NOT_JSON_VALUES.keys())
+@pytest.mark.parametrize("where", ["a batch lot", "the one lot", "the languages"])
+def test_a_signed_body_with_what_json_has_not_is_400_invalid_json(gateway: Gateway, value: str,
+                                                                    where: str) -> None:
+    """Signed as a Python client would sign it (its json.dumps writes NaN and lone surrogates),
+    such a body once passed the signature and then broke the second parse: a 500."""
+    lot_list = make_lots(1 if where == "the one lot" else 2)
+    lots_text = json.dumps(lot_list)
+    languages = '["en"]'
+    if where == "the languages":
+        languages = f'["en", {value}]'
+    else:
+        lots_text = lots_text[:-2] + f', "auction_ref": {value}}}]'
+    signature = gateway.lots_signature(json.loads(lots_text))
+    raw = f'{{"signature": "{signature}", "languages": {languages}, "lots": {lots_text}}}'.encode()
+    body = assert_error(post_raw(gateway, raw), 400, "INVALID_JSON")
+    assert "details" in body and body["details"]["problem"]
+    # Read like any other body that is not JSON: refused before any key is tried.
+    wrongly_signed = raw.replace(signature.encode(), b"sha256=" + b"0" * 64)
+    assert_error(post_raw(gateway, wrongly_signed), 400, "INVALID_JSON")
+
+
+def test_a_surrogate_pair_as_ensure_ascii_writes_an_emoji_is_accepted(gateway: Gateway) -> None:
+    lot_list = make_lots(2)
+    lot_list[0]["additional_info"] = "Front collision \U0001F697, airbags deployed"
+    raw = json.dumps({"signature": gateway.lots_signature(lot_list), "languages": ["en"], "lots": lot_list})
+    assert "\\ud83d\\ude97" in raw
+    accepted = post_raw(gateway, raw.encode())
+    assert accepted.status_code == 201, accepted.text
+
+
 def test_a_missing_signature_is_401_and_a_wrong_one_403(gateway: Gateway) -> None:
     lots = make_lots(2)
     unsigned = {"languages": ["en"], "lots": lots}

@@ -2,7 +2,8 @@
 
 Whatever the bytes, reading a submission ends in the body it holds or in an `ApiError` of the
 contract (400, 401, 403, 413), never in another exception; what it reads is what `json` reads;
-a signature verifies for exactly the client whose key made it.
+a signature verifies for exactly the client whose key made it; what Python's `json` writes and
+JSON has not (NaN, Infinity, lone surrogates) is 400 `INVALID_JSON` before any key is tried.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,6 +27,11 @@ scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1)
            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=20)
+# Floats and strings as Python's json writes them: NaN, Infinity and lone surrogates included.
+python_values = st.recursive(
+    st.floats() | st.text(st.characters(blacklist_categories=()), max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=8)
 lots_arrays = st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4), max_size=5)
 
 
@@ -77,3 +84,17 @@ def test_a_corrupted_body_never_verifies_as_another_request(lots: list[Any], at:
         forms = (form, typed, form + b"\n", typed + b"\n")
         expected = {signature_digest(sign(key, message)) for key in KEYS.values() for message in forms}
         assert signature_digest(sent) in expected
+
+
+@FUZZ
+@given(python_values, st.sampled_from(["acme-key", "nobody's key"]))
+def test_what_json_has_not_is_invalid_json_whoever_signed_it(lots: Any, key: str) -> None:
+    signature = sign(key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
+    raw = json.dumps({"signature": signature, "lots": lots}).encode()
+    outcome = read(raw)
+    try:
+        body = orjson.loads(raw)  # how the body is read once authenticated
+    except orjson.JSONDecodeError:
+        assert isinstance(outcome, ApiError) and outcome.body()["code"] == "INVALID_JSON"
+        return
+    assert isinstance(outcome, ApiError) or outcome[0] == body

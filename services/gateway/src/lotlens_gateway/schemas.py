@@ -28,7 +28,8 @@ class ErrorBody(BaseModel):
 
 
 _ERRORS = {
-    400: ("INVALID_JSON: the body is not a JSON object (or repeats a member); NESTING_TOO_DEEP: nested "
+    400: ("INVALID_JSON: the body is not a JSON object (or repeats a member, or holds NaN, Infinity, a "
+          "number past a double or a lone surrogate); NESTING_TOO_DEEP: nested "
           "deeper than 32 levels outside `lots` or deeper than the parser allows; INTEGER_TOO_LONG: "
           "an integer of more than 32 digits"),
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",

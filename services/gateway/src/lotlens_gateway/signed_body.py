@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -59,14 +60,31 @@ def bad_json(problem: str, code: str = "INVALID_JSON") -> ApiError:
     return ApiError(400, code, "Request body must be a valid JSON object", details={"problem": problem[:300]})
 
 
+# The start of a `\u` escape of a surrogate: a pair is valid, a lone one is not (checked only
+# where this appears, emoji escaped by `ensure_ascii` among them).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 class _Decoder(json.JSONDecoder):
+    """The standard library's reader held to the JSON orjson reads once the body is authenticated:
+    no NaN or Infinity and no number past a double (Python's json writes them, JSON has none)."""
+
     def __init__(self, max_digits: int) -> None:
         def bounded_int(digits: str) -> int:
             if len(digits.lstrip("-")) > max_digits:
                 raise bad_json(f"an integer has more than {max_digits} digits", "INTEGER_TOO_LONG")
             return int(digits)
 
-        super().__init__(parse_int=bounded_int)
+        def finite(digits: str) -> float:
+            number = float(digits)
+            if not math.isfinite(number):
+                raise bad_json(f"the number {digits[:40]} is past the range of a double")
+            return number
+
+        def no_constant(name: str) -> None:
+            raise bad_json(f"{name} is not JSON")
+
+        super().__init__(parse_int=bounded_int, parse_float=finite, parse_constant=no_constant)
 
 
 class _LotsSigner:
@@ -125,7 +143,12 @@ class _Reader:
 
     def decode(self, at: int) -> tuple[Any, int]:
         try:
-            return self.decoder.raw_decode(self.text, at)
+            value, end = self.decoder.raw_decode(self.text, at)
+            if _SURROGATE_ESCAPE.search(self.text, at, end):
+                json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be UTF-8
+            return value, end
+        except UnicodeEncodeError as exc:
+            raise bad_json(f"a string holds a lone surrogate: {exc.reason}") from exc
         except json.JSONDecodeError as exc:
             raise bad_json(str(exc)) from exc
         except RecursionError as exc:
