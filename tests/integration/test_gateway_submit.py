@@ -198,9 +198,15 @@ def test_image_urls_that_are_not_http_are_422_with_the_invalid_urls(gateway: Gat
     lots[0]["images"].append({"url": "ftp://example.com/car.jpg"})
     lots[2]["images"].append({"url": "https://exa mple.com/car.jpg"})
     lots[1]["images"].append({"url": "not a url"})
+    # Hosts no resolver can be asked for (an empty label, a label over 63 characters): once
+    # accepted, their check raised past the image checker (a UnicodeError from the IDNA codec).
+    lots[1]["images"].append({"url": "https://img..example.com/car.jpg"})
+    lots[2]["images"].append({"url": f"https://{'a' * 64}.example.com/car.jpg"})
     body = assert_error(gateway.submit(lots), 422, "INVALID_IMAGE_URLS")
     assert body["details"]["invalid_urls"] == ["ftp://example.com/car.jpg", "not a url",
-                                               "https://exa mple.com/car.jpg"]
+                                               "https://img..example.com/car.jpg",
+                                               "https://exa mple.com/car.jpg",
+                                               f"https://{'a' * 64}.example.com/car.jpg"]
 
 
 def test_a_webhook_that_is_not_http_is_422_invalid_webhook_urls(gateway: Gateway) -> None:
@@ -208,6 +214,9 @@ def test_a_webhook_that_is_not_http_is_422_invalid_webhook_urls(gateway: Gateway
     lots[1]["webhook"] = "javascript:alert(1)"
     body = assert_error(gateway.submit(lots), 422, "INVALID_WEBHOOK_URLS")
     assert body["details"]["invalid_urls"] == ["javascript:alert(1)"]
+    lots[1]["webhook"] = "https://.example.com/x"
+    body = assert_error(gateway.submit(lots), 422, "INVALID_WEBHOOK_URLS")
+    assert body["details"]["invalid_urls"] == ["https://.example.com/x"]
 
 
 @pytest.mark.parametrize("lots", [

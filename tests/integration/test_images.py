@@ -12,7 +12,7 @@ import httpx2
 import pytest
 
 from lotlens_common.images import ImageCheck, check_images, gif_frames
-from lotlens_common.urls import guarded_async_client
+from lotlens_common.urls import BlockedDestination, IPAddress, guarded_async_client
 from tests.servers import png, serve
 
 pytestmark = pytest.mark.integration
@@ -130,12 +130,18 @@ def client_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+async def no_names(host: str, _port: int) -> list[IPAddress]:
+    """No name resolves here: these tests ask no DNS server anything (the images are on 127.0.0.1)."""
+    raise BlockedDestination(f"cannot resolve {host}: no names in these tests")
+
+
 def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: float) -> ImageCheck:
     async def run() -> ImageCheck:
-        client = (guarded_async_client(allow_loopback, 10) if kind == "guarded"
+        client = (guarded_async_client(allow_loopback, 10, resolve=no_names) if kind == "guarded"
                   else httpx2.AsyncClient(timeout=10, follow_redirects=False))
         async with client:
-            return await check_images(urls, client, allow_loopback, 4, **options)  # type: ignore[arg-type]
+            return await check_images(urls, client, allow_loopback, 4,  # type: ignore[arg-type]
+                                      resolve=no_names, **options)
 
     return asyncio.run(run())
 
@@ -215,5 +221,8 @@ def test_a_slow_image_is_unreachable_after_the_timeout(host: str) -> None:
 
 
 def test_malformed_and_unresolvable_urls_are_unreachable(client_kind: str) -> None:
-    result = check(["ftp://example.com/a.png", "https://no-such-host.invalid/a.png"], client_kind)
-    assert result.valid == () and len(result.unreachable) == 2
+    urls = ["ftp://example.com/a.png", "https://no-such-host.invalid/a.png", "https://img..example.com/a.png"]
+    result = check(urls, client_kind)
+    assert result.valid == () and result.unreachable == tuple(urls)
+    assert "cannot resolve no-such-host.invalid" in result.reasons[urls[1]]
+    assert "not a valid host name" in result.reasons[urls[2]]

@@ -17,6 +17,7 @@ from lotlens_common.urls import (
     http_url_problem,
     invalid_http_urls,
     is_http_url,
+    resolve_host,
 )
 
 ACCEPTED = [
@@ -47,6 +48,9 @@ def test_absolute_http_urls_are_accepted(url: str) -> None:
     ("https://[::1/a.jpg", "malformed"),
     ("", "empty"),
     ("https://example.com/" + "a" * 9000, "longer"),
+    ("https://img..example.com/a.jpg", "not a valid host name"),
+    ("https://.example.com/a.jpg", "not a valid host name"),
+    ("https://" + "a" * 64 + ".example.com/a.jpg", "not a valid host name"),
 ])
 def test_other_values_are_refused_with_a_reason(url: str, problem: str) -> None:
     reason = http_url_problem(url)
@@ -119,5 +123,18 @@ def test_the_guarded_client_refuses_to_connect_to_what_dns_now_says_is_internal(
         async with guarded_async_client(False, 5, resolve=rebinding) as client:
             with pytest.raises(httpx2.ConnectError, match="private"):
                 await client.get("http://rebind.example/a.jpg")
+
+    asyncio.run(scenario())
+
+
+def test_a_host_the_resolver_cannot_be_asked_for_is_a_refused_connection_not_a_crash() -> None:
+    # Accepted before intake checked host names, such a URL may still be queued. The IDNA codec
+    # refuses it before any query is sent, so the real resolver runs here without the network.
+    async def scenario() -> None:
+        with pytest.raises(BlockedDestination, match="cannot resolve"):
+            await resolve_host("img..example.com", 443)
+        async with guarded_async_client(False, 5) as client:
+            with pytest.raises(httpx2.ConnectError, match="cannot resolve"):
+                await client.get("https://" + "a" * 64 + ".example.com/a.jpg")
 
     asyncio.run(scenario())

@@ -2,9 +2,10 @@
 
 Three layers, from cheap to thorough:
 
-* `http_url_problem` / `is_http_url` — syntax only (http or https, a host, a valid port, no
-  whitespace, no credentials); what request validation uses, no network. `literal_refusal`
-  also refuses a host written as a non-public IP address, still without the network.
+* `http_url_problem` / `is_http_url` — syntax only (http or https, a host a resolver can be
+  asked for, a valid port, no whitespace, no credentials); what request validation uses, no
+  network. `literal_refusal` also refuses a host written as a non-public IP address, still
+  without the network.
 * `check_destination` — resolves the host and refuses it unless every address is public:
   no private, loopback, link-local (cloud metadata 169.254.169.254 included), multicast,
   reserved or unspecified address. `allow_loopback` lets 127.0.0.0/8 and ::1 through (the local
@@ -85,6 +86,20 @@ def http_url_problem(url: object) -> str | None:
         return "credentials (user:password@) are not allowed in URLs"
     if port_number == 0:
         return "port 0 is not a valid port"
+    return _host_problem(parsed.host)
+
+
+def _host_problem(host: str) -> str | None:
+    """Why no resolver could be asked for `host` (an empty label, one over 63 characters), or None."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")  # what the system resolver is handed; refused here, nothing is asked
+    except UnicodeError as exc:
+        return f"{host!r} is not a valid host name ({exc.__cause__ or exc})"
     return None
 
 
@@ -164,7 +179,7 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
         raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
     # Scoped IPv6 addresses come back as `fe80::1%eth0`; the scope does not change the verdict.
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
