@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
+from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
@@ -27,9 +29,11 @@ from lotlens_common.stage.collect import watch
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import postgres_stage
+from lotlens_common.urls import guarded_async_client
 from lotlens_translator import handlers as translator_handlers
 from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher import handlers as vision_handlers
+from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
 from tests.integration.stage.helpers import (
     completed_lots,
@@ -92,6 +96,29 @@ def test_a_lot_whose_images_are_all_unreachable_fails_without_a_model_call(
     assert isinstance(failed[0], LotFailed)
     assert failed[0].reason == "none of the lot's 2 images could be fetched"
     assert failed[0].missing_images == ("https://img.test/missing-1.jpg", "https://img.test/missing-2.jpg")
+    assert standin.stats()["batches_created"] == 0
+
+
+def test_an_image_host_no_resolver_can_be_asked_for_fails_the_lot_and_not_its_shard(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # Queued before intake refused such hosts: the real checker, with the system resolver (the
+    # IDNA codec refuses the name before any query), once raised out of `prepare` and kept the
+    # whole shard `building`, rebuilt and failing every round.
+    async def real_check(urls: Sequence[str]) -> ImageCheck:
+        async with guarded_async_client(False, 5) as http:
+            return await check_images(urls, http, False)
+
+    job_id = new_id("job-")
+    bad = "https://img..example.com/a.jpg"
+    vision_handlers.handle(engine, None, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id="bad-host", seq=0, total_lots=1, additional_info="x", image_urls=(bad,),
+        languages=("en",)))])
+    spec = VisionStage(settings.topics.vision, settings.models, real_check)
+    asyncio.run(drive(settings, engine, standin, spec, job_id))
+
+    failed = [e.event for e in job_events(settings, settings.topics.vision, job_id, 1)]
+    assert isinstance(failed[0], LotFailed) and failed[0].missing_images == (bad,)
+    assert failed[0].reason == "none of the lot's 1 images could be fetched"
     assert standin.stats()["batches_created"] == 0
 
 
