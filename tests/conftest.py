@@ -24,10 +24,24 @@ from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
+from tests import network_guard
 from tests.seeds import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]
 __all__ = ["SEEDS", "Infra", "new_id"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("LOTLENS_SMOKE_OPENAI") != "1":  # `make smoke-openai` talks to the real API
+        network_guard.install()
+
+
+@pytest.fixture(autouse=True)
+def no_dns_lookups() -> Iterator[None]:
+    """Fail a test whose code asked DNS for a name (see `tests/network_guard.py`)."""
+    network_guard.ASKED.clear()
+    yield
+    assert not network_guard.ASKED, f"asked DNS for {network_guard.ASKED}: stub the resolver"
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
-from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
+from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
@@ -127,14 +127,14 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
     producer = EventProducer(gw_settings.kafka, "gateway-test")
-    images_http = guarded_async_client(True, gw_settings.image_check_timeout_s)
+    resolve = stub_resolver({})
+    images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         "tests", autocommit=True)
     deps = build_deps(gw_settings, engine, producer, partial(admin_client, gw_settings.kafka), images_http,
-                      model_client, read_engine=reads)
-    deps.resolve = stub_resolver({})
+                      model_client, read_engine=reads, resolve=resolve)
     deps.relay.start()
     try:
         with serve_app(create_app(deps), gw_settings) as url:
@@ -145,12 +145,15 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
 
 
 def stub_resolver(names: dict[str, str]) -> Resolver:
-    """A resolver answering from `names` (host -> address), a public address for any other name.
+    """A resolver answering from `names` (host -> address); no other name resolves.
 
-    No DNS query leaves the machine; nothing connects to the answers (intake only judges them).
+    No DNS query leaves the machine. Map a name to a public address only for a webhook judged at
+    intake: an image host is connected to.
     """
     async def resolve(host: str, _port: int) -> list[IPAddress]:
-        return [ipaddress.ip_address(names.get(host, "93.184.215.14"))]
+        if host not in names:
+            raise BlockedDestination(f"cannot resolve {host}: not a name these tests know")
+        return [ipaddress.ip_address(names[host])]
 
     return resolve
 

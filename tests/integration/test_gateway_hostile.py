@@ -18,9 +18,11 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
-    """A gateway that refuses loopback URLs (as in production) and resolves one private name."""
+    """A gateway that refuses loopback URLs (as in production); its webhook hosts resolve to one
+    private and one public address (judged at intake, never connected to)."""
     with running_gateway(settings, engine, allow_loopback_urls=False) as running:
-        running.deps.resolve = stub_resolver({"hooks.internal.example": "10.1.2.3"})
+        running.deps.resolve = stub_resolver({"hooks.internal.example": "10.1.2.3",
+                                              "hooks.example.com": "93.184.215.14"})
         yield running
 
 

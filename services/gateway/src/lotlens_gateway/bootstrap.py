@@ -14,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer
+from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, KafkaProbe
@@ -48,18 +49,21 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                new_admin: Callable[[], AdminLike],
                images_http: httpx2.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
-               clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None) -> GatewayDeps:
+               clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None,
+               resolve: Resolver = resolve_host) -> GatewayDeps:
     """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.
 
     Each configured client without a `whsec_` webhook secret gets one. `read_engine`, an
     autocommit engine on the same database, serves the polling reads; `new_admin` makes the
-    health probe's Kafka admin client (again after a failure).
+    health probe's Kafka admin client (again after a failure); `resolve` looks up image and
+    webhook hosts (build `images_http` with the same one).
     """
     metrics = metrics or GatewayMetrics()
     _ensure_webhook_secrets(engine, settings)
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
-                         timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes)
+                         timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes,
+                         resolve=resolve)
     # A reservation older than the longest request can take belongs to a request that died.
     stale_after_s = settings.sync_timeout_s + 60.0
     outbox = Outbox(engine, metrics, settings.max_event_bytes)
@@ -84,4 +88,5 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                            settings.intake_waiting),
         strikes=AddressStrikes(settings.intake_strikes_limit, settings.intake_strikes_window_s, metrics),
         clock=clock,
+        resolve=resolve,
     )

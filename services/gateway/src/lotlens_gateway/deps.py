@@ -49,7 +49,8 @@ class GatewayDeps:
     intake: IntakeSlots
     strikes: AddressStrikes
     clock: Callable[[], datetime] = utc_now
-    # Webhook hosts are resolved at intake with it (tests stub it: no DNS leaves the machine).
+    # Webhook hosts are resolved at intake with it, as images are with `describer.images.resolve`
+    # (tests stub both: no DNS query leaves the machine).
     resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
 

@@ -129,7 +129,7 @@ async def test_image_validation(
         raise validation_failed(f"`urls` must be an array of 1 to {limit} strings", {"errors": [problem]})
     policy = deps.describer.images
     check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
-                               max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
+                               max_bytes=policy.max_bytes, timeout_s=policy.timeout_s, resolve=policy.resolve)
     valid = len(check.valid)
     return JSONResponse({
         "valid_urls": list(check.valid),

@@ -41,6 +41,7 @@ from lotlens_common.model.translation import (
 from lotlens_common.model.usage import Usage, priced, total, usage_of
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_common.stage.core.limits import fit_request_images
+from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.validation import LotRequest, Submission
@@ -56,6 +57,8 @@ class ImagePolicy:
     concurrency: int
     timeout_s: float
     max_bytes: int
+    # Looks up image hosts before the guarded client (built with the same one) connects.
+    resolve: Resolver = resolve_host
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,8 @@ class SyncDescriber:
     async def _lot(self, lot: LotRequest, languages: Sequence[str]) -> dict[str, Any]:
         policy = self.images
         check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
-                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s)
+                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
+                                   resolve=policy.resolve)
         # Images past OpenAI's per-request caps (500, 50 MB) are left out, like unreachable ones.
         images, left_out = fit_request_images(check.valid, check.sizes)
         missing = [*check.unreachable, *left_out]

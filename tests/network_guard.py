@@ -1,0 +1,38 @@
+"""Tests ask no DNS server anything: a name lookup in the test process that is not for loopback
+fails as an unknown name, and the test that made it fails too (stub the resolver instead).
+
+Only this process is guarded; the services an end-to-end test starts get loopback URLs only.
+`make smoke-openai` (LOTLENS_SMOKE_OPENAI=1), which talks to the real API, runs unguarded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+ASKED: list[str] = []
+_real_getaddrinfo = socket.getaddrinfo
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+        return True
+    except ValueError:
+        return False
+
+
+def _guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
+    name = host.decode() if isinstance(host, bytes) else host
+    if name is None or name.lower() in LOOPBACK_NAMES or _is_address(name):
+        return _real_getaddrinfo(host, *args, **kwargs)
+    name.encode("idna")  # as the real call does first: a name it cannot encode is refused the same way
+    ASKED.append(name)
+    raise socket.gaierror(socket.EAI_NONAME, f"the tests resolve no name but loopback ones: {name!r}")
+
+
+def install() -> None:
+    """Route every lookup of this process through the guard."""
+    socket.getaddrinfo = _guarded
