@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import socket
+import threading
+import time
+from collections.abc import Iterator
 
 import httpx2
 import pytest
@@ -119,3 +123,49 @@ def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signature
 def test_without_a_webhook_secret_no_standard_signature_is_sent():
     assert list(webhook_headers("key", [], "d-1", 1_754_381_700, b"{}")) == [
         "X-Signature", "webhook-id", "webhook-timestamp"]
+
+
+def test_a_host_no_resolver_can_be_asked_for_fails_the_attempt_instead_of_breaking_it():
+    # Stored before intake refused such hosts. The IDNA codec refuses the name before any query.
+    with GuardedTransport(False, httpx2.Limits(max_connections=4)) as transport:
+        outcome = post_webhook(transport, "https://hooks..example.com/x", b"{}", {}, 2.0)
+    assert not outcome.succeeded and outcome.error is not None and "cannot resolve" in outcome.error
+
+
+@contextlib.contextmanager
+def _trickling_endpoint(seconds: float) -> Iterator[str]:
+    """A loopback endpoint that answers 200, its head one byte every 0.2 s for `seconds`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * int(seconds / 0.2) + b"\r\n"
+            for byte in head:
+                if stop.wait(0.2):
+                    return
+                conn.sendall(bytes([byte]))
+            conn.sendall(b"Content-Length: 0\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        stop.set()
+        listener.close()
+        thread.join(5)
+
+
+def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_attempt_timeout():
+    # Each byte comes well within the read timeout, so only a deadline for the whole attempt ends
+    # it: without one an endpoint held an attempt thread (and its lease) as long as it liked.
+    with _trickling_endpoint(seconds=20) as url, \
+            GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        started = time.monotonic()
+        outcome = post_webhook(transport, url, b"{}", {}, 1.0)
+        took = time.monotonic() - started
+    assert not outcome.succeeded and outcome.error is not None and outcome.error.startswith("timeout")
+    assert took < 3.0, took

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import httpx2
 
 from lotlens_common.clock import utc_now
+from lotlens_webhook_dispatcher.guard import attempt_deadline
 from lotlens_webhook_dispatcher.schedule import parse_retry_after
 
 SUCCESS_CODES = frozenset({200, 201, 202})
@@ -63,11 +64,12 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
     request = httpx2.Request("POST", parsed, content=body, headers=dict(headers),
                             extensions={"timeout": httpx2.Timeout(timeout_s).as_dict()})
     try:
-        response = transport.handle_request(request)
-        try:
-            text = _read_some(response, started + timeout_s)
-        finally:
-            response.close()
+        with attempt_deadline(timeout_s):
+            response = transport.handle_request(request)
+            try:
+                text = _read_some(response)
+            finally:
+                response.close()
     except httpx2.TimeoutException:
         return _failed(started, f"timeout: no complete answer within {timeout_s:g} s")
     except httpx2.HTTPError as exc:
@@ -85,13 +87,13 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
                           final=code == GONE)
 
 
-def _read_some(response: httpx2.Response, deadline: float) -> str:
+def _read_some(response: httpx2.Response) -> str:
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():
+    for chunk in response.iter_bytes():  # the attempt's deadline bounds the time it takes
         chunks.append(chunk)
         size += len(chunk)
-        if size >= _READ_LIMIT_BYTES or time.monotonic() > deadline:
+        if size >= _READ_LIMIT_BYTES:
             break
     return b"".join(chunks).decode("utf-8", errors="replace")
 

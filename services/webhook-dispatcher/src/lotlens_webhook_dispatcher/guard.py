@@ -7,13 +7,21 @@ address that was checked, so a DNS answer that changes between check and connect
 cannot slip through. Redirects are never followed, so there is nothing to re-check. TLS still
 verifies the certificate against the host name in the URL. Proxies from the environment are
 ignored: a proxy would connect on our behalf, unchecked.
+
+An attempt's timeout bounds it whole (`attempt_deadline`): httpx2's timeouts bound each read and
+write, so an endpoint sending its answer a byte at a time held an attempt thread for as long as
+it liked. Each read and write of a connection gets what is left of its thread's attempt.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Iterable
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpcore2
@@ -23,6 +31,50 @@ from lotlens_common.pool_transport import PoolTransport
 from lotlens_common.urls import BlockedDestination, address_refusal
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
+
+_attempt = threading.local()  # `.ends`: the monotonic time this thread's attempt must be over by
+
+
+@contextmanager
+def attempt_deadline(seconds: float) -> Iterator[None]:
+    """Bound every read and write this thread's connections make to `seconds` from now, in all."""
+    _attempt.ends = time.monotonic() + seconds
+    try:
+        yield
+    finally:
+        _attempt.ends = None
+
+
+def _left(timeout: float | None, timed_out: type[httpcore2.TimeoutException]) -> float | None:
+    ends: float | None = getattr(_attempt, "ends", None)
+    if ends is None:
+        return timeout
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise timed_out("the attempt's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore2.NetworkStream):
+    def __init__(self, inner: httpcore2.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _left(timeout, httpcore2.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _left(timeout, httpcore2.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                     _left(timeout, httpcore2.ConnectTimeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 class GuardedBackend(httpcore2.NetworkBackend):
@@ -39,7 +91,7 @@ class GuardedBackend(httpcore2.NetworkBackend):
         """Open a TCP connection to a checked address of `host`."""
         try:
             infos = self._resolve(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
+        except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
             raise httpcore2.ConnectError(f"cannot resolve {host}: {exc}") from exc
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
         for address in addresses:
@@ -48,7 +100,9 @@ class GuardedBackend(httpcore2.NetworkBackend):
                 raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
         if not addresses:
             raise httpcore2.ConnectError(f"{host} has no address")
-        return self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address, socket_options)
+        return _DeadlineStream(self._inner.connect_tcp(str(addresses[0]), port,
+                                                       _left(timeout, httpcore2.ConnectTimeout),
+                                                       local_address, socket_options))
 
     def connect_unix_socket(self, path: str, timeout: float | None = None,
                             socket_options: Iterable[Any] | None = None) -> httpcore2.NetworkStream:
