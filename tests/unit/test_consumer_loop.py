@@ -119,6 +119,21 @@ def test_events_of_types_the_handler_does_not_act_on_are_passed_over_unread() ->
     assert consumer.stored == [0, 1, 2, 3]
 
 
+def test_a_header_that_is_not_utf8_is_no_reason_to_stop_consuming() -> None:
+    # The payload decides what an unreadable `type` header cannot (it used to raise out of the
+    # loop: the consumer died and read the same message again after every restart).
+    garbled = [("type", b"\xffJob\xfe")]
+    messages = [FakeMessage(0, event(0), garbled),
+                FakeMessage(1, b"not json", garbled),  # read, undecodable: dead-lettered
+                FakeMessage(2, event(2), [("lotlens.replay.group", b"\xff")])]  # a replay not addressed to us
+    for acts_on, expected in ((frozenset({"JobCancelled"}), ["job-0"]), (frozenset({"LotSubmitted"}), [])):
+        handled: list[str] = []
+        consumer, producer = run([messages], lambda envelopes, into=handled: into.extend(
+            e.job_id for e in envelopes), event_types=acts_on)
+        assert handled == expected
+        assert len(producer.sent) == 1 and consumer.stored == [0, 1, 2]
+
+
 def test_every_service_shares_the_one_list_of_transient_errors() -> None:
     import lotlens_common.stage.service as stage_service
     import lotlens_result_store.__main__ as result_store

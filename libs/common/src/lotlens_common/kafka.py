@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:
     """The trace context a message carries: its headers', else its envelope's."""
-    found = {str(header[0]): _text(header[1]) for header in message.headers() or []
-             if header[0] in tracing.TRACE_KEYS and header[1] is not None}
+    found = {str(name): text for name, value in cast(Headers, message.headers() or [])
+             if name in tracing.TRACE_KEYS and (text := _text(value)) is not None}
     return found if "traceparent" in found else envelope.trace
 
 
@@ -177,9 +177,12 @@ def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: 
         if not _wanted(message, group, spec.event_types):
             continue
         try:
-            decoded.append((message, decode(message.value() or b"")))
+            envelope = decode(message.value() or b"")
         except UndecodableEvent as exc:
             dead_letter(producer, topics, message, group, exc)
+            continue
+        if spec.event_types is None or envelope.type in spec.event_types:
+            decoded.append((message, envelope))
     try:
         if decoded:
             consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
@@ -242,20 +245,28 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
 
 
 def _wanted(message: Message, group: str, event_types: frozenset[str] | None) -> bool:
-    """False for a replayed dead letter meant for another consumer group, and for an event whose
-    `type` header names a type the handler does not act on (one without the header is read)."""
+    """False for a replayed dead letter not addressed to this consumer group, and for an event
+    whose `type` header names a type the handler does not act on. An event without a readable
+    `type` header is read: its payload decides."""
     # A consumed message's headers are a list of pairs (the stub also allows a producer's dict).
     for name, value in cast(Headers, message.headers() or []):
         if name == TYPE_HEADER:
-            if event_types is not None and value is not None and _text(value) not in event_types:
+            event_type = _text(value)
+            if event_types is not None and event_type is not None and event_type not in event_types:
                 return False
-        elif name == dead_letters.REPLAY_GROUP and (value is None or _text(value) != group):
+        elif name == dead_letters.REPLAY_GROUP and _text(value) != group:
             return False
     return True
 
 
-def _text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+def _text(value: str | bytes | None) -> str | None:
+    """A header's text; None when it is absent or not UTF-8 (a header must not stop the loop)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return None
+    return value
 
 
 def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message, group: str,
