@@ -52,8 +52,8 @@ class DispatcherSettings(ServiceSettings):
     def lease_s(self) -> float:
         """How long a claimed attempt is reserved for the instance that claimed it.
 
-        httpx2 timeouts apply per phase (connect, write, read), so one attempt can last up to
-        three timeouts before the worst server is given up.
+        An attempt's reads and writes end within one timeout (`guard.attempt_deadline`); its DNS
+        lookup, which no timeout bounds, comes before. Three timeouts leave a slow resolver room.
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
 
