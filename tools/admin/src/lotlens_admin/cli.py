@@ -2,12 +2,17 @@
 
 Each group lives in its own module and exposes `register(subparsers)`, which adds its parser and
 sets `handler` (a function taking the parsed arguments and returning an exit code) on it.
+Exit codes: 0 done, 1 the command failed, 2 wrong usage, 3 Kafka or PostgreSQL did not answer.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
+
+from confluent_kafka import KafkaException
+from sqlalchemy.exc import DBAPIError
 
 from lotlens_admin import clients, dlq, projections
 
@@ -37,4 +42,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    return handler(args)
+    try:
+        return handler(args)
+    except KafkaException as exc:
+        return _unavailable("Kafka", exc.args[0].str() if exc.args else str(exc))
+    except DBAPIError as exc:
+        return _unavailable("PostgreSQL", str(exc.orig or exc))
+
+
+def _unavailable(dependency: str, reason: str) -> int:
+    # An outage is when operators reach for this tool: one line that says what, not a traceback.
+    first_line = reason.strip().splitlines()[0] if reason.strip() else "no reason given"
+    print(f"lotlens-admin: {dependency} did not answer: {first_line}", file=sys.stderr)
+    return 3
