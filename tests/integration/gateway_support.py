@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx2
 import openai
@@ -38,6 +39,7 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import admin_client
+from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
 from tests.servers import free_port
 
@@ -142,6 +144,12 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     finally:
         deps.relay.stop()
         reads.dispose()
+
+
+def openapi_document() -> dict[str, Any]:
+    """The gateway's OpenAPI document, built from its routes alone (nothing connects)."""
+    routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics()))
+    return create_app(routes_only).openapi()
 
 
 def stub_resolver(names: dict[str, str]) -> Resolver:

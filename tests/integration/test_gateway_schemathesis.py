@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import httpx2
@@ -45,15 +44,13 @@ from sqlalchemy import Engine
 
 from lotlens_common import signing
 from lotlens_common.settings import ServiceSettings
-from lotlens_gateway.app import create_app
-from lotlens_gateway.deps import GatewayDeps
-from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
 from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     insert_running_job,
     make_lots,
+    openapi_document,
     running_gateway,
 )
 from tests.servers import image_host
@@ -84,12 +81,6 @@ UNLIMITED: dict[str, Any] = {"rate_limit_sync": 1_000_000, "rate_limit_batch": 1
                              "rate_limit_polling": 1_000_000, "image_check_timeout_s": 2.0}
 # PostgreSQL accepts UTC offsets up to ±15:59 in a timestamp; Python and the gateway take up to ±23:59.
 PG_MAX_OFFSET = timedelta(hours=15, minutes=59)
-
-
-def openapi_document() -> dict[str, Any]:
-    """The gateway's OpenAPI document, built from its routes alone (nothing connects)."""
-    routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics()))
-    return create_app(routes_only).openapi()
 
 
 def fuzz_seed() -> dict[str, int]:
