@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.urls import IPAddress
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway, stub_resolver
 
 pytestmark = pytest.mark.integration
@@ -88,3 +89,25 @@ def test_a_webhook_the_ssrf_guard_refuses_is_422_at_intake(gateway: Gateway, web
 
 def test_a_webhook_on_a_public_name_is_accepted(gateway: Gateway) -> None:
     assert gateway.submit(make_lots(2, webhook="https://hooks.example.com/done")).status_code == 201
+
+
+def test_webhook_hosts_are_resolved_once_each_and_a_long_refusal_is_listed_in_part(gateway: Gateway) -> None:
+    # 2,000 distinct URLs on one host were 2,000 lookups: with a slow resolver most of them ran
+    # past the intake's DNS timeout, and a private host got through as "does not resolve now".
+    asked: list[str] = []
+    resolve = gateway.deps.resolve
+
+    async def counting(host: str, port: int) -> list[IPAddress]:
+        asked.append(host)
+        return await resolve(host, port)
+
+    gateway.deps.resolve = counting
+    lots = make_lots(2000)
+    for n, lot in enumerate(lots):
+        lot["webhook"] = f"https://hooks.internal.example/jobs/{n}"
+    body = error_of(gateway.submit(lots), 422)
+    assert asked == ["hooks.internal.example"]
+    assert body["code"] == "INVALID_WEBHOOK_URLS" and body["details"]["invalid_count"] == 2000
+    assert body["details"]["invalid_urls"] == [lot["webhook"] for lot in lots[:100]]
+    reason = "hooks.internal.example resolves to 10.1.2.3, a private address"
+    assert body["details"]["reasons"] == {lot["webhook"]: reason for lot in lots[:100]}

@@ -12,30 +12,45 @@ import httpx2
 
 from lotlens_common.urls import BlockedDestination, Resolver, address_refusal
 from lotlens_gateway.errors import validation_failed
+from lotlens_gateway.validation import MAX_LISTED
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-async def _refusal(url: str, resolve: Resolver, allow_loopback: bool, timeout_s: float) -> str | None:
-    parsed = httpx2.URL(url)
+async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool,
+                   timeout_s: float) -> str | None:
     try:
-        addresses = await asyncio.wait_for(
-            resolve(parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme]), timeout_s)
+        addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
     except (OSError, BlockedDestination, TimeoutError):
         return None
     for address in addresses:
         reason = address_refusal(address, allow_loopback)
         if reason:
-            return f"{parsed.host} resolves to {address}, a {reason} address"
+            return f"{host} resolves to {address}, a {reason} address"
     return None
 
 
 async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_loopback: bool,
                                   timeout_s: float) -> None:
-    """422 `INVALID_WEBHOOK_URLS` when a webhook host resolves to an address the guard refuses."""
-    verdicts = await asyncio.gather(*(_refusal(url, resolve, allow_loopback, timeout_s) for url in urls))
-    refused = {url: reason for url, reason in zip(urls, verdicts, strict=True) if reason}
+    """422 `INVALID_WEBHOOK_URLS` when a webhook host resolves to an address the guard refuses.
+
+    Each host is looked up once, however many URLs name it: one lookup per URL ran most of a
+    large job's past `timeout_s`, and a private host went through as one that does not resolve.
+    """
+    where = {url: _host_and_port(url) for url in urls}
+    hosts = list(dict.fromkeys(where.values()))
+    verdicts = await asyncio.gather(*(_refusal(host, port, resolve, allow_loopback, timeout_s)
+                                      for host, port in hosts))
+    refused_hosts = {host: reason for host, reason in zip(hosts, verdicts, strict=True) if reason}
+    refused = [url for url in urls if where[url] in refused_hosts]
     if refused:
+        listed = refused[:MAX_LISTED]
         raise validation_failed("Webhook URLs on non-public addresses are refused",
-                                {"invalid_urls": list(refused), "invalid_count": len(refused),
-                                 "reasons": refused}, code="INVALID_WEBHOOK_URLS")
+                                {"invalid_urls": listed, "invalid_count": len(refused),
+                                 "reasons": {url: refused_hosts[where[url]] for url in listed}},
+                                code="INVALID_WEBHOOK_URLS")
+
+
+def _host_and_port(url: str) -> tuple[str, int]:
+    parsed = httpx2.URL(url)
+    return parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme]
