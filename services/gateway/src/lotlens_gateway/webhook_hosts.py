@@ -34,8 +34,8 @@ async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_
                                   timeout_s: float) -> None:
     """422 `INVALID_WEBHOOK_URLS` when a webhook host resolves to an address the guard refuses.
 
-    Each host is looked up once, however many URLs name it: one lookup per URL ran most of a
-    large job's past `timeout_s`, and a private host went through as one that does not resolve.
+    Each host is looked up once, however many URLs name it (a job's 2,000 URLs on one host were
+    2,000 lookups, queued for the executor's few threads under one timeout).
     """
     where = {url: _host_and_port(url) for url in urls}
     hosts = list(dict.fromkeys(where.values()))
