@@ -93,13 +93,11 @@ def _host_problem(host: str) -> str | None:
     """Why no resolver could be asked for `host` (an empty label, one over 63 characters), or None."""
     try:
         ipaddress.ip_address(host.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    try:
-        host.encode("idna")  # what the system resolver is handed; refused here, nothing is asked
-    except UnicodeError as exc:
-        return f"{host!r} is not a valid host name ({exc.__cause__ or exc})"
+    except ValueError:  # a name: what the system resolver is handed, checked here without asking it
+        try:
+            host.encode("idna")
+        except UnicodeError as exc:
+            return f"{host!r} is not a valid host name ({exc.__cause__ or exc})"
     return None
 
 

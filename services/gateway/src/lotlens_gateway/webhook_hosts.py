@@ -37,17 +37,17 @@ async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_
     Each host is looked up once, however many URLs name it (a job's 2,000 URLs on one host were
     2,000 lookups, queued for the executor's few threads under one timeout).
     """
-    where = {url: _host_and_port(url) for url in urls}
-    hosts = list(dict.fromkeys(where.values()))
+    destination = {url: _host_and_port(url) for url in urls}
+    destinations = list(dict.fromkeys(destination.values()))
     verdicts = await asyncio.gather(*(_refusal(host, port, resolve, allow_loopback, timeout_s)
-                                      for host, port in hosts))
-    refused_hosts = {host: reason for host, reason in zip(hosts, verdicts, strict=True) if reason}
-    refused = [url for url in urls if where[url] in refused_hosts]
+                                      for host, port in destinations))
+    why = {place: reason for place, reason in zip(destinations, verdicts, strict=True) if reason}
+    refused = [url for url in urls if destination[url] in why]
     if refused:
         listed = refused[:MAX_LISTED]
         raise validation_failed("Webhook URLs on non-public addresses are refused",
                                 {"invalid_urls": listed, "invalid_count": len(refused),
-                                 "reasons": {url: refused_hosts[where[url]] for url in listed}},
+                                 "reasons": {url: why[destination[url]] for url in listed}},
                                 code="INVALID_WEBHOOK_URLS")
 
 
