@@ -179,8 +179,25 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
         raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+    return addresses_found(infos)
+
+
+def addresses_found(infos: Iterable[tuple[Any, ...]]) -> list[IPAddress]:
+    """The addresses in `getaddrinfo` answers."""
     # Scoped IPv6 addresses come back as `fe80::1%eth0`; the scope does not change the verdict.
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def reachable(host: str, addresses: list[IPAddress], allow_loopback: bool) -> list[IPAddress]:
+    """`addresses` when every one of them may be reached; BlockedDestination otherwise."""
+    if not addresses:
+        raise BlockedDestination(f"{host} has no address")
+    for address in addresses:
+        # One bad address is enough: the connection could land on it.
+        reason = address_refusal(address, allow_loopback)
+        if reason:
+            raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
+    return addresses
 
 
 async def checked_addresses(host: str, port: int, allow_loopback: bool,
@@ -190,14 +207,7 @@ async def checked_addresses(host: str, port: int, allow_loopback: bool,
         addresses: list[IPAddress] = [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
         addresses = await resolve(host, port)
-    if not addresses:
-        raise BlockedDestination(f"{host} has no address")
-    for address in addresses:
-        # One bad address is enough: the connection could land on it.
-        reason = address_refusal(address, allow_loopback)
-        if reason:
-            raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
-    return addresses
+    return reachable(host, addresses, allow_loopback)
 
 
 async def check_destination(url: str, allow_loopback: bool, resolve: Resolver = resolve_host) -> None:

@@ -1,7 +1,7 @@
 """SSRF guard for webhook URLs: only public addresses, checked when the connection is opened.
 
-The synchronous twin of `lotlens_common.urls.GuardedAsyncBackend` (the same rule,
-`address_refusal`, and the same error, `BlockedDestination`): webhook attempts run on threads.
+The synchronous twin of `lotlens_common.urls.GuardedAsyncBackend` (the same verdict,
+`urls.reachable`, and the same error, `BlockedDestination`): webhook attempts run on threads.
 The check sits in the network backend, after DNS resolution, and the socket connects to the very
 address that was checked, so a DNS answer that changes between check and connect (rebinding)
 cannot slip through. Redirects are never followed, so there is nothing to re-check. TLS still
@@ -15,7 +15,6 @@ it liked. Each read and write of a connection gets what is left of its thread's 
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 import ssl
 import threading
@@ -28,7 +27,7 @@ import httpcore2
 import httpx2
 
 from lotlens_common.pool_transport import PoolTransport
-from lotlens_common.urls import BlockedDestination, address_refusal
+from lotlens_common.urls import BlockedDestination, addresses_found, reachable
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
@@ -92,14 +91,8 @@ class GuardedBackend(httpcore2.NetworkBackend):
         try:
             infos = self._resolve(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
-            raise httpcore2.ConnectError(f"cannot resolve {host}: {exc}") from exc
-        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-        for address in addresses:
-            reason = address_refusal(address, self._allow_loopback)
-            if reason:
-                raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
-        if not addresses:
-            raise httpcore2.ConnectError(f"{host} has no address")
+            raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+        addresses = reachable(host, addresses_found(infos), self._allow_loopback)
         return _DeadlineStream(self._inner.connect_tcp(str(addresses[0]), port,
                                                        _left(timeout, httpcore2.ConnectTimeout),
                                                        local_address, socket_options))
