@@ -11,6 +11,8 @@ import ipaddress
 import socket
 from typing import Any
 
+from lotlens_common.urls import BlockedDestination, IPAddress, Resolver
+
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 ASKED: list[str] = []
 _real_getaddrinfo = socket.getaddrinfo
@@ -36,3 +38,17 @@ def _guarded(host: Any, *args: Any, **kwargs: Any) -> Any:
 def install() -> None:
     """Route every lookup of this process through the guard."""
     socket.getaddrinfo = _guarded
+
+
+def stub_resolver(names: dict[str, str]) -> Resolver:
+    """A resolver answering from `names` (host -> address); no other name resolves.
+
+    No DNS query leaves the machine. Map a name to a public address only for a webhook judged at
+    intake: an image host is connected to.
+    """
+    async def resolve(host: str, _port: int) -> list[IPAddress]:
+        if host not in names:
+            raise BlockedDestination(f"cannot resolve {host}: not a name these tests know")
+        return [ipaddress.ip_address(names[host])]
+
+    return resolve

@@ -7,7 +7,6 @@ and shell recipes talk to it exactly as they would in production.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import threading
 import time
@@ -32,7 +31,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
-from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, guarded_async_client
+from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
@@ -41,6 +40,7 @@ from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
+from tests.network_guard import stub_resolver
 from tests.servers import free_port
 
 UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
@@ -150,20 +150,6 @@ def openapi_document() -> dict[str, Any]:
     """The gateway's OpenAPI document, built from its routes alone (nothing connects)."""
     routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics()))
     return create_app(routes_only).openapi()
-
-
-def stub_resolver(names: dict[str, str]) -> Resolver:
-    """A resolver answering from `names` (host -> address); no other name resolves.
-
-    No DNS query leaves the machine. Map a name to a public address only for a webhook judged at
-    intake: an image host is connected to.
-    """
-    async def resolve(host: str, _port: int) -> list[IPAddress]:
-        if host not in names:
-            raise BlockedDestination(f"cannot resolve {host}: not a name these tests know")
-        return [ipaddress.ip_address(names[host])]
-
-    return resolve
 
 
 def make_lots(count: int, prefix: str | None = None, images: int = 2, webhook: str | None = None,

@@ -12,7 +12,8 @@ from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.urls import IPAddress
-from tests.integration.gateway_support import Gateway, make_lots, running_gateway, stub_resolver
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway
+from tests.network_guard import stub_resolver
 
 pytestmark = pytest.mark.integration
 

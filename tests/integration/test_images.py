@@ -12,7 +12,8 @@ import httpx2
 import pytest
 
 from lotlens_common.images import ImageCheck, check_images, gif_frames
-from lotlens_common.urls import BlockedDestination, IPAddress, guarded_async_client
+from lotlens_common.urls import guarded_async_client
+from tests.network_guard import stub_resolver
 from tests.servers import png, serve
 
 pytestmark = pytest.mark.integration
@@ -130,18 +131,17 @@ def client_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-async def no_names(host: str, _port: int) -> list[IPAddress]:
-    """No name resolves here: these tests ask no DNS server anything (the images are on 127.0.0.1)."""
-    raise BlockedDestination(f"cannot resolve {host}: no names in these tests")
+# No name resolves here: the images are on 127.0.0.1.
+NO_NAMES = stub_resolver({})
 
 
 def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: float) -> ImageCheck:
     async def run() -> ImageCheck:
-        client = (guarded_async_client(allow_loopback, 10, resolve=no_names) if kind == "guarded"
+        client = (guarded_async_client(allow_loopback, 10, resolve=NO_NAMES) if kind == "guarded"
                   else httpx2.AsyncClient(timeout=10, follow_redirects=False))
         async with client:
             return await check_images(urls, client, allow_loopback, 4,  # type: ignore[arg-type]
-                                      resolve=no_names, **options)
+                                      resolve=NO_NAMES, **options)
 
     return asyncio.run(run())
 
