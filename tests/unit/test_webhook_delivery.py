@@ -169,3 +169,22 @@ def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_attempt_timeout(
         took = time.monotonic() - started
     assert not outcome.succeeded and outcome.error is not None and outcome.error.startswith("timeout")
     assert took < 3.0, took
+
+
+def test_a_dns_lookup_that_hangs_is_cut_off_at_the_attempt_timeout():
+    # The system resolver retries each name server for seconds (resolv.conf's timeout x attempts):
+    # a customer's slow DNS held the attempt thread that long, past the attempt's own timeout.
+    release = threading.Event()
+
+    def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+        release.wait(20)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    with GuardedTransport(True, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
+        started = time.monotonic()
+        outcome = post_webhook(transport, "http://slow-dns.example.com/hook", b"{}", {}, 1.0)
+        took = time.monotonic() - started
+    release.set()
+    assert not outcome.succeeded and outcome.error is not None, outcome
+    assert outcome.error.startswith("timeout"), outcome
+    assert took < 3.0, took

@@ -10,7 +10,9 @@ ignored: a proxy would connect on our behalf, unchecked.
 
 An attempt's timeout bounds it whole (`attempt_deadline`): httpx2's timeouts bound each read and
 write, so an endpoint sending its answer a byte at a time held an attempt thread for as long as
-it liked. Each read and write of a connection gets what is left of its thread's attempt.
+it liked. Each read and write of a connection gets what is left of its thread's attempt, and so
+does the DNS lookup: the system resolver retries each name server for seconds, and a customer's
+slow DNS held the attempt thread that long.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any
 
@@ -52,6 +56,24 @@ def _left(timeout: float | None, timed_out: type[httpcore2.TimeoutException]) ->
     if left <= 0:
         raise timed_out("the attempt's time is up")
     return left if timeout is None else min(timeout, left)
+
+
+def _resolve_within(resolve: Resolver, host: str, port: int, timeout: float | None) -> list[tuple[Any, ...]]:
+    """`resolve` on a thread of its own, waited for at most `timeout`: `getaddrinfo` cannot be
+    interrupted, so a lookup that outlives its attempt finishes on that thread, unwaited for."""
+    answer: Future[list[tuple[Any, ...]]] = Future()
+
+    def lookup() -> None:
+        try:
+            answer.set_result(resolve(host, port, type=socket.SOCK_STREAM))
+        except BaseException as exc:  # handed to the waiting attempt as it is
+            answer.set_exception(exc)
+
+    threading.Thread(target=lookup, name=f"dns-{host}"[:64], daemon=True).start()
+    try:
+        return answer.result(timeout)
+    except FutureTimeout:
+        raise httpcore2.ConnectTimeout(f"no DNS answer for {host} within the attempt's time") from None
 
 
 class _DeadlineStream(httpcore2.NetworkStream):
@@ -89,7 +111,7 @@ class GuardedBackend(httpcore2.NetworkBackend):
                     socket_options: Iterable[Any] | None = None) -> httpcore2.NetworkStream:
         """Open a TCP connection to a checked address of `host`."""
         try:
-            infos = self._resolve(host, port, type=socket.SOCK_STREAM)
+            infos = _resolve_within(self._resolve, host, port, _left(timeout, httpcore2.ConnectTimeout))
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
             raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
         addresses = reachable(host, addresses_found(infos), self._allow_loopback)
