@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -112,3 +113,28 @@ def test_webhook_hosts_are_resolved_once_each_and_a_long_refusal_is_listed_in_pa
     assert body["details"]["invalid_urls"] == [lot["webhook"] for lot in lots[:100]]
     reason = "hooks.internal.example resolves to 10.1.2.3, a private address"
     assert body["details"]["reasons"] == {lot["webhook"]: reason for lot in lots[:100]}
+
+
+@pytest.mark.parametrize("path", ["/api/v1/generate-descriptions", "/api/v1/test-image-validation"])
+def test_a_compressed_body_is_400_saying_so_not_invalid_json(gateway: Gateway, path: str) -> None:
+    # An integrator who gzips a 50,000-lot body was told it was "not UTF-8", and looked for the
+    # fault in their JSON.
+    lots = make_lots(2)
+    document = ({"signature": gateway.lots_signature(lots), "lots": lots} if path.endswith("descriptions")
+                else {"urls": ["https://img.example.com/a.jpg"]})
+    compressed = gzip.compress(json.dumps(document).encode())
+    answer = httpx2.post(gateway.url + path, content=compressed, timeout=30,
+                         headers={"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                  "X-Signature": "sha256=" + "0" * 64})
+    body = error_of(answer, 400)
+    assert body["code"] == "UNSUPPORTED_CONTENT_ENCODING", body
+    assert body["details"] == {"content_encoding": "gzip", "supported": ["identity"]}
+    assert "uncompressed" in body["message"]
+
+
+def test_content_encoding_identity_is_the_body_as_it_is(gateway: Gateway) -> None:
+    lots = make_lots(2)
+    answer = httpx2.post(gateway.url + "/api/v1/generate-descriptions", timeout=30,
+                         json={"signature": gateway.lots_signature(lots), "lots": lots},
+                         headers={"Content-Encoding": "identity"})
+    assert answer.status_code == 201, answer.text[:300]

@@ -46,10 +46,18 @@ def declared_length(request: Request) -> int | None:
 
 async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> bytes:
     """The raw body, refused as soon as it is known to exceed `max_bytes` (header or counted) or
-    to be too slow (every body the gateway reads comes through here)."""
+    to be too slow (every body the gateway reads comes through here), and refused when it is
+    compressed (read whole first, so the client reads the answer, not a reset connection)."""
     received = bytearray()
     async for chunk in _chunks(request, max_bytes, timeouts):
         received += chunk
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        # Bodies are signed and limited as sent: decompressing would leave the signature's bytes
+        # and the size limits in doubt, and a small gzip body can unpack to gigabytes.
+        raise ApiError(400, "UNSUPPORTED_CONTENT_ENCODING",
+                       f"Content-Encoding {encoding!r} is not supported: send the JSON uncompressed",
+                       details={"content_encoding": encoding, "supported": ["identity"]})
     return bytes(received)
 
 

@@ -31,7 +31,8 @@ _ERRORS = {
     400: ("INVALID_JSON: the body is not a JSON object (or repeats a member, or holds NaN, Infinity, a "
           "number past a double or a lone surrogate); NESTING_TOO_DEEP: nested "
           "deeper than 32 levels outside `lots` or deeper than the parser allows; INTEGER_TOO_LONG: "
-          "an integer of more than 32 digits"),
+          "an integer of more than 32 digits; UNSUPPORTED_CONTENT_ENCODING: a compressed body "
+          "(send it uncompressed)"),
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
