@@ -188,3 +188,34 @@ def test_a_dns_lookup_that_hangs_is_cut_off_at_the_attempt_timeout():
     assert not outcome.succeeded and outcome.error is not None, outcome
     assert outcome.error.startswith("timeout"), outcome
     assert took < 3.0, took
+
+
+@contextlib.contextmanager
+def _raw_endpoint(answer: bytes) -> Iterator[str]:
+    """A loopback endpoint that reads one request and sends `answer`, bytes as they are."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
+    finally:
+        listener.close()
+        thread.join(5)
+
+
+@pytest.mark.parametrize("value", [b"\xb2", "١٢".encode(), b"12\xb9", b"-5", b"1.5"])
+def test_a_retry_after_that_is_not_ascii_digits_or_a_date_is_ignored_and_the_503_recorded(value):
+    # `str.isdigit` says yes to "²" (byte 0xB2 read as Latin-1), which `float` then refuses: the
+    # receiver's 503 broke the attempt instead of being recorded and retried on schedule.
+    head = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: " + value + b"\r\nContent-Length: 4\r\n\r\nbusy"
+    with _raw_endpoint(head) as url, GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        outcome = post_webhook(transport, url, b"{}", {}, 5.0)
+    assert not outcome.succeeded and outcome.status_code == 503 and not outcome.final
+    assert outcome.retry_after_s is None

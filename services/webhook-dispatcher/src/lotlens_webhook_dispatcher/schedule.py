@@ -36,7 +36,9 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    # RFC 9110's delay-seconds is ASCII digits: `isdigit` alone also says yes to "²" and "١٢",
+    # and `float("²")` raised out of the attempt instead of recording the receiver's 503.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         moment = parsedate_to_datetime(value)
