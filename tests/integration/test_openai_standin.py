@@ -14,7 +14,7 @@ import httpx2
 import openai
 import pytest
 
-from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_lines
+from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
 from lotlens_common.model.errors import (
     ModelOutputError,
     ModelRateLimitedError,
@@ -90,7 +90,7 @@ async def read_results(batches: OpenAIBatches, file_id: str | None) -> dict[str,
     if file_id is None:
         return {}
     lines = [line async for line in batches.iter_file_lines(file_id)]
-    return {result.custom_id: result for result in parse_batch_lines(lines)}
+    return {result.custom_id: result for result in map(parse_batch_line, lines) if result is not None}
 
 
 async def run_batch(client: openai.AsyncOpenAI, path: Path, metadata: dict[str, str] | None = None) -> tuple[

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx2
 
-from lotlens_common.model.batch_files import batch_line, parse_batch_lines
+from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from tests.servers import free_port
@@ -42,6 +42,11 @@ def _wait_for(api: httpx2.Client, batch_id: str, statuses: tuple[str, ...], seco
     raise AssertionError(f"batch {batch_id} never reached {statuses}")
 
 
+def _results(api: httpx2.Client, file_id: str) -> list[BatchLineResult]:
+    lines = api.get(f"/files/{file_id}/content").content.splitlines()
+    return [result for result in map(parse_batch_line, lines) if result is not None]
+
+
 def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_path: Path) -> None:
     state, port = tmp_path / "state", free_port()
     api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
@@ -68,10 +73,10 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         done = _wait_for(api, created["id"], ("completed", "failed", "expired", "cancelled"))
         assert done["status"] == "completed"
         assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
-        output = parse_batch_lines(api.get(f"/files/{done['output_file_id']}/content").content.splitlines())
+        output = _results(api, done["output_file_id"])
         assert [(r.custom_id, parse_vision_response(r.body or {})) for r in output] == [
             ("lot-0:vision", "<p>Standin vision: 1 image(s) reviewed. Camry</p>")]
-        errors = parse_batch_lines(api.get(f"/files/{done['error_file_id']}/content").content.splitlines())
+        errors = _results(api, done["error_file_id"])
         assert [r.custom_id for r in errors] == ["lot-1:vision"]
     with standin_process(tmp_path, port, state, **PHASES):
         # A finished batch and its files stay finished across another restart.

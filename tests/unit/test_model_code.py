@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_lines
+from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.languages import ENGLISH, canonical_tag, is_supported_language, language_name
 from lotlens_common.model.settings import ModelSettings
@@ -157,7 +157,7 @@ def test_batch_line_is_one_jsonl_request_for_the_responses_endpoint() -> None:
                                   "body": {"model": "o4-mini", "input": "x"}}
 
 
-def test_parse_batch_lines_handles_output_and_error_file_lines() -> None:
+def test_parse_batch_line_reads_output_and_error_file_lines() -> None:
     ok_body = response(message(text_part("<p>x</p>")))
     lines = [
         orjson.dumps({"id": "batch_req_1", "custom_id": "a", "error": None,
@@ -175,7 +175,7 @@ def test_parse_batch_lines_handles_output_and_error_file_lines() -> None:
             "body": {"error": {"message": "Invalid schema", "type": "invalid_request_error",
                                "param": "text.format.schema", "code": "invalid_json_schema"}}}}),
     ]
-    a, b, c, d = parse_batch_lines(lines)
+    a, b, c, d = [result for result in map(parse_batch_line, lines) if result is not None]
     assert a == BatchLineResult("a", ok_body, None)
     assert b.body is None and b.error == "HTTP 500 server_error: The server had an error"
     assert b.error_code == "server_error"
@@ -185,9 +185,11 @@ def test_parse_batch_lines_handles_output_and_error_file_lines() -> None:
     assert d.error_code == "invalid_json_schema" and d.error is not None and "HTTP 400" in d.error
 
 
-def test_parse_batch_lines_rejects_corrupt_lines() -> None:
-    with pytest.raises(ModelOutputError, match="line 1"):
-        list(parse_batch_lines([b"{not json"]))
+@pytest.mark.parametrize(("raw", "problem"), [(b"{not json", "not JSON"), (b"[1, 2]", "no custom_id"),
+                                               (b'{"response": {"status_code": 200}}', "no custom_id")])
+def test_parse_batch_line_refuses_a_line_that_holds_no_result(raw: bytes, problem: str) -> None:
+    with pytest.raises(ModelOutputError, match=problem):
+        parse_batch_line(raw)
 
 
 # --- languages --------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ with every per-line and per-batch outcome."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
@@ -180,3 +180,27 @@ def test_a_stage_keeps_the_sent_lots_of_its_latest_shards_up_to_a_bound(world: W
     assert list(world.stage.sent) == ["shard-2", "shard-3", "shard-4", "shard-5"]
     world.stage.remember_sent("shard-big", lots(SENT_LOTS_KEPT))
     assert list(world.stage.sent) == ["shard-big"]
+
+
+def test_an_unreadable_result_line_sends_its_lot_again_and_the_others_are_settled(world: World) -> None:
+    # One line we cannot read (cut short, not an object, no custom_id) failed the whole collection,
+    # every round, for good: the shard stayed submitted and its job never finished.
+    read = world.batches.iter_file_lines
+    garbled: list[bytes] = []
+
+    async def with_bad_lines(file_id: str) -> AsyncIterator[bytes]:
+        async for line in read(file_id):
+            if b"job-1-lot-1" in line and not garbled:
+                garbled.append(line)
+                yield line[:40]
+                yield b"[1, 2]"
+                yield b'{"response": {"status_code": 200, "body": {}}}'
+                continue
+            yield line
+
+    world.batches.iter_file_lines = with_bad_lines  # type: ignore[method-assign]
+    world.store.add(lots(3))
+    world.rounds(4)
+    assert garbled and world.completed() == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+    assert [b.lot_ids for b in world.submitted()][1] == ("job-1-lot-1",)
+    assert {s.status for s in world.store.shards_by_id.values()} == {"collected"}

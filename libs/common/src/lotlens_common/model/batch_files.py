@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,21 +58,20 @@ def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def parse_batch_lines(lines: Iterable[bytes]) -> Iterator[BatchLineResult]:
-    """Results of output-file and error-file lines alike; blank lines are skipped."""
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            line = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise ModelOutputError(f"batch result line {number} is not JSON: {exc}") from exc
-        if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
-            raise ModelOutputError(f"batch result line {number} has no custom_id")
-        custom_id = line["custom_id"]
-        if isinstance(line.get("error"), dict):
-            yield _from_error_object(custom_id, line["error"])
-        elif isinstance(line.get("response"), dict):
-            yield _from_response(custom_id, line["response"])
-        else:
-            yield BatchLineResult(custom_id, None, "the line has neither a response nor an error", None)
+def parse_batch_line(raw: bytes) -> BatchLineResult | None:
+    """The result an output-file or error-file line holds (None for a blank line);
+    ModelOutputError for a line that is not one (not JSON, not an object, no `custom_id`)."""
+    if not raw.strip():
+        return None
+    try:
+        line = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ModelOutputError(f"a batch result line is not JSON: {exc}") from exc
+    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+        raise ModelOutputError("a batch result line has no custom_id")
+    custom_id = line["custom_id"]
+    if isinstance(line.get("error"), dict):
+        return _from_error_object(custom_id, line["error"])
+    if isinstance(line.get("response"), dict):
+        return _from_response(custom_id, line["response"])
+    return BatchLineResult(custom_id, None, "the line has neither a response nor an error", None)

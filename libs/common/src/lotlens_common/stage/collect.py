@@ -14,8 +14,8 @@ from typing import Any
 from opentelemetry.context import Context
 
 from lotlens_common.logs import log_context
-from lotlens_common.model.batch_files import parse_batch_lines
-from lotlens_common.model.errors import ModelError
+from lotlens_common.model.batch_files import parse_batch_line
+from lotlens_common.model.errors import ModelError, ModelOutputError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
@@ -143,23 +143,34 @@ async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], can
 async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[Any]],
                    batch: Mapping[str, Any], cancelled: bool) -> None:
     settler = Settler(stage, shard, cancelled)
+    unreadable = 0
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
             continue
         with openai_call("files.content", {"lotlens.file_key": file_key}):
             async for line in stage.batches.iter_file_lines(str(file_id)):
-                for result in parse_batch_lines([line]):
-                    lot = pending.pop(result.custom_id, None)
-                    if lot is None:
-                        continue  # settled earlier (re-collection after a crash) or not ours
-                    if result.body is not None:
-                        settler.succeeded(lot, result.body)
-                    else:
-                        settler.failed(lot, line_kind(result.status, result.error_code),
-                                       result.error or "request failed")
+                try:
+                    result = parse_batch_line(line)
+                except ModelOutputError as exc:
+                    # Its lot stays pending and goes again below: raising here failed the whole
+                    # collection every round, and the shard's job never finished.
+                    unreadable += 1
+                    metrics.openai_error(stage.spec.name, "files", exc)
+                    log.warning("batch %s: %s", shard.batch_id, exc, extra={"job_id": shard.job_id})
+                    continue
+                lot = pending.pop(result.custom_id, None) if result is not None else None
+                if result is None or lot is None:
+                    continue  # blank, settled earlier (re-collection after a crash) or not ours
+                if result.body is not None:
+                    settler.succeeded(lot, result.body)
+                else:
+                    settler.failed(lot, line_kind(result.status, result.error_code),
+                                   result.error or "request failed")
                 settler.flush_if_full()
     reason = batch_reason(batch)
+    if unreadable:
+        reason += f"; {unreadable} of its result lines could not be read"
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
         stage.shrink_files(stage.file_byte_limit(), reason)
     for lot in pending.values():
