@@ -75,3 +75,35 @@ def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_
     assert one.status_code == 200, one.text
     for description in one.json()["lots"][0]["descriptions"]:
         assert_clean(description["damages"])
+
+
+def test_a_model_answer_with_a_nul_character_completes_its_lot_without_it(
+        stack: Stack, stack_engine: Engine, images: str) -> None:
+    # JSON carries "\u0000" and a model may write it; PostgreSQL text cannot hold it. The NUL
+    # reached the translator, whose work table (jsonb) refused it: the VisionCompleted was
+    # dead-lettered and the lot never completed. Other control characters have
+    # no place in an integrator's page (nor in XML) and go too.
+    prefix = new_id("nul")
+    lots = [{"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i} standin:control-characters",
+             "images": [{"url": f"{images}/{prefix}-{i}.png"}]} for i in range(2)]
+    accepted = submit(stack, lots)
+    assert accepted.status_code == 201, accepted.text
+    job_id = accepted.json()["job_id"]
+    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
+        if results.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert results.status_code == 200, (results.text, stack.log_tail("translator"))
+    lots_back = results.json()["results"]["lots"]
+    assert sorted(lot["status"] for lot in lots_back) == ["completed", "completed"]
+    english = [d["damages"] for lot in lots_back for d in lot["descriptions"] if d["language"] == "en"]
+    clean = "<p>Standin vision: 1 image(s) reviewed. Car {} standin:control-characters</p>"
+    assert sorted(english) == [clean.format(0), clean.format(1)]
+
+    one = submit(stack, [{**lots[0], "lot_id": f"{prefix}-sync"}])
+    assert one.status_code == 200, one.text
+    [english_sync] = [d["damages"] for d in one.json()["lots"][0]["descriptions"] if d["language"] == "en"]
+    assert english_sync == clean.format(0)

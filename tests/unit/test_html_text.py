@@ -33,6 +33,17 @@ def test_markup_not_starting_with_a_block_is_wrapped_in_a_paragraph() -> None:
     assert as_paragraph_html("<span>Rear</span> bumper <b>cracked</b>") == "<p>Rear bumper <b>cracked</b></p>"
 
 
+@pytest.mark.parametrize(("text", "html"), [
+    ("Dent\x00 on\x01 the\x7f door\x85.", "<p>Dent on the door.</p>"),
+    ("<p>Dent\x00 on the\x0b door.</p>", "<p>Dent on the door.</p>"),
+    ("Dent\ud800 here\tand\r\nthere", "<p>Dent\ufffd here and there</p>"),
+])
+def test_control_characters_are_dropped_and_a_lone_surrogate_replaced(text: str, html: str) -> None:
+    # A NUL stopped the lot's description at PostgreSQL; a lone surrogate cannot be UTF-8.
+    assert as_paragraph_html(text) == html
+    html.encode()
+
+
 def test_nothing_left_after_cleaning_is_a_model_error() -> None:
     with pytest.raises(ModelOutputError):
         as_paragraph_html("<script>alert(1)</script>")

@@ -14,7 +14,9 @@ Deterministic answers (tests assert on them exactly):
 * Vision (no json_schema format requested):
   `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`. When T contains
   `standin:hostile-html`, hostile markup follows (`<script>`, `<img onerror>`,
-  `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write.
+  `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write. When T
+  contains `standin:control-characters`, the answer is that text without its `<p>` tags and
+  with NUL, U+0001 and DEL after "reviewed." (PostgreSQL text cannot hold a NUL).
 * Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
   string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets

@@ -97,9 +97,18 @@ HOSTILE_HTML = ('<script>alert("standin")</script><img src="x.png" onerror="aler
                 '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>')
 
 
+# A prompt holding this marker gets plain text (no tags) with a NUL and other control characters in
+# it: JSON carries them and a model may write them, but PostgreSQL text cannot hold a NUL.
+CONTROL_MARKER = "standin:control-characters"
+
+
 def vision_text(prompt: Prompt) -> str:
-    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>`, T escaped; + HOSTILE_HTML on the marker."""
-    answer = f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {html.escape(prompt.last_text)}</p>"
+    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>`, T escaped; + HOSTILE_HTML on its marker;
+    on CONTROL_MARKER the same text without tags, with NUL, U+0001 and DEL after "reviewed."."""
+    notes = html.escape(prompt.last_text)
+    if CONTROL_MARKER in prompt.last_text:
+        return f"Standin vision: {prompt.image_count} image(s) reviewed.\x00\x01\x7f {notes}"
+    answer = f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {notes}</p>"
     return answer + HOSTILE_HTML if HOSTILE_MARKER in prompt.last_text else answer
 
 

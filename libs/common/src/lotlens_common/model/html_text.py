@@ -21,6 +21,13 @@ _ANY_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(?P<body>.*?)\n?```$", re.DOTALL)
 _BLANK_LINE = re.compile(r"\n\s*\n")
 _BLOCK_START = re.compile(r"<(p|ul|ol)>")
+# C0 and C1 controls but tab, line feed and carriage return: JSON carries them and a model may
+# write them, but PostgreSQL text cannot hold a NUL (the lot's description was never stored), and
+# the others have no place in a web page (nor in XML).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# A lone surrogate (Python's `json` reads "\ud800"; the SDK's direct answers come through it)
+# cannot be written as UTF-8.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Built once: `nh3.clean` builds its cleaner on every call, which took twice as long as the
 # cleaning itself (a third of the vision-batcher's CPU while collecting 50,000 descriptions).
 _CLEANER = nh3.Cleaner(tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
@@ -87,8 +94,11 @@ def sanitised(markup: str) -> str:
 
 
 def as_paragraph_html(text: str) -> str:
-    """Sanitised HTML; plain text → one escaped `<p>` per blank-line-separated paragraph."""
-    stripped = text.strip()
+    """Sanitised HTML; plain text → one escaped `<p>` per blank-line-separated paragraph.
+
+    Control characters (tab and line breaks aside) are dropped and a lone surrogate becomes U+FFFD.
+    """
+    stripped = _LONE_SURROGATE.sub("\ufffd", _CONTROL.sub("", text)).strip()
     fenced = _FENCE.match(stripped)
     if fenced:
         # Models sometimes wrap the answer in ```html fences despite the instructions.
