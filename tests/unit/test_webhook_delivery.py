@@ -219,3 +219,17 @@ def test_a_retry_after_that_is_not_ascii_digits_or_a_date_is_ignored_and_the_503
         outcome = post_webhook(transport, url, b"{}", {}, 5.0)
     assert not outcome.succeeded and outcome.status_code == 503 and not outcome.final
     assert outcome.retry_after_s is None
+
+
+def test_an_answer_with_nul_bytes_is_recorded_without_them():
+    # A receiver answering in UTF-16 (as some Windows servers do) sends NUL bytes. PostgreSQL text
+    # and jsonb cannot hold a NUL: the attempt's record was refused by the read models and
+    # dead-lettered, and the delivery's history lost it.
+    body = "server error".encode("utf-16-le")
+    head = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(body)
+    with _raw_endpoint(head + body) as url, \
+            GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        outcome = post_webhook(transport, url, b"{}", {}, 5.0)
+    assert outcome.status_code == 500 and outcome.response_body is not None
+    assert "\x00" not in outcome.response_body
+    assert outcome.response_body.replace("\ufffd", "") == "server error"

@@ -95,7 +95,8 @@ def _read_some(response: httpx2.Response) -> str:
         size += len(chunk)
         if size >= _READ_LIMIT_BYTES:
             break
-    return b"".join(chunks).decode("utf-8", errors="replace")
+    # A NUL (an answer in UTF-16, say) cannot be stored: the read models refused the attempt.
+    return b"".join(chunks).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
 def _describe(response: httpx2.Response) -> str:
