@@ -244,7 +244,11 @@ def answers(settings: ServiceSettings, engine: Engine, ask: Callable[[Gateway], 
 
 
 @pytest.mark.parametrize("query", ["created_after=2025-08-05T10%3A00%3A00%2B16%3A00",
-                                   "created_before=2025-08-05T10%3A00%3A00-22%3A24"])
+                                   "created_before=2025-08-05T10%3A00%3A00-22%3A24",
+                                   # In UTC these fall before year 1 and after year 9999 (a 500 once).
+                                   "created_after=0001-01-01T00%3A00%3A00%2B14%3A00",
+                                   "created_before=9999-12-31T23%3A59%3A59-14%3A00",
+                                   "created_after=0001-01-01T00%3A00%3A00Z&created_before=9999-12-31T23%3A59%3A59"])
 def test_a_listing_filter_with_a_far_utc_offset_is_normalised_to_utc(
         settings: ServiceSettings, engine: Engine, query: str) -> None:
     response = answers(settings, engine, lambda gateway: gateway.list_jobs(query))

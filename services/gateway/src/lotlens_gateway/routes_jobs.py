@@ -77,7 +77,13 @@ def _utc(moment: datetime | None) -> datetime | None:
     # Normalised here: PostgreSQL refuses offsets past ±15:59 that ISO 8601 allows.
     if moment is None:
         return None
-    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Before year 1 or after 9999 in UTC (0001-01-01T00:00+14:00): as far as the calendar goes.
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 @router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,
