@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,28 @@ def test_the_curl_recipe_signed_with_echo_and_openssl_is_answered(
     assert body["processing_mode"] == "synchronous"
     assert body["lots"][0]["lot_id"] == "curl-test-001" and body["lots"][0]["status"] == "failed"
     assert len(body["lots"][0]["missing_images"]) == 2
+
+
+def _leave_early(gateway: Gateway, lots: list[dict[str, Any]], headers: dict[str, str]) -> None:
+    body = {"signature": gateway.lots_signature(lots), "version": "1.0.0", "languages": ["en", "de"],
+            "lots": lots}
+    with pytest.raises(httpx2.TimeoutException):
+        httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=body, headers=headers, timeout=0.7)
+
+
+def test_a_client_that_leaves_without_an_idempotency_key_stops_its_model_calls(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    # Nobody can receive that answer any more (a retry without a key starts afresh): the vision call
+    # ran to its end and the translation was paid for after the client had gone.
+    with serve_standin(tmp_path, latency_seconds=1.5) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url) as gw:
+        _leave_early(gw, one_lot(images), {})
+        time.sleep(4.0)  # the vision answer (1.5 s) and a translation (1.5 s) had time to come
+        assert slow.stats()["direct_calls"] == {"/v1/responses": 1}
+        # With a key the work goes on, and the client's retry gets it without paying again.
+        _leave_early(gw, one_lot(images), {"Idempotency-Key": "leaves-1"})
+        time.sleep(4.0)
+        assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
+        again = gw.submit(one_lot(images), languages=["en", "de"], headers={"Idempotency-Key": "leaves-1"})
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
+        assert slow.stats()["direct_calls"] == {"/v1/responses": 3}

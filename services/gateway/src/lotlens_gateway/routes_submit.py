@@ -11,9 +11,12 @@ from an address with too many bodies refused before authentication gets 429 unre
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
-from typing import Annotated, Any
+from collections.abc import Awaitable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
@@ -35,6 +38,8 @@ from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 router = APIRouter(tags=["generation"])
 
 _TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @router.post(
@@ -126,7 +131,10 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
                job_id: str, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
-        return 200, await deps.describer.describe(submission), {}
+        describing = deps.describer.describe(submission)
+        # Without a key nobody can receive this answer once the client has gone (a retry starts
+        # afresh), so its model calls stop; with one, the retry replays it without paying again.
+        return 200, await (describing if key is not None else _unless_client_leaves(request, describing)), {}
     settings = deps.settings
     created_at = deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
@@ -138,6 +146,31 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
                                    _remembered(deps, client_id, key))
     return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """`work`'s result; cancelled (and a 499 for the log) when the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    left = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, left}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # this request was cancelled itself: so is its work
+        task.cancel()
+        raise
+    finally:
+        left.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.wait({task})
+        log.info("the client left before its answer: its model calls were stopped")
+        raise ApiError(499, "CLIENT_CLOSED_REQUEST", "The client closed the connection before the answer")
+    return task.result()
+
+
+async def _disconnected(request: Request) -> None:
+    # The body has been read: the next ASGI message is the disconnect, whenever it comes.
+    while (await request.receive())["type"] != "http.disconnect":
+        continue
 
 
 def _remembered(deps: GatewayDeps, client_id: str, key: str | None) -> Answer | None:
