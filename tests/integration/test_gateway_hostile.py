@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -138,3 +141,20 @@ def test_content_encoding_identity_is_the_body_as_it_is(gateway: Gateway) -> Non
                          json={"signature": gateway.lots_signature(lots), "lots": lots},
                          headers={"Content-Encoding": "identity"})
     assert answer.status_code == 201, answer.text[:300]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/generate-descriptions", "/api/v1/test-image-validation"])
+def test_a_client_gone_mid_body_is_a_499_not_a_500(gateway: Gateway, path: str,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    # Every upload a client dropped (a mobile network, its own timeout on a 50,000-lot body) was
+    # logged as an unexpected error with a traceback and counted as a 500 on the dashboard.
+    host, port = gateway.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(f"POST {path} HTTP/1.1\r\nHost: lotlens\r\nContent-Length: 100000\r\n"
+                    "Content-Type: application/json\r\n\r\n".encode() + b'{"lots": [' + b"1," * 1000)
+        time.sleep(0.3)
+    time.sleep(0.5)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    metrics = httpx2.get(f"{gateway.url}/metrics", timeout=10).text
+    assert f'route="{path}",status="499"}} 1.0' in metrics, metrics
+    assert f'route="{path}",status="500"' not in metrics

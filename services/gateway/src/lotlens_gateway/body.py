@@ -9,8 +9,9 @@ from typing import Any
 
 import orjson
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
-from lotlens_gateway.errors import ApiError
+from lotlens_gateway.errors import ApiError, client_closed
 
 
 def too_large(max_bytes: int, declared: int | None = None) -> ApiError:
@@ -88,6 +89,9 @@ async def _chunks(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> A
                 chunk = await anext(chunks, None)
         except TimeoutError:
             raise too_slow(timeouts, stalled=wait == timeouts.gap_s) from None
+        except ClientDisconnect:
+            # A dropped upload is the client's doing: it was logged and counted as a 500.
+            raise client_closed("its body arrived") from None
         if chunk is None:
             return
         size += len(chunk)

@@ -76,6 +76,11 @@ def job_not_found(job_id: str) -> ApiError:
     return ApiError(404, "JOB_NOT_FOUND", f"Job {job_id} not found", details={"job_id": job_id})
 
 
+def client_closed(before: str) -> ApiError:
+    """499 (nginx's): the client closed the connection first; only the access log and metrics see it."""
+    return ApiError(499, "CLIENT_CLOSED_REQUEST", f"The client closed the connection before {before}")
+
+
 def unavailable(what: str) -> ApiError:
     """503: a dependency (database, Kafka) is down; the request may be retried."""
     return ApiError(503, "SERVICE_UNAVAILABLE", f"{what} is unavailable, please retry later",

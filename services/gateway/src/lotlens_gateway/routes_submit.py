@@ -28,7 +28,7 @@ from lotlens_common.logs import bind_log_context
 from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
-from lotlens_gateway.errors import ApiError
+from lotlens_gateway.errors import ApiError, client_closed
 from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.signed_body import read_signed
@@ -163,7 +163,7 @@ async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
         task.cancel()
         await asyncio.wait({task})
         log.info("the client left before its answer: its model calls were stopped")
-        raise ApiError(499, "CLIENT_CLOSED_REQUEST", "The client closed the connection before the answer")
+        raise client_closed("the answer")
     return task.result()
 
 
