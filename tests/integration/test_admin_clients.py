@@ -41,4 +41,6 @@ def test_secret_list_and_rotate(infra: Infra, engine: Engine, monkeypatch, capsy
     code, third = run(capsys, "clients", "rotate", client, "--overlap-hours", "0")
     with engine.connect() as conn:
         assert webhook_secrets.live(conn, client, datetime.now(UTC)) == [third]
-    assert run(capsys, "clients", "rotate", client, "--overlap-hours", "-1")[0] == 2
+    with pytest.raises(SystemExit) as refused:  # argparse's usage error (tests/unit/test_admin_arguments.py)
+        run(capsys, "clients", "rotate", client, "--overlap-hours", "-1")
+    assert refused.value.code == 2

@@ -39,15 +39,23 @@ def _secret(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    if args.overlap_hours < 0:
-        print("--overlap-hours must not be negative")
-        return 2
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
         secret = webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
     engine.dispose()
     print(secret)
     return 0
+
+
+# A year: longer is no rotation at all (and past `timedelta`'s range it was a traceback).
+MAX_OVERLAP_HOURS = 24 * 365
+
+
+def _overlap_hours(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= MAX_OVERLAP_HOURS:  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be 0 to {MAX_OVERLAP_HOURS} hours, not {text}")
+    return value
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,6 +70,6 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rotate = commands.add_parser("rotate",
                                  help="make a new current secret; the old one signs for the overlap")
     rotate.add_argument("client_id")
-    rotate.add_argument("--overlap-hours", type=float, default=24.0,
+    rotate.add_argument("--overlap-hours", type=_overlap_hours, default=24.0,
                         help="how long the previous secret keeps signing (default 24)")
     rotate.set_defaults(handler=_rotate)

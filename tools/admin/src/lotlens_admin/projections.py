@@ -11,6 +11,13 @@ from lotlens_result_store.rebuild import RebuildOptions, rebuild
 from lotlens_result_store.shadow import drop_retired
 
 
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `projections` group."""
     parser = groups.add_parser("projections", help="rebuild the read models from the event log")
@@ -21,7 +28,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--restart", action="store_true", help="forget an interrupted rebuild and start over")
     run.add_argument("--no-swap", action="store_true",
                      help="stop once caught up; the rebuilt tables stay in schema lotlens_rebuild")
-    run.add_argument("--batch-size", type=int, default=2000, help="events per transaction (default 2000)")
+    run.add_argument("--batch-size", type=_at_least_one, default=2000,
+                     help="events per transaction (default 2000)")
     run.set_defaults(handler=_rebuild)
     drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced")
     drop.set_defaults(handler=_drop_retired)
