@@ -31,6 +31,16 @@ def test_submitted_finished_batch_is_collected(status: str) -> None:
     assert lc.for_submitted(batch(status), False, NOW, DAY) == lc.Collect(batch(status))
 
 
+def test_a_status_the_api_description_does_not_list_is_waited_on_like_a_running_one() -> None:
+    # Collected as if finished, a batch in a status OpenAI might add one day (say "paused") had
+    # every lot without an answer yet sent again: paid twice while the first batch still ran.
+    assert lc.for_submitted(batch("paused"), False, NOW, DAY) == lc.Wait("paused")
+    assert isinstance(lc.for_submitted(batch("paused", age_s=DAY + 1), False, NOW, DAY), lc.Cancel)
+    assert isinstance(lc.for_submitted(batch("paused"), True, NOW, DAY), lc.Cancel)
+    # A duplicate in such a status may still spend: it is cancelled, not ignored.
+    assert lc.for_duplicate(batch("paused")) == lc.CancelDuplicate()
+
+
 def test_submitted_running_batch_of_a_cancelled_job_is_cancelled() -> None:
     assert isinstance(lc.for_submitted(batch("in_progress"), True, NOW, DAY), lc.Cancel)
 

@@ -204,3 +204,14 @@ def test_an_unreadable_result_line_sends_its_lot_again_and_the_others_are_settle
     assert garbled and world.completed() == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
     assert [b.lot_ids for b in world.submitted()][1] == ("job-1-lot-1",)
     assert {s.status for s in world.store.shards_by_id.values()} == {"collected"}
+
+
+def test_a_batch_in_a_status_not_in_the_api_description_is_not_paid_for_twice(world: World) -> None:
+    world.batches.finish = "paused"  # not one of the 8 statuses the OpenAPI description lists
+    world.store.add(lots(2))
+    world.rounds(4)
+    [event] = world.submitted()
+    assert set(world.store.statuses().values()) == {"submitted"} and world.completed() == []
+    world.batches.batches[event.batch_id]["status"], world.batches.finish = "in_progress", "completed"
+    world.rounds(2)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.submitted()) == 1

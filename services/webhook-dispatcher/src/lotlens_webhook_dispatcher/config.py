@@ -52,8 +52,9 @@ class DispatcherSettings(ServiceSettings):
     def lease_s(self) -> float:
         """How long a claimed attempt is reserved for the instance that claimed it.
 
-        An attempt's reads and writes end within one timeout (`guard.attempt_deadline`); its DNS
-        lookup, which no timeout bounds, comes before. Three timeouts leave a slow resolver room.
+        An attempt, its DNS lookup included, ends within one timeout (`guard.attempt_deadline`);
+        the other two are slack for a busy machine (the body is built and the outcome published
+        around the attempt, and a stale lease is renewed before sending).
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
 

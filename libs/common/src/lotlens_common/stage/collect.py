@@ -85,7 +85,7 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
                         extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
             with openai_call("batches.cancel", {"lotlens.batch_id": shard.batch_id}, job_trace):
                 batch = await stage.batches.cancel_batch(shard.batch_id)
-            if batch["status"] in lifecycle.RUNNING:
+            if batch["status"] not in lifecycle.FINISHED:
                 stage.store.note_batch_status(shard.shard_id, str(batch["status"]))
                 return str(batch["status"])
             action = lifecycle.Collect(batch)

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-# OpenAI batch statuses (openapi.yaml, Batch.status).
+# OpenAI batch statuses (openapi.yaml, Batch.status). A status outside both (one the API may add)
+# is taken as running: taken as finished, the lots it had not answered yet were sent again.
 RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 # A batch we can no longer read by id for these reasons may still exist and still be running.
@@ -105,7 +106,7 @@ def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
                   max_age_s: float) -> Wait | Cancel | Collect:
     """A recorded batch as OpenAI shows it now."""
     status = str(batch["status"])
-    if status not in RUNNING:
+    if status in FINISHED:
         return Collect(batch)
     if status != "cancelling":
         if job_cancelled:
@@ -155,9 +156,9 @@ def for_unknown_batch(batch: Mapping[str, Any], shard_status: str | None,
 
 def for_duplicate(batch: Mapping[str, Any]) -> Ignore | CancelDuplicate:
     """A batch whose lots are on record elsewhere: cancel it while it can still spend."""
-    if batch.get("status") in RUNNING - {"cancelling"}:
-        return CancelDuplicate()
-    return Ignore("finished or already stopping: nothing left to save")
+    if batch.get("status") in FINISHED | {"cancelling"}:
+        return Ignore("finished or already stopping: nothing left to save")
+    return CancelDuplicate()
 
 
 def too_large(code: str | None, message: str) -> bool:
