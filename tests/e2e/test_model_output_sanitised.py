@@ -35,6 +35,17 @@ def submit(stack: Stack, lots: list[dict[str, Any]]) -> httpx2.Response:
                       json={"signature": signature, "languages": ["en", "de"], "lots": lots})
 
 
+def results_when_done(stack: Stack, job_id: str, seconds: float) -> httpx2.Response:
+    """`batch-results` of the job once it answers 200, or its last answer after `seconds`."""
+    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    deadline = time.monotonic() + seconds
+    while True:
+        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
+        if results.status_code == 200 or time.monotonic() > deadline:
+            return results
+        time.sleep(0.5)
+
+
 def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_answers(
         stack: Stack, stack_engine: Engine, images: str, receiver: WebhookReceiver) -> None:
     prefix = new_id("xss")
@@ -44,13 +55,7 @@ def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_
     accepted = submit(stack, lots)
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["job_id"]
-    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
-        if results.status_code == 200:
-            break
-        time.sleep(0.5)
+    results = results_when_done(stack, job_id, 120)
     assert results.status_code == 200, results.text
     returned = [d["damages"] for lot in results.json()["results"]["lots"] for d in lot["descriptions"]]
     assert len(returned) == 4
@@ -88,14 +93,7 @@ def test_a_model_answer_with_a_nul_character_completes_its_lot_without_it(
              "images": [{"url": f"{images}/{prefix}-{i}.png"}]} for i in range(2)]
     accepted = submit(stack, lots)
     assert accepted.status_code == 201, accepted.text
-    job_id = accepted.json()["job_id"]
-    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
-        if results.status_code == 200:
-            break
-        time.sleep(0.5)
+    results = results_when_done(stack, accepted.json()["job_id"], 90)
     assert results.status_code == 200, (results.text, stack.log_tail("translator"))
     lots_back = results.json()["results"]["lots"]
     assert sorted(lot["status"] for lot in lots_back) == ["completed", "completed"]

@@ -10,7 +10,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
 import pytest
@@ -133,8 +133,8 @@ def test_a_host_no_resolver_can_be_asked_for_fails_the_attempt_instead_of_breaki
 
 
 @contextlib.contextmanager
-def _trickling_endpoint(seconds: float) -> Iterator[str]:
-    """A loopback endpoint that answers 200, its head one byte every 0.2 s for `seconds`."""
+def _endpoint(answer: Callable[[socket.socket, threading.Event], None]) -> Iterator[str]:
+    """A loopback endpoint for one request: it reads the request, then `answer(connection, stop)`."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -142,12 +142,7 @@ def _trickling_endpoint(seconds: float) -> Iterator[str]:
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * int(seconds / 0.2) + b"\r\n"
-            for byte in head:
-                if stop.wait(0.2):
-                    return
-                conn.sendall(bytes([byte]))
-            conn.sendall(b"Content-Length: 0\r\n\r\n")
+            answer(conn, stop)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -157,6 +152,24 @@ def _trickling_endpoint(seconds: float) -> Iterator[str]:
         stop.set()
         listener.close()
         thread.join(5)
+
+
+def _trickling_endpoint(seconds: float) -> contextlib.AbstractContextManager[str]:
+    """An endpoint that answers 200, its head one byte every 0.2 s for `seconds`."""
+    def trickle(conn: socket.socket, stop: threading.Event) -> None:
+        head = b"HTTP/1.1 200 OK\r\n" + b"X-Pad: " + b"a" * int(seconds / 0.2) + b"\r\n"
+        for byte in head:
+            if stop.wait(0.2):
+                return
+            conn.sendall(bytes([byte]))
+        conn.sendall(b"Content-Length: 0\r\n\r\n")
+
+    return _endpoint(trickle)
+
+
+def _raw_endpoint(answer: bytes) -> contextlib.AbstractContextManager[str]:
+    """An endpoint that sends `answer`, bytes as they are."""
+    return _endpoint(lambda conn, _stop: conn.sendall(answer))
 
 
 def test_an_endpoint_that_trickles_its_answer_is_cut_off_at_the_attempt_timeout():
@@ -188,26 +201,6 @@ def test_a_dns_lookup_that_hangs_is_cut_off_at_the_attempt_timeout():
     assert not outcome.succeeded and outcome.error is not None, outcome
     assert outcome.error.startswith("timeout"), outcome
     assert took < 3.0, took
-
-
-@contextlib.contextmanager
-def _raw_endpoint(answer: bytes) -> Iterator[str]:
-    """A loopback endpoint that reads one request and sends `answer`, bytes as they are."""
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def serve() -> None:
-        conn, _ = listener.accept()
-        with conn:
-            conn.recv(65536)
-            conn.sendall(answer)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/hook"
-    finally:
-        listener.close()
-        thread.join(5)
 
 
 @pytest.mark.parametrize("value", [b"\xb2", "١٢".encode(), b"12\xb9", b"-5", b"1.5"])
