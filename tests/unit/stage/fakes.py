@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from lotlens_common.events import Event
-from lotlens_common.model.errors import ModelError
+from lotlens_common.model.errors import ModelError, ModelRequestError
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Caused, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
@@ -209,6 +209,8 @@ class FakeBatches:
     files: dict[str, list[bytes]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     cancelled: list[str] = field(default_factory=list)
+    # Files OpenAI answers 404 for (deleted in the dashboard, or past their 30 days).
+    deleted_files: set[str] = field(default_factory=set)
     duplicate_creates: int = 0
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
@@ -272,6 +274,8 @@ class FakeBatches:
         return dict(self.batches[batch_id])
 
     async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
+        if file_id in self.deleted_files:
+            raise ModelRequestError(f"HTTP 404 invalid_request_error: No such File object: {file_id}", 404)
         for line in self.files[file_id]:
             yield line
 

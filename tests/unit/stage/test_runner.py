@@ -215,3 +215,13 @@ def test_a_batch_in_a_status_not_in_the_api_description_is_not_paid_for_twice(wo
     world.batches.batches[event.batch_id]["status"], world.batches.finish = "in_progress", "completed"
     world.rounds(2)
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.submitted()) == 1
+
+
+def test_a_result_file_openai_no_longer_has_sends_its_lots_again(world: World) -> None:
+    # Deleted from the dashboard, or past its 30 days: the 404 failed the collection every round,
+    # and the shard's job never finished.
+    world.batches.deleted_files.add("batch-1-output_file_id")  # the first batch's output
+    world.store.add(lots(2))
+    world.rounds(4)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.submitted()) == 2
+    assert {s.status for s in world.store.shards_by_id.values()} == {"collected"}

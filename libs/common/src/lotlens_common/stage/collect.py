@@ -15,7 +15,7 @@ from opentelemetry.context import Context
 
 from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_line
-from lotlens_common.model.errors import ModelError, ModelOutputError
+from lotlens_common.model.errors import ModelError, ModelOutputError, ModelRequestError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
@@ -143,34 +143,27 @@ async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], can
 async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[Any]],
                    batch: Mapping[str, Any], cancelled: bool) -> None:
     settler = Settler(stage, shard, cancelled)
-    unreadable = 0
+    problems: list[str] = []
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
             continue
-        with openai_call("files.content", {"lotlens.file_key": file_key}):
-            async for line in stage.batches.iter_file_lines(str(file_id)):
-                try:
-                    result = parse_batch_line(line)
-                except ModelOutputError as exc:
-                    # Its lot stays pending and goes again below: raising here failed the whole
-                    # collection every round, and the shard's job never finished.
-                    unreadable += 1
-                    metrics.openai_error(stage.spec.name, "files", exc)
-                    log.warning("batch %s: %s", shard.batch_id, exc, extra={"job_id": shard.job_id})
-                    continue
-                lot = pending.pop(result.custom_id, None) if result is not None else None
-                if result is None or lot is None:
-                    continue  # blank, settled earlier (re-collection after a crash) or not ours
-                if result.body is not None:
-                    settler.succeeded(lot, result.body)
-                else:
-                    settler.failed(lot, line_kind(result.status, result.error_code),
-                                   result.error or "request failed")
-                settler.flush_if_full()
-    reason = batch_reason(batch)
-    if unreadable:
-        reason += f"; {unreadable} of its result lines could not be read"
+        try:
+            with openai_call("files.content", {"lotlens.file_key": file_key}):
+                unreadable = await _settle_lines(stage, shard, str(file_id), pending, settler)
+        except ModelRequestError as exc:
+            if exc.status_code != 404:
+                raise
+            # Deleted (from the dashboard, say) or past its 30 days: the 404 failed the collection
+            # every round and the job never finished. Its lots go again below.
+            metrics.openai_error(stage.spec.name, "files", exc)
+            log.error("batch %s: its %s is gone: %s", shard.batch_id, file_key, exc,
+                      extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            problems.append(f"its {file_key} {file_id} is gone")
+            continue
+        if unreadable:
+            problems.append(f"{unreadable} of its result lines could not be read")
+    reason = "; ".join([batch_reason(batch), *problems])
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
         stage.shrink_files(stage.file_byte_limit(), reason)
     for lot in pending.values():
@@ -179,6 +172,31 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     stage.store.close_shard(shard.shard_id, "collected", str(batch["status"]))
     log.info("batch %s %s: collected", shard.batch_id, batch["status"],
              extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+
+
+async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: dict[str, LotWork[Any]],
+                        settler: Settler) -> int:
+    """Settle the pending lots a result file answers; how many of its lines could not be read."""
+    unreadable = 0
+    async for line in stage.batches.iter_file_lines(file_id):
+        try:
+            result = parse_batch_line(line)
+        except ModelOutputError as exc:
+            # Its lot stays pending and goes again: raising here failed the whole collection
+            # every round, and the shard's job never finished.
+            unreadable += 1
+            metrics.openai_error(stage.spec.name, "files", exc)
+            log.warning("batch %s: %s", shard.batch_id, exc, extra={"job_id": shard.job_id})
+            continue
+        lot = pending.pop(result.custom_id, None) if result is not None else None
+        if result is None or lot is None:
+            continue  # blank, settled earlier (re-collection after a crash) or not ours
+        if result.body is not None:
+            settler.succeeded(lot, result.body)
+        else:
+            settler.failed(lot, line_kind(result.status, result.error_code), result.error or "request failed")
+        settler.flush_if_full()
+    return unreadable
 
 
 def batch_reason(batch: Mapping[str, Any]) -> str:
