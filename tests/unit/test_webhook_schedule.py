@@ -47,6 +47,14 @@ def test_retry_after_is_read_as_seconds_or_as_an_http_date():
     assert parse_retry_after("Tue, 05 Aug 2025 08:00:00 GMT", NOW) == 0
 
 
+@pytest.mark.parametrize("value", ["Tue, 05 Aug 2025 08:17:00 GMT", "Tuesday, 05-Aug-25 08:17:00 GMT",
+                                   "Tue Aug  5 08:17:00 2025"])
+def test_retry_after_is_read_in_each_of_the_three_http_date_formats(value):
+    # RFC 9110 5.6.7: a recipient MUST accept all three. asctime carries no zone (it is GMT by
+    # definition), and the naive date it parses to was ignored.
+    assert parse_retry_after(value, NOW) == 120
+
+
 @pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5e3"])
 def test_an_absent_or_unreadable_retry_after_is_ignored(value):
     assert parse_retry_after(value, NOW) is None

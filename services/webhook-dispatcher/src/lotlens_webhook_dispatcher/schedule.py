@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 
@@ -44,6 +44,6 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
         moment = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-    if moment.tzinfo is None:  # an HTTP date is always GMT
-        return None
+    if moment.tzinfo is None:  # asctime, the third HTTP-date format, has no zone: it is GMT
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, (moment - now).total_seconds())
