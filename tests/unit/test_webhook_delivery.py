@@ -226,3 +226,40 @@ def test_an_answer_with_nul_bytes_is_recorded_without_them():
     assert outcome.status_code == 500 and outcome.response_body is not None
     assert "\x00" not in outcome.response_body
     assert outcome.response_body.replace("\ufffd", "") == "server error"
+
+
+def _short_body(conn: socket.socket, _stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nok")
+    conn.shutdown(socket.SHUT_RDWR)
+
+
+def _bad_gzip(conn: socket.socket, _stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 2\r\n\r\nok")
+
+
+def _slow_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\no")
+    stop.wait(10)
+
+
+@pytest.mark.parametrize("answer", [_short_body, _bad_gzip, _slow_body])
+def test_a_2xx_whose_body_cannot_be_read_is_still_a_delivery(answer):
+    # The receiver said 200: it has the webhook. Reading the rest of its answer is only for the
+    # history; a body cut short, undecodable or still coming at the deadline made the attempt a
+    # failure, and the receiver got the same webhook again.
+    with _endpoint(answer) as url, GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        started = time.monotonic()
+        outcome = post_webhook(transport, url, b"{}", {}, 1.0)
+        took = time.monotonic() - started
+    assert outcome.succeeded and outcome.status_code == 200 and outcome.error is None, outcome
+    assert took < 3.0, took
+
+
+def test_a_redirect_to_a_very_long_location_is_recorded_within_the_body_limit():
+    location = b"https://x.example/" + b"a" * 60_000
+    head = b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+    with _raw_endpoint(head) as url, GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        outcome = post_webhook(transport, url, b"{}", {}, 5.0, body_chars=2000)
+    assert outcome.status_code == 302 and outcome.error is not None
+    assert outcome.error.startswith("HTTP 302: redirect to https://x.example/aaa")
+    assert len(outcome.error) <= 2000, len(outcome.error)

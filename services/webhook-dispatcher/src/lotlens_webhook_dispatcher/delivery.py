@@ -1,6 +1,7 @@
 """One HTTP attempt at a webhook, judged by the contract.
 
-Success is HTTP 200, 201 or 202 within the timeout. Anything else fails the attempt: another
+Success is HTTP 200, 201 or 202 within the timeout, whatever follows the status line: the
+receiver has the webhook once it says so. Anything else fails the attempt: another
 code, a redirect (never followed: the customer registered this URL, and a redirect could point
 anywhere), a timeout, a refused or reset connection, an address the SSRF guard refuses.
 HTTP 410 Gone means the endpoint is retired: no more attempts. `Retry-After` is passed on.
@@ -17,6 +18,7 @@ httpx2's exception tree, as far as it matters here::
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +68,7 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
     try:
         with attempt_deadline(timeout_s):
             response = transport.handle_request(request)
+            latency_ms = (time.monotonic() - started) * 1000
             try:
                 text = _read_some(response)
             finally:
@@ -74,7 +77,6 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
         return _failed(started, f"timeout: no complete answer within {timeout_s:g} s")
     except httpx2.HTTPError as exc:
         return _failed(started, f"connection failed: {type(exc).__name__}: {exc}")
-    latency_ms = (time.monotonic() - started) * 1000
     code = response.status_code
     snippet = text[:body_chars] if text else None
     if latency_ms > timeout_s * 1000:
@@ -82,19 +84,22 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
                               snippet)
     if code in SUCCESS_CODES:
         return AttemptOutcome(True, latency_ms, code, None, snippet)
-    return AttemptOutcome(False, latency_ms, code, _describe(response), snippet,
+    return AttemptOutcome(False, latency_ms, code, _describe(response)[:body_chars], snippet,
                           parse_retry_after(response.headers.get("retry-after"), utc_now()),
                           final=code == GONE)
 
 
 def _read_some(response: httpx2.Response) -> str:
+    """The start of the answer, as far as it can be read: a body cut short, undecodable or still
+    coming at the deadline is kept as read (it only goes into the history; the status judges)."""
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():  # the attempt's deadline bounds the time it takes
-        chunks.append(chunk)
-        size += len(chunk)
-        if size >= _READ_LIMIT_BYTES:
-            break
+    with contextlib.suppress(httpx2.HTTPError):
+        for chunk in response.iter_bytes():  # the attempt's deadline bounds the time it takes
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= _READ_LIMIT_BYTES:
+                break
     # A NUL (an answer in UTF-16, say) cannot be stored: the read models refused the attempt.
     return b"".join(chunks).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
