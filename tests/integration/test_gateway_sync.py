@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.gateway_support import Gateway, running_gateway
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.seeds import bash_block_after, seed_client_class
 from tests.servers import image_host
 from tests.standin import Standin, serve_standin
@@ -192,3 +193,29 @@ def test_a_client_that_leaves_without_an_idempotency_key_stops_its_model_calls(
         again = gw.submit(one_lot(images), languages=["en", "de"], headers={"Idempotency-Key": "leaves-1"})
         assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
         assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
+
+
+def test_a_synchronous_lot_sent_without_its_length_holds_no_intake_place_during_its_model_calls(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    # A chunked body's size is unknown until it is read, so it is admitted like a job's. Once read
+    # it was one lot, yet it kept its place for its model calls (up to 300 s): with one place, a
+    # streaming client's synchronous lot turned every job away with 503 INTAKE_BUSY.
+    lots = one_lot(images)
+    with serve_standin(tmp_path, latency_seconds=2.0) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url, intake_slots=1,
+                            intake_waiting=0, max_lot_bytes=2000) as gw:
+        raw = json.dumps({"signature": gw.lots_signature(lots), "version": "1.0.0", "languages": ["en"],
+                          "lots": lots}).encode()
+        answers: list[httpx2.Response] = []
+        sending = threading.Thread(target=lambda: answers.append(httpx2.post(
+            f"{gw.url}/api/v1/generate-descriptions", content=iter([raw]), timeout=30)))
+        sending.start()
+        deadline = time.monotonic() + 10
+        while not slow.stats()["direct_calls"]:  # the lot is in its model call
+            assert time.monotonic() < deadline, "the synchronous lot never reached the model"
+            time.sleep(0.05)
+        job = gw.submit(make_lots(30))  # bigger than one lot: it needs the place
+        sending.join(30)
+    assert job.status_code == 201, job.text
+    assert answers[0].status_code == 200, answers[0].text
+    assert answers[0].request.headers.get("transfer-encoding") == "chunked"

@@ -27,20 +27,20 @@ def test_a_second_job_body_waits_for_the_slot_and_a_small_body_does_not() -> Non
         first_in, release_first = asyncio.Event(), asyncio.Event()
 
         async def first() -> None:
-            async with slots.for_body(SMALL + 1):
+            async with slots.hold():
                 order.append("first in")
                 first_in.set()
                 await release_first.wait()
                 order.append("first out")
 
         async def second() -> None:
-            async with slots.for_body(50 * SMALL):
+            async with slots.hold():
                 order.append("second in")
 
         holder = asyncio.create_task(first())
         await first_in.wait()
         waiter = asyncio.create_task(second())
-        async with slots.for_body(SMALL):  # a synchronous lot: no slot, no wait
+        if not slots.takes_slot(SMALL):  # a synchronous lot: no slot, no wait
             order.append("small in")
         assert _in_work(metrics) == 1
         release_first.set()
@@ -59,14 +59,14 @@ def test_a_job_body_that_finds_no_slot_in_time_gets_503_with_retry_after() -> No
         taken = asyncio.Event()
 
         async def hold() -> None:
-            async with slots.for_body(SMALL + 1):
+            async with slots.hold():
                 taken.set()
                 await asyncio.sleep(1.0)
 
         holder = asyncio.create_task(hold())
         await taken.wait()
         with pytest.raises(ApiError) as refused:
-            async with slots.for_body(SMALL + 1):
+            async with slots.hold():
                 raise AssertionError("admitted while the only slot was taken")
         await holder
         return refused.value

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import asynccontextmanager
 
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -71,10 +71,6 @@ class IntakeSlots:
     def takes_slot(self, body_bytes: int | None) -> bool:
         """Whether a body of this size (None: not declared) is a job's, worked on in a slot."""
         return body_bytes is None or body_bytes > self._small
-
-    def for_body(self, body_bytes: int) -> AbstractAsyncContextManager[None]:
-        """A slot for a job's body; none for a body no bigger than one lot."""
-        return self.hold() if self.takes_slot(body_bytes) else nullcontext()
 
     @asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

@@ -84,15 +84,22 @@ async def generate_descriptions(
             await drain_body(request, limit, timeouts)
             raise deps.intake.refusal()
         raw = await read_body(request, limit, timeouts)
-        async with deps.intake.for_body(len(raw)):
-            try:
-                document, client_id = await run_in_threadpool(read_signed, raw, deps.keys, x_signature,
-                                                              deps.settings.body_limits())
-            except ApiError:
-                if deps.intake.takes_slot(len(raw)):
+        if deps.intake.takes_slot(len(raw)):
+            async with deps.intake.hold():
+                try:
+                    document, client_id = await _read_signed(deps, raw, x_signature)
+                except ApiError:
                     deps.strikes.record(address)
-                raise
-            return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+                    raise
+                return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+    # No bigger than one lot (a synchronous lot sent without its length, say): its place is given
+    # back before its model calls, which may take 300 s.
+    document, client_id = await _read_signed(deps, raw, x_signature)
+    return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+
+
+async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None) -> tuple[dict[str, Any], str]:
+    return await run_in_threadpool(read_signed, raw, deps.keys, x_signature, deps.settings.body_limits())
 
 
 async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dict[str, Any],
