@@ -3,6 +3,7 @@ crashes at each step, lost locks, a refused key (in-memory ports)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import orjson
@@ -16,6 +17,7 @@ from lotlens_common.model.errors import (
     ModelUnavailableError,
 )
 from lotlens_common.stage import metrics, record, submit
+from lotlens_common.stage.runner import run_stage_loop
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
 
@@ -211,3 +213,18 @@ def test_a_finished_batch_whose_shard_another_instance_holds_is_left_to_it(world
     world.store.locks.discard(shard.shard_id)
     world.rounds()
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
+
+
+def test_a_batch_listing_that_keeps_failing_does_not_stop_sending_and_collecting(world: World) -> None:
+    # The minute's housekeeping lists batches. It ran in the round's own `try`: while the listing
+    # failed (429s, an outage of that one endpoint) each round ended there, and nothing was sent or
+    # collected, round after round, while the heartbeat said the process was well.
+    world.batches.errors["list"] = [ModelRequestError("HTTP 429 rate_limit_exceeded", 429)
+                                    for _ in range(10_000)]
+    world.store.add(lots(3))
+    stop = threading.Event()
+    timer = threading.Timer(1.5, stop.set)
+    timer.start()
+    run_stage_loop(world.stage, stop)
+    timer.join()
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]

@@ -64,10 +64,10 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
     while not stop.is_set():
         heartbeat(f"stage:{stage.spec.name}")
         now = time.monotonic()
+        if now - last_recovery >= RECOVERY_EVERY_S:
+            last_recovery = now
+            await _housekeep_apart(stage)
         try:
-            if now - last_recovery >= RECOVERY_EVERY_S:
-                await housekeep(stage)
-                last_recovery = now
             watching = now - last_watch >= stage.settings.poll_interval_s
             await step(stage, watching)
             if watching:
@@ -80,6 +80,17 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
             log.exception("stage %s loop failed; retrying", stage.spec.name)
             await asyncio.sleep(min(5.0, stage.settings.poll_interval_s))
         await asyncio.sleep(TICK_S)
+
+
+async def _housekeep_apart(stage: Stage[Any]) -> None:
+    """Housekeeping whose failure leaves the round alone: a batch listing that kept failing (429s
+    on that one endpoint) once ended every round before anything was sent or collected."""
+    try:
+        await housekeep(stage)
+    except Exception as exc:
+        metrics.openai_error(stage.spec.name, "housekeeping", exc)
+        log.exception("stage %s housekeeping failed; sending and collecting go on, it runs again in "
+                      "%.0f s", stage.spec.name, RECOVERY_EVERY_S)
 
 
 def _update_gauges(stage: Stage[Any]) -> None:
