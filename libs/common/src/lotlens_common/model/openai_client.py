@@ -138,10 +138,16 @@ class OpenAIBatches:
         return uploaded.id
 
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
-        """Start a 24h `/v1/responses` batch over an uploaded file."""
+        """Start a 24h `/v1/responses` batch over an uploaded file, asked once.
+
+        The SDK would retry a lost answer without an idempotency key, and each retry could start
+        another batch over the same file. The caller's recovery finds a batch that was created by
+        its metadata before it creates another.
+        """
         with mapped_errors():
-            batch = await self._client.batches.create(input_file_id=input_file_id, endpoint="/v1/responses",
-                                                      completion_window="24h", metadata=metadata)
+            batch = await self._client.with_options(max_retries=0).batches.create(
+                input_file_id=input_file_id, endpoint="/v1/responses", completion_window="24h",
+                metadata=metadata)
         return batch.to_dict()
 
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:

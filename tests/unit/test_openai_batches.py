@@ -1,0 +1,31 @@
+"""The Batch API calls through the official SDK, against an in-memory transport (no connection)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx2
+import openai
+import pytest
+
+from lotlens_common.model.errors import ModelUnavailableError
+from lotlens_common.model.openai_client import OpenAIBatches
+
+
+def test_a_batch_create_whose_answer_is_lost_is_not_sent_again_by_the_sdk() -> None:
+    # OpenAI may have created the batch before its answer was lost (a 502 from a proxy, a reset).
+    # The SDK retried the POST twice, with no idempotency key: each retry could start another batch
+    # over the same file, all of it paid for. The shard stays `building` instead, and recovery
+    # finds the batch by its metadata before it creates one.
+    creates: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        creates.append(request)
+        return httpx2.Response(502, json={"error": {"message": "Bad gateway", "type": "server_error",
+                                                   "param": None, "code": None}})
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(OpenAIBatches(client).create_batch("file-1", {"lotlens_shard": "vision-1"}))
+    assert [(r.method, r.url.path) for r in creates] == [("POST", "/v1/batches")]
