@@ -178,3 +178,21 @@ def test_every_answer_matches_the_published_openapi_schema(gateway: Gateway, eng
     check(httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{finished}/cancel",
                      headers={"X-Signature": gateway.sign(finished)}).json(), "CannotCancel")
     check(httpx2.get(f"{gateway.url}/health").json(), "Health")
+
+
+def test_head_is_answered_like_get_without_a_body(gateway: Gateway, engine: Engine) -> None:
+    # RFC 9110 9.1: a general-purpose server MUST support HEAD. FastAPI's GET routes answered it
+    # 405 (`Allow: GET`), so `curl -I` and uptime probes that send HEAD saw the gateway as broken.
+    job_id = insert_running_job(engine, gateway.client_id)
+    signed = {"X-Signature": gateway.sign(job_id)}
+    for path, headers in (("/livez", {}), ("/health", {}), ("/metrics", {}),
+                          (f"/api/v1/batch-status/{job_id}", signed), ("/openapi.json", {})):
+        got = httpx2.get(f"{gateway.url}{path}", headers=headers, timeout=10)
+        head = httpx2.head(f"{gateway.url}{path}", headers=headers, timeout=10)
+        assert head.status_code == got.status_code == 200, (path, head.status_code, head.text)
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    unsigned = httpx2.head(f"{gateway.url}/api/v1/batch-status/{job_id}", timeout=10)
+    assert unsigned.status_code == 401 and unsigned.content == b""
+    text = httpx2.get(f"{gateway.url}/metrics").text
+    assert 'lotlens_http_requests_total{method="HEAD",route="/livez",status="200"} 1.0' in text

@@ -74,6 +74,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
+    app.add_middleware(HeadAsGet)
     app.add_middleware(RequestCounter, metrics=deps.metrics)
     if tracing.enabled():
         app.add_middleware(RequestTracer)
@@ -105,3 +106,37 @@ class RequestCounter:
             route = getattr(scope.get("route"), "path", "unmatched")
             labels = {"method": scope["method"], "route": route, "status": str(status[0])}
             self._metrics.http_requests.labels(**labels).inc()
+
+
+class HeadAsGet:
+    """HEAD answered as GET without the body (RFC 9110 9.1: every general-purpose server supports
+    HEAD; FastAPI's GET routes answered it 405, and `curl -I` and uptime probes saw an error).
+
+    Innermost, so metrics and traces still say HEAD. The server keeps its own scope (still HEAD),
+    so uvicorn drops the body too; dropping it here holds under any server.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass a HEAD on as a GET and send its answer's head alone."""
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self._app(scope, receive, send)
+            return
+
+        async def head_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+                if sent_end[0]:
+                    return
+                sent_end[0] = True
+            await send(message)
+
+        sent_end = [False]
+        as_get = {**scope, "method": "GET"}
+        try:
+            await self._app(as_get, receive, head_only)
+        finally:
+            if "route" in as_get:  # the route matched, for the request metrics outside
+                scope["route"] = as_get["route"]
