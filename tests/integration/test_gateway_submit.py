@@ -287,6 +287,25 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(
     assert len(job_starts) == 2  # the replay published nothing
 
 
+def test_a_key_past_its_24_hours_starts_a_new_job_for_the_same_body(gateway: Gateway, engine: Engine) -> None:
+    # The job id was derived from the client, the key and the body: once the key had expired, the
+    # same order sent again was accepted as a "new" job under the old job's id, and its status and
+    # results were the old job's (the new run overwrote the old one's row).
+    lots = make_lots(2)
+    key = {"Idempotency-Key": "nightly-batch"}
+    first = gateway.submit(lots, headers=key)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE idempotency_keys SET created_at = created_at - interval '25 hours' "
+                          "WHERE client_id = :c AND key = 'nightly-batch'"), {"c": gateway.client_id})
+    again = gateway.submit(lots, headers=key)
+    assert first.status_code == again.status_code == 201, again.text
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["job_id"] != first.json()["job_id"]
+    replayed = gateway.submit(lots, headers=key)  # and the key now stands for the new job
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.json()["job_id"] == again.json()["job_id"]
+
+
 def test_a_50000_lot_request_is_accepted_and_every_lot_reaches_kafka(
         gateway: Gateway, settings: ServiceSettings) -> None:
     lots = make_lots(50_000, webhook="https://hooks.example.com/done")

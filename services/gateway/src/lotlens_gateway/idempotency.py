@@ -4,14 +4,15 @@ A key is reserved (row without a response) before the work and completed with th
 it; the same client, key and body replay that answer, another body under the key is a 409.
 Only successful answers are kept: a failed attempt releases the key so the client may retry.
 A reservation whose request died (gateway killed) is taken over after `stale_after_s`. Keys
-live at least `ttl_s` (24 h by default).
+live at least `ttl_s` (24 h by default); past that the same key and body are a new request, and
+a new job. A job's outbox rows and its key's answer are written in one transaction, so a retry
+after a crash finds either the answer to replay or no job at all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,13 +21,11 @@ from sqlalchemy import Connection, Engine, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import idempotency_keys as keys
-from lotlens_common.uuids import uuid5_text
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
-_NAMESPACE = uuid.UUID("8c0f3f55-3d6e-4c36-9a53-6a0b1c6f3b11")
 # Expired keys are purged by about one request in this many.
 _PURGE_ONE_IN = 100
 
@@ -42,11 +41,6 @@ class Replay:
 def request_hash(body: bytes) -> str:
     """The fingerprint a key is bound to: SHA-256 of the raw body."""
     return hashlib.sha256(body).hexdigest()
-
-
-def job_id_for(client_id: str, key: str, fingerprint: str) -> str:
-    """A job id derived from the key: a retry after a crash re-publishes the same job, not a new one."""
-    return uuid5_text(_NAMESPACE, f"{client_id}\n{key}\n{fingerprint}")
 
 
 def check_key(key: str) -> str:

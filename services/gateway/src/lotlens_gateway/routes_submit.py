@@ -29,7 +29,7 @@ from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.errors import ApiError, client_closed
-from lotlens_gateway.idempotency import HEADER, check_key, job_id_for, request_hash
+from lotlens_gateway.idempotency import HEADER, check_key, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.signed_body import read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
@@ -119,7 +119,6 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         if replay is not None:
             return JSONResponse(replay.body, status_code=replay.status_code,
                                 headers={"Idempotent-Replayed": "true"})
-        job_id = job_id_for(client_id, key, fingerprint)
     bind_log_context(job_id=job_id)
     try:
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
