@@ -80,6 +80,8 @@ def test_non_strings_are_not_urls() -> None:
     ("::ffff:10.0.0.1", "private"), ("::ffff:127.0.0.1", "loopback"),
     ("64:ff9b::a9fe:a9fe", "cloud metadata"),
     ("2002:c0a8:0101::1", "private"), ("192.0.2.1", "private"),
+    # Not globally reachable by the IANA registries, yet global to Python before 3.11.10 (CVE-2024-4032).
+    ("192.0.0.100", "private"), ("192.0.0.9", "private"), ("fec0::1", "private"), ("3fff::1", "private"),
 ])
 def test_internal_addresses_are_refused(address: str, reason: str) -> None:
     assert address_refusal(ipaddress.ip_address(address), allow_loopback=False) == reason
@@ -138,3 +140,22 @@ def test_a_host_the_resolver_cannot_be_asked_for_is_a_refused_connection_not_a_c
                 await client.get("https://" + "a" * 64 + ".example.com/a.jpg")
 
     asyncio.run(scenario())
+
+
+def test_the_guarded_client_reaches_a_host_at_its_next_address_when_the_first_refuses() -> None:
+    # Only the first address was tried: an image host with one dead A record (or an AAAA record
+    # this network cannot route) was "unreachable", and the lot was described without its images.
+    async def scenario() -> int:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        two = resolver({"img.example": ["127.0.0.2", "127.0.0.1"]})
+        async with server, guarded_async_client(True, 5, resolve=two) as client:
+            return (await client.get(f"http://img.example:{port}/a.jpg")).status_code
+
+    assert asyncio.run(scenario()) == 200

@@ -263,3 +263,23 @@ def test_a_redirect_to_a_very_long_location_is_recorded_within_the_body_limit():
     assert outcome.status_code == 302 and outcome.error is not None
     assert outcome.error.startswith("HTTP 302: redirect to https://x.example/aaa")
     assert len(outcome.error) <= 2000, len(outcome.error)
+
+
+@pytest.mark.parametrize("first", ["127.0.0.2", "::1"])
+def test_a_host_whose_first_address_refuses_is_reached_at_the_next(first):
+    # Only the first address was ever tried: a host with one dead A record, or an AAAA record this
+    # network cannot route, failed all five attempts, since the order never changes between them.
+    def answer(conn: socket.socket, _stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    with _endpoint(answer) as url:
+        port = httpx2.URL(url).port
+
+        def resolve(host: str, port_asked: int, **_: object) -> list[tuple[object, ...]]:
+            return [(socket.AF_INET6 if ":" in first else socket.AF_INET, socket.SOCK_STREAM, 6, "",
+                     (first, port_asked)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port_asked))]
+
+        with GuardedTransport(True, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
+            outcome = post_webhook(transport, f"http://hooks.example.com:{port}/hook", b"{}", {}, 5.0)
+    assert outcome.succeeded and outcome.status_code == 200, outcome

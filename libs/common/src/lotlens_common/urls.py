@@ -19,6 +19,7 @@ Three layers, from cheap to thorough:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import re
 import socket
@@ -40,6 +41,10 @@ SCHEMES = frozenset({"http", "https"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _METADATA = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
+# Not globally reachable by the IANA special-purpose registries, yet `is_global` before Python
+# 3.11.10 (CVE-2024-4032): IETF protocol assignments, IPv6 site-local (deprecated, still routed
+# inside some networks), IPv6 documentation.
+_NOT_GLOBAL = tuple(ipaddress.ip_network(net) for net in ("192.0.0.0/24", "fec0::/10", "3fff::/20"))
 _BAD_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 # The common case (an ASCII host name, an optional port, any path) decided without a full parse:
 # validating 150,000 image URLs of a 50,000-lot request must take milliseconds, not seconds.
@@ -158,7 +163,7 @@ def address_refusal(address: IPAddress, allow_loopback: bool) -> str | None:
         return "unspecified"
     if address.is_reserved:
         return "reserved"
-    if address.is_private or not address.is_global:
+    if address.is_private or not address.is_global or any(address in net for net in _NOT_GLOBAL):
         return "private"
     return None
 
@@ -232,9 +237,14 @@ class GuardedAsyncBackend(httpcore2.AsyncNetworkBackend):
                           local_address: str | None = None,
                           socket_options: Iterable[Any] | None = None) -> httpcore2.AsyncNetworkStream:
         """Open a TCP connection to a checked address of `host` (TLS still verifies `host`)."""
-        addresses = await checked_addresses(host, port, self._allow_loopback, self._resolve)
-        return await self._inner.connect_tcp(str(addresses[0]), port, timeout, local_address,
-                                             socket_options)
+        *others, last = await checked_addresses(host, port, self._allow_loopback, self._resolve)
+        # Each checked address in turn: a host with one dead address (or one this network cannot
+        # route) is reached at the next, as `create_connection` does.
+        for address in others:
+            with contextlib.suppress(httpcore2.ConnectError, httpcore2.ConnectTimeout):
+                return await self._inner.connect_tcp(str(address), port, timeout, local_address,
+                                                     socket_options)
+        return await self._inner.connect_tcp(str(last), port, timeout, local_address, socket_options)
 
     async def connect_unix_socket(self, path: str, timeout: float | None = None,  # noqa: ASYNC109
                                   socket_options: Iterable[Any] | None = None

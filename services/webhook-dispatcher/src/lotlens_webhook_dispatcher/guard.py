@@ -17,6 +17,7 @@ slow DNS held the attempt thread that long.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import threading
@@ -31,7 +32,7 @@ import httpcore2
 import httpx2
 
 from lotlens_common.pool_transport import PoolTransport
-from lotlens_common.urls import BlockedDestination, addresses_found, reachable
+from lotlens_common.urls import BlockedDestination, IPAddress, addresses_found, reachable
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
@@ -114,8 +115,17 @@ class GuardedBackend(httpcore2.NetworkBackend):
             infos = _resolve_within(self._resolve, host, port, _left(timeout, httpcore2.ConnectTimeout))
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
             raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
-        addresses = reachable(host, addresses_found(infos), self._allow_loopback)
-        return _DeadlineStream(self._inner.connect_tcp(str(addresses[0]), port,
+        *others, last = reachable(host, addresses_found(infos), self._allow_loopback)
+        # Each checked address in turn, within the attempt's time: a host with one dead address
+        # (or one this network cannot route) is reached at the next, as `create_connection` does.
+        for address in others:
+            with contextlib.suppress(httpcore2.ConnectError, httpcore2.ConnectTimeout):
+                return self._connect(address, port, timeout, local_address, socket_options)
+        return self._connect(last, port, timeout, local_address, socket_options)
+
+    def _connect(self, address: IPAddress, port: int, timeout: float | None, local_address: str | None,
+                 socket_options: Iterable[Any] | None) -> httpcore2.NetworkStream:
+        return _DeadlineStream(self._inner.connect_tcp(str(address), port,
                                                        _left(timeout, httpcore2.ConnectTimeout),
                                                        local_address, socket_options))
 
