@@ -11,18 +11,18 @@ from itertools import pairwise
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, ServiceSettings
-from lotlens_common.tables import jobs, outbox
+from lotlens_common.tables import jobs, lots, outbox
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox, facts_of
 from lotlens_gateway.relay import DRAINED, FULL, Relay, RelaySettings
 from tests.conftest import Infra, new_id, own_schema, rows_read
-from tests.integration.gateway_support import Gateway, consume, make_lots, running_gateway
+from tests.integration.gateway_support import Gateway, consume, insert_running_job, make_lots, running_gateway
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -88,6 +88,39 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     again = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
     assert again.status_code == 400 and again.json()["status"] == "cancelled"
+
+
+def test_after_a_cancel_the_job_list_and_the_lot_pages_say_cancelled_too(
+        gateway_without_kafka: Gateway, engine: Engine) -> None:
+    # The contract: after a 200 from cancel, status reads `cancelled` at once, and every unfinished
+    # lot `cancelled`. Status and results did; the job list and the lot pages read the projected
+    # rows alone, and said `processing` until the result-store projected the cancellation (never,
+    # while Kafka is down).
+    gw = gateway_without_kafka
+    job_id = insert_running_job(engine, gw.client_id, total_lots=3)
+    with engine.begin() as conn:
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": f"l{i}", "seq": i, "status": status}
+                                    for i, status in enumerate(["completed", "processing", "pending"])])
+    cancel = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
+                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    assert cancel.status_code == 200, cancel.text
+
+    def listed(query: str) -> dict[str, str]:
+        answer = gw.list_jobs(query)
+        assert answer.status_code == 200, answer.text
+        return {job["job_id"]: job["status"] for job in answer.json()["jobs"]}
+
+    assert listed("")[job_id] == "cancelled"
+    assert job_id in listed("status=cancelled")
+    assert job_id not in listed("status=processing")
+    page = gw.get_job("/api/v1/batch-jobs/{job_id}/lots", job_id).json()
+    assert page["status"] == "cancelled"
+    assert [(lot["lot_id"], lot["status"]) for lot in page["lots"]] == [
+        ("l0", "completed"), ("l1", "cancelled"), ("l2", "cancelled")]
+    only_cancelled = gw.get_job("/api/v1/batch-jobs/{job_id}/lots?status=cancelled", job_id).json()
+    assert [lot["lot_id"] for lot in only_cancelled["lots"]] == ["l1", "l2"]
+    assert only_cancelled["pagination"]["total"] == 2
+    assert gw.get_job("/api/v1/batch-jobs/{job_id}/lots?status=processing", job_id).json()["lots"] == []
 
 
 def test_cancel_then_an_immediate_status_says_cancelled_with_kafka_up(gateway: Gateway) -> None:

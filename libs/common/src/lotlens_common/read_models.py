@@ -7,7 +7,7 @@ Lots are streamed (server-side cursor) so a 50,000-lot job never sits whole in m
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,13 +134,13 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
         yield from _render(conn, job, chunk, text_query, order)
 
 
-def lot_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int
+def lot_page(conn: Connection, job: JobView, statuses: Collection[str] | None, limit: int, offset: int
              ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the job's lots in request order (only those in `status`, if given), and how
+    """One page of the job's lots in request order (only those in `statuses`, if given), and how
     many match in all; each lot in the contract's shape (running jobs' lots too)."""
     conditions = [lots.c.job_id == job.job_id]
-    if status is not None:
-        conditions.append(lots.c.status == status)
+    if statuses is not None:
+        conditions.append(lots.c.status.in_(list(statuses)))
     rows = conn.execute(select(lots).where(*conditions).order_by(lots.c.seq, lots.c.lot_id)
                         .limit(limit).offset(offset)).mappings().all()
     matching = conn.execute(select(func.count()).select_from(lots).where(*conditions)).scalar_one()

@@ -20,7 +20,7 @@ from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.outbox import facts_of, unprojected_jobs
+from lotlens_gateway.outbox import cancelled_unprojected, facts_of, unprojected_jobs
 from lotlens_gateway.overlay import overlaid
 from lotlens_gateway.retry_failed import retry_job_id
 
@@ -163,17 +163,24 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
-        page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
-        count = select(func.count()).select_from(jobs).where(*conditions)
         with self._reads.connect() as conn:
-            unseen = [job for job in (self._through_outbox(conn, job_id, None)
-                                      for job_id in unprojected_jobs(conn, client_id))
+            # Jobs whose row does not say what the gateway wrote (not projected yet, or cancelled
+            # since) are read through the outbox, filtered here and merged into the page.
+            cancelled = cancelled_unprojected(conn, client_id)
+            if cancelled:
+                conditions.append(jobs.c.job_id.not_in(cancelled))
+            projected = {row["job_id"]: job_view(row) for row in conn.execute(
+                select(jobs).where(jobs.c.job_id.in_(cancelled))).mappings()} if cancelled else {}
+            unseen = [job for job in (self._through_outbox(conn, job_id, projected.get(job_id))
+                                      for job_id in unprojected_jobs(conn, client_id) + cancelled)
                       if job is not None and where.matches(job)]
-            # Jobs not projected yet are merged in: the projected rows before this page's end suffice.
+            page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
+            count = select(func.count()).select_from(jobs).where(*conditions)
+            # The projected rows before this page's end suffice to merge with.
             rows = conn.execute(page.limit(limit + offset if unseen else limit)
                                 .offset(0 if unseen else offset)).mappings().all()
             total = conn.execute(count).scalar_one()
-        self._metrics.db("read", 3)
+        self._metrics.db("read", 4 + bool(cancelled))
         found = [job_view(row) for row in rows]
         if unseen:
             found = sorted(found + unseen, key=_newest_first)[offset:offset + limit]

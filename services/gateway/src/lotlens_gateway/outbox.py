@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, exists, select
 
 from lotlens_common.db import copy_in, copy_row
 from lotlens_common.envelope import Envelope, decode, encode
-from lotlens_common.events import JobCancelled, JobSubmitted
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobSubmitted
 from lotlens_common.tables import jobs, outbox
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -91,6 +91,15 @@ def unprojected_jobs(conn: Connection, client_id: str) -> list[str]:
     query = (select(outbox.c.job_id)
              .where(outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type,
                     ~exists().where(jobs.c.job_id == outbox.c.job_id)))
+    return [row[0] for row in conn.execute(query)]
+
+
+def cancelled_unprojected(conn: Connection, client_id: str) -> list[str]:
+    """The client's jobs the gateway cancelled whose `jobs` row does not say so yet (still running)."""
+    query = (select(outbox.c.job_id).distinct()
+             .where(outbox.c.client_id == client_id, outbox.c.event_type == JobCancelled.event_type,
+                    exists().where(jobs.c.job_id == outbox.c.job_id,
+                                   jobs.c.status.not_in(TERMINAL_JOB_STATUSES))))
     return [row[0] for row in conn.execute(query)]
 
 

@@ -16,12 +16,13 @@ from sqlalchemy import Connection, select
 
 from lotlens_common.envelope import decode
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
-from lotlens_common.read_models import JobView, iter_lot_results
+from lotlens_common.read_models import JobView, iter_lot_results, lot_page
 from lotlens_common.tables import outbox
 from lotlens_gateway.outbox import JobFacts
 
 CANCELLED = "cancelled"
 _SETTLED_LOTS = frozenset({"completed", "failed", CANCELLED})
+_UNSETTLED_LOTS = frozenset({"pending", "processing", "translating"})
 
 
 def submitted_view(facts: JobFacts) -> JobView | None:
@@ -73,3 +74,21 @@ def job_lots(conn: Connection, job: JobView, stream: bool = True) -> Iterator[di
             seen.add(event.lot_id)
             yield {"lot_id": event.lot_id, "status": CANCELLED, "processed_at": None, "processed_images": 0,
                    "descriptions": [], "missing_images": []}
+
+
+def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int
+              ) -> tuple[list[dict[str, Any]], int]:
+    """One page of the job's lots (`lot_page`); a cancelled job's unfinished lots read `cancelled`,
+    and are the ones `status=cancelled` finds, before the result-store has projected it."""
+    if job.status != CANCELLED:
+        return lot_page(conn, job, None if status is None else [status], limit, offset)
+    statuses: set[str] | None = None
+    if status is not None:
+        statuses = set() if status in _UNSETTLED_LOTS else {status}
+        if status == CANCELLED:
+            statuses |= _UNSETTLED_LOTS
+    page, total = lot_page(conn, job, statuses, limit, offset)
+    for lot in page:
+        if lot["status"] not in _SETTLED_LOTS:
+            lot["status"] = CANCELLED
+    return page, total

@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from lotlens_common.read_models import lot_page
 from lotlens_gateway import schemas
 from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.overlay import lots_page
 from lotlens_gateway.schemas import LotResult
 from lotlens_gateway.schemas_jobs import Pagination
 
@@ -46,7 +46,7 @@ async def job_lots(
 ) -> JSONResponse:
     """One page of lots and the pagination block."""
     job, found = await run_in_threadpool(deps.store.job_and, job_id, client_id,
-                                         lambda conn, job: lot_page(conn, job, status, limit, offset))
+                                         lambda conn, job: lots_page(conn, job, status, limit, offset))
     page, total = found or ([], 0)
     return JSONResponse({"job_id": job_id, "status": job.status, "lots": page,
                          "pagination": {"limit": limit, "offset": offset, "total": total,
