@@ -212,6 +212,7 @@ class FakeBatches:
     # Files OpenAI answers 404 for (deleted in the dashboard, or past their 30 days).
     deleted_files: set[str] = field(default_factory=set)
     duplicate_creates: int = 0
+    deleted: list[str] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def _raise(self, method: str) -> None:
@@ -272,6 +273,11 @@ class FakeBatches:
         self.cancelled.append(batch_id)
         self.batches[batch_id]["status"] = "cancelling"
         return dict(self.batches[batch_id])
+
+    async def delete_file(self, file_id: str) -> None:
+        self._raise("delete")
+        del self.files[file_id]
+        self.deleted.append(file_id)
 
     async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
         if file_id in self.deleted_files:

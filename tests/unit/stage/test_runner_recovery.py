@@ -105,6 +105,22 @@ def test_a_failed_upload_or_create_leaves_the_shard_building_and_recovery_builds
     world.rounds(2)
     assert len(world.completed()) == 2 and len(world.batches.batches) == 1
 
+@pytest.mark.parametrize("error", [ModelRateLimitedError("429", 1.0),
+                                   ModelRequestError("HTTP 400 invalid_request_error", 400)])
+def test_an_input_file_whose_batch_was_surely_not_created_is_deleted(world: World, error: ModelError) -> None:
+    # Each round rebuilt and uploaded the shard's file again, and nothing deleted the last one: at
+    # up to 198 MB a round, a create refused for hours filled the project's 2.5 TB of files.
+    # A refusal (429, 4xx) created no batch, so its file is deleted; after a 5xx the batch may
+    # exist and read it, so that file is kept (it expires with OpenAI's 30 days).
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [error, error, error]
+    world.rounds(4)
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+    [batch] = world.batches.batches.values()
+    assert set(world.batches.files) - {batch["input_file_id"]} == {f"{batch['id']}-output_file_id"}
+    assert len(world.batches.deleted) == 3
+
+
 class Crash(BaseException):
     """The process dies here."""
 

@@ -150,6 +150,11 @@ class OpenAIBatches:
                 metadata=metadata)
         return batch.to_dict()
 
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (one no batch was created over)."""
+        with mapped_errors():
+            await self._client.files.delete(file_id)
+
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         """The batch object as the API returns it."""
         with mapped_errors():

@@ -40,6 +40,10 @@ class BatchesPort(Protocol):
         """Create a batch over an uploaded file."""
         ...
 
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file."""
+        ...
+
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         """The batch object as it is now."""
         ...

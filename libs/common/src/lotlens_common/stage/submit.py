@@ -16,7 +16,8 @@ from typing import Any
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
-from lotlens_common.model.errors import ModelRequestError
+from lotlens_common.model.errors import ModelError, ModelRateLimitedError, ModelRequestError
+from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes
@@ -158,14 +159,30 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
-    with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
-        batch = await stage.batches.create_batch(
-            file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
+    try:
+        with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
+            batch = await stage.batches.create_batch(
+                file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
+    except (ModelRateLimitedError, ModelRequestError):
+        # Refused, so no batch reads this file, and the next round uploads it again: without
+        # this, a create refused for hours filled the project's file storage. After a 5xx or a
+        # timeout the batch may exist, and its file is kept.
+        await _forget_file(stage, file_id)
+        raise
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
     # The store says which of them the shard holds (a file's overflow went back to the queue).
     stage.remember_sent(shard_id, prepared)
     return batch
+
+
+async def _forget_file(stage: Stage[Any], file_id: str) -> None:
+    try:
+        with openai_call("files.delete"):
+            await stage.batches.delete_file(file_id)
+    except ModelError as exc:  # OpenAI deletes it after its 30 days anyway
+        metrics.openai_error(stage.spec.name, "files", exc)
+        log.warning("could not delete the input file %s: %s", file_id, exc)
 
 
 async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]

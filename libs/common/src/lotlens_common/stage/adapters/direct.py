@@ -50,6 +50,10 @@ class DirectBatches:
         path.replace(self.work_dir / file_id)  # noqa: ASYNC240 (a rename, not I/O worth a thread)
         return file_id
 
+    async def delete_file(self, file_id: str) -> None:
+        """Remove a kept input file."""
+        (self.work_dir / file_id).unlink(missing_ok=True)
+
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         """Send every line; the batch is finished when this returns."""
         batch_id = f"direct-batch-{uuid.uuid4().hex}"
