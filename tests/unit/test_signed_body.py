@@ -84,6 +84,18 @@ def test_every_accepted_form_of_the_signature_verifies_and_a_wrong_one_does_not(
     assert missing.value.status == 401
 
 
+def test_the_004_recipe_signing_the_lots_as_typed_in_utf_8_verifies() -> None:
+    # `echo '[…]' | openssl dgst -sha256 -hmac key` signs the bytes as typed: a Russian or German
+    # note is raw UTF-8 there, while the forms checked wrote it as \u escapes: 403 for the recipe.
+    typed = '[{"lot_id":"curl-ru-1","additional_info":"Повреждение заднего бампера, Kotflügel","images":[]}]'
+    body = ('{"lots":' + typed + ',"languages":["ru"]}').encode()
+    for signature in (sign("acme-key", typed.encode() + b"\n"), sign("acme-key", typed.encode())):
+        assert read_signed(body, KEYS, signature, LIMITS)[1] == "acme"
+    with pytest.raises(ApiError) as wrong:
+        read_signed(body, KEYS, sign("nobody's", typed.encode() + b"\n"), LIMITS)
+    assert wrong.value.status == 403
+
+
 def test_a_second_lots_member_cannot_replace_the_signed_one() -> None:
     lots = [{"lot_id": "a"}]
     raw = signed(lots)[:-1] + b', "lots": [{"lot_id": "evil"}]}'

@@ -90,13 +90,15 @@ class _Decoder(json.JSONDecoder):
 class _LotsSigner:
     """HMACs of one compact form (sorted keys or as typed) of a `lots` array per client key, lot by lot."""
 
-    def __init__(self, keys: Mapping[str, str], sort_keys: bool) -> None:
+    def __init__(self, keys: Mapping[str, str], sort_keys: bool, ensure_ascii: bool = True) -> None:
         self._macs = {client: hmac.new(key.encode(), b"[", hashlib.sha256) for client, key in keys.items()}
         self._first = True
         self._sort_keys = sort_keys
+        self._ensure_ascii = ensure_ascii
 
     def add(self, lot: Any) -> None:
-        form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys).encode()
+        form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys,
+                          ensure_ascii=self._ensure_ascii).encode()
         for mac in self._macs.values():
             if not self._first:
                 mac.update(b",")
@@ -280,10 +282,13 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
         client = signing.identify_lots_client(keys, document.get("lots"), candidates)
     else:
         client = signer.client(candidates)
-        if client is None:  # the form as typed (keys in the client's order): read once more
-            typed = _LotsSigner(keys, sort_keys=False)
-            reader.sign_lots(lots_span[0], typed)
-            client = typed.client(candidates)
+        # The form as typed (keys in the client's order), read once more; then as typed in a
+        # UTF-8 terminal, text unescaped (004's `echo '[…]' | openssl dgst`).
+        for ensure_ascii in (True, False) if not raw.isascii() else (True,):
+            if client is None:
+                typed = _LotsSigner(keys, sort_keys=False, ensure_ascii=ensure_ascii)
+                reader.sign_lots(lots_span[0], typed)
+                client = typed.client(candidates)
     if client is None:
         raise invalid_signature(SIGNS_LOTS)
     if lots_span is not None:
