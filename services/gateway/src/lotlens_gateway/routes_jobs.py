@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
@@ -86,6 +87,11 @@ def _utc(moment: datetime | None) -> datetime | None:
         return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
+# A filter sent empty (`?status=&limit=10`, a template with nothing filled in) is no filter, as
+# 1.x read it; it was 422.
+_EMPTY_IS_ABSENT = BeforeValidator(lambda value: None if value == "" else value)
+
+
 @router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,
             summary="The client's jobs, newest first",
             description=("Header-signed: `X-Signature: sha256=<hex>` over the raw query string exactly as "
@@ -93,11 +99,14 @@ def _utc(moment: datetime | None) -> datetime | None:
             responses=schemas.error_responses(401, 403, 422, 429, 503))
 async def batch_jobs(
         client_id: ListingClient, deps: Deps,
-        status: Annotated[JobStatusName | None, Query(description="Only jobs in this status")] = None,
+        status: Annotated[JobStatusName | None, _EMPTY_IS_ABSENT,
+                          Query(description="Only jobs in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size, at most 100")] = 10,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
-        created_after: Annotated[datetime | None, Query(description="ISO 8601, inclusive")] = None,
-        created_before: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
+        created_after: Annotated[datetime | None, _EMPTY_IS_ABSENT,
+                                 Query(description="ISO 8601, inclusive")] = None,
+        created_before: Annotated[datetime | None, _EMPTY_IS_ABSENT,
+                                  Query(description="ISO 8601, exclusive")] = None,
 ) -> JSONResponse:
     """One page of jobs and the pagination block."""
     where = JobFilter(status=status, created_after=_utc(created_after), created_before=_utc(created_before))
