@@ -135,6 +135,19 @@ def test_results_can_be_downloaded_to_a_file(tmp_path: Path, capsys: pytest.Capt
     assert target.read_bytes() == document
 
 
+@pytest.mark.parametrize("where", ["missing-folder/results.json", "."])
+def test_a_download_to_a_place_that_cannot_be_written_is_a_usage_error(
+        where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A folder that does not exist, or a folder given as the file: a traceback before, and for the
+    # second a stray `.part` next to the folder.
+    api = FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}/download", httpx2.Response(200, content=b"{}"))
+    target = tmp_path / where
+    assert run(api, "results", JOB_ID, "--download", str(target)) == 2
+    _, err = output(capsys)
+    assert err.startswith("lotlens: ") and str(target.name) in err
+    assert list(tmp_path.parent.glob(f"{tmp_path.name}*.part")) == [] and list(tmp_path.glob("*.part")) == []
+
+
 def test_cancel_prints_the_cancellation(capsys: pytest.CaptureFixture[str]) -> None:
     body = {"job_id": JOB_ID, "status": "cancelled", "cancelled_at": "2025-08-05T08:00:00Z", "message": "ok"}
     api = FakeApi().on(f"POST /api/v1/batch-jobs/{JOB_ID}/cancel", httpx2.Response(200, json=body))

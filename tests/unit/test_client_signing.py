@@ -89,6 +89,16 @@ def test_a_tampered_body_or_another_key_fails_both_schemes() -> None:
         sdk.verify_standard_webhook(BODY, headers, KEY)
     assert not sdk.verify_webhook(BODY, "", KEY)
     assert not sdk.verify_webhook(BODY, "sha256=not-hex-at-all", KEY)
+    # A request without the header (`request.headers.get("X-Signature")`) is a failed check, not
+    # an AttributeError out of the receiver.
+    assert not sdk.verify_webhook(BODY, None, KEY)
+
+
+def test_a_body_given_as_text_verifies_as_its_utf_8_bytes_as_the_official_library_does() -> None:
+    headers = webhook(BODY)
+    assert standardwebhooks.Webhook(SECRET).verify(BODY.decode(), headers) == orjson.loads(BODY)
+    assert sdk.verify_standard_webhook(BODY.decode(), headers, SECRET)
+    assert sdk.verify_webhook(BODY.decode(), headers["X-Signature"], KEY)
 
 
 def test_an_old_or_future_timestamp_fails_even_with_a_valid_signature() -> None:

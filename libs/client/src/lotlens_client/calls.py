@@ -7,6 +7,7 @@ and behave alike: same signing, same parsing, same errors, same retry policy.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -122,9 +123,9 @@ def submit_job(key: str, lots: Sequence[Lot | Json], languages: Sequence[str], w
     if webhook:
         parsed = [lot if lot.webhook else Lot(lot.lot_id, lot.additional_info, lot.image_urls, webhook)
                   for lot in parsed]
-    headers = {"Content-Type": "application/json"}
-    if idempotency_key is not None:
-        headers["Idempotency-Key"] = idempotency_key
+    # Always a key: a 429 or 503 is retried, and only a key lets the gateway tell a retry from a
+    # second job (RFC 9110 9.2.2); the same call keeps it through its retries.
+    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
     return Call("POST", SUBMIT_PATH, _parse(JobAccepted.from_json), headers,
                 _submission(key, parsed, languages, version), ok=frozenset({201}))
 
@@ -210,7 +211,7 @@ def decode(call: Call[T], status: int, content: bytes, headers: Mapping[str, str
                                       f"The answer does not have the expected shape ({exc!r})") from exc
 
 
-def network_error(exc: httpx2.TransportError) -> LotLensError:
+def network_error(exc: httpx2.RequestError) -> LotLensError:
     """The `NetworkError` of a request that got no answer."""
     kind = type(exc).__name__
     return NetworkError(None, "NETWORK_ERROR", f"{kind}: {exc}" if str(exc) else kind)

@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
     try:
         with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
             emit(COMMANDS[args.command](client, args, sys.stderr), sys.stdout)
-    except (UsageError, ValueError, httpx2.InvalidURL) as exc:
+    except (UsageError, ValueError, OSError, httpx2.InvalidURL) as exc:  # OSError: the --download file
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE
     except LotLensError as exc:

@@ -64,14 +64,14 @@ def _part_file(path: Path) -> Path:
 def _read(response: httpx2.Response) -> bytes:
     try:
         return response.read()
-    except httpx2.TransportError as exc:
+    except httpx2.RequestError as exc:  # DecodingError too: not a TransportError
         raise calls.network_error(exc) from exc
 
 
 async def _aread(response: httpx2.Response) -> bytes:
     try:
         return await response.aread()
-    except httpx2.TransportError as exc:
+    except httpx2.RequestError as exc:
         raise calls.network_error(exc) from exc
 
 
@@ -110,7 +110,7 @@ class LotLensClient:
                                                content=call.body, timeout=timeout)
             try:
                 response = self._http.send(request, stream=True)
-            except httpx2.TransportError as exc:
+            except httpx2.RequestError as exc:
                 raise calls.network_error(exc) from exc
             delay = self._retry.delay(response.status_code, response.headers, attempt)
             if delay is None:
@@ -159,10 +159,12 @@ class LotLensClient:
                 with part.open("wb") as file:
                     for chunk in response.iter_bytes():
                         file.write(chunk)
-            except httpx2.TransportError as exc:
+                part.replace(target)
+            except BaseException as exc:  # whatever stopped it, no half-written file stays
                 part.unlink(missing_ok=True)
-                raise calls.network_error(exc) from exc
-            part.replace(target)
+                if isinstance(exc, httpx2.RequestError):
+                    raise calls.network_error(exc) from exc
+                raise
         return target
 
     def cancel_job(self, job_id: str) -> Cancellation:
@@ -239,7 +241,7 @@ class AsyncLotLensClient:
                                                content=call.body, timeout=timeout)
             try:
                 response = await self._http.send(request, stream=True)
-            except httpx2.TransportError as exc:
+            except httpx2.RequestError as exc:
                 raise calls.network_error(exc) from exc
             delay = self._retry.delay(response.status_code, response.headers, attempt)
             if delay is None:
@@ -290,10 +292,12 @@ class AsyncLotLensClient:
             try:
                 async for chunk in response.aiter_bytes():
                     await asyncio.to_thread(file.write, chunk)
-            except httpx2.TransportError as exc:
-                await asyncio.to_thread(file.close)
+            except BaseException as exc:  # whatever stopped it, no half-written file stays
+                file.close()
                 part.unlink(missing_ok=True)
-                raise calls.network_error(exc) from exc
+                if isinstance(exc, httpx2.RequestError):
+                    raise calls.network_error(exc) from exc
+                raise
             await asyncio.to_thread(file.close)
             part.replace(target)
         return target

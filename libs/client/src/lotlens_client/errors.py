@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 __all__ = [
@@ -97,10 +98,9 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if value is None or not value.strip():
         return None
     text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        return _seconds_until(text, time.time() if now is None else now)
+    if text.isascii() and text.isdigit():  # RFC 9110 delay-seconds: digits only ("-3", "inf" are not)
+        return float(text)
+    return _seconds_until(text, time.time() if now is None else now)
 
 
 def _seconds_until(http_date: str, now: float) -> float | None:
@@ -109,6 +109,8 @@ def _seconds_until(http_date: str, now: float) -> float | None:
         moment = email.utils.parsedate_to_datetime(http_date)
     except (TypeError, ValueError):
         return None
+    if moment.tzinfo is None:  # asctime, the third HTTP-date form, has no zone: it is GMT
+        moment = moment.replace(tzinfo=UTC)
     return max(0.0, moment.timestamp() - now)
 
 

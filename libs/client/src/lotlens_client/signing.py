@@ -64,10 +64,17 @@ def _strip_prefix(signature: str) -> str:
     return value[len(PREFIX):] if value.lower().startswith(PREFIX) else value
 
 
-def verify_webhook(body: bytes, signature_header: str, key: str) -> bool:
-    """True when `X-Signature` (with or without `sha256=`) signs these exact body bytes."""
+def verify_webhook(body: bytes | str, signature_header: str | None, key: str) -> bool:
+    """True when `X-Signature` (with or without `sha256=`) signs these exact body bytes (text is
+    taken as its UTF-8 bytes); False without the header."""
+    if signature_header is None:
+        return False
     received = _strip_prefix(signature_header).lower().encode()
-    return hmac.compare_digest(_hex(key, body).encode(), received)
+    return hmac.compare_digest(_hex(key, _bytes(body)).encode(), received)
+
+
+def _bytes(body: bytes | str) -> bytes:
+    return body.encode() if isinstance(body, str) else body
 
 
 def webhook_secret_bytes(secret: str) -> bytes:
@@ -95,8 +102,8 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
-def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secret: str, tolerance_s: float = 300,
-                            now: float | None = None) -> bool:
+def verify_standard_webhook(body: bytes | str, headers: Mapping[str, str], secret: str,
+                            tolerance_s: float = 300, now: float | None = None) -> bool:
     """True when a Standard Webhooks signature by `secret` (`whsec_…`) verifies and the timestamp
     is within `tolerance_s`.
 
@@ -114,7 +121,7 @@ def verify_standard_webhook(body: bytes, headers: Mapping[str, str], secret: str
         return False
     if abs((time.time() if now is None else now) - sent_at) > tolerance_s:
         return False
-    expected = standard_signature(secret, delivery_id, sent_at, body).encode()
+    expected = standard_signature(secret, delivery_id, sent_at, _bytes(body)).encode()
     matched = False
     for candidate in listed.split():
         version, _, _ = candidate.partition(",")
