@@ -17,7 +17,7 @@ from sqlalchemy import Engine, text
 from lotlens_common.envelope import FutureEventVersion
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
-from lotlens_result_store.rebuild import RebuildOptions, rebuild
+from lotlens_result_store.rebuild import REBUILD_LOCK, RebuildOptions, RebuildRunning, rebuild
 from lotlens_result_store.shadow import RETIRED, SHADOW
 from tests.conftest import ROOT
 from tests.integration.event_log.support import (
@@ -147,3 +147,44 @@ def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_on
     with own_engine.connect() as conn:  # nothing swapped; the shadow keeps its progress
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
         assert conn.execute(text(f"SELECT count(*) FROM {SHADOW}.lots")).scalar_one() == 2
+
+
+def test_a_rebuild_that_skipped_events_does_not_swap_unless_told_to(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    # A skipped event is one the rebuilt tables lack (a projection that fails for every event,
+    # after a migration, say, skips them all): the rebuild swapped such tables in and said 0.
+    script = job_script(2)
+    publish(publisher, topics, script)
+    publisher.publish_raw(topics.vision, b"k", b"\x00not json", [])
+    publisher.flush()
+    kept = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+    assert (kept.swapped, kept.skipped) == (False, 1) and "skipped" in (kept.unswapped or "")
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 0
+    taken = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(allow_skipped=True),
+                    lambda _: None)
+    assert taken.swapped
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 2
+
+
+def test_a_rebuild_that_does_not_catch_up_does_not_lock_the_live_tables(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    # The log grew faster than the rounds replayed it: the rebuild locked the live tables anyway
+    # and replayed the whole gap under that lock, stalling every live write for as long.
+    publish(publisher, topics, job_script(3))
+    publisher.flush()
+    behind = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(lock_gap=0, max_rounds=1),
+                     lambda _: None)
+    assert not behind.swapped and "caught up" in (behind.unswapped or "")
+
+
+def test_a_second_rebuild_while_one_runs_is_refused(
+        own_engine: Engine, own_settings: ServiceSettings, topics: TopicSettings) -> None:
+    with own_engine.connect() as running:  # the first rebuild's hold
+        assert running.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one()
+        with pytest.raises(RebuildRunning):
+            rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+        running.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})

@@ -5,6 +5,10 @@
    under `lock_gap` events;
 3. lock the live tables against writes, replay the last events, swap the tables in that same
    transaction (docs/EVENT_LOG.md says why the live result-store then carries on unharmed).
+
+It does not swap, and says why, when events were skipped (the rebuilt tables lack them; an
+operator may allow it), or when the rounds did not catch up (locking then would stall the live
+writes for as long as the rest takes). One rebuild runs at a time (a PostgreSQL advisory lock).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_result_store.replay import Progress, RecordLog, replay
@@ -37,6 +41,7 @@ class RebuildOptions:
     lock_gap: int = 5000
     max_rounds: int = 20
     lock_timeout_s: float = 60.0
+    allow_skipped: bool = False  # swap even when some events could not be projected
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,16 @@ class RebuildResult:
     events: int
     skipped: int
     swapped: bool
+    # Why a swap that was asked for did not happen (None: swapped, or not asked for).
+    unswapped: str | None = None
+
+
+class RebuildRunning(RuntimeError):
+    """Another rebuild holds the lock: two at once would replay into the same shadow tables."""
+
+
+# The session advisory lock a rebuild holds for its whole run (any fixed bigint).
+REBUILD_LOCK = 0x4C4F544C454E53
 
 
 Say = Callable[[str], None]
@@ -54,6 +69,20 @@ Say = Callable[[str], None]
 def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,
             say: Say) -> RebuildResult:
     """Rebuild the read models from the record topics; see the module's docstring."""
+    with engine.connect() as held:
+        if not held.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one():
+            raise RebuildRunning("another rebuild is running; wait for it, or stop it and run this "
+                                 "again to resume")
+        held.commit()
+        try:
+            return _rebuild(engine, kafka, topics, options, say)
+        finally:
+            held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
+            held.commit()
+
+
+def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,
+             say: Say) -> RebuildResult:
     with engine.begin() as conn:
         live = live_schema(conn)
         if options.restart:
@@ -72,18 +101,37 @@ def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options
         events, skipped = events + progress.done, skipped + progress.skipped
         return progress
 
+    caught_up = False
     for round_ in range(options.max_rounds):
         progress = run("replay" if round_ == 0 else f"catch-up {round_}")
-        if progress.total <= options.lock_gap:
+        caught_up = progress.total <= options.lock_gap
+        if caught_up:
             break
     if not options.swap:
         say("caught up; the live tables were left in place (--no-swap)")
         return RebuildResult(events, skipped, swapped=False)
+    if not caught_up:
+        return _kept(events, skipped, f"not caught up after {options.max_rounds} rounds (the log grows "
+                     "faster than it is replayed); run it again later, it resumes", say)
+    if skipped and not options.allow_skipped:
+        return _kept(events, skipped, _skipped(skipped), say)
     with engine.connect() as lock_conn, lock_conn.begin():
         say("locking the live read models against writes")
         lock_live(lock_conn, live, options.lock_timeout_s)
         run("final")  # on other connections: committed before the swap, visible to whoever waited
+        if skipped and not options.allow_skipped:
+            return _kept(events, skipped, _skipped(skipped), say)
         swap(lock_conn, live)
     say(f"swapped in: {events:,} events replayed, {skipped} skipped; "
         "the old tables are in schema lotlens_retired")
     return RebuildResult(events, skipped, swapped=True)
+
+
+def _kept(events: int, skipped: int, why: str, say: Say) -> RebuildResult:
+    say(f"not swapped: {why}; the rebuilt tables stay in schema lotlens_rebuild")
+    return RebuildResult(events, skipped, swapped=False, unswapped=why)
+
+
+def _skipped(count: int) -> str:
+    return (f"{count} events were skipped (see the log above), so the rebuilt tables lack them; "
+            "fix the cause and rerun, or swap anyway with --allow-skipped")

@@ -7,7 +7,7 @@ import sys
 
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
-from lotlens_result_store.rebuild import RebuildOptions, rebuild
+from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild
 from lotlens_result_store.shadow import drop_retired
 
 
@@ -30,6 +30,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                      help="stop once caught up; the rebuilt tables stay in schema lotlens_rebuild")
     run.add_argument("--batch-size", type=_at_least_one, default=2000,
                      help="events per transaction (default 2000)")
+    run.add_argument("--allow-skipped", action="store_true",
+                     help="swap in even when some events could not be projected (they are logged)")
     run.set_defaults(handler=_rebuild)
     drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced")
     drop.set_defaults(handler=_drop_retired)
@@ -43,15 +45,20 @@ def _rebuild(args: argparse.Namespace) -> int:
     settings = ServiceSettings()
     engine = make_engine(settings.database, "admin", pool_size=2)
     try:
-        options = RebuildOptions(restart=args.restart, swap=not args.no_swap, batch_size=args.batch_size)
+        options = RebuildOptions(restart=args.restart, swap=not args.no_swap, batch_size=args.batch_size,
+                                 allow_skipped=args.allow_skipped)
         result = rebuild(engine, settings.kafka, settings.topics, options, _say)
     except KeyboardInterrupt:
         _say("interrupted: run the same command again to resume")
         return 130
+    except RebuildRunning as exc:
+        _say(f"lotlens-admin: {exc}")
+        return 1
     finally:
         engine.dispose()
-    print(f"{'rebuilt' if result.swapped else 'caught up'}: {result.events} events, {result.skipped} skipped")
-    return 0
+    done = "rebuilt" if result.swapped else "not swapped" if result.unswapped else "caught up"
+    print(f"{done}: {result.events} events, {result.skipped} skipped")
+    return 1 if result.unswapped else 0
 
 
 def _drop_retired(_args: argparse.Namespace) -> int:
