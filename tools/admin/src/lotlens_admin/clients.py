@@ -8,7 +8,8 @@ gap. Secrets are printed only by `secret`, which an operator runs to hand one to
 from __future__ import annotations
 
 import argparse
-from datetime import timedelta
+import sys
+from datetime import UTC, datetime, timedelta
 
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
@@ -22,10 +23,15 @@ def _list(_args: argparse.Namespace) -> int:
         rows = webhook_secrets.listing(conn, utc_now())
     engine.dispose()
     for row in rows:
-        until = f"{row.expires_at:%Y-%m-%dT%H:%M}Z" if row.expires_at else "current"
-        print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {row.created_at:%Y-%m-%dT%H:%M}Z"
+        until = _minute(row.expires_at) if row.expires_at else "current"
+        print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {_minute(row.created_at)}"
               f"\tsigns until: {until}")
     return 0
+
+
+def _minute(moment: datetime) -> str:
+    # psycopg2 gives timestamptz in the session's zone (the server's or role's TimeZone, PGTZ).
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M}Z"
 
 
 def _secret(args: argparse.Namespace) -> int:
@@ -41,8 +47,16 @@ def _secret(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
-        secret = webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
+        # Every configured client has one (the gateway makes it at start): none means a typo, and
+        # a rotation of nobody would leave the real client's secret signing.
+        known = bool(webhook_secrets.live(conn, args.client_id, utc_now()))
+        secret = (webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
+                  if known else None)
     engine.dispose()
+    if secret is None:
+        print(f"lotlens-admin: client {args.client_id!r} has no webhook secret to rotate; nothing was "
+              "changed (`lotlens-admin clients list` shows the clients)", file=sys.stderr)
+        return 1
     print(secret)
     return 0
 
