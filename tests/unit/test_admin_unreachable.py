@@ -22,3 +22,27 @@ def test_postgresql_that_does_not_answer_is_one_line_and_exit_code_3(
     assert main(["clients", "list"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("lotlens-admin: PostgreSQL did not answer") and "127.0.0.1" in err
+
+
+def test_a_database_that_answers_with_an_error_is_exit_1_not_did_not_answer(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Every database error read "did not answer" with the outage's exit code 3: a missing table
+    # (migrations not run) or a permission refused sent the operator looking for an outage.
+    from sqlalchemy.exc import ProgrammingError
+
+    from lotlens_admin import clients
+
+    def refused(_args: object) -> int:
+        raise ProgrammingError("SELECT …", {}, Exception('relation "client_webhook_secrets" does not exist'))
+
+    monkeypatch.setattr(clients, "_list", refused)
+    assert main(["clients", "list"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lotlens-admin: PostgreSQL refused the command: relation")
+    assert "Traceback" not in err
+
+
+def test_without_a_command_the_usage_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: lotlens-admin" in err

@@ -12,9 +12,10 @@ import sys
 from collections.abc import Callable, Sequence
 
 from confluent_kafka import KafkaException
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lotlens_admin import clients, dlq, projections
+from lotlens_common.producer import PublishError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -40,18 +41,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
+        parser.print_help(sys.stderr)
         return 2
     try:
         return handler(args)
     except KafkaException as exc:
-        return _unavailable("Kafka", exc.args[0].str() if exc.args else str(exc))
-    except DBAPIError as exc:
-        return _unavailable("PostgreSQL", str(exc.orig or exc))
+        return _say("Kafka did not answer", exc.args[0].str() if exc.args else str(exc), 3)
+    except PublishError as exc:
+        return _say("Kafka did not acknowledge", str(exc), 3)
+    except (OperationalError, InterfaceError) as exc:
+        return _say("PostgreSQL did not answer", str(exc.orig or exc), 3)
+    except DBAPIError as exc:  # it answered: a missing table, a permission, a constraint
+        return _say("PostgreSQL refused the command", str(exc.orig or exc), 1)
 
 
-def _unavailable(dependency: str, reason: str) -> int:
+def _say(what: str, reason: str, code: int) -> int:
     # An outage is when operators reach for this tool: one line that says what, not a traceback.
     first_line = reason.strip().splitlines()[0] if reason.strip() else "no reason given"
-    print(f"lotlens-admin: {dependency} did not answer: {first_line}", file=sys.stderr)
-    return 3
+    print(f"lotlens-admin: {what}: {first_line}", file=sys.stderr)
+    return code
