@@ -60,10 +60,13 @@ WHERE l.seq IS NULL
 
 # Returns, per job, the images to add for lots that were already completed when their vision
 # result arrived (TranslationCompleted projected first counted them with 0 images). `completed`
-# reads the statement's snapshot: only VisionCompleted changes `processed_images` of a lot that
-# is not failed, one lot's VisionCompleted events are consumed by one consumer in order, and the
-# upsert leaves a completed lot completed. No join of the two CTEs: the planner, which cannot count
-# a JSON document's rows, made it a nested loop (94 ms for 1,000 lots, all completed, in a replay).
+# locks the lots it reads: a lot another replica is completing right now is read once that commits
+# (READ COMMITTED re-reads a locked row's latest version), where the statement's snapshot said "not
+# completed yet" and its images were never counted. Only VisionCompleted changes `processed_images`
+# of a lot that is not failed, one lot's VisionCompleted events are consumed by one consumer in
+# order, and the upsert leaves a completed lot completed. The lots are locked in key order, as the
+# upsert would take them. No join of the two CTEs: the planner, which cannot count a JSON
+# document's rows, made it a nested loop (94 ms for 1,000 lots, all completed, in a replay).
 # A lot's usage per stage: `{"vision": {...}, "translation": {...}}`, merged into what is there.
 # Written in the same statement as the lot's result (the row is written once, not twice).
 _STAGE_USAGE = "CASE WHEN v.usage IS NULL THEN NULL ELSE jsonb_build_object('{stage}', v.usage) END"
@@ -75,9 +78,11 @@ WITH v AS (
     SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                   AS v(job_id text, lot_id text, processed_images int, missing_images jsonb, usage jsonb)
 ), completed AS MATERIALIZED (
-    SELECT l.job_id, v.processed_images - l.processed_images AS added FROM lots l
-    JOIN v ON l.job_id = v.job_id AND l.lot_id = v.lot_id
-    WHERE l.status = 'completed'
+    SELECT l.job_id, CASE WHEN l.status = 'completed' THEN v.processed_images - l.processed_images
+                          ELSE 0 END AS added
+    FROM lots l JOIN v ON l.job_id = v.job_id AND l.lot_id = v.lot_id
+    ORDER BY l.job_id, l.lot_id
+    FOR UPDATE OF l
 ), written AS (
     INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status, usage)
     SELECT v.job_id, v.lot_id, v.processed_images, v.missing_images, 'translating',
@@ -87,7 +92,7 @@ WITH v AS (
         status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE 'translating' END,
         usage = {_MERGED_USAGE}, updated_at = now()
 )
-SELECT job_id, CAST(sum(added) AS int) FROM completed GROUP BY job_id
+SELECT job_id, CAST(sum(added) AS int) FROM completed WHERE added <> 0 GROUP BY job_id
 """)
 
 COPY_DESCRIPTIONS = "COPY descriptions (job_id, lot_id, language, damages) FROM STDIN"
