@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import httpx2
 
+from lotlens_client import LotLensClient
 from lotlens_common import signing
 
 KEY = "shared-key-for-tests"
@@ -149,3 +150,12 @@ class FakeApi:
         if not signing.verify(self.key, messages, signature):
             return error(403, "INVALID_SIGNATURE", "Invalid HMAC signature")
         return None
+
+
+BASE = "https://lotlens.example.com"
+
+
+def client_of(api: FakeApi, key: str = KEY, **options: Any) -> tuple[LotLensClient, list[float]]:
+    """A client of the fake API whose sleeps are recorded instead of slept."""
+    slept: list[float] = []
+    return LotLensClient(BASE, key, transport=api.transport(), sleep=slept.append, **options), slept

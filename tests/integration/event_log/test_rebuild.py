@@ -27,7 +27,14 @@ from tests.integration.event_log.support import (
     publish_all,
     publish_webhooks,
 )
-from tests.integration.result_store.support import consuming, job_published, job_script, publish, wait_for
+from tests.integration.result_store.support import (
+    JobScript,
+    consuming,
+    job_published,
+    job_script,
+    publish,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -129,13 +136,18 @@ def test_an_interrupted_rebuild_resumes_where_it_stopped(
     assert_same_read_models(own_engine, "public", RETIRED, every_table=False)
 
 
-def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_ones(
-        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
-        topics: TopicSettings) -> None:
+def _two_lots_and_an_unreadable_message(publisher: EventProducer, topics: TopicSettings) -> JobScript:
     script = job_script(2)
     publish(publisher, topics, script)
     publisher.publish_raw(topics.vision, b"k", b"\x00not json", [])
     publisher.flush()
+    return script
+
+
+def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_ones(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    script = _two_lots_and_an_unreadable_message(publisher, topics)
     done = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(swap=False), lambda _: None)
     assert done.skipped == 1
     future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
@@ -154,10 +166,7 @@ def test_a_rebuild_that_skipped_events_does_not_swap_unless_told_to(
         topics: TopicSettings) -> None:
     # A skipped event is one the rebuilt tables lack (a projection that fails for every event,
     # after a migration, say, skips them all): the rebuild swapped such tables in and said 0.
-    script = job_script(2)
-    publish(publisher, topics, script)
-    publisher.publish_raw(topics.vision, b"k", b"\x00not json", [])
-    publisher.flush()
+    _two_lots_and_an_unreadable_message(publisher, topics)
     kept = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
     assert (kept.swapped, kept.skipped) == (False, 1) and "skipped" in (kept.unswapped or "")
     with own_engine.connect() as conn:

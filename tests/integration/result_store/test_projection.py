@@ -3,8 +3,6 @@ statuses, counts, idempotency, ordering, completion and webhook records."""
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -397,30 +395,3 @@ def _filtered_by_joins(node: dict[str, Any]) -> int:
     return int(node.get("Rows Removed by Join Filter", 0)) + sum(
         _filtered_by_joins(child) for child in node.get("Plans", []))
 
-
-def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(engine: Engine) -> None:
-    # Two replicas: one completes the lot (its translation, with 0 images: the vision result is not
-    # projected yet) while the other projects that vision result. The vision statement read its
-    # snapshot before the completion committed, found the lot not completed and added nothing,
-    # then waited for the lot's row and wrote its images: the job never counted them.
-    job_id = new_id("job-")
-    with engine.begin() as conn:
-        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": "lot-0", "status": "translating"}])
-    completing = engine.connect()
-    completing.execute(sql.COMPLETE_LOTS, {"rows": json_rows(
-        [{"job_id": job_id, "lot_id": "lot-0", "processed_at": "2026-01-01T00:00:00Z", "usage": None}])})
-    added: list[Any] = []
-
-    def describe() -> None:
-        with engine.begin() as conn:
-            added.extend(conn.execute(sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
-                [{"job_id": job_id, "lot_id": "lot-0", "processed_images": IMAGES_PER_LOT,
-                  "missing_images": [], "usage": None}])}).all())
-
-    describing = threading.Thread(target=describe)
-    describing.start()
-    time.sleep(0.5)  # the vision statement is waiting for the lot's row
-    completing.commit()
-    completing.close()
-    describing.join(10)
-    assert added == [(job_id, IMAGES_PER_LOT)]

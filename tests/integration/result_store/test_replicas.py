@@ -1,0 +1,47 @@
+"""The result-store's statements run by two replicas at once (KEDA scales it): what one commits
+while the other's statement waits is counted."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, insert
+
+from lotlens_common.db import json_rows
+from lotlens_common.tables import lots
+from lotlens_result_store import sql
+from tests.conftest import new_id
+from tests.integration.result_store.support import IMAGES_PER_LOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(engine: Engine) -> None:
+    # Two replicas: one completes the lot (its translation, with 0 images: the vision result is not
+    # projected yet) while the other projects that vision result. The vision statement read its
+    # snapshot before the completion committed, found the lot not completed and added nothing,
+    # then waited for the lot's row and wrote its images: the job never counted them.
+    job_id = new_id("job-")
+    with engine.begin() as conn:
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": "lot-0", "status": "translating"}])
+    completing = engine.connect()
+    completing.execute(sql.COMPLETE_LOTS, {"rows": json_rows(
+        [{"job_id": job_id, "lot_id": "lot-0", "processed_at": "2026-01-01T00:00:00Z", "usage": None}])})
+    added: list[Any] = []
+
+    def describe() -> None:
+        with engine.begin() as conn:
+            added.extend(conn.execute(sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
+                [{"job_id": job_id, "lot_id": "lot-0", "processed_images": IMAGES_PER_LOT,
+                  "missing_images": [], "usage": None}])}).all())
+
+    describing = threading.Thread(target=describe)
+    describing.start()
+    time.sleep(0.5)  # the vision statement is waiting for the lot's row
+    completing.commit()
+    completing.close()
+    describing.join(10)
+    assert added == [(job_id, IMAGES_PER_LOT)]
