@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,3 +96,27 @@ def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -
     assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
     # Sent again at once (what became due is sent after each collection), in a smaller file.
     assert set(world.store.statuses().values()) == {"submitted"} and len(world.batches.batches) == 2
+
+
+def test_batches_built_before_a_cut_and_failed_as_too_large_do_not_cut_again(world: World) -> None:
+    # Each in-flight batch that failed as too large halved the limit again: four batches of one
+    # size left files at a sixteenth, and the limit never came back. The size they were built at
+    # was cut once already.
+    world.batches.finish = None
+    world.batches.created_at = time.time() - 60  # built a minute ago
+    world.store.add(lots(2, job_id="job-1") + lots(2, job_id="job-2"))
+    world.rounds()
+    assert len(world.batches.batches) == 2
+    for batch in world.batches.batches.values():
+        batch["status"], batch["errors"] = "failed", {"data": [{"code": "file_too_large", "message": "big"}]}
+    world.rounds()
+    assert world.stage.max_file_bytes == world.settings.max_batch_bytes // 2
+
+
+def test_lots_go_one_a_file_when_the_limit_is_cut_below_one_request(world: World) -> None:
+    # Halved after each refusal, the limit can fall below one request line: that lot, and every
+    # lot queued behind it, waited round after round, for good.
+    world.stage.max_file_bytes = 10
+    world.store.add(lots(3))
+    world.rounds(4)
+    assert len(world.completed()) == 3 and len(world.batches.batches) == 3

@@ -165,7 +165,7 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
             problems.append(f"{unreadable} of its result lines could not be read")
     reason = "; ".join([batch_reason(batch), *problems])
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
-        stage.shrink_files(stage.file_byte_limit(), reason)
+        stage.shrink_files(stage.file_byte_limit(), reason, float(batch.get("created_at") or 0))
     for lot in pending.values():
         settler.failed(lot, Kind.TRANSIENT, reason)
     settler.flush()

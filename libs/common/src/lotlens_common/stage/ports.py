@@ -7,6 +7,7 @@ Adapters: `adapters/postgres.py` (work store), `model/openai_client.OpenAIBatche
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -232,8 +233,10 @@ class Stage(Generic[W]):
     # Shards whose batch cannot be read by id, until a listing tells what became of it: while
     # there is one, nothing new is submitted.
     unreadable: dict[str, str] = field(default_factory=dict)
-    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on.
+    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on
+    # (since `shrunk_at`, a Unix time).
     max_file_bytes: int | None = None
+    shrunk_at: float = 0.0
     # The lots this process put in each of its shards' batches, as it prepared them, until it
     # collects the shard: reading and parsing every lot's work again at collection was about a
     # tenth of a stage's CPU. A shard sent before a restart, or by another instance, is read.
@@ -247,9 +250,14 @@ class Stage(Generic[W]):
         while kept > SENT_LOTS_KEPT:
             kept -= len(self.sent.pop(next(iter(self.sent))))
 
-    def shrink_files(self, refused_bytes: int, reason: str) -> None:
-        """OpenAI refused a file of this size as too large: cut the next ones smaller."""
-        self.max_file_bytes = for_oversized(refused_bytes).max_bytes
+    def shrink_files(self, refused_bytes: int, reason: str, built_at: float | None = None) -> None:
+        """OpenAI refused a file of this size as too large (one built at `built_at`, a Unix time):
+        cut the next ones smaller, unless they were cut since it was built (each batch in flight
+        that failed so halved the limit again)."""
+        if built_at is not None and built_at < self.shrunk_at:
+            return
+        self.max_file_bytes = min(self.file_byte_limit(), for_oversized(refused_bytes).max_bytes)
+        self.shrunk_at = time.time()
         log.warning("OpenAI refused a %d-byte file (%s): files are cut at %d bytes from now on",
                     refused_bytes, reason, self.max_file_bytes)
 

@@ -21,12 +21,16 @@ class JsonlWriter:
         self._out: BinaryIO | None = None
 
     def write(self, requests: list[tuple[LotWork[Any], dict[str, Any]]]) -> None:
-        """Append lines; once one would cross the limit, it and all later lots wait for another batch."""
+        """Append lines; once one would cross the limit, it and all later lots wait for another batch.
+
+        A file holds at least one line: a limit cut below one request (halved after each refusal)
+        kept that lot, and every lot behind it, waiting round after round, for good.
+        """
         if self._out is None:
             self._out = self.path.open("wb")
         for lot, body in requests:
             line = batch_line(lot.lot_id, body)
-            if self.overflow or self.size + len(line) > self.limit:
+            if self.overflow or (self.written and self.size + len(line) > self.limit):
                 self.overflow.append(lot.lot_id)
                 continue
             self._out.write(line)
