@@ -24,7 +24,9 @@ MAX_REDIRECTS = 3
 # Statuses that say "not now" rather than "no such image"; with connection errors, tried again.
 PASSING_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 RETRY_PAUSES_S = (0.5, 2.0)
-_ACCEPT = {"Accept": "image/*", "User-Agent": "LotLens-ImageCheck/1.0"}
+# Identity: a GIF's blocks are walked as they come, and a compressed one read as a broken GIF
+# (httpx2 asks for gzip by default); sizes are the image's own, as OpenAI counts them.
+_ACCEPT = {"Accept": "image/*", "Accept-Encoding": "identity", "User-Agent": "LotLens-ImageCheck/1.0"}
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ class _Checker:
             response = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if response.has_redirect_location:
-                    current = str(response.url.join(response.headers["location"]))
+                    current = _redirected(response)
                     continue
                 length, frames = _length(response), None
                 content_type = response.headers.get("content-type", "")
@@ -189,6 +191,15 @@ class _Checker:
             if size > self._max_bytes:
                 break
         return size, bytes(kept)
+
+
+def _redirected(response: httpx2.Response) -> str:
+    # A Location no URL parser reads (`http://[::1`) is this image's fault: InvalidURL is no
+    # HTTPError, and it left the whole check (a batch shard stuck, a 500 at the gateway).
+    try:
+        return str(response.url.join(response.headers["location"]))
+    except (httpx2.InvalidURL, ValueError) as exc:
+        raise _Unusable(f"a redirect to a Location that is not a URL: {exc}") from exc
 
 
 async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_loopback: bool,

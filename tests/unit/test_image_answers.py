@@ -1,0 +1,54 @@
+"""Image checks against answers a real host may give, through an in-memory transport (nothing
+connects; the host name resolves to loopback by a stub)."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ipaddress
+from collections.abc import Callable
+
+import httpx2
+
+from lotlens_common.images import ImageCheck, check_images
+from lotlens_common.urls import IPAddress
+
+GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff"
+       b"\x21\xf9\x04\x00\x00\x00\x00\x00\x2c\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02\x44\x01\x00\x3b")
+
+
+async def _loopback(_host: str, _port: int) -> list[IPAddress]:
+    return [ipaddress.ip_address("127.0.0.1")]
+
+
+def _checked(urls: list[str], answer: Callable[[httpx2.Request], httpx2.Response]) -> ImageCheck:
+    async def run() -> ImageCheck:
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(answer)) as client:
+            return await check_images(urls, client, allow_loopback=True, resolve=_loopback, timeout_s=5)
+
+    return asyncio.run(run())
+
+
+def test_a_redirect_to_a_malformed_location_is_that_image_unusable_not_a_crash() -> None:
+    # `join` raised InvalidURL, which is no HTTPError: it left the whole check, so one image host
+    # kept a batch shard from being sent, round after round, and the gateway answered 500.
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if request.url.path == "/moved.jpg":
+            return httpx2.Response(302, headers={"Location": "http://[::1"})
+        return httpx2.Response(200, headers={"Content-Type": "image/gif"}, stream=httpx2.ByteStream(GIF))
+
+    check = _checked(["http://img.example/moved.jpg", "http://img.example/ok.gif"], answer)
+    assert check.valid == ("http://img.example/ok.gif",)
+    assert "Location" in check.reasons["http://img.example/moved.jpg"]
+
+
+def test_a_gif_is_asked_for_and_read_uncompressed() -> None:
+    # httpx2 asks for gzip by default and the GIF was read as it came (compressed): a host that
+    # compresses was "not a readable GIF", where OpenAI fetches and reads it.
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if "gzip" in request.headers.get("accept-encoding", ""):
+            return httpx2.Response(200, headers={"Content-Type": "image/gif", "Content-Encoding": "gzip"},
+                                   stream=httpx2.ByteStream(gzip.compress(GIF)))
+        return httpx2.Response(200, headers={"Content-Type": "image/gif"}, stream=httpx2.ByteStream(GIF))
+
+    assert _checked(["http://img.example/one-frame.gif"], answer).valid == ("http://img.example/one-frame.gif",)
