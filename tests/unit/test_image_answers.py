@@ -52,3 +52,31 @@ def test_a_gif_is_asked_for_and_read_uncompressed() -> None:
         return httpx2.Response(200, headers={"Content-Type": "image/gif"}, stream=httpx2.ByteStream(GIF))
 
     assert _checked(["http://img.example/one-frame.gif"], answer).valid == ("http://img.example/one-frame.gif",)
+
+
+def _typed(body: bytes, content_type: str = "image/png") -> Callable[[httpx2.Request], httpx2.Response]:
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        # A host honouring Range, as most do: the first bytes the checker asks for.
+        wanted = body[:16] if request.headers.get("range") == "bytes=0-15" and body else body
+        status = 206 if wanted is not body else 200
+        return httpx2.Response(status, headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+                               stream=httpx2.ByteStream(b"" if request.method == "HEAD" else wanted))
+    return answer
+
+
+def test_a_body_that_is_no_image_by_its_bytes_is_a_missing_image_whatever_its_type_says() -> None:
+    # OpenAI reads the format from the bytes: an HTML page or an empty body sent as image/png
+    # passed the check, and OpenAI refused the whole request, failing the lot with its good images.
+    html = b"<!doctype html><html><body>Not found</body></html>"
+    for body, shown in ((html, "starts b'<!doctyp'"), (b"", "is empty")):
+        url = "http://img.example/car.png"
+        check = _checked([url], _typed(body))
+        assert check.valid == () and shown in check.reasons[url], check.reasons
+
+
+def test_each_format_openai_reads_passes_by_its_first_bytes() -> None:
+    bodies = {"png": b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "jpeg": b"\xff\xd8\xff\xe0" + b"\0" * 40,
+              "webp": b"RIFF\x24\0\0\0WEBPVP8 " + b"\0" * 40}
+    for name, body in bodies.items():
+        url = f"http://img.example/car.{name}"
+        assert _checked([url], _typed(body, f"image/{name}")).valid == (url,), name

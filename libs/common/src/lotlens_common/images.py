@@ -2,8 +2,12 @@
 GIF), at most 10 MB — and safe to fetch.
 
 Each URL gets a HEAD request; a GET (streamed, read no further than the size limit) follows
-when HEAD is refused or does not tell the type and size. Redirects are followed by hand, at
-most `max_redirects`, and every hop goes through the SSRF guard of `lotlens_common.urls` first.
+when HEAD is refused or does not tell the type and size. OpenAI reads an image's format from its
+bytes, not its Content-Type: an image must also start as a PNG, JPEG, WEBP or GIF does (after a
+HEAD that says yes, a GET of its first 16 bytes), so an HTML page or an empty body sent as
+`image/png` is a missing image, not a request OpenAI refuses (which fails the whole lot).
+Redirects are followed by hand, at most `max_redirects`, and every hop goes through the SSRF
+guard of `lotlens_common.urls` first.
 A GIF is always fetched (GET), since only its frames tell whether it is animated. Unreachable
 images are not an error for the caller: they become the lot's `missing_images`.
 """
@@ -11,6 +15,7 @@ images are not an error for the caller: they become the lot's `missing_images`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +32,8 @@ RETRY_PAUSES_S = (0.5, 2.0)
 # Identity: a GIF's blocks are walked as they come, and a compressed one read as a broken GIF
 # (httpx2 asks for gzip by default); sizes are the image's own, as OpenAI counts them.
 _ACCEPT = {"Accept": "image/*", "Accept-Encoding": "identity", "User-Agent": "LotLens-ImageCheck/1.0"}
+_LEADING_BYTES = 16
+_FIRST_BYTES = {**_ACCEPT, "Range": f"bytes=0-{_LEADING_BYTES - 1}"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class _Answer:
     content_type: str
     length: int | None
     frames: int | None = None  # GIFs fetched with GET only
+    leading: bytes | None = None  # the body's first bytes, when a GET read them
 
 
 # Servers that say image/jpg mean image/jpeg.
@@ -86,6 +94,19 @@ def gif_frames(data: bytes) -> int:
             at += data[at] + 1
         at += 1
     return frames
+
+
+def image_format(leading: bytes) -> str | None:
+    """The format an image's first bytes say (`png`, `jpeg`, `gif`, `webp`), or None."""
+    if leading.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if leading.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if leading[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if leading[:4] == b"RIFF" and leading[8:12] == b"WEBP":
+        return "webp"
+    return None
 
 
 def _length(response: httpx2.Response) -> int | None:
@@ -132,7 +153,13 @@ class _Checker:
             head = await self._fetch(url, "HEAD")
             if (200 <= head.status < 300 and head.length is not None and head.content_type
                     and _media_type(head.content_type) != "image/gif"):
-                return self._verdict(head), False, head.length
+                why = self._verdict(head)
+                if why is not None:
+                    return why, False, head.length
+                first = await self._fetch(url, "GET", _FIRST_BYTES)  # 206, or 200 read no further
+                if not 200 <= first.status < 300:
+                    return self._verdict(first), first.status in PASSING_STATUSES, 0
+                return self._verdict(dataclasses.replace(head, leading=first.leading)), False, head.length
             answer = await self._fetch(url, "GET")
             return self._verdict(answer), answer.status in PASSING_STATUSES, answer.length or 0
         except _Unusable as exc:
@@ -155,42 +182,49 @@ class _Checker:
             return f"larger than {self._max_bytes} bytes ({answer.length})"
         if answer.frames is not None and answer.frames != 1:
             return "an animated GIF" if answer.frames > 1 else "not a readable GIF"
+        if answer.leading is not None and image_format(answer.leading) is None:
+            shown = f"starts {answer.leading[:8]!r}" if answer.leading else "is empty"
+            return f"not a PNG, JPEG, WEBP or GIF image by its bytes (the body {shown})"
         return None
 
-    async def _fetch(self, url: str, method: str) -> _Answer:
+    async def _fetch(self, url: str, method: str, headers: dict[str, str] = _ACCEPT) -> _Answer:
         current = url
         for _ in range(self._max_redirects + 1):
             await check_destination(current, self._allow_loopback, self._cached_resolve)
-            request = self._client.build_request(method, current, headers=_ACCEPT)
+            request = self._client.build_request(method, current, headers=headers)
             response = await self._client.send(request, stream=True, follow_redirects=False)
             try:
                 if response.has_redirect_location:
                     current = _redirected(response)
                     continue
-                length, frames = _length(response), None
+                length, frames, leading = _length(response), None, None
                 content_type = response.headers.get("content-type", "")
-                if method == "GET" and response.is_success and _is_image(content_type):
+                if headers is _FIRST_BYTES and response.is_success:
+                    leading = await _first_bytes(response)
+                elif method == "GET" and response.is_success and _is_image(content_type):
                     gif = _media_type(content_type) == "image/gif"
-                    length, body = await self._measure(response, keep=gif)
+                    length, body, leading = await self._measure(response, keep=gif)
                     frames = gif_frames(body) if gif else None
-                return _Answer(response.status_code, content_type, length, frames)
+                return _Answer(response.status_code, content_type, length, frames, leading)
             finally:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
 
-    async def _measure(self, response: httpx2.Response, keep: bool) -> tuple[int, bytes]:
-        """Bytes of the body, reading no further than one byte past the limit (and the body, if kept)."""
+    async def _measure(self, response: httpx2.Response, keep: bool) -> tuple[int, bytes, bytes | None]:
+        """Bytes of the body, reading no further than one byte past the limit (and the body, if
+        kept, and its first bytes)."""
         declared = _length(response)
         if declared is not None and declared > self._max_bytes:
-            return declared, b""
-        size, kept = 0, bytearray()
+            return declared, b"", None
+        size, kept, leading = 0, bytearray(), bytearray()
         async for chunk in response.aiter_raw():
             size += len(chunk)
+            leading += chunk[:_LEADING_BYTES - len(leading)]
             if keep:
                 kept += chunk
             if size > self._max_bytes:
                 break
-        return size, bytes(kept)
+        return size, bytes(kept), bytes(leading)
 
 
 def _redirected(response: httpx2.Response) -> str:
@@ -200,6 +234,15 @@ def _redirected(response: httpx2.Response) -> str:
         return str(response.url.join(response.headers["location"]))
     except (httpx2.InvalidURL, ValueError) as exc:
         raise _Unusable(f"a redirect to a Location that is not a URL: {exc}") from exc
+
+
+async def _first_bytes(response: httpx2.Response) -> bytes:
+    leading = bytearray()
+    async for chunk in response.aiter_raw():
+        leading += chunk[:_LEADING_BYTES - len(leading)]
+        if len(leading) == _LEADING_BYTES:
+            break
+    return bytes(leading)
 
 
 async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_loopback: bool,
