@@ -59,7 +59,8 @@ def _typed(body: bytes, content_type: str = "image/png") -> Callable[[httpx2.Req
         # A host honouring Range, as most do: the first bytes the checker asks for.
         wanted = body[:16] if request.headers.get("range") == "bytes=0-15" and body else body
         status = 206 if wanted is not body else 200
-        return httpx2.Response(status, headers={"Content-Type": content_type, "Content-Length": str(len(body))},
+        headers = {"Content-Type": content_type, "Content-Length": str(len(body))}
+        return httpx2.Response(status, headers=headers,
                                stream=httpx2.ByteStream(b"" if request.method == "HEAD" else wanted))
     return answer
 
