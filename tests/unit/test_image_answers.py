@@ -6,10 +6,13 @@ from __future__ import annotations
 import asyncio
 import gzip
 import ipaddress
+import socket
 from collections.abc import Callable
 
 import httpx2
+import pytest
 
+from lotlens_common import images
 from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.urls import IPAddress
 
@@ -81,3 +84,30 @@ def test_each_format_openai_reads_passes_by_its_first_bytes() -> None:
     for name, body in bodies.items():
         url = f"http://img.example/car.{name}"
         assert _checked([url], _typed(body, f"image/{name}")).valid == (url,), name
+
+
+def test_a_dns_answer_of_try_again_is_asked_again_not_a_missing_image(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # EAI_AGAIN ("temporary failure in name resolution": a resolver timing out) was final: the
+    # image was refused, that verdict kept for the whole check (and 60 s in the batcher), and a
+    # lot whose images were all on that host failed with "none of its images could be fetched".
+    asked: list[str] = []
+
+    def resolver(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        asked.append(host)
+        if len(asked) == 1:
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(images, "RETRY_PAUSES_S", (0.01, 0.01))
+
+    async def run() -> ImageCheck:
+        transport = httpx2.MockTransport(_typed(b"\x89PNG\r\n\x1a\n" + b"\0" * 40))
+        async with httpx2.AsyncClient(transport=transport) as client:
+            return await check_images(["http://img.example/car.png"], client, allow_loopback=True,
+                                      timeout_s=5)
+
+    check = asyncio.run(run())
+    assert check.valid == ("http://img.example/car.png",), check.reasons
+    assert asked == ["img.example", "img.example"]

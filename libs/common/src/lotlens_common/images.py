@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 import httpx2
 
 from lotlens_common.stage.core.limits import IMAGE_TYPES
-from lotlens_common.urls import BlockedDestination, IPAddress, Resolver, check_destination, resolve_host
+from lotlens_common.urls import (
+    BlockedDestination,
+    IPAddress,
+    LookupTryAgain,
+    Resolver,
+    check_destination,
+    resolve_host,
+)
 
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_REDIRECTS = 3
@@ -133,7 +140,12 @@ class _Checker:
         if task is None:
             task = asyncio.ensure_future(self._resolve(host, port))
             self._resolved[(host, port)] = task
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except LookupTryAgain:
+            if self._resolved.get((host, port)) is task:  # the retry asks the resolver again
+                del self._resolved[(host, port)]
+            raise
 
     async def reason(self, url: str) -> tuple[str | None, int]:
         """(None when the image is usable, otherwise why not; its bytes). A passing failure (no
@@ -165,7 +177,7 @@ class _Checker:
         except _Unusable as exc:
             return str(exc), False, 0
         except BlockedDestination as exc:
-            return f"refused: {exc}", False, 0
+            return f"refused: {exc}", isinstance(exc, LookupTryAgain), 0
         except httpx2.HTTPError as exc:
             passing = (isinstance(exc, httpx2.TransportError)
                        and not isinstance(exc, httpx2.UnsupportedProtocol))

@@ -64,6 +64,10 @@ class BlockedDestination(httpcore2.ConnectError):
     """
 
 
+class LookupTryAgain(BlockedDestination):
+    """The resolver said "try again" (EAI_AGAIN): no verdict on the host yet."""
+
+
 def http_url_problem(url: object) -> str | None:
     """Why a value is not an absolute http(s) URL we could fetch, or None when it is one."""
     if not isinstance(url, str):
@@ -182,6 +186,10 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:  # the resolver gave no answer in time: ask again later
+            raise LookupTryAgain(f"cannot resolve {host} now: {exc}") from exc
+        raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
         raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
     return addresses_found(infos)
