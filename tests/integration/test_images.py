@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 
 import httpx2
 import pytest
 
-from lotlens_common.images import ImageCheck, check_images, gif_frames
+from lotlens_common.images import GifFrames, ImageCheck, check_images, gif_frames
 from lotlens_common.urls import guarded_async_client
 from tests.network_guard import stub_resolver
 from tests.servers import png, serve
@@ -30,10 +31,18 @@ def gif(frames: int) -> bytes:
     return b"GIF89a\x01\x00\x01\x00\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff" + frame * frames + b"\x3b"
 
 
+def big_still_gif() -> bytes:
+    """A one-image GIF of about 9 MB: its LZW data in 255-byte sub-blocks."""
+    still = gif(1)
+    data = b"\xff" + b"\0" * 255
+    return still[:-3] + data * (9 * MB // len(data)) + still[-3:]
+
+
 # path -> (content type, body) for the image types OpenAI does and does not accept.
 TYPED = {"/still.gif": ("image/gif", gif(1)), "/animated.gif": ("image/gif", gif(3)),
          "/photo.webp": ("image/webp", b"RIFF....WEBPVP8 "), "/scan.bmp": ("image/bmp", b"BM...."),
          "/photo.jpg": ("image/jpg", b"\xff\xd8\xff")}
+BIG_STILL_GIF = big_still_gif()
 
 
 BUSY_SEEN: dict[str, int] = {}
@@ -64,8 +73,8 @@ class Images(BaseHTTPRequestHandler):
             self._redirect("http://169.254.169.254/latest/meta-data/")
         elif path == "/to-private":
             self._redirect("http://10.0.0.1/car.png")
-        elif path in TYPED:
-            content_type, data = TYPED[path]
+        elif path in TYPED or path == "/big-still.gif":
+            content_type, data = TYPED.get(path, ("image/gif", BIG_STILL_GIF))
             self._headers(200, content_type, len(data))
             if body:
                 self.wfile.write(data)
@@ -175,6 +184,24 @@ def test_only_png_jpeg_webp_and_non_animated_gif_are_usable(host: str) -> None:
 def test_gif_frames_are_counted_by_walking_the_blocks() -> None:
     assert [gif_frames(gif(n)) for n in (1, 2, 5)] == [1, 2, 5]
     assert gif_frames(b"\x89PNG....") == 0
+    assert gif_frames(BIG_STILL_GIF) == 1
+    for frames in (1, 2, 5):  # the same count when the bytes come one at a time
+        walk = GifFrames()
+        for byte in gif(frames):
+            walk.feed(bytes([byte]))
+        assert walk.frames == frames
+
+
+def test_a_big_gif_is_checked_without_holding_its_bytes(host: str) -> None:
+    tracemalloc.start()
+    try:
+        result = check([f"{host}/big-still.gif"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.valid == (f"{host}/big-still.gif",)
+    assert result.sizes == {f"{host}/big-still.gif": len(BIG_STILL_GIF)}
+    assert peak < 2 * MB, f"{peak / MB:.1f} MB held for a {len(BIG_STILL_GIF) / MB:.1f} MB GIF"
 
 
 def test_images_over_10_mb_are_unreachable_whether_declared_or_streamed(host: str) -> None:

@@ -8,7 +8,8 @@ HEAD that says yes, a GET of its first 16 bytes), so an HTML page or an empty bo
 `image/png` is a missing image, not a request OpenAI refuses (which fails the whole lot).
 Redirects are followed by hand, at most `max_redirects`, and every hop goes through the SSRF
 guard of `lotlens_common.urls` first.
-A GIF is always fetched (GET), since only its frames tell whether it is animated. Unreachable
+A GIF is always fetched (GET), since only its frames tell whether it is animated; its blocks are
+walked as they arrive, and reading stops at its second image. Unreachable
 images are not an error for the caller: they become the lot's `missing_images`.
 """
 
@@ -16,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import httpx2
 
@@ -81,26 +83,60 @@ def _is_image(content_type: str) -> bool:
     return _media_type(content_type).startswith("image/")
 
 
-def gif_frames(data: bytes) -> int:
-    """How many images a GIF holds (walking its blocks); more than one means animated."""
-    if data[:3] != b"GIF" or len(data) < 13:
-        return 0
-    at = 13 + (3 * 2 ** ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
-    frames = 0
-    while at < len(data):
-        block = data[at]
-        if block == 0x2C:  # image descriptor, then its own colour table and LZW data
-            frames += 1
-            flags = data[at + 9] if at + 9 < len(data) else 0
-            at += 10 + (3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0) + 1
-        elif block == 0x21:  # extension: label, then data sub-blocks
-            at += 2
+# Bytes each step of a GIF's walk reads before it can decide: the header (13), a block's first
+# byte, the rest of an image descriptor (9), an extension's label, a sub-block's length.
+_GIF_STEPS: Mapping[str, int] = MappingProxyType(
+    {"header": 13, "block": 1, "descriptor": 9, "label": 1, "sub-blocks": 1})
+
+
+class GifFrames:
+    """Counts a GIF's images as its bytes arrive, walking its blocks: only a block header is ever
+    held, so a 10 MB GIF is checked without keeping it. More than one image means animated."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self._state = "header"
+        self._pending = bytearray()
+        self._skip = 0  # bytes to pass over: colour tables, the LZW code size, sub-block data
+
+    def feed(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while view and self._state != "end":  # the trailer, or bytes that are no GIF block
+            if self._skip:
+                passed = min(self._skip, len(view))
+                self._skip -= passed
+                view = view[passed:]
+                continue
+            taken = min(_GIF_STEPS[self._state] - len(self._pending), len(view))
+            self._pending += view[:taken]
+            view = view[taken:]
+            if len(self._pending) == _GIF_STEPS[self._state]:
+                self._step(bytes(self._pending))
+                self._pending.clear()
+
+    def _step(self, read: bytes) -> None:
+        if self._state == "header":
+            self._state, self._skip = ("block" if read[:3] == b"GIF" else "end"), _colour_table(read[10])
+        elif self._state == "block":
+            self._state = {0x2C: "descriptor", 0x21: "label"}.get(read[0], "end")  # 0x3B: trailer
+        elif self._state == "descriptor":
+            self.frames += 1
+            self._state, self._skip = "sub-blocks", _colour_table(read[8]) + 1  # + LZW code size
+        elif self._state == "label":
+            self._state = "sub-blocks"
         else:
-            break  # trailer (0x3B) or garbage
-        while at < len(data) and data[at]:
-            at += data[at] + 1
-        at += 1
-    return frames
+            self._state, self._skip = ("sub-blocks" if read[0] else "block"), read[0]
+
+
+def _colour_table(flags: int) -> int:
+    return 3 * 2 ** ((flags & 7) + 1) if flags & 0x80 else 0
+
+
+def gif_frames(data: bytes) -> int:
+    """How many images a GIF holds; more than one means animated."""
+    walk = GifFrames()
+    walk.feed(data)
+    return walk.frames
 
 
 def image_format(leading: bytes) -> str | None:
@@ -214,29 +250,30 @@ class _Checker:
                 if headers is _FIRST_BYTES and response.is_success:
                     leading = await _first_bytes(response)
                 elif method == "GET" and response.is_success and _is_image(content_type):
-                    gif = _media_type(content_type) == "image/gif"
-                    length, body, leading = await self._measure(response, keep=gif)
-                    frames = gif_frames(body) if gif else None
+                    walk = GifFrames() if _media_type(content_type) == "image/gif" else None
+                    length, leading = await self._measure(response, walk)
+                    frames = walk.frames if walk is not None else None
                 return _Answer(response.status_code, content_type, length, frames, leading)
             finally:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
 
-    async def _measure(self, response: httpx2.Response, keep: bool) -> tuple[int, bytes, bytes | None]:
-        """Bytes of the body, reading no further than one byte past the limit (and the body, if
-        kept, and its first bytes)."""
+    async def _measure(self, response: httpx2.Response,
+                       walk: GifFrames | None) -> tuple[int, bytes | None]:
+        """Bytes of the body, reading no further than one byte past the limit (or a GIF's second
+        image), and its first bytes; a GIF's images are counted by `walk` as they come."""
         declared = _length(response)
         if declared is not None and declared > self._max_bytes:
-            return declared, b"", None
-        size, kept, leading = 0, bytearray(), bytearray()
+            return declared, None
+        size, leading = 0, bytearray()
         async for chunk in response.aiter_raw():
             size += len(chunk)
             leading += chunk[:_LEADING_BYTES - len(leading)]
-            if keep:
-                kept += chunk
-            if size > self._max_bytes:
+            if walk is not None:
+                walk.feed(chunk)
+            if size > self._max_bytes or (walk is not None and walk.frames > 1):
                 break
-        return size, bytes(kept), bytes(leading)
+        return size, bytes(leading)
 
 
 def _redirected(response: httpx2.Response) -> str:
