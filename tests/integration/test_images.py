@@ -14,6 +14,8 @@ import pytest
 
 from lotlens_common.images import GifFrames, ImageCheck, check_images, gif_frames
 from lotlens_common.urls import guarded_async_client
+from lotlens_vision_batcher.config import VisionBatcherSettings
+from lotlens_vision_batcher.vision_stage import image_checker
 from tests.network_guard import stub_resolver
 from tests.servers import png, serve
 
@@ -208,6 +210,14 @@ def test_images_over_10_mb_are_unreachable_whether_declared_or_streamed(host: st
     result = check([f"{host}/huge-declared.png", f"{host}/huge-streamed.png"])
     assert result.valid == ()
     assert all("larger than" in reason for reason in result.reasons.values())
+
+
+def test_the_vision_batcher_checks_with_its_configured_size_limit(
+        host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
+    monkeypatch.setenv("LOTLENS_MAX_IMAGE_BYTES", str(len(IMAGE) - 1))
+    result = asyncio.run(image_checker(VisionBatcherSettings())([f"{host}/ok.png"]))
+    assert result.reasons == {f"{host}/ok.png": f"larger than {len(IMAGE) - 1} bytes ({len(IMAGE)})"}
 
 
 def test_up_to_three_redirects_are_followed(host: str, client_kind: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from lotlens_common.images import MAX_IMAGE_BYTES
 from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
@@ -69,7 +70,7 @@ class GatewaySettings(ServiceSettings):
     max_batch_images: int = 500
     # Resolving a webhook host at intake takes at most this long (then the URL is accepted).
     webhook_dns_timeout_s: float = 2.0
-    max_image_bytes: int = 10 * 1024 * 1024
+    max_image_bytes: int = MAX_IMAGE_BYTES
 
     # The contract answers a synchronous lot within 300 s; the budget leaves room for the rest.
     sync_timeout_s: float = 290.0

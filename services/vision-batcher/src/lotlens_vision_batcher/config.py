@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from lotlens_common.images import MAX_IMAGE_BYTES
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
 
@@ -17,5 +18,7 @@ class VisionBatcherSettings(ServiceSettings):
     stage: StageSettings = Field(default_factory=StageSettings)
     image_check_concurrency: int = 64
     image_check_timeout_s: float = 10.0
+    # The gateway's setting of the same name: a lot's images pass the same limit on either path.
+    max_image_bytes: int = MAX_IMAGE_BYTES
     metrics_port: int = 0
     group_id: str = "lotlens-vision-batcher"

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
-from lotlens_common.images import ImageCheck
+from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import priced, usage_of
@@ -16,11 +16,26 @@ from lotlens_common.model.vision import parse_vision_response, vision_request_bo
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
+from lotlens_common.urls import guarded_async_client
+from lotlens_vision_batcher.config import VisionBatcherSettings
 
 # (urls) -> which are usable (with their sizes) and which are not.
 ImageChecker = Callable[[Sequence[str]], Awaitable[ImageCheck]]
 
 _PROMPT_TOKENS = 600
+
+
+def image_checker(settings: VisionBatcherSettings) -> ImageChecker:
+    """Checks with the settings' limits, through a client that connects only to the address it
+    checked, so DNS cannot change between check and fetch."""
+    http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s,
+                                max_connections=settings.image_check_concurrency)
+
+    async def check(urls: Sequence[str]) -> ImageCheck:
+        return await check_images(urls, http, settings.allow_loopback_urls, settings.image_check_concurrency,
+                                  max_bytes=settings.max_image_bytes)
+
+    return check
 
 
 class RecentChecks:
