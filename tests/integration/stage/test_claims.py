@@ -82,6 +82,23 @@ def test_a_lot_sent_back_goes_to_the_end_of_the_queue_with_its_send_counted(engi
     assert not [job for job in work.waiting_jobs() if job.job_id == job_id]
 
 
+def test_a_lot_whose_send_openai_never_ran_goes_back_with_its_attempts_as_before(engine: Engine) -> None:
+    # Lots left out of a full file, or in a batch refused whole, were not tried: by place (no row
+    # written at the claim) and by name (the claim wrote the send) they keep their attempts.
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 2)
+    work = _work_store(engine)
+    work.claim(job_id, new_id("translation-"), 2, _all)
+    work.requeue(job_id, ["lot-0", "lot-1"], "enqueued-token limit", sent=False)
+    named = work.claim_named(job_id, ["lot-1"], new_id("translation-"), lambda lots: 0)
+    assert [(lot.lot_id, lot.attempts) for lot in named] == [("lot-1", 1)]
+    work.requeue(job_id, ["lot-1"], "left out of a full file", sent=False)
+
+    again = work.claim(job_id, new_id("translation-"), 10, _all)
+
+    assert [(lot.lot_id, lot.attempts) for lot in again] == [("lot-0", 1), ("lot-1", 1)]
+
+
 def test_lots_a_claim_does_not_keep_stay_first_in_the_queue(engine: Engine) -> None:
     job_id = new_id("job-")
     _enqueue(engine, job_id, 4)

@@ -134,9 +134,12 @@ class FakeStore:
         for lot in changed:
             self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
 
-    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None,
+                sent: bool = True) -> None:
         for lot_id in lot_ids:
             row = self.rows[lot_id]
+            if not sent:  # the claim counted it
+                row.lot = replace(row.lot, attempts=row.lot.attempts - 1)
             row.status, row.shard_id, row.last_error, row.seq = "waiting", None, reason, next(self._seq)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
@@ -159,6 +162,8 @@ class FakeStore:
                 self.rows[lot_id].status = status
         for reason, lot_ids in settlement.again.items():
             self.requeue(job_id, lot_ids, reason)
+        for reason, lot_ids in settlement.unsent.items():
+            self.requeue(job_id, lot_ids, reason, sent=False)
         for lot in settlement.rework:
             self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
 
@@ -212,6 +217,8 @@ class FakeBatches:
     # Files OpenAI answers 404 for (deleted in the dashboard, or past their 30 days).
     deleted_files: set[str] = field(default_factory=set)
     duplicate_creates: int = 0
+    # A `failed` batch's `errors.data`: refused whole, it answers no request (no output, no error file).
+    failure_errors: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
@@ -234,6 +241,9 @@ class FakeBatches:
         return dict(self.batches[batch_id])
 
     def _run(self, batch: dict[str, Any], status: str) -> None:
+        if status == "failed":
+            batch["status"], batch["errors"] = status, {"object": "list", "data": list(self.failure_errors)}
+            return
         lines = [orjson.loads(raw) for raw in self.files[batch["input_file_id"]]]
         answered = lines if status == "completed" else lines[:self.done_lines or 0]
         out, err = [], []

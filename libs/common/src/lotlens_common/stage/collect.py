@@ -166,8 +166,9 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     reason = "; ".join([batch_reason(batch), *problems])
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
         stage.shrink_files(stage.file_byte_limit(), reason, float(batch.get("created_at") or 0))
+    unsent = batch.get("status") == "failed" and lifecycle.refused_whole(_errors(batch))
     for lot in pending.values():
-        settler.failed(lot, Kind.TRANSIENT, reason)
+        settler.failed(lot, Kind.UNSENT if unsent else Kind.TRANSIENT, reason)
     settler.flush()
     stage.store.close_shard(shard.shard_id, "collected", str(batch["status"]))
     log.info("batch %s %s: collected", shard.batch_id, batch["status"],

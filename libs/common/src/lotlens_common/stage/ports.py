@@ -107,15 +107,20 @@ class Settlement:
     cancelled: list[str]
     again: dict[str, list[str]]  # reason -> lots back to waiting
     rework: list[LotWork[Any]]  # lots going back with new work (e.g. more output room)
+    unsent: dict[str, list[str]]  # reason -> lots back to waiting from a send OpenAI never ran
 
     @classmethod
     def empty(cls) -> Settlement:
         """Nothing settled yet."""
-        return cls([], [], [], {}, [])
+        return cls([], [], [], {}, [], {})
+
+    def retried(self) -> int:
+        """How many lots go back to waiting."""
+        return sum(map(len, self.again.values())) + sum(map(len, self.unsent.values()))
 
     def size(self) -> int:
         """How many lots it settles."""
-        return len(self.done) + len(self.failed) + len(self.cancelled) + sum(map(len, self.again.values()))
+        return len(self.done) + len(self.failed) + len(self.cancelled) + self.retried()
 
 
 # Given the lots a claim took (oldest first): how many of them to keep and their estimated tokens.
@@ -171,8 +176,10 @@ class WorkStore(Protocol[W]):
         """Lots settled by preparation are done; new work (e.g. image verdicts) is kept."""
         ...
 
-    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
-        """Lots back to waiting, freed from their shard."""
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None,
+                sent: bool = True) -> None:
+        """Lots back to waiting, freed from their shard; the send they come back from counts as
+        an attempt when it was `sent` (OpenAI ran it)."""
         ...
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:

@@ -55,7 +55,8 @@ class Settler:
         elif outcome.verdict == "cancelled":
             self.settlement.cancelled.append(lot.lot_id)
         elif outcome.verdict == "retry":
-            self.settlement.again.setdefault(reason, []).append(lot.lot_id)
+            again = self.settlement.again if outcome.counted else self.settlement.unsent
+            again.setdefault(reason, []).append(lot.lot_id)
         else:
             self.settlement.done.append(lot.lot_id)
 
@@ -73,5 +74,5 @@ class Settler:
         done = self.settlement
         metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))
         metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(len(done.failed))
-        metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(sum(map(len, done.again.values())))
+        metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(done.retried())
         self.events, self.settlement = [], Settlement.empty()

@@ -138,7 +138,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
             requests = await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK])
             writer.write(requests)
             prepared += [lot for lot, _ in requests]
-        stage.store.requeue(job_id, writer.overflow)
+        stage.store.requeue(job_id, writer.overflow, sent=False)
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
             return None
@@ -149,7 +149,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
             if not lifecycle.too_large(exc.code, str(exc)):
                 raise
             stage.shrink_files(writer.size, str(exc))
-            stage.store.requeue(job_id, writer.written, str(exc))
+            stage.store.requeue(job_id, writer.written, str(exc), sent=False)
             stage.store.close_shard(shard_id, "empty", None)
             return None
     finally:

@@ -182,24 +182,26 @@ def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str]
 
 
 def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
-            error: str | None = None) -> None:
+            error: str | None = None, sent: bool = True) -> None:
     """Send lots of a shard back to the end of their job's queue, freed from the shard.
 
-    The send they come back from is counted: a lot in a shard by place was not written when it
-    was taken (`next_in_queue` adds that send to what it reads).
+    The send they come back from is counted when it was `sent`: a lot in a shard by place was not
+    written when it was taken (`next_in_queue` adds that send to what it reads), one taken by
+    name was (a send OpenAI never ran is taken back).
     """
     if not lot_ids:
         return
     before = take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
     conn.execute(text("""
         UPDATE stage_lots AS l
-           SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN 1 ELSE 0 END,
+           SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN :sent ELSE :sent - 1 END,
                status = :waiting, shard_id = NULL, place = v.place, last_error = :error,
                enqueued_at = now(), updated_at = now()
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, place bigint)
          WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
-        {"waiting": WAITING, "error": error, "stage": stage, "job_id": job_id, "rows": json_rows(
-            {"lot_id": lot_id, "place": place} for place, lot_id in enumerate(lot_ids, start=before + 1))})
+        {"waiting": WAITING, "sent": int(sent), "error": error, "stage": stage, "job_id": job_id,
+         "rows": json_rows({"lot_id": lot_id, "place": place}
+                           for place, lot_id in enumerate(lot_ids, start=before + 1))})
 
 
 def _text_array(values: Sequence[str]) -> Any:

@@ -94,10 +94,11 @@ class PostgresWorkStore(Generic[W]):
             sql.set_status(conn, self.stage, job_id, settled, sql.DONE)
             sql.save_work(conn, self.stage, changed)
 
-    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None) -> None:
-        """Lots back to the end of their queue."""
+    def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None,
+                sent: bool = True) -> None:
+        """Lots back to the end of their queue (the send counted when it was `sent`)."""
         with self.engine.begin() as conn:
-            sql.requeue(conn, self.stage, job_id, lot_ids, reason)
+            sql.requeue(conn, self.stage, job_id, lot_ids, reason, sent)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
         """The shard's batch is on record."""
@@ -125,6 +126,8 @@ class PostgresWorkStore(Generic[W]):
             # The job's queue first (requeue locks it), as every other transaction takes them.
             for reason, lot_ids in settlement.again.items():
                 sql.requeue(conn, self.stage, job_id, lot_ids, reason)
+            for reason, lot_ids in settlement.unsent.items():
+                sql.requeue(conn, self.stage, job_id, lot_ids, reason, sent=False)
             sql.set_status(conn, self.stage, job_id, settlement.failed, sql.FAILED)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             sql.save_work(conn, self.stage, settlement.rework)

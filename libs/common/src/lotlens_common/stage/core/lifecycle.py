@@ -166,6 +166,14 @@ def too_large(code: str | None, message: str) -> bool:
     return code == "file_too_large" or "too large" in message.lower()
 
 
+def refused_whole(errors: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether a failed batch's errors say it was refused as a whole before any request ran: the
+    organisation's enqueued tokens were full, or its file too large. Its lots were not tried."""
+    return bool(errors) and all(
+        error.get("code") == "token_limit_exceeded" or too_large(error.get("code"), str(error.get("message")))
+        for error in errors)
+
+
 def for_oversized(file_bytes: int) -> Shrink:
     """A file refused for its size: the next ones get at most half of it."""
     return Shrink(max(file_bytes // 2, 1))

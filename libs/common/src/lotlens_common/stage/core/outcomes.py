@@ -8,6 +8,8 @@
 |   image OpenAI could not fetch)                 |           |                                |
 | 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |
 |   failed, no line at all                        |           |   `max_attempts`, then failed  |
+| batch refused whole before it ran (enqueued-    | unsent    | waiting again, the send not    |
+|   token limit, file too large)                  |           |   counted as an attempt        |
 | any, when the job was cancelled                 | -         | cancelled                      |
 """
 
@@ -29,6 +31,7 @@ class Kind(Enum):
 
     PERMANENT = "permanent"
     TRANSIENT = "transient"
+    UNSENT = "unsent"  # OpenAI ran no request of the batch: nothing was tried
 
 
 def line_kind(status: int | None, code: str | None) -> Kind:
@@ -46,6 +49,7 @@ class Outcome:
 
     verdict: Literal["done", "failed", "retry", "cancelled"]
     reason: str | None = None
+    counted: bool = True  # a retry: whether the send it comes back from was an attempt
 
 
 DONE = Outcome("done")
@@ -58,6 +62,8 @@ def after_error(kind: Kind, reason: str, attempts: int, max_attempts: int,
         return Outcome("cancelled", reason)
     if kind is Kind.PERMANENT:
         return Outcome("failed", reason)
+    if kind is Kind.UNSENT:
+        return Outcome("retry", reason, counted=False)
     if attempts >= max_attempts:
         return Outcome("failed", f"{reason} (gave up after {attempts} attempts)")
     return Outcome("retry", reason)
