@@ -21,7 +21,7 @@ CONSUMERS = [s for s in SERVICES if s != "gateway"]
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CLIENTS|CREDENTIAL|DATABASE_URL", re.IGNORECASE)
 # The keys each service needs from the Secret (least privilege), plus the optional Kafka credentials.
 SECRETS_NEEDED = {
-    "gateway": {"DATABASE_URL", "LOTLENS_CLIENTS"},
+    "gateway": {"DATABASE_URL", "LOTLENS_CLIENTS", "OPENAI_API_KEY"},
     "vision-batcher": {"DATABASE_URL", "OPENAI_API_KEY"},
     "translator": {"DATABASE_URL", "OPENAI_API_KEY"},
     "result-store": {"DATABASE_URL"},
@@ -247,6 +247,40 @@ def test_network_policies_deny_by_default_and_allow_what_each_service_needs(
     assert 443 not in egress_ports("result-store")
     gateway_in = policies["lotlens-gateway-ingress"]
     assert [p["port"] for rule in gateway_in["ingress"] for p in rule["ports"]] == [18000]
+
+
+def test_every_service_that_calls_openai_gets_its_key() -> None:
+    # Without the key the gateway's synchronous lots went to api.openai.com with the stand-in's
+    # placeholder key: every one a 401.
+    def calls_openai(service: str) -> bool:
+        return any(re.search(r"\b(make_openai_client|serve_stage)\(", path.read_text(encoding="utf-8"))
+                   for path in (ROOT / "services" / service / "src").rglob("*.py"))
+
+    assert {s for s in SERVICES if calls_openai(s)} == {
+        s for s, keys in SECRETS_NEEDED.items() if "OPENAI_API_KEY" in keys}
+
+
+def _admits(rule: Doc, namespace: str, port: int) -> bool:
+    """Whether an ingress rule lets pods of that namespace in on that port."""
+    peers = rule.get("from")
+    source = peers is None or any(
+        peer.get("namespaceSelector", {}).get("matchLabels") == {"kubernetes.io/metadata.name": namespace}
+        for peer in peers)
+    return source and ("ports" not in rule or any(p["port"] == port for p in rule["ports"]))
+
+
+def test_prometheus_may_scrape_every_pod_on_its_annotated_port(target: tuple[str, list[Doc]]) -> None:
+    # The production overlay let only the ingress controller reach the gateway's port, where its
+    # /metrics is: the outbox alert could never fire, and nothing said so.
+    _, docs = target
+    policies = [d["spec"] for d in find(docs, "NetworkPolicy") if "Ingress" in d["spec"]["policyTypes"]]
+    for doc in find(docs, "Deployment"):
+        meta = doc["spec"]["template"]["metadata"]
+        labels, port = meta["labels"], int(meta["annotations"]["prometheus.io/port"])
+        rules = [rule for spec in policies
+                 if spec["podSelector"].get("matchLabels", {}).items() <= labels.items()
+                 for rule in spec.get("ingress", [])]
+        assert any(_admits(rule, "monitoring", port) for rule in rules), (doc["metadata"]["name"], port)
 
 
 def test_readme_documents_the_layout() -> None:
