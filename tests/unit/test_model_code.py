@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelOutputError, ModelUnavailableError
 from lotlens_common.model.languages import ENGLISH, canonical_tag, is_supported_language, language_name
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
@@ -124,6 +124,24 @@ def test_vision_parse_joins_text_parts_and_wraps_plain_text() -> None:
 def test_vision_parse_rejects_unusable_responses(body: dict[str, Any]) -> None:
     with pytest.raises(ModelOutputError):
         parse_vision_response(body)
+
+
+def test_vision_parse_reads_the_final_answer_not_the_commentary() -> None:
+    # openapi.yaml, MessagePhase: an assistant message is `commentary` or the `final_answer`.
+    commentary = message(text_part("I'll describe the damage now.")) | {"phase": "commentary"}
+    final = message(text_part("<p>Front bumper dented.</p>")) | {"phase": "final_answer"}
+    assert parse_vision_response(response(REASONING, commentary, final)) == "<p>Front bumper dented.</p>"
+
+
+@pytest.mark.parametrize("code", ["server_error", "rate_limit_exceeded", "vector_store_timeout"])
+def test_a_response_failed_for_a_passing_reason_is_unavailable_not_unusable(code: str) -> None:
+    # openapi.yaml, ResponseErrorCode: these say "not now"; failing the lot for good was wrong.
+    body = response(status="failed") | {"error": {"code": code, "message": "The server had an error."}}
+    with pytest.raises(ModelUnavailableError, match=code):
+        parse_vision_response(body)
+    invalid = response(status="failed") | {"error": {"code": "invalid_prompt", "message": "no"}}
+    with pytest.raises(ModelOutputError, match="invalid_prompt"):
+        parse_vision_response(invalid)
 
 
 def test_incomplete_error_names_the_reason() -> None:

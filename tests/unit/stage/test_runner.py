@@ -81,6 +81,23 @@ def test_a_transient_line_is_sent_again_then_fails_after_max_attempts(
     assert "gave up after 2 attempts" in world.failed()["job-1-lot-1"]
 
 
+def test_a_200_line_whose_response_failed_for_a_passing_reason_is_sent_again(world: World) -> None:
+    # A body `status: failed` with `server_error` (openapi.yaml, ResponseErrorCode) says "not now".
+    failed_once: set[str] = set()
+
+    def answer(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        if custom_id in failed_once:
+            return described(custom_id, body)
+        failed_once.add(custom_id)
+        return {"status": "failed", "output": [], "error": {"code": "server_error", "message": "An error."}}
+
+    world.batches.answer = answer
+    world.store.add(lots(2))
+    world.rounds(4)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and world.failed() == {}
+    assert [event.attempt for event in world.submitted()] == [1, 2]
+
+
 def test_an_unusable_answer_fails_the_lot_without_a_retry(world: World) -> None:
     world.batches.answer = lambda custom_id, body: {"status": "incomplete",
                                                     "incomplete_details": {"reason": "max_output_tokens"}}

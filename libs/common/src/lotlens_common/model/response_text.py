@@ -5,14 +5,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError, ModelUnavailableError
+
+# ResponseErrorCode values (openapi.yaml) that say "not now": the same request may succeed later.
+PASSING_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
 
 
 def response_output_text(body: Mapping[str, Any]) -> str:
-    """The joined `output_text` parts of the assistant message; skips reasoning and other items."""
+    """The joined `output_text` parts of the assistant's final answer; skips reasoning items and
+    messages marked as commentary (`phase`)."""
     status = body.get("status")
-    if body.get("error"):
-        raise ModelOutputError(f"the response failed: {body['error']}")
+    error = body.get("error")
+    if error:
+        code = error.get("code") if isinstance(error, Mapping) else None
+        failure = ModelUnavailableError if code in PASSING_ERROR_CODES else ModelOutputError
+        raise failure(f"the response failed: {error}")
     if status == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
         raise ModelIncompleteError(f"the response is incomplete ({reason})", str(reason))
@@ -21,7 +28,8 @@ def response_output_text(body: Mapping[str, Any]) -> str:
     texts: list[str] = []
     refusals: list[str] = []
     for item in body.get("output") or []:
-        if not isinstance(item, dict) or item.get("type") != "message" or item.get("role") != "assistant":
+        if (not isinstance(item, dict) or item.get("type") != "message" or item.get("role") != "assistant"
+                or item.get("phase") == "commentary"):
             continue
         for part in item.get("content") or []:
             if not isinstance(part, dict):

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lotlens_common.faults import fault_point
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelOutputError, ModelUnavailableError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
 from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
@@ -31,6 +31,10 @@ class Settler:
             self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
                                          self.stage.spec.result_event(lot, body)))
             self.settlement.done.append(lot.lot_id)
+        except ModelUnavailableError as exc:
+            # The response failed for a passing reason (`server_error`, `rate_limit_exceeded`):
+            # raised from here, it failed the whole collection every round.
+            self.failed(lot, Kind.TRANSIENT, str(exc))
         except ModelOutputError as exc:
             # The model answered but the answer is unusable: sent again only when the stage
             # knows what to change (e.g. more output room); the same request would end the same.
