@@ -124,6 +124,18 @@ def test_a_model_outage_is_502_openai_unavailable(
     assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 
+@pytest.mark.parametrize("kind", ["invalid_api_key", "insufficient_quota"])
+def test_a_refused_key_or_quota_is_502_without_openais_words(
+        sync_gateway: Gateway, images: str, standin: Standin, kind: str) -> None:
+    # The service's key is at fault, not the lot: a 200 with the lot failed was cached under the
+    # Idempotency-Key, and it showed the customer OpenAI's message (a masked key in it).
+    standin.faults(api_faults=[{"scope": "responses", "kind": kind, "count": 1}])
+    response = sync_gateway.submit(one_lot(images), languages=["en"])
+    assert response.status_code == 502, response.text
+    assert response.json()["code"] == "OPENAI_UNAVAILABLE"
+    assert "API key" not in response.text and "sk-" not in response.text
+
+
 def test_a_model_that_answers_too_late_is_504_openai_timeout(
         settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
     with serve_standin(tmp_path, latency_seconds=5) as slow, \

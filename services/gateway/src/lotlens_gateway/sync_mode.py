@@ -90,6 +90,12 @@ class SyncDescriber:
                 headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
             raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
                            details=details, headers=headers) from exc
+        except ModelRequestError as exc:  # OpenAI refused the service's key (401/403)
+            # Its message names the key (masked): for the operators' log, not the customer.
+            log.error("OpenAI refused the service's API key: %s", exc)
+            raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
+                           details={"openai_error": f"HTTP {exc.status_code}: the service's OpenAI key "
+                                                    "was refused"}) from exc
         return {
             "version": submission.version,
             "processing_mode": "synchronous",
@@ -124,6 +130,8 @@ class SyncDescriber:
                 used.append(priced(usage_of(answer), models.translation_model, models.prices))
                 translations = parse_translation_response(answer, languages)
         except (ModelOutputError, ModelRequestError) as exc:
+            if error_kind(exc) == "authentication":
+                raise  # the service's key, not the lot: no failed lot to cache and replay
             log.warning("synchronous lot %s failed: %s", lot.lot_id, exc)
             reason = f"the model could not describe the lot: {exc}"
             return self._failed(lot, missing, len(images), reason)

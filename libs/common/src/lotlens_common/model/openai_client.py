@@ -23,6 +23,8 @@ DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
 # The SDK refuses to start without some key; the stand-in ignores it unless it was given one.
 _STANDIN_PLACEHOLDER_KEY = "sk-lotlens-standin"
 MAX_RETRY_WAIT_S = 60.0
+# A request timeout and a lock conflict: the SDK's own retry policy asks both again.
+_PASSING_4XX = frozenset({408, 409})
 _BACKOFF_BASE_S = 0.5
 
 
@@ -101,6 +103,8 @@ def _transient_wait(exc: openai.OpenAIError, attempt: int) -> float | None:
         return None
     if isinstance(exc, openai.InternalServerError | openai.APIConnectionError):
         return backoff
+    if isinstance(exc, openai.APIStatusError) and exc.status_code in _PASSING_4XX:
+        return backoff
     return None
 
 
@@ -108,7 +112,7 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
                          max_attempts: int = 3) -> dict[str, Any]:
     """POST a body to `/responses` and return the raw JSON response.
 
-    429 (honouring Retry-After), 5xx and connection errors are retried up to `max_attempts` calls
+    429 (honouring Retry-After), 408, 409, 5xx and connection errors are retried up to `max_attempts` calls
     in all; everything else, and the last failure, is raised as a LotLens model error.
     """
     # Our own loop does the retrying, so the SDK's hidden retries would only multiply attempts.
