@@ -107,6 +107,24 @@ def test_images_past_50_mb_are_left_out_and_listed_as_missing(
     assert "6 image(s) reviewed" in lot["descriptions"][0]["damages"]
 
 
+def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # API.md: unreachable images are not an error. OpenAI fetches from its own network, so an
+    # image our check reached can still be refused (400 invalid_image_url): the lot failed.
+    refused = f"{images}/standin-unfetchable-side.png"
+    response = sync_gateway.submit(one_lot(images, names=("front.png", "standin-unfetchable-side.png")),
+                                   languages=["en"])
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "completed" and lot["processed_images"] == 1, lot
+    assert lot["missing_images"] == [refused]
+    assert model_calls(standin) == 2  # refused, then asked again without that image
+    alone = sync_gateway.submit(one_lot(images, names=("standin-unfetchable-side.png",)), languages=["en"])
+    lot = alone.json()["lots"][0]
+    assert lot["status"] == "failed" and lot["missing_images"] == [refused] and lot["processed_images"] == 0
+    assert "could be fetched" in lot["error_message"]
+
+
 def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Gateway, images: str) -> None:
     response = sync_gateway.submit(one_lot(images, notes="[standin:incomplete]"), languages=["en"])
     assert response.status_code == 200

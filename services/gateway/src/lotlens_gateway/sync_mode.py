@@ -39,7 +39,7 @@ from lotlens_common.model.translation import (
     translation_request_body,
 )
 from lotlens_common.model.usage import Usage, priced, total, usage_of
-from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.errors import ApiError
@@ -110,17 +110,16 @@ class SyncDescriber:
                                    max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
                                    resolve=policy.resolve)
         # Images past OpenAI's per-request caps (500, 50 MB) are left out, like unreachable ones.
-        images, left_out = fit_request_images(check.valid, check.sizes)
-        missing = [*check.unreachable, *left_out]
-        if not images:
-            reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
-                      else "the lot has no images")
-            return self._failed(lot, missing, 0, reason)
+        fitted, left_out = fit_request_images(check.valid, check.sizes)
+        images, missing = list(fitted), [*check.unreachable, *left_out]
         models = self.models
         used: list[Usage | None] = []
         try:
-            vision = vision_request_body(lot.additional_info, images, models)
-            answer = await self._call("vision", vision)
+            answer = await self._vision(lot.additional_info, images, missing)
+            if answer is None:
+                reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
+                          else "the lot has no images")
+                return self._failed(lot, missing, 0, reason)
             used.append(priced(usage_of(answer), models.vision_model, models.prices))
             english = parse_vision_response(answer)
             translations: dict[str, str] = {}
@@ -147,6 +146,20 @@ class SyncDescriber:
             # Added: the answers' tokens and estimated cost (direct calls: the full price).
             "usage": total(u for u in used if u is not None).model_dump(),
         }
+
+    async def _vision(self, notes: str, images: list[str], missing: list[str]) -> dict[str, Any] | None:
+        """The vision answer, or None when no image is left. An image OpenAI refuses by name goes
+        from `images` to `missing`, and the others are asked again."""
+        while images:
+            try:
+                return await self._call("vision", vision_request_body(notes, images, self.models))
+            except ModelRequestError as exc:
+                refused = refused_image(exc.code, str(exc), images)
+                if refused is None:
+                    raise
+                images.remove(refused)
+                missing.append(refused)
+        return None
 
     async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:

@@ -26,6 +26,8 @@ Deterministic answers (tests assert on them exactly):
   with `response.status_code` 500); `[standin:incomplete]` → `status: "incomplete"`,
   `incomplete_details: {"reason": "max_output_tokens"}` and no message item (chat:
   `finish_reason: "length"`, empty content).
+* An image URL containing `standin-unfetchable`: HTTP 400 `invalid_image_url`, `param: "url"`,
+  "Error while downloading {url}." (OpenAI could not fetch an image the check could).
 * Model rules (reasoning or not, image input, maximum output) come from `models.py`, a table
   taken from OpenAI's model documentation; parameters are checked per family (`parameter_checks.py`).
 

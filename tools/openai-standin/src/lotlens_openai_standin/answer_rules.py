@@ -12,6 +12,9 @@ import orjson
 
 ERROR_MARKER = "[standin:error]"
 INCOMPLETE_MARKER = "[standin:incomplete]"
+# An image URL holding this cannot be fetched by "OpenAI": the request is refused as the real API
+# refuses one whose image it could not download (400 `invalid_image_url`, the URL in the message).
+UNFETCHABLE_IMAGE_MARKER = "standin-unfetchable"
 # Language-tag property names in a translation schema: "de", "fil", "pt-BR", "zh-Hant", "es-419".
 _LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
@@ -23,6 +26,12 @@ class Prompt:
     image_count: int
     last_text: str
     schema: Mapping[str, Any] | None
+    image_urls: tuple[str, ...] = ()
+
+    @property
+    def unfetchable_image(self) -> str | None:
+        """The first image URL "OpenAI" could not download, if any."""
+        return next((url for url in self.image_urls if UNFETCHABLE_IMAGE_MARKER in url), None)
 
     @property
     def wants_error(self) -> bool:
@@ -50,13 +59,13 @@ def _last_user_text(messages: list[Any], text_types: tuple[str, ...]) -> str:
     return ""
 
 
-def _count_parts(messages: list[Any], part_type: str) -> int:
-    count = 0
+def _parts(messages: list[Any], part_type: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, list):
-            count += sum(1 for p in content if isinstance(p, dict) and p.get("type") == part_type)
-    return count
+            found += [p for p in content if isinstance(p, dict) and p.get("type") == part_type]
+    return found
 
 
 def responses_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -66,8 +75,10 @@ def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    return Prompt(_count_parts(messages, "input_image"), _last_user_text(messages, ("input_text",)),
-                  schema if isinstance(schema, dict) else None)
+    images = _parts(messages, "input_image")
+    return Prompt(len(images), _last_user_text(messages, ("input_text",)),
+                  schema if isinstance(schema, dict) else None,
+                  tuple(str(part.get("image_url")) for part in images))
 
 
 def chat_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -78,8 +89,10 @@ def chat_prompt(body: Mapping[str, Any]) -> Prompt:
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         inner = fmt.get("json_schema")
         schema = inner.get("schema") if isinstance(inner, dict) else None
-    return Prompt(_count_parts(messages, "image_url"), _last_user_text(messages, ("text",)),
-                  schema if isinstance(schema, dict) else None)
+    images = _parts(messages, "image_url")
+    return Prompt(len(images), _last_user_text(messages, ("text",)),
+                  schema if isinstance(schema, dict) else None,
+                  tuple(str((part.get("image_url") or {}).get("url")) for part in images))
 
 
 def strip_outer_paragraph(text: str) -> str:

@@ -13,7 +13,7 @@ from lotlens_openai_standin.answer_rules import (
     estimate_tokens,
     responses_prompt,
 )
-from lotlens_openai_standin.api_errors import server_error
+from lotlens_openai_standin.api_errors import bad_request, server_error
 from lotlens_openai_standin.ids import new_id, unix_now
 from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
@@ -136,15 +136,21 @@ def answer(endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
         model = check_responses_request(body)
         prompt = responses_prompt(body)
         check_image_support(model, prompt.image_count, chat=False)
-        if prompt.wants_error:
-            raise server_error()
+        _refuse_by_marker(prompt)
         return responses_object(body, prompt)
     model = check_chat_request(body)
     prompt = chat_prompt(body)
     check_image_support(model, prompt.image_count, chat=True)
+    _refuse_by_marker(prompt)
+    return chat_object(body, prompt)
+
+
+def _refuse_by_marker(prompt: Prompt) -> None:
+    unfetchable = prompt.unfetchable_image
+    if unfetchable is not None:
+        raise bad_request(f"Error while downloading {unfetchable}.", param="url", code="invalid_image_url")
     if prompt.wants_error:
         raise server_error()
-    return chat_object(body, prompt)
 
 
 def usage_tokens(response: Mapping[str, Any]) -> tuple[int, int, int]:

@@ -30,6 +30,24 @@ def vision_request_body(additional_info: str, image_urls: Sequence[str],
     }
 
 
+# Error codes with which OpenAI refuses a request for one of its images (openapi.yaml,
+# ResponseErrorCode): it could not download or read the image.
+IMAGE_REFUSALS = frozenset({
+    "invalid_image", "invalid_image_format", "invalid_image_url", "image_too_large", "image_too_small",
+    "image_parse_error", "invalid_image_mode", "image_file_too_large", "unsupported_image_media_type",
+    "empty_image_file", "failed_to_download_image", "image_file_not_found"})
+
+
+def refused_image(code: str | None, message: str, image_urls: Sequence[str]) -> str | None:
+    """The image a refusal is about, when its message names it ("Error while downloading <url>."):
+    OpenAI fetches from its own network, so an image the check reached can still be refused, and
+    the lot is then described from the others (API.md: unreachable images are no error)."""
+    if code not in IMAGE_REFUSALS:
+        return None
+    named = [url for url in image_urls if url in message]
+    return max(named, key=len) if named else None  # the longest: one URL may begin another
+
+
 def parse_vision_response(body: Mapping[str, Any]) -> str:
     """The English HTML description from a Responses API body; ModelOutputError when unusable."""
     return as_paragraph_html(response_output_text(body))
