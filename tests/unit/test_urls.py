@@ -51,6 +51,12 @@ def test_absolute_http_urls_are_accepted(url: str) -> None:
     ("https://img..example.com/a.jpg", "not a valid host name"),
     ("https://.example.com/a.jpg", "not a valid host name"),
     ("https://" + "a" * 64 + ".example.com/a.jpg", "not a valid host name"),
+    # Hosts read as IPv4 that no client can connect to: the fast path let them through, and the
+    # parser's InvalidURL then crashed the check (a 500; in a batch, a shard stuck for good).
+    ("http://0177.0.0.1/hook", "malformed"),
+    ("http://256.1.1.1/x.png", "malformed"),
+    ("http://1.2.3.04/x.png", "malformed"),
+    ("http://01.1.1.1:8080/x.png", "malformed"),
 ])
 def test_other_values_are_refused_with_a_reason(url: str, problem: str) -> None:
     reason = http_url_problem(url)
@@ -62,9 +68,16 @@ def test_many_urls_are_sorted_out_exactly_as_one_by_one() -> None:
               "http://example.com:/a", "http://user@example.com/a", "http://-bad-.example.com/a",
               "http://example.com.", "http://example.com\n", "http://example.com/a b", "http://a..b/x",
               "https://example.com?q", "https://example.com#f", "http://" + "a" * 64 + ".com/x",
-              "https://example.com/" + "a" * 9000, "https://", "ftp://example.com/x"]
+              "https://example.com/" + "a" * 9000, "https://", "ftp://example.com/x",
+              "http://0177.0.0.1/x", "http://256.1.1.1/x", "http://1.2.3.4/x", "http://1.2.3.04/x"]
     urls = ACCEPTED + tricky + ACCEPTED + tricky  # repeated: each listed once, in first-seen order
     assert invalid_http_urls(urls) == [url for url in dict.fromkeys(urls) if not is_http_url(url)]
+
+
+@pytest.mark.parametrize("url", ["http://0177.0.0.1/x.png", "http://256.1.1.1/x.png"])
+def test_a_host_no_client_can_parse_is_a_refused_destination_not_a_crash(url: str) -> None:
+    with pytest.raises(BlockedDestination, match="malformed"):
+        asyncio.run(check_destination(url, allow_loopback=False))
 
 
 def test_non_strings_are_not_urls() -> None:

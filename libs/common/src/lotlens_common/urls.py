@@ -50,12 +50,14 @@ _BAD_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 # validating 150,000 image URLs of a 50,000-lot request must take milliseconds, not seconds.
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _PLAIN_URL = re.compile(
-    rf"(?i:https?)://{_LABEL}(?:\.{_LABEL})*\.?(?::(?P<port>[0-9]{{1,5}}))?(?:[/?#][^\s\x00-\x1f\x7f]*)?")
+    rf"(?i:https?)://(?P<host>{_LABEL}(?:\.{_LABEL})*\.?)(?::(?P<port>[0-9]{{1,5}}))?(?:[/?#][^\s\x00-\x1f\x7f]*)?")
 # The same rule in two steps for many URLs: the scheme and authority (few distinct ones per
 # request, each checked once), then the rest for bad characters.
 _AUTHORITY = re.compile(r"(?i:https?)://(?P<host>[^/?#:\s]*)(?::(?P<port>[0-9]{1,5}))?(?=[/?#]|\Z)")
 _HOST = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
-
+# A host whose last label is a number is read as an IPv4 address (WHATWG URL, "ends in a number"):
+# only the full parse tells a valid one (`1.2.3.4`) from one no client connects to (`0177.0.0.1`).
+_NUMERIC_HOST = re.compile(r"(?:.*\.)?(?:[0-9]+|0[xX][0-9A-Fa-f]*)\.?")
 
 class BlockedDestination(httpcore2.ConnectError):
     """The URL may not be fetched: bad scheme, unresolvable host or a non-public address.
@@ -75,7 +77,7 @@ def http_url_problem(url: object) -> str | None:
     if not url or len(url) > MAX_URL_LENGTH:
         return f"empty or longer than {MAX_URL_LENGTH} characters"
     plain = _PLAIN_URL.fullmatch(url)
-    if plain:
+    if plain and not _NUMERIC_HOST.fullmatch(plain.group("host")):
         port = plain.group("port")
         return None if port is None or 0 < int(port) < 65536 else "port out of range"
     if _BAD_CHARACTER.search(url):
@@ -126,7 +128,9 @@ def invalid_http_urls(urls: Iterable[str]) -> list[str]:
             ok = authorities.get(authority)
             if ok is None:
                 port = plain.group("port")
-                ok = authorities[authority] = (_HOST.fullmatch(plain.group("host")) is not None
+                host = plain.group("host")
+                ok = authorities[authority] = (_HOST.fullmatch(host) is not None
+                                               and not _NUMERIC_HOST.fullmatch(host)
                                                and (port is None or 0 < int(port) < 65536))
             if ok and not _BAD_CHARACTER.search(url, plain.end()):
                 continue
