@@ -12,9 +12,10 @@ from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import outbox
 from lotlens_common.urls import IPAddress
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.network_guard import stub_resolver
@@ -158,3 +159,18 @@ def test_a_client_gone_mid_body_is_a_499_not_a_500(gateway: Gateway, path: str,
     metrics = httpx2.get(f"{gateway.url}/metrics", timeout=10).text
     assert f'route="{path}",status="499"}} 1.0' in metrics, metrics
     assert f'route="{path}",status="500"' not in metrics
+
+
+def test_oversized_trace_headers_are_not_copied_into_every_lot_event(
+        gateway: Gateway, engine: Engine) -> None:
+    # A 30,000-character x-request-id (within the 32 KiB head limit) went into each lot's event:
+    # 61 MB of outbox for a 2,000-lot job whose body is 149 kB, about 1.5 GB for 50,000 lots.
+    valid = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    response = gateway.submit(make_lots(3), headers={
+        "x-request-id": "r" * 20_000, "tracestate": "v=" + "s" * 10_000, "traceparent": valid})
+    assert response.status_code == 201, response.text
+    with engine.connect() as conn:
+        rows = conn.execute(select(outbox.c.payload).where(
+            outbox.c.job_id == response.json()["job_id"])).scalars().all()
+    assert len(rows) == 4 and max(map(len, rows)) < 5_000, [len(row) for row in rows]
+    assert all(valid in row for row in rows)  # a well-formed trace context still travels

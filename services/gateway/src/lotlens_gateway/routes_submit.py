@@ -37,7 +37,11 @@ from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 
 router = APIRouter(tags=["generation"])
 
-_TRACE_HEADERS = ("traceparent", "tracestate", "x-request-id")
+# The caller's trace headers kept with a job's events, each up to a length: every lot's event
+# carries them, and a 20,000-character one made 30 kB of outbox per lot. W3C Trace Context:
+# traceparent is 55 characters (version 00), tracestate at most 32 members and 512 characters
+# are propagated; a longer value is dropped whole (cut, it would be a different one).
+_TRACE_HEADERS = {"traceparent": 128, "tracestate": 512, "x-request-id": 128}
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -145,8 +149,8 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     created_at = deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
     # The caller's trace headers, or (tracing on) this request's span continuing the caller's trace.
-    trace = tracing.inject({name: request.headers[name] for name in _TRACE_HEADERS
-                            if name in request.headers})
+    trace = tracing.inject({name: value for name, longest in _TRACE_HEADERS.items()
+                            if (value := request.headers.get(name)) is not None and len(value) <= longest})
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
