@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -174,3 +175,15 @@ def test_oversized_trace_headers_are_not_copied_into_every_lot_event(
             outbox.c.job_id == response.json()["job_id"])).scalars().all()
     assert len(rows) == 4 and max(map(len, rows)) < 5_000, [len(row) for row in rows]
     assert all(valid in row for row in rows)  # a well-formed trace context still travels
+
+
+def test_made_up_http_methods_do_not_grow_the_metrics(gateway: Gateway) -> None:
+    # Each method was a new, permanent series: anyone, unsigned, could grow /metrics (and the
+    # gateway's memory) without bound, 60 kB a request with long method names.
+    for number in range(50):
+        response = httpx2.request(f"M{number:05d}", f"{gateway.url}/api/v1/batch-status/x", timeout=10)
+        assert response.status_code == 405
+    methods = set(re.findall(r'lotlens_http_requests_total\{method="([^"]*)"',
+                             httpx2.get(f"{gateway.url}/metrics").text))
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
+    assert "other" in methods

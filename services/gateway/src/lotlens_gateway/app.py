@@ -81,6 +81,11 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     return app
 
 
+# RFC 9110's methods (and PATCH): any other is counted as "other". Every made-up method (HTTP
+# allows any token) was a new, permanent series, so anyone, unsigned, could grow /metrics.
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+
+
 class RequestCounter:
     """Counts requests by method, route template and status (a plain ASGI middleware: streams pass)."""
 
@@ -104,7 +109,8 @@ class RequestCounter:
             await self._app(scope, receive, noting_send)
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
-            labels = {"method": scope["method"], "route": route, "status": str(status[0])}
+            method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
+            labels = {"method": method, "route": route, "status": str(status[0])}
             self._metrics.http_requests.labels(**labels).inc()
 
 
