@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from lotlens_common.settings import KafkaSettings
+from lotlens_common.db import make_engine
+from lotlens_common.migrate import schema_current
+from lotlens_common.settings import DatabaseSettings, KafkaSettings
 from tests.conftest import ROOT, Infra, delete_topics, new_id
 
 pytestmark = pytest.mark.integration
@@ -52,3 +54,23 @@ def test_the_init_container_waits_for_the_migrate_job_then_returns(infra: Infra,
         if waiter.poll() is None:
             waiter.kill()
         delete_topics(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), list(names.values()))
+
+
+@pytest.mark.parametrize(("recorded", "prepared"), [
+    (None, False),  # no migration yet
+    ("0001", False),  # behind this image: the migrate Job has not run
+    ("9999_of_a_newer_release", True),  # ahead: a rollback, or an old pod started mid-rollout
+])
+def test_the_init_container_takes_a_schema_at_or_past_its_own(
+        empty_schema: str, recorded: str | None, prepared: bool) -> None:
+    # A schema a newer release migrated kept every pod of this image waiting for good: a
+    # `kubectl rollout undo` hung in Init. Old pods already run on the new schema mid-rollout.
+    engine = make_engine(DatabaseSettings(DATABASE_URL=empty_schema), "tests")
+    try:
+        if recorded is not None:
+            with engine.begin() as conn:
+                conn.execute(text("CREATE TABLE alembic_version (version_num varchar(64) PRIMARY KEY)"))
+                conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": recorded})
+        assert schema_current(engine) is prepared
+    finally:
+        engine.dispose()

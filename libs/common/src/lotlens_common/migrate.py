@@ -1,6 +1,6 @@
 """`python -m lotlens_common.migrate`: apply migrations and create the Kafka topics.
 
-With `--wait` it changes nothing and returns once the schema is at the newest revision and every
+With `--wait` it changes nothing and returns once the schema is at (or past) the newest revision and every
 topic exists with its partitions: the services' init container, so that a pod started before the
 migrate Job finished waits instead of crash-looping.
 """
@@ -26,10 +26,14 @@ WAIT_POLL_S = 5.0
 
 
 def schema_current(engine: Engine) -> bool:
-    """The database is at the newest migration."""
-    heads = set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+    """The database is at this image's newest migration, or past it: at a revision this image does
+    not know, which a newer release's migrate Job wrote. Such a schema runs this image's pods
+    already (they keep running through a rollout), and waiting on it hung a rollback in Init."""
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    known = {script.revision for script in scripts.walk_revisions()}
     with engine.connect() as conn:
-        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+        current = set(MigrationContext.configure(conn).get_current_heads())
+    return current == set(scripts.get_heads()) or bool(current - known)
 
 
 def topics_ready(kafka: KafkaSettings, topics: TopicSettings) -> bool:
