@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import lotlens_gateway.__main__ as gateway_main
 from tests.k8s import K8S, ROOT, TARGETS, objects
 
 NAMESPACE, CONFIGMAP, SECRET = "lotlens", "lotlens-config", "lotlens-secrets"
@@ -247,6 +248,15 @@ def test_network_policies_deny_by_default_and_allow_what_each_service_needs(
     assert 443 not in egress_ports("result-store")
     gateway_in = policies["lotlens-gateway-ingress"]
     assert [p["port"] for rule in gateway_in["ingress"] for p in rule["ports"]] == [18000]
+
+
+def test_the_gateway_may_finish_its_shutdown_before_the_kubelet_kills_it(
+        target: tuple[str, list[Doc]]) -> None:
+    # 30 s of grace against a 5 s pause, a 30 s drain, a 15 s relay stop and a 30 s flush.
+    _, docs = target
+    pod = one(docs, "Deployment", "lotlens-gateway")["spec"]["template"]["spec"]
+    pause = int(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["terminationGracePeriodSeconds"] >= pause + gateway_main.SHUTDOWN_S
 
 
 def test_every_service_that_calls_openai_gets_its_key() -> None:

@@ -23,6 +23,13 @@ from lotlens_gateway.metrics import GatewayMetrics
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
+# After SIGTERM: requests in flight get this long, then the relay stops and the producer flushes,
+# each within its own bound. The pod's terminationGracePeriodSeconds must hold all three after its
+# preStop pause, or the kubelet's SIGKILL cuts them (nothing is lost: the outbox keeps unpublished
+# events, but clients see resets). Synchronous lots may take longer than the drain: a client
+# retries them with its Idempotency-Key.
+DRAIN_S, RELAY_STOP_S, FLUSH_S = 30, 10, 10
+SHUTDOWN_S = DRAIN_S + RELAY_STOP_S + FLUSH_S
 
 
 def main() -> None:
@@ -50,10 +57,10 @@ def main() -> None:
     app = create_app(deps)
     deps.relay.start()
     try:
-        uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=30)).run()
+        uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=DRAIN_S)).run()
     finally:
-        deps.relay.stop()
-        producer.flush()
+        deps.relay.stop(RELAY_STOP_S)
+        producer.flush(FLUSH_S)
         asyncio.run(images_http.aclose())
         engine.dispose()
         read_engine.dispose()
