@@ -99,6 +99,21 @@ def test_a_lot_whose_images_are_all_unreachable_fails_without_a_model_call(
     assert standin.stats()["batches_created"] == 0
 
 
+def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The stand-in refuses it as OpenAI does: an error line, 400 invalid_image_url, naming it.
+    job_id, refused = new_id("job-"), "https://img.test/standin-unfetchable-side.jpg"
+    vision_handlers.handle(engine, None, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id="lot-0", seq=0, total_lots=1, additional_info="Camry",
+        image_urls=("https://img.test/front.jpg", refused), languages=("en",)))])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+    events = [e.event for e in job_events(settings, settings.topics.vision, job_id, 3)]
+    [done] = [event for event in events if isinstance(event, VisionCompleted)]
+    assert done.processed_images == 1 and done.missing_images == (refused,)
+    assert done.english_html == "<p>Standin vision: 1 image(s) reviewed. Camry</p>"
+    assert [e.attempt for e in events if isinstance(e, VisionBatchSubmitted)] == [1, 1]
+
+
 def test_an_image_host_no_resolver_can_be_asked_for_fails_the_lot_and_not_its_shard(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     # Queued before intake refused such hosts: the real checker, with the system resolver (the

@@ -188,7 +188,8 @@ class FakeStore:
 
 
 # What a batch line answers for a request: a body, or (status, code) for an error line.
-Answer = Callable[[str, Mapping[str, Any]], dict[str, Any] | tuple[int, str]]
+# A body, or an error: (status, code) or (status, code, message).
+Answer = Callable[[str, Mapping[str, Any]], dict[str, Any] | tuple[int, str] | tuple[int, str, str]]
 
 
 def described(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,8 +251,9 @@ class FakeBatches:
         for line in answered:
             answer = self.answer(line["custom_id"], line["body"])
             if isinstance(answer, tuple):
+                message = answer[2] if len(answer) > 2 else "no"
                 err.append({"custom_id": line["custom_id"], "response": {
-                    "status_code": answer[0], "body": {"error": {"code": answer[1], "message": "no"}}}})
+                    "status_code": answer[0], "body": {"error": {"code": answer[1], "message": message}}}})
             else:
                 out.append({"custom_id": line["custom_id"], "response": {"status_code": 200, "body": answer}})
         for line in lines[len(answered):]:

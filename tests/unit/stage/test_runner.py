@@ -98,6 +98,27 @@ def test_a_200_line_whose_response_failed_for_a_passing_reason_is_sent_again(wor
     assert [event.attempt for event in world.submitted()] == [1, 2]
 
 
+def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(world: World) -> None:
+    # API.md: unreachable images are not an error. OpenAI fetches from its own network, so an image
+    # the check reached can still be refused (400 invalid_image_url, naming it): the lot failed.
+    def answer(custom_id: str, body: dict[str, Any]) -> dict[str, Any] | tuple[int, str, str]:
+        refused = [part["image_url"] for part in body["input"][0]["content"]
+                   if "refused" in part.get("image_url", "")]
+        if refused:
+            return 400, "invalid_image_url", f"Error while downloading {refused[0]}."
+        return described(custom_id, body)
+
+    world.batches.answer = answer
+    lot = lots(1)[0]
+    urls = ("https://img/a.jpg", "https://img/refused-1.jpg", "https://img/refused-2.jpg")
+    world.store.add([lot.with_work(lot.work.model_copy(update={"image_urls": urls}))])
+    world.rounds(4)
+    [done] = world.of(VisionCompleted)
+    assert done.missing_images == ("https://img/refused-1.jpg", "https://img/refused-2.jpg")
+    assert done.processed_images == 1 and world.failed() == {}
+    assert [event.attempt for event in world.submitted()] == [1, 1, 1]  # a refusal uses no attempt
+
+
 def test_an_unusable_answer_fails_the_lot_without_a_retry(world: World) -> None:
     world.batches.answer = lambda custom_id, body: {"status": "incomplete",
                                                     "incomplete_details": {"reason": "max_output_tokens"}}

@@ -73,6 +73,10 @@ class TranslationStage:
             usage=priced(usage_of(body), self.models.translation_model, self.models.prices,
                          self.billed_share))
 
+    def retry_refused(self, lot: LotWork[TranslationWork], code: str | None, message: str) -> None:
+        """Never: a translation request holds nothing OpenAI fetches."""
+        return None
+
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:
         """A translation cut off by its output budget goes again with twice the room, up to the ceiling."""

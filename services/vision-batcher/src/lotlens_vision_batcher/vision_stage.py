@@ -12,7 +12,7 @@ from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import priced, usage_of
-from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
@@ -115,7 +115,9 @@ class VisionStage:
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
         for lot in lots:
-            valid, _ = fit_request_images([url for url in lot.work.image_urls if url in usable], usable)
+            refused = set(lot.work.refused_images)
+            valid, _ = fit_request_images(
+                [url for url in lot.work.image_urls if url in usable and url not in refused], usable)
             sent = set(valid)
             missing = [url for url in lot.work.image_urls if url not in sent]
             checked = (lot if tuple(missing) == lot.work.missing_images
@@ -140,6 +142,19 @@ class VisionStage:
     def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
         """Never: a description that came back unusable would come back the same."""
         return None
+
+    def retry_refused(self, lot: LotWork[VisionWork], code: str | None,
+                      message: str) -> LotWork[VisionWork] | None:
+        """The lot without the image OpenAI could not fetch or read, when the refusal names it:
+        described from the others, that image listed as missing (API.md)."""
+        refused = refused_image(code, message, _valid_images(lot))
+        if refused is None:
+            return None
+        work = lot.work
+        return lot.with_work(work.model_copy(update={
+            "refused_images": (*work.refused_images, refused),
+            "missing_images": tuple(url for url in work.image_urls
+                                    if url in work.missing_images or url == refused)}))
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage."""

@@ -192,10 +192,13 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
         lot = pending.pop(result.custom_id, None) if result is not None else None
         if result is None or lot is None:
             continue  # blank, settled earlier (re-collection after a crash) or not ours
+        reason = result.error or "request failed"
         if result.body is not None:
             settler.succeeded(lot, result.body)
+        elif (changed := stage.spec.retry_refused(lot, result.error_code, reason)) is not None:
+            settler.refused(changed, reason)
         else:
-            settler.failed(lot, line_kind(result.status, result.error_code), result.error or "request failed")
+            settler.failed(lot, line_kind(result.status, result.error_code), reason)
         settler.flush_if_full()
     return unreadable
 

@@ -45,6 +45,15 @@ class Settler:
                 self._apply(lot, Outcome("retry", str(exc)))
                 self.settlement.rework.append(changed)
 
+    def refused(self, changed: LotWork[Any], reason: str) -> None:
+        """OpenAI refused the lot's request for a part of it it names (an image): the lot goes
+        again without it. No attempt is used, as each refusal leaves one part fewer."""
+        if self.cancelled:
+            self._apply(changed, Outcome("cancelled", reason))
+            return
+        self.settlement.rework.append(changed)
+        self._apply(changed, Outcome("retry", reason, counted=False))
+
     def failed(self, lot: LotWork[Any], kind: Kind, reason: str) -> None:
         """The lot got no usable answer."""
         self._apply(lot, after_error(kind, reason, lot.attempts, self.stage.settings.max_attempts,

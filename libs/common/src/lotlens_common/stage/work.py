@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelOutputError
@@ -34,6 +34,10 @@ class VisionWork(StageWork):
     languages: tuple[str, ...]
     # Filled by the image check before the request is built.
     missing_images: tuple[str, ...] = ()
+    # Images OpenAI refused (could not fetch or read), left out of the lot's next requests. Written
+    # only when there are some, so the rows of every other lot read as before to a release that
+    # does not know the field (work forbids unknown fields).
+    refused_images: tuple[str, ...] = Field(default=(), exclude_if=lambda refused: not refused)
 
 
 class TranslationWork(StageWork):
@@ -110,6 +114,11 @@ class StageSpec(Protocol[W]):
 
     def retry_unusable(self, lot: LotWork[W], error: ModelOutputError) -> LotWork[W] | None:
         """New work to try again with after an unusable answer (e.g. more room), or None to fail."""
+        ...
+
+    def retry_refused(self, lot: LotWork[W], code: str | None, message: str) -> LotWork[W] | None:
+        """New work without what OpenAI refused the request for (an image it could not fetch), or
+        None when the refusal is the request's own."""
         ...
 
     def failure_event(self, lot: LotWork[W], reason: str) -> Event:
