@@ -34,6 +34,7 @@ from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.openai_client import call_responses
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
+    more_room,
     parse_translation_response,
     target_languages,
     translation_request_body,
@@ -122,12 +123,8 @@ class SyncDescriber:
                 return self._failed(lot, missing, 0, reason)
             used.append(priced(usage_of(answer), models.vision_model, models.prices))
             english = parse_vision_response(answer)
-            translations: dict[str, str] = {}
-            if target_languages(languages):
-                request = translation_request_body(english, languages, models)
-                answer = await self._call("translation", request)
-                used.append(priced(usage_of(answer), models.translation_model, models.prices))
-                translations = parse_translation_response(answer, languages)
+            translations = (await self._translate(english, languages, used)
+                            if target_languages(languages) else {})
         except (ModelOutputError, ModelRequestError) as exc:
             if error_kind(exc) == "authentication":
                 raise  # the service's key, not the lot: no failed lot to cache and replay
@@ -146,6 +143,23 @@ class SyncDescriber:
             # Added: the answers' tokens and estimated cost (direct calls: the full price).
             "usage": total(u for u in used if u is not None).model_dump(),
         }
+
+    async def _translate(self, english: str, languages: Sequence[str],
+                         used: list[Usage | None]) -> dict[str, str]:
+        """Every language's text; a translation cut off by its output budget is asked again with
+        twice the room, up to the ceiling, as the batch stage does."""
+        models, room = self.models, 1
+        while True:
+            request = translation_request_body(english, languages, models, room)
+            answer = await self._call("translation", request)
+            used.append(priced(usage_of(answer), models.translation_model, models.prices))
+            try:
+                return parse_translation_response(answer, languages)
+            except ModelOutputError as exc:
+                more = more_room(english, target_languages(languages), models, room, exc)
+                if more is None:
+                    raise
+                room = more
 
     async def _vision(self, notes: str, images: list[str], missing: list[str]) -> dict[str, Any] | None:
         """The vision answer, or None when no image is left. An image OpenAI refuses by name goes

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
-from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
+from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
+    more_room,
     parse_translation_response,
     target_languages,
-    translation_output_budget,
     translation_request_body,
 )
 from lotlens_common.model.usage import priced, usage_of
@@ -80,14 +80,9 @@ class TranslationStage:
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:
         """A translation cut off by its output budget goes again with twice the room, up to the ceiling."""
-        if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
-            return None
-        targets = target_languages(lot.work.languages)
-        room = lot.work.output_room
-        if (translation_output_budget(lot.work.english_html, targets, self.models, room)
-                >= self.models.translation_max_output_tokens):
-            return None
-        return lot.with_work(lot.work.model_copy(update={"output_room": room * 2}))
+        room = more_room(lot.work.english_html, target_languages(lot.work.languages), self.models,
+                         lot.work.output_room, error)
+        return None if room is None else lot.with_work(lot.work.model_copy(update={"output_room": room}))
 
     def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
         """LotFailed at the translation stage."""

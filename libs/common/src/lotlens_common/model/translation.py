@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.html_text import as_paragraph_html
 from lotlens_common.model.languages import ENGLISH, is_supported_language, language_name
 from lotlens_common.model.prompts import translation_instructions
@@ -33,6 +33,16 @@ def translation_output_budget(english_html: str, targets: Sequence[str], setting
     if is_reasoning_model(settings.translation_model):
         need += _REASONING_ALLOWANCE
     return max(_MIN_OUTPUT_TOKENS, min(settings.translation_max_output_tokens, need * room))
+
+
+def more_room(english_html: str, targets: Sequence[str], settings: ModelSettings, room: int,
+              error: ModelOutputError) -> int | None:
+    """The room to ask again with after an unusable translation: twice as much when it was cut
+    off by its output budget and the budget is still under the ceiling; None otherwise."""
+    if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
+        return None
+    ceiling = settings.translation_max_output_tokens
+    return None if translation_output_budget(english_html, targets, settings, room) >= ceiling else room * 2
 
 
 def target_languages(languages: Sequence[str]) -> list[str]:

@@ -1,0 +1,64 @@
+"""The synchronous describer against in-memory image host and OpenAI transports (no connection)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx2
+import openai
+import orjson
+
+from lotlens_common.clock import utc_now
+from lotlens_common.model.settings import ModelSettings
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
+from lotlens_gateway.validation import LotRequest, Submission
+from tests.network_guard import stub_resolver
+from tests.servers import png
+
+IMAGE = png()
+
+
+def image_host(request: httpx2.Request) -> httpx2.Response:
+    return httpx2.Response(200, headers={"Content-Type": "image/png", "Content-Length": str(len(IMAGE))},
+                           stream=httpx2.ByteStream(b"" if request.method == "HEAD" else IMAGE))
+
+
+def message(text: str) -> dict[str, Any]:
+    return {"type": "message", "role": "assistant", "status": "completed",
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}
+
+
+def test_a_translation_cut_off_by_its_output_budget_goes_again_with_more_room() -> None:
+    # The batch stage doubles the room of a cut-off translation; the synchronous path failed the
+    # lot at once and threw away the English description it had paid for.
+    budgets: list[int] = []
+
+    def openai_api(request: httpx2.Request) -> httpx2.Response:
+        body = orjson.loads(request.content)
+        if "text" not in body:  # the vision call
+            return httpx2.Response(200, json={"status": "completed", "output": [message("<p>Dented.</p>")]})
+        budgets.append(body["max_output_tokens"])
+        if len(budgets) == 1:
+            return httpx2.Response(200, json={"status": "incomplete", "output": [],
+                                              "incomplete_details": {"reason": "max_output_tokens"}})
+        return httpx2.Response(200, json={"status": "completed",
+                                          "output": [message('{"de": "<p>Verbeult.</p>"}')]})
+
+    async def describe() -> dict[str, Any]:
+        model = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                   http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(openai_api)))
+        images = httpx2.AsyncClient(transport=httpx2.MockTransport(image_host))
+        describer = SyncDescriber(
+            model, images, ModelSettings(), ImagePolicy(allow_loopback=False, concurrency=2, timeout_s=5,
+                                                        max_bytes=10_000_000,
+                                                        resolve=stub_resolver({"img.test": "93.184.216.34"})),
+            timeout_s=30, metrics=GatewayMetrics(), clock=utc_now)
+        lot = LotRequest("lot-1", "Camry", ("https://img.test/a.png",), None)
+        return await describer.describe(Submission("1.0.0", ("en", "de"), [lot]))
+
+    lot = asyncio.run(describe())["lots"][0]
+    assert lot["status"] == "completed", lot
+    assert lot["descriptions"][1] == {"language": "de", "damages": "<p>Verbeult.</p>"}
+    assert budgets[1] == 2 * budgets[0]
