@@ -187,3 +187,21 @@ def test_made_up_http_methods_do_not_grow_the_metrics(gateway: Gateway) -> None:
                              httpx2.get(f"{gateway.url}/metrics").text))
     assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
     assert "other" in methods
+
+
+def test_a_job_with_a_webhook_per_lot_is_accepted_however_many_distinct_urls(
+        gateway: Gateway, engine: Engine) -> None:
+    # API.md: `webhook` is per lot. Every distinct URL went into the one JobSubmitted event, and
+    # past its 4 MiB the valid job was refused 413 as "Lot None is too large".
+    lots = make_lots(2_100)
+    for number, lot in enumerate(lots):
+        lot["webhook"] = f"https://hooks.example.com/lotlens/{number:05d}?token=" + "t" * 1_950
+    response = gateway.submit(lots)
+    assert response.status_code == 201, response.text[:300]
+    with engine.connect() as conn:
+        [submitted] = conn.execute(select(outbox.c.payload).where(
+            outbox.c.job_id == response.json()["job_id"], outbox.c.event_type == "JobSubmitted")).scalars()
+    event = json.loads(submitted)["data"]
+    assert event["webhook_urls_total"] == 2_100
+    assert event["webhook_urls"] == [lot["webhook"] for lot in lots[:len(event["webhook_urls"])]]
+    assert 0 < len(event["webhook_urls"]) < 2_100

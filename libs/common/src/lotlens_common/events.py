@@ -39,11 +39,15 @@ class JobSubmitted(Event):
     api_version: str
     languages: tuple[str, ...]
     total_lots: int
-    webhook_urls: tuple[str, ...]
+    webhook_urls: tuple[str, ...] = Field(description=(
+        "The job's distinct webhook URLs, in first-seen order: all of them when `webhook_urls_total` "
+        "is null, else the first ones (up to about 1 MB of URLs; the event must fit one message)"))
     created_at: datetime
     estimated_completion: datetime
     retry_of: str | None = Field(default=None, description=(
         "The finished job whose failed lots this job resubmits (`POST .../retry-failed`)"))
+    webhook_urls_total: int | None = Field(default=None, description=(
+        "How many distinct webhook URLs the job has, when `webhook_urls` lists only the first ones"))
 
 
 class LotSubmitted(Event):

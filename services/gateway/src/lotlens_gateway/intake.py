@@ -51,14 +51,31 @@ class AcceptedJob:
     retry_of: str | None = None
 
 
+# JobSubmitted lists the job's distinct webhook URLs up to this many characters: a webhook per lot
+# of 50,000 lots does not fit the one Kafka message the event is, and refused a valid job (413).
+LISTED_WEBHOOK_CHARS = 1024 * 1024
+
+
+def _listed(urls: tuple[str, ...]) -> tuple[tuple[str, ...], int | None]:
+    """The URLs JobSubmitted lists, and their count when it lists only the first ones."""
+    size = 0
+    for count, url in enumerate(urls):
+        size += len(url)
+        if size > LISTED_WEBHOOK_CHARS:
+            return urls[:count], len(urls)
+    return urls, None
+
+
 def envelopes(job: AcceptedJob) -> Iterator[Envelope]:
     """`JobSubmitted` first, then the lots in request order (`seq` = position), keyed by job id."""
     submission, total = job.submission, len(job.submission.lots)
     trace = dict(job.trace)
+    webhook_urls, webhook_urls_total = _listed(submission.webhook_urls)
     yield Envelope(JobSubmitted(
         job_id=job.job_id, client_id=job.client_id, api_version=submission.version,
-        languages=submission.languages, total_lots=total, webhook_urls=submission.webhook_urls,
+        languages=submission.languages, total_lots=total, webhook_urls=webhook_urls,
         created_at=job.created_at, estimated_completion=job.estimated_completion, retry_of=job.retry_of,
+        webhook_urls_total=webhook_urls_total,
     ), client_id=job.client_id, occurred_at=job.created_at, trace=trace)
     for seq, lot in enumerate(submission.lots):
         event = LotSubmitted(
