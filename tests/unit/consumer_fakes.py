@@ -12,7 +12,7 @@ from sqlalchemy.exc import OperationalError
 from lotlens_common.envelope import Envelope, encode
 from lotlens_common.events import JobCancelled
 from lotlens_common.kafka import ConsumerSpec, run_consumer
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 TOPICS = TopicSettings()
@@ -101,6 +101,22 @@ class FakeProducer:
         return [dict(headers)["dlq.reason"].decode() for _, _, headers in self.sent]
 
 
+class LosingProducer(FakeProducer):
+    """Its first `failing` flushes lose what is queued and report it, as librdkafka does for
+    messages it could not deliver in `message.timeout.ms` (to whichever caller flushes)."""
+
+    def __init__(self, failing: int = 1) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        if self.failing and self.queued:
+            self.failing -= 1
+            lost, self.queued = len(self.queued), []
+            raise PublishError(f"0 unacknowledged, {lost} failed: ['_MSG_TIMED_OUT']")
+        super().flush(timeout_s)
+
+
 def event(n: int) -> bytes:
     return encode(Envelope(event=JobCancelled(job_id=f"job-{n}", cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
                            client_id="c"))
@@ -108,9 +124,10 @@ def event(n: int) -> bytes:
 
 def run(batches: list[list[FakeMessage]], handler: Callable[[Sequence[Envelope]], None],
         stop: threading.Event | None = None, group: str = "g",
-        event_types: frozenset[str] | None = None) -> tuple[FakeConsumer, FakeProducer]:
+        event_types: frozenset[str] | None = None,
+        producer: FakeProducer | None = None) -> tuple[FakeConsumer, FakeProducer]:
     stop = stop or threading.Event()
-    consumer, producer = FakeConsumer(batches, stop), FakeProducer()
+    consumer, producer = FakeConsumer(batches, stop), producer or FakeProducer()
     run_consumer(KafkaSettings(), TOPICS, ConsumerSpec(group_id=group, topics=[TOPICS.submissions],
                                                        handler=handler, event_types=event_types),
                  cast(EventProducer, producer), stop, make_consumer=consumer)  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from lotlens_common import kafka
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec
 from lotlens_common.producer import PublishError
-from tests.unit.consumer_fakes import FakeMessage, event, outage, run
+from tests.unit.consumer_fakes import FakeMessage, LosingProducer, event, outage, run
 
 
 def test_shutdown_during_an_outage_dead_letters_nothing_and_stores_no_offset() -> None:
@@ -62,6 +62,26 @@ def test_a_poison_message_is_dead_lettered_once_and_the_rest_of_the_batch_goes_t
     assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"3", b"1"]
     assert all(dict(h)["dlq.group"] == b"g" for _, _, h in producer.sent)
     assert consumer.stored == [0, 1, 2, 3]
+
+
+def test_a_dead_letter_lost_by_a_flush_the_handler_made_is_sent_again_before_its_offset_moves() -> None:
+    # The translator's and result-store's handlers flush the producer dead letters share: a
+    # dead letter that could not be delivered failed the handler's flush instead, the handler
+    # was retried, and the poison message's offset moved on with no dead letter anywhere.
+    producer = LosingProducer()
+    consumer, _ = run([[FakeMessage(10, b"not json"), FakeMessage(11, event(11))]],
+                      lambda _envelopes: producer.flush(), producer=producer)
+    assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"10"]
+    assert consumer.stored == [10, 11]
+
+
+def test_a_dead_letter_kafka_does_not_take_at_once_is_sent_again_not_a_crash() -> None:
+    # The final flush was outside the retries: its PublishError left the loop and the process,
+    # and on restart the same poison message did it again.
+    producer = LosingProducer(failing=2)
+    consumer, _ = run([[FakeMessage(10, b"not json")]], lambda _envelopes: None, producer=producer)
+    assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"10"]
+    assert consumer.stored == [10]
 
 
 def test_a_transient_failure_is_retried_until_it_passes() -> None:

@@ -173,16 +173,20 @@ def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: 
     """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
     offsets may be stored: all of it, unless `stop` interrupted a retry."""
     decoded: list[tuple[Message, Envelope]] = []
-    for message in batch:
-        if not _wanted(message, group, spec.event_types):
-            continue
-        try:
-            envelope = decode(message.value() or b"")
-        except UndecodableEvent as exc:
-            dead_letter(producer, topics, message, group, exc)
-            continue
-        if spec.event_types is None or envelope.type in spec.event_types:
-            decoded.append((message, envelope))
+    try:
+        for message in batch:
+            if not _wanted(message, group, spec.event_types):
+                continue
+            try:
+                envelope = decode(message.value() or b"")
+            except UndecodableEvent as exc:
+                _dead_letter_durably(producer, topics, message, group, exc, stop)
+                continue
+            if spec.event_types is None or envelope.type in spec.event_types:
+                decoded.append((message, envelope))
+    except _Interrupted as interrupted:  # nothing decoded so far was handled
+        first = decoded[0][0] if decoded else interrupted.args[0]
+        return batch[:batch.index(first)]
     try:
         if decoded:
             consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
@@ -193,7 +197,6 @@ def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: 
         unsettled = None
     except _Interrupted as interrupted:
         unsettled = interrupted.args[0]
-    producer.flush()  # dead letters are durable before any offset moves past them
     return batch if unsettled is None else batch[:batch.index(unsettled)]
 
 
@@ -224,7 +227,21 @@ def _handle_alone(message: Message, envelope: Envelope, group: str, spec: Consum
             if attempt == spec.poison_attempts:
                 log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
                           envelope.job_id, exc)
-                dead_letter(producer, topics, message, group, exc)
+                _dead_letter_durably(producer, topics, message, group, exc, stop)
+
+
+def _dead_letter_durably(producer: EventProducer, topics: TopicSettings, message: Message, group: str,
+                         error: BaseException, stop: threading.Event) -> None:
+    """Dead-letter the message and wait until Kafka has it, sending it again after a transient
+    failure, before anything else: queued, it waited for a later flush, where a failed delivery
+    went to whichever caller flushed (a handler sharing the producer, retried without it) or out
+    of the loop, and the offset moved past a message with no dead letter anywhere."""
+    def send() -> None:
+        dead_letter(producer, topics, message, group, error)
+        producer.flush()
+
+    _retry_transient(send, stop, message)
+    DEAD_LETTERS.labels(group=group, reason=_reason(error)).inc()
 
 
 def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
@@ -273,9 +290,7 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
                 error: BaseException) -> None:
     """Send a message this group cannot handle to the dead-letter topic, with where it came
     from, which group failed and why (the original key, value and headers kept intact)."""
-    reason = (dead_letters.FUTURE_VERSION if isinstance(error, FutureEventVersion)
-              else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
-              else dead_letters.HANDLER_FAILED)
+    reason = _reason(error)
     headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []
                         if header[0] not in dead_letters.DLQ_HEADERS]
     headers += [
@@ -287,7 +302,12 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
         (dead_letters.SOURCE_OFFSET, str(message.offset()).encode()),
     ]
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
-    DEAD_LETTERS.labels(group=group, reason=reason).inc()
+
+
+def _reason(error: BaseException) -> str:
+    return (dead_letters.FUTURE_VERSION if isinstance(error, FutureEventVersion)
+            else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
+            else dead_letters.HANDLER_FAILED)
 
 
 def _loop_name() -> str:
