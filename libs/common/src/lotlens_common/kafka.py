@@ -30,7 +30,7 @@ from lotlens_common.envelope import (
 )
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
-from lotlens_common.producer import EventProducer, Headers, PublishError
+from lotlens_common.producer import EventProducer, Headers, PublishError, is_fatal
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                     for message in _handle_batch(batch, group, spec, topics, producer, stop):
                         consumer.store_offsets(message=message)
             except KafkaException as exc:
-                if not _is_fatal(exc):
+                if not is_fatal(exc):
                     raise
                 # The client is unusable for good. Seen after a cut connection to the broker: a
                 # static member whose JoinGroup answer was lost joins again, and the broker fences
@@ -139,12 +139,6 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     finally:
         lag_stop.set()
         consumer.close()
-
-
-def _is_fatal(exc: KafkaException) -> bool:
-    error = exc.args[0] if exc.args else None
-    # A message's error says `_FATAL` by its code; its `fatal()` flag was seen unset.
-    return isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL)
 
 
 def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:

@@ -129,6 +129,9 @@ class EventProducer:
         """
         log.warning("producer %s: %d messages made no progress in two flushes while a broker answers; "
                     "starting a new one", self._client_name, stuck)
+        self._start_over()
+
+    def _start_over(self) -> None:
         PRODUCER_RENEWALS.labels(self._client_name).inc()
         self._producer.purge(in_queue=True, in_flight=True)
         self._producer.poll(0)
@@ -155,12 +158,33 @@ class EventProducer:
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                if not is_fatal(exc):
+                    raise
+                self._replace_failed(exc)
         self._producer.poll(0)
+
+    def _replace_failed(self, exc: KafkaException) -> None:
+        """librdkafka failed this producer for good (a fatal idempotence error, e.g. the cluster
+        refusing InitProducerId): every later produce fails, so a new one takes over, and the
+        caller is told to publish again. Kept, it wedged every service: consumers took it for
+        their own client failing and rejoined their group every second, the relay and the stages
+        retried forever, and every probe said the process was well."""
+        log.error("producer %s failed for good (%s); starting a new one", self._client_name, exc)
+        self._start_over()
+        raise PublishError(f"the producer failed for good ({exc}); publish again") from exc
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         self._reports += 1
         if err is not None:
             self._failures.append(str(err))
+
+
+def is_fatal(exc: KafkaException) -> bool:
+    """Whether librdkafka has failed the client for good (it must be replaced)."""
+    error = exc.args[0] if exc.args else None
+    # A message's error says `_FATAL` by its code; its `fatal()` flag was seen unset.
+    return isinstance(error, KafkaError) and (error.fatal() or error.code() == KafkaError._FATAL)
 
 
 def _producer_span(topic: str, job_id: str, event_type: str, parent: Context | None) -> dict[str, str]:
