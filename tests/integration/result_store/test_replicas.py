@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import Engine, insert
 
 from lotlens_common.db import json_rows
+from lotlens_common.events import TranslationCompleted, VisionCompleted
 from lotlens_common.tables import lots
-from lotlens_result_store import sql
+from lotlens_result_store import handlers, sql
 from tests.conftest import new_id
-from tests.integration.result_store.support import IMAGES_PER_LOT
+from tests.integration.result_store.support import IMAGES_PER_LOT, Apply, job_row, job_script
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +46,35 @@ def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(en
     completing.close()
     describing.join(10)
     assert added == [(job_id, IMAGES_PER_LOT)]
+
+
+def test_a_lot_first_written_by_another_replica_meanwhile_gets_its_images_counted(
+        engine: Engine, apply: Apply, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lot has no row yet: one replica's translation result writes it (completed, 0 images)
+    # while the other projects its vision result. That statement found no row to read, waited on
+    # the new one and wrote its images: the job never counted them (a flaky CI run of
+    # test_two_instances_sharing_the_partitions_count_every_lot_once_and_announce_once).
+    script = job_script(1)
+    vision = [e for e in script.vision if isinstance(e.event, VisionCompleted)]
+    translation = [e for e in script.translation if isinstance(e.event, TranslationCompleted)]
+    apply(script.submissions[:1])  # the job only: its lot's row is not written yet
+    holding, release = threading.Event(), threading.Event()
+    settle = handlers.settle_jobs
+
+    def held_settle(conn: Any, changes: Any) -> list[str]:
+        if threading.current_thread().name == "completing":
+            holding.set()
+            release.wait(10)  # the completion's transaction stays open meanwhile
+        return settle(conn, changes)
+
+    monkeypatch.setattr(handlers, "settle_jobs", held_settle)
+    completing = threading.Thread(target=apply, args=(translation,), name="completing")
+    describing = threading.Thread(target=apply, args=(vision,), name="describing")
+    completing.start()
+    assert holding.wait(10)
+    describing.start()
+    time.sleep(0.5)  # the vision projection is waiting (for the row, or for the job)
+    release.set()
+    completing.join(10)
+    describing.join(10)
+    assert job_row(engine, script.job_id)["images_processed"] == IMAGES_PER_LOT - 1

@@ -36,6 +36,20 @@ log = logging.getLogger(__name__)
 _LOCK_READ_MODELS = text(f"LOCK TABLE {', '.join(t.name for t in READ_MODELS)} IN ROW EXCLUSIVE MODE")
 
 
+# One transaction at a time writes a job's rows. KEDA scales the result-store, and a job's vision and
+# translation partitions may belong to two replicas: a lot's completion inserting its row while
+# the other replica's vision statement ran found no row to read and waited on the new one, and the
+# job never counted the lot's images. Taken in job order (no deadlock); one statement per batch.
+_LOCK_JOBS = text("""
+SELECT count(pg_advisory_xact_lock(hashtext('lotlens-job:' || ordered.job_id)))
+FROM (SELECT job_id FROM unnest(CAST(:job_ids AS text[])) AS job_id ORDER BY job_id) AS ordered""")
+
+
+def lock_jobs(conn: Connection, job_ids: Collection[str]) -> None:
+    """Wait until no other transaction writes these jobs' rows; hold them until commit."""
+    execute(conn, "lock_jobs", _LOCK_JOBS, {"job_ids": sorted(set(job_ids))})
+
+
 def lock_read_models(conn: Connection) -> None:
     """Take the write lock every writer of the read models takes first (it never blocks another
     writer). A rebuild's swap holds a stronger one: this waits for the swap, then resolves the

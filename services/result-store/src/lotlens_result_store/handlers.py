@@ -16,7 +16,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_result_store.changes import JobChanges
-from lotlens_result_store.completion import lock_read_models, publish_completions, settle_jobs
+from lotlens_result_store.completion import lock_jobs, lock_read_models, publish_completions, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import project
 
@@ -33,6 +33,7 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
     """Apply a consumer batch to the read models and publish JobCompleted for finished jobs."""
     with engine.begin() as conn:
         lock_read_models(conn)
+        lock_jobs(conn, [envelope.job_id for envelope in envelopes])
         changes = apply_batch(conn, envelopes)
     # Counted per type, not per event: a metric's `labels` and `inc` take a lock each, 4% of the
     # result-store's CPU in a 50,000-lot job when done for every event.
