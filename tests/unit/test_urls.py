@@ -19,6 +19,9 @@ from lotlens_common.urls import (
     is_http_url,
     resolve_host,
 )
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.webhook_hosts import refuse_private_webhooks
+from tests.network_guard import stub_resolver
 
 ACCEPTED = [
     "https://example.com/car.jpg", "http://img.example.com:8080/a/b.png?x=1&y=%20#frag", "HTTPS://EXAMPLE.COM",
@@ -172,3 +175,14 @@ def test_the_guarded_client_reaches_a_host_at_its_next_address_when_the_first_re
             return (await client.get(f"http://img.example:{port}/a.jpg")).status_code
 
     assert asyncio.run(scenario()) == 200
+
+
+def test_a_unicode_host_is_looked_up_by_the_name_a_client_connects_to() -> None:
+    # Python's IDNA codec (IDNA 2003) maps straße.de to strasse.de, another domain; clients
+    # connect to xn--strae-oqa.de (IDNA 2008). The verdict was about a host nobody connects to.
+    private = stub_resolver({"xn--strae-oqa.de": "10.0.0.1", "strasse.de": "93.184.216.34"})
+    with pytest.raises(BlockedDestination, match="private"):
+        asyncio.run(check_destination("https://straße.de/car.jpg", False, private))
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(refuse_private_webhooks(["https://straße.de/hook"], private, False, 2.0))
+    assert refused.value.code == "INVALID_WEBHOOK_URLS"

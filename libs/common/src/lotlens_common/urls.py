@@ -234,7 +234,14 @@ async def check_destination(url: str, allow_loopback: bool, resolve: Resolver = 
         raise BlockedDestination(f"{url!r}: {problem}")
     parsed = httpx2.URL(url)
     port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
-    await checked_addresses(parsed.host, port, allow_loopback, resolve)
+    await checked_addresses(connect_host(parsed), port, allow_loopback, resolve)
+
+
+def connect_host(url: httpx2.URL) -> str:
+    """The host name a client looks up and connects to: a Unicode name in its IDNA 2008 (punycode)
+    form, as httpx encodes it. Python's own codec (IDNA 2003) maps `straße.de` to `strasse.de`,
+    another domain, so a verdict on `url.host` could be about a host nobody connects to."""
+    return url.raw_host.decode("ascii")
 
 
 class GuardedAsyncBackend(httpcore2.AsyncNetworkBackend):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import httpx2
 
-from lotlens_common.urls import BlockedDestination, Resolver, address_refusal
+from lotlens_common.urls import BlockedDestination, Resolver, address_refusal, connect_host
 from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.validation import MAX_LISTED
 
@@ -53,4 +53,4 @@ async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_
 
 def _host_and_port(url: str) -> tuple[str, int]:
     parsed = httpx2.URL(url)
-    return parsed.host, parsed.port or _DEFAULT_PORTS[parsed.scheme]
+    return connect_host(parsed), parsed.port or _DEFAULT_PORTS[parsed.scheme]
