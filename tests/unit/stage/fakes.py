@@ -7,6 +7,7 @@ cancelled, lot statuses) instead of the calls.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -218,6 +219,8 @@ class FakeBatches:
     # Files OpenAI answers 404 for (deleted in the dashboard, or past their 30 days).
     deleted_files: set[str] = field(default_factory=set)
     duplicate_creates: int = 0
+    # A cancelled batch stays `cancelling` (OpenAI says up to 10 minutes; one was seen for longer).
+    stuck_cancelling: bool = False
     # A `failed` batch's `errors.data`: refused whole, it answers no request (no output, no error file).
     failure_errors: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
@@ -268,7 +271,7 @@ class FakeBatches:
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("retrieve")
         batch = self.batches[batch_id]
-        if batch["status"] == "cancelling":
+        if batch["status"] == "cancelling" and not self.stuck_cancelling:
             self._run(batch, "cancelled")
         elif batch["status"] in ("validating", "in_progress") and self.finish:
             self._run(batch, self.finish)
@@ -283,7 +286,7 @@ class FakeBatches:
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("cancel")
         self.cancelled.append(batch_id)
-        self.batches[batch_id]["status"] = "cancelling"
+        self.batches[batch_id].update(status="cancelling", cancelling_at=int(time.time()))
         return dict(self.batches[batch_id])
 
     async def delete_file(self, file_id: str) -> None:

@@ -3,6 +3,7 @@ with every per-line and per-batch outcome."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -117,6 +118,23 @@ def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_
     assert done.missing_images == ("https://img/refused-1.jpg", "https://img/refused-2.jpg")
     assert done.processed_images == 1 and world.failed() == {}
     assert [event.attempt for event in world.submitted()] == [1, 1, 1]  # a refusal uses no attempt
+
+
+def test_a_batch_stuck_cancelling_long_after_the_cancel_sends_its_lots_again(world: World) -> None:
+    # OpenAI: a batch is `cancelling` for up to 10 minutes. One that stays so was waited on for
+    # good, its lots with it.
+    world.batches.finish, world.batches.stuck_cancelling = None, True
+    world.batches.created_at = time.time() - world.settings.max_batch_age_s - 60  # past its age
+    world.store.add(lots(2))
+    world.rounds(2)
+    [stuck] = world.batches.batches.values()
+    assert stuck["status"] == "cancelling"
+    world.rounds(2)
+    assert set(world.store.statuses().values()) == {"submitted"} and len(world.batches.batches) == 1
+    stuck["cancelling_at"] -= 2 * 3600  # still cancelling two hours after the cancel
+    world.batches.finish, world.batches.created_at = "completed", time.time()
+    world.rounds(3)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.batches.batches) == 2
 
 
 def test_an_unusable_answer_fails_the_lot_without_a_retry(world: World) -> None:

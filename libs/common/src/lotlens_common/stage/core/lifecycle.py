@@ -5,7 +5,8 @@
                             └─ no lots left ─▶ empty
 
 A submitted shard's batch is read by id each round. A running batch is waited on, or cancelled
-when its job was cancelled or it outlived `max_age_s`; a finished one is collected. A batch that
+when its job was cancelled or it outlived `max_age_s`; a finished one is collected; one still
+`cancelling` an hour after the cancel is given up on (its lots go again). A batch that
 cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
 nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
 for the whole job twice.
@@ -23,6 +24,9 @@ RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 # A batch we can no longer read by id for these reasons may still exist and still be running.
 NOT_READABLE = frozenset({401, 403, 404})
+# OpenAI's Batch guide: a batch is `cancelling` for up to 10 minutes before it is `cancelled`.
+# One still cancelling long after is given up on: its lots go again.
+CANCELLING_LIMIT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -103,11 +107,14 @@ def for_building(lots_left: int, found: Sequence[Mapping[str, Any]]) -> Build | 
 
 
 def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
-                  max_age_s: float) -> Wait | Cancel | Collect:
+                  max_age_s: float) -> Wait | Cancel | Collect | Lost:
     """A recorded batch as OpenAI shows it now."""
     status = str(batch["status"])
     if status in FINISHED:
         return Collect(batch)
+    since = batch.get("cancelling_at")
+    if status == "cancelling" and isinstance(since, int | float) and now_s - since > CANCELLING_LIMIT_S:
+        return Lost(f"still cancelling {(now_s - since) / 3600:.1f} h after the cancel")
     if status != "cancelling":
         if job_cancelled:
             return Cancel("its job was cancelled")
