@@ -146,15 +146,12 @@ class VisionStage:
     def retry_refused(self, lot: LotWork[VisionWork], code: str | None,
                       message: str) -> LotWork[VisionWork] | None:
         """The lot without the image OpenAI could not fetch or read, when the refusal names it:
-        described from the others, that image listed as missing (API.md)."""
+        described from the others, that image listed as missing (API.md) by the next `prepare`."""
         refused = refused_image(code, message, _valid_images(lot))
         if refused is None:
             return None
-        work = lot.work
-        return lot.with_work(work.model_copy(update={
-            "refused_images": (*work.refused_images, refused),
-            "missing_images": tuple(url for url in work.image_urls
-                                    if url in work.missing_images or url == refused)}))
+        refused_images = (*lot.work.refused_images, refused)
+        return lot.with_work(lot.work.model_copy(update={"refused_images": refused_images}))
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage."""
