@@ -21,6 +21,7 @@ METRIC = re.compile(r"\b(Counter|Gauge|Histogram)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]
 PROMQL_WORDS = {
     "sum", "min", "max", "avg", "count", "by", "without", "and", "or", "unless", "on", "ignoring",
     "rate", "irate", "increase", "delta", "deriv", "absent", "histogram_quantile", "le", "bool",
+    "min_over_time",
     "group_left", "group_right", "offset", "topk", "bottomk", "label_replace", "clamp_min",
 }
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "table", "bargauge"}
@@ -97,7 +98,8 @@ def test_promtool_catches_a_broken_expectation(promtool: str, tmp_path: Path) ->
 def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert names == {
-        "LotLensConsumerLagGrowing", "LotLensConsumerGroupWithoutMembers", "LotLensConsumerGroupAbsent",
+        "LotLensConsumerLagGrowing", "LotLensConsumerStuck", "LotLensConsumerGroupWithoutMembers",
+        "LotLensConsumerGroupAbsent",
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate"}
     tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
@@ -143,3 +145,29 @@ def test_the_dashboard_covers_every_signal_the_alerts_watch() -> None:
     alerting = {name for rule in alert_rules() for name in metric_names(rule["expr"])}
     shown = {name for expr in dashboard_queries() for name in metric_names(expr)}
     assert alerting <= shown, sorted(alerting - shown)
+
+
+# Gauges every replica sets to the same figure, read from the shared database (each watches all
+# of its stage's batches, counts every waiting lot or open delivery): summed over replicas they
+# read 12 times too high at 12 instances, and an alert on one fires once per pod.
+SHARED_GAUGES = (
+    "lotlens_openai_batches", "lotlens_openai_oldest_batch_age_seconds", "lotlens_stage_lots_waiting",
+    "lotlens_openai_enqueued_tokens", "lotlens_webhook_deliveries_pending",
+    "lotlens_webhook_oldest_pending_age_seconds", "lotlens_outbox_backlog_events",
+    "lotlens_outbox_oldest_age_seconds")
+_MAX_OR_MIN_OF = re.compile(r"\b(max|min)\s*(by\s*\([^)]*\)\s*)?\(\s*$")
+
+
+def unaggregated_shared_gauges(expr: str) -> list[str]:
+    """The shared gauges `expr` reads other than straight through max() or min()."""
+    return [name for name in SHARED_GAUGES
+            for found in re.finditer(rf"\b{name}\b(?!_)", expr)
+            if not _MAX_OR_MIN_OF.search(expr[:found.start()])]
+
+
+def test_gauges_every_replica_reports_alike_are_read_through_max_or_min() -> None:
+    queries = [rule["expr"] for rule in alert_rules()] + dashboard_queries()
+    wrong = {expr.strip(): unaggregated_shared_gauges(expr) for expr in queries}
+    assert not {expr: names for expr, names in wrong.items() if names}
+    assert unaggregated_shared_gauges("sum by (stage) (lotlens_stage_lots_waiting)")
+    assert not unaggregated_shared_gauges("max by (stage) (lotlens_stage_lots_waiting) > 5")

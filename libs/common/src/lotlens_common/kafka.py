@@ -92,6 +92,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
+    for reason in dead_letters.REASONS:  # at 0 from the start: an alert takes increase() of them
+        DEAD_LETTERS.labels(group=group, reason=reason)
 
     def on_assign(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Logged: how long a restarted instance takes to get its partitions back is its recovery.

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
+from lotlens_common.model.errors import ERROR_KINDS
+
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -27,6 +29,9 @@ class GatewayMetrics:
         self.openai_errors = Counter(
             "openai_api_errors_total", "Model API errors in synchronous mode", ["api", "kind"],
             registry=self.registry)
+        for api in ("vision", "translation"):  # at 0 from the start: an alert takes increase()
+            for kind in ERROR_KINDS:
+                self.openai_errors.labels(api=api, kind=kind)
         self.http_requests = Counter(
             "lotlens_http_requests_total", "HTTP requests by route and status", ["method", "route", "status"],
             registry=self.registry)

@@ -7,6 +7,8 @@ from prometheus_client import Counter, Gauge, Histogram
 # The 1.x name and label values (status: success | failed), final outcomes only, kept for the
 # dashboards built on them; an attempt that failed with another one due counts in RETRIES.
 DELIVERIES = Counter("webhook_deliveries_total", "Webhook deliveries by final outcome", ["status"])
+for _status in ("success", "failed"):  # at 0 from the start: the failure-rate alert takes increase()
+    DELIVERIES.labels(status=_status)
 RETRIES = Counter("lotlens_webhook_retries_total", "Failed attempts with another attempt due")
 DELIVERIES_SCHEDULED = Counter("lotlens_webhook_deliveries_scheduled_total", "Deliveries created")
 ATTEMPT_SECONDS = Histogram("lotlens_webhook_attempt_duration_seconds", "Duration of one delivery attempt",

@@ -46,6 +46,8 @@ class ModelRequestError(ModelError):
 
 # HTTP statuses that mean the API key or its permissions are wrong: no retry will help.
 _AUTH_STATUSES = frozenset({401, 403})
+# Every value `error_kind` gives, so counters can export each at 0 from the start.
+ERROR_KINDS = ("authentication", "rate_limited", "timeout", "unavailable", "bad_request", "output", "other")
 
 
 def error_kind(exc: BaseException) -> str:

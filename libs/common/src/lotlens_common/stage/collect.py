@@ -107,9 +107,9 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
             batch = await stage.batches.retrieve_batch(shard.batch_id)
         return lifecycle.for_submitted(batch, cancelled, time.time(), max_age)
     except ModelError as exc:
+        metrics.openai_error(stage.spec.name, "batches", exc)
         read = lifecycle.for_read_error(getattr(exc, "status_code", None), str(exc))
     if isinstance(read, lifecycle.TryLater):
-        metrics.OPENAI_ERRORS.labels(stage=stage.spec.name, operation="batches", kind="unavailable").inc()
         log.warning("reading batch %s failed (%s); next round", shard.batch_id, read.reason)
         return read
     if shard.shard_id not in stage.unreadable:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from lotlens_common.model.errors import error_kind
+from lotlens_common.model.errors import ERROR_KINDS, ModelError, error_kind
 
 BATCHES_CREATED = Counter("lotlens_openai_batches_created_total", "OpenAI batches created", ["stage"])
 BATCHES_BY_STATUS = Gauge("lotlens_openai_batches", "Batches being watched, by OpenAI status",
@@ -15,6 +15,9 @@ LOTS_WAITING = Gauge("lotlens_stage_lots_waiting", "Lots waiting to be batched",
 TOKENS_ENQUEUED = Gauge("lotlens_openai_enqueued_tokens", "Estimated tokens held by OpenAI", ["stage"])
 OPENAI_ERRORS = Counter("lotlens_openai_errors_total", "OpenAI API errors of the batch stages",
                         ["stage", "operation", "kind"])
+ROUND_FAILURES = Counter("lotlens_stage_round_failures_total",
+                         "Stage steps that failed for another reason than OpenAI (database, Kafka, a "
+                         "defect); the step runs again", ["stage", "step"])
 LOT_RESULTS = Counter("lotlens_stage_lot_results_total", "Lots settled by the stage", ["stage", "outcome"])
 BATCHES_RECONCILED = Counter("lotlens_openai_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record (orphans)",
@@ -23,7 +26,27 @@ PAUSED = Gauge("lotlens_stage_paused",
                "1 while the stage submits nothing: a batch it made cannot be read (401/403/404)",
                ["stage"])
 
+# What a stage does when it fails: `loop` and `housekeeping` are whole rounds.
+OPERATIONS = ("batches", "files", "loop", "housekeeping")
+RECONCILE_ACTIONS = ("adopted", "cancelled")
+
+
+def start(stage: str) -> None:
+    """Export the stage's counters at 0: alerts take `increase()` of them, and a series first
+    seen at 1 has none, so the first orphaned batch or refused key of a pod went unalerted."""
+    BATCHES_CREATED.labels(stage=stage)
+    for operation in OPERATIONS:
+        ROUND_FAILURES.labels(stage=stage, step=operation)
+        for kind in ERROR_KINDS:
+            OPENAI_ERRORS.labels(stage=stage, operation=operation, kind=kind)
+    for action in RECONCILE_ACTIONS:
+        BATCHES_RECONCILED.labels(stage=stage, action=action)
+
 
 def openai_error(stage: str, operation: str, exc: BaseException) -> None:
-    """Count one failed OpenAI call of `stage` by the kind of failure."""
-    OPENAI_ERRORS.labels(stage=stage, operation=operation, kind=error_kind(exc)).inc()
+    """Count a failed step of `stage`: an OpenAI error by its kind, anything else (PostgreSQL down,
+    a publish refused, a defect) as the stage's own, so a database outage never reads as OpenAI's."""
+    if isinstance(exc, ModelError):
+        OPENAI_ERRORS.labels(stage=stage, operation=operation, kind=error_kind(exc)).inc()
+    else:
+        ROUND_FAILURES.labels(stage=stage, step=operation).inc()

@@ -1,0 +1,71 @@
+"""The stage's counters: every label set exists at 0 from start-up (alerts take `increase()` of
+them), and a failure is counted under what failed, OpenAI by its kind or the stage's own round."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from prometheus_client import REGISTRY
+from sqlalchemy.exc import OperationalError
+
+from lotlens_common.model.errors import ModelRateLimitedError
+from lotlens_common.stage import metrics
+from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.runner import run_stage_loop
+from tests.unit.stage.conftest import World, lots
+from tests.unit.test_metric_series import ONE_OF_EACH_KIND, no_new_series
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_a_stage_exports_its_error_and_orphan_counters_at_zero_from_start(world: World) -> None:
+    stop = threading.Event()
+    stop.set()
+    run_stage_loop(world.stage, stop)  # the service's start, then its stop at once
+
+    def every_error() -> None:
+        for operation in metrics.OPERATIONS:
+            for exc in ONE_OF_EACH_KIND:
+                metrics.openai_error("vision", operation, exc)
+            metrics.openai_error("vision", operation, RuntimeError("a defect"))
+
+    no_new_series("lotlens_openai_errors_total", every_error)
+    no_new_series("lotlens_stage_round_failures_total", every_error)
+    no_new_series("lotlens_openai_batches_reconciled_total", lambda: [
+        metrics.BATCHES_RECONCILED.labels(stage="vision", action=action).inc()
+        for action in metrics.RECONCILE_ACTIONS])
+
+
+def test_a_batch_read_refused_for_its_rate_is_counted_as_rate_limited(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    labels = {"stage": "vision", "operation": "batches"}
+    before = {kind: value("lotlens_openai_errors_total", **labels, kind=kind)
+              for kind in ("rate_limited", "unavailable")}
+    world.batches.errors["retrieve"] = [ModelRateLimitedError("Rate limit reached for requests")]
+    world.rounds()
+    assert value("lotlens_openai_errors_total", **labels, kind="rate_limited") == before["rate_limited"] + 1
+    assert value("lotlens_openai_errors_total", **labels, kind="unavailable") == before["unavailable"]
+
+
+def test_a_round_failing_on_the_database_is_no_openai_error(world: World, tmp_path: Path) -> None:
+    stop = threading.Event()
+    world.settings = StageSettings(window_s=0.0, poll_interval_s=0.01, work_dir=str(tmp_path))
+    world.restart()
+
+    def database_down() -> list[object]:
+        stop.set()
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    world.store.waiting_jobs = database_down  # type: ignore[method-assign]
+    openai_before = sum(value("lotlens_openai_errors_total", stage="vision", operation="loop", kind=kind)
+                        for kind in ("other", "unavailable", "timeout"))
+    round_before = value("lotlens_stage_round_failures_total", stage="vision", step="loop")
+    run_stage_loop(world.stage, stop)
+    assert value("lotlens_stage_round_failures_total", stage="vision", step="loop") == round_before + 1
+    assert sum(value("lotlens_openai_errors_total", stage="vision", operation="loop", kind=kind)
+               for kind in ("other", "unavailable", "timeout")) == openai_before
