@@ -142,6 +142,17 @@ def test_a_model_outage_is_502_openai_unavailable(
     assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 
+def test_a_rate_limited_model_is_502_without_openais_words(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # OpenAI's 429 text names the service's organization and its limits: for the operators' log.
+    standin.faults(api_faults=[{"scope": "responses", "kind": "rate_limit", "count": 3}])
+    response = sync_gateway.submit(one_lot(images), languages=["en"])
+    assert response.status_code == 502, response.text
+    body = response.json()
+    assert body["code"] == "OPENAI_UNAVAILABLE" and body["details"]["openai_error"] == "rate_limited"
+    assert "org-" not in response.text and "Limit" not in response.text
+
+
 @pytest.mark.parametrize("kind", ["invalid_api_key", "insufficient_quota"])
 def test_a_refused_key_or_quota_is_502_without_openais_words(
         sync_gateway: Gateway, images: str, standin: Standin, kind: str) -> None:

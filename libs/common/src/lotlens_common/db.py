@@ -59,9 +59,11 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
         connect_args["application_name"] = APPLICATION_NAME_PREFIX + name
     if connect_timeout_s is not None:
         connect_args["connect_timeout"] = connect_timeout_s
+    # hide_parameters: a failed statement's error is logged, traced and put in dead letters, and
+    # its values are customers' signed image URLs and webhook tokens.
     engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                            pool_pre_ping=False, future=True, json_deserializer=orjson.loads,
-                           connect_args=connect_args, **extra)
+                           connect_args=connect_args, hide_parameters=True, **extra)
     if tracing.enabled():
         trace_statements(engine)
     return engine

@@ -11,6 +11,13 @@ from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.model.settings import ModelSettings
 
 
+def settings_config(env_prefix: str = "", nested: bool = False) -> SettingsConfigDict:
+    """Frozen settings read from `env_prefix`* variables. A refused value is not echoed in the
+    error: it may be a secret (a bad LOTLENS_CLIENTS printed 25 of a 32-character key at start)."""
+    return SettingsConfigDict(env_prefix=env_prefix, frozen=True, hide_input_in_errors=True,
+                              **({"env_nested_delimiter": "__"} if nested else {}))
+
+
 class TopicSettings(BaseSettings):
     """Kafka topic names, partition count and retention; SREs override them per environment.
 
@@ -19,7 +26,7 @@ class TopicSettings(BaseSettings):
     docs/EVENT_LOG.md). The dead-letter topic is transient and keeps `retention_ms`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_TOPIC_", frozen=True)
+    model_config = settings_config("LOTLENS_TOPIC_")
 
     submissions: str = "lotlens.submissions"
     vision: str = "lotlens.vision"
@@ -52,7 +59,7 @@ class TopicSettings(BaseSettings):
 class KafkaSettings(BaseSettings):
     """Where the broker is and how clients talk to it."""
 
-    model_config = SettingsConfigDict(env_prefix="KAFKA_", frozen=True)
+    model_config = settings_config("KAFKA_")
 
     bootstrap_servers: str = "127.0.0.1:19092"
     # A consumer batch is applied in one database transaction; bigger batches amortise commits.
@@ -92,7 +99,7 @@ class KafkaSettings(BaseSettings):
 class DatabaseSettings(BaseSettings):
     """PostgreSQL connection for the read models and the services' own work tables."""
 
-    model_config = SettingsConfigDict(frozen=True)
+    model_config = settings_config()
 
     database_url: str = Field(
         default="postgresql+psycopg2://lotlens:lotlens@127.0.0.1:55432/lotlens",
@@ -104,7 +111,7 @@ class DatabaseSettings(BaseSettings):
 class OpenAISettings(BaseSettings):
     """How to reach the model API; without a key the local stand-in is used."""
 
-    model_config = SettingsConfigDict(env_prefix="OPENAI_", frozen=True)
+    model_config = settings_config("OPENAI_")
 
     api_key: str | None = None
     base_url: str | None = None
@@ -117,7 +124,7 @@ class OpenAISettings(BaseSettings):
 class ServiceSettings(BaseSettings):
     """What every LotLens service needs: broker, database, topics, models."""
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+    model_config = settings_config("LOTLENS_", nested=True)
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.images import MAX_IMAGE_BYTES
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.settings import ServiceSettings, settings_config
 from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
 from lotlens_gateway.signed_body import BodyLimits
@@ -23,7 +22,7 @@ class GatewaySettings(ServiceSettings):
     `LOTLENS_GATEWAY_PORT=18000`, `LOTLENS_RATE_LIMIT_BATCH=10`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+    model_config = settings_config("LOTLENS_", nested=True)
 
     clients: dict[str, SecretStr]
     gateway_host: str = "127.0.0.1"

@@ -84,7 +84,10 @@ class SyncDescriber:
                            f"The model did not answer within the {self.timeout_s:.0f} s budget",
                            details={"timeout_seconds": self.timeout_s}) from exc
         except ModelUnavailableError as exc:
-            details: dict[str, Any] = {"openai_error": str(exc)}
+            # OpenAI's own words name the service's organization, its limits and its billing: for
+            # the operators' log; the customer learns the kind of failure.
+            log.warning("the model API failed a synchronous lot: %s", exc)
+            details: dict[str, Any] = {"openai_error": error_kind(exc)}
             headers: dict[str, str] = {}
             if isinstance(exc, ModelRateLimitedError) and exc.retry_after_s:
                 details["retry_after"] = round(exc.retry_after_s)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.settings import ServiceSettings, settings_config
 from lotlens_common.stage.config import StageSettings
 
 
 class TranslatorSettings(ServiceSettings):
     """Service settings plus the batching rule."""
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+    model_config = settings_config("LOTLENS_", nested=True)
 
     stage: StageSettings = Field(default_factory=StageSettings)
     metrics_port: int = 0

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from lotlens_common.images import MAX_IMAGE_BYTES
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.settings import ServiceSettings, settings_config
 from lotlens_common.stage.config import StageSettings
 
 
 class VisionBatcherSettings(ServiceSettings):
     """Service settings plus the batching rule and image checks."""
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_", env_nested_delimiter="__", frozen=True)
+    model_config = settings_config("LOTLENS_", nested=True)
 
     stage: StageSettings = Field(default_factory=StageSettings)
     image_check_concurrency: int = 64

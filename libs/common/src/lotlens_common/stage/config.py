@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings
 
+from lotlens_common.settings import settings_config
 from lotlens_common.stage.core.limits import (
     BATCH_FILE_MARGIN_BYTES,
     COMPLETION_WINDOW_S,
@@ -16,7 +17,7 @@ from lotlens_common.stage.core.limits import (
 class StageSettings(BaseSettings):
     """How lots are grouped into OpenAI batches and how batches are watched."""
 
-    model_config = SettingsConfigDict(env_prefix="LOTLENS_STAGE_", frozen=True)
+    model_config = settings_config("LOTLENS_STAGE_")
 
     max_requests_per_batch: int = Field(MAX_REQUESTS_PER_BATCH, ge=1, le=MAX_REQUESTS_PER_BATCH)
     max_batch_bytes: int = Field(MAX_BATCH_FILE_BYTES - BATCH_FILE_MARGIN_BYTES, ge=1,
