@@ -9,9 +9,9 @@ within a topic. When a payload changes shape, bump `version` and add an upcaster
 from __future__ import annotations
 
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from lotlens_common.model.usage import JobUsage, Usage
 
@@ -110,6 +110,12 @@ class TranslationCompleted(Event):
     usage: Usage | None = Field(default=None, description="Tokens and estimated cost of the translation")
 
 
+# Text that ends in PostgreSQL (jsonb, text), which cannot hold U+0000: a model's refusal or an
+# error message may carry one, and its event could then never be projected (dead-lettered, and its
+# job never finished). Applied on decoding too, so events already recorded are read without it.
+StorableText = Annotated[str, AfterValidator(lambda text: text.replace("\x00", ""))]
+
+
 class LotFailed(Event):
     """A lot cannot be described; the reason is shown to the client."""
 
@@ -117,7 +123,7 @@ class LotFailed(Event):
 
     lot_id: str
     stage: Stage
-    reason: str
+    reason: StorableText
     total_lots: int = 0
     processed_images: int = 0
     missing_images: tuple[str, ...] = ()
