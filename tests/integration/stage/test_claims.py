@@ -186,3 +186,15 @@ def test_a_shard_collected_with_its_sent_lots_reads_which_it_holds_not_their_wor
     assert all(lot is sent[lot.lot_id] for lot in held)  # the work as sent, not read again
     partial = work.shard_lots(shard, {"lot-0": sent["lot-0"]})  # lot-2 unknown: all read from the store
     assert sorted((lot.lot_id, lot.work.output_room) for lot in partial) == [("lot-0", 1), ("lot-2", 1)]
+
+
+def test_a_shard_estimated_past_two_billion_tokens_is_claimed_and_counted(engine: Engine) -> None:
+    """50,000 lots of 17 images are 2.3 billion input tokens by o4-mini's estimate: the column was
+    a 32-bit integer, the claim failed "integer out of range" every round, and with it the whole
+    stage (no batch sent or collected for any job) until that job was cancelled."""
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 2)
+    work = _work_store(engine)
+    claimed = work.claim(job_id, new_id("translation-"), 2, lambda lots: (len(lots), 2_275_700_000))
+    assert len(claimed) == 2
+    assert work.tokens_enqueued() >= 2_275_700_000

@@ -172,7 +172,7 @@ stage_shards = Table(
     # The places of its job's queue the shard took (NULL: lots taken by name, `stage_lots.shard_id`).
     Column("first_place", BigInteger),
     Column("last_place", BigInteger),
-    Column("estimated_tokens", Integer, nullable=False, server_default="0"),
+    Column("estimated_tokens", BigInteger, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     Index("ix_stage_shards_status", "stage", "status"),
