@@ -110,6 +110,28 @@ def test_the_download_streams_the_same_document_as_an_attachment(gateway: Gatewa
     assert len(document["results"]["lots"]) == 2500
 
 
+def test_a_streamed_download_holds_no_database_connection_while_the_client_reads(
+        gateway: Gateway, engine: Engine) -> None:
+    """A slow or stalled client took a connection of the gateway's write pool for its whole
+    download, idle in the cursor's transaction: 50 of them took the pool, and intake, polling and
+    the outbox relay waited 30 s for it and answered 500."""
+    lots = make_lots(2500)
+    job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "de"])
+    with engine.connect() as conn:
+        job = get_job(conn, job_id)
+    assert job is not None
+    before = engine.pool.checkedout()
+    chunks = iter_results_document(engine, job, chunk_bytes=64)
+    first = next(chunks)  # the client has this chunk and takes its time over the next
+    assert first.startswith(b'{"job_id"')
+    assert engine.pool.checkedout() == before, "a connection is held between two chunks"
+    document = orjson.loads(first + b"".join(chunks))
+    assert [lot["lot_id"] for lot in document["results"]["lots"]] == [lot["lot_id"] for lot in lots]
+    lot_7 = document["results"]["lots"][7]
+    assert lot_7["descriptions"][1]["damages"] == "<p>[de] Car 7, front collision</p>"
+    assert engine.pool.checkedout() == before
+
+
 def test_a_small_jobs_results_are_one_body_with_the_streamed_documents_bytes(
         gateway: Gateway, engine: Engine) -> None:
     lots = make_lots(5)

@@ -2,7 +2,7 @@
 
 The lot shape is the contract's: `{lot_id, status, processed_at, processed_images,
 descriptions: [{language, damages}], missing_images}` plus `error_message` for failed lots.
-Lots are streamed (server-side cursor) so a 50,000-lot job never sits whole in memory.
+Lots are read a chunk at a time, so a 50,000-lot job never sits whole in memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, Engine, func, literal, select, tuple_
 
 from lotlens_common.clock import iso
 from lotlens_common.model.usage import Usage, total
@@ -132,6 +132,34 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
             chunk = []
     if chunk:
         yield from _render(conn, job, chunk, text_query, order)
+
+
+# Lots projected without a `seq` sort last in `lot_results_in_chunks`, as ORDER BY seq puts NULLs.
+_LAST_SEQ = 2**31 - 1
+
+
+def lot_results_in_chunks(engine: Engine, job: JobView) -> Iterator[dict[str, Any]]:
+    """The job's lots as `iter_lot_results` gives them, `STREAM_CHUNK` at a time, each chunk read on
+    a connection taken for it and given back before its lots are used: a reader taking its time
+    (a client downloading slowly) holds no connection and no transaction meanwhile. A server-side
+    cursor held both for the whole download, and 50 slow downloads took the gateway's pool."""
+    seq = func.coalesce(lots.c.seq, _LAST_SEQ)
+    text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
+    order = {language: i for i, language in enumerate(job.languages)}
+    after: tuple[int, str] | None = None
+    while True:
+        query = (select(lots).where(lots.c.job_id == job.job_id)
+                 .order_by(seq, lots.c.lot_id).limit(STREAM_CHUNK))
+        if after is not None:
+            query = query.where(tuple_(seq, lots.c.lot_id) > tuple_(literal(after[0]), literal(after[1])))
+        with engine.connect() as conn:
+            rows = list(conn.execute(query).mappings())
+            chunk = list(_render(conn, job, rows, text_query, order))
+        yield from chunk
+        if len(rows) < STREAM_CHUNK:
+            return
+        last = rows[-1]
+        after = (_LAST_SEQ if last["seq"] is None else last["seq"], last["lot_id"])
 
 
 def lot_page(conn: Connection, job: JobView, statuses: Collection[str] | None, limit: int, offset: int

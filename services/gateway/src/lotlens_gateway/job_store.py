@@ -81,15 +81,20 @@ class JobStore:
         # Reads need no transaction: without one psycopg2 sends no BEGIN and the pool's ROLLBACK
         # on return is a no-op, two round trips saved per request. `reads` should be an
         # autocommit engine (`make_engine(..., autocommit=True)`); the fallback gets the same
-        # semantics at the price of setting the level on every checkout. Server-side cursors
-        # (the streamed results) need a transaction, so they use `engine`.
+        # semantics at the price of setting the level on every checkout.
         self._reads = reads or engine.execution_options(isolation_level="AUTOCOMMIT")
         self._metrics = metrics
 
     @property
     def engine(self) -> Engine:
-        """The engine (the results stream opens its own connection)."""
+        """The engine, for writes."""
         return self._engine
+
+    @property
+    def reads(self) -> Engine:
+        """The engine for reads outside a transaction (the results stream takes a connection of it
+        for each chunk)."""
+        return self._reads
 
     def ping(self) -> None:
         """Raise unless PostgreSQL answers."""

@@ -9,14 +9,15 @@ The projected rows win as soon as they say more (a terminal status).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Connection, select
 
 from lotlens_common.envelope import decode
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
-from lotlens_common.read_models import JobView, iter_lot_results, lot_page
+from lotlens_common.read_models import JobView, lot_page
 from lotlens_common.tables import outbox
 from lotlens_gateway.outbox import JobFacts
 
@@ -48,17 +49,18 @@ def overlaid(job: JobView | None, facts: JobFacts) -> JobView | None:
                                updated_at=facts.cancelled_at)
 
 
-def job_lots(conn: Connection, job: JobView, stream: bool = True) -> Iterator[dict[str, Any]]:
+def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
+             connect: Callable[[], AbstractContextManager[Connection]]) -> Iterator[dict[str, Any]]:
     """The job's lots for the results document; a cancelled job's unfinished lots read `cancelled`.
 
     Lots the result-store has not projected yet (the cancellation came first) are read from the
-    outbox, so every lot of a cancelled job is listed.
+    outbox (on a connection from `connect`), so every lot of a cancelled job is listed.
     """
     if job.status != CANCELLED:
-        yield from iter_lot_results(conn, job, stream=stream)
+        yield from lot_results
         return
     seen: set[str] = set()
-    for lot in iter_lot_results(conn, job, stream=stream):
+    for lot in lot_results:
         seen.add(lot["lot_id"])
         if lot["status"] not in _SETTLED_LOTS:
             lot["status"] = CANCELLED
@@ -68,7 +70,9 @@ def job_lots(conn: Connection, job: JobView, stream: bool = True) -> Iterator[di
     query = (select(outbox.c.payload)
              .where(outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type)
              .order_by(outbox.c.id))
-    for (payload,) in conn.execute(query):
+    with connect() as conn:
+        payloads = list(conn.execute(query).scalars())
+    for payload in payloads:
         event = decode(payload.encode()).event
         if isinstance(event, LotSubmitted) and event.lot_id not in seen:
             seen.add(event.lot_id)

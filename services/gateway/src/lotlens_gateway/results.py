@@ -1,19 +1,21 @@
 """The results document, written incrementally: a 50,000-lot job never sits whole in memory.
 
 `GET /batch-results/{id}` and `/download` send the same bytes; the lots come from
-`overlay.job_lots` (a server-side cursor) and are flushed in chunks. A small job's
-document is built whole in one call instead (`small_document`): streaming costs a thread-pool
-hop per chunk and a transaction for the cursor, more than such a job's rows take to read.
+`overlay.job_lots`, read a chunk at a time on a connection given back before the chunk is sent,
+and are flushed in chunks. A small job's document is built whole in one call instead
+(`small_document`): streaming costs a thread-pool hop per chunk, more than such a job's rows
+take to read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import nullcontext
 
 import orjson
 from sqlalchemy import Connection, Engine
 
-from lotlens_common.read_models import JobView
+from lotlens_common.read_models import JobView, iter_lot_results, lot_results_in_chunks
 from lotlens_gateway.overlay import job_lots
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
@@ -42,13 +44,14 @@ def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
 
 
 def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
-    """The document streamed from a server-side cursor on its own connection (blocking)."""
-    with engine.connect() as conn:
-        yield from document_chunks(job, job_lots(conn, job), chunk_bytes)
+    """The document, its lots read a chunk at a time (blocking), no connection held between."""
+    return document_chunks(job, job_lots(job, lot_results_in_chunks(engine, job), engine.connect),
+                           chunk_bytes)
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
     """The whole document of a finished job of at most `SMALL_JOB_LOTS` lots; None otherwise."""
     if not is_terminal(job) or job.total_lots > SMALL_JOB_LOTS:
         return None
-    return b"".join(document_chunks(job, job_lots(conn, job, stream=False)))
+    lot_results = iter_lot_results(conn, job, stream=False)
+    return b"".join(document_chunks(job, job_lots(job, lot_results, lambda: nullcontext(conn))))

@@ -52,7 +52,7 @@ async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> R
         return Response(document, media_type="application/json", headers=headers)
     deps.metrics.db("read")
     # A sync iterator: Starlette pulls each chunk in a worker thread, off the event loop.
-    return StreamingResponse(iter_results_document(deps.store.engine, job), media_type="application/json",
+    return StreamingResponse(iter_results_document(deps.store.reads, job), media_type="application/json",
                              headers=headers)
 
 
