@@ -5,11 +5,17 @@ consumer's transaction."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 from sqlalchemy import Engine
 
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import VisionCompleted
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.work import LotWork, TranslationWork
+from lotlens_translator.handlers import handle
 from tests.conftest import new_id
 
 
@@ -47,7 +53,10 @@ def test_a_cancelled_job_keeps_its_count_and_claims_do_not_change_it(engine: Eng
         store.create_shard(conn, "translation", "shard-" + job_id, [lot for _, lot in queued], 0,
                            (queued[0][0], queued[-1][0]))
     assert _waiting(engine, job_id) == (1, 4, 4)
-    assert _waiting(engine, other) == (2, 2, 2)
+    with engine.connect() as conn:  # the cancelled job's lots arrive cancelled: none ever sent
+        assert store.lot_statuses(conn, "translation", other) == {
+            "lot-0": store.CANCELLED, "lot-1": store.CANCELLED}
+        assert [job for job in store.waiting_jobs(conn, "translation") if job.job_id == other] == []
 
 
 def test_copied_work_reads_back_exactly_with_copy_s_special_characters(engine: Engine) -> None:
@@ -74,3 +83,34 @@ def test_a_redelivered_batch_keeps_the_transaction_s_earlier_writes(engine: Engi
     assert _waiting(engine, job_id) == (3, 3, 3)
     with engine.begin() as conn:
         assert store.cancelled_jobs(conn, "translation", [other]) == {other}
+
+
+class _Producer:
+    def publish(self, *_args: object) -> None:
+        raise AssertionError("nothing passes through: the lot asks for German")
+
+    def flush(self) -> None:
+        return None
+
+
+def test_a_lot_arriving_while_its_job_is_being_cancelled_is_never_sent(engine: Engine) -> None:
+    """The cancellation and the lot come from two topics, often to two instances: the arrival read
+    "not cancelled" before the cancel committed, then queued the lot after it, and the lot was
+    claimed and paid for (claims do not look at the flag)."""
+    job_id = new_id("job-")
+    envelope = Envelope(VisionCompleted(job_id=job_id, lot_id="lot-0", english_html="<p>x</p>",
+                                        languages=("en", "de"), total_lots=1, processed_images=1,
+                                        missing_images=()), client_id="c1")
+    with engine.connect() as cancelling:
+        cancelling.begin()
+        store.cancel_job(cancelling, "translation", job_id)  # the job's row is locked to the commit
+        arriving = threading.Thread(target=handle, args=(engine, _Producer(), [envelope]),
+                                    kwargs={"topic": "unused"})
+        arriving.start()
+        time.sleep(1.0)  # the arrival has read the flag and waits for the job's row
+        cancelling.commit()
+    arriving.join(30)
+    assert not arriving.is_alive()
+    with engine.connect() as conn:
+        assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.CANCELLED}
+        assert [job for job in store.waiting_jobs(conn, "translation") if job.job_id == job_id] == []

@@ -198,3 +198,15 @@ def test_a_shard_estimated_past_two_billion_tokens_is_claimed_and_counted(engine
     claimed = work.claim(job_id, new_id("translation-"), 2, lambda lots: (len(lots), 2_275_700_000))
     assert len(claimed) == 2
     assert work.tokens_enqueued() >= 2_275_700_000
+
+
+def test_a_lot_sent_back_after_its_job_was_cancelled_is_never_sent_again(engine: Engine) -> None:
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 2)
+    work = _work_store(engine)
+    claimed = work.claim(job_id, new_id("translation-"), 2, _all)
+    with engine.begin() as conn:
+        store.cancel_job(conn, STAGE, job_id)
+    work.requeue(job_id, [lot.lot_id for lot in claimed], "rate limited")  # the batch failed meanwhile
+    assert _statuses(engine, job_id) == {"lot-0": store.CANCELLED, "lot-1": store.CANCELLED}
+    assert [job for job in work.waiting_jobs() if job.job_id == job_id] == []

@@ -58,7 +58,6 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
     producer.flush()
     with engine.begin() as conn:
         postgres_arrivals.enqueue(conn, STAGE, settled, status=store.SKIPPED)
-        cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in waiting})
-        postgres_arrivals.enqueue(conn, STAGE, [lot for lot in waiting if lot.job_id not in cancelled])
+        postgres_arrivals.enqueue(conn, STAGE, waiting)  # a cancelled job's lots arrive cancelled
         for job_id in cancellations:
             store.cancel_job(conn, STAGE, job_id)

@@ -36,5 +36,4 @@ def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[
                 postgres_arrivals.enqueue(conn, STAGE, arrivals)
                 arrivals = []
                 store.cancel_job(conn, STAGE, event.job_id)
-        cancelled = store.cancelled_jobs(conn, STAGE, {lot.job_id for lot in arrivals})
-        postgres_arrivals.enqueue(conn, STAGE, [lot for lot in arrivals if lot.job_id not in cancelled])
+        postgres_arrivals.enqueue(conn, STAGE, arrivals)  # a cancelled job's lots arrive cancelled

@@ -8,6 +8,7 @@ Functions take a connection (the intake handlers call them inside their consumer
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,11 +33,21 @@ WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
 IN_QUEUE = "l.status = 'waiting' AND l.place > j.claimed_place"
 
 
-def take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[str, int]:
-    """Hand out the next places of each job's queue; the place before each job's first.
+@dataclass(frozen=True)
+class Places:
+    """A job's new places: they follow `before`; `cancelled` as of the job's row, locked."""
+
+    before: int
+    cancelled: bool
+
+
+def take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[str, Places]:
+    """Hand out the next places of each job's queue, with whether the job is cancelled.
 
     Jobs are locked in job order, so two transactions never deadlock on them; the lock is held to
-    the commit, so a claim never passes a place whose lot is not committed yet.
+    the commit, so a claim never passes a place whose lot is not committed yet. The flag is read
+    from the locked row: read before, it missed a cancellation committing meanwhile (from another
+    topic, often on another instance), and the lot was queued after it and paid for.
     """
     rows = conn.execute(text("""
         INSERT INTO stage_jobs AS j (stage, job_id, last_place)
@@ -44,9 +55,9 @@ def take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[st
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(job_id text, n bigint)
          ORDER BY v.job_id
         ON CONFLICT (stage, job_id) DO UPDATE SET last_place = j.last_place + EXCLUDED.last_place
-        RETURNING job_id, last_place"""),
+        RETURNING job_id, last_place, cancelled"""),
         {"stage": stage, "rows": json_rows({"job_id": job_id, "n": n} for job_id, n in counts.items())})
-    return {row.job_id: row.last_place - counts[row.job_id] for row in rows}
+    return {row.job_id: Places(row.last_place - counts[row.job_id], row.cancelled) for row in rows}
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
@@ -191,17 +202,18 @@ def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
     """
     if not lot_ids:
         return
-    before = take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
+    places = take_places(conn, stage, {job_id: len(lot_ids)})[job_id]
     conn.execute(text("""
         UPDATE stage_lots AS l
            SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN :sent ELSE :sent - 1 END,
-               status = :waiting, shard_id = NULL, place = v.place, last_error = :error,
+               status = :status, shard_id = NULL, place = v.place, last_error = :error,
                enqueued_at = now(), updated_at = now()
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, place bigint)
          WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
-        {"waiting": WAITING, "sent": int(sent), "error": error, "stage": stage, "job_id": job_id,
+        {"waiting": WAITING, "status": CANCELLED if places.cancelled else WAITING, "sent": int(sent),
+         "error": error, "stage": stage, "job_id": job_id,
          "rows": json_rows({"lot_id": lot_id, "place": place}
-                           for place, lot_id in enumerate(lot_ids, start=before + 1))})
+                           for place, lot_id in enumerate(lot_ids, start=places.before + 1))})
 
 
 def _text_array(values: Sequence[str]) -> Any:

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, text
 
 from lotlens_common.db import append_rows, copy_row, json_rows
-from lotlens_common.stage.adapters.postgres import WAITING, take_places
+from lotlens_common.stage.adapters.postgres import CANCELLED, WAITING, take_places
 from lotlens_common.stage.work import LotWork
 
 _COPY = "COPY stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place) FROM STDIN"
@@ -29,9 +29,10 @@ _COUNT_ARRIVED = text("""
 _INSERT_NEW = text("""
     WITH arrived AS (
         INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
-        SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, v.work, :status, v.place
+        SELECT :stage, v.job_id, v.lot_id, v.client_id, v.total_lots, v.work, v.status, v.place
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint)
+               AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint,
+                    status text)
         ON CONFLICT (stage, job_id, lot_id) DO NOTHING
         RETURNING job_id)
     UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
@@ -47,19 +48,22 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: 
     counts: dict[str, int] = {}
     for lot in lots:
         counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
-    before = take_places(conn, stage, counts)
+    taken = take_places(conn, stage, counts)
+    last = {job_id: job.before for job_id, job in taken.items()}
     places = []
     for lot in lots:
-        before[lot.job_id] += 1
-        places.append(before[lot.job_id])
+        last[lot.job_id] += 1
+        places.append(last[lot.job_id])
+    # A cancelled job's lots arrive cancelled: counted, never sent.
+    statuses = [CANCELLED if status == WAITING and taken[lot.job_id].cancelled else status for lot in lots]
     rows = b"".join(copy_row((stage, lot.job_id, lot.lot_id, lot.client_id, str(lot.total_lots),
-                               lot.work.model_dump_json(), status, str(place)))
-                    for lot, place in zip(lots, places, strict=True))
+                               lot.work.model_dump_json(), lot_status, str(place)))
+                    for lot, place, lot_status in zip(lots, places, statuses, strict=True))
     if not append_rows(conn, _COPY, rows):
-        conn.execute(_INSERT_NEW, {"stage": stage, "status": status, "rows": json_rows(
+        conn.execute(_INSERT_NEW, {"stage": stage, "rows": json_rows(
             {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
-             "total_lots": lot.total_lots, "work": lot.work, "place": place}
-            for lot, place in zip(lots, places, strict=True))})
+             "total_lots": lot.total_lots, "work": lot.work, "place": place, "status": lot_status}
+            for lot, place, lot_status in zip(lots, places, statuses, strict=True))})
         return
     conn.execute(_COUNT_ARRIVED, {"stage": stage, "rows": json_rows(
         {"job_id": job_id, "n": n} for job_id, n in counts.items())})
