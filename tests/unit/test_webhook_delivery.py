@@ -88,7 +88,9 @@ def test_a_host_resolving_to_a_private_address_is_refused_before_connecting():
     with GuardedTransport(False, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
         outcome = post_webhook(transport, "http://internal.example.com/hook", b"{}", {}, 2.0)
     assert not outcome.succeeded
-    assert outcome.error is not None and "internal.example.com resolves to 10.0.0.5, a " in outcome.error
+    # The address stays out: with the cluster's resolver, a customer could map its internal names.
+    assert outcome.error is not None and "internal.example.com resolves to a private address" in outcome.error
+    assert "10.0.0.5" not in outcome.error
 
 
 @pytest.mark.parametrize(("address", "allow_loopback"), [("127.0.0.1", False), ("169.254.169.254", True),
@@ -102,9 +104,8 @@ def test_loopback_without_the_switch_and_internal_addresses_always_are_refused(a
         outcome = post_webhook(transport, "http://hooks.example.com/x", b"{}", {}, 2.0)
     # The guard's own refusal: with the guard off, "Connection refused" from the OS must not pass.
     assert not outcome.succeeded and outcome.error is not None
-    shown = ipaddress.ip_address(address)  # the guard prints the parsed form (::ffff:c0a8:101)
-    assert f"hooks.example.com resolves to {shown}, a " in outcome.error
-    assert "address: refused" in outcome.error
+    assert "hooks.example.com resolves to a " in outcome.error and "address: refused" in outcome.error
+    assert address not in outcome.error and str(ipaddress.ip_address(address)) not in outcome.error
 
 
 def test_webhook_headers_carry_the_003_signature_and_standard_webhooks_signatures_for_each_secret():

@@ -213,7 +213,7 @@ def reachable(host: str, addresses: list[IPAddress], allow_loopback: bool) -> li
         # One bad address is enough: the connection could land on it.
         reason = address_refusal(address, allow_loopback)
         if reason:
-            raise BlockedDestination(f"{host} resolves to {address}, a {reason} address: refused")
+            raise BlockedDestination(f"{host} resolves to a {reason} address: refused")
     return addresses
 
 

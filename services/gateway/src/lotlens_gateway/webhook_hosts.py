@@ -26,7 +26,7 @@ async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool
     for address in addresses:
         reason = address_refusal(address, allow_loopback)
         if reason:
-            return f"{host} resolves to {address}, a {reason} address"
+            return f"{host} resolves to a {reason} address"
     return None
 
 
