@@ -4,7 +4,7 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 PY := .venv/bin/python
 INFRA_ENV = eval "$$(scripts/infra.sh env)"
 
-.PHONY: bootstrap infra browser up down test lint typecheck pytest bench chaos smoke-openai
+.PHONY: bootstrap infra browser tools up down test lint typecheck pytest bench chaos smoke-openai
 
 bootstrap:
 	@scripts/bootstrap.sh

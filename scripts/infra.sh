@@ -185,17 +185,23 @@ kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$DE
 # The marker names the version and the pom's hash: editing the pom triggers a new download.
 kafka_marker() { echo "kafka_2.13 $(kafka_version) $(sha256sum <"$DEPLOY/pom.xml" | cut -c1-16)"; }
 
+# Maven checks each jar against Maven Central's checksum (--strict-checksums: a mismatch fails;
+# Maven 3's default only warns, and -q hid the warning); the jars' hashes are then kept, so a jar
+# changed or cut short since is fetched again, not run.
+kafka_jars_intact() { (cd "$KAFKA_LIB" && sha256sum --quiet --strict -c .sha256) >/dev/null 2>&1; }
+
 install_kafka() {
   command -v java >/dev/null || apt_install default-jre-headless
-  [ "$(cat "$KAFKA_LIB/.installed" 2>/dev/null)" = "$(kafka_marker)" ] && return 0
+  [ "$(cat "$KAFKA_LIB/.installed" 2>/dev/null)" = "$(kafka_marker)" ] && kafka_jars_intact && return 0
   command -v mvn >/dev/null || apt_install maven
   log "fetching Kafka $(kafka_version) jars with Maven into $KAFKA_LIB"
   mkdir -p "$KAFKA_DIR/logs"
   # Copy into a fresh folder and swap it in, so an interrupted download never looks complete.
   rm -rf "$KAFKA_LIB.tmp"
-  mvn -q -B -f "$DEPLOY/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+  mvn -q -B --strict-checksums -f "$DEPLOY/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$KAFKA_LIB.tmp" >"$KAFKA_DIR/logs/mvn.log" 2>&1 \
     || { show_tail "$KAFKA_DIR/logs/mvn.log"; die "Maven could not fetch the Kafka jars"; }
+  (cd "$KAFKA_LIB.tmp" && sha256sum -- *.jar >.sha256)
   rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"
   kafka_marker >"$KAFKA_LIB/.installed"
 }

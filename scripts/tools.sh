@@ -25,13 +25,16 @@ build() {  # build <name> <module path> <version> [<binary go installs>]: lands 
   ln -sf "$target" "$TOOLS/$name"
 }
 
+# First, so the alert tests have it even where Go is missing. Without recommends: they are
+# node-exporter and its collectors, daemons that would listen on every interface.
+if ! command -v promtool >/dev/null; then
+  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+  apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get "$@" >&2; }
+  apt_get install -y -qq --no-install-recommends prometheus \
+    || { apt_get update -qq && apt_get install -y -qq --no-install-recommends prometheus; }
+fi
+
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
 build toxiproxy-server github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" server
-
-if ! command -v promtool >/dev/null; then
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
-  as_root apt-get install -y -qq prometheus >&2 \
-    || { as_root apt-get update -qq >&2 && as_root apt-get install -y -qq prometheus >&2; }
-fi
 echo "$TOOLS"

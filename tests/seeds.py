@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-SEEDS = Path(__file__).resolve().parents[2] / "shared" / "seeds"
+# `../shared` beside the repository, as CI lays it out.
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SEEDS = SHARED / "seeds"
 
 API_V2 = SEEDS / "003_f2ae4583ea959c59.txt"
 API_V1 = SEEDS / "004_c6f2deaf50482dd3.txt"

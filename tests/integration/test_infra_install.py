@@ -1,0 +1,42 @@
+"""`scripts/infra.sh install` runs only jars Maven checked against Maven Central's checksums, and
+fetches again a jar changed or cut short since: an interrupted copy or a corrupted file was run as
+it was, on every later start, because the install marker named only the version."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_jar_changed_after_its_download_is_fetched_again(tmp_path: Path, infra: object) -> None:
+    ours = Path(os.environ.get("LOTLENS_STATE_DIR", ROOT / ".state")) / "kafka" / "lib"
+    assert (ours / ".installed").is_file(), "the test session's infra installed Kafka here"
+    state = tmp_path / "state"
+    shutil.copytree(ours, state / "kafka" / "lib")
+    lib = state / "kafka" / "lib"
+    jar = sorted(lib.glob("kafka-clients-*.jar"))[0]
+    good = hashlib.sha256(jar.read_bytes()).hexdigest()
+    with jar.open("r+b") as damaged:  # a download cut short
+        damaged.truncate(jar.stat().st_size // 2)
+
+    env = {**os.environ, "LOTLENS_STATE_DIR": str(state)}
+    subprocess.run([str(ROOT / "scripts" / "infra.sh"), "install"], env=env, check=True, timeout=600,
+                   capture_output=True)
+    assert hashlib.sha256(jar.read_bytes()).hexdigest() == good
+    maven_log = state / "kafka" / "logs" / "mvn.log"
+    fetched = maven_log.stat().st_mtime_ns
+
+    subprocess.run([str(ROOT / "scripts" / "infra.sh"), "install"], env=env, check=True, timeout=600,
+                   capture_output=True)
+    assert maven_log.stat().st_mtime_ns == fetched, "intact jars were fetched again"
+    # Maven itself refuses a jar whose checksum is not Maven Central's (its default only warns).
+    assert "--strict-checksums" in (ROOT / "scripts" / "infra.sh").read_text()
