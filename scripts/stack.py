@@ -52,13 +52,16 @@ def _environment() -> dict[str, str]:
 
 
 def _alive(name: str) -> bool:
+    """Whether the pid file names a process this script started: pids get reused (a pid file left
+    by a reboot or a crash named some other process, which `down` then killed, or whose group it
+    failed to signal, leaving Kafka and PostgreSQL up)."""
     pid_file = RUN / f"{name}.pid"
-    if not pid_file.exists():
-        return False
     try:
-        os.kill(int(pid_file.read_text()), 0)
-        return True
-    except (ProcessLookupError, ValueError):
+        pid = int(pid_file.read_text())
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        # Each was started in a session of its own, running LotLens or the example image server.
+        return os.getpgid(pid) == pid and (b"lotlens" in command or b"http.server" in command)
+    except (OSError, ValueError):
         return False
 
 
