@@ -117,6 +117,23 @@ def test_a_malformed_head_is_400_in_the_contract_format(gateway: Gateway) -> Non
         assert_refused(read_to_close(sock), 400, "INVALID_HTTP")
 
 
+def test_a_request_framed_both_by_length_and_by_chunks_is_400_then_closed(gateway: Gateway) -> None:
+    """RFC 9112 6.1: such a request is refused or its connection closed. It was served (framed by
+    the chunks) and the connection kept: a proxy framing by Content-Length in front would pass a
+    smuggled request through as the next one (here the pipelined GET /livez was answered 200)."""
+    body = b'{"lots": []}'
+    smuggled = (b"POST /api/v1/generate-descriptions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + f"{len(body):x}".encode() + b"\r\n" + body + b"\r\n0\r\n\r\n"
+                + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+    with connect(gateway) as sock:
+        sock.sendall(smuggled)
+        raw = read_to_close(sock)
+    assert raw.count(b"HTTP/1.1 ") == 1, raw
+    assert_refused(raw, 400, "INVALID_HTTP")
+    assert "date" in answer_of(raw)[1]  # RFC 9110 6.6.1: an origin server with a clock sends Date
+
+
 def test_a_head_under_the_limit_is_served_and_the_connection_kept(gateway: Gateway) -> None:
     with connect(gateway) as sock:
         for _ in range(2):

@@ -169,6 +169,8 @@ def test_polling_without_a_signature_is_401_and_with_a_wrong_one_403(
     job_id = insert_running_job(engine, gateway.client_id)
     unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-status/{job_id}")
     assert unsigned.status_code == 401 and unsigned.json()["code"] == "MISSING_SIGNATURE"
+    # RFC 9110 11.6.1: a 401 carries a challenge; some clients take one without it for an error.
+    assert unsigned.headers["www-authenticate"].startswith("HMAC-SHA256 ")
     other_id = httpx2.get(f"{gateway.url}/api/v1/batch-status/{job_id}",
                          headers={"X-Signature": gateway.sign("another-job-id")})
     assert other_id.status_code == 403 and other_id.json()["code"] == "INVALID_SIGNATURE"
@@ -247,3 +249,18 @@ def test_cancelling_a_finished_job_is_400_with_its_status(gateway: Gateway, engi
     body = response.json()
     assert body["error"] == "Job cannot be cancelled" and body["status"] == "completed"
     assert body["message"].endswith("Current status: completed")
+
+
+def test_no_api_answer_may_be_stored_by_a_cache(gateway: Gateway, engine: Engine) -> None:
+    """Signed per-client answers behind a shared cache: without `no-store` a 200 is heuristically
+    cacheable (RFC 9111 4.2.2), and X-Signature, unlike Authorization, does not stop a shared
+    cache from serving it to the next asker, signed or not, or a finished job as still running."""
+    running = insert_running_job(engine, gateway.client_id)
+    done = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+    answers = [gateway.get_job(STATUS, running), gateway.get_job(RESULTS, running),
+               gateway.get_job(RESULTS, done), gateway.get_job(DOWNLOAD, done),
+               gateway.get_job(STATUS, "no-such-job"),
+               httpx2.get(f"{gateway.url}{STATUS.format(job_id=done)}"), gateway.list_jobs("")]
+    assert [answer.status_code for answer in answers] == [200, 202, 200, 200, 404, 401, 200]
+    for answer in answers:
+        assert answer.headers.get("cache-control") == "no-store", answer.request.url

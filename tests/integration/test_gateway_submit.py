@@ -277,6 +277,8 @@ def test_an_idempotency_key_replays_the_first_answer_and_refuses_another_body(
     again = gateway.submit(lots, headers=key)
     assert first.status_code == again.status_code == 201
     assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    # RFC 9110 15.3.2: a 201 without Location names the request's own URI as the thing created.
+    assert again.headers["location"] == first.headers["location"]
     body = assert_error(gateway.submit(make_lots(2), headers=key), 409, "IDEMPOTENCY_KEY_REUSED")
     assert body["details"]["idempotency_key"] == "order-42"
     # Keys belong to a client: another client's "order-42" is another request.

@@ -75,6 +75,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(HeadAsGet)
+    app.add_middleware(NoStore)
     app.add_middleware(RequestCounter, metrics=deps.metrics)
     if tracing.enabled():
         app.add_middleware(RequestTracer)
@@ -112,6 +113,31 @@ class RequestCounter:
             method = scope["method"] if scope["method"] in _KNOWN_METHODS else "other"
             labels = {"method": method, "route": route, "status": str(status[0])}
             self._metrics.http_requests.labels(**labels).inc()
+
+
+class NoStore:
+    """`Cache-Control: no-store` on every API answer, errors and 202s too. They are per client and
+    change as the job runs: without it a 200 is heuristically cacheable (RFC 9111 4.2.2), and the
+    X-Signature header, unlike Authorization, does not keep a shared cache from serving a stored
+    answer to the next asker, signed or not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through, marking an API answer's head."""
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self._app(scope, receive, send)
+            return
+
+        async def marked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(name, value) for name, value in message.get("headers", [])
+                           if name.lower() != b"cache-control"]
+                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+            await send(message)
+
+        await self._app(scope, receive, marked)
 
 
 class HeadAsGet:

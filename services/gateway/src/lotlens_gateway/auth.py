@@ -71,10 +71,14 @@ SIGNS_LOTS = Signed("the body's `lots` array serialised compactly with sorted ke
                     where=f"the body's `signature` field (or an {SIGNATURE_HEADER} header)")
 
 
+CHALLENGE = 'HMAC-SHA256 realm="lotlens", header="X-Signature"'
+
+
 def missing_signature(signed: Signed) -> ApiError:
     """401: the request carries no signature; says what to sign."""
+    # RFC 9110 11.6.1: a 401 names a challenge; some HTTP stacks treat one without it as an error.
     return ApiError(401, "MISSING_SIGNATURE", f"This request must be signed. {signed.sentence()}",
-                    details=signed.details())
+                    details=signed.details(), headers={"WWW-Authenticate": CHALLENGE})
 
 
 def invalid_signature(signed: Signed) -> ApiError:

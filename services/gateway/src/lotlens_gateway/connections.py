@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from email.utils import formatdate
 from typing import Any, cast
 
 import h11
@@ -47,7 +48,18 @@ class _MeasuredConnection(h11.Connection):
         if isinstance(event, h11.Request) and head_bytes(event) > self.max_head_bytes:
             self.refusal = 431
             raise h11.RemoteProtocolError("request head too large", error_status_hint=431)
+        if isinstance(event, h11.Request) and _framed_twice(event):
+            # RFC 9112 6.1: refuse, or close after answering. h11 framed it by the chunks and kept
+            # the connection: behind a proxy framing by Content-Length, a request smuggled in the
+            # body would have been served as the next one.
+            raise h11.RemoteProtocolError("a request framed by both Content-Length and "
+                                          "Transfer-Encoding", error_status_hint=400)
         return event
+
+
+def _framed_twice(request: h11.Request) -> bool:
+    names = {name for name, _ in request.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
 
 
 def head_bytes(request: h11.Request) -> int:
@@ -60,8 +72,8 @@ def raw_answer(status: int, code: str, message: str, details: dict[str, Any]) ->
     """A complete `Connection: close` HTTP answer with the contract's error body."""
     body = json.dumps({"error": TITLES.get(status, "Error"), "message": message, "code": code,
                        "details": details}).encode()
-    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n")
+    head = (f"HTTP/1.1 {status} {_REASONS[status]}\r\ndate: {formatdate(usegmt=True)}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(body)}\r\nconnection: close\r\n\r\n")
     return head.encode() + body
 
 

@@ -121,8 +121,10 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         fingerprint = await run_in_threadpool(request_hash, raw)
         replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
         if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code,
-                                headers={"Idempotent-Replayed": "true"})
+            replayed = {"Idempotent-Replayed": "true"}
+            if replay.status_code == 201:  # a 201 without Location names this URI as the job
+                replayed["Location"] = _status_url(str(replay.body["job_id"]))
+            return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
     bind_log_context(job_id=job_id)
     try:
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
@@ -155,7 +157,11 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
                                    _remembered(deps, client_id, key))
-    return 201, body, {"Location": f"/api/v1/batch-status/{job_id}"}
+    return 201, body, {"Location": _status_url(job_id)}
+
+
+def _status_url(job_id: str) -> str:
+    return f"/api/v1/batch-status/{job_id}"
 
 
 async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:

@@ -11,6 +11,7 @@ import orjson
 
 from lotlens_openai_standin.answer_rules import chat_prompt, estimate_tokens, responses_prompt
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
+from lotlens_openai_standin.files import LINE_BUFFER
 
 MAX_REQUESTS = 50_000
 MAX_INPUT_BYTES = 200 * 1024 * 1024
@@ -98,7 +99,7 @@ def validate_input_file(path: Path, endpoint: str) -> InputSummary:
                                           "maximum.", param="input_file_id"))
         return summary
     seen: set[str] = set()
-    with path.open("rb") as lines:
+    with path.open("rb", buffering=LINE_BUFFER) as lines:
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue

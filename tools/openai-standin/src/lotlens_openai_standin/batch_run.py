@@ -18,6 +18,7 @@ import orjson
 
 from lotlens_openai_standin.answers import answer, usage_tokens
 from lotlens_openai_standin.api_errors import ApiError, server_error
+from lotlens_openai_standin.files import LINE_BUFFER
 from lotlens_openai_standin.ids import new_id
 
 UNEXECUTED_MESSAGES = {
@@ -60,7 +61,7 @@ def _execute(request: Mapping[str, Any], endpoint: str,
 def _read_lines(path: Path, offset: int, count: int | None) -> tuple[list[bytes], int]:
     """Up to `count` non-blank lines from a byte offset (all when None), and the offset after them."""
     lines: list[bytes] = []
-    with path.open("rb") as source:
+    with path.open("rb", buffering=LINE_BUFFER) as source:
         source.seek(offset)
         while count is None or len(lines) < count:
             raw = source.readline()

@@ -22,6 +22,9 @@ ANY_FILE_LIMIT = 512 * MB
 UPLOAD_PURPOSES = ("assistants", "batch", "fine-tune", "vision", "user_data", "evals")
 BATCH_FILE_TTL_SECONDS = 30 * 24 * 3600
 _CHUNK = 1 * MB
+# Files read line by line (batch input) through a buffer this big: each read lets go of the GIL,
+# and the batch runner's thread then waited for it while the event loop served requests.
+LINE_BUFFER = 1 * MB
 
 
 class _ContentResponse(FileResponse):

@@ -8,6 +8,11 @@ from typing import Any, BinaryIO
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.stage.work import LotWork
 
+# Each write to the file lets go of the GIL, and while the service's other thread was busy, each
+# waited to get it back: with the default 8 KB buffer, writing 50,000 lines took 9.5 s instead of
+# 0.03 s beside a busy thread; with this buffer, 0.17 s.
+WRITE_BUFFER = 1 << 20
+
 
 class JsonlWriter:
     """Streams request lines into the shard's JSONL file, never past the byte limit."""
@@ -27,7 +32,7 @@ class JsonlWriter:
         kept that lot, and every lot behind it, waiting round after round, for good.
         """
         if self._out is None:
-            self._out = self.path.open("wb")
+            self._out = self.path.open("wb", buffering=WRITE_BUFFER)
         for lot, body in requests:
             line = batch_line(lot.lot_id, body)
             if self.overflow or (self.written and self.size + len(line) > self.limit):
