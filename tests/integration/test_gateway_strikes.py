@@ -4,6 +4,9 @@ are untouched. The address is the one uvicorn trusts from X-Forwarded-For (loopb
 
 from __future__ import annotations
 
+import socket
+from urllib.parse import urlsplit
+
 import httpx2
 import pytest
 from sqlalchemy import Engine, text
@@ -67,3 +70,19 @@ def test_authenticated_jobs_refused_for_what_they_hold_are_no_strikes(
         for _ in range(3):
             assert gw.submit(lots + lots[:1], headers=_from(STRANGER)).status_code == 409
         assert gw.submit(make_lots(30), headers=_from(STRANGER)).status_code == 201
+
+
+def test_a_struck_out_address_asking_to_continue_gets_its_429_before_sending_the_body(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """curl asks `Expect: 100-continue` before a big body: the gateway said 100 Continue and took
+    the whole upload (up to 64 MB) only to refuse it; RFC 9110 10.1.1 lets it answer at once."""
+    with running_gateway(settings, engine, intake_strikes_limit=1, max_lot_bytes=2000) as gw:
+        assert gw.submit(make_lots(30), key="not-a-client-key", headers=_from(STRANGER)).status_code == 403
+        address = urlsplit(gw.url)
+        target = (address.hostname or "127.0.0.1", address.port or 80)
+        with socket.create_connection(target, timeout=10) as sock:
+            sock.sendall(b"POST /api/v1/generate-descriptions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/json\r\nContent-Length: 5000000\r\n"
+                         b"Expect: 100-continue\r\nX-Forwarded-For: " + STRANGER.encode() + b"\r\n\r\n")
+            first = sock.recv(65536)
+        assert first.startswith(b"HTTP/1.1 429 "), first[:200]

@@ -66,8 +66,12 @@ async def drain_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -
     """Read the body under the same rules and drop it as it arrives; how many bytes it had.
 
     For a request answered without its body: answering while the client still uploads would
-    reset its connection before it reads the answer.
+    reset its connection before it reads the answer. A client waiting for `100 Continue` has sent
+    nothing yet: reading would invite the whole upload (curl asks before a big body) only to refuse
+    it, and RFC 9110 10.1.1 lets the final answer come at once.
     """
+    if request.headers.get("expect", "").lower() == "100-continue":
+        return 0
     dropped = 0
     async for chunk in _chunks(request, max_bytes, timeouts):
         dropped += len(chunk)
