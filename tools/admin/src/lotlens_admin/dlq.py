@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 import uuid
@@ -149,6 +150,15 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+# A URL's query and userinfo: where customers' image URLs carry their signatures (S3's
+# X-Amz-Signature, GCS's X-Goog-Signature, Azure's sig=) and webhook URLs their tokens.
+_URL_SECRETS = re.compile(r"(https?://)[^/\s\"'?#@]*@|(https?://[^\s\"'?#]*)\?[^\s\"'#]*")
+
+
+def _hide_url_secrets(text: str) -> str:
+    return _URL_SECRETS.sub(lambda m: m.group(1) if m.group(1) else f"{m.group(2)}?…", text)
+
+
 def _show(args: argparse.Namespace) -> int:
     found = read_letters(KafkaSettings(), TopicSettings().dead_letter)
     matches = [letter for letter in found.letters if letter.position == args.position_arg]
@@ -161,11 +171,12 @@ def _show(args: argparse.Namespace) -> int:
     except ValueError:
         body = (letter.value or b"").decode(errors="replace")
     key = letter.key.decode(errors="replace") if letter.key else None
-    print(json.dumps({"position": letter.position, "replayed": letter.position in found.replayed,
-                      "group": letter.group, "reason": letter.reason, "error": letter.error,
-                      "source": letter.source, "key": key,
-                      "headers": {k: _header(letter.headers, k) for k, _ in letter.headers},
-                      "message": body}, indent=2, ensure_ascii=False))
+    shown = json.dumps({"position": letter.position, "replayed": letter.position in found.replayed,
+                        "group": letter.group, "reason": letter.reason, "error": letter.error,
+                        "source": letter.source, "key": key,
+                        "headers": {k: _header(letter.headers, k) for k, _ in letter.headers},
+                        "message": body}, indent=2, ensure_ascii=False)
+    print(shown if args.reveal else _hide_url_secrets(shown))
     return 0
 
 
@@ -201,6 +212,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     listing.set_defaults(handler=_list)
     show = commands.add_parser("show", help="one dead letter in full: error, headers, message")
     show.add_argument("position_arg", metavar="PARTITION:OFFSET")
+    show.add_argument("--reveal", action="store_true",
+                      help="print URLs whole (their query strings hold customers' credentials)")
     show.set_defaults(handler=_show)
     again = commands.add_parser("replay", help="send dead letters back to their source topic, each "
                                 "to the group that failed it (already replayed ones are skipped)")
