@@ -4,8 +4,13 @@ For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the lik
 "batch" sends its lines through `call` (bounded concurrency; 429/Retry-After honoured by
 `call_responses`) and returns it already `completed`, with output and error files in the work
 folder written in the Batch API's line format: the runner collects it like any other batch.
-A batch of a process that died is unknown here, so it reads as `failed` and its lots are sent
-again: on a self-hosted backend a repeated request costs time, not money.
+
+The files are kept for `KEPT_S`, so a collection that failed (Kafka or PostgreSQL down) reads
+them again, and a process restarted on the same folder collects its predecessor's batches from
+them. A batch unknown here and younger than `ORPHANED_AFTER_S` is another live instance's, left
+to it; an older one's maker is gone with its answers, and its lots are sent again (on a paid
+endpoint, paid again). Before, both read as lost at once: each instance sent the other's lots
+again, and a failed collection sent every lot of its batch again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,19 @@ def _status(exc: ModelError) -> int:
     return 408 if isinstance(exc, ModelTimeoutError) else 503
 
 
+# A live instance collects a direct batch it made in the next round or two (it is finished when
+# made); one that nobody has collected after this long was made by a process that is gone.
+ORPHANED_AFTER_S = 300.0
+# How long a batch's result files are kept after it was made.
+KEPT_S = 3600.0
+
+
+def _made_at(batch_id: str) -> float | None:
+    """When a batch was made, from its id (`direct-batch-<unix seconds>-<hex>`)."""
+    parts = batch_id.split("-")
+    return float(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+
+
 class DirectBatches:
     """BatchesPort over a synchronous Responses endpoint."""
 
@@ -56,9 +74,10 @@ class DirectBatches:
 
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         """Send every line; the batch is finished when this returns."""
-        batch_id = f"direct-batch-{uuid.uuid4().hex}"
+        self._forget_old()
+        batch_id = f"direct-batch-{int(time.time())}-{uuid.uuid4().hex}"
         source = self.work_dir / input_file_id
-        output, errors = (self.work_dir / f"{batch_id}-{kind}" for kind in ("output", "errors"))
+        output, errors = self._result_files(batch_id)
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(line: Mapping[str, Any]) -> tuple[bool, bytes]:
@@ -75,19 +94,43 @@ class DirectBatches:
         lines = [orjson.loads(raw) for raw in source.read_bytes().splitlines() if raw.strip()]
         source.unlink()
         answers = await asyncio.gather(*(one(line) for line in lines))
-        output.write_bytes(b"".join(text + b"\n" for ok, text in answers if ok))
-        errors.write_bytes(b"".join(text + b"\n" for ok, text in answers if not ok))
-        batch = {"id": batch_id, "status": "completed", "created_at": int(time.time()),
-                 "metadata": dict(metadata), "input_file_id": input_file_id,
-                 "output_file_id": output.name, "error_file_id": errors.name}
+        # The output file last, each whole before it is named: its presence says both are complete.
+        for path, ok_lines in ((errors, False), (output, True)):
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(b"".join(text + b"\n" for ok, text in answers if ok == ok_lines))
+            partial.replace(path)
+        batch = self._completed(batch_id, metadata, input_file_id)
         self.batches[batch_id] = batch
         return dict(batch)
 
+    def _result_files(self, batch_id: str) -> tuple[Path, Path]:
+        return self.work_dir / f"{batch_id}-output", self.work_dir / f"{batch_id}-errors"
+
+    def _completed(self, batch_id: str, metadata: Mapping[str, str],
+                   input_file_id: str | None) -> dict[str, Any]:
+        output, errors = self._result_files(batch_id)
+        return {"id": batch_id, "status": "completed", "created_at": int(_made_at(batch_id) or time.time()),
+                "metadata": dict(metadata), "input_file_id": input_file_id,
+                "output_file_id": output.name, "error_file_id": errors.name}
+
+    def _forget_old(self) -> None:
+        """Drop the batches made more than `KEPT_S` ago, with their result files."""
+        for batch_id in [b for b in self.batches if time.time() - (_made_at(b) or 0.0) > KEPT_S]:
+            del self.batches[batch_id]
+            for path in self._result_files(batch_id):
+                path.unlink(missing_ok=True)
+
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
-        """The batch; one made by a process that died reads as failed."""
+        """The batch: this process's, its predecessor's on this folder (from its files), another
+        live instance's (running, to be left to it), or one whose maker is gone (failed)."""
         known = self.batches.get(batch_id)
         if known is not None:
             return dict(known)
+        if self._result_files(batch_id)[0].exists():
+            return self._completed(batch_id, {}, None)
+        made = _made_at(batch_id)
+        if made is not None and time.time() - made < ORPHANED_AFTER_S:
+            return {"id": batch_id, "status": "in_progress", "created_at": int(made)}
         return {"id": batch_id, "status": "failed",
                 "errors": {"data": [{"code": "direct_batch_lost",
                                      "message": "made by a process that is gone"}]}}
@@ -103,11 +146,10 @@ class DirectBatches:
         return await self.retrieve_batch(batch_id)
 
     async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
-        """A result file's lines; it is deleted once read (nothing reads it twice)."""
+        """A result file's lines (kept: a failed collection reads them again)."""
         path = self.work_dir / file_id
         if not path.exists():
             return
         for line in path.read_bytes().splitlines():
             if line.strip():
                 yield line
-        path.unlink(missing_ok=True)

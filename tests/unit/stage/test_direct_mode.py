@@ -1,0 +1,72 @@
+"""Direct mode with more than one instance, and a collection that fails: a batch another live
+instance made is not "lost", and its results are still there when its collection is retried.
+Either way every lot was sent to the model again (on a paid endpoint, paid twice) and its result
+published a second time under a new event id."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lotlens_common.events import VisionCompleted
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.producer import PublishError
+from lotlens_common.stage.adapters.direct import DirectBatches
+from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.runner import step
+from lotlens_common.stage.submit import flush_due
+from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
+from tests.unit.stage.conftest import World, dead_images_unreachable, lots
+from tests.unit.stage.fakes import described
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        self.calls += 1
+        return described(body["input"][0]["content"][-1]["text"], body)
+
+
+def instance(world: World, call: Counting, folder: Path) -> Stage[Any]:
+    folder.mkdir(exist_ok=True)
+    spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
+    return Stage(spec, world.store, DirectBatches(call, 4, folder), world.publisher, world.settings)
+
+
+def results(world: World) -> list[str]:
+    return sorted(event.lot_id for event in world.of(VisionCompleted))
+
+
+def test_an_instance_leaves_a_batch_another_live_instance_made_to_it(world: World, tmp_path: Path) -> None:
+    call = Counting()
+    first, second = instance(world, call, tmp_path / "a"), instance(world, call, tmp_path / "b")
+    world.store.add(lots(3))
+    asyncio.run(flush_due(first))  # sent and answered; its instance collects it at its next watch
+    asyncio.run(step(second, watching=True))
+    asyncio.run(step(first, watching=True))
+    asyncio.run(step(second, watching=True))
+    assert call.calls == 3
+    assert results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+
+
+def test_a_collection_that_failed_to_publish_finds_the_results_again(world: World, tmp_path: Path) -> None:
+    call = Counting()
+    stage = instance(world, call, tmp_path / "a")
+    world.store.add(lots(3))
+    asyncio.run(flush_due(stage))
+    publish = world.publisher.publish
+
+    def refused(*_args: object) -> None:
+        world.publisher.publish = publish  # type: ignore[method-assign]
+        raise PublishError("Kafka did not acknowledge")
+
+    world.publisher.publish = refused  # type: ignore[method-assign]
+    asyncio.run(step(stage, watching=True))  # the collection fails: nothing published, nothing settled
+    asyncio.run(step(stage, watching=True))
+    asyncio.run(step(stage, watching=True))
+    assert call.calls == 3
+    assert results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
