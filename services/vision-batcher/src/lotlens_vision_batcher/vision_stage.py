@@ -104,7 +104,8 @@ class VisionStage:
         most 500 images and 50 MB of them a request: images past that are left out of the request
         and listed with the missing ones, and the lot is described from the others.
         """
-        every_url = list(dict.fromkeys(url for lot in lots for url in lot.work.image_urls))
+        every_url = list(dict.fromkeys(url for lot in lots if not _failed_before(lot)
+                                       for url in lot.work.image_urls))
         sizes = self.recent.known(every_url)
         unchecked = [url for url in every_url if url not in sizes]
         if unchecked:
@@ -115,6 +116,10 @@ class VisionStage:
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
         for lot in lots:
+            if _failed_before(lot):  # its LotFailed may be out already: the same verdict again
+                reason = f"none of the lot's {len(lot.work.image_urls)} images could be fetched"
+                settled.append((lot, self.failure_event(lot, reason)))
+                continue
             refused = set(lot.work.refused_images)
             valid, _ = fit_request_images(
                 [url for url in lot.work.image_urls if url in usable and url not in refused], usable)
@@ -164,6 +169,12 @@ class VisionStage:
         """VisionBatchSubmitted."""
         return VisionBatchSubmitted(job_id=job_id, shard_id=shard_id, attempt=attempt,
                                     batch_id=batch_id, lot_ids=lot_ids)
+
+
+def _failed_before(lot: LotWork[VisionWork]) -> bool:
+    """Whether an earlier `prepare` found none of the lot's images usable and kept that verdict
+    (a lot sent again always had one: this is a preparation a crash cut short)."""
+    return bool(lot.work.image_urls) and set(lot.work.image_urls) <= set(lot.work.missing_images)
 
 
 def _valid_images(lot: LotWork[VisionWork]) -> list[str]:

@@ -189,11 +189,19 @@ async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
                    ) -> list[tuple[LotWork[Any], dict[str, Any]]]:
     """Requests for the lots that need the model; the others are settled here and now."""
     prepared = await stage.spec.prepare(lots)
-    stage.publisher.publish(lots[0].client_id, [about_lot("prepare", shard_id, lot.lot_id, event)
-                                                for lot, event in prepared.settled])
+    job_id = lots[0].job_id
     # Only what preparation changed is written: rewriting every claimed row's work doubled the
     # rows the claim had just written (a quarter of a 20,000-lot shard's submit time).
     claimed = {lot.lot_id: lot.work for lot in lots}
     changed = [lot for lot, _ in prepared.requests if lot.work != claimed[lot.lot_id]]
-    stage.store.save_prepared(lots[0].job_id, [lot.lot_id for lot, _ in prepared.settled], changed)
+    if prepared.settled:
+        # Their verdicts are kept before their events go out, and the lots marked settled after:
+        # a crash in between leaves the verdicts to the next `prepare`, which settles the lots
+        # alike (same event ids). Decided afresh, an image host back by then had a lot already
+        # announced failed sent to the model and described.
+        stage.store.save_prepared(job_id, [], [lot for lot, _ in prepared.settled
+                                               if lot.work != claimed[lot.lot_id]])
+        stage.publisher.publish(lots[0].client_id, [about_lot("prepare", shard_id, lot.lot_id, event)
+                                                    for lot, event in prepared.settled])
+    stage.store.save_prepared(job_id, [lot.lot_id for lot, _ in prepared.settled], changed)
     return prepared.requests
