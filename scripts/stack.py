@@ -112,7 +112,7 @@ def up() -> None:
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
     print(f"""
 LotLens is up.
-  gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /docs, health: /health, metrics: /metrics)
+  gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /openapi.json, health: /health, metrics: /metrics)
   console:    http://127.0.0.1:{GATEWAY_PORT}/console/
   client:     {client_id}
   client key: {key}

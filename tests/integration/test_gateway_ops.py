@@ -197,3 +197,15 @@ def test_head_is_answered_like_get_without_a_body(gateway: Gateway, engine: Engi
     assert unsigned.status_code == 401 and unsigned.content == b""
     text = httpx2.get(f"{gateway.url}/metrics").text
     assert 'lotlens_http_requests_total{method="HEAD",route="/livez",status="200"} 1.0' in text
+
+
+def test_no_page_on_the_consoles_origin_loads_scripts_from_elsewhere(gateway: Gateway) -> None:
+    """FastAPI's /docs and /redoc load Swagger UI and Redoc from a CDN (floating versions, no
+    integrity check, no CSP) on the origin where the console keeps the client's key in
+    sessionStorage: a CDN script there could read it. The document itself stays at /openapi.json."""
+    for page in ("/docs", "/redoc"):
+        answer = httpx2.get(f"{gateway.url}{page}")
+        assert answer.status_code == 404 and answer.json()["code"] == "NOT_FOUND", page
+    assert httpx2.get(f"{gateway.url}/openapi.json").json()["info"]["title"] == "LotLens gateway"
+    unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-status/some-job")
+    assert unsigned.headers["x-content-type-options"] == "nosniff"

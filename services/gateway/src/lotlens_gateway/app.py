@@ -61,7 +61,10 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
 
 def create_app(deps: GatewayDeps) -> FastAPI:
     """The gateway app over the given collaborators."""
+    # No /docs or /redoc: they load Swagger UI and Redoc from a CDN (floating versions, no
+    # integrity check) on the origin where the console keeps the client's key. /openapi.json stays.
     app = FastAPI(title="LotLens gateway", version="2.0.0", description=DESCRIPTION,
+                  docs_url=None, redoc_url=None,
                   openapi_tags=[{"name": "generation"}, {"name": "batch jobs"}, {"name": "operations"}])
     app.state.deps = deps
     install_error_handlers(app)
@@ -75,7 +78,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     app.add_middleware(HeadAsGet)
-    app.add_middleware(NoStore)
+    app.add_middleware(ApiHeaders)
     app.add_middleware(RequestCounter, metrics=deps.metrics)
     if tracing.enabled():
         app.add_middleware(RequestTracer)
@@ -115,11 +118,15 @@ class RequestCounter:
             self._metrics.http_requests.labels(**labels).inc()
 
 
-class NoStore:
-    """`Cache-Control: no-store` on every API answer, errors and 202s too. They are per client and
-    change as the job runs: without it a 200 is heuristically cacheable (RFC 9111 4.2.2), and the
-    X-Signature header, unlike Authorization, does not keep a shared cache from serving a stored
-    answer to the next asker, signed or not."""
+_API_HEADERS = {b"cache-control": b"no-store", b"x-content-type-options": b"nosniff"}
+
+
+class ApiHeaders:
+    """`Cache-Control: no-store` and `X-Content-Type-Options: nosniff` on every API answer, errors
+    and 202s too. They are per client and change as the job runs: without it a 200 is
+    heuristically cacheable (RFC 9111 4.2.2), and the X-Signature header, unlike Authorization,
+    does not keep a shared cache from serving a stored answer to the next asker, signed or not.
+    The answers carry model-written HTML in JSON: no browser is to sniff them as a page."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app
@@ -133,8 +140,8 @@ class NoStore:
         async def marked(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = [(name, value) for name, value in message.get("headers", [])
-                           if name.lower() != b"cache-control"]
-                message = {**message, "headers": [*headers, (b"cache-control", b"no-store")]}
+                           if name.lower() not in _API_HEADERS]
+                message = {**message, "headers": [*headers, *_API_HEADERS.items()]}
             await send(message)
 
         await self._app(scope, receive, marked)
