@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import nh3
 import pytest
@@ -16,7 +17,7 @@ HOSTILE = ('<p>Dent on the door.</p><script>alert("x")</script><img src="x.png" 
 
 
 def test_hostile_markup_keeps_only_the_allowed_tags_without_attributes() -> None:
-    assert as_paragraph_html(HOSTILE) == "<p>Dent on the door.</p>details<b>bold</b><p>Scratch.</p>"
+    assert as_paragraph_html(HOSTILE) == "<p>Dent on the door.</p><p>details<b>bold</b></p><p>Scratch.</p>"
 
 
 @pytest.mark.parametrize("text", ["<ul><li>one</li><li><strong>two</strong></li></ul>",
@@ -111,3 +112,36 @@ def test_model_style_html_is_recognised_as_clean(markup: str) -> None:
     "<p>it&#x27;s</p>", "a</p>", "<p>x\xa0y</p>", "<p>a < b</p>", "<ul>x<li>y</li></ul>"])
 def test_markup_needing_work_goes_to_nh3(markup: str) -> None:
     assert not already_clean(markup)
+
+
+@pytest.mark.parametrize("markup", [
+    "<li>Seller verified: no damage</li>", "intro <ul><li>a</li></ul> outro", "<ul><li>a</ul><li>b",
+    "<p>a</p>tail", "<b>x</b><p>y</p>", "<p>dent<ul><li>door</li></ul>and scratch</p>",
+    "<ul>loose text<li>a</li></ul>", "<ol><li>a<ul><li>nested</li></ul></li></ol>", "<b><p>bold</p></b>",
+])
+def test_blocks_are_nested_as_html_nests_them(markup: str) -> None:
+    """A stray `<li>`, a list inside `<p>`: embedded in a customer's page, a model's `<li>` closed
+    the customer's own `<li>` and `<div>` around the description, and its text stood among the
+    customer's items (injected "no damage" notes next to real lots), outside the description."""
+    cleaned = as_paragraph_html(markup)
+    assert already_clean(cleaned), cleaned
+    assert words(cleaned) == words(markup)  # every word kept, in order
+
+
+def words(markup: str) -> list[str]:
+    return re.findall(r"[\w:]+", re.sub(r"<[^>]*>", " ", markup))
+
+
+def test_any_tag_soup_comes_out_nested_with_every_word() -> None:
+    rng = random.Random(7)
+    pieces = ["<p>", "</p>", "<ul>", "</ul>", "<ol>", "</ol>", "<li>", "</li>", "<b>", "</b>", "<em>",
+              "</em>", "<br>", "<div>", "</div>", "dent", "scratch door", " ", "&amp;"]
+    for _ in range(3000):
+        markup = "<p>" + "".join(rng.choice(pieces) for _ in range(rng.randint(1, 14)))
+        try:
+            cleaned = as_paragraph_html(markup)
+        except ModelOutputError:
+            assert not words(markup)
+            continue
+        assert already_clean(cleaned), (markup, cleaned)
+        assert words(cleaned) == words(nh3.clean(markup, tags=set(ALLOWED_TAGS), attributes={})), markup

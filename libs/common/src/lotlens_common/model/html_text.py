@@ -14,13 +14,13 @@ import re
 import nh3
 
 from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.html_blocks import nested_blocks
 
 ALLOWED_TAGS = frozenset({"p", "ul", "ol", "li", "b", "strong", "i", "em", "br"})
 # Any tag means the model already wrote HTML: it is sanitised; otherwise it is plain text.
 _ANY_TAG = re.compile(r"</?[a-zA-Z][^>]*>")
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n(?P<body>.*?)\n?```$", re.DOTALL)
 _BLANK_LINE = re.compile(r"\n\s*\n")
-_BLOCK_START = re.compile(r"<(p|ul|ol)>")
 # C0 and C1 controls but tab, line feed and carriage return: JSON carries them and a model may
 # write them, but PostgreSQL text cannot hold a NUL (the lot's description was never stored), and
 # the others have no place in a web page (nor in XML).
@@ -87,10 +87,12 @@ def _text_fits(text: str, stack: list[str]) -> bool:
 
 
 def sanitised(markup: str) -> str:
-    """`markup` with only the allowed tags, attribute-free; everything else escaped or dropped."""
+    """`markup` with only the allowed tags, attribute-free, everything else escaped or dropped, in
+    blocks nested as HTML nests them (`html_blocks`)."""
     if already_clean(markup):
         return markup.strip()
-    return _CLEANER.clean(markup).strip()
+    cleaned = _CLEANER.clean(markup).strip()
+    return cleaned if already_clean(cleaned) else nested_blocks(cleaned)
 
 
 def as_paragraph_html(text: str) -> str:
@@ -105,8 +107,6 @@ def as_paragraph_html(text: str) -> str:
         stripped = fenced.group("body").strip()
     if _ANY_TAG.search(stripped):
         stripped = sanitised(stripped)
-        if stripped and not _BLOCK_START.match(stripped):
-            stripped = f"<p>{stripped}</p>"
     elif stripped:
         paragraphs = (" ".join(block.split()) for block in _BLANK_LINE.split(stripped))
         stripped = "".join(f"<p>{html.escape(p, quote=False)}</p>" for p in paragraphs if p)
