@@ -32,3 +32,13 @@ def test_a_recorded_reason_with_a_nul_is_read_without_it() -> None:
     assert recorded != raw
     event = decode(recorded).event
     assert isinstance(event, LotFailed) and event.reason == "badbyte"
+
+
+def test_a_refusal_is_quoted_without_control_characters() -> None:
+    """The synchronous answer carries the reason too, and is kept as jsonb under its
+    Idempotency-Key: a NUL there failed the request."""
+    try:
+        response_output_text(refusal("no\x00pe\x01 \ud800here"))
+    except ModelOutputError as exc:
+        reason = str(exc)
+    assert reason == "the model refused: nope \ufffdhere"

@@ -95,12 +95,18 @@ def sanitised(markup: str) -> str:
     return cleaned if already_clean(cleaned) else nested_blocks(cleaned)
 
 
+def printable(text: str) -> str:
+    """`text` without control characters (tab and line breaks aside), a lone surrogate as U+FFFD:
+    what PostgreSQL, JSON and a web page can all hold."""
+    return _LONE_SURROGATE.sub("\ufffd", _CONTROL.sub("", text))
+
+
 def as_paragraph_html(text: str) -> str:
     """Sanitised HTML; plain text → one escaped `<p>` per blank-line-separated paragraph.
 
     Control characters (tab and line breaks aside) are dropped and a lone surrogate becomes U+FFFD.
     """
-    stripped = _LONE_SURROGATE.sub("\ufffd", _CONTROL.sub("", text)).strip()
+    stripped = printable(text).strip()
     fenced = _FENCE.match(stripped)
     if fenced:
         # Models sometimes wrap the answer in ```html fences despite the instructions.

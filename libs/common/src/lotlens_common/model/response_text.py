@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError, ModelUnavailableError
+from lotlens_common.model.html_text import printable
 
 # ResponseErrorCode values (openapi.yaml) that say "not now": the same request may succeed later.
 PASSING_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
@@ -37,7 +38,7 @@ def response_output_text(body: Mapping[str, Any]) -> str:
             if part.get("type") == "output_text":
                 texts.append(str(part.get("text", "")))
             elif part.get("type") == "refusal":
-                refusals.append(str(part.get("refusal", "")))
+                refusals.append(printable(str(part.get("refusal", ""))))
     if refusals and not any(t.strip() for t in texts):
         raise ModelOutputError(f"the model refused: {' '.join(refusals)}")
     text = "".join(texts)
