@@ -11,6 +11,7 @@ import orjson
 
 from lotlens_common.clock import utc_now
 from lotlens_common.model.settings import ModelSettings
+from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 from lotlens_gateway.validation import LotRequest, Submission
@@ -62,3 +63,33 @@ def test_a_translation_cut_off_by_its_output_budget_goes_again_with_more_room() 
     assert lot["status"] == "completed", lot
     assert lot["descriptions"][1] == {"language": "de", "damages": "<p>Verbeult.</p>"}
     assert budgets[1] == 2 * budgets[0]
+
+
+def test_a_rate_limited_model_is_502_with_a_retry_after_not_shorter_than_openais() -> None:
+    """OpenAI asked for 2.5 s (and 0.4 s): the 502 said 2 (and `details.retry_after` 0), rounded
+    half to even, so a client that honoured it came back too early."""
+    async def describe(asked: str) -> ApiError:
+        def openai_api(request: httpx2.Request) -> httpx2.Response:
+            return httpx2.Response(429, headers={"retry-after-ms": asked},
+                                   json={"error": {"message": "Rate limit reached", "type": "requests",
+                                                   "code": "rate_limit_exceeded", "param": None}})
+
+        model = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0,
+                                   http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(openai_api)))
+        images = httpx2.AsyncClient(transport=httpx2.MockTransport(image_host))
+        describer = SyncDescriber(
+            model, images, ModelSettings(), ImagePolicy(allow_loopback=False, concurrency=2, timeout_s=5,
+                                                        max_bytes=10_000_000,
+                                                        resolve=stub_resolver({"img.test": "93.184.216.34"})),
+            timeout_s=30, metrics=GatewayMetrics(), clock=utc_now)
+        lot = LotRequest("lot-1", "Camry", ("https://img.test/a.png",), None)
+        try:
+            await describer.describe(Submission("1.0.0", ("en",), [lot]))
+        except ApiError as refused:
+            return refused
+        raise AssertionError("no 502")
+
+    for asked, header, detail in (("2500", "3", 3), ("400", "1", 1)):
+        refused = asyncio.run(describe(asked))
+        assert refused.status == 502 and refused.headers["Retry-After"] == header
+        assert refused.body()["details"]["retry_after"] == detail

@@ -96,3 +96,21 @@ def test_when_the_limit_changed_since_counting_the_recorded_parts_still_carry_ev
     (86_400, "24 hours")])
 def test_processing_time_is_singular_for_one_and_plural_otherwise(seconds: int, words: str) -> None:
     assert duration_words(seconds) == words
+
+
+def test_a_cancelled_jobs_body_says_when_it_ended_as_its_results_do():
+    """`completed_at` was null for a cancelled job (its results said the cancel's time): a receiver
+    parsing it as the contract shows (a string) failed, and the delivery was retried to failure."""
+    cancelled = datetime(2025, 8, 5, 7, 50, 0, 123456, tzinfo=UTC)
+    doc = orjson.loads(body(head(_job(status="cancelled", completed_at=None, cancelled_at=cancelled)), []))
+    assert doc["completed_at"] == "2025-08-05T07:50:00Z"
+
+
+@pytest.mark.parametrize("microsecond", [0, 123456])
+def test_timestamps_are_written_as_the_contract_shows_them(microsecond: int):
+    """`2025-08-05T08:30:15Z`: with microseconds most values did not parse with the contract's
+    pattern, and the ones on a whole second did not parse with the other."""
+    finished = datetime(2025, 8, 5, 8, 15, 0, microsecond, tzinfo=UTC)
+    doc = orjson.loads(body(head(_job(completed_at=finished)), []))
+    assert datetime.strptime(doc["completed_at"], "%Y-%m-%dT%H:%M:%SZ") == finished.replace(
+        microsecond=0, tzinfo=None)

@@ -11,7 +11,8 @@ def utc_now() -> datetime:
 
 
 def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a `Z` suffix, or None."""
+    """ISO 8601 in UTC to the second with a `Z` suffix, or None. Whole seconds, as the contract
+    shows them: with microseconds, most values failed the contract's parse pattern."""
     if moment is None:
         return None
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,8 +91,9 @@ class SyncDescriber:
             details: dict[str, Any] = {"openai_error": error_kind(exc)}
             headers: dict[str, str] = {}
             if isinstance(exc, ModelRateLimitedError) and exc.retry_after_s:
-                details["retry_after"] = round(exc.retry_after_s)
-                headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+                # Up, never down: a client told less than OpenAI asked comes back too early.
+                details["retry_after"] = math.ceil(exc.retry_after_s)
+                headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
             raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
                            details=details, headers=headers) from exc
         except ModelRequestError as exc:  # OpenAI refused the service's key (401/403)

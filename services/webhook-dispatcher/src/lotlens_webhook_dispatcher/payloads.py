@@ -30,7 +30,8 @@ def head(job: JobView) -> dict[str, Any]:
         "event": EVENT,
         "job_id": job.job_id,
         "status": job.status,
-        "completed_at": iso(job.completed_at),
+        # A cancelled job ended when it was cancelled, as its results say.
+        "completed_at": iso(job.completed_at or job.cancelled_at),
         "processing_summary": processing_summary(job),
     }
 
