@@ -215,7 +215,10 @@ def test_the_job_list_filters_by_status_and_time_and_pages(gateway: Gateway, eng
 
 
 def test_the_job_list_refuses_bad_parameters_and_bad_signatures(gateway: Gateway) -> None:
-    for query in ("limit=101", "limit=0", "offset=-1", "status=done", "created_after=yesterday"):
+    # A number is no ISO 8601 time: pydantic read `20250805` as Unix seconds (1970-08-23), and the
+    # filter let every job through.
+    for query in ("limit=101", "limit=0", "offset=-1", "status=done", "created_after=yesterday",
+                  "created_after=20250805", "created_before=1754380800"):
         response = gateway.list_jobs(query)
         assert response.status_code == 422, query
         assert response.json()["code"] == "VALIDATION_ERROR"

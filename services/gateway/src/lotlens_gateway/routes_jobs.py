@@ -92,6 +92,16 @@ def _utc(moment: datetime | None) -> datetime | None:
 _EMPTY_IS_ABSENT = BeforeValidator(lambda value: None if value == "" else value)
 
 
+def _iso_time(value: object) -> object:
+    """A number is no ISO 8601 time: pydantic read `20250805` as Unix seconds (1970-08-23)."""
+    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        raise ValueError("expected an ISO 8601 date or time, such as 2025-08-05T07:30:00Z")
+    return value
+
+
+_ISO_TIME = BeforeValidator(_iso_time)
+
+
 @router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,
             summary="The client's jobs, newest first",
             description=("Header-signed: `X-Signature: sha256=<hex>` over the raw query string exactly as "
@@ -103,9 +113,9 @@ async def batch_jobs(
                           Query(description="Only jobs in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=100, description="Page size, at most 100")] = 10,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
-        created_after: Annotated[datetime | None, _EMPTY_IS_ABSENT,
+        created_after: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
                                  Query(description="ISO 8601, inclusive")] = None,
-        created_before: Annotated[datetime | None, _EMPTY_IS_ABSENT,
+        created_before: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
                                   Query(description="ISO 8601, exclusive")] = None,
 ) -> JSONResponse:
     """One page of jobs and the pagination block."""
