@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx2
@@ -24,6 +25,20 @@ IMAGE = png()
 def image_host(request: httpx2.Request) -> httpx2.Response:
     return httpx2.Response(200, headers={"Content-Type": "image/png", "Content-Length": str(len(IMAGE))},
                            stream=httpx2.ByteStream(b"" if request.method == "HEAD" else IMAGE))
+
+
+LOT = LotRequest("lot-1", "Camry", ("https://img.test/a.png",), None)
+
+
+def describer(openai_api: Callable[[httpx2.Request], httpx2.Response]) -> SyncDescriber:
+    """The describer over an in-memory OpenAI and an image host the stub resolver names."""
+    model = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0,
+                               http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(openai_api)))
+    images = httpx2.AsyncClient(transport=httpx2.MockTransport(image_host))
+    policy = ImagePolicy(allow_loopback=False, concurrency=2, timeout_s=5, max_bytes=10_000_000,
+                         resolve=stub_resolver({"img.test": "93.184.216.34"}))
+    return SyncDescriber(model, images, ModelSettings(), policy, timeout_s=30, metrics=GatewayMetrics(),
+                         clock=utc_now)
 
 
 def message(text: str) -> dict[str, Any]:
@@ -48,16 +63,7 @@ def test_a_translation_cut_off_by_its_output_budget_goes_again_with_more_room() 
                                           "output": [message('{"de": "<p>Verbeult.</p>"}')]})
 
     async def describe() -> dict[str, Any]:
-        model = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
-                                   http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(openai_api)))
-        images = httpx2.AsyncClient(transport=httpx2.MockTransport(image_host))
-        describer = SyncDescriber(
-            model, images, ModelSettings(), ImagePolicy(allow_loopback=False, concurrency=2, timeout_s=5,
-                                                        max_bytes=10_000_000,
-                                                        resolve=stub_resolver({"img.test": "93.184.216.34"})),
-            timeout_s=30, metrics=GatewayMetrics(), clock=utc_now)
-        lot = LotRequest("lot-1", "Camry", ("https://img.test/a.png",), None)
-        return await describer.describe(Submission("1.0.0", ("en", "de"), [lot]))
+        return await describer(openai_api).describe(Submission("1.0.0", ("en", "de"), [LOT]))
 
     lot = asyncio.run(describe())["lots"][0]
     assert lot["status"] == "completed", lot
@@ -74,17 +80,8 @@ def test_a_rate_limited_model_is_502_with_a_retry_after_not_shorter_than_openais
                                    json={"error": {"message": "Rate limit reached", "type": "requests",
                                                    "code": "rate_limit_exceeded", "param": None}})
 
-        model = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1", max_retries=0,
-                                   http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(openai_api)))
-        images = httpx2.AsyncClient(transport=httpx2.MockTransport(image_host))
-        describer = SyncDescriber(
-            model, images, ModelSettings(), ImagePolicy(allow_loopback=False, concurrency=2, timeout_s=5,
-                                                        max_bytes=10_000_000,
-                                                        resolve=stub_resolver({"img.test": "93.184.216.34"})),
-            timeout_s=30, metrics=GatewayMetrics(), clock=utc_now)
-        lot = LotRequest("lot-1", "Camry", ("https://img.test/a.png",), None)
         try:
-            await describer.describe(Submission("1.0.0", ("en",), [lot]))
+            await describer(openai_api).describe(Submission("1.0.0", ("en",), [LOT]))
         except ApiError as refused:
             return refused
         raise AssertionError("no 502")

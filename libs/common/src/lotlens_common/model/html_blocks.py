@@ -137,9 +137,9 @@ def _parse(markup: str) -> list[_Node]:
             node = _Node(tag)
             stack[-1].children.append(node)
             stack.append(node)
-        elif len(stack) > 1 and any(open_.tag == tag for open_ in stack[1:]):
-            while stack.pop().tag != tag:
-                pass
+        elif any(open_.tag == tag for open_ in stack[1:]):  # closes it and whatever is open in it
+            depth = max(i for i, open_ in enumerate(stack) if open_.tag == tag)
+            del stack[depth:]
     if position < len(markup):
         stack[-1].children.append(_Node("", markup[position:]))
     return root.children
