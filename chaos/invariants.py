@@ -28,6 +28,8 @@ RUNNING_BATCH = {"validating", "in_progress", "finalizing", "cancelling"}
 REPUBLISHED_TOPICS = ("vision", "translation", "completions")
 # What tells two such events of one job apart (each type has those of these fields it has).
 OCCURRENCE_FIELDS = ("stage", "lot_id", "shard_id", "batch_id", "redelivery_id")
+# A stage's outcome for a lot: described (these) or failed (`LotFailed` with its `stage`).
+OUTCOME_STAGES = {"VisionCompleted": "vision", "TranslationCompleted": "translation"}
 # Groups reading the submissions topic: each dead-letters its own copy of a poison message there.
 SUBMISSION_GROUPS = 3
 
@@ -144,12 +146,26 @@ def _webhooks(
 
 
 def _event_ids(stack: ChaosStack, out: Submitted) -> list[str]:
-    return ids_changed(
+    envelopes = [
         envelope
         for name in REPUBLISHED_TOPICS
         for envelope in read_to_end(stack.kafka_bootstrap, getattr(stack.topics, name))
         if envelope.job_id in out.accepted
-    )
+    ]
+    return ids_changed(envelopes) + contradicting_outcomes(envelopes)
+
+
+def contradicting_outcomes(envelopes: Iterable[Envelope]) -> list[str]:
+    """One violation per lot that a stage both failed and described (each under its own id)."""
+    outcomes: dict[tuple[str, str, str], set[str]] = {}
+    for envelope in envelopes:
+        event = envelope.event
+        stage = OUTCOME_STAGES.get(envelope.type) or getattr(event, "stage", None)
+        if envelope.type in (*OUTCOME_STAGES, "LotFailed") and stage:
+            outcomes.setdefault((envelope.job_id, str(getattr(event, "lot_id", "")), stage), set()).add(
+                envelope.type)
+    return [f"{job} {lot} has {len(types)} outcomes at the {stage} stage: {', '.join(sorted(types))}"
+            for (job, lot, stage), types in outcomes.items() if len(types) > 1]
 
 
 def ids_changed(envelopes: Iterable[Envelope]) -> list[str]:

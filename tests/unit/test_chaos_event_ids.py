@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from chaos.invariants import ids_changed
+from chaos.invariants import contradicting_outcomes, ids_changed
 from lotlens_common.envelope import Envelope, caused
-from lotlens_common.events import JobCompleted, VisionCompleted, WebhookRedeliveryRequested
+from lotlens_common.events import JobCompleted, LotFailed, VisionCompleted, WebhookRedeliveryRequested
 
 
 def _described(lot_id: str) -> VisionCompleted:
@@ -35,3 +35,16 @@ def test_a_job_announced_twice_under_two_ids_is_a_violation_and_two_redeliveries
                                                        requested_at=datetime.now(UTC)), client_id="c")
              for n in (1, 2)]
     assert ids_changed(asked) == []
+
+
+def test_a_lot_both_failed_and_described_by_one_stage_is_a_violation() -> None:
+    """A crash between a LotFailed and its record had recovery send the lot and describe it after
+    its public failure: two outcomes, each under its own id, which the id check cannot see."""
+    failed = caused(LotFailed(job_id="job-1", lot_id="lot-1", stage="vision", reason="no image"),
+                    "client", "prepare shard-a lot-1")
+    described = caused(_described("lot-1"), "client", "collect shard-b lot-1")
+    other = caused(_described("lot-2"), "client", "collect shard-b lot-2")
+    later = caused(LotFailed(job_id="job-1", lot_id="lot-2", stage="translation", reason="refused"),
+                   "client", "collect shard-c lot-2")
+    assert contradicting_outcomes([failed, described, other, later]) == [
+        "job-1 lot-1 has 2 outcomes at the vision stage: LotFailed, VisionCompleted"]
