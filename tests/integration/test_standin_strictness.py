@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -127,3 +128,31 @@ def test_a_refused_line_goes_to_the_error_file_and_the_rest_of_the_batch_runs(st
     [error] = [json.loads(line) for line in content.splitlines()]
     assert error["custom_id"] == "lot-1:vision" and error["response"]["status_code"] == 400
     assert error["response"]["body"]["error"]["code"] == "decimal_above_max_value"
+
+
+class _Zeros(io.RawIOBase):
+    """`size` bytes of a JSONL-looking upload, made as they are read (never held whole)."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = b"x" * count
+        self.left -= count
+        return count
+
+
+def test_a_batch_file_one_byte_over_200_mb_is_refused_as_openai_refuses_it(standin: Standin) -> None:
+    """OpenAI's limit is "200 MB": read as 200 MiB here, a file of 200,000,001 bytes was accepted
+    that OpenAI may refuse, and no test could reach the client's own limit (limits.py reads the
+    figure as 200,000,000). The refusal's text is OpenAI's, with no code: the client must not need
+    one to shrink its files."""
+    answer = httpx2.post(f"{standin.base_url}/files", data={"purpose": "batch"}, timeout=120,
+                         files={"file": ("big.jsonl", _Zeros(200_000_001), "application/jsonl")})
+    assert answer.status_code == 400, answer.text[:200]
+    error = answer.json()["error"]
+    assert error["message"] == "File is too large." and error["code"] is None

@@ -145,3 +145,12 @@ def test_any_tag_soup_comes_out_nested_with_every_word() -> None:
             continue
         assert already_clean(cleaned), (markup, cleaned)
         assert words(cleaned) == words(nh3.clean(markup, tags=set(ALLOWED_TAGS), attributes={})), markup
+
+
+@pytest.mark.parametrize("markup", ["<i>" * 400 + "deep", "<b><i>" * 300 + "deep" + "</i></b>" * 300,
+                                    "<ul><li>" * 400 + "deep"])
+def test_deeply_nested_markup_comes_out_flat_not_as_a_recursion_error(markup: str) -> None:
+    """400 nested tags (1 KB, prompt-injectable) raised RecursionError while the blocks were
+    rebuilt: a batch line that no collection could ever get past."""
+    cleaned = as_paragraph_html(markup)
+    assert already_clean(cleaned) and words(cleaned) == ["deep"]

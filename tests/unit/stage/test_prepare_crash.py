@@ -18,7 +18,7 @@ from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.submit import recover_building
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
-from tests.unit.stage.conftest import World
+from tests.unit.stage.conftest import World, dead_images_unreachable, lots
 
 
 class HostBackLater:
@@ -62,3 +62,21 @@ def test_a_lot_failed_at_preparation_stays_failed_through_a_crash(world: World) 
     assert world.of(VisionCompleted) == [] and world.batches.batches == {}
     assert {event.lot_id for event in world.of(LotFailed)} == {"lot-0"}
     assert world.store.statuses() == {"lot-0": "done"}
+
+
+class BreaksOnLot1(VisionStage):
+    def result_event(self, lot: LotWork[VisionWork], body: Any) -> Any:
+        if lot.lot_id.endswith("lot-1"):
+            raise RecursionError("maximum recursion depth exceeded")  # a defect reading one answer
+        return super().result_event(lot, body)
+
+
+def test_an_answer_that_cannot_be_read_fails_its_lot_not_its_whole_batch(world: World) -> None:
+    """One output line whose reading raised anything but a model error ended the collection, every
+    round: the batch's healthy lots never settled and its job never finished."""
+    spec = BreaksOnLot1("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
+    world.stage = Stage(spec, world.store, world.batches, world.publisher, world.settings)
+    world.store.add(lots(3))
+    world.rounds(6)
+    assert [event.lot_id for event in world.of(VisionCompleted)] == ["job-1-lot-0", "job-1-lot-2"]
+    assert list(world.failed()) == ["job-1-lot-1"]

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 _TOKEN = re.compile(r"<(/?)([a-z]+)>")
 _INLINE = frozenset({"b", "strong", "i", "em"})
 _LISTS = frozenset({"ul", "ol"})
+# Tags opened deeper than this are dropped, their text kept: the rebuild recurses per level, and
+# 400 nested tags (1 KB a model can be steered to write) raised RecursionError, a batch line no
+# collection could ever get past.
+MAX_DEPTH = 32
 
 
 @dataclass
@@ -134,9 +138,10 @@ def _parse(markup: str) -> list[_Node]:
         if tag == "br":
             stack[-1].children.append(_Node("br"))
         elif not closing:
-            node = _Node(tag)
-            stack[-1].children.append(node)
-            stack.append(node)
+            if len(stack) <= MAX_DEPTH:
+                node = _Node(tag)
+                stack[-1].children.append(node)
+                stack.append(node)
         elif any(open_.tag == tag for open_ in stack[1:]):  # closes it and whatever is open in it
             depth = max(i for i, open_ in enumerate(stack) if open_.tag == tag)
             del stack[depth:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +12,8 @@ from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
 from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
 from lotlens_common.stage.work import LotWork
+
+log = logging.getLogger(__name__)
 
 # Outcomes applied at once. Each chunk waits for Kafka to acknowledge its events (acks=all)
 # before its lots are marked: 1,000 made a 50,000-lot shard wait 50 times in a row.
@@ -44,6 +47,14 @@ class Settler:
             else:
                 self._apply(lot, Outcome("retry", str(exc)))
                 self.settlement.rework.append(changed)
+        except Exception as exc:
+            # Reading this one answer failed otherwise (a defect, an answer nested past Python's
+            # recursion limit): raised from here, it ended the collection every round, and the
+            # batch's other lots never settled. Sent again within the attempts, then failed.
+            metrics.openai_error(self.stage.spec.name, "files", exc)
+            log.exception("the answer for lot %s could not be read", lot.lot_id,
+                          extra={"job_id": lot.job_id, "shard_id": self.shard.shard_id})
+            self.failed(lot, Kind.TRANSIENT, f"the model's answer could not be read ({type(exc).__name__})")
 
     def refused(self, changed: LotWork[Any], reason: str) -> None:
         """OpenAI refused the lot's request for a part of it it names (an image): the lot goes
