@@ -11,10 +11,10 @@ import orjson
 
 from lotlens_openai_standin.answer_rules import chat_prompt, estimate_tokens, responses_prompt
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
-from lotlens_openai_standin.files import LINE_BUFFER
+from lotlens_openai_standin.files import BATCH_FILE_LIMIT, LINE_BUFFER
 
 MAX_REQUESTS = 50_000
-MAX_INPUT_BYTES = 200 * 1024 * 1024
+MAX_INPUT_BYTES = BATCH_FILE_LIMIT
 # OpenAI reports a bounded list of problems, not one per bad line of a 50,000-line file.
 MAX_REPORTED_ERRORS = 100
 
