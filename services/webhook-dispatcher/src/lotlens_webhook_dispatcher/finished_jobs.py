@@ -3,15 +3,19 @@
 A finished job's read models no longer change, and a job's deliveries are mostly attempted
 together: reading the job and its lots once, instead of once per delivery, takes most of the
 database work out of an attempt (a job with 2,000 webhook URLs was 2,000 reads of one lot each).
-Jobs with more lots than `max_lots` are not kept whole (their lots are read per URL, as large
-parts need anyway), and the cache holds at most `max_lots` lots in all.
+The cache holds at most `max_bytes` of lots (their descriptions' text, the bulk of them): a job
+that does not fit is not kept, and its lots are read per URL and streamed, a chunk at a time, into
+the one part being built. Counted in lots, 20,000 lots of ten long descriptions were half a
+gigabyte kept, and a big job's lots for one URL were read whole on every attempt (1.3 GB for
+50,000): past the pod's memory, killed, and killed again on the same deliveries.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -25,11 +29,11 @@ Lot = dict[str, Any]
 class FinishedJobs:
     """Finished jobs by id, with their lots grouped by webhook URL when the job is small enough."""
 
-    def __init__(self, engine: Engine, max_lots: int = 20_000) -> None:
+    def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000) -> None:
         self._engine = engine
-        self._max_lots = max_lots
-        self._jobs: OrderedDict[str, tuple[JobView, dict[str, list[Lot]] | None]] = OrderedDict()
-        self._kept_lots = 0
+        self._max_bytes, self._max_lots = max_bytes, max_lots
+        self._jobs: OrderedDict[str, _Entry] = OrderedDict()
+        self._kept_bytes = 0
         self._lock = threading.Lock()
         # One reader per job: the attempts that arrive meanwhile wait for its result.
         self._reading: dict[str, threading.Lock] = {}
@@ -37,23 +41,29 @@ class FinishedJobs:
     def job(self, job_id: str) -> JobView | None:
         """The job, or None when the read models do not have it."""
         entry = self._entry(job_id)
-        return entry[0] if entry else None
+        return entry.job if entry else None
+
+    def kept_bytes(self) -> int:
+        """The size of the lots kept, as the budget counts it."""
+        with self._lock:
+            return self._kept_bytes
 
     def lots_of(self, job_id: str, webhook_url: str) -> Callable[[], Iterable[Lot]]:
         """The URL's lots in request order, as a re-iterable source (see `payloads.part_body`)."""
         entry = self._entry(job_id)
-        by_url = entry[1] if entry else None
-        if by_url is not None:
-            kept = by_url.get(webhook_url, [])
+        if entry is not None and entry.by_url is not None:
+            kept = entry.by_url.get(webhook_url, [])
             return lambda: kept
         return lambda: self._read_url(job_id, webhook_url)
 
-    def _read_url(self, job_id: str, webhook_url: str) -> list[Lot]:
-        with self._engine.connect() as conn:
+    def _read_url(self, job_id: str, webhook_url: str) -> Iterator[Lot]:
+        """Streamed from a server-side cursor, a chunk at a time: never the URL's lots at once."""
+        with self._engine.begin() as conn:
             job = get_job(conn, job_id)
-            return list(iter_lot_results(conn, job, webhook_url=webhook_url)) if job else []
+            if job is not None:
+                yield from iter_lot_results(conn, job, webhook_url=webhook_url)
 
-    def _entry(self, job_id: str) -> tuple[JobView, dict[str, list[Lot]] | None] | None:
+    def _entry(self, job_id: str) -> _Entry | None:
         with self._lock:
             if job_id in self._jobs:
                 self._jobs.move_to_end(job_id)
@@ -70,30 +80,42 @@ class FinishedJobs:
                     self._keep(job_id, entry)
             return entry
 
-    def _read(self, job_id: str) -> tuple[JobView, dict[str, list[Lot]] | None] | None:
-        with self._engine.connect() as conn:
+    def _read(self, job_id: str) -> _Entry | None:
+        with self._engine.begin() as conn:
             job = get_job(conn, job_id)
             if job is None:
                 return None
             if job.total_lots > self._max_lots:
-                return job, None
+                return _Entry(job)
             url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
                 select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id,
                                                             lots.c.webhook.is_not(None)))}
             by_url: dict[str, list[Lot]] = {}
+            size = 0
             for lot in iter_lot_results(conn, job):
                 url = url_of.get(lot["lot_id"])
                 if url is not None:
+                    size += lot_bytes(lot)
+                    if size > self._max_bytes:
+                        return _Entry(job)  # too big to keep: read per URL, streamed
                     by_url.setdefault(url, []).append(lot)
-            return job, by_url
+            return _Entry(job, by_url, size)
 
-    def _keep(self, job_id: str, entry: tuple[JobView, dict[str, list[Lot]] | None]) -> None:
+    def _keep(self, job_id: str, entry: _Entry) -> None:
         self._jobs[job_id] = entry
-        self._kept_lots += _size(entry)
-        while self._kept_lots > self._max_lots and len(self._jobs) > 1:
+        self._kept_bytes += entry.size
+        while self._kept_bytes > self._max_bytes and len(self._jobs) > 1:
             _, dropped = self._jobs.popitem(last=False)
-            self._kept_lots -= _size(dropped)
+            self._kept_bytes -= dropped.size
 
 
-def _size(entry: tuple[JobView, dict[str, list[Lot]] | None]) -> int:
-    return sum(map(len, entry[1].values())) if entry[1] else 0
+@dataclass(frozen=True)
+class _Entry:
+    job: JobView
+    by_url: dict[str, list[Lot]] | None = None  # None: not kept, read per URL
+    size: int = 0
+
+
+def lot_bytes(lot: Lot) -> int:
+    """About what a lot takes in memory: its texts, and a little for the rest."""
+    return 512 + sum(len(text["damages"]) for text in lot["descriptions"])
