@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 
 import httpx2
 import openai
@@ -29,3 +31,32 @@ def test_a_batch_create_whose_answer_is_lost_is_not_sent_again_by_the_sdk() -> N
     with pytest.raises(ModelUnavailableError):
         asyncio.run(OpenAIBatches(client).create_batch("file-1", {"lotlens_shard": "vision-1"}))
     assert [(r.method, r.url.path) for r in creates] == [("POST", "/v1/batches")]
+
+
+def test_a_long_output_line_is_read_in_time_linear_in_its_size() -> None:
+    """Each chunk was appended to what was pending and the whole split again: a 32 MB line in 16 KB
+    chunks took 26 s (a 200 MB line about an hour), blocking the stage's loop. Linear, four times
+    the line takes about four times as long (quadratic: sixteen)."""
+    assert _reading_time(32) < 10 * _reading_time(8)
+
+
+def _reading_time(megabytes: int) -> float:
+    line = b"x" * (megabytes * 1024 * 1024)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(line), 16 * 1024):
+            yield line[start:start + 16 * 1024]
+        yield b"\nnext\n"
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, content=chunks())
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+
+    async def read() -> list[int]:
+        return [len(got) async for got in OpenAIBatches(client).iter_file_lines("file-out")]
+
+    started = time.process_time()
+    assert asyncio.run(read()) == [len(line), 4]
+    return max(time.process_time() - started, 0.01)

@@ -191,12 +191,18 @@ class OpenAIBatches:
         """A file's lines (without newlines, blank ones skipped), streamed: never the whole file in memory."""
         with mapped_errors():
             async with self._client.files.with_streaming_response.content(file_id) as response:
-                pending = b""
+                # The pieces of the line not ended yet: appending each chunk to the rest and
+                # splitting it all again was quadratic (a 32 MB line in 16 KB chunks took 26 s).
+                pending: list[bytes] = []
                 async for chunk in response.iter_bytes():
-                    pending += chunk
-                    *complete, pending = pending.split(b"\n")
-                    for line in complete:
+                    if b"\n" not in chunk:
+                        pending.append(chunk)
+                        continue
+                    first, *complete, rest = chunk.split(b"\n")
+                    for line in (b"".join([*pending, first]), *complete):
                         if line.strip():
                             yield line
-                if pending.strip():
-                    yield pending
+                    pending = [rest]
+                tail = b"".join(pending)
+                if tail.strip():
+                    yield tail
