@@ -267,3 +267,15 @@ def test_no_api_answer_may_be_stored_by_a_cache(gateway: Gateway, engine: Engine
     assert [answer.status_code for answer in answers] == [200, 202, 200, 200, 404, 401, 200]
     for answer in answers:
         assert answer.headers.get("cache-control") == "no-store", answer.request.url
+
+
+def test_a_job_of_few_lots_but_many_descriptions_is_streamed_not_built_whole(
+        gateway: Gateway, engine: Engine) -> None:
+    """Up to 1,000 lots were built whole whatever their descriptions: at ten languages of long
+    text that was 100 MB a request (800 MB at the longest answers), and a handful of downloads of
+    one job took a gateway past its memory. The cut now counts descriptions."""
+    languages = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(150), languages)
+    answer = gateway.get_job(RESULTS, job_id)
+    assert answer.status_code == 200 and "content-length" not in answer.headers  # streamed
+    assert len(answer.json()["results"]["lots"]) == 150

@@ -20,8 +20,9 @@ from lotlens_gateway.overlay import job_lots
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
 CHUNK_BYTES = 256 * 1024
-# At most this many lots, a finished job's document is read at once and sent as one body.
-SMALL_JOB_LOTS = 1000
+# At most this many descriptions (lots x languages), a finished job's document is read at once
+# and sent as one body. Counted in lots (1,000), ten languages of long text were 100 MB a request.
+SMALL_JOB_TEXTS = 1000
 
 
 def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
@@ -50,8 +51,8 @@ def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
-    """The whole document of a finished job of at most `SMALL_JOB_LOTS` lots; None otherwise."""
-    if not is_terminal(job) or job.total_lots > SMALL_JOB_LOTS:
+    """The whole document of a finished job of at most `SMALL_JOB_TEXTS` descriptions; None otherwise."""
+    if not is_terminal(job) or job.total_lots * max(1, len(job.languages)) > SMALL_JOB_TEXTS:
         return None
     lot_results = iter_lot_results(conn, job, stream=False)
     return b"".join(document_chunks(job, job_lots(job, lot_results, lambda: nullcontext(conn))))
