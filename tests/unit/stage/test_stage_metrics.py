@@ -3,14 +3,17 @@ them), and a failure is counted under what failed, OpenAI by its kind or the sta
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common import ops
 from lotlens_common.model.errors import ModelRateLimitedError
-from lotlens_common.stage import metrics
+from lotlens_common.stage import metrics, submit
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import run_stage_loop
 from tests.unit.stage.conftest import World, lots
@@ -69,3 +72,16 @@ def test_a_round_failing_on_the_database_is_no_openai_error(world: World, tmp_pa
     assert value("lotlens_stage_round_failures_total", stage="vision", step="loop") == round_before + 1
     assert sum(value("lotlens_openai_errors_total", stage="vision", operation="loop", kind=kind)
                for kind in ("other", "unavailable", "timeout")) == openai_before
+
+
+def test_a_long_round_beats_for_the_liveness_probe_as_it_goes(world: World,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stage's loop beat only between rounds: a shard whose image checks took over 600 s (many
+    slow hosts) had its pod restarted by the liveness probe mid-round, and recovery started the
+    same checks again, for good."""
+    beats: list[str] = []
+    monkeypatch.setattr(ops.HEARTBEATS, "beat", beats.append)
+    monkeypatch.setattr(submit, "PREPARE_CHUNK", 2)
+    world.store.add(lots(6))
+    asyncio.run(submit.flush_due(world.stage))
+    assert beats.count("stage:vision") >= 3  # once a chunk of lots prepared

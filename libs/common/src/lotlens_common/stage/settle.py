@@ -8,6 +8,7 @@ from typing import Any
 
 from lotlens_common.faults import fault_point
 from lotlens_common.model.errors import ModelOutputError, ModelUnavailableError
+from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
 from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
@@ -100,3 +101,4 @@ class Settler:
         metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(len(done.failed))
         metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(done.retried())
         self.events, self.settlement = [], Settlement.empty()
+        heartbeat(f"stage:{name}")  # a big collection is a long round: the probe sees it go on

@@ -17,6 +17,7 @@ from typing import Any
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
 from lotlens_common.model.errors import ModelError, ModelRateLimitedError, ModelRequestError
+from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
@@ -138,6 +139,9 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
             requests = await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK])
             writer.write(requests)
             prepared += [lot for lot, _ in requests]
+            # A round preparing a big shard (many slow image hosts) outlasted the liveness probe's
+            # 600 s: the pod was restarted mid-round, and recovery began the same checks again.
+            heartbeat(f"stage:{stage.spec.name}")
         stage.store.requeue(job_id, writer.overflow, sent=False)
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
