@@ -70,3 +70,14 @@ def test_a_collection_that_failed_to_publish_finds_the_results_again(world: Worl
     asyncio.run(step(stage, watching=True))
     assert call.calls == 3
     assert results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+
+
+def test_a_restarted_process_collects_its_predecessors_batch(world: World, tmp_path: Path) -> None:
+    call = Counting()
+    before = instance(world, call, tmp_path / "a")
+    world.store.add(lots(3))
+    asyncio.run(flush_due(before))  # answered, then the process dies before collecting
+    after = instance(world, call, tmp_path / "a")  # a new process on the same folder
+    asyncio.run(step(after, watching=True))
+    assert call.calls == 3 and results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+    assert len(after.batches.batches) == 1  # type: ignore[attr-defined]  # kept, so pruned with the rest

@@ -127,7 +127,9 @@ class DirectBatches:
         if known is not None:
             return dict(known)
         if self._result_files(batch_id)[0].exists():
-            return self._completed(batch_id, {}, None)
+            # Kept like this process's own, so its files go with them after `KEPT_S`.
+            self.batches[batch_id] = self._completed(batch_id, {}, None)
+            return dict(self.batches[batch_id])
         made = _made_at(batch_id)
         if made is not None and time.time() - made < ORPHANED_AFTER_S:
             return {"id": batch_id, "status": "in_progress", "created_at": int(made)}
