@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from sqlalchemy import Connection, text
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
@@ -15,9 +17,37 @@ from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.errors import ApiError
+from lotlens_gateway.outbox import InTransaction
 from lotlens_gateway.views import is_terminal
 
 router = APIRouter(tags=["webhooks"])
+# A redelivery sends every URL of the job again (a queue row each): at most one a job in this
+# window. Unlimited, one client re-sent a 50,000-URL job up to its polling limit, 1,000 a minute,
+# and every other client's webhooks queued behind.
+REDELIVERY_WINDOW_S = 600
+_REQUESTED_IN_WINDOW = text("""
+    SELECT count(*), extract(epoch FROM min(created_at) + make_interval(secs => :window) - now())
+      FROM outbox WHERE job_id = :job_id AND event_type = :type
+       AND created_at > now() - make_interval(secs => :window)""")
+
+
+def _alone_in_its_window(job_id: str) -> InTransaction:
+    """Refuse (429) a second request of the job's redelivery in the window, in the transaction
+    that records this one; requests racing for one job are taken one after the other."""
+
+    def check(conn: Connection) -> None:
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-redelivery:' || :job_id))"),
+                     {"job_id": job_id})
+        count, wait_s = conn.execute(_REQUESTED_IN_WINDOW, {
+            "job_id": job_id, "type": WebhookRedeliveryRequested.event_type,
+            "window": REDELIVERY_WINDOW_S}).one()
+        if count > 1:  # this request's own row and an earlier one
+            raise ApiError(429, "RATE_LIMIT_EXCEEDED", "This job's webhooks were redelivered in the "
+                           f"last {REDELIVERY_WINDOW_S // 60} minutes",
+                           details={"reason": "redelivered_recently"},
+                           headers={"Retry-After": str(max(1, math.ceil(wait_s or 0)))})
+
+    return check
 _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
 
 
@@ -41,7 +71,8 @@ async def list_deliveries(job_id: str, client_id: JobClient, deps: Deps) -> JSON
              response_model=schemas_webhooks.RedeliveryAccepted,
              summary="Send a finished job's webhooks again",
              description=(_SIGNED + " For a customer whose endpoint failed: every webhook URL of the "
-                          "job gets a new delivery (a new `webhook-id`) with the full retry schedule."),
+                          "job gets a new delivery (a new `webhook-id`) with the full retry schedule. "
+                          "At most once a job in 10 minutes (429 with `Retry-After`)."),
              responses=schemas.error_responses(400, 401, 403, 404, 429, 503))
 async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Record the request (the outbox); the webhook dispatcher schedules the deliveries."""
@@ -55,6 +86,7 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONRespon
     event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
                                        requested_at=requested_at)
     await run_in_threadpool(deps.outbox.append, deps.settings.topics.completions,
-                            [Envelope(event, client_id=client_id, occurred_at=requested_at)])
+                            [Envelope(event, client_id=client_id, occurred_at=requested_at)],
+                            _alone_in_its_window(job_id))
     return JSONResponse({"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
                          "requested_at": iso(requested_at)}, status_code=202)

@@ -1,0 +1,41 @@
+"""Webhook redelivery is a business flow with a cost (every URL of the job delivered again, a
+queue row each): a job's webhooks are sent again at most once in ten minutes. Unlimited, one
+client re-sent a 50,000-URL job as often as its polling limit allowed (1,000 a minute), and every
+other client's webhooks queued behind."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from sqlalchemy import Engine, update
+
+from lotlens_common.tables import jobs
+from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots
+
+pytestmark = pytest.mark.integration
+
+REDELIVER = "/api/v1/batch-jobs/{job_id}/webhooks/redeliver"
+
+
+def _finished_with_webhooks(engine: Engine, gateway: Gateway) -> str:
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(webhook_configured=True))
+    return job_id
+
+
+def _redeliver(gateway: Gateway, job_id: str) -> httpx2.Response:
+    return httpx2.post(f"{gateway.url}{REDELIVER.format(job_id=job_id)}",
+                       headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+
+
+def test_a_jobs_webhooks_are_redelivered_at_most_once_in_ten_minutes(gateway: Gateway, engine: Engine
+                                                                    ) -> None:
+    job_id, other = _finished_with_webhooks(engine, gateway), _finished_with_webhooks(engine, gateway)
+    assert _redeliver(gateway, job_id).status_code == 202
+    again = _redeliver(gateway, job_id)
+    assert again.status_code == 429, again.text
+    body = again.json()
+    assert body["code"] == "RATE_LIMIT_EXCEEDED" and body["details"]["reason"] == "redelivered_recently"
+    assert 1 <= int(again.headers["retry-after"]) <= 600
+    assert _redeliver(gateway, other).status_code == 202  # another job is another flow
