@@ -41,6 +41,10 @@ def results(world: World) -> list[str]:
     return sorted(event.lot_id for event in world.of(VisionCompleted))
 
 
+def each_lot_sent_and_described_once(world: World, call: Counting) -> bool:
+    return call.calls == 3 and results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+
+
 def test_an_instance_leaves_a_batch_another_live_instance_made_to_it(world: World, tmp_path: Path) -> None:
     call = Counting()
     first, second = instance(world, call, tmp_path / "a"), instance(world, call, tmp_path / "b")
@@ -49,8 +53,7 @@ def test_an_instance_leaves_a_batch_another_live_instance_made_to_it(world: Worl
     asyncio.run(step(second, watching=True))
     asyncio.run(step(first, watching=True))
     asyncio.run(step(second, watching=True))
-    assert call.calls == 3
-    assert results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+    assert each_lot_sent_and_described_once(world, call)
 
 
 def test_a_collection_that_failed_to_publish_finds_the_results_again(world: World, tmp_path: Path) -> None:
@@ -68,8 +71,7 @@ def test_a_collection_that_failed_to_publish_finds_the_results_again(world: Worl
     asyncio.run(step(stage, watching=True))  # the collection fails: nothing published, nothing settled
     asyncio.run(step(stage, watching=True))
     asyncio.run(step(stage, watching=True))
-    assert call.calls == 3
-    assert results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+    assert each_lot_sent_and_described_once(world, call)
 
 
 def test_a_restarted_process_collects_its_predecessors_batch(world: World, tmp_path: Path) -> None:
@@ -79,5 +81,5 @@ def test_a_restarted_process_collects_its_predecessors_batch(world: World, tmp_p
     asyncio.run(flush_due(before))  # answered, then the process dies before collecting
     after = instance(world, call, tmp_path / "a")  # a new process on the same folder
     asyncio.run(step(after, watching=True))
-    assert call.calls == 3 and results(world) == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+    assert each_lot_sent_and_described_once(world, call)
     assert len(after.batches.batches) == 1  # type: ignore[attr-defined]  # kept, so pruned with the rest

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, exists, select
+from sqlalchemy import Connection, Engine, exists, select, text
 
 from lotlens_common.db import copy_in, copy_row
 from lotlens_common.envelope import Envelope, decode, encode
@@ -119,3 +119,20 @@ def facts_of(conn: Connection, job_id: str) -> JobFacts:
         elif isinstance(envelope.event, JobCancelled) and cancelled_at is None:
             cancelled_at = envelope.event.cancelled_at
     return JobFacts(submitted, cancelled_at)
+
+
+_IN_WINDOW = text("""
+    SELECT count(*), extract(epoch FROM min(created_at) + make_interval(secs => :window) - now())
+      FROM outbox WHERE job_id = :job_id AND event_type = :type
+       AND created_at > now() - make_interval(secs => :window)""")
+
+
+def recorded_in_window(conn: Connection, job_id: str, event_type: str, window_s: float) -> tuple[int, float]:
+    """How many of the job's `event_type` events were written in the last `window_s` (this
+    transaction's included), and the seconds until the oldest leaves the window. Takes the job's
+    lock for that type first: transactions racing for one job count one another."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-outbox:' || :type || ':' || :job_id))"),
+                 {"type": event_type, "job_id": job_id})
+    count, wait_s = conn.execute(_IN_WINDOW, {"job_id": job_id, "type": event_type, "window": window_s}).one()
+    return int(count), float(wait_s or 0.0)
+

@@ -7,7 +7,7 @@ import uuid
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
@@ -17,7 +17,7 @@ from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.outbox import InTransaction
+from lotlens_gateway.outbox import InTransaction, recorded_in_window
 from lotlens_gateway.views import is_terminal
 
 router = APIRouter(tags=["webhooks"])
@@ -25,29 +25,24 @@ router = APIRouter(tags=["webhooks"])
 # window. Unlimited, one client re-sent a 50,000-URL job up to its polling limit, 1,000 a minute,
 # and every other client's webhooks queued behind.
 REDELIVERY_WINDOW_S = 600
-_REQUESTED_IN_WINDOW = text("""
-    SELECT count(*), extract(epoch FROM min(created_at) + make_interval(secs => :window) - now())
-      FROM outbox WHERE job_id = :job_id AND event_type = :type
-       AND created_at > now() - make_interval(secs => :window)""")
 
 
 def _alone_in_its_window(job_id: str) -> InTransaction:
     """Refuse (429) a second request of the job's redelivery in the window, in the transaction
-    that records this one; requests racing for one job are taken one after the other."""
+    that records this one."""
 
     def check(conn: Connection) -> None:
-        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-redelivery:' || :job_id))"),
-                     {"job_id": job_id})
-        count, wait_s = conn.execute(_REQUESTED_IN_WINDOW, {
-            "job_id": job_id, "type": WebhookRedeliveryRequested.event_type,
-            "window": REDELIVERY_WINDOW_S}).one()
+        count, wait_s = recorded_in_window(conn, job_id, WebhookRedeliveryRequested.event_type,
+                                           REDELIVERY_WINDOW_S)
         if count > 1:  # this request's own row and an earlier one
             raise ApiError(429, "RATE_LIMIT_EXCEEDED", "This job's webhooks were redelivered in the "
                            f"last {REDELIVERY_WINDOW_S // 60} minutes",
                            details={"reason": "redelivered_recently"},
-                           headers={"Retry-After": str(max(1, math.ceil(wait_s or 0)))})
+                           headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
 
     return check
+
+
 _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
 
 
