@@ -12,10 +12,12 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,6 +76,51 @@ def _spawn(name: str, command: list[str], env: dict[str, str]) -> None:
     (RUN / f"{name}.pid").write_text(str(process.pid))
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Process:
+    """One process `up` runs: its name (pid and log file), command, extra environment and port."""
+
+    name: str
+    command: list[str]
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def _plan() -> list[Process]:
+    """Every process `up` runs, in start order."""
+    python = sys.executable
+    planned = [] if os.environ.get("OPENAI_API_KEY") else [
+        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], STANDIN_PORT)]
+    planned.append(Process("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
+                                              "127.0.0.1", "--directory", str(ROOT / "examples" / "images")],
+                           IMAGES_PORT))
+    for number, service in enumerate(SERVICES):
+        command = [python, "-m", "lotlens_" + service.replace("-", "_")]
+        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics);
+        # instance k > 1 of a service is named `<service>-k` and serves on 19100 + 10 k + number.
+        for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
+            name = service if instance == 1 else f"{service}-{instance}"
+            port = 19100 + number + (10 * instance if instance > 1 else 0)
+            # Static membership: a consumer restarted after a crash rejoins under its name at once.
+            env = {"KAFKA_GROUP_INSTANCE_ID": name}
+            if service == "gateway":
+                port = GATEWAY_PORT
+            else:
+                env["LOTLENS_METRICS_PORT"] = str(port)
+            planned.append(Process(name, command, port, env))
+    return planned
+
+
 def _wait_for(url: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -86,29 +133,27 @@ def _wait_for(url: str, seconds: float) -> bool:
 
 
 def up() -> None:
-    """Start what is not running, wait for the gateway's health, print how to use it."""
+    """Start what is not running, wait for the stand-in's and the gateway's health, print how to
+    use it. A port held by some other program stops it before anything starts: the services would
+    exit at once, or worse, talk to that program (an older stand-in, another gateway)."""
     RUN.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     env = _environment()
-    python = sys.executable
-    subprocess.run([python, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env, check=True)
-    if not os.environ.get("OPENAI_API_KEY"):
-        _spawn("openai-standin", [python, "-m", "lotlens_openai_standin"], env)
-        _wait_for(f"http://127.0.0.1:{STANDIN_PORT}/_standin/stats", 30)
-    _spawn("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
-                              "127.0.0.1", "--directory", str(ROOT / "examples" / "images")], env)
-    for number, service in enumerate(SERVICES):
-        module = "lotlens_" + service.replace("-", "_")
-        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics);
-        # instance k > 1 of a service is named `<service>-k` and serves on 19100 + 10 k + number.
-        for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
-            name = service if instance == 1 else f"{service}-{instance}"
-            port = 19100 + number + (10 * instance if instance > 1 else 0)
-            # Static membership: a consumer restarted after a crash rejoins under its name at once.
-            _spawn(name, [python, "-m", module], {**env, "LOTLENS_METRICS_PORT": str(port),
-                                                  "KAFKA_GROUP_INSTANCE_ID": name})
+    planned = _plan()
+    taken = [f"{p.port} ({p.name})" for p in planned if not _alive(p.name) and not _port_free(p.port)]
+    if taken:
+        sys.exit("make up: port(s) in use by another program: " + ", ".join(taken)
+                 + "; stop it, or set LOTLENS_GATEWAY_PORT / STANDIN_PORT / LOTLENS_EXAMPLE_IMAGES_PORT")
+    subprocess.run([sys.executable, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env, check=True)
+    for process in planned:
+        _spawn(process.name, process.command, {**env, **process.env})
+        if process.name == "openai-standin" and not _wait_for(
+                f"http://127.0.0.1:{STANDIN_PORT}/_standin/stats", 30):
+            sys.exit(f"the OpenAI stand-in did not start; see {LOGS}/openai-standin.log")
     if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
         sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
+    if dead := [p.name for p in planned if not _alive(p.name)]:
+        sys.exit(f"exited at start: {', '.join(dead)}; see their logs in {LOGS}")
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
     print(f"""
 LotLens is up.
