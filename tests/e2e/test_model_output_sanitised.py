@@ -10,6 +10,7 @@ import httpx2
 import pytest
 from sqlalchemy import Engine, select
 
+from lotlens_common.model.html_text import already_clean
 from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions
 from tests.conftest import new_id
@@ -21,11 +22,14 @@ pytestmark = pytest.mark.e2e
 # The stand-in appends <script>, <img onerror>, <a href="javascript:…"> and <b onclick> to its
 # vision answer when the lot's notes hold this marker.
 MARKER = "standin:hostile-html"
-FORBIDDEN = ("<script", "alert(", "<img", "onerror", "javascript:", "<a ", "onclick", "href")
+FORBIDDEN = ("<script", "alert(", "<img", "onerror", "javascript:", "<a ", "onclick", "href", "lang=",
+             "title=")
 
 
 def assert_clean(html: str) -> None:
     assert not any(bad in html.lower() for bad in FORBIDDEN), html
+    # Every tag closed where it opened: an unclosed <b> or <ul> runs on into the integrator's page.
+    assert already_clean(html), html
     assert "<b>bold</b>" in html and "details" in html  # allowed tags and text are kept
 
 

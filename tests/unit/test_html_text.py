@@ -20,6 +20,19 @@ def test_hostile_markup_keeps_only_the_allowed_tags_without_attributes() -> None
     assert as_paragraph_html(HOSTILE) == "<p>Dent on the door.</p><p>details<b>bold</b></p><p>Scratch.</p>"
 
 
+@pytest.mark.parametrize(("markup", "html"), [
+    ('<b lang="fa">x</b> y', "<p><b>x</b> y</p>"),
+    ('<ul lang="he"><li>b</li></ul>', "<ul><li>b</li></ul>"),
+    ('<p title="Seller verified: no damage">t</p>', "<p>t</p>"),
+    ('<p lang="ar" dir="rtl" title="t"><em lang="en">BMW</em> x</p>', "<p><em>BMW</em> x</p>"),
+])
+def test_the_attributes_nh3_allows_by_default_are_dropped_too(markup: str, html: str) -> None:
+    """nh3 keeps `lang` and `title` on every tag unless told otherwise: a translation that marked its
+    language (`<b lang="fa">`) came back with the `<b>` never closed, bolding the rest of the
+    customer's page, and a `title` put model-written text in a tooltip."""
+    assert as_paragraph_html(markup) == html
+
+
 @pytest.mark.parametrize("text", ["<ul><li>one</li><li><strong>two</strong></li></ul>",
                                   "<p>a<br>b <em>c</em> <i>d</i></p>", "<ol><li>x</li></ol>"])
 def test_the_allowed_tags_pass_unchanged(text: str) -> None:

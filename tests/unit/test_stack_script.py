@@ -43,5 +43,6 @@ def test_up_refuses_a_port_another_program_holds_before_starting_anything(tmp_pa
                                    "LOTLENS_GATEWAY_PORT": str(port)},
                               capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode != 0
-    assert "port(s) in use by another program: " in done.stderr and f"{port} (gateway)" in done.stderr, done.stderr
+    assert "port(s) in use by another program: " in done.stderr, done.stderr
+    assert f"{port} (gateway)" in done.stderr, done.stderr
     assert list((tmp_path / "run").iterdir()) == [], "it started processes anyway"

@@ -107,7 +107,8 @@ def strip_outer_paragraph(text: str) -> str:
 # what the pipeline's sanitiser must stop before it reaches an integrator's page.
 HOSTILE_MARKER = "standin:hostile-html"
 HOSTILE_HTML = ('<script>alert("standin")</script><img src="x.png" onerror="alert(1)">'
-                '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>')
+                '<a href="javascript:alert(1)">details</a><b onclick="alert(1)" lang="fa">bold</b>'
+                '<ul lang="he"><li title="Seller verified: no damage">tip</li></ul>')
 
 
 # A prompt holding this marker gets plain text (no tags) with a NUL and other control characters in

@@ -30,7 +30,8 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 # Built once: `nh3.clean` builds its cleaner on every call, which took twice as long as the
 # cleaning itself (a third of the vision-batcher's CPU while collecting 50,000 descriptions).
-_CLEANER = nh3.Cleaner(tags=set(ALLOWED_TAGS), attributes={}, link_rel=None)
+# `"*": set()`: without it nh3 keeps its generic attributes (`lang`, `title`) on every tag.
+_CLEANER = nh3.Cleaner(tags=set(ALLOWED_TAGS), attributes={"*": set()}, link_rel=None)
 
 
 # Tags that may hold text, and where each allowed tag may open ("" = the top level).
