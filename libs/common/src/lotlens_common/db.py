@@ -5,19 +5,24 @@ ways statements take a set of rows: one JSON document (`json_rows`), or COPY (`c
 from __future__ import annotations
 
 import io
+import logging
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
-from psycopg2.errors import UniqueViolation
+from psycopg2.errors import LockNotAvailable, UniqueViolation
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
 from lotlens_common.sql_tracing import trace_statements
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant: every process that migrates takes the same lock, so two never race.
 _MIGRATION_LOCK = 7_311_002
@@ -69,8 +74,37 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to call from many processes at once."""
+@dataclass(frozen=True)
+class LockPatience:
+    """How long a migration may queue for one table lock, and for how long it tries again.
+
+    A migration's `ALTER TABLE` waiting behind a long reader holds every later statement on that
+    table in the queue behind it: intake, polling and the stages stop while it waits. Giving up
+    after `wait_s` lets them through; the migration tries again until `give_up_after_s` (inside
+    the migrate Job's deadline), then fails and the Job retries it.
+    """
+
+    wait_s: float = 5.0
+    pause_s: float = 2.0
+    give_up_after_s: float = 600.0
+
+
+def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockPatience()) -> None:
+    """Bring the schema to `target` (the newest revision); safe to call from many processes at once."""
+    deadline = time.monotonic() + patience.give_up_after_s
+    while True:
+        try:
+            _upgrade(engine, target, patience.wait_s)
+            return
+        except OperationalError as exc:
+            if not isinstance(exc.orig, LockNotAvailable) or time.monotonic() + patience.pause_s > deadline:
+                raise
+            log.warning("a migration waited %s s for a table lock, gave way and tries again in %s s",
+                         patience.wait_s, patience.pause_s)
+            time.sleep(patience.pause_s)
+
+
+def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
     # Imported here: Alembic is a fifth of a service's start-up imports and only migrations need it
     # (a consumer restarted after a crash rejoins its group that much sooner).
     from alembic import command
@@ -79,9 +113,12 @@ def migrate(engine: Engine) -> None:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        # The advisory lock first, without a limit: a second migrator waits for the first.
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        connection.execute(text("SELECT set_config('lock_timeout', :t, true)"),
+                           {"t": f"{int(lock_wait_s * 1000)}ms"})
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, target)
 
 
 def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
