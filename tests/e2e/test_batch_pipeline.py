@@ -23,6 +23,7 @@ from tests.e2e.harness import Stack
 from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class, seed_webhook_verifier
 from tests.servers import WebhookReceiver
+from tests.stack_health import wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -192,3 +193,25 @@ def test_a_jobs_failed_lots_are_retried_as_a_linked_job(stack: Stack, images: st
         assert new_results is not None and [lot.lot_id for lot in new_results.lots] == [f"{prefix}-2"]
         assert sdk.job_status(new_id_).retry_of == job_id
         assert sdk.job_status(job_id).retried_as == new_id_
+
+
+def test_the_gateway_stops_cleanly_on_sigterm_after_a_synchronous_lot(stack: Stack, images: str) -> None:
+    # Its image client was closed on a new event loop after uvicorn's had ended: SIGTERM ended in
+    # "Event loop is closed", a non-zero exit and database pools never disposed.
+    lots = [{"lot_id": new_id("stop"), "additional_info": "2019 Toyota Camry",
+             "images": [{"url": f"{images}/stop-0.png"}]}]
+    signature = sign(stack.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
+    answer = httpx2.post(f"{stack.url}/api/v1/generate-descriptions", timeout=120,
+                         json={"signature": signature, "languages": ["en"], "lots": lots})
+    assert answer.status_code == 200, answer.text
+    log = stack.logs / "gateway.log"
+    written = log.stat().st_size
+    process = stack.processes.pop("gateway")
+    process.send_signal(signal.SIGTERM)
+    try:
+        assert process.wait(timeout=90) == 0, stack.log_tail("gateway")
+        after = log.read_bytes()[written:].decode(errors="replace")
+        assert "Traceback" not in after and "Event loop is closed" not in after, after
+    finally:
+        stack.start("gateway")
+        wait_healthy(stack.url, stack.processes, stack.log_tail)

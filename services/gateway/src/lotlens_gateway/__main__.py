@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import signal
 from functools import partial
 
 import uvicorn
@@ -56,12 +56,15 @@ def main() -> None:
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
     deps.relay.start()
+    # uvicorn restores the handler it found and raises the SIGTERM again once it has drained: with
+    # Python's default handler that killed the process there, before the relay stopped, the
+    # producer flushed and the pools closed (exit -15). A handler that does nothing lets main end.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=DRAIN_S)).run()
     finally:
         deps.relay.stop(RELAY_STOP_S)
         producer.flush(FLUSH_S)
-        asyncio.run(images_http.aclose())
         engine.dispose()
         read_engine.dispose()
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
@@ -63,8 +64,13 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     """The gateway app over the given collaborators."""
     # No /docs or /redoc: they load Swagger UI and Redoc from a CDN (floating versions, no
     # integrity check) on the origin where the console keeps the client's key. /openapi.json stays.
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await deps.close_clients()
+
     app = FastAPI(title="LotLens gateway", version="2.0.0", description=DESCRIPTION,
-                  docs_url=None, redoc_url=None,
+                  docs_url=None, redoc_url=None, lifespan=lifespan,
                   openapi_tags=[{"name": "generation"}, {"name": "batch jobs"}, {"name": "operations"}])
     app.state.deps = deps
     install_error_handlers(app)

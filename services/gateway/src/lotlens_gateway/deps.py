@@ -58,6 +58,13 @@ class GatewayDeps:
         if not self.keys:
             self.keys = self.settings.client_keys()
 
+    async def close_clients(self) -> None:
+        """Close the HTTP clients on the loop that served with them: their pooled connections
+        belong to it (closed from another loop, shutdown raised "Event loop is closed" and the
+        database pools were never disposed)."""
+        await self.describer.http.aclose()
+        await self.describer.model_client.close()
+
     @property
     def limits(self) -> Limits:
         """Validation limits from the settings."""
