@@ -3,11 +3,14 @@ the job runs too (batch-results answers 202 then)."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import httpx2
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, insert, update
 
-from lotlens_common.tables import lots
+from lotlens_common.tables import descriptions, lots
 from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
@@ -55,3 +58,36 @@ def test_a_running_jobs_lots_are_listed_and_strangers_and_bad_queries_refused(
     assert httpx2.get(f"{gateway.url}{PATH.format(job_id=job_id)}").status_code == 401
     assert page(gateway, job_id, "limit=501").status_code == 422
     assert page(gateway, job_id, "status=lost").status_code == 422
+
+
+def test_a_big_page_is_written_without_stalling_the_other_requests(gateway: Gateway, engine: Engine) -> None:
+    # 500 lots in 10 languages of long text is a 35 MB answer: written on the event loop by
+    # JSONResponse, it held every other request (health probes included) for most of a second.
+    languages = ["en", "de", "fr", "es", "it", "pt", "pl", "nl", "sv", "ru"]
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(500), languages)
+    with engine.begin() as conn:
+        conn.execute(update(descriptions).where(descriptions.c.job_id == job_id)
+                     .values(damages="<p>" + "Dent on the rear door, scratched bumper. " * 160 + "</p>"))
+    waits: list[float] = []
+    done = threading.Event()
+
+    def probe() -> None:
+        with httpx2.Client(base_url=gateway.url, timeout=30) as client:
+            while not done.is_set():
+                started = time.perf_counter()
+                client.get("/livez")
+                waits.append(time.perf_counter() - started)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    try:
+        time.sleep(0.3)
+        started = time.perf_counter()
+        answer = page(gateway, job_id, "limit=500")
+        took = time.perf_counter() - started
+    finally:
+        done.set()
+        prober.join()
+    assert answer.status_code == 200 and len(answer.json()["lots"]) == 500
+    assert len(answer.content) > 30_000_000
+    assert max(waits) < took / 4, f"a probe waited {max(waits):.3f} s of the page's {took:.3f} s"

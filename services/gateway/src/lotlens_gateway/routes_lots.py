@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas
 from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.overlay import lots_page
 from lotlens_gateway.schemas import LotResult
 from lotlens_gateway.schemas_jobs import Pagination
@@ -43,11 +44,15 @@ async def job_lots(
         status: Annotated[LotStatus | None, Query(description="Only lots in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,
-) -> JSONResponse:
+) -> Response:
     """One page of lots and the pagination block."""
-    job, found = await run_in_threadpool(deps.store.job_and, job_id, client_id,
-                                         lambda conn, job: lots_page(conn, job, status, limit, offset))
-    page, total = found or ([], 0)
-    return JSONResponse({"job_id": job_id, "status": job.status, "lots": page,
-                         "pagination": {"limit": limit, "offset": offset, "total": total,
-                                        "has_more": offset + len(page) < total}})
+
+    def read() -> bytes:
+        job, found = deps.store.job_and(job_id, client_id,
+                                        lambda conn, job: lots_page(conn, job, status, limit, offset))
+        page, total = found or ([], 0)
+        more = offset + len(page) < total
+        pagination = {"limit": limit, "offset": offset, "total": total, "has_more": more}
+        return encoded({"job_id": job_id, "status": job.status, "pagination": pagination}, "lots", page)
+
+    return json_answer(await run_in_threadpool(read))
