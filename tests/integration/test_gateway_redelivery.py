@@ -5,11 +5,13 @@ other client's webhooks queued behind."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import httpx2
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, insert, update
 
-from lotlens_common.tables import jobs
+from lotlens_common.tables import jobs, webhook_attempts, webhook_deliveries
 from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots
 
 pytestmark = pytest.mark.integration
@@ -39,3 +41,32 @@ def test_a_jobs_webhooks_are_redelivered_at_most_once_in_ten_minutes(gateway: Ga
     assert body["code"] == "RATE_LIMIT_EXCEEDED" and body["details"]["reason"] == "redelivered_recently"
     assert 1 <= int(again.headers["retry-after"]) <= 600
     assert _redeliver(gateway, other).status_code == 202  # another job is another flow
+
+
+def test_a_jobs_deliveries_are_listed_a_page_at_a_time(gateway: Gateway, engine: Engine) -> None:
+    # The whole list in one answer: a 50,000-URL job with 5 attempts each was 72 MB, written on
+    # the event loop in one piece.
+    job_id = _finished_with_webhooks(engine, gateway)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    with engine.begin() as conn:
+        conn.execute(insert(webhook_deliveries), [
+            {"id": f"{job_id}-d{n:03}", "batch_job_id": job_id, "webhook_url": f"https://hooks.example/{n}",
+             "status": "delivered", "attempt_count": 1, "created_at": start + timedelta(seconds=n)}
+            for n in range(250)])
+        conn.execute(insert(webhook_attempts), [
+            {"delivery_id": f"{job_id}-d{n:03}", "attempt": 1, "attempted_at": start, "succeeded": True,
+             "status_code": 200} for n in range(250)])
+
+    def listed(query: str = "") -> httpx2.Response:
+        return httpx2.get(f"{gateway.url}/api/v1/batch-jobs/{job_id}/webhooks{query}",
+                          headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+
+    first = listed().json()
+    urls = [d["webhook_url"] for d in first["deliveries"]]
+    assert urls == [f"https://hooks.example/{n}" for n in range(100)]
+    assert first["pagination"] == {"limit": 100, "offset": 0, "total": 250, "has_more": True}
+    assert all(d["attempts"][0]["status_code"] == 200 for d in first["deliveries"])
+    last = listed("?limit=100&offset=200").json()
+    assert len(last["deliveries"]) == 50 and not last["pagination"]["has_more"]
+    assert last["deliveries"][-1]["id"] == f"{job_id}-d249"
+    assert listed("?limit=501").status_code == 422

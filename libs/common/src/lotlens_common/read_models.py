@@ -205,10 +205,15 @@ def lot_usage(by_stage: dict[str, Any]) -> dict[str, Any]:
     return total(Usage.model_validate(part) for part in by_stage.values()).model_dump()
 
 
-def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:
-    """The job's webhook deliveries, oldest first, each with every attempt made."""
+def job_deliveries(conn: Connection, job_id: str, limit: int, offset: int
+                   ) -> tuple[list[dict[str, Any]], int]:
+    """One page of the job's webhook deliveries, oldest first, each with every attempt made; and
+    how many the job has."""
+    total = conn.execute(select(func.count()).select_from(webhook_deliveries)
+                         .where(webhook_deliveries.c.batch_job_id == job_id)).scalar_one()
     deliveries = conn.execute(select(webhook_deliveries).where(webhook_deliveries.c.batch_job_id == job_id)
-                              .order_by(webhook_deliveries.c.created_at, webhook_deliveries.c.id)).mappings()
+                              .order_by(webhook_deliveries.c.created_at, webhook_deliveries.c.id)
+                              .limit(limit).offset(offset)).mappings()
     found = [dict(row) for row in deliveries]
     attempts: dict[str, list[dict[str, Any]]] = {}
     if found:
@@ -226,4 +231,4 @@ def job_deliveries(conn: Connection, job_id: str) -> list[dict[str, Any]]:
         "last_attempt_at": iso(d["last_attempt_at"]), "delivered_at": iso(d["delivered_at"]),
         "next_attempt_at": iso(d["next_attempt_at"]), "error_message": d["error_message"],
         "last_status_code": d["last_status_code"], "attempts": attempts.get(d["id"], []),
-    } for d in found]
+    } for d in found], total

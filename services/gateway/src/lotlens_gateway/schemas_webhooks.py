@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from lotlens_gateway.schemas import JOB_ID
+from lotlens_gateway.schemas_jobs import Pagination
 
 
 class Attempt(BaseModel):
@@ -37,9 +38,10 @@ class Delivery(BaseModel):
 
 
 class DeliveryList(BaseModel):
-    """A job's deliveries, oldest first."""
+    """One page of a job's deliveries, oldest first."""
 
     job_id: str = Field(examples=[JOB_ID])
+    pagination: Pagination
     deliveries: list[Delivery]
 
 

@@ -59,7 +59,7 @@ const api = {
   },
   jobStatus: (id) => signedRequest("GET", `${API}/batch-status/${encodeURIComponent(id)}`, id),
   jobResults: (id) => signedRequest("GET", `${API}/batch-results/${encodeURIComponent(id)}`, id),
-  deliveries: (id) => signedRequest("GET", `${API}/batch-jobs/${encodeURIComponent(id)}/webhooks`, id),
+  deliveries: (id) => signedRequest("GET", `${API}/batch-jobs/${encodeURIComponent(id)}/webhooks?limit=500`, id),
   redeliver: (id) => signedRequest("POST", `${API}/batch-jobs/${encodeURIComponent(id)}/webhooks/redeliver`, id),
   cancel: (id) => signedRequest("POST", `${API}/batch-jobs/${encodeURIComponent(id)}/cancel`, id),
   retryFailed: (id) => signedRequest("POST", `${API}/batch-jobs/${encodeURIComponent(id)}/retry-failed`, id),
@@ -345,11 +345,16 @@ async function loadDeliveries(jobId, view) {
     return handleFailure(failure, byId("redeliver-result"));
   }
   if (view !== currentView) return [];
-  byId("delivery-rows").replaceChildren(...answer.deliveries.map(deliveryRow));
+  const rows = byId("delivery-rows");
+  rows.replaceChildren(...answer.deliveries.map(deliveryRow));
+  rows.dataset.total = answer.pagination.total;
   if (!answer.deliveries.length) {
-    byId("delivery-rows").append(el("tr", {}, el("td", { colspan: "5" }, "No deliveries recorded.")));
+    rows.append(el("tr", {}, el("td", { colspan: "5" }, "No deliveries recorded.")));
+  } else if (answer.pagination.has_more) {
+    rows.append(el("tr", {}, el("td", { colspan: "5" },
+      `The first ${answer.deliveries.length} of ${answer.pagination.total} deliveries.`)));
   }
-  return answer.deliveries;
+  return answer;
 }
 
 function deliveryRow(delivery) {
@@ -395,7 +400,7 @@ async function retryFailed(jobId) {
 // Asks for a redelivery, then re-reads the deliveries until the new one shows up (or 20 s pass).
 async function redeliver(jobId, view) {
   const result = byId("redeliver-result");
-  const before = byId("delivery-rows").querySelectorAll("details").length;
+  const before = Number(byId("delivery-rows").dataset.total || 0);
   try {
     await api.redeliver(jobId);
   } catch (failure) {
@@ -404,8 +409,9 @@ async function redeliver(jobId, view) {
   say(result, "Redelivery scheduled.");
   for (let waited = 0; waited < 20000 && view === currentView; waited += 1000) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const deliveries = await loadDeliveries(jobId, view);
-    if (deliveries.length > before && deliveries.every((d) => d.attempt_count > 0)) {
+    const answer = await loadDeliveries(jobId, view);
+    if (answer && answer.pagination && answer.pagination.total > before
+        && answer.deliveries.every((d) => d.attempt_count > 0)) {
       return say(result, "Redelivery attempted: see the newest row.");
     }
   }
