@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from confluent_kafka import KafkaError, KafkaException
 
+from lotlens_common.envelope import caused, encode
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelError, ModelRequestError
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Caused, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 
 @dataclass
@@ -303,9 +306,12 @@ class FakeBatches:
 
 @dataclass
 class FakePublisher:
-    """Keeps every event published."""
+    """Keeps every event published; refuses one over Kafka's message size as the producer does."""
 
     events: list[Event] = field(default_factory=list)
 
     def publish(self, client_id: str, events: Sequence[Caused]) -> None:
+        for cause, event in events:
+            if len(encode(caused(event, client_id, cause))) > MAX_MESSAGE_BYTES:
+                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
         self.events.extend(event for _, event in events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -281,3 +282,19 @@ def test_a_result_file_openai_no_longer_has_sends_its_lots_again(world: World) -
     world.rounds(4)
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.submitted()) == 2
     assert {s.status for s in world.store.shards_by_id.values()} == {"collected"}
+
+
+def test_a_shard_is_never_bigger_than_its_batch_submitted_event_can_be(world: World) -> None:
+    # 45,000 lots of 240-character ids: their VisionBatchSubmitted was over Kafka's 10 MiB, so the
+    # batch was created and paid, its event refused on every round, and the job never finished.
+    # (With no token budget, as an operator at a high tier sets it; the default keeps shards small.)
+    world.settings = world.settings.model_copy(update={"enqueued_token_limit": 0})
+    world.restart()
+    world.batches.finish = None
+    world.store.add([replace(lot, lot_id=lot.lot_id.ljust(240, "x")) for lot in lots(45_000)])
+    world.rounds(2)
+    submitted = world.submitted()
+    assert len(submitted) >= 2
+    assert sum(len(event.lot_ids) for event in submitted) == 45_000
+    assert set(world.store.statuses().values()) == {"submitted"}
+    assert len(world.batches.batches) == len(submitted), "a batch was created without its event"

@@ -21,7 +21,7 @@ from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.core.rule import affordable, plan_flushes
+from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.ports import Fit, Stage, about_lot
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
@@ -80,11 +80,11 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
 
 
 def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[Any]:
-    """The plan counts lots; the budget counts each lot's own estimate."""
+    """The plan counts lots; the budget counts each lot's own estimate, and the shard's event its ids."""
 
     def fit(lots: list[LotWork[Any]]) -> tuple[int, int]:
         costs = [stage.spec.estimate_tokens(lot) for lot in lots]
-        keep = affordable(costs, budget, nothing_enqueued)
+        keep = min(affordable(costs, budget, nothing_enqueued), recordable([lot.lot_id for lot in lots]))
         return keep, sum(costs[:keep])
 
     return fit

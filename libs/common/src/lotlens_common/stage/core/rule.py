@@ -9,6 +9,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import orjson
+
+from lotlens_common.topics import MAX_MESSAGE_BYTES
+
+# A shard's BatchSubmitted event names every lot it holds, and Kafka refuses a message over
+# MAX_MESSAGE_BYTES for good: the lot ids may take all of it but 1 MiB (the envelope's other
+# fields and the headers are a few hundred bytes).
+RECORDED_LOT_ID_BYTES = MAX_MESSAGE_BYTES - 1024 * 1024
+
 
 @dataclass(frozen=True)
 class WaitingJob:
@@ -69,3 +78,14 @@ def affordable(costs: Sequence[int], budget: int | None, nothing_enqueued: bool)
             break
         count, spent = count + 1, spent + cost
     return count
+
+
+def recordable(lot_ids: Sequence[str], max_bytes: int = RECORDED_LOT_ID_BYTES) -> int:
+    """How many of these lots, taken in order, one BatchSubmitted event can name (each id as JSON
+    writes it, and a comma)."""
+    total = 0
+    for count, lot_id in enumerate(lot_ids):
+        total += len(orjson.dumps(lot_id)) + 1
+        if total > max_bytes:
+            return count
+    return len(lot_ids)
