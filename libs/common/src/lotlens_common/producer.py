@@ -114,6 +114,9 @@ class EventProducer:
         if self._stalled_flushes >= _STALLED_FLUSHES_BEFORE_RENEWAL:
             self._renew(remaining)
         if remaining or failures:
+            # Every caller publishes again after a PublishError: left queued, each retry added one
+            # more copy of its messages, all delivered once the broker was back.
+            self.discard()
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
 
     def _broker_answers(self) -> bool:
