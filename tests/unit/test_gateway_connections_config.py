@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import h11
+import pytest
 from fastapi import FastAPI
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import LimitedH11Protocol, head_bytes, server_config
@@ -34,3 +35,11 @@ def test_head_bytes_is_the_size_of_the_head_as_sent() -> None:
     request = connection.next_event()
     assert isinstance(request, h11.Request)
     assert head_bytes(request) == len(raw)
+
+
+def test_an_event_size_kafka_could_not_take_is_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    # LOTLENS_MAX_EVENT_BYTES=10485760 ("the topics take 10 MB") was accepted: a lot just under it
+    # got its 201, and the relay retried its event, with key and headers over Kafka's limit, forever.
+    monkeypatch.setenv("LOTLENS_MAX_EVENT_BYTES", str(10 * 1024 * 1024))
+    with pytest.raises(ValidationError, match="max_event_bytes"):
+        GatewaySettings(clients={"acme": SecretStr("key")})

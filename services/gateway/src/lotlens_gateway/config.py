@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from lotlens_common.images import MAX_IMAGE_BYTES
 from lotlens_common.settings import ServiceSettings, settings_config
+from lotlens_common.topics import MAX_MESSAGE_BYTES
 from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
 from lotlens_gateway.signed_body import BodyLimits
@@ -83,8 +84,10 @@ class GatewaySettings(ServiceSettings):
     # The outbox relay: rows per publishing round, how long it waits for Kafka's acknowledgement
     # of a round, how long published rows are kept for the reads' overlay.
     outbox_batch_rows: int = 5000
-    # One event (a lot) must fit in one Kafka message (the topics take 10 MB): bigger is a 413.
-    max_event_bytes: int = 4 * 1024 * 1024
+    # One event (a lot) must fit in one Kafka message (the topics take 10 MiB) with its key and
+    # headers, and a dead letter's copy with its own: bigger is a 413. Set above that, the 201
+    # came for an event the relay could never publish, and every later job waited behind it.
+    max_event_bytes: int = Field(4 * 1024 * 1024, ge=1024, le=MAX_MESSAGE_BYTES - 1024 * 1024)
     outbox_publish_timeout_s: float = 10.0
     outbox_retention_s: float = 3600.0
     # A PostgreSQL that does not answer: the client gets 503 after this, not after the OS's timeout.
