@@ -27,7 +27,9 @@ def _event(job_id: str) -> Envelope:
 
 def test_two_flushes_without_progress_while_the_broker_answers_renew_the_producer(infra: Infra) -> None:
     client = new_id("renewed-")
-    producer = EventProducer(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), client)
+    # Renewed after 0.8 s without progress: one 0.5 s flush is not enough, a second one is.
+    producer = EventProducer(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, producer_stall_s=0.8),
+                             client)
     with fresh_topics(infra) as topics:
         # A topic the broker does not have (auto-creation is off): like a partition without a
         # leader, the message waits in the producer and no delivery report comes.

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
+from functools import partial
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -32,7 +34,6 @@ PRODUCER_RENEWALS = Counter(
     "Producers replaced because their messages made no progress while a broker answered", ["client"])
 
 
-_STALLED_FLUSHES_BEFORE_RENEWAL = 2
 # Delivery reports are served every this many messages, and by `flush`. `poll` lets go of the GIL:
 # served after every message, a service whose other thread was busy waited for the GIL each time
 # (18 instead of 1.4 us a message, measured with a second thread spinning).
@@ -62,7 +63,9 @@ class EventProducer:
         self._failures: list[str] = []
         self._reports = 0
         self._produced = 0
-        self._stalled_flushes = 0
+        self._stalled_since: float | None = None
+        self._stall_s = settings.producer_stall_s
+        self._generation = 0
         # CloudEvents `source`: the component that produced the event.
         self._source = f"/lotlens/{client_name}"
 
@@ -82,8 +85,12 @@ class EventProducer:
         for envelope in envelopes:
             self.publish(topic, envelope)
 
-    def publish_encoded(self, topic: str, key: bytes, value: bytes) -> None:
-        """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers."""
+    def publish_encoded(self, topic: str, key: bytes, value: bytes,
+                        delivered: Callable[[], None] | None = None,
+                        failed: Callable[[], None] | None = None) -> None:
+        """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers.
+        `delivered` is called once Kafka has it, `failed` once it never will (a timeout, a purge):
+        from `flush`, `settle` or a later publish's poll."""
         headers: Headers = list(encoded_cloudevent_headers(value, self._source))
         if tracing.enabled():
             # Published after the request that wrote it has ended: its trace is in the envelope.
@@ -91,7 +98,7 @@ class EventProducer:
             carrier = _producer_span(topic, str(doc["job_id"]), str(doc["type"]),
                                      tracing.extract(doc.get("trace")))
             headers += _trace_headers(carrier)
-        self._produce(topic, key, value, headers)
+        self._produce(topic, key, value, headers, delivered, failed)
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: Headers) -> None:
@@ -104,20 +111,45 @@ class EventProducer:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
-        reports = self._reports
+        reports, started = self._reports, time.monotonic()
         remaining = self._producer.flush(timeout_s)
         failures, self._failures = self._failures, []
-        stalled = bool(remaining) and self._reports == reports and self._broker_answers()
-        # Twice in a row: a single stalled flush is usually one that spanned an outage, and the
-        # producer recovers by itself as the broker comes back.
-        self._stalled_flushes = self._stalled_flushes + 1 if stalled else 0
-        if self._stalled_flushes >= _STALLED_FLUSHES_BEFORE_RENEWAL:
-            self._renew(remaining)
+        self._watch_stall(remaining, reports, started)
         if remaining or failures:
             # Every caller publishes again after a PublishError: left queued, each retry added one
             # more copy of its messages, all delivered once the broker was back.
             self.discard()
             raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+
+    def settle(self, timeout_s: float) -> int:
+        """Serve delivery reports until every message has its own or `timeout_s` passes; how many
+        still wait. Nothing is dropped or raised: each message's callbacks say how it went."""
+        reports, started = self._reports, time.monotonic()
+        remaining = self._producer.flush(timeout_s)
+        self._failures = []
+        self._watch_stall(remaining, reports, started)
+        return int(remaining)
+
+    def pending(self) -> int:
+        """Messages queued or in flight, without their delivery report yet."""
+        return len(self._producer)
+
+    @property
+    def generation(self) -> int:
+        """How many librdkafka producers this one has started over with (what an older one held
+        is gone, its late reports with it)."""
+        return self._generation
+
+    def _watch_stall(self, remaining: int, reports: int, started: float) -> None:
+        """Start over when messages got no report for `stall_s` of waits in a row while a broker
+        answers. One stalled wait is usually one that spanned an outage (the producer recovers
+        by itself as the broker comes back), and a broker whose acknowledgements come later than
+        a caller's deadline still makes progress; renewed then, the new producer's start-up round
+        trips took longer than the deadline again."""
+        stalled = bool(remaining) and self._reports == reports and self._broker_answers()
+        self._stalled_since = (self._stalled_since or started) if stalled else None
+        if self._stalled_since is not None and time.monotonic() - self._stalled_since >= self._stall_s:
+            self._renew(remaining)
 
     def _broker_answers(self) -> bool:
         try:
@@ -135,8 +167,8 @@ class EventProducer:
         completed). Purging in-flight messages too is safe with a new producer id; any already
         written come again, under their event ids, and consumers skip duplicates.
         """
-        log.warning("producer %s: %d messages made no progress in two flushes while a broker answers; "
-                    "starting a new one", self._client_name, stuck)
+        log.warning("producer %s: %d messages made no progress for %.0f s while a broker answers; "
+                    "starting a new one", self._client_name, stuck, self._stall_s)
         self._start_over()
 
     def _start_over(self) -> None:
@@ -144,8 +176,9 @@ class EventProducer:
         self._producer.purge(in_queue=True, in_flight=True)
         self._producer.poll(0)
         self._producer = Producer(self._config)
+        self._generation += 1
         self._failures = []
-        self._stalled_flushes = 0
+        self._stalled_since = None
 
     def discard(self) -> None:
         """Drop what is still queued and all failure reports so far (the caller sends it again).
@@ -157,11 +190,13 @@ class EventProducer:
         self._failures = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: Headers) -> None:
+                 headers: Headers, delivered: Callable[[], None] | None = None,
+                 failed: Callable[[], None] | None = None) -> None:
+        report = (self._on_delivery if delivered is None and failed is None
+                  else partial(self._on_delivery, delivered=delivered, failed=failed))
         while True:
             try:
-                self._producer.produce(topic, value=value, key=key, headers=headers,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
                 break
             except BufferError:
                 # The local queue is full: serve delivery reports to make room, then retry.
@@ -184,9 +219,18 @@ class EventProducer:
         self._start_over()
         raise PublishError(f"the producer failed for good ({exc}); publish again") from exc
 
-    def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
+    def _on_delivery(self, err: KafkaError | None, _msg: Message, delivered: Callable[[], None] | None = None,
+                     failed: Callable[[], None] | None = None) -> None:
         self._reports += 1
-        if err is not None:
+        if err is None:
+            if delivered is not None:
+                delivered()
+            return
+        if failed is not None:
+            failed()
+        if err.code() != KafkaError._PURGE_QUEUE:
+            # A message `discard` dropped is no failure: the caller sends it again. Its report
+            # can come after `discard` returns, and it failed the next, healthy flush.
             self._failures.append(str(err))
 
 

@@ -78,6 +78,9 @@ class KafkaSettings(BaseSettings):
     group_instance_id: str | None = None
     # How often each consumer refreshes its lag metric.
     lag_interval_s: float = 5.0
+    # A producer whose messages got no delivery report for this long while a broker answers is
+    # replaced (librdkafka can keep a partition it saw without a leader waiting for good).
+    producer_stall_s: float = 20.0
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

@@ -2,11 +2,15 @@
 
 Each round, per topic, one transaction: take the topic's transaction-scoped advisory lock (so of
 any number of gateway replicas one relays a topic at a time, in `id` order, which keeps each
-job's events in order on its partition), read the oldest unpublished rows, publish them with
-the idempotent producer, wait for every acknowledgement, mark exactly those rows published and
-commit. A crash or kill -9 after publishing and before the commit publishes the rows again:
-duplicates, which every consumer ignores, never a loss. Kafka down: the round fails, nothing is
-marked, and it is tried again with a growing pause while the rows wait in PostgreSQL.
+job's events in order on its partition), read the oldest unpublished rows the producer does not
+hold yet, publish them with the idempotent producer, wait up to `publish_timeout_s` for their
+acknowledgements, mark exactly the rows Kafka acknowledged (this round's and earlier rounds'
+late ones) and commit. A crash or kill -9 after publishing and before the commit publishes the
+rows again: duplicates, which every consumer ignores, never a loss. Kafka slow or down: what
+the producer holds stays queued (librdkafka retries it until `message.timeout.ms`, then it is
+sent again), and rounds mark whatever arrives; the rows wait in PostgreSQL meanwhile. Once all
+or nothing, and dropping what was queued at each failed round, a broker slower than the
+deadline never saw a round succeed: the backlog stayed whole however much Kafka had written.
 
 A round runs when an append in this process announces rows, at once again while rounds come back
 full, soon when another replica held a topic's lock (the rows it waits on may be ours), and
@@ -27,7 +31,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Literal
+from functools import partial
+from typing import Any, Literal
 
 from confluent_kafka import KafkaException
 from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
@@ -87,6 +92,11 @@ class Relay:
         self._metrics = metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
+        # Outbox ids Kafka acknowledged and not yet marked (delivery reports come on this thread),
+        # and per topic the highest id handed to the producer (rounds send only what follows it).
+        self._acknowledged: set[int] = set()
+        self._sent_through: dict[str, int] = {}
+        self._generation = producer.generation
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
         self._backlogged: set[str] = set()
@@ -136,17 +146,29 @@ class Relay:
         return next((o for o in (FULL, CONTENDED) if o in outcomes), DRAINED)
 
     def _publish_batch(self, topic: str) -> Outcome:
+        if self._producer.generation != self._generation:
+            # A new librdkafka producer: what the old one held is gone, unreported; send it again.
+            self._generation = self._producer.generation
+            self._sent_through.clear()
         with self._engine.begin() as conn:
             if not conn.execute(_LOCK, {"topic": topic}).scalar_one():
                 return CONTENDED  # another replica relays this topic now
+            room = self._settings.batch_rows - self._producer.pending()
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.job_id, outbox.c.event_type, outbox.c.payload)
-                .where(outbox.c.topic == topic, outbox.c.published_at.is_(None))
-                .order_by(outbox.c.id).limit(self._settings.batch_rows)).all()
-            if rows:
-                self._send(topic, rows)
-                self._mark(conn, [row.id for row in rows])
-        full = len(rows) >= self._settings.batch_rows
+                .where(outbox.c.topic == topic, outbox.c.published_at.is_(None),
+                       outbox.c.id > self._sent_through.get(topic, 0))
+                .order_by(outbox.c.id).limit(max(room, 0))).all() if room > 0 else []
+            self._send(topic, rows)
+            waiting = self._producer.settle(self._settings.publish_timeout_s)
+            # What Kafka acknowledged, this round's rows or an earlier round's late ones.
+            # (Cleared, not replaced: the callbacks of messages still queued add to this set.)
+            acknowledged = sorted(self._acknowledged)
+            self._acknowledged.clear()
+            if acknowledged:
+                self._mark(conn, acknowledged)
+                self._metrics.outbox_published.inc(len(acknowledged))
+        full = len(rows) >= room or waiting > 0
         if full and topic not in self._backlogged:
             self._refresh_statistics()
         (self._backlogged.add if full else self._backlogged.discard)(topic)
@@ -159,23 +181,23 @@ class Relay:
         except SQLAlchemyError as exc:  # autovacuum will get to it; the relay goes on
             log.warning("refreshing the outbox's statistics failed: %s", exc)
 
-    def _send(self, topic: str, rows: Sequence[object]) -> None:
-        try:
-            for row in rows:
-                # With the CloudEvents headers every event carries, derived from the stored bytes.
-                self._producer.publish_encoded(topic, row.job_id.encode(), row.payload.encode())  # type: ignore[attr-defined]
-            self._producer.flush(self._settings.publish_timeout_s)
-        except (KafkaException, PublishError):
-            # Kafka never saw these or may have: either way they are sent again next round, and
-            # nothing queued now may surface as a late failure of a later round.
-            self._producer.discard()
-            raise
-        self._metrics.outbox_published.inc(len(rows))
+    def _send(self, topic: str, rows: Sequence[Any]) -> None:
+        for row in rows:
+            # With the CloudEvents headers every event carries, derived from the stored bytes.
+            self._producer.publish_encoded(topic, row.job_id.encode(), row.payload.encode(),
+                                           partial(self._acknowledged.add, row.id),
+                                           partial(self._send_again, topic, row.id))
+            self._sent_through[topic] = row.id
+
+    def _send_again(self, topic: str, row_id: int) -> None:
+        """A row Kafka will never have (timed out, purged): the next round sends from it on."""
+        self._sent_through[topic] = min(self._sent_through.get(topic, 0), row_id - 1)
 
     @staticmethod
     def _mark(conn: Connection, ids: list[int]) -> None:
         # Exactly the rows sent: a range would also cover rows committed meanwhile, unsent.
-        conn.execute(update(outbox).where(outbox.c.id == func.any(bindparam("ids")))
+        conn.execute(update(outbox).where(outbox.c.id == func.any(bindparam("ids")),
+                                          outbox.c.published_at.is_(None))
                      .values(published_at=func.now()), {"ids": ids})
 
     def _observe(self) -> None:
