@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,7 +37,7 @@ from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
-from lotlens_gateway.health import admin_client
+from lotlens_gateway.health import AdminLike, admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
 from tests.network_guard import stub_resolver
@@ -122,8 +122,10 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 
 @contextmanager
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
-                    kafka: KafkaSettings | None = None, **overrides: Any) -> Iterator[Gateway]:
-    """A gateway on a free port; `kafka` may point at a dead broker, `overrides` change settings."""
+                    kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
+                    **overrides: Any) -> Iterator[Gateway]:
+    """A gateway on a free port; `kafka` may point at a dead broker, `new_admin` makes the health
+    probe's admin clients (default: real ones), `overrides` change settings."""
     client_id, other_id = new_id("acme-"), new_id("other-")
     key, other_key = new_id("key-"), new_id("key-")
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
@@ -135,8 +137,8 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         "tests", autocommit=True)
-    deps = build_deps(gw_settings, engine, producer, partial(admin_client, gw_settings.kafka), images_http,
-                      model_client, read_engine=reads, resolve=resolve)
+    deps = build_deps(gw_settings, engine, producer, new_admin or partial(admin_client, gw_settings.kafka),
+                      images_http, model_client, read_engine=reads, resolve=resolve)
     deps.relay.start()
     try:
         with serve_app(create_app(deps), gw_settings) as url:

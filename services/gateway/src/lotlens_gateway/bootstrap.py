@@ -26,6 +26,7 @@ from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
+from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
@@ -77,8 +78,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
         outbox=outbox,
         relay=relay,
-        kafka=KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
-                         settings.health_cache_s),
+        kafka=SharedCheck(KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
+                                     settings.health_cache_s).health),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
                                 clock=clock),

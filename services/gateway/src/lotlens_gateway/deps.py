@@ -15,7 +15,7 @@ from lotlens_common.logs import bind_log_context
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
-from lotlens_gateway.health import KafkaProbe
+from lotlens_gateway.health import KafkaHealth
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
 from lotlens_gateway.job_store import JobStore
@@ -24,6 +24,7 @@ from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
+from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
@@ -42,7 +43,8 @@ class GatewayDeps:
     idempotency: IdempotencyStore
     outbox: Outbox
     relay: Relay
-    kafka: KafkaProbe
+    # The Kafka probe (`health.KafkaProbe.health`), one run shared by concurrent `/health` calls.
+    kafka: SharedCheck[KafkaHealth]
     describer: SyncDescriber
     metrics: GatewayMetrics
     openai: OpenAIProbe

@@ -67,7 +67,7 @@ class KafkaHealth:
 
 
 class KafkaProbe:
-    """Cached broker and consumer-group checks (blocking; call from a thread)."""
+    """Cached broker and consumer-group checks (blocking; the gateway runs it as a `SharedCheck`)."""
 
     def __init__(self, new_admin: Callable[[], AdminLike], groups: Sequence[str], group_prefix: str = "",
                  cache_s: float = 2.0, timeout_s: float = 2.0,
@@ -113,9 +113,12 @@ class KafkaProbe:
         except Exception as exc:
             log.warning("describing consumer groups failed: %s", exc)
             return {name: GroupState("unknown", 0) for name in self._groups}
+        # The descriptions were asked for together: one timeout for all of them, not one each
+        # (a broker answering none made a probe of four groups take four timeouts).
+        deadline = time.monotonic() + self._timeout_s
         for name in self._groups:
             try:
-                description = futures[self._prefix + name].result(self._timeout_s)
+                description = futures[self._prefix + name].result(max(0.0, deadline - time.monotonic()))
                 state = getattr(description.state, "name", str(description.state)).lower()
                 groups[name] = GroupState(state, len(description.members or []))
             except Exception as exc:

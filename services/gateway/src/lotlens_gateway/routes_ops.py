@@ -51,7 +51,7 @@ async def _database_ok(deps: Deps) -> bool:
             responses={503: {"model": schemas.Health, "description": "PostgreSQL or Kafka is down"}})
 async def health(deps: Deps) -> JSONResponse:
     """The gateway's view of its dependencies."""
-    database_ok, kafka = await asyncio.gather(_database_ok(deps), run_in_threadpool(deps.kafka.health))
+    database_ok, kafka = await asyncio.gather(_database_ok(deps), deps.kafka.result())
     up = database_ok and kafka.connected
     workers = "running" if kafka.workers_running else ("degraded" if kafka.connected else "unknown")
     body: dict[str, Any] = {
