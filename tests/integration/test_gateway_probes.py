@@ -1,8 +1,10 @@
-"""`/health` while a dependency is slow: it shares the gateway's threads with every route, so a
-storm of health checks must not hold those threads."""
+"""`/health` and `/readyz` while a dependency is slow or hangs: they share the gateway's threads
+with every route, so a storm of them must neither hold those threads nor pile up threads of their
+own."""
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import SimpleNamespace
@@ -12,8 +14,10 @@ import httpx2
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.db import make_engine
+from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
+from tests.freezing_proxy import freezing_proxy
 from tests.integration.gateway_support import insert_running_job, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -64,3 +68,46 @@ def test_a_status_poll_answers_at_once_while_sixty_health_checks_wait_on_a_slow_
         assert body["consumer_groups"] == dict.fromkeys(CONSUMER_GROUPS, unknown), body
     # All four groups are awaited together: one probe takes one timeout (2 s), not one per group.
     assert slowest < 5.0, f"a /health call took {slowest:.2f} s"
+
+
+def _readiness_storm(url: str, calls: int) -> list[tuple[int, float]]:
+    """`calls` concurrent `/readyz`: each one's status and seconds; the callers' threads are gone
+    when it returns."""
+    with ThreadPoolExecutor(calls) as pool:
+        answers = list(pool.map(lambda _: _timed_get(f"{url}/readyz"), range(calls)))
+    return [(response.status_code, seconds) for response, seconds in answers]
+
+
+def test_readiness_checks_during_a_database_hang_answer_in_time_and_leave_no_threads_behind(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A timed-out ping once left its thread blocked and gave the thread's token back to the next
+    # probe's: during a hang nearly every probe added a blocked thread (199 for these 200).
+    with freezing_proxy(engine.url.port or 5432) as proxy:
+        hanging = make_engine(DatabaseSettings(
+            DATABASE_URL=engine.url.set(port=proxy.port).render_as_string(hide_password=False)), "tests")
+        try:
+            with running_gateway(settings, hanging) as gw:
+                assert httpx2.get(f"{gw.url}/readyz", timeout=10).status_code == 200
+                threads_before = threading.active_count()
+                proxy.freeze()
+                answers = _readiness_storm(gw.url, 100) + _readiness_storm(gw.url, 100)
+                added = threading.active_count() - threads_before
+                proxy.thaw()
+                recovered = _ready_within(gw.url, 10.0)
+        finally:
+            hanging.dispose()
+    slowest = max(seconds for _, seconds in answers)
+    print(f"threads added by 200 /readyz during the hang: {added}; slowest answer {slowest:.2f} s")
+    assert {status for status, _ in answers} == {503}
+    assert slowest < 8.0, f"a readiness check took {slowest:.2f} s"
+    assert added <= 2, f"{added} threads were left blocked on the database"
+    assert recovered, "/readyz did not answer 200 again after the database came back"
+
+
+def _ready_within(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if httpx2.get(f"{url}/readyz", timeout=10).status_code == 200:
+            return True
+        time.sleep(0.2)
+    return False

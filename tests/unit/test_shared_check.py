@@ -40,11 +40,40 @@ def test_a_caller_that_gives_up_does_not_cancel_the_call() -> None:
         return "answered" if release.wait(5) else "timed out"
 
     async def give_up_then_wait() -> str:
-        shared = SharedCheck(check)
+        now = [0.0]
+        shared = SharedCheck(check, timeout_s=0.05, clock=lambda: now[0])
         with pytest.raises(TimeoutError):
-            await shared.result(timeout_s=0.05)
+            await shared.result()
         release.set()
-        return await shared.result(timeout_s=5)  # before the loop runs again: the same call
+        return await shared.result()  # before the loop runs again: the same call
 
     assert asyncio.run(give_up_then_wait()) == "answered"
     assert calls == [1]
+
+
+def test_a_call_stuck_past_the_timeout_gives_way_to_another_while_a_thread_is_free() -> None:
+    stuck, answer = threading.Event(), iter(["first", "second", "third"])
+    started: list[str] = []
+
+    def check() -> str:
+        started.append(name := next(answer))
+        if name != "third":
+            stuck.wait(5)  # the first two hang (a dead connection), the third would answer
+        return name
+
+    async def probes() -> list[str]:
+        now = [0.0]
+        shared = SharedCheck(check, threads=2, timeout_s=0.05, clock=lambda: now[0])
+        seen = []
+        for _ in range(3):  # each probe comes after the last one's call became overdue
+            try:
+                seen.append(await shared.result())
+            except TimeoutError:
+                seen.append("timed out")
+            now[0] += 0.05
+        stuck.set()
+        return seen
+
+    # Two threads at most: the third probe joins the second call instead of starting a third.
+    assert asyncio.run(probes()) == ["timed out", "timed out", "timed out"]
+    assert started == ["first", "second"]

@@ -31,6 +31,9 @@ from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
 log = logging.getLogger(__name__)
+# A probe waits this long for PostgreSQL's answer. A ping still blocked then goes on (a hung
+# connection can block for minutes) and the next probe starts another, two at most at once.
+DATABASE_PING_TIMEOUT_S, DATABASE_PING_THREADS = 3.0, 2
 
 
 def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
@@ -71,15 +74,17 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     topics = (settings.topics.submissions, settings.topics.completions)
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
     outbox.on_append(relay.wake)
+    store = JobStore(engine, metrics, read_engine)
     return GatewayDeps(
         settings=settings,
-        store=JobStore(engine, metrics, read_engine),
+        store=store,
         limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
         idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
         outbox=outbox,
         relay=relay,
         kafka=SharedCheck(KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
                                      settings.health_cache_s).health),
+        database=SharedCheck(store.ping, DATABASE_PING_THREADS, DATABASE_PING_TIMEOUT_S),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,
                                 clock=clock),

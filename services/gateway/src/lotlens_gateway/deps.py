@@ -43,8 +43,10 @@ class GatewayDeps:
     idempotency: IdempotencyStore
     outbox: Outbox
     relay: Relay
-    # The Kafka probe (`health.KafkaProbe.health`), one run shared by concurrent `/health` calls.
+    # The Kafka probe (`health.KafkaProbe.health`) and the database ping (`store.ping`), each run
+    # once for all concurrent `/health` and `/readyz` calls.
     kafka: SharedCheck[KafkaHealth]
+    database: SharedCheck[None]
     describer: SyncDescriber
     metrics: GatewayMetrics
     openai: OpenAIProbe

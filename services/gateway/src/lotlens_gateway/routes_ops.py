@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
 from lotlens_common.images import check_images
@@ -22,7 +21,6 @@ from lotlens_gateway.errors import validation_failed
 router = APIRouter()
 log = logging.getLogger(__name__)
 SERVICE = "lotlens-gateway"
-_DB_TIMEOUT_S = 3.0
 # A test request is small: a few hundred URLs at most.
 _TEST_BODY_BYTES = 1024 * 1024
 
@@ -36,7 +34,7 @@ def _version() -> str:
 
 async def _database_ok(deps: Deps) -> bool:
     try:
-        await asyncio.wait_for(run_in_threadpool(deps.store.ping), _DB_TIMEOUT_S)
+        await deps.database.result()
         return True
     except Exception as exc:  # any failure to run SELECT 1 means "not connected"
         log.warning("database health check failed: %s", exc)
