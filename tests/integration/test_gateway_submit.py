@@ -172,8 +172,8 @@ def test_a_missing_signature_is_401_and_a_wrong_one_403(gateway: Gateway) -> Non
 def test_unsupported_languages_are_422_with_the_invalid_codes(gateway: Gateway) -> None:
     response = gateway.submit(make_lots(2), languages=["en", "xx", "EN", "deu", "pt-XX", "x-pig"])
     body = assert_error(response, 422, "INVALID_LANGUAGES")
-    assert body["details"]["invalid_languages"] == ["xx", "pt-XX", "x-pig"]
-    assert "BCP 47" in body["message"]
+    assert body["details"]["invalid_languages"] == ["xx", "deu", "pt-XX", "x-pig"]
+    assert body["details"]["use_instead"] == {"deu": "de"} and "BCP 47" in body["message"]  # `de` only
     eleven = ["en", "de", "fr", "es", "it", "pt", "ru", "pl", "nl", "sv", "fi"]
     body = assert_error(gateway.submit(make_lots(2), languages=eleven), 422, "INVALID_LANGUAGES")
     assert body["details"]["max_allowed"] == 10

@@ -83,6 +83,16 @@ def test_english_only_needs_no_translation_call(sync_gateway: Gateway, images: s
     assert model_calls(standin) == 1
 
 
+def test_the_model_is_asked_for_the_language_the_client_named_under_the_tag_it_sent(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # `tl` is Tagalog in BCP 47; CLDR's alias made it `fil`, so the client found no `tl` description.
+    response = sync_gateway.submit(one_lot(images, names=("a.png",)), languages=["EN", "tl", "iw", "prs"])
+    assert response.status_code == 200, response.text
+    descriptions = response.json()["lots"][0]["descriptions"]
+    assert [d["language"] for d in descriptions] == ["en", "tl", "he", "prs"]
+    assert descriptions[1]["damages"].startswith("<p>[tl] Standin vision")
+
+
 def test_a_lot_without_any_reachable_image_fails_without_a_model_call(
         sync_gateway: Gateway, images: str, standin: Standin) -> None:
     broken = one_lot(images, names=("missing-1.png", "missing-2.png"))

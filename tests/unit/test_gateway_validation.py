@@ -57,11 +57,31 @@ def test_too_many_lots_is_413_before_anything_else_is_looked_at() -> None:
 @pytest.mark.parametrize(("languages", "canonical"), [
     (["EN", "pt-br", "ZH-HANT"], ("en", "pt-BR", "zh-Hant")),
     (["sr-latn", "DE"], ("sr-Latn", "de")),
-    (["en", "EN", "eng"], ("en",)),  # one language, however it is written
     (["es-419", "zh-hans-cn", "iw"], ("es-419", "zh-Hans-CN", "he")),
+    # The registry's Preferred-Values only, never CLDR's aliases (`tl` was `fil`, `prs` was `fa-AF`).
+    (["tl", "PRS", "sh"], ("tl", "prs", "sh")),
+    (["in", "mo", "zh-YUE"], ("id", "ro", "yue")),
+    (["i-klingon", "zh-cmn-hans", "sgn-US"], ("tlh", "cmn-Hans", "ase")),
+    (["my-BU", "sl-rozaj-biske"], ("my-MM", "sl-rozaj-biske")),  # variants keep their order
 ])
 def test_bcp47_tags_in_any_case_are_kept_canonical(languages: list[str], canonical: tuple[str]) -> None:
     assert parse_submission({"languages": languages, "lots": [lot()]}, LIMITS).languages == canonical
+
+
+def test_spellings_of_one_tag_merge_in_first_place_and_count_once_toward_the_limit() -> None:
+    languages = ["EN", "iw", "en", "de", "he", "HE", "DE"]
+    assert parse_submission({"languages": languages, "lots": [lot()]}, LIMITS).languages == ("en", "he", "de")
+
+
+@pytest.mark.parametrize(("languages", "use_instead"), [
+    (["eng"], {"eng": "en"}), (["PER", "fas-IR"], {"PER": "fa", "fas-IR": "fa-IR"}),
+    (["ger-at", "tgl", "xx"], {"ger-at": "de-AT", "tgl": "tl"})])
+def test_three_letter_codes_of_languages_with_a_two_letter_one_are_refused_naming_it(
+        languages: list[str], use_instead: dict[str, str]) -> None:
+    error = refused({"languages": ["en", *languages], "lots": [lot()]})
+    assert (error.status, error.code) == (422, "INVALID_LANGUAGES")
+    assert error.details == {"invalid_languages": languages, "use_instead": use_instead}
+    assert all(f'"{code}" → "{tag}"' in error.message for code, tag in use_instead.items())
 
 
 @pytest.mark.parametrize(("languages", "invalid"), [

@@ -23,8 +23,9 @@ TABLE = ROOT / "libs/common/src/lotlens_common/model/language_names_en.json"
 
 
 def _langcodes_name(tag: str) -> str:
-    """The name langcodes itself gives, loading every language's names (the reference)."""
-    return str(langcodes.Language.get(tag).display_name("en"))
+    """The name langcodes itself gives, loading every language's names (the reference), to the tag
+    as written: normalising would name CLDR's alias (`tl` as Filipino, `agp` as Paranan)."""
+    return str(langcodes.Language.get(tag, normalize=False).display_name("en"))
 
 
 def _tags() -> list[str]:

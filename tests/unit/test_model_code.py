@@ -220,6 +220,10 @@ def test_language_tags_are_bcp47_known_to_langcodes_in_canonical_form() -> None:
     assert not any(is_supported_language(tag) for tag in ("DE", "eng", "pt-br", "iw"))
     assert not any(is_supported_language(tag) for tag in ("xx", "", "und", "mul", "x-pig", "en-XX"))
     assert canonical_tag("PT-br") == "pt-BR" and canonical_tag("iw") == "he" and canonical_tag("xx") is None
+    # BCP 47's canonical form, not CLDR's aliases: Tagalog and Dari keep their own tags and names.
+    assert canonical_tag("tl") == "tl" and language_name("tl") == "Tagalog"
+    assert canonical_tag("prs") == "prs" and language_name("prs") == "Dari"
+    assert canonical_tag("eng") is None and canonical_tag("per") is None
     assert language_name("de") == "German" and language_name("ja") == "Japanese"
     assert language_name("pt-BR") == "Portuguese (Brazil)"
     assert language_name("zh-Hant") == "Chinese (Traditional)"
@@ -229,11 +233,12 @@ def test_language_tags_are_bcp47_known_to_langcodes_in_canonical_form() -> None:
 
 
 def test_translation_names_each_variant_in_words_and_keys_it_by_its_tag() -> None:
-    body = translation_request_body("<p>Dent.</p>", ["en", "pt-BR", "zh-Hant", "sr-Latn"], ModelSettings())
+    tags = ["en", "pt-BR", "zh-Hant", "sr-Latn", "tl"]
+    body = translation_request_body("<p>Dent.</p>", tags, ModelSettings())
     schema = body["text"]["format"]["schema"]
-    assert list(schema["properties"]) == ["pt-BR", "zh-Hant", "sr-Latn"]
+    assert list(schema["properties"]) == tags[1:]
     for words, tag in (("Portuguese (Brazil)", "pt-BR"), ("Chinese (Traditional)", "zh-Hant"),
-                       ("Serbian (Latin)", "sr-Latn")):
+                       ("Serbian (Latin)", "sr-Latn"), ("Tagalog", "tl")):
         assert f'{words}: property "{tag}"' in body["instructions"]
         assert words in schema["properties"][tag]["description"]
 

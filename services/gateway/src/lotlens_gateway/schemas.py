@@ -43,7 +43,8 @@ _ERRORS = {
     413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
           "(details.provided_lots, details.max_allowed) or LOT_TOO_LARGE (details.lot_index: a lot's JSON "
           "over 1 MB; details.lot_id: a lot whose event would not fit one Kafka message)"),
-    422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages), "
+    422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages; "
+          "details.use_instead maps a three-letter code such as `eng` to the BCP 47 tag to send), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
           "URL, or a webhook host the SSRF guard refuses by address or by DNS, details.reasons), "
           "TOO_MANY_IMAGES"),
@@ -93,7 +94,8 @@ class SubmissionRequest(BaseModel):
     version: str = Field(default="1.0.0", description="Echoed in the results")
     languages: list[str] = Field(default_factory=lambda: ["en"], min_length=1, max_length=10,
                                  description="1 to 10 BCP 47 language tags, any case (`en`, `pt-BR`, "
-                                             "`zh-Hant`), echoed canonical",
+                                             "`zh-Hant`), echoed canonical (`EN` → `en`, `iw` → `he`; "
+                                             "spellings of one tag merge)",
                                  examples=[["en", "ru", "pt-BR"]])
     lots: list[LotIn] = Field(min_length=1, max_length=50_000,
                               description="1 lot: synchronous; 2 to 50,000: batch")

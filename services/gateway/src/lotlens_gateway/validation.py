@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from lotlens_common.model.languages import canonical_tag
+from lotlens_common.model.languages import canonical_tag, two_letter_tag
 from lotlens_common.urls import invalid_http_urls, literal_refusal
 from lotlens_gateway.errors import ApiError, validation_failed
 
@@ -98,7 +98,12 @@ def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
 
 
 def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
-    """The requested languages as canonical BCP 47 tags, in order, each once (`EN` and `en` are one)."""
+    """The requested languages as canonical BCP 47 tags, in order, each once.
+
+    Spellings of one tag merge, first place kept: `EN` and `en` are one language, so are `iw` and
+    `he` (the registry's Preferred-Value); the limit counts the merged tags. A client that sends
+    both spellings reads the canonical one once in `languages` and in the descriptions.
+    """
     if not isinstance(value, list) or not value:
         raise validation_failed("`languages` must be a non-empty array of BCP 47 language tags",
                                 {"invalid_languages": [], "max_allowed": limits.max_languages},
@@ -106,15 +111,26 @@ def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
     tags = [canonical_tag(code) if isinstance(code, str) else None for code in value]
     invalid = [code for code, tag in zip(value, tags, strict=True) if tag is None]
     if invalid:
-        raise validation_failed("Unknown language tags (BCP 47 expected, any case: \"de\", \"pt-BR\", "
-                                "\"zh-Hant\", \"sr-Latn\")",
-                                {"invalid_languages": invalid[:MAX_LISTED]}, code="INVALID_LANGUAGES")
+        raise _unknown_languages(invalid[:MAX_LISTED])
     languages = tuple(dict.fromkeys(tag for tag in tags if tag is not None))
     if len(languages) > limits.max_languages:
         raise validation_failed(f"At most {limits.max_languages} languages per request",
                                 {"invalid_languages": [], "provided_languages": len(languages),
                                  "max_allowed": limits.max_languages}, code="INVALID_LANGUAGES")
     return languages
+
+
+def _unknown_languages(invalid: list[Any]) -> ApiError:
+    """422 listing the unknown tags, and the tag to send instead of a three-letter ISO 639-2 code."""
+    use_instead = {code: tag for code in invalid if isinstance(code, str) and (tag := two_letter_tag(code))}
+    message = "Unknown language tags (BCP 47 expected, any case: \"de\", \"pt-BR\", \"zh-Hant\", \"sr-Latn\")"
+    details: dict[str, Any] = {"invalid_languages": invalid}
+    if use_instead:
+        # RFC 5646 §2.2.1: where ISO 639-1 has a two-letter code, only that one is registered.
+        pairs = ", ".join(f'"{code}" → "{tag}"' for code, tag in use_instead.items())
+        message += f"; BCP 47 writes a language with its two-letter code where it has one: {pairs}"
+        details["use_instead"] = use_instead
+    return validation_failed(message, details, code="INVALID_LANGUAGES")
 
 
 def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:

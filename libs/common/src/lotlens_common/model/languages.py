@@ -1,10 +1,14 @@
 """Language tags: BCP 47 (`en`, `pt-BR`, `zh-Hant`, `sr-Latn`), checked by `langcodes`, named in
 English.
 
-A tag is accepted in any case and kept in its canonical form (`PT-br` → `pt-BR`, `iw` → `he`,
-`eng` → `en`), which is what is stored, echoed and used as the translation's schema key. Tags
-that name no language a model could write in are refused: undetermined or multiple languages
-(`und`, `mul`), private use (`x-…`, `qaa`) and unknown regions or scripts (`en-XX`).
+A tag is accepted in any case and kept in its RFC 5646 canonical form, which is what is stored,
+echoed and used as the translation's schema key: case (`PT-br` → `pt-BR`) and the IANA registry's
+Preferred-Values (`iw` → `he`, `mo` → `ro`), nothing more: `tl` stays Tagalog and `prs` Dari
+(tag_registry.py says why CLDR's aliases are not used). A three-letter code where ISO 639-1 has
+a two-letter one (`eng`, `per`) is not BCP 47 and is refused; `two_letter_tag` names the tag to
+use. Tags that name no language a model could write in are refused too: undetermined or
+multiple languages (`und`, `mul`), private use (`x-…`, `qaa`) and unknown regions or scripts
+(`en-XX`).
 
 The names come from `language_names_en.json`, the English column of `language-data`'s names
 (scripts/language_names.py writes it). langcodes' own `display_name` loads every name in every
@@ -19,6 +23,8 @@ from importlib.resources import files
 import langcodes
 import orjson
 from langcodes.tag_parser import LanguageTagError
+
+from lotlens_common.model.tag_registry import registry_form, tag_text, two_letter_form
 
 ENGLISH = "en"
 # RFC 5646 §4.4.1: 35 characters hold any tag a registry can give a meaning to.
@@ -35,7 +41,9 @@ def _names() -> dict[str, str]:
 def _english_name(tag: str) -> str | None:
     """A canonical tag in English words as langcodes' `display_name("en")` writes it (`zh-Hant-TW`
     → `Chinese (Traditional, Taiwan)`), or None when a part of it has no name."""
-    language = langcodes.Language.get(tag)
+    # Not normalised: that would name `tl` Filipino; a script the language is always written in
+    # goes unnamed (`en-Latn` → English), as display_name does.
+    language = langcodes.Language.get(tag, normalize=False).simplify_script()
     codes = [code for code in (language.language or "und", language.script, language.territory) if code]
     names = _names()
     if any(code not in names for code in codes):
@@ -50,16 +58,22 @@ def canonical_tag(tag: str) -> str | None:
     if not tag or len(tag) > MAX_TAG_CHARS or "_" in tag:
         return None
     try:
-        if not langcodes.tag_is_valid(tag):
-            return None
-        language = langcodes.Language.get(tag)
+        language = registry_form(tag)
     except LanguageTagError:
         return None
-    if language.private or language.language in _NOT_A_LANGUAGE:
+    # Valid: every subtag is one the registry assigns (`eng`, `jp` and `en-GB-oxenfree` are not).
+    if not language.is_valid() or language.private or language.language in _NOT_A_LANGUAGE:
         return None
-    canonical = str(langcodes.standardize_tag(tag))
+    canonical = tag_text(language)
     name = _english_name(canonical)
     return None if name is None or "Unknown" in name else canonical
+
+
+def two_letter_tag(tag: str) -> str | None:
+    """The canonical tag to send instead of one led by an ISO 639-2 code (`eng` → `en`, `ger-AT` →
+    `de-AT`), or None when the tag has no such code or is wrong in another way too."""
+    form = two_letter_form(tag) if len(tag) <= MAX_TAG_CHARS else None
+    return canonical_tag(form) if form else None
 
 
 def preload() -> None:
