@@ -119,6 +119,31 @@ def test_duplicate_lot_ids_are_a_409_listing_each_once() -> None:
     assert error.details == {"duplicate_lot_ids": ["a"], "duplicate_count": 1}
 
 
+def test_lot_ids_equal_in_nfc_are_the_409_of_exact_duplicates_named_as_first_sent() -> None:
+    composed, decomposed = "Citro\u00ebn", "Citroe\u0308n"  # LIMITS allow 10 characters
+    error = refused({"lots": [lot(decomposed), lot("b"), lot(composed), lot(decomposed)]})
+    assert (error.status, error.code) == (409, "DUPLICATE_LOT_ID") and "NFC" in error.message
+    assert error.details == {"duplicate_lot_ids": [decomposed], "duplicate_count": 1}
+
+
+def test_lot_ids_are_kept_as_sent_in_any_script_and_with_any_visible_spacing() -> None:
+    # Decomposed, Japanese, an emoji, a no-break space, Hebrew.
+    ids = ["Citroe\u0308n", "ロット-7", "\U0001F697-1", "LOT\u00a01", "\u05d0\u05d1-2"]
+    parsed = parse_submission({"lots": [lot(lot_id) for lot_id in ids]}, LIMITS)
+    assert [request.lot_id for request in parsed.lots] == ids
+
+
+@pytest.mark.parametrize(("lot_id", "named"), [
+    ("\u200b", "U+200B ZERO WIDTH SPACE"), ("\ufeffA", "U+FEFF ZERO WIDTH NO-BREAK SPACE"),
+    ("A-1\u202e", "U+202E RIGHT-TO-LEFT OVERRIDE"), ("A\tB", "U+0009:"), ("A\u00adB", "U+00AD SOFT HYPHEN"),
+    ("\u2066A\u2069\u2066", "U+2066 LEFT-TO-RIGHT ISOLATE, U+2069 POP DIRECTIONAL ISOLATE:")])
+def test_lot_ids_with_control_or_format_characters_are_refused_naming_them(lot_id: str, named: str) -> None:
+    error = refused({"lots": [lot("ok"), lot(lot_id)]})
+    assert (error.status, error.code) == (422, "VALIDATION_ERROR") and error.details is not None
+    [problem] = error.details["errors"]
+    assert (problem["lot_index"], problem["field"]) == (1, "lot_id") and named in problem["problem"]
+
+
 def test_bad_image_urls_are_listed_once_each() -> None:
     bad = [{"url": "ftp://x.example/a.jpg"}, {"url": "/relative.jpg"}, {"url": "ftp://x.example/a.jpg"}]
     error = refused({"lots": [lot("a", images=bad), lot("b")]})

@@ -38,7 +38,8 @@ _ERRORS = {
     404: "JOB_NOT_FOUND: no such job for this client",
     408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 120 s "
           "(details.body_gap_timeout_s, details.body_timeout_s); the connection is closed"),
-    409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids), IDEMPOTENCY_KEY_REUSED (same key, other body) or "
+    409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids; ids equal in Unicode NFC are one), "
+          "IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
     413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
           "(details.provided_lots, details.max_allowed) or LOT_TOO_LARGE (details.lot_index: a lot's JSON "
@@ -72,8 +73,9 @@ class ImageIn(BaseModel):
 class LotIn(BaseModel):
     """One lot of a request."""
 
-    lot_id: str = Field(max_length=256, description="Unique within the request, ≤ 256 characters "
-                        "(`LOTLENS_MAX_LOT_ID_CHARS`)", examples=["batch-001"])
+    lot_id: str = Field(max_length=256, description="Unique within the request as compared in Unicode NFC "
+                        "(kept as sent), ≤ 256 characters (`LOTLENS_MAX_LOT_ID_CHARS`), no control or "
+                        "format characters (U+200B, U+FEFF, U+202E, line breaks)", examples=["batch-001"])
     additional_info: str = Field(default="", max_length=10_000,
                                  description="The auction's notes about the lot, ≤ 10,000 characters "
                                  "(`LOTLENS_MAX_ADDITIONAL_INFO_CHARS`)",

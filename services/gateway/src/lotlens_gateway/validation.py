@@ -2,8 +2,9 @@
 
 The body is the orjson-parsed document; plain loops instead of per-lot pydantic models keep a
 25 MB request well under a second. The first failing rule decides the answer, in this order:
-shape of `lots` → lot count → languages → shape of each lot → duplicate lot ids → image URLs →
-webhook URLs → (one lot only) image count.
+shape of `lots` → lot count → languages → shape of each lot (lot ids: no control or format
+characters) → duplicate lot ids (equal in NFC) → image URLs → webhook URLs → (one lot only) image
+count. Lot ids are kept as sent; lot_ids.py says why.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 from lotlens_common.model.languages import canonical_tag, two_letter_tag
 from lotlens_common.urls import invalid_http_urls, literal_refusal
 from lotlens_gateway.errors import ApiError, validation_failed
+from lotlens_gateway.lot_ids import comparison_form, hidden_characters, hidden_characters_problem
 
 DEFAULT_VERSION = "1.0.0"
 DEFAULT_LANGUAGES = ("en",)
@@ -144,6 +146,7 @@ def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:
             lot_id, info, webhook = lot.get("lot_id"), lot.get("additional_info"), lot.get("webhook")
             urls = _image_urls(lot.get("images"))
             if (type(lot_id) is str and lot_id and not lot_id.isspace() and len(lot_id) <= max_id
+                    and (lot_id.isprintable() or not hidden_characters(lot_id))
                     and (info is None or (type(info) is str and len(info) <= max_info))
                     and (webhook is None or type(webhook) is str)
                     and urls is not None and len(urls) <= max_images):
@@ -181,6 +184,8 @@ def _lot_problems(lot: Any, limits: Limits) -> Iterator[tuple[str, str]]:
         yield "lot_id", "missing or not a non-empty string"
     elif len(lot_id) > limits.max_lot_id_chars:
         yield "lot_id", f"longer than {limits.max_lot_id_chars} characters"
+    elif hidden := hidden_characters(lot_id):
+        yield "lot_id", hidden_characters_problem(hidden)
     info = lot.get("additional_info")
     if info is not None and not isinstance(info, str):
         yield "additional_info", "not a string"
@@ -203,15 +208,19 @@ def _lot_problems(lot: Any, limits: Limits) -> Iterator[tuple[str, str]]:
 
 
 def _no_duplicates(lots: list[LotRequest]) -> None:
-    seen: set[str] = set()
+    first_sent: dict[str, str] = {}  # comparison form → the id as first sent
     duplicates: dict[str, None] = {}
     for lot in lots:
-        if lot.lot_id in seen:
-            duplicates[lot.lot_id] = None
-        seen.add(lot.lot_id)
+        key = comparison_form(lot.lot_id)
+        if key in first_sent:
+            duplicates[first_sent[key]] = None
+        else:
+            first_sent[key] = lot.lot_id
     if duplicates:
         listed = list(duplicates)
-        raise ApiError(409, "DUPLICATE_LOT_ID", "Each lot_id may appear only once per request",
+        raise ApiError(409, "DUPLICATE_LOT_ID",
+                       "Each lot_id may appear only once per request (compared in Unicode NFC: \"ë\" "
+                       "written as one character or as \"e\" + U+0308 is one id)",
                        details={"duplicate_lot_ids": listed[:MAX_LISTED], "duplicate_count": len(listed)})
 
 

@@ -1,0 +1,40 @@
+"""Lot ids: kept exactly as sent, but two that are one text are one lot, and every character shows.
+
+`Citroën` reaches us as U+00EB from one system and as `e` + U+0308 from another (macOS file
+names, some keyboards); both look the same everywhere, so a request holding both holds one lot
+twice and gets the 409 of an exact duplicate. The ids are compared in NFC but not rewritten to
+it: integrators look their lots up by the id they sent.
+
+Control (Cc) and format (Cf) characters are refused: a zero-width space or a byte-order mark
+makes an id that looks like another id, or like nothing, and U+202E RIGHT-TO-LEFT OVERRIDE
+reverses the text after it wherever the id is shown (the console, logs, a support ticket).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
+# An id full of them is named by its first few; the rest add nothing to the fix.
+_MAX_NAMED = 5
+
+
+def comparison_form(lot_id: str) -> str:
+    """The form in which two lot ids are the same lot: NFC (ASCII ids, nearly all, as they are)."""
+    return lot_id if lot_id.isascii() else unicodedata.normalize("NFC", lot_id)
+
+
+def hidden_characters(lot_id: str) -> list[str]:
+    """The distinct control and format characters of a lot id, in order of appearance."""
+    if lot_id.isprintable():  # C speed, and no Cc or Cf character is printable
+        return []
+    return list(dict.fromkeys(char for char in lot_id if unicodedata.category(char) in _HIDDEN_CATEGORIES))
+
+
+def hidden_characters_problem(characters: list[str]) -> str:
+    """Why a lot id with these characters is refused, naming them by code point and name."""
+    named = ", ".join(f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
+                      for char in characters[:_MAX_NAMED])
+    more = f" and {len(characters) - _MAX_NAMED} more" if len(characters) > _MAX_NAMED else ""
+    return (f"contains {named}{more}: control and format characters are invisible or reorder the text "
+            "around them")
