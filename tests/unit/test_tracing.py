@@ -32,7 +32,7 @@ class RecordingProducer(EventProducer):
         self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, str | bytes | None]]) -> None:
+                 headers: list[tuple[str, str | bytes | None]], *_callbacks: object) -> None:
         self.sent.append((topic, value, dict(headers)))
 
 
