@@ -4,6 +4,7 @@ connects; the host name resolves to loopback by a stub)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import gzip
 import ipaddress
 import socket
@@ -111,3 +112,26 @@ def test_a_dns_answer_of_try_again_is_asked_again_not_a_missing_image(
     check = asyncio.run(run())
     assert check.valid == ("http://img.example/car.png",), check.reasons
     assert asked == ["img.example", "img.example"]
+
+
+def test_a_lookup_failing_after_its_image_timed_out_leaves_no_unretrieved_error(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # The lookup is shared by the host's images and shielded from their timeouts: one that failed
+    # after they had all given up was never awaited, and asyncio logged "Task exception was never
+    # retrieved" at ERROR for every slow, failing image host.
+    async def slow_failure(_host: str, _port: int) -> list[IPAddress]:
+        await asyncio.sleep(0.2)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    async def run() -> ImageCheck:
+        never_asked = httpx2.MockTransport(lambda _: httpx2.Response(200))
+        async with httpx2.AsyncClient(transport=never_asked) as client:
+            checked = await check_images(["https://slow.example/a.jpg"], client, allow_loopback=False,
+                                         resolve=slow_failure, timeout_s=0.05)
+            await asyncio.sleep(0.4)  # the lookup ends, failing, with no one waiting for it
+            return checked
+
+    checked = asyncio.run(run())
+    gc.collect()
+    assert checked.unreachable == ("https://slow.example/a.jpg",)
+    assert "never retrieved" not in caplog.text

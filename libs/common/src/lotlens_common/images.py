@@ -175,6 +175,9 @@ class _Checker:
         task = self._resolved.get((host, port))
         if task is None:
             task = asyncio.ensure_future(self._resolve(host, port))
+            # Shielded from its images' timeouts, it may fail after they all gave up: read the
+            # error, or asyncio logs "Task exception was never retrieved" for it.
+            task.add_done_callback(lambda done: done.cancelled() or done.exception())
             self._resolved[(host, port)] = task
         try:
             return await asyncio.shield(task)
