@@ -42,6 +42,8 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
     by_status: dict[str, int] = {}
     for shard in submitted:
+        if stage.stopping.is_set():
+            break
         try:
             status = await _watch_one(stage, shard, shard.job_id in cancelled)
             if after_collect is not None and status in lifecycle.FINISHED:

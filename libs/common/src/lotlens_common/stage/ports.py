@@ -7,6 +7,7 @@ Adapters: `adapters/postgres.py` (work store), `model/openai_client.OpenAIBatche
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -248,6 +249,10 @@ class Stage(Generic[W]):
     # collects the shard: reading and parsing every lot's work again at collection was about a
     # tenth of a stage's CPU. A shard sent before a restart, or by another instance, is read.
     sent: dict[str, dict[str, LotWork[W]]] = field(default_factory=dict)
+    # Set on SIGTERM: a round stops between shards and between a shard's chunks. A round of a big
+    # job (image checks of 50,000 lots, slow hosts) outlasted the pod's grace period otherwise,
+    # and the SIGKILL then cut it wherever it was.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
         """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT

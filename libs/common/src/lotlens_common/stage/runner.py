@@ -30,6 +30,7 @@ GAUGES_EVERY_S = 5.0
 def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
     """Run until `stop`; failures are logged and counted, and the work stays in the tables."""
     metrics.start(stage.spec.name)
+    stage.stopping = stop
     asyncio.run(_loop(stage, stop))
 
 

@@ -49,6 +49,8 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     budget = limit - enqueued if limit else None
     created: list[dict[str, Any]] = []
     for flush in plan:
+        if stage.stopping.is_set():
+            break
         shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
         with stage.store.exclusive(shard_id):
             lots = stage.store.claim(flush.job_id, shard_id, flush.lots,
@@ -60,6 +62,8 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
             fault_point(f"{stage.spec.name}.after_shard_claimed")
             try:
                 batch = await build(stage, shard_id, lots)
+            except Stopped:
+                break  # the shard stays `building`: recovery sends it after the restart
             except ModelRequestError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
                 if exc.status_code in lifecycle.NOT_READABLE - {404}:
@@ -118,6 +122,10 @@ async def recover_building(stage: Stage[Any]) -> None:
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
 
 
+class Stopped(Exception):
+    """The process is stopping: a shard was left `building` between two of its chunks."""
+
+
 class LostShardLock(RuntimeError):
     """This process no longer holds the shard it was building: recovery owns it now."""
 
@@ -136,6 +144,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
+            if stage.stopping.is_set():
+                raise Stopped(shard_id)
             requests = await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK])
             writer.write(requests)
             prepared += [lot for lot, _ in requests]
