@@ -197,3 +197,28 @@ def test_a_second_rebuild_while_one_runs_is_refused(
         with pytest.raises(RebuildRunning):
             rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
         running.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
+
+
+def test_a_rebuild_begun_before_a_migration_does_not_swap_its_older_tables_in(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    # The shadow tables copy the live definitions when the rebuild begins: a migration applied
+    # meanwhile (a new column) was lost at the swap, and the result-store then failed on a
+    # column alembic_version said was there.
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(swap=False), lambda _: None)
+    with own_engine.begin() as conn:  # a release's migration lands while the rebuild waits
+        conn.execute(text("ALTER TABLE lots ADD COLUMN inspected_by text"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0018_lots_inspected_by'"))
+    kept = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+    assert not kept.swapped and "--restart" in (kept.unswapped or ""), kept
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM information_schema.columns WHERE table_schema = "
+                                 "'public' AND table_name = 'lots' AND column_name = 'inspected_by'")
+                            ).scalar_one() == 1
+    again = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(restart=True), lambda _: None)
+    assert again.swapped
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(inspected_by) FROM lots")).scalar_one() == 0
+        assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 2

@@ -25,7 +25,7 @@ from lotlens_common.sql_tracing import trace_statements
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant: every process that migrates takes the same lock, so two never race.
-_MIGRATION_LOCK = 7_311_002
+MIGRATION_LOCK = 7_311_002
 # A session's `application_name` is this plus the name of the process it serves (`make_engine`).
 APPLICATION_NAME_PREFIX = "lotlens-"
 
@@ -114,7 +114,7 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         # The advisory lock first, without a limit: a second migrator waits for the first.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         connection.execute(text("SELECT set_config('lock_timeout', :t, true)"),
                            {"t": f"{int(lock_wait_s * 1000)}ms"})
         config.attributes["connection"] = connection

@@ -23,8 +23,10 @@ from lotlens_result_store.replay import Progress, RecordLog, replay
 from lotlens_result_store.shadow import (
     create_shadow,
     drop_shadow,
+    hold_migrations,
     live_schema,
     lock_live,
+    schema_changed,
     shadow_exists,
     swap,
 )
@@ -117,10 +119,14 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
         return _kept(events, skipped, _skipped(skipped), say)
     with engine.connect() as lock_conn, lock_conn.begin():
         say("locking the live read models against writes")
+        hold_migrations(lock_conn)
         lock_live(lock_conn, live, options.lock_timeout_s)
         run("final")  # on other connections: committed before the swap, visible to whoever waited
         if skipped and not options.allow_skipped:
             return _kept(events, skipped, _skipped(skipped), say)
+        if moved := schema_changed(lock_conn, live):
+            return _kept(events, skipped, f"a migration ran since the rebuild began ({moved}); the "
+                         "rebuilt tables lack its changes: start over with --restart", say)
         swap(lock_conn, live)
     say(f"swapped in: {events:,} events replayed, {skipped} skipped; "
         "the old tables are in schema lotlens_retired")

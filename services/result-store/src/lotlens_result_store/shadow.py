@@ -11,12 +11,15 @@ import re
 
 from sqlalchemy import Connection, text
 
+from lotlens_common.db import MIGRATION_LOCK
 from lotlens_common.tables import READ_MODELS
 
 SHADOW = "lotlens_rebuild"
 RETIRED = "lotlens_retired"
 # Where a rebuild has got to: the next offset of each partition, committed with the rows.
 CHECKPOINT = f"{SHADOW}.rebuild_offsets"
+# The live schema's migration revision when the shadow was made.
+REVISION = f"{SHADOW}.schema_revision"
 TABLES = tuple(table.name for table in READ_MODELS)
 
 
@@ -38,6 +41,26 @@ def create_shadow(conn: Connection, live: str) -> None:
         _name_indexes_like(conn, live, table)
     conn.execute(text(f"CREATE TABLE {CHECKPOINT} (topic text NOT NULL, partition int NOT NULL, "
                       "next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"))
+    conn.execute(text(f"CREATE TABLE {REVISION} AS SELECT version_num FROM {live}.alembic_version"))
+
+
+def hold_migrations(conn: Connection) -> None:
+    """Keep migrations out until the transaction ends (taken before the tables' locks, in the
+    order a migration takes them)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+
+
+def schema_changed(conn: Connection, live: str) -> str | None:
+    """How the live schema's migration revision moved since the shadow was made (None: it did not).
+
+    The shadow tables copy the live definitions when the rebuild begins: a migration applied
+    since (an added column) would be lost at the swap, and the services then failed on a column
+    that `alembic_version` says exists. Asked under `hold_migrations`, so none lands between this
+    check and the swap.
+    """
+    made = sorted(conn.execute(text(f"SELECT version_num FROM {REVISION}")).scalars())
+    now = sorted(conn.execute(text(f"SELECT version_num FROM {live}.alembic_version")).scalars())
+    return None if made == now else f"{', '.join(made)} -> {', '.join(now)}"
 
 
 def drop_shadow(conn: Connection) -> None:
