@@ -67,6 +67,26 @@ def assert_usage_and_cost(results: dict[str, Any], by_lot: dict[str, Any], statu
     assert sum(lot["usage"]["input_tokens"] for lot in by_lot.values()) == usage["input_tokens"]
 
 
+def assert_no_files_left_at_openai(stack: Stack, job_id: str) -> None:
+    """Every file of the job's batches (requests, answers, errors) is deleted once collected:
+    kept, signed image URLs and descriptions stayed at OpenAI for 30 days."""
+    auth = {"Authorization": "Bearer e2e-standin"}
+    listed = httpx2.get(f"{stack.standin_url}/v1/batches", params={"limit": 100}, headers=auth, timeout=30)
+    batches = [b for b in listed.json()["data"] if b["metadata"].get("lotlens_job_id") == job_id]
+    assert len(batches) >= 2  # vision, translation
+    keys = ("input_file_id", "output_file_id", "error_file_id")
+    files = [b[key] for b in batches for key in keys if b[key]]
+
+    def statuses() -> dict[str, int]:
+        return {f: httpx2.get(f"{stack.standin_url}/v1/files/{f}", headers=auth, timeout=30).status_code
+                for f in files}
+
+    deadline = time.monotonic() + 15  # the last collection deletes them as the job completes
+    while statuses() != dict.fromkeys(files, 404) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert statuses() == dict.fromkeys(files, 404)
+
+
 def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
         stack: Stack, images: str, receiver: WebhookReceiver, stack_engine: Engine) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
@@ -95,6 +115,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
     assert by_lot[f"{prefix}-1"]["missing_images"] == [f"{images}/{prefix}-1-missing.png"]
     assert by_lot[f"{prefix}-1"]["processed_images"] == 1
     assert_usage_and_cost(results, by_lot, client.get_job_status(job_id)[0])
+    assert_no_files_left_at_openai(stack, job_id)
 
     wait_for_webhook(receiver)
     assert len(receiver.received) == 1

@@ -227,6 +227,7 @@ class FakeBatches:
     # A `failed` batch's `errors.data`: refused whole, it answers no request (no output, no error file).
     failure_errors: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
+    uploaded_bytes: dict[str, int] = field(default_factory=dict)  # each upload's size, kept after deletion
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def _raise(self, method: str) -> None:
@@ -237,6 +238,7 @@ class FakeBatches:
         self._raise("upload")
         file_id = f"file-{next(self._ids)}"
         self.files[file_id] = path.read_bytes().splitlines()  # noqa: ASYNC240 (a test's small file)
+        self.uploaded_bytes[file_id] = sum(map(len, self.files[file_id]))
         return file_id
 
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
@@ -294,6 +296,8 @@ class FakeBatches:
 
     async def delete_file(self, file_id: str) -> None:
         self._raise("delete")
+        if file_id not in self.files:  # as the API answers a file it does not have
+            raise ModelRequestError(f"No such File object: {file_id}", status_code=404)
         del self.files[file_id]
         self.deleted.append(file_id)
 

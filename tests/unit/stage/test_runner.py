@@ -340,3 +340,16 @@ def test_a_shard_stopped_between_its_chunks_is_left_building_and_recovered(world
     world.rounds()
     [event] = world.submitted()
     assert len(event.lot_ids) == 2500
+
+
+def test_a_collected_batchs_files_are_deleted_at_openai(world: World) -> None:
+    # Kept, every lot's request and answers (signed image URLs, descriptions) stayed at OpenAI for
+    # 30 days, about 25 KB a lot against the project's storage limit.
+    world.batches.answer = lambda custom_id, body: (400, "invalid_image_url") if custom_id.endswith("-1") \
+        else described(custom_id, body)
+    world.store.add(lots(3))
+    world.rounds(2)
+    [batch] = world.batches.batches.values()
+    files = {batch["input_file_id"], batch["output_file_id"], batch["error_file_id"]}
+    assert files <= set(world.batches.deleted)
+    assert world.batches.files == {}

@@ -82,8 +82,8 @@ def test_a_file_refused_as_too_large_sends_its_lots_again_in_smaller_files(world
     assert limit < world.settings.max_batch_bytes
     world.rounds(4)
     assert len(world.completed()) == 4 and len(world.batches.batches) >= 2
-    assert all(sum(map(len, world.batches.files[b["input_file_id"]])) <= limit
-               for b in world.batches.batches.values())
+    sizes = world.batches.uploaded_bytes
+    assert all(sizes[b["input_file_id"]] <= limit for b in world.batches.batches.values())
 
 
 def test_a_batch_failed_as_too_large_cuts_the_next_files_smaller(world: World) -> None:

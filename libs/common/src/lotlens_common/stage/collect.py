@@ -22,6 +22,7 @@ from lotlens_common.stage.core.outcomes import Kind, line_kind
 from lotlens_common.stage.ports import Shard, Stage
 from lotlens_common.stage.record import STAGE_KEY
 from lotlens_common.stage.settle import Settler
+from lotlens_common.stage.submit import forget_file
 from lotlens_common.stage.traced import lots_span, openai_call, shard_context
 from lotlens_common.stage.work import LotWork
 
@@ -175,6 +176,12 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     stage.store.close_shard(shard.shard_id, "collected", str(batch["status"]))
     log.info("batch %s %s: collected", shard.batch_id, batch["status"],
              extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+    # Nothing reads them again. Kept, every lot's request and answers (signed image URLs, the
+    # descriptions) stayed at OpenAI for its 30 days: about 25 KB a lot, counted against the
+    # project's storage limit, and customer data kept longer than the job needed.
+    for file_key in ("input_file_id", "output_file_id", "error_file_id"):
+        if file_id := batch.get(file_key):
+            await forget_file(stage, str(file_id))
 
 
 async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: dict[str, LotWork[Any]],

@@ -181,7 +181,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         # Refused, so no batch reads this file, and the next round uploads it again: without
         # this, a create refused for hours filled the project's file storage. After a 5xx or a
         # timeout the batch may exist, and its file is kept.
-        await _forget_file(stage, file_id)
+        await forget_file(stage, file_id)
         raise
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
@@ -190,7 +190,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
     return batch
 
 
-async def _forget_file(stage: Stage[Any], file_id: str) -> None:
+async def forget_file(stage: Stage[Any], file_id: str) -> None:
+    """Delete a file at OpenAI, or log why not (it goes after 30 days anyway)."""
     try:
         with openai_call("files.delete"):
             await stage.batches.delete_file(file_id)
