@@ -284,3 +284,10 @@ def test_a_host_whose_first_address_refuses_is_reached_at_the_next(first):
         with GuardedTransport(True, httpx2.Limits(max_connections=4), resolve=resolve) as transport:
             outcome = post_webhook(transport, f"http://hooks.example.com:{port}/hook", b"{}", {}, 5.0)
     assert outcome.succeeded and outcome.status_code == 200, outcome
+
+
+def test_an_accepted_deliverys_answer_is_not_recorded():
+    # It was kept (2,000 characters of the customer's own answer) in webhook_attempts and in the
+    # record topic for good, and nothing ever read it.
+    outcome = _post(httpx2.Response(200, text='{"received": true, "customer": "Jane Doe"}'))
+    assert outcome.succeeded and outcome.response_body is None

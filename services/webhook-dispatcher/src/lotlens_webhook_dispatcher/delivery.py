@@ -83,7 +83,9 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
         return AttemptOutcome(False, latency_ms, code, f"timeout: answered after {latency_ms / 1000:.1f} s",
                               snippet)
     if code in SUCCESS_CODES:
-        return AttemptOutcome(True, latency_ms, code, None, snippet)
+        # An accepted delivery's answer says nothing we need, and it is the customer's own data,
+        # kept in the attempts' table and in the record topic for good: it is not recorded.
+        return AttemptOutcome(True, latency_ms, code, None, None)
     return AttemptOutcome(False, latency_ms, code, _describe(response)[:body_chars], snippet,
                           parse_retry_after(response.headers.get("retry-after"), utc_now()),
                           final=code == GONE)
