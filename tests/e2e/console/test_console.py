@@ -230,3 +230,55 @@ def test_the_console_is_served_with_a_strict_content_security_policy(console_sta
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert httpx2.get(f"{console_stack.stack.url}/console/console.js").headers["content-type"].startswith(
         "text/javascript")
+
+
+def test_the_skip_link_moves_focus_and_leaves_the_page_as_it_is(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # Followed as a link, `#main` was taken for a page: the job on screen gave way to the jobs
+    # list, and on the sign-in page what was typed was lost.
+    stack = console_stack.stack
+    page.goto(f"{stack.url}/console/")
+    page.get_by_label("Client id").fill("typed-id")
+    page.locator(".skip").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_label("Client id")).to_have_value("typed-id")
+    open_job(page, console_stack, finished_job.job_id)
+    page.locator(".skip").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(finished_job.job_id)
+    assert page.evaluate("document.activeElement.id") == "main"
+
+
+def test_a_missing_sign_in_field_is_named_marked_and_focused(page: Page, console_stack: ConsoleStack) -> None:
+    # "Enter both the client id and the key." said neither which field was empty nor where to go.
+    page.goto(f"{console_stack.stack.url}/console/")
+    page.get_by_label("Client id").fill("acme")
+    page.get_by_role("button", name="Sign in").click()
+    key = page.get_by_label("Shared key")
+    expect(key).to_have_attribute("aria-invalid", "true")
+    expect(key).to_have_accessible_description("Enter the shared key.")
+    expect(key).to_be_focused()
+    expect(page.get_by_label("Client id")).to_have_attribute("aria-invalid", "false")
+
+
+def test_a_right_to_left_description_is_laid_out_right_to_left(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # In this left-to-right page an Arabic description's clauses and full stop came out in the
+    # wrong order: nothing gave it its own direction.
+    partial = finished_job.lot_ids[1]
+    row = (descriptions.c.job_id == finished_job.job_id, descriptions.c.lot_id == partial,
+           descriptions.c.language == "de")
+    with console_stack.engine.begin() as conn:
+        original = conn.execute(select(descriptions.c.damages).where(*row)).scalar_one()
+        conn.execute(update(descriptions).where(*row).values(
+            damages="<p>خدش 10 سم على الباب الأمامي (BMW X5).</p>"))
+    try:
+        open_job(page, console_stack, finished_job.job_id)
+        shown = lot(page, partial).locator(".damages[lang=de]")
+        expect(shown).to_contain_text("BMW X5")
+        assert shown.evaluate("node => getComputedStyle(node.querySelector('p')).direction") == "rtl"
+        english = lot(page, finished_job.lot_ids[0]).locator(".damages[lang=en]")
+        assert english.evaluate("node => getComputedStyle(node.querySelector('p')).direction") == "ltr"
+    finally:
+        with console_stack.engine.begin() as conn:
+            conn.execute(update(descriptions).where(*row).values(damages=original))

@@ -148,7 +148,17 @@ function showLogin(message = "") {
     event.preventDefault();
     const clientId = byId("client-id").value.trim();
     const key = byId("client-key").value;
-    if (!clientId || !key) return say(error, "Enter both the client id and the key.", true);
+    const missing = [["client-id", clientId, "Enter the client id."], ["client-key", key, "Enter the shared key."]]
+      .filter(([, value]) => !value);
+    for (const [id, value] of [["client-id", clientId], ["client-key", key]]) {
+      byId(id).setAttribute("aria-invalid", String(!value));
+    }
+    if (missing.length) {
+      // Named per field, and the first empty one focused: "enter both" said neither which was missing
+      // nor where to go, to a screen reader.
+      byId(missing[0][0]).focus();
+      return say(error, missing.map(([, , text]) => text).join(" "), true);
+    }
     if (!window.crypto || !crypto.subtle) {
       return say(error, "This browser can sign only on a secure page: open the console over HTTPS (or on localhost).", true);
     }
@@ -329,7 +339,9 @@ function lotItem(lot) {
       el("ul", { class: "missing" }, ...lot.missing_images.map((url) => el("li", {}, el("code", {}, url)))));
   }
   for (const description of lot.descriptions) {
-    const block = el("div", { class: "damages" }, safeDescription(description.damages));
+    // `dir="auto"`: an Arabic or Hebrew description takes its direction from its own text; in this
+    // left-to-right page its clauses and its full stop were laid out in the wrong order.
+    const block = el("div", { class: "damages", dir: "auto" }, safeDescription(description.damages));
     // A tag the browser rejects must not break the page: `lang` is only set when it looks like BCP 47.
     if (/^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$/.test(description.language)) block.setAttribute("lang", description.language);
     item.append(el("section", { class: "description" }, el("h4", {}, description.language), block));
@@ -447,6 +459,12 @@ function go(hash) {
 byId("sign-out").addEventListener("click", () => {
   sessionStorage.removeItem(CREDENTIALS);
   go("#/jobs");
+});
+// The skip link moves focus; followed as a link, `#main` was taken for a page: the job on screen
+// was replaced by the jobs list, and what was typed in the sign-in form was lost.
+document.querySelector(".skip").addEventListener("click", (event) => {
+  event.preventDefault();
+  byId("main").focus();
 });
 window.addEventListener("hashchange", route);
 route();
