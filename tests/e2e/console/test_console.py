@@ -141,8 +141,14 @@ def test_cancel_stops_a_running_job(page: Page, console_stack: ConsoleStack) -> 
                                         "image_urls": [f"{images}/c{i}.png"]} for i in range(2)], ["en"])
         open_job(page, console_stack, job_id)
         expect(page.get_by_role("button", name="Retry failed lots")).to_be_disabled()
+        # The live regions are there before their first message (display:none kept them out of
+        # the accessibility tree until then, and screen readers often missed that message).
+        expect(page.get_by_role("status")).to_have_count(4)
         page.get_by_role("button", name="Cancel job").click()
         expect(page.locator("#action-result")).to_have_text("Job cancelled.")
+        # The change of status is said once, in words, not only redrawn in the summary.
+        expect(page.locator("#job-announcer")).to_have_text(
+            "Job cancelled: 0 of 2 lots described, 0 failed.")
         expect(page.locator("#job-summary")).to_contain_text("cancelled")
         expect(page.get_by_role("button", name="Cancel job")).to_be_disabled()
         assert console_stack.status(job_id).json()["status"] == "cancelled"

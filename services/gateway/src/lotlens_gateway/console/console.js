@@ -244,6 +244,7 @@ async function loadJob(jobId, view, state) {
   }
   if (view !== currentView) return;
   renderSummary(job);
+  announceChange(job, state);
   const terminal = TERMINAL.has(job.status);
   byId("cancel-job").disabled = terminal;
   byId("retry-failed").disabled = !terminal || job.progress.failed_lots === 0;
@@ -254,6 +255,17 @@ async function loadJob(jobId, view, state) {
     return;
   }
   await Promise.all([loadLots(jobId, view, state), loadDeliveries(jobId, view)]);
+}
+
+// The summary is rebuilt at every poll, which no screen reader follows: a change of status is
+// said once in a live region (not the first reading: the page says that itself).
+function announceChange(job, state) {
+  if (state.announced && state.announced !== job.status) {
+    const p = job.progress;
+    byId("job-announcer").textContent =
+      `Job ${job.status}: ${p.processed_lots} of ${p.total_lots} lots described, ${p.failed_lots} failed.`;
+  }
+  state.announced = job.status;
 }
 
 function renderSummary(job) {
