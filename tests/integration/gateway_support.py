@@ -148,6 +148,11 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
         reads.dispose()
 
 
+def documented(method: str, path: str, status: int) -> str:
+    """What the OpenAPI document says a route's error status means (its codes)."""
+    return str(openapi_document()["paths"][path][method]["responses"][str(status)]["description"])
+
+
 def openapi_document() -> dict[str, Any]:
     """The gateway's OpenAPI document, built from its routes alone (nothing connects)."""
     routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics()))

@@ -12,7 +12,13 @@ import pytest
 from sqlalchemy import Engine, insert, update
 
 from lotlens_common.tables import jobs, webhook_attempts, webhook_deliveries
-from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots
+from tests.integration.gateway_support import (
+    Gateway,
+    documented,
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +76,14 @@ def test_a_jobs_deliveries_are_listed_a_page_at_a_time(gateway: Gateway, engine:
     assert len(last["deliveries"]) == 50 and not last["pagination"]["has_more"]
     assert last["deliveries"][-1]["id"] == f"{job_id}-d249"
     assert listed("?limit=501").status_code == 422
+
+
+def test_a_redelivery_that_cannot_be_made_says_why_in_codes_the_api_document_names(
+        gateway: Gateway, engine: Engine) -> None:
+    # The document listed the body-parsing 400s (INVALID_JSON, ...) for this body-less endpoint.
+    running = insert_running_job(engine, gateway.client_id)
+    no_hooks = insert_finished_job(engine, gateway.client_id, make_lots(1), ["en"])
+    codes = [_redeliver(gateway, job_id).json() for job_id in (running, no_hooks)]
+    assert [(body["code"]) for body in codes] == ["JOB_NOT_FINISHED", "NO_WEBHOOK"]
+    described = documented("post", REDELIVER, 400)
+    assert all(body["code"] in described for body in codes) and "INVALID_JSON" not in described

@@ -20,6 +20,7 @@ from lotlens_common.tables import lots
 from tests.integration.gateway_support import (
     Gateway,
     consume,
+    documented,
     insert_finished_job,
     insert_running_job,
     make_lots,
@@ -91,6 +92,10 @@ def test_unfinished_jobs_jobs_without_failures_and_strangers_are_refused_clearly
     clean = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
     nothing = retry(gateway, clean)
     assert nothing.status_code == 409 and nothing.json()["code"] == "NO_FAILED_LOTS"
+    # The OpenAPI document named three submission codes under this 409 and neither of these.
+    conflicts = documented("post", "/api/v1/batch-jobs/{job_id}/retry-failed", 409)
+    assert "JOB_NOT_FINISHED" in conflicts and "NO_FAILED_LOTS" in conflicts
+    assert "DUPLICATE_LOT_ID" not in conflicts
 
     job_id, _failed = finished_job_with_failures(gateway, engine)
     assert retry(gateway, job_id, key=gateway.other_key).status_code == 404  # another client's job

@@ -29,7 +29,8 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
                  "time, 200 after). 409 `JOB_NOT_FINISHED` while the job runs, 409 `NO_FAILED_LOTS` when "
                  "nothing failed. Counts against the batch rate limit."),
     responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
-               **schemas.error_responses(401, 403, 404, 409, 429, 503)})
+               **schemas.error_responses(401, 403, 404, 429, 503, own={
+                   409: "JOB_NOT_FINISHED: the job still runs; NO_FAILED_LOTS: none of its lots failed"})})
 async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Answer with the retry job, making it on the first call (in an intake slot: it may hold
     as many lots as a submission)."""

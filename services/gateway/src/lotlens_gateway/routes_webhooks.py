@@ -78,7 +78,8 @@ async def list_deliveries(
              description=(_SIGNED + " For a customer whose endpoint failed: every webhook URL of the "
                           "job gets a new delivery (a new `webhook-id`) with the full retry schedule. "
                           "At most once a job in 10 minutes (429 with `Retry-After`)."),
-             responses=schemas.error_responses(400, 401, 403, 404, 429, 503))
+             responses=schemas.error_responses(401, 403, 404, 429, 503, own={
+                 400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one"}))
 async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Record the request (the outbox); the webhook dispatcher schedules the deliveries."""
     job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)

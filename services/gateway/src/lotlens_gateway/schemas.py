@@ -53,14 +53,19 @@ _ERRORS = {
     431: ("HEADERS_TOO_LARGE: the request line and headers exceed 32 KiB (details.max_header_bytes); "
           "the connection is closed"),
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
-    503: "SERVICE_UNAVAILABLE: PostgreSQL is down; retry after Retry-After seconds",
+    503: ("SERVICE_UNAVAILABLE: PostgreSQL is down; INTAKE_BUSY (submissions and retry-failed): the "
+          "gateway is taking in as many big requests as it can, nothing was written; retry after "
+          "Retry-After seconds"),
     504: "OPENAI_TIMEOUT: the synchronous budget ran out",
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses."""
-    return {status: {"model": ErrorBody, "description": _ERRORS[status]} for status in statuses}
+def error_responses(*statuses: int, own: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses; `own` describes the statuses a
+    route answers with codes of its own (not the shared ones)."""
+    described = {**_ERRORS, **(own or {})}
+    return {status: {"model": ErrorBody, "description": described[status]}
+            for status in sorted({*statuses, *(own or {})})}
 
 
 class ImageIn(BaseModel):
