@@ -149,6 +149,7 @@ def test_kafka_stopped_for_60_s_during_20_submissions_loses_nothing_and_runs_not
 
     announced = completions(broker.bootstrap, stack.topics.completions)
     assert sorted(announced) == sorted(accepted)  # each job announced exactly once
-    standin_files = [p.read_bytes() for p in (tmp_path / "standin").rglob("*") if p.is_file()]
-    assert standin_files, "the stand-in kept no files"
-    assert not any(refused_prefix.encode() in content for content in standin_files)
+    # Nothing of the refused lot reached a stage (above), so nothing of it was sent to the model;
+    # every batch file of the accepted jobs is deleted at the stand-in once collected.
+    kept = [p for p in (tmp_path / "standin").rglob("blob-*") if p.is_file()]
+    assert kept == [], kept

@@ -379,3 +379,28 @@ def test_published_rows_are_pruned_a_few_thousand_per_transaction(settings: Serv
     with engine.connect() as conn:
         left = conn.execute(select(outbox.c.job_id).where(outbox.c.topic == topic)).scalars().all()
     assert left == ["fresh"]  # unpublished rows stay whatever their age
+
+
+def test_a_row_committed_after_a_higher_id_was_published_is_published_too(settings: ServiceSettings,
+                                                                           engine: Engine) -> None:
+    # Ids are taken as rows are written, not as they commit: a 50,000-lot COPY still running
+    # holds lower ids than a cancel committed meanwhile. A relay that remembered only the highest
+    # id it sent never looked below it again, and the big job never reached Kafka.
+    topic = settings.topics.submissions
+    metrics = GatewayMetrics()
+    slow, quick = _jobs_events("late-commit", 2, 1)
+    relay = Relay(engine, EventProducer(settings.kafka, "relay-late"), [topic], RelaySettings(), metrics)
+    with engine.connect() as big_copy:
+        with big_copy.begin():
+            big_copy.execute(insert(outbox), [{"topic": topic, "job_id": e.job_id, "client_id": e.client_id,
+                                               "event_type": e.type, "payload": encode(e).decode()}
+                                              for e in slow])
+            Outbox(engine, metrics, 1_000_000).append(topic, quick)  # commits first, with higher ids
+            relay.run_round()
+        relay.run_round()
+    seen = consume(settings.kafka.bootstrap_servers, topic, len(slow) + len(quick), timeout_s=20)
+    assert sorted(e.event_id for _, e in seen) == sorted(e.event_id for e in slow + quick)
+    with engine.connect() as conn:
+        waiting = conn.execute(select(func.count()).select_from(outbox)
+                               .where(outbox.c.topic == topic, outbox.c.published_at.is_(None))).scalar()
+    assert waiting == 0

@@ -64,6 +64,7 @@ class EventProducer:
         self._reports = 0
         self._produced = 0
         self._stalled_since: float | None = None
+        self._stalled_waits = 0
         self._stall_s = settings.producer_stall_s
         self._generation = 0
         # CloudEvents `source`: the component that produced the event.
@@ -87,10 +88,11 @@ class EventProducer:
 
     def publish_encoded(self, topic: str, key: bytes, value: bytes,
                         delivered: Callable[[], None] | None = None,
-                        failed: Callable[[], None] | None = None) -> None:
+                        failed: Callable[[bool], None] | None = None) -> None:
         """Queue an envelope `encode` already wrote (the outbox keeps them), with its headers.
-        `delivered` is called once Kafka has it, `failed` once it never will (a timeout, a purge):
-        from `flush`, `settle` or a later publish's poll."""
+        `delivered` is called once Kafka has it, `failed` once it never will (with whether it was
+        purged, by `discard` or a renewal, rather than failed, e.g. timed out): from `flush`,
+        `settle`, `discard` or a later publish's poll."""
         headers: Headers = list(encoded_cloudevent_headers(value, self._source))
         if tracing.enabled():
             # Published after the request that wrote it has ended: its trace is in the envelope.
@@ -148,7 +150,9 @@ class EventProducer:
         trips took longer than the deadline again."""
         stalled = bool(remaining) and self._reports == reports and self._broker_answers()
         self._stalled_since = (self._stalled_since or started) if stalled else None
-        if self._stalled_since is not None and time.monotonic() - self._stalled_since >= self._stall_s:
+        self._stalled_waits = self._stalled_waits + 1 if stalled else 0
+        # Two waits at least: one long flush (30 s) that spanned an outage is not a stall.
+        if self._stalled_waits >= 2 and time.monotonic() - (self._stalled_since or 0.0) >= self._stall_s:
             self._renew(remaining)
 
     def _broker_answers(self) -> bool:
@@ -179,6 +183,7 @@ class EventProducer:
         self._generation += 1
         self._failures = []
         self._stalled_since = None
+        self._stalled_waits = 0
 
     def discard(self) -> None:
         """Drop what is still queued and all failure reports so far (the caller sends it again).
@@ -191,7 +196,7 @@ class EventProducer:
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: Headers, delivered: Callable[[], None] | None = None,
-                 failed: Callable[[], None] | None = None) -> None:
+                 failed: Callable[[bool], None] | None = None) -> None:
         report = (self._on_delivery if delivered is None and failed is None
                   else partial(self._on_delivery, delivered=delivered, failed=failed))
         while True:
@@ -220,14 +225,14 @@ class EventProducer:
         raise PublishError(f"the producer failed for good ({exc}); publish again") from exc
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message, delivered: Callable[[], None] | None = None,
-                     failed: Callable[[], None] | None = None) -> None:
+                     failed: Callable[[bool], None] | None = None) -> None:
         self._reports += 1
         if err is None:
             if delivered is not None:
                 delivered()
             return
         if failed is not None:
-            failed()
+            failed(err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT))
         if err.code() != KafkaError._PURGE_QUEUE:
             # A message `discard` dropped is no failure: the caller sends it again. Its report
             # can come after `discard` returns, and it failed the next, healthy flush.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 from functools import partial
 
@@ -11,7 +12,7 @@ from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.service import setup_logging, tune_gc
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
@@ -20,6 +21,8 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
+
+log = logging.getLogger("lotlens_gateway")
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
@@ -64,7 +67,10 @@ def main() -> None:
         uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=DRAIN_S)).run()
     finally:
         deps.relay.stop(RELAY_STOP_S)
-        producer.flush(FLUSH_S)
+        try:
+            producer.flush(FLUSH_S)
+        except PublishError as exc:  # the outbox keeps what was not acknowledged: the next process sends it
+            log.warning("stopping with events unacknowledged by Kafka: %s", exc)
         engine.dispose()
         read_engine.dispose()
 

@@ -35,7 +35,20 @@ from functools import partial
 from typing import Any, Literal
 
 from confluent_kafka import KafkaException
-from sqlalchemy import Connection, Engine, bindparam, delete, func, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    any_,
+    bindparam,
+    cast,
+    delete,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
 from lotlens_common.clock import utc_now
@@ -63,9 +76,10 @@ _OBSERVE_EVERY_S = 1.0
 
 # What a round found for a topic: a full batch (more may wait), the lock held by another replica,
 # or every row it could see published.
-Outcome = Literal["full", "contended", "drained"]
+Outcome = Literal["full", "contended", "stalled", "drained"]
 FULL: Outcome = "full"
 CONTENDED: Outcome = "contended"
+STALLED: Outcome = "stalled"  # messages held, none acknowledged in the round's wait
 DRAINED: Outcome = "drained"
 
 
@@ -95,10 +109,11 @@ class Relay:
         self._metrics = metrics
         self._wake = threading.Event()
         self._stop = threading.Event()
-        # Outbox ids Kafka acknowledged and not yet marked (delivery reports come on this thread),
-        # and per topic the highest id handed to the producer (rounds send only what follows it).
+        # Outbox ids the producer holds (no delivery report yet), and those Kafka acknowledged and
+        # not yet marked. Delivery reports are served on this thread (in publish, settle, discard).
+        self._held: set[int] = set()
         self._acknowledged: set[int] = set()
-        self._sent_through: dict[str, int] = {}
+        self._failed_since_purge = False
         self._generation = producer.generation
         self._thread: threading.Thread | None = None
         self._last_prune = 0.0
@@ -125,8 +140,13 @@ class Relay:
         backoff = self._settings.retry_s
         while not self._stop.is_set():
             try:
-                pause = self._pause_after(self.run_round())
-                backoff = self._settings.retry_s
+                outcome = self.run_round()
+                if outcome == STALLED:
+                    # Held the topic's lock through a wait that got nothing: let another replica
+                    # (perhaps reaching Kafka) take it before trying again.
+                    pause, backoff = backoff, min(backoff * 2, _MAX_PAUSE_S)
+                else:
+                    pause, backoff = self._pause_after(outcome), self._settings.retry_s
             except (SQLAlchemyError, KafkaException, PublishError) as exc:
                 log.warning("outbox relay round failed, retrying in %.1fs: %s", backoff, exc)
                 pause, backoff = backoff, min(backoff * 2, _MAX_PAUSE_S)
@@ -146,35 +166,44 @@ class Relay:
         outcomes = {self._publish_batch(topic) for topic in self._topics}
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
             self.prune()
-        return next((o for o in (FULL, CONTENDED) if o in outcomes), DRAINED)
+        return next((o for o in (FULL, CONTENDED, STALLED) if o in outcomes), DRAINED)
 
     def _publish_batch(self, topic: str) -> Outcome:
         if self._producer.generation != self._generation:
             # A new librdkafka producer: what the old one held is gone, unreported; send it again.
             self._generation = self._producer.generation
-            self._sent_through.clear()
+            self._held.clear()
         with self._engine.begin() as conn:
             if not conn.execute(_LOCK, {"topic": topic}).scalar_one():
                 return CONTENDED  # another replica relays this topic now
-            room = self._settings.batch_rows - self._producer.pending()
+            room = self._settings.batch_rows - len(self._held)
+            # Every unpublished row in id order but those the producer holds: a row committed
+            # after a higher id was sent (a big COPY still running) is found by the next round.
             rows = conn.execute(
                 select(outbox.c.id, outbox.c.job_id, outbox.c.event_type, outbox.c.payload)
                 .where(outbox.c.topic == topic, outbox.c.published_at.is_(None),
-                       outbox.c.id > self._sent_through.get(topic, 0))
-                .order_by(outbox.c.id).limit(max(room, 0))).all() if room > 0 else []
+                       ~(outbox.c.id == any_(cast(sorted(self._held), ARRAY(BigInteger)))))
+                .order_by(outbox.c.id).limit(room)).all() if room > 0 else []
             self._send(topic, rows)
             waiting = self._producer.settle(self._settings.publish_timeout_s)
-            # What Kafka acknowledged, this round's rows or an earlier round's late ones.
-            # (Cleared, not replaced: the callbacks of messages still queued add to this set.)
+            if self._failed_since_purge:
+                # A message Kafka will never have (timed out): drop what is still queued behind
+                # it too, so all of it goes again in id order, the job's events in order.
+                self._failed_since_purge = False
+                self._producer.discard()
+            # What Kafka acknowledged, this round's rows or an earlier round's late ones; kept
+            # until the marking commits (a failed commit marks them next round).
             acknowledged = sorted(self._acknowledged)
-            self._acknowledged.clear()
             if acknowledged:
                 self._mark(conn, acknowledged)
-                self._metrics.outbox_published.inc(len(acknowledged))
+        self._acknowledged.difference_update(acknowledged)
+        self._metrics.outbox_published.inc(len(acknowledged))
         full = len(rows) >= room or waiting > 0
         if full and topic not in self._backlogged:
             self._refresh_statistics()
         (self._backlogged.add if full else self._backlogged.discard)(topic)
+        if waiting and not acknowledged:
+            return STALLED
         return FULL if full else DRAINED
 
     def _refresh_statistics(self) -> None:
@@ -186,15 +215,24 @@ class Relay:
 
     def _send(self, topic: str, rows: Sequence[Any]) -> None:
         for row in rows:
-            # With the CloudEvents headers every event carries, derived from the stored bytes.
-            self._producer.publish_encoded(topic, row.job_id.encode(), row.payload.encode(),
-                                           partial(self._acknowledged.add, row.id),
-                                           partial(self._send_again, topic, row.id))
-            self._sent_through[topic] = row.id
+            self._held.add(row.id)
+            try:
+                # With the CloudEvents headers every event carries, derived from the stored bytes.
+                self._producer.publish_encoded(topic, row.job_id.encode(), row.payload.encode(),
+                                               partial(self._delivered, row.id),
+                                               partial(self._failed, row.id))
+            except BaseException:
+                self._held.discard(row.id)  # not queued: the next round sends it
+                raise
 
-    def _send_again(self, topic: str, row_id: int) -> None:
-        """A row Kafka will never have (timed out, purged): the next round sends from it on."""
-        self._sent_through[topic] = min(self._sent_through.get(topic, 0), row_id - 1)
+    def _delivered(self, row_id: int) -> None:
+        self._held.discard(row_id)
+        self._acknowledged.add(row_id)
+
+    def _failed(self, row_id: int, purged: bool) -> None:
+        """A row Kafka will never have (timed out, purged): a later round sends it again."""
+        self._held.discard(row_id)
+        self._failed_since_purge = self._failed_since_purge or not purged
 
     @staticmethod
     def _mark(conn: Connection, ids: list[int]) -> None:

@@ -35,6 +35,7 @@ def shadow_exists(conn: Connection) -> bool:
 
 def create_shadow(conn: Connection, live: str) -> None:
     """Empty copies of the live read models in the shadow schema, and an empty checkpoint."""
+    hold_migrations(conn)  # the copies and the revision they are recorded at must agree
     conn.execute(text(f"CREATE SCHEMA {SHADOW}"))
     for table in TABLES:
         conn.execute(text(f"CREATE TABLE {SHADOW}.{table} (LIKE {live}.{table} INCLUDING ALL)"))
@@ -58,6 +59,8 @@ def schema_changed(conn: Connection, live: str) -> str | None:
     that `alembic_version` says exists. Asked under `hold_migrations`, so none lands between this
     check and the swap.
     """
+    if conn.execute(text("SELECT to_regclass(:t)"), {"t": REVISION}).scalar() is None:
+        return "unknown (the shadow was made by an older release)"
     made = sorted(conn.execute(text(f"SELECT version_num FROM {REVISION}")).scalars())
     now = sorted(conn.execute(text(f"SELECT version_num FROM {live}.alembic_version")).scalars())
     return None if made == now else f"{', '.join(made)} -> {', '.join(now)}"

@@ -97,6 +97,8 @@ def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[A
 async def recover_building(stage: Stage[Any]) -> None:
     """Finish shards whose builder died: adopt their batch if it exists, else build it again."""
     for shard in stage.store.shards("building"):
+        if stage.stopping.is_set():
+            return
         with stage.store.exclusive(shard.shard_id) as mine:
             current = stage.store.shard(shard.shard_id) if mine else None
             if current is None or current.status != "building":
@@ -117,6 +119,8 @@ async def recover_building(stage: Stage[Any]) -> None:
                 else:
                     await build(stage, shard.shard_id, lots)
                 stage.unreadable.pop(KEY_REFUSED, None)  # the key works again
+            except Stopped:
+                return  # still `building`: the next process recovers it
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
