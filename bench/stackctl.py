@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,8 +16,6 @@ from bench import namespace
 from bench.config import ROOT, SERVICES, StackEnv, database_url, gateway, state_dir
 
 STACK = ROOT / "scripts" / "stack.py"
-# `scripts/stack.py` gives the services these metrics ports whatever the env says.
-METRICS_PORTS = range(19100, 19105)
 
 
 def _stack(command: str, env: dict[str, str]) -> None:
@@ -39,21 +36,10 @@ def restart(stack_env: StackEnv) -> str:
     _stack("down", dict(os.environ))
     isolation = stack_env.isolation(database_url(), name)
     _stack("down", {**os.environ, **isolation})
-    busy = [port for port in METRICS_PORTS if _listening(port)]
-    if busy:
-        raise SystemExit(
-            f"bench: metrics ports {busy} are taken (another stack from another checkout?); "
-            "scripts/stack.py gives the services these ports, so the bench cannot start its own"
-        )
     namespace.recreate_database(database_url())
     os.environ.update(isolation)
     _stack("up", {**os.environ, **stack_env.overrides()})
     return name
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def down() -> None:

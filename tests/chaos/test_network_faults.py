@@ -20,7 +20,6 @@ from chaos.network import Toxiproxy, toxiproxy_binary
 from chaos.stack import ROOT
 from tests.conftest import Infra
 from tests.private_kafka import PrivateKafka
-from tests.servers import free_port
 
 
 @pytest.fixture
@@ -87,20 +86,6 @@ def test_cut_bandwidth_slows_a_large_answer(proxied: tuple[Toxiproxy, Engine]) -
     # 20 KB at 4 KB/s: a lower bound of a few seconds, whatever the machine's speed.
     assert len(answer) == 20000 and time.monotonic() - started >= 2.0
     proxy.clear("postgres", "net-bandwidth")
-
-
-@pytest.fixture
-def proxied_broker(tmp_path: Path) -> Iterator[tuple[Toxiproxy, PrivateKafka]]:
-    proxy = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
-    proxy.start()
-    broker = PrivateKafka(tmp_path / "kafka", port=free_port())
-    broker.advertised_port = proxy.proxy("kafka", broker.port)
-    try:
-        broker.start()
-        yield proxy, broker
-    finally:
-        broker.stop()
-        proxy.stop()
 
 
 def test_a_connected_kafka_client_is_held_up_by_a_fault_on_the_brokers_proxy(

@@ -4,17 +4,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx2
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from sqlalchemy import Engine, func, select
 
-from chaos.network import Toxiproxy, toxiproxy_binary
-from chaos.stack import ROOT
+from chaos.network import Toxiproxy
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
@@ -26,24 +23,15 @@ from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
 from tests.integration.gateway_support import consume
 from tests.private_kafka import PrivateKafka
-from tests.servers import free_port
 
 
 @pytest.fixture
-def slow_broker(tmp_path: Path) -> Iterator[str]:
-    """A private broker reached through a proxy that holds every answer back 1 s."""
-    proxy = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
-    proxy.start()
-    broker = PrivateKafka(tmp_path / "kafka", port=free_port())
-    broker.advertised_port = proxy.proxy("kafka", broker.port)
-    try:
-        broker.start()
-        body = {"name": "slow", "type": "latency", "stream": "downstream", "attributes": {"latency": 1000}}
-        httpx2.post(f"{proxy.api}/proxies/kafka/toxics", json=body, timeout=10).raise_for_status()
-        yield broker.bootstrap
-    finally:
-        broker.stop()
-        proxy.stop()
+def slow_broker(proxied_broker: tuple[Toxiproxy, PrivateKafka]) -> str:
+    """A private broker whose every answer is held back 0.3 s on its way to the client."""
+    proxy, broker = proxied_broker
+    body = {"name": "slow", "type": "latency", "stream": "downstream", "attributes": {"latency": 300}}
+    httpx2.post(f"{proxy.api}/proxies/kafka/toxics", json=body, timeout=10).raise_for_status()
+    return broker.bootstrap
 
 
 def _job(lots: int) -> list[Envelope]:
@@ -64,7 +52,7 @@ def _unpublished(engine: Engine, topic: str) -> int:
 
 def test_the_outbox_drains_through_a_broker_slower_than_the_relays_deadline(
         slow_broker: str, engine: Engine) -> None:
-    # Every round waited 0.5 s for acknowledgements that came after 1 s, failed whole, and sent
+    # Every round waited 0.1 s for acknowledgements that came after 0.3 s, failed whole, and sent
     # the same rows again: the backlog never shrank, whatever the broker had already written.
     topic = new_id("slow-")
     admin = AdminClient({"bootstrap.servers": slow_broker})
@@ -74,7 +62,7 @@ def test_the_outbox_drains_through_a_broker_slower_than_the_relays_deadline(
     Outbox(engine, metrics, 1_000_000).append(topic, job)
     kafka = KafkaSettings(bootstrap_servers=slow_broker)
     relay = Relay(engine, EventProducer(kafka, new_id("relay-slow-")), [topic],
-                  RelaySettings(publish_timeout_s=0.5), metrics)
+                  RelaySettings(publish_timeout_s=0.1), metrics)
     rounds, deadline = 0, time.monotonic() + 60
     while _unpublished(engine, topic) and time.monotonic() < deadline:
         relay.run_round()  # the old relay raised PublishError here, every round

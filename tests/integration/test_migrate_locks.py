@@ -11,9 +11,8 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from lotlens_common.db import LockPatience, make_engine, migrate
-from lotlens_common.settings import DatabaseSettings
-from tests.conftest import Infra, new_id
+from lotlens_common.db import LockPatience, migrate
+from tests.conftest import Infra, own_schema
 
 pytestmark = pytest.mark.integration
 
@@ -22,16 +21,8 @@ BEFORE_HEAD = "0016_stage_places"  # the newest migration, 0017, alters stage_sh
 
 @pytest.fixture()
 def behind(infra: Infra, engine: Engine) -> Iterator[Engine]:
-    schema = new_id("locks_")
-    with engine.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"),
-                      "tests")
-    migrate(own, BEFORE_HEAD)
-    yield own
-    own.dispose()
-    with engine.begin() as conn:
-        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    with own_schema(infra, engine, BEFORE_HEAD) as own:
+        yield own
 
 
 def test_a_migration_waiting_for_a_table_lock_lets_other_queries_through_then_ends(behind: Engine) -> None:

@@ -1,0 +1,48 @@
+"""The relay deletes published outbox rows after their retention, a few thousand at a time."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, event, insert, select
+
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import outbox
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.relay import Relay, RelaySettings
+from tests.conftest import new_id
+
+pytestmark = pytest.mark.integration
+
+
+def test_published_rows_are_pruned_a_few_thousand_per_transaction(settings: ServiceSettings,
+                                                                   engine: Engine) -> None:
+    # One DELETE of a long outage's whole backlog (250,000 rows with payloads) held every replica's
+    # relay: they queued on each other's row locks and none published meanwhile.
+    topic = new_id("prune-")
+    old = datetime.now(UTC) - timedelta(hours=2)
+    with engine.begin() as conn:
+        conn.execute(insert(outbox), [{"topic": topic, "job_id": f"j{n % 50}", "client_id": "c",
+                                       "event_type": "LotSubmitted", "payload": "{}", "published_at": old}
+                                      for n in range(12_000)])
+        conn.execute(insert(outbox), [{"topic": topic, "job_id": "fresh", "client_id": "c",
+                                       "event_type": "LotSubmitted", "payload": "{}"}])
+    relay = Relay(engine, EventProducer(settings.kafka, "relay-prune"), [topic], RelaySettings(),
+                  GatewayMetrics())
+    deletes: list[int] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("DELETE FROM OUTBOX"):
+            deletes.append(1)
+
+    event.listen(engine, "after_cursor_execute", count)
+    try:
+        assert relay.prune() == 12_000
+    finally:
+        event.remove(engine, "after_cursor_execute", count)
+    assert len(deletes) == 3
+    with engine.connect() as conn:
+        left = conn.execute(select(outbox.c.job_id).where(outbox.c.topic == topic)).scalars().all()
+    assert left == ["fresh"]  # unpublished rows stay whatever their age
