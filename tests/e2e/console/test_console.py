@@ -288,3 +288,16 @@ def test_a_right_to_left_description_is_laid_out_right_to_left(
     finally:
         with console_stack.engine.begin() as conn:
             conn.execute(update(descriptions).where(*row).values(damages=original))
+
+
+def test_no_page_scrolls_sideways_at_320_px(page: Page, console_stack: ConsoleStack,
+                                            finished_job: FinishedJob) -> None:
+    # WCAG 1.4.10 (400% zoom, small phones): the jobs page was 587 px and a job's 560 px wide, so
+    # the whole page scrolled sideways; wide tables now scroll inside their own box.
+    page.set_viewport_size({"width": 320, "height": 640})
+    sign_in(page, console_stack.stack)
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
+    page.get_by_role("link", name=finished_job.job_id).click()
+    expect(page.locator("#delivery-rows tr").first).to_contain_text("delivered")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320
