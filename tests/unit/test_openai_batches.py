@@ -37,7 +37,9 @@ def test_a_long_output_line_is_read_in_time_linear_in_its_size() -> None:
     """Each chunk was appended to what was pending and the whole split again: a 32 MB line in 16 KB
     chunks took 26 s (a 200 MB line about an hour), blocking the stage's loop. Linear, four times
     the line takes about four times as long (quadratic: sixteen)."""
-    assert _reading_time(32) < 10 * _reading_time(8)
+    # The best of three each: one read's time also counts its first page faults and any
+    # collection that runs meanwhile (a CI run once measured 0.17 s for a 0.04 s read).
+    assert min(_reading_time(32) for _ in range(3)) < 10 * min(_reading_time(8) for _ in range(3))
 
 
 def _reading_time(megabytes: int) -> float:
