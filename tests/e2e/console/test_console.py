@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from lotlens_common.tables import descriptions
 from tests.conftest import new_id
-from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in
+from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in, wait_until
 
 pytestmark = pytest.mark.e2e
 A11Y_CHECK = (Path(__file__).with_name("a11y_check.js")).read_text()
@@ -301,3 +301,43 @@ def test_no_page_scrolls_sideways_at_320_px(page: Page, console_stack: ConsoleSt
     page.get_by_role("link", name=finished_job.job_id).click()
     expect(page.locator("#delivery-rows tr").first).to_contain_text("delivered")
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
+
+
+def test_a_running_job_is_polled_once_however_often_refreshed_can_be_held_still_and_keeps_focus(
+        page: Page, console_stack: ConsoleStack) -> None:
+    images, stack = console_stack.images, console_stack.stack
+    prefix = new_id("poll")
+    first = console_stack.submit([  # lot 1's only image is missing: it fails
+        {"lot_id": f"{prefix}-{n}", "additional_info": "Dent", "image_urls": [f"{images}/{prefix}-{n}{tail}"]}
+        for n, tail in enumerate([".png", "-missing.png"])], ["en"])
+    wait_until(lambda: console_stack.status(first).json()["status"] == "completed", seconds=120)
+    stack.kill("vision-batcher")  # the retry of the failed lot stays pending, its page polling
+    try:
+        answer = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{first}/retry-failed",
+                             headers=console_stack.headers(first))
+        assert answer.is_success, answer.text
+        retry = answer.json()["job_id"]
+        polls: list[str] = []
+        page.on("request", lambda sent: polls.append(sent.url) if "/batch-status/" in sent.url else None)
+        open_job(page, console_stack, retry)
+        for _ in range(5):
+            page.get_by_role("button", name="Refresh").click()
+        page.locator("#job-summary").get_by_role("link", name=first).focus()
+        polls.clear()
+        page.wait_for_timeout(4500)
+        # One poll pending at a time: 2 or 3 reads in 4.5 s (each click used to start its own loop).
+        assert 1 <= len(polls) <= 3, polls
+        # The "Retry of" link is rebuilt by every poll and keeps the keyboard's place.
+        assert page.evaluate("document.activeElement.textContent") == first
+        page.get_by_role("button", name="Pause updates").click()  # WCAG 2.2.2
+        resume = page.get_by_role("button", name="Resume updates")
+        expect(resume).to_have_attribute("aria-pressed", "true")
+        polls.clear()
+        page.wait_for_timeout(4500)
+        assert polls == []
+        resume.click()
+        expect(page.get_by_role("button", name="Pause updates")).to_have_attribute("aria-pressed", "false")
+        page.wait_for_timeout(2500)
+        assert len(polls) >= 2, polls
+    finally:
+        stack.start("vision-batcher")

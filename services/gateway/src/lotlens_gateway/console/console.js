@@ -224,8 +224,9 @@ function pagerButton(id, enabled, query) {
 async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
-  const state = { lots: [], shown: 0 };
+  const state = { lots: [], shown: 0, poll: null, paused: false };
   byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state));
+  byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
   byId("retry-failed").addEventListener("click", () => retryFailed(jobId));
   byId("redeliver").addEventListener("click", () => redeliver(jobId, view));
@@ -235,7 +236,10 @@ async function showJob(jobId) {
 }
 
 // Reads the status; a running job is polled until it ends, then its lots and deliveries load.
+// One poll is pending at most: Refresh, Cancel and a poll each read now and replace the pending
+// one (each used to start a loop of its own, so five clicks polled six times every 2 s).
 async function loadJob(jobId, view, state) {
+  clearTimeout(state.poll);
   let job;
   try {
     job = (await api.jobStatus(jobId)).body;
@@ -249,12 +253,24 @@ async function loadJob(jobId, view, state) {
   byId("cancel-job").disabled = terminal;
   byId("retry-failed").disabled = !terminal || job.progress.failed_lots === 0;
   byId("redeliver").disabled = !terminal || !job.webhook_configured;
+  byId("pause-updates").hidden = terminal;
   if (!terminal) {
     byId("lots-note").textContent = "Lots and their descriptions appear when the job finishes.";
-    setTimeout(() => { if (view === currentView) loadJob(jobId, view, state); }, POLL_MS);
+    clearTimeout(state.poll);
+    if (!state.paused) state.poll = setTimeout(() => { if (view === currentView) loadJob(jobId, view, state); }, POLL_MS);
     return;
   }
   await Promise.all([loadLots(jobId, view, state), loadDeliveries(jobId, view)]);
+}
+
+// WCAG 2.2.2: a page that updates itself can be held still (Refresh still reads once).
+function togglePause(jobId, view, state) {
+  state.paused = !state.paused;
+  const button = byId("pause-updates");
+  button.setAttribute("aria-pressed", String(state.paused));
+  button.textContent = state.paused ? "Resume updates" : "Pause updates";
+  if (state.paused) clearTimeout(state.poll);
+  else loadJob(jobId, view, state);
 }
 
 // The summary is rebuilt at every poll, which no screen reader follows: a change of status is
@@ -283,7 +299,15 @@ function renderSummary(job) {
   // Retries link jobs both ways (`retry_of`, `retried_as`), on servers that have retry-failed.
   if (job.retry_of) facts.push(["Retry of", jobLink(job.retry_of)]);
   if (job.retried_as) facts.push(["Retried as", jobLink(job.retried_as)]);
-  byId("job-summary").replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+  const summary = byId("job-summary");
+  // A focused link in the summary (a retry's job) is rebuilt at every poll: focus moves to its
+  // successor, or a keyboard user would be sent back to the top of the page every 2 s.
+  const focused = summary.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+  summary.replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+  if (focused !== null) {
+    const successor = [...summary.querySelectorAll("a")].find((link) => link.getAttribute("href") === focused);
+    if (successor) successor.focus();
+  }
   renderUsage(job.processing_details.usage);
 }
 
