@@ -28,7 +28,7 @@ from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import VisionWork
-from lotlens_common.tables import stage_lots, stage_shards
+from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 from tests.conftest import new_id
 from tests.integration.stage.helpers import (
     STAGE,
@@ -181,3 +181,19 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
     assert left == {"open", "recent", "batch-running", "queued"}
 
 
+
+
+def test_a_job_cancelled_before_any_lot_reached_the_stage_is_pruned_after_the_retention(
+        engine: Engine) -> None:
+    # A stage hears of every cancelled job, often before any of its lots reaches it (the translator,
+    # before a lot is described): that row had no lots to join and was kept for good.
+    old, kept = new_id("job-cancelled-old-"), new_id("job-cancelled-recent-")
+    with engine.begin() as conn:
+        store.cancel_job(conn, "vision", old)
+        store.cancel_job(conn, "vision", kept)
+        conn.execute(update(stage_jobs).where(stage_jobs.c.job_id == old)
+                     .values(updated_at=utc_now() - timedelta(days=20)))
+        store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+        rows = conn.execute(select(stage_jobs.c.job_id).where(stage_jobs.c.job_id.in_([old, kept])))
+        left = set(rows.scalars())
+    assert left == {kept}
