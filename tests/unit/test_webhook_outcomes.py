@@ -61,10 +61,20 @@ def test_an_attempt_a_dead_instance_left_is_recorded_as_interrupted_and_the_next
     assert isinstance(lost, WebhookAttempted) and lost.attempt == 2 and lost.error == INTERRUPTED
 
 
-def test_an_interrupted_last_attempt_fails_the_delivery():
-    verdict = interrupted(_delivery(5, interrupted_attempt=5, interrupted_at=NOW), NOW)
+def test_a_delivery_interrupted_once_too_often_is_failed_unsent():
+    # The claim leaves the attempt number where it was (nothing more is sent): see dispatch_queue.
+    verdict = interrupted(_delivery(7, interrupted_attempt=7, interrupted_at=NOW, interruptions=6), NOW)
     assert verdict is not None and verdict.status == "failed"
-    assert isinstance(verdict.events[-1], WebhookFailed) and verdict.events[-1].attempts == 5
+    assert isinstance(verdict.events[-1], WebhookFailed) and verdict.events[-1].attempts == 7
+
+
+def test_interrupted_attempts_do_not_count_against_the_schedule():
+    failure = AttemptOutcome(False, 5.0, 500, error="HTTP 500")
+    # The 6th attempt after one interruption is the 5th sent: the last.
+    assert judge(_delivery(6, interruptions=1), failure, NOW, NOW, POLICY).status == "failed"
+    # The 4th after one interruption is the 3rd sent: retried after the 3rd interval.
+    retried = judge(_delivery(4, interruptions=1), failure, NOW, NOW, POLICY)
+    assert retried.status == "pending" and retried.due == NOW + timedelta(seconds=120)
 
 
 def test_a_fresh_claim_has_nothing_interrupted():

@@ -184,11 +184,12 @@ def dispatcher_settings(settings: ServiceSettings, group: str, **changes: Any) -
 
 
 @contextmanager
-def running(config: DispatcherSettings, engine: Engine,
-            transport: httpx2.BaseTransport | None = None) -> Iterator[None]:
+def running(config: DispatcherSettings, engine: Engine, transport: httpx2.BaseTransport | None = None,
+            dispatch_producer: EventProducer | None = None) -> Iterator[None]:
     """The dispatcher's consumer and delivery loop in threads, stopped on exit."""
     stop = threading.Event()
-    producers = [EventProducer(config.kafka, "consumer"), EventProducer(config.kafka, "dispatcher")]
+    producers = [EventProducer(config.kafka, "consumer"),
+                 dispatch_producer or EventProducer(config.kafka, "dispatcher")]
     new_transport = partial(http_transport, config, transport)
     threads = [threading.Thread(target=work, args=(stop,), daemon=True)
                for work in workers(config, engine, new_transport, *producers).values()]

@@ -207,6 +207,9 @@ dispatch_queue = Table(
     # pending -> sending (leased to one instance) -> pending | delivered | failed
     Column("status", Text, nullable=False, server_default="pending"),
     Column("attempt_count", Integer, nullable=False, server_default="0"),
+    # Of those attempts, the ones whose outcome was never recorded (the instance died or could
+    # not record it): they do not count against the retry schedule.
+    Column("interruptions", Integer, nullable=False, server_default="0"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The job's W3C trace context, so the POST joins the job's trace (NULL when tracing is off).

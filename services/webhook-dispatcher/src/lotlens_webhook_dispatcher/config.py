@@ -44,11 +44,6 @@ class DispatcherSettings(ServiceSettings):
         return value
 
     @property
-    def max_attempts(self) -> int:
-        """Attempts before a delivery is given up."""
-        return len(self.webhook_retry_intervals_s) + 1
-
-    @property
     def lease_s(self) -> float:
         """How long a claimed attempt is reserved for the instance that claimed it.
 

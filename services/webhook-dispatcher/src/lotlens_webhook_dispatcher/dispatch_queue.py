@@ -5,7 +5,9 @@ it, then `delivered` or `failed`. Claiming takes due rows with `FOR UPDATE SKIP 
 the same transaction, counts the attempt and leases the row (`next_attempt_at` moves past the
 longest an attempt can take). Two instances therefore never make the same attempt, and a row
 still `sending` when its lease runs out belongs to an instance that died mid-attempt: the next
-claim records that attempt as interrupted and carries on with the schedule.
+claim records that attempt as interrupted and carries on with the schedule. An interrupted attempt
+may never have been sent, so it does not count against the schedule; a delivery interrupted more
+than `INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from sqlalchemy import (
     RowMapping,
     Text,
     any_,
+    case,
     cast,
     func,
     select,
@@ -39,6 +42,7 @@ _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 _HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
 _HOST_RE = re.compile(_HOST_PATTERN)
 OPEN = ("pending", "sending")
+INTERRUPTIONS_ALLOWED = 5
 @dataclass(frozen=True)
 class Delivery:
     """A claimed delivery and the attempt this instance is about to make."""
@@ -53,6 +57,8 @@ class Delivery:
     # An attempt a dead instance started and never recorded, and when it started.
     interrupted_attempt: int | None = None
     interrupted_at: datetime | None = None
+    # Attempts interrupted so far, that one included.
+    interruptions: int = 0
     # Until when the claim reserves the attempt for this instance.
     leased_until: datetime | None = None
     # The job's W3C trace context (None when tracing was off as it was scheduled).
@@ -60,8 +66,13 @@ class Delivery:
 
     @property
     def exhausted(self) -> bool:
-        """The interrupted attempt was the last one: nothing is left to send."""
+        """Interrupted too often: nothing more is sent."""
         return self.interrupted_attempt is not None and self.attempt == self.interrupted_attempt
+
+    @property
+    def sent_attempt(self) -> int:
+        """Which attempt this is on the retry schedule, the interrupted ones not counted."""
+        return self.attempt - self.interruptions
 
     @property
     def host(self) -> str:
@@ -113,7 +124,7 @@ def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, 
 
 
 def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str, int],
-          per_host: int, lease_s: float, max_attempts: int,
+          per_host: int, lease_s: float,
           in_flight: Collection[str] = ()) -> list[Delivery]:
     """Claim up to `capacity` due deliveries, at most `host_room[host]` (default `per_host`) per host.
 
@@ -139,7 +150,7 @@ def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str
         if room.get(row["host"], per_host) <= 0:
             continue
         room[row["host"]] = room.get(row["host"], per_host) - 1
-        chosen.append(_delivery(row, max_attempts))
+        chosen.append(_delivery(row))
     lease_until = now + timedelta(seconds=lease_s)
     chosen = [replace(delivery, leased_until=lease_until) for delivery in chosen]
     to_send = [d.delivery_id for d in chosen if not d.exhausted]
@@ -147,22 +158,24 @@ def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str
     if to_send:
         conn.execute(update(q).where(q.c.delivery_id.in_(to_send)).values(
             status="sending", attempt_count=q.c.attempt_count + 1, next_attempt_at=lease_until,
-            updated_at=now))
+            interruptions=q.c.interruptions + case((q.c.status == "sending", 1), else_=0), updated_at=now))
     if to_close:
         conn.execute(update(q).where(q.c.delivery_id.in_(to_close)).values(
             next_attempt_at=lease_until, updated_at=now))
     return chosen
 
 
-def _delivery(row: RowMapping, max_attempts: int) -> Delivery:
+def _delivery(row: RowMapping) -> Delivery:
     count = int(row["attempt_count"])
     interrupted = row["status"] == "sending" and count > 0
+    interruptions = int(row["interruptions"]) + interrupted
     return Delivery(
         delivery_id=row["delivery_id"], job_id=row["job_id"], client_id=row["client_id"],
         webhook_url=row["webhook_url"], part=row["part"], total_parts=row["total_parts"],
-        attempt=count if interrupted and count >= max_attempts else count + 1,
+        attempt=count if interruptions > INTERRUPTIONS_ALLOWED else count + 1,
         interrupted_attempt=count if interrupted else None,
         interrupted_at=row["updated_at"] if interrupted else None,
+        interruptions=interruptions,
         traceparent=row["traceparent"],
     )
 

@@ -28,8 +28,8 @@ class RetryPolicy:
 class Verdict:
     """The delivery's next state and the events that say so.
 
-    `pending` (retry at `due`), `delivered`, `failed`; `sending` only for an interrupted attempt
-    recorded before the next one goes ahead.
+    `pending` (retry at `due`), `delivered`, `failed`; `sending` only for an interrupted attempt,
+    whose record goes out with the next attempt's.
     """
 
     status: str
@@ -46,7 +46,7 @@ def judge(delivery: Delivery, outcome: AttemptOutcome, started: datetime, now: d
             WebhookDelivered(job_id=delivery.job_id, delivery_id=delivery.delivery_id,
                              webhook_url=delivery.webhook_url, attempts=delivery.attempt, delivered_at=now)])
     delay = None if outcome.final else next_delay_s(
-        delivery.attempt, policy.intervals_s, policy.jitter, outcome.retry_after_s,
+        delivery.sent_attempt, policy.intervals_s, policy.jitter, outcome.retry_after_s,
         policy.retry_after_cap_s, rng)
     if delay is None:
         return Verdict("failed", [attempted(delivery, delivery.attempt, started, outcome, None),
@@ -56,7 +56,7 @@ def judge(delivery: Delivery, outcome: AttemptOutcome, started: datetime, now: d
 
 
 def interrupted(delivery: Delivery, now: datetime) -> Verdict | None:
-    """The record of an attempt a dead instance left unfinished; final if it was the last one."""
+    """The record of an attempt a dead instance left unfinished; final once interrupted too often."""
     if delivery.interrupted_attempt is None:
         return None
     lost = attempted(delivery, delivery.interrupted_attempt, delivery.interrupted_at or now,

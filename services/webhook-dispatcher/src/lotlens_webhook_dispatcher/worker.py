@@ -12,8 +12,9 @@ would run out unrecorded. A host never has more than
 `webhook_per_host_concurrency` attempts in flight from this instance, and rows of a saturated
 host are not even claimed, so a slow endpoint only ever holds its own slots. Outcomes are
 published to Kafka first and written to the queue second: a crash in between repeats an event
-(the projection is keyed by delivery and attempt) but never loses one, and an attempt whose
-outcome was never written is taken up again as interrupted once its lease runs out.
+(the projection is keyed by delivery and attempt) but never loses one. Outcomes that cannot be
+stored are kept and tried again; an attempt whose outcome was never written (its instance died)
+is taken up again as interrupted once its lease runs out, and sent again.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import httpx2
@@ -36,7 +38,6 @@ from sqlalchemy.exc import DBAPIError
 from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import Event
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.producer import EventProducer
@@ -54,6 +55,9 @@ log = logging.getLogger(__name__)
 USER_AGENT = "Generation-Service/2.0"
 UNRECORDED_PER_SLOT = 4
 _GAUGE_PERIOD_S = 5.0
+# Waits between tries to store outcomes while Kafka or PostgreSQL is down: doubling, capped.
+_RECORD_RETRY_S = 0.5
+_RECORD_RETRY_MAX_S = 5.0
 
 
 class LeaseLost(RuntimeError):
@@ -82,8 +86,6 @@ class Dispatcher:
         self._sending = 0
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
-        # One flush at a time: EventProducer reports failures to whichever caller flushes.
-        self._publish_lock = threading.Lock()
         self._wake = threading.Event()
         self._gauges_at = 0.0
         self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
@@ -142,7 +144,7 @@ class Dispatcher:
             return []
         with self._engine.begin() as conn:
             claimed = dispatch_queue.claim(conn, self._clock(), capacity, room,
-                                           s.webhook_per_host_concurrency, s.lease_s, s.max_attempts, mine)
+                                           s.webhook_per_host_concurrency, s.lease_s, mine)
         with self._lock:
             self._hosts.update(d.host for d in claimed)
             self._sending += len(claimed)
@@ -189,13 +191,16 @@ class Dispatcher:
         if lost is not None and lost.status == "failed":
             self._finish(delivery, lost)
             return
-        if lost is not None:
-            self._publish(delivery, lost.events)
         started = self._clock()
         outcome = self._send(delivery)
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
             outcome.latency_ms / 1000)
-        self._finish(delivery, judge(delivery, outcome, started, self._clock(), self._policy, self._rng))
+        verdict = judge(delivery, outcome, started, self._clock(), self._policy, self._rng)
+        if lost is not None:
+            # Recorded with this attempt's outcome: published on its own first, a Kafka outage made
+            # the attempt fail before its POST, interrupted again, over and over.
+            verdict = replace(verdict, events=[*lost.events, *verdict.events])
+        self._finish(delivery, verdict)
 
     def _send(self, delivery: Delivery) -> AttemptOutcome:
         s = self._settings
@@ -249,38 +254,51 @@ class Dispatcher:
         self._finished.put((delivery, verdict))
 
     def _record_finished(self, attempts_done: threading.Event) -> None:
-        """Store finished attempts in groups until every attempt is done and stored."""
+        """Store finished attempts in groups until every attempt is done and stored.
+
+        A group that cannot be stored (Kafka or PostgreSQL down) is kept and tried again with the
+        attempts finished meanwhile: its outcomes are known. Left to their leases, they were taken
+        up again as interrupted and sent again, and a long outage gave delivered webhooks up as
+        failed. At shutdown what is still unstored is left to its leases.
+        """
+        unstored: list[tuple[Delivery, Verdict]] = []
+        delay = _RECORD_RETRY_S
         while True:
             try:
-                group = [self._finished.get(timeout=0.05)]
+                unstored.append(self._finished.get(timeout=0.05))
             except queue.Empty:
-                if attempts_done.is_set():
+                if not unstored and attempts_done.is_set():
                     return
-                continue
             while True:
                 try:
-                    group.append(self._finished.get_nowait())
+                    unstored.append(self._finished.get_nowait())
                 except queue.Empty:
                     break
-            self._record(group)
+            if not unstored or self._record(unstored):
+                unstored, delay = [], _RECORD_RETRY_S
+            elif attempts_done.is_set():
+                self._forget([delivery for delivery, _ in unstored])
+                return
+            else:
+                attempts_done.wait(delay)
+                delay = min(2 * delay, _RECORD_RETRY_MAX_S)
 
-    def _record(self, group: list[tuple[Delivery, Verdict]]) -> None:
+    def _record(self, group: list[tuple[Delivery, Verdict]]) -> bool:
+        """Publish the group's events and store its outcomes; False when that failed (nothing stored)."""
         try:
             envelopes = [Envelope(event=event, client_id=delivery.client_id)
                          for delivery, verdict in group for event in verdict.events]
-            with self._publish_lock:
-                self._producer.publish_many(self._settings.topics.webhooks, envelopes)
-                self._producer.flush()
+            # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
+            self._producer.publish_many(self._settings.topics.webhooks, envelopes)
+            self._producer.flush()
             with self._engine.begin() as conn:
                 kept = dispatch_queue.record_many(
                     conn, [(delivery, verdict.status, verdict.due) for delivery, verdict in group],
                     self._clock())
         except Exception:
-            # Nothing of the group is stored: its leases run out and the attempts are taken up
-            # again as interrupted (their events, if published, are repeated; never lost).
-            log.exception("recording %d attempts failed", len(group))
-            self._forget([delivery for delivery, _ in group])
-            return
+            # Nothing of the group is stored (its events, if published, are repeated; never lost).
+            log.exception("recording %d attempts failed; trying again", len(group))
+            return False
         if kept < len(group):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(group) - kept, len(group))
@@ -289,12 +307,7 @@ class Dispatcher:
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         self._forget([delivery for delivery, _ in group])
-
-    def _publish(self, delivery: Delivery, events: Sequence[Event]) -> None:
-        envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in events]
-        with self._publish_lock:
-            self._producer.publish_many(self._settings.topics.webhooks, envelopes)
-            self._producer.flush()
+        return True
 
     def _update_gauges(self) -> None:
         if time.monotonic() - self._gauges_at < _GAUGE_PERIOD_S:

@@ -1,0 +1,99 @@
+"""Attempts whose outcome was never recorded (an instance killed, Kafka down) use up no attempt."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from sqlalchemy import Engine, update
+
+from lotlens_common.clock import utc_now
+from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
+from lotlens_common.producer import EventProducer, PublishError
+from lotlens_common.tables import dispatch_queue
+from lotlens_webhook_dispatcher import dispatch_queue as schedule
+from tests.conftest import new_id
+from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
+    Reply,
+    dispatcher_settings,
+    insert_finished_job,
+    of,
+    publish_completed,
+    queue_rows,
+    receiver,
+    running,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def left_sending(db: Engine, job_id: str, url: str, attempts: int, **columns: int) -> None:
+    """The row a dispatcher killed during attempt `attempts` leaves, its lease run out."""
+    with db.begin() as conn:
+        schedule.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+        conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id).values(
+            status="sending", attempt_count=attempts, next_attempt_at=utc_now(), **columns))
+
+
+def test_a_dispatcher_killed_during_the_last_attempt_leaves_it_to_be_sent_not_failed(config, db, events):
+    # The kill may come before the POST: giving the delivery up then lost the webhook unsent.
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/last"
+        job_id = insert_finished_job(db, [url])
+        left_sending(db, job_id, url, attempts=5)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            seen = events.until(lambda seen: bool(of(WebhookDelivered, seen) or of(WebhookFailed, seen)))
+    assert of(WebhookFailed, seen) == [] and len(hooks.on("/last")) == 1
+    recorded = sorted(of(WebhookAttempted, seen, url), key=lambda e: e.attempt)
+    assert [(e.attempt, e.succeeded) for e in recorded] == [(5, False), (6, True)]
+    assert recorded[0].error.startswith("interrupted")
+    assert [(row["status"], row["interruptions"]) for row in queue_rows(db, job_id)] == [("delivered", 1)]
+
+
+def test_a_delivery_that_keeps_killing_its_dispatcher_is_given_up_after_five_interruptions(
+        config, db, events):
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/poison"
+        job_id = insert_finished_job(db, [url])
+        left_sending(db, job_id, url, attempts=7, interruptions=5)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            seen = events.until(lambda seen: bool(of(WebhookFailed, seen)))
+    assert hooks.on("/poison") == [] and of(WebhookFailed, seen)[0].error.startswith("interrupted")
+
+
+class KafkaDown(EventProducer):
+    """The dispatcher's producer while the broker does not answer: every flush fails."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.down = threading.Event()
+        self.down.set()
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        if self.down.is_set():
+            self.discard()
+            raise PublishError("the broker did not answer (test)")
+        super().flush(timeout_s)
+
+
+def test_an_outcome_that_cannot_be_published_is_kept_and_recorded_once_kafka_is_back(config, db, events):
+    # Left to its lease, an unrecorded attempt was taken up again as interrupted and POSTed again,
+    # five times over a 10-minute outage, then given up as failed though the receiver had it.
+    settings = dispatcher_settings(config, new_id("g-"))
+    producer = KafkaDown(settings.kafka, "dispatcher")
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/outage"
+        job_id = insert_finished_job(db, [url])
+        publish_completed(config, job_id)
+        with running(settings, db, dispatch_producer=producer):
+            deadline = time.monotonic() + 30
+            while not hooks.on("/outage"):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            time.sleep(6 * settings.lease_s)  # six leases: the old code gave up after five
+            producer.down.clear()
+            seen = events.until(lambda seen: bool(of(WebhookDelivered, seen) or of(WebhookFailed, seen)))
+    assert of(WebhookFailed, seen) == [] and len(hooks.on("/outage")) == 1
+    assert [(row["status"], row["attempt_count"]) for row in queue_rows(db, job_id)] == [("delivered", 1)]
