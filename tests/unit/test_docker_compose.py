@@ -194,6 +194,16 @@ def test_kafka_runs_kraft_combined_mode_reachable_in_the_network(services: dict[
     assert shared["DATABASE_URL"].startswith("postgresql+psycopg2://")
 
 
+def test_kafka_keeps_consumer_offsets_as_long_as_the_local_broker(services: dict[str, dict[str, Any]]) -> None:
+    # Kafka's default drops a group's offsets 7 days after its last member left: a stack stopped
+    # longer restarted its stages from the first event ever and sent every old job to OpenAI again
+    # (their stage rows pruned, nothing told them apart), paid twice (docs/EVENT_LOG.md).
+    template = (ROOT / "deploy" / "local" / "kafka" / "server.properties.template").read_text()
+    local = re.search(r"^offsets\.retention\.minutes=(\d+)$", template, re.MULTILINE)
+    assert local is not None
+    assert environment(services["kafka"]).get("KAFKA_OFFSETS_RETENTION_MINUTES") == local.group(1)
+
+
 def test_gateway_is_published_and_health_checked(services: dict[str, dict[str, Any]]) -> None:
     gateway = services["gateway"]
     check = healthcheck_command(gateway)
