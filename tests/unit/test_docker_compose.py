@@ -194,7 +194,8 @@ def test_kafka_runs_kraft_combined_mode_reachable_in_the_network(services: dict[
     assert shared["DATABASE_URL"].startswith("postgresql+psycopg2://")
 
 
-def test_kafka_keeps_consumer_offsets_as_long_as_the_local_broker(services: dict[str, dict[str, Any]]) -> None:
+def test_kafka_keeps_consumer_offsets_as_long_as_the_local_broker(
+        services: dict[str, dict[str, Any]]) -> None:
     # Kafka's default drops a group's offsets 7 days after its last member left: a stack stopped
     # longer restarted its stages from the first event ever and sent every old job to OpenAI again
     # (their stage rows pruned, nothing told them apart), paid twice (docs/EVENT_LOG.md).

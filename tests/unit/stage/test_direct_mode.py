@@ -83,3 +83,28 @@ def test_a_restarted_process_collects_its_predecessors_batch(world: World, tmp_p
     asyncio.run(step(after, watching=True))
     assert each_lot_sent_and_described_once(world, call)
     assert len(after.batches.batches) == 1  # type: ignore[attr-defined]  # kept, so pruned with the rest
+
+
+class Sizes(DirectBatches):
+    """Direct batches that note how many requests each one sends."""
+
+    sizes: list[int]
+
+    async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        self.sizes.append(len((self.work_dir / input_file_id).read_bytes().splitlines()))
+        return await super().create_batch(input_file_id, metadata)
+
+
+def test_direct_mode_sends_a_big_job_in_shards_of_ten_rounds(world: World, tmp_path: Path) -> None:
+    # One shard of the whole job was sent while the stage loop waited: a 50,000-lot job outlasted
+    # the liveness probe, and each restart sent it all again.
+    settings = world.settings.model_copy(update={"direct_concurrency": 2}).direct_mode()
+    call = Counting()
+    batches = Sizes(call, settings.direct_concurrency, tmp_path)
+    batches.sizes = []
+    spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
+    stage = Stage(spec, world.store, batches, world.publisher, settings)
+    world.store.add(lots(45))
+    for _ in range(4):
+        asyncio.run(flush_due(stage))
+    assert batches.sizes == [20, 20, 5] and call.calls == 45

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from pydantic import Field
 from pydantic_settings import BaseSettings
 
@@ -12,6 +14,10 @@ from lotlens_common.stage.core.limits import (
     MAX_BATCH_FILE_BYTES,
     MAX_REQUESTS_PER_BATCH,
 )
+
+# Direct mode: a shard is at most this many rounds of `direct_concurrency` requests (about ten
+# model calls' time, under 5 minutes even for 30 s vision calls).
+DIRECT_ROUNDS_PER_SHARD = 10
 
 
 class StageSettings(BaseSettings):
@@ -42,3 +48,15 @@ class StageSettings(BaseSettings):
     # kept for good, so replays older than this rely on the group's committed offsets, which the
     # brokers keep for years (`offsets.retention.minutes`, docs/EVENT_LOG.md).
     retention_h: float = 15 * 24.0
+
+    def direct_mode(self) -> Self:
+        """These settings for direct mode, whose shards are capped at `DIRECT_ROUNDS_PER_SHARD`
+        requests per slot.
+
+        A direct "batch" is sent request by request while the stage loop waits, and its answers
+        live in memory until the last one: a 50,000-lot shard took hours, outlasted the liveness
+        probe (600 s), and each restart sent the whole shard again, paid again, for good.
+        """
+        cap = self.direct_concurrency * DIRECT_ROUNDS_PER_SHARD
+        return self.model_copy(update={"max_requests_per_batch": min(self.max_requests_per_batch, cap)})
+

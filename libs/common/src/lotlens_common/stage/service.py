@@ -64,7 +64,9 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     engine = make_engine(settings.database, SERVICE_NAMES[spec.name])
     client: openai.AsyncOpenAI = make_openai_client(
         settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s)
-    batches = batches_api(client, settings.openai.mode == "direct", stage)
+    direct = settings.openai.mode == "direct"
+    stage = stage.direct_mode() if direct else stage
+    batches = batches_api(client, direct, stage)
     runner = postgres_stage(engine, EventProducer(settings.kafka, f"{spec.name}-stage"), batches,
                             spec, stage)
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
