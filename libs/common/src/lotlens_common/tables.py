@@ -257,7 +257,9 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
     Index("ix_outbox_job", "job_id", "event_type"),
-    Index("ix_outbox_client_jobs", "client_id", postgresql_where=text("event_type = 'JobSubmitted'")),
+    # A client's accepted and cancelled jobs the read models may not show yet (the jobs list).
+    Index("ix_outbox_client_events", "client_id", "event_type",
+          postgresql_where=text("event_type IN ('JobSubmitted', 'JobCancelled')")),
     Index("ix_outbox_published_at", "published_at"),
 )
 # The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
