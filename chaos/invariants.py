@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import httpx2
 from sqlalchemy import Engine, func, select
@@ -16,7 +17,7 @@ from lotlens_common import dead_letters
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES
 from lotlens_common.settings import KafkaSettings
-from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_common.tables import descriptions, jobs, lots, webhook_deliveries
 from tests.events import read_to_end
 from tests.seeds import seed_webhook_verifier
 from tests.servers import WebhookReceiver
@@ -32,6 +33,8 @@ OCCURRENCE_FIELDS = ("stage", "lot_id", "shard_id", "batch_id", "redelivery_id")
 OUTCOME_STAGES = {"VisionCompleted": "vision", "TranslationCompleted": "translation"}
 # Groups reading the submissions topic: each dead-letters its own copy of a poison message there.
 SUBMISSION_GROUPS = 3
+# The receiver's modes that never accept a delivery (`workload.answer`).
+REFUSING = {"gone", "silent"}
 
 
 def wait_terminal(engine: Engine, job_ids: list[str], timeout_s: float) -> dict[str, str]:
@@ -61,6 +64,7 @@ def check(
     violations += _refused(engine, out)
     violations += _batches(stack)
     violations += _webhooks(stack, out, statuses, receiver)
+    violations += _deliveries(engine, statuses)
     violations += _dead_letters(stack, poison)
     violations += _event_ids(stack, out)
     return violations
@@ -142,6 +146,25 @@ def _webhooks(
         }
         if wanted <= verified or time.monotonic() > deadline:
             return [f"job {job_id} got no verified webhook delivery" for job_id in sorted(wanted - verified)]
+        time.sleep(1)
+
+
+def _deliveries(engine: Engine, statuses: dict[str, str]) -> list[str]:
+    """Every delivery of a completed job to a URL the receiver accepts (all but `/gone/` and
+    `/silent/`, see `workload.answer`) ends delivered: a `failed` one was given up by the faults
+    alone (an attempt interrupted by a kill, or not recorded while Kafka was down, used to count
+    as one of the five)."""
+    completed = [job_id for job_id, status in statuses.items() if status == "completed"]
+    deadline = time.monotonic() + 60  # the last attempts' records reach the read models
+    d = webhook_deliveries.c
+    while True:
+        with engine.connect() as conn:
+            rows = conn.execute(select(d.batch_job_id, d.webhook_url, d.status, d.error_message)
+                                .where(d.batch_job_id.in_(completed), d.status != "delivered")).all()
+        undelivered = [row for row in rows if urlsplit(row.webhook_url).path.split("/")[1] not in REFUSING]
+        if not undelivered or time.monotonic() > deadline:
+            return [f"job {row.batch_job_id}'s delivery to {row.webhook_url} ended {row.status}: "
+                    f"{row.error_message}" for row in undelivered]
         time.sleep(1)
 
 
