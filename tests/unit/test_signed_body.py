@@ -126,3 +126,18 @@ def test_a_field_past_its_size_limit_is_refused_as_too_large_whatever_follows() 
     error, _ = refused(never_closed)
     assert (error.status, error.code) == (413, "PAYLOAD_TOO_LARGE"), error.body()
     assert error.details == {"max_field_bytes": BodyLimits(max_lots=1).max_field_bytes}
+
+
+@pytest.mark.parametrize("lot", [
+    '{"lot_id":"shown-to-a-proxy","lot_id":"signed","images":[]}',
+    '{"lot_id":"a","images":[{"url":"https://a.example/1.jpg","url":"https://b.example/2.jpg"}]}',
+])
+def test_a_member_named_twice_inside_a_lot_is_400_not_last_wins(lot: str) -> None:
+    # RFC 8259 leaves duplicate names to the reader and I-JSON (RFC 7493) forbids them: a proxy or
+    # WAF reading the first `lot_id` and LotLens the last saw two different requests.
+    lots = f"[{lot}]"
+    form = json.dumps(json.loads(lots), separators=(",", ":"), sort_keys=True).encode()
+    raw = f'{{"signature":"{sign("acme-key", form)}","lots":{lots}}}'.encode()
+    error, _ = refused(raw)
+    assert (error.status, error.code) == (400, "INVALID_JSON")
+    assert error.details is not None and "appears twice" in error.details["problem"]

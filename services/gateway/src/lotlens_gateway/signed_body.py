@@ -67,7 +67,9 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 class _Decoder(json.JSONDecoder):
     """The standard library's reader held to the JSON orjson reads once the body is authenticated:
-    no NaN or Infinity and no number past a double (Python's json writes them, JSON has none)."""
+    no NaN or Infinity and no number past a double (Python's json writes them, JSON has none),
+    and no member named twice in an object (I-JSON, RFC 7493: a proxy reading the first `lot_id`
+    and LotLens the last would see two requests; about 1.5 us a lot)."""
 
     def __init__(self, max_digits: int) -> None:
         def bounded_int(digits: str) -> int:
@@ -84,7 +86,17 @@ class _Decoder(json.JSONDecoder):
         def no_constant(name: str) -> None:
             raise bad_json(f"{name} is not JSON")
 
-        super().__init__(parse_int=bounded_int, parse_float=finite, parse_constant=no_constant)
+        super().__init__(parse_int=bounded_int, parse_float=finite, parse_constant=no_constant,
+                         object_pairs_hook=_unique_members)
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) < len(pairs):
+        names = [name for name, _ in pairs]
+        twice = next(name for name in names if names.count(name) > 1)
+        raise bad_json(f"the member {twice!r} appears twice in an object")
+    return members
 
 
 class _LotsSigner:
