@@ -226,6 +226,9 @@ class FakeBatches:
     stuck_cancelling: bool = False
     # A `failed` batch's `errors.data`: refused whole, it answers no request (no output, no error file).
     failure_errors: list[dict[str, Any]] = field(default_factory=list)
+    # Statuses a cancel is refused in, with OpenAI's 409 (a test adds `finalizing` for a stuck batch).
+    uncancellable: set[str] = field(default_factory=lambda: {"completed", "failed", "expired"})
+    cancel_asks: list[str] = field(default_factory=list)  # every cancel asked, refused or not
     deleted: list[str] = field(default_factory=list)
     uploaded_bytes: dict[str, int] = field(default_factory=dict)  # each upload's size, kept after deletion
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -290,6 +293,11 @@ class FakeBatches:
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("cancel")
+        self.cancel_asks.append(batch_id)
+        status = self.batches[batch_id]["status"]
+        if status in self.uncancellable:  # OpenAI's answer, word for word
+            raise ModelRequestError(f"HTTP 409 invalid_request_error: Cannot cancel a batch with status "
+                                    f"'{status}'.", 409)
         self.cancelled.append(batch_id)
         self.batches[batch_id].update(status="cancelling", cancelling_at=int(time.time()))
         return dict(self.batches[batch_id])

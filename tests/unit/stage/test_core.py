@@ -23,7 +23,17 @@ def test_submitted_running_batch_is_waited_on(status: str) -> None:
 
 
 def test_submitted_cancelling_batch_is_waited_on_even_when_old_or_its_job_cancelled() -> None:
-    assert lc.for_submitted(batch("cancelling", age_s=2 * DAY), True, NOW, DAY) == lc.Wait("cancelling")
+    assert lc.for_submitted(batch("cancelling", age_s=DAY + 60), True, NOW, DAY) == lc.Wait("cancelling")
+
+
+@pytest.mark.parametrize("status", sorted(lc.RUNNING | {"paused"}))
+def test_a_running_batch_past_its_age_and_the_cancelling_limit_is_lost_whatever_its_status(
+        status: str) -> None:
+    # Cancelled at every poll past its age, a batch OpenAI cannot cancel (one stuck `finalizing`
+    # answers 409) was cancelled again for good: its lots never went again, its job never finished.
+    deadline = DAY + lc.CANCELLING_LIMIT_S
+    assert isinstance(lc.for_submitted(batch(status, age_s=deadline + 1), False, NOW, DAY), lc.Lost)
+    assert not isinstance(lc.for_submitted(batch(status, age_s=deadline - 1), False, NOW, DAY), lc.Lost)
 
 
 @pytest.mark.parametrize("status", sorted(lc.FINISHED))

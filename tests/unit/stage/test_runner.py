@@ -183,7 +183,7 @@ def test_a_cancelled_job_cancels_its_batch_keeps_finished_lines_and_cancels_the_
 def test_a_batch_older_than_the_max_age_is_cancelled_and_its_unfinished_lots_resubmitted(
         world: World) -> None:
     world.batches.finish, world.batches.done_lines = None, 1
-    world.batches.created_at = 1_000.0  # long ago
+    world.batches.created_at = time.time() - world.settings.max_batch_age_s - 60  # just past its age
     world.store.add(lots(3))
     world.rounds(2)
     assert len(world.batches.cancelled) == 1 and world.completed() == ["job-1-lot-0"]

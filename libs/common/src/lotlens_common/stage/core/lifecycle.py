@@ -6,7 +6,8 @@
 
 A submitted shard's batch is read by id each round. A running batch is waited on, or cancelled
 when its job was cancelled or it outlived `max_age_s`; a finished one is collected; one still
-`cancelling` an hour after the cancel is given up on (its lots go again). A batch that
+`cancelling` an hour after the cancel, or still running (whatever its status) an hour past its
+age, is given up on (its lots go again). A batch that
 cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
 nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
 for the whole job twice.
@@ -25,7 +26,9 @@ FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 # A batch we can no longer read by id for these reasons may still exist and still be running.
 NOT_READABLE = frozenset({401, 403, 404})
 # OpenAI's Batch guide: a batch is `cancelling` for up to 10 minutes before it is `cancelled`.
-# One still cancelling long after is given up on: its lots go again.
+# One still cancelling long after is given up on: its lots go again. So is one still running this
+# long past its age: cancelled at every poll since, it has not stopped (OpenAI has had batches
+# stuck in `finalizing`, and refuses to cancel a batch it cannot with a 409).
 CANCELLING_LIMIT_S = 3600.0
 
 
@@ -112,14 +115,19 @@ def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
     status = str(batch["status"])
     if status in FINISHED:
         return Collect(batch)
+    created = batch.get("created_at")
+    age_s = now_s - created if isinstance(created, int | float) else None
+    if age_s is not None and age_s > max_age_s + CANCELLING_LIMIT_S:
+        # Whatever its status: one that refuses every cancel was otherwise cancelled for good.
+        return Lost(f"still {status} {age_s / 3600:.1f} h after it was created (cancelled past "
+                    f"{max_age_s / 3600:.2f} h)")
     since = batch.get("cancelling_at")
     if status == "cancelling" and isinstance(since, int | float) and now_s - since > CANCELLING_LIMIT_S:
         return Lost(f"still cancelling {(now_s - since) / 3600:.1f} h after the cancel")
     if status != "cancelling":
         if job_cancelled:
             return Cancel("its job was cancelled")
-        created = batch.get("created_at")
-        if isinstance(created, int | float) and now_s - created > max_age_s:
+        if age_s is not None and age_s > max_age_s:
             return Cancel(f"older than {max_age_s / 3600:.2f} h")
     return Wait(status)
 
