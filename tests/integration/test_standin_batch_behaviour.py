@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import pytest
 
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
@@ -112,3 +113,36 @@ def test_a_file_of_several_read_chunks_comes_back_byte_for_byte(tmp_path: Path) 
         upload.raise_for_status()
         assert upload.json()["bytes"] == len(content)
         assert api.get(f"/files/{upload.json()['id']}/content").content == content
+
+
+@pytest.mark.parametrize(("faults", "status"), [({}, "completed"), ({"batch_outcome": "failed"}, "failed"),
+                                                ({"batch_outcome": "expired"}, "expired")])
+def test_a_finished_batch_refuses_a_cancel_with_openais_409(tmp_path: Path, faults: dict[str, str],
+                                                            status: str) -> None:
+    # It answered 400 `invalid_batch_status`; OpenAI answers 409 with no code (as observed).
+    with _api(tmp_path, completion_window_seconds=0.5 if status == "expired" else 86400.0,
+              in_progress_seconds=1.0) as (standin, api):
+        standin.faults(**faults)
+        batch_id = _create(api, 2)["id"]
+        assert _poll(api, batch_id)[-1]["status"] == status
+        refused = api.post(f"/batches/{batch_id}/cancel")
+        assert api.get(f"/batches/{batch_id}").json()["status"] == status
+    assert refused.status_code == 409
+    assert refused.json() == {"error": {"message": f"Cannot cancel a batch with status '{status}'.",
+                                        "type": "invalid_request_error", "param": None, "code": None}}
+
+
+def test_the_stuck_finalizing_fault_keeps_a_batch_finalizing_and_refuses_its_cancels(tmp_path: Path) -> None:
+    # OpenAI has had batches stuck in `finalizing` for good; the fault plays one for the next batch.
+    with _api(tmp_path, finalizing_seconds=0.1) as (standin, api):
+        standin.faults(batch_outcome="stuck_finalizing", batch_outcome_count=1)
+        stuck = _create(api, 2)["id"]
+        _poll(api, stuck, ("finalizing", *TERMINAL))
+        time.sleep(0.5)  # five finalizing phases
+        refused = api.post(f"/batches/{stuck}/cancel")
+        seen = api.get(f"/batches/{stuck}").json()
+        assert _poll(api, _create(api, 1)["id"])[-1]["status"] == "completed"  # the fault is used up
+    assert seen["status"] == "finalizing" and seen["output_file_id"] is None
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"] == "Cannot cancel a batch with status 'finalizing'."
+

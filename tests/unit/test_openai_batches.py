@@ -10,7 +10,7 @@ import httpx2
 import openai
 import pytest
 
-from lotlens_common.model.errors import ModelUnavailableError
+from lotlens_common.model.errors import ModelRequestError, ModelUnavailableError
 from lotlens_common.model.openai_client import OpenAIBatches
 
 
@@ -31,6 +31,26 @@ def test_a_batch_create_whose_answer_is_lost_is_not_sent_again_by_the_sdk() -> N
     with pytest.raises(ModelUnavailableError):
         asyncio.run(OpenAIBatches(client).create_batch("file-1", {"lotlens_shard": "vision-1"}))
     assert [(r.method, r.url.path) for r in creates] == [("POST", "/v1/batches")]
+
+
+def test_a_cancel_openai_refuses_with_409_is_asked_once() -> None:
+    # OpenAI answers 409 to a cancel of a batch it cannot cancel (finished, or stuck finalizing):
+    # its status, not a passing lock conflict. The SDK asked twice more, with backoff (about 1.5 s
+    # of the stage's round, with the shard's lock held), each poll of a stuck batch for an hour.
+    cancels: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        cancels.append(request)
+        return httpx2.Response(409, json={"error": {
+            "message": "Cannot cancel a batch with status 'completed'.", "type": "invalid_request_error",
+            "param": None, "code": None}})
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    with pytest.raises(ModelRequestError) as refused:
+        asyncio.run(OpenAIBatches(client).cancel_batch("batch_1"))
+    assert refused.value.status_code == 409 and refused.value.code is None
+    assert [(r.method, r.url.path) for r in cancels] == [("POST", "/v1/batches/batch_1/cancel")]
 
 
 def test_a_long_output_line_is_read_in_time_linear_in_its_size() -> None:

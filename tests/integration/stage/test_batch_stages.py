@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import postgres_stage
 from lotlens_common.urls import guarded_async_client
@@ -182,6 +184,30 @@ def test_a_batch_that_ends_failed_or_cancelled_on_openais_side_is_resubmitted_an
     assert sorted(batches[1].lot_ids) == sorted(batches[0].lot_ids)
     assert not [e for e in events if isinstance(e.event, LotFailed)]
     assert standin.stats()["batches_created"] == 2
+
+
+def test_a_batch_stuck_finalizing_that_refuses_cancels_is_given_up_and_its_lots_complete(
+        settings: ServiceSettings, engine: Engine, standin: Standin, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # OpenAI kept the batch `finalizing` and refused each cancel (409): past its age it was
+    # cancelled again at every poll, with a traceback each time, and the job never finished. The
+    # hour past its age after which it is given up on is cut to 2 s here.
+    monkeypatch.setattr(lifecycle, "CANCELLING_LIMIT_S", 2.0)
+    job_id = new_id("job-")
+    standin.faults(batch_outcome="stuck_finalizing", batch_outcome_count=1)
+    submit_lots(engine, job_id, ["a", "b"])
+    stage = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2, max_batch_age_s=2.0)
+    with caplog.at_level(logging.INFO, logger="lotlens_common.stage"):
+        asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id, stage))
+
+    events = job_events(settings, settings.topics.vision, job_id, 4)
+    batches = [e.event for e in events if isinstance(e.event, VisionBatchSubmitted)]
+    assert completed_lots(events) == ["lot-0", "lot-1"]
+    assert [b.attempt for b in batches] == [1, 2]
+    stuck = standin.control.get(f"/v1/batches/{batches[0].batch_id}").json()
+    assert stuck["status"] == "finalizing"  # OpenAI still holds it: given up on, not collected
+    assert any("cannot be cancelled" in r.getMessage() for r in caplog.records)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_cancelling_a_job_cancels_its_running_batch_and_submits_nothing_more(

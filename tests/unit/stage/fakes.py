@@ -229,6 +229,8 @@ class FakeBatches:
     # Statuses a cancel is refused in, with OpenAI's 409 (a test adds `finalizing` for a stuck batch).
     uncancellable: set[str] = field(default_factory=lambda: {"completed", "failed", "expired"})
     cancel_asks: list[str] = field(default_factory=list)  # every cancel asked, refused or not
+    # The batch finishes so just before a cancel reaches it (after the poll that saw it running).
+    finish_before_cancel: str | None = None
     deleted: list[str] = field(default_factory=list)
     uploaded_bytes: dict[str, int] = field(default_factory=dict)  # each upload's size, kept after deletion
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -294,6 +296,8 @@ class FakeBatches:
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("cancel")
         self.cancel_asks.append(batch_id)
+        if self.finish_before_cancel:
+            self._run(self.batches[batch_id], self.finish_before_cancel)
         status = self.batches[batch_id]["status"]
         if status in self.uncancellable:  # OpenAI's answer, word for word
             raise ModelRequestError(f"HTTP 409 invalid_request_error: Cannot cancel a batch with status "

@@ -45,6 +45,12 @@ def bad_request(message: str, *, param: str | None = None, code: str | None = No
     return ApiError(400, message, param=param, code=code)
 
 
+def conflict(message: str) -> ApiError:
+    """A 409 `invalid_request_error` with no param or code, as OpenAI refuses an action the
+    object's state does not allow (a cancel of a finished batch)."""
+    return ApiError(409, message)
+
+
 def not_found(message: str, param: str | None = None) -> ApiError:
     """A 404 `invalid_request_error`, as OpenAI answers for unknown object ids."""
     return ApiError(404, message, param=param)

@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lotlens_openai_standin.api_errors import bad_request, not_found
+from lotlens_openai_standin.api_errors import bad_request, conflict, not_found
 from lotlens_openai_standin.batch_input import batch_error, validate_input_file
 from lotlens_openai_standin.batch_record import ACTIVE_STATUSES, BatchRecord, check_create_params
 from lotlens_openai_standin.batch_run import RunState, run_slice, write_unexecuted
@@ -95,13 +95,12 @@ class BatchService:
                 "last_id": chosen[-1].id if chosen else None, "has_more": len(ordered) > limit}
 
     def cancel(self, batch_id: str) -> BatchRecord:
-        """Start cancelling a batch that is still running."""
+        """Start cancelling a batch that is still running; OpenAI's 409 for one that cannot be."""
         batch = self.get(batch_id)
         if batch.status in ("cancelling", "cancelled"):
             return batch
-        if batch.status not in ("validating", "in_progress", "finalizing"):
-            raise bad_request(f"Cannot cancel a batch with status '{batch.status}'.", param="batch_id",
-                              code="invalid_batch_status")
+        if batch.status not in ("validating", "in_progress", "finalizing") or _stuck(batch):
+            raise conflict(f"Cannot cancel a batch with status '{batch.status}'.")
         self._move(batch, "cancelling")
         batch.cancel_requested.set()
         return batch
@@ -143,6 +142,8 @@ class BatchService:
                 return
             if ending == "finalizing":
                 self._move(batch, "finalizing")
+        if _stuck(batch):
+            return  # for good (a restart resumes it here again)
         if batch.status == "finalizing" and not await self._pause(batch, self._config.finalizing_seconds):
             self._publish_results(batch)
             self._move(batch, "completed")
@@ -243,6 +244,11 @@ class BatchService:
         """Result files of batches still running (not yet files of their own)."""
         return {path for b in self._batches.values() if b.run and b.status in ACTIVE_STATUSES
                 for path in (b.run.output_path, b.run.error_path)}
+
+
+def _stuck(batch: BatchRecord) -> bool:
+    """A batch the `stuck_finalizing` fault keeps `finalizing` for good."""
+    return batch.status == "finalizing" and batch.outcome == "stuck_finalizing"
 
 
 def batches_router(service: BatchService) -> APIRouter:

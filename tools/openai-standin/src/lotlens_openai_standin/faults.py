@@ -10,7 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lotlens_openai_standin.api_errors import bad_request
 
-BatchOutcome = Literal["failed", "expired", "cancelled"]
+# How the batch ends; `stuck_finalizing` never does: it stays `finalizing` and refuses cancels
+# (409), as OpenAI's batches did in some incidents.
+BatchOutcome = Literal["failed", "expired", "cancelled", "stuck_finalizing"]
 FaultKind = Literal["rate_limit", "server_error", "overloaded", "timeout", "insufficient_quota",
                     "invalid_api_key"]
 FaultScope = Literal["files", "batches", "responses", "chat", "any"]

@@ -182,9 +182,14 @@ class OpenAIBatches:
         return found
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
-        """Ask the API to cancel a batch; it goes through `cancelling` to `cancelled`."""
+        """Ask the API to cancel a batch, once; it goes through `cancelling` to `cancelled`.
+
+        A batch that cannot be cancelled (finished, or finalizing) is answered 409, which the SDK
+        takes for a lock conflict and asks twice more after a backoff: each poll of such a batch
+        held the stage's round that long. Any failure is asked again at the next poll anyway.
+        """
         with mapped_errors():
-            batch = await self._client.batches.cancel(batch_id)
+            batch = await self._client.with_options(max_retries=0).batches.cancel(batch_id)
         return batch.to_dict()
 
     async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:

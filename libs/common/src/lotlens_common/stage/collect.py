@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # Pages of 100 batches read when a batch must be found by its metadata.
 LISTING_PAGES = 50
+# OpenAI's answer to a cancel of a batch that cannot be cancelled (finished, or finalizing).
+CANNOT_CANCEL = 409
 
 
 async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]] | None = None) -> None:
@@ -86,8 +88,7 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
         if isinstance(action, lifecycle.Cancel):
             log.warning("cancelling batch %s: %s", shard.batch_id, action.reason,
                         extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-            with openai_call("batches.cancel", {"lotlens.batch_id": shard.batch_id}, job_trace):
-                batch = await stage.batches.cancel_batch(shard.batch_id)
+            batch = await ask_cancel(stage, shard.batch_id, job_trace)
             if batch["status"] not in lifecycle.FINISHED:
                 stage.store.note_batch_status(shard.shard_id, str(batch["status"]))
                 return str(batch["status"])
@@ -97,6 +98,26 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
             action = lifecycle.Collect({"id": shard.batch_id, "status": "lost", "errors": {"data": [lost]}})
         await collect(stage, shard, action.batch, cancelled)
         return str(action.batch["status"])
+
+
+async def ask_cancel(stage: Stage[Any], batch_id: str, job_trace: Context | None = None
+                     ) -> Mapping[str, Any]:
+    """Ask OpenAI to cancel the batch; the batch as it is after.
+
+    OpenAI answers 409 for a batch it cannot cancel: one that finished since it was read, or one
+    stuck in `finalizing`. That is its status, not a failure: it is read again and followed from
+    there in the same round (raised, it was logged as an error and collected a poll later).
+    """
+    try:
+        with openai_call("batches.cancel", {"lotlens.batch_id": batch_id}, job_trace):
+            return await stage.batches.cancel_batch(batch_id)
+    except ModelRequestError as exc:
+        if exc.status_code != CANNOT_CANCEL:
+            raise
+        log.info("batch %s cannot be cancelled (%s): reading it again", batch_id, exc,
+                 extra={"batch_id": batch_id})
+    with openai_call("batches.retrieve", {"lotlens.batch_id": batch_id}, job_trace):
+        return await stage.batches.retrieve_batch(batch_id)
 
 
 async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Context | None) -> (

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from lotlens_common.stage import metrics
+from lotlens_common.stage.collect import ask_cancel
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.record import JOB_KEY, SHARD_KEY, STAGE_KEY, put_on_record
@@ -80,5 +81,5 @@ async def _cancel(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
     batch_id = str(batch["id"])
     log.warning("cancelling batch %s: its lots are on record elsewhere", batch_id,
                 extra={"batch_id": batch_id})
-    await stage.batches.cancel_batch(batch_id)
+    await ask_cancel(stage, batch_id)
     metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="cancelled").inc()
