@@ -231,6 +231,7 @@ class FakeBatches:
     cancel_asks: list[str] = field(default_factory=list)  # every cancel asked, refused or not
     # The batch finishes so just before a cancel reaches it (after the poll that saw it running).
     finish_before_cancel: str | None = None
+    reads: list[str] = field(default_factory=list)  # every file whose lines were read
     deleted: list[str] = field(default_factory=list)
     uploaded_bytes: dict[str, int] = field(default_factory=dict)  # each upload's size, kept after deletion
     _ids: Iterator[int] = field(default_factory=itertools.count)
@@ -314,6 +315,7 @@ class FakeBatches:
         self.deleted.append(file_id)
 
     async def iter_file_lines(self, file_id: str) -> AsyncIterator[bytes]:
+        self.reads.append(file_id)
         if file_id in self.deleted_files:
             raise ModelRequestError(f"HTTP 404 invalid_request_error: No such File object: {file_id}", 404)
         for line in self.files[file_id]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from lotlens_common.model.errors import (
     ModelRequestError,
@@ -54,6 +56,36 @@ def test_a_batch_of_a_job_never_seen_is_left_alone(world: World) -> None:
     world.store.rows.clear()
     asyncio.run(reconcile(world.stage))
     assert world.batches.cancelled == [] and world.store.shards_by_id == {}
+
+def test_an_orphan_whose_input_file_is_gone_is_skipped_with_one_warning(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # The reconciler reads an orphan's input file to learn its lots; LotLens deletes it when it
+    # collects a batch, so after a database restored from a backup the read answered 404: a
+    # traceback every minute for as long as the batch was among the newest, never adopted.
+    world.store.add(lots(2))
+    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0"])
+    world.batches.deleted_files.add(world.batches.batches[orphan]["input_file_id"])
+    with caplog.at_level(logging.WARNING):
+        asyncio.run(reconcile(world.stage))
+        asyncio.run(reconcile(world.stage))
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert len([r for r in caplog.records if orphan in r.getMessage()]) == 1
+    assert world.store.shard("vision-orphan") is None and set(world.store.statuses().values()) == {"waiting"}
+
+
+def test_an_orphan_whose_lots_are_all_settled_has_its_input_file_read_once(world: World) -> None:
+    # Nothing is adopted from it, and the decision was not kept: its whole input file (up to
+    # 200 MB) was downloaded again every minute.
+    world.store.add(lots(2))
+    world.rounds(2)
+    assert set(world.store.statuses().values()) == {"done"}
+    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    world.batches.batches[orphan]["status"] = "completed"
+    asyncio.run(reconcile(world.stage))
+    asyncio.run(reconcile(world.stage))
+    assert world.batches.reads.count(world.batches.batches[orphan]["input_file_id"]) == 1
+    assert world.store.shard("vision-orphan") is None
+
 
 def test_direct_mode_is_a_batches_adapter_collected_in_the_round_it_is_sent(world: World) -> None:
     async def call(body: Mapping[str, Any]) -> dict[str, Any]:

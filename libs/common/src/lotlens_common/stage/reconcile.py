@@ -7,7 +7,9 @@ a shard that already has one (e.g. the SDK retrying `batches.create` after a los
 orphan whose job still has waiting lots is adopted: those lots join a shard under the batch's own
 shard id and are collected like any other, so the money spent is not spent twice. A running
 duplicate is cancelled. Batches of jobs these tables have never seen are left alone: another
-deployment may share the OpenAI organisation.
+deployment may share the OpenAI organisation. So is an orphan whose input file is gone (LotLens
+deletes it at collection), and one whose lots are all settled elsewhere; the process remembers
+both, so their input files are not downloaded every minute.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from lotlens_common.model.errors import ModelRequestError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import ask_cancel
 from lotlens_common.stage.core import lifecycle
@@ -34,7 +37,8 @@ async def reconcile(stage: Stage[Any]) -> None:
     """Adopt orphan batches and cancel running duplicates of this stage."""
     listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, limit_pages=RECONCILE_PAGES)
     by_id = {str(batch["id"]): batch for batch in listed}
-    unknown = set(by_id) - stage.store.known_batches(list(by_id))
+    stage.left_orphans &= by_id.keys()  # what the listing no longer shows is never looked at again
+    unknown = set(by_id) - stage.store.known_batches(list(by_id)) - stage.left_orphans
     for batch_id in sorted(unknown):
         try:
             await _reconcile_one(stage, by_id[batch_id])
@@ -61,15 +65,26 @@ async def _reconcile_one(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
 
 
 async def _adopt(stage: Stage[Any], batch: Mapping[str, Any], shard_id: str, job_id: str) -> None:
-    batch_id = str(batch["id"])
-    lot_ids = [str(orjson.loads(line)["custom_id"])
-               async for line in stage.batches.iter_file_lines(str(batch["input_file_id"]))]
+    batch_id, file_id = str(batch["id"]), str(batch["input_file_id"])
+    try:
+        lot_ids = [str(orjson.loads(line)["custom_id"])
+                   async for line in stage.batches.iter_file_lines(file_id)]
+    except ModelRequestError as exc:
+        if exc.status_code != 404:
+            raise
+        # Deleted when its batch was collected (this row lost since, e.g. by a restore from a
+        # backup), or past its 30 days: which lots it holds cannot be known, so it cannot be adopted.
+        log.warning("batch %s no shard row knows is left alone: its input file %s is gone (%s)",
+                    batch_id, file_id, exc, extra={"job_id": job_id, "batch_id": batch_id})
+        stage.left_orphans.add(batch_id)
+        return
     lots = stage.store.claim_named(job_id, lot_ids, shard_id,
                                    lambda claimed: sum(map(stage.spec.estimate_tokens, claimed)))
     if not lots:
         # Every lot it holds is settled or in another batch: it can only spend twice.
         if isinstance(lifecycle.for_duplicate(batch), lifecycle.CancelDuplicate):
             await _cancel(stage, batch)
+        stage.left_orphans.add(batch_id)
         return
     log.warning("adopting batch %s (%d lots of job %s) that no shard row knew", batch_id, len(lots),
                 job_id, extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
