@@ -146,3 +146,20 @@ def test_the_stuck_finalizing_fault_keeps_a_batch_finalizing_and_refuses_its_can
     assert refused.status_code == 409
     assert refused.json()["error"]["message"] == "Cannot cancel a batch with status 'finalizing'."
 
+
+@pytest.mark.parametrize("phase", ["validating", "in_progress"])
+def test_a_batch_whose_input_file_is_deleted_while_it_runs_fails_with_errors(tmp_path: Path,
+                                                                            phase: str) -> None:
+    # Each phase looked the file up: the lookup's 404 killed the batch's task ("Task exception was
+    # never retrieved") and the batch stayed `validating` or `in_progress` for good.
+    with _api(tmp_path, validating_seconds=0.5, in_progress_seconds=2.0) as (_, api):
+        created = _create(api, 20)
+        _poll(api, created["id"], (phase, *TERMINAL))
+        assert api.delete(f"/files/{created['input_file_id']}").json()["deleted"] is True
+        done = _poll(api, created["id"])[-1]
+    assert done["status"] == "failed" and done["failed_at"]
+    assert done["output_file_id"] is None and done["error_file_id"] is None
+    [error] = done["errors"]["data"]
+    assert done["errors"]["object"] == "list" and error["code"] == "file_not_found"
+    assert created["input_file_id"] in error["message"]
+    assert (error["param"], error["line"]) == (None, None)

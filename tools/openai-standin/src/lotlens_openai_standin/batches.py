@@ -12,7 +12,7 @@ import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from lotlens_openai_standin.api_errors import bad_request, conflict, not_found
+from lotlens_openai_standin.api_errors import ApiError, bad_request, conflict, not_found
 from lotlens_openai_standin.batch_input import batch_error, validate_input_file
 from lotlens_openai_standin.batch_record import ACTIVE_STATUSES, BatchRecord, check_create_params
 from lotlens_openai_standin.batch_run import RunState, run_slice, write_unexecuted
@@ -128,6 +128,31 @@ class BatchService:
                    if b.model == model and b.status in ACTIVE_STATUSES)
 
     async def _drive(self, batch: BatchRecord) -> None:
+        try:
+            await self._phases(batch)
+        except FileNotFoundError:
+            # Deleted while the batch ran: its task died of the lookup's 404, and the batch stayed
+            # `validating` or `in_progress` for good.
+            message = f"The input file {batch.input_file_id} was deleted before the batch finished."
+            self._fail(batch, [batch_error("file_not_found", message)])
+
+    def _input_path(self, batch: BatchRecord) -> Path:
+        """Where the batch's input file is; FileNotFoundError once it was deleted, like reading
+        a path that a delete removed meanwhile."""
+        try:
+            return self._files.get(batch.input_file_id).path
+        except ApiError as exc:
+            raise FileNotFoundError(exc.message) from None
+
+    def _fail(self, batch: BatchRecord, errors: list[dict[str, Any]]) -> None:
+        """`failed`, with these errors and, like OpenAI's failed batches, no result files."""
+        batch.errors = errors
+        if batch.run is not None:
+            for path in (batch.run.output_path, batch.run.error_path):
+                Path(path).unlink(missing_ok=True)
+        self._move(batch, "failed")
+
+    async def _phases(self, batch: BatchRecord) -> None:
         # Each block resumes its status, so a batch reloaded after a restart continues where it was.
         if batch.status == "validating":
             if await self._pause(batch, self._config.validating_seconds):
@@ -151,7 +176,7 @@ class BatchService:
         await self._finish_cancel(batch)
 
     async def _validate(self, batch: BatchRecord) -> bool:
-        path = self._files.get(batch.input_file_id).path
+        path = self._input_path(batch)
         summary = await anyio.to_thread.run_sync(validate_input_file, path, batch.endpoint)
         batch.model, batch.estimated_tokens = summary.model, summary.estimated_tokens
         errors = summary.errors
@@ -168,8 +193,7 @@ class BatchService:
             await self._finish_cancel(batch)
             return False
         if errors:
-            batch.errors = errors
-            self._move(batch, "failed")
+            self._fail(batch, errors)
             return False
         batch.total = summary.total
         batch.run = RunState(str(self._files.new_path()), str(self._files.new_path()))
@@ -195,9 +219,8 @@ class BatchService:
             # Wall-clock floats carry ~1e-6 s of error: without the epsilon half of 4 can come out as 1.
             due = int(batch.total * share + 1e-3) - batch.run.executed
             if due > 0:
-                source = self._files.get(batch.input_file_id).path
-                await anyio.to_thread.run_sync(run_slice, source, batch.run, due, batch.endpoint,
-                                               batch.fail_custom_ids_containing, batch.id)
+                await anyio.to_thread.run_sync(run_slice, self._input_path(batch), batch.run, due,
+                                               batch.endpoint, batch.fail_custom_ids_containing, batch.id)
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"
@@ -209,9 +232,8 @@ class BatchService:
     async def _expire(self, batch: BatchRecord) -> None:
         """The window closed: what ran stays, the rest is reported `batch_expired` (counted failed)."""
         assert batch.run is not None
-        path = self._files.get(batch.input_file_id).path
-        batch.expired_unexecuted = await anyio.to_thread.run_sync(write_unexecuted, path, batch.run,
-                                                                  "batch_expired")
+        batch.expired_unexecuted = await anyio.to_thread.run_sync(write_unexecuted, self._input_path(batch),
+                                                                  batch.run, "batch_expired")
         self._publish_results(batch)
         self._move(batch, "expired")
 
@@ -233,8 +255,8 @@ class BatchService:
         if batch.status != "cancelling":
             self._move(batch, "cancelling")
         if batch.run is not None and not (batch.output_file_id or batch.error_file_id):
-            path = self._files.get(batch.input_file_id).path
-            await anyio.to_thread.run_sync(write_unexecuted, path, batch.run, "batch_cancelled")
+            await anyio.to_thread.run_sync(write_unexecuted, self._input_path(batch), batch.run,
+                                           "batch_cancelled")
             self._publish_results(batch)
         # Cancelling takes a while at OpenAI too; measured from `cancelling_at`, like every phase.
         await asyncio.sleep(max(0.0, batch.phase_started + self._config.finalizing_seconds - time.time()))
