@@ -27,6 +27,7 @@ from sqlalchemy import (
     any_,
     case,
     cast,
+    delete,
     func,
     select,
     text,
@@ -42,6 +43,7 @@ _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 _HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
 _HOST_RE = re.compile(_HOST_PATTERN)
 OPEN = ("pending", "sending")
+FINISHED = ("delivered", "failed")
 INTERRUPTIONS_ALLOWED = 5
 @dataclass(frozen=True)
 class Delivery:
@@ -213,6 +215,17 @@ def _held(delivery: Delivery) -> ColumnElement[bool]:
     # Every claim that sends bumps attempt_count, so the count is the claim's fencing token.
     return (q.c.delivery_id == delivery.delivery_id) & (q.c.status == "sending") \
         & (q.c.attempt_count == delivery.attempt)
+
+
+def prune(conn: Connection, before: datetime, limit: int) -> int:
+    """Forget up to `limit` finished deliveries last attempted before `before`; how many.
+
+    A finished row's `next_attempt_at` is its last attempt's time, so `ix_dispatch_due` finds
+    them; rows another instance is deleting are skipped, not waited for.
+    """
+    oldest = (select(q.c.delivery_id).where(q.c.status.in_(FINISHED), q.c.next_attempt_at < before)
+              .limit(limit).with_for_update(skip_locked=True))
+    return int(conn.execute(delete(q).where(q.c.delivery_id.in_(oldest.scalar_subquery()))).rowcount)
 
 
 def backlog(conn: Connection, now: datetime) -> tuple[int, float]:

@@ -58,6 +58,8 @@ _GAUGE_PERIOD_S = 5.0
 # Waits between tries to store outcomes while Kafka or PostgreSQL is down: doubling, capped.
 _RECORD_RETRY_S = 0.5
 _RECORD_RETRY_MAX_S = 5.0
+_PRUNE_PERIOD_S = 60.0
+_PRUNE_ROWS = 5000
 
 
 class LeaseLost(RuntimeError):
@@ -88,6 +90,7 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._gauges_at = 0.0
+        self._pruned_at = -_PRUNE_PERIOD_S
         self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
         self._finished_jobs = FinishedJobs(engine)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
@@ -117,6 +120,7 @@ class Dispatcher:
                     for delivery in claimed:
                         pool.submit(self._attempt_then_free_slot, delivery)
                     self._update_gauges()
+                    self._prune_if_due()
                     if not claimed:
                         self._wake.wait(s.webhook_poll_interval_s)
         finally:
@@ -308,6 +312,22 @@ class Dispatcher:
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         self._forget([delivery for delivery, _ in group])
         return True
+
+    def _prune_if_due(self) -> None:
+        """Forget finished deliveries past the retention, at most `_PRUNE_ROWS` a `_PRUNE_PERIOD_S`
+        (a day of per-lot webhooks at a million lots is about 700 rows a minute)."""
+        if time.monotonic() - self._pruned_at < _PRUNE_PERIOD_S:
+            return
+        self._pruned_at = time.monotonic()
+        cutoff = self._clock() - timedelta(hours=self._settings.webhook_queue_retention_h)
+        try:
+            with self._engine.begin() as conn:
+                gone = dispatch_queue.prune(conn, cutoff, _PRUNE_ROWS)
+        except DBAPIError as exc:
+            log.warning("forgetting finished deliveries failed, trying again later: %s", exc)
+            return
+        if gone:
+            log.info("forgot %d deliveries finished before %s", gone, cutoff.isoformat())
 
     def _update_gauges(self) -> None:
         if time.monotonic() - self._gauges_at < _GAUGE_PERIOD_S:

@@ -1,0 +1,64 @@
+"""The delivery schedule keeps finished deliveries for a retention period, not for good, and an
+event older than that schedules nothing (its deliveries, which would dedupe it, may be gone)."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from lotlens_common.clock import utc_now
+from lotlens_common.tables import dispatch_queue
+from lotlens_webhook_dispatcher import dispatch_queue as schedule
+from tests.conftest import new_id
+from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
+    Reply,
+    dispatcher_settings,
+    insert_finished_job,
+    publish_completed,
+    queue_rows,
+    receiver,
+    running,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_finished_deliveries_are_pruned_after_the_retention_and_the_others_kept(config, db) -> None:
+    # One row per delivery was kept for good: a year of per-lot webhooks at 1 million lots a day
+    # is 365 million rows the claim's index walks past.
+    old = utc_now() - timedelta(days=20)
+    jobs = {name: insert_finished_job(db, [f"https://hooks.example.com/{name}"])
+            for name in ("delivered-old", "failed-old", "delivered-new", "pending-old")}
+    with db.begin() as conn:
+        for name, job_id in jobs.items():
+            schedule.schedule(conn, job_id, CLIENT, {f"https://hooks.example.com/{name}": 1}, utc_now())
+            status = name.split("-")[0]
+            when = old if name.endswith("old") else utc_now()
+            # The pending one waits for a retry due tomorrow (nothing here is ever sent).
+            due = utc_now() + timedelta(days=1) if status == "pending" else when
+            conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id)
+                         .values(status=status, next_attempt_at=due, updated_at=when))
+    with running(dispatcher_settings(config, new_id("g-")), db):  # the default retention: 15 days
+        wait_for(lambda: not queue_rows(db, jobs["delivered-old"]) and not queue_rows(db, jobs["failed-old"]))
+    assert queue_rows(db, jobs["delivered-new"]) and queue_rows(db, jobs["pending-old"])
+
+
+def test_a_job_completed_older_than_the_retention_schedules_nothing(config, db, events) -> None:
+    # Replayed (a group whose offsets were reset) after its deliveries were pruned, it sent every
+    # webhook of that job again.
+    group = new_id("g-")
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/replayed"
+        job_id = insert_finished_job(db, [url, None])
+        publish_completed(config, job_id, age=timedelta(days=16))
+        fresh = insert_finished_job(db, [f"{hooks.url}/fresh", None])
+        publish_completed(config, fresh)
+        with running(dispatcher_settings(config, group), db):
+            wait_for(lambda: len(hooks.on("/fresh")) == 1)
+            time.sleep(1.5)  # both were on the topic before the dispatcher started
+    assert queue_rows(db, job_id) == [] and hooks.on("/replayed") == []
