@@ -13,6 +13,7 @@ from typing import Any
 import httpx2
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
@@ -270,3 +271,20 @@ def test_a_synchronous_lot_sent_without_its_length_holds_no_intake_place_during_
     assert job.status_code == 201, job.text
     assert answers[0].status_code == 200, answers[0].text
     assert answers[0].request.headers.get("transfer-encoding") == "chunked"
+
+
+def test_a_described_lot_whose_answer_cannot_be_stored_is_still_answered(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # Storing the answer under its key failed (PostgreSQL blipped) after the model was paid: the
+    # client got 503 "try again", and its retry 409 "in progress" for 350 s, then a second run.
+    store = sync_gateway.deps.idempotency
+    stored = store.complete
+
+    def blip(*args: Any) -> None:
+        store.complete = stored  # once
+        raise OperationalError("UPDATE idempotency_keys", {}, Exception("server closed the connection"))
+
+    store.complete = blip  # type: ignore[method-assign]
+    answer = sync_gateway.submit(one_lot(images), languages=["en"], headers={"Idempotency-Key": "blip-1"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["lots"][0]["descriptions"][0]["language"] == "en" and model_calls(standin) == 1

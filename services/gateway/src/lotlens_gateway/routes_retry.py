@@ -27,10 +27,13 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
                  "new batch job whose `retry_of` names this one (this job's status then shows it in "
                  "`retried_as`). Idempotent: every call for one job names the same new job (201 the first "
                  "time, 200 after). 409 `JOB_NOT_FINISHED` while the job runs, 409 `NO_FAILED_LOTS` when "
-                 "nothing failed. Counts against the batch rate limit."),
+                 "nothing failed, 409 `IDEMPOTENCY_KEY_IN_PROGRESS` (with `Retry-After`) while another "
+                 "call for the job is making its retry. Counts against the batch rate limit."),
     responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
                **schemas.error_responses(401, 403, 404, 429, 503, own={
-                   409: "JOB_NOT_FINISHED: the job still runs; NO_FAILED_LOTS: none of its lots failed"})})
+                   409: "JOB_NOT_FINISHED: the job still runs; NO_FAILED_LOTS: none of its lots failed; "
+                        "IDEMPOTENCY_KEY_IN_PROGRESS: another call is making the retry, ask again after "
+                        "Retry-After"})})
 async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Answer with the retry job, making it on the first call (in an intake slot: it may hold
     as many lots as a submission)."""
@@ -46,7 +49,7 @@ async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse
         return JSONResponse(retry_body(earlier), headers=_REPLAYED)
     submission = retry_submission(job, failed or [])
     await deps.count_request(client_id, "batch")
-    # Two calls at once: the second waits for (then replays) the first's answer, no second job.
+    # Two calls at once: the second is told 409 in progress (a later call replays), no second job.
     key = f"retry-failed:{job_id}"
     replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, new_id, deps.clock())
     if replay is not None:

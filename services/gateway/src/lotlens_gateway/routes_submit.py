@@ -1,8 +1,8 @@
 """`POST /api/v1/generate-descriptions`: one lot answered now, 2 to 50,000 lots accepted as a job.
 
 The body is read and parsed here rather than by FastAPI so that every failure gets the
-contract's answer: 413 (size), 400 (JSON), 401/403 (signature), 429 (rate), 413/409/422
-(validation), 409 (idempotency key), then 503 when PostgreSQL cannot take the job's one
+contract's answer: 413 (size), 400 (JSON), 401/403 (signature), the stored answer or 409
+(idempotency key), 429 (rate), 413/409/422 (validation), then 503 when PostgreSQL cannot take the job's one
 durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
 `INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. Before that, a job body
@@ -21,6 +21,7 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common import tracing
@@ -110,14 +111,10 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
                   client_id: str, idempotency_key: str | None, started: float) -> JSONResponse:
     settings = deps.settings
     await run_in_threadpool(refuse_nul, raw, document)
-    await deps.count_request(client_id, rate_mode(document))
-    submission = await run_in_threadpool(parse_submission, document, deps.limits)
-    if not submission.is_synchronous:
-        await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
-                                      settings.webhook_dns_timeout_s)
     key = check_key(idempotency_key) if idempotency_key is not None else None
-    job_id = str(uuid.uuid4())
     if key is not None:
+        # A retry's stored answer comes before the rate limit and the checks: a client whose 201
+        # was lost was refused 429 for up to a minute, and each replay used up its quota.
         fingerprint = await run_in_threadpool(request_hash, raw)
         replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
         if replay is not None:
@@ -125,19 +122,36 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
             if replay.status_code == 201:  # a 201 without Location names this URI as the job
                 replayed["Location"] = _status_url(str(replay.body["job_id"]))
             return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
-    bind_log_context(job_id=job_id)
+    job_id = str(uuid.uuid4())
     try:
+        await deps.count_request(client_id, rate_mode(document))
+        submission = await run_in_threadpool(parse_submission, document, deps.limits)
+        if not submission.is_synchronous:
+            await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
+                                          settings.webhook_dns_timeout_s)
+        bind_log_context(job_id=job_id)
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
         if key is not None:
             await run_in_threadpool(deps.idempotency.release, client_id, key)
         raise
     if key is not None and submission.is_synchronous:
-        await run_in_threadpool(deps.idempotency.complete, client_id, key, status, body)
+        await _keep_answer(deps, client_id, key, status, body)
     mode = "sync" if submission.is_synchronous else "batch"
     deps.metrics.generation_requests.labels(mode=mode).inc()
     deps.metrics.generation_duration.labels(mode=mode).observe(time.perf_counter() - started)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+async def _keep_answer(deps: GatewayDeps, client_id: str, key: str, status: int,
+                       body: dict[str, Any]) -> None:
+    """Store a synchronous answer under its key. If PostgreSQL fails now, the answer (paid for,
+    in hand) is still given: a 503 threw it away, and the retry heard 409 "in progress" until
+    the reservation went stale, then paid again."""
+    try:
+        await run_in_threadpool(deps.idempotency.complete, client_id, key, status, body)
+    except SQLAlchemyError as exc:
+        log.warning("the answer to idempotency key %r could not be stored (%s); answered anyway", key, exc)
 
 
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
