@@ -87,3 +87,20 @@ def test_a_redelivery_that_cannot_be_made_says_why_in_codes_the_api_document_nam
     assert [(body["code"]) for body in codes] == ["JOB_NOT_FINISHED", "NO_WEBHOOK"]
     described = documented("post", REDELIVER, 400)
     assert all(body["code"] in described for body in codes) and "INVALID_JSON" not in described
+
+
+def test_a_redelivery_retried_with_its_idempotency_key_is_replayed_not_sent_twice(
+        gateway: Gateway, engine: Engine) -> None:
+    # A client whose 202 was lost retried: it heard 429 "retry in 600 s", never learned its
+    # redelivery_id, and a retrier honouring Retry-After sent every URL of the job a second time.
+    job_id = _finished_with_webhooks(engine, gateway)
+    key = {"X-Signature": gateway.sign(job_id), "Idempotency-Key": "redeliver-7"}
+    url = f"{gateway.url}{REDELIVER.format(job_id=job_id)}"
+    first = httpx2.post(url, headers=key, timeout=30)
+    again = httpx2.post(url, headers=key, timeout=30)
+    assert first.status_code == again.status_code == 202, again.text
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    other = _finished_with_webhooks(engine, gateway)  # the key names one request: not another job's
+    same_key = {"X-Signature": gateway.sign(other), "Idempotency-Key": "redeliver-7"}
+    reused = httpx2.post(f"{gateway.url}{REDELIVER.format(job_id=other)}", headers=same_key, timeout=30)
+    assert reused.status_code == 409 and reused.json()["code"] == "IDEMPOTENCY_KEY_REUSED"

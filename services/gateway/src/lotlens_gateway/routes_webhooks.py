@@ -6,7 +6,7 @@ import math
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.errors import ApiError
+from lotlens_gateway.idempotency import HEADER, check_key, request_hash
 from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.outbox import InTransaction, recorded_in_window
 from lotlens_gateway.views import is_terminal
@@ -77,22 +78,49 @@ async def list_deliveries(
              summary="Send a finished job's webhooks again",
              description=(_SIGNED + " For a customer whose endpoint failed: every webhook URL of the "
                           "job gets a new delivery (a new `webhook-id`) with the full retry schedule. "
-                          "At most once a job in 10 minutes (429 with `Retry-After`)."),
+                          "At most once a job in 10 minutes (429 with `Retry-After`). With an "
+                          "`Idempotency-Key`, a retry of the same request gets the first 202 again "
+                          "(`Idempotent-Replayed: true`); the key used for another job is 409."),
              responses=schemas.error_responses(401, 403, 404, 429, 503, own={
-                 400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one"}))
-async def redeliver(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
-    """Record the request (the outbox); the webhook dispatcher schedules the deliveries."""
+                 400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one",
+                 409: "IDEMPOTENCY_KEY_REUSED: the key named another request; IDEMPOTENCY_KEY_IN_PROGRESS"}))
+async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
+                    idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None) -> JSONResponse:
+    """Record the request (the outbox); the webhook dispatcher schedules the deliveries.
+
+    A retry after a lost 202 heard 429 "retry in 600 s" and never learned its redelivery; a
+    retrier honouring that sent every URL of the job again. With a key it gets the 202 again.
+    """
     job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
     if not is_terminal(job):
         raise ApiError(400, "JOB_NOT_FINISHED", "Webhooks are sent when the job finishes; "
                        f"current status: {job.status}")
     if not job.webhook_configured:
         raise ApiError(400, "NO_WEBHOOK", "None of the job's lots named a webhook URL")
+    key = check_key(idempotency_key) if idempotency_key is not None else None
+    if key is not None:
+        fingerprint = request_hash(f"redeliver {job_id}".encode())
+        replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
+        if replay is not None:
+            return JSONResponse(replay.body, status_code=replay.status_code,
+                                headers={"Idempotent-Replayed": "true"})
     requested_at, redelivery_id = deps.clock(), str(uuid.uuid4())
+    answer = {"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
+              "requested_at": iso(requested_at)}
+    alone = _alone_in_its_window(job_id)
+
+    def record(conn: Connection) -> None:
+        alone(conn)
+        if key is not None:
+            deps.idempotency.complete_in(conn, client_id, key, 202, answer)
+
     event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
                                        requested_at=requested_at)
-    await run_in_threadpool(deps.outbox.append, deps.settings.topics.completions,
-                            [Envelope(event, client_id=client_id, occurred_at=requested_at)],
-                            _alone_in_its_window(job_id))
-    return JSONResponse({"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
-                         "requested_at": iso(requested_at)}, status_code=202)
+    try:
+        await run_in_threadpool(deps.outbox.append, deps.settings.topics.completions,
+                                [Envelope(event, client_id=client_id, occurred_at=requested_at)], record)
+    except BaseException:
+        if key is not None:
+            await run_in_threadpool(deps.idempotency.release, client_id, key)
+        raise
+    return JSONResponse(answer, status_code=202)
