@@ -7,17 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
-from functools import partial
 
 from sqlalchemy import Engine
 
-from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import VisionCompleted
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
-from lotlens_common.stage.service import recent_only
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.handlers import handle
 from tests.conftest import new_id
@@ -118,21 +114,3 @@ def test_a_lot_arriving_while_its_job_is_being_cancelled_is_never_sent(engine: E
     with engine.connect() as conn:
         assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.CANCELLED}
         assert [job for job in store.waiting_jobs(conn, "translation") if job.job_id == job_id] == []
-
-
-def test_a_replayed_arrival_older_than_the_retention_is_not_queued_again(engine: Engine) -> None:
-    # A group that lost its offsets reads the topics from the start: the work rows of jobs older
-    # than the retention are pruned, so nothing told their lots apart and each was sent to OpenAI
-    # again, paid twice (the README said such replays were skipped; nothing skipped them).
-    old_job, new_job = new_id("job-"), new_id("job-")
-
-    def arrival(job_id: str, age: timedelta) -> Envelope:
-        return Envelope(VisionCompleted(job_id=job_id, lot_id="lot-0", english_html="<p>x</p>",
-                                        languages=("en", "de"), total_lots=1, processed_images=1,
-                                        missing_images=()), client_id="c1", occurred_at=utc_now() - age)
-
-    intake = recent_only(partial(handle, topic="unused"), timedelta(days=15))
-    intake(engine, _Producer(), [arrival(old_job, timedelta(days=16)), arrival(new_job, timedelta(days=14))])
-    with engine.connect() as conn:
-        assert store.lot_statuses(conn, "translation", old_job) == {}
-        assert store.lot_statuses(conn, "translation", new_job) == {"lot-0": store.WAITING}

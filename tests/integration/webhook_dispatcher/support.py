@@ -163,16 +163,13 @@ def insert_finished_job(engine: Engine, lot_webhooks: list[str | None], text_byt
     return job_id
 
 
-def publish_completed(settings: ServiceSettings, *job_ids: str, age: timedelta = timedelta(0)) -> None:
-    """`JobCompleted` for each job, as result-store emits it once the read models are final
-    (`age` ago: a replay of an old event)."""
+def publish_completed(settings: ServiceSettings, *job_ids: str) -> None:
+    """`JobCompleted` for each job, as result-store emits it once the read models are final."""
     producer = EventProducer(settings.kafka, "test")
-    when = datetime.now(UTC) - age
     for job_id in job_ids:
-        event = JobCompleted(job_id=job_id, status="completed", completed_at=when,
+        event = JobCompleted(job_id=job_id, status="completed", completed_at=datetime.now(UTC),
                              total_lots=1, processed_lots=1, failed_lots=0)
-        envelope = Envelope(event=event, client_id=CLIENT, occurred_at=when)
-        producer.publish(settings.topics.completions, envelope)
+        producer.publish(settings.topics.completions, Envelope(event=event, client_id=CLIENT))
     producer.flush()
 
 

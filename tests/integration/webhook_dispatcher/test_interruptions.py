@@ -95,6 +95,9 @@ def test_an_outcome_that_cannot_be_published_is_kept_and_recorded_once_kafka_is_
             # Two leases: the old code took the attempt up again as interrupted and POSTed it again
             # after one (and gave a delivered webhook up as failed after five).
             time.sleep(2 * settings.lease_s)
+            # Held by this instance all along (its lease renewed): no other could take it up.
+            [row] = queue_rows(db, job_id)
+            assert row["status"] == "sending" and row["next_attempt_at"] > utc_now()
             producer.down.clear()
             seen = events.until(lambda seen: bool(of(WebhookDelivered, seen) or of(WebhookFailed, seen)))
     assert of(WebhookFailed, seen) == [] and len(hooks.on("/outage")) == 1

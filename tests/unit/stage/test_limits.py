@@ -28,6 +28,14 @@ def test_settings_past_openais_limits_are_refused() -> None:
         StageSettings(max_requests_per_batch=50_001)
 
 
+def test_work_rows_are_kept_longer_than_a_batch_may_still_deliver() -> None:
+    # Pruned within a day, a cancelled job's lotless row was gone before its running batch's last
+    # results arrived: they made a new, uncancelled row and were translated and paid for.
+    with pytest.raises(ValueError):
+        StageSettings(retention_h=24.0)
+    assert StageSettings(retention_h=48.0).retention_h == 48.0
+
+
 def test_a_batch_is_cancelled_just_after_openais_24_hour_window() -> None:
     assert 24 * 3600 < StageSettings().max_batch_age_s <= 25 * 3600
 

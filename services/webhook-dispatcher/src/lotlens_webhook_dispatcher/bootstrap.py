@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
 
 import httpx2
 from sqlalchemy import Engine
@@ -38,9 +37,7 @@ def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callabl
     spec = ConsumerSpec(
         group_id=settings.consumer_group,
         topics=[settings.topics.completions],
-        handler=completion_handler(engine, settings.webhook_max_payload_bytes,
-                                   timedelta(hours=settings.webhook_queue_retention_h),
-                                   on_scheduled=dispatcher.wake),
+        handler=completion_handler(engine, settings.webhook_max_payload_bytes, on_scheduled=dispatcher.wake),
     )
 
     def consume(stop: threading.Event) -> None:

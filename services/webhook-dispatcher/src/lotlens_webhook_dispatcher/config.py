@@ -31,9 +31,9 @@ class DispatcherSettings(ServiceSettings):
     # A claimed attempt is taken over by another instance after the lease (see `lease_s`).
     webhook_lease_margin_s: float = 30.0
     webhook_response_body_chars: int = 2000
-    # Finished deliveries (delivered or given up) are forgotten this long after their last attempt,
-    # and a JobCompleted or redelivery request older than this schedules nothing: without its rows
-    # a replay would send the job's webhooks again.
+    # Finished deliveries (delivered or given up) are forgotten this long after their last attempt.
+    # A JobCompleted replayed from further back schedules its deliveries again, under the same
+    # ids: the same `webhook-id`s, which receivers deduplicate.
     webhook_queue_retention_h: float = Field(15 * 24.0, gt=0)
     # How long a client's webhook secrets are cached (a rotation reaches deliveries this late).
     webhook_secrets_cache_s: float = 10.0

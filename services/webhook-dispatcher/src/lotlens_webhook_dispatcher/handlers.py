@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
@@ -66,31 +66,20 @@ HANDLERS: dict[type[Event], Handler] = {JobCompleted: schedule_deliveries,
                                         WebhookRedeliveryRequested: schedule_deliveries}
 
 
-def completion_handler(engine: Engine, max_payload_bytes: int, retention: timedelta,
-                       clock: Callable[[], datetime] = utc_now,
+def completion_handler(engine: Engine, max_payload_bytes: int, clock: Callable[[], datetime] = utc_now,
                        on_scheduled: Callable[[], None] = lambda: None
                        ) -> Callable[[Sequence[Envelope]], None]:
     """The consumer's batch handler: every event of the batch in one transaction.
 
-    An event older than `retention` (the schedule's) schedules nothing: its deliveries, whose rows
-    make a replayed event a no-op, may have been forgotten, and a replay (offsets reset, a new
-    group) sent the job's webhooks again. `on_scheduled` runs after the commit when deliveries
-    were added (the dispatcher's wake-up).
+    `on_scheduled` runs after the commit when deliveries were added (the dispatcher's wake-up).
     """
     def handle(envelopes: Sequence[Envelope]) -> None:
         added = 0
         with engine.begin() as conn:
             for envelope in envelopes:
                 handler = HANDLERS.get(type(envelope.event))
-                if handler is None:
-                    continue
-                now = clock()
-                if envelope.occurred_at < now - retention:
-                    log.warning("%s of job %s is older than the deliveries' retention (%s): "
-                                "nothing scheduled", envelope.event.event_type, envelope.job_id, retention,
-                                extra={"job_id": envelope.job_id})
-                    continue
-                added += handler(conn, envelope, max_payload_bytes, now)
+                if handler is not None:
+                    added += handler(conn, envelope, max_payload_bytes, clock())
         if added:
             on_scheduled()
     return handle

@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 import httpx2
@@ -62,6 +62,15 @@ _PRUNE_PERIOD_S = 60.0
 _PRUNE_ROWS = 5000
 
 
+@dataclass(frozen=True, eq=False)
+class _Outcome:
+    """A finished attempt waiting to be stored, with its events' envelopes (their ids fixed)."""
+
+    delivery: Delivery
+    verdict: Verdict
+    envelopes: list[Envelope]
+
+
 class LeaseLost(RuntimeError):
     """Another instance took the attempt over while this one stalled; it must not send."""
 
@@ -91,7 +100,7 @@ class Dispatcher:
         self._wake = threading.Event()
         self._gauges_at = 0.0
         self._pruned_at = -_PRUNE_PERIOD_S
-        self._finished: queue.Queue[tuple[Delivery, Verdict]] = queue.Queue()
+        self._finished: queue.Queue[_Outcome] = queue.Queue()
         self._finished_jobs = FinishedJobs(engine)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
 
@@ -255,7 +264,9 @@ class Dispatcher:
         return left > timedelta(seconds=s.lease_s - s.webhook_lease_margin_s / 2)
 
     def _finish(self, delivery: Delivery, verdict: Verdict) -> None:
-        self._finished.put((delivery, verdict))
+        # The envelopes are made once: tried again, an outcome's events keep their ids.
+        envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in verdict.events]
+        self._finished.put(_Outcome(delivery, verdict, envelopes))
 
     def _record_finished(self, attempts_done: threading.Event) -> None:
         """Store finished attempts in groups until every attempt is done and stored.
@@ -265,7 +276,7 @@ class Dispatcher:
         up again as interrupted and sent again, and a long outage gave delivered webhooks up as
         failed. At shutdown what is still unstored is left to its leases.
         """
-        unstored: list[tuple[Delivery, Verdict]] = []
+        unstored: list[_Outcome] = []
         delay = _RECORD_RETRY_S
         while True:
             try:
@@ -281,24 +292,37 @@ class Dispatcher:
             if not unstored or self._record(unstored):
                 unstored, delay = [], _RECORD_RETRY_S
             elif attempts_done.is_set():
-                self._forget([delivery for delivery, _ in unstored])
+                self._forget([outcome.delivery for outcome in unstored])
                 return
             else:
+                unstored = self._still_held(unstored)
                 attempts_done.wait(delay)
                 delay = min(2 * delay, _RECORD_RETRY_MAX_S)
 
-    def _record(self, group: list[tuple[Delivery, Verdict]]) -> bool:
+    def _still_held(self, unstored: list[_Outcome]) -> list[_Outcome]:
+        """Renew the leases of outcomes waiting to be stored (while PostgreSQL answers), so no other
+        instance takes their attempts up again and sends them meanwhile; those another instance
+        took already are dropped, their events unpublished."""
+        lease_s = self._settings.lease_s
+        try:
+            with self._engine.begin() as conn:
+                held = [outcome for outcome in unstored
+                        if dispatch_queue.renew(conn, outcome.delivery, self._clock(), lease_s)]
+        except DBAPIError:
+            return unstored  # PostgreSQL down too: the fence refuses their records if taken over
+        self._forget([outcome.delivery for outcome in unstored if outcome not in held])
+        return held
+
+    def _record(self, group: list[_Outcome]) -> bool:
         """Publish the group's events and store its outcomes; False when that failed (nothing stored)."""
         try:
-            envelopes = [Envelope(event=event, client_id=delivery.client_id)
-                         for delivery, verdict in group for event in verdict.events]
             # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
-            self._producer.publish_many(self._settings.topics.webhooks, envelopes)
+            self._producer.publish_many(self._settings.topics.webhooks,
+                                        [envelope for outcome in group for envelope in outcome.envelopes])
             self._producer.flush()
             with self._engine.begin() as conn:
                 kept = dispatch_queue.record_many(
-                    conn, [(delivery, verdict.status, verdict.due) for delivery, verdict in group],
-                    self._clock())
+                    conn, [(o.delivery, o.verdict.status, o.verdict.due) for o in group], self._clock())
         except Exception:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))
@@ -306,11 +330,12 @@ class Dispatcher:
         if kept < len(group):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(group) - kept, len(group))
-        for delivery, verdict in group:
-            metrics.count_verdict(verdict.status)
-            log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, verdict.status,
+        for outcome in group:
+            delivery, status = outcome.delivery, outcome.verdict.status
+            metrics.count_verdict(status)
+            log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
-        self._forget([delivery for delivery, _ in group])
+        self._forget([outcome.delivery for outcome in group])
         return True
 
     def _prune_if_due(self) -> None:

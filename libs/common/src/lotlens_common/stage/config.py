@@ -46,8 +46,10 @@ class StageSettings(BaseSettings):
     # Finished jobs' work rows are deleted this long after their last lot settled (results stay
     # in the read models). A row is what makes a replayed event a no-op; the record topics are
     # kept for good, so replays older than this rely on the group's committed offsets, which the
-    # brokers keep for years (`offsets.retention.minutes`, docs/EVENT_LOG.md).
-    retention_h: float = 15 * 24.0
+    # brokers keep for years (`offsets.retention.minutes`, docs/EVENT_LOG.md). At least two days:
+    # a cancelled job's row must outlive its batches' last results (24 h window + 1 h to cancel),
+    # or a result arriving after the prune made a new, uncancelled row and was translated, paid.
+    retention_h: float = Field(15 * 24.0, ge=48.0)
 
     def direct_mode(self) -> Self:
         """These settings for direct mode, whose shards are capped at `DIRECT_ROUNDS_PER_SHARD`

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,6 @@ import openai
 from sqlalchemy import Engine
 
 from lotlens_common import tracing
-from lotlens_common.clock import utc_now
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, run_consumer
@@ -31,31 +28,11 @@ from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.work import StageSpec
 
-log = logging.getLogger(__name__)
-
 # The service running each stage (its `service.name` in traces).
 SERVICE_NAMES = {"vision": "vision-batcher", "translation": "translator"}
 
 # (engine, producer for pass-through events, consumer batch) -> None
 IntakeHandler = Callable[[Engine, EventProducer, Sequence[Envelope]], None]
-
-
-def recent_only(intake: IntakeHandler, retention: timedelta) -> IntakeHandler:
-    """`intake` over the events younger than the work rows' retention.
-
-    An older one is a replay (a group that lost its offsets reads from the start) of a job whose
-    work rows are pruned: nothing told its lots apart, and each was sent to OpenAI again, paid
-    twice. A stage stopped longer than the retention skips its backlog too (said in the log).
-    """
-    def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope]) -> None:
-        cutoff = utc_now() - retention
-        recent = [envelope for envelope in envelopes if envelope.occurred_at >= cutoff]
-        if len(recent) < len(envelopes):
-            log.warning("%d events older than the retention (%s) skipped: replays of pruned jobs",
-                        len(envelopes) - len(recent), retention)
-        if recent:
-            intake(engine, producer, recent)
-    return handle
 
 
 def postgres_stage(engine: Engine, producer: EventProducer, batches: BatchesPort, spec: StageSpec[Any],
@@ -95,8 +72,7 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     intake_producer = EventProducer(settings.kafka, f"{spec.name}-intake")
     serve_operations(settings, metrics_port, engine, intake_producer)
     consumer = ConsumerSpec(group_id=group_id, topics=topics,
-                            handler=partial(recent_only(intake, timedelta(hours=stage.retention_h)),
-                                            engine, intake_producer), event_types=intake_types)
+                            handler=partial(intake, engine, intake_producer), event_types=intake_types)
 
     def consume(stop_event: threading.Event) -> None:
         run_consumer(settings.kafka, settings.topics, consumer, intake_producer, stop_event)
