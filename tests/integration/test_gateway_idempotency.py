@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
+from tests.integration.gateway_support import make_lots, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +62,17 @@ def test_a_stale_reservation_is_taken_over_by_the_same_request_only(engine: Engi
     keys.complete(client, key, 201, {"job_id": "j"})
     replay = keys.reserve(client, key, "body", later + timedelta(seconds=STALE_S + 1))
     assert replay is not None and replay.status_code == 201 and replay.body == {"job_id": "j"}
+
+
+def test_a_replay_is_answered_before_the_rate_limit_and_uses_none_of_it(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A client whose 201 was lost retries with the same key: it was refused 429 for up to a
+    # minute (the count came first), and each replay used up its quota.
+    with running_gateway(settings, engine, rate_limit_batch=1) as gw:
+        lots, key = make_lots(2), {"Idempotency-Key": "lost-201"}
+        first = gw.submit(lots, headers=key)
+        again = gw.submit(lots, headers=key)
+        assert first.status_code == 201 and again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+        limited = gw.submit(make_lots(2))  # the limit itself holds
+        assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMIT_EXCEEDED"

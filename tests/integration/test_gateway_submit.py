@@ -398,16 +398,3 @@ def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503
             jobs_written = conn.execute(written, {"c": gw.client_id}).scalar_one()
         assert jobs_written == 1
         assert gw.submit(make_lots(30)).status_code == 201
-
-
-def test_a_replay_is_answered_before_the_rate_limit_and_uses_none_of_it(
-        settings: ServiceSettings, engine: Engine) -> None:
-    # A client whose 201 was lost retries with the same key: it was refused 429 for up to a
-    # minute (the count came first), and each replay used up its quota.
-    with running_gateway(settings, engine, rate_limit_batch=1) as gw:
-        lots, key = make_lots(2), {"Idempotency-Key": "lost-201"}
-        first = gw.submit(lots, headers=key)
-        again = gw.submit(lots, headers=key)
-        assert first.status_code == 201 and again.status_code == 201, again.text
-        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
-        assert_error(gw.submit(make_lots(2)), 429, "RATE_LIMIT_EXCEEDED")  # the limit itself holds
