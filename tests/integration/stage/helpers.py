@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine
@@ -13,12 +15,17 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck
-from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.vision import vision_request_body
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import batches_api, postgres_stage
 from lotlens_common.stage.submit import recover_building
@@ -68,6 +75,25 @@ async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spe
                 return
             await asyncio.sleep(0.1)
     raise TimeoutError(f"lots still open: {open_lots(engine, spec.name, job_id)}")
+
+
+@asynccontextmanager
+async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[Stage[Any]]:
+    """A vision stage on PostgreSQL, Kafka and the stand-in, for steps a test calls one by one."""
+    client = make_openai_client("test", standin.base_url, 10)
+    async with client:
+        yield postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
+                             vision_spec(settings), STAGE)
+
+
+async def create_batch(rt: Stage[Any], tmp_path: Path, job_id: str, shard_id: str,
+                       lot_ids: list[str]) -> dict[str, Any]:
+    """A batch made the way the stage makes them, but with no shard row written for it."""
+    path = tmp_path / f"{shard_id}.jsonl"
+    path.write_bytes(b"".join(batch_line(lot_id, vision_request_body(
+        "notes", [f"https://img.test/{job_id}/{lot_id}.jpg"], ModelSettings())) for lot_id in lot_ids))
+    file_id = await rt.batches.upload_batch_file(path)
+    return await rt.batches.create_batch(file_id, batch_metadata("vision", job_id, shard_id, 1))
 
 
 def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:

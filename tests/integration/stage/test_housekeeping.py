@@ -4,37 +4,30 @@ against the stand-in) and the pruning of finished jobs' work rows."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, select, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
-from lotlens_common.model.batch_files import batch_line
-from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
-from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.vision import vision_request_body
-from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
-from lotlens_common.stage.record import batch_metadata
-from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import VisionWork
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 from tests.conftest import new_id
 from tests.integration.stage.helpers import (
-    STAGE,
+    create_batch,
     drive,
     job_events,
     lot_statuses,
+    runtime,
     submit_lots,
     vision_spec,
 )
@@ -48,22 +41,9 @@ def slow_standin(tmp_path: Path) -> Iterator[Standin]:
         yield running
 
 
-@asynccontextmanager
-async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[Stage[Any]]:
-    client = make_openai_client("test", standin.base_url, 10)
-    async with client:
-        yield postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
-                             vision_spec(settings), STAGE)
-
-
-async def create_batch(rt: Stage[Any], tmp_path: Path, job_id: str, shard_id: str,
-                       lot_ids: list[str]) -> dict[str, Any]:
-    """A batch made the way the stage makes them, but with no shard row written for it."""
-    path = tmp_path / f"{shard_id}.jsonl"
-    path.write_bytes(b"".join(batch_line(lot_id, vision_request_body(
-        "notes", [f"https://img.test/{job_id}/{lot_id}.jpg"], ModelSettings())) for lot_id in lot_ids))
-    file_id = await rt.batches.upload_batch_file(path)
-    return await rt.batches.create_batch(file_id, batch_metadata("vision", job_id, shard_id, 1))
+def reconciled(action: str) -> float:
+    labels = {"stage": "vision", "action": action}
+    return REGISTRY.get_sample_value("lotlens_openai_batches_reconciled_total", labels) or 0.0
 
 
 def batch_status(standin: Standin, batch_id: str) -> str:
@@ -120,6 +100,39 @@ def test_a_running_duplicate_of_a_recorded_shard_is_cancelled(
     recorded, second = asyncio.run(duplicate())
     assert batch_status(slow_standin, second) in {"cancelling", "cancelled"}
     assert batch_status(slow_standin, recorded) in {"validating", "in_progress"}
+
+
+def test_a_duplicate_that_refuses_its_cancel_is_asked_once_and_not_counted_as_cancelled(
+        settings: ServiceSettings, engine: Engine, standin: Standin, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A duplicate stuck `finalizing` answers every cancel 409: it was asked again at every
+    # reconcile round (every minute) while the listing showed it, each refusal counted a cancel.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a", "b"])
+
+    async def duplicate() -> str:
+        async with runtime(settings, engine, standin) as rt:
+            await flush_due(rt)
+            with engine.connect() as conn:
+                shard_id = conn.execute(select(stage_shards.c.shard_id)
+                                        .where(stage_shards.c.job_id == job_id)).scalar_one()
+            standin.faults(batch_outcome="stuck_finalizing", batch_outcome_count=1)
+            second = str((await create_batch(rt, tmp_path, job_id, shard_id, ["lot-0", "lot-1"]))["id"])
+            for _ in range(100):
+                if (await rt.batches.retrieve_batch(second))["status"] == "finalizing":
+                    break
+                await asyncio.sleep(0.05)
+            for _ in range(3):
+                await reconcile(rt)
+            return second
+
+    before = reconciled("cancelled")
+    with caplog.at_level(logging.INFO, logger="lotlens_common.stage"):
+        second = asyncio.run(duplicate())
+    assert batch_status(standin, second) == "finalizing"
+    asked = [r for r in caplog.records if r.getMessage().startswith(f"cancelling batch {second}")]
+    assert len(asked) == 1
+    assert reconciled("cancelled") == before
 
 
 def test_a_batch_of_a_job_these_tables_never_saw_is_left_alone(

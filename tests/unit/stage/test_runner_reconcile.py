@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from lotlens_common.model.errors import (
     ModelRequestError,
@@ -48,6 +49,35 @@ def test_a_duplicate_from_a_retried_create_is_cancelled_by_the_reconciler(world:
     recorded = world.submitted()[0].batch_id
     asyncio.run(reconcile(world.stage))
     assert [b for b in world.batches.batches if b != recorded] == world.batches.cancelled
+
+
+def _reconciled(action: str) -> float:
+    labels = {"stage": "vision", "action": action}
+    return REGISTRY.get_sample_value("lotlens_openai_batches_reconciled_total", labels) or 0.0
+
+
+@pytest.mark.parametrize(("status", "accepted"), [("finalizing", False), ("in_progress", True)])
+def test_a_duplicate_is_asked_to_cancel_once_and_counted_only_when_openai_accepts(
+        world: World, caplog: pytest.LogCaptureFixture, status: str, accepted: bool) -> None:
+    # A duplicate stuck `finalizing` refuses every cancel (409): it was asked again at every
+    # reconcile round (every minute) for as long as the listing showed it, and each refusal was
+    # counted as a cancel. One that accepts stays `cancelling` here: asking again changes nothing.
+    world.batches.finish, world.batches.duplicate_creates = None, 1
+    world.batches.uncancellable.add("finalizing")
+    world.batches.stuck_cancelling = True
+    world.store.add(lots(2))
+    world.rounds()
+    recorded = world.submitted()[0].batch_id
+    [duplicate] = [b for b in world.batches.batches if b != recorded]
+    world.batches.batches[duplicate]["status"] = status
+    before = _reconciled("cancelled")
+    with caplog.at_level(logging.INFO, logger="lotlens_common.stage"):
+        for _ in range(3):
+            asyncio.run(reconcile(world.stage))
+    assert world.batches.cancel_asks == [duplicate]
+    assert _reconciled("cancelled") == before + (1 if accepted else 0)
+    said = [r.getMessage() for r in caplog.records if duplicate in r.getMessage()]
+    assert len([message for message in said if "not asked again" in message]) == 1, said
 
 
 def test_a_batch_of_a_job_never_seen_is_left_alone(world: World) -> None:

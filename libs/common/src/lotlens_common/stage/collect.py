@@ -104,9 +104,23 @@ async def ask_cancel(stage: Stage[Any], batch_id: str, job_trace: Context | None
                      ) -> Mapping[str, Any]:
     """Ask OpenAI to cancel the batch; the batch as it is after.
 
+    A refused cancel (see `try_cancel`) is the batch's status, not a failure: it is read again and
+    followed from there in the same round (raised, it was logged as an error and collected a
+    poll later).
+    """
+    batch = await try_cancel(stage, batch_id, job_trace)
+    if batch is not None:
+        return batch
+    with openai_call("batches.retrieve", {"lotlens.batch_id": batch_id}, job_trace):
+        return await stage.batches.retrieve_batch(batch_id)
+
+
+async def try_cancel(stage: Stage[Any], batch_id: str, job_trace: Context | None = None
+                     ) -> Mapping[str, Any] | None:
+    """Ask OpenAI to cancel the batch, once; the batch the cancel answered, or None if refused.
+
     OpenAI answers 409 for a batch it cannot cancel: one that finished since it was read, or one
-    stuck in `finalizing`. That is its status, not a failure: it is read again and followed from
-    there in the same round (raised, it was logged as an error and collected a poll later).
+    stuck in `finalizing`.
     """
     try:
         with openai_call("batches.cancel", {"lotlens.batch_id": batch_id}, job_trace):
@@ -114,10 +128,8 @@ async def ask_cancel(stage: Stage[Any], batch_id: str, job_trace: Context | None
     except ModelRequestError as exc:
         if exc.status_code != CANNOT_CANCEL:
             raise
-        log.info("batch %s cannot be cancelled (%s): reading it again", batch_id, exc,
-                 extra={"batch_id": batch_id})
-    with openai_call("batches.retrieve", {"lotlens.batch_id": batch_id}, job_trace):
-        return await stage.batches.retrieve_batch(batch_id)
+        log.info("batch %s cannot be cancelled (%s)", batch_id, exc, extra={"batch_id": batch_id})
+        return None
 
 
 async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Context | None) -> (

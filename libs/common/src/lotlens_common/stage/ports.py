@@ -249,9 +249,10 @@ class Stage(Generic[W]):
     # collects the shard: reading and parsing every lot's work again at collection was about a
     # tenth of a stage's CPU. A shard sent before a restart, or by another instance, is read.
     sent: dict[str, dict[str, LotWork[W]]] = field(default_factory=dict)
-    # Orphan batches the reconciler settled on leaving alone (every lot settled elsewhere, or its
-    # input file gone), so it does not download their input files again every minute. Only those
-    # its latest listing showed are kept: at most that listing's 1,000 ids.
+    # Batches no shard explains that the reconciler settled on leaving alone (an orphan whose lots
+    # are all settled elsewhere, or whose input file is gone; a duplicate it asked to cancel once),
+    # so it does not download their input files, or ask the cancel, again every minute. Only
+    # those its latest listing showed are kept: at most that listing's 1,000 ids.
     left_orphans: set[str] = field(default_factory=set)
     # Set on SIGTERM: a round stops between shards and between a shard's chunks. A round of a big
     # job (image checks of 50,000 lots, slow hosts) outlasted the pod's grace period otherwise,

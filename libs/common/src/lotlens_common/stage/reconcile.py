@@ -9,7 +9,9 @@ shard id and are collected like any other, so the money spent is not spent twice
 duplicate is cancelled. Batches of jobs these tables have never seen are left alone: another
 deployment may share the OpenAI organisation. So is an orphan whose input file is gone (LotLens
 deletes it at collection), and one whose lots are all settled elsewhere; the process remembers
-both, so their input files are not downloaded every minute.
+both, so their input files are not downloaded every minute. A duplicate is asked to cancel once:
+the process remembers it too, whether OpenAI accepted the cancel or refused it (409: finished, or
+stuck `finalizing`), and the metric counts only the cancels OpenAI accepted.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import orjson
 
 from lotlens_common.model.errors import ModelRequestError
 from lotlens_common.stage import metrics
-from lotlens_common.stage.collect import ask_cancel
+from lotlens_common.stage.collect import try_cancel
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.record import JOB_KEY, SHARD_KEY, STAGE_KEY, put_on_record
@@ -93,8 +95,18 @@ async def _adopt(stage: Stage[Any], batch: Mapping[str, Any], shard_id: str, job
 
 
 async def _cancel(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
+    """Ask OpenAI once to cancel a duplicate; counted only if it accepted.
+
+    Asked or refused, the batch is left alone afterwards: asking again changes nothing (one that
+    accepted is stopping, one that refused has finished or is finalizing), and one stuck
+    `finalizing` was asked again, and counted as cancelled, every minute the listing showed it.
+    """
     batch_id = str(batch["id"])
     log.warning("cancelling batch %s: its lots are on record elsewhere", batch_id,
                 extra={"batch_id": batch_id})
-    await ask_cancel(stage, batch_id)
-    metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="cancelled").inc()
+    accepted = await try_cancel(stage, batch_id) is not None
+    stage.left_orphans.add(batch_id)
+    if accepted:
+        metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="cancelled").inc()
+    log.info("duplicate batch %s %s: left alone, its cancel is not asked again", batch_id,
+             "is cancelling" if accepted else "refused the cancel", extra={"batch_id": batch_id})
