@@ -186,12 +186,13 @@ def test_a_batch_that_ends_failed_or_cancelled_on_openais_side_is_resubmitted_an
     assert standin.stats()["batches_created"] == 2
 
 
-def test_a_batch_stuck_finalizing_that_refuses_cancels_is_given_up_and_its_lots_complete(
+def test_a_batch_stuck_finalizing_that_refuses_cancels_is_given_up_its_file_deleted_and_its_lots_complete(
         settings: ServiceSettings, engine: Engine, standin: Standin, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     # OpenAI kept the batch `finalizing` and refused each cancel (409): past its age it was
-    # cancelled again at every poll, with a traceback each time, and the job never finished. The
-    # hour past its age after which it is given up on is cut to 2 s here.
+    # cancelled again at every poll, with a traceback each time, and the job never finished. Given
+    # up on, its input file (signed image URLs) then stayed at OpenAI for its 30 days. The hour
+    # past its age after which it is given up on is cut to 2 s here.
     monkeypatch.setattr(lifecycle, "CANCELLING_LIMIT_S", 2.0)
     job_id = new_id("job-")
     standin.faults(batch_outcome="stuck_finalizing", batch_outcome_count=1)
@@ -206,6 +207,7 @@ def test_a_batch_stuck_finalizing_that_refuses_cancels_is_given_up_and_its_lots_
     assert [b.attempt for b in batches] == [1, 2]
     stuck = standin.control.get(f"/v1/batches/{batches[0].batch_id}").json()
     assert stuck["status"] == "finalizing"  # OpenAI still holds it: given up on, not collected
+    assert standin.control.get(f"/v1/files/{stuck['input_file_id']}").status_code == 404
     assert any("cannot be cancelled" in r.getMessage() for r in caplog.records)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 

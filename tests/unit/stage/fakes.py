@@ -309,7 +309,7 @@ class FakeBatches:
 
     async def delete_file(self, file_id: str) -> None:
         self._raise("delete")
-        if file_id not in self.files:  # as the API answers a file it does not have
+        if file_id not in self.files or file_id in self.deleted_files:  # as the API answers then
             raise ModelRequestError(f"No such File object: {file_id}", status_code=404)
         del self.files[file_id]
         self.deleted.append(file_id)

@@ -3,6 +3,7 @@ with every per-line and per-batch outcome."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -10,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from lotlens_common.events import VisionCompleted
 from lotlens_common.images import ImageCheck
@@ -353,3 +355,18 @@ def test_a_collected_batchs_files_are_deleted_at_openai(world: World) -> None:
     files = {batch["input_file_id"], batch["output_file_id"], batch["error_file_id"]}
     assert files <= set(world.batches.deleted)
     assert world.batches.files == {}
+
+
+def test_a_file_openai_no_longer_has_is_no_error_when_it_is_deleted(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # Deleted in the dashboard or past its 30 days, it answers the delete 404: what was asked, where
+    # it was a warning and an OpenAI error counted.
+    world.batches.deleted_files.add("file-0")  # the first batch's input file
+    world.store.add(lots(2))
+    labels = {"stage": "vision", "operation": "files", "kind": "bad_request"}
+    before = REGISTRY.get_sample_value("lotlens_openai_errors_total", labels) or 0.0
+    with caplog.at_level(logging.WARNING):
+        world.rounds(2)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
+    assert (REGISTRY.get_sample_value("lotlens_openai_errors_total", labels) or 0.0) == before
+    assert [r.getMessage() for r in caplog.records if "file-0" in r.getMessage()] == []

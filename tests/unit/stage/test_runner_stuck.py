@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from lotlens_common.stage.core.lifecycle import CANCELLING_LIMIT_S
 from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.fakes import described
 
 
 def _bad_requests() -> float:
@@ -60,3 +63,42 @@ def test_a_cancel_refused_as_the_batch_finished_meanwhile_collects_it_in_the_sam
     assert [s.status for s in world.store.shards_by_id.values()] == ["collected"]
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert _bad_requests() == before
+
+
+def _given_up_next_round(world: World, stuck_in: str) -> dict[str, Any]:
+    """A batch stuck `finalizing` (refusing cancels) or `cancelling` (its job cancelled), which the
+    next round gives up on."""
+    world.batches.finish, world.batches.stuck_cancelling = None, True
+    world.batches.uncancellable.add("finalizing")
+    world.store.add(lots(2))
+    world.rounds()
+    [stuck] = world.batches.batches.values()
+    if stuck_in == "finalizing":
+        stuck["status"] = "finalizing"
+        stuck["created_at"] = time.time() - world.settings.max_batch_age_s - CANCELLING_LIMIT_S - 60
+    else:
+        world.store.cancelled.add("job-1")
+        world.rounds()  # the cancel is asked and accepted; the batch stays `cancelling`
+        assert stuck["status"] == "cancelling"
+        stuck["cancelling_at"] -= CANCELLING_LIMIT_S + 60
+    return stuck
+
+
+@pytest.mark.parametrize("stuck_in", ["finalizing", "cancelling"])
+def test_a_batch_given_up_on_has_its_files_deleted_at_openai(world: World, stuck_in: str) -> None:
+    # Given up on, a stuck batch kept its files at OpenAI for their 30 days: every lot's request
+    # (signed image URLs) held longer than needed, and counted against the project's storage.
+    stuck = _given_up_next_round(world, stuck_in)
+    world.rounds()
+    assert next(iter(world.store.shards_by_id.values())).batch_status == "lost"
+    assert world.batches.deleted == [stuck["input_file_id"]]
+
+
+def test_a_batch_given_up_on_keeps_the_answers_of_its_result_file_and_deletes_it(world: World) -> None:
+    stuck = _given_up_next_round(world, "cancelling")
+    stuck["output_file_id"] = "out"
+    world.batches.files["out"] = [orjson.dumps({"custom_id": "job-1-lot-0", "response": {
+        "status_code": 200, "body": described("job-1-lot-0", {})}})]
+    world.rounds()
+    assert world.store.statuses() == {"job-1-lot-0": "done", "job-1-lot-1": "cancelled"}
+    assert world.batches.deleted == [stuck["input_file_id"], "out"]

@@ -94,8 +94,11 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
                 return str(batch["status"])
             action = lifecycle.Collect(batch)
         if isinstance(action, lifecycle.Lost):
+            # Collected as given up: the files it names are read and then deleted like any
+            # collected batch's (they stayed at OpenAI for their 30 days: customer data, storage).
             lost = {"code": "batch_lost", "message": action.reason}
-            action = lifecycle.Collect({"id": shard.batch_id, "status": "lost", "errors": {"data": [lost]}})
+            action = lifecycle.Collect({**(action.batch or {}), "id": shard.batch_id, "status": "lost",
+                                        "errors": {"data": [lost]}})
         await collect(stage, shard, action.batch, cancelled)
         return str(action.batch["status"])
 

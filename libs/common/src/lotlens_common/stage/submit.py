@@ -199,9 +199,13 @@ async def forget_file(stage: Stage[Any], file_id: str) -> None:
     try:
         with openai_call("files.delete"):
             await stage.batches.delete_file(file_id)
-    except ModelError as exc:  # OpenAI deletes it after its 30 days anyway
+    except ModelError as exc:
+        if isinstance(exc, ModelRequestError) and exc.status_code == 404:
+            # Already gone (deleted in the dashboard, or past its 30 days): what was asked.
+            log.info("file %s was deleted already: %s", file_id, exc)
+            return
         metrics.openai_error(stage.spec.name, "files", exc)
-        log.warning("could not delete the input file %s: %s", file_id, exc)
+        log.warning("could not delete the file %s: %s", file_id, exc)
 
 
 async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]

@@ -7,7 +7,7 @@
 A submitted shard's batch is read by id each round. A running batch is waited on, or cancelled
 when its job was cancelled or it outlived `max_age_s`; a finished one is collected; one still
 `cancelling` an hour after the cancel, or still running (whatever its status) an hour past its
-age, is given up on (its lots go again). A batch that
+age, is given up on (its lots go again, its files at OpenAI are deleted). A batch that
 cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
 nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
 for the whole job twice.
@@ -82,8 +82,15 @@ class TryLater(_Because):
     """Reading the batch failed for a passing reason (429, 5xx, timeout): next round."""
 
 
+@dataclass(frozen=True)
 class Lost(_Because):
-    """A listing that works does not show the batch: its lots go back to waiting."""
+    """Given up on: a listing that works does not show the batch, or it outlived every deadline.
+
+    Its lots go back to waiting. `batch` is the batch as last read (None when no listing shows
+    it): its files are deleted like a collected batch's, after what they answer is settled.
+    """
+
+    batch: Mapping[str, Any] | None = None
 
 
 class Ignore(_Because):
@@ -120,10 +127,10 @@ def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
     if age_s is not None and age_s > max_age_s + CANCELLING_LIMIT_S:
         # Whatever its status: one that refuses every cancel was otherwise cancelled for good.
         return Lost(f"still {status} {age_s / 3600:.1f} h after it was created (cancelled past "
-                    f"{max_age_s / 3600:.2f} h)")
+                    f"{max_age_s / 3600:.2f} h)", batch)
     since = batch.get("cancelling_at")
     if status == "cancelling" and isinstance(since, int | float) and now_s - since > CANCELLING_LIMIT_S:
-        return Lost(f"still cancelling {(now_s - since) / 3600:.1f} h after the cancel")
+        return Lost(f"still cancelling {(now_s - since) / 3600:.1f} h after the cancel", batch)
     if status != "cancelling":
         if job_cancelled:
             return Cancel("its job was cancelled")
