@@ -53,6 +53,42 @@ def test_a_cancel_openai_refuses_with_409_is_asked_once() -> None:
     assert [(r.method, r.url.path) for r in cancels] == [("POST", "/v1/batches/batch_1/cancel")]
 
 
+def _listing(pages: list[httpx2.Request]) -> OpenAIBatches:
+    """Three pages of batches (`b0` the newest), the shard `s1`'s batch on the first; each page
+    asked for is kept in `pages`."""
+    listed = [{"id": f"b{i}", "object": "batch", "endpoint": "/v1/responses", "input_file_id": "f",
+               "completion_window": "24h", "status": "completed", "created_at": 1_700_000_000 - i,
+               "metadata": {"lotlens_shard_id": f"s{i}"}} for i in range(6)]
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        pages.append(request)
+        after = request.url.params.get("after")
+        start = next(i + 1 for i, b in enumerate(listed) if b["id"] == after) if after else 0
+        data = listed[start:start + 2]
+        return httpx2.Response(200, json={"object": "list", "data": data, "first_id": data[0]["id"],
+                                          "last_id": data[-1]["id"], "has_more": start + 2 < len(listed)})
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    return OpenAIBatches(client)
+
+
+def test_looking_up_one_shards_batch_reads_no_page_after_the_one_that_shows_it() -> None:
+    # Recovery of a dead builder's shard read every page of the listing (up to 50, 5,000 batches)
+    # after the one that held its batch.
+    pages: list[httpx2.Request] = []
+    found = asyncio.run(_listing(pages).find_batch({"lotlens_shard_id": "s1"}))
+    assert found is not None and found["id"] == "b1"
+    assert len(pages) == 1
+    assert asyncio.run(_listing(pages).find_batch({"lotlens_shard_id": "none"})) is None
+
+
+def test_listing_the_stages_batches_reads_every_page() -> None:
+    pages: list[httpx2.Request] = []
+    found = asyncio.run(_listing(pages).find_batches({}))
+    assert [b["id"] for b in found] == [f"b{i}" for i in range(6)] and len(pages) == 3
+
+
 def test_a_long_output_line_is_read_in_time_linear_in_its_size() -> None:
     """Each chunk was appended to what was pending and the whole split again: a 32 MB line in 16 KB
     chunks took 26 s (a 200 MB line about an hour), blocking the stage's loop. Linear, four times

@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -19,19 +20,23 @@ from lotlens_common.events import (
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import submit
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import postgres_stage
+from lotlens_common.stage.submit import flush_due, recover_building
 from tests.conftest import ROOT, new_id
 from tests.events import read_events
 from tests.integration.stage.helpers import (
     STAGE,
     completed_lots,
+    create_batch,
     drive,
     job_events,
     lot_statuses,
     publish_lots,
+    runtime,
     stage_env,
     submit_lots,
     submitted_shard,
@@ -80,6 +85,41 @@ def test_a_crash_around_batch_creation_never_loses_or_duplicates_the_batch(
     assert standin.stats()["batches_created"] == len(shards) == 1
     assert json.dumps(lot_statuses(engine, "vision", job_id), sort_keys=True) == json.dumps(
         {f"lot-{i}": store.DONE for i in range(3)}, sort_keys=True)
+
+
+class Crash(BaseException):
+    """The builder dies here."""
+
+
+def test_recovery_reads_only_the_listing_page_that_shows_the_shards_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A dead builder's batch is looked up by its shard's metadata: every page of the listing (100
+    # batches each, up to 50) was read after the one that showed it, for each such shard.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a"])
+
+    def die(name: str) -> None:
+        if name == "vision.after_batch_created":
+            raise Crash(name)
+
+    async def scenario() -> int:
+        async with runtime(settings, engine, standin) as rt:
+            for i in range(100):  # the stage's older batches: a second page
+                await create_batch(rt, tmp_path, new_id("job-older-"), f"vision-older-{i}", ["lot-0"])
+            monkeypatch.setattr(submit, "fault_point", die)
+            with pytest.raises(Crash):
+                await flush_due(rt)
+            monkeypatch.undo()
+            before = standin.recorder.exchanges
+            await recover_building(rt)
+            return standin.recorder.exchanges - before
+
+    exchanges = asyncio.run(scenario())
+    assert exchanges == 1  # one page of the listing, nothing else asked of OpenAI
+    events = job_events(settings, settings.topics.vision, job_id, 1)
+    assert [len(e.event.lot_ids) for e in events if isinstance(e.event, VisionBatchSubmitted)] == [1]
+    assert standin.stats()["batches_created"] == 101  # adopted, not built again
 
 
 def test_results_published_again_after_a_crash_keep_their_event_ids(

@@ -234,6 +234,8 @@ class FakeBatches:
     reads: list[str] = field(default_factory=list)  # every file whose lines were read
     deleted: list[str] = field(default_factory=list)
     uploaded_bytes: dict[str, int] = field(default_factory=dict)  # each upload's size, kept after deletion
+    page_size: int = 100  # batches a page of the listing holds (OpenAI's largest `limit`)
+    pages_listed: int = 0  # pages of the listing read
     _ids: Iterator[int] = field(default_factory=itertools.count)
 
     def _raise(self, method: str) -> None:
@@ -288,11 +290,23 @@ class FakeBatches:
             self._run(batch, self.finish)
         return dict(batch)
 
+    def _listed(self, metadata_match: Mapping[str, str], limit_pages: int) -> Iterator[dict[str, Any]]:
+        """The matching batches, newest first, a page of `page_size` read at a time (counted)."""
+        self._raise("list")
+        newest_first = list(reversed(self.batches.values()))
+        for start in range(0, min(max(len(newest_first), 1), limit_pages * self.page_size), self.page_size):
+            self.pages_listed += 1
+            for batch in newest_first[start:start + self.page_size]:
+                if all(batch["metadata"].get(k) == v for k, v in metadata_match.items()):
+                    yield dict(batch)
+
     async def find_batches(self, metadata_match: Mapping[str, str],
                            limit_pages: int = 50) -> list[dict[str, Any]]:
-        self._raise("list")
-        return [dict(b) for b in reversed(self.batches.values())
-                if all(b["metadata"].get(k) == v for k, v in metadata_match.items())]
+        return list(self._listed(metadata_match, limit_pages))
+
+    async def find_batch(self, metadata_match: Mapping[str, str],
+                         limit_pages: int = 50) -> dict[str, Any] | None:
+        return next(self._listed(metadata_match, limit_pages), None)
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("cancel")

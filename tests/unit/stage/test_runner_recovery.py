@@ -3,6 +3,7 @@ crashes at each step, lost locks, a refused key (in-memory ports)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
 
@@ -146,6 +147,32 @@ def test_a_crash_at_each_step_is_recovered_without_a_second_batch(
     world.rounds(2)
     assert len(world.batches.batches) == 1
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1", "job-1-lot-2"]
+
+
+def test_recovery_stops_listing_at_the_page_that_shows_the_shards_batch(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Recovery looks a dead builder's batch up by its shard's metadata; every page of the listing
+    # was read after the one that showed it (up to 50 pages, 5,000 batches, for each such shard).
+    def die(name: str) -> None:
+        if name == "vision.after_batch_created":
+            raise Crash(name)
+
+    world.batches.page_size = 2
+    for i in range(9):  # older batches of the stage's other shards
+        metadata = record.batch_metadata("vision", "job-0", f"vision-{i}", 1)
+        asyncio.run(world.batches.create_batch("file-x", metadata))
+    monkeypatch.setattr(submit, "fault_point", die)
+    world.store.add(lots(2))
+    with pytest.raises(Crash):
+        world.rounds()
+    monkeypatch.undo()
+    world.restart()
+    world.batches.pages_listed = 0
+    asyncio.run(submit.recover_building(world.stage))
+    pages = world.batches.pages_listed
+    assert pages == 1
+    assert [s.status for s in world.store.shards_by_id.values()] == ["submitted"]
+    assert len(world.batches.batches) == 10  # adopted, not built again
 
 
 def test_a_building_shard_another_instance_holds_is_left_to_it(world: World) -> None:

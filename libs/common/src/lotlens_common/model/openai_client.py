@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,8 @@ MAX_RETRY_WAIT_S = 60.0
 # A request timeout and a lock conflict: the SDK's own retry policy asks both again.
 _PASSING_4XX = frozenset({408, 409})
 _BACKOFF_BASE_S = 0.5
+# Batches a page of the listing holds: the most the API's `limit` takes.
+LIST_PAGE_SIZE = 100
 
 
 def make_openai_client(api_key: str | None, base_url: str | None, timeout: float) -> openai.AsyncOpenAI:
@@ -167,19 +169,36 @@ class OpenAIBatches:
 
     async def find_batches(self, metadata_match: Mapping[str, str],
                            limit_pages: int = 50) -> list[dict[str, Any]]:
-        """Batches (newest first) whose metadata holds every given pair: recovery after a crash."""
-        found: list[dict[str, Any]] = []
+        """Batches (newest first) whose metadata holds every given pair, from up to `limit_pages`
+        pages of the listing: the reconciler's and the watcher's view of the stage's batches."""
         with mapped_errors():
-            page = await self._client.batches.list(limit=100)
-            for _ in range(limit_pages):
-                for batch in page.data:
-                    metadata = batch.metadata or {}
-                    if all(metadata.get(key) == value for key, value in metadata_match.items()):
-                        found.append(batch.to_dict())
-                if not page.has_next_page():
-                    break
-                page = await page.get_next_page()
-        return found
+            return [batch async for batch in self._matching(metadata_match, limit_pages)]
+
+    async def find_batch(self, metadata_match: Mapping[str, str],
+                         limit_pages: int = 50) -> dict[str, Any] | None:
+        """The newest batch whose metadata holds every given pair, or None: recovery of one shard.
+
+        The listing stops at the page that shows it: read to its end (50 pages, 5,000 batches), it
+        cost each dead builder's shard every page after the one that held its batch.
+        """
+        with mapped_errors():
+            async with aclosing(self._matching(metadata_match, limit_pages)) as found:
+                async for batch in found:
+                    return batch
+        return None
+
+    async def _matching(self, metadata_match: Mapping[str, str],
+                        limit_pages: int) -> AsyncGenerator[dict[str, Any], None]:
+        """The listed batches whose metadata holds every given pair, a page read when needed."""
+        page = await self._client.batches.list(limit=LIST_PAGE_SIZE)
+        for _ in range(limit_pages):
+            for batch in page.data:
+                metadata = batch.metadata or {}
+                if all(metadata.get(key) == value for key, value in metadata_match.items()):
+                    yield batch.to_dict()
+            if not page.has_next_page():
+                return
+            page = await page.get_next_page()
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         """Ask the API to cancel a batch, once; it goes through `cancelling` to `cancelled`.

@@ -52,7 +52,13 @@ class BatchesPort(Protocol):
 
     async def find_batches(self, metadata_match: Mapping[str, str],
                            limit_pages: int = 50) -> list[dict[str, Any]]:
-        """Batches whose metadata contains all these pairs, newest first."""
+        """Batches whose metadata contains all these pairs, newest first, from every page read."""
+        ...
+
+    async def find_batch(self, metadata_match: Mapping[str, str],
+                         limit_pages: int = 50) -> dict[str, Any] | None:
+        """The newest batch whose metadata contains all these pairs (None if none): no page is
+        read after the one that shows it."""
         ...
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:

@@ -105,8 +105,7 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
-                found = (await stage.batches.find_batches({SHARD_KEY: shard.shard_id})
-                         if lots else [])
+                found = await stage.batches.find_batch({SHARD_KEY: shard.shard_id}) if lots else None
                 action = lifecycle.for_building(len(lots), found)
                 if isinstance(action, lifecycle.CloseEmpty):
                     stage.store.close_shard(shard.shard_id, "empty", None)

@@ -143,6 +143,11 @@ class DirectBatches:
         return [dict(batch) for batch in reversed(self.batches.values())
                 if all(batch["metadata"].get(k) == v for k, v in metadata_match.items())]
 
+    async def find_batch(self, metadata_match: Mapping[str, str],
+                         limit_pages: int = 50) -> dict[str, Any] | None:
+        """This process's newest batch with these metadata pairs."""
+        return next(iter(await self.find_batches(metadata_match, limit_pages)), None)
+
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
         """Nothing to cancel: a direct batch is finished when created."""
         return await self.retrieve_batch(batch_id)

@@ -109,10 +109,11 @@ class CancelDuplicate:
     """A running batch whose lots are on record elsewhere: cancel it before it spends twice."""
 
 
-def for_building(lots_left: int, found: Sequence[Mapping[str, Any]]) -> Build | Adopt | CloseEmpty:
-    """A shard left `building` by a builder that died: adopt its batch if one exists."""
-    if found:
-        return Adopt(str(found[0]["id"]))
+def for_building(lots_left: int, found: Mapping[str, Any] | None) -> Build | Adopt | CloseEmpty:
+    """A shard left `building` by a builder that died: adopt its batch (the newest one found by
+    its metadata) if one exists."""
+    if found is not None:
+        return Adopt(str(found["id"]))
     return Build() if lots_left else CloseEmpty()
 
 
