@@ -73,6 +73,21 @@ def test_results_of_a_running_job_are_202_not_completed(gateway: Gateway, engine
         assert body["progress"]["completion_percentage"] == 25.0 and "message" in body
 
 
+def test_a_job_slower_than_its_estimate_shows_an_end_still_ahead(gateway: Gateway, engine: Engine) -> None:
+    # Created 3 h ago and estimated at 1 h, with 1 of its 4 lots done: at that pace, 9 h to go.
+    job_id = insert_running_job(engine, gateway.client_id, created_at=datetime.now(UTC) - timedelta(hours=3))
+    asked = datetime.now(UTC)
+    status = gateway.get_job(STATUS, job_id).json()["progress"]
+    pending = gateway.get_job(RESULTS, job_id).json()["progress"]
+    jobs = gateway.list_jobs("limit=100").json()["jobs"]
+    listed = next(job["progress"] for job in jobs if job["id"] == job_id)
+    answered = datetime.now(UTC)
+    for progress in (status, pending, listed):
+        shown = datetime.fromisoformat(progress["estimated_completion"])
+        ahead, slack = timedelta(hours=9), timedelta(seconds=2)
+        assert asked + ahead - slack <= shown <= answered + ahead + slack, progress
+
+
 def test_results_of_a_finished_job_list_every_lot_in_request_order(gateway: Gateway, engine: Engine) -> None:
     lots = make_lots(3)
     job_id = insert_finished_job(engine, gateway.client_id, lots, ["en", "fr", "de"],

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, literal, select, tuple_
 
 from lotlens_common.clock import iso
+from lotlens_common.events import TERMINAL_JOB_STATUSES
 from lotlens_common.model.usage import Usage, total
 from lotlens_common.tables import descriptions, jobs, lots, webhook_attempts, webhook_deliveries
 
 STREAM_CHUNK = 1000
+# The least a running job's revised estimate lies ahead: every lot counted done still leaves the
+# job's last projection and its JobCompleted.
+LAST_STEPS = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,21 @@ class JobView:
         if not self.total_lots:
             return 0.0
         return round(100.0 * (self.processed_lots + self.failed_lots) / self.total_lots, 1)
+
+    def expected_completion(self, now: datetime) -> datetime | None:
+        """When the job should end, as the API shows it at `now`.
+
+        The intake's estimate until it has passed; after that, while the job still runs, the pace
+        so far carried over the lots left (with none done yet, the first estimate's span again).
+        Unrevised, a job slower than its estimate showed an end in the past to every poller.
+        """
+        first = self.estimated_completion
+        if first is None or first > now or self.status in TERMINAL_JOB_STATUSES:
+            return first
+        started = self.created_at or now
+        done = self.processed_lots + self.failed_lots
+        left = (now - started) * (self.total_lots - done) / done if done else first - started
+        return now + max(left, LAST_STEPS)
 
 
 def get_job(conn: Connection, job_id: str) -> JobView | None:

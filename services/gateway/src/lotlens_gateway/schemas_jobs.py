@@ -19,7 +19,9 @@ class Progress(BaseModel):
     processed_lots: int
     failed_lots: int
     completion_percentage: float = Field(examples=[67.0])
-    estimated_completion: str | None
+    estimated_completion: str | None = Field(description=(
+        "The intake's estimate; once it has passed while the job still runs, revised at each read "
+        "from the pace so far over the lots left, so it never lies in the past"))
 
 
 class ProcessingDetails(BaseModel):

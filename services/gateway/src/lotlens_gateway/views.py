@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from lotlens_common.clock import iso
@@ -19,14 +20,14 @@ STAGES = {
 }
 
 
-def progress(job: JobView) -> dict[str, Any]:
-    """The `progress` block."""
+def progress(job: JobView, now: datetime) -> dict[str, Any]:
+    """The `progress` block at `now`."""
     return {
         "total_lots": job.total_lots,
         "processed_lots": job.processed_lots,
         "failed_lots": job.failed_lots,
         "completion_percentage": job.completion_percentage,
-        "estimated_completion": iso(job.estimated_completion),
+        "estimated_completion": iso(job.expected_completion(now)),
     }
 
 
@@ -43,7 +44,7 @@ def processing_details(job: JobView, batches: dict[str, list[str]]) -> dict[str,
     }
 
 
-def status_body(job: JobView, batches: dict[str, list[str]]) -> dict[str, Any]:
+def status_body(job: JobView, batches: dict[str, list[str]], now: datetime) -> dict[str, Any]:
     """`GET /api/v1/batch-status/{job_id}`."""
     details = processing_details(job, batches)
     return {
@@ -53,7 +54,7 @@ def status_body(job: JobView, batches: dict[str, list[str]]) -> dict[str, Any]:
         "updated_at": iso(job.updated_at),
         "completed_at": iso(job.completed_at),
         "cancelled_at": iso(job.cancelled_at),
-        "progress": progress(job),
+        "progress": progress(job, now),
         "languages": job.languages,
         "processing_details": details,
         # The 1.x document shows the batch ids at the top level.
@@ -66,7 +67,7 @@ def status_body(job: JobView, batches: dict[str, list[str]]) -> dict[str, Any]:
     }
 
 
-def job_item(job: JobView) -> dict[str, Any]:
+def job_item(job: JobView, now: datetime) -> dict[str, Any]:
     """One entry of `GET /api/v1/batch-jobs`."""
     return {
         "id": job.job_id,
@@ -78,7 +79,7 @@ def job_item(job: JobView) -> dict[str, Any]:
         "processed_lots": job.processed_lots,
         "failed_lots": job.failed_lots,
         "languages": job.languages,
-        "progress": progress(job),
+        "progress": progress(job, now),
         "webhook_configured": job.webhook_configured,
         "error_message": job.error_message,
     }
@@ -89,12 +90,12 @@ def is_terminal(job: JobView) -> bool:
     return job.status in TERMINAL_JOB_STATUSES
 
 
-def not_completed_body(job: JobView) -> dict[str, Any]:
+def not_completed_body(job: JobView, now: datetime) -> dict[str, Any]:
     """The 202 answer of the results endpoints while the job runs."""
     return {
         "error": "Job not completed",
         "status": job.status,
-        "progress": progress(job),
+        "progress": progress(job, now),
         "message": f"Job is currently {job.status}. Results will be available when status is 'completed'.",
     }
 
