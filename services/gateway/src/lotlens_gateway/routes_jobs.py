@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
-from lotlens_common.clock import iso, utc_now
+from lotlens_common.clock import iso
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
@@ -39,13 +39,13 @@ _NOT_COMPLETED: dict[int | str, dict[str, Any]] = {
 async def batch_status(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """The job's status document."""
     job, batches = await run_in_threadpool(deps.store.status_for_client, job_id, client_id)
-    return JSONResponse(status_body(job, batches, utc_now()))
+    return JSONResponse(status_body(job, batches, deps.clock()))
 
 
 async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> Response:
     job, document = await run_in_threadpool(deps.store.job_and, job_id, client_id, small_document)
     if not is_terminal(job):
-        return JSONResponse(not_completed_body(job, utc_now()), status_code=202)
+        return JSONResponse(not_completed_body(job, deps.clock()), status_code=202)
     attachment = f'attachment; filename="batch_results_{job_id}.json"'
     headers = {"Content-Disposition": attachment} if download else {}
     if document is not None:
@@ -121,7 +121,7 @@ async def batch_jobs(
     """One page of jobs and the pagination block."""
     where = JobFilter(status=status, created_after=_utc(created_after), created_before=_utc(created_before))
     found, total = await run_in_threadpool(deps.store.jobs_for_client, client_id, where, limit, offset)
-    now = utc_now()
+    now = deps.clock()
     return JSONResponse({
         "jobs": [job_item(job, now) for job in found],
         "pagination": {"limit": limit, "offset": offset, "total": total,
