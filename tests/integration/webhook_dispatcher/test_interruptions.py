@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
@@ -61,6 +61,26 @@ def test_a_delivery_that_keeps_killing_its_dispatcher_is_given_up_after_five_int
         with running(dispatcher_settings(config, new_id("g-")), db):
             seen = events.until(lambda seen: bool(of(WebhookFailed, seen)))
     assert hooks.on("/poison") == [] and of(WebhookFailed, seen)[0].error.startswith("interrupted")
+
+
+def test_an_interrupted_attempt_is_recorded_even_when_the_next_attempt_breaks_before_sending(
+        config, db, events):
+    # Its record went out only with the next attempt's outcome: an attempt that broke before its
+    # POST (here the secrets cannot be read) took the record with it, and of a delivery that broke
+    # every time only the last interrupted attempt was ever published.
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/broken"
+        job_id = insert_finished_job(db, [url])
+        left_sending(db, job_id, url, attempts=2)
+        with db.begin() as conn:
+            conn.execute(text("DROP TABLE client_webhook_secrets"))
+        quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
+        with running(quick, db):
+            seen = events.until(lambda seen: bool(of(WebhookFailed, seen)))
+    assert hooks.on("/broken") == []
+    recorded = of(WebhookAttempted, seen, url)
+    assert sorted(e.attempt for e in recorded) == [2, 3, 4, 5, 6, 7]
+    assert all(e.error.startswith("interrupted") for e in recorded)
 
 
 class KafkaDown(EventProducer):

@@ -28,13 +28,18 @@ class RetryPolicy:
 class Verdict:
     """The delivery's next state and the events that say so.
 
-    `pending` (retry at `due`), `delivered`, `failed`; `sending` only for an interrupted attempt,
-    whose record goes out with the next attempt's.
+    `pending` (retry at `due`), `delivered`, `failed`; `sending` only for an interrupted attempt's
+    record, published on its own while the next attempt is under way.
     """
 
     status: str
     events: list[Event]
     due: datetime | None = None
+
+    @property
+    def record_only(self) -> bool:
+        """Events to publish and nothing more: the delivery's row is the next attempt's to store."""
+        return self.status == "sending"
 
 
 def judge(delivery: Delivery, outcome: AttemptOutcome, started: datetime, now: datetime,

@@ -14,7 +14,9 @@ host are not even claimed, so a slow endpoint only ever holds its own slots. Out
 published to Kafka first and written to the queue second: a crash in between repeats an event
 (the projection is keyed by delivery and attempt) but never loses one. Outcomes that cannot be
 stored are kept and tried again; an attempt whose outcome was never written (its instance died)
-is taken up again as interrupted once its lease runs out, and sent again.
+is taken up again as interrupted once its lease runs out, and sent again; the interrupted
+attempt's record goes to the recorder at once, on its own, so it is published whatever becomes
+of the attempt that follows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import httpx2
@@ -201,19 +203,19 @@ class Dispatcher:
 
     def _attempt(self, delivery: Delivery) -> None:
         lost = interrupted(delivery, self._clock())
-        if lost is not None and lost.status == "failed":
+        if lost is not None:
+            # Handed to the recorder now, not with this attempt's outcome: an attempt that broke
+            # before its POST (secrets or read models unreadable, the lease lost) took the record
+            # with it. The recorder publishes it while the POST goes on, so a Kafka outage holds
+            # the record back, never the attempt.
             self._finish(delivery, lost)
-            return
+            if not lost.record_only:
+                return  # interrupted too often: given up
         started = self._clock()
         outcome = self._send(delivery)
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
             outcome.latency_ms / 1000)
-        verdict = judge(delivery, outcome, started, self._clock(), self._policy, self._rng)
-        if lost is not None:
-            # Recorded with this attempt's outcome: published on its own first, a Kafka outage made
-            # the attempt fail before its POST, interrupted again, over and over.
-            verdict = replace(verdict, events=[*lost.events, *verdict.events])
-        self._finish(delivery, verdict)
+        self._finish(delivery, judge(delivery, outcome, started, self._clock(), self._policy, self._rng))
 
     def _send(self, delivery: Delivery) -> AttemptOutcome:
         s = self._settings
@@ -306,36 +308,45 @@ class Dispatcher:
         lease_s = self._settings.lease_s
         try:
             with self._engine.begin() as conn:
-                held = [outcome for outcome in unstored
-                        if dispatch_queue.renew(conn, outcome.delivery, self._clock(), lease_s)]
+                # An interrupted attempt's record is kept whoever holds the delivery now: that
+                # attempt is over, and its record is due however the delivery goes on.
+                held = [outcome for outcome in unstored if outcome.verdict.record_only
+                        or dispatch_queue.renew(conn, outcome.delivery, self._clock(), lease_s)]
         except DBAPIError:
             return unstored  # PostgreSQL down too: the fence refuses their records if taken over
         self._forget([outcome.delivery for outcome in unstored if outcome not in held])
         return held
 
     def _record(self, group: list[_Outcome]) -> bool:
-        """Publish the group's events and store its outcomes; False when that failed (nothing stored)."""
+        """Publish the group's events and store its outcomes; False when that failed (nothing stored).
+
+        An interrupted attempt's record is only published: the delivery's row belongs to the
+        attempt under way, which stores its own outcome (and is forgotten with it).
+        """
+        settled = [outcome for outcome in group if not outcome.verdict.record_only]
+        kept = 0
         try:
             # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
             self._producer.publish_many(self._settings.topics.webhooks,
                                         [envelope for outcome in group for envelope in outcome.envelopes])
             self._producer.flush()
-            with self._engine.begin() as conn:
-                kept = dispatch_queue.record_many(
-                    conn, [(o.delivery, o.verdict.status, o.verdict.due) for o in group], self._clock())
+            if settled:
+                with self._engine.begin() as conn:
+                    kept = dispatch_queue.record_many(
+                        conn, [(o.delivery, o.verdict.status, o.verdict.due) for o in settled], self._clock())
         except Exception:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))
             return False
-        if kept < len(group):
+        if kept < len(settled):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
-                        len(group) - kept, len(group))
-        for outcome in group:
+                        len(settled) - kept, len(settled))
+        for outcome in settled:
             delivery, status = outcome.delivery, outcome.verdict.status
             metrics.count_verdict(status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
-        self._forget([outcome.delivery for outcome in group])
+        self._forget([outcome.delivery for outcome in settled])
         return True
 
     def _prune_if_due(self) -> None:
