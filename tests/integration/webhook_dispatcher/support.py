@@ -33,6 +33,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, dispatch_queue, jobs, lots
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
+from lotlens_webhook_dispatcher.worker import Dispatcher
 from tests.conftest import new_id
 from tests.servers import serve
 
@@ -185,18 +186,19 @@ def dispatcher_settings(settings: ServiceSettings, group: str, **changes: Any) -
 
 @contextmanager
 def running(config: DispatcherSettings, engine: Engine, transport: httpx2.BaseTransport | None = None,
-            dispatch_producer: EventProducer | None = None) -> Iterator[None]:
-    """The dispatcher's consumer and delivery loop in threads, stopped on exit."""
+            dispatch_producer: EventProducer | None = None) -> Iterator[Dispatcher]:
+    """The dispatcher's consumer and delivery loop in threads, stopped on exit; yields the
+    delivery loop's `Dispatcher`."""
     stop = threading.Event()
     producers = [EventProducer(config.kafka, "consumer"),
                  dispatch_producer or EventProducer(config.kafka, "dispatcher")]
     new_transport = partial(http_transport, config, transport)
-    threads = [threading.Thread(target=work, args=(stop,), daemon=True)
-               for work in workers(config, engine, new_transport, *producers).values()]
+    made = workers(config, engine, new_transport, *producers)
+    threads = [threading.Thread(target=work, args=(stop,), daemon=True) for work in made.values()]
     for thread in threads:
         thread.start()
     try:
-        yield
+        yield made["deliveries"].__self__  # type: ignore[attr-defined]  # the bound `Dispatcher.run`
     finally:
         stop.set()
         for thread in threads:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx2
 import pytest
 import standardwebhooks
 from prometheus_client import REGISTRY
@@ -138,6 +139,19 @@ def test_a_slow_endpoint_holds_only_its_own_slots(config, db, events):
     assert slow.max_active == 4
     # Had it waited for a slot, it would have waited a whole slow answer (0.6 s) at least.
     assert fast.arrived[0].at - min(r.at for r in slow.arrived) < 0.55
+
+
+def test_hosts_with_no_attempt_under_way_are_not_kept(config, db, events):
+    # Kept at zero, the per-host counts held every host ever sent to: months of per-lot webhooks
+    # to many hosts grew them without bound.
+    urls = [f"https://shop-{n}.example.com/hooks" for n in range(40)]
+    job_id = insert_finished_job(db, [*urls, None])
+    publish_completed(config, job_id)
+    answering = httpx2.MockTransport(lambda _request: httpx2.Response(200))
+    with running(dispatcher_settings(config, new_id("g-")), db, answering) as dispatcher:
+        events.until(lambda seen: len(of(WebhookDelivered, seen)) == 40)
+        wait_for(lambda: sum(dispatcher.hosts_in_flight().values()) == 0)
+        assert dispatcher.hosts_in_flight() == {}
 
 
 def test_a_redelivered_job_completed_creates_no_second_delivery(config, db, events):

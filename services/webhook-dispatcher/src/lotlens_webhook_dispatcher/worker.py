@@ -94,7 +94,8 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._policy = RetryPolicy(settings.webhook_retry_intervals_s, settings.webhook_jitter,
                                    settings.webhook_retry_after_cap_s)
-        # Attempts under way, per host; and every claimed delivery not yet recorded.
+        # Attempts under way, per host (only hosts with some); and every claimed delivery not yet
+        # recorded.
         self._hosts: Counter[str] = Counter()
         self._sending = 0
         self._in_flight: set[str] = set()
@@ -105,6 +106,11 @@ class Dispatcher:
         self._finished: queue.Queue[_Outcome] = queue.Queue()
         self._finished_jobs = FinishedJobs(engine)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
+
+    def hosts_in_flight(self) -> dict[str, int]:
+        """Attempts under way per host (the per-host limit's bookkeeping)."""
+        with self._lock:
+            return dict(self._hosts)
 
     def wake(self) -> None:
         """Claim at once (deliveries were just scheduled) instead of at the next poll."""
@@ -153,7 +159,7 @@ class Dispatcher:
         with self._lock:
             capacity = min(s.webhook_concurrency - self._sending,
                            UNRECORDED_PER_SLOT * s.webhook_concurrency - len(self._in_flight))
-            room = {host: s.webhook_per_host_concurrency - n for host, n in self._hosts.items() if n}
+            room = {host: s.webhook_per_host_concurrency - n for host, n in self._hosts.items()}
             mine = list(self._in_flight)
         if capacity <= 0:
             return []
@@ -186,6 +192,10 @@ class Dispatcher:
         """The attempt's HTTP call is over: its slot (and its host's) can take another claim."""
         with self._lock:
             self._hosts[delivery.host] -= 1
+            if self._hosts[delivery.host] <= 0:
+                # Kept at zero, every host ever sent to stayed: per-lot webhooks to many hosts
+                # grew the counts without bound.
+                del self._hosts[delivery.host]
             self._sending -= 1
             metrics.IN_FLIGHT.set(self._sending)
         self._wake.set()
