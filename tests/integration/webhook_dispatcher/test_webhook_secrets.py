@@ -12,8 +12,10 @@ from sqlalchemy import Engine
 
 from lotlens_client import verify_standard_webhook, verify_webhook
 from lotlens_common import webhook_secrets
+from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookDelivered
 from lotlens_common.settings import ServiceSettings
+from lotlens_webhook_dispatcher import dispatch_queue
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -27,6 +29,7 @@ from tests.integration.webhook_dispatcher.support import (
     publish_completed,
     receiver,
     running,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -77,3 +80,27 @@ def test_during_a_rotation_both_secrets_sign_and_after_the_overlap_only_the_new_
         with pytest.raises(standardwebhooks.WebhookVerificationError):
             standardwebhooks.Webhook(retired).verify(body, headers)
         assert not verify_standard_webhook(body, headers, retired)
+
+
+def test_a_secret_stops_signing_when_its_overlap_ends_though_the_cache_still_holds_it(config, db):
+    # The cache kept a client's secrets for its whole period: a secret whose overlap ended
+    # meanwhile went on signing until the next read (by default up to 10 s; here 10 minutes).
+    old = client_secret(db)
+    cached = dispatcher_settings(config, new_id("g-"), webhook_secrets_cache_s=600.0)
+    with receiver(lambda _r: Reply(200)) as hooks, running(cached, db):
+        with db.begin() as conn:
+            new = webhook_secrets.rotate(conn, CLIENT, timedelta(seconds=3), utc_now())
+        ends = utc_now() + timedelta(seconds=3)
+        for path in ("during", "after"):
+            url = f"{hooks.url}/{path}"
+            job_id = insert_finished_job(db, [url])
+            with db.begin() as conn:  # straight into the schedule: sent within a poll
+                dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+            wait_for(lambda path=path: len(hooks.on(f"/{path}")) == 1)
+            wait_for(lambda: utc_now() > ends + timedelta(seconds=0.2))
+    [during], [after] = hooks.on("/during"), hooks.on("/after")
+    assert len(during.headers["webhook-signature"].split(" ")) == 2
+    assert len(after.headers["webhook-signature"].split(" ")) == 1
+    standardwebhooks.Webhook(new).verify(after.body, after.headers)
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(old).verify(after.body, after.headers)

@@ -44,11 +44,16 @@ def ensure(conn: Connection, client_ids: Iterable[str]) -> None:
 
 def live(conn: Connection, client_id: str, now: datetime) -> list[str]:
     """The secrets that sign a client's deliveries now, the current one first."""
-    query = (select(table.c.secret)
+    return [secret for secret, _ in live_until(conn, client_id, now)]
+
+
+def live_until(conn: Connection, client_id: str, now: datetime) -> list[tuple[str, datetime | None]]:
+    """The secrets that sign a client's deliveries now and when each stops (None: the current one)."""
+    query = (select(table.c.secret, table.c.expires_at)
              .where(table.c.client_id == client_id,
                     or_(table.c.expires_at.is_(None), table.c.expires_at > now))
              .order_by(table.c.expires_at.desc().nulls_first(), table.c.created_at.desc()))
-    return list(conn.execute(query).scalars())
+    return [(secret, expires_at) for secret, expires_at in conn.execute(query)]
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ class DispatcherSettings(ServiceSettings):
     # A JobCompleted replayed from further back schedules its deliveries again, under the same
     # ids: the same `webhook-id`s, which receivers deduplicate.
     webhook_queue_retention_h: float = Field(15 * 24.0, gt=0)
-    # How long a client's webhook secrets are cached (a rotation reaches deliveries this late).
+    # How long a client's webhook secrets are cached (a new secret reaches deliveries this late;
+    # an overlap's end is kept to the second).
     webhook_secrets_cache_s: float = 10.0
     # Where /metrics is served (0: not served; the deployments set 9100).
     metrics_port: int = 0
