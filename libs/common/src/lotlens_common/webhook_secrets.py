@@ -4,7 +4,8 @@ Standard Webhooks signs with the secret's decoded bytes, which is what the offic
 do with a `whsec_` string (`Webhook(secret)`). A client has one current secret (no expiry) and,
 after a rotation, the previous ones until their overlap ends; every live secret signs each
 delivery, so a receiver can switch secrets at any moment of the overlap.
-The gateway makes a missing current secret at start-up; `lotlens-admin clients` shows and rotates.
+The gateway makes a missing current secret at start-up and deletes the secrets whose overlap has
+ended (its relay's minute-ly prune); `lotlens-admin clients` shows and rotates.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import client_webhook_secrets as table
@@ -54,6 +55,11 @@ def live_until(conn: Connection, client_id: str, now: datetime) -> list[tuple[st
                     or_(table.c.expires_at.is_(None), table.c.expires_at > now))
              .order_by(table.c.expires_at.desc().nulls_first(), table.c.created_at.desc()))
     return [(secret, expires_at) for secret, expires_at in conn.execute(query)]
+
+
+def prune(conn: Connection, now: datetime) -> int:
+    """Delete every secret whose overlap has ended (it signs nothing any more); how many."""
+    return int(conn.execute(delete(table).where(table.c.expires_at <= now)).rowcount)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ since the last vacuum, at each poll: published rows leave dead entries in the un
 index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
 
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
-projected them, even through a Kafka outage) and then deleted.
+projected them, even through a Kafka outage) and then deleted. The same minute-ly prune deletes
+clients' webhook secrets whose rotation overlap has ended: the gateway owns that table too.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import SQLAlchemyError
 
+from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import outbox
@@ -258,7 +260,8 @@ class Relay:
 
     def prune(self) -> int:
         """Delete rows published longer than the retention period ago, `PRUNE_ROWS` per
-        transaction and at most `PRUNE_ROUNDS` of those per call; how many went.
+        transaction and at most `PRUNE_ROUNDS` of those per call, and webhook secrets past their
+        overlap; how many rows went.
 
         In one statement, an hour after a long Kafka outage each replica deleted the whole backlog
         at once (250,000 rows with their payloads): the replicas queued on each other's row locks
@@ -274,4 +277,9 @@ class Relay:
             pruned += gone
             if gone < PRUNE_ROWS:
                 break
+        with self._engine.begin() as conn:
+            # Kept, every rotated-out secret stayed for good after it stopped signing.
+            retired = webhook_secrets.prune(conn, utc_now())
+        if retired:
+            log.info("deleted %d webhook secrets past their rotation overlap", retired)
         return pruned
