@@ -36,6 +36,14 @@ def pytest_configure(config: pytest.Config) -> None:
         network_guard.install()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whole-stack tests run one at a time, in one worker (`--dist loadgroup`): each starts every
+    service and a stand-in, and two at once on these 2 cores outran their own deadlines."""
+    for item in items:
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("stack"))
+
+
 @pytest.fixture(autouse=True)
 def no_dns_lookups() -> Iterator[None]:
     """Fail a test whose code asked DNS for a name (see `tests/network_guard.py`)."""
@@ -84,7 +92,10 @@ def _test_database(url: str) -> str:
     """A database of the tests' own beside the given one, so a running `make up` stack (which
     works on the given database) never picks up the tests' rows, nor the tests its rows."""
     given = make_url(url)
-    name = f"{given.database}_test"
+    # One per pytest-xdist worker too: a stage loop or projector under test claims whatever rows
+    # its tables hold, so two workers' tests on one database took each other's lots.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    name = f"{given.database}_test" + (f"_{worker}" if worker else "")
     admin = create_engine(given, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
