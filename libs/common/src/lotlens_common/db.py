@@ -1,4 +1,4 @@
-"""Database engine creation, schema migration (Alembic, serialised by an advisory lock), and the
+"""Database engine creation, schema migration (Alembic, serialised by a session advisory lock), and the
 ways statements take a set of rows: one JSON document (`json_rows`), or COPY (`copy_in`,
 `append_rows`) where rows are only appended."""
 
@@ -16,7 +16,7 @@ import orjson
 from psycopg2.errors import LockNotAvailable, UniqueViolation
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
@@ -99,12 +99,18 @@ class LockPatience:
     A migration's `ALTER TABLE` waiting behind a long reader holds every later statement on that
     table in the queue behind it: intake, polling and the stages stop while it waits. Giving up
     after `wait_s` lets them through; the migration tries again until `give_up_after_s` (inside
-    the migrate Job's deadline), then fails and the Job retries it.
+    the migrate Job's deadline), then fails and the Job retries it. The same limit bounds a
+    concurrent index build's waits for older transactions: one that gives way leaves an invalid
+    index, which the migration's next try drops and builds again.
     """
 
     wait_s: float = 5.0
     pause_s: float = 2.0
     give_up_after_s: float = 600.0
+
+
+# How often a migrator waiting for another one asks for the migrations' lock again.
+MIGRATION_LOCK_POLL_S = 0.5
 
 
 def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockPatience()) -> None:
@@ -123,6 +129,8 @@ def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockP
 
 
 def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
+    """One try: the migrations' lock for the session, then each pending migration in a transaction
+    of its own (a migration building an index concurrently commits and works outside one)."""
     # Imported here: Alembic is a fifth of a service's start-up imports and only migrations need it
     # (a consumer restarted after a crash rejoins its group that much sooner).
     from alembic import command
@@ -130,13 +138,52 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        # The advisory lock first, without a limit: a second migrator waits for the first.
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
-        connection.execute(text("SELECT set_config('lock_timeout', :t, true)"),
-                           {"t": f"{int(lock_wait_s * 1000)}ms"})
-        config.attributes["connection"] = connection
-        command.upgrade(config, target)
+    with engine.connect() as connection:
+        _take_migration_lock(connection)
+        try:
+            # For the session, not the transaction: it must hold in the autocommit blocks too.
+            connection.execute(text("SELECT set_config('lock_timeout', :t, false)"),
+                               {"t": f"{int(lock_wait_s * 1000)}ms"})
+            connection.commit()  # Alembic begins each migration's transaction itself
+            config.attributes["connection"] = connection
+            command.upgrade(config, target)
+        finally:
+            _release_migration_lock(connection)
+
+
+def _take_migration_lock(connection: Connection) -> None:
+    """Hold the migrations' lock for the session, waiting outside any transaction for a migrator
+    that has it.
+
+    Session-level, as a concurrent index build commits between its steps. Asked again every
+    `MIGRATION_LOCK_POLL_S` rather than waited for in `pg_advisory_lock`: a session blocked in a
+    statement holds a snapshot, a concurrent index build of the lock's holder waits for every older
+    snapshot to end, and PostgreSQL ended that deadlock by cancelling one of the two migrators.
+    """
+    waiting = False
+    while True:
+        taken = connection.execute(text("SELECT pg_try_advisory_lock(:k)"),
+                                   {"k": MIGRATION_LOCK}).scalar_one()
+        connection.commit()
+        if taken:
+            return
+        if not waiting:
+            log.info("another process is migrating the schema: waiting for it")
+            waiting = True
+        time.sleep(MIGRATION_LOCK_POLL_S)
+
+
+def _release_migration_lock(connection: Connection) -> None:
+    """Give the lock back and the session its own `lock_timeout`, so the pooled connection is as
+    it was; a connection that cannot do that is closed, which ends its session and the lock."""
+    try:
+        connection.rollback()
+        connection.execute(text("RESET lock_timeout"))
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+        connection.commit()
+    except SQLAlchemyError:
+        log.warning("could not release the migrations' lock; closing the connection instead", exc_info=True)
+        connection.invalidate()
 
 
 def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
