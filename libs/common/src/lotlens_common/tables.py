@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    literal_column,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -81,6 +82,17 @@ lots = Table(
     _now(),
     PrimaryKeyConstraint("job_id", "lot_id"),
 )
+
+# A job's lots in request order: by `seq`, then lot id, and a lot projected before its LotSubmitted
+# (no `seq` yet) last. Every reader sorts by this one expression, so one index serves them all; its
+# constant is written into the SQL, not bound, as an index expression matches a constant only.
+LAST_SEQ = 2**31 - 1
+LOT_REQUEST_ORDER = (func.coalesce(lots.c.seq, literal_column(str(LAST_SEQ))), lots.c.lot_id)
+Index("ix_lots_request_order", lots.c.job_id, *LOT_REQUEST_ORDER)
+# One webhook URL's lots, found by the URL's hash (a B-tree entry holds at most 2,704 bytes; intake
+# takes URLs of 8,192 characters): `WHERE md5(webhook) = md5(:url) AND webhook = :url`.
+Index("ix_lots_webhook_order", lots.c.job_id, func.md5(lots.c.webhook), *LOT_REQUEST_ORDER,
+      postgresql_where=lots.c.webhook.is_not(None))
 
 descriptions = Table(
     "descriptions", metadata,

@@ -1,0 +1,112 @@
+"""Migrations that build an index concurrently (outside a transaction, so `lots` keeps taking
+writes): an interrupted build is rebuilt by the next run, and two migrators still take turns."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
+
+from lotlens_common.db import LockPatience, migrate
+from lotlens_common.migrate import schema_current
+from tests.conftest import Infra, own_schema
+
+pytestmark = pytest.mark.integration
+
+BEFORE = "0019_outbox_client_events"  # the next migration, 0020, builds indexes on lots concurrently
+BUILT = ("ix_lots_request_order", "ix_lots_webhook_order")
+
+
+@pytest.fixture()
+def behind(infra: Infra, engine: Engine) -> Iterator[Engine]:
+    """A schema at 0019 as a database made before 0020 has it (0001's create_all, from today's
+    models, makes the indexes on a new one), with lots to index."""
+    with own_schema(infra, engine, BEFORE) as own:
+        with own.begin() as conn:
+            conn.execute(text(f"DROP INDEX IF EXISTS {', '.join(BUILT)}"))
+            conn.execute(text("INSERT INTO lots (job_id, lot_id, seq, webhook) SELECT 'job-' || n % 10, "
+                              "'lot-' || n, n, 'https://hooks.example.com/' || n % 3 "
+                              "FROM generate_series(1, 1000) n"))
+        yield own
+
+
+def indexes(conn: Connection) -> dict[str, bool]:
+    """The built indexes of `lots` in the schema, and whether each is valid."""
+    rows = conn.execute(text("SELECT c.relname, i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = "
+                             "i.indexrelid WHERE i.indrelid = to_regclass('lots') AND c.relname = ANY(:n)"),
+                        {"n": list(BUILT)}).all()
+    return {str(name): bool(valid) for name, valid in rows}
+
+
+def revision(conn: Connection) -> str:
+    return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
+
+
+def test_a_build_given_up_leaves_an_invalid_index_that_the_next_run_drops_and_builds_again(
+        behind: Engine) -> None:
+    # A concurrent build waits for every older snapshot; a transaction holding one past the
+    # migration's patience makes it give up, as a killed migrate Job would, half done.
+    with behind.connect() as report:
+        report.execution_options(isolation_level="REPEATABLE READ")
+        report.execute(text("SELECT count(*) FROM jobs"))
+        with pytest.raises(OperationalError, match="lock timeout"):
+            migrate(behind, patience=LockPatience(wait_s=0.3, pause_s=0.1, give_up_after_s=1))
+        report.rollback()
+    with behind.connect() as conn:
+        assert indexes(conn) == {BUILT[0]: False}  # CREATE INDEX ... IF NOT EXISTS would keep it
+        assert revision(conn) == BEFORE
+    migrate(behind)
+    migrate(behind)  # a second run finds nothing to do
+    with behind.connect() as conn:
+        assert indexes(conn) == dict.fromkeys(BUILT, True)
+        assert revision(conn) == "0020_lots_request_order"
+    assert schema_current(behind)
+
+
+def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others_index_build(
+        behind: Engine) -> None:
+    # A migrator blocked in pg_advisory_lock holds a snapshot, which the index build of the one
+    # holding the lock waits for: PostgreSQL found the deadlock and cancelled one of them.
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(behind, patience=LockPatience(wait_s=30))
+        except BaseException as exc:  # the assertion below reports it
+            failures.append(exc)
+
+    with behind.connect() as writer:  # a write in progress on lots: the first build waits for it
+        writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
+        first = threading.Thread(target=run)
+        first.start()
+        _wait_for(lambda: _building(behind), "the first migrator to start its build")
+        second = threading.Thread(target=run)
+        second.start()
+        time.sleep(1.5)  # the second waits for the lock; PostgreSQL looks for deadlocks after 1 s
+        assert first.is_alive() and second.is_alive()
+        writer.commit()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert not failures, failures
+    with behind.connect() as conn:
+        assert indexes(conn) == dict.fromkeys(BUILT, True)
+        assert revision(conn) == "0020_lots_request_order"
+
+
+def _building(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+            "query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'")).scalar_one())
+
+
+def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout_s} s for {what}")
+        time.sleep(0.05)
