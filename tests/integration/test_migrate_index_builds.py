@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common.db import LockPatience, migrate
 from lotlens_common.migrate import schema_current
+from lotlens_result_store.shadow import hold_migrations
 from tests.conftest import Infra, own_schema
 
 pytestmark = pytest.mark.integration
@@ -95,6 +96,42 @@ def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others
     with behind.connect() as conn:
         assert indexes(conn) == dict.fromkeys(BUILT, True)
         assert revision(conn) == "0020_lots_request_order"
+
+
+def test_a_projections_rebuild_waiting_for_the_migrations_lock_is_not_cancelled_by_an_index_build(
+        behind: Engine) -> None:
+    # `lotlens-admin projections rebuild` holds the migrations' lock while it makes its shadow
+    # tables and at its swap. Blocked in pg_advisory_xact_lock it held a snapshot that the
+    # migrator's build waits for, and PostgreSQL cancelled one of the two as a deadlock.
+    failures: list[BaseException] = []
+
+    def migrator() -> None:
+        try:
+            migrate(behind, patience=LockPatience(wait_s=30))
+        except BaseException as exc:  # the assertion below reports it
+            failures.append(exc)
+
+    def rebuild_step() -> None:
+        try:
+            with behind.connect() as conn, conn.begin():
+                hold_migrations(conn)
+        except BaseException as exc:
+            failures.append(exc)
+
+    with behind.connect() as writer:
+        writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
+        first = threading.Thread(target=migrator)
+        first.start()
+        _wait_for(lambda: _building(behind), "the migrator to start its build")
+        rebuild = threading.Thread(target=rebuild_step)
+        rebuild.start()
+        time.sleep(1.5)  # PostgreSQL looks for deadlocks after 1 s
+        writer.commit()
+    first.join(timeout=60)
+    rebuild.join(timeout=60)
+    assert not failures, failures
+    with behind.connect() as conn:
+        assert indexes(conn) == dict.fromkeys(BUILT, True)
 
 
 def _building(engine: Engine) -> bool:

@@ -8,10 +8,11 @@ tables look exactly like the ones they replace to every later migration.
 from __future__ import annotations
 
 import re
+import time
 
 from sqlalchemy import Connection, text
 
-from lotlens_common.db import MIGRATION_LOCK
+from lotlens_common.db import MIGRATION_LOCK, MIGRATION_LOCK_POLL_S
 from lotlens_common.tables import READ_MODELS
 
 SHADOW = "lotlens_rebuild"
@@ -46,9 +47,16 @@ def create_shadow(conn: Connection, live: str) -> None:
 
 
 def hold_migrations(conn: Connection) -> None:
-    """Keep migrations out until the transaction ends (taken before the tables' locks, in the
-    order a migration takes them)."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+    """Keep migrations out until the transaction ends (taken first, before the tables' locks, in
+    the order a migration takes them).
+
+    Asked again every `MIGRATION_LOCK_POLL_S` rather than waited for: blocked in
+    pg_advisory_xact_lock, the transaction held a snapshot that a migrator's concurrent index
+    build waits for, and PostgreSQL cancelled one of the two as a deadlock. Between two tries it
+    holds none.
+    """
+    while not conn.execute(text("SELECT pg_try_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK}).scalar_one():
+        time.sleep(MIGRATION_LOCK_POLL_S)
 
 
 def schema_changed(conn: Connection, live: str) -> str | None:
