@@ -238,11 +238,6 @@ class Dispatcher:
         body = payloads.part_body(payloads.head(job),
                                   self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
                                   delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
-        if not self._lease_fresh(delivery):
-            with self._engine.begin() as conn:
-                # Building the body or publishing stalled: send only if the lease still holds.
-                if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
-                    raise LeaseLost(delivery.delivery_id)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
@@ -251,6 +246,12 @@ class Dispatcher:
             **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
                               int(self._clock().timestamp()), body),
         }
+        if not self._lease_fresh(delivery):
+            with self._engine.begin() as conn:
+                # Send only if the lease still holds; checked after the last read (the secrets'):
+                # one stalled past the lease POSTed an attempt another instance may have taken.
+                if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
+                    raise LeaseLost(delivery.delivery_id)
         parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
         with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
                 "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
