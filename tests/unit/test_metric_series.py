@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 
 from prometheus_client import REGISTRY, CollectorRegistry
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common import dead_letters
 from lotlens_common.model.errors import (
@@ -22,6 +23,7 @@ from lotlens_common.model.errors import (
 )
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_webhook_dispatcher import metrics as dispatcher_metrics
+from lotlens_webhook_dispatcher.not_started import NotStarted
 from tests.unit.consumer_fakes import FakeMessage, event, run
 
 ONE_OF_EACH_KIND: list[BaseException] = [
@@ -75,3 +77,10 @@ def test_the_gateway_exports_its_model_error_counter_at_zero_from_start() -> Non
 def test_the_dispatcher_exports_both_final_outcomes_at_zero_from_start() -> None:
     no_new_series("webhook_deliveries_total", lambda: [
         dispatcher_metrics.count_verdict(verdict) for verdict in ("delivered", "failed")])
+
+
+def test_the_dispatcher_exports_every_reason_an_attempt_did_not_start_at_zero_from_start() -> None:
+    causes = [OperationalError("SELECT 1", {}, Exception("down")), KeyError("a defect")]
+    no_new_series("lotlens_webhook_attempts_not_started_total", lambda: [
+        dispatcher_metrics.ATTEMPTS_NOT_STARTED.labels(reason=NotStarted("payload", cause).reason).inc()
+        for cause in causes])

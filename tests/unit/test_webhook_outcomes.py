@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
-from lotlens_webhook_dispatcher.outcomes import INTERRUPTED, RetryPolicy, interrupted, judge
+from lotlens_webhook_dispatcher.outcomes import (
+    INTERRUPTED,
+    NOT_STARTED_MIN_DELAY_S,
+    RetryPolicy,
+    interrupted,
+    judge,
+    not_started,
+)
 
 NOW = datetime(2025, 8, 5, 8, 15, tzinfo=UTC)
 POLICY = RetryPolicy((30.0, 60.0, 120.0, 240.0), jitter=0.0, retry_after_cap_s=3600)
@@ -79,3 +86,16 @@ def test_interrupted_attempts_do_not_count_against_the_schedule():
 
 def test_a_fresh_claim_has_nothing_interrupted():
     assert interrupted(_delivery(1), NOW) is None
+
+
+def test_an_attempt_that_broke_before_its_post_is_due_again_after_the_first_interval_unspent():
+    verdict = not_started(NOW, POLICY)
+    assert (verdict.status, verdict.events, verdict.due, verdict.spent) == (
+        "pending", [], NOW + timedelta(seconds=30), False)
+
+
+def test_an_attempt_that_broke_before_its_post_never_comes_back_at_once():
+    # A first interval of 0 (or none at all) would claim a delivery whose table stays broken in a loop.
+    for intervals in ((0.0, 60.0), ()):
+        verdict = not_started(NOW, RetryPolicy(intervals, jitter=0.0, retry_after_cap_s=3600))
+        assert verdict.due == NOW + timedelta(seconds=NOT_STARTED_MIN_DELAY_S)

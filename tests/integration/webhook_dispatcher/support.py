@@ -22,8 +22,9 @@ from typing import Any
 import httpx2
 import orjson
 from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from lotlens_common import webhook_secrets
 from lotlens_common.envelope import Envelope, decode
@@ -246,6 +247,24 @@ def client_secret(engine: Engine) -> str:
     with engine.begin() as conn:
         webhook_secrets.ensure(conn, [CLIENT])
         return webhook_secrets.live(conn, CLIENT, datetime.now(UTC))[0]
+
+
+@contextmanager
+def secrets_unreadable(engine: Engine) -> Iterator[None]:
+    """PostgreSQL refuses every read of the webhook secrets (the table is renamed away), until exit."""
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE client_webhook_secrets RENAME TO client_webhook_secrets_away"))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE client_webhook_secrets_away RENAME TO client_webhook_secrets"))
+
+
+def attempts_not_started() -> float:
+    """Attempts this process's dispatchers handed back unsent because PostgreSQL refused a read."""
+    name = "lotlens_webhook_attempts_not_started_total"
+    return REGISTRY.get_sample_value(name, {"reason": "database"}) or 0.0
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

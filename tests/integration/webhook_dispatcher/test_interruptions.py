@@ -6,7 +6,7 @@ import threading
 import time
 
 import pytest
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
@@ -17,13 +17,17 @@ from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
     Reply,
+    attempts_not_started,
+    client_secret,
     dispatcher_settings,
+    finals,
     insert_finished_job,
     of,
     publish_completed,
     queue_rows,
     receiver,
     running,
+    secrets_unreadable,
 )
 
 pytestmark = pytest.mark.integration
@@ -67,20 +71,28 @@ def test_an_interrupted_attempt_is_recorded_even_when_the_next_attempt_breaks_be
         config, db, events):
     # Its record went out only with the next attempt's outcome: an attempt that broke before its
     # POST (here the secrets cannot be read) took the record with it, and of a delivery that broke
-    # every time only the last interrupted attempt was ever published.
+    # every time only the last interrupted attempt was ever published. Those attempts sent nothing:
+    # they are no interruptions (test_attempts_not_started.py), so the delivery is neither given
+    # up nor recorded again, and goes out as attempt 3 once the secrets can be read.
     with receiver(lambda _request: Reply(200)) as hooks:
         url = f"{hooks.url}/broken"
         job_id = insert_finished_job(db, [url])
-        left_sending(db, job_id, url, attempts=2)
-        with db.begin() as conn:
-            conn.execute(text("DROP TABLE client_webhook_secrets"))
+        client_secret(db)
         quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
         with running(quick, db):
-            seen = events.until(lambda seen: bool(of(WebhookFailed, seen)))
-    assert hooks.on("/broken") == []
-    recorded = of(WebhookAttempted, seen, url)
-    assert sorted(e.attempt for e in recorded) == [2, 3, 4, 5, 6, 7]
-    assert all(e.error.startswith("interrupted") for e in recorded)
+            with secrets_unreadable(db):
+                before = attempts_not_started()
+                left_sending(db, job_id, url, attempts=2)
+                seen = events.until(lambda seen: bool(of(WebhookAttempted, seen, url))
+                                    and attempts_not_started() - before >= 2)
+                assert hooks.on("/broken") == [] and of(WebhookFailed, seen) == []
+            seen = events.until(lambda seen: bool(finals(seen)))
+    recorded = sorted(of(WebhookAttempted, seen, url), key=lambda e: e.attempt)
+    assert [(e.attempt, e.succeeded) for e in recorded] == [(2, False), (3, True)]
+    assert recorded[0].error.startswith("interrupted") and of(WebhookFailed, seen) == []
+    assert [request.attempt for request in hooks.on("/broken")] == [3]
+    assert [(row["status"], row["attempt_count"], row["interruptions"])
+            for row in queue_rows(db, job_id)] == [("delivered", 3, 1)]
 
 
 class KafkaDown(EventProducer):

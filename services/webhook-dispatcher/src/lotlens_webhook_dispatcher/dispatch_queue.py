@@ -7,7 +7,9 @@ longest an attempt can take). Two instances therefore never make the same attemp
 still `sending` when its lease runs out belongs to an instance that died mid-attempt: the next
 claim records that attempt as interrupted and carries on with the schedule. An interrupted attempt
 may never have been sent, so it does not count against the schedule; a delivery interrupted more
-than `INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up.
+than `INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up. An attempt known
+to have broken before its POST is handed back (`record_many`, not spent): `pending` again with the
+attempt count it had before the claim, so it is no interruption.
 """
 
 from __future__ import annotations
@@ -189,25 +191,30 @@ def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -
     return result.rowcount == 1
 
 
-def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, datetime | None]],
+def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, datetime | None, bool]],
                 now: datetime) -> int:
-    """Store attempts' outcomes (status, next attempt) in one statement; how many were still held.
+    """Store attempts' outcomes (status, next attempt, whether the attempt was spent) in one
+    statement; how many were still held.
 
-    An attempt whose lease was lost to another instance meanwhile is not stored: that instance
-    owns the delivery now.
+    An attempt not spent (it broke before its POST) gives its number back: the claim is undone
+    but for the interruption it may have found, and the next claim makes the same attempt. An
+    attempt whose lease was lost to another instance meanwhile is not stored: that instance owns
+    the delivery now.
     """
     if not outcomes:
         return 0
     # One UPDATE over all the rows: an executemany of UPDATEs is one round trip per row in psycopg2.
     result = conn.execute(text("""
         UPDATE dispatch_queue AS q
-           SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now
+           SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now,
+               attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz)
+               AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean)
          WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt"""),
         {"now": now, "rows": json_rows(
             {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt, "status": status,
-             "next_attempt_at": next_attempt_at or now} for delivery, status, next_attempt_at in outcomes)})
+             "next_attempt_at": next_attempt_at or now, "spent": spent}
+            for delivery, status, next_attempt_at, spent in outcomes)})
     return int(result.rowcount)
 
 

@@ -13,6 +13,9 @@ from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.schedule import next_attempt_at, next_delay_s
 
 INTERRUPTED = "interrupted: the dispatcher stopped before the outcome was recorded"
+# An attempt that broke before its POST is due again after the first retry interval, never sooner
+# than this: a table that stays broken must not turn the dispatcher into a busy loop.
+NOT_STARTED_MIN_DELAY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,8 @@ class Verdict:
     status: str
     events: list[Event]
     due: datetime | None = None
+    # False for an attempt that broke before its POST: the claim gives its attempt number back.
+    spent: bool = True
 
     @property
     def record_only(self) -> bool:
@@ -69,6 +74,14 @@ def interrupted(delivery: Delivery, now: datetime) -> Verdict | None:
     if delivery.exhausted:
         return Verdict("failed", [lost, failed(delivery, INTERRUPTED, now)])
     return Verdict("sending", [lost])
+
+
+def not_started(now: datetime, policy: RetryPolicy, rng: random.Random | None = None) -> Verdict:
+    """An attempt that broke before its POST: `pending` again after the first retry interval
+    (jittered), the attempt not spent, nothing recorded: it is neither an attempt nor an
+    interruption."""
+    delay = next_delay_s(1, policy.intervals_s, policy.jitter, rng=rng) or 0.0
+    return Verdict("pending", [], next_attempt_at(now, max(delay, NOT_STARTED_MIN_DELAY_S)), spent=False)
 
 
 def attempted(delivery: Delivery, attempt: int, at: datetime, outcome: AttemptOutcome,

@@ -16,7 +16,8 @@ published to Kafka first and written to the queue second: a crash in between rep
 stored are kept and tried again; an attempt whose outcome was never written (its instance died)
 is taken up again as interrupted once its lease runs out, and sent again; the interrupted
 attempt's record goes to the recorder at once, on its own, so it is published whatever becomes
-of the attempt that follows.
+of the attempt that follows. An attempt that broke before its POST sent nothing: the recorder
+hands its claim back (`not_started`), neither an attempt nor an interruption.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
+from lotlens_webhook_dispatcher.not_started import NotStarted, before_post, hand_back
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
 from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
 
@@ -181,7 +183,7 @@ class Dispatcher:
             log.warning("attempt %d of delivery %s stalled past its lease; left to the instance that took it",
                         delivery.attempt, delivery.delivery_id, extra={"delivery_id": delivery.delivery_id})
         except Exception:
-            # The lease runs out and the attempt is taken up again as interrupted.
+            # Broke in or after its POST (it may have been sent): the lease runs out, it is interrupted.
             log.exception("attempt %d of delivery %s broke", delivery.attempt, delivery.delivery_id,
                           extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         finally:
@@ -222,7 +224,11 @@ class Dispatcher:
             if not lost.record_only:
                 return  # interrupted too often: given up
         started = self._clock()
-        outcome = self._send(delivery)
+        try:
+            outcome = self._send(delivery)
+        except NotStarted as broke:  # nothing sent: the recorder undoes the claim (not left to the lease)
+            self._finish(delivery, hand_back(delivery, broke, self._clock(), self._policy, self._rng))
+            return
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
             outcome.latency_ms / 1000)
         self._finish(delivery, judge(delivery, outcome, started, self._clock(), self._policy, self._rng))
@@ -232,31 +238,31 @@ class Dispatcher:
         key = s.shared_key(delivery.client_id)
         if key is None:
             return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
-        job = self._finished_jobs.job(delivery.job_id)
-        if job is None:
-            return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
-        body = payloads.part_body(payloads.head(job),
-                                  self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
-                                  delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": USER_AGENT,
-            "X-Delivery-Attempt": str(delivery.attempt),
-            "X-Job-ID": delivery.job_id,
-            **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
-                              int(self._clock().timestamp()), body),
-        }
+        with before_post("payload"):
+            job = self._finished_jobs.job(delivery.job_id)
+            if job is None:
+                return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
+            body = payloads.part_body(payloads.head(job),
+                                      self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
+                                      delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
+        with before_post("signing"):
+            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                       "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
+                       **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
+                                         int(self._clock().timestamp()), body)}
+            transport = self._transport()
+            parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
         if not self._lease_fresh(delivery):
-            with self._engine.begin() as conn:
-                # Send only if the lease still holds; checked after the last read (the secrets'):
-                # one stalled past the lease POSTed an attempt another instance may have taken.
-                if not dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s):
-                    raise LeaseLost(delivery.delivery_id)
-        parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
+            # Send only if the lease still holds; checked after the last read (the secrets'):
+            # one stalled past the lease POSTed an attempt another instance may have taken.
+            with before_post("lease"), self._engine.begin() as conn:
+                held = dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s)
+            if not held:
+                raise LeaseLost(delivery.delivery_id)
         with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
                 "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
                 "lotlens.delivery_attempt": delivery.attempt}) as span:
-            outcome = post_webhook(self._transport(), delivery.webhook_url, body, headers,
+            outcome = post_webhook(transport, delivery.webhook_url, body, headers,
                                    s.webhook_timeout_s, s.webhook_response_body_chars)
             if span is not None:
                 span.set_attribute("http.response.status_code", outcome.status_code or 0)
@@ -335,16 +341,18 @@ class Dispatcher:
         attempt under way, which stores its own outcome (and is forgotten with it).
         """
         settled = [outcome for outcome in group if not outcome.verdict.record_only]
+        envelopes = [envelope for outcome in group for envelope in outcome.envelopes]
         kept = 0
         try:
-            # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
-            self._producer.publish_many(self._settings.topics.webhooks,
-                                        [envelope for outcome in group for envelope in outcome.envelopes])
-            self._producer.flush()
+            if envelopes:  # attempts handed back unsent have none: PostgreSQL alone stores them
+                # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
+                self._producer.publish_many(self._settings.topics.webhooks, envelopes)
+                self._producer.flush()
             if settled:
                 with self._engine.begin() as conn:
-                    kept = dispatch_queue.record_many(
-                        conn, [(o.delivery, o.verdict.status, o.verdict.due) for o in settled], self._clock())
+                    kept = dispatch_queue.record_many(conn, [
+                        (o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent) for o in settled],
+                        self._clock())
         except Exception:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))
@@ -352,7 +360,7 @@ class Dispatcher:
         if kept < len(settled):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(settled) - kept, len(settled))
-        for outcome in settled:
+        for outcome in (outcome for outcome in settled if outcome.verdict.spent):  # the rest: `hand_back`
             delivery, status = outcome.delivery, outcome.verdict.status
             metrics.count_verdict(status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,

@@ -1,0 +1,63 @@
+"""Attempts that broke before their POST: nothing was sent, so they are neither attempts nor
+interruptions.
+
+Before its POST an attempt reads the job from the read models and builds the body, reads the
+client's secrets to sign it and may renew its lease. PostgreSQL can refuse any of that (an outage,
+a broken table) and a defect can raise while building the body. Left to its lease, such an attempt
+was taken up again as interrupted ("the dispatcher stopped…", though none had and nothing was
+sent), and a PostgreSQL outage of about five leases, or a broken secrets table, gave healthy
+deliveries up as failed without a single POST. The claim is handed back instead: the delivery is
+`pending` again soon (`outcomes.not_started`), its attempt and interruption counts as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from lotlens_webhook_dispatcher import metrics
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_started
+
+log = logging.getLogger(__name__)
+
+
+class NotStarted(Exception):
+    """An attempt broke at `step`, before its POST: nothing was sent.
+
+    `reason` is `database` when PostgreSQL refused or could not be reached, `error` otherwise (a
+    defect: its traceback is logged).
+    """
+
+    def __init__(self, step: str, cause: Exception) -> None:
+        first_line = (str(cause).splitlines() or [""])[0]  # a statement's error goes on with its SQL
+        super().__init__(f"{step}: {type(cause).__name__}: {first_line}")
+        self.step = step
+        self.reason = "database" if isinstance(cause, SQLAlchemyError) else "error"
+
+
+@contextmanager
+def before_post(step: str) -> Iterator[None]:
+    """Whatever `step` raises becomes `NotStarted`: it runs before the POST, so nothing was sent."""
+    try:
+        yield
+    except Exception as exc:
+        raise NotStarted(step, exc) from exc
+
+
+def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: RetryPolicy,
+              rng: random.Random | None = None) -> Verdict:
+    """The verdict undoing the claim of an attempt that broke before its POST; counted and logged
+    once (with its traceback when it was not PostgreSQL)."""
+    verdict = not_started(now, policy, rng)
+    metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
+    log.warning("attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
+                delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,
+                exc_info=broke if broke.reason == "error" else None,
+                extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+    return verdict

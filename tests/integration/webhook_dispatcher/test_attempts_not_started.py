@@ -1,0 +1,111 @@
+"""An attempt that broke before its POST (its secrets or read models unreadable) sent nothing: it is
+neither an attempt nor an interruption, and the delivery goes out once the reads work again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
+from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
+from tests.conftest import new_id
+from tests.integration.webhook_dispatcher.support import (
+    Reply,
+    Request,
+    attempts_not_started,
+    client_secret,
+    dispatcher_settings,
+    finals,
+    insert_finished_job,
+    of,
+    publish_completed,
+    queue_rows,
+    receiver,
+    running,
+    secrets_unreadable,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def state(db: Engine, job_id: str) -> list[tuple[str, int, int]]:
+    """Each delivery's status, attempt count and interruptions."""
+    return [(row["status"], row["attempt_count"], row["interruptions"]) for row in queue_rows(db, job_id)]
+
+
+@contextmanager
+def hand_back_refused(engine: Engine) -> Iterator[None]:
+    """PostgreSQL refuses to put a claimed delivery back to `pending` unsent, until exit."""
+    with engine.begin() as conn:
+        conn.execute(text("""
+            CREATE FUNCTION refuse_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                IF OLD.status = 'sending' AND NEW.status = 'pending' AND NEW.attempt_count < OLD.attempt_count
+                THEN RAISE EXCEPTION 'the hand-back is refused (test)'; END IF;
+                RETURN NEW; END $$"""))
+        conn.execute(text("CREATE TRIGGER refuse_hand_back BEFORE UPDATE ON dispatch_queue "
+                          "FOR EACH ROW EXECUTE FUNCTION refuse_hand_back()"))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_hand_back ON dispatch_queue"))
+
+
+def assert_sent_once_as_the_first_attempt(requests: list[Request], seen: list[Any], job_id: str,
+                                          url: str) -> None:
+    [request] = requests
+    assert request.attempt == 1 and request.headers["webhook-id"] == delivery_id(job_id, url, 1)
+    assert of(WebhookFailed, seen) == [] and [e.attempts for e in of(WebhookDelivered, seen)] == [1]
+    assert [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)] == [(1, True)]
+
+
+def test_a_delivery_whose_secrets_cannot_be_read_is_neither_interrupted_nor_given_up(config, db, events):
+    # Left to its lease, each attempt that broke reading the secrets was taken up again as
+    # interrupted ("the dispatcher stopped…", though none had) and, after five, the delivery was
+    # given up as failed without a single POST.
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/unsigned"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
+        with running(quick, db):
+            with secrets_unreadable(db):
+                before = attempts_not_started()
+                publish_completed(config, job_id)
+                seen = events.until(lambda seen: bool(of(WebhookFailed, seen))
+                                    or attempts_not_started() - before > INTERRUPTIONS_ALLOWED, timeout_s=60)
+                assert hooks.on("/unsigned") == []
+                assert (of(WebhookFailed, seen), of(WebhookAttempted, seen)) == ([], [])
+                assert state(db, job_id) in ([("pending", 0, 0)], [("sending", 1, 0)])
+            seen = events.until(lambda seen: bool(finals(seen)))
+    assert_sent_once_as_the_first_attempt(hooks.on("/unsigned"), seen, job_id, url)
+    assert state(db, job_id) == [("delivered", 1, 0)]
+
+
+def test_a_claim_that_cannot_be_handed_back_is_held_not_left_to_its_lease(config, db, events):
+    # PostgreSQL refusing the hand-back too must not turn the attempt into an interruption: the
+    # instance keeps the claim (its lease renewed) and hands it back once PostgreSQL takes it.
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/held"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
+        with running(quick, db):
+            with secrets_unreadable(db), hand_back_refused(db):
+                before = attempts_not_started()
+                publish_completed(config, job_id)
+                wait_for(lambda: [status for status, _, _ in state(db, job_id)] == ["sending"])
+                [claimed] = queue_rows(db, job_id)
+                time.sleep(3 * quick.lease_s)  # three leases: the old code took it up as interrupted
+                assert state(db, job_id) == [("sending", 1, 0)] and attempts_not_started() - before == 1
+                [held] = queue_rows(db, job_id)
+                assert held["next_attempt_at"] > claimed["next_attempt_at"]  # its lease renewed
+            seen = events.until(lambda seen: bool(finals(seen)))
+    assert_sent_once_as_the_first_attempt(hooks.on("/held"), seen, job_id, url)
+    assert state(db, job_id) == [("delivered", 1, 0)]
