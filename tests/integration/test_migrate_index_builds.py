@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 
 from lotlens_common.db import LockPatience, migrate
 from lotlens_common.migrate import schema_current
@@ -47,16 +47,29 @@ def revision(conn: Connection) -> str:
     return str(conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one())
 
 
-def test_a_build_given_up_leaves_an_invalid_index_that_the_next_run_drops_and_builds_again(
+def test_a_build_killed_midway_leaves_an_invalid_index_that_the_next_run_drops_and_builds_again(
         behind: Engine) -> None:
-    # A concurrent build waits for every older snapshot; a transaction holding one past the
-    # migration's patience makes it give up, as a killed migrate Job would, half done.
-    with behind.connect() as report:
-        report.execution_options(isolation_level="REPEATABLE READ")
-        report.execute(text("SELECT count(*) FROM jobs"))
-        with pytest.raises(OperationalError, match="lock timeout"):
-            migrate(behind, patience=LockPatience(wait_s=0.3, pause_s=0.1, give_up_after_s=1))
-        report.rollback()
+    # A migrate Job killed while its build waits (or a session ended by an operator) leaves the
+    # index in the catalogue, invalid, under the name.
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            migrate(behind, patience=LockPatience(give_up_after_s=1))
+        except BaseException as exc:  # checked below
+            failures.append(exc)
+
+    with behind.connect() as writer:  # a write in progress on lots: the build waits for it
+        writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
+        migrator = threading.Thread(target=run)
+        migrator.start()
+        _wait_for(lambda: _building(behind), "the build to wait for the write")
+        with behind.connect() as admin:
+            admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                               "datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"))
+        migrator.join(timeout=60)
+        writer.rollback()
+    assert failures and isinstance(failures[0], OperationalError | PendingRollbackError), failures
     with behind.connect() as conn:
         assert indexes(conn) == {BUILT[0]: False}  # CREATE INDEX ... IF NOT EXISTS would keep it
         assert revision(conn) == BEFORE
@@ -66,6 +79,22 @@ def test_a_build_given_up_leaves_an_invalid_index_that_the_next_run_drops_and_bu
         assert indexes(conn) == dict.fromkeys(BUILT, True)
         assert revision(conn) == "0020_lots_request_order"
     assert schema_current(behind)
+
+
+def test_a_build_waits_for_a_transaction_longer_than_the_migrations_lock_timeout(behind: Engine) -> None:
+    # The lock timeout keeps DDL from queueing writers behind it; a concurrent build queues none.
+    # Bounded by it, a build gave way to any transaction older than 5 s (a big job's lots being
+    # streamed), threw its work away and started again, until the migrate Job failed.
+    with behind.connect() as report:
+        report.execution_options(isolation_level="REPEATABLE READ")
+        report.execute(text("SELECT count(*) FROM jobs"))
+        ended = threading.Timer(2.0, report.rollback)
+        ended.start()
+        migrate(behind, patience=LockPatience(wait_s=0.3, pause_s=0.1, give_up_after_s=1))
+        ended.join()
+    with behind.connect() as conn:
+        assert indexes(conn) == dict.fromkeys(BUILT, True)
+        assert revision(conn) == "0020_lots_request_order"
 
 
 def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others_index_build(
