@@ -38,3 +38,9 @@ def test_with_every_lot_counted_the_end_is_still_a_little_ahead() -> None:
 def test_a_finished_job_keeps_the_estimate_it_was_given() -> None:
     job = replace(JOB, status="completed", processed_lots=100)
     assert job.expected_completion(CREATED + timedelta(days=3)) == CREATED + timedelta(minutes=30)
+
+
+def test_a_stuck_job_is_given_at_most_a_week_ahead() -> None:
+    job = replace(JOB, total_lots=50_000, processed_lots=1)
+    now = CREATED + timedelta(days=59)  # at this pace: 8,000 years more
+    assert job.expected_completion(now) == now + timedelta(days=7)

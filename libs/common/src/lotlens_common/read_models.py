@@ -31,6 +31,9 @@ STREAM_CHUNK = 1000
 # The least a running job's revised estimate lies ahead: every lot counted done still leaves the
 # job's last projection and its JobCompleted.
 LAST_STEPS = timedelta(minutes=1)
+# The most it lies ahead: a stuck job's pace (1 lot of 50,000 in a month) carried over the rest
+# passed the year 9999, and rendering it failed every status read and the client's jobs list.
+FURTHEST_AHEAD = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class JobView:
         started = self.created_at or now
         done = self.processed_lots + self.failed_lots
         left = (now - started) * (self.total_lots - done) / done if done else first - started
-        return now + max(left, LAST_STEPS)
+        return now + min(max(left, LAST_STEPS), FURTHEST_AHEAD)
 
 
 def get_job(conn: Connection, job_id: str) -> JobView | None:
