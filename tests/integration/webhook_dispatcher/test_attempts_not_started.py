@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
+from lotlens_webhook_dispatcher import payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
@@ -109,3 +110,26 @@ def test_a_claim_that_cannot_be_handed_back_is_held_not_left_to_its_lease(config
             seen = events.until(lambda seen: bool(finals(seen)))
     assert_sent_once_as_the_first_attempt(hooks.on("/held"), seen, job_id, url)
     assert state(db, job_id) == [("delivered", 1, 0)]
+
+
+def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_recorded(
+        config, db, events, monkeypatch):
+    # A defect building the body fails alike at every try: handed back like PostgreSQL's refusals,
+    # the delivery stayed pending for good, with no history and no end.
+    def defect(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("a payload defect (test)")
+
+    monkeypatch.setattr(payloads, "part_body", defect)  # the attempt's step alone (scheduling counts parts)
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/defect"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            publish_completed(config, job_id)
+            seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
+    assert hooks.on("/defect") == []
+    [failed] = of(WebhookFailed, seen)
+    assert failed.attempts == 5 and "a payload defect (test)" in str(failed.error), failed
+    attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
+    assert attempts == [(n, False) for n in range(1, 6)]
+    assert state(db, job_id) == [("failed", 5, 0)]

@@ -21,6 +21,7 @@ from datetime import datetime
 from sqlalchemy.exc import SQLAlchemyError
 
 from lotlens_webhook_dispatcher import metrics
+from lotlens_webhook_dispatcher.delivery import AttemptOutcome
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_started
 
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 class NotStarted(Exception):
     """An attempt broke at `step`, before its POST: nothing was sent.
 
-    `reason` is `database` when PostgreSQL refused or could not be reached, `error` otherwise (a
-    defect: its traceback is logged).
+    `reason` is `database` when PostgreSQL refused or could not be reached (it passes: the claim
+    is handed back), `error` otherwise (a defect: a failed attempt, its traceback logged).
     """
 
     def __init__(self, step: str, cause: Exception) -> None:
@@ -52,12 +53,24 @@ def before_post(step: str) -> Iterator[None]:
 
 def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: RetryPolicy,
               rng: random.Random | None = None) -> Verdict:
-    """The verdict undoing the claim of an attempt that broke before its POST; counted and logged
-    once (with its traceback when it was not PostgreSQL)."""
+    """The verdict undoing the claim of an attempt that PostgreSQL stopped before its POST (it
+    passes: the delivery is neither attempted nor given up); counted and logged once."""
     verdict = not_started(now, policy, rng)
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
     log.warning("attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
                 delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,
-                exc_info=broke if broke.reason == "error" else None,
                 extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
     return verdict
+
+
+def failed_attempt(delivery: Delivery, broke: NotStarted) -> AttemptOutcome:
+    """An attempt a defect stopped before its POST, as a failed attempt on the schedule.
+
+    It fails the same way at each try: handed back like PostgreSQL's refusals, the delivery never
+    ended and kept no history. As a failed attempt it is recorded, retried and in the end `failed`,
+    as a delivery to a client without a key is.
+    """
+    metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
+    log.error("attempt %d of delivery %s not sent: %s", delivery.attempt, delivery.delivery_id, broke,
+              exc_info=broke, extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+    return AttemptOutcome(False, 0.0, error=f"not sent: {broke}")

@@ -50,7 +50,7 @@ from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
-from lotlens_webhook_dispatcher.not_started import NotStarted, before_post, hand_back
+from lotlens_webhook_dispatcher.not_started import NotStarted, before_post, failed_attempt, hand_back
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, interrupted, judge
 from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
 
@@ -217,18 +217,19 @@ class Dispatcher:
         lost = interrupted(delivery, self._clock())
         if lost is not None:
             # Handed to the recorder now, not with this attempt's outcome: an attempt that broke
-            # before its POST (secrets or read models unreadable, the lease lost) took the record
-            # with it. The recorder publishes it while the POST goes on, so a Kafka outage holds
-            # the record back, never the attempt.
+            # before its POST took the record with it. Published while the POST goes on, a Kafka
+            # outage holds the record back, never the attempt.
             self._finish(delivery, lost)
             if not lost.record_only:
                 return  # interrupted too often: given up
         started = self._clock()
         try:
             outcome = self._send(delivery)
-        except NotStarted as broke:  # nothing sent: the recorder undoes the claim (not left to the lease)
-            self._finish(delivery, hand_back(delivery, broke, self._clock(), self._policy, self._rng))
-            return
+        except NotStarted as broke:  # nothing sent: not left to the lease, never an interruption
+            if broke.reason == "database":  # passing: the recorder undoes the claim
+                self._finish(delivery, hand_back(delivery, broke, self._clock(), self._policy, self._rng))
+                return
+            outcome = failed_attempt(delivery, broke)
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
             outcome.latency_ms / 1000)
         self._finish(delivery, judge(delivery, outcome, started, self._clock(), self._policy, self._rng))
