@@ -221,6 +221,8 @@ class FakeBatches:
     cancelled: list[str] = field(default_factory=list)
     # Files OpenAI answers 404 for (deleted in the dashboard, or past their 30 days).
     deleted_files: set[str] = field(default_factory=set)
+    # Files OpenAI refuses to this key (403: another project's, or a key that lost the permission).
+    refused_files: set[str] = field(default_factory=set)
     duplicate_creates: int = 0
     # A cancelled batch stays `cancelling` (OpenAI says up to 10 minutes; one was seen for longer).
     stuck_cancelling: bool = False
@@ -332,6 +334,8 @@ class FakeBatches:
         self.reads.append(file_id)
         if file_id in self.deleted_files:
             raise ModelRequestError(f"HTTP 404 invalid_request_error: No such File object: {file_id}", 404)
+        if file_id in self.refused_files:
+            raise ModelRequestError(f"HTTP 403 permission_denied: not allowed to read {file_id}", 403)
         for line in self.files[file_id]:
             yield line
 

@@ -102,3 +102,15 @@ def test_a_batch_given_up_on_keeps_the_answers_of_its_result_file_and_deletes_it
     world.rounds()
     assert world.store.statuses() == {"job-1-lot-0": "done", "job-1-lot-1": "cancelled"}
     assert world.batches.deleted == [stuck["input_file_id"], "out"]
+
+
+def test_a_batch_given_up_on_whose_result_file_is_refused_still_closes_and_its_lots_go_again(
+        world: World) -> None:
+    # Given up on, a batch is collected from the files it names; one refused (403) raised at every
+    # round, and the shard of a batch already given up on never closed.
+    stuck = _given_up_next_round(world, "finalizing")
+    stuck["output_file_id"] = "out"
+    world.batches.refused_files.add("out")
+    world.rounds()
+    assert next(iter(world.store.shards_by_id.values())).batch_status == "lost"
+    assert set(world.store.statuses().values()) == {"waiting"}

@@ -191,10 +191,11 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
             with openai_call("files.content", {"lotlens.file_key": file_key}):
                 unreadable = await _settle_lines(stage, shard, str(file_id), pending, settler)
         except ModelRequestError as exc:
-            if exc.status_code != 404:
+            if exc.status_code != 404 and batch.get("status") != "lost":
                 raise
             # Deleted (from the dashboard, say) or past its 30 days: the 404 failed the collection
-            # every round and the job never finished. Its lots go again below.
+            # every round and the job never finished. Nor may a batch given up on stay open over a
+            # file it names that this key cannot read (403). Its lots go again below.
             metrics.openai_error(stage.spec.name, "files", exc)
             log.error("batch %s: its %s is gone: %s", shard.batch_id, file_key, exc,
                       extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
