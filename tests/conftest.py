@@ -37,10 +37,11 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whole-stack tests run one at a time, in one worker (`--dist loadgroup`): each starts every
-    service and a stand-in, and two at once on these 2 cores outran their own deadlines."""
+    """Whole-stack tests, and the chaos tier's private brokers behind toxiproxy, run one at a time
+    in one worker (`--dist loadgroup`): each starts JVMs or every service, and two at once on these
+    2 cores outran their own deadlines."""
     for item in items:
-        if item.get_closest_marker("e2e"):
+        if item.get_closest_marker("e2e") or item.path.is_relative_to(ROOT / "tests" / "chaos"):
             item.add_marker(pytest.mark.xdist_group("stack"))
 
 

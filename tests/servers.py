@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import socket
@@ -16,7 +17,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 # Below the kernel's ephemeral range (32768-60999 here): a port the kernel hands out with `bind(0)`
 # is also what it picks for outgoing connections, so a client reconnecting in a loop (librdkafka
 # to a stopped broker, every 50 ms) could take it before the server that was given it binds.
-_PORTS = range(22000, 32700)
+_ALL_PORTS = range(22000, 32700)
+
+
+def _worker_ports(worker: str | None) -> range:
+    """This pytest-xdist worker's own slice of the ports (all of them without xdist): a port handed
+    out stays unbound for seconds (a stack's services, a broker starting), and the other worker's
+    bind check then found it free."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    index = int(worker.removeprefix("gw")) if worker else 0
+    size = len(_ALL_PORTS) // max(count, 1)
+    return _ALL_PORTS[index * size:(index + 1) * size]
+
+
+_PORTS = _worker_ports(os.environ.get("PYTEST_XDIST_WORKER"))
 _handed_out: set[int] = set()
 _ports_lock = threading.Lock()
 
