@@ -34,10 +34,12 @@ class SilentGroupsAdmin:
         return {name: Future() for name in names}
 
 
-def _timed_get(url: str) -> tuple[httpx2.Response, float]:
+def _timed_get(url: str) -> tuple[httpx2.Response, float, float]:
+    """The response, how long it took and when it arrived (monotonic)."""
     started = time.monotonic()
     response = httpx2.get(url, timeout=60)
-    return response, time.monotonic() - started
+    arrived = time.monotonic()
+    return response, arrived - started, arrived
 
 
 def test_a_status_poll_answers_at_once_while_sixty_health_checks_wait_on_a_slow_kafka(
@@ -52,15 +54,21 @@ def test_a_status_poll_answers_at_once_while_sixty_health_checks_wait_on_a_slow_
             time.sleep(0.5)  # every check has arrived and waits on Kafka
             started = time.monotonic()
             poll = gw.get_job("/api/v1/batch-status/{job_id}", job_id)
-            polled_in = time.monotonic() - started
+            polled = time.monotonic()
             answers = [check.result() for check in checks]
     assert poll.status_code == 200
-    slowest = max(seconds for _, seconds in answers)
-    unhealthy = sum(response.status_code != 200 for response, _ in answers)
-    print(f"status poll: {polled_in:.2f} s; slowest /health: {slowest:.2f} s; {unhealthy} answered 503")
-    assert polled_in < 1.0, f"the status poll waited {polled_in:.2f} s for a thread"
+    slowest = max(seconds for _, seconds, _ in answers)
+    first_check = min(arrived for _, _, arrived in answers)
+    unhealthy = sum(response.status_code != 200 for response, _, _ in answers)
+    print(f"status poll: {polled - started:.2f} s, {first_check - polled:.2f} s before the first /health; "
+          f"slowest /health: {slowest:.2f} s; {unhealthy} answered 503")
+    # Answered at once, or at least while every check still waits on Kafka (on a machine busy with
+    # other tests, 1.64 s was seen): a poll queueing for a thread the checks held got one only as a
+    # check ended, at least 1.5 s after it asked.
+    assert polled - started < 1.0 or polled < first_check, (
+        f"the status poll waited {polled - started:.2f} s for a thread")
     # What /health says is unchanged: Kafka answers, the groups are unknown, the gateway degraded.
-    for response, _ in answers:
+    for response, _, _ in answers:
         body = response.json()
         assert response.status_code == 200 and body["kafka"] == "connected", body
         assert body["status"] == "degraded" and body["background_worker"] == "degraded", body
