@@ -83,7 +83,7 @@ def _readiness_storm(url: str, calls: int) -> list[tuple[int, float]]:
     when it returns."""
     with ThreadPoolExecutor(calls) as pool:
         answers = list(pool.map(lambda _: _timed_get(f"{url}/readyz"), range(calls)))
-    return [(response.status_code, seconds) for response, seconds in answers]
+    return [(response.status_code, seconds) for response, seconds, _ in answers]
 
 
 def test_readiness_checks_during_a_database_hang_answer_in_time_and_leave_no_threads_behind(
