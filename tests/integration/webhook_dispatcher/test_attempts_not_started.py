@@ -58,6 +58,22 @@ def hand_back_refused(engine: Engine) -> Iterator[None]:
             conn.execute(text("DROP TRIGGER refuse_hand_back ON dispatch_queue"))
 
 
+@contextmanager
+def one_webhook(db: Engine, path: str) -> Iterator[tuple[Any, str, str]]:
+    """A receiver answering 200 and a finished job with one webhook URL on it, its client's secret
+    made: (receiver, URL, job id)."""
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}{path}"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        yield hooks, url, job_id
+
+
+def quick(config: Any) -> Any:
+    """Settings whose attempts time out, and whose leases run out, within a second."""
+    return dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
+
+
 def assert_sent_once_as_the_first_attempt(requests: list[Request], seen: list[Any], job_id: str,
                                           url: str) -> None:
     [request] = requests
@@ -70,12 +86,9 @@ def test_a_delivery_whose_secrets_cannot_be_read_is_neither_interrupted_nor_give
     # Left to its lease, each attempt that broke reading the secrets was taken up again as
     # interrupted ("the dispatcher stopped…", though none had) and, after five, the delivery was
     # given up as failed without a single POST.
-    with receiver(lambda _request: Reply(200)) as hooks:
-        url = f"{hooks.url}/unsigned"
-        job_id = insert_finished_job(db, [url])
-        client_secret(db)
-        quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
-        with running(quick, db):
+    with one_webhook(db, "/unsigned") as (hooks, url, job_id):
+        settings = quick(config)
+        with running(settings, db):
             with secrets_unreadable(db):
                 before = attempts_not_started()
                 publish_completed(config, job_id)
@@ -92,18 +105,15 @@ def test_a_delivery_whose_secrets_cannot_be_read_is_neither_interrupted_nor_give
 def test_a_claim_that_cannot_be_handed_back_is_held_not_left_to_its_lease(config, db, events):
     # PostgreSQL refusing the hand-back too must not turn the attempt into an interruption: the
     # instance keeps the claim (its lease renewed) and hands it back once PostgreSQL takes it.
-    with receiver(lambda _request: Reply(200)) as hooks:
-        url = f"{hooks.url}/held"
-        job_id = insert_finished_job(db, [url])
-        client_secret(db)
-        quick = dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
-        with running(quick, db):
+    with one_webhook(db, "/held") as (hooks, url, job_id):
+        settings = quick(config)
+        with running(settings, db):
             with secrets_unreadable(db), hand_back_refused(db):
                 before = attempts_not_started()
                 publish_completed(config, job_id)
                 wait_for(lambda: [status for status, _, _ in state(db, job_id)] == ["sending"])
                 [claimed] = queue_rows(db, job_id)
-                time.sleep(3 * quick.lease_s)  # three leases: the old code took it up as interrupted
+                time.sleep(3 * settings.lease_s)  # three leases: the old code took it up as interrupted
                 assert state(db, job_id) == [("sending", 1, 0)] and attempts_not_started() - before == 1
                 [held] = queue_rows(db, job_id)
                 assert held["next_attempt_at"] > claimed["next_attempt_at"]  # its lease renewed
@@ -120,13 +130,10 @@ def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_re
         raise ValueError("a payload defect (test)")
 
     monkeypatch.setattr(payloads, "part_body", defect)  # the attempt's step alone (scheduling counts parts)
-    with receiver(lambda _request: Reply(200)) as hooks:
-        url = f"{hooks.url}/defect"
-        job_id = insert_finished_job(db, [url])
-        client_secret(db)
-        with running(dispatcher_settings(config, new_id("g-")), db):
-            publish_completed(config, job_id)
-            seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
+    with one_webhook(db, "/defect") as (hooks, url, job_id), running(
+            dispatcher_settings(config, new_id("g-")), db):
+        publish_completed(config, job_id)
+        seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
     assert hooks.on("/defect") == []
     [failed] = of(WebhookFailed, seen)
     assert failed.attempts == 5 and "a payload defect (test)" in str(failed.error), failed
