@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy.exc import DBAPIError, PendingRollbackError
 
 
 @contextmanager
@@ -26,8 +27,19 @@ def exclusive(engine: Engine, key: str, held: dict[str, Connection] | None = Non
             if held is not None:
                 held.pop(key, None)
             if got:
-                conn.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
-                conn.commit()
+                _unlock(conn, key)
+
+
+def _unlock(conn: Connection, key: str) -> None:
+    """Release the lock; a session that died took it along, and its error must not replace the
+    builder's own (a `LostShardLock` surfaced as `PendingRollbackError` and aborted the round)."""
+    try:
+        conn.execute(select(func.pg_advisory_unlock(func.hashtext(key))))
+        conn.commit()
+    except (DBAPIError, PendingRollbackError):
+        if not conn.invalidated:
+            raise  # the session lives, so the lock may too: never hide that
+        conn.rollback()  # lets the pool take the dead connection back and replace it
 
 
 def still_held(conn: Connection) -> bool:
@@ -38,4 +50,5 @@ def still_held(conn: Connection) -> bool:
         conn.commit()
         return True
     except Exception:  # any failure means the session, and the lock with it, may be gone
+        conn.rollback()
         return False
