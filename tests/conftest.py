@@ -193,14 +193,15 @@ def rows_read(conn: Connection, table: str) -> int:
 
 
 @contextmanager
-def own_schema(infra: Infra, engine: Engine, revision: str = "head") -> Iterator[Engine]:
-    """An engine on a new schema migrated to `revision`, dropped on exit."""
+def own_schema(infra: Infra, engine: Engine, revision: str | None = "head") -> Iterator[Engine]:
+    """An engine on a new schema migrated to `revision` (None: left empty), dropped on exit."""
     schema = new_id("own_")
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"),
                       "tests")
-    migrate(own, revision)
+    if revision is not None:
+        migrate(own, revision)
     yield own
     own.dispose()
     with engine.begin() as conn:

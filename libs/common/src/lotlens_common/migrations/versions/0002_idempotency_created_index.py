@@ -13,6 +13,6 @@ down_revision = "0001"
 
 
 def upgrade() -> None:
-    """Add the index (0001's create_all already has it on databases created after it)."""
+    """Add the index (a database the old 0001 made with `create_all` may have it already)."""
     op.execute("CREATE INDEX IF NOT EXISTS ix_idempotency_keys_created_at "
                "ON idempotency_keys (created_at)")

@@ -13,6 +13,6 @@ down_revision = "0013_client_webhook_secrets"
 
 
 def upgrade() -> None:
-    """Add the column and its index (0001's create_all already has both on new databases)."""
+    """Add the column and its index (a database the old 0001's `create_all` made may have both)."""
     op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS retry_of text")
     op.execute("CREATE INDEX IF NOT EXISTS ix_jobs_retry_of ON jobs (retry_of)")

@@ -13,6 +13,6 @@ down_revision = "0013_job_retry_of"
 
 
 def upgrade() -> None:
-    """Add the two JSON columns (0001's create_all already has them on new databases)."""
+    """Add the two JSON columns (a database the old 0001's `create_all` made may have them)."""
     op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS usage jsonb")
     op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS usage jsonb")

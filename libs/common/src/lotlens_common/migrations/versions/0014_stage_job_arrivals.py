@@ -13,9 +13,9 @@ down_revision = "0015_dispatch_trace"
 
 
 def upgrade() -> None:
-    """Add the counter and count the lots already in the work table (0001's create_all has the
-    column on new databases). A lot inserted by an older release during the upgrade goes
-    uncounted: its job is then sent by the batching window instead of as soon as it is complete."""
+    """Add the counter and count the lots already in the work table (a database the old 0001's
+    `create_all` made may have the column). A lot inserted by an older release during the upgrade
+    goes uncounted: its job is then sent by the batching window instead of as soon as it is complete."""
     op.execute("ALTER TABLE stage_jobs ADD COLUMN IF NOT EXISTS arrived integer NOT NULL DEFAULT 0")
     op.execute("""
         INSERT INTO stage_jobs AS j (stage, job_id, arrived)

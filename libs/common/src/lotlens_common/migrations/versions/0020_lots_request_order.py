@@ -5,7 +5,7 @@ of them to find one URL's.
 Built concurrently: `lots` is the largest table, and a plain CREATE INDEX blocks its writes for the
 whole build. A build that was interrupted (a lock wait given up, a killed Job) leaves an invalid
 index under the name, which CREATE INDEX IF NOT EXISTS would take as done: it is dropped first.
-A database created since has both from 0001's create_all.
+A database the old 0001 made (`create_all` of the models of its day) may have both already.
 
 Revision ID: 0020_lots_request_order
 Revises: 0019_outbox_client_events

@@ -1,0 +1,40 @@
+"""Revisions keep the schema they were written for: none reads `tables.py` (or anything else of
+LotLens), so editing the models never changes what an old revision does, and the chain stays one
+line from the baseline to the head."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+from lotlens_common.db import MIGRATIONS
+
+REVISIONS = sorted((MIGRATIONS / "versions").glob("*.py"))
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module the file imports, at any depth."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def test_no_revision_imports_the_models_or_any_lotlens_module() -> None:
+    readers = {path.name: sorted(m for m in imported_modules(path) if m.split(".")[0].startswith("lotlens"))
+               for path in REVISIONS}
+    assert {name: modules for name, modules in readers.items() if modules} == {}
+
+
+def test_the_revisions_form_one_line_from_the_baseline_to_one_head() -> None:
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    chain = list(scripts.walk_revisions())  # from the head down
+    assert len(scripts.get_heads()) == 1
+    assert all(not script.is_merge_point and not script.is_branch_point for script in chain)
+    assert chain[-1].revision == "0001" and chain[-1].down_revision is None
+    assert len(chain) == len(REVISIONS)
