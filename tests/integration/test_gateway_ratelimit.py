@@ -1,19 +1,25 @@
-"""The rate limiter against PostgreSQL: counted in batches, shared by every gateway instance."""
+"""The rate limiter against PostgreSQL: a sliding window, counted in batches, shared by every gateway
+instance."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import random
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
+from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import rate_limit_windows
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.ratelimit import FLUSH_EVERY, RateLimiter
 from tests.conftest import new_id
+from tests.integration.gateway_support import running_gateway
 
 NOW = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
+WINDOW_END = datetime(2026, 11, 23, 12, 1, tzinfo=UTC)  # a minute's end: a fixed window's too
 
 
 def instance(engine: Engine, limit: int) -> RateLimiter:
@@ -22,8 +28,28 @@ def instance(engine: Engine, limit: int) -> RateLimiter:
 
 def shared_count(engine: Engine, client_id: str) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(select(rate_limit_windows.c.count).where(
+        return int(conn.execute(select(func.sum(rate_limit_windows.c.count)).where(
             rate_limit_windows.c.client_id == client_id)).scalar_one())
+
+
+def refusal(gateway: RateLimiter, client_id: str, mode: str, at: datetime) -> ApiError | None:
+    """The 429 of one request at `at`, or None when it is accepted."""
+    try:
+        gateway.hit(client_id, mode, at)
+    except ApiError as refused:
+        assert refused.status == 429
+        return refused
+    return None
+
+
+def accepted(gateway: RateLimiter, client_id: str, mode: str, times: Sequence[datetime]) -> list[datetime]:
+    """Send one request at each of `times`; the times of those accepted."""
+    return [at for at in times if refusal(gateway, client_id, mode, at) is None]
+
+
+def busiest_minute(times: Sequence[datetime]) -> int:
+    """The most of `times` in any 60 s span (one starting at one of them holds the most)."""
+    return max(sum(start <= other < start + timedelta(seconds=60) for other in times) for start in times)
 
 
 def test_one_instance_allows_exactly_the_limit(engine: Engine) -> None:
@@ -33,7 +59,82 @@ def test_one_instance_allows_exactly_the_limit(engine: Engine) -> None:
     with pytest.raises(ApiError) as refused:
         gateway.hit(client, "polling", NOW)
     assert refused.value.status == 429
-    assert shared_count(engine, client) == 121  # the refused request counts too
+    # A refused request is not counted: a client retrying on 429 would otherwise keep the last
+    # minute full, and never get in.
+    assert shared_count(engine, client) == 120
+
+
+def test_a_window_boundary_does_not_let_a_client_send_twice_its_limit(engine: Engine) -> None:
+    client, gateway = new_id("client-"), instance(engine, 100)
+    just_before = [WINDOW_END - timedelta(seconds=1)] * 100
+    just_after = [WINDOW_END + timedelta(seconds=1)] * 100
+    assert len(accepted(gateway, client, "sync", just_before)) == 100
+    # Fixed windows accepted these 100 too: 200 generations within 2 s under "100 a minute".
+    assert accepted(gateway, client, "sync", just_after) == []
+
+
+def steady_over_the_limit(limit: int) -> list[datetime]:
+    """Four times the limit's rate for five minutes, at random moments."""
+    draw = random.Random(7)
+    start = WINDOW_END - timedelta(seconds=150)
+    return sorted(start + timedelta(seconds=draw.uniform(0, 300)) for _ in range(limit * 4 * 5))
+
+
+def burst_then_paced(limit: int) -> list[datetime]:
+    """The limit in a window's last second, then one request per 60/limit s (the pattern that
+    beats the "sliding window counter", which weighs the last window as if it were spread out)."""
+    burst = [WINDOW_END - timedelta(seconds=0.5)] * limit
+    return burst + [WINDOW_END + timedelta(seconds=60 * i / limit) for i in range(2 * limit)]
+
+
+@pytest.mark.parametrize("pattern", [steady_over_the_limit, burst_then_paced])
+def test_no_sixty_seconds_accept_more_than_the_limit(
+        engine: Engine, pattern: Callable[[int], list[datetime]]) -> None:
+    client, gateway = new_id("client-"), instance(engine, 40)
+    times = accepted(gateway, client, "sync", pattern(40))
+    assert busiest_minute(times) <= 40
+    if pattern is steady_over_the_limit:
+        # Refusals are not counted, so a client sending too much still gets the limit through.
+        assert len(times) >= 4 * 40
+
+
+def test_a_client_keeping_to_the_limit_in_every_61_seconds_is_never_refused(engine: Engine) -> None:
+    client, gateway = new_id("client-"), instance(engine, 30)
+    times = [WINDOW_END + timedelta(seconds=61 * i / 30) for i in range(5 * 30)]
+    assert accepted(gateway, client, "sync", times) == times
+
+
+def test_retry_after_is_when_one_more_request_is_accepted(engine: Engine) -> None:
+    client, gateway = new_id("client-"), instance(engine, 10)
+    first = WINDOW_END - timedelta(seconds=20.5)
+    assert len(accepted(gateway, client, "sync", [first + timedelta(seconds=3 * i) for i in range(10)])) == 10
+    at = WINDOW_END + timedelta(seconds=9.5)
+    refused = refusal(gateway, client, "sync", at)
+    assert refused is not None
+    # The first request's second (counted whole) leaves the last minute at WINDOW_END + 40 s.
+    retry_after = int(refused.headers["Retry-After"])
+    assert retry_after == 31 and refused.details is not None and refused.details["retry_after"] == 31
+    assert refused.headers["X-RateLimit-Reset"] == str(int((WINDOW_END + timedelta(seconds=40)).timestamp()))
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert refusal(gateway, client, "sync", at + timedelta(seconds=retry_after - 1)) is not None
+    assert refusal(gateway, client, "sync", at + timedelta(seconds=retry_after)) is None
+
+
+def test_through_the_api_a_window_boundary_does_not_double_the_limit(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, rate_limit_polling=5) as gw:
+        now = [WINDOW_END - timedelta(seconds=1)]
+        gw.deps.clock = lambda: now[0]
+        assert [gw.list_jobs().status_code for _ in range(6)] == [200] * 5 + [429]
+        now[0] = WINDOW_END + timedelta(seconds=1)
+        limited = gw.list_jobs()
+        assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMIT_EXCEEDED"
+        assert limited.headers["retry-after"] == "59"
+        # The five of WINDOW_END - 1 s (their second counted whole) leave the last minute at + 60 s.
+        reset = WINDOW_END + timedelta(seconds=60)
+        assert limited.headers["x-ratelimit-reset"] == str(int(reset.timestamp()))
+        now[0] = reset
+        assert gw.list_jobs().status_code == 200
 
 
 def test_requests_are_written_in_batches_not_one_by_one(engine: Engine) -> None:
@@ -52,7 +153,7 @@ def test_instances_share_the_limit(engine: Engine) -> None:
         first.hit(client, "batch", NOW)
     with pytest.raises(ApiError):
         second.hit(client, "batch", NOW)
-    assert shared_count(engine, client) == 101
+    assert shared_count(engine, client) == 100
 
 
 def test_a_request_is_counted_in_memory_and_only_a_due_write_waits(engine: Engine) -> None:
@@ -77,4 +178,4 @@ def test_near_the_limit_every_request_waits_for_its_write_and_settling_refuses_p
     with pytest.raises(ApiError) as refused:
         gateway.settle(past)
     assert refused.value.status == 429
-    assert shared_count(engine, client) == 4
+    assert shared_count(engine, client) == 3

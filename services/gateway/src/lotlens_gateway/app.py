@@ -36,8 +36,9 @@ LotLens describes the visible damage of auction cars in up to 10 languages, comp
   the path, the raw query string (`batch-jobs`) or the raw body (`test-image-validation`). The
   `sha256=` prefix is optional. Missing: 401 `MISSING_SIGNATURE`; wrong: 403 `INVALID_SIGNATURE`.
 * **Errors** are always `{error, message, code, details?}`.
-* **Rate limits** per client and minute (configurable): 100 synchronous, 10 batch, 1000 polling
-  requests; past them 429 `RATE_LIMIT_EXCEEDED` with `Retry-After`.
+* **Rate limits** per client in any 60 s, a sliding window (configurable): 100 synchronous, 10
+  batch, 1000 polling requests; past them 429 `RATE_LIMIT_EXCEEDED` with `Retry-After`, the
+  seconds until one more is accepted (refused requests are not counted).
 * **Connections** (configurable): a request line and headers over 32 KiB are refused with 431
   `HEADERS_TOO_LARGE` on any path, a head not complete within 10 s with 408 `REQUEST_TIMEOUT`,
   and the connection is closed after either; idle keep-alive connections are closed after 5 s.

@@ -29,7 +29,8 @@ class GatewaySettings(ServiceSettings):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 18000
 
-    # Requests per client and mode in each fixed window (defaults from the v2.0 document).
+    # Requests per client and mode in any span of the window (a sliding one, ratelimit.py;
+    # defaults from the v2.0 document).
     rate_limit_sync: int = 100
     rate_limit_batch: int = 10
     rate_limit_polling: int = 1000

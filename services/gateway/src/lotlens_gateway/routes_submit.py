@@ -59,7 +59,7 @@ T = TypeVar("T")
         "Unreachable images are listed in `missing_images`; a lot with none reachable ends `failed`. "
         "An optional `Idempotency-Key` header makes retries safe: the same key and body replay the first "
         "answer (header `Idempotent-Replayed: true`), another body under the key is a 409. Rate limits "
-        "per client and minute: 100 synchronous, 10 batch requests."),
+        "per client in any 60 s (a sliding window): 100 synchronous, 10 batch requests."),
     status_code=201,
     response_model=schemas.BatchAccepted,
     responses={

@@ -49,7 +49,8 @@ _ERRORS = {
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
           "URL, or a webhook host the SSRF guard refuses by address or by DNS, details.reasons), "
           "TOO_MANY_IMAGES"),
-    429: "RATE_LIMIT_EXCEEDED: the Retry-After header says when to retry",
+    429: ("RATE_LIMIT_EXCEEDED: the Retry-After header says in how many seconds one more request "
+          "will be accepted (X-RateLimit-Reset: that moment as a Unix time)"),
     431: ("HEADERS_TOO_LARGE: the request line and headers exceed 32 KiB (details.max_header_bytes); "
           "the connection is closed"),
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
