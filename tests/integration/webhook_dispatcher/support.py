@@ -29,7 +29,7 @@ from sqlalchemy import Engine, select, text
 from lotlens_common import webhook_secrets
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobCompleted, WebhookDelivered, WebhookFailed
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, dispatch_queue, jobs, lots
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
@@ -204,6 +204,21 @@ def running(config: DispatcherSettings, engine: Engine, transport: httpx2.BaseTr
         stop.set()
         for thread in threads:
             thread.join(timeout=15)
+
+
+class KafkaDown(EventProducer):
+    """The dispatcher's producer while the broker does not answer: every flush fails."""
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.down = threading.Event()
+        self.down.set()
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        if self.down.is_set():
+            self.discard()
+            raise PublishError("the broker did not answer (test)")
+        super().flush(timeout_s)
 
 
 class WebhookEvents:

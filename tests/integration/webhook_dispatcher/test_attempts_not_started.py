@@ -16,6 +16,7 @@ from lotlens_webhook_dispatcher import payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
+    KafkaDown,
     Reply,
     Request,
     attempts_not_started,
@@ -140,3 +141,28 @@ def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_re
     attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
     assert attempts == [(n, False) for n in range(1, 6)]
     assert state(db, job_id) == [("failed", 5, 0)]
+
+
+def test_a_hand_back_is_stored_while_kafka_is_down_not_held_with_the_sent_outcomes(config, db, events):
+    # A hand-back has no event, yet it sat in the recorder's group with the sent attempts' outcomes
+    # and waited for their publication: while Kafka was down the unsent delivery stayed `sending`,
+    # and an instance that died meanwhile left it to be recorded as interrupted.
+    settings = dispatcher_settings(config, new_id("g-"))
+    producer = KafkaDown(settings.kafka, "dispatcher")
+    with receiver(lambda _request: Reply(200)) as hooks:
+        sent_job, unsent_job = (insert_finished_job(db, [f"{hooks.url}{path}"])
+                                for path in ("/sent", "/unsent"))
+        client_secret(db)
+        with running(settings, db, dispatch_producer=producer):
+            publish_completed(config, sent_job)
+            wait_for(lambda: bool(hooks.on("/sent")))  # its outcome now waits for the broker
+            with secrets_unreadable(db):
+                before = attempts_not_started()
+                publish_completed(config, unsent_job)
+                wait_for(lambda: attempts_not_started() > before)
+                wait_for(lambda: state(db, unsent_job) == [("pending", 0, 0)], timeout_s=10)
+                assert state(db, sent_job) == [("sending", 1, 0)] and producer.down.is_set()
+            producer.down.clear()
+            seen = events.until(lambda seen: len(finals(seen)) == 2)
+    assert [request.attempt for request in hooks.arrived] == [1, 1] and of(WebhookFailed, seen) == []
+    assert state(db, sent_job) == state(db, unsent_job) == [("delivered", 1, 0)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
@@ -10,12 +9,12 @@ from sqlalchemy import Engine, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
-from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import dispatch_queue
 from lotlens_webhook_dispatcher import dispatch_queue as schedule
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
+    KafkaDown,
     Reply,
     attempts_not_started,
     client_secret,
@@ -93,21 +92,6 @@ def test_an_interrupted_attempt_is_recorded_even_when_the_next_attempt_breaks_be
     assert [request.attempt for request in hooks.on("/broken")] == [3]
     assert [(row["status"], row["attempt_count"], row["interruptions"])
             for row in queue_rows(db, job_id)] == [("delivered", 3, 1)]
-
-
-class KafkaDown(EventProducer):
-    """The dispatcher's producer while the broker does not answer: every flush fails."""
-
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
-        self.down = threading.Event()
-        self.down.set()
-
-    def flush(self, timeout_s: float = 30.0) -> None:
-        if self.down.is_set():
-            self.discard()
-            raise PublishError("the broker did not answer (test)")
-        super().flush(timeout_s)
 
 
 def test_an_outcome_that_cannot_be_published_is_kept_and_recorded_once_kafka_is_back(config, db, events):

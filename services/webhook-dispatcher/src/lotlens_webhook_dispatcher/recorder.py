@@ -1,0 +1,153 @@
+"""The recorder: stores finished attempts' outcomes in groups, on one thread.
+
+One Kafka flush and one transaction for all the attempts that finished meanwhile, instead of one
+each: a flush waits for the broker's acks, and one at a time they capped the dispatcher near 100
+attempts a second. A spent attempt's events are published to Kafka first and its row written
+second: a crash in between repeats an event (the projection is keyed by delivery and attempt)
+but never loses one. An attempt handed back unsent (`not_started`) has no event: PostgreSQL alone
+stores it, first and on its own, so a Kafka outage never holds it (held with the sent attempts'
+outcomes, it stayed `sending` for the whole outage, and an instance that died meanwhile left it
+to be recorded as interrupted though nothing was sent). Outcomes that cannot be stored are kept,
+their leases renewed, and tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.producer import EventProducer
+from lotlens_webhook_dispatcher import dispatch_queue, metrics
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.outcomes import Verdict
+
+log = logging.getLogger(__name__)
+
+# Waits between tries to store outcomes while Kafka or PostgreSQL is down: doubling, capped.
+_RETRY_S = 0.5
+_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """A finished attempt waiting to be stored, with its events' envelopes (their ids fixed)."""
+
+    delivery: Delivery
+    verdict: Verdict
+    envelopes: list[Envelope]
+
+
+class Recorder:
+    """Stores the outcomes `finish` is given; `forget` is told which claims are done with."""
+
+    def __init__(self, engine: Engine, producer: EventProducer, topic: str, lease_s: float,
+                 clock: Callable[[], datetime], forget: Callable[[Sequence[Delivery]], None]) -> None:
+        self._engine = engine
+        self._producer = producer
+        self._topic = topic
+        self._lease_s = lease_s
+        self._clock = clock
+        self._forget = forget
+        self._finished: queue.Queue[Outcome] = queue.Queue()
+
+    def finish(self, delivery: Delivery, verdict: Verdict) -> None:
+        """Queue an attempt's verdict to be stored."""
+        # The envelopes are made once: tried again, an outcome's events keep their ids.
+        envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in verdict.events]
+        self._finished.put(Outcome(delivery, verdict, envelopes))
+
+    def run(self, attempts_done: threading.Event) -> None:
+        """Store finished attempts in groups until every attempt is done and stored.
+
+        A group that cannot be stored (Kafka or PostgreSQL down) is kept and tried again with the
+        attempts finished meanwhile: its outcomes are known. Left to their leases, they were taken
+        up again as interrupted and sent again, and a long outage gave delivered webhooks up as
+        failed. At shutdown what is still unstored is left to its leases.
+        """
+        unstored: list[Outcome] = []
+        delay = _RETRY_S
+        while True:
+            try:
+                unstored.append(self._finished.get(timeout=0.05))
+            except queue.Empty:
+                if not unstored and attempts_done.is_set():
+                    return
+            while True:
+                try:
+                    unstored.append(self._finished.get_nowait())
+                except queue.Empty:
+                    break
+            unstored = self._store(unstored)
+            if not unstored:
+                delay = _RETRY_S
+            elif attempts_done.is_set():
+                self._forget([outcome.delivery for outcome in unstored])
+                return
+            else:
+                unstored = self._still_held(unstored)
+                attempts_done.wait(delay)
+                delay = min(2 * delay, _RETRY_MAX_S)
+
+    def _store(self, group: list[Outcome]) -> list[Outcome]:
+        """Store the group's hand-backs, then the rest; the outcomes left unstored."""
+        handed_back = [outcome for outcome in group if not outcome.verdict.spent]
+        rest = [outcome for outcome in group if outcome.verdict.spent]
+        left = [] if not handed_back or self._record(handed_back) else handed_back
+        return left + (rest if rest and not self._record(rest) else [])
+
+    def _still_held(self, unstored: list[Outcome]) -> list[Outcome]:
+        """Renew the leases of outcomes waiting to be stored (while PostgreSQL answers), so no other
+        instance takes their attempts up again and sends them meanwhile; those another instance
+        took already are dropped, their events unpublished."""
+        try:
+            with self._engine.begin() as conn:
+                # An interrupted attempt's record is kept whoever holds the delivery now: that
+                # attempt is over, and its record is due however the delivery goes on.
+                held = [outcome for outcome in unstored if outcome.verdict.record_only
+                        or dispatch_queue.renew(conn, outcome.delivery, self._clock(), self._lease_s)]
+        except DBAPIError:
+            return unstored  # PostgreSQL down too: the fence refuses their records if taken over
+        self._forget([outcome.delivery for outcome in unstored if outcome not in held])
+        return held
+
+    def _record(self, group: list[Outcome]) -> bool:
+        """Publish the group's events and store its outcomes; False when that failed (nothing stored).
+
+        An interrupted attempt's record is only published: the delivery's row belongs to the
+        attempt under way, which stores its own outcome (and is forgotten with it).
+        """
+        settled = [outcome for outcome in group if not outcome.verdict.record_only]
+        envelopes = [envelope for outcome in group for envelope in outcome.envelopes]
+        kept = 0
+        try:
+            if envelopes:  # attempts handed back unsent have none: PostgreSQL alone stores them
+                # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
+                self._producer.publish_many(self._topic, envelopes)
+                self._producer.flush()
+            if settled:
+                with self._engine.begin() as conn:
+                    kept = dispatch_queue.record_many(conn, [
+                        (o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent) for o in settled],
+                        self._clock())
+        except Exception:
+            # Nothing of the group is stored (its events, if published, are repeated; never lost).
+            log.exception("recording %d attempts failed; trying again", len(group))
+            return False
+        if kept < len(settled):
+            log.warning("%d of %d deliveries were taken over before their attempt was recorded",
+                        len(settled) - kept, len(settled))
+        for outcome in (outcome for outcome in settled if outcome.verdict.spent):  # the rest: `hand_back`
+            delivery, status = outcome.delivery, outcome.verdict.status
+            metrics.count_verdict(status)
+            log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
+                     extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+        self._forget([outcome.delivery for outcome in settled])
+        return True
