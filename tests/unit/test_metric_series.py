@@ -23,7 +23,7 @@ from lotlens_common.model.errors import (
 )
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_webhook_dispatcher import metrics as dispatcher_metrics
-from lotlens_webhook_dispatcher.not_started import NotStarted
+from lotlens_webhook_dispatcher.not_started import NotStarted, Unready
 from tests.unit.consumer_fakes import FakeMessage, event, run
 
 ONE_OF_EACH_KIND: list[BaseException] = [
@@ -80,7 +80,8 @@ def test_the_dispatcher_exports_both_final_outcomes_at_zero_from_start() -> None
 
 
 def test_the_dispatcher_exports_every_reason_an_attempt_did_not_start_at_zero_from_start() -> None:
-    causes = [OperationalError("SELECT 1", {}, Exception("down")), KeyError("a defect")]
+    causes = [OperationalError("SELECT 1", {}, Exception("down")), KeyError("a defect"),
+              Unready("read_models", "lagging"), Unready("no_key", "not configured")]
     no_new_series("lotlens_webhook_attempts_not_started_total", lambda: [
         dispatcher_metrics.ATTEMPTS_NOT_STARTED.labels(reason=NotStarted("payload", cause).reason).inc()
         for cause in causes])

@@ -276,10 +276,11 @@ def secrets_unreadable(engine: Engine) -> Iterator[None]:
             conn.execute(text("ALTER TABLE client_webhook_secrets_away RENAME TO client_webhook_secrets"))
 
 
-def attempts_not_started() -> float:
-    """Attempts this process's dispatchers handed back unsent because PostgreSQL refused a read."""
+def attempts_not_started(reason: str = "database") -> float:
+    """Attempts this process's dispatchers handed back unsent for `reason` (by default: PostgreSQL
+    refused a read)."""
     name = "lotlens_webhook_attempts_not_started_total"
-    return REGISTRY.get_sample_value(name, {"reason": "database"}) or 0.0
+    return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:

@@ -9,13 +9,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, delete, text
 
+from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
-from lotlens_webhook_dispatcher import payloads
+from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
     KafkaDown,
     Reply,
     Request,
@@ -166,3 +169,50 @@ def test_a_hand_back_is_stored_while_kafka_is_down_not_held_with_the_sent_outcom
             seen = events.until(lambda seen: len(finals(seen)) == 2)
     assert [request.attempt for request in hooks.arrived] == [1, 1] and of(WebhookFailed, seen) == []
     assert state(db, sent_job) == state(db, unsent_job) == [("delivered", 1, 0)]
+
+
+def handed_back_twice_or_attempted(reason: str, url: str) -> Any:
+    """Until the delivery was handed back unsent for `reason` twice (claimed again in between), or
+    an attempt of it was recorded."""
+    before = attempts_not_started(reason)
+    return lambda seen: bool(of(WebhookAttempted, seen, url)) or attempts_not_started(reason) - before >= 2
+
+
+def test_a_job_not_yet_in_the_read_models_uses_up_no_attempt_and_goes_out_once_projected(config, db, events):
+    # The projector lags: the read models may not have a job yet. Each attempt was a failed one
+    # ("not sent: the job is not in the read models"), and five of them gave the delivery up
+    # within minutes without a single POST.
+    with one_webhook(db, "/lagging") as (hooks, url, job_id), running(quick(config), db):
+        with db.begin() as conn:
+            read_models = [conn.execute(table.select().where(table.c.job_id == job_id)).mappings().all()
+                           for table in (jobs, lots, descriptions)]
+            for table in (descriptions, lots, jobs):
+                conn.execute(delete(table).where(table.c.job_id == job_id))
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+        seen = events.until(handed_back_twice_or_attempted("read_models", url), timeout_s=20)
+        assert hooks.on("/lagging") == [] and of(WebhookAttempted, seen) == []
+        assert state(db, job_id) in ([("pending", 0, 0)], [("sending", 1, 0)])
+        with db.begin() as conn:  # the projector catches up
+            for table, rows in zip((jobs, lots, descriptions), read_models, strict=True):
+                if rows:  # its one lot failed: it has no descriptions
+                    conn.execute(table.insert(), [dict(row) for row in rows])
+        seen = events.until(lambda seen: bool(finals(seen)))
+    assert_sent_once_as_the_first_attempt(hooks.on("/lagging"), seen, job_id, url)
+    assert state(db, job_id) == [("delivered", 1, 0)]
+
+
+def test_a_client_without_a_key_uses_up_no_attempt_and_goes_out_once_its_key_is_configured(
+        config, db, events):
+    # A missing key is the operator's omission, put right by configuring it: each attempt was a
+    # failed one ("not sent: no key for client"), and the delivery was given up within minutes,
+    # never sent, before anyone could add the key.
+    with one_webhook(db, "/keyless") as (hooks, url, job_id):
+        with running(quick(config).model_copy(update={"clients": {}}), db):
+            publish_completed(config, job_id)
+            seen = events.until(handed_back_twice_or_attempted("no_key", url), timeout_s=20)
+        assert hooks.on("/keyless") == [] and of(WebhookAttempted, seen) == []
+        assert state(db, job_id) == [("pending", 0, 0)]  # handed back as the dispatcher stopped
+        with running(quick(config), db):  # restarted with the key configured
+            seen = events.until(lambda seen: bool(finals(seen)))
+    assert_sent_once_as_the_first_attempt(hooks.on("/keyless"), seen, job_id, url)
+    assert state(db, job_id) == [("delivered", 1, 0)]

@@ -16,10 +16,12 @@ ATTEMPT_SECONDS = Histogram("lotlens_webhook_attempt_duration_seconds", "Duratio
 PENDING = Gauge("lotlens_webhook_deliveries_pending", "Deliveries not yet delivered or failed")
 OLDEST_PENDING_AGE = Gauge("lotlens_webhook_oldest_pending_age_seconds", "Age of the oldest open delivery")
 IN_FLIGHT = Gauge("lotlens_webhook_attempts_in_flight", "Attempts being made right now")
-# Attempts that broke before their POST and were handed back unsent (reason: database | error).
+# Attempts that broke before their POST, nothing sent, by reason (`not_started.NotStarted`):
+# every one but `error` (a defect, a failed attempt) passes and is handed back.
+NOT_STARTED_REASONS = ("database", "read_models", "no_key", "error")
 ATTEMPTS_NOT_STARTED = Counter("lotlens_webhook_attempts_not_started_total",
                                "Attempts that broke before their POST, nothing sent", ["reason"])
-for _reason in ("database", "error"):
+for _reason in NOT_STARTED_REASONS:
     ATTEMPTS_NOT_STARTED.labels(reason=_reason)
 
 

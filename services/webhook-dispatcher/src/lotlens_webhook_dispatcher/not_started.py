@@ -1,13 +1,17 @@
 """Attempts that broke before their POST: nothing was sent, so they are neither attempts nor
 interruptions.
 
-Before its POST an attempt reads the job from the read models and builds the body, reads the
-client's secrets to sign it and may renew its lease. PostgreSQL can refuse any of that (an outage,
-a broken table) and a defect can raise while building the body. Left to its lease, such an attempt
-was taken up again as interrupted ("the dispatcher stopped…", though none had and nothing was
-sent), and a PostgreSQL outage of about five leases, or a broken secrets table, gave healthy
-deliveries up as failed without a single POST. The claim is handed back instead: the delivery is
-`pending` again soon (`outcomes.not_started`), its attempt and interruption counts as before.
+Before its POST an attempt looks up its client's shared key, reads the job from the read models
+and builds the body, reads the client's secrets to sign it and may renew its lease. PostgreSQL
+can refuse any of that (an outage, a broken table) and a defect can raise while building the
+body. Left to its lease, such an attempt was taken up again as interrupted ("the dispatcher
+stopped…", though none had and nothing was sent), and a PostgreSQL outage of about five leases,
+or a broken secrets table, gave healthy deliveries up as failed without a single POST. The claim
+is handed back instead: the delivery is `pending` again soon (`outcomes.not_started`), its
+attempt and interruption counts as before. So is the claim of an attempt that cannot start yet
+(`Unready`): a job the read models do not have yet (the projector lags) or a client with no
+shared key configured (the operator's omission, put right by configuring it). As failed
+attempts, both used up the five attempts within minutes and gave the delivery up, never sent.
 """
 
 from __future__ import annotations
@@ -28,18 +32,35 @@ from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_starte
 log = logging.getLogger(__name__)
 
 
+class Unready(LookupError):
+    """What an attempt needs is not there yet; `reason` is one of `metrics.NOT_STARTED_REASONS`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class NotStarted(Exception):
     """An attempt broke at `step`, before its POST: nothing was sent.
 
-    `reason` is `database` when PostgreSQL refused or could not be reached (it passes: the claim
-    is handed back), `error` otherwise (a defect: a failed attempt, its traceback logged).
+    `reason` is `database` when PostgreSQL refused or could not be reached, the `Unready` reason
+    when something the attempt needs is not there yet (all of these pass: the claim is handed
+    back), `error` otherwise (a defect: a failed attempt, its traceback logged).
     """
 
     def __init__(self, step: str, cause: Exception) -> None:
         first_line = (str(cause).splitlines() or [""])[0]  # a statement's error goes on with its SQL
         super().__init__(f"{step}: {type(cause).__name__}: {first_line}")
         self.step = step
-        self.reason = "database" if isinstance(cause, SQLAlchemyError) else "error"
+        if isinstance(cause, Unready):
+            self.reason = cause.reason
+        else:
+            self.reason = "database" if isinstance(cause, SQLAlchemyError) else "error"
+
+    @property
+    def passes(self) -> bool:
+        """Whether trying again later can succeed (the claim is handed back, not spent)."""
+        return self.reason != "error"
 
 
 @contextmanager
@@ -53,13 +74,17 @@ def before_post(step: str) -> Iterator[None]:
 
 def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: RetryPolicy,
               rng: random.Random | None = None) -> Verdict:
-    """The verdict undoing the claim of an attempt that PostgreSQL stopped before its POST (it
-    passes: the delivery is neither attempted nor given up); counted and logged once."""
+    """The verdict undoing the claim of an attempt stopped before its POST by something that
+    passes (the delivery is neither attempted nor given up); counted and logged once.
+
+    A missing key is logged as an error: it passes only once an operator configures the key.
+    """
     verdict = not_started(now, policy, rng)
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
-    log.warning("attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
-                delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,
-                extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+    log.log(logging.ERROR if broke.reason == "no_key" else logging.WARNING,
+            "attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
+            delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,
+            extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
     return verdict
 
 
@@ -67,8 +92,7 @@ def failed_attempt(delivery: Delivery, broke: NotStarted) -> AttemptOutcome:
     """An attempt a defect stopped before its POST, as a failed attempt on the schedule.
 
     It fails the same way at each try: handed back like PostgreSQL's refusals, the delivery never
-    ended and kept no history. As a failed attempt it is recorded, retried and in the end `failed`,
-    as a delivery to a client without a key is.
+    ended and kept no history. As a failed attempt it is recorded, retried and in the end `failed`.
     """
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
     log.error("attempt %d of delivery %s not sent: %s", delivery.attempt, delivery.delivery_id, broke,

@@ -43,7 +43,13 @@ from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
-from lotlens_webhook_dispatcher.not_started import NotStarted, before_post, failed_attempt, hand_back
+from lotlens_webhook_dispatcher.not_started import (
+    NotStarted,
+    Unready,
+    before_post,
+    failed_attempt,
+    hand_back,
+)
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, judge
 from lotlens_webhook_dispatcher.recorder import Recorder
 from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
@@ -208,7 +214,7 @@ class Dispatcher:
         try:
             outcome = self._send(delivery)
         except NotStarted as broke:  # nothing sent: not left to the lease, never an interruption
-            if broke.reason == "database":  # passing: the recorder undoes the claim
+            if broke.passes:  # the recorder undoes the claim
                 self._recorder.finish(delivery, hand_back(delivery, broke, self._clock(), self._policy,
                                                           self._rng))
                 return
@@ -220,13 +226,14 @@ class Dispatcher:
 
     def _send(self, delivery: Delivery) -> AttemptOutcome:
         s = self._settings
-        key = s.shared_key(delivery.client_id)
-        if key is None:
-            return AttemptOutcome(False, 0.0, error=f"not sent: no key for client {delivery.client_id!r}")
+        with before_post("key"):
+            key = s.shared_key(delivery.client_id)
+            if key is None:
+                raise Unready("no_key", f"no key for client {delivery.client_id!r} (LOTLENS_CLIENTS)")
         with before_post("payload"):
             job = self._finished_jobs.job(delivery.job_id)
             if job is None:
-                return AttemptOutcome(False, 0.0, error="not sent: the job is not in the read models")
+                raise Unready("read_models", "the job is not in the read models (yet)")
             body = payloads.part_body(payloads.head(job),
                                       self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
                                       delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
