@@ -1,16 +1,19 @@
-"""Fixtures of the dispatcher tests: a private schema per test, its settings, the events read back."""
+"""Fixtures of the dispatcher tests: a private schema per test, its settings, the events read back,
+and that schema behind a proxy whose connections can be cut."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, make_url, text
 
+from chaos.network import Toxiproxy, toxiproxy_binary
 from lotlens_common.db import make_engine
 from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_common.tables import metadata
-from tests.conftest import new_id
+from tests.conftest import ROOT, new_id
 from tests.integration.webhook_dispatcher.support import WebhookEvents
 
 
@@ -47,3 +50,20 @@ def events(settings: ServiceSettings) -> Iterator[WebhookEvents]:
     reader = WebhookEvents(settings)
     yield reader
     reader.close()
+
+
+@pytest.fixture()
+def proxied_db(schema_engine: tuple[Engine, str], tmp_path: Path) -> Iterator[tuple[Toxiproxy, Engine]]:
+    """The test's schema reached through a toxiproxy proxy named `postgres`: a dispatcher on this
+    engine loses PostgreSQL alone while a fault is on (`proxy.add("postgres", "net-reset")`)."""
+    proxy = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
+    proxy.start()
+    try:
+        url = make_url(schema_engine[1])
+        port = proxy.proxy("postgres", url.port or 5432)
+        proxied = make_engine(DatabaseSettings(DATABASE_URL=url.set(port=port).render_as_string(
+            hide_password=False)), "tests")
+        yield proxy, proxied
+        proxied.dispose()
+    finally:
+        proxy.stop()

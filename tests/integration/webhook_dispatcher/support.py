@@ -276,6 +276,45 @@ def secrets_unreadable(engine: Engine) -> Iterator[None]:
             conn.execute(text("ALTER TABLE client_webhook_secrets_away RENAME TO client_webhook_secrets"))
 
 
+def state(db: Engine, job_id: str) -> list[tuple[str, int, int]]:
+    """Each delivery's status, attempt count and interruptions."""
+    return [(row["status"], row["attempt_count"], row["interruptions"]) for row in queue_rows(db, job_id)]
+
+
+@contextmanager
+def hand_back_refused(engine: Engine) -> Iterator[None]:
+    """PostgreSQL refuses to put a claimed delivery back to `pending` unsent, until exit."""
+    with engine.begin() as conn:
+        conn.execute(text("""
+            CREATE FUNCTION refuse_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+                IF OLD.status = 'sending' AND NEW.status = 'pending' AND NEW.attempt_count < OLD.attempt_count
+                THEN RAISE EXCEPTION 'the hand-back is refused (test)'; END IF;
+                RETURN NEW; END $$"""))
+        conn.execute(text("CREATE TRIGGER refuse_hand_back BEFORE UPDATE ON dispatch_queue "
+                          "FOR EACH ROW EXECUTE FUNCTION refuse_hand_back()"))
+    try:
+        yield
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_hand_back ON dispatch_queue"))
+
+
+@contextmanager
+def one_webhook(db: Engine, path: str) -> Iterator[tuple[Any, str, str]]:
+    """A receiver answering 200 and a finished job with one webhook URL on it, its client's secret
+    made: (receiver, URL, job id)."""
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}{path}"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        yield hooks, url, job_id
+
+
+def quick(config: Any) -> Any:
+    """Settings whose attempts time out, and whose leases run out, within a second."""
+    return dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
+
+
 def attempts_not_started(reason: str = "database") -> float:
     """Attempts this process's dispatchers handed back unsent for `reason` (by default: PostgreSQL
     refused a read)."""

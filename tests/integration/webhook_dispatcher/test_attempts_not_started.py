@@ -4,12 +4,10 @@ neither an attempt nor an interruption, and the delivery goes out once the reads
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, delete, text
+from sqlalchemy import delete
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
@@ -26,56 +24,21 @@ from tests.integration.webhook_dispatcher.support import (
     client_secret,
     dispatcher_settings,
     finals,
+    hand_back_refused,
     insert_finished_job,
     of,
+    one_webhook,
     publish_completed,
     queue_rows,
+    quick,
     receiver,
     running,
     secrets_unreadable,
+    state,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def state(db: Engine, job_id: str) -> list[tuple[str, int, int]]:
-    """Each delivery's status, attempt count and interruptions."""
-    return [(row["status"], row["attempt_count"], row["interruptions"]) for row in queue_rows(db, job_id)]
-
-
-@contextmanager
-def hand_back_refused(engine: Engine) -> Iterator[None]:
-    """PostgreSQL refuses to put a claimed delivery back to `pending` unsent, until exit."""
-    with engine.begin() as conn:
-        conn.execute(text("""
-            CREATE FUNCTION refuse_hand_back() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
-                IF OLD.status = 'sending' AND NEW.status = 'pending' AND NEW.attempt_count < OLD.attempt_count
-                THEN RAISE EXCEPTION 'the hand-back is refused (test)'; END IF;
-                RETURN NEW; END $$"""))
-        conn.execute(text("CREATE TRIGGER refuse_hand_back BEFORE UPDATE ON dispatch_queue "
-                          "FOR EACH ROW EXECUTE FUNCTION refuse_hand_back()"))
-    try:
-        yield
-    finally:
-        with engine.begin() as conn:
-            conn.execute(text("DROP TRIGGER refuse_hand_back ON dispatch_queue"))
-
-
-@contextmanager
-def one_webhook(db: Engine, path: str) -> Iterator[tuple[Any, str, str]]:
-    """A receiver answering 200 and a finished job with one webhook URL on it, its client's secret
-    made: (receiver, URL, job id)."""
-    with receiver(lambda _request: Reply(200)) as hooks:
-        url = f"{hooks.url}{path}"
-        job_id = insert_finished_job(db, [url])
-        client_secret(db)
-        yield hooks, url, job_id
-
-
-def quick(config: Any) -> Any:
-    """Settings whose attempts time out, and whose leases run out, within a second."""
-    return dispatcher_settings(config, new_id("g-"), webhook_timeout_s=0.3, webhook_lease_margin_s=0.3)
 
 
 def assert_sent_once_as_the_first_attempt(requests: list[Request], seen: list[Any], job_id: str,

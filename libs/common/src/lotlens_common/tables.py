@@ -222,6 +222,9 @@ dispatch_queue = Table(
     # Of those attempts, the ones whose outcome was never recorded (the instance died or could
     # not record it): they do not count against the retry schedule.
     Column("interruptions", Integer, nullable=False, server_default="0"),
+    # False from a claim until its attempt's POST starts: a claim whose lease ran out with it
+    # false was never sent, and is made again rather than recorded as interrupted.
+    Column("post_started", Boolean, nullable=False, server_default="true"),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The job's W3C trace context, so the POST joins the job's trace (NULL when tracing is off).

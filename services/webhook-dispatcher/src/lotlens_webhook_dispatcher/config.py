@@ -53,8 +53,8 @@ class DispatcherSettings(ServiceSettings):
         """How long a claimed attempt is reserved for the instance that claimed it.
 
         An attempt, its DNS lookup included, ends within one timeout (`guard.attempt_deadline`);
-        the other two are slack for a busy machine (the body is built and the outcome published
-        around the attempt, and a stale lease is renewed before sending).
+        the other two are slack for a busy machine (the body is built before the attempt and the
+        outcome published after it; the lease is renewed as the POST starts, `post_marks`).
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
 

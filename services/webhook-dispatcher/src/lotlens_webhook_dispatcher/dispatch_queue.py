@@ -3,13 +3,17 @@
 A row is one delivery (job, URL, part): `pending` until due, `sending` while an instance holds
 it, then `delivered` or `failed`. Claiming takes due rows with `FOR UPDATE SKIP LOCKED` and, in
 the same transaction, counts the attempt and leases the row (`next_attempt_at` moves past the
-longest an attempt can take). Two instances therefore never make the same attempt, and a row
-still `sending` when its lease runs out belongs to an instance that died mid-attempt: the next
-claim records that attempt as interrupted and carries on with the schedule. An interrupted attempt
-may never have been sent, so it does not count against the schedule; a delivery interrupted more
-than `INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up. An attempt known
-to have broken before its POST is handed back (`record_many`, not spent): `pending` again with the
-attempt count it had before the claim, so it is no interruption.
+longest an attempt can take). Right before its POST the attempt marks the row (`mark_posting`:
+`post_started`, the lease renewed), and only the holder of the claim can: two instances never
+send the same attempt. A row still `sending` when its lease runs out belongs to an instance that
+died or lost PostgreSQL mid-attempt. Marked, the attempt may have been sent: the next claim
+records it as interrupted and carries on with the schedule. An interrupted attempt may never have
+been sent, so it does not count against the schedule; a delivery interrupted more than
+`INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up. Unmarked, it was
+never sent: the next claim makes the same attempt again, no interruption (an instance that lost
+PostgreSQL before it could hand such a claim back left a false one). An attempt known to have
+broken before its POST is handed back (`record_many`, not spent): `pending` again with the
+attempt count it had before the claim, so it is no interruption either.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import (
@@ -58,13 +62,12 @@ class Delivery:
     part: int
     total_parts: int
     attempt: int
-    # An attempt a dead instance started and never recorded, and when it started.
+    # An attempt a dead instance started (its POST may have gone out) and never recorded, and
+    # when it started.
     interrupted_attempt: int | None = None
     interrupted_at: datetime | None = None
     # Attempts interrupted so far, that one included.
     interruptions: int = 0
-    # Until when the claim reserves the attempt for this instance.
-    leased_until: datetime | None = None
     # The job's W3C trace context (None when tracing was off as it was scheduled).
     traceparent: str | None = None
 
@@ -156,13 +159,15 @@ def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str
         room[row["host"]] = room.get(row["host"], per_host) - 1
         chosen.append(_delivery(row))
     lease_until = now + timedelta(seconds=lease_s)
-    chosen = [replace(delivery, leased_until=lease_until) for delivery in chosen]
     to_send = [d.delivery_id for d in chosen if not d.exhausted]
     to_close = [d.delivery_id for d in chosen if d.exhausted]
     if to_send:
+        # As `_delivery` reads the row: a lapsed claim never sent keeps its attempt number.
+        lapsed = q.c.status == "sending"
         conn.execute(update(q).where(q.c.delivery_id.in_(to_send)).values(
-            status="sending", attempt_count=q.c.attempt_count + 1, next_attempt_at=lease_until,
-            interruptions=q.c.interruptions + case((q.c.status == "sending", 1), else_=0), updated_at=now))
+            status="sending", next_attempt_at=lease_until, post_started=False, updated_at=now,
+            attempt_count=q.c.attempt_count + case((lapsed & ~q.c.post_started, 0), else_=1),
+            interruptions=q.c.interruptions + case((lapsed & q.c.post_started, 1), else_=0)))
     if to_close:
         conn.execute(update(q).where(q.c.delivery_id.in_(to_close)).values(
             next_attempt_at=lease_until, updated_at=now))
@@ -171,12 +176,14 @@ def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str
 
 def _delivery(row: RowMapping) -> Delivery:
     count = int(row["attempt_count"])
-    interrupted = row["status"] == "sending" and count > 0
+    lapsed = row["status"] == "sending"  # a claim whose lease ran out
+    interrupted = lapsed and count > 0 and bool(row["post_started"])
+    never_sent = lapsed and not row["post_started"]
     interruptions = int(row["interruptions"]) + interrupted
     return Delivery(
         delivery_id=row["delivery_id"], job_id=row["job_id"], client_id=row["client_id"],
         webhook_url=row["webhook_url"], part=row["part"], total_parts=row["total_parts"],
-        attempt=count if interruptions > INTERRUPTIONS_ALLOWED else count + 1,
+        attempt=count if interruptions > INTERRUPTIONS_ALLOWED or never_sent else count + 1,
         interrupted_attempt=count if interrupted else None,
         interrupted_at=row["updated_at"] if interrupted else None,
         interruptions=interruptions,
@@ -191,6 +198,23 @@ def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -
     return result.rowcount == 1
 
 
+def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime, lease_s: float) -> set[str]:
+    """Mark the attempts' POSTs as starting and renew their leases, right before sending, in one
+    statement; the ids of those still this instance's to send. The rest were taken over, handed
+    back, or marked by another instance that took the claim over unsent: the fencing number alone
+    does not tell those apart."""
+    result = conn.execute(text("""
+        UPDATE dispatch_queue AS q
+           SET post_started = true, next_attempt_at = :lease_until, updated_at = :now
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(delivery_id text, attempt int)
+         WHERE q.delivery_id = m.delivery_id AND q.status = 'sending' AND q.attempt_count = m.attempt
+           AND NOT q.post_started
+     RETURNING q.delivery_id"""),
+        {"now": now, "lease_until": now + timedelta(seconds=lease_s), "rows": json_rows(
+            {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt} for delivery in deliveries)})
+    return set(result.scalars())
+
+
 def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, datetime | None, bool]],
                 now: datetime) -> int:
     """Store attempts' outcomes (status, next attempt, whether the attempt was spent) in one
@@ -199,7 +223,9 @@ def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, dateti
     An attempt not spent (it broke before its POST) gives its number back: the claim is undone
     but for the interruption it may have found, and the next claim makes the same attempt. An
     attempt whose lease was lost to another instance meanwhile is not stored: that instance owns
-    the delivery now.
+    the delivery now (a hand-back is refused once the attempt is marked: a takeover of an unsent
+    claim has the same fencing number). A row at rest says `post_started`: an instance of an
+    older version claims without resetting it, and its lapsed claims are interruptions.
     """
     if not outcomes:
         return 0
@@ -207,10 +233,11 @@ def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, dateti
     result = conn.execute(text("""
         UPDATE dispatch_queue AS q
            SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now,
-               attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END
+               attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END, post_started = true
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean)
-         WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt"""),
+         WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt
+           AND (o.spent OR NOT q.post_started)"""),
         {"now": now, "rows": json_rows(
             {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt, "status": status,
              "next_attempt_at": next_attempt_at or now, "spent": spent}

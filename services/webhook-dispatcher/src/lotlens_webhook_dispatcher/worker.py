@@ -6,14 +6,14 @@ as its HTTP call ends, while its outcome waits for the recorder: holding the slo
 outcome was stored left the pool idle for every flush and commit (a 2,000-URL job went out at
 under 600 a second). At most `UNRECORDED_PER_SLOT` outcomes per slot may wait, so a recorder that
 cannot reach Kafka or PostgreSQL soon stops the claims instead of piling up attempts whose leases
-would run out unrecorded. A host never has more than
-`webhook_per_host_concurrency` attempts in flight from this instance, and rows of a saturated
-host are not even claimed, so a slow endpoint only ever holds its own slots. An attempt whose
-outcome was never written (its instance died) is taken up again as interrupted once its lease
-runs out, and sent again; the interrupted attempt's record goes to the recorder at once, on its
-own, so it is published whatever becomes of the attempt that follows. An attempt that broke
-before its POST sent nothing: the recorder hands its claim back (`not_started`), neither an
-attempt nor an interruption.
+would run out unrecorded. A host never has more than `webhook_per_host_concurrency` attempts in
+flight from this instance, and rows of a saturated host are not even claimed, so a slow endpoint
+only ever holds its own slots. An attempt whose outcome was never written (its instance died) is
+taken up again once its lease runs out, as interrupted if its POST had started (`post_marks`),
+and sent again; the interrupted attempt's record goes to the recorder at once, on its own, so it
+is published whatever becomes of the attempt that follows. An attempt that broke before its POST
+sent nothing: the recorder hands its claim back (`not_started`), neither an attempt nor an
+interruption.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from lotlens_webhook_dispatcher.not_started import (
     hand_back,
 )
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, judge
+from lotlens_webhook_dispatcher.post_marks import PostMarks
 from lotlens_webhook_dispatcher.recorder import Recorder
 from lotlens_webhook_dispatcher.secrets_cache import SecretsCache
 
@@ -96,6 +97,7 @@ class Dispatcher:
                                   self._forget)
         self._finished_jobs = FinishedJobs(engine)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
+        self._post_marks = PostMarks(engine, settings.lease_s, clock)
 
     def hosts_in_flight(self) -> dict[str, int]:
         """Attempts under way per host (the per-host limit's bookkeeping)."""
@@ -244,13 +246,13 @@ class Dispatcher:
                                          int(self._clock().timestamp()), body)}
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
-        if not self._lease_fresh(delivery):
-            # Send only if the lease still holds; checked after the last read (the secrets'):
-            # one stalled past the lease POSTed an attempt another instance may have taken.
-            with before_post("lease"), self._engine.begin() as conn:
-                held = dispatch_queue.renew(conn, delivery, self._clock(), s.lease_s)
-            if not held:
-                raise LeaseLost(delivery.delivery_id)
+        # Marked after the last read (the secrets'), as the POST starts (`post_marks`). Renewed
+        # only when the lease was no longer fresh, a claim that lost PostgreSQL before its
+        # hand-back was stored was taken for an interruption though it had sent nothing.
+        with before_post("lease"):
+            held = self._post_marks.mark(delivery)
+        if not held:
+            raise LeaseLost(delivery.delivery_id)
         with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
                 "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
                 "lotlens.delivery_attempt": delivery.attempt}) as span:
@@ -261,18 +263,6 @@ class Dispatcher:
                 if not outcome.succeeded:
                     span.set_status(StatusCode.ERROR, outcome.error or "not delivered")
             return outcome
-
-    def _lease_fresh(self, delivery: Delivery) -> bool:
-        """Whether the claim's lease still covers a whole attempt with half the margin to spare.
-
-        Then no other instance can have taken the attempt over, and renewing it (a transaction per
-        attempt) can be skipped.
-        """
-        s = self._settings
-        if delivery.leased_until is None:
-            return False
-        left = delivery.leased_until - self._clock()
-        return left > timedelta(seconds=s.lease_s - s.webhook_lease_margin_s / 2)
 
     def _prune_if_due(self) -> None:
         """Forget finished deliveries past the retention, at most `_PRUNE_ROWS` a `_PRUNE_PERIOD_S`

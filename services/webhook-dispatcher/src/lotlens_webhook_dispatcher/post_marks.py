@@ -1,0 +1,70 @@
+"""Marks of attempts whose POST is starting, written together.
+
+Right before its POST each attempt marks its row (`dispatch_queue.mark_posting`): a claim whose
+lease runs out unmarked was never sent, so the next claim makes the same attempt instead of
+recording an interruption, and only the claim's holder can mark it, so one stalled past its lease
+never sends an attempt another instance took over. A transaction per attempt cost about a third
+of the deliveries a second (1,500 to an in-process receiver on 2 cores: some 240 a second, 170
+with a transaction each, 200 to 220 grouped, within the noise of no mark). Whoever comes while a
+mark is being written waits for the next write, which takes every mark waiting: one statement
+and one commit for all of them (group commit).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+
+
+@dataclass(eq=False)
+class _Mark:
+    delivery: Delivery
+    done: bool = False
+    held: bool = False
+    error: Exception | None = None
+
+
+class PostMarks:
+    """`mark(delivery)`: whether the attempt may be sent, its POST marked as starting."""
+
+    def __init__(self, engine: Engine, lease_s: float, clock: Callable[[], datetime]) -> None:
+        self._engine = engine
+        self._lease_s = lease_s
+        self._clock = clock
+        self._waiting: list[_Mark] = []
+        self._lock = threading.Lock()  # guards `_waiting`
+        self._writer = threading.Lock()  # one write at a time
+
+    def mark(self, delivery: Delivery) -> bool:
+        """Mark the attempt's POST as starting and renew its lease; False when the claim is no
+        longer this instance's to send. Raises what PostgreSQL raised (nothing is sent then)."""
+        mark = _Mark(delivery)
+        with self._lock:
+            self._waiting.append(mark)
+        with self._writer:
+            if not mark.done:  # not taken by the write that held the lock before
+                with self._lock:
+                    batch, self._waiting = self._waiting, []
+                self._write(batch)
+        if mark.error is not None:
+            raise mark.error
+        return mark.held
+
+    def _write(self, batch: list[_Mark]) -> None:
+        try:
+            with self._engine.begin() as conn:
+                held = dispatch_queue.mark_posting(conn, [m.delivery for m in batch], self._clock(),
+                                                   self._lease_s)
+        except Exception as exc:  # every attempt of the batch breaks before its POST
+            for mark in batch:
+                mark.error, mark.done = exc, True
+            return
+        for mark in batch:
+            mark.held, mark.done = mark.delivery.delivery_id in held, True

@@ -1,0 +1,93 @@
+"""A claim whose lease ran out before its POST started was never sent: the instance that takes the
+delivery over makes the same attempt again, and records no interruption."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from lotlens_common.clock import utc_now
+from lotlens_common.events import WebhookAttempted
+from lotlens_common.tables import dispatch_queue as dispatch_queue_table
+from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.post_marks import PostMarks
+from tests.integration.webhook_dispatcher.support import (
+    attempts_not_started,
+    finals,
+    hand_back_refused,
+    of,
+    one_webhook,
+    publish_completed,
+    queue_rows,
+    quick,
+    running,
+    secrets_unreadable,
+    state,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_an_attempt_handed_back_too_late_is_made_again_by_the_next_instance_not_interrupted(
+        config, db, proxied_db, events):
+    # Its instance lost PostgreSQL before the hand-back was stored, and for longer than the lease:
+    # the next instance took the delivery up and recorded attempt 1 as interrupted ("the
+    # dispatcher stopped…") though nothing had been sent, and sent it as attempt 2.
+    proxy, cut_off = proxied_db
+    settings = quick(config)
+    # The first instance's PostgreSQL is behind the proxy.
+    with one_webhook(db, "/taken-over") as (hooks, url, job_id), running(settings, cut_off):
+        with secrets_unreadable(db), hand_back_refused(db):
+            before = attempts_not_started()
+            publish_completed(config, job_id)
+            wait_for(lambda: attempts_not_started() > before)  # claimed, broke before its POST
+            proxy.add("postgres", "net-reset")  # neither its hand-back nor a renewal gets through
+            wait_for(lambda: queue_rows(db, job_id)[0]["next_attempt_at"] < utc_now())
+        assert state(db, job_id) == [("sending", 1, 0)] and hooks.on("/taken-over") == []
+        with running(settings, db):  # the next instance, PostgreSQL working
+            seen = events.until(lambda seen: bool(finals(seen)))
+        proxy.clear("postgres", "net-reset")
+    assert [(e.attempt, e.succeeded, e.error) for e in of(WebhookAttempted, seen, url)] == [(1, True, None)]
+    assert [request.attempt for request in hooks.on("/taken-over")] == [1]
+    assert state(db, job_id) == [("delivered", 1, 0)]
+
+
+def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_sends(config, db):
+    # The takeover makes the same attempt (the same fencing number): the mark written as a POST
+    # starts is what keeps the stalled first claim from sending it as well.
+    with one_webhook(db, "/fenced") as (_hooks, url, job_id):
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, "acme", {url: 1}, utc_now())
+            [stalled] = dispatch_queue.claim(conn, utc_now(), 1, {}, 4, lease_s=1.0)
+        later = utc_now() + timedelta(seconds=2)  # its lease has run out
+        with db.begin() as conn:
+            [taker] = dispatch_queue.claim(conn, later, 1, {}, 4, lease_s=1.0)
+        assert (taker.attempt, taker.interrupted_attempt, taker.interruptions) == (1, None, 0)
+        with db.begin() as conn:
+            assert dispatch_queue.mark_posting(conn, [taker], later, 1.0) == {taker.delivery_id}
+            assert dispatch_queue.mark_posting(conn, [stalled], later, 1.0) == set()
+            # Nor can the stalled claim hand the attempt back now that it is under way.
+            assert dispatch_queue.record_many(conn, [(stalled, "pending", later, False)], later) == 0
+        assert state(db, job_id) == [("sending", 1, 0)]
+
+
+def test_attempts_starting_together_are_all_marked_and_a_lost_claim_is_not(config, db):
+    # The marks are written together (one statement for those waiting): each attempt still gets
+    # its own answer.
+    urls = [f"http://127.0.0.1:9/hook-{n}" for n in range(12)]
+    with db.begin() as conn:
+        dispatch_queue.schedule(conn, "job-marks", "acme", dict.fromkeys(urls, 1), utc_now())
+        claimed = dispatch_queue.claim(conn, utc_now(), len(urls), {}, len(urls), lease_s=60.0)
+    lost = claimed[0]
+    with db.begin() as conn:  # another instance took this one over and started its POST
+        assert dispatch_queue.mark_posting(conn, [lost], utc_now(), 60.0) == {lost.delivery_id}
+    marks = PostMarks(db, 60.0, utc_now)
+    with ThreadPoolExecutor(len(claimed)) as pool:
+        held = list(pool.map(marks.mark, claimed))
+    assert held == [False] + [True] * (len(claimed) - 1)
+    with db.connect() as conn:
+        assert conn.execute(dispatch_queue_table.select().where(
+            ~dispatch_queue_table.c.post_started)).all() == []
