@@ -121,6 +121,34 @@ def test_webhook_hosts_are_resolved_once_each_and_a_long_refusal_is_listed_in_pa
     assert body["details"]["reasons"] == {lot["webhook"]: reason for lot in lots[:100]}
 
 
+def test_only_a_jobs_first_webhook_hosts_are_looked_up_at_intake_the_others_at_delivery(
+        gateway: Gateway) -> None:
+    # Each of 50,000 lots may name its own webhook host: all were looked up at intake, and a job
+    # of hosts on a domain whose DNS never answers held the lookup threads everyone's images use.
+    # The dispatcher judges every host again when it connects, so the rest wait for it.
+    limit = 100  # LOTLENS_MAX_WEBHOOK_HOSTS_CHECKED's default
+    names = {f"h{n}.hooks.example": "93.184.215.14" for n in range(limit)}
+    resolve = stub_resolver({**names, "hooks.internal.example": "10.1.2.3"})
+    asked: list[str] = []
+
+    async def counting(host: str, port: int) -> list[IPAddress]:
+        asked.append(host)
+        return await resolve(host, port)
+
+    gateway.deps.resolve = counting
+    lots = make_lots(limit + 1)
+    for lot, name in zip(lots, [*names, "hooks.internal.example"], strict=True):
+        lot["webhook"] = f"https://{name}/done"
+    accepted = gateway.submit(lots)
+    assert accepted.status_code == 201, accepted.text[:300]
+    assert asked == list(names)
+    lots[0]["webhook"] = "https://hooks.internal.example/first"  # among the first: still refused
+    body = error_of(gateway.submit(lots), 422)
+    assert body["code"] == "INVALID_WEBHOOK_URLS"
+    assert body["details"]["invalid_urls"] == ["https://hooks.internal.example/first",
+                                               "https://hooks.internal.example/done"]
+
+
 @pytest.mark.parametrize("path", ["/api/v1/generate-descriptions", "/api/v1/test-image-validation"])
 def test_a_compressed_body_is_400_saying_so_not_invalid_json(gateway: Gateway, path: str) -> None:
     # An integrator who gzips a 50,000-lot body was told it was "not UTF-8", and looked for the

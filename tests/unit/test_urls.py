@@ -184,5 +184,5 @@ def test_a_unicode_host_is_looked_up_by_the_name_a_client_connects_to() -> None:
     with pytest.raises(BlockedDestination, match="private"):
         asyncio.run(check_destination("https://straße.de/car.jpg", False, private))
     with pytest.raises(ApiError) as refused:
-        asyncio.run(refuse_private_webhooks(["https://straße.de/hook"], private, False, 2.0))
+        asyncio.run(refuse_private_webhooks(["https://straße.de/hook"], private, False, 2.0, 100))
     assert refused.value.code == "INVALID_WEBHOOK_URLS"

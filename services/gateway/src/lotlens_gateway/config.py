@@ -69,8 +69,10 @@ class GatewaySettings(ServiceSettings):
     max_additional_info_chars: int = 10_000
     # One lot is one OpenAI request: at most 500 images (and 50 MB of them) per request.
     max_batch_images: int = 500
-    # Resolving a webhook host at intake takes at most this long (then the URL is accepted).
+    # Resolving a webhook host at intake takes at most this long (then the URL is accepted), and
+    # only a job's first this many distinct hosts are (the others: by the dispatcher, at delivery).
     webhook_dns_timeout_s: float = 2.0
+    max_webhook_hosts_checked: int = Field(default=100, ge=0)
     max_image_bytes: int = MAX_IMAGE_BYTES
 
     # The contract answers a synchronous lot within 300 s; the budget leaves room for the rest.

@@ -128,7 +128,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         submission = await run_in_threadpool(parse_submission, document, deps.limits)
         if not submission.is_synchronous:
             await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
-                                          settings.webhook_dns_timeout_s)
+                                          settings.webhook_dns_timeout_s, settings.max_webhook_hosts_checked)
         bind_log_context(job_id=job_id)
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:

@@ -1,6 +1,12 @@
 """The SSRF guard's verdict on a submission's webhook hosts by DNS, at intake (422, not 201 then
 five refused deliveries). Hosts written as addresses are judged without the network in
 `validation.py`; a name that does not resolve now is accepted (it may by delivery time).
+
+This check is a courtesy, not the guard: the dispatcher resolves and judges every webhook host
+again when it connects (`lotlens_webhook_dispatcher.guard`), and connects only to the address it
+judged. So only a job's first `max_hosts` distinct hosts are looked up here; the others are
+judged at delivery alone. Looking up all of them (up to one per lot, 50,000) let one tiny job on a
+domain whose DNS never answers hold the lookup threads every client's image checks use.
 """
 
 from __future__ import annotations
@@ -31,14 +37,15 @@ async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool
 
 
 async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_loopback: bool,
-                                  timeout_s: float) -> None:
-    """422 `INVALID_WEBHOOK_URLS` when a webhook host resolves to an address the guard refuses.
+                                  timeout_s: float, max_hosts: int) -> None:
+    """422 `INVALID_WEBHOOK_URLS` when one of the first `max_hosts` distinct webhook hosts resolves
+    to an address the guard refuses.
 
     Each host is looked up once, however many URLs name it (a job's 2,000 URLs on one host were
     2,000 lookups, queued for the executor's few threads under one timeout).
     """
     destination = {url: _host_and_port(url) for url in urls}
-    destinations = list(dict.fromkeys(destination.values()))
+    destinations = list(dict.fromkeys(destination.values()))[:max_hosts]
     verdicts = await asyncio.gather(*(_refusal(host, port, resolve, allow_loopback, timeout_s)
                                       for host, port in destinations))
     why = {place: reason for place, reason in zip(destinations, verdicts, strict=True) if reason}
