@@ -31,7 +31,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
-from lotlens_common.urls import guarded_async_client
+from lotlens_common.urls import Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
@@ -123,15 +123,16 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 @contextmanager
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
-                    **overrides: Any) -> Iterator[Gateway]:
+                    resolve: Resolver | None = None, **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port; `kafka` may point at a dead broker, `new_admin` makes the health
-    probe's admin clients (default: real ones), `overrides` change settings."""
+    probe's admin clients (default: real ones), `resolve` looks up image and webhook hosts (default:
+    a stub that knows no name), `overrides` change settings."""
     client_id, other_id = new_id("acme-"), new_id("other-")
     key, other_key = new_id("key-"), new_id("key-")
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
     producer = EventProducer(gw_settings.kafka, "gateway-test")
-    resolve = stub_resolver({})
+    resolve = resolve or stub_resolver({})
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.

@@ -162,19 +162,30 @@ def _length(response: httpx2.Response) -> int | None:
 
 class _Checker:
     def __init__(self, client: httpx2.AsyncClient, allow_loopback: bool, max_bytes: int,
-                 max_redirects: int, resolve: Resolver) -> None:
+                 max_redirects: int, resolve: Resolver, lookup_timeout_s: float | None) -> None:
         self._client = client
         self._allow_loopback = allow_loopback
         self._max_bytes = max_bytes
         self._max_redirects = max_redirects
         self._resolve = resolve
+        self._lookup_timeout_s = lookup_timeout_s
         # One lookup per host and port for the whole check (lots share image hosts).
         self._resolved: dict[tuple[str, int], asyncio.Task[list[IPAddress]]] = {}
+
+    async def _lookup(self, host: str, port: int) -> list[IPAddress]:
+        """The resolver's answer within an image's time. Shielded from its images' timeouts, the
+        lookup once outlived them all: still waiting for a resolver thread after everyone had
+        given up, it took one for an answer nobody read (`lookups.py` counts what runs on)."""
+        try:
+            async with asyncio.timeout(self._lookup_timeout_s):
+                return await self._resolve(host, port)
+        except TimeoutError:
+            raise LookupTryAgain(f"no DNS answer for {host} within {self._lookup_timeout_s} s") from None
 
     async def _cached_resolve(self, host: str, port: int) -> list[IPAddress]:
         task = self._resolved.get((host, port))
         if task is None:
-            task = asyncio.ensure_future(self._resolve(host, port))
+            task = asyncio.ensure_future(self._lookup(host, port))
             # Shielded from its images' timeouts, it may fail after they all gave up: read the
             # error, or asyncio logs "Task exception was never retrieved" for it.
             task.add_done_callback(lambda done: done.cancelled() or done.exception())
@@ -303,7 +314,7 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
                        resolve: Resolver = resolve_host) -> ImageCheck:
     """Check every URL, `concurrency` at a time; each is bounded by `timeout_s` (redirects included)."""
     unique = list(dict.fromkeys(urls))
-    checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve)
+    checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve, timeout_s)
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def one(url: str) -> tuple[str | None, int]:

@@ -137,6 +137,11 @@ class ServiceSettings(BaseSettings):
     # Outbound fetches (images, webhooks) to loopback addresses are refused unless this is on;
     # the local stack and the tests turn it on.
     allow_loopback_urls: bool = False
+    # Host names are looked up on at most this many threads (`lookups.py`), and lookups of one
+    # client for one purpose (its image checks, its webhook hosts at intake) on at most this many
+    # of them: a domain whose DNS never answers holds its own client's share, not everyone's.
+    dns_lookup_threads: int = Field(default=32, ge=1)
+    dns_lookups_per_client: int = Field(default=8, ge=1)
     log_level: str = "INFO"
     # Where a consumer service serves /metrics, /livez and /readyz (port 0: not served);
     # 0.0.0.0 in a container, so that Prometheus and the kubelet reach it.

@@ -18,7 +18,6 @@ Three layers, from cheap to thorough:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import re
@@ -30,6 +29,7 @@ from urllib.parse import urlsplit
 import httpcore2
 import httpx2
 
+from lotlens_common import lookups
 from lotlens_common.pool_transport import AsyncPoolTransport
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -186,10 +186,11 @@ def literal_refusal(url: str, allow_loopback: bool) -> str | None:
 
 
 async def resolve_host(host: str, port: int) -> list[IPAddress]:
-    """Every address `host` resolves to, by the system resolver."""
-    loop = asyncio.get_running_loop()
+    """Every address `host` resolves to, by the system resolver, within the current requester's
+    share of the process's lookup threads (`lookups.py`; asyncio's default executor, shared by
+    everyone, let one client's slow DNS starve every other client's lookups)."""
     try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = await lookups.shared().getaddrinfo(host, port)
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:  # the resolver gave no answer in time: ask again later
             raise LookupTryAgain(f"cannot resolve {host} now: {exc}") from exc

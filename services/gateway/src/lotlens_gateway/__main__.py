@@ -8,7 +8,7 @@ from functools import partial
 
 import uvicorn
 
-from lotlens_common import tracing
+from lotlens_common import lookups, tracing
 from lotlens_common.db import make_engine
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
@@ -42,6 +42,7 @@ def main() -> None:
     tracing.setup("gateway")
     tune_gc()
     languages.preload()
+    lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
     # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
     # makes requests wait for connections and closes and reopens the overflow ones.
     pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)

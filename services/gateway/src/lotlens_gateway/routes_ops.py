@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from lotlens_common.clock import iso
 from lotlens_common.images import check_images
+from lotlens_common.lookups import on_behalf_of
 from lotlens_gateway import schemas
 from lotlens_gateway.auth import SIGNS_BODY, client_for
 from lotlens_gateway.body import parse_object, read_body
@@ -126,8 +127,10 @@ async def test_image_validation(
         problem = {"field": "urls", "problem": "missing, empty, too long or not strings"}
         raise validation_failed(f"`urls` must be an array of 1 to {limit} strings", {"errors": [problem]})
     policy = deps.describer.images
-    check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
-                               max_bytes=policy.max_bytes, timeout_s=policy.timeout_s, resolve=policy.resolve)
+    with on_behalf_of(f"images:{client_id}"):  # its image hosts' lookups: this client's share
+        check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
+                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
+                                   resolve=policy.resolve)
     valid = len(check.valid)
     return JSONResponse({
         "valid_urls": list(check.valid),

@@ -26,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lotlens_common import tracing
 from lotlens_common.logs import bind_log_context
+from lotlens_common.lookups import on_behalf_of
 from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
@@ -127,8 +128,10 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         await deps.count_request(client_id, rate_mode(document))
         submission = await run_in_threadpool(parse_submission, document, deps.limits)
         if not submission.is_synchronous:
-            await refuse_private_webhooks(submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
-                                          settings.webhook_dns_timeout_s, settings.max_webhook_hosts_checked)
+            with on_behalf_of(f"webhooks:{client_id}"):
+                await refuse_private_webhooks(submission.webhook_urls, deps.resolve,
+                                              settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
+                                              settings.max_webhook_hosts_checked)
         bind_log_context(job_id=job_id)
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
@@ -157,10 +160,12 @@ async def _keep_answer(deps: GatewayDeps, client_id: str, key: str, status: int,
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
                job_id: str, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
-        describing = deps.describer.describe(submission)
-        # Without a key nobody can receive this answer once the client has gone (a retry starts
-        # afresh), so its model calls stop; with one, the retry replays it without paying again.
-        return 200, await (describing if key is not None else _unless_client_leaves(request, describing)), {}
+        with on_behalf_of(f"images:{client_id}"):  # its image hosts' lookups: this client's share
+            describing = deps.describer.describe(submission)
+            # Without a key nobody can receive this answer once the client has gone (a retry starts
+            # afresh), so its model calls stop; with one, the retry replays it without paying again.
+            answer = await (describing if key is not None else _unless_client_leaves(request, describing))
+        return 200, answer, {}
     settings = deps.settings
     created_at = deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from lotlens_common import lookups
 from lotlens_common.stage.service import serve_stage
 from lotlens_vision_batcher.config import VisionBatcherSettings
 from lotlens_vision_batcher.handlers import HANDLED, handle
@@ -11,6 +12,7 @@ from lotlens_vision_batcher.vision_stage import VisionStage, image_checker
 def main() -> None:
     """Consume submitted lots and run the vision batches until SIGTERM."""
     settings = VisionBatcherSettings()
+    lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
     serve_stage(settings, settings.stage, settings.group_id, [settings.topics.submissions],
                 VisionStage(settings.topics.vision, settings.models, image_checker(settings),
                             billed_share=settings.billed_share()), handle,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck, check_images
+from lotlens_common.lookups import on_behalf_of
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import priced, usage_of
@@ -107,9 +109,14 @@ class VisionStage:
         every_url = list(dict.fromkeys(url for lot in lots if not _failed_before(lot)
                                        for url in lot.work.image_urls))
         sizes = self.recent.known(every_url)
-        unchecked = [url for url in every_url if url not in sizes]
-        if unchecked:
-            check = await self.check_images(unchecked)
+        unchecked: dict[str, dict[str, None]] = {}  # client -> its lots' URLs without a verdict
+        for lot in lots:
+            if not _failed_before(lot):
+                mine = unchecked.setdefault(lot.client_id, {})
+                mine.update((url, None) for url in lot.work.image_urls if url not in sizes)
+        checks = await asyncio.gather(*(self._check(client, list(urls))
+                                        for client, urls in unchecked.items() if urls))
+        for check in checks:
             self.recent.remember(check)
             sizes.update({url: check.sizes.get(url, 0) for url in check.valid})
         usable = {url: size for url, size in sizes.items() if size is not None}
@@ -134,6 +141,12 @@ class VisionStage:
             body = vision_request_body(lot.work.additional_info, valid, self.models)
             requests.append((checked, body))
         return Prepared(requests, settled)
+
+    async def _check(self, client_id: str, urls: list[str]) -> ImageCheck:
+        """A client's images, its hosts looked up within its own share of the lookup threads:
+        another client's hosts on a DNS that never answers cannot hold them all."""
+        with on_behalf_of(f"images:{client_id}"):
+            return await self.check_images(urls)
 
     def result_event(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> Event:
         """VisionCompleted with the parsed HTML."""
