@@ -27,6 +27,7 @@ GATEWAY_PORT = int(os.environ.get("LOTLENS_GATEWAY_PORT", "18000"))
 STANDIN_PORT = int(os.environ.get("STANDIN_PORT", "18080"))
 IMAGES_PORT = int(os.environ.get("LOTLENS_EXAMPLE_IMAGES_PORT", "18090"))
 SERVICES = ["result-store", "vision-batcher", "translator", "webhook-dispatcher", "gateway"]
+GATEWAY_OPS_PORT = 19100 + SERVICES.index("gateway")
 # More instances of a consumer, as a deployment scales it: "webhook-dispatcher=2,translator=2".
 INSTANCES = dict(item.split("=") for item in os.environ.get("LOTLENS_STACK_INSTANCES", "").split(",") if item)
 
@@ -106,18 +107,15 @@ def _plan() -> list[Process]:
                            IMAGES_PORT))
     for number, service in enumerate(SERVICES):
         command = [python, "-m", "lotlens_" + service.replace("-", "_")]
-        # Each consumer serves its Prometheus metrics on its own port (the gateway on /metrics);
-        # instance k > 1 of a service is named `<service>-k` and serves on 19100 + 10 k + number.
+        # Each service serves /metrics, /livez and /readyz on its own ops port (the gateway its
+        # detailed /health too, apart from its API port); instance k > 1 of a service is named
+        # `<service>-k` and serves on 19100 + 10 k + number.
         for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
             name = service if instance == 1 else f"{service}-{instance}"
-            port = 19100 + number + (10 * instance if instance > 1 else 0)
+            ops_port = 19100 + number + (10 * instance if instance > 1 else 0)
             # Static membership: a consumer restarted after a crash rejoins under its name at once.
-            env = {"KAFKA_GROUP_INSTANCE_ID": name}
-            if service == "gateway":
-                port = GATEWAY_PORT
-            else:
-                env["LOTLENS_METRICS_PORT"] = str(port)
-            planned.append(Process(name, command, port, env))
+            env = {"KAFKA_GROUP_INSTANCE_ID": name, "LOTLENS_METRICS_PORT": str(ops_port)}
+            planned.append(Process(name, command, GATEWAY_PORT if service == "gateway" else ops_port, env))
     return planned
 
 
@@ -157,7 +155,8 @@ def up() -> None:
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
     print(f"""
 LotLens is up.
-  gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /openapi.json, health: /health, metrics: /metrics)
+  gateway:    http://127.0.0.1:{GATEWAY_PORT}   (OpenAPI: /openapi.json, health: /health)
+  operations: http://127.0.0.1:{GATEWAY_OPS_PORT}   (gateway /metrics, detailed /health)
   console:    http://127.0.0.1:{GATEWAY_PORT}/console/
   client:     {client_id}
   client key: {key}

@@ -32,9 +32,8 @@ class Stack:
     gateway_port: int = field(default_factory=free_port)
     standin_port: int = field(default_factory=free_port)
     extra_env: dict[str, str] = field(default_factory=dict)
-    # Each consumer's /metrics, /livez and /readyz port.
-    ops_ports: dict[str, int] = field(default_factory=lambda: {
-        name: free_port() for name in SERVICES if name != "gateway"})
+    # Each service's /metrics, /livez and /readyz port (and the gateway's detailed /health).
+    ops_ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in SERVICES})
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property

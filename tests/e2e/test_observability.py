@@ -62,7 +62,7 @@ def observed(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path
 
 
 def ops_url(stack: Stack, service: str) -> str:
-    return stack.url if service == "gateway" else f"http://{OPS_HOST}:{stack.ops_ports[service]}"
+    return f"http://{OPS_HOST}:{stack.ops_ports[service]}"
 
 
 def scrape(url: str) -> str:
@@ -111,10 +111,15 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
         checks = ready.json()["checks"]
         assert set(checks.values()) == {"ok"} and needed <= set(checks), service
 
-    health = eventually(lambda: (h := httpx2.get(f"{observed.url}/health", timeout=5).json())
+    gateway_ops = ops_url(observed, "gateway")
+    health = eventually(lambda: (h := httpx2.get(f"{gateway_ops}/health", timeout=5).json())
                         ["openai"] != "unknown" and h)
-    assert {"status", "service", "timestamp", "version", "database", "background_worker"} <= set(health)
-    assert health["openai"] == "reachable"
+    contract = {"status", "service", "timestamp", "version", "database", "background_worker"}
+    assert contract <= set(health) and health["openai"] == "reachable"
+    # The API port: the contract's fields alone, and no metrics or probes.
+    assert set(httpx2.get(f"{observed.url}/health", timeout=5).json()) == contract
+    for path in ("/metrics", "/livez", "/readyz"):
+        assert httpx2.get(f"{observed.url}{path}", timeout=5).status_code == 404, path
 
     # Lag: each consumer reports its own assignment (one instance: every partition of its topics),
     # and once the job is done nothing is left behind.

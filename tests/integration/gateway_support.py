@@ -50,11 +50,12 @@ UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
 def serve_app(app: FastAPI, gateway: GatewaySettings | None = None) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
 
-    With `gateway` settings, the server is configured as the gateway's (its connection limits).
+    With `gateway` settings, the server is configured as the gateway's (its connection limits) and
+    runs the app's lifespan (its operations listener).
     """
     port = free_port()
-    options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_level": "warning", "lifespan": "off",
-                               "timeout_graceful_shutdown": 1}
+    options: dict[str, Any] = {"host": "127.0.0.1", "port": port, "log_level": "warning",
+                               "lifespan": "on" if gateway else "off", "timeout_graceful_shutdown": 1}
     config = server_config(app, gateway, **options) if gateway else uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -82,6 +83,11 @@ class Gateway:
     key: str
     other_id: str
     other_key: str
+
+    @property
+    def ops_url(self) -> str:
+        """The base URL of its operations listener (`/metrics`, the detailed `/health`, probes)."""
+        return f"http://{self.settings.metrics_host}:{self.settings.metrics_port}"
 
     def sign(self, message: str | bytes, key: str | None = None) -> str:
         """`sha256=<hex>` over a message with the given (default: main) key."""
@@ -124,11 +130,13 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
                     resolve: Resolver | None = None, **overrides: Any) -> Iterator[Gateway]:
-    """A gateway on a free port; `kafka` may point at a dead broker, `new_admin` makes the health
-    probe's admin clients (default: real ones), `resolve` looks up image and webhook hosts (default:
-    a stub that knows no name), `overrides` change settings."""
+    """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
+    broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
+    looks up image and webhook hosts (default: a stub that knows no name), `overrides` change
+    settings."""
     client_id, other_id = new_id("acme-"), new_id("other-")
     key, other_key = new_id("key-"), new_id("key-")
+    overrides.setdefault("metrics_port", free_port())
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
     producer = EventProducer(gw_settings.kafka, "gateway-test")

@@ -120,12 +120,12 @@ def test_a_malformed_head_is_400_in_the_contract_format(gateway: Gateway) -> Non
 def test_a_request_framed_both_by_length_and_by_chunks_is_400_then_closed(gateway: Gateway) -> None:
     """RFC 9112 6.1: such a request is refused or its connection closed. It was served (framed by
     the chunks) and the connection kept: a proxy framing by Content-Length in front would pass a
-    smuggled request through as the next one (here the pipelined GET /livez was answered 200)."""
+    smuggled request through as the next one (here the pipelined GET was answered 200)."""
     body = b'{"lots": []}'
     smuggled = (b"POST /api/v1/generate-descriptions HTTP/1.1\r\nHost: x\r\n"
                 b"Content-Type: application/json\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
                 + f"{len(body):x}".encode() + b"\r\n" + body + b"\r\n0\r\n\r\n"
-                + b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+                + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     with connect(gateway) as sock:
         sock.sendall(smuggled)
         raw = read_to_close(sock)

@@ -186,7 +186,7 @@ def test_a_client_gone_mid_body_is_a_499_not_a_500(gateway: Gateway, path: str,
         time.sleep(0.3)
     time.sleep(0.5)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
-    metrics = httpx2.get(f"{gateway.url}/metrics", timeout=10).text
+    metrics = httpx2.get(f"{gateway.ops_url}/metrics", timeout=10).text
     assert f'route="{path}",status="499"}} 1.0' in metrics, metrics
     assert f'route="{path}",status="500"' not in metrics
 
@@ -213,7 +213,7 @@ def test_made_up_http_methods_do_not_grow_the_metrics(gateway: Gateway) -> None:
         response = httpx2.request(f"M{number:05d}", f"{gateway.url}/api/v1/batch-status/x", timeout=10)
         assert response.status_code == 405
     methods = set(re.findall(r'lotlens_http_requests_total\{method="([^"]*)"',
-                             httpx2.get(f"{gateway.url}/metrics").text))
+                             httpx2.get(f"{gateway.ops_url}/metrics").text))
     assert methods <= {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other"}, methods
     assert "other" in methods
 

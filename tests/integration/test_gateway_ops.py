@@ -1,4 +1,5 @@
-"""Health, metrics, the image URL check, and the OpenAPI document matching real answers."""
+"""Health on both ports, metrics and probes on the operations port, the image URL check, and the
+OpenAPI document matching real answers."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def test_health_is_200_and_degraded_while_no_pipeline_consumer_runs(
     # A group prefix of our own: pipeline services other tests run must not count as ours.
     kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=new_id("idle-"))
     with running_gateway(settings, engine, kafka=kafka) as gw:
-        response = httpx2.get(f"{gw.url}/health")
+        response = httpx2.get(f"{gw.ops_url}/health")
     assert response.status_code == 200
     body = response.json()
     assert body["service"] == "lotlens-gateway" and body["timestamp"].endswith("Z") and body["version"]
@@ -65,7 +66,9 @@ def test_health_is_healthy_when_every_consumer_group_has_members(
             for consumer in consumers:
                 consumer.poll(0.1)
         with running_gateway(settings, engine, kafka=kafka, health_cache_s=0) as gw:
-            body = httpx2.get(f"{gw.url}/health").json()
+            body = httpx2.get(f"{gw.ops_url}/health").json()
+            public = httpx2.get(f"{gw.url}/health").json()
+        assert public["status"] == "healthy" and public["background_worker"] == "running", public
         assert body["status"] == "healthy" and body["background_worker"] == "running", body
         assert all(group["members"] == 1 for group in body["consumer_groups"].values())
     finally:
@@ -76,21 +79,23 @@ def test_health_is_healthy_when_every_consumer_group_has_members(
 def test_health_is_503_when_kafka_or_postgresql_is_down_and_readiness_needs_postgresql_only(
         settings: ServiceSettings, engine: Engine) -> None:
     with running_gateway(settings, engine, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9")) as gw:
-        response = httpx2.get(f"{gw.url}/health", timeout=30)
+        response = httpx2.get(f"{gw.ops_url}/health", timeout=30)
         assert response.status_code == 503
         assert response.json()["kafka"] == "disconnected" and response.json()["status"] == "unhealthy"
+        public = httpx2.get(f"{gw.url}/health", timeout=30)
+        assert public.status_code == 503 and public.json()["status"] == "unhealthy"
         # The probes: ready (intake goes on into the outbox) and alive (no restart).
-        ready = httpx2.get(f"{gw.url}/readyz", timeout=30)
+        ready = httpx2.get(f"{gw.ops_url}/readyz", timeout=30)
         assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
-        assert httpx2.get(f"{gw.url}/livez", timeout=5).status_code == 200
+        assert httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 200
     dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"),
                           "tests")
     with running_gateway(settings, dead_db) as gw:
         response = httpx2.get(f"{gw.url}/health", timeout=30)
         assert response.status_code == 503 and response.json()["database"] == "disconnected"
-        ready = httpx2.get(f"{gw.url}/readyz", timeout=30)
-        assert ready.status_code == 503 and ready.json()["checks"]["database"] == "disconnected"
-        assert httpx2.get(f"{gw.url}/livez", timeout=5).status_code == 200
+        ready = httpx2.get(f"{gw.ops_url}/readyz", timeout=30)
+        assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"
+        assert httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 200
         # Requests that need the database answer 503 with the contract's body, not a trace.
         status = gw.get_job("/api/v1/batch-status/{job_id}", "some-job")
         assert status.status_code == 503 and status.json()["code"] == "SERVICE_UNAVAILABLE"
@@ -111,7 +116,7 @@ def test_an_unexpected_error_is_a_500_with_the_contract_body(
 
 def test_metrics_count_requests_jobs_and_database_operations(gateway: Gateway) -> None:
     assert gateway.submit(make_lots(2)).status_code == 201
-    text = httpx2.get(f"{gateway.url}/metrics").text
+    text = httpx2.get(f"{gateway.ops_url}/metrics").text
     assert 'generation_requests_total{mode="batch"} 1.0' in text
     assert 'generation_duration_seconds_count{mode="batch"} 1.0' in text
     assert "batch_jobs_total" not in text  # the result-store's alone: it sees every status
@@ -186,8 +191,7 @@ def test_head_is_answered_like_get_without_a_body(gateway: Gateway, engine: Engi
     # 405 (`Allow: GET`), so `curl -I` and uptime probes that send HEAD saw the gateway as broken.
     job_id = insert_running_job(engine, gateway.client_id)
     signed = {"X-Signature": gateway.sign(job_id)}
-    for path, headers in (("/livez", {}), ("/health", {}), ("/metrics", {}),
-                          (f"/api/v1/batch-status/{job_id}", signed), ("/openapi.json", {})):
+    for path, headers in (("/health", {}), (f"/api/v1/batch-status/{job_id}", signed), ("/openapi.json", {})):
         got = httpx2.get(f"{gateway.url}{path}", headers=headers, timeout=10)
         head = httpx2.head(f"{gateway.url}{path}", headers=headers, timeout=10)
         assert head.status_code == got.status_code == 200, (path, head.status_code, head.text)
@@ -195,8 +199,8 @@ def test_head_is_answered_like_get_without_a_body(gateway: Gateway, engine: Engi
         assert head.headers["content-type"] == got.headers["content-type"], path
     unsigned = httpx2.head(f"{gateway.url}/api/v1/batch-status/{job_id}", timeout=10)
     assert unsigned.status_code == 401 and unsigned.content == b""
-    text = httpx2.get(f"{gateway.url}/metrics").text
-    assert 'lotlens_http_requests_total{method="HEAD",route="/livez",status="200"} 1.0' in text
+    text = httpx2.get(f"{gateway.ops_url}/metrics").text
+    assert 'lotlens_http_requests_total{method="HEAD",route="/health",status="200"} 1.0' in text
 
 
 def test_no_page_on_the_consoles_origin_loads_scripts_from_elsewhere(gateway: Gateway) -> None:
@@ -209,3 +213,37 @@ def test_no_page_on_the_consoles_origin_loads_scripts_from_elsewhere(gateway: Ga
     assert httpx2.get(f"{gateway.url}/openapi.json").json()["info"]["title"] == "LotLens gateway"
     unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-status/some-job")
     assert unsigned.headers["x-content-type-options"] == "nosniff"
+
+
+# What API.md lists for `GET /health`: the API port answers these and nothing more.
+CONTRACT_HEALTH_FIELDS = {"status", "service", "timestamp", "version", "database", "background_worker"}
+
+
+def test_the_api_port_serves_no_metrics_and_health_only_with_the_contracts_fields(gateway: Gateway) -> None:
+    # Unsigned, anyone reaching the API read the business volume, per-route counts, the outbox
+    # backlog and the process's memory on /metrics, and on /health the consumer groups' names and
+    # whether the service's OpenAI key was refused.
+    assert gateway.submit(make_lots(2)).status_code == 201
+    metrics = httpx2.get(f"{gateway.url}/metrics")
+    assert metrics.status_code == 404, metrics.text[:300]
+    assert "generation_requests_total" not in metrics.text
+    for probe in ("/livez", "/readyz"):
+        assert httpx2.get(f"{gateway.url}{probe}").status_code == 404, probe
+    health = httpx2.get(f"{gateway.url}/health")
+    assert health.status_code == 200
+    assert set(health.json()) == CONTRACT_HEALTH_FIELDS, health.json()
+
+
+def test_the_operations_port_serves_metrics_probes_and_the_detailed_health(gateway: Gateway) -> None:
+    assert gateway.submit(make_lots(2)).status_code == 201
+    metrics = httpx2.get(f"{gateway.ops_url}/metrics")
+    assert metrics.status_code == 200
+    assert 'generation_requests_total{mode="batch"} 1.0' in metrics.text
+    assert "lotlens_outbox_backlog_events" in metrics.text
+    health = httpx2.get(f"{gateway.ops_url}/health", timeout=30)
+    assert health.status_code == 200
+    assert {"kafka", "consumer_groups", "openai"} | CONTRACT_HEALTH_FIELDS <= set(health.json())
+    live = httpx2.get(f"{gateway.ops_url}/livez", timeout=5)
+    assert live.status_code == 200 and live.json()["status"] == "alive", live.text
+    ready = httpx2.get(f"{gateway.ops_url}/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}, ready.text

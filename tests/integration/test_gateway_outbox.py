@@ -68,7 +68,7 @@ def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
     while backlog(gw) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert backlog(gw) >= 4
-    assert "lotlens_outbox_oldest_age_seconds" in httpx2.get(f"{gw.url}/metrics").text
+    assert "lotlens_outbox_oldest_age_seconds" in httpx2.get(f"{gw.ops_url}/metrics").text
 
 
 def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(

@@ -75,7 +75,7 @@ OTHER_MODES = (UNSIGNED, "signed")
 SUBMIT = "/api/v1/generate-descriptions"
 LISTING = "/api/v1/batch-jobs"
 IMAGE_CHECK = "/api/v1/test-image-validation"
-UNSIGNED_ROUTES = ("/health", "/livez", "/readyz", "/metrics")
+UNSIGNED_ROUTES = ("/health",)
 # No rate limit gets in the way of the deeper paths (429 is covered by the client's tests).
 UNLIMITED: dict[str, Any] = {"rate_limit_sync": 1_000_000, "rate_limit_batch": 1_000_000,
                              "rate_limit_polling": 1_000_000, "image_check_timeout_s": 2.0}

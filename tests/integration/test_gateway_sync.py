@@ -149,7 +149,7 @@ def test_a_model_outage_is_502_openai_unavailable(
     response = sync_gateway.submit(one_lot(images), languages=["en"])
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
-    text = httpx2.get(f"{sync_gateway.url}/metrics").text
+    text = httpx2.get(f"{sync_gateway.ops_url}/metrics").text
     assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 
 

@@ -208,8 +208,10 @@ def test_kafka_keeps_consumer_offsets_as_long_as_the_local_broker(
 def test_gateway_is_published_and_health_checked(services: dict[str, dict[str, Any]]) -> None:
     gateway = services["gateway"]
     check = healthcheck_command(gateway)
-    assert "http://127.0.0.1:18000/readyz" in check
+    # Readiness is on the operations port, as the consumers': the API port serves no probe.
+    assert "http://127.0.0.1:9100/readyz" in check
     env = environment(gateway)
+    assert env["LOTLENS_METRICS_PORT"] == "9100" and "LOTLENS_METRICS_HOST" not in env
     assert env["LOTLENS_GATEWAY_HOST"] == "0.0.0.0"
     assert env["LOTLENS_GATEWAY_PORT"] == "18000"
     published = [interpolate(str(p)) for p in gateway["ports"]]

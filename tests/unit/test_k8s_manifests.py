@@ -130,6 +130,27 @@ def test_gateway_service_hpa_and_pdb(target: tuple[str, list[Doc]]) -> None:
     assert pdb["spec"]["minAvailable"] < hpa["spec"]["minReplicas"]
 
 
+def test_the_gateway_serves_metrics_and_probes_on_its_ops_port_which_no_service_exposes(
+        target: tuple[str, list[Doc]]) -> None:
+    # /metrics and the detailed /health were on the API port, reachable through the Service by
+    # anyone who reached the API: the business volume, the outbox backlog, the consumer groups.
+    _, docs = target
+    template = one(docs, "Deployment", "lotlens-gateway")["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["ops"] != ports["http"]
+    assert int(template["metadata"]["annotations"]["prometheus.io/port"]) == ports["ops"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["port"] in ("ops", ports["ops"]), probe
+    settings = one(docs, "ConfigMap", CONFIGMAP)["data"]
+    assert settings["LOTLENS_METRICS_PORT"] == str(ports["ops"])
+    assert settings["LOTLENS_METRICS_HOST"] == "0.0.0.0"
+    assert settings["LOTLENS_GATEWAY_PORT"] == str(ports["http"])
+    for service in find(docs, "Service"):
+        targets = {port["targetPort"] for port in service["spec"]["ports"]}
+        assert not targets & {"ops", ports["ops"]}, service["metadata"]["name"]
+
+
 def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
         target: tuple[str, list[Doc]]) -> None:
     name, docs = target

@@ -1,4 +1,7 @@
-"""The operations endpoint of a consumer service: `/metrics`, `/livez` and `/readyz` on one port.
+"""The operations endpoint of a service: `/metrics`, `/livez` and `/readyz` on a port of its own.
+
+Every service serves it apart from anything a client reaches (the gateway's API port included):
+what it says (volumes, backlogs, dependencies' state) is for Prometheus, the kubelet and operators.
 
 `/livez` answers from memory only: every loop that registered a heartbeat has beaten within
 `stale_after_s` (a loop retrying a transient failure still beats). A dependency outage must not
@@ -15,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +28,8 @@ STALE_AFTER_S = 600.0
 READY_CACHE_S = 2.0
 
 Check = Callable[[], None]  # raises when the dependency does not answer
+# A deeper report than readiness (the gateway's `/health`): its HTTP status and JSON body.
+Report = Callable[[], tuple[int, object]]
 
 
 class Heartbeats:
@@ -83,9 +88,11 @@ class Readiness:
             return result
 
 
-def serve_ops(port: int, host: str, readiness: Readiness,
-              stale_after_s: float = STALE_AFTER_S) -> ThreadingHTTPServer | None:
-    """Serve `/metrics`, `/livez` and `/readyz` on host:port in a daemon thread (port 0: not served)."""
+def serve_ops(port: int, host: str, readiness: Readiness, stale_after_s: float = STALE_AFTER_S, *,
+              heartbeats: Heartbeats = HEARTBEATS, registry: CollectorRegistry = REGISTRY,
+              health: Report | None = None) -> ThreadingHTTPServer | None:
+    """Serve `/metrics` (of `registry`), `/livez` (of `heartbeats`), `/readyz` and, given `health`,
+    `/health` on host:port in a daemon thread (port 0: not served)."""
     if not port:
         return None
 
@@ -93,9 +100,9 @@ def serve_ops(port: int, host: str, readiness: Readiness,
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path == "/livez":
-                stale = HEARTBEATS.stale(stale_after_s)
+                stale = heartbeats.stale(stale_after_s)
                 self._json(503 if stale else 200, {"status": "stalled" if stale else "alive",
                                                    "stale_loops": stale})
             elif path == "/readyz":
@@ -103,6 +110,8 @@ def serve_ops(port: int, host: str, readiness: Readiness,
                 ready = all(value == "ok" for value in report.values())
                 self._json(200 if ready else 503, {"status": "ready" if ready else "not ready",
                                                    "checks": report})
+            elif path == "/health" and health is not None:
+                self._json(*health())
             else:
                 self._json(404, {"error": "Not found"})
 

@@ -143,8 +143,9 @@ class ServiceSettings(BaseSettings):
     dns_lookup_threads: int = Field(default=32, ge=1)
     dns_lookups_per_client: int = Field(default=8, ge=1)
     log_level: str = "INFO"
-    # Where a consumer service serves /metrics, /livez and /readyz (port 0: not served);
-    # 0.0.0.0 in a container, so that Prometheus and the kubelet reach it.
+    # Where a service serves /metrics, /livez and /readyz (the gateway its detailed /health too) on
+    # its `metrics_port` (0: not served); 0.0.0.0 in a container, so that Prometheus and the kubelet
+    # reach it. Never the gateway's API port.
     metrics_host: str = "127.0.0.1"
 
     def billed_share(self) -> float:

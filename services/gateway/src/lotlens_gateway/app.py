@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error handlers and the OpenAPI document. Nothing connects here."""
+"""The FastAPI application: routes, error handlers and the OpenAPI document; while it runs, the
+operations listener on its own port (ops_port.py). Nothing connects here."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from lotlens_gateway import (
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.ops_port import ops_listener
 from lotlens_gateway.request_tracing import RequestTracer
 from lotlens_gateway.routes_console import mount_console
 
@@ -67,7 +69,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     # integrity check) on the origin where the console keeps the client's key. /openapi.json stays.
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
+        async with ops_listener(deps):
+            yield
         await deps.close_clients()
 
     app = FastAPI(title="LotLens gateway", version="2.0.0", description=DESCRIPTION,

@@ -28,6 +28,10 @@ class GatewaySettings(ServiceSettings):
     clients: dict[str, SecretStr]
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 18000
+    # The operations listener (`/metrics`, the detailed `/health`, `/livez`, `/readyz`) on
+    # `metrics_host`, as every service has it (0: not served). Never the API port: what it says
+    # is for Prometheus, the kubelet and operators, not for whoever reaches the API.
+    metrics_port: int = 0
 
     # Requests per client and mode in any span of the window (a sliding one, ratelimit.py;
     # defaults from the v2.0 document).

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the gateway, in its own registry (served at `GET /metrics`)."""
+"""Prometheus metrics of the gateway, in its own registry (`GET /metrics` on the operations port)."""
 
 from __future__ import annotations
 

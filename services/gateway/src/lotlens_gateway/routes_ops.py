@@ -1,16 +1,13 @@
-"""Operations: `/health`, `/metrics`, and the image URL check integrators use to debug their lots."""
+"""Operations on the API port: the contract's `/health` and the image URL check integrators use to
+debug their lots. Metrics, probes and the detailed health are on the operations port (ops_port.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from importlib.metadata import PackageNotFoundError, version
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Request, Response
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from lotlens_common.clock import iso
 from lotlens_common.images import check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_gateway import schemas
@@ -18,85 +15,27 @@ from lotlens_gateway.auth import SIGNS_BODY, client_for
 from lotlens_gateway.body import parse_object, read_body
 from lotlens_gateway.deps import Deps
 from lotlens_gateway.errors import validation_failed
+from lotlens_gateway.ops_port import health_report
 
 router = APIRouter()
-log = logging.getLogger(__name__)
-SERVICE = "lotlens-gateway"
 # A test request is small: a few hundred URLs at most.
 _TEST_BODY_BYTES = 1024 * 1024
-
-
-def _version() -> str:
-    try:
-        return version(SERVICE)
-    except PackageNotFoundError:
-        return "0.0.0"
-
-
-async def _database_ok(deps: Deps) -> bool:
-    try:
-        await deps.database.result()
-        return True
-    except Exception as exc:  # any failure to run SELECT 1 means "not connected"
-        log.warning("database health check failed: %s", exc)
-        return False
+# The fields API.md lists for `GET /health`. The rest of the report (Kafka, the consumer groups,
+# OpenAI's verdict on the service's key) is on the operations port alone (ops_port.py).
+CONTRACT_HEALTH_FIELDS = ("status", "service", "timestamp", "version", "database", "background_worker")
 
 
 @router.get("/health", tags=["operations"], response_model=schemas.Health,
             summary="PostgreSQL, Kafka and the pipeline's consumers",
             description=("Unsigned. 503 when PostgreSQL or Kafka does not answer. `background_worker` is "
                          "`running` when every pipeline service's consumer group has members, `degraded` "
-                         "otherwise (jobs are accepted but wait); that alone does not make the answer 503."),
+                         "otherwise (jobs are accepted but wait); that alone does not make the answer 503. "
+                         "The contract's fields only: the details are on the operations port."),
             responses={503: {"model": schemas.Health, "description": "PostgreSQL or Kafka is down"}})
 async def health(deps: Deps) -> JSONResponse:
-    """The gateway's view of its dependencies."""
-    database_ok, kafka = await asyncio.gather(_database_ok(deps), deps.kafka.result())
-    up = database_ok and kafka.connected
-    workers = "running" if kafka.workers_running else ("degraded" if kafka.connected else "unknown")
-    body: dict[str, Any] = {
-        "status": ("healthy" if workers == "running" else "degraded") if up else "unhealthy",
-        "service": SERVICE,
-        "timestamp": iso(deps.clock()),
-        "version": _version(),
-        "database": "connected" if database_ok else "disconnected",
-        "kafka": "connected" if kafka.connected else "disconnected",
-        "background_worker": workers,
-        "consumer_groups": {name: {"state": group.state, "members": group.members}
-                            for name, group in kafka.groups.items()},
-        "openai": deps.openai.status(),
-    }
-    return JSONResponse(body, status_code=200 if up else 503)
-
-
-@router.get("/livez", tags=["operations"], response_model=schemas.Probe,
-            summary="Liveness: the process answers (no dependency is asked)",
-            description="Unsigned. Always 200 while the event loop serves requests: the liveness probe, so "
-                        "that an outage of PostgreSQL or Kafka never makes the kubelet restart the gateway.")
-async def livez() -> JSONResponse:
-    """The event loop is serving."""
-    return JSONResponse({"status": "alive", "checks": {}})
-
-
-@router.get("/readyz", tags=["operations"], response_model=schemas.Probe,
-            summary="Readiness: PostgreSQL answers",
-            description=("Unsigned. 503 while PostgreSQL does not answer: the pod leaves the Service's "
-                         "endpoints until it does. Kafka is not asked: no request needs it (intake and "
-                         "cancel write the outbox, which the relay publishes once Kafka is back)."),
-            responses={503: {"model": schemas.Probe, "description": "PostgreSQL is down"}})
-async def readyz(deps: Deps) -> JSONResponse:
-    """The dependency every request needs. Kafka gated it once: an outage of the brokers took every
-    gateway out of the Service, and the outbox that keeps intake going through it served no one."""
-    ready = await _database_ok(deps)
-    return JSONResponse({"status": "ready" if ready else "not ready",
-                         "checks": {"database": "ok" if ready else "disconnected"}},
-                        status_code=200 if ready else 503)
-
-
-@router.get("/metrics", tags=["operations"], summary="Prometheus metrics (unsigned)",
-            response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(deps: Deps) -> Response:
-    """The text exposition format."""
-    return Response(deps.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    """The contract's health answer: the state, without the details operators read on the ops port."""
+    status, report = await health_report(deps)
+    return JSONResponse({name: report[name] for name in CONTRACT_HEALTH_FIELDS}, status_code=status)
 
 
 @router.post(

@@ -170,32 +170,17 @@ class BatchAccepted(BaseModel):
     webhook_configured: bool
 
 
-class GroupHealth(BaseModel):
-    """A pipeline service's consumer group."""
-
-    state: str
-    members: int
-
-
 class Health(BaseModel):
-    """`GET /health`."""
+    """`GET /health` on the API port: the contract's fields (the detailed report is on the ops port)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     status: Literal["healthy", "degraded", "unhealthy"]
     service: Literal["lotlens-gateway"]
     timestamp: str
     version: str
     database: Literal["connected", "disconnected"]
-    kafka: Literal["connected", "disconnected"]
     background_worker: Literal["running", "degraded", "unknown"]
-    consumer_groups: dict[str, GroupHealth]
-    openai: Literal["reachable", "unauthorized", "unreachable", "unknown"]
-
-
-class Probe(BaseModel):
-    """`GET /livez` and `GET /readyz`."""
-
-    status: Literal["alive", "ready", "not ready"]
-    checks: dict[str, str] = Field(default_factory=dict)
 
 
 class ImageValidationRequest(BaseModel):
