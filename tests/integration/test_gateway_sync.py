@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.seeds import bash_block_after, seed_client_class
@@ -174,6 +175,24 @@ def test_a_refused_key_or_quota_is_502_without_openais_words(
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
     assert "API key" not in response.text and "sk-" not in response.text
+
+
+def test_a_lot_the_model_refuses_fails_with_openais_code_not_its_words(
+        settings: ServiceSettings, engine: Engine, standin: Standin, images: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # OpenAI's 400 text went verbatim into the lot's error_message: here it named the configured
+    # model ("The requested model '…' does not exist."); others name the account's state.
+    model = "o4-mini-acme-private-finetune"
+    with running_gateway(settings, engine, model_url=standin.base_url,
+                         models=ModelSettings(vision_model=model)) as gw:
+        response = gw.submit(one_lot(images), languages=["en"])
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "failed"
+    refused = "the model refused the request (invalid_request_error: model_not_found)"
+    assert lot["error_message"] == refused, lot
+    assert model not in response.text
+    assert model in caplog.text  # the whole answer is for the operators' log
 
 
 def test_a_model_that_answers_too_late_is_504_openai_timeout(

@@ -201,6 +201,22 @@ def test_parse_batch_line_reads_output_and_error_file_lines() -> None:
     assert c.error == ("batch_expired: This request could not be executed before the completion window "
                        "expired.")
     assert d.error_code == "invalid_json_schema" and d.error is not None and "HTTP 400" in d.error
+    # What the lots' clients read: a fixed sentence per kind and OpenAI's type and code, never its words.
+    assert d.reason == "the model refused the request (invalid_request_error: invalid_json_schema)"
+    assert b.reason == "the model API was unavailable (server_error)"
+    assert c.reason == "the model request failed (batch_expired)"
+
+
+def test_a_refused_batch_lines_reason_keeps_openais_code_but_not_its_message() -> None:
+    # OpenAI's 4xx text went verbatim into the failed lot's error_message: it can name the
+    # configured model or the account's state.
+    line = orjson.dumps({"id": "batch_req_1", "custom_id": "a", "error": None, "response": {
+        "status_code": 400, "request_id": "req_1", "body": {"error": {
+            "message": "The requested model 'o4-mini-acme-private' does not exist in org-Secret123.",
+            "type": "invalid_request_error", "param": "model", "code": "model_not_found"}}}})
+    result = parse_batch_line(line)
+    assert result is not None and result.error is not None and "org-Secret123" in result.error
+    assert result.reason == "the model refused the request (invalid_request_error: model_not_found)"
 
 
 @pytest.mark.parametrize(("raw", "problem"), [(b"{not json", "not JSON"), (b"[1, 2]", "no custom_id"),

@@ -29,6 +29,7 @@ from lotlens_common.model.errors import (
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
+    client_reason,
     error_kind,
 )
 from lotlens_common.model.languages import ENGLISH
@@ -134,7 +135,11 @@ class SyncDescriber:
             if error_kind(exc) == "authentication":
                 raise  # the service's key, not the lot: no failed lot to cache and replay
             log.warning("synchronous lot %s failed: %s", lot.lot_id, exc)
-            reason = f"the model could not describe the lot: {exc}"
+            # An output error is LotLens's own words about the answer; a refusal's are OpenAI's,
+            # which name the configured model or the account: the client gets its type and code.
+            reason = (client_reason("bad_request", exc.error_type, exc.code)
+                      if isinstance(exc, ModelRequestError)
+                      else f"the model could not describe the lot: {exc}")
             return self._failed(lot, missing, len(images), reason)
         descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
                         for code in languages]

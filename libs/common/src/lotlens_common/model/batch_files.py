@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelOutputError, client_reason, status_kind
 
 RESPONSES_URL = "/v1/responses"
 
@@ -30,6 +30,14 @@ class BatchLineResult:
     error_code: str | None = None
     # The line's HTTP status (None for `error` lines such as `batch_expired`): 4xx are permanent.
     status: int | None = None
+    # OpenAI's error `type` (`invalid_request_error`, …), when the line names one.
+    error_type: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """What the lot's client may read: a fixed sentence with OpenAI's error type and code.
+        `error` holds OpenAI's whole text (it can name the model or the account): for the log."""
+        return client_reason(status_kind(self.status, self.error_code), self.error_type, self.error_code)
 
 
 def _from_error_object(custom_id: str, error: Mapping[str, Any]) -> BatchLineResult:
@@ -49,8 +57,9 @@ def _from_response(custom_id: str, response: Mapping[str, Any]) -> BatchLineResu
         code = error.get("code") or error.get("type")
         label = f"HTTP {status} {code}" if code else f"HTTP {status}"
         message = f"{label}: {error.get('message')}"
+        error_type = error.get("type")
         return BatchLineResult(custom_id, None, message, str(code) if code else f"http_{status}",
-                               _int_or_none(status))
+                               _int_or_none(status), str(error_type) if error_type else None)
     return BatchLineResult(custom_id, None, f"HTTP {status}", f"http_{status}", _int_or_none(status))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class ModelError(Exception):
     """Base of every model-facing failure."""
@@ -38,10 +40,12 @@ class ModelRateLimitedError(ModelUnavailableError):
 class ModelRequestError(ModelError):
     """The API rejected the request itself (4xx other than 429); sending it again will not help."""
 
-    def __init__(self, message: str, status_code: int, code: str | None = None) -> None:
+    def __init__(self, message: str, status_code: int, code: str | None = None,
+                 error_type: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
+        self.error_type = error_type  # OpenAI's `type`, e.g. `invalid_request_error`
 
 
 # HTTP statuses that mean the API key or its permissions are wrong: no retry will help.
@@ -66,4 +70,42 @@ def error_kind(exc: BaseException) -> str:
         return "bad_request"
     if isinstance(exc, ModelOutputError):
         return "output"
+    return "other"
+
+
+# What a client reads about a failed model call: a fixed sentence per kind, and OpenAI's error
+# type and code, which say what went wrong without its words. Its message names the configured
+# model, the organization, its limits and billing: that goes to the operators' log only.
+_CLIENT_SENTENCES = {
+    "authentication": "the model API refused the service's credentials",
+    "rate_limited": "the model API's rate limit was reached",
+    "timeout": "the model API did not answer in time",
+    "unavailable": "the model API was unavailable",
+    "bad_request": "the model refused the request",
+    "output": "the model's answer could not be used",
+    "other": "the model request failed",
+}
+# A code is an identifier; anything else from the answer is not repeated.
+_LABEL = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+
+
+def client_reason(kind: str, *labels: str | None) -> str:
+    """The sentence for `kind` (an `error_kind` value), with OpenAI's error type and code in brackets."""
+    shown = ": ".join(dict.fromkeys(label for label in labels if label and _LABEL.fullmatch(label)))
+    sentence = _CLIENT_SENTENCES.get(kind, _CLIENT_SENTENCES["other"])
+    return f"{sentence} ({shown})" if shown else sentence
+
+
+def status_kind(status: int | None, code: str | None) -> str:
+    """`error_kind` of a failed request known by its HTTP status and error code alone (a batch line)."""
+    if status in _AUTH_STATUSES:
+        return "authentication"
+    if status == 429 or code == "rate_limit_exceeded":
+        return "rate_limited"
+    if status == 408 or code == "timeout":
+        return "timeout"
+    if (status is not None and status >= 500) or code in ("server_error", "internal_error"):
+        return "unavailable"
+    if status is not None and 400 <= status < 500:
+        return "bad_request"
     return "other"

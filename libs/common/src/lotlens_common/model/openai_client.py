@@ -70,7 +70,7 @@ def _mapped(exc: openai.OpenAIError) -> Exception:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
             return ModelUnavailableError(_describe(exc))
-        return ModelRequestError(_describe(exc), exc.status_code, exc.code)
+        return ModelRequestError(_describe(exc), exc.status_code, exc.code, exc.type)
     return ModelUnavailableError(f"the model API call failed: {exc}")
 
 

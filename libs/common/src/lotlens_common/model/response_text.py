@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError, ModelUnavailableError
+from lotlens_common.model.errors import (
+    ModelIncompleteError,
+    ModelOutputError,
+    ModelUnavailableError,
+    client_reason,
+)
 from lotlens_common.model.html_text import printable
 
+log = logging.getLogger(__name__)
 # ResponseErrorCode values (openapi.yaml) that say "not now": the same request may succeed later.
 PASSING_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
 
@@ -19,8 +26,11 @@ def response_output_text(body: Mapping[str, Any]) -> str:
     error = body.get("error")
     if error:
         code = error.get("code") if isinstance(error, Mapping) else None
-        failure = ModelUnavailableError if code in PASSING_ERROR_CODES else ModelOutputError
-        raise failure(f"the response failed: {error}")
+        passing = code in PASSING_ERROR_CODES
+        # OpenAI's message is for the log; the lot's reason, which its client reads, has the code.
+        log.warning("the model's response failed: %s", error)
+        failure = ModelUnavailableError if passing else ModelOutputError
+        raise failure(client_reason("unavailable" if passing else "bad_request", str(code) if code else None))
     if status == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
         raise ModelIncompleteError(f"the response is incomplete ({reason})", str(reason))

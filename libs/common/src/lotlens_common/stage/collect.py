@@ -238,20 +238,32 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
         lot = pending.pop(result.custom_id, None) if result is not None else None
         if result is None or lot is None:
             continue  # blank, settled earlier (re-collection after a crash) or not ours
-        reason = result.error or "request failed"
+        # OpenAI's words (they can name the model or the account) for the log and for finding a
+        # refused image; the lot's reason, which its client reads, has only the type and code.
+        words = result.error or "request failed"
         if result.body is not None:
             settler.succeeded(lot, result.body)
-        elif (changed := stage.spec.retry_refused(lot, result.error_code, reason)) is not None:
-            settler.refused(changed, reason)
+        elif (changed := stage.spec.retry_refused(lot, result.error_code, words)) is not None:
+            settler.refused(changed, result.reason)
         else:
-            settler.failed(lot, line_kind(result.status, result.error_code), reason)
+            log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, words,
+                        extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            settler.failed(lot, line_kind(result.status, result.error_code), result.reason)
         settler.flush_if_full()
     return unreadable
 
 
 def batch_reason(batch: Mapping[str, Any]) -> str:
-    """Why a batch's unanswered lots got no answer."""
-    detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in _errors(batch)[:3])
+    """Why a batch's unanswered lots got no answer, as their clients may read it: the batch's error
+    codes, not OpenAI's messages (`token_limit_exceeded`'s names the model and the organization)."""
+    errors = _errors(batch)
+    words = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors[:3])
+    if batch.get("status") == "lost":  # given up on by LotLens: the words are its own
+        detail = words
+    else:
+        if errors:
+            log.warning("OpenAI batch %s ended %s: %s", batch.get("id"), batch.get("status"), words)
+        detail = ", ".join(dict.fromkeys(str(e.get("code")) for e in errors[:3] if e.get("code")))
     return f"OpenAI batch {batch.get('id')} ended {batch.get('status')}" + (f" ({detail})" if detail else "")
 
 

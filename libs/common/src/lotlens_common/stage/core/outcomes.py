@@ -5,7 +5,7 @@
 | 200 with a usable body                          | -         | done                           |
 | 200 but unusable (cut off, not the asked JSON)  | permanent | failed with the reason         |
 | 4xx line (invalid request, content policy,      | permanent | failed at once with the reason |
-|   image OpenAI could not fetch)                 |           |                                |
+|   image OpenAI could not fetch)                 |           |   (OpenAI's type and code only)|
 | 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |
 |   failed, no line at all                        |           |   `max_attempts`, then failed  |
 | batch refused whole before it ran (enqueued-    | unsent    | waiting again, the send not    |
