@@ -17,6 +17,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import openai_batches
 from lotlens_gateway.results import iter_results_document
 from tests.conftest import new_id
+from tests.integration.download_support import insert_long_texts_job
 from tests.integration.gateway_support import (
     Gateway,
     consume,
@@ -284,13 +285,18 @@ def test_no_api_answer_may_be_stored_by_a_cache(gateway: Gateway, engine: Engine
         assert answer.headers.get("cache-control") == "no-store", answer.request.url
 
 
-def test_a_job_of_few_lots_but_many_descriptions_is_streamed_not_built_whole(
+def test_a_job_of_few_lots_but_many_bytes_is_streamed_and_one_of_few_bytes_is_one_body(
         gateway: Gateway, engine: Engine) -> None:
     """Up to 1,000 lots were built whole whatever their descriptions: at ten languages of long
     text that was 100 MB a request (800 MB at the longest answers), and a handful of downloads of
-    one job took a gateway past its memory. The cut now counts descriptions."""
-    languages = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
-    job_id = insert_finished_job(engine, gateway.client_id, make_lots(150), languages)
-    answer = gateway.get_job(RESULTS, job_id)
+    one job took a gateway past its memory. Counting descriptions missed lots listing hundreds of
+    missing images; the cut now counts the document's bytes (about 1 MB)."""
+    long_texts = insert_long_texts_job(engine, gateway.client_id, 150)
+    answer = gateway.get_job(RESULTS, long_texts)
     assert answer.status_code == 200 and "content-length" not in answer.headers  # streamed
+    assert len(answer.json()["results"]["lots"]) == 150
+    languages = ["en", "fr", "de", "es", "it", "pt", "nl", "pl", "sv", "da"]
+    short_texts = insert_finished_job(engine, gateway.client_id, make_lots(150), languages)
+    answer = gateway.get_job(RESULTS, short_texts)
+    assert answer.status_code == 200 and answer.headers["content-length"] == str(len(answer.content))
     assert len(answer.json()["results"]["lots"]) == 150

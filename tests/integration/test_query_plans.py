@@ -125,7 +125,9 @@ def test_the_results_download_reads_each_chunk_down_the_index_without_sorting_th
                                                               lot_results_in_chunks(lots_at_volume, job)))
     assert read == [f"big-{n:05}" for n in range(BIG_JOB_LOTS)]
     chunks = [statement for statement in statements if "FROM lots" in statement[0]]
-    assert len(chunks) == BIG_JOB_LOTS // 1000 + 1
+    # Per 1,000 lots, their sizes; then the lots of each chunk (1,000 short ones fit in one).
+    sizes = [statement for statement in chunks if "octet_length" in statement[0]]
+    assert len(sizes) == BIG_JOB_LOTS // 1000 + 1 and len(chunks) == 2 * len(sizes) - 1
     with lots_at_volume.connect() as conn:
         for number, plan in enumerate(plans(conn, chunks), 1):
             assert lots_scans(plan) == [("Index Scan", "lots", "ix_lots_request_order")], (number, plan)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, Text, func, literal, select, tuple_
+from sqlalchemy import Connection, Engine, Integer, Text, cast, func, literal, select, tuple_
 
 from lotlens_common.clock import iso
 from lotlens_common.events import TERMINAL_JOB_STATUSES
@@ -28,6 +28,16 @@ from lotlens_common.tables import (
 )
 
 STREAM_CHUNK = 1000
+# What a download renders ahead of its client at most (JSON bytes, estimated by PostgreSQL before
+# the rows are read), or one lot if a lot is bigger. Counted in lots (1,000), a chunk of ten long
+# descriptions each was 15 MB held per download while its client did not read.
+RENDER_AHEAD_BYTES = 1024 * 1024
+# A lot's JSON besides its variable fields (keys, status, times, counts, usage), and a description's.
+_LOT_OVERHEAD_BYTES = 400
+_TEXT_OVERHEAD_BYTES = 40
+# The columns a lot is rendered from: not its image URLs or notes (up to 1 MB each, read for nothing).
+_RENDERED = (lots.c.lot_id, lots.c.seq, lots.c.status, lots.c.processed_at, lots.c.processed_images,
+             lots.c.missing_images, lots.c.error_message, lots.c.usage)
 # The least a running job's revised estimate lies ahead: every lot counted done still leaves the
 # job's last projection and its JobCompleted.
 LAST_STEPS = timedelta(minutes=1)
@@ -145,7 +155,7 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
     `stream=False` fetches the lots at once, for small jobs: no server-side cursor, so it also
     works outside a transaction (an AUTOCOMMIT connection).
     """
-    lot_query = select(lots).where(lots.c.job_id == job.job_id).order_by(*LOT_REQUEST_ORDER)
+    lot_query = select(*_RENDERED).where(lots.c.job_id == job.job_id).order_by(*LOT_REQUEST_ORDER)
     if webhook_url is not None:  # by its hash first, as `ix_lots_webhook_order` has it
         lot_query = lot_query.where(func.md5(lots.c.webhook) == func.md5(webhook_url),
                                     lots.c.webhook == webhook_url)
@@ -165,27 +175,83 @@ def iter_lot_results(conn: Connection, job: JobView, webhook_url: str | None = N
         yield from _render(conn, job, chunk, text_query, order)
 
 
-def lot_results_in_chunks(engine: Engine, job: JobView) -> Iterator[dict[str, Any]]:
-    """The job's lots as `iter_lot_results` gives them, `STREAM_CHUNK` at a time, each chunk read on
-    a connection taken for it and given back before its lots are used: a reader taking its time
-    (a client downloading slowly) holds no connection and no transaction meanwhile. A server-side
-    cursor held both for the whole download, and 50 slow downloads took the gateway's pool."""
+def lot_results_in_chunks(engine: Engine, job: JobView,
+                          ahead_bytes: int = RENDER_AHEAD_BYTES) -> Iterator[dict[str, Any]]:
+    """The job's lots as `iter_lot_results` gives them, read and rendered at most `ahead_bytes` of
+    JSON at a time (or one lot), each chunk on a connection taken for it and given back before its
+    lots are used: a reader taking its time (a client downloading slowly) holds no connection and
+    no transaction meanwhile, and no more than one chunk of lots.
+
+    A server-side cursor held both for the whole download, and 50 slow downloads took the gateway's
+    pool; chunks of 1,000 lots were 15 MB at ten long descriptions a lot, and one lot listing 400
+    missing image URLs is 1 MB: the lots' sizes are read first (`lot_bytes`), up to 1,000 at a
+    time, and each chunk takes as many lots as fit."""
     seq, lot_id = LOT_REQUEST_ORDER
     text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
     order = {language: i for i, language in enumerate(job.languages)}
     after: tuple[int, str] | None = None
     while True:
-        query = select(lots).where(lots.c.job_id == job.job_id).order_by(seq, lot_id).limit(STREAM_CHUNK)
-        if after is not None:
-            query = query.where(tuple_(seq, lot_id) > _unseen_bound(after))
+        sizes = (select(lot_bytes()).where(lots.c.job_id == job.job_id).order_by(seq, lot_id)
+                 .limit(STREAM_CHUNK))
         with engine.connect() as conn:
-            rows = list(conn.execute(query).mappings())
-            chunk = list(_render(conn, job, rows, text_query, order))
-        yield from chunk
-        if len(rows) < STREAM_CHUNK:
+            window = list(conn.execute(_past(sizes, after)).scalars())
+        for count in chunk_counts(window, ahead_bytes):
+            query = select(*_RENDERED).where(lots.c.job_id == job.job_id).order_by(seq, lot_id).limit(count)
+            with engine.connect() as conn:
+                chunk, after = _read_chunk(conn, job, _past(query, after), text_query, order)
+            if after is None:
+                return
+            yield from chunk
+        if len(window) < STREAM_CHUNK:
             return
-        last = rows[-1]
-        after = (LAST_SEQ if last["seq"] is None else last["seq"], last["lot_id"])
+
+
+def _read_chunk(conn: Connection, job: JobView, query: Any, text_query: Any, order: dict[str, int]
+                ) -> tuple[list[dict[str, Any]], tuple[int, str] | None]:
+    """The lots `query` reads, rendered, and the position of the last (None: none was read)."""
+    rows = list(conn.execute(query).mappings())
+    if not rows:
+        return [], None
+    last = rows[-1]
+    return list(_render(conn, job, rows, text_query, order)), (
+        LAST_SEQ if last["seq"] is None else last["seq"], last["lot_id"])
+
+
+def chunk_counts(sizes: list[int], budget: int) -> Iterator[int]:
+    """How many of the next lots each chunk takes: consecutive lots of `sizes` bytes, as many as fit
+    in `budget` together, at least one."""
+    count = total = 0
+    for size in sizes:
+        if count and total + size > budget:
+            yield count
+            count = total = 0
+        count += 1
+        total += size
+    if count:
+        yield count
+
+
+def lot_bytes() -> Any:
+    """About the bytes a lot takes in the results document (PostgreSQL reads text lengths from the
+    values' headers; the missing images are measured as JSON text)."""
+    text_bytes = func.octet_length(descriptions.c.damages) + _TEXT_OVERHEAD_BYTES
+    texts = (select(func.coalesce(func.sum(text_bytes), 0))
+             .where(descriptions.c.job_id == lots.c.job_id, descriptions.c.lot_id == lots.c.lot_id)
+             .scalar_subquery())
+    return (_LOT_OVERHEAD_BYTES + func.octet_length(lots.c.lot_id)
+            + func.octet_length(cast(lots.c.missing_images, Text))
+            + func.coalesce(func.octet_length(lots.c.error_message), 0) + texts)
+
+
+def document_bytes(conn: Connection, job: JobView) -> int:
+    """About the bytes the job's lots take in its results document."""
+    query = select(func.coalesce(func.sum(lot_bytes()), 0)).where(lots.c.job_id == job.job_id)
+    return int(conn.execute(query).scalar_one())
+
+
+def _past(query: Any, after: tuple[int, str] | None) -> Any:
+    """`query` of the job's lots after the last one read, if any."""
+    return query if after is None else query.where(tuple_(*LOT_REQUEST_ORDER) > _unseen_bound(after))
 
 
 def _unseen_bound(after: tuple[int, str]) -> Any:
@@ -209,7 +275,7 @@ def lot_page(conn: Connection, job: JobView, statuses: Collection[str] | None, l
     conditions = [lots.c.job_id == job.job_id]
     if statuses is not None:
         conditions.append(lots.c.status.in_(list(statuses)))
-    rows = conn.execute(select(lots).where(*conditions).order_by(*LOT_REQUEST_ORDER)
+    rows = conn.execute(select(*_RENDERED).where(*conditions).order_by(*LOT_REQUEST_ORDER)
                         .limit(limit).offset(offset)).mappings().all()
     matching = conn.execute(select(func.count()).select_from(lots).where(*conditions)).scalar_one()
     text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)

@@ -44,6 +44,11 @@ LotLens describes the visible damage of auction cars in up to 10 languages, comp
 * **Connections** (configurable): a request line and headers over 32 KiB are refused with 431
   `HEADERS_TOO_LARGE` on any path, a head not complete within 10 s with 408 `REQUEST_TIMEOUT`,
   and the connection is closed after either; idle keep-alive connections are closed after 5 s.
+  A client that takes no byte of its answer for 30 s is disconnected.
+* **Downloads** (configurable): a client's `batch-results`, `download` and lots pages being sent
+  at once are at most 4 (past them 429 `RATE_LIMIT_EXCEEDED`, `details.reason`
+  `concurrent_downloads`), the process's at most 32 (503 `DOWNLOADS_BUSY`); both with
+  `Retry-After`.
 """
 
 

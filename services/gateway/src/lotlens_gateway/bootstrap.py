@@ -17,6 +17,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
+from lotlens_gateway.downloads import DownloadSlots
 from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
@@ -93,6 +94,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics,
                            settings.intake_waiting),
         strikes=AddressStrikes(settings.intake_strikes_limit, settings.intake_strikes_window_s, metrics),
+        downloads=DownloadSlots(settings.download_slots, settings.download_slots_per_client, metrics),
         clock=clock,
         resolve=resolve,
     )

@@ -61,6 +61,13 @@ class GatewaySettings(ServiceSettings):
     body_gap_timeout_s: float = 15.0
     body_timeout_s: float = 120.0
     keep_alive_timeout_s: int = 5
+    # Answers the client takes no byte of for `send_stall_timeout_s` are cut (connections.py). Result
+    # downloads and lots pages answered at once, per client (past it a 429) and per process (a 503):
+    # each holds about 2 MB while its client reads (results.py), so a pod's memory limit wants room
+    # for `download_slots` of them.
+    send_stall_timeout_s: float = Field(default=30.0, gt=0)
+    download_slots: int = 32
+    download_slots_per_client: int = 4
     # Checked while the body is read, before the signature: nesting of any field, digits of an integer.
     max_json_depth: int = 32
     max_integer_digits: int = 32
@@ -116,7 +123,8 @@ class GatewaySettings(ServiceSettings):
 
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
                      "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows",
-                     "max_header_bytes", "keep_alive_timeout_s", "intake_slots")
+                     "max_header_bytes", "keep_alive_timeout_s", "intake_slots", "download_slots",
+                     "download_slots_per_client")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

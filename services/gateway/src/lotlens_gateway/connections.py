@@ -8,14 +8,18 @@ through `send_400_response(msg)`; `data_received`, `on_response_complete`, `shut
 `connection_lost` are the protocol's hooks; its `loop`, `config`, `timeout_keep_alive` and
 `_unset_keepalive_if_required()` are used as they are; `timeout_keep_alive` closes a connection
 idle between requests; an answer with `Connection: close` (the body timeouts' 408) is followed by
-`self.transport.close()` on the protocol's `transport`, which the subclass wraps. An upgrade that
-changes any of these fails those tests.
+`self.transport.close()` on the protocol's `transport`, which the subclass wraps; the transport
+calls `pause_writing`/`resume_writing` on its high and low water marks, and uvicorn's `send` waits
+while writing is paused, and ends the app's answer once `connection_lost` says the client left
+(the send-stall watch, tests/integration/test_gateway_downloads.py). An upgrade that changes any
+of these fails those tests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from email.utils import formatdate
 from typing import Any, cast
 
@@ -27,6 +31,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.errors import TITLES
 
+log = logging.getLogger(__name__)
 
 class _MeasuredConnection(h11.Connection):
     """An h11 server connection that also measures heads arriving whole and keeps why it refused one."""
@@ -101,9 +106,11 @@ class _GentleTransport:
 
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol, plus: a head must be complete within `head_timeout_s` (else 408), a
-    head over the size limit is a 431, and refusals close gently (the client reads the answer)."""
+    head over the size limit is a 431, refusals close gently (the client reads the answer), and a
+    client that takes no byte of its answer for `send_stall_timeout_s` is disconnected."""
 
     head_timeout_s = 10.0
+    send_stall_timeout_s = 30.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -111,6 +118,9 @@ class LimitedH11Protocol(H11Protocol):
         self.conn = self._measured
         self._head_timer: asyncio.TimerHandle | None = None
         self._closing = False
+        self._stall_timer: asyncio.TimerHandle | None = None
+        self._unsent = 0
+        self._progress_at = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the head's clock at once: a connection that sends nothing is closed too."""
@@ -166,9 +176,48 @@ class LimitedH11Protocol(H11Protocol):
             super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Stop the head's clock."""
+        """Stop the head's clock and the stall watch."""
         self._stop_head_timer()
+        self._stop_stall_watch()
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is full (the client takes the answer slower than it comes): from now
+        on the client must take some of it every `send_stall_timeout_s`.
+
+        A client that read nothing more kept its answer's buffer, the answer's rendered chunk and
+        its download place for good: uvicorn waits on a paused transport without a limit, and
+        closing one whose buffer is not empty waits for the client too."""
+        super().pause_writing()
+        if self._stall_timer is None:
+            self._unsent = self.transport.get_write_buffer_size()
+            self._progress_at = self.loop.time()
+            self._stall_timer = self.loop.call_later(self.send_stall_timeout_s / 4, self._check_stall)
+
+    def resume_writing(self) -> None:
+        """The client took enough: stop watching."""
+        super().resume_writing()
+        self._stop_stall_watch()
+
+    def _check_stall(self) -> None:
+        # Progress is the transport's buffer shrinking: bytes the kernel took because the client read.
+        unsent, now = self.transport.get_write_buffer_size(), self.loop.time()
+        if unsent < self._unsent:
+            self._progress_at = now
+        self._unsent = unsent
+        if now - self._progress_at < self.send_stall_timeout_s:
+            self._stall_timer = self.loop.call_later(self.send_stall_timeout_s / 4, self._check_stall)
+            return
+        self._stall_timer = None
+        log.warning("closing a connection whose client took no byte of its answer for %g s (%d bytes unsent)",
+                    self.send_stall_timeout_s, unsent)
+        # An abort drops the buffer; uvicorn then tells the app the client left, which ends the answer.
+        self.transport.abort()
+
+    def _stop_stall_watch(self) -> None:
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
@@ -204,7 +253,8 @@ def server_config(app: ASGIApp, settings: GatewaySettings, **options: Any) -> uv
     """uvicorn's configuration for the gateway: address, h11 with the connection limits, and
     asyncio's own loop (uvloop is installed for the OpenAI stand-in; `auto` would pick it here too,
     under the protocol subclass's timers, which are tested on asyncio's)."""
-    timeout = {"head_timeout_s": settings.header_timeout_s}
+    timeout = {"head_timeout_s": settings.header_timeout_s,
+               "send_stall_timeout_s": settings.send_stall_timeout_s}
     protocol = type("LimitedH11Protocol", (LimitedH11Protocol,), timeout)
     values: dict[str, Any] = {"host": settings.gateway_host, "port": settings.gateway_port, **options}
     return uvicorn.Config(app, http=protocol, loop="asyncio",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -15,6 +15,7 @@ from lotlens_common.logs import bind_log_context
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
+from lotlens_gateway.downloads import DownloadSlots
 from lotlens_gateway.health import KafkaHealth
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
@@ -52,6 +53,7 @@ class GatewayDeps:
     openai: OpenAIProbe
     intake: IntakeSlots
     strikes: AddressStrikes
+    downloads: DownloadSlots
     clock: Callable[[], datetime] = utc_now
     # Webhook hosts are resolved at intake with it, as images are with `describer.images.resolve`
     # (tests stub both: no DNS query leaves the machine).
@@ -113,4 +115,14 @@ async def listing_client(request: Request, deps: Deps, x_signature: SignatureHea
 
 
 JobClient = Annotated[str, Depends(job_client)]
+
+
+async def downloading_client(client_id: JobClient, deps: Deps) -> AsyncIterator[str]:
+    """The client of a results download or a lots page, holding a download place (downloads.py)
+    until its answer is sent: a dependency's exit runs after the response."""
+    async with deps.downloads.hold(client_id):
+        yield client_id
+
+
+DownloadClient = Annotated[str, Depends(downloading_client)]
 ListingClient = Annotated[str, Depends(listing_client)]

@@ -62,6 +62,14 @@ class GatewayMetrics:
             "lotlens_intake_struck_out", "Job bodies answered 429 unread: their address had too many "
             "refused before authentication (strikes.py)", registry=self.registry)
 
+        self.downloads = Gauge(
+            "lotlens_downloads", "Results downloads and lots pages this process is sending now",
+            registry=self.registry)
+        # reason: `client` (429, the client's places taken), `process` (503 DOWNLOADS_BUSY).
+        self.downloads_refused = Counter(
+            "lotlens_downloads_refused", "Results downloads and lots pages refused for want of a place",
+            ["reason"], registry=self.registry)
+
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""
         self.database_operations.labels(operation=operation).inc(count)

@@ -1,10 +1,10 @@
 """The results document, written incrementally: a 50,000-lot job never sits whole in memory.
 
 `GET /batch-results/{id}` and `/download` send the same bytes; the lots come from
-`overlay.job_lots`, read a chunk at a time on a connection given back before the chunk is sent,
-and are flushed in chunks. A small job's document is built whole in one call instead
-(`small_document`): streaming costs a thread-pool hop per chunk, more than such a job's rows
-take to read.
+`overlay.job_lots`, read about a megabyte at a time (`lot_results_in_chunks`) on a connection
+given back before the chunk is sent, and are flushed in chunks. A small document (by its bytes, as
+PostgreSQL estimates them) is built whole in one call instead (`small_document`): streaming costs
+a thread-pool hop per chunk, more than such a job's rows take to read.
 """
 
 from __future__ import annotations
@@ -15,14 +15,22 @@ from contextlib import nullcontext
 import orjson
 from sqlalchemy import Connection, Engine
 
-from lotlens_common.read_models import JobView, iter_lot_results, lot_results_in_chunks
+from lotlens_common.read_models import (
+    RENDER_AHEAD_BYTES,
+    STREAM_CHUNK,
+    JobView,
+    document_bytes,
+    iter_lot_results,
+    lot_results_in_chunks,
+)
 from lotlens_gateway.overlay import job_lots
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
 CHUNK_BYTES = 256 * 1024
-# At most this many descriptions (lots x languages), a finished job's document is read at once
-# and sent as one body. Counted in lots (1,000), ten languages of long text were 100 MB a request.
-SMALL_JOB_TEXTS = 1000
+# A finished job's document estimated at most this big is read at once and sent as one body.
+# Counted in lots (1,000), ten languages of long text were 100 MB a request; counted in
+# descriptions, 60 failed lots listing 400 unreachable image URLs each were 58 MB.
+WHOLE_DOCUMENT_BYTES = RENDER_AHEAD_BYTES
 
 
 def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
@@ -51,8 +59,10 @@ def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
-    """The whole document of a finished job of at most `SMALL_JOB_TEXTS` descriptions; None otherwise."""
-    if not is_terminal(job) or job.total_lots * max(1, len(job.languages)) > SMALL_JOB_TEXTS:
+    """The whole document of a finished job estimated at most `WHOLE_DOCUMENT_BYTES`; None otherwise."""
+    if not is_terminal(job) or job.total_lots > STREAM_CHUNK:
+        return None
+    if document_bytes(conn, job) > WHOLE_DOCUMENT_BYTES:
         return None
     lot_results = iter_lot_results(conn, job, stream=False)
     return b"".join(document_chunks(job, job_lots(job, lot_results, lambda: nullcontext(conn))))

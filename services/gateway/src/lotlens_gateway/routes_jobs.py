@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BeforeValidator
 from starlette.concurrency import run_in_threadpool
 
@@ -14,7 +14,8 @@ from lotlens_common.clock import iso
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
-from lotlens_gateway.deps import Deps, JobClient, ListingClient
+from lotlens_gateway.deps import Deps, DownloadClient, JobClient, ListingClient
+from lotlens_gateway.downloads import json_download
 from lotlens_gateway.job_store import JobFilter
 from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.views import (
@@ -29,8 +30,9 @@ router = APIRouter(tags=["batch jobs"])
 
 JobStatusName = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
 _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
-_NOT_COMPLETED: dict[int | str, dict[str, Any]] = {
-    202: {"model": schemas_jobs.NotCompleted, "description": "The job is still running"}}
+_RESULTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"model": schemas_jobs.NotCompleted, "description": "The job is still running"},
+    **schemas.error_responses(401, 403, 404, own=schemas.DOWNLOAD_ERRORS)}
 
 
 @router.get("/api/v1/batch-status/{job_id}", response_model=schemas_jobs.JobStatus,
@@ -49,18 +51,16 @@ async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> R
     attachment = f'attachment; filename="batch_results_{job_id}.json"'
     headers = {"Content-Disposition": attachment} if download else {}
     if document is not None:
-        return Response(document, media_type="application/json", headers=headers)
+        return json_download(document, headers)
     deps.metrics.db("read")
-    # A sync iterator: Starlette pulls each chunk in a worker thread, off the event loop.
-    return StreamingResponse(iter_results_document(deps.store.reads, job), media_type="application/json",
-                             headers=headers)
+    return json_download(iter_results_document(deps.store.reads, job), headers)
 
 
 @router.get("/api/v1/batch-results/{job_id}", response_model=schemas_jobs.JobResults,
             summary="Results of a finished job (202 while it runs)",
             description=_SIGNED + " The document of a big job is streamed, lot by lot.",
-            responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
-async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> Response:
+            responses=_RESULTS_RESPONSES)
+async def batch_results(job_id: str, client_id: DownloadClient, deps: Deps) -> Response:
     """Every lot with its descriptions, for completed, failed and cancelled jobs."""
     return await _results(job_id, client_id, deps, download=False)
 
@@ -68,8 +68,8 @@ async def batch_results(job_id: str, client_id: JobClient, deps: Deps) -> Respon
 @router.get("/api/v1/batch-results/{job_id}/download", response_model=schemas_jobs.JobResults,
             summary="The results document as a file (`batch_results_{job_id}.json`)",
             description=_SIGNED + " Same JSON as `batch-results`, streamed as an attachment.",
-            responses={**_NOT_COMPLETED, **schemas.error_responses(401, 403, 404, 429, 503)})
-async def download_results(job_id: str, client_id: JobClient, deps: Deps) -> Response:
+            responses=_RESULTS_RESPONSES)
+async def download_results(job_id: str, client_id: DownloadClient, deps: Deps) -> Response:
     """The results as an attachment."""
     return await _results(job_id, client_id, deps, download=True)
 

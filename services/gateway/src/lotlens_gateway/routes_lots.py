@@ -14,8 +14,9 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas
-from lotlens_gateway.deps import Deps, JobClient
-from lotlens_gateway.json_body import encoded, json_answer
+from lotlens_gateway.deps import Deps, DownloadClient
+from lotlens_gateway.downloads import json_download
+from lotlens_gateway.json_body import encoded
 from lotlens_gateway.overlay import lots_page
 from lotlens_gateway.schemas import LotResult
 from lotlens_gateway.schemas_jobs import Pagination
@@ -38,9 +39,9 @@ class LotPage(BaseModel):
             description=("Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path. "
                          "Each lot in `batch-results`' shape (descriptions, missing images, the failure "
                          "reason, usage); `status=failed` lists the failed lots."),
-            responses=schemas.error_responses(401, 403, 404, 422, 429, 503))
+            responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
-        job_id: str, client_id: JobClient, deps: Deps,
+        job_id: str, client_id: DownloadClient, deps: Deps,
         status: Annotated[LotStatus | None, Query(description="Only lots in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,
@@ -55,4 +56,4 @@ async def job_lots(
         pagination = {"limit": limit, "offset": offset, "total": total, "has_more": more}
         return encoded({"job_id": job_id, "status": job.status, "pagination": pagination}, "lots", page)
 
-    return json_answer(await run_in_threadpool(read))
+    return json_download(await run_in_threadpool(read))

@@ -62,6 +62,16 @@ _ERRORS = {
 }
 
 
+# Results downloads and lots pages (downloads.py) are also refused for want of a place.
+DOWNLOAD_ERRORS = {
+    429: (_ERRORS[429] + "; also when the client already has as many results downloads and lots pages "
+          "in flight as it may (default 4, details.reason `concurrent_downloads`): retry after "
+          "Retry-After seconds or when one has finished"),
+    503: ("SERVICE_UNAVAILABLE: PostgreSQL is down; DOWNLOADS_BUSY: the gateway is sending as many "
+          "results downloads and lots pages as it takes (default 32); retry after Retry-After seconds"),
+}
+
+
 def error_responses(*statuses: int, own: dict[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses` entries for the given error statuses; `own` describes the statuses a
     route answers with codes of its own (not the shared ones)."""

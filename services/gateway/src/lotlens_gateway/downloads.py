@@ -1,0 +1,102 @@
+"""Answers that can be big (results documents, lots pages): how many are sent at once, and how
+their bytes reach the connection.
+
+A client that does not read its answer pauses it, and whatever the answer holds stays in memory
+until it reads or leaves. Nothing bounded how many such answers were in flight: twenty unread
+downloads of a 3,000-lot job added 470 MB to the gateway, six of a 58 MB document took it to
+829 MB, past a pod's limit, and the kill ended every other client's requests. Now:
+
+* each holds one of `per_process` places in the process and one of its client's `per_client`
+  while it is read from the database and sent (past the client's: 429 `RATE_LIMIT_EXCEEDED`, its
+  own doing; past the process's: 503 `DOWNLOADS_BUSY`, the gateway's load; both with Retry-After);
+* its bytes are handed to the connection 64 KiB at a time (`json_download`), each piece once the
+  client took the last: a paused answer holds a piece, not its body, in the transport's buffer, and
+  its place until all of it is handed over (a body written whole freed its place at once, however
+  little the client had read);
+* a client that takes no byte for `send_stall_timeout_s` is disconnected (connections.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
+
+from lotlens_gateway.errors import ApiError
+from lotlens_gateway.metrics import GatewayMetrics
+
+PIECE_BYTES = 64 * 1024
+# A download ends in seconds once its client reads; one stalled ends at the stall timeout.
+RETRY_AFTER_S = 5
+
+
+class DownloadSlots:
+    """Big answers in flight at once, per client and in all, in one process (its event loop)."""
+
+    def __init__(self, per_process: int, per_client: int, metrics: GatewayMetrics) -> None:
+        self._per_process = per_process
+        self._per_client = per_client
+        self._metrics = metrics
+        self._by_client: dict[str, int] = {}
+        self._in_flight = 0
+
+    @asynccontextmanager
+    async def hold(self, client_id: str) -> AsyncIterator[None]:
+        """Hold a place of the client's and of the process's inside; 429 or 503 when none is free."""
+        if self._by_client.get(client_id, 0) >= self._per_client:
+            self._metrics.downloads_refused.labels(reason="client").inc()
+            raise self._too_many()
+        if self._in_flight >= self._per_process:
+            self._metrics.downloads_refused.labels(reason="process").inc()
+            raise self._busy()
+        self._by_client[client_id] = self._by_client.get(client_id, 0) + 1
+        self._in_flight += 1
+        self._metrics.downloads.inc()
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+            self._metrics.downloads.dec()
+            left = self._by_client.pop(client_id) - 1
+            if left:
+                self._by_client[client_id] = left
+
+    def _too_many(self) -> ApiError:
+        return ApiError(
+            429, "RATE_LIMIT_EXCEEDED",
+            f"At most {self._per_client} results downloads and lots pages are sent to a client at once; "
+            f"retry in {RETRY_AFTER_S} s, or when one of them has finished",
+            details={"reason": "concurrent_downloads", "concurrent_downloads": self._per_client,
+                     "retry_after": RETRY_AFTER_S},
+            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    def _busy(self) -> ApiError:
+        return ApiError(
+            503, "DOWNLOADS_BUSY",
+            f"The gateway is sending {self._in_flight} other downloads; retry in {RETRY_AFTER_S} s",
+            details={"downloads_in_progress": self._in_flight, "retry_after": RETRY_AFTER_S},
+            headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def json_download(body: bytes | Iterator[bytes], headers: dict[str, str] | None = None) -> StreamingResponse:
+    """A JSON answer handed to the connection a piece at a time: a whole body (with its
+    Content-Length, as one body is sent), or the chunks of a sync iterator, each pulled in a
+    worker thread, off the event loop."""
+    if isinstance(body, bytes):
+        framing = {"Content-Length": str(len(body))}
+        return StreamingResponse(_pieces(_whole(body)), media_type="application/json",
+                                 headers={**(headers or {}), **framing})
+    return StreamingResponse(_pieces(iterate_in_threadpool(body)), media_type="application/json",
+                             headers=headers)
+
+
+async def _whole(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+async def _pieces(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        for start in range(0, len(chunk), PIECE_BYTES):
+            yield chunk[start:start + PIECE_BYTES]
