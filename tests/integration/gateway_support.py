@@ -8,6 +8,7 @@ and shell recipes talk to it exactly as they would in production.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,37 @@ def serve_app(app: FastAPI, gateway: GatewaySettings | None = None) -> Iterator[
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+class _Kept(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__(logging.ERROR)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def errors_logged() -> Iterator[list[logging.LogRecord]]:
+    """The ERROR records logged inside, the gateway's and uvicorn's: the test server's logging
+    configuration (uvicorn's default) keeps uvicorn's loggers from the root one, which caplog sees."""
+    records: list[logging.LogRecord] = []
+    handler = _Kept(records)
+    loggers = [logging.getLogger(), logging.getLogger("uvicorn")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+def logged_text(records: list[logging.LogRecord]) -> str:
+    """The records as a log would show them, tracebacks included (for an assertion's message)."""
+    formatter = logging.Formatter("%(levelname)s %(name)s %(message)s")
+    return "\n".join(formatter.format(record) for record in records)
 
 
 @dataclass

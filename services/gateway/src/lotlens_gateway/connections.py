@@ -234,6 +234,11 @@ class LimitedH11Protocol(H11Protocol):
         # A lingering close: write the answer, then end our side and discard what the client still
         # sends; closing with unread bytes would make the kernel reset the connection, and the
         # client would lose the answer. The client's end, or the keep-alive timeout, closes it.
+        # Once only: a `Connection: close` answer (the body timeouts' 408) lingers from uvicorn's
+        # close, then `on_response_complete` finds the body still unread; a second refusal wrote
+        # after the EOF, and every body timeout logged a RuntimeError with its traceback.
+        if self._closing:
+            return
         self._closing = True
         self._stop_head_timer()
         self._unset_keepalive_if_required()
