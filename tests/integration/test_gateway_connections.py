@@ -4,26 +4,22 @@ slow body, idle and stalled connections closed. Limits are shortened by settings
 
 from __future__ import annotations
 
-import json
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, errors_logged, logged_text, running_gateway
+from tests.integration.raw_http import WAIT_S, answer_of, connect, read_one_answer, read_to_close, trickle
 
 pytestmark = pytest.mark.integration
 
 # Short limits for the tests; the defaults (README) are 10 s, 15 s, 120 s and 5 s.
 LIMITS: dict[str, Any] = {"header_timeout_s": 1.0, "body_gap_timeout_s": 1.0, "body_timeout_s": 3.0,
                           "keep_alive_timeout_s": 1}
-# How long a test waits for an answer the limits promise within about a second or three.
-WAIT_S = 20.0
 SUBMIT = "/api/v1/generate-descriptions"
 
 
@@ -32,62 +28,6 @@ def gateway(settings: ServiceSettings, engine: Engine) -> Iterator[Gateway]:
     """A gateway with short connection limits."""
     with running_gateway(settings, engine, **LIMITS) as running:
         yield running
-
-
-def connect(gateway: Gateway) -> socket.socket:
-    """A raw TCP connection to the gateway."""
-    address = urlsplit(gateway.url)
-    sock = socket.create_connection((address.hostname or "127.0.0.1", address.port or 80), timeout=WAIT_S)
-    return sock
-
-
-def read_to_close(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (a socket timeout fails the test)."""
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
-
-
-def trickle(sock: socket.socket, piece: bytes, every_s: float) -> bytes:
-    """Send `piece` whenever nothing arrived for `every_s`, until the server closes; what it sent.
-
-    A reset instead of a close fails the test.
-    """
-    deadline = time.monotonic() + WAIT_S
-    sock.settimeout(every_s)
-    received = b""
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            sock.sendall(piece)
-            continue
-        if not chunk:
-            break
-        received += chunk
-    return received
-
-
-def answer_of(raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """Status, headers and JSON body of one HTTP answer."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    fields = (line.partition(":") for line in lines)
-    headers = {name.strip().lower(): value.strip() for name, _, value in fields}
-    return int(status_line.split()[1]), headers, json.loads(body) if body else {}
-
-
-def read_one_answer(sock: socket.socket) -> int:
-    """Read one answer framed by Content-Length; its status."""
-    received = b""
-    while b"\r\n\r\n" not in received:
-        received += sock.recv(65536)
-    status, headers, _ = answer_of(received.partition(b"\r\n\r\n")[0] + b"\r\n\r\n")
-    body = received.partition(b"\r\n\r\n")[2]
-    while len(body) < int(headers["content-length"]):
-        body += sock.recv(65536)
-    return status
 
 
 def assert_refused(raw: bytes, status: int, code: str) -> None:

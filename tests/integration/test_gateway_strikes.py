@@ -4,7 +4,10 @@ are untouched. The address is the one uvicorn trusts from X-Forwarded-For (loopb
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
+import threading
 from urllib.parse import urlsplit
 
 import httpx2
@@ -13,6 +16,7 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
+from tests.integration.raw_http import answer_of, connect, read_to_close, trickle
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +90,69 @@ def test_a_struck_out_address_asking_to_continue_gets_its_429_before_sending_the
                          b"Expect: 100-continue\r\nX-Forwarded-For: " + STRANGER.encode() + b"\r\n\r\n")
             first = sock.recv(65536)
         assert first.startswith(b"HTTP/1.1 429 "), first[:200]
+
+
+def _job_head(address: str, declared: int) -> bytes:
+    return (f"POST /api/v1/generate-descriptions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {declared}\r\nX-Forwarded-For: {address}\r\n\r\n").encode()
+
+
+def test_job_bodies_refused_while_they_are_read_are_strikes(settings: ServiceSettings,
+                                                            engine: Engine) -> None:
+    """A 408, 413 or 400 of the body reader was raised before the strikes were counted: an address
+    could time out job bodies for ever (each holding one of the intake's admissions) and was never
+    refused; the strikes stayed empty."""
+    with running_gateway(settings, engine, intake_strikes_limit=3, max_lot_bytes=2000, max_body_bytes=100_000,
+                         body_gap_timeout_s=1.0) as gw:
+        with connect(gw) as sock:  # a body that stops arriving
+            sock.sendall(_job_head(STRANGER, 90_000) + b'{"lots":[')
+            status, _, body = answer_of(read_to_close(sock))
+        assert (status, body["code"]) == (408, "REQUEST_TIMEOUT")
+        too_big = _post(gw, b"[" * 150_000, STRANGER)
+        assert (too_big.status_code, too_big.json()["code"]) == (413, "PAYLOAD_TOO_LARGE")
+        lots = make_lots(300)
+        signed = gzip.compress(json.dumps({"signature": gw.lots_signature(lots), "lots": lots}).encode())
+        assert len(signed) > 2000  # a job body's size, compressed
+        compressed = httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=signed,
+                                 headers={"Content-Type": "application/json", "Content-Encoding": "gzip",
+                                          **_from(STRANGER)}, timeout=60)
+        assert (compressed.status_code, compressed.json()["code"]) == (400, "UNSUPPORTED_CONTENT_ENCODING")
+
+        refused = gw.submit(make_lots(30), headers=_from(STRANGER))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["details"]["reason"] == "failed_before_authentication"
+        assert gw.submit(make_lots(30), headers=_from(NEIGHBOUR)).status_code == 201
+
+
+def test_job_bodies_trickled_to_hold_the_intake_are_408_and_a_signed_job_gets_in(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """Two connections trickling a byte just under the gap timeout held both of the intake's
+    admissions until the total bound (`body_timeout_s`): a signed job got 503 INTAKE_BUSY all along,
+    and the reconnecting sender was never refused. Now a job body must keep a minimum rate once
+    its first seconds are over, and each refusal is a strike."""
+    limits = {"intake_slots": 1, "intake_waiting": 1, "intake_strikes_limit": 2, "max_lot_bytes": 2000,
+              "body_gap_timeout_s": 2.0, "body_timeout_s": 60.0,
+              "job_body_min_bytes_per_s": 1000, "job_body_min_rate_after_s": 1.0}
+    with running_gateway(settings, engine, **limits) as gw:
+        answers: list[bytes] = []
+
+        def attack() -> None:
+            with connect(gw) as sock:
+                sock.sendall(_job_head(STRANGER, 5_000_000))
+                answers.append(trickle(sock, b" ", every_s=0.5))  # gives up after 20 s
+
+        attackers = [threading.Thread(target=attack) for _ in range(2)]
+        for attacker in attackers:
+            attacker.start()
+        for attacker in attackers:
+            attacker.join()
+        for raw in answers:  # well before the 60 s total bound
+            assert raw, "the trickled job body was still being read after 20 s"
+            status, _, body = answer_of(raw)
+            assert (status, body["code"]) == (408, "REQUEST_TIMEOUT"), body
+            assert body["details"]["min_bytes_per_s"] == 1000
+        # The sender comes back: struck out, its body is refused unread and takes no admission.
+        refused = gw.submit(make_lots(30), headers=_from(STRANGER))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["details"]["reason"] == "failed_before_authentication"
+        assert gw.submit(make_lots(200), headers=_from(NEIGHBOUR)).status_code == 201

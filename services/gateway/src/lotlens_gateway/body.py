@@ -25,18 +25,35 @@ def too_large(max_bytes: int, declared: int | None = None) -> ApiError:
 
 @dataclass(frozen=True)
 class BodyTimeouts:
-    """How long a body's bytes may stop arriving (`gap_s`), and how long the whole body may take."""
+    """How long a body's bytes may stop arriving (`gap_s`), how long the whole body may take, and
+    (for a job body, 0: none) the average rate it must keep once its first `min_rate_after_s` are over."""
 
     gap_s: float = 15.0
     total_s: float = 120.0
+    min_bytes_per_s: float = 0.0
+    min_rate_after_s: float = 0.0
+
+    def falls_behind(self, received: int) -> float | None:
+        """Seconds after the body's start at which `received` bytes are under the minimum rate."""
+        if self.min_bytes_per_s <= 0:
+            return None
+        return max(self.min_rate_after_s, received / self.min_bytes_per_s)
 
 
-def too_slow(timeouts: BodyTimeouts, stalled: bool) -> ApiError:
-    """408 for a body that stopped arriving or took too long; the connection is closed after it."""
-    message = (f"The request body stopped arriving for {timeouts.gap_s} s" if stalled
-               else f"The request body did not arrive within {timeouts.total_s} s")
-    return ApiError(408, "REQUEST_TIMEOUT", message, headers={"Connection": "close"},
-                    details={"body_gap_timeout_s": timeouts.gap_s, "body_timeout_s": timeouts.total_s})
+def too_slow(timeouts: BodyTimeouts, cause: str) -> ApiError:
+    """408 for a body that stopped arriving, took too long, or fell under its minimum rate
+    (`cause`: "stalled", "total", "rate"); the connection is closed after it."""
+    messages = {
+        "stalled": f"The request body stopped arriving for {timeouts.gap_s} s",
+        "total": f"The request body did not arrive within {timeouts.total_s} s",
+        "rate": (f"The request body arrived at under {timeouts.min_bytes_per_s:g} bytes/s on average "
+                 f"after its first {timeouts.min_rate_after_s:g} s, the least a job body must keep"),
+    }
+    details: dict[str, Any] = {"body_gap_timeout_s": timeouts.gap_s, "body_timeout_s": timeouts.total_s}
+    if timeouts.min_bytes_per_s > 0:
+        details |= {"min_bytes_per_s": timeouts.min_bytes_per_s,
+                    "min_rate_after_s": timeouts.min_rate_after_s}
+    return ApiError(408, "REQUEST_TIMEOUT", messages[cause], headers={"Connection": "close"}, details=details)
 
 
 def declared_length(request: Request) -> int | None:
@@ -83,16 +100,22 @@ async def _chunks(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> A
     if declared is not None and declared > max_bytes:
         raise too_large(max_bytes, declared)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeouts.total_s
+    start = loop.time()
     size = 0
     chunks = aiter(request.stream())
     while True:
-        wait = min(timeouts.gap_s, deadline - loop.time())
+        now = loop.time()
+        # The first of the limits to run out, and which one it is.
+        limits = [(timeouts.gap_s, "stalled"), (start + timeouts.total_s - now, "total")]
+        behind = timeouts.falls_behind(size)
+        if behind is not None:
+            limits.append((start + behind - now, "rate"))
+        wait, cause = min(limits, key=lambda limit: limit[0])
         try:
             async with asyncio.timeout(max(wait, 0.0)):
                 chunk = await anext(chunks, None)
         except TimeoutError:
-            raise too_slow(timeouts, stalled=wait == timeouts.gap_s) from None
+            raise too_slow(timeouts, cause) from None
         except ClientDisconnect:
             # A dropped upload is the client's doing: it was logged and counted as a 500.
             raise client_closed("its body arrived") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pydantic import Field, SecretStr, field_validator
 
 from lotlens_common.images import MAX_IMAGE_BYTES
@@ -68,6 +70,11 @@ class GatewaySettings(ServiceSettings):
     send_stall_timeout_s: float = Field(default=30.0, gt=0)
     download_slots: int = 32
     download_slots_per_client: int = 4
+    # A job body (bigger than `max_lot_bytes`, or of undeclared size) holds one of the intake's
+    # admissions while it is read: once `job_body_min_rate_after_s` have passed, fewer bytes than
+    # `job_body_min_bytes_per_s` on average since its head is a 408 (0 turns the floor off).
+    job_body_min_bytes_per_s: int = Field(default=4096, ge=0)
+    job_body_min_rate_after_s: float = Field(default=5.0, ge=0)
     # Checked while the body is read, before the signature: nesting of any field, digits of an integer.
     max_json_depth: int = 32
     max_integer_digits: int = 32
@@ -139,6 +146,11 @@ class GatewaySettings(ServiceSettings):
     def body_timeouts(self) -> BodyTimeouts:
         """How long a request body may pause, and take in all."""
         return BodyTimeouts(gap_s=self.body_gap_timeout_s, total_s=self.body_timeout_s)
+
+    def job_body_timeouts(self) -> BodyTimeouts:
+        """A job body's: any body's limits and the minimum rate while it holds an admission."""
+        return replace(self.body_timeouts(), min_bytes_per_s=self.job_body_min_bytes_per_s,
+                       min_rate_after_s=self.job_body_min_rate_after_s)
 
     def relay_settings(self) -> RelaySettings:
         """The outbox relay's settings."""

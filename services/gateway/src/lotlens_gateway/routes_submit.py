@@ -5,8 +5,9 @@ contract's answer: 413 (size), 400 (JSON), 401/403 (signature), the stored answe
 (idempotency key), 429 (rate), 413/409/422 (validation), then 503 when PostgreSQL cannot take the job's one
 durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
-`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. Before that, a job body
-from an address with too many bodies refused before authentication gets 429 unread (strikes.py).
+`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. An admitted job body must
+keep a minimum rate once its first seconds are over (408 under it). Before that, a job body from
+an address with too many bodies refused before authentication gets 429 unread (strikes.py).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ async def generate_descriptions(
     started = time.perf_counter()
     limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
     declared, address = declared_length(request), request.client.host if request.client else ""
-    struck_out = deps.strikes.refusal(address) if deps.intake.takes_slot(declared) else None
+    job_body = deps.intake.takes_slot(declared)
+    struck_out = deps.strikes.refusal(address) if job_body else None
     if struck_out is not None:
         await drain_body(request, limit, timeouts)
         raise struck_out
@@ -89,7 +91,15 @@ async def generate_descriptions(
         if not admitted:
             await drain_body(request, limit, timeouts)
             raise deps.intake.refusal()
-        raw = await read_body(request, limit, timeouts)
+        try:
+            raw = await read_body(request, limit, deps.settings.job_body_timeouts() if job_body else timeouts)
+        except ApiError:
+            # A job body refused while read (408, 413, 400) or dropped by its sender (499) held an
+            # admission with its client unknown: a strike, as a 403 is. Without it an address could
+            # trickle bodies into the admissions for ever and keep every signed job at 503.
+            if job_body:
+                deps.strikes.record(address)
+            raise
         if deps.intake.takes_slot(len(raw)):
             async with deps.intake.hold():
                 try:

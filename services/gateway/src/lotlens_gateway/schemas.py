@@ -37,7 +37,9 @@ _ERRORS = {
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
     408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 120 s "
-          "(details.body_gap_timeout_s, details.body_timeout_s); the connection is closed"),
+          "(details.body_gap_timeout_s, details.body_timeout_s), or a job body (over one lot's size) arrived "
+          "at under 4 KiB/s on average after its first 5 s (details.min_bytes_per_s, "
+          "details.min_rate_after_s); the connection is closed"),
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids; ids equal in Unicode NFC are one), "
           "IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),

@@ -3,13 +3,15 @@
 A job body is parsed whole before its client is known (the signature covers the canonical form
 of `lots`, and each key is tried on it), and it is parsed in one of the process's few intake
 slots: 8 MB of hostile JSON costs up to about 2 CPU-s there. Without this, anyone without a key
-could send such bodies back to back and keep other clients' jobs answered 503 INTAKE_BUSY.
+could send such bodies back to back and keep other clients' jobs answered 503 INTAKE_BUSY; or
+trickle bodies that never finish, each holding one of the intake's admissions until its 408.
 
-So a job body refused before its client was known (401, 403, or a 400/413 of the reader) is a
-strike against its address; after `limit` strikes within `window_s`, that address's job bodies
-get 429 until the window ends, read and dropped unparsed. Bodies of one lot's size (every
-synchronous lot) take no intake slot and are neither counted nor refused; one of undeclared size
-(chunked) is taken for a job's, as the slots take it.
+So a job body refused before its client was known (401, 403, or a 400/408/413 of the reader, or
+its sender gone before it all arrived: 499) is a strike against its address; after `limit`
+strikes within `window_s`, that address's job bodies get 429 until the window ends, read and
+dropped unparsed. Bodies of one lot's size (every synchronous lot) take no intake slot and are
+neither counted nor refused; one of undeclared size (chunked) is taken for a job's, as the slots
+take it.
 
 The address is the peer as uvicorn reports it: behind a proxy it is the client's own only when
 uvicorn trusts the proxy's `X-Forwarded-For` (`FORWARDED_ALLOW_IPS`, deploy/k8s/README.md);
