@@ -25,6 +25,7 @@ from tests.integration.gateway_support import (
     insert_running_job,
     make_lots,
 )
+from tests.integration.raw_http import answer_of, connect, read_to_close
 
 pytestmark = pytest.mark.integration
 
@@ -300,3 +301,39 @@ def test_a_job_of_few_lots_but_many_bytes_is_streamed_and_one_of_few_bytes_is_on
     answer = gateway.get_job(RESULTS, short_texts)
     assert answer.status_code == 200 and answer.headers["content-length"] == str(len(answer.content))
     assert len(answer.json()["results"]["lots"]) == 150
+
+
+def _list_raw(gateway: Gateway, query: bytes, signature: str) -> tuple[int, dict[str, Any]]:
+    """GET the listing with a query string exactly as given (no HTTP client would send a JSON one)."""
+    with connect(gateway) as sock:
+        sock.sendall(b"GET /api/v1/batch-jobs?" + query + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"X-Signature: " + signature.encode() + b"\r\n\r\n")
+        status, _, body = answer_of(read_to_close(sock))
+    return status, body
+
+
+def test_a_signature_for_another_call_does_not_sign_a_listing(gateway: Gateway, engine: Engine) -> None:
+    """The same key signs job ids, raw bodies and the listing's raw query, and the listing ignored
+    parameters it does not know: the X-Signature of a status poll listed all the client's jobs when
+    the job id was sent as the query, and so did a captured test-image-validation body's."""
+    job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+    status, body = _list_raw(gateway, job_id.encode(), gateway.sign(job_id))
+    assert status == 422, body
+    assert body["code"] == "VALIDATION_ERROR"
+    assert body["details"]["errors"][0]["loc"] == ["query", job_id]
+    image_check = b'{"urls":["https://img.example.com/a.jpg"]}'
+    status, body = _list_raw(gateway, image_check, gateway.sign(image_check))
+    assert status == 422, body
+    assert body["code"] == "VALIDATION_ERROR"
+    # Known names only, each as `name=value`, signed or not.
+    for query in ("limit=5&foo=1", "limit", "limit=5&", "LIMIT=5", "lim%69t=5"):
+        refused = gateway.list_jobs(query)
+        assert refused.status_code == 422, (query, refused.text)
+        assert refused.json()["code"] == "VALIDATION_ERROR"
+    # What the SDK, the console and the recipes send is served as before.
+    for query in ("", "limit=100", "status=completed&limit=20&offset=0",
+                  "status=&created_after=&created_before=&limit=10",
+                  "limit=10&offset=0&created_after=2025-08-05T07%3A30%3A00Z&created_before=2999-01-01T00%3A00%3A00Z"):
+        listed = gateway.list_jobs(query)
+        assert listed.status_code == 200, (query, listed.text)
+        assert job_id in [job["id"] for job in listed.json()["jobs"]]

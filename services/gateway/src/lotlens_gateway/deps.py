@@ -16,6 +16,7 @@ from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.downloads import DownloadSlots
+from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.health import KafkaHealth
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
@@ -106,9 +107,34 @@ async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = Non
     return client
 
 
+# The parameters of `GET /api/v1/batch-jobs` (routes_jobs.batch_jobs; a test holds them equal).
+LISTING_PARAMETERS = ("status", "limit", "offset", "created_after", "created_before")
+
+
+def refuse_foreign_query(query: bytes) -> None:
+    """422 for a listing query that is not `name=value` pairs of the listing's parameters.
+
+    One key signs job ids, raw bodies and this query, and the listing ignored what it did not
+    know: the signature of a status poll, sent with the job id as the query, listed all the
+    client's jobs (as did a captured test-image-validation body). No job id or JSON body is such
+    pairs, so what was signed for another call is refused before its signature is checked.
+    """
+    if not query:
+        return
+    pairs = (pair.decode("latin-1").partition("=") for pair in query.split(b"&"))
+    unknown = [name for name, equals, _ in pairs if not equals or name not in LISTING_PARAMETERS]
+    if unknown:
+        names = ", ".join(LISTING_PARAMETERS)
+        errors = [{"loc": ["query", name[:200]], "type": "unknown_parameter",
+                   "msg": f"expected `name=value` with a name among {names}"} for name in unknown]
+        raise validation_failed(f"The query string must be `name=value` pairs joined by `&`, each named "
+                                f"one of {names}", {"errors": errors[:10]})
+
+
 async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
     query: bytes = request.scope.get("query_string", b"")
+    refuse_foreign_query(query)
     client = client_for(deps.keys, [query], x_signature, signs_query(query))
     await deps.count_request(client, "polling")
     return client
