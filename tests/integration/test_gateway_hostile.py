@@ -117,7 +117,7 @@ def test_webhook_hosts_are_resolved_once_each_and_a_long_refusal_is_listed_in_pa
     assert body["code"] == "INVALID_WEBHOOK_URLS" and body["details"]["invalid_count"] == 2000
     assert body["details"]["invalid_urls"] == [lot["webhook"] for lot in lots[:100]]
     # Not the address: with the cluster's resolver, a customer could map its internal names by it.
-    reason = "hooks.internal.example resolves to a private address"
+    reason = "hooks.internal.example does not resolve to a public address"
     assert body["details"]["reasons"] == {lot["webhook"]: reason for lot in lots[:100]}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx2
 import jsonschema
@@ -25,6 +26,7 @@ from tests.integration.gateway_support import (
     make_lots,
     running_gateway,
 )
+from tests.network_guard import stub_resolver
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration
@@ -135,6 +137,22 @@ def test_image_validation_sorts_urls_into_valid_and_unreachable(gateway: Gateway
     assert body["unreachable_urls"] == [urls[1], urls[3]]
     assert body["threshold_met"] is True
     assert body["reasons"][urls[1]] == "HTTP 404"
+
+
+def test_image_validation_gives_one_reason_for_a_private_and_an_unresolvable_host(gateway: Gateway) -> None:
+    # "cannot resolve X" against "X resolves to a private address: refused" told any client which
+    # of the network's internal names exist.
+    describer = gateway.deps.describer
+    stub = stub_resolver({"intranet.example": "10.1.2.3"})
+    gateway.deps.describer = replace(describer, images=replace(describer.images, resolve=stub))
+    urls = ["https://intranet.example/car.png", "https://nowhere.example/car.png"]
+    raw = json.dumps({"urls": urls}).encode()
+    response = httpx2.post(f"{gateway.url}/api/v1/test-image-validation", content=raw,
+                           headers={"X-Signature": gateway.sign(raw), "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert response.json()["reasons"] == {
+        urls[0]: "refused: intranet.example does not resolve to a public address",
+        urls[1]: "refused: nowhere.example does not resolve to a public address"}
 
 
 def test_image_validation_needs_a_signature_over_the_body(gateway: Gateway, images: str) -> None:

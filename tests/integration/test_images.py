@@ -261,5 +261,5 @@ def test_malformed_and_unresolvable_urls_are_unreachable(client_kind: str) -> No
     urls = ["ftp://example.com/a.png", "https://no-such-host.invalid/a.png", "https://img..example.com/a.png"]
     result = check(urls, client_kind)
     assert result.valid == () and result.unreachable == tuple(urls)
-    assert "cannot resolve no-such-host.invalid" in result.reasons[urls[1]]
+    assert "no-such-host.invalid does not resolve to a public address" in result.reasons[urls[1]]
     assert "not a valid host name" in result.reasons[urls[2]]

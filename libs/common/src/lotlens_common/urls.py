@@ -70,6 +70,16 @@ class LookupTryAgain(BlockedDestination):
     """The resolver said "try again" (EAI_AGAIN): no verdict on the host yet."""
 
 
+def not_public(host: str) -> BlockedDestination:
+    """The one refusal of a name that does not resolve, or resolves to an address the guard refuses.
+
+    The reason reaches clients (test-image-validation, missing images, webhook deliveries): told
+    apart, "cannot resolve X" and "X resolves to a private address" mapped which of the network's
+    internal names exist.
+    """
+    return BlockedDestination(f"{host} does not resolve to a public address")
+
+
 def http_url_problem(url: object) -> str | None:
     """Why a value is not an absolute http(s) URL we could fetch, or None when it is one."""
     if not isinstance(url, str):
@@ -194,9 +204,9 @@ async def resolve_host(host: str, port: int) -> list[IPAddress]:
     except socket.gaierror as exc:
         if exc.errno == socket.EAI_AGAIN:  # the resolver gave no answer in time: ask again later
             raise LookupTryAgain(f"cannot resolve {host} now: {exc}") from exc
-        raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+        raise not_public(host) from exc
     except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
-        raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+        raise not_public(host) from exc
     return addresses_found(infos)
 
 
@@ -209,13 +219,23 @@ def addresses_found(infos: Iterable[tuple[Any, ...]]) -> list[IPAddress]:
 def reachable(host: str, addresses: list[IPAddress], allow_loopback: bool) -> list[IPAddress]:
     """`addresses` when every one of them may be reached; BlockedDestination otherwise."""
     if not addresses:
-        raise BlockedDestination(f"{host} has no address")
+        raise not_public(host)
     for address in addresses:
         # One bad address is enough: the connection could land on it.
         reason = address_refusal(address, allow_loopback)
-        if reason:
+        if reason and _is_address(host):  # written in the URL: saying which kind tells nothing new
             raise BlockedDestination(f"{host} resolves to a {reason} address: refused")
+        if reason:
+            raise not_public(host)
     return addresses
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return True
+    except ValueError:
+        return False
 
 
 async def checked_addresses(host: str, port: int, allow_loopback: bool,
@@ -224,7 +244,12 @@ async def checked_addresses(host: str, port: int, allow_loopback: bool,
     try:
         addresses: list[IPAddress] = [ipaddress.ip_address(host.strip("[]"))]
     except ValueError:
-        addresses = await resolve(host, port)
+        try:
+            addresses = await resolve(host, port)
+        except LookupTryAgain:
+            raise
+        except (BlockedDestination, OSError, UnicodeError) as exc:  # whatever the resolver's words
+            raise not_public(host) from exc
     return reachable(host, addresses, allow_loopback)
 
 

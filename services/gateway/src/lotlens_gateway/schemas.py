@@ -207,7 +207,9 @@ class ImageValidation(BaseModel):
     valid_urls: list[str]
     unreachable_urls: list[str]
     threshold_met: bool = Field(description="At least one and at least half of the URLs are usable")
-    reasons: dict[str, str] = Field(description="Why each unreachable URL is unusable")
+    reasons: dict[str, str] = Field(description=(
+        "Why each unreachable URL is unusable. A host name that does not resolve and one that resolves "
+        "to a non-public address get the same reason (`<host> does not resolve to a public address`)"))
 
 
 # Bodies the routes read themselves: added to the OpenAPI components by `app.py`.

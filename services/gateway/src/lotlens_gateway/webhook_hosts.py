@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import httpx2
 
-from lotlens_common.urls import BlockedDestination, Resolver, address_refusal, connect_host
+from lotlens_common.urls import BlockedDestination, Resolver, connect_host, reachable
 from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.validation import MAX_LISTED
 
@@ -29,10 +29,12 @@ async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool
         addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
     except (OSError, BlockedDestination, TimeoutError):
         return None
-    for address in addresses:
-        reason = address_refusal(address, allow_loopback)
-        if reason:
-            return f"{host} resolves to a {reason} address"
+    if not addresses:
+        return None
+    try:
+        reachable(host, addresses, allow_loopback)
+    except BlockedDestination as refused:
+        return str(refused)
     return None
 
 

@@ -32,7 +32,7 @@ import httpcore2
 import httpx2
 
 from lotlens_common.pool_transport import PoolTransport
-from lotlens_common.urls import BlockedDestination, IPAddress, addresses_found, reachable
+from lotlens_common.urls import BlockedDestination, IPAddress, addresses_found, not_public, reachable
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
 
@@ -114,7 +114,7 @@ class GuardedBackend(httpcore2.NetworkBackend):
         try:
             infos = _resolve_within(self._resolve, host, port, _left(timeout, httpcore2.ConnectTimeout))
         except (OSError, UnicodeError) as exc:  # UnicodeError: a name the IDNA codec cannot encode
-            raise BlockedDestination(f"cannot resolve {host}: {exc}") from exc
+            raise not_public(host) from exc
         *others, last = reachable(host, addresses_found(infos), self._allow_loopback)
         # Each checked address in turn, within the attempt's time: a host with one dead address
         # (or one this network cannot route) is reached at the next, as `create_connection` does.
