@@ -265,3 +265,19 @@ def test_the_operations_port_serves_metrics_probes_and_the_detailed_health(gatew
     assert live.status_code == 200 and live.json()["status"] == "alive", live.text
     ready = httpx2.get(f"{gateway.ops_url}/readyz", timeout=30)
     assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}, ready.text
+
+
+def test_answers_name_no_server_software_and_redirect_only_within_the_origin(gateway: Gateway) -> None:
+    """Every answer said `server: uvicorn`; `GET /console` with `Host: evil.example` was redirected
+    to `http://evil.example/console/` (Starlette's slash redirect, built from the Host header)."""
+    for path in ("/livez", "/api/v1/batch-jobs", "/console/", "/no-such-page"):
+        answer = httpx2.get(f"{gateway.url}{path}")
+        assert "server" not in answer.headers, (path, answer.headers)
+        assert "date" in answer.headers  # RFC 9110 6.6.1: an origin server with a clock sends one
+    bare = httpx2.get(f"{gateway.url}/console", headers={"Host": "evil.example"})
+    assert (bare.status_code, bare.headers["location"]) == (307, "/console/")
+    assert "server" not in bare.headers
+    for path in ("/livez/", "/api/v1/batch-jobs/", "/console/console.js/"):
+        slashed = httpx2.get(f"{gateway.url}{path}", headers={"Host": "evil.example"})
+        assert "evil.example" not in slashed.headers.get("location", ""), path
+    assert httpx2.get(f"{gateway.url}/console/").text.startswith("<!doctype html>")

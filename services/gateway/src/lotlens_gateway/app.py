@@ -78,8 +78,10 @@ def create_app(deps: GatewayDeps) -> FastAPI:
             yield
         await deps.close_clients()
 
+    # No slash redirects (`/health/` → `/health`): Starlette builds their URL from the Host header,
+    # so any path could send a browser to another origin; `/console` has its own (routes_console).
     app = FastAPI(title="LotLens gateway", version="2.0.0", description=DESCRIPTION,
-                  docs_url=None, redoc_url=None, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, lifespan=lifespan, redirect_slashes=False,
                   openapi_tags=[{"name": "generation"}, {"name": "batch jobs"}, {"name": "operations"}])
     app.state.deps = deps
     install_error_handlers(app)

@@ -257,11 +257,12 @@ class LimitedH11Protocol(H11Protocol):
 def server_config(app: ASGIApp, settings: GatewaySettings, **options: Any) -> uvicorn.Config:
     """uvicorn's configuration for the gateway: address, h11 with the connection limits, and
     asyncio's own loop (uvloop is installed for the OpenAI stand-in; `auto` would pick it here too,
-    under the protocol subclass's timers, which are tested on asyncio's)."""
+    under the protocol subclass's timers, which are tested on asyncio's). No `server: uvicorn`
+    header: it told every caller which server (and so which known flaws) to try; `date` stays."""
     timeout = {"head_timeout_s": settings.header_timeout_s,
                "send_stall_timeout_s": settings.send_stall_timeout_s}
     protocol = type("LimitedH11Protocol", (LimitedH11Protocol,), timeout)
     values: dict[str, Any] = {"host": settings.gateway_host, "port": settings.gateway_port, **options}
-    return uvicorn.Config(app, http=protocol, loop="asyncio",
+    return uvicorn.Config(app, http=protocol, loop="asyncio", server_header=False, date_header=True,
                           h11_max_incomplete_event_size=settings.max_header_bytes,
                           timeout_keep_alive=settings.keep_alive_timeout_s, **values)

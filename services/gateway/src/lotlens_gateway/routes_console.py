@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import FastAPI
-from starlette.responses import Response
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -37,6 +38,13 @@ class ConsoleFiles(StaticFiles):
         return response
 
 
+async def _to_console(_: Request) -> Response:
+    # A path alone: Starlette's slash redirect built its URL from the Host header, so
+    # `Host: evil.example` sent the browser to http://evil.example/console/.
+    return RedirectResponse("/console/", status_code=307)
+
+
 def mount_console(app: FastAPI) -> None:
-    """Serve the console under `/console/` (`/console` redirects there)."""
+    """Serve the console under `/console/` (`/console` redirects there, within the origin)."""
+    app.add_route("/console", _to_console, methods=["GET"], include_in_schema=False)
     app.mount("/console", ConsoleFiles(directory=CONSOLE_DIR, html=True), name="console")
