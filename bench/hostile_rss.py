@@ -68,8 +68,8 @@ def _peak_kb(pid: int) -> int:
 def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
     """Start a gateway, send `body`, return the answer, the time and CPU it took and the peaks."""
     port = free_port()
-    env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": "key"}), "LOTLENS_GATEWAY_PORT": str(port),
-           "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions"}
+    env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": "bench-key-" + "0" * 32}),
+           "LOTLENS_GATEWAY_PORT": str(port), "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions"}
     if src is not None:
         env["PYTHONPATH"] = f"{src / 'services/gateway/src'}:{src / 'libs/common/src'}"
     gateway = subprocess.Popen([sys.executable, "-m", "lotlens_gateway"], env=env,

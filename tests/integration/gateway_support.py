@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -151,6 +152,11 @@ class Gateway:
         return httpx2.get(f"{self.url}/api/v1/batch-jobs{suffix}", headers=signature, timeout=30)
 
 
+def new_key() -> str:
+    """A random client key, as long as the gateway asks (config.MIN_KEY_CHARS)."""
+    return f"key-{uuid.uuid4().hex}"
+
+
 def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overrides: Any) -> GatewaySettings:
     """Gateway settings over the test's infrastructure and topics."""
     values: dict[str, Any] = {"kafka": settings.kafka, "database": settings.database,
@@ -167,7 +173,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     looks up image and webhook hosts (default: a stub that knows no name), `overrides` change
     settings."""
     client_id, other_id = new_id("acme-"), new_id("other-")
-    key, other_key = new_id("key-"), new_id("key-")
+    key, other_key = new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)

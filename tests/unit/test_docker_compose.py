@@ -33,7 +33,7 @@ SHARED_ENV = {
     "LOTLENS_ALLOW_LOOPBACK_URLS", "LOTLENS_LOG_LEVEL", "LOTLENS_METRICS_PORT",
     "LOTLENS_TOPIC_PARTITIONS", "LOTLENS_TOPIC_REPLICATION_FACTOR",
 }
-DEMO_CLIENTS = {"demo": "demo-shared-key"}
+DEMO_CLIENTS = {"demo": "demo-shared-key-local-only-not-a-secret"}
 # The services that run LotLens code with the shared environment: migrate and the five.
 PIPELINE = ["migrate", *SERVICES]
 SECRET_NAME = re.compile(r"KEY|SECRET|PASSWORD|TOKEN|CLIENTS|CREDENTIAL|DATABASE_URL", re.IGNORECASE)
@@ -270,8 +270,8 @@ def test_no_secrets_other_than_the_demo_defaults(compose: dict[str, Any],
     clients = interpolate(environment(services["gateway"])["LOTLENS_CLIENTS"])
     assert json.loads(clients) == DEMO_CLIENTS
     overridden = interpolate(environment(services["gateway"])["LOTLENS_CLIENTS"],
-                             {"LOTLENS_DEMO_CLIENT_KEY": "from-the-shell"})
-    assert json.loads(overridden) == {"demo": "from-the-shell"}
+                             {"LOTLENS_DEMO_CLIENT_KEY": "from-the-shell-" + "k" * 32})
+    assert json.loads(overridden) == {"demo": "from-the-shell-" + "k" * 32}
     postgres = interpolate(environment(services["postgres"])["POSTGRES_PASSWORD"])
     assert f":{postgres}@" in interpolate(compose["x-lotlens-env"]["DATABASE_URL"])
 

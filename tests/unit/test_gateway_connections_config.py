@@ -12,7 +12,7 @@ from lotlens_gateway.connections import LimitedH11Protocol, head_bytes, server_c
 
 
 def test_server_config_uses_the_limited_protocol_and_the_settings() -> None:
-    settings = GatewaySettings(clients={"acme": SecretStr("key")}, max_header_bytes=4096,
+    settings = GatewaySettings(clients={"acme": SecretStr("acme-key-" + "0" * 32)}, max_header_bytes=4096,
                                header_timeout_s=2.5, keep_alive_timeout_s=3, gateway_port=18123)
     config = server_config(FastAPI(), settings, log_config=None)
     assert isinstance(config.http, type) and issubclass(config.http, LimitedH11Protocol)
@@ -23,7 +23,7 @@ def test_server_config_uses_the_limited_protocol_and_the_settings() -> None:
 
 
 def test_defaults_are_the_documented_limits() -> None:
-    settings = GatewaySettings(clients={"acme": SecretStr("key")})
+    settings = GatewaySettings(clients={"acme": SecretStr("acme-key-" + "0" * 32)})
     assert (settings.max_header_bytes, settings.header_timeout_s, settings.body_gap_timeout_s,
             settings.body_timeout_s, settings.keep_alive_timeout_s) == (32 * 1024, 10.0, 15.0, 120.0, 5)
 
@@ -42,4 +42,4 @@ def test_an_event_size_kafka_could_not_take_is_refused_at_start(monkeypatch: pyt
     # got its 201, and the relay retried its event, with key and headers over Kafka's limit, forever.
     monkeypatch.setenv("LOTLENS_MAX_EVENT_BYTES", str(10 * 1024 * 1024))
     with pytest.raises(ValidationError, match="max_event_bytes"):
-        GatewaySettings(clients={"acme": SecretStr("key")})
+        GatewaySettings(clients={"acme": SecretStr("acme-key-" + "0" * 32)})

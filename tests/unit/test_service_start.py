@@ -45,7 +45,7 @@ def start(service: str) -> dict[str, object]:
     code = (f"{REPORT}\nimport importlib\nimportlib.import_module({patched!r}).{name} = report\n"
             f"importlib.import_module({main!r}).main()")
     # The settings the mains require; nothing connects before the point where they stop.
-    env = {**os.environ, "LOTLENS_CLIENTS": '{"client-a": "a-key-of-sixteen-chars-or-more"}'}
+    env = {**os.environ, "LOTLENS_CLIENTS": '{"client-a": "a-key-of-thirty-two-characters-or-more"}'}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           check=True, env=env)
     result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])

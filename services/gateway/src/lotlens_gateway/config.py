@@ -13,6 +13,11 @@ from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
 from lotlens_gateway.signed_body import BodyLimits
 
+# The least length of a client's shared key (1.x documented the same: its example server key was
+# "your-secret-hmac-key-minimum-32-characters-long"). One captured request gives a message and
+# its HMAC: a short or guessable key is then found offline, and with it every signature.
+MIN_KEY_CHARS = 32
+
 CONSUMER_GROUPS = ("lotlens-vision-batcher", "lotlens-translator", "lotlens-result-store",
                    "lotlens-webhook-dispatcher")
 
@@ -126,6 +131,17 @@ class GatewaySettings(ServiceSettings):
             raise ValueError("at least one client is needed")
         if any(not client_id or not key.get_secret_value() for client_id, key in value.items()):
             raise ValueError("client ids and keys must not be empty")
+        short = [client_id for client_id, key in value.items() if len(key.get_secret_value()) < MIN_KEY_CHARS]
+        if short:
+            raise ValueError(f"the keys of clients {', '.join(short)} are shorter than {MIN_KEY_CHARS} "
+                             "characters: give each a long random key (e.g. `openssl rand -hex 32`)")
+        holders: dict[str, list[str]] = {}
+        for client_id, key in value.items():
+            holders.setdefault(key.get_secret_value(), []).append(client_id)
+        # A request is taken for the first client whose key verifies it: the others would act as it.
+        shared = [", ".join(ids) for ids in holders.values() if len(ids) > 1]
+        if shared:
+            raise ValueError(f"clients {'; '.join(shared)} share one key: each client needs its own")
         return value
 
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
