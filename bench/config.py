@@ -112,9 +112,11 @@ class StackEnv:
             "LOTLENS_RATE_LIMIT_BATCH": "1000000",
             "LOTLENS_RATE_LIMIT_POLLING": "1000000000",
             "LOTLENS_RATE_LIMIT_SYNC": "1000000",
-            # All bench webhooks go to one receiver (one host:port): lift the per-host cap to the
-            # dispatcher's whole concurrency (64), so the dispatcher is measured, not the cap.
+            # All bench webhooks go to one receiver (one host:port) from one client: lift the
+            # per-host and per-client caps to the dispatcher's whole concurrency (64), so the
+            # dispatcher is measured, not the caps.
             "LOTLENS_WEBHOOK_PER_HOST_CONCURRENCY": str(self.webhook_per_host),
+            "LOTLENS_WEBHOOK_PER_CLIENT_CONCURRENCY": str(self.webhook_per_host),
             "LOTLENS_STACK_INSTANCES": f"webhook-dispatcher={self.dispatchers}",
             "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
         }

@@ -8,6 +8,7 @@ import re
 import socket
 import struct
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,3 +150,42 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
     with serve(Hooks) as url:
         receiver.url = url
         yield receiver
+
+
+@dataclass
+class SilentServer:
+    """A TCP server that accepts every connection and never sends a byte."""
+
+    port: int = 0
+    accepted: list[float] = field(default_factory=list)  # when each connection was accepted (monotonic)
+
+
+@contextmanager
+def silent_server() -> Iterator[SilentServer]:
+    """An endpoint on a free loopback port that takes connections and never answers: each request
+    to it runs into its client's timeout. The connections are held until exit."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=256)
+    state = SilentServer(port=listener.getsockname()[1])
+    listener.settimeout(0.1)  # a blocked accept() is not woken by close(): the loop looks at `done`
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(connection)
+            state.accepted.append(time.monotonic())
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        done.set()
+        thread.join(timeout=5)
+        listener.close()
+        for connection in held:
+            connection.close()

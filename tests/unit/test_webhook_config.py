@@ -16,6 +16,18 @@ def test_defaults_follow_the_contract():
     assert settings.consumer_group == "lotlens-webhook-dispatcher"
 
 
+def test_a_client_has_a_quarter_of_the_attempt_slots_unless_set(monkeypatch):
+    monkeypatch.setenv("LOTLENS_WEBHOOK_CONCURRENCY", "64")
+    assert DispatcherSettings().per_client_concurrency == 16
+    monkeypatch.setenv("LOTLENS_WEBHOOK_CONCURRENCY", "3")
+    assert DispatcherSettings().per_client_concurrency == 1
+    monkeypatch.setenv("LOTLENS_WEBHOOK_PER_CLIENT_CONCURRENCY", "40")
+    assert DispatcherSettings().per_client_concurrency == 40
+    monkeypatch.setenv("LOTLENS_WEBHOOK_PER_CLIENT_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        DispatcherSettings()
+
+
 def test_clients_keys_and_schedule_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("LOTLENS_CLIENTS", '{"acme": "new-key", "globex": "g-key"}')
     monkeypatch.setenv("LOTLENS_WEBHOOK_RETRY_INTERVALS_S", "[0.5, 1, 2, 4]")

@@ -139,13 +139,15 @@ def receiver(respond: Callable[[Request], Reply]) -> Iterator[Receiver]:
 
 # --- read models, events, the dispatcher --------------------------------------------------------
 
-def insert_finished_job(engine: Engine, lot_webhooks: list[str | None], text_bytes: int = 0) -> str:
-    """A completed job with one lot per entry (its webhook URL), as result-store leaves it."""
+def insert_finished_job(engine: Engine, lot_webhooks: list[str | None], text_bytes: int = 0,
+                        client_id: str = CLIENT) -> str:
+    """A completed job of the client with one lot per entry (its webhook URL), as result-store
+    leaves it."""
     job_id = str(uuid.uuid4())
     created = datetime.now(UTC) - timedelta(minutes=45)
     with engine.begin() as conn:
         conn.execute(jobs.insert().values(
-            job_id=job_id, client_id=CLIENT, status="completed", api_version="2.0", languages=["en", "ru"],
+            job_id=job_id, client_id=client_id, status="completed", api_version="2.0", languages=["en", "ru"],
             total_lots=len(lot_webhooks), processed_lots=len(lot_webhooks) - 1, failed_lots=1,
             images_processed=2 * len(lot_webhooks), webhook_configured=True, created_at=created,
             completed_at=created + timedelta(minutes=45), completion_published=True))

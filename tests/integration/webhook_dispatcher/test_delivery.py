@@ -132,9 +132,11 @@ def test_a_slow_endpoint_holds_only_its_own_slots(config, db, events):
         webhooks: list[str | None] = [f"{slow.url}/{n}" for n in range(12)]
         job_id = insert_finished_job(db, [*webhooks, f"{fast.url}/quick", None])
         publish_completed(config, job_id)
-        # Five slots in all, four per host: the slow host can never take the fast one's slot.
+        # Five slots in all, four per host (and all five for the one client): the slow host can
+        # never take the fast one's slot.
         with running(dispatcher_settings(config, new_id("g-"), webhook_concurrency=5,
-                                         webhook_per_host_concurrency=4, webhook_timeout_s=2), db):
+                                         webhook_per_host_concurrency=4, webhook_per_client_concurrency=5,
+                                         webhook_timeout_s=2), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 13)
     assert slow.max_active == 4
     # Had it waited for a slot, it would have waited a whole slow answer (0.6 s) at least.

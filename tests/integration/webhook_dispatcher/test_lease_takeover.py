@@ -12,6 +12,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted
 from lotlens_common.tables import dispatch_queue as dispatch_queue_table
 from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.claims import Room, claim
 from lotlens_webhook_dispatcher.post_marks import PostMarks
 from tests.integration.webhook_dispatcher.support import (
     attempts_not_started,
@@ -61,10 +62,10 @@ def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_se
     with one_webhook(db, "/fenced") as (_hooks, url, job_id):
         with db.begin() as conn:
             dispatch_queue.schedule(conn, job_id, "acme", {url: 1}, utc_now())
-            [stalled] = dispatch_queue.claim(conn, utc_now(), 1, {}, 4, lease_s=1.0)
+            [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
         later = utc_now() + timedelta(seconds=2)  # its lease has run out
         with db.begin() as conn:
-            [taker] = dispatch_queue.claim(conn, later, 1, {}, 4, lease_s=1.0)
+            [taker] = claim(conn, later, Room(1, 4, 4), lease_s=1.0)
         assert (taker.attempt, taker.interrupted_attempt, taker.interruptions) == (1, None, 0)
         with db.begin() as conn:
             assert dispatch_queue.mark_posting(conn, [taker], later, 1.0) == {taker.delivery_id}
@@ -80,7 +81,7 @@ def test_attempts_starting_together_are_all_marked_and_a_lost_claim_is_not(confi
     urls = [f"http://127.0.0.1:9/hook-{n}" for n in range(12)]
     with db.begin() as conn:
         dispatch_queue.schedule(conn, "job-marks", "acme", dict.fromkeys(urls, 1), utc_now())
-        claimed = dispatch_queue.claim(conn, utc_now(), len(urls), {}, len(urls), lease_s=60.0)
+        claimed = claim(conn, utc_now(), Room(len(urls), len(urls), len(urls)), lease_s=60.0)
     lost = claimed[0]
     with db.begin() as conn:  # another instance took this one over and started its POST
         assert dispatch_queue.mark_posting(conn, [lost], utc_now(), 60.0) == {lost.delivery_id}

@@ -231,6 +231,9 @@ dispatch_queue = Table(
     Column("traceparent", Text),
     _now(),
     Index("ix_dispatch_due", "status", "next_attempt_at"),
+    # The open rows per client, earliest due first: the dispatcher's claim takes clients in turns.
+    Index("ix_dispatch_client_due", "client_id", "next_attempt_at",
+          postgresql_where=text("status IN ('pending', 'sending')")),
 )
 
 # --- work tables of the gateway ---

@@ -27,6 +27,9 @@ class DispatcherSettings(ServiceSettings):
     webhook_max_payload_bytes: int = 5 * 1024 * 1024
     webhook_concurrency: int = 64
     webhook_per_host_concurrency: int = 4
+    # Attempts one client may have under way on an instance (None: a quarter of the concurrency),
+    # so one client's slow endpoints cannot hold every slot (see `per_client_concurrency`).
+    webhook_per_client_concurrency: int | None = Field(None, ge=1)
     webhook_poll_interval_s: float = 1.0
     # A claimed attempt is taken over by another instance after the lease (see `lease_s`).
     webhook_lease_margin_s: float = 30.0
@@ -57,6 +60,15 @@ class DispatcherSettings(ServiceSettings):
         outcome published after it; the lease is renewed as the POST starts, `post_marks`).
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
+
+    @property
+    def per_client_concurrency(self) -> int:
+        """Attempts one client may have under way on this instance: the setting, or a quarter of
+        `webhook_concurrency` (at least 1). The per-host limit does not bound a client: its
+        endpoints are on as many host names as its wildcard DNS answers for."""
+        if self.webhook_per_client_concurrency is not None:
+            return self.webhook_per_client_concurrency
+        return max(1, self.webhook_concurrency // 4)
 
     def shared_key(self, client_id: str) -> str | None:
         """The client's shared key (`X-Signature`), or None for an unknown client."""

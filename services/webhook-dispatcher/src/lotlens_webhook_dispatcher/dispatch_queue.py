@@ -1,26 +1,27 @@
 """The durable delivery schedule: the `dispatch_queue` work table, owned by this service alone.
 
 A row is one delivery (job, URL, part): `pending` until due, `sending` while an instance holds
-it, then `delivered` or `failed`. Claiming takes due rows with `FOR UPDATE SKIP LOCKED` and, in
-the same transaction, counts the attempt and leases the row (`next_attempt_at` moves past the
-longest an attempt can take). Right before its POST the attempt marks the row (`mark_posting`:
-`post_started`, the lease renewed), and only the holder of the claim can: two instances never
-send the same attempt. A row still `sending` when its lease runs out belongs to an instance that
-died or lost PostgreSQL mid-attempt. Marked, the attempt may have been sent: the next claim
-records it as interrupted and carries on with the schedule. An interrupted attempt may never have
-been sent, so it does not count against the schedule; a delivery interrupted more than
-`INTERRUPTIONS_ALLOWED` times (one that kills whoever sends it) is given up. Unmarked, it was
-never sent: the next claim makes the same attempt again, no interruption (an instance that lost
-PostgreSQL before it could hand such a claim back left a false one). An attempt known to have
-broken before its POST is handed back (`record_many`, not spent): `pending` again with the
-attempt count it had before the claim, so it is no interruption either.
+it, then `delivered` or `failed`. Claiming (`claims.py`, in turns between clients) takes due
+rows with `FOR UPDATE SKIP LOCKED` and, in the same transaction, counts the attempt and leases
+the row (`next_attempt_at` moves past the longest an attempt can take). Right before its POST
+the attempt marks the row (`mark_posting`: `post_started`, the lease renewed), and only the
+holder of the claim can: two instances never send the same attempt. A row still `sending` when
+its lease runs out belongs to an instance that died or lost PostgreSQL mid-attempt. Marked, the
+attempt may have been sent: the next claim records it as interrupted and carries on with the
+schedule. An interrupted attempt may never have been sent, so it does not count against the
+schedule; a delivery interrupted more than `INTERRUPTIONS_ALLOWED` times (one that kills whoever
+sends it) is given up. Unmarked, it was never sent: the next claim makes the same attempt again,
+no interruption (an instance that lost PostgreSQL before it could hand such a claim back left a
+false one). An attempt known to have broken before its POST is handed back (`record_many`, not
+spent): `pending` again with the attempt count it had before the claim, so it is no interruption
+either.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,10 +29,8 @@ from sqlalchemy import (
     ARRAY,
     ColumnElement,
     Connection,
-    RowMapping,
     Text,
     any_,
-    case,
     cast,
     delete,
     func,
@@ -46,8 +45,8 @@ from lotlens_common.uuids import uuid5_text
 
 _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 # The authority (host[:port]) of a URL; the same pattern runs in PostgreSQL and in Python.
-_HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
-_HOST_RE = re.compile(_HOST_PATTERN)
+HOST_PATTERN = "^[A-Za-z][A-Za-z0-9+.-]*://([^/?#]*)"
+_HOST_RE = re.compile(HOST_PATTERN)
 OPEN = ("pending", "sending")
 FINISHED = ("delivered", "failed")
 INTERRUPTIONS_ALLOWED = 5
@@ -128,67 +127,6 @@ def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, 
                             "webhook_url": url, "part": part, "total_parts": total}
                            for url, part, total in keys)})
     return int(result.rowcount)
-
-
-def claim(conn: Connection, now: datetime, capacity: int, host_room: Mapping[str, int],
-          per_host: int, lease_s: float,
-          in_flight: Collection[str] = ()) -> list[Delivery]:
-    """Claim up to `capacity` due deliveries, at most `host_room[host]` (default `per_host`) per host.
-
-    `in_flight` are this instance's own attempts under way: a stalled one is never taken over by
-    its own instance (another instance may, once the lease has run out).
-    """
-    host = func.coalesce(func.lower(func.substring(q.c.webhook_url, _HOST_PATTERN)), "")
-    query = (select(q, host.label("host"))
-             .where(q.c.status.in_(OPEN), q.c.next_attempt_at <= now)
-             .order_by(q.c.next_attempt_at)
-             .limit(capacity * 4)
-             .with_for_update(of=q, skip_locked=True))
-    full = [name for name, room in host_room.items() if room <= 0]
-    if full:
-        query = query.where(host.not_in(full))
-    if in_flight:
-        query = query.where(q.c.delivery_id.not_in(list(in_flight)))
-    room = dict(host_room)
-    chosen: list[Delivery] = []
-    for row in conn.execute(query).mappings():
-        if len(chosen) == capacity:
-            break
-        if room.get(row["host"], per_host) <= 0:
-            continue
-        room[row["host"]] = room.get(row["host"], per_host) - 1
-        chosen.append(_delivery(row))
-    lease_until = now + timedelta(seconds=lease_s)
-    to_send = [d.delivery_id for d in chosen if not d.exhausted]
-    to_close = [d.delivery_id for d in chosen if d.exhausted]
-    if to_send:
-        # As `_delivery` reads the row: a lapsed claim never sent keeps its attempt number.
-        lapsed = q.c.status == "sending"
-        conn.execute(update(q).where(q.c.delivery_id.in_(to_send)).values(
-            status="sending", next_attempt_at=lease_until, post_started=False, updated_at=now,
-            attempt_count=q.c.attempt_count + case((lapsed & ~q.c.post_started, 0), else_=1),
-            interruptions=q.c.interruptions + case((lapsed & q.c.post_started, 1), else_=0)))
-    if to_close:
-        conn.execute(update(q).where(q.c.delivery_id.in_(to_close)).values(
-            next_attempt_at=lease_until, updated_at=now))
-    return chosen
-
-
-def _delivery(row: RowMapping) -> Delivery:
-    count = int(row["attempt_count"])
-    lapsed = row["status"] == "sending"  # a claim whose lease ran out
-    interrupted = lapsed and count > 0 and bool(row["post_started"])
-    never_sent = lapsed and not row["post_started"]
-    interruptions = int(row["interruptions"]) + interrupted
-    return Delivery(
-        delivery_id=row["delivery_id"], job_id=row["job_id"], client_id=row["client_id"],
-        webhook_url=row["webhook_url"], part=row["part"], total_parts=row["total_parts"],
-        attempt=count if interruptions > INTERRUPTIONS_ALLOWED or never_sent else count + 1,
-        interrupted_attempt=count if interrupted else None,
-        interrupted_at=row["updated_at"] if interrupted else None,
-        interruptions=interruptions,
-        traceparent=row["traceparent"],
-    )
 
 
 def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # The 1.x name and label values (status: success | failed), final outcomes only, kept for the
@@ -16,6 +18,10 @@ ATTEMPT_SECONDS = Histogram("lotlens_webhook_attempt_duration_seconds", "Duratio
 PENDING = Gauge("lotlens_webhook_deliveries_pending", "Deliveries not yet delivered or failed")
 OLDEST_PENDING_AGE = Gauge("lotlens_webhook_oldest_pending_age_seconds", "Age of the oldest open delivery")
 IN_FLIGHT = Gauge("lotlens_webhook_attempts_in_flight", "Attempts being made right now")
+# Per client: a label of configured clients only (`client_label`), so the series stay bounded.
+CLIENT_IN_FLIGHT = Gauge("lotlens_webhook_client_attempts_in_flight",
+                         "Attempts being made right now, per client", ["client"])
+UNCONFIGURED_CLIENT = "(unconfigured)"
 # Attempts that broke before their POST, nothing sent, by reason (`not_started.NotStarted`):
 # every one but `error` (a defect, a failed attempt) passes and is handed back.
 NOT_STARTED_REASONS = ("database", "read_models", "no_key", "error")
@@ -23,6 +29,11 @@ ATTEMPTS_NOT_STARTED = Counter("lotlens_webhook_attempts_not_started_total",
                                "Attempts that broke before their POST, nothing sent", ["reason"])
 for _reason in NOT_STARTED_REASONS:
     ATTEMPTS_NOT_STARTED.labels(reason=_reason)
+
+
+def client_label(client_id: str, configured: Collection[str]) -> str:
+    """The `client` label of a client's attempts: its id if configured (`LOTLENS_CLIENTS`)."""
+    return client_id if client_id in configured else UNCONFIGURED_CLIENT
 
 
 def count_verdict(status: str) -> None:

@@ -1,19 +1,21 @@
 """The due-queue loop: claim due deliveries, make each attempt, hand its outcome to the recorder.
 
-One thread claims; a pool of `webhook_concurrency` threads makes the attempts; one recorder
-thread (`recorder.py`) stores their outcomes in groups. An attempt's slot is free again as soon
-as its HTTP call ends, while its outcome waits for the recorder: holding the slot until the
-outcome was stored left the pool idle for every flush and commit (a 2,000-URL job went out at
-under 600 a second). At most `UNRECORDED_PER_SLOT` outcomes per slot may wait, so a recorder that
-cannot reach Kafka or PostgreSQL soon stops the claims instead of piling up attempts whose leases
-would run out unrecorded. A host never has more than `webhook_per_host_concurrency` attempts in
-flight from this instance, and rows of a saturated host are not even claimed, so a slow endpoint
-only ever holds its own slots. An attempt whose outcome was never written (its instance died) is
-taken up again once its lease runs out, as interrupted if its POST had started (`post_marks`),
-and sent again; the interrupted attempt's record goes to the recorder at once, on its own, so it
-is published whatever becomes of the attempt that follows. An attempt that broke before its POST
-sent nothing: the recorder hands its claim back (`not_started`), neither an attempt nor an
-interruption.
+One thread claims; a pool of `webhook_concurrency` threads makes the attempts; one recorder thread
+(`recorder.py`) stores their outcomes in groups. An attempt's slot is free again as soon as its
+HTTP call ends, while its outcome waits for the recorder: holding the slot until the outcome was
+stored left the pool idle for every flush and commit (a 2,000-URL job went out at under 600 a
+second). At most `UNRECORDED_PER_SLOT` outcomes per slot may wait, so a recorder that cannot reach
+Kafka or PostgreSQL soon stops the claims instead of piling up attempts whose leases would run out
+unrecorded. A host never has more than `webhook_per_host_concurrency` attempts in flight from this
+instance, and rows of a saturated host are not even claimed, so a slow endpoint only ever holds its
+own slots; a client never more than `per_client_concurrency`, its rows taken in turns with the
+other clients' (`claims.py`), so a client's endpoints that never answer, on as many host names as
+it likes, hold only its own share of the slots. An attempt whose outcome was never written (its
+instance died) is taken up again once its lease runs out, as interrupted if its POST had started
+(`post_marks`), and sent again; the interrupted attempt's record goes to the recorder at once, on
+its own, so it is published whatever becomes of the attempt that follows. An attempt that broke
+before its POST sent nothing: the recorder hands its claim back (`not_started`), neither an attempt
+nor an interruption.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.producer import EventProducer
 from lotlens_common.signing import webhook_headers
-from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
+from lotlens_webhook_dispatcher import claims, dispatch_queue, metrics, payloads
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome, post_webhook
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
@@ -84,9 +86,10 @@ class Dispatcher:
         self._rng = rng or random.Random()
         self._policy = RetryPolicy(settings.webhook_retry_intervals_s, settings.webhook_jitter,
                                    settings.webhook_retry_after_cap_s)
-        # Attempts under way, per host (only hosts with some); and every claimed delivery not yet
-        # recorded.
+        # Attempts under way, per host and per client (only those with some); and every claimed
+        # delivery not yet recorded.
         self._hosts: Counter[str] = Counter()
+        self._clients: Counter[str] = Counter()
         self._sending = 0
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
@@ -103,6 +106,11 @@ class Dispatcher:
         """Attempts under way per host (the per-host limit's bookkeeping)."""
         with self._lock:
             return dict(self._hosts)
+
+    def clients_in_flight(self) -> dict[str, int]:
+        """Attempts under way per client (the per-client limit's bookkeeping)."""
+        with self._lock:
+            return dict(self._clients)
 
     def wake(self) -> None:
         """Claim at once (deliveries were just scheduled) instead of at the next poll."""
@@ -149,20 +157,24 @@ class Dispatcher:
     def _claim(self) -> list[Delivery]:
         s = self._settings
         with self._lock:
-            capacity = min(s.webhook_concurrency - self._sending,
-                           UNRECORDED_PER_SLOT * s.webhook_concurrency - len(self._in_flight))
-            room = {host: s.webhook_per_host_concurrency - n for host, n in self._hosts.items()}
+            room = claims.Room(
+                slots=min(s.webhook_concurrency - self._sending,
+                          UNRECORDED_PER_SLOT * s.webhook_concurrency - len(self._in_flight)),
+                per_host=s.webhook_per_host_concurrency, per_client=s.per_client_concurrency,
+                hosts=dict(self._hosts), clients=dict(self._clients))
             mine = list(self._in_flight)
-        if capacity <= 0:
+        if room.slots <= 0:
             return []
         with self._engine.begin() as conn:
-            claimed = dispatch_queue.claim(conn, self._clock(), capacity, room,
-                                           s.webhook_per_host_concurrency, s.lease_s, mine)
+            claimed = claims.claim(conn, self._clock(), room, s.lease_s, mine)
         with self._lock:
             self._hosts.update(d.host for d in claimed)
+            self._clients.update(d.client_id for d in claimed)
             self._sending += len(claimed)
             self._in_flight.update(d.delivery_id for d in claimed)
             metrics.IN_FLIGHT.set(self._sending)
+        for delivery in claimed:
+            metrics.CLIENT_IN_FLIGHT.labels(metrics.client_label(delivery.client_id, s.clients)).inc()
         return claimed
 
     def _attempt_then_free_slot(self, delivery: Delivery) -> None:
@@ -181,15 +193,16 @@ class Dispatcher:
         self._forget([delivery])
 
     def _free_slot(self, delivery: Delivery) -> None:
-        """The attempt's HTTP call is over: its slot (and its host's) can take another claim."""
+        """The attempt's HTTP call is over: its slot (and its host's and client's) can take another claim."""
         with self._lock:
-            self._hosts[delivery.host] -= 1
-            if self._hosts[delivery.host] <= 0:
-                # Kept at zero, every host ever sent to stayed: per-lot webhooks to many hosts
-                # grew the counts without bound.
-                del self._hosts[delivery.host]
+            # Kept at zero, every host ever sent to stayed: per-lot webhooks to many hosts grew
+            # the counts without bound.
+            _count_off(self._hosts, delivery.host)
+            _count_off(self._clients, delivery.client_id)
             self._sending -= 1
             metrics.IN_FLIGHT.set(self._sending)
+        label = metrics.client_label(delivery.client_id, self._settings.clients)
+        metrics.CLIENT_IN_FLIGHT.labels(label).dec()
         self._wake.set()
 
     def _forget(self, deliveries: Sequence[Delivery]) -> None:
@@ -292,3 +305,10 @@ class Dispatcher:
             return
         metrics.PENDING.set(pending)
         metrics.OLDEST_PENDING_AGE.set(oldest_s)
+
+
+def _count_off(counts: Counter[str], key: str) -> None:
+    """One attempt of `key` less under way; a key with none left is dropped."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
