@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, insert, update
+from sqlalchemy import Engine, func, insert, select, update
 
-from lotlens_common.tables import jobs, webhook_attempts, webhook_deliveries
+from lotlens_common.tables import jobs, outbox, webhook_attempts, webhook_deliveries
 from tests.integration.gateway_support import (
     Gateway,
     documented,
@@ -47,6 +47,33 @@ def test_a_jobs_webhooks_are_redelivered_at_most_once_in_ten_minutes(gateway: Ga
     assert body["code"] == "RATE_LIMIT_EXCEEDED" and body["details"]["reason"] == "redelivered_recently"
     assert 1 <= int(again.headers["retry-after"]) <= 600
     assert _redeliver(gateway, other).status_code == 202  # another job is another flow
+
+
+def test_a_client_redelivers_at_most_ten_jobs_in_ten_minutes(gateway: Gateway, engine: Engine) -> None:
+    # Once a job only, a client with many finished jobs redelivered every one of them in a row:
+    # each is every URL of the job again (up to 50,000 queue rows), all on its own dispatcher share.
+    allowed = 10  # LOTLENS_WEBHOOK_REDELIVERIES_PER_CLIENT's default
+    job_ids = [_finished_with_webhooks(engine, gateway) for _ in range(allowed + 1)]
+    answers = [_redeliver(gateway, job_id).status_code for job_id in job_ids]
+    assert answers[:allowed] == [202] * allowed
+    refused = _redeliver(gateway, job_ids[-1])
+    assert answers[allowed] == 429 and refused.status_code == 429, (answers, refused.text)
+    body = refused.json()
+    assert set(body) == {"error", "message", "code", "details"} and body["code"] == "RATE_LIMIT_EXCEEDED"
+    assert body["details"] == {"reason": "client_redelivered_too_often", "limit": allowed, "window_s": 600}
+    assert 1 <= int(refused.headers["retry-after"]) <= 600
+    with engine.connect() as conn:  # a refused request records nothing
+        recorded = conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.client_id == gateway.client_id,
+            outbox.c.event_type == "WebhookRedeliveryRequested")).scalar_one()
+    assert recorded == allowed
+    # Another client's redeliveries are its own.
+    other = insert_finished_job(engine, gateway.other_id, make_lots(2), ["en"])
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.job_id == other).values(webhook_configured=True))
+    answer = httpx2.post(f"{gateway.url}{REDELIVER.format(job_id=other)}",
+                         headers={"X-Signature": gateway.sign(other, gateway.other_key)}, timeout=30)
+    assert answer.status_code == 202, answer.text
 
 
 def test_a_jobs_deliveries_are_listed_a_page_at_a_time(gateway: Gateway, engine: Engine) -> None:

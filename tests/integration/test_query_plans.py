@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, event, text
 
 from lotlens_common.clock import utc_now
 from lotlens_common.read_models import get_job, iter_lot_results, lot_page, lot_results_in_chunks
-from lotlens_gateway.outbox import cancelled_unprojected
+from lotlens_gateway.outbox import cancelled_unprojected, recorded_in_window
 from lotlens_webhook_dispatcher.claims import Room, claim
 from tests.conftest import Infra, own_schema
 
@@ -73,6 +73,26 @@ def test_the_jobs_list_finds_a_clients_unprojected_cancels_without_reading_every
         nodes = plan_nodes(conn, lambda: cancelled_unprojected(conn, "client-0"))
     assert ("Seq Scan", "jobs") not in nodes, nodes
     assert ("Seq Scan", "outbox") not in nodes, nodes
+
+
+def test_a_clients_recent_redeliveries_are_counted_without_reading_its_other_events(
+        infra: Infra, engine: Engine) -> None:
+    # Per redelivery request: the client's events of the hour (its lots among them) were read to
+    # find the few redelivery requests.
+    with own_schema(infra, engine) as own, own.begin() as conn:
+        conn.execute(text("INSERT INTO outbox (topic, job_id, client_id, event_type, payload, created_at) "
+                          "SELECT 't', 'job-' || n / 1000, 'client-' || (n % 5), CASE WHEN n % 10000 = 0 "
+                          "THEN 'WebhookRedeliveryRequested' ELSE 'LotSubmitted' END, '{}', "
+                          "now() - n * interval '10 ms' FROM generate_series(1, 300000) n"))
+        conn.execute(text("ANALYZE outbox"))
+        counted: list[tuple[int, float]] = []
+        statements = executed(conn, lambda: counted.append(recorded_in_window(
+            conn, "client_id", "client-0", "WebhookRedeliveryRequested", 600)))
+        [plan] = plans(conn, [s for s in statements if "FROM outbox" in s[0]])
+    assert counted[0][0] == 5  # n = 10,000 ... 50,000: 100 to 500 s ago
+    indexes = {index for _, relation, index in plan if relation == "outbox"}
+    assert indexes == {"ix_outbox_client_redeliveries"}, plan
+    assert ("Seq Scan", "outbox", None) not in plan, plan
 
 
 # A big job among many small ones, its lots interleaved with theirs as concurrent jobs' are: few

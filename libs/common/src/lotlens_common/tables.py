@@ -279,6 +279,9 @@ outbox = Table(
     Index("ix_outbox_client_events", "client_id", "event_type",
           postgresql_where=text("event_type IN ('JobSubmitted', 'JobCancelled')")),
     Index("ix_outbox_published_at", "published_at"),
+    # A client's webhook redelivery requests in the last 10 minutes (the gateway's per-client limit).
+    Index("ix_outbox_client_redeliveries", "client_id", "created_at",
+          postgresql_where=text("event_type = 'WebhookRedeliveryRequested'")),
 )
 # The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
 READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,

@@ -46,6 +46,9 @@ class GatewaySettings(ServiceSettings):
     rate_limit_batch: int = 10
     rate_limit_polling: int = 1000
     rate_limit_window_s: int = 60
+    # Jobs whose webhooks one client may have redelivered in 10 minutes (routes_webhooks.py); a
+    # job itself once.
+    webhook_redeliveries_per_client: int = Field(10, ge=1)
 
     max_body_bytes: int = 64 * 1024 * 1024
     # Job bodies (over `max_lot_bytes`) one process takes at once, how many more it reads and keeps

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from sqlalchemy import Connection, Engine, exists, select, text
 
@@ -127,18 +128,20 @@ def facts_of(conn: Connection, job_id: str) -> JobFacts:
     return JobFacts(submitted, cancelled_at)
 
 
-_IN_WINDOW = text("""
+# A key's events of a type in the window (`ix_outbox_job` finds a job's; the partial
+# `ix_outbox_client_redeliveries` a client's redelivery requests).
+_IN_WINDOW = {column: text(f"""
     SELECT count(*), extract(epoch FROM min(created_at) + make_interval(secs => :window) - now())
-      FROM outbox WHERE job_id = :job_id AND event_type = :type
-       AND created_at > now() - make_interval(secs => :window)""")
+      FROM outbox WHERE {column} = :key AND event_type = :type
+       AND created_at > now() - make_interval(secs => :window)""") for column in ("job_id", "client_id")}
 
 
-def recorded_in_window(conn: Connection, job_id: str, event_type: str, window_s: float) -> tuple[int, float]:
-    """How many of the job's `event_type` events were written in the last `window_s` (this
-    transaction's included), and the seconds until the oldest leaves the window. Takes the job's
-    lock for that type first: transactions racing for one job count one another."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-outbox:' || :type || ':' || :job_id))"),
-                 {"type": event_type, "job_id": job_id})
-    count, wait_s = conn.execute(_IN_WINDOW, {"job_id": job_id, "type": event_type, "window": window_s}).one()
+def recorded_in_window(conn: Connection, by: Literal["job_id", "client_id"], key: str, event_type: str,
+                       window_s: float) -> tuple[int, float]:
+    """How many `event_type` events of the job or client (`by`) were written in the last
+    `window_s` (this transaction's included), and the seconds until the oldest leaves the window.
+    Takes the key's lock for that type first: transactions racing for one key count one another."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-outbox:' || :type || ':' || :key))"),
+                 {"type": event_type, "key": key if by == "job_id" else f"client:{key}"})
+    count, wait_s = conn.execute(_IN_WINDOW[by], {"key": key, "type": event_type, "window": window_s}).one()
     return int(count), float(wait_s or 0.0)
-

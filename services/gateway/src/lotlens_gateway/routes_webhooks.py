@@ -24,26 +24,36 @@ from lotlens_gateway.outbox import InTransaction, recorded_in_window
 from lotlens_gateway.views import is_terminal
 
 router = APIRouter(tags=["webhooks"])
-# A redelivery sends every URL of the job again (a queue row each): at most one a job in this
-# window. Unlimited, one client re-sent a 50,000-URL job up to its polling limit, 1,000 a minute,
-# and every other client's webhooks queued behind.
+# A redelivery sends every URL of the job again (a queue row each): at most one a job, and
+# `webhook_redeliveries_per_client` a client, in this window. Unlimited, one client re-sent a
+# 50,000-URL job up to its polling limit, 1,000 a minute, and every other client's webhooks queued
+# behind; once a job only, it re-sent all of its jobs in a row.
 REDELIVERY_WINDOW_S = 600
+_EVENT = WebhookRedeliveryRequested.event_type
 
 
-def _alone_in_its_window(job_id: str) -> InTransaction:
-    """Refuse (429) a second request of the job's redelivery in the window, in the transaction
-    that records this one."""
+def _within_limits(job_id: str, client_id: str, per_client: int) -> InTransaction:
+    """Refuse (429) a second request of the job's redelivery in the window, or one more than
+    `per_client` of the client's, in the transaction that records this one (whose own row counts)."""
 
     def check(conn: Connection) -> None:
-        count, wait_s = recorded_in_window(conn, job_id, WebhookRedeliveryRequested.event_type,
-                                           REDELIVERY_WINDOW_S)
-        if count > 1:  # this request's own row and an earlier one
+        count, wait_s = recorded_in_window(conn, "job_id", job_id, _EVENT, REDELIVERY_WINDOW_S)
+        if count > 1:
             raise ApiError(429, "RATE_LIMIT_EXCEEDED", "This job's webhooks were redelivered in the "
                            f"last {REDELIVERY_WINDOW_S // 60} minutes",
-                           details={"reason": "redelivered_recently"},
-                           headers={"Retry-After": str(max(1, math.ceil(wait_s)))})
+                           details={"reason": "redelivered_recently"}, headers=_retry_after(wait_s))
+        count, wait_s = recorded_in_window(conn, "client_id", client_id, _EVENT, REDELIVERY_WINDOW_S)
+        if count > per_client:
+            raise ApiError(429, "RATE_LIMIT_EXCEEDED", f"At most {per_client} jobs' webhooks can be "
+                           f"redelivered in {REDELIVERY_WINDOW_S // 60} minutes",
+                           details={"reason": "client_redelivered_too_often", "limit": per_client,
+                                    "window_s": REDELIVERY_WINDOW_S}, headers=_retry_after(wait_s))
 
     return check
+
+
+def _retry_after(wait_s: float) -> dict[str, str]:
+    return {"Retry-After": str(max(1, math.ceil(wait_s)))}
 
 
 _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
@@ -78,8 +88,11 @@ async def list_deliveries(
              summary="Send a finished job's webhooks again",
              description=(_SIGNED + " For a customer whose endpoint failed: every webhook URL of the "
                           "job gets a new delivery (a new `webhook-id`) with the full retry schedule. "
-                          "At most once a job in 10 minutes (429 with `Retry-After`). With an "
-                          "`Idempotency-Key`, a retry of the same request gets the first 202 again "
+                          "At most once a job, and by default 10 jobs of a client "
+                          "(`LOTLENS_WEBHOOK_REDELIVERIES_PER_CLIENT`), in 10 minutes (429 "
+                          "`RATE_LIMIT_EXCEEDED` with `Retry-After`; `details.reason` "
+                          "`redelivered_recently` or `client_redelivered_too_often`). "
+                          "With an `Idempotency-Key`, a retry of the same request gets the first 202 again "
                           "(`Idempotent-Replayed: true`); the key used for another job is 409."),
              responses=schemas.error_responses(401, 403, 404, 429, 503, own={
                  400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one",
@@ -107,10 +120,10 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
     requested_at, redelivery_id = deps.clock(), str(uuid.uuid4())
     answer = {"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
               "requested_at": iso(requested_at)}
-    alone = _alone_in_its_window(job_id)
+    within_limits = _within_limits(job_id, client_id, deps.settings.webhook_redeliveries_per_client)
 
     def record(conn: Connection) -> None:
-        alone(conn)
+        within_limits(conn)
         if key is not None:
             deps.idempotency.complete_in(conn, client_id, key, 202, answer)
 
