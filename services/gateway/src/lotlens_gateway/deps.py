@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
+from urllib.parse import unquote_plus
 
 from fastapi import Depends, Header, Request
 from starlette.concurrency import run_in_threadpool
@@ -119,10 +120,11 @@ def refuse_foreign_query(query: bytes) -> None:
     client's jobs (as did a captured test-image-validation body). No job id or JSON body is such
     pairs, so what was signed for another call is refused before its signature is checked.
     """
-    if not query:
-        return
-    pairs = (pair.decode("latin-1").partition("=") for pair in query.split(b"&"))
-    unknown = [name for name, equals, _ in pairs if not equals or name not in LISTING_PARAMETERS]
+    # Empty pairs (a trailing or doubled `&`), bare names and percent-encoded names are what
+    # clients and proxies send and the listing always took; none of them can make a job id or a
+    # JSON body look like the listing's own parameters.
+    names = (unquote_plus(pair.decode("latin-1").partition("=")[0]) for pair in query.split(b"&") if pair)
+    unknown = [name for name in names if name not in LISTING_PARAMETERS]
     if unknown:
         names = ", ".join(LISTING_PARAMETERS)
         errors = [{"loc": ["query", name[:200]], "type": "unknown_parameter",

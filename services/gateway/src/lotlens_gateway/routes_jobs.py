@@ -105,8 +105,8 @@ _ISO_TIME = BeforeValidator(_iso_time)
 @router.get("/api/v1/batch-jobs", response_model=schemas_jobs.JobList,
             summary="The client's jobs, newest first",
             description=("Header-signed: `X-Signature: sha256=<hex>` over the raw query string exactly as "
-                         "sent (the empty string without one). The query holds only the parameters below, "
-                         "each as `name=value` (a value may be empty: no filter); anything else is 422 "
+                         "sent (the empty string without one). The query names only the parameters below "
+                         "(`name=value`; a value may be empty: no filter); any other name is 422 "
                          "`VALIDATION_ERROR` before the signature is checked. Timestamps without a zone "
                          "are UTC."),
             responses=schemas.error_responses(401, 403, 422, 429, 503))
