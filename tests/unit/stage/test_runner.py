@@ -76,6 +76,20 @@ def test_a_4xx_line_fails_its_lot_at_once_with_the_reason_and_is_not_sent_again(
     assert len(world.submitted()) == 1
 
 
+def test_a_batch_whose_every_line_failed_logs_a_few_lines_and_one_summary_not_one_per_lot(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # A 50,000-line batch refused whole wrote 50,000 warnings.
+    world.batches.answer = lambda custom_id, body: (400, "invalid_request_error")
+    world.store.add(lots(40))
+    with caplog.at_level(logging.WARNING):
+        world.rounds(4)
+    assert len(world.failed()) == 40
+    unanswered = [r.getMessage() for r in caplog.records if "got no answer" in r.getMessage()]
+    assert len(unanswered) == 6, unanswered
+    assert "40 lots got no answer in all" in unanswered[-1]
+    assert "'permanent invalid_request_error': 40" in unanswered[-1]
+
+
 @pytest.mark.parametrize(("status", "code"), [(500, "server_error"), (429, "rate_limit_exceeded"),
                                               (503, "overloaded")])
 def test_a_transient_line_is_sent_again_then_fails_after_max_attempts(

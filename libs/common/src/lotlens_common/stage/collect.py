@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 # Pages of 100 batches read when a batch must be found by its metadata.
 LISTING_PAGES = 50
+LOGGED_UNANSWERED = 5  # a result file's unanswered lines logged one by one; the rest summed
 # OpenAI's answer to a cancel of a batch that cannot be cancelled (finished, or finalizing).
 CANNOT_CANCEL = 409
 
@@ -225,6 +227,7 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
                         settler: Settler) -> int:
     """Settle the pending lots a result file answers; how many of its lines could not be read."""
     unreadable = 0
+    unanswered: Counter[str] = Counter()
     async for line in stage.batches.iter_file_lines(file_id):
         try:
             result = parse_batch_line(line)
@@ -246,10 +249,18 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
         elif (changed := stage.spec.retry_refused(lot, result.error_code, words)) is not None:
             settler.refused(changed, result.reason)
         else:
-            log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, words,
-                        extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-            settler.failed(lot, line_kind(result.status, result.error_code), result.reason)
+            kind = line_kind(result.status, result.error_code)
+            # The first few in full, then one summary: a batch that failed whole wrote 50,000 lines.
+            if sum(unanswered.values()) < LOGGED_UNANSWERED:
+                log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, words,
+                            extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            unanswered[f"{kind.name.lower()} {result.error_code or result.status}"] += 1
+            settler.failed(lot, kind, result.reason)
         settler.flush_if_full()
+    if sum(unanswered.values()) > LOGGED_UNANSWERED:
+        log.warning("batch %s: %d lots got no answer in all (by kind and code: %s)", shard.batch_id,
+                    sum(unanswered.values()), dict(unanswered.most_common(10)),
+                    extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
     return unreadable
 
 
