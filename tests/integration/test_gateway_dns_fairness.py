@@ -23,6 +23,7 @@ import httpx2
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_common import lookups
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.urls import resolve_host
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
@@ -128,3 +129,22 @@ def test_an_image_check_on_hosts_that_never_resolve_leaves_other_clients_images_
         assert body["valid_urls"] == [working], body["reasons"]
         # The attacker's own check still ends, with its images unreachable.
         assert attacker.result(timeout=60)["unreachable_urls"] == slow_urls
+
+
+def test_a_client_holds_one_share_of_lookup_threads_whatever_its_lookups_are_for(
+        gateway: Gateway, slow_dns: SlowDomain) -> None:
+    # With a share per purpose, a client's webhook hosts and its image checks held two shares, and
+    # two clients held every thread of the defaults.
+    per_client = lookups.shared().per_requester
+    lots = make_lots(SLOW_HOSTS)
+    for n, lot in enumerate(lots):
+        lot["webhook"] = f"https://h{n}.slow.test/hook"
+    assert gateway.submit(lots).status_code == 201
+    slow_dns.wait_blocked(per_client)
+    with ThreadPoolExecutor(1) as pool:
+        checking = pool.submit(image_check, gateway, [f"https://i{n}.slow.test/car.png" for n in range(8)],
+                               gateway.key)
+        time.sleep(1.0)  # the old code's second share started its lookups within milliseconds
+        assert slow_dns.blocked == per_client
+        slow_dns.release()
+        assert checking.result(timeout=60)["valid_urls"] == []

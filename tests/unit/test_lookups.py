@@ -55,10 +55,10 @@ def test_a_requester_whose_dns_never_answers_holds_only_its_own_share() -> None:
     lookups = Lookups(threads=4, per_requester=2, getaddrinfo=resolver)
 
     async def scenario() -> None:
-        slow = [asyncio.ensure_future(lookup(lookups, "webhooks:mallory", f"h{n}.slow.test"))
+        slow = [asyncio.ensure_future(lookup(lookups, "mallory", f"h{n}.slow.test"))
                 for n in range(10)]
-        await until(lambda: lookups.in_flight("webhooks:mallory")[0] == 2)
-        assert await lookup(lookups, "images:alice", "img.example") == ANSWER
+        await until(lambda: lookups.in_flight("mallory")[0] == 2)
+        assert await lookup(lookups, "alice", "img.example") == ANSWER
         assert len(resolver.asked) == 3  # the other eight wait in line, on no thread
         resolver.release()
         for task in slow:
@@ -69,7 +69,7 @@ def test_a_requester_whose_dns_never_answers_holds_only_its_own_share() -> None:
         asyncio.run(scenario())
     finally:
         resolver.release()
-    assert lookups.in_flight("webhooks:mallory") == (0, 0)
+    assert lookups.in_flight("mallory") == (0, 0)
 
 
 def test_lookups_given_up_on_count_until_their_threads_return_and_then_refuse_at_once() -> None:
@@ -80,16 +80,16 @@ def test_lookups_given_up_on_count_until_their_threads_return_and_then_refuse_at
         for n in range(2):
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.1):
-                    await lookup(lookups, "images:mallory", f"h{n}.slow.test")
-        assert lookups.in_flight("images:mallory") == (2, 2)
+                    await lookup(lookups, "mallory", f"h{n}.slow.test")
+        assert lookups.in_flight("mallory") == (2, 2)
         # Not queued behind its dead lookups: refused now, "try again".
         with pytest.raises(socket.gaierror) as refused:
-            await lookup(lookups, "images:mallory", "img.example")
+            await lookup(lookups, "mallory", "img.example")
         assert refused.value.errno == socket.EAI_AGAIN
         assert resolver.asked == ["h0.slow.test", "h1.slow.test"]
         resolver.release()  # the system resolver finally gives up: the share is back
-        await until(lambda: lookups.in_flight("images:mallory") == (0, 0))
-        assert await lookup(lookups, "images:mallory", "img.example") == ANSWER
+        await until(lambda: lookups.in_flight("mallory") == (0, 0))
+        assert await lookup(lookups, "mallory", "img.example") == ANSWER
 
     try:
         asyncio.run(scenario())
@@ -145,3 +145,4 @@ def test_the_vision_stage_looks_up_each_clients_image_hosts_within_that_clients_
         resolver.release()
     assert [request.client_id for request, _ in prepared.requests] == ["alice"]
     assert [settled.client_id for settled, _ in prepared.settled] == ["mallory"]
+

@@ -10,7 +10,7 @@ So here:
 
 * lookups use threads of their own, at most `threads` at once. Each is a daemon thread started
   for it (as the dispatcher's are): one blocked for minutes never holds up the process's exit.
-* a requester (`on_behalf_of("images:acme")`: a purpose and a client) has at most
+* a requester (`on_behalf_of("acme")`: a client, whatever its lookups are for) has at most
   `per_requester` lookups on a thread at once. Its other lookups wait in line, and nothing else
   waits: a thread is taken only when one is free. A caller that gives up while waiting leaves
   the line and leaves nothing behind.
@@ -19,6 +19,9 @@ So here:
   share and never more. When lookups their callers gave up on hold every slot of a share, that
   requester's next lookup fails at once with EAI_AGAIN ("try again") instead of waiting behind
   them. Its slots come back as the resolver answers or gives up.
+* a client has one share, whatever its lookups are for: with a share per purpose (image checks,
+  webhook hosts), two clients on domains whose name servers never answer held every thread of
+  the defaults; now it takes `threads / per_requester` (4) clients' keys.
 """
 
 from __future__ import annotations

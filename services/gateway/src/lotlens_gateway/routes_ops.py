@@ -66,7 +66,7 @@ async def test_image_validation(
         problem = {"field": "urls", "problem": "missing, empty, too long or not strings"}
         raise validation_failed(f"`urls` must be an array of 1 to {limit} strings", {"errors": [problem]})
     policy = deps.describer.images
-    with on_behalf_of(f"images:{client_id}"):  # its image hosts' lookups: this client's share
+    with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
         check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
                                    max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
                                    resolve=policy.resolve)

@@ -138,7 +138,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         await deps.count_request(client_id, rate_mode(document))
         submission = await run_in_threadpool(parse_submission, document, deps.limits)
         if not submission.is_synchronous:
-            with on_behalf_of(f"webhooks:{client_id}"):
+            with on_behalf_of(client_id):
                 await refuse_private_webhooks(submission.webhook_urls, deps.resolve,
                                               settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
                                               settings.max_webhook_hosts_checked)
@@ -170,7 +170,7 @@ async def _keep_answer(deps: GatewayDeps, client_id: str, key: str, status: int,
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
                job_id: str, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
-        with on_behalf_of(f"images:{client_id}"):  # its image hosts' lookups: this client's share
+        with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
             describing = deps.describer.describe(submission)
             # Without a key nobody can receive this answer once the client has gone (a retry starts
             # afresh), so its model calls stop; with one, the retry replays it without paying again.

@@ -145,7 +145,7 @@ class VisionStage:
     async def _check(self, client_id: str, urls: list[str]) -> ImageCheck:
         """A client's images, its hosts looked up within its own share of the lookup threads:
         another client's hosts on a DNS that never answers cannot hold them all."""
-        with on_behalf_of(f"images:{client_id}"):
+        with on_behalf_of(client_id):
             return await self.check_images(urls)
 
     def result_event(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> Event:
