@@ -123,8 +123,8 @@ def refuse_foreign_query(query: bytes) -> None:
     # Empty pairs (a trailing or doubled `&`), bare names and percent-encoded names are what
     # clients and proxies send and the listing always took; none of them can make a job id or a
     # JSON body look like the listing's own parameters.
-    names = (unquote_plus(pair.decode("latin-1").partition("=")[0]) for pair in query.split(b"&") if pair)
-    unknown = [name for name in names if name not in LISTING_PARAMETERS]
+    named = (unquote_plus(pair.decode("latin-1").partition("=")[0]) for pair in query.split(b"&") if pair)
+    unknown = [name for name in named if name not in LISTING_PARAMETERS]
     if unknown:
         names = ", ".join(LISTING_PARAMETERS)
         errors = [{"loc": ["query", name[:200]], "type": "unknown_parameter",
