@@ -149,8 +149,7 @@ def test_a_429_is_retried_after_the_gateways_retry_after(settings: ServiceSettin
         with LotLensClient(gateway.url, gateway.key, sleep=pause) as sdk:
             for _ in range(3):
                 assert sdk.job_status(job_id).job_id == job_id
-        # A window of 1 s counts its oldest slot (1/60 s) whole: up to 1 s and a slot, rounded up.
-        assert slept and all(0 < wait <= 2 for wait in slept)
+        assert slept and all(0 < wait <= 1 for wait in slept)
 
 
 def test_the_async_client_does_the_same(gateway: Gateway) -> None:

@@ -71,9 +71,7 @@ class RetryPolicy:
     """
 
     max_retries: int = 3
-    # The gateway's longest Retry-After: its rate-limit window (a minute) and the slot (a second)
-    # it counts whole.
-    max_wait_s: float = 61.0
+    max_wait_s: float = 60.0
     default_wait_s: float = 1.0
 
     def delay(self, status: int, headers: Mapping[str, str], attempt: int) -> float | None:

@@ -80,7 +80,7 @@ class LotLensClient:
 
     def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  transport: httpx2.BaseTransport | None = None, max_retries: int = 3,
-                 max_retry_wait_s: float = 61.0, user_agent: str = USER_AGENT,
+                 max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self._key = client_key
         self._timeout = timeout
@@ -211,7 +211,7 @@ class AsyncLotLensClient:
 
     def __init__(self, base_url: str, client_key: str, *, timeout: float = DEFAULT_TIMEOUT_S,
                  transport: httpx2.AsyncBaseTransport | None = None, max_retries: int = 3,
-                 max_retry_wait_s: float = 61.0, user_agent: str = USER_AGENT,
+                 max_retry_wait_s: float = 60.0, user_agent: str = USER_AGENT,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self._key = client_key
         self._timeout = timeout

@@ -3,17 +3,22 @@
 A request is accepted only while fewer than the limit were accepted in the window (a minute by
 default) before it. The counts are kept per slot, a sixtieth of the window (`slots.py`: a second
 of a minute), one row `(client, mode, window_start, count)` each, and a decision sums the slots
-the last window overlaps, the oldest one whole. So no span of the window's length ever accepts
-more than the limit, exactly for one instance (the decision on a span's last accepted request
-summed every earlier one in it); in exchange a client is sure never to be refused only if it keeps
-every window plus one slot (61 s) to the limit. Fixed windows, before, let a client send the limit
-at the end of one window and again at the start of the next, twice the limit within 2 s; the
-"sliding window counter" (the previous window weighed by its share still in the span) still lets
-twice the limit into one span (the limit in a window's last second, then the next window paced).
+that start after `now - window` (the one holding that moment is dropped whole). So a client
+keeping to the limit in every window (one every 6 s at 10 a minute) is never refused, a
+`Retry-After` is at most the window, and any span of the window's length accepts at most the
+limit plus what its first slot (the one holding the span's start) accepted within it: the
+decision on the span's last accepted request summed every earlier one in it but those. (Summing
+the oldest slot whole instead held every span to the limit, but refused a client pacing at
+exactly the limit and could ask a `Retry-After` of the window plus a slot, 61 s.) A burst of the
+limit within one second still shuts the window until that second is a minute old. Fixed
+windows, before, let a client send the limit at the end of one window and again at the start of
+the next, twice the limit within 2 s; the "sliding window counter" (the previous window weighed
+by its share still in the span) still lets twice the limit into one span (the limit in a
+window's last second, then the next window paced).
 
 A refused request is not counted (its count is taken back): a client retrying on 429 would
 otherwise keep its window full, and `Retry-After` (when one more request will be accepted, whole
-seconds, at least 1) would never come true.
+seconds, at least 1, at most the window) would never come true.
 
 Each instance writes its requests in batches rather than one upsert each: every request of a client
 updates the same row, so under load the upserts queued on its lock (a status poll spent a fifth
@@ -22,7 +27,7 @@ least every `FLUSH_S` or every `FLUSH_EVERY` requests, and always once the known
 limit, so one instance decides exactly and several overshoot by at most what the others counted
 since their last write. A write adds its counts and sums the window in one statement; the first
 write of a slot also drops the client's slots of that mode that left the window, so the table
-keeps about `SLOTS` + 1 rows per client and mode. A crash forgets at most the unwritten counts:
+keeps about `SLOTS` rows per client and mode. A crash forgets at most the unwritten counts:
 a limit is no ledger.
 """
 

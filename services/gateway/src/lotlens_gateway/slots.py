@@ -1,8 +1,11 @@
 """A rate-limit window counted in slots: which slots a decision sums, and when a full one reopens.
 
 A window of `W` seconds is counted in `SLOTS` slots of `W / SLOTS` (a second of a minute), aligned
-on the epoch. A decision at `now` sums every slot that overlaps the last `W` seconds, the oldest
-one whole: never less than what arrived in the last `W` seconds, at most one slot more.
+on the epoch. A decision at `now` sums the slots that start after `now - W`; the one holding
+`now - W` is dropped whole. So a full window reopens at most `W` after `now` (a `Retry-After` never
+exceeds the window), and a client keeping to the limit in every `W` seconds is never refused; in
+exchange the sum can miss what arrived in the last `W` seconds within that dropped slot (at most
+one slot's requests).
 No I/O: `ratelimit.py` keeps the counts in PostgreSQL.
 """
 
@@ -34,12 +37,12 @@ class Slots:
         return now - (now - _EPOCH) % self.slot
 
     def oldest(self, now: datetime) -> datetime:
-        """The start of the oldest slot a decision at `now` sums (the one holding `now - window`)."""
-        return self.start(now - self.window)
+        """The start of the oldest slot a decision at `now` sums (the first starting after `now - window`)."""
+        return self.start(now - self.window) + self.slot
 
     def leaves_at(self, start: datetime) -> datetime:
-        """When the slot starting at `start` stops being summed: its end plus the window."""
-        return start + self.slot + self.window
+        """When the slot starting at `start` stops being summed: a window after its start."""
+        return start + self.window
 
     def reopens_at(self, counts: Iterable[tuple[datetime, int]], limit: int) -> datetime | None:
         """When the summed slots (`counts`: start, requests) next hold fewer than `limit`
