@@ -4,18 +4,20 @@ instance."""
 from __future__ import annotations
 
 import random
+import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, event, func, select
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import rate_limit_windows
+from lotlens_gateway import ratelimit
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.ratelimit import FLUSH_EVERY, RateLimiter
+from lotlens_gateway.ratelimit import FLUSH_EVERY, DueWrite, RateLimiter
 from tests.conftest import new_id
 from tests.integration.gateway_support import running_gateway
 
@@ -177,17 +179,16 @@ def test_a_request_is_counted_in_memory_and_only_a_due_write_waits(engine: Engin
     assert shared_count(engine, client) == 1
 
 
-def test_near_the_limit_every_request_waits_for_its_write_and_settling_refuses_past_it(
+def test_near_the_limit_every_request_waits_for_its_write_and_past_it_counting_refuses_at_once(
         engine: Engine) -> None:
     client, gateway = new_id("client-"), instance(engine, 3)
     for _ in range(3):
         due = gateway.count(client, "sync", NOW)
         if due is not None:
             gateway.settle(due)
-    past = gateway.count(client, "sync", NOW)
-    assert past is not None
+    # The total written a moment ago holds the limit: nothing to write, nothing to take back.
     with pytest.raises(ApiError) as refused:
-        gateway.settle(past)
+        gateway.count(client, "sync", NOW)
     assert refused.value.status == 429
     assert shared_count(engine, client) == 3
 
@@ -218,3 +219,83 @@ def test_through_the_api_retry_after_never_exceeds_the_window(
         assert int(limited.headers["retry-after"]) <= 60
         assert limited.json()["details"]["retry_after"] <= 60
 
+
+def rate_limit_statements(engine: Engine) -> tuple[list[str], Callable[..., None]]:
+    """The statements on `rate_limit_windows` run from now on, and the listener to remove."""
+    statements: list[str] = []
+
+    def note(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "rate_limit_windows" in statement:
+            statements.append(statement)
+    event.listen(engine, "before_cursor_execute", note)
+    return statements, note
+
+
+def test_through_the_api_a_flood_past_the_limit_is_refused_without_touching_the_database(
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The point is a total written moments ago: keep it fresh however slow this machine runs.
+    monkeypatch.setattr(ratelimit, "FLUSH_S", 3600.0)
+    with running_gateway(settings, engine, rate_limit_polling=5) as gw:
+        gw.deps.clock = lambda: NOW
+        assert [gw.list_jobs().status_code for _ in range(5)] == [200] * 5
+        statements, note = rate_limit_statements(engine)
+        try:
+            refused = [gw.list_jobs() for _ in range(30)]
+        finally:
+            event.remove(engine, "before_cursor_execute", note)
+        # Each refusal wrote its count, took it back and read the window: 3 statements, two
+        # transactions, under the client's write lock in the thread pool.
+        assert len(statements) <= 1, f"{len(statements)} statements for 30 refusals"
+        assert {answer.status_code for answer in refused} == {429}
+        # The five requests' second leaves the window 60 s after it started.
+        assert {answer.headers["retry-after"] for answer in refused} == {"60"}
+
+
+def test_requests_counted_while_a_write_is_in_flight_see_its_counts(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The event loop counts while the thread pool writes. The counts taken into a write were in
+    # neither the written total nor the unwritten counts until it returned, so the requests
+    # counted meanwhile were allowed without a write: 100 accepted under a limit of 60.
+    monkeypatch.setattr(ratelimit, "FLUSH_S", 3600.0)  # no write for time: only for counts
+    client, gateway = new_id("client-"), instance(engine, 60)
+    entered, release = threading.Event(), threading.Event()
+
+    def held_write(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "INSERT INTO rate_limit_windows" in statement and client in str(_args):
+            entered.set()
+            release.wait(timeout=30)
+
+    gateway.hit(client, "sync", NOW)
+    accepted_now = 1
+    settling: list[threading.Thread] = []
+    outcomes: list[bool] = []
+
+    def settle(due: DueWrite) -> None:
+        try:
+            gateway.settle(due)
+        except ApiError:
+            outcomes.append(False)
+        else:
+            outcomes.append(True)
+
+    event.listen(engine, "before_cursor_execute", held_write)
+    try:
+        for _ in range(300):
+            try:
+                due = gateway.count(client, "sync", NOW)
+            except ApiError:
+                continue
+            if due is None:
+                accepted_now += 1
+                continue
+            settling.append(threading.Thread(target=settle, args=(due,)))
+            settling[-1].start()
+            if len(settling) == 1:
+                assert entered.wait(timeout=30)  # the first due write is in flight
+    finally:
+        release.set()
+        for thread in settling:
+            thread.join(timeout=30)
+        event.remove(engine, "before_cursor_execute", held_write)
+    assert accepted_now + outcomes.count(True) == 60
+    assert shared_count(engine, client) == 60

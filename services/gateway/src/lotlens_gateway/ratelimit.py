@@ -24,8 +24,14 @@ Each instance writes its requests in batches rather than one upsert each: every 
 updates the same row, so under load the upserts queued on its lock (a status poll spent a fifth
 of its time there). A request is counted in memory at once and the local counts are written at
 least every `FLUSH_S` or every `FLUSH_EVERY` requests, and always once the known total nears the
-limit, so one instance decides exactly and several overshoot by at most what the others counted
-since their last write. A write adds its counts and sums the window in one statement; the first
+limit. The known total holds the counts being written (`pending`) until their write returns, so
+one instance decides exactly, however many requests it counts meanwhile; several overshoot by at
+most what the others counted since their last write. A request arriving while a total written
+within `FLUSH_S` already holds the limit is refused in memory: nothing is counted, so nothing is
+written or taken back, and a client flooding past its limit holds no thread-pool worker on its
+write lock (each such refusal was a write and a take-back, two transactions). Another instance's
+take-back within those `FLUSH_S` can thus refuse a request the window had room for.
+A write adds its counts and reads the window's counts in one statement; the first
 write of a slot also drops the client's slots of that mode that left the window, so the table
 keeps about `SLOTS` rows per client and mode. A crash forgets at most the unwritten counts:
 a limit is no ledger.
@@ -40,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, select, text, update
+from sqlalchemy import Connection, Engine, delete, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import rate_limit_windows as windows
@@ -54,14 +60,26 @@ FLUSH_EVERY = 50
 
 @dataclass
 class _Tally:
-    """One client's requests of one mode, as this instance knows them."""
+    """One client's requests of one mode, as this instance knows them, per slot."""
 
-    written: int = 0  # the window's shared total after this instance's last write
-    unwritten: dict[datetime, int] = field(default_factory=dict)  # slot → counted here, not yet written
-    written_at: float = 0.0
+    written: dict[datetime, int] = field(default_factory=dict)  # the window's shared counts at the last write
+    # Counted here and being written: still known until the write returns, or the requests counted
+    # meanwhile saw neither them nor their total and one instance overshot.
+    pending: dict[datetime, int] = field(default_factory=dict)
+    unwritten: dict[datetime, int] = field(default_factory=dict)  # counted here, not yet written
+    written_at: float = 0.0  # monotonic; 0: never
     # One write at a time: the writes of a client queue on the same row anyway, and in order,
     # `written` is always the latest total.
     writing: threading.Lock = field(default_factory=threading.Lock)
+
+    def known(self, oldest: datetime) -> dict[datetime, int]:
+        """The counts of the slots from `oldest` on: written, being written and not yet written."""
+        counts: dict[datetime, int] = {}
+        for part in (self.written, self.pending, self.unwritten):
+            for slot, count in part.items():
+                if slot >= oldest:
+                    counts[slot] = counts.get(slot, 0) + count
+        return counts
 
 
 @dataclass(frozen=True)
@@ -101,46 +119,57 @@ class RateLimiter:
     def count(self, client_id: str, mode: str, now: datetime) -> DueWrite | None:
         """Count one request in memory (never blocks); the write to settle when one is due, else None.
 
-        Returning None means the request is allowed: a count at or past the limit is always due,
-        so only `settle` ever refuses.
+        ApiError 429 at once, counting nothing, when a total written within `FLUSH_S` already holds
+        the limit: a client flooding past its limit costs no write and holds no thread. Returning
+        None means the request is allowed: a count reaching the limit is always due.
         """
-        slot = self._slots.start(now)
+        slot, oldest = self._slots.start(now), self._slots.oldest(now)
         limit = self._limit_of(mode)
         with self._lock:
             tally = self._tallies.setdefault((client_id, mode), _Tally())
-            tally.unwritten[slot] = tally.unwritten.get(slot, 0) + 1
-            unwritten = sum(tally.unwritten.values())
-            # `written` only overstates the window's total as slots leave it: safe.
-            due = (unwritten >= FLUSH_EVERY or time.monotonic() - tally.written_at >= FLUSH_S
-                   or tally.written + unwritten >= limit)
+            known = tally.known(oldest)
+            fresh = time.monotonic() - tally.written_at < FLUSH_S
+            full = fresh and sum(known.values()) >= limit
+            if not full:
+                tally.unwritten[slot] = tally.unwritten.get(slot, 0) + 1
+                due = (not fresh or sum(tally.unwritten.values()) >= FLUSH_EVERY
+                       or sum(known.values()) + 1 >= limit)
+        if full:
+            raise self._too_many(mode, limit, now, known)
         return DueWrite(client_id, mode, tally, slot, limit, now) if due else None
 
     def settle(self, due: DueWrite) -> None:
         """Write a due count to the shared rows (blocking); ApiError 429 when over the limit."""
         with due.tally.writing:
-            if self._write(due) > due.limit:
+            if sum(self._write(due).values()) > due.limit:
                 self._refuse(due)
 
-    def _write(self, due: DueWrite) -> int:
-        """Add the tally's unwritten requests to the shared rows; the window's total now known."""
-        tally = due.tally
+    def _write(self, due: DueWrite) -> dict[datetime, int]:
+        """Add the tally's unwritten requests to the shared rows; the window's counts now known."""
+        tally, oldest = due.tally, self._slots.oldest(due.now)
         with self._lock:
-            adding, tally.unwritten = tally.unwritten, {}
-        if adding:
-            with self._engine.begin() as conn:
-                # No wait for the WAL flush: the row lock is held for less time.
-                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                total = self._add(conn, due, adding)
+            tally.pending, tally.unwritten = tally.unwritten, {}
+        if tally.pending:
+            try:
+                with self._engine.begin() as conn:
+                    # No wait for the WAL flush: the row lock is held for less time.
+                    conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                    written = self._add(conn, due, tally.pending, oldest)
+            except BaseException:
+                with self._lock:  # written by the next write
+                    for slot, count in tally.pending.items():
+                        tally.unwritten[slot] = tally.unwritten.get(slot, 0) + count
+                    tally.pending = {}
+                raise
             self._metrics.db("update")
+            with self._lock:
+                tally.written, tally.pending, tally.written_at = written, {}, time.monotonic()
         with self._lock:
-            if adding:
-                tally.written = total
-            tally.written_at = time.monotonic()
-            return tally.written + sum(tally.unwritten.values())
+            return tally.known(oldest)
 
-    def _add(self, conn: Connection, due: DueWrite, adding: dict[datetime, int]) -> int:
-        """Add the counts to their slots and sum the window at `due.now`, in one statement."""
-        oldest = self._slots.oldest(due.now)
+    def _add(self, conn: Connection, due: DueWrite, adding: dict[datetime, int],
+             oldest: datetime) -> dict[datetime, int]:
+        """Add the counts to their slots and read the window's counts at `due.now`, in one statement."""
         mine = (windows.c.client_id == due.client_id) & (windows.c.mode == due.mode)
         upsert = insert(windows).values([
             {"client_id": due.client_id, "mode": due.mode, "window_start": slot, "count": count}
@@ -149,18 +178,16 @@ class RateLimiter:
                                                 set_={"count": windows.c.count + upsert.excluded.count})
                    .returning(windows.c.window_start, windows.c.count).cte("written"))
         # The other slots as the statement's snapshot saw them; the written ones as they are now.
-        others = (select(func.coalesce(func.sum(windows.c.count), 0))
+        others = (select(windows.c.window_start, windows.c.count)
                   .where(mine, windows.c.window_start >= oldest,
-                         windows.c.window_start.not_in(list(adding)))
-                  .scalar_subquery())
-        rows = conn.execute(select(written.c.window_start, written.c.count, others)).all()
-        now_in: dict[datetime, int] = {slot: int(count) for slot, count, _ in rows}
-        total = int(rows[0][2]) + sum(count for slot, count in now_in.items() if slot >= oldest)
+                         windows.c.window_start.not_in(list(adding))))
+        rows = conn.execute(select(written.c.window_start, written.c.count).union_all(others)).all()
+        counts = {slot: int(count) for slot, count in rows}
         newest = max(adding)
-        if now_in.get(newest) == adding[newest]:
+        if counts.get(newest) == adding[newest]:
             # This write opened the slot: drop the ones that left the window.
             conn.execute(delete(windows).where(mine, windows.c.window_start < oldest))
-        return total
+        return {slot: count for slot, count in counts.items() if slot >= oldest}
 
     def _refuse(self, due: DueWrite) -> None:
         """Take the refused request's count back and raise 429 with when to retry."""
@@ -169,21 +196,24 @@ class RateLimiter:
             conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
             conn.execute(update(windows).where(mine, windows.c.window_start == due.slot)
                          .values(count=windows.c.count - 1))
-            counts = [(slot, int(count)) for slot, count in conn.execute(
-                select(windows.c.window_start, windows.c.count)
-                .where(mine, windows.c.window_start >= self._slots.oldest(due.now))).all()]
         self._metrics.db("update")
         with self._lock:
-            due.tally.written = sum(count for _, count in counts)
+            written = due.tally.written
+            written[due.slot] = max(0, written.get(due.slot, 0) - 1)
+            known = due.tally.known(self._slots.oldest(due.now))
+        raise self._too_many(due.mode, due.limit, due.now, known)
+
+    def _too_many(self, mode: str, limit: int, now: datetime, counts: dict[datetime, int]) -> ApiError:
+        """The 429 of a request at `now` refused over the window's `counts`, with when to retry."""
         # None: the window has room already (the refusing total held other threads' unwritten counts).
-        reopens = self._slots.reopens_at(counts, due.limit) or due.now + timedelta(seconds=1)
-        retry_after = max(1, math.ceil((reopens - due.now).total_seconds()))
-        raise ApiError(
+        reopens = self._slots.reopens_at(counts.items(), limit) or now + timedelta(seconds=1)
+        retry_after = max(1, math.ceil((reopens - now).total_seconds()))
+        return ApiError(
             429, "RATE_LIMIT_EXCEEDED",
-            f"Rate limit of {due.limit} {due.mode} requests per {self._window_s} s exceeded; "
+            f"Rate limit of {limit} {mode} requests per {self._window_s} s exceeded; "
             f"retry in {retry_after} s",
-            details={"mode": due.mode, "limit": due.limit, "window_seconds": self._window_s,
+            details={"mode": mode, "limit": limit, "window_seconds": self._window_s,
                      "retry_after": retry_after},
-            headers={"Retry-After": str(retry_after), "X-RateLimit-Limit": str(due.limit),
+            headers={"Retry-After": str(retry_after), "X-RateLimit-Limit": str(limit),
                      "X-RateLimit-Remaining": "0",
                      "X-RateLimit-Reset": str(math.ceil(reopens.timestamp()))})
