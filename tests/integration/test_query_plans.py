@@ -223,7 +223,40 @@ def test_the_dispatcher_claims_in_turns_between_clients_reading_only_the_rows_it
     # one at its share and the one whose only host is full.
     assert set(by_client) == {f"client-{n}" for n in range(30)} - {"client-3", "client-7"} | {"flooder"}
     assert len(claimed) == 64 and by_client["flooder"] <= 16, by_client
-    [plan] = queue_plans
-    scans = {(node, index) for node, relation, index in plan if relation == "dispatch_queue"}
+    # The turns are read down the client index; the chosen rows are then locked by their ids.
+    turns, chosen = queue_plans
+    scans = {(node, index) for node, relation, index in turns if relation == "dispatch_queue"}
     down_the_index = {(scan, "ix_dispatch_client_due") for scan in ("Index Scan", "Index Only Scan")}
-    assert scans and scans <= down_the_index, plan
+    assert scans and scans <= down_the_index, turns
+    assert {node for node, relation, _ in chosen if relation == "dispatch_queue"} <= {
+        "Index Scan", "Bitmap Heap Scan"}, chosen
+
+
+# 200 clients with a backlog of 40 due deliveries each, on hosts of their own.
+_CLIENTS_WITH_BACKLOGS = """
+INSERT INTO dispatch_queue (delivery_id, job_id, client_id, webhook_url, status, next_attempt_at)
+SELECT 'backlog-' || n, 'job-' || n % 200, 'client-' || n % 200, 'https://h' || n || '.example/x',
+       'pending', now() - interval '1 hour' + n * interval '1 ms'
+  FROM generate_series(1, 8000) n;
+ANALYZE dispatch_queue;
+"""
+
+
+def test_the_dispatcher_claim_locks_about_the_rows_it_may_take_not_a_share_of_every_client(
+        infra: Infra, engine: Engine) -> None:
+    # Each client's candidates were read and locked (FOR UPDATE): 2 x 16 for each of 200 clients,
+    # 6,400 tuple headers written (and skipped by every other instance) to hand out 64.
+    room = Room(slots=64, per_host=4, per_client=16)
+    with own_schema(infra, engine) as own:
+        with own.begin() as conn:
+            conn.execute(text(_CLIENTS_WITH_BACKLOGS))
+        with own.begin() as conn:
+            claimed = claim(conn, utc_now(), room, lease_s=60)
+            # Rows this transaction locked: those only locked carry its xid as xmax, the leased ones
+            # are new versions carrying it as xmin.
+            locked = conn.execute(text("""
+                SELECT count(*) FROM dispatch_queue
+                 WHERE xmax::text = (txid_current() % 4294967296)::text
+                    OR xmin::text = (txid_current() % 4294967296)::text""")).scalar_one()
+    assert len(claimed) == 64 and len({d.client_id for d in claimed}) == 64
+    assert locked <= 2 * room.slots, locked
