@@ -179,3 +179,17 @@ def test_a_client_without_a_key_uses_up_no_attempt_and_goes_out_once_its_key_is_
             seen = events.until(lambda seen: bool(finals(seen)))
     assert_sent_once_as_the_first_attempt(hooks.on("/keyless"), seen, job_id, url)
     assert state(db, job_id) == [("delivered", 1, 0)]
+
+
+def test_a_client_whose_key_never_comes_is_given_up_with_the_reason_after_the_unready_bound(
+        config, db, events):
+    # A client removed from LOTLENS_CLIENTS: its deliveries were handed back every retry interval
+    # for ever, never ended, and pruning (of finished rows only) never removed them.
+    settings = quick(config).model_copy(update={"clients": {}, "webhook_unready_give_up_h": 1 / 3600})
+    with one_webhook(db, "/never-keyed") as (hooks, url, job_id), running(settings, db):
+        publish_completed(config, job_id)
+        seen = events.until(lambda seen: bool(finals(seen)), timeout_s=20)
+    [failed] = of(WebhookFailed, seen, url)
+    assert "no key for client" in failed.error and "given up" in failed.error, failed
+    assert failed.attempts == 0 and of(WebhookAttempted, seen) == [] and hooks.on("/never-keyed") == []
+    assert state(db, job_id) == [("failed", 0, 0)]

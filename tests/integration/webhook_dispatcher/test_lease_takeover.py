@@ -4,17 +4,21 @@ delivery over makes the same attempt again, and records no interruption."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted
 from lotlens_common.tables import dispatch_queue as dispatch_queue_table
-from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.claims import Room, claim
 from lotlens_webhook_dispatcher.post_marks import PostMarks
+from lotlens_webhook_dispatcher.worker import LeaseLost
 from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
     attempts_not_started,
     finals,
     hand_back_refused,
@@ -92,3 +96,28 @@ def test_attempts_starting_together_are_all_marked_and_a_lost_claim_is_not(confi
     with db.connect() as conn:
         assert conn.execute(dispatch_queue_table.select().where(
             ~dispatch_queue_table.c.post_started)).all() == []
+
+
+
+def test_a_stalled_claims_defect_is_not_recorded_over_the_attempt_the_instance_that_took_it_over_sent(
+        config, db, monkeypatch):
+    # The stalled claim hit a defect building its body after the takeover had marked and sent the
+    # same attempt (the same fencing number): its failed attempt was stored (`pending` again, to
+    # be sent once more) and the sender's `delivered` refused after its WebhookDelivered was out.
+    def defect(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("a payload defect (test)")
+
+    with one_webhook(db, "/stalled-defect") as (_hooks, url, job_id):
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+            [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
+        later = utc_now() + timedelta(seconds=2)  # its lease has run out
+        with db.begin() as conn:  # another instance takes it over and starts its POST
+            [taker] = claim(conn, later, Room(1, 4, 4), lease_s=60.0)
+            assert dispatch_queue.mark_posting(conn, [taker], later, 60.0) == {taker.delivery_id}
+        monkeypatch.setattr(payloads, "part_body", defect)
+        with running(quick(config), db) as stalled_instance, suppress(LeaseLost):
+            stalled_instance.attempt(stalled)  # its body build fails; its outcome stored as it stops
+        with db.begin() as conn:  # the POST was answered 200
+            stored = dispatch_queue.record_many(conn, [(taker, "delivered", None, True)], later)
+        assert (stored, state(db, job_id)) == (1, [("delivered", 1, 0)])

@@ -69,6 +69,8 @@ class Delivery:
     interruptions: int = 0
     # The job's W3C trace context (None when tracing was off as it was scheduled).
     traceparent: str | None = None
+    # When the delivery was scheduled (how long one that cannot start yet has waited).
+    created_at: datetime | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -161,9 +163,12 @@ def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, dateti
     An attempt not spent (it broke before its POST) gives its number back: the claim is undone
     but for the interruption it may have found, and the next claim makes the same attempt. An
     attempt whose lease was lost to another instance meanwhile is not stored: that instance owns
-    the delivery now (a hand-back is refused once the attempt is marked: a takeover of an unsent
-    claim has the same fencing number). A row at rest says `post_started`: an instance of an
-    older version claims without resetting it, and its lapsed claims are interruptions.
+    the delivery now. A takeover of an unsent claim has the same fencing number, so the mark tells
+    the two apart: a hand-back is refused once the attempt is marked, and a spent attempt is
+    stored only marked, by the instance that marked it (a stalled claim's failed attempt was
+    stored over the attempt the takeover had sent, and the sender's `delivered` refused).
+    A row at rest says `post_started`: an instance of an older version claims without resetting
+    it, and its lapsed claims are interruptions.
     """
     if not outcomes:
         return 0
@@ -175,7 +180,7 @@ def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, dateti
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean)
          WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt
-           AND (o.spent OR NOT q.post_started)"""),
+           AND o.spent = q.post_started"""),
         {"now": now, "rows": json_rows(
             {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt, "status": status,
              "next_attempt_at": next_attempt_at or now, "spent": spent}

@@ -11,7 +11,10 @@ is handed back instead: the delivery is `pending` again soon (`outcomes.not_star
 attempt and interruption counts as before. So is the claim of an attempt that cannot start yet
 (`Unready`): a job the read models do not have yet (the projector lags) or a client with no
 shared key configured (the operator's omission, put right by configuring it). As failed
-attempts, both used up the five attempts within minutes and gave the delivery up, never sent.
+attempts, both used up the five attempts within minutes and gave the delivery up, never sent;
+handed back without end, a client removed from LOTLENS_CLIENTS or a job whose projection was
+dead-lettered kept its deliveries open for good. They are given up `webhook_unready_give_up_h`
+after they were scheduled (WebhookFailed, saying why).
 """
 
 from __future__ import annotations
@@ -20,14 +23,14 @@ import logging
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from lotlens_webhook_dispatcher import metrics
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
-from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_started
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_started, unready_given_up
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,7 @@ class NotStarted(Exception):
         first_line = (str(cause).splitlines() or [""])[0]  # a statement's error goes on with its SQL
         super().__init__(f"{step}: {type(cause).__name__}: {first_line}")
         self.step = step
+        self.unready = isinstance(cause, Unready)
         if isinstance(cause, Unready):
             self.reason = cause.reason
         else:
@@ -73,14 +77,24 @@ def before_post(step: str) -> Iterator[None]:
 
 
 def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: RetryPolicy,
-              rng: random.Random | None = None) -> Verdict:
+              give_up_after: timedelta, rng: random.Random | None = None) -> Verdict:
     """The verdict undoing the claim of an attempt stopped before its POST by something that
     passes (the delivery is neither attempted nor given up); counted and logged once.
 
-    A missing key is logged as an error: it passes only once an operator configures the key.
+    A missing key is logged as an error: it passes only once an operator configures the key. A
+    delivery that cannot start yet (`Unready`) `give_up_after` after it was scheduled is given up
+    instead: a key never configured, or a job its projection never reached, is no longer coming.
     """
-    verdict = not_started(now, policy, rng)
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
+    waited = now - (delivery.created_at or now)
+    if broke.unready and waited >= give_up_after:
+        hours = waited.total_seconds() / 3600
+        log.error("delivery %s given up: not sent in %.1f h since it was scheduled: %s",
+                  delivery.delivery_id, hours, broke,
+                  extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+        return unready_given_up(
+            delivery, f"given up: not sent in {hours:.1f} h since it was scheduled: {broke}", now)
+    verdict = not_started(now, policy, rng)
     log.log(logging.ERROR if broke.reason == "no_key" else logging.WARNING,
             "attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
             delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,
@@ -92,7 +106,8 @@ def failed_attempt(delivery: Delivery, broke: NotStarted) -> AttemptOutcome:
     """An attempt a defect stopped before its POST, as a failed attempt on the schedule.
 
     It fails the same way at each try: handed back like PostgreSQL's refusals, the delivery never
-    ended and kept no history. As a failed attempt it is recorded, retried and in the end `failed`.
+    ended and kept no history. As a failed attempt it is recorded, retried and in the end `failed`;
+    the caller marks it first, as any spent attempt (`dispatch_queue.record_many`).
     """
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
     log.error("attempt %d of delivery %s not sent: %s", delivery.attempt, delivery.delivery_id, broke,

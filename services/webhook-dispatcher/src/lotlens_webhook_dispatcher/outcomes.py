@@ -84,6 +84,13 @@ def not_started(now: datetime, policy: RetryPolicy, rng: random.Random | None = 
     return Verdict("pending", [], next_attempt_at(now, max(delay, NOT_STARTED_MIN_DELAY_S)), spent=False)
 
 
+def unready_given_up(delivery: Delivery, why: str, now: datetime) -> Verdict:
+    """A delivery that could not start for too long, given up; the claim's attempt not spent, as
+    nothing was sent."""
+    event = failed(delivery, why, now).model_copy(update={"attempts": delivery.attempt - 1})
+    return Verdict("failed", [event], spent=False)
+
+
 def attempted(delivery: Delivery, attempt: int, at: datetime, outcome: AttemptOutcome,
               due: datetime | None) -> WebhookAttempted:
     """The event recording one attempt."""

@@ -144,7 +144,8 @@ class Recorder:
         if kept < len(settled):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
                         len(settled) - kept, len(settled))
-        for outcome in (outcome for outcome in settled if outcome.verdict.spent):  # the rest: `hand_back`
+        # Hand-backs have no events (`hand_back` counts and logs them); an unready delivery given up has.
+        for outcome in (outcome for outcome in settled if outcome.verdict.events):
             delivery, status = outcome.delivery, outcome.verdict.status
             metrics.count_verdict(status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,

@@ -230,9 +230,14 @@ class Dispatcher:
             outcome = self._send(delivery)
         except NotStarted as broke:  # nothing sent: not left to the lease, never an interruption
             if broke.passes:  # the recorder undoes the claim
-                self._recorder.finish(delivery, hand_back(delivery, broke, self._clock(), self._policy,
-                                                          self._rng))
+                self._recorder.finish(delivery, hand_back(
+                    delivery, broke, self._clock(), self._policy,
+                    timedelta(hours=self._settings.webhook_unready_give_up_h), self._rng))
                 return
+            # A spent attempt is stored only marked (`record_many`): the mark, not the fencing
+            # number, tells this claim from a takeover of it that may have sent the attempt.
+            if not self._post_marks.mark(delivery):
+                raise LeaseLost(delivery.delivery_id) from broke
             outcome = failed_attempt(delivery, broke)
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
             outcome.latency_ms / 1000)
