@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,8 +94,25 @@ class Recorder:
                 return
             else:
                 unstored = self._still_held(unstored)
-                attempts_done.wait(delay)
+                unstored = self._wait_storing_hand_backs(unstored, delay, attempts_done)
                 delay = min(2 * delay, _RETRY_MAX_S)
+
+    def _wait_storing_hand_backs(self, unstored: list[Outcome], delay: float,
+                                 attempts_done: threading.Event) -> list[Outcome]:
+        """Wait `delay` before the next try, storing the hand-backs that arrive meanwhile at once.
+
+        They need PostgreSQL alone: held for the whole wait (up to 5 s at a time, while Kafka is
+        down), a hand-back stayed `sending` past its lease and was taken for an interruption.
+        """
+        until = time.monotonic() + delay
+        while not attempts_done.is_set() and (left := until - time.monotonic()) > 0:
+            try:
+                arrived = self._finished.get(timeout=min(left, 0.05))
+            except queue.Empty:
+                continue
+            if arrived.verdict.spent or arrived.verdict.events or not self._record([arrived]):
+                unstored.append(arrived)
+        return unstored
 
     def _store(self, group: list[Outcome]) -> list[Outcome]:
         """Store the group's hand-backs, then the rest; the outcomes left unstored."""
