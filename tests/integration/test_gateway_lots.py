@@ -91,4 +91,6 @@ def test_a_big_page_is_written_without_stalling_the_other_requests(gateway: Gate
         prober.join()
     assert answer.status_code == 200 and len(answer.json()["lots"]) == 500
     assert len(answer.content) > 30_000_000
-    assert max(waits) < took / 4, f"a probe waited {max(waits):.3f} s of the page's {took:.3f} s"
+    # Written on the loop, the page held a probe for most of its time; written in pieces, a probe
+    # waits at most a scheduling hiccup (a quarter flaked once the page took only 0.4 s).
+    assert max(waits) < took / 2, f"a probe waited {max(waits):.3f} s of the page's {took:.3f} s"
