@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import rate_limit_windows
@@ -299,3 +300,38 @@ def test_requests_counted_while_a_write_is_in_flight_see_its_counts(
         event.remove(engine, "before_cursor_execute", held_write)
     assert accepted_now + outcomes.count(True) == 60
     assert shared_count(engine, client) == 60
+
+
+def test_requests_answered_503_while_postgresql_refuses_are_not_charged_afterwards(engine: Engine) -> None:
+    # A failed write put every count it carried back, the failing request's own too: a client that
+    # polled through an outage (each poll a 503) was charged for all of them once PostgreSQL came
+    # back, and refused for a minute.
+    client, gateway = new_id("client-"), instance(engine, 10)
+
+    def refuse_writes(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "INSERT INTO rate_limit_windows" in statement and client in str(_args):
+            raise OperationalError(statement, None, Exception("server closed the connection"))
+
+    event.listen(engine, "before_cursor_execute", refuse_writes)
+    try:
+        for n in range(30):
+            with pytest.raises(OperationalError):
+                gateway.hit(client, "sync", NOW + timedelta(seconds=n * 0.1))
+    finally:
+        event.remove(engine, "before_cursor_execute", refuse_writes)
+    later = NOW + timedelta(seconds=5)
+    assert accepted(gateway, client, "sync", [later] * 10) == [later] * 10
+    assert refusal(gateway, client, "sync", later) is not None
+
+
+def test_retry_after_is_at_most_the_window_when_later_seconds_were_counted_first(engine: Engine) -> None:
+    # A request counted at the end of a second is refused after ten counted in the next second were
+    # written first (threads queue on one write lock; another instance's clock may run ahead): the
+    # window reopens a fraction past a minute from it, and a Retry-After of 61 made clients that
+    # trust the documented 60 give up.
+    client, gateway = new_id("client-"), instance(engine, 10)
+    late = NOW.replace(microsecond=999_000)
+    next_second = [late + timedelta(seconds=0.01 * (n + 1)) for n in range(10)]
+    assert len(accepted(gateway, client, "sync", next_second)) == 10
+    refused = refusal(gateway, client, "sync", late)
+    assert refused is not None and refused.headers["Retry-After"] == "60"

@@ -156,10 +156,17 @@ class RateLimiter:
                     conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
                     written = self._add(conn, due, tally.pending, oldest)
             except BaseException:
-                with self._lock:  # written by the next write
+                with self._lock:  # written by the next write, all but this request's own
                     for slot, count in tally.pending.items():
                         tally.unwritten[slot] = tally.unwritten.get(slot, 0) + count
                     tally.pending = {}
+                    # It is answered 503, not accepted: kept, it was charged once PostgreSQL came
+                    # back, and a client that polled through an outage got 429s for a minute after.
+                    # (Absent when another thread's write took its count along already.)
+                    if due.slot in tally.unwritten:
+                        tally.unwritten[due.slot] -= 1
+                        if not tally.unwritten[due.slot]:
+                            del tally.unwritten[due.slot]
                 raise
             self._metrics.db("update")
             with self._lock:
@@ -207,6 +214,11 @@ class RateLimiter:
         """The 429 of a request at `now` refused over the window's `counts`, with when to retry."""
         # None: the window has room already (the refusing total held other threads' unwritten counts).
         reopens = self._slots.reopens_at(counts.items(), limit) or now + timedelta(seconds=1)
+        # At most the window: requests of this client counted in a later second than this one (a
+        # thread that wrote first, another instance's clock ahead) put the reopening a fraction
+        # past it, and a client told 61 s where the documents say 60 gave up. Told the window, it
+        # is at worst refused once more, with a Retry-After of 1.
+        reopens = min(reopens, now + timedelta(seconds=self._window_s))
         retry_after = max(1, math.ceil((reopens - now).total_seconds()))
         return ApiError(
             429, "RATE_LIMIT_EXCEEDED",

@@ -110,14 +110,16 @@ class Recorder:
                 arrived = self._finished.get(timeout=min(left, 0.05))
             except queue.Empty:
                 continue
-            if arrived.verdict.spent or arrived.verdict.events or not self._record([arrived]):
+            if arrived.verdict.events or not self._record([arrived]):
                 unstored.append(arrived)
         return unstored
 
     def _store(self, group: list[Outcome]) -> list[Outcome]:
         """Store the group's hand-backs, then the rest; the outcomes left unstored."""
-        handed_back = [outcome for outcome in group if not outcome.verdict.spent]
-        rest = [outcome for outcome in group if outcome.verdict.spent]
+        # By events, not by `spent`: a delivery given up unsent (`unready_given_up`) is unspent but
+        # has its WebhookFailed to publish, and grouped with the hand-backs it held them on Kafka.
+        handed_back = [outcome for outcome in group if not outcome.verdict.events]
+        rest = [outcome for outcome in group if outcome.verdict.events]
         left = [] if not handed_back or self._record(handed_back) else handed_back
         return left + (rest if rest and not self._record(rest) else [])
 

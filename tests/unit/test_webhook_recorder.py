@@ -1,0 +1,45 @@
+"""The recorder stores hand-backs (PostgreSQL alone) apart from outcomes with events (Kafka first)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from lotlens_common.envelope import Envelope
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, not_started, unready_given_up
+from lotlens_webhook_dispatcher.recorder import Outcome, Recorder
+
+NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
+POLICY = RetryPolicy((30.0, 60.0, 120.0, 240.0), jitter=0.0, retry_after_cap_s=3600)
+
+
+def _delivery(delivery_id: str) -> Delivery:
+    fields: dict[str, Any] = dict(delivery_id=delivery_id, job_id="job-1", client_id="acme",
+                                  webhook_url="https://hooks.example.com/x", part=1, total_parts=1, attempt=1)
+    return Delivery(**fields)
+
+
+def _outcome(delivery: Delivery, verdict: Any) -> Outcome:
+    return Outcome(delivery, verdict, [Envelope(event=event, client_id="acme") for event in verdict.events])
+
+
+def test_a_delivery_given_up_unsent_is_not_grouped_with_the_hand_backs_while_kafka_is_down() -> None:
+    # Given up unsent, a delivery is not spent but has a WebhookFailed to publish: grouped with the
+    # hand-backs, the Kafka outage that held its event held them too (`sending` the whole outage).
+    recorder = Recorder(None, None, "topic", 120.0, lambda: NOW, lambda _: None)  # type: ignore[arg-type]
+    groups: list[list[str]] = []
+
+    def record(group: list[Outcome]) -> bool:
+        groups.append([outcome.delivery.delivery_id for outcome in group])
+        return not any(outcome.envelopes for outcome in group)  # Kafka is down
+
+    recorder._record = record  # type: ignore[method-assign]
+    given_up = _outcome(_delivery("given-up"), unready_given_up(_delivery("given-up"), "no key", NOW))
+    handed_back = _outcome(_delivery("handed-back"), not_started(NOW, POLICY))
+    assert not given_up.verdict.spent and given_up.envelopes and not handed_back.envelopes
+
+    left = recorder._store([given_up, handed_back])
+
+    assert groups == [["handed-back"], ["given-up"]]
+    assert left == [given_up]
