@@ -25,8 +25,13 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+# How to build an index without blocking writes: machinery, not a schema (it names no table).
+MACHINERY = {"lotlens_common.migrations", "lotlens_common.migrations.concurrent_indexes"}
+
+
 def test_no_revision_imports_the_models_or_any_lotlens_module() -> None:
-    readers = {path.name: sorted(m for m in imported_modules(path) if m.split(".")[0].startswith("lotlens"))
+    readers = {path.name: sorted(m for m in imported_modules(path)
+                                 if m.split(".")[0].startswith("lotlens") and m not in MACHINERY)
                for path in REVISIONS}
     assert {name: modules for name, modules in readers.items() if modules} == {}
 

@@ -13,10 +13,9 @@ Revises: 0019_outbox_client_events
 
 from __future__ import annotations
 
-import contextlib
-
 import sqlalchemy as sa
-from alembic import op
+
+from lotlens_common.migrations import concurrent_indexes
 
 revision = "0020_lots_request_order"
 down_revision = "0019_outbox_client_events"
@@ -33,38 +32,10 @@ INDEXES = {
 
 
 def upgrade() -> None:
-    """Build each index concurrently, after dropping an invalid one left by an interrupted build.
-
-    Without the runner's lock timeout: it is there so that DDL waiting for a table lock does not
-    queue intake and the stages behind it, but a concurrent build's waits (for older transactions,
-    and its SHARE UPDATE EXCLUSIVE lock) queue no reads or writes. Bounded at 5 s, any transaction
-    longer than that (the dispatcher streaming a big job's lots) made the build give way, throw its
-    work away and start again, until the migrate Job failed.
-    """
-    with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        limit = bind.execute(sa.text("SELECT current_setting('lock_timeout')")).scalar_one()
-        bind.execute(sa.text("SET lock_timeout = 0"))
-        try:
-            for name, (columns, where) in INDEXES.items():
-                if _invalid(name):
-                    op.drop_index(name, table_name="lots", postgresql_concurrently=True, if_exists=True)
-                op.create_index(name, "lots", columns, postgresql_where=where, postgresql_concurrently=True,
-                                if_not_exists=True)
-        finally:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):  # a session gone ends with its setting
-                bind.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": limit})
+    """Build both indexes concurrently (`concurrent_indexes` says how, and why without a lock timeout)."""
+    concurrent_indexes.build("lots", INDEXES)
 
 
 def downgrade() -> None:
     """Drop the indexes, concurrently too."""
-    with op.get_context().autocommit_block():
-        for name in INDEXES:
-            op.drop_index(name, table_name="lots", postgresql_concurrently=True, if_exists=True)
-
-
-def _invalid(name: str) -> bool:
-    """An index of that name exists in the schema migrated (the search path's) and is not valid."""
-    valid = op.get_bind().execute(
-        sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"), {"n": name}).scalar()
-    return valid is False
+    concurrent_indexes.drop("lots", INDEXES)

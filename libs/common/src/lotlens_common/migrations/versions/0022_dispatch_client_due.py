@@ -13,10 +13,9 @@ Revises: 0021_dispatch_post_started
 
 from __future__ import annotations
 
-import contextlib
-
 import sqlalchemy as sa
-from alembic import op
+
+from lotlens_common.migrations import concurrent_indexes
 
 revision = "0022_dispatch_client_due"
 down_revision = "0021_dispatch_post_started"
@@ -25,32 +24,11 @@ NAME = "ix_dispatch_client_due"
 
 
 def upgrade() -> None:
-    """Build the index concurrently, after dropping an invalid one left by an interrupted build;
-    without the runner's lock timeout (a concurrent build's waits queue no reads or writes, and
-    bounded, it gave way to every long transaction: 0020_lots_request_order)."""
-    with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        limit = bind.execute(sa.text("SELECT current_setting('lock_timeout')")).scalar_one()
-        bind.execute(sa.text("SET lock_timeout = 0"))
-        try:
-            if _invalid(NAME):
-                op.drop_index(NAME, table_name="dispatch_queue", postgresql_concurrently=True, if_exists=True)
-            op.create_index(NAME, "dispatch_queue", ["client_id", "next_attempt_at"],
-                            postgresql_where=sa.text("status IN ('pending', 'sending')"),
-                            postgresql_concurrently=True, if_not_exists=True)
-        finally:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):  # a session gone ends with its setting
-                bind.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": limit})
+    """Build the index concurrently (`concurrent_indexes` says how, and why without a lock timeout)."""
+    open_rows = sa.text("status IN ('pending', 'sending')")
+    concurrent_indexes.build("dispatch_queue", {NAME: (["client_id", "next_attempt_at"], open_rows)})
 
 
 def downgrade() -> None:
     """Drop the index, concurrently too."""
-    with op.get_context().autocommit_block():
-        op.drop_index(NAME, table_name="dispatch_queue", postgresql_concurrently=True, if_exists=True)
-
-
-def _invalid(name: str) -> bool:
-    """An index of that name exists in the schema migrated (the search path's) and is not valid."""
-    valid = op.get_bind().execute(
-        sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"), {"n": name}).scalar()
-    return valid is False
+    concurrent_indexes.drop("dispatch_queue", [NAME])

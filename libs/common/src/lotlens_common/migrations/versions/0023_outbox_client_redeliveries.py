@@ -13,10 +13,9 @@ Revises: 0022_dispatch_client_due
 
 from __future__ import annotations
 
-import contextlib
-
 import sqlalchemy as sa
-from alembic import op
+
+from lotlens_common.migrations import concurrent_indexes
 
 revision = "0023_outbox_client_redeliveries"
 down_revision = "0022_dispatch_client_due"
@@ -25,31 +24,11 @@ NAME = "ix_outbox_client_redeliveries"
 
 
 def upgrade() -> None:
-    """Build the index concurrently, after dropping an invalid one left by an interrupted build,
-    without the runner's lock timeout (0020_lots_request_order says why)."""
-    with op.get_context().autocommit_block():
-        bind = op.get_bind()
-        limit = bind.execute(sa.text("SELECT current_setting('lock_timeout')")).scalar_one()
-        bind.execute(sa.text("SET lock_timeout = 0"))
-        try:
-            if _invalid(NAME):
-                op.drop_index(NAME, table_name="outbox", postgresql_concurrently=True, if_exists=True)
-            op.create_index(NAME, "outbox", ["client_id", "created_at"],
-                            postgresql_where=sa.text("event_type = 'WebhookRedeliveryRequested'"),
-                            postgresql_concurrently=True, if_not_exists=True)
-        finally:
-            with contextlib.suppress(sa.exc.SQLAlchemyError):  # a session gone ends with its setting
-                bind.execute(sa.text("SELECT set_config('lock_timeout', :t, false)"), {"t": limit})
+    """Build the index concurrently (`concurrent_indexes` says how, and why without a lock timeout)."""
+    redeliveries = sa.text("event_type = 'WebhookRedeliveryRequested'")
+    concurrent_indexes.build("outbox", {NAME: (["client_id", "created_at"], redeliveries)})
 
 
 def downgrade() -> None:
     """Drop the index, concurrently too."""
-    with op.get_context().autocommit_block():
-        op.drop_index(NAME, table_name="outbox", postgresql_concurrently=True, if_exists=True)
-
-
-def _invalid(name: str) -> bool:
-    """An index of that name exists in the schema migrated (the search path's) and is not valid."""
-    valid = op.get_bind().execute(
-        sa.text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"), {"n": name}).scalar()
-    return valid is False
+    concurrent_indexes.drop("outbox", [NAME])
