@@ -268,15 +268,22 @@ def _unseen_bound(after: tuple[int, str]) -> Any:
                   select(literal(after[1], Text)).scalar_subquery())
 
 
-def lot_page(conn: Connection, job: JobView, statuses: Collection[str] | None, limit: int, offset: int
-             ) -> tuple[list[dict[str, Any]], int]:
+def lot_page(conn: Connection, job: JobView, statuses: Collection[str] | None, limit: int, offset: int,
+             max_bytes: int) -> tuple[list[dict[str, Any]], int]:
     """One page of the job's lots in request order (only those in `statuses`, if given), and how
-    many match in all; each lot in the contract's shape (running jobs' lots too)."""
+    many match in all; each lot in the contract's shape (running jobs' lots too).
+
+    The page takes as many of the next `limit` lots as fit in `max_bytes` of JSON (`lot_bytes`, read
+    before the lots), at least one: a lot may list 500 missing URLs of 8 KB, and 500 such lots
+    rendered at once were gigabytes for one request."""
     conditions = [lots.c.job_id == job.job_id]
     if statuses is not None:
         conditions.append(lots.c.status.in_(list(statuses)))
+    sizes = conn.execute(select(lot_bytes()).where(*conditions).order_by(*LOT_REQUEST_ORDER)
+                         .limit(limit).offset(offset)).scalars().all()
+    fitting = next(chunk_counts(list(sizes), max_bytes), 0)
     rows = conn.execute(select(*_RENDERED).where(*conditions).order_by(*LOT_REQUEST_ORDER)
-                        .limit(limit).offset(offset)).mappings().all()
+                        .limit(fitting).offset(offset)).mappings().all() if fitting else []
     matching = conn.execute(select(func.count()).select_from(lots).where(*conditions)).scalar_one()
     text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
     order = {language: i for i, language in enumerate(job.languages)}

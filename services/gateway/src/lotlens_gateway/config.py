@@ -78,6 +78,9 @@ class GatewaySettings(ServiceSettings):
     send_stall_timeout_s: float = Field(default=30.0, gt=0)
     download_slots: int = 32
     download_slots_per_client: int = 4
+    # A lots page takes as many of its `limit` lots as fit in this many bytes of JSON (at least one):
+    # 500 lots listing 500 missing URLs of 8 KB each were gigabytes rendered for one request.
+    lots_page_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1)
     # A job body (bigger than `max_lot_bytes`, or of undeclared size) holds one of the intake's
     # admissions while it is read: once `job_body_min_rate_after_s` have passed, fewer bytes than
     # `job_body_min_bytes_per_s` on average since its head is a 408 (0 turns the floor off).

@@ -80,18 +80,18 @@ def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
                    "descriptions": [], "missing_images": []}
 
 
-def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int
+def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int, max_bytes: int
               ) -> tuple[list[dict[str, Any]], int]:
     """One page of the job's lots (`lot_page`); a cancelled job's unfinished lots read `cancelled`,
     and are the ones `status=cancelled` finds, before the result-store has projected it."""
     if job.status != CANCELLED:
-        return lot_page(conn, job, None if status is None else [status], limit, offset)
+        return lot_page(conn, job, None if status is None else [status], limit, offset, max_bytes)
     statuses: set[str] | None = None
     if status is not None:
         statuses = set() if status in _UNSETTLED_LOTS else {status}
         if status == CANCELLED:
             statuses |= _UNSETTLED_LOTS
-    page, total = lot_page(conn, job, statuses, limit, offset)
+    page, total = lot_page(conn, job, statuses, limit, offset, max_bytes)
     for lot in page:
         if lot["status"] not in _SETTLED_LOTS:
             lot["status"] = CANCELLED

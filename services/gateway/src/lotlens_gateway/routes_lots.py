@@ -38,7 +38,11 @@ class LotPage(BaseModel):
             summary="A job's lots, a page at a time (running jobs too), optionally by status",
             description=("Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path. "
                          "Each lot in `batch-results`' shape (descriptions, missing images, the failure "
-                         "reason, usage); `status=failed` lists the failed lots."),
+                         "reason, usage); `status=failed` lists the failed lots. A page holds as many of "
+                         "`limit` lots as fit in `LOTLENS_LOTS_PAGE_MAX_BYTES` of JSON (4 MiB by default; "
+                         "at least one lot): when that cuts it short, `pagination.limit` is the number of "
+                         "lots it holds and `has_more` is true, so the next page starts at "
+                         "`offset + pagination.limit` (`offset + len(lots)`)."),
             responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
         job_id: str, client_id: DownloadClient, deps: Deps,
@@ -49,11 +53,14 @@ async def job_lots(
     """One page of lots and the pagination block."""
 
     def read() -> bytes:
-        job, found = deps.store.job_and(job_id, client_id,
-                                        lambda conn, job: lots_page(conn, job, status, limit, offset))
+        max_bytes = deps.settings.lots_page_max_bytes
+        job, found = deps.store.job_and(
+            job_id, client_id, lambda conn, job: lots_page(conn, job, status, limit, offset, max_bytes))
         page, total = found or ([], 0)
         more = offset + len(page) < total
-        pagination = {"limit": limit, "offset": offset, "total": total, "has_more": more}
+        # A page its bytes cut short says how many lots it took: the next starts past them.
+        taken = len(page) if more and page else limit
+        pagination = {"limit": taken, "offset": offset, "total": total, "has_more": more}
         return encoded({"job_id": job_id, "status": job.status, "pagination": pagination}, "lots", page)
 
     return json_download(await run_in_threadpool(read))
