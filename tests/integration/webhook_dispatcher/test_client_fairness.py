@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import timedelta
 
 import httpx2
 import pytest
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
+from sqlalchemy import text
 
+from lotlens_common.clock import utc_now
+from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.dispatch_queue import delivery_id
 from lotlens_webhook_dispatcher.guard import GuardedTransport, Resolver
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
     KEY,
     Reply,
+    client_secret,
     dispatcher_settings,
     insert_finished_job,
     publish_completed,
@@ -74,3 +80,25 @@ def test_a_clients_backlog_of_silent_endpoints_does_not_hold_up_another_clients_
     # Before any of them could time out, the flood had its share of the slots and no more.
     assert len([at for at in silent.accepted if at < silent.accepted[0] + TIMEOUT_S / 2]) == share
     assert flood_in_flight == share
+
+
+def test_a_row_lock_held_on_a_clients_earliest_delivery_does_not_stop_its_later_ones(config, db):
+    # Only the chosen candidates were locked (SKIP LOCKED), and the candidates were read without
+    # skipping locks: with the client's earliest row held by another session (a claim stalled
+    # mid-transaction), the client was chosen that row alone each time and claimed nothing.
+    with receiver(lambda _r: Reply(200)) as hooks:
+        held_url, next_url = f"{hooks.url}/held", f"{hooks.url}/next"
+        job_id = insert_finished_job(db, [held_url, next_url, None])
+        client_secret(db)
+        now = utc_now()
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, CLIENT, {held_url: 1}, now - timedelta(minutes=1))
+            dispatch_queue.schedule(conn, job_id, CLIENT, {next_url: 1}, now)
+        settings = dispatcher_settings(config, new_id("g-"), webhook_per_client_concurrency=1)
+        with db.connect() as holder, holder.begin():
+            holder.execute(text("SELECT 1 FROM dispatch_queue WHERE delivery_id = :id FOR UPDATE"),
+                           {"id": delivery_id(job_id, held_url, 1)})
+            with running(settings, db):
+                wait_for(lambda: bool(hooks.on("/next")), timeout_s=10)
+            assert hooks.on("/held") == []
+    assert [r.attempt for r in hooks.on("/next")] == [1]

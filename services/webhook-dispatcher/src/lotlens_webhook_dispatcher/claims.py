@@ -9,12 +9,14 @@ waits behind its own deliveries only. Claimed earliest-due first for everyone, a
 50,000 webhooks to endpoints that never answer, each on a host name of its own (the per-host
 limit never bit), held every slot for hours while every other client's webhooks waited; and the
 claim sorted all due rows each time (0.8 s at 300,000). A client never has more than
-`per_client` attempts under way on one instance. A row another instance locked or claimed
-between the read and the lock is passed over: this claim takes fewer, the next one the rest.
+`per_client` attempts under way on one instance. A row another session holds locked, or claimed
+between the read and the lock, is passed over, and the candidates are read once more without it:
+a lock held on a client's earliest rows no longer leaves the client nothing to claim.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -104,11 +106,27 @@ def claim(conn: Connection, now: datetime, room: Room, lease_s: float,
     `in_flight` are this instance's own attempts under way: a stalled one is never taken over by
     its own instance (another instance may, once the lease has run out).
     """
+    chosen, passed = _claim_round(conn, now, room, in_flight)
+    if passed:
+        # Once more past the rows another session holds: a lock held for long (a claim stalled
+        # or cut off mid-transaction) on a client's earliest rows left it nothing to claim while
+        # it had later ones due. Our own chosen rows are excluded too (ours, so never skipped).
+        more, _ = _claim_round(conn, now, _less(room, chosen),
+                               [*in_flight, *passed, *(d.delivery_id for d in chosen)])
+        chosen += more
+    _lease(conn, chosen, now, lease_s)
+    return chosen
+
+
+def _claim_round(conn: Connection, now: datetime, room: Room,
+                 excluded: Collection[str]) -> tuple[list[Delivery], list[str]]:
+    """The due deliveries chosen in turns within `room` and locked, and the ids of those chosen but
+    passed over (locked by another session, or claimed by it since they were read)."""
     if room.slots <= 0:
-        return []
+        return [], []
     candidates = conn.execute(_DUE_IN_TURNS, {
         "now": now, "slots": room.slots, "per_client": room.per_client, "host_pattern": HOST_PATTERN,
-        "candidates": _CANDIDATES_PER_ATTEMPT, "in_flight": list(in_flight),
+        "candidates": _CANDIDATES_PER_ATTEMPT, "in_flight": list(excluded),
         "client_rooms": json_rows({"client_id": c, "room": room.client(c)} for c in room.clients),
         "full_hosts": [host for host in room.hosts if room.host(host) <= 0]}).mappings()
     hosts, clients = dict(room.hosts), dict(room.clients)
@@ -123,12 +141,19 @@ def claim(conn: Connection, now: datetime, room: Room, lease_s: float,
         clients[client_id] = clients.get(client_id, 0) + 1
         turns.append(row["delivery_id"])
     if not turns:
-        return []
+        return [], []
     locked = {row["delivery_id"]: row for row in conn.execute(
         _LOCK_CHOSEN, {"chosen": turns, "now": now}).mappings()}
     chosen = [_delivery(locked[delivery_id]) for delivery_id in turns if delivery_id in locked]
-    _lease(conn, chosen, now, lease_s)
-    return chosen
+    return chosen, [delivery_id for delivery_id in turns if delivery_id not in locked]
+
+
+def _less(room: Room, chosen: list[Delivery]) -> Room:
+    """`room` without what the `chosen` take."""
+    hosts, clients = Counter(room.hosts), Counter(room.clients)
+    hosts.update(d.host for d in chosen)
+    clients.update(d.client_id for d in chosen)
+    return Room(room.slots - len(chosen), room.per_host, room.per_client, dict(hosts), dict(clients))
 
 
 def _lease(conn: Connection, chosen: list[Delivery], now: datetime, lease_s: float) -> None:
