@@ -14,6 +14,7 @@ from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFai
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
+from lotlens_webhook_dispatcher.post_marks import PostMarks
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -107,6 +108,28 @@ def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_re
     attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
     assert attempts == [(n, False) for n in range(1, 6)]
     assert state(db, job_id) == [("failed", 5, 0)]
+
+
+def test_a_defects_failed_attempt_that_cannot_be_marked_ends_after_the_interruptions_allowed(
+        config, db, events, monkeypatch):
+    # The mark of the defect's failed attempt raised out of the attempt: the row stayed `sending`
+    # unmarked, and each lease later the same attempt was claimed again, no interruption counted,
+    # for good.
+    def defect(*_args: Any, **_kwargs: Any) -> Any:
+        raise ValueError("a payload defect (test)")
+
+    def mark_defect(*_args: Any, **_kwargs: Any) -> bool:
+        raise RuntimeError("a mark defect (test)")
+
+    monkeypatch.setattr(payloads, "part_body", defect)
+    monkeypatch.setattr(PostMarks, "mark", mark_defect)
+    with one_webhook(db, "/unmarked") as (hooks, _url, job_id), running(quick(config), db):
+        publish_completed(config, job_id)
+        seen = events.until(lambda seen: bool(finals(seen)), timeout_s=45)
+    assert hooks.on("/unmarked") == [] and of(WebhookAttempted, seen) == []
+    [failed] = of(WebhookFailed, seen)
+    assert failed.attempts == 0 and "a mark defect (test)" in str(failed.error), failed
+    assert state(db, job_id) == [("failed", 0, INTERRUPTIONS_ALLOWED + 1)]
 
 
 def test_a_hand_back_is_stored_while_kafka_is_down_not_held_with_the_sent_outcomes(config, db, events):

@@ -15,6 +15,7 @@ from lotlens_common.events import WebhookAttempted
 from lotlens_common.tables import dispatch_queue as dispatch_queue_table
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.claims import Room, claim
+from lotlens_webhook_dispatcher.dispatch_queue import Record
 from lotlens_webhook_dispatcher.post_marks import PostMarks
 from lotlens_webhook_dispatcher.worker import LeaseLost
 from tests.integration.webhook_dispatcher.support import (
@@ -75,7 +76,7 @@ def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_se
             assert dispatch_queue.mark_posting(conn, [taker], later, 1.0) == {taker.delivery_id}
             assert dispatch_queue.mark_posting(conn, [stalled], later, 1.0) == set()
             # Nor can the stalled claim hand the attempt back now that it is under way.
-            assert dispatch_queue.record_many(conn, [(stalled, "pending", later, False)], later) == 0
+            assert dispatch_queue.record_many(conn, [Record(stalled, "pending", later, False)], later) == 0
         assert state(db, job_id) == [("sending", 1, 0)]
 
 
@@ -119,5 +120,5 @@ def test_a_stalled_claims_defect_is_not_recorded_over_the_attempt_the_instance_t
         with running(quick(config), db) as stalled_instance, suppress(LeaseLost):
             stalled_instance.attempt(stalled)  # its body build fails; its outcome stored as it stops
         with db.begin() as conn:  # the POST was answered 200
-            stored = dispatch_queue.record_many(conn, [(taker, "delivered", None, True)], later)
+            stored = dispatch_queue.record_many(conn, [Record(taker, "delivered", None, True)], later)
         assert (stored, state(db, job_id)) == (1, [("delivered", 1, 0)])

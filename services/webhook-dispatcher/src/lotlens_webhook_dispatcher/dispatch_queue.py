@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import (
     ARRAY,
@@ -155,10 +156,20 @@ def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime
     return set(result.scalars())
 
 
-def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, datetime | None, bool]],
+class Record(NamedTuple):
+    """An attempt's outcome to store: the delivery's status, next attempt, whether the attempt was
+    spent, and whether its hand-back counts an interruption (`not_started.unmarked`)."""
+
+    delivery: Delivery
+    status: str
+    due: datetime | None
+    spent: bool
+    interrupted: bool = False
+
+
+def record_many(conn: Connection, outcomes: Sequence[Record],
                 now: datetime) -> int:
-    """Store attempts' outcomes (status, next attempt, whether the attempt was spent) in one
-    statement; how many were still held.
+    """Store attempts' outcomes (`Record`) in one statement; how many were still held.
 
     An attempt not spent (it broke before its POST) gives its number back: the claim is undone
     but for the interruption it may have found, and the next claim makes the same attempt. An
@@ -176,15 +187,17 @@ def record_many(conn: Connection, outcomes: Sequence[tuple[Delivery, str, dateti
     result = conn.execute(text("""
         UPDATE dispatch_queue AS q
            SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now,
-               attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END, post_started = true
+               attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END, post_started = true,
+               interruptions = q.interruptions + CASE WHEN o.interrupted THEN 1 ELSE 0 END
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean)
+               AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean,
+                    interrupted boolean)
          WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt
            AND o.spent = q.post_started"""),
         {"now": now, "rows": json_rows(
-            {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt, "status": status,
-             "next_attempt_at": next_attempt_at or now, "spent": spent}
-            for delivery, status, next_attempt_at, spent in outcomes)})
+            {"delivery_id": r.delivery.delivery_id, "attempt": r.delivery.attempt, "status": r.status,
+             "next_attempt_at": r.due or now, "spent": r.spent, "interrupted": r.interrupted}
+            for r in outcomes)})
     return int(result.rowcount)
 
 

@@ -19,6 +19,7 @@ after they were scheduled (WebhookFailed, saying why).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from lotlens_webhook_dispatcher import metrics
 from lotlens_webhook_dispatcher.delivery import AttemptOutcome
-from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, Delivery
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, Verdict, not_started, unready_given_up
 
 log = logging.getLogger(__name__)
@@ -113,3 +114,21 @@ def failed_attempt(delivery: Delivery, broke: NotStarted) -> AttemptOutcome:
     log.error("attempt %d of delivery %s not sent: %s", delivery.attempt, delivery.delivery_id, broke,
               exc_info=broke, extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
     return AttemptOutcome(False, 0.0, error=f"not sent: {broke}")
+
+
+def unmarked(delivery: Delivery, broke: NotStarted, mark_error: Exception, now: datetime,
+             policy: RetryPolicy, rng: random.Random | None = None) -> Verdict:
+    """The verdict on a defect's failed attempt that could not be marked (so not stored as spent):
+    handed back, counted as an interruption, and given up once interrupted too often.
+
+    Raised on, the claim was left to its lease unmarked: taken up again as the same attempt, no
+    interruption counted, and a mark that fails each time (a defect) tried it every lease for good.
+    """
+    metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
+    log.error("attempt %d of delivery %s not sent, and its failure could not be recorded: %s",
+              delivery.attempt, delivery.delivery_id, mark_error, exc_info=mark_error,
+              extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
+    if delivery.interruptions >= INTERRUPTIONS_ALLOWED:
+        why = f"given up: not sent, and the failure could not be recorded: {broke}: {mark_error}"
+        return dataclasses.replace(unready_given_up(delivery, why, now), interrupted=True)
+    return dataclasses.replace(not_started(now, policy, rng), interrupted=True)

@@ -40,6 +40,8 @@ class Verdict:
     due: datetime | None = None
     # False for an attempt that broke before its POST: the claim gives its attempt number back.
     spent: bool = True
+    # An interruption counted with it (a hand-back whose failed attempt could not be marked).
+    interrupted: bool = False
 
     @property
     def record_only(self) -> bool:
@@ -85,8 +87,8 @@ def not_started(now: datetime, policy: RetryPolicy, rng: random.Random | None = 
 
 
 def unready_given_up(delivery: Delivery, why: str, now: datetime) -> Verdict:
-    """A delivery that could not start for too long, given up; the claim's attempt not spent, as
-    nothing was sent."""
+    """A delivery that could not start for too long (or whose failures could not be recorded), given
+    up; the claim's attempt not spent, as nothing was sent."""
     event = failed(delivery, why, now).model_copy(update={"attempts": delivery.attempt - 1})
     return Verdict("failed", [event], spent=False)
 

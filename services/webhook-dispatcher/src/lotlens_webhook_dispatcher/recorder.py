@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from lotlens_common.envelope import Envelope
 from lotlens_common.producer import EventProducer
 from lotlens_webhook_dispatcher import dispatch_queue, metrics
-from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery, Record
 from lotlens_webhook_dispatcher.outcomes import Verdict
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,8 @@ class Recorder:
             if settled:
                 with self._engine.begin() as conn:
                     kept = dispatch_queue.record_many(conn, [
-                        (o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent) for o in settled],
-                        self._clock())
+                        Record(o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent,
+                               o.verdict.interrupted) for o in settled], self._clock())
         except Exception:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))

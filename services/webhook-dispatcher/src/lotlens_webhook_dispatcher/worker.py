@@ -51,6 +51,7 @@ from lotlens_webhook_dispatcher.not_started import (
     before_post,
     failed_attempt,
     hand_back,
+    unmarked,
 )
 from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, judge
 from lotlens_webhook_dispatcher.post_marks import PostMarks
@@ -236,7 +237,13 @@ class Dispatcher:
                 return
             # A spent attempt is stored only marked (`record_many`): the mark, not the fencing
             # number, tells this claim from a takeover of it that may have sent the attempt.
-            if not self._post_marks.mark(delivery):
+            try:
+                held = self._post_marks.mark(delivery)
+            except Exception as mark_error:  # an end, not an endless retake of the same attempt
+                self._recorder.finish(delivery, unmarked(delivery, broke, mark_error, self._clock(),
+                                                         self._policy, self._rng))
+                return
+            if not held:
                 raise LeaseLost(delivery.delivery_id) from broke
             outcome = failed_attempt(delivery, broke)
         metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
