@@ -4,10 +4,11 @@ neither an attempt nor an interruption, and the delivery goes out once the reads
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
@@ -215,4 +216,29 @@ def test_a_client_whose_key_never_comes_is_given_up_with_the_reason_after_the_un
     [failed] = of(WebhookFailed, seen, url)
     assert "no key for client" in failed.error and "given up" in failed.error, failed
     assert failed.attempts == 0 and of(WebhookAttempted, seen) == [] and hooks.on("/never-keyed") == []
+    assert state(db, job_id) == [("failed", 0, 0)]
+
+
+def test_a_long_pending_delivery_is_given_up_the_unready_bound_after_its_first_unready_not_at_it(
+        config, db, events):
+    # Measured from when it was scheduled, a delivery pending over the bound (the dispatcher down
+    # or backlogged, a Retry-After) was given up at its first passing unready (a key briefly
+    # missing in a configuration rollout).
+    settings = quick(config).model_copy(update={"clients": {}})  # no key; the bound is 24 h
+    with one_webhook(db, "/late") as (hooks, url, job_id):
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now() - timedelta(hours=48))
+        before = attempts_not_started("no_key")
+        with running(settings, db):
+            wait_for(lambda: attempts_not_started("no_key") - before >= 2
+                     or state(db, job_id)[0][0] == "failed")
+            [row] = queue_rows(db, job_id)
+            assert row["status"] in ("pending", "sending") and row["unready_since"] is not None, dict(row)
+            with db.begin() as conn:  # its first unready was past the bound ago
+                conn.execute(text("UPDATE dispatch_queue SET unready_since = now() - interval '25 hours'"
+                                  " WHERE job_id = :job_id"), {"job_id": job_id})
+            seen = events.until(lambda seen: bool(finals(seen)), timeout_s=20)
+    [failed] = of(WebhookFailed, seen, url)
+    assert "could not start for 25" in failed.error and "no key for client" in failed.error, failed
+    assert failed.attempts == 0 and of(WebhookAttempted, seen) == [] and hooks.on("/late") == []
     assert state(db, job_id) == [("failed", 0, 0)]

@@ -225,6 +225,9 @@ dispatch_queue = Table(
     # False from a claim until its attempt's POST starts: a claim whose lease ran out with it
     # false was never sent, and is made again rather than recorded as interrupted.
     Column("post_started", Boolean, nullable=False, server_default="true"),
+    # When its attempts first could not start (no key, job not in the read models), NULL since its
+    # last attempt: it is given up `LOTLENS_WEBHOOK_UNREADY_GIVE_UP_H` after.
+    Column("unready_since", DateTime(timezone=True)),
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The job's W3C trace context, so the POST joins the job's trace (NULL when tracing is off).

@@ -187,5 +187,5 @@ def _delivery(row: RowMapping) -> Delivery:
         interrupted_at=row["updated_at"] if interrupted else None,
         interruptions=interruptions,
         traceparent=row["traceparent"],
-        created_at=row["created_at"],
+        unready_since=row["unready_since"],
     )

@@ -39,8 +39,8 @@ class DispatcherSettings(ServiceSettings):
     # ids: the same `webhook-id`s, which receivers deduplicate.
     webhook_queue_retention_h: float = Field(15 * 24.0, gt=0)
     # A delivery that cannot start yet (its client has no key, its job is not in the read models)
-    # is given up this long after it was scheduled: a client removed from LOTLENS_CLIENTS, or a job
-    # whose projection was dead-lettered, was handed back every 30 s for good.
+    # is given up this long after its attempts first could not start: a client removed from
+    # LOTLENS_CLIENTS, or a job whose projection was dead-lettered, was handed back every 30 s for good.
     webhook_unready_give_up_h: float = Field(24.0, gt=0)
     # How long a client's webhook secrets are cached (a new secret reaches deliveries this late;
     # an overlap's end is kept to the second).

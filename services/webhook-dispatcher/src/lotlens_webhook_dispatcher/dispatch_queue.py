@@ -70,8 +70,8 @@ class Delivery:
     interruptions: int = 0
     # The job's W3C trace context (None when tracing was off as it was scheduled).
     traceparent: str | None = None
-    # When the delivery was scheduled (how long one that cannot start yet has waited).
-    created_at: datetime | None = None
+    # Since when its attempts could not start yet (how long it has waited for what they need).
+    unready_since: datetime | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -158,13 +158,15 @@ def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime
 
 class Record(NamedTuple):
     """An attempt's outcome to store: the delivery's status, next attempt, whether the attempt was
-    spent, and whether its hand-back counts an interruption (`not_started.unmarked`)."""
+    spent, whether its hand-back counts an interruption (`not_started.unmarked`), and whether it is
+    handed back unready (`unready_since` set if unset; a spent attempt clears it)."""
 
     delivery: Delivery
     status: str
     due: datetime | None
     spent: bool
     interrupted: bool = False
+    unready: bool = False
 
 
 def record_many(conn: Connection, outcomes: Sequence[Record],
@@ -188,15 +190,18 @@ def record_many(conn: Connection, outcomes: Sequence[Record],
         UPDATE dispatch_queue AS q
            SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now,
                attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END, post_started = true,
-               interruptions = q.interruptions + CASE WHEN o.interrupted THEN 1 ELSE 0 END
+               interruptions = q.interruptions + CASE WHEN o.interrupted THEN 1 ELSE 0 END,
+               unready_since = CASE WHEN o.unready THEN coalesce(q.unready_since, :now)
+                                    WHEN o.spent THEN NULL ELSE q.unready_since END
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean,
-                    interrupted boolean)
+                    interrupted boolean, unready boolean)
          WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt
            AND o.spent = q.post_started"""),
         {"now": now, "rows": json_rows(
             {"delivery_id": r.delivery.delivery_id, "attempt": r.delivery.attempt, "status": r.status,
-             "next_attempt_at": r.due or now, "spent": r.spent, "interrupted": r.interrupted}
+             "next_attempt_at": r.due or now, "spent": r.spent, "interrupted": r.interrupted,
+             "unready": r.unready}
             for r in outcomes)})
     return int(result.rowcount)
 

@@ -14,7 +14,7 @@ shared key configured (the operator's omission, put right by configuring it). As
 attempts, both used up the five attempts within minutes and gave the delivery up, never sent;
 handed back without end, a client removed from LOTLENS_CLIENTS or a job whose projection was
 dead-lettered kept its deliveries open for good. They are given up `webhook_unready_give_up_h`
-after they were scheduled (WebhookFailed, saying why).
+after their attempts first could not start (`unready_since`; WebhookFailed, saying why).
 """
 
 from __future__ import annotations
@@ -83,19 +83,22 @@ def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: Retr
     passes (the delivery is neither attempted nor given up); counted and logged once.
 
     A missing key is logged as an error: it passes only once an operator configures the key. A
-    delivery that cannot start yet (`Unready`) `give_up_after` after it was scheduled is given up
-    instead: a key never configured, or a job its projection never reached, is no longer coming.
+    delivery that cannot start yet (`Unready`) `give_up_after` after its attempts first could not
+    (`unready_since`) is given up instead: a key never configured, or a job its projection never
+    reached, is no longer coming. Measured from when it was scheduled, a delivery that had waited
+    that long for other reasons (the dispatcher down, a Retry-After) was given up at its first
+    passing unready.
     """
     metrics.ATTEMPTS_NOT_STARTED.labels(reason=broke.reason).inc()
-    waited = now - (delivery.created_at or now)
+    waited = now - (delivery.unready_since or now)
     if broke.unready and waited >= give_up_after:
         hours = waited.total_seconds() / 3600
-        log.error("delivery %s given up: not sent in %.1f h since it was scheduled: %s",
+        log.error("delivery %s given up: could not start for %.1f h: %s",
                   delivery.delivery_id, hours, broke,
                   extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         return unready_given_up(
-            delivery, f"given up: not sent in {hours:.1f} h since it was scheduled: {broke}", now)
-    verdict = not_started(now, policy, rng)
+            delivery, f"given up: not sent, could not start for {hours:.1f} h: {broke}", now)
+    verdict = dataclasses.replace(not_started(now, policy, rng), unready=broke.unready)
     log.log(logging.ERROR if broke.reason == "no_key" else logging.WARNING,
             "attempt %d of delivery %s not started, nothing sent; due again in %.1f s: %s",
             delivery.attempt, delivery.delivery_id, ((verdict.due or now) - now).total_seconds(), broke,

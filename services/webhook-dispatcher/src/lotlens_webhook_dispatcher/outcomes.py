@@ -42,6 +42,8 @@ class Verdict:
     spent: bool = True
     # An interruption counted with it (a hand-back whose failed attempt could not be marked).
     interrupted: bool = False
+    # A hand-back of an attempt that cannot start yet: the wait for it is measured from the first.
+    unready: bool = False
 
     @property
     def record_only(self) -> bool:

@@ -156,7 +156,7 @@ class Recorder:
                 with self._engine.begin() as conn:
                     kept = dispatch_queue.record_many(conn, [
                         Record(o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent,
-                               o.verdict.interrupted) for o in settled], self._clock())
+                               o.verdict.interrupted, o.verdict.unready) for o in settled], self._clock())
         except Exception:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))
