@@ -18,6 +18,7 @@ from lotlens_common import webhook_secrets
 from lotlens_common.model.settings import DEFAULT_PRICES
 from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions, lots
+from lotlens_openai_standin.scripts import in_script
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
 from tests.e2e.workload import cars, wait_for_webhook
@@ -111,7 +112,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
         inner = english.removeprefix("<p>").removesuffix("</p>")
         assert lot["descriptions"][1]["damages"] == f"<p>[de] {inner}</p>"
         assert lot["descriptions"][2]["damages"] == f"<p>[pt-BR] {inner}</p>"
-        assert lot["descriptions"][3]["damages"] == f"<p>[zh-Hant] {inner}</p>"
+        assert lot["descriptions"][3]["damages"] == f"<p>[zh-Hant] {in_script('zh-Hant', inner)}</p>"
     assert by_lot[f"{prefix}-1"]["missing_images"] == [f"{images}/{prefix}-1-missing.png"]
     assert by_lot[f"{prefix}-1"]["processed_images"] == 1
     assert_usage_and_cost(results, by_lot, client.get_job_status(job_id)[0])

@@ -54,6 +54,10 @@ def one_lot(images: str, notes: str = "2019 Toyota Camry, front collision damage
              "images": [{"url": f"{images}/{name}"} for name in names]}]
 
 
+# The stand-in writes each language in its script: `english` with Cyrillic letters.
+RUSSIAN = "туангин хитион: 1 имажд(т) сдхидцдг. 2019 уошоуа вамсш, есону воллитион гамажд"
+
+
 def test_the_seed_client_gets_every_language_and_the_missing_images(
         sync_gateway: Gateway, images: str, standin: Standin) -> None:
     client = seed_client_class()(sync_gateway.url, sync_gateway.key)
@@ -67,7 +71,7 @@ def test_the_seed_client_gets_every_language_and_the_missing_images(
     english = "Standin vision: 1 image(s) reviewed. 2019 Toyota Camry, front collision damage"
     assert lot["lot_id"] == "sync-test-001" and lot["status"] == "completed" and lot["processed_images"] == 1
     assert lot["descriptions"] == [{"language": "en", "damages": f"<p>{english}</p>"},
-                                   {"language": "ru", "damages": f"<p>[ru] {english}</p>"},
+                                   {"language": "ru", "damages": f"<p>[ru] {RUSSIAN}</p>"},
                                    {"language": "de", "damages": f"<p>[de] {english}</p>"}]
     assert lot["missing_images"] == [f"{images}/car2-missing.png"]
     assert model_calls(standin) == 2  # vision, then one translation call for every language

@@ -151,7 +151,7 @@ def test_direct_translation_parsed_by_the_model_code(standin: Standin) -> None:
     body = translation_request_body(english, ["en", "de", "fr"], SETTINGS)
     result = run(lambda c: call_responses(c, body), standin)
     assert result["output"][0]["type"] == "message"  # gpt-4.1-mini does not reason
-    assert parse_translation_response(result, ["en", "de", "fr"]) == {
+    assert parse_translation_response(result, ["en", "de", "fr"], english) == {
         "de": "<p>[de] Standin vision: 2 image(s) reviewed. Camry</p>",
         "fr": "<p>[fr] Standin vision: 2 image(s) reviewed. Camry</p>",
     }
@@ -162,7 +162,10 @@ def test_translation_into_region_and_script_variants(standin: Standin) -> None:
     english = "<p>Dented door.</p>"
     tags = ["pt-BR", "zh-Hant", "sr-Latn", "es-419", "fil"]
     result = run(lambda c: call_responses(c, translation_request_body(english, tags, SETTINGS)), standin)
-    assert parse_translation_response(result, tags) == {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
+    # Latin-script languages keep the letters; Traditional Chinese is written in Han characters.
+    expected = {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
+    expected["zh-Hant"] = "<p>[zh-Hant] 后左险胎左后 后杠杠璃.</p>"
+    assert parse_translation_response(result, tags, english) == expected
 
 
 def test_chat_completions_follow_the_same_rules(standin: Standin) -> None:

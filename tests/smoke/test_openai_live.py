@@ -102,6 +102,6 @@ def test_a_two_lot_batch_job_in_ten_languages_and_a_synchronous_lot_against_open
             english = parse_vision_response(await call_responses(
                 client, vision_request_body("Sedan, rear-ended", [CAR], settings.models)))
             body = translation_request_body(english, LANGUAGES, settings.models)
-            return parse_translation_response(await call_responses(client, body), LANGUAGES)
+            return parse_translation_response(await call_responses(client, body), LANGUAGES, english)
 
     assert set(asyncio.run(synchronous())) == set(LANGUAGES) - {"en"}

@@ -154,15 +154,15 @@ def test_translation_parse_returns_each_requested_language() -> None:
     doc = {"de": "<p>Delle.</p>", "fr": "Bosse."}
     body = response(message(text_part(orjson.dumps(doc).decode())))
     expected = {"de": "<p>Delle.</p>", "fr": "<p>Bosse.</p>"}
-    assert parse_translation_response(body, ["en", "de", "fr"]) == expected
+    assert parse_translation_response(body, ["en", "de", "fr"], "<p>Dent.</p>") == expected
 
 
 def test_translation_parse_rejects_missing_languages_and_non_json() -> None:
     body = response(message(text_part('{"de": "<p>Delle.</p>"}')))
     with pytest.raises(ModelOutputError, match="'fr'"):
-        parse_translation_response(body, ["de", "fr"])
+        parse_translation_response(body, ["de", "fr"], "<p>Dent.</p>")
     with pytest.raises(ModelOutputError, match="not JSON"):
-        parse_translation_response(response(message(text_part("<p>Delle.</p>"))), ["de"])
+        parse_translation_response(response(message(text_part("<p>Delle.</p>"))), ["de"], "<p>Dent.</p>")
 
 
 # --- batch files ------------------------------------------------------------------------------

@@ -36,8 +36,8 @@ from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.openai_client import call_responses
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
-    more_room,
     parse_translation_response,
+    retry_room,
     target_languages,
     translation_request_body,
 )
@@ -50,6 +50,10 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.validation import LotRequest, Submission
 
 log = logging.getLogger(__name__)
+
+# Translation answers a synchronous lot may take: as many as a batch lot's default attempts
+# (`StageSettings.max_attempts`). Room doubling ends at the ceiling before this.
+TRANSLATION_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -157,19 +161,21 @@ class SyncDescriber:
     async def _translate(self, english: str, languages: Sequence[str],
                          used: list[Usage | None]) -> dict[str, str]:
         """Every language's text; a translation cut off by its output budget is asked again with
-        twice the room, up to the ceiling, as the batch stage does."""
+        twice the room, up to the ceiling, and one with a language untranslated or in another
+        script as it was, up to `TRANSLATION_TRIES` answers in all, as the batch stage does."""
         models, room = self.models, 1
-        while True:
+        for tries in range(1, TRANSLATION_TRIES + 1):
             request = translation_request_body(english, languages, models, room)
             answer = await self._call("translation", request)
             used.append(priced(usage_of(answer), models.translation_model, models.prices))
             try:
-                return parse_translation_response(answer, languages)
+                return parse_translation_response(answer, languages, english)
             except ModelOutputError as exc:
-                more = more_room(english, target_languages(languages), models, room, exc)
-                if more is None:
+                more = retry_room(english, target_languages(languages), models, room, exc)
+                if more is None or tries == TRANSLATION_TRIES:
                     raise
                 room = more
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _vision(self, notes: str, images: list[str], missing: list[str]) -> dict[str, Any] | None:
         """The vision answer, or None when no image is left. An image OpenAI refuses by name goes

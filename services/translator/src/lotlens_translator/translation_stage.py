@@ -11,8 +11,8 @@ from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
-    more_room,
     parse_translation_response,
+    retry_room,
     target_languages,
     translation_request_body,
 )
@@ -66,7 +66,7 @@ class TranslationStage:
     def result_event(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> Event:
         """TranslationCompleted with every requested language."""
         languages = lot.work.languages
-        translated = parse_translation_response(body, target_languages(languages))
+        translated = parse_translation_response(body, target_languages(languages), lot.work.english_html)
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
             descriptions=descriptions(languages, lot.work.english_html, translated),
@@ -79,8 +79,9 @@ class TranslationStage:
 
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:
-        """A translation cut off by its output budget goes again with twice the room, up to the ceiling."""
-        room = more_room(lot.work.english_html, target_languages(lot.work.languages), self.models,
+        """A translation cut off by its output budget goes again with twice the room, up to the
+        ceiling; one with a language untranslated or in another script goes again as it was."""
+        room = retry_room(lot.work.english_html, target_languages(lot.work.languages), self.models,
                          lot.work.output_room, error)
         return None if room is None else lot.with_work(lot.work.model_copy(update={"output_room": room}))
 

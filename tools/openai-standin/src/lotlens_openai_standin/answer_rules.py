@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 
+from lotlens_openai_standin.scripts import in_script
+
 ERROR_MARKER = "[standin:error]"
 INCOMPLETE_MARKER = "[standin:incomplete]"
 # An image URL holding this cannot be fetched by "OpenAI": the request is refused as the real API
@@ -127,40 +129,44 @@ def vision_text(prompt: Prompt) -> str:
 
 
 def translated(language: str, source: str) -> str:
-    """`<p>[{lang}] ` + the source without its outer paragraph + `</p>`."""
-    return f"<p>[{language}] {strip_outer_paragraph(source)}</p>"
+    """`<p>[{lang}] ` + the source without its outer paragraph, in the language's script + `</p>`."""
+    return f"<p>[{language}] {in_script(language, strip_outer_paragraph(source))}</p>"
 
 
-def _fill(schema: Mapping[str, Any], key: str, source: str) -> Any:
+def _fill(schema: Mapping[str, Any], key: str, source: str, untranslated: str | None = None) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         properties = schema.get("properties") or {}
-        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source)
+        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source, untranslated)
                 for name, sub in properties.items()}
     if kind == "array":
         items = schema.get("items")
-        return [_fill(items, key, source)] if isinstance(items, dict) else []
+        return [_fill(items, key, source, untranslated)] if isinstance(items, dict) else []
     if kind in ("number", "integer"):
         return 0
     if kind == "boolean":
         return False
     if kind == "null":
         return None
-    # Strings (and untyped leaves): language-code keys get the translation rule.
+    # Strings (and untyped leaves): language-code keys get the translation rule, but for the
+    # `untranslated` fault's language, which gets the source copied as it is.
+    if key == untranslated:
+        return source
     return translated(key, source) if _LANGUAGE_KEY.match(key) else strip_outer_paragraph(source)
 
 
-def structured_text(prompt: Prompt) -> str:
-    """A JSON document valid against the requested schema, language-code strings translated."""
+def structured_text(prompt: Prompt, untranslated: str | None = None) -> str:
+    """A JSON document valid against the requested schema, language-code strings translated
+    (but `untranslated`'s, copied)."""
     assert prompt.schema is not None
-    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text)).decode()
+    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text, untranslated)).decode()
 
 
-def answer_text(prompt: Prompt) -> str:
-    """The stand-in's whole answer for a prompt."""
-    return structured_text(prompt) if prompt.schema is not None else vision_text(prompt)
+def answer_text(prompt: Prompt, untranslated: str | None = None) -> str:
+    """The stand-in's whole answer for a prompt (`untranslated`: the fault's language, if any)."""
+    return structured_text(prompt, untranslated) if prompt.schema is not None else vision_text(prompt)
 
 
 def estimate_tokens(body: Mapping[str, Any], image_count: int) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,14 +59,15 @@ def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"format": {"type": "text"}, "verbosity": "medium"}
 
 
-def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
+def responses_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str | None = None
+                     ) -> dict[str, Any]:
     """A `response` object as `POST /v1/responses` returns it (no `output_text`: the SDK derives it)."""
     model = str(body["model"])
     reasoning_model = is_reasoning_model(model)
     output: list[dict[str, Any]] = []
     if reasoning_model:
         output.append({"id": new_id("rs_", 48), "type": "reasoning", "summary": []})
-    written = write_within(answer_text(prompt), model, body.get("max_output_tokens"))
+    written = write_within(answer_text(prompt, untranslated), model, body.get("max_output_tokens"))
     if prompt.wants_incomplete:
         # The model spent its whole budget thinking: no message item at all.
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
@@ -103,11 +104,13 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
     }
 
 
-def chat_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
+def chat_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str | None = None
+                ) -> dict[str, Any]:
     """A `chat.completion` object as `POST /v1/chat/completions` returns it."""
     model = str(body["model"])
     limit_name = output_limit_name(body, chat=True)
-    written = write_within(answer_text(prompt), model, body[limit_name] if limit_name else None)
+    written = write_within(answer_text(prompt, untranslated), model,
+                           body[limit_name] if limit_name else None)
     if prompt.wants_incomplete:
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
     text, finish = written.text, "stop" if written.finished else "length"
@@ -130,19 +133,22 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt) -> dict[str, Any]:
     }
 
 
-def answer(endpoint: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate a request for `endpoint` and return the response body; raises ApiError (400/500)."""
-    if endpoint == RESPONSES_ENDPOINT:
-        model = check_responses_request(body)
-        prompt = responses_prompt(body)
-        check_image_support(model, prompt.image_count, chat=False)
-        _refuse_by_marker(prompt)
-        return responses_object(body, prompt)
-    model = check_chat_request(body)
-    prompt = chat_prompt(body)
-    check_image_support(model, prompt.image_count, chat=True)
+def _nothing_untranslated() -> None:
+    return None
+
+
+def answer(endpoint: str, body: Mapping[str, Any],
+           untranslated: Callable[[], str | None] = _nothing_untranslated) -> dict[str, Any]:
+    """Validate a request for `endpoint` and return the response body; raises ApiError (400/500).
+    `untranslated` is asked, for a structured (translation) answer only, which language to leave
+    untranslated (the fault of that name)."""
+    chat = endpoint != RESPONSES_ENDPOINT
+    model = check_chat_request(body) if chat else check_responses_request(body)
+    prompt = chat_prompt(body) if chat else responses_prompt(body)
+    check_image_support(model, prompt.image_count, chat=chat)
     _refuse_by_marker(prompt)
-    return chat_object(body, prompt)
+    copied = untranslated() if prompt.schema is not None else None
+    return chat_object(body, prompt, copied) if chat else responses_object(body, prompt, copied)
 
 
 def _refuse_by_marker(prompt: Prompt) -> None:

@@ -153,6 +153,6 @@ def create_app(config: StandinConfig) -> FastAPI:
     app.add_middleware(_Gate, config=config, faults=faults, stats=stats, state=state)
     app.include_router(files_router(files, stats))
     app.include_router(batches_router(batches))
-    app.include_router(direct_router(config))
+    app.include_router(direct_router(config, faults))
     app.include_router(control_router(faults, stats))
     return app

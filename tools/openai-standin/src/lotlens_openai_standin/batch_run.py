@@ -9,7 +9,7 @@ cuts both result files back to the recorded sizes, so no line is written twice.
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,12 +48,12 @@ def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> byte
     return orjson.dumps(line) + b"\n"
 
 
-def _execute(request: Mapping[str, Any], endpoint: str,
-             fail_substring: str | None) -> tuple[int, dict[str, Any]]:
+def _execute(request: Mapping[str, Any], endpoint: str, fail_substring: str | None,
+             untranslated: Callable[[], str | None]) -> tuple[int, dict[str, Any]]:
     try:
         if fail_substring and fail_substring in str(request["custom_id"]):
             raise server_error()
-        return 200, answer(endpoint, request["body"])
+        return 200, answer(endpoint, request["body"], untranslated)
     except ApiError as exc:
         return exc.status, exc.body()
 
@@ -82,14 +82,15 @@ def _append(path: Path, size: int, chunk: list[bytes]) -> int:
 
 
 def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail_substring: str | None,
-              seed: str) -> None:
-    """Answer the next `count` requests into the result files, in a shuffled order."""
+              seed: str, untranslated: Callable[[], str | None]) -> None:
+    """Answer the next `count` requests into the result files, in a shuffled order
+    (`untranslated`: the untranslated fault's language for each translation answered)."""
     raws, offset = _read_lines(input_path, state.input_offset, count)
     outputs: list[bytes] = []
     errors: list[bytes] = []
     for raw in raws:
         request = orjson.loads(raw)
-        status, body = _execute(request, endpoint, fail_substring)
+        status, body = _execute(request, endpoint, fail_substring, untranslated)
         (outputs if status == 200 else errors).append(_response_line(str(request["custom_id"]), status, body))
         if status == 200:
             state.completed += 1

@@ -220,7 +220,8 @@ class BatchService:
             due = int(batch.total * share + 1e-3) - batch.run.executed
             if due > 0:
                 await anyio.to_thread.run_sync(run_slice, self._input_path(batch), batch.run, due,
-                                               batch.endpoint, batch.fail_custom_ids_containing, batch.id)
+                                               batch.endpoint, batch.fail_custom_ids_containing, batch.id,
+                                               self._faults.take_untranslated)
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"

@@ -9,11 +9,12 @@ from fastapi.responses import JSONResponse
 
 from lotlens_openai_standin.answers import CHAT_ENDPOINT, RESPONSES_ENDPOINT, answer
 from lotlens_openai_standin.config import StandinConfig
+from lotlens_openai_standin.faults import Faults
 from lotlens_openai_standin.ids import new_id
 from lotlens_openai_standin.request_json import read_json_object
 
 
-def direct_router(config: StandinConfig) -> APIRouter:
+def direct_router(config: StandinConfig, faults: Faults) -> APIRouter:
     """The two synchronous model endpoints."""
     router = APIRouter()
 
@@ -21,7 +22,8 @@ def direct_router(config: StandinConfig) -> APIRouter:
         body = await read_json_object(request)
         if config.latency_seconds > 0:
             await asyncio.sleep(config.latency_seconds)
-        return JSONResponse(answer(endpoint, body), headers={"x-request-id": new_id("req_", 32)})
+        return JSONResponse(answer(endpoint, body, faults.take_untranslated),
+                            headers={"x-request-id": new_id("req_", 32)})
 
     @router.post(RESPONSES_ENDPOINT)
     async def create_response(request: Request) -> JSONResponse:

@@ -53,6 +53,20 @@ class Faults:
     retry_after_s: list[float] = field(default_factory=lambda: [1.0])
     rate_limits_sent: int = 0
     api_faults: list[dict[str, Any]] = field(default_factory=list)
+    # A translation answer leaves this language's text as the English source, copied (a model's
+    # real failure with many languages in one structured answer); None: the next answers all do,
+    # N: only the next N translation answers (a batch's lines, each, and direct calls).
+    untranslated_language: str | None = None
+    untranslated_count: int | None = None
+
+    def take_untranslated(self) -> str | None:
+        """The language a translation answered now leaves untranslated, consuming one if counted."""
+        language = self.untranslated_language
+        if language is not None and self.untranslated_count is not None:
+            self.untranslated_count -= 1
+            if self.untranslated_count <= 0:
+                self.untranslated_language, self.untranslated_count = None, None
+        return language
 
     def take_batch_outcome(self) -> BatchOutcome | None:
         """The outcome for a batch being created now, consuming one of a counted fault."""
@@ -99,7 +113,9 @@ class Faults:
                 "rate_limit_next": self.rate_limit_next, "server_error_next": self.server_error_next,
                 "fail_custom_ids_containing": self.fail_custom_ids_containing,
                 "retry_after_s": list(self.retry_after_s), "rate_limits_sent": self.rate_limits_sent,
-                "api_faults": [dict(e) for e in self.api_faults]}
+                "api_faults": [dict(e) for e in self.api_faults],
+                "untranslated_language": self.untranslated_language,
+                "untranslated_count": self.untranslated_count}
 
 
 @dataclass
@@ -133,6 +149,8 @@ class FaultsUpdate(BaseModel):
     fail_custom_ids_containing: str | None = None
     retry_after_s: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
     api_faults: list[ApiFault] = Field(default_factory=list)
+    untranslated_language: str | None = None
+    untranslated_count: int | None = Field(default=None, ge=1)
 
 
 def control_router(faults: Faults, stats: Stats) -> APIRouter:
@@ -152,6 +170,8 @@ def control_router(faults: Faults, stats: Stats) -> APIRouter:
         sent = update.model_fields_set
         if "batch_outcome" in sent and "batch_outcome_count" not in sent:
             faults.batch_outcome_count = None
+        if "untranslated_language" in sent and "untranslated_count" not in sent:
+            faults.untranslated_count = None
         return faults.as_dict()
 
     @router.get("/faults")

@@ -21,6 +21,16 @@ class ModelIncompleteError(ModelOutputError):
         self.reason = reason
 
 
+class ModelWrongLanguageError(ModelOutputError):
+    """A translation came back untranslated or in another script for some languages: another
+    answer to the same request may be right, so it is asked again within the attempts."""
+
+    def __init__(self, problems: dict[str, str]) -> None:
+        listed = "; ".join(f"{language}: {problem}" for language, problem in problems.items())
+        super().__init__(f"the translation is not in the language asked for ({listed})")
+        self.languages = tuple(problems)
+
+
 class ModelUnavailableError(ModelError):
     """The API could not answer now (5xx, connection trouble, exhausted quota); worth retrying later."""
 

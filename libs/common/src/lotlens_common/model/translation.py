@@ -7,8 +7,9 @@ from typing import Any
 
 import orjson
 
-from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError, ModelWrongLanguageError
 from lotlens_common.model.html_text import as_paragraph_html
+from lotlens_common.model.language_check import wrong_languages
 from lotlens_common.model.languages import ENGLISH, is_supported_language, language_name
 from lotlens_common.model.prompts import translation_instructions
 from lotlens_common.model.response_text import response_output_text
@@ -35,10 +36,14 @@ def translation_output_budget(english_html: str, targets: Sequence[str], setting
     return max(_MIN_OUTPUT_TOKENS, min(settings.translation_max_output_tokens, need * room))
 
 
-def more_room(english_html: str, targets: Sequence[str], settings: ModelSettings, room: int,
-              error: ModelOutputError) -> int | None:
+def retry_room(english_html: str, targets: Sequence[str], settings: ModelSettings, room: int,
+               error: ModelOutputError) -> int | None:
     """The room to ask again with after an unusable translation: twice as much when it was cut
-    off by its output budget and the budget is still under the ceiling; None otherwise."""
+    off by its output budget and the budget is still under the ceiling; the same when a language
+    came back untranslated or in another script (a model's next answer often is right); None
+    when asking again would end the same. The caller bounds how often it asks."""
+    if isinstance(error, ModelWrongLanguageError):
+        return room
     if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
         return None
     ceiling = settings.translation_max_output_tokens
@@ -87,8 +92,10 @@ def translation_request_body(english_html: str, languages: Sequence[str], settin
     }
 
 
-def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]) -> dict[str, str]:
-    """language code → HTML for every requested non-English language; ModelOutputError otherwise."""
+def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str], english_html: str
+                               ) -> dict[str, str]:
+    """language code → HTML for every requested non-English language, each in its language
+    (`language_check`); ModelOutputError otherwise (ModelWrongLanguageError naming the languages)."""
     text = response_output_text(body)
     try:
         document = orjson.loads(text)
@@ -102,4 +109,7 @@ def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]
         if not isinstance(value, str) or not value.strip():
             raise ModelOutputError(f"the translation lacks language {code!r}")
         result[code] = as_paragraph_html(value)
+    problems = wrong_languages(english_html, result)
+    if problems:
+        raise ModelWrongLanguageError(problems)
     return result

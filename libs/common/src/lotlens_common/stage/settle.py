@@ -43,10 +43,13 @@ class Settler:
             # The model answered but the answer is unusable: sent again only when the stage
             # knows what to change (e.g. more output room); the same request would end the same.
             changed = self.stage.spec.retry_unusable(lot, exc)
-            if changed is None or lot.attempts >= self.stage.settings.max_attempts:
+            if changed is None:
                 self._apply(lot, Outcome("failed", str(exc)))
-            else:
-                self._apply(lot, Outcome("retry", str(exc)))
+                return
+            outcome = after_error(Kind.TRANSIENT, str(exc), lot.attempts,
+                                  self.stage.settings.max_attempts, self.cancelled)
+            self._apply(lot, outcome)
+            if outcome.verdict == "retry":
                 self.settlement.rework.append(changed)
         except Exception as exc:
             # Reading this one answer failed otherwise (a defect, an answer nested past Python's

@@ -4,6 +4,8 @@
 |-------------------------------------------------|-----------|--------------------------------|
 | 200 with a usable body                          | -         | done                           |
 | 200 but unusable (cut off, not the asked JSON)  | permanent | failed with the reason         |
+| 200 but a language untranslated or in another   | transient | sent again as it was, until    |
+|   script (the stage's `retry_unusable` decides) |           |   `max_attempts`, then failed  |
 | 4xx line (invalid request, content policy,      | permanent | failed at once with the reason |
 |   image OpenAI could not fetch)                 |           |   (OpenAI's type and code only)|
 | 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |

@@ -1,0 +1,88 @@
+"""Whether each translation is in the language it claims to be.
+
+A translation model asked for many languages at once, as structured output, sometimes leaves a
+field untranslated (the English copied) or writes it in the wrong script (`ru` in Latin letters,
+`ja` in English); the lot used to complete with English stored as its Russian. Two checks, on
+the text without its tags:
+
+* untranslated: the text is the English one (whitespace aside) and that has more than a few
+  words; targets in English (`en-GB`) may be.
+* wrong script: for a language whose script is not Latin (`scripts.expected_script`), most
+  letters must be in that script. Digits and punctuation are not letters. Names written in Latin
+  inside such a text (`BMW`, `VIN WDB1234`, `Toyota Camry`: a word with a digit, in capitals, or
+  capitalised among letters of the script) are left out of the count, and a text with too few
+  letters left is not judged.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+
+from lotlens_common.model.languages import ENGLISH
+from lotlens_common.model.scripts import SCRIPT_NAMES, expected_script, script_letters
+
+# Fewer letters than this (after names) say too little to judge a script by.
+MIN_LETTERS = 20
+# The English has to be longer than this many words for an identical text to be a copy.
+MAX_SAME_WORDS = 3
+_TAG = re.compile(r"<[^>]*>")
+_NOT_LETTERS = re.compile(r"[\W\d_]+")
+_WORD = re.compile(r"[^\W_]+")
+_PLAIN_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def plain_text(markup: str) -> str:
+    """The words of sanitised HTML: tags out, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(_TAG.sub(" ", markup)).split())
+
+
+def _is_name(word: str, among_script: bool) -> bool:
+    """A word that stays in Latin in any language: with a digit (`WDB1234`, `X5`), in capitals
+    (`BMW`), or capitalised inside a text of another script (`Toyota`)."""
+    return (any(char.isdigit() for char in word) or (len(word) > 1 and word.isupper())
+            or (among_script and word[:1].isupper()))
+
+
+def script_problem(text: str, script: str) -> str | None:
+    """Why `text` (plain) is not in `script`, or None when most of its letters are."""
+    pattern = script_letters(script)
+    if pattern is None:
+        return None
+    letters = _NOT_LETTERS.sub("", text)
+    in_script = len(letters) - len(pattern.sub("", letters))
+    if in_script * 2 > len(letters):
+        return None  # the common case, decided without looking at words
+    among_script = in_script > 0
+    others = 0
+    for word in _WORD.findall(text):
+        foreign = len(pattern.sub("", _NOT_LETTERS.sub("", word)))
+        if foreign and not _is_name(word, among_script):
+            others += foreign
+    counted = in_script + others
+    if counted < MIN_LETTERS or in_script * 2 > counted:
+        return None
+    return f"{in_script} of {counted} letters in {SCRIPT_NAMES[script]} script"
+
+
+def _english_words(text: str) -> int:
+    return sum(1 for word in _PLAIN_WORD.findall(text) if not word.isupper())
+
+
+def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[str, str]:
+    """language → what is wrong with its text, for each translation not in its language."""
+    english = plain_text(english_html)
+    problems: dict[str, str] = {}
+    for language, markup in translations.items():
+        text = plain_text(markup)
+        if language.split("-")[0] == ENGLISH:
+            continue
+        if text == english and _english_words(english) > MAX_SAME_WORDS:
+            problems[language] = "the English text, untranslated"
+            continue
+        script = expected_script(language)
+        problem = script_problem(text, script) if script else None
+        if problem:
+            problems[language] = problem
+    return problems

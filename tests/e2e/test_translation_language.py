@@ -1,0 +1,66 @@
+"""A batch job whose translation comes back untranslated for one language, through the whole stack:
+gateway, vision-batcher, translator (OpenAI batches at the stand-in), result-store, Kafka and
+PostgreSQL. The lot is sent again within its attempts; the English is never stored as Russian."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx2
+import pytest
+
+from lotlens_common.signing import sign
+from tests.conftest import new_id
+from tests.e2e.harness import Stack
+
+pytestmark = pytest.mark.e2e
+
+
+def run_job(stack: Stack, images: str, languages: list[str]) -> dict[str, dict[str, Any]]:
+    """Two lots submitted as a batch job; each lot's result once the job has finished."""
+    prefix = new_id("lang")
+    lots = [{"lot_id": f"{prefix}-{i}", "additional_info": f"2019 Toyota Camry {i}, front collision damage",
+             "images": [{"url": f"{images}/{prefix}-{i}.png"}]} for i in range(2)]
+    signature = sign(stack.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
+    accepted = httpx2.post(f"{stack.url}/api/v1/generate-descriptions", timeout=60,
+                           json={"signature": signature, "languages": languages, "lots": lots})
+    assert accepted.status_code == 201, accepted.text
+    job_id = accepted.json()["job_id"]
+    signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
+    deadline = time.monotonic() + 180
+    while True:
+        results = httpx2.get(f"{stack.url}/api/v1/batch-results/{job_id}", headers=signed, timeout=30)
+        if results.status_code == 200 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert results.status_code == 200, (results.text, stack.log_tail("translator"))
+    return {lot["lot_id"]: lot for lot in results.json()["results"]["lots"]}
+
+
+def set_faults(stack: Stack, **faults: Any) -> None:
+    httpx2.post(f"{stack.standin_url}/_standin/faults", json=faults, timeout=10).raise_for_status()
+
+
+def test_a_batch_lot_whose_russian_stays_english_is_retried_then_fails_naming_the_language(
+        stack: Stack, images: str) -> None:
+    set_faults(stack, untranslated_language="ru")  # every translation answer copies the English
+    lots = run_job(stack, images, ["en", "ru", "de"])
+    for lot in lots.values():
+        assert lot["status"] == "failed", lot["descriptions"]
+        assert lot["descriptions"] == []
+        assert lot["error_message"] == ("the translation is not in the language asked for (ru: the "
+                                        "English text, untranslated) (gave up after 3 attempts)")
+
+
+def test_a_batch_lot_left_untranslated_once_completes_in_the_languages_script(
+        stack: Stack, images: str) -> None:
+    set_faults(stack, untranslated_language="ru", untranslated_count=2)  # the first batch's two lines
+    lots = run_job(stack, images, ["en", "ru"])
+    for lot in lots.values():
+        assert lot["status"] == "completed", lot.get("error_message")
+        english, russian = (d["damages"] for d in lot["descriptions"])
+        assert russian.startswith("<p>[ru] ") and russian != english
+        cyrillic = sum(1 for char in russian if "\u0400" <= char <= "\u04ff")
+        assert cyrillic > 20, russian

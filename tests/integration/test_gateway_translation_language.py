@@ -1,0 +1,85 @@
+"""A translation must be in the language it claims to be: through a real gateway (synchronous lot)
+and the OpenAI stand-in, whose `untranslated_language` fault copies the English into one language."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.model.scripts import script_letters
+from lotlens_common.settings import ServiceSettings
+from tests.integration.gateway_support import Gateway, running_gateway
+from tests.servers import image_host
+from tests.standin import Standin, serve_standin
+
+pytestmark = pytest.mark.integration
+
+ENGLISH = "<p>Standin vision: 1 image(s) reviewed. 2019 Toyota Camry, front collision damage</p>"
+
+
+@pytest.fixture()
+def standin(tmp_path: Path) -> Iterator[Standin]:
+    with serve_standin(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture()
+def images() -> Iterator[str]:
+    with image_host() as url:
+        yield url
+
+
+@pytest.fixture()
+def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) -> Iterator[Gateway]:
+    with running_gateway(settings, engine, model_url=standin.base_url) as gw:
+        yield gw
+
+
+def describe(gateway: Gateway, images: str, languages: list[str]) -> dict[str, Any]:
+    lots = [{"lot_id": "lang-1", "additional_info": "2019 Toyota Camry, front collision damage",
+             "images": [{"url": f"{images}/front.png"}]}]
+    response = gateway.submit(lots, languages=languages)
+    assert response.status_code == 200, response.text
+    lot: dict[str, Any] = response.json()["lots"][0]
+    return lot
+
+
+def translation_calls(standin: Standin) -> int:
+    return sum(standin.stats()["direct_calls"].values()) - 1  # the first call is the vision's
+
+
+def test_a_russian_text_left_in_english_is_not_stored_as_russian(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    standin.faults(untranslated_language="ru")  # every answer copies the English into `ru`
+    lot = describe(sync_gateway, images, ["en", "ru", "de"])
+    assert lot["status"] == "failed", lot["descriptions"]
+    assert lot["descriptions"] == []
+    assert lot["error_message"] == ("the model could not describe the lot: the translation is not in "
+                                    "the language asked for (ru: the English text, untranslated)")
+    assert translation_calls(standin) == 3  # asked again twice, then given up
+
+
+def test_a_language_left_untranslated_once_is_asked_again_and_completes_in_its_script(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    standin.faults(untranslated_language="ja", untranslated_count=1)
+    lot = describe(sync_gateway, images, ["en", "ja", "de"])
+    assert lot["status"] == "completed", lot.get("error_message")
+    texts = {d["language"]: d["damages"] for d in lot["descriptions"]}
+    assert texts["en"] == ENGLISH and texts["ja"] != ENGLISH
+    japanese = script_letters("Jpan")
+    assert japanese is not None and len("".join(japanese.findall(texts["ja"]))) > 30, texts["ja"]
+    assert translation_calls(standin) == 2
+
+
+@pytest.mark.parametrize("languages", [["en", "ru", "uk", "bg", "el", "ar", "fa", "he", "sr-Latn", "en-GB"],
+                                       ["en", "zh", "zh-Hant", "ja", "ko", "th", "hi", "sr", "de"]])
+def test_every_language_the_stand_in_writes_passes_the_check(
+        sync_gateway: Gateway, standin: Standin, images: str, languages: list[str]) -> None:
+    lot = describe(sync_gateway, images, languages)
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert [d["language"] for d in lot["descriptions"]] == languages
+    assert translation_calls(standin) == 1
