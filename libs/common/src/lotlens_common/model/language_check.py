@@ -50,10 +50,13 @@ def script_problem(text: str, script: str) -> str | None:
     pattern = script_letters(script)
     if pattern is None:
         return None
+    if (len(text) - len(pattern.sub("", text))) * 2 > len(text):
+        # Most characters, so most letters: the common case, without the (slow) letter count.
+        return None
     letters = _NOT_LETTERS.sub("", text)
     in_script = len(letters) - len(pattern.sub("", letters))
     if in_script * 2 > len(letters):
-        return None  # the common case, decided without looking at words
+        return None
     among_script = in_script > 0
     others = 0
     for word in _WORD.findall(text):
@@ -75,13 +78,15 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
     english = plain_text(english_html)
     problems: dict[str, str] = {}
     for language, markup in translations.items():
-        text = plain_text(markup)
         if language.split("-")[0] == ENGLISH:
             continue
+        script = expected_script(language)
+        if script and script_problem(markup, script) is None:
+            continue  # mostly in its script, tags and all: neither a copy of the English nor wrong
+        text = plain_text(markup)
         if text == english and _english_words(english) > MAX_SAME_WORDS:
             problems[language] = "the English text, untranslated"
             continue
-        script = expected_script(language)
         problem = script_problem(text, script) if script else None
         if problem:
             problems[language] = problem
