@@ -54,8 +54,8 @@ def one_lot(images: str, notes: str = "2019 Toyota Camry, front collision damage
              "images": [{"url": f"{images}/{name}"} for name in names]}]
 
 
-# The stand-in writes each language in its script: `english` with Cyrillic letters.
-RUSSIAN = "туангин хитион: 1 имажд(т) сдхидцдг. 2019 уошоуа вамсш, есону воллитион гамажд"
+# The stand-in writes each language in its script: `english` with Cyrillic letters (capitals for capitals).
+RUSSIAN = "Туангин хитион: 1 имажд(т) сдхидцдг. 2019 Уошоуа Вамсш, есону воллитион гамажд"
 
 
 def test_the_seed_client_gets_every_language_and_the_missing_images(
