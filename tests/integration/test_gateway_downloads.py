@@ -159,3 +159,19 @@ def test_a_download_read_at_once_has_the_same_bytes_as_the_results(gateway: Gate
         body = b"".join(download.iter_raw())
     assert body == gateway.get_job(RESULTS, job_id).content
     assert body.startswith(b'{"job_id":"' + job_id.encode() + b'","status":"completed"')
+
+
+def test_downloads_refused_for_concurrency_leave_the_clients_polling_budget_untouched(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """A download refused 429 `concurrent_downloads` was first counted against the client's polling
+    rate limit: a client retrying its downloads used up the budget its status polls needed."""
+    with running_gateway(settings, engine, download_slots_per_client=1, rate_limit_polling=6,
+                         send_stall_timeout_s=300) as gateway:
+        job_id = insert_long_texts_job(engine, gateway.client_id, 600)
+        with stalled_downloads(gateway.url, gateway.key, job_id, 1):  # one polling request
+            for path in (DOWNLOAD, RESULTS, LOTS) * 3:
+                refused = gateway.get_job(path, job_id)
+                assert refused.status_code == 429, refused.text[:300]
+                assert refused.json()["details"].get("reason") == "concurrent_downloads", refused.text[:300]
+            polls = [gateway.get_job("/api/v1/batch-status/{job_id}", job_id).status_code for _ in range(6)]
+    assert polls == [200] * 5 + [429], polls

@@ -100,12 +100,19 @@ Deps = Annotated[GatewayDeps, Depends(get_deps)]
 SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=SIGNATURE_DESCRIPTION)]
 
 
-async def job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
-    """The client of a job-addressed request: its signature over the path's job id verifies."""
+async def signed_job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
+    """The client whose signature over the path's job id verifies (not yet counted)."""
     bind_log_context(job_id=job_id)
-    client = client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
-    await deps.count_request(client, "polling")
-    return client
+    return client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
+
+
+SignedJobClient = Annotated[str, Depends(signed_job_client)]
+
+
+async def job_client(client_id: SignedJobClient, deps: Deps) -> str:
+    """The client of a job-addressed request, counted against its polling rate limit."""
+    await deps.count_request(client_id, "polling")
+    return client_id
 
 
 # The parameters of `GET /api/v1/batch-jobs` (routes_jobs.batch_jobs; a test holds them equal).
@@ -145,10 +152,15 @@ async def listing_client(request: Request, deps: Deps, x_signature: SignatureHea
 JobClient = Annotated[str, Depends(job_client)]
 
 
-async def downloading_client(client_id: JobClient, deps: Deps) -> AsyncIterator[str]:
+async def downloading_client(client_id: SignedJobClient, deps: Deps) -> AsyncIterator[str]:
     """The client of a results download or a lots page, holding a download place (downloads.py)
-    until its answer is sent: a dependency's exit runs after the response."""
+    until its answer is sent: a dependency's exit runs after the response.
+
+    The place is taken before the request is counted against the polling rate limit: counted
+    first, each download refused 429 `concurrent_downloads` used up a polling request, and a client
+    retrying its downloads had none left for its status polls."""
     async with deps.downloads.hold(client_id):
+        await deps.count_request(client_id, "polling")
         yield client_id
 
 

@@ -68,7 +68,8 @@ _ERRORS = {
 DOWNLOAD_ERRORS = {
     429: (_ERRORS[429] + "; also when the client already has as many results downloads and lots pages "
           "in flight as it may (default 4, details.reason `concurrent_downloads`): retry after "
-          "Retry-After seconds or when one has finished"),
+          "Retry-After seconds or when one has finished (such a refusal does not count against the "
+          "polling rate limit)"),
     503: ("SERVICE_UNAVAILABLE: PostgreSQL is down; DOWNLOADS_BUSY: the gateway is sending as many "
           "results downloads and lots pages as it takes (default 32); retry after Retry-After seconds"),
 }
