@@ -7,6 +7,7 @@ and shell recipes talk to it exactly as they would in production.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import threading
@@ -33,7 +34,7 @@ from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
-from lotlens_common.urls import Resolver, guarded_async_client
+from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
 from lotlens_gateway.config import GatewaySettings
@@ -46,6 +47,8 @@ from tests.network_guard import stub_resolver
 from tests.servers import free_port
 
 UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
+# A global address (example.com's), for names judged and never connected to.
+PUBLIC_ADDRESS = "93.184.215.14"
 
 
 @contextmanager
@@ -170,14 +173,15 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
                     resolve: Resolver | None = None, **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
     broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
-    looks up image and webhook hosts (default: a stub that knows no name), `overrides` change
-    settings."""
+    looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
+    `public_webhook_hosts`), `overrides` change settings."""
     client_id, other_id = new_id("acme-"), new_id("other-")
     key, other_key = new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
     producer = EventProducer(gw_settings.kafka, "gateway-test")
+    webhook_resolve = resolve or public_webhook_hosts
     resolve = resolve or stub_resolver({})
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
@@ -185,7 +189,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         "tests", autocommit=True)
     deps = build_deps(gw_settings, engine, producer, new_admin or partial(admin_client, gw_settings.kafka),
-                      images_http, model_client, read_engine=reads, resolve=resolve)
+                      images_http, model_client, read_engine=reads, resolve=webhook_resolve)
     deps.relay.start()
     try:
         with serve_app(create_app(deps), gw_settings) as url:
@@ -193,6 +197,13 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     finally:
         deps.relay.stop()
         reads.dispose()
+
+
+async def public_webhook_hosts(host: str, _port: int) -> list[IPAddress]:
+    """Every webhook host name on one public address: the intake judges a webhook host by it and
+    never connects to it (the dispatcher resolves again itself), and refuses a name that does not
+    resolve. No DNS query leaves the machine."""
+    return [ipaddress.ip_address(PUBLIC_ADDRESS)]
 
 
 def documented(method: str, path: str, status: int) -> str:

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, select
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import outbox
-from lotlens_common.urls import IPAddress
+from lotlens_common.urls import IPAddress, LookupTryAgain
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.network_guard import stub_resolver
 
@@ -96,6 +96,33 @@ def test_a_webhook_the_ssrf_guard_refuses_is_422_at_intake(gateway: Gateway, web
 
 def test_a_webhook_on_a_public_name_is_accepted(gateway: Gateway) -> None:
     assert gateway.submit(make_lots(2, webhook="https://hooks.example.com/done")).status_code == 201
+
+
+def test_a_webhook_host_that_does_not_resolve_is_answered_as_one_on_a_private_address(
+        gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    # A name that did not resolve was accepted (201) and one resolving to a private address was
+    # 422: submitting a job told any client which of the network's internal names exist. The log
+    # still says which it was, for the operators.
+    answers = {}
+    with caplog.at_level(logging.INFO, logger="lotlens_gateway"):
+        for host in ("hooks.internal.example", "nowhere.internal.example"):
+            url = f"https://{host}/done"
+            body = error_of(gateway.submit(make_lots(2, webhook=url)), 422)
+            assert body["code"] == "INVALID_WEBHOOK_URLS" and body["details"]["invalid_urls"] == [url]
+            answers[host] = json.dumps(body).replace(host, "<host>")
+    assert answers["hooks.internal.example"] == answers["nowhere.internal.example"]
+    assert "does not resolve to a public address" in answers["nowhere.internal.example"]
+    assert "hooks.internal.example resolves to a private address" in caplog.text
+    assert "cannot resolve nowhere.internal.example" in caplog.text
+
+
+def test_a_webhook_host_whose_lookup_gives_no_answer_yet_is_accepted(gateway: Gateway) -> None:
+    # "Try again" is no verdict: the dispatcher judges the host again when it delivers.
+    async def try_again(host: str, _port: int) -> list[IPAddress]:
+        raise LookupTryAgain(f"cannot resolve {host} now: Temporary failure in name resolution")
+
+    gateway.deps.resolve = try_again
+    assert gateway.submit(make_lots(2, webhook="https://hooks.later.example/done")).status_code == 201
 
 
 def test_webhook_hosts_are_resolved_once_each_and_a_long_refusal_is_listed_in_part(gateway: Gateway) -> None:

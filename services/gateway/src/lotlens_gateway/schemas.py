@@ -49,7 +49,8 @@ _ERRORS = {
     422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages; "
           "details.use_instead maps a three-letter code such as `eng` to the BCP 47 tag to send), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
-          "URL, or a webhook host the SSRF guard refuses by address or by DNS — a job's first 100 distinct "
+          "URL, or a webhook host the SSRF guard refuses by address or by DNS, a name that does not resolve "
+          "included — a job's first 100 distinct "
           "hosts by DNS, the others when their delivery connects —, details.reasons), "
           "TOO_MANY_IMAGES"),
     429: ("RATE_LIMIT_EXCEEDED: the Retry-After header says in how many seconds one more request "

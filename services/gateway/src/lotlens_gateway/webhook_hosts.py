@@ -1,6 +1,9 @@
 """The SSRF guard's verdict on a submission's webhook hosts by DNS, at intake (422, not 201 then
 five refused deliveries). Hosts written as addresses are judged without the network in
-`validation.py`; a name that does not resolve now is accepted (it may by delivery time).
+`validation.py`. A name that does not resolve is refused like one resolving to a private address,
+with the same reason (`urls.not_public`): accepted while the other was 422, it told any client
+which of the network's internal names exist. The log says which it was. A lookup that gives no
+answer in time, or "try again", is no verdict: the job is accepted.
 
 This check is a courtesy, not the guard: the dispatcher resolves and judges every webhook host
 again when it connects (`lotlens_webhook_dispatcher.guard`), and connects only to the address it
@@ -12,13 +15,24 @@ domain whose DNS never answers hold the lookup threads every client's image chec
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 
 import httpx2
 
-from lotlens_common.urls import BlockedDestination, Resolver, connect_host, reachable
+from lotlens_common.urls import (
+    BlockedDestination,
+    LookupTryAgain,
+    Resolver,
+    address_refusal,
+    connect_host,
+    not_public,
+    reachable,
+)
 from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.validation import MAX_LISTED
+
+log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -27,21 +41,26 @@ async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool
                    timeout_s: float) -> str | None:
     try:
         addresses = await asyncio.wait_for(resolve(host, port), timeout_s)
-    except (OSError, BlockedDestination, TimeoutError):
+    except (LookupTryAgain, TimeoutError):
         return None
-    if not addresses:
-        return None
+    except (OSError, BlockedDestination) as exc:  # BlockedDestination is an OSError too
+        log.info("webhook host refused at intake: cannot resolve %s: %s", host, exc.__cause__ or exc)
+        return str(not_public(host))
     try:
         reachable(host, addresses, allow_loopback)
     except BlockedDestination as refused:
+        kinds = sorted({f"{kind} address ({address})" for address in addresses
+                        if (kind := address_refusal(address, allow_loopback))})
+        log.info("webhook host refused at intake: %s resolves to a %s", host,
+                 ", ".join(kinds) or "no address")
         return str(refused)
     return None
 
 
 async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_loopback: bool,
                                   timeout_s: float, max_hosts: int) -> None:
-    """422 `INVALID_WEBHOOK_URLS` when one of the first `max_hosts` distinct webhook hosts resolves
-    to an address the guard refuses.
+    """422 `INVALID_WEBHOOK_URLS` when one of the first `max_hosts` distinct webhook hosts does not
+    resolve or resolves to an address the guard refuses.
 
     Each host is looked up once, however many URLs name it (a job's 2,000 URLs on one host were
     2,000 lookups, queued for the executor's few threads under one timeout).
