@@ -13,9 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import JSON, Connection, cast, select
 
-from lotlens_common.envelope import decode
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
 from lotlens_common.read_models import JobView, lot_page
 from lotlens_common.tables import outbox
@@ -67,17 +66,27 @@ def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
         yield lot
     if len(seen) >= job.total_lots:
         return
-    query = (select(outbox.c.payload)
-             .where(outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type)
+    for lot_id in submitted_lot_ids(job.job_id, connect):
+        if lot_id not in seen:
+            seen.add(lot_id)
+            yield {"lot_id": lot_id, "status": CANCELLED, "processed_at": None, "processed_images": 0,
+                   "descriptions": [], "missing_images": []}
+
+
+def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[Connection]]) -> list[str]:
+    """The lot ids of the job's outbox `LotSubmitted` events, in request order.
+
+    Only the ids leave PostgreSQL (at most 50,000 of 256 characters): the events were read whole
+    into one list, each with its image URLs and notes, a cancelled 50,000-lot job's whole
+    submission per request. One query, not chunks: `ix_outbox_job` does not order a job's rows by
+    id, so each chunk would read and parse every one of them again.
+    """
+    lot_id = cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
+    query = (select(lot_id)
+             .where(outbox.c.job_id == job_id, outbox.c.event_type == LotSubmitted.event_type)
              .order_by(outbox.c.id))
     with connect() as conn:
-        payloads = list(conn.execute(query).scalars())
-    for payload in payloads:
-        event = decode(payload.encode()).event
-        if isinstance(event, LotSubmitted) and event.lot_id not in seen:
-            seen.add(event.lot_id)
-            yield {"lot_id": event.lot_id, "status": CANCELLED, "processed_at": None, "processed_images": 0,
-                   "descriptions": [], "missing_images": []}
+        return list(conn.execute(query).scalars())
 
 
 def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int, max_bytes: int

@@ -1,0 +1,64 @@
+"""A job cancelled before the result-store projected it is read from the gateway's outbox: what
+reading its lots there costs the gateway.
+
+Memory is measured with tracemalloc, as in test_gateway_downloads.py: the gateway serves from a
+thread of this test process; the client here streams the answer and keeps only its bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import tracemalloc
+
+import httpx2
+import pytest
+from sqlalchemy import Engine, func, select
+
+from lotlens_common.tables import outbox
+from tests.integration.gateway_support import Gateway, make_lots
+
+pytestmark = pytest.mark.integration
+MB = 1024 * 1024
+
+
+def wait_published(gateway: Gateway, engine: Engine, job_id: str) -> None:
+    """Until the relay has published the job's events (it reads their payloads meanwhile)."""
+    deadline = time.monotonic() + 120
+    query = (select(func.count()).select_from(outbox)
+             .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None)))
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one() == 0:
+                return
+        assert time.monotonic() < deadline, "the relay did not publish the job's events"
+        time.sleep(0.2)
+
+
+def test_a_cancelled_unprojected_jobs_results_do_not_hold_its_lots_submissions_in_memory(
+        gateway: Gateway, engine: Engine) -> None:
+    """The lots of a job cancelled before the result-store projected it were found by loading every
+    `LotSubmitted` the outbox kept for it, each with its image URLs and notes, into one list: a
+    50,000-lot job's whole submission per request. 200 lots of 100 URLs (40 MB) show it."""
+    lot_list = make_lots(200, images=100, image_base="https://img.example.com/" + "p" * 1_950)
+    submitted = gateway.submit(lot_list)
+    assert submitted.status_code == 201, submitted.text[:300]
+    job_id = submitted.json()["job_id"]
+    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
+                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    assert cancel.status_code == 200, cancel.text[:300]
+    wait_published(gateway, engine, job_id)
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        results = gateway.get_job("/api/v1/batch-results/{job_id}", job_id)
+        allocated = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+
+    assert results.status_code == 200, results.text[:300]
+    found = results.json()["results"]["lots"]
+    assert [lot["lot_id"] for lot in found] == [lot["lot_id"] for lot in lot_list]
+    assert {lot["status"] for lot in found} == {"cancelled"}
+    assert allocated < 8 * MB, f"{allocated / MB:.0f} MB allocated for a {len(results.content)} byte answer"
