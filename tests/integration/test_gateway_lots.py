@@ -36,7 +36,8 @@ def test_lots_come_a_page_at_a_time_in_request_order_and_by_status(gateway: Gate
 
     first = page(gateway, job_id, "limit=2").json()
     assert [lot["lot_id"] for lot in first["lots"]] == ids[:2] and first["status"] == "completed"
-    assert first["pagination"] == {"limit": 2, "offset": 0, "total": 5, "has_more": True}
+    assert first["pagination"] == {"limit": 2, "offset": 0, "total": 5, "has_more": True,
+                                   "next_offset": 2}
     assert [d["language"] for d in first["lots"][0]["descriptions"]] == ["en", "de"]
     last = page(gateway, job_id, "limit=2&offset=4").json()
     assert [lot["lot_id"] for lot in last["lots"]] == ids[4:] and not last["pagination"]["has_more"]

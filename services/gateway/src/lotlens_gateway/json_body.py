@@ -7,10 +7,14 @@ thread. Encoded one item per call in a worker thread, the loop gets the GIL back
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import orjson
 from fastapi.responses import Response
+
+# What a streamed body renders ahead of the connection (which takes 64 KiB pieces of it).
+CHUNK_BYTES = 256 * 1024
 
 
 def encoded(document: Mapping[str, object], listed: str, items: Iterable[object]) -> bytes:
@@ -23,6 +27,29 @@ def encoded(document: Mapping[str, object], listed: str, items: Iterable[object]
         pieces.append(orjson.dumps(item))
     pieces.append(b"]}")
     return b"".join(pieces)
+
+
+def encoded_in_chunks(document: Mapping[str, object], listed: str, items: list[Any],
+                      chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+    """`encoded`'s bytes in chunks of about `chunk_bytes`, each item dropped from `items` (which is
+    emptied) once written: the list's items and the chunk being filled are all that is held.
+
+    A lots page was encoded whole and joined: its lots, their pieces and the joined body together,
+    3.5 to 4.5 times its bytes for the length of the request."""
+    head = orjson.dumps(document)
+    buffer = bytearray(head[:-1] + (b"," if len(head) > 2 else b"") + orjson.dumps(listed) + b":[")
+    items.reverse()  # popped from the end, in order
+    first = True
+    while items:
+        if not first:
+            buffer += b","
+        buffer += orjson.dumps(items.pop())
+        first = False
+        if len(buffer) >= chunk_bytes:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += b"]}"
+    yield bytes(buffer)
 
 
 def json_answer(body: bytes, status_code: int = 200) -> Response:

@@ -6,7 +6,7 @@ running job too, a page at a time, and just the failed ones with their reasons.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_gateway import schemas
 from lotlens_gateway.deps import Deps, DownloadClient
 from lotlens_gateway.downloads import json_download
-from lotlens_gateway.json_body import encoded
+from lotlens_gateway.json_body import encoded_in_chunks
 from lotlens_gateway.overlay import lots_page
 from lotlens_gateway.schemas import LotResult
 from lotlens_gateway.schemas_jobs import Pagination
@@ -25,13 +25,21 @@ router = APIRouter(tags=["batch jobs"])
 LotStatus = Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
 
 
+class LotPagination(Pagination):
+    """Where a lots page is, and where the next starts."""
+
+    next_offset: int | None = Field(description=(
+        "The `offset` of the next page (`offset` plus the lots this page holds), null on the last: "
+        "a page its bytes cut short holds fewer lots than `limit`"))
+
+
 class LotPage(BaseModel):
     """One page of a job's lots in request order."""
 
     job_id: str
     status: str = Field(description="The job's status")
     lots: list[LotResult]
-    pagination: Pagination
+    pagination: LotPagination
 
 
 @router.get("/api/v1/batch-jobs/{job_id}/lots", response_model=LotPage,
@@ -39,10 +47,11 @@ class LotPage(BaseModel):
             description=("Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path. "
                          "Each lot in `batch-results`' shape (descriptions, missing images, the failure "
                          "reason, usage); `status=failed` lists the failed lots. A page holds as many of "
-                         "`limit` lots as fit in `LOTLENS_LOTS_PAGE_MAX_BYTES` of JSON (4 MiB by default; "
+                         "`limit` lots as fit in `LOTLENS_LOTS_PAGE_MAX_BYTES` of JSON (1 MiB by default; "
                          "at least one lot): when that cuts it short, `pagination.limit` is the number of "
-                         "lots it holds and `has_more` is true, so the next page starts at "
-                         "`offset + pagination.limit` (`offset + len(lots)`)."),
+                         "lots it holds and `has_more` is true. The next page starts at "
+                         "`pagination.next_offset` (`offset + len(lots)`; null on the last page): a client "
+                         "adding the `limit` it asked for to `offset` would skip lots."),
             responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
         job_id: str, client_id: DownloadClient, deps: Deps,
@@ -52,7 +61,7 @@ async def job_lots(
 ) -> Response:
     """One page of lots and the pagination block."""
 
-    def read() -> bytes:
+    def read() -> tuple[dict[str, object], list[dict[str, Any]]]:
         max_bytes = deps.settings.lots_page_max_bytes
         job, found = deps.store.job_and(
             job_id, client_id, lambda conn, job: lots_page(conn, job, status, limit, offset, max_bytes))
@@ -60,7 +69,10 @@ async def job_lots(
         more = offset + len(page) < total
         # A page its bytes cut short says how many lots it took: the next starts past them.
         taken = len(page) if more and page else limit
-        pagination = {"limit": taken, "offset": offset, "total": total, "has_more": more}
-        return encoded({"job_id": job_id, "status": job.status, "pagination": pagination}, "lots", page)
+        pagination = {"limit": taken, "offset": offset, "total": total, "has_more": more,
+                      "next_offset": offset + len(page) if more else None}
+        return {"job_id": job_id, "status": job.status, "pagination": pagination}, page
 
-    return json_download(await run_in_threadpool(read))
+    head, page = await run_in_threadpool(read)
+    # Encoded a chunk at a time as the connection takes it, each lot freed once written.
+    return json_download(encoded_in_chunks(head, "lots", page))
