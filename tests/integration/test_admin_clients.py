@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from lotlens_admin.cli import main
 from lotlens_common import webhook_secrets
 from tests.conftest import Infra, new_id
+from tests.integration.admin_support import admin_env, run_admin
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +23,8 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 def test_secret_list_and_rotate(infra: Infra, engine: Engine, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", infra.database_url)
     client = new_id("client-")
+    with engine.begin() as conn:  # what the gateway does at start for each configured client
+        webhook_secrets.ensure(conn, [client])
     code, first = run(capsys, "clients", "secret", client)
     assert code == 0 and first.startswith("whsec_") and len(webhook_secrets.secret_bytes(first)) == 32
     assert run(capsys, "clients", "secret", client) == (0, first)  # the same secret, not a new one
@@ -68,10 +71,44 @@ def test_the_listing_shows_times_in_utc_whatever_the_sessions_zone(infra: Infra,
     monkeypatch.setenv("PGTZ", "Asia/Kolkata")
     client = new_id("client-")
     before = datetime.now(UTC).replace(second=0, microsecond=0)
-    assert run(capsys, "clients", "secret", client)[0] == 0
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [client])
     code, listed = run(capsys, "clients", "list")
     [mine] = [line for line in listed.splitlines() if line.startswith(client + "\t")]
     shown = mine.split("created ")[1].split("\t")[0]
     created = datetime.strptime(shown, "%Y-%m-%dT%H:%MZ").replace(tzinfo=UTC)
     assert code == 0
     assert abs((created - before).total_seconds()) <= 120, mine
+
+
+def test_a_secret_for_a_client_that_has_none_is_refused_and_nothing_is_made(infra: Infra, engine: Engine):
+    # `clients secret typo-client` made and printed a live secret (exit 0); `list` then showed the
+    # typo as a client and `rotate typo-client` passed the very guard meant to catch it.
+    typo = new_id("typo-client-")
+    env = admin_env(infra.kafka_bootstrap, infra.database_url)
+    done = run_admin(env, "clients", "secret", typo)
+    assert (done.returncode, done.stdout) == (1, ""), (done.returncode, done.stdout)
+    assert typo in done.stderr and "clients list" in done.stderr and len(done.stderr.splitlines()) == 1
+    with engine.connect() as conn:
+        assert webhook_secrets.live(conn, typo, datetime.now(UTC)) == []
+    assert run_admin(env, "clients", "rotate", typo).returncode == 1
+
+
+def test_a_stray_clients_secrets_are_deleted_and_a_second_delete_is_refused(infra: Infra, engine: Engine):
+    # A client taken out of the configuration (or a typo the old `secret` made) kept a current
+    # secret for good: it never expires, the prune never takes it, nothing deleted it.
+    stray, kept = new_id("stray-client-"), new_id("client-")
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [stray, kept])
+        webhook_secrets.rotate(conn, stray, timedelta(hours=5), datetime.now(UTC))
+    env = admin_env(infra.kafka_bootstrap, infra.database_url)
+    done = run_admin(env, "clients", "delete", stray)
+    assert done.returncode == 0, done.stderr
+    assert "2" in done.stdout and stray in done.stdout
+    with engine.connect() as conn:
+        assert webhook_secrets.live(conn, stray, datetime.now(UTC)) == []
+        assert len(webhook_secrets.live(conn, kept, datetime.now(UTC))) == 1
+    listed = run_admin(env, "clients", "list").stdout
+    assert stray not in listed and kept in listed
+    again = run_admin(env, "clients", "delete", stray)
+    assert again.returncode == 1 and stray in again.stderr

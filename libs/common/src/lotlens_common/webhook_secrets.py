@@ -5,7 +5,7 @@ do with a `whsec_` string (`Webhook(secret)`). A client has one current secret (
 after a rotation, the previous ones until their overlap ends; every live secret signs each
 delivery, so a receiver can switch secrets at any moment of the overlap.
 The gateway makes a missing current secret at start-up and deletes the secrets whose overlap has
-ended (its relay's minute-ly prune); `lotlens-admin clients` shows and rotates.
+ended (its relay's minute-ly prune); `lotlens-admin clients` shows, rotates and deletes.
 """
 
 from __future__ import annotations
@@ -55,6 +55,11 @@ def live_until(conn: Connection, client_id: str, now: datetime) -> list[tuple[st
                     or_(table.c.expires_at.is_(None), table.c.expires_at > now))
              .order_by(table.c.expires_at.desc().nulls_first(), table.c.created_at.desc()))
     return [(secret, expires_at) for secret, expires_at in conn.execute(query)]
+
+
+def delete_client(conn: Connection, client_id: str) -> int:
+    """Delete every secret of a client (one no longer configured); how many."""
+    return int(conn.execute(delete(table).where(table.c.client_id == client_id)).rowcount)
 
 
 def prune(conn: Connection, now: datetime) -> int:

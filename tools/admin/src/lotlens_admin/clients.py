@@ -3,6 +3,8 @@
 The gateway gives every configured client a secret when it starts; `rotate` makes a new one and
 lets the old one keep signing for the overlap, so the integrator can switch receivers without a
 gap. Secrets are printed only by `secret`, which an operator runs to hand one to its client.
+Every command refuses a client with no secret: the gateway makes one for each configured client,
+so none means a mistyped id. `delete` removes a client's secrets once it is no longer configured.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Connection
 
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
@@ -36,10 +40,11 @@ def _minute(moment: datetime) -> str:
 
 def _secret(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin")
-    with engine.begin() as conn:
-        webhook_secrets.ensure(conn, [args.client_id])
+    with engine.connect() as conn:
         live = webhook_secrets.live(conn, args.client_id, utc_now())
     engine.dispose()
+    if not live:
+        return _unknown(args.client_id, "has no webhook secret")
     print(live[0])
     return 0
 
@@ -47,18 +52,38 @@ def _secret(args: argparse.Namespace) -> int:
 def _rotate(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
-        # Every configured client has one (the gateway makes it at start): none means a typo, and
-        # a rotation of nobody would leave the real client's secret signing.
-        known = bool(webhook_secrets.live(conn, args.client_id, utc_now()))
         secret = (webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
-                  if known else None)
+                  if _known(conn, args.client_id) else None)
     engine.dispose()
     if secret is None:
-        print(f"lotlens-admin: client {args.client_id!r} has no webhook secret to rotate; nothing was "
-              "changed (`lotlens-admin clients list` shows the clients)", file=sys.stderr)
-        return 1
+        return _unknown(args.client_id, "has no webhook secret to rotate")
     print(secret)
     return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database, "admin")
+    with engine.begin() as conn:
+        deleted = webhook_secrets.delete_client(conn, args.client_id)
+    engine.dispose()
+    if not deleted:
+        return _unknown(args.client_id, "has no webhook secret to delete")
+    print(f"deleted {deleted} webhook secrets of client {args.client_id}")
+    return 0
+
+
+def _known(conn: Connection, client_id: str) -> bool:
+    """Whether the client is one of ours: the gateway gives every configured client a current
+    secret when it starts, so a client without one is a typo (making one for it printed a live
+    secret for nobody, and rotating nobody left the real client's leaked secret signing)."""
+    return bool(webhook_secrets.live(conn, client_id, utc_now()))
+
+
+def _unknown(client_id: str, what: str) -> int:
+    print(f"lotlens-admin: client {client_id!r} {what}; nothing was changed (`lotlens-admin clients "
+          "list` shows the clients; the gateway makes a configured client's secret when it starts)",
+          file=sys.stderr)
+    return 1
 
 
 # A year: longer is no rotation at all (and past `timedelta`'s range it was a traceback).
@@ -78,7 +103,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     listing = commands.add_parser("list", help="every live secret, masked, with when it stops signing")
     listing.set_defaults(handler=_list)
-    secret = commands.add_parser("secret", help="print a client's current secret (made if missing)")
+    secret = commands.add_parser("secret", help="print a client's current secret")
     secret.add_argument("client_id")
     secret.set_defaults(handler=_secret)
     rotate = commands.add_parser("rotate",
@@ -87,3 +112,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rotate.add_argument("--overlap-hours", type=_overlap_hours, default=24.0,
                         help="how long the previous secret keeps signing (default 24)")
     rotate.set_defaults(handler=_rotate)
+    delete = commands.add_parser(
+        "delete", help="delete every secret of a client no longer configured (a configured one gets a "
+        "new secret when the gateway next starts, and its webhooks go unsigned until then)")
+    delete.add_argument("client_id")
+    delete.set_defaults(handler=_delete)
