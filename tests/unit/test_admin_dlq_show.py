@@ -21,7 +21,7 @@ def letters(*_args: object, **_kwargs: object) -> dlq.Letters:
     return dlq.Letters([dlq.DeadLetter(
         position="0:7", group="lotlens-vision-batcher", reason="handler-failed",
         error=f"could not fetch {SIGNED}", source="lotlens.submissions:3:41", key=b"job-1",
-        value=json.dumps(message).encode(), headers=[("type", b"LotSubmitted")])], set())
+        value=json.dumps(message).encode(), headers=[("type", b"LotSubmitted")])], {})
 
 
 def test_show_keeps_url_credentials_out_unless_revealed(monkeypatch: pytest.MonkeyPatch,

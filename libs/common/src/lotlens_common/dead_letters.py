@@ -18,6 +18,9 @@ SOURCE_OFFSET = "dlq.offset"
 # On a record the tool writes to the dead-letter topic after a replay: "<partition>:<offset>" of
 # the record it replayed (makes replays idempotent).
 REPLAYED = "dlq.replayed"
+# The same for a dead letter an operator gave up on (`dlq discard`), with the reason in `NOTE`.
+DISCARDED = "dlq.discarded"
+NOTE = "dlq.note"
 # On a replayed message in its source topic: the only consumer group that handles it.
 REPLAY_GROUP = "lotlens.replay.group"
 DLQ_HEADERS = (ERROR, REASON, GROUP, SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET, REPLAY_GROUP)

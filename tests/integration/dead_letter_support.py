@@ -1,0 +1,60 @@
+"""Helpers of the dead-letter tests: events as bytes, consumer groups on the submissions topic
+that dead-letter what they cannot handle, exactly as the services' loop does."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import orjson
+
+from lotlens_common.envelope import Envelope, encode
+from lotlens_common.events import JobCancelled
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings
+
+
+def cancelled(job_id: str, version: int = 1) -> bytes:
+    """A JobCancelled as its wire bytes, claiming the given version."""
+    doc = orjson.loads(encode(Envelope(event=JobCancelled(
+        job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"), client_id="c")))  # type: ignore[arg-type]
+    doc["version"] = version
+    return bytes(orjson.dumps(doc))
+
+
+@contextmanager
+def consuming(settings: ServiceSettings, groups: Sequence[str],
+              seen: dict[str, list[str]]) -> Iterator[None]:
+    """One consumer per group on the submissions topic; job "poison" always fails."""
+    stop = threading.Event()
+
+    def handler(group: str) -> Callable[[Sequence[Envelope]], None]:
+        def handle(envelopes: Sequence[Envelope]) -> None:
+            if any(e.job_id == "poison" for e in envelopes):
+                raise ValueError("this job is poison")
+            seen[group].extend(e.job_id for e in envelopes)
+        return handle
+
+    threads = [threading.Thread(target=run_consumer, daemon=True, args=(
+        settings.kafka, settings.topics,
+        ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler(group)),
+        EventProducer(settings.kafka, group), stop)) for group in groups]
+    for thread in threads:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    """Poll until the predicate holds."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)

@@ -1,0 +1,139 @@
+"""Reading the dead-letter topic: each group's dead letters, and the markers that record what an
+operator did with one (replayed or discarded), so every command sees the same states.
+
+The markers live in the dead-letter topic itself, next to the letters (a record with no value and
+a header naming the letter's position): the topic is the only record, kept with the letters.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+
+from lotlens_common import dead_letters as dl
+from lotlens_common.producer import EventProducer, Headers
+from lotlens_common.settings import KafkaSettings
+
+# A dead letter's states: waiting for an operator, sent back to its group, or given up on.
+DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of the dead-letter topic: where it is, what failed and the original message."""
+
+    position: str  # "<partition>:<offset>" in the dead-letter topic
+    group: str
+    reason: str
+    error: str
+    source: str  # "<topic>:<partition>:<offset>" it came from
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+    @property
+    def source_topic(self) -> str:
+        """The topic the message was consumed from (a replay goes back there)."""
+        return self.source.rsplit(":", 2)[0]
+
+    @property
+    def event_type(self) -> str:
+        """The event type header of the original message, if any."""
+        return header(self.headers, "type") or "?"
+
+
+@dataclass(frozen=True)
+class Handled:
+    """What an operator did with a dead letter: `replayed` or `discarded` (with why)."""
+
+    state: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Letters:
+    """The dead letters (one per group and source message; re-deliveries folded) and what was
+    done with each one handled, by position."""
+
+    letters: list[DeadLetter]
+    handled: dict[str, Handled]
+
+    def state(self, letter: DeadLetter) -> str:
+        """`dead` (waiting for an operator), `replayed` or `discarded`."""
+        done = self.handled.get(letter.position)
+        return done.state if done else DEAD
+
+
+def read_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> Letters:
+    """Read the whole dead-letter topic, from its start to its current end."""
+    consumer = Consumer({**kafka.client_config(), "group.id": f"lotlens-admin-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        metadata = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
+        if metadata.error is not None:
+            raise SystemExit(f"cannot read {topic}: {metadata.error}")
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
+                for p in metadata.partitions}
+        waiting = {p for p, end in ends.items() if end > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in waiting])
+        seen: dict[tuple[str, str], DeadLetter] = {}
+        handled: dict[str, Handled] = {}
+        deadline = time.monotonic() + timeout_s
+        while waiting:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{topic}: partitions {sorted(waiting)} stalled before their end")
+            for message in consumer.consume(500, 0.2):
+                deadline = time.monotonic() + timeout_s
+                error, partition = message.error(), message.partition() or 0
+                if error is None:
+                    _collect(message, seen, handled)
+                    if (message.offset() or 0) + 1 >= ends[partition]:
+                        waiting.discard(partition)
+                elif error.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(partition)
+                else:
+                    raise SystemExit(f"cannot read {topic}: {error}")
+        return Letters(list(seen.values()), handled)
+    finally:
+        consumer.close()
+
+
+def _collect(message: Message, seen: dict[tuple[str, str], DeadLetter], handled: dict[str, Handled]) -> None:
+    headers: Headers = [(str(h[0]), h[1]) for h in message.headers() or []]
+    for state, marker in ((REPLAYED, dl.REPLAYED), (DISCARDED, dl.DISCARDED)):
+        position = header(headers, marker)
+        if position is not None:
+            # The first marker wins: a letter discarded and then force-replayed stays discarded.
+            handled.setdefault(position, Handled(state, header(headers, dl.NOTE) or ""))
+            return
+    letter = DeadLetter(
+        position=f"{message.partition()}:{message.offset()}",
+        group=header(headers, dl.GROUP) or "?", reason=header(headers, dl.REASON) or "?",
+        error=header(headers, dl.ERROR) or "",
+        source=":".join(header(headers, h) or "?" for h in (dl.SOURCE_TOPIC, dl.SOURCE_PARTITION,
+                                                             dl.SOURCE_OFFSET)),
+        key=message.key(), value=message.value(), headers=headers)
+    # A crash between dead-lettering and storing the offset dead-letters the same message again.
+    seen.setdefault((letter.group, letter.source), letter)
+
+
+def header(headers: Headers, name: str) -> str | None:
+    """A header's value as text (None: absent)."""
+    for key, value in headers:
+        if key == name and value is not None:
+            return value.decode(errors="replace") if isinstance(value, bytes) else value
+    return None
+
+
+def mark(producer: EventProducer, topic: str, letters: list[DeadLetter], state: str, note: str = "") -> None:
+    """Record in the dead-letter topic that these letters were replayed or discarded."""
+    marker = dl.REPLAYED if state == REPLAYED else dl.DISCARDED
+    for letter in letters:
+        headers: Headers = [(marker, letter.position.encode())]
+        if note:
+            headers.append((dl.NOTE, note.encode()))
+        producer.publish_raw(topic, letter.key, None, headers)
+    producer.flush()
