@@ -14,10 +14,10 @@ import orjson
 import pytest
 from sqlalchemy import Engine, text
 
-from lotlens_common.envelope import FutureEventVersion
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK, RebuildOptions, RebuildRunning, rebuild
+from lotlens_result_store.replay import FutureEventInLog
 from lotlens_result_store.shadow import RETIRED, SHADOW
 from tests.conftest import ROOT
 from tests.integration.event_log.support import (
@@ -154,7 +154,7 @@ def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_on
                            "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
     publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
     publisher.flush()
-    with pytest.raises(FutureEventVersion, match="release that wrote it"):
+    with pytest.raises(FutureEventInLog, match="release that wrote it"):
         rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
     with own_engine.connect() as conn:  # nothing swapped; the shadow keeps its progress
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0

@@ -6,9 +6,11 @@
 3. lock the live tables against writes, replay the last events, swap the tables in that same
    transaction (docs/EVENT_LOG.md says why the live result-store then carries on unharmed).
 
-It does not swap, and says why, when events were skipped (the rebuilt tables lack them; an
-operator may allow it), or when the rounds did not catch up (locking then would stall the live
-writes for as long as the rest takes). One rebuild runs at a time (a PostgreSQL advisory lock).
+It does not swap, and says why, when events were skipped by this run or an earlier one it
+resumed (the rebuilt tables lack them; an operator may allow it), or when the rounds did not catch
+up (locking then would stall the live writes for as long as the rest takes). It does not resume a
+shadow that other projection code made (`shadow_state`). One rebuild runs at a time (a PostgreSQL
+advisory lock).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
-from lotlens_result_store.replay import Progress, RecordLog, replay
+from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
 from lotlens_result_store.shadow import (
     create_shadow,
     drop_shadow,
@@ -30,6 +32,7 @@ from lotlens_result_store.shadow import (
     shadow_exists,
     swap,
 )
+from lotlens_result_store.shadow_state import create_state, foreign_shadow, skipped_events
 
 
 @dataclass(frozen=True)
@@ -44,20 +47,22 @@ class RebuildOptions:
     max_rounds: int = 20
     lock_timeout_s: float = 60.0
     allow_skipped: bool = False  # swap even when some events could not be projected
+    # Events of a newer version than this code to skip on purpose (topic:partition:offset).
+    skip: frozenset[Position] = frozenset()
 
 
 @dataclass(frozen=True)
 class RebuildResult:
     """What a rebuild did."""
 
-    events: int
-    skipped: int
+    events: int  # replayed by this run
+    skipped: int  # missing from the shadow, by this run and every earlier one it resumed
     swapped: bool
     # Why a swap that was asked for did not happen (None: swapped, or not asked for).
     unswapped: str | None = None
 
 
-class RebuildRunning(RuntimeError):
+class RebuildRunning(RebuildRefused):
     """Another rebuild holds the lock: two at once would replay into the same shadow tables."""
 
 
@@ -90,18 +95,27 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
         if options.restart:
             drop_shadow(conn)
         if shadow_exists(conn):
-            say("resuming the rebuild an earlier run left in the shadow schema")
+            if foreign := foreign_shadow(conn):
+                raise RebuildRefused(foreign)
+            earlier = len(skipped_events(conn))
+            say("resuming the rebuild an earlier run left in the shadow schema"
+                + (f" ({earlier} events skipped so far)" if earlier else ""))
         else:
             create_shadow(conn, live)
+            create_state(conn)
     record = RecordLog(kafka, topics.record_topics())
-    events = skipped = 0
+    events = 0
 
     def run(phase: str) -> Progress:
-        nonlocal events, skipped
+        nonlocal events
         progress = replay(engine, record, record.watermarks(), options.batch_size,
-                          lambda p: say(f"{phase}: {p.line()}"))
-        events, skipped = events + progress.done, skipped + progress.skipped
+                          lambda p: say(f"{phase}: {p.line()}"), options.skip)
+        events += progress.done
         return progress
+
+    def skipped() -> int:
+        with engine.connect() as conn:
+            return len(skipped_events(conn))
 
     caught_up = False
     for round_ in range(options.max_rounds):
@@ -110,27 +124,31 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
         if caught_up:
             break
     if not options.swap:
-        say("caught up; the live tables were left in place (--no-swap)")
-        return RebuildResult(events, skipped, swapped=False)
+        held = skipped()
+        say("caught up; the live tables were left in place (--no-swap). The next `projections rebuild` "
+            "resumes this shadow and swaps it in" + (
+                f" only with --allow-skipped ({held} events skipped)" if held else "")
+            + "; --restart starts over, `projections status` shows it")
+        return RebuildResult(events, held, swapped=False)
     if not caught_up:
-        return _kept(events, skipped, f"not caught up after {options.max_rounds} rounds (the log grows "
+        return _kept(events, skipped(), f"not caught up after {options.max_rounds} rounds (the log grows "
                      "faster than it is replayed); run it again later, it resumes", say)
-    if skipped and not options.allow_skipped:
-        return _kept(events, skipped, _skipped(skipped), say)
+    if (held := skipped()) and not options.allow_skipped:
+        return _kept(events, held, _skipped(held), say)
     with engine.connect() as lock_conn, lock_conn.begin():
         say("locking the live read models against writes")
         hold_migrations(lock_conn)
         lock_live(lock_conn, live, options.lock_timeout_s)
         run("final")  # on other connections: committed before the swap, visible to whoever waited
-        if skipped and not options.allow_skipped:
-            return _kept(events, skipped, _skipped(skipped), say)
+        if (held := skipped()) and not options.allow_skipped:
+            return _kept(events, held, _skipped(held), say)
         if moved := schema_changed(lock_conn, live):
-            return _kept(events, skipped, f"a migration ran since the rebuild began ({moved}); the "
+            return _kept(events, held, f"a migration ran since the rebuild began ({moved}); the "
                          "rebuilt tables lack its changes: start over with --restart", say)
         swap(lock_conn, live)
-    say(f"swapped in: {events:,} events replayed, {skipped} skipped; "
+    say(f"swapped in: {events:,} events replayed, {held} skipped; "
         "the old tables are in schema lotlens_retired")
-    return RebuildResult(events, skipped, swapped=True)
+    return RebuildResult(events, held, swapped=True)
 
 
 def _kept(events: int, skipped: int, why: str, say: Say) -> RebuildResult:
@@ -139,5 +157,6 @@ def _kept(events: int, skipped: int, why: str, say: Say) -> RebuildResult:
 
 
 def _skipped(count: int) -> str:
-    return (f"{count} events were skipped (see the log above), so the rebuilt tables lack them; "
-            "fix the cause and rerun, or swap anyway with --allow-skipped")
+    return (f"{count} events were skipped (by this run or an earlier one it resumed; `projections "
+            "status` lists them), so the rebuilt tables lack them; fix the cause and rerun with "
+            "--restart, or swap anyway with --allow-skipped")

@@ -23,10 +23,27 @@ from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import KafkaSettings
 from lotlens_result_store.handlers import apply_batch
 from lotlens_result_store.shadow import CHECKPOINT, use_shadow
+from lotlens_result_store.shadow_state import record_skipped
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+# An event's place in the log, as operators read and write it: "topic:partition:offset".
+Position = str
+
+
+class RebuildRefused(RuntimeError):
+    """An expected reason for a rebuild to stop (the operator gets its message, not a traceback)."""
+
+
+class FutureEventInLog(RebuildRefused):
+    """An event newer than this code: skipping it unasked would leave the rebuilt tables without
+    it, so the rebuild stops at it (the progress is kept)."""
+
+
+def position(topic: str, partition: int, offset: int) -> Position:
+    """An event's position as `topic:partition:offset`."""
+    return f"{topic}:{partition}:{offset}"
 
 
 @dataclass
@@ -89,8 +106,9 @@ def remaining(conn: Connection, marks: dict[Partition, tuple[int, int]]) -> int:
 
 
 def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, int]], batch_size: int,
-           report: Report) -> Progress:
-    """Apply every event before the end offsets in `marks` that the shadow tables lack."""
+           report: Report, skip: frozenset[Position] = frozenset()) -> Progress:
+    """Apply every event before the end offsets in `marks` that the shadow tables lack; a future
+    version event is skipped only when named in `skip`."""
     with engine.connect() as conn:
         done = checkpoint(conn)
         progress = Progress(total=remaining(conn, marks), started=time.monotonic())
@@ -105,7 +123,7 @@ def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, in
             messages = [m for m in consumer.consume(batch_size, 1.0) if _is_data(m)]
             wanted = [m for m in messages if (m.offset() or 0) < ends[_partition(m)]]
             reached = _reached(consumer, ends)
-            progress.skipped += _apply(engine, wanted, reached)
+            progress.skipped += _apply(engine, wanted, reached, skip)
             progress.done += len(wanted)
             for tp, offset in reached.items():
                 if offset >= ends[tp]:
@@ -138,25 +156,33 @@ def _reached(consumer: Consumer, ends: dict[Partition, int]) -> dict[Partition, 
             for tp in positions if tp.offset >= 0}
 
 
-def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int]) -> int:
-    """Apply a batch and record the offsets reached, in one shadow transaction; returns how many
-    events were skipped."""
-    envelopes: list[Envelope] = []
+def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int],
+           skip: frozenset[Position]) -> int:
+    """Apply a batch and record the offsets reached and the events skipped, in one shadow
+    transaction; returns how many events were skipped."""
+    decoded: list[tuple[Position, Envelope]] = []
+    skipped: list[tuple[str, int, int, str]] = []
     for message in messages:
+        topic, partition, offset = message.topic() or "", message.partition() or 0, message.offset() or 0
+        at = position(topic, partition, offset)
         try:
-            envelopes.append(decode(message.value() or b""))
+            decoded.append((at, decode(message.value() or b"")))
         except FutureEventVersion as exc:
-            # Skipping it would leave the rebuilt tables without it: stop, keep the progress.
-            raise FutureEventVersion(f"{exc} at {_partition(message)}:{message.offset()}: run the "
-                                     "rebuild with the release that wrote it") from exc
+            if at not in skip:
+                raise FutureEventInLog(
+                    f"{exc} at {at}: run the rebuild with the release that wrote it, or skip it on "
+                    f"purpose with --skip {at} (the swap then needs --allow-skipped)") from exc
+            log.warning("skipping %s as asked (--skip): %s", at, exc)
+            skipped.append((topic, partition, offset, f"future-version, skipped by --skip: {exc}"))
         except UndecodableEvent as exc:
-            log.warning("skipping an unreadable message at %s:%s: %s", _partition(message),
-                        message.offset(), exc)
-    skipped = len(messages) - len(envelopes)
+            log.warning("skipping an unreadable message at %s: %s", at, exc)
+            skipped.append((topic, partition, offset, f"undecodable: {exc}"))
     with engine.begin() as conn:
         use_shadow(conn)
-        if envelopes:
-            skipped += _apply_isolating_poison(conn, envelopes)
+        for at, why in _apply_isolating_poison(conn, decoded):
+            t, p, o = at.rsplit(":", 2)
+            skipped.append((t, int(p), int(o), why))
+        record_skipped(conn, skipped)
         if reached:
             conn.execute(text(
                 f"INSERT INTO {CHECKPOINT} (topic, partition, next_offset) "
@@ -165,29 +191,32 @@ def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int
                 "DO UPDATE SET next_offset = greatest(rebuild_offsets.next_offset, excluded.next_offset)"),
                 {"rows": json_rows({"topic": topic, "partition": partition, "next_offset": offset}
                                    for (topic, partition), offset in reached.items())})
-    return skipped
+    return len(skipped)
 
 
-def _apply_isolating_poison(conn: Connection, envelopes: list[Envelope]) -> int:
+def _apply_isolating_poison(conn: Connection, decoded: list[tuple[Position, Envelope]]
+                            ) -> list[tuple[Position, str]]:
     """The batch at once, or else one by one without the events that fail (as the live consumer
-    dead-letters them); returns how many were skipped."""
+    dead-letters them); returns the positions skipped and why."""
+    if not decoded:
+        return []
     try:
         with conn.begin_nested():
-            apply_batch(conn, envelopes)
-        return 0
+            apply_batch(conn, [envelope for _, envelope in decoded])
+        return []
     except TRANSIENT_ERRORS:
         raise
     except Exception as exc:
-        log.warning("batch of %d failed (%s); applying one by one", len(envelopes), exc)
-    skipped = 0
-    for envelope in envelopes:
+        log.warning("batch of %d failed (%s); applying one by one", len(decoded), exc)
+    skipped = []
+    for at, envelope in decoded:
         try:
             with conn.begin_nested():
                 apply_batch(conn, [envelope])
         except TRANSIENT_ERRORS:
             raise
         except Exception as exc:
-            skipped += 1
-            log.warning("skipping %s %s of job %s: %s", envelope.type, envelope.event_id,
-                        envelope.job_id, exc)
+            skipped.append((at, f"projection failed: {exc}"))
+            log.warning("skipping %s %s of job %s at %s: %s", envelope.type, envelope.event_id,
+                        envelope.job_id, at, exc)
     return skipped

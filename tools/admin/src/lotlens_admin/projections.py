@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+
+from sqlalchemy import Connection, text
 
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
-from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild
-from lotlens_result_store.shadow import drop_retired
+from lotlens_result_store.rebuild import RebuildOptions, rebuild
+from lotlens_result_store.replay import RebuildRefused, checkpoint
+from lotlens_result_store.shadow import RETIRED, REVISION, SHADOW, drop_retired, shadow_exists
+from lotlens_result_store.shadow_state import projection_version, shadow_version, skipped_events
 
 
 def _at_least_one(text: str) -> int:
@@ -16,6 +21,13 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _position(text_: str) -> str:
+    if not re.fullmatch(r".+:\d+:\d+", text_):
+        raise argparse.ArgumentTypeError(f"an event's TOPIC:PARTITION:OFFSET (as the rebuild printed it), "
+                                         f"not {text_!r}")
+    return text_
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,8 +43,14 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     run.add_argument("--batch-size", type=_at_least_one, default=2000,
                      help="events per transaction (default 2000)")
     run.add_argument("--allow-skipped", action="store_true",
-                     help="swap in even when some events could not be projected (they are logged)")
+                     help="swap in even when some events could not be projected (`status` lists them)")
+    run.add_argument("--skip", action="append", type=_position, default=[], metavar="TOPIC:PARTITION:OFFSET",
+                     help="skip this event of a newer version than this release, on purpose (repeatable); "
+                     "it counts as skipped, so the swap needs --allow-skipped")
     run.set_defaults(handler=_rebuild)
+    status = commands.add_parser("status", help="the shadow of an unfinished rebuild (checkpoint, skipped "
+                                 "events, projection version) and the retired tables")
+    status.set_defaults(handler=_status)
     drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced")
     drop.set_defaults(handler=_drop_retired)
 
@@ -46,12 +64,12 @@ def _rebuild(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database, "admin", pool_size=2)
     try:
         options = RebuildOptions(restart=args.restart, swap=not args.no_swap, batch_size=args.batch_size,
-                                 allow_skipped=args.allow_skipped)
+                                 allow_skipped=args.allow_skipped, skip=frozenset(args.skip))
         result = rebuild(engine, settings.kafka, settings.topics, options, _say)
     except KeyboardInterrupt:
         _say("interrupted: run the same command again to resume")
         return 130
-    except RebuildRunning as exc:
+    except RebuildRefused as exc:  # another rebuild runs, a shadow of other code, a future event
         _say(f"lotlens-admin: {exc}")
         return 1
     finally:
@@ -70,3 +88,34 @@ def _drop_retired(_args: argparse.Namespace) -> int:
         engine.dispose()
     print("dropped the retired tables" if dropped else "no retired tables")
     return 0
+
+
+def _status(_args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database, "admin", pool_size=1)
+    try:
+        with engine.connect() as conn:
+            lines = _shadow_lines(conn) if shadow_exists(conn) else ["no rebuild in progress (no shadow)"]
+            retired = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
+                                   {"s": RETIRED}).scalars().all()
+    finally:
+        engine.dispose()
+    lines.append(f"retired tables in {RETIRED}: {', '.join(retired)} (`projections drop-retired` drops them)"
+                 if retired else "no retired tables")
+    print("\n".join(lines))
+    return 0
+
+
+def _shadow_lines(conn: Connection) -> list[str]:
+    made, this = shadow_version(conn), projection_version()
+    verdict = ("same as this release's: a rebuild resumes it" if made == this else
+               f"this release's is {this}: a rebuild refuses it, --restart starts over")
+    revision = (", ".join(conn.execute(text(f"SELECT version_num FROM {REVISION}")).scalars())
+                if conn.execute(text("SELECT to_regclass(:t)"), {"t": REVISION}).scalar() else "not recorded")
+    offsets, skipped = checkpoint(conn), skipped_events(conn)
+    return [f"shadow {SHADOW}: made at migration {revision}; projection code {made or 'not recorded'} "
+            f"({verdict})",
+            f"checkpoint ({sum(offsets.values()):,} offsets passed):",
+            *(f"  {topic}:{partition}  next offset {offset}"
+              for (topic, partition), offset in sorted(offsets.items())),
+            f"{len(skipped)} events skipped" + (" (the swap needs --allow-skipped)" if skipped else ""),
+            *(f"  {event.position}  {event.why}" for event in skipped)]

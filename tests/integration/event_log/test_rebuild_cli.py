@@ -1,0 +1,130 @@
+"""`lotlens-admin projections` run as an operator runs it (its own process, a real broker and
+database): what an earlier run left in the shadow is never swapped in unseen, an event newer than
+the code is one line with its position and can be skipped on purpose, `status` tells it all."""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings, TopicSettings
+from lotlens_result_store.shadow import SHADOW
+from tests.integration.admin_support import admin_env, run_admin
+from tests.integration.result_store.support import JobScript, job_script, publish
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def env(own_settings: ServiceSettings, own_database: str, topics: TopicSettings) -> dict[str, str]:
+    return admin_env(own_settings.kafka.bootstrap_servers, own_database, topics)
+
+
+def _lots(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM lots")).scalar_one())
+
+
+def _two_lots_and_an_unreadable_message(publisher: EventProducer, topics: TopicSettings) -> JobScript:
+    script = job_script(2)
+    publish(publisher, topics, script)
+    publisher.publish_raw(topics.vision, b"k", b"\x00not json", [])
+    publisher.flush()
+    return script
+
+
+def test_a_resumed_rebuild_does_not_swap_in_what_an_earlier_run_skipped(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # The skipped count was the run's own: after a --no-swap run skipped an event, the next run
+    # resumed with nothing left to replay, counted 0 skipped and swapped the gap in, exit 0.
+    _two_lots_and_an_unreadable_message(publisher, topics)
+    dry = run_admin(env, "projections", "rebuild", "--no-swap")
+    assert dry.returncode == 0, dry.stderr[-2000:]
+
+    kept = run_admin(env, "projections", "rebuild")
+    assert kept.returncode == 1, (kept.stdout, kept.stderr[-2000:])
+    assert "1 events were skipped" in kept.stderr and kept.stdout.strip().endswith("1 skipped")
+    assert _lots(own_engine) == 0, "the shadow missing an event was swapped in"
+    # And the dry run said what the next run would do with what it left.
+    assert "next `projections rebuild` resumes" in dry.stderr and "--allow-skipped" in dry.stderr, dry.stderr
+
+    taken = run_admin(env, "projections", "rebuild", "--allow-skipped")
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert taken.stdout.strip().endswith("1 skipped") and _lots(own_engine) == 2
+
+
+def test_a_shadow_projected_by_other_code_is_not_resumed(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # The documented dry run -> deploy the projection fix -> rebuild kept the old code's rows for
+    # every event before the dry run's checkpoint, and swapped them in.
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    with own_engine.begin() as conn:  # what an earlier release's dry run leaves behind
+        conn.execute(text(f"UPDATE {SHADOW}.rebuild_state SET projection_version = 'an-older-release'"))
+    refused = run_admin(env, "projections", "rebuild")
+    assert refused.returncode == 1, refused.stderr[-2000:]
+    assert refused.stderr.count("\n") == 1 and "an-older-release" in refused.stderr, refused.stderr
+    assert "--restart" in refused.stderr and "Traceback" not in refused.stderr
+    assert _lots(own_engine) == 0
+    again = run_admin(env, "projections", "rebuild", "--restart")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _lots(own_engine) == 2
+
+
+def test_an_event_newer_than_the_code_is_one_line_with_its_position_and_can_be_skipped_on_purpose(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # It was a 30-line traceback ending in a tuple repr of the position, and no option got past it:
+    # topics are kept for good, so one rogue event blocked every rebuild for ever.
+    script = job_script(2)
+    publish(publisher, topics, script)
+    future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
+                           "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
+    publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
+    publisher.flush()
+    stopped = run_admin(env, "projections", "rebuild", "--no-swap", "--allow-skipped")
+    assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    found = re.search(rf"{re.escape(topics.submissions)}:\d+:\d+", last)
+    assert found and "version 99" in last and f"--skip {found.group(0)}" in last, last
+
+    assert run_admin(env, "projections", "rebuild", "--skip", "garbage").returncode == 2
+    skipped = run_admin(env, "projections", "rebuild", "--skip", found.group(0))
+    assert skipped.returncode == 1 and "1 events were skipped" in skipped.stderr, skipped.stderr[-2000:]
+    assert _lots(own_engine) == 0
+    taken = run_admin(env, "projections", "rebuild", "--allow-skipped")
+    assert taken.returncode == 0, taken.stderr[-2000:]
+    assert _lots(own_engine) == 2
+
+
+def test_status_shows_the_shadow_its_checkpoint_skipped_events_version_and_retired_tables(
+        publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # Nothing showed an interrupted shadow or how far it had got.
+    empty = run_admin(env, "projections", "status")
+    assert empty.returncode == 0, empty.stderr
+    assert "no rebuild in progress" in empty.stdout and "no retired tables" in empty.stdout, empty.stdout
+
+    _two_lots_and_an_unreadable_message(publisher, topics)
+    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    shown = run_admin(env, "projections", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert "shadow lotlens_rebuild" in shown.stdout and "same as this release's" in shown.stdout, shown.stdout
+    assert re.search(rf"{re.escape(topics.vision)}:\d+ +next offset \d+", shown.stdout), shown.stdout
+    assert re.search(rf"1 events skipped.*\n +{re.escape(topics.vision)}:\d+:\d+ +undecodable", shown.stdout)
+
+    assert run_admin(env, "projections", "rebuild", "--allow-skipped").returncode == 0
+    after = run_admin(env, "projections", "status").stdout
+    assert "no rebuild in progress" in after and "retired tables in lotlens_retired: " in after, after
+
+
+def test_a_rebuild_with_kafka_down_is_one_line_on_stderr(own_engine: Engine, own_database: str,
+                                                         topics: TopicSettings) -> None:
+    # 581 lines of librdkafka's "Connection refused" came before the rebuild's own.
+    done = run_admin(admin_env("127.0.0.1:1", own_database, topics), "projections", "rebuild", "--no-swap")
+    lines = done.stderr.splitlines()
+    assert done.returncode == 3 and len(lines) == 1, (done.returncode, len(lines), lines[:2])
+    assert lines[0].startswith("lotlens-admin: Kafka did not answer")
