@@ -67,10 +67,11 @@ class JobScript:
         return self.submissions + self.vision + self.translation
 
 
-def job_script(lot_count: int = 3, failed: Sequence[int] = (), languages: Sequence[str] = LANGUAGES
-               ) -> JobScript:
-    """A job whose lots at the positions in `failed` fail at the vision stage."""
-    job_id, client_id = new_id("job-"), new_id("client-")
+def job_script(lot_count: int = 3, failed: Sequence[int] = (), languages: Sequence[str] = LANGUAGES,
+               client_id: str | None = None) -> JobScript:
+    """A job (of `client_id`, default a new one) whose lots at the positions in `failed` fail at
+    the vision stage."""
+    job_id, client_id = new_id("job-"), client_id or new_id("client-")
     lot_ids = [f"lot-{i:05d}" for i in range(lot_count)]
     script = JobScript(job_id, client_id, lot_ids, {lot_ids[i] for i in failed})
     clock = iter(datetime(2026, 3, 1, tzinfo=UTC) + timedelta(milliseconds=i) for i in range(10**7))

@@ -61,7 +61,8 @@ def test_a_three_lot_job_is_projected_and_announced_exactly_once(
     job = job_row(engine, script.job_id)
     assert (job["status"], job["total_lots"], job["processed_lots"]) == ("pending", 3, 0)
     apply(script.vision)
-    assert job_row(engine, script.job_id)["status"] == "processing"
+    # Every lot waits for translation: the job is translating before its translation batch.
+    assert job_row(engine, script.job_id)["status"] == "translating"
     assert {lot["status"] for lot in lot_rows(engine, script.job_id).values()} == {"translating"}
     apply(script.translation[:2])
     job = job_row(engine, script.job_id)

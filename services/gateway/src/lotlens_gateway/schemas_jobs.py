@@ -31,7 +31,9 @@ class ProcessingDetails(BaseModel):
     openai_translation_batch_id: str | None = Field(description="The newest translation batch")
     vision_batch_ids: list[str] = Field(description="Every vision batch of the job, oldest first")
     translation_batch_ids: list[str] = Field(description="Every translation batch of the job, oldest first")
-    current_stage: Literal["queued", "vision_analysis", "translation", "completed", "failed", "cancelled"]
+    current_stage: Literal["queued", "vision_analysis", "translation", "completed", "failed",
+                           "cancelled"] = Field(
+        description="The stage of the job's status: `translation` once none of its lots waits for vision")
     usage: JobTokenUsage | None = Field(default=None, description="Added, once the job is finished")
 
 
@@ -39,7 +41,9 @@ class JobStatus(BaseModel):
     """`GET /api/v1/batch-status/{job_id}`."""
 
     job_id: str = Field(examples=[JOB_ID])
-    status: Literal["pending", "processing", "translating", "completed", "failed", "cancelled"]
+    status: Literal["pending", "processing", "translating", "completed", "failed", "cancelled"] = Field(
+        description="`processing` while any lot waits for vision; `translating` from the first translation "
+                    "batch, or once every unfinished lot waits for translation")
     created_at: str | None
     updated_at: str | None
     completed_at: str | None

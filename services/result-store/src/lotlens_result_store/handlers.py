@@ -13,17 +13,19 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import JobSubmitted
+from lotlens_common.events import JobSubmitted, LotFailed, VisionCompleted
 from lotlens_common.producer import EventProducer
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.completion import lock_jobs, lock_read_models, publish_completions, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
-from lotlens_result_store.projections import project
+from lotlens_result_store.projections import advance_described_jobs, project
 
 
 def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
     """Project events and settle the jobs they finished: the live store and a rebuild both run this."""
     changes = project(conn, envelopes)
+    advance_described_jobs(conn, [envelope.job_id for envelope in envelopes
+                                  if isinstance(envelope.event, VisionCompleted | LotFailed)])
     settle_jobs(conn, changes)
     return changes
 

@@ -198,6 +198,17 @@ def project(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
     return changes
 
 
+def advance_described_jobs(conn: Connection, job_ids: Sequence[str]) -> None:
+    """Move to `translating` the running jobs (of `job_ids`) none of whose lots waits for vision.
+
+    A job used to become `translating` only with its first translation batch: with the
+    translator stopped or behind, a job whose every lot waited for translation read `processing`
+    (stage `vision_analysis`) and sent on-call to the wrong stage.
+    """
+    if job_ids:
+        execute(conn, "advance_jobs", sql.ADVANCE_DESCRIBED_JOBS, {"job_ids": sorted(set(job_ids))})
+
+
 def _insert_batches(conn: Connection, envelopes: Sequence[Envelope],
                     event_type: type[VisionBatchSubmitted | TranslationBatchSubmitted], stage: str) -> None:
     batches = latest_envelopes(envelopes, event_type, lambda event: (event.batch_id,))

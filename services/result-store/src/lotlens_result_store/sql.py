@@ -11,7 +11,14 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from lotlens_common.events import TERMINAL_JOB_STATUSES
-from lotlens_result_store.status import CANCELLED, TERMINAL_LOT_STATUSES, rank_sql
+from lotlens_common.tables import LAST_SEQ
+from lotlens_result_store.status import (
+    CANCELLED,
+    PROCESSING,
+    TERMINAL_LOT_STATUSES,
+    TRANSLATING,
+    rank_sql,
+)
 
 
 def _sql_list(values: frozenset[str]) -> str:
@@ -23,6 +30,8 @@ _LOT_SETTLED = _sql_list(TERMINAL_LOT_STATUSES)
 # batch was already running) completes or fails it, so paid work is shown, but nothing else moves it.
 _LOT_STOPPED = _sql_list(TERMINAL_LOT_STATUSES | {CANCELLED})
 _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
+# A lot whose VisionCompleted or LotFailed is projected (or whose translation came first).
+_PAST_VISION = _sql_list(TERMINAL_LOT_STATUSES | {TRANSLATING})
 
 UPSERT_SUBMITTED_JOBS = text("""
 INSERT INTO jobs AS j (job_id, client_id, status, api_version, languages, total_lots,
@@ -85,11 +94,11 @@ WITH v AS (
     FOR UPDATE OF l
 ), written AS (
     INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status, usage)
-    SELECT v.job_id, v.lot_id, v.processed_images, v.missing_images, 'translating',
+    SELECT v.job_id, v.lot_id, v.processed_images, v.missing_images, '{TRANSLATING}',
            {_STAGE_USAGE.format(stage="vision")} FROM v
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
-        status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE 'translating' END,
+        status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE '{TRANSLATING}' END,
         usage = {_MERGED_USAGE}, updated_at = now()
 )
 SELECT job_id, CAST(sum(added) AS int) FROM completed WHERE added <> 0 GROUP BY job_id
@@ -219,4 +228,20 @@ ON CONFLICT (job_id) DO UPDATE SET
     status = excluded.status, error_message = excluded.error_message,
     completed_at = excluded.completed_at, cancelled_at = excluded.cancelled_at,
     completion_published = true, usage = coalesce(excluded.usage, j.usage), updated_at = now()
+""")
+
+# A running job none of whose lots waits for vision any more: every lot has its row and is past
+# the vision stage. Run for the jobs a batch's vision results touched while they are `processing`
+# (a job moves once). Vision takes a job's lots in request order, so its lots still waiting are
+# found first walking that order backwards (the request-order index, about 0.1 ms); the count,
+# about 11 ms for 50,000 lots, runs once no lot is waiting (whether every row is there).
+ADVANCE_DESCRIBED_JOBS = text(f"""
+UPDATE jobs AS j SET status = '{TRANSLATING}', updated_at = now()
+WHERE j.job_id = ANY(CAST(:job_ids AS text[])) AND j.status = '{PROCESSING}'
+  AND j.total_lots IS NOT NULL AND j.processed_lots + j.failed_lots < j.total_lots
+  AND CASE WHEN (SELECT true FROM lots AS l
+                 WHERE l.job_id = j.job_id AND l.status NOT IN {_PAST_VISION}
+                 ORDER BY coalesce(l.seq, {LAST_SEQ}) DESC, l.lot_id DESC LIMIT 1) THEN false
+           ELSE (SELECT count(*) FROM lots AS l
+                 WHERE l.job_id = j.job_id AND l.status IN {_PAST_VISION}) = j.total_lots END
 """)

@@ -1,6 +1,7 @@
 """The rules of the job and lot life cycles, free of I/O.
 
-A job moves `pending → processing → translating` and then to one terminal status; it never moves
+A job moves `pending → processing → translating` and then to one terminal status (`translating`
+from its first translation batch, or once none of its lots waits for vision any more); it never moves
 backwards and never leaves a terminal status, whatever order the events arrive in. A lot ends
 `completed` or `failed` once and stays there.
 """
