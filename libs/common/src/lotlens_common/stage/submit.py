@@ -22,6 +22,7 @@ from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
+from lotlens_common.stage.key import key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Stage, about_lot
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
@@ -30,8 +31,6 @@ from lotlens_common.stage.work import LotWork
 log = logging.getLogger(__name__)
 
 PREPARE_CHUNK = 1000
-# The `Stage.unreadable` entry while OpenAI refuses our key (401/403 on upload or create).
-KEY_REFUSED = "the key is refused"
 
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
@@ -66,10 +65,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 break  # the shard stays `building`: recovery sends it after the restart
             except ModelRequestError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
-                if exc.status_code in lifecycle.NOT_READABLE - {404}:
-                    stage.unreadable[KEY_REFUSED] = str(exc)
-                    log.error("OpenAI refused the key (%s): submitting nothing until recovery "
-                              "succeeds with it", exc, extra={"job_id": flush.job_id})
+                if pause_for_key(stage, exc):
                     break
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
@@ -105,7 +101,7 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
-                found = await stage.batches.find_batch({SHARD_KEY: shard.shard_id}) if lots else None
+                found = await _find_shard_batch(stage, shard.shard_id) if lots else None
                 action = lifecycle.for_building(len(lots), found)
                 if isinstance(action, lifecycle.CloseEmpty):
                     stage.store.close_shard(shard.shard_id, "empty", None)
@@ -117,12 +113,26 @@ async def recover_building(stage: Stage[Any]) -> None:
                                         tuple(lot.lot_id for lot in lots), action.batch_id)
                 else:
                     await build(stage, shard.shard_id, lots)
-                stage.unreadable.pop(KEY_REFUSED, None)  # the key works again
+                key_accepted(stage)
             except Stopped:
                 return  # still `building`: the next process recovers it
+            except ModelError as exc:
+                if pause_for_key(stage, exc):
+                    return  # every other shard's call would be refused alike this round
+                log.warning("recovering shard %s failed; the next round tries again: %s",
+                            shard.shard_id, exc, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+
+
+async def _find_shard_batch(stage: Stage[Any], shard_id: str) -> dict[str, Any] | None:
+    """The batch carrying the shard's metadata, if OpenAI has one (a failure is counted)."""
+    try:
+        return await stage.batches.find_batch({SHARD_KEY: shard_id})
+    except ModelError as exc:
+        metrics.openai_error(stage.spec.name, "batches", exc)
+        raise
 
 
 class Stopped(Exception):
@@ -162,8 +172,9 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         try:
             with openai_call("files.create"):
                 file_id = await stage.batches.upload_batch_file(writer.close())
-        except ModelRequestError as exc:
-            if not lifecycle.too_large(exc.code, str(exc)):
+        except ModelError as exc:
+            metrics.openai_error(stage.spec.name, "files", exc)
+            if not isinstance(exc, ModelRequestError) or not lifecycle.too_large(exc.code, str(exc)):
                 raise
             stage.shrink_files(writer.size, str(exc))
             stage.store.requeue(job_id, writer.written, str(exc), sent=False)
@@ -180,7 +191,10 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
             batch = await stage.batches.create_batch(
                 file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
-    except (ModelRateLimitedError, ModelRequestError):
+    except ModelError as exc:
+        metrics.openai_error(stage.spec.name, "batches", exc)
+        if not isinstance(exc, ModelRateLimitedError | ModelRequestError):
+            raise
         # Refused, so no batch reads this file, and the next round uploads it again: without
         # this, a create refused for hours filled the project's file storage. After a 5xx or a
         # timeout the batch may exist, and its file is kept.
