@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 import httpx2
 import openai
@@ -18,6 +19,7 @@ from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.downloads import DownloadSlots
+from lotlens_gateway.group_lag import GroupLagCollector, offsets_admin
 from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
@@ -76,6 +78,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
     outbox.on_append(relay.wake)
     store = JobStore(engine, metrics, read_engine)
+    metrics.registry.register(GroupLagCollector(
+        partial(offsets_admin, settings.kafka), settings.consumer_groups, settings.kafka.group_prefix))
     return GatewayDeps(
         settings=settings,
         store=store,

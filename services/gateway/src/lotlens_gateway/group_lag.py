@@ -1,0 +1,131 @@
+"""Every LotLens consumer group's lag and member count, read from the broker for `/metrics`.
+
+Each consumer instance exports the lag of the partitions assigned to it (`lotlens_common.
+consumer_lag`): a group none of whose instances runs exported nothing, just when its lag grows,
+and the alerts on lag saw no series at all. The gateway runs whatever the stages do, so its
+operations port reports every group it watches (`consumer_groups`, with the deployment's
+`KAFKA_GROUP_PREFIX`): the group's committed offsets against the topics' end offsets, summed per
+topic, and its members. Read at scrape time, at most every `cache_s`; a broker that does not
+answer leaves the series out (logged) rather than reporting stale figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from lotlens_common.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+class OffsetsAdmin(Protocol):
+    """The `confluent_kafka.admin.AdminClient` calls this module makes."""
+
+    def describe_consumer_groups(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Futures of group descriptions."""
+
+    def list_consumer_group_offsets(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """Futures of a group's committed offsets."""
+
+    def list_offsets(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
+        """Futures of partitions' offsets."""
+
+
+def offsets_admin(kafka: KafkaSettings) -> OffsetsAdmin:
+    """An admin client with the full client config (TLS and SASL included)."""
+    admin: OffsetsAdmin = AdminClient(kafka.client_config())
+    return admin
+
+
+@dataclass(frozen=True)
+class GroupLag:
+    """One group as the broker sees it: members, and messages behind per topic."""
+
+    members: int
+    behind: dict[str, int] = field(default_factory=dict)
+
+
+class GroupLagCollector(Collector):
+    """`lotlens_kafka_group_lag_messages{group,topic}` and `lotlens_kafka_group_members{group}`."""
+
+    def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Sequence[str], group_prefix: str = "",
+                 cache_s: float = 10.0, timeout_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._new_admin = new_admin
+        self._admin: OffsetsAdmin | None = None
+        self._groups = [group_prefix + name for name in groups]
+        self._cache_s, self._timeout_s, self._clock = cache_s, timeout_s, clock
+        self._lock = threading.Lock()
+        self._cached: tuple[float, dict[str, GroupLag]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """The figures, read at most every `cache_s` (none while the broker does not answer)."""
+        lag = GaugeMetricFamily("lotlens_kafka_group_lag_messages",
+                                "Messages between a consumer group's committed offsets and the end of "
+                                "each topic it consumes, whether or not any of its instances runs",
+                                labels=["group", "topic"])
+        members = GaugeMetricFamily("lotlens_kafka_group_members", "Members of a consumer group",
+                                    labels=["group"])
+        for group, state in self.groups().items():
+            members.add_metric([group], state.members)
+            for topic, behind in sorted(state.behind.items()):
+                lag.add_metric([group, topic], behind)
+        yield lag
+        yield members
+
+    def groups(self) -> dict[str, GroupLag]:
+        """Every watched group's figures (empty when the broker did not answer)."""
+        with self._lock:
+            if self._cached and self._clock() - self._cached[0] < self._cache_s:
+                return self._cached[1]
+            admin = self._admin = self._admin or self._new_admin()
+            try:
+                found = self._read(admin)
+            except Exception as exc:  # the broker's answer or its absence: no figures this time
+                log.warning("consumer group lag not read: %s", exc)
+                self._admin, found = None, {}
+            self._cached = (self._clock(), found)
+            return found
+
+    def _read(self, admin: OffsetsAdmin) -> dict[str, GroupLag]:
+        deadline = time.monotonic() + self._timeout_s
+
+        def left() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        described = admin.describe_consumer_groups(self._groups, request_timeout=self._timeout_s)
+        # One group per request: the admin API lists one group's committed offsets at a time.
+        committed_futures = {group: admin.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s)[group]
+            for group in self._groups}
+        committed: dict[str, list[TopicPartition]] = {}
+        for group, future in committed_futures.items():
+            # A partition the group never committed on is not listed (its lag is not counted).
+            committed[group] = [tp for tp in future.result(left()).topic_partitions or [] if tp.offset >= 0]
+        partitions = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
+        ends: dict[tuple[str, int], int] = {}
+        if partitions:
+            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+            end_futures = admin.list_offsets({TopicPartition(topic, partition): latest
+                                              for topic, partition in sorted(partitions)},
+                                             request_timeout=self._timeout_s)
+            for tp, future in end_futures.items():
+                ends[(tp.topic, tp.partition)] = future.result(left()).offset
+        result: dict[str, GroupLag] = {}
+        for group in self._groups:
+            behind: dict[str, int] = {}
+            for tp in committed[group]:
+                end = ends.get((tp.topic, tp.partition), tp.offset)
+                behind[tp.topic] = behind.get(tp.topic, 0) + max(end - tp.offset, 0)
+            result[group] = GroupLag(len(described[group].result(left()).members or []), behind)
+        return result
