@@ -174,3 +174,20 @@ def test_gauges_every_replica_reports_alike_are_read_through_max_or_min() -> Non
     assert not {expr: names for expr, names in wrong.items() if names}
     assert unaggregated_shared_gauges("sum by (stage) (lotlens_stage_lots_waiting)")
     assert not unaggregated_shared_gauges("max by (stage) (lotlens_stage_lots_waiting) > 5")
+
+
+def runbook_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown document (lower case, spaces to dashes)."""
+    return {re.sub(r"[^a-z0-9 _-]", "", heading.strip().lower()).replace(" ", "-")
+            for heading in re.findall(r"^#{1,6} (.+)$", markdown, flags=re.MULTILINE)}
+
+
+def test_every_alert_has_a_description_and_a_runbook_section_that_exists() -> None:
+    anchors = runbook_anchors((ROOT / "docs" / "RUNBOOK.md").read_text(encoding="utf-8"))
+    for rule in alert_rules():
+        annotations = rule["annotations"]
+        assert annotations.get("description"), rule["alert"]
+        path, _, anchor = annotations.get("runbook_url", "").partition("#")
+        assert path == "docs/RUNBOOK.md" and anchor in anchors, (rule["alert"], path, anchor)
+    # The check notices a section that is missing.
+    assert "lotlensnosuchalert" not in anchors and "lotlensdeadletters" in anchors
