@@ -138,7 +138,8 @@ def test_every_service_in_services_has_a_compose_service(services: dict[str, dic
         assert service["image"].split(":")[0] == f"lotlens/{name}"
 
 
-@pytest.mark.parametrize("member", [*(f"services/{s}" for s in SERVICES), "tools/openai-standin"])
+@pytest.mark.parametrize("member", [*(f"services/{s}" for s in SERVICES), "tools/openai-standin",
+                                    "tools/admin"])
 def test_each_image_entry_point_exists(member: str) -> None:
     """The Dockerfile runs `lotlens-$SERVICE`: each buildable member declares that script."""
     project = tomllib.loads((ROOT / member / "pyproject.toml").read_text(encoding="utf-8"))["project"]

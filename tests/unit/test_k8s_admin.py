@@ -1,0 +1,43 @@
+"""deploy/k8s/admin: the toolbox Job operators `kubectl exec` lotlens-admin into, validated like
+every other manifest and given what the admin commands need (the migrate Job's configuration)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tests.k8s import ROOT, build, kubeconform, objects
+
+
+def container(job: dict[str, Any]) -> dict[str, Any]:
+    [only] = job["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def test_the_admin_job_is_valid_in_strict_mode() -> None:
+    manifests = build("admin")
+    result = kubeconform(manifests)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["summary"] == {"valid": 1, "invalid": 0, "errors": 0, "skipped": 0}
+
+
+def test_the_admin_job_runs_the_admin_image_with_the_migrate_jobs_configuration_and_security() -> None:
+    [job] = objects("admin")
+    migrate = next(doc for doc in objects("base") if doc["kind"] == "Job")
+    admin, reference = container(job), container(migrate)
+    assert job["metadata"]["namespace"] == "lotlens"
+    assert admin["image"] == "lotlens/admin:0.1.0"
+    for field in ("envFrom", "env", "securityContext", "volumeMounts"):
+        assert admin[field] == reference[field], field
+    pod, reference_pod = job["spec"]["template"]["spec"], migrate["spec"]["template"]["spec"]
+    for field in ("securityContext", "automountServiceAccountToken", "enableServiceLinks", "volumes"):
+        assert pod[field] == reference_pod[field], field
+
+
+def test_the_image_builds_lotlens_admin_and_the_readme_says_how_to_run_it() -> None:
+    dockerfile = (ROOT / "deploy" / "docker" / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"SERVICE=<[^>]*\badmin\b", dockerfile)
+    readme = (ROOT / "deploy" / "k8s" / "README.md").read_text(encoding="utf-8")
+    assert "--build-arg SERVICE=admin" in readme
+    assert "kubectl -n lotlens exec -it job/lotlens-admin -- lotlens-admin" in readme
