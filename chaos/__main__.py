@@ -20,6 +20,7 @@ from pathlib import Path
 
 from chaos.run import Plan, RunResult, run_seeds
 from chaos.schedule import ALL_KINDS, DEFAULT_FAULTS_PER_SEED
+from chaos.shutdown import table as shutdown_table
 from chaos.stack import ROOT
 
 RESULTS = ROOT / "chaos" / "results"
@@ -65,6 +66,8 @@ def table(results: list[RunResult]) -> str:
         done = [s for s in recovered[kind] if s is not None]
         lines.append(f"| {kind} | {len(recovered[kind])} | {len(recovered[kind]) - len(done)} | "
                      f"{_quantiles(done)} | {_quantiles([s for s in probed[kind] if s is not None])} |")
+    stops = shutdown_table([s for result in results for s in result.shutdowns])
+    lines += ["", *stops] if stops else []
     lines += ["", "| seed | faults | jobs | violations | seconds |", "|---|---|---|---|---|"]
     for result in results:
         lines.append(

@@ -17,6 +17,7 @@ from chaos.invariants import check, wait_terminal
 from chaos.network import Toxiproxy, toxiproxy_binary
 from chaos.recovery import Recovery, consumer_groups, members, probe_seconds, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
+from chaos.shutdown import Shutdown
 from chaos.stack import ROOT, ChaosStack
 from chaos.workload import Submitted, answer, drive
 from lotlens_client import LotLensClient
@@ -36,13 +37,15 @@ class RunResult:
     recovery_s: list[tuple[str, float | None]] = field(default_factory=list)  # (kind, s); None: never
     probe_s: list[tuple[str, float | None]] = field(default_factory=list)  # a fresh job's completion
     violations: list[str] = field(default_factory=list)
+    shutdowns: list[Shutdown] = field(default_factory=list)  # each `sigterm`'s stop
     jobs: int = 0
     seconds: float = 0.0
 
 
-def apply(stack: ChaosStack, fault: Fault) -> None:
+def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
     """Inject one fault and clear it (restart, continue, broker or database back); recovery is
-    measured from its return."""
+    measured from its return. A `sigterm` returns how its instance stopped."""
+    shutdown = None
     if fault.kind == "kill9":
         stack.signal(fault.target, signal.SIGKILL)
         time.sleep(fault.hold_s)
@@ -51,6 +54,12 @@ def apply(stack: ChaosStack, fault: Fault) -> None:
         stack.signal(fault.target, signal.SIGSTOP)
         time.sleep(fault.hold_s * 3)  # a long pause: past a session timeout, the group moves on
         stack.signal(fault.target, signal.SIGCONT)
+    elif fault.kind == "sigterm":
+        # A rolling restart, or a scale-in followed by a scale-out: the instance drains and exits
+        # by itself within its grace period, and a new one takes its place after the hold.
+        shutdown = stack.terminate(fault.target)
+        time.sleep(fault.hold_s)
+        stack.start(fault.target)
     elif fault.kind == "standin-restart":
         stack.signal("openai-standin", signal.SIGKILL)
         time.sleep(fault.hold_s)
@@ -65,6 +74,7 @@ def apply(stack: ChaosStack, fault: Fault) -> None:
         stack.network.clear(fault.target, fault.kind)
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
+    return shutdown
 
 
 def inject_poison(stack: ChaosStack) -> int:
@@ -106,7 +116,7 @@ def run_seeds(
         try:
             stack.up()
             engine = stack.engine()
-            client = LotLensClient(stack.url, stack.client_key, timeout=60, max_retries=2)
+            client = stack.client()
             poison = 0
             for seed in seeds:
                 current = RunResult(seed, faults=schedules[seed])
@@ -163,10 +173,16 @@ def _one_seed(
         for fault in result.faults:
             time.sleep(fault.calm_s)
             log.info("seed %d: %s on %s (hold %.1f s)", result.seed, fault.kind, fault.target, fault.hold_s)
-            # A killed consumer instance must be back in its groups (its member ids before the kill).
+            # A killed or stopped consumer instance must be back in its groups (its member ids before).
             groups = consumer_groups(stack.kafka_bootstrap, stack.name)
-            before = members(stack.kafka_bootstrap, groups, fault.target) if fault.kind == "kill9" else {}
-            apply(stack, fault)
+            restarted = fault.kind in ("kill9", "sigterm")
+            before = members(stack.kafka_bootstrap, groups, fault.target) if restarted else {}
+            shutdown = apply(stack, fault)
+            if shutdown is not None:
+                log.info("seed %d: %s stopped in %.1f s, exit %s", result.seed, fault.target,
+                         shutdown.seconds, shutdown.returncode)
+                result.shutdowns.append(shutdown)
+                result.violations += [v for v in [shutdown.violation()] if v]
             rejoining = (fault.target, before) if before else None
             measured.append(recovery(client, stack.kafka_bootstrap, groups, images, 180, rejoining))
             seconds = measured[-1].seconds

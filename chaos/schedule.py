@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass
 
 from chaos.network import TOXICS, UPSTREAMS
-from chaos.stack import CONSUMERS
+from chaos.stack import CONSUMERS, service_of
 
-PROCESS_KINDS = ("kill9", "sigstop")
+PROCESS_KINDS = ("kill9", "sigstop", "sigterm")
 INFRA_KINDS = ("kafka-restart", "pg-restart", "standin-restart")
 NETWORK_KINDS = tuple(TOXICS)
 ALL_KINDS = PROCESS_KINDS + INFRA_KINDS + NETWORK_KINDS
@@ -35,8 +35,7 @@ class Fault:
     def label(self) -> str:
         """`kind` for infrastructure faults, `kind:service` for process faults, `kind:upstream` for
         network faults."""
-        service = self.target.rsplit("-", 1)[0] if self.target[-1].isdigit() else self.target
-        return self.kind if self.kind in INFRA_KINDS else f"{self.kind}:{service}"
+        return self.kind if self.kind in INFRA_KINDS else f"{self.kind}:{service_of(self.target)}"
 
 
 @dataclass(frozen=True)

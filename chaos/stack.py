@@ -21,6 +21,8 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, make_url, text
 
 from chaos.network import Toxiproxy
+from chaos.shutdown import Shutdown, grace_seconds
+from lotlens_client import LotLensClient
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
@@ -31,6 +33,11 @@ from tests.stack_health import wait_healthy
 ROOT = Path(__file__).resolve().parents[1]
 CONSUMERS = ("result-store", "vision-batcher", "translator", "webhook-dispatcher")
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
+
+
+def service_of(name: str) -> str:
+    """The service a process of the run runs (`vision-batcher-2` → `vision-batcher`)."""
+    return name.rsplit("-", 1)[0] if name[-1].isdigit() else name
 
 
 @dataclass
@@ -85,6 +92,10 @@ class ChaosStack:
             f"http://127.0.0.1:{self.network.ports['standin']}",
         )
 
+    def client(self) -> LotLensClient:
+        """The workload's client (the webhooks it asks for are signed with its key)."""
+        return LotLensClient(self.url, self.client_key, timeout=60, max_retries=2)
+
     def engine(self) -> Engine:
         """The runner's engine on this run's schema; it pings before each use, as its reads must
         outlive the PostgreSQL restarts it injects (the services' engines treat that error as transient)."""
@@ -137,13 +148,7 @@ class ChaosStack:
 
     def start(self, name: str) -> None:
         """Start one process by its run name (a consumer instance rejoins under that name)."""
-        service = (
-            "openai-standin"
-            if name == "openai-standin"
-            else name.rsplit("-", 1)[0]
-            if name[-1].isdigit()
-            else name
-        )
+        service = service_of(name)
         log = (self.state / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "lotlens_" + service.replace("-", "_")],
@@ -159,6 +164,21 @@ class ChaosStack:
         process.send_signal(sig)
         if sig == signal.SIGKILL:
             process.wait(timeout=30)
+
+    def terminate(self, name: str) -> Shutdown:
+        """SIGTERM to one process and wait for it to end, at most its service's grace period;
+        past that it is killed, as the kubelet would."""
+        process, service = self.processes[name], service_of(name)
+        grace_s = grace_seconds(service)
+        started = time.monotonic()
+        process.terminate()
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+            return Shutdown(name, service, grace_s, grace_s, None)
+        return Shutdown(name, service, grace_s, time.monotonic() - started, process.returncode)
 
     def revive(self) -> list[str]:
         """Processes that ended by themselves (a fault's kill is followed by a restart at once),
