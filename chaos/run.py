@@ -163,7 +163,7 @@ def _one_seed(
     plan: Plan,
 ) -> None:
     """One seed's workload and faults on the running stack, then its invariants."""
-    out, stop = Submitted(), threading.Event()
+    out, stop, probe = Submitted(), threading.Event(), stack.probe_client()
     measured: list[Recovery] = []
     plans = workload(result.seed, plan.jobs, plan.max_lots)
     driver = threading.Thread(target=drive, args=(client, plans, images, receiver.url, out, stop, 2.0))
@@ -184,7 +184,7 @@ def _one_seed(
                 result.shutdowns.append(shutdown)
                 result.violations += [v for v in [shutdown.violation()] if v]
             rejoining = (fault.target, before) if before else None
-            measured.append(recovery(client, stack.kafka_bootstrap, groups, images, 180, rejoining))
+            measured.append(recovery(probe, stack.kafka_bootstrap, groups, images, 180, rejoining))
             seconds = measured[-1].seconds
             log.info("seed %d: %s recovered in %s s", result.seed, fault.label,
                      None if seconds is None else round(seconds, 1))

@@ -48,6 +48,7 @@ class ChaosStack:
     state: Path
     name: str = field(default_factory=lambda: f"chaos{uuid.uuid4().hex[:8]}")
     client_key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    probe_key: str = field(default_factory=lambda: uuid.uuid4().hex)
     gateway_port: int = field(default_factory=free_port)
     standin_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -96,6 +97,12 @@ class ChaosStack:
         """The workload's client (the webhooks it asks for are signed with its key)."""
         return LotLensClient(self.url, self.client_key, timeout=60, max_retries=2)
 
+    def probe_client(self) -> LotLensClient:
+        """The recovery probe's client, a client of the gateway's own: the workload's jobs spend
+        their client's rate limit (10 jobs a minute), and a probe refused with 429 waited out the
+        Retry-After inside the recovery it measured (26 s reported for a 2 s recovery)."""
+        return LotLensClient(self.url, self.probe_key, timeout=60, max_retries=2)
+
     def engine(self) -> Engine:
         """The runner's engine on this run's schema; it pings before each use, as its reads must
         outlive the PostgreSQL restarts it injects (the services' engines treat that error as transient)."""
@@ -112,7 +119,7 @@ class ChaosStack:
             "DATABASE_URL": database,
             "KAFKA_GROUP_PREFIX": f"{self.name}.",
             "KAFKA_CONSUME_BATCH_TIMEOUT_S": "0.05",
-            "LOTLENS_CLIENTS": json.dumps({"chaos": self.client_key}),
+            "LOTLENS_CLIENTS": json.dumps({"chaos": self.client_key, "chaos-probe": self.probe_key}),
             "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
             "LOTLENS_GATEWAY_PORT": str(self.gateway_port),
             "LOTLENS_METRICS_PORT": "0",
