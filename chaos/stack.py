@@ -153,14 +153,15 @@ class ChaosStack:
         """Every service process name of the run."""
         return ["gateway", *(f"{c}-{i}" for c in CONSUMERS for i in (1, 2))]
 
-    def start(self, name: str) -> None:
-        """Start one process by its run name (a consumer instance rejoins under that name)."""
+    def start(self, name: str, settings: dict[str, str] | None = None) -> None:
+        """Start one process by its run name (a consumer instance rejoins under that name), with
+        `settings` (environment variables) on top of the run's."""
         service = service_of(name)
         log = (self.state / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", "lotlens_" + service.replace("-", "_")],
             cwd=ROOT,
-            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name},
+            env={**self.env(), "KAFKA_GROUP_INSTANCE_ID": name, **(settings or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -5,7 +5,11 @@ probe that measures every fault is not held up by the workload's rate limit."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from chaos.run import Plan, run_seeds
 from chaos.stack import CONSUMERS, ChaosStack
 from lotlens_client import LotLensClient, RateLimitedError
 from tests.conftest import Infra
-from tests.servers import image_host
+from tests.servers import image_host, png, serve
 from tests.stack_health import wait_healthy
 
 pytestmark = pytest.mark.e2e
@@ -65,6 +69,68 @@ def test_the_recovery_probe_is_not_refused_by_the_workloads_rate_limit(stack: Ch
         measured = recovery(stack.probe_client(), stack.kafka_bootstrap, groups, images,
                             timeout_s=refused.retry_after / 2)
     assert measured.seconds is not None, f"no recovery seen within {refused.retry_after / 2:.0f} s"
+
+
+@contextmanager
+def slow_image_host(delay_s: float) -> Iterator[tuple[str, threading.Event]]:
+    """Serves a PNG for any path, each after `delay_s`; the event is set at the first request."""
+    image, asked = png(), threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def _answer(self, body: bool) -> None:
+            asked.set()
+            time.sleep(delay_s)
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(image)))
+            self.end_headers()
+            if body:
+                self.wfile.write(image)
+
+        def do_HEAD(self) -> None:
+            self._answer(body=False)
+
+        def do_GET(self) -> None:
+            self._answer(body=True)
+
+        def log_message(self, *_args: object) -> None:
+            """Say nothing."""
+
+    with serve(Slow) as url:
+        yield url, asked
+
+
+def test_a_vision_batcher_stopped_while_it_checks_a_slow_hosts_images_exits_within_its_grace(
+        stack: ChaosStack) -> None:
+    # vision-batcher-1 alone, checking 2 images at a time: the shard's 30 lots, 2 images each, 5 s
+    # an image, take 150 s to prepare, past the 120 s grace (1,000 lots at 64 at a time do too).
+    stack.terminate("vision-batcher-2")
+    stack.terminate("vision-batcher-1")
+    stack.start("vision-batcher-1", {"LOTLENS_IMAGE_CHECK_CONCURRENCY": "2"})
+    try:
+        with slow_image_host(5.0) as (images, asked):
+            lots = [{"lot_id": f"slow-{i}", "additional_info": "2019 Toyota Camry, front collision",
+                     "images": [{"url": f"{images}/slow-{i}-{n}.png"} for n in range(2)]} for i in range(30)]
+            client = stack.client()
+            job_id = client.submit_job(lots, ["en"]).job_id
+            assert asked.wait(120), "the vision-batcher never began to check the job's images"
+            shutdown = stack.terminate("vision-batcher-1")
+            print(f"vision-batcher-1: stopped in {shutdown.seconds:.1f} s, exit {shutdown.returncode}")
+            # The old stop waited for the whole chunk's checks: killed at the grace's end.
+            assert shutdown.violation() is None
+            # Nothing lost: the shard it left `building` is sent again after the restart.
+            stack.start("vision-batcher-1")
+            stack.start("vision-batcher-2")
+            deadline = time.monotonic() + 300
+            while not (status := client.job_status(job_id)).is_terminal:
+                assert time.monotonic() < deadline, f"job still {status.status} after 300 s"
+                time.sleep(1)
+            assert status.status == "completed"
+            assert (status.progress.processed_lots, status.progress.failed_lots) == (len(lots), 0)
+    finally:
+        for name in ("vision-batcher-1", "vision-batcher-2"):
+            if stack.processes[name].poll() is not None:
+                stack.start(name)
 
 
 def test_a_seeded_run_of_graceful_stops_of_every_service_breaks_no_invariant(

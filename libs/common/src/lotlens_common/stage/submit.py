@@ -8,11 +8,14 @@ batch up by its metadata before creating anything, so no batch is lost and none 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import tempfile
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lotlens_common.clock import utc_now
 from lotlens_common.faults import fault_point
@@ -31,6 +34,9 @@ from lotlens_common.stage.work import LotWork
 log = logging.getLogger(__name__)
 
 PREPARE_CHUNK = 1000
+# How often a chunk's preparation looks whether the process is stopping.
+STOP_POLL_S = 0.2
+T = TypeVar("T")
 
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
@@ -159,7 +165,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         for start in range(0, len(lots), PREPARE_CHUNK):
             if stage.stopping.is_set():
                 raise Stopped(shard_id)
-            requests = await _prepare(stage, shard_id, lots[start:start + PREPARE_CHUNK])
+            requests = await _unless_stopped(stage, shard_id, _prepare(stage, shard_id,
+                                                                       lots[start:start + PREPARE_CHUNK]))
             writer.write(requests)
             prepared += [lot for lot, _ in requests]
             # A round preparing a big shard (many slow image hosts) outlasted the liveness probe's
@@ -219,6 +226,25 @@ async def forget_file(stage: Stage[Any], file_id: str) -> None:
             return
         metrics.openai_error(stage.spec.name, "files", exc)
         log.warning("could not delete the file %s: %s", file_id, exc)
+
+
+async def _unless_stopped(stage: Stage[Any], shard_id: str, preparing: Coroutine[Any, Any, T]) -> T:
+    """`preparing`'s result, or `Stopped` once the process is stopping (the preparation cancelled).
+
+    A chunk's preparation checks its lots' images: 1,000 lots against slow hosts take minutes, and
+    a stop waiting for them outlasted the pod's grace period (120 s), so the kubelet killed the
+    process (found by `make chaos`'s `sigterm`). Cancelled, it has written nothing: its writes
+    come after its last `await`. The shard stays `building`, as between chunks.
+    """
+    task = asyncio.ensure_future(preparing)
+    while not task.done():
+        await asyncio.wait({task}, timeout=STOP_POLL_S)
+        if stage.stopping.is_set() and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise Stopped(shard_id)
+    return task.result()
 
 
 async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
