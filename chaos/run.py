@@ -56,9 +56,11 @@ def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
         stack.signal(fault.target, signal.SIGCONT)
     elif fault.kind == "sigterm":
         # A rolling restart, or a scale-in followed by a scale-out: the instance drains and exits
-        # by itself within its grace period, and a new one takes its place after the hold.
+        # by itself within its grace period, and a new one takes its place after the hold. A
+        # static member does not leave its groups: a hold past the session timeout (10 s) hands
+        # its partitions to the other instance, as a scale-in does, and the new one takes them back.
         shutdown = stack.terminate(fault.target)
-        time.sleep(fault.hold_s)
+        time.sleep(fault.hold_s * 3)
         stack.start(fault.target)
     elif fault.kind == "standin-restart":
         stack.signal("openai-standin", signal.SIGKILL)

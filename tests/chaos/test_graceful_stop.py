@@ -49,28 +49,6 @@ def test_every_service_stops_by_itself_within_its_grace_when_idle(stack: ChaosSt
     assert stack.revive() == []
 
 
-def test_the_recovery_probe_is_not_refused_by_the_workloads_rate_limit(stack: ChaosStack) -> None:
-    # The workload's client spends its batch limit (10 jobs a minute), as a seed's jobs do.
-    workload = LotLensClient(stack.url, stack.client_key, timeout=60, max_retries=0)
-    refused: RateLimitedError | None = None
-    with image_host() as images:
-        lots = [{"lot_id": f"limit-{i}", "additional_info": "x", "images": [{"url": f"{images}/l-{i}.png"}]}
-                for i in range(2)]
-        for _ in range(20):
-            try:
-                workload.submit_job(lots, ["en"])
-            except RateLimitedError as exc:
-                refused = exc
-                break
-        assert refused is not None and refused.retry_after is not None
-        groups = consumer_groups(stack.kafka_bootstrap, stack.name)
-        # The probe shared the workload's client: refused, it waited out the Retry-After inside
-        # the measurement (a 2 s recovery was reported as 26 s).
-        measured = recovery(stack.probe_client(), stack.kafka_bootstrap, groups, images,
-                            timeout_s=refused.retry_after / 2)
-    assert measured.seconds is not None, f"no recovery seen within {refused.retry_after / 2:.0f} s"
-
-
 @contextmanager
 def slow_image_host(delay_s: float) -> Iterator[tuple[str, threading.Event]]:
     """Serves a PNG for any path, each after `delay_s`; the event is set at the first request."""
@@ -131,6 +109,29 @@ def test_a_vision_batcher_stopped_while_it_checks_a_slow_hosts_images_exits_with
         for name in ("vision-batcher-1", "vision-batcher-2"):
             if stack.processes[name].poll() is not None:
                 stack.start(name)
+
+
+def test_the_recovery_probe_is_not_refused_by_the_workloads_rate_limit(stack: ChaosStack) -> None:
+    # The workload's client spends its batch limit (10 jobs a minute), as a seed's jobs do (last
+    # of the tests on this stack: the others submit with that client).
+    workload = LotLensClient(stack.url, stack.client_key, timeout=60, max_retries=0)
+    refused: RateLimitedError | None = None
+    with image_host() as images:
+        lots = [{"lot_id": f"limit-{i}", "additional_info": "x", "images": [{"url": f"{images}/l-{i}.png"}]}
+                for i in range(2)]
+        for _ in range(20):
+            try:
+                workload.submit_job(lots, ["en"])
+            except RateLimitedError as exc:
+                refused = exc
+                break
+        assert refused is not None and refused.retry_after is not None
+        groups = consumer_groups(stack.kafka_bootstrap, stack.name)
+        # The probe shared the workload's client: refused, it waited out the Retry-After inside
+        # the measurement (a 2 s recovery was reported as 26 s).
+        measured = recovery(stack.probe_client(), stack.kafka_bootstrap, groups, images,
+                            timeout_s=refused.retry_after / 2)
+    assert measured.seconds is not None, f"no recovery seen within {refused.retry_after / 2:.0f} s"
 
 
 def test_a_seeded_run_of_graceful_stops_of_every_service_breaks_no_invariant(
