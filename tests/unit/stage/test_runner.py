@@ -4,9 +4,8 @@ with every per-line and per-batch outcome."""
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -14,16 +13,14 @@ import pytest
 from prometheus_client import REGISTRY
 
 from lotlens_common.events import VisionCompleted
-from lotlens_common.images import ImageCheck
 from lotlens_common.model.errors import (
     ModelOutputError,
 )
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.ports import SENT_LOTS_KEPT, Stage
+from lotlens_common.stage.ports import SENT_LOTS_KEPT
 from lotlens_common.stage.record import batch_metadata
-from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.work import LotWork, VisionWork
-from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
+from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.unit.stage.conftest import World, dead_images_unreachable, lots
 from tests.unit.stage.fakes import described
 
@@ -317,45 +314,6 @@ def test_a_shard_is_never_bigger_than_its_batch_submitted_event_can_be(world: Wo
     assert sum(len(event.lot_ids) for event in submitted) == 45_000
     assert set(world.store.statuses().values()) == {"submitted"}
     assert len(world.batches.batches) == len(submitted), "a batch was created without its event"
-
-
-def test_a_stopping_round_sends_no_further_shard_and_the_next_process_sends_it(world: World) -> None:
-    # SIGTERM was seen only between rounds: a round of many shards (or one of 50,000 lots with
-    # slow image hosts) outlasted the pod's grace period, and the SIGKILL cut it anywhere.
-    world.batches.finish = None
-    world.store.add(lots(2, job_id="job-1") + lots(2, job_id="job-2"))
-    create, stop = world.batches.create_batch, threading.Event()
-
-    async def create_then_stop(file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
-        stop.set()  # SIGTERM arrives while the first batch is created
-        return await create(file_id, metadata)
-
-    world.batches.create_batch = create_then_stop  # type: ignore[method-assign]
-    run_stage_loop(world.stage, stop)
-    assert len(world.submitted()) == 1 and len(world.store.shards("submitted")) == 1
-    world.batches.create_batch = create  # type: ignore[method-assign]
-    world.restart()
-    world.rounds()
-    assert sorted(lot for event in world.submitted() for lot in event.lot_ids) == sorted(world.store.rows)
-
-
-def test_a_shard_stopped_between_its_chunks_is_left_building_and_recovered(world: World) -> None:
-    world.settings = world.settings.model_copy(update={"enqueued_token_limit": 0})  # one shard
-    world.batches.finish = None
-    world.store.add(lots(2500))  # three chunks of image checks
-    stop = threading.Event()
-
-    async def checks_then_stop(urls: Sequence[str]) -> ImageCheck:
-        stop.set()
-        return await dead_images_unreachable(urls)
-
-    spec = VisionStage("vision", ModelSettings(), checks_then_stop, recent=RecentChecks(ttl_s=0))
-    run_stage_loop(Stage(spec, world.store, world.batches, world.publisher, world.settings), stop)
-    assert world.batches.batches == {} and len(world.store.shards("building")) == 1
-    world.restart()
-    world.rounds()
-    [event] = world.submitted()
-    assert len(event.lot_ids) == 2500
 
 
 def test_a_collected_batchs_files_are_deleted_at_openai(world: World) -> None:
