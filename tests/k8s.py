@@ -1,7 +1,8 @@
 """deploy/k8s under test: the tools that build and validate it, and the schemas they validate against.
 
 The Go tools are built once into a cache by `scripts/tools.sh`; the Kubernetes schemas come from the
-`kubernetes-validate` package, the KEDA ones from the vendored CRDs (deploy/schemas/keda).
+`kubernetes-validate` package, KEDA's and the Prometheus Operator's from their vendored CRDs
+(deploy/schemas/keda, deploy/schemas/prometheus-operator).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 TARGETS = ("base", "overlays/local", "overlays/production")
 KUBERNETES_VERSION = "v1.34.0"
-KEDA_CRDS = sorted((ROOT / "deploy" / "schemas" / "keda").glob("*.yaml"))
+CRDS = sorted([*(ROOT / "deploy" / "schemas" / "keda").glob("*.yaml"),
+               *(ROOT / "deploy" / "schemas" / "prometheus-operator").glob("*.yaml")])
 
 
 @functools.cache
@@ -59,11 +61,11 @@ def _strict(schema: Any) -> Any:
 
 @functools.cache
 def schemas() -> Path:
-    """kubeconform's schema directory: strict Kubernetes schemas with local `$ref`s, and KEDA's."""
+    """kubeconform's schema directory: strict Kubernetes schemas with local `$ref`s, and the CRDs'."""
     bundled = files("kubernetes_validate") / "kubernetes-json-schema"
     source = Path(str(bundled / f"{KUBERNETES_VERSION}-local-strict"))
-    crds = hashlib.sha256(b"".join(path.read_bytes() for path in KEDA_CRDS)).hexdigest()[:12]
-    target = tools() / "schemas" / f"k8s-{KUBERNETES_VERSION}-kv{version('kubernetes-validate')}-keda-{crds}"
+    crds = hashlib.sha256(b"".join(path.read_bytes() for path in CRDS)).hexdigest()[:12]
+    target = tools() / "schemas" / f"k8s-{KUBERNETES_VERSION}-kv{version('kubernetes-validate')}-crds-{crds}"
     if (target / ".complete").exists():
         return target
     target.mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,7 @@ def schemas() -> Path:
         schema = json.loads(text)
         schema.pop("$id", None)  # refs resolve against the local file, never https://kubernetes.io
         (target / path.name).write_text(json.dumps(schema), encoding="utf-8")
-    for crd_path in KEDA_CRDS:
+    for crd_path in CRDS:
         crd = yaml.safe_load(crd_path.read_text(encoding="utf-8"))
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for served in crd["spec"]["versions"]:

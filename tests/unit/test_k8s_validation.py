@@ -1,5 +1,6 @@
 """Every manifest of the kustomize base and of each overlay, after `kustomize build`, validated by
-kubeconform in strict mode against the Kubernetes and KEDA schemas, offline; a typo fails."""
+kubeconform in strict mode against the Kubernetes, KEDA and Prometheus Operator schemas, offline;
+a typo fails."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def test_every_manifest_is_valid_in_strict_mode(target: str) -> None:
     ("containerPort:", "containerPrt:"),          # a core Kubernetes object (Deployment)
     ("minReplicaCount:", "minReplicaCont:"),      # a KEDA ScaledObject
     ("policyTypes:", "policyType:"),              # a NetworkPolicy
+    ("expr:", "expression:"),                     # a PrometheusRule's alert
 ])
 def test_a_deliberate_typo_fails_validation(field: str, typo: str) -> None:
     manifests = build("overlays/production")

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.k8s import ROOT, tools
+from tests.monitoring import MONITORING, RULE_FILE, alert_groups, write_rule_file
 
-MONITORING = ROOT / "deploy" / "monitoring"
 SOURCES = [*(ROOT / "libs" / "common" / "src").rglob("*.py"), *(ROOT / "services").rglob("src/**/*.py")]
 # Metrics objects, and the gauges a custom collector yields at scrape time (GaugeMetricFamily).
 METRIC = re.compile(r"\b(Counter|Gauge|Histogram|GaugeMetricFamily)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
@@ -53,8 +52,7 @@ def metric_names(expr: str) -> set[str]:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    doc = yaml.safe_load((MONITORING / "alerts.yaml").read_text(encoding="utf-8"))
-    return [rule for group in doc["groups"] for rule in group["rules"]]
+    return [rule for group in alert_groups() for rule in group["rules"]]
 
 
 def dashboard() -> dict[str, Any]:
@@ -74,11 +72,13 @@ def promtool() -> str:
     return found
 
 
-def test_the_rules_are_valid_and_pass_their_unit_tests(promtool: str) -> None:
-    checked = subprocess.run([promtool, "check", "rules", "alerts.yaml"], cwd=MONITORING,
+def test_the_rules_are_valid_and_pass_their_unit_tests(promtool: str, tmp_path: Path) -> None:
+    write_rule_file(tmp_path)
+    shutil.copy(MONITORING / "alerts.test.yaml", tmp_path / "alerts.test.yaml")
+    checked = subprocess.run([promtool, "check", "rules", RULE_FILE], cwd=tmp_path,
                              capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    tested = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=MONITORING,
+    tested = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path,
                             capture_output=True, text=True, check=False)
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
@@ -86,8 +86,8 @@ def test_the_rules_are_valid_and_pass_their_unit_tests(promtool: str) -> None:
 
 def test_promtool_catches_a_broken_expectation(promtool: str, tmp_path: Path) -> None:
     """The unit tests can fail: the same file with one expected alert changed does."""
-    for name in ("alerts.yaml", "alerts.test.yaml"):
-        shutil.copy(MONITORING / name, tmp_path / name)
+    write_rule_file(tmp_path)
+    shutil.copy(MONITORING / "alerts.test.yaml", tmp_path / "alerts.test.yaml")
     tests = tmp_path / "alerts.test.yaml"
     tests.write_text(tests.read_text(encoding="utf-8").replace(
         "group: lotlens-translator}", "group: lotlens-vision-batcher}", 1), encoding="utf-8")
