@@ -1,9 +1,10 @@
 """PostgreSQL tables: the read models (projected by result-store) and the services' work tables.
 
 Read models: jobs, lots, descriptions, openai_batches, webhook_deliveries, webhook_attempts.
-Work tables (each owned by one service, never read by another): stage_lots and stage_shards
-(vision-batcher and translator, told apart by `stage`), dispatch_queue (webhook-dispatcher),
-outbox, rate_limit_windows and idempotency_keys (gateway).
+Work tables (each owned by one service, read by no other service; `lotlens-admin jobs show` reads
+some for on-call): stage_lots and stage_shards (vision-batcher and translator, told apart by
+`stage`), dispatch_queue (webhook-dispatcher), outbox, rate_limit_windows and idempotency_keys
+(gateway).
 """
 
 from __future__ import annotations

@@ -15,14 +15,14 @@ from contextlib import contextmanager
 from confluent_kafka import KafkaException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from lotlens_admin import clients, dlq, projections
+from lotlens_admin import clients, dlq, jobs, projections
 from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.producer import PublishError
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Groups are added here as they are built (e.g. `dlq`, `projections`).
-GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register)
+GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register, jobs.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

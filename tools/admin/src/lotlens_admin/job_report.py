@@ -1,0 +1,139 @@
+"""Where a job's lots are: read from the batch stages' work tables, the read models and the
+gateway's outbox, in one read-only transaction (`lotlens-admin jobs show`).
+
+Each place answers a different question for on-call: the outbox whether the job's events reached
+Kafka at all, each stage's lots and shards where its work waits (for a shard, for OpenAI, for a
+batch being built), the read models what the client sees.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Column, ColumnElement, Connection, func, select
+
+from lotlens_common.stage.adapters import postgres as stage_sql
+from lotlens_common.tables import jobs, lots, outbox, stage_jobs, stage_shards
+
+STAGES = ("vision", "translation")
+# A shard in these needs attention (or time); the others are finished and only counted.
+OPEN_SHARDS = ("building", "submitted")
+
+
+@dataclass(frozen=True)
+class ShardLine:
+    """One shard of the job: a batch sent (or being built) with some of its lots."""
+
+    shard_id: str
+    status: str
+    attempt: int
+    batch_id: str | None
+    batch_status: str | None
+    lot_count: int
+    age_s: float
+    changed_s: float  # since the shard's row last changed
+
+
+@dataclass(frozen=True)
+class StageLine:
+    """The job in one stage: its lots by state (`lot_statuses`' words) and its shards."""
+
+    stage: str
+    cancelled: bool
+    lots: dict[str, int]
+    shards: list[ShardLine]
+
+
+@dataclass(frozen=True)
+class ReadModelLine:
+    """What the client sees: the job's row and its lots by status."""
+
+    status: str
+    total_lots: int | None
+    processed_lots: int
+    failed_lots: int
+    lots: dict[str, int]
+    age_s: float | None
+    changed_s: float
+
+
+@dataclass(frozen=True)
+class OutboxLine:
+    """The job's events the gateway accepted and the relay has not published yet."""
+
+    unpublished: dict[str, int]  # event type -> count
+    oldest_age_s: float | None
+
+
+@dataclass(frozen=True)
+class JobReport:
+    """A job, as every table that holds it sees it."""
+
+    job_id: str
+    read_model: ReadModelLine | None
+    stages: list[StageLine]
+    outbox: OutboxLine
+
+    @property
+    def known(self) -> bool:
+        """Whether any table holds the job (stage rows are pruned after it finished)."""
+        return bool(self.read_model or self.stages or self.outbox.unpublished)
+
+
+def _seconds_since(column: Column[Any]) -> ColumnElement[Any]:
+    # By the database's clock, as every writer of these rows stamps them.
+    return func.extract("epoch", func.now() - column)
+
+
+def read_report(conn: Connection, job_id: str) -> JobReport:
+    """The job's report; `known` is false when no table holds it."""
+    return JobReport(job_id, _read_model(conn, job_id),
+                     [line for stage in STAGES if (line := _stage(conn, stage, job_id)) is not None],
+                     _outbox(conn, job_id))
+
+
+def _read_model(conn: Connection, job_id: str) -> ReadModelLine | None:
+    row = conn.execute(select(
+        jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
+        _seconds_since(jobs.c.created_at).label("age_s"),
+        _seconds_since(jobs.c.updated_at).label("changed_s")).where(jobs.c.job_id == job_id)).first()
+    if row is None:
+        return None
+    counts = conn.execute(select(lots.c.status, func.count()).where(lots.c.job_id == job_id)
+                          .group_by(lots.c.status).order_by(lots.c.status))
+    return ReadModelLine(row.status, row.total_lots, row.processed_lots, row.failed_lots,
+                         {status: int(n) for status, n in counts},
+                         None if row.age_s is None else float(row.age_s), float(row.changed_s))
+
+
+def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
+    cancelled = conn.execute(select(stage_jobs.c.cancelled).where(
+        stage_jobs.c.stage == stage, stage_jobs.c.job_id == job_id)).scalar_one_or_none()
+    if cancelled is None:
+        return None
+    # The stage's own reading of each lot (a lot in a collected shard is done though its row
+    # still says waiting), counted.
+    by_state = Counter(stage_sql.lot_statuses(conn, stage, job_id).values())
+    rows = conn.execute(select(
+        stage_shards.c.shard_id, stage_shards.c.status, stage_shards.c.attempt, stage_shards.c.batch_id,
+        stage_shards.c.batch_status, stage_shards.c.lot_count,
+        _seconds_since(stage_shards.c.created_at).label("age_s"),
+        _seconds_since(stage_shards.c.updated_at).label("changed_s"),
+    ).where(stage_shards.c.stage == stage, stage_shards.c.job_id == job_id)
+        .order_by(stage_shards.c.created_at, stage_shards.c.shard_id))
+    shards = [ShardLine(r.shard_id, r.status, r.attempt, r.batch_id, r.batch_status, r.lot_count,
+                        float(r.age_s), float(r.changed_s)) for r in rows]
+    return StageLine(stage, bool(cancelled), dict(sorted(by_state.items())), shards)
+
+
+def _outbox(conn: Connection, job_id: str) -> OutboxLine:
+    rows = conn.execute(select(
+        outbox.c.event_type, func.count().label("n"),
+        func.max(_seconds_since(outbox.c.created_at)).label("oldest_s"),
+    ).where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None))
+        .group_by(outbox.c.event_type).order_by(outbox.c.event_type)).all()
+    return OutboxLine({row.event_type: int(row.n) for row in rows},
+                      max((float(row.oldest_s) for row in rows), default=None))
+

@@ -1,0 +1,110 @@
+"""`lotlens-admin jobs show <job_id>`: where a job's lots are stuck, on one screen (or `--json`).
+
+Read-only: one transaction of reads (`job_report.py`). The text is for on-call, the JSON (the
+same facts, ages in seconds) for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from lotlens_admin.job_report import OPEN_SHARDS, JobReport, ShardLine, read_report
+from lotlens_common.db import make_engine
+from lotlens_common.settings import ServiceSettings
+
+LABEL = 12  # the width of the left column
+
+
+def _show(args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database, "admin")
+    try:
+        with engine.connect() as conn, conn.begin():
+            report = read_report(conn, args.job_id)
+    finally:
+        engine.dispose()
+    if not report.known:
+        print(f"lotlens-admin: job {args.job_id!r} is unknown: not in the read models, the stages' "
+              "work tables or the outbox", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2))
+    else:
+        print("\n".join(render(report)))
+    return 0
+
+
+def render(report: JobReport) -> list[str]:
+    """The report as lines of text, a left column naming where each fact was read."""
+    lines = [_row("job", report.job_id)]
+    model = report.read_model
+    if model is None:
+        lines.append(_row("read model", "not projected yet (the result-store has no event of it)"))
+    else:
+        created = "" if model.age_s is None else f"created {age(model.age_s)} ago, "
+        lines.append(_row("read model", f"{model.status}, lots {model.total_lots}: {_counts(model.lots)} "
+                                        f"({created}changed {age(model.changed_s)} ago)"))
+    shown = {line.stage for line in report.stages}
+    for stage in report.stages:
+        cancelled = " (job cancelled)" if stage.cancelled else ""
+        lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
+        lines += [_row("", _shard(shard)) for shard in stage.shards if shard.status in OPEN_SHARDS]
+        finished: dict[str, int] = {}
+        for shard in stage.shards:
+            if shard.status not in OPEN_SHARDS:
+                finished[shard.status] = finished.get(shard.status, 0) + 1
+        if finished:
+            lines.append(_row("", f"finished shards: {_counts(finished)}"))
+    lines += [_row(stage, "no work rows (no lot arrived yet, or pruned after the job finished)")
+              for stage in ("vision", "translation") if stage not in shown]
+    events = report.outbox
+    if events.unpublished and events.oldest_age_s is not None:
+        lines.append(_row("outbox", f"{sum(events.unpublished.values())} unpublished: "
+                                    f"{_counts(events.unpublished)}; oldest accepted "
+                                    f"{age(events.oldest_age_s)} ago"))
+    else:
+        lines.append(_row("outbox", "nothing unpublished"))
+    return lines
+
+
+def _row(label: str, text: str) -> str:
+    return f"{label:<{LABEL}}{text}"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+
+
+def _shard(shard: ShardLine) -> str:
+    batch = shard.batch_id or "no batch yet"
+    if shard.batch_id and shard.batch_status:
+        batch += f" ({shard.batch_status})"
+    return (f"shard {shard.shard_id} {shard.status}, attempt {shard.attempt}, {batch}, "
+            f"{shard.lot_count} lots, age {age(shard.age_s)}, changed {age(shard.changed_s)} ago")
+
+
+def age(seconds: float) -> str:
+    """A duration as on-call reads it: `45s`, `12m`, `3h05m`, `2d04h`."""
+    whole = max(int(seconds), 0)
+    if whole < 120:
+        return f"{whole}s"
+    minutes = whole // 60
+    if minutes < 120:
+        return f"{minutes}m"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours}h{minutes % 60:02d}m"
+    return f"{hours // 24}d{hours % 24:02d}h"
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `jobs show`."""
+    parser = groups.add_parser("jobs", help="where a job's lots are: stages, shards, read models, outbox")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    show = commands.add_parser("show", help="a job's lots per stage and state, its shards (state, attempt, "
+                               "OpenAI batch, age), its read-model status and unpublished events")
+    show.add_argument("job_id")
+    show.add_argument("--json", action="store_true", help="the same facts as JSON (ages in seconds)")
+    show.set_defaults(handler=_show)
