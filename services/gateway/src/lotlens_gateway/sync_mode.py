@@ -29,6 +29,7 @@ from lotlens_common.model.errors import (
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
+    ModelWrongLanguageError,
     client_reason,
     error_kind,
 )
@@ -51,9 +52,11 @@ from lotlens_gateway.validation import LotRequest, Submission
 
 log = logging.getLogger(__name__)
 
-# Translation answers a synchronous lot may take: as many as a batch lot's default attempts
-# (`StageSettings.max_attempts`). Room doubling ends at the ceiling before this.
-TRANSLATION_TRIES = 3
+# Answers with a language untranslated or in another script a synchronous lot may take: as many
+# as a batch lot's default attempts (`StageSettings.max_attempts`). Answers cut off by their
+# output budget are not counted: doubling the room ends at the ceiling by itself (four answers
+# for 9 languages of 1.1 KB: 6,476 → 12,952 → 25,904 → 32,768 tokens).
+WRONG_LANGUAGE_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -161,21 +164,21 @@ class SyncDescriber:
     async def _translate(self, english: str, languages: Sequence[str],
                          used: list[Usage | None]) -> dict[str, str]:
         """Every language's text; a translation cut off by its output budget is asked again with
-        twice the room, up to the ceiling, and one with a language untranslated or in another
-        script as it was, up to `TRANSLATION_TRIES` answers in all, as the batch stage does."""
-        models, room = self.models, 1
-        for tries in range(1, TRANSLATION_TRIES + 1):
+        twice the room until the room reaches the ceiling, and one with a language untranslated
+        or in another script as it was, up to `WRONG_LANGUAGE_TRIES` such answers."""
+        models, room, wrong_language = self.models, 1, 0
+        while True:
             request = translation_request_body(english, languages, models, room)
             answer = await self._call("translation", request)
             used.append(priced(usage_of(answer), models.translation_model, models.prices))
             try:
                 return parse_translation_response(answer, languages, english)
             except ModelOutputError as exc:
+                wrong_language += isinstance(exc, ModelWrongLanguageError)
                 more = retry_room(english, target_languages(languages), models, room, exc)
-                if more is None or tries == TRANSLATION_TRIES:
+                if more is None or wrong_language == WRONG_LANGUAGE_TRIES:
                     raise
                 room = more
-        raise AssertionError("unreachable: the last try returns or raises")
 
     async def _vision(self, notes: str, images: list[str], missing: list[str]) -> dict[str, Any] | None:
         """The vision answer, or None when no image is left. An image OpenAI refuses by name goes

@@ -1,0 +1,64 @@
+"""Translation answers the stand-in cannot give, through a real gateway (synchronous lot) and a
+model that answers what each test scripts (`canned_model.py`): good texts quoting English, and
+translations cut off by their output budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.settings import ServiceSettings
+from tests.integration.canned_model import CUT_OFF, CannedModel, canned_model
+from tests.integration.gateway_support import running_gateway
+from tests.servers import image_host
+
+pytestmark = pytest.mark.integration
+
+ENGLISH = "<p>The front bumper is dented and the left headlight is cracked.</p>"
+
+
+@pytest.fixture()
+def images() -> Iterator[str]:
+    with image_host() as url:
+        yield url
+
+
+def describe(settings: ServiceSettings, engine: Engine, model: CannedModel, images: str,
+             languages: list[str]) -> dict[str, Any]:
+    with running_gateway(settings, engine, model_url=model.url) as gateway:
+        lots = [{"lot_id": "answers-1", "additional_info": "2019 Toyota Camry",
+                 "images": [{"url": f"{images}/front.png"}]}]
+        response = gateway.submit(lots, languages=languages)
+    assert response.status_code == 200, response.text
+    lot: dict[str, Any] = response.json()["lots"][0]
+    return lot
+
+
+# About 1.1 KB of English into nine languages: a first budget of 6,476 output tokens.
+SENTENCE = "The front bumper is dented and the left headlight is cracked."
+LONG_ENGLISH = "<p>" + " ".join([SENTENCE] * 18) + " Ok.</p>"
+NINE = ["de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da"]
+TRANSLATED: Mapping[str, str] = {code: f"<p>[{code}] Stoßstange vorne eingedellt.</p>" for code in NINE}
+
+
+def test_a_translation_cut_off_is_asked_again_with_twice_the_room_up_to_the_ceiling(
+        settings: ServiceSettings, engine: Engine, images: str) -> None:
+    # The tries for wrong languages (3) also capped these: the lot failed at 25,904 tokens.
+    with canned_model(LONG_ENGLISH, [CUT_OFF, CUT_OFF, CUT_OFF, TRANSLATED]) as model:
+        lot = describe(settings, engine, model, images, ["en", *NINE])
+    assert model.budgets == [6476, 12952, 25904, 32768]
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert [d["language"] for d in lot["descriptions"]] == ["en", *NINE]
+
+
+def test_a_translation_still_cut_off_at_the_ceiling_fails_the_lot(
+        settings: ServiceSettings, engine: Engine, images: str) -> None:
+    with canned_model(LONG_ENGLISH, [CUT_OFF]) as model:
+        lot = describe(settings, engine, model, images, ["en", *NINE])
+    assert model.budgets == [6476, 12952, 25904, 32768]
+    assert lot["status"] == "failed"
+    assert lot["error_message"] == ("the model could not describe the lot: the response is incomplete "
+                                    "(max_output_tokens)")
