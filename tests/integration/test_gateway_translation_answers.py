@@ -37,6 +37,28 @@ def describe(settings: ServiceSettings, engine: Engine, model: CannedModel, imag
     return lot
 
 
+# Good translations that quote the seller's note or name parts in English, as models do.
+QUOTING_ENGLISH = {
+    "zh": "<p>卖家备注：“runs and drives, minor hail damage”。前保险杠凹陷，左前大灯破裂。</p>",
+    "ja": "<p>出品者のメモ：「runs and drives, minor hail damage」。フロントバンパーがへこんでいます。</p>",
+    "ko": '<p>판매자 메모: "runs and drives, minor hail damage". 앞 범퍼가 찌그러졌습니다.</p>',
+    "zh-Hans": "<p>前保险杠（front bumper）凹陷，左前大灯（headlight）破裂，引擎盖（hood）有划痕</p>",
+    "hi": "<p>आगे का bumper dented है और बाईं headlight में दरार है।</p>",
+}
+
+
+@pytest.mark.parametrize("language", list(QUOTING_ENGLISH))
+def test_a_good_translation_quoting_a_short_english_phrase_completes(
+        settings: ServiceSettings, engine: Engine, images: str, language: str) -> None:
+    # A Han character or a Hangul syllable was one letter like a Latin one, and Indic vowel signs
+    # were no letters at all: these read as mostly English ("16 of 44 letters in Han").
+    with canned_model(ENGLISH, [{language: QUOTING_ENGLISH[language]}]) as model:
+        lot = describe(settings, engine, model, images, ["en", language])
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert lot["descriptions"][1] == {"language": language, "damages": QUOTING_ENGLISH[language]}
+    assert len(model.budgets) == 1
+
+
 # About 1.1 KB of English into nine languages: a first budget of 6,476 output tokens.
 SENTENCE = "The front bumper is dented and the left headlight is cracked."
 LONG_ENGLISH = "<p>" + " ".join([SENTENCE] * 18) + " Ok.</p>"

@@ -73,6 +73,27 @@ def test_a_text_mostly_english_with_a_few_words_of_the_script_is_the_wrong_scrip
     assert list(wrong_languages(ENGLISH, {"ru": mixed})) == ["ru"]
 
 
+QUOTING_ENGLISH = {
+    "zh": "<p>卖家备注：“runs and drives, minor hail damage”。前保险杠凹陷，左前大灯破裂。</p>",
+    "ja": "<p>出品者のメモ：「runs and drives, minor hail damage」。フロントバンパーがへこんでいます。</p>",
+    "ko": '<p>판매자 메모: "runs and drives, minor hail damage". 앞 범퍼가 찌그러졌습니다.</p>',
+    "zh-Hans": "<p>前保险杠（front bumper）凹陷，左前大灯（headlight）破裂，引擎盖（hood）有划痕</p>",
+    "hi": "<p>आगे का bumper dented है और बाईं headlight में दरार है।</p>",
+}
+
+
+def test_a_translation_quoting_a_short_english_phrase_is_in_its_script() -> None:
+    # A Han character, a kana or a Hangul syllable weighs 2-3 Latin letters; vowel signs count.
+    assert wrong_languages(ENGLISH, QUOTING_ENGLISH) == {}
+
+
+@pytest.mark.parametrize(("language", "few_words"),
+                         [("zh", "前保险杠。"), ("ja", "バンパー。"), ("ko", "범퍼."), ("hi", "बम्पर।")])
+def test_english_with_a_word_of_a_dense_script_is_the_wrong_script(language: str, few_words: str) -> None:
+    mixed = f"<p>The front bumper is dented, the left headlight cracked, the hood scratched. {few_words}</p>"
+    assert list(wrong_languages(ENGLISH, {language: mixed})) == [language]
+
+
 def test_tags_and_entities_are_not_letters() -> None:
     russian = "<p><b>Передний</b> бампер &amp; <i>левая</i> фара: <ul><li>помяты</li></ul></p>"
     assert wrong_languages(ENGLISH, {"ru": russian}) == {}

@@ -8,10 +8,13 @@ the text without its tags:
 * untranslated: the text is the English one (whitespace aside) and that has more than a few
   words; targets in English (`en-GB`) may be.
 * wrong script: for a language whose script is not Latin (`scripts.expected_script`), most
-  letters must be in that script. Digits and punctuation are not letters. Names written in Latin
-  inside such a text (`BMW`, `VIN WDB1234`, `Toyota Camry`: a word with a digit, in capitals, or
-  capitalised among letters of the script) are left out of the count, and a text with too few
-  letters left is not judged.
+  letters must be in that script. Digits and punctuation are not letters; the script's vowel
+  signs and viramas are (Devanagari's `ा` is as much of a word as `a`), and a Han character,
+  a Hangul syllable or a kana counts as the Latin letters it carries (`scripts.heavy_letters`:
+  3, 3, 2), so a Chinese text quoting a short English note is still Chinese. Names written in
+  Latin inside such a text (`BMW`, `VIN WDB1234`, `Toyota Camry`: a word with a digit, in
+  capitals, or capitalised among letters of the script) are left out of the count, and a text
+  with too few letters left is not judged.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 from collections.abc import Mapping
 
 from lotlens_common.model.languages import ENGLISH
-from lotlens_common.model.scripts import SCRIPT_NAMES, expected_script, script_letters
+from lotlens_common.model.scripts import SCRIPT_NAMES, expected_script, heavy_letters, script_letters
 
 # Fewer letters than this (after names) say too little to judge a script by.
 MIN_LETTERS = 20
@@ -50,13 +53,15 @@ def script_problem(text: str, script: str) -> str | None:
     pattern = script_letters(script)
     if pattern is None:
         return None
-    if (len(text) - len(pattern.sub("", text))) * 2 > len(text):
+    # Every character in the script's ranges: letters and the marks `\W` would drop.
+    in_script = len(text) - len(pattern.sub("", text))
+    if in_script * 2 > len(text):
         # Most characters, so most letters: the common case, without the (slow) letter count.
         return None
-    letters = _NOT_LETTERS.sub("", text)
-    in_script = len(letters) - len(pattern.sub("", letters))
-    if in_script * 2 > len(letters):
-        return None
+    for heavy, weight in heavy_letters(script):
+        in_script += (weight - 1) * (len(text) - len(heavy.sub("", text)))
+    if in_script > len(pattern.sub("", _NOT_LETTERS.sub("", text))):
+        return None  # more than all the other letters, names or not
     among_script = in_script > 0
     others = 0
     for word in _WORD.findall(text):

@@ -73,6 +73,12 @@ SCRIPT_NAMES = {
     "Kana": "Katakana", "Hani": "Han", "Jpan": "Japanese (Han, Hiragana, Katakana)",
     "Kore": "Korean (Hangul, Han)", "Hans": "Han (Simplified)", "Hant": "Han (Traditional)",
 }
+# Latin letters one character of these scripts weighs: a Han character is a word or most of one,
+# a Hangul syllable block two or three letters' sounds, a kana one syllable (two letters in
+# romaji). Counted as one letter each, a Chinese text quoting a six-word English note read as
+# mostly English ("16 of 44 letters in Han"). Other scripts' characters, vowel signs and
+# viramas included, are about one Latin letter each.
+_LETTER_WEIGHTS = {"Hani": 3, "Hang": 3, "Hira": 2, "Kana": 2}
 # CLDR gives these one likely script, but another is as much in use (Serbian's Latin, Kazakh's
 # Latin since 2021, Mongolian's traditional script, Punjabi's, Sindhi's and Kashmiri's Arabic
 # or Devanagari): without a script in the tag, any answer's script is the language's.
@@ -92,6 +98,14 @@ def script_letters(script: str) -> re.Pattern[str] | None:
     if not ranges:
         return None
     return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]+")
+
+
+@lru_cache(maxsize=256)
+def heavy_letters(script: str) -> tuple[tuple[re.Pattern[str], int], ...]:
+    """The parts of a script whose characters weigh more than one Latin letter, each as a pattern
+    of one such character with its weight (`_LETTER_WEIGHTS`); () for an alphabet or abugida."""
+    return tuple((pattern, _LETTER_WEIGHTS[part]) for part in _COMBINED.get(script, (script,))
+                 if part in _LETTER_WEIGHTS and (pattern := script_letters(part)) is not None)
 
 
 @lru_cache(maxsize=4096)
