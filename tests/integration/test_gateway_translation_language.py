@@ -83,3 +83,15 @@ def test_every_language_the_stand_in_writes_passes_the_check(
     assert lot["status"] == "completed", lot.get("error_message")
     assert [d["language"] for d in lot["descriptions"]] == languages
     assert translation_calls(standin) == 1
+
+
+def test_a_tag_whose_region_implies_another_script_is_not_judged_by_it(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    # CLDR's likely script for az-IR is Arabic, for ky-CN Arabic, for lad Hebrew: Azerbaijani in
+    # Iran written in Latin, Kyrgyz in Cyrillic and Ladino in Latin failed as "0 of N letters in
+    # Arabic script". The stand-in writes az, uz, ha, ms and lad in Latin, ky and tg in Cyrillic.
+    languages = ["en", "az-IR", "uz-AF", "ky-CN", "tg-PK", "ha-SD", "ms-CC", "lad"]
+    lot = describe(sync_gateway, images, languages)
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert [d["language"] for d in lot["descriptions"]] == languages
+    assert translation_calls(standin) == 1

@@ -108,6 +108,18 @@ def test_languages_of_several_scripts_are_checked_only_when_the_tag_names_one() 
     assert list(wrong_languages(ENGLISH, {"sr-Cyrl": latin_serbian})) == ["sr-Cyrl"]
 
 
+@pytest.mark.parametrize("tag", ["az-IR", "uz-AF", "ky-CN", "tg-PK", "ha-SD", "ms-CC", "lad"])
+def test_a_script_implied_by_the_region_alone_is_not_judged(tag: str) -> None:
+    # CLDR's likely scripts for these are Arabic (Hebrew for Ladino), their own Latin or Cyrillic.
+    assert expected_script(tag) is None
+    assert expected_script(f"{tag.split('-')[0]}-Arab") == "Arab"
+
+
+def test_a_region_implying_another_form_of_the_same_script_is_still_judged() -> None:
+    assert expected_script("zh-TW") == "Hant" and expected_script("zh") == "Hans"
+    assert expected_script("ru-KZ") == "Cyrl" and expected_script("ar-IL") == "Arab"
+
+
 def test_a_wrong_language_answer_is_an_unusable_answer_naming_the_languages() -> None:
     text = '{"ru": "' + ENGLISH.replace('"', '\\"') + '", "de": "<p>Delle.</p>"}'
     body = {"status": "completed", "output": [{"type": "message", "role": "assistant", "content": [

@@ -5,7 +5,8 @@ Both halves come from Unicode data, in one place:
 * A tag's script is the one it names (`zh-Hant`, `sr-Latn`), else CLDR's likely script for it
   (likelySubtags, through langcodes' `maximize`: `ru` → Cyrl, `ja` → Jpan, `pt-BR` → Latn).
   Languages written in more than one script in common use get none unless the tag names one: a
-  model asked for "Serbian" may rightly answer in Latin letters.
+  model asked for "Serbian" may rightly answer in Latin letters. So do tags whose region implies
+  another script than the language's own (`az-IR`, `ky-CN`: Arabic for Latin, Cyrillic).
 * A script's letters are its ranges in Unicode's Scripts.txt (Unicode 15.1), the letters of each
   range only; Jpan, Kore and Hans/Hant are ISO 15924's combinations of them (Han + Hiragana +
   Katakana, Hangul + Han, Han). A unit test holds every range against the character names of
@@ -81,8 +82,9 @@ SCRIPT_NAMES = {
 _LETTER_WEIGHTS = {"Hani": 3, "Hang": 3, "Hira": 2, "Kana": 2}
 # CLDR gives these one likely script, but another is as much in use (Serbian's Latin, Kazakh's
 # Latin since 2021, Mongolian's traditional script, Punjabi's, Sindhi's and Kashmiri's Arabic
-# or Devanagari): without a script in the tag, any answer's script is the language's.
-_SEVERAL_SCRIPTS = frozenset({"sr", "kk", "mn", "pa", "sd", "ks"})
+# or Devanagari, Ladino's Latin, its usual script today, where CLDR says Hebrew): without a
+# script in the tag, any answer's script is the language's.
+_SEVERAL_SCRIPTS = frozenset({"sr", "kk", "mn", "pa", "sd", "ks", "lad"})
 
 
 def script_ranges(script: str) -> tuple[tuple[int, int], ...]:
@@ -118,4 +120,10 @@ def expected_script(tag: str) -> str | None:
         if language.language in _SEVERAL_SCRIPTS:
             return None
         script = language.maximize().script
+        # CLDR lets the region choose (az-IR, uz-AF, ky-CN, ha-SD → Arabic), but a language
+        # written one way at home is written both ways there: a tag that does not name its
+        # script is then not judged (zh-TW's Hant and zh's Hans are one Han, so still judged).
+        own = langcodes.Language.make(language=language.language).maximize().script
+        if script != own and script_ranges(script or "") != script_ranges(own or ""):
+            return None
     return script if script is not None and script_ranges(script) else None
