@@ -85,6 +85,18 @@ def test_every_language_the_stand_in_writes_passes_the_check(
     assert translation_calls(standin) == 1
 
 
+@pytest.mark.parametrize("languages", [["en", "te", "kn", "ml", "gu", "si", "km", "lo", "my", "bo"],
+                                       ["en", "am", "ti", "tt", "ba", "dv", "or", "as", "mni", "pa-Guru"]])
+def test_languages_of_every_script_lotlens_checks_complete_against_the_stand_in(
+        sync_gateway: Gateway, standin: Standin, images: str, languages: list[str]) -> None:
+    # The stand-in knew 13 scripts and wrote these in Latin: every lot failed "0 of 60 letters
+    # in Telugu script" (tests/unit/test_standin_scripts.py holds every language LotLens accepts).
+    lot = describe(sync_gateway, images, languages)
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert [d["language"] for d in lot["descriptions"]] == languages
+    assert translation_calls(standin) == 1
+
+
 def test_a_tag_whose_region_implies_another_script_is_not_judged_by_it(
         sync_gateway: Gateway, standin: Standin, images: str) -> None:
     # CLDR's likely script for az-IR is Arabic, for ky-CN Arabic, for lad Hebrew: Azerbaijani in

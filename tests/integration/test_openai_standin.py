@@ -164,7 +164,7 @@ def test_translation_into_region_and_script_variants(standin: Standin) -> None:
     result = run(lambda c: call_responses(c, translation_request_body(english, tags, SETTINGS)), standin)
     # Latin-script languages keep the letters; Traditional Chinese is written in Han characters.
     expected = {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
-    expected["zh-Hant"] = "<p>[zh-Hant] 后左险胎左后 后杠杠璃.</p>"
+    expected["zh-Hant"] = "<p>[zh-Hant] 坵媜盻觥媜坵 坵稢稢莗.</p>"
     assert parse_translation_response(result, tags, english) == expected
 
 

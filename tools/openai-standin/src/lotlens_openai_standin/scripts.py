@@ -2,15 +2,20 @@
 
 The stand-in cannot translate; it keeps the English's shape (tags, digits, punctuation) and
 replaces every Latin letter outside tags and entities by a letter of the language's script, so
-a Russian text is Cyrillic and a Japanese one kana, and LotLens' language check sees what it
-would see from the real API. Names go into the script too (`BMW` → `БМЦ`), where a real model
-keeps them in Latin: LotLens' check, which leaves such names out of its count, is tested on
-texts of its own (tests/unit/test_language_check.py); keeping them here cost a regular
-expression per word, more than the rest of the stand-in's work on a request.
+a Russian text is Cyrillic and a Telugu one Telugu, and LotLens' language check sees what it
+would see from the real API. Names go into the script too (`BMW` → `БМЦ`), where
+a real model keeps them in Latin: LotLens' check, which leaves such names out of its count, is
+tested on texts of its own (tests/unit/test_language_check.py); keeping them here cost a
+regular expression per word, more than the rest of the stand-in's work on a request.
 
-The scripts are CLDR's likely scripts for the languages (likelySubtags), written down
-here on their own rather than taken from LotLens' code, so that a mistake there shows; a tag that
-names its script (`sr-Latn`, `zh-Hant`) is written in it. Other languages keep Latin letters.
+Which script: the one a tag names (`sr-Latn`, `zh-Hant`, `pa-Guru`), else the language's
+likely script in CLDR (likelySubtags, language alone: `te` → Telu, `am` → Ethi), written
+down here on their own rather than taken from LotLens' code, so that a mistake there shows.
+Ladino (CLDR: Hebrew) is written in Latin, as it mostly is today; so are other languages and
+regions (`az-IR` stays Latin: a model asked for it may well answer so).
+
+Each script's letters are a run of its letters in Unicode's Scripts.txt, 26 of them spread over
+the run (repeated when it is shorter): a generic alphabet, enough for any script LotLens checks.
 """
 
 from __future__ import annotations
@@ -18,31 +23,61 @@ from __future__ import annotations
 import re
 from functools import cache
 
-# Letters of each script, in the order that stands for a, b, c, ... (repeated when shorter).
-_ALPHABETS = {
-    "Cyrl": "абвгдежзийклмнопрстуфхцчшщ",
-    "Grek": "αβγδεζηθικλμνξοπρστυφχψωάέ",
-    "Arab": "ابتثجحخدذرزسشصضطظعغفقكلمن",
-    "Hebr": "אבגדהוזחטיכלמנסעפצקרשת",
-    "Deva": "अआइईउऊएऐओऔकखगघचछजझटठडढणतथद",
-    "Beng": "অআইঈউঊএঐওঔকখগঘচছজঝটঠডঢণতথদ",
-    "Taml": "அஆஇஈஉஊஎஏஐஒஓகஙசஞடணதநபமயரலவழ",
-    "Thai": "กขคงจฉชซญดตถทธนบปผฝพฟมยรลว",
-    "Geor": "აბგდევზთიკლმნოპჟრსტუფქღყშჩ",
-    "Armn": "աբգդեզէըթժիլխծկհձղճմյնշոչպ",
-    "Hang": "가나다라마바사아자차카타파하거너더러머버서어저처커터",
-    "Jpan": "あいうえおかきくけこさしすせそたちつてとなにぬねのは",
-    "Hani": "车门前后左右损坏划痕凹陷保险杠灯玻璃轮胎引擎盖顶侧面漆裂缝",
+# A run of each script's letters in Scripts.txt (first, last code point), all of them letters.
+_LETTER_RUNS = {
+    "Cyrl": (0x0430, 0x044F), "Grek": (0x03B1, 0x03C9), "Armn": (0x0561, 0x0586),
+    "Hebr": (0x05D0, 0x05EA), "Arab": (0x0628, 0x063A), "Thaa": (0x0780, 0x07A5),
+    "Deva": (0x0915, 0x0939), "Beng": (0x0995, 0x09A8), "Guru": (0x0A15, 0x0A28),
+    "Gujr": (0x0A95, 0x0AA8), "Orya": (0x0B15, 0x0B28), "Taml": (0x0BAE, 0x0BB9),
+    "Telu": (0x0C15, 0x0C28), "Knda": (0x0C95, 0x0CA8), "Mlym": (0x0D15, 0x0D28),
+    "Sinh": (0x0D9A, 0x0DB1), "Thai": (0x0E01, 0x0E2E), "Laoo": (0x0E94, 0x0EA3),
+    "Tibt": (0x0F49, 0x0F6C), "Mymr": (0x1000, 0x102A), "Geor": (0x10D0, 0x10FA),
+    "Ethi": (0x1200, 0x1248), "Khmr": (0x1780, 0x17A2), "Hang": (0xAC00, 0xD7A3),
+    "Hira": (0x3042, 0x3093), "Kana": (0x30A2, 0x30F3), "Hani": (0x4E00, 0x9FFF),
 }
-# CLDR likelySubtags' script of each language whose likely script is one of the above.
-_LANGUAGE_SCRIPTS = {
-    **dict.fromkeys(("ru", "uk", "bg", "sr", "mk", "be", "kk", "ky", "tg", "mn"), "Cyrl"),
-    "el": "Grek", **dict.fromkeys(("ar", "fa", "ur", "ps", "prs", "ckb", "ug", "sd"), "Arab"),
-    **dict.fromkeys(("he", "yi"), "Hebr"), **dict.fromkeys(("hi", "mr", "ne"), "Deva"),
-    "bn": "Beng", "ta": "Taml", "th": "Thai", "ka": "Geor", "hy": "Armn", "ko": "Hang",
-    "ja": "Jpan", **dict.fromkeys(("zh", "yue"), "Hani"),
+# ISO 15924 codes for combinations, written in one of their parts (Japanese in hiragana).
+_WRITTEN_IN = {"Jpan": "Hira", "Kore": "Hang", "Hans": "Hani", "Hant": "Hani"}
+# CLDR likelySubtags' script of each language (alone) whose likely script is one of the above.
+_LANGUAGES_BY_SCRIPT = {
+    "Cyrl": ("ab abq ady alt av ba be bg bua bxr ce chm crh cu cv dar inh kaa kbd khk kk koi "
+             "kpv krc kum kv ky lbe lez mdf mhr mk mn mrj myv os ru rue sah sr tg tt tyv udm "
+             "uk"),
+    "Grek": "bgx el pnt tsd",
+    "Armn": "hy",
+    "Hebr": "he iw ji ydd yi",
+    "Arab": ("aeb apc apd ar arb arq ars ary arz avl bal bcc bej bft bgn bqi brh cja ckb dcc "
+             "dgl fa fia fub gbz gjk gju glk gwc gwt haz hnd hno kby khw ks kvx kxp kzh lah "
+             "lki lrc luz mde mfa mki mvy mzn oru ota pbu pes phl pnb prd ps rmt scl sd sdh "
+             "shu skr swb trw ug ur wni zdj"),
+    "Thaa": "dv",
+    "Deva": ("awa bap bfy bgc bh bhb bhi bho bjj bra brx btv dgo dhd doi dty gbm ggn gom gvr "
+             "hi him hne hoc hoj jml kfr kfy khn knn kok kru kxl lif mag mai mgp mr mrd mtr "
+             "mup mwr ne new noe npi ppa raj rjs sa sck srx swv taj tdg tdh thl thq thr tkt "
+             "tsf wbr wtm xnr xsr"),
+    "Beng": "as bn bpy grt mni rkt syl unr unx",
+    "Guru": "pa",
+    "Gujr": "gu",
+    "Orya": "or ory",
+    "Taml": "bfq ta",
+    "Telu": "gno gon lmn te wbq",
+    "Knda": "kn tcy",
+    "Mlym": "ml",
+    "Sinh": "si",
+    "Thai": "kdt kxm lcp lwl sou th tts",
+    "Laoo": "kjg lo",
+    "Tibt": "adp bo dz tsj",
+    "Mymr": "kht mnw my shn",
+    "Geor": "ka xmf",
+    "Ethi": "am bcq bji bst byn drs gez gmv gof hdy kqy ktb kxc mdx mym sgw ti tig wal",
+    "Khmr": "km",
+    "Kana": "ryu",
+    "Jpan": "ja",
+    "Kore": "ko",
+    "Hans": "cmn gan hak hsn lzh nan wuu zh",
+    "Hant": "yue",
 }
-_SCRIPT_SUBTAGS = {"Hans": "Hani", "Hant": "Hani", "Kore": "Hang"}
+_LANGUAGE_SCRIPTS = {language: script for script, languages in _LANGUAGES_BY_SCRIPT.items()
+                     for language in languages.split()}
 # What stays as it is: tags and entities.
 _MARKUP = re.compile(r"(<[^>]*>|&#?\w+;)")
 
@@ -50,14 +85,14 @@ _MARKUP = re.compile(r"(<[^>]*>|&#?\w+;)")
 def script_of(tag: str) -> str | None:
     """The script the stand-in writes a language in; None for Latin (left as it is)."""
     subtags = tag.split("-")
-    named = next((part for part in subtags[1:] if len(part) == 4 and part.isalpha()), None)
-    if named is not None:
-        named = _SCRIPT_SUBTAGS.get(named.title(), named.title())
-        return named if named in _ALPHABETS else None
-    return _LANGUAGE_SCRIPTS.get(subtags[0].lower())
+    named = next((part.title() for part in subtags[1:] if len(part) == 4 and part.isalpha()), None)
+    script = named if named is not None else _LANGUAGE_SCRIPTS.get(subtags[0].lower())
+    script = _WRITTEN_IN.get(script or "", script)
+    return script if script in _LETTER_RUNS else None
 
 
 def in_script(tag: str, text: str) -> str:
+    """`text` with its Latin letters outside tags and entities in the language's script."""
     script = script_of(tag)
     if script is None:
         return text
@@ -68,15 +103,21 @@ def in_script(tag: str, text: str) -> str:
     return "".join(pieces)
 
 
+def alphabet(script: str) -> str:
+    """The 26 letters that stand for a, b, c, ... in `script`."""
+    first, last = _LETTER_RUNS[script]
+    span = last - first + 1
+    step = max(1, span // 26)
+    return "".join(chr(first + (n * step) % span) for n in range(26))
+
+
 @cache
 def _latin_to(script: str) -> dict[int, str]:
     """a-z and A-Z → the script's letters (capitals where it has them), as a `str.translate` table:
     a callback per letter, or per word, took 150 or 35 µs for one answer, about as much as the
     rest of the stand-in's work on a request."""
-    alphabet = _ALPHABETS[script]
     table: dict[int, str] = {}
-    for offset in range(26):
-        letter = alphabet[offset % len(alphabet)]
+    for offset, letter in enumerate(alphabet(script)):
         table[ord("a") + offset] = letter
         table[ord("A") + offset] = letter.upper()
     return table

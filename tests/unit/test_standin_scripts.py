@@ -1,0 +1,54 @@
+"""The stand-in writes every language LotLens accepts in a script LotLens' check takes for it."""
+
+from __future__ import annotations
+
+import unicodedata
+from functools import cache
+from importlib.resources import files
+
+import orjson
+import pytest
+
+from lotlens_common.model.language_check import wrong_languages
+from lotlens_common.model.languages import is_supported_language
+from lotlens_common.model.scripts import SCRIPT_NAMES
+from lotlens_openai_standin.answer_rules import translated
+from lotlens_openai_standin.scripts import _LETTER_RUNS, alphabet, script_of
+
+ENGLISH = ("<p>Standin vision: 3 image(s) reviewed. 2019 Toyota Camry XV70, VIN 4T1B11HK5KU123456: "
+           "the front bumper is dented, the left headlight is cracked and the hood is scratched; "
+           "the <b>airbags</b> did not deploy &amp; the car runs and drives.</p>")
+
+
+@cache
+def accepted_languages() -> list[str]:
+    """Every language subtag LotLens accepts alone (the names list's codes it takes as canonical)."""
+    names = orjson.loads(files("lotlens_common.model").joinpath("language_names_en.json").read_bytes())
+    return [code for code in names if code.islower() and code.isalpha() and is_supported_language(code)]
+
+
+def test_every_language_lotlens_accepts_comes_back_in_a_script_its_check_takes() -> None:
+    languages = accepted_languages()
+    assert len(languages) > 1000  # the whole list, not a few
+    answers = {language: translated(language, ENGLISH) for language in languages}
+    assert wrong_languages(ENGLISH, answers) == {}
+
+
+@pytest.mark.parametrize("script", sorted(SCRIPT_NAMES))
+def test_a_tag_naming_a_script_lotlens_checks_comes_back_in_it(script: str) -> None:
+    tag = f"de-{script}"
+    assert is_supported_language(tag) and script_of(tag) is not None
+    assert wrong_languages(ENGLISH, {tag: translated(tag, ENGLISH)}) == {}
+
+
+# The words Unicode names each script's letters with, where they are not the script's own name.
+_NAMED = {"Hani": "CJK UNIFIED IDEOGRAPH", "Laoo": "LAO ", "Mymr": "MYANMAR", "Ethi": "ETHIOPIC",
+          "Hang": "HANGUL", "Hira": "HIRAGANA", "Kana": "KATAKANA", "Thai": "THAI "}
+
+
+@pytest.mark.parametrize("script", sorted(_LETTER_RUNS))
+def test_each_scripts_alphabet_is_26_of_its_letters(script: str) -> None:
+    letters = alphabet(script)
+    word = _NAMED.get(script, SCRIPT_NAMES[script].upper())
+    assert len(letters) == 26 and all(letter.isalpha() for letter in letters)
+    assert [unicodedata.name(letter) for letter in letters if word not in unicodedata.name(letter)] == []
