@@ -48,7 +48,9 @@ def stub_resolver(names: dict[str, str]) -> Resolver:
     """
     async def resolve(host: str, _port: int) -> list[IPAddress]:
         if host not in names:
-            raise BlockedDestination(f"cannot resolve {host}: not a name these tests know")
+            # As `urls.resolve_host` reports a name the resolver does not know.
+            raise BlockedDestination(f"cannot resolve {host}: not a name these tests know") from (
+                socket.gaierror(socket.EAI_NONAME, "Name or service not known"))
         return [ipaddress.ip_address(names[host])]
 
     return resolve

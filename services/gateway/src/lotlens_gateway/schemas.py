@@ -50,8 +50,9 @@ _ERRORS = {
           "details.use_instead maps a three-letter code such as `eng` to the BCP 47 tag to send), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
           "URL, or a webhook host the SSRF guard refuses by address or by DNS, a name that does not resolve "
-          "included — a job's first 100 distinct "
-          "hosts by DNS, the others when their delivery connects —, details.reasons), "
+          "included (not when the gateway's own DNS fails: accepted, judged again at delivery) — "
+          "a job's first 100 distinct hosts by DNS, the others when their delivery connects —, "
+          "details.reasons), "
           "TOO_MANY_IMAGES"),
     429: ("RATE_LIMIT_EXCEEDED: the Retry-After header says in how many seconds one more request "
           "will be accepted (X-RateLimit-Reset: that moment as a Unix time)"),

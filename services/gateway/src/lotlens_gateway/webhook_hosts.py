@@ -2,8 +2,11 @@
 five refused deliveries). Hosts written as addresses are judged without the network in
 `validation.py`. A name that does not resolve is refused like one resolving to a private address,
 with the same reason (`urls.not_public`): accepted while the other was 422, it told any client
-which of the network's internal names exist. The log says which it was. A lookup that gives no
-answer in time, or "try again", is no verdict: the job is accepted.
+which of the network's internal names exist. The log says which it was. Only the resolver's
+"no such name" (EAI_NONAME, EAI_NODATA) or a name no DNS name can be is a verdict; a lookup that
+gives no answer in time, "try again", or a failure of the gateway's own resolver (EAI_FAIL,
+EAI_SYSTEM, EAI_MEMORY, ...) is none: the job is accepted and the log says so. Those failures
+used to read as "does not resolve": every job with a webhook was 422 while the DNS was down.
 
 This check is a courtesy, not the guard: the dispatcher resolves and judges every webhook host
 again when it connects (`lotlens_webhook_dispatcher.guard`), and connects only to the address it
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Sequence
 
 import httpx2
@@ -35,6 +39,8 @@ from lotlens_gateway.validation import MAX_LISTED
 log = logging.getLogger(__name__)
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+# getaddrinfo's errors that are about the name, not about the resolver.
+_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, socket.EAI_NODATA})
 
 
 async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool,
@@ -44,6 +50,10 @@ async def _refusal(host: str, port: int, resolve: Resolver, allow_loopback: bool
     except (LookupTryAgain, TimeoutError):
         return None
     except (OSError, BlockedDestination) as exc:  # BlockedDestination is an OSError too
+        if not _no_such_name(exc):
+            log.warning("webhook host accepted at intake: cannot judge %s now: %s", host,
+                        exc.__cause__ or exc)
+            return None
         log.info("webhook host refused at intake: cannot resolve %s: %s", host, exc.__cause__ or exc)
         return str(not_public(host))
     try:
@@ -77,6 +87,15 @@ async def refuse_private_webhooks(urls: Sequence[str], resolve: Resolver, allow_
                                 {"invalid_urls": listed, "invalid_count": len(refused),
                                  "reasons": {url: why[destination[url]] for url in listed}},
                                 code="INVALID_WEBHOOK_URLS")
+
+
+def _no_such_name(failure: BaseException) -> bool:
+    """Whether a failed lookup says the name has no address (`urls.resolve_host` keeps the
+    resolver's own error as the cause), not that the resolver itself failed."""
+    cause = failure.__cause__
+    if isinstance(cause, socket.gaierror):
+        return cause.errno in _NO_SUCH_NAME
+    return isinstance(cause, UnicodeError)  # a name the IDNA codec cannot encode: none ever resolves
 
 
 def _host_and_port(url: str) -> tuple[str, int]:
