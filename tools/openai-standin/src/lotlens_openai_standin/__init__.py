@@ -21,8 +21,8 @@ Deterministic answers (tests assert on them exactly):
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
   string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
   `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed, in the language's
-  script (`scripts.py`: each Latin letter outside tags and words in capitals or with digits
-  replaced by one of the script's) + `</p>`; with the `untranslated_language` fault, that
+  script (`scripts.py`: each Latin letter outside tags and entities replaced by one of the
+  script's, names and codes too: `BMW` → `БМЦ`) + `</p>`; with the `untranslated_language` fault, that
   language gets T as it is; other
   strings get that stripped T, numbers 0, booleans false, arrays one element.
 * Markers in T: `[standin:error]` → HTTP 500 `server_error` (a batch line goes to the error file
