@@ -18,7 +18,7 @@ from lotlens_common.model.errors import (
     ModelUnavailableError,
 )
 from lotlens_common.stage import metrics, record, submit
-from lotlens_common.stage.runner import run_stage_loop
+from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
 
@@ -233,6 +233,23 @@ def test_a_refused_key_on_create_pauses_submitting_until_recovery_succeeds(
     assert {world.store.statuses()[f"job-2-lot-{i}"] for i in range(2)} == {"waiting"}
     world.rounds(3)  # recovery succeeds with the key: submitting resumes
     assert not world.stage.unreadable and len(world.completed()) == 4
+
+
+@pytest.mark.parametrize("status_code", [401, 403])
+def test_a_key_refused_once_by_the_housekeeping_listing_pauses_only_until_a_listing_succeeds(
+        world: World, status_code: int) -> None:
+    # The minute's reconcile listing refused once, with no shard `building`: recovery, which
+    # alone ended the pause, had nothing to recover, and the stage submitted nothing until restarted.
+    world.batches.errors["list"] = [ModelRequestError("invalid_api_key", status_code)]
+    asyncio.run(_housekeep_apart(world.stage))
+    assert world.stage.unreadable  # paused
+    world.store.add(lots(2))
+    world.rounds()
+    assert world.submitted() == []  # still paused: the key has not been shown to work yet
+    asyncio.run(_housekeep_apart(world.stage))  # the key works again: the listing succeeds
+    world.rounds(2)
+    assert not world.stage.unreadable and paused(world) == 0
+    assert len(world.submitted()) == 1 and len(world.completed()) == 2
 
 
 def test_a_running_batch_is_watched_without_taking_its_shards_lock(world: World) -> None:
