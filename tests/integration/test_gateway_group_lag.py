@@ -47,3 +47,15 @@ def test_the_lag_of_a_group_with_no_running_instance_is_on_the_gateways_metrics(
     assert lag.get((("group", stopped), ("topic", topic))) == 5, lag
     members = samples(text, "lotlens_kafka_group_members")
     assert members == {(("group", prefix + group),): 0 for group in CONSUMER_GROUPS}, members
+    assert samples(text, "lotlens_kafka_group_lag_read") == {(): 1}
+
+
+def test_a_broker_the_gateway_cannot_read_says_so_instead_of_leaving_the_lag_out_unseen(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # The lag and member series are left out when the broker does not answer (no stale figures):
+    # the alerts on them then saw nothing and went quiet. A gauge says whether the read worked,
+    # for an alert of its own (LotLensConsumerLagUnread).
+    with running_gateway(settings, engine, kafka=KafkaSettings(bootstrap_servers="127.0.0.1:9")) as gw:
+        text = httpx2.get(f"{gw.ops_url}/metrics", timeout=60).text
+    assert samples(text, "lotlens_kafka_group_members") == {}
+    assert samples(text, "lotlens_kafka_group_lag_read") == {(): 0}

@@ -58,3 +58,31 @@ def test_production_deploys_every_alert_as_a_prometheus_rule() -> None:
 def test_no_prometheus_rule_where_there_is_no_prometheus_operator() -> None:
     assert prometheus_rules("overlays/local") == []
     assert prometheus_rules("base") == []
+
+
+def pod_monitors(target: str) -> list[Doc]:
+    return [doc for doc in objects(target) if doc["kind"] == "PodMonitor"]
+
+
+def test_production_has_prometheus_scrape_every_pods_ops_port() -> None:
+    # The Prometheus Operator (which the PrometheusRule needs) ignores `prometheus.io/*`
+    # annotations: without a PodMonitor nothing scraped the pods, and every alert saw no series.
+    [monitor] = pod_monitors("overlays/production")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == "lotlens"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "ops" and endpoint["path"] == "/metrics"
+    deployments = [doc for doc in objects("overlays/production") if doc["kind"] == "Deployment"]
+    assert deployments
+    for deployment in deployments:
+        template = deployment["spec"]["template"]
+        assert selector.items() <= template["metadata"]["labels"].items(), deployment["metadata"]["name"]
+        ports = [port for container in template["spec"]["containers"] for port in container.get("ports", [])]
+        assert {"name": "ops", "containerPort": 9100} in [
+            {k: port[k] for k in ("name", "containerPort")} for port in ports], deployment["metadata"]["name"]
+
+
+def test_no_pod_monitor_where_there_is_no_prometheus_operator() -> None:
+    assert pod_monitors("overlays/local") == []
+    assert pod_monitors("base") == []

@@ -1,6 +1,6 @@
 """Every manifest of the kustomize base and of each overlay, after `kustomize build`, validated by
-kubeconform in strict mode against the Kubernetes, KEDA and Prometheus Operator schemas, offline;
-a typo fails."""
+kubeconform in strict mode against the Kubernetes, KEDA and Prometheus Operator (PrometheusRule,
+PodMonitor) schemas, offline; a typo fails."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def test_every_manifest_is_valid_in_strict_mode(target: str) -> None:
     ("minReplicaCount:", "minReplicaCont:"),      # a KEDA ScaledObject
     ("policyTypes:", "policyType:"),              # a NetworkPolicy
     ("expr:", "expression:"),                     # a PrometheusRule's alert
+    ("podMetricsEndpoints:", "podMetricEndpoints:"),  # the PodMonitor
 ])
 def test_a_deliberate_typo_fails_validation(field: str, typo: str) -> None:
     manifests = build("overlays/production")

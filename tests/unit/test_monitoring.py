@@ -100,7 +100,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert names == {
         "LotLensConsumerLagGrowing", "LotLensConsumerStuck", "LotLensConsumerGroupWithoutMembers",
-        "LotLensConsumerGroupAbsent",
+        "LotLensConsumerGroupAbsent", "LotLensConsumerLagUnread",
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted"}

@@ -6,7 +6,9 @@ and the alerts on lag saw no series at all. The gateway runs whatever the stages
 operations port reports every group it watches (`consumer_groups`, with the deployment's
 `KAFKA_GROUP_PREFIX`): the group's committed offsets against the topics' end offsets, summed per
 topic, and its members. Read at scrape time, at most every `cache_s`; a broker that does not
-answer leaves the series out (logged) rather than reporting stale figures.
+answer leaves the series out (logged) rather than reporting stale figures, and
+`lotlens_kafka_group_lag_read` says so (0): without it the alerts on lag and members just went
+quiet, with no series left to judge (LotLensConsumerLagUnread watches it, and its absence).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class GroupLag:
 
 
 class GroupLagCollector(Collector):
-    """`lotlens_kafka_group_lag_messages{group,topic}` and `lotlens_kafka_group_members{group}`."""
+    """`lotlens_kafka_group_lag_messages{group,topic}`, `lotlens_kafka_group_members{group}` and
+    `lotlens_kafka_group_lag_read` (1 when the broker answered, else 0)."""
 
     def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Sequence[str], group_prefix: str = "",
                  cache_s: float = 10.0, timeout_s: float = 5.0,
@@ -66,7 +69,7 @@ class GroupLagCollector(Collector):
         self._groups = [group_prefix + name for name in groups]
         self._cache_s, self._timeout_s, self._clock = cache_s, timeout_s, clock
         self._lock = threading.Lock()
-        self._cached: tuple[float, dict[str, GroupLag]] | None = None
+        self._cached: tuple[float, dict[str, GroupLag] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
         """The figures, read at most every `cache_s` (none while the broker does not answer)."""
@@ -76,24 +79,31 @@ class GroupLagCollector(Collector):
                                 labels=["group", "topic"])
         members = GaugeMetricFamily("lotlens_kafka_group_members", "Members of a consumer group",
                                     labels=["group"])
-        for group, state in self.groups().items():
+        read = GaugeMetricFamily("lotlens_kafka_group_lag_read",
+                                 "1 when the broker answered the last reading of the consumer groups' "
+                                 "lag and members, 0 when it did not (their series are left out then)")
+        found = self.groups()
+        read.add_metric([], 0 if found is None else 1)
+        for group, state in (found or {}).items():
             members.add_metric([group], state.members)
             for topic, behind in sorted(state.behind.items()):
                 lag.add_metric([group, topic], behind)
         yield lag
         yield members
+        yield read
 
-    def groups(self) -> dict[str, GroupLag]:
-        """Every watched group's figures (empty when the broker did not answer)."""
+    def groups(self) -> dict[str, GroupLag] | None:
+        """Every watched group's figures (None when the broker did not answer)."""
         with self._lock:
             if self._cached and self._clock() - self._cached[0] < self._cache_s:
                 return self._cached[1]
             admin = self._admin = self._admin or self._new_admin()
+            found: dict[str, GroupLag] | None
             try:
                 found = self._read(admin)
             except Exception as exc:  # the broker's answer or its absence: no figures this time
                 log.warning("consumer group lag not read: %s", exc)
-                self._admin, found = None, {}
+                self._admin, found = None, None
             self._cached = (self._clock(), found)
             return found
 
