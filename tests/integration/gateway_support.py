@@ -170,12 +170,14 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 @contextmanager
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
-                    resolve: Resolver | None = None, **overrides: Any) -> Iterator[Gateway]:
+                    resolve: Resolver | None = None, client_id: str | None = None,
+                    **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
     broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
     looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
-    `public_webhook_hosts`), `overrides` change settings."""
-    client_id, other_id = new_id("acme-"), new_id("other-")
+    `public_webhook_hosts`), `client_id` names its first client (default: a new id), `overrides`
+    change settings."""
+    client_id, other_id = client_id or new_id("acme-"), new_id("other-")
     key, other_key = new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},

@@ -9,8 +9,10 @@ from sqlalchemy import Engine
 
 from lotlens_admin.cli import main
 from lotlens_common import webhook_secrets
-from tests.conftest import Infra, new_id
+from lotlens_common.settings import ServiceSettings
+from tests.conftest import ROOT, Infra, new_id
 from tests.integration.admin_support import admin_env, run_admin
+from tests.integration.gateway_support import running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -112,3 +114,25 @@ def test_a_stray_clients_secrets_are_deleted_and_a_second_delete_is_refused(infr
     assert stray not in listed and kept in listed
     again = run_admin(env, "clients", "delete", stray)
     assert again.returncode == 1 and stray in again.stderr
+
+
+def runbook_steps(alert: str) -> str:
+    """The **Do:** paragraph of an alert's section in docs/RUNBOOK.md."""
+    runbook = (ROOT / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
+    section = runbook.split(f"\n## {alert}\n", 1)[1].split("\n## ", 1)[0]
+    return section.split("**Do:**", 1)[1]
+
+
+def test_the_runbooks_steps_for_a_client_without_a_secret_give_it_one(
+        infra: Infra, engine: Engine, settings: ServiceSettings) -> None:
+    # The runbook said `clients secret <client_id>` for a missing secret, which refuses a client
+    # with none (exit 1): the gateway makes a configured client's secret when it starts.
+    steps = runbook_steps("LotLensWebhookAttemptsNotStarted")
+    restart, hand_out = "rollout restart deploy/lotlens-gateway", "admin clients secret <client_id>"
+    assert restart in steps and hand_out in steps and steps.index(restart) < steps.index(hand_out), steps
+    client = new_id("client-")  # configured, its secrets gone (e.g. deleted by hand)
+    env = admin_env(infra.kafka_bootstrap, infra.database_url)
+    assert run_admin(env, "clients", "secret", client).returncode == 1
+    with running_gateway(settings, engine, client_id=client):  # the restart
+        done = run_admin(env, "clients", "secret", client)
+    assert done.returncode == 0 and done.stdout.startswith("whsec_"), (done.returncode, done.stderr)
