@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
-from lotlens_result_store.shadow import SHADOW
+from lotlens_result_store.shadow import SHADOW, TABLES
 from tests.integration.admin_support import admin_env, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
@@ -119,6 +119,27 @@ def test_status_shows_the_shadow_its_checkpoint_skipped_events_version_and_retir
     assert run_admin(env, "projections", "rebuild", "--allow-skipped").returncode == 0
     after = run_admin(env, "projections", "status").stdout
     assert "no rebuild in progress" in after and "retired tables in lotlens_retired: " in after, after
+
+
+def test_status_shows_a_shadow_left_by_a_release_that_recorded_no_skipped_events(
+        own_engine: Engine, topics: TopicSettings, env: dict[str, str]) -> None:
+    # A shadow as `create_shadow` made it before skipped events were kept (commit 5a2872b): the
+    # tables, the checkpoint and the revision, no rebuild_state or rebuild_skipped. `status` failed
+    # on it (relation "lotlens_rebuild.rebuild_skipped" does not exist, exit 1).
+    with own_engine.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {SHADOW}"))
+        for table in TABLES:
+            conn.execute(text(f"CREATE TABLE {SHADOW}.{table} (LIKE public.{table} INCLUDING ALL)"))
+        conn.execute(text(f"CREATE TABLE {SHADOW}.rebuild_offsets (topic text NOT NULL, partition int "
+                          "NOT NULL, next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"))
+        conn.execute(text(f"INSERT INTO {SHADOW}.rebuild_offsets VALUES (:t, 0, 42)"), {"t": topics.vision})
+        conn.execute(text(f"CREATE TABLE {SHADOW}.schema_revision AS "
+                          "SELECT version_num FROM public.alembic_version"))
+    shown = run_admin(env, "projections", "status")
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "projection code not recorded" in shown.stdout, shown.stdout
+    assert re.search(rf"{re.escape(topics.vision)}:0 +next offset 42", shown.stdout), shown.stdout
+    assert "skipped events not recorded (made by an older release)" in shown.stdout, shown.stdout
 
 
 def test_a_rebuild_with_kafka_down_is_one_line_on_stderr(own_engine: Engine, own_database: str,

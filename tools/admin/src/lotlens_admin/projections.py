@@ -13,7 +13,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_result_store.rebuild import RebuildOptions, rebuild
 from lotlens_result_store.replay import RebuildRefused, checkpoint
 from lotlens_result_store.shadow import RETIRED, REVISION, SHADOW, drop_retired, shadow_exists
-from lotlens_result_store.shadow_state import projection_version, shadow_version, skipped_events
+from lotlens_result_store.shadow_state import SKIPPED, projection_version, shadow_version, skipped_events
 
 
 def _at_least_one(text: str) -> int:
@@ -110,12 +110,21 @@ def _shadow_lines(conn: Connection) -> list[str]:
     verdict = ("same as this release's: a rebuild resumes it" if made == this else
                f"this release's is {this}: a rebuild refuses it, --restart starts over")
     revision = (", ".join(conn.execute(text(f"SELECT version_num FROM {REVISION}")).scalars())
-                if conn.execute(text("SELECT to_regclass(:t)"), {"t": REVISION}).scalar() else "not recorded")
-    offsets, skipped = checkpoint(conn), skipped_events(conn)
-    return [f"shadow {SHADOW}: made at migration {revision}; projection code {made or 'not recorded'} "
-            f"({verdict})",
-            f"checkpoint ({sum(offsets.values()):,} offsets passed):",
-            *(f"  {topic}:{partition}  next offset {offset}"
-              for (topic, partition), offset in sorted(offsets.items())),
+                if _exists(conn, REVISION) else "not recorded")
+    offsets = checkpoint(conn)
+    lines = [f"shadow {SHADOW}: made at migration {revision}; projection code {made or 'not recorded'} "
+             f"({verdict})",
+             f"checkpoint ({sum(offsets.values()):,} offsets passed):",
+             *(f"  {topic}:{partition}  next offset {offset}"
+               for (topic, partition), offset in sorted(offsets.items()))]
+    # A shadow of a release before skipped events were kept has no such table (status failed on it).
+    if not _exists(conn, SKIPPED):
+        return [*lines, "skipped events not recorded (made by an older release)"]
+    skipped = skipped_events(conn)
+    return [*lines,
             f"{len(skipped)} events skipped" + (" (the swap needs --allow-skipped)" if skipped else ""),
             *(f"  {event.position}  {event.why}" for event in skipped)]
+
+
+def _exists(conn: Connection, table: str) -> bool:
+    return conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar() is not None
