@@ -154,7 +154,7 @@ def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_on
                            "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
     publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
     publisher.flush()
-    with pytest.raises(FutureEventInLog, match="release that wrote it"):
+    with pytest.raises(FutureEventInLog, match="newer release that wrote it, with --restart"):
         rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
     with own_engine.connect() as conn:  # nothing swapped; the shadow keeps its progress
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0

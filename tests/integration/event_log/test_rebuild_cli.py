@@ -101,6 +101,27 @@ def test_an_event_newer_than_the_code_is_one_line_with_its_position_and_can_be_s
     assert _lots(own_engine) == 2
 
 
+def test_the_advice_for_an_event_newer_than_the_code_is_what_the_newer_release_accepts(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # The stop said "run the rebuild with the release that wrote it" and EVENT_LOG.md "(the progress
+    # is kept)"; but that release changes the event models, part of the projection version, so it
+    # refuses to resume this shadow: only --restart works with it.
+    script = job_script(2)
+    publish(publisher, topics, script)
+    future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
+                           "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
+    publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
+    publisher.flush()
+    stopped = run_admin(env, "projections", "rebuild", "--no-swap")
+    assert stopped.returncode == 1, stopped.stderr[-2000:]
+    advice = stopped.stderr.strip().splitlines()[-1]
+    assert "newer release" in advice and "--restart" in advice, advice
+    with own_engine.begin() as conn:  # the newer release's projection code is another version
+        conn.execute(text(f"UPDATE {SHADOW}.rebuild_state SET projection_version = 'this-release'"))
+    resumed = run_admin(env, "projections", "rebuild", "--no-swap")  # what the old advice led to
+    assert resumed.returncode == 1 and "--restart" in resumed.stderr, resumed.stderr[-2000:]
+
+
 def test_status_shows_the_shadow_its_checkpoint_skipped_events_version_and_retired_tables(
         publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
     # Nothing showed an interrupted shadow or how far it had got.

@@ -169,9 +169,12 @@ def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int
             decoded.append((at, decode(message.value() or b"")))
         except FutureEventVersion as exc:
             if at not in skip:
+                # The release that reads it has other event models, so another projection version:
+                # it refuses to resume this shadow, and starts over (--restart).
                 raise FutureEventInLog(
-                    f"{exc} at {at}: run the rebuild with the release that wrote it, or skip it on "
-                    f"purpose with --skip {at} (the swap then needs --allow-skipped)") from exc
+                    f"{exc} at {at}: rebuild with the newer release that wrote it, with --restart (it "
+                    f"cannot resume this release's shadow), or skip it on purpose with --skip {at} "
+                    "(the swap then needs --allow-skipped)") from exc
             log.warning("skipping %s as asked (--skip): %s", at, exc)
             skipped.append((topic, partition, offset, f"future-version, skipped by --skip: {exc}"))
         except UndecodableEvent as exc:
