@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, make_url
+from sqlalchemy import Connection, Engine, make_url, text
 
+from lotlens_admin import job_report, jobs
+from lotlens_admin.cli import main
+from lotlens_admin.job_report import JobReport
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event, JobSubmitted, LotFailed, LotSubmitted, VisionCompleted
 from lotlens_common.producer import EventProducer
@@ -161,3 +164,22 @@ def test_a_postgresql_that_refuses_connections_is_one_line_and_exit_3(infra: Inf
     assert (shown.returncode, shown.stdout) == (3, "")
     [line] = shown.stderr.splitlines()
     assert line.startswith("lotlens-admin: PostgreSQL did not answer")
+
+
+def test_the_report_is_read_in_one_snapshot_and_writes_nothing(
+        infra: Infra, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # The docstring promised one transaction of reads, but it ran READ COMMITTED: each query saw
+    # the rows committed before it, so a stage settling lots between two queries showed them twice
+    # or not at all. Each read now sees the same snapshot, in a transaction that cannot write.
+    monkeypatch.setenv("DATABASE_URL", infra.database_url)
+    seen: list[tuple[str, str]] = []
+
+    def read_report(conn: Connection, job_id: str) -> JobReport:
+        seen.append((str(conn.execute(text("SHOW transaction_isolation")).scalar_one()),
+                     str(conn.execute(text("SHOW transaction_read_only")).scalar_one())))
+        return job_report.read_report(conn, job_id)
+
+    monkeypatch.setattr(jobs, "read_report", read_report)
+    assert main(["jobs", "show", new_id("job-")]) == 1  # unknown: read all the same
+    capsys.readouterr()
+    assert seen == [("repeatable read", "on")]

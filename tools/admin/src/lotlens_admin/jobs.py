@@ -1,7 +1,7 @@
 """`lotlens-admin jobs show <job_id>`: where a job's lots are stuck, on one screen (or `--json`).
 
-Read-only: one transaction of reads (`job_report.py`). The text is for on-call, the JSON (the
-same facts, ages in seconds) for scripts.
+Read-only: one REPEATABLE READ, READ ONLY transaction of reads (`job_report.py`), so one snapshot.
+The text is for on-call, the JSON (the same facts, ages in seconds) for scripts.
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ LABEL = 12  # the width of the left column
 def _show(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin")
     try:
-        with engine.connect() as conn, conn.begin():
-            report = read_report(conn, args.job_id)
+        # One snapshot for every read (READ COMMITTED let each query see rows committed after the
+        # one before: a shard settling between them showed its lots twice or nowhere), and no write.
+        with engine.connect() as conn:
+            snapshot = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with snapshot.begin():
+                report = read_report(snapshot, args.job_id)
     finally:
         engine.dispose()
     if not report.known:
