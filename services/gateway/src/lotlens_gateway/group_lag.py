@@ -102,7 +102,8 @@ class GroupLagCollector(Collector):
             try:
                 found = self._read(admin)
             except Exception as exc:  # the broker's answer or its absence: no figures this time
-                log.warning("consumer group lag not read: %s", exc)
+                # repr: a future's TimeoutError has no text, and the line said nothing after the colon.
+                log.warning("consumer group lag not read: %r", exc)
                 self._admin, found = None, None
             self._cached = (self._clock(), found)
             return found
