@@ -41,3 +41,13 @@ def test_the_image_builds_lotlens_admin_and_the_readme_says_how_to_run_it() -> N
     readme = (ROOT / "deploy" / "k8s" / "README.md").read_text(encoding="utf-8")
     assert "--build-arg SERVICE=admin" in readme
     assert "kubectl -n lotlens exec -it job/lotlens-admin -- lotlens-admin" in readme
+
+
+def test_the_toolbox_outlasts_a_long_rebuild() -> None:
+    # Up an hour (`sleep 3600`, `activeDeadlineSeconds: 3600`): a rebuild of a big log, run in
+    # it, was killed at the hour every time (it resumes, but from a new pod, by hand).
+    [job] = objects("admin")
+    command = container(job)["command"]
+    assert command[0] == "sleep"
+    deadline, sleep = job["spec"]["activeDeadlineSeconds"], int(command[1])
+    assert deadline >= sleep >= 24 * 3600, (deadline, sleep)
