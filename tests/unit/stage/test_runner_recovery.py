@@ -18,7 +18,7 @@ from lotlens_common.model.errors import (
     ModelUnavailableError,
 )
 from lotlens_common.stage import metrics, record, submit
-from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop
+from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop, step
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
 
@@ -251,6 +251,25 @@ def test_a_key_refused_once_by_the_housekeeping_listing_pauses_only_until_a_list
     assert not world.stage.unreadable and paused(world) == 0
     assert len(world.submitted()) == 1 and len(world.completed()) == 2
 
+
+
+def test_a_key_that_may_list_but_not_upload_stays_paused_through_the_minutes_listing(world: World) -> None:
+    # OpenAI's restricted keys grant the Files and Batch endpoints separately. A refused upload
+    # paused the stage; the next minute's listing, allowed, lifted the pause, so every minute the
+    # stage claimed another shard that stayed `building`, and logged the pause and its end again.
+    world.batches.errors["upload"] = [ModelRequestError("insufficient permissions", 401)] * 100
+    world.store.add(lots(2))
+    world.rounds()
+    assert world.stage.unreadable  # paused by the refused upload
+    for minute in range(3):
+        world.store.add(lots(2, job_id=f"job-{minute + 2}"))
+        asyncio.run(_housekeep_apart(world.stage))  # the listing succeeds with the key
+        assert world.stage.unreadable, f"minute {minute}: the listing lifted the upload's pause"
+        asyncio.run(step(world.stage, watching=False))  # the loop's next tick, between watches
+    assert len(world.store.shards_by_id) == 1  # no new shard claimed while paused
+    world.batches.errors["upload"] = []
+    world.rounds(3)  # recovery uploads with the key: submitting resumes
+    assert not world.stage.unreadable and len(world.completed()) == 8
 
 def test_a_running_batch_is_watched_without_taking_its_shards_lock(world: World) -> None:
     world.batches.finish = None

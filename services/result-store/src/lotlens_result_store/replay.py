@@ -38,7 +38,7 @@ class RebuildRefused(RuntimeError):
 
 class FutureEventInLog(RebuildRefused):
     """An event newer than this code: skipping it unasked would leave the rebuilt tables without
-    it, so the rebuild stops at it (the progress is kept)."""
+    it, so the rebuild stops at it (the newer release starts over: `--restart`)."""
 
 
 def position(topic: str, partition: int, offset: int) -> Position:

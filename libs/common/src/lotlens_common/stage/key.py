@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 
 # The `Stage.unreadable` entry while OpenAI refuses our key.
 KEY_REFUSED = "the key is refused"
+# The kinds of call a refusal paused on (the pause's entry starts with one).
+LISTING = "listing"
+SENDING = "sending"
 _REFUSED_STATUSES = lifecycle.NOT_READABLE - {404}
 
 
@@ -26,18 +29,26 @@ def refused_key(exc: ModelError) -> bool:
     return getattr(exc, "status_code", None) in _REFUSED_STATUSES
 
 
-def pause_for_key(stage: Stage[Any], exc: ModelError) -> bool:
-    """Pause the stage if `exc` refused the key (logged when the pause begins); whether it did."""
+def pause_for_key(stage: Stage[Any], exc: ModelError, refused: str) -> bool:
+    """Pause the stage if `exc` refused the key on a call of the kind `refused` (`LISTING` or
+    `SENDING`); logged when the pause begins. Whether it did."""
     if not refused_key(exc):
         return False
     if KEY_REFUSED not in stage.unreadable:
         log.error("OpenAI refused the key (%s): the %s stage submits nothing until a call with it "
                   "succeeds", exc, stage.spec.name)
-    stage.unreadable[KEY_REFUSED] = str(exc)
+    stage.unreadable[KEY_REFUSED] = f"{refused}: {exc}"
     return True
 
 
-def key_accepted(stage: Stage[Any]) -> None:
-    """A call with the key succeeded: end the pause (logged once) if there was one."""
-    if stage.unreadable.pop(KEY_REFUSED, None) is not None:
-        log.warning("OpenAI accepts the key again: the %s stage submits again", stage.spec.name)
+def key_accepted(stage: Stage[Any], by: str = SENDING) -> None:
+    """A call of the kind `by` succeeded with the key: end a pause (logged once) that a refusal of
+    that kind began; a shard sent (`SENDING`) proves the key for every call. A listing proves only
+    listings: OpenAI's restricted keys grant the Files and Batch endpoints apart, and a key that
+    could list but not upload had its pause lifted by each minute's listing, claimed a new shard
+    that stayed `building`, and logged the pause and its end again, minute after minute."""
+    refused = stage.unreadable.get(KEY_REFUSED)
+    if refused is None or (by != SENDING and not refused.startswith(f"{by}:")):
+        return
+    del stage.unreadable[KEY_REFUSED]
+    log.warning("OpenAI accepts the key again: the %s stage submits again", stage.spec.name)

@@ -26,7 +26,7 @@ from lotlens_common.model.errors import ModelRequestError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import try_cancel
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.key import key_accepted
+from lotlens_common.stage.key import LISTING, key_accepted
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.record import JOB_KEY, SHARD_KEY, STAGE_KEY, put_on_record
 
@@ -39,10 +39,10 @@ RECONCILE_PAGES = 10
 async def reconcile(stage: Stage[Any]) -> None:
     """Adopt orphan batches and cancel running duplicates of this stage."""
     listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, limit_pages=RECONCILE_PAGES)
-    # The listing worked with the key: a pause for a refused key ends here. Recovery ends it too,
-    # but only when a shard is `building`; a pause begun by a refused listing, with none building
-    # (the quiet case), lasted until the process restarted.
-    key_accepted(stage)
+    # The listing worked with the key: a pause begun by a refused listing ends here. Recovery
+    # ends the others, but only when a shard is `building`; a pause begun by a refused listing,
+    # with none building (the quiet case), lasted until the process restarted.
+    key_accepted(stage, LISTING)
     by_id = {str(batch["id"]): batch for batch in listed}
     stage.left_orphans &= by_id.keys()  # what the listing no longer shows is never looked at again
     unknown = set(by_id) - stage.store.known_batches(list(by_id)) - stage.left_orphans

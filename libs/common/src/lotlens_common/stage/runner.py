@@ -15,7 +15,7 @@ from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.core.lifecycle import FINISHED
-from lotlens_common.stage.key import pause_for_key
+from lotlens_common.stage.key import LISTING, pause_for_key
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.submit import flush_due, recover_building
@@ -93,7 +93,7 @@ async def _housekeep_apart(stage: Stage[Any]) -> None:
         await housekeep(stage)
     except Exception as exc:
         metrics.openai_error(stage.spec.name, "housekeeping", exc)
-        if isinstance(exc, ModelError) and pause_for_key(stage, exc):
+        if isinstance(exc, ModelError) and pause_for_key(stage, exc, LISTING):
             return  # the pause is logged once, not a traceback a minute
         log.exception("stage %s housekeeping failed; sending and collecting go on, it runs again in "
                       "%.0f s", stage.spec.name, RECOVERY_EVERY_S)

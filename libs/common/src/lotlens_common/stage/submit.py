@@ -25,7 +25,7 @@ from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
-from lotlens_common.stage.key import key_accepted, pause_for_key
+from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Stage, about_lot
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
@@ -71,7 +71,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 break  # the shard stays `building`: recovery sends it after the restart
             except ModelRequestError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
-                if pause_for_key(stage, exc):
+                if pause_for_key(stage, exc, SENDING):
                     break
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
@@ -123,7 +123,7 @@ async def recover_building(stage: Stage[Any]) -> None:
             except Stopped:
                 return  # still `building`: the next process recovers it
             except ModelError as exc:
-                if pause_for_key(stage, exc):
+                if pause_for_key(stage, exc, SENDING):
                     return  # every other shard's call would be refused alike this round
                 log.warning("recovering shard %s failed; the next round tries again: %s",
                             shard.shard_id, exc, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
