@@ -123,7 +123,12 @@ def serve_ops(port: int, host: str, readiness: Readiness, stale_after_s: float =
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                # The prober gave up first (its timeout): nothing to answer, and not worth the
+                # server's traceback on stderr.
+                log.info("ops %s: the client left before its answer", self.path)
 
         def log_message(self, format: str, *args: object) -> None:
             """Probes every few seconds are not worth a log line."""

@@ -5,10 +5,11 @@ consumer_lag`): a group none of whose instances runs exported nothing, just when
 and the alerts on lag saw no series at all. The gateway runs whatever the stages do, so its
 operations port reports every group it watches (`consumer_groups`, with the deployment's
 `KAFKA_GROUP_PREFIX`): the group's committed offsets against the topics' end offsets, summed per
-topic, and its members. Read at scrape time, at most every `cache_s`; a broker that does not
-answer leaves the series out (logged) rather than reporting stale figures, and
-`lotlens_kafka_group_lag_read` says so (0): without it the alerts on lag and members just went
-quiet, with no series left to judge (LotLensConsumerLagUnread watches it, and its absence).
+topic, and its members. Read when a scrape finds the last reading over `cache_s` old, on a thread
+of its own (`latest`); a broker that does not answer leaves the series out (logged) rather than
+reporting stale figures, and `lotlens_kafka_group_lag_read` says so (0): without it the alerts on
+lag and members just went quiet, with no series left to judge (LotLensConsumerLagUnread watches
+it, and its absence).
 """
 
 from __future__ import annotations
@@ -62,13 +63,16 @@ class GroupLagCollector(Collector):
     `lotlens_kafka_group_lag_read` (1 when the broker answered, else 0)."""
 
     def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Sequence[str], group_prefix: str = "",
-                 cache_s: float = 10.0, timeout_s: float = 5.0,
+                 cache_s: float = 10.0, timeout_s: float = 5.0, scrape_wait_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._new_admin = new_admin
         self._admin: OffsetsAdmin | None = None
         self._groups = [group_prefix + name for name in groups]
         self._cache_s, self._timeout_s, self._clock = cache_s, timeout_s, clock
-        self._lock = threading.Lock()
+        self._scrape_wait_s = scrape_wait_s
+        self._lock = threading.Lock()  # one reading at a time
+        self._starting = threading.Lock()
+        self._reading: threading.Thread | None = None
         self._cached: tuple[float, dict[str, GroupLag] | None] | None = None
 
     def collect(self) -> Iterator[Metric]:
@@ -82,7 +86,7 @@ class GroupLagCollector(Collector):
         read = GaugeMetricFamily("lotlens_kafka_group_lag_read",
                                  "1 when the broker answered the last reading of the consumer groups' "
                                  "lag and members, 0 when it did not (their series are left out then)")
-        found = self.groups()
+        found = self.latest()
         read.add_metric([], 0 if found is None else 1)
         for group, state in (found or {}).items():
             members.add_metric([group], state.members)
@@ -91,6 +95,26 @@ class GroupLagCollector(Collector):
         yield lag
         yield members
         yield read
+
+    def latest(self) -> dict[str, GroupLag] | None:
+        """The figures for a scrape, which never waits on the broker for long: a reading that is
+        due runs on a thread of its own and is waited for at most `scrape_wait_s`; meanwhile the
+        last reading stands while it is recent, else there are none. Read within the scrape, a
+        broker that did not answer held `/metrics` past its timeout (5 s and more): every gateway
+        figure was lost, the outbox backlog included, just while Kafka was down."""
+        with self._starting:
+            cached = self._cached
+            due = cached is None or self._clock() - cached[0] >= self._cache_s
+            if due and (self._reading is None or not self._reading.is_alive()):
+                self._reading = threading.Thread(target=self.groups, name="group-lag", daemon=True)
+                self._reading.start()
+            reading = self._reading
+        if due and reading is not None:
+            reading.join(self._scrape_wait_s)
+        cached = self._cached
+        if cached is None or self._clock() - cached[0] > 2 * (self._cache_s + self._timeout_s):
+            return None
+        return cached[1]
 
     def groups(self) -> dict[str, GroupLag] | None:
         """Every watched group's figures (None when the broker did not answer)."""
