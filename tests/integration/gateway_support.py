@@ -26,14 +26,14 @@ import openai
 import uvicorn
 from confluent_kafka import Consumer
 from fastapi import FastAPI
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, func, insert, select
 
 from lotlens_common import signing
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
-from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_common.tables import descriptions, jobs, lots, outbox
 from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps
@@ -294,3 +294,17 @@ def insert_running_job(engine: Engine, client_id: str, status: str = "processing
             total_lots=total_lots, processed_lots=1, failed_lots=0, created_at=created,
             estimated_completion=created + timedelta(hours=1)))
     return job_id
+
+
+def wait_published(gateway: Gateway, engine: Engine, job_id: str) -> None:
+    """Until the relay has published the job's events (it reads their payloads meanwhile: a test
+    measuring the gateway's memory waits for it)."""
+    deadline = time.monotonic() + 120
+    query = (select(func.count()).select_from(outbox)
+             .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None)))
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one() == 0:
+                return
+        assert time.monotonic() < deadline, "the relay did not publish the job's events"
+        time.sleep(0.2)

@@ -7,31 +7,16 @@ thread of this test process; the client here streams the answer and keeps only i
 
 from __future__ import annotations
 
-import time
 import tracemalloc
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine
 
-from lotlens_common.tables import outbox
-from tests.integration.gateway_support import Gateway, make_lots
+from tests.integration.gateway_support import Gateway, make_lots, wait_published
 
 pytestmark = pytest.mark.integration
 MB = 1024 * 1024
-
-
-def wait_published(gateway: Gateway, engine: Engine, job_id: str) -> None:
-    """Until the relay has published the job's events (it reads their payloads meanwhile)."""
-    deadline = time.monotonic() + 120
-    query = (select(func.count()).select_from(outbox)
-             .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None)))
-    while True:
-        with engine.connect() as conn:
-            if conn.execute(query).scalar_one() == 0:
-                return
-        assert time.monotonic() < deadline, "the relay did not publish the job's events"
-        time.sleep(0.2)
 
 
 def test_a_cancelled_unprojected_jobs_results_do_not_hold_its_lots_submissions_in_memory(

@@ -3,7 +3,8 @@
 The result-store projects events some time after the gateway answered (and not at all while
 Kafka is down). Until then a submitted job reads `pending` from its outbox `JobSubmitted`, and a
 cancelled job reads `cancelled`, every unfinished lot with it, from its outbox `JobCancelled`.
-The projected rows win as soon as they say more (a terminal status).
+The projected rows win as soon as they say more (a terminal status). A lot not projected yet is
+read from its outbox `LotSubmitted`, in the results document and the lots pages alike.
 """
 
 from __future__ import annotations
@@ -11,18 +12,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
+from itertools import accumulate, takewhile
 from typing import Any
 
-from sqlalchemy import JSON, Connection, cast, select
+import orjson
+from sqlalchemy import JSON, Connection, cast, exists, func, select
 
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
-from lotlens_common.read_models import JobView, lot_page
-from lotlens_common.tables import outbox
+from lotlens_common.read_models import JobView, chunk_counts, lot_page
+from lotlens_common.tables import lots, outbox
 from lotlens_gateway.outbox import JobFacts
 
 CANCELLED = "cancelled"
+_PENDING = "pending"
 _SETTLED_LOTS = frozenset({"completed", "failed", CANCELLED})
 _UNSETTLED_LOTS = frozenset({"pending", "processing", "translating"})
+_FINISHED_JOBS = TERMINAL_JOB_STATUSES - {CANCELLED}
 
 
 def submitted_view(facts: JobFacts) -> JobView | None:
@@ -69,8 +74,18 @@ def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
     for lot_id in submitted_lot_ids(job.job_id, connect):
         if lot_id not in seen:
             seen.add(lot_id)
-            yield {"lot_id": lot_id, "status": CANCELLED, "processed_at": None, "processed_images": 0,
-                   "descriptions": [], "missing_images": []}
+            yield unprojected_lot(lot_id, CANCELLED)
+
+
+def unprojected_lot(lot_id: str, status: str) -> dict[str, Any]:
+    """A lot known only from its outbox `LotSubmitted`, in the contract's shape: nothing done yet."""
+    return {"lot_id": lot_id, "status": status, "processed_at": None, "processed_images": 0,
+            "descriptions": [], "missing_images": []}
+
+
+def _outbox_lot_id() -> Any:
+    """The lot id inside an outbox `LotSubmitted` row's payload (parsed by PostgreSQL)."""
+    return cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
 
 
 def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[Connection]]) -> list[str]:
@@ -81,8 +96,7 @@ def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[
     submission per request. One query, not chunks: `ix_outbox_job` does not order a job's rows by
     id, so each chunk would read and parse every one of them again.
     """
-    lot_id = cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
-    query = (select(lot_id)
+    query = (select(_outbox_lot_id())
              .where(outbox.c.job_id == job_id, outbox.c.event_type == LotSubmitted.event_type)
              .order_by(outbox.c.id))
     with connect() as conn:
@@ -91,17 +105,70 @@ def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[
 
 def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int, max_bytes: int
               ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the job's lots (`lot_page`); a cancelled job's unfinished lots read `cancelled`,
-    and are the ones `status=cancelled` finds, before the result-store has projected it."""
+    """One page of the job's lots and how many match in all, listed as `batch-results` lists them:
+    the projected lots (`lot_page`), then those only the outbox holds yet (`outbox_lots_page`).
+
+    A cancelled job's unfinished lots read `cancelled`, and are the ones `status=cancelled` finds,
+    before the result-store has projected it; a lot not projected yet reads `pending` (`cancelled`
+    in a cancelled job). Those lots were missing: a job the result-store had not projected listed
+    no lot (total 0) while its status counted them and its results listed them.
+    """
+    page, matching = lot_page(conn, job, _projected_statuses(job, status), limit, offset, max_bytes)
+    if job.status == CANCELLED:
+        for lot in page:
+            if lot["status"] not in _SETTLED_LOTS:
+                lot["status"] = CANCELLED
+    waiting_status = CANCELLED if job.status == CANCELLED else _PENDING
+    if status not in (None, waiting_status) or job.status in _FINISHED_JOBS:
+        return page, matching  # a completed or failed job has every lot projected
+    projected = matching if status is None else None
+    return outbox_lots_page(conn, job, waiting_status, page, (matching, projected), limit, offset, max_bytes)
+
+
+def _projected_statuses(job: JobView, status: str | None) -> set[str] | None:
+    """The projected statuses `status` finds: in a cancelled job, `cancelled` finds the unfinished too."""
+    if status is None:
+        return None
     if job.status != CANCELLED:
-        return lot_page(conn, job, None if status is None else [status], limit, offset, max_bytes)
-    statuses: set[str] | None = None
-    if status is not None:
-        statuses = set() if status in _UNSETTLED_LOTS else {status}
-        if status == CANCELLED:
-            statuses |= _UNSETTLED_LOTS
-    page, total = lot_page(conn, job, statuses, limit, offset, max_bytes)
-    for lot in page:
-        if lot["status"] not in _SETTLED_LOTS:
-            lot["status"] = CANCELLED
-    return page, total
+        return {status}
+    statuses = set() if status in _UNSETTLED_LOTS else {status}
+    return statuses | _UNSETTLED_LOTS if status == CANCELLED else statuses
+
+
+def outbox_lots_page(conn: Connection, job: JobView, status: str, page: list[dict[str, Any]],
+                     counts: tuple[int, int | None], limit: int, offset: int, max_bytes: int
+                     ) -> tuple[list[dict[str, Any]], int]:
+    """`page` of the projected lots completed with the job's lots only the outbox holds (each in
+    `status`), as many as fit in `limit` and what `max_bytes` leaves (at least one lot a page), and
+    the total counting them. `counts`: the projected lots matching the page's filter, and all the
+    job's projected lots (None: not counted yet).
+
+    A page's lots are found by offset in PostgreSQL and only their ids leave it: a 50,000-lot job's
+    submissions (image URLs, notes) are never read into memory. While none of the job's lots is
+    projected, the page's rows are found by id alone and only theirs are parsed.
+    """
+    matching, projected = counts
+    if projected is None:
+        projected = conn.execute(select(func.count()).select_from(lots)
+                                 .where(lots.c.job_id == job.job_id)).scalar_one()
+    if projected >= job.total_lots:
+        return page, matching
+    conditions = [outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type]
+    if projected:
+        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == _outbox_lot_id()))
+    total = matching + conn.execute(select(func.count()).select_from(outbox).where(*conditions)).scalar_one()
+    if len(page) == limit or (page and offset + len(page) < matching):
+        return page, total  # the projected lots fill this page (or its bytes cut it short)
+    # The page's rows by id first, then only theirs parsed: their ids sort, not their payloads.
+    rows = conn.execute(select(outbox.c.id).where(*conditions).order_by(outbox.c.id)
+                        .offset(max(0, offset - matching)).limit(limit - len(page))).scalars().all()
+    ids = conn.execute(select(_outbox_lot_id()).where(outbox.c.id.in_(rows))
+                       .order_by(outbox.c.id)).scalars().all() if rows else []
+    waiting = [unprojected_lot(lot_id, status) for lot_id in ids]
+    sizes = [len(orjson.dumps(lot)) for lot in waiting]
+    if page:  # the page's own lots are measured as written; only lots that fit in the rest join
+        room = max_bytes - sum(len(orjson.dumps(lot)) for lot in page)
+        fitting = len(list(takewhile(lambda used: used <= room, accumulate(sizes))))
+    else:
+        fitting = next(chunk_counts(sizes, max_bytes), 0)
+    return page + waiting[:fitting], total

@@ -51,7 +51,10 @@ class LotPage(BaseModel):
                          "at least one lot): when that cuts it short, `pagination.limit` is the number of "
                          "lots it holds and `has_more` is true. The next page starts at "
                          "`pagination.next_offset` (`offset + len(lots)`; null on the last page): a client "
-                         "adding the `limit` it asked for to `offset` would skip lots."),
+                         "adding the `limit` it asked for to `offset` would skip lots. The pages list the "
+                         "lots `batch-results` lists: those the result-store has not recorded yet (a job "
+                         "just accepted or cancelled) come after the others, `pending` (`cancelled` in a "
+                         "cancelled job) with nothing done yet."),
             responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
         job_id: str, client_id: DownloadClient, deps: Deps,
