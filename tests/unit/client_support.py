@@ -143,7 +143,8 @@ class FakeApi:
         elif path == "/api/v1/batch-jobs":
             signature, messages = header, [request.url.query]
         else:
-            job_id = unquote(path.removesuffix("/cancel").removesuffix("/download").rsplit("/", 1)[-1])
+            job_id = unquote(path.removesuffix("/cancel").removesuffix("/download").removesuffix("/lots")
+                             .rsplit("/", 1)[-1])
             signature, messages = header, [job_id.encode()]
         if not signature:
             return error(401, "MISSING_SIGNATURE")

@@ -20,6 +20,7 @@ from lotlens_client.errors import (
     ValidationError,
     WaitTimeoutError,
 )
+from lotlens_client.lot_pages import LotPage, LotPagination
 from lotlens_client.models import (
     Cancellation,
     Description,
@@ -54,6 +55,8 @@ __all__ = [
     "Lot",
     "LotLensClient",
     "LotLensError",
+    "LotPage",
+    "LotPagination",
     "LotResult",
     "NetworkError",
     "NotFoundError",

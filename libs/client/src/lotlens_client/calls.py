@@ -25,6 +25,7 @@ from lotlens_client.errors import (
     error_from_response,
     parse_retry_after,
 )
+from lotlens_client.lot_pages import LotPage
 from lotlens_client.models import (
     Cancellation,
     JobAccepted,
@@ -191,6 +192,18 @@ def list_jobs(key: str, query: str) -> Call[JobPage]:
     """One page of the client's jobs; `query` comes from `jobs_query`."""
     path = f"{API}/batch-jobs?{query}" if query else f"{API}/batch-jobs"
     return Call("GET", path, _parse(JobPage.from_json), {"X-Signature": signing.sign_query(key, query)})
+
+
+def lots_query(status: JobState | None = None, limit: int = 100, offset: int = 0) -> str:
+    """The query string of a lots page (a lot's statuses are named as a job's)."""
+    pairs = [("status", status)] if status is not None else []
+    return urlencode([*pairs, ("limit", str(limit)), ("offset", str(offset))])
+
+
+def list_lots(key: str, job_id: str, query: str) -> Call[LotPage]:
+    """One page of a job's lots (signed over the job id); `query` comes from `lots_query`."""
+    path = _job_path(API + "/batch-jobs/{job_id}/lots", job_id) + f"?{query}"
+    return Call("GET", path, _parse(LotPage.from_json), _job_headers(key, job_id))
 
 
 def decode(call: Call[T], status: int, content: bytes, headers: Mapping[str, str]) -> T:

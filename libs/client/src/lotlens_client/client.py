@@ -24,6 +24,7 @@ import httpx2
 
 from lotlens_client import calls
 from lotlens_client.calls import Call, RetryPolicy
+from lotlens_client.lot_pages import LotPage
 from lotlens_client.models import (
     Cancellation,
     JobAccepted,
@@ -192,6 +193,20 @@ class LotLensClient:
                 return
             offset += len(page.jobs)
 
+    def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,
+                  offset: int = 0) -> LotPage:
+        """One page (at most 500 lots, fewer when their bytes fill it) of a job's lots, running jobs too."""
+        return self._send(calls.list_lots(self._key, job_id, calls.lots_query(status, limit, offset)))
+
+    def iter_lots(self, job_id: str, status: JobState | None = None,
+                  page_size: int = 100) -> Iterator[LotResult]:
+        """Every lot of a job (in `status`, if given) in request order, page by page."""
+        offset: int | None = 0
+        while offset is not None:
+            page = self.list_lots(job_id, status, page_size, offset)
+            yield from page.lots
+            offset = page.next_offset
+
     def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                      on_progress: ProgressCallback | None = None) -> JobStatus:
         """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`."""
@@ -328,6 +343,21 @@ class AsyncLotLensClient:
             if not page.pagination.has_more or not page.jobs:
                 return
             offset += len(page.jobs)
+
+    async def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,
+                        offset: int = 0) -> LotPage:
+        """One page (at most 500 lots, fewer when their bytes fill it) of a job's lots, running jobs too."""
+        return await self._send(calls.list_lots(self._key, job_id, calls.lots_query(status, limit, offset)))
+
+    async def iter_lots(self, job_id: str, status: JobState | None = None,
+                        page_size: int = 100) -> AsyncIterator[LotResult]:
+        """Every lot of a job (in `status`, if given) in request order, page by page."""
+        offset: int | None = 0
+        while offset is not None:
+            page = await self.list_lots(job_id, status, page_size, offset)
+            for lot in page.lots:
+                yield lot
+            offset = page.next_offset
 
     async def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                            on_progress: ProgressCallback | None = None) -> JobStatus:

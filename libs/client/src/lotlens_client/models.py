@@ -335,6 +335,12 @@ class Pagination:
     total: int
     has_more: bool
 
+    @classmethod
+    def from_json(cls, data: Json) -> Pagination:
+        """Parse a `pagination` block."""
+        return cls(limit=_int(data.get("limit")), offset=_int(data.get("offset")),
+                   total=_int(data.get("total")), has_more=bool(data.get("has_more")))
+
 
 @dataclass(frozen=True)
 class JobPage:
@@ -346,10 +352,8 @@ class JobPage:
     @classmethod
     def from_json(cls, data: Json) -> JobPage:
         """Parse the listing body."""
-        page = data["pagination"]
         return cls(jobs=tuple(JobSummary.from_json(job) for job in data["jobs"]),
-                   pagination=Pagination(limit=_int(page.get("limit")), offset=_int(page.get("offset")),
-                                         total=_int(page.get("total")), has_more=bool(page.get("has_more"))))
+                   pagination=Pagination.from_json(data["pagination"]))
 
 
 @dataclass(frozen=True)
