@@ -67,8 +67,9 @@ class RetryPolicy:
     """Retry a 429 after its `Retry-After`, and a 503 that has one, at most `max_retries` times and
     `max_wait_s` per wait.
 
-    The gateway answers 503 with `Retry-After` only when it wrote nothing (PostgreSQL down, or every
-    intake slot taken by other large jobs), so even a submission is safe to send again.
+    The gateway answers 503 with `Retry-After` only when it wrote nothing (PostgreSQL down, every
+    intake slot taken by other large jobs, or stopping for a restart), so even a submission is safe
+    to send again.
     """
 
     max_retries: int = 3

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
-import signal
 import threading
 from collections.abc import Callable
-from types import FrameType
 
 from sqlalchemy import Engine, text
 
@@ -15,6 +13,7 @@ from lotlens_common.logs import setup_logging
 from lotlens_common.ops import Readiness, serve_ops
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stopping import catch_stop_signals
 
 __all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals", "tune_gc"]
 
@@ -33,15 +32,9 @@ def tune_gc() -> None:
 
 
 def stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or SIGINT, for graceful shutdown."""
-    stop = threading.Event()
-
-    def _handler(_signum: int, _frame: FrameType | None) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _handler)
-    signal.signal(signal.SIGINT, _handler)
-    return stop
+    """An event set by SIGTERM or SIGINT, for graceful shutdown (also by one received during
+    start-up, before this call: `stopping`)."""
+    return catch_stop_signals()
 
 
 def serve_operations(settings: ServiceSettings, port: int, engine: Engine, producer: EventProducer) -> None:

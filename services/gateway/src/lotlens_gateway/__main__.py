@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from lotlens_common.stopping import catch_stop_signals
+
+if __name__ == "__main__":  # first: a SIGTERM during the start-up below stops it cleanly
+    catch_stop_signals()
+
 import logging
-import signal
+import threading
 from functools import partial
 
 import uvicorn
@@ -21,24 +26,28 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.shutdown import CutNotice
 
 log = logging.getLogger("lotlens_gateway")
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
-# After SIGTERM: requests in flight get this long, then the relay stops and the producer flushes,
-# each within its own bound. The pod's terminationGracePeriodSeconds must hold all three after its
-# preStop pause, or the kubelet's SIGKILL cuts them (nothing is lost: the outbox keeps unpublished
-# events, but clients see resets). Synchronous lots may take longer than the drain: a client
-# retries them with its Idempotency-Key.
-DRAIN_S, RELAY_STOP_S, FLUSH_S = 30, 10, 10
-SHUTDOWN_S = DRAIN_S + RELAY_STOP_S + FLUSH_S
+# After SIGTERM: requests in flight get `shutdown_drain_s` (30 s; one still unanswered then is
+# answered 503 SHUTTING_DOWN, shutdown.py), then the relay publishes what they committed for at
+# most `shutdown_relay_s` (10 s) and the producer flushes (FLUSH_S). The pod's
+# terminationGracePeriodSeconds must hold all three after its preStop pause, or the kubelet's
+# SIGKILL cuts them (nothing is lost: the outbox keeps unpublished events, but clients see resets).
+# Synchronous lots may take longer than the drain: a client retries them with its Idempotency-Key.
+FLUSH_S = 10
+SHUTDOWN_S = (GatewaySettings.model_fields["shutdown_drain_s"].default
+              + GatewaySettings.model_fields["shutdown_relay_s"].default + FLUSH_S)
 
 
 def main() -> None:
     """Connect, build the app and serve until SIGTERM."""
     settings = GatewaySettings()
     setup_logging(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(CutNotice())
     tracing.setup("gateway")
     tune_gc()
     languages.preload()
@@ -60,20 +69,32 @@ def main() -> None:
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
     deps.relay.start()
-    # uvicorn restores the handler it found and raises the SIGTERM again once it has drained: with
-    # Python's default handler that killed the process there, before the relay stopped, the
-    # producer flushed and the pools closed (exit -15). A handler that does nothing lets main end.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    # uvicorn catches SIGTERM only while it runs, then restores the handler it found and raises the
+    # signal again: Python's default handler killed the process there (exit -15), before the relay
+    # stopped, the producer flushed and the pools closed. Ours only sets STOP. A stop asked during
+    # start-up (STOP set before uvicorn caught the signal) skips serving, or ends it at its first tick.
+    stop = catch_stop_signals()
+    drain_s = settings.shutdown_drain_s
+    server = uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=drain_s))
+    threading.Thread(target=_exit_on, args=(stop, server), name="stop-watch", daemon=True).start()
     try:
-        uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=DRAIN_S)).run()
+        if stop.is_set():
+            log.info("asked to stop during start-up: not serving")
+        else:
+            server.run()
     finally:
-        deps.relay.stop(RELAY_STOP_S)
+        deps.relay.stop(settings.shutdown_relay_s)
         try:
             producer.flush(FLUSH_S)
         except PublishError as exc:  # the outbox keeps what was not acknowledged: the next process sends it
             log.warning("stopping with events unacknowledged by Kafka: %s", exc)
         engine.dispose()
         read_engine.dispose()
+
+
+def _exit_on(stop: threading.Event, server: uvicorn.Server) -> None:
+    stop.wait()
+    server.should_exit = True
 
 
 if __name__ == "__main__":

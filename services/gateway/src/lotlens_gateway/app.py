@@ -27,6 +27,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.ops_port import ops_listener
 from lotlens_gateway.request_tracing import RequestTracer
 from lotlens_gateway.routes_console import mount_console
+from lotlens_gateway.shutdown import ShutdownCut
 
 DESCRIPTION = """\
 LotLens describes the visible damage of auction cars in up to 10 languages, compatible with the
@@ -94,6 +95,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
+    app.add_middleware(ShutdownCut)  # inside the others: its 503 is counted, marked and HEAD-stripped
     app.add_middleware(HeadAsGet)
     app.add_middleware(ApiHeaders)
     app.add_middleware(RequestCounter, metrics=deps.metrics)

@@ -131,6 +131,11 @@ class GatewaySettings(ServiceSettings):
     # How old /health's model API reachability may get before it is checked again (in the background).
     openai_check_interval_s: float = 30.0
     consumer_groups: tuple[str, ...] = CONSUMER_GROUPS
+    # After SIGTERM (__main__.py): requests in flight get `shutdown_drain_s` (a request still
+    # unanswered then is answered 503 with Retry-After), then the relay publishes what they
+    # committed for at most `shutdown_relay_s`. The pod's grace period holds both and the flush.
+    shutdown_drain_s: float = Field(default=30.0, gt=0)
+    shutdown_relay_s: float = Field(default=10.0, gt=0)
 
     @field_validator("clients")
     @classmethod

@@ -68,6 +68,9 @@ _LOCK = text("SELECT pg_try_advisory_xact_lock(hashtext('lotlens-outbox:' || :to
 # `JobSubmitted` (40-60 ms per poll). The round that finds a backlog refreshes them.
 _REFRESH_STATISTICS = text(f"ANALYZE {outbox.name}")
 _MAX_PAUSE_S = 5.0
+# Of a stop's time, what the last round does after its wait for Kafka: the producer's check that
+# a broker answers when nothing was acknowledged (a metadata request of up to 2 s), the marking.
+_AFTER_WAIT_S = 3.0
 # Published rows deleted per transaction, and transactions per prune (a minute apart): 200,000 a
 # minute at most, far above what a gateway publishes.
 PRUNE_ROWS, PRUNE_ROUNDS = 5000, 40
@@ -118,6 +121,7 @@ class Relay:
         self._failed_since_purge = False
         self._generation = producer.generation
         self._thread: threading.Thread | None = None
+        self._deadline: float | None = None  # set by `stop`: the last rounds end by then
         self._last_prune = 0.0
         self._backlogged: set[str] = set()
         self._last_observed = -_OBSERVE_EVERY_S
@@ -132,13 +136,50 @@ class Relay:
         self._thread.start()
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Finish the current round and end the loop."""
+        """Finish the current round, publish what is left (`last_rounds`) and end the loop, all
+        within `timeout_s`."""
+        self._deadline = time.monotonic() + max(timeout_s - _AFTER_WAIT_S, 0.0)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def last_rounds(self) -> Outcome:
+        """Rounds until every topic is drained or the stop's deadline passes; the last outcome.
+
+        The rows of the requests drained at a shutdown were left to the next process's first round
+        or another replica's sweep (5 s on): stopping ended the loop without a round. A topic
+        another replica holds is asked again (its round may have begun before our rows were
+        committed); Kafka unreachable, the round's wait ends at the deadline."""
+        outcome: Outcome = STALLED
+        while self._time_left() > 0:
+            try:
+                outcome = self._most_pressing({self._publish_batch(topic) for topic in self._topics})
+            except (SQLAlchemyError, KafkaException, PublishError) as exc:
+                log.warning("the outbox relay's last round failed: %s", exc)
+                break
+            if outcome == DRAINED:
+                return outcome
+            if outcome == CONTENDED:
+                time.sleep(min(self._settings.retry_s, self._time_left()))
+        log.warning("the outbox relay stopped with rows unpublished (%s): any gateway's next round "
+                    "publishes them", outcome)
+        return outcome
+
+    def _time_left(self) -> float:
+        return max(self._deadline - time.monotonic(), 0.0) if self._deadline is not None else 0.0
+
+    def _settle_s(self) -> float:
+        """How long a round waits for Kafka: never past the stop's deadline."""
+        if self._deadline is None:
+            return self._settings.publish_timeout_s
+        return min(self._settings.publish_timeout_s, self._time_left())
+
     def _run(self) -> None:
+        self._loop()
+        self.last_rounds()
+
+    def _loop(self) -> None:
         backoff = self._settings.retry_s
         while not self._stop.is_set():
             try:
@@ -168,6 +209,10 @@ class Relay:
         outcomes = {self._publish_batch(topic) for topic in self._topics}
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
             self.prune()
+        return self._most_pressing(outcomes)
+
+    @staticmethod
+    def _most_pressing(outcomes: set[Outcome]) -> Outcome:
         return next((o for o in (FULL, CONTENDED, STALLED) if o in outcomes), DRAINED)
 
     def _publish_batch(self, topic: str) -> Outcome:
@@ -187,7 +232,7 @@ class Relay:
                        ~(outbox.c.id == any_(cast(sorted(self._held), ARRAY(BigInteger)))))
                 .order_by(outbox.c.id).limit(room)).all() if room > 0 else []
             self._send(topic, rows)
-            waiting = self._producer.settle(self._settings.publish_timeout_s)
+            waiting = self._producer.settle(self._settle_s())
             if self._failed_since_purge:
                 # A message Kafka will never have (timed out): drop what is still queued behind
                 # it too, so all of it goes again in id order, the job's events in order.

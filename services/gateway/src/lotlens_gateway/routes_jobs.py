@@ -18,6 +18,7 @@ from lotlens_gateway.deps import Deps, DownloadClient, JobClient, ListingClient
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.job_store import JobFilter
 from lotlens_gateway.results import iter_results_document, small_document
+from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.views import (
     cannot_cancel_body,
     is_terminal,
@@ -147,6 +148,6 @@ async def cancel_job(job_id: str, client_id: JobClient, deps: Deps) -> JSONRespo
     cancelled_at = deps.clock()
     envelope = Envelope(JobCancelled(job_id=job_id, cancelled_at=cancelled_at), client_id=client_id,
                         occurred_at=cancelled_at)
-    await run_in_threadpool(deps.outbox.append, deps.settings.topics.submissions, [envelope])
+    await to_the_end(deps.outbox.append, deps.settings.topics.submissions, [envelope])
     return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
                          "message": "Job successfully cancelled"})

@@ -14,6 +14,7 @@ from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
+from lotlens_gateway.shutdown import to_the_end
 
 router = APIRouter(tags=["batch jobs"])
 _REPLAYED = {"Idempotent-Replayed": "true"}
@@ -64,9 +65,8 @@ async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse
         deps.idempotency.complete_in(conn, client_id, key, 201, body)
 
     try:
-        body = await run_in_threadpool(accept_batch, accepted, settings.topics.submissions, deps.outbox,
-                                       remember)
+        body = await to_the_end(accept_batch, accepted, settings.topics.submissions, deps.outbox, remember)
     except BaseException:
-        await run_in_threadpool(deps.idempotency.release, client_id, key)
+        await to_the_end(deps.idempotency.release, client_id, key)
         raise
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})

@@ -34,6 +34,7 @@ from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.errors import ApiError, client_closed
 from lotlens_gateway.idempotency import HEADER, check_key, request_hash
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
+from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
 from lotlens_gateway.webhook_hosts import refuse_private_webhooks
@@ -145,8 +146,8 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         bind_log_context(job_id=job_id)
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
-        if key is not None:
-            await run_in_threadpool(deps.idempotency.release, client_id, key)
+        if key is not None:  # to its end: a reservation left by a cut request made its retry a 409
+            await to_the_end(deps.idempotency.release, client_id, key)
         raise
     if key is not None and submission.is_synchronous:
         await _keep_answer(deps, client_id, key, status, body)
@@ -184,8 +185,8 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
                             if (value := request.headers.get(name)) is not None and len(value) <= longest})
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
-    body = await run_in_threadpool(accept_batch, job, settings.topics.submissions, deps.outbox,
-                                   _remembered(deps, client_id, key))
+    body = await to_the_end(accept_batch, job, settings.topics.submissions, deps.outbox,
+                            _remembered(deps, client_id, key))
     return 201, body, {"Location": _status_url(job_id)}
 
 

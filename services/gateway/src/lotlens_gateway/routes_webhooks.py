@@ -21,6 +21,7 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import HEADER, check_key, request_hash
 from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.outbox import InTransaction, recorded_in_window
+from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.views import is_terminal
 
 router = APIRouter(tags=["webhooks"])
@@ -130,10 +131,10 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
     event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
                                        requested_at=requested_at)
     try:
-        await run_in_threadpool(deps.outbox.append, deps.settings.topics.completions,
-                                [Envelope(event, client_id=client_id, occurred_at=requested_at)], record)
+        await to_the_end(deps.outbox.append, deps.settings.topics.completions,
+                         [Envelope(event, client_id=client_id, occurred_at=requested_at)], record)
     except BaseException:
         if key is not None:
-            await run_in_threadpool(deps.idempotency.release, client_id, key)
+            await to_the_end(deps.idempotency.release, client_id, key)
         raise
     return JSONResponse(answer, status_code=202)

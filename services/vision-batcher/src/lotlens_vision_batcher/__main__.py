@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from lotlens_common.stopping import catch_stop_signals
+
+if __name__ == "__main__":  # first: a SIGTERM during the start-up below stops it cleanly
+    catch_stop_signals()
+
 from lotlens_common import lookups
 from lotlens_common.stage.service import serve_stage
 from lotlens_vision_batcher.config import VisionBatcherSettings

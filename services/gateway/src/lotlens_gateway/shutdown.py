@@ -1,0 +1,103 @@
+"""Requests still running when the shutdown's drain ends (a rolling restart).
+
+After SIGTERM uvicorn gives the requests in flight `timeout_graceful_shutdown`, then cancels
+their tasks (and `asyncio.run` cancels whatever still runs once the server has stopped). A cut
+request went up as an unexpected error: a traceback in the log and a plain-text 500 to a client
+that had done nothing wrong. `ShutdownCut` answers it 503 `SHUTTING_DOWN` with `Retry-After`
+instead, in the contract's format, and logs a warning.
+
+A durable write (`to_the_end`) is not cut: the cancellation only interrupted the request's wait
+for its thread, the write went on, and a job could commit while its client was told 500 (the
+Idempotency-Key's reservation released meanwhile: the retry made a second job). The write is
+awaited to its end and its answer given: a 201 means written, any other answer nothing written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lotlens_gateway.errors import ApiError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Another replica (or this one, restarted) takes the retry at once.
+RETRY_AFTER_S = 1
+
+
+def shutting_down() -> ApiError:
+    """503 for a request the gateway stopped before answering (nothing of it was written)."""
+    return ApiError(503, "SHUTTING_DOWN", "The gateway stopped (a restart) before answering; nothing was "
+                    "written, please retry",
+                    headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})
+
+
+async def to_the_end(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a thread, awaited to its end even when the request is cancelled meanwhile.
+
+    Not on Starlette's pool: its task would be cancelled with the others once the server has
+    stopped. The loop's default executor is joined by `asyncio.run` before the process ends."""
+    context = contextvars.copy_context()  # the request's log context (job id) in the thread too
+    done = asyncio.get_running_loop().run_in_executor(None, context.run, work, *args)
+    cuts = 0
+    while not done.done():
+        try:
+            await asyncio.wait({done})
+        except asyncio.CancelledError:
+            cuts += 1  # the shutdown's cut: the write finishes and its answer is given
+    task = asyncio.current_task()
+    for _ in range(cuts if task is not None else 0):
+        task.uncancel()  # type: ignore[union-attr]
+    if cuts:
+        log.warning("a write begun before the shutdown's cut was finished and is answered")
+    return done.result()
+
+
+class CutNotice(logging.Filter):
+    """uvicorn's ERROR that the drain ran out ("Cancel N running task(s), ..."), as a warning: the
+    cut is the shutdown working as configured, and each request cut logs a warning of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Lower that one record; pass every record."""
+        if record.levelno == logging.ERROR and "timeout graceful shutdown exceeded" in record.getMessage():
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+class ShutdownCut:
+    """Answers a request cancelled by the shutdown 503 `SHUTTING_DOWN` (or, its answer begun, ends it)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request through; a cancellation of its task is answered, not raised."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = [False]
+
+        async def noting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started[0] = True
+            await send(message)
+
+        try:
+            await self._app(scope, receive, noting_send)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                raise  # not the task's own cancellation: no cut by the shutdown
+            task.uncancel()
+            where = f"{scope['method']} {scope['path']}"
+            if started[0]:
+                # Its head is sent: nothing more can be said. uvicorn closes the connection.
+                log.warning("the shutdown cut the answer to %s while it was being sent", where)
+                return
+            log.warning("the shutdown cut %s before its answer: 503 SHUTTING_DOWN", where)
+            await shutting_down().response()(scope, receive, send)

@@ -1,0 +1,247 @@
+"""A gateway stopped by SIGTERM (a rolling restart) with work in hand: a request still running when
+the drain ends, a job written as it ends, rows its last requests committed. The gateway runs
+alone as a process (the pipeline services play no part), on a drain of a second."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import pytest
+from sqlalchemy import Connection, Engine, func, select, text
+
+from lotlens_common.events import JobSubmitted
+from lotlens_common.settings import TopicSettings
+from lotlens_common.signing import sign
+from lotlens_common.tables import outbox
+from tests.conftest import Infra, new_id
+from tests.e2e.harness import Stack
+from tests.servers import serve
+from tests.stack_health import wait_healthy
+
+pytestmark = pytest.mark.e2e
+
+DRAIN_S = 1.0
+# Generous: a loaded machine; the point is that it ends, with 0.
+EXIT_WITHIN_S = 60
+
+
+@pytest.fixture()
+def gateway(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
+    """The gateway alone, on this test's schema and topics, draining requests for `DRAIN_S`."""
+    running = Stack(infra=infra, topics=topics, logs=tmp_path,
+                    database_url=stack_engine.url.render_as_string(hide_password=False),
+                    extra_env={"LOTLENS_SHUTDOWN_DRAIN_S": str(DRAIN_S)})
+    try:
+        running.start("gateway")
+        wait_healthy(running.url, running.processes, running.log_tail)
+        yield running
+    finally:
+        running.down()
+
+
+def body(gw: Stack, lots: list[dict[str, Any]]) -> dict[str, Any]:
+    signature = sign(gw.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
+    return {"signature": signature, "languages": ["en"], "lots": lots}
+
+
+def in_background(post: Any) -> tuple[threading.Thread, list[Any]]:
+    """Run `post()` in a thread; its answer (or the exception) lands in the list."""
+    answers: list[Any] = []
+
+    def run() -> None:
+        try:
+            answers.append(post())
+        except httpx2.HTTPError as exc:
+            answers.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def sigterm(gw: Stack) -> tuple[subprocess.Popen[bytes], int]:
+    """SIGTERM to the gateway; its process and where its log stood."""
+    written = (gw.logs / "gateway.log").stat().st_size
+    process = gw.processes.pop("gateway")
+    process.send_signal(signal.SIGTERM)
+    return process, written
+
+
+def wait_for_line(gw: Stack, since: int, needle: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + EXIT_WITHIN_S
+    while needle not in log_since(gw, since):
+        assert process.poll() is None, f"exited before logging {needle!r}: {gw.log_tail('gateway')}"
+        assert time.monotonic() < deadline, f"never logged {needle!r}: {gw.log_tail('gateway')}"
+        time.sleep(0.05)
+
+
+def log_since(gw: Stack, since: int) -> str:
+    return (gw.logs / "gateway.log").read_bytes()[since:].decode(errors="replace")
+
+
+def records(text_: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text_.splitlines() if line.startswith("{")]
+
+
+@contextmanager
+def stuck_image_host() -> Iterator[tuple[str, threading.Event]]:
+    """Answers every image request only once the test is over; the event is set at the first."""
+    asked, over = threading.Event(), threading.Event()
+
+    class Stuck(BaseHTTPRequestHandler):
+        def do_HEAD(self) -> None:
+            asked.set()
+            over.wait(EXIT_WITHIN_S)
+            self.send_response(404)
+            self.end_headers()
+
+        do_GET = do_HEAD
+
+        def log_message(self, *_args: object) -> None:
+            """Say nothing."""
+
+    try:
+        with serve(Stuck) as url:
+            yield url, asked
+    finally:
+        over.set()
+
+
+def test_a_request_still_running_when_the_drain_ends_is_answered_503_with_retry_after(gateway: Stack) -> None:
+    with stuck_image_host() as (images, asked):
+        lots = [{"lot_id": new_id("cut"), "additional_info": "2019 Toyota Camry",
+                 "images": [{"url": f"{images}/stuck.png"}]}]
+        thread, answers = in_background(lambda: httpx2.post(
+            f"{gateway.url}/api/v1/generate-descriptions", json=body(gateway, lots), timeout=EXIT_WITHIN_S))
+        assert asked.wait(30), "the gateway never checked the lot's image"
+        process, written = sigterm(gateway)
+        thread.join(EXIT_WITHIN_S)
+        code = process.wait(EXIT_WITHIN_S)
+    logged = records(log_since(gateway, written))
+    [answer] = answers
+    assert isinstance(answer, httpx2.Response), answer
+    assert (answer.status_code, answer.text) == (503, answer.text) and \
+        answer.json()["code"] == "SHUTTING_DOWN", answer.text
+    assert {"error", "message", "code"} <= set(answer.json()) and answer.headers["Retry-After"] == "1"
+    assert code == 0, gateway.log_tail("gateway")
+    # A warning for the cut request, no error and no traceback.
+    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
+    assert any("SHUTTING_DOWN" in r["msg"] and r["level"] == "WARNING" for r in logged), logged
+
+
+def jobs_of(conn: Connection, client_id: str) -> list[str]:
+    return list(conn.scalars(select(outbox.c.job_id).where(
+        outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)))
+
+
+def job_of(answer: httpx2.Response) -> str | None:
+    return str(answer.json()["job_id"]) if answer.status_code in (200, 201) else answer.text
+
+
+def copy_waiting_on_a_lock(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE 'COPY outbox%' AND datname = current_database()")).scalar_one())
+
+
+def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_it(
+        gateway: Stack, stack_engine: Engine) -> None:
+    lots = [{"lot_id": new_id("held"), "additional_info": "Car", "images": [{"url": "http://127.0.0.1:9/a.png"}]}
+            for _ in range(2)]
+    submission = body(gateway, lots)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    with stack_engine.connect() as holder:
+        # The job's write waits on this lock past the drain, and is committed after the cut.
+        holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+        thread, answers = in_background(lambda: httpx2.post(
+            f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
+            timeout=EXIT_WITHIN_S))
+        deadline = time.monotonic() + 30
+        while not copy_waiting_on_a_lock(stack_engine):
+            assert time.monotonic() < deadline, f"the job's write never began: {answers}"
+            time.sleep(0.05)
+        process, written = sigterm(gateway)
+        wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
+        holder.commit()
+    thread.join(EXIT_WITHIN_S)
+    code = process.wait(EXIT_WITHIN_S)
+    [first] = answers
+    gateway.start("gateway")
+    wait_healthy(gateway.url, gateway.processes, gateway.log_tail)
+    retry = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
+                        timeout=30)
+    with stack_engine.connect() as conn:
+        written_jobs = jobs_of(conn, gateway.client_id)
+    first_seen = (first.status_code, job_of(first)) if isinstance(first, httpx2.Response) \
+        else (repr(first), None)
+    # One job, answered 201 to the request whose write it was, and replayed to its retry.
+    assert (first_seen, retry.status_code, job_of(retry), len(written_jobs)) == \
+        ((201, written_jobs[0]), 201, written_jobs[0], 1), (first_seen, retry.text, written_jobs)
+    assert code == 0, gateway.log_tail("gateway")
+
+
+def test_rows_committed_before_the_stop_are_published_before_the_gateway_exits(
+        gateway: Stack, stack_engine: Engine, topics: TopicSettings) -> None:
+    lots = [{"lot_id": new_id("last"), "additional_info": "Car", "images": [{"url": "http://127.0.0.1:9/a.png"}]}
+            for _ in range(2)]
+    with stack_engine.connect() as holder:
+        # The topic's relay lock, as another replica's round holds it: the gateway's own rounds
+        # cannot publish the job until it is let go, after the gateway has drained its requests.
+        holder.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-outbox:' || :topic))"),
+                       {"topic": topics.submissions})
+        answer = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=body(gateway, lots),
+                             timeout=30)
+        assert answer.status_code == 201, answer.text
+        process, written = sigterm(gateway)
+        wait_for_line(gateway, written, "Application shutdown complete", process)
+        holder.commit()
+    code = process.wait(EXIT_WITHIN_S)
+    with stack_engine.connect() as conn:
+        unpublished = conn.execute(select(func.count()).where(
+            outbox.c.job_id == answer.json()["job_id"], outbox.c.published_at.is_(None))).scalar_one()
+    assert (unpublished, code) == (0, 0), gateway.log_tail("gateway")
+
+
+def catches_sigterm(pid: int) -> bool:
+    """Whether the process has a handler of its own for SIGTERM (its SigCgt mask in /proc)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+def test_a_sigterm_during_start_up_stops_the_gateway_cleanly_without_serving(
+        infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> None:
+    stack = Stack(infra=infra, topics=topics, logs=tmp_path,
+                  database_url=stack_engine.url.render_as_string(hide_password=False))
+    stack.start("gateway")
+    process = stack.processes.pop("gateway")
+    try:
+        # As soon as it catches SIGTERM at all: until then the default handler kills (exit -15)
+        # whatever the code does. The old gateway caught it only after connecting, just before
+        # uvicorn, with a handler that did nothing: a SIGTERM then was lost, and it served on.
+        deadline = time.monotonic() + EXIT_WITHIN_S
+        while process.poll() is None and not catches_sigterm(process.pid):
+            assert time.monotonic() < deadline, "the gateway never caught SIGTERM"
+            time.sleep(0.005)
+        process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(EXIT_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            code = None
+        logged = (tmp_path / "gateway.log").read_text(errors="replace")
+        assert (code, "Application startup complete" in logged) == (0, False), logged[-3000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
