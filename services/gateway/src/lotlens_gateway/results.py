@@ -23,10 +23,10 @@ from lotlens_common.read_models import (
     iter_lot_results,
     lot_results_in_chunks,
 )
+from lotlens_gateway.json_body import CHUNK_BYTES, chunks
 from lotlens_gateway.overlay import job_lots
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
-CHUNK_BYTES = 256 * 1024
 # A finished job's document estimated at most this big is read at once and sent as one body.
 # Counted in lots (1,000), ten languages of long text were 100 MB a request; counted in
 # descriptions, 60 failed lots listing 400 unreachable image URLs each were 58 MB.
@@ -38,18 +38,7 @@ def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
     """`{job_id, status, …, results: {version, …, lots: [...]}}` as byte chunks of the given lots."""
     head = orjson.dumps(results_head(job))
     summary = orjson.dumps(results_summary(job))
-    buffer = bytearray(head[:-1] + b',"results":' + summary[:-1] + b',"lots":[')
-    first = True
-    for lot in lots:
-        if not first:
-            buffer += b","
-        buffer += orjson.dumps(lot)
-        first = False
-        if len(buffer) >= chunk_bytes:
-            yield bytes(buffer)
-            buffer.clear()
-    buffer += b"]}}"
-    yield bytes(buffer)
+    return chunks(head[:-1] + b',"results":' + summary[:-1] + b',"lots":[', lots, b"]}}", chunk_bytes)
 
 
 def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
