@@ -165,9 +165,41 @@ def test_jobs_sends_the_filters_as_a_signed_query(capsys: pytest.CaptureFixture[
     assert printed == {"jobs": [], "pagination": page["pagination"]}
 
 
+def lots_pages() -> FakeApi:
+    """A job of 5 lots whose pages hold at most 2."""
+    lot_ids = [f"lot-{i}" for i in range(5)]
+
+    def page(request: httpx2.Request) -> httpx2.Response:
+        offset = int(request.url.params["offset"])
+        found = lot_ids[offset:offset + min(2, int(request.url.params["limit"]))]
+        more = offset + len(found) < len(lot_ids)
+        return httpx2.Response(200, json={
+            "job_id": JOB_ID, "status": "processing", "lots": [lot_body(lot_id) for lot_id in found],
+            "pagination": {"limit": len(found), "offset": offset, "total": len(lot_ids), "has_more": more,
+                           "next_offset": offset + len(found) if more else None}})
+    return FakeApi().on(f"GET /api/v1/batch-jobs/{JOB_ID}/lots", page)
+
+
+def test_lots_prints_one_page_asked_with_the_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    api = lots_pages()
+    assert run(api, "lots", JOB_ID, "--status", "completed", "--limit", "10", "--offset", "1") == 0
+    assert [request.url.query for request in api.received] == [b"status=completed&limit=10&offset=1"]
+    printed, _ = output(capsys)
+    assert [lot["lot_id"] for lot in printed["lots"]] == ["lot-1", "lot-2"]
+    assert printed["pagination"]["next_offset"] == 3 and printed["pagination"]["total"] == 5
+
+
+def test_lots_all_walks_every_page_from_the_offset_one_lot_a_line(capsys: pytest.CaptureFixture[str]) -> None:
+    api = lots_pages()
+    assert run(api, "lots", JOB_ID, "--all", "--offset", "1") == 0
+    assert [request.url.params["offset"] for request in api.received] == ["1", "3"]
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["lot_id"] for line in lines] == ["lot-1", "lot-2", "lot-3", "lot-4"]
+
+
 @pytest.mark.parametrize("argv", [
     [], ["frobnicate"], ["status"], ["jobs", "--status", "done"], ["jobs", "--limit", "many"],
-    ["submit"], ["results", JOB_ID, "--download"],
+    ["submit"], ["results", JOB_ID, "--download"], ["lots"], ["lots", JOB_ID, "--status", "done"],
 ])
 def test_bad_usage_exits_2_without_a_request(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     api = FakeApi()

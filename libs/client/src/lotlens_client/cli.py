@@ -6,6 +6,7 @@
     lotlens cancel JOB
     lotlens retry-failed JOB
     lotlens jobs [--status S] [--limit N] [--offset N]
+    lotlens lots JOB [--status S] [--limit N] [--offset N] [--all]
 
 FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
 (`images: [{url}]`) or the v2.0 client's (`image_urls: [...]`). One lot is described at once; two
@@ -78,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--status", choices=STATES)
     jobs.add_argument("--limit", type=int, default=10, help="at most 100 (default 10)")
     jobs.add_argument("--offset", type=int, default=0)
+
+    lots = commands.add_parser("lots", help="a job's lots, running jobs too, a page at a time")
+    lots.add_argument("job_id", metavar="JOB")
+    lots.add_argument("--status", choices=STATES, help="only the lots in this state")
+    lots.add_argument("--limit", type=int, default=100, help="at most 500 (default 100)")
+    lots.add_argument("--offset", type=int, default=0)
+    lots.add_argument("--all", action="store_true",
+                      help="every lot from --offset on, one JSON object a line (the pages walked for you)")
     return parser
 
 
@@ -166,6 +175,16 @@ def _jobs(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
     return client.list_jobs(args.status, args.limit, args.offset)
 
 
+def _lots(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
+    if not args.all:
+        return client.list_lots(args.job_id, args.status, args.limit, args.offset)
+    # One lot a line, written as each page arrives: a 50,000-lot job is never held whole.
+    for lot in client.iter_lots(args.job_id, args.status, args.limit, args.offset):
+        line = json.dumps(dataclasses.asdict(lot), ensure_ascii=False, default=_json_default)
+        sys.stdout.write(line + "\n")
+    return None
+
+
 COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] = {
     "submit": _submit,
     "status": lambda client, args, _err: client.job_status(args.job_id),
@@ -173,6 +192,7 @@ COMMANDS: dict[str, Callable[[LotLensClient, argparse.Namespace, TextIO], Any]] 
     "cancel": lambda client, args, _err: client.cancel_job(args.job_id),
     "retry-failed": lambda client, args, _err: client.retry_failed(args.job_id),
     "jobs": _jobs,
+    "lots": _lots,
 }
 
 
@@ -189,7 +209,9 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
     url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     try:
         with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
-            emit(COMMANDS[args.command](client, args, sys.stderr), sys.stdout)
+            answer = COMMANDS[args.command](client, args, sys.stderr)
+            if answer is not None:
+                emit(answer, sys.stdout)
     except (UsageError, ValueError, OSError, httpx2.InvalidURL) as exc:  # OSError: the --download file
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE

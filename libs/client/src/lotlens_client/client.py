@@ -199,13 +199,13 @@ class LotLensClient:
         return self._send(calls.list_lots(self._key, job_id, calls.lots_query(status, limit, offset)))
 
     def iter_lots(self, job_id: str, status: JobState | None = None,
-                  page_size: int = 100) -> Iterator[LotResult]:
-        """Every lot of a job (in `status`, if given) in request order, page by page."""
-        offset: int | None = 0
-        while offset is not None:
-            page = self.list_lots(job_id, status, page_size, offset)
+                  page_size: int = 100, offset: int = 0) -> Iterator[LotResult]:
+        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by page."""
+        at: int | None = offset
+        while at is not None:
+            page = self.list_lots(job_id, status, page_size, at)
             yield from page.lots
-            offset = page.next_offset
+            at = page.next_offset
 
     def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                      on_progress: ProgressCallback | None = None) -> JobStatus:
@@ -350,14 +350,14 @@ class AsyncLotLensClient:
         return await self._send(calls.list_lots(self._key, job_id, calls.lots_query(status, limit, offset)))
 
     async def iter_lots(self, job_id: str, status: JobState | None = None,
-                        page_size: int = 100) -> AsyncIterator[LotResult]:
-        """Every lot of a job (in `status`, if given) in request order, page by page."""
-        offset: int | None = 0
-        while offset is not None:
-            page = await self.list_lots(job_id, status, page_size, offset)
+                        page_size: int = 100, offset: int = 0) -> AsyncIterator[LotResult]:
+        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by page."""
+        at: int | None = offset
+        while at is not None:
+            page = await self.list_lots(job_id, status, page_size, at)
             for lot in page.lots:
                 yield lot
-            offset = page.next_offset
+            at = page.next_offset
 
     async def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                            on_progress: ProgressCallback | None = None) -> JobStatus:
