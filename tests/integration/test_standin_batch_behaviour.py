@@ -15,6 +15,7 @@ import pytest
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
+from lotlens_openai_standin import answer_rules
 from tests.standin import Standin, serve_standin
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -163,3 +164,22 @@ def test_a_batch_whose_input_file_is_deleted_while_it_runs_fails_with_errors(tmp
     assert done["errors"]["object"] == "list" and error["code"] == "file_not_found"
     assert created["input_file_id"] in error["message"]
     assert (error["param"], error["line"]) == (None, None)
+
+
+def test_each_request_is_read_for_its_answer_once_validation_included(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Validation needs a line's image count alone (its token estimate); reading the whole prompt
+    # there too made every line's prompt twice, a tenth of the stand-in's CPU in a 50,000-lot job.
+    built: list[int] = []
+
+    class CountedPrompt(answer_rules.Prompt):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.image_count)
+
+    monkeypatch.setattr(answer_rules, "Prompt", CountedPrompt)
+    with _api(tmp_path, in_progress_seconds=0.0) as (_, api):
+        done = _poll(api, _create(api, 12)["id"])[-1]
+        output = _lines(api, done["output_file_id"])
+    assert done["status"] == "completed" and len(output) == 12
+    assert built == [1] * 12, f"{len(built)} prompts read for 12 requests"

@@ -70,6 +70,16 @@ def _parts(messages: list[Any], part_type: str) -> list[dict[str, Any]]:
     return found
 
 
+def image_count(body: Mapping[str, Any], chat: bool) -> int:
+    """How many image parts a body holds, without reading the rest of its prompt: all a batch's
+    validation needs for its token estimate (building the whole prompt there as well doubled the
+    work of every line, which the run builds again)."""
+    if chat:
+        return len(_parts(list(body.get("messages") or []), "image_url"))
+    items = body.get("input")
+    return 0 if isinstance(items, str) else len(_parts(list(items or []), "input_image"))
+
+
 def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     """Read a (validated) Responses API body."""
     items = body.get("input")

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from lotlens_openai_standin.answer_rules import chat_prompt, estimate_tokens, responses_prompt
+from lotlens_openai_standin.answer_rules import estimate_tokens, image_count
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
 from lotlens_openai_standin.files import BATCH_FILE_LIMIT, LINE_BUFFER
 
@@ -83,8 +83,7 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
     # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
     # one gets its 400 in the error file and the rest of the batch goes on.
     try:
-        prompt = responses_prompt(body) if endpoint == RESPONSES_ENDPOINT else chat_prompt(body)
-        images = prompt.image_count
+        images = image_count(body, chat=endpoint != RESPONSES_ENDPOINT)
     except (TypeError, AttributeError):
         images = 0
     summary.estimated_tokens += estimate_tokens(body, images)
