@@ -86,7 +86,7 @@ def test_an_undecodable_letter_is_not_replayed_unless_forced(infra: Infra, lette
     assert refused.returncode == 1, refused
     assert "undecodable" in refused.stderr and "discard" in refused.stderr and "--force" in refused.stderr
     assert _source_end(infra, topics.submissions) == end, "the undecodable message was sent again"
-    assert _rows(letters.env)[letters.junk][1] == "dead"
+    assert _rows(letters.env)[letters.junk][1] == "open"
 
     everything = run_admin(letters.env, "dlq", "replay", "--all", "--dry-run")
     assert everything.returncode == 0, everything
@@ -100,14 +100,14 @@ def test_an_undecodable_letter_is_not_replayed_unless_forced(infra: Infra, lette
 
 def test_a_discarded_letter_is_listed_as_discarded_with_its_reason_and_never_replayed(
         letters: Letters) -> None:
-    # There was no way to mark real poison handled: it stayed "dead" in `list` until retention.
+    # There was no way to mark real poison handled: it stayed open in `list` until retention.
     assert run_admin(letters.env, "dlq", "discard", letters.junk).returncode == 2  # a reason is required
     missing = run_admin(letters.env, "dlq", "discard", "9:9", "--reason", "typo")
     assert missing.returncode == 1 and "no dead letter at 9:9" in missing.stderr
     done = run_admin(letters.env, "dlq", "discard", letters.junk, "--reason", "a test tool's stray message")
     assert done.returncode == 0, done
     assert _rows(letters.env)[letters.junk][1] == "discarded"
-    assert _rows(letters.env)[letters.poison][1] == "dead"
+    assert _rows(letters.env)[letters.poison][1] == "open"
     shown = run_admin(letters.env, "dlq", "show", letters.junk)
     assert '"state": "discarded"' in shown.stdout, shown.stdout
     assert "a test tool's stray message" in shown.stdout
@@ -116,3 +116,27 @@ def test_a_discarded_letter_is_listed_as_discarded_with_its_reason_and_never_rep
     assert f"{letters.junk} was already discarded" in forced.stdout + forced.stderr
     again = run_admin(letters.env, "dlq", "discard", letters.junk, "--reason", "twice")
     assert again.returncode == 0 and "already discarded" in again.stdout + again.stderr
+
+
+def test_the_listing_filters_by_state_and_names_each_letters_state(letters: Letters) -> None:
+    # `dlq list` had no state filter: with hundreds of replayed and discarded letters the open
+    # ones were lost among them. The state column read `dead` for a letter waiting for an
+    # operator (every dead letter is dead); it reads `open`, the word `--state` takes.
+    assert run_admin(letters.env, "dlq", "discard", letters.junk, "--reason", "stray").returncode == 0
+    everything = _rows(letters.env)
+    assert {position: row[1] for position, row in everything.items()} == {
+        letters.junk: "discarded", letters.poison: "open"}
+
+    for state, expected in (("open", [letters.poison]), ("discarded", [letters.junk]), ("replayed", [])):
+        done = run_admin(letters.env, "dlq", "list", "--state", state)
+        assert done.returncode == 0, done.stderr
+        header, *rows = done.stdout.splitlines()
+        assert header.split()[:2] == ["POSITION", "STATE"]
+        assert [row.split()[0] for row in rows] == expected, (state, done.stdout)
+        assert all(row.split()[1] == state for row in rows)
+    mixed = run_admin(letters.env, "dlq", "list", "--state", "open", "--group", letters.group)
+    assert [row.split()[0] for row in mixed.stdout.splitlines()[1:]] == [letters.poison]
+
+    wrong = run_admin(letters.env, "dlq", "list", "--state", "dead")
+    assert (wrong.returncode, wrong.stdout) == (2, ""), wrong
+    assert "--state" in wrong.stderr and "open" in wrong.stderr

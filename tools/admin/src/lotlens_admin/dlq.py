@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from lotlens_admin.letters import (
     DISCARDED,
     REPLAYED,
+    STATES,
     DeadLetter,
     Letters,
     header,
@@ -75,7 +76,8 @@ def _list(args: argparse.Namespace) -> int:
     found = read_letters(KafkaSettings(), TopicSettings().dead_letter)
     print(f"{'POSITION':<10} {'STATE':<9} {'GROUP':<28} {'REASON':<15} {'TYPE':<20} {'JOB':<38} SOURCE")
     for letter in _selected(args, found):
-        print(_row(letter, found))
+        if args.state is None or found.state(letter) == args.state:
+            print(_row(letter, found))
     return 0
 
 
@@ -190,8 +192,10 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dlq = groups.add_parser("dlq", help="list, inspect, replay and discard dead letters")
     commands = dlq.add_subparsers(dest="command", metavar="COMMAND", required=True)
     listing = commands.add_parser("list", help="one line per dead letter (state, group, reason, event, job, "
-                                  "source); state is dead, replayed or discarded")
+                                  "source); state is open, replayed or discarded")
     _add_filters(listing)
+    listing.add_argument("--state", choices=STATES,
+                         help="only letters in this state (open: neither replayed nor discarded yet)")
     listing.set_defaults(handler=_list)
     show = commands.add_parser("show", help="one dead letter in full: error, headers, message")
     show.add_argument("position_arg", metavar="PARTITION:OFFSET", type=_position)

@@ -17,8 +17,10 @@ from lotlens_common import dead_letters as dl
 from lotlens_common.producer import EventProducer, Headers
 from lotlens_common.settings import KafkaSettings
 
-# A dead letter's states: waiting for an operator, sent back to its group, or given up on.
-DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
+# A dead letter's states: waiting for an operator, sent back to its group, or given up on. The
+# first read `dead`, which every dead letter is; `open` says what is left to do.
+OPEN, REPLAYED, DISCARDED = "open", "replayed", "discarded"
+STATES = (OPEN, REPLAYED, DISCARDED)
 
 
 @dataclass(frozen=True)
@@ -62,9 +64,9 @@ class Letters:
     handled: dict[str, Handled]
 
     def state(self, letter: DeadLetter) -> str:
-        """`dead` (waiting for an operator), `replayed` or `discarded`."""
+        """`open` (waiting for an operator), `replayed` or `discarded`."""
         done = self.handled.get(letter.position)
-        return done.state if done else DEAD
+        return done.state if done else OPEN
 
 
 def read_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> Letters:
