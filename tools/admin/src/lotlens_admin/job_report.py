@@ -20,6 +20,10 @@ from lotlens_common.tables import jobs, lots, outbox, stage_jobs, stage_shards
 STAGES = ("vision", "translation")
 # A shard in these needs attention (or time); the others are finished and only counted.
 OPEN_SHARDS = ("building", "submitted")
+# A lot's last error says why it is being sent again or why it failed; a lot done or cancelled
+# since keeps the error of an earlier send, which no longer explains anything.
+ERROR_STATES = (stage_sql.WAITING, stage_sql.SUBMITTED, stage_sql.FAILED)
+TOP_ERRORS = 5
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,25 @@ class ShardLine:
 
 
 @dataclass(frozen=True)
+class ErrorLine:
+    """One last error of lots still being sent or failed: how many lots, in which states."""
+
+    error: str
+    lots: int
+    states: dict[str, int]
+
+
+@dataclass(frozen=True)
 class StageLine:
-    """The job in one stage: its lots by state (`lot_statuses`' words) and its shards."""
+    """The job in one stage: its lots by state (`lot_states`' words) and by attempt (0: not sent
+    yet), the most common last errors of its lots being sent again or failed, and its shards."""
 
     stage: str
     cancelled: bool
     lots: dict[str, int]
+    attempts: dict[int, int]
+    errors: list[ErrorLine]
+    other_errors: int  # lots being sent again or failed with a last error not among `errors`
     shards: list[ShardLine]
 
 
@@ -114,8 +131,10 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
     if cancelled is None:
         return None
     # The stage's own reading of each lot (a lot in a collected shard is done though its row
-    # still says waiting), counted.
-    by_state = Counter(stage_sql.lot_statuses(conn, stage, job_id).values())
+    # still says waiting, one in a shard by place has that send unwritten), counted.
+    states = stage_sql.lot_states(conn, stage, job_id)
+    by_state = Counter(lot.status for lot in states)
+    by_attempt = Counter(lot.attempt for lot in states)
     rows = conn.execute(select(
         stage_shards.c.shard_id, stage_shards.c.status, stage_shards.c.attempt, stage_shards.c.batch_id,
         stage_shards.c.batch_status, stage_shards.c.lot_count,
@@ -125,7 +144,19 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
         .order_by(stage_shards.c.created_at, stage_shards.c.shard_id))
     shards = [ShardLine(r.shard_id, r.status, r.attempt, r.batch_id, r.batch_status, r.lot_count,
                         float(r.age_s), float(r.changed_s)) for r in rows]
-    return StageLine(stage, bool(cancelled), dict(sorted(by_state.items())), shards)
+    errors = _errors(states)
+    return StageLine(stage, bool(cancelled), dict(sorted(by_state.items())), dict(sorted(by_attempt.items())),
+                     errors[:TOP_ERRORS], sum(line.lots for line in errors[TOP_ERRORS:]), shards)
+
+
+def _errors(states: list[stage_sql.LotState]) -> list[ErrorLine]:
+    """The last errors of lots being sent again or failed, commonest first."""
+    by_error: dict[str, Counter[str]] = {}
+    for lot in states:
+        if lot.last_error and lot.status in ERROR_STATES:
+            by_error.setdefault(lot.last_error, Counter())[lot.status] += 1
+    ranked = sorted(by_error.items(), key=lambda item: (-item[1].total(), item[0]))
+    return [ErrorLine(error, counts.total(), dict(sorted(counts.items()))) for error, counts in ranked]
 
 
 def _outbox(conn: Connection, job_id: str) -> OutboxLine:

@@ -11,11 +11,12 @@ import dataclasses
 import json
 import sys
 
-from lotlens_admin.job_report import OPEN_SHARDS, JobReport, ShardLine, read_report
+from lotlens_admin.job_report import OPEN_SHARDS, JobReport, ShardLine, StageLine, read_report
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
 
 LABEL = 12  # the width of the left column
+ERROR_CHARS = 160  # of an error's text, on one line (`--json` has it whole)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -54,6 +55,7 @@ def render(report: JobReport) -> list[str]:
     for stage in report.stages:
         cancelled = " (job cancelled)" if stage.cancelled else ""
         lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
+        lines += [_row("", line) for line in _retries(stage)]
         lines += [_row("", _shard(shard)) for shard in stage.shards if shard.status in OPEN_SHARDS]
         finished: dict[str, int] = {}
         for shard in stage.shards:
@@ -71,6 +73,25 @@ def render(report: JobReport) -> list[str]:
     else:
         lines.append(_row("outbox", "nothing unpublished"))
     return lines
+
+
+def _retries(stage: StageLine) -> list[str]:
+    """Lots by attempt, and why lots are being sent again or failed (their commonest last errors)."""
+    counts = [f"{_nth(attempt)} {n}" for attempt, n in stage.attempts.items() if attempt]
+    if not_sent := stage.attempts.get(0, 0):
+        counts.append(f"not sent yet {not_sent}")
+    lines = [f"lots by attempt: {', '.join(counts)}"]
+    for error in stage.errors:
+        text = error.error if len(error.error) <= ERROR_CHARS else error.error[:ERROR_CHARS - 1] + "…"
+        lines.append(f"last error of {error.lots} lots ({_counts(error.states)}): {text}")
+    if stage.other_errors:
+        lines.append(f"last error of {stage.other_errors} more lots: less common ones")
+    return lines
+
+
+def _nth(attempt: int) -> str:
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(attempt if attempt < 20 else attempt % 10, "th")
+    return f"{attempt}{suffix}"
 
 
 def _row(label: str, text: str) -> str:
@@ -107,8 +128,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     """Add `jobs show`."""
     parser = groups.add_parser("jobs", help="where a job's lots are: stages, shards, read models, outbox")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    show = commands.add_parser("show", help="a job's lots per stage and state, its shards (state, attempt, "
-                               "OpenAI batch, age), its read-model status and unpublished events")
+    show = commands.add_parser("show", help="a job's lots per stage by state and by attempt, the commonest "
+                               "last errors of its lots being sent again or failed, its shards (state, "
+                               "attempt, OpenAI batch, age), its read-model status and unpublished events")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true", help="the same facts as JSON (ages in seconds)")
     show.set_defaults(handler=_show)

@@ -282,16 +282,30 @@ def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W],
     return [_lot(lot, work_type) for lot in conn.execute(text(f"SELECT {columns} {where}"), params)]
 
 
-def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:
-    """Each lot of the job and its status: `submitted` while in a shard, `done` once its shard was
-    collected."""
+@dataclass(frozen=True)
+class LotState:
+    """A lot as the stage reads it: status, the attempt it is on or ended at (`LotWork.attempts`'
+    count; 0: never sent) and the error that last sent it back or failed it."""
+
+    lot_id: str
+    status: str
+    attempt: int
+    last_error: str | None
+
+
+def lot_states(conn: Connection, stage: str, job_id: str) -> list[LotState]:
+    """Each lot of the job: `submitted` while in a shard, `done` once its shard was collected.
+    A lot in a shard by place has not had that send written (`_BY_PLACE`), one taken by name has."""
     rows = conn.execute(text("""
         SELECT l.lot_id,
                CASE WHEN l.status = :waiting AND l.place > j.claimed_place THEN :waiting
                     WHEN l.status IN (:waiting, :submitted)
                          THEN CASE WHEN coalesce(s.status, p.status) = 'collected' THEN :done
                                    ELSE :submitted END
-                    ELSE l.status END AS status
+                    ELSE l.status END AS status,
+               l.attempts + CASE WHEN l.shard_id IS NULL AND p.shard_id IS NOT NULL THEN 1 ELSE 0 END
+                   AS attempt,
+               l.last_error
           FROM stage_lots l
           JOIN stage_jobs j ON j.stage = l.stage AND j.job_id = l.job_id
           LEFT JOIN stage_shards s ON s.shard_id = l.shard_id
@@ -299,7 +313,12 @@ def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:
                                   AND l.place BETWEEN p.first_place AND p.last_place
          WHERE l.stage = :stage AND l.job_id = :job_id"""),
         {"waiting": WAITING, "submitted": SUBMITTED, "done": DONE, "stage": stage, "job_id": job_id})
-    return {row.lot_id: row.status for row in rows}
+    return [LotState(row.lot_id, row.status, int(row.attempt), row.last_error) for row in rows]
+
+
+def lot_statuses(conn: Connection, stage: str, job_id: str) -> dict[str, str]:
+    """Each lot of the job and its status (`lot_states`)."""
+    return {lot.lot_id: lot.status for lot in lot_states(conn, stage, job_id)}
 
 
 def shard_trace(conn: Connection, stage: str, shard_id: str) -> dict[str, str]:
