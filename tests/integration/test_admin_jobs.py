@@ -72,7 +72,7 @@ def _half_done_job(engine: Engine, settings: ServiceSettings) -> dict[str, str]:
     vision.note_batch_status(ids["stuck"], "in_progress")
     vision.claim(job_id, ids["failed"], 1, _everything)
     vision.record_batch(ids["failed"], new_id("batch_"), 1)
-    vision.settle(job_id, Settlement([], ["lot-4"], [], {}, [], {}))
+    vision.settle(job_id, Settlement([], {"no image could be fetched": ["lot-4"]}, [], {}, [], {}))
     vision.close_shard(ids["failed"], "collected", "completed")
 
     outcomes = _envelopes([

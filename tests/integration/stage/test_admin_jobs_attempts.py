@@ -19,7 +19,7 @@ from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env, run_admin
-from tests.integration.stage.helpers import lot_statuses, submit_lots, vision_spec
+from tests.integration.stage.helpers import drive, lot_statuses, submit_lots, vision_spec
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -72,3 +72,19 @@ def test_jobs_show_counts_lots_by_attempt_and_says_why_lots_are_sent_again(
     assert "lots by attempt: 1st 3" in text
     assert f"last error of 2 lots (waiting 2): {error['error']}" in text
 
+
+def test_jobs_show_names_the_reason_lots_failed_for_good(
+        infra: Infra, settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, NOTES)
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id, stage=STAGE, seconds=60))
+
+    vision, text = _vision(infra, engine, job_id)
+
+    assert vision["lots"] == {"done": 1, "failed": 2}
+    assert vision["attempts"] == {"1": 1, "3": 2}
+    [error] = vision["errors"]
+    assert (error["lots"], error["states"]) == (2, {"failed": 2}), vision
+    assert "server_error" in error["error"] and "gave up after 3 attempts" in error["error"], error
+    assert "lots by attempt: 1st 1, 3rd 2" in text
+    assert "last error of 2 lots (failed 2): " in text

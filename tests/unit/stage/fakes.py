@@ -160,10 +160,12 @@ class FakeStore:
         self.tokens[shard_id] = 0
 
     def settle(self, job_id: str, settlement: Settlement) -> None:
-        for status, lot_ids in (("done", settlement.done), ("failed", settlement.failed),
-                                ("cancelled", settlement.cancelled)):
+        for status, lot_ids in (("done", settlement.done), ("cancelled", settlement.cancelled)):
             for lot_id in lot_ids:
                 self.rows[lot_id].status = status
+        for reason, lot_ids in settlement.failed.items():
+            for lot_id in lot_ids:
+                self.rows[lot_id].status, self.rows[lot_id].last_error = "failed", reason
         for reason, lot_ids in settlement.again.items():
             self.requeue(job_id, lot_ids, reason)
         for reason, lot_ids in settlement.unsent.items():

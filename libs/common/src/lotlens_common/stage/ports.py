@@ -110,7 +110,8 @@ class Settlement:
     """A chunk of a shard's lot outcomes, applied in one transaction."""
 
     done: list[str]
-    failed: list[str]
+    # reason -> lots that failed for good; the reason is kept on their rows (`jobs show` reads it)
+    failed: dict[str, list[str]]
     cancelled: list[str]
     again: dict[str, list[str]]  # reason -> lots back to waiting
     rework: list[LotWork[Any]]  # lots going back with new work (e.g. more output room)
@@ -119,7 +120,7 @@ class Settlement:
     @classmethod
     def empty(cls) -> Settlement:
         """Nothing settled yet."""
-        return cls([], [], [], {}, [], {})
+        return cls([], {}, [], {}, [], {})
 
     def retried(self) -> int:
         """How many lots go back to waiting."""
@@ -127,7 +128,11 @@ class Settlement:
 
     def size(self) -> int:
         """How many lots it settles."""
-        return len(self.done) + len(self.failed) + len(self.cancelled) + self.retried()
+        return len(self.done) + self.failures() + len(self.cancelled) + self.retried()
+
+    def failures(self) -> int:
+        """How many lots fail for good."""
+        return sum(map(len, self.failed.values()))
 
 
 # Given the lots a claim took (oldest first): how many of them to keep and their estimated tokens.

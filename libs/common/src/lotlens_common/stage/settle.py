@@ -79,7 +79,7 @@ class Settler:
         if outcome.verdict == "failed":
             self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
                                          self.stage.spec.failure_event(lot, reason)))
-            self.settlement.failed.append(lot.lot_id)
+            self.settlement.failed.setdefault(reason, []).append(lot.lot_id)
         elif outcome.verdict == "cancelled":
             self.settlement.cancelled.append(lot.lot_id)
         elif outcome.verdict == "retry":
@@ -101,7 +101,7 @@ class Settler:
         self.stage.store.settle(self.shard.job_id, self.settlement)
         done = self.settlement
         metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))
-        metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(len(done.failed))
+        metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(done.failures())
         metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(done.retried())
         self.events, self.settlement = [], Settlement.empty()
         heartbeat(f"stage:{name}")  # a big collection is a long round: the probe sees it go on

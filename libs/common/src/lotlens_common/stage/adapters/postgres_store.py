@@ -128,7 +128,8 @@ class PostgresWorkStore(Generic[W]):
                 sql.requeue(conn, self.stage, job_id, lot_ids, reason)
             for reason, lot_ids in settlement.unsent.items():
                 sql.requeue(conn, self.stage, job_id, lot_ids, reason, sent=False)
-            sql.set_status(conn, self.stage, job_id, settlement.failed, sql.FAILED)
+            for reason, lot_ids in settlement.failed.items():
+                sql.set_status(conn, self.stage, job_id, lot_ids, sql.FAILED, reason)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             sql.save_work(conn, self.stage, settlement.rework)
 
