@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -136,3 +137,50 @@ def test_the_runbooks_steps_for_a_client_without_a_secret_give_it_one(
     with running_gateway(settings, engine, client_id=client):  # the restart
         done = run_admin(env, "clients", "secret", client)
     assert done.returncode == 0 and done.stdout.startswith("whsec_"), (done.returncode, done.stderr)
+
+
+def _env_with_clients(infra: Infra, *configured: str) -> dict[str, str]:
+    """The admin's environment with the gateway's LOTLENS_CLIENTS naming these clients."""
+    env = admin_env(infra.kafka_bootstrap, infra.database_url)
+    env["LOTLENS_CLIENTS"] = json.dumps({client: "k" * 32 for client in configured})
+    return env
+
+
+def test_deleting_a_client_configured_in_lotlens_clients_is_refused_and_deletes_nothing(
+        infra: Infra, engine: Engine) -> None:
+    # `clients delete` saw only the database: it deleted a configured client's secrets and said
+    # "deleted 1 webhook secrets" (exit 0), yet the gateway made the client a new secret at its
+    # next start, and its webhooks went out unsigned until then.
+    client = new_id("client-")
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [client])
+    done = run_admin(_env_with_clients(infra, client, new_id("other-")), "clients", "delete", client)
+    assert (done.returncode, done.stdout) == (1, ""), (done.returncode, done.stdout)
+    [line] = done.stderr.splitlines()
+    assert line.startswith("lotlens-admin: ") and client in line and "LOTLENS_CLIENTS" in line
+    with engine.connect() as conn:
+        assert len(webhook_secrets.live(conn, client, datetime.now(UTC))) == 1
+
+
+def test_the_listing_says_where_each_client_comes_from(infra: Infra, engine: Engine) -> None:
+    configured, stray, unsecreted = new_id("client-"), new_id("stray-"), new_id("new-client-")
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [configured, stray])
+    listed = run_admin(_env_with_clients(infra, configured, unsecreted), "clients", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()}
+    assert rows[configured][-1] == "from LOTLENS_CLIENTS"
+    assert rows[stray][-1] == "database only (not in LOTLENS_CLIENTS: `clients delete` removes it)"
+    assert rows[unsecreted][1] == "no secret yet (the gateway makes it when it starts)"
+    assert rows[unsecreted][-1] == "from LOTLENS_CLIENTS"
+
+    # Without LOTLENS_CLIENTS the admin cannot tell: it says so, and a delete says it did not check.
+    env = admin_env(infra.kafka_bootstrap, infra.database_url)
+    env.pop("LOTLENS_CLIENTS", None)
+    unknown = run_admin(env, "clients", "list")
+    [row] = [line.split("\t") for line in unknown.stdout.splitlines() if line.startswith(stray + "\t")]
+    assert row[-1] == "source unknown (LOTLENS_CLIENTS is not set here)"
+    deleted = run_admin(env, "clients", "delete", stray)
+    assert deleted.returncode == 0 and stray in deleted.stdout, deleted
+    [warning] = deleted.stderr.splitlines()
+    assert "LOTLENS_CLIENTS is not set here" in warning and stray in warning

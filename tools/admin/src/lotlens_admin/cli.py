@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lotlens_admin import clients, dlq, jobs, projections
+from lotlens_admin.clients import BadConfiguration
 from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.producer import PublishError
 
@@ -56,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _say("PostgreSQL did not answer", str(exc.orig or exc), 3)
     except DBAPIError as exc:  # it answered: a missing table, a permission, a constraint
         return _say("PostgreSQL refused the command", str(exc.orig or exc), 1)
+    except BadConfiguration as exc:
+        return _say("a setting of this environment is wrong", str(exc), 1)
 
 
 def _say(what: str, reason: str, code: int) -> int:

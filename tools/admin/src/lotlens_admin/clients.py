@@ -5,6 +5,10 @@ lets the old one keep signing for the overlap, so the integrator can switch rece
 gap. Secrets are printed only by `secret`, which an operator runs to hand one to its client.
 Every command refuses a client with no secret: the gateway makes one for each configured client,
 so none means a mistyped id. `delete` removes a client's secrets once it is no longer configured.
+
+Clients are configured in the gateway's `LOTLENS_CLIENTS`, not in the database: where this
+process's environment has it (read as the gateway reads it, ids only), `list` says where each
+client comes from and `delete` refuses a configured one; elsewhere both say they cannot tell.
 """
 
 from __future__ import annotations
@@ -13,15 +17,44 @@ import argparse
 import sys
 from datetime import UTC, datetime, timedelta
 
+from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 from sqlalchemy import Connection
 
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.db import make_engine
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.settings import ServiceSettings, settings_config
+
+CONFIGURED = "from LOTLENS_CLIENTS"
+STRAY = "database only (not in LOTLENS_CLIENTS: `clients delete` removes it)"
+UNKNOWN = "source unknown (LOTLENS_CLIENTS is not set here)"
+
+
+class ConfiguredClients(BaseSettings):
+    """The gateway's `LOTLENS_CLIENTS`, read with its settings' config (None: not set here)."""
+
+    model_config = settings_config("LOTLENS_", nested=True)
+
+    clients: dict[str, SecretStr] | None = None
+
+
+class BadConfiguration(Exception):
+    """LOTLENS_CLIENTS is set but not a client map (its value is not echoed: it holds keys)."""
+
+
+def configured_clients() -> set[str] | None:
+    """The client ids configured in this environment's LOTLENS_CLIENTS (None: not set here)."""
+    try:
+        clients = ConfiguredClients().clients
+    except ValidationError as exc:
+        raise BadConfiguration("LOTLENS_CLIENTS is set here but is not a JSON object of client ids "
+                               "and keys") from exc
+    return None if clients is None else set(clients)
 
 
 def _list(_args: argparse.Namespace) -> int:
+    configured = configured_clients()
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.connect() as conn:
         rows = webhook_secrets.listing(conn, utc_now())
@@ -29,8 +62,17 @@ def _list(_args: argparse.Namespace) -> int:
     for row in rows:
         until = _minute(row.expires_at) if row.expires_at else "current"
         print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {_minute(row.created_at)}"
-              f"\tsigns until: {until}")
+              f"\tsigns until: {until}\t{_source(row.client_id, configured)}")
+    # Configured but without a secret: the gateway has not started since, or its secrets were deleted.
+    for client_id in sorted((configured or set()) - {row.client_id for row in rows}):
+        print(f"{client_id}\tno secret yet (the gateway makes it when it starts)\t\t\t{CONFIGURED}")
     return 0
+
+
+def _source(client_id: str, configured: set[str] | None) -> str:
+    if configured is None:
+        return UNKNOWN
+    return CONFIGURED if client_id in configured else STRAY
 
 
 def _minute(moment: datetime) -> str:
@@ -62,6 +104,14 @@ def _rotate(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    configured = configured_clients()
+    if configured is not None and args.client_id in configured:
+        # Deleted, its secret came back at the gateway's next start (its webhooks unsigned until
+        # then) while the command said it was done.
+        print(f"lotlens-admin: client {args.client_id!r} comes from LOTLENS_CLIENTS: remove it there "
+              "(and restart the gateway and the dispatcher) first, or the gateway makes it a new secret "
+              "when it starts; nothing was deleted", file=sys.stderr)
+        return 1
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
         deleted = webhook_secrets.delete_client(conn, args.client_id)
@@ -69,6 +119,10 @@ def _delete(args: argparse.Namespace) -> int:
     if not deleted:
         return _unknown(args.client_id, "has no webhook secret to delete")
     print(f"deleted {deleted} webhook secrets of client {args.client_id}")
+    if configured is None:
+        print(f"lotlens-admin: LOTLENS_CLIENTS is not set here, so whether client {args.client_id!r} is "
+              "still configured was not checked: if it is, the gateway makes it a new secret when it "
+              "starts", file=sys.stderr)
     return 0
 
 
@@ -98,10 +152,12 @@ def _overlap_hours(text: str) -> float:
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `clients list|secret|rotate`."""
+    """Add `clients list|secret|rotate|delete`."""
     parser = groups.add_parser("clients", help="clients' webhook signing secrets (whsec_…)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    listing = commands.add_parser("list", help="every live secret, masked, with when it stops signing")
+    listing = commands.add_parser("list", help="every live secret, masked, with when it stops signing and "
+                                  "where its client comes from (LOTLENS_CLIENTS or the database only), and "
+                                  "configured clients with no secret yet")
     listing.set_defaults(handler=_list)
     secret = commands.add_parser("secret", help="print a client's current secret")
     secret.add_argument("client_id")
@@ -113,7 +169,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                         help="how long the previous secret keeps signing (default 24)")
     rotate.set_defaults(handler=_rotate)
     delete = commands.add_parser(
-        "delete", help="delete every secret of a client no longer configured (a configured one gets a "
-        "new secret when the gateway next starts, and its webhooks go unsigned until then)")
+        "delete", help="delete every secret of a client no longer configured; refused for one in this "
+        "environment's LOTLENS_CLIENTS (the gateway would make it a new secret when it starts, its "
+        "webhooks unsigned until then)")
     delete.add_argument("client_id")
     delete.set_defaults(handler=_delete)
