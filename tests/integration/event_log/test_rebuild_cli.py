@@ -12,7 +12,8 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
-from lotlens_result_store.shadow import SHADOW, TABLES
+from lotlens_result_store.rebuild import REBUILD_LOCK
+from lotlens_result_store.shadow import SHADOW, TABLES, shadow_exists
 from tests.integration.admin_support import admin_env, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
@@ -170,3 +171,45 @@ def test_a_rebuild_with_kafka_down_is_one_line_on_stderr(own_engine: Engine, own
     lines = done.stderr.splitlines()
     assert done.returncode == 3 and len(lines) == 1, (done.returncode, len(lines), lines[:2])
     assert lines[0].startswith("lotlens-admin: Kafka did not answer")
+
+
+def _shadow_exists(engine: Engine) -> bool:
+    with engine.connect() as conn:
+        return shadow_exists(conn)
+
+
+def test_drop_shadow_drops_what_a_rebuild_left_and_says_so_once_there_is_nothing(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # A rebuild's shadow left behind (a --no-swap run, an interrupted one) could only be dropped
+    # by `rebuild --restart`, which replays the whole log again, or by hand in psql.
+    _two_lots_and_an_unreadable_message(publisher, topics)
+    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    assert _shadow_exists(own_engine)
+
+    dropped = run_admin(env, "projections", "drop-shadow")
+
+    assert dropped.returncode == 0, dropped.stderr[-2000:]
+    assert not _shadow_exists(own_engine)
+    [said] = dropped.stdout.splitlines()
+    assert said.startswith(f"dropped the shadow {SHADOW} of an unfinished rebuild"), said
+    assert "1 events skipped" in said
+    assert "no rebuild in progress" in run_admin(env, "projections", "status").stdout
+    assert _lots(own_engine) == 0  # the live tables untouched
+    again = run_admin(env, "projections", "drop-shadow")
+    assert again.returncode == 0, again
+    assert again.stdout.strip() == "no shadow to drop (no rebuild in progress)"
+
+
+def test_drop_shadow_is_refused_while_a_rebuild_runs(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    with own_engine.connect() as running:  # what a running rebuild holds for its whole run
+        assert running.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one()
+        refused = run_admin(env, "projections", "drop-shadow")
+        running.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("lotlens-admin: ") and "rebuild is running" in line
+    assert _shadow_exists(own_engine)

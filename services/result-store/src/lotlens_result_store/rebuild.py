@@ -15,7 +15,8 @@ advisory lock).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
@@ -73,19 +74,27 @@ REBUILD_LOCK = 0x4C4F544C454E53
 Say = Callable[[str], None]
 
 
-def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,
-            say: Say) -> RebuildResult:
-    """Rebuild the read models from the record topics; see the module's docstring."""
+@contextmanager
+def rebuild_lock(engine: Engine) -> Iterator[None]:
+    """Hold the rebuild lock for the block (on a connection of its own); `RebuildRunning` at once
+    when another session holds it. Whatever changes the shadow holds it: a rebuild, dropping it."""
     with engine.connect() as held:
         if not held.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one():
             raise RebuildRunning("another rebuild is running; wait for it, or stop it and run this "
                                  "again to resume")
         held.commit()
         try:
-            return _rebuild(engine, kafka, topics, options, say)
+            yield
         finally:
             held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
             held.commit()
+
+
+def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,
+            say: Say) -> RebuildResult:
+    """Rebuild the read models from the record topics; see the module's docstring."""
+    with rebuild_lock(engine):
+        return _rebuild(engine, kafka, topics, options, say)
 
 
 def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,

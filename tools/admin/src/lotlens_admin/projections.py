@@ -10,9 +10,9 @@ from sqlalchemy import Connection, text
 
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
-from lotlens_result_store.rebuild import RebuildOptions, rebuild
+from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild, rebuild_lock
 from lotlens_result_store.replay import RebuildRefused, checkpoint
-from lotlens_result_store.shadow import RETIRED, REVISION, SHADOW, drop_retired, shadow_exists
+from lotlens_result_store.shadow import RETIRED, REVISION, SHADOW, drop_retired, drop_shadow, shadow_exists
 from lotlens_result_store.shadow_state import SKIPPED, projection_version, shadow_version, skipped_events
 
 
@@ -53,6 +53,10 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.set_defaults(handler=_status)
     drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced")
     drop.set_defaults(handler=_drop_retired)
+    forget = commands.add_parser(
+        "drop-shadow", help="drop the shadow tables an unfinished rebuild left (schema lotlens_rebuild); "
+        "refused while a rebuild runs; the next rebuild starts over")
+    forget.set_defaults(handler=_drop_shadow)
 
 
 def _say(line: str) -> None:
@@ -88,6 +92,33 @@ def _drop_retired(_args: argparse.Namespace) -> int:
         engine.dispose()
     print("dropped the retired tables" if dropped else "no retired tables")
     return 0
+
+
+def _drop_shadow(_args: argparse.Namespace) -> int:
+    engine = make_engine(ServiceSettings().database, "admin", pool_size=2)
+    try:
+        # Under the rebuild lock: a rebuild running now writes into the shadow, and none begins
+        # while it is being dropped.
+        with rebuild_lock(engine), engine.begin() as conn:
+            left = _shadow_summary(conn) if shadow_exists(conn) else None
+            drop_shadow(conn)
+    except RebuildRunning:
+        _say("lotlens-admin: a rebuild is running (it holds the rebuild lock); stop it first, or let it "
+             "finish; nothing was dropped")
+        return 1
+    finally:
+        engine.dispose()
+    print(f"dropped the shadow {SHADOW} of an unfinished rebuild ({left}); the next `projections rebuild` "
+          "starts over" if left else "no shadow to drop (no rebuild in progress)")
+    return 0
+
+
+def _shadow_summary(conn: Connection) -> str:
+    """How far the shadow had got, in one phrase."""
+    passed = f"{sum(checkpoint(conn).values()):,} offsets passed"
+    if not _exists(conn, SKIPPED):
+        return passed
+    return f"{passed}, {len(skipped_events(conn))} events skipped"
 
 
 def _status(_args: argparse.Namespace) -> int:
