@@ -1,6 +1,7 @@
 """A gateway stopped by SIGTERM (a rolling restart) with work in hand: a request still running when
-the drain ends, a job written as it ends, rows its last requests committed. The gateway runs
-alone as a process (the pipeline services play no part), on a drain of a second."""
+the drain ends, a job written as it ends, one cut before its write (its Idempotency-Key released),
+rows its last requests committed. The gateway runs alone as a process (the pipeline services play
+no part), on a drain of a second."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from lotlens_common.events import JobSubmitted
 from lotlens_common.settings import TopicSettings
 from lotlens_common.signing import sign
-from lotlens_common.tables import outbox
+from lotlens_common.tables import idempotency_keys, outbox
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
 from tests.servers import serve
@@ -149,11 +150,19 @@ def job_of(answer: httpx2.Response) -> str | None:
     return str(answer.json()["job_id"]) if answer.status_code in (200, 201) else answer.text
 
 
-def copy_waiting_on_a_lock(engine: Engine) -> bool:
+def waiting_on_a_lock(engine: Engine, query: str) -> bool:
+    """Whether a statement starting with `query` waits on a lock in this database."""
     with engine.connect() as conn:
         return bool(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE 'COPY outbox%' AND datname = current_database()")).scalar_one())
+            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
+
+
+def wait_until_waiting(engine: Engine, query: str, answers: list[Any]) -> None:
+    deadline = time.monotonic() + 30
+    while not waiting_on_a_lock(engine, query):
+        assert time.monotonic() < deadline, f"{query!r} never waited on the lock: {answers}"
+        time.sleep(0.05)
 
 
 def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_it(
@@ -168,10 +177,7 @@ def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_i
         thread, answers = in_background(lambda: httpx2.post(
             f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
             timeout=EXIT_WITHIN_S))
-        deadline = time.monotonic() + 30
-        while not copy_waiting_on_a_lock(stack_engine):
-            assert time.monotonic() < deadline, f"the job's write never began: {answers}"
-            time.sleep(0.05)
+        wait_until_waiting(stack_engine, "COPY outbox", answers)
         process, written = sigterm(gateway)
         wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
         holder.commit()
@@ -189,6 +195,70 @@ def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_i
     # One job, answered 201 to the request whose write it was, and replayed to its retry.
     assert (first_seen, retry.status_code, job_of(retry), len(written_jobs)) == \
         ((201, written_jobs[0]), 201, written_jobs[0], 1), (first_seen, retry.text, written_jobs)
+    assert code == 0, gateway.log_tail("gateway")
+
+
+def key_rows(engine: Engine, client_id: str, key: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(select(
+            idempotency_keys.c.key, idempotency_keys.c.status_code).where(
+            idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key))]
+
+
+def test_a_job_cut_while_its_key_is_reserved_releases_the_key_and_its_retry_runs(
+        gateway: Stack, stack_engine: Engine) -> None:
+    lots = [{"lot_id": new_id("reserving"), "additional_info": "Car",
+             "images": [{"url": "http://127.0.0.1:9/a.png"}]} for _ in range(2)]
+    submission = body(gateway, lots)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    with stack_engine.connect() as holder:
+        # The key's reservation waits on this lock past the drain, and is committed after the cut:
+        # the request is cut before its job's write began.
+        holder.execute(text("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE"))
+        thread, answers = in_background(lambda: httpx2.post(
+            f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
+            timeout=EXIT_WITHIN_S))
+        wait_until_waiting(stack_engine, "INSERT INTO idempotency_keys", answers)
+        process, written = sigterm(gateway)
+        wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
+        holder.commit()
+    thread.join(EXIT_WITHIN_S)
+    code = process.wait(EXIT_WITHIN_S)
+    [first] = answers
+    held = key_rows(stack_engine, gateway.client_id, key["Idempotency-Key"])
+    gateway.start("gateway")
+    wait_healthy(gateway.url, gateway.processes, gateway.log_tail)
+    retry = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
+                        timeout=30)
+    with stack_engine.connect() as conn:
+        written_jobs = jobs_of(conn, gateway.client_id)
+    first_seen = (first.status_code, first.json()["code"]) if isinstance(first, httpx2.Response) \
+        else (repr(first), None)
+    # Cut before its write: 503, nothing held, and the retry (another gateway) makes the one job.
+    assert (first_seen, held, retry.status_code, [job_of(retry)]) == \
+        ((503, "SHUTTING_DOWN"), [], 201, written_jobs), (first_seen, held, retry.text, written_jobs)
+    assert code == 0, gateway.log_tail("gateway")
+
+
+def test_a_request_cut_after_reserving_its_key_is_answered_503_and_releases_the_key(
+        gateway: Stack, stack_engine: Engine) -> None:
+    key = str(uuid.uuid4())
+    with stuck_image_host() as (images, asked):
+        lots = [{"lot_id": new_id("cut"), "additional_info": "2019 Toyota Camry",
+                 "images": [{"url": f"{images}/stuck.png"}]}]
+        thread, answers = in_background(lambda: httpx2.post(
+            f"{gateway.url}/api/v1/generate-descriptions", json=body(gateway, lots),
+            headers={"Idempotency-Key": key}, timeout=EXIT_WITHIN_S))
+        assert asked.wait(30), "the gateway never checked the lot's image"
+        process, written = sigterm(gateway)
+        thread.join(EXIT_WITHIN_S)
+        code = process.wait(EXIT_WITHIN_S)
+    logged = records(log_since(gateway, written))
+    [answer] = answers
+    seen = (answer.status_code, answer.text) if isinstance(answer, httpx2.Response) else (repr(answer), "")
+    assert (seen[0], key_rows(stack_engine, gateway.client_id, key)) == (503, []), seen
+    assert answer.json()["code"] == "SHUTTING_DOWN" and answer.headers["Retry-After"] == "1", seen
+    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
     assert code == 0, gateway.log_tail("gateway")
 
 

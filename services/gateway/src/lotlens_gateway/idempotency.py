@@ -11,7 +11,9 @@ after a crash finds either the answer to replay or no job at all.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +25,9 @@ from sqlalchemy.dialects.postgresql import insert
 from lotlens_common.tables import idempotency_keys as keys
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.shutdown import finish
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
@@ -49,6 +54,24 @@ def check_key(key: str) -> str:
         raise ApiError(422, "VALIDATION_ERROR", f"{HEADER} must be 1 to {MAX_KEY_CHARS} characters",
                        details={"errors": [{"field": HEADER, "problem": "empty or too long"}]})
     return key
+
+
+async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerprint: str,
+                      now: datetime) -> Replay | None:
+    """`store.reserve` in a thread, awaited to its end; a request cut by the shutdown meanwhile
+    releases what the thread reserved, then stays cut (503 `SHUTTING_DOWN`, its write not begun).
+
+    The reservation went on in its thread after the cut and stayed held: the client's retry to
+    another gateway heard 409 `IDEMPOTENCY_KEY_IN_PROGRESS` until the reservation went stale."""
+    reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now)
+    if not cuts:
+        return reserving.result()
+    if reserving.exception() is None and reserving.result() is None:  # reserved for this request
+        releasing, _ = await finish(store.release, client_id, key)
+        if releasing.exception() is not None:
+            log.warning("a request cut while reserving idempotency key %r left it held until stale: %s",
+                        key, releasing.exception())
+    raise asyncio.CancelledError
 
 
 class IdempotencyStore:

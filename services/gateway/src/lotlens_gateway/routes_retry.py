@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
+from lotlens_gateway.idempotency import reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
 from lotlens_gateway.shutdown import to_the_end
@@ -52,7 +53,7 @@ async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse
     await deps.count_request(client_id, "batch")
     # Two calls at once: the second is told 409 in progress (a later call replays), no second job.
     key = f"retry-failed:{job_id}"
-    replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, new_id, deps.clock())
+    replay = await reserve_key(deps.idempotency, client_id, key, new_id, deps.clock())
     if replay is not None:
         return JSONResponse(replay.body, headers=_REPLAYED)
     settings, created_at = deps.settings, deps.clock()

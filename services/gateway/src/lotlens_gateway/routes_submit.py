@@ -32,7 +32,7 @@ from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.errors import ApiError, client_closed
-from lotlens_gateway.idempotency import HEADER, check_key, request_hash
+from lotlens_gateway.idempotency import HEADER, check_key, request_hash, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
@@ -128,7 +128,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         # A retry's stored answer comes before the rate limit and the checks: a client whose 201
         # was lost was refused 429 for up to a minute, and each replay used up its quota.
         fingerprint = await run_in_threadpool(request_hash, raw)
-        replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
+        replay = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
         if replay is not None:
             replayed = {"Idempotent-Replayed": "true"}
             if replay.status_code == 201:  # a 201 without Location names this URI as the job

@@ -18,7 +18,7 @@ from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.idempotency import HEADER, check_key, request_hash
+from lotlens_gateway.idempotency import HEADER, check_key, request_hash, reserve_key
 from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.outbox import InTransaction, recorded_in_window
 from lotlens_gateway.shutdown import to_the_end
@@ -114,7 +114,7 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
     key = check_key(idempotency_key) if idempotency_key is not None else None
     if key is not None:
         fingerprint = request_hash(f"redeliver {job_id}".encode())
-        replay = await run_in_threadpool(deps.idempotency.reserve, client_id, key, fingerprint, deps.clock())
+        replay = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
         if replay is not None:
             return JSONResponse(replay.body, status_code=replay.status_code,
                                 headers={"Idempotent-Replayed": "true"})

@@ -10,6 +10,8 @@ A durable write (`to_the_end`) is not cut: the cancellation only interrupted the
 for its thread, the write went on, and a job could commit while its client was told 500 (the
 Idempotency-Key's reservation released meanwhile: the retry made a second job). The write is
 awaited to its end and its answer given: a 201 means written, any other answer nothing written.
+A request cut before its write began undoes what it had begun instead (`finish`): an
+Idempotency-Key reservation is released (idempotency.py, `reserve_key`), and the cut is answered.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ def shutting_down() -> ApiError:
                     headers={"Retry-After": str(RETRY_AFTER_S), "Connection": "close"})
 
 
-async def to_the_end(work: Callable[..., T], *args: Any) -> T:
-    """`work(*args)` in a thread, awaited to its end even when the request is cancelled meanwhile.
+async def finish(work: Callable[..., T], *args: Any) -> tuple[asyncio.Future[T], int]:
+    """`work(*args)` in a thread, awaited to its end even when the request is cancelled meanwhile:
+    its finished future and how many cuts came meanwhile (still pending on the task: the caller
+    answers or re-raises them).
 
     Not on Starlette's pool: its task would be cancelled with the others once the server has
     stopped. The loop's default executor is joined by `asyncio.run` before the process ends."""
@@ -49,7 +53,13 @@ async def to_the_end(work: Callable[..., T], *args: Any) -> T:
         try:
             await asyncio.wait({done})
         except asyncio.CancelledError:
-            cuts += 1  # the shutdown's cut: the write finishes and its answer is given
+            cuts += 1
+    return done, cuts
+
+
+async def to_the_end(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` (a durable write) finished and answered, however the request is cut meanwhile."""
+    done, cuts = await finish(work, *args)
     task = asyncio.current_task()
     for _ in range(cuts if task is not None else 0):
         task.uncancel()  # type: ignore[union-attr]
