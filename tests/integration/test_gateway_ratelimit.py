@@ -20,7 +20,8 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.ratelimit import FLUSH_EVERY, DueWrite, RateLimiter
 from tests.conftest import new_id
-from tests.integration.gateway_support import running_gateway
+from tests.integration.gateway_support import make_lots, running_gateway
+from tests.network_guard import stub_resolver
 
 NOW = datetime(2026, 11, 23, 12, 0, 30, tzinfo=UTC)
 WINDOW_END = datetime(2026, 11, 23, 12, 1, tzinfo=UTC)  # a minute's end: a fixed window's too
@@ -335,3 +336,20 @@ def test_retry_after_is_at_most_the_window_when_later_seconds_were_counted_first
     assert len(accepted(gateway, client, "sync", next_second)) == 10
     refused = refusal(gateway, client, "sync", late)
     assert refused is not None and refused.headers["Retry-After"] == "60"
+
+
+def test_through_the_api_jobs_refused_by_validation_do_not_use_up_the_batch_limit(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A job refused 422 for its webhook host (checked after the count) used up one of the
+    # client's batch requests: after two of them a valid job was refused 429.
+    with running_gateway(settings, engine, rate_limit_batch=2, allow_loopback_urls=False) as gw:
+        gw.deps.resolve = stub_resolver({"hooks.internal.example": "10.1.2.3",
+                                         "hooks.example.com": "93.184.215.14"})
+        private_hook = make_lots(2, webhook="https://hooks.internal.example/done")
+        bad_image = make_lots(2)
+        bad_image[0]["images"] = [{"url": "ftp://img.example.com/car.jpg"}]
+        refused = [gw.submit(lots) for lots in (private_hook, private_hook, bad_image)]
+        assert [(answer.status_code, answer.json()["code"]) for answer in refused] == \
+            [(422, "INVALID_WEBHOOK_URLS")] * 2 + [(422, "INVALID_IMAGE_URLS")], [a.text for a in refused]
+        accepted_jobs = [gw.submit(make_lots(2, webhook="https://hooks.example.com/done")) for _ in range(3)]
+        assert [answer.status_code for answer in accepted_jobs] == [201, 201, 429], accepted_jobs[-1].text
