@@ -4,58 +4,20 @@ return, not the size of the tables (found by EXPLAIN at 3 million lots and 20,00
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Engine, text
 
 from lotlens_common.clock import utc_now
 from lotlens_common.read_models import get_job, iter_lot_results, lot_page, lot_results_in_chunks
 from lotlens_gateway.outbox import cancelled_unprojected, recorded_in_window
 from lotlens_webhook_dispatcher.claims import Room, claim
 from tests.conftest import Infra, own_schema
+from tests.integration.plan_support import Node, executed, plan_nodes, plans
 
 pytestmark = pytest.mark.integration
-
-Node = tuple[str, str | None, str | None]  # node type, relation, index
-
-
-def plan_nodes(conn: Connection, run: Callable[[], object]) -> list[tuple[str, str | None]]:
-    """(node type, relation) of the plans of every statement `run` executes on `conn`."""
-    return [(node, relation) for plan in plans(conn, executed(conn, run)) for node, relation, _ in plan]
-
-
-def executed(source: Engine | Connection, run: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The statements (and their parameters) `run` executes on `source`'s connections."""
-    statements: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(source, "before_cursor_execute", capture)
-    try:
-        run()
-    finally:
-        event.remove(source, "before_cursor_execute", capture)
-    return statements
-
-
-def plans(conn: Connection, statements: list[tuple[str, Any]]) -> list[list[Node]]:
-    """Each statement's plan as its nodes: (node type, relation, index)."""
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    found = []
-    for statement, parameters in statements:
-        cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-        found.append(list(walk(cursor.fetchone()[0][0]["Plan"])))
-    return found
-
-
-def walk(plan: dict[str, Any]) -> Iterator[Node]:
-    yield plan["Node Type"], plan.get("Relation Name"), plan.get("Index Name")
-    for child in plan.get("Plans", []):
-        yield from walk(child)
-
 
 def test_the_jobs_list_finds_a_clients_unprojected_cancels_without_reading_every_job(
         infra: Infra, engine: Engine) -> None:

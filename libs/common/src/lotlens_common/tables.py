@@ -278,7 +278,8 @@ outbox = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True)),
     Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
-    Index("ix_outbox_job", "job_id", "event_type"),
+    # A job's events of a type, in `id` order (the lots pages and results of a job not projected yet).
+    Index("ix_outbox_job_events", "job_id", "event_type", "id"),
     # A client's accepted and cancelled jobs the read models may not show yet (the jobs list).
     Index("ix_outbox_client_events", "client_id", "event_type",
           postgresql_where=text("event_type IN ('JobSubmitted', 'JobCancelled')")),

@@ -128,7 +128,7 @@ def facts_of(conn: Connection, job_id: str) -> JobFacts:
     return JobFacts(submitted, cancelled_at)
 
 
-# A key's events of a type in the window (`ix_outbox_job` finds a job's; the partial
+# A key's events of a type in the window (`ix_outbox_job_events` finds a job's; the partial
 # `ix_outbox_client_redeliveries` a client's redelivery requests).
 _IN_WINDOW = {column: text(f"""
     SELECT count(*), extract(epoch FROM min(created_at) + make_interval(secs => :window) - now())

@@ -19,7 +19,7 @@ import orjson
 from sqlalchemy import JSON, Connection, cast, exists, func, select
 
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
-from lotlens_common.read_models import JobView, chunk_counts, lot_page
+from lotlens_common.read_models import STREAM_CHUNK, JobView, chunk_counts, lot_page
 from lotlens_common.tables import lots, outbox
 from lotlens_gateway.outbox import JobFacts
 
@@ -88,19 +88,29 @@ def _outbox_lot_id() -> Any:
     return cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
 
 
-def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[Connection]]) -> list[str]:
+def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[Connection]]
+                      ) -> Iterator[str]:
     """The lot ids of the job's outbox `LotSubmitted` events, in request order.
 
-    Only the ids leave PostgreSQL (at most 50,000 of 256 characters): the events were read whole
-    into one list, each with its image URLs and notes, a cancelled 50,000-lot job's whole
-    submission per request. One query, not chunks: `ix_outbox_job` does not order a job's rows by
-    id, so each chunk would read and parse every one of them again.
+    Only the ids leave PostgreSQL, `STREAM_CHUNK` at a time, each chunk read down
+    `ix_outbox_job_events` past the last id of the one before, on a connection taken for it: the
+    events were read whole into one list, each with its image URLs and notes, a cancelled
+    50,000-lot job's whole submission per request; then all its ids in one query, all the job's
+    rows sorted by id (the old index did not order them).
     """
-    query = (select(_outbox_lot_id())
-             .where(outbox.c.job_id == job_id, outbox.c.event_type == LotSubmitted.event_type)
-             .order_by(outbox.c.id))
-    with connect() as conn:
-        return list(conn.execute(query).scalars())
+    after = 0
+    while True:
+        query = (select(outbox.c.id, _outbox_lot_id())
+                 .where(outbox.c.job_id == job_id, outbox.c.event_type == LotSubmitted.event_type,
+                        outbox.c.id > after)
+                 .order_by(outbox.c.id).limit(STREAM_CHUNK))
+        with connect() as conn:
+            chunk = conn.execute(query).all()
+        for _, lot_id in chunk:
+            yield lot_id
+        if len(chunk) < STREAM_CHUNK:
+            return
+        after = chunk[-1][0]
 
 
 def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, offset: int, max_bytes: int
@@ -159,7 +169,7 @@ def outbox_lots_page(conn: Connection, job: JobView, status: str, page: list[dic
     total = matching + conn.execute(select(func.count()).select_from(outbox).where(*conditions)).scalar_one()
     if len(page) == limit or (page and offset + len(page) < matching):
         return page, total  # the projected lots fill this page (or its bytes cut it short)
-    # The page's rows by id first, then only theirs parsed: their ids sort, not their payloads.
+    # The page's rows by id first (down `ix_outbox_job_events`, in order), then only theirs parsed.
     rows = conn.execute(select(outbox.c.id).where(*conditions).order_by(outbox.c.id)
                         .offset(max(0, offset - matching)).limit(limit - len(page))).scalars().all()
     ids = conn.execute(select(_outbox_lot_id()).where(outbox.c.id.in_(rows))

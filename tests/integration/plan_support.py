@@ -1,0 +1,49 @@
+"""EXPLAIN of the statements code runs, for tests that hold hot statements to PostgreSQL's planner
+(no tests here; test_query_plans.py and the gateway's tests import from it)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+
+Node = tuple[str, str | None, str | None]  # node type, relation, index
+
+
+def plan_nodes(conn: Connection, run: Callable[[], object]) -> list[tuple[str, str | None]]:
+    """(node type, relation) of the plans of every statement `run` executes on `conn`."""
+    return [(node, relation) for plan in plans(conn, executed(conn, run)) for node, relation, _ in plan]
+
+
+def executed(source: Engine | Connection | type[Engine], run: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The statements (and their parameters) `run` executes on `source`'s connections (`Engine`
+    itself: every engine's, a gateway's serving threads included)."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        statements.append((statement, parameters))
+
+    event.listen(source, "before_cursor_execute", capture)
+    try:
+        run()
+    finally:
+        event.remove(source, "before_cursor_execute", capture)
+    return statements
+
+
+def plans(conn: Connection, statements: list[tuple[str, Any]]) -> list[list[Node]]:
+    """Each statement's plan as its nodes: (node type, relation, index)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    found = []
+    for statement, parameters in statements:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
+        found.append(list(walk(cursor.fetchone()[0][0]["Plan"])))
+    return found
+
+
+def walk(plan: dict[str, Any]) -> Iterator[Node]:
+    """The plan's nodes, depth first."""
+    yield plan["Node Type"], plan.get("Relation Name"), plan.get("Index Name")
+    for child in plan.get("Plans", []):
+        yield from walk(child)
