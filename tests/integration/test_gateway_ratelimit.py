@@ -8,6 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, event, func, select
@@ -353,3 +354,24 @@ def test_through_the_api_jobs_refused_by_validation_do_not_use_up_the_batch_limi
             [(422, "INVALID_WEBHOOK_URLS")] * 2 + [(422, "INVALID_IMAGE_URLS")], [a.text for a in refused]
         accepted_jobs = [gw.submit(make_lots(2, webhook="https://hooks.example.com/done")) for _ in range(3)]
         assert [answer.status_code for answer in accepted_jobs] == [201, 201, 429], accepted_jobs[-1].text
+
+
+def test_through_the_api_a_client_past_its_batch_limit_is_refused_before_its_job_is_checked(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # Checks run before the count (a refused request is not counted), so without a look at the
+    # window first a client past its limit had each job validated and its hosts resolved, then 429.
+    with running_gateway(settings, engine, rate_limit_batch=1, allow_loopback_urls=False) as gw:
+        resolve = stub_resolver({"hooks.example.com": "93.184.215.14"})
+        asked: list[str] = []
+
+        async def counting(host: str, port: int) -> list[Any]:
+            asked.append(host)
+            return await resolve(host, port)
+
+        gw.deps.resolve = counting
+        lots = make_lots(2, webhook="https://hooks.example.com/done")
+        assert gw.submit(lots).status_code == 201
+        assert asked == ["hooks.example.com"]
+        refused = gw.submit(make_lots(2, webhook="https://hooks.example.com/done"))
+        assert (refused.status_code, refused.json()["code"]) == (429, "RATE_LIMIT_EXCEEDED"), refused.text
+        assert asked == ["hooks.example.com"]

@@ -37,7 +37,7 @@ from lotlens_gateway.idempotency import HEADER, check_key, request_hash, reserve
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
-from lotlens_gateway.validation import Submission, parse_submission
+from lotlens_gateway.validation import Submission, parse_submission, rate_mode
 from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 
 router = APIRouter(tags=["generation"])
@@ -138,6 +138,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
             return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
     job_id = str(uuid.uuid4())
     try:
+        deps.limiter.refuse_if_full(client_id, rate_mode(document), deps.clock())
         submission = await run_in_threadpool(parse_submission, document, deps.limits)
         if not submission.is_synchronous:
             with on_behalf_of(client_id):

@@ -72,6 +72,12 @@ class Submission:
         return tuple(dict.fromkeys(lot.webhook for lot in self.lots if lot.webhook))
 
 
+def rate_mode(document: dict[str, Any]) -> str:
+    """The rate-limit bucket a submission will be counted in if valid, known before validation."""
+    lots = document.get("lots")
+    return "sync" if isinstance(lots, list) and len(lots) == 1 else "batch"
+
+
 def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
     """A checked Submission, or the ApiError the contract prescribes for the first broken rule."""
     lots = document.get("lots")
