@@ -88,3 +88,20 @@ def test_jobs_show_names_the_reason_lots_failed_for_good(
     assert "server_error" in error["error"] and "gave up after 3 attempts" in error["error"], error
     assert "lots by attempt: 1st 1, 3rd 2" in text
     assert "last error of 2 lots (failed 2): " in text
+
+
+def test_jobs_show_counts_lots_failed_before_any_model_call_as_failed_with_their_reason(
+        infra: Infra, settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # Lots settled by preparation (none of their images could be fetched) were marked `done`
+    # without a reason: the commonest way a lot fails read as a success in `jobs show`.
+    job_id = new_id("job-missing-")  # every image URL of the job names "missing": unreachable
+    submit_lots(engine, job_id, ["lot whose photos are gone", "another"])
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id, stage=STAGE))
+
+    vision, text = _vision(infra, engine, job_id)
+
+    assert vision["lots"] == {"failed": 2}, vision
+    [error] = vision["errors"]
+    assert (error["lots"], error["states"]) == (2, {"failed": 2}), vision
+    assert "image" in error["error"], error
+    assert "last error of 2 lots (failed 2): " in text

@@ -14,7 +14,7 @@ import pytest
 from lotlens_common.events import LotFailed, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.ports import Settlement, Stage
 from lotlens_common.stage.submit import recover_building
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
@@ -42,26 +42,26 @@ def test_a_lot_failed_at_preparation_stays_failed_through_a_crash(world: World) 
     world.stage = Stage(spec, world.store, world.batches, world.publisher, world.settings)
     world.store.add([LotWork("job-1", "lot-0", "c1", 1, 0, VisionWork(
         additional_info="Camry", image_urls=("https://img/a.jpg",), languages=("en",)))])
-    save_prepared = world.store.save_prepared
+    settle = world.store.settle
 
-    def dies_marking_it_settled(job_id: str, settled: Sequence[str], changed: Sequence[Any]) -> None:
-        if settled:
+    def dies_marking_it_failed(job_id: str, settlement: Settlement) -> None:
+        if settlement.failed:
             raise Killed
-        save_prepared(job_id, settled, changed)
+        settle(job_id, settlement)
 
-    world.store.save_prepared = dies_marking_it_settled  # type: ignore[method-assign]
+    world.store.settle = dies_marking_it_failed  # type: ignore[method-assign]
     with pytest.raises(Killed):
         world.rounds()
     assert [event.lot_id for event in world.of(LotFailed)] == ["lot-0"]
 
-    world.store.save_prepared = save_prepared  # type: ignore[method-assign]
+    world.store.settle = settle  # type: ignore[method-assign]
     world.restart()  # a new process: the same store, OpenAI and Kafka
     world.stage = Stage(spec, world.store, world.batches, world.publisher, world.settings)
     asyncio.run(recover_building(world.stage))
     world.rounds(2)
     assert world.of(VisionCompleted) == [] and world.batches.batches == {}
     assert {event.lot_id for event in world.of(LotFailed)} == {"lot-0"}
-    assert world.store.statuses() == {"lot-0": "done"}
+    assert world.store.statuses() == {"lot-0": "failed"}
 
 
 class BreaksOnLot1(VisionStage):

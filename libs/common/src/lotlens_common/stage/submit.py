@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lotlens_common.clock import utc_now
+from lotlens_common.events import LotFailed
 from lotlens_common.faults import fault_point
 from lotlens_common.model.errors import ModelError, ModelRateLimitedError, ModelRequestError
 from lotlens_common.ops import heartbeat
@@ -26,7 +27,7 @@ from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
-from lotlens_common.stage.ports import Fit, Stage, about_lot
+from lotlens_common.stage.ports import Fit, Settlement, Stage, about_lot
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
@@ -265,5 +266,14 @@ async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
                                                if lot.work != claimed[lot.lot_id]])
         stage.publisher.publish(lots[0].client_id, [about_lot("prepare", shard_id, lot.lot_id, event)
                                                     for lot, event in prepared.settled])
-    stage.store.save_prepared(job_id, [lot.lot_id for lot, _ in prepared.settled], changed)
+    failures = Settlement.empty()
+    for lot, event in prepared.settled:
+        if isinstance(event, LotFailed):
+            failures.failed.setdefault(event.reason, []).append(lot.lot_id)
+    if failures.failed:
+        # Failed with their reason, as a collection's failures are: marked done, lots none of
+        # whose images could be fetched read as successes in `lotlens-admin jobs show`.
+        stage.store.settle(job_id, failures)
+    stage.store.save_prepared(job_id, [lot.lot_id for lot, event in prepared.settled
+                                       if not isinstance(event, LotFailed)], changed)
     return prepared.requests
