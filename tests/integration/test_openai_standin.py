@@ -162,9 +162,9 @@ def test_translation_into_region_and_script_variants(standin: Standin) -> None:
     english = "<p>Dented door.</p>"
     tags = ["pt-BR", "zh-Hant", "sr-Latn", "es-419", "fil"]
     result = run(lambda c: call_responses(c, translation_request_body(english, tags, SETTINGS)), standin)
-    # Latin-script languages keep the letters; Traditional Chinese is written in Han characters.
+    # Latin-script languages keep the letters; Traditional Chinese is written in Traditional forms.
     expected = {tag: f"<p>[{tag}] Dented door.</p>" for tag in tags}
-    expected["zh-Hant"] = "<p>[zh-Hant] 坵媜盻觥媜坵 坵稢稢莗.</p>"
+    expected["zh-Hant"] = "<p>[zh-Hant] 邊長見氣長邊 邊進進門.</p>"
     assert parse_translation_response(result, tags, english) == expected
 
 

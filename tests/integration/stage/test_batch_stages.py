@@ -274,7 +274,7 @@ def test_translation_returns_every_language_in_the_requested_order(
     assert sorted(e.event.lot_id for e in events if isinstance(e.event, TranslationCompleted)) == ["l0", "l1"]
     assert list(done["l1"].descriptions.items()) == [
         ("de", "<p>[de] Dent 1.</p>"), ("en", "<p>Dent 1.</p>"), ("pt-BR", "<p>[pt-BR] Dent 1.</p>"),
-        ("zh-Hant", "<p>[zh-Hant] 坵媜盻觥 1.</p>")]
+        ("zh-Hant", "<p>[zh-Hant] 邊長見氣 1.</p>")]
     usage = done["l1"].usage  # read from the batch output line, priced at the stage's share
     assert usage is not None and usage.model == "gpt-4.1-mini" and usage.input_tokens > 0
     assert usage.estimated_cost_usd is not None and usage.estimated_cost_usd > 0

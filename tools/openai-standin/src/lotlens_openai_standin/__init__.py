@@ -22,8 +22,9 @@ Deterministic answers (tests assert on them exactly):
   string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
   `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed, in the language's
   script (`scripts.py`: each Latin letter outside tags and entities replaced by one of the
-  script's, names and codes too: `BMW` → `БМЦ`) + `</p>`; with the `untranslated_language` fault, that
-  language gets T as it is; other
+  script's, names and codes too: `BMW` → `БМЦ`; Chinese in Simplified or Traditional forms as
+  its tag asks) + `</p>`; with the `untranslated_language` fault, that language gets T as it is,
+  with the `other_variant_language` fault that Chinese language is in the other system's forms; other
   strings get that stripped T, numbers 0, booleans false, arrays one element.
 * Markers in T: `[standin:error]` → HTTP 500 `server_error` (a batch line goes to the error file
   with `response.status_code` 500); `[standin:incomplete]` → `status: "incomplete"`,

@@ -6,7 +6,7 @@ import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -19,6 +19,10 @@ INCOMPLETE_MARKER = "[standin:incomplete]"
 UNFETCHABLE_IMAGE_MARKER = "standin-unfetchable"
 # Language-tag property names in a translation schema: "de", "fil", "pt-BR", "zh-Hant", "es-419".
 _LANGUAGE_KEY = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# How a translation answer goes wrong for one language (the faults of these names): the English
+# copied as it is, or a Chinese language written in the other system's forms.
+LanguageFaultKind = Literal["untranslated", "other_variant"]
+LanguageFaults = Mapping[str, LanguageFaultKind]
 
 
 @dataclass(frozen=True)
@@ -138,22 +142,23 @@ def vision_text(prompt: Prompt) -> str:
     return answer + HOSTILE_HTML if HOSTILE_MARKER in prompt.last_text else answer
 
 
-def translated(language: str, source: str) -> str:
-    """`<p>[{lang}] ` + the source without its outer paragraph, in the language's script + `</p>`."""
-    return f"<p>[{language}] {in_script(language, strip_outer_paragraph(source))}</p>"
+def translated(language: str, source: str, other_variant: bool = False) -> str:
+    """`<p>[{lang}] ` + the source without its outer paragraph, in the language's script + `</p>`
+    (`other_variant`: a Chinese language in the other system's forms)."""
+    return f"<p>[{language}] {in_script(language, strip_outer_paragraph(source), other_variant)}</p>"
 
 
-def _fill(schema: Mapping[str, Any], key: str, source: str, untranslated: str | None = None) -> Any:
+def _fill(schema: Mapping[str, Any], key: str, source: str, faults: LanguageFaults) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
         properties = schema.get("properties") or {}
-        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source, untranslated)
+        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source, faults)
                 for name, sub in properties.items()}
     if kind == "array":
         items = schema.get("items")
-        return [_fill(items, key, source, untranslated)] if isinstance(items, dict) else []
+        return [_fill(items, key, source, faults)] if isinstance(items, dict) else []
     if kind in ("number", "integer"):
         return 0
     if kind == "boolean":
@@ -162,21 +167,24 @@ def _fill(schema: Mapping[str, Any], key: str, source: str, untranslated: str | 
         return None
     # Strings (and untyped leaves): language-code keys get the translation rule, but for the
     # `untranslated` fault's language, which gets the source copied as it is.
-    if key == untranslated:
+    fault = faults.get(key)
+    if fault == "untranslated":
         return source
-    return translated(key, source) if _LANGUAGE_KEY.match(key) else strip_outer_paragraph(source)
+    if _LANGUAGE_KEY.match(key):
+        return translated(key, source, other_variant=fault == "other_variant")
+    return strip_outer_paragraph(source)
 
 
-def structured_text(prompt: Prompt, untranslated: str | None = None) -> str:
+def structured_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
     """A JSON document valid against the requested schema, language-code strings translated
-    (but `untranslated`'s, copied)."""
+    (but as `faults` has it for its languages)."""
     assert prompt.schema is not None
-    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text, untranslated)).decode()
+    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text, faults or {})).decode()
 
 
-def answer_text(prompt: Prompt, untranslated: str | None = None) -> str:
-    """The stand-in's whole answer for a prompt (`untranslated`: the fault's language, if any)."""
-    return structured_text(prompt, untranslated) if prompt.schema is not None else vision_text(prompt)
+def answer_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
+    """The stand-in's whole answer for a prompt (`faults`: the language faults of a translation)."""
+    return structured_text(prompt, faults) if prompt.schema is not None else vision_text(prompt)
 
 
 def estimate_tokens(body: Mapping[str, Any], image_count: int) -> int:

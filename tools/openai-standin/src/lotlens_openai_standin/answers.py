@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lotlens_openai_standin.answer_rules import (
+    LanguageFaults,
     Prompt,
     answer_text,
     chat_prompt,
@@ -59,7 +60,7 @@ def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"format": {"type": "text"}, "verbosity": "medium"}
 
 
-def responses_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str | None = None
+def responses_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None
                      ) -> dict[str, Any]:
     """A `response` object as `POST /v1/responses` returns it (no `output_text`: the SDK derives it)."""
     model = str(body["model"])
@@ -67,7 +68,7 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str 
     output: list[dict[str, Any]] = []
     if reasoning_model:
         output.append({"id": new_id("rs_", 48), "type": "reasoning", "summary": []})
-    written = write_within(answer_text(prompt, untranslated), model, body.get("max_output_tokens"))
+    written = write_within(answer_text(prompt, faults), model, body.get("max_output_tokens"))
     if prompt.wants_incomplete:
         # The model spent its whole budget thinking: no message item at all.
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
@@ -104,12 +105,12 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str 
     }
 
 
-def chat_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str | None = None
+def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None
                 ) -> dict[str, Any]:
     """A `chat.completion` object as `POST /v1/chat/completions` returns it."""
     model = str(body["model"])
     limit_name = output_limit_name(body, chat=True)
-    written = write_within(answer_text(prompt, untranslated), model,
+    written = write_within(answer_text(prompt, faults), model,
                            body[limit_name] if limit_name else None)
     if prompt.wants_incomplete:
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
@@ -133,22 +134,22 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt, untranslated: str | Non
     }
 
 
-def _nothing_untranslated() -> None:
-    return None
+def _no_language_faults() -> LanguageFaults:
+    return {}
 
 
 def answer(endpoint: str, body: Mapping[str, Any],
-           untranslated: Callable[[], str | None] = _nothing_untranslated) -> dict[str, Any]:
+           language_faults: Callable[[], LanguageFaults] = _no_language_faults) -> dict[str, Any]:
     """Validate a request for `endpoint` and return the response body; raises ApiError (400/500).
-    `untranslated` is asked, for a structured (translation) answer only, which language to leave
-    untranslated (the fault of that name)."""
+    `language_faults` is asked, for a structured (translation) answer only, which languages to
+    answer wrongly and how (the faults `untranslated_language`, `other_variant_language`)."""
     chat = endpoint != RESPONSES_ENDPOINT
     model = check_chat_request(body) if chat else check_responses_request(body)
     prompt = chat_prompt(body) if chat else responses_prompt(body)
     check_image_support(model, prompt.image_count, chat=chat)
     _refuse_by_marker(prompt)
-    copied = untranslated() if prompt.schema is not None else None
-    return chat_object(body, prompt, copied) if chat else responses_object(body, prompt, copied)
+    faults = language_faults() if prompt.schema is not None else None
+    return chat_object(body, prompt, faults) if chat else responses_object(body, prompt, faults)
 
 
 def _refuse_by_marker(prompt: Prompt) -> None:

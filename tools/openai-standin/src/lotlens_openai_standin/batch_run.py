@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from lotlens_openai_standin.answer_rules import LanguageFaults
 from lotlens_openai_standin.answers import answer, usage_tokens
 from lotlens_openai_standin.api_errors import ApiError, server_error
 from lotlens_openai_standin.files import LINE_BUFFER
@@ -49,11 +50,11 @@ def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> byte
 
 
 def _execute(request: Mapping[str, Any], endpoint: str, fail_substring: str | None,
-             untranslated: Callable[[], str | None]) -> tuple[int, dict[str, Any]]:
+             language_faults: Callable[[], LanguageFaults]) -> tuple[int, dict[str, Any]]:
     try:
         if fail_substring and fail_substring in str(request["custom_id"]):
             raise server_error()
-        return 200, answer(endpoint, request["body"], untranslated)
+        return 200, answer(endpoint, request["body"], language_faults)
     except ApiError as exc:
         return exc.status, exc.body()
 
@@ -82,15 +83,15 @@ def _append(path: Path, size: int, chunk: list[bytes]) -> int:
 
 
 def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail_substring: str | None,
-              seed: str, untranslated: Callable[[], str | None]) -> None:
+              seed: str, language_faults: Callable[[], LanguageFaults]) -> None:
     """Answer the next `count` requests into the result files, in a shuffled order
-    (`untranslated`: the untranslated fault's language for each translation answered)."""
+    (`language_faults`: the language faults of each translation answered)."""
     raws, offset = _read_lines(input_path, state.input_offset, count)
     outputs: list[bytes] = []
     errors: list[bytes] = []
     for raw in raws:
         request = orjson.loads(raw)
-        status, body = _execute(request, endpoint, fail_substring, untranslated)
+        status, body = _execute(request, endpoint, fail_substring, language_faults)
         (outputs if status == 200 else errors).append(_response_line(str(request["custom_id"]), status, body))
         if status == 200:
             state.completed += 1

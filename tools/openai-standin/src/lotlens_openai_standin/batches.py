@@ -221,7 +221,7 @@ class BatchService:
             if due > 0:
                 await anyio.to_thread.run_sync(run_slice, self._input_path(batch), batch.run, due,
                                                batch.endpoint, batch.fail_custom_ids_containing, batch.id,
-                                               self._faults.take_untranslated)
+                                               self._faults.take_language_faults)
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"

@@ -22,7 +22,7 @@ def direct_router(config: StandinConfig, faults: Faults) -> APIRouter:
         body = await read_json_object(request)
         if config.latency_seconds > 0:
             await asyncio.sleep(config.latency_seconds)
-        return JSONResponse(answer(endpoint, body, faults.take_untranslated),
+        return JSONResponse(answer(endpoint, body, faults.take_language_faults),
                             headers={"x-request-id": new_id("req_", 32)})
 
     @router.post(RESPONSES_ENDPOINT)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lotlens_openai_standin.answer_rules import LanguageFaultKind
 from lotlens_openai_standin.api_errors import bad_request
 
 # How the batch ends; `stuck_finalizing` never does: it stays `finalizing` and refuses cancels
@@ -58,15 +59,29 @@ class Faults:
     # N: only the next N translation answers (a batch's lines, each, and direct calls).
     untranslated_language: str | None = None
     untranslated_count: int | None = None
+    # A translation answer writes this Chinese language in the other system's forms (`zh-TW` in
+    # Simplified characters, `zh` in Traditional ones), a model's slip between the two; counted
+    # as `untranslated_count` is.
+    other_variant_language: str | None = None
+    other_variant_count: int | None = None
 
-    def take_untranslated(self) -> str | None:
-        """The language a translation answered now leaves untranslated, consuming one if counted."""
-        language = self.untranslated_language
-        if language is not None and self.untranslated_count is not None:
-            self.untranslated_count -= 1
-            if self.untranslated_count <= 0:
-                self.untranslated_language, self.untranslated_count = None, None
-        return language
+    def take_language_faults(self) -> dict[str, LanguageFaultKind]:
+        """language → how a translation answered now gets it wrong, consuming one of each counted
+        fault (one language with both is left untranslated)."""
+        faults: dict[str, LanguageFaultKind] = {}
+        if self.other_variant_language is not None:
+            faults[self.other_variant_language] = "other_variant"
+            if self.other_variant_count is not None:
+                self.other_variant_count -= 1
+                if self.other_variant_count <= 0:
+                    self.other_variant_language, self.other_variant_count = None, None
+        if self.untranslated_language is not None:
+            faults[self.untranslated_language] = "untranslated"
+            if self.untranslated_count is not None:
+                self.untranslated_count -= 1
+                if self.untranslated_count <= 0:
+                    self.untranslated_language, self.untranslated_count = None, None
+        return faults
 
     def take_batch_outcome(self) -> BatchOutcome | None:
         """The outcome for a batch being created now, consuming one of a counted fault."""
@@ -115,7 +130,9 @@ class Faults:
                 "retry_after_s": list(self.retry_after_s), "rate_limits_sent": self.rate_limits_sent,
                 "api_faults": [dict(e) for e in self.api_faults],
                 "untranslated_language": self.untranslated_language,
-                "untranslated_count": self.untranslated_count}
+                "untranslated_count": self.untranslated_count,
+                "other_variant_language": self.other_variant_language,
+                "other_variant_count": self.other_variant_count}
 
 
 @dataclass
@@ -151,6 +168,8 @@ class FaultsUpdate(BaseModel):
     api_faults: list[ApiFault] = Field(default_factory=list)
     untranslated_language: str | None = None
     untranslated_count: int | None = Field(default=None, ge=1)
+    other_variant_language: str | None = None
+    other_variant_count: int | None = Field(default=None, ge=1)
 
 
 def control_router(faults: Faults, stats: Stats) -> APIRouter:
@@ -172,6 +191,8 @@ def control_router(faults: Faults, stats: Stats) -> APIRouter:
             faults.batch_outcome_count = None
         if "untranslated_language" in sent and "untranslated_count" not in sent:
             faults.untranslated_count = None
+        if "other_variant_language" in sent and "other_variant_count" not in sent:
+            faults.other_variant_count = None
         return faults.as_dict()
 
     @router.get("/faults")

@@ -16,6 +16,9 @@ regions (`az-IR` stays Latin: a model asked for it may well answer so).
 
 Each script's letters are a run of its letters in Unicode's Scripts.txt, 26 of them spread over
 the run (repeated when it is shorter): a generic alphabet, enough for any script LotLens checks.
+Chinese is the exception: a run of Han characters mixes Simplified and Traditional forms, and a
+`zh-TW` text must be in Traditional ones, a `zh` text in Simplified ones, so each system has an
+alphabet of its own (`_CHINESE_ALPHABETS`).
 """
 
 from __future__ import annotations
@@ -35,8 +38,15 @@ _LETTER_RUNS = {
     "Ethi": (0x1200, 0x1248), "Khmr": (0x1780, 0x17A2), "Hang": (0xAC00, 0xD7A3),
     "Hira": (0x3042, 0x3093), "Kana": (0x30A2, 0x30F3), "Hani": (0x4E00, 0x9FFF),
 }
+# 26 pairs from the General List of Simplified Chinese Characters (简化字总表, 1986), each
+# Simplified form beside its Traditional one as Taiwan prints it (爱/愛 ... 业/業): Simplified
+# Chinese is written in the first, Traditional in the second.
+_CHINESE_PAIRS = ("爱愛 备備 笔筆 边邊 长長 车車 东東 动動 对對 风風 国國 过過 会會 见見 进進 来來 "
+                  "马馬 门門 鸟鳥 气氣 时時 书書 为為 问問 学學 业業 ")
+_CHINESE_ALPHABETS = {"Hans": _CHINESE_PAIRS[0::3], "Hant": _CHINESE_PAIRS[1::3]}
+_OTHER_SYSTEM = {"Hans": "Hant", "Hant": "Hans"}
 # ISO 15924 codes for combinations, written in one of their parts (Japanese in hiragana).
-_WRITTEN_IN = {"Jpan": "Hira", "Kore": "Hang", "Hans": "Hani", "Hant": "Hani"}
+_WRITTEN_IN = {"Jpan": "Hira", "Kore": "Hang"}
 # CLDR likelySubtags' script of each language (alone) whose likely script is one of the above.
 _LANGUAGES_BY_SCRIPT = {
     "Cyrl": ("ab abq ady alt av ba be bg bua bxr ce chm crh cu cv dar inh kaa kbd khk kk koi "
@@ -76,6 +86,14 @@ _LANGUAGES_BY_SCRIPT = {
     "Hans": "cmn gan hak hsn lzh nan wuu zh",
     "Hant": "yue",
 }
+# CLDR likelySubtags where a region changes the script of Chinese: zh (and cmn) in Taiwan, Hong
+# Kong, Macao and the places CLDR sees Traditional in use (zh_US → zh_Hant_US), yue in China.
+_REGION_SCRIPTS = {
+    **{(language, region): "Hant" for language in ("zh", "cmn")
+       for region in ("AU", "BN", "GB", "GF", "HK", "ID", "MO", "PA", "PF", "PH", "SR", "TH", "TW", "US",
+                      "VN")},
+    ("yue", "CN"): "Hans",
+}
 _LANGUAGE_SCRIPTS = {language: script for script, languages in _LANGUAGES_BY_SCRIPT.items()
                      for language in languages.split()}
 # What stays as it is: tags and entities.
@@ -85,17 +103,22 @@ _MARKUP = re.compile(r"(<[^>]*>|&#?\w+;)")
 def script_of(tag: str) -> str | None:
     """The script the stand-in writes a language in; None for Latin (left as it is)."""
     subtags = tag.split("-")
+    language = subtags[0].lower()
     named = next((part.title() for part in subtags[1:] if len(part) == 4 and part.isalpha()), None)
-    script = named if named is not None else _LANGUAGE_SCRIPTS.get(subtags[0].lower())
+    region = next((part.upper() for part in subtags[1:] if len(part) == 2 and part.isalpha()), None)
+    script = named or _REGION_SCRIPTS.get((language, region or "")) or _LANGUAGE_SCRIPTS.get(language)
     script = _WRITTEN_IN.get(script or "", script)
-    return script if script in _LETTER_RUNS else None
+    return script if script in _LETTER_RUNS or script in _CHINESE_ALPHABETS else None
 
 
-def in_script(tag: str, text: str) -> str:
-    """`text` with its Latin letters outside tags and entities in the language's script."""
+def in_script(tag: str, text: str, other_variant: bool = False) -> str:
+    """`text` with its Latin letters outside tags and entities in the language's script
+    (`other_variant`: a Chinese language in the other system's forms, the fault of that name)."""
     script = script_of(tag)
     if script is None:
         return text
+    if other_variant:
+        script = _OTHER_SYSTEM.get(script, script)
     table = _latin_to(script)
     pieces = _MARKUP.split(text)
     # The split alternates text to write in the script and markup.
@@ -105,6 +128,8 @@ def in_script(tag: str, text: str) -> str:
 
 def alphabet(script: str) -> str:
     """The 26 letters that stand for a, b, c, ... in `script`."""
+    if script in _CHINESE_ALPHABETS:
+        return _CHINESE_ALPHABETS[script]
     first, last = _LETTER_RUNS[script]
     span = last - first + 1
     step = max(1, span // 26)
