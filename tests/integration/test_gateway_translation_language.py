@@ -1,5 +1,6 @@
 """A translation must be in the language it claims to be: through a real gateway (synchronous lot)
-and the OpenAI stand-in, whose `untranslated_language` fault copies the English into one language."""
+and the OpenAI stand-in, whose `untranslated_language` fault copies the English into one language
+and whose `other_variant_language` fault writes a Chinese language in the other system's forms."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_common.model.han_variants import MIN_VARIANT_MARKS, count_forms
 from lotlens_common.model.scripts import script_letters
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, running_gateway
@@ -106,4 +108,42 @@ def test_a_tag_whose_region_implies_another_script_is_not_judged_by_it(
     lot = describe(sync_gateway, images, languages)
     assert lot["status"] == "completed", lot.get("error_message")
     assert [d["language"] for d in lot["descriptions"]] == languages
+    assert translation_calls(standin) == 1
+
+
+def test_traditional_chinese_written_in_simplified_is_asked_again_then_fails_naming_it(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    # Both systems are Han to the script check: the Simplified text was stored as zh-TW's.
+    standin.faults(other_variant_language="zh-TW")  # every answer writes zh-TW in Simplified forms
+    lot = describe(sync_gateway, images, ["en", "zh-TW", "de"])
+    assert lot["status"] == "failed", lot["descriptions"]
+    assert lot["descriptions"] == []
+    assert lot["error_message"] == (
+        "the model could not describe the lot: the translation is not in the language asked for "
+        "(zh-TW: Simplified characters, Traditional asked for (46 of 46 that differ))")
+    assert translation_calls(standin) == 3  # asked again twice, then given up
+
+
+def test_simplified_chinese_answered_once_in_traditional_is_asked_again_and_completes_in_simplified(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    standin.faults(other_variant_language="zh", other_variant_count=1)
+    lot = describe(sync_gateway, images, ["en", "zh", "zh-HK"])
+    assert lot["status"] == "completed", lot.get("error_message")
+    texts = {d["language"]: d["damages"] for d in lot["descriptions"]}
+    forms = {language: (count_forms(texts[language], "Hans"), count_forms(texts[language], "Hant"))
+             for language in ("zh", "zh-HK")}
+    assert forms["zh"][0] >= MIN_VARIANT_MARKS and forms["zh"][1] == 0, texts["zh"]
+    assert forms["zh-HK"][1] >= MIN_VARIANT_MARKS and forms["zh-HK"][0] == 0, texts["zh-HK"]
+    assert translation_calls(standin) == 2
+
+
+def test_the_stand_in_writes_each_chinese_tag_in_the_forms_it_asks_for(
+        sync_gateway: Gateway, standin: Standin, images: str) -> None:
+    systems = {"zh": "Hans", "zh-Hans": "Hans", "zh-CN": "Hans", "zh-SG": "Hans", "zh-Hant": "Hant",
+               "zh-TW": "Hant", "zh-HK": "Hant", "zh-MO": "Hant", "yue": "Hant"}
+    lot = describe(sync_gateway, images, ["en", *systems])
+    assert lot["status"] == "completed", lot.get("error_message")
+    texts = {d["language"]: d["damages"] for d in lot["descriptions"]}
+    assert {language: count_forms(texts[language], system) >= MIN_VARIANT_MARKS
+            for language, system in systems.items()} == dict.fromkeys(systems, True)
     assert translation_calls(standin) == 1

@@ -9,6 +9,7 @@ from importlib.resources import files
 import orjson
 import pytest
 
+from lotlens_common.model.han_variants import count_forms
 from lotlens_common.model.language_check import wrong_languages
 from lotlens_common.model.languages import is_supported_language
 from lotlens_common.model.scripts import SCRIPT_NAMES
@@ -52,3 +53,24 @@ def test_each_scripts_alphabet_is_26_of_its_letters(script: str) -> None:
     word = _NAMED.get(script, SCRIPT_NAMES[script].upper())
     assert len(letters) == 26 and all(letter.isalpha() for letter in letters)
     assert [unicodedata.name(letter) for letter in letters if word not in unicodedata.name(letter)] == []
+
+
+CHINESE_SYSTEMS = {"zh": "Hans", "zh-Hans": "Hans", "zh-CN": "Hans", "zh-SG": "Hans", "yue-CN": "Hans",
+                   "zh-Hant": "Hant", "zh-TW": "Hant", "zh-HK": "Hant", "zh-MO": "Hant", "yue": "Hant"}
+
+
+@pytest.mark.parametrize("tag", sorted(CHINESE_SYSTEMS))
+def test_chinese_comes_back_in_the_forms_its_tag_asks_for_and_the_fault_writes_the_others(tag: str) -> None:
+    answer, crossed = translated(tag, ENGLISH), translated(tag, ENGLISH, other_variant=True)
+    system = CHINESE_SYSTEMS[tag]
+    other = "Hant" if system == "Hans" else "Hans"
+    assert (count_forms(answer, system), count_forms(answer, other)) == (count_forms(crossed, other), 0)
+    assert wrong_languages(ENGLISH, {tag: answer}) == {}
+    assert list(wrong_languages(ENGLISH, {tag: crossed})) == [tag]
+
+
+def test_the_stand_ins_chinese_alphabets_are_one_system_each_by_lotlens_table() -> None:
+    # The stand-in's 26 pairs are its own; where LotLens' table knows a character, both agree.
+    simplified, traditional = alphabet("Hans"), alphabet("Hant")
+    assert count_forms(simplified, "Hant") == 0 and count_forms(traditional, "Hans") == 0
+    assert count_forms(simplified, "Hans") >= 20 and count_forms(traditional, "Hant") >= 20

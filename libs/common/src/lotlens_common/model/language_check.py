@@ -15,6 +15,9 @@ the text without its tags:
   Latin inside such a text (`BMW`, `VIN WDB1234`, `Toyota Camry`: a word with a digit, in
   capitals, or capitalised among letters of the script) are left out of the count, and a text
   with too few letters left is not judged.
+* Simplified or Traditional: a Chinese text in Han must also be in the forms its tag asks for
+  (`zh-TW` Traditional, `zh-CN` Simplified: `han_variants`), judged by the characters whose two
+  forms differ.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import html
 import re
 from collections.abc import Mapping
 
+from lotlens_common.model.han_variants import SYSTEM_NAMES, expected_variant, variant_problem
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.scripts import SCRIPT_NAMES, expected_script, heavy_letters, script_letters
 
@@ -87,7 +91,13 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
             continue
         script = expected_script(language)
         if script and script_problem(markup, script) is None:
-            continue  # mostly in its script, tags and all: neither a copy of the English nor wrong
+            # Mostly in its script, tags and all: neither a copy of the English nor wrong. But Han
+            # is both Chinese systems: their forms are counted on the markup too (tags are ASCII).
+            variant = expected_variant(language) if script in SYSTEM_NAMES else None
+            problem = variant_problem(markup, variant) if variant else None
+            if problem:
+                problems[language] = problem
+            continue
         text = plain_text(markup)
         if text == english and _english_words(english) > MAX_SAME_WORDS:
             problems[language] = "the English text, untranslated"
