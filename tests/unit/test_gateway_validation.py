@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.validation import Limits, LotRequest, parse_submission
+from lotlens_gateway.validation import Limits, LotRequest, parse_submission, rate_mode
 
 LIMITS = Limits(max_lots=5, max_languages=3, max_sync_images=2, max_lot_id_chars=10)
 
@@ -164,9 +164,10 @@ def test_the_image_limit_applies_to_one_lot_only() -> None:
     assert len(parse_submission({"lots": [lot("a", images=three), lot("b")]}, LIMITS).lots) == 2
 
 
-def test_one_lot_is_the_sync_mode_and_more_the_batch_mode() -> None:
-    assert parse_submission({"lots": [lot("a")]}, LIMITS).mode == "sync"
-    assert parse_submission({"lots": [lot("a"), lot("b")]}, LIMITS).mode == "batch"
+def test_the_rate_bucket_is_known_before_validation() -> None:
+    assert rate_mode({"lots": [{}]}) == "sync"
+    assert rate_mode({"lots": [{}, {}]}) == "batch"
+    assert rate_mode({"lots": "garbage"}) == "batch"
 
 
 def test_the_contract_error_body_carries_details_only_when_there_are_some() -> None:

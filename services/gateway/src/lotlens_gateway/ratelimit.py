@@ -138,22 +138,6 @@ class RateLimiter:
             raise self._too_many(mode, limit, now, known)
         return DueWrite(client_id, mode, tally, slot, limit, now) if due else None
 
-    def refuse_if_full(self, client_id: str, mode: str, now: datetime) -> None:
-        """ApiError 429, counting nothing, when `count` would refuse the request in memory.
-
-        Asked before a request's own checks, which run before it is counted (a request they refuse
-        is not counted): a client past its limit would otherwise have each of its 50,000-lot bodies
-        validated and its webhook hosts resolved, only to be refused afterwards.
-        """
-        limit = self._limit_of(mode)
-        with self._lock:
-            tally = self._tallies.get((client_id, mode))
-            if tally is None or time.monotonic() - tally.written_at >= FLUSH_S:
-                return
-            known = tally.known(self._slots.oldest(now))
-        if sum(known.values()) >= limit:
-            raise self._too_many(mode, limit, now, known)
-
     def settle(self, due: DueWrite) -> None:
         """Write a due count to the shared rows (blocking); ApiError 429 when over the limit."""
         with due.tally.writing:

@@ -2,9 +2,8 @@
 
 The body is read and parsed here rather than by FastAPI so that every failure gets the
 contract's answer: 413 (size), 400 (JSON), 401/403 (signature), the stored answer or 409
-(idempotency key), 413/409/422 (validation, webhook hosts included), 429 (rate: only a valid
-request is counted), then 503 when PostgreSQL cannot take the job's one durable write (the
-outbox; Kafka plays no part in the answer). A job's body is read only when
+(idempotency key), 429 (rate), 413/409/422 (validation), then 503 when PostgreSQL cannot take the job's one
+durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
 `INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. An admitted job body must
 keep a minimum rate once its first seconds are over (408 under it). Before that, a job body from
@@ -63,8 +62,7 @@ T = TypeVar("T")
         "Unreachable images are listed in `missing_images`; a lot with none reachable ends `failed`. "
         "An optional `Idempotency-Key` header makes retries safe: the same key and body replay the first "
         "answer (header `Idempotent-Replayed: true`), another body under the key is a 409. Rate limits "
-        "per client in any 60 s (a sliding window): 100 synchronous, 10 batch requests; a request refused "
-        "by validation (413, 409, 422) is not counted."),
+        "per client in any 60 s (a sliding window): 100 synchronous, 10 batch requests."),
     status_code=201,
     response_model=schemas.BatchAccepted,
     responses={
@@ -138,16 +136,13 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
             return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
     job_id = str(uuid.uuid4())
     try:
-        deps.limiter.refuse_if_full(client_id, rate_mode(document), deps.clock())
+        await deps.count_request(client_id, rate_mode(document))
         submission = await run_in_threadpool(parse_submission, document, deps.limits)
         if not submission.is_synchronous:
             with on_behalf_of(client_id):
                 await refuse_private_webhooks(submission.webhook_urls, deps.resolve,
                                               settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
                                               settings.max_webhook_hosts_checked)
-        # Counted once valid: a request refused 413/409/422 used up one of the client's requests
-        # (the webhook hosts' 422 among them), though a refused request is not counted (429).
-        await deps.count_request(client_id, submission.mode)
         bind_log_context(job_id=job_id)
         status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
     except BaseException:
@@ -156,8 +151,9 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         raise
     if key is not None and submission.is_synchronous:
         await _keep_answer(deps, client_id, key, status, body)
-    deps.metrics.generation_requests.labels(mode=submission.mode).inc()
-    deps.metrics.generation_duration.labels(mode=submission.mode).observe(time.perf_counter() - started)
+    mode = "sync" if submission.is_synchronous else "batch"
+    deps.metrics.generation_requests.labels(mode=mode).inc()
+    deps.metrics.generation_duration.labels(mode=mode).observe(time.perf_counter() - started)
     return JSONResponse(body, status_code=status, headers=headers)
 
 

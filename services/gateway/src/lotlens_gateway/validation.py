@@ -62,18 +62,13 @@ class Submission:
         return len(self.lots) == 1
 
     @property
-    def mode(self) -> str:
-        """Its rate-limit bucket and metrics label: `sync` or `batch`."""
-        return "sync" if self.is_synchronous else "batch"
-
-    @property
     def webhook_urls(self) -> tuple[str, ...]:
         """The distinct webhook URLs of the lots, in first-seen order."""
         return tuple(dict.fromkeys(lot.webhook for lot in self.lots if lot.webhook))
 
 
 def rate_mode(document: dict[str, Any]) -> str:
-    """The rate-limit bucket a submission will be counted in if valid, known before validation."""
+    """The rate-limit bucket of a submission, known before validation: `sync` or `batch`."""
     lots = document.get("lots")
     return "sync" if isinstance(lots, list) and len(lots) == 1 else "batch"
 
