@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +238,14 @@ def test_without_a_key_nothing_is_sent_and_the_exit_status_is_2(
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["--help"]) == 0
     assert "LOTLENS_CLIENT_KEY" in capsys.readouterr().out
+
+
+def test_lots_all_into_a_reader_that_leaves_stops_quietly_with_status_0(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # `lotlens lots JOB --all | head -1`: the reader gone, the next write raised BrokenPipeError,
+    # reported as a usage error (exit 2, "[Errno 32] Broken pipe").
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with capsys.disabled(), open(write_end, "w", encoding="utf-8", buffering=1) as broken:
+        monkeypatch.setattr(sys, "stdout", broken)
+        assert run(lots_pages(), "lots", JOB_ID, "--all") == 0

@@ -212,6 +212,11 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
             answer = COMMANDS[args.command](client, args, sys.stderr)
             if answer is not None:
                 emit(answer, sys.stdout)
+    except BrokenPipeError:
+        # The reader left (`lotlens lots JOB --all | head`): stop quietly, as Unix tools do. What is
+        # still buffered goes nowhere, so the interpreter's last flush raises nothing either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except (UsageError, ValueError, OSError, httpx2.InvalidURL) as exc:  # OSError: the --download file
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE

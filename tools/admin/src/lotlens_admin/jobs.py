@@ -90,7 +90,7 @@ def _retries(stage: StageLine) -> list[str]:
 
 
 def _nth(attempt: int) -> str:
-    suffix = {1: "st", 2: "nd", 3: "rd"}.get(attempt if attempt < 20 else attempt % 10, "th")
+    suffix = "th" if attempt % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(attempt % 10, "th")
     return f"{attempt}{suffix}"
 
 
