@@ -92,9 +92,35 @@ def test_a_short_text_is_not_judged_until_enough_characters_differ() -> None:
 
 def test_regions_where_both_systems_are_in_use_are_not_judged_by_either() -> None:
     # CLDR's likely script for zh-US and zh-AU is Traditional, for nan-TW Simplified: Chinese
-    # there is written both ways, as Taiwanese Hokkien is in Traditional characters.
-    answers = {"zh-US": SIMPLIFIED, "zh-AU": SIMPLIFIED, "nan-TW": TRADITIONAL, "zh-MY": TRADITIONAL}
+    # there is written both ways, as Taiwanese Hokkien is in Traditional characters. Canada's,
+    # Latin America's and Europe's Chinese too (a review found them held to Simplified).
+    answers = {"zh-US": SIMPLIFIED, "zh-AU": SIMPLIFIED, "nan-TW": TRADITIONAL, "zh-MY": TRADITIONAL,
+               "zh-CA": TRADITIONAL, "zh-419": TRADITIONAL, "zh-FR": TRADITIONAL, "zh-JP": TRADITIONAL}
     assert list(wrong_languages(ENGLISH, answers)) == ["zh-MY"]
+
+
+def test_cantonese_in_singapore_is_traditional_as_its_script_check_and_cldr_say() -> None:
+    # The region table held yue-SG to Simplified (zh-SG's standard) while CLDR, the script check
+    # and the stand-in say Traditional: every right answer was asked again, then failed.
+    assert wrong_languages(ENGLISH, {"yue-SG": TRADITIONAL}) == {}
+    assert list(wrong_languages(ENGLISH, {"yue-SG": SIMPLIFIED})) == ["yue-SG"]
+
+
+def test_japanese_or_korean_named_in_han_is_not_held_to_a_chinese_system() -> None:
+    # 国 and 会 are Japanese forms as much as Simplified Chinese ones.
+    japanese = "<p>" + "国会の会議の後、体育会の医学部の学生が区の旧車を見た。" * 2 + "</p>"
+    assert wrong_languages(ENGLISH, {"ja-Hant": japanese, "ko-Hant": TRADITIONAL}) == {}
+
+
+def test_a_list_whose_tags_outweigh_its_han_labels_is_judged_on_its_text() -> None:
+    # Bold labels in a list: the markup's Latin tag letters failed the script check on the markup,
+    # the text passed it as Han, and its forms were never counted: Simplified stored as zh-TW.
+    items = ["前保险杠", "发动机盖", "左前大灯", "后视镜", "车门", "挡风玻璃"]
+    markup = "<ul>" + "".join(f"<li><strong>{item}</strong>：凹陷</li>" for item in items) + "</ul>"
+    assert list(wrong_languages(ENGLISH, {"zh-TW": markup})) == ["zh-TW"]
+    to_traditional = str.maketrans("险杠发动机盖灯后视镜车门挡风", "險槓發動機蓋燈後視鏡車門擋風")
+    traditional = markup.translate(to_traditional)
+    assert wrong_languages(ENGLISH, {"zh-TW": traditional}) == {}
 
 
 def test_the_table_holds_only_han_characters_each_in_one_system() -> None:

@@ -56,7 +56,8 @@ def test_each_scripts_alphabet_is_26_of_its_letters(script: str) -> None:
 
 
 CHINESE_SYSTEMS = {"zh": "Hans", "zh-Hans": "Hans", "zh-CN": "Hans", "zh-SG": "Hans", "yue-CN": "Hans",
-                   "zh-Hant": "Hant", "zh-TW": "Hant", "zh-HK": "Hant", "zh-MO": "Hant", "yue": "Hant"}
+                   "zh-MY": "Hans", "zh-Hant": "Hant", "zh-TW": "Hant", "zh-HK": "Hant", "zh-MO": "Hant",
+                   "yue": "Hant", "yue-SG": "Hant"}
 
 
 @pytest.mark.parametrize("tag", sorted(CHINESE_SYSTEMS))

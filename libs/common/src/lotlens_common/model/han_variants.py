@@ -58,11 +58,11 @@ SYSTEM_NAMES = {"Hans": "Simplified", "Hant": "Traditional"}
 # Sinitic languages is Simplified everywhere (`nan-TW`, `hak-TW` too), though Taiwanese
 # Hokkien and Hakka are written in Traditional characters; they are judged when the tag names it.
 _JUDGED_LANGUAGES = frozenset({"zh", "cmn", "yue"})
-# Where one system is the official written standard (CLDR territoryInfo: zh_Hant official in TW,
-# HK, MO; zh_Hans in CN, SG): there it is expected, also of `yue-CN`. Elsewhere a region whose
-# CLDR likely script is not the language's own (`zh-US`, `zh-AU`: Hant) is written both ways
-# and not judged, as `scripts.expected_script` does for `az-IR`.
-_STANDARD_IN = {"TW": "Hant", "HK": "Hant", "MO": "Hant", "CN": "Hans", "SG": "Hans"}
+# Where one system is the written standard (CLDR territoryInfo: zh_Hant official in TW, HK, MO;
+# zh_Hans in CN, SG and taught in MY) the tag's CLDR likely script is expected: Traditional for
+# `yue-SG`, Simplified for `zh-SG`. Chinese elsewhere (`zh-US`, `zh-CA`, `zh-419`) is written
+# both ways and not judged, as `scripts.expected_script` does for `az-IR`.
+_STANDARD_IN = frozenset({"TW", "HK", "MO", "CN", "SG", "MY"})
 
 
 def _forms(table: str) -> tuple[str, str]:
@@ -82,15 +82,15 @@ def expected_variant(tag: str) -> str | None:
     not judged (not Chinese, or a region where both are in use)."""
     language = langcodes.Language.get(tag, normalize=False)
     if language.script is not None:
-        return language.script if language.script in SYSTEM_NAMES else None
+        # Named, it is judged for a Chinese language only: `ja-Hant` is Japanese in old forms,
+        # whose 国 and 会 are not Simplified Chinese.
+        chinese = langcodes.Language.make(language=language.language).maximize().script in SYSTEM_NAMES
+        return language.script if chinese and language.script in SYSTEM_NAMES else None
     if language.language not in _JUDGED_LANGUAGES:
         return None
-    own = langcodes.Language.make(language=language.language).maximize().script
     if language.territory is None:
-        return own
-    if language.territory in _STANDARD_IN:
-        return _STANDARD_IN[language.territory]
-    return own if language.maximize().script == own else None
+        return langcodes.Language.make(language=language.language).maximize().script
+    return language.maximize().script if language.territory in _STANDARD_IN else None
 
 
 def count_forms(text: str, variant: str) -> int:

@@ -91,18 +91,24 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
             continue
         script = expected_script(language)
         if script and script_problem(markup, script) is None:
-            # Mostly in its script, tags and all: neither a copy of the English nor wrong. But Han
-            # is both Chinese systems: their forms are counted on the markup too (tags are ASCII).
-            variant = expected_variant(language) if script in SYSTEM_NAMES else None
-            problem = variant_problem(markup, variant) if variant else None
-            if problem:
-                problems[language] = problem
-            continue
-        text = plain_text(markup)
-        if text == english and _english_words(english) > MAX_SAME_WORDS:
-            problems[language] = "the English text, untranslated"
-            continue
-        problem = script_problem(text, script) if script else None
+            # Mostly in its script, tags and all: neither a copy of the English nor wrong, but
+            # maybe in the other Chinese system (their forms are counted on the markup too: tags
+            # are ASCII).
+            problem = _variant_problem(language, script, markup)
+        else:
+            text = plain_text(markup)
+            if text == english and _english_words(english) > MAX_SAME_WORDS:
+                problem = "the English text, untranslated"
+            else:
+                problem = script_problem(text, script) if script else None
+                if script and problem is None:  # a list's Latin tags outweighed its Han labels
+                    problem = _variant_problem(language, script, text)
         if problem:
             problems[language] = problem
     return problems
+
+
+def _variant_problem(language: str, script: str, text: str) -> str | None:
+    """What is wrong with a text in Han script for a tag that asks for Simplified or Traditional."""
+    variant = expected_variant(language) if script in SYSTEM_NAMES else None
+    return variant_problem(text, variant) if variant else None
