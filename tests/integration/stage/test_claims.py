@@ -16,8 +16,10 @@ from sqlalchemy import Engine, text
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
+from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, TranslationWork
 from tests.conftest import new_id, rows_read
+from tests.integration.plan_support import executed
 
 STAGE = "translation"
 
@@ -210,3 +212,24 @@ def test_a_lot_sent_back_after_its_job_was_cancelled_is_never_sent_again(engine:
     work.requeue(job_id, [lot.lot_id for lot in claimed], "rate limited")  # the batch failed meanwhile
     assert _statuses(engine, job_id) == {"lot-0": store.CANCELLED, "lot-1": store.CANCELLED}
     assert [job for job in work.waiting_jobs() if job.job_id == job_id] == []
+
+
+def test_lots_failed_for_good_with_a_reason_each_are_settled_in_one_statement(engine: Engine) -> None:
+    # Reasons carry each lot's detail ("46 of 46 that differ", "none of its 3 images"): one UPDATE
+    # per reason was one per lot, 5,000 a chunk when a model release failed a whole job.
+    job_id = new_id("job-")
+    _enqueue(engine, job_id, 300)
+    work = _work_store(engine)
+    claimed = work.claim(job_id, new_id("translation-"), 300, _all)
+    settlement = Settlement.empty()
+    for lot in claimed:
+        settlement.failed[f"zh-TW: Simplified characters ({lot.lot_id})"] = [lot.lot_id]
+
+    statements = executed(engine, lambda: work.settle(job_id, settlement))
+
+    updates = [statement for statement, _ in statements if statement.lstrip().upper().startswith("UPDATE")]
+    assert len(updates) == 1, len(updates)
+    with engine.connect() as conn:
+        states = store.lot_states(conn, STAGE, job_id)
+    assert {(state.status, state.last_error) for state in states} == {
+        ("failed", f"zh-TW: Simplified characters ({lot.lot_id})") for lot in claimed}

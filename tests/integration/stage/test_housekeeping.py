@@ -17,6 +17,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters import postgres_prune
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import VisionWork
@@ -188,7 +189,7 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
         # Lots waiting for a shard are open however old.
         conn.execute(update(stage_lots).where(stage_lots.c.job_id.in_(
             [jobs["collected-by-place"], jobs["queued"]])).values(updated_at=old))
-        store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+        postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
     assert left == {"open", "recent", "batch-running", "queued"}
@@ -206,7 +207,7 @@ def test_a_job_cancelled_before_any_lot_reached_the_stage_is_pruned_after_the_re
         store.cancel_job(conn, "vision", kept)
         conn.execute(update(stage_jobs).where(stage_jobs.c.job_id == old)
                      .values(updated_at=utc_now() - timedelta(days=20)))
-        store.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+        postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
         rows = conn.execute(select(stage_jobs.c.job_id).where(stage_jobs.c.job_id.in_([old, kept])))
         left = set(rows.scalars())
     assert left == {kept}

@@ -185,7 +185,8 @@ class WorkStore(Protocol[W]):
         ...
 
     def save_prepared(self, job_id: str, settled: Sequence[str], changed: Sequence[LotWork[W]]) -> None:
-        """Lots settled by preparation are done; new work (e.g. image verdicts) is kept."""
+        """Lots preparation settled without failing them are done; new work (e.g. image verdicts) is kept
+        (the ones it failed go through `settle`, with their reasons)."""
         ...
 
     def requeue(self, job_id: str, lot_ids: Sequence[str], reason: str | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Text, any_, bindparam, func, select, text, update
@@ -192,6 +191,19 @@ def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str]
                      .values(status=status, updated_at=func.now(), last_error=error))
 
 
+def fail(conn: Connection, stage: str, job_id: str, failed: Mapping[str, Sequence[str]]) -> None:
+    """Fail lots for good, each with its reason, in one statement: reasons name each lot's detail
+    (the languages it got wrong, its images), so a statement per reason was one per lot."""
+    if failed:
+        conn.execute(text("""
+            UPDATE stage_lots AS l SET status = :failed, last_error = v.reason, updated_at = now()
+              FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, reason text)
+             WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
+            {"failed": FAILED, "stage": stage, "job_id": job_id,
+             "rows": json_rows({"lot_id": lot_id, "reason": reason}
+                               for reason, lot_ids in failed.items() for lot_id in lot_ids)})
+
+
 def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
             error: str | None = None, sent: bool = True) -> None:
     """Send lots of a shard back to the end of their job's queue, freed from the shard.
@@ -367,30 +379,3 @@ def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str
          "shard_id": shard_id, "waiting": WAITING})
     return [_lot(row, work_type) for row in rows]
 
-
-def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
-    """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
-
-    With no shard of the job building or submitted, a lot still in a shard (`submitted`, or
-    waiting at a claimed place) is in a collected one: settled. A shard's last change counts as
-    its lots' (a claim does not write them). A job with no lots in the stage (cancelled before any
-    reached it) settled when its row last changed.
-
-    The read models keep the results; these rows only matter while a job is in flight, and
-    without pruning every query of the stage would wade through all the jobs ever run.
-    """
-    finished = text(f"""
-        SELECT j.job_id FROM stage_jobs j LEFT JOIN stage_lots l ON l.stage = j.stage AND l.job_id = j.job_id
-         WHERE j.stage = :stage
-           AND NOT EXISTS (SELECT 1 FROM stage_shards s WHERE s.stage = :stage AND s.job_id = j.job_id
-                              AND (s.status IN ('building', 'submitted') OR s.updated_at >= :before))
-         GROUP BY j.job_id, j.updated_at
-        HAVING NOT coalesce(bool_or({IN_QUEUE}), false)
-           AND coalesce(max(l.updated_at), j.updated_at) < :before
-        LIMIT :limit""")
-    job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
-                   .scalars())
-    if job_ids:
-        for table in (stage_lots, stage_shards, stage_jobs):
-            conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(job_ids)))
-    return len(job_ids)

@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
-from lotlens_common.stage.adapters import postgres_locks
+from lotlens_common.stage.adapters import postgres_locks, postgres_prune
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -128,8 +128,7 @@ class PostgresWorkStore(Generic[W]):
                 sql.requeue(conn, self.stage, job_id, lot_ids, reason)
             for reason, lot_ids in settlement.unsent.items():
                 sql.requeue(conn, self.stage, job_id, lot_ids, reason, sent=False)
-            for reason, lot_ids in settlement.failed.items():
-                sql.set_status(conn, self.stage, job_id, lot_ids, sql.FAILED, reason)
+            sql.fail(conn, self.stage, job_id, settlement.failed)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             sql.save_work(conn, self.stage, settlement.rework)
 
@@ -163,4 +162,4 @@ class PostgresWorkStore(Generic[W]):
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
         with self.engine.begin() as conn:
-            return sql.prune(conn, self.stage, settled_before)
+            return postgres_prune.prune(conn, self.stage, settled_before)
