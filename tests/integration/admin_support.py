@@ -14,9 +14,18 @@ from tests.conftest import ROOT
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
 
 
+# A broker that refuses every connection, and how long a command waits on it: the operator's
+# `KAFKA_COMMAND_TIMEOUT_S` (default 10 s), short, since only the line and exit code are checked.
+REFUSING_KAFKA = "127.0.0.1:1"
+REFUSING_KAFKA_TIMEOUT_S = 2.0
+
+
 def admin_env(kafka_bootstrap: str, database_url: str, topics: TopicSettings | None = None) -> dict[str, str]:
-    """The environment the services read, aimed at this test's infrastructure."""
+    """The environment the services read, aimed at this test's infrastructure (a refusing broker
+    waited on for `REFUSING_KAFKA_TIMEOUT_S`)."""
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "DATABASE_URL": database_url}
+    if kafka_bootstrap == REFUSING_KAFKA:
+        env["KAFKA_COMMAND_TIMEOUT_S"] = str(REFUSING_KAFKA_TIMEOUT_S)
     if topics is not None:
         env.update({f"LOTLENS_TOPIC_{name.upper()}": getattr(topics, name) for name in TOPIC_NAMES})
     return env

@@ -3,6 +3,8 @@ traceback (SREs run it exactly then). Both dependencies are a refused port on lo
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from lotlens_admin.cli import main
@@ -11,9 +13,14 @@ from lotlens_admin.cli import main
 def test_kafka_that_does_not_answer_is_one_line_and_exit_code_3(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    # The operator's wait for Kafka (default 10 s), short: a refused broker is all this checks.
+    monkeypatch.setenv("KAFKA_COMMAND_TIMEOUT_S", "1")
+    started = time.monotonic()
     assert main(["dlq", "list"]) == 3
     err = capsys.readouterr().err
     assert err.startswith("lotlens-admin: Kafka did not answer") and "Traceback" not in err
+    # The setting is what bounds the wait: the 10 s default would not be over yet.
+    assert time.monotonic() - started < 8.0
 
 
 def test_postgresql_that_does_not_answer_is_one_line_and_exit_code_3(

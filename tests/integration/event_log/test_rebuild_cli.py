@@ -14,7 +14,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK
 from lotlens_result_store.shadow import SHADOW, TABLES, shadow_exists
-from tests.integration.admin_support import admin_env, run_admin
+from tests.integration.admin_support import REFUSING_KAFKA, admin_env, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
 pytestmark = pytest.mark.integration
@@ -167,7 +167,7 @@ def test_status_shows_a_shadow_left_by_a_release_that_recorded_no_skipped_events
 def test_a_rebuild_with_kafka_down_is_one_line_on_stderr(own_engine: Engine, own_database: str,
                                                          topics: TopicSettings) -> None:
     # 581 lines of librdkafka's "Connection refused" came before the rebuild's own.
-    done = run_admin(admin_env("127.0.0.1:1", own_database, topics), "projections", "rebuild", "--no-swap")
+    done = run_admin(admin_env(REFUSING_KAFKA, own_database, topics), "projections", "rebuild", "--no-swap")
     lines = done.stderr.splitlines()
     assert done.returncode == 3 and len(lines) == 1, (done.returncode, len(lines), lines[:2])
     assert lines[0].startswith("lotlens-admin: Kafka did not answer")

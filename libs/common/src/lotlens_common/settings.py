@@ -81,6 +81,9 @@ class KafkaSettings(BaseSettings):
     # A producer whose messages got no delivery report for this long while a broker answers is
     # replaced (librdkafka can keep a partition it saw without a leader waiting for good).
     producer_stall_s: float = 20.0
+    # How long an operator command (`lotlens-admin dlq`, `projections rebuild`) waits for each
+    # metadata or offsets answer before it reports in one line that Kafka did not answer.
+    command_timeout_s: float = Field(default=10.0, gt=0)
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

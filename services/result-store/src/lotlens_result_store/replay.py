@@ -80,13 +80,14 @@ class RecordLog:
 
     def watermarks(self) -> dict[Partition, tuple[int, int]]:
         """(first, end) offset of every partition of the record topics, now."""
-        consumer = self.consumer()
+        consumer, timeout_s = self.consumer(), self._kafka.command_timeout_s
         try:
             found: dict[Partition, tuple[int, int]] = {}
-            metadata = consumer.list_topics(timeout=30)
+            metadata = consumer.list_topics(timeout=timeout_s)
             for topic in self._topics:
                 for partition in metadata.topics[topic].partitions:
-                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+                    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                               timeout=timeout_s)
                     found[(topic, partition)] = (int(low), int(high))
             return found
         finally:

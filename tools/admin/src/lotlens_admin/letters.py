@@ -69,8 +69,10 @@ class Letters:
         return done.state if done else OPEN
 
 
-def read_letters(kafka: KafkaSettings, topic: str, timeout_s: float = 10.0) -> Letters:
-    """Read the whole dead-letter topic, from its start to its current end."""
+def read_letters(kafka: KafkaSettings, topic: str) -> Letters:
+    """Read the whole dead-letter topic, from its start to its current end (each wait for Kafka at
+    most `kafka.command_timeout_s`)."""
+    timeout_s = kafka.command_timeout_s
     consumer = Consumer({**kafka.client_config(), "group.id": f"lotlens-admin-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
     try:
