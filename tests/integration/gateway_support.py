@@ -197,7 +197,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
         with serve_app(create_app(deps), gw_settings) as url:
             yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
     finally:
-        deps.relay.stop()
+        deps.relay.stop(gw_settings.shutdown_relay_s)  # as `__main__` stops it
         reads.dispose()
 
 
