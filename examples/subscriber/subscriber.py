@@ -102,8 +102,13 @@ def handle(results: Results, message: Message) -> None:
 def run(args: argparse.Namespace, stopping: list[int]) -> None:
     """Consume until `stopping` gets a signal."""
     results = Results(args.db)
-    consumer = Consumer({"bootstrap.servers": args.bootstrap, "group.id": args.group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    config = {"bootstrap.servers": args.bootstrap, "group.id": args.group,
+              "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    if args.instance_id:
+        # Static membership: restarted under the same name after a crash, it takes its partitions
+        # back at once; without it they wait for the dead member's session to expire (45 s).
+        config["group.instance.id"] = args.instance_id
+    consumer = Consumer(config)
     consumer.subscribe(args.topics.split(","))
     log.info("subscribed to %s as group %s", args.topics, args.group)
     try:
@@ -129,6 +134,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:19092", help="Kafka bootstrap servers")
     parser.add_argument("--group", default="acme-lot-results", help="this subscriber's own consumer group")
     parser.add_argument("--db", default="lot-results.sqlite3", help="where the results are kept")
+    parser.add_argument("--instance-id", default=None,
+                        help="this instance's stable name in the group (static membership; one per instance)")
     parser.add_argument("--topics", default="lotlens.vision,lotlens.translation,lotlens.completions",
                         help="comma-separated public topics (LotFailed, TranslationCompleted, JobCompleted)")
     stopping: list[int] = []

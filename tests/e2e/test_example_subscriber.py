@@ -36,13 +36,16 @@ class Subscriber:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, group: str, log: str) -> None:
-        """Start in `group`, logging to `log`; returns once it has subscribed."""
+        """Start in `group`, logging to `log`; returns once it has subscribed.
+
+        Always as one instance (static membership, as the README advises): restarted after its
+        SIGKILL without it, it waited 45 s for the killed member's session to expire."""
         self.log = self.log.with_name(log)
         topics = self._stack.topics
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, str(SUBSCRIBER), "--bootstrap", self._stack.infra.kafka_bootstrap,
-                 "--group", group, "--db", str(self.db),
+                 "--group", group, "--db", str(self.db), "--instance-id", "acme-subscriber-1",
                  "--topics", f"{topics.vision},{topics.translation},{topics.completions}"],
                 cwd=ROOT, stdout=out, stderr=out)
         deadline = time.monotonic() + 30
