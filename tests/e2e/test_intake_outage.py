@@ -17,10 +17,8 @@ from typing import Any
 
 import httpx2
 import pytest
-from confluent_kafka import Consumer
 from sqlalchemy import Engine, func, select
 
-from lotlens_common.envelope import decode
 from lotlens_common.events import JobCompleted
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.signing import sign
@@ -28,6 +26,7 @@ from lotlens_common.tables import descriptions, jobs, lots, stage_lots
 from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
+from tests.events import read_to_end
 from tests.private_kafka import PrivateKafka, private_kafka
 
 pytestmark = pytest.mark.e2e
@@ -83,24 +82,17 @@ def status(stack: Stack, job_id: str) -> str:
     return str(answer.json()["status"])
 
 
-def completions(bootstrap: str, topic: str) -> list[str]:
-    """Job ids of every JobCompleted on the topic."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": new_id("outage-"),
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    found: list[str] = []
-    idle_until = time.monotonic() + 10
-    try:
-        while time.monotonic() < idle_until:
-            for message in consumer.consume(1000, 1.0):
-                if message.error() is None:
-                    envelope = decode(message.value() or b"")
-                    if isinstance(envelope.event, JobCompleted):
-                        found.append(envelope.job_id)
-                    idle_until = time.monotonic() + 5
-    finally:
-        consumer.close()
-    return found
+def completions(bootstrap: str, topic: str, expected: list[str], timeout_s: float = 60.0) -> list[str]:
+    """Job ids of every JobCompleted on the topic, read to its end once every expected job is
+    announced (a duplicate published before then is counted). It used to read until the topic had
+    been quiet for 5 s, at least 10 s in all: waiting that found nothing the end offsets miss."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = [envelope.job_id for envelope in read_to_end(bootstrap, topic)
+                 if isinstance(envelope.event, JobCompleted)]
+        if set(expected) <= set(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_kafka_stopped_for_40_s_during_20_submissions_loses_nothing_and_runs_nothing_refused(
@@ -150,7 +142,7 @@ def test_kafka_stopped_for_40_s_during_20_submissions_loses_nothing_and_runs_not
         assert staged.first() is None
         assert conn.execute(select(func.count()).select_from(jobs)).scalar() == SUBMISSIONS
 
-    announced = completions(broker.bootstrap, stack.topics.completions)
+    announced = completions(broker.bootstrap, stack.topics.completions, accepted)
     assert sorted(announced) == sorted(accepted)  # each job announced exactly once
     # Nothing of the refused lot reached a stage (above), so nothing of it was sent to the model;
     # every batch file of the accepted jobs is deleted at the stand-in once collected.
