@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from lotlens_common.ops import SHUTDOWN_POLL_S
+
 # Below the kernel's ephemeral range (32768-60999 here): a port the kernel hands out with `bind(0)`
 # is also what it picks for outgoing connections, so a client reconnecting in a loop (librdkafka
 # to a stopped broker, every 50 ms) could take it before the server that was given it binds.
@@ -70,7 +72,8 @@ def png(width: int = 32, height: int = 24, rgb: tuple[int, int, int] = (200, 40,
 def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """Run a handler on a free loopback port in a thread; yields the base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # Its `shutdown()` waits for the loop's next look (0.5 s apart by default) in every teardown.
+    thread = threading.Thread(target=server.serve_forever, args=(SHUTDOWN_POLL_S,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"
