@@ -55,6 +55,8 @@ bench: infra
 	@$(INFRA_ENV) && $(PY) -m bench $(BENCH_ARGS)
 
 # Seeded fault schedules against an isolated stack (not part of `make test`, which runs one short
-# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed.
+# seed): CHAOS_ARGS="--seed 7 --seeds 1" reruns one seed. Then the soak tests (`-m soak`), which
+# `make test` leaves out.
 chaos: infra
 	@$(INFRA_ENV) && $(PY) -m chaos $(CHAOS_ARGS)
+	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider -m soak tests/chaos
