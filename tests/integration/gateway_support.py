@@ -43,6 +43,7 @@ from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
+from tests.events import read_to_end
 from tests.network_guard import stub_resolver
 from tests.servers import free_port
 
@@ -308,3 +309,17 @@ def wait_published(gateway: Gateway, engine: Engine, job_id: str) -> None:
                 return
         assert time.monotonic() < deadline, "the relay did not publish the job's events"
         time.sleep(0.2)
+
+
+def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelope]:
+    """Every event on `topic` once the relay has published each of its outbox rows: all there is.
+    (Asking Kafka for one message more than was due waited out the whole timeout.)"""
+    deadline = time.monotonic() + 120
+    query = select(func.count()).select_from(outbox).where(outbox.c.topic == topic,
+                                                           outbox.c.published_at.is_(None))
+    while True:
+        with engine.connect() as conn:
+            if conn.execute(query).scalar_one() == 0:
+                return read_to_end(bootstrap, topic)
+        assert time.monotonic() < deadline, f"the relay did not publish the rows of {topic}"
+        time.sleep(0.1)
