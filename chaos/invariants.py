@@ -54,6 +54,7 @@ def check(
     engine: Engine,
     out: Submitted,
     receiver: WebhookReceiver,
+    poison: int,
     timeout_s: float,
 ) -> list[str]:
     """Every invariant of the run; the list of violations (empty: the run passed)."""
@@ -64,7 +65,7 @@ def check(
     violations += _batches(stack)
     violations += _webhooks(stack, out, statuses, receiver)
     violations += _deliveries(engine, statuses)
-    violations += _dead_letters(stack)
+    violations += _dead_letters(stack, poison)
     violations += _event_ids(stack, out)
     return violations
 
@@ -206,10 +207,10 @@ def _occurrence(envelope: Envelope) -> tuple[str, ...]:
     return (envelope.type, envelope.job_id, *about)
 
 
-def _dead_letters(stack: ChaosStack) -> list[str]:
+def _dead_letters(stack: ChaosStack, poison: int) -> list[str]:
     found = read_letters(KafkaSettings(bootstrap_servers=stack.kafka_bootstrap), stack.topics.dead_letter)
     letters = found.letters
-    want = stack.poisoned * SUBMISSION_GROUPS
+    want = poison * SUBMISSION_GROUPS
     odd = [
         f"{letter.group}:{letter.reason}:{letter.error[:80]}"
         for letter in letters

@@ -79,12 +79,12 @@ def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
     return shutdown
 
 
-def inject_poison(stack: ChaosStack) -> None:
-    """One message no consumer can read, on the submissions topic (counted in `stack.poisoned`)."""
+def inject_poison(stack: ChaosStack) -> int:
+    """One message no consumer can read, on the submissions topic; returns how many were sent."""
     producer = EventProducer(KafkaSettings(bootstrap_servers=stack.kafka_bootstrap), "chaos")
     producer.publish_raw(stack.topics.submissions, b"chaos-poison", b"{not an event", [])
     producer.flush()
-    stack.poisoned += 1
+    return 1
 
 
 @dataclass(frozen=True)
@@ -107,62 +107,51 @@ def run_seeds(
 ) -> list[RunResult]:
     """Run the seeds one after another on one stack (started once, removed at the end); each seed
     has its own jobs and faults, and its invariants are checked before the next one starts."""
+    schedules = {seed: faults(seed, plan.fault_count, plan.kinds) for seed in seeds}
     stack = ChaosStack(database_url, state / "stack")
-    if any(f.kind in NETWORK_KINDS for seed in seeds for f in faults(seed, plan.fault_count, plan.kinds)):
+    if any(f.kind in NETWORK_KINDS for chosen in schedules.values() for f in chosen):
         stack.network = Toxiproxy(toxiproxy_binary(ROOT), state / "toxiproxy.log")
     results: list[RunResult] = []
-    try:
-        stack.up()
-        run_seeds_on(stack, seeds, plan, results, on_result)
-    except Exception as exc:  # a run that cannot go on fails its current seed, with the reason
-        log.exception("chaos run aborted")
-        if len(results) < len(seeds):
-            seed = seeds[len(results)]
-            aborted = RunResult(seed, faults=faults(seed, plan.fault_count, plan.kinds))
-            aborted.violations.append(f"run aborted: {exc!r}")
-            results.append(aborted)
-            on_result(aborted)
-    finally:
-        stack.down()
-        try:
-            if any(r.violations for r in results):  # kept for diagnosis, named in the log
-                log.warning("keeping schema and topics %s for diagnosis", stack.name)
-            else:
-                stack.drop()
-        except Exception as exc:  # cleanup after a broken broker or database is best effort
-            log.warning("cleanup of %s: %s", stack.name, exc)
-    return results
-
-
-def run_seeds_on(
-    stack: ChaosStack,
-    seeds: list[int],
-    plan: Plan,
-    results: list[RunResult],
-    on_result: Callable[[RunResult], None] = lambda _: None,
-) -> None:
-    """Run the seeds one after another on a started stack, each seed's result appended to `results`
-    (a seed that fails has the reason among its violations; the next one still runs). `make test`
-    runs its short seed this way on the stack its other chaos tests share (each stack start is
-    half a minute on 2 cores)."""
+    current: RunResult | None = None
     with image_host() as images, webhook_receiver() as receiver:
         receiver.respond = answer
-        engine, client = stack.engine(), stack.client()
         try:
+            stack.up()
+            engine = stack.engine()
+            client = stack.client()
+            poison = 0
             for seed in seeds:
-                result = RunResult(seed, faults=faults(seed, plan.fault_count, plan.kinds))
+                current = RunResult(seed, faults=schedules[seed])
                 started = time.monotonic()
                 try:
-                    inject_poison(stack)
-                    _one_seed(stack, engine, client, images, receiver, result, plan)
+                    poison += inject_poison(stack)
+                    _one_seed(stack, engine, client, images, receiver, current, poison, plan)
                 except Exception as exc:  # the seed fails with the reason; the next one still runs
                     log.exception("seed %d aborted", seed)
-                    result.violations.append(f"seed aborted: {exc!r}")
-                result.seconds = time.monotonic() - started
-                results.append(result)
-                on_result(result)
-        finally:
+                    current.violations.append(f"seed aborted: {exc!r}")
+                current.seconds = time.monotonic() - started
+                results.append(current)
+                on_result(current)
+                current = None
             engine.dispose()
+        except Exception as exc:  # a run that cannot go on fails its current seed, with the reason
+            log.exception("chaos run aborted")
+            if current is None and len(results) < len(seeds):
+                current = RunResult(seeds[len(results)], faults=schedules[seeds[len(results)]])
+            if current is not None:
+                current.violations.append(f"run aborted: {exc!r}")
+                results.append(current)
+                on_result(current)
+        finally:
+            stack.down()
+            try:
+                if any(r.violations for r in results):  # kept for diagnosis, named in the log
+                    log.warning("keeping schema and topics %s for diagnosis", stack.name)
+                else:
+                    stack.drop()
+            except Exception as exc:  # cleanup after a broken broker or database is best effort
+                log.warning("cleanup of %s: %s", stack.name, exc)
+    return results
 
 
 def _one_seed(
@@ -172,6 +161,7 @@ def _one_seed(
     images: str,
     receiver: WebhookReceiver,
     result: RunResult,
+    poison: int,
     plan: Plan,
 ) -> None:
     """One seed's workload and faults on the running stack, then its invariants."""
@@ -207,7 +197,7 @@ def _one_seed(
     result.jobs = len(out.accepted)
     # The probe jobs first: the invariants look at every batch at the stand-in, theirs included.
     wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)
-    result.violations += check(stack, engine, out, receiver, plan.settle_s)
+    result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
     result.probe_s = list(zip([f.label for f in result.faults], probe_seconds(engine, measured), strict=True))
     result.violations += stack.revive()
     result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]

@@ -55,8 +55,6 @@ class ChaosStack:
     # Set: the services reach Kafka, PostgreSQL and the stand-in through its proxies (network faults).
     network: Toxiproxy | None = None
     kafka: PrivateKafka | None = None
-    # Poison messages injected so far: the dead-letter topic must hold exactly their letters.
-    poisoned: int = 0
 
     @property
     def kafka_bootstrap(self) -> str:

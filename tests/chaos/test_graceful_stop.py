@@ -28,10 +28,16 @@ pytestmark = pytest.mark.e2e
 SERVICES = {"gateway", *CONSUMERS}
 
 
-@pytest.fixture()
-def stack(chaos_stack: ChaosStack) -> ChaosStack:
-    """The tier's shared chaos stack (tests/chaos/conftest.py)."""
-    return chaos_stack
+@pytest.fixture(scope="module")
+def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosStack]:
+    """A chaos stack (no proxies) for this module's tests."""
+    running = ChaosStack(infra.database_url, tmp_path_factory.mktemp("graceful") / "stack")
+    try:
+        running.up()
+        yield running
+    finally:
+        running.down()
+        running.drop()
 
 
 def test_every_service_stops_by_itself_within_its_grace_when_idle(stack: ChaosStack) -> None:
