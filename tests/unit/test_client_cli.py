@@ -246,6 +246,18 @@ def test_lots_all_into_a_reader_that_leaves_stops_quietly_with_status_0(
     # reported as a usage error (exit 2, "[Errno 32] Broken pipe").
     read_end, write_end = os.pipe()
     os.close(read_end)
-    with capsys.disabled(), open(write_end, "w", encoding="utf-8", buffering=1) as broken:
+    with open(write_end, "w", encoding="utf-8", buffering=1) as broken:
         monkeypatch.setattr(sys, "stdout", broken)
         assert run(lots_pages(), "lots", JOB_ID, "--all") == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_broken_pipe_elsewhere_than_stdout_is_still_an_error(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # A download into a FIFO whose reader died is a truncated file, not a success.
+    def broken(*_args: Any) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli.LotLensClient, "download_results", broken)
+    assert run(FakeApi(), "results", JOB_ID, "--download", "/tmp/fifo") == 2
+    assert "Broken pipe" in capsys.readouterr().err

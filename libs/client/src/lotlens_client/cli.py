@@ -115,11 +115,24 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-def emit(value: Any, out: TextIO) -> None:
+class ReaderGone(Exception):
+    """Whoever read stdout left (`lotlens lots JOB --all | head`)."""
+
+
+def printed(text: str) -> None:
+    """Write to stdout; ReaderGone when its reader has left."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError as exc:
+        raise ReaderGone from exc
+
+
+def emit(value: Any) -> None:
     """Print a model (or plain JSON) as indented JSON."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
-    out.write(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n")
+    printed(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n")
 
 
 def progress_line(status: JobStatus) -> str:
@@ -181,7 +194,7 @@ def _lots(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
     # One lot a line, written as each page arrives: a 50,000-lot job is never held whole.
     for lot in client.iter_lots(args.job_id, args.status, args.limit, args.offset):
         line = json.dumps(dataclasses.asdict(lot), ensure_ascii=False, default=_json_default)
-        sys.stdout.write(line + "\n")
+        printed(line + "\n")
     return None
 
 
@@ -211,11 +224,14 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
         with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
             answer = COMMANDS[args.command](client, args, sys.stderr)
             if answer is not None:
-                emit(answer, sys.stdout)
-    except BrokenPipeError:
-        # The reader left (`lotlens lots JOB --all | head`): stop quietly, as Unix tools do. What is
-        # still buffered goes nowhere, so the interpreter's last flush raises nothing either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                emit(answer)
+    except ReaderGone:
+        # Stop quietly, as Unix tools do; what is still buffered goes nowhere, so the interpreter's
+        # last flush raises nothing either. (A broken pipe anywhere else, a --download into a FIFO
+        # whose reader died, is an error below.)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return EXIT_OK
     except (UsageError, ValueError, OSError, httpx2.InvalidURL) as exc:  # OSError: the --download file
         sys.stderr.write(f"lotlens: {exc}\n")
