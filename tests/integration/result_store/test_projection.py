@@ -339,6 +339,28 @@ def test_webhook_events_record_every_attempt_and_the_final_status(engine: Engine
     assert attempts == 7
 
 
+def test_a_deliverys_first_attempt_dates_it_however_its_attempts_are_batched(
+        engine: Engine, apply: Apply) -> None:
+    # Only a batch's newest attempt of a delivery was written, so a delivery whose two attempts
+    # came in one batch was dated by the second: live and rebuilt read models differed.
+    job_id, together, apart = new_id("job-"), new_id("dlv-"), new_id("dlv-")
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+    def attempt(delivery_id: str, n: int) -> Envelope:
+        return Envelope(client_id="c", event=WebhookAttempted(
+            job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempt=n,
+            attempted_at=t0 + timedelta(minutes=n - 1), succeeded=False, status_code=503,
+            latency_ms=12.5, error="HTTP 503", next_attempt_at=t0 + timedelta(minutes=n)))
+
+    apply([attempt(together, 1), attempt(together, 2)])
+    apply([attempt(apart, 1)])
+    apply([attempt(apart, 2)])
+    with engine.connect() as conn:
+        dated = dict(conn.execute(select(webhook_deliveries.c.id, webhook_deliveries.c.created_at)
+                                  .where(webhook_deliveries.c.batch_job_id == job_id)).all())
+    assert dated == {together: t0, apart: t0}
+
+
 def test_a_late_attempt_never_reopens_a_delivered_webhook(engine: Engine, apply: Apply) -> None:
     job_id, delivery_id = new_id("job-"), new_id("dlv-")
     at = datetime(2026, 3, 1, tzinfo=UTC)

@@ -9,6 +9,7 @@ give-up (a manual redelivery) is the stronger fact, so `delivered` may follow `f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy import Connection, text
 
@@ -33,11 +34,12 @@ UPSERT_ATTEMPTED = text(f"""
 INSERT INTO webhook_deliveries AS d (id, batch_job_id, webhook_url, status, attempt_count, created_at,
                                      last_attempt_at, last_status_code, last_latency_ms, error_message,
                                      next_attempt_at)
-SELECT v.id, v.job_id, v.url, 'pending', v.attempt, v.attempted_at, v.attempted_at, v.status_code,
+SELECT v.id, v.job_id, v.url, 'pending', v.attempt, v.first_attempted_at, v.attempted_at, v.status_code,
        v.latency_ms, v.error, v.next_attempt_at
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-     AS v(id text, job_id text, url text, attempt int, attempted_at timestamptz, status_code int,
-          latency_ms float8, error text, next_attempt_at timestamptz)
+     AS v(id text, job_id text, url text, attempt int, first_attempted_at timestamptz,
+          attempted_at timestamptz, status_code int, latency_ms float8, error text,
+          next_attempt_at timestamptz)
 ON CONFLICT (id) DO UPDATE SET
     attempt_count = greatest(d.attempt_count, excluded.attempt_count),
     created_at = least(d.created_at, excluded.created_at),
@@ -77,16 +79,21 @@ def project_attempted(conn: Connection, envelopes: Sequence[Envelope], _changes:
     """Record every attempt, and the newest one on its delivery."""
     every = latest_events(envelopes, WebhookAttempted, lambda e: (e.delivery_id, e.attempt))
     newest: dict[str, WebhookAttempted] = {}
+    # The delivery is dated by its earliest attempt however the attempts were batched: dated by the
+    # batch's newest, live and rebuilt read models differed.
+    first: dict[str, datetime] = {}
     for event in every:
         if event.delivery_id not in newest or event.attempt >= newest[event.delivery_id].attempt:
             newest[event.delivery_id] = event
+        first[event.delivery_id] = min(first.get(event.delivery_id, event.attempted_at), event.attempted_at)
     execute(conn, "insert_webhook_attempts", INSERT_ATTEMPTS, {"rows": json_rows(
         {"delivery_id": e.delivery_id, "attempt": e.attempt, "attempted_at": e.attempted_at,
          "succeeded": e.succeeded, "status_code": e.status_code, "latency_ms": e.latency_ms,
          "error": e.error, "response_body": e.response_body} for e in every)})
     execute(conn, "upsert_webhook_deliveries", UPSERT_ATTEMPTED, {"rows": json_rows(
         {"id": e.delivery_id, "job_id": e.job_id, "url": e.webhook_url, "attempt": e.attempt,
-         "attempted_at": e.attempted_at, "status_code": e.status_code, "latency_ms": e.latency_ms,
+         "first_attempted_at": first[e.delivery_id], "attempted_at": e.attempted_at,
+         "status_code": e.status_code, "latency_ms": e.latency_ms,
          "error": e.error, "next_attempt_at": e.next_attempt_at} for e in newest.values())})
 
 
