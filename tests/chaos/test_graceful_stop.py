@@ -140,9 +140,9 @@ def test_a_seeded_run_of_graceful_stops_of_every_service_breaks_no_invariant(
         infra: Infra, tmp_path: Path) -> None:
     """Soak: run by `make chaos`, not `make test` (95 s on a stack of its own, a third of the chaos
     tier). Its deterministic short siblings stay in `make test`: each of the five services stopped
-    idle and the vision-batcher mid-check (above), the translator, webhook-dispatcher and
-    vision-batcher stopped mid-job with the job completing (tests/e2e/test_batch_pipeline.py), the
-    gateway's drain (tests/e2e/test_gateway_stop.py)."""
+    idle and the vision-batcher mid-check (above), the translator, webhook-dispatcher,
+    vision-batcher and result-store stopped early in a job with the job completing and announced
+    once (tests/e2e/test_batch_pipeline.py), the gateway's drain (tests/e2e/test_gateway_stop.py)."""
     # Seed 1's five faults are the deck's first round: SIGTERM to each of the five services, while
     # the seed's jobs, synchronous calls, cancellations and webhooks go on.
     plan = Plan(fault_count=5, kinds=("sigterm",), jobs=4, max_lots=300, settle_s=300)

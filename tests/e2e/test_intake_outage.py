@@ -89,12 +89,13 @@ def completions(bootstrap: str, topic: str, engine: Engine, expected: list[str],
     acknowledgement timed out went out before that flag, so it is counted. (Read at the first
     end holding every id instead, a copy landing later passed as none.)"""
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         with engine.connect() as conn:
             published = conn.execute(select(func.count()).select_from(jobs).where(
                 jobs.c.job_id.in_(expected), jobs.c.completion_published)).scalar()
         if published == len(expected):
             break
+        assert time.monotonic() < deadline, f"{published} of {len(expected)} announcements acknowledged"
         time.sleep(0.5)
     return [envelope.job_id for envelope in read_to_end(bootstrap, topic)
             if isinstance(envelope.event, JobCompleted)]

@@ -254,7 +254,8 @@ def test_lots_all_into_a_reader_that_leaves_stops_quietly_with_status_0(
 
 def test_a_broken_pipe_elsewhere_than_stdout_is_still_an_error(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    # A download into a FIFO whose reader died is a truncated file, not a success.
+    # Only stdout's reader leaving is a quiet success; a broken pipe anywhere else (the client's
+    # own connection, say) is an error, as before.
     def broken(*_args: Any) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 

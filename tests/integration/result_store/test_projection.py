@@ -361,6 +361,34 @@ def test_a_deliverys_first_attempt_dates_it_however_its_attempts_are_batched(
     assert dated == {together: t0, apart: t0}
 
 
+def test_an_attempt_published_twice_reads_alike_in_one_batch_or_two(engine: Engine, apply: Apply) -> None:
+    # A dispatcher killed between publishing attempt 1 and recording it publishes it again as
+    # `interrupted`, later. Across batches the first copy stayed (DO NOTHING, `least`); in one batch
+    # the last copy won: a rebuild and the live store disagreed.
+    job_id, together, apart = new_id("job-"), new_id("dlv-"), new_id("dlv-")
+    t0 = datetime(2026, 3, 2, tzinfo=UTC)
+
+    sent = ((t0, 503, "HTTP 503"), (t0 + timedelta(seconds=20), None, "interrupted"))
+
+    def copies(delivery_id: str) -> list[Envelope]:
+        return [Envelope(client_id="c", event=WebhookAttempted(
+            job_id=job_id, delivery_id=delivery_id, webhook_url=HOOK, attempt=1, attempted_at=at,
+            succeeded=False, status_code=status, latency_ms=12.5, error=error, next_attempt_at=None))
+            for at, status, error in sent]
+
+    apply(copies(together))
+    first, second = copies(apart)
+    apply([first])
+    apply([second])
+    with engine.connect() as conn:
+        dated = dict(conn.execute(select(webhook_deliveries.c.id, webhook_deliveries.c.created_at)
+                                  .where(webhook_deliveries.c.batch_job_id == job_id)).all())
+        errors = dict(conn.execute(select(webhook_attempts.c.delivery_id, webhook_attempts.c.error)
+                                   .where(webhook_attempts.c.delivery_id.in_([together, apart]))).all())
+    assert dated == {together: t0, apart: t0}
+    assert errors == {together: "HTTP 503", apart: "HTTP 503"}
+
+
 def test_a_late_attempt_never_reopens_a_delivered_webhook(engine: Engine, apply: Apply) -> None:
     job_id, delivery_id = new_id("job-"), new_id("dlv-")
     at = datetime(2026, 3, 1, tzinfo=UTC)

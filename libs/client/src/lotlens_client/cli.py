@@ -227,8 +227,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
                 emit(answer)
     except ReaderGone:
         # Stop quietly, as Unix tools do; what is still buffered goes nowhere, so the interpreter's
-        # last flush raises nothing either. (A broken pipe anywhere else, a --download into a FIFO
-        # whose reader died, is an error below.)
+        # last flush raises nothing either. (A broken pipe anywhere else is an error below.)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)

@@ -17,7 +17,7 @@ from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
 from lotlens_result_store.changes import JobChanges
-from lotlens_result_store.grouping import latest_events
+from lotlens_result_store.grouping import event_of, latest_events
 from lotlens_result_store.metrics import execute
 
 INSERT_ATTEMPTS = text("""
@@ -76,16 +76,24 @@ ON CONFLICT (id) DO UPDATE SET
 
 
 def project_attempted(conn: Connection, envelopes: Sequence[Envelope], _changes: JobChanges) -> None:
-    """Record every attempt, and the newest one on its delivery."""
-    every = latest_events(envelopes, WebhookAttempted, lambda e: (e.delivery_id, e.attempt))
-    newest: dict[str, WebhookAttempted] = {}
-    # The delivery is dated by its earliest attempt however the attempts were batched: dated by the
-    # batch's newest, live and rebuilt read models differed.
+    """Record every attempt, and the newest one on its delivery.
+
+    However a delivery's events were batched, live or in a rebuild, the outcome is the same: an
+    attempt published twice (a dispatcher killed between publishing it and recording it sends it
+    again as `interrupted`) keeps its first copy, as `ON CONFLICT DO NOTHING` does across batches,
+    and the delivery is dated by the earliest copy of any attempt, as `least` does across batches.
+    """
+    events = [event_of(envelope, WebhookAttempted) for envelope in envelopes]
+    first_copies: dict[tuple[str, int], WebhookAttempted] = {}
     first: dict[str, datetime] = {}
-    for event in every:
+    for event in events:
+        first_copies.setdefault((event.delivery_id, event.attempt), event)
+        first[event.delivery_id] = min(first.get(event.delivery_id, event.attempted_at), event.attempted_at)
+    every = [first_copies[key] for key in sorted(first_copies)]  # key order is lock order
+    newest: dict[str, WebhookAttempted] = {}
+    for event in latest_events(envelopes, WebhookAttempted, lambda e: (e.delivery_id, e.attempt)):
         if event.delivery_id not in newest or event.attempt >= newest[event.delivery_id].attempt:
             newest[event.delivery_id] = event
-        first[event.delivery_id] = min(first.get(event.delivery_id, event.attempted_at), event.attempted_at)
     execute(conn, "insert_webhook_attempts", INSERT_ATTEMPTS, {"rows": json_rows(
         {"delivery_id": e.delivery_id, "attempt": e.attempt, "attempted_at": e.attempted_at,
          "succeeded": e.succeeded, "status_code": e.status_code, "latency_ms": e.latency_ms,
