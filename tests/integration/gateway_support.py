@@ -199,6 +199,9 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
             yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
     finally:
         deps.relay.stop(gw_settings.shutdown_relay_s)  # as `__main__` stops it
+        # Then the round it cut short, waiting on a broker that is down: left running, it read the
+        # outbox during the next test (whose idle relay then saw two reads in 2 s).
+        assert deps.relay.join(30), "the outbox relay outlived its gateway"
         reads.dispose()
 
 

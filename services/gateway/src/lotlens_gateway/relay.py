@@ -144,6 +144,13 @@ class Relay:
         if self._thread is not None:
             self._thread.join(timeout_s)
 
+    def join(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the loop a `stop` ended; whether it has ended. (A stop waits
+        no longer than its budget, so a round waiting on an unreachable Kafka can outlast it.)"""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        return self._thread is None or not self._thread.is_alive()
+
     def last_rounds(self) -> Outcome:
         """Rounds until every topic is drained or the stop's deadline passes; the last outcome.
 
