@@ -165,29 +165,42 @@ def wait_until_waiting(engine: Engine, query: str, answers: list[Any]) -> None:
         time.sleep(0.05)
 
 
-def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_it(
-        gateway: Stack, stack_engine: Engine) -> None:
-    lots = [{"lot_id": new_id("held"), "additional_info": "Car", "images": [{"url": "http://127.0.0.1:9/a.png"}]}
-            for _ in range(2)]
-    submission = body(gateway, lots)
-    key = {"Idempotency-Key": str(uuid.uuid4())}
-    with stack_engine.connect() as holder:
-        # The job's write waits on this lock past the drain, and is committed after the cut.
-        holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+def job_cut_while_locked(gateway: Stack, engine: Engine, submission: dict[str, Any], key: dict[str, str],
+                         table: str, query: str) -> tuple[Any, int]:
+    """Submit a job whose `query` waits on a lock of `table` past the drain, stop the gateway, and
+    let the statement through after the cut: the request's answer (or error) and the exit code."""
+    with engine.connect() as holder:
+        holder.execute(text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
         thread, answers = in_background(lambda: httpx2.post(
             f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
             timeout=EXIT_WITHIN_S))
-        wait_until_waiting(stack_engine, "COPY outbox", answers)
+        wait_until_waiting(engine, query, answers)
         process, written = sigterm(gateway)
         wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
         holder.commit()
     thread.join(EXIT_WITHIN_S)
     code = process.wait(EXIT_WITHIN_S)
     [first] = answers
+    return first, code
+
+
+def retried_after_restart(gateway: Stack, submission: dict[str, Any], key: dict[str, str]) -> httpx2.Response:
+    """The gateway started again (as another replica would take the retry) and the job sent again."""
     gateway.start("gateway")
     wait_healthy(gateway.url, gateway.processes, gateway.log_tail)
-    retry = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
-                        timeout=30)
+    return httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
+                       timeout=30)
+
+
+def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_it(
+        gateway: Stack, stack_engine: Engine) -> None:
+    lots = [{"lot_id": new_id("held"), "additional_info": "Car", "images": [{"url": "http://127.0.0.1:9/a.png"}]}
+            for _ in range(2)]
+    submission = body(gateway, lots)
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    # The job's write waits on the lock past the drain, and is committed after the cut.
+    first, code = job_cut_while_locked(gateway, stack_engine, submission, key, "outbox", "COPY outbox")
+    retry = retried_after_restart(gateway, submission, key)
     with stack_engine.connect() as conn:
         written_jobs = jobs_of(conn, gateway.client_id)
     first_seen = (first.status_code, job_of(first)) if isinstance(first, httpx2.Response) \
@@ -211,25 +224,12 @@ def test_a_job_cut_while_its_key_is_reserved_releases_the_key_and_its_retry_runs
              "images": [{"url": "http://127.0.0.1:9/a.png"}]} for _ in range(2)]
     submission = body(gateway, lots)
     key = {"Idempotency-Key": str(uuid.uuid4())}
-    with stack_engine.connect() as holder:
-        # The key's reservation waits on this lock past the drain, and is committed after the cut:
-        # the request is cut before its job's write began.
-        holder.execute(text("LOCK TABLE idempotency_keys IN EXCLUSIVE MODE"))
-        thread, answers = in_background(lambda: httpx2.post(
-            f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
-            timeout=EXIT_WITHIN_S))
-        wait_until_waiting(stack_engine, "INSERT INTO idempotency_keys", answers)
-        process, written = sigterm(gateway)
-        wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
-        holder.commit()
-    thread.join(EXIT_WITHIN_S)
-    code = process.wait(EXIT_WITHIN_S)
-    [first] = answers
+    # The key's reservation waits on the lock past the drain, and is committed after the cut: the
+    # request is cut before its job's write began.
+    first, code = job_cut_while_locked(gateway, stack_engine, submission, key, "idempotency_keys",
+                                       "INSERT INTO idempotency_keys")
     held = key_rows(stack_engine, gateway.client_id, key["Idempotency-Key"])
-    gateway.start("gateway")
-    wait_healthy(gateway.url, gateway.processes, gateway.log_tail)
-    retry = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
-                        timeout=30)
+    retry = retried_after_restart(gateway, submission, key)
     with stack_engine.connect() as conn:
         written_jobs = jobs_of(conn, gateway.client_id)
     first_seen = (first.status_code, first.json()["code"]) if isinstance(first, httpx2.Response) \

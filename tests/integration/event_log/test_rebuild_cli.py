@@ -77,16 +77,21 @@ def test_a_shadow_projected_by_other_code_is_not_resumed(
     assert _lots(own_engine) == 2
 
 
-def test_an_event_newer_than_the_code_is_one_line_with_its_position_and_can_be_skipped_on_purpose(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
-    # It was a 30-line traceback ending in a tuple repr of the position, and no option got past it:
-    # topics are kept for good, so one rogue event blocked every rebuild for ever.
+def publish_with_a_future_event(publisher: EventProducer, topics: TopicSettings) -> None:
+    """A two-lot job's events, then a JobCancelled of a version newer than this code knows."""
     script = job_script(2)
     publish(publisher, topics, script)
     future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
                            "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
     publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
     publisher.flush()
+
+
+def test_an_event_newer_than_the_code_is_one_line_with_its_position_and_can_be_skipped_on_purpose(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # It was a 30-line traceback ending in a tuple repr of the position, and no option got past it:
+    # topics are kept for good, so one rogue event blocked every rebuild for ever.
+    publish_with_a_future_event(publisher, topics)
     stopped = run_admin(env, "projections", "rebuild", "--no-swap", "--allow-skipped")
     assert stopped.returncode == 1 and "Traceback" not in stopped.stderr, stopped.stderr[-3000:]
     last = stopped.stderr.strip().splitlines()[-1]
@@ -107,12 +112,7 @@ def test_the_advice_for_an_event_newer_than_the_code_is_what_the_newer_release_a
     # The stop said "run the rebuild with the release that wrote it" and EVENT_LOG.md "(the progress
     # is kept)"; but that release changes the event models, part of the projection version, so it
     # refuses to resume this shadow: only --restart works with it.
-    script = job_script(2)
-    publish(publisher, topics, script)
-    future = orjson.dumps({"event_id": "e", "type": "JobCancelled", "version": 99, "job_id": script.job_id,
-                           "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
-    publisher.publish_raw(topics.submissions, script.job_id.encode(), future, [])
-    publisher.flush()
+    publish_with_a_future_event(publisher, topics)
     stopped = run_admin(env, "projections", "rebuild", "--no-swap")
     assert stopped.returncode == 1, stopped.stderr[-2000:]
     advice = stopped.stderr.strip().splitlines()[-1]
