@@ -36,12 +36,21 @@ def pytest_configure(config: pytest.Config) -> None:
         network_guard.install()
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Whole-stack tests, and the chaos tier's private brokers behind toxiproxy, are grouped to run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Soak tests run only when the mark expression names them (`make chaos`: `-m soak`): an
+    `addopts` of `-m "not soak"` was replaced by any `-m` a developer gave (`PYTEST_ARGS="-m
+    integration"` ran the soak runs too).
+
+    Whole-stack tests, and the chaos tier's private brokers behind toxiproxy, are grouped to run
     one at a time in one worker (`--dist loadgroup`): each starts JVMs or every service. With
     pytest 9.2 and pytest-xdist 3.8 the group is not honoured (pytest-dev/pytest-xdist#1386:
     xdist's `@stack` suffix on `_nodeid` is no longer read), so two run at once, one per worker,
     and pass; the mark stays for when the fix lands."""
+    if "soak" not in config.option.markexpr:
+        soak = [item for item in items if item.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("soak")]
     for item in items:
         if item.get_closest_marker("e2e") or item.path.is_relative_to(ROOT / "tests" / "chaos"):
             item.add_marker(pytest.mark.xdist_group("stack"))
