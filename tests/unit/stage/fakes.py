@@ -154,6 +154,10 @@ class FakeStore:
         if self.shards_by_id[shard_id].status == "submitted":
             self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_status=batch_status)
 
+    def note_unreadable(self, shard_id: str, reason: str | None) -> None:
+        if self.shards_by_id[shard_id].status == "submitted":
+            self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], unreadable=reason)
+
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], status=status,
                                               batch_status=batch_status)

@@ -186,6 +186,16 @@ stage_shards = Table(
     Column("first_place", BigInteger),
     Column("last_place", BigInteger),
     Column("estimated_tokens", BigInteger, nullable=False, server_default="0"),
+    # Set by the stage while the shard's batch cannot be read by id (401/403/404) and no listing
+    # told its fate: the shard holds the stage paused (`lotlens-admin shards paused`).
+    Column("unreadable_since", DateTime(timezone=True)),
+    Column("unreadable_reason", Text),
+    # An operator's decision on such a shard (`lotlens-admin shards release`): `resend` or `fail`,
+    # who, when and why; the stage carries it out and closes the shard (batch_status `released`).
+    Column("release", Text),
+    Column("released_by", Text),
+    Column("released_at", DateTime(timezone=True)),
+    Column("release_reason", Text),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     Index("ix_stage_shards_status", "stage", "status"),

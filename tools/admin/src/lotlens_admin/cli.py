@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from confluent_kafka import KafkaException
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from lotlens_admin import clients, dlq, jobs, projections
+from lotlens_admin import clients, dlq, jobs, projections, shards
 from lotlens_admin.clients import BadConfiguration
 from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.producer import PublishError
@@ -23,7 +23,8 @@ from lotlens_common.producer import PublishError
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Groups are added here as they are built (e.g. `dlq`, `projections`).
-GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register, jobs.register)
+GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register, jobs.register,
+                                shards.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,8 +20,10 @@ from lotlens_common.model.errors import ModelError, ModelOutputError, ModelReque
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
+from lotlens_common.stage.key import KEY_REFUSED
 from lotlens_common.stage.ports import Shard, Stage
 from lotlens_common.stage.record import STAGE_KEY
+from lotlens_common.stage.release import carry_out
 from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.submit import forget_file
 from lotlens_common.stage.traced import lots_span, openai_call, shard_context
@@ -44,6 +46,11 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
     collected (the runner sends what became due meanwhile).
     """
     submitted = stage.store.shards("submitted")
+    # A shard no longer submitted holds no pause: one released and carried out by another
+    # instance (or collected by it) kept this one paused until it restarted.
+    open_ids = {shard.shard_id for shard in submitted} | {KEY_REFUSED}
+    for shard_id in stage.unreadable.keys() - open_ids:
+        del stage.unreadable[shard_id]
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
     by_status: dict[str, int] = {}
     for shard in submitted:
@@ -75,6 +82,8 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str 
     """Read the batch first and take the shard's lock only to act on it: a running batch (the
     usual case, every poll) costs one read and no lock, re-read or commit of ours."""
     assert shard.batch_id is not None  # a submitted shard always has its batch
+    if shard.release is not None:  # an operator's decision: the batch is not read again
+        return await carry_out(stage, shard, cancelled)
     job_trace = shard_context(stage.store, shard)
     action = await _look(stage, shard, cancelled, job_trace)
     if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
@@ -146,6 +155,7 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
     try:
         with openai_call("batches.retrieve", {"lotlens.batch_id": shard.batch_id}, job_trace):
             batch = await stage.batches.retrieve_batch(shard.batch_id)
+        _note_readable(stage, shard)
         return lifecycle.for_submitted(batch, cancelled, time.time(), max_age)
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
@@ -163,15 +173,33 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
             listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, LISTING_PAGES)
     except ModelError as exc:
         log.error("listing batches failed too (%s): still paused", exc)
+        _note_unreadable(stage, shard, f"reading it answered {read.reason}; listing the stage's "
+                                       "batches failed too")
         return read
     ids = [str(batch["id"]) for batch in listed]
     ours_seen = bool(stage.store.known_batches([i for i in ids if i != shard.batch_id]))
     action = lifecycle.for_listing(listed, shard.batch_id, ours_seen, cancelled, time.time(), max_age)
-    if not isinstance(action, lifecycle.LookUp):
-        del stage.unreadable[shard.shard_id]
-        log.warning("batch %s of shard %s found by listing: %s", shard.batch_id, shard.shard_id,
-                    type(action).__name__)
+    if isinstance(action, lifecycle.LookUp):
+        _note_unreadable(stage, shard, f"reading it answered {read.reason}; {action.reason}")
+        return action
+    del stage.unreadable[shard.shard_id]
+    _note_readable(stage, shard)
+    log.warning("batch %s of shard %s found by listing: %s", shard.batch_id, shard.shard_id,
+                type(action).__name__)
     return action
+
+
+def _note_unreadable(stage: Stage[Any], shard: Shard, reason: str) -> None:
+    """Put the pause on the shard's row, where `lotlens-admin shards paused` reads it (this
+    process's memory was the only trace of it, and the on-call could not tell which shard, nor
+    release it); written when the reason changes, not at every poll."""
+    if shard.unreadable != reason:
+        stage.store.note_unreadable(shard.shard_id, reason)
+
+
+def _note_readable(stage: Stage[Any], shard: Shard) -> None:
+    if shard.unreadable is not None:
+        stage.store.note_unreadable(shard.shard_id, None)
 
 
 async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], cancelled: bool) -> None:

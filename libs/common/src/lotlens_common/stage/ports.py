@@ -103,6 +103,10 @@ class Shard:
     status: str
     batch_id: str | None
     batch_status: str | None
+    # Why its batch cannot be read, as the stage recorded it (None: readable, or never tried).
+    unreadable: str | None = None
+    # An operator's decision on it (`lifecycle.RESEND` or `FAIL`), not carried out yet.
+    release: str | None = None
 
 
 @dataclass
@@ -201,6 +205,10 @@ class WorkStore(Protocol[W]):
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         """Remember the batch's latest status (only while the shard is submitted)."""
+        ...
+
+    def note_unreadable(self, shard_id: str, reason: str | None) -> None:
+        """Record why the shard's batch cannot be read (None: it can be again), for on-call."""
         ...
 
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:

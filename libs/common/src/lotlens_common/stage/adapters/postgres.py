@@ -259,8 +259,7 @@ def shards(conn: Connection, stage: str, status: str) -> list[Shard]:
     rows = conn.execute(select(stage_shards).where(
         stage_shards.c.stage == stage, stage_shards.c.status == status)
         .order_by(stage_shards.c.created_at))
-    return [Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status)
-            for r in rows]
+    return [_shard(r) for r in rows]
 
 
 def shard_status(conn: Connection, shard_id: str) -> str | None:
@@ -359,8 +358,12 @@ def job_known(conn: Connection, stage: str, job_id: str) -> bool:
 def shard(conn: Connection, shard_id: str) -> Shard | None:
     """One shard, if it is on record."""
     r = conn.execute(select(stage_shards).where(stage_shards.c.shard_id == shard_id)).first()
-    return None if r is None else Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status,
-                                        r.batch_id, r.batch_status)
+    return None if r is None else _shard(r)
+
+
+def _shard(r: Any) -> Shard:
+    return Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status,
+                 r.unreadable_reason, r.release)
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],

@@ -10,7 +10,7 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
-from lotlens_common.stage.adapters import postgres_locks, postgres_prune
+from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_release
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -109,6 +109,11 @@ class PostgresWorkStore(Generic[W]):
         """The batch's latest status."""
         with self.engine.begin() as conn:
             sql.note_batch_status(conn, shard_id, batch_status)
+
+    def note_unreadable(self, shard_id: str, reason: str | None) -> None:
+        """Why the shard's batch cannot be read (None: it can be again)."""
+        with self.engine.begin() as conn:
+            postgres_release.note_unreadable(conn, shard_id, reason)
 
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
         """The shard is finished."""

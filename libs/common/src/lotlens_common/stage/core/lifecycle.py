@@ -10,7 +10,9 @@ when its job was cancelled or it outlived `max_age_s`; a finished one is collect
 age, is given up on (its lots go again, its files at OpenAI are deleted). A batch that
 cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
 nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
-for the whole job twice.
+for the whole job twice. A listing that shows none of our batches tells nothing: the shard then
+holds the stage paused until an operator releases it (`lotlens-admin shards release`), deciding
+that its lots are sent again or failed, and the stage carries that out (`stage/release.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ RUNNING = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
 FINISHED = frozenset({"completed", "failed", "expired", "cancelled"})
 # A batch we can no longer read by id for these reasons may still exist and still be running.
 NOT_READABLE = frozenset({401, 403, 404})
+# An operator's decisions on a shard whose batch cannot be read, and the batch status of a shard
+# closed by carrying one out.
+RESEND, FAIL = "resend", "fail"
+RELEASES = (RESEND, FAIL)
+RELEASED = "released"
 # OpenAI's Batch guide: a batch is `cancelling` for up to 10 minutes before it is `cancelled`.
 # One still cancelling long after is given up on: its lots go again. So is one still running this
 # long past its age: cancelled at every poll since, it has not stopped (OpenAI has had batches

@@ -1,0 +1,78 @@
+"""An operator's release of a shard whose batch no key of ours can see (in-memory ports): the
+stage records the pause on the shard, carries the decision out, and every instance unpauses."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from lotlens_common.model.errors import ModelRequestError
+from lotlens_common.stage import metrics
+from lotlens_common.stage.core.lifecycle import FAIL, RELEASED, RESEND
+from lotlens_common.stage.ports import Stage
+from tests.unit.stage.conftest import World, lots
+
+
+def paused() -> float:
+    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+
+
+def _paused_on_an_unseen_batch(world: World) -> str:
+    """Two lots in a batch the key then cannot see, nor any other of ours; the shard's id."""
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    world.batches.errors["retrieve"] = [ModelRequestError("gone", 404)] * 2
+    world.batches.batches.clear()
+    world.rounds(2)
+    [shard] = world.store.shards("submitted")
+    return shard.shard_id
+
+
+def _release(world: World, shard_id: str, decision: str) -> None:
+    """What `lotlens-admin shards release` writes."""
+    world.store.shards_by_id[shard_id] = replace(world.store.shards_by_id[shard_id], release=decision)
+
+
+def test_the_pause_is_recorded_on_the_shard_with_why(world: World) -> None:
+    shard_id = _paused_on_an_unseen_batch(world)
+    reason = world.store.shards_by_id[shard_id].unreadable
+    assert reason is not None and "gone" in reason and "none of our batches" in reason
+
+
+def test_a_shard_released_to_resend_sends_its_lots_again_and_submitting_resumes(world: World) -> None:
+    shard_id = _paused_on_an_unseen_batch(world)
+    world.store.add(lots(1, job_id="job-2"))
+    world.batches.finish = "completed"
+    _release(world, shard_id, RESEND)
+    world.rounds(3)
+    assert not world.stage.unreadable and paused() == 0
+    assert world.store.shards_by_id[shard_id].batch_status == RELEASED
+    assert len(world.completed()) == 3 and world.failed() == {}
+
+
+def test_a_shard_released_to_fail_fails_its_lots_with_the_reason(world: World) -> None:
+    shard_id = _paused_on_an_unseen_batch(world)
+    _release(world, shard_id, FAIL)
+    world.rounds()
+    assert set(world.failed().values()) == {
+        f"OpenAI batch {world.store.shards_by_id[shard_id].batch_id} could not be read; failed by an "
+        "operator's decision"}
+    assert not world.stage.unreadable and paused() == 0
+
+
+def test_a_release_carried_out_by_another_instance_unpauses_this_one(world: World) -> None:
+    # This instance's pause stayed in its memory until it restarted: the shard was no longer
+    # submitted, so no round looked at it again.
+    shard_id = _paused_on_an_unseen_batch(world)
+    this: Stage[Any] = world.stage
+    world.restart()  # the other instance, on the same tables and OpenAI
+    _release(world, shard_id, FAIL)
+    world.rounds()
+    assert not world.stage.unreadable and this.unreadable
+    world.stage = this
+    world.store.add(lots(1, job_id="job-2"))
+    world.batches.finish = "completed"
+    world.rounds(2)
+    assert not this.unreadable and paused() == 0
+    assert world.completed() == ["job-2-lot-0"]
