@@ -54,27 +54,27 @@ def overlaid(job: JobView | None, facts: JobFacts) -> JobView | None:
 
 
 def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
-             connect: Callable[[], AbstractContextManager[Connection]]) -> Iterator[dict[str, Any]]:
+             snapshot: Callable[[], AbstractContextManager[Connection]]) -> Iterator[dict[str, Any]]:
     """The job's lots for the results document; a cancelled job's unfinished lots read `cancelled`.
 
-    Lots the result-store has not projected yet (the cancellation came first) are read from the
-    outbox (on a connection from `connect`), so every lot of a cancelled job is listed.
+    Lots the result-store has not projected (the cancellation came first) are read from the
+    outbox, so every lot of a cancelled job is listed, once: their ids are read before the
+    projected lots (`unprojected_lot_ids`, on a connection from `snapshot` whose statements see
+    one snapshot, ended before any lot is sent), and a lot projected since is listed where the
+    projected lots list it.
     """
     if job.status != CANCELLED:
         yield from lot_results
         return
-    seen: set[str] = set()
+    with snapshot() as conn:
+        waiting = unprojected_lot_ids(conn, job)
     for lot in lot_results:
-        seen.add(lot["lot_id"])
+        waiting.pop(lot["lot_id"], None)
         if lot["status"] not in _SETTLED_LOTS:
             lot["status"] = CANCELLED
         yield lot
-    if len(seen) >= job.total_lots:
-        return
-    for lot_id in submitted_lot_ids(job.job_id, connect):
-        if lot_id not in seen:
-            seen.add(lot_id)
-            yield unprojected_lot(lot_id, CANCELLED)
+    for lot_id in waiting:
+        yield unprojected_lot(lot_id, CANCELLED)
 
 
 def unprojected_lot(lot_id: str, status: str) -> dict[str, Any]:
@@ -88,28 +88,38 @@ def _outbox_lot_id() -> Any:
     return cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
 
 
-def submitted_lot_ids(job_id: str, connect: Callable[[], AbstractContextManager[Connection]]
-                      ) -> Iterator[str]:
-    """The lot ids of the job's outbox `LotSubmitted` events, in request order.
+def unprojected_lot_ids(conn: Connection, job: JobView) -> dict[str, None]:
+    """The ids of the job's lots the result-store has not projected, from their outbox
+    `LotSubmitted` events in request order (a dict: an ordered set), all read before this returns.
 
-    Only the ids leave PostgreSQL, `STREAM_CHUNK` at a time, each chunk read down
-    `ix_outbox_job_events` past the last id of the one before, on a connection taken for it: the
-    events were read whole into one list, each with its image URLs and notes, a cancelled
-    50,000-lot job's whole submission per request; then all its ids in one query, all the job's
-    rows sorted by id (the old index did not order them).
+    `STREAM_CHUNK` ids a statement, each chunk read down `ix_outbox_job_events` past the last id
+    of the one before (read at once, PostgreSQL sorted the job's rows). Every chunk must see the
+    same snapshot (`conn` in a REPEATABLE READ transaction, or a job of one chunk): read on a
+    connection of their own each, as the client downloaded, after the projected lots, chunks
+    found nothing once the relay's prune had deleted the job's rows (published over
+    `LOTLENS_OUTBOX_RETENTION_S` ago, while the result-store caught up with them), and the
+    results lacked those lots, silently. Read first, in one snapshot, each lot is in one of the
+    two: a row pruned before is of a projected lot, and a lot projected after is in both
+    (`job_lots` lists it once). The snapshot lasts while the ids are read, not while the client
+    downloads (a slow client would hold back vacuum). Only the ids leave PostgreSQL: 50,000 of
+    40 characters are 6.5 MB here (17 MB at the 256-character maximum), what the old chunks' set
+    of the ids seen came to; a 50,000-lot job's submissions (image URLs, notes) are never read.
     """
+    projected = conn.execute(select(func.count()).select_from(lots)
+                             .where(lots.c.job_id == job.job_id)).scalar_one()
+    if projected >= job.total_lots:
+        return {}
+    conditions = [outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type]
+    if projected:
+        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == _outbox_lot_id()))
+    waiting: dict[str, None] = {}
     after = 0
     while True:
-        query = (select(outbox.c.id, _outbox_lot_id())
-                 .where(outbox.c.job_id == job_id, outbox.c.event_type == LotSubmitted.event_type,
-                        outbox.c.id > after)
-                 .order_by(outbox.c.id).limit(STREAM_CHUNK))
-        with connect() as conn:
-            chunk = conn.execute(query).all()
-        for _, lot_id in chunk:
-            yield lot_id
+        chunk = conn.execute(select(outbox.c.id, _outbox_lot_id()).where(*conditions, outbox.c.id > after)
+                             .order_by(outbox.c.id).limit(STREAM_CHUNK)).all()
+        waiting.update((lot_id, None) for _, lot_id in chunk)
         if len(chunk) < STREAM_CHUNK:
-            return
+            return waiting
         after = chunk[-1][0]
 
 

@@ -10,7 +10,8 @@ a thread-pool hop per chunk, more than such a job's rows take to read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from functools import partial
 
 import orjson
 from sqlalchemy import Connection, Engine
@@ -43,8 +44,17 @@ def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
 
 def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The document, its lots read a chunk at a time (blocking), no connection held between."""
-    return document_chunks(job, job_lots(job, lot_results_in_chunks(engine, job), engine.connect),
+    return document_chunks(job, job_lots(job, lot_results_in_chunks(engine, job), partial(_snapshot, engine)),
                            chunk_bytes)
+
+
+@contextmanager
+def _snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection in a read-only REPEATABLE READ transaction: all its statements see one snapshot."""
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
@@ -54,4 +64,5 @@ def small_document(conn: Connection, job: JobView) -> bytes | None:
     if document_bytes(conn, job) > WHOLE_DOCUMENT_BYTES:
         return None
     lot_results = iter_lot_results(conn, job, stream=False)
+    # `conn` runs each statement on its own; at most `STREAM_CHUNK` lots, one reads all the ids.
     return b"".join(document_chunks(job, job_lots(job, lot_results, lambda: nullcontext(conn))))
