@@ -7,16 +7,18 @@ import json
 import os
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, text, update
 
 from lotlens_client import LotLensClient, NotFoundError, ValidationError
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.tables import lots
+from lotlens_common.tables import idempotency_keys, lots
 from tests.integration.gateway_support import (
     Gateway,
     consume,
@@ -24,6 +26,7 @@ from tests.integration.gateway_support import (
     insert_finished_job,
     insert_running_job,
     make_lots,
+    running_gateway,
 )
 
 pytestmark = pytest.mark.integration
@@ -123,3 +126,52 @@ def test_the_sdk_and_the_command_retry_failed_lots(gateway: Gateway, engine: Eng
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert printed["job_id"] == accepted.job_id and printed["retry_of"] == job_id
+
+
+def waiting_on_a_lock(engine: Engine, query: str) -> bool:
+    """Whether a statement starting with `query` waits on a lock in this database."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
+
+
+def test_asking_again_while_the_retry_is_being_made_or_after_is_not_counted_against_the_batch_limit(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # One batch request a minute; two intake slots, as two replicas would take the two calls.
+    with running_gateway(settings, engine, rate_limit_batch=1, intake_slots=2) as gateway:
+        job_id, _failed = finished_job_with_failures(gateway, engine)
+        with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
+            # The first call's job write waits on the outbox (a slow commit); its client times out.
+            holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+            first = pool.submit(retry, gateway, job_id)
+            deadline = time.monotonic() + 30
+            while not waiting_on_a_lock(engine, "COPY outbox"):
+                assert time.monotonic() < deadline and not first.done(), "the retry's write never waited"
+                time.sleep(0.05)
+            again = retry(gateway, job_id)  # the client asks again meanwhile
+            holder.commit()
+            made = first.result(timeout=30)
+        later = retry(gateway, job_id)
+
+    # The call asking again is told the retry is being made, as a submission's replay is: counted,
+    # it was refused 429 (the minute's one batch request was the first call's).
+    assert (again.status_code, again.json()["code"]) == (409, "IDEMPOTENCY_KEY_IN_PROGRESS"), again.text
+    assert again.headers["retry-after"] == "5"
+    assert made.status_code == 201, made.text
+    assert (later.status_code, later.json()["job_id"]) == (200, made.json()["job_id"]), later.text
+
+
+def test_a_retry_refused_for_the_batch_limit_leaves_its_key_free(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, rate_limit_batch=1) as gateway:
+        job_id, _failed = finished_job_with_failures(gateway, engine)
+        assert gateway.submit(make_lots(2)).status_code == 201  # the minute's one batch request
+        refused = retry(gateway, job_id)
+        with engine.connect() as conn:
+            held = conn.execute(select(idempotency_keys.c.key).where(
+                idempotency_keys.c.client_id == gateway.client_id)).scalars().all()
+    assert (refused.status_code, refused.json()["code"]) == (429, "RATE_LIMIT_EXCEEDED"), refused.text
+    # Reserved before it was counted, and released with the 429: held, the next call in the
+    # minute after would have been told 409 in progress, for a retry nobody was making.
+    assert held == []

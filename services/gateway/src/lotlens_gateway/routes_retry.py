@@ -30,7 +30,9 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
                  "`retried_as`). Idempotent: every call for one job names the same new job (201 the first "
                  "time, 200 after). 409 `JOB_NOT_FINISHED` while the job runs, 409 `NO_FAILED_LOTS` when "
                  "nothing failed, 409 `IDEMPOTENCY_KEY_IN_PROGRESS` (with `Retry-After`) while another "
-                 "call for the job is making its retry. Counts against the batch rate limit."),
+                 "call for the job is making its retry. The call that makes the new job counts against the "
+                 "batch rate limit; one answered with it (200) or with 409 `IDEMPOTENCY_KEY_IN_PROGRESS` "
+                 "does not (each counts as a poll, as every job-addressed call does)."),
     responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
                **schemas.error_responses(401, 403, 404, 429, 503, own={
                    409: "JOB_NOT_FINISHED: the job still runs; NO_FAILED_LOTS: none of its lots failed; "
@@ -50,8 +52,10 @@ async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse
     if earlier is not None:
         return JSONResponse(retry_body(earlier), headers=_REPLAYED)
     submission = retry_submission(job, failed or [])
-    await deps.count_request(client_id, "batch")
     # Two calls at once: the second is told 409 in progress (a later call replays), no second job.
+    # Reserved before the call is counted, as a submission's Idempotency-Key is: counted first, a
+    # client asking again while its retry was being made (its first call timed out) used up its
+    # batch quota and, at the limit, was told 429 to wait a minute for a job already being made.
     key = f"retry-failed:{job_id}"
     replay = await reserve_key(deps.idempotency, client_id, key, new_id, deps.clock())
     if replay is not None:
@@ -66,8 +70,9 @@ async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse
         deps.idempotency.complete_in(conn, client_id, key, 201, body)
 
     try:
+        await deps.count_request(client_id, "batch")
         body = await to_the_end(accept_batch, accepted, settings.topics.submissions, deps.outbox, remember)
-    except BaseException:
+    except BaseException:  # a 429 too: the key is free for a call once the window allows one
         await to_the_end(deps.idempotency.release, client_id, key)
         raise
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})
