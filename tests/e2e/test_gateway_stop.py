@@ -96,9 +96,10 @@ def records(text_: str) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def stuck_image_host() -> Iterator[tuple[str, threading.Event]]:
-    """Answers every image request only once the test is over; the event is set at the first."""
-    asked, over = threading.Event(), threading.Event()
+def stuck_image_host(release: threading.Event | None = None) -> Iterator[tuple[str, threading.Event]]:
+    """Answers every image request (404) only once `release` is set, or the test is over; the
+    event is set at the first request."""
+    asked, over = threading.Event(), release or threading.Event()
 
     class Stuck(BaseHTTPRequestHandler):
         def do_HEAD(self) -> None:
@@ -258,6 +259,45 @@ def test_a_request_cut_after_reserving_its_key_is_answered_503_and_releases_the_
     seen = (answer.status_code, answer.text) if isinstance(answer, httpx2.Response) else (repr(answer), "")
     assert (seen[0], key_rows(stack_engine, gateway.client_id, key)) == (503, []), seen
     assert answer.json()["code"] == "SHUTTING_DOWN" and answer.headers["Retry-After"] == "1", seen
+    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
+    assert code == 0, gateway.log_tail("gateway")
+
+
+def test_a_synchronous_answer_stored_as_the_drain_ends_is_given_and_its_retry_replays_it(
+        gateway: Stack, stack_engine: Engine) -> None:
+    key, answered = str(uuid.uuid4()), threading.Event()
+    with stuck_image_host(answered) as (images, asked):
+        lots = [{"lot_id": new_id("kept"), "additional_info": "2019 Toyota Camry",
+                 "images": [{"url": f"{images}/gone.png"}]}]
+        submission, headers = body(gateway, lots), {"Idempotency-Key": key}
+        thread, answers = in_background(lambda: httpx2.post(
+            f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=headers,
+            timeout=EXIT_WITHIN_S))
+        assert asked.wait(30), "the gateway never checked the lot's image"
+        with stack_engine.connect() as holder:
+            # The key's row (reserved before the image check): storing the lot's answer under it
+            # waits on this lock past the drain, and is committed after the cut.
+            holder.execute(select(idempotency_keys.c.key).where(
+                idempotency_keys.c.client_id == gateway.client_id, idempotency_keys.c.key == key)
+                .with_for_update())
+            answered.set()  # the image is missing: the lot is answered (failed) without a model call
+            wait_until_waiting(stack_engine, "UPDATE idempotency_keys", answers)
+            process, written = sigterm(gateway)
+            wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
+            holder.commit()
+        thread.join(EXIT_WITHIN_S)
+        code = process.wait(EXIT_WITHIN_S)
+    logged = records(log_since(gateway, written))
+    stored = key_rows(stack_engine, gateway.client_id, key)
+    retry = retried_after_restart(gateway, submission, headers)
+    [first] = answers
+    seen = (first.status_code, first.text) if isinstance(first, httpx2.Response) else (repr(first), "")
+    # The answer was stored under the key: the request is given it (it was 503 SHUTTING_DOWN
+    # saying nothing was written), and the retry with the key replays it.
+    assert (seen[0], stored) == (200, [(key, 200)]), seen
+    assert first.json()["lots"][0]["status"] == "failed", seen
+    assert (retry.status_code, retry.headers.get("idempotent-replayed"), retry.json()) == \
+        (200, "true", first.json()), retry.text
     assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
     assert code == 0, gateway.log_tail("gateway")
 

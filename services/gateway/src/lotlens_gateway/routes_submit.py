@@ -159,11 +159,13 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
 
 async def _keep_answer(deps: GatewayDeps, client_id: str, key: str, status: int,
                        body: dict[str, Any]) -> None:
-    """Store a synchronous answer under its key. If PostgreSQL fails now, the answer (paid for,
-    in hand) is still given: a 503 threw it away, and the retry heard 409 "in progress" until
-    the reservation went stale, then paid again."""
+    """Store a synchronous answer under its key, to the end and then given however the shutdown
+    cuts the request meanwhile: cut, the answer was stored in its thread while the client heard
+    503 `SHUTTING_DOWN` saying nothing was written (believed, a retry without the key paid again).
+    If PostgreSQL fails now, the answer (paid for, in hand) is still given: a 503 threw it away,
+    and the retry heard 409 "in progress" until the reservation went stale, then paid again."""
     try:
-        await run_in_threadpool(deps.idempotency.complete, client_id, key, status, body)
+        await to_the_end(deps.idempotency.complete, client_id, key, status, body)
     except SQLAlchemyError as exc:
         log.warning("the answer to idempotency key %r could not be stored (%s); answered anyway", key, exc)
 

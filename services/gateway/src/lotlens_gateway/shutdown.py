@@ -10,6 +10,7 @@ A durable write (`to_the_end`) is not cut: the cancellation only interrupted the
 for its thread, the write went on, and a job could commit while its client was told 500 (the
 Idempotency-Key's reservation released meanwhile: the retry made a second job). The write is
 awaited to its end and its answer given: a 201 means written, any other answer nothing written.
+A synchronous answer being stored under its Idempotency-Key is such a write, and given (200).
 A request cut before its write began undoes what it had begun instead (`finish`): an
 Idempotency-Key reservation is released (idempotency.py, `reserve_key`), and the cut is answered.
 """
