@@ -1,7 +1,7 @@
-"""Fixtures of the console's browser tests: one stack per module, Debian's Chromium driven by Playwright.
+"""Fixtures of the console's browser tests: one stack for the package, Debian's Chromium driven by Playwright.
 
-Starting the stack costs seconds, so the module shares it and one finished job; each test gets a
-fresh browser context (its own sessionStorage) and never changes what another test reads.
+Starting the stack costs seconds, so the package's modules share it and one finished job; each
+test gets a fresh browser context (its own sessionStorage) and never changes what another test reads.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ expect.set_options(timeout=30_000)
 
 @dataclass(frozen=True)
 class ConsoleStack:
-    """The running stack, its schema, the image host and the webhook receiver of one module."""
+    """The running stack, its schema, the image host and the webhook receiver of the package."""
 
     stack: Stack
     engine: Engine
@@ -75,17 +75,17 @@ def wait_until(check: Any, seconds: float = 60, every: float = 0.3) -> None:
         time.sleep(every)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def console_stack(infra: Infra, engine: Engine,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
-    """One stack for the module, with its image host and webhook receiver."""
+    """One stack for the package, with its image host and webhook receiver."""
     logs = tmp_path_factory.mktemp("console-stack")
     with (fresh_topics(infra) as topics, own_schema(infra, engine) as schema, image_host() as images,
           webhook_receiver() as receiver, running_stack(infra, schema, topics, logs) as stack):
         yield ConsoleStack(stack, schema, images, receiver)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def finished_job(console_stack: ConsoleStack) -> FinishedJob:
     """A three-lot job with a webhook, completed and delivered once."""
     prefix, images = new_id("con"), console_stack.images
@@ -140,9 +140,8 @@ def page(browser: Browser, page_errors: list[str]) -> Iterator[Page]:
 
 
 def sign_in(page: Page, stack: Stack) -> None:
-    """Open the console and sign in with the stack's client."""
+    """Open the console and sign in with the stack's client's key (the key alone names the client)."""
     page.goto(f"{stack.url}/console/")
-    page.get_by_label("Client id").fill(stack.client_id)
     page.get_by_label("Shared key").fill(stack.client_key)
     page.get_by_role("button", name="Sign in").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")

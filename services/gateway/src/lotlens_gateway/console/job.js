@@ -1,0 +1,189 @@
+// A job's page: its status read again while it runs (polls that outlive a failure), its usage,
+// and the actions on it; its lots and webhook deliveries are in lists.js.
+
+import { api, ApiError } from "./api.js";
+import { byId, el, failureText, handleFailure, isShown, jobLink, progressBar, say, showPage, statusBadge, when } from "./dom.js";
+import { loadDeliveries, loadLots, usageValue } from "./lists.js";
+
+const TERMINAL = new Set(["completed", "failed", "cancelled"]);
+const POLL_MS = 2000;
+const MAX_RETRY_MS = 60000;
+
+export async function showJob(jobId) {
+  const view = showPage("job-page");
+  byId("job-id").textContent = jobId;
+  const state = { status: null, poll: null, paused: false, failedReads: 0, lots: {} };
+  byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
+  byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
+  byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
+  byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view));
+  byId("redeliver").addEventListener("click", () => redeliver(jobId, view));
+  byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
+  byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
+  await loadJob(jobId, view, state, true);
+}
+
+// Reads the status; a running job is read again every 2 s until it ends. Its lots are read when
+// the page opens, when the status changes and on Refresh (a page at a time, not at every poll),
+// its deliveries once it has ended. One poll is pending at most: Refresh, Cancel and a poll each
+// read now and replace the pending one (each used to start a loop of its own).
+async function loadJob(jobId, view, state, readLists = false) {
+  clearTimeout(state.poll);
+  let job;
+  try {
+    job = (await api.jobStatus(jobId)).body;
+  } catch (failure) {
+    return readFailed(failure, jobId, view, state);
+  }
+  if (!isShown(view)) return;
+  if (state.failedReads) say(byId("action-result"), ""); // the read that failed is behind us
+  state.failedReads = 0;
+  const changed = job.status !== state.status;
+  state.status = job.status;
+  renderSummary(job);
+  announceChange(job, state);
+  const terminal = TERMINAL.has(job.status);
+  state.lots.running = !terminal;
+  byId("cancel-job").disabled = terminal;
+  byId("retry-failed").disabled = !terminal || job.progress.failed_lots === 0;
+  byId("redeliver").disabled = !terminal || !job.webhook_configured;
+  byId("pause-updates").hidden = terminal;
+  if (!terminal) schedulePoll(jobId, view, state, POLL_MS);
+  if (!readLists && !changed) return;
+  await Promise.all([loadLots(jobId, view, state.lots, true), terminal ? loadDeliveries(jobId, view) : null]);
+}
+
+function schedulePoll(jobId, view, state, delayMs) {
+  clearTimeout(state.poll);
+  if (!state.paused) state.poll = setTimeout(() => { if (isShown(view)) loadJob(jobId, view, state); }, delayMs);
+}
+
+// A busy or unreachable server (429, 5xx, a dropped connection) is read again after its
+// `Retry-After`, or after a pause that doubles with each failure: the first failure used to
+// end the updates for good while the page still offered "Pause updates".
+function readFailed(failure, jobId, view, state) {
+  if (!isShown(view)) return;
+  const transient = !(failure instanceof ApiError) || failure.status === 429 || failure.status >= 500;
+  if (!transient || TERMINAL.has(state.status)) return handleFailure(failure, view, "action-result");
+  state.failedReads += 1;
+  const backoffMs = Math.min(MAX_RETRY_MS, POLL_MS * 2 ** state.failedReads);
+  const waitMs = failure.retryAfterS != null ? Math.min(MAX_RETRY_MS, failure.retryAfterS * 1000) : backoffMs;
+  const again = state.paused ? "Press Refresh or resume updates to read it again." : `Reading it again in ${Math.ceil(waitMs / 1000)} s.`;
+  say(byId("action-result"), `Could not read the job's status: ${failureText(failure)}. ${again}`, true);
+  schedulePoll(jobId, view, state, waitMs);
+}
+
+// WCAG 2.2.2: a page that updates itself can be held still (Refresh still reads once).
+function togglePause(jobId, view, state) {
+  state.paused = !state.paused;
+  const button = byId("pause-updates");
+  button.setAttribute("aria-pressed", String(state.paused));
+  button.textContent = state.paused ? "Resume updates" : "Pause updates";
+  if (state.paused) clearTimeout(state.poll);
+  else loadJob(jobId, view, state);
+}
+
+// The summary is rebuilt at every poll, which no screen reader follows: a change of status is
+// said once in a live region (not the first reading: the page says that itself).
+function announceChange(job, state) {
+  if (state.announced && state.announced !== job.status) {
+    const p = job.progress;
+    byId("job-announcer").textContent =
+      `Job ${job.status}: ${p.processed_lots} of ${p.total_lots} lots described, ${p.failed_lots} failed.`;
+  }
+  state.announced = job.status;
+}
+
+function renderSummary(job) {
+  const facts = [
+    ["Status", statusBadge(job.status)],
+    ["Stage", job.processing_details.current_stage],
+    ["Progress", progressBar(job)],
+    ["Languages", job.languages.join(", ")],
+    ["Created", when(job.created_at)],
+    ["Updated", when(job.updated_at)],
+    ["Finished", when(job.completed_at || job.cancelled_at)],
+    ["Webhook", job.webhook_configured ? "configured" : "none"],
+  ];
+  if (job.error_message) facts.push(["Error", job.error_message]);
+  // Retries link jobs both ways (`retry_of`, `retried_as`), on servers that have retry-failed.
+  if (job.retry_of) facts.push(["Retry of", jobLink(job.retry_of)]);
+  if (job.retried_as) facts.push(["Retried as", jobLink(job.retried_as)]);
+  const summary = byId("job-summary");
+  // A focused link in the summary (a retry's job) is rebuilt at every poll: focus moves to its
+  // successor, or a keyboard user would be sent back to the top of the page every 2 s.
+  const focused = summary.contains(document.activeElement) ? document.activeElement.getAttribute("href") : null;
+  summary.replaceChildren(...facts.flatMap(([name, value]) => [el("dt", {}, name), el("dd", {}, value)]));
+  if (focused !== null) {
+    const successor = [...summary.querySelectorAll("a")].find((link) => link.getAttribute("href") === focused);
+    if (successor) successor.focus();
+  }
+  renderUsage(job.processing_details.usage);
+}
+
+// `usage` (tokens by kind and an estimated cost, for the job and per model) is an added field:
+// a server or job without it sends none and the section stays hidden.
+const USAGE_COLUMNS = ["input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "estimated_cost_usd"];
+
+function renderUsage(usage) {
+  if (!usage || typeof usage !== "object") return;
+  const rows = [["All models", usage], ...Object.entries(usage.by_model || {})];
+  byId("usage-rows").replaceChildren(...rows.map(([model, counts]) => el("tr", {},
+    el("th", { scope: "row" }, model),
+    ...USAGE_COLUMNS.map((kind) => el("td", {}, usageValue(kind, counts[kind]))))));
+  byId("usage-section").hidden = false;
+}
+
+// ---- actions ----
+
+async function cancelJob(jobId, view, state) {
+  if (!confirm(`Cancel job ${jobId}? Lots not yet described will not be.`)) return;
+  try {
+    await api.cancel(jobId);
+  } catch (failure) {
+    return handleFailure(failure, view, "action-result");
+  }
+  if (!isShown(view)) return;
+  const result = byId("action-result");
+  say(result, "Job cancelled.");
+  // WCAG 2.4.3: the Cancel button is disabled next, which drops the focus to the top of the page.
+  result.focus();
+  await loadJob(jobId, view, state);
+}
+
+async function retryFailed(jobId, view) {
+  let body;
+  try {
+    body = (await api.retryFailed(jobId)).body;
+  } catch (failure) {
+    if (!isShown(view)) return;
+    // An older gateway has no such route (404 NOT_FOUND); a 404 naming the job is about the job.
+    if (failure.status === 404 && failure.code === "NOT_FOUND") {
+      return say(byId("action-result"), "This server cannot retry failed lots yet.", true);
+    }
+    return handleFailure(failure, view, "action-result");
+  }
+  if (!isShown(view)) return;
+  const result = byId("action-result");
+  result.replaceChildren("Failed lots resubmitted as job ", jobLink(body.job_id), ".");
+  result.classList.remove("error");
+}
+
+// Asks for a redelivery, then re-reads the deliveries until the new one shows up (or 20 s pass).
+async function redeliver(jobId, view) {
+  const before = Number(byId("delivery-rows").dataset.total || 0);
+  try {
+    await api.redeliver(jobId);
+  } catch (failure) {
+    return handleFailure(failure, view, "redeliver-result");
+  }
+  if (!isShown(view)) return;
+  say(byId("redeliver-result"), "Redelivery scheduled.");
+  for (let waited = 0; waited < 20000 && isShown(view); waited += 1000) {
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const answer = await loadDeliveries(jobId, view);
+    if (answer && answer.pagination.total > before && answer.deliveries.every((d) => d.attempt_count > 0)) {
+      return say(byId("redeliver-result"), "Redelivery attempted: see the newest row.");
+    }
+  }
+}

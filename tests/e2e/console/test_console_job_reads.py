@@ -1,0 +1,146 @@
+"""How a job's page reads the API: lots a page at a time, polls that survive a failure, answers
+for a page the user has left ignored. The same stack as test_console.py (package fixtures);
+failures are staged with Playwright's `route`, the rest is the real API."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
+
+import httpx2
+import pytest
+from playwright.sync_api import Page, Route, expect
+
+from tests.conftest import new_id
+from tests.e2e.console.conftest import ConsoleStack, FinishedJob, sign_in
+
+pytestmark = pytest.mark.e2e
+LOTS_PER_PAGE = 50  # console.js
+WAITING_LOTS = LOTS_PER_PAGE + 10
+LOTS_OR_RESULTS = re.compile(r"/api/v1/(batch-results/|batch-jobs/[^/?]+/lots)")
+
+
+@pytest.fixture(scope="module")
+def waiting_job(console_stack: ConsoleStack) -> Iterator[str]:
+    """A job of more lots than one page, held pending (no vision-batcher), cancelled afterwards."""
+    stack, images = console_stack.stack, console_stack.images
+    stack.kill("vision-batcher")
+    try:
+        prefix = new_id("wait")
+        job_id = console_stack.submit([{"lot_id": f"{prefix}-{n:03}", "additional_info": "Dent",
+                                        "image_urls": [f"{images}/{prefix}-{n}.png"]}
+                                       for n in range(WAITING_LOTS)], ["en"])
+        yield job_id
+        httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/cancel", headers=console_stack.headers(job_id))
+    finally:
+        stack.start("vision-batcher")
+
+
+def open_job(page: Page, console: ConsoleStack, job_id: str) -> None:
+    sign_in(page, console.stack)
+    page.goto(f"{console.stack.url}/console/#/jobs/{job_id}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(job_id)
+
+
+def test_lots_are_read_a_page_at_a_time_while_the_job_runs_never_as_the_whole_results(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The page downloaded `batch-results` whole (a 50,000-lot, 10-language job: ~500 MB parsed in
+    # the tab, a download place held all along) and showed no lot before the job finished.
+    reads: list[str] = []
+    page.on("request", lambda sent: reads.append(sent.url) if LOTS_OR_RESULTS.search(sent.url) else None)
+    open_job(page, console_stack, waiting_job)
+    expect(page.locator("#lots li.lot")).to_have_count(LOTS_PER_PAGE)
+    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} lots, {LOTS_PER_PAGE} shown.")
+    page.get_by_role("button", name="Show more lots").click()
+    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)
+    expect(page.get_by_role("button", name="Show more lots")).to_be_hidden()
+    page.get_by_label("Only failed lots").check()
+    expect(page.locator("#lots-note")).to_contain_text("0 failed lots, 0 shown.")
+    expect(page.locator("#lots li.lot")).to_have_count(0)
+    assert not [url for url in reads if "/batch-results/" in url], reads
+    queries = [parse_qs(urlsplit(url).query) for url in reads]
+    assert [(query["limit"], query["offset"], query.get("status")) for query in queries] == [
+        ([str(LOTS_PER_PAGE)], ["0"], None), ([str(LOTS_PER_PAGE)], [str(LOTS_PER_PAGE)], None),
+        ([str(LOTS_PER_PAGE)], ["0"], ["failed"])], reads
+
+
+def test_a_failed_status_read_is_retried_and_its_message_cleared_once_a_read_succeeds(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The catch returned before the next poll was scheduled: one 503 froze the page for good,
+    # while it still offered "Pause updates".
+    open_job(page, console_stack, waiting_job)
+    expect(page.locator("#job-summary")).to_contain_text("pending")
+    refused: list[str] = []
+
+    def refuse_once(route: Route) -> None:
+        if refused:
+            route.continue_()
+            return
+        refused.append(route.request.url)
+        route.fulfill(status=503, headers={"Retry-After": "1"}, json={
+            "error": "Service unavailable", "message": "The database is unavailable",
+            "code": "SERVICE_UNAVAILABLE"})
+
+    page.route("**/api/v1/batch-status/**", refuse_once)
+    result = page.locator("#action-result")
+    expect(result).to_contain_text("The database is unavailable (SERVICE_UNAVAILABLE)")
+    expect(result).to_have_class(re.compile(r"\berror\b"))
+    expect(result).to_be_empty()  # the next poll read the status again
+    expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
+    assert len(refused) == 1
+
+
+def test_answers_for_a_page_the_user_left_change_nothing(
+        page: Page, page_errors: list[str], console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # A failure answered after the user had left the job threw a TypeError (its message went to an
+    # element no longer on the page), and a stale 401/403 signed the user out of the page now shown.
+    held: dict[str, Route] = {}
+    page.route(LOTS_OR_RESULTS, lambda route: held.setdefault("lots", route))
+    page.route(re.compile(r"/webhooks\?"), lambda route: held.setdefault("deliveries", route))
+    open_job(page, console_stack, finished_job.job_id)
+    page.wait_for_function("() => document.querySelector('#job-summary dt')")
+    page.get_by_role("link", name="All jobs").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    assert set(held) == {"lots", "deliveries"}
+    held["lots"].fulfill(status=503, json={"error": "Busy", "message": "busy", "code": "DOWNLOADS_BUSY"})
+    held["deliveries"].fulfill(status=403, json={"error": "Forbidden", "message": "no",
+                                                 "code": "INVALID_SIGNATURE"})
+    page.wait_for_timeout(500)  # what the answers would do is done by now
+    expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")
+    assert console_stack.stack.client_key in page.evaluate("JSON.stringify(sessionStorage)")
+    assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_a_malformed_job_address_says_not_found(
+        page: Page, page_errors: list[str], console_stack: ConsoleStack) -> None:
+    # `decodeURIComponent` threw a URIError on `%E0%A4%A`, and the previous page stayed on screen.
+    sign_in(page, console_stack.stack)
+    page.goto(f"{console_stack.stack.url}/console/#/jobs/%E0%A4%A")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+    expect(page.get_by_role("link", name="All jobs")).to_be_visible()
+    assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_past_a_page_of_deliveries_the_newest_are_shown(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # The list asked `?limit=500` of an oldest-first listing: a redelivery's rows, the newest,
+    # never showed on a job with more deliveries than that. Staged: 600 deliveries.
+    total = 600
+
+    def listing(route: Route) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        limit, offset = int(query["limit"][0]), int(query.get("offset", ["0"])[0])
+        rows = [{"webhook_url": f"https://hooks.test/{n}", "status": "delivered", "attempt_count": 1,
+                 "attempts": [], "last_attempt_at": None, "error_message": None}
+                for n in range(offset, min(total, offset + limit))]
+        route.fulfill(json={"job_id": finished_job.job_id, "deliveries": rows, "pagination": {
+            "limit": limit, "offset": offset, "total": total, "has_more": offset + len(rows) < total}})
+
+    page.route(re.compile(r"/webhooks\?"), listing)
+    open_job(page, console_stack, finished_job.job_id)
+    rows = page.locator("#delivery-rows tr")
+    expect(rows.first).to_have_text(f"The newest 100 of {total} deliveries.")
+    expect(rows.last).to_contain_text(f"https://hooks.test/{total - 1}")
+    expect(rows).to_have_count(101)
