@@ -242,3 +242,40 @@ def test_a_long_pending_delivery_is_given_up_the_unready_bound_after_its_first_u
     assert "could not start for 25" in failed.error and "no key for client" in failed.error, failed
     assert failed.attempts == 0 and of(WebhookAttempted, seen) == [] and hooks.on("/late") == []
     assert state(db, job_id) == [("failed", 0, 0)]
+
+
+def test_a_failure_that_could_not_be_marked_once_leaves_the_delivery_its_five_attempts(
+        config, db, events, monkeypatch):
+    # The unmarked hand-back gave the attempt number back yet counted an interruption, and the
+    # schedule subtracts interruptions as attempts they took: the next claim made attempt 1 as
+    # "attempt 0" on the schedule, and a 503 to it ended the delivery `failed` after one POST.
+    real_body, real_mark = payloads.part_body, PostMarks.mark
+    broke = {"body": False, "mark": False}
+
+    def defect_once(*args: Any, **kwargs: Any) -> Any:
+        if not broke["body"]:
+            broke["body"] = True
+            raise ValueError("a payload defect (test)")
+        return real_body(*args, **kwargs)
+
+    def mark_fails_once(self: PostMarks, delivery: Any) -> bool:
+        if not broke["mark"]:
+            broke["mark"] = True
+            raise RuntimeError("PostgreSQL blipped (test)")
+        return real_mark(self, delivery)
+
+    monkeypatch.setattr(payloads, "part_body", defect_once)
+    monkeypatch.setattr(PostMarks, "mark", mark_fails_once)
+    with receiver(lambda _request: Reply(503)) as hooks:
+        url = f"{hooks.url}/blip"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        with running(quick(config), db):
+            publish_completed(config, job_id)
+            seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
+    assert broke == {"body": True, "mark": True}
+    assert [request.attempt for request in hooks.on("/blip")] == [1, 2, 3, 4, 5]
+    [failed] = of(WebhookFailed, seen)
+    assert failed.attempts == 5 and "HTTP 503" in str(failed.error), failed
+    attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
+    assert attempts == [(n, False) for n in range(1, 6)]

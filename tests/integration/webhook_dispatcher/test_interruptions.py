@@ -10,6 +10,7 @@ from sqlalchemy import Engine, update
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
 from lotlens_common.tables import dispatch_queue
+from lotlens_webhook_dispatcher import claims
 from lotlens_webhook_dispatcher import dispatch_queue as schedule
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
@@ -118,3 +119,30 @@ def test_an_outcome_that_cannot_be_published_is_kept_and_recorded_once_kafka_is_
             seen = events.until(lambda seen: bool(of(WebhookDelivered, seen) or of(WebhookFailed, seen)))
     assert of(WebhookFailed, seen) == [] and len(hooks.on("/outage")) == 1
     assert [(row["status"], row["attempt_count"]) for row in queue_rows(db, job_id)] == [("delivered", 1)]
+
+
+def test_an_interruption_is_recorded_though_the_instance_that_took_it_over_died_before_publishing_it(
+        config, db, events):
+    # The takeover counted the interruption and cleared the mark in one write, and the record of
+    # the interrupted attempt lived only in that instance's recorder queue: killed before it
+    # flushed, the next claim saw a lapsed unmarked claim, made attempt 2 as if nothing had
+    # happened, and attempt 1 was missing from the delivery's history for good.
+    with receiver(lambda _request: Reply(200)) as hooks:
+        url = f"{hooks.url}/taken-over"
+        job_id = insert_finished_job(db, [url])
+        client_secret(db)
+        left_sending(db, job_id, url, attempts=1)  # A marked attempt 1 and was killed mid-POST
+        with db.begin() as conn:  # B claims it and is killed before publishing anything
+            [taken] = claims.claim(conn, utc_now(), claims.Room(slots=1, per_host=1, per_client=1), 30.0)
+        assert (taken.attempt, taken.interrupted_attempt) == (2, 1)
+        with db.begin() as conn:  # B's lease runs out
+            conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id)
+                         .values(next_attempt_at=utc_now()))
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            seen = events.until(lambda seen: bool(finals(seen)))
+    recorded = sorted(of(WebhookAttempted, seen, url), key=lambda e: e.attempt)
+    assert [(e.attempt, e.succeeded) for e in recorded] == [(1, False), (2, True)]
+    assert recorded[0].error.startswith("interrupted") and of(WebhookFailed, seen) == []
+    assert [request.attempt for request in hooks.on("/taken-over")] == [2]
+    [row] = queue_rows(db, job_id)
+    assert (row["status"], row["attempt_count"], row["interruptions"]) == ("delivered", 2, 1)

@@ -233,6 +233,12 @@ dispatch_queue = Table(
     # Of those attempts, the ones whose outcome was never recorded (the instance died or could
     # not record it): they do not count against the retry schedule.
     Column("interruptions", Integer, nullable=False, server_default="0"),
+    # Of those, the ones of attempts handed back unsent (their failure could not be marked): they
+    # gave their attempt number back, so the schedule does not subtract them.
+    Column("unsent_interruptions", Integer, nullable=False, server_default="0"),
+    # Interrupted attempts whose records are not known published yet, [{"attempt": n, "at": t}]:
+    # whoever claims the delivery next publishes them again (the projection keeps one of each).
+    Column("unpublished_interruptions", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
     # False from a claim until its attempt's POST starts: a claim whose lease ran out with it
     # false was never sent, and is made again rather than recorded as interrupted.
     Column("post_started", Boolean, nullable=False, server_default="true"),

@@ -21,7 +21,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, RowMapping, case, text, update
+from sqlalchemy import Connection, RowMapping, text, update
 
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
@@ -162,15 +162,29 @@ def _lease(conn: Connection, chosen: list[Delivery], now: datetime, lease_s: flo
     to_send = [d.delivery_id for d in chosen if not d.exhausted]
     to_close = [d.delivery_id for d in chosen if d.exhausted]
     if to_send:
-        # As `_delivery` reads the row: a lapsed claim never sent keeps its attempt number.
-        lapsed = q.c.status == "sending"
-        conn.execute(update(q).where(q.c.delivery_id.in_(to_send)).values(
-            status="sending", next_attempt_at=lease_until, post_started=False, updated_at=now,
-            attempt_count=q.c.attempt_count + case((lapsed & ~q.c.post_started, 0), else_=1),
-            interruptions=q.c.interruptions + case((lapsed & q.c.post_started, 1), else_=0)))
+        conn.execute(_LEASE, {"ids": to_send, "lease_until": lease_until, "now": now})
     if to_close:
         conn.execute(update(q).where(q.c.delivery_id.in_(to_close)).values(
             next_attempt_at=lease_until, updated_at=now))
+
+
+# As `_delivery` reads the row: a lapsed claim never sent keeps its attempt number; a lapsed marked
+# one is an interruption, kept among the unpublished ones until its record is out
+# (`dispatch_queue.interruptions_published`): cleared with the mark in this one write, the
+# record lived only in this instance's memory, and was lost with it.
+_LEASE = text("""
+    UPDATE dispatch_queue AS q
+       SET status = 'sending', next_attempt_at = :lease_until, post_started = false, updated_at = :now,
+           attempt_count = q.attempt_count
+               + CASE WHEN q.status = 'sending' AND NOT q.post_started THEN 0 ELSE 1 END,
+           interruptions = q.interruptions
+               + CASE WHEN q.status = 'sending' AND q.post_started THEN 1 ELSE 0 END,
+           unpublished_interruptions = q.unpublished_interruptions
+               || CASE WHEN q.status = 'sending' AND q.post_started AND q.attempt_count > 0
+                       THEN jsonb_build_array(jsonb_build_object('attempt', q.attempt_count,
+                                                                 'at', q.updated_at))
+                       ELSE '[]'::jsonb END
+     WHERE q.delivery_id = ANY(CAST(:ids AS text[]))""")
 
 
 def _delivery(row: RowMapping) -> Delivery:
@@ -186,6 +200,9 @@ def _delivery(row: RowMapping) -> Delivery:
         interrupted_attempt=count if interrupted else None,
         interrupted_at=row["updated_at"] if interrupted else None,
         interruptions=interruptions,
+        unsent_interruptions=int(row["unsent_interruptions"]),
+        unpublished=tuple((int(lost["attempt"]), datetime.fromisoformat(lost["at"]))
+                          for lost in row["unpublished_interruptions"]),
         traceparent=row["traceparent"],
         unready_since=row["unready_since"],
     )

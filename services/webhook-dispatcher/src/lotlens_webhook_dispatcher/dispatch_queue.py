@@ -8,8 +8,10 @@ the attempt marks the row (`mark_posting`: `post_started`, the lease renewed), a
 holder of the claim can: two instances never send the same attempt. A row still `sending` when
 its lease runs out belongs to an instance that died or lost PostgreSQL mid-attempt. Marked, the
 attempt may have been sent: the next claim records it as interrupted and carries on with the
-schedule. An interrupted attempt may never have been sent, so it does not count against the
-schedule; a delivery interrupted more than `INTERRUPTIONS_ALLOWED` times (one that kills whoever
+schedule; the row keeps the interrupted attempt among its unpublished ones until its record is
+out (`interruptions_published`), so an instance killed after that claim leaves it to the next.
+An interrupted attempt may never have been sent, so it does not count against the schedule; a
+delivery interrupted more than `INTERRUPTIONS_ALLOWED` times (one that kills whoever
 sends it) is given up. Unmarked, it was never sent: the next claim makes the same attempt again,
 no interruption (an instance that lost PostgreSQL before it could hand such a claim back left a
 false one). An attempt known to have broken before its POST is handed back (`record_many`, not
@@ -66,8 +68,13 @@ class Delivery:
     # when it started.
     interrupted_attempt: int | None = None
     interrupted_at: datetime | None = None
-    # Attempts interrupted so far, that one included.
+    # Attempts interrupted so far, that one included, and of those the ones handed back unsent
+    # (their failure could not be marked: `not_started.unmarked`), which took no attempt number.
     interruptions: int = 0
+    unsent_interruptions: int = 0
+    # Interrupted attempts found by earlier claims whose records are not known to be published
+    # (attempt, when it started): the instance that found them may have died before publishing.
+    unpublished: tuple[tuple[int, datetime], ...] = ()
     # The job's W3C trace context (None when tracing was off as it was scheduled).
     traceparent: str | None = None
     # Since when its attempts could not start yet (how long it has waited for what they need).
@@ -80,8 +87,18 @@ class Delivery:
 
     @property
     def sent_attempt(self) -> int:
-        """Which attempt this is on the retry schedule, the interrupted ones not counted."""
-        return self.attempt - self.interruptions
+        """Which attempt this is on the retry schedule, the interrupted ones not counted (those
+        handed back unsent gave their number back: subtracted, one such hand-back made the next
+        attempt "attempt 0", given up after a single failed POST)."""
+        return self.attempt - (self.interruptions - self.unsent_interruptions)
+
+    @property
+    def interrupted_attempts(self) -> list[tuple[int, datetime]]:
+        """Every interrupted attempt whose record this claim publishes: the earlier unpublished
+        ones and the one it found."""
+        found = [] if self.interrupted_attempt is None else [
+            (self.interrupted_attempt, self.interrupted_at or datetime.min)]
+        return [*self.unpublished, *found]
 
     @property
     def host(self) -> str:
@@ -191,6 +208,7 @@ def record_many(conn: Connection, outcomes: Sequence[Record],
            SET status = o.status, next_attempt_at = o.next_attempt_at, updated_at = :now,
                attempt_count = q.attempt_count - CASE WHEN o.spent THEN 0 ELSE 1 END, post_started = true,
                interruptions = q.interruptions + CASE WHEN o.interrupted THEN 1 ELSE 0 END,
+               unsent_interruptions = q.unsent_interruptions + CASE WHEN o.interrupted THEN 1 ELSE 0 END,
                unready_since = CASE WHEN o.unready THEN coalesce(q.unready_since, :now)
                                     WHEN o.spent THEN NULL ELSE q.unready_since END
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
@@ -204,6 +222,25 @@ def record_many(conn: Connection, outcomes: Sequence[Record],
              "unready": r.unready}
             for r in outcomes)})
     return int(result.rowcount)
+
+
+def interruptions_published(conn: Connection, published: Sequence[tuple[str, Sequence[int]]]) -> None:
+    """Forget that these interrupted attempts' records (delivery id, attempt numbers) are unpublished:
+    they are. Whoever holds the delivery now; its `updated_at` (a marked attempt's start) is kept."""
+    rows = [{"delivery_id": delivery_id, "attempt": attempt}
+            for delivery_id, attempts in published for attempt in attempts]
+    if not rows:
+        return
+    conn.execute(text("""
+        UPDATE dispatch_queue AS q
+           SET unpublished_interruptions = coalesce((
+               SELECT jsonb_agg(e) FROM jsonb_array_elements(q.unpublished_interruptions) AS e
+                WHERE NOT EXISTS (SELECT FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                                              AS p(delivery_id text, attempt int)
+                                   WHERE p.delivery_id = q.delivery_id
+                                     AND p.attempt = (e ->> 'attempt')::int)), '[]'::jsonb)
+         WHERE q.delivery_id = ANY(CAST(:ids AS text[])) AND q.unpublished_interruptions <> '[]'::jsonb"""),
+        {"rows": json_rows(rows), "ids": sorted({delivery_id for delivery_id, _ in published})})
 
 
 def _held(delivery: Delivery) -> ColumnElement[bool]:

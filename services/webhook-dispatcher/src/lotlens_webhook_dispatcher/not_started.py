@@ -122,7 +122,8 @@ def failed_attempt(delivery: Delivery, broke: NotStarted) -> AttemptOutcome:
 def unmarked(delivery: Delivery, broke: NotStarted, mark_error: Exception, now: datetime,
              policy: RetryPolicy, rng: random.Random | None = None) -> Verdict:
     """The verdict on a defect's failed attempt that could not be marked (so not stored as spent):
-    handed back, counted as an interruption, and given up once interrupted too often.
+    handed back, counted as an interruption, and given up once interrupted too often. Its attempt
+    number is given back, so the schedule does not subtract it (`Delivery.sent_attempt`).
 
     Raised on, the claim was left to its lease unmarked: taken up again as the same attempt, no
     interruption counted, and a mark that fails each time (a defect) tried it every lease for good.

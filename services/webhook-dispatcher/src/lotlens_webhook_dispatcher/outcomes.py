@@ -44,6 +44,8 @@ class Verdict:
     interrupted: bool = False
     # A hand-back of an attempt that cannot start yet: the wait for it is measured from the first.
     unready: bool = False
+    # The interrupted attempts its events record: once published, the row forgets them.
+    interruptions_recorded: tuple[int, ...] = ()
 
     @property
     def record_only(self) -> bool:
@@ -70,14 +72,17 @@ def judge(delivery: Delivery, outcome: AttemptOutcome, started: datetime, now: d
 
 
 def interrupted(delivery: Delivery, now: datetime) -> Verdict | None:
-    """The record of an attempt a dead instance left unfinished; final once interrupted too often."""
-    if delivery.interrupted_attempt is None:
+    """The records of the attempts dead instances left unfinished (the one this claim found, and
+    earlier ones whose records may not be out); final once interrupted too often."""
+    found = delivery.interrupted_attempts
+    if not found:
         return None
-    lost = attempted(delivery, delivery.interrupted_attempt, delivery.interrupted_at or now,
-                     AttemptOutcome(False, 0.0, error=INTERRUPTED), None)
+    lost: list[Event] = [attempted(delivery, attempt, at, AttemptOutcome(False, 0.0, error=INTERRUPTED), None)
+                         for attempt, at in found]
+    recorded = tuple(attempt for attempt, _ in found)
     if delivery.exhausted:
-        return Verdict("failed", [lost, failed(delivery, INTERRUPTED, now)])
-    return Verdict("sending", [lost])
+        return Verdict("failed", [*lost, failed(delivery, INTERRUPTED, now)], interruptions_recorded=recorded)
+    return Verdict("sending", lost, interruptions_recorded=recorded)
 
 
 def not_started(now: datetime, policy: RetryPolicy, rng: random.Random | None = None) -> Verdict:

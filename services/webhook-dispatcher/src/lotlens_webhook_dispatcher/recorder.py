@@ -141,19 +141,24 @@ class Recorder:
     def _record(self, group: list[Outcome]) -> bool:
         """Publish the group's events and store its outcomes; False when that failed (nothing stored).
 
-        An interrupted attempt's record is only published: the delivery's row belongs to the
-        attempt under way, which stores its own outcome (and is forgotten with it).
+        An interrupted attempt's record is only published (and struck from the row's unpublished
+        ones): the delivery's row belongs to the attempt under way, which stores its own outcome
+        (and is forgotten with it).
         """
         settled = [outcome for outcome in group if not outcome.verdict.record_only]
         envelopes = [envelope for outcome in group for envelope in outcome.envelopes]
+        recorded = [(o.delivery.delivery_id, o.verdict.interruptions_recorded)
+                    for o in group if o.verdict.interruptions_recorded]
         kept = 0
         try:
             if envelopes:  # attempts handed back unsent have none: PostgreSQL alone stores them
                 # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
                 self._producer.publish_many(self._topic, envelopes)
                 self._producer.flush()
-            if settled:
+            if settled or recorded:
                 with self._engine.begin() as conn:
+                    # Published: the rows stop keeping them for the next claim to publish.
+                    dispatch_queue.interruptions_published(conn, recorded)
                     kept = dispatch_queue.record_many(conn, [
                         Record(o.delivery, o.verdict.status, o.verdict.due, o.verdict.spent,
                                o.verdict.interrupted, o.verdict.unready) for o in settled], self._clock())
