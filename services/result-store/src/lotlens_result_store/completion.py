@@ -6,7 +6,9 @@ counters that finished it. `publish_completions` runs after the commit: it publi
 `JobCompleted` for terminal jobs not yet announced, waits for Kafka's acknowledgement, and only
 then sets `completion_published`. A crash in between announces a job twice, under one event id
 (the dispatcher dedupes, and so can a subscriber), never zero times; the startup sweep covers a
-crash right after the commit.
+crash right after the commit. Whatever the announcement says is committed before it goes out (a
+cancelled job's usage is summed in a transaction of its own first): read models a dispatcher
+reads on `JobCompleted` never lack what the event carries.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import logging
 import threading
 from collections.abc import Collection
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, text, update
+from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import caused
@@ -117,6 +120,7 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                                jobs.c.completion_published.is_(False))
     if job_ids is not None:
         query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
+    _sum_usage(engine, query)
     with engine.begin() as conn:
         lock_read_models(conn)
         # Row locks keep two instances that touched the same job from both announcing it.
@@ -124,9 +128,7 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                        ).mappings().all()
         if not rows:
             return 0
-        # Settled jobs have theirs; a cancelled job's is summed now, from what its lots got done.
-        usages = job_usage(conn, [row["job_id"] for row in rows if row["usage"] is None])
-        usages |= {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
+        usages = {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
         for row in rows:
             event = JobCompleted(
                 job_id=row["job_id"], status=row["status"],
@@ -137,14 +139,30 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
             producer.publish(topic, caused(event, row["client_id"] or "", row["status"]))
         producer.flush()
         execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
-            completion_published=True, usage=bindparam("usage")),
-            [{"id": row["job_id"], "usage": _usage_json(usages.get(row["job_id"]))} for row in rows])
+            completion_published=True), [{"id": row["job_id"]} for row in rows])
     for row in rows:
         BATCH_JOBS.labels(status=row["status"]).inc()
         if row["job_id"] in usages:
             count_usage(usages[row["job_id"]])
         log.info("job %s %s", row["job_id"], row["status"], extra={"job_id": row["job_id"]})
     return len(rows)
+
+
+def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
+    """Sum the usage of the unannounced terminal jobs without one (a cancelled job's, from what its
+    lots got done; a settled job has its own), committed before their announcement: summed in the
+    transaction that marks them announced, it was read only after Kafka had acknowledged
+    `JobCompleted`, and a dispatcher reading the job meanwhile sent (and cached) it without."""
+    with engine.begin() as conn:
+        lock_read_models(conn)
+        unsummed = execute(conn, "select_unsummed", unannounced.with_only_columns(jobs.c.job_id)
+                           .where(jobs.c.usage.is_(None)).order_by(jobs.c.job_id).with_for_update()
+                           ).scalars().all()
+        usages = job_usage(conn, list(unsummed)) if unsummed else {}
+        if usages:
+            execute(conn, "sum_usage", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
+                usage=bindparam("usage")),
+                [{"id": job_id, "usage": _usage_json(usage)} for job_id, usage in usages.items()])
 
 
 def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event) -> int:

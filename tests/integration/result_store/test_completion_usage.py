@@ -1,0 +1,71 @@
+"""What a webhook dispatcher reads of a job once its `JobCompleted` is out: the job's usage too."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import JobCancelled, JobCompleted, TranslationCompleted, VisionCompleted
+from lotlens_common.model.usage import Usage
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings, TopicSettings
+from lotlens_result_store.handlers import handle
+from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
+from tests.conftest import Infra
+from tests.integration.result_store.support import completions, job_row, job_script
+
+pytestmark = pytest.mark.integration
+
+
+class ReadOnAcknowledgement(EventProducer):
+    """The result-store's producer, and a dispatcher reading each announced job as soon as Kafka
+    has acknowledged the announcement (what it can read from then on)."""
+
+    def __init__(self, settings: ServiceSettings, engine: Engine) -> None:
+        super().__init__(settings.kafka, "result-store-test")
+        self.engine = engine
+        self.published: list[str] = []
+        self.read: dict[str, Any] = {}
+
+    def publish(self, topic: str, envelope: Envelope, *args: Any, **kwargs: Any) -> None:
+        if isinstance(envelope.event, JobCompleted):
+            self.published.append(envelope.event.job_id)
+        super().publish(topic, envelope, *args, **kwargs)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        super().flush(timeout_s)
+        for job_id in self.published:
+            job = FinishedJobs(self.engine).job(job_id)
+            self.read[job_id] = job.usage if job is not None else "not in the read models"
+        self.published.clear()
+
+
+def test_a_cancelled_jobs_usage_is_readable_once_its_completion_is_announced(
+        settings: ServiceSettings, engine: Engine, infra: Infra, topics: TopicSettings) -> None:
+    # A cancelled job's usage was summed and written in the transaction that marks the job
+    # announced, committed only after Kafka acknowledged JobCompleted: a dispatcher that read the
+    # job in between sent `processing_summary` without `usage`, and kept the job so (its cache of
+    # finished jobs never expires) for every later attempt and redelivery.
+    producer = ReadOnAcknowledgement(settings, engine)
+    apply = partial(handle, engine, producer, topics.completions)
+    script = job_script(3)
+    spent = Usage(input_tokens=1000, output_tokens=200, estimated_cost_usd=0.002, model="o4-mini")
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC)))
+    with_usage = [Envelope(event=e.event.model_copy(update={"usage": spent}), client_id=e.client_id,
+                           occurred_at=e.occurred_at)
+                  if isinstance(e.event, VisionCompleted | TranslationCompleted) else e
+                  for e in script.vision[:2]]
+    apply(script.submissions + with_usage)
+    apply([cancel])
+    [announced] = completions(infra, topics, script.job_id)
+    assert isinstance(announced.event, JobCompleted) and announced.event.status == "cancelled"
+    assert announced.event.usage is not None
+    usage = announced.event.usage.model_dump(mode="json")
+    assert producer.read == {script.job_id: usage}
+    assert job_row(engine, script.job_id)["usage"] == usage
