@@ -14,7 +14,10 @@ from lotlens_client import verify_standard_webhook, verify_webhook
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookDelivered
+from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
+from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.relay import Relay, RelaySettings
 from lotlens_webhook_dispatcher import dispatch_queue
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
@@ -22,6 +25,7 @@ from tests.integration.webhook_dispatcher.support import (
     KEY,
     Reply,
     WebhookEvents,
+    attempts_not_started,
     client_secret,
     dispatcher_settings,
     insert_finished_job,
@@ -104,3 +108,31 @@ def test_a_secret_stops_signing_when_its_overlap_ends_though_the_cache_still_hol
     standardwebhooks.Webhook(new).verify(after.body, after.headers)
     with pytest.raises(standardwebhooks.WebhookVerificationError):
         standardwebhooks.Webhook(old).verify(after.body, after.headers)
+
+
+def test_a_client_left_without_a_secret_gets_one_and_its_webhook_verifies(config, db, events):
+    # The gateway made the secrets at start-up only: PostgreSQL down then, a client had none until
+    # the next restart, and the dispatcher sent its webhooks without `webhook-signature`, which
+    # the official package refuses ("Missing required headers").
+    with receiver(lambda _r: Reply(200)) as hooks:
+        job_id = insert_finished_job(db, [f"{hooks.url}/hook"])
+        with db.begin() as conn:  # as a gateway that could not reach PostgreSQL at start-up left it
+            webhook_secrets.delete_client(conn, CLIENT)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            before = attempts_not_started("no_secret")
+            publish_completed(config, job_id)
+            wait_for(lambda: bool(hooks.arrived) or attempts_not_started("no_secret") > before)
+            assert [request.headers.get("webhook-signature") for request in hooks.arrived] == []
+            # The gateway's periodic work (no topics to relay here): it makes the missing secret.
+            periodic = RelaySettings(sweep_s=0.2, prune_every_s=0.2, clients=(CLIENT,))
+            gateway = Relay(db, EventProducer(config.kafka, "gateway-test"), [], periodic, GatewayMetrics())
+            gateway.start()
+            try:
+                events.until(lambda seen: any(e.job_id == job_id for e in of(WebhookDelivered, seen)))
+            finally:
+                gateway.stop(timeout_s=5)
+    with db.connect() as conn:
+        [secret] = webhook_secrets.live(conn, CLIENT, utc_now())
+    [request] = hooks.arrived
+    assert standardwebhooks.Webhook(secret).verify(request.body, request.headers)["event"] == (
+        "batch_job_completed")

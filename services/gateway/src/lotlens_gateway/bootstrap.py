@@ -43,7 +43,7 @@ def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
     """Every client can verify webhooks the Standard Webhooks way from its first job on.
 
     A database that is down does not keep the gateway from starting (health reports it); the
-    secrets are then made at the next start, or by `lotlens-admin clients secret`.
+    secrets are then made by the relay's minute-ly prune once it is back (`Relay.prune`).
     """
     try:
         with engine.begin() as conn:

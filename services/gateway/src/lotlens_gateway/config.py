@@ -185,7 +185,7 @@ class GatewaySettings(ServiceSettings):
         """The outbox relay's settings."""
         return RelaySettings(batch_rows=self.outbox_batch_rows,
                              publish_timeout_s=self.outbox_publish_timeout_s,
-                             retention_s=self.outbox_retention_s)
+                             retention_s=self.outbox_retention_s, clients=tuple(sorted(self.clients)))
 
     def client_keys(self) -> dict[str, str]:
         """client id → shared key, in the clear (for signature checks only)."""

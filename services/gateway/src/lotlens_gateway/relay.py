@@ -21,7 +21,9 @@ index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
 
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
 projected them, even through a Kafka outage) and then deleted. The same minute-ly prune deletes
-clients' webhook secrets whose rotation overlap has ended: the gateway owns that table too.
+clients' webhook secrets whose rotation overlap has ended, and makes the configured clients'
+missing ones: the gateway owns that table too. Made at start-up alone, a client whose secret
+PostgreSQL could not store then had none until the next restart.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class RelaySettings:
     sweep_s: float = 5.0
     retention_s: float = 3600.0
     prune_every_s: float = 60.0
+    # The configured clients: each is given a `whsec_` webhook secret at each prune if it has none.
+    clients: tuple[str, ...] = ()
 
 
 class Relay:
@@ -313,7 +317,7 @@ class Relay:
     def prune(self) -> int:
         """Delete rows published longer than the retention period ago, `PRUNE_ROWS` per
         transaction and at most `PRUNE_ROUNDS` of those per call, and webhook secrets past their
-        overlap; how many rows went.
+        overlap (making the configured clients' missing ones); how many rows went.
 
         In one statement, an hour after a long Kafka outage each replica deleted the whole backlog
         at once (250,000 rows with their payloads): the replicas queued on each other's row locks
@@ -332,6 +336,9 @@ class Relay:
         with self._engine.begin() as conn:
             # Kept, every rotated-out secret stayed for good after it stopped signing.
             retired = webhook_secrets.prune(conn, utc_now())
+            # Made at start-up alone, a secret PostgreSQL could not store then was missing until
+            # the next restart, and the client's webhooks waited for it.
+            webhook_secrets.ensure(conn, self._settings.clients)
         if retired:
             log.info("deleted %d webhook secrets past their rotation overlap", retired)
         return pruned

@@ -24,7 +24,7 @@ CLIENT_IN_FLIGHT = Gauge("lotlens_webhook_client_attempts_in_flight",
 UNCONFIGURED_CLIENT = "(unconfigured)"
 # Attempts that broke before their POST, nothing sent, by reason (`not_started.NotStarted`):
 # every one but `error` (a defect, a failed attempt) passes and is handed back.
-NOT_STARTED_REASONS = ("database", "read_models", "no_key", "error")
+NOT_STARTED_REASONS = ("database", "read_models", "no_key", "no_secret", "error")
 ATTEMPTS_NOT_STARTED = Counter("lotlens_webhook_attempts_not_started_total",
                                "Attempts that broke before their POST, nothing sent", ["reason"])
 for _reason in NOT_STARTED_REASONS:

@@ -265,9 +265,13 @@ class Dispatcher:
                                       self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
                                       delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
         with before_post("signing"):
+            secrets = self._secrets.secrets(delivery.client_id)
+            if not secrets:  # sent without `webhook-signature`, Standard Webhooks verifiers refused it
+                raise Unready("no_secret", f"client {delivery.client_id!r} has no webhook secret yet "
+                                           "(the gateway makes it)")
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                        "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
-                       **webhook_headers(key, self._secrets.secrets(delivery.client_id), delivery.delivery_id,
+                       **webhook_headers(key, secrets, delivery.delivery_id,
                                          int(self._clock().timestamp()), body)}
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)

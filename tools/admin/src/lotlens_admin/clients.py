@@ -170,7 +170,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rotate.set_defaults(handler=_rotate)
     delete = commands.add_parser(
         "delete", help="delete every secret of a client no longer configured; refused for one in this "
-        "environment's LOTLENS_CLIENTS (the gateway would make it a new secret when it starts, its "
-        "webhooks unsigned until then)")
+        "environment's LOTLENS_CLIENTS (the gateway would make it a new secret within a minute, its "
+        "webhooks held until then)")
     delete.add_argument("client_id")
     delete.set_defaults(handler=_delete)
