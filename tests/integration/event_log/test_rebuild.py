@@ -14,6 +14,7 @@ import orjson
 import pytest
 from sqlalchemy import Engine, text
 
+from lotlens_common.envelope import encode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK, RebuildOptions, RebuildRunning, rebuild
@@ -159,6 +160,34 @@ def test_a_rebuild_stops_at_an_event_newer_than_its_code_and_skips_unreadable_on
     with own_engine.connect() as conn:  # nothing swapped; the shadow keeps its progress
         assert conn.execute(text("SELECT count(*) FROM jobs")).scalar_one() == 0
         assert conn.execute(text(f"SELECT count(*) FROM {SHADOW}.lots")).scalar_one() == 2
+
+
+def test_a_rebuild_reads_fields_a_newer_release_added_and_stops_at_a_type_it_added(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    # Both were skipped as `undecodable`: a rebuild by the older release recorded a newer one's
+    # events as gaps (its rows lacked every event of that release) instead of stopping for the
+    # newer release, as a newer version of a type does.
+    script = job_script(2)
+    for topic, envelopes in ((topics.submissions, script.submissions), (topics.vision, script.vision),
+                             (topics.translation, script.translation)):
+        for envelope in envelopes:
+            doc = orjson.loads(encode(envelope))
+            doc["data"]["added_by_a_newer_release"] = None
+            publisher.publish_raw(topic, envelope.job_id.encode(), orjson.dumps(doc), [])
+    publisher.flush()
+    done = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+    assert (done.swapped, done.skipped) == (True, 0), done
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT status FROM jobs WHERE job_id = :j"), {"j": script.job_id}
+                            ).scalar_one() == "completed"
+
+    new_type = orjson.dumps({"event_id": "e", "type": "JobRescheduled", "version": 1, "job_id": script.job_id,
+                             "occurred_at": "2026-03-01T00:00:00+00:00", "client_id": "c", "data": {}})
+    publisher.publish_raw(topics.submissions, script.job_id.encode(), new_type, [])
+    publisher.flush()
+    with pytest.raises(FutureEventInLog, match=r"JobRescheduled.*newer release that wrote it"):
+        rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(restart=True), lambda _: None)
 
 
 def test_a_rebuild_that_skipped_events_does_not_swap_unless_told_to(

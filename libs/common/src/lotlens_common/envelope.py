@@ -22,9 +22,10 @@ class UndecodableEvent(ValueError):
     """A message that is not a LotLens event we can read (it goes to the dead-letter topic)."""
 
 
-class FutureEventVersion(UndecodableEvent):
-    """An event written by newer code than this: never read as an older version (it is
-    dead-lettered, and replayed once this service is upgraded)."""
+class FutureEvent(UndecodableEvent):
+    """An event a newer release wrote: a version of its type newer than this code reads, or a
+    type this code does not know. Never read as something older (it is dead-lettered as
+    `future-version`, and replayed once this service is upgraded)."""
 
 
 # (event type, version it upgrades from) -> function turning that payload into the next version.
@@ -141,26 +142,38 @@ def _fixed_headers(event_type: str, version: int, source: str) -> tuple[tuple[st
 
 
 def decode(raw: bytes) -> Envelope:
-    """Parse bytes from Kafka into an envelope, upcasting old payload versions."""
+    """Parse bytes from Kafka into an envelope, upcasting old payload versions.
+
+    A tolerant reader, as the contract asks of every subscriber: a field this code does not know
+    is ignored (a newer release added it to the version, a compatible addition the schema check
+    lets through), and an envelope of a type it does not know is a `FutureEvent`, not garbage.
+    """
     try:
         doc = orjson.loads(raw)
-        event_cls = EVENT_TYPES[doc["type"]]
-        data, version = dict(doc["data"]), int(doc["version"])
+        event_type, version, data = doc["type"], doc["version"], dict(doc["data"])
+        if not isinstance(event_type, str) or not isinstance(version, int):
+            raise TypeError(f"type {event_type!r} and version {version!r} are not a name and a number")
+        client_id, event_id = str(doc["client_id"]), str(doc["event_id"])
+        occurred_at = datetime.fromisoformat(doc["occurred_at"])
+        trace = dict(doc.get("trace") or {})
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc
+    event_cls = EVENT_TYPES.get(event_type)
+    if event_cls is None:
+        raise FutureEvent(f"event type {event_type} (version {version}) is not one this code reads: "
+                          "a newer release's")
     if version > event_cls.version:
-        raise FutureEventVersion(f"{event_cls.event_type} version {version} is newer than the "
-                                 f"version {event_cls.version} this code reads")
+        raise FutureEvent(f"{event_cls.event_type} version {version} is newer than the "
+                          f"version {event_cls.version} this code reads")
     try:
         while version < event_cls.version:
             data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1
-        return Envelope(
-            event=event_cls.model_validate(data),
-            client_id=doc["client_id"],
-            event_id=doc["event_id"],
-            occurred_at=datetime.fromisoformat(doc["occurred_at"]),
-            trace=dict(doc.get("trace") or {}),
-        )
+        known = event_cls.model_fields
+        if not data.keys() <= known.keys():
+            # The model stays strict where code builds it (a misspelt field is a bug there).
+            data = {name: value for name, value in data.items() if name in known}
+        return Envelope(event=event_cls.model_validate(data), client_id=client_id, event_id=event_id,
+                        occurred_at=occurred_at, trace=trace)
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc

@@ -3,7 +3,9 @@
 Every event names its job; the envelope (see `envelope.py`) adds the event id, type, version,
 time, client id and trace context. Message keys are job ids, so one job's events stay in order
 within a topic. When a payload changes shape, bump `version` and add an upcaster in
-`envelope.py` so old messages still read.
+`envelope.py` so old messages still read. Adding an optional field is not a change of shape: an
+older release reading the event (a rolling update, a `rollout undo`) ignores it (`decode`), so a
+field it may not ignore (one that changes what the others mean) needs a new version instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ Stage = Literal["intake", "vision", "translation"]
 
 
 class Event(BaseModel):
-    """Base of every event: immutable, strict about unknown fields."""
+    """Base of every event: immutable, strict about unknown fields where code builds one (the
+    Kafka edge, `decode`, drops the fields a newer release added before validating)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]

@@ -24,7 +24,7 @@ from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.envelope import (
     TYPE_HEADER,
     Envelope,
-    FutureEventVersion,
+    FutureEvent,
     UndecodableEvent,
     decode,
 )
@@ -237,7 +237,7 @@ def _dead_letter_durably(producer: EventProducer, topics: TopicSettings, message
         producer.flush()
 
     _retry_transient(send, stop, message)
-    DEAD_LETTERS.labels(group=group, reason=_reason(error)).inc()
+    DEAD_LETTERS.labels(group=group, reason=dead_letter_reason(error)).inc()
 
 
 def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
@@ -286,7 +286,7 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
                 error: BaseException) -> None:
     """Send a message this group cannot handle to the dead-letter topic, with where it came
     from, which group failed and why (the original key, value and headers kept intact)."""
-    reason = _reason(error)
+    reason = dead_letter_reason(error)
     headers: Headers = [(str(header[0]), header[1]) for header in message.headers() or []
                         if header[0] not in dead_letters.DLQ_HEADERS]
     headers += [
@@ -300,8 +300,10 @@ def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message
     producer.publish_raw(topics.dead_letter, message.key(), message.value(), headers)
 
 
-def _reason(error: BaseException) -> str:
-    return (dead_letters.FUTURE_VERSION if isinstance(error, FutureEventVersion)
+def dead_letter_reason(error: BaseException) -> str:
+    """Why a message is dead-lettered: a newer release wrote it, it is not a LotLens event at all,
+    or its handler kept failing."""
+    return (dead_letters.FUTURE_VERSION if isinstance(error, FutureEvent)
             else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
             else dead_letters.HANDLER_FAILED)
 

@@ -18,7 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.db import json_rows
-from lotlens_common.envelope import Envelope, FutureEventVersion, UndecodableEvent, decode
+from lotlens_common.envelope import Envelope, FutureEvent, UndecodableEvent, decode
 from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import KafkaSettings
 from lotlens_result_store.handlers import apply_batch
@@ -168,7 +168,7 @@ def _apply(engine: Engine, messages: list[Message], reached: dict[Partition, int
         at = position(topic, partition, offset)
         try:
             decoded.append((at, decode(message.value() or b"")))
-        except FutureEventVersion as exc:
+        except FutureEvent as exc:
             if at not in skip:
                 # The release that reads it has other event models, so another projection version:
                 # it refuses to resume this shadow, and starts over (--restart).

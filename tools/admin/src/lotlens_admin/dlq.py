@@ -140,8 +140,9 @@ def _replay(args: argparse.Namespace) -> int:
     named = bool(args.position)
     chosen = [letter for letter in _selected(args, found) if named or letter.position not in found.handled]
     chosen = _handled_already(chosen, found)
-    # Its bytes are what no consumer could read: replayed, it can only die again (and count as a
-    # new dead letter, firing the alert again). `discard` is for it, or --force.
+    # Its bytes are what no release can read (a newer release's events are `future-version`):
+    # replayed, it can only die again (and count as a new dead letter, firing the alert again).
+    # `discard` is for it, or --force.
     refused = [letter for letter in chosen if letter.reason == dl.UNDECODABLE and not args.force]
     if refused:
         print(f"lotlens-admin: left out {len(refused)} undecodable dead letters "
