@@ -8,6 +8,7 @@ if __name__ == "__main__":  # first: a SIGTERM during the start-up below stops i
     catch_stop_signals()
 
 import logging
+import threading
 from functools import partial
 
 from lotlens_common import tracing
@@ -15,9 +16,9 @@ from lotlens_common.db import make_engine
 from lotlens_common.kafka import ConsumerSpec, run_consumer
 from lotlens_common.producer import EventProducer
 from lotlens_common.service import serve_operations, setup_logging, stop_on_signals, tune_gc
-from lotlens_result_store.completion import sweep
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
+from lotlens_result_store.sweeps import sweep, watch_swaps
 
 __all__ = ["main"]
 log = logging.getLogger("lotlens_result_store")
@@ -38,8 +39,11 @@ def main() -> None:
         # A crash after a commit but before JobCompleted was acknowledged leaves a terminal job
         # unannounced; no further event may come for it, so look for such jobs at every start.
         swept = sweep(engine, producer, topics.completions, stop)
-        if swept:
-            log.info("announced %d jobs left unannounced by a previous run", swept)
+        if swept.announced:
+            log.info("announced %d jobs left unannounced by a previous run", swept.announced)
+        # A rebuild's swap brings in jobs it finished, which no event will touch again.
+        threading.Thread(target=watch_swaps, name="swap-watch", daemon=True, args=(
+            engine, producer, topics.completions, stop, settings.swap_check_s, swept.tables)).start()
         consumer = ConsumerSpec(
             group_id=settings.group_id,
             # Every record topic, its own JobCompleted included: the read models are what the log

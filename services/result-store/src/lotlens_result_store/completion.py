@@ -6,15 +6,15 @@ counters that finished it. `publish_completions` runs after the commit: it publi
 `JobCompleted` for terminal jobs not yet announced, waits for Kafka's acknowledgement, and only
 then sets `completion_published`. A crash in between announces a job twice, under one event id
 (the dispatcher dedupes, and so can a subscriber), never zero times; the startup sweep covers a
-crash right after the commit. Whatever the announcement says is committed before it goes out (a
-cancelled job's usage is summed in a transaction of its own first): read models a dispatcher
-reads on `JobCompleted` never lack what the event carries.
+crash right after the commit, and the sweep after a rebuild's swap the jobs it finished (`sweeps`).
+Whatever the announcement says is committed before it goes out (a cancelled job's usage is summed
+in a transaction of its own first): read models a dispatcher reads on `JobCompleted` never lack
+what the event carries.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,6 @@ from sqlalchemy import Connection, Engine, Select, bindparam, func, select, text
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
-from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.model.usage import JobUsage
 from lotlens_common.producer import EventProducer
 from lotlens_common.tables import READ_MODELS, jobs, lots
@@ -163,21 +162,6 @@ def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
             execute(conn, "sum_usage", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
                 usage=bindparam("usage")),
                 [{"id": job_id, "usage": _usage_json(usage)} for job_id, usage in usages.items()])
-
-
-def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event) -> int:
-    """At startup: announce every terminal job a previous run left unannounced (retrying while
-    the database or the broker is down); returns how many."""
-    delay = 0.5
-    while True:
-        try:
-            return publish_completions(engine, producer, topic)
-        except TRANSIENT_ERRORS as exc:
-            if stop.is_set():
-                raise
-            log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)
-            stop.wait(delay)
-            delay = min(delay * 2, 15.0)
 
 
 def _usage_json(usage: JobUsage | None) -> dict[str, object] | None:

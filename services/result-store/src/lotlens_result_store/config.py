@@ -12,3 +12,6 @@ class ResultStoreSettings(ServiceSettings):
 
     metrics_port: int = 0
     group_id: str = "lotlens-result-store"
+    # How often it looks whether a rebuild swapped the read models (then it announces the jobs
+    # they hold finished): one catalogue lookup.
+    swap_check_s: float = 5.0

@@ -156,7 +156,8 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
                          "rebuilt tables lack its changes: start over with --restart", say)
         swap(lock_conn, live)
     say(f"swapped in: {events:,} events replayed, {held} skipped; "
-        "the old tables are in schema lotlens_retired")
+        "the old tables are in schema lotlens_retired; the running result-store announces the jobs "
+        "they hold finished and unannounced")
     return RebuildResult(events, held, swapped=True)
 
 

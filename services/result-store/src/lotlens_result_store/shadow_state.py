@@ -53,6 +53,7 @@ NOT_PROJECTION = {
     "lotlens_result_store.shadow": "the shadow schema and the swap",
     "lotlens_result_store.shadow_state": "this: the shadow's version and skipped events",
     "lotlens_result_store.config": "the service's settings",
+    "lotlens_result_store.sweeps": "announces jobs the read models hold finished; writes no projected row",
     "lotlens_result_store.__main__": "the service's wiring",
     "lotlens_common.clock": "the wall clock",
     "lotlens_common.kafka": "which broker errors are retried",

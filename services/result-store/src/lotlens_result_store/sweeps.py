@@ -1,0 +1,77 @@
+"""Announcing the terminal jobs that no consumer batch will announce.
+
+After each batch `publish_completions` announces the jobs that batch touched. Two kinds of
+terminal job are touched by none: one a previous run settled and then died before announcing
+(swept at start), and one that a rebuild's swap brought in. `projections rebuild` replays the log
+with fixed projection code and so finishes jobs the live tables left unfinished (an event the
+old code dead-lettered), and no event may ever come for them again.
+
+The rebuild does not announce them itself: JobCompleted is the result-store's (its producer, its
+topic, its row locks), and a rebuild killed between its swap and its announcements would leave
+them unannounced for good. Each result-store instance instead watches which table the name
+`jobs` resolves to, and sweeps when a swap changed it. Two instances sweeping at once announce a
+job once (`publish_completions` locks the rows and reads `completion_published` again); one
+killed mid-sweep leaves the rest to the next start's sweep.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, text
+
+from lotlens_common.kafka import TRANSIENT_ERRORS
+from lotlens_common.producer import EventProducer
+from lotlens_result_store.completion import publish_completions
+
+log = logging.getLogger(__name__)
+
+
+def read_models_in_place(engine: Engine) -> int:
+    """Which `jobs` table the services' table names resolve to now (a swap puts another there)."""
+    with engine.connect() as conn:
+        return int(conn.execute(text("SELECT CAST(to_regclass('jobs') AS oid)")).scalar_one())
+
+
+@dataclass(frozen=True)
+class Swept:
+    """What a sweep covered: the read models in place when it began, and the jobs it announced."""
+
+    tables: int
+    announced: int
+
+
+def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event) -> Swept:
+    """At startup: announce every terminal job a previous run left unannounced (retrying while
+    the database or the broker is down)."""
+    delay = 0.5
+    while True:
+        try:
+            # Read before the sweep: a swap after this point is swept again by `watch_swaps`.
+            tables = read_models_in_place(engine)
+            return Swept(tables, publish_completions(engine, producer, topic))
+        except TRANSIENT_ERRORS as exc:
+            if stop.is_set():
+                raise
+            log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)
+            stop.wait(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def watch_swaps(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event,
+                every_s: float, swept: int) -> None:
+    """Until `stop`: every `every_s`, announce the terminal jobs not yet announced once the read
+    models in place are no longer the ones `swept` (a rebuild swapped its tables in)."""
+    while not stop.wait(every_s):
+        try:
+            tables = read_models_in_place(engine)
+            if tables != swept:
+                announced = publish_completions(engine, producer, topic)
+                log.info("read models swapped in by a rebuild: announced %d jobs they hold finished",
+                         announced)
+                swept = tables
+        except Exception as exc:  # the next check tries again; the watch must outlive an outage
+            log.warning("sweep after a swap of the read models failed, retrying in %.0fs: %s",
+                        every_s, exc, exc_info=not isinstance(exc, TRANSIENT_ERRORS))
