@@ -18,7 +18,7 @@ from lotlens_common.envelope import encode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK, RebuildOptions, RebuildRunning, rebuild
-from lotlens_result_store.replay import FutureEventInLog
+from lotlens_result_store.replay import FutureEventInLog, RebuildRefused
 from lotlens_result_store.shadow import RETIRED, SHADOW
 from tests.conftest import ROOT
 from tests.integration.event_log.support import (
@@ -205,6 +205,21 @@ def test_a_rebuild_that_skipped_events_does_not_swap_unless_told_to(
     assert taken.swapped
     with own_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 2
+
+
+def test_live_tables_that_stay_busy_past_the_lock_timeout_are_a_refusal_to_retry_not_an_outage(
+        own_engine: Engine, own_settings: ServiceSettings, publisher: EventProducer,
+        topics: TopicSettings) -> None:
+    # PostgreSQL's lock_timeout (LockNotAvailable) reached the admin as an OperationalError:
+    # "PostgreSQL did not answer", exit 3, while it had answered that the tables stayed busy.
+    publish(publisher, topics, job_script(2))
+    with own_engine.connect() as busy, busy.begin():  # a long write transaction of the live store
+        busy.execute(text("LOCK TABLE jobs IN ROW EXCLUSIVE MODE"))
+        with pytest.raises(RebuildRefused, match=r"stayed busy.*run it again"):
+            rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(lock_timeout_s=0.5),
+                    lambda _: None)
+    resumed = rebuild(own_engine, own_settings.kafka, topics, RebuildOptions(), lambda _: None)
+    assert resumed.swapped
 
 
 def test_a_rebuild_that_does_not_catch_up_does_not_lock_the_live_tables(

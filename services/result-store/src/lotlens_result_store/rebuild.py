@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
@@ -65,6 +66,15 @@ class RebuildResult:
 
 class RebuildRunning(RebuildRefused):
     """Another rebuild holds the lock: two at once would replay into the same shadow tables."""
+
+
+class LiveTablesBusy(RebuildRefused):
+    """The live read models stayed locked by other writers past the lock timeout: nothing was
+    swapped, and a rerun resumes (it is PostgreSQL's answer, not an outage)."""
+
+
+# SQLSTATE lock_not_available: `lock_timeout` ran out.
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 # The session advisory lock a rebuild holds for its whole run (any fixed bigint).
@@ -147,7 +157,7 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
     with engine.connect() as lock_conn, lock_conn.begin():
         say("locking the live read models against writes")
         hold_migrations(lock_conn)
-        lock_live(lock_conn, live, options.lock_timeout_s)
+        _lock_live(lock_conn, live, options.lock_timeout_s)
         run("final")  # on other connections: committed before the swap, visible to whoever waited
         if (held := skipped()) and not options.allow_skipped:
             return _kept(events, held, _skipped(held), say)
@@ -159,6 +169,17 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
         "the old tables are in schema lotlens_retired; the running result-store announces the jobs "
         "they hold finished and unannounced")
     return RebuildResult(events, held, swapped=True)
+
+
+def _lock_live(conn: Connection, live: str, timeout_s: float) -> None:
+    try:
+        lock_live(conn, live, timeout_s)
+    except OperationalError as exc:
+        if getattr(exc.orig, "pgcode", None) != _LOCK_NOT_AVAILABLE:
+            raise
+        raise LiveTablesBusy(f"the live read models stayed busy (other transactions held them for "
+                             f"over {timeout_s:g} s); nothing was swapped; run it again: it resumes "
+                             "where this run got to") from exc
 
 
 def _kept(events: int, skipped: int, why: str, say: Say) -> RebuildResult:
