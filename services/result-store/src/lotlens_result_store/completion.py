@@ -110,13 +110,23 @@ def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, in
             for job_id, submitted, undescribed, settled_at in rows}
 
 
+# A terminal job whose JobCompleted Kafka has not acknowledged yet.
+_UNANNOUNCED = (jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)), jobs.c.completion_published.is_(False))
+
+
+def unannounced_jobs(engine: Engine) -> list[str]:
+    """Every terminal job not announced yet, in job order."""
+    with engine.connect() as conn:
+        return [str(job_id) for job_id in conn.execute(
+            select(jobs.c.job_id).where(*_UNANNOUNCED).order_by(jobs.c.job_id)).scalars()]
+
+
 def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                         job_ids: Collection[str] | None = None) -> int:
     """Announce terminal jobs not yet announced (only `job_ids`, or all); returns how many."""
     if job_ids is not None and not job_ids:
         return 0
-    query = select(jobs).where(jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)),
-                               jobs.c.completion_published.is_(False))
+    query = select(jobs).where(*_UNANNOUNCED)
     if job_ids is not None:
         query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
     _sum_usage(engine, query)

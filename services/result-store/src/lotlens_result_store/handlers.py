@@ -16,9 +16,10 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotFailed, VisionCompleted
 from lotlens_common.producer import EventProducer
 from lotlens_result_store.changes import JobChanges
-from lotlens_result_store.completion import lock_jobs, lock_read_models, publish_completions, settle_jobs
+from lotlens_result_store.completion import lock_jobs, lock_read_models, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import advance_described_jobs, project
+from lotlens_result_store.sweeps import announce
 
 
 def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
@@ -43,5 +44,6 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
         EVENTS_PROJECTED.labels(type=event_type).inc(count)
         if event_type == JobSubmitted.event_type:
             BATCH_JOBS.labels(status="pending").inc(count)
-    # After the commit, so an announced job is always durably terminal in the read models.
-    publish_completions(engine, producer, completions_topic, changes.job_ids())
+    # After the commit, so an announced job is always durably terminal in the read models. Only
+    # an outage fails the batch from here (retried; applying it again changes nothing).
+    announce(engine, producer, completions_topic, changes.job_ids())

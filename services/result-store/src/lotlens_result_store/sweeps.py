@@ -18,15 +18,46 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import Engine, text
 
 from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.producer import EventProducer
-from lotlens_result_store.completion import publish_completions
+from lotlens_result_store.completion import publish_completions, unannounced_jobs
 
 log = logging.getLogger(__name__)
+
+
+def announce(engine: Engine, producer: EventProducer, topic: str,
+             job_ids: Collection[str] | None = None) -> int:
+    """`publish_completions` (of `job_ids`, or every unannounced job), where a defect announcing
+    one job holds back no other; returns how many were announced.
+
+    Outages are raised, to be retried. Any other failure (building or publishing one job's
+    JobCompleted) is a defect: each job is then tried alone, and one that still fails is logged
+    and left unannounced for the next sweep (a deploy's start, a swap). Raised, it failed the
+    consumer batch whose projection had committed, dead-lettering its applied events, and it
+    stopped the service at every start.
+    """
+    try:
+        return publish_completions(engine, producer, topic, job_ids)
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception as exc:
+        log.warning("announcing jobs failed (%s); announcing them one by one", exc)
+    announced = 0
+    for job_id in sorted(job_ids) if job_ids is not None else unannounced_jobs(engine):
+        try:
+            announced += publish_completions(engine, producer, topic, [job_id])
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception:
+            log.exception("JobCompleted of job %s not published (a defect); it stays unannounced "
+                          "until the next sweep (the service's next start)", job_id,
+                          extra={"job_id": job_id})
+    return announced
 
 
 def read_models_in_place(engine: Engine) -> int:
@@ -51,7 +82,7 @@ def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.E
         try:
             # Read before the sweep: a swap after this point is swept again by `watch_swaps`.
             tables = read_models_in_place(engine)
-            return Swept(tables, publish_completions(engine, producer, topic))
+            return Swept(tables, announce(engine, producer, topic))
         except TRANSIENT_ERRORS as exc:
             if stop.is_set():
                 raise
@@ -68,7 +99,7 @@ def watch_swaps(engine: Engine, producer: EventProducer, topic: str, stop: threa
         try:
             tables = read_models_in_place(engine)
             if tables != swept:
-                announced = publish_completions(engine, producer, topic)
+                announced = announce(engine, producer, topic)
                 log.info("read models swapped in by a rebuild: announced %d jobs they hold finished",
                          announced)
                 swept = tables
