@@ -144,7 +144,7 @@ class FakeApi:
             signature, messages = header, [request.url.query]
         else:
             job_id = unquote(path.removesuffix("/cancel").removesuffix("/download").removesuffix("/lots")
-                             .rsplit("/", 1)[-1])
+                             .removesuffix("/retry-failed").rsplit("/", 1)[-1])
             signature, messages = header, [job_id.encode()]
         if not signature:
             return error(401, "MISSING_SIGNATURE")

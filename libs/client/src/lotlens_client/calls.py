@@ -7,8 +7,10 @@ and behave alike: same signing, same parsing, same errors, same retry policy.
 from __future__ import annotations
 
 import json
+import math
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
@@ -18,11 +20,15 @@ import httpx2
 
 from lotlens_client import signing
 from lotlens_client.errors import (
+    KEY_IN_PROGRESS,
     LotLensError,
     NetworkError,
+    RateLimitedError,
+    ServerError,
     UnexpectedResponseError,
     WaitTimeoutError,
     error_from_response,
+    outcome_unknown,
     parse_retry_after,
 )
 from lotlens_client.lot_pages import LotPage
@@ -47,6 +53,11 @@ SUBMIT_PATH = f"{API}/generate-descriptions"
 # The contract answers a synchronous lot within 300 s; leave room for the network.
 SYNC_TIMEOUT_S = 310.0
 DEFAULT_VERSION = "1.0.0"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+# The gateway's limit (`check_key`); header values are sent as ASCII.
+MAX_KEY_CHARS = 255
+# Polling faster than this only spends the client's polling rate limit.
+MIN_POLL_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -60,29 +71,66 @@ class Call(Generic[T]):
     body: bytes | None = None
     ok: frozenset[int] = frozenset({200})
     timeout_s: float | None = None
+    # Safe to send again when its outcome is unknown (no answer, a proxy's 502/504): a request the
+    # gateway does once whatever the number of copies (an Idempotency-Key, or a per-job retry).
+    resendable: bool = False
+
+    @property
+    def idempotency_key(self) -> str | None:
+        """The `Idempotency-Key` this call is sent with, if any."""
+        return self.headers.get(IDEMPOTENCY_HEADER)
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry a 429 after its `Retry-After`, and a 503 that has one, at most `max_retries` times and
-    `max_wait_s` per wait.
+    """When to send a call again, at most `max_retries` times and `max_wait_s` per wait:
 
-    The gateway answers 503 with `Retry-After` only when it wrote nothing (PostgreSQL down, every
-    intake slot taken by other large jobs, or stopping for a restart), so even a submission is safe
-    to send again.
+    - a 429 after its `Retry-After`, and a 503 that has one. The gateway answers 503 with
+      `Retry-After` only when it wrote nothing (PostgreSQL down, every intake slot taken by other
+      large jobs, or stopping for a restart), so even a submission is safe to send again;
+    - a 409 `IDEMPOTENCY_KEY_IN_PROGRESS` after its `Retry-After`: an earlier attempt with the same
+      key (one a proxy gave up on) is still being carried out; the resend gets its answer;
+    - a resendable call (`Call.resendable`: an Idempotency-Key, or a retry of failed lots) that got
+      no answer, or a 502/504 that is not the gateway's own (a proxy's, without the API's `code`),
+      after `default_wait_s` doubled at each attempt: its outcome is unknown, and the copy is
+      carried out once whatever happened to the first.
     """
 
     max_retries: int = 3
     max_wait_s: float = 60.0
     default_wait_s: float = 1.0
 
-    def delay(self, status: int, headers: Mapping[str, str], attempt: int) -> float | None:
-        """Seconds to wait before retrying attempt number `attempt` (0-based), or None to stop."""
+    def delay(self, status: int, headers: Mapping[str, str], attempt: int, code: str | None = None,
+              resendable: bool = False) -> float | None:
+        """Seconds to wait before retrying attempt number `attempt` (0-based), or None to stop.
+
+        `code` is the answer's API code (needed for a 409 and a 502/504), `resendable` the call's."""
         wait = parse_retry_after(headers.get("retry-after"))
-        if status not in (429, 503) or (status == 503 and wait is None) or attempt >= self.max_retries:
+        if status in (502, 504):
+            retried, wait = resendable and code is None, None
+        elif status == 503:
+            retried = wait is not None
+        elif status == 409:
+            retried = code == KEY_IN_PROGRESS
+        else:
+            retried = status == 429
+        if not retried or attempt >= self.max_retries:
             return None
-        wait = self.default_wait_s if wait is None else wait
+        wait = self.backoff(attempt) if wait is None else wait
         return wait if wait <= self.max_wait_s else None
+
+    def after_no_answer(self, call: Call[Any], exc: httpx2.RequestError, attempt: int) -> float:
+        """Seconds to wait before sending a call that got no answer again; its `NetworkError`
+        when it is not to be sent again."""
+        if call.resendable and got_no_answer(exc) and attempt < self.max_retries:
+            wait = self.backoff(attempt)
+            if wait <= self.max_wait_s:
+                return wait
+        raise network_error(exc) from exc
+
+    def backoff(self, attempt: int) -> float:
+        """The wait before resend number `attempt` (0-based) when the answer named none."""
+        return float(self.default_wait_s * 2.0 ** attempt)
 
 
 def _job_path(template: str, job_id: str) -> str:
@@ -102,6 +150,17 @@ def _submission(key: str, lots: Sequence[Lot], languages: Sequence[str], version
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+def _keyed_headers(idempotency_key: str | None) -> dict[str, str]:
+    """JSON headers with an Idempotency-Key: the one given, else a new one. Always a key: a
+    submission with no answer, a proxy's 502/504 or a 429/503 is sent again, and only a key lets the
+    gateway tell a resend from a second job or a second paid description (RFC 9110 9.2.2); the same
+    call keeps it through its resends."""
+    key = idempotency_key or str(uuid.uuid4())
+    if len(key) > MAX_KEY_CHARS or not (key.isascii() and key.isprintable() and key.strip()):
+        raise ValueError(f"idempotency_key must be 1 to {MAX_KEY_CHARS} printable ASCII characters")
+    return {"Content-Type": "application/json", IDEMPOTENCY_HEADER: key}
+
+
 def _parse(parser: Callable[[Json], T]) -> Callable[[int, Any], T]:
     def parse(_status: int, body: Any) -> T:
         return parser(body)
@@ -109,11 +168,12 @@ def _parse(parser: Callable[[Json], T]) -> Callable[[int, Any], T]:
 
 
 def describe_lot(key: str, lot: Lot | Json, languages: Sequence[str], version: str = DEFAULT_VERSION,
-                 ) -> Call[LotResult]:
-    """Submit one lot in synchronous mode; the answer is the described lot."""
+                 idempotency_key: str | None = None) -> Call[LotResult]:
+    """Submit one lot in synchronous mode; the answer is the described lot (a resend under the same
+    key is answered from the gateway's copy: the model is paid once)."""
     body = _submission(key, lots_from([lot]), languages, version)
     return Call("POST", SUBMIT_PATH, _parse(lambda data: SyncResult.from_json(data).lot),
-                {"Content-Type": "application/json"}, body, timeout_s=SYNC_TIMEOUT_S)
+                _keyed_headers(idempotency_key), body, timeout_s=SYNC_TIMEOUT_S, resendable=True)
 
 
 def submit_job(key: str, lots: Sequence[Lot | Json], languages: Sequence[str], webhook: str | None = None,
@@ -125,11 +185,8 @@ def submit_job(key: str, lots: Sequence[Lot | Json], languages: Sequence[str], w
     if webhook:
         parsed = [lot if lot.webhook else Lot(lot.lot_id, lot.additional_info, lot.image_urls, webhook)
                   for lot in parsed]
-    # Always a key: a 429 or 503 is retried, and only a key lets the gateway tell a retry from a
-    # second job (RFC 9110 9.2.2); the same call keeps it through its retries.
-    headers = {"Content-Type": "application/json", "Idempotency-Key": idempotency_key or str(uuid.uuid4())}
-    return Call("POST", SUBMIT_PATH, _parse(JobAccepted.from_json), headers,
-                _submission(key, parsed, languages, version), ok=frozenset({201}))
+    return Call("POST", SUBMIT_PATH, _parse(JobAccepted.from_json), _keyed_headers(idempotency_key),
+                _submission(key, parsed, languages, version), ok=frozenset({201}), resendable=True)
 
 
 def job_status(key: str, job_id: str) -> Call[JobStatus]:
@@ -163,8 +220,9 @@ def cancel_job(key: str, job_id: str) -> Call[Cancellation]:
 def retry_failed(key: str, job_id: str) -> Call[JobAccepted]:
     """Resubmit a finished job's failed lots as a new job (the same new job on every call)."""
     path = _job_path(API + "/batch-jobs/{job_id}/retry-failed", job_id)
+    # Resendable: the gateway makes one retry job per job, whatever the number of calls.
     return Call("POST", path, _parse(JobAccepted.from_json), _job_headers(key, job_id),
-                ok=frozenset({200, 201}))
+                ok=frozenset({200, 201}), resendable=True)
 
 
 def _timestamp(moment: datetime | str) -> str:
@@ -211,7 +269,7 @@ def decode(call: Call[T], status: int, content: bytes, headers: Mapping[str, str
     """The parsed answer of a call, or the `LotLensError` its status and body stand for."""
     try:
         body: Any = json.loads(content) if content else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested 100,000 deep
         body = None
         if status in call.ok:
             raise UnexpectedResponseError(status, "INVALID_RESPONSE", "The answer is not JSON",
@@ -220,15 +278,62 @@ def decode(call: Call[T], status: int, content: bytes, headers: Mapping[str, str
         raise error_from_response(status, body, headers)
     try:
         return call.parse(status, body)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError) as exc:
         raise UnexpectedResponseError(status, "INVALID_RESPONSE",
                                       f"The answer does not have the expected shape ({exc!r})") from exc
+
+
+def error_code(content: bytes) -> str | None:
+    """The `code` of an error body, or None when it has none."""
+    try:
+        body = json.loads(content)
+    except (ValueError, RecursionError):
+        return None
+    return str(body["code"]) if isinstance(body, dict) and body.get("code") else None
 
 
 def network_error(exc: httpx2.RequestError) -> LotLensError:
     """The `NetworkError` of a request that got no answer."""
     kind = type(exc).__name__
     return NetworkError(None, "NETWORK_ERROR", f"{kind}: {exc}" if str(exc) else kind)
+
+
+def got_no_answer(exc: httpx2.RequestError) -> bool:
+    """Whether the request was lost on the way (timed out, refused, reset, cut), not malformed."""
+    return isinstance(exc, httpx2.TimeoutException | httpx2.NetworkError | httpx2.RemoteProtocolError)
+
+
+@contextmanager
+def naming_key(call: Call[Any]) -> Iterator[None]:
+    """Give a `LotLensError` raised inside the call's Idempotency-Key: in `idempotency_key`, and in
+    `details` when the request may have been carried out (the caller resends with it)."""
+    try:
+        yield
+    except LotLensError as exc:
+        key = call.idempotency_key
+        if key is not None:
+            exc.idempotency_key = key
+            if outcome_unknown(exc):
+                exc.details.setdefault("idempotency_key", key)
+        raise
+
+
+def poll_interval(seconds: float) -> float:
+    """The pause between status polls: at least `MIN_POLL_INTERVAL_S`; ValueError when negative."""
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"poll_interval_s must be a finite number of seconds >= 0, not {seconds}")
+    return max(seconds, MIN_POLL_INTERVAL_S)
+
+
+def poll_again(error: LotLensError, waited_s: float, poll_interval_s: float, timeout_s: float) -> float:
+    """Seconds until the next status poll of `wait_for_job` after a poll that failed in passing (no
+    answer, a 5xx, a 429 past its retries): a status poll changes nothing, and one blip must not end
+    a day's wait. Any other error, or one when `timeout_s` is up, is raised."""
+    remaining = timeout_s - waited_s
+    if not isinstance(error, NetworkError | ServerError | RateLimitedError) or remaining <= 0:
+        raise error
+    retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
+    return min(max(poll_interval_s, retry_after or 0.0), remaining)
 
 
 def next_poll(status: JobStatus, waited_s: float, poll_interval_s: float, timeout_s: float) -> float | None:

@@ -1,8 +1,9 @@
 """`LotLensClient` (blocking) and `AsyncLotLensClient` (asyncio): the same methods over httpx2.
 
 Both sign every request with the client's shared key, raise a `LotLensError` subclass for every
-error answer, and retry a 429 (or a 503 with `Retry-After`: nothing was written) after its
-`Retry-After` a bounded number of times. Requests are
+error answer, and send a request again a bounded number of times when that is safe
+(`calls.RetryPolicy`: a 429, a 503 with `Retry-After`, a 409 `IDEMPOTENCY_KEY_IN_PROGRESS`, and a
+submission with no answer or a proxy's 502/504, under the same Idempotency-Key). Requests are
 built and answers parsed by `lotlens_client.calls`; these classes only move bytes. Pass
 `transport=` (an `httpx2.MockTransport`, for instance) to route requests elsewhere.
 """
@@ -24,7 +25,8 @@ import httpx2
 
 from lotlens_client import calls
 from lotlens_client.calls import Call, RetryPolicy
-from lotlens_client.lot_pages import LotPage
+from lotlens_client.errors import LotLensError
+from lotlens_client.lot_pages import LotPage, page_after
 from lotlens_client.models import (
     Cancellation,
     JobAccepted,
@@ -50,6 +52,8 @@ def package_version() -> str:
 
 USER_AGENT = f"lotlens-client/{package_version()}"
 DEFAULT_TIMEOUT_S = 30.0
+# Answers whose API code decides whether they are retried (calls.RetryPolicy.delay).
+_CODE_DECIDES = frozenset({409, 502, 504})
 ProgressCallback = Callable[[JobStatus], object]
 
 
@@ -102,7 +106,7 @@ class LotLensClient:
 
     @contextmanager
     def _exchange(self, call: Call[Any]) -> Iterator[httpx2.Response]:
-        """The streamed answer to a call, after the 429 retries."""
+        """The streamed answer to a call, after its retries."""
         attempt = 0
         while True:
             # A synchronous description may take 300 s: its timeout is never below that.
@@ -112,8 +116,11 @@ class LotLensClient:
             try:
                 response = self._http.send(request, stream=True)
             except httpx2.RequestError as exc:
-                raise calls.network_error(exc) from exc
-            delay = self._retry.delay(response.status_code, response.headers, attempt)
+                self._sleep(self._retry.after_no_answer(call, exc, attempt))
+                attempt += 1
+                continue
+            code = calls.error_code(_read(response)) if response.status_code in _CODE_DECIDES else None
+            delay = self._retry.delay(response.status_code, response.headers, attempt, code, call.resendable)
             if delay is None:
                 try:
                     yield response
@@ -125,13 +132,14 @@ class LotLensClient:
             self._sleep(delay)
 
     def _send(self, call: Call[T]) -> T:
-        with self._exchange(call) as response:
+        with calls.naming_key(call), self._exchange(call) as response:
             return calls.decode(call, response.status_code, _read(response), response.headers)
 
     def describe_lot(self, lot: Lot | Mapping[str, Any], languages: Sequence[str] = ("en",), *,
-                     version: str = calls.DEFAULT_VERSION) -> LotResult:
-        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s)."""
-        return self._send(calls.describe_lot(self._key, lot, languages, version))
+                     version: str = calls.DEFAULT_VERSION, idempotency_key: str | None = None) -> LotResult:
+        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s); the same
+        `idempotency_key` is answered from the first description, not paid again."""
+        return self._send(calls.describe_lot(self._key, lot, languages, version, idempotency_key))
 
     def submit_job(self, lots: Sequence[Lot | Mapping[str, Any]], languages: Sequence[str] = ("en",),
                    webhook: str | None = None, idempotency_key: str | None = None, *,
@@ -205,17 +213,22 @@ class LotLensClient:
         while at is not None:
             page = self.list_lots(job_id, status, page_size, at)
             yield from page.lots
-            at = page.next_offset
+            at = page_after(page, at)
 
     def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                      on_progress: ProgressCallback | None = None) -> JobStatus:
-        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`."""
-        started = time.monotonic()
+        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`
+        (a poll with no answer or a 5xx is polled again after the interval, until then)."""
+        started, interval = time.monotonic(), calls.poll_interval(poll_interval_s)
         while True:
-            status = self.job_status(job_id)
+            try:
+                status = self.job_status(job_id)
+            except LotLensError as exc:
+                self._sleep(calls.poll_again(exc, time.monotonic() - started, interval, timeout_s))
+                continue
             if on_progress is not None:
                 on_progress(status)
-            delay = calls.next_poll(status, time.monotonic() - started, poll_interval_s, timeout_s)
+            delay = calls.next_poll(status, time.monotonic() - started, interval, timeout_s)
             if delay is None:
                 return status
             self._sleep(delay)
@@ -247,7 +260,7 @@ class AsyncLotLensClient:
 
     @asynccontextmanager
     async def _exchange(self, call: Call[Any]) -> AsyncIterator[httpx2.Response]:
-        """The streamed answer to a call, after the 429 retries."""
+        """The streamed answer to a call, after its retries."""
         attempt = 0
         while True:
             # A synchronous description may take 300 s: its timeout is never below that.
@@ -257,8 +270,11 @@ class AsyncLotLensClient:
             try:
                 response = await self._http.send(request, stream=True)
             except httpx2.RequestError as exc:
-                raise calls.network_error(exc) from exc
-            delay = self._retry.delay(response.status_code, response.headers, attempt)
+                await self._sleep(self._retry.after_no_answer(call, exc, attempt))
+                attempt += 1
+                continue
+            code = calls.error_code(await _aread(response)) if response.status_code in _CODE_DECIDES else None
+            delay = self._retry.delay(response.status_code, response.headers, attempt, code, call.resendable)
             if delay is None:
                 try:
                     yield response
@@ -270,13 +286,16 @@ class AsyncLotLensClient:
             await self._sleep(delay)
 
     async def _send(self, call: Call[T]) -> T:
-        async with self._exchange(call) as response:
-            return calls.decode(call, response.status_code, await _aread(response), response.headers)
+        with calls.naming_key(call):
+            async with self._exchange(call) as response:
+                return calls.decode(call, response.status_code, await _aread(response), response.headers)
 
     async def describe_lot(self, lot: Lot | Mapping[str, Any], languages: Sequence[str] = ("en",), *,
-                           version: str = calls.DEFAULT_VERSION) -> LotResult:
-        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s)."""
-        return await self._send(calls.describe_lot(self._key, lot, languages, version))
+                           version: str = calls.DEFAULT_VERSION, idempotency_key: str | None = None,
+                           ) -> LotResult:
+        """Describe one lot now (synchronous mode, at most 20 images, up to 300 s); the same
+        `idempotency_key` is answered from the first description, not paid again."""
+        return await self._send(calls.describe_lot(self._key, lot, languages, version, idempotency_key))
 
     async def submit_job(self, lots: Sequence[Lot | Mapping[str, Any]], languages: Sequence[str] = ("en",),
                          webhook: str | None = None, idempotency_key: str | None = None, *,
@@ -357,17 +376,22 @@ class AsyncLotLensClient:
             page = await self.list_lots(job_id, status, page_size, at)
             for lot in page.lots:
                 yield lot
-            at = page.next_offset
+            at = page_after(page, at)
 
     async def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                            on_progress: ProgressCallback | None = None) -> JobStatus:
-        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`."""
-        started = time.monotonic()
+        """Poll until the job is completed, failed or cancelled; `WaitTimeoutError` after `timeout_s`
+        (a poll with no answer or a 5xx is polled again after the interval, until then)."""
+        started, interval = time.monotonic(), calls.poll_interval(poll_interval_s)
         while True:
-            status = await self.job_status(job_id)
+            try:
+                status = await self.job_status(job_id)
+            except LotLensError as exc:
+                await self._sleep(calls.poll_again(exc, time.monotonic() - started, interval, timeout_s))
+                continue
             if on_progress is not None:
                 on_progress(status)
-            delay = calls.next_poll(status, time.monotonic() - started, poll_interval_s, timeout_s)
+            delay = calls.next_poll(status, time.monotonic() - started, interval, timeout_s)
             if delay is None:
                 return status
             await self._sleep(delay)

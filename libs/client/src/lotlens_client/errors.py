@@ -11,7 +11,9 @@
     └── WaitTimeoutError          `wait_for_job` ran out of time (also a `TimeoutError`)
 
 `code` is the API's machine-readable code (e.g. `INVALID_SIGNATURE`); `details` the facts behind
-it (e.g. `invalid_urls`). Answers without a `code` get `HTTP_<status>`.
+it (e.g. `invalid_urls`). Answers without a `code` get `HTTP_<status>`. An error of a request that
+carried an `Idempotency-Key` names it in `idempotency_key` (and, when the request may have been
+carried out, in `details` too): sending the request again with that key never does it twice.
 """
 
 from __future__ import annotations
@@ -33,8 +35,12 @@ __all__ = [
     "ValidationError",
     "WaitTimeoutError",
     "error_from_response",
+    "outcome_unknown",
     "parse_retry_after",
 ]
+
+# 409 of a request whose Idempotency-Key another request (an earlier attempt of this one) still holds.
+KEY_IN_PROGRESS = "IDEMPOTENCY_KEY_IN_PROGRESS"
 
 
 class LotLensError(Exception):
@@ -47,6 +53,19 @@ class LotLensError(Exception):
         self.code = code
         self.message = message
         self.details: dict[str, Any] = dict(details or {})
+        # The Idempotency-Key the request was sent with (None without one): resend with it.
+        self.idempotency_key: str | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Exception pickles as `cls(*args)`, and `args` is the one formatted line: unpickling (a
+        # process pool, a task queue) raised TypeError. Rebuilt bare, then given its attributes.
+        return _restore, (type(self), self.args), self.__dict__
+
+
+def _restore(cls: type[LotLensError], args: tuple[Any, ...]) -> LotLensError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    return error
 
 
 class AuthenticationError(LotLensError):
@@ -58,7 +77,10 @@ class NotFoundError(LotLensError):
 
 
 class ValidationError(LotLensError):
-    """400, 409, 413 or 422: the request was refused as it stands; `details` says why."""
+    """400, 409, 413 or 422: the request was refused as it stands; `details` says why.
+
+    Except 409 `IDEMPOTENCY_KEY_IN_PROGRESS`, raised only once its retries are used up: an earlier
+    attempt with the same key is still being carried out; ask again with the key later."""
 
 
 class RateLimitedError(LotLensError):
@@ -130,3 +152,12 @@ def error_from_response(status: int, body: Any, headers: Mapping[str, str] | Non
         return RateLimitedError(status, code, message, details, retry_after=retry_after)
     cls = ServerError if status >= 500 else _BY_STATUS.get(status, LotLensError)
     return cls(status, code, message, details)
+
+
+def outcome_unknown(error: LotLensError) -> bool:
+    """Whether the request may have been carried out although it failed: no answer, a 5xx (a
+    proxy's 502/504 hides the gateway's answer), an answer that could not be read, or an earlier
+    attempt with the same Idempotency-Key still in progress."""
+    if error.code == KEY_IN_PROGRESS:
+        return True
+    return isinstance(error, NetworkError | ServerError | UnexpectedResponseError)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from lotlens_client.errors import UnexpectedResponseError
 from lotlens_client.models import Json, LotResult, Pagination
 
 
@@ -57,3 +58,14 @@ class LotPage:
         if pagination.next_offset is not None:
             return pagination.next_offset
         return pagination.offset + (pagination.limit or len(self.lots))
+
+
+def page_after(page: LotPage, offset: int) -> int | None:
+    """Where the page after `page` (asked at `offset`) starts, or None after the last; an
+    `UnexpectedResponseError` when the answer points back at or before it (the walk never ended)."""
+    after = page.next_offset
+    if after is not None and after <= offset:
+        raise UnexpectedResponseError(200, "INVALID_RESPONSE",
+                                      f"The lots page at offset {offset} names {after} as the next one",
+                                      {"offset": offset, "next_offset": after})
+    return after

@@ -7,6 +7,7 @@ timezone-aware `datetime`s (UTC).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,8 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def _int(value: Any) -> int:
+    if isinstance(value, float) and not math.isfinite(value):  # JSON's 1e999, Infinity, NaN
+        raise ValueError(f"a count must be a finite number, not {value}")
     return int(value) if isinstance(value, int | float) else 0
 
 
