@@ -141,12 +141,12 @@ def test_results_can_be_downloaded_to_a_file(tmp_path: Path, capsys: pytest.Capt
 def test_a_download_to_a_place_that_cannot_be_written_is_a_usage_error(
         where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # A folder that does not exist, or a folder given as the file: a traceback before, and for the
-    # second a stray `.part` next to the folder.
+    # second a stray `.part` next to the folder. Now refused before the document is asked for.
     api = FakeApi().on(f"GET /api/v1/batch-results/{JOB_ID}/download", httpx2.Response(200, content=b"{}"))
     target = tmp_path / where
     assert run(api, "results", JOB_ID, "--download", str(target)) == 2
     _, err = output(capsys)
-    assert err.startswith("lotlens: ") and str(target.name) in err
+    assert err.startswith("lotlens: ") and str(target.name) in err and api.received == []
     assert list(tmp_path.parent.glob(f"{tmp_path.name}*.part")) == [] and list(tmp_path.glob("*.part")) == []
 
 
@@ -255,10 +255,10 @@ def test_lots_all_into_a_reader_that_leaves_stops_quietly_with_status_0(
 def test_a_broken_pipe_elsewhere_than_stdout_is_still_an_error(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     # Only stdout's reader leaving is a quiet success; a broken pipe anywhere else (the client's
-    # own connection, say) is an error, as before.
+    # own connection, say) is an error, as before: exit 1, a failure, not 2 (the command was right).
     def broken(*_args: Any) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 
     monkeypatch.setattr(cli.LotLensClient, "download_results", broken)
-    assert run(FakeApi(), "results", JOB_ID, "--download", "/tmp/fifo") == 2
+    assert run(FakeApi(), "results", JOB_ID, "--download", "/tmp/fifo") == 1
     assert "Broken pipe" in capsys.readouterr().err

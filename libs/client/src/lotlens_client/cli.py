@@ -1,6 +1,6 @@
 """`lotlens`: submit lots and follow jobs from the shell. JSON on stdout, messages on stderr.
 
-    lotlens submit FILE [--languages en,de] [--webhook URL] [--wait]
+    lotlens submit FILE [--languages en,de] [--webhook URL] [--idempotency-key K] [--wait]
     lotlens status JOB
     lotlens results JOB [--download FILE]
     lotlens cancel JOB
@@ -11,7 +11,9 @@
 FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
 (`images: [{url}]`) or the v2.0 client's (`image_urls: [...]`). One lot is described at once; two
 or more become a batch job. The service is `$LOTLENS_URL` (default http://127.0.0.1:18000), the
-shared key `$LOTLENS_CLIENT_KEY`. Exit status: 0 done, 1 the API refused or failed, 2 bad usage.
+shared key `$LOTLENS_CLIENT_KEY`. Exit status: 0 done; 1 the API refused or failed, the described
+lot or the waited-for job ended failed or cancelled (its JSON still printed), or a file could not
+be written; 2 bad usage (nothing sent); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
+import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -29,13 +33,14 @@ from typing import Any, TextIO
 import httpx2
 
 from lotlens_client.client import LotLensClient
-from lotlens_client.errors import LotLensError
+from lotlens_client.errors import LotLensError, outcome_unknown
 from lotlens_client.models import JobStatus, Lot, lots_from
 
 DEFAULT_URL = "http://127.0.0.1:18000"
 URL_ENV = "LOTLENS_URL"
 KEY_ENV = "LOTLENS_CLIENT_KEY"
 EXIT_OK, EXIT_API_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 STATES = ("pending", "processing", "translating", "completed", "failed", "cancelled")
 BAR_WIDTH = 30
 
@@ -44,12 +49,41 @@ class UsageError(Exception):
     """The command line or its input file cannot be used as given (exit status 2)."""
 
 
+class NotCompleted(Exception):
+    """The described lot or the waited-for job ended failed or cancelled (exit status 1)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C: what is left running on the service, and how to find it again (exit status 130)."""
+
+
+def _seconds(text: str, *, zero: bool = True) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds {'>=' if zero else '>'} 0")
+    return seconds
+
+
+def seconds(text: str) -> float:
+    """An argument of 0 or more seconds."""
+    return _seconds(text)
+
+
+def positive_seconds(text: str) -> float:
+    """An argument of more than 0 seconds."""
+    return _seconds(text, zero=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `lotlens` argument parser."""
     parser = argparse.ArgumentParser(prog="lotlens", description="Describe car lots with the LotLens API.",
                                      epilog=f"Environment: {URL_ENV} (default {DEFAULT_URL}), {KEY_ENV}.")
     parser.add_argument("--url", help=f"the service's base URL (default: ${URL_ENV})")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    parser.add_argument("--timeout", type=positive_seconds, default=30.0,
+                        help="seconds per request (default 30)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     submit = commands.add_parser("submit", help="describe one lot now, or submit 2+ lots as a batch job")
@@ -58,10 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--languages",
                         help="comma-separated BCP 47 tags, e.g. en,pt-BR (default: the file's, else en)")
     submit.add_argument("--webhook", help="URL the results are POSTed to (lots without their own)")
-    submit.add_argument("--idempotency-key", help="retrying with the same key never makes a second job")
+    submit.add_argument("--idempotency-key",
+                        help="resending with the same key never makes a second job (default: a new one, "
+                             "named on stderr when the outcome is unknown)")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its results")
-    submit.add_argument("--poll-interval", type=float, default=5.0, help="seconds between polls (default 5)")
-    submit.add_argument("--wait-timeout", type=float, default=24 * 3600.0, help="give up after S seconds")
+    submit.add_argument("--poll-interval", type=seconds, default=5.0,
+                        help="seconds between polls (default 5, at least 0.5)")
+    submit.add_argument("--wait-timeout", type=seconds, default=24 * 3600.0, help="give up after S seconds")
 
     commands.add_parser("status", help="a job's status and progress").add_argument("job_id", metavar="JOB")
 
@@ -109,6 +146,25 @@ def read_submission(path: Path) -> tuple[list[Lot], list[str] | None]:
         raise UsageError(f"{path}: every lot needs a `lot_id` and image URLs ({exc})") from exc
 
 
+def base_url(url: str) -> str:
+    """The service's URL, if it is an http(s) URL with a host."""
+    try:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL as exc:
+        raise UsageError(f"not a URL: {url!r} ({exc})") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise UsageError(f"the service's URL must be http(s)://HOST[:PORT], not {url!r}")
+    return url
+
+
+def check_download_target(path: Path) -> None:
+    """Refuse, before asking anything, a `--download` FILE that names a folder or lies in none."""
+    if path.is_dir():
+        raise UsageError(f"--download {path}: is a folder; name a file")
+    if not path.parent.is_dir():
+        raise UsageError(f"--download {path}: no folder {path.parent}")
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
@@ -145,16 +201,30 @@ def progress_line(status: JobStatus) -> str:
             f"{status.status:<11}")
 
 
+def _finished(answer: Any, status: str, what: str, reason: str | None) -> Any:
+    """The answer of a submission that ended completed; otherwise it is printed, then NotCompleted."""
+    if status == "completed":
+        return answer
+    emit(answer)
+    raise NotCompleted(f"{what} ended {status}" + (f": {reason}" if reason else ""))
+
+
 def _submit(client: LotLensClient, args: argparse.Namespace, err: TextIO) -> Any:
     lots, file_languages = read_submission(args.file)
     languages = [code.strip() for code in args.languages.split(",") if code.strip()] if args.languages \
         else file_languages or ["en"]
-    if len(lots) == 1:
-        lot = lots[0]
-        if args.webhook and not lot.webhook:
-            err.write("note: a single lot is described at once; --webhook is not used\n")
-        return client.describe_lot(lot, languages)
-    accepted = client.submit_job(lots, languages, webhook=args.webhook, idempotency_key=args.idempotency_key)
+    # Made here rather than by the SDK so that a Ctrl-C before the answer can name it too.
+    key = args.idempotency_key or str(uuid.uuid4())
+    if len(lots) == 1 and args.webhook and not lots[0].webhook:
+        err.write("note: a single lot is described at once; --webhook is not used\n")
+    try:
+        if len(lots) == 1:
+            lot = client.describe_lot(lots[0], languages, idempotency_key=key)
+            return _finished(lot, lot.status, f"lot {lot.lot_id}", lot.error_message)
+        accepted = client.submit_job(lots, languages, webhook=args.webhook, idempotency_key=key)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted before the answer; the submission may have been received: "
+                          f"send it again with --idempotency-key {key} (never carried out twice)") from None
     if not args.wait:
         return accepted
     err.write(f"job {accepted.job_id}: {accepted.total_lots} lots accepted\n")
@@ -165,9 +235,12 @@ def _submit(client: LotLensClient, args: argparse.Namespace, err: TextIO) -> Any
 
     try:
         final = client.wait_for_job(accepted.job_id, args.poll_interval, args.wait_timeout, on_progress=show)
+    except KeyboardInterrupt:
+        raise Interrupted(f"job {accepted.job_id} continues; `lotlens status {accepted.job_id}`") from None
     finally:
         err.write("\n")
-    return client.job_results(final.job_id) or final
+    results = client.job_results(final.job_id) or final
+    return _finished(results, final.status, f"job {final.job_id}", final.error_message)
 
 
 def _results(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
@@ -219,8 +292,10 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
     if not key:
         sys.stderr.write(f"lotlens: set {KEY_ENV} to your shared key\n")
         return EXIT_USAGE
-    url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
     try:
+        url = base_url(args.url or os.environ.get(URL_ENV) or DEFAULT_URL)
+        if getattr(args, "download", None) is not None:
+            check_download_target(args.download)
         with LotLensClient(url, key, timeout=args.timeout, transport=transport) as client:
             answer = COMMANDS[args.command](client, args, sys.stderr)
             if answer is not None:
@@ -232,14 +307,31 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return EXIT_OK
-    except (UsageError, ValueError, OSError, httpx2.InvalidURL) as exc:  # OSError: the --download file
+    except (UsageError, ValueError, httpx2.InvalidURL) as exc:
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE
-    except LotLensError as exc:
-        details = f" {json.dumps(exc.details, ensure_ascii=False)}" if exc.details else ""
-        sys.stderr.write(f"lotlens: {exc.status or 'error'} {exc.code}: {exc.message}{details}\n")
+    except (NotCompleted, OSError) as exc:  # OSError: the --download file (a full disk, say), not usage
+        sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_API_ERROR
+    except LotLensError as exc:
+        report(exc)
+        return EXIT_API_ERROR
+    except Interrupted as exc:
+        sys.stderr.write(f"lotlens: {exc}\n")
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        sys.stderr.write("lotlens: interrupted\n")
+        return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def report(error: LotLensError) -> None:
+    """The error on stderr, and for a request that may have been carried out, how to resend it."""
+    details = f" {json.dumps(error.details, ensure_ascii=False)}" if error.details else ""
+    sys.stderr.write(f"lotlens: {error.status or 'error'} {error.code}: {error.message}{details}\n")
+    if error.idempotency_key is not None and outcome_unknown(error):
+        sys.stderr.write(f"lotlens: it may have been received: send it again with --idempotency-key "
+                         f"{error.idempotency_key} (never carried out twice)\n")
 
 
 if __name__ == "__main__":
