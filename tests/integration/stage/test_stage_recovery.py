@@ -7,6 +7,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -164,10 +165,13 @@ def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: st
 def test_a_batch_openai_no_longer_knows_is_resubmitted_and_does_not_block_other_shards(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     lost_job, live_job = new_id("job-"), new_id("job-")
-    # A shard whose batch id OpenAI does not know (e.g. records restored from a backup).
-    submitted_shard(engine, lost_job, "batch_gone")
     submit_lots(engine, live_job, ["live a"])
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), live_job))
+    # A shard whose batch id OpenAI does not know (e.g. records restored from a backup), claimed
+    # after the live job's batch was created: only a batch of ours created before it shows that the
+    # key sees its project (OpenAI dates batches in whole seconds, hence the second's wait).
+    time.sleep(1.0)
+    submitted_shard(engine, lost_job, "batch_gone")
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), lost_job))
 
     events = job_events(settings, settings.topics.vision, lost_job, 2)

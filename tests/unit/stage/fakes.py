@@ -81,7 +81,8 @@ class FakeStore:
 
     def _new_shard(self, shard_id: str, lots: list[LotWork[VisionWork]], tokens: int) -> None:
         self.shards_by_id[shard_id] = Shard(shard_id, lots[0].job_id, lots[0].client_id,
-                                            max(lot.attempts for lot in lots), "building", None, None)
+                                            max(lot.attempts for lot in lots), "building", None, None,
+                                            created_at=time.time())
         self.tokens[shard_id] = tokens
 
     def claim(self, job_id: str, shard_id: str, limit: int,
@@ -291,6 +292,9 @@ class FakeBatches:
 
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("retrieve")
+        if batch_id not in self.batches:  # e.g. one of another project's, as OpenAI answers then
+            raise ModelRequestError(f"HTTP 404 invalid_request_error: No batch found with id "
+                                    f"'{batch_id}'.", 404)
         batch = self.batches[batch_id]
         if batch["status"] == "cancelling" and not self.stuck_cancelling:
             self._run(batch, "cancelled")

@@ -71,18 +71,28 @@ def test_submitted_batch_read_failing_transiently_is_tried_later(status_code: in
 
 
 def test_lookup_finding_the_batch_goes_on_as_if_read_by_id() -> None:
-    found = lc.for_listing([batch("completed")], "b1", False, False, NOW, DAY)
+    found = lc.for_listing([batch("completed")], "b1", set(), NOW, False, NOW, DAY)
     assert found == lc.Collect(batch("completed"))
-    assert lc.for_listing([batch("in_progress")], "b1", False, False, NOW, DAY) == lc.Wait("in_progress")
+    assert lc.for_listing([batch("in_progress")], "b1", set(), NOW, False, NOW, DAY) == lc.Wait("in_progress")
 
 
-def test_lookup_not_finding_it_among_our_other_batches_declares_it_lost() -> None:
-    assert isinstance(lc.for_listing([{"id": "b2", "status": "completed"}], "b1", True, False, NOW, DAY),
-                      lc.Lost)
+def test_lookup_not_finding_it_among_our_batches_created_before_it_declares_it_lost() -> None:
+    earlier = {"id": "b2", "status": "completed", "created_at": NOW - 60}
+    assert isinstance(lc.for_listing([earlier], "b1", {"b2"}, NOW, False, NOW, DAY), lc.Lost)
+
+
+def test_lookup_seeing_only_batches_of_ours_created_since_keeps_waiting_for_its_fate() -> None:
+    # A key of another project creates its batches there: one made since proves nothing about
+    # the project the unreadable batch runs in (taken for proof, its lots were paid twice).
+    since = [{"id": "b2", "status": "validating", "created_at": NOW + 30},
+             {"id": "b3", "status": "completed", "created_at": NOW}]  # the claim's own second
+    assert isinstance(lc.for_listing(since, "b1", {"b2", "b3"}, NOW + 0.9, False, NOW, DAY), lc.LookUp)
 
 
 def test_lookup_seeing_none_of_our_batches_keeps_waiting_for_its_fate() -> None:
-    assert isinstance(lc.for_listing([], "b1", False, False, NOW, DAY), lc.LookUp)
+    earlier_not_ours = {"id": "b2", "status": "completed", "created_at": NOW - 60}
+    assert isinstance(lc.for_listing([], "b1", set(), NOW, False, NOW, DAY), lc.LookUp)
+    assert isinstance(lc.for_listing([earlier_not_ours], "b1", set(), NOW, False, NOW, DAY), lc.LookUp)
 
 
 def test_building_shard_with_a_batch_found_by_metadata_adopts_it() -> None:

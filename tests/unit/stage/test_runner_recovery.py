@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import orjson
@@ -12,12 +13,13 @@ import pytest
 
 from lotlens_common.model.errors import (
     ModelError,
+    ModelQuotaExceededError,
     ModelRateLimitedError,
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
 )
-from lotlens_common.stage import metrics, record, submit
+from lotlens_common.stage import metrics, quota, record, submit
 from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop, step
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
@@ -65,14 +67,16 @@ def _described_lines(world: World) -> list[bytes]:
             for lot_id in world.store.rows]
 
 
-def test_an_unreadable_batch_missing_from_a_listing_of_our_other_batches_is_resubmitted(
+def test_an_unreadable_batch_missing_from_a_listing_of_our_earlier_batches_is_resubmitted(
         world: World) -> None:
     world.batches.finish = None
-    world.store.add(lots(1))
-    world.rounds()
+    world.batches.created_at = time.time() - 60  # job-2's batch, a minute before job-1's shard
     world.store.add(lots(1, job_id="job-2"))
     world.rounds()
-    first = world.submitted()[0].batch_id
+    world.batches.created_at = time.time()
+    world.store.add(lots(1))
+    world.rounds()
+    first = world.submitted()[1].batch_id
     del world.batches.batches[first]
     world.batches.errors["retrieve"] = [ModelRequestError("not found", 404)]
     world.rounds()
@@ -106,13 +110,17 @@ def test_a_failed_upload_or_create_leaves_the_shard_building_and_recovery_builds
     world.rounds(2)
     assert len(world.completed()) == 2 and len(world.batches.batches) == 1
 
-@pytest.mark.parametrize("error", [ModelRateLimitedError("429", 1.0),
-                                   ModelRequestError("HTTP 400 invalid_request_error", 400)])
-def test_an_input_file_whose_batch_was_surely_not_created_is_deleted(world: World, error: ModelError) -> None:
+@pytest.mark.parametrize("error", [
+    ModelRateLimitedError("429", 1.0), ModelRequestError("HTTP 400 invalid_request_error", 400),
+    ModelQuotaExceededError("HTTP 429 insufficient_quota: You exceeded your current quota")])
+def test_an_input_file_whose_batch_was_surely_not_created_is_deleted(
+        world: World, error: ModelError, monkeypatch: pytest.MonkeyPatch) -> None:
     # Each round rebuilt and uploaded the shard's file again, and nothing deleted the last one: at
     # up to 198 MB a round, a create refused for hours filled the project's 2.5 TB of files.
     # A refusal (429, 4xx) created no batch, so its file is deleted; after a 5xx the batch may
-    # exist and read it, so that file is kept (it expires with OpenAI's 30 days).
+    # exist and read it, so that file is kept (it expires with OpenAI's 30 days). Refused for the
+    # quota (a ModelUnavailableError), it was kept. That pause's wait is none here.
+    monkeypatch.setattr(quota, "QUOTA_FIRST_WAIT_S", 0.0)
     world.store.add(lots(2))
     world.batches.errors["create"] = [error, error, error]
     world.rounds(4)

@@ -39,6 +39,11 @@ class ModelTimeoutError(ModelUnavailableError):
     """The API did not answer within the client's timeout."""
 
 
+class ModelQuotaExceededError(ModelUnavailableError):
+    """The API refused for want of credit (429 `insufficient_quota`): paying, not waiting a
+    minute, ends it, and every call of the project is refused alike until then."""
+
+
 class ModelRateLimitedError(ModelUnavailableError):
     """The API kept answering 429 after the bounded retries."""
 

@@ -13,6 +13,7 @@ import orjson
 
 from lotlens_common.model.errors import (
     ModelOutputError,
+    ModelQuotaExceededError,
     ModelRateLimitedError,
     ModelRequestError,
     ModelTimeoutError,
@@ -65,7 +66,7 @@ def _mapped(exc: openai.OpenAIError) -> Exception:
         return ModelUnavailableError(f"the model API is unreachable: {exc}")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
-            return ModelUnavailableError(_describe(exc))
+            return ModelQuotaExceededError(_describe(exc))
         return ModelRateLimitedError(_describe(exc), _retry_after_s(exc))
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:

@@ -22,17 +22,16 @@ from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
 from lotlens_common.stage.key import KEY_REFUSED
 from lotlens_common.stage.ports import Shard, Stage
-from lotlens_common.stage.record import STAGE_KEY
+from lotlens_common.stage.quota import QUOTA_EXHAUSTED
 from lotlens_common.stage.release import carry_out
 from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.submit import forget_file
 from lotlens_common.stage.traced import lots_span, openai_call, shard_context
+from lotlens_common.stage.unreadable import RoundListing, look_up, readable
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
-# Pages of 100 batches read when a batch must be found by its metadata.
-LISTING_PAGES = 50
 LOGGED_UNANSWERED = 5  # a result file's unanswered lines logged one by one; the rest summed
 # OpenAI's answer to a cancel of a batch that cannot be cancelled (finished, or finalizing).
 CANNOT_CANCEL = 409
@@ -48,16 +47,17 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
     submitted = stage.store.shards("submitted")
     # A shard no longer submitted holds no pause: one released and carried out by another
     # instance (or collected by it) kept this one paused until it restarted.
-    open_ids = {shard.shard_id for shard in submitted} | {KEY_REFUSED}
+    open_ids = {shard.shard_id for shard in submitted} | {KEY_REFUSED, QUOTA_EXHAUSTED}
     for shard_id in stage.unreadable.keys() - open_ids:
         del stage.unreadable[shard_id]
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
+    listing = RoundListing(stage)
     by_status: dict[str, int] = {}
     for shard in submitted:
         if stage.stopping.is_set():
             break
         try:
-            status = await _watch_one(stage, shard, shard.job_id in cancelled)
+            status = await _watch_one(stage, shard, shard.job_id in cancelled, listing)
             if after_collect is not None and status in lifecycle.FINISHED:
                 await after_collect()
         except Exception as exc:
@@ -73,19 +73,19 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
     metrics.PAUSED.labels(stage=stage.spec.name).set(1 if stage.unreadable else 0)
 
 
-async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
+async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool, listing: RoundListing) -> str | None:
     with log_context(job_id=shard.job_id, batch_id=shard.batch_id, shard_id=shard.shard_id):
-        return await _watch_shard(stage, shard, cancelled)
+        return await _watch_shard(stage, shard, cancelled, listing)
 
 
-async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | None:
+async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool, listing: RoundListing) -> str | None:
     """Read the batch first and take the shard's lock only to act on it: a running batch (the
     usual case, every poll) costs one read and no lock, re-read or commit of ours."""
     assert shard.batch_id is not None  # a submitted shard always has its batch
     if shard.release is not None:  # an operator's decision: the batch is not read again
         return await carry_out(stage, shard, cancelled)
     job_trace = shard_context(stage.store, shard)
-    action = await _look(stage, shard, cancelled, job_trace)
+    action = await _look(stage, shard, cancelled, job_trace, listing)
     if isinstance(action, lifecycle.TryLater | lifecycle.LookUp):
         return None
     if isinstance(action, lifecycle.Wait):
@@ -146,60 +146,24 @@ async def try_cancel(stage: Stage[Any], batch_id: str, job_trace: Context | None
         return None
 
 
-async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Context | None) -> (
+async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Context | None,
+                listing: RoundListing) -> (
         lifecycle.Wait | lifecycle.Cancel | lifecycle.Collect | lifecycle.Lost | lifecycle.LookUp
         | lifecycle.TryLater):
     """What to do with the shard's batch: read it by id, or find it by metadata when that fails."""
     assert shard.batch_id is not None
-    max_age = stage.settings.max_batch_age_s
     try:
         with openai_call("batches.retrieve", {"lotlens.batch_id": shard.batch_id}, job_trace):
             batch = await stage.batches.retrieve_batch(shard.batch_id)
-        _note_readable(stage, shard)
-        return lifecycle.for_submitted(batch, cancelled, time.time(), max_age)
+        readable(stage, shard)
+        return lifecycle.for_submitted(batch, cancelled, time.time(), stage.settings.max_batch_age_s)
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
         read = lifecycle.for_read_error(getattr(exc, "status_code", None), str(exc))
     if isinstance(read, lifecycle.TryLater):
         log.warning("reading batch %s failed (%s); next round", shard.batch_id, read.reason)
         return read
-    if shard.shard_id not in stage.unreadable:
-        log.error("batch %s of shard %s cannot be read (%s): submitting nothing until a listing "
-                  "shows what became of it", shard.batch_id, shard.shard_id, read.reason,
-                  extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-    stage.unreadable[shard.shard_id] = read.reason
-    try:
-        with openai_call("batches.list", parent=job_trace):
-            listed = await stage.batches.find_batches({STAGE_KEY: stage.spec.name}, LISTING_PAGES)
-    except ModelError as exc:
-        log.error("listing batches failed too (%s): still paused", exc)
-        _note_unreadable(stage, shard, f"reading it answered {read.reason}; listing the stage's "
-                                       "batches failed too")
-        return read
-    ids = [str(batch["id"]) for batch in listed]
-    ours_seen = bool(stage.store.known_batches([i for i in ids if i != shard.batch_id]))
-    action = lifecycle.for_listing(listed, shard.batch_id, ours_seen, cancelled, time.time(), max_age)
-    if isinstance(action, lifecycle.LookUp):
-        _note_unreadable(stage, shard, f"reading it answered {read.reason}; {action.reason}")
-        return action
-    del stage.unreadable[shard.shard_id]
-    _note_readable(stage, shard)
-    log.warning("batch %s of shard %s found by listing: %s", shard.batch_id, shard.shard_id,
-                type(action).__name__)
-    return action
-
-
-def _note_unreadable(stage: Stage[Any], shard: Shard, reason: str) -> None:
-    """Put the pause on the shard's row, where `lotlens-admin shards paused` reads it (this
-    process's memory was the only trace of it, and the on-call could not tell which shard, nor
-    release it); written when the reason changes, not at every poll."""
-    if shard.unreadable != reason:
-        stage.store.note_unreadable(shard.shard_id, reason)
-
-
-def _note_readable(stage: Stage[Any], shard: Shard) -> None:
-    if shard.unreadable is not None:
-        stage.store.note_unreadable(shard.shard_id, None)
+    return await look_up(stage, shard, read, cancelled, job_trace, listing)
 
 
 async def collect(stage: Stage[Any], shard: Shard, batch: Mapping[str, Any], cancelled: bool) -> None:

@@ -23,7 +23,8 @@ BATCHES_RECONCILED = Counter("lotlens_openai_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record (orphans)",
                              ["stage", "action"])
 PAUSED = Gauge("lotlens_stage_paused",
-               "1 while the stage submits nothing: a batch it made cannot be read (401/403/404)",
+               "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
+               "OpenAI refuses the key or refuses batches for the quota",
                ["stage"])
 
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.

@@ -107,6 +107,8 @@ class Shard:
     unreadable: str | None = None
     # An operator's decision on it (`lifecycle.RESEND` or `FAIL`), not carried out yet.
     release: str | None = None
+    # When its lots were claimed (a Unix time): its batch was created after.
+    created_at: float = 0.0
 
 
 @dataclass
@@ -258,9 +260,16 @@ class Stage(Generic[W]):
     batches: BatchesPort
     publisher: Publisher
     settings: StageSettings
-    # Shards whose batch cannot be read by id, until a listing tells what became of it: while
-    # there is one, nothing new is submitted.
+    # What pauses the stage, with why: shards whose batch cannot be read by id, until a listing
+    # tells what became of it (while there is one, nothing new is built), a refused key
+    # (`key.py`), the quota (`quota.py`); `quota.may_build` says what each lets through.
     unreadable: dict[str, str] = field(default_factory=dict)
+    # Whether the pauses recorded on the shard rows are held (`unreadable.take_up_recorded_pauses`).
+    recorded_pauses_taken_up: bool = False
+    # While OpenAI refuses batches for the quota (`quota.py`): when the next try is due (a
+    # `time.monotonic()`), and the wait that led to it.
+    quota_retry_at: float = 0.0
+    quota_wait_s: float = 0.0
     # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on
     # (since `shrunk_at`, a Unix time).
     max_file_bytes: int | None = None

@@ -19,6 +19,7 @@ from lotlens_common.stage.key import LISTING, pause_for_key
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.submit import flush_due, recover_building
+from lotlens_common.stage.unreadable import take_up_recorded_pauses
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,11 @@ async def step(stage: Stage[Any], watching: bool) -> None:
     Shards left `building` (their send failed, e.g. the API was unreachable) are retried at each
     watch, not only by the minutely housekeeping: a stand-in or API restart cost a minute of
     latency otherwise (found by `make chaos`). Shards being built right now are skipped: their
-    builder holds their lock.
+    builder holds their lock. The pauses recorded on the shard rows are held before anything is
+    built (a new process built a batch first, and the listing that showed it made the unreadable
+    batch look lost).
     """
+    take_up_recorded_pauses(stage)
     if watching:
         await recover_building(stage)
     created = await flush_due(stage)
@@ -56,6 +60,7 @@ async def step(stage: Stage[Any], watching: bool) -> None:
 
 async def housekeep(stage: Stage[Any]) -> None:
     """Recover building shards, reconcile, prune finished jobs."""
+    take_up_recorded_pauses(stage)
     await recover_building(stage)
     await reconcile(stage)
     pruned = stage.store.prune(utc_now() - timedelta(hours=stage.settings.retention_h))

@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 from lotlens_common.clock import utc_now
 from lotlens_common.events import LotFailed
 from lotlens_common.faults import fault_point
-from lotlens_common.model.errors import ModelError, ModelRateLimitedError, ModelRequestError
+from lotlens_common.model.errors import (
+    ModelError,
+    ModelQuotaExceededError,
+    ModelRateLimitedError,
+    ModelRequestError,
+)
 from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
@@ -28,6 +33,7 @@ from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Settlement, Stage, about_lot
+from lotlens_common.stage.quota import may_build, pause_for_quota, quota_accepted
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
@@ -42,8 +48,8 @@ T = TypeVar("T")
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     """Send every shard the batching rule says is due; the batches created."""
-    if stage.unreadable:
-        return []  # a batch we made cannot be seen: submit nothing until its fate is known
+    if not may_build(stage):
+        return []  # paused: a batch we made cannot be seen, the key or the quota is refused
     jobs = stage.store.waiting_jobs()
     if not jobs:
         return []
@@ -70,9 +76,9 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 batch = await build(stage, shard_id, lots)
             except Stopped:
                 break  # the shard stays `building`: recovery sends it after the restart
-            except ModelRequestError as exc:
+            except ModelError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
-                if pause_for_key(stage, exc, SENDING):
+                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc):
                     break
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
@@ -98,7 +104,8 @@ def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[A
 
 
 async def recover_building(stage: Stage[Any]) -> None:
-    """Finish shards whose builder died: adopt their batch if it exists, else build it again."""
+    """Finish shards whose builder died: adopt their batch if it exists, else build it again
+    (unless the stage is paused: `quota.may_build`)."""
     for shard in stage.store.shards("building"):
         if stage.stopping.is_set():
             return
@@ -113,6 +120,10 @@ async def recover_building(stage: Stage[Any]) -> None:
                 if isinstance(action, lifecycle.CloseEmpty):
                     stage.store.close_shard(shard.shard_id, "empty", None)
                     continue
+                if isinstance(action, lifecycle.Build) and not may_build(stage, recovering=True):
+                    # Paused: a batch made now (under another project's key, say) and listed
+                    # took the unreadable one for lost, and its lots were paid for twice.
+                    continue
                 log.warning("recovering shard %s of job %s: %s", shard.shard_id, shard.job_id,
                             type(action).__name__, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
                 if isinstance(action, lifecycle.Adopt):
@@ -124,7 +135,7 @@ async def recover_building(stage: Stage[Any]) -> None:
             except Stopped:
                 return  # still `building`: the next process recovers it
             except ModelError as exc:
-                if pause_for_key(stage, exc, SENDING):
+                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc):
                     return  # every other shard's call would be refused alike this round
                 log.warning("recovering shard %s failed; the next round tries again: %s",
                             shard.shard_id, exc, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
@@ -201,13 +212,15 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
                 file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
-        if not isinstance(exc, ModelRateLimitedError | ModelRequestError):
+        if not isinstance(exc, ModelRateLimitedError | ModelQuotaExceededError | ModelRequestError):
             raise
         # Refused, so no batch reads this file, and the next round uploads it again: without
-        # this, a create refused for hours filled the project's file storage. After a 5xx or a
-        # timeout the batch may exist, and its file is kept.
+        # this, a create refused for hours filled the project's file storage (refused for the
+        # quota, it was kept: one more file of customer data a round, for 30 days). After a 5xx
+        # or a timeout the batch may exist, and its file is kept.
         await forget_file(stage, file_id)
         raise
+    quota_accepted(stage)
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
     # The store says which of them the shard holds (a file's overflow went back to the queue).

@@ -363,7 +363,7 @@ def shard(conn: Connection, shard_id: str) -> Shard | None:
 
 def _shard(r: Any) -> Shard:
     return Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status,
-                 r.unreadable_reason, r.release)
+                 r.unreadable_reason, r.release, r.created_at.timestamp())
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],

@@ -10,14 +10,16 @@ when its job was cancelled or it outlived `max_age_s`; a finished one is collect
 age, is given up on (its lots go again, its files at OpenAI are deleted). A batch that
 cannot be read by id (401/403/404) is looked up by its metadata instead, and the stage submits
 nothing until the listing tells what became of it: a rotated key or a wrong project must not pay
-for the whole job twice. A listing that shows none of our batches tells nothing: the shard then
-holds the stage paused until an operator releases it (`lotlens-admin shards release`), deciding
-that its lots are sent again or failed, and the stage carries that out (`stage/release.py`).
+for the whole job twice. A listing that shows none of our batches created before it tells
+nothing: the shard then holds the stage paused until an operator releases it (`lotlens-admin
+shards release`), deciding that its lots are sent again or failed, and the stage carries that out
+(`stage/release.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,21 +156,34 @@ def for_read_error(status_code: int | None, message: str) -> LookUp | TryLater:
     return TryLater(message)
 
 
-def for_listing(listed: Sequence[Mapping[str, Any]], batch_id: str, ours_seen: bool,
-                job_cancelled: bool, now_s: float, max_age_s: float
+def for_listing(listed: Sequence[Mapping[str, Any]], batch_id: str, ours: Collection[str],
+                claimed_at: float, job_cancelled: bool, now_s: float, max_age_s: float
                 ) -> Wait | Cancel | Collect | Lost | LookUp:
     """What a listing of the stage's batches tells about one that could not be read by id.
 
-    Absent from a listing that shows other batches we have on record, it is gone (the key sees
-    our project) and its lots are sent again. Absent from a listing that shows none of ours, the
-    key may belong to another project or organisation: its fate is unknown, and we keep waiting.
+    `ours`: the listed batch ids some shard has on record; `claimed_at`: when the unreadable
+    batch's shard was claimed (a Unix time; its batch was created after). Absent from a listing
+    that shows a batch of ours created before it, it is gone (the key sees the project it was
+    created in) and its lots are sent again. A batch of ours created since proves nothing: a key
+    of another project (rotated, a restart) creates batches there too, and one made a moment ago
+    took the running batch for lost, which OpenAI then ran and billed twice. Absent otherwise,
+    its fate is unknown, and we keep waiting.
     """
     mine = [batch for batch in listed if str(batch.get("id")) == batch_id]
     if mine:
         return for_submitted(mine[0], job_cancelled, now_s, max_age_s)
-    if ours_seen:
-        return Lost(f"OpenAI lists other batches of ours but not {batch_id}")
-    return LookUp(f"the listing shows none of our batches, so not whether {batch_id} exists")
+    # OpenAI dates a batch in whole seconds (rounded down): one dated before the claim's second
+    # was surely created before it.
+    before = math.floor(claimed_at)
+    if any(str(batch.get("id")) in ours and _created_before(batch, before) for batch in listed):
+        return Lost(f"OpenAI lists batches of ours created before {batch_id} but not it")
+    return LookUp(f"the listing shows none of our batches created before {batch_id}, so not "
+                  "whether it exists")
+
+
+def _created_before(batch: Mapping[str, Any], second: int) -> bool:
+    created = batch.get("created_at")
+    return isinstance(created, int | float) and created < second
 
 
 def for_unknown_batch(batch: Mapping[str, Any], shard_status: str | None,

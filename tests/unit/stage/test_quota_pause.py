@@ -1,0 +1,71 @@
+"""OpenAI refusing batches for the quota (429 `insufficient_quota`, billing out for hours): the
+refused create's file is deleted and the stage pauses, trying one shard after a growing wait,
+until a batch is created again (in-memory ports)."""
+
+from __future__ import annotations
+
+import logging
+
+import httpx2 as httpx
+import openai
+import pytest
+
+from lotlens_common.model.errors import ModelQuotaExceededError, ModelUnavailableError
+from lotlens_common.model.openai_client import _mapped
+from lotlens_common.stage import metrics
+from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
+from tests.unit.stage.conftest import World, lots
+
+
+def quota_refusal() -> Exception:
+    """What the OpenAI client raises for OpenAI's answer when the billing is out."""
+    request = httpx.Request("POST", "https://api.openai.com/v1/batches")
+    body = {"error": {"message": "You exceeded your current quota, please check your plan and billing "
+                      "details.", "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+    response = httpx.Response(429, request=request, json=body)
+    return _mapped(openai.RateLimitError("quota", response=response, body=body["error"]))
+
+
+def paused() -> float:
+    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+
+
+def test_the_quota_refusal_is_a_model_unavailable_error_of_its_own() -> None:
+    refusal = quota_refusal()
+    assert isinstance(refusal, ModelQuotaExceededError) and isinstance(refusal, ModelUnavailableError)
+    assert "insufficient_quota" in str(refusal)
+
+
+def test_creates_refused_for_the_quota_leave_no_file_and_pause_the_stage(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    # Each watch round rebuilt the shard (up to 198 MB uploaded) and left its file at OpenAI for
+    # 30 days, with a traceback; new jobs were claimed into shards that stayed building.
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [quota_refusal() for _ in range(5)]
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds(4)  # four watch rounds of the outage (10 s each in production)
+    assert world.batches.batches == {} and world.batches.files == {}
+    assert len(world.batches.uploaded_bytes) == 1  # built and uploaded once, not once a round
+    assert [s.job_id for s in world.store.shards_by_id.values()] == ["job-1"]  # job-2 not claimed
+    assert paused() == 1
+    said = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(said) == 1 and "quota" in said[0].getMessage() and said[0].exc_info is None
+
+
+def test_the_quota_pause_tries_one_shard_after_a_growing_wait_and_ends_with_a_batch_created(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [quota_refusal(), quota_refusal()]
+    world.rounds()
+    world.store.add(lots(2, job_id="job-2"))
+    world.stage.quota_retry_at = 0.0  # the minute passes: recovery tries the refused shard, refused
+    world.rounds(3)
+    assert world.stage.quota_wait_s == 2 * QUOTA_FIRST_WAIT_S
+    assert len(world.batches.uploaded_bytes) == 2 and world.batches.files == {}
+    world.stage.quota_retry_at = 0.0  # two more minutes: the try is taken, submitting resumes
+    world.rounds(3)
+    assert not world.stage.unreadable and paused() == 0
+    assert len(world.completed()) == 4 and len(world.batches.batches) == 2
+    ended = [r.getMessage() for r in caplog.records if "creates batches again" in r.getMessage()]
+    assert len(ended) == 1
