@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +16,8 @@ import pytest
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
-from lotlens_openai_standin import answer_rules
+from lotlens_openai_standin import answer_rules, batches
+from lotlens_openai_standin.batch_run import run_slice
 from tests.standin import Standin, serve_standin
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -183,3 +185,52 @@ def test_each_request_is_read_for_its_answer_once_validation_included(
         output = _lines(api, done["output_file_id"])
     assert done["status"] == "completed" and len(output) == 12
     assert built == [1] * 12, f"{len(built)} prompts read for 12 requests"
+
+
+def test_a_finalizing_batch_refuses_a_cancel_with_openais_409_and_completes(tmp_path: Path) -> None:
+    # The stand-in accepted it, where OpenAI answers 409 (README's errors table, `CANNOT_CANCEL`).
+    with _api(tmp_path, in_progress_seconds=0.1, finalizing_seconds=3.0) as (_, api):
+        batch_id = _create(api, 2)["id"]
+        _poll(api, batch_id, ("finalizing", *TERMINAL))
+        refused = api.post(f"/batches/{batch_id}/cancel")
+        done = _poll(api, batch_id)[-1]
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"] == "Cannot cancel a batch with status 'finalizing'."
+    assert done["status"] == "completed" and done["cancelling_at"] is None
+
+
+def test_a_cancel_during_the_last_requests_goes_straight_to_cancelled(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cancel landing while the last slice of requests ran moved the batch to `cancelling`; the
+    # slice's end moved it back to `finalizing`, then to `cancelling` again (a second stamp).
+    slice_ran, cancel_sent = threading.Event(), threading.Event()
+
+    def last_slice(*args: Any) -> None:
+        run_slice(*args)
+        slice_ran.set()
+        cancel_sent.wait(10)
+
+    monkeypatch.setattr(batches, "run_slice", last_slice)
+    with _api(tmp_path, in_progress_seconds=0.0, finalizing_seconds=0.2) as (_, api):
+        batch_id = _create(api, 2)["id"]
+        assert slice_ran.wait(10)
+        cancelling = api.post(f"/batches/{batch_id}/cancel").json()
+        seen = [api.get(f"/batches/{batch_id}").json()]
+        cancel_sent.set()
+        seen += _poll(api, batch_id)
+    assert cancelling["status"] == "cancelling"
+    assert {batch["status"] for batch in seen} <= {"cancelling", "cancelled"}
+    assert seen[-1]["status"] == "cancelled" and seen[-1]["finalizing_at"] is None
+
+
+def test_a_create_with_a_parameter_the_description_does_not_have_is_refused(tmp_path: Path) -> None:
+    # Responses and Chat refused unknown parameters; a batch create took any (a misspelt field passed).
+    with _api(tmp_path) as (_, api):
+        upload = api.post("/files", files={"file": ("in.jsonl", b"")}, data={"purpose": "batch"})
+        refused = api.post("/batches", json={"input_file_id": upload.json()["id"],
+                                             "endpoint": "/v1/responses", "completion_window": "24h",
+                                             "metadatas": {"a": "b"}})
+    assert refused.status_code == 400
+    assert refused.json()["error"] == {"message": "Unknown parameter: 'metadatas'.",
+                                       "type": "invalid_request_error", "param": "metadatas",
+                                       "code": "unknown_parameter"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lotlens_openai_standin.batch_record import CREATE_PARAMETERS
 from lotlens_openai_standin.models import MODELS, is_reasoning_model, model_facts
 from lotlens_openai_standin.parameter_checks import CHAT_PARAMETERS, RESPONSES_PARAMETERS
 from tests.openai_spec import SUBSET
@@ -25,6 +26,7 @@ def _properties(name: str) -> set[str]:
 def test_the_parameters_each_endpoint_takes_are_the_descriptions() -> None:
     assert _properties("CreateResponse") == RESPONSES_PARAMETERS
     assert _properties("CreateChatCompletionRequest") == CHAT_PARAMETERS
+    assert _properties("CreateBatchRequest") == CREATE_PARAMETERS
 
 
 def test_model_families_and_snapshots() -> None:

@@ -14,6 +14,10 @@ from lotlens_openai_standin.batch_run import RunState
 from lotlens_openai_standin.faults import BatchOutcome
 
 ACTIVE_STATUSES = ("validating", "in_progress", "finalizing", "cancelling")
+# The properties of the OpenAI description's `CreateBatchRequest` (`output_expires_after` is
+# taken and ignored: the stand-in's files do not expire).
+CREATE_PARAMETERS = frozenset({"input_file_id", "endpoint", "completion_window", "metadata",
+                               "output_expires_after"})
 MAX_METADATA_KEYS = 16
 MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
@@ -134,7 +138,11 @@ def check_metadata(metadata: object) -> dict[str, str] | None:
 
 
 def check_create_params(payload: Mapping[str, Any]) -> tuple[str, str, dict[str, str] | None]:
-    """(input_file_id, endpoint, metadata) from a create request, or OpenAI's 400."""
+    """(input_file_id, endpoint, metadata) from a create request, or OpenAI's 400 (an unknown
+    parameter too, as Responses and Chat Completions refuse one: a misspelt field passed here)."""
+    for name in payload:
+        if name not in CREATE_PARAMETERS:
+            raise bad_request(f"Unknown parameter: '{name}'.", param=name, code="unknown_parameter")
     for name in ("input_file_id", "endpoint", "completion_window"):
         if payload.get(name) is None:
             raise bad_request(f"Missing required parameter: '{name}'.", param=name,

@@ -99,7 +99,9 @@ class BatchService:
         batch = self.get(batch_id)
         if batch.status in ("cancelling", "cancelled"):
             return batch
-        if batch.status not in ("validating", "in_progress", "finalizing") or _stuck(batch):
+        # OpenAI refuses a cancel once the batch is `finalizing` (409), as the README's errors
+        # table and the stage's `CANNOT_CANCEL` say; the stand-in accepted it.
+        if batch.status not in ("validating", "in_progress"):
             raise conflict(f"Cannot cancel a batch with status '{batch.status}'.")
         self._move(batch, "cancelling")
         batch.cancel_requested.set()
@@ -165,7 +167,9 @@ class BatchService:
             if ending == "expired":
                 await self._expire(batch)
                 return
-            if ending == "finalizing":
+            # A cancel that landed during the last slice moved it to `cancelling` already: it
+            # went back to `finalizing`, then `cancelling` again with a second `cancelling_at`.
+            if ending == "finalizing" and batch.status == "in_progress":
                 self._move(batch, "finalizing")
         if _stuck(batch):
             return  # for good (a restart resumes it here again)
