@@ -21,7 +21,7 @@ from lotlens_common.event_schemas import (
     release,
     schema_path,
 )
-from lotlens_common.events import Event, JobCompleted, TranslationCompleted
+from lotlens_common.events import Event, JobCompleted, LotFailed, TranslationCompleted
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events" / "schemas"
 RELEASE = "python -m lotlens_common.event_schemas docs/events/schemas"
@@ -66,6 +66,15 @@ def test_a_deliberate_breaking_change_fails_the_check() -> None:
     assert [p.split(":")[0] for p in incompatibilities(widened, released)] == ["FORWARD $.status"]
     nullable = _variant(TranslationCompleted, descriptions=(dict[str, str] | None, ...))
     assert incompatibilities(nullable, _released(TranslationCompleted))
+
+
+def test_a_renamed_optional_field_fails_the_check() -> None:
+    # Both ways compatible to an open content model, yet an older consumer, which ignores fields
+    # it does not know, read the renamed field as its default: `total_lots` 0, silently.
+    released = _released(LotFailed)
+    renamed = _variant(LotFailed, drop="total_lots", lot_total=(int, 0))
+    assert incompatibilities(renamed, released) == [
+        "REMOVED $.total_lots: a released field stays; a new name needs a new version"]
 
 
 def test_an_added_optional_field_passes_the_check() -> None:

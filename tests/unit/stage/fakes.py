@@ -157,7 +157,9 @@ class FakeStore:
 
     def note_unreadable(self, shard_id: str, reason: str | None) -> None:
         if self.shards_by_id[shard_id].status == "submitted":
-            self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], unreadable=reason)
+            release = self.shards_by_id[shard_id].release if reason is not None else None
+            self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], unreadable=reason,
+                                                  release=release)
 
     def close_shard(self, shard_id: str, status: str, batch_status: str | None) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], status=status,

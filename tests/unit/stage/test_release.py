@@ -76,3 +76,32 @@ def test_a_release_carried_out_by_another_instance_unpauses_this_one(world: Worl
     world.rounds(2)
     assert not this.unreadable and paused() == 0
     assert world.completed() == ["job-2-lot-0"]
+
+
+def test_a_release_recorded_while_the_batch_is_read_again_is_dropped_not_carried_out(world: World) -> None:
+    # On-call puts the old project's key back while someone releases the shard: the round has
+    # listed the shard unreleased, the release lands during its read, and the read succeeds. The
+    # batch runs and will be paid: carried out next round, the release sent its lots again too.
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()
+    running = dict(world.batches.batches)
+    world.batches.errors["retrieve"] = [ModelRequestError("gone", 404)] * 2
+    world.batches.batches.clear()
+    world.rounds(2)
+    [shard] = world.store.shards("submitted")
+    assert world.stage.unreadable
+    world.batches.batches.update(running)
+    retrieve = world.batches.retrieve_batch
+
+    async def released_while_read(batch_id: str) -> dict[str, Any]:
+        _release(world, shard.shard_id, RESEND)
+        return await retrieve(batch_id)
+
+    world.batches.retrieve_batch = released_while_read  # type: ignore[method-assign]
+    world.rounds()
+    world.batches.retrieve_batch = retrieve  # type: ignore[method-assign]
+    world.rounds(2)
+    after = world.store.shards_by_id[shard.shard_id]
+    assert (after.status, after.release, after.unreadable) == ("submitted", None, None)
+    assert len(world.submitted()) == 1 and not world.stage.unreadable

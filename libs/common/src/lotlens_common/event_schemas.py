@@ -41,7 +41,26 @@ def incompatibilities(event: type[Event], released: dict[str, Any]) -> list[str]
     """Why the current model breaks consumers of the released schema or old events (empty: it does not)."""
     current = public_schema(event)
     return ([f"BACKWARD {p}" for p in backward(current, released)]
-            + [f"FORWARD {p}" for p in forward(current, released)])
+            + [f"FORWARD {p}" for p in forward(current, released)] + removed(current, released))
+
+
+def removed(current: dict[str, Any], released: dict[str, Any]) -> list[str]:
+    """The released fields the current schema no longer has, its objects' (`$defs`) included.
+
+    An open content model lets a field with a default go both ways, yet our consumers ignore what
+    they do not know (`envelope.decode`): an older one reading a renamed optional field took its
+    default (`total_lots` read 0), silently. A released field stays; a new name is a new version.
+    """
+    def objects(schema: dict[str, Any]) -> dict[str, set[str]]:
+        found = {"$": set(schema.get("properties", {}))}
+        found |= {f"$defs.{name}": set(sub.get("properties", {}))
+                  for name, sub in schema.get("$defs", {}).items()}
+        return found
+
+    now = objects(current)
+    return [f"REMOVED {where}.{field}: a released field stays; a new name needs a new version"
+            for where, fields in objects(released).items() if where in now
+            for field in sorted(fields - now[where])]
 
 
 def release(directory: Path) -> list[Path]:

@@ -5,7 +5,9 @@ time, client id and trace context. Message keys are job ids, so one job's events
 within a topic. When a payload changes shape, bump `version` and add an upcaster in
 `envelope.py` so old messages still read. Adding an optional field is not a change of shape: an
 older release reading the event (a rolling update, a `rollout undo`) ignores it (`decode`), so a
-field it may not ignore (one that changes what the others mean) needs a new version instead.
+field it may not ignore (one that changes what the others mean) needs a new version instead,
+and so does renaming or removing a field: read by an older release, the old name took its
+default (`event_schemas.removed` fails `make test` on a public event's).
 """
 
 from __future__ import annotations

@@ -41,9 +41,12 @@ def main() -> None:
         swept = sweep(engine, producer, topics.completions, stop)
         if swept.announced:
             log.info("announced %d jobs left unannounced by a previous run", swept.announced)
-        # A rebuild's swap brings in jobs it finished, which no event will touch again.
+        # A rebuild's swap brings in jobs it finished, which no event will touch again. The watch
+        # has a producer of its own: one producer is one thread's (a failed flush discards what
+        # is queued, another thread's JobCompleted too, which that thread then marked announced).
         threading.Thread(target=watch_swaps, name="swap-watch", daemon=True, args=(
-            engine, producer, topics.completions, stop, settings.swap_check_s, swept.tables)).start()
+            engine, EventProducer(settings.kafka, "result-store"), topics.completions, stop,
+            settings.swap_check_s, swept.tables)).start()
         consumer = ConsumerSpec(
             group_id=settings.group_id,
             # Every record topic, its own JobCompleted included: the read models are what the log

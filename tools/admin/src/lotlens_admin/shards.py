@@ -9,7 +9,8 @@ out at its next look at the shard (`lotlens_common.stage.release`), pause lifted
 
 The decision is one conditional statement, taken while holding the shard's own lock (the one a
 stage holds to collect, cancel or release it): a stage acting on the shard at that moment makes
-the command refuse, and one that reads the batch again first makes it change nothing.
+the command refuse, and one that reads the batch again first makes it change nothing; a read
+that succeeds after it drops the release (the batch runs: its lots are not sent again).
 """
 
 from __future__ import annotations

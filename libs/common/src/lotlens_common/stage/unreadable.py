@@ -99,7 +99,8 @@ async def look_up(stage: Stage[Any], shard: Shard, read: lifecycle.LookUp, cance
 
 def readable(stage: Stage[Any], shard: Shard) -> None:
     """The shard's batch was read (or its fate listed): the pause it held ends, in memory and on
-    its row (one taken up from the row lasted, after a read succeeded, until the batch finished)."""
+    its row (one taken up from the row lasted, after a read succeeded, until the batch finished),
+    with any release not carried out yet (`postgres_release.note_unreadable`)."""
     stage.unreadable.pop(shard.shard_id, None)
     if shard.unreadable is not None:
         stage.store.note_unreadable(shard.shard_id, None)

@@ -44,11 +44,20 @@ _COLUMNS = (stage_shards.c.stage, stage_shards.c.shard_id, stage_shards.c.job_id
 def note_unreadable(conn: Connection, shard_id: str, reason: str | None) -> None:
     """Record why a submitted shard's batch cannot be read, keeping since when (None: it can be
     again). Like `note_batch_status`, written without the shard's lock: a shard closed since keeps
-    what it had."""
-    since = func.coalesce(stage_shards.c.unreadable_since, func.now()) if reason is not None else None
+    what it had.
+
+    A batch read again also drops a release not carried out yet: one recorded while the read was
+    under way (on-call restoring the old key as another releases) was carried out at the next
+    round, the lots of a batch that runs, and will be paid, sent again."""
+    values: dict[str, object] = {"unreadable_since": None, "unreadable_reason": None}
+    if reason is None:
+        values |= {"release": None, "released_by": None, "released_at": None, "release_reason": None}
+    else:
+        values |= {"unreadable_since": func.coalesce(stage_shards.c.unreadable_since, func.now()),
+                   "unreadable_reason": reason}
     conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id,
                                             stage_shards.c.status == "submitted")
-                 .values(unreadable_since=since, unreadable_reason=reason, updated_at=func.now()))
+                 .values(**values, updated_at=func.now()))
 
 
 def paused_shards(conn: Connection) -> list[ShardRecord]:
