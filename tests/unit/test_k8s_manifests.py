@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-import lotlens_gateway.__main__ as gateway_main
+from lotlens_gateway.shutdown import SHUTDOWN_S
 from tests.k8s import K8S, ROOT, TARGETS, objects
 
 NAMESPACE, CONFIGMAP, SECRET = "lotlens", "lotlens-config", "lotlens-secrets"
@@ -278,7 +278,7 @@ def test_the_gateway_may_finish_its_shutdown_before_the_kubelet_kills_it(
     _, docs = target
     pod = one(docs, "Deployment", "lotlens-gateway")["spec"]["template"]["spec"]
     pause = int(pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"][-1])
-    assert pod["terminationGracePeriodSeconds"] >= pause + gateway_main.SHUTDOWN_S
+    assert pod["terminationGracePeriodSeconds"] >= pause + SHUTDOWN_S
 
 
 def test_the_services_that_call_openai_may_reach_openai_base_url(target: tuple[str, list[Doc]]) -> None:

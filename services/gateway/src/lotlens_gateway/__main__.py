@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from lotlens_common.stopping import catch_stop_signals
 
-if __name__ == "__main__":  # first: a SIGTERM during the start-up below stops it cleanly
-    catch_stop_signals()
+# First, whatever the entry point (`python -m` or the console script, which imports this module):
+# a SIGTERM during the start-up below stops it cleanly (stopping.py).
+catch_stop_signals()
 
 import logging
 import threading
@@ -26,21 +27,12 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.shutdown import CutNotice
+from lotlens_gateway.shutdown import FLUSH_S, CutNotice
 
 log = logging.getLogger("lotlens_gateway")
 
 # anyio's default limit on threads running blocking calls for Starlette.
 THREADPOOL_SIZE = 40
-# After SIGTERM: requests in flight get `shutdown_drain_s` (30 s; one still unanswered then is
-# answered 503 SHUTTING_DOWN, shutdown.py), then the relay publishes what they committed for at
-# most `shutdown_relay_s` (10 s) and the producer flushes (FLUSH_S). The pod's
-# terminationGracePeriodSeconds must hold all three after its preStop pause, or the kubelet's
-# SIGKILL cuts them (nothing is lost: the outbox keeps unpublished events, but clients see resets).
-# Synchronous lots may take longer than the drain: a client retries them with its Idempotency-Key.
-FLUSH_S = 10
-SHUTDOWN_S = (GatewaySettings.model_fields["shutdown_drain_s"].default
-              + GatewaySettings.model_fields["shutdown_relay_s"].default + FLUSH_S)
 
 
 def main() -> None:

@@ -25,10 +25,20 @@ from typing import Any, TypeVar
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.errors import ApiError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# After SIGTERM: requests in flight get `shutdown_drain_s` (30 s; one still unanswered then is
+# answered 503 SHUTTING_DOWN, below), then the relay publishes what they committed for at most
+# `shutdown_relay_s` (10 s) and the producer flushes (FLUSH_S). The pod's
+# terminationGracePeriodSeconds must hold all three after its preStop pause, or the kubelet's
+# SIGKILL cuts them (nothing is lost: the outbox keeps unpublished events, but clients see resets).
+# Synchronous lots may take longer than the drain: a client retries them with its Idempotency-Key.
+FLUSH_S = 10
+SHUTDOWN_S = (GatewaySettings.model_fields["shutdown_drain_s"].default
+              + GatewaySettings.model_fields["shutdown_relay_s"].default + FLUSH_S)
 # Another replica (or this one, restarted) takes the retry at once.
 RETRY_AFTER_S = 1
 

@@ -84,8 +84,9 @@ def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.E
             tables = read_models_in_place(engine)
             return Swept(tables, announce(engine, producer, topic))
         except TRANSIENT_ERRORS as exc:
-            if stop.is_set():
-                raise
+            if stop.is_set():  # a stop is no failure (it exited 1): the next start sweeps again
+                log.info("stopping before the startup sweep could run (%s): the next start runs it", exc)
+                return Swept(tables=0, announced=0)  # stopping: nothing watches the tables
             log.warning("startup sweep failed, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from lotlens_common.stopping import catch_stop_signals
 
-if __name__ == "__main__":  # first: a SIGTERM during the start-up below stops it cleanly
-    catch_stop_signals()
+# First, whatever the entry point (`python -m` or the console script, which imports this module):
+# a SIGTERM during the start-up below stops it cleanly (stopping.py).
+catch_stop_signals()
 
 from lotlens_common import lookups
 from lotlens_common.stage.service import serve_stage
