@@ -7,12 +7,46 @@ import json
 import re
 from typing import Any
 
+import pytest
+
 from tests.k8s import ROOT, build, kubeconform, objects
+
+# Where the toolbox is applied beside (deploy/k8s/README.md, "Running lotlens-admin").
+OVERLAYS = ("overlays/local", "overlays/production")
 
 
 def container(job: dict[str, Any]) -> dict[str, Any]:
     [only] = job["spec"]["template"]["spec"]["containers"]
     return dict(only)
+
+
+def references(pod: dict[str, Any]) -> set[tuple[str, str]]:
+    """The (kind, name) of every Secret and ConfigMap a pod's containers read."""
+    found: set[tuple[str, str]] = set()
+    for container in pod["containers"] + pod.get("initContainers", []):
+        for source in container.get("envFrom", []):
+            found |= {(kind, source[key]["name"]) for kind, key in
+                      (("ConfigMap", "configMapRef"), ("Secret", "secretRef")) if key in source}
+        for variable in container.get("env", []):
+            ref = variable.get("valueFrom", {})
+            found |= {(kind, ref[key]["name"]) for kind, key in
+                      (("ConfigMap", "configMapKeyRef"), ("Secret", "secretKeyRef")) if key in ref}
+    return found
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_admin_job_reads_the_secret_and_config_map_the_overlay_deploys(overlay: str) -> None:
+    # The local overlay's secretGenerator named its Secret `lotlens-secrets-<hash>` (and its
+    # Deployments after it): the toolbox, built on its own, asked for `lotlens-secrets` and never
+    # started (CreateContainerConfigError). A name the overlay does not build (production's Secret,
+    # from the secret store) must be one its services read as well.
+    [job] = objects("admin")
+    deployed = objects(overlay)
+    built = {(doc["kind"], doc["metadata"]["name"]) for doc in deployed}
+    read = set().union(*(references(doc["spec"]["template"]["spec"]) for doc in deployed
+                         if doc["kind"] in ("Deployment", "Job")))
+    missing = references(job["spec"]["template"]["spec"]) - built - read
+    assert not missing, f"{overlay} has none of {sorted(missing)}; it has {sorted(built & read)}"
 
 
 def test_the_admin_job_is_valid_in_strict_mode() -> None:
@@ -44,8 +78,8 @@ def test_the_image_builds_lotlens_admin_and_the_readme_says_how_to_run_it() -> N
 
 
 def test_the_toolbox_outlasts_a_long_rebuild() -> None:
-    # Up an hour (`sleep 3600`, `activeDeadlineSeconds: 3600`): a rebuild of a big log, run in
-    # it, was killed at the hour every time (it resumes, but from a new pod, by hand).
+    # It was up an hour (`sleep 3600`, `activeDeadlineSeconds: 3600`): a rebuild of a big log,
+    # run in it, was killed at the hour every time (it resumes, but from a new pod, by hand).
     [job] = objects("admin")
     command = container(job)["command"]
     assert command[0] == "sleep"
