@@ -117,6 +117,19 @@ def test_deployments_selectors_probes_and_no_replica_count(target: tuple[str, li
         assert pdb["spec"]["selector"]["matchLabels"] == selector
 
 
+def test_no_disruption_budget_blocks_a_drain_while_a_dependency_is_down(
+        target: tuple[str, list[Doc]]) -> None:
+    # Readiness is PostgreSQL (and Kafka) answering: in an outage every pod is NotReady, and with
+    # the default policy (IfHealthyBudget) a budget with no healthy pod to spare allowed no
+    # eviction at all: every node drain (an upgrade, a scale-down) hung until the outage ended.
+    # Evicting a pod that serves nothing costs nothing.
+    _, docs = target
+    budgets = find(docs, "PodDisruptionBudget")
+    assert {pdb["metadata"]["name"] for pdb in budgets} == {f"lotlens-{s}" for s in SERVICES}
+    policies = {pdb["metadata"]["name"]: pdb["spec"].get("unhealthyPodEvictionPolicy") for pdb in budgets}
+    assert set(policies.values()) == {"AlwaysAllow"}, policies
+
+
 def test_gateway_service_hpa_and_pdb(target: tuple[str, list[Doc]]) -> None:
     _, docs = target
     deployment = one(docs, "Deployment", "lotlens-gateway")
