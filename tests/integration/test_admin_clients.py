@@ -127,7 +127,7 @@ def runbook_steps(alert: str) -> str:
 def test_the_runbooks_steps_for_a_client_without_a_secret_give_it_one(
         infra: Infra, engine: Engine, settings: ServiceSettings) -> None:
     # The runbook said `clients secret <client_id>` for a missing secret, which refuses a client
-    # with none (exit 1): the gateway makes a configured client's secret when it starts.
+    # with none (exit 1): the gateway makes a configured client's secret (at its start).
     steps = runbook_steps("LotLensWebhookAttemptsNotStarted")
     restart, hand_out = "rollout restart deploy/lotlens-gateway", "admin clients secret <client_id>"
     assert restart in steps and hand_out in steps and steps.index(restart) < steps.index(hand_out), steps
@@ -158,6 +158,8 @@ def test_deleting_a_client_configured_in_lotlens_clients_is_refused_and_deletes_
     assert (done.returncode, done.stdout) == (1, ""), (done.returncode, done.stdout)
     [line] = done.stderr.splitlines()
     assert line.startswith("lotlens-admin: ") and client in line and "LOTLENS_CLIENTS" in line
+    # Not only "when it starts": the running gateways' relay makes it again within a minute.
+    assert "within a minute" in line, line
     with engine.connect() as conn:
         assert len(webhook_secrets.live(conn, client, datetime.now(UTC))) == 1
 
@@ -171,7 +173,7 @@ def test_the_listing_says_where_each_client_comes_from(infra: Infra, engine: Eng
     rows = {line.split("\t")[0]: line.split("\t") for line in listed.stdout.splitlines()}
     assert rows[configured][-1] == "from LOTLENS_CLIENTS"
     assert rows[stray][-1] == "database only (not in LOTLENS_CLIENTS: `clients delete` removes it)"
-    assert rows[unsecreted][1] == "no secret yet (the gateway makes it when it starts)"
+    assert rows[unsecreted][1] == "no secret yet (the gateway makes it within a minute)"
     assert rows[unsecreted][-1] == "from LOTLENS_CLIENTS"
 
     # Without LOTLENS_CLIENTS the admin cannot tell: it says so, and a delete says it did not check.
@@ -184,3 +186,4 @@ def test_the_listing_says_where_each_client_comes_from(infra: Infra, engine: Eng
     assert deleted.returncode == 0 and stray in deleted.stdout, deleted
     [warning] = deleted.stderr.splitlines()
     assert "LOTLENS_CLIENTS is not set here" in warning and stray in warning
+    assert "within a minute" in warning, warning

@@ -191,3 +191,21 @@ def test_every_alert_has_a_description_and_a_runbook_section_that_exists() -> No
         assert path == "docs/RUNBOOK.md" and anchor in anchors, (rule["alert"], path, anchor)
     # The check notices a section that is missing.
     assert "lotlensnosuchalert" not in anchors and "lotlensdeadletters" in anchors
+
+
+def runbook_section(alert: str) -> str:
+    """An alert's section of docs/RUNBOOK.md, heading to the next heading."""
+    runbook = (ROOT / "docs" / "RUNBOOK.md").read_text(encoding="utf-8")
+    return runbook.split(f"\n## {alert}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_runbook_explains_every_reason_an_attempt_is_not_started() -> None:
+    # The alert fires per `reason`; the section named two of the five, and said a client whose
+    # secrets were deleted did not set it off (its webhooks going out unsigned) after the
+    # dispatcher had begun to hand such deliveries back as `no_secret`.
+    from lotlens_webhook_dispatcher.metrics import NOT_STARTED_REASONS
+
+    section = runbook_section("LotLensWebhookAttemptsNotStarted")
+    assert [reason for reason in NOT_STARTED_REASONS if f"`{reason}`" not in section] == []
+    assert "without `webhook-signature`" not in section
+

@@ -1,8 +1,9 @@
 """`lotlens-admin clients`: each client's Standard Webhooks secrets (`whsec_…`), shown and rotated.
 
-The gateway gives every configured client a secret when it starts; `rotate` makes a new one and
-lets the old one keep signing for the overlap, so the integrator can switch receivers without a
-gap. Secrets are printed only by `secret`, which an operator runs to hand one to its client.
+The gateway gives every configured client a secret (at its start, and within a minute of one going
+missing: its relay's prune); `rotate` makes a new one and lets the old one keep signing for the
+overlap, so the integrator can switch receivers without a gap. Secrets are printed only by
+`secret`, which an operator runs to hand one to its client.
 Every command refuses a client with no secret: the gateway makes one for each configured client,
 so none means a mistyped id. `delete` removes a client's secrets once it is no longer configured.
 
@@ -63,9 +64,10 @@ def _list(_args: argparse.Namespace) -> int:
         until = _minute(row.expires_at) if row.expires_at else "current"
         print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {_minute(row.created_at)}"
               f"\tsigns until: {until}\t{_source(row.client_id, configured)}")
-    # Configured but without a secret: the gateway has not started since, or its secrets were deleted.
+    # Configured but without a secret: just configured or deleted (a running gateway configured
+    # with it makes one within a minute), or no gateway configured with it runs.
     for client_id in sorted((configured or set()) - {row.client_id for row in rows}):
-        print(f"{client_id}\tno secret yet (the gateway makes it when it starts)\t\t\t{CONFIGURED}")
+        print(f"{client_id}\tno secret yet (the gateway makes it within a minute)\t\t\t{CONFIGURED}")
     return 0
 
 
@@ -110,7 +112,7 @@ def _delete(args: argparse.Namespace) -> int:
         # then) while the command said it was done.
         print(f"lotlens-admin: client {args.client_id!r} comes from LOTLENS_CLIENTS: remove it there "
               "(and restart the gateway and the dispatcher) first, or the gateway makes it a new secret "
-              "when it starts; nothing was deleted", file=sys.stderr)
+              "within a minute; nothing was deleted", file=sys.stderr)
         return 1
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
@@ -121,21 +123,22 @@ def _delete(args: argparse.Namespace) -> int:
     print(f"deleted {deleted} webhook secrets of client {args.client_id}")
     if configured is None:
         print(f"lotlens-admin: LOTLENS_CLIENTS is not set here, so whether client {args.client_id!r} is "
-              "still configured was not checked: if it is, the gateway makes it a new secret when it "
-              "starts", file=sys.stderr)
+              "still configured was not checked: if it is, the gateway makes it a new secret within a "
+              "minute", file=sys.stderr)
     return 0
 
 
 def _known(conn: Connection, client_id: str) -> bool:
     """Whether the client is one of ours: the gateway gives every configured client a current
-    secret when it starts, so a client without one is a typo (making one for it printed a live
-    secret for nobody, and rotating nobody left the real client's leaked secret signing)."""
+    secret (at its start and within a minute after), so a client without one is a typo (making
+    one for it printed a live secret for nobody, and rotating nobody left the real client's
+    leaked secret signing)."""
     return bool(webhook_secrets.live(conn, client_id, utc_now()))
 
 
 def _unknown(client_id: str, what: str) -> int:
     print(f"lotlens-admin: client {client_id!r} {what}; nothing was changed (`lotlens-admin clients "
-          "list` shows the clients; the gateway makes a configured client's secret when it starts)",
+          "list` shows the clients; the gateway makes a configured client's secret within a minute)",
           file=sys.stderr)
     return 1
 
