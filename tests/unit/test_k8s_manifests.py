@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from lotlens_common.settings import TopicSettings
 from lotlens_gateway.shutdown import SHUTDOWN_S
 from tests.k8s import K8S, ROOT, TARGETS, objects
 
@@ -188,6 +189,20 @@ def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
             assert {r["name"] for r in refs} == {SECRET}
         else:
             assert "authenticationRef" not in trigger
+
+
+def test_the_translator_scales_on_the_lag_of_the_described_lots_not_of_every_submission(
+        target: tuple[str, list[Doc]]) -> None:
+    # Its group also reads the submissions, for cancellations only: it passes every LotSubmitted
+    # over unread. Lag summed over every topic (no `topic`) scaled it to the partition count for
+    # each big job's submissions, hours before a single lot was described. The result-store acts
+    # on every topic its group reads, so its lag is summed over all of them.
+    _, docs = target
+    work = {"vision-batcher": "submissions", "translator": "vision", "webhook-dispatcher": "completions"}
+    for service in CONSUMERS:
+        [trigger] = one(docs, "ScaledObject", f"lotlens-{service}")["spec"]["triggers"]
+        wanted = TopicSettings.model_fields[work[service]].default if service in work else None
+        assert trigger["metadata"].get("topic") == wanted, (service, trigger["metadata"].get("topic"))
 
 
 def test_env_comes_from_the_configmap_and_the_secret_with_least_privilege(
