@@ -209,3 +209,13 @@ def test_the_runbook_explains_every_reason_an_attempt_is_not_started() -> None:
     assert [reason for reason in NOT_STARTED_REASONS if f"`{reason}`" not in section] == []
     assert "without `webhook-signature`" not in section
 
+
+def test_a_lag_alert_is_not_answered_by_adding_partitions() -> None:
+    # Both said "raise the partitions ... before maxReplicaCount", which docs/EVENT_LOG.md warns
+    # against: more partitions send each in-flight job's later events to another partition.
+    scaling = (ROOT / "deploy" / "k8s" / "README.md").read_text(encoding="utf-8").split(
+        "\n## Scaling and disruption\n", 1)[1].split("\n## ", 1)[0]
+    for name, text in (("runbook", runbook_section("LotLensConsumerLagGrowing")), ("k8s README", scaling)):
+        flat = " ".join(text.split())
+        assert not re.search(r"raise the partitions[^.]*before", flat, re.IGNORECASE), name
+        assert "docs/EVENT_LOG.md" in flat, f"{name} does not point at the re-keying warning"
