@@ -300,6 +300,21 @@ def test_network_policies_deny_by_default_and_allow_what_each_service_needs(
     assert [p["port"] for rule in gateway_in["ingress"] for p in rule["ports"]] == [18000]
 
 
+def test_dns_is_allowed_to_kube_dns_and_to_a_node_local_dns_cache(target: tuple[str, list[Doc]]) -> None:
+    # Only kube-dns pods were allowed: on a cluster with NodeLocal DNSCache, whose kubelets point
+    # pods at the node's agent (169.254.20.10, host network: no pod selector matches it), every
+    # lookup was denied and nothing started (Kafka, PostgreSQL, OpenAI are names).
+    _, docs = target
+    rules = one(docs, "NetworkPolicy", "lotlens-dns")["spec"]["egress"]
+    assert [list(to) for rule in rules for to in rule["to"]] == [
+        ["namespaceSelector", "podSelector"], ["ipBlock"]], rules
+    rule_to_pods, rule_to_node = rules
+    assert rule_to_pods["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    assert rule_to_node["to"] == [{"ipBlock": {"cidr": "169.254.20.10/32"}}]
+    for rule in (rule_to_pods, rule_to_node):
+        assert {(p["protocol"], p["port"]) for p in rule["ports"]} == {("UDP", 53), ("TCP", 53)}
+
+
 def test_the_gateway_may_finish_its_shutdown_before_the_kubelet_kills_it(
         target: tuple[str, list[Doc]]) -> None:
     # 30 s of grace against a 5 s pause, a 30 s drain, a 15 s relay stop and a 30 s flush.
