@@ -1,7 +1,8 @@
 """Each service started as its image starts it: the console script of its `[project.scripts]`
-(the image's `lotlens-service` links to it), as PID 1 of a PID namespace of its own, as in a pod.
-The kernel drops a signal PID 1 has no handler for, so a SIGTERM that arrives before the service
-catches it is lost and the pod waits out its whole grace period for the kubelet's SIGKILL."""
+(the image's `lotlens-service` links to it), as PID 1 of a PID namespace of its own, as in a pod;
+and the admin toolbox's command likewise. The kernel drops a signal PID 1 has no handler for, so
+a SIGTERM that arrives before the process catches it is lost and the pod waits out its whole
+grace period for the kubelet's SIGKILL."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from chaos.shutdown import grace_seconds
 from tests.conftest import ROOT
@@ -89,6 +91,38 @@ def test_a_service_started_as_its_image_does_stops_on_a_sigterm_during_start_up(
             code = None
         logged = log.read_text(errors="replace")[-3000:]
         assert code == 0, f"{service}: exit {code} in its {grace:.0f} s grace (None: still running)\n{logged}"
+    finally:
+        if outer.poll() is None:
+            os.killpg(outer.pid, signal.SIGKILL)
+            outer.wait()
+
+
+def test_the_admin_toolbox_stops_at_once_when_its_job_is_deleted(tmp_path: Path) -> None:
+    # Its PID 1 was `sleep 86400`, which has no SIGTERM handler: the kernel dropped the signal and
+    # every `kubectl delete job lotlens-admin` waited out the pod's 30 s grace for the SIGKILL.
+    if reason := namespaces_refused():
+        pytest.skip(reason)
+    job = yaml.safe_load((ROOT / "deploy" / "k8s" / "admin" / "admin-job.yaml").read_text(encoding="utf-8"))
+    pod = job["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    grace = pod.get("terminationGracePeriodSeconds", 30)  # Kubernetes' default
+    outer = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *container["command"]],
+                             cwd=tmp_path, start_new_session=True)
+    try:
+        deadline = time.monotonic() + grace
+        toolbox = Path(f"/proc/{outer.pid}/task/{outer.pid}/children")
+        # Waiting: its `sleep` runs (as PID 1 itself, or as PID 1's child).
+        while not (pids := toolbox.read_text().split()) or not (
+                Path(f"/proc/{pids[0]}/exe").resolve().name == "sleep"
+                or Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().strip()):
+            assert outer.poll() is None and time.monotonic() < deadline, "the toolbox never started waiting"
+            time.sleep(0.005)
+        os.kill(int(pids[0]), signal.SIGTERM)
+        try:
+            code = outer.wait(grace)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, f"exit {code} in the pod's {grace} s grace (None: still running)"
     finally:
         if outer.poll() is None:
             os.killpg(outer.pid, signal.SIGKILL)
