@@ -2,7 +2,8 @@
 # Build the outside tools the deploy checks and `make chaos` need (kustomize, kubeconform,
 # toxiproxy's server) once, into a cache
 # shared by every clone on this machine; print the directory holding them. Idempotent: a tool
-# already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`.
+# already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`
+# package, unpacked (not installed).
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KUBECONFORM_VERSION=v0.8.0
@@ -25,13 +26,23 @@ build() {  # build <name> <module path> <version> [<binary go installs>]: lands 
   ln -sf "$target" "$TOOLS/$name"
 }
 
-# First, so the alert tests have it even where Go is missing. Without recommends: they are
-# node-exporter and its collectors, daemons that would listen on every interface.
-if ! command -v promtool >/dev/null; then
-  as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
-  apt_get() { as_root env DEBIAN_FRONTEND=noninteractive apt-get "$@" >&2; }
-  apt_get install -y -qq --no-install-recommends prometheus \
-    || { apt_get update -qq && apt_get install -y -qq --no-install-recommends prometheus; }
+# First, so the alert tests have it even where Go is missing: promtool alone, into $TOOLS. The
+# machine's own if it has one; else unpacked from Debian's `prometheus` package, never installed:
+# its postinst enables and starts a Prometheus server on :9090 on a systemd host (and it was
+# root's apt-get install, on the developer's machine, for one binary).
+if [ ! -x "$TOOLS/promtool" ]; then
+  if command -v promtool >/dev/null; then
+    ln -sf "$(command -v promtool)" "$TOOLS/promtool"
+  else
+    as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+    deb=$(mktemp -d)
+    chmod 777 "$deb"  # apt's download user (_apt) writes the package there
+    download() { (cd "$deb" && apt-get download -qq prometheus >&2); }
+    download || { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && download; }
+    dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"
+    mv "$deb/root/usr/bin/promtool" "$TOOLS/promtool.tmp" && mv "$TOOLS/promtool.tmp" "$TOOLS/promtool"
+    rm -rf "$deb"
+  fi
 fi
 
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
