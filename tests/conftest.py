@@ -107,7 +107,9 @@ def _test_database(url: str) -> str:
     # One per pytest-xdist worker too: a stage loop or projector under test claims whatever rows
     # its tables hold, so two workers' tests on one database took each other's lots.
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    name = f"{given.database}_test" + (f"_{worker}" if worker else "")
+    # `LOTLENS_TEST_DATABASE`: a run that needs a database of its own (the live OpenAI check).
+    name = (os.environ.get("LOTLENS_TEST_DATABASE")
+            or f"{given.database}_test" + (f"_{worker}" if worker else ""))
     admin = create_engine(given, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
