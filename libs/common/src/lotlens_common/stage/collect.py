@@ -20,9 +20,7 @@ from lotlens_common.model.errors import ModelError, ModelOutputError, ModelReque
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
-from lotlens_common.stage.key import KEY_REFUSED
-from lotlens_common.stage.ports import Shard, Stage
-from lotlens_common.stage.quota import QUOTA_EXHAUSTED
+from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, Shard, Stage
 from lotlens_common.stage.release import carry_out
 from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.submit import forget_file

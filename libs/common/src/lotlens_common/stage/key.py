@@ -12,12 +12,10 @@ from typing import Any
 
 from lotlens_common.model.errors import ModelError
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.ports import KEY_REFUSED, Stage
 
 log = logging.getLogger(__name__)
 
-# The `Stage.unreadable` entry while OpenAI refuses our key.
-KEY_REFUSED = "the key is refused"
 # The kinds of call a refusal paused on (the pause's entry starts with one).
 LISTING = "listing"
 SENDING = "sending"

@@ -251,6 +251,12 @@ class WorkStore(Protocol[W]):
 SENT_LOTS_KEPT = 50_000
 
 
+# The `Stage.unreadable` entries of the stage-wide pauses (the others are shard ids): while OpenAI
+# refuses our key (`key.py`), and while it refuses batches for the quota (`quota.py`).
+KEY_REFUSED = "the key is refused"
+QUOTA_EXHAUSTED = "the quota is exhausted"
+
+
 @dataclass
 class Stage(Generic[W]):
     """One stage's rules and ports, handed to every step."""

@@ -19,13 +19,10 @@ import time
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
-from lotlens_common.stage.key import KEY_REFUSED
-from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, Stage
 
 log = logging.getLogger(__name__)
 
-# The `Stage.unreadable` entry while OpenAI refuses batches for the quota.
-QUOTA_EXHAUSTED = "the quota is exhausted"
 QUOTA_FIRST_WAIT_S = 60.0
 # At most four uploads an hour (each deleted once refused) while the billing stays out.
 QUOTA_MAX_WAIT_S = 900.0
