@@ -22,8 +22,12 @@ LOTS_OR_RESULTS = re.compile(r"/api/v1/(batch-results/|batch-jobs/[^/?]+/lots)")
 
 
 @pytest.fixture(scope="module")
-def waiting_job(console_stack: ConsoleStack) -> Iterator[str]:
-    """A job of more lots than one page, held pending (no vision-batcher), cancelled afterwards."""
+def waiting_job(console_stack: ConsoleStack, finished_job: FinishedJob) -> Iterator[str]:
+    """A job of more lots than one page, held pending (no vision-batcher), cancelled afterwards.
+
+    `finished_job` is made first: it is package-scoped, and a test of this module that was first to
+    ask for it (the module run alone, or on an xdist worker that had not run test_console.py) had it
+    submitted while the batcher was down here, and waited 120 s for a job that never completed."""
     stack, images = console_stack.stack, console_stack.images
     stack.kill("vision-batcher")
     try:
