@@ -5,7 +5,8 @@ failures are staged with Playwright's `route`, the rest is the real API."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -148,3 +149,41 @@ def test_past_a_page_of_deliveries_the_newest_are_shown(
     expect(rows.first).to_have_text(f"The newest 100 of {total} deliveries.")
     expect(rows.last).to_contain_text(f"https://hooks.test/{total - 1}")
     expect(rows).to_have_count(101)
+
+
+def staged_failed_lot(lot_id: str) -> dict[str, Any]:
+    """A failed lot as `GET .../lots` lists it."""
+    return {"lot_id": lot_id, "status": "failed", "processed_images": 0, "descriptions": [],
+            "missing_images": [], "error_message": "No usable image"}
+
+
+def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_read(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # "Show more" read the next offset of a list that had grown meanwhile: a lot failing before
+    # that offset moved the page back by one, so lot 50 showed twice and the new one never, under
+    # "61 failed lots, 61 shown" (60 distinct). Staged: lot 10 fails between the two reads.
+    lot_ids = [f"{waiting_job}-{n:02}" for n in range(WAITING_LOTS + 1)]
+    failed = [lot_id for lot_id in lot_ids if lot_id != lot_ids[10]]
+
+    def failed_lots(route: Route) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        if query.get("status") != ["failed"]:
+            route.continue_()
+            return
+        limit, offset = int(query["limit"][0]), int(query["offset"][0])
+        shown = failed[offset:offset + limit]
+        more = offset + len(shown) < len(failed)
+        route.fulfill(json={"job_id": waiting_job, "status": "pending", "lots": [
+            staged_failed_lot(lot_id) for lot_id in shown], "pagination": {
+            "limit": limit, "offset": offset, "total": len(failed), "has_more": more,
+            "next_offset": offset + len(shown) if more else None}})
+
+    page.route(LOTS_OR_RESULTS, failed_lots)
+    open_job(page, console_stack, waiting_job)
+    page.get_by_label("Only failed lots").check()
+    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} failed lots, {LOTS_PER_PAGE} shown.")
+    failed.insert(10, lot_ids[10])
+    page.get_by_role("button", name="Show more lots").click()
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
+    expect(page.locator("#lots-note")).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown.")
+    expect(page.get_by_role("button", name="Show more lots")).to_be_hidden()

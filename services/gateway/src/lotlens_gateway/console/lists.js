@@ -4,19 +4,22 @@ import { api } from "./api.js";
 import { byId, el, handleFailure, isShown, safeDescription, statusBadge, when } from "./dom.js";
 
 const LOTS_PER_PAGE = 50;
+const MAX_LOTS_PER_READ = 500; // the API's largest `limit`
 const DELIVERIES_PER_PAGE = 100;
 
 // Reads the first page of lots (`fromStart`, with the "Only failed lots" filter as it is now)
-// or the next one ("Show more"). `lots` holds where the list is: `next` (the next page's offset,
-// null after the last), `shown`, `read` (the latest read; an earlier one's answer is dropped),
+// or the next one ("Show more"). `lots` holds where the list is: `ids` (the lot ids shown),
+// `total` (how many the list had when read), `next` (the next page's offset, null after the
+// last), `read` (the latest read; an earlier one's answer is dropped) and
 // `running` (the job has not ended: its lots are a snapshot).
-export async function loadLots(jobId, view, lots, fromStart) {
+export async function loadLots(jobId, view, lots, fromStart, limit = LOTS_PER_PAGE) {
   const onlyFailed = byId("only-failed").checked;
-  const query = { limit: String(LOTS_PER_PAGE), offset: String(fromStart ? 0 : lots.next) };
+  const query = { limit: String(limit), offset: String(fromStart ? 0 : lots.next) };
   if (onlyFailed) query.status = "failed";
   const read = (lots.read || 0) + 1;
   lots.read = read;
-  byId("more-lots").hidden = true;
+  const more = byId("more-lots");
+  more.hidden = true; // one read of a page at a time: a second click would append it twice
   let answer;
   try {
     answer = (await api.lots(jobId, query)).body;
@@ -24,18 +27,35 @@ export async function loadLots(jobId, view, lots, fromStart) {
     return handleFailure(failure, view, "lots-note");
   }
   if (!isShown(view) || lots.read !== read) return;
+  if (!fromStart && movedUnder(lots, answer)) {
+    // The list changed since its first page (a lot failed while "Only failed lots" was on, or was
+    // recorded and moved up): the next offset no longer follows the lots shown, and reading it
+    // showed one lot twice and another never. Read the lots shown and a page more again.
+    return loadLots(jobId, view, lots, true, Math.min(MAX_LOTS_PER_READ, lots.ids.size + LOTS_PER_PAGE));
+  }
   const list = byId("lots");
   if (fromStart) {
     list.replaceChildren();
-    lots.shown = 0;
+    lots.ids = new Set();
   }
   list.append(...answer.lots.map(lotItem));
-  lots.shown += answer.lots.length;
+  for (const lot of answer.lots) lots.ids.add(lot.lot_id);
+  lots.total = answer.pagination.total;
   lots.next = answer.pagination.next_offset;
   const snapshot = lots.running ? " The job is running: its lots are read again when its status changes, or on Refresh." : "";
   byId("lots-note").textContent =
-    `${answer.pagination.total} ${onlyFailed ? "failed " : ""}lots, ${lots.shown} shown.${snapshot}`;
-  byId("more-lots").hidden = lots.next === null || lots.next === undefined;
+    `${answer.pagination.total} ${onlyFailed ? "failed " : ""}lots, ${lots.ids.size} shown.${snapshot}`;
+  more.hidden = !hasNext(lots);
+}
+
+function hasNext(lots) {
+  return lots.next !== null && lots.next !== undefined;
+}
+
+// Whether the lots matching the list changed since it was read: another total, or a lot already
+// shown in the next page (the lots before its offset moved).
+function movedUnder(lots, answer) {
+  return answer.pagination.total !== lots.total || answer.lots.some((lot) => lots.ids.has(lot.lot_id));
 }
 
 export function usageValue(kind, value) {
