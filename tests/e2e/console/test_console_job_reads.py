@@ -187,3 +187,115 @@ def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_rea
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
     expect(page.locator("#lots-note")).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown.")
     expect(page.get_by_role("button", name="Show more lots")).to_be_hidden()
+
+
+def hold_once(held: list[Route], wanted: Callable[[Route], bool]) -> Callable[[Route], None]:
+    """A `route` handler holding the first request `wanted` picks (the test answers it later)
+    and passing every other one on."""
+    def handle(route: Route) -> None:
+        if not held and wanted(route):
+            held.append(route)
+        else:
+            route.continue_()
+    return handle
+
+
+def until_held(page: Page, held: list[Route]) -> Route:
+    """The held request, once the page has sent it (Playwright calls handlers while it waits)."""
+    for _ in range(300):
+        if held:
+            return held[0]
+        page.wait_for_timeout(100)
+    raise AssertionError("the page sent no request to hold")
+
+
+def is_show_more(route: Route) -> bool:
+    return parse_qs(urlsplit(route.request.url).query).get("offset") == [str(LOTS_PER_PAGE)]
+
+
+def test_a_failed_show_more_is_said_and_can_be_pressed_again(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The button was hidden before the read and shown again only by a success: one failure hid
+    # it for good, and the rest of the lots could not be read without leaving the page.
+    held: list[Route] = []
+    page.route(LOTS_OR_RESULTS, hold_once(held, is_show_more))
+    open_job(page, console_stack, waiting_job)
+    more = page.get_by_role("button", name="Show more lots")
+    more.click()
+    until_held(page, held).fulfill(status=503, json={"error": "Busy", "message": "busy",
+                                                     "code": "DOWNLOADS_BUSY"})
+    expect(page.locator("#lots-note")).to_contain_text("busy (DOWNLOADS_BUSY)")
+    expect(more).to_be_visible()
+    more.click()
+    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)
+    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown.")
+
+
+def test_a_superseded_lots_read_that_fails_late_changes_nothing(
+        page: Page, page_errors: list[str], console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Only a successful answer was checked against the newest read: a "Show more" failing after a
+    # Refresh had read the list again wrote its error over the list's note, and a late 401/403
+    # signed the user out although the newer read had been accepted.
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    for status, code in [(503, "DOWNLOADS_BUSY"), (403, "INVALID_SIGNATURE")]:
+        held: list[Route] = []
+        page.route(LOTS_OR_RESULTS, hold_once(held, is_show_more))
+        more.click()
+        late = until_held(page, held)
+        page.get_by_role("button", name="Refresh").click()
+        expect(more).to_be_visible()  # the Refresh's first page is shown
+        late.fulfill(status=status, json={"error": "Refused", "message": "refused", "code": code})
+        page.wait_for_timeout(1000)  # what the late answer would do is done by now
+        expect(page.get_by_role("heading", level=1)).to_contain_text(waiting_job)
+        shown = note.text_content() or ""
+        assert shown.startswith(f"{WAITING_LOTS} lots, {LOTS_PER_PAGE} shown."), (code, shown)
+        assert more.is_visible(), code
+        page.unroute(LOTS_OR_RESULTS)
+    assert console_stack.stack.client_key in page.evaluate("JSON.stringify(sessionStorage)")
+    assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_a_poll_answered_after_a_cancel_does_not_bring_the_running_job_back(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Status answers had no read counter: a poll sent before Cancel and answered after it redrew
+    # the job as pending, enabled Cancel again and read the lots again as a running job's.
+    # (`waiting_job`: the batcher is down, so this job stays pending until it is cancelled.)
+    images = console_stack.images
+    job_id = console_stack.submit([{"lot_id": new_id("stale"), "additional_info": "Dent",  # 2: a batch
+                                    "image_urls": [f"{images}/stale.png"]} for _ in range(2)], ["en"])
+    before_cancel = console_stack.status(job_id).json()
+    lots_reads: list[str] = []
+    page.on("request", lambda sent: lots_reads.append(sent.url) if LOTS_OR_RESULTS.search(sent.url) else None)
+    open_job(page, console_stack, job_id)
+    expect(page.locator("#job-summary")).to_contain_text("pending")
+    held: list[Route] = []
+    page.route("**/api/v1/batch-status/**", hold_once(held, lambda route: True))
+    late_poll = until_held(page, held)
+    page.get_by_role("button", name="Cancel job").click()
+    expect(page.locator("#job-announcer")).to_have_text("Job cancelled: 0 of 2 lots described, 0 failed.")
+    expect(page.locator("#lots-note")).to_have_text("2 lots, 2 shown.")  # read again as a finished job's
+    reads_after_cancel = len(lots_reads)
+    late_poll.fulfill(json=before_cancel)
+    page.wait_for_timeout(1000)  # what the late answer would do is done by now (the next poll is 2 s off)
+    assert page.locator("#job-summary .badge").text_content() == "cancelled"
+    assert page.get_by_role("button", name="Cancel job").is_disabled()
+    assert len(lots_reads) == reads_after_cancel, lots_reads
+
+
+def test_a_refresh_whose_status_read_fails_reads_the_lots_once_a_read_succeeds(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Refresh asked for the lists along with its status read; when that read failed, the one that
+    # succeeded later (a poll, or "Resume updates") did not, as the status had not changed.
+    open_job(page, console_stack, waiting_job)
+    expect(page.locator("#lots li.lot")).to_have_count(LOTS_PER_PAGE)
+    page.get_by_role("button", name="Pause updates").click()  # no poll: the failed read is Refresh's
+    refused: list[Route] = []
+    page.route("**/api/v1/batch-status/**", hold_once(refused, lambda route: True))
+    page.get_by_role("button", name="Refresh").click()
+    until_held(page, refused).fulfill(status=503, json={
+        "error": "Service unavailable", "message": "down", "code": "SERVICE_UNAVAILABLE"})
+    expect(page.locator("#action-result")).to_contain_text("Could not read the job's status")
+    with page.expect_request(LOTS_OR_RESULTS, timeout=10_000):
+        page.get_by_role("button", name="Resume updates").click()
+    expect(page.locator("#action-result")).to_be_empty()

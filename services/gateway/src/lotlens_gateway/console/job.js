@@ -12,7 +12,7 @@ const MAX_RETRY_MS = 60000;
 export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
-  const state = { status: null, poll: null, paused: false, failedReads: 0, lots: {} };
+  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, lots: {} };
   byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
   byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
@@ -26,16 +26,22 @@ export async function showJob(jobId) {
 // Reads the status; a running job is read again every 2 s until it ends. Its lots are read when
 // the page opens, when the status changes and on Refresh (a page at a time, not at every poll),
 // its deliveries once it has ended. One poll is pending at most: Refresh, Cancel and a poll each
-// read now and replace the pending one (each used to start a loop of its own).
+// read now and replace the pending one (each used to start a loop of its own). Only the latest
+// read's answer counts: a poll sent before Cancel and answered after it drew the job running again.
 async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
+  const read = ++state.read;
+  // Owed until a read succeeds: a failed Refresh's lists were never read (the poll that then
+  // succeeded found the status unchanged).
+  state.listsDue ||= readLists;
   let job;
   try {
     job = (await api.jobStatus(jobId)).body;
   } catch (failure) {
-    return readFailed(failure, jobId, view, state);
+    if (read === state.read) readFailed(failure, jobId, view, state);
+    return;
   }
-  if (!isShown(view)) return;
+  if (!isShown(view) || read !== state.read) return;
   if (state.failedReads) say(byId("action-result"), ""); // the read that failed is behind us
   state.failedReads = 0;
   const changed = job.status !== state.status;
@@ -49,7 +55,8 @@ async function loadJob(jobId, view, state, readLists = false) {
   byId("redeliver").disabled = !terminal || !job.webhook_configured;
   byId("pause-updates").hidden = terminal;
   if (!terminal) schedulePoll(jobId, view, state, POLL_MS);
-  if (!readLists && !changed) return;
+  if (!state.listsDue && !changed) return;
+  state.listsDue = false;
   await Promise.all([loadLots(jobId, view, state.lots, true), terminal ? loadDeliveries(jobId, view) : null]);
 }
 

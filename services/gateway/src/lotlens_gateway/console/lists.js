@@ -10,7 +10,7 @@ const DELIVERIES_PER_PAGE = 100;
 // Reads the first page of lots (`fromStart`, with the "Only failed lots" filter as it is now)
 // or the next one ("Show more"). `lots` holds where the list is: `ids` (the lot ids shown),
 // `total` (how many the list had when read), `next` (the next page's offset, null after the
-// last), `read` (the latest read; an earlier one's answer is dropped) and
+// last), `read` (the latest read: an earlier one's answer, success or failure, is dropped) and
 // `running` (the job has not ended: its lots are a snapshot).
 export async function loadLots(jobId, view, lots, fromStart, limit = LOTS_PER_PAGE) {
   const onlyFailed = byId("only-failed").checked;
@@ -24,6 +24,11 @@ export async function loadLots(jobId, view, lots, fromStart, limit = LOTS_PER_PA
   try {
     answer = (await api.lots(jobId, query)).body;
   } catch (failure) {
+    // A newer read answers for the list: a late failure wrote over its note, and a late 401/403
+    // signed the user out. A failed "Show more" can be pressed again (it stayed hidden for good);
+    // after a failed first page the list shown is not the one asked for: Refresh reads it.
+    if (!isShown(view) || lots.read !== read) return;
+    more.hidden = fromStart || !hasNext(lots);
     return handleFailure(failure, view, "lots-note");
   }
   if (!isShown(view) || lots.read !== read) return;
