@@ -191,8 +191,25 @@ def test_retry_failed_shows_the_new_job_and_says_cannot_yet_only_for_a_missing_e
         retry.click()
         expect(result).to_have_text(shown)
         page.unroute("**/retry-failed")
+    # A 409 IDEMPOTENCY_KEY_IN_PROGRESS (another call is making the retry) was shown as an error:
+    # it is asked again after its Retry-After, and the job that call makes is shown.
+    asked: list[str] = []
+
+    def in_progress_once(route: Route) -> None:
+        asked.append(route.request.url)
+        if len(asked) > 1:
+            route.continue_()
+            return
+        route.fulfill(status=409, headers={"Retry-After": "1"}, json={
+            "error": "Conflict", "message": "The retry of this job is being made",
+            "code": "IDEMPOTENCY_KEY_IN_PROGRESS"})
+
+    page.route("**/retry-failed", in_progress_once)
     retry.click()
-    # Retrying is idempotent: asking the API again names the job the console was given.
+    expect(result.get_by_role("link")).to_be_visible()
+    assert len(asked) == 2, asked
+    # Retrying is idempotent: asking the API again names the job the console was given (asked
+    # once the console has its answer: two calls at once, one is told 409 in progress).
     direct = httpx2.post(f"{console_stack.stack.url}/api/v1/batch-jobs/{finished_job.job_id}/retry-failed",
                          headers=console_stack.headers(finished_job.job_id))
     assert direct.is_success, direct.text

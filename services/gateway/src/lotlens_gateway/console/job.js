@@ -8,15 +8,17 @@ import { loadDeliveries, loadLots, usageValue } from "./lists.js";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
 const MAX_RETRY_MS = 60000;
+const RETRY_ASKS = 4; // retry-failed: the first call and three more while another makes the retry
+const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made
 
 export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
-  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, lots: {} };
+  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false, lots: {} };
   byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
   byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
-  byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view));
+  byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view, state));
   byId("redeliver").addEventListener("click", () => redeliver(jobId, view));
   byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
   byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
@@ -158,22 +160,44 @@ async function cancelJob(jobId, view, state) {
   await loadJob(jobId, view, state);
 }
 
-async function retryFailed(jobId, view) {
-  let body;
+async function retryFailed(jobId, view, state) {
+  if (state.retrying) return; // one call at a time, its waits included
+  state.retrying = true;
   try {
-    body = (await api.retryFailed(jobId)).body;
-  } catch (failure) {
-    if (!isShown(view)) return;
-    // An older gateway has no such route (404 NOT_FOUND); a 404 naming the job is about the job.
-    if (failure.status === 404 && failure.code === "NOT_FOUND") {
-      return say(byId("action-result"), "This server cannot retry failed lots yet.", true);
-    }
-    return handleFailure(failure, view, "action-result");
+    await askRetry(jobId, view);
+  } finally {
+    state.retrying = false;
   }
-  if (!isShown(view)) return;
+}
+
+// A 409 IDEMPOTENCY_KEY_IN_PROGRESS means another call (another tab, or an earlier click whose
+// answer was lost) is making the retry: asked again after its `Retry-After`, as the SDK does,
+// a few times, it names that call's job. It used to be shown as an error.
+async function askRetry(jobId, view) {
   const result = byId("action-result");
-  result.replaceChildren("Failed lots resubmitted as job ", jobLink(body.job_id), ".");
-  result.classList.remove("error");
+  for (let ask = 1; ; ask += 1) {
+    let body;
+    try {
+      body = (await api.retryFailed(jobId)).body;
+    } catch (failure) {
+      if (!isShown(view)) return;
+      const waitS = failure.retryAfterS ?? IN_PROGRESS_WAIT_S;
+      if (failure.code === "IDEMPOTENCY_KEY_IN_PROGRESS" && ask < RETRY_ASKS && waitS <= MAX_RETRY_MS / 1000) {
+        say(result, `The retry is being made by another request: asking again in ${Math.ceil(waitS)} s.`);
+        await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
+        if (!isShown(view)) return;
+        continue;
+      }
+      // An older gateway has no such route (404 NOT_FOUND); a 404 naming the job is about the job.
+      if (failure.status === 404 && failure.code === "NOT_FOUND") {
+        return say(result, "This server cannot retry failed lots yet.", true);
+      }
+      return handleFailure(failure, view, "action-result");
+    }
+    if (!isShown(view)) return;
+    result.replaceChildren("Failed lots resubmitted as job ", jobLink(body.job_id), ".");
+    return result.classList.remove("error");
+  }
 }
 
 // Asks for a redelivery, then re-reads the deliveries until the new one shows up (or 20 s pass).
