@@ -160,3 +160,32 @@ def client_of(api: FakeApi, key: str = KEY, **options: Any) -> tuple[LotLensClie
     """A client of the fake API whose sleeps are recorded instead of slept."""
     slept: list[float] = []
     return LotLensClient(BASE, key, transport=api.transport(), sleep=slept.append, **options), slept
+
+
+@dataclass
+class FakeClock:
+    """Monotonic time that moves only when slept through or `advance`d: deadlines checked exactly."""
+
+    now: float = 0.0
+    slept: list[float] = field(default_factory=list)
+
+    def monotonic(self) -> float:
+        """The time now."""
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the pause and let it pass."""
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass (a request that took this long)."""
+        self.now += seconds
+
+
+def clocked_client(api: FakeApi, **options: Any) -> tuple[LotLensClient, FakeClock]:
+    """A client of the fake API on a fake clock: its sleeps and deadlines take no real time."""
+    clock = FakeClock()
+    client = LotLensClient(BASE, KEY, transport=api.transport(), sleep=clock.sleep, clock=clock.monotonic,
+                           **options)
+    return client, clock

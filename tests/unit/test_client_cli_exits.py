@@ -161,3 +161,42 @@ def test_a_submission_with_no_answer_names_the_key_it_was_sent_with(
     (key,) = keys
     err = capsys.readouterr().err
     assert f'"idempotency_key": "{key}"' in err and f"send it again with --idempotency-key {key}" in err
+    # It promised "(never carried out twice)": the gateway keeps a key 24 h, and takes over the key
+    # of an attempt that died with its gateway after about 6 minutes, carrying it out anew.
+    assert "never carried out twice" not in err
+    assert "within 24 h" in err and "about 6 minutes" in err
+
+
+def test_ctrl_c_before_a_submissions_answer_promises_only_what_the_gateway_keeps(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    api = FakeApi().on(f"POST {SUBMIT}", interrupt)
+    assert run(api, "submit", lots_file(tmp_path, 1)) == 130
+    err = capsys.readouterr().err
+    assert "never carried out twice" not in err and "within 24 h" in err
+
+
+def dropped(request: httpx2.Request) -> httpx2.Response:
+    raise httpx2.ConnectError("connection refused", request=request)
+
+
+def test_a_wait_whose_polls_fail_says_so_once_and_again_when_they_are_answered(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Nothing was said: a gateway gone for good froze the bar for up to --wait-timeout (24 h).
+    processing = httpx2.Response(200, json=status_body("processing"))
+    api = ended("completed").on(STATUS, processing, dropped, dropped, dropped, processing,
+                                httpx2.Response(200, json=status_body("completed", 100.0)))
+    assert run(api, "submit", lots_file(tmp_path), "--wait", "--poll-interval", "0") == 0
+    err = capsys.readouterr().err
+    assert err.count("status polls are failing") == 1 and "ConnectError: connection refused" in err
+    assert err.count(f"status polls of job {JOB_ID} are answered again") == 1
+
+
+def test_a_wait_that_times_out_is_reported_as_an_api_error_naming_the_job_that_goes_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # "lotlens: - WAIT_TIMEOUT: …" without the job to follow: WaitTimeoutError is an OSError and
+    # took the file-error branch.
+    api = ended("processing")
+    assert run(api, "submit", lots_file(tmp_path), "--wait", "--wait-timeout", "0") == 1
+    err = capsys.readouterr().err
+    assert f"lotlens: error WAIT_TIMEOUT: Job {JOB_ID} is still processing" in err
+    assert err.endswith(f"lotlens: job {JOB_ID} continues; `lotlens status {JOB_ID}`\n")

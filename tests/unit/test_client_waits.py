@@ -17,8 +17,19 @@ from lotlens_client import (
     LotLensError,
     NetworkError,
     UnexpectedResponseError,
+    WaitTimeoutError,
 )
-from tests.unit.client_support import BASE, JOB_ID, KEY, FakeApi, client_of, error, lot_body, status_body
+from tests.unit.client_support import (
+    BASE,
+    JOB_ID,
+    KEY,
+    FakeApi,
+    client_of,
+    clocked_client,
+    error,
+    lot_body,
+    status_body,
+)
 
 STATUS = f"GET /api/v1/batch-status/{JOB_ID}"
 LOTS = f"GET /api/v1/batch-jobs/{JOB_ID}/lots"
@@ -42,12 +53,42 @@ def test_a_wait_polls_again_after_a_blip_instead_of_ending(blip: Any) -> None:
     assert slept == [7, 7] and len(api.received) == 3
 
 
-def test_a_wait_that_only_meets_blips_ends_with_the_last_one_at_its_timeout() -> None:
+def test_a_wait_that_only_meets_blips_ends_in_wait_timeout_caused_by_the_last_one() -> None:
+    # It raised the last NetworkError itself: a caller catching WaitTimeoutError (or TimeoutError)
+    # for "the job took too long" missed it.
     api = FakeApi().on(STATUS, dropped)
     client, slept = client_of(api)
-    with pytest.raises(NetworkError, match="RemoteProtocolError"):
+    with pytest.raises(WaitTimeoutError, match="RemoteProtocolError") as raised:
         client.wait_for_job(JOB_ID, poll_interval_s=1, timeout_s=0)
+    assert isinstance(raised.value, TimeoutError) and isinstance(raised.value.__cause__, NetworkError)
+    assert raised.value.details["job_id"] == JOB_ID and raised.value.details["last_error"] == "NETWORK_ERROR"
     assert slept == [] and len(api.received) == 1
+
+
+def test_every_failed_poll_is_told_to_on_poll_failed_and_the_last_status_is_named() -> None:
+    proxy_502 = httpx2.Response(502, text="<html>Bad gateway</html>")
+    api = FakeApi().on(STATUS, httpx2.Response(200, json=status_body("processing")), dropped, proxy_502)
+    client, clock = clocked_client(api)
+    failed: list[LotLensError] = []
+    with pytest.raises(WaitTimeoutError) as raised:
+        client.wait_for_job(JOB_ID, poll_interval_s=10, timeout_s=25, on_poll_failed=failed.append)
+    assert [error.code for error in failed] == ["NETWORK_ERROR", "HTTP_502", "HTTP_502"]
+    assert clock.slept == [10, 10, 5] and len(api.received) == 4
+    assert raised.value.__cause__ is failed[-1] and raised.value.details["status"] == "processing"
+    assert "no status poll answered" in raised.value.message
+
+
+def test_the_async_wait_ends_in_wait_timeout_too() -> None:
+    api = FakeApi().on(STATUS, dropped)
+    failed: list[LotLensError] = []
+
+    async def scenario() -> None:
+        async with AsyncLotLensClient(BASE, KEY, transport=api.transport()) as client:
+            await client.wait_for_job(JOB_ID, timeout_s=0, on_poll_failed=failed.append)
+
+    with pytest.raises(WaitTimeoutError) as raised:
+        asyncio.run(scenario())
+    assert isinstance(raised.value.__cause__, NetworkError) and len(failed) == 1
 
 
 def test_a_wait_ends_at_once_on_an_error_that_another_poll_would_not_change() -> None:

@@ -20,16 +20,11 @@ import httpx2
 
 from lotlens_client import signing
 from lotlens_client.errors import (
-    KEY_IN_PROGRESS,
     LotLensError,
     NetworkError,
-    RateLimitedError,
-    ServerError,
     UnexpectedResponseError,
-    WaitTimeoutError,
     error_from_response,
     outcome_unknown,
-    parse_retry_after,
 )
 from lotlens_client.lot_pages import LotPage
 from lotlens_client.models import (
@@ -56,8 +51,9 @@ DEFAULT_VERSION = "1.0.0"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 # The gateway's limit (`check_key`); header values are sent as ASCII.
 MAX_KEY_CHARS = 255
-# Polling faster than this only spends the client's polling rate limit.
-MIN_POLL_INTERVAL_S = 0.5
+# A description's whole wait, resends included: one description's 300 s and a minute for the
+# network and its replay. Without it a hung gateway held the caller 4 x 310 s.
+DESCRIBE_DEADLINE_S = 360.0
 
 
 @dataclass(frozen=True)
@@ -74,63 +70,13 @@ class Call(Generic[T]):
     # Safe to send again when its outcome is unknown (no answer, a proxy's 502/504): a request the
     # gateway does once whatever the number of copies (an Idempotency-Key, or a per-job retry).
     resendable: bool = False
+    # Seconds for every attempt and pause together (None: only `RetryPolicy` bounds them).
+    deadline_s: float | None = None
 
     @property
     def idempotency_key(self) -> str | None:
         """The `Idempotency-Key` this call is sent with, if any."""
         return self.headers.get(IDEMPOTENCY_HEADER)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """When to send a call again, at most `max_retries` times and `max_wait_s` per wait:
-
-    - a 429 after its `Retry-After`, and a 503 that has one. The gateway answers 503 with
-      `Retry-After` only when it wrote nothing (PostgreSQL down, every intake slot taken by other
-      large jobs, or stopping for a restart), so even a submission is safe to send again;
-    - a 409 `IDEMPOTENCY_KEY_IN_PROGRESS` after its `Retry-After`: an earlier attempt with the same
-      key (one a proxy gave up on) is still being carried out; the resend gets its answer;
-    - a resendable call (`Call.resendable`: an Idempotency-Key, or a retry of failed lots) that got
-      no answer, or a 502/504 that is not the gateway's own (a proxy's, without the API's `code`),
-      after `default_wait_s` doubled at each attempt: its outcome is unknown, and the copy is
-      carried out once whatever happened to the first.
-    """
-
-    max_retries: int = 3
-    max_wait_s: float = 60.0
-    default_wait_s: float = 1.0
-
-    def delay(self, status: int, headers: Mapping[str, str], attempt: int, code: str | None = None,
-              resendable: bool = False) -> float | None:
-        """Seconds to wait before retrying attempt number `attempt` (0-based), or None to stop.
-
-        `code` is the answer's API code (needed for a 409 and a 502/504), `resendable` the call's."""
-        wait = parse_retry_after(headers.get("retry-after"))
-        if status in (502, 504):
-            retried, wait = resendable and code is None, None
-        elif status == 503:
-            retried = wait is not None
-        elif status == 409:
-            retried = code == KEY_IN_PROGRESS
-        else:
-            retried = status == 429
-        if not retried or attempt >= self.max_retries:
-            return None
-        wait = self.backoff(attempt) if wait is None else wait
-        return wait if wait <= self.max_wait_s else None
-
-    def after_no_answer(self, call: Call[Any], exc: httpx2.RequestError, attempt: int) -> float:
-        """Seconds to wait before sending a call that got no answer again; its `NetworkError`
-        when it is not to be sent again."""
-        if call.resendable and got_no_answer(exc) and attempt < self.max_retries:
-            wait = self.backoff(attempt)
-            if wait <= self.max_wait_s:
-                return wait
-        raise network_error(exc) from exc
-
-    def backoff(self, attempt: int) -> float:
-        """The wait before resend number `attempt` (0-based) when the answer named none."""
-        return float(self.default_wait_s * 2.0 ** attempt)
 
 
 def _job_path(template: str, job_id: str) -> str:
@@ -168,12 +114,16 @@ def _parse(parser: Callable[[Json], T]) -> Callable[[int, Any], T]:
 
 
 def describe_lot(key: str, lot: Lot | Json, languages: Sequence[str], version: str = DEFAULT_VERSION,
-                 idempotency_key: str | None = None) -> Call[LotResult]:
+                 idempotency_key: str | None = None,
+                 deadline_s: float | None = DESCRIBE_DEADLINE_S) -> Call[LotResult]:
     """Submit one lot in synchronous mode; the answer is the described lot (a resend under the same
-    key is answered from the gateway's copy: the model is paid once)."""
+    key is answered from the gateway's copy: the model is paid once), within `deadline_s`."""
+    if deadline_s is not None and not (math.isfinite(deadline_s) and deadline_s > 0):
+        raise ValueError(f"deadline_s must be a finite number of seconds > 0, or None, not {deadline_s}")
     body = _submission(key, lots_from([lot]), languages, version)
     return Call("POST", SUBMIT_PATH, _parse(lambda data: SyncResult.from_json(data).lot),
-                _keyed_headers(idempotency_key), body, timeout_s=SYNC_TIMEOUT_S, resendable=True)
+                _keyed_headers(idempotency_key), body, timeout_s=SYNC_TIMEOUT_S, resendable=True,
+                deadline_s=deadline_s)
 
 
 def submit_job(key: str, lots: Sequence[Lot | Json], languages: Sequence[str], webhook: str | None = None,
@@ -316,33 +266,3 @@ def naming_key(call: Call[Any]) -> Iterator[None]:
             if outcome_unknown(exc):
                 exc.details.setdefault("idempotency_key", key)
         raise
-
-
-def poll_interval(seconds: float) -> float:
-    """The pause between status polls: at least `MIN_POLL_INTERVAL_S`; ValueError when negative."""
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"poll_interval_s must be a finite number of seconds >= 0, not {seconds}")
-    return max(seconds, MIN_POLL_INTERVAL_S)
-
-
-def poll_again(error: LotLensError, waited_s: float, poll_interval_s: float, timeout_s: float) -> float:
-    """Seconds until the next status poll of `wait_for_job` after a poll that failed in passing (no
-    answer, a 5xx, a 429 past its retries): a status poll changes nothing, and one blip must not end
-    a day's wait. Any other error, or one when `timeout_s` is up, is raised."""
-    remaining = timeout_s - waited_s
-    if not isinstance(error, NetworkError | ServerError | RateLimitedError) or remaining <= 0:
-        raise error
-    retry_after = error.retry_after if isinstance(error, RateLimitedError) else None
-    return min(max(poll_interval_s, retry_after or 0.0), remaining)
-
-
-def next_poll(status: JobStatus, waited_s: float, poll_interval_s: float, timeout_s: float) -> float | None:
-    """Seconds until the next status poll of `wait_for_job`; None when the job is finished."""
-    if status.is_terminal:
-        return None
-    remaining = timeout_s - waited_s
-    if remaining <= 0:
-        raise WaitTimeoutError(None, "WAIT_TIMEOUT",
-                               f"Job {status.job_id} is still {status.status} after {timeout_s:g} s",
-                               {"job_id": status.job_id, "status": status.status})
-    return min(poll_interval_s, remaining)

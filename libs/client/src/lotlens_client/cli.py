@@ -33,7 +33,7 @@ from typing import Any, TextIO
 import httpx2
 
 from lotlens_client.client import LotLensClient
-from lotlens_client.errors import LotLensError, outcome_unknown
+from lotlens_client.errors import LotLensError, WaitTimeoutError, outcome_unknown
 from lotlens_client.models import JobStatus, Lot, lots_from
 
 DEFAULT_URL = "http://127.0.0.1:18000"
@@ -43,6 +43,10 @@ EXIT_OK, EXIT_API_ERROR, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 STATES = ("pending", "processing", "translating", "completed", "failed", "cancelled")
 BAR_WIDTH = 30
+# What the gateway keeps its promise for (its defaults: LOTLENS_IDEMPOTENCY_TTL_S, and
+# LOTLENS_SYNC_TIMEOUT_S + 60 s before an attempt that died with its gateway is taken over).
+RESEND_TERMS = ("within 24 h a resend is answered from the first attempt, not carried out again (an attempt "
+                "whose gateway died meanwhile is carried out anew, after about 6 minutes)")
 
 
 class UsageError(Exception):
@@ -93,8 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="comma-separated BCP 47 tags, e.g. en,pt-BR (default: the file's, else en)")
     submit.add_argument("--webhook", help="URL the results are POSTed to (lots without their own)")
     submit.add_argument("--idempotency-key",
-                        help="resending with the same key never makes a second job (default: a new one, "
-                             "named on stderr when the outcome is unknown)")
+                        help="resending with the same key within 24 h never makes a second job (default: a "
+                             "new one, named on stderr when the outcome is unknown)")
     submit.add_argument("--wait", action="store_true", help="wait for the job and print its results")
     submit.add_argument("--poll-interval", type=seconds, default=5.0,
                         help="seconds between polls (default 5, at least 0.5)")
@@ -201,6 +205,35 @@ def progress_line(status: JobStatus) -> str:
             f"{status.status:<11}")
 
 
+def resend_hint(key: str) -> str:
+    """How to send a submission whose outcome is unknown again, and what the gateway promises."""
+    return f"send it again with --idempotency-key {key}: {RESEND_TERMS}"
+
+
+class WaitDisplay:
+    """`--wait` on stderr: the progress bar; once, that status polls are failing and why, and once
+    more when they are answered again (a gateway gone for good froze the bar without a word)."""
+
+    def __init__(self, job_id: str, err: TextIO) -> None:
+        self._job_id, self._err, self._failing = job_id, err, False
+
+    def progress(self, status: JobStatus) -> None:
+        """Draw the bar (after a notice that polls are answered again, if they were failing)."""
+        if self._failing:
+            self._failing = False
+            self._err.write(f"\nlotlens: status polls of job {self._job_id} are answered again\n")
+        self._err.write(progress_line(status))
+        self._err.flush()
+
+    def poll_failed(self, error: LotLensError) -> None:
+        """Say, the first time in a row, that polls fail (they go on until --wait-timeout)."""
+        if not self._failing:
+            self._failing = True
+            self._err.write(f"\nlotlens: status polls are failing ({error.code}: {error.message}); "
+                            f"polling job {self._job_id} again until --wait-timeout\n")
+            self._err.flush()
+
+
 def _finished(answer: Any, status: str, what: str, reason: str | None) -> Any:
     """The answer of a submission that ended completed; otherwise it is printed, then NotCompleted."""
     if status == "completed":
@@ -223,18 +256,16 @@ def _submit(client: LotLensClient, args: argparse.Namespace, err: TextIO) -> Any
             return _finished(lot, lot.status, f"lot {lot.lot_id}", lot.error_message)
         accepted = client.submit_job(lots, languages, webhook=args.webhook, idempotency_key=key)
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted before the answer; the submission may have been received: "
-                          f"send it again with --idempotency-key {key} (never carried out twice)") from None
+        raise Interrupted("interrupted before the answer; the submission may have been received: "
+                          + resend_hint(key)) from None
     if not args.wait:
         return accepted
     err.write(f"job {accepted.job_id}: {accepted.total_lots} lots accepted\n")
 
-    def show(status: JobStatus) -> None:
-        err.write(progress_line(status))
-        err.flush()
-
+    display = WaitDisplay(accepted.job_id, err)
     try:
-        final = client.wait_for_job(accepted.job_id, args.poll_interval, args.wait_timeout, on_progress=show)
+        final = client.wait_for_job(accepted.job_id, args.poll_interval, args.wait_timeout,
+                                    on_progress=display.progress, on_poll_failed=display.poll_failed)
     except KeyboardInterrupt:
         raise Interrupted(f"job {accepted.job_id} continues; `lotlens status {accepted.job_id}`") from None
     finally:
@@ -310,11 +341,11 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
     except (UsageError, ValueError, httpx2.InvalidURL) as exc:
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_USAGE
+    except LotLensError as exc:  # before OSError: WaitTimeoutError is a TimeoutError, an OSError
+        report(exc)
+        return EXIT_API_ERROR
     except (NotCompleted, OSError) as exc:  # OSError: the --download file (a full disk, say), not usage
         sys.stderr.write(f"lotlens: {exc}\n")
-        return EXIT_API_ERROR
-    except LotLensError as exc:
-        report(exc)
         return EXIT_API_ERROR
     except Interrupted as exc:
         sys.stderr.write(f"lotlens: {exc}\n")
@@ -330,8 +361,10 @@ def report(error: LotLensError) -> None:
     details = f" {json.dumps(error.details, ensure_ascii=False)}" if error.details else ""
     sys.stderr.write(f"lotlens: {error.status or 'error'} {error.code}: {error.message}{details}\n")
     if error.idempotency_key is not None and outcome_unknown(error):
-        sys.stderr.write(f"lotlens: it may have been received: send it again with --idempotency-key "
-                         f"{error.idempotency_key} (never carried out twice)\n")
+        sys.stderr.write(f"lotlens: it may have been received: {resend_hint(error.idempotency_key)}\n")
+    if isinstance(error, WaitTimeoutError) and "job_id" in error.details:
+        job_id = error.details["job_id"]
+        sys.stderr.write(f"lotlens: job {job_id} continues; `lotlens status {job_id}`\n")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,8 @@
     ├── ServerError               5xx: 502/504 OpenAI, 503 PostgreSQL down or the gateway busy
     ├── NetworkError              no answer: connection refused, timeout (`status` is None)
     ├── UnexpectedResponseError   an answer that is not the contract's JSON
-    └── WaitTimeoutError          `wait_for_job` ran out of time (also a `TimeoutError`)
+    └── WaitTimeoutError          `wait_for_job` ran out of time (also a `TimeoutError`); when the
+                                  last poll failed, that error is its `__cause__`
 
 `code` is the API's machine-readable code (e.g. `INVALID_SIGNATURE`); `details` the facts behind
 it (e.g. `invalid_urls`). Answers without a `code` get `HTTP_<status>`. An error of a request that
@@ -105,7 +106,8 @@ class UnexpectedResponseError(LotLensError):
 
 
 class WaitTimeoutError(LotLensError, TimeoutError):
-    """`wait_for_job` gave up before the job reached a terminal status."""
+    """`wait_for_job` gave up before the job reached a terminal status (or before a poll answered:
+    then the last poll's error is its `__cause__` and `details["last_error"]` its code)."""
 
 
 _BY_STATUS: dict[int, type[LotLensError]] = {
