@@ -123,9 +123,10 @@ def test_a_description_longer_than_the_proxy_waits_is_waited_out_and_paid_once(
     # Old: the resend met 409 in progress three times (5 s each) and the SDK raised
     # IDEMPOTENCY_KEY_IN_PROGRESS while the gateway was still describing the lot.
     slept: list[float] = []
-    with serve_standin(tmp_path, latency_seconds=3) as slow, \
+    # The cut comes after the gateway has reserved the key (milliseconds), long before the answer.
+    with serve_standin(tmp_path, latency_seconds=4) as slow, \
             running_gateway(settings, engine, model_url=slow.base_url) as gw, \
-            LotLensClient(gw.url, gw.key, transport=ProxyGivesUpFirst(0.5),
+            LotLensClient(gw.url, gw.key, transport=ProxyGivesUpFirst(1.5),
                           sleep=partial(short_pauses, slept)) as sdk:
         lot = sdk.describe_lot(one_lot(images), ["en"])
         assert lot.status == "completed" and model_calls(slow) == 1
@@ -135,14 +136,14 @@ def test_a_description_longer_than_the_proxy_waits_is_waited_out_and_paid_once(
 def test_a_description_past_its_deadline_ends_naming_its_key_and_the_key_gets_it_unpaid_later(
         settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
     # Old: no deadline_s (TypeError); the SDK blocked up to 4 x 310 s against a hung description.
-    with serve_standin(tmp_path, latency_seconds=4) as slow, \
+    with serve_standin(tmp_path, latency_seconds=6) as slow, \
             running_gateway(settings, engine, model_url=slow.base_url) as gw:
-        with LotLensClient(gw.url, gw.key, transport=ProxyGivesUpFirst(0.5),
+        with LotLensClient(gw.url, gw.key, transport=ProxyGivesUpFirst(1.0),
                            sleep=partial(short_pauses, [])) as sdk:
             started = time.monotonic()
             with pytest.raises(ValidationError, match="IDEMPOTENCY_KEY_IN_PROGRESS") as raised:
-                sdk.describe_lot(one_lot(images), ["en"], deadline_s=2)
-            assert time.monotonic() - started < 30  # generous: the point is 2 s, not 1,247 s
+                sdk.describe_lot(one_lot(images), ["en"], deadline_s=3)
+            assert time.monotonic() - started < 30  # generous: the point is 3 s, not 1,247 s
         key = raised.value.idempotency_key
         assert key is not None
         with LotLensClient(gw.url, gw.key) as sdk:
