@@ -36,7 +36,10 @@ if [ ! -x "$TOOLS/promtool" ]; then
   else
     as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
     deb=$(mktemp -d)
-    chmod 777 "$deb"  # apt's download user (_apt) writes the package there
+    trap 'rm -rf "$deb"' EXIT
+    # Run as root, apt downloads as its own user (_apt): that user, not everyone, may write there
+    # (a world-writable directory let another local user plant the package we unpack).
+    if [ "$(id -u)" = 0 ] && id _apt >/dev/null 2>&1; then chown _apt "$deb"; fi
     download() { (cd "$deb" && apt-get download -qq prometheus >&2); }
     download || { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 && download; }
     dpkg-deb -x "$deb"/prometheus_*.deb "$deb/root"

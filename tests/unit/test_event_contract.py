@@ -15,13 +15,16 @@ from pydantic import create_model
 from lotlens_common.catalogue import PUBLIC_EVENTS
 from lotlens_common.envelope import UPCASTERS, caused
 from lotlens_common.event_schemas import (
+    REMOVED_KNOWINGLY,
     IncompatibleChange,
+    field_paths,
     incompatibilities,
     public_schema,
     release,
     schema_path,
 )
 from lotlens_common.events import Event, JobCompleted, LotFailed, TranslationCompleted
+from lotlens_common.model.usage import JobUsage
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "events" / "schemas"
 RELEASE = "python -m lotlens_common.event_schemas docs/events/schemas"
@@ -75,6 +78,23 @@ def test_a_renamed_optional_field_fails_the_check() -> None:
     renamed = _variant(LotFailed, drop="total_lots", lot_total=(int, 0))
     assert incompatibilities(renamed, released) == [
         "REMOVED $.total_lots: a released field stays; a new name needs a new version"]
+
+
+def test_a_field_removed_from_a_nested_object_fails_the_check_whatever_the_object_is_named() -> None:
+    # Compared by `$defs` name, a renamed nested model hid every field it dropped.
+    trimmed = {name: (info.annotation, info) for name, info in JobUsage.model_fields.items()
+               if name != "reasoning_tokens"}
+    renamed_usage = create_model("JobTotals", **trimmed)  # type: ignore[call-overload]
+    changed = _variant(JobCompleted, usage=(renamed_usage | None, None))
+    assert incompatibilities(changed, _released(JobCompleted)) == [
+        "REMOVED $.usage.reasoning_tokens: a released field stays; a new name needs a new version"]
+
+
+def test_the_one_field_removed_knowingly_is_the_one_gone_from_a_released_schema() -> None:
+    # `by_model` blocks carried `"model": null` until ccd6365; nobody could read a value there.
+    released = _released(JobCompleted)
+    assert field_paths(released) - field_paths(public_schema(JobCompleted)) == {"$.usage.by_model.*.model"}
+    assert set(REMOVED_KNOWINGLY) == {(released["$id"], "$.usage.by_model.*.model")}
 
 
 def test_an_added_optional_field_passes_the_check() -> None:

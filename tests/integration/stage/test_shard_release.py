@@ -20,7 +20,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters import postgres_locks
+from lotlens_common.stage.adapters import postgres_locks, postgres_release
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import postgres_stage
@@ -201,3 +201,10 @@ def test_release_refuses_shards_that_hold_no_pause_and_is_idempotent(
     assert shard_id in shown and "unreadable since" in shown and "released (fail) by a" in shown
     with pytest.raises(SystemExit):  # no decision, no release
         build_parser().parse_args(["shards", "release", shard_id, "--reason", "no decision"])
+    # The batch read after all before the release is carried out (the old key put back): the
+    # release goes with the pause (carried out, it sent a running batch's lots again).
+    with engine.begin() as conn:
+        postgres_release.note_unreadable(conn, shard_id, None)
+    row = shard_row(engine, shard_id)
+    assert (row["release"], row["released_by"], row["unreadable_since"]) == (None, None, None)
+    assert paused(infra, settings) == []

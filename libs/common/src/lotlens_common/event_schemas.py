@@ -44,23 +44,50 @@ def incompatibilities(event: type[Event], released: dict[str, Any]) -> list[str]
             + [f"FORWARD {p}" for p in forward(current, released)] + removed(current, released))
 
 
+# Fields removed from a released schema knowingly, with why: always null, nobody could read a value.
+REMOVED_KNOWINGLY = {
+    (dataschema("JobCompleted", 1), "$.usage.by_model.*.model"):
+        "always null; the block's key is the model (ccd6365)",
+}
+
+
 def removed(current: dict[str, Any], released: dict[str, Any]) -> list[str]:
-    """The released fields the current schema no longer has, its objects' (`$defs`) included.
+    """The released fields (every path, nested objects' included) the current schema no longer has.
 
     An open content model lets a field with a default go both ways, yet our consumers ignore what
     they do not know (`envelope.decode`): an older one reading a renamed optional field took its
     default (`total_lots` read 0), silently. A released field stays; a new name is a new version.
     """
-    def objects(schema: dict[str, Any]) -> dict[str, set[str]]:
-        found = {"$": set(schema.get("properties", {}))}
-        found |= {f"$defs.{name}": set(sub.get("properties", {}))
-                  for name, sub in schema.get("$defs", {}).items()}
-        return found
+    now = field_paths(current)
+    return [f"REMOVED {path}: a released field stays; a new name needs a new version"
+            for path in sorted(field_paths(released) - now)
+            if (released.get("$id"), path) not in REMOVED_KNOWINGLY]
 
-    now = objects(current)
-    return [f"REMOVED {where}.{field}: a released field stays; a new name needs a new version"
-            for where, fields in objects(released).items() if where in now
-            for field in sorted(fields - now[where])]
+
+def field_paths(schema: dict[str, Any]) -> set[str]:
+    """Every field's path (`$.usage.by_model.*.model`), following `$ref`s, unions, maps (`*`) and
+    arrays (`[]`)."""
+    definitions = schema.get("$defs", {})
+    found: set[str] = set()
+
+    def walk(node: dict[str, Any], path: str, seen: frozenset[str]) -> None:
+        if ref := node.get("$ref"):
+            name = str(ref).rsplit("/", 1)[-1]
+            if name not in seen:
+                walk(definitions.get(name, {}), path, seen | {name})
+            return
+        for option in node.get("anyOf", []) + node.get("oneOf", []) + node.get("allOf", []):
+            walk(option, path, seen)
+        for name, sub in node.get("properties", {}).items():
+            found.add(f"{path}.{name}")
+            walk(sub, f"{path}.{name}", seen)
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], f"{path}.*", seen)
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], f"{path}[]", seen)
+
+    walk(schema, "$", frozenset())
+    return found
 
 
 def release(directory: Path) -> list[Path]:
