@@ -7,16 +7,18 @@ test gets a fresh browser context (its own sessionStorage) and never changes wha
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from sqlalchemy import Engine
 
 from lotlens_common.signing import sign
@@ -158,3 +160,59 @@ def screenshot(page: Page, name: str, tmp_path: Path, selector: str | None = Non
         else:
             page.locator(selector).screenshot(path=target)
         assert target.stat().st_size > 1000
+
+
+LOTS_PER_PAGE = 50  # console.js
+WAITING_LOTS = LOTS_PER_PAGE + 10
+LOTS_OR_RESULTS = re.compile(r"/api/v1/(batch-results/|batch-jobs/[^/?]+/lots)")
+
+
+@pytest.fixture(scope="module")
+def waiting_job(console_stack: ConsoleStack, finished_job: FinishedJob) -> Iterator[str]:
+    """A job of more lots than one page, held pending (no vision-batcher), cancelled afterwards.
+
+    `finished_job` is made first: it is package-scoped, and a test of this module that was first to
+    ask for it (the module run alone, or on an xdist worker that had not run test_console.py) had it
+    submitted while the batcher was down here, and waited 120 s for a job that never completed."""
+    stack, images = console_stack.stack, console_stack.images
+    stack.kill("vision-batcher")
+    try:
+        prefix = new_id("wait")
+        job_id = console_stack.submit([{"lot_id": f"{prefix}-{n:03}", "additional_info": "Dent",
+                                        "image_urls": [f"{images}/{prefix}-{n}.png"]}
+                                       for n in range(WAITING_LOTS)], ["en"])
+        yield job_id
+        httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/cancel", headers=console_stack.headers(job_id))
+    finally:
+        stack.start("vision-batcher")
+
+
+def open_job(page: Page, console: ConsoleStack, job_id: str) -> None:
+    sign_in(page, console.stack)
+    page.goto(f"{console.stack.url}/console/#/jobs/{job_id}")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(job_id)
+
+
+def staged_failed_lot(lot_id: str) -> dict[str, Any]:
+    """A failed lot as `GET .../lots` lists it."""
+    return {"lot_id": lot_id, "status": "failed", "processed_images": 0, "descriptions": [],
+            "missing_images": [], "error_message": "No usable image"}
+
+
+def staged_failed_lots(job_id: str, failed: list[str], most: int = 500) -> Callable[[Route], None]:
+    """A `route` handler answering `status=failed` lots reads from `failed` as it is when asked
+    (the test changes it between reads), at most `most` lots an answer as the gateway's byte cap
+    cuts a page of long lots; other reads go to the API."""
+    def answer(route: Route) -> None:
+        query = parse_qs(urlsplit(route.request.url).query)
+        if query.get("status") != ["failed"]:
+            route.continue_()
+            return
+        limit, offset = int(query["limit"][0]), int(query["offset"][0])
+        shown = failed[offset:offset + min(limit, most)]
+        more = offset + len(shown) < len(failed)
+        route.fulfill(json={"job_id": job_id, "status": "pending", "lots": [
+            staged_failed_lot(lot_id) for lot_id in shown], "pagination": {
+            "limit": len(shown) if more and shown else limit, "offset": offset, "total": len(failed),
+            "has_more": more, "next_offset": offset + len(shown) if more else None}})
+    return answer

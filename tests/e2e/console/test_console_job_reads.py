@@ -5,47 +5,25 @@ failures are staged with Playwright's `route`, the rest is the real API."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
-import httpx2
 import pytest
 from playwright.sync_api import Page, Route, expect
 
 from tests.conftest import new_id
-from tests.e2e.console.conftest import ConsoleStack, FinishedJob, sign_in
+from tests.e2e.console.conftest import (
+    LOTS_OR_RESULTS,
+    LOTS_PER_PAGE,
+    WAITING_LOTS,
+    ConsoleStack,
+    FinishedJob,
+    open_job,
+    sign_in,
+    staged_failed_lots,
+)
 
 pytestmark = pytest.mark.e2e
-LOTS_PER_PAGE = 50  # console.js
-WAITING_LOTS = LOTS_PER_PAGE + 10
-LOTS_OR_RESULTS = re.compile(r"/api/v1/(batch-results/|batch-jobs/[^/?]+/lots)")
-
-
-@pytest.fixture(scope="module")
-def waiting_job(console_stack: ConsoleStack, finished_job: FinishedJob) -> Iterator[str]:
-    """A job of more lots than one page, held pending (no vision-batcher), cancelled afterwards.
-
-    `finished_job` is made first: it is package-scoped, and a test of this module that was first to
-    ask for it (the module run alone, or on an xdist worker that had not run test_console.py) had it
-    submitted while the batcher was down here, and waited 120 s for a job that never completed."""
-    stack, images = console_stack.stack, console_stack.images
-    stack.kill("vision-batcher")
-    try:
-        prefix = new_id("wait")
-        job_id = console_stack.submit([{"lot_id": f"{prefix}-{n:03}", "additional_info": "Dent",
-                                        "image_urls": [f"{images}/{prefix}-{n}.png"]}
-                                       for n in range(WAITING_LOTS)], ["en"])
-        yield job_id
-        httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/cancel", headers=console_stack.headers(job_id))
-    finally:
-        stack.start("vision-batcher")
-
-
-def open_job(page: Page, console: ConsoleStack, job_id: str) -> None:
-    sign_in(page, console.stack)
-    page.goto(f"{console.stack.url}/console/#/jobs/{job_id}")
-    expect(page.get_by_role("heading", level=1)).to_contain_text(job_id)
 
 
 def test_lots_are_read_a_page_at_a_time_while_the_job_runs_never_as_the_whole_results(
@@ -151,12 +129,6 @@ def test_past_a_page_of_deliveries_the_newest_are_shown(
     expect(rows).to_have_count(101)
 
 
-def staged_failed_lot(lot_id: str) -> dict[str, Any]:
-    """A failed lot as `GET .../lots` lists it."""
-    return {"lot_id": lot_id, "status": "failed", "processed_images": 0, "descriptions": [],
-            "missing_images": [], "error_message": "No usable image"}
-
-
 def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_read(
         page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
     # "Show more" read the next offset of a list that had grown meanwhile: a lot failing before
@@ -165,20 +137,7 @@ def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_rea
     lot_ids = [f"{waiting_job}-{n:02}" for n in range(WAITING_LOTS + 1)]
     failed = [lot_id for lot_id in lot_ids if lot_id != lot_ids[10]]
 
-    def failed_lots(route: Route) -> None:
-        query = parse_qs(urlsplit(route.request.url).query)
-        if query.get("status") != ["failed"]:
-            route.continue_()
-            return
-        limit, offset = int(query["limit"][0]), int(query["offset"][0])
-        shown = failed[offset:offset + limit]
-        more = offset + len(shown) < len(failed)
-        route.fulfill(json={"job_id": waiting_job, "status": "pending", "lots": [
-            staged_failed_lot(lot_id) for lot_id in shown], "pagination": {
-            "limit": limit, "offset": offset, "total": len(failed), "has_more": more,
-            "next_offset": offset + len(shown) if more else None}})
-
-    page.route(LOTS_OR_RESULTS, failed_lots)
+    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed))
     open_job(page, console_stack, waiting_job)
     page.get_by_label("Only failed lots").check()
     expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} failed lots, {LOTS_PER_PAGE} shown.")
@@ -187,6 +146,52 @@ def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_rea
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
     expect(page.locator("#lots-note")).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown.")
     expect(page.get_by_role("button", name="Show more lots")).to_be_hidden()
+
+
+def test_show_more_reaches_past_500_failed_lots_and_never_shows_fewer_while_lots_keep_failing(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # A list changed since its first page was read again in one read of the lots shown and a page
+    # more, at most 500: with lots failing between clicks, every click from 450 shown on read the
+    # same first 500, and the lots past them were never reached while the job ran. Staged: 549
+    # failed lots of 560, one more failing before each click.
+    lot_ids = [f"{waiting_job}-{n:03}" for n in range(560)]
+    late = lot_ids[5::51]  # as many as the clicks that show them all
+    failed = [lot_id for lot_id in lot_ids if lot_id not in late]
+    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed))
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    page.get_by_label("Only failed lots").check()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, {LOTS_PER_PAGE} shown.")
+    shown = LOTS_PER_PAGE
+    for lot_id in late:
+        failed.append(lot_id)
+        failed.sort()  # the lots' order in the job (the ids are zero-padded)
+        more.click()
+        shown = min(len(failed), shown + LOTS_PER_PAGE)
+        expect(note).to_contain_text(f"{len(failed)} failed lots, {shown} shown.")
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
+    expect(more).to_be_hidden()
+
+
+def test_show_more_after_a_change_shows_no_fewer_lots_when_the_byte_cap_cuts_a_page_short(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The lots shown and a page more were read again as one read, which the gateway's byte cap
+    # (`lots_page_max_bytes`, 1 MiB: a few dozen lots of many languages) cut short: its next_offset
+    # went unread and the list shrank to what that answer held. Staged: at most 30 lots an answer.
+    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
+    failed = [lot_id for lot_id in lot_ids if lot_id != lot_ids[10]]
+    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed, most=30))
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    page.get_by_label("Only failed lots").check()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
+    more.click()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, 60 shown.")
+    failed.insert(10, lot_ids[10])
+    more.click()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, {60 + LOTS_PER_PAGE} shown.")
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60 + LOTS_PER_PAGE])
+    expect(more).to_be_visible()
 
 
 def hold_once(held: list[Route], wanted: Callable[[Route], bool]) -> Callable[[Route], None]:

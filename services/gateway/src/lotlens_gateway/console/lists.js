@@ -9,56 +9,101 @@ const DELIVERIES_PER_PAGE = 100;
 
 // Reads the first page of lots (`fromStart`, with the "Only failed lots" filter as it is now)
 // or the next one ("Show more"). `lots` holds where the list is: `ids` (the lot ids shown),
-// `total` (how many the list had when read), `next` (the next page's offset, null after the
-// last), `read` (the latest read: an earlier one's answer, success or failure, is dropped) and
-// `running` (the job has not ended: its lots are a snapshot).
-export async function loadLots(jobId, view, lots, fromStart, limit = LOTS_PER_PAGE) {
-  const onlyFailed = byId("only-failed").checked;
-  const query = { limit: String(limit), offset: String(fromStart ? 0 : lots.next) };
-  if (onlyFailed) query.status = "failed";
+// `total` (how many the list had when read; null when it changed while being read), `next` (the
+// next page's offset, null after the last), `read` (the latest read: an earlier one's answer,
+// success or failure, is dropped) and `running` (the job has not ended: its lots are a snapshot).
+export async function loadLots(jobId, view, lots, fromStart) {
+  const filter = byId("only-failed").checked ? { status: "failed" } : {};
   const read = (lots.read || 0) + 1;
   lots.read = read;
+  const current = () => isShown(view) && lots.read === read;
   const more = byId("more-lots");
   more.hidden = true; // one read of a page at a time: a second click would append it twice
-  let answer;
+  let found;
   try {
-    answer = (await api.lots(jobId, query)).body;
+    found = fromStart ? pageFound(await readPage(jobId, filter, 0, LOTS_PER_PAGE), true)
+      : await readMore(jobId, filter, lots, current);
   } catch (failure) {
     // A newer read answers for the list: a late failure wrote over its note, and a late 401/403
     // signed the user out. A failed "Show more" can be pressed again (it stayed hidden for good);
     // after a failed first page the list shown is not the one asked for: Refresh reads it.
-    if (!isShown(view) || lots.read !== read) return;
+    if (!current()) return;
     more.hidden = fromStart || !hasNext(lots);
     return handleFailure(failure, view, "lots-note");
   }
-  if (!isShown(view) || lots.read !== read) return;
-  if (!fromStart && movedUnder(lots, answer)) {
-    // The list changed since its first page (a lot failed while "Only failed lots" was on, or was
-    // recorded and moved up): the next offset no longer follows the lots shown, and reading it
-    // showed one lot twice and another never. Read the lots shown and a page more again.
-    return loadLots(jobId, view, lots, true, Math.min(MAX_LOTS_PER_READ, lots.ids.size + LOTS_PER_PAGE));
-  }
+  if (!current()) return;
   const list = byId("lots");
-  if (fromStart) {
+  if (found.fromStart) {
     list.replaceChildren();
     lots.ids = new Set();
   }
-  list.append(...answer.lots.map(lotItem));
-  for (const lot of answer.lots) lots.ids.add(lot.lot_id);
-  lots.total = answer.pagination.total;
-  lots.next = answer.pagination.next_offset;
+  list.append(...found.lots.map(lotItem));
+  for (const lot of found.lots) lots.ids.add(lot.lot_id);
+  lots.total = found.total;
+  lots.next = found.next;
   const snapshot = lots.running ? " The job is running: its lots are read again when its status changes, or on Refresh." : "";
   byId("lots-note").textContent =
-    `${answer.pagination.total} ${onlyFailed ? "failed " : ""}lots, ${lots.ids.size} shown.${snapshot}`;
+    `${found.said} ${filter.status ? "failed " : ""}lots, ${lots.ids.size} shown.${snapshot}`;
   more.hidden = !hasNext(lots);
 }
 
-function hasNext(lots) {
-  return lots.next !== null && lots.next !== undefined;
+function readPage(jobId, filter, offset, limit) {
+  return api.lots(jobId, { ...filter, limit: String(limit), offset: String(offset) }).then((answer) => answer.body);
 }
 
-// Whether the lots matching the list changed since it was read: another total, or a lot already
-// shown in the next page (the lots before its offset moved).
+// What a read found: the lots to show, whether they replace the list, the total to compare the
+// next page with, the total to say, and the next page's offset.
+function pageFound(answer, fromStart) {
+  const { total, next_offset: next } = answer.pagination;
+  return { lots: answer.lots, fromStart, total, said: total, next };
+}
+
+// The next page; when the list changed since its first page (a lot failed while "Only failed lots"
+// was on, or was recorded and moved up), the next offset no longer follows the lots shown (reading
+// it showed one lot twice and another never), so the lots shown and a page more are read again.
+async function readMore(jobId, filter, lots, current) {
+  const answer = await readPage(jobId, filter, lots.next, LOTS_PER_PAGE);
+  if (!movedUnder(lots, answer) || !current()) return pageFound(answer, false);
+  return readAgain(jobId, filter, lots.ids.size + LOTS_PER_PAGE, current);
+}
+
+// The first `wanted` lots (fewer if the list has fewer), page by page from the first, following
+// next_offset: one read of `wanted` stalled at the API's 500 (every click read the same 500 while
+// lots kept failing), and an answer the gateway's byte cap cut short replaced the list with fewer
+// lots than it showed. A list that changes again meanwhile is read again on the next click.
+async function readAgain(jobId, filter, wanted, current) {
+  const ids = new Set();
+  const lots = [];
+  let offset = 0;
+  let first = null;
+  let answer;
+  let moved = false;
+  while (ids.size < wanted && hasOffset(offset) && current()) {
+    answer = await readPage(jobId, filter, offset, Math.min(MAX_LOTS_PER_READ, wanted - ids.size));
+    first ??= answer.pagination.total;
+    moved ||= answer.pagination.total !== first;
+    for (const lot of answer.lots) {
+      if (ids.has(lot.lot_id)) moved = true; // an earlier page's lot moved into this one
+      else lots.push(lot);
+      ids.add(lot.lot_id);
+    }
+    offset = answer.pagination.next_offset;
+    if (!answer.lots.length) break; // a list ending sooner than its offsets said
+  }
+  return { lots, fromStart: true, total: moved ? null : first, said: answer.pagination.total, next: offset };
+}
+
+function hasOffset(offset) {
+  return offset !== null && offset !== undefined;
+}
+
+function hasNext(lots) {
+  return hasOffset(lots.next);
+}
+
+// Whether the lots matching the list changed since it was read: another total (or one not known:
+// the list changed while read), or a lot already shown in the next page (the lots before its
+// offset moved).
 function movedUnder(lots, answer) {
   return answer.pagination.total !== lots.total || answer.lots.some((lot) => lots.ids.has(lot.lot_id));
 }
