@@ -10,7 +10,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from lotlens_client import AsyncLotLensClient, NetworkError, ValidationError
+from lotlens_client import AsyncLotLensClient, LotLensClient, NetworkError, ValidationError
 from lotlens_client.calls import DESCRIBE_DEADLINE_S
 from tests.unit.client_support import (
     BASE,
@@ -117,3 +117,60 @@ def test_the_async_description_keeps_the_deadline_too() -> None:
     with pytest.raises(NetworkError):
         asyncio.run(scenario())
     assert clock.now <= DESCRIBE_DEADLINE_S and len(api.received) >= 2
+
+
+BUSY = error(503, "SERVICE_UNAVAILABLE", "every intake slot is taken", headers={"Retry-After": "30"})
+
+
+def describes_in(clock: FakeClock, took_s: float) -> Any:
+    """A gateway that answers a description after `took_s`, or times out at the attempt's read timeout."""
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if read_timeout(request) < took_s:
+            clock.advance(read_timeout(request))
+            raise httpx2.ReadTimeout("timed out", request=request)
+        clock.advance(took_s)
+        return httpx2.Response(200, json=ANSWER)
+    return answer
+
+
+def test_a_description_started_after_two_busy_answers_still_gets_its_answer() -> None:
+    # The deadline ran from the first 503: the description started at 60 s got 300 s, not 310 s,
+    # and its answer at 302 s (a description that succeeded and was paid) became a NetworkError.
+    api = FakeApi()
+    client, clock = clocked_client(api)
+    api.on(ROUTE, BUSY, BUSY, describes_in(clock, 302.0))
+    lot = client.describe_lot(lots(1)[0], ["en"])
+    assert lot.status == "completed" and len(api.received) == 3
+    assert [read_timeout(request) for request in api.received] == [310.0, 310.0, 310.0]
+
+
+def test_busy_answers_do_not_make_a_hung_gateway_hold_the_caller_longer_than_their_waits() -> None:
+    api = FakeApi()
+    client, clock = clocked_client(api)
+    api.on(ROUTE, BUSY, BUSY, hung(clock))
+    with pytest.raises(NetworkError):
+        client.describe_lot(lots(1)[0], ["en"])
+    assert clock.now <= 2 * 30 + DESCRIBE_DEADLINE_S
+
+
+def test_a_wait_that_oversleeps_the_deadline_ends_in_the_last_answer_not_a_short_attempt() -> None:
+    # Resends.timeout floored at 0.1 s past the deadline: a last attempt that could only time out,
+    # and its NetworkError hid the 409 naming the key.
+    api = FakeApi()
+    clock = FakeClock()
+
+    def oversleeps(seconds: float) -> None:
+        clock.sleep(seconds + 4.5)  # a suspended laptop, a busy host
+
+    client = LotLensClient(BASE, KEY, transport=api.transport(), sleep=oversleeps, clock=clock.monotonic)
+
+    def in_progress(request: httpx2.Request) -> httpx2.Response:
+        if read_timeout(request) < 1:  # shorter than a round trip: only a timeout comes back
+            clock.advance(read_timeout(request))
+            raise httpx2.ReadTimeout("timed out", request=request)
+        return IN_PROGRESS
+
+    api.on(ROUTE, proxy_gives_up(clock, 60), in_progress)
+    with pytest.raises(ValidationError, match="IDEMPOTENCY_KEY_IN_PROGRESS") as raised:
+        client.describe_lot(lots(1)[0], ["en"], idempotency_key="lot-1-try")
+    assert raised.value.idempotency_key == "lot-1-try"

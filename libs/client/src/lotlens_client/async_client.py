@@ -65,8 +65,8 @@ class AsyncLotLensClient:
     async def _exchange(self, call: Call[Any]) -> AsyncIterator[httpx2.Response]:
         """The streamed answer to a call, after its retries."""
         resends = Resends(self._retry, call, self._clock)
-        while True:
-            timeout = resends.timeout(self._timeout)
+        response: httpx2.Response | None = None
+        while (timeout := resends.timeout(self._timeout)) is not None:
             request = self._http.build_request(call.method, call.path, headers=call.headers,
                                                content=call.body, timeout=timeout)
             try:
@@ -78,13 +78,16 @@ class AsyncLotLensClient:
             code = calls.error_code(await wire.aread(response)) if decides else None
             delay = resends.after_answer(response.status_code, response.headers, code)
             if delay is None:
-                try:
-                    yield response
-                finally:
-                    await response.aclose()
-                return
+                break
+            await wire.aread(response)  # kept whole: it is the call's answer if the wait takes the deadline
             await response.aclose()
             await self._sleep(delay)
+        if response is None:  # Resends raises a lost attempt's NetworkError before it ends the loop
+            raise RuntimeError("no attempt was made")
+        try:
+            yield response
+        finally:
+            await response.aclose()
 
     async def _send(self, call: Call[T]) -> T:
         with calls.naming_key(call):

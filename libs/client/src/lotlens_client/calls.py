@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 import httpx2
 
-from lotlens_client import signing
+from lotlens_client import signing, waits
 from lotlens_client.errors import (
     LotLensError,
     NetworkError,
@@ -40,6 +40,11 @@ from lotlens_client.models import (
     SyncResult,
     lots_from,
 )
+
+# Lived here before waits.py: kept for code that imports them from here.
+from lotlens_client.waits import MIN_POLL_INTERVAL_S as MIN_POLL_INTERVAL_S
+from lotlens_client.waits import next_poll as next_poll
+from lotlens_client.waits import poll_interval as poll_interval
 
 T = TypeVar("T")
 
@@ -266,3 +271,20 @@ def naming_key(call: Call[Any]) -> Iterator[None]:
             if outcome_unknown(exc):
                 exc.details.setdefault("idempotency_key", key)
         raise
+
+
+def poll_again(error: LotLensError, waited_s: float, poll_interval_s: float, timeout_s: float) -> float:
+    """`waits.poll_again` with its former signature: seconds until the next status poll after one
+    that failed in passing; the error itself is raised otherwise and once `timeout_s` is up."""
+    if not waits.passing(error) or timeout_s - waited_s <= 0:
+        raise error
+    return waits.poll_again(error, "", None, waited_s, poll_interval_s, timeout_s)
+
+
+def __getattr__(name: str) -> Any:
+    # RetryPolicy lived here before resends.py (the client's docstring named it `calls.RetryPolicy`);
+    # resends imports this module, so it is looked up when asked for, not at import.
+    if name == "RetryPolicy":
+        from lotlens_client.resends import RetryPolicy
+        return RetryPolicy
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,9 +40,11 @@ from lotlens_client.models import (
     LotResult,
 )
 from lotlens_client.resends import Resends, RetryPolicy
-from lotlens_client.wire import USER_AGENT, package_version
+from lotlens_client.wire import DEFAULT_TIMEOUT_S, USER_AGENT, ProgressCallback, package_version
 
-__all__ = ["USER_AGENT", "AsyncLotLensClient", "LotLensClient", "package_version"]
+# DEFAULT_TIMEOUT_S and ProgressCallback lived here before wire.py: kept for code that imports them.
+__all__ = ["DEFAULT_TIMEOUT_S", "USER_AGENT", "AsyncLotLensClient", "LotLensClient", "ProgressCallback",
+           "package_version"]
 
 T = TypeVar("T")
 
@@ -77,8 +79,8 @@ class LotLensClient:
     def _exchange(self, call: Call[Any]) -> Iterator[httpx2.Response]:
         """The streamed answer to a call, after its retries."""
         resends = Resends(self._retry, call, self._clock)
-        while True:
-            timeout = resends.timeout(self._timeout)
+        response: httpx2.Response | None = None
+        while (timeout := resends.timeout(self._timeout)) is not None:
             request = self._http.build_request(call.method, call.path, headers=call.headers,
                                                content=call.body, timeout=timeout)
             try:
@@ -90,13 +92,16 @@ class LotLensClient:
             code = calls.error_code(wire.read(response)) if decides else None
             delay = resends.after_answer(response.status_code, response.headers, code)
             if delay is None:
-                try:
-                    yield response
-                finally:
-                    response.close()
-                return
+                break
+            wire.read(response)  # kept whole: it is the call's answer if the wait takes the deadline
             response.close()
             self._sleep(delay)
+        if response is None:  # Resends raises a lost attempt's NetworkError before it ends the loop
+            raise RuntimeError("no attempt was made")
+        try:
+            yield response
+        finally:
+            response.close()
 
     def _send(self, call: Call[T]) -> T:
         with calls.naming_key(call), self._exchange(call) as response:

@@ -69,40 +69,75 @@ class RetryPolicy:
 
 
 class Resends:
-    """One call's attempts: resends counted against `max_retries`, and all of them, pauses included,
-    within the call's `deadline_s` when it has one (each attempt's timeout is cut to the time left).
+    """One call's attempts: resends counted against `max_retries`, and, when the call has a
+    `deadline_s`, all of them and their pauses within it (each attempt's timeout cut to the time left).
+
+    The deadline runs from the first attempt that may have started the work: a 429, or a 503 with
+    `Retry-After`, proves the gateway wrote nothing, so neither it nor the wait it asks for takes any
+    of the deadline (`max_retries` x `max_wait_s` bounds those). Counted from the first attempt, two
+    30 s waits for a busy intake cut the description that followed to 300 s, and its answer, due at
+    about 302 s and paid, became a `NetworkError`.
 
     Under a deadline a 409 "in progress" is not counted: the first attempt of a description may run
     300 s behind a proxy that gave up at 60 s, and three 5 s waits did not outlast it."""
 
     def __init__(self, policy: RetryPolicy, call: Call[Any], clock: Callable[[], float]) -> None:
         self._policy, self._call, self._clock = policy, call, clock
-        self._deadline = None if call.deadline_s is None else clock() + call.deadline_s
+        self._deadline: float | None = None
+        # Until then every answer proved nothing was written, and the deadline starts anew each attempt.
+        self._deadline_fixed = False
         self._attempt = 0
+        self._unanswered: httpx2.RequestError | None = None
 
-    def timeout(self, default_s: float) -> float:
-        """The next attempt's timeout: a description's never below 300 s, nothing past the deadline."""
+    def timeout(self, default_s: float) -> float | None:
+        """The next attempt's timeout: a description's never below 300 s, nothing past the deadline.
+
+        None when no attempt fits before the deadline any more (a wait overslept it): the last
+        answer is the call's; when the last attempt got none, its `NetworkError` is raised."""
         # A synchronous description may take 300 s: its timeout is never below that.
         timeout = max(self._call.timeout_s or 0.0, default_s)
-        if self._deadline is None:
+        if self._call.deadline_s is None:
             return timeout
-        return max(min(timeout, self._deadline - self._clock()), MIN_ATTEMPT_S)
+        now = self._clock()
+        if not self._deadline_fixed:
+            self._deadline = now + self._call.deadline_s
+        left = (self._deadline or now) - now
+        if left < MIN_ATTEMPT_S:
+            # An attempt this short only times out, and its NetworkError would hide the last answer.
+            if self._unanswered is not None:
+                raise network_error(self._unanswered) from self._unanswered
+            return None
+        return min(timeout, left)
 
     def after_answer(self, status: int, headers: Mapping[str, str], code: str | None) -> float | None:
         """Seconds to wait before sending the call again after this answer, or None to keep it."""
+        self._unanswered = None
+        if not self._wrote_nothing(status, headers):
+            self._deadline_fixed = True
         delay = self._policy.delay(status, headers, self._attempt, code, self._call.resendable)
-        waited_out = status == 409 and code == KEY_IN_PROGRESS and self._deadline is not None
+        waited_out = status == 409 and code == KEY_IN_PROGRESS and self._call.deadline_s is not None
         return self._counted(delay, counted=not waited_out)
 
     def after_no_answer(self, exc: httpx2.RequestError) -> float:
         """Seconds to wait before sending a call that got no answer again; else its `NetworkError`."""
+        self._unanswered, self._deadline_fixed = exc, True
         delay = self._counted(self._policy.after_no_answer(self._call, exc, self._attempt))
         if delay is None:
             raise network_error(exc) from exc
         return delay
 
+    @staticmethod
+    def _wrote_nothing(status: int, headers: Mapping[str, str]) -> bool:
+        # The gateway answers these before any work (RetryPolicy): no description was started.
+        return status == 429 or (status == 503 and parse_retry_after(headers.get("retry-after")) is not None)
+
     def _counted(self, delay: float | None, counted: bool = True) -> float | None:
-        if delay is None or (self._deadline is not None and self._clock() + delay >= self._deadline):
+        if delay is None:
+            return None
+        # A resend must leave room for an attempt before the deadline (a wait that took nothing of
+        # it leaves the whole deadline to the next attempt).
+        if (self._deadline_fixed and self._deadline is not None
+                and self._clock() + delay + MIN_ATTEMPT_S > self._deadline):
             return None
         if counted:
             self._attempt += 1
