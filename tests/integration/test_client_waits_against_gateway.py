@@ -1,7 +1,7 @@
 """What a caller of the SDK and of `lotlens` meets when a wait or a description cannot end well,
 against a real gateway (uvicorn, Kafka, PostgreSQL, the OpenAI stand-in): a gateway gone for good
 during `--wait`, a submission whose answer never comes, a description longer than the proxy in front
-of the gateway waits, and one longer than its caller's deadline."""
+of the gateway waits, one longer than its caller's deadline, and one sent again after a 429."""
 
 from __future__ import annotations
 
@@ -156,3 +156,23 @@ def test_a_description_past_its_deadline_ends_naming_its_key_and_the_key_gets_it
         with LotLensClient(gw.url, gw.key) as sdk:
             lot = sdk.describe_lot(one_lot(images), ["en"], idempotency_key=key)
         assert lot.status == "completed" and model_calls(slow) == 1
+
+
+def test_a_description_sent_after_a_429_gets_its_whole_deadline(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    # Old: the deadline ran from the 429 (nothing written): the attempt after its ~5 s wait got
+    # about 1 s of a 6 s deadline for a 3 s description, and ended in NetworkError ReadTimeout.
+    slept: list[float] = []
+
+    def pause(seconds: float) -> None:
+        slept.append(seconds)
+        time.sleep(seconds)  # the gateway's window is real time
+
+    with serve_standin(tmp_path, latency_seconds=3) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url, rate_limit_sync=1,
+                            rate_limit_window_s=8) as gw, \
+            LotLensClient(gw.url, gw.key, sleep=pause) as sdk:
+        assert sdk.describe_lot(one_lot(images), ["en"]).status == "completed"  # the window's one
+        lot = sdk.describe_lot(one_lot(images), ["en"], deadline_s=6)
+        assert lot.status == "completed" and model_calls(slow) == 2
+    assert slept and max(slept) >= 3, "the second description met the 429 and waited it out"
