@@ -170,7 +170,7 @@ def test_a_description_sent_after_a_429_gets_its_whole_deadline(
 
     with serve_standin(tmp_path, latency_seconds=3) as slow, \
             running_gateway(settings, engine, model_url=slow.base_url, rate_limit_sync=1,
-                            rate_limit_window_s=8) as gw, \
+                            rate_limit_window_s=15) as gw, \
             LotLensClient(gw.url, gw.key, sleep=pause) as sdk:
         assert sdk.describe_lot(one_lot(images), ["en"]).status == "completed"  # the window's one
         lot = sdk.describe_lot(one_lot(images), ["en"], deadline_s=6)
