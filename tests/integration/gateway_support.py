@@ -149,6 +149,11 @@ class Gateway:
         signature = {"X-Signature": self.sign(job_id, key)}
         return httpx2.get(f"{self.url}{path.format(job_id=job_id)}", headers=signature, timeout=30)
 
+    def cancel(self, job_id: str, key: str | None = None) -> httpx2.Response:
+        """POST a job's cancel, header-signed over the job id."""
+        return httpx2.post(f"{self.url}/api/v1/batch-jobs/{job_id}/cancel",
+                           headers={"X-Signature": self.sign(job_id, key)}, timeout=30)
+
     def list_jobs(self, query: str = "", key: str | None = None) -> httpx2.Response:
         """GET /api/v1/batch-jobs signed over the raw query string."""
         suffix = f"?{query}" if query else ""

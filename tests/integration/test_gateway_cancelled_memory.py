@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tracemalloc
 
-import httpx2
 import pytest
 from sqlalchemy import Engine
 
@@ -28,8 +27,7 @@ def test_a_cancelled_unprojected_jobs_results_do_not_hold_its_lots_submissions_i
     submitted = gateway.submit(lot_list)
     assert submitted.status_code == 201, submitted.text[:300]
     job_id = submitted.json()["job_id"]
-    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    cancel = gateway.cancel(job_id)
     assert cancel.status_code == 200, cancel.text[:300]
     wait_published(gateway, engine, job_id)
 

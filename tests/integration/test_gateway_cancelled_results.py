@@ -16,7 +16,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx2
 import pytest
 from sqlalchemy import Engine, event, insert, text
 
@@ -76,8 +75,7 @@ def test_a_cancelled_jobs_results_list_every_lot_once_while_the_pipeline_catches
     submitted = gateway.submit(lot_list)
     assert submitted.status_code == 201, submitted.text[:300]
     job_id = submitted.json()["job_id"]
-    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    cancel = gateway.cancel(job_id)
     assert cancel.status_code == 200, cancel.text[:300]
     wait_published(gateway, engine, job_id)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import tracemalloc
 from typing import Any
 
-import httpx2
 import pytest
 from sqlalchemy import Engine, insert, text
 
@@ -53,8 +52,7 @@ def walk(gateway: Gateway, job_id: str, query: str = "limit=500&") -> tuple[list
 
 
 def cancel(gateway: Gateway, job_id: str) -> None:
-    answer = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                         headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    answer = gateway.cancel(job_id)
     assert answer.status_code == 200, answer.text
 
 

@@ -79,8 +79,7 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     gw = gateway_without_kafka
     lot_list = make_lots(3)
     job_id = gw.submit(lot_list).json()["job_id"]
-    cancel = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
-                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    cancel = gw.cancel(job_id)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gw, job_id) == "cancelled"
     results = gw.get_job("/api/v1/batch-results/{job_id}", job_id)
@@ -88,8 +87,7 @@ def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(
     found = results.json()["results"]["lots"]
     assert [lot["lot_id"] for lot in found] == [lot["lot_id"] for lot in lot_list]
     assert {lot["status"] for lot in found} == {"cancelled"}
-    again = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
-                       headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    again = gw.cancel(job_id)
     assert again.status_code == 400 and again.json()["status"] == "cancelled"
 
 
@@ -104,8 +102,7 @@ def test_after_a_cancel_the_job_list_and_the_lot_pages_say_cancelled_too(
     with engine.begin() as conn:
         conn.execute(insert(lots), [{"job_id": job_id, "lot_id": f"l{i}", "seq": i, "status": status}
                                     for i, status in enumerate(["completed", "processing", "pending"])])
-    cancel = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{job_id}/cancel",
-                        headers={"X-Signature": gw.sign(job_id)}, timeout=30)
+    cancel = gw.cancel(job_id)
     assert cancel.status_code == 200, cancel.text
 
     def listed(query: str) -> dict[str, str]:
@@ -128,8 +125,7 @@ def test_after_a_cancel_the_job_list_and_the_lot_pages_say_cancelled_too(
 
 def test_cancel_then_an_immediate_status_says_cancelled_with_kafka_up(gateway: Gateway) -> None:
     job_id = gateway.submit(make_lots(2)).json()["job_id"]
-    cancel = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                        headers={"X-Signature": gateway.sign(job_id)}, timeout=30)
+    cancel = gateway.cancel(job_id)
     assert cancel.status_code == 200, cancel.text
     assert status_of(gateway, job_id) == "cancelled"
 

@@ -251,8 +251,7 @@ def test_the_job_list_refuses_bad_parameters_and_bad_signatures(gateway: Gateway
 def test_cancelling_a_running_job_publishes_job_cancelled(
         gateway: Gateway, engine: Engine, settings: ServiceSettings) -> None:
     job_id = gateway.submit(make_lots(2)).json()["job_id"]
-    response = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                          headers={"X-Signature": gateway.sign(job_id)})
+    response = gateway.cancel(job_id)
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["job_id"] == job_id and body["status"] == "cancelled" and body["cancelled_at"].endswith("Z")
@@ -265,8 +264,7 @@ def test_cancelling_a_running_job_publishes_job_cancelled(
 
 def test_cancelling_a_finished_job_is_400_with_its_status(gateway: Gateway, engine: Engine) -> None:
     job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
-    response = httpx2.post(f"{gateway.url}/api/v1/batch-jobs/{job_id}/cancel",
-                          headers={"X-Signature": gateway.sign(job_id)})
+    response = gateway.cancel(job_id)
     assert response.status_code == 400
     body = response.json()
     assert body["error"] == "Job cannot be cancelled" and body["status"] == "completed"

@@ -78,12 +78,13 @@ async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spe
 
 
 @asynccontextmanager
-async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin) -> AsyncIterator[Stage[Any]]:
+async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin,
+                  stage: StageSettings = STAGE) -> AsyncIterator[Stage[Any]]:
     """A vision stage on PostgreSQL, Kafka and the stand-in, for steps a test calls one by one."""
     client = make_openai_client("test", standin.base_url, 10)
     async with client:
         yield postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
-                             vision_spec(settings), STAGE)
+                             vision_spec(settings), stage)
 
 
 async def create_batch(rt: Stage[Any], tmp_path: Path, job_id: str, shard_id: str,

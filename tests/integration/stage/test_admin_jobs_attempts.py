@@ -10,16 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
-from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.config import StageSettings
-from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env, run_admin
-from tests.integration.stage.helpers import drive, lot_statuses, submit_lots, vision_spec
+from tests.integration.stage.helpers import drive, lot_statuses, runtime, submit_lots, vision_spec
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -32,10 +29,7 @@ NOTES = ["fine lot", "bad lot [standin:error]", "worse lot [standin:error]"]
 async def _first_send_collected(settings: ServiceSettings, engine: Engine, standin: Standin,
                                 job_id: str) -> None:
     """Send the job's lots once and collect that batch, sending nothing again."""
-    client = make_openai_client("test", standin.base_url, 10)
-    async with client:
-        stage = postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
-                               vision_spec(settings), STAGE)
+    async with runtime(settings, engine, standin, STAGE) as stage:
         await flush_due(stage)
         for _ in range(200):
             await watch(stage)

@@ -15,25 +15,21 @@ from sqlalchemy import Engine
 
 from lotlens_admin.cli import build_parser
 from lotlens_common.events import LotFailed
-from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
-from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters import postgres_locks, postgres_release
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.runner import step
-from lotlens_common.stage.service import postgres_stage
 from tests.conftest import Infra, new_id
 from tests.integration.stage.helpers import (
-    STAGE,
     completed_lots,
     job_events,
     lot_statuses,
     open_lots,
+    runtime,
     submit_lots,
     submitted_shard,
-    vision_spec,
 )
 from tests.integration.stage.release_support import (
     SETTLED_S,
@@ -134,10 +130,7 @@ def test_a_shard_released_to_fail_fails_its_lots_with_the_reason_and_the_stage_s
     shard_id = submitted_shard(engine, unseen_job, "batch_elsewhere")
 
     async def scenario() -> None:
-        client = make_openai_client("test", standin.base_url, 10)
-        rt = postgres_stage(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
-                            vision_spec(settings), STAGE)
-        async with client:
+        async with runtime(settings, engine, standin) as rt:
             await watch(rt)
             assert set(rt.unreadable) == {shard_id}
             submit_lots(engine, new_job, ["arrives while paused"])
@@ -169,10 +162,7 @@ def test_release_refuses_shards_that_hold_no_pause_and_is_idempotent(
     shard_id = submitted_shard(engine, job_id, "batch_elsewhere")
 
     async def pause() -> None:
-        client = make_openai_client("test", standin.base_url, 10)
-        rt = postgres_stage(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
-                            vision_spec(settings), STAGE)
-        async with client:
+        async with runtime(settings, engine, standin) as rt:
             await watch(rt)
 
     asyncio.run(pause())

@@ -18,19 +18,15 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
-from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
-from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import submit
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.runner import step
-from lotlens_common.stage.service import postgres_stage
 from lotlens_common.stage.submit import flush_due, recover_building
 from tests.conftest import ROOT, new_id
 from tests.events import read_events
 from tests.integration.stage.helpers import (
-    STAGE,
     completed_lots,
     create_batch,
     drive,
@@ -187,10 +183,7 @@ def test_a_batch_the_key_cannot_see_pauses_the_stage_and_nothing_is_paid_for_twi
     shard_id = submitted_shard(engine, unseen_job, "batch_elsewhere")
 
     async def scenario() -> None:
-        client = make_openai_client("test", standin.base_url, 10)
-        rt = postgres_stage(engine, EventProducer(settings.kafka, "t"), OpenAIBatches(client),
-                            vision_spec(settings), STAGE)
-        async with client:
+        async with runtime(settings, engine, standin) as rt:
             await watch(rt)
             submit_lots(engine, new_job, ["arrives while paused"])
             for _ in range(3):
