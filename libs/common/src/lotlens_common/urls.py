@@ -137,17 +137,23 @@ def invalid_http_urls(urls: Iterable[str]) -> list[str]:
             authority = plain.group(0)
             ok = authorities.get(authority)
             if ok is None:
-                port = plain.group("port")
-                host = plain.group("host")
-                ok = authorities[authority] = (_HOST.fullmatch(host) is not None
-                                               and not _NUMERIC_HOST.fullmatch(host)
-                                               and (port is None or 0 < int(port) < 65536))
+                ok = authorities[authority] = _authority_valid(plain)
             if ok and not _BAD_CHARACTER.search(url, plain.end()):
                 continue
         # Anything the shortcut does not accept gets the full check.
         if url not in invalid and not is_http_url(url):
             invalid[url] = None
     return list(invalid)
+
+
+def _authority_valid(plain: re.Match[str]) -> bool:
+    """Whether a scheme and authority (`_AUTHORITY`) are good for any URL that starts with them."""
+    host, port = plain.group("host"), plain.group("port")
+    if _NUMERIC_HOST.fullmatch(host):
+        # Only the full parse tells an address from a host no client reads (`_NUMERIC_HOST`); it is
+        # asked once per authority, not once per URL (a job's images on one address: 250,000 parses).
+        return is_http_url(plain.group(0) + "/")
+    return _HOST.fullmatch(host) is not None and (port is None or 0 < int(port) < 65536)
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
