@@ -157,6 +157,21 @@ def test_bad_webhooks_have_their_own_code() -> None:
     assert error.details == {"invalid_urls": ["mailto:x@example.com"], "invalid_count": 1}
 
 
+def test_a_misplaced_webhook_is_refused_among_the_other_shape_errors_and_an_unset_one_is_not() -> None:
+    error = refused({"lots": [lot("a", callback_url="https://h.example/x"), "b", lot("c", webhook_url=[])]})
+    assert error.details is not None and error.details["errors"] == [
+        {"lot_index": 0, "field": "callback_url", "problem": "misplaced: a lot's webhook goes in `webhook`",
+         "belongs_in": "lots[].webhook"},
+        {"lot_index": 1, "field": "lot", "problem": "not an object"},
+        {"lot_index": 2, "field": "webhook_url", "problem": "misplaced: a lot's webhook goes in `webhook`",
+         "belongs_in": "lots[].webhook"},
+    ]
+    # Unset spellings take the fast path's way: the lot is kept, not dropped.
+    kept = parse_submission({"webhook": "", "lots": [lot("a", webhook_url=None), lot("b", callback_url="")]},
+                            LIMITS)
+    assert [request.lot_id for request in kept.lots] == ["a", "b"]
+
+
 def test_the_image_limit_applies_to_one_lot_only() -> None:
     three = [{"url": f"https://x.example/{i}.jpg"} for i in range(3)]
     error = refused({"lots": [lot("a", images=three)]})

@@ -46,7 +46,9 @@ _ERRORS = {
     413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
           "(details.provided_lots, details.max_allowed) or LOT_TOO_LARGE (details.lot_index: a lot's JSON "
           "over 1 MB; details.lot_id: a lot whose event would not fit one Kafka message)"),
-    422: ("VALIDATION_ERROR (details.errors), INVALID_LANGUAGES (details.invalid_languages; "
+    422: ("VALIDATION_ERROR (details.errors; a webhook anywhere but `lots[].webhook` — `webhook`, "
+          "`webhook_url` or `callback_url` beside the lots, a lot's `webhook_url` or `callback_url` — is "
+          "one, named with `belongs_in`), INVALID_LANGUAGES (details.invalid_languages; "
           "details.use_instead maps a three-letter code such as `eng` to the BCP 47 tag to send), "
           "INVALID_IMAGE_URLS / INVALID_WEBHOOK_URLS (details.invalid_urls: not http(s), credentials in the "
           "URL, or a webhook host the SSRF guard refuses by address or by DNS, a name that does not resolve "

@@ -2,9 +2,10 @@
 
 The body is the orjson-parsed document; plain loops instead of per-lot pydantic models keep a
 25 MB request well under a second. The first failing rule decides the answer, in this order:
-shape of `lots` → lot count → languages → shape of each lot (lot ids: no control or format
-characters) → duplicate lot ids (equal in NFC) → image URLs → webhook URLs → (one lot only) image
-count. Lot ids are kept as sent; lot_ids.py says why.
+shape of `lots` → lot count → languages → a webhook beside the lots → shape of each lot (lot
+ids: no control or format characters; no webhook under another name) → duplicate lot ids (equal
+in NFC) → image URLs → webhook URLs → (one lot only) image count. Lot ids are kept as sent;
+lot_ids.py says why.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ DEFAULT_LANGUAGES = ("en",)
 # Lists in error details are cut here; the count fields tell the full size.
 MAX_LISTED = 100
 MAX_SHAPE_ERRORS = 20
+# Where a webhook URL is put by mistake. The contract takes it per lot, in `lots[].webhook`; sent
+# under these names it was ignored and the job accepted with `webhook_configured: false`, its
+# integrator believing webhooks set and never getting one. Only these names are refused, and only
+# holding something (a client serialising its unset options as null asks for no webhook): other
+# unknown fields are not, as neither v2.0 nor 1.x refused them.
+REQUEST_WEBHOOK_MISSPELLINGS = ("webhook", "webhook_url", "callback_url")
+LOT_WEBHOOK_MISSPELLINGS = ("webhook_url", "callback_url")
+_UNSET = (None, "")
+_WEBHOOK_HOME = "lots[].webhook"
 
 
 class LotRequest(NamedTuple):
@@ -88,6 +98,7 @@ def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
         raise validation_failed("`version` must be a non-empty string",
                                 {"errors": [{"field": "version", "problem": "not a non-empty string"}]})
     languages = _languages(document.get("languages", list(DEFAULT_LANGUAGES)), limits)
+    _no_webhook_beside_the_lots(document)
     parsed = _lots(lots, limits)
     _no_duplicates(parsed)
     _urls_valid(parsed, limits.allow_loopback_urls)
@@ -135,6 +146,17 @@ def _unknown_languages(invalid: list[Any]) -> ApiError:
     return validation_failed(message, details, code="INVALID_LANGUAGES")
 
 
+def _no_webhook_beside_the_lots(document: dict[str, Any]) -> None:
+    misplaced = [name for name in REQUEST_WEBHOOK_MISSPELLINGS if document.get(name) not in _UNSET]
+    if misplaced:
+        names = ", ".join(f"`{name}`" for name in misplaced)
+        verb = "is not a field" if len(misplaced) == 1 else "are not fields"
+        raise validation_failed(
+            f"{names} {verb} of the request: a webhook is set per lot, in `{_WEBHOOK_HOME}`",
+            {"errors": [{"field": name, "problem": "misplaced: a webhook is set per lot",
+                         "belongs_in": _WEBHOOK_HOME} for name in misplaced]})
+
+
 def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:
     parsed: list[LotRequest] = []
     errors: list[dict[str, Any]] = []
@@ -149,10 +171,14 @@ def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:
                     and (lot_id.isprintable() or not hidden_characters(lot_id))
                     and (info is None or (type(info) is str and len(info) <= max_info))
                     and (webhook is None or type(webhook) is str)
-                    and urls is not None and len(urls) <= max_images):
+                    and urls is not None and len(urls) <= max_images
+                    # LOT_WEBHOOK_MISSPELLINGS, spelt out: a loop per lot would cost 50,000 loops
+                    and lot.get("webhook_url") in _UNSET and lot.get("callback_url") in _UNSET):
                 parsed.append(LotRequest(lot_id, info or "", urls, webhook or None))
                 continue
-        errors.extend({"lot_index": index, "field": f, "problem": p} for f, p in _lot_problems(lot, limits))
+        errors.extend({"lot_index": index, "field": f, "problem": p}
+                      | ({"belongs_in": _WEBHOOK_HOME} if f in LOT_WEBHOOK_MISSPELLINGS else {})
+                      for f, p in _lot_problems(lot, limits))
         if len(errors) >= MAX_SHAPE_ERRORS:
             break
     if errors:
@@ -194,6 +220,9 @@ def _lot_problems(lot: Any, limits: Limits) -> Iterator[tuple[str, str]]:
     webhook = lot.get("webhook")
     if webhook is not None and not isinstance(webhook, str):
         yield "webhook", "not a string"
+    for name in LOT_WEBHOOK_MISSPELLINGS:
+        if lot.get(name) not in _UNSET:
+            yield name, "misplaced: a lot's webhook goes in `webhook`"
     images = lot.get("images")
     if images is None:
         return
