@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -175,3 +176,29 @@ def test_a_retry_refused_for_the_batch_limit_leaves_its_key_free(
     # Reserved before it was counted, and released with the 429: held, the next call in the
     # minute after would have been told 409 in progress, for a retry nobody was making.
     assert held == []
+
+
+def test_asking_again_for_a_made_retry_answers_it_while_every_intake_slot_is_taken(
+        settings: ServiceSettings, engine: Engine) -> None:
+    with running_gateway(settings, engine, intake_slots=1, intake_wait_s=1.0, max_lot_bytes=2000) as gateway:
+        job_id, _failed = finished_job_with_failures(gateway, engine)
+        made = retry(gateway, job_id)
+        assert made.status_code == 201, made.text
+        taken: list[httpx2.Response] = []
+        with engine.connect() as blocker:
+            # A big job's one durable write waits on the outbox table, holding the only slot.
+            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+            sending = threading.Thread(target=lambda: taken.append(gateway.submit(make_lots(30))))
+            sending.start()
+            deadline = time.monotonic() + 20
+            while gateway.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") != 1:
+                assert time.monotonic() < deadline, "the job never took the slot"
+                time.sleep(0.05)
+            again = retry(gateway, job_id)
+            blocker.rollback()
+        sending.join(30)
+
+    # Only reading the retry it names, the call was refused 503 INTAKE_BUSY with the big job's.
+    assert again.status_code == 200, again.text
+    assert again.json()["job_id"] == made.json()["job_id"] and again.headers["idempotent-replayed"] == "true"
+    assert taken[0].status_code == 201, taken[0].text

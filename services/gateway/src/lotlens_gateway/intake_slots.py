@@ -6,7 +6,8 @@ several hundred bytes to a few KB per lot: a 12 MB body of 50,000 lots took the 
 first kind sent at once to 714 MB. Nothing bounded that, so a few big jobs at once could take a
 pod past its memory limit, and the kill ended every request it was serving. Now a body bigger
 than one lot can be takes one of `slots` from when it is read until its answer (so does a retry of
-a job's failed lots, read from the database); one that finds none free waits up to `wait_s` for
+a job's failed lots, read from the database, while it makes its new job: one that finds it made
+takes none); one that finds none free waits up to `wait_s` for
 one, then gets 503 with `Retry-After` (nothing written). Bodies of one lot's size or less (every
 synchronous lot, small jobs) take none: rate limits bound them, and one queued behind a
 synchronous call would wait up to 300 s.

@@ -31,7 +31,8 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
                  "time, 200 after). 409 `JOB_NOT_FINISHED` while the job runs, 409 `NO_FAILED_LOTS` when "
                  "nothing failed, 409 `IDEMPOTENCY_KEY_IN_PROGRESS` (with `Retry-After`) while another "
                  "call for the job is making its retry. The call that makes the new job counts against the "
-                 "batch rate limit; one answered with it (200) or with 409 `IDEMPOTENCY_KEY_IN_PROGRESS` "
+                 "batch rate limit and takes an intake slot (503 `INTAKE_BUSY` when none frees up in time); "
+                 "one answered with it (200, no slot needed) or with 409 `IDEMPOTENCY_KEY_IN_PROGRESS` "
                  "does not (each counts as a poll, as every job-addressed call does)."),
     responses={200: {"model": schemas_jobs.RetryAccepted, "description": "The retry job of an earlier call"},
                **schemas.error_responses(401, 403, 404, 429, 503, own={
@@ -41,18 +42,22 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
 async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Answer with the retry job, making it on the first call (in an intake slot: it may hold
     as many lots as a submission)."""
-    async with deps.intake.hold():
-        return await _retry(job_id, client_id, deps)
-
-
-async def _retry(job_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse:
-    store, new_id = deps.store, retry_job_id(job_id)
-    job, failed = await run_in_threadpool(store.job_and, job_id, client_id, failed_lots)
-    earlier = await run_in_threadpool(store.find_job, new_id, client_id)
+    new_id = retry_job_id(job_id)
+    # A retry already made is only read: answered before the slot, a repeated call waited behind
+    # the big jobs in intake and was refused 503 `INTAKE_BUSY` for a job that existed. Being the
+    # client's, it also says the job it retries is theirs.
+    earlier = await run_in_threadpool(deps.store.find_job, new_id, client_id)
     if earlier is not None:
         return JSONResponse(retry_body(earlier), headers=_REPLAYED)
+    async with deps.intake.hold():
+        return await _retry(job_id, new_id, client_id, deps)
+
+
+async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) -> JSONResponse:
+    job, failed = await run_in_threadpool(deps.store.job_and, job_id, client_id, failed_lots)
     submission = retry_submission(job, failed or [])
-    # Two calls at once: the second is told 409 in progress (a later call replays), no second job.
+    # Two calls at once: the second is told 409 in progress (a later call replays), no second job;
+    # one made since the read above is replayed from the key (answered in the job's transaction).
     # Reserved before the call is counted, as a submission's Idempotency-Key is: counted first, a
     # client asking again while its retry was being made (its first call timed out) used up its
     # batch quota and, at the limit, was told 429 to wait a minute for a job already being made.
