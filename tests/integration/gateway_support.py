@@ -26,7 +26,7 @@ import openai
 import uvicorn
 from confluent_kafka import Consumer
 from fastapi import FastAPI
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, func, insert, select, text
 
 from lotlens_common import signing
 from lotlens_common.db import make_engine
@@ -331,3 +331,11 @@ def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelop
                 return read_to_end(bootstrap, topic)
         assert time.monotonic() < deadline, f"the relay did not publish the rows of {topic}"
         time.sleep(0.1)
+
+
+def waiting_on_a_lock(engine: Engine, query: str) -> bool:
+    """Whether a statement starting with `query` waits on a lock in this database."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())

@@ -3,18 +3,22 @@ reservation left by a request that died."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx2
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.idempotency import IdempotencyStore
+from lotlens_gateway.idempotency import IdempotencyStore, request_hash
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
-from tests.integration.gateway_support import make_lots, running_gateway
+from tests.integration.gateway_support import make_lots, running_gateway, waiting_on_a_lock
 
 pytestmark = pytest.mark.integration
 
@@ -76,3 +80,33 @@ def test_a_replay_is_answered_before_the_rate_limit_and_uses_none_of_it(
         assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
         limited = gw.submit(make_lots(2))  # the limit itself holds
         assert limited.status_code == 429 and limited.json()["code"] == "RATE_LIMIT_EXCEEDED"
+
+
+def test_a_key_released_while_a_resend_reads_it_is_the_resend_s_to_take_not_a_500(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # The first request under a key is refused (a 429, say) and releases the key just as its
+    # resend, having found the key taken, reads it: the read found no row and answered 500.
+    with running_gateway(settings, engine) as gw:
+        lots, key = make_lots(2), new_id("k-")
+        body = json.dumps({"signature": gw.lots_signature(lots), "version": "1.0.0", "languages": ["en"],
+                           "lots": lots}).encode()
+        gw.deps.idempotency.reserve(gw.client_id, key, request_hash(body), datetime.now(UTC))
+        with ThreadPoolExecutor(1) as pool, engine.connect() as first:
+            # The first request's release takes the row's lock, then deletes it; the lock keeps the
+            # resend between its insert (the key taken) and its read, as a slower thread would.
+            mine = {"client": gw.client_id, "key": key}
+            first.execute(text("SELECT 1 FROM idempotency_keys WHERE client_id = :client AND key = :key "
+                               "FOR UPDATE"), mine)
+            resend = pool.submit(httpx2.post, f"{gw.url}/api/v1/generate-descriptions", content=body,
+                                 headers={"Idempotency-Key": key}, timeout=60)
+            deadline = time.monotonic() + 30
+            while not waiting_on_a_lock(engine, "SELECT idempotency_keys."):
+                assert time.monotonic() < deadline and not resend.done(), "the resend never read the key"
+                time.sleep(0.05)
+            first.execute(text("DELETE FROM idempotency_keys WHERE client_id = :client AND key = :key"), mine)
+            first.commit()
+            answer = resend.result(timeout=60)
+        assert answer.status_code == 201, answer.text
+        replayed = httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body,
+                               headers={"Idempotency-Key": key}, timeout=60)
+        assert replayed.headers["idempotent-replayed"] == "true" and replayed.json() == answer.json()

@@ -28,6 +28,7 @@ from tests.integration.gateway_support import (
     insert_running_job,
     make_lots,
     running_gateway,
+    waiting_on_a_lock,
 )
 
 pytestmark = pytest.mark.integration
@@ -127,14 +128,6 @@ def test_the_sdk_and_the_command_retry_failed_lots(gateway: Gateway, engine: Eng
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
     assert printed["job_id"] == accepted.job_id and printed["retry_of"] == job_id
-
-
-def waiting_on_a_lock(engine: Engine, query: str) -> bool:
-    """Whether a statement starting with `query` waits on a lock in this database."""
-    with engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
 
 
 def test_asking_again_while_the_retry_is_being_made_or_after_is_not_counted_against_the_batch_limit(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, select, update
+from sqlalchemy import Connection, Engine, RowMapping, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import idempotency_keys as keys
@@ -33,6 +33,8 @@ HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
 # Expired keys are purged by about one request in this many.
 _PURGE_ONE_IN = 100
+# Reservations tried while the key's holders keep releasing it between our insert and our read.
+_RESERVE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,12 @@ class Replay:
 def request_hash(body: bytes) -> str:
     """The fingerprint a key is bound to: SHA-256 of the raw body."""
     return hashlib.sha256(body).hexdigest()
+
+
+def _in_progress(key: str) -> ApiError:
+    return ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
+                    f"A request with this {HEADER} is still being processed; retry later",
+                    details={"idempotency_key": key}, headers={"Retry-After": "5"})
 
 
 def check_key(key: str) -> str:
@@ -88,15 +96,9 @@ class IdempotencyStore:
         if random.randrange(_PURGE_ONE_IN) == 0:
             self._purge(now)
         with self._engine.begin() as conn:
-            inserted = conn.execute(
-                insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now)
-                .on_conflict_do_nothing(index_elements=["client_id", "key"]).returning(keys.c.key)).first()
-            self._metrics.db("create")
-            if inserted is not None:
+            row = self._reserved_or_held(conn, client_id, key, fingerprint, now)
+            if row is None:
                 return None
-            row = conn.execute(select(keys).where(keys.c.client_id == client_id, keys.c.key == key)
-                               .with_for_update()).mappings().one()
-            self._metrics.db("read")
             expired = row["created_at"] < now - self._ttl
             stale = row["status_code"] is None and row["created_at"] < now - self._stale
             if expired or (stale and row["request_hash"] == fingerprint):
@@ -110,10 +112,27 @@ class IdempotencyStore:
                            f"This {HEADER} was already used with a different request body",
                            details={"idempotency_key": key})
         if row["status_code"] is None:
-            raise ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
-                           f"A request with this {HEADER} is still being processed; retry later",
-                           details={"idempotency_key": key}, headers={"Retry-After": "5"})
+            raise _in_progress(key)
         return Replay(int(row["status_code"]), dict(row["response_body"]))
+
+    def _reserved_or_held(self, conn: Connection, client_id: str, key: str, fingerprint: str,
+                          now: datetime) -> RowMapping | None:
+        """Insert the reservation (None), or the row that holds the key, locked for the caller."""
+        for _ in range(_RESERVE_ATTEMPTS):
+            inserted = conn.execute(
+                insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now)
+                .on_conflict_do_nothing(index_elements=["client_id", "key"]).returning(keys.c.key)).first()
+            self._metrics.db("create")
+            if inserted is not None:
+                return None
+            row = conn.execute(select(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+                               .with_for_update()).mappings().first()
+            self._metrics.db("read")
+            if row is not None:
+                return row
+            # Released between the two statements (its request failed): the key is free again, and
+            # the insert is tried anew. Read with `one()`, that release was a 500.
+        raise _in_progress(key)
 
     def complete(self, client_id: str, key: str, status_code: int, body: dict[str, Any]) -> None:
         """Store the answer to replay."""
