@@ -12,12 +12,14 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, JobCompleted, TranslationCompleted, VisionCompleted
 from lotlens_common.model.usage import Usage
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.handlers import handle
+from lotlens_result_store.usage import job_usage
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
 from tests.conftest import Infra
 from tests.integration.result_store.support import completions, job_row, job_script
+from tests.integration.webhook_dispatcher.support import KafkaDown
 
 pytestmark = pytest.mark.integration
 
@@ -68,4 +70,36 @@ def test_a_cancelled_jobs_usage_is_readable_once_its_completion_is_announced(
     assert announced.event.usage is not None
     usage = announced.event.usage.model_dump(mode="json")
     assert producer.read == {script.job_id: usage}
+    assert job_row(engine, script.job_id)["usage"] == usage
+
+
+def test_a_cancelled_jobs_announcement_retried_later_carries_the_lots_finished_meanwhile(
+        settings: ServiceSettings, engine: Engine, infra: Infra, topics: TopicSettings) -> None:
+    # The first attempt summed the cancelled job's usage and committed it, then Kafka did not
+    # answer; the retry summed only jobs without a usage, so a lot whose answer (already paid)
+    # was projected in between was in the read models' lots but not in JobCompleted or the webhook.
+    producer = ReadOnAcknowledgement(settings, engine)
+    kafka_down = KafkaDown(settings.kafka, "result-store-test")
+    script = job_script(3)
+    spent = Usage(input_tokens=1000, output_tokens=200, estimated_cost_usd=0.002, model="o4-mini")
+    described = [Envelope(event=e.event.model_copy(update={"usage": spent}), client_id=e.client_id,
+                          occurred_at=e.occurred_at)
+                 for e in script.vision if isinstance(e.event, VisionCompleted)]
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC)))
+    handle(engine, producer, topics.completions, script.submissions + described[:1])
+    with pytest.raises(PublishError):
+        handle(engine, kafka_down, topics.completions, [cancel])
+    assert not completions(infra, topics, script.job_id)
+    # The answer of a lot already in OpenAI's batch, projected before the announcement's retry.
+    handle(engine, producer, topics.completions, described[1:2])
+
+    [announced] = completions(infra, topics, script.job_id)
+    assert isinstance(announced.event, JobCompleted) and announced.event.usage is not None
+    usage = announced.event.usage.model_dump(mode="json")
+    with engine.connect() as conn:
+        [of_the_lots] = job_usage(conn, [script.job_id]).values()
+    assert usage == of_the_lots.model_dump(mode="json"), "JobCompleted's usage is not the lots'"
+    assert announced.event.usage.input_tokens == 2 * spent.input_tokens
+    assert producer.read == {script.job_id: usage}, "the webhook reads another usage"
     assert job_row(engine, script.job_id)["usage"] == usage

@@ -7,9 +7,9 @@ counters that finished it. `publish_completions` runs after the commit: it publi
 then sets `completion_published`. A crash in between announces a job twice, under one event id
 (the dispatcher dedupes, and so can a subscriber), never zero times; the startup sweep covers a
 crash right after the commit, and the sweep after a rebuild's swap the jobs it finished (`sweeps`).
-Whatever the announcement says is committed before it goes out (a cancelled job's usage is summed
-in a transaction of its own first): read models a dispatcher reads on `JobCompleted` never lack
-what the event carries.
+Whatever the announcement says is committed before it goes out (the usage is summed from the
+job's lots in a transaction of its own first, at every attempt): read models a dispatcher reads on
+`JobCompleted` never lack what the event carries.
 """
 
 from __future__ import annotations
@@ -158,16 +158,20 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
 
 
 def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
-    """Sum the usage of the unannounced terminal jobs without one (a cancelled job's, from what its
-    lots got done; a settled job has its own), committed before their announcement: summed in the
-    transaction that marks them announced, it was read only after Kafka had acknowledged
-    `JobCompleted`, and a dispatcher reading the job meanwhile sent (and cached) it without."""
+    """Sum the usage of the unannounced terminal jobs from their lots as they are now, committed
+    before their announcement: summed in the transaction that marks them announced, it was read
+    only after Kafka had acknowledged `JobCompleted`, and a dispatcher reading the job meanwhile
+    sent (and cached) it without.
+
+    Summed again at every attempt, also for a job that has a usage (its settlement's, or an
+    earlier attempt's): a cancelled job's lots already in OpenAI's batches still get their answers,
+    paid, after the cancel. Summed once, a first attempt that Kafka did not acknowledge froze the
+    usage, and the retry announced less than the job's lots in the read models said."""
     with engine.begin() as conn:
         lock_read_models(conn)
-        unsummed = execute(conn, "select_unsummed", unannounced.with_only_columns(jobs.c.job_id)
-                           .where(jobs.c.usage.is_(None)).order_by(jobs.c.job_id).with_for_update()
-                           ).scalars().all()
-        usages = job_usage(conn, list(unsummed)) if unsummed else {}
+        job_ids = execute(conn, "select_unannounced", unannounced.with_only_columns(jobs.c.job_id)
+                          .order_by(jobs.c.job_id).with_for_update()).scalars().all()
+        usages = job_usage(conn, list(job_ids)) if job_ids else {}
         if usages:
             execute(conn, "sum_usage", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
                 usage=bindparam("usage")),
