@@ -4,9 +4,10 @@ Standard Webhooks signs with the secret's decoded bytes, which is what the offic
 do with a `whsec_` string (`Webhook(secret)`). A client has one current secret (no expiry) and,
 after a rotation, the previous ones until their overlap ends; every live secret signs each
 delivery, so a receiver can switch secrets at any moment of the overlap.
-The gateway makes a missing current secret at start-up and again at its relay's minute-ly prune
-(which also deletes the secrets whose overlap has ended); `lotlens-admin clients` shows, rotates
-and deletes.
+The gateway makes a missing current secret at start-up (PostgreSQL unreachable then: at its
+relay's minute-ly prune, which also deletes the secrets whose overlap has ended), and never again
+while it runs: a secret deleted afterwards was deleted on purpose (`lotlens_gateway.relay`);
+`lotlens-admin clients` shows, rotates and deletes.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ import openai
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
-from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer
 from lotlens_common.urls import Resolver, resolve_host
@@ -39,15 +38,14 @@ log = logging.getLogger(__name__)
 DATABASE_PING_TIMEOUT_S, DATABASE_PING_THREADS = 3.0, 2
 
 
-def _ensure_webhook_secrets(engine: Engine, settings: GatewaySettings) -> None:
+def _make_missing_secrets(relay: Relay) -> None:
     """Every client can verify webhooks the Standard Webhooks way from its first job on.
 
     A database that is down does not keep the gateway from starting (health reports it); the
     secrets are then made by the relay's minute-ly prune once it is back (`Relay.prune`).
     """
     try:
-        with engine.begin() as conn:
-            webhook_secrets.ensure(conn, settings.clients)
+        relay.make_missing_secrets()
     except DBAPIError as exc:
         log.warning("clients' webhook secrets not checked, the database is unreachable: %s", exc)
 
@@ -66,7 +64,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     webhook hosts (build `images_http` with the same one).
     """
     metrics = metrics or GatewayMetrics()
-    _ensure_webhook_secrets(engine, settings)
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes,
@@ -76,6 +73,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     outbox = Outbox(engine, metrics, settings.max_event_bytes)
     topics = (settings.topics.submissions, settings.topics.completions)
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
+    _make_missing_secrets(relay)
     outbox.on_append(relay.wake)
     store = JobStore(engine, metrics, read_engine)
     metrics.registry.register(GroupLagCollector(

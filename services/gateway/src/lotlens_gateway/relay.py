@@ -21,9 +21,15 @@ index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
 
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
 projected them, even through a Kafka outage) and then deleted. The same minute-ly prune deletes
-clients' webhook secrets whose rotation overlap has ended, and makes the configured clients'
-missing ones: the gateway owns that table too. Made at start-up alone, a client whose secret
-PostgreSQL could not store then had none until the next restart.
+clients' webhook secrets whose rotation overlap has ended: the gateway owns that table too.
+
+The configured clients' missing secrets are made once per process (`make_missing_secrets`): at
+start-up, and at the prunes after it until PostgreSQL has taken them (tried at start-up alone, a
+client whose secret could not be stored then had none until the next restart). Once made, a
+secret goes missing only when an operator deletes it (`lotlens-admin clients delete`), and this
+process's configuration is older than that decision: made again at every prune, a replica still
+running a configuration a rollout removed the client from brought its secret back after every
+delete. A gateway started later with the client configured makes it again.
 """
 
 from __future__ import annotations
@@ -102,7 +108,7 @@ class RelaySettings:
     sweep_s: float = 5.0
     retention_s: float = 3600.0
     prune_every_s: float = 60.0
-    # The configured clients: each is given a `whsec_` webhook secret at each prune if it has none.
+    # The configured clients: those without a `whsec_` webhook secret get one (`make_missing_secrets`).
     clients: tuple[str, ...] = ()
 
 
@@ -127,6 +133,7 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None  # set by `stop`: the last rounds end by then
         self._last_prune = 0.0
+        self._secrets_made = False
         self._backlogged: set[str] = set()
         self._last_observed = -_OBSERVE_EVERY_S
 
@@ -314,10 +321,18 @@ class Relay:
         age = (utc_now() - oldest).total_seconds() if oldest is not None else 0.0
         self._metrics.outbox_oldest_age.set(max(age, 0.0))
 
+    def make_missing_secrets(self) -> None:
+        """Give each configured client without a current `whsec_` secret one (at start-up, then at
+        each prune until it has succeeded once: see the module's docstring)."""
+        with self._engine.begin() as conn:
+            webhook_secrets.ensure(conn, self._settings.clients)
+        self._secrets_made = True
+
     def prune(self) -> int:
         """Delete rows published longer than the retention period ago, `PRUNE_ROWS` per
         transaction and at most `PRUNE_ROUNDS` of those per call, and webhook secrets past their
-        overlap (making the configured clients' missing ones); how many rows went.
+        overlap (and make the configured clients' missing ones, until that has succeeded once);
+        how many rows went.
 
         In one statement, an hour after a long Kafka outage each replica deleted the whole backlog
         at once (250,000 rows with their payloads): the replicas queued on each other's row locks
@@ -336,9 +351,8 @@ class Relay:
         with self._engine.begin() as conn:
             # Kept, every rotated-out secret stayed for good after it stopped signing.
             retired = webhook_secrets.prune(conn, utc_now())
-            # Made at start-up alone, a secret PostgreSQL could not store then was missing until
-            # the next restart, and the client's webhooks waited for it.
-            webhook_secrets.ensure(conn, self._settings.clients)
+        if not self._secrets_made:
+            self.make_missing_secrets()
         if retired:
             log.info("deleted %d webhook secrets past their rotation overlap", retired)
         return pruned

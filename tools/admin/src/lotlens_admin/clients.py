@@ -1,11 +1,13 @@
 """`lotlens-admin clients`: each client's Standard Webhooks secrets (`whsec_…`), shown and rotated.
 
-The gateway gives every configured client a secret (at its start, and within a minute of one going
-missing: its relay's prune); `rotate` makes a new one and lets the old one keep signing for the
-overlap, so the integrator can switch receivers without a gap. Secrets are printed only by
+The gateway gives every configured client a secret when it starts (PostgreSQL unreachable then:
+within a minute of its return); `rotate` makes a new one and lets the old one keep signing for
+the overlap, so the integrator can switch receivers without a gap. Secrets are printed only by
 `secret`, which an operator runs to hand one to its client.
 Every command refuses a client with no secret: the gateway makes one for each configured client,
-so none means a mistyped id. `delete` removes a client's secrets once it is no longer configured.
+so none means a mistyped id. `delete` removes a client's secrets once it is no longer configured;
+the running gateways never make them again (those still running a configuration that has the
+client, during its rollout, included), only a gateway started with the client configured.
 
 Clients are configured in the gateway's `LOTLENS_CLIENTS`, not in the database: where this
 process's environment has it (read as the gateway reads it, ids only), `list` says where each
@@ -64,10 +66,10 @@ def _list(_args: argparse.Namespace) -> int:
         until = _minute(row.expires_at) if row.expires_at else "current"
         print(f"{row.client_id}\twhsec_…{row.secret[-4:]}\tcreated {_minute(row.created_at)}"
               f"\tsigns until: {until}\t{_source(row.client_id, configured)}")
-    # Configured but without a secret: just configured or deleted (a running gateway configured
-    # with it makes one within a minute), or no gateway configured with it runs.
+    # Configured but without a secret: no gateway started since it was configured (or since its
+    # secret was deleted), or none could reach PostgreSQL since it started.
     for client_id in sorted((configured or set()) - {row.client_id for row in rows}):
-        print(f"{client_id}\tno secret yet (the gateway makes it within a minute)\t\t\t{CONFIGURED}")
+        print(f"{client_id}\tno secret yet (a gateway started with it makes it)\t\t\t{CONFIGURED}")
     return 0
 
 
@@ -111,8 +113,8 @@ def _delete(args: argparse.Namespace) -> int:
         # Deleted, its secret came back at the gateway's next start (its webhooks unsigned until
         # then) while the command said it was done.
         print(f"lotlens-admin: client {args.client_id!r} comes from LOTLENS_CLIENTS: remove it there "
-              "(and restart the gateway and the dispatcher) first, or the gateway makes it a new secret "
-              "within a minute; nothing was deleted", file=sys.stderr)
+              "(and restart the gateway and the dispatcher) first, or its webhooks wait until a gateway "
+              "started with it makes it a new secret; nothing was deleted", file=sys.stderr)
         return 1
     engine = make_engine(ServiceSettings().database, "admin")
     with engine.begin() as conn:
@@ -123,14 +125,14 @@ def _delete(args: argparse.Namespace) -> int:
     print(f"deleted {deleted} webhook secrets of client {args.client_id}")
     if configured is None:
         print(f"lotlens-admin: LOTLENS_CLIENTS is not set here, so whether client {args.client_id!r} is "
-              "still configured was not checked: if it is, the gateway makes it a new secret within a "
-              "minute", file=sys.stderr)
+              "still configured was not checked: if it is, its webhooks wait until a gateway started "
+              "with it (restart them) makes it a new secret", file=sys.stderr)
     return 0
 
 
 def _known(conn: Connection, client_id: str) -> bool:
     """Whether the client is one of ours: the gateway gives every configured client a current
-    secret (at its start and within a minute after), so a client without one is a typo (making
+    secret (at its start), so a client without one is a typo (making
     one for it printed a live secret for nobody, and rotating nobody left the real client's
     leaked secret signing)."""
     return bool(webhook_secrets.live(conn, client_id, utc_now()))
@@ -138,7 +140,7 @@ def _known(conn: Connection, client_id: str) -> bool:
 
 def _unknown(client_id: str, what: str) -> int:
     print(f"lotlens-admin: client {client_id!r} {what}; nothing was changed (`lotlens-admin clients "
-          "list` shows the clients; the gateway makes a configured client's secret within a minute)",
+          "list` shows the clients; the gateway makes a configured client's secret at its start)",
           file=sys.stderr)
     return 1
 
@@ -173,7 +175,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     rotate.set_defaults(handler=_rotate)
     delete = commands.add_parser(
         "delete", help="delete every secret of a client no longer configured; refused for one in this "
-        "environment's LOTLENS_CLIENTS (the gateway would make it a new secret within a minute, its "
+        "environment's LOTLENS_CLIENTS (a gateway started with it would make it a new secret, its "
         "webhooks held until then)")
     delete.add_argument("client_id")
     delete.set_defaults(handler=_delete)
