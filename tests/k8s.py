@@ -24,6 +24,7 @@ TARGETS = ("base", "overlays/local", "overlays/production")
 KUBERNETES_VERSION = "v1.34.0"
 CRDS = sorted([*(ROOT / "deploy" / "schemas" / "keda").glob("*.yaml"),
                *(ROOT / "deploy" / "schemas" / "prometheus-operator").glob("*.yaml")])
+Doc = dict[str, Any]
 
 
 @functools.cache
@@ -34,16 +35,28 @@ def tools() -> Path:
 
 
 @functools.cache
-def build(target: str) -> str:
-    """`kustomize build` of a target directory under deploy/k8s."""
+def build(target: str | Path) -> str:
+    """`kustomize build` of a target directory under deploy/k8s (or of a kustomization elsewhere)."""
     done = subprocess.run([str(tools() / "kustomize"), "build", str(K8S / target)],
                           capture_output=True, text=True, check=True)
     return done.stdout
 
 
-def objects(target: str) -> list[dict[str, Any]]:
+def objects(target: str | Path) -> list[Doc]:
     """The objects a target builds to."""
     return [doc for doc in yaml.safe_load_all(build(target)) if doc]
+
+
+def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
+    """The objects of a kind (and name)."""
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+
+
+def one(docs: list[Doc], kind: str, name: str) -> Doc:
+    """The one object of a kind and name."""
+    found = find(docs, kind, name)
+    assert len(found) == 1, f"{kind} {name}: {len(found)}"
+    return found[0]
 
 
 def _strict(schema: Any) -> Any:

@@ -1,22 +1,20 @@
 """deploy/k8s, as `kustomize build` renders the base and each overlay: the references between objects
 hold, every Deployment is probed, disrupted and scaled the intended way, and the Secret is wired.
 
-(tests/unit/test_k8s_validation.py checks the same output against the Kubernetes and KEDA schemas.)
+(tests/unit/test_k8s_validation.py checks the same output against the Kubernetes and KEDA schemas,
+tests/unit/test_k8s_scaling.py what scales each consumer.)
 """
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
-from lotlens_common.settings import TopicSettings
 from lotlens_gateway.shutdown import SHUTDOWN_S
-from tests.k8s import K8S, ROOT, TARGETS, objects
+from tests.k8s import K8S, ROOT, TARGETS, Doc, find, objects, one
 
 NAMESPACE, CONFIGMAP, SECRET = "lotlens", "lotlens-config", "lotlens-secrets"
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
@@ -31,35 +29,6 @@ SECRETS_NEEDED = {
     "webhook-dispatcher": {"DATABASE_URL", "LOTLENS_CLIENTS"},
 }
 KAFKA_CREDENTIALS = {"KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"}
-GROUP_SETTINGS = {  # where each consumer's group id is defined
-    "vision-batcher": ("vision-batcher", "VisionBatcherSettings", "group_id"),
-    "translator": ("translator", "TranslatorSettings", "group_id"),
-    "result-store": ("result-store", "ResultStoreSettings", "group_id"),
-    "webhook-dispatcher": ("webhook-dispatcher", "DispatcherSettings", "consumer_group"),
-}
-Doc = dict[str, Any]
-
-
-def find(docs: list[Doc], kind: str, name: str | None = None) -> list[Doc]:
-    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
-
-
-def one(docs: list[Doc], kind: str, name: str) -> Doc:
-    found = find(docs, kind, name)
-    assert len(found) == 1, f"{kind} {name}: {len(found)}"
-    return found[0]
-
-
-def class_default(service: str, class_name: str, field: str) -> object:
-    """A settings field's default, read from the source."""
-    path = next((ROOT / "services" / service / "src").glob("*/config.py"))
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ClassDef) and node.name == class_name:
-            for item in node.body:
-                if (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)
-                        and item.target.id == field and item.value is not None):
-                    return ast.literal_eval(item.value)
-    raise AssertionError(f"{class_name}.{field} not in {path}")
 
 
 def env_file_keys(path: Path) -> set[str]:
@@ -163,46 +132,6 @@ def test_the_gateway_serves_metrics_and_probes_on_its_ops_port_which_no_service_
     for service in find(docs, "Service"):
         targets = {port["targetPort"] for port in service["spec"]["ports"]}
         assert not targets & {"ops", ports["ops"]}, service["metadata"]["name"]
-
-
-def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
-        target: tuple[str, list[Doc]]) -> None:
-    name, docs = target
-    config = one(docs, "ConfigMap", CONFIGMAP)["data"]
-    for service in CONSUMERS:
-        scaled = one(docs, "ScaledObject", f"lotlens-{service}")
-        assert scaled["spec"]["scaleTargetRef"]["name"] == f"lotlens-{service}"
-        assert scaled["spec"]["minReplicaCount"] == 1
-        assert scaled["spec"]["maxReplicaCount"] == int(config["LOTLENS_TOPIC_PARTITIONS"]), (name, service)
-        (trigger,) = scaled["spec"]["triggers"]
-        assert trigger["type"] == "kafka"
-        metadata = trigger["metadata"]
-        assert metadata["consumerGroup"] == class_default(*GROUP_SETTINGS[service])
-        assert metadata["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS" in config
-        assert "bootstrapServers" not in metadata
-        if name == "overlays/production":
-            assert (metadata["sasl"], metadata["tls"]) == ("scram_sha512", "enable")
-            auth = one(docs, "TriggerAuthentication", trigger["authenticationRef"]["name"])
-            refs = auth["spec"]["secretTargetRef"]
-            assert {r["parameter"]: r["key"] for r in refs} == {
-                "username": "KAFKA_SASL_USERNAME", "password": "KAFKA_SASL_PASSWORD"}
-            assert {r["name"] for r in refs} == {SECRET}
-        else:
-            assert "authenticationRef" not in trigger
-
-
-def test_the_translator_scales_on_the_lag_of_the_described_lots_not_of_every_submission(
-        target: tuple[str, list[Doc]]) -> None:
-    # Its group also reads the submissions, for cancellations only: it passes every LotSubmitted
-    # over unread. Lag summed over every topic (no `topic`) scaled it to the partition count for
-    # each big job's submissions, hours before a single lot was described. The result-store acts
-    # on every topic its group reads, so its lag is summed over all of them.
-    _, docs = target
-    work = {"vision-batcher": "submissions", "translator": "vision", "webhook-dispatcher": "completions"}
-    for service in CONSUMERS:
-        [trigger] = one(docs, "ScaledObject", f"lotlens-{service}")["spec"]["triggers"]
-        wanted = TopicSettings.model_fields[work[service]].default if service in work else None
-        assert trigger["metadata"].get("topic") == wanted, (service, trigger["metadata"].get("topic"))
 
 
 def test_env_comes_from_the_configmap_and_the_secret_with_least_privilege(

@@ -22,7 +22,7 @@ def main() -> None:
     settings = TranslatorSettings()
     languages.preload()
     serve_stage(settings, settings.stage, settings.group_id,
-                [settings.topics.vision, settings.topics.submissions],
+                [settings.work_topic(), settings.topics.submissions],
                 TranslationStage(settings.topics.translation, settings.models,
                                  billed_share=settings.billed_share()),
                 partial(handle, topic=settings.topics.translation), settings.metrics_port, HANDLED)

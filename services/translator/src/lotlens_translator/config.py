@@ -16,3 +16,8 @@ class TranslatorSettings(ServiceSettings):
     stage: StageSettings = Field(default_factory=StageSettings)
     metrics_port: int = 0
     group_id: str = "lotlens-translator"
+
+    def work_topic(self) -> str:
+        """The topic the stage's lots come from (described by the vision stage); its group's lag
+        there is what KEDA scales it on. The group also reads the submissions, for cancellations."""
+        return self.topics.vision

@@ -21,3 +21,7 @@ class VisionBatcherSettings(ServiceSettings):
     max_image_bytes: int = MAX_IMAGE_BYTES
     metrics_port: int = 0
     group_id: str = "lotlens-vision-batcher"
+
+    def work_topic(self) -> str:
+        """The topic the stage's lots come from; its group's lag there is what KEDA scales it on."""
+        return self.topics.submissions

@@ -55,6 +55,11 @@ class DispatcherSettings(ServiceSettings):
             raise ValueError("retry intervals must not be negative")
         return value
 
+    def work_topic(self) -> str:
+        """The topic of the finished jobs whose webhooks it schedules; its group's lag there is what
+        KEDA scales it on."""
+        return self.topics.completions
+
     @property
     def lease_s(self) -> float:
         """How long a claimed attempt is reserved for the instance that claimed it.
