@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import LotSubmitted, VisionCompleted
@@ -95,6 +95,15 @@ async def create_batch(rt: Stage[Any], tmp_path: Path, job_id: str, shard_id: st
         "notes", [f"https://img.test/{job_id}/{lot_id}.jpg"], ModelSettings())) for lot_id in lot_ids))
     file_id = await rt.batches.upload_batch_file(path)
     return await rt.batches.create_batch(file_id, batch_metadata("vision", job_id, shard_id, 1))
+
+
+def quota_wait_passes(engine: Engine, seconds: float) -> None:
+    """`seconds` of a quota pause go by: its moments, on the shard rows, move back as much."""
+    with engine.begin() as conn:
+        conn.execute(text(
+            "UPDATE stage_shards SET quota_paused_since = quota_paused_since - make_interval(secs => :s), "
+            "       quota_retry_at = quota_retry_at - make_interval(secs => :s) "
+            " WHERE quota_retry_at IS NOT NULL"), {"s": seconds})
 
 
 def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:

@@ -15,9 +15,10 @@ from sqlalchemy import Engine
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import housekeep, step
 from tests.conftest import new_id
-from tests.integration.stage.helpers import lot_statuses, open_lots, runtime, submit_lots
+from tests.integration.stage.helpers import lot_statuses, open_lots, quota_wait_passes, runtime, submit_lots
 from tests.integration.stage.release_support import lots_in, sent_in_a_project_now_gone, shard_row
 from tests.servers import image_host
 from tests.standin import Standin
@@ -88,7 +89,7 @@ def test_a_create_refused_for_the_quota_deletes_its_file_and_pauses_until_a_try_
             assert rt.unreadable and len(uploaded) == 1 and standin.stats()["batches_created"] == 0
             assert standin.control.get(f"/v1/files/{uploaded[0]}").status_code == 404
             assert lot_statuses(engine, "vision", job_2) == {"lot-0": store.WAITING}
-            rt.quota_retry_at = 0.0  # the wait is over: the refused shard is tried, and created
+            quota_wait_passes(engine, QUOTA_FIRST_WAIT_S)  # the refused shard is tried, and created
             deadline = time.monotonic() + 60
             while open_lots(engine, "vision", job_1) or open_lots(engine, "vision", job_2):
                 assert time.monotonic() < deadline, _statuses(engine, job_1, job_2)

@@ -25,6 +25,7 @@ from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Caused, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_common.topics import MAX_MESSAGE_BYTES
+from tests.unit.stage.fake_quota import QuotaRows
 
 
 @dataclass
@@ -38,10 +39,11 @@ class Row:
     last_error: str | None = None
 
 
-class FakeStore:
+class FakeStore(QuotaRows):
     """The work store in dicts; `locks` holds keys some other process has."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.rows: dict[str, Row] = {}
         self.shards_by_id: dict[str, Shard] = {}
         self.tokens: dict[str, int] = {}

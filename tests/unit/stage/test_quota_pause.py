@@ -13,7 +13,7 @@ import pytest
 from lotlens_common.model.errors import ModelQuotaExceededError, ModelUnavailableError
 from lotlens_common.model.openai_client import _mapped
 from lotlens_common.stage import metrics
-from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
+from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S, next_wait_s
 from tests.unit.stage.conftest import World, lots
 
 
@@ -59,13 +59,24 @@ def test_the_quota_pause_tries_one_shard_after_a_growing_wait_and_ends_with_a_ba
     world.batches.errors["create"] = [quota_refusal(), quota_refusal()]
     world.rounds()
     world.store.add(lots(2, job_id="job-2"))
-    world.stage.quota_retry_at = 0.0  # the minute passes: recovery tries the refused shard, refused
+    world.store.clock += QUOTA_FIRST_WAIT_S  # the minute passes: recovery tries the refused shard, refused
     world.rounds(3)
-    assert world.stage.quota_wait_s == 2 * QUOTA_FIRST_WAIT_S
+    pause = world.store.quota_pause()
+    assert pause is not None and pause.retry_in_s == 2 * QUOTA_FIRST_WAIT_S
     assert len(world.batches.uploaded_bytes) == 2 and world.batches.files == {}
-    world.stage.quota_retry_at = 0.0  # two more minutes: the try is taken, submitting resumes
+    world.store.clock += 2 * QUOTA_FIRST_WAIT_S  # two more minutes: the try is taken, submitting resumes
     world.rounds(3)
     assert not world.stage.unreadable and paused() == 0
     assert len(world.completed()) == 4 and len(world.batches.batches) == 2
     ended = [r.getMessage() for r in caplog.records if "creates batches again" in r.getMessage()]
     assert len(ended) == 1
+
+
+def test_tries_on_time_wait_one_two_four_eight_then_fifteen_minutes() -> None:
+    # The schedule the process kept in memory (each wait twice the one before, at most 15 min),
+    # now from the pause's beginning on the rows alone, whichever instance tries.
+    paused_s, waits = 0.0, []
+    for _ in range(6):
+        waits.append(next_wait_s(paused_s))
+        paused_s += waits[-1]
+    assert [wait / 60 for wait in waits] == [1, 2, 4, 8, 15, 15]

@@ -196,6 +196,12 @@ stage_shards = Table(
     Column("released_by", Text),
     Column("released_at", DateTime(timezone=True)),
     Column("release_reason", Text),
+    # Set by the stage on a `building` shard whose batch OpenAI refused for the quota (429
+    # `insufficient_quota`): the stage-wide pause every instance holds (`stage/quota.py`), since
+    # when, why, and when its next try is due; cleared when any batch of the stage is created.
+    Column("quota_paused_since", DateTime(timezone=True)),
+    Column("quota_reason", Text),
+    Column("quota_retry_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     Index("ix_stage_shards_status", "stage", "status"),

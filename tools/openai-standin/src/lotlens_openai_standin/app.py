@@ -118,7 +118,7 @@ class _Gate:
         if path in ENDPOINTS:
             self.stats.direct_calls[path] = self.stats.direct_calls.get(path, 0) + 1
         # Every injected failure of every endpoint is answered here, before the endpoint runs.
-        fault = self.faults.take_fault(path)
+        fault = self.faults.take_fault(path, scope["method"])
         if fault is not None:
             await error_response(await fault_error(fault, self.faults))(scope, receive, send)
             return

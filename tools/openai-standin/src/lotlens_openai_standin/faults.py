@@ -20,13 +20,16 @@ FaultScope = Literal["files", "batches", "responses", "chat", "any"]
 
 
 class ApiFault(BaseModel):
-    """The next `count` requests in `scope` get this failure instead of their answer."""
+    """The next `count` requests in `scope` (of `method`, if given) get this failure instead of
+    their answer."""
 
     model_config = ConfigDict(extra="forbid")
 
     scope: FaultScope
     kind: FaultKind
     count: int = Field(default=1, ge=1)
+    # E.g. POST: OpenAI refuses a create for the quota while it still answers the listings.
+    method: Literal["GET", "POST", "DELETE"] | None = None
     # A timeout holds the request this long, then answers 504 (the client has usually given up).
     seconds: float = Field(default=30.0, ge=0)
 
@@ -92,8 +95,9 @@ class Faults:
                 self.batch_outcome, self.batch_outcome_count = None, None
         return outcome
 
-    def take_fault(self, path: str) -> ApiFault | None:
-        """The failure for a request to `path` arriving now, consuming it (None: answer normally)."""
+    def take_fault(self, path: str, method: str = "GET") -> ApiFault | None:
+        """The failure for a `method` request to `path` arriving now, consuming it (None: answer
+        normally)."""
         scope = scope_of(path)
         if scope is None:
             return None
@@ -106,7 +110,7 @@ class Faults:
             return ApiFault(scope=scope, kind="server_error")
         for entry in self.api_faults:
             fault = ApiFault.model_validate(entry)
-            if fault.scope in (scope, "any"):
+            if fault.scope in (scope, "any") and fault.method in (None, method):
                 entry["count"] -= 1
                 self.api_faults = [e for e in self.api_faults if e["count"] > 0]
                 return fault

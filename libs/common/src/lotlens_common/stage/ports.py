@@ -111,6 +111,16 @@ class Shard:
     created_at: float = 0.0
 
 
+@dataclass(frozen=True)
+class QuotaPause:
+    """The stage's pause while OpenAI refuses its batches for the quota, as the refused shards'
+    rows hold it (by the database's clock, which stamped them)."""
+
+    reason: str  # OpenAI's answer to the latest refused create
+    paused_s: float  # how long it has lasted
+    retry_in_s: float  # until its next try (<= 0: due)
+
+
 @dataclass
 class Settlement:
     """A chunk of a shard's lot outcomes, applied in one transaction."""
@@ -217,6 +227,24 @@ class WorkStore(Protocol[W]):
         """The shard needs no more attention (collected, or empty)."""
         ...
 
+    def quota_pause(self) -> QuotaPause | None:
+        """The stage's quota pause, if a `building` shard holds one."""
+        ...
+
+    def note_quota_refused(self, shard_id: str, reason: str, wait_s: float) -> None:
+        """OpenAI refused the `building` shard's batch for the quota: the stage's pause (begun
+        now, unless one holds) is held on its row until a try `wait_s` from now."""
+        ...
+
+    def take_quota_try(self, wait_s: float) -> bool:
+        """Take the due try of the stage's quota pause (its next one put `wait_s` from now);
+        whether this call took it (one conditional statement: of instances asking at once, one)."""
+        ...
+
+    def end_quota_pause(self) -> None:
+        """A batch was created: no shard holds the stage's quota pause any longer."""
+        ...
+
     def settle(self, job_id: str, settlement: Settlement) -> None:
         """Apply lot outcomes."""
         ...
@@ -268,14 +296,11 @@ class Stage(Generic[W]):
     settings: StageSettings
     # What pauses the stage, with why: shards whose batch cannot be read by id, until a listing
     # tells what became of it (while there is one, nothing new is built), a refused key
-    # (`key.py`), the quota (`quota.py`); `quota.may_build` says what each lets through.
+    # (`key.py`), the quota (`quota.py`: its rows are the record, this entry the process's
+    # view of it); `quota.may_build` says what each lets through.
     unreadable: dict[str, str] = field(default_factory=dict)
     # Whether the pauses recorded on the shard rows are held (`unreadable.take_up_recorded_pauses`).
     recorded_pauses_taken_up: bool = False
-    # While OpenAI refuses batches for the quota (`quota.py`): when the next try is due (a
-    # `time.monotonic()`), and the wait that led to it.
-    quota_retry_at: float = 0.0
-    quota_wait_s: float = 0.0
     # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on
     # (since `shrunk_at`, a Unix time).
     max_file_bytes: int | None = None

@@ -8,18 +8,23 @@ shards that stayed `building`. Now the refused create's file is deleted and the 
 logged once when it begins and once when it ends, with one try after a wait that grows from a
 minute to `QUOTA_MAX_WAIT_S`. No call short of a create shows that OpenAI takes batches again (a
 batch of one request to test it would be a real one, run and billed, under our metadata), so the
-try is a shard built as usual, the refused one first (recovery); a successful create ends the
-pause. The pause lives in the process's memory: a restart tries once at its first round.
+try is a shard built as usual: recovery's, of the oldest building shard (the refused one, or older); a
+successful create ends the pause.
+
+The pause is kept on the refused shard's row (`postgres_quota.py`), as an unreadable batch's is:
+held in the process's memory, it paused only the replica that was refused, and another one (or
+the same one restarted) uploaded and created again at once, N replicas N files a round. Every
+instance reads it before it claims or builds and again right before each upload, and each due
+try is taken on the rows by one instance of all.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
-from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, Stage
+from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, QuotaPause, Stage
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +33,77 @@ QUOTA_FIRST_WAIT_S = 60.0
 QUOTA_MAX_WAIT_S = 900.0
 
 
-def pause_for_quota(stage: Stage[Any], exc: ModelError) -> bool:
-    """Pause the stage if `exc` refused a call for the quota, until its next try (logged when the
-    pause begins); whether it did."""
+class QuotaPaused(Exception):
+    """The stage's quota pause holds (another instance took its try): nothing is uploaded."""
+
+
+def next_wait_s(paused_s: float) -> float:
+    """The wait after a try of a pause that has lasted `paused_s`: a minute more than that, at most
+    `QUOTA_MAX_WAIT_S`. Tries on time make it 1, 2, 4, 8, 15 minutes (each wait doubles the one
+    before) with nothing but the pause's beginning on record, whichever instance tries."""
+    return min(QUOTA_MAX_WAIT_S, QUOTA_FIRST_WAIT_S + max(paused_s, 0.0))
+
+
+def pause_for_quota(stage: Stage[Any], exc: ModelError, shard_id: str) -> bool:
+    """Pause the stage, for every instance, if `exc` refused the shard's batch for the quota,
+    until its next try (logged when the pause begins); whether it did."""
     if not isinstance(exc, ModelQuotaExceededError):
         return False
-    stage.quota_wait_s = min(QUOTA_MAX_WAIT_S, stage.quota_wait_s * 2 or QUOTA_FIRST_WAIT_S)
-    stage.quota_retry_at = time.monotonic() + stage.quota_wait_s
+    pause = stage.store.quota_pause()
+    wait_s = next_wait_s(pause.paused_s if pause is not None else 0.0)
+    stage.store.note_quota_refused(shard_id, str(exc), wait_s)
     if QUOTA_EXHAUSTED not in stage.unreadable:
         log.error("OpenAI refused a batch for the quota (%s): the %s stage submits nothing until a "
                   "batch is created again; it tries one in %.0f s, then less and less often", exc,
-                  stage.spec.name, stage.quota_wait_s)
+                  stage.spec.name, wait_s)
     stage.unreadable[QUOTA_EXHAUSTED] = str(exc)
     return True
 
 
 def quota_accepted(stage: Stage[Any]) -> None:
-    """A batch was created: end a quota pause (logged once)."""
-    stage.quota_wait_s = 0.0
+    """A batch was created: end the quota pause, for every instance (logged once)."""
+    stage.store.end_quota_pause()
     if stage.unreadable.pop(QUOTA_EXHAUSTED, None) is not None:
         log.warning("OpenAI creates batches again: the %s stage submits again", stage.spec.name)
+
+
+def recorded_pause(stage: Stage[Any]) -> QuotaPause | None:
+    """The quota pause as the rows hold it now, held in this process's view too (logged when this
+    process first holds it, and when it ended: another instance's batch was created)."""
+    pause = stage.store.quota_pause()
+    if pause is None:
+        if stage.unreadable.pop(QUOTA_EXHAUSTED, None) is not None:
+            log.warning("the quota pause of the %s stage ended (a batch was created): it submits again",
+                        stage.spec.name)
+        return None
+    if QUOTA_EXHAUSTED not in stage.unreadable:
+        log.error("OpenAI refused a batch of the %s stage for the quota (%s), %.0f s ago: it submits "
+                  "nothing until a batch is created again; the next try is due in %.0f s",
+                  stage.spec.name, pause.reason, pause.paused_s, max(pause.retry_in_s, 0.0))
+    stage.unreadable[QUOTA_EXHAUSTED] = pause.reason
+    return pause
+
+
+def take_due_try(stage: Stage[Any]) -> bool:
+    """Before recovery looks for a shard's batch: whether this process took the quota pause's due
+    try (the shard it recovers is the try; False: no pause is known here); `QuotaPaused` while the
+    pause holds, or another instance took the try."""
+    if QUOTA_EXHAUSTED not in stage.unreadable:
+        return False
+    pause = recorded_pause(stage)
+    if pause is None:
+        return False
+    if pause.retry_in_s <= 0 and stage.store.take_quota_try(next_wait_s(pause.paused_s)):
+        return True
+    raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota: {pause.reason}")
+
+
+def check_upload(stage: Stage[Any], the_try: bool) -> None:
+    """Right before an upload: `QuotaPaused` if a quota pause is on record, unless this build is
+    its try. Asked here, not only before the claim: another instance's create refused while this
+    one prepared a shard (for minutes, with slow image hosts) pauses this upload too."""
+    if not the_try and recorded_pause(stage) is not None:
+        raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota")
 
 
 def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
@@ -55,11 +111,12 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
 
     Never while a batch it made cannot be read: one created under the current key, listed, took
     the unreadable one for lost. While the key is refused, only recovery builds (its shard is the
-    try that proves the key again). While the quota is out, one build when its try is due.
+    try that proves the key again). While the quota is out, only recovery, with the try it took
+    (`take_due_try`); the pause is read from the rows: another instance's batch may have ended it.
     """
     pauses = stage.unreadable.keys() - {KEY_REFUSED, QUOTA_EXHAUSTED}
     if pauses:
         return False
     if KEY_REFUSED in stage.unreadable and not recovering:
         return False
-    return QUOTA_EXHAUSTED not in stage.unreadable or time.monotonic() >= stage.quota_retry_at
+    return QUOTA_EXHAUSTED not in stage.unreadable or recovering or recorded_pause(stage) is None

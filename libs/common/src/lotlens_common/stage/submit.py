@@ -33,7 +33,14 @@ from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Settlement, Stage, about_lot
-from lotlens_common.stage.quota import may_build, pause_for_quota, quota_accepted
+from lotlens_common.stage.quota import (
+    QuotaPaused,
+    check_upload,
+    may_build,
+    pause_for_quota,
+    quota_accepted,
+    take_due_try,
+)
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
@@ -76,9 +83,11 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 batch = await build(stage, shard_id, lots)
             except Stopped:
                 break  # the shard stays `building`: recovery sends it after the restart
+            except QuotaPaused:
+                break  # another instance's refusal paused the stage: recovery sends it after
             except ModelError as exc:
                 # The shard stays `building`: recovery finds or rebuilds its batch later.
-                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc):
+                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc, shard_id):
                     break
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
@@ -115,6 +124,8 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
+                # While the quota is out, no listing either: each shard listed up to 50 pages a round.
+                the_try = take_due_try(stage) if lots else False
                 found = await _find_shard_batch(stage, shard.shard_id) if lots else None
                 action = lifecycle.for_building(len(lots), found)
                 if isinstance(action, lifecycle.CloseEmpty):
@@ -130,12 +141,12 @@ async def recover_building(stage: Stage[Any]) -> None:
                     await put_on_record(stage, shard.shard_id, lots,
                                         tuple(lot.lot_id for lot in lots), action.batch_id)
                 else:
-                    await build(stage, shard.shard_id, lots)
+                    await build(stage, shard.shard_id, lots, the_try)
                 key_accepted(stage)
-            except Stopped:
-                return  # still `building`: the next process recovers it
+            except (Stopped, QuotaPaused):
+                return  # still `building`: the next process, or the pause's try, recovers it
             except ModelError as exc:
-                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc):
+                if pause_for_key(stage, exc, SENDING) or pause_for_quota(stage, exc, shard.shard_id):
                     return  # every other shard's call would be refused alike this round
                 log.warning("recovering shard %s failed; the next round tries again: %s",
                             shard.shard_id, exc, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
@@ -161,13 +172,16 @@ class LostShardLock(RuntimeError):
     """This process no longer holds the shard it was building: recovery owns it now."""
 
 
-async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
-    """Write the shard's file, upload it, create its batch and put it on record."""
+async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
+                the_try: bool = False) -> dict[str, Any] | None:
+    """Write the shard's file, upload it, create its batch and put it on record (`the_try`: the
+    quota pause's try, which recovery took)."""
     with lots_span(f"{stage.spec.name} batch submit", lots, shard_id):
-        return await _build(stage, shard_id, lots)
+        return await _build(stage, shard_id, lots, the_try)
 
 
-async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> dict[str, Any] | None:
+async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
+                 the_try: bool) -> dict[str, Any] | None:
     job_id = lots[0].job_id
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
@@ -188,6 +202,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]) -> 
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
             return None
+        check_upload(stage, the_try)
         try:
             with openai_call("files.create"):
                 file_id = await stage.batches.upload_batch_file(writer.close())

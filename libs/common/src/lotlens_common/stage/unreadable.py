@@ -19,6 +19,7 @@ from opentelemetry.context import Context
 from lotlens_common.model.errors import ModelError
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.ports import Shard, Stage
+from lotlens_common.stage.quota import recorded_pause
 from lotlens_common.stage.record import STAGE_KEY
 from lotlens_common.stage.traced import openai_call
 
@@ -29,8 +30,9 @@ LISTING_PAGES = 50
 
 
 def take_up_recorded_pauses(stage: Stage[Any]) -> None:
-    """Hold the pauses recorded on the stage's submitted shards (by an earlier process, or another
-    instance), once per process, before its first round builds anything."""
+    """Hold the pauses recorded on the stage's shards (by an earlier process, or another instance),
+    once per process, before its first round builds anything: unreadable batches of submitted
+    shards, and the quota pause of building ones (`quota.py`)."""
     if stage.recorded_pauses_taken_up:
         return
     for shard in stage.store.shards("submitted"):
@@ -39,6 +41,7 @@ def take_up_recorded_pauses(stage: Stage[Any]) -> None:
             log.error("batch %s of shard %s could not be read when last looked at (%s): submitting "
                       "nothing until a listing shows what became of it", shard.batch_id, shard.shard_id,
                       shard.unreadable, extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+    recorded_pause(stage)
     stage.recorded_pauses_taken_up = True
 
 

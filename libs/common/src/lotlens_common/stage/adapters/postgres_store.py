@@ -10,9 +10,9 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine, func, select
 
 from lotlens_common.stage.adapters import postgres as sql
-from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_release
+from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_quota, postgres_release
 from lotlens_common.stage.core.rule import WaitingJob
-from lotlens_common.stage.ports import Fit, Settlement, Shard
+from lotlens_common.stage.ports import Fit, QuotaPause, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
 from lotlens_common.tables import stage_shards
 
@@ -119,6 +119,26 @@ class PostgresWorkStore(Generic[W]):
         """The shard is finished."""
         with self.engine.begin() as conn:
             sql.close_shard(conn, shard_id, status, batch_status)
+
+    def quota_pause(self) -> QuotaPause | None:
+        """The stage's quota pause, if a building shard holds one."""
+        with self.engine.begin() as conn:
+            return postgres_quota.quota_pause(conn, self.stage)
+
+    def note_quota_refused(self, shard_id: str, reason: str, wait_s: float) -> None:
+        """The shard's batch was refused for the quota: it holds the pause."""
+        with self.engine.begin() as conn:
+            postgres_quota.note_refused(conn, self.stage, shard_id, reason, wait_s)
+
+    def take_quota_try(self, wait_s: float) -> bool:
+        """Take the pause's due try; whether this call did."""
+        with self.engine.begin() as conn:
+            return postgres_quota.take_try(conn, self.stage, wait_s)
+
+    def end_quota_pause(self) -> None:
+        """A batch was created: the pause ends."""
+        with self.engine.begin() as conn:
+            postgres_quota.end(conn, self.stage)
 
     def settle(self, job_id: str, settlement: Settlement) -> None:
         """Lot outcomes, in one transaction.

@@ -1,0 +1,102 @@
+"""A create refused for the quota pauses every instance of the stage, on PostgreSQL, Kafka and the
+stand-in: two stages on one database (two replicas, or one and its restart) upload one file per
+try between them, the wait grows as it did in one process, and the pause ends for all when a
+batch is created again."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
+from lotlens_common.stage.runner import step
+from tests.conftest import new_id
+from tests.integration.stage.helpers import lot_statuses, open_lots, quota_wait_passes, runtime, submit_lots
+from tests.standin import Standin
+
+pytestmark = pytest.mark.integration
+
+
+def _refuse_creates(standin: Standin, count: int) -> None:
+    """The next `count` creates are refused for the quota (none: the billing is restored)."""
+    create = {"scope": "batches", "method": "POST", "kind": "insufficient_quota", "count": count}
+    standin.faults(api_faults=[create] if count else [])
+
+
+def _pause(engine: Engine) -> list[dict[str, Any]]:
+    """The quota pause as the shard rows hold it: since, why, and seconds until its next try."""
+    with engine.connect() as conn:
+        return [dict(row._mapping) for row in conn.execute(text(
+            "SELECT shard_id, status, quota_paused_since, quota_reason, "
+            "       extract(epoch FROM quota_retry_at - now()) AS retry_in_s "
+            "  FROM stage_shards WHERE quota_retry_at IS NOT NULL"))]
+
+
+def test_a_quota_pause_holds_another_instance_and_a_restarted_one(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The pause lived in the process's memory: a second replica (or the same one restarted) built,
+    # uploaded and created at once, so N replicas put N files of customer image URLs at OpenAI a round.
+    job_1, job_2 = new_id("job-"), new_id("job-")
+    submit_lots(engine, job_1, ["a", "b"])
+    _refuse_creates(standin, 1)
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as first:
+            await step(first, watching=True)
+            assert standin.stats()["files_uploaded"] == 1 and standin.stats()["batches_created"] == 0
+            submit_lots(engine, job_2, ["c"])
+            async with runtime(settings, engine, standin) as second:
+                for _ in range(3):
+                    await step(second, watching=True)
+                uploaded_created = standin.stats()["files_uploaded"], standin.stats()["batches_created"]
+                assert uploaded_created == (1, 0), "the second instance uploaded or created while paused"
+                assert second.unreadable
+        async with runtime(settings, engine, standin) as restarted:
+            await step(restarted, watching=True)
+            assert restarted.unreadable
+
+    asyncio.run(scenario())
+    stats = standin.stats()
+    assert (stats["files_uploaded"], stats["batches_created"]) == (1, 0), stats
+    assert lot_statuses(engine, "vision", job_2) == {"lot-0": store.WAITING}
+    [pause] = _pause(engine)
+    assert pause["status"] == "building" and "insufficient_quota" in pause["quota_reason"]
+    assert QUOTA_FIRST_WAIT_S - 30 < pause["retry_in_s"] <= QUOTA_FIRST_WAIT_S
+
+
+def test_one_instance_takes_each_try_the_wait_doubles_and_a_created_batch_ends_the_pause_for_all(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    job_1, job_2 = new_id("job-"), new_id("job-")
+    submit_lots(engine, job_1, ["a", "b"])
+    submit_lots(engine, job_2, ["c"])
+    _refuse_creates(standin, 1000)  # the billing is out until the test restores it
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as first, runtime(settings, engine, standin) as second:
+            await step(first, watching=True)  # refused: the pause begins
+            assert standin.stats()["files_uploaded"] == 1
+            quota_wait_passes(engine, QUOTA_FIRST_WAIT_S)
+            for _ in range(3):
+                await step(first, watching=True)
+                await step(second, watching=True)
+            assert standin.stats()["files_uploaded"] == 2  # one try between them, refused
+            [retry_in_s] = {round(pause["retry_in_s"] / 10) * 10 for pause in _pause(engine)}
+            assert retry_in_s == 2 * QUOTA_FIRST_WAIT_S, _pause(engine)
+            _refuse_creates(standin, 0)  # the billing is restored
+            quota_wait_passes(engine, 2 * QUOTA_FIRST_WAIT_S)
+            for _ in range(40):  # the try is created: both submit again, every lot is sent
+                await step(first, watching=True)
+                await step(second, watching=True)
+                if not open_lots(engine, "vision", job_1) + open_lots(engine, "vision", job_2):
+                    break
+                await asyncio.sleep(0.1)
+            assert not first.unreadable and not second.unreadable
+
+    asyncio.run(scenario())
+    assert not open_lots(engine, "vision", job_1) + open_lots(engine, "vision", job_2)
+    assert _pause(engine) == []
