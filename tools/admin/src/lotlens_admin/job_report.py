@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Column, ColumnElement, Connection, func, select
@@ -27,6 +28,30 @@ TOP_ERRORS = 5
 
 
 @dataclass(frozen=True)
+class PauseLine:
+    """Why a shard holds its stage paused: its batch cannot be read (`unreadable`, a submitted
+    shard), or OpenAI refused its batch for the quota (`quota`, a building one: the stage-wide
+    pause, every instance waiting for its next try)."""
+
+    kind: str
+    reason: str
+    since: str  # ISO 8601, by the database's clock (the one that stamped it)
+    age_s: float
+    retry_in_s: float | None  # a quota pause's next try (<= 0: due)
+
+
+@dataclass(frozen=True)
+class ReleaseLine:
+    """An operator's decision on a paused shard (`lotlens-admin shards release`): `resend` or
+    `fail`, who, when (ISO 8601) and why; carried out once the shard is no longer submitted."""
+
+    decision: str
+    by: str | None
+    at: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True)
 class ShardLine:
     """One shard of the job: a batch sent (or being built) with some of its lots."""
 
@@ -38,6 +63,8 @@ class ShardLine:
     lot_count: int
     age_s: float
     changed_s: float  # since the shard's row last changed
+    pause: PauseLine | None
+    release: ReleaseLine | None
 
 
 @dataclass(frozen=True)
@@ -135,18 +162,46 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
     states = stage_sql.lot_states(conn, stage, job_id)
     by_state = Counter(lot.status for lot in states)
     by_attempt = Counter(lot.attempt for lot in states)
+    shard = stage_shards.c
     rows = conn.execute(select(
-        stage_shards.c.shard_id, stage_shards.c.status, stage_shards.c.attempt, stage_shards.c.batch_id,
-        stage_shards.c.batch_status, stage_shards.c.lot_count,
-        _seconds_since(stage_shards.c.created_at).label("age_s"),
-        _seconds_since(stage_shards.c.updated_at).label("changed_s"),
-    ).where(stage_shards.c.stage == stage, stage_shards.c.job_id == job_id)
-        .order_by(stage_shards.c.created_at, stage_shards.c.shard_id))
+        shard.shard_id, shard.status, shard.attempt, shard.batch_id, shard.batch_status, shard.lot_count,
+        _seconds_since(shard.created_at).label("age_s"), _seconds_since(shard.updated_at).label("changed_s"),
+        shard.unreadable_since, shard.unreadable_reason,
+        _seconds_since(shard.unreadable_since).label("unreadable_s"),
+        shard.quota_paused_since, shard.quota_reason,
+        _seconds_since(shard.quota_paused_since).label("quota_s"),
+        (-_seconds_since(shard.quota_retry_at)).label("retry_in_s"),
+        shard.release, shard.released_by, shard.released_at, shard.release_reason,
+    ).where(shard.stage == stage, shard.job_id == job_id).order_by(shard.created_at, shard.shard_id))
     shards = [ShardLine(r.shard_id, r.status, r.attempt, r.batch_id, r.batch_status, r.lot_count,
-                        float(r.age_s), float(r.changed_s)) for r in rows]
+                        float(r.age_s), float(r.changed_s), _pause(r), _release(r)) for r in rows]
     errors = _errors(states)
     return StageLine(stage, bool(cancelled), dict(sorted(by_state.items())), dict(sorted(by_attempt.items())),
                      errors[:TOP_ERRORS], sum(line.lots for line in errors[TOP_ERRORS:]), shards)
+
+
+def moment(value: datetime) -> str:
+    """A moment as on-call and scripts read it: ISO 8601 to the second, with its offset."""
+    return value.isoformat(timespec="seconds")
+
+
+def _pause(row: Any) -> PauseLine | None:
+    """The pause a shard holds, as the stage keeps it on the row: only while the shard is in the
+    state that holds it (a closed shard's columns tell what was, not what holds)."""
+    if row.status == "submitted" and row.unreadable_since is not None:
+        return PauseLine("unreadable", row.unreadable_reason, moment(row.unreadable_since),
+                         float(row.unreadable_s), None)
+    if row.status == "building" and row.retry_in_s is not None:
+        return PauseLine("quota", row.quota_reason, moment(row.quota_paused_since), float(row.quota_s),
+                         float(row.retry_in_s))
+    return None
+
+
+def _release(row: Any) -> ReleaseLine | None:
+    if row.release is None:
+        return None
+    return ReleaseLine(row.release, row.released_by,
+                       None if row.released_at is None else moment(row.released_at), row.release_reason)
 
 
 def _errors(states: list[stage_sql.LotState]) -> list[ErrorLine]:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import sys
 
-from lotlens_admin.job_report import OPEN_SHARDS, JobReport, ShardLine, StageLine, read_report
+from lotlens_admin.job_report import OPEN_SHARDS, JobReport, PauseLine, ShardLine, StageLine, read_report
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
 
@@ -56,7 +56,10 @@ def render(report: JobReport) -> list[str]:
         cancelled = " (job cancelled)" if stage.cancelled else ""
         lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
         lines += [_row("", line) for line in _retries(stage)]
-        lines += [_row("", _shard(shard)) for shard in stage.shards if shard.status in OPEN_SHARDS]
+        # Open shards, and finished ones an operator released (why their lots failed or came back).
+        for shard in stage.shards:
+            if shard.status in OPEN_SHARDS or shard.release is not None:
+                lines += [_row("", line) for line in _shard(shard)]
         finished: dict[str, int] = {}
         for shard in stage.shards:
             if shard.status not in OPEN_SHARDS:
@@ -102,12 +105,38 @@ def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
 
 
-def _shard(shard: ShardLine) -> str:
+def _shard(shard: ShardLine) -> list[str]:
+    """The shard's line, then the pause it holds and the release decided on it, if any."""
     batch = shard.batch_id or "no batch yet"
     if shard.batch_id and shard.batch_status:
         batch += f" ({shard.batch_status})"
-    return (f"shard {shard.shard_id} {shard.status}, attempt {shard.attempt}, {batch}, "
-            f"{shard.lot_count} lots, age {age(shard.age_s)}, changed {age(shard.changed_s)} ago")
+    lines = [f"shard {shard.shard_id} {shard.status}, attempt {shard.attempt}, {batch}, "
+             f"{shard.lot_count} lots, age {age(shard.age_s)}, changed {age(shard.changed_s)} ago"]
+    if shard.pause is not None:
+        lines.append(f"  {_pause(shard.pause)}")
+    if shard.release is not None:
+        release = shard.release
+        done = ("the stage carries it out at its next look" if shard.status == "submitted"
+                else "carried out")
+        lines.append(f"  {released(release.decision, release.by, release.at, release.reason)}; {done}")
+    return lines
+
+
+def _pause(pause: PauseLine) -> str:
+    """Since when the shard holds its stage paused, and why (a quota pause: when it is tried again);
+    a paused shard is rare, and its reason is what on-call acts on, so it is not clipped."""
+    since = f"since {pause.since} ({age(pause.age_s)} ago)"
+    if pause.retry_in_s is None:
+        head = f"paused {since}, its batch cannot be read"
+    else:
+        head = (f"paused for the quota {since}, every instance of the stage; next try "
+                + (f"in {age(pause.retry_in_s)}" if pause.retry_in_s > 0 else "due now"))
+    return f"{head}: {pause.reason}"
+
+
+def released(decision: str, by: str | None, at: str | None, reason: str | None) -> str:
+    """An operator's release of a shard, as `jobs show` and `shards` print it."""
+    return f"released ({decision}) by {by} at {at or '?'}: {reason}"
 
 
 def age(seconds: float) -> str:
@@ -130,7 +159,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     show = commands.add_parser("show", help="a job's lots per stage by state and by attempt, the commonest "
                                "last errors of its lots being sent again or failed, its shards (state, "
-                               "attempt, OpenAI batch, age), its read-model status and unpublished events")
+                               "attempt, OpenAI batch, age, the pause each holds its stage in and an "
+                               "operator's release of it), its read-model status and unpublished events")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true", help="the same facts as JSON (ages in seconds)")
     show.set_defaults(handler=_show)

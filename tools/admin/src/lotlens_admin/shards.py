@@ -25,7 +25,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from lotlens_admin.jobs import age
+from lotlens_admin.job_report import moment
+from lotlens_admin.jobs import age, released
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres_locks
@@ -61,7 +62,7 @@ def _lines(shard: ShardRecord, now: datetime) -> list[str]:
              f"batch {shard.batch_id}"]
     if shard.unreadable_since is not None:
         since = age((now - shard.unreadable_since).total_seconds())
-        lines.append(f"{'':<{LABEL}}unreadable since {_moment(shard.unreadable_since)} ({since} ago): "
+        lines.append(f"{'':<{LABEL}}unreadable since {moment(shard.unreadable_since)} ({since} ago): "
                      f"{shard.unreadable_reason}")
     if shard.release is not None:
         lines.append(f"{'':<{LABEL}}{_decision(shard)}; the stage carries it out at its next look")
@@ -69,12 +70,8 @@ def _lines(shard: ShardRecord, now: datetime) -> list[str]:
 
 
 def _decision(shard: ShardRecord) -> str:
-    moment = _moment(shard.released_at) if shard.released_at else "?"
-    return f"released ({shard.release}) by {shard.released_by} at {moment}: {shard.release_reason}"
-
-
-def _moment(moment: datetime) -> str:
-    return f"{moment:%Y-%m-%dT%H:%M:%S%z}"
+    return released(str(shard.release), shard.released_by,
+                    moment(shard.released_at) if shard.released_at else None, shard.release_reason)
 
 
 def _login() -> str:
