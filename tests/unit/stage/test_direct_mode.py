@@ -6,14 +6,19 @@ published a second time under a new event id."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
+
+import pytest
 
 from lotlens_common.events import VisionCompleted
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.producer import PublishError
-from lotlens_common.stage.adapters.direct import DirectBatches
+from lotlens_common.stage.adapters import direct
+from lotlens_common.stage.adapters.direct import FILES_KEPT_S, DirectBatches
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.submit import flush_due
@@ -108,3 +113,20 @@ def test_direct_mode_sends_a_big_job_in_shards_of_ten_rounds(world: World, tmp_p
     for _ in range(4):
         asyncio.run(flush_due(stage))
     assert batches.sizes == [20, 20, 5] and call.calls == 45
+
+
+def test_answers_no_collection_deleted_go_after_thirty_days_at_the_next_batch(
+        world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kept until collected (a stage down for days still reads them), but a batch never collected
+    # (its maker died before recording it, and recovery sent its lots again) is not kept for good.
+    call = Counting()
+    stage = instance(world, call, tmp_path / "a")
+    world.store.add(lots(1))
+    asyncio.run(flush_due(stage))
+    uncollected = {path.name for path in (tmp_path / "a").iterdir()}
+    assert len(uncollected) == 2  # its output and error files
+    monkeypatch.setattr(direct, "time", SimpleNamespace(time=lambda: time.time() + FILES_KEPT_S + 60))
+    world.store.add(lots(1, job_id="job-2"))
+    asyncio.run(flush_due(stage))
+    left = {path.name for path in (tmp_path / "a").iterdir()}
+    assert len(left) == 2 and not left & uncollected

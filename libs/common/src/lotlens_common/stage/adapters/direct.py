@@ -5,12 +5,14 @@ For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the lik
 `call_responses`) and returns it already `completed`, with output and error files in the work
 folder written in the Batch API's line format: the runner collects it like any other batch.
 
-The files are kept for `KEPT_S`, so a collection that failed (Kafka or PostgreSQL down) reads
-them again, and a process restarted on the same folder collects its predecessor's batches from
-them. A batch unknown here and younger than `ORPHANED_AFTER_S` is another live instance's, left
-to it; an older one's maker is gone with its answers, and its lots are sent again (on a paid
-endpoint, paid again). Before, both read as lost at once: each instance sent the other's lots
-again, and a failed collection sent every lot of its batch again.
+The result files stay until the batch's collection deletes them (`delete_file`), so a collection
+that failed (Kafka or PostgreSQL down) reads them again, however long it was down, and a process
+restarted on the same folder collects its predecessor's batches from them. A batch unknown here
+and younger than `ORPHANED_AFTER_S` is another live instance's, left to it; an older one's maker
+is gone with its answers, and its lots are sent again (on a paid endpoint, paid again). Before,
+both read as lost at once: each instance sent the other's lots again, and a failed collection
+sent every lot of its batch again. And the first batch made more than `KEPT_S` after one still
+uncollected deleted its answers: its lots were sent again (a lot at its last attempt failed).
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ def _status(exc: ModelError) -> int:
 # A live instance collects a direct batch it made in the next round or two (it is finished when
 # made); one that nobody has collected after this long was made by a process that is gone.
 ORPHANED_AFTER_S = 300.0
-# How long a batch's result files are kept after it was made.
+# How long this process remembers a batch it made (its metadata, for a listing); its answers are
+# read from the files after that.
 KEPT_S = 3600.0
+# How long the result files of a batch that no collection deleted are kept: those of a batch no
+# shard records (its maker died before recording it, and recovery sent its lots again). As long
+# as OpenAI keeps a batch's output file: a stage down for days still collects its batches.
+FILES_KEPT_S = 30 * 24 * 3600.0
 
 
 def _made_at(batch_id: str) -> float | None:
@@ -114,10 +121,14 @@ class DirectBatches:
                 "output_file_id": output.name, "error_file_id": errors.name}
 
     def _forget_old(self) -> None:
-        """Drop the batches made more than `KEPT_S` ago, with their result files."""
-        for batch_id in [b for b in self.batches if time.time() - (_made_at(b) or 0.0) > KEPT_S]:
+        """Forget the batches made more than `KEPT_S` ago (their files stay for their collection),
+        and delete the result files older than `FILES_KEPT_S` that no collection deleted."""
+        now = time.time()
+        for batch_id in [b for b in self.batches if now - (_made_at(b) or 0.0) > KEPT_S]:
             del self.batches[batch_id]
-            for path in self._result_files(batch_id):
+        for path in self.work_dir.glob("direct-batch-*"):
+            made = _made_at(path.name.rsplit("-", 1)[0])
+            if made is not None and now - made > FILES_KEPT_S:
                 path.unlink(missing_ok=True)
 
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
