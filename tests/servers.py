@@ -85,7 +85,8 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 @contextmanager
 def image_host() -> Iterator[str]:
     """Serves a PNG for any path ending in `.png`, except paths containing `missing` (404); a
-    `-<n>mb.png` path is an image of n decimal megabytes."""
+    `-<n>mb.png` path is an image of n decimal megabytes; one containing `-head0` answers HEAD
+    with `Content-Length: 0`, as servers that do not know the size before sending it do."""
     image = png()
 
     class Images(BaseHTTPRequestHandler):
@@ -95,7 +96,8 @@ def image_host() -> Iterator[str]:
                 data = image if megabytes is None else image.ljust(int(megabytes[1]) * 1_000_000, b"\0")
                 self.send_response(200)
                 self.send_header("Content-Type", "image/png")
-                self.send_header("Content-Length", str(len(data)))
+                unknown = not body and "-head0" in self.path
+                self.send_header("Content-Length", "0" if unknown else str(len(data)))
                 self.end_headers()
                 if body:
                     self.wfile.write(data)

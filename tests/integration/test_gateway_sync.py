@@ -123,6 +123,19 @@ def test_images_past_50_mb_are_left_out_and_listed_as_missing(
     assert "6 image(s) reviewed" in lot["descriptions"][0]["damages"]
 
 
+def test_images_whose_head_says_zero_bytes_count_their_real_bytes_toward_the_50_mb(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # A HEAD answering `Content-Length: 0` was believed: each 9 MB image counted 0 bytes, all six
+    # (54 MB) went in one request, which OpenAI refuses (50 MB of images a request): a 400 for the
+    # lot, a permanent failure in a batch.
+    names = (*(f"photo{i}-head0-9mb.png" for i in range(6)), "small.png")
+    response = sync_gateway.submit(one_lot(images, names=names), languages=["en"])
+    assert response.status_code == 200
+    lot = response.json()["lots"][0]
+    assert lot["missing_images"] == [f"{images}/photo5-head0-9mb.png"], "more than 50 MB of images sent"
+    assert lot["status"] == "completed" and lot["processed_images"] == 6
+
+
 def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(
         sync_gateway: Gateway, images: str, standin: Standin) -> None:
     # API.md: unreachable images are not an error. OpenAI fetches from its own network, so an

@@ -7,6 +7,7 @@ import pytest
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import (
+    MAX_BYTES_PER_IMAGE,
     MAX_IMAGE_BYTES_PER_REQUEST,
     MAX_IMAGES_PER_REQUEST,
     check_metadata,
@@ -78,3 +79,19 @@ def test_a_request_carries_at_most_50_decimal_megabytes_of_images() -> None:
     assert MAX_IMAGE_BYTES_PER_REQUEST == 50_000_000
     # 49,999,999 bytes after e: f (2 bytes) would cross 50 MB, g (1 byte) still fits.
     assert kept == ["a", "b", "c", "d", "e", "g"] and left_out == ["f"]
+
+
+def test_an_image_of_unknown_size_counts_as_the_most_one_image_may_weigh() -> None:
+    # Counted as 0 bytes, any number of them went in one request, and OpenAI refuses a request
+    # past 50 MB of images: the lot's line failed for good.
+    urls = ["known", "unknown-1", "zero", "unknown-2"]
+    kept, left_out = fit_request_images(urls, {"known": 9_000_000, "zero": 0})
+    assert MAX_BYTES_PER_IMAGE == 20_000_000
+    # 9 + 20 + 20 MB: a third image of unknown size would cross 50 MB.
+    assert kept == ["known", "unknown-1", "zero"] and left_out == ["unknown-2"]
+
+
+def test_an_image_past_20_mb_is_left_out_and_the_others_still_go() -> None:
+    sizes = {"big": 20_000_001, "a": 10_000_000, "b": 20_000_000}
+    kept, left_out = fit_request_images(list(sizes), sizes)
+    assert kept == ["a", "b"] and left_out == ["big"]

@@ -213,7 +213,9 @@ class _Checker:
         """(why the image is unusable or None, whether trying again may change that, its bytes)."""
         try:
             head = await self._fetch(url, "HEAD")
-            if (200 <= head.status < 300 and head.length is not None and head.content_type
+            # A HEAD saying 0 bytes does not know them (no image file is empty): believed, a 9 MB
+            # image counted 0 toward OpenAI's 50 MB a request, and the request was refused.
+            if (200 <= head.status < 300 and head.length and head.content_type
                     and _media_type(head.content_type) != "image/gif"):
                 why = self._verdict(head)
                 if why is not None:

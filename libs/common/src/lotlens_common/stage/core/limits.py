@@ -26,21 +26,28 @@ MAX_METADATA_KEY_CHARS = 64
 MAX_METADATA_VALUE_CHARS = 512
 
 # Images and vision guide, "Image input requirements": PNG, JPEG, WEBP, non-animated GIF; up to
-# 500 individual images and 50 MB of image bytes per request.
+# 20 MB per image, 500 individual images and 50 MB of image bytes per request. A request past
+# them is refused, and a lot whose batch line is refused fails for good (`core/outcomes.py`).
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
+MAX_BYTES_PER_IMAGE = 20_000_000
 MAX_IMAGES_PER_REQUEST = 500
 MAX_IMAGE_BYTES_PER_REQUEST = 50_000_000
 
 
 def fit_request_images(urls: Sequence[str], sizes: Mapping[str, int]) -> tuple[list[str], list[str]]:
-    """(the images one request carries, those left out): in the lot's order, each image that still
-    fits in 500 images and 50 MB together; an image of unknown size counts as 0 bytes."""
+    """(the images one request carries, those left out): in the lot's order, each image of at most
+    20 MB that still fits in 500 images and 50 MB together.
+
+    An image of unknown size (none given, or 0: no image file is empty) counts as the most one
+    image may weigh: counted as 0, any number of them went in one request, past 50 MB.
+    """
     kept: list[str] = []
     left_out: list[str] = []
     total = 0
     for url in urls:
-        size = sizes.get(url, 0)
-        if len(kept) < MAX_IMAGES_PER_REQUEST and total + size <= MAX_IMAGE_BYTES_PER_REQUEST:
+        size = sizes.get(url) or MAX_BYTES_PER_IMAGE
+        if (len(kept) < MAX_IMAGES_PER_REQUEST and size <= MAX_BYTES_PER_IMAGE
+                and total + size <= MAX_IMAGE_BYTES_PER_REQUEST):
             kept.append(url)
             total += size
         else:
