@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -45,9 +45,10 @@ def stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: P
 
 
 @contextmanager
-def running_stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, logs: Path) -> Iterator[Stack]:
-    """A started stack on the given schema and topics, stopped on exit."""
-    running = Stack(infra=infra, topics=topics, logs=logs,
+def running_stack(infra: Infra, stack_engine: Engine, topics: TopicSettings, logs: Path,
+                  extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    """A started stack on the given schema and topics (and settings, `extra_env`), stopped on exit."""
+    running = Stack(infra=infra, topics=topics, logs=logs, extra_env=dict(extra_env or {}),
                     database_url=stack_engine.url.render_as_string(hide_password=False))
     try:
         running.up()

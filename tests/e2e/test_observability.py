@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from lotlens_common.envelope import Envelope
@@ -22,6 +20,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from tests.conftest import ROOT, Infra, new_id
 from tests.e2e.harness import Stack
+from tests.e2e.scraping import eventually, samples, scrape
 from tests.e2e.workload import cars, wait_for_webhook
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, free_port
@@ -65,30 +64,9 @@ def ops_url(stack: Stack, service: str) -> str:
     return f"http://{OPS_HOST}:{stack.ops_ports[service]}"
 
 
-def scrape(url: str) -> str:
-    answer = httpx2.get(f"{url}/metrics", timeout=5)
-    assert answer.status_code == 200, answer.text
-    return answer.text
-
-
 def declared(text: str) -> dict[str, str]:
     """Every metric name a scrape declares (`# TYPE` lines, counters with `_total`) and its type."""
     return dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    return [(s.labels, s.value) for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == name]
-
-
-def eventually(check: Any, seconds: float = 60) -> Any:
-    """Poll `check()` until it returns something truthy (its last value otherwise)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)
 
 
 def test_every_service_is_probed_and_scraped_on_the_configured_address(

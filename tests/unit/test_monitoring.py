@@ -3,28 +3,30 @@ Grafana dashboard, and every query of either names only metrics the services exp
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.k8s import ROOT, tools
-from tests.monitoring import MONITORING, RULE_FILE, alert_groups, write_rule_file
+from tests import monitoring
+from tests.k8s import ROOT
+from tests.monitoring import (
+    MONITORING,
+    RULE_FILE,
+    Selector,
+    alert_rules,
+    dashboard,
+    dashboard_queries,
+    metric_names,
+    selectors,
+    write_rule_file,
+)
 
 SOURCES = [*(ROOT / "libs" / "common" / "src").rglob("*.py"), *(ROOT / "services").rglob("src/**/*.py")]
 # Metrics objects, and the gauges a custom collector yields at scrape time (GaugeMetricFamily).
 METRIC = re.compile(r"\b(Counter|Gauge|Histogram|GaugeMetricFamily)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
-PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "by", "without", "and", "or", "unless", "on", "ignoring",
-    "rate", "irate", "increase", "delta", "deriv", "absent", "histogram_quantile", "le", "bool",
-    "min_over_time",
-    "group_left", "group_right", "offset", "topk", "bottomk", "label_replace", "clamp_min",
-}
 PANEL_TYPES = {"row", "timeseries", "stat", "gauge", "table", "bargauge"}
 
 
@@ -42,34 +44,9 @@ def exported_metrics() -> set[str]:
     return names
 
 
-def metric_names(expr: str) -> set[str]:
-    """The metric names in a PromQL expression (strings, label matchers and keywords removed)."""
-    expr = re.sub(r'"[^"]*"', "", expr)
-    expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)
-    expr = re.sub(r"\[[^\]]*\]", "", expr)
-    words = set(re.findall(r"\b[a-zA-Z_:][a-zA-Z0-9_:]*\b", expr))
-    return {w for w in words if w not in PROMQL_WORDS and not re.fullmatch(r"[0-9.e]+", w)}
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    return [rule for group in alert_groups() for rule in group["rules"]]
-
-
-def dashboard() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads((MONITORING / "dashboard.json").read_text(encoding="utf-8"))
-    return loaded
-
-
-def dashboard_queries() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
-
-
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    found = tools() / "promtool"  # scripts/tools.sh puts it there when missing
-    assert os.access(found, os.X_OK), "scripts/tools.sh did not provide promtool"
-    return str(found)
+    return monitoring.promtool()
 
 
 def test_the_rules_are_valid_and_pass_their_unit_tests(promtool: str, tmp_path: Path) -> None:
@@ -141,6 +118,16 @@ def test_every_query_names_metrics_the_services_export() -> None:
     assert not unknown, f"queries name metrics nobody exports: {sorted(unknown)}"
     # The check itself notices a misspelt metric.
     assert metric_names("sum by (group) (lotlens_kafka_consumer_lag_mesages)") - exported
+
+
+def test_a_query_reads_its_metrics_matchers_and_the_labels_it_groups_by() -> None:
+    # What tests/e2e/test_scraped_metrics.py holds against the services' real /metrics.
+    [lag] = selectors('sum by (group) (max by (group, topic) (x_total{kind="a", pod!~"b.*"}[5m] offset 1h))')
+    assert lag == Selector("x_total", (("kind", "=", "a"), ("pod", "!~", "b.*")),
+                           frozenset({"group", "topic"}))
+    assert lag.labels_read() == {"group", "topic", "kind", "pod"}
+    assert [(s.metric, s.grouped_by) for s in selectors("max(a) == 0 or absent(b_seconds)")] == [
+        ("a", frozenset()), ("b_seconds", frozenset())]
 
 
 def test_the_dashboard_covers_every_signal_the_alerts_watch() -> None:
