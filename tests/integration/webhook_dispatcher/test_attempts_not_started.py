@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import delete, text
 
 from lotlens_common.clock import utc_now
@@ -91,6 +92,12 @@ def test_a_claim_that_cannot_be_handed_back_is_held_not_left_to_its_lease(config
     assert state(db, job_id) == [("delivered", 1, 0)]
 
 
+def attempts_timed(outcome: str) -> float:
+    """Attempts `lotlens_webhook_attempt_duration_seconds` has timed in this process, of an outcome."""
+    return REGISTRY.get_sample_value("lotlens_webhook_attempt_duration_seconds_count",
+                                     {"outcome": outcome}) or 0.0
+
+
 def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_recorded(
         config, db, events, monkeypatch):
     # A defect building the body fails alike at every try: handed back like PostgreSQL's refusals,
@@ -99,11 +106,15 @@ def test_a_body_that_cannot_be_built_fails_on_the_schedule_with_every_attempt_re
         raise ValueError("a payload defect (test)")
 
     monkeypatch.setattr(payloads, "part_body", defect)  # the attempt's step alone (scheduling counts parts)
+    timed_before = attempts_timed("failure")
     with one_webhook(db, "/defect") as (hooks, url, job_id), running(
             dispatcher_settings(config, new_id("g-")), db):
         publish_completed(config, job_id)
         seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
     assert hooks.on("/defect") == []
+    # No POST, no duration: each was timed at 0 s, and the dashboard's p95 attempt duration read
+    # "fast" while a defect sent nothing at all.
+    assert attempts_timed("failure") == timed_before
     [failed] = of(WebhookFailed, seen)
     assert failed.attempts == 5 and "a payload defect (test)" in str(failed.error), failed
     attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
