@@ -15,8 +15,9 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import step
-from tests.conftest import new_id
+from tests.conftest import Infra, new_id
 from tests.integration.stage.helpers import lot_statuses, open_lots, quota_wait_passes, runtime, submit_lots
+from tests.integration.stage.release_support import admin, paused
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -100,3 +101,27 @@ def test_one_instance_takes_each_try_the_wait_doubles_and_a_created_batch_ends_t
     asyncio.run(scenario())
     assert not open_lots(engine, "vision", job_1) + open_lots(engine, "vision", job_2)
     assert _pause(engine) == []
+
+
+def test_shards_paused_lists_a_quota_pause_and_a_release_of_it_is_refused(
+        infra: Infra, settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # `shards paused`, on-call's list of what holds a stage paused, showed only unreadable batches:
+    # a stage paused for the quota read "no shard holds a stage paused".
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a"])
+    _refuse_creates(standin, 1)
+
+    async def refused() -> None:
+        async with runtime(settings, engine, standin) as stage:
+            await step(stage, watching=True)
+
+    asyncio.run(refused())
+    [shard] = [shard for shard in paused(infra, settings) if shard["job_id"] == job_id]
+    assert shard["status"] == "building" and shard["quota_retry_at"], shard
+    assert "insufficient_quota" in shard["quota_reason"]
+    shown = admin(infra, settings, "shards", "paused").stdout
+    assert f"shard {shard['shard_id']}" in shown and "refused for the quota since" in shown, shown
+    assert "next try in " in shown, shown
+    release = admin(infra, settings, "shards", "release", shard["shard_id"], "--resend", "--reason", "test")
+    assert release.returncode == 1 and "paused for the quota" in release.stderr, release
+    assert [pause["shard_id"] for pause in _pause(engine)] == [shard["shard_id"]]  # nothing changed

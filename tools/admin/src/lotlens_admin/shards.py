@@ -3,9 +3,11 @@
 A stage that cannot read a batch it created (401/403/404: a key of another OpenAI project, a
 deleted project) submits nothing until a listing of its batches tells what became of it; a key
 that sees none of our batches never does, and the stage stayed paused for good. `paused` lists
-those shards as the stage recorded them; `release` records the operator's decision on one
-(`--resend` or `--fail`, who, when, why) on the shard's row, and the running stage carries it
-out at its next look at the shard (`lotlens_common.stage.release`), pause lifted, no restart.
+those shards as the stage recorded them, and the shards refused for the quota (`stage/quota.py`:
+no release for those, the stage tries again on its own); `release` records the operator's
+decision on one (`--resend` or `--fail`, who, when, why) on the shard's row, and the running
+stage carries it out at its next look at the shard (`lotlens_common.stage.release`), pause
+lifted, no restart.
 
 The decision is one conditional statement, taken while holding the shard's own lock (the one a
 stage holds to collect, cancel or release it): a stage acting on the shard at that moment makes
@@ -64,6 +66,12 @@ def _lines(shard: ShardRecord, now: datetime) -> list[str]:
         since = age((now - shard.unreadable_since).total_seconds())
         lines.append(f"{'':<{LABEL}}unreadable since {moment(shard.unreadable_since)} ({since} ago): "
                      f"{shard.unreadable_reason}")
+    if shard.quota_paused_since is not None:
+        since = age((now - shard.quota_paused_since).total_seconds())
+        retry_in = (shard.quota_retry_at - now).total_seconds() if shard.quota_retry_at else 0.0
+        next_try = f"in {age(retry_in)}" if retry_in > 0 else "due now"
+        lines.append(f"{'':<{LABEL}}refused for the quota since {moment(shard.quota_paused_since)} ({since} "
+                     f"ago), every instance of the stage; next try {next_try}: {shard.quota_reason}")
     if shard.release is not None:
         lines.append(f"{'':<{LABEL}}{_decision(shard)}; the stage carries it out at its next look")
     return lines
@@ -130,6 +138,10 @@ def _not_recorded(shard: ShardRecord, decision: str) -> int:
                 else "carried out")
         print(f"shard {shard.shard_id} was already {_decision(shard)} ({done}); nothing was changed")
         return 0
+    if shard.quota_retry_at is not None:
+        return _refuse(f"shard {shard.shard_id} holds the {shard.stage} stage paused for the quota, not for "
+                       "a batch no key can read: nothing was changed. It is tried again on its own "
+                       "(`shards paused` says when); restore the OpenAI project's billing or quota")
     if shard.release is not None:
         return _refuse(f"shard {shard.shard_id} was already {_decision(shard)}; a decision is not "
                        "changed: nothing was changed")
@@ -148,12 +160,14 @@ def _refuse(message: str) -> int:
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `shards paused|release`."""
-    parser = groups.add_parser("shards", help="the shards whose OpenAI batch a stage cannot read "
-                               "(they hold it paused), and releasing one by an operator's decision")
+    parser = groups.add_parser("shards", help="the shards that hold a stage paused (a batch it cannot "
+                               "read, a create refused for the quota), and releasing one by an "
+                               "operator's decision")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     listing = ("each shard holding a stage paused because its batch cannot be read (401/403/404 and "
                "a listing that shows none of our batches): stage, shard, job, lots, batch, since when "
-               "and why, and a release recorded but not carried out yet")
+               "and why, and a release recorded but not carried out yet; and each shard whose batch "
+               "OpenAI refused to create for the quota: since when, why, and when it is tried again")
     paused = commands.add_parser("paused", help=listing, description=listing)
     paused.add_argument("--json", action="store_true", help="the same facts as JSON")
     paused.set_defaults(handler=_paused)

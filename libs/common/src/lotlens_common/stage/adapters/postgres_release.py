@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, and_, func, or_, select, update
 
 from lotlens_common.tables import stage_shards
 
@@ -33,12 +33,17 @@ class ShardRecord:
     released_by: str | None
     released_at: datetime | None
     release_reason: str | None
+    # A building shard whose batch OpenAI refused to create for the quota (`stage/quota.py`).
+    quota_paused_since: datetime | None
+    quota_reason: str | None
+    quota_retry_at: datetime | None
 
 
 _COLUMNS = (stage_shards.c.stage, stage_shards.c.shard_id, stage_shards.c.job_id, stage_shards.c.status,
             stage_shards.c.batch_id, stage_shards.c.batch_status, stage_shards.c.lot_count,
             stage_shards.c.unreadable_since, stage_shards.c.unreadable_reason, stage_shards.c.release,
-            stage_shards.c.released_by, stage_shards.c.released_at, stage_shards.c.release_reason)
+            stage_shards.c.released_by, stage_shards.c.released_at, stage_shards.c.release_reason,
+            stage_shards.c.quota_paused_since, stage_shards.c.quota_reason, stage_shards.c.quota_retry_at)
 
 
 def note_unreadable(conn: Connection, shard_id: str, reason: str | None) -> None:
@@ -61,12 +66,14 @@ def note_unreadable(conn: Connection, shard_id: str, reason: str | None) -> None
 
 
 def paused_shards(conn: Connection) -> list[ShardRecord]:
-    """Every submitted shard whose batch cannot be read or whose release is not carried out yet,
-    oldest pause first."""
-    rows = conn.execute(select(*_COLUMNS).where(
-        stage_shards.c.status == "submitted",
-        or_(stage_shards.c.unreadable_since.is_not(None), stage_shards.c.release.is_not(None)))
-        .order_by(stage_shards.c.unreadable_since.asc().nulls_last(), stage_shards.c.created_at))
+    """Every shard that holds its stage paused: submitted ones whose batch cannot be read or whose
+    release is not carried out yet, and building ones refused for the quota; oldest pause first."""
+    since = func.coalesce(stage_shards.c.unreadable_since, stage_shards.c.quota_paused_since)
+    rows = conn.execute(select(*_COLUMNS).where(or_(
+        and_(stage_shards.c.status == "submitted",
+             or_(stage_shards.c.unreadable_since.is_not(None), stage_shards.c.release.is_not(None))),
+        and_(stage_shards.c.status == "building", stage_shards.c.quota_retry_at.is_not(None))))
+        .order_by(since.asc().nulls_last(), stage_shards.c.created_at))
     return [ShardRecord(**row._asdict()) for row in rows]
 
 
