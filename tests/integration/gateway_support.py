@@ -29,6 +29,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, func, insert, select, text
 
 from lotlens_common import signing
+from lotlens_common.clock import utc_now
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
@@ -177,12 +178,12 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
                     resolve: Resolver | None = None, client_id: str | None = None,
-                    **overrides: Any) -> Iterator[Gateway]:
+                    clock: Callable[[], datetime] = utc_now, **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
     broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
     looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
-    `public_webhook_hosts`), `client_id` names its first client (default: a new id), `overrides`
-    change settings."""
+    `public_webhook_hosts`), `client_id` names its first client (default: a new id), `clock` is
+    the gateway's (default: the real one), `overrides` change settings."""
     client_id, other_id = client_id or new_id("acme-"), new_id("other-")
     key, other_key = new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
@@ -197,7 +198,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
                         "tests", autocommit=True)
     deps = build_deps(gw_settings, engine, producer, new_admin or partial(admin_client, gw_settings.kafka),
-                      images_http, model_client, read_engine=reads, resolve=webhook_resolve)
+                      images_http, model_client, clock=clock, read_engine=reads, resolve=webhook_resolve)
     deps.relay.start()
     try:
         with serve_app(create_app(deps), gw_settings) as url:
@@ -333,9 +334,9 @@ def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelop
         time.sleep(0.1)
 
 
-def waiting_on_a_lock(engine: Engine, query: str) -> bool:
-    """Whether a statement starting with `query` waits on a lock in this database."""
+def waiting_on_a_lock(engine: Engine, query: str) -> int:
+    """How many statements starting with `query` wait on a lock in this database (0: none)."""
     with engine.connect() as conn:
-        return bool(conn.execute(text(
+        return int(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())

@@ -1,21 +1,24 @@
-"""Idempotency-Key reservations on the real database: two requests racing for one key, and a
-reservation left by a request that died."""
+"""Idempotency-Key reservations on the real database: two requests racing for one key, a
+reservation left by a request that died, and one taken over from a request still running."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
+from lotlens_common.events import JobSubmitted
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import outbox
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.idempotency import IdempotencyStore, request_hash
+from lotlens_gateway.idempotency import IdempotencyStore, Replay, Reservation, request_hash
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
 from tests.integration.gateway_support import make_lots, running_gateway, waiting_on_a_lock
@@ -39,7 +42,7 @@ def test_of_two_concurrent_requests_with_one_key_one_runs_and_the_other_is_told_
     def request() -> None:
         start.wait()
         try:
-            outcomes.append(keys.reserve(client, key, "same-body", NOW))
+            outcomes.append(type(keys.reserve(client, key, "same-body", NOW)))
         except ApiError as exc:
             outcomes.append((exc.status, exc.code, exc.headers.get("Retry-After")))
 
@@ -48,13 +51,13 @@ def test_of_two_concurrent_requests_with_one_key_one_runs_and_the_other_is_told_
         thread.start()
     for thread in threads:
         thread.join(30)
-    assert outcomes.count(None) == 1, outcomes
+    assert outcomes.count(Reservation) == 1, outcomes
     assert outcomes.count((409, "IDEMPOTENCY_KEY_IN_PROGRESS", "5")) == 7, outcomes
 
 
 def test_a_stale_reservation_is_taken_over_by_the_same_request_only(engine: Engine) -> None:
     keys, client, key = store(engine), new_id("c-"), new_id("k-")
-    assert keys.reserve(client, key, "body", NOW) is None  # this request's gateway then dies
+    assert isinstance(keys.reserve(client, key, "body", NOW), Reservation)  # its gateway then dies
     with pytest.raises(ApiError) as young:
         keys.reserve(client, key, "body", NOW + timedelta(seconds=STALE_S - 1))
     assert young.value.code == "IDEMPOTENCY_KEY_IN_PROGRESS"
@@ -62,10 +65,11 @@ def test_a_stale_reservation_is_taken_over_by_the_same_request_only(engine: Engi
     with pytest.raises(ApiError) as other:
         keys.reserve(client, key, "another body", later)
     assert other.value.code == "IDEMPOTENCY_KEY_REUSED"
-    assert keys.reserve(client, key, "body", later) is None, "a dead request's reservation blocks its retry"
-    keys.complete(client, key, 201, {"job_id": "j"})
+    retried = keys.reserve(client, key, "body", later)
+    assert isinstance(retried, Reservation), "a dead request's reservation blocks its retry"
+    keys.complete(retried, 201, {"job_id": "j"})
     replay = keys.reserve(client, key, "body", later + timedelta(seconds=STALE_S + 1))
-    assert replay is not None and replay.status_code == 201 and replay.body == {"job_id": "j"}
+    assert replay == Replay(201, {"job_id": "j"})
 
 
 def test_a_replay_is_answered_before_the_rate_limit_and_uses_none_of_it(
@@ -110,3 +114,60 @@ def test_a_key_released_while_a_resend_reads_it_is_the_resend_s_to_take_not_a_50
         replayed = httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body,
                                headers={"Idempotency-Key": key}, timeout=60)
         assert replayed.headers["idempotent-replayed"] == "true" and replayed.json() == answer.json()
+
+
+class MovableClock:
+    """The real time, moved on by the test: a lease runs out without the test waiting for it."""
+
+    def __init__(self) -> None:
+        self.ahead = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.ahead
+
+
+def until(condition: Callable[[], bool], request: Future[httpx2.Response], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline and not request.done(), what
+        time.sleep(0.05)
+
+
+def jobs_written(engine: Engine, client_id: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox.c.job_id).where(
+            outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)).scalars())
+
+
+def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_job(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A request still running when its reservation's lease ran out (350 s) had it taken over by
+    # its resend, and then wrote its job as the resend wrote its own: one request, two paid jobs.
+    clock = MovableClock()
+    with running_gateway(settings, engine, clock=clock, idempotency_lease_s=60.0) as gw:
+        lots, key = make_lots(2), {"Idempotency-Key": new_id("k-")}
+        with ThreadPoolExecutor(2) as pool, engine.connect() as blocker:
+            # Each request's one durable write waits on the outbox table, after its reservation.
+            blocker.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+            slow = pool.submit(gw.submit, lots, headers=key)
+            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write never waited")
+            clock.ahead = timedelta(seconds=61)  # the slow request's lease has run out
+            resend = pool.submit(gw.submit, lots, headers=key)
+            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 2, resend,
+                  "the resend never took the key")
+            blocker.commit()
+            answers = [slow.result(timeout=60), resend.result(timeout=60)]
+        later = gw.submit(lots, headers=key)
+        written = jobs_written(engine, gw.client_id)
+
+    assert len(written) == 1, f"one request wrote {len(written)} jobs: {[a.text for a in answers]}"
+    for answer in answers:
+        body = answer.json()
+        if answer.status_code != 201:  # the loser: told so in the contract's format, nothing written
+            assert (answer.status_code, body["code"]) == (409, "IDEMPOTENCY_KEY_IN_PROGRESS"), answer.text
+            assert "nothing was written" in body["message"] and answer.headers["retry-after"] == "5"
+        else:
+            assert body["job_id"] == written[0], answer.text
+    assert [a.status_code for a in answers].count(201) >= 1
+    assert later.status_code == 201 and later.headers["idempotent-replayed"] == "true"
+    assert later.json()["job_id"] == written[0]

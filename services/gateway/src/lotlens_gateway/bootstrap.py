@@ -68,8 +68,6 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes,
                          resolve=resolve)
-    # A reservation older than the longest request can take belongs to a request that died.
-    stale_after_s = settings.sync_timeout_s + 60.0
     outbox = Outbox(engine, metrics, settings.max_event_bytes)
     topics = (settings.topics.submissions, settings.topics.completions)
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
@@ -82,7 +80,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         settings=settings,
         store=store,
         limiter=RateLimiter(engine, settings.rate_limit, settings.rate_limit_window_s, metrics),
-        idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, stale_after_s, metrics),
+        idempotency=IdempotencyStore(engine, settings.idempotency_ttl_s, settings.idempotency_lease(),
+                                     metrics),
         outbox=outbox,
         relay=relay,
         kafka=SharedCheck(KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,

@@ -127,6 +127,10 @@ class GatewaySettings(ServiceSettings):
     # A PostgreSQL that does not answer: the client gets 503 after this, not after the OS's timeout.
     database_connect_timeout_s: int = 3
     idempotency_ttl_s: int = 24 * 3600
+    # An Idempotency-Key held this long by a request still unanswered is taken for one whose
+    # request died: a resend of the same body takes it over (idempotency.py). Unset: the longest
+    # synchronous request and a minute, so no synchronous lot is described twice.
+    idempotency_lease_s: float | None = Field(default=None, gt=0)
     health_cache_s: float = 2.0
     # How old /health's model API reachability may get before it is checked again (in the background).
     openai_check_interval_s: float = 30.0
@@ -180,6 +184,10 @@ class GatewaySettings(ServiceSettings):
         """A job body's: any body's limits and the minimum rate while it holds an admission."""
         return replace(self.body_timeouts(), min_bytes_per_s=self.job_body_min_bytes_per_s,
                        min_rate_after_s=self.job_body_min_rate_after_s)
+
+    def idempotency_lease(self) -> float:
+        """Seconds after which an unanswered Idempotency-Key reservation may be taken over."""
+        return self.idempotency_lease_s or self.sync_timeout_s + 60.0
 
     def relay_settings(self) -> RelaySettings:
         """The outbox relay's settings."""

@@ -7,6 +7,11 @@ A reservation whose request died (gateway killed) is taken over after `stale_aft
 live at least `ttl_s` (24 h by default); past that the same key and body are a new request, and
 a new job. A job's outbox rows and its key's answer are written in one transaction, so a retry
 after a crash finds either the answer to replay or no job at all.
+
+A request still running when its reservation is taken over writes nothing: its answer is stored
+only while the reservation is still its own, in the job's transaction, so of the slow request
+and its resend only one job is written (the other hears 409, nothing written). The answer's
+store was unconditional, and both wrote a job.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, delete, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import idempotency_keys as keys
@@ -35,6 +40,19 @@ MAX_KEY_CHARS = 255
 _PURGE_ONE_IN = 100
 # Reservations tried while the key's holders keep releasing it between our insert and our read.
 _RESERVE_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """A key held for one request until its answer is stored or it is released.
+
+    `taken_at` is the row's `created_at`: a takeover rewrites it (always later, past the lease),
+    so it tells this request's reservation from the one that took it over.
+    """
+
+    client_id: str
+    key: str
+    taken_at: datetime
 
 
 @dataclass(frozen=True)
@@ -56,6 +74,16 @@ def _in_progress(key: str) -> ApiError:
                     details={"idempotency_key": key}, headers={"Retry-After": "5"})
 
 
+class ReservationLost(ApiError):
+    """409: a resend took the key over while this request ran; this request's write is rolled back."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
+                         f"This request ran past its hold on the {HEADER} and a resend took the key over; "
+                         "nothing was written by this request. Retry later for the resend's answer",
+                         details={"idempotency_key": key}, headers={"Retry-After": "5"})
+
+
 def check_key(key: str) -> str:
     """The key as given, or 422 when it is empty or too long."""
     if not key.strip() or len(key) > MAX_KEY_CHARS:
@@ -65,7 +93,7 @@ def check_key(key: str) -> str:
 
 
 async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerprint: str,
-                      now: datetime) -> Replay | None:
+                      now: datetime) -> Reservation | Replay:
     """`store.reserve` in a thread, awaited to its end; a request cut by the shutdown meanwhile
     releases what the thread reserved, then stays cut (503 `SHUTTING_DOWN`, its write not begun).
 
@@ -74,8 +102,9 @@ async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerp
     reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now)
     if not cuts:
         return reserving.result()
-    if reserving.exception() is None and reserving.result() is None:  # reserved for this request
-        releasing, _ = await finish(store.release, client_id, key)
+    reserved = reserving.result() if reserving.exception() is None else None
+    if isinstance(reserved, Reservation):  # reserved for this request
+        releasing, _ = await finish(store.release, reserved)
         if releasing.exception() is not None:
             log.warning("a request cut while reserving idempotency key %r left it held until stale: %s",
                         key, releasing.exception())
@@ -91,14 +120,14 @@ class IdempotencyStore:
         self._stale = timedelta(seconds=stale_after_s)
         self._metrics = metrics
 
-    def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime) -> Replay | None:
-        """Reserve the key for this request (None), or the stored answer to replay; 409 on misuse."""
+    def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime) -> Reservation | Replay:
+        """Reserve the key for this request, or the stored answer to replay; 409 on misuse."""
         if random.randrange(_PURGE_ONE_IN) == 0:
             self._purge(now)
         with self._engine.begin() as conn:
             row = self._reserved_or_held(conn, client_id, key, fingerprint, now)
             if row is None:
-                return None
+                return Reservation(client_id, key, now)
             expired = row["created_at"] < now - self._ttl
             stale = row["status_code"] is None and row["created_at"] < now - self._stale
             if expired or (stale and row["request_hash"] == fingerprint):
@@ -106,7 +135,7 @@ class IdempotencyStore:
                              .values(request_hash=fingerprint, status_code=None, response_body=None,
                                      created_at=now))
                 self._metrics.db("update")
-                return None
+                return Reservation(client_id, key, now)
         if row["request_hash"] != fingerprint:
             raise ApiError(409, "IDEMPOTENCY_KEY_REUSED",
                            f"This {HEADER} was already used with a different request body",
@@ -134,26 +163,35 @@ class IdempotencyStore:
             # the insert is tried anew. Read with `one()`, that release was a 500.
         raise _in_progress(key)
 
-    def complete(self, client_id: str, key: str, status_code: int, body: dict[str, Any]) -> None:
-        """Store the answer to replay."""
+    def complete(self, reservation: Reservation, status_code: int, body: dict[str, Any]) -> None:
+        """Store the answer to replay; `ReservationLost` when a resend took the key over."""
         with self._engine.begin() as conn:
-            self.complete_in(conn, client_id, key, status_code, body)
+            self.complete_in(conn, reservation, status_code, body)
 
-    def complete_in(self, conn: Connection, client_id: str, key: str, status_code: int,
+    def complete_in(self, conn: Connection, reservation: Reservation, status_code: int,
                     body: dict[str, Any]) -> None:
-        """Store the answer to replay within the caller's transaction (the job's outbox write)."""
-        conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
-                     .values(status_code=status_code, response_body=body))
+        """Store the answer to replay within the caller's transaction (the job's outbox write);
+        `ReservationLost`, which rolls that write back, when a resend took the key over."""
+        stored = conn.execute(update(keys).where(*_held_by(reservation))
+                              .values(status_code=status_code, response_body=body))
         self._metrics.db("update")
+        if stored.rowcount == 0:
+            raise ReservationLost(reservation.key)
 
-    def release(self, client_id: str, key: str) -> None:
-        """Forget an unanswered reservation (the request failed; a retry may run afresh)."""
+    def release(self, reservation: Reservation) -> None:
+        """Forget an unanswered reservation (the request failed; a retry may run afresh); one
+        taken over is the resend's, and stays."""
         with self._engine.begin() as conn:
-            conn.execute(delete(keys).where(keys.c.client_id == client_id, keys.c.key == key,
-                                            keys.c.status_code.is_(None)))
+            conn.execute(delete(keys).where(*_held_by(reservation)))
         self._metrics.db("delete")
 
     def _purge(self, now: datetime) -> None:
         with self._engine.begin() as conn:
             conn.execute(delete(keys).where(keys.c.created_at < now - self._ttl))
         self._metrics.db("delete")
+
+
+def _held_by(reservation: Reservation) -> tuple[ColumnElement[bool], ...]:
+    """The key's row while it is still this reservation's: unanswered and not taken over."""
+    return (keys.c.client_id == reservation.client_id, keys.c.key == reservation.key,
+            keys.c.created_at == reservation.taken_at, keys.c.status_code.is_(None))

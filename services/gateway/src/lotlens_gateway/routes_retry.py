@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
-from lotlens_gateway.idempotency import reserve_key
+from lotlens_gateway.idempotency import Replay, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
 from lotlens_gateway.shutdown import to_the_end
@@ -62,9 +62,9 @@ async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) ->
     # client asking again while its retry was being made (its first call timed out) used up its
     # batch quota and, at the limit, was told 429 to wait a minute for a job already being made.
     key = f"retry-failed:{job_id}"
-    replay = await reserve_key(deps.idempotency, client_id, key, new_id, deps.clock())
-    if replay is not None:
-        return JSONResponse(replay.body, headers=_REPLAYED)
+    reservation = await reserve_key(deps.idempotency, client_id, key, new_id, deps.clock())
+    if isinstance(reservation, Replay):
+        return JSONResponse(reservation.body, headers=_REPLAYED)
     settings, created_at = deps.settings, deps.clock()
     estimate = Estimate(settings.estimate_base_s, settings.estimate_per_lot_s)
     accepted = AcceptedJob(job_id=new_id, client_id=client_id, submission=submission, created_at=created_at,
@@ -72,12 +72,12 @@ async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) ->
                            trace=tracing.inject({}), retry_of=job_id)
 
     def remember(conn: Connection, body: dict[str, Any]) -> None:
-        deps.idempotency.complete_in(conn, client_id, key, 201, body)
+        deps.idempotency.complete_in(conn, reservation, 201, body)
 
     try:
         await deps.count_request(client_id, "batch")
         body = await to_the_end(accept_batch, accepted, settings.topics.submissions, deps.outbox, remember)
     except BaseException:  # a 429 too: the key is free for a call once the window allows one
-        await to_the_end(deps.idempotency.release, client_id, key)
+        await to_the_end(deps.idempotency.release, reservation)
         raise
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})

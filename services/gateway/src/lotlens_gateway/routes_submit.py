@@ -32,7 +32,15 @@ from lotlens_gateway import schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.errors import ApiError, client_closed
-from lotlens_gateway.idempotency import HEADER, check_key, request_hash, reserve_key
+from lotlens_gateway.idempotency import (
+    HEADER,
+    Replay,
+    Reservation,
+    ReservationLost,
+    check_key,
+    request_hash,
+    reserve_key,
+)
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
@@ -123,17 +131,16 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
                   client_id: str, idempotency_key: str | None, started: float) -> JSONResponse:
     settings = deps.settings
     await run_in_threadpool(refuse_nul, raw, document)
-    key = check_key(idempotency_key) if idempotency_key is not None else None
-    if key is not None:
+    reservation: Reservation | None = None
+    if idempotency_key is not None:
         # A retry's stored answer comes before the rate limit and the checks: a client whose 201
         # was lost was refused 429 for up to a minute, and each replay used up its quota.
+        key = check_key(idempotency_key)
         fingerprint = await run_in_threadpool(request_hash, raw)
-        replay = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
-        if replay is not None:
-            replayed = {"Idempotent-Replayed": "true"}
-            if replay.status_code == 201:  # a 201 without Location names this URI as the job
-                replayed["Location"] = _status_url(str(replay.body["job_id"]))
-            return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
+        held = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
+        if isinstance(held, Replay):
+            return _replayed(held)
+        reservation = held
     job_id = str(uuid.uuid4())
     try:
         await deps.count_request(client_id, rate_mode(document))
@@ -144,40 +151,50 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
                                               settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
                                               settings.max_webhook_hosts_checked)
         bind_log_context(job_id=job_id)
-        status, body, headers = await _run(deps, request, client_id, submission, job_id, key)
+        status, body, headers = await _run(deps, request, client_id, submission, job_id, reservation)
     except BaseException:
-        if key is not None:  # to its end: a reservation left by a cut request made its retry a 409
-            await to_the_end(deps.idempotency.release, client_id, key)
+        if reservation is not None:  # to its end: a reservation left by a cut request made its retry a 409
+            await to_the_end(deps.idempotency.release, reservation)
         raise
-    if key is not None and submission.is_synchronous:
-        await _keep_answer(deps, client_id, key, status, body)
+    if reservation is not None and submission.is_synchronous:
+        await _keep_answer(deps, reservation, status, body)
     mode = "sync" if submission.is_synchronous else "batch"
     deps.metrics.generation_requests.labels(mode=mode).inc()
     deps.metrics.generation_duration.labels(mode=mode).observe(time.perf_counter() - started)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-async def _keep_answer(deps: GatewayDeps, client_id: str, key: str, status: int,
+def _replayed(replay: Replay) -> JSONResponse:
+    """The stored answer of an earlier request with the key and body, marked as replayed."""
+    replayed = {"Idempotent-Replayed": "true"}
+    if replay.status_code == 201:  # a 201 without Location names this URI as the job
+        replayed["Location"] = _status_url(str(replay.body["job_id"]))
+    return JSONResponse(replay.body, status_code=replay.status_code, headers=replayed)
+
+
+async def _keep_answer(deps: GatewayDeps, reservation: Reservation, status: int,
                        body: dict[str, Any]) -> None:
     """Store a synchronous answer under its key, to the end and then given however the shutdown
     cuts the request meanwhile: cut, the answer was stored in its thread while the client heard
     503 `SHUTTING_DOWN` saying nothing was written (believed, a retry without the key paid again).
     If PostgreSQL fails now, the answer (paid for, in hand) is still given: a 503 threw it away,
-    and the retry heard 409 "in progress" until the reservation went stale, then paid again."""
+    and the retry heard 409 "in progress" until the reservation went stale, then paid again. So
+    is it when a resend took the key over meanwhile (its own answer is the one kept)."""
     try:
-        await to_the_end(deps.idempotency.complete, client_id, key, status, body)
-    except SQLAlchemyError as exc:
-        log.warning("the answer to idempotency key %r could not be stored (%s); answered anyway", key, exc)
+        await to_the_end(deps.idempotency.complete, reservation, status, body)
+    except (SQLAlchemyError, ReservationLost) as exc:
+        log.warning("the answer to idempotency key %r could not be stored (%s); answered anyway",
+                    reservation.key, exc)
 
 
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
-               job_id: str, key: str | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+               job_id: str, reservation: Reservation | None) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
         with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
             describing = deps.describer.describe(submission)
             # Without a key nobody can receive this answer once the client has gone (a retry starts
             # afresh), so its model calls stop; with one, the retry replays it without paying again.
-            answer = await (describing if key is not None else _unless_client_leaves(request, describing))
+            answer = await (describing if reservation else _unless_client_leaves(request, describing))
         return 200, answer, {}
     settings = deps.settings
     created_at = deps.clock()
@@ -188,7 +205,7 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
     job = AcceptedJob(job_id=job_id, client_id=client_id, submission=submission, created_at=created_at,
                       estimated_completion=estimate.completion(created_at, len(submission.lots)), trace=trace)
     body = await to_the_end(accept_batch, job, settings.topics.submissions, deps.outbox,
-                            _remembered(deps, client_id, key))
+                            _remembered(deps, reservation))
     return 201, body, {"Location": _status_url(job_id)}
 
 
@@ -221,13 +238,13 @@ async def _disconnected(request: Request) -> None:
         continue
 
 
-def _remembered(deps: GatewayDeps, client_id: str, key: str | None) -> Answer | None:
+def _remembered(deps: GatewayDeps, reservation: Reservation | None) -> Answer | None:
     """Store the 201 under the idempotency key in the job's own transaction (none without a key)."""
-    if key is None:
+    if reservation is None:
         return None
-    idempotency_key = key
+    held = reservation
 
     def remember(conn: Connection, body: dict[str, Any]) -> None:
-        deps.idempotency.complete_in(conn, client_id, idempotency_key, 201, body)
+        deps.idempotency.complete_in(conn, held, 201, body)
 
     return remember

@@ -18,7 +18,7 @@ from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.idempotency import HEADER, check_key, request_hash, reserve_key
+from lotlens_gateway.idempotency import HEADER, Replay, Reservation, check_key, request_hash, reserve_key
 from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.outbox import InTransaction, recorded_in_window
 from lotlens_gateway.shutdown import to_the_end
@@ -111,13 +111,15 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
                        f"current status: {job.status}")
     if not job.webhook_configured:
         raise ApiError(400, "NO_WEBHOOK", "None of the job's lots named a webhook URL")
-    key = check_key(idempotency_key) if idempotency_key is not None else None
-    if key is not None:
+    reservation: Reservation | None = None
+    if idempotency_key is not None:
         fingerprint = request_hash(f"redeliver {job_id}".encode())
-        replay = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
-        if replay is not None:
-            return JSONResponse(replay.body, status_code=replay.status_code,
+        held = await reserve_key(deps.idempotency, client_id, check_key(idempotency_key), fingerprint,
+                                 deps.clock())
+        if isinstance(held, Replay):
+            return JSONResponse(held.body, status_code=held.status_code,
                                 headers={"Idempotent-Replayed": "true"})
+        reservation = held
     requested_at, redelivery_id = deps.clock(), str(uuid.uuid4())
     answer = {"job_id": job_id, "redelivery_id": redelivery_id, "status": "scheduled",
               "requested_at": iso(requested_at)}
@@ -125,8 +127,8 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
 
     def record(conn: Connection) -> None:
         within_limits(conn)
-        if key is not None:
-            deps.idempotency.complete_in(conn, client_id, key, 202, answer)
+        if reservation is not None:
+            deps.idempotency.complete_in(conn, reservation, 202, answer)
 
     event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=redelivery_id,
                                        requested_at=requested_at)
@@ -134,7 +136,7 @@ async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
         await to_the_end(deps.outbox.append, deps.settings.topics.completions,
                          [Envelope(event, client_id=client_id, occurred_at=requested_at)], record)
     except BaseException:
-        if key is not None:
-            await to_the_end(deps.idempotency.release, client_id, key)
+        if reservation is not None:
+            await to_the_end(deps.idempotency.release, reservation)
         raise
     return JSONResponse(answer, status_code=202)
