@@ -195,3 +195,23 @@ def test_asking_again_for_a_made_retry_answers_it_while_every_intake_slot_is_tak
     assert again.status_code == 200, again.text
     assert again.json()["job_id"] == made.json()["job_id"] and again.headers["idempotent-replayed"] == "true"
     assert taken[0].status_code == 201, taken[0].text
+
+
+def test_a_client_key_spelled_like_the_retry_s_own_neither_blocks_the_retry_nor_is_refused_for_it(
+        gateway: Gateway, engine: Engine) -> None:
+    # The retry held `retry-failed:<job id>` among the client's own Idempotency-Keys: a submission
+    # sent with that key made the job's retry a 409 IDEMPOTENCY_KEY_REUSED for a day, and a
+    # submission sent with it after the retry was refused so.
+    before, _failed = finished_job_with_failures(gateway, engine)
+    lots, key = make_lots(2), {"Idempotency-Key": f"retry-failed:{before}"}
+    submitted = gateway.submit(lots, headers=key)
+    assert submitted.status_code == 201, submitted.text
+    made = retry(gateway, before)
+    assert made.status_code == 201 and made.json()["retry_of"] == before, made.text
+    resent = gateway.submit(lots, headers=key)
+    assert resent.status_code == 201 and resent.json() == submitted.json(), resent.text
+
+    after, _failed = finished_job_with_failures(gateway, engine)
+    assert retry(gateway, after).status_code == 201
+    later = gateway.submit(make_lots(2), headers={"Idempotency-Key": f"retry-failed:{after}"})
+    assert later.status_code == 201 and later.json()["job_id"] not in (before, after), later.text

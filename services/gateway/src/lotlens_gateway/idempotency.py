@@ -38,6 +38,8 @@ HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
 # Expired keys are purged by about one request in this many.
 _PURGE_ONE_IN = 100
+# What RFC 9110 (5.5) lets no field value hold: the line break joins an internal key's parts.
+_NOT_IN_HEADERS = frozenset("\r\n\0")
 # Reservations tried while the key's holders keep releasing it between our insert and our read.
 _RESERVE_ATTEMPTS = 3
 
@@ -85,11 +87,20 @@ class ReservationLost(ApiError):
 
 
 def check_key(key: str) -> str:
-    """The key as given, or 422 when it is empty or too long."""
-    if not key.strip() or len(key) > MAX_KEY_CHARS:
-        raise ApiError(422, "VALIDATION_ERROR", f"{HEADER} must be 1 to {MAX_KEY_CHARS} characters",
-                       details={"errors": [{"field": HEADER, "problem": "empty or too long"}]})
+    """The key as given, or 422 when it is empty, too long or holds a line break (`internal_key`)."""
+    if not key.strip() or len(key) > MAX_KEY_CHARS or not _NOT_IN_HEADERS.isdisjoint(key):
+        raise ApiError(422, "VALIDATION_ERROR", f"{HEADER} must be 1 to {MAX_KEY_CHARS} characters "
+                       "with no line break", details={"errors": [
+                           {"field": HEADER, "problem": "empty, too long or with a line break"}]})
     return key
+
+
+def internal_key(purpose: str, subject: str) -> str:
+    """A key the gateway holds for itself (a retry of `subject`'s failed lots, say), in the
+    client's table yet never one a client sends: joined by a line break, which `check_key`
+    refuses (HTTP carries none in a header anyway). `retry-failed:<job id>` was a client's key
+    too: sent with a submission, it made the job's retry a 409 for a day."""
+    return f"{purpose}\n{subject}"
 
 
 async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerprint: str,

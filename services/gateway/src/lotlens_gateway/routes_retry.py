@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
-from lotlens_gateway.idempotency import Replay, reserve_key
+from lotlens_gateway.idempotency import Replay, internal_key, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
 from lotlens_gateway.shutdown import to_the_end
@@ -61,7 +61,7 @@ async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) ->
     # Reserved before the call is counted, as a submission's Idempotency-Key is: counted first, a
     # client asking again while its retry was being made (its first call timed out) used up its
     # batch quota and, at the limit, was told 429 to wait a minute for a job already being made.
-    key = f"retry-failed:{job_id}"
+    key = internal_key("retry-failed", job_id)
     reservation = await reserve_key(deps.idempotency, client_id, key, new_id, deps.clock())
     if isinstance(reservation, Replay):
         return JSONResponse(reservation.body, headers=_REPLAYED)
