@@ -1,5 +1,6 @@
 """Idempotency-Key reservations on the real database: two requests racing for one key, a
-reservation left by a request that died, and one taken over from a request still running."""
+reservation left by a request that died, one taken over from a request still running, and a
+resend's replay while intake is busy."""
 
 from __future__ import annotations
 
@@ -171,3 +172,34 @@ def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_jo
     assert [a.status_code for a in answers].count(201) >= 1
     assert later.status_code == 201 and later.headers["idempotent-replayed"] == "true"
     assert later.json()["job_id"] == written[0]
+
+
+@pytest.mark.parametrize("waiting", [0, 1], ids=["not-admitted", "no-slot-in-time"])
+def test_a_job_resent_after_a_lost_201_is_replayed_while_intake_is_busy(
+        settings: ServiceSettings, engine: Engine, waiting: int) -> None:
+    # The intake slot was taken before the key was looked up: the resend of a job accepted before
+    # was refused 503 INTAKE_BUSY "nothing was written", while its job ran.
+    with running_gateway(settings, engine, intake_slots=1, intake_waiting=waiting, intake_wait_s=0.5,
+                         max_lot_bytes=2000) as gw:
+        lots, key = make_lots(30), {"Idempotency-Key": new_id("k-")}
+        accepted = gw.submit(lots, headers=key)
+        assert accepted.status_code == 201, accepted.text
+        with ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
+            # Another big job's durable write waits on the outbox table, holding the only slot.
+            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+            taking = pool.submit(gw.submit, make_lots(30))
+            until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
+                  "the other job never took the slot")
+            resent = gw.submit(lots, headers=key)
+            another = gw.submit(make_lots(30), headers={"Idempotency-Key": new_id("k-")})
+            blocker.rollback()
+            taken = taking.result(timeout=60)
+
+    assert resent.status_code == 201, resent.text
+    assert resent.json() == accepted.json() and resent.headers["idempotent-replayed"] == "true"
+    assert resent.headers["location"] == accepted.headers["location"]
+    # A job not accepted before is still refused, and writes nothing.
+    assert (another.status_code, another.json()["code"]) == (503, "INTAKE_BUSY"), another.text
+    assert taken.status_code == 201, taken.text
+    written = sorted(jobs_written(engine, gw.client_id))
+    assert written == sorted([accepted.json()["job_id"], taken.json()["job_id"]])

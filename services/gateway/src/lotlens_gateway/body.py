@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +79,10 @@ async def read_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) ->
     return bytes(received)
 
 
-async def drain_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> int:
-    """Read the body under the same rules and drop it as it arrives; how many bytes it had.
+async def drain_body(request: Request, max_bytes: int, timeouts: BodyTimeouts,
+                     feed: Callable[[bytes], object] | None = None) -> int:
+    """Read the body under the same rules and drop it as it arrives, each chunk given to `feed`
+    first (a hash's `update`: the body known without being held); how many bytes it had.
 
     For a request answered without its body: answering while the client still uploads would
     reset its connection before it reads the answer. A client waiting for `100 Continue` has sent
@@ -91,6 +93,8 @@ async def drain_body(request: Request, max_bytes: int, timeouts: BodyTimeouts) -
         return 0
     dropped = 0
     async for chunk in _chunks(request, max_bytes, timeouts):
+        if feed is not None:
+            feed(chunk)
         dropped += len(chunk)
     return dropped
 

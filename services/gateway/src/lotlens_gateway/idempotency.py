@@ -20,6 +20,7 @@ import asyncio
 import hashlib
 import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,7 +68,12 @@ class Replay:
 
 def request_hash(body: bytes) -> str:
     """The fingerprint a key is bound to: SHA-256 of the raw body."""
-    return hashlib.sha256(body).hexdigest()
+    return request_hasher(body).hexdigest()
+
+
+def request_hasher(body: bytes = b"") -> hashlib._Hash:
+    """`request_hash` for a body fed in chunks as it streams (`hexdigest()` once it is all in)."""
+    return hashlib.sha256(body)
 
 
 def _in_progress(key: str) -> ApiError:
@@ -173,6 +179,26 @@ class IdempotencyStore:
             # Released between the two statements (its request failed): the key is free again, and
             # the insert is tried anew. Read with `one()`, that release was a 500.
         raise _in_progress(key)
+
+    def accepted_job(self, client_ids: Collection[str], key: str, fingerprint: str,
+                     now: datetime) -> Replay | None:
+        """The 201 of a job accepted for a request with this key and these exact bytes, from one
+        of these clients (None when there is none, or more than one).
+
+        For a job body intake does not take: its client is known only from its signature, which
+        takes the parse an intake slot bounds the memory of. The same bytes carry the same body
+        signature, so they are the client's again (as a resend through a slot would verify); a
+        job signed by the `X-Signature` header alone is answered to whoever resends its exact
+        body and key, which names its job and nothing the body does not hold.
+        """
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                select(keys.c.response_body)
+                .where(keys.c.client_id.in_(list(client_ids)), keys.c.key == key,
+                       keys.c.request_hash == fingerprint, keys.c.status_code == 201,
+                       keys.c.created_at >= now - self._ttl).limit(2)).all()
+        self._metrics.db("read")
+        return Replay(201, dict(rows[0].response_body)) if len(rows) == 1 else None
 
     def complete(self, reservation: Reservation, status_code: int, body: dict[str, Any]) -> None:
         """Store the answer to replay; `ReservationLost` when a resend took the key over."""

@@ -8,7 +8,8 @@ pod past its memory limit, and the kill ended every request it was serving. Now 
 than one lot can be takes one of `slots` from when it is read until its answer (so does a retry of
 a job's failed lots, read from the database, while it makes its new job: one that finds it made
 takes none); one that finds none free waits up to `wait_s` for
-one, then gets 503 with `Retry-After` (nothing written). Bodies of one lot's size or less (every
+one, then gets 503 with `Retry-After` (nothing written; a resend of a job accepted before gets its
+201 replayed instead, routes_submit.py). Bodies of one lot's size or less (every
 synchronous lot, small jobs) take none: rate limits bound them, and one queued behind a
 synchronous call would wait up to 300 s.
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -61,13 +63,11 @@ class IntakeSlots:
             self._admitted -= 1
             self._metrics.intake_admitted.dec()
 
-    def refusal(self) -> ApiError:
+    def refusal(self) -> IntakeBusy:
         """503 for a job body `admit` turned away: as many others are being read, waiting or in work
         as the process takes."""
-        return ApiError(503, "INTAKE_BUSY",
-                        f"The gateway is taking {self._admitted} other large jobs; nothing was written, "
-                        "retry in a few seconds", headers={"Retry-After": "10"},
-                        details={"waited_s": 0.0, "jobs_in_intake": self._admitted})
+        return IntakeBusy(f"The gateway is taking {self._admitted} other large jobs",
+                          {"waited_s": 0.0, "jobs_in_intake": self._admitted})
 
     def takes_slot(self, body_bytes: int | None) -> bool:
         """Whether a body of this size (None: not declared) is a job's, worked on in a slot."""
@@ -90,9 +90,18 @@ class IntakeSlots:
             self._free.release()
 
 
-def busy(waited_s: float) -> ApiError:
+class IntakeBusy(ApiError):
+    """503 `INTAKE_BUSY`: a job body the process could not take in.
+
+    It said "nothing was written", which a resend whose job had been accepted took as "no job"."""
+
+    def __init__(self, why: str, details: dict[str, Any]) -> None:
+        super().__init__(503, "INTAKE_BUSY", f"{why}; this request was not taken in and wrote nothing "
+                         "(a job accepted for an earlier one stands), retry in a few seconds",
+                         headers={"Retry-After": "10"}, details=details)
+
+
+def busy(waited_s: float) -> IntakeBusy:
     """503 for a job that found every intake slot taken for `waited_s`."""
-    return ApiError(503, "INTAKE_BUSY",
-                    f"The gateway is taking other large jobs; nothing was written, retry in a few seconds "
-                    f"(waited {waited_s:g} s)",
-                    headers={"Retry-After": "10"}, details={"waited_s": waited_s})
+    return IntakeBusy(f"The gateway is taking other large jobs (waited {waited_s:g} s)",
+                      {"waited_s": waited_s})

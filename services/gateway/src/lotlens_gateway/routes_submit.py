@@ -5,7 +5,8 @@ contract's answer: 413 (size), 400 (JSON), 401/403 (signature), the stored answe
 (idempotency key), 429 (rate), 413/409/422 (validation), then 503 when PostgreSQL cannot take the job's one
 durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
-`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time. An admitted job body must
+`INTAKE_BUSY` when it is not admitted, or when no slot frees up in time, unless it resends a job
+accepted under its `Idempotency-Key` (that job's 201 is replayed). An admitted job body must
 keep a minimum rate once its first seconds are over (408 under it). Before that, a job body from
 an address with too many bodies refused before authentication gets 429 unread (strikes.py).
 """
@@ -39,9 +40,11 @@ from lotlens_gateway.idempotency import (
     ReservationLost,
     check_key,
     request_hash,
+    request_hasher,
     reserve_key,
 )
 from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
+from lotlens_gateway.intake_slots import IntakeBusy
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
 from lotlens_gateway.validation import Submission, parse_submission, rate_mode
@@ -98,8 +101,10 @@ async def generate_descriptions(
         raise struck_out
     async with deps.intake.admit(declared) as admitted:
         if not admitted:
-            await drain_body(request, limit, timeouts)
-            raise deps.intake.refusal()
+            hasher = request_hasher()
+            drained = await drain_body(request, limit, timeouts, hasher.update if idempotency_key else None)
+            fingerprint = hasher.hexdigest() if drained else None
+            return await _replayed_or(deps, idempotency_key, fingerprint, deps.intake.refusal())
         try:
             raw = await read_body(request, limit, deps.settings.job_body_timeouts() if job_body else timeouts)
         except ApiError:
@@ -110,17 +115,37 @@ async def generate_descriptions(
                 deps.strikes.record(address)
             raise
         if deps.intake.takes_slot(len(raw)):
-            async with deps.intake.hold():
-                try:
-                    document, client_id = await _read_signed(deps, raw, x_signature)
-                except ApiError:
-                    deps.strikes.record(address)
-                    raise
-                return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+            try:
+                async with deps.intake.hold():
+                    try:
+                        document, client_id = await _read_signed(deps, raw, x_signature)
+                    except ApiError:
+                        deps.strikes.record(address)
+                        raise
+                    return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+            except IntakeBusy as busy:  # no slot came in time (`hold` alone raises it)
+                fingerprint = await run_in_threadpool(request_hash, raw) if idempotency_key else None
+                return await _replayed_or(deps, idempotency_key, fingerprint, busy)
     # No bigger than one lot (a synchronous lot sent without its length, say): its place is given
     # back before its model calls, which may take 300 s.
     document, client_id = await _read_signed(deps, raw, x_signature)
     return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+
+
+async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | None,
+                       busy: IntakeBusy) -> JSONResponse:
+    """A job body intake could not take in: the 201 of the job accepted for the same key and
+    bytes before (a resend after a lost 201), replayed without a slot, or the 503 `busy`.
+
+    The slot was taken before the key was read, so that resend heard "nothing was written" while
+    its job ran. The key is read by the body's fingerprint (`IdempotencyStore.accepted_job`):
+    a body intake does not take is not parsed, so its client is not known."""
+    if key is not None and fingerprint is not None:
+        replay = await run_in_threadpool(deps.idempotency.accepted_job, deps.keys.keys(), key, fingerprint,
+                                         deps.clock())
+        if replay is not None:
+            return _replayed(replay)
+    raise busy
 
 
 async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None) -> tuple[dict[str, Any], str]:

@@ -63,7 +63,7 @@ _ERRORS = {
     502: "OPENAI_UNAVAILABLE: the model API is down or rate-limits us",
     503: ("SERVICE_UNAVAILABLE: PostgreSQL is down; INTAKE_BUSY (submissions and retry-failed): the "
           "gateway is taking in as many big requests as it can; SHUTTING_DOWN: the gateway stopped (a "
-          "restart) before answering; nothing was written; retry after Retry-After seconds"),
+          "restart) before answering; this request wrote nothing; retry after Retry-After seconds"),
     504: "OPENAI_TIMEOUT: the synchronous budget ran out",
 }
 
