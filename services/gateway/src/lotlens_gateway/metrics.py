@@ -54,9 +54,11 @@ class GatewayMetrics:
         self.intake_admitted = Gauge(
             "lotlens_intake_admitted", "Job bodies this process has admitted: being read, waiting for "
             "an intake slot or taken", registry=self.registry)
-        # reason: `full` (not admitted, read and dropped), `waited` (no slot freed up in time).
+        # reason: `full` (not admitted, read and dropped), `waited` (no slot freed up in time). A
+        # resend of a job accepted before is counted too: its 201 is replayed, it was not taken in.
         self.intake_busy = Counter(
-            "lotlens_intake_busy", "Job bodies answered 503 INTAKE_BUSY", ["reason"],
+            "lotlens_intake_busy", "Job bodies intake could not take in (answered 503 INTAKE_BUSY, or "
+            "a resend of an accepted job replayed)", ["reason"],
             registry=self.registry)
         self.struck_out = Counter(
             "lotlens_intake_struck_out", "Job bodies answered 429 unread: their address had too many "
