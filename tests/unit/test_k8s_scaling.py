@@ -123,7 +123,9 @@ def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
         env = pod_environment(docs, one(docs, "Deployment", f"lotlens-{service}"))
         settings = service_settings(service, env, monkeypatch)
         fields = settings.model_dump()  # the dispatcher names its group `consumer_group`
-        assert metadata["consumerGroup"] == fields.get("consumer_group", fields.get("group_id")), service
+        # The group the pods join: KAFKA_GROUP_PREFIX (set in the ConfigMap) goes in front of its id.
+        group = fields["kafka"]["group_prefix"] + fields.get("consumer_group", fields.get("group_id"))
+        assert metadata["consumerGroup"] == group, (name, service)
         assert metadata["bootstrapServersFromEnv"] == "KAFKA_BOOTSTRAP_SERVERS" in config
         assert "bootstrapServers" not in metadata
         if name.startswith("overlays/production"):
