@@ -137,31 +137,3 @@ def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
             assert {r["name"] for r in refs} == {SECRET}
         else:
             assert "authenticationRef" not in trigger
-
-
-def test_the_dispatcher_also_scales_on_its_backlog_in_postgresql_and_the_stages_on_their_lag_alone(
-        target: Target) -> None:
-    # The dispatcher's deliveries are shared through PostgreSQL, and one JobCompleted schedules up
-    # to 50,000 of them: its lag said nothing of them (the query itself is run on the dispatcher's
-    # table by tests/integration/webhook_dispatcher/test_scaling_backlog.py). The stages' waiting
-    # lots mostly wait for OpenAI's enqueued-token budget or the batching window, and a claimed
-    # shard is one replica's: more replicas would not send them sooner (deploy/k8s/README.md).
-    name, docs = target
-    triggers = {service: [trigger["type"] for trigger in
-                          one(docs, "ScaledObject", f"lotlens-{service}")["spec"]["triggers"]]
-                for service in SETTINGS}
-    assert triggers == {"vision-batcher": ["kafka"], "translator": ["kafka"], "result-store": ["kafka"],
-                        "webhook-dispatcher": ["kafka", "postgresql"]}, name
-    scaled = one(docs, "ScaledObject", "lotlens-webhook-dispatcher")
-    [backlog] = [t for t in scaled["spec"]["triggers"] if t["type"] == "postgresql"]
-    assert float(backlog["metadata"]["targetQueryValue"]) > 0
-    assert not {"connection", "password", "host"} & set(backlog["metadata"]), "a credential in the manifest"
-    auth = one(docs, "TriggerAuthentication", backlog["authenticationRef"]["name"])
-    [ref] = auth["spec"]["secretTargetRef"]
-    assert (ref["parameter"], ref["name"]) == ("connection", SECRET)
-    example = (K8S / "overlays" / "production" / "secret.example.env").read_text(encoding="utf-8")
-    [url] = [line.split("=", 1)[1] for line in example.splitlines() if line.startswith(f"{ref['key']}=")]
-    assert url.startswith("postgresql://"), "KEDA reads a libpq URL, not SQLAlchemy's postgresql+psycopg2://"
-    for secret in [d for d in docs if d["kind"] == "Secret"]:  # the local overlay's generated one
-        assert ref["key"] in secret["data"], name
-

@@ -56,8 +56,8 @@ class DispatcherSettings(ServiceSettings):
         return value
 
     def work_topic(self) -> str:
-        """The topic of the finished jobs whose webhooks it schedules; KEDA scales it on its group's
-        lag there and on the deliveries waiting in `dispatch_queue` (deploy/k8s)."""
+        """The topic of the finished jobs whose webhooks it schedules; its group's lag there is what
+        KEDA scales it on."""
         return self.topics.completions
 
     @property
