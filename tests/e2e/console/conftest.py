@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import httpx2
@@ -31,6 +31,7 @@ from tests.servers import WebhookReceiver, image_host, webhook_receiver
 # Where `make screenshots`-style runs keep the PNGs (docs/console); unset, they go to tmp only.
 SCREENSHOTS_ENV = "LOTLENS_CONSOLE_SCREENSHOTS"
 expect.set_options(timeout=30_000)
+Held = TypeVar("Held")
 
 
 @dataclass(frozen=True)
@@ -216,3 +217,24 @@ def staged_failed_lots(job_id: str, failed: list[str], most: int = 500) -> Calla
             "limit": len(shown) if more and shown else limit, "offset": offset, "total": len(failed),
             "has_more": more, "next_offset": offset + len(shown) if more else None}})
     return answer
+
+
+def hold_once(held: list[Route], wanted: Callable[[Route], bool]) -> Callable[[Route], None]:
+    """A `route` handler holding the first request `wanted` picks (the test answers it later)
+    and passing every other one on."""
+    def handle(route: Route) -> None:
+        if not held and wanted(route):
+            held.append(route)
+        else:
+            route.continue_()
+    return handle
+
+
+def until_held(page: Page, held: list[Held]) -> Held:
+    """The held request (or what a handler kept of it), once the page has sent it (Playwright
+    calls handlers while it waits)."""
+    for _ in range(300):
+        if held:
+            return held[0]
+        page.wait_for_timeout(100)
+    raise AssertionError("the page sent no request to hold")

@@ -5,7 +5,6 @@ failures are staged with Playwright's `route`, the rest is the real API."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -18,9 +17,11 @@ from tests.e2e.console.conftest import (
     WAITING_LOTS,
     ConsoleStack,
     FinishedJob,
+    hold_once,
     open_job,
     sign_in,
     staged_failed_lots,
+    until_held,
 )
 
 pytestmark = pytest.mark.e2e
@@ -192,26 +193,6 @@ def test_show_more_after_a_change_shows_no_fewer_lots_when_the_byte_cap_cuts_a_p
     expect(note).to_contain_text(f"{len(failed)} failed lots, {60 + LOTS_PER_PAGE} shown.")
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60 + LOTS_PER_PAGE])
     expect(more).to_be_visible()
-
-
-def hold_once(held: list[Route], wanted: Callable[[Route], bool]) -> Callable[[Route], None]:
-    """A `route` handler holding the first request `wanted` picks (the test answers it later)
-    and passing every other one on."""
-    def handle(route: Route) -> None:
-        if not held and wanted(route):
-            held.append(route)
-        else:
-            route.continue_()
-    return handle
-
-
-def until_held(page: Page, held: list[Route]) -> Route:
-    """The held request, once the page has sent it (Playwright calls handlers while it waits)."""
-    for _ in range(300):
-        if held:
-            return held[0]
-        page.wait_for_timeout(100)
-    raise AssertionError("the page sent no request to hold")
 
 
 def is_show_more(route: Route) -> bool:

@@ -14,12 +14,13 @@ const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being ma
 export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
-  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false, lots: {} };
+  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
+    lots: {}, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
   byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
   byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view, state));
-  byId("redeliver").addEventListener("click", () => redeliver(jobId, view));
+  byId("redeliver").addEventListener("click", () => redeliver(jobId, view, state.deliveries));
   byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
   byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
   await loadJob(jobId, view, state, true);
@@ -59,7 +60,7 @@ async function loadJob(jobId, view, state, readLists = false) {
   if (!terminal) schedulePoll(jobId, view, state, POLL_MS);
   if (!state.listsDue && !changed) return;
   state.listsDue = false;
-  await Promise.all([loadLots(jobId, view, state.lots, true), terminal ? loadDeliveries(jobId, view) : null]);
+  await Promise.all([loadLots(jobId, view, state.lots, true), terminal ? loadDeliveries(jobId, view, state.deliveries) : null]);
 }
 
 function schedulePoll(jobId, view, state, delayMs) {
@@ -201,7 +202,7 @@ async function askRetry(jobId, view) {
 }
 
 // Asks for a redelivery, then re-reads the deliveries until the new one shows up (or 20 s pass).
-async function redeliver(jobId, view) {
+async function redeliver(jobId, view, deliveries) {
   const before = Number(byId("delivery-rows").dataset.total || 0);
   try {
     await api.redeliver(jobId);
@@ -212,7 +213,7 @@ async function redeliver(jobId, view) {
   say(byId("redeliver-result"), "Redelivery scheduled.");
   for (let waited = 0; waited < 20000 && isShown(view); waited += 1000) {
     await new Promise((resolve) => setTimeout(resolve, 1000));
-    const answer = await loadDeliveries(jobId, view);
+    const answer = await loadDeliveries(jobId, view, deliveries);
     if (answer && answer.pagination.total > before && answer.deliveries.every((d) => d.attempt_count > 0)) {
       return say(byId("redeliver-result"), "Redelivery attempted: see the newest row.");
     }

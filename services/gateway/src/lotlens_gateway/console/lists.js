@@ -143,21 +143,26 @@ function lotItem(lot) {
 }
 
 // The newest page of deliveries (the API lists them oldest first): a redelivery's rows come last,
-// and a list cut at the oldest 500 never showed them. Returns the answer shown, or null.
-export async function loadDeliveries(jobId, view) {
+// and a list cut at the oldest 500 never showed them. `deliveries.read` is the latest read: an
+// earlier one's answer, success or failure, is dropped (a Refresh answered after Redeliver's
+// re-reads put the list back as it was before the redelivery). Returns the answer shown, or null.
+export async function loadDeliveries(jobId, view, deliveries) {
+  const read = (deliveries.read || 0) + 1;
+  deliveries.read = read;
+  const current = () => isShown(view) && deliveries.read === read;
   let answer;
   try {
     answer = (await api.deliveries(jobId, { limit: String(DELIVERIES_PER_PAGE) })).body;
     const { total } = answer.pagination;
-    if (total > DELIVERIES_PER_PAGE && isShown(view)) {
+    if (total > DELIVERIES_PER_PAGE && current()) {
       const newest = { limit: String(DELIVERIES_PER_PAGE), offset: String(total - DELIVERIES_PER_PAGE) };
       answer = (await api.deliveries(jobId, newest)).body;
     }
   } catch (failure) {
-    handleFailure(failure, view, "redeliver-result");
+    if (current()) handleFailure(failure, view, "redeliver-result");
     return null;
   }
-  if (!isShown(view)) return null;
+  if (!current()) return null;
   const rows = byId("delivery-rows");
   rows.replaceChildren(...answer.deliveries.map(deliveryRow));
   rows.dataset.total = answer.pagination.total;
