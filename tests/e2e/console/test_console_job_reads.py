@@ -5,6 +5,7 @@ failures are staged with Playwright's `route`, the rest is the real API."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -193,6 +194,67 @@ def test_show_more_after_a_change_shows_no_fewer_lots_when_the_byte_cap_cuts_a_p
     expect(note).to_contain_text(f"{len(failed)} failed lots, {60 + LOTS_PER_PAGE} shown.")
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60 + LOTS_PER_PAGE])
     expect(more).to_be_visible()
+
+
+def failing_while_read_again(waiting_job: str, failed: list[str],
+                             failing: list[str]) -> Callable[[Route], None]:
+    """`staged_failed_lots` (at most 30 lots an answer), where the next lot of `failing` (filled
+    by the test before its click) fails each time the first page is read, once it is answered."""
+    staged = staged_failed_lots(waiting_job, failed, most=30)
+
+    def answer(route: Route) -> None:
+        staged(route)
+        query = parse_qs(urlsplit(route.request.url).query)
+        if query.get("status") == ["failed"] and query["offset"] == ["0"] and failing:
+            failed.append(failing.pop(0))
+            failed.sort()  # the lots' order in the job (the ids are zero-padded)
+    return answer
+
+
+def test_a_lot_failing_while_the_list_is_read_again_is_never_left_out_of_the_lots_shown(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The list changed since its first page was read again page by page; a lot failing before the
+    # page being read moved the rest on by one: lot 5 was never shown, under "120 failed lots, 80
+    # shown.", and nothing said so (the next click found it). Staged: lot 10 fails before the
+    # click, lot 5 once the first page has been read again.
+    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
+    failed, failing = [lot_id for lot_id in lot_ids if lot_id not in (lot_ids[5], lot_ids[10])], []
+    page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    page.get_by_label("Only failed lots").check()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
+    failed.insert(9, lot_ids[10])
+    failing.append(lot_ids[5])
+    more.click()
+    expect(page.locator("#lots li.lot")).to_have_count(30 + LOTS_PER_PAGE)
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:30 + LOTS_PER_PAGE])
+    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {30 + LOTS_PER_PAGE} shown. The job is")
+    expect(more).to_be_visible()
+
+
+def test_a_list_still_moving_after_three_reads_says_it_may_lack_a_lot_until_read_again(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Read again while lots keep failing before the page being read, the lots shown lacked the last
+    # one to fail, and the note said only "118 failed lots, 80 shown.". Staged: lot 4 fails before
+    # the click, lots 3, 2 and 1 at each read of the first page again; then none.
+    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
+    failed, failing = lot_ids[:1] + lot_ids[5:], []
+    page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    page.get_by_label("Only failed lots").check()
+    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
+    failed.insert(1, lot_ids[4])
+    failing.extend(lot_ids[3:0:-1])
+    more.click()
+    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {30 + LOTS_PER_PAGE} shown. The list changed "
+                                 "while it was read and may lack a lot: Show more lots reads it again.")
+    assert lot_ids[1] not in page.locator("#lots li.lot h3 code").all_inner_texts()
+    more.click()
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
+    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown. The job is running")
+    expect(more).to_be_hidden()
 
 
 def is_show_more(route: Route) -> bool:

@@ -5,6 +5,7 @@ import { byId, el, handleFailure, isShown, safeDescription, statusBadge, when } 
 
 const LOTS_PER_PAGE = 50;
 const MAX_LOTS_PER_READ = 500; // the API's largest `limit`
+const READS_WHILE_MOVING = 3; // a list still moving after these is shown, and said to have moved
 const DELIVERIES_PER_PAGE = 100;
 
 // Reads the first page of lots (`fromStart`, with the "Only failed lots" filter as it is now)
@@ -28,7 +29,7 @@ export async function loadLots(jobId, view, lots, fromStart) {
     // signed the user out. A failed "Show more" can be pressed again (it stayed hidden for good);
     // after a failed first page the list shown is not the one asked for: Refresh reads it.
     if (!current()) return;
-    more.hidden = fromStart || !hasNext(lots);
+    more.hidden = fromStart || !canReadMore(lots);
     return handleFailure(failure, view, "lots-note");
   }
   if (!current()) return;
@@ -42,9 +43,10 @@ export async function loadLots(jobId, view, lots, fromStart) {
   lots.total = found.total;
   lots.next = found.next;
   const snapshot = lots.running ? " The job is running: its lots are read again when its status changes, or on Refresh." : "";
+  const moved = lots.total === null ? " The list changed while it was read and may lack a lot: Show more lots reads it again." : "";
   byId("lots-note").textContent =
-    `${found.said} ${filter.status ? "failed " : ""}lots, ${lots.ids.size} shown.${snapshot}`;
-  more.hidden = !hasNext(lots);
+    `${found.said} ${filter.status ? "failed " : ""}lots, ${lots.ids.size} shown.${moved}${snapshot}`;
+  more.hidden = !canReadMore(lots);
 }
 
 function readPage(jobId, filter, offset, limit) {
@@ -61,27 +63,39 @@ function pageFound(answer, fromStart) {
 // The next page; when the list changed since its first page (a lot failed while "Only failed lots"
 // was on, or was recorded and moved up), the next offset no longer follows the lots shown (reading
 // it showed one lot twice and another never), so the lots shown and a page more are read again.
+// A list that changed while it was read again (`total` null) is read again from its first page.
 async function readMore(jobId, filter, lots, current) {
-  const answer = await readPage(jobId, filter, lots.next, LOTS_PER_PAGE);
-  if (!movedUnder(lots, answer) || !current()) return pageFound(answer, false);
+  if (lots.total !== null) {
+    const answer = await readPage(jobId, filter, lots.next, LOTS_PER_PAGE);
+    if (!movedUnder(lots, answer) || !current()) return pageFound(answer, false);
+  }
   return readAgain(jobId, filter, lots.ids.size + LOTS_PER_PAGE, current);
+}
+
+// The first `wanted` lots, read again while the list moves under the reading, a few times at most:
+// one read that moved lacked the lot that moved (its next page repeated one lot instead).
+async function readAgain(jobId, filter, wanted, current) {
+  let found = await readFirst(jobId, filter, wanted, current);
+  for (let reads = 1; found.total === null && reads < READS_WHILE_MOVING && current(); reads += 1) {
+    found = await readFirst(jobId, filter, wanted, current);
+  }
+  return found;
 }
 
 // The first `wanted` lots (fewer if the list has fewer), page by page from the first, following
 // next_offset: one read of `wanted` stalled at the API's 500 (every click read the same 500 while
 // lots kept failing), and an answer the gateway's byte cap cut short replaced the list with fewer
-// lots than it showed. A list that changes again meanwhile is read again on the next click.
-async function readAgain(jobId, filter, wanted, current) {
+// lots than it showed. A lot that moves before the page being read (it failed, or was recorded)
+// moves the lots after it on by one: the next page repeats a lot, and the one that moved is not
+// read (`total` null). Lots failing past the page being read change the total and miss nothing.
+async function readFirst(jobId, filter, wanted, current) {
   const ids = new Set();
   const lots = [];
   let offset = 0;
-  let first = null;
   let answer;
   let moved = false;
   while (ids.size < wanted && hasOffset(offset) && current()) {
     answer = await readPage(jobId, filter, offset, Math.min(MAX_LOTS_PER_READ, wanted - ids.size));
-    first ??= answer.pagination.total;
-    moved ||= answer.pagination.total !== first;
     for (const lot of answer.lots) {
       if (ids.has(lot.lot_id)) moved = true; // an earlier page's lot moved into this one
       else lots.push(lot);
@@ -90,20 +104,21 @@ async function readAgain(jobId, filter, wanted, current) {
     offset = answer.pagination.next_offset;
     if (!answer.lots.length) break; // a list ending sooner than its offsets said
   }
-  return { lots, fromStart: true, total: moved ? null : first, said: answer.pagination.total, next: offset };
+  const { total } = answer.pagination;
+  return { lots, fromStart: true, total: moved ? null : total, said: total, next: offset };
 }
 
 function hasOffset(offset) {
   return offset !== null && offset !== undefined;
 }
 
-function hasNext(lots) {
-  return hasOffset(lots.next);
+// A next page, or lots shown that may lack one (the list moved while it was read).
+function canReadMore(lots) {
+  return hasOffset(lots.next) || lots.total === null;
 }
 
-// Whether the lots matching the list changed since it was read: another total (or one not known:
-// the list changed while read), or a lot already shown in the next page (the lots before its
-// offset moved).
+// Whether the lots matching the list changed since it was read: another total, or a lot already
+// shown in the next page (the lots before its offset moved).
 function movedUnder(lots, answer) {
   return answer.pagination.total !== lots.total || answer.lots.some((lot) => lots.ids.has(lot.lot_id));
 }
