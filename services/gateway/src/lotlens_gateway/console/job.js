@@ -14,23 +14,27 @@ const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being ma
 export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
+  // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
-    lots: {}, deliveries: {} };
+    settled: false, lots: {}, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
   byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
   byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view, state));
-  byId("redeliver").addEventListener("click", () => redeliver(jobId, view, state.deliveries));
+  byId("redeliver").addEventListener("click", () => redeliver(jobId, view, state));
   byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
   byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
   await loadJob(jobId, view, state, true);
 }
 
-// Reads the status; a running job is read again every 2 s until it ends. Its lots are read when
-// the page opens, when the status changes and on Refresh (a page at a time, not at every poll),
-// its deliveries once it has ended. One poll is pending at most: Refresh, Cancel and a poll each
-// read now and replace the pending one (each used to start a loop of its own). Only the latest
-// read's answer counts: a poll sent before Cancel and answered after it drew the job running again.
+// Reads the status; a running job is read again every 2 s until it ends, and an ended one while
+// its webhooks are on their way. Its lots are read when the page opens, when the status changes
+// and on Refresh (a page at a time, not at every poll); its deliveries then once it has ended, and
+// at each poll while one is awaited or pending: webhooks go after the job ends and are retried
+// for minutes (the page said "No deliveries recorded." until Refresh). One poll is pending at
+// most: Refresh, Cancel and a poll each read now and replace the pending one (each used to start
+// a loop of its own). Only the latest read's answer counts: a poll sent before Cancel and
+// answered after it drew the job running again.
 async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
   const read = ++state.read;
@@ -56,11 +60,18 @@ async function loadJob(jobId, view, state, readLists = false) {
   byId("cancel-job").disabled = terminal;
   byId("retry-failed").disabled = !terminal || job.progress.failed_lots === 0;
   byId("redeliver").disabled = !terminal || !job.webhook_configured;
-  byId("pause-updates").hidden = terminal;
-  if (!terminal) schedulePoll(jobId, view, state, POLL_MS);
-  if (!state.listsDue && !changed) return;
+  if (!terminal) {
+    byId("pause-updates").hidden = false;
+    schedulePoll(jobId, view, state, POLL_MS);
+  }
+  const listsDue = state.listsDue || changed;
   state.listsDue = false;
-  await Promise.all([loadLots(jobId, view, state.lots, true), terminal ? loadDeliveries(jobId, view, state.deliveries) : null]);
+  await Promise.all([listsDue ? loadLots(jobId, view, state.lots, true) : null,
+    terminal && (listsDue || state.deliveries.unsettled) ? loadDeliveries(jobId, view, state.deliveries) : null]);
+  if (!terminal || !isShown(view) || read !== state.read) return;
+  state.settled = !(job.webhook_configured && state.deliveries.unsettled);
+  byId("pause-updates").hidden = state.settled;
+  if (!state.settled) schedulePoll(jobId, view, state, POLL_MS);
 }
 
 function schedulePoll(jobId, view, state, delayMs) {
@@ -74,7 +85,7 @@ function schedulePoll(jobId, view, state, delayMs) {
 function readFailed(failure, jobId, view, state) {
   if (!isShown(view)) return;
   const transient = !(failure instanceof ApiError) || failure.status === 429 || failure.status >= 500;
-  if (!transient || TERMINAL.has(state.status)) return handleFailure(failure, view, "action-result");
+  if (!transient || state.settled) return handleFailure(failure, view, "action-result");
   state.failedReads += 1;
   const backoffMs = Math.min(MAX_RETRY_MS, POLL_MS * 2 ** state.failedReads);
   const waitMs = failure.retryAfterS != null ? Math.min(MAX_RETRY_MS, failure.retryAfterS * 1000) : backoffMs;
@@ -201,8 +212,8 @@ async function askRetry(jobId, view) {
   }
 }
 
-// Asks for a redelivery, then re-reads the deliveries until the new one shows up (or 20 s pass).
-async function redeliver(jobId, view, deliveries) {
+// Asks for a redelivery; the polls read the deliveries until its rows have come and been tried.
+async function redeliver(jobId, view, state) {
   const before = Number(byId("delivery-rows").dataset.total || 0);
   try {
     await api.redeliver(jobId);
@@ -211,11 +222,6 @@ async function redeliver(jobId, view, deliveries) {
   }
   if (!isShown(view)) return;
   say(byId("redeliver-result"), "Redelivery scheduled.");
-  for (let waited = 0; waited < 20000 && isShown(view); waited += 1000) {
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-    const answer = await loadDeliveries(jobId, view, deliveries);
-    if (answer && answer.pagination.total > before && answer.deliveries.every((d) => d.attempt_count > 0)) {
-      return say(byId("redeliver-result"), "Redelivery attempted: see the newest row.");
-    }
-  }
+  Object.assign(state.deliveries, { awaited: before + 1, unsettled: true });
+  await loadJob(jobId, view, state);
 }

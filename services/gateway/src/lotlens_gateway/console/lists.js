@@ -1,7 +1,7 @@
 // A job's lots and its webhook deliveries, each read a page at a time.
 
 import { api } from "./api.js";
-import { byId, el, handleFailure, isShown, safeDescription, statusBadge, when } from "./dom.js";
+import { byId, el, handleFailure, isShown, safeDescription, say, statusBadge, when } from "./dom.js";
 
 const LOTS_PER_PAGE = 50;
 const MAX_LOTS_PER_READ = 500; // the API's largest `limit`
@@ -160,7 +160,7 @@ function lotItem(lot) {
 // The newest page of deliveries (the API lists them oldest first): a redelivery's rows come last,
 // and a list cut at the oldest 500 never showed them. `deliveries.read` is the latest read: an
 // earlier one's answer, success or failure, is dropped (a Refresh answered after Redeliver's
-// re-reads put the list back as it was before the redelivery). Returns the answer shown, or null.
+// re-reads put the list back as it was before the redelivery).
 export async function loadDeliveries(jobId, view, deliveries) {
   const read = (deliveries.read || 0) + 1;
   deliveries.read = read;
@@ -175,11 +175,17 @@ export async function loadDeliveries(jobId, view, deliveries) {
     }
   } catch (failure) {
     if (current()) handleFailure(failure, view, "redeliver-result");
-    return null;
+    return;
   }
-  if (!current()) return null;
+  if (!current()) return;
+  noteSettling(deliveries, answer);
   const rows = byId("delivery-rows");
-  rows.replaceChildren(...answer.deliveries.map(deliveryRow));
+  // Read again at each poll while a webhook is on its way: the attempts a user opened stay open,
+  // and a focused row keeps the focus (a keyboard user was sent back to the top every 2 s).
+  const opened = new Set([...rows.querySelectorAll("details[open]")].map((details) => details.dataset.delivery));
+  const focused = rows.contains(document.activeElement) ? document.activeElement.closest("details") : null;
+  rows.replaceChildren(...answer.deliveries.map((delivery) => deliveryRow(delivery, opened)));
+  if (focused) rows.querySelector(`details[data-delivery="${CSS.escape(focused.dataset.delivery)}"] summary`)?.focus();
   rows.dataset.total = answer.pagination.total;
   if (!answer.deliveries.length) {
     rows.append(el("tr", {}, el("td", { colspan: "5" }, "No deliveries recorded.")));
@@ -187,10 +193,22 @@ export async function loadDeliveries(jobId, view, deliveries) {
     rows.prepend(el("tr", {}, el("td", { colspan: "5" },
       `The newest ${answer.deliveries.length} of ${answer.pagination.total} deliveries.`)));
   }
-  return answer;
 }
 
-function deliveryRow(delivery) {
+// Whether the deliveries may still change (`unsettled`): none is recorded yet (a job's webhooks go
+// once it has ended), one is pending (between retries), or a redelivery's rows (`awaited`, the
+// total that has them) have not come. Says when a redelivery's rows have been tried.
+function noteSettling(deliveries, answer) {
+  const { total } = answer.pagination;
+  const awaited = deliveries.awaited || 0;
+  deliveries.unsettled = !total || total < awaited || answer.deliveries.some((delivery) => delivery.status === "pending");
+  if (awaited && total >= awaited && answer.deliveries.every((delivery) => delivery.attempt_count > 0)) {
+    deliveries.awaited = 0;
+    say(byId("redeliver-result"), "Redelivery attempted: see the newest row.");
+  }
+}
+
+function deliveryRow(delivery, opened) {
   const attempts = el("ol", {}, ...delivery.attempts.map((attempt) => el("li", {},
     `${when(attempt.attempted_at)}: ${attempt.status_code ? "HTTP " + attempt.status_code : "no answer"}`
     + (attempt.latency_ms !== null ? `, ${Math.round(attempt.latency_ms)} ms` : "")
@@ -198,7 +216,8 @@ function deliveryRow(delivery) {
   return el("tr", {},
     el("td", {}, el("code", {}, delivery.webhook_url)),
     el("td", {}, statusBadge(delivery.status)),
-    el("td", {}, el("details", {}, el("summary", {}, `${delivery.attempt_count} attempt(s)`), attempts)),
+    el("td", {}, el("details", { "data-delivery": delivery.id, ...(opened.has(delivery.id) ? { open: "" } : {}) },
+      el("summary", {}, `${delivery.attempt_count} attempt(s)`), attempts)),
     el("td", {}, when(delivery.last_attempt_at)),
     el("td", {}, delivery.error_message || "—"));
 }
