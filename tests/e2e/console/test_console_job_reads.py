@@ -108,6 +108,16 @@ def test_a_malformed_job_address_says_not_found(
     assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
 
 
+def test_a_job_that_does_not_exist_offers_no_action_on_it(page: Page, console_stack: ConsoleStack) -> None:
+    # A mistyped job id (or another client's) said "Job … not found" beside enabled Cancel, Retry
+    # and Redeliver buttons: Cancel asked to confirm cancelling the job, then failed.
+    job_id = new_id("nojob")
+    open_job(page, console_stack, job_id)
+    expect(page.locator("#action-result")).to_have_text(f"Job {job_id} not found (JOB_NOT_FOUND)")
+    for action in ("Cancel job", "Retry failed lots", "Redeliver webhooks"):
+        expect(page.get_by_role("button", name=action)).to_be_disabled()
+
+
 def test_past_a_page_of_deliveries_the_newest_are_shown(
         page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
     # The list asked `?limit=500` of an oldest-first listing: a redelivery's rows, the newest,
