@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -22,7 +23,7 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import IdempotencyStore, Replay, Reservation, request_hash
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
-from tests.integration.gateway_support import make_lots, running_gateway, waiting_on_a_lock
+from tests.integration.gateway_support import Gateway, make_lots, running_gateway, waiting_on_a_lock
 
 pytestmark = pytest.mark.integration
 
@@ -174,26 +175,44 @@ def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_jo
     assert later.json()["job_id"] == written[0]
 
 
-@pytest.mark.parametrize("waiting", [0, 1], ids=["not-admitted", "no-slot-in-time"])
+BUSY_MODES = pytest.mark.parametrize("waiting", [0, 1], ids=["not-admitted", "no-slot-in-time"])
+
+
+def busy_gateway(settings: ServiceSettings, engine: Engine, waiting: int) -> AbstractContextManager[Gateway]:
+    """A gateway whose one intake slot a 30-lot job takes (and `waiting` more wait for)."""
+    return running_gateway(settings, engine, intake_slots=1, intake_waiting=waiting, intake_wait_s=0.5,
+                           max_lot_bytes=2000)
+
+
+@contextmanager
+def intake_filled(gw: Gateway, engine: Engine) -> Iterator[Future[httpx2.Response]]:
+    """Another big job holds the only slot, its durable write waiting on the outbox table, until
+    the block ends; yields that job's request."""
+    with ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+        taking = pool.submit(gw.submit, make_lots(30))
+        until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
+              "the other job never took the slot")
+        try:
+            yield taking
+        finally:
+            blocker.rollback()
+            taking.result(timeout=60)
+
+
+@BUSY_MODES
 def test_a_job_resent_after_a_lost_201_is_replayed_while_intake_is_busy(
         settings: ServiceSettings, engine: Engine, waiting: int) -> None:
     # The intake slot was taken before the key was looked up: the resend of a job accepted before
     # was refused 503 INTAKE_BUSY "nothing was written", while its job ran.
-    with running_gateway(settings, engine, intake_slots=1, intake_waiting=waiting, intake_wait_s=0.5,
-                         max_lot_bytes=2000) as gw:
+    with busy_gateway(settings, engine, waiting) as gw:
         lots, key = make_lots(30), {"Idempotency-Key": new_id("k-")}
         accepted = gw.submit(lots, headers=key)
         assert accepted.status_code == 201, accepted.text
-        with ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
-            # Another big job's durable write waits on the outbox table, holding the only slot.
-            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
-            taking = pool.submit(gw.submit, make_lots(30))
-            until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
-                  "the other job never took the slot")
+        with intake_filled(gw, engine) as taking:
             resent = gw.submit(lots, headers=key)
             another = gw.submit(make_lots(30), headers={"Idempotency-Key": new_id("k-")})
-            blocker.rollback()
-            taken = taking.result(timeout=60)
+        taken = taking.result()
 
     assert resent.status_code == 201, resent.text
     assert resent.json() == accepted.json() and resent.headers["idempotent-replayed"] == "true"
@@ -203,3 +222,31 @@ def test_a_job_resent_after_a_lost_201_is_replayed_while_intake_is_busy(
     assert taken.status_code == 201, taken.text
     written = sorted(jobs_written(engine, gw.client_id))
     assert written == sorted([accepted.json()["job_id"], taken.json()["job_id"]])
+
+
+@BUSY_MODES
+def test_another_client_s_header_signed_job_is_not_replayed_to_a_client_while_intake_is_busy(
+        settings: ServiceSettings, engine: Engine, waiting: int) -> None:
+    # The busy path found the job by key and bytes alone: a body signed by the X-Signature header
+    # names no client, so client B sending A's exact bytes and key was answered A's 201 and job
+    # id, and no job was made for B.
+    with busy_gateway(settings, engine, waiting) as gw:
+        lots, key = make_lots(30), new_id("k-")
+        body = json.dumps({"version": "1.0.0", "languages": ["en"], "lots": lots}).encode()
+
+        def send(signing_key: str) -> httpx2.Response:
+            headers = {"Idempotency-Key": key, "X-Signature": gw.lots_signature(lots, signing_key)}
+            return httpx2.post(f"{gw.url}/api/v1/generate-descriptions", content=body, headers=headers,
+                               timeout=60)
+
+        accepted = send(gw.key)
+        assert accepted.status_code == 201, accepted.text
+        with intake_filled(gw, engine):
+            by_another = send(gw.other_key)
+            resent = send(gw.key)
+
+    assert (by_another.status_code, by_another.json().get("code")) == (503, "INTAKE_BUSY"), by_another.text
+    assert jobs_written(engine, gw.other_id) == []
+    # The client whose job it is still gets its replay.
+    assert resent.status_code == 201 and resent.headers["idempotent-replayed"] == "true", resent.text
+    assert resent.json() == accepted.json()

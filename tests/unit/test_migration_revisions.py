@@ -43,3 +43,10 @@ def test_the_revisions_form_one_line_from_the_baseline_to_one_head() -> None:
     assert all(not script.is_merge_point and not script.is_branch_point for script in chain)
     assert chain[-1].revision == "0001" and chain[-1].down_revision is None
     assert len(chain) == len(REVISIONS)
+
+
+def test_every_revision_id_fits_the_version_table() -> None:
+    # alembic_version.version_num is varchar(32): a longer id failed `migrate` at deploy time,
+    # after its schema change was made and rolled back.
+    revisions = [script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()]
+    assert [revision for revision in revisions if len(revision) > 32] == []

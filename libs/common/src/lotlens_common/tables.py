@@ -281,6 +281,10 @@ idempotency_keys = Table(
     Column("status_code", Integer),
     Column("response_body", JSONB),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # SHA-256 of the submission's `X-Signature` header (of "" without one); NULL: written by a
+    # release before it, or not a submission. A job resent while intake is busy is replayed only
+    # to a request carrying the same header (its body is not parsed, so its client is not known).
+    Column("header_signature_sha256", Text),
     PrimaryKeyConstraint("client_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -76,6 +76,12 @@ def request_hasher(body: bytes = b"") -> hashlib._Hash:
     return hashlib.sha256(body)
 
 
+def header_signature_hash(x_signature: str | None) -> str:
+    """SHA-256 of a submission's `X-Signature` header ("" without one), kept with its key: a job
+    resent while intake is busy is replayed only to a request that carries it (`accepted_job`)."""
+    return hashlib.sha256((x_signature or "").encode()).hexdigest()
+
+
 def _in_progress(key: str) -> ApiError:
     return ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
                     f"A request with this {HEADER} is still being processed; retry later",
@@ -110,13 +116,13 @@ def internal_key(purpose: str, subject: str) -> str:
 
 
 async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerprint: str,
-                      now: datetime) -> Reservation | Replay:
+                      now: datetime, header_signature: str | None = None) -> Reservation | Replay:
     """`store.reserve` in a thread, awaited to its end; a request cut by the shutdown meanwhile
     releases what the thread reserved, then stays cut (503 `SHUTTING_DOWN`, its write not begun).
 
     The reservation went on in its thread after the cut and stayed held: the client's retry to
     another gateway heard 409 `IDEMPOTENCY_KEY_IN_PROGRESS` until the reservation went stale."""
-    reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now)
+    reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now, header_signature)
     if not cuts:
         return reserving.result()
     reserved = reserving.result() if reserving.exception() is None else None
@@ -137,12 +143,14 @@ class IdempotencyStore:
         self._stale = timedelta(seconds=stale_after_s)
         self._metrics = metrics
 
-    def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime) -> Reservation | Replay:
-        """Reserve the key for this request, or the stored answer to replay; 409 on misuse."""
+    def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime,
+                header_signature: str | None = None) -> Reservation | Replay:
+        """Reserve the key for this request, or the stored answer to replay; 409 on misuse.
+        A submission's `header_signature` (`header_signature_hash`) is kept for `accepted_job`."""
         if random.randrange(_PURGE_ONE_IN) == 0:
             self._purge(now)
         with self._engine.begin() as conn:
-            row = self._reserved_or_held(conn, client_id, key, fingerprint, now)
+            row = self._reserved_or_held(conn, client_id, key, fingerprint, header_signature, now)
             if row is None:
                 return Reservation(client_id, key, now)
             expired = row["created_at"] < now - self._ttl
@@ -150,7 +158,7 @@ class IdempotencyStore:
             if expired or (stale and row["request_hash"] == fingerprint):
                 conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
                              .values(request_hash=fingerprint, status_code=None, response_body=None,
-                                     created_at=now))
+                                     created_at=now, header_signature_sha256=header_signature))
                 self._metrics.db("update")
                 return Reservation(client_id, key, now)
         if row["request_hash"] != fingerprint:
@@ -162,11 +170,12 @@ class IdempotencyStore:
         return Replay(int(row["status_code"]), dict(row["response_body"]))
 
     def _reserved_or_held(self, conn: Connection, client_id: str, key: str, fingerprint: str,
-                          now: datetime) -> RowMapping | None:
+                          header_signature: str | None, now: datetime) -> RowMapping | None:
         """Insert the reservation (None), or the row that holds the key, locked for the caller."""
         for _ in range(_RESERVE_ATTEMPTS):
             inserted = conn.execute(
-                insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now)
+                insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now,
+                                    header_signature_sha256=header_signature)
                 .on_conflict_do_nothing(index_elements=["client_id", "key"]).returning(keys.c.key)).first()
             self._metrics.db("create")
             if inserted is not None:
@@ -180,23 +189,25 @@ class IdempotencyStore:
             # the insert is tried anew. Read with `one()`, that release was a 500.
         raise _in_progress(key)
 
-    def accepted_job(self, client_ids: Collection[str], key: str, fingerprint: str,
+    def accepted_job(self, client_ids: Collection[str], key: str, fingerprint: str, header_signature: str,
                      now: datetime) -> Replay | None:
-        """The 201 of a job accepted for a request with this key and these exact bytes, from one
-        of these clients (None when there is none, or more than one).
+        """The 201 of a job accepted for a request with this key, these exact bytes and this
+        `X-Signature` header (`header_signature_hash`), from one of these clients (None when there
+        is none, or more than one).
 
         For a job body intake does not take: its client is known only from its signature, which
-        takes the parse an intake slot bounds the memory of. The same bytes carry the same body
-        signature, so they are the client's again (as a resend through a slot would verify); a
-        job signed by the `X-Signature` header alone is answered to whoever resends its exact
-        body and key, which names its job and nothing the body does not hold.
+        takes the parse an intake slot bounds the memory of. The same bytes and header carry the
+        same signatures, so they are the client's again (as a resend through a slot would verify).
+        Matched on the bytes alone, a job signed by the header was answered to another client
+        sending its exact body and key (a key derived from the body): A's 201 and job id, and no
+        job made for B. A row of an earlier release (NULL) matches no request.
         """
         with self._engine.connect() as conn:
             rows = conn.execute(
                 select(keys.c.response_body)
                 .where(keys.c.client_id.in_(list(client_ids)), keys.c.key == key,
-                       keys.c.request_hash == fingerprint, keys.c.status_code == 201,
-                       keys.c.created_at >= now - self._ttl).limit(2)).all()
+                       keys.c.request_hash == fingerprint, keys.c.header_signature_sha256 == header_signature,
+                       keys.c.status_code == 201, keys.c.created_at >= now - self._ttl).limit(2)).all()
         self._metrics.db("read")
         return Replay(201, dict(rows[0].response_body)) if len(rows) == 1 else None
 

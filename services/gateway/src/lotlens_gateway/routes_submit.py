@@ -39,6 +39,7 @@ from lotlens_gateway.idempotency import (
     Reservation,
     ReservationLost,
     check_key,
+    header_signature_hash,
     request_hash,
     request_hasher,
     reserve_key,
@@ -104,7 +105,7 @@ async def generate_descriptions(
             hasher = request_hasher()
             drained = await drain_body(request, limit, timeouts, hasher.update if idempotency_key else None)
             fingerprint = hasher.hexdigest() if drained else None
-            return await _replayed_or(deps, idempotency_key, fingerprint, deps.intake.refusal())
+            return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, deps.intake.refusal())
         try:
             raw = await read_body(request, limit, deps.settings.job_body_timeouts() if job_body else timeouts)
         except ApiError:
@@ -122,27 +123,30 @@ async def generate_descriptions(
                     except ApiError:
                         deps.strikes.record(address)
                         raise
-                    return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+                    return await _answer(deps, request, raw, document, client_id, idempotency_key,
+                                         x_signature, started)
             except IntakeBusy as busy:  # no slot came in time (`hold` alone raises it)
                 fingerprint = await run_in_threadpool(request_hash, raw) if idempotency_key else None
-                return await _replayed_or(deps, idempotency_key, fingerprint, busy)
+                return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, busy)
     # No bigger than one lot (a synchronous lot sent without its length, say): its place is given
     # back before its model calls, which may take 300 s.
     document, client_id = await _read_signed(deps, raw, x_signature)
-    return await _answer(deps, request, raw, document, client_id, idempotency_key, started)
+    return await _answer(deps, request, raw, document, client_id, idempotency_key, x_signature, started)
 
 
-async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | None,
+async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | None, x_signature: str | None,
                        busy: IntakeBusy) -> JSONResponse:
-    """A job body intake could not take in: the 201 of the job accepted for the same key and
-    bytes before (a resend after a lost 201), replayed without a slot, or the 503 `busy`.
+    """A job body intake could not take in: the 201 of the job accepted for the same key, bytes
+    and `X-Signature` header before (a resend after a lost 201), replayed without a slot, or the
+    503 `busy`.
 
     The slot was taken before the key was read, so that resend heard "nothing was written" while
-    its job ran. The key is read by the body's fingerprint (`IdempotencyStore.accepted_job`):
-    a body intake does not take is not parsed, so its client is not known."""
+    its job ran. The key is read by the body's fingerprint and the header's
+    (`IdempotencyStore.accepted_job`): a body intake does not take is not parsed, so its client
+    is not known."""
     if key is not None and fingerprint is not None:
         replay = await run_in_threadpool(deps.idempotency.accepted_job, deps.keys.keys(), key, fingerprint,
-                                         deps.clock())
+                                         header_signature_hash(x_signature), deps.clock())
         if replay is not None:
             return _replayed(replay)
     raise busy
@@ -153,7 +157,8 @@ async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None) -
 
 
 async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dict[str, Any],
-                  client_id: str, idempotency_key: str | None, started: float) -> JSONResponse:
+                  client_id: str, idempotency_key: str | None, x_signature: str | None,
+                  started: float) -> JSONResponse:
     settings = deps.settings
     await run_in_threadpool(refuse_nul, raw, document)
     reservation: Reservation | None = None
@@ -162,7 +167,8 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         # was lost was refused 429 for up to a minute, and each replay used up its quota.
         key = check_key(idempotency_key)
         fingerprint = await run_in_threadpool(request_hash, raw)
-        held = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock())
+        held = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock(),
+                                 header_signature_hash(x_signature))
         if isinstance(held, Replay):
             return _replayed(held)
         reservation = held
