@@ -146,7 +146,7 @@ def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_jo
     # A request still running when its reservation's lease ran out (350 s) had it taken over by
     # its resend, and then wrote its job as the resend wrote its own: one request, two paid jobs.
     clock = MovableClock()
-    with running_gateway(settings, engine, clock=clock, idempotency_lease_s=60.0) as gw:
+    with running_gateway(settings, engine, clock=clock, idempotency_lease_s=60.0, sync_timeout_s=20.0) as gw:
         lots, key = make_lots(2), {"Idempotency-Key": new_id("k-")}
         with ThreadPoolExecutor(2) as pool, engine.connect() as blocker:
             # Each request's one durable write waits on the outbox table, after its reservation.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lotlens_common.images import MAX_IMAGE_BYTES
 from lotlens_common.settings import ServiceSettings, settings_config
@@ -17,6 +17,10 @@ from lotlens_gateway.signed_body import BodyLimits
 # "your-secret-hmac-key-minimum-32-characters-long"). One captured request gives a message and
 # its HMAC: a short or guessable key is then found offline, and with it every signature.
 MIN_KEY_CHARS = 32
+
+# What a synchronous call does around its budget while it holds its Idempotency-Key (the rate
+# limit, the checks, storing its answer): the least an idempotency lease must exceed it by.
+LEASE_MARGIN_S = 30.0
 
 CONSUMER_GROUPS = ("lotlens-vision-batcher", "lotlens-translator", "lotlens-result-store",
                    "lotlens-webhook-dispatcher")
@@ -129,7 +133,8 @@ class GatewaySettings(ServiceSettings):
     idempotency_ttl_s: int = 24 * 3600
     # An Idempotency-Key held this long by a request still unanswered is taken for one whose
     # request died: a resend of the same body takes it over (idempotency.py). Unset: the longest
-    # synchronous request and a minute, so no synchronous lot is described twice.
+    # synchronous request and a minute, so no synchronous lot is described twice; set, at least
+    # `sync_timeout_s` + `LEASE_MARGIN_S` (refused at start otherwise).
     idempotency_lease_s: float | None = Field(default=None, gt=0)
     health_cache_s: float = 2.0
     # How old /health's model API reachability may get before it is checked again (in the background).
@@ -170,6 +175,19 @@ class GatewaySettings(ServiceSettings):
         if value < 1:
             raise ValueError("must be at least 1")
         return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_synchronous_call(self) -> GatewaySettings:
+        # Set under the budget, a resend took over the key of a synchronous call still running,
+        # and the lot was described (paid for) twice.
+        least = self.sync_timeout_s + LEASE_MARGIN_S
+        if self.idempotency_lease_s is not None and self.idempotency_lease_s < least:
+            raise ValueError(
+                f"LOTLENS_IDEMPOTENCY_LEASE_S ({self.idempotency_lease_s:g} s) must be at least "
+                f"LOTLENS_SYNC_TIMEOUT_S ({self.sync_timeout_s:g} s) + {LEASE_MARGIN_S:g} s = {least:g} s: "
+                "a shorter lease lets a resend take over a synchronous call still running, and its "
+                "lot is described (and paid for) twice; unset, it is LOTLENS_SYNC_TIMEOUT_S + 60 s")
+        return self
 
     def body_limits(self) -> BodyLimits:
         """What a submission's body may hold before it is authenticated."""
