@@ -10,16 +10,18 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, select, text, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from lotlens_client import LotLensClient, NotFoundError, ValidationError
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.tables import idempotency_keys, lots
+from lotlens_common.tables import idempotency_keys, lots, outbox
+from lotlens_gateway.retry_failed import retry_job_id
 from tests.integration.gateway_support import (
     Gateway,
     consume,
@@ -215,3 +217,55 @@ def test_a_client_key_spelled_like_the_retry_s_own_neither_blocks_the_retry_nor_
     assert retry(gateway, after).status_code == 201
     later = gateway.submit(make_lots(2), headers={"Idempotency-Key": f"retry-failed:{after}"})
     assert later.status_code == 201 and later.json()["job_id"] not in (before, after), later.text
+
+
+def old_release_reservation(engine: Engine, gateway: Gateway, job_id: str,
+                            answer: dict[str, Any] | None) -> None:
+    """The row a gateway of the release before 3c80d98 keeps while it makes `job_id`'s retry
+    (`answer` None) or once it made it: its key was `retry-failed:<job id>`."""
+    with engine.begin() as conn:
+        conn.execute(insert(idempotency_keys).values(
+            client_id=gateway.client_id, key=f"retry-failed:{job_id}", request_hash=retry_job_id(job_id),
+            status_code=201 if answer else None, response_body=answer, created_at=datetime.now(UTC)))
+
+
+def retries_written(engine: Engine, job_id: str) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(outbox.c.id).where(
+            outbox.c.job_id == retry_job_id(job_id), outbox.c.event_type == JobSubmitted.event_type)).all())
+
+
+@pytest.mark.parametrize("made", [False, True], ids=["being-made", "made"])
+def test_a_retry_a_gateway_of_the_earlier_release_holds_is_not_written_again(
+        gateway: Gateway, engine: Engine, made: bool) -> None:
+    # During a rolling upgrade an old gateway reserved `retry-failed:<job id>` and this one
+    # `retry-failed\n<job id>`: a call to each wrote the retry twice.
+    job_id, _failed = finished_job_with_failures(gateway, engine)
+    answer = {"job_id": retry_job_id(job_id), "status": "accepted", "retry_of": job_id} if made else None
+    old_release_reservation(engine, gateway, job_id, answer)
+    called = retry(gateway, job_id)
+    if made:
+        assert (called.status_code, called.json()) == (200, answer), called.text
+        assert called.headers["idempotent-replayed"] == "true"
+    else:
+        assert called.status_code == 409, called.text
+        assert called.json()["code"] == "IDEMPOTENCY_KEY_IN_PROGRESS"
+    assert retries_written(engine, job_id) == 0
+
+
+def test_a_retry_a_gateway_of_the_earlier_release_starts_while_this_one_writes_is_written_once(
+        gateway: Gateway, engine: Engine) -> None:
+    job_id, _failed = finished_job_with_failures(gateway, engine)
+    with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
+        holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+        called = pool.submit(retry, gateway, job_id)
+        deadline = time.monotonic() + 30
+        while not waiting_on_a_lock(engine, "COPY outbox"):
+            assert time.monotonic() < deadline and not called.done(), "the retry's write never waited"
+            time.sleep(0.05)
+        old_release_reservation(engine, gateway, job_id, None)  # the old gateway's call begins
+        holder.commit()
+        answer = called.result(timeout=30)
+    # Written, the old gateway's call wrote the same job again once its own write came.
+    assert answer.status_code == 409 and answer.json()["code"] == "IDEMPOTENCY_KEY_IN_PROGRESS", answer.text
+    assert retries_written(engine, job_id) == 0

@@ -82,7 +82,8 @@ def header_signature_hash(x_signature: str | None) -> str:
     return hashlib.sha256((x_signature or "").encode()).hexdigest()
 
 
-def _in_progress(key: str) -> ApiError:
+def in_progress(key: str) -> ApiError:
+    """409: a request holding the key is still being answered (Retry-After 5)."""
     return ApiError(409, "IDEMPOTENCY_KEY_IN_PROGRESS",
                     f"A request with this {HEADER} is still being processed; retry later",
                     details={"idempotency_key": key}, headers={"Retry-After": "5"})
@@ -166,7 +167,7 @@ class IdempotencyStore:
                            f"This {HEADER} was already used with a different request body",
                            details={"idempotency_key": key})
         if row["status_code"] is None:
-            raise _in_progress(key)
+            raise in_progress(key)
         return Replay(int(row["status_code"]), dict(row["response_body"]))
 
     def _reserved_or_held(self, conn: Connection, client_id: str, key: str, fingerprint: str,
@@ -187,7 +188,7 @@ class IdempotencyStore:
                 return row
             # Released between the two statements (its request failed): the key is free again, and
             # the insert is tried anew. Read with `one()`, that release was a 500.
-        raise _in_progress(key)
+        raise in_progress(key)
 
     def accepted_job(self, client_ids: Collection[str], key: str, fingerprint: str, header_signature: str,
                      now: datetime) -> Replay | None:
@@ -210,6 +211,26 @@ class IdempotencyStore:
                        keys.c.status_code == 201, keys.c.created_at >= now - self._ttl).limit(2)).all()
         self._metrics.db("read")
         return Replay(201, dict(rows[0].response_body)) if len(rows) == 1 else None
+
+    def answer_held(self, client_id: str, key: str, fingerprint: str, now: datetime) -> Replay | None:
+        """`answer_held_in` on a connection of its own."""
+        with self._engine.connect() as conn:
+            return self.answer_held_in(conn, client_id, key, fingerprint, now)
+
+    def answer_held_in(self, conn: Connection, client_id: str, key: str, fingerprint: str,
+                       now: datetime) -> Replay | None:
+        """The answer stored under the key for this request, read and never reserved; 409 in
+        progress while a live request holds it unanswered; None when it is free, expired, another
+        request's or a dead request's. For a key an earlier release spelled otherwise."""
+        row = conn.execute(select(keys.c.status_code, keys.c.response_body, keys.c.created_at).where(
+            keys.c.client_id == client_id, keys.c.key == key, keys.c.request_hash == fingerprint,
+            keys.c.created_at >= now - self._ttl)).first()
+        self._metrics.db("read")
+        if row is None or (row.status_code is None and row.created_at < now - self._stale):
+            return None
+        if row.status_code is None:
+            raise in_progress(key)
+        return Replay(int(row.status_code), dict(row.response_body))
 
     def complete(self, reservation: Reservation, status_code: int, body: dict[str, Any]) -> None:
         """Store the answer to replay; `ReservationLost` when a resend took the key over."""

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
-from lotlens_gateway.idempotency import Replay, internal_key, reserve_key
+from lotlens_gateway.idempotency import Replay, in_progress, internal_key, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
 from lotlens_gateway.shutdown import to_the_end
@@ -49,6 +49,11 @@ async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONRes
     earlier = await run_in_threadpool(deps.store.find_job, new_id, client_id)
     if earlier is not None:
         return JSONResponse(retry_body(earlier), headers=_REPLAYED)
+    # Made, or being made, by a gateway of the earlier release (a rolling upgrade): not again.
+    made = await run_in_threadpool(deps.idempotency.answer_held, client_id, _earlier_release_key(job_id),
+                                   new_id, deps.clock())
+    if made is not None:
+        return JSONResponse(made.body, headers=_REPLAYED)
     async with deps.intake.hold():
         return await _retry(job_id, new_id, client_id, deps)
 
@@ -72,6 +77,11 @@ async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) ->
                            trace=tracing.inject({}), retry_of=job_id)
 
     def remember(conn: Connection, body: dict[str, Any]) -> None:
+        # An earlier release's gateway may have taken the call up since the read before the slot:
+        # this write is rolled back (its own answer, or 409 meanwhile, is the next call's).
+        old_key = _earlier_release_key(job_id)
+        if deps.idempotency.answer_held_in(conn, client_id, old_key, new_id, deps.clock()) is not None:
+            raise in_progress(old_key)
         deps.idempotency.complete_in(conn, reservation, 201, body)
 
     try:
@@ -81,3 +91,13 @@ async def _retry(job_id: str, new_id: str, client_id: str, deps: GatewayDeps) ->
         await to_the_end(deps.idempotency.release, reservation)
         raise
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/v1/batch-status/{new_id}"})
+
+
+def _earlier_release_key(job_id: str) -> str:
+    """The key a gateway of the release before 3c80d98 reserves for `job_id`'s retry.
+
+    A call to such a gateway and one here, during a rolling upgrade, each held its own spelling
+    and wrote the retry twice: its reservation is honoured here (its answer replayed, 409 while
+    it is being made) until the last of its rows expires, a key TTL (24 h) after the upgrade.
+    """
+    return f"retry-failed:{job_id}"
