@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -340,3 +341,27 @@ def waiting_on_a_lock(engine: Engine, query: str) -> int:
         return int(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
             "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
+
+
+def until(condition: Callable[[], bool], request: Future[httpx2.Response], what: str) -> None:
+    """Wait for `condition`; fails after 30 s, or when `request` has ended meanwhile."""
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline and not request.done(), what
+        time.sleep(0.05)
+
+
+@contextmanager
+def intake_filled(gw: Gateway, engine: Engine) -> Iterator[Future[httpx2.Response]]:
+    """Another big job holds the only slot, its durable write waiting on the outbox table, until
+    the block ends; yields that job's request."""
+    with ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
+        taking = pool.submit(gw.submit, make_lots(30))
+        until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
+              "the other job never took the slot")
+        try:
+            yield taking
+        finally:
+            blocker.rollback()
+            taking.result(timeout=60)

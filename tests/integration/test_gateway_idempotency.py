@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 
 import httpx2
@@ -23,7 +22,14 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import IdempotencyStore, Replay, Reservation, request_hash
 from lotlens_gateway.metrics import GatewayMetrics
 from tests.conftest import new_id
-from tests.integration.gateway_support import Gateway, make_lots, running_gateway, waiting_on_a_lock
+from tests.integration.gateway_support import (
+    Gateway,
+    intake_filled,
+    make_lots,
+    running_gateway,
+    until,
+    waiting_on_a_lock,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -128,13 +134,6 @@ class MovableClock:
         return datetime.now(UTC) + self.ahead
 
 
-def until(condition: Callable[[], bool], request: Future[httpx2.Response], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline and not request.done(), what
-        time.sleep(0.05)
-
-
 def jobs_written(engine: Engine, client_id: str) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(select(outbox.c.job_id).where(
@@ -182,22 +181,6 @@ def busy_gateway(settings: ServiceSettings, engine: Engine, waiting: int) -> Abs
     """A gateway whose one intake slot a 30-lot job takes (and `waiting` more wait for)."""
     return running_gateway(settings, engine, intake_slots=1, intake_waiting=waiting, intake_wait_s=0.5,
                            max_lot_bytes=2000)
-
-
-@contextmanager
-def intake_filled(gw: Gateway, engine: Engine) -> Iterator[Future[httpx2.Response]]:
-    """Another big job holds the only slot, its durable write waiting on the outbox table, until
-    the block ends; yields that job's request."""
-    with ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
-        blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
-        taking = pool.submit(gw.submit, make_lots(30))
-        until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
-              "the other job never took the slot")
-        try:
-            yield taking
-        finally:
-            blocker.rollback()
-            taking.result(timeout=60)
 
 
 @BUSY_MODES

@@ -17,6 +17,7 @@ from tests.integration.gateway_support import (
     Gateway,
     consume,
     insert_finished_job,
+    intake_filled,
     make_lots,
     published_events,
     running_gateway,
@@ -366,17 +367,8 @@ def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503
         settings: ServiceSettings, engine: Engine) -> None:
     # Three 50,000-lot jobs at once took a gateway from 116 MB to 714 MB, past a pod's limit.
     with running_gateway(settings, engine, intake_slots=1, intake_wait_s=1.0, max_lot_bytes=2000) as gw:
-        first: list[httpx2.Response] = []
         # The first job's one durable write waits for the outbox table, holding the only slot.
-        with engine.connect() as blocker:
-            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
-            sending = threading.Thread(target=lambda: first.append(gw.submit(make_lots(30))))
-            sending.start()
-            deadline = time.monotonic() + 20
-            while gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") != 1:
-                assert time.monotonic() < deadline, "the first job never took the slot"
-                time.sleep(0.05)
-
+        with intake_filled(gw, engine) as taking:
             refused = gw.submit(make_lots(30))
             # A retry of a job's failed lots may hold as many lots as a submission: it needs a slot too.
             earlier = make_lots(3)
@@ -384,14 +376,12 @@ def test_job_bodies_are_taken_one_at_a_time_and_one_that_waits_too_long_gets_503
                                            failed=[earlier[0]["lot_id"]])
             retry_refused = httpx2.post(f"{gw.url}/api/v1/batch-jobs/{finished}/retry-failed",
                                         headers={"X-Signature": gw.sign(finished)}, timeout=30)
-
-            blocker.rollback()
-        sending.join(30)
+        first = taking.result()
         body = assert_error(refused, 503, "INTAKE_BUSY")
         assert refused.headers["retry-after"] == "10"
         assert body["details"] == {"waited_s": 1.0}
         assert_error(retry_refused, 503, "INTAKE_BUSY")
-        assert first[0].status_code == 201, first[0].text
+        assert first.status_code == 201, first.text
         # Nothing of the refused job was written; the slot is free again for the next one.
         with engine.connect() as conn:
             written = text("SELECT count(DISTINCT job_id) FROM outbox WHERE client_id = :c")

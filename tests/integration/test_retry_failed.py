@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from tests.integration.gateway_support import (
     documented,
     insert_finished_job,
     insert_running_job,
+    intake_filled,
     make_lots,
     running_gateway,
     waiting_on_a_lock,
@@ -179,24 +179,14 @@ def test_asking_again_for_a_made_retry_answers_it_while_every_intake_slot_is_tak
         job_id, _failed = finished_job_with_failures(gateway, engine)
         made = retry(gateway, job_id)
         assert made.status_code == 201, made.text
-        taken: list[httpx2.Response] = []
-        with engine.connect() as blocker:
-            # A big job's one durable write waits on the outbox table, holding the only slot.
-            blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
-            sending = threading.Thread(target=lambda: taken.append(gateway.submit(make_lots(30))))
-            sending.start()
-            deadline = time.monotonic() + 20
-            while gateway.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") != 1:
-                assert time.monotonic() < deadline, "the job never took the slot"
-                time.sleep(0.05)
+        with intake_filled(gateway, engine) as taking:
             again = retry(gateway, job_id)
-            blocker.rollback()
-        sending.join(30)
+        taken = taking.result()
 
     # Only reading the retry it names, the call was refused 503 INTAKE_BUSY with the big job's.
     assert again.status_code == 200, again.text
     assert again.json()["job_id"] == made.json()["job_id"] and again.headers["idempotent-replayed"] == "true"
-    assert taken[0].status_code == 201, taken[0].text
+    assert taken.status_code == 201, taken.text
 
 
 def test_a_client_key_spelled_like_the_retry_s_own_neither_blocks_the_retry_nor_is_refused_for_it(
