@@ -87,7 +87,7 @@ def test_a_restarted_process_collects_its_predecessors_batch(world: World, tmp_p
     after = instance(world, call, tmp_path / "a")  # a new process on the same folder
     asyncio.run(step(after, watching=True))
     assert each_lot_sent_and_described_once(world, call)
-    assert len(after.batches.batches) == 1  # type: ignore[attr-defined]  # kept, so pruned with the rest
+    assert list((tmp_path / "a").iterdir()) == []  # its files went with its collection
 
 
 class Sizes(DirectBatches):
@@ -124,9 +124,9 @@ def test_answers_no_collection_deleted_go_after_thirty_days_at_the_next_batch(
     world.store.add(lots(1))
     asyncio.run(flush_due(stage))
     uncollected = {path.name for path in (tmp_path / "a").iterdir()}
-    assert len(uncollected) == 2  # its output and error files
+    assert len(uncollected) == 3  # its record, output and error files
     monkeypatch.setattr(direct, "time", SimpleNamespace(time=lambda: time.time() + FILES_KEPT_S + 60))
     world.store.add(lots(1, job_id="job-2"))
     asyncio.run(flush_due(stage))
     left = {path.name for path in (tmp_path / "a").iterdir()}
-    assert len(left) == 2 and not left & uncollected
+    assert len(left) == 3 and not left & uncollected

@@ -5,14 +5,19 @@ For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the lik
 `call_responses`) and returns it already `completed`, with output and error files in the work
 folder written in the Batch API's line format: the runner collects it like any other batch.
 
-The result files stay until the batch's collection deletes them (`delete_file`), so a collection
-that failed (Kafka or PostgreSQL down) reads them again, however long it was down, and a process
-restarted on the same folder collects its predecessor's batches from them. A batch unknown here
-and younger than `ORPHANED_AFTER_S` is another live instance's, left to it; an older one's maker
-is gone with its answers, and its lots are sent again (on a paid endpoint, paid again). Before,
-both read as lost at once: each instance sent the other's lots again, and a failed collection
-sent every lot of its batch again. And the first batch made more than `KEPT_S` after one still
-uncollected deleted its answers: its lots were sent again (a lot at its last attempt failed).
+A batch is its files in the work folder, nothing in memory: its record (the batch object, with
+the metadata naming its shard), its error file and, written last, its output file, whose presence
+says the batch is whole. Reading, listing and finding a batch read them, so a process restarted on
+the same folder collects its predecessor's batches, and recovery finds the batch of a shard left
+`building` (Kafka down when it was to be put on record) however long after. Before, only this
+process's memory listed a batch, and forgot it after an hour or with a restart: recovery built the
+shard again, its lots sent to the model twice while the first answers sat on disk.
+
+The files stay until the batch's collection deletes them (`delete_file`; the record goes with the
+output file), so a collection that failed (Kafka or PostgreSQL down) reads them again, however long
+it was down. A batch unknown here and younger than `ORPHANED_AFTER_S` is another live instance's,
+left to it; an older one's maker is gone with its answers, and its lots are sent again (on a paid
+endpoint, paid again).
 """
 
 from __future__ import annotations
@@ -47,13 +52,12 @@ def _status(exc: ModelError) -> int:
 # A live instance collects a direct batch it made in the next round or two (it is finished when
 # made); one that nobody has collected after this long was made by a process that is gone.
 ORPHANED_AFTER_S = 300.0
-# How long this process remembers a batch it made (its metadata, for a listing); its answers are
-# read from the files after that.
-KEPT_S = 3600.0
-# How long the result files of a batch that no collection deleted are kept: those of a batch no
-# shard records (its maker died before recording it, and recovery sent its lots again). As long
-# as OpenAI keeps a batch's output file: a stage down for days still collects its batches.
+# How long the files of a batch that no collection deleted are kept: one no shard took up (say,
+# its job was cancelled before recovery found it). As long as OpenAI keeps a batch's output file:
+# a stage down for days still collects its batches.
 FILES_KEPT_S = 30 * 24 * 3600.0
+# A batch's files are named `<batch id><suffix>`.
+_RECORD, _ERRORS, _OUTPUT = "-record", "-errors", "-output"
 
 
 def _made_at(batch_id: str) -> float | None:
@@ -67,7 +71,6 @@ class DirectBatches:
 
     def __init__(self, call: DirectCall, concurrency: int, work_dir: Path) -> None:
         self.call, self.concurrency, self.work_dir = call, concurrency, work_dir
-        self.batches: dict[str, dict[str, Any]] = {}
 
     async def upload_batch_file(self, path: Path) -> str:
         """Keep the file (moved aside, so the caller's clean-up leaves it) under a new id."""
@@ -76,15 +79,17 @@ class DirectBatches:
         return file_id
 
     async def delete_file(self, file_id: str) -> None:
-        """Remove a kept input file."""
+        """Remove a kept file; an output file takes its batch's record along (collected, it is
+        listed no more)."""
         (self.work_dir / file_id).unlink(missing_ok=True)
+        if file_id.endswith(_OUTPUT):
+            self._record_file(file_id.removesuffix(_OUTPUT)).unlink(missing_ok=True)
 
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         """Send every line; the batch is finished when this returns."""
-        self._forget_old()
+        self._sweep()
         batch_id = f"direct-batch-{int(time.time())}-{uuid.uuid4().hex}"
         source = self.work_dir / input_file_id
-        output, errors = self._result_files(batch_id)
         limit = asyncio.Semaphore(self.concurrency)
 
         async def one(line: Mapping[str, Any]) -> tuple[bool, bytes]:
@@ -101,46 +106,50 @@ class DirectBatches:
         lines = [orjson.loads(raw) for raw in source.read_bytes().splitlines() if raw.strip()]
         source.unlink()
         answers = await asyncio.gather(*(one(line) for line in lines))
-        # The output file last, each whole before it is named: its presence says both are complete.
-        for path, ok_lines in ((errors, False), (output, True)):
-            partial = path.with_suffix(".partial")
-            partial.write_bytes(b"".join(text + b"\n" for ok, text in answers if ok == ok_lines))
-            partial.replace(path)
         batch = self._completed(batch_id, metadata, input_file_id)
-        self.batches[batch_id] = batch
-        return dict(batch)
+        output, errors = self.work_dir / batch["output_file_id"], self.work_dir / batch["error_file_id"]
+        # The output file last, each whole before it is named: its presence says all are complete.
+        for path, content in ((self._record_file(batch_id), orjson.dumps(batch)),
+                              (errors, b"".join(text + b"\n" for ok, text in answers if not ok)),
+                              (output, b"".join(text + b"\n" for ok, text in answers if ok))):
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(content)
+            partial.replace(path)
+        return batch
 
-    def _result_files(self, batch_id: str) -> tuple[Path, Path]:
-        return self.work_dir / f"{batch_id}-output", self.work_dir / f"{batch_id}-errors"
+    def _record_file(self, batch_id: str) -> Path:
+        return self.work_dir / f"{batch_id}{_RECORD}"
 
     def _completed(self, batch_id: str, metadata: Mapping[str, str],
                    input_file_id: str | None) -> dict[str, Any]:
-        output, errors = self._result_files(batch_id)
         return {"id": batch_id, "status": "completed", "created_at": int(_made_at(batch_id) or time.time()),
                 "metadata": dict(metadata), "input_file_id": input_file_id,
-                "output_file_id": output.name, "error_file_id": errors.name}
+                "output_file_id": f"{batch_id}{_OUTPUT}", "error_file_id": f"{batch_id}{_ERRORS}"}
 
-    def _forget_old(self) -> None:
-        """Forget the batches made more than `KEPT_S` ago (their files stay for their collection),
-        and delete the result files older than `FILES_KEPT_S` that no collection deleted."""
+    def _sweep(self) -> None:
+        """Delete the files older than `FILES_KEPT_S` that no collection deleted."""
         now = time.time()
-        for batch_id in [b for b in self.batches if now - (_made_at(b) or 0.0) > KEPT_S]:
-            del self.batches[batch_id]
         for path in self.work_dir.glob("direct-batch-*"):
             made = _made_at(path.name.rsplit("-", 1)[0])
             if made is not None and now - made > FILES_KEPT_S:
                 path.unlink(missing_ok=True)
 
+    def _finished(self, batch_id: str) -> dict[str, Any] | None:
+        """The batch as its files keep it, if they are whole (one made before records were kept
+        has none, and no metadata)."""
+        if not (self.work_dir / f"{batch_id}{_OUTPUT}").exists():
+            return None
+        try:
+            return dict(orjson.loads(self._record_file(batch_id).read_bytes()))
+        except FileNotFoundError:
+            return self._completed(batch_id, {}, None)
+
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
-        """The batch: this process's, its predecessor's on this folder (from its files), another
-        live instance's (running, to be left to it), or one whose maker is gone (failed)."""
-        known = self.batches.get(batch_id)
-        if known is not None:
-            return dict(known)
-        if self._result_files(batch_id)[0].exists():
-            # Kept like this process's own, so its files go with them after `KEPT_S`.
-            self.batches[batch_id] = self._completed(batch_id, {}, None)
-            return dict(self.batches[batch_id])
+        """The batch: made on this folder (by this process or one before it, from its files),
+        another live instance's (running, to be left to it), or one whose maker is gone (failed)."""
+        finished = self._finished(batch_id)
+        if finished is not None:
+            return finished
         made = _made_at(batch_id)
         if made is not None and time.time() - made < ORPHANED_AFTER_S:
             return {"id": batch_id, "status": "in_progress", "created_at": int(made)}
@@ -150,13 +159,16 @@ class DirectBatches:
 
     async def find_batches(self, metadata_match: Mapping[str, str],
                            limit_pages: int = 50) -> list[dict[str, Any]]:
-        """This process's batches with these metadata pairs."""
-        return [dict(batch) for batch in reversed(self.batches.values())
-                if all(batch["metadata"].get(k) == v for k, v in metadata_match.items())]
+        """The batches on this folder not collected yet with these metadata pairs, newest first."""
+        found = (self._finished(path.name.removesuffix(_RECORD))
+                 for path in self.work_dir.glob(f"direct-batch-*{_RECORD}"))
+        return sorted((batch for batch in found if batch is not None
+                       and all(batch["metadata"].get(k) == v for k, v in metadata_match.items())),
+                      key=lambda batch: int(batch["created_at"]), reverse=True)
 
     async def find_batch(self, metadata_match: Mapping[str, str],
                          limit_pages: int = 50) -> dict[str, Any] | None:
-        """This process's newest batch with these metadata pairs."""
+        """The newest batch on this folder with these metadata pairs."""
         return next(iter(await self.find_batches(metadata_match, limit_pages)), None)
 
     async def cancel_batch(self, batch_id: str) -> dict[str, Any]:
