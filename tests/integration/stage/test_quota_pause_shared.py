@@ -125,3 +125,49 @@ def test_shards_paused_lists_a_quota_pause_and_a_release_of_it_is_refused(
     release = admin(infra, settings, "shards", "release", shard["shard_id"], "--resend", "--reason", "test")
     assert release.returncode == 1 and "paused for the quota" in release.stderr, release
     assert [pause["shard_id"] for pause in _pause(engine)] == [shard["shard_id"]]  # nothing changed
+
+
+def test_a_try_whose_listing_failed_is_still_due_and_made_at_the_next_round(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The try was taken before recovery listed the shard's batches: a listing answered 503 used it
+    # with no create asked, and the next try came the doubled wait (two minutes) later.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a"])
+    _refuse_creates(standin, 1)
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as stage:
+            await step(stage, watching=True)  # refused: the pause begins
+            quota_wait_passes(engine, QUOTA_FIRST_WAIT_S)
+            # The SDK asks twice more after a 503: three answers fail the listing.
+            listing = {"scope": "batches", "method": "GET", "kind": "overloaded", "count": 3}
+            standin.faults(api_faults=[listing])
+            await step(stage, watching=True)
+            [pause] = _pause(engine)
+            assert pause["retry_in_s"] <= 0, "the try was used up by a listing that failed"
+            await step(stage, watching=True)  # the listing answers: the try is made, and created
+            assert (standin.stats()["files_uploaded"], standin.stats()["batches_created"]) == (2, 1)
+
+    asyncio.run(scenario())
+    assert _pause(engine) == []
+
+
+def test_an_instance_that_has_not_seen_the_pause_yet_claims_nothing(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # An instance that had taken up the recorded pauses before this one began read it only right
+    # before its upload: it claimed a new job into a shard and prepared it (image checks, minutes).
+    job_1, job_2 = new_id("job-"), new_id("job-")
+    _refuse_creates(standin, 1)
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as first, runtime(settings, engine, standin) as second:
+            await step(second, watching=True)  # running before the pause: nothing recorded yet
+            submit_lots(engine, job_1, ["a"])
+            await step(first, watching=True)  # refused: the pause begins
+            submit_lots(engine, job_2, ["c"])
+            await step(second, watching=False)
+            assert second.unreadable
+
+    asyncio.run(scenario())
+    assert lot_statuses(engine, "vision", job_2) == {"lot-0": store.WAITING}, "claimed while paused"
+    assert (standin.stats()["files_uploaded"], standin.stats()["batches_created"]) == (1, 0)

@@ -52,6 +52,10 @@ class QuotaRows:
             refusal.retry_at = self.clock + wait_s
         return True
 
+    def give_back_quota_try(self) -> None:
+        for refusal in self._holding().values():
+            refusal.retry_at = min(refusal.retry_at, self.clock)
+
     def end_quota_pause(self) -> None:
         for shard_id in self._holding():
             del self.refusals[shard_id]

@@ -4,6 +4,7 @@ until a batch is created again (in-memory ports)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx2 as httpx
@@ -12,8 +13,10 @@ import pytest
 
 from lotlens_common.model.errors import ModelQuotaExceededError, ModelUnavailableError
 from lotlens_common.model.openai_client import _mapped
+from lotlens_common.producer import PublishError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S, next_wait_s
+from lotlens_common.stage.submit import flush_due
 from tests.unit.stage.conftest import World, lots
 
 
@@ -80,3 +83,26 @@ def test_tries_on_time_wait_one_two_four_eight_then_fifteen_minutes() -> None:
         waits.append(next_wait_s(paused_s))
         paused_s += waits[-1]
     assert [wait / 60 for wait in waits] == [1, 2, 4, 8, 15, 15]
+
+
+def test_a_batch_found_and_adopted_leaves_the_due_try_to_the_refused_shard(world: World) -> None:
+    # The try was taken before recovery looked for each shard's batch: an older shard whose batch
+    # existed (Kafka had refused its record) was adopted under it, no create asked, and the refused
+    # shard waited the doubled wait for a try of its own.
+    world.store.add(lots(1))
+    publish = world.publisher.publish
+
+    def kafka_down(*_args: object) -> None:
+        world.publisher.publish = publish  # type: ignore[method-assign]
+        raise PublishError("Kafka did not acknowledge")
+
+    world.publisher.publish = kafka_down  # type: ignore[method-assign]
+    asyncio.run(flush_due(world.stage))  # job-1's batch created, not on record: its shard stays building
+    world.store.add(lots(1, job_id="job-2"))
+    world.batches.errors["create"] = [quota_refusal()]
+    asyncio.run(flush_due(world.stage))  # job-2's create refused: the pause begins
+    world.store.clock += QUOTA_FIRST_WAIT_S
+    world.rounds()
+    assert world.store.quota_pause() is None, "the try went to the adopted batch"
+    assert sorted(event.job_id for event in world.submitted()) == ["job-1", "job-2"]
+    assert len(world.batches.batches) == 2  # job-1's adopted, not built again

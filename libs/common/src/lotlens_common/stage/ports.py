@@ -241,6 +241,11 @@ class WorkStore(Protocol[W]):
         whether this call took it (one conditional statement: of instances asking at once, one)."""
         ...
 
+    def give_back_quota_try(self) -> None:
+        """The try `take_quota_try` took asked no create (a batch found, a listing that failed):
+        the stage's quota pause's next try is due now."""
+        ...
+
     def end_quota_pause(self) -> None:
         """A batch was created: no shard holds the stage's quota pause any longer."""
         ...

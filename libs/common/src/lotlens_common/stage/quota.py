@@ -14,13 +14,19 @@ successful create ends the pause.
 The pause is kept on the refused shard's row (`postgres_quota.py`), as an unreadable batch's is:
 held in the process's memory, it paused only the replica that was refused, and another one (or
 the same one restarted) uploaded and created again at once, N replicas N files a round. Every
-instance reads it before it claims or builds and again right before each upload, and each due
-try is taken on the rows by one instance of all.
+instance reads it before each claim and again right before each upload (one that has not seen
+it yet stops there), and each due try is taken on the rows by one instance of all, before its
+recovery lists the shard's batches. Only a create asked under it uses the try: recovery that
+asked none (the shard's batch found and adopted, a listing or an upload that failed, a stop)
+gives it back, due again at once; taken for good, it pushed the next try out by the doubled wait.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
@@ -84,10 +90,32 @@ def recorded_pause(stage: Stage[Any]) -> QuotaPause | None:
     return pause
 
 
-def take_due_try(stage: Stage[Any]) -> bool:
-    """Before recovery looks for a shard's batch: whether this process took the quota pause's due
-    try (the shard it recovers is the try; False: no pause is known here); `QuotaPaused` while the
-    pause holds, or another instance took the try."""
+@dataclass
+class QuotaTry:
+    """Recovery's part in the quota pause, for one building shard: whether it took the pause's
+    due try, and whether a create was asked under it (what uses the try up)."""
+
+    taken: bool = False
+    create_asked: bool = False
+
+
+@contextmanager
+def quota_try(stage: Stage[Any], wanted: bool) -> Iterator[QuotaTry]:
+    """Around recovery of one building shard (the listing of its batches, its build): the quota
+    pause's due try, taken by this process if `wanted` and a pause is known here (none otherwise),
+    and given back unless a create was asked under it. `QuotaPaused` while the pause holds, or
+    another instance took the try: no listing either, each shard listed up to 50 pages a round."""
+    the_try = QuotaTry(taken=wanted and _take_due_try(stage))
+    try:
+        yield the_try
+    finally:
+        if the_try.taken and not the_try.create_asked:
+            stage.store.give_back_quota_try()
+            log.info("the %s stage's quota try asked no create: the next try is due at once",
+                     stage.spec.name)
+
+
+def _take_due_try(stage: Stage[Any]) -> bool:
     if QUOTA_EXHAUSTED not in stage.unreadable:
         return False
     pause = recorded_pause(stage)
@@ -98,11 +126,11 @@ def take_due_try(stage: Stage[Any]) -> bool:
     raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota: {pause.reason}")
 
 
-def check_upload(stage: Stage[Any], the_try: bool) -> None:
+def check_upload(stage: Stage[Any], the_try: QuotaTry | None) -> None:
     """Right before an upload: `QuotaPaused` if a quota pause is on record, unless this build is
     its try. Asked here, not only before the claim: another instance's create refused while this
     one prepared a shard (for minutes, with slow image hosts) pauses this upload too."""
-    if not the_try and recorded_pause(stage) is not None:
+    if (the_try is None or not the_try.taken) and recorded_pause(stage) is not None:
         raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota")
 
 
@@ -112,7 +140,7 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     Never while a batch it made cannot be read: one created under the current key, listed, took
     the unreadable one for lost. While the key is refused, only recovery builds (its shard is the
     try that proves the key again). While the quota is out, only recovery, with the try it took
-    (`take_due_try`); the pause is read from the rows: another instance's batch may have ended it.
+    (`quota_try`); the pause is read from the rows: another instance's batch may have ended it.
     """
     pauses = stage.unreadable.keys() - {KEY_REFUSED, QUOTA_EXHAUSTED}
     if pauses:

@@ -35,11 +35,13 @@ from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Settlement, Stage, about_lot
 from lotlens_common.stage.quota import (
     QuotaPaused,
+    QuotaTry,
     check_upload,
     may_build,
     pause_for_quota,
     quota_accepted,
-    take_due_try,
+    quota_try,
+    recorded_pause,
 )
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
@@ -68,7 +70,10 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     budget = limit - enqueued if limit else None
     created: list[dict[str, Any]] = []
     for flush in plan:
-        if stage.stopping.is_set():
+        if stage.stopping.is_set() or recorded_pause(stage) is not None:
+            # Read before each claim, not only by a process that knows of the pause: one that had
+            # not seen another instance's refusal claimed and prepared a shard (image checks,
+            # minutes) for its upload to be stopped.
             break
         shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
         with stage.store.exclusive(shard_id):
@@ -124,24 +129,24 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
-                # While the quota is out, no listing either: each shard listed up to 50 pages a round.
-                the_try = take_due_try(stage) if lots else False
-                found = await _find_shard_batch(stage, shard.shard_id) if lots else None
-                action = lifecycle.for_building(len(lots), found)
-                if isinstance(action, lifecycle.CloseEmpty):
-                    stage.store.close_shard(shard.shard_id, "empty", None)
-                    continue
-                if isinstance(action, lifecycle.Build) and not may_build(stage, recovering=True):
-                    # Paused: a batch made now (under another project's key, say) and listed
-                    # took the unreadable one for lost, and its lots were paid for twice.
-                    continue
-                log.warning("recovering shard %s of job %s: %s", shard.shard_id, shard.job_id,
-                            type(action).__name__, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
-                if isinstance(action, lifecycle.Adopt):
-                    await put_on_record(stage, shard.shard_id, lots,
-                                        tuple(lot.lot_id for lot in lots), action.batch_id)
-                else:
-                    await build(stage, shard.shard_id, lots, the_try)
+                with quota_try(stage, wanted=bool(lots)) as the_try:
+                    found = await _find_shard_batch(stage, shard.shard_id) if lots else None
+                    action = lifecycle.for_building(len(lots), found)
+                    if isinstance(action, lifecycle.CloseEmpty):
+                        stage.store.close_shard(shard.shard_id, "empty", None)
+                        continue
+                    if isinstance(action, lifecycle.Build) and not may_build(stage, recovering=True):
+                        # Paused: a batch made now (under another project's key, say) and listed
+                        # took the unreadable one for lost, and its lots were paid for twice.
+                        continue
+                    log.warning("recovering shard %s of job %s: %s", shard.shard_id, shard.job_id,
+                                type(action).__name__,
+                                extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+                    if isinstance(action, lifecycle.Adopt):
+                        await put_on_record(stage, shard.shard_id, lots,
+                                            tuple(lot.lot_id for lot in lots), action.batch_id)
+                    else:
+                        await build(stage, shard.shard_id, lots, the_try)
                 key_accepted(stage)
             except (Stopped, QuotaPaused):
                 return  # still `building`: the next process, or the pause's try, recovers it
@@ -173,15 +178,15 @@ class LostShardLock(RuntimeError):
 
 
 async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
-                the_try: bool = False) -> dict[str, Any] | None:
-    """Write the shard's file, upload it, create its batch and put it on record (`the_try`: the
-    quota pause's try, which recovery took)."""
+                the_try: QuotaTry | None = None) -> dict[str, Any] | None:
+    """Write the shard's file, upload it, create its batch and put it on record (`the_try`:
+    recovery's part in the quota pause)."""
     with lots_span(f"{stage.spec.name} batch submit", lots, shard_id):
         return await _build(stage, shard_id, lots, the_try)
 
 
 async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
-                 the_try: bool) -> dict[str, Any] | None:
+                 the_try: QuotaTry | None) -> dict[str, Any] | None:
     job_id = lots[0].job_id
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
@@ -221,6 +226,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
+    if the_try is not None:
+        the_try.create_asked = True  # refused or not, the quota pause's try is used
     try:
         with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
             batch = await stage.batches.create_batch(

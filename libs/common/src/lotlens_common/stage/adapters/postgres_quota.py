@@ -53,6 +53,15 @@ def take_try(conn: Connection, stage: str, wait_s: float) -> bool:
     return bool(taken.rowcount)
 
 
+def give_back_try(conn: Connection, stage: str) -> None:
+    """The try `take_try` took asked no create: due again now. Only the taker asks a create while
+    the pause holds, so the rows moved since are the ones it moved (the pause's beginning, which
+    the wait grows from, is untouched)."""
+    conn.execute(text(f"""
+        UPDATE stage_shards SET quota_retry_at = now()
+         WHERE {_HOLDING} AND quota_retry_at > now()"""), {"stage": stage})
+
+
 def end(conn: Connection, stage: str) -> None:
     """A batch of the stage was created: no shard holds the pause."""
     conn.execute(text(f"""

@@ -135,6 +135,11 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return postgres_quota.take_try(conn, self.stage, wait_s)
 
+    def give_back_quota_try(self) -> None:
+        """The try taken asked no create: it is due again."""
+        with self.engine.begin() as conn:
+            postgres_quota.give_back_try(conn, self.stage)
+
     def end_quota_pause(self) -> None:
         """A batch was created: the pause ends."""
         with self.engine.begin() as conn:
