@@ -118,7 +118,7 @@ def test_direct_mode_sends_a_big_job_in_shards_of_ten_rounds(world: World, tmp_p
 def test_answers_no_collection_deleted_go_after_thirty_days_at_the_next_batch(
         world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Kept until collected (a stage down for days still reads them), but a batch never collected
-    # (its maker died before recording it, and recovery sent its lots again) is not kept for good.
+    # (no shard took it up: its job cancelled before recovery found it, say) is not kept for good.
     call = Counting()
     stage = instance(world, call, tmp_path / "a")
     world.store.add(lots(1))
