@@ -1,6 +1,10 @@
-"""A service's connections carry its name to PostgreSQL, where an SRE looks for it (pg_stat_activity)."""
+"""A service's connections carry its name to PostgreSQL, where an SRE looks for it (pg_stat_activity),
+and timers to the kernel that notice a database that vanished."""
 
 from __future__ import annotations
+
+import os
+import socket
 
 import pytest
 from sqlalchemy import Engine, text
@@ -33,6 +37,37 @@ def test_an_application_name_in_the_database_url_is_kept(infra: Infra) -> None:
     separator = "&" if "?" in infra.database_url else "?"
     named = f"{infra.database_url}{separator}application_name=eu-west-store"
     assert _application_name(named) == "eu-west-store"
+
+
+def _socket_timers(database_url: str) -> dict[str, int]:
+    """What the kernel holds for a `make_engine` connection's socket: its keepalive timers and its
+    TCP user timeout (Linux's option 18; the socket module has no name for it before 3.12)."""
+    engine = make_engine(DatabaseSettings(DATABASE_URL=database_url), "tests")
+    try:
+        with engine.connect() as conn:
+            descriptor = conn.connection.dbapi_connection.fileno()  # type: ignore[union-attr]
+            with socket.socket(fileno=os.dup(descriptor)) as sock:
+                return {"keepalive": sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+                        "idle_s": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                        "interval_s": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                        "count": sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT),
+                        "user_timeout_ms": sock.getsockopt(socket.IPPROTO_TCP, 18)}
+    finally:
+        engine.dispose()
+
+
+def test_connections_give_a_vanished_database_up_within_half_a_minute(infra: Infra) -> None:
+    # The system's own: two hours of silence before the first keepalive, 15 minutes of
+    # retransmissions (tests/integration/test_db_dark_path.py has the database vanish).
+    assert _socket_timers(infra.database_url) == {
+        "keepalive": 1, "idle_s": 15, "interval_s": 5, "count": 3, "user_timeout_ms": 30_000}
+
+
+def test_keepalives_and_a_user_timeout_in_the_database_url_are_kept(infra: Infra) -> None:
+    separator = "&" if "?" in infra.database_url else "?"
+    timers = _socket_timers(f"{infra.database_url}{separator}keepalives_idle=42&tcp_user_timeout=90000")
+    assert (timers["idle_s"], timers["user_timeout_ms"]) == (42, 90_000)
+    assert (timers["interval_s"], timers["count"]) == (5, 3)  # the settings' for the others
 
 
 def test_a_stage_queue_over_ten_thousand_jobs_is_planned_without_jit(infra: Infra, engine: Engine) -> None:

@@ -112,6 +112,23 @@ class DatabaseSettings(BaseSettings):
         validation_alias="DATABASE_URL",
     )
     pool_size: int = Field(default=5, validation_alias="DATABASE_POOL_SIZE")
+    # A database that vanishes without a word (a failover whose old primary's address goes dark, a
+    # dropped NAT entry: no FIN, no RST) is noticed by TCP alone. Linux gave a statement sent into
+    # the dark 15 minutes of retransmissions, and one waiting for its answer for ever (libpq's
+    # keepalives waited the system's two hours of silence). Now a connection is given up on after
+    # about 30 s: bytes unacknowledged for `tcp_user_timeout_ms`, or keepalive probes (from
+    # `keepalives_idle_s` of silence, every `keepalives_interval_s`) unanswered as long; where
+    # there is no user timeout (0, or not Linux), after `keepalives_count` unanswered probes.
+    # A live server's kernel answers probes however long its query runs.
+    keepalives_idle_s: int = Field(default=15, ge=1, validation_alias="DATABASE_KEEPALIVES_IDLE_S")
+    keepalives_interval_s: int = Field(default=5, ge=1, validation_alias="DATABASE_KEEPALIVES_INTERVAL_S")
+    keepalives_count: int = Field(default=3, ge=1, validation_alias="DATABASE_KEEPALIVES_COUNT")
+    tcp_user_timeout_ms: int = Field(default=30_000, ge=0, validation_alias="DATABASE_TCP_USER_TIMEOUT_MS")
+
+    def dead_peer_detection(self) -> dict[str, int]:
+        """The libpq connection parameters that bound how long a vanished database goes unnoticed."""
+        return {"keepalives_idle": self.keepalives_idle_s, "keepalives_interval": self.keepalives_interval_s,
+                "keepalives_count": self.keepalives_count, "tcp_user_timeout": self.tcp_user_timeout_ms}
 
 
 class OpenAISettings(BaseSettings):
