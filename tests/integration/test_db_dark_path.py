@@ -42,13 +42,15 @@ def test_a_statement_waiting_for_its_answer_when_the_database_vanishes_fails_in_
         with across_path.connect() as conn:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
             sleeping = Pending(lambda: conn.execute(text("SELECT pg_sleep(600)")))
-            _wait_until_running(engine, pid)
-            database_path.go_dark()
-            outcome = sleeping.outcome(conn, within_s=30)
+            try:
+                _wait_until_running(engine, pid)
+                database_path.go_dark()
+                outcome = sleeping.outcome(conn, within_s=30)
+            finally:
+                with engine.connect() as admin:  # its server side would sleep on
+                    admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     finally:
         across_path.dispose()
-        with engine.connect() as admin:  # its server side would sleep on
-            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
     assert outcome.finished, f"a statement waiting for its answer still waited {outcome.seconds:.0f} s later"
     assert isinstance(outcome.error, OperationalError), outcome.error
     assert outcome.seconds < 20, f"noticed only after {outcome.seconds:.0f} s"
