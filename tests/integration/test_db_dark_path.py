@@ -16,16 +16,19 @@ from tests.dark_path import QUICK_DETECTION, DarkPath, Pending, engine_across
 pytestmark = pytest.mark.integration
 
 
-def test_a_statement_sent_to_a_vanished_database_fails_within_a_minute_and_the_next_one_works(
+def test_a_statement_sent_to_a_vanished_database_fails_within_its_timeout_and_the_next_one_works(
         database_path: DarkPath, infra: Infra) -> None:
-    engine = engine_across(database_path, infra.database_url)  # the production defaults
+    # Short settings: the production defaults (30 s, test_db_engine.py shows they reach the socket)
+    # took 30.5 s here, a test's worth of the suite's time for the kernel doing the same thing.
+    engine = engine_across(database_path, infra.database_url, **QUICK_DETECTION)
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             database_path.go_dark()
-            outcome = Pending(lambda: conn.execute(text("SELECT 1"))).outcome(conn, within_s=60)
+            outcome = Pending(lambda: conn.execute(text("SELECT 1"))).outcome(conn, within_s=30)
         assert outcome.finished, f"SELECT 1 still waited {outcome.seconds:.0f} s after its database vanished"
         assert isinstance(outcome.error, OperationalError), outcome.error
+        assert outcome.seconds < 20, f"noticed only after {outcome.seconds:.0f} s"
         print(f"failed after {outcome.seconds:.1f} s: {outcome.error.orig}")
         with engine.connect() as conn:  # the pool dropped the dead connection: a new one works
             assert conn.execute(text("SELECT 1")).scalar_one() == 1
