@@ -243,7 +243,7 @@ def test_a_retry_a_gateway_of_the_earlier_release_holds_is_not_written_again(
     assert retries_written(engine, job_id) == 0
 
 
-def test_a_retry_a_gateway_of_the_earlier_release_starts_while_this_one_writes_is_written_once(
+def test_a_retry_a_gateway_of_the_earlier_release_starts_while_this_one_writes_is_left_to_it(
         gateway: Gateway, engine: Engine) -> None:
     job_id, _failed = finished_job_with_failures(gateway, engine)
     with ThreadPoolExecutor(1) as pool, engine.connect() as holder:

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 
+from lotlens_common import signing
 from lotlens_common.tables import idempotency_keys as keys
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -77,9 +78,12 @@ def request_hasher(body: bytes = b"") -> hashlib._Hash:
 
 
 def header_signature_hash(x_signature: str | None) -> str:
-    """SHA-256 of a submission's `X-Signature` header ("" without one), kept with its key: a job
-    resent while intake is busy is replayed only to a request that carries it (`accepted_job`)."""
-    return hashlib.sha256((x_signature or "").encode()).hexdigest()
+    """SHA-256 of a submission's `X-Signature` digest ("" without one), kept with its key: a job
+    resent while intake is busy is replayed only to a request that carries it (`accepted_job`).
+    Hashed as the signature check reads it (prefix, case and spaces dropped): hashed as sent, the
+    client's own resend as `sha256=<HEX>` instead of bare hex was refused 503 where a slot replays."""
+    digest = signing.signature_digest(x_signature.strip()) if x_signature and x_signature.strip() else ""
+    return hashlib.sha256(digest.encode()).hexdigest()
 
 
 def in_progress(key: str) -> ApiError:
