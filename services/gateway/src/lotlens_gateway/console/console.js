@@ -86,12 +86,13 @@ function pagerButton(id, enabled, query) {
   button.addEventListener("click", () => go("#/jobs?" + query));
 }
 
-// ---- routing: #/jobs?filters, #/jobs/{id}; everything needs the key first ----
+// ---- routing: #/jobs?filters, #/jobs/{id}, any other address not found; the key comes first ----
 
 function route() {
   if (!savedKey()) return showLogin();
   byId("nav").hidden = false;
   const [path, query = ""] = (location.hash || "#/jobs").slice(1).split("?");
+  if (path === "/jobs" || path === "/") return showJobs(new URLSearchParams(query));
   const job = path.match(/^\/jobs\/([^/]+)$/);
   if (job) {
     let jobId;
@@ -102,7 +103,8 @@ function route() {
     }
     return showJob(jobId);
   }
-  return showJobs(new URLSearchParams(query));
+  // A broken link showed the jobs list, and its user believed they were where it pointed.
+  return showPage("missing-page");
 }
 
 // Navigates; setting the hash it already has fires no `hashchange`, so route by hand then.
