@@ -25,3 +25,18 @@ def test_an_unknown_address_says_page_not_found_with_a_link_back_to_the_jobs(
     expect(page.get_by_role("heading", level=1)).to_have_text("Jobs")
     expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
 
+
+def test_a_filter_value_the_list_does_not_offer_falls_back_to_one_it_shows_selected(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # `#/jobs?status=bogus` left the Status control blank (no option selected) under whatever the
+    # page listed; `limit=7` did the same to "Per page".
+    url = console_stack.stack.url
+    sign_in(page, console_stack.stack)
+    page.goto(f"{url}/console/#/jobs?status=bogus")
+    expect(page.get_by_label("Status").locator("option:checked")).to_have_text("Any")
+    expect(page.locator("#jobs-caption")).to_contain_text("No status “bogus” is known: jobs of every status.")
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    page.goto(f"{url}/console/#/jobs?status=completed&limit=7")
+    expect(page.get_by_label("Status").locator("option:checked")).to_have_text("completed")
+    expect(page.get_by_label("Per page").locator("option:checked")).to_have_text("25")
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()

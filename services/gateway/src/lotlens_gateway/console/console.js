@@ -40,11 +40,12 @@ function showLogin(message = "") {
 
 async function showJobs(query) {
   const view = showPage("jobs-page");
-  const status = query.get("status") || "";
-  const limit = query.get("limit") || "25";
+  const asked = query.get("status") || "";
+  const status = offered("status-filter", asked, "");
+  const limit = offered("page-size", query.get("limit"), "25");
   const offset = Number(query.get("offset") || "0");
-  byId("status-filter").value = status;
-  byId("page-size").value = limit;
+  // A status from a hand-edited or old link: the page says it lists every status instead.
+  const unknown = status === asked ? "" : `No status “${asked}” is known: jobs of every status. `;
   byId("job-filters").addEventListener("submit", (event) => {
     event.preventDefault();
     go("#/jobs?" + listQuery(byId("status-filter").value, byId("page-size").value, 0));
@@ -67,11 +68,19 @@ async function showJobs(query) {
     el("td", {}, progressBar(job))));
   byId("job-rows").replaceChildren(...rows);
   const page = answer.pagination;
-  byId("jobs-caption").textContent = page.total
+  byId("jobs-caption").textContent = unknown + (page.total
     ? `Jobs ${page.offset + 1}–${page.offset + answer.jobs.length} of ${page.total}, newest first`
-    : "No jobs match these filters.";
+    : "No jobs match these filters.");
   pagerButton("previous-page", offset > 0, listQuery(status, limit, Math.max(0, offset - Number(limit))));
   pagerButton("next-page", page.has_more, listQuery(status, limit, offset + Number(limit)));
+}
+
+// Selects `value` in the select `id` when it offers it, else `fallback`; returns the one selected.
+// A value it lacks left the control blank while the page listed something else.
+function offered(id, value, fallback) {
+  const select = byId(id);
+  select.value = [...select.options].some((option) => option.value === value) ? value : fallback;
+  return select.value;
 }
 
 function listQuery(status, limit, offset) {
