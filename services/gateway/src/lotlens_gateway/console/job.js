@@ -176,7 +176,9 @@ async function retryFailed(jobId, view, state) {
   if (state.retrying) return; // one call at a time, its waits included
   state.retrying = true;
   try {
-    await askRetry(jobId, view);
+    // The job's status names its retry (`retried_as`) from the call's answer on; an ended job is
+    // not polled, and its summary lacked the link until Refresh.
+    if (await askRetry(jobId, view)) await loadJob(jobId, view, state);
   } finally {
     state.retrying = false;
   }
@@ -184,7 +186,7 @@ async function retryFailed(jobId, view, state) {
 
 // A 409 IDEMPOTENCY_KEY_IN_PROGRESS means another call (another tab, or an earlier click whose
 // answer was lost) is making the retry: asked again after its `Retry-After`, as the SDK does,
-// a few times, it names that call's job. It used to be shown as an error.
+// a few times, it names that call's job. It used to be shown as an error. True once it has.
 async function askRetry(jobId, view) {
   const result = byId("action-result");
   for (let ask = 1; ; ask += 1) {
@@ -208,7 +210,8 @@ async function askRetry(jobId, view) {
     }
     if (!isShown(view)) return;
     result.replaceChildren("Failed lots resubmitted as job ", jobLink(body.job_id), ".");
-    return result.classList.remove("error");
+    result.classList.remove("error");
+    return true;
   }
 }
 
