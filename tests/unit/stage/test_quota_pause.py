@@ -15,9 +15,11 @@ from lotlens_common.model.errors import ModelQuotaExceededError, ModelUnavailabl
 from lotlens_common.model.openai_client import _mapped
 from lotlens_common.producer import PublishError
 from lotlens_common.stage import metrics
+from lotlens_common.stage.ports import QUOTA_EXHAUSTED
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S, next_wait_s
 from lotlens_common.stage.submit import flush_due
 from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.test_unreadable_pause import another_project
 
 
 def quota_refusal() -> Exception:
@@ -106,3 +108,33 @@ def test_a_batch_found_and_adopted_leaves_the_due_try_to_the_refused_shard(world
     assert world.store.quota_pause() is None, "the try went to the adopted batch"
     assert sorted(event.job_id for event in world.submitted()) == ["job-1", "job-2"]
     assert len(world.batches.batches) == 2  # job-1's adopted, not built again
+
+
+def test_a_round_lists_no_building_shard_for_a_try_another_pause_keeps_from_building(world: World) -> None:
+    # The key moved to another project (job-1's batch unreadable there) while the billing was out:
+    # each building shard took the due try, listed the stage's batches (up to 50 pages), could
+    # not build, gave the try back, and the next shard took it: every shard listed every round.
+    project_a = world.batches
+    project_a.finish = None
+    world.store.add(lots(1))
+    world.rounds()  # job-1's batch runs in the first project
+    for job_id in ("job-2", "job-3", "job-4"):
+        world.store.add(lots(1, job_id=job_id))
+    project_a.errors["upload"] = [ModelUnavailableError("HTTP 502") for _ in range(2)]
+    project_a.errors["create"] = [quota_refusal()]
+    asyncio.run(flush_due(world.stage))  # two uploads failed, the third shard's create refused
+    assert len(world.store.shards("building")) == 3 and world.store.quota_pause() is not None
+    project_b = another_project()
+    world.restart(project_b)
+    world.rounds()  # job-1's batch answers 404 there: the stage is paused for it too
+    assert world.stage.unreadable.keys() - {QUOTA_EXHAUSTED}
+    world.store.clock += QUOTA_FIRST_WAIT_S  # the quota pause's try is due
+    project_b.pages_listed = 0
+    world.rounds()
+    assert project_b.pages_listed == 1, "each building shard listed the stage's batches"  # the watch's
+    pause = world.store.quota_pause()
+    assert pause is not None and pause.retry_in_s <= 0  # the try is still due, for a shard it can build
+    assert project_b.batches == {} and len(world.store.shards("building")) == 3
+    world.restart(project_a)  # the first project's key back: job-1's batch is read again
+    world.rounds(2)
+    assert world.store.quota_pause() is None and world.store.shards("building") == []

@@ -16,9 +16,10 @@ held in the process's memory, it paused only the replica that was refused, and a
 the same one restarted) uploaded and created again at once, N replicas N files a round. Every
 instance reads it before each claim and again right before each upload (one that has not seen
 it yet stops there), and each due try is taken on the rows by one instance of all, before its
-recovery lists the shard's batches. Only a create asked under it uses the try: recovery that
-asked none (the shard's batch found and adopted, a listing or an upload that failed, a stop)
-gives it back, due again at once; taken for good, it pushed the next try out by the doubled wait.
+recovery lists the shard's batches, and by none while another pause (an unreadable batch) keeps
+recovery from building. Only a create asked under it uses the try: recovery that asked none (the
+shard's batch found and adopted, a listing or an upload that failed, a stop) gives it back, due
+again at once; taken for good, it pushed the next try out by the doubled wait.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ class QuotaTry:
 def quota_try(stage: Stage[Any], wanted: bool) -> Iterator[QuotaTry]:
     """Around recovery of one building shard (the listing of its batches, its build): the quota
     pause's due try, taken by this process if `wanted` and a pause is known here (none otherwise),
-    and given back unless a create was asked under it. `QuotaPaused` while the pause holds, or
-    another instance took the try: no listing either, each shard listed up to 50 pages a round."""
+    and given back unless a create was asked under it. `QuotaPaused` while the pause holds,
+    another instance took the try, or another pause (an unreadable batch) keeps recovery from
+    building: no listing either, each shard listed up to 50 pages a round."""
     the_try = QuotaTry(taken=wanted and _take_due_try(stage))
     try:
         yield the_try
@@ -121,7 +123,10 @@ def _take_due_try(stage: Stage[Any]) -> bool:
     pause = recorded_pause(stage)
     if pause is None:
         return False
-    if pause.retry_in_s <= 0 and stage.store.take_quota_try(next_wait_s(pause.paused_s)):
+    # Not taken for a shard another pause keeps from being built: no create could use it, and
+    # each building shard in turn took it, listed the stage's batches and gave it back, every round.
+    if (pause.retry_in_s <= 0 and may_build(stage, recovering=True)
+            and stage.store.take_quota_try(next_wait_s(pause.paused_s))):
         return True
     raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota: {pause.reason}")
 
