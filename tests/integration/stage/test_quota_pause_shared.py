@@ -6,6 +6,7 @@ batch is created again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -13,8 +14,10 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.ports import BatchesPort
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import step
+from lotlens_common.stage.submit import flush_due
 from tests.conftest import Infra, new_id
 from tests.integration.stage.helpers import lot_statuses, open_lots, quota_wait_passes, runtime, submit_lots
 from tests.integration.stage.release_support import admin, paused
@@ -171,3 +174,63 @@ def test_an_instance_that_has_not_seen_the_pause_yet_claims_nothing(
     asyncio.run(scenario())
     assert lot_statuses(engine, "vision", job_2) == {"lot-0": store.WAITING}, "claimed while paused"
     assert (standin.stats()["files_uploaded"], standin.stats()["batches_created"]) == (1, 0)
+
+
+class HeldAt:
+    """A batches port whose `method`, once called, waits for `until` before it asks OpenAI."""
+
+    def __init__(self, batches: BatchesPort, method: str, until: Callable[[], Awaitable[object]]) -> None:
+        self._batches, self._method, self._until = batches, method, until
+        self.reached = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        call = getattr(self._batches, name)
+        if name != self._method:
+            return call
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            self.reached.set()
+            await self._until()
+            return await call(*args, **kwargs)
+
+        return held
+
+
+def test_a_try_given_back_leaves_the_wait_of_a_refusal_recorded_meanwhile(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # The hand-back put every holding row's next try at now(): another instance's create, refused
+    # (its upload begun before the pause) while this one's try listed the shard's batches, lost
+    # its doubled wait, and the next round uploaded and created again at once.
+    job_1, job_2 = new_id("job-"), new_id("job-")
+    _refuse_creates(standin, 1)
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as first, runtime(settings, engine, standin) as second:
+            go_on = asyncio.Event()
+            uploading = HeldAt(second.batches, "upload_batch_file", go_on.wait)
+            second.batches = uploading
+            submit_lots(engine, job_2, ["c"])
+            sending = asyncio.create_task(flush_due(second))  # job-2's shard, its upload slow
+            await uploading.reached.wait()
+            submit_lots(engine, job_1, ["a"])
+            await step(first, watching=True)  # job-1's create refused: the pause begins
+            quota_wait_passes(engine, QUOTA_FIRST_WAIT_S)
+            listing = {"scope": "batches", "method": "GET", "kind": "overloaded", "count": 3}
+            create = {"scope": "batches", "method": "POST", "kind": "insufficient_quota", "count": 1}
+            standin.faults(api_faults=[listing, create])
+
+            async def second_refused_meanwhile() -> None:
+                go_on.set()
+                await sending  # job-2's create refused for the quota, its wait on its row
+
+            first.batches = HeldAt(first.batches, "find_batch", second_refused_meanwhile)
+            await step(first, watching=True)  # the try taken, its listing failed (503): given back
+            assert (standin.stats()["files_uploaded"], standin.stats()["batches_created"]) == (2, 0)
+            retry_in_s = max(pause["retry_in_s"] for pause in _pause(engine))
+            assert retry_in_s > QUOTA_FIRST_WAIT_S, "the refusal recorded meanwhile lost its wait"
+            await step(first, watching=True)
+            await step(second, watching=True)
+
+    asyncio.run(scenario())
+    stats = standin.stats()
+    assert (stats["files_uploaded"], stats["batches_created"]) == (2, 0), "a try came early"

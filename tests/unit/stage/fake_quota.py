@@ -4,6 +4,7 @@ the tests move (`clock`, seconds)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from lotlens_common.stage.ports import QuotaPause, Shard
 
@@ -44,18 +45,24 @@ class QuotaRows:
             since = self.clock - pause.paused_s if pause is not None else self.clock
             self.refusals[shard_id] = Refusal(reason, since, self.clock + wait_s)
 
-    def take_quota_try(self, wait_s: float) -> bool:
+    def take_quota_try(self, wait_s: float) -> datetime | None:
         held = self._holding()
         if not held or any(refusal.retry_at > self.clock for refusal in held.values()):
-            return False
+            return None
         for refusal in held.values():
             refusal.retry_at = self.clock + wait_s
-        return True
+        return _moment(self.clock + wait_s)
 
-    def give_back_quota_try(self) -> None:
+    def give_back_quota_try(self, moved_to: datetime) -> None:
         for refusal in self._holding().values():
-            refusal.retry_at = min(refusal.retry_at, self.clock)
+            if _moment(refusal.retry_at) == moved_to:
+                refusal.retry_at = self.clock
 
     def end_quota_pause(self) -> None:
         for shard_id in self._holding():
             del self.refusals[shard_id]
+
+
+def _moment(clock: float) -> datetime:
+    """A moment on the fake clock, as the store's rows name it."""
+    return datetime.fromtimestamp(clock, UTC)

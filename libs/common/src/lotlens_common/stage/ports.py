@@ -236,14 +236,15 @@ class WorkStore(Protocol[W]):
         now, unless one holds) is held on its row until a try `wait_s` from now."""
         ...
 
-    def take_quota_try(self, wait_s: float) -> bool:
-        """Take the due try of the stage's quota pause (its next one put `wait_s` from now);
-        whether this call took it (one conditional statement: of instances asking at once, one)."""
+    def take_quota_try(self, wait_s: float) -> datetime | None:
+        """Take the due try of the stage's quota pause (its next one put `wait_s` from now); that
+        time, if this call took it (one conditional statement: of instances asking at once, one)."""
         ...
 
-    def give_back_quota_try(self) -> None:
-        """The try `take_quota_try` took asked no create (a batch found, a listing that failed):
-        the stage's quota pause's next try is due now."""
+    def give_back_quota_try(self, moved_to: datetime) -> None:
+        """The try `take_quota_try` took (the next one put at `moved_to`) asked no create (a batch
+        found, a listing that failed): the next try is due now, unless a refusal recorded since
+        put its own wait."""
         ...
 
     def end_quota_pause(self) -> None:

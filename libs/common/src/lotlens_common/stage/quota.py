@@ -19,7 +19,9 @@ it yet stops there), and each due try is taken on the rows by one instance of al
 recovery lists the shard's batches, and by none while another pause (an unreadable batch) keeps
 recovery from building. Only a create asked under it uses the try: recovery that asked none (the
 shard's batch found and adopted, a listing or an upload that failed, a stop) gives it back, due
-again at once; taken for good, it pushed the next try out by the doubled wait.
+again at once on the rows it moved; taken for good, it pushed the next try out by the doubled
+wait. A create another instance began before the pause and was refused meanwhile keeps the wait
+it put on its row (the hand-back set every row's next try to now, and a try came early).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
@@ -93,10 +96,11 @@ def recorded_pause(stage: Stage[Any]) -> QuotaPause | None:
 
 @dataclass
 class QuotaTry:
-    """Recovery's part in the quota pause, for one building shard: whether it took the pause's
-    due try, and whether a create was asked under it (what uses the try up)."""
+    """Recovery's part in the quota pause, for one building shard: the next try's time it put on
+    the rows if it took the pause's due try, and whether a create was asked under it (what uses
+    the try up)."""
 
-    taken: bool = False
+    moved_to: datetime | None = None
     create_asked: bool = False
 
 
@@ -104,30 +108,32 @@ class QuotaTry:
 def quota_try(stage: Stage[Any], wanted: bool) -> Iterator[QuotaTry]:
     """Around recovery of one building shard (the listing of its batches, its build): the quota
     pause's due try, taken by this process if `wanted` and a pause is known here (none otherwise),
-    and given back unless a create was asked under it. `QuotaPaused` while the pause holds,
+    and given back unless a create was asked under it (on the rows it moved: a refusal another
+    instance recorded meanwhile keeps its wait). `QuotaPaused` while the pause holds,
     another instance took the try, or another pause (an unreadable batch) keeps recovery from
     building: no listing either, each shard listed up to 50 pages a round."""
-    the_try = QuotaTry(taken=wanted and _take_due_try(stage))
+    the_try = QuotaTry(_take_due_try(stage) if wanted else None)
     try:
         yield the_try
     finally:
-        if the_try.taken and not the_try.create_asked:
-            stage.store.give_back_quota_try()
-            log.info("the %s stage's quota try asked no create: the next try is due at once",
-                     stage.spec.name)
+        if the_try.moved_to is not None and not the_try.create_asked:
+            stage.store.give_back_quota_try(the_try.moved_to)
+            log.info("the %s stage's quota try asked no create: the next try is due at once, unless "
+                     "a refusal recorded since waits longer", stage.spec.name)
 
 
-def _take_due_try(stage: Stage[Any]) -> bool:
+def _take_due_try(stage: Stage[Any]) -> datetime | None:
     if QUOTA_EXHAUSTED not in stage.unreadable:
-        return False
+        return None
     pause = recorded_pause(stage)
     if pause is None:
-        return False
+        return None
     # Not taken for a shard another pause keeps from being built: no create could use it, and
     # each building shard in turn took it, listed the stage's batches and gave it back, every round.
-    if (pause.retry_in_s <= 0 and may_build(stage, recovering=True)
-            and stage.store.take_quota_try(next_wait_s(pause.paused_s))):
-        return True
+    if pause.retry_in_s <= 0 and may_build(stage, recovering=True):
+        moved_to = stage.store.take_quota_try(next_wait_s(pause.paused_s))
+        if moved_to is not None:
+            return moved_to
     raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota: {pause.reason}")
 
 
@@ -135,7 +141,7 @@ def check_upload(stage: Stage[Any], the_try: QuotaTry | None) -> None:
     """Right before an upload: `QuotaPaused` if a quota pause is on record, unless this build is
     its try. Asked here, not only before the claim: another instance's create refused while this
     one prepared a shard (for minutes, with slow image hosts) pauses this upload too."""
-    if (the_try is None or not the_try.taken) and recorded_pause(stage) is not None:
+    if (the_try is None or the_try.moved_to is None) and recorded_pause(stage) is not None:
         raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota")
 
 

@@ -4,6 +4,8 @@ batch OpenAI refused for the quota, so every instance of the stage, and the next
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import Connection, text
 
 from lotlens_common.stage.ports import QuotaPause
@@ -38,8 +40,8 @@ def note_refused(conn: Connection, stage: str, shard_id: str, reason: str, wait_
         {"stage": stage, "shard_id": shard_id, "reason": reason, "wait_s": wait_s})
 
 
-def take_try(conn: Connection, stage: str, wait_s: float) -> bool:
-    """Put the next try `wait_s` from now if the pause's try is due; whether this did.
+def take_try(conn: Connection, stage: str, wait_s: float) -> datetime | None:
+    """Put the next try `wait_s` from now if the pause's try is due; that time, if this did.
 
     One statement: instances asking at once wait for each other's row locks, and PostgreSQL
     checks `quota_retry_at <= now()` again on the rows the first one moved on, so the others
@@ -48,18 +50,20 @@ def take_try(conn: Connection, stage: str, wait_s: float) -> bool:
     taken = conn.execute(text(f"""
         UPDATE stage_shards SET quota_retry_at = now() + make_interval(secs => :wait_s)
          WHERE {_HOLDING} AND quota_retry_at <= now()
-           AND NOT EXISTS (SELECT 1 FROM stage_shards WHERE {_HOLDING} AND quota_retry_at > now())"""),
-        {"stage": stage, "wait_s": wait_s})
-    return bool(taken.rowcount)
+           AND NOT EXISTS (SELECT 1 FROM stage_shards WHERE {_HOLDING} AND quota_retry_at > now())
+        RETURNING quota_retry_at"""), {"stage": stage, "wait_s": wait_s})
+    moved_to: datetime | None = taken.scalar()
+    return moved_to
 
 
-def give_back_try(conn: Connection, stage: str) -> None:
-    """The try `take_try` took asked no create: due again now. Only the taker asks a create while
-    the pause holds, so the rows moved since are the ones it moved (the pause's beginning, which
-    the wait grows from, is untouched)."""
+def give_back_try(conn: Connection, stage: str, moved_to: datetime) -> None:
+    """The try `take_try` took (putting the next one at `moved_to`) asked no create: due again now,
+    on the rows that still hold `moved_to`. A create another instance had begun before the pause
+    may have been refused since: its row holds its own wait, which a try given back on every row
+    cut short (the pause's beginning, which the wait grows from, is untouched)."""
     conn.execute(text(f"""
         UPDATE stage_shards SET quota_retry_at = now()
-         WHERE {_HOLDING} AND quota_retry_at > now()"""), {"stage": stage})
+         WHERE {_HOLDING} AND quota_retry_at = :moved_to"""), {"stage": stage, "moved_to": moved_to})
 
 
 def end(conn: Connection, stage: str) -> None:

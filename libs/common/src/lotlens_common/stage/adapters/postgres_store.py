@@ -130,15 +130,15 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             postgres_quota.note_refused(conn, self.stage, shard_id, reason, wait_s)
 
-    def take_quota_try(self, wait_s: float) -> bool:
+    def take_quota_try(self, wait_s: float) -> datetime | None:
         """Take the pause's due try; whether this call did."""
         with self.engine.begin() as conn:
             return postgres_quota.take_try(conn, self.stage, wait_s)
 
-    def give_back_quota_try(self) -> None:
+    def give_back_quota_try(self, moved_to: datetime) -> None:
         """The try taken asked no create: it is due again."""
         with self.engine.begin() as conn:
-            postgres_quota.give_back_try(conn, self.stage)
+            postgres_quota.give_back_try(conn, self.stage, moved_to)
 
     def end_quota_pause(self) -> None:
         """A batch was created: the pause ends."""
