@@ -136,7 +136,7 @@ class PostgresWorkStore(Generic[W]):
             return postgres_quota.take_try(conn, self.stage, wait_s)
 
     def give_back_quota_try(self, moved_to: datetime) -> None:
-        """The try taken asked no create: it is due again."""
+        """The try taken asked no create: it is due again, where a refusal since set no wait."""
         with self.engine.begin() as conn:
             postgres_quota.give_back_try(conn, self.stage, moved_to)
 
