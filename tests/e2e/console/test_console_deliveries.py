@@ -1,9 +1,13 @@
 """A job's webhook deliveries on its page: which read is shown, and reads after the job ended. The
-same stack as test_console.py (package fixtures); late answers are staged with Playwright's `route`."""
+same stack as test_console.py (package fixtures); late answers are staged with Playwright's `route`,
+and the time between reads runs on Playwright's fake clock, one timer of the page at a time."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx2
 import pytest
@@ -14,6 +18,92 @@ from tests.e2e.console.conftest import ConsoleStack, FinishedJob, open_job, unti
 
 pytestmark = pytest.mark.e2e
 DELIVERIES = re.compile(r"/webhooks\?")
+STATUS = re.compile(r"/api/v1/batch-status/")
+WEBHOOK_WAIT_S = 30 * 60  # job.js: an ended job's webhooks are followed this long
+# Installed after the fake clock: records each timer the page sets. `__nextTimer(n)` answers
+# [timers set, the last one's delay] once the page has set more than `n`, or [n, null] once it
+# has stopped updating ("Pause updates" hidden, or pressed) without setting one.
+TIMERS = """(() => {
+  const setTimer = window.setTimeout;
+  const delays = [];
+  const checks = new Set();
+  window.setTimeout = function (handler, delay, ...rest) {
+    delays.push(Number(delay) || 0);
+    queueMicrotask(() => checks.forEach((check) => check()));
+    return setTimer.call(this, handler, delay, ...rest);
+  };
+  window.__nextTimer = (seen) => new Promise((resolve) => {
+    const observer = new MutationObserver(() => check());
+    const check = () => {
+      const pause = document.getElementById("pause-updates");
+      const stopped = pause && (pause.hidden || pause.getAttribute("aria-pressed") === "true");
+      if (delays.length <= seen && !stopped) return;
+      checks.delete(check);
+      observer.disconnect();
+      resolve(delays.length > seen ? [delays.length, delays.at(-1)] : [seen, null]);
+    };
+    checks.add(check);
+    observer.observe(document.body, { subtree: true, childList: true, attributes: true });
+    check();
+  });
+})();"""
+
+
+@dataclass
+class Polls:
+    """A page's polls on Playwright's fake clock (installed, paused, before the page opens)."""
+
+    page: Page
+    timers: int = 0  # the timers of the page seen so far
+    pending: int | None = None  # the delay of the last one, not yet run
+    elapsed_ms: int = 0
+
+    @classmethod
+    def install(cls, page: Page) -> Polls:
+        """Stop the page's clock, and record the timers it sets."""
+        start = datetime.now(UTC)
+        page.clock.install(time=start)
+        page.clock.pause_at(start + timedelta(seconds=1))
+        page.add_init_script(TIMERS)
+        return cls(page)
+
+    def next_delay(self) -> int | None:
+        """The delay of the page's next read, once set; None when the page has stopped updating.
+        The page must be seen updating first ("Pause updates" shown): until then it has not."""
+        if self.pending is None:
+            self.timers, self.pending = self.page.evaluate("seen => window.__nextTimer(seen)", self.timers)
+        return self.pending
+
+    def replaced(self) -> int | None:
+        """The delay of the read that replaces the pending one (the user acted)."""
+        self.pending = None
+        return self.next_delay()
+
+    def run_next(self) -> int | None:
+        """Let the clock run to the page's next read (its delay), or None when there is none."""
+        delay, self.pending = self.next_delay(), None
+        if delay is not None:
+            self.elapsed_ms += delay
+            self.page.clock.run_for(delay)
+        return delay
+
+
+def follow_until_stopped(polls: Polls, statuses: list[str]) -> None:
+    """Run the page's polls until it stops updating, as long as its reads are few enough."""
+    started_ms, reads = polls.elapsed_ms, len(statuses)
+    while polls.run_next() is not None:
+        minutes = (polls.elapsed_ms - started_ms) / 60_000
+        assert minutes <= WEBHOOK_WAIT_S / 60 + 2, "the page still reads"
+        # 2 s doubling to a minute: 35 reads in 30 minutes; every 2 s was 900.
+        assert len(statuses) - reads <= 40, f"{len(statuses) - reads} status reads in {minutes:.1f} minutes"
+    assert polls.elapsed_ms - started_ms >= WEBHOOK_WAIT_S * 1000, "the page stopped early"
+
+
+def counted(page: Page, pattern: re.Pattern[str]) -> list[str]:
+    """The URLs of the page's requests that `pattern` finds, as they are sent."""
+    urls: list[str] = []
+    page.on("request", lambda sent: urls.append(sent.url) if pattern.search(sent.url) else None)
+    return urls
 
 
 def deliveries(console: ConsoleStack, job_id: str) -> list[dict[str, object]]:
@@ -22,6 +112,15 @@ def deliveries(console: ConsoleStack, job_id: str) -> list[dict[str, object]]:
                         headers=console.headers(job_id))
     assert answer.is_success, answer.text
     return list(answer.json()["deliveries"])
+
+
+def pending_delivery(attempts: int) -> dict[str, Any]:
+    """A delivery between retries, as `GET .../webhooks` lists it, after `attempts` attempts."""
+    tried = [{"attempt": n, "attempted_at": f"2026-01-01T00:0{n}:00Z", "succeeded": False, "status_code": 503,
+              "latency_ms": 12.0, "error": None} for n in range(1, attempts + 1)]
+    return {"id": "pending-1", "webhook_url": "https://hooks.test/pending", "status": "pending",
+            "attempt_count": attempts, "attempts": tried, "last_attempt_at": tried[-1]["attempted_at"],
+            "error_message": "HTTP 503"}
 
 
 def hooked_job(console: ConsoleStack) -> str:
@@ -77,7 +176,8 @@ def test_a_webhook_sent_after_the_page_saw_the_job_end_shows_up_without_a_refres
         expect(rows).to_have_text(["No deliveries recorded."])
     finally:
         stack.start("webhook-dispatcher")
-    expect(rows.first).to_contain_text("delivered")
+    # Read again 2 s doubling to a minute apart while nothing changes: up to a minute more.
+    expect(rows.first).to_contain_text("delivered", timeout=90_000)
     # Every delivery has ended: the page stops reading, and has nothing left to pause.
     expect(page.get_by_role("button", name="Pause updates")).to_be_hidden()
 
@@ -87,13 +187,8 @@ def test_attempts_opened_while_a_delivery_is_pending_stay_open_and_focused_as_it
     # Read again at each poll while a delivery is pending, the table is rebuilt: the attempts a user
     # opened must not close every 2 s, nor the keyboard's place go back to the top of the page.
     # Staged: a delivery pending between retries.
-    attempt = {"attempt": 1, "attempted_at": "2026-01-01T00:00:00Z", "succeeded": False,
-               "status_code": 503, "latency_ms": 12.0, "error": None}
-    pending = {"id": "pending-1", "webhook_url": "https://hooks.test/pending", "status": "pending",
-               "attempt_count": 1, "attempts": [attempt], "last_attempt_at": attempt["attempted_at"],
-               "error_message": "HTTP 503"}
     page.route(DELIVERIES, lambda route: route.fulfill(json={
-        "job_id": finished_job.job_id, "deliveries": [pending],
+        "job_id": finished_job.job_id, "deliveries": [pending_delivery(1)],
         "pagination": {"limit": 100, "offset": 0, "total": 1, "has_more": False}}))
     open_job(page, console_stack, finished_job.job_id)
     details = page.locator("#delivery-rows details")
@@ -106,3 +201,84 @@ def test_attempts_opened_while_a_delivery_is_pending_stay_open_and_focused_as_it
     expect(details.get_by_role("listitem")).to_contain_text("HTTP 503")
     assert details.get_attribute("open") == ""
     assert page.evaluate("document.activeElement.closest('details')?.dataset.delivery") == "pending-1"
+
+
+def test_a_finished_job_whose_webhooks_do_not_come_is_read_ever_less_often_and_no_more_after_30_minutes(
+        page: Page, console_stack: ConsoleStack) -> None:
+    # While an ended job's deliveries were unsettled (none yet, one pending, a redelivery's rows
+    # not come) each open tab read its status and deliveries every 2 s for as long as it stayed
+    # open: 60-90 signed requests a minute against the client's 1000, so fifteen tabs pushed the
+    # client's own polling into 429s. Staged: the webhook dispatcher is down for an hour of the
+    # page's (fake) clock.
+    stack, note = console_stack.stack, page.locator("#action-result")
+    statuses, deliveries_reads = counted(page, STATUS), counted(page, DELIVERIES)
+    resume = page.get_by_role("button", name="Resume updates")
+    stack.kill("webhook-dispatcher")
+    try:
+        job_id = hooked_job(console_stack)
+        wait_until(lambda: console_stack.status(job_id).json()["status"] == "completed", seconds=120)
+        polls = Polls.install(page)
+        open_job(page, console_stack, job_id)
+        expect(page.locator("#delivery-rows tr")).to_have_text(["No deliveries recorded."])
+        expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
+        follow_until_stopped(polls, statuses)
+        assert len(deliveries_reads) <= len(statuses), deliveries_reads
+        expect(resume).to_have_attribute("aria-pressed", "true")
+        expect(note).to_contain_text("Updates paused after 30 minutes")
+        with page.expect_response(STATUS):
+            page.get_by_role("button", name="Refresh").click()  # reads once, and stays paused
+        expect(page.locator("#delivery-rows tr")).to_have_text(["No deliveries recorded."])
+        expect(resume).to_have_attribute("aria-pressed", "true")
+        resume.click()  # follows them closely again, for 30 minutes more
+        expect(note).to_be_empty()
+        assert polls.replaced() == 2000
+        follow_until_stopped(polls, statuses)
+        expect(note).to_contain_text("Updates paused after 30 minutes")
+    finally:
+        stack.start("webhook-dispatcher")
+    wait_until(lambda: [d["status"] for d in deliveries(console_stack, job_id)] == ["delivered"], seconds=120)
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#delivery-rows tr").first).to_contain_text("delivered")
+    expect(resume).to_be_hidden()  # settled: nothing left to follow or resume, nor a note saying so
+    expect(note).to_be_empty()
+
+
+def test_reads_of_a_pending_delivery_come_every_2_s_again_once_it_changes_or_the_user_acts(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # The reads slow down only while nothing changes: a new attempt, or the user's Refresh or
+    # Resume, is followed closely again. Staged: a delivery pending between retries.
+    listed = {"job_id": finished_job.job_id, "deliveries": [pending_delivery(1)],
+              "pagination": {"limit": 100, "offset": 0, "total": 1, "has_more": False}}
+    page.route(DELIVERIES, lambda route: route.fulfill(json=listed))
+    polls = Polls.install(page)
+    open_job(page, console_stack, finished_job.job_id)
+    expect(page.locator("#delivery-rows tr")).to_contain_text(["pending"])
+    expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
+    assert [polls.run_next() for _ in range(6)] + [polls.next_delay()] == [
+        2000, 4000, 8000, 16000, 32000, 60000, 60000]
+    listed["deliveries"] = [pending_delivery(2)]
+    assert polls.run_next() == 60000  # to the read that finds the second attempt
+    expect(page.locator("#delivery-rows summary")).to_have_text("2 attempt(s)")
+    assert [polls.run_next() for _ in range(3)] + [polls.next_delay()] == [2000, 4000, 8000, 16000]
+    page.get_by_role("button", name="Refresh").click()
+    assert polls.replaced() == 2000
+    assert [polls.run_next() for _ in range(2)] + [polls.next_delay()] == [2000, 4000, 8000]
+    page.get_by_role("button", name="Pause updates").click()
+    page.get_by_role("button", name="Resume updates").click()
+    assert polls.replaced() == 2000
+
+
+def test_a_running_jobs_status_is_read_every_2_s_however_long_it_stays_unchanged(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # The slowing down is an ended job's: a running one is followed as closely as before.
+    def running(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "status": "processing"})
+
+    page.route(STATUS, running)
+    polls = Polls.install(page)
+    open_job(page, console_stack, finished_job.job_id)
+    expect(page.locator("#job-summary .badge")).to_have_text("processing")
+    expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
+    # The last delay is read once the last read has been answered (not cut off at the test's end).
+    assert [polls.run_next() for _ in range(12)] + [polls.next_delay()] == [2000] * 13

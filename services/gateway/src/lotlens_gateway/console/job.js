@@ -8,6 +8,8 @@ import { loadDeliveries, loadLots, usageValue } from "./lists.js";
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
 const MAX_RETRY_MS = 60000;
+const SLOWEST_WEBHOOK_POLL_MS = 60000; // an ended job's deliveries, unchanged for a while
+const WEBHOOK_WAIT_MS = 30 * 60000; // how long an ended job's unsettled deliveries are followed
 const RETRY_ASKS = 4; // retry-failed: the first call and three more while another makes the retry
 const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made
 
@@ -17,7 +19,10 @@ export async function showJob(jobId) {
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
     settled: false, lots: {}, deliveries: {} };
-  byId("refresh-job").addEventListener("click", () => loadJob(jobId, view, state, true));
+  byId("refresh-job").addEventListener("click", () => {
+    state.wait = null; // the user is here: follow the webhooks closely again
+    loadJob(jobId, view, state, true);
+  });
   byId("pause-updates").addEventListener("click", () => togglePause(jobId, view, state));
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
   byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view, state));
@@ -27,14 +32,14 @@ export async function showJob(jobId) {
   await loadJob(jobId, view, state, true);
 }
 
-// Reads the status; a running job is read again every 2 s until it ends, and an ended one while
-// its webhooks are on their way. Its lots are read when the page opens, when the status changes
-// and on Refresh (a page at a time, not at every poll); its deliveries then once it has ended, and
-// at each poll while one is awaited or pending: webhooks go after the job ends and are retried
-// for minutes (the page said "No deliveries recorded." until Refresh). One poll is pending at
-// most: Refresh, Cancel and a poll each read now and replace the pending one (each used to start
-// a loop of its own). Only the latest read's answer counts: a poll sent before Cancel and
-// answered after it drew the job running again.
+// Reads the status; a running job is read again every 2 s until it ends, and an ended one, ever
+// less often, while its webhooks are on their way. Its lots are read when the page opens, when
+// the status changes and on Refresh (a page at a time, not at every poll); its deliveries then
+// once it has ended, and at each poll while one is awaited or pending: webhooks go after the job
+// ends and are retried for hours (the page said "No deliveries recorded." until Refresh). One
+// poll is pending at most: Refresh, Cancel and a poll each read now and replace the pending one
+// (each used to start a loop of its own). Only the latest read's answer counts: a poll sent
+// before Cancel and answered after it drew the job running again.
 async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
   const read = ++state.read;
@@ -71,7 +76,28 @@ async function loadJob(jobId, view, state, readLists = false) {
   if (!terminal || !isShown(view) || read !== state.read) return;
   state.settled = !(job.webhook_configured && state.deliveries.unsettled);
   byId("pause-updates").hidden = state.settled;
-  if (!state.settled) schedulePoll(jobId, view, state, POLL_MS);
+  if (!state.settled) awaitWebhooks(jobId, view, state);
+  else resumeAfterWait(state); // a Refresh found them settled: no pause, nor its note, is left
+}
+
+// A job's webhooks may take hours (a failing endpoint is retried for ~4 h) or never come (the
+// dispatcher's backlog, a dead-lettered JobCompleted): read every 2 s, each open tab spent 60-90
+// of the client's 1000 polling requests a minute for as long as it stayed open, and some fifteen
+// tabs pushed the client's own polls into 429s. While the deliveries stay as they were, the reads
+// come 2 s doubling to a minute apart (a change, or the user's Refresh, Resume or Redeliver, starts
+// again at 2 s), and they stop after 30 minutes as if paused: Resume updates or Refresh reads again.
+function awaitWebhooks(jobId, view, state) {
+  const { seen } = state.deliveries;
+  const now = Date.now();
+  if (!state.wait) state.wait = { since: now, seen, delayMs: POLL_MS };
+  else if (state.wait.seen !== seen) Object.assign(state.wait, { seen, delayMs: POLL_MS });
+  else state.wait.delayMs = Math.min(SLOWEST_WEBHOOK_POLL_MS, state.wait.delayMs * 2);
+  if (now - state.wait.since < WEBHOOK_WAIT_MS) return schedulePoll(jobId, view, state, state.wait.delayMs);
+  if (state.paused) return;
+  setPaused(state, true);
+  state.waitedOut = true;
+  say(byId("action-result"), "Updates paused after 30 minutes of waiting for this job's webhooks: "
+    + "press Resume updates to follow them again, or Refresh to read them once.");
 }
 
 function schedulePoll(jobId, view, state, delayMs) {
@@ -96,12 +122,28 @@ function readFailed(failure, jobId, view, state) {
 
 // WCAG 2.2.2: a page that updates itself can be held still (Refresh still reads once).
 function togglePause(jobId, view, state) {
-  state.paused = !state.paused;
+  setPaused(state, !state.paused);
+  if (state.paused) return;
+  resumeAfterWait(state);
+  loadJob(jobId, view, state);
+}
+
+function setPaused(state, paused) {
+  state.paused = paused;
   const button = byId("pause-updates");
-  button.setAttribute("aria-pressed", String(state.paused));
-  button.textContent = state.paused ? "Resume updates" : "Pause updates";
-  if (state.paused) clearTimeout(state.poll);
-  else loadJob(jobId, view, state);
+  button.setAttribute("aria-pressed", String(paused));
+  button.textContent = paused ? "Resume updates" : "Pause updates";
+  if (paused) clearTimeout(state.poll);
+}
+
+// The user is back: the webhooks are followed closely again, and a pause that waiting for them
+// made (not the user's own) is lifted.
+function resumeAfterWait(state) {
+  state.wait = null;
+  if (!state.waitedOut) return;
+  state.waitedOut = false;
+  setPaused(state, false);
+  say(byId("action-result"), "");
 }
 
 // The summary is rebuilt at every poll, which no screen reader follows: a change of status is
@@ -226,5 +268,6 @@ async function redeliver(jobId, view, state) {
   if (!isShown(view)) return;
   say(byId("redeliver-result"), "Redelivery scheduled.");
   Object.assign(state.deliveries, { awaited: before + 1, unsettled: true });
+  resumeAfterWait(state);
   await loadJob(jobId, view, state);
 }

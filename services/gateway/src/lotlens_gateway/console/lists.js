@@ -197,9 +197,11 @@ export async function loadDeliveries(jobId, view, deliveries) {
 
 // Whether the deliveries may still change (`unsettled`): none is recorded yet (a job's webhooks go
 // once it has ended), one is pending (between retries), or a redelivery's rows (`awaited`, the
-// total that has them) have not come. Says when a redelivery's rows have been tried.
+// total that has them) have not come; and what they are (`seen`: the job's page reads them less
+// often while it stays the same). Says when a redelivery's rows have been tried.
 function noteSettling(deliveries, answer) {
   const { total } = answer.pagination;
+  deliveries.seen = JSON.stringify([total, answer.deliveries.map((d) => [d.id, d.status, d.attempt_count])]);
   const awaited = deliveries.awaited || 0;
   deliveries.unsettled = !total || total < awaited || answer.deliveries.some((delivery) => delivery.status === "pending");
   if (awaited && total >= awaited && answer.deliveries.every((delivery) => delivery.attempt_count > 0)) {
