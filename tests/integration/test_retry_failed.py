@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +29,7 @@ from tests.integration.gateway_support import (
     intake_filled,
     make_lots,
     running_gateway,
+    until,
     waiting_on_a_lock,
 )
 
@@ -141,10 +141,8 @@ def test_asking_again_while_the_retry_is_being_made_or_after_is_not_counted_agai
             # The first call's job write waits on the outbox (a slow commit); its client times out.
             holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
             first = pool.submit(retry, gateway, job_id)
-            deadline = time.monotonic() + 30
-            while not waiting_on_a_lock(engine, "COPY outbox"):
-                assert time.monotonic() < deadline and not first.done(), "the retry's write never waited"
-                time.sleep(0.05)
+            until(lambda: waiting_on_a_lock(engine, "COPY outbox") > 0, first,
+                  "the retry's write never waited")
             again = retry(gateway, job_id)  # the client asks again meanwhile
             holder.commit()
             made = first.result(timeout=30)
@@ -249,10 +247,7 @@ def test_a_retry_a_gateway_of_the_earlier_release_starts_while_this_one_writes_i
     with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
         holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
         called = pool.submit(retry, gateway, job_id)
-        deadline = time.monotonic() + 30
-        while not waiting_on_a_lock(engine, "COPY outbox"):
-            assert time.monotonic() < deadline and not called.done(), "the retry's write never waited"
-            time.sleep(0.05)
+        until(lambda: waiting_on_a_lock(engine, "COPY outbox") > 0, called, "the retry's write never waited")
         old_release_reservation(engine, gateway, job_id, None)  # the old gateway's call begins
         holder.commit()
         answer = called.result(timeout=30)
