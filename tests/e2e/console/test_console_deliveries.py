@@ -282,3 +282,23 @@ def test_a_running_jobs_status_is_read_every_2_s_however_long_it_stays_unchanged
     expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
     # The last delay is read once the last read has been answered (not cut off at the test's end).
     assert [polls.run_next() for _ in range(12)] + [polls.next_delay()] == [2000] * 13
+
+
+def test_an_ended_jobs_webhooks_are_no_longer_read_after_30_minutes_of_failed_reads_either(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # The 30 minutes were checked only after a read that succeeded: a client at its polling limit
+    # (429, the case the wait is for) had every open tab read on, once a minute, for hours.
+    listed = {"job_id": finished_job.job_id, "deliveries": [pending_delivery(1)],
+              "pagination": {"limit": 100, "offset": 0, "total": 1, "has_more": False}}
+    page.route(DELIVERIES, lambda route: route.fulfill(json=listed))
+    statuses = counted(page, STATUS)
+    polls = Polls.install(page)
+    open_job(page, console_stack, finished_job.job_id)
+    expect(page.locator("#delivery-rows tr")).to_contain_text(["pending"])
+    expect(page.get_by_role("button", name="Pause updates")).to_be_visible()
+    limited = {"error": "Too Many Requests", "message": "Rate limit exceeded", "code": "RATE_LIMIT_EXCEEDED",
+               "details": {}}
+    page.route(STATUS, lambda route: route.fulfill(status=429, headers={"Retry-After": "60"}, json=limited))
+    follow_until_stopped(polls, statuses)
+    expect(page.get_by_role("button", name="Resume updates")).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#action-result")).to_contain_text("Press Refresh or resume updates")

@@ -92,12 +92,20 @@ function awaitWebhooks(jobId, view, state) {
   if (!state.wait) state.wait = { since: now, seen, delayMs: POLL_MS };
   else if (state.wait.seen !== seen) Object.assign(state.wait, { seen, delayMs: POLL_MS });
   else state.wait.delayMs = Math.min(SLOWEST_WEBHOOK_POLL_MS, state.wait.delayMs * 2);
-  if (now - state.wait.since < WEBHOOK_WAIT_MS) return schedulePoll(jobId, view, state, state.wait.delayMs);
-  if (state.paused) return;
+  if (!waitedOut(state)) schedulePoll(jobId, view, state, state.wait.delayMs);
+}
+
+// Whether the 30 minutes of following an ended job's webhooks are over; the updates then pause
+// themselves. Asked after a failed read too: checked only after a read that succeeded, a client
+// at its polling limit (429, the case the wait is for) had every open tab read on once a minute.
+function waitedOut(state) {
+  if (!state.wait || Date.now() - state.wait.since < WEBHOOK_WAIT_MS) return false;
+  if (state.paused) return true;
   setPaused(state, true);
   state.waitedOut = true;
   say(byId("action-result"), "Updates paused after 30 minutes of waiting for this job's webhooks: "
     + "press Resume updates to follow them again, or Refresh to read them once.");
+  return true;
 }
 
 function schedulePoll(jobId, view, state, delayMs) {
@@ -112,6 +120,7 @@ function readFailed(failure, jobId, view, state) {
   if (!isShown(view)) return;
   const transient = !(failure instanceof ApiError) || failure.status === 429 || failure.status >= 500;
   if (!transient || state.settled) return handleFailure(failure, view, "action-result");
+  waitedOut(state); // over: paused, the failure says so and no read is set up
   state.failedReads += 1;
   const backoffMs = Math.min(MAX_RETRY_MS, POLL_MS * 2 ** state.failedReads);
   const waitMs = failure.retryAfterS != null ? Math.min(MAX_RETRY_MS, failure.retryAfterS * 1000) : backoffMs;
