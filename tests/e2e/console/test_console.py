@@ -154,6 +154,8 @@ def test_cancel_stops_a_running_job(page: Page, console_stack: ConsoleStack) -> 
         # The live regions are there before their first message (display:none kept them out of
         # the accessibility tree until then, and screen readers often missed that message).
         expect(page.get_by_role("status")).to_have_count(4)
+        # Offered once the job's status is read (0019f44): focused before, Enter did nothing.
+        expect(page.get_by_role("button", name="Cancel job")).to_be_enabled()
         page.get_by_role("button", name="Cancel job").focus()
         page.keyboard.press("Enter")
         expect(page.locator("#action-result")).to_have_text("Job cancelled.")

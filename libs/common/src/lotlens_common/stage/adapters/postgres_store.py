@@ -131,7 +131,8 @@ class PostgresWorkStore(Generic[W]):
             postgres_quota.note_refused(conn, self.stage, shard_id, reason, wait_s)
 
     def take_quota_try(self, wait_s: float) -> datetime | None:
-        """Take the pause's due try; whether this call did."""
+        """Take the pause's due try: the next try's time it set (for the hand-back), or None when
+        no try was due or another instance took it."""
         with self.engine.begin() as conn:
             return postgres_quota.take_try(conn, self.stage, wait_s)
 
