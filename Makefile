@@ -36,9 +36,10 @@ typecheck: bootstrap
 
 # The local PostgreSQL's autovacuum visits each database every 10 s while tests run (scripts/infra.sh).
 pytest: export LOTLENS_PG_AUTOVACUUM_NAPTIME = 10s
-# Two workers: most tests wait on Kafka, PostgreSQL or a subprocess, so two share the 2 cores
-# well; whole-stack tests stay in one worker (tests/conftest.py). PYTEST_WORKERS=0 runs in-process.
-PYTEST_WORKERS ?= 2
+# Three workers on the 2 cores: most tests wait on Kafka, PostgreSQL, a subprocess or a browser
+# (the load average stayed near 1.2 through a two-worker run of 17.5 minutes). Each worker has its
+# own database and ports (tests/conftest.py, tests/servers.py). PYTEST_WORKERS=0 runs in-process.
+PYTEST_WORKERS ?= 3
 pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 		$(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
