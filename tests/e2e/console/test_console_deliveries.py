@@ -196,8 +196,7 @@ def test_attempts_opened_while_a_delivery_is_pending_stay_open_and_focused_as_it
     page.keyboard.press("Enter")
     expect(details).to_have_attribute("open", "")
     for _ in range(2):  # once the second has been read, the first has been drawn
-        with page.expect_request(DELIVERIES):
-            pass
+        page.wait_for_event("request", lambda sent: DELIVERIES.search(sent.url) is not None)
     expect(details.get_by_role("listitem")).to_contain_text("HTTP 503")
     assert details.get_attribute("open") == ""
     assert page.evaluate("document.activeElement.closest('details')?.dataset.delivery") == "pending-1"

@@ -69,18 +69,26 @@ async def _until_settled(rt: Stage[Any], engine: Engine, *job_ids: str) -> None:
         await asyncio.sleep(0.1)
 
 
-def test_direct_answers_collected_over_an_hour_late_are_read_not_sent_again(
-        settings: ServiceSettings, engine: Engine, standin: Standin, tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The next batch made after the hour deleted the first one's answers, uncollected: its lots
-    # were sent to the model again (paid twice) as a lost batch's, and a lot at its last attempt
-    # failed for good although its answer had come.
+def _first_job_sent_to(engine: Engine, tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> tuple[_Clock, str, str, Path]:
+    """Direct mode's clock under the test's hand, a first job of two lots waiting, a second job's
+    id, and an empty work folder."""
     clock = _Clock()
     monkeypatch.setattr(direct, "time", clock)
     job_1, job_2 = new_id("job-"), new_id("job-")
     submit_lots(engine, job_1, ["Camry, front collision", "Civic, hail"])
     folder = tmp_path / "work"
     folder.mkdir()
+    return clock, job_1, job_2, folder
+
+
+def test_direct_answers_collected_over_an_hour_late_are_read_not_sent_again(
+        settings: ServiceSettings, engine: Engine, standin: Standin, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The next batch made after the hour deleted the first one's answers, uncollected: its lots
+    # were sent to the model again (paid twice) as a lost batch's, and a lot at its last attempt
+    # failed for good although its answer had come.
+    clock, job_1, job_2, folder = _first_job_sent_to(engine, tmp_path, monkeypatch)
 
     async def scenario() -> None:
         async with make_openai_client("test", standin.base_url, 10) as client:
@@ -103,12 +111,7 @@ def test_a_direct_batch_kafka_kept_off_the_record_is_found_by_recovery_not_sent_
         monkeypatch: pytest.MonkeyPatch, later: str) -> None:
     # Only the process's memory could find such a batch, and it forgot it after an hour (at the
     # next batch made) or with a restart: recovery built the shard again, its lots answered twice.
-    clock = _Clock()
-    monkeypatch.setattr(direct, "time", clock)
-    job_1, job_2 = new_id("job-"), new_id("job-")
-    submit_lots(engine, job_1, ["Camry, front collision", "Civic, hail"])
-    folder = tmp_path / "work"
-    folder.mkdir()
+    clock, job_1, job_2, folder = _first_job_sent_to(engine, tmp_path, monkeypatch)
 
     async def scenario() -> None:
         async with make_openai_client("test", standin.base_url, 10) as client:
