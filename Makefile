@@ -32,7 +32,7 @@ lint: bootstrap
 	.venv/bin/ruff check .
 
 typecheck: bootstrap
-	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos
+	.venv/bin/mypy libs/common/src libs/client/src services/*/src tools/openai-standin/src tools/admin/src bench chaos tests
 
 # The local PostgreSQL's autovacuum visits each database every 10 s while tests run (scripts/infra.sh).
 pytest: export LOTLENS_PG_AUTOVACUUM_NAPTIME = 10s

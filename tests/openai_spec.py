@@ -95,7 +95,9 @@ def batch_lines_of_upload(content_type: str, body: bytes) -> dict[str, dict[str,
     if purpose is None or upload is None or purpose.get_content().strip() != "batch":
         return {}
     lines: dict[str, dict[str, Any]] = {}
-    for raw in upload.get_payload(decode=True).splitlines():
+    payload = upload.get_payload(decode=True)
+    assert isinstance(payload, bytes), "a multipart file part decodes to bytes"
+    for raw in payload.splitlines():
         try:
             line = json.loads(raw)
         except ValueError:
@@ -160,6 +162,7 @@ class SpecRecorder:
         if status >= 300:
             return
         if operation.id == "createFile":
+            assert body is not None, "createFile answered without a body"
             self._uploads[body["id"]] = batch_lines_of_upload(content_type, request)
         elif operation.has_request:
             self._fail(where + " (request)", self.spec.request_errors(operation.id, json.loads(request)))

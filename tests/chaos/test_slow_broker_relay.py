@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import httpx2
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from sqlalchemy import Engine, func, select
 
 from chaos.network import Toxiproxy

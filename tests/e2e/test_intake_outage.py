@@ -106,7 +106,12 @@ def test_kafka_stopped_for_40_s_during_20_submissions_loses_nothing_and_runs_not
     stack = outage_stack
     accepted: list[str] = []
     waits: list[float] = []
-    outage = threading.Thread(target=lambda: (broker.stop(), time.sleep(OUTAGE_S), broker.start()))
+    def cut_and_restore() -> None:
+        broker.stop()
+        time.sleep(OUTAGE_S)
+        broker.start()
+
+    outage = threading.Thread(target=cut_and_restore)
     refused_prefix = new_id("refused")
     for n in range(SUBMISSIONS):
         if n == 5:

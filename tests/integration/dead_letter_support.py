@@ -20,7 +20,7 @@ from lotlens_common.settings import ServiceSettings
 def cancelled(job_id: str, version: int = 1) -> bytes:
     """A JobCancelled as its wire bytes, claiming the given version."""
     doc = orjson.loads(encode(Envelope(event=JobCancelled(
-        job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"), client_id="c")))  # type: ignore[arg-type]
+        job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"), client_id="c")))
     doc["version"] = version
     return bytes(orjson.dumps(doc))
 

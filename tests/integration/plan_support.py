@@ -38,7 +38,9 @@ def plans(conn: Connection, statements: list[tuple[str, Any]]) -> list[list[Node
     found = []
     for statement, parameters in statements:
         cursor.execute(f"EXPLAIN (FORMAT JSON) {statement}", parameters)
-        found.append(list(walk(cursor.fetchone()[0][0]["Plan"])))
+        row = cursor.fetchone()
+        assert row is not None, "EXPLAIN returns one row"
+        found.append(list(walk(row[0][0]["Plan"])))
     return found
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import psycopg2  # type: ignore[import-untyped]
+import psycopg2
 import pytest
 
 from tests.conftest import Infra, new_id

@@ -54,8 +54,8 @@ def test_nesting_deep_enough_to_recurse_is_400_and_the_connection_stays_usable(g
             assert answer.json()["code"] in ("NESTING_TOO_DEEP", "INVALID_JSON", "INVALID_SIGNATURE")
         # The same keep-alive connection answers the next request.
         lots = make_lots(2)
-        body = {"signature": gateway.lots_signature(lots), "lots": lots}
-        assert client.post("/api/v1/generate-descriptions", json=body).status_code == 201
+        signed = {"signature": gateway.lots_signature(lots), "lots": lots}
+        assert client.post("/api/v1/generate-descriptions", json=signed).status_code == 201
 
 
 def test_additional_info_over_the_limit_is_422(gateway: Gateway) -> None:

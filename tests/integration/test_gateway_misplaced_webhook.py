@@ -33,7 +33,8 @@ def refusal(response: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("lot_count", [1, 3], ids=["sync", "batch"])
 def test_a_webhook_beside_the_lots_is_refused_naming_where_it_belongs(
         gateway: Gateway, engine: Engine, field: str, lot_count: int) -> None:
-    body = refusal(gateway.submit(make_lots(lot_count), **{field: HOOK}))
+    misplaced: dict[str, Any] = {field: HOOK}
+    body = refusal(gateway.submit(make_lots(lot_count), **misplaced))
     assert f"`{field}`" in body["message"] and "lots[].webhook" in body["message"]
     assert body["details"]["errors"] == [{"field": field, "problem": "misplaced: a webhook is set per lot",
                                           "belongs_in": "lots[].webhook"}]

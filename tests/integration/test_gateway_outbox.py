@@ -206,7 +206,7 @@ def test_a_relay_killed_between_publishing_and_marking_publishes_again_and_loses
     def crash(*_args: object) -> None:
         raise KeyboardInterrupt("killed before marking")
 
-    crashing._mark = crash  # type: ignore[method-assign]
+    crashing._mark = crash  # type: ignore[method-assign, assignment]
     with pytest.raises(KeyboardInterrupt):
         crashing.run_round()
     survivor = Relay(engine, EventProducer(settings.kafka, "relay-test-2"), [topic], RelaySettings(), metrics)

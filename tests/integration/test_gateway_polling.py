@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 import httpx2
 import orjson
 import pytest
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine, QueuePool, insert
 
 from lotlens_common.events import JobCancelled
 from lotlens_common.read_models import get_job
@@ -139,16 +139,16 @@ def test_a_streamed_download_holds_no_database_connection_while_the_client_reads
     with engine.connect() as conn:
         job = get_job(conn, job_id)
     assert job is not None
-    before = engine.pool.checkedout()
+    before = cast(QueuePool, engine.pool).checkedout()
     chunks = iter_results_document(engine, job, chunk_bytes=64)
     first = next(chunks)  # the client has this chunk and takes its time over the next
     assert first.startswith(b'{"job_id"')
-    assert engine.pool.checkedout() == before, "a connection is held between two chunks"
+    assert cast(QueuePool, engine.pool).checkedout() == before, "a connection is held between two chunks"
     document = orjson.loads(first + b"".join(chunks))
     assert [lot["lot_id"] for lot in document["results"]["lots"]] == [lot["lot_id"] for lot in lots]
     lot_7 = document["results"]["lots"][7]
     assert lot_7["descriptions"][1]["damages"] == "<p>[de] Car 7, front collision</p>"
-    assert engine.pool.checkedout() == before
+    assert cast(QueuePool, engine.pool).checkedout() == before
 
 
 def test_a_small_jobs_results_are_one_body_with_the_streamed_documents_bytes(

@@ -317,10 +317,10 @@ def test_a_described_lot_whose_answer_cannot_be_stored_is_still_answered(
     stored = store.complete
 
     def blip(*args: Any) -> None:
-        store.complete = stored  # once
+        store.complete = stored  # type: ignore[method-assign]  # once
         raise OperationalError("UPDATE idempotency_keys", {}, Exception("server closed the connection"))
 
-    store.complete = blip  # type: ignore[method-assign]
+    store.complete = blip  # type: ignore[method-assign, assignment]
     answer = sync_gateway.submit(one_lot(images), languages=["en"], headers={"Idempotency-Key": "blip-1"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["lots"][0]["descriptions"][0]["language"] == "en" and model_calls(standin) == 1

@@ -51,7 +51,7 @@ def describe(gateway: Gateway, images: str, languages: list[str]) -> dict[str, A
 
 
 def translation_calls(standin: Standin) -> int:
-    return sum(standin.stats()["direct_calls"].values()) - 1  # the first call is the vision's
+    return int(sum(standin.stats()["direct_calls"].values())) - 1  # the first call is the vision's
 
 
 def test_a_russian_text_left_in_english_is_not_stored_as_russian(

@@ -8,6 +8,7 @@ import time
 import tracemalloc
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import Any
 
 import httpx2
 import pytest
@@ -146,12 +147,12 @@ def client_kind(request: pytest.FixtureRequest) -> str:
 NO_NAMES = stub_resolver({})
 
 
-def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: float) -> ImageCheck:
+def check(urls: list[str], kind: str = "plain", allow_loopback: bool = True, **options: Any) -> ImageCheck:
     async def run() -> ImageCheck:
         client = (guarded_async_client(allow_loopback, 10, resolve=NO_NAMES) if kind == "guarded"
                   else httpx2.AsyncClient(timeout=10, follow_redirects=False))
         async with client:
-            return await check_images(urls, client, allow_loopback, 4,  # type: ignore[arg-type]
+            return await check_images(urls, client, allow_loopback, 4,
                                       resolve=NO_NAMES, **options)
 
     return asyncio.run(run())
@@ -216,7 +217,12 @@ def test_the_vision_batcher_checks_with_its_configured_size_limit(
         host: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
     monkeypatch.setenv("LOTLENS_MAX_IMAGE_BYTES", str(len(IMAGE) - 1))
-    result = asyncio.run(image_checker(VisionBatcherSettings())([f"{host}/ok.png"]))
+    checker = image_checker(VisionBatcherSettings())
+
+    async def run() -> ImageCheck:
+        return await checker([f"{host}/ok.png"])
+
+    result = asyncio.run(run())
     assert result.reasons == {f"{host}/ok.png": f"larger than {len(IMAGE) - 1} bytes ({len(IMAGE)})"}
 
 

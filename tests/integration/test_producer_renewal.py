@@ -21,7 +21,7 @@ def _renewals(client: str) -> float:
 
 
 def _event(job_id: str) -> Envelope:
-    return Envelope(event=JobCancelled(job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
+    return Envelope(event=JobCancelled(job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"),
                     client_id="c")
 
 

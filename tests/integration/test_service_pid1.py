@@ -36,7 +36,7 @@ def entry_point(service: str) -> Path:
     """The console script the service's image runs (its only `[project.scripts]` entry)."""
     project = tomllib.loads((ROOT / "services" / service / "pyproject.toml").read_text(encoding="utf-8"))
     [script] = project["project"]["scripts"]
-    return Path(sys.executable).parent / script
+    return Path(sys.executable).parent / str(script)
 
 
 def namespaces_refused() -> str | None:

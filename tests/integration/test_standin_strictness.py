@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import httpx2
 import pytest
@@ -37,7 +37,7 @@ def _post(standin: Standin, path: str, body: dict[str, Any]) -> httpx2.Response:
     return httpx2.post(f"{standin.base_url}{path}", json=body, timeout=10)
 
 
-REFUSED = {
+REFUSED: dict[str, tuple[dict[str, Any], int, str, str | None]] = {
     "max_tokens on Responses": ({"model": "gpt-4.1-mini", "max_tokens": 100}, 400, "max_tokens",
                                 "unsupported_parameter"),
     "max_completion_tokens on Responses": ({"model": "o4-mini", "max_completion_tokens": 100}, 400,
@@ -151,8 +151,9 @@ def test_a_batch_file_one_byte_over_200_mb_is_refused_as_openai_refuses_it(stand
     that OpenAI may refuse, and no test could reach the client's own limit (limits.py reads the
     figure as 200,000,000). The refusal's text is OpenAI's, with no code: the client must not need
     one to shrink its files."""
+    upload = cast(IO[bytes], _Zeros(200_000_001))
     answer = httpx2.post(f"{standin.base_url}/files", data={"purpose": "batch"}, timeout=120,
-                         files={"file": ("big.jsonl", _Zeros(200_000_001), "application/jsonl")})
+                         files={"file": ("big.jsonl", upload, "application/jsonl")})
     assert answer.status_code == 400, answer.text[:200]
     error = answer.json()["error"]
     assert error["message"] == "File is too large." and error["code"] is None

@@ -67,6 +67,6 @@ def test_promtool_is_unpacked_into_the_cache_and_the_prometheus_package_never_in
     asked = log.read_text().splitlines()
     assert not [line for line in asked if "install" in line.split()], asked
     assert [line for line in asked if "download" in line.split()] == ["download -qq prometheus"], asked
-    version = subprocess.run([str(tools / "promtool"), "--version"], capture_output=True, text=True,
+    promtool = subprocess.run([str(tools / "promtool"), "--version"], capture_output=True, text=True,
                              check=True)
-    assert "2.42.0" in version.stdout
+    assert "2.42.0" in promtool.stdout

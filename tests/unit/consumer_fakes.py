@@ -118,7 +118,7 @@ class LosingProducer(FakeProducer):
 
 
 def event(n: int) -> bytes:
-    return encode(Envelope(event=JobCancelled(job_id=f"job-{n}", cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
+    return encode(Envelope(event=JobCancelled(job_id=f"job-{n}", cancelled_at="2026-01-01T00:00:00Z"),
                            client_id="c"))
 
 

@@ -12,6 +12,7 @@ import httpx2
 import pytest
 
 from lotlens_client import cli
+from lotlens_client.client import LotLensClient
 from tests.unit.client_support import (
     JOB_ID,
     KEY,
@@ -259,6 +260,6 @@ def test_a_broken_pipe_elsewhere_than_stdout_is_still_an_error(
     def broken(*_args: Any) -> None:
         raise BrokenPipeError(32, "Broken pipe")
 
-    monkeypatch.setattr(cli.LotLensClient, "download_results", broken)
+    monkeypatch.setattr(LotLensClient, "download_results", broken)
     assert run(FakeApi(), "results", JOB_ID, "--download", "/tmp/fifo") == 1
     assert "Broken pipe" in capsys.readouterr().err

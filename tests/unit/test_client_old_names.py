@@ -39,4 +39,4 @@ def test_an_unknown_name_of_calls_is_still_an_attribute_error() -> None:
     from lotlens_client import calls
 
     with pytest.raises(AttributeError):
-        _ = calls.NoSuchName  # type: ignore[attr-defined]
+        _ = calls.NoSuchName

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import orjson
@@ -18,6 +18,13 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec
 from lotlens_common.producer import PublishError
 from tests.unit.consumer_fakes import FakeMessage, LosingProducer, event, outage, run
+
+
+def job_ids_into(into: list[str]) -> Callable[[Sequence[Envelope]], None]:
+    """A handler that notes the job id of every envelope it is given."""
+    def handle(envelopes: Sequence[Envelope]) -> None:
+        into.extend(envelope.job_id for envelope in envelopes)
+    return handle
 
 
 def test_shutdown_during_an_outage_dead_letters_nothing_and_stores_no_offset() -> None:
@@ -122,7 +129,7 @@ def test_a_replayed_message_is_handled_by_the_group_it_is_addressed_to_alone() -
     seen: dict[str, list[str]] = {"vision": [], "translator": []}
     for group in seen:
         consumer, _ = run([[FakeMessage(0, event(0), replayed), FakeMessage(1, event(1))]],
-                          lambda envelopes, g=group: seen[g].extend(e.job_id for e in envelopes), group=group)
+                          job_ids_into(seen[group]), group=group)
         assert consumer.stored == [0, 1]
     assert seen == {"vision": ["job-0", "job-1"], "translator": ["job-1"]}
 
@@ -151,8 +158,7 @@ def test_a_header_that_is_not_utf8_is_no_reason_to_stop_consuming() -> None:
                 FakeMessage(2, event(2), [("lotlens.replay.group", b"\xff")])]  # a replay not addressed to us
     for acts_on, expected in ((frozenset({"JobCancelled"}), ["job-0"]), (frozenset({"LotSubmitted"}), [])):
         handled: list[str] = []
-        consumer, producer = run([messages], lambda envelopes, into=handled: into.extend(
-            e.job_id for e in envelopes), event_types=acts_on)
+        consumer, producer = run([messages], job_ids_into(handled), event_types=acts_on)
         assert handled == expected
         assert len(producer.sent) == 1 and consumer.stored == [0, 1, 2]
 

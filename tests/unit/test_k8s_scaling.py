@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import cast
 
 import pytest
 import yaml
@@ -74,7 +75,7 @@ def service_settings(service: str, env: dict[str, str], monkeypatch: pytest.Monk
 
 def kafka_trigger(scaled: Doc) -> Doc:
     [trigger] = [t for t in scaled["spec"]["triggers"] if t["type"] == "kafka"]
-    return trigger
+    return cast(Doc, trigger)
 
 
 def test_every_scaled_consumer_watches_the_lag_of_the_topic_it_consumes(

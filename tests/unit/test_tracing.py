@@ -43,7 +43,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 def cancelled(job_id: str, trace: dict[str, str] | None = None) -> Envelope:
-    return Envelope(event=JobCancelled(job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"),  # type: ignore[arg-type]
+    return Envelope(event=JobCancelled(job_id=job_id, cancelled_at="2026-01-01T00:00:00Z"),
                     client_id="c", trace=trace or {})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from lotlens_common.events import TranslationCompleted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, priced, total, usage_of
@@ -37,6 +38,7 @@ def test_cost_bills_cached_input_at_its_price_and_reasoning_as_output() -> None:
     direct = priced(used, "o4-mini", PRICES)
     assert direct is not None and direct.model == "o4-mini"
     # 1,500 fresh input, 500 cached, 300 output (its 128 reasoning included).
+    assert direct.estimated_cost_usd is not None
     assert direct.estimated_cost_usd == pytest.approx((1500 * 1.10 + 500 * 0.275 + 300 * 4.40) / 1e6)
     batch = priced(used, "o4-mini", PRICES, discount=0.5)
     assert batch is not None and batch.estimated_cost_usd == pytest.approx(direct.estimated_cost_usd / 2)
@@ -82,6 +84,8 @@ def test_the_completion_events_carry_the_answers_usage_priced_for_the_stage() ->
     vision_stage = VisionStage("v", models, _all_reachable, billed_share=0.5)
     vision = vision_stage.result_event(seen, answer("<p>Dent.</p>"))
     expected = priced(usage_of(answer("")), "o4-mini", models.prices, 0.5)
+    assert isinstance(vision, VisionCompleted)
     assert vision.usage == expected and vision.usage is not None and vision.usage.estimated_cost_usd
     translated = TranslationStage("t", models).result_event(read, answer('{"de": "<p>Delle.</p>"}'))
+    assert isinstance(translated, TranslationCompleted)
     assert translated.usage == priced(usage_of(answer("")), "gpt-4.1-mini", models.prices)

@@ -22,8 +22,8 @@ from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 from sqlalchemy import Engine
 
 from lotlens_common.signing import sign
-from tests.conftest import Infra, fresh_topics, new_id
-from tests.e2e.conftest import own_schema, running_stack
+from tests.conftest import Infra, fresh_topics, new_id, own_schema
+from tests.e2e.conftest import running_stack
 from tests.e2e.harness import Stack
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
@@ -104,7 +104,7 @@ def finished_job(console_stack: ConsoleStack) -> FinishedJob:
     job_id = console_stack.submit(lots, ["en", "de"], webhook=True)
     wait_until(lambda: console_stack.status(job_id).json()["status"] == "completed", seconds=120)
     wait_until(lambda: len(console_stack.receiver.received) >= 1)
-    return FinishedJob(job_id, [lot["lot_id"] for lot in lots], missing)
+    return FinishedJob(job_id, [str(lot["lot_id"]) for lot in lots], missing)
 
 
 # Module scope, not session: Playwright's sync API keeps an event loop running in this thread

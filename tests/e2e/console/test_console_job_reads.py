@@ -127,9 +127,10 @@ def test_past_a_page_of_deliveries_the_newest_are_shown(
     def listing(route: Route) -> None:
         query = parse_qs(urlsplit(route.request.url).query)
         limit, offset = int(query["limit"][0]), int(query.get("offset", ["0"])[0])
-        rows = [{"webhook_url": f"https://hooks.test/{n}", "status": "delivered", "attempt_count": 1,
-                 "attempts": [], "last_attempt_at": None, "error_message": None}
-                for n in range(offset, min(total, offset + limit))]
+        rows: list[dict[str, object]] = [
+            {"webhook_url": f"https://hooks.test/{n}", "status": "delivered", "attempt_count": 1,
+             "attempts": [], "last_attempt_at": None, "error_message": None}
+            for n in range(offset, min(total, offset + limit))]
         route.fulfill(json={"job_id": finished_job.job_id, "deliveries": rows, "pagination": {
             "limit": limit, "offset": offset, "total": total, "has_more": offset + len(rows) < total}})
 
@@ -228,7 +229,8 @@ def test_a_lot_failing_while_the_list_is_read_again_is_never_left_out_of_the_lot
     # shown.", and nothing said so (the next click found it). Staged: lot 10 fails before the
     # click, lot 5 once the first page has been read again.
     lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    failed, failing = [lot_id for lot_id in lot_ids if lot_id not in (lot_ids[5], lot_ids[10])], []
+    failed = [lot_id for lot_id in lot_ids if lot_id not in (lot_ids[5], lot_ids[10])]
+    failing: list[str] = []
     page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
     note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
     open_job(page, console_stack, waiting_job)
@@ -249,7 +251,7 @@ def test_a_list_still_moving_after_three_reads_says_it_may_lack_a_lot_until_read
     # one to fail, and the note said only "118 failed lots, 80 shown.". Staged: lot 4 fails before
     # the click, lots 3, 2 and 1 at each read of the first page again; then none.
     lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    failed, failing = lot_ids[:1] + lot_ids[5:], []
+    failed, failing = lot_ids[:1] + lot_ids[5:], list[str]()
     page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
     note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
     open_job(page, console_stack, waiting_job)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from typing import cast
 
 import orjson
 import pytest
@@ -35,7 +36,8 @@ def test_events_carry_cloudevents_headers_that_the_sdk_reads(infra: Infra, topic
     producer.flush()
 
     [message] = read_topic(infra, topics.submissions)
-    headers = {name: value for name, value in message.headers() or [] if isinstance(value, bytes)}
+    pairs = cast(list[tuple[str, bytes | None]], message.headers() or [])
+    headers = {name: value for name, value in pairs if isinstance(value, bytes)}
     assert {"ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time", "content-type"} <= set(headers)
     event = from_binary(KafkaMessage(headers=headers, key=message.key(), value=message.value() or b""),
                         JSONFormat())

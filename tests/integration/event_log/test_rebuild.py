@@ -64,7 +64,7 @@ def test_the_read_models_rebuilt_from_the_log_equal_the_live_ones_row_for_row(
         assert any("replay:" in line and "events/s" in line for line in lines), lines
         assert_same_read_models(own_engine, "public", RETIRED)
         with own_engine.connect() as conn:
-            statuses = dict(conn.execute(text("SELECT job_id, status FROM jobs")).all())
+            statuses: dict[str, str] = dict(conn.execute(text("SELECT job_id, status FROM jobs")).all())
         assert [statuses[s.job_id] for s in jobs.all()] == ["completed", "completed", "failed", "cancelled"]
 
         # After the swap the live store writes the swapped-in tables.

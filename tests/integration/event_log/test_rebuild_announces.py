@@ -61,7 +61,7 @@ def test_a_job_the_rebuild_finishes_is_announced_by_the_running_store_without_a_
     script = job_script(2)
     last = script.translation[-1]  # the TranslationCompleted that finishes the job
     group = new_id("result-store-")
-    projected = handlers.project
+    projected = handlers.project  # type: ignore[attr-defined]  # the name the handler calls
 
     def projection_bug(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
         if any(envelope.event_id == last.event_id for envelope in envelopes):

@@ -39,7 +39,7 @@ def test_a_defect_announcing_a_job_dead_letters_none_of_its_events_and_stops_no_
     # were dead-lettered `handler-failed` (a replay changes nothing), and the startup sweep,
     # which retried only outages, raised it at every start: the service could not start.
     bad, good = job_script(2), job_script(2)
-    caused = completion.caused
+    caused = completion.caused  # type: ignore[attr-defined]  # the name the module calls
 
     def defect(event: Event, client_id: str, cause: str) -> Envelope:
         if event.job_id == bad.job_id:

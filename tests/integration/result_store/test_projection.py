@@ -98,8 +98,9 @@ def test_usage_is_kept_per_lot_and_stage_and_summed_into_the_job_and_its_event(
     assert lots_now["lot-00001"]["usage"] is None  # failed before any answer
 
     [announced] = completions(infra, topics, script.job_id)
+    assert isinstance(announced.event, JobCompleted)
     usage = announced.event.usage
-    assert isinstance(announced.event, JobCompleted) and usage is not None
+    assert usage is not None
     assert (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens) == (
         2600, 200, 1200, 128)
     assert usage.estimated_cost_usd == pytest.approx(0.006)

@@ -59,7 +59,7 @@ def test_a_lot_first_written_by_another_replica_meanwhile_gets_its_images_counte
     translation = [e for e in script.translation if isinstance(e.event, TranslationCompleted)]
     apply(script.submissions[:1])  # the job only: its lot's row is not written yet
     holding, release = threading.Event(), threading.Event()
-    settle = handlers.settle_jobs
+    settle = handlers.settle_jobs  # type: ignore[attr-defined]  # the name the handler calls
 
     def held_settle(conn: Any, changes: Any) -> list[str]:
         if threading.current_thread().name == "completing":

@@ -100,7 +100,10 @@ def test_a_secret_stops_signing_when_its_overlap_ends_though_the_cache_still_hol
             job_id = insert_finished_job(db, [url])
             with db.begin() as conn:  # straight into the schedule: sent within a poll
                 dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
-            wait_for(lambda path=path: len(hooks.on(f"/{path}")) == 1)
+            def sent_once(on: str = f"/{path}") -> bool:
+                return len(hooks.on(on)) == 1
+
+            wait_for(sent_once)
             wait_for(lambda: utc_now() > ends + timedelta(seconds=0.2))
     [during], [after] = hooks.on("/during"), hooks.on("/after")
     assert len(during.headers["webhook-signature"].split(" ")) == 2

@@ -72,7 +72,7 @@ def test_a_collection_that_failed_to_publish_finds_the_results_again(world: Worl
         world.publisher.publish = publish  # type: ignore[method-assign]
         raise PublishError("Kafka did not acknowledge")
 
-    world.publisher.publish = refused  # type: ignore[method-assign]
+    world.publisher.publish = refused  # type: ignore[method-assign, assignment]
     asyncio.run(step(stage, watching=True))  # the collection fails: nothing published, nothing settled
     asyncio.run(step(stage, watching=True))
     asyncio.run(step(stage, watching=True))

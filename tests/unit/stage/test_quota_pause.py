@@ -11,7 +11,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from lotlens_common.model.errors import ModelQuotaExceededError, ModelUnavailableError
+from lotlens_common.model.errors import ModelError, ModelQuotaExceededError, ModelUnavailableError
 from lotlens_common.model.openai_client import _mapped
 from lotlens_common.producer import PublishError
 from lotlens_common.stage import metrics
@@ -22,7 +22,7 @@ from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.test_unreadable_pause import another_project
 
 
-def quota_refusal() -> Exception:
+def quota_refusal() -> ModelError:
     """What the OpenAI client raises for OpenAI's answer when the billing is out."""
     request = httpx.Request("POST", "https://api.openai.com/v1/batches")
     body = {"error": {"message": "You exceeded your current quota, please check your plan and billing "
@@ -98,7 +98,7 @@ def test_a_batch_found_and_adopted_leaves_the_due_try_to_the_refused_shard(world
         world.publisher.publish = publish  # type: ignore[method-assign]
         raise PublishError("Kafka did not acknowledge")
 
-    world.publisher.publish = kafka_down  # type: ignore[method-assign]
+    world.publisher.publish = kafka_down  # type: ignore[method-assign, assignment]
     asyncio.run(flush_due(world.stage))  # job-1's batch created, not on record: its shard stays building
     world.store.add(lots(1, job_id="job-2"))
     world.batches.errors["create"] = [quota_refusal()]

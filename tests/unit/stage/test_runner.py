@@ -103,7 +103,7 @@ def test_a_200_line_whose_response_failed_for_a_passing_reason_is_sent_again(wor
     # A body `status: failed` with `server_error` (openapi.yaml, ResponseErrorCode) says "not now".
     failed_once: set[str] = set()
 
-    def answer(custom_id: str, body: dict[str, Any]) -> dict[str, Any]:
+    def answer(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
         if custom_id in failed_once:
             return described(custom_id, body)
         failed_once.add(custom_id)
@@ -119,7 +119,7 @@ def test_a_200_line_whose_response_failed_for_a_passing_reason_is_sent_again(wor
 def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(world: World) -> None:
     # API.md: unreachable images are not an error. OpenAI fetches from its own network, so an image
     # the check reached can still be refused (400 invalid_image_url, naming it): the lot failed.
-    def answer(custom_id: str, body: dict[str, Any]) -> dict[str, Any] | tuple[int, str, str]:
+    def answer(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any] | tuple[int, str, str]:
         refused = [part["image_url"] for part in body["input"][0]["content"]
                    if "refused" in part.get("image_url", "")]
         if refused:

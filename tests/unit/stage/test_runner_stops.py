@@ -24,9 +24,9 @@ def test_a_stopping_round_sends_no_further_shard_and_the_next_process_sends_it(w
     world.store.add(lots(2, job_id="job-1") + lots(2, job_id="job-2"))
     create, stop = world.batches.create_batch, threading.Event()
 
-    async def create_then_stop(file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+    async def create_then_stop(input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         stop.set()  # SIGTERM arrives while the first batch is created
-        return await create(file_id, metadata)
+        return await create(input_file_id, metadata)
 
     world.batches.create_batch = create_then_stop  # type: ignore[method-assign]
     run_stage_loop(world.stage, stop)

@@ -37,9 +37,11 @@ def test_a_stage_exports_its_error_and_orphan_counters_at_zero_from_start(world:
 
     no_new_series("lotlens_openai_errors_total", every_error)
     no_new_series("lotlens_stage_round_failures_total", every_error)
-    no_new_series("lotlens_openai_batches_reconciled_total", lambda: [
-        metrics.BATCHES_RECONCILED.labels(stage="vision", action=action).inc()
-        for action in metrics.RECONCILE_ACTIONS])
+    def every_action() -> None:
+        for action in metrics.RECONCILE_ACTIONS:
+            metrics.BATCHES_RECONCILED.labels(stage="vision", action=action).inc()
+
+    no_new_series("lotlens_openai_batches_reconciled_total", every_action)
 
 
 def test_a_batch_read_refused_for_its_rate_is_counted_as_rate_limited(world: World) -> None:
@@ -64,7 +66,7 @@ def test_a_round_failing_on_the_database_is_no_openai_error(world: World, tmp_pa
         stop.set()
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 
-    world.store.waiting_jobs = database_down  # type: ignore[method-assign]
+    world.store.waiting_jobs = database_down  # type: ignore[method-assign, assignment]
     openai_before = sum(value("lotlens_openai_errors_total", stage="vision", operation="loop", kind=kind)
                         for kind in ("other", "unavailable", "timeout"))
     round_before = value("lotlens_stage_round_failures_total", stage="vision", step="loop")

@@ -53,6 +53,10 @@ def test_with_tracing_off_a_poll_records_nothing_and_reads_no_trace(world: World
     world.store.add(lots(1))
     world.batches.finish = None
     asked: list[str] = []
-    world.store.shard_trace = lambda shard_id: asked.append(shard_id) or {}  # type: ignore[method-assign]
+    def shard_trace(shard_id: str) -> dict[str, str]:
+        asked.append(shard_id)
+        return {}
+
+    world.store.shard_trace = shard_trace  # type: ignore[method-assign]
     world.rounds(2)
     assert world.submitted() and asked == []

@@ -157,7 +157,7 @@ class VisionStage:
             missing_images=lot.work.missing_images,
             usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
 
-    def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> None:
+    def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> LotWork[VisionWork] | None:
         """Never: a description that came back unusable would come back the same."""
         return None
 

@@ -12,6 +12,7 @@ import openai
 import orjson
 
 from lotlens_common.model.errors import (
+    ModelError,
     ModelOutputError,
     ModelQuotaExceededError,
     ModelRateLimitedError,
@@ -58,7 +59,7 @@ def _describe(exc: openai.APIError) -> str:
     return f"{prefix}{exc.code or exc.type or type(exc).__name__}: {exc.message}"
 
 
-def _mapped(exc: openai.OpenAIError) -> Exception:
+def _mapped(exc: openai.OpenAIError) -> ModelError:
     """Our error for an SDK error that will not be retried (here)."""
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeoutError(f"the model API timed out: {exc}")
