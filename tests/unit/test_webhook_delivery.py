@@ -293,3 +293,31 @@ def test_an_accepted_deliverys_answer_is_not_recorded():
     # record topic for good, and nothing ever read it.
     outcome = _post(httpx2.Response(200, text='{"received": true, "customer": "Jane Doe"}'))
     assert outcome.succeeded and outcome.response_body is None
+
+
+def _endless_body(status: bytes) -> Callable[[socket.socket, threading.Event], None]:
+    """An endpoint that answers `status` at once, then a chunked body that never ends."""
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"HTTP/1.1 " + status + b"\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nqueued\r\n")
+        while not stop.wait(0.2):
+            with contextlib.suppress(OSError):  # the dispatcher hung up: it has what it needs
+                conn.sendall(b"1\r\n \r\n")
+
+    return answer
+
+
+@pytest.mark.parametrize(("status", "succeeded"), [(b"200 OK", True), (b"503 Service Unavailable", False)])
+def test_an_answer_whose_body_never_ends_frees_the_attempt_soon_after_its_status(status, succeeded):
+    # The status decides the attempt; the body is only drained (2xx) or kept for the history.
+    # Read until the attempt's deadline, a receiver that acknowledged at once but streamed (or never
+    # finished) its body held the attempt thread, its host's and its client's slots for the whole
+    # 30 s: four deliveries to that host every 30 s, while the attempt was timed at 2 ms.
+    timeout_s = 20.0
+    with _endpoint(_endless_body(status)) as url, \
+            GuardedTransport(True, httpx2.Limits(max_connections=4)) as transport:
+        started = time.monotonic()
+        outcome = post_webhook(transport, url, b"{}", {}, timeout_s)
+        took = time.monotonic() - started
+    assert outcome.succeeded is succeeded and outcome.status_code == int(status[:3]), outcome
+    assert outcome.succeeded or (outcome.response_body or "").startswith("queued"), outcome
+    assert took < timeout_s / 4, f"the attempt was held {took:.1f} s after its {status.decode()}"

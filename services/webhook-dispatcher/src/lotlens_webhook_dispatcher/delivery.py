@@ -33,6 +33,11 @@ SUCCESS_CODES = frozenset({200, 201, 202})
 GONE = 410
 # At most this much of a response is read (it is only kept for the delivery's history).
 _READ_LIMIT_BYTES = 64 * 1024
+# Once the status line is in, the body gets at most this long: the status decides the attempt,
+# and the body is only drained (so the connection can be kept) or kept for the history. A body
+# read until the attempt's deadline let a receiver that answered 200 at once but streamed, or
+# never finished, its body hold the attempt and its host's and client's slots for the whole 30 s.
+_BODY_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,9 +75,10 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
             response = transport.handle_request(request)
             latency_ms = (time.monotonic() - started) * 1000
             try:
-                text = _read_some(response)
+                with attempt_deadline(_BODY_WAIT_S):
+                    text = _read_some(response)
             finally:
-                response.close()
+                response.close()  # a body not read to its end closes the connection, not kept
     except httpx2.TimeoutException:
         return _failed(started, f"timeout: no complete answer within {timeout_s:g} s")
     except httpx2.HTTPError as exc:
@@ -93,7 +99,7 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
 
 def _read_some(response: httpx2.Response) -> str:
     """The start of the answer, as far as it can be read: a body cut short, undecodable or still
-    coming at the deadline is kept as read (it only goes into the history; the status judges)."""
+    coming at its deadline is kept as read (it only goes into the history; the status judges)."""
     chunks: list[bytes] = []
     size = 0
     with contextlib.suppress(httpx2.HTTPError):

@@ -41,12 +41,16 @@ _attempt = threading.local()  # `.ends`: the monotonic time this thread's attemp
 
 @contextmanager
 def attempt_deadline(seconds: float) -> Iterator[None]:
-    """Bound every read and write this thread's connections make to `seconds` from now, in all."""
-    _attempt.ends = time.monotonic() + seconds
+    """Bound every read and write this thread's connections make to `seconds` from now, in all.
+
+    Nested, it can only shorten the time left (the outer deadline comes back on exit)."""
+    outer: float | None = getattr(_attempt, "ends", None)
+    ends = time.monotonic() + seconds
+    _attempt.ends = ends if outer is None else min(outer, ends)
     try:
         yield
     finally:
-        _attempt.ends = None
+        _attempt.ends = outer
 
 
 def _left(timeout: float | None, timed_out: type[httpcore2.TimeoutException]) -> float | None:
