@@ -205,4 +205,5 @@ def _delivery(row: RowMapping) -> Delivery:
                           for lost in row["unpublished_interruptions"]),
         traceparent=row["traceparent"],
         unready_since=row["unready_since"],
+        scheduled_at=row["created_at"],
     )

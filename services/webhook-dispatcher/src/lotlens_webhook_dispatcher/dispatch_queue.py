@@ -79,6 +79,8 @@ class Delivery:
     traceparent: str | None = None
     # Since when its attempts could not start yet (how long it has waited for what they need).
     unready_since: datetime | None = None
+    # When it was scheduled: its body is built from read models read no earlier (`finished_jobs`).
+    scheduled_at: datetime | None = None
 
     @property
     def exhausted(self) -> bool:

@@ -8,6 +8,12 @@ that does not fit is not kept, and its lots are read per URL and streamed, a chu
 the one part being built. Counted in lots, 20,000 lots of ten long descriptions were half a
 gigabyte kept, and a big job's lots for one URL were read whole on every attempt (1.3 GB for
 50,000): past the pod's memory, killed, and killed again on the same deliveries.
+
+"Finished" is not "final": a cancelled job's lots still get the results OpenAI returns for them
+after its webhooks went. So a job is read again for a delivery scheduled after the copy kept was
+read (a redelivery the client asks for then): built from that copy, the redelivered webhook said
+again that lots the results show completed, and paid for, were cancelled. A delivery's retries
+keep using the copy: they are the same message, under the same `webhook-id`.
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
 
+from lotlens_common.clock import utc_now
 from lotlens_common.read_models import JobView, get_job, iter_lot_results
 from lotlens_common.tables import lots
 
@@ -29,8 +37,10 @@ Lot = dict[str, Any]
 class FinishedJobs:
     """Finished jobs by id, with their lots grouped by webhook URL when the job is small enough."""
 
-    def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000) -> None:
+    def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self._engine = engine
+        self._clock = clock
         self._max_bytes, self._max_lots = max_bytes, max_lots
         self._jobs: OrderedDict[str, _Entry] = OrderedDict()
         self._kept_bytes = 0
@@ -38,9 +48,10 @@ class FinishedJobs:
         # One reader per job: the attempts that arrive meanwhile wait for its result.
         self._reading: dict[str, threading.Lock] = {}
 
-    def job(self, job_id: str) -> JobView | None:
-        """The job, or None when the read models do not have it."""
-        entry = self._entry(job_id)
+    def job(self, job_id: str, scheduled_at: datetime | None = None) -> JobView | None:
+        """The job, read no earlier than `scheduled_at` (its delivery's), or None when the read
+        models do not have it."""
+        entry = self._entry(job_id, scheduled_at)
         return entry.job if entry else None
 
     def kept_bytes(self) -> int:
@@ -48,9 +59,11 @@ class FinishedJobs:
         with self._lock:
             return self._kept_bytes
 
-    def lots_of(self, job_id: str, webhook_url: str) -> Callable[[], Iterable[Lot]]:
-        """The URL's lots in request order, as a re-iterable source (see `payloads.part_body`)."""
-        entry = self._entry(job_id)
+    def lots_of(self, job_id: str, webhook_url: str,
+                scheduled_at: datetime | None = None) -> Callable[[], Iterable[Lot]]:
+        """The URL's lots in request order, read no earlier than `scheduled_at`, as a re-iterable
+        source (see `payloads.part_body`)."""
+        entry = self._entry(job_id, scheduled_at)
         if entry is not None and entry.by_url is not None:
             kept = entry.by_url.get(webhook_url, [])
             return lambda: kept
@@ -63,16 +76,18 @@ class FinishedJobs:
             if job is not None:
                 yield from iter_lot_results(conn, job, webhook_url=webhook_url)
 
-    def _entry(self, job_id: str) -> _Entry | None:
+    def _entry(self, job_id: str, scheduled_at: datetime | None) -> _Entry | None:
         with self._lock:
-            if job_id in self._jobs:
+            kept = self._jobs.get(job_id)
+            if kept is not None and kept.read_since(scheduled_at):
                 self._jobs.move_to_end(job_id)
-                return self._jobs[job_id]
+                return kept
             reading = self._reading.setdefault(job_id, threading.Lock())
         with reading:
             with self._lock:
-                if job_id in self._jobs:
-                    return self._jobs[job_id]
+                kept = self._jobs.get(job_id)
+                if kept is not None and kept.read_since(scheduled_at):
+                    return kept
             entry = self._read(job_id)
             with self._lock:
                 self._reading.pop(job_id, None)
@@ -81,12 +96,13 @@ class FinishedJobs:
             return entry
 
     def _read(self, job_id: str) -> _Entry | None:
+        read_at = self._clock()  # before the read: whatever was written earlier is in it
         with self._engine.begin() as conn:
             job = get_job(conn, job_id)
             if job is None:
                 return None
             if job.total_lots > self._max_lots:
-                return _Entry(job)
+                return _Entry(job, read_at)
             url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
                 select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id,
                                                             lots.c.webhook.is_not(None)))}
@@ -97,11 +113,14 @@ class FinishedJobs:
                 if url is not None:
                     size += lot_bytes(lot)
                     if size > self._max_bytes:
-                        return _Entry(job)  # too big to keep: read per URL, streamed
+                        return _Entry(job, read_at)  # too big to keep: read per URL, streamed
                     by_url.setdefault(url, []).append(lot)
-            return _Entry(job, by_url, size)
+            return _Entry(job, read_at, by_url, size)
 
     def _keep(self, job_id: str, entry: _Entry) -> None:
+        replaced = self._jobs.pop(job_id, None)
+        if replaced is not None:
+            self._kept_bytes -= replaced.size
         self._jobs[job_id] = entry
         self._kept_bytes += entry.size
         while self._kept_bytes > self._max_bytes and len(self._jobs) > 1:
@@ -112,8 +131,13 @@ class FinishedJobs:
 @dataclass(frozen=True)
 class _Entry:
     job: JobView
+    read_at: datetime
     by_url: dict[str, list[Lot]] | None = None  # None: not kept, read per URL
     size: int = 0
+
+    def read_since(self, scheduled_at: datetime | None) -> bool:
+        """Whether this copy serves a delivery scheduled at `scheduled_at` (None: any copy does)."""
+        return scheduled_at is None or self.read_at >= scheduled_at
 
 
 def lot_bytes(lot: Lot) -> int:

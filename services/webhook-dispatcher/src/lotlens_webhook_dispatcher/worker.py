@@ -99,7 +99,7 @@ class Dispatcher:
         self._pruned_at = -_PRUNE_PERIOD_S
         self._recorder = Recorder(engine, producer, settings.topics.webhooks, settings.lease_s, clock,
                                   self._forget)
-        self._finished_jobs = FinishedJobs(engine)
+        self._finished_jobs = FinishedJobs(engine, clock=clock)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
         self._post_marks = PostMarks(engine, settings.lease_s, clock)
 
@@ -259,12 +259,12 @@ class Dispatcher:
             if key is None:
                 raise Unready("no_key", f"no key for client {delivery.client_id!r} (LOTLENS_CLIENTS)")
         with before_post("payload"):
-            job = self._finished_jobs.job(delivery.job_id)
+            job = self._finished_jobs.job(delivery.job_id, delivery.scheduled_at)
             if job is None:
                 raise Unready("read_models", "the job is not in the read models (yet)")
-            body = payloads.part_body(payloads.head(job),
-                                      self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url),
-                                      delivery.part, delivery.total_parts, s.webhook_max_payload_bytes)
+            lots = self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url, delivery.scheduled_at)
+            body = payloads.part_body(payloads.head(job), lots, delivery.part, delivery.total_parts,
+                                      s.webhook_max_payload_bytes)
         with before_post("signing"):
             secrets = self._secrets.secrets(delivery.client_id)
             if not secrets:  # sent without `webhook-signature`, Standard Webhooks verifiers refused it

@@ -1,0 +1,97 @@
+"""A client's redelivery of a finished job's webhooks, through Kafka to a running dispatcher."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, update
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import WebhookDelivered, WebhookRedeliveryRequested
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import descriptions, jobs, lots
+from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
+from tests.conftest import new_id
+from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
+    Reply,
+    dispatcher_settings,
+    insert_finished_job,
+    of,
+    publish_completed,
+    receiver,
+    running,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def cancel_with_one_lot_unfinished(db: Engine, job_id: str) -> None:
+    """The job as a cancel leaves it: `cancelled`, its unfinished lot (the last) `cancelled`."""
+    with db.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
+            status="cancelled", cancelled_at=datetime.now(UTC), completed_at=None))
+        conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.status == "failed").values(
+            status="cancelled", error_message=None, missing_images=[]))
+
+
+def late_result(db: Engine, job_id: str, lot_id: str) -> None:
+    """The answer OpenAI still returns for a cancelled lot whose batch was running: the result-store
+    completes the lot, so the paid work is shown."""
+    with db.begin() as conn:
+        conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.lot_id == lot_id).values(
+            status="completed", processed_images=2))
+        conn.execute(descriptions.insert().values(job_id=job_id, lot_id=lot_id, language="en",
+                                                  damages="<p>Hail dents on the roof</p>"))
+
+
+def request_redelivery(settings: ServiceSettings, job_id: str) -> None:
+    """`WebhookRedeliveryRequested`, as the gateway's relay publishes it."""
+    producer = EventProducer(settings.kafka, "test")
+    event = WebhookRedeliveryRequested(job_id=job_id, redelivery_id=str(uuid.uuid4()),
+                                       requested_at=datetime.now(UTC))
+    producer.publish(settings.topics.completions, Envelope(event=event, client_id=CLIENT))
+    producer.flush()
+
+
+def test_a_redelivery_carries_the_job_as_it_is_now_not_as_the_first_delivery_read_it(config, db, events):
+    # The dispatcher keeps a finished job's read models in memory for its deliveries' attempts. A
+    # cancelled job's lots still change after its webhook (results OpenAI returns for them), and a
+    # redelivery asked for afterwards was built from that copy: the receiver was told again that
+    # a lot the results show completed and paid for was cancelled, without its descriptions.
+    with receiver(lambda _r: Reply(200)) as hooks:
+        url = f"{hooks.url}/hook"
+        job_id = insert_finished_job(db, [url, url])
+        cancel_with_one_lot_unfinished(db, job_id)
+        publish_completed(config, job_id)
+        with running(dispatcher_settings(config, new_id("g-")), db):
+            events.until(lambda seen: len(of(WebhookDelivered, seen)) == 1)
+            late_result(db, job_id, "lot-1")
+            request_redelivery(config, job_id)
+            events.until(lambda seen: len(of(WebhookDelivered, seen)) == 2)
+    first, again = hooks.arrived
+    assert first.headers["webhook-id"] != again.headers["webhook-id"]
+    assert [lot["status"] for lot in first.doc["lots"]] == ["completed", "cancelled"]
+    late = again.doc["lots"][1]
+    assert (late["lot_id"], late["status"]) == ("lot-1", "completed"), again.doc["lots"]
+    assert late["descriptions"] == [{"language": "en", "damages": "<p>Hail dents on the roof</p>"}]
+
+
+def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_reads_it_again(db):
+    url = "https://hooks.example/lots"
+    job_id = insert_finished_job(db, [url, url])
+    cancel_with_one_lot_unfinished(db, job_id)
+    finished = FinishedJobs(db)
+    scheduled = datetime.now(UTC)
+    first = finished.job(job_id, scheduled)
+    late_result(db, job_id, "lot-1")
+    # The same message again (a retry): the copy read for it, not a read per attempt.
+    assert finished.job(job_id, scheduled) is first
+    assert [lot["status"] for lot in finished.lots_of(job_id, url, scheduled)()] == ["completed", "cancelled"]
+    redelivered = datetime.now(UTC)
+    assert finished.job(job_id, redelivered) is not first
+    now_read = finished.lots_of(job_id, url, redelivered)()
+    assert [lot["status"] for lot in now_read] == ["completed", "completed"]
