@@ -76,19 +76,23 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
         if now - last_recovery >= RECOVERY_EVERY_S:
             last_recovery = now
             await _housekeep_apart(stage)
+        pause = TICK_S
         try:
             watching = now - last_watch >= stage.settings.poll_interval_s
             await step(stage, watching)
             if watching:
                 last_watch = now
-            if now - last_gauges >= GAUGES_EVERY_S:
-                _update_gauges(stage)
-                last_gauges = now
         except Exception as exc:
             metrics.openai_error(stage.spec.name, "loop", exc)
             log.exception("stage %s loop failed; retrying", stage.spec.name)
-            await asyncio.sleep(min(5.0, stage.settings.poll_interval_s))
-        await asyncio.sleep(TICK_S)
+            pause += min(5.0, stage.settings.poll_interval_s)
+        if now - last_gauges >= GAUGES_EVERY_S:
+            # Whatever became of the round: refreshed only after one that succeeded, the gauges
+            # kept the last good figures while every round failed (lots piling up read 0, and
+            # the oldest batch's age stopped short of LotLensOpenAIBatchOverAge).
+            last_gauges = now
+            _update_gauges(stage)
+        await asyncio.sleep(pause)
 
 
 async def _housekeep_apart(stage: Stage[Any]) -> None:
@@ -106,6 +110,9 @@ async def _housekeep_apart(stage: Stage[Any]) -> None:
 
 def _update_gauges(stage: Stage[Any]) -> None:
     name = stage.spec.name
-    metrics.LOTS_WAITING.labels(stage=name).set(stage.store.waiting_count())
-    metrics.TOKENS_ENQUEUED.labels(stage=name).set(stage.store.tokens_enqueued())
-    metrics.OLDEST_BATCH_AGE.labels(stage=name).set(stage.store.oldest_submitted_age_s())
+    try:
+        metrics.LOTS_WAITING.labels(stage=name).set(stage.store.waiting_count())
+        metrics.TOKENS_ENQUEUED.labels(stage=name).set(stage.store.tokens_enqueued())
+        metrics.OLDEST_BATCH_AGE.labels(stage=name).set(stage.store.oldest_submitted_age_s())
+    except Exception as exc:  # the database, down: the round's own failure is logged and counted
+        log.warning("stage %s gauges not refreshed: %s", name, exc)

@@ -1,0 +1,61 @@
+"""The stage's gauges while its rounds fail, on PostgreSQL: what the dashboard and the alerts on
+them (LotLensOpenAIBatchOverAge, the lots waiting) read is what the tables hold, not the figure
+of the last round that succeeded."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from prometheus_client import REGISTRY
+from sqlalchemy import Engine, text
+
+from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import metrics
+from lotlens_common.stage.runner import run_stage_loop
+from lotlens_common.stage.service import postgres_stage
+from tests.conftest import new_id
+from tests.integration.dead_letter_support import wait_for
+from tests.integration.stage.helpers import STAGE, submit_lots, vision_spec
+from tests.standin import Standin
+
+pytestmark = pytest.mark.integration
+
+# A release whose shard writes the database refuses (a missing migration, a revoked grant, a
+# defect): the stage's intake still takes lots in, and every round fails on its first shard.
+_REFUSE_SHARDS = """
+CREATE FUNCTION refuse_shards() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'shards refused by this test'; END $$;
+CREATE TRIGGER refuse_shards BEFORE INSERT ON stage_shards FOR EACH ROW EXECUTE FUNCTION refuse_shards();
+"""
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, {"stage": "vision", **labels}) or 0.0
+
+
+def test_the_lots_waiting_gauge_follows_the_table_while_every_round_fails(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # Set only after a round that succeeded, the gauges kept the last good figure for as long as
+    # the rounds failed: lots piled up while the dashboard (and any alert on it) read 0.
+    with engine.begin() as conn:
+        conn.execute(text(_REFUSE_SHARDS))
+    submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])  # the intake still works
+    metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
+    failures_before = _sample("lotlens_stage_round_failures_total", step="loop")
+    stage = postgres_stage(engine, EventProducer(settings.kafka, "test"),
+                           OpenAIBatches(make_openai_client("test", standin.base_url, 10)),
+                           vision_spec(settings), STAGE)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_stage_loop, args=(stage, stop))
+    loop.start()
+    try:
+        # Two failed rounds: the first round's whole pass (its gauges included) is over.
+        wait_for(lambda: _sample("lotlens_stage_round_failures_total", step="loop") >= failures_before + 2,
+                 "two failed rounds", 60)
+    finally:
+        stop.set()
+        loop.join(30)
+    assert _sample("lotlens_stage_lots_waiting") == 3.0
