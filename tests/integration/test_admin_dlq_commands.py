@@ -140,3 +140,28 @@ def test_the_listing_filters_by_state_and_names_each_letters_state(letters: Lett
     wrong = run_admin(letters.env, "dlq", "list", "--state", "dead")
     assert (wrong.returncode, wrong.stdout) == (2, ""), wrong
     assert "--state" in wrong.stderr and "open" in wrong.stderr
+
+
+def test_a_future_version_letter_is_discarded_only_when_forced(
+        infra: Infra, settings: ServiceSettings, topics: TopicSettings) -> None:
+    # The RUNBOOK says never to discard one (its job waits for it, replayed once the newer release
+    # is out), yet `discard` marked it at once, for good: `replay --force` leaves a discarded
+    # letter out, so a mistyped position lost a job's event with no way back.
+    group, env = new_id("vision-"), admin_env(infra.kafka_bootstrap, infra.database_url, topics)
+    publisher = EventProducer(settings.kafka, "test")
+    for key, value in ((b"future", cancelled("future", version=2)), (b"good", cancelled("good"))):
+        publisher.publish_raw(topics.submissions, key, value, [("type", b"JobCancelled")])
+    publisher.flush()
+    seen: dict[str, list[str]] = {group: []}
+    with consuming(settings, [group], seen):
+        wait_for(lambda: "good" in seen[group] and len(_rows(env)) == 1, "the future version's dead letter")
+    [(future, row)] = _rows(env).items()
+    assert row[3] == "future-version", row
+
+    refused = run_admin(env, "dlq", "discard", future, "--reason", "cleaning up")
+    assert refused.returncode == 1, refused
+    assert "future-version" in refused.stderr and "--force" in refused.stderr, refused.stderr
+    assert _rows(env)[future][1] == "open"
+    forced = run_admin(env, "dlq", "discard", future, "--reason", "a rogue event", "--force")
+    assert forced.returncode == 0, forced
+    assert _rows(env)[future][1] == "discarded"

@@ -164,6 +164,13 @@ def _discard(args: argparse.Namespace) -> int:
     if not matches:
         print(f"lotlens-admin: no dead letter at {args.position_arg}; nothing was discarded", file=sys.stderr)
         return 1
+    if matches[0].reason == dl.FUTURE_VERSION and not args.force and args.position_arg not in found.handled:
+        # A newer release's event: its job waits for it, replayed once that release runs. A
+        # discard is for good (no replay takes it back), so a mistyped position lost the event.
+        print(f"lotlens-admin: {args.position_arg} is a future-version letter: replay it once the newer "
+              "release is out (`dlq replay --position`), its job waits for it; discard it with --force "
+              "only if it is a rogue event; nothing was discarded", file=sys.stderr)
+        return 1
     if _handled_already(matches, found):
         mark(EventProducer(kafka, "lotlens-admin"), topics.dead_letter, matches, DISCARDED, args.reason)
         print(f"discarded {_row(matches[0], found)}")
@@ -217,4 +224,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                   "(poison no fix will make readable); `list` shows it discarded")
     discard.add_argument("position_arg", metavar="PARTITION:OFFSET", type=_position)
     discard.add_argument("--reason", required=True, help="why, for whoever reads `dlq show` later")
+    discard.add_argument("--force", action="store_true",
+                         help="discard a future-version letter too (a newer release's event its job "
+                         "waits for; no replay brings a discarded letter back)")
     discard.set_defaults(handler=_discard)
