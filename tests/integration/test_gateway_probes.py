@@ -19,6 +19,7 @@ from lotlens_common.ops import READY_CACHE_S
 from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.freezing_proxy import freezing_proxy
+from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import insert_running_job, running_gateway
 
 pytestmark = pytest.mark.integration
@@ -123,3 +124,22 @@ def _ready_within(url: str, seconds: float) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def test_liveness_fails_once_the_outbox_relay_has_died(
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The relay thread, ended by an error its loop does not expect (a defect), left the gateway
+    # answering 201 to jobs it never published, its backlog gauges frozen, and `/livez` said alive
+    # for good: the RUNBOOK's "restart only if the relay is wedged (`/livez` failing)" never came.
+    with running_gateway(settings, engine) as gw:
+        assert httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 200
+
+        def defect() -> str:
+            raise RuntimeError("a defect in a relay round")
+
+        monkeypatch.setattr(gw.deps.relay, "run_round", defect)
+        gw.deps.relay.wake()
+        wait_for(lambda: httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 503,
+                 "/livez to fail after the relay died", 40)
+        body = httpx2.get(f"{gw.ops_url}/livez", timeout=5).json()
+        assert body["status"] == "stalled" and set(body["stale_loops"]) == {"outbox relay"}, body

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from lotlens_common.clock import iso
 from lotlens_common.ops import Heartbeats, Readiness, serve_ops
 from lotlens_gateway.deps import GatewayDeps
+from lotlens_gateway.relay import Relay
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -80,9 +81,13 @@ def _on_loop(loop: asyncio.AbstractEventLoop, make: Callable[[], Coroutine[Any, 
         raise
 
 
-async def _beat(heartbeats: Heartbeats) -> None:
+async def _beat(heartbeats: Heartbeats, relay: Relay) -> None:
     while True:
         heartbeats.beat("event loop")
+        # A relay thread ended by a defect left this process taking jobs into the outbox that it
+        # never published, its backlog gauges frozen, while `/livez` said alive.
+        if not relay.died():
+            heartbeats.beat("outbox relay")
         await asyncio.sleep(BEAT_S)
 
 
@@ -106,9 +111,10 @@ async def ops_listener(deps: GatewayDeps) -> AsyncIterator[None]:
 
     heartbeats = Heartbeats()
     heartbeats.beat("event loop")
+    heartbeats.beat("outbox relay")
     server = serve_ops(settings.metrics_port, settings.metrics_host, Readiness({"database": database}),
                        LOOP_STALE_S, heartbeats=heartbeats, registry=deps.metrics.registry, health=health)
-    beating = asyncio.create_task(_beat(heartbeats))
+    beating = asyncio.create_task(_beat(heartbeats, deps.relay))
     try:
         yield
     finally:

@@ -193,8 +193,17 @@ class Relay:
             return self._settings.publish_timeout_s
         return min(self._settings.publish_timeout_s, self._time_left())
 
+    def died(self) -> bool:
+        """Whether the loop's thread ended without a `stop`: an error none of its rounds expects
+        (a defect) ended it, and this process publishes nothing until it restarts (`/livez`)."""
+        return self._thread is not None and not self._thread.is_alive() and not self._stop.is_set()
+
     def _run(self) -> None:
-        self._loop()
+        try:
+            self._loop()
+        except Exception:  # logged as every line is (JSON), not as the thread's bare traceback
+            log.exception("the outbox relay died: this process publishes nothing more (/livez fails)")
+            return
         self.last_rounds()
 
     def _loop(self) -> None:
