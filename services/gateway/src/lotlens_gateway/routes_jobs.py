@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -93,11 +94,21 @@ def _utc(moment: datetime | None) -> datetime | None:
 _EMPTY_IS_ABSENT = BeforeValidator(lambda value: None if value == "" else value)
 
 
+# A time followed by a space and a UTC offset: the `+` of `T11:30:00+03:00`, decoded as a space.
+_OFFSET_SIGN_DECODED = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}:?\d{2})\Z")
+
+
 def _iso_time(value: object) -> object:
-    """A number is no ISO 8601 time: pydantic read `20250805` as Unix seconds (1970-08-23)."""
-    if isinstance(value, str) and value.strip().lstrip("+-").replace(".", "", 1).isdigit():
+    """The time the client wrote, its `+` offset restored; refused when it is a number."""
+    if not isinstance(value, str):
+        return value
+    # A number is no ISO 8601 time: pydantic read `20250805` as Unix seconds (1970-08-23).
+    if value.strip().lstrip("+-").replace(".", "", 1).isdigit():
         raise ValueError("expected an ISO 8601 date or time, such as 2025-08-05T07:30:00Z")
-    return value
+    # The query is signed as sent, so it is written by hand, not form-encoded: `isoformat()`'s
+    # `+03:00` arrived as ` 03:00` and the listing answered 422 to a valid time. A space has no
+    # other meaning there.
+    return _OFFSET_SIGN_DECODED.sub(r"\1+\2", value)
 
 
 _ISO_TIME = BeforeValidator(_iso_time)
@@ -109,7 +120,8 @@ _ISO_TIME = BeforeValidator(_iso_time)
                          "sent (the empty string without one). The query names only the parameters below "
                          "(`name=value`; a value may be empty: no filter); any other name is 422 "
                          "`VALIDATION_ERROR` before the signature is checked. Timestamps without a zone "
-                         "are UTC."),
+                         "are UTC; a `+` offset may be sent unencoded (`created_after=2025-08-05T10:30:00"
+                         "+03:00`: decoded to a space, it is read back as the offset's sign)."),
             responses=schemas.error_responses(401, 403, 422, 429, 503))
 async def batch_jobs(
         client_id: ListingClient, deps: Deps,
