@@ -52,3 +52,19 @@ def test_a_time_filter_with_a_negative_offset_or_a_space_before_the_time_is_read
     assert listed(gateway, "created_before=2025-08-05+08:30:00") == [oldest]
     assert listed(gateway, "created_before=2025-08-05+11:30+03:00") == [oldest]
 
+
+def test_the_contracts_listing_template_with_nothing_filled_in_lists_the_first_page(
+        gateway: Gateway, engine: Engine) -> None:
+    # API.md writes the listing `?status=&limit=(≤100, default 10)&offset=&created_after=&created_before=`
+    # and its OpenAPI description says "a value may be empty: no filter"; an empty `limit` or
+    # `offset` (a template's unfilled `offset=${OFFSET}` on the first page) was 422 "unable to parse
+    # string as an integer".
+    ids = jobs_an_hour_apart(gateway, engine, 12)
+    for query in ("status=&limit=&offset=&created_after=&created_before=", "offset=", "limit=&offset="):
+        response = gateway.list_jobs(query)
+        assert response.status_code == 200, f"{query}: {response.status_code} {response.text}"
+        body = response.json()
+        assert body["pagination"] == {"limit": 10, "offset": 0, "total": 12, "has_more": True}, query
+        assert [job["id"] for job in body["jobs"]] == ids[::-1][:10], query
+    assert listed(gateway, "limit=5&offset=") == ids[::-1][:5]
+    assert listed(gateway, "limit=&offset=10") == ids[::-1][10:]

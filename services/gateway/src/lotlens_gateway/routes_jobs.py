@@ -89,9 +89,13 @@ def _utc(moment: datetime | None) -> datetime | None:
         return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
-# A filter sent empty (`?status=&limit=10`, a template with nothing filled in) is no filter, as
-# 1.x read it; it was 422.
-_EMPTY_IS_ABSENT = BeforeValidator(lambda value: None if value == "" else value)
+def _empty_is(default: object) -> BeforeValidator:
+    # A parameter sent empty (`?status=&limit=&offset=`, the contract's own notation, a template
+    # with nothing filled in) is no filter, or the default page, as 1.x read it; it was 422.
+    return BeforeValidator(lambda value: default if value == "" else value)
+
+
+_EMPTY_IS_ABSENT = _empty_is(None)
 
 
 # A time followed by a space and a UTC offset: the `+` of `T11:30:00+03:00`, decoded as a space.
@@ -118,17 +122,18 @@ _ISO_TIME = BeforeValidator(_iso_time)
             summary="The client's jobs, newest first",
             description=("Header-signed: `X-Signature: sha256=<hex>` over the raw query string exactly as "
                          "sent (the empty string without one). The query names only the parameters below "
-                         "(`name=value`; a value may be empty: no filter); any other name is 422 "
-                         "`VALIDATION_ERROR` before the signature is checked. Timestamps without a zone "
-                         "are UTC; a `+` offset may be sent unencoded (`created_after=2025-08-05T10:30:00"
-                         "+03:00`: decoded to a space, it is read back as the offset's sign)."),
+                         "(`name=value`; a value may be empty: no filter, or the default `limit` and "
+                         "`offset`); any other name is 422 `VALIDATION_ERROR` before the signature is "
+                         "checked. Timestamps without a zone are UTC; a `+` offset may be sent unencoded "
+                         "(`created_after=2025-08-05T10:30:00+03:00`: decoded to a space, it is read back "
+                         "as the offset's sign)."),
             responses=schemas.error_responses(401, 403, 422, 429, 503))
 async def batch_jobs(
         client_id: ListingClient, deps: Deps,
         status: Annotated[JobStatusName | None, _EMPTY_IS_ABSENT,
                           Query(description="Only jobs in this status")] = None,
-        limit: Annotated[int, Query(ge=1, le=100, description="Page size, at most 100")] = 10,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
+        limit: Annotated[int, _empty_is(10), Query(ge=1, le=100, description="Page size, at most 100")] = 10,
+        offset: Annotated[int, _empty_is(0), Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
         created_after: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
                                  Query(description="ISO 8601, inclusive")] = None,
         created_before: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
