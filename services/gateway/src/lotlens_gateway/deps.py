@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Annotated
 from urllib.parse import unquote_plus
 
 from fastapi import Depends, Header, Request
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import utc_now
@@ -100,9 +102,26 @@ Deps = Annotated[GatewayDeps, Depends(get_deps)]
 SignatureHeader = Annotated[str | None, Header(alias="X-Signature", description=SIGNATURE_DESCRIPTION)]
 
 
-async def signed_job_client(job_id: str, deps: Deps, x_signature: SignatureHeader = None) -> str:
-    """The client whose signature over the path's job id verifies (not yet counted)."""
-    bind_log_context(job_id=job_id)
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def canonical_job_id(job_id: str) -> str:
+    """The job id as the gateway wrote it: a UUID in lower case, whatever case the path has."""
+    # UUIDs are case-insensitive on input (RFC 9562 §4), and stores hand them back in capitals
+    # (SQL Server's uniqueidentifier through pyodbc, Oracle's RAWTOHEX): such a client's job was a
+    # 404 on every call, its results unreachable. Other spellings (braces, no hyphens) stay unknown.
+    return job_id.lower() if _UUID.fullmatch(job_id) else job_id
+
+
+# A job-addressed route's `job_id`: canonical before any route code reads it (a retry's id, a
+# cancellation's event, an answer's `job_id` are the job's own).
+JobId = Annotated[str, AfterValidator(canonical_job_id)]
+
+
+async def signed_job_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
+    """The client whose signature over the path's job id, exactly as sent, verifies (not yet counted)."""
+    job_id: str = request.path_params["job_id"]
+    bind_log_context(job_id=canonical_job_id(job_id))
     return client_for(deps.keys, [job_id.encode()], x_signature, signs_job(job_id))
 
 

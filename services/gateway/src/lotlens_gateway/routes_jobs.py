@@ -15,7 +15,7 @@ from lotlens_common.clock import iso
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
-from lotlens_gateway.deps import Deps, DownloadClient, JobClient, ListingClient
+from lotlens_gateway.deps import Deps, DownloadClient, JobClient, JobId, ListingClient
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.job_store import JobFilter
 from lotlens_gateway.results import iter_results_document, small_document
@@ -40,7 +40,7 @@ _RESULTS_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/api/v1/batch-status/{job_id}", response_model=schemas_jobs.JobStatus,
             summary="Status, progress and OpenAI batch ids of a job", description=_SIGNED,
             responses=schemas.error_responses(401, 403, 404, 429, 503))
-async def batch_status(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+async def batch_status(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONResponse:
     """The job's status document."""
     job, batches = await run_in_threadpool(deps.store.status_for_client, job_id, client_id)
     return JSONResponse(status_body(job, batches, deps.clock()))
@@ -62,7 +62,7 @@ async def _results(job_id: str, client_id: str, deps: Deps, download: bool) -> R
             summary="Results of a finished job (202 while it runs)",
             description=_SIGNED + " The document of a big job is streamed, lot by lot.",
             responses=_RESULTS_RESPONSES)
-async def batch_results(job_id: str, client_id: DownloadClient, deps: Deps) -> Response:
+async def batch_results(job_id: JobId, client_id: DownloadClient, deps: Deps) -> Response:
     """Every lot with its descriptions, for completed, failed and cancelled jobs."""
     return await _results(job_id, client_id, deps, download=False)
 
@@ -71,7 +71,7 @@ async def batch_results(job_id: str, client_id: DownloadClient, deps: Deps) -> R
             summary="The results document as a file (`batch_results_{job_id}.json`)",
             description=_SIGNED + " Same JSON as `batch-results`, streamed as an attachment.",
             responses=_RESULTS_RESPONSES)
-async def download_results(job_id: str, client_id: DownloadClient, deps: Deps) -> Response:
+async def download_results(job_id: JobId, client_id: DownloadClient, deps: Deps) -> Response:
     """The results as an attachment."""
     return await _results(job_id, client_id, deps, download=True)
 
@@ -157,7 +157,7 @@ async def batch_jobs(
                           "`cancelled` and every unfinished lot reads `cancelled`."),
              responses={400: {"model": schemas_jobs.CannotCancel, "description": "The job already finished"},
                         **schemas.error_responses(401, 403, 404, 429, 503)})
-async def cancel_job(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+async def cancel_job(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Record the cancellation (the outbox) and confirm it."""
     job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
     if is_terminal(job):

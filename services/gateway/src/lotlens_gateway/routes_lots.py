@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_gateway import schemas
-from lotlens_gateway.deps import Deps, DownloadClient
+from lotlens_gateway.deps import Deps, DownloadClient, JobId
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.json_body import encoded_in_chunks
 from lotlens_gateway.overlay import lots_page
@@ -57,7 +57,7 @@ class LotPage(BaseModel):
                          "cancelled job) with nothing done yet."),
             responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
-        job_id: str, client_id: DownloadClient, deps: Deps,
+        job_id: JobId, client_id: DownloadClient, deps: Deps,
         status: Annotated[LotStatus | None, Query(description="Only lots in this status")] = None,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from lotlens_common import tracing
 from lotlens_gateway import schemas, schemas_jobs
-from lotlens_gateway.deps import Deps, GatewayDeps, JobClient
+from lotlens_gateway.deps import Deps, GatewayDeps, JobClient, JobId
 from lotlens_gateway.idempotency import Replay, in_progress, internal_key, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
 from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
@@ -39,7 +39,7 @@ _REPLAYED = {"Idempotent-Replayed": "true"}
                    409: "JOB_NOT_FINISHED: the job still runs; NO_FAILED_LOTS: none of its lots failed; "
                         "IDEMPOTENCY_KEY_IN_PROGRESS: another call is making the retry, ask again after "
                         "Retry-After"})})
-async def retry_failed(job_id: str, client_id: JobClient, deps: Deps) -> JSONResponse:
+async def retry_failed(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONResponse:
     """Answer with the retry job, making it on the first call (in an intake slot: it may hold
     as many lots as a submission)."""
     new_id = retry_job_id(job_id)

@@ -16,7 +16,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import WebhookRedeliveryRequested
 from lotlens_common.read_models import job_deliveries
 from lotlens_gateway import schemas, schemas_webhooks
-from lotlens_gateway.deps import Deps, JobClient
+from lotlens_gateway.deps import Deps, JobClient, JobId
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import HEADER, Replay, Reservation, check_key, request_hash, reserve_key
 from lotlens_gateway.json_body import encoded, json_answer
@@ -64,7 +64,7 @@ _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as
             summary="The job's webhook deliveries with every attempt, a page at a time", description=_SIGNED,
             responses=schemas.error_responses(401, 403, 404, 422, 429, 503))
 async def list_deliveries(
-        job_id: str, client_id: JobClient, deps: Deps,
+        job_id: JobId, client_id: JobClient, deps: Deps,
         limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
         offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Deliveries to skip")] = 0,
 ) -> Response:
@@ -98,7 +98,7 @@ async def list_deliveries(
              responses=schemas.error_responses(401, 403, 404, 429, 503, own={
                  400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one",
                  409: "IDEMPOTENCY_KEY_REUSED: the key named another request; IDEMPOTENCY_KEY_IN_PROGRESS"}))
-async def redeliver(job_id: str, client_id: JobClient, deps: Deps,
+async def redeliver(job_id: JobId, client_id: JobClient, deps: Deps,
                     idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None) -> JSONResponse:
     """Record the request (the outbox); the webhook dispatcher schedules the deliveries.
 
