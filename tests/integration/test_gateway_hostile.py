@@ -193,6 +193,22 @@ def test_a_compressed_body_is_400_saying_so_not_invalid_json(gateway: Gateway, p
     assert "uncompressed" in body["message"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/generate-descriptions", "/api/v1/test-image-validation"])
+def test_a_body_starting_with_a_utf8_byte_order_mark_is_read_as_the_json_after_it(
+        gateway: Gateway, path: str) -> None:
+    # Windows tools save UTF-8 with a byte order mark (PowerShell 5's `Set-Content -Encoding UTF8`,
+    # older Notepad) and `curl -d @batch.json` sends it; RFC 8259 §8.1 lets a parser ignore it. A
+    # job was 400 INVALID_JSON "expected '{' at character 0", its body plainly starting with `{`.
+    lots = make_lots(2)
+    job = path.endswith("descriptions")
+    document = ({"signature": gateway.lots_signature(lots), "languages": ["en"], "lots": lots} if job
+                else {"urls": ["https://img.example.com/a.jpg"]})
+    raw = b"\xef\xbb\xbf" + json.dumps(document).encode()
+    headers = {"Content-Type": "application/json"} | ({} if job else {"X-Signature": gateway.sign(raw)})
+    answer = httpx2.post(gateway.url + path, content=raw, headers=headers, timeout=30)
+    assert answer.status_code == (201 if job else 200), answer.text[:500]
+
+
 def test_content_encoding_identity_is_the_body_as_it_is(gateway: Gateway) -> None:
     lots = make_lots(2)
     answer = httpx2.post(gateway.url + "/api/v1/generate-descriptions", timeout=30,

@@ -131,10 +131,21 @@ async def _chunks(request: Request, max_bytes: int, timeouts: BodyTimeouts) -> A
         yield chunk
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def without_byte_order_mark(raw: bytes) -> bytes:
+    """The body without a leading UTF-8 byte order mark (the JSON after it)."""
+    # RFC 8259 §8.1: a sender must not add one, a parser may ignore it. Windows tools save UTF-8
+    # with one (PowerShell 5's `Set-Content -Encoding UTF8`) and `curl -d @job.json` sends it: a
+    # body plainly starting with `{` was 400 INVALID_JSON "expected '{' at character 0".
+    return raw[len(_UTF8_BOM):] if raw.startswith(_UTF8_BOM) else raw
+
+
 def parse_object(raw: bytes) -> dict[str, Any]:
     """The body as a JSON object; 400 `INVALID_JSON` for anything else (blocking for big bodies)."""
     try:
-        document = orjson.loads(raw)
+        document = orjson.loads(without_byte_order_mark(raw))
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, "INVALID_JSON", "Request body must be valid JSON",
                        details={"problem": str(exc)[:300]}) from exc

@@ -23,6 +23,7 @@ import orjson
 
 from lotlens_common import signing
 from lotlens_gateway.auth import SIGNS_LOTS, invalid_signature, missing_signature
+from lotlens_gateway.body import without_byte_order_mark
 from lotlens_gateway.errors import ApiError
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -257,6 +258,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
     The lots are read twice: one by one for the signature, keeping nothing (a refused request
     costs about its own size), then, authenticated, as one array by orjson.
     """
+    raw = without_byte_order_mark(raw)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
