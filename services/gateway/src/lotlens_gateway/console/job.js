@@ -12,13 +12,16 @@ const SLOWEST_WEBHOOK_POLL_MS = 60000; // an ended job's deliveries, unchanged f
 const WEBHOOK_WAIT_MS = 30 * 60000; // how long an ended job's unsettled deliveries are followed
 const RETRY_ASKS = 4; // retry-failed: the first call and three more while another makes the retry
 const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made
+const WAITED_OUT = "Updates paused after 30 minutes of waiting for this job's webhooks: "
+  + "press Resume updates to follow them again, or Refresh to read them once.";
 
 export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
+  // `note`: the page's own note on the action line.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
-    settled: false, lots: {}, deliveries: {} };
+    settled: false, note: "", lots: {}, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => {
     state.wait = null; // the user is here: follow the webhooks closely again
     loadJob(jobId, view, state, true);
@@ -54,7 +57,7 @@ async function loadJob(jobId, view, state, readLists = false) {
     return;
   }
   if (!isShown(view) || read !== state.read) return;
-  if (state.failedReads) say(byId("action-result"), ""); // the read that failed is behind us
+  if (state.failedReads) noteOver(state); // the read that failed is behind us
   state.failedReads = 0;
   const changed = job.status !== state.status;
   state.status = job.status;
@@ -103,8 +106,7 @@ function waitedOut(state) {
   if (state.paused) return true;
   setPaused(state, true);
   state.waitedOut = true;
-  say(byId("action-result"), "Updates paused after 30 minutes of waiting for this job's webhooks: "
-    + "press Resume updates to follow them again, or Refresh to read them once.");
+  pageNote(state, WAITED_OUT);
   return true;
 }
 
@@ -125,7 +127,7 @@ function readFailed(failure, jobId, view, state) {
   const backoffMs = Math.min(MAX_RETRY_MS, POLL_MS * 2 ** state.failedReads);
   const waitMs = failure.retryAfterS != null ? Math.min(MAX_RETRY_MS, failure.retryAfterS * 1000) : backoffMs;
   const again = state.paused ? "Press Refresh or resume updates to read it again." : `Reading it again in ${Math.ceil(waitMs / 1000)} s.`;
-  say(byId("action-result"), `Could not read the job's status: ${failureText(failure)}. ${again}`, true);
+  pageNote(state, `Could not read the job's status: ${failureText(failure)}. ${again}`, true);
   schedulePoll(jobId, view, state, waitMs);
 }
 
@@ -152,7 +154,23 @@ function resumeAfterWait(state) {
   if (!state.waitedOut) return;
   state.waitedOut = false;
   setPaused(state, false);
-  say(byId("action-result"), "");
+  noteOver(state);
+}
+
+// The action line says what an action did (Cancel, Retry failed lots) or, in a note of the page's
+// own (`state.note`), why it is not updating (a read that failed, the pause after 30 minutes).
+function pageNote(state, message, isError = false) {
+  say(byId("action-result"), message, isError);
+  state.note = message;
+}
+
+// A note that no longer holds gives way to the pause's, if that still holds, or to nothing; an
+// action's result written since stays: Resume emptied the line, and "Failed lots resubmitted as
+// job X" written just before went with the new job's id. After failed reads under the pause, a
+// Refresh that succeeded left the page paused with no word of it.
+function noteOver(state) {
+  if (!state.note || byId("action-result").textContent !== state.note) return;
+  pageNote(state, state.waitedOut ? WAITED_OUT : "");
 }
 
 // The summary is rebuilt at every poll, which no screen reader follows: a change of status is
