@@ -1,6 +1,6 @@
-"""A job's page updating itself: what lifting the 30-minute pause leaves on screen, and what Redeliver
-and Refresh send while it holds. The same stack as test_console.py (package fixtures); pending
-deliveries are staged with Playwright's `route`, time runs on its fake clock."""
+"""A job's page updating itself: what lifting the 30-minute pause leaves on screen, what Redeliver and
+Refresh send while it holds, and a tab in the background. The same stack as test_console.py (package
+fixtures); pending deliveries are staged with Playwright's `route`, time runs on its fake clock."""
 
 from __future__ import annotations
 
@@ -16,6 +16,18 @@ from tests.e2e.console.polls import DELIVERIES, STATUS, Polls, counted, follow_u
 
 pytestmark = pytest.mark.e2e
 PAUSED = "Updates paused after 30 minutes"
+# A tab in the background as the browser says it: `visibilityState` (and `hidden`) read "hidden", then
+# `visibilitychange`; shown again, the document's own (visible) values come back.
+HIDE = """() => {
+  Object.defineProperty(document, "visibilityState", { configurable: true, get: () => "hidden" });
+  Object.defineProperty(document, "hidden", { configurable: true, get: () => true });
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+SHOW = """() => {
+  delete document.visibilityState;
+  delete document.hidden;
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
 
 
 def staged_pending(page: Page, job_id: str) -> dict[str, Any]:
@@ -119,3 +131,28 @@ def test_refresh_during_the_30_minute_pause_reads_once_and_stays_paused(
     job = f"/api/v1/batch-jobs/{finished_job.job_id}"
     assert sorted(urlsplit(url).path for url in sent) == [
         f"{job}/lots", f"{job}/webhooks", f"/api/v1/batch-status/{finished_job.job_id}"]
+
+
+def test_a_tab_in_the_background_reads_nothing_and_reads_at_once_when_shown(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # A hidden tab read its running job every 2 s for as long as it stayed open.
+    def running(route: Route) -> None:
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "status": "processing"})
+
+    page.route(STATUS, running)
+    statuses = counted(page, STATUS)
+    polls = Polls.install(page)
+    open_job(page, console_stack, finished_job.job_id)
+    expect(page.locator("#job-summary .badge")).to_have_text("processing")
+    assert polls.next_delay() == 2000
+    page.evaluate(HIDE)
+    statuses.clear()
+    for _ in range(5):  # ten seconds of the page's clock, each read it sends given time to be answered
+        page.clock.run_for(2000)
+        page.wait_for_timeout(300)
+    assert statuses == []
+    with page.expect_request(STATUS):
+        page.evaluate(SHOW)  # shown again: read at once, not at the next poll
+    assert len(statuses) == 1
+    assert polls.replaced() == 2000  # and every 2 s from then on

@@ -19,9 +19,9 @@ export async function showJob(jobId) {
   const view = showPage("job-page");
   byId("job-id").textContent = jobId;
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
-  // `note`: the page's own note on the action line.
+  // `owed`: a poll fell due while the tab was hidden. `note`: the page's own note on the action line.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
-    settled: false, note: "", lots: {}, deliveries: {} };
+    settled: false, owed: false, note: "", lots: {}, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => {
     state.wait = null; // the user is here: follow the webhooks closely again
     loadJob(jobId, view, state, true);
@@ -32,6 +32,12 @@ export async function showJob(jobId) {
   byId("redeliver").addEventListener("click", () => redeliver(jobId, view, state));
   byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
   byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
+  // Removed by the first event after the user has left the page (one listener per page opened).
+  const shown = () => {
+    if (!isShown(view)) return document.removeEventListener("visibilitychange", shown);
+    if (document.visibilityState === "visible" && state.owed) loadJob(jobId, view, state);
+  };
+  document.addEventListener("visibilitychange", shown);
   await loadJob(jobId, view, state, true);
 }
 
@@ -45,6 +51,7 @@ export async function showJob(jobId) {
 // before Cancel and answered after it drew the job running again.
 async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
+  state.owed = false;
   const read = ++state.read;
   // Owed until a read succeeds: a failed Refresh's lists were never read (the poll that then
   // succeeded found the status unchanged).
@@ -110,9 +117,17 @@ function waitedOut(state) {
   return true;
 }
 
+// A tab in the background reads nothing: its poll falls due and is owed (`state.owed`) until the
+// tab is shown again, and read then at once (hidden tabs read every 2 s for as long as they stayed
+// open). The time hidden counts towards the 30 minutes of following an ended job's webhooks.
 function schedulePoll(jobId, view, state, delayMs) {
   clearTimeout(state.poll);
-  if (!state.paused) state.poll = setTimeout(() => { if (isShown(view)) loadJob(jobId, view, state); }, delayMs);
+  if (state.paused) return;
+  state.poll = setTimeout(() => {
+    if (!isShown(view)) return;
+    if (document.visibilityState === "hidden") state.owed = true;
+    else loadJob(jobId, view, state);
+  }, delayMs);
 }
 
 // A busy or unreachable server (429, 5xx, a dropped connection) is read again after its
