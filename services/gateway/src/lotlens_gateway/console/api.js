@@ -31,6 +31,7 @@ export class ApiError extends Error {
     super(body && body.code ? `${detail} (${body.code})` : detail);
     this.status = status;
     this.code = body && body.code;
+    this.details = body && body.details; // a 422's `errors` name the refused parameters
     this.retryAfterS = retryAfterS; // from `Retry-After`, null when absent
   }
 }

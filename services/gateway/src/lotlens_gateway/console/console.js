@@ -7,6 +7,8 @@ import { api, forgetKey, keepKey, savedKey } from "./api.js";
 import { byId, el, handleFailure, isShown, jobLink, progressBar, say, showPage, statusBadge, when } from "./dom.js";
 import { showJob } from "./job.js";
 
+const MAX_PAGE_SIZE = 100; // the listing's largest `limit` (API.md)
+
 function showLogin(message = "") {
   byId("nav").hidden = true;
   const view = showPage("login-page");
@@ -42,8 +44,10 @@ async function showJobs(query) {
   const view = showPage("jobs-page");
   const asked = query.get("status") || "";
   const status = offered("status-filter", asked, "");
-  const limit = offered("page-size", query.get("limit"), "25");
-  const offset = Number(query.get("offset") || "0");
+  const { limit, sizeNote } = pageSize(query.get("limit") || "");
+  // The link's offset as written: one that is not a number of jobs (`2O`, a hand-edited or cut
+  // link) was read as 0, the first page shown as if asked for. The API refuses it, and so does the page.
+  const askedOffset = query.get("offset") || "0";
   // A status from a hand-edited or old link: the page says it lists every status instead.
   const unknown = status === asked ? "" : `No status “${asked}” is known: jobs of every status. `;
   byId("job-filters").addEventListener("submit", (event) => {
@@ -52,14 +56,16 @@ async function showJobs(query) {
   });
   const request = { limit };
   if (status) request.status = status;
-  if (offset) request.offset = String(offset);
+  if (askedOffset !== "0") request.offset = askedOffset;
   let answer;
   try {
     answer = (await api.listJobs(request)).body;
   } catch (failure) {
-    return handleFailure(failure, view, "jobs-caption");
+    const refused = isShown(view) && refusedLink(failure, query);
+    return refused ? say(byId("jobs-caption"), refused, true) : handleFailure(failure, view, "jobs-caption");
   }
   if (!isShown(view)) return;
+  const page = answer.pagination; // its offset is the link's, as the API read it
   const rows = answer.jobs.map((job) => el("tr", {},
     el("td", {}, jobLink(job.job_id)),
     el("td", {}, statusBadge(job.status)),
@@ -67,12 +73,11 @@ async function showJobs(query) {
     el("td", {}, job.languages.join(", ")),
     el("td", {}, progressBar(job))));
   byId("job-rows").replaceChildren(...rows);
-  const page = answer.pagination;
-  byId("jobs-caption").textContent = unknown + (page.total
+  byId("jobs-caption").textContent = unknown + sizeNote + (page.total
     ? `Jobs ${page.offset + 1}–${page.offset + answer.jobs.length} of ${page.total}, newest first`
     : "No jobs match these filters.");
-  pagerButton("previous-page", offset > 0, listQuery(status, limit, Math.max(0, offset - Number(limit))));
-  pagerButton("next-page", page.has_more, listQuery(status, limit, offset + Number(limit)));
+  pagerButton("previous-page", page.offset > 0, listQuery(status, limit, Math.max(0, page.offset - Number(limit))));
+  pagerButton("next-page", page.has_more, listQuery(status, limit, page.offset + Number(limit)));
 }
 
 // Selects `value` in the select `id` when it offers it, else `fallback`; returns the one selected.
@@ -81,6 +86,32 @@ function offered(id, value, fallback) {
   const select = byId(id);
   select.value = [...select.options].some((option) => option.value === value) ? value : fallback;
   return select.value;
+}
+
+// A page size from the link that the API accepts (1 to 100, API.md) is listed, and added to "Per
+// page" when it lacks it: `limit=33` listed 25 a page, the select said 25 and its user believed
+// they saw 33. Any other size lists 25 a page, and the caption says so.
+function pageSize(asked) {
+  const select = byId("page-size");
+  const size = Number(asked);
+  if (!/^\d+$/.test(asked) || size < 1 || size > MAX_PAGE_SIZE) {
+    select.value = "25";
+    return { limit: "25", sizeNote: asked ? `No page size “${asked}” (1 to ${MAX_PAGE_SIZE}): 25 a page. ` : "" };
+  }
+  if (![...select.options].some((option) => Number(option.value) === size)) {
+    select.add(new Option(String(size)), [...select.options].find((option) => Number(option.value) > size));
+  }
+  select.value = String(size);
+  return { limit: String(size), sizeNote: "" };
+}
+
+// What a 422 naming the link's own values (the offset) says: which value is refused, why, and how to
+// leave it; null for any other failure.
+function refusedLink(failure, query) {
+  const refused = (failure.details?.errors || []).filter((error) => error.loc?.[0] === "query");
+  if (failure.status !== 422 || !refused.length) return null;
+  const said = refused.map((error) => `${error.loc[1]} “${query.get(error.loc[1]) ?? ""}”: ${error.msg}`);
+  return `The server refuses this link’s ${said.join("; ")}. Show lists the first page.`;
 }
 
 function listQuery(status, limit, offset) {
