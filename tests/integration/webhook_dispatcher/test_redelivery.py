@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine, update
@@ -95,3 +95,17 @@ def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_
     assert finished.job(job_id, redelivered) is not first
     now_read = finished.lots_of(job_id, url, redelivered)()
     assert [lot["status"] for lot in now_read] == ["completed", "completed"]
+
+
+def test_a_redelivery_scheduled_by_a_replica_whose_clock_is_behind_still_reads_the_job_again(db):
+    # The times of two dispatcher replicas were compared: one 5 minutes behind scheduled the
+    # redelivery "before" the first copy was read, and that stale copy was sent again.
+    url = "https://hooks.example/lots"
+    job_id = insert_finished_job(db, [url, url])
+    cancel_with_one_lot_unfinished(db, job_id)
+    finished = FinishedJobs(db)
+    scheduled = datetime.now(UTC)
+    assert [lot["status"] for lot in finished.lots_of(job_id, url, scheduled)()] == ["completed", "cancelled"]
+    late_result(db, job_id, "lot-1")
+    behind = scheduled - timedelta(minutes=5)
+    assert [lot["status"] for lot in finished.lots_of(job_id, url, behind)()] == ["completed", "completed"]

@@ -10,10 +10,13 @@ gigabyte kept, and a big job's lots for one URL were read whole on every attempt
 50,000): past the pod's memory, killed, and killed again on the same deliveries.
 
 "Finished" is not "final": a cancelled job's lots still get the results OpenAI returns for them
-after its webhooks went. So a job is read again for a delivery scheduled after the copy kept was
-read (a redelivery the client asks for then): built from that copy, the redelivered webhook said
-again that lots the results show completed, and paid for, were cancelled. A delivery's retries
-keep using the copy: they are the same message, under the same `webhook-id`.
+after its webhooks went. So a copy serves the deliveries scheduled with the one it was read for
+(one scheduling writes the same time on all of them), and a delivery scheduled at another time (a
+redelivery the client asks for later) reads the job again: built from the first copy, the
+redelivered webhook said again that lots the results show completed, and paid for, were
+cancelled. The times are compared for equality only, never ordered, so replicas' clocks that
+disagree cannot make a stale copy look fresh. A delivery's retries keep using its round's copy
+while it is kept.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from lotlens_common.clock import utc_now
 from lotlens_common.read_models import JobView, get_job, iter_lot_results
 from lotlens_common.tables import lots
 
@@ -37,10 +39,8 @@ Lot = dict[str, Any]
 class FinishedJobs:
     """Finished jobs by id, with their lots grouped by webhook URL when the job is small enough."""
 
-    def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000,
-                 clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000) -> None:
         self._engine = engine
-        self._clock = clock
         self._max_bytes, self._max_lots = max_bytes, max_lots
         self._jobs: OrderedDict[str, _Entry] = OrderedDict()
         self._kept_bytes = 0
@@ -49,8 +49,8 @@ class FinishedJobs:
         self._reading: dict[str, threading.Lock] = {}
 
     def job(self, job_id: str, scheduled_at: datetime | None = None) -> JobView | None:
-        """The job, read no earlier than `scheduled_at` (its delivery's), or None when the read
-        models do not have it."""
+        """The job as read for deliveries scheduled at `scheduled_at` (None: any copy), or None when
+        the read models do not have it."""
         entry = self._entry(job_id, scheduled_at)
         return entry.job if entry else None
 
@@ -61,8 +61,8 @@ class FinishedJobs:
 
     def lots_of(self, job_id: str, webhook_url: str,
                 scheduled_at: datetime | None = None) -> Callable[[], Iterable[Lot]]:
-        """The URL's lots in request order, read no earlier than `scheduled_at`, as a re-iterable
-        source (see `payloads.part_body`)."""
+        """The URL's lots in request order, as read for deliveries scheduled at `scheduled_at`, as a
+        re-iterable source (see `payloads.part_body`)."""
         entry = self._entry(job_id, scheduled_at)
         if entry is not None and entry.by_url is not None:
             kept = entry.by_url.get(webhook_url, [])
@@ -79,30 +79,29 @@ class FinishedJobs:
     def _entry(self, job_id: str, scheduled_at: datetime | None) -> _Entry | None:
         with self._lock:
             kept = self._jobs.get(job_id)
-            if kept is not None and kept.read_since(scheduled_at):
+            if kept is not None and kept.serves(scheduled_at):
                 self._jobs.move_to_end(job_id)
                 return kept
             reading = self._reading.setdefault(job_id, threading.Lock())
         with reading:
             with self._lock:
                 kept = self._jobs.get(job_id)
-                if kept is not None and kept.read_since(scheduled_at):
+                if kept is not None and kept.serves(scheduled_at):
                     return kept
-            entry = self._read(job_id)
+            entry = self._read(job_id, scheduled_at)
             with self._lock:
                 self._reading.pop(job_id, None)
                 if entry is not None:
                     self._keep(job_id, entry)
             return entry
 
-    def _read(self, job_id: str) -> _Entry | None:
-        read_at = self._clock()  # before the read: whatever was written earlier is in it
+    def _read(self, job_id: str, scheduled_at: datetime | None) -> _Entry | None:
         with self._engine.begin() as conn:
             job = get_job(conn, job_id)
             if job is None:
                 return None
             if job.total_lots > self._max_lots:
-                return _Entry(job, read_at)
+                return _Entry(job, scheduled_at)
             url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
                 select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id,
                                                             lots.c.webhook.is_not(None)))}
@@ -113,9 +112,9 @@ class FinishedJobs:
                 if url is not None:
                     size += lot_bytes(lot)
                     if size > self._max_bytes:
-                        return _Entry(job, read_at)  # too big to keep: read per URL, streamed
+                        return _Entry(job, scheduled_at)  # too big to keep: read per URL, streamed
                     by_url.setdefault(url, []).append(lot)
-            return _Entry(job, read_at, by_url, size)
+            return _Entry(job, scheduled_at, by_url, size)
 
     def _keep(self, job_id: str, entry: _Entry) -> None:
         replaced = self._jobs.pop(job_id, None)
@@ -131,13 +130,13 @@ class FinishedJobs:
 @dataclass(frozen=True)
 class _Entry:
     job: JobView
-    read_at: datetime
+    read_for: datetime | None  # when the deliveries it was read for were scheduled
     by_url: dict[str, list[Lot]] | None = None  # None: not kept, read per URL
     size: int = 0
 
-    def read_since(self, scheduled_at: datetime | None) -> bool:
+    def serves(self, scheduled_at: datetime | None) -> bool:
         """Whether this copy serves a delivery scheduled at `scheduled_at` (None: any copy does)."""
-        return scheduled_at is None or self.read_at >= scheduled_at
+        return scheduled_at is None or self.read_for == scheduled_at
 
 
 def lot_bytes(lot: Lot) -> int:

@@ -99,7 +99,7 @@ class Dispatcher:
         self._pruned_at = -_PRUNE_PERIOD_S
         self._recorder = Recorder(engine, producer, settings.topics.webhooks, settings.lease_s, clock,
                                   self._forget)
-        self._finished_jobs = FinishedJobs(engine, clock=clock)
+        self._finished_jobs = FinishedJobs(engine)
         self._secrets = SecretsCache(engine, settings.webhook_secrets_cache_s, clock)
         self._post_marks = PostMarks(engine, settings.lease_s, clock)
 
