@@ -143,6 +143,10 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
     batches = samples(scrapes["vision-batcher"], "lotlens_openai_batches")
     assert {labels["stage"] for labels, _ in batches} == {"vision"}
     assert {"validating", "in_progress", "finalizing"} <= {labels["status"] for labels, _ in batches}
+    for service in ("vision-batcher", "translator"):  # what tells a lost OpenAI from a flaky one
+        answered = {labels["status_class"]: value
+                    for labels, value in samples(scrapes[service], "lotlens_openai_answers_total")}
+        assert answered["2xx"] > 0 and answered["5xx"] == 0, (service, answered)
     # PostgreSQL's view of the same stack: each service's sessions under its own name.
     with stack_engine.connect() as conn:
         names = set(conn.execute(text("SELECT application_name FROM pg_stat_activity "

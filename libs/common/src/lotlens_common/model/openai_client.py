@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import openai
 import orjson
 
@@ -32,12 +33,24 @@ _BACKOFF_BASE_S = 0.5
 LIST_PAGE_SIZE = 100
 
 
-def make_openai_client(api_key: str | None, base_url: str | None, timeout: float) -> openai.AsyncOpenAI:
-    """An async client; without a key it points at the local stand-in (unless base_url says otherwise)."""
+def make_openai_client(api_key: str | None, base_url: str | None, timeout: float,
+                       on_answer: Callable[[int], None] | None = None) -> openai.AsyncOpenAI:
+    """An async client; without a key it points at the local stand-in (unless base_url says otherwise).
+
+    `on_answer` is told the status of every HTTP answer (each of the SDK's tries): a call refused or
+    timed out before any answer tells it nothing, which is how "OpenAI cannot be reached" differs
+    from "OpenAI answered with an error"."""
+    http_client = None
+    if on_answer is not None:
+        async def answered(response: httpx2.Response) -> None:
+            on_answer(response.status_code)
+
+        http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [answered]})
     if api_key is None:
         return openai.AsyncOpenAI(api_key=_STANDIN_PLACEHOLDER_KEY,
-                                  base_url=base_url or DEFAULT_STANDIN_BASE_URL, timeout=timeout)
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout)
+                                  base_url=base_url or DEFAULT_STANDIN_BASE_URL, timeout=timeout,
+                                  http_client=http_client)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client)
 
 
 def _retry_after_s(exc: openai.APIStatusError) -> float | None:

@@ -15,6 +15,10 @@ LOTS_WAITING = Gauge("lotlens_stage_lots_waiting", "Lots waiting to be batched",
 TOKENS_ENQUEUED = Gauge("lotlens_openai_enqueued_tokens", "Estimated tokens held by OpenAI", ["stage"])
 OPENAI_ERRORS = Counter("lotlens_openai_errors_total", "OpenAI API errors of the batch stages",
                         ["stage", "operation", "kind"])
+# Calls refused or timed out before any answer have none: with errors and no answer below 500,
+# OpenAI cannot be reached (LotLensOpenAIUnreachable).
+ANSWERS = Counter("lotlens_openai_answers_total", "HTTP answers OpenAI gave the stage's calls (each "
+                  "try), by status class", ["stage", "status_class"])
 ROUND_FAILURES = Counter("lotlens_stage_round_failures_total",
                          "Stage steps that failed for another reason than OpenAI (database, Kafka, a "
                          "defect); the step runs again", ["stage", "step"])
@@ -27,6 +31,7 @@ PAUSED = Gauge("lotlens_stage_paused",
                "OpenAI refuses the key or refuses batches for the quota",
                ["stage"])
 
+STATUS_CLASSES = ("2xx", "4xx", "5xx")
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.
 OPERATIONS = ("batches", "files", "loop", "housekeeping")
 RECONCILE_ACTIONS = ("adopted", "cancelled")
@@ -36,12 +41,19 @@ def start(stage: str) -> None:
     """Export the stage's counters at 0: alerts take `increase()` of them, and a series first
     seen at 1 has none, so the first orphaned batch or refused key of a pod went unalerted."""
     BATCHES_CREATED.labels(stage=stage)
+    for status_class in STATUS_CLASSES:
+        ANSWERS.labels(stage=stage, status_class=status_class)
     for operation in OPERATIONS:
         ROUND_FAILURES.labels(stage=stage, step=operation)
         for kind in ERROR_KINDS:
             OPENAI_ERRORS.labels(stage=stage, operation=operation, kind=kind)
     for action in RECONCILE_ACTIONS:
         BATCHES_RECONCILED.labels(stage=stage, action=action)
+
+
+def answered(stage: str, status: int) -> None:
+    """Count an HTTP answer OpenAI gave one of the stage's calls."""
+    ANSWERS.labels(stage=stage, status_class=f"{status // 100}xx").inc()
 
 
 def openai_error(stage: str, operation: str, exc: BaseException) -> None:

@@ -20,6 +20,7 @@ from lotlens_common.model.openai_client import OpenAIBatches, call_responses, ma
 from lotlens_common.producer import EventProducer
 from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.adapters.kafka import KafkaPublisher
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
@@ -63,7 +64,8 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     stop = stop_on_signals()
     engine = make_engine(settings.database, SERVICE_NAMES[spec.name])
     client: openai.AsyncOpenAI = make_openai_client(
-        settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s)
+        settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s,
+        on_answer=partial(metrics.answered, spec.name))
     direct = settings.openai.mode == "direct"
     stage = stage.direct_mode() if direct else stage
     batches = batches_api(client, direct, stage)
