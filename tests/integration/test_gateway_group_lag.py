@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx2
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
@@ -47,6 +48,49 @@ def test_the_lag_of_a_group_with_no_running_instance_is_on_the_gateways_metrics(
     assert lag.get((("group", stopped), ("topic", topic))) == 5, lag
     members = samples(text, "lotlens_kafka_group_members")
     assert members == {(("group", prefix + group),): 0 for group in CONSUMER_GROUPS}, members
+    assert samples(text, "lotlens_kafka_group_lag_read") == {(): 1}
+
+
+def test_a_group_that_never_committed_lags_by_all_of_each_topic_it_consumes(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A group whose members run but never commit (stuck on its very first batch), or whose new
+    # service crash-loops from its start, had no committed offset, and its partitions were skipped:
+    # no lag while its topics filled, so LotLensConsumerStuck and LagGrowing could not fire. Its
+    # consumers start at the earliest offset the broker keeps (auto.offset.reset=earliest): that
+    # log, to its end, is what it is behind by.
+    prefix = new_id("lag-") + "."
+    topics = settings.topics
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for n in range(4):
+        producer.produce(topics.submissions, value=f"submission {n}".encode(), partition=n % 3)
+    for n in range(3):
+        producer.produce(topics.vision, value=f"vision {n}".encode(), partition=0)
+    assert producer.flush(30) == 0
+    # Retention took the first submission of partition 0: its log starts at offset 1.
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    [deleted] = admin.delete_records([TopicPartition(topics.submissions, 0, 1)]).values()
+    assert deleted.result(30).low_watermark == 1
+    # The translator committed once, on its lots' partition 0, after the first of them.
+    reader = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers,
+                       "group.id": prefix + "lotlens-translator", "enable.auto.commit": False})
+    reader.commit(offsets=[TopicPartition(topics.vision, 0, 1)], asynchronous=False)
+    reader.close()
+
+    kafka = KafkaSettings(bootstrap_servers=settings.kafka.bootstrap_servers, group_prefix=prefix)
+    with running_gateway(settings, engine, kafka=kafka) as gw:
+        text = httpx2.get(f"{gw.ops_url}/metrics", timeout=30).text
+
+    kept = {topics.submissions: 3, topics.vision: 3}  # on the broker, from each log's start
+    expected = {
+        ("lotlens-vision-batcher", topics.submissions): kept[topics.submissions],
+        ("lotlens-translator", topics.vision): kept[topics.vision] - 1,
+        ("lotlens-translator", topics.submissions): kept[topics.submissions],
+        **{("lotlens-result-store", topic): kept.get(topic, 0) for topic in topics.record_topics()},
+        ("lotlens-webhook-dispatcher", topics.completions): 0,
+    }
+    lag = samples(text, "lotlens_kafka_group_lag_messages")
+    assert lag == {(("group", prefix + group), ("topic", topic)): behind
+                   for (group, topic), behind in expected.items()}, lag
     assert samples(text, "lotlens_kafka_group_lag_read") == {(): 1}
 
 

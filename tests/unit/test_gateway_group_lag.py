@@ -25,10 +25,13 @@ class SilentBroker:
     def list_offsets(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
         raise FutureTimeout()
 
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        raise FutureTimeout()
+
 
 def test_a_reading_that_timed_out_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
     # The line read "consumer group lag not read: " and nothing more: str() of a TimeoutError is empty.
-    collector = GroupLagCollector(SilentBroker, ["lotlens-translator"], cache_s=0.0)
+    collector = GroupLagCollector(SilentBroker, {"lotlens-translator": ()}, cache_s=0.0)
     with caplog.at_level(logging.WARNING, logger="lotlens_gateway.group_lag"):
         assert collector.groups() is None
     [line] = [record.getMessage() for record in caplog.records]
@@ -51,7 +54,7 @@ def test_a_scrape_does_not_wait_for_a_broker_that_does_not_answer() -> None:
     # HTTP client's 5 s timeout: every gateway figure was lost, the outbox backlog included, just
     # while Kafka was down (tests/integration/test_gateway_outbox.py failed on it).
     broker = HangingBroker()
-    collector = GroupLagCollector(lambda: broker, ["lotlens-translator"], scrape_wait_s=0.2)
+    collector = GroupLagCollector(lambda: broker, {"lotlens-translator": ()}, scrape_wait_s=0.2)
     started = time.monotonic()
     families = {family.name: family for family in collector.collect()}
     assert time.monotonic() - started < 5.0  # the scrape's own bound is 0.2 s; generous for load

@@ -75,7 +75,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     outbox.on_append(relay.wake)
     store = JobStore(engine, metrics, read_engine)
     metrics.registry.register(GroupLagCollector(
-        partial(offsets_admin, settings.kafka), settings.consumer_groups, settings.kafka.group_prefix))
+        partial(offsets_admin, settings.kafka), settings.group_topics(), settings.kafka.group_prefix))
     return GatewayDeps(
         settings=settings,
         store=store,

@@ -207,6 +207,18 @@ class GatewaySettings(ServiceSettings):
         """Seconds after which an unanswered Idempotency-Key reservation may be taken over."""
         return self.idempotency_lease_s or self.sync_timeout_s + 60.0
 
+    def group_topics(self) -> dict[str, tuple[str, ...]]:
+        """Each watched consumer group with the topics it subscribes to (as each service's wiring
+        does; a group this does not know: those it committed on). Its lag on a topic it never
+        committed on is all of that topic's log (`group_lag.py`)."""
+        topics = self.topics
+        subscribed = {"lotlens-vision-batcher": (topics.submissions,),
+                      # Its lots, and the submissions for cancellations.
+                      "lotlens-translator": (topics.vision, topics.submissions),
+                      "lotlens-result-store": tuple(topics.record_topics()),
+                      "lotlens-webhook-dispatcher": (topics.completions,)}
+        return {group: subscribed.get(group, ()) for group in self.consumer_groups}
+
     def relay_settings(self) -> RelaySettings:
         """The outbox relay's settings."""
         return RelaySettings(batch_rows=self.outbox_batch_rows,

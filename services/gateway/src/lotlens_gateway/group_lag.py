@@ -4,9 +4,12 @@ Each consumer instance exports the lag of the partitions assigned to it (`lotlen
 consumer_lag`): a group none of whose instances runs exported nothing, just when its lag grows,
 and the alerts on lag saw no series at all. The gateway runs whatever the stages do, so its
 operations port reports every group it watches (`consumer_groups`, with the deployment's
-`KAFKA_GROUP_PREFIX`): the group's committed offsets against the topics' end offsets, summed per
-topic, and its members. Read when a scrape finds the last reading over `cache_s` old, on a thread
-of its own (`latest`); a broker that does not answer leaves the series out (logged) rather than
+`KAFKA_GROUP_PREFIX`, each with the topics it subscribes to): the group's committed offsets against
+the topics' end offsets, summed per topic, and its members. A partition the group never committed
+on lags by all of its log, from the earliest offset the broker keeps to the end: that is what its
+consumers read first (`auto.offset.reset=earliest`), and what the KEDA scalers count for it
+(`offsetResetPolicy: earliest`). Read when a scrape finds the last reading over `cache_s` old, on
+a thread of its own (`latest`); a broker that does not answer leaves the series out (logged) rather than
 reporting stale figures, and `lotlens_kafka_group_lag_read` says so (0): without it the alerts on
 lag and members just went quiet, with no series left to judge (LotLensConsumerLagUnread watches
 it, and its absence).
@@ -17,7 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +32,8 @@ from prometheus_client.registry import Collector
 from lotlens_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+Partition = tuple[str, int]  # topic, partition
 
 
 class OffsetsAdmin(Protocol):
@@ -42,6 +47,9 @@ class OffsetsAdmin(Protocol):
 
     def list_offsets(self, *args: Any, **kwargs: Any) -> dict[Any, Any]:
         """Futures of partitions' offsets."""
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        """The cluster's metadata: its topics and their partitions."""
 
 
 def offsets_admin(kafka: KafkaSettings) -> OffsetsAdmin:
@@ -62,12 +70,14 @@ class GroupLagCollector(Collector):
     """`lotlens_kafka_group_lag_messages{group,topic}`, `lotlens_kafka_group_members{group}` and
     `lotlens_kafka_group_lag_read` (1 when the broker answered, else 0)."""
 
-    def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Sequence[str], group_prefix: str = "",
+    def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Mapping[str, Collection[str]],
+                 group_prefix: str = "",
                  cache_s: float = 10.0, timeout_s: float = 5.0, scrape_wait_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._new_admin = new_admin
         self._admin: OffsetsAdmin | None = None
-        self._groups = [group_prefix + name for name in groups]
+        # Each group with the topics it subscribes to: a topic it never committed on lags too.
+        self._groups = {group_prefix + name: tuple(topics) for name, topics in groups.items()}
         self._cache_s, self._timeout_s, self._clock = cache_s, timeout_s, clock
         self._scrape_wait_s = scrape_wait_s
         self._lock = threading.Lock()  # one reading at a time
@@ -78,8 +88,9 @@ class GroupLagCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         """The figures, read at most every `cache_s` (none while the broker does not answer)."""
         lag = GaugeMetricFamily("lotlens_kafka_group_lag_messages",
-                                "Messages between a consumer group's committed offsets and the end of "
-                                "each topic it consumes, whether or not any of its instances runs",
+                                "Messages between a consumer group's committed offsets (the earliest "
+                                "offset where it never committed) and the end of each topic it "
+                                "consumes, whether or not any of its instances runs",
                                 labels=["group", "topic"])
         members = GaugeMetricFamily("lotlens_kafka_group_members", "Members of a consumer group",
                                     labels=["group"])
@@ -138,29 +149,48 @@ class GroupLagCollector(Collector):
         def left() -> float:
             return max(0.1, deadline - time.monotonic())
 
-        described = admin.describe_consumer_groups(self._groups, request_timeout=self._timeout_s)
+        described = admin.describe_consumer_groups(list(self._groups), request_timeout=self._timeout_s)
         # One group per request: the admin API lists one group's committed offsets at a time.
         committed_futures = {group: admin.list_consumer_group_offsets(
             [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s)[group]
             for group in self._groups}
-        committed: dict[str, list[TopicPartition]] = {}
+        committed: dict[str, dict[Partition, int]] = {}
         for group, future in committed_futures.items():
-            # A partition the group never committed on is not listed (its lag is not counted).
-            committed[group] = [tp for tp in future.result(left()).topic_partitions or [] if tp.offset >= 0]
-        partitions = {(tp.topic, tp.partition) for tps in committed.values() for tp in tps}
-        ends: dict[tuple[str, int], int] = {}
-        if partitions:
-            latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-            end_futures = admin.list_offsets({TopicPartition(topic, partition): latest
-                                              for topic, partition in sorted(partitions)},
-                                             request_timeout=self._timeout_s)
-            for tp, future in end_futures.items():
-                ends[(tp.topic, tp.partition)] = future.result(left()).offset
+            committed[group] = {(tp.topic, tp.partition): tp.offset
+                                for tp in future.result(left()).topic_partitions or [] if tp.offset >= 0}
+        consumed = {group: set(topics) | {topic for topic, _ in committed[group]}
+                    for group, topics in self._groups.items()}
+        wanted = set().union(*consumed.values())
+        listed = admin.list_topics(timeout=left()).topics
+        partitions = sorted((topic, partition) for topic in wanted if topic in listed
+                            for partition in listed[topic].partitions)
+        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+        ends = _offsets(admin, partitions, latest, self._timeout_s, left)
+        # A partition a group never committed on is read from the log's start (the consumers'
+        # `auto.offset.reset=earliest`): all of it is behind. Skipped, a group stuck on its first
+        # batch, or crash-looping from its start, showed no lag at all while its topics filled.
+        uncommitted = [(topic, partition) for topic, partition in partitions
+                       if any(topic in consumed[group] and (topic, partition) not in committed[group]
+                              for group in self._groups)]
+        earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+        starts = _offsets(admin, uncommitted, earliest, self._timeout_s, left)
         result: dict[str, GroupLag] = {}
         for group in self._groups:
             behind: dict[str, int] = {}
-            for tp in committed[group]:
-                end = ends.get((tp.topic, tp.partition), tp.offset)
-                behind[tp.topic] = behind.get(tp.topic, 0) + max(end - tp.offset, 0)
+            for topic, partition in partitions:
+                if topic in consumed[group]:
+                    end = ends[(topic, partition)]
+                    start = committed[group].get((topic, partition), starts.get((topic, partition), end))
+                    behind[topic] = behind.get(topic, 0) + max(end - start, 0)
             result[group] = GroupLag(len(described[group].result(left()).members or []), behind)
         return result
+
+
+def _offsets(admin: OffsetsAdmin, partitions: Sequence[Partition], spec: Any, timeout_s: float,
+             left: Callable[[], float]) -> dict[Partition, int]:
+    """The offset `spec` (the log's start or end) of each partition."""
+    if not partitions:
+        return {}
+    futures = admin.list_offsets({TopicPartition(topic, partition): spec for topic, partition in partitions},
+                                 request_timeout=timeout_s)
+    return {(tp.topic, tp.partition): future.result(left()).offset for tp, future in futures.items()}
