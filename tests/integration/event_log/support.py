@@ -3,8 +3,13 @@ read models read back table by table for a row-for-row comparison."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,7 +26,8 @@ from lotlens_common.events import (
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import READ_MODELS
-from tests.integration.result_store.support import HOOK, JobScript, job_script, publish
+from tests.conftest import ROOT
+from tests.integration.result_store.support import HOOK, JobScript, job_script, publish, wait_for
 
 # Written when a row is written, not a fact of the events: the one column a rebuild changes.
 BOOKKEEPING = {"updated_at"}
@@ -123,3 +129,20 @@ def delivery_count(engine: Engine) -> int:
     """How many webhook deliveries the live read models hold."""
     with engine.connect() as conn:
         return int(conn.execute(text("SELECT count(*) FROM webhook_deliveries")).scalar_one())
+
+
+@contextmanager
+def live_result_store(env: dict[str, str], log: Path, *argv: str) -> Iterator[None]:
+    """`python -m lotlens_result_store` (or `python *argv`) running until the block ends, once it
+    has its partitions (its start-up sweep is behind it by then)."""
+    with log.open("ab") as stderr:
+        process = subprocess.Popen([sys.executable, *(argv or ("-m", "lotlens_result_store"))], cwd=ROOT,
+                                   stderr=stderr, env={**env, "LOTLENS_LOG_LEVEL": "INFO"})
+    try:
+        wait_for(lambda: "partitions assigned" in log.read_text() or process.poll() is not None,
+                 timeout_s=60, what="the result-store's partitions")
+        assert process.poll() is None, log.read_text()[-3000:]
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)

@@ -4,10 +4,7 @@ with no restart."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -19,8 +16,9 @@ from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store import handlers
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.rebuild import RebuildOptions, rebuild
-from tests.conftest import ROOT, Infra, new_id
+from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env
+from tests.integration.event_log.support import live_result_store
 from tests.integration.result_store.support import (
     completions,
     consuming,
@@ -32,23 +30,6 @@ from tests.integration.result_store.support import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@contextmanager
-def live_result_store(env: dict[str, str], log: Path) -> Iterator[None]:
-    """`python -m lotlens_result_store` running until the block ends, once it has its partitions
-    (its start-up sweep is behind it by then)."""
-    with log.open("ab") as stderr:
-        process = subprocess.Popen([sys.executable, "-m", "lotlens_result_store"], cwd=ROOT, stderr=stderr,
-                                   env={**env, "LOTLENS_LOG_LEVEL": "INFO"})
-    try:
-        wait_for(lambda: "partitions assigned" in log.read_text() or process.poll() is not None,
-                 timeout_s=60, what="the result-store's partitions")
-        assert process.poll() is None, log.read_text()[-3000:]
-        yield
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 def test_a_job_the_rebuild_finishes_is_announced_by_the_running_store_without_a_restart(

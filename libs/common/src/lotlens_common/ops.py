@@ -4,7 +4,8 @@ Every service serves it apart from anything a client reaches (the gateway's API 
 what it says (volumes, backlogs, dependencies' state) is for Prometheus, the kubelet and operators.
 
 `/livez` answers from memory only: every loop that registered a heartbeat has beaten within
-`stale_after_s` (a loop retrying a transient failure still beats). A dependency outage must not
+`stale_after_s` (a loop retrying a transient failure still beats), and none has ended for good
+(`loop_ended`: a thread whose loop an unexpected error ended). A dependency outage must not
 make the kubelet restart the process, so no dependency is asked. `/readyz` asks the dependencies
 (PostgreSQL, the Kafka brokers), cached for a couple of seconds so a probe storm stays cheap.
 """
@@ -38,6 +39,7 @@ class Heartbeats:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._last: dict[str, float] = {}
+        self._ended: set[str] = set()
         self._lock = threading.Lock()
 
     def beat(self, loop: str) -> None:
@@ -46,12 +48,18 @@ class Heartbeats:
         with self._lock:
             self._last[loop] = now
 
+    def end(self, loop: str) -> None:
+        """Record that `loop` will not go round again (its thread ended): stale at once."""
+        with self._lock:
+            self._ended.add(loop)
+
     def stale(self, stale_after_s: float) -> dict[str, float]:
-        """Loops whose last beat is older than `stale_after_s`, with their age."""
+        """Loops whose last beat is older than `stale_after_s`, or that ended, with their age."""
         now = self._clock()
         with self._lock:
             ages = {loop: now - last for loop, last in self._last.items()}
-        return {loop: age for loop, age in ages.items() if age > stale_after_s}
+            ended = set(self._ended)
+        return {loop: age for loop, age in ages.items() if age > stale_after_s or loop in ended}
 
 
 HEARTBEATS = Heartbeats()
@@ -60,6 +68,13 @@ HEARTBEATS = Heartbeats()
 def heartbeat(loop: str) -> None:
     """Record a turn of this process's loop `loop` (what `/livez` looks at)."""
     HEARTBEATS.beat(loop)
+
+
+def loop_ended(loop: str) -> None:
+    """Record that this process's loop `loop` ended while the process goes on: `/livez` fails
+    now (the kubelet restarts the process), not `STALE_AFTER_S` later."""
+    HEARTBEATS.beat(loop)  # listed even if it never beat
+    HEARTBEATS.end(loop)
 
 
 class Readiness:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
+from lotlens_common.ops import STALE_AFTER_S
 from lotlens_common.settings import ServiceSettings, settings_config
 
 
@@ -13,5 +16,5 @@ class ResultStoreSettings(ServiceSettings):
     metrics_port: int = 0
     group_id: str = "lotlens-result-store"
     # How often it looks whether a rebuild swapped the read models (then it announces the jobs
-    # they hold finished): one catalogue lookup.
-    swap_check_s: float = 5.0
+    # they hold finished): one catalogue lookup. Each look beats `/livez`: at most its staleness.
+    swap_check_s: float = Field(5.0, gt=0, lt=STALE_AFTER_S)

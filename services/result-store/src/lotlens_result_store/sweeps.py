@@ -24,10 +24,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, text
 
 from lotlens_common.kafka import TRANSIENT_ERRORS
+from lotlens_common.ops import heartbeat, loop_ended
 from lotlens_common.producer import EventProducer
 from lotlens_result_store.completion import publish_completions, unannounced_jobs
 
 log = logging.getLogger(__name__)
+
+SWAP_WATCH = "swap-watch"  # its heartbeat on `/livez`
 
 
 def announce(engine: Engine, producer: EventProducer, topic: str,
@@ -95,15 +98,29 @@ def sweep(engine: Engine, producer: EventProducer, topic: str, stop: threading.E
 def watch_swaps(engine: Engine, producer: EventProducer, topic: str, stop: threading.Event,
                 every_s: float, swept: int) -> None:
     """Until `stop`: every `every_s`, announce the terminal jobs not yet announced once the read
-    models in place are no longer the ones `swept` (a rebuild swapped its tables in)."""
-    while not stop.wait(every_s):
-        try:
-            tables = read_models_in_place(engine)
-            if tables != swept:
-                announced = announce(engine, producer, topic)
-                log.info("read models swapped in by a rebuild: announced %d jobs they hold finished",
-                         announced)
-                swept = tables
-        except Exception as exc:  # the next check tries again; the watch must outlive an outage
-            log.warning("sweep after a swap of the read models failed, retrying in %.0fs: %s",
-                        every_s, exc, exc_info=not isinstance(exc, TRANSIENT_ERRORS))
+    models in place are no longer the ones `swept` (a rebuild swapped its tables in).
+
+    Each round beats `/livez`'s `swap-watch`; ended by anything its rounds do not catch, the watch
+    fails `/livez` at once, and the restarted process's start-up sweep announces what it would
+    have. Unwatched, it ended in silence (a `SystemExit` without even a traceback) and `/livez`
+    stayed alive: every job a later rebuild finished went unannounced, no webhook, until a restart.
+    """
+    heartbeat(SWAP_WATCH)
+    try:
+        while not stop.wait(every_s):
+            heartbeat(SWAP_WATCH)
+            try:
+                tables = read_models_in_place(engine)
+                if tables != swept:
+                    announced = announce(engine, producer, topic)
+                    log.info("read models swapped in by a rebuild: announced %d jobs they hold finished",
+                             announced)
+                    swept = tables
+            except Exception as exc:  # the next check tries again; the watch must outlive an outage
+                log.warning("sweep after a swap of the read models failed, retrying in %.0fs: %s",
+                            every_s, exc, exc_info=not isinstance(exc, TRANSIENT_ERRORS))
+    finally:
+        if not stop.is_set():
+            log.critical("the swap watch ended: jobs a rebuild's swap finishes stay unannounced until "
+                         "this process restarts (/livez fails)")
+            loop_ended(SWAP_WATCH)
