@@ -155,7 +155,10 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
         with engine.begin() as conn:
             enqueue(conn, stage, [LotWork(job_id, f"lot-{i}", "c1", 20_000, 0, TranslationWork(
                 english_html="<p>x</p>", languages=("en", "de"))) for i in range(20_000)])
-        work.claim(job_id, new_id("shard-"), 20_000, _all)
+        shard_id = new_id("shard-")
+        work.claim(job_id, shard_id, 20_000, _all)
+        # Its batch is made: the lots wait for OpenAI, not for the stage (a `building` shard's count).
+        work.record_batch(shard_id, new_id("batch_"), 20_000)
     with engine.begin() as conn:
         conn.execute(text("ANALYZE stage_lots"))
 

@@ -1,6 +1,6 @@
 """The stage's gauges while its rounds fail, on PostgreSQL: what the dashboard and the alerts on
 them (LotLensOpenAIBatchOverAge, the lots waiting) read is what the tables hold, not the figure
-of the last round that succeeded."""
+of the last round that succeeded, and lots claimed into a shard whose batch is not made wait too."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import threading
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, select, text
 
+from lotlens_common.model.errors import ERROR_KINDS
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import metrics
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.service import postgres_stage
+from lotlens_common.tables import stage_shards
 from tests.conftest import new_id
 from tests.integration.dead_letter_support import wait_for
 from tests.integration.stage.helpers import STAGE, submit_lots, vision_spec
@@ -58,4 +60,36 @@ def test_the_lots_waiting_gauge_follows_the_table_while_every_round_fails(
     finally:
         stop.set()
         loop.join(30)
+    assert _sample("lotlens_stage_lots_waiting") == 3.0
+
+
+def _failed_uploads() -> float:
+    return sum(_sample("lotlens_openai_errors_total", operation="files", kind=kind) for kind in ERROR_KINDS)
+
+
+def test_lots_claimed_into_a_shard_whose_upload_fails_are_counted_waiting(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # A stage whose uploads fail claims its lots into a `building` shard and tries it again every
+    # round: out of the queue and in no batch, the lots were counted nowhere, and the dashboard
+    # read 0 waiting for the vision stage while all of them waited.
+    standin.faults(api_faults=[{"scope": "files", "method": "POST", "kind": "server_error", "count": 1000}])
+    submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])
+    metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
+    failed_before = _failed_uploads()
+    stage = postgres_stage(engine, EventProducer(settings.kafka, "test"),
+                           OpenAIBatches(make_openai_client("test", standin.base_url, 10)),
+                           vision_spec(settings), STAGE)
+    stop = threading.Event()
+    loop = threading.Thread(target=run_stage_loop, args=(stage, stop))
+    loop.start()
+    try:
+        # The second failed upload is the shard's retry: the round that claimed it (and set the
+        # gauges after its claim) is over.
+        wait_for(lambda: _failed_uploads() >= failed_before + 2, "two failed uploads", 60)
+    finally:
+        stop.set()
+        loop.join(30)
+    with engine.connect() as conn:
+        shards = conn.execute(select(stage_shards.c.status, stage_shards.c.lot_count)).all()
+    assert shards == [("building", 3)], shards
     assert _sample("lotlens_stage_lots_waiting") == 3.0

@@ -192,7 +192,9 @@ class FakeStore(QuotaRows):
         return any(r.lot.job_id == job_id for r in self.rows.values())
 
     def waiting_count(self) -> int:
-        return sum(r.status == "waiting" for r in self.rows.values())
+        building = {s.shard_id for s in self.shards_by_id.values() if s.status == "building"}
+        return sum(r.status == "waiting" or (r.status == "submitted" and r.shard_id in building)
+                   for r in self.rows.values())
 
     def oldest_submitted_age_s(self) -> float:
         # The in-memory store keeps no timestamps: the age is not part of what these tests check.

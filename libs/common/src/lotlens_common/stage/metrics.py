@@ -11,7 +11,9 @@ BATCHES_BY_STATUS = Gauge("lotlens_openai_batches", "Batches being watched, by O
                           ["stage", "status"])
 OLDEST_BATCH_AGE = Gauge("lotlens_openai_oldest_batch_age_seconds",
                          "Age of the oldest batch OpenAI still holds (0 when none)", ["stage"])
-LOTS_WAITING = Gauge("lotlens_stage_lots_waiting", "Lots waiting to be batched", ["stage"])
+LOTS_WAITING = Gauge("lotlens_stage_lots_waiting",
+                     "Lots not in an OpenAI batch yet: waiting for a shard, or in one whose batch is "
+                     "not created (building)", ["stage"])
 TOKENS_ENQUEUED = Gauge("lotlens_openai_enqueued_tokens", "Estimated tokens held by OpenAI", ["stage"])
 OPENAI_ERRORS = Counter("lotlens_openai_errors_total", "OpenAI API errors of the batch stages",
                         ["stage", "operation", "kind"])

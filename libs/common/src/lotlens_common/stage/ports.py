@@ -268,7 +268,7 @@ class WorkStore(Protocol[W]):
         ...
 
     def waiting_count(self) -> int:
-        """Lots waiting to be batched."""
+        """Lots not in a batch yet: waiting for a shard, or in a `building` one."""
         ...
 
     def oldest_submitted_age_s(self) -> float:

@@ -102,10 +102,23 @@ def waiting_jobs(conn: Connection, stage: str) -> list[WaitingJob]:
             for row in rows]
 
 
+# The lots each `building` shard still holds (claimed, no batch yet), as `shard_lots` reads them:
+# a subquery a shard, through the place index, so an idle stage (none building) reads no lot.
+_IN_BUILDING = """(
+    SELECT coalesce(sum(CASE WHEN s.first_place IS NULL
+        THEN (SELECT count(*) FROM stage_lots l WHERE l.stage = s.stage AND l.job_id = s.job_id
+                 AND l.shard_id = s.shard_id AND l.status = 'submitted')
+        ELSE (SELECT count(*) FROM stage_lots l WHERE l.stage = s.stage AND l.job_id = s.job_id
+                 AND l.place BETWEEN s.first_place AND s.last_place AND l.status = 'waiting') END), 0)
+      FROM stage_shards s WHERE s.stage = :stage AND s.status = 'building')"""
+
+
 def waiting_count(conn: Connection, stage: str) -> int:
-    """Lots waiting for a shard."""
-    return int(conn.execute(text(f"SELECT coalesce(sum(w.waiting), 0) {_QUEUES}"),
-                            {"stage": stage}).scalar_one())
+    """Lots not in a batch yet: waiting for a shard, or held by a `building` one. Those it claimed
+    wait as much (an upload failing, OpenAI unreachable, the quota refused keep them there); left
+    out, a stage whose uploads failed showed none waiting while all its lots did."""
+    queued = f"(SELECT coalesce(sum(w.waiting), 0) {_QUEUES})"
+    return int(conn.execute(text(f"SELECT {queued} + {_IN_BUILDING}"), {"stage": stage}).scalar_one())
 
 
 def tokens_enqueued(conn: Connection, stage: str) -> int:

@@ -179,7 +179,7 @@ class PostgresWorkStore(Generic[W]):
             return sql.job_known(conn, self.stage, job_id)
 
     def waiting_count(self) -> int:
-        """Lots waiting."""
+        """Lots not in a batch yet."""
         with self.engine.begin() as conn:
             return sql.waiting_count(conn, self.stage)
 
