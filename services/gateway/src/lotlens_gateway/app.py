@@ -39,6 +39,8 @@ LotLens describes the visible damage of auction cars in up to 10 languages, comp
   the path, the raw query string (`batch-jobs`) or the raw body (`test-image-validation`). The
   `sha256=` prefix is optional. Missing: 401 `MISSING_SIGNATURE`; wrong: 403 `INVALID_SIGNATURE`.
 * **Errors** are always `{error, message, code, details?}`.
+* **Listings** (`batch-jobs`, a job's `lots` and `webhooks`) read a query parameter sent empty
+  (`?status=&limit=&offset=`, the contract's notation) as one not sent: no filter, the default page.
 * **Rate limits** per client in any 60 s, a sliding window (configurable): 100 synchronous, 10
   batch, 1000 polling requests; past them 429 `RATE_LIMIT_EXCEEDED` with `Retry-After`, the
   seconds until one more is accepted (refused requests are not counted).

@@ -18,6 +18,7 @@ from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, DownloadClient, JobClient, JobId, ListingClient
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.job_store import JobFilter
+from lotlens_gateway.query import EMPTY_IS_ABSENT
 from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.views import (
@@ -89,15 +90,6 @@ def _utc(moment: datetime | None) -> datetime | None:
         return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
-def _empty_is(default: object) -> BeforeValidator:
-    # A parameter sent empty (`?status=&limit=&offset=`, the contract's own notation, a template
-    # with nothing filled in) is no filter, or the default page, as 1.x read it; it was 422.
-    return BeforeValidator(lambda value: default if value == "" else value)
-
-
-_EMPTY_IS_ABSENT = _empty_is(None)
-
-
 # A time followed by a space and a UTC offset: the `+` of `T11:30:00+03:00`, decoded as a space.
 _OFFSET_SIGN_DECODED = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}:?\d{2})\Z")
 
@@ -130,13 +122,15 @@ _ISO_TIME = BeforeValidator(_iso_time)
             responses=schemas.error_responses(401, 403, 422, 429, 503))
 async def batch_jobs(
         client_id: ListingClient, deps: Deps,
-        status: Annotated[JobStatusName | None, _EMPTY_IS_ABSENT,
+        status: Annotated[JobStatusName | None, EMPTY_IS_ABSENT,
                           Query(description="Only jobs in this status")] = None,
-        limit: Annotated[int, _empty_is(10), Query(ge=1, le=100, description="Page size, at most 100")] = 10,
-        offset: Annotated[int, _empty_is(0), Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
-        created_after: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
+        limit: Annotated[int, EMPTY_IS_ABSENT,
+                         Query(ge=1, le=100, description="Page size, at most 100")] = 10,
+        offset: Annotated[int, EMPTY_IS_ABSENT,
+                          Query(ge=0, le=1_000_000_000, description="Jobs to skip")] = 0,
+        created_after: Annotated[datetime | None, _ISO_TIME, EMPTY_IS_ABSENT,
                                  Query(description="ISO 8601, inclusive")] = None,
-        created_before: Annotated[datetime | None, _ISO_TIME, _EMPTY_IS_ABSENT,
+        created_before: Annotated[datetime | None, _ISO_TIME, EMPTY_IS_ABSENT,
                                   Query(description="ISO 8601, exclusive")] = None,
 ) -> JSONResponse:
     """One page of jobs and the pagination block."""

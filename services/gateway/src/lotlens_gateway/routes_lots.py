@@ -18,6 +18,7 @@ from lotlens_gateway.deps import Deps, DownloadClient, JobId
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.json_body import encoded_in_chunks
 from lotlens_gateway.overlay import lots_page
+from lotlens_gateway.query import EMPTY_IS_ABSENT
 from lotlens_gateway.schemas import LotResult
 from lotlens_gateway.schemas_jobs import Pagination
 
@@ -58,9 +59,12 @@ class LotPage(BaseModel):
             responses=schemas.error_responses(401, 403, 404, 422, own=schemas.DOWNLOAD_ERRORS))
 async def job_lots(
         job_id: JobId, client_id: DownloadClient, deps: Deps,
-        status: Annotated[LotStatus | None, Query(description="Only lots in this status")] = None,
-        limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,
+        status: Annotated[LotStatus | None, EMPTY_IS_ABSENT,
+                          Query(description="Only lots in this status")] = None,
+        limit: Annotated[int, EMPTY_IS_ABSENT,
+                         Query(ge=1, le=500, description="Page size, at most 500")] = 100,
+        offset: Annotated[int, EMPTY_IS_ABSENT,
+                          Query(ge=0, le=1_000_000_000, description="Lots to skip")] = 0,
 ) -> Response:
     """One page of lots and the pagination block."""
 

@@ -21,6 +21,7 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import HEADER, Replay, Reservation, check_key, request_hash, reserve_key
 from lotlens_gateway.json_body import encoded, json_answer
 from lotlens_gateway.outbox import InTransaction, recorded_in_window
+from lotlens_gateway.query import EMPTY_IS_ABSENT
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.views import is_terminal
 
@@ -65,8 +66,10 @@ _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as
             responses=schemas.error_responses(401, 403, 404, 422, 429, 503))
 async def list_deliveries(
         job_id: JobId, client_id: JobClient, deps: Deps,
-        limit: Annotated[int, Query(ge=1, le=500, description="Page size, at most 500")] = 100,
-        offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Deliveries to skip")] = 0,
+        limit: Annotated[int, EMPTY_IS_ABSENT,
+                         Query(ge=1, le=500, description="Page size, at most 500")] = 100,
+        offset: Annotated[int, EMPTY_IS_ABSENT,
+                          Query(ge=0, le=1_000_000_000, description="Deliveries to skip")] = 0,
 ) -> Response:
     """Deliveries (one per webhook URL and payload part, per (re)delivery), oldest first. A page:
     whole, a 50,000-URL job's list was 72 MB written in one piece."""
