@@ -3,7 +3,7 @@
 Tags are echoed in RFC 5646 canonical form: case, and the IANA registry's Preferred-Values only
 (`iw` → `he`), never CLDR's aliases (`tl` stayed `tl`, not `fil`). Lot ids are kept as sent, but
 two that are equal after NFC normalisation are one lot, and an id carrying a control or format
-character (invisible, or reordering the text after it) is refused.
+character (invisible, or reordering the text after it) or any line break Unicode names is refused.
 """
 
 from __future__ import annotations
@@ -65,12 +65,13 @@ def test_three_letter_codes_of_languages_with_a_two_letter_code_are_422_naming_t
 # A NUL is refused before validation (PostgreSQL cannot store it), so it is not among these.
 HIDDEN = {"zero-width-space": ("\u200b", 0x200B), "byte-order-mark": ("\ufeff", 0xFEFF),
           "right-to-left-override": ("LOT-1\u202e", 0x202E), "newline": ("LOT\n2", 0x0A),
-          "next-line": ("LOT-\u00853", 0x85)}
+          "next-line": ("LOT-\u00853", 0x85), "line-separator": ("LOT-\u20284", 0x2028),
+          "paragraph-separator": ("\u2029LOT-5", 0x2029)}
 
 
 @pytest.mark.parametrize("lot_count", [1, 2], ids=["sync", "batch"])
 @pytest.mark.parametrize(("lot_id", "code_point"), HIDDEN.values(), ids=HIDDEN.keys())
-def test_lot_ids_with_control_or_format_characters_are_422_naming_the_lot(
+def test_lot_ids_with_control_format_or_line_break_characters_are_422_naming_the_lot(
         gateway: Gateway, lot_count: int, lot_id: str, code_point: int) -> None:
     lots = with_ids(lot_id, *(f"plain-{i}" for i in range(1, lot_count)))
     body = refused(gateway.submit(lots), 422, "VALIDATION_ERROR")

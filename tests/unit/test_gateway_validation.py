@@ -144,6 +144,20 @@ def test_lot_ids_with_control_or_format_characters_are_refused_naming_them(lot_i
     assert (problem["lot_index"], problem["field"]) == (1, "lot_id") and named in problem["problem"]
 
 
+def test_every_character_unicode_ends_a_line_at_is_refused_in_a_lot_id() -> None:
+    # Python's `str.splitlines` breaks where Unicode does (UAX #14's mandatory breaks, and the
+    # separators U+001C-U+001E): CR, LF, U+000B, U+000C, U+0085 are controls; U+2028 LINE SEPARATOR
+    # and U+2029 PARAGRAPH SEPARATOR are not, and were accepted.
+    breaks = [char for char in map(chr, range(0x110000)) if f"A{char}B".splitlines() == ["A", "B"]]
+    assert {"\n", "\r", "\x85", "\u2028", "\u2029"} <= set(breaks)
+    error = refused({"lots": [lot(f"A{char}B") for char in breaks]}, Limits(max_lots=len(breaks)))
+    assert error.details is not None
+    named = {problem["lot_index"]: problem["problem"] for problem in error.details["errors"]}
+    accepted = [f"U+{ord(char):04X}" for index, char in enumerate(breaks) if index not in named]
+    assert accepted == [], f"line breaks accepted in a lot id: {accepted}"
+    assert all(f"U+{ord(char):04X}" in named[index] for index, char in enumerate(breaks))
+
+
 def test_bad_image_urls_are_listed_once_each() -> None:
     bad = [{"url": "ftp://x.example/a.jpg"}, {"url": "/relative.jpg"}, {"url": "ftp://x.example/a.jpg"}]
     error = refused({"lots": [lot("a", images=bad), lot("b")]})

@@ -7,14 +7,18 @@ it: integrators look their lots up by the id they sent.
 
 Control (Cc) and format (Cf) characters are refused: a zero-width space or a byte-order mark
 makes an id that looks like another id, or like nothing, and U+202E RIGHT-TO-LEFT OVERRIDE
-reverses the text after it wherever the id is shown (the console, logs, a support ticket).
+reverses the text after it wherever the id is shown (the console, logs, a support ticket). So is
+every line break Unicode names (UAX #14's mandatory breaks): CR, LF, U+000B, U+000C and U+0085 NEL
+are controls, U+2028 LINE SEPARATOR (Zl) and U+2029 PARAGRAPH SEPARATOR (Zp) the only others. A
+line break splits the log line, the CSV row or the console cell that shows the id; the two
+separators were accepted.
 """
 
 from __future__ import annotations
 
 import unicodedata
 
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf"})
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 # An id full of them is named by its first few; the rest add nothing to the fix.
 _MAX_NAMED = 5
 
@@ -25,8 +29,8 @@ def comparison_form(lot_id: str) -> str:
 
 
 def hidden_characters(lot_id: str) -> list[str]:
-    """The distinct control and format characters of a lot id, in order of appearance."""
-    if lot_id.isprintable():  # C speed, and no Cc or Cf character is printable
+    """The distinct control, format and line-separator characters of a lot id, in order of appearance."""
+    if lot_id.isprintable():  # C speed, and no Cc, Cf, Zl or Zp character is printable
         return []
     return list(dict.fromkeys(char for char in lot_id if unicodedata.category(char) in _HIDDEN_CATEGORIES))
 
@@ -36,5 +40,5 @@ def hidden_characters_problem(characters: list[str]) -> str:
     named = ", ".join(f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
                       for char in characters[:_MAX_NAMED])
     more = f" and {len(characters) - _MAX_NAMED} more" if len(characters) > _MAX_NAMED else ""
-    return (f"contains {named}{more}: control and format characters are invisible or reorder the text "
-            "around them")
+    return (f"contains {named}{more}: control, format and line-break characters are invisible, break "
+            "the line or reorder the text around them")

@@ -3,7 +3,7 @@
 The body is the orjson-parsed document; plain loops instead of per-lot pydantic models keep a
 25 MB request well under a second. The first failing rule decides the answer, in this order:
 shape of `lots` → lot count → languages → a webhook beside the lots → shape of each lot (lot
-ids: no control or format characters; no webhook under another name) → duplicate lot ids (equal
+ids: no control, format or line-break characters; no webhook under another name) → duplicate lot ids (equal
 in NFC) → image URLs → webhook URLs → (one lot only) image count. Lot ids are kept as sent;
 lot_ids.py says why.
 """
