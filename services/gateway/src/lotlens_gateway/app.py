@@ -25,6 +25,7 @@ from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.errors import install_error_handlers
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.ops_port import ops_listener
+from lotlens_gateway.request_target import AbsoluteFormTarget
 from lotlens_gateway.request_tracing import RequestTracer
 from lotlens_gateway.routes_console import mount_console
 from lotlens_gateway.shutdown import ShutdownCut
@@ -47,6 +48,7 @@ LotLens describes the visible damage of auction cars in up to 10 languages, comp
 * **Connections** (configurable): a request line and headers over 32 KiB are refused with 431
   `HEADERS_TOO_LARGE` on any path, a head not complete within 10 s with 408 `REQUEST_TIMEOUT`,
   and the connection is closed after either; idle keep-alive connections are closed after 5 s.
+  A request target may be a whole URL (`GET http://host/api/v1/... HTTP/1.1`, RFC 9112 3.2.2).
   A client that takes no byte of its answer for 30 s is disconnected.
 * **Downloads** (configurable): a client's `batch-results`, `download` and lots pages being sent
   at once are at most 4 (past them 429 `RATE_LIMIT_EXCEEDED`, `details.reason`
@@ -103,6 +105,7 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     app.add_middleware(RequestCounter, metrics=deps.metrics)
     if tracing.enabled():
         app.add_middleware(RequestTracer)
+    app.add_middleware(AbsoluteFormTarget)  # outermost: every other one sees the path the target names
     return app
 
 
