@@ -14,14 +14,19 @@ API_V2 = SEEDS / "003_f2ae4583ea959c59.txt"
 API_V1 = SEEDS / "004_c6f2deaf50482dd3.txt"
 
 
-def python_block_after(heading: str, document: str = str(API_V2)) -> str:
-    """The first ```python block after a heading line of a seed document."""
+def block_after(heading: str, language: str, document: str | Path = API_V2) -> str:
+    """The first ```<language> block after a heading line of a document (a seed, by default)."""
     text = Path(document).read_text(encoding="utf-8")
     start = text.index(heading)
-    match = re.search(r"```python\n(.*?)```", text[start:], re.S)
+    match = re.search(rf"```{language}\n(.*?)```", text[start:], re.S)
     if match is None:
-        raise LookupError(f"no python block after {heading!r}")
+        raise LookupError(f"no {language} block after {heading!r}")
     return match.group(1)
+
+
+def python_block_after(heading: str, document: str = str(API_V2)) -> str:
+    """The first ```python block after a heading line of a seed document."""
+    return block_after(heading, "python", document)
 
 
 def load(heading: str, document: str = str(API_V2)) -> dict[str, Any]:
@@ -43,7 +48,4 @@ def seed_webhook_verifier() -> Any:
 
 def bash_block_after(heading: str) -> str:
     """The first ```bash block after a heading of seed 004."""
-    text = API_V1.read_text(encoding="utf-8")
-    match = re.search(r"```bash\n(.*?)```", text[text.index(heading):], re.S)
-    assert match is not None, heading
-    return match.group(1)
+    return block_after(heading, "bash", API_V1)

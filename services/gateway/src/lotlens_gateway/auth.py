@@ -13,7 +13,7 @@ both say what that endpoint signs (and the message checked, when it is the clien
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from lotlens_common import signing
 from lotlens_gateway.errors import ApiError
@@ -33,19 +33,25 @@ class Signed:
     where: str = f"an {SIGNATURE_HEADER} header"
     shown: str | None = None
     note: str | None = None
+    # A known mistake the signature was recognised as (a configured key signed that instead).
+    signed_instead: str | None = None
 
     def details(self) -> dict[str, str]:
         """The facts for programs: which header, which format, over what."""
         found = {"signature_location": self.where, "signature_format": FORMAT, "signed_message": self.what}
         if self.shown is not None:
             found["signed_message_here"] = self.shown
+        if self.signed_instead is not None:
+            found["signed_instead"] = self.signed_instead
         return found
 
     def sentence(self) -> str:
         """The same in one sentence, with the 1.x difference when there is one."""
         here = f" (here: {self.shown!r})" if self.shown is not None else ""
+        instead = f" Your signature is over {self.signed_instead}." if self.signed_instead else ""
         note = f" {self.note}" if self.note else ""
-        return f"Expected in {self.where}: {FORMAT} of {self.what}{here}.{note} See docs/MIGRATING.md."
+        return (f"Expected in {self.where}: {FORMAT} of {self.what}{here}.{instead}{note} "
+                "See docs/MIGRATING.md.")
 
 
 FORMAT = "`sha256=<hex>`, HMAC-SHA256 with your shared key"
@@ -67,8 +73,21 @@ def signs_query(query: bytes) -> Signed:
 SIGNS_BODY = Signed("the raw request body, byte for byte",
                     note="Generation Service 1.x took this request unsigned; 2.0 signs it.")
 SIGNS_LOTS = Signed("the body's `lots` array serialised compactly with sorted keys, as Python's "
-                    "json.dumps(lots, separators=(\",\", \":\"), sort_keys=True)",
+                    "json.dumps(lots, separators=(\",\", \":\"), sort_keys=True), or compactly with "
+                    "the keys in the body's order, as JavaScript's JSON.stringify(lots)",
                     where=f"the body's `signature` field (or an {SIGNATURE_HEADER} header)")
+# Seed 003's JavaScript client signs `JSON.stringify(lots, Object.keys(lots).sort())`: an array as
+# the second argument lists the property names to keep, here "0", "1", …, so every lot becomes `{}`
+# and the client signs `[{},{}]` whatever its lots hold. Never accepted (one captured signature
+# would sign any job of as many lots); recognised, so its integrator reads the fix, not a riddle.
+LOTS_SIGNED_EMPTIED = replace(
+    SIGNS_LOTS, signed_instead="the `lots` array with every field of every lot dropped (`[{},{},…]`), "
+    "as JSON.stringify(lots, Object.keys(lots).sort()) writes it: sign JSON.stringify(lots)")
+
+
+def lots_emptied(count: int) -> bytes:
+    """`[{},{},…]`: the `lots` array of `count` lots with every field dropped (LOTS_SIGNED_EMPTIED)."""
+    return b"[" + b",".join([b"{}"] * count) + b"]"
 
 
 CHALLENGE = 'HMAC-SHA256 realm="lotlens", header="X-Signature"'

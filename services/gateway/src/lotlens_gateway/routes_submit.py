@@ -67,7 +67,8 @@ T = TypeVar("T")
     summary="Describe one lot now, or accept 2 to 50,000 lots as a batch job",
     description=(
         "Body-signed: `signature` (or the `X-Signature` header) is HMAC-SHA256 with the client's key over "
-        "`json.dumps(lots, separators=(',', ':'), sort_keys=True)`, with or without the `sha256=` prefix. "
+        "`json.dumps(lots, separators=(',', ':'), sort_keys=True)` (or compactly in the body's key order, "
+        "JavaScript's `JSON.stringify(lots)`), with or without the `sha256=` prefix. "
         "Exactly one lot is answered synchronously (200, within 300 s, at most 20 images); 2 to 50,000 "
         "lots are accepted as a batch job (201) whose results arrive by polling and per-lot webhooks. "
         "`languages` defaults to `[\"en\"]`, `version` to `\"1.0.0\"`, `additional_info` to `\"\"`. "

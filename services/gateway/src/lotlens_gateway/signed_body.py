@@ -22,7 +22,14 @@ from typing import Any
 import orjson
 
 from lotlens_common import signing
-from lotlens_gateway.auth import SIGNS_LOTS, invalid_signature, missing_signature
+from lotlens_gateway.auth import (
+    LOTS_SIGNED_EMPTIED,
+    SIGNS_LOTS,
+    Signed,
+    invalid_signature,
+    lots_emptied,
+    missing_signature,
+)
 from lotlens_gateway.body import without_byte_order_mark
 from lotlens_gateway.errors import ApiError
 
@@ -251,6 +258,21 @@ class _Reader:
                         details={"provided_lots": count, "max_allowed": self.limits.max_lots})
 
 
+def _what_was_signed(keys: Mapping[str, str], lot_count: int, signatures: Sequence[str]) -> Signed:
+    """What a refused submission's 403 says: the contract's forms, and the known mistake when a
+    client's key signed its lots with every field dropped.
+
+    Saying so tells nothing secret: only a key's holder makes such a signature (one replayed from
+    the wire came with its body), the answer names no client and no key, and the signature stays
+    refused.
+    """
+    emptied = lots_emptied(lot_count)
+    if lot_count and any(signing.identify_client(keys, (emptied, emptied + b"\n"), signature)
+                         for signature in signatures):
+        return LOTS_SIGNED_EMPTIED
+    return SIGNS_LOTS
+
+
 def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | None,
                 limits: BodyLimits) -> tuple[dict[str, Any], str]:
     """The body as a dict and the client whose key signed its `lots`; 400/401/403/413 otherwise.
@@ -268,6 +290,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
     reader, signer = _Reader(text, limits, dense), _LotsSigner(keys, sort_keys=True)
     document: dict[str, Any] = {}
     lots_span: tuple[int, int] | None = None
+    lot_count = 0
     at = reader.space(reader.expect(0, "{"))
     while text[at:at + 1] != "}":
         if document or lots_span:
@@ -280,7 +303,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
         at = reader.space(reader.expect(at, ":"))
         if name == "lots" and text[at:at + 1] == "[":
             start = at
-            _, at = reader.sign_lots(at, signer)
+            lot_count, at = reader.sign_lots(at, signer)
             lots_span = (start, at)
         else:
             document[name], at = reader.field(at)
@@ -304,7 +327,7 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
                 reader.sign_lots(lots_span[0], typed)
                 client = typed.client(candidates)
     if client is None:
-        raise invalid_signature(SIGNS_LOTS)
+        raise invalid_signature(_what_was_signed(keys, lot_count, candidates))
     if lots_span is not None:
         document["lots"] = orjson.loads(text[lots_span[0]:lots_span[1]])
     return document, client
