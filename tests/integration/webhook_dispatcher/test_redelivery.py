@@ -95,6 +95,9 @@ def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_
     assert finished.job(job_id, redelivered) is not first
     now_read = finished.lots_of(job_id, url, redelivered)()
     assert [lot["status"] for lot in now_read] == ["completed", "completed"]
+    # The first round's retries, still going, keep their copy: no read of the whole job each time
+    # the two rounds take turns.
+    assert finished.job(job_id, scheduled) is first
 
 
 def test_a_redelivery_scheduled_by_a_replica_whose_clock_is_behind_still_reads_the_job_again(db):

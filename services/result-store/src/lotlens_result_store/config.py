@@ -16,5 +16,6 @@ class ResultStoreSettings(ServiceSettings):
     metrics_port: int = 0
     group_id: str = "lotlens-result-store"
     # How often it looks whether a rebuild swapped the read models (then it announces the jobs
-    # they hold finished): one catalogue lookup. Each look beats `/livez`: at most its staleness.
-    swap_check_s: float = Field(5.0, gt=0, lt=STALE_AFTER_S)
+    # they hold finished): one catalogue lookup. Each look beats `/livez`, and a round can itself
+    # take a while (an outage's timeouts): at most half the staleness, so a slow round is no death.
+    swap_check_s: float = Field(5.0, gt=0, le=STALE_AFTER_S / 2)

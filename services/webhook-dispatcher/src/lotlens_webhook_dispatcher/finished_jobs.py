@@ -10,13 +10,12 @@ gigabyte kept, and a big job's lots for one URL were read whole on every attempt
 50,000): past the pod's memory, killed, and killed again on the same deliveries.
 
 "Finished" is not "final": a cancelled job's lots still get the results OpenAI returns for them
-after its webhooks went. So a copy serves the deliveries scheduled with the one it was read for
-(one scheduling writes the same time on all of them), and a delivery scheduled at another time (a
-redelivery the client asks for later) reads the job again: built from the first copy, the
-redelivered webhook said again that lots the results show completed, and paid for, were
-cancelled. The times are compared for equality only, never ordered, so replicas' clocks that
-disagree cannot make a stale copy look fresh. A delivery's retries keep using its round's copy
-while it is kept.
+after its webhooks went. So a copy is kept per scheduling (one scheduling writes the same time on
+all its deliveries): a delivery scheduled at another time (a redelivery the client asks for later)
+reads the job again, and each round's attempts and retries use their own copy, side by side while
+both are attempted. Built from the first copy, the redelivered webhook said again that lots the
+results show completed, and paid for, were cancelled. The times are compared for equality only,
+never ordered, so replicas' clocks that disagree cannot make a stale copy look fresh.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from lotlens_common.read_models import JobView, get_job, iter_lot_results
 from lotlens_common.tables import lots
 
 Lot = dict[str, Any]
+_Key = tuple[str, datetime | None]  # a job, and when the deliveries it is read for were scheduled
 
 
 class FinishedJobs:
@@ -42,16 +42,17 @@ class FinishedJobs:
     def __init__(self, engine: Engine, max_bytes: int = 64 * 1024 * 1024, max_lots: int = 20_000) -> None:
         self._engine = engine
         self._max_bytes, self._max_lots = max_bytes, max_lots
-        self._jobs: OrderedDict[str, _Entry] = OrderedDict()
+        # By job and the time its deliveries were scheduled (None: a caller that is no delivery).
+        self._jobs: OrderedDict[_Key, _Entry] = OrderedDict()
         self._kept_bytes = 0
         self._lock = threading.Lock()
-        # One reader per job: the attempts that arrive meanwhile wait for its result.
-        self._reading: dict[str, threading.Lock] = {}
+        # One reader per copy: the attempts that arrive meanwhile wait for its result.
+        self._reading: dict[_Key, threading.Lock] = {}
 
     def job(self, job_id: str, scheduled_at: datetime | None = None) -> JobView | None:
-        """The job as read for deliveries scheduled at `scheduled_at` (None: any copy), or None when
-        the read models do not have it."""
-        entry = self._entry(job_id, scheduled_at)
+        """The job as read for deliveries scheduled at `scheduled_at`, or None when the read models
+        do not have it."""
+        entry = self._entry((job_id, scheduled_at))
         return entry.job if entry else None
 
     def kept_bytes(self) -> int:
@@ -63,7 +64,7 @@ class FinishedJobs:
                 scheduled_at: datetime | None = None) -> Callable[[], Iterable[Lot]]:
         """The URL's lots in request order, as read for deliveries scheduled at `scheduled_at`, as a
         re-iterable source (see `payloads.part_body`)."""
-        entry = self._entry(job_id, scheduled_at)
+        entry = self._entry((job_id, scheduled_at))
         if entry is not None and entry.by_url is not None:
             kept = entry.by_url.get(webhook_url, [])
             return lambda: kept
@@ -76,32 +77,32 @@ class FinishedJobs:
             if job is not None:
                 yield from iter_lot_results(conn, job, webhook_url=webhook_url)
 
-    def _entry(self, job_id: str, scheduled_at: datetime | None) -> _Entry | None:
+    def _entry(self, key: _Key) -> _Entry | None:
         with self._lock:
-            kept = self._jobs.get(job_id)
-            if kept is not None and kept.serves(scheduled_at):
-                self._jobs.move_to_end(job_id)
+            kept = self._jobs.get(key)
+            if kept is not None:
+                self._jobs.move_to_end(key)
                 return kept
-            reading = self._reading.setdefault(job_id, threading.Lock())
+            reading = self._reading.setdefault(key, threading.Lock())
         with reading:
             with self._lock:
-                kept = self._jobs.get(job_id)
-                if kept is not None and kept.serves(scheduled_at):
+                kept = self._jobs.get(key)
+                if kept is not None:
                     return kept
-            entry = self._read(job_id, scheduled_at)
+            entry = self._read(key[0])
             with self._lock:
-                self._reading.pop(job_id, None)
+                self._reading.pop(key, None)
                 if entry is not None:
-                    self._keep(job_id, entry)
+                    self._keep(key, entry)
             return entry
 
-    def _read(self, job_id: str, scheduled_at: datetime | None) -> _Entry | None:
+    def _read(self, job_id: str) -> _Entry | None:
         with self._engine.begin() as conn:
             job = get_job(conn, job_id)
             if job is None:
                 return None
             if job.total_lots > self._max_lots:
-                return _Entry(job, scheduled_at)
+                return _Entry(job)
             url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
                 select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id,
                                                             lots.c.webhook.is_not(None)))}
@@ -112,15 +113,15 @@ class FinishedJobs:
                 if url is not None:
                     size += lot_bytes(lot)
                     if size > self._max_bytes:
-                        return _Entry(job, scheduled_at)  # too big to keep: read per URL, streamed
+                        return _Entry(job)  # too big to keep: read per URL, streamed
                     by_url.setdefault(url, []).append(lot)
-            return _Entry(job, scheduled_at, by_url, size)
+            return _Entry(job, by_url, size)
 
-    def _keep(self, job_id: str, entry: _Entry) -> None:
-        replaced = self._jobs.pop(job_id, None)
+    def _keep(self, key: _Key, entry: _Entry) -> None:
+        replaced = self._jobs.pop(key, None)
         if replaced is not None:
             self._kept_bytes -= replaced.size
-        self._jobs[job_id] = entry
+        self._jobs[key] = entry
         self._kept_bytes += entry.size
         while self._kept_bytes > self._max_bytes and len(self._jobs) > 1:
             _, dropped = self._jobs.popitem(last=False)
@@ -130,13 +131,8 @@ class FinishedJobs:
 @dataclass(frozen=True)
 class _Entry:
     job: JobView
-    read_for: datetime | None  # when the deliveries it was read for were scheduled
     by_url: dict[str, list[Lot]] | None = None  # None: not kept, read per URL
     size: int = 0
-
-    def serves(self, scheduled_at: datetime | None) -> bool:
-        """Whether this copy serves a delivery scheduled at `scheduled_at` (None: any copy does)."""
-        return scheduled_at is None or self.read_for == scheduled_at
 
 
 def lot_bytes(lot: Lot) -> int:
