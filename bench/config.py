@@ -112,6 +112,10 @@ class StackEnv:
             "LOTLENS_RATE_LIMIT_BATCH": "1000000",
             "LOTLENS_RATE_LIMIT_POLLING": "1000000000",
             "LOTLENS_RATE_LIMIT_SYNC": "1000000",
+            # So are a client's 4 downloads at once: the polling scenario's 64 connections of one
+            # client measured the cap (nine answers in ten a 429), not `batch-results`.
+            "LOTLENS_DOWNLOAD_SLOTS_PER_CLIENT": "64",
+            "LOTLENS_DOWNLOAD_SLOTS": "64",
             # All bench webhooks go to one receiver (one host:port) from one client: lift the
             # per-host and per-client caps to the dispatcher's whole concurrency (64), so the
             # dispatcher is measured, not the caps.
