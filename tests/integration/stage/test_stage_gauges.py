@@ -5,6 +5,7 @@ of the last round that succeeded, and lots claimed into a shard whose batch is n
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -47,6 +48,15 @@ def test_the_lots_waiting_gauge_follows_the_table_while_every_round_fails(
     submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])  # the intake still works
     metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
     failures_before = _sample("lotlens_stage_round_failures_total", step="loop")
+    # Two failed rounds: the first round's whole pass (its gauges included) is over.
+    run_stage_until(settings, engine, standin, "two failed rounds", lambda: _sample(
+        "lotlens_stage_round_failures_total", step="loop") >= failures_before + 2)
+    assert _sample("lotlens_stage_lots_waiting") == 3.0
+
+
+def run_stage_until(settings: ServiceSettings, engine: Engine, standin: Standin, what: str,
+                    done: Callable[[], bool]) -> None:
+    """Run the vision stage's loop on its own thread until `done`, then stop it."""
     stage = postgres_stage(engine, EventProducer(settings.kafka, "test"),
                            OpenAIBatches(make_openai_client("test", standin.base_url, 10)),
                            vision_spec(settings), STAGE)
@@ -54,13 +64,10 @@ def test_the_lots_waiting_gauge_follows_the_table_while_every_round_fails(
     loop = threading.Thread(target=run_stage_loop, args=(stage, stop))
     loop.start()
     try:
-        # Two failed rounds: the first round's whole pass (its gauges included) is over.
-        wait_for(lambda: _sample("lotlens_stage_round_failures_total", step="loop") >= failures_before + 2,
-                 "two failed rounds", 60)
+        wait_for(done, what, 60)
     finally:
         stop.set()
         loop.join(30)
-    assert _sample("lotlens_stage_lots_waiting") == 3.0
 
 
 def _failed_uploads() -> float:
@@ -76,19 +83,10 @@ def test_lots_claimed_into_a_shard_whose_upload_fails_are_counted_waiting(
     submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])
     metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
     failed_before = _failed_uploads()
-    stage = postgres_stage(engine, EventProducer(settings.kafka, "test"),
-                           OpenAIBatches(make_openai_client("test", standin.base_url, 10)),
-                           vision_spec(settings), STAGE)
-    stop = threading.Event()
-    loop = threading.Thread(target=run_stage_loop, args=(stage, stop))
-    loop.start()
-    try:
-        # The second failed upload is the shard's retry: the round that claimed it (and set the
-        # gauges after its claim) is over.
-        wait_for(lambda: _failed_uploads() >= failed_before + 2, "two failed uploads", 60)
-    finally:
-        stop.set()
-        loop.join(30)
+    # The second failed upload is the shard's retry: the round that claimed it (and set the
+    # gauges after its claim) is over.
+    run_stage_until(settings, engine, standin, "two failed uploads",
+                    lambda: _failed_uploads() >= failed_before + 2)
     with engine.connect() as conn:
         shards = conn.execute(select(stage_shards.c.status, stage_shards.c.lot_count)).all()
     assert shards == [("building", 3)], shards
