@@ -80,12 +80,17 @@ def test_a_redelivery_carries_the_job_as_it_is_now_not_as_the_first_delivery_rea
     assert late["descriptions"] == [{"language": "en", "damages": "<p>Hail dents on the roof</p>"}]
 
 
-def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_reads_it_again(db):
+def kept_copies_of_a_cancelled_job(db: Engine) -> tuple[FinishedJobs, str, str, datetime]:
+    """A cancelled job of two lots to one URL (the last unfinished), the dispatcher's cache of
+    finished jobs, and the time its first deliveries were scheduled."""
     url = "https://hooks.example/lots"
     job_id = insert_finished_job(db, [url, url])
     cancel_with_one_lot_unfinished(db, job_id)
-    finished = FinishedJobs(db)
-    scheduled = datetime.now(UTC)
+    return FinishedJobs(db), job_id, url, datetime.now(UTC)
+
+
+def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_reads_it_again(db):
+    finished, job_id, url, scheduled = kept_copies_of_a_cancelled_job(db)
     first = finished.job(job_id, scheduled)
     late_result(db, job_id, "lot-1")
     # The same message again (a retry): the copy read for it, not a read per attempt.
@@ -103,11 +108,7 @@ def test_a_deliverys_retries_reuse_the_jobs_copy_and_a_later_scheduled_delivery_
 def test_a_redelivery_scheduled_by_a_replica_whose_clock_is_behind_still_reads_the_job_again(db):
     # The times of two dispatcher replicas were compared: one 5 minutes behind scheduled the
     # redelivery "before" the first copy was read, and that stale copy was sent again.
-    url = "https://hooks.example/lots"
-    job_id = insert_finished_job(db, [url, url])
-    cancel_with_one_lot_unfinished(db, job_id)
-    finished = FinishedJobs(db)
-    scheduled = datetime.now(UTC)
+    finished, job_id, url, scheduled = kept_copies_of_a_cancelled_job(db)
     assert [lot["status"] for lot in finished.lots_of(job_id, url, scheduled)()] == ["completed", "cancelled"]
     late_result(db, job_id, "lot-1")
     behind = scheduled - timedelta(minutes=5)
