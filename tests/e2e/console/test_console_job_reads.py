@@ -362,3 +362,25 @@ def test_a_refresh_whose_status_read_fails_reads_the_lots_once_a_read_succeeds(
     with page.expect_request(LOTS_OR_RESULTS, timeout=10_000):
         page.get_by_role("button", name="Resume updates").click()
     expect(page.locator("#action-result")).to_be_empty()
+
+
+def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # The page read its lots again from the first page once its first status read answered: a
+    # user who had filtered and pressed Show more before it (a slow server) saw 60 lots go back to
+    # 30. Staged: the first status read held until then, at most 30 lots an answer.
+    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
+    held: list[Route] = []
+    page.route("**/api/v1/batch-status/**", hold_once(held, lambda route: waiting_job in route.request.url))
+    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, lot_ids, most=30))
+    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    status = until_held(page, held)
+    page.get_by_label("Only failed lots").check()
+    more.click()
+    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, 60 shown.")
+    status.continue_()
+    expect(page.locator("#job-summary")).to_contain_text("pending")
+    expect(more).to_be_visible()  # hidden at once by a read of the lots that answer started
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60])
+    expect(note).to_contain_text("60 shown. The job is running")

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { byId, el, failureText, handleFailure, isShown, jobLink, progressBar, say, showPage, statusBadge, when } from "./dom.js";
-import { loadDeliveries, loadLots, usageValue } from "./lists.js";
+import { loadDeliveries, loadLots, sayLots, usageValue } from "./lists.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
@@ -20,8 +20,8 @@ export async function showJob(jobId) {
   byId("job-id").textContent = jobId;
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   // `owed`: a poll fell due while the tab was hidden. `note`: the page's own note on the action line.
-  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDue: false, retrying: false,
-    settled: false, owed: false, note: "", lots: {}, deliveries: {} };
+  const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDueSince: null,
+    retrying: false, settled: false, owed: false, note: "", lots: { read: 0 }, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => {
     state.wait = null; // the user is here: follow the webhooks closely again
     loadJob(jobId, view, state, true);
@@ -53,9 +53,10 @@ async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
   state.owed = false;
   const read = ++state.read;
+  const lotsAsked = state.lots.read;
   // Owed until a read succeeds: a failed Refresh's lists were never read (the poll that then
-  // succeeded found the status unchanged).
-  state.listsDue ||= readLists;
+  // succeeded found the status unchanged). `listsDueSince`: the lots' reads made by then.
+  if (readLists) state.listsDueSince = lotsAsked;
   let job;
   try {
     job = (await api.jobStatus(jobId)).body;
@@ -79,9 +80,15 @@ async function loadJob(jobId, view, state, readLists = false) {
     byId("pause-updates").hidden = false;
     schedulePoll(jobId, view, state, POLL_MS);
   }
-  const listsDue = state.listsDue || changed;
-  state.listsDue = false;
-  await Promise.all([listsDue ? loadLots(jobId, view, state.lots, true) : null,
+  const listsDue = state.listsDueSince !== null || changed;
+  // Lots read since the change was asked about or the lists fell due (the user's filter, Show
+  // more) are as new as this answer: read again, the list went back to its first page under the
+  // user's click (a first status answered late on a loaded server).
+  const unread = (since) => since === state.lots.read;
+  const lotsDue = unread(state.listsDueSince) || (changed && unread(lotsAsked));
+  state.listsDueSince = null;
+  if (listsDue && !lotsDue) sayLots(state.lots); // whether the job still runs
+  await Promise.all([lotsDue ? loadLots(jobId, view, state.lots, true) : null,
     terminal && (listsDue || state.deliveries.unsettled) ? loadDeliveries(jobId, view, state.deliveries) : null]);
   if (!terminal || !isShown(view) || read !== state.read) return;
   state.settled = !(job.webhook_configured && state.deliveries.unsettled);

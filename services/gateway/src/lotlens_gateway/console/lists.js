@@ -15,7 +15,7 @@ const DELIVERIES_PER_PAGE = 100;
 // success or failure, is dropped) and `running` (the job has not ended: its lots are a snapshot).
 export async function loadLots(jobId, view, lots, fromStart) {
   const filter = byId("only-failed").checked ? { status: "failed" } : {};
-  const read = (lots.read || 0) + 1;
+  const read = lots.read + 1;
   lots.read = read;
   const current = () => isShown(view) && lots.read === read;
   const more = byId("more-lots");
@@ -40,13 +40,20 @@ export async function loadLots(jobId, view, lots, fromStart) {
   }
   list.append(...found.lots.map(lotItem));
   for (const lot of found.lots) lots.ids.add(lot.lot_id);
-  lots.total = found.total;
-  lots.next = found.next;
+  Object.assign(lots, { total: found.total, next: found.next, answered: read,
+    said: `${found.said} ${filter.status ? "failed " : ""}lots` });
+  sayLots(lots);
+  more.hidden = !canReadMore(lots);
+}
+
+// The note under the lots: how many the list has and shows, whether it moved while it was read,
+// and whether they are a snapshot of a running job. Said by the latest read once it succeeded: a
+// read on its way will say it, and a failed one's message stays.
+export function sayLots(lots) {
+  if (lots.answered !== lots.read) return;
   const snapshot = lots.running ? " The job is running: its lots are read again when its status changes, or on Refresh." : "";
   const moved = lots.total === null ? " The list changed while it was read and may lack a lot: Show more lots reads it again." : "";
-  byId("lots-note").textContent =
-    `${found.said} ${filter.status ? "failed " : ""}lots, ${lots.ids.size} shown.${moved}${snapshot}`;
-  more.hidden = !canReadMore(lots);
+  byId("lots-note").textContent = `${lots.said}, ${lots.ids.size} shown.${moved}${snapshot}`;
 }
 
 function readPage(jobId, filter, offset, limit) {
