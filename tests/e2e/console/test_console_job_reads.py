@@ -384,3 +384,32 @@ def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
     expect(more).to_be_visible()  # hidden at once by a read of the lots that answer started
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60])
     expect(note).to_contain_text("60 shown. The job is running")
+
+
+def test_lots_read_again_on_refresh_or_a_change_of_status_keep_as_many_shown(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Lots read again (Refresh; the poll, when the status changes) were read from the first page: a
+    # user who had shown every lot saw 50 again under a Show more to press. Staged: lot 0 failing
+    # from the click on, to know when the lots read again are shown.
+    failing: list[str] = []
+
+    def lots(route: Route) -> None:
+        answer = route.fetch()
+        body = answer.json()
+        for lot in body["lots"]:
+            if lot["lot_id"] in failing:
+                lot.update(status="failed", error_message="Marked failed")
+        route.fulfill(response=answer, json=body)
+
+    page.route(LOTS_OR_RESULTS, lots)
+    more = page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    more.click()
+    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)
+    lot_ids = page.locator("#lots li.lot h3 code").all_inner_texts()
+    failing.append(lot_ids[0])
+    page.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#lots li.lot").first).to_contain_text("Marked failed")
+    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
+    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown.")
+    expect(more).to_be_hidden()

@@ -3,7 +3,7 @@
 
 import { api, ApiError } from "./api.js";
 import { byId, el, failureText, handleFailure, isShown, jobLink, progressBar, say, showPage, statusBadge, when } from "./dom.js";
-import { loadDeliveries, loadLots, sayLots, usageValue } from "./lists.js";
+import { AGAIN, FIRST, loadDeliveries, loadLots, MORE, sayLots, usageValue } from "./lists.js";
 
 const TERMINAL = new Set(["completed", "failed", "cancelled"]);
 const POLL_MS = 2000;
@@ -30,8 +30,8 @@ export async function showJob(jobId) {
   byId("cancel-job").addEventListener("click", () => cancelJob(jobId, view, state));
   byId("retry-failed").addEventListener("click", () => retryFailed(jobId, view, state));
   byId("redeliver").addEventListener("click", () => redeliver(jobId, view, state));
-  byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, true));
-  byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, false));
+  byId("only-failed").addEventListener("change", () => loadLots(jobId, view, state.lots, FIRST));
+  byId("more-lots").addEventListener("click", () => loadLots(jobId, view, state.lots, MORE));
   // Removed by the first event after the user has left the page (one listener per page opened).
   const shown = () => {
     if (!isShown(view)) return document.removeEventListener("visibilitychange", shown);
@@ -43,7 +43,7 @@ export async function showJob(jobId) {
 
 // Reads the status; a running job is read again every 2 s until it ends, and an ended one, ever
 // less often, while its webhooks are on their way. Its lots are read when the page opens, when
-// the status changes and on Refresh (a page at a time, not at every poll); its deliveries then
+// the status changes and on Refresh (as many as are shown, not at every poll); its deliveries then
 // once it has ended, and at each poll while one is awaited or pending: webhooks go after the job
 // ends and are retried for hours (the page said "No deliveries recorded." until Refresh). One
 // poll is pending at most: Refresh, Cancel and a poll each read now and replace the pending one
@@ -88,7 +88,7 @@ async function loadJob(jobId, view, state, readLists = false) {
   const lotsDue = unread(state.listsDueSince) || (changed && unread(lotsAsked));
   state.listsDueSince = null;
   if (listsDue && !lotsDue) sayLots(state.lots); // whether the job still runs
-  await Promise.all([lotsDue ? loadLots(jobId, view, state.lots, true) : null,
+  await Promise.all([lotsDue ? loadLots(jobId, view, state.lots, AGAIN) : null,
     terminal && (listsDue || state.deliveries.unsettled) ? loadDeliveries(jobId, view, state.deliveries) : null]);
   if (!terminal || !isShown(view) || read !== state.read) return;
   state.settled = !(job.webhook_configured && state.deliveries.unsettled);

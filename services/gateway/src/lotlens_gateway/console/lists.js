@@ -8,12 +8,17 @@ const MAX_LOTS_PER_READ = 500; // the API's largest `limit`
 const READS_WHILE_MOVING = 3; // a list still moving after these is shown, and said to have moved
 const DELIVERIES_PER_PAGE = 100;
 
-// Reads the first page of lots (`fromStart`, with the "Only failed lots" filter as it is now)
-// or the next one ("Show more"). `lots` holds where the list is: `ids` (the lot ids shown),
-// `total` (how many the list had when read; null when it changed while being read), `next` (the
-// next page's offset, null after the last), `read` (the latest read: an earlier one's answer,
-// success or failure, is dropped) and `running` (the job has not ended: its lots are a snapshot).
-export async function loadLots(jobId, view, lots, fromStart) {
+// How a read of the lots begins: a new list (`FIRST`: the page opened, the filter changed), the
+// lots shown read again (`AGAIN`: Refresh, a change of status; as many as are shown, a page at
+// least: read from the first page, a user who had shown them all saw 50 again), or the next page.
+export const FIRST = "first", AGAIN = "again", MORE = "more";
+
+// Reads the lots (with the "Only failed lots" filter as it is now). `lots` holds where the list
+// is: `ids` (the lot ids shown), `total` (how many the list had when read; null when it changed
+// while being read), `next` (the next page's offset, null after the last), `read` (the latest
+// read: an earlier one's answer, success or failure, is dropped) and `running` (the job has not
+// ended: its lots are a snapshot).
+export async function loadLots(jobId, view, lots, how) {
   const filter = byId("only-failed").checked ? { status: "failed" } : {};
   const read = lots.read + 1;
   lots.read = read;
@@ -22,14 +27,16 @@ export async function loadLots(jobId, view, lots, fromStart) {
   more.hidden = true; // one read of a page at a time: a second click would append it twice
   let found;
   try {
-    found = fromStart ? pageFound(await readPage(jobId, filter, 0, LOTS_PER_PAGE), true)
-      : await readMore(jobId, filter, lots, current);
+    if (how === MORE) found = await readMore(jobId, filter, lots, current);
+    else if (how === AGAIN) found = await readAgain(jobId, filter, Math.max(LOTS_PER_PAGE, lots.ids?.size ?? 0), current);
+    else found = pageFound(await readPage(jobId, filter, 0, LOTS_PER_PAGE), true);
   } catch (failure) {
     // A newer read answers for the list: a late failure wrote over its note, and a late 401/403
-    // signed the user out. A failed "Show more" can be pressed again (it stayed hidden for good);
-    // after a failed first page the list shown is not the one asked for: Refresh reads it.
+    // signed the user out. A failed "Show more" can be pressed again (it stayed hidden for good),
+    // as can one under lots that failed to be read again; after a failed first page the list shown
+    // is not the one asked for: Refresh reads it.
     if (!current()) return;
-    more.hidden = fromStart || !canReadMore(lots);
+    more.hidden = how === FIRST || !canReadMore(lots);
     return handleFailure(failure, view, "lots-note");
   }
   if (!current()) return;
