@@ -5,7 +5,6 @@ failures are staged with Playwright's `route`, the rest is the real API."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -21,7 +20,6 @@ from tests.e2e.console.conftest import (
     hold_once,
     open_job,
     sign_in,
-    staged_failed_lots,
     until_held,
 )
 
@@ -142,136 +140,6 @@ def test_past_a_page_of_deliveries_the_newest_are_shown(
     expect(rows).to_have_count(101)
 
 
-def test_show_more_lists_each_failed_lot_once_when_one_fails_before_the_page_read(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # "Show more" read the next offset of a list that had grown meanwhile: a lot failing before
-    # that offset moved the page back by one, so lot 50 showed twice and the new one never, under
-    # "61 failed lots, 61 shown" (60 distinct). Staged: lot 10 fails between the two reads.
-    lot_ids = [f"{waiting_job}-{n:02}" for n in range(WAITING_LOTS + 1)]
-    failed = [lot_id for lot_id in lot_ids if lot_id != lot_ids[10]]
-
-    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed))
-    open_job(page, console_stack, waiting_job)
-    page.get_by_label("Only failed lots").check()
-    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} failed lots, {LOTS_PER_PAGE} shown.")
-    # Only "Show more" reads from here: a poll that re-read the first page after the click (a read
-    # owed since one failed on a loaded machine) answered for the list instead, and 50 were shown.
-    page.get_by_role("button", name="Pause updates").click()
-    failed.insert(10, lot_ids[10])
-    page.get_by_role("button", name="Show more lots").click()
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
-    expect(page.locator("#lots-note")).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown.")
-    expect(page.get_by_role("button", name="Show more lots")).to_be_hidden()
-
-
-def test_show_more_reaches_past_500_failed_lots_and_never_shows_fewer_while_lots_keep_failing(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # A list changed since its first page was read again in one read of the lots shown and a page
-    # more, at most 500: with lots failing between clicks, every click from 450 shown on read the
-    # same first 500, and the lots past them were never reached while the job ran. Staged: 549
-    # failed lots of 560, one more failing before each click.
-    lot_ids = [f"{waiting_job}-{n:03}" for n in range(560)]
-    late = lot_ids[5::51]  # as many as the clicks that show them all
-    failed = [lot_id for lot_id in lot_ids if lot_id not in late]
-    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed))
-    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    page.get_by_label("Only failed lots").check()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, {LOTS_PER_PAGE} shown.")
-    shown = LOTS_PER_PAGE
-    for lot_id in late:
-        failed.append(lot_id)
-        failed.sort()  # the lots' order in the job (the ids are zero-padded)
-        more.click()
-        shown = min(len(failed), shown + LOTS_PER_PAGE)
-        expect(note).to_contain_text(f"{len(failed)} failed lots, {shown} shown.")
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
-    expect(more).to_be_hidden()
-
-
-def test_show_more_after_a_change_shows_no_fewer_lots_when_the_byte_cap_cuts_a_page_short(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # The lots shown and a page more were read again as one read, which the gateway's byte cap
-    # (`lots_page_max_bytes`, 1 MiB: a few dozen lots of many languages) cut short: its next_offset
-    # went unread and the list shrank to what that answer held. Staged: at most 30 lots an answer.
-    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    failed = [lot_id for lot_id in lot_ids if lot_id != lot_ids[10]]
-    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, failed, most=30))
-    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    page.get_by_label("Only failed lots").check()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
-    more.click()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, 60 shown.")
-    failed.insert(10, lot_ids[10])
-    more.click()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, {60 + LOTS_PER_PAGE} shown.")
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60 + LOTS_PER_PAGE])
-    expect(more).to_be_visible()
-
-
-def failing_while_read_again(waiting_job: str, failed: list[str],
-                             failing: list[str]) -> Callable[[Route], None]:
-    """`staged_failed_lots` (at most 30 lots an answer), where the next lot of `failing` (filled
-    by the test before its click) fails each time the first page is read, once it is answered."""
-    staged = staged_failed_lots(waiting_job, failed, most=30)
-
-    def answer(route: Route) -> None:
-        staged(route)
-        query = parse_qs(urlsplit(route.request.url).query)
-        if query.get("status") == ["failed"] and query["offset"] == ["0"] and failing:
-            failed.append(failing.pop(0))
-            failed.sort()  # the lots' order in the job (the ids are zero-padded)
-    return answer
-
-
-def test_a_lot_failing_while_the_list_is_read_again_is_never_left_out_of_the_lots_shown(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # The list changed since its first page was read again page by page; a lot failing before the
-    # page being read moved the rest on by one: lot 5 was never shown, under "120 failed lots, 80
-    # shown.", and nothing said so (the next click found it). Staged: lot 10 fails before the
-    # click, lot 5 once the first page has been read again.
-    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    failed = [lot_id for lot_id in lot_ids if lot_id not in (lot_ids[5], lot_ids[10])]
-    failing: list[str] = []
-    page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
-    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    page.get_by_label("Only failed lots").check()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
-    failed.insert(9, lot_ids[10])
-    failing.append(lot_ids[5])
-    more.click()
-    expect(page.locator("#lots li.lot")).to_have_count(30 + LOTS_PER_PAGE)
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:30 + LOTS_PER_PAGE])
-    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {30 + LOTS_PER_PAGE} shown. The job is")
-    expect(more).to_be_visible()
-
-
-def test_a_list_still_moving_after_three_reads_says_it_may_lack_a_lot_until_read_again(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # Read again while lots keep failing before the page being read, the lots shown lacked the last
-    # one to fail, and the note said only "118 failed lots, 80 shown.". Staged: lot 4 fails before
-    # the click, lots 3, 2 and 1 at each read of the first page again; then none.
-    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    failed, failing = lot_ids[:1] + lot_ids[5:], list[str]()
-    page.route(LOTS_OR_RESULTS, failing_while_read_again(waiting_job, failed, failing))
-    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    page.get_by_label("Only failed lots").check()
-    expect(note).to_contain_text(f"{len(failed)} failed lots, 30 shown.")
-    failed.insert(1, lot_ids[4])
-    failing.extend(lot_ids[3:0:-1])
-    more.click()
-    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {30 + LOTS_PER_PAGE} shown. The list changed "
-                                 "while it was read and may lack a lot: Show more lots reads it again.")
-    assert lot_ids[1] not in page.locator("#lots li.lot h3 code").all_inner_texts()
-    more.click()
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
-    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, {len(lot_ids)} shown. The job is running")
-    expect(more).to_be_hidden()
-
-
 def is_show_more(route: Route) -> bool:
     return parse_qs(urlsplit(route.request.url).query).get("offset") == [str(LOTS_PER_PAGE)]
 
@@ -362,54 +230,3 @@ def test_a_refresh_whose_status_read_fails_reads_the_lots_once_a_read_succeeds(
     with page.expect_request(LOTS_OR_RESULTS, timeout=10_000):
         page.get_by_role("button", name="Resume updates").click()
     expect(page.locator("#action-result")).to_be_empty()
-
-
-def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # The page read its lots again from the first page once its first status read answered: a
-    # user who had filtered and pressed Show more before it (a slow server) saw 60 lots go back to
-    # 30. Staged: the first status read held until then, at most 30 lots an answer.
-    lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
-    held: list[Route] = []
-    page.route("**/api/v1/batch-status/**", hold_once(held, lambda route: waiting_job in route.request.url))
-    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, lot_ids, most=30))
-    note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    status = until_held(page, held)
-    page.get_by_label("Only failed lots").check()
-    more.click()
-    expect(note).to_contain_text(f"{len(lot_ids)} failed lots, 60 shown.")
-    status.continue_()
-    expect(page.locator("#job-summary")).to_contain_text("pending")
-    expect(more).to_be_visible()  # hidden at once by a read of the lots that answer started
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60])
-    expect(note).to_contain_text("60 shown. The job is running")
-
-
-def test_lots_read_again_on_refresh_or_a_change_of_status_keep_as_many_shown(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # Lots read again (Refresh; the poll, when the status changes) were read from the first page: a
-    # user who had shown every lot saw 50 again under a Show more to press. Staged: lot 0 failing
-    # from the click on, to know when the lots read again are shown.
-    failing: list[str] = []
-
-    def lots(route: Route) -> None:
-        answer = route.fetch()
-        body = answer.json()
-        for lot in body["lots"]:
-            if lot["lot_id"] in failing:
-                lot.update(status="failed", error_message="Marked failed")
-        route.fulfill(response=answer, json=body)
-
-    page.route(LOTS_OR_RESULTS, lots)
-    more = page.get_by_role("button", name="Show more lots")
-    open_job(page, console_stack, waiting_job)
-    more.click()
-    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)
-    lot_ids = page.locator("#lots li.lot h3 code").all_inner_texts()
-    failing.append(lot_ids[0])
-    page.get_by_role("button", name="Refresh").click()
-    expect(page.locator("#lots li.lot").first).to_contain_text("Marked failed")
-    expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
-    expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown.")
-    expect(more).to_be_hidden()
