@@ -3,20 +3,23 @@ base and each overlay, and each of them again with every topic renamed in the Co
 operator renames them (`LOTLENS_TOPIC_*`, read by lotlens_common.settings.TopicSettings).
 
 The topic a trigger watches is compared with the topic the service consumes under the same
-environment: its own settings class, given the ConfigMap the pods read, names it (`work_topic`).
+environment: its own settings class, given the ConfigMap the pods read, names it (the first of
+its `subscribed_topics`).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import cast
+from typing import Any, Protocol, TypeVar, cast
 
 import pytest
 import yaml
-from pydantic_settings import BaseSettings
 
 from lotlens_common.settings import TopicSettings
+from lotlens_gateway.config import GatewaySettings
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_translator.config import TranslatorSettings
 from lotlens_vision_batcher.config import VisionBatcherSettings
@@ -24,7 +27,18 @@ from lotlens_webhook_dispatcher.config import DispatcherSettings
 from tests.k8s import K8S, TARGETS, Doc, objects, one
 
 CONFIGMAP, SECRET = "lotlens-config", "lotlens-secrets"
-SETTINGS: dict[str, type[BaseSettings]] = {
+
+
+T = TypeVar("T")
+
+
+class Subscriber(Protocol):
+    def subscribed_topics(self) -> list[str]: ...
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
+SETTINGS: dict[str, type[Subscriber]] = {
     "vision-batcher": VisionBatcherSettings, "translator": TranslatorSettings,
     "result-store": ResultStoreSettings, "webhook-dispatcher": DispatcherSettings}
 TOPIC_NAMES = [name for name, field in TopicSettings.model_fields.items() if field.annotation is str]
@@ -63,14 +77,18 @@ def pod_environment(docs: list[Doc], deployment: Doc) -> dict[str, str]:
     return env
 
 
-def service_settings(service: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> BaseSettings:
-    """The service's settings as its pod reads them (nothing of the test's own environment)."""
+def pod_settings(settings_class: Callable[[], T], env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> T:
+    """A service's settings as its pod reads them (nothing of the test's own environment)."""
     for key in list(os.environ):
         if key.startswith(("LOTLENS_", "KAFKA_")):
             monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    return SETTINGS[service]()
+    return settings_class()
+
+
+def service_settings(service: str, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Subscriber:
+    return pod_settings(SETTINGS[service], env, monkeypatch)
 
 
 def kafka_trigger(scaled: Doc) -> Doc:
@@ -95,7 +113,7 @@ def test_every_scaled_consumer_watches_the_lag_of_the_topic_it_consumes(
         # KEDA's order: the trigger's own `topic`, else the scaled container's variable it names.
         watched = metadata.get("topic") or env.get(metadata.get("topicFromEnv", ""))
         settings = service_settings(service, env, monkeypatch)
-        consumed = getattr(settings, "work_topic", lambda: None)()
+        consumed = None if service == "result-store" else settings.subscribed_topics()[0]
         assert watched == consumed, (name, service, watched, consumed)
         if service != "result-store":
             assert consumed is not None and consumed.startswith("acme." if "renamed" in name else "lotlens.")
@@ -138,3 +156,20 @@ def test_each_consumer_scales_on_its_own_group_up_to_the_partition_count(
             assert {r["name"] for r in refs} == {SECRET}
         else:
             assert "authenticationRef" not in trigger
+
+
+def test_the_gateway_reads_each_consumers_lag_on_the_topics_it_subscribes_to(
+        target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The gateway read each group's lag on its own copy of the services' subscriptions: a topic
+    # a service came to read, missing from the copy, would lag unseen by the alerts.
+    name, docs = target
+    subscribed = {}
+    for service in SETTINGS:
+        env = pod_environment(docs, one(docs, "Deployment", f"lotlens-{service}"))
+        settings = service_settings(service, env, monkeypatch)
+        fields = settings.model_dump()  # the dispatcher names its group `consumer_group`
+        subscribed[fields.get("consumer_group", fields.get("group_id"))] = tuple(settings.subscribed_topics())
+    env = pod_environment(docs, one(docs, "Deployment", "lotlens-gateway"))
+    clients = json.dumps({"acme": "k" * 32})  # a Secret's, which the manifests do not hold
+    gateway = pod_settings(GatewaySettings, {**env, "LOTLENS_CLIENTS": clients}, monkeypatch)
+    assert gateway.group_topics() == subscribed, name

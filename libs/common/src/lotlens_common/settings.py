@@ -18,6 +18,11 @@ def settings_config(env_prefix: str = "", nested: bool = False) -> SettingsConfi
                               **({"env_nested_delimiter": "__"} if nested else {}))
 
 
+# Each service's consumer group (its default id; `KAFKA_GROUP_PREFIX` is prepended).
+VISION_BATCHER_GROUP, TRANSLATOR_GROUP = "lotlens-vision-batcher", "lotlens-translator"
+RESULT_STORE_GROUP, WEBHOOK_DISPATCHER_GROUP = "lotlens-result-store", "lotlens-webhook-dispatcher"
+
+
 class TopicSettings(BaseSettings):
     """Kafka topic names, partition count and retention; SREs override them per environment.
 
@@ -46,6 +51,18 @@ class TopicSettings(BaseSettings):
     def record_topics(self) -> list[str]:
         """The topics whose events are the record the read models are rebuilt from."""
         return [self.submissions, self.vision, self.translation, self.completions, self.webhooks]
+
+    def subscriptions(self) -> dict[str, tuple[str, ...]]:
+        """Each service's consumer group with the topics it subscribes to, its work first (its
+        group's lag there is what KEDA scales it on). The services subscribe by this table and the
+        gateway reads their lag by it: a second copy in the gateway could miss a topic, unseen."""
+        return {VISION_BATCHER_GROUP: (self.submissions,),
+                # Its lots, and the submissions for cancellations.
+                TRANSLATOR_GROUP: (self.vision, self.submissions),
+                # Every record topic, its own JobCompleted included: the read models are what the
+                # log says, live as in a rebuild (docs/EVENT_LOG.md).
+                RESULT_STORE_GROUP: tuple(self.record_topics()),
+                WEBHOOK_DISPATCHER_GROUP: (self.completions,)}
 
     def all_topics(self) -> list[str]:
         """Every topic the pipeline uses, dead-letter included."""

@@ -7,7 +7,14 @@ from dataclasses import replace
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from lotlens_common.images import MAX_IMAGE_BYTES
-from lotlens_common.settings import ServiceSettings, settings_config
+from lotlens_common.settings import (
+    RESULT_STORE_GROUP,
+    TRANSLATOR_GROUP,
+    VISION_BATCHER_GROUP,
+    WEBHOOK_DISPATCHER_GROUP,
+    ServiceSettings,
+    settings_config,
+)
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 from lotlens_gateway.body import BodyTimeouts
 from lotlens_gateway.relay import RelaySettings
@@ -22,8 +29,7 @@ MIN_KEY_CHARS = 32
 # limit, the checks, storing its answer): the least an idempotency lease must exceed it by.
 LEASE_MARGIN_S = 30.0
 
-CONSUMER_GROUPS = ("lotlens-vision-batcher", "lotlens-translator", "lotlens-result-store",
-                   "lotlens-webhook-dispatcher")
+CONSUMER_GROUPS = (VISION_BATCHER_GROUP, TRANSLATOR_GROUP, RESULT_STORE_GROUP, WEBHOOK_DISPATCHER_GROUP)
 
 
 class GatewaySettings(ServiceSettings):
@@ -208,15 +214,10 @@ class GatewaySettings(ServiceSettings):
         return self.idempotency_lease_s or self.sync_timeout_s + 60.0
 
     def group_topics(self) -> dict[str, tuple[str, ...]]:
-        """Each watched consumer group with the topics it subscribes to (as each service's wiring
-        does; a group this does not know: those it committed on). Its lag on a topic it never
-        committed on is all of that topic's log (`group_lag.py`)."""
-        topics = self.topics
-        subscribed = {"lotlens-vision-batcher": (topics.submissions,),
-                      # Its lots, and the submissions for cancellations.
-                      "lotlens-translator": (topics.vision, topics.submissions),
-                      "lotlens-result-store": tuple(topics.record_topics()),
-                      "lotlens-webhook-dispatcher": (topics.completions,)}
+        """Each watched consumer group with the topics it subscribes to (`TopicSettings.subscriptions`;
+        a group not in it: those it committed on). Its lag on a topic it never committed on is all
+        of that topic's log (`group_lag.py`)."""
+        subscribed = self.topics.subscriptions()
         return {group: subscribed.get(group, ()) for group in self.consumer_groups}
 
     def relay_settings(self) -> RelaySettings:

@@ -50,9 +50,7 @@ def main() -> None:
             settings.swap_check_s, swept.tables)).start()
         consumer = ConsumerSpec(
             group_id=settings.group_id,
-            # Every record topic, its own JobCompleted included: the read models are what the log
-            # says, live as in a rebuild (docs/EVENT_LOG.md).
-            topics=topics.record_topics(),
+            topics=settings.subscribed_topics(),
             handler=partial(handle, engine, producer, topics.completions))
         run_consumer(settings.kafka, topics, consumer, producer, stop)
     finally:

@@ -21,8 +21,7 @@ def main() -> None:
     """Consume described lots and run the translation batches until SIGTERM."""
     settings = TranslatorSettings()
     languages.preload()
-    serve_stage(settings, settings.stage, settings.group_id,
-                [settings.work_topic(), settings.topics.submissions],
+    serve_stage(settings, settings.stage, settings.group_id, settings.subscribed_topics(),
                 TranslationStage(settings.topics.translation, settings.models,
                                  billed_share=settings.billed_share()),
                 partial(handle, topic=settings.topics.translation), settings.metrics_port, HANDLED)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from lotlens_common.settings import ServiceSettings, settings_config
+from lotlens_common.settings import TRANSLATOR_GROUP, ServiceSettings, settings_config
 from lotlens_common.stage.config import StageSettings
 
 
@@ -15,9 +15,9 @@ class TranslatorSettings(ServiceSettings):
 
     stage: StageSettings = Field(default_factory=StageSettings)
     metrics_port: int = 0
-    group_id: str = "lotlens-translator"
+    group_id: str = TRANSLATOR_GROUP
 
-    def work_topic(self) -> str:
-        """The topic the stage's lots come from (described by the vision stage); its group's lag
-        there is what KEDA scales it on. The group also reads the submissions, for cancellations."""
-        return self.topics.vision
+    def subscribed_topics(self) -> list[str]:
+        """Its work first: the lots the vision stage described (KEDA scales it on its lag there);
+        then the submissions, for cancellations."""
+        return list(self.topics.subscriptions()[TRANSLATOR_GROUP])

@@ -19,7 +19,7 @@ def main() -> None:
     """Consume submitted lots and run the vision batches until SIGTERM."""
     settings = VisionBatcherSettings()
     lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
-    serve_stage(settings, settings.stage, settings.group_id, [settings.work_topic()],
+    serve_stage(settings, settings.stage, settings.group_id, settings.subscribed_topics(),
                 VisionStage(settings.topics.vision, settings.models, image_checker(settings),
                             billed_share=settings.billed_share()), handle,
                 settings.metrics_port, HANDLED)

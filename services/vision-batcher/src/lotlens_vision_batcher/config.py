@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from lotlens_common.images import MAX_IMAGE_BYTES
-from lotlens_common.settings import ServiceSettings, settings_config
+from lotlens_common.settings import VISION_BATCHER_GROUP, ServiceSettings, settings_config
 from lotlens_common.stage.config import StageSettings
 
 
@@ -20,8 +20,8 @@ class VisionBatcherSettings(ServiceSettings):
     # The gateway's setting of the same name: a lot's images pass the same limit on either path.
     max_image_bytes: int = MAX_IMAGE_BYTES
     metrics_port: int = 0
-    group_id: str = "lotlens-vision-batcher"
+    group_id: str = VISION_BATCHER_GROUP
 
-    def work_topic(self) -> str:
-        """The topic the stage's lots come from; its group's lag there is what KEDA scales it on."""
-        return self.topics.submissions
+    def subscribed_topics(self) -> list[str]:
+        """Its work first: the topic the stage's lots come from (KEDA scales it on its lag there)."""
+        return list(self.topics.subscriptions()[VISION_BATCHER_GROUP])

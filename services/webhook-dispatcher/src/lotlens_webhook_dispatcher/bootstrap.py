@@ -36,7 +36,7 @@ def workers(settings: DispatcherSettings, engine: Engine, new_transport: Callabl
     dispatcher = Dispatcher(engine, dispatch_producer, new_transport, settings)
     spec = ConsumerSpec(
         group_id=settings.consumer_group,
-        topics=[settings.work_topic()],
+        topics=settings.subscribed_topics(),
         handler=completion_handler(engine, settings.webhook_max_payload_bytes, on_scheduled=dispatcher.wake),
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator
 
-from lotlens_common.settings import ServiceSettings
+from lotlens_common.settings import WEBHOOK_DISPATCHER_GROUP, ServiceSettings
 
 
 class DispatcherSettings(ServiceSettings):
@@ -16,7 +16,7 @@ class DispatcherSettings(ServiceSettings):
     """
 
     clients: dict[str, SecretStr] = Field(default_factory=dict)
-    consumer_group: str = "lotlens-webhook-dispatcher"
+    consumer_group: str = WEBHOOK_DISPATCHER_GROUP
     # Waits before attempts 2, 3, ...; one more attempt than intervals (the contract: 5).
     webhook_retry_intervals_s: tuple[float, ...] = (30.0, 60.0, 120.0, 240.0)
     webhook_timeout_s: float = 30.0
@@ -55,10 +55,9 @@ class DispatcherSettings(ServiceSettings):
             raise ValueError("retry intervals must not be negative")
         return value
 
-    def work_topic(self) -> str:
-        """The topic of the finished jobs whose webhooks it schedules; its group's lag there is what
-        KEDA scales it on."""
-        return self.topics.completions
+    def subscribed_topics(self) -> list[str]:
+        """The finished jobs whose webhooks it schedules (KEDA scales it on its lag there)."""
+        return list(self.topics.subscriptions()[WEBHOOK_DISPATCHER_GROUP])
 
     @property
     def lease_s(self) -> float:
