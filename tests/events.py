@@ -6,7 +6,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from lotlens_common.envelope import Envelope, decode
 
@@ -31,9 +31,15 @@ def read_events(bootstrap: str, topic: str, until: Callable[[list[Envelope]], bo
 
 def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Envelope]:
     """Every event on a topic, up to its end as it is now (nothing published before is missed)."""
+    return [decode(message.value() or b"") for message in read_messages_to_end(bootstrap, topic, timeout_s)]
+
+
+def read_messages_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every message on a topic as Kafka hands it out (key, headers, partition), up to its end as
+    it is now, in each partition's order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False})
-    events: list[Envelope] = []
+    messages: list[Message] = []
     try:
         partitions = consumer.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)[1]
@@ -44,10 +50,10 @@ def read_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) -> list[Env
         while left and time.monotonic() < deadline:
             for message in consumer.consume(500, 0.2):
                 if message.error() is None:
-                    events.append(decode(message.value() or b""))
+                    messages.append(message)
                     if (message.offset() or 0) + 1 >= ends[message.partition() or 0]:
                         left.discard(message.partition() or 0)
         assert not left, f"partitions {left} of {topic} not read to their end"
     finally:
         consumer.close()
-    return events
+    return messages

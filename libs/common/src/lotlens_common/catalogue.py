@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pydantic.json_schema import DEFAULT_REF_TEMPLATE
+
 from lotlens_common.envelope import CLOUDEVENTS_SPECVERSION, CONTENT_TYPE, cloudevent_type, dataschema
 from lotlens_common.events import (
     EVENT_TYPES,
@@ -87,8 +89,24 @@ def _headers(event: type[Any]) -> dict[str, Any]:
     }}
 
 
-def _message(event: type[Any]) -> dict[str, Any]:
-    data = event.model_json_schema(mode="serialization", ref_template="#/components/schemas/{model}")
+def open_schema(event: type[Event], ref_template: str = DEFAULT_REF_TEMPLATE) -> dict[str, Any]:
+    """The JSON Schema of an event's `data` as subscribers should read it: what the model validates,
+    with an open content model (subscribers ignore fields a later release adds to the version).
+    The one source of the released schemas (`event_schemas`) and of this document's payloads."""
+    schema = event.model_json_schema(mode="validation", ref_template=ref_template)
+    # The models forbid unknown fields where code builds an event; readers must not (`decode`).
+    schema.pop("additionalProperties", None)
+    return schema
+
+
+# Nested models (usage, tokens) live in the document's `components.schemas`, where `$ref`s point.
+_COMPONENT_REF = "#/components/schemas/{model}"
+
+
+def _message(event: type[Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An event's AsyncAPI message, and the nested schemas its payload refers to."""
+    data = open_schema(event, _COMPONENT_REF)
+    nested = data.pop("$defs", {})
     return {
         "name": event.event_type,
         "title": event.event_type,
@@ -99,13 +117,21 @@ def _message(event: type[Any]) -> dict[str, Any]:
         "payload": {"type": "object", "required": [*ENVELOPE_FIELDS, "data"],
                     "properties": {**ENVELOPE_FIELDS, "version": {"type": "integer", "const": event.version},
                                    "data": data}},
-    }
+    }, nested
 
 
 def asyncapi_document(topics: TopicSettings | None = None) -> dict[str, Any]:
     """The AsyncAPI document for the topics as configured (default names when not given)."""
     names = topics or TopicSettings.model_validate({})
     channels, operations = {}, {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
+    for name, event in sorted(EVENT_TYPES.items()):
+        messages[name], nested = _message(event)
+        for model, schema in nested.items():
+            # One name, one schema: two models of the same name would make a reference ambiguous.
+            if schemas.setdefault(model, schema) != schema:
+                raise ValueError(f"two different nested models are named {model}")
     for key, (publisher, events) in CHANNELS.items():
         channels[key] = {
             "address": getattr(names, key),
@@ -123,7 +149,7 @@ def asyncapi_document(topics: TopicSettings | None = None) -> dict[str, Any]:
         "defaultContentType": "application/json",
         "channels": channels,
         "operations": operations,
-        "components": {"messages": {name: _message(event) for name, event in sorted(EVENT_TYPES.items())}},
+        "components": {"messages": messages, "schemas": dict(sorted(schemas.items()))},
     }
 
 

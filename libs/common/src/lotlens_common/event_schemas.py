@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lotlens_common.catalogue import PUBLIC_EVENTS
+from lotlens_common.catalogue import PUBLIC_EVENTS, open_schema
 from lotlens_common.envelope import dataschema
 from lotlens_common.events import Event
 from lotlens_common.schema_compat import backward, forward
@@ -26,8 +26,7 @@ class IncompatibleChange(ValueError):
 def public_schema(event: type[Event]) -> dict[str, Any]:
     """The schema of an event's `data` as subscribers should read it: what the model validates,
     with an open content model (subscribers ignore fields they do not know)."""
-    schema = event.model_json_schema(mode="validation")
-    schema.pop("additionalProperties", None)
+    schema = open_schema(event)
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": dataschema(event.event_type, event.version), **schema, "title": event.event_type}
 
