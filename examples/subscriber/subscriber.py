@@ -8,7 +8,8 @@ standard library, and follows the contract in the LotLens README ("Subscribing t
   transaction as the event's effect, so a redelivered event changes nothing;
 - the Kafka offset is committed only after that transaction, so a crash or restart redelivers
   instead of losing an event;
-- unknown event types, versions and fields are ignored;
+- unknown event types, versions and fields are ignored (a newer version of a type it reads is
+  logged once: its events are missed until the subscriber is upgraded);
 - no order across topics: a job is reported once its `JobCompleted` and every lot result it
   counts are in, whichever came first.
 
@@ -39,6 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 # The event types and payload versions this subscriber understands; anything else is skipped.
 UNDERSTOOD = {("TranslationCompleted", 1), ("LotFailed", 1), ("JobCompleted", 1)}
+# The newer versions of those types already warned about (once each, not once per lot).
+_SKIPPED_VERSIONS: set[tuple[str, int]] = set()
 
 
 class Results:
@@ -94,6 +97,12 @@ def handle(results: Results, message: Message) -> None:
         log.warning("skipping a message that is not a LotLens event at offset %s", message.offset())
         return
     if kind not in UNDERSTOOD:
+        if kind[0] in {name for name, _ in UNDERSTOOD} and kind not in _SKIPPED_VERSIONS:
+            # A type this subscriber reads, in a newer version: LotLens writes only that version from
+            # its release on, so these results are missed until the subscriber is upgraded.
+            _SKIPPED_VERSIONS.add(kind)
+            log.warning("skipping %s version %d (first at offset %s): newer than this subscriber reads; "
+                        "upgrade it to that version's schema", kind[0], kind[1], message.offset())
         return
     if not results.apply(event):
         log.info("skipping duplicate %s %s", event["type"], event["event_id"])
