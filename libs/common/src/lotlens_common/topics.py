@@ -5,8 +5,9 @@ to run again at every release: a topic with fewer partitions than `LOTLENS_TOPIC
 more (Kafka cannot take partitions away, so a larger existing count is left alone), and the
 durability settings (`min.insync.replicas`, retention, message size) are applied to existing
 topics too (record topics keep their events for good: `retention.ms=-1`). More partitions
-change which partition a job id hashes to; the consumers handle a job's events idempotently and
-in any order, so that is safe.
+change which partition a job id hashes to: LotLens's own consumers handle a job's events
+idempotently and in any order, but a subscriber relying on one job's order on a topic may see a
+running job's events out of it (docs/EVENT_LOG.md: size the count for years).
 """
 
 from __future__ import annotations
