@@ -21,7 +21,7 @@ from lotlens_common.tables import jobs, openai_batches
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import cancelled_unprojected, facts_of, unprojected_jobs
-from lotlens_gateway.overlay import overlaid
+from lotlens_gateway.overlay import overlaid, read_snapshot
 from lotlens_gateway.retry_failed import retry_job_id
 
 
@@ -168,9 +168,10 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
-        with self._reads.connect() as conn:
+        with read_snapshot(self._reads) as conn:
             # Jobs whose row does not say what the gateway wrote (not projected yet, or cancelled
-            # since) are read through the outbox, filtered here and merged into the page.
+            # since) are read through the outbox, filtered here and merged into the page: in one
+            # snapshot, or a job projected between the reads was listed and counted twice.
             cancelled = cancelled_unprojected(conn, client_id)
             if cancelled:
                 conditions.append(jobs.c.job_id.not_in(cancelled))

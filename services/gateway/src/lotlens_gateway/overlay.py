@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from itertools import accumulate, takewhile
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Connection, cast, exists, func, select
+from sqlalchemy import JSON, Connection, Engine, cast, exists, func, select
 
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
 from lotlens_common.read_models import STREAM_CHUNK, JobView, chunk_counts, lot_page
@@ -192,3 +192,13 @@ def outbox_lots_page(conn: Connection, job: JobView, status: str, page: list[dic
     else:
         fitting = next(chunk_counts(sizes, max_bytes), 0)
     return page + waiting[:fitting], total
+
+
+@contextmanager
+def read_snapshot(engine: Engine) -> Iterator[Connection]:
+    """A connection in a read-only REPEATABLE READ transaction: all its statements see one moment
+    of the database (outbox and read models alike, while the result-store projects between them)."""
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn

@@ -10,7 +10,7 @@ a thread-pool hop per chunk, more than such a job's rows take to read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from functools import partial
 
 import orjson
@@ -25,7 +25,7 @@ from lotlens_common.read_models import (
     lot_results_in_chunks,
 )
 from lotlens_gateway.json_body import CHUNK_BYTES, chunks
-from lotlens_gateway.overlay import job_lots
+from lotlens_gateway.overlay import job_lots, read_snapshot
 from lotlens_gateway.views import is_terminal, results_head, results_summary
 
 # A finished job's document estimated at most this big is read at once and sent as one body.
@@ -44,17 +44,8 @@ def document_chunks(job: JobView, lots: Iterable[dict[str, object]],
 
 def iter_results_document(engine: Engine, job: JobView, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
     """The document, its lots read a chunk at a time (blocking), no connection held between."""
-    return document_chunks(job, job_lots(job, lot_results_in_chunks(engine, job), partial(_snapshot, engine)),
-                           chunk_bytes)
-
-
-@contextmanager
-def _snapshot(engine: Engine) -> Iterator[Connection]:
-    """A connection in a read-only REPEATABLE READ transaction: all its statements see one snapshot."""
-    with engine.connect() as conn:
-        conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-        with conn.begin():
-            yield conn
+    lots = job_lots(job, lot_results_in_chunks(engine, job), partial(read_snapshot, engine))
+    return document_chunks(job, lots, chunk_bytes)
 
 
 def small_document(conn: Connection, job: JobView) -> bytes | None:
