@@ -31,14 +31,13 @@ from sqlalchemy import Engine, func, insert, select, text
 
 from lotlens_common import signing
 from lotlens_common.clock import utc_now
-from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots, outbox
 from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
 from lotlens_gateway.app import create_app
-from lotlens_gateway.bootstrap import build_deps
+from lotlens_gateway.bootstrap import build_deps, gateway_engine
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
@@ -196,8 +195,9 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
-    reads = make_engine(DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False)),
-                        "tests", autocommit=True)
+    on_engine = DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False))
+    reads = gateway_engine(gw_settings.model_copy(update={"database": on_engine}), autocommit=True,
+                           name="tests")
     deps = build_deps(gw_settings, engine, producer, new_admin or partial(admin_client, gw_settings.kafka),
                       images_http, model_client, clock=clock, read_engine=reads, resolve=webhook_resolve)
     deps.relay.start()

@@ -1,5 +1,6 @@
 """A service's connections carry its name to PostgreSQL, where an SRE looks for it (pg_stat_activity),
-and timers to the kernel that notice a database that vanished."""
+timers to the kernel that notice a database that vanished, and limits on how long a statement
+waits for a lock; their failures are errors every caller knows as transient."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import os
 import socket
 
 import pytest
+from psycopg2.errors import LockNotAvailable
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
-from lotlens_common.db import make_engine
+from lotlens_common.db import append_rows, copy_row, make_engine
+from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.settings import DatabaseSettings
 from lotlens_common.stage.adapters.postgres import _QUEUES
-from tests.conftest import Infra, own_schema
+from tests.conftest import Infra, new_id, own_schema
+from tests.stalls import tables_locked
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +91,19 @@ def test_a_stage_queue_over_ten_thousand_jobs_is_planned_without_jit(infra: Infr
         jit = conn.execute(text("SHOW jit")).scalar_one()  # also where the server has no LLVM
     assert "JIT" not in plan[0] and jit == "off", plan[0].get("JIT")
     assert search_path.startswith("own_")  # the URL's own options are kept
+
+
+def test_a_copy_into_a_locked_table_fails_as_a_transient_error_like_any_other_statement(infra: Infra) -> None:
+    # The consumers take an OperationalError for "the database is not there, try again"; the raw
+    # psycopg2 error COPY raised made a batch poison: tried alone three times, then dead-lettered.
+    database = DatabaseSettings(DATABASE_URL=infra.database_url, DATABASE_WORKER_LOCK_TIMEOUT_MS=200)
+    worker = make_engine(database, "tests", limits=database.worker_limits())
+    lot = copy_row(["translation", new_id("job-"), "lot-0", "c1", "1", "{}", "waiting", "1"])
+    try:
+        with (tables_locked(infra.database_url, "stage_lots"), worker.begin() as conn,
+              pytest.raises(TRANSIENT_ERRORS) as raised):
+            append_rows(conn, "COPY stage_lots (stage, job_id, lot_id, client_id, total_lots, work, "
+                              "status, place) FROM STDIN", lot)
+        assert isinstance(raised.value, OperationalError) and isinstance(raised.value.orig, LockNotAvailable)
+    finally:
+        worker.dispose()

@@ -9,14 +9,16 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg2
 from psycopg2.errors import LockNotAvailable, UniqueViolation
 from pydantic import BaseModel
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 from lotlens_common import tracing
 from lotlens_common.settings import DatabaseSettings
@@ -31,7 +33,7 @@ APPLICATION_NAME_PREFIX = "lotlens-"
 
 
 def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = None, autocommit: bool = False,
-                connect_timeout_s: int | None = None) -> Engine:
+                connect_timeout_s: int | None = None, limits: Mapping[str, int] | None = None) -> Engine:
     """A pooled engine whose connections say which LotLens process they serve.
 
     `name` becomes the connections' `application_name`, `lotlens-<name>`, unless `DATABASE_URL`
@@ -52,6 +54,11 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
 
     `connect_timeout_s` bounds a connection attempt to a database that does not answer (a
     request waiting on it should fail fast, not after the operating system's minutes).
+
+    `limits` (`lock_timeout`, `statement_timeout` in ms, `DatabaseSettings.request_limits` or
+    `worker_limits`) bound how long each statement waits for a lock and runs: past them it fails as
+    an `OperationalError` (`LockNotAvailable`, `QueryCanceled`), which every caller treats as
+    transient. None: PostgreSQL's (the role's) defaults, for migrations and operator commands.
 
     Every connection gets the settings' keepalives and TCP user timeout (each unless
     `DATABASE_URL` sets it): a database that vanished without closing its connections (a failover's
@@ -77,24 +84,29 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                            pool_pre_ping=False, future=True, json_deserializer=orjson.loads,
                            connect_args=connect_args, hide_parameters=True, **extra)
-    event.listen(engine, "connect", _without_jit)
+    event.listen(engine, "connect", partial(_session_settings, {"jit": "off", **_in_ms(limits or {})}))
     if tracing.enabled():
         trace_statements(engine)
     return engine
 
 
-def _without_jit(dbapi_connection: Any, _record: Any) -> None:
-    """No JIT in LotLens sessions: PostgreSQL compiles any plan estimated above `jit_above_cost`,
+def _in_ms(limits: Mapping[str, int]) -> dict[str, str]:
+    return {parameter: f"{ms}ms" for parameter, ms in limits.items()}
+
+
+def _session_settings(values: Mapping[str, str], dbapi_connection: Any, _record: Any) -> None:
+    """Set `values` once per new connection, committed so the pool's rollback keeps them; not
+    the `options` startup parameter, which PgBouncer and some proxies refuse. Behind a
+    transaction-mode pooler, set them on the role instead (`ALTER ROLE ... SET jit = off`).
+
+    No JIT in LotLens sessions: PostgreSQL compiles any plan estimated above `jit_above_cost`,
     and these short statements' estimates pass it on big tables (the stage's queue query spent
     264 ms of an idle tick's 286 ms compiling; a finished 50,000-lot job's usage sum 1-2 s).
-
-    A SET once per new connection, committed so the pool's rollback keeps it; not the `options`
-    startup parameter, which PgBouncer and some proxies refuse. Behind a transaction-mode pooler,
-    set it on the role instead (`ALTER ROLE ... SET jit = off`).
     """
     cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("SET jit = off")
+    try:  # one round trip for all of them
+        cursor.execute("SELECT " + ", ".join(["set_config(%s, %s, false)"] * len(values)),
+                       [part for pair in values.items() for part in pair])
     finally:
         cursor.close()
     dbapi_connection.commit()
@@ -229,6 +241,13 @@ def copy_in(conn: Connection, statement: str, rows: bytes) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         cursor.copy_expert(statement, io.BytesIO(rows))
+    except psycopg2.Error as exc:
+        # Raised past SQLAlchemy, which wraps every other statement's error: wrapped the same way,
+        # so a lock timeout, a cancelled statement or an ended session is an `OperationalError`,
+        # transient to every caller. Raw, the gateway answered it 500, and a consumer took its
+        # batch for poison: tried alone three times, then dead-lettered.
+        raise DBAPIError.instance(statement, None, exc, psycopg2.Error, hide_parameters=True,
+                                  dialect=conn.dialect) from exc
     finally:
         cursor.close()
 
@@ -244,6 +263,8 @@ def append_rows(conn: Connection, statement: str, rows: bytes) -> bool:
     try:
         with conn.begin_nested():
             copy_in(conn, statement, rows)
-    except UniqueViolation:
+    except IntegrityError as exc:
+        if not isinstance(exc.orig, UniqueViolation):
+            raise
         return False
     return True

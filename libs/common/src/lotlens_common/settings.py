@@ -141,11 +141,40 @@ class DatabaseSettings(BaseSettings):
     keepalives_interval_s: int = Field(default=5, ge=1, validation_alias="DATABASE_KEEPALIVES_INTERVAL_S")
     keepalives_count: int = Field(default=3, ge=1, validation_alias="DATABASE_KEEPALIVES_COUNT")
     tcp_user_timeout_ms: int = Field(default=30_000, ge=0, validation_alias="DATABASE_TCP_USER_TIMEOUT_MS")
+    # How long one statement may wait for a lock (`lock_timeout`) and run in all (`statement_timeout`),
+    # by who waits on it (`make_engine`'s `limits`; 0 is no limit). There were none: a table held
+    # locked (an operator's fix in an open transaction, a long migration) held every status poll and
+    # submission touching it for as long as the lock, and a consumer's batch likewise, silently.
+    # A request's: its client waits, and one lock would hold all of the gateway's worker threads;
+    # no LotLens writer holds a lock for seconds, so past 3 s it is 503 with Retry-After. A 50,000-lot
+    # job's COPY takes about a second: 30 s is no limit a healthy database meets.
+    request_lock_timeout_ms: int = Field(default=3_000, ge=0,
+                                         validation_alias="DATABASE_REQUEST_LOCK_TIMEOUT_MS")
+    request_statement_timeout_ms: int = Field(default=30_000, ge=0,
+                                              validation_alias="DATABASE_REQUEST_STATEMENT_TIMEOUT_MS")
+    # A worker's (consumers, stage loops, the webhook dispatcher): no client waits, so longer; the
+    # statement then fails as a transient error, its batch is retried (offsets kept, the loop's
+    # heartbeat beating) and the log says why every time. Migrations and `lotlens-admin` get neither:
+    # migrations bound their own lock waits (`LockPatience`) and build indexes as long as it takes.
+    worker_lock_timeout_ms: int = Field(default=10_000, ge=0,
+                                        validation_alias="DATABASE_WORKER_LOCK_TIMEOUT_MS")
+    worker_statement_timeout_ms: int = Field(default=300_000, ge=0,
+                                             validation_alias="DATABASE_WORKER_STATEMENT_TIMEOUT_MS")
 
     def dead_peer_detection(self) -> dict[str, int]:
         """The libpq connection parameters that bound how long a vanished database goes unnoticed."""
         return {"keepalives_idle": self.keepalives_idle_s, "keepalives_interval": self.keepalives_interval_s,
                 "keepalives_count": self.keepalives_count, "tcp_user_timeout": self.tcp_user_timeout_ms}
+
+    def request_limits(self) -> dict[str, int]:
+        """The session limits (ms) of the gateway's connections: a client waits on each statement."""
+        return {"lock_timeout": self.request_lock_timeout_ms,
+                "statement_timeout": self.request_statement_timeout_ms}
+
+    def worker_limits(self) -> dict[str, int]:
+        """The session limits (ms) of consumers', stage loops' and the dispatcher's connections."""
+        return {"lock_timeout": self.worker_lock_timeout_ms,
+                "statement_timeout": self.worker_statement_timeout_ms}
 
 
 class OpenAISettings(BaseSettings):

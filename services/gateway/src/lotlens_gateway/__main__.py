@@ -15,14 +15,13 @@ from functools import partial
 import uvicorn
 
 from lotlens_common import lookups, tracing
-from lotlens_common.db import make_engine
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import make_openai_client
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.service import setup_logging, tune_gc
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
-from lotlens_gateway.bootstrap import build_deps
+from lotlens_gateway.bootstrap import build_deps, gateway_engine
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
@@ -30,9 +29,6 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.shutdown import FLUSH_S, CutNotice
 
 log = logging.getLogger("lotlens_gateway")
-
-# anyio's default limit on threads running blocking calls for Starlette.
-THREADPOOL_SIZE = 40
 
 
 def main() -> None:
@@ -44,14 +40,9 @@ def main() -> None:
     tune_gc()
     languages.preload()
     lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
-    # Routes run their queries on Starlette's thread pool (40 threads): a pool smaller than that
-    # makes requests wait for connections and closes and reopens the overflow ones.
-    pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
-    timeout = settings.database_connect_timeout_s
-    engine = make_engine(settings.database, "gateway", pool_size, connect_timeout_s=timeout)
-    # Polling reads run on their own autocommit pool; both pools open connections only on demand.
-    read_engine = make_engine(settings.database, "gateway", pool_size, autocommit=True,
-                              connect_timeout_s=timeout)
+    engine = gateway_engine(settings)
+    # Polling reads run on their own autocommit pool.
+    read_engine = gateway_engine(settings, autocommit=True)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
     model = settings.openai

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from lotlens_common.clock import utc_now
+from lotlens_common.db import make_engine
 from lotlens_common.producer import EventProducer
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.config import GatewaySettings
@@ -33,9 +34,24 @@ from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
 
 log = logging.getLogger(__name__)
+# anyio's default limit on threads running blocking calls for Starlette.
+THREADPOOL_SIZE = 40
 # A probe waits this long for PostgreSQL's answer. A ping still blocked then goes on (a hung
 # connection can block for minutes) and the next probe starts another, two at most at once.
 DATABASE_PING_TIMEOUT_S, DATABASE_PING_THREADS = 3.0, 2
+
+
+def gateway_engine(settings: GatewaySettings, autocommit: bool = False, name: str = "gateway") -> Engine:
+    """An engine of the gateway's (`autocommit` for the polling reads): a connection per worker
+    thread, and a client waiting behind each statement, so a database that does not answer, a
+    lock that is not granted and a statement that does not end are a 503 in seconds
+    (`LOTLENS_DATABASE_CONNECT_TIMEOUT_S`, `DatabaseSettings.request_limits`)."""
+    # Routes run their queries on Starlette's thread pool: a pool smaller than it makes requests
+    # wait for connections and closes and reopens the overflow ones. Connections open on demand.
+    pool_size = max(settings.database.pool_size, THREADPOOL_SIZE)
+    return make_engine(settings.database, name, pool_size, autocommit=autocommit,
+                       connect_timeout_s=settings.database_connect_timeout_s,
+                       limits=settings.database.request_limits())
 
 
 def _make_missing_secrets(relay: Relay) -> None:
