@@ -27,7 +27,7 @@ def consume(_settings, _topics, _spec, producer, _stop):
 
 engine = type("Engine", (), {"dispose": lambda self: None})()
 result_store.EventProducer = lambda *_: object()
-result_store.make_engine = lambda *_: engine
+result_store.make_engine = lambda *_, **__: engine
 result_store.serve_operations = lambda *_: None
 result_store.stop_on_signals = threading.Event
 result_store.sweep = lambda *_: Swept(tables=1, announced=0)

@@ -32,7 +32,7 @@ def main() -> None:
     tune_gc()
     tracing.setup("result-store")
     stop = stop_on_signals()
-    engine = make_engine(settings.database, "result-store")
+    engine = make_engine(settings.database, "result-store", limits=settings.database.worker_limits())
     producer = EventProducer(settings.kafka, "result-store")
     serve_operations(settings, settings.metrics_port, engine, producer)
     topics = settings.topics

@@ -27,7 +27,8 @@ def main() -> None:
     stop = stop_on_signals()
     # Attempt threads read payloads at once; past 20 they wait for a connection instead.
     pool_size = max(settings.database.pool_size, min(settings.webhook_concurrency, 20))
-    engine = make_engine(settings.database, "webhook-dispatcher", pool_size)
+    engine = make_engine(settings.database, "webhook-dispatcher", pool_size,
+                         limits=settings.database.worker_limits())
     consumer_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher-consumer")
     dispatch_producer = EventProducer(settings.kafka, "lotlens-webhook-dispatcher")
     serve_operations(settings, settings.metrics_port, engine, dispatch_producer)

@@ -62,7 +62,8 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     tune_gc()
     tracing.setup(SERVICE_NAMES[spec.name])
     stop = stop_on_signals()
-    engine = make_engine(settings.database, SERVICE_NAMES[spec.name])
+    engine = make_engine(settings.database, SERVICE_NAMES[spec.name],
+                         limits=settings.database.worker_limits())
     client: openai.AsyncOpenAI = make_openai_client(
         settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s,
         on_answer=partial(metrics.answered, spec.name))
