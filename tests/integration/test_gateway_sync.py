@@ -18,40 +18,17 @@ from sqlalchemy.exc import OperationalError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
+from tests.integration.sync_support import model_calls, one_lot
 from tests.seeds import bash_block_after, seed_client_class
-from tests.servers import image_host
 from tests.standin import Standin, serve_standin
 
 pytestmark = pytest.mark.integration
-
-
-def model_calls(standin: Standin) -> int:
-    return sum(standin.stats()["direct_calls"].values())
-
-
-@pytest.fixture()
-def standin(tmp_path: Path) -> Iterator[Standin]:
-    # Held to the OpenAI description: every call the synchronous path makes must be one it allows.
-    with serve_standin(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture()
-def images() -> Iterator[str]:
-    with image_host() as url:
-        yield url
 
 
 @pytest.fixture()
 def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) -> Iterator[Gateway]:
     with running_gateway(settings, engine, model_url=standin.base_url) as gw:
         yield gw
-
-
-def one_lot(images: str, notes: str = "2019 Toyota Camry, front collision damage",
-            names: tuple[str, ...] = ("front.png", "missing-side.png")) -> list[dict[str, Any]]:
-    return [{"lot_id": "sync-12345", "additional_info": notes,
-             "images": [{"url": f"{images}/{name}"} for name in names]}]
 
 
 # The stand-in writes each language in its script: `english` with Cyrillic letters (capitals for capitals).

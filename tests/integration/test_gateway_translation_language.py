@@ -5,7 +5,6 @@ and whose `other_variant_language` fault writes a Chinese language in the other 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,24 +14,11 @@ from lotlens_common.model.han_variants import MIN_VARIANT_MARKS, count_forms
 from lotlens_common.model.scripts import script_letters
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, running_gateway
-from tests.servers import image_host
-from tests.standin import Standin, serve_standin
+from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
 
 ENGLISH = "<p>Standin vision: 1 image(s) reviewed. 2019 Toyota Camry, front collision damage</p>"
-
-
-@pytest.fixture()
-def standin(tmp_path: Path) -> Iterator[Standin]:
-    with serve_standin(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture()
-def images() -> Iterator[str]:
-    with image_host() as url:
-        yield url
 
 
 @pytest.fixture()

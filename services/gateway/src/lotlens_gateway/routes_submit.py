@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from collections.abc import Awaitable
 from typing import Annotated, Any, TypeVar
@@ -93,7 +92,8 @@ async def generate_descriptions(
             "Optional; the same key and body within 24 h replay the first answer"))] = None,
 ) -> JSONResponse:
     """Validate, authenticate and either describe the lot or accept the job."""
-    started = time.perf_counter()
+    # The event loop's clock: a synchronous lot's budget runs from here (SyncDescriber.describe).
+    started = asyncio.get_running_loop().time()
     limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
     declared, address = declared_length(request), request.client.host if request.client else ""
     job_body = deps.intake.takes_slot(declared)
@@ -183,7 +183,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
                                               settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
                                               settings.max_webhook_hosts_checked)
         bind_log_context(job_id=job_id)
-        status, body, headers = await _run(deps, request, client_id, submission, job_id, reservation)
+        status, body, headers = await _run(deps, request, client_id, submission, job_id, reservation, started)
     except BaseException:
         if reservation is not None:  # to its end: a reservation left by a cut request made its retry a 409
             await to_the_end(deps.idempotency.release, reservation)
@@ -192,7 +192,7 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         await _keep_answer(deps, reservation, status, body)
     mode = "sync" if submission.is_synchronous else "batch"
     deps.metrics.generation_requests.labels(mode=mode).inc()
-    deps.metrics.generation_duration.labels(mode=mode).observe(time.perf_counter() - started)
+    deps.metrics.generation_duration.labels(mode=mode).observe(asyncio.get_running_loop().time() - started)
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -220,10 +220,11 @@ async def _keep_answer(deps: GatewayDeps, reservation: Reservation, status: int,
 
 
 async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: Submission,
-               job_id: str, reservation: Reservation | None) -> tuple[int, dict[str, Any], dict[str, str]]:
+               job_id: str, reservation: Reservation | None,
+               started: float) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
         with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
-            describing = deps.describer.describe(submission)
+            describing = deps.describer.describe(submission, started)
             # Without a key nobody can receive this answer once the client has gone (a retry starts
             # afresh), so its model calls stop; with one, the retry replays it without paying again.
             answer = await (describing if reservation else _unless_client_leaves(request, describing))

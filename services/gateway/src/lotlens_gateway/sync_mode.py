@@ -83,11 +83,17 @@ class SyncDescriber:
     metrics: GatewayMetrics
     clock: Callable[[], datetime]
 
-    async def describe(self, submission: Submission) -> dict[str, Any]:
-        """The contract's 200 body; ApiError 502/504 when the model cannot answer in time."""
+    async def describe(self, submission: Submission, arrived: float | None = None) -> dict[str, Any]:
+        """The contract's 200 body; ApiError 502/504 when the model cannot answer in time.
+
+        The budget runs from `arrived`, when the request came in (the event loop's clock; now by
+        default): begun at the model calls, it gave a request held up before them (a reservation
+        waiting on PostgreSQL, say) the whole budget again, and its answer came after the
+        integrator's 300 s timeout, or a proxy's 504 instead of ours."""
+        deadline = (asyncio.get_running_loop().time() if arrived is None else arrived) + self.timeout_s
         try:
-            async with asyncio.timeout(self.timeout_s):
-                lot = await self._lot(submission.lots[0], submission.languages)
+            async with asyncio.timeout_at(deadline):
+                lot = await self._lot(submission.lots[0], submission.languages, deadline)
         except (TimeoutError, ModelTimeoutError) as exc:
             raise ApiError(504, "OPENAI_TIMEOUT",
                            f"The model did not answer within the {self.timeout_s:.0f} s budget",
@@ -118,7 +124,7 @@ class SyncDescriber:
             "lots": [lot],
         }
 
-    async def _lot(self, lot: LotRequest, languages: Sequence[str]) -> dict[str, Any]:
+    async def _lot(self, lot: LotRequest, languages: Sequence[str], deadline: float) -> dict[str, Any]:
         policy = self.images
         check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
                                    max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
@@ -129,14 +135,14 @@ class SyncDescriber:
         models = self.models
         used: list[Usage | None] = []
         try:
-            answer = await self._vision(lot.additional_info, images, missing)
+            answer = await self._vision(lot.additional_info, images, missing, deadline)
             if answer is None:
                 reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                           else "the lot has no images")
                 return self._failed(lot, missing, 0, reason)
             used.append(priced(usage_of(answer), models.vision_model, models.prices))
             english = parse_vision_response(answer)
-            translations = (await self._translate(english, languages, used)
+            translations = (await self._translate(english, languages, used, deadline)
                             if target_languages(languages) else {})
         except (ModelOutputError, ModelRequestError) as exc:
             if error_kind(exc) == "authentication":
@@ -161,15 +167,15 @@ class SyncDescriber:
             "usage": total(u for u in used if u is not None).model_dump(),
         }
 
-    async def _translate(self, english: str, languages: Sequence[str],
-                         used: list[Usage | None]) -> dict[str, str]:
+    async def _translate(self, english: str, languages: Sequence[str], used: list[Usage | None],
+                         deadline: float) -> dict[str, str]:
         """Every language's text; a translation cut off by its output budget is asked again with
         twice the room until the room reaches the ceiling, and one with a language untranslated
         or in another script as it was, up to `WRONG_LANGUAGE_TRIES` such answers."""
         models, room, wrong_language = self.models, 1, 0
         while True:
             request = translation_request_body(english, languages, models, room)
-            answer = await self._call("translation", request)
+            answer = await self._call("translation", request, deadline)
             used.append(priced(usage_of(answer), models.translation_model, models.prices))
             try:
                 return parse_translation_response(answer, languages, english)
@@ -180,12 +186,13 @@ class SyncDescriber:
                     raise
                 room = more
 
-    async def _vision(self, notes: str, images: list[str], missing: list[str]) -> dict[str, Any] | None:
+    async def _vision(self, notes: str, images: list[str], missing: list[str],
+                      deadline: float) -> dict[str, Any] | None:
         """The vision answer, or None when no image is left. An image OpenAI refuses by name goes
         from `images` to `missing`, and the others are asked again."""
         while images:
             try:
-                return await self._call("vision", vision_request_body(notes, images, self.models))
+                return await self._call("vision", vision_request_body(notes, images, self.models), deadline)
             except ModelRequestError as exc:
                 refused = refused_image(exc.code, str(exc), images)
                 if refused is None:
@@ -194,9 +201,11 @@ class SyncDescriber:
                 missing.append(refused)
         return None
 
-    async def _call(self, api: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def _call(self, api: str, body: Mapping[str, Any], deadline: float) -> dict[str, Any]:
         try:
-            return await call_responses(self.model_client, body)
+            # A 429 whose Retry-After ends past the deadline is answered at once (502 with it):
+            # slept on, it ended in a 504 without it, the budget spent waiting for nothing.
+            return await call_responses(self.model_client, body, deadline=deadline)
         except ModelError as exc:
             self.metrics.openai_errors.labels(api=api, kind=error_kind(exc)).inc()
             raise

@@ -126,21 +126,25 @@ def _transient_wait(exc: openai.OpenAIError, attempt: int) -> float | None:
 
 
 async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
-                         max_attempts: int = 3) -> dict[str, Any]:
+                         max_attempts: int = 3, deadline: float | None = None) -> dict[str, Any]:
     """POST a body to `/responses` and return the raw JSON response.
 
     429 (honouring Retry-After), 408, 409, 5xx and connection errors are retried up to `max_attempts` calls
-    in all; everything else, and the last failure, is raised as a LotLens model error.
+    in all; everything else, and the last failure, is raised as a LotLens model error. So is a
+    failure whose wait would end at or past `deadline` (the event loop's clock): the caller's
+    budget would run out asleep.
     """
     # Our own loop does the retrying, so the SDK's hidden retries would only multiply attempts.
     single_shot = client.with_options(max_retries=0)
+    loop = asyncio.get_running_loop()
     for attempt in range(1, max_attempts + 1):
         try:
             raw = await single_shot.responses.with_raw_response.create(**body)
             return _json_object(raw.content)
         except openai.OpenAIError as exc:
             wait = _transient_wait(exc, attempt)
-            if wait is None or attempt == max_attempts:
+            past_deadline = wait is not None and deadline is not None and loop.time() + wait >= deadline
+            if wait is None or attempt == max_attempts or past_deadline:
                 raise _mapped(exc) from exc
             await asyncio.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")
