@@ -32,6 +32,7 @@ from lotlens_gateway.relay import Relay
 from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
+from lotlens_gateway.sync_slots import SyncSlots
 
 log = logging.getLogger(__name__)
 # anyio's default limit on threads running blocking calls for Starlette.
@@ -112,6 +113,7 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                            settings.intake_waiting),
         strikes=AddressStrikes(settings.intake_strikes_limit, settings.intake_strikes_window_s, metrics),
         downloads=DownloadSlots(settings.download_slots, settings.download_slots_per_client, metrics),
+        sync_slots=SyncSlots(settings.sync_slots, settings.sync_slots_per_client, metrics),
         clock=clock,
         resolve=resolve,
     )

@@ -118,6 +118,11 @@ class GatewaySettings(ServiceSettings):
 
     # The contract answers a synchronous lot within 300 s; the budget leaves room for the rest.
     sync_timeout_s: float = 290.0
+    # Synchronous lots one process describes at once, per client (past it a 429) and in all (a
+    # 503), both answered at once with Retry-After (sync_slots.py). Unbounded, a burst went to
+    # OpenAI whole, whose 429s then failed them all after their waits.
+    sync_slots: int = 64
+    sync_slots_per_client: int = 16
     image_check_concurrency: int = 16
     image_check_timeout_s: float = 10.0
     max_test_image_urls: int = 100
@@ -175,7 +180,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
                      "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows",
                      "max_header_bytes", "keep_alive_timeout_s", "intake_slots", "download_slots",
-                     "download_slots_per_client")
+                     "download_slots_per_client", "sync_slots", "sync_slots_per_client")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -32,6 +32,7 @@ from lotlens_gateway.relay import Relay
 from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import SyncDescriber
+from lotlens_gateway.sync_slots import SyncSlots
 from lotlens_gateway.validation import Limits
 
 SIGNATURE_DESCRIPTION = ("`sha256=<hex>` HMAC-SHA256 with the client's shared key over the job id of the "
@@ -58,6 +59,7 @@ class GatewayDeps:
     intake: IntakeSlots
     strikes: AddressStrikes
     downloads: DownloadSlots
+    sync_slots: SyncSlots
     clock: Callable[[], datetime] = utc_now
     # Webhook hosts are resolved at intake with it, as images are with `describer.images.resolve`
     # (tests stub both: no DNS query leaves the machine).

@@ -19,49 +19,24 @@ downloads of a 3,000-lot job added 470 MB to the gateway, six of a 58 MB documen
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.places import Places
 
 PIECE_BYTES = 64 * 1024
 # A download ends in seconds once its client reads; one stalled ends at the stall timeout.
 RETRY_AFTER_S = 5
 
 
-class DownloadSlots:
+class DownloadSlots(Places):
     """Big answers in flight at once, per client and in all, in one process (its event loop)."""
 
     def __init__(self, per_process: int, per_client: int, metrics: GatewayMetrics) -> None:
-        self._per_process = per_process
-        self._per_client = per_client
-        self._metrics = metrics
-        self._by_client: dict[str, int] = {}
-        self._in_flight = 0
-
-    @asynccontextmanager
-    async def hold(self, client_id: str) -> AsyncIterator[None]:
-        """Hold a place of the client's and of the process's inside; 429 or 503 when none is free."""
-        if self._by_client.get(client_id, 0) >= self._per_client:
-            self._metrics.downloads_refused.labels(reason="client").inc()
-            raise self._too_many()
-        if self._in_flight >= self._per_process:
-            self._metrics.downloads_refused.labels(reason="process").inc()
-            raise self._busy()
-        self._by_client[client_id] = self._by_client.get(client_id, 0) + 1
-        self._in_flight += 1
-        self._metrics.downloads.inc()
-        try:
-            yield
-        finally:
-            self._in_flight -= 1
-            self._metrics.downloads.dec()
-            left = self._by_client.pop(client_id) - 1
-            if left:
-                self._by_client[client_id] = left
+        super().__init__(per_process, per_client, metrics.downloads, metrics.downloads_refused)
 
     def _too_many(self) -> ApiError:
         return ApiError(

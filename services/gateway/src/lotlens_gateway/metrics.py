@@ -72,6 +72,15 @@ class GatewayMetrics:
             "lotlens_downloads_refused", "Results downloads and lots pages refused for want of a place",
             ["reason"], registry=self.registry)
 
+        self.sync_lots = Gauge(
+            "lotlens_sync_lots", "Synchronous lots this process is describing now", registry=self.registry)
+        # reason: `client` (429, the client's places taken), `process` (503 SYNCHRONOUS_BUSY).
+        self.sync_refused = Counter(
+            "lotlens_sync_refused", "Synchronous lots refused for want of a place", ["reason"],
+            registry=self.registry)
+        for reason in ("client", "process"):  # at 0 from the start: an alert takes increase()
+            self.sync_refused.labels(reason=reason)
+
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""
         self.database_operations.labels(operation=operation).inc(count)

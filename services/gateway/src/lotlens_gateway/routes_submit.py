@@ -17,6 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
@@ -79,7 +80,7 @@ T = TypeVar("T")
     response_model=schemas.BatchAccepted,
     responses={
         200: {"model": schemas.SyncResult, "description": "Synchronous mode (exactly one lot)"},
-        **schemas.error_responses(400, 401, 403, 408, 409, 413, 422, 429, 431, 502, 503, 504),
+        **schemas.error_responses(400, 401, 403, 408, 409, 413, 422, 431, own=schemas.SUBMISSION_ERRORS),
     },
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/SubmissionRequest"}}}}},
@@ -173,27 +174,35 @@ async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dic
         if isinstance(held, Replay):
             return _replayed(held)
         reservation = held
-    job_id = str(uuid.uuid4())
+    job_id, mode = str(uuid.uuid4()), rate_mode(document)
     try:
-        await deps.count_request(client_id, rate_mode(document))
-        submission = await run_in_threadpool(parse_submission, document, deps.limits)
-        if not submission.is_synchronous:
-            with on_behalf_of(client_id):
-                await refuse_private_webhooks(submission.webhook_urls, deps.resolve,
-                                              settings.allow_loopback_urls, settings.webhook_dns_timeout_s,
-                                              settings.max_webhook_hosts_checked)
-        bind_log_context(job_id=job_id)
-        status, body, headers = await _run(deps, request, client_id, submission, job_id, reservation, started)
+        # A synchronous lot holds a place (sync_slots.py) from before it is counted: a 429 for want
+        # of one used up a request of the client's rate limit.
+        async with _place(deps, client_id, mode):
+            await deps.count_request(client_id, mode)
+            submission = await run_in_threadpool(parse_submission, document, deps.limits)
+            if not submission.is_synchronous:
+                with on_behalf_of(client_id):
+                    await refuse_private_webhooks(
+                        submission.webhook_urls, deps.resolve, settings.allow_loopback_urls,
+                        settings.webhook_dns_timeout_s, settings.max_webhook_hosts_checked)
+            bind_log_context(job_id=job_id)
+            status, body, headers = await _run(deps, request, client_id, submission, job_id, reservation,
+                                               started)
     except BaseException:
         if reservation is not None:  # to its end: a reservation left by a cut request made its retry a 409
             await to_the_end(deps.idempotency.release, reservation)
         raise
     if reservation is not None and submission.is_synchronous:
         await _keep_answer(deps, reservation, status, body)
-    mode = "sync" if submission.is_synchronous else "batch"
     deps.metrics.generation_requests.labels(mode=mode).inc()
     deps.metrics.generation_duration.labels(mode=mode).observe(asyncio.get_running_loop().time() - started)
     return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _place(deps: GatewayDeps, client_id: str, mode: str) -> AbstractAsyncContextManager[None]:
+    """A synchronous lot's place among the process's and its client's; none for a job."""
+    return deps.sync_slots.hold(client_id) if mode == "sync" else nullcontext()
 
 
 def _replayed(replay: Replay) -> JSONResponse:
