@@ -138,6 +138,19 @@ def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Ga
     assert lot["status"] == "failed" and "incomplete" in lot["error_message"]
 
 
+def test_a_lot_failed_after_paid_answers_reports_their_usage(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # Its vision and three translation answers were billed, yet the failed lot said nothing of
+    # them (a batch lot failed in translation shows its vision's usage).
+    standin.faults(untranslated_language="ru")
+    response = sync_gateway.submit(one_lot(images), languages=["en", "ru"])
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "failed" and "not in the language asked for" in lot["error_message"], lot
+    assert model_calls(standin) == 4 and "usage" in lot, lot
+    assert lot["usage"]["output_tokens"] > 0 and lot["usage"]["estimated_cost_usd"] > 0
+
+
 def test_a_model_outage_is_502_openai_unavailable(
         sync_gateway: Gateway, images: str, standin: Standin) -> None:
     standin.faults(server_error_next=3)

@@ -153,7 +153,11 @@ class SyncDescriber:
             reason = (client_reason("bad_request", exc.error_type, exc.code)
                       if isinstance(exc, ModelRequestError)
                       else f"the model could not describe the lot: {exc}")
-            return self._failed(lot, missing, len(images), reason)
+            failed = self._failed(lot, missing, len(images), reason)
+            # The answers OpenAI gave before the lot failed were billed: a failed lot said nothing
+            # of them (a batch lot failed in translation shows its vision's usage).
+            paid = [u for u in used if u is not None]
+            return {**failed, "usage": total(paid).model_dump()} if paid else failed
         descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
                         for code in languages]
         return {
