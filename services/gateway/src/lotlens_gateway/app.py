@@ -54,9 +54,9 @@ LotLens describes the visible damage of auction cars in up to 10 languages, comp
   at once are at most 4 (past them 429 `RATE_LIMIT_EXCEEDED`, `details.reason`
   `concurrent_downloads`), the process's at most 32 (503 `DOWNLOADS_BUSY`); both with
   `Retry-After`.
-* **Synchronous lots** (configurable): a client's lots being described at once are at most 16
+* **Synchronous lots** (configurable): a client's lots being described at once are at most 50
   (past them 429 `RATE_LIMIT_EXCEEDED`, `details.reason` `concurrent_synchronous_lots`, not
-  counted against its rate limit), the process's at most 64 (503 `SYNCHRONOUS_BUSY`); both at
+  counted against its rate limit), the process's at most 100 (503 `SYNCHRONOUS_BUSY`); both at
   once, with `Retry-After`. A lot's budget runs from its request's arrival.
 """
 

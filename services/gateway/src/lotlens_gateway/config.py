@@ -120,9 +120,10 @@ class GatewaySettings(ServiceSettings):
     sync_timeout_s: float = 290.0
     # Synchronous lots one process describes at once, per client (past it a 429) and in all (a
     # 503), both answered at once with Retry-After (sync_slots.py). Unbounded, a burst went to
-    # OpenAI whole, whose 429s then failed them all after their waits.
-    sync_slots: int = 64
-    sync_slots_per_client: int = 16
+    # OpenAI whole, whose 429s then failed them all after their waits. A client within its rate
+    # limit (100 a minute) whose lots take 30 s each has 50 at once: no fewer places than that.
+    sync_slots: int = 100
+    sync_slots_per_client: int = 50
     image_check_concurrency: int = 16
     image_check_timeout_s: float = 10.0
     max_test_image_urls: int = 100
