@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from lotlens_common.events import VisionCompleted
+from lotlens_common.events import LotFailed, VisionCompleted
+from lotlens_common.model.errors import ModelUnreachableError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters import direct
 from lotlens_common.stage.adapters.direct import FILES_KEPT_S, DirectBatches
+from lotlens_common.stage.metrics import OPENAI_ERRORS
 from lotlens_common.stage.ports import Stage
-from lotlens_common.stage.runner import step
+from lotlens_common.stage.runner import housekeep, step
 from lotlens_common.stage.submit import flush_due
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 from tests.unit.stage.conftest import World, dead_images_unreachable, lots
@@ -130,3 +132,39 @@ def test_answers_no_collection_deleted_go_after_thirty_days_at_the_next_batch(
     asyncio.run(flush_due(stage))
     left = {path.name for path in (tmp_path / "a").iterdir()}
     assert len(left) == 3 and not left & uncollected
+
+
+class Down(Counting):
+    """A server that is not there while `down` (connection refused), then answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def __call__(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.down:
+            raise ModelUnreachableError("the model API is unreachable: Connection refused")
+        return await super().__call__(body)
+
+
+def test_a_server_down_for_longer_than_the_attempts_leaves_its_lots_waiting_and_says_so(
+        world: World, tmp_path: Path) -> None:
+    # Every line of a round failed with a 503 of our own making, counted as an attempt: a vLLM
+    # restarting for a few minutes failed every lot in flight for good (after `max_attempts`
+    # rounds), and no OpenAI error was counted, so LotLensOpenAIUnreachable could not fire. A
+    # round nothing answered is now a batch not made: the shard stays `building`, and recovery
+    # sends it again once the server is back, as in batch mode.
+    call = Down()
+    stage = instance(world, call, tmp_path / "a")
+    world.store.add(lots(3))
+    before = OPENAI_ERRORS.labels(stage="vision", operation="batches", kind="unavailable")._value.get()
+    for _ in range(world.settings.max_attempts + 2):
+        asyncio.run(flush_due(stage))
+        asyncio.run(housekeep(stage))
+        asyncio.run(step(stage, watching=True))
+    assert world.of(LotFailed) == []
+    assert OPENAI_ERRORS.labels(stage="vision", operation="batches", kind="unavailable")._value.get() > before
+    call.down = False
+    asyncio.run(housekeep(stage))
+    asyncio.run(step(stage, watching=True))
+    assert each_lot_sent_and_described_once(world, call)

@@ -35,6 +35,10 @@ class ModelUnavailableError(ModelError):
     """The API could not answer now (5xx, connection trouble, exhausted quota); worth retrying later."""
 
 
+class ModelUnreachableError(ModelUnavailableError):
+    """No answer came: the connection was refused, reset or never made (DNS, a proxy, egress)."""
+
+
 class ModelTimeoutError(ModelUnavailableError):
     """The API did not answer within the client's timeout."""
 

@@ -20,6 +20,7 @@ from lotlens_common.model.errors import (
     ModelRequestError,
     ModelTimeoutError,
     ModelUnavailableError,
+    ModelUnreachableError,
 )
 
 DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
@@ -77,7 +78,7 @@ def _mapped(exc: openai.OpenAIError) -> ModelError:
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeoutError(f"the model API timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
-        return ModelUnavailableError(f"the model API is unreachable: {exc}")
+        return ModelUnreachableError(f"the model API is unreachable: {exc}")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             return ModelQuotaExceededError(_describe(exc))

@@ -36,6 +36,7 @@ from lotlens_common.model.errors import (
     ModelRateLimitedError,
     ModelRequestError,
     ModelTimeoutError,
+    ModelUnreachableError,
 )
 from lotlens_common.stage.ports import DirectCall
 
@@ -91,12 +92,17 @@ class DirectBatches:
         batch_id = f"direct-batch-{int(time.time())}-{uuid.uuid4().hex}"
         source = self.work_dir / input_file_id
         limit = asyncio.Semaphore(self.concurrency)
+        unanswered: list[ModelError] = []
 
         async def one(line: Mapping[str, Any]) -> tuple[bool, bytes]:
             async with limit:
                 try:
                     body = await self.call(line["body"])
                 except ModelError as exc:
+                    # Not a timeout: the server may have taken the request, and one that always
+                    # times out (a prompt too big for it) must still fail after its attempts.
+                    if isinstance(exc, ModelUnreachableError):
+                        unanswered.append(exc)
                     error = {"message": str(exc), "code": getattr(exc, "code", None)}
                     response = {"status_code": _status(exc), "body": {"error": error}}
                     return False, orjson.dumps({"custom_id": line["custom_id"], "response": response})
@@ -106,6 +112,12 @@ class DirectBatches:
         lines = [orjson.loads(raw) for raw in source.read_bytes().splitlines() if raw.strip()]
         source.unlink()
         answers = await asyncio.gather(*(one(line) for line in lines))
+        if lines and len(unanswered) == len(lines):
+            # The server is not there (restarting, refusing connections): no batch is made, as a
+            # refused `batches.create` makes none, so the shard stays `building` and recovery sends
+            # it again, its lots' attempts untouched. As lines, every lot in flight failed for good
+            # after `max_attempts` rounds of a few seconds each, and no OpenAI error was counted.
+            raise unanswered[0]
         batch = self._completed(batch_id, metadata, input_file_id)
         output, errors = self.work_dir / batch["output_file_id"], self.work_dir / batch["error_file_id"]
         # The output file last, each whole before it is named: its presence says all are complete.
