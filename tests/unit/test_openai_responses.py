@@ -8,6 +8,7 @@ import httpx2
 import openai
 import pytest
 
+from lotlens_common.model.errors import ModelRateLimitedError, ModelUnavailableError
 from lotlens_common.model.openai_client import call_responses
 
 ANSWER = {"id": "resp_1", "object": "response", "status": "completed", "output": []}
@@ -31,3 +32,42 @@ def test_a_request_timeout_or_lock_conflict_is_asked_again(status: int, message:
                                 http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
     assert asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"})) == ANSWER
     assert len(seen) == 2
+
+
+def answering(*first: httpx2.Response) -> tuple[openai.AsyncOpenAI, list[httpx2.Request]]:
+    """A client whose calls get `first` in turn, then the answer; and the requests it sent."""
+    seen: list[httpx2.Request] = []
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return first[len(seen) - 1] if len(seen) <= len(first) else httpx2.Response(200, json=ANSWER)
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    return client, seen
+
+
+def error(status: int, headers: dict[str, str], kind: str = "server_error") -> httpx2.Response:
+    return httpx2.Response(status, headers=headers, json={"error": {
+        "message": "m", "type": kind, "param": None, "code": None}})
+
+
+def test_the_apis_x_should_retry_header_decides_whether_a_call_is_asked_again() -> None:
+    # The SDK honours OpenAI's `x-should-retry` (its own policy, replaced by our loop): a 5xx the
+    # API says not to retry was sent twice more, and a 4xx it says to retry failed the lot at once.
+    client, seen = answering(error(500, {"x-should-retry": "false"}))
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}))
+    assert len(seen) == 1
+    client, seen = answering(error(400, {"x-should-retry": "true"}, "invalid_request_error"))
+    assert asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"})) == ANSWER
+    assert len(seen) == 2
+
+
+def test_a_rate_limit_asking_a_longer_wait_than_the_loop_takes_is_not_asked_again_early() -> None:
+    # A 429 with `retry-after: 120` was asked again after 60 s, before the API said it would
+    # answer: another 429, an attempt spent for nothing. It is given up at once, with its wait.
+    client, seen = answering(error(429, {"retry-after": "120"}, "requests"))
+    with pytest.raises(ModelRateLimitedError) as raised:
+        asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}))
+    assert len(seen) == 1 and raised.value.retry_after_s == 120

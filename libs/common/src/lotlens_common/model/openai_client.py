@@ -112,10 +112,19 @@ def _json_object(content: bytes) -> dict[str, Any]:
 def _transient_wait(exc: openai.OpenAIError, attempt: int) -> float | None:
     """Seconds to wait before retrying, or None when this error is not worth a retry."""
     backoff = _BACKOFF_BASE_S * 2.0 ** (attempt - 1)
-    if isinstance(exc, openai.RateLimitError):
-        if exc.code == "insufficient_quota":
+    if isinstance(exc, openai.APIStatusError):
+        asked = _retry_after_s(exc)
+        if ((isinstance(exc, openai.RateLimitError) and exc.code == "insufficient_quota")
+                or (asked is not None and asked > MAX_RETRY_WAIT_S)):
+            # No wait ends it, or not one this loop takes: asked again sooner than the API said,
+            # the call met another 429 and spent an attempt. Given up with the wait it asked.
             return None
-        return min(_retry_after_s(exc) or backoff, MAX_RETRY_WAIT_S)
+        # The API's own word on this answer, which the SDK's policy (replaced here) follows.
+        should_retry = exc.response.headers.get("x-should-retry")
+        if should_retry in ("true", "false"):
+            return (asked or backoff) if should_retry == "true" else None
+        if isinstance(exc, openai.RateLimitError):
+            return asked or backoff
     if isinstance(exc, openai.APITimeoutError):
         # Waiting another full timeout would double a synchronous caller's wait.
         return None
