@@ -1,14 +1,17 @@
-"""Reading a test topic back, to check what a service published."""
+"""Reading a test topic back, or recording what a producer would send, to check what a service published."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from lotlens_common.envelope import Envelope, decode
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import KafkaSettings
 
 
 def read_events(bootstrap: str, topic: str, until: Callable[[list[Envelope]], bool],
@@ -57,3 +60,15 @@ def read_messages_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
     finally:
         consumer.close()
     return messages
+
+
+class RecordingProducer(EventProducer):
+    """The real producer's envelope and header handling; what it would send is kept here."""
+
+    def __init__(self) -> None:
+        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test")
+        self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
+
+    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, str | bytes | None]], *_callbacks: object) -> None:
+        self.sent.append((topic, value, dict(headers)))

@@ -29,5 +29,6 @@ def test_revision_0001_alone_makes_no_table_or_column_a_later_revision_adds(
     assert {"arrived", "last_place", "claimed_place"}.isdisjoint(columns["stage_jobs"])  # 0014, 0016
     assert "place" not in columns["stage_lots"]  # 0016
     assert "header_signature_sha256" not in columns["idempotency_keys"]  # 0029
+    assert "awaiting_vision" not in columns["lots"]  # 0030
     assert "ix_idempotency_keys_created_at" not in indexes  # 0002
     assert {"ix_lots_request_order", "ix_lots_webhook_order"}.isdisjoint(indexes)  # 0020

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 import orjson
 import pytest
@@ -16,24 +15,11 @@ from opentelemetry.trace import SpanKind
 from lotlens_common import tracing
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import JobCancelled
-from lotlens_common.producer import EventProducer
-from lotlens_common.settings import KafkaSettings
 from lotlens_common.stage.traced import lots_span
 from lotlens_common.stage.work import LotWork, VisionWork
+from tests.events import RecordingProducer
 from tests.spans import recording_spans
 from tests.unit.consumer_fakes import TOPICS, FakeMessage, run
-
-
-class RecordingProducer(EventProducer):
-    """The real producer's envelope and header handling; what it would send is kept here."""
-
-    def __init__(self) -> None:
-        super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test")
-        self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
-
-    def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, str | bytes | None]], *_callbacks: object) -> None:
-        self.sent.append((topic, value, dict(headers)))
 
 
 @pytest.fixture()

@@ -80,6 +80,9 @@ lots = Table(
     Column("processed_at", DateTime(timezone=True)),
     # Tokens and estimated cost of the lot's model answers, per stage: {"vision": Usage, ...}.
     Column("usage", JSONB),
+    # Failed at translation while its VisionCompleted (its vision usage) is not projected yet: the
+    # job waits for it before it settles (completed lots wait by `processed_images = 0`).
+    Column("awaiting_vision", Boolean, nullable=False, server_default="false"),
     _now(),
     PrimaryKeyConstraint("job_id", "lot_id"),
 )

@@ -19,7 +19,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, func, or_, select, text, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import caused
@@ -97,13 +97,15 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
 
 
 def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, int, datetime | None]]:
-    """Per job: lots with their LotSubmitted projected (it sets `seq`); completed lots still
-    without their VisionCompleted (a described lot has at least one processed image: a lot whose
-    images all failed is failed, never completed); and when the last lot settled."""
+    """Per job: lots with their LotSubmitted projected (it sets `seq`); settled lots still
+    without their VisionCompleted (completed ones have no processed image yet, since a described
+    lot has one and a lot whose images all failed is failed, never completed; failed ones at
+    translation are `awaiting_vision`); and when the last lot settled."""
     rows = execute(conn, "count_lots", select(
         lots.c.job_id,
         func.count().filter(lots.c.seq.is_not(None)),
-        func.count().filter(lots.c.status == COMPLETED, lots.c.processed_images == 0),
+        func.count().filter(or_(and_(lots.c.status == COMPLETED, lots.c.processed_images == 0),
+                                lots.c.awaiting_vision)),
         func.max(lots.c.processed_at),
     ).where(lots.c.job_id.in_(job_ids)).group_by(lots.c.job_id)).all()
     return {job_id: (int(submitted), int(undescribed), settled_at)

@@ -127,7 +127,7 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotFailed).total_lots, status=PROCESSING)
     result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
-        {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason,
+        {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
          "processed_images": event.processed_images, "missing_images": event.missing_images,
          "processed_at": envelope.occurred_at} for envelope, event in zip(failed, events, strict=True))})
     for job_id, lots in result:

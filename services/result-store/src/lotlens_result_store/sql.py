@@ -99,7 +99,7 @@ WITH v AS (
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
         status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE '{TRANSLATING}' END,
-        usage = {_MERGED_USAGE}, updated_at = now()
+        usage = {_MERGED_USAGE}, awaiting_vision = false, updated_at = now()
 )
 SELECT job_id, CAST(sum(added) AS int) FROM completed WHERE added <> 0 GROUP BY job_id
 """)
@@ -140,17 +140,21 @@ WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
 
 
 # Returns, per job, the lots that became failed now. A translation-stage failure keeps the
-# image counts the vision result already recorded when the event carries none.
+# image counts the vision result already recorded when the event carries none. One projected
+# before its lot's vision result (the row has no processed image yet: a described lot has one)
+# is `awaiting_vision`: its job waits for that result's usage before it settles.
 FAIL_LOTS = text(f"""
 WITH done AS (
     INSERT INTO lots AS l (job_id, lot_id, status, error_message, processed_images, missing_images,
-                           processed_at)
-    SELECT v.job_id, v.lot_id, 'failed', v.reason, v.processed_images, v.missing_images, v.processed_at
+                           processed_at, awaiting_vision)
+    SELECT v.job_id, v.lot_id, 'failed', v.reason, v.processed_images, v.missing_images, v.processed_at,
+           v.stage = 'translation'
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS v(job_id text, lot_id text, reason text, processed_images int, missing_images jsonb,
-              processed_at timestamptz)
+              processed_at timestamptz, stage text)
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         status = 'failed', error_message = excluded.error_message,
+        awaiting_vision = excluded.awaiting_vision AND l.processed_images = 0,
         processed_images = greatest(l.processed_images, excluded.processed_images),
         missing_images = CASE WHEN excluded.missing_images = '[]'::jsonb THEN l.missing_images
                               ELSE excluded.missing_images END,

@@ -56,7 +56,8 @@ class JobProgress:
     failed_lots: int
     # Lots whose LotSubmitted is projected (their request data: position, webhook URL).
     submitted_lots: int
-    # Completed lots whose VisionCompleted is not projected yet (image counts still unknown).
+    # Completed lots, or lots failed at translation, whose VisionCompleted is not projected yet
+    # (image counts or the vision answer's usage still unknown).
     undescribed_lots: int
 
 
