@@ -171,6 +171,15 @@ UPDATE lots SET status = '{CANCELLED}', updated_at = now()
 WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status NOT IN {_LOT_STOPPED}
 """)
 
+# A cancelled job's lots whose submission came after the cancel (dead-lettered, then replayed):
+# the cancel found no row of theirs. A lookup of each job's row; only a cancelled job's lots are read.
+CANCEL_LATE_LOTS = text(f"""
+UPDATE lots AS l SET status = '{CANCELLED}', updated_at = now()
+FROM jobs AS j
+WHERE j.job_id = ANY(CAST(:job_ids AS text[])) AND j.status = '{CANCELLED}'
+  AND l.job_id = j.job_id AND l.status NOT IN {_LOT_STOPPED}
+""")
+
 INSERT_OPENAI_BATCHES = text("""
 INSERT INTO openai_batches (batch_id, job_id, stage, shard_id, attempt, lot_count, created_at)
 SELECT v.batch_id, v.job_id, :stage, v.shard_id, v.attempt, v.lot_count, v.created_at
