@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 
 COMPLETIONS = "completions"
 _EXAMPLES = os.environ.get("LOTLENS_PROJECTION_EXAMPLES")
-ORDERS = settings(max_examples=int(_EXAMPLES or 30), deadline=None, derandomize=_EXAMPLES is None,
+ORDERS = settings(max_examples=int(_EXAMPLES or 100), deadline=None, derandomize=_EXAMPLES is None,
                   database=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                         HealthCheck.too_slow, HealthCheck.data_too_large])
 # A lot's status only moves up; `completed` and `failed` are both final (a cancelled lot's paid
