@@ -8,7 +8,7 @@ import httpx2
 import openai
 import pytest
 
-from lotlens_common.model.errors import ModelRateLimitedError, ModelUnavailableError
+from lotlens_common.model.errors import ModelRateLimitedError, ModelUnavailableError, ModelUnreachableError
 from lotlens_common.model.openai_client import call_responses
 
 ANSWER = {"id": "resp_1", "object": "response", "status": "completed", "output": []}
@@ -71,3 +71,22 @@ def test_a_rate_limit_asking_a_longer_wait_than_the_loop_takes_is_not_asked_agai
     with pytest.raises(ModelRateLimitedError) as raised:
         asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}))
     assert len(seen) == 1 and raised.value.retry_after_s == 120
+
+
+@pytest.mark.parametrize(("failure", "unreachable"), [
+    (httpx2.ConnectError("[Errno 111] Connection refused"), True),
+    (httpx2.RemoteProtocolError("Server disconnected without sending a response."), False),
+    (httpx2.ReadError("[Errno 104] Connection reset by peer"), False)])
+def test_only_a_connection_never_made_reads_as_the_server_unreachable(
+        failure: httpx2.TransportError, unreachable: bool) -> None:
+    # A server that dropped the request midway (a model server killed by one request, out of
+    # memory on its images) read as one not there: in direct mode that request's round was
+    # never counted as an attempt, and it was sent again for ever, its job never ending.
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        raise failure
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    with pytest.raises(ModelUnavailableError) as raised:
+        asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}, max_attempts=1))
+    assert isinstance(raised.value, ModelUnreachableError) is unreachable

@@ -78,7 +78,11 @@ def _mapped(exc: openai.OpenAIError) -> ModelError:
     if isinstance(exc, openai.APITimeoutError):
         return ModelTimeoutError(f"the model API timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
-        return ModelUnreachableError(f"the model API is unreachable: {exc}")
+        if isinstance(exc.__cause__, httpx2.ConnectError):  # refused, no route, no such host
+            return ModelUnreachableError(f"the model API is unreachable: {exc.__cause__ or exc}")
+        # Dropped midway (reset, closed without an answer): the server had the request, and
+        # may fall over on this one alone.
+        return ModelUnavailableError(f"the model API's connection failed: {exc.__cause__ or exc}")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             return ModelQuotaExceededError(_describe(exc))
