@@ -15,7 +15,6 @@ from tests.e2e.console.conftest import (
     LOTS_PER_PAGE,
     WAITING_LOTS,
     ConsoleStack,
-    hold_once,
     open_job,
     staged_failed_lots,
     until_held,
@@ -154,6 +153,29 @@ def test_a_list_still_moving_after_three_reads_says_it_may_lack_a_lot_until_read
     expect(more).to_be_hidden()
 
 
+def held_then_counted(waiting_job: str, held: list[Route], later: list[str]) -> Callable[[Route], None]:
+    """A `route` handler for the job's status reads: the first one held (the test answers it), the
+    later ones noted in `later` and passed on."""
+    def handle(route: Route) -> None:
+        if waiting_job not in route.request.url:
+            route.continue_()
+        elif not held:
+            held.append(route)
+        else:
+            later.append(route.request.url)
+            route.continue_()
+    return handle
+
+
+def until(page: Page, done: Callable[[], bool], what: str) -> None:
+    """Wait for `done` (Playwright calls route handlers while the test waits)."""
+    for _ in range(300):
+        if done():
+            return
+        page.wait_for_timeout(100)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
         page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
     # The page read its lots again from the first page once its first status read answered: a
@@ -161,37 +183,51 @@ def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
     # 30. Staged: the first status read held until then, at most 30 lots an answer.
     lot_ids = [f"{waiting_job}-{n:03}" for n in range(120)]
     held: list[Route] = []
-    page.route("**/api/v1/batch-status/**", hold_once(held, lambda route: waiting_job in route.request.url))
-    page.route(LOTS_OR_RESULTS, staged_failed_lots(waiting_job, lot_ids, most=30))
+    polls: list[str] = []
+    firsts: list[str] = []
+    page.route("**/api/v1/batch-status/**", held_then_counted(waiting_job, held, polls))
+    staged = staged_failed_lots(waiting_job, lot_ids, most=30)
+
+    def lots(route: Route) -> None:
+        if parse_qs(urlsplit(route.request.url).query).get("offset") == ["0"]:
+            firsts.append(route.request.url)
+        staged(route)
+
+    page.route(LOTS_OR_RESULTS, lots)
     note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
     open_job(page, console_stack, waiting_job)
     status = until_held(page, held)
     page.get_by_label("Only failed lots").check()
     more.click()
     expect(note).to_contain_text(f"{len(lot_ids)} failed lots, 60 shown.")
+    read_before = len(firsts)
     status.continue_()
     expect(page.locator("#job-summary")).to_contain_text("pending")
-    expect(more).to_be_visible()  # hidden at once by a read of the lots that answer started
+    until(page, lambda: bool(polls), "the next status poll")  # 2 s on: a read it began has gone out
+    assert firsts[read_before:] == [], "the lots were read again from the first page"
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60])
     expect(note).to_contain_text("60 shown. The job is running")
 
 
-def test_lots_read_again_on_refresh_or_a_change_of_status_keep_as_many_shown(
-        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
-    # Lots read again (Refresh; the poll, when the status changes) were read from the first page: a
-    # user who had shown every lot saw 50 again under a Show more to press. Staged: lot 0 failing
-    # from the click on, to know when the lots read again are shown.
-    failing: list[str] = []
-
-    def lots(route: Route) -> None:
+def marking(failing: list[str]) -> Callable[[Route], None]:
+    """A `route` handler passing the lots reads on, with the lots in `failing` answered failed
+    ("Marked failed"), to know when lots read again are shown."""
+    def handle(route: Route) -> None:
         answer = route.fetch()
         body = answer.json()
         for lot in body["lots"]:
             if lot["lot_id"] in failing:
                 lot.update(status="failed", error_message="Marked failed")
         route.fulfill(response=answer, json=body)
+    return handle
 
-    page.route(LOTS_OR_RESULTS, lots)
+
+def test_lots_read_again_on_refresh_keep_as_many_shown(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # Lots read again on Refresh were read from the first page: a user who had shown every lot
+    # saw 50 again under a Show more to press.
+    failing: list[str] = []
+    page.route(LOTS_OR_RESULTS, marking(failing))
     more = page.get_by_role("button", name="Show more lots")
     open_job(page, console_stack, waiting_job)
     more.click()
@@ -203,3 +239,36 @@ def test_lots_read_again_on_refresh_or_a_change_of_status_keep_as_many_shown(
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids)
     expect(page.locator("#lots-note")).to_contain_text(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown.")
     expect(more).to_be_hidden()
+
+
+def test_a_change_of_status_read_while_show_more_was_pressed_reads_every_lot_shown_again(
+        page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
+    # A Show more pressed while a status poll was on its way passed for lots read afresh: the
+    # status's change read none again, and the first 50 stayed as they were before it (a finished
+    # job's lots shown running, for good). Staged: the poll held over the click, then answered
+    # `processing`, with lot 0 failed from then on.
+    held: list[Route] = []
+    failing: list[str] = []
+    page.route(LOTS_OR_RESULTS, marking(failing))
+    more = page.get_by_role("button", name="Show more lots")
+    open_job(page, console_stack, waiting_job)
+    expect(page.locator("#lots li.lot")).to_have_count(LOTS_PER_PAGE)
+    lot_ids = page.locator("#lots li.lot h3 code").all_inner_texts()
+
+    def processing(route: Route) -> None:  # every status read from here on, the first one held
+        if waiting_job in route.request.url and not held:
+            held.append(route)
+            return
+        answer = route.fetch()
+        route.fulfill(response=answer, json={**answer.json(), "status": "processing"})
+
+    page.route("**/api/v1/batch-status/**", processing)
+    poll = until_held(page, held)
+    more.click()
+    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)
+    failing.append(lot_ids[0])
+    answer = poll.fetch()
+    poll.fulfill(response=answer, json={**answer.json(), "status": "processing"})
+    expect(page.locator("#job-summary")).to_contain_text("processing")
+    expect(page.locator("#lots li.lot").first).to_contain_text("Marked failed")
+    expect(page.locator("#lots li.lot")).to_have_count(WAITING_LOTS)  # as many as shown, read again

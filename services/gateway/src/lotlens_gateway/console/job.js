@@ -21,7 +21,7 @@ export async function showJob(jobId) {
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   // `owed`: a poll fell due while the tab was hidden. `note`: the page's own note on the action line.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDueSince: null,
-    retrying: false, settled: false, owed: false, note: "", lots: { read: 0 }, deliveries: {} };
+    retrying: false, settled: false, owed: false, note: "", lots: { read: 0, fromTop: 0 }, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => {
     state.wait = null; // the user is here: follow the webhooks closely again
     loadJob(jobId, view, state, true);
@@ -53,9 +53,9 @@ async function loadJob(jobId, view, state, readLists = false) {
   clearTimeout(state.poll);
   state.owed = false;
   const read = ++state.read;
-  const lotsAsked = state.lots.read;
+  const lotsAsked = state.lots.fromTop;
   // Owed until a read succeeds: a failed Refresh's lists were never read (the poll that then
-  // succeeded found the status unchanged). `listsDueSince`: the lots' reads made by then.
+  // succeeded found the status unchanged). `listsDueSince`: the lots' reads from the top by then.
   if (readLists) state.listsDueSince = lotsAsked;
   let job;
   try {
@@ -81,10 +81,11 @@ async function loadJob(jobId, view, state, readLists = false) {
     schedulePoll(jobId, view, state, POLL_MS);
   }
   const listsDue = state.listsDueSince !== null || changed;
-  // Lots read since the change was asked about or the lists fell due (the user's filter, Show
-  // more) are as new as this answer: read again, the list went back to its first page under the
-  // user's click (a first status answered late on a loaded server).
-  const unread = (since) => since === state.lots.read;
+  // Lots read afresh from the top since the change was asked about or the lists fell due (the
+  // user's filter) are as new as this answer: read again, the list went back to its first page
+  // under the user's Show more (a first status answered late on a loaded server). A Show more
+  // alone reads one page more: the lots above it are as old as before.
+  const unread = (since) => since === state.lots.fromTop;
   const lotsDue = unread(state.listsDueSince) || (changed && unread(lotsAsked));
   state.listsDueSince = null;
   if (listsDue && !lotsDue) sayLots(state.lots); // whether the job still runs

@@ -16,12 +16,14 @@ export const FIRST = "first", AGAIN = "again", MORE = "more";
 // Reads the lots (with the "Only failed lots" filter as it is now). `lots` holds where the list
 // is: `ids` (the lot ids shown), `total` (how many the list had when read; null when it changed
 // while being read), `next` (the next page's offset, null after the last), `read` (the latest
-// read: an earlier one's answer, success or failure, is dropped) and `running` (the job has not
-// ended: its lots are a snapshot).
+// read: an earlier one's answer, success or failure, is dropped), `fromTop` (the latest read of
+// all the lots shown, not a page more) and `running` (the job has not ended: its lots are a
+// snapshot).
 export async function loadLots(jobId, view, lots, how) {
   const filter = byId("only-failed").checked ? { status: "failed" } : {};
   const read = lots.read + 1;
   lots.read = read;
+  if (how !== MORE) lots.fromTop = read; // the lots shown all read afresh (Show more reads a page)
   const current = () => isShown(view) && lots.read === read;
   const more = byId("more-lots");
   more.hidden = true; // one read of a page at a time: a second click would append it twice
