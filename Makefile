@@ -17,7 +17,8 @@ infra: bootstrap
 browser:
 	@scripts/browser.sh
 
-# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks.
+# kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks;
+# axe-core (pinned, checksum verified) for the console's accessibility tests.
 tools:
 	@scripts/tools.sh >/dev/null
 

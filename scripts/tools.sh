@@ -3,11 +3,15 @@
 # toxiproxy's server) once, into a cache
 # shared by every clone on this machine; print the directory holding them. Idempotent: a tool
 # already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`
-# package, unpacked (not installed).
+# package, unpacked (not installed); axe-core (the console's accessibility checker) from npm's
+# registry, its tarball checked against a pinned checksum.
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KUBECONFORM_VERSION=v0.8.0
 TOXIPROXY_VERSION=v2.5.0
+AXE_CORE_VERSION=4.14.1
+# sha256 of axe-core-4.14.1.tgz; its sha512 matched the registry's `dist.integrity` when pinned.
+AXE_CORE_SHA256=e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
 TOOLS="${LOTLENS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lotlens-tools}"
 export PATH="/usr/local/go/bin:$PATH"
 mkdir -p "$TOOLS"
@@ -47,6 +51,21 @@ if [ ! -x "$TOOLS/promtool" ]; then
     rm -rf "$deb"
   fi
 fi
+
+# Deque's axe-core (npm `axe-core`, github.com/dequelabs/axe-core): only its browser bundle, which
+# the console's tests inject into the page; no node or npm at test time. Before the Go tools, so
+# the browser tests have it even where Go is missing.
+if [ ! -s "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js" ]; then
+  axe=$(mktemp -d)
+  curl -fsSL --retry 3 -o "$axe/axe-core.tgz" "https://registry.npmjs.org/axe-core/-/axe-core-$AXE_CORE_VERSION.tgz"
+  echo "$AXE_CORE_SHA256  $axe/axe-core.tgz" | sha256sum --check --quiet - >&2
+  tar -xzf "$axe/axe-core.tgz" -C "$axe" package/axe.min.js
+  # Through a name of this run's own in the cache: a rename there is atomic, a copy across
+  # filesystems is not, and a concurrent run could take half a file for the tool.
+  mv "$axe/package/axe.min.js" "$TOOLS/axe.min.js.$$" && mv "$TOOLS/axe.min.js.$$" "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js"
+  rm -rf "$axe"
+fi
+ln -sf "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js" "$TOOLS/axe.min.js"
 
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"

@@ -11,6 +11,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -128,10 +129,12 @@ def page_errors() -> list[str]:
     return []
 
 
-@pytest.fixture()
-def page(browser: Browser, page_errors: list[str]) -> Iterator[Page]:
-    """A fresh tab (own sessionStorage) that accepts confirmations and records script errors."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+@contextmanager
+def new_tab(browser: Browser, page_errors: list[str], bypass_csp: bool = False) -> Iterator[Page]:
+    """A fresh tab (own sessionStorage) that accepts confirmations and records script errors;
+    `bypass_csp` lets a test add a script of its own (the console's policy refuses inline ones)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US",
+                                  bypass_csp=bypass_csp)
     tab = context.new_page()
     tab.on("pageerror", lambda error: page_errors.append(str(error)))
     tab.on("console", lambda message: page_errors.append(message.text) if message.type == "error" else None)
@@ -140,6 +143,13 @@ def page(browser: Browser, page_errors: list[str]) -> Iterator[Page]:
     context.close()
     # A CSP violation or an exception in console.js shows up here (HTTP errors are expected ones).
     assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []
+
+
+@pytest.fixture()
+def page(browser: Browser, page_errors: list[str]) -> Iterator[Page]:
+    """A fresh tab, the console's own policy in force."""
+    with new_tab(browser, page_errors) as tab:
+        yield tab
 
 
 def sign_in(page: Page, stack: Stack) -> None:
