@@ -24,12 +24,17 @@ export function byId(id) {
   return document.getElementById(id);
 }
 
-// Shows a page's template and returns its view number, for `isShown`.
-export function showPage(templateId) {
+// Shows a page's template, titled `title` (its heading's text by default), and returns its view
+// number, for `isShown`.
+export function showPage(templateId, title = null) {
   currentView += 1;
   main.replaceChildren(byId(templateId).content.cloneNode(true));
+  const heading = main.querySelector("h1");
+  // WCAG 2.4.2: every page was "LotLens console", in the tab strip, the history and what a
+  // screen reader says on arrival.
+  document.title = `${title ?? heading.textContent.trim()} – LotLens console`;
   // Move focus to the new heading so keyboard and screen-reader users start at the top.
-  main.querySelector("h1").focus();
+  heading.focus();
   return currentView;
 }
 

@@ -16,7 +16,7 @@ const WAITED_OUT = "Updates paused after 30 minutes of waiting for this job's we
   + "press Resume updates to follow them again, or Refresh to read them once.";
 
 export async function showJob(jobId) {
-  const view = showPage("job-page");
+  const view = showPage("job-page", `Job ${jobId}`);
   byId("job-id").textContent = jobId;
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   // `owed`: a poll fell due while the tab was hidden. `note`: the page's own note on the action line.
