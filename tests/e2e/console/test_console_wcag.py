@@ -1,7 +1,10 @@
 """The WCAG 2.2 AA points of the console that axe cannot see (test_console_axe.py checks the rest):
-each page's title. The package's stack and jobs, as the other modules use them."""
+each page's title, the jobs list's count said as a status message. The package's stack and jobs,
+as the other modules use them."""
 
 from __future__ import annotations
+
+import re
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -24,3 +27,17 @@ def test_each_page_has_a_title_of_its_own(
     expect(page).to_have_title(f"Job {finished_job.job_id} – LotLens console")
     page.goto(f"{url}/console/#/nowhere")
     expect(page).to_have_title("Page not found – LotLens console")
+
+
+def test_the_jobs_lists_count_and_its_refusals_are_status_messages(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # WCAG 4.1.3: the list's count ("Jobs 1–25 of 300", "No jobs match these filters.") and a
+    # refused link's message arrive after the focus has moved to the heading, in a caption no
+    # screen reader follows: after Show, its user heard "Jobs, heading" and nothing of the result.
+    sign_in(page, console_stack.stack)
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text(re.compile(r"^Jobs 1–\d+ of \d+, newest first$"))
+    page.goto(f"{console_stack.stack.url}/console/#/jobs?limit=25&offset=2O")
+    expect(page.get_by_role("status")).to_contain_text("The server refuses this link’s offset “2O”")
+    # Still the table's caption: the table is named by what it lists.
+    expect(page.get_by_role("table", name=re.compile("The server refuses this link"))).to_be_visible()
