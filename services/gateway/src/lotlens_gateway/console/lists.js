@@ -26,6 +26,9 @@ export async function loadLots(jobId, view, lots, how) {
   if (how !== MORE) lots.fromTop = read; // the lots shown all read afresh (Show more reads a page)
   const current = () => isShown(view) && lots.read === read;
   const more = byId("more-lots");
+  // WCAG 2.4.3: hiding the focused button dropped the focus to the page's body, far from the
+  // lots it adds; the first of them takes it (or the button again, when shown after a failure).
+  const keyboardHere = how === MORE && document.activeElement === more;
   more.hidden = true; // one read of a page at a time: a second click would append it twice
   let found;
   try {
@@ -39,20 +42,34 @@ export async function loadLots(jobId, view, lots, how) {
     // is not the one asked for: Refresh reads it.
     if (!current()) return;
     more.hidden = how === FIRST || !canReadMore(lots);
+    if (keyboardHere && !more.hidden) more.focus();
     return handleFailure(failure, view, "lots-note");
   }
   if (!current()) return;
   const list = byId("lots");
+  const shown = lots.ids ?? new Set();
+  const firstAdded = found.lots.findIndex((lot) => !shown.has(lot.lot_id));
   if (found.fromStart) {
     list.replaceChildren();
     lots.ids = new Set();
   }
-  list.append(...found.lots.map(lotItem));
+  const items = found.lots.map(lotItem);
+  list.append(...items);
   for (const lot of found.lots) lots.ids.add(lot.lot_id);
   Object.assign(lots, { total: found.total, next: found.next, answered: read,
     said: `${found.said} ${filter.status ? "failed " : ""}lots` });
   sayLots(lots);
   more.hidden = !canReadMore(lots);
+  if (keyboardHere) keepKeyboard(items[firstAdded], more);
+}
+
+// The focus that was on "Show more lots" goes to the heading of the first lot it added (focusable
+// by script only), or back to the button when it added none and is shown again.
+function keepKeyboard(added, more) {
+  if (!added) return more.hidden ? undefined : more.focus();
+  const heading = added.querySelector("h3");
+  heading.tabIndex = -1;
+  heading.focus();
 }
 
 // The note under the lots: how many the list has and shows, whether it moved while it was read,
