@@ -8,10 +8,11 @@ import logging
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, event, select, update
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
@@ -211,3 +212,29 @@ def test_a_job_cancelled_before_any_lot_reached_the_stage_is_pruned_after_the_re
         rows = conn.execute(select(stage_jobs.c.job_id).where(stage_jobs.c.job_id.in_([old, kept])))
         left = set(rows.scalars())
     assert left == {kept}
+
+
+def test_finished_jobs_are_deleted_a_few_at_a_time_each_statement_bounded(engine: Engine) -> None:
+    # One DELETE took all the jobs of a round (100: up to 5 million rows of 50,000-lot jobs): past
+    # the workers' statement_timeout it rolled back, and every round tried the same again while the
+    # stage's tables grew unseen (found by review). Each statement now takes a few jobs.
+    job_ids = [new_id("job-bulk-") for _ in range(postgres_prune.JOBS_PER_DELETE * 2 + 3)]
+    for job_id in job_ids:
+        submit_lots(engine, job_id, ["a"])
+    deleting: list[str] = []
+
+    def noted(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        if statement.startswith("DELETE FROM stage_lots"):
+            deleting.append(str(parameters))
+
+    with engine.begin() as conn:
+        conn.execute(update(stage_lots).where(stage_lots.c.job_id.in_(job_ids))
+                     .values(status=store.DONE, updated_at=utc_now() - timedelta(days=20)))
+        event.listen(conn, "before_cursor_execute", noted)
+        pruned = postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+        event.remove(conn, "before_cursor_execute", noted)
+    assert pruned >= len(job_ids)
+    assert not any(lot_statuses(engine, "vision", job_id) for job_id in job_ids)
+    assert len(deleting) >= 3
+    assert all(sum(job_id in parameters for job_id in job_ids) <= postgres_prune.JOBS_PER_DELETE
+               for parameters in deleting), deleting

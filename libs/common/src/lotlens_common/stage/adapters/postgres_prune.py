@@ -9,6 +9,11 @@ from sqlalchemy import Connection, text
 from lotlens_common.stage.adapters.postgres import IN_QUEUE
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
+# Jobs a statement deletes: a 50,000-lot job's rows take seconds, and one statement for all of a
+# round's jobs (up to 5 million rows) could outlast the workers' statement_timeout, roll back,
+# and be tried again every round while the tables grew.
+JOBS_PER_DELETE = 10
+
 
 def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
     """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
@@ -32,7 +37,8 @@ def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 1
         LIMIT :limit""")
     job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
                    .scalars())
-    if job_ids:
+    for start in range(0, len(job_ids), JOBS_PER_DELETE):
+        some = job_ids[start:start + JOBS_PER_DELETE]
         for table in (stage_lots, stage_shards, stage_jobs):
-            conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(job_ids)))
+            conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(some)))
     return len(job_ids)
