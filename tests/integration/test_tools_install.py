@@ -54,6 +54,9 @@ def test_promtool_is_unpacked_into_the_cache_and_the_prometheus_package_never_in
     # And axe-core fetched (from npm's registry, off loopback).
     axe = next(line.split("=", 1)[1] for line in script.splitlines() if line.startswith("AXE_CORE_VERSION="))
     (tools / f"axe-core-{axe}.min.js").write_text("/* axe */\n")
+    specs = next(line.split("=", 1)[1] for line in script.splitlines()
+                 if line.startswith("ASYNCAPI_SPECS_VERSION="))
+    (tools / f"asyncapi-3.0.0-{specs}.json").write_text("{}\n")
     fakes = tmp_path / "fakes"
     fakes.mkdir()
     (fakes / "apt-get").write_text(APT_GET)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 from pydantic import create_model
@@ -21,6 +22,7 @@ from lotlens_common.events import (
     TranslationCompleted,
 )
 from lotlens_common.model.usage import JobUsage, Tokens, Usage
+from tests.k8s import tools
 from tests.public_events import data_errors, message_errors
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "asyncapi.json"
@@ -30,6 +32,18 @@ WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 def test_the_committed_asyncapi_document_matches_the_event_models() -> None:
     assert json.loads(DOC.read_text()) == json.loads(json.dumps(asyncapi_document())), (
         "regenerate with: python -m lotlens_common.catalogue > docs/asyncapi.json")
+
+
+def test_the_asyncapi_document_is_valid_asyncapi_3() -> None:
+    # Held only to our own models before: a subscriber's AsyncAPI tooling (code generators, the
+    # studio) reads it by the AsyncAPI Initiative's schema (npm @asyncapi/specs, fetched by
+    # scripts/tools.sh), which must find nothing wrong; and it would find a broken document.
+    schema = json.loads((tools() / "asyncapi-3.0.0.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    document = json.loads(DOC.read_text())
+    assert [error.message for error in validator.iter_errors(document)] == []
+    document["channels"]["completions"]["address"] = 5
+    assert [error.message for error in validator.iter_errors(document)] != []
 
 
 def test_every_event_type_is_on_a_documented_channel() -> None:
