@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
+from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, decode
-from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted, JobSubmitted
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted, JobSubmitted, VisionCompleted
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_result_store import sql
 from lotlens_result_store.completion import lock_read_models
 from lotlens_result_store.handlers import apply_batch, handle
 from tests.conftest import Infra, own_schema
@@ -236,3 +238,37 @@ def test_a_lot_submission_replayed_after_its_jobs_cancel_reads_cancelled(
     rebuild(rebuilt, delivery)
     job_ids = {job_id}
     assert_same(read_models(live, job_ids), read_models(rebuilt, job_ids), "read models")
+
+
+def test_a_failed_lots_vision_result_projected_by_an_older_release_does_not_hold_its_job(
+        live: Engine, producer: RecordingProducer) -> None:
+    # During a rolling upgrade (or a rollback and roll-forward) a result-store of the release
+    # before `awaiting_vision` projects a lot's VisionCompleted after a newer one projected its
+    # translation failure: it never clears the flag, and the job, settled later by a newer one,
+    # waited for that vision result for good (found by review). The older release's statement is
+    # today's without the clearing.
+    lots = (LotPlan("translation_failed", with_usage=True), LotPlan("described", with_usage=True))
+    plan = JobPlan(lots=lots, languages=("en",), cancelled=False, vision_order=(0, 1),
+                   translation_order=(0, 1))
+    streams = job_history(plan)
+    job_id = next(iter(streams))[0]
+    submitted, vision, translation = (streams[job_id, name]
+                                      for name in ("submissions", "vision", "translation"))
+    failed = next(e for e in translation if e.type == "LotFailed")
+    first_vision = next(e for e in vision
+                        if isinstance(e.event, VisionCompleted) and e.event.lot_id == "lot-0")
+    apply = partial(handle, live, producer, COMPLETIONS)
+    announcements = Announcements(producer)
+    apply(submitted)
+    apply([failed])
+    older = text(sql.UPSERT_DESCRIBED_LOTS.text.replace(" awaiting_vision = false,", ""))
+    assert older.text != sql.UPSERT_DESCRIBED_LOTS.text
+    event = first_vision.event
+    assert isinstance(event, VisionCompleted)
+    with live.begin() as conn:
+        conn.execute(older, {"rows": json_rows([{
+            "job_id": job_id, "lot_id": "lot-0", "processed_images": event.processed_images,
+            "missing_images": event.missing_images, "usage": event.usage}])})
+    apply([e for e in vision if e is not first_vision])
+    apply([e for e in translation if e is not failed])
+    assert [a.job_id for a in announcements.new() if isinstance(a.event, JobCompleted)] == [job_id]

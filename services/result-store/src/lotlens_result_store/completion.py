@@ -96,6 +96,13 @@ def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
     return [str(row["id"]) for row in settled]
 
 
+# A result-store of the release before `awaiting_vision` (a rolling upgrade, a rollback) projects
+# a vision result without clearing the flag: the usage that result brought says it came, or the
+# job waited for it for good. (Such a release projecting a result without usage still leaves the
+# flag, and its job unsettled: docs/RUNBOOK.md, "A job that does not finish".)
+_WITHOUT_VISION_USAGE = func.coalesce(~lots.c.usage.has_key("vision"), True)
+
+
 def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, int, datetime | None]]:
     """Per job: lots with their LotSubmitted projected (it sets `seq`); settled lots still
     without their VisionCompleted (completed ones have no processed image yet, since a described
@@ -105,7 +112,7 @@ def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, in
         lots.c.job_id,
         func.count().filter(lots.c.seq.is_not(None)),
         func.count().filter(or_(and_(lots.c.status == COMPLETED, lots.c.processed_images == 0),
-                                lots.c.awaiting_vision)),
+                                and_(lots.c.awaiting_vision, _WITHOUT_VISION_USAGE))),
         func.max(lots.c.processed_at),
     ).where(lots.c.job_id.in_(job_ids)).group_by(lots.c.job_id)).all()
     return {job_id: (int(submitted), int(undescribed), settled_at)

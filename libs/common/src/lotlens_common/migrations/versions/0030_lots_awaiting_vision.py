@@ -7,8 +7,10 @@ result-store now waits for such a lot's vision result as it already waits for a 
 (`lots.awaiting_vision`, set by the failure, cleared by the vision result).
 
 A column with a constant default: PostgreSQL rewrites no row. A result-store of the previous
-release, running during a rolling upgrade, neither reads nor writes it: its rows hold false,
-which settles as that release did.
+release, running during a rolling upgrade, neither reads nor writes it: a lot it fails holds
+false, which settles as that release did; a vision result it projects after this release failed
+the lot leaves the flag set, so settlement also takes the vision usage it brought as its coming
+(`completion._WITHOUT_VISION_USAGE`; one without usage: docs/RUNBOOK.md, "A job that does not finish").
 
 Revision ID: 0030_lots_awaiting_vision
 Revises: 0029_idempotency_signature
