@@ -90,3 +90,21 @@ def test_only_a_connection_never_made_reads_as_the_server_unreachable(
     with pytest.raises(ModelUnavailableError) as raised:
         asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}, max_attempts=1))
     assert isinstance(raised.value, ModelUnreachableError) is unreachable
+
+
+def test_a_call_the_server_dropped_once_is_not_unreachable_when_its_retries_find_it_down() -> None:
+    # The request that brought the model server down was dropped midway, and its retries found
+    # the server restarting (connection refused): the last failure alone named the call, as
+    # unreachable, and in direct mode its round was sent again for ever (found by review).
+    failures = iter([httpx2.ReadError("[Errno 104] Connection reset by peer"),
+                     httpx2.ConnectError("[Errno 111] Connection refused"),
+                     httpx2.ConnectError("[Errno 111] Connection refused")])
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        raise next(failures)
+
+    client = openai.AsyncOpenAI(api_key="sk-test", base_url="http://127.0.0.1:9/v1",
+                                http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)))
+    with pytest.raises(ModelUnavailableError) as raised:
+        asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}))
+    assert not isinstance(raised.value, ModelUnreachableError)

@@ -151,15 +151,22 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
     # Our own loop does the retrying, so the SDK's hidden retries would only multiply attempts.
     single_shot = client.with_options(max_retries=0)
     loop = asyncio.get_running_loop()
+    reached = False  # an attempt got to the server: the call is not "unreachable" whatever follows
     for attempt in range(1, max_attempts + 1):
         try:
             raw = await single_shot.responses.with_raw_response.create(**body)
             return _json_object(raw.content)
         except openai.OpenAIError as exc:
+            mapped = _mapped(exc)
+            reached = reached or not isinstance(mapped, ModelUnreachableError)
             wait = _transient_wait(exc, attempt)
             past_deadline = wait is not None and deadline is not None and loop.time() + wait >= deadline
             if wait is None or attempt == max_attempts or past_deadline:
-                raise _mapped(exc) from exc
+                if reached and isinstance(mapped, ModelUnreachableError):
+                    # The request that brought the server down, retried while it restarts.
+                    raise ModelUnavailableError(f"the model API dropped the call, then refused it: {exc}"
+                                                ) from exc
+                raise mapped from exc
             await asyncio.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")
 
