@@ -81,7 +81,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted", "LotLensStageRoundsFailing", "LotLensOpenAIUnreachable",
-        "LotLensAPIErrors"}
+        "LotLensAPIErrors", "LotLensSyncLotsFailing"}
     tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
     for name in names:
         assert f"alertname: {name}" in tests, name
