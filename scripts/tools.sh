@@ -60,8 +60,13 @@ npm_file() {  # npm_file <tarball URL> <sha256> <file in it> <cached name> <link
   if [ ! -s "$cached" ]; then
     local tmp
     tmp=$(mktemp -d)
-    curl -fsSL --retry 3 -o "$tmp/package.tgz" "$url"
-    echo "$sha256  $tmp/package.tgz" | sha256sum --check --quiet - >&2
+    # Python's standard library, not curl: a fresh Debian image need not have curl.
+    if ! python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+        "$url" "$tmp/package.tgz" || ! echo "$sha256  $tmp/package.tgz" | sha256sum --check --quiet - >&2; then
+      rm -rf "$tmp"
+      echo "tools.sh: could not fetch $url with the pinned checksum" >&2
+      exit 1
+    fi
     tar -xzf "$tmp/package.tgz" -C "$tmp" "$member"
     # Through a name of this run's own in the cache: a rename there is atomic, a copy across
     # filesystems is not, and a concurrent run could take half a file for the tool.
