@@ -190,7 +190,7 @@ def test_finished_jobs_work_rows_are_pruned_after_the_retention_and_open_ones_ke
         # Lots waiting for a shard are open however old.
         conn.execute(update(stage_lots).where(stage_lots.c.job_id.in_(
             [jobs["collected-by-place"], jobs["queued"]])).values(updated_at=old))
-        postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+    postgres_prune.prune(engine, "vision", utc_now() - timedelta(days=15), limit=10_000)
 
     left = {name for name, job_id in jobs.items() if lot_statuses(engine, "vision", job_id)}
     assert left == {"open", "recent", "batch-running", "queued"}
@@ -208,33 +208,48 @@ def test_a_job_cancelled_before_any_lot_reached_the_stage_is_pruned_after_the_re
         store.cancel_job(conn, "vision", kept)
         conn.execute(update(stage_jobs).where(stage_jobs.c.job_id == old)
                      .values(updated_at=utc_now() - timedelta(days=20)))
-        postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
+    postgres_prune.prune(engine, "vision", utc_now() - timedelta(days=15), limit=10_000)
+    with engine.begin() as conn:
         rows = conn.execute(select(stage_jobs.c.job_id).where(stage_jobs.c.job_id.in_([old, kept])))
         left = set(rows.scalars())
     assert left == {kept}
 
 
-def test_finished_jobs_are_deleted_a_few_at_a_time_each_statement_bounded(engine: Engine) -> None:
+def test_finished_jobs_are_deleted_a_few_at_a_time_each_in_a_transaction_of_its_own(
+        engine: Engine) -> None:
     # One DELETE took all the jobs of a round (100: up to 5 million rows of 50,000-lot jobs): past
     # the workers' statement_timeout it rolled back, and every round tried the same again while the
-    # stage's tables grew unseen (found by review). Each statement now takes a few jobs.
+    # stage's tables grew unseen; one transaction for all held their locks as long (found by
+    # review). Each transaction now takes a few jobs.
     job_ids = [new_id("job-bulk-") for _ in range(postgres_prune.JOBS_PER_DELETE * 2 + 3)]
     for job_id in job_ids:
         submit_lots(engine, job_id, ["a"])
-    deleting: list[str] = []
+    deleting: list[str] = []  # each transaction's DELETE statements' parameters, one string
 
     def noted(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         if statement.startswith("DELETE FROM stage_lots"):
             deleting.append(str(parameters))
+        elif statement.startswith("DELETE FROM stage_jobs"):
+            deleting[-1] += str(parameters)
 
     with engine.begin() as conn:
         conn.execute(update(stage_lots).where(stage_lots.c.job_id.in_(job_ids))
                      .values(status=store.DONE, updated_at=utc_now() - timedelta(days=20)))
-        event.listen(conn, "before_cursor_execute", noted)
-        pruned = postgres_prune.prune(conn, "vision", utc_now() - timedelta(days=15), limit=10_000)
-        event.remove(conn, "before_cursor_execute", noted)
+    commits: list[int] = []
+
+    def committed(conn: Any) -> None:
+        commits.append(len(deleting))
+
+    event.listen(engine, "before_cursor_execute", noted)
+    event.listen(engine, "commit", committed)
+    try:
+        pruned = postgres_prune.prune(engine, "vision", utc_now() - timedelta(days=15), limit=10_000)
+    finally:
+        event.remove(engine, "before_cursor_execute", noted)
+        event.remove(engine, "commit", committed)
     assert pruned >= len(job_ids)
     assert not any(lot_statuses(engine, "vision", job_id) for job_id in job_ids)
     assert len(deleting) >= 3
     assert all(sum(job_id in parameters for job_id in job_ids) <= postgres_prune.JOBS_PER_DELETE
                for parameters in deleting), deleting
+    assert commits[-len(deleting):] == list(range(1, len(deleting) + 1))  # a commit after each

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Engine, text
 
 from lotlens_common.stage.adapters.postgres import IN_QUEUE
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
-# Jobs a statement deletes: a 50,000-lot job's rows take seconds, and one statement for all of a
-# round's jobs (up to 5 million rows) could outlast the workers' statement_timeout, roll back,
-# and be tried again every round while the tables grew.
+# Jobs a transaction deletes: a 50,000-lot job's rows take seconds, and one statement for all of
+# a round's jobs (up to 5 million rows) could outlast the workers' statement_timeout, roll back,
+# and be tried again every round while the tables grew; one transaction for all of them held
+# their locks that long, and one lock timeout undid every job's deletion.
 JOBS_PER_DELETE = 10
 
 
-def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 100) -> int:
+def prune(engine: Engine, stage: str, settled_before: datetime, limit: int = 100) -> int:
     """Forget up to `limit` jobs whose every lot settled before `settled_before`; how many.
 
     With no shard of the job building or submitted, a lot still in a shard (`submitted`, or
@@ -35,10 +36,13 @@ def prune(conn: Connection, stage: str, settled_before: datetime, limit: int = 1
         HAVING NOT coalesce(bool_or({IN_QUEUE}), false)
            AND coalesce(max(l.updated_at), j.updated_at) < :before
         LIMIT :limit""")
-    job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
-                   .scalars())
+    with engine.begin() as conn:
+        job_ids = list(conn.execute(finished, {"stage": stage, "before": settled_before, "limit": limit})
+                       .scalars())
+    # A finished job gets no new rows: deleted in transactions of their own, a few jobs each.
     for start in range(0, len(job_ids), JOBS_PER_DELETE):
         some = job_ids[start:start + JOBS_PER_DELETE]
-        for table in (stage_lots, stage_shards, stage_jobs):
-            conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(some)))
+        with engine.begin() as conn:
+            for table in (stage_lots, stage_shards, stage_jobs):
+                conn.execute(table.delete().where(table.c.stage == stage, table.c.job_id.in_(some)))
     return len(job_ids)

@@ -192,5 +192,4 @@ class PostgresWorkStore(Generic[W]):
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
-        with self.engine.begin() as conn:
-            return postgres_prune.prune(conn, self.stage, settled_before)
+        return postgres_prune.prune(self.engine, self.stage, settled_before)
