@@ -6,8 +6,9 @@ in and however often an event is delivered, and that a rebuild from the log give
 order the events arrive in"). Each example generates a history of one or two jobs
 (`histories.py`), feeds it to the result-store's batch handler in a drawn order (topics
 interleaved, duplicates, dead letters replayed late, batches applied twice, its own JobCompleted
-read back from the completions topic), and replays the same log in the canonical order a rebuild
-reads it, into a schema of its own. Both must read alike, row by row and through the gateway.
+read back from the completions topic), and replays the same log in one fixed order (each topic
+whole, the pipeline's order: a rebuild itself reads the partitions interleaved, docs/EVENT_LOG.md),
+into a schema of its own. Both must read alike, row by row and through the gateway.
 
 `LOTLENS_PROJECTION_EXAMPLES=2000` runs more examples, randomly (the default is derandomized).
 """
@@ -197,7 +198,7 @@ def test_a_lot_failed_at_translation_before_its_vision_result_waits_for_its_visi
         live: Engine, rebuilt: Engine, producer: RecordingProducer) -> None:
     # The translation topic ran ahead of the vision topic: the lot's failure was projected before
     # its VisionCompleted, the job settled and was announced without the vision answer's usage
-    # (paid for), and no later event re-summed it; a rebuild reading vision first summed it.
+    # (paid for), and no later event re-summed it; a replay reading vision first summed it.
     plan = JobPlan(lots=(LotPlan("translation_failed", with_usage=True),), languages=("en",),
                    cancelled=False, vision_order=(0,), translation_order=(0,))
     streams = job_history(plan)

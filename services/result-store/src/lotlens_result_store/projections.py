@@ -65,7 +65,8 @@ def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
             {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
              "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
     # One statement per batch, not per lot: a row written after its job's cancel is cancelled too.
-    execute(conn, "cancel_lots", sql.CANCEL_LATE_LOTS, {"job_ids": sorted({e.job_id for e in submitted})})
+    execute(conn, "cancel_late_lots", sql.CANCEL_LATE_LOTS,
+            {"job_ids": sorted({e.job_id for e in submitted})})
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
 
