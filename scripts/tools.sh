@@ -60,9 +60,20 @@ npm_file() {  # npm_file <tarball URL> <sha256> <file in it> <cached name> <link
   if [ ! -s "$cached" ]; then
     local tmp
     tmp=$(mktemp -d)
-    # Python's standard library, not curl: a fresh Debian image need not have curl.
-    if ! python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
-        "$url" "$tmp/package.tgz" || ! echo "$sha256  $tmp/package.tgz" | sha256sum --check --quiet - >&2; then
+    # Python's standard library, not curl: a fresh Debian image need not have curl. Three tries,
+    # each given up after 60 s without a byte (a stalled connection hung for good).
+    if ! python3 - "$url" "$tmp/package.tgz" <<'FETCH' || ! echo "$sha256  $tmp/package.tgz" | sha256sum --check --quiet - >&2; then
+import shutil, sys, time, urllib.request
+for attempt in range(3):
+    try:
+        with urllib.request.urlopen(sys.argv[1], timeout=60) as answer, open(sys.argv[2], "wb") as out:
+            shutil.copyfileobj(answer, out)
+        break
+    except OSError as exc:
+        if attempt == 2:
+            sys.exit(f"tools.sh: {sys.argv[1]}: {exc}")
+        time.sleep(2 * (attempt + 1))
+FETCH
       rm -rf "$tmp"
       echo "tools.sh: could not fetch $url with the pinned checksum" >&2
       exit 1

@@ -248,3 +248,8 @@ def until_held(page: Page, held: list[Held]) -> Held:
             return held[0]
         page.wait_for_timeout(100)
     raise AssertionError("the page sent no request to hold")
+
+
+def is_show_more(route: Route) -> bool:
+    """A read of the lots' second page (the first Show more)."""
+    return parse_qs(urlsplit(route.request.url).query).get("offset") == [str(LOTS_PER_PAGE)]

@@ -18,6 +18,7 @@ from tests.e2e.console.conftest import (
     ConsoleStack,
     FinishedJob,
     hold_once,
+    is_show_more,
     open_job,
     sign_in,
     until_held,
@@ -140,10 +141,6 @@ def test_past_a_page_of_deliveries_the_newest_are_shown(
     expect(rows).to_have_count(101)
 
 
-def is_show_more(route: Route) -> bool:
-    return parse_qs(urlsplit(route.request.url).query).get("offset") == [str(LOTS_PER_PAGE)]
-
-
 def test_a_failed_show_more_is_said_and_can_be_pressed_again(
         page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
     # The button was hidden before the read and shown again only by a success: one failure hid
@@ -168,20 +165,25 @@ def test_a_superseded_lots_read_that_fails_late_changes_nothing(
     # Refresh had read the list again wrote its error over the list's note, and a late 401/403
     # signed the user out although the newer read had been accepted.
     note, more = page.locator("#lots-note"), page.get_by_role("button", name="Show more lots")
+    only_failed = page.get_by_label("Only failed lots")
     open_job(page, console_stack, waiting_job)
     for status, code in [(503, "DOWNLOADS_BUSY"), (403, "INVALID_SIGNATURE")]:
+        only_failed.check()  # and back: the list read from its first page again
+        only_failed.uncheck()
+        expect(note).to_contain_text(f"{WAITING_LOTS} lots, {LOTS_PER_PAGE} shown.")
         held: list[Route] = []
         page.route(LOTS_OR_RESULTS, hold_once(held, is_show_more))
         more.click()
         late = until_held(page, held)
         page.get_by_role("button", name="Refresh").click()
-        expect(more).to_be_visible()  # the Refresh's first page is shown
+        # The Refresh's re-read answers for the Show more it overtook: every lot shown.
+        expect(note).to_contain_text(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown.")
         late.fulfill(status=status, json={"error": "Refused", "message": "refused", "code": code})
         page.wait_for_timeout(1000)  # what the late answer would do is done by now
         expect(page.get_by_role("heading", level=1)).to_contain_text(waiting_job)
         shown = note.text_content() or ""
-        assert shown.startswith(f"{WAITING_LOTS} lots, {LOTS_PER_PAGE} shown."), (code, shown)
-        assert more.is_visible(), code
+        assert shown.startswith(f"{WAITING_LOTS} lots, {WAITING_LOTS} shown."), (code, shown)
+        assert not more.is_visible(), code  # every lot shown: the late failure offers no Show more
         page.unroute(LOTS_OR_RESULTS)
     assert console_stack.stack.client_key in page.evaluate("JSON.stringify(sessionStorage)")
     assert [e for e in page_errors if not e.startswith("Failed to load resource")] == []

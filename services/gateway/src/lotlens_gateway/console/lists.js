@@ -17,8 +17,8 @@ export const FIRST = "first", AGAIN = "again", MORE = "more";
 // is: `ids` (the lot ids shown), `total` (how many the list had when read; null when it changed
 // while being read), `next` (the next page's offset, null after the last), `read` (the latest
 // read: an earlier one's answer, success or failure, is dropped), `fromTop` (the latest read of
-// all the lots shown, not a page more) and `running` (the job has not ended: its lots are a
-// snapshot).
+// all the lots shown, not a page more), `moreAsked` (a Show more on its way, and whether the
+// keyboard was on its button) and `running` (the job has not ended: its lots are a snapshot).
 export async function loadLots(jobId, view, lots, how) {
   const filter = byId("only-failed").checked ? { status: "failed" } : {};
   const read = lots.read + 1;
@@ -26,14 +26,22 @@ export async function loadLots(jobId, view, lots, how) {
   if (how !== MORE) lots.fromTop = read; // the lots shown all read afresh (Show more reads a page)
   const current = () => isShown(view) && lots.read === read;
   const more = byId("more-lots");
+  // A re-read (a change of status, Refresh) overtaking a Show more answers for it: the page it
+  // asked comes with the lots shown, and the keyboard goes where it would have (dropped, the
+  // list stayed as it was and the focus on the page's body).
+  // Kept until a read answers: a second re-read overtaking the first answers for it too.
+  const overtaken = how === AGAIN ? lots.moreAsked : null;
   // WCAG 2.4.3: hiding the focused button dropped the focus to the page's body, far from the
   // lots it adds; the first of them takes it (or the button again, when shown after a failure).
-  const keyboardHere = how === MORE && document.activeElement === more;
+  // Handed over by an overtaken Show more only while nothing else has it (a Refresh button).
+  const keyboardHere = how === MORE ? document.activeElement === more
+    : Boolean(overtaken?.keyboard) && [more, document.body, null].includes(document.activeElement);
+  lots.moreAsked = how === MORE ? { keyboard: keyboardHere } : overtaken;
   more.hidden = true; // one read of a page at a time: a second click would append it twice
   let found;
   try {
     if (how === MORE) found = await readMore(jobId, filter, lots, current);
-    else if (how === AGAIN) found = await readAgain(jobId, filter, Math.max(LOTS_PER_PAGE, lots.ids?.size ?? 0), current);
+    else if (how === AGAIN) found = await readAgain(jobId, filter, shownAgain(lots, overtaken), current);
     else found = pageFound(await readPage(jobId, filter, 0, LOTS_PER_PAGE), true);
   } catch (failure) {
     // A newer read answers for the list: a late failure wrote over its note, and a late 401/403
@@ -41,11 +49,13 @@ export async function loadLots(jobId, view, lots, how) {
     // as can one under lots that failed to be read again; after a failed first page the list shown
     // is not the one asked for: Refresh reads it.
     if (!current()) return;
+    lots.moreAsked = null;
     more.hidden = how === FIRST || !canReadMore(lots);
     if (keyboardHere && !more.hidden) more.focus();
     return handleFailure(failure, view, "lots-note");
   }
   if (!current()) return;
+  lots.moreAsked = null;
   const list = byId("lots");
   const shown = lots.ids ?? new Set();
   const firstAdded = found.lots.findIndex((lot) => !shown.has(lot.lot_id));
@@ -61,6 +71,12 @@ export async function loadLots(jobId, view, lots, how) {
   sayLots(lots);
   more.hidden = !canReadMore(lots);
   if (keyboardHere) keepKeyboard(items[firstAdded], more);
+}
+
+// How many lots a re-read reads: as many as are shown (a page at least), and the page a Show more
+// it overtook asked for.
+function shownAgain(lots, overtaken) {
+  return Math.max(LOTS_PER_PAGE, (lots.ids?.size ?? 0) + (overtaken ? LOTS_PER_PAGE : 0));
 }
 
 // The focus that was on "Show more lots" goes to the heading of the first lot it added (focusable
