@@ -18,7 +18,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
-from lotlens_gateway.downloads import DownloadSlots
+from lotlens_gateway.downloads import download_slots
 from lotlens_gateway.group_lag import GroupLagCollector, offsets_admin
 from lotlens_gateway.health import AdminLike, KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
@@ -32,7 +32,7 @@ from lotlens_gateway.relay import Relay
 from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import ImagePolicy, SyncDescriber
-from lotlens_gateway.sync_slots import SyncSlots
+from lotlens_gateway.sync_slots import sync_slots
 
 log = logging.getLogger(__name__)
 # anyio's default limit on threads running blocking calls for Starlette.
@@ -112,8 +112,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
         intake=IntakeSlots(settings.intake_slots, settings.max_lot_bytes, settings.intake_wait_s, metrics,
                            settings.intake_waiting),
         strikes=AddressStrikes(settings.intake_strikes_limit, settings.intake_strikes_window_s, metrics),
-        downloads=DownloadSlots(settings.download_slots, settings.download_slots_per_client, metrics),
-        sync_slots=SyncSlots(settings.sync_slots, settings.sync_slots_per_client, metrics),
+        downloads=download_slots(settings.download_slots, settings.download_slots_per_client, metrics),
+        sync_slots=sync_slots(settings.sync_slots, settings.sync_slots_per_client, metrics),
         clock=clock,
         resolve=resolve,
     )

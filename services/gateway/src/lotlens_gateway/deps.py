@@ -18,7 +18,6 @@ from lotlens_common.logs import bind_log_context
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.auth import client_for, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
-from lotlens_gateway.downloads import DownloadSlots
 from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.health import KafkaHealth
 from lotlens_gateway.idempotency import IdempotencyStore
@@ -27,12 +26,12 @@ from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
+from lotlens_gateway.places import Places
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
 from lotlens_gateway.shared_check import SharedCheck
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import SyncDescriber
-from lotlens_gateway.sync_slots import SyncSlots
 from lotlens_gateway.validation import Limits
 
 SIGNATURE_DESCRIPTION = ("`sha256=<hex>` HMAC-SHA256 with the client's shared key over the job id of the "
@@ -58,8 +57,8 @@ class GatewayDeps:
     openai: OpenAIProbe
     intake: IntakeSlots
     strikes: AddressStrikes
-    downloads: DownloadSlots
-    sync_slots: SyncSlots
+    downloads: Places
+    sync_slots: Places
     clock: Callable[[], datetime] = utc_now
     # Webhook hosts are resolved at intake with it, as images are with `describer.images.resolve`
     # (tests stub both: no DNS query leaves the machine).

@@ -23,36 +23,22 @@ from collections.abc import AsyncIterator, Iterator
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
 
-from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.places import Places
+from lotlens_gateway.places import Places, Refusals
 
 PIECE_BYTES = 64 * 1024
 # A download ends in seconds once its client reads; one stalled ends at the stall timeout.
-RETRY_AFTER_S = 5
+REFUSALS = Refusals(
+    reason="concurrent_downloads",
+    too_many=("At most {limit} results downloads and lots pages are sent to a client at once; "
+              "retry in {retry} s, or when one of them has finished"),
+    busy_code="DOWNLOADS_BUSY", busy="The gateway is sending {count} other downloads; retry in {retry} s",
+    in_progress="downloads_in_progress")
 
 
-class DownloadSlots(Places):
+def download_slots(per_process: int, per_client: int, metrics: GatewayMetrics) -> Places:
     """Big answers in flight at once, per client and in all, in one process (its event loop)."""
-
-    def __init__(self, per_process: int, per_client: int, metrics: GatewayMetrics) -> None:
-        super().__init__(per_process, per_client, metrics.downloads, metrics.downloads_refused)
-
-    def _too_many(self) -> ApiError:
-        return ApiError(
-            429, "RATE_LIMIT_EXCEEDED",
-            f"At most {self._per_client} results downloads and lots pages are sent to a client at once; "
-            f"retry in {RETRY_AFTER_S} s, or when one of them has finished",
-            details={"reason": "concurrent_downloads", "concurrent_downloads": self._per_client,
-                     "retry_after": RETRY_AFTER_S},
-            headers={"Retry-After": str(RETRY_AFTER_S)})
-
-    def _busy(self) -> ApiError:
-        return ApiError(
-            503, "DOWNLOADS_BUSY",
-            f"The gateway is sending {self._in_flight} other downloads; retry in {RETRY_AFTER_S} s",
-            details={"downloads_in_progress": self._in_flight, "retry_after": RETRY_AFTER_S},
-            headers={"Retry-After": str(RETRY_AFTER_S)})
+    return Places(per_process, per_client, metrics.downloads, metrics.downloads_refused, REFUSALS)
 
 
 def json_download(body: bytes | Iterator[bytes], headers: dict[str, str] | None = None) -> StreamingResponse:

@@ -9,32 +9,18 @@ client retrying had none left), and before any image is checked or model called.
 
 from __future__ import annotations
 
-from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.places import Places
+from lotlens_gateway.places import Places, Refusals
 
-# A place frees up when any lot ends, most within seconds to a minute.
-RETRY_AFTER_S = 5
+REFUSALS = Refusals(
+    reason="concurrent_synchronous_lots",
+    too_many=("At most {limit} synchronous lots of a client are described at once; "
+              "retry in {retry} s, or when one of them has been answered"),
+    busy_code="SYNCHRONOUS_BUSY",
+    busy="The gateway is describing {count} other synchronous lots; retry in {retry} s",
+    in_progress="synchronous_lots_in_progress")
 
 
-class SyncSlots(Places):
+def sync_slots(per_process: int, per_client: int, metrics: GatewayMetrics) -> Places:
     """Places of synchronous lots in one process (its event loop)."""
-
-    def __init__(self, per_process: int, per_client: int, metrics: GatewayMetrics) -> None:
-        super().__init__(per_process, per_client, metrics.sync_lots, metrics.sync_refused)
-
-    def _too_many(self) -> ApiError:
-        return ApiError(
-            429, "RATE_LIMIT_EXCEEDED",
-            f"At most {self._per_client} synchronous lots of a client are described at once; "
-            f"retry in {RETRY_AFTER_S} s, or when one of them has been answered",
-            details={"reason": "concurrent_synchronous_lots", "concurrent_synchronous_lots": self._per_client,
-                     "retry_after": RETRY_AFTER_S},
-            headers={"Retry-After": str(RETRY_AFTER_S)})
-
-    def _busy(self) -> ApiError:
-        return ApiError(
-            503, "SYNCHRONOUS_BUSY",
-            f"The gateway is describing {self._in_flight} other synchronous lots; retry in {RETRY_AFTER_S} s",
-            details={"synchronous_lots_in_progress": self._in_flight, "retry_after": RETRY_AFTER_S},
-            headers={"Retry-After": str(RETRY_AFTER_S)})
+    return Places(per_process, per_client, metrics.sync_lots, metrics.sync_refused, REFUSALS)
