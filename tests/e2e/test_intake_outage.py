@@ -125,7 +125,9 @@ def test_kafka_stopped_for_40_s_during_20_submissions_loses_nothing_and_runs_not
         assert answer.status_code == 201, answer.text
         accepted.append(answer.json()["job_id"])
         waits.append(waited)
-        assert status(stack, accepted[-1]) == "pending"  # visible at once, broker or not
+        # Visible at once, broker or not: `pending` from the outbox, or further on already when
+        # the broker is up and the stages quick (a CI run read `processing` here).
+        assert status(stack, accepted[-1]) in ("pending", "processing", "translating", "completed")
         time.sleep(2.0 if 5 <= n < 15 else 0.1)
     outage.join()
     assert max(waits) < REQUEST_TIMEOUT_S, waits
