@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lotlens_common.stage.core import lifecycle as lc
-from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error, line_kind
+from lotlens_common.stage.core.outcomes import NOT_SENT, Kind, Outcome, after_error, line_kind
 
 NOW = 2_000_000_000.0
 DAY = 24 * 3600.0
@@ -151,6 +151,20 @@ def test_a_transient_error_sends_the_lot_again_until_the_last_attempt() -> None:
     assert after_error(Kind.TRANSIENT, "busy", 2, 3, False) == Outcome("retry", "busy")
     assert after_error(Kind.TRANSIENT, "busy", 3, 3, False) == Outcome(
         "failed", "busy (gave up after 3 attempts)")
+
+
+def test_a_direct_line_the_server_never_received_goes_again_without_using_an_attempt() -> None:
+    # Refused before it left the machine (the model server down or restarting mid-round), it was a
+    # 503 line like any, an attempt: after MAX_ATTEMPTS such rounds its lot failed, never sent.
+    assert line_kind(503, NOT_SENT) is Kind.UNSENT
+    assert after_error(Kind.UNSENT, "refused", 3, 3, False) == Outcome("retry", "refused", counted=False)
+    assert after_error(Kind.UNSENT, "refused", 1, 3, True).verdict == "cancelled"
+
+
+def test_a_direct_line_the_server_took_and_dropped_uses_its_attempts() -> None:
+    # The request that brings the server down reached it: sent again uncounted, it never ended.
+    assert after_error(line_kind(503, None), "dropped", 3, 3, False) == Outcome(
+        "failed", "dropped (gave up after 3 attempts)")
 
 
 def test_any_error_of_a_cancelled_job_cancels_the_lot() -> None:

@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 from lotlens_common.events import LotFailed, VisionCompleted
-from lotlens_common.model.errors import ModelUnreachableError
+from lotlens_common.model.errors import ModelUnavailableError, ModelUnreachableError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters import direct
 from lotlens_common.stage.adapters.direct import FILES_KEPT_S, DirectBatches
+from lotlens_common.stage.collect import watch
 from lotlens_common.stage.metrics import OPENAI_ERRORS
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.runner import housekeep, step
@@ -168,3 +169,58 @@ def test_a_server_down_for_longer_than_the_attempts_leaves_its_lots_waiting_and_
     asyncio.run(housekeep(stage))
     asyncio.run(step(stage, watching=True))
     assert each_lot_sent_and_described_once(world, call)
+
+
+class Restarting(Counting):
+    """A server that goes down mid-round (restarting) and refuses the rest: after one answer, or
+    with `crash`, on the request whose notes hold it, which it drops (it brought the server down)."""
+
+    def __init__(self, crash: str | None = None) -> None:
+        super().__init__()
+        self.crash, self.up, self.dropped = crash, True, 0
+
+    async def __call__(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        if not self.up:
+            raise ModelUnreachableError("the model API is unreachable: Connection refused")
+        if self.crash is None:
+            self.up = False
+        elif self.crash in body["input"][0]["content"][-1]["text"]:
+            self.up, self.dropped = False, self.dropped + 1
+            raise ModelUnavailableError("the model API dropped the call, then refused it")
+        return await super().__call__(body)
+
+
+def unavailable_errors() -> float:
+    return float(OPENAI_ERRORS.labels(stage="vision", operation="batches", kind="unavailable")._value.get())
+
+
+def test_lines_a_server_restarting_mid_round_refused_go_again_without_using_attempts(
+        world: World, tmp_path: Path) -> None:
+    # Each refused line was a 503, an attempt: a server that went down mid-round twice failed a lot
+    # it had never received ("gave up after 2 attempts"). Still counted for the unreachable alert.
+    call = Restarting()
+    stage = instance(world, call, tmp_path / "a")
+    world.store.add(lots(3))
+    assert len(asyncio.run(flush_due(stage))) == 1  # one line answered, two refused: a batch
+    before = unavailable_errors()
+    asyncio.run(watch(stage))
+    assert unavailable_errors() == before + 2
+    for _ in range(2):
+        call.up = True
+        asyncio.run(step(stage, watching=True))
+    assert world.of(LotFailed) == [] and each_lot_sent_and_described_once(world, call)
+
+
+def test_a_request_that_brings_the_server_down_each_time_still_fails_after_its_attempts(
+        world: World, tmp_path: Path) -> None:
+    # It reached the server each time: counted, it cannot be sent again for ever; the lines
+    # refused behind it go again, uncounted, and are described once it has failed.
+    call = Restarting(crash="Camry 0")
+    stage = instance(world, call, tmp_path / "a")
+    world.store.add(lots(3))
+    for _ in range(world.settings.max_attempts + 1):
+        call.up = True
+        asyncio.run(step(stage, watching=True))
+    assert [event.lot_id for event in world.of(LotFailed)] == ["job-1-lot-0"]
+    assert call.dropped == world.settings.max_attempts
+    assert results(world) == ["job-1-lot-1", "job-1-lot-2"]

@@ -16,7 +16,7 @@ from opentelemetry.context import Context
 
 from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_line
-from lotlens_common.model.errors import ModelError, ModelOutputError, ModelRequestError
+from lotlens_common.model.errors import ModelError, ModelOutputError, ModelRequestError, ModelUnreachableError
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
@@ -240,6 +240,10 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
             settler.refused(changed, result.reason)
         else:
             kind = line_kind(result.status, result.error_code)
+            if kind is Kind.UNSENT:
+                # A request the model server refused (direct mode): counted as a round it refused
+                # whole is, so LotLensOpenAIUnreachable sees a server that keeps refusing.
+                metrics.openai_error(stage.spec.name, "batches", ModelUnreachableError(words))
             # The first few in full, then one summary: a batch that failed whole wrote 50,000 lines.
             if sum(unanswered.values()) < LOGGED_UNANSWERED:
                 log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, words,

@@ -3,7 +3,10 @@
 For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the like). Creating a
 "batch" sends its lines through `call` (bounded concurrency; 429/Retry-After honoured by
 `call_responses`) and returns it already `completed`, with output and error files in the work
-folder written in the Batch API's line format: the runner collects it like any other batch.
+folder written in the Batch API's line format: the runner collects it like any other batch. A line
+the server refused (connection refused: its request never left the machine) carries the code
+`not_sent`, and its lot goes again without using an attempt (`core/outcomes.py`); a round the
+server refused whole makes no batch at all.
 
 A batch is its files in the work folder, nothing in memory: its record (the batch object, with
 the metadata naming its shard), its error file and, written last, its output file, whose presence
@@ -38,6 +41,7 @@ from lotlens_common.model.errors import (
     ModelTimeoutError,
     ModelUnreachableError,
 )
+from lotlens_common.stage.core.outcomes import NOT_SENT
 from lotlens_common.stage.ports import DirectCall
 
 
@@ -99,11 +103,15 @@ class DirectBatches:
                 try:
                     body = await self.call(line["body"])
                 except ModelError as exc:
-                    # Not a timeout: the server may have taken the request, and one that always
-                    # times out (a prompt too big for it) must still fail after its attempts.
-                    if isinstance(exc, ModelUnreachableError):
+                    # Refused before it left the machine (the server down, restarting): `not_sent`,
+                    # no attempt (as a plain 503, a server restarting mid-round failed the lots it
+                    # refused after `max_attempts` rounds). Not a timeout nor a dropped call: the
+                    # server may have taken that request, and one that always times out (a prompt
+                    # too big for it) or brings the server down must still fail after its attempts.
+                    refused = isinstance(exc, ModelUnreachableError)
+                    if refused:
                         unanswered.append(exc)
-                    error = {"message": str(exc), "code": getattr(exc, "code", None)}
+                    error = {"message": str(exc), "code": NOT_SENT if refused else getattr(exc, "code", None)}
                     response = {"status_code": _status(exc), "body": {"error": error}}
                     return False, orjson.dumps({"custom_id": line["custom_id"], "response": response})
             return True, orjson.dumps({"custom_id": line["custom_id"],

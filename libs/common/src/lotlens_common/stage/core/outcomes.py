@@ -11,7 +11,9 @@
 | 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |
 |   failed, no line at all                        |           |   `max_attempts`, then failed  |
 | batch refused whole before it ran (enqueued-    | unsent    | waiting again, the send not    |
-|   token limit, file too large)                  |           |   counted as an attempt        |
+|   token limit, file too large); a direct-mode   |           |   counted as an attempt        |
+|   line the server refused (`not_sent`: the      |           |                                |
+|   request never left the machine)               |           |                                |
 | any, when the job was cancelled                 | -         | cancelled                      |
 """
 
@@ -26,6 +28,10 @@ TRANSIENT_CODES = frozenset({"batch_expired", "batch_cancelled", "server_error",
                              "timeout", "internal_error"})
 # 4xx statuses that are about timing, not about the request.
 TRANSIENT_4XX = frozenset({408, 409, 429})
+# Direct mode's code for a line whose request never reached the model server (connection refused:
+# it was down, restarting). One it took and then dropped, failed or timed out is not one: that
+# request may be what brings the server down, and must use up its attempts like any.
+NOT_SENT = "not_sent"
 
 
 class Kind(Enum):
@@ -33,11 +39,13 @@ class Kind(Enum):
 
     PERMANENT = "permanent"
     TRANSIENT = "transient"
-    UNSENT = "unsent"  # OpenAI ran no request of the batch: nothing was tried
+    UNSENT = "unsent"  # the request was never run (OpenAI refused the batch, the server the line)
 
 
 def line_kind(status: int | None, code: str | None) -> Kind:
     """The kind of a failed batch line, from its HTTP status and error code."""
+    if code == NOT_SENT:
+        return Kind.UNSENT
     if code in TRANSIENT_CODES:
         return Kind.TRANSIENT
     if status is not None and 400 <= status < 500 and status not in TRANSIENT_4XX:
