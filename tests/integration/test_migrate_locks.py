@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common.db import LockPatience, migrate
 from lotlens_common.migrate import schema_current
-from tests.conftest import Infra, own_schema
+from lotlens_common.settings import TopicSettings
+from tests.conftest import ROOT, Infra, own_schema
+from tests.integration.admin_support import admin_env
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +72,27 @@ def test_a_migration_that_never_gets_its_lock_fails_at_its_deadline(behind: Engi
             migrate(behind, patience=LockPatience(wait_s=0.3, pause_s=0.2, give_up_after_s=2))
         assert time.monotonic() - started < 5
         reader.rollback()
+
+
+def test_a_statement_timeout_of_the_role_does_not_cut_the_migrate_job_short(
+        infra: Infra, engine: Engine, topics: TopicSettings) -> None:
+    # A DBA's `ALTER ROLE lotlens SET statement_timeout = '1s'` (or the workers' limits set on a
+    # role shared behind a transaction-mode pooler) is every session's default, the migrate Job's
+    # too. The tests' role may not alter roles: the connection's startup options give the same default.
+    with own_schema(infra, engine, "0029_idempotency_signature") as behind:  # 0030 alters lots
+        options = f"{behind.url.query['options']} -cstatement_timeout=1s"
+        url = behind.url.update_query_dict({"options": options}).render_as_string(hide_password=False)
+        env = {**admin_env(infra.kafka_bootstrap, url, topics), "LOTLENS_TOPIC_PARTITIONS": "3"}
+        with behind.connect() as reader:  # a long report holding lots for longer than the role's 1 s
+            reader.execute(text("SELECT count(*) FROM lots"))
+            job = subprocess.Popen([sys.executable, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            assert job.stdout is not None
+            log = []
+            for line in job.stdout:  # until it gives way, its own 5 s lock wait outlasting the role's 1 s
+                log.append(line)
+                if "gave way" in line:
+                    break
+            reader.rollback()
+        assert job.wait(timeout=120) == 0, "".join(log) + job.stdout.read()
+        assert schema_current(behind)

@@ -162,7 +162,13 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
         _take_migration_lock(connection)
         try:
             # For the session, not the transaction: it must hold in the autocommit blocks too.
-            connection.execute(text("SELECT set_config('lock_timeout', :t, false)"),
+            # Our own limits, whatever the role's or the URL's (a DBA's `ALTER ROLE ... SET
+            # statement_timeout`, the workers' limits set on a role shared behind a pooler): they
+            # cancelled a migration's statement waiting for its lock or building an index, and the
+            # Job failed every retry. Lock waits are bounded here; a statement runs as long as it takes.
+            connection.execute(text("SELECT set_config('lock_timeout', :t, false), "
+                                    "set_config('statement_timeout', '0', false), "
+                                    "set_config('idle_in_transaction_session_timeout', '0', false)"),
                                {"t": f"{int(lock_wait_s * 1000)}ms"})
             connection.commit()  # Alembic begins each migration's transaction itself
             config.attributes["connection"] = connection
@@ -194,11 +200,12 @@ def _take_migration_lock(connection: Connection) -> None:
 
 
 def _release_migration_lock(connection: Connection) -> None:
-    """Give the lock back and the session its own `lock_timeout`, so the pooled connection is as
-    it was; a connection that cannot do that is closed, which ends its session and the lock."""
+    """Give the lock back and the session its own limits, so the pooled connection is as it was; a
+    connection that cannot do that is closed, which ends its session and the lock."""
     try:
         connection.rollback()
-        connection.execute(text("RESET lock_timeout"))
+        for limit in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
+            connection.execute(text(f"RESET {limit}"))
         connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
         connection.commit()
     except SQLAlchemyError:
