@@ -2,23 +2,30 @@
 
 Each group lives in its own module and exposes `register(subparsers)`, which adds its parser and
 sets `handler` (a function taking the parsed arguments and returning an exit code) on it.
-Exit codes: 0 done, 1 the command failed, 2 wrong usage, 3 Kafka or PostgreSQL did not answer.
+Exit codes: 0 done, 1 the command failed (or a setting is wrong), 2 wrong usage, 3 Kafka or
+PostgreSQL did not answer, 130 interrupted (Ctrl-C), 141 its output's reader went away (`| head`).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 from confluent_kafka import KafkaException
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from pydantic import ValidationError
+from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
 from lotlens_admin import clients, dlq, jobs, projections, shards
 from lotlens_admin.clients import BadConfiguration
+from lotlens_admin.environment import settings_problem, url_problem
 from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.producer import PublishError
+
+# As a shell reports a process ended by that signal (128 + SIGINT, 128 + SIGPIPE).
+INTERRUPTED, OUTPUT_GONE = 130, 141
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -32,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lotlens-admin",
         description="Operator tools for LotLens. Settings come from the same environment as the services.",
+        epilog="exit status: 0 done, 1 the command failed or a setting is wrong, 2 wrong usage, 3 Kafka or "
+        "PostgreSQL did not answer, 130 interrupted (run it again to finish), 141 output's reader went away",
     )
     groups = parser.add_subparsers(dest="group", metavar="GROUP")
     for register in GROUPS:
@@ -49,7 +58,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         with _without_librdkafka_lines():
-            return handler(args)
+            code = handler(args)
+        sys.stdout.flush()  # here, not at exit, where a reader gone was a traceback after the fact
+        return code
+    except KeyboardInterrupt:
+        # A transaction under way rolls back; a replay's letters not yet marked are sent again,
+        # which their groups take once (docs/RUNBOOK.md, "LotLensDeadLetters").
+        return _say("interrupted", "run the same command again to finish (each one is safe to repeat)",
+                    INTERRUPTED)
+    except BrokenPipeError:
+        # `| head` read what it wanted: no traceback, and none from Python's own flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return OUTPUT_GONE
+    except ValidationError as exc:
+        problem = settings_problem(exc)
+        if problem is None:
+            raise
+        return _say("a setting of this environment is wrong", problem, 1)
+    except ArgumentError:
+        if (wrong := url_problem()) is None:
+            raise
+        return _say("a setting of this environment is wrong", wrong, 1)
     except KafkaException as exc:
         return _say("Kafka did not answer", exc.args[0].str() if exc.args else str(exc), 3)
     except PublishError as exc:
