@@ -33,5 +33,7 @@ def admin_env(kafka_bootstrap: str, database_url: str, topics: TopicSettings | N
 
 def run_admin(env: dict[str, str], *argv: str, timeout_s: float = 180.0) -> subprocess.CompletedProcess[str]:
     """One `lotlens-admin` command to its end."""
+    # No terminal to ask on, as in a script: a destructive command needs its --yes.
     return subprocess.run([sys.executable, "-m", "lotlens_admin", *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s,
+                          check=False)

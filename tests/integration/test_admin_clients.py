@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -105,7 +109,13 @@ def test_a_stray_clients_secrets_are_deleted_and_a_second_delete_is_refused(infr
         webhook_secrets.ensure(conn, [stray, kept])
         webhook_secrets.rotate(conn, stray, timedelta(hours=5), datetime.now(UTC))
     env = admin_env(infra.kafka_bootstrap, infra.database_url)
-    done = run_admin(env, "clients", "delete", stray)
+    for unagreed, code in ((["--dry-run"], 0), ([], 2)):  # no terminal to ask on: --yes or nothing
+        said = run_admin(env, "clients", "delete", stray, *unagreed)
+        assert said.returncode == code, said.stderr
+        assert f"would delete the 2 live webhook secrets of client {stray!r}" in said.stdout + said.stderr
+    with engine.connect() as conn:
+        assert len(webhook_secrets.live(conn, stray, datetime.now(UTC))) == 2
+    done = run_admin(env, "clients", "delete", stray, "--yes")
     assert done.returncode == 0, done.stderr
     assert "2" in done.stdout and stray in done.stdout
     with engine.connect() as conn:
@@ -183,8 +193,30 @@ def test_the_listing_says_where_each_client_comes_from(infra: Infra, engine: Eng
     unknown = run_admin(env, "clients", "list")
     [row] = [line.split("\t") for line in unknown.stdout.splitlines() if line.startswith(stray + "\t")]
     assert row[-1] == "source unknown (LOTLENS_CLIENTS is not set here)"
-    deleted = run_admin(env, "clients", "delete", stray)
+    deleted = run_admin(env, "clients", "delete", stray, "--yes")
     assert deleted.returncode == 0 and stray in deleted.stdout, deleted
     [warning] = deleted.stderr.splitlines()
     assert "LOTLENS_CLIENTS is not set here" in warning and stray in warning
     assert "restart" in warning, warning
+
+
+@pytest.mark.parametrize(("answer", "code", "left"), [(b"no\n", 1, 1), (b"yes\n", 0, 0)])
+def test_a_delete_on_a_terminal_asks_first_and_deletes_only_on_yes(
+        infra: Infra, engine: Engine, answer: bytes, code: int, left: int) -> None:
+    stray = new_id("stray-client-")
+    with engine.begin() as conn:
+        webhook_secrets.ensure(conn, [stray])
+    operator, terminal = pty.openpty()  # `kubectl exec -it`: a terminal to ask on
+    try:
+        asked = subprocess.Popen([sys.executable, "-m", "lotlens_admin", "clients", "delete", stray],
+                                 cwd=ROOT, env=admin_env(infra.kafka_bootstrap, infra.database_url),
+                                 stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        os.write(operator, answer)
+        out, err = asked.communicate(timeout=60)
+    finally:
+        os.close(operator)
+        os.close(terminal)
+    assert asked.returncode == code, err
+    assert f"this will delete the 1 live webhook secrets of client {stray!r}" in out
+    with engine.connect() as conn:
+        assert len(webhook_secrets.live(conn, stray, datetime.now(UTC))) == left

@@ -65,7 +65,7 @@ def test_a_removed_clients_secret_stays_deleted_while_a_gateway_with_the_old_con
         with engine.connect() as conn:
             assert len(webhook_secrets.live(conn, removed, datetime.now(UTC))) == 1
         toolbox = admin_env(infra.kafka_bootstrap, infra.database_url)  # no LOTLENS_CLIENTS there
-        deleted = run_admin(toolbox, "clients", "delete", removed)
+        deleted = run_admin(toolbox, "clients", "delete", removed, "--yes")
         assert deleted.returncode == 0, deleted.stderr
         pruned_once_more(engine, other)
         pruned_once_more(engine, other)

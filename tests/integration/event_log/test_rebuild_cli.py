@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK
-from lotlens_result_store.shadow import SHADOW, TABLES, shadow_exists
+from lotlens_result_store.shadow import RETIRED, SHADOW, TABLES, shadow_exists
 from tests.integration.admin_support import REFUSING_KAFKA, admin_env, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
@@ -186,7 +186,11 @@ def test_drop_shadow_drops_what_a_rebuild_left_and_says_so_once_there_is_nothing
     assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
     assert _shadow_exists(own_engine)
 
-    dropped = run_admin(env, "projections", "drop-shadow")
+    unagreed = run_admin(env, "projections", "drop-shadow")  # no terminal to ask on, no --yes
+    assert unagreed.returncode == 2 and _shadow_exists(own_engine), unagreed
+    assert f"this would drop the shadow {SHADOW} of an unfinished rebuild" in unagreed.stderr
+
+    dropped = run_admin(env, "projections", "drop-shadow", "--yes")
 
     assert dropped.returncode == 0, dropped.stderr[-2000:]
     assert not _shadow_exists(own_engine)
@@ -213,3 +217,31 @@ def test_drop_shadow_is_refused_while_a_rebuild_runs(
     [line] = refused.stderr.splitlines()
     assert line.startswith("lotlens-admin: ") and "rebuild is running" in line
     assert _shadow_exists(own_engine)
+
+
+def test_drop_retired_says_what_it_drops_and_drops_only_with_a_yes(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # It dropped the read models a rebuild replaced (the only way back from a bad one) at once,
+    # with no question and no dry run, and said only "dropped the retired tables".
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    assert run_admin(env, "projections", "rebuild").returncode == 0
+    plan = f"drop the tables the last rebuild replaced ({RETIRED}: {', '.join(sorted(TABLES))})"
+
+    dry = run_admin(env, "projections", "drop-retired", "--dry-run")
+    assert (dry.returncode, dry.stdout.startswith(f"would {plan}")) == (0, True), dry
+    unagreed = run_admin(env, "projections", "drop-retired")  # no terminal to ask on, no --yes
+    assert (unagreed.returncode, unagreed.stdout) == (2, ""), unagreed
+    assert unagreed.stderr.startswith(f"lotlens-admin: this would {plan}")
+    assert _retired(own_engine) == sorted(TABLES)
+
+    dropped = run_admin(env, "projections", "drop-retired", "--yes")
+    assert dropped.returncode == 0 and _retired(own_engine) == [], dropped
+    again = run_admin(env, "projections", "drop-retired")
+    assert (again.returncode, again.stdout.strip()) == (0, "no retired tables"), again
+
+
+def _retired(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
+                                 {"s": RETIRED}).scalars())

@@ -24,6 +24,7 @@ from pydantic import SecretStr, ValidationError
 from pydantic_settings import BaseSettings
 from sqlalchemy import Connection
 
+from lotlens_admin.consent import add_flags, withheld
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from lotlens_common.db import make_engine
@@ -117,11 +118,19 @@ def _delete(args: argparse.Namespace) -> int:
               "started with it makes it a new secret; nothing was deleted", file=sys.stderr)
         return 1
     engine = make_engine(ServiceSettings().database, "admin")
-    with engine.begin() as conn:
-        deleted = webhook_secrets.delete_client(conn, args.client_id)
-    engine.dispose()
-    if not deleted:
-        return _unknown(args.client_id, "has no webhook secret to delete")
+    try:
+        with engine.connect() as conn:
+            live = webhook_secrets.live(conn, args.client_id, utc_now())
+        if not live:  # a typo, or deleted already (the gateways prune the expired ones)
+            return _unknown(args.client_id, "has no webhook secret to delete")
+        plan = (f"delete the {len(live)} live webhook secrets of client {args.client_id!r}: its webhooks "
+                "are held until a gateway started with it configured makes it a new one")
+        if (code := withheld(args, plan)) is not None:
+            return code
+        with engine.begin() as conn:
+            deleted = webhook_secrets.delete_client(conn, args.client_id)
+    finally:
+        engine.dispose()
     print(f"deleted {deleted} webhook secrets of client {args.client_id}")
     if configured is None:
         print(f"lotlens-admin: LOTLENS_CLIENTS is not set here, so whether client {args.client_id!r} is "
@@ -176,6 +185,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     delete = commands.add_parser(
         "delete", help="delete every secret of a client no longer configured; refused for one in this "
         "environment's LOTLENS_CLIENTS (a gateway started with it would make it a new secret, its "
-        "webhooks held until then)")
+        "webhooks held until then); asks first (--yes without a terminal)")
     delete.add_argument("client_id")
+    add_flags(delete)
     delete.set_defaults(handler=_delete)

@@ -8,6 +8,7 @@ import sys
 
 from sqlalchemy import Connection, text
 
+from lotlens_admin.consent import add_flags, withheld
 from lotlens_common.db import make_engine
 from lotlens_common.settings import ServiceSettings
 from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild, rebuild_lock
@@ -51,11 +52,14 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status = commands.add_parser("status", help="the shadow of an unfinished rebuild (checkpoint, skipped "
                                  "events, projection version) and the retired tables")
     status.set_defaults(handler=_status)
-    drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced")
+    drop = commands.add_parser("drop-retired", help="drop the tables the last rebuild replaced (asks first; "
+                               "--yes without a terminal)")
+    add_flags(drop)
     drop.set_defaults(handler=_drop_retired)
     forget = commands.add_parser(
         "drop-shadow", help="drop the shadow tables an unfinished rebuild left (schema lotlens_rebuild); "
-        "refused while a rebuild runs; the next rebuild starts over")
+        "refused while a rebuild runs; the next rebuild starts over (asks first; --yes without a terminal)")
+    add_flags(forget)
     forget.set_defaults(handler=_drop_shadow)
 
 
@@ -83,25 +87,43 @@ def _rebuild(args: argparse.Namespace) -> int:
     return 1 if result.unswapped else 0
 
 
-def _drop_retired(_args: argparse.Namespace) -> int:
+def _drop_retired(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin", pool_size=1)
     try:
+        with engine.connect() as conn:
+            retired = _retired_tables(conn)
+        if not retired:
+            print("no retired tables")
+            return 0
+        plan = (f"drop the tables the last rebuild replaced ({RETIRED}: {', '.join(retired)}), the read "
+                "models as they were before it, for good")
+        if (code := withheld(args, plan)) is not None:
+            return code
         with engine.begin() as conn:
-            dropped = drop_retired(conn)
+            drop_retired(conn)
     finally:
         engine.dispose()
-    print("dropped the retired tables" if dropped else "no retired tables")
+    print(f"dropped the retired tables ({', '.join(retired)})")
     return 0
 
 
-def _drop_shadow(_args: argparse.Namespace) -> int:
+def _drop_shadow(args: argparse.Namespace) -> int:
     engine = make_engine(ServiceSettings().database, "admin", pool_size=2)
     try:
-        # Under the rebuild lock: a rebuild running now writes into the shadow, and none begins
-        # while it is being dropped.
-        with rebuild_lock(engine), engine.begin() as conn:
-            left = _shadow_summary(conn) if shadow_exists(conn) else None
-            drop_shadow(conn)
+        # Under the rebuild lock, asking included: a rebuild running now writes into the shadow,
+        # and none begins between what the operator is shown and the drop.
+        with rebuild_lock(engine):
+            with engine.connect() as conn:
+                left = _shadow_summary(conn) if shadow_exists(conn) else None
+            if left is None:
+                print("no shadow to drop (no rebuild in progress)")
+                return 0
+            plan = (f"drop the shadow {SHADOW} of an unfinished rebuild ({left}); the next `projections "
+                    "rebuild` starts over")
+            if (code := withheld(args, plan)) is not None:
+                return code
+            with engine.begin() as conn:
+                drop_shadow(conn)
     except RebuildRunning:
         _say("lotlens-admin: a rebuild is running (it holds the rebuild lock); stop it first, or let it "
              "finish; nothing was dropped")
@@ -109,8 +131,13 @@ def _drop_shadow(_args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"dropped the shadow {SHADOW} of an unfinished rebuild ({left}); the next `projections rebuild` "
-          "starts over" if left else "no shadow to drop (no rebuild in progress)")
+          "starts over")
     return 0
+
+
+def _retired_tables(conn: Connection) -> list[str]:
+    return list(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
+                             {"s": RETIRED}).scalars())
 
 
 def _shadow_summary(conn: Connection) -> str:
@@ -126,8 +153,7 @@ def _status(_args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             lines = _shadow_lines(conn) if shadow_exists(conn) else ["no rebuild in progress (no shadow)"]
-            retired = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
-                                   {"s": RETIRED}).scalars().all()
+            retired = _retired_tables(conn)
     finally:
         engine.dispose()
     lines.append(f"retired tables in {RETIRED}: {', '.join(retired)} (`projections drop-retired` drops them)"
