@@ -13,15 +13,16 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from lotlens_common.db import LockPatience, migrate
+from lotlens_common.db import LockPatience, make_engine, migrate
 from lotlens_common.migrate import schema_current
-from lotlens_common.settings import TopicSettings
+from lotlens_common.settings import DatabaseSettings, TopicSettings
 from tests.conftest import ROOT, Infra, own_schema
 from tests.integration.admin_support import admin_env
 
 pytestmark = pytest.mark.integration
 
 BEFORE_HEAD = "0016_stage_places"  # the next migration, 0017, alters stage_shards
+BEFORE_LOTS_COLUMN = "0029_idempotency_signature"  # the next, 0030, adds a column to lots
 
 
 @pytest.fixture()
@@ -76,23 +77,70 @@ def test_a_migration_that_never_gets_its_lock_fails_at_its_deadline(behind: Engi
 
 def test_a_statement_timeout_of_the_role_does_not_cut_the_migrate_job_short(
         infra: Infra, engine: Engine, topics: TopicSettings) -> None:
-    # A DBA's `ALTER ROLE lotlens SET statement_timeout = '1s'` (or the workers' limits set on a
+    # A DBA's `ALTER ROLE lotlens SET statement_timeout = '300ms'` (or the workers' limits set on a
     # role shared behind a transaction-mode pooler) is every session's default, the migrate Job's
     # too. The tests' role may not alter roles: the connection's startup options give the same default.
     with own_schema(infra, engine, "0029_idempotency_signature") as behind:  # 0030 alters lots
-        options = f"{behind.url.query['options']} -cstatement_timeout=1s"
+        options = f"{behind.url.query['options']} -cstatement_timeout=300ms"
         url = behind.url.update_query_dict({"options": options}).render_as_string(hide_password=False)
         env = {**admin_env(infra.kafka_bootstrap, url, topics), "LOTLENS_TOPIC_PARTITIONS": "3"}
-        with behind.connect() as reader:  # a long report holding lots for longer than the role's 1 s
+        with behind.connect() as reader:  # a long report holding lots for longer than the role's 0.3 s
             reader.execute(text("SELECT count(*) FROM lots"))
             job = subprocess.Popen([sys.executable, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert job.stdout is not None
             log = []
-            for line in job.stdout:  # until it gives way, its own 5 s lock wait outlasting the role's 1 s
+            for line in job.stdout:  # until it gives way, its own 1 s lock wait outlasting the role's 0.3 s
                 log.append(line)
                 if "gave way" in line:
                     break
             reader.rollback()
         assert job.wait(timeout=120) == 0, "".join(log) + job.stdout.read()
         assert schema_current(behind)
+
+
+def test_a_migration_gives_way_before_a_gateway_request_queued_behind_it_times_out(
+        infra: Infra, engine: Engine) -> None:
+    # A request's statements wait `DATABASE_REQUEST_LOCK_TIMEOUT_MS` (3 s) for a lock, then the
+    # gateway answers 503. One that arrives while the migration waits for its ACCESS EXCLUSIVE lock
+    # queues behind it: the migration must give way sooner than that, or every lots page asked for
+    # while a long report reads `lots` fails, try after try, for the Job's 10 minutes.
+    failures: list[BaseException] = []
+    with own_schema(infra, engine, BEFORE_LOTS_COLUMN) as behind:
+        def run() -> None:
+            try:
+                migrate(behind, patience=LockPatience(give_up_after_s=60))
+            except BaseException as exc:  # the assertion below reports it
+                failures.append(exc)
+
+        database = DatabaseSettings(DATABASE_URL=behind.url.render_as_string(hide_password=False))
+        gateway = make_engine(database, "gateway", limits=database.request_limits())
+        try:
+            with behind.connect() as report:  # a long report reading lots in one transaction
+                report.execute(text("SELECT count(*) FROM lots"))
+                migrator = threading.Thread(target=run)
+                migrator.start()
+                _wait_for_lock_request(behind, "lots")
+                with gateway.connect() as request:
+                    try:
+                        request.execute(text("SELECT count(*) FROM lots WHERE job_id = 'job-1'")).scalar_one()
+                    except OperationalError as exc:
+                        pytest.fail(f"a gateway request queued behind the migration and failed: {exc.orig}")
+                report.rollback()
+            migrator.join(timeout=60)
+        finally:
+            gateway.dispose()
+        assert not failures, failures
+        assert schema_current(behind)
+
+
+def _wait_for_lock_request(engine: Engine, table: str) -> None:
+    """Return once a session waits for an ACCESS EXCLUSIVE lock on `table` (the migration's)."""
+    deadline = time.monotonic() + 30
+    with engine.connect() as conn:
+        while not conn.execute(text(
+                "SELECT count(*) FROM pg_locks WHERE relation = CAST(:t AS regclass) AND NOT granted "
+                "AND mode = 'AccessExclusiveLock'"), {"t": table}).scalar_one():
+            conn.rollback()
+            assert time.monotonic() < deadline, f"the migration never asked for its lock on {table}"
+            time.sleep(0.05)

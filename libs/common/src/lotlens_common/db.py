@@ -122,9 +122,14 @@ class LockPatience:
     the migrate Job's deadline), then fails and the Job retries it. The same limit bounds a
     concurrent index build's waits for older transactions: one that gives way leaves an invalid
     index, which the migration's next try drops and builds again.
+
+    `wait_s` stays well under the services' own lock waits (`DatabaseSettings`: 3 s for a request,
+    10 s for a worker), as everything they ask of the table meanwhile waits behind the migration's
+    request: at 5 s, each try outlasted the gateway's 3 s, and every request touching the table
+    while a long report read it was answered 503, try after try, for up to 10 minutes.
     """
 
-    wait_s: float = 5.0
+    wait_s: float = 1.0
     pause_s: float = 2.0
     give_up_after_s: float = 600.0
 
