@@ -18,7 +18,8 @@ browser:
 	@scripts/browser.sh
 
 # kustomize, kubeconform (built once into ~/.cache/lotlens-tools) and promtool, for the deploy checks;
-# axe-core (pinned, checksum verified) for the console's accessibility tests.
+# axe-core (pinned, checksum verified) for the console's accessibility tests; squawk (likewise) for
+# the migrations' lint (tests/integration/test_migration_lint.py).
 tools:
 	@scripts/tools.sh >/dev/null
 

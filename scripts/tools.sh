@@ -3,8 +3,9 @@
 # toxiproxy's server) once, into a cache
 # shared by every clone on this machine; print the directory holding them. Idempotent: a tool
 # already built at the pinned version is not rebuilt. promtool comes from Debian's `prometheus`
-# package, unpacked (not installed); axe-core (the console's accessibility checker) and the
-# AsyncAPI 3.0.0 JSON Schema from npm's registry, each tarball checked against a pinned checksum.
+# package, unpacked (not installed); axe-core (the console's accessibility checker), the
+# AsyncAPI 3.0.0 JSON Schema and squawk (the PostgreSQL migration linter) from npm's registry,
+# each tarball checked against a pinned checksum.
 set -euo pipefail
 KUSTOMIZE_VERSION=v5.8.1
 KUBECONFORM_VERSION=v0.8.0
@@ -15,6 +16,9 @@ AXE_CORE_SHA256=e6b0ce02b84d892e2e33e403485e7f3d6c29e2be6df65daf44d89ba564139745
 ASYNCAPI_SPECS_VERSION=6.11.1
 # sha256 of specs-6.11.1.tgz; its sha512 matched the registry's `dist.integrity` when pinned.
 ASYNCAPI_SPECS_SHA256=01af8744dc33c0c7eb2e908f6a955319ee58b70ecadc9387d1aeb16c0cd28928
+SQUAWK_VERSION=2.66.0
+# sha256 of @squawk-cli/linux-x64-2.66.0.tgz; its sha512 matched the registry's `dist.integrity` when pinned.
+SQUAWK_SHA256=29a97bb145dbfd3868b04e7155f8d6773dfa81cb6f5e82530960539e55f4fa3a
 TOOLS="${LOTLENS_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/lotlens-tools}"
 export PATH="/usr/local/go/bin:$PATH"
 mkdir -p "$TOOLS"
@@ -96,6 +100,13 @@ npm_file "https://registry.npmjs.org/axe-core/-/axe-core-$AXE_CORE_VERSION.tgz" 
 # github.com/asyncapi/spec-json-schemas), which docs/asyncapi.json is held to.
 npm_file "https://registry.npmjs.org/@asyncapi/specs/-/specs-$ASYNCAPI_SPECS_VERSION.tgz" "$ASYNCAPI_SPECS_SHA256" \
   'package/schemas/3.0.0-without-$id.json' "asyncapi-3.0.0-$ASYNCAPI_SPECS_VERSION.json" asyncapi-3.0.0.json
+# sbdchd/squawk's linter (npm `squawk-cli` ships it as `@squawk-cli/<platform>`): only the static
+# x86-64 Linux binary, which tests/integration/test_migration_lint.py runs on every migration's SQL.
+# Elsewhere the test skips saying so.
+if [ "$(uname -sm)" = "Linux x86_64" ]; then
+  npm_file "https://registry.npmjs.org/@squawk-cli/linux-x64/-/linux-x64-$SQUAWK_VERSION.tgz" "$SQUAWK_SHA256" \
+    package/bin/squawk "squawk-$SQUAWK_VERSION" squawk
+fi
 
 build kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
 build kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"

@@ -57,6 +57,8 @@ def test_promtool_is_unpacked_into_the_cache_and_the_prometheus_package_never_in
     specs = next(line.split("=", 1)[1] for line in script.splitlines()
                  if line.startswith("ASYNCAPI_SPECS_VERSION="))
     (tools / f"asyncapi-3.0.0-{specs}.json").write_text("{}\n")
+    squawk = next(line.split("=", 1)[1] for line in script.splitlines() if line.startswith("SQUAWK_VERSION="))
+    (tools / f"squawk-{squawk}").write_text("#!/bin/sh\n")
     fakes = tmp_path / "fakes"
     fakes.mkdir()
     (fakes / "apt-get").write_text(APT_GET)

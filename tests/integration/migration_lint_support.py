@@ -1,0 +1,180 @@
+"""Holding the migrations to squawk (sbdchd/squawk, the PostgreSQL migration linter).
+
+Each revision's SQL is what the migration runner really sends: `db.migrate` is run one revision
+at a time on a real PostgreSQL and every statement is recorded as psycopg2 sent it, with the
+transactions around them (Alembic's one per revision, none in an index build's autocommit block).
+Offline rendering would not do: `concurrent_indexes` asks the database before it builds, and the
+runner's session settings are no part of a revision. Two edits make it squawk's to read: Alembic's
+bookkeeping (`alembic_version`) is left out, and `SELECT set_config(name, value, false)`, which is
+how the runner sets its `lock_timeout`, is written as the `SET` it is (squawk looks for `SET`).
+
+One thing squawk does not see is checked here too (`rows_written_under_alter_lock`). The allowlist
+(`ALLOWLIST`, beside the revisions) names each finding that stands, by revision and rule, with the
+reason it does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.script import ScriptDirectory
+from psycopg2.extensions import TRANSACTION_STATUS_IDLE
+from sqlalchemy import Connection, Engine, event
+
+from lotlens_common import db
+
+ALLOWLIST = db.MIGRATIONS / "squawk-allowlist.toml"
+ANY_REVISION = "*"
+BACKFILL_RULE = "lotlens-rows-written-under-alter-lock"
+_ALTERED = re.compile(r"ALTER TABLE (?:IF EXISTS )?(?:ONLY )?(\w+)", re.IGNORECASE)
+_WRITTEN = re.compile(r"(?:UPDATE|INSERT INTO|DELETE FROM) (?:ONLY )?(\w+)", re.IGNORECASE)
+_SESSION_SETTING = re.compile(r"\s*SELECT set_config\('(\w+)', '([^']*)', false\)\s*")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One squawk warning: the revision, the rule, and the statement it is about."""
+
+    revision: str
+    rule: str
+    statement: str
+
+    def __str__(self) -> str:
+        return f"{self.revision}: {self.rule}: {self.statement}"
+
+
+@dataclass(frozen=True)
+class Allowance:
+    """An allowlist entry: some rules' findings in a revision (or in every one), and why they stand."""
+
+    revision: str
+    rules: tuple[str, ...]
+    why: str
+
+    def covers(self, finding: Finding) -> bool:
+        """The finding is of one of this entry's rules, in its revision."""
+        return finding.rule in self.rules and self.revision in (finding.revision, ANY_REVISION)
+
+    def unused(self, findings: Iterable[Finding]) -> list[str]:
+        """This entry's rules that no finding needs."""
+        found = {finding.rule for finding in findings if self.covers(finding)}
+        return [f"{self.revision}: {rule}" for rule in self.rules if rule not in found]
+
+
+def revisions() -> list[str]:
+    """The revisions, oldest first (the chain is one line: `test_migration_revisions`)."""
+    return [script.revision for script in ScriptDirectory(str(db.MIGRATIONS)).walk_revisions()][::-1]
+
+
+def revision_sql(engine: Engine, targets: Sequence[str]) -> dict[str, list[str]]:
+    """Migrate to each target in turn; the statements the runner sent for each, as squawk reads them."""
+    sql: dict[str, list[str]] = {}
+    for target in targets:
+        with _recorded(engine) as statements:
+            db.migrate(engine, target)
+        sql[target] = list(_for_squawk(statements))
+    return sql
+
+
+@contextmanager
+def _recorded(engine: Engine) -> Iterator[list[str]]:
+    """The statements sent on `engine` meanwhile, each transaction between BEGIN and COMMIT."""
+    statements: list[str] = []
+    open_transaction = [False]
+
+    def before(conn: Connection, *_: Any) -> None:
+        dbapi: Any = conn.connection.dbapi_connection  # psycopg2's
+        # psycopg2 sends BEGIN itself before a statement outside autocommit with none open.
+        if not dbapi.autocommit and dbapi.get_transaction_status() == TRANSACTION_STATUS_IDLE:
+            statements.append("BEGIN")
+            open_transaction[0] = True
+
+    def after(_conn: Connection, cursor: Any, *_: Any) -> None:
+        statements.append(cursor.query.decode())
+
+    def ended(_conn: Connection) -> None:
+        if open_transaction[0]:
+            statements.append("COMMIT")
+            open_transaction[0] = False
+
+    listeners: list[tuple[str, Callable[..., None]]] = [
+        ("before_cursor_execute", before), ("after_cursor_execute", after),
+        ("commit", ended), ("rollback", ended)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
+    try:
+        yield statements
+    finally:
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+
+
+def _for_squawk(statements: Iterable[str]) -> Iterator[str]:
+    for statement in statements:
+        if "alembic_version" in statement:
+            continue
+        setting = _SESSION_SETTING.fullmatch(statement)
+        if setting:
+            statement = f"SET {setting[1]} = '{setting[2]}'"
+        yield statement.strip()
+
+
+def squawk(binary: Path, sql: dict[str, list[str]], pg_version: str, workdir: Path) -> list[Finding]:
+    """Run squawk on each revision's script; its findings, each with the statement it names."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / ".squawk.toml").write_text("")  # squawk looks upwards for one: the defaults, here
+    files, scripts = {}, {}
+    for number, (revision, statements) in enumerate(sql.items()):
+        files[f"{number:04d}.sql"] = revision
+        scripts[revision] = "".join(statement + ";\n" for statement in statements)
+        (workdir / f"{number:04d}.sql").write_text(scripts[revision])
+    done = subprocess.run([str(binary), "--reporter", "json", "--pg-version", pg_version, *files],
+                          cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert done.returncode in (0, 1) and done.stdout.strip(), done.stderr
+    findings = []
+    for warning in json.loads(done.stdout):
+        revision = files[Path(warning["file"]).name]
+        lines = scripts[revision].splitlines()[warning["line"]:warning["line_end"] + 1]  # 0-based
+        findings.append(Finding(revision, warning["rule_name"], " ".join(line.strip() for line in lines)))
+    return findings
+
+
+def rows_written_under_alter_lock(sql: dict[str, list[str]]) -> list[Finding]:
+    """Rows written to a table in the transaction that altered it, which squawk does not look for.
+
+    `ALTER TABLE` holds its ACCESS EXCLUSIVE lock until the transaction ends, so a backfill after
+    it (`UPDATE` every row, `INSERT ... SELECT`) keeps every read and write of the table waiting
+    for the whole backfill: 0011_outbox_client held the outbox 30 s for a million rows.
+    """
+    findings = []
+    for revision, statements in sql.items():
+        altered: set[str] = set()
+        for statement in statements:
+            if statement in ("BEGIN", "COMMIT"):
+                altered.clear()
+            elif table := _ALTERED.match(statement):
+                altered.add(table[1])
+            elif (table := _WRITTEN.match(statement)) and table[1] in altered:
+                findings.append(Finding(revision, BACKFILL_RULE, " ".join(statement.split())))
+    return findings
+
+
+def allowlist(path: Path = ALLOWLIST) -> list[Allowance]:
+    """The allowlist's entries."""
+    entries = tomllib.loads(path.read_text(encoding="utf-8"))["allow"]
+    return [Allowance(entry["revision"], tuple(entry["rules"]), entry["why"].strip()) for entry in entries]
+
+
+def pg_version(engine: Engine) -> str:
+    """The server's version as squawk takes it (`15.18`)."""
+    with engine.connect() as conn:
+        number = int(conn.exec_driver_sql("SHOW server_version_num").scalar_one())
+    return f"{number // 10000}.{number % 10000}"
