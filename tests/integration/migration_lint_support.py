@@ -5,7 +5,7 @@ at a time on a real PostgreSQL and every statement is recorded as psycopg2 sent 
 transactions around them (Alembic's one per revision, none in an index build's autocommit block).
 Offline rendering would not do: `concurrent_indexes` asks the database before it builds, and the
 runner's session settings are no part of a revision. Two edits make it squawk's to read: Alembic's
-bookkeeping (`alembic_version`) is left out, and `SELECT set_config(name, value, false)`, which is
+bookkeeping (`alembic_version`) is left out, and each `set_config(name, value, false)` of a `SELECT`, which is
 how the runner sets its `lock_timeout`, is written as the `SET` it is (squawk looks for `SET`).
 
 One thing squawk does not see is checked here too (`rows_written_under_alter_lock`). The allowlist
@@ -36,7 +36,8 @@ ANY_REVISION = "*"
 BACKFILL_RULE = "lotlens-rows-written-under-alter-lock"
 _ALTERED = re.compile(r"ALTER TABLE (?:IF EXISTS )?(?:ONLY )?(\w+)", re.IGNORECASE)
 _WRITTEN = re.compile(r"(?:UPDATE|INSERT INTO|DELETE FROM) (?:ONLY )?(\w+)", re.IGNORECASE)
-_SESSION_SETTING = re.compile(r"\s*SELECT set_config\('(\w+)', '([^']*)', false\)\s*")
+_SESSION_SETTINGS = re.compile(r"\s*SELECT (?:set_config\('\w+', '[^']*', false\)(?:,\s*)?)+\s*")
+_SESSION_SETTING = re.compile(r"set_config\('(\w+)', '([^']*)', false\)")
 
 
 @dataclass(frozen=True)
@@ -121,9 +122,9 @@ def _for_squawk(statements: Iterable[str]) -> Iterator[str]:
     for statement in statements:
         if "alembic_version" in statement:
             continue
-        setting = _SESSION_SETTING.fullmatch(statement)
-        if setting:
-            statement = f"SET {setting[1]} = '{setting[2]}'"
+        if _SESSION_SETTINGS.fullmatch(statement):
+            yield from (f"SET {name} = '{value}'" for name, value in _SESSION_SETTING.findall(statement))
+            continue
         yield statement.strip()
 
 
