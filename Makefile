@@ -44,7 +44,7 @@ pytest: export LOTLENS_PG_AUTOVACUUM_NAPTIME = 10s
 PYTEST_WORKERS ?= 3
 pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
-		$(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+		$(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

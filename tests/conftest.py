@@ -20,6 +20,8 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
+from xdist.remote import Producer
+from xdist.scheduler import LoadScopeScheduling
 
 from lotlens_common.db import make_engine, migrate
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings, TopicSettings
@@ -39,21 +41,32 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Soak tests run only when the mark expression names them (`make chaos`: `-m soak`): an
     `addopts` of `-m "not soak"` was replaced by any `-m` a developer gave (`PYTEST_ARGS="-m
-    integration"` ran the soak runs too).
-
-    Whole-stack tests, and the chaos tier's private brokers behind toxiproxy, are grouped to run
-    one at a time in one worker (`--dist loadgroup`): each starts JVMs or every service. With
-    pytest 9.2 and pytest-xdist 3.8 the group is not honoured (pytest-dev/pytest-xdist#1386:
-    xdist's `@stack` suffix on `_nodeid` is no longer read), so two run at once, one per worker,
-    and pass; the mark stays for when the fix lands."""
+    integration"` ran the soak runs too)."""
     if "soak" not in config.option.markexpr:
         soak = [item for item in items if item.get_closest_marker("soak")]
         if soak:
             config.hook.pytest_deselected(items=soak)
             items[:] = [item for item in items if not item.get_closest_marker("soak")]
-    for item in items:
-        if item.get_closest_marker("e2e") or item.path.is_relative_to(ROOT / "tests" / "chaos"):
-            item.add_marker(pytest.mark.xdist_group("stack"))
+
+
+CONSOLE_TESTS = "tests/e2e/console"
+
+
+class FixtureScopeScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist has no types
+    """xdist hands out a module's tests, and the console package's, to one worker as one unit: a
+    module- or package-scoped fixture (a whole stack, a chaos stack, a browser and its finished job)
+    is then set up once, not once per worker that drew one of its tests (three chaos stacks of 70-140
+    s for one module of four tests). The Makefile keeps the units in collection order (the longest
+    tiers first; ordered by test count, the one-test chaos run came last)."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        module = nodeid.split("::", 1)[0]
+        return CONSOLE_TESTS if module.startswith(f"{CONSOLE_TESTS}/") else module
+
+
+@pytest.hookimpl(optionalhook=True)  # registered by xdist only: `-p no:xdist` runs in-process
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Producer) -> LoadScopeScheduling:
+    return FixtureScopeScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
