@@ -125,11 +125,12 @@ def event(n: int) -> bytes:
 def run(batches: list[list[FakeMessage]], handler: Callable[[Sequence[Envelope]], None],
         stop: threading.Event | None = None, group: str = "g",
         event_types: frozenset[str] | None = None,
-        producer: FakeProducer | None = None) -> tuple[FakeConsumer, FakeProducer]:
+        producer: FakeProducer | None = None, settings: KafkaSettings | None = None
+        ) -> tuple[FakeConsumer, FakeProducer]:
     stop = stop or threading.Event()
     consumer, producer = FakeConsumer(batches, stop), producer or FakeProducer()
-    run_consumer(KafkaSettings(), TOPICS, ConsumerSpec(group_id=group, topics=[TOPICS.submissions],
-                                                       handler=handler, event_types=event_types),
+    spec = ConsumerSpec(group_id=group, topics=[TOPICS.submissions], handler=handler, event_types=event_types)
+    run_consumer(settings or KafkaSettings(), TOPICS, spec,
                  cast(EventProducer, producer), stop, make_consumer=consumer)  # type: ignore[arg-type]
     return consumer, producer
 

@@ -17,6 +17,7 @@ from lotlens_common import kafka
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec
 from lotlens_common.producer import PublishError
+from lotlens_common.settings import KafkaSettings
 from tests.unit.consumer_fakes import FakeMessage, LosingProducer, event, outage, run
 
 
@@ -104,6 +105,41 @@ def test_a_transient_failure_is_retried_until_it_passes() -> None:
 
     consumer, producer = run([[FakeMessage(0, event(0)), FakeMessage(1, event(1))]], flaky)
     assert attempts == [2, 2, 2] and producer.sent == [] and consumer.stored == [0, 1]
+
+
+def test_a_batch_is_handled_in_parts_of_at_most_the_batch_bytes() -> None:
+    # A handler writes a batch's rows in one statement, and PostgreSQL takes at most 256 MB in
+    # one jsonb value: a backlog of large events gathered in one batch was refused.
+    handled: list[list[str]] = []
+    messages = [FakeMessage(i, event(i)) for i in range(5)]
+    consumer, _ = run([messages], lambda envelopes: handled.append([e.job_id for e in envelopes]),
+                      settings=KafkaSettings(consume_batch_bytes=2 * len(event(0))))
+    assert handled == [["job-0", "job-1"], ["job-2", "job-3"], ["job-4"]]
+    assert consumer.stored == [0, 1, 2, 3, 4]
+
+
+class _ProgramLimitExceeded(Exception):
+    """What psycopg2 raises for SQLSTATE 54000, as an OperationalError's `orig`."""
+
+    pgcode = "54000"
+
+
+def test_a_statement_over_a_postgresql_limit_is_handled_one_by_one_not_retried_as_an_outage() -> None:
+    # "total size of jsonb array elements exceeds the maximum of 268435455 bytes" is an
+    # OperationalError to psycopg2: retried as an outage, its consumer stayed on the batch for good.
+    stop, handled, refused = threading.Event(), list[str](), list[int]()
+
+    def handler(envelopes: Sequence[Envelope]) -> None:
+        if len(envelopes) > 1:
+            refused.append(len(envelopes))
+            if len(refused) == 3:
+                stop.set()  # the old loop retried it for ever
+            raise OperationalError("INSERT INTO lots ...", {}, _ProgramLimitExceeded("total size of jsonb"))
+        handled.extend(e.job_id for e in envelopes)
+
+    consumer, producer = run([[FakeMessage(0, event(0)), FakeMessage(1, event(1))]], handler, stop)
+    assert (refused, handled) == ([2], ["job-0", "job-1"])
+    assert producer.sent == [] and consumer.stored == [0, 1]
 
 
 def future(n: int) -> bytes:

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_lag import LagMonitor
@@ -49,6 +49,17 @@ BatchHandler = Callable[[Sequence[Envelope]], None]
 # The one list of failures that mean "the world is down, try again" rather than "this message is
 # bad" (PostgreSQL or the broker unreachable), for every consumer and loop.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """One of TRANSIENT_ERRORS, but for a statement PostgreSQL refuses for one of its limits
+    (SQLSTATE class 54, "program limit exceeded": a jsonb value over 256 MB, an index row over
+    2,704 bytes). psycopg2 calls that an OperationalError too, yet the same statement fails the
+    same way every time: retried as an outage, it held its consumer on the batch for good."""
+    if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "pgcode", None) or "").startswith("54"):
+        return False
+    return isinstance(exc, TRANSIENT_ERRORS)
+
 
 DEAD_LETTERS = Counter("lotlens_dead_letters_total",
                        "Messages a consumer group sent to the dead-letter topic", ["group", "reason"])
@@ -119,10 +130,12 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
             heartbeat(_loop_name())
             try:
                 messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
-                batch = [m for m in messages if _is_data(m)]
-                if batch:
-                    for message in _handle_batch(batch, group, spec, topics, producer, stop):
+                for batch in _by_bytes([m for m in messages if _is_data(m)], settings.consume_batch_bytes):
+                    settled = _handle_batch(batch, group, spec, topics, producer, stop)
+                    for message in settled:
                         consumer.store_offsets(message=message)
+                    if len(settled) < len(batch):
+                        break  # `stop` interrupted it: what follows stays unread for the next run
             except KafkaException as exc:
                 if not is_fatal(exc):
                     raise
@@ -162,6 +175,24 @@ def _is_data(message: Message) -> bool:
     # unreachable for a moment): exiting over it would turn a blip into a restart loop.
     log.warning("consumer: %s", error.str())
     return False
+
+
+def _by_bytes(messages: list[Message], max_bytes: int) -> Iterator[list[Message]]:
+    """The messages in order, in batches whose values hold at most `max_bytes` together (a bigger
+    message alone). A handler writes a batch's rows in one statement, and a backlog of lots that
+    each list a megabyte of missing images made one of 290 MB, which PostgreSQL refuses (a jsonb
+    value holds at most 256 MB)."""
+    batch: list[Message] = []
+    size = 0
+    for message in messages:
+        length = len(message.value() or b"")
+        if batch and size + length > max_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(message)
+        size += length
+    if batch:
+        yield batch
 
 
 def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: TopicSettings,
@@ -249,6 +280,8 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
             call()
             return
         except TRANSIENT_ERRORS as exc:
+            if not is_transient(exc):
+                raise
             if stop.is_set():
                 raise _Interrupted(message) from exc
             heartbeat(_loop_name())  # waiting for a dependency is not being stuck

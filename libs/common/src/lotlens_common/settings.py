@@ -82,6 +82,9 @@ class KafkaSettings(BaseSettings):
     # A consumer batch is applied in one database transaction; bigger batches amortise commits.
     consume_batch_size: int = 1000
     consume_batch_timeout_s: float = 0.2
+    # ... and at most this many bytes of events: PostgreSQL takes at most 256 MB in one jsonb value,
+    # and a batch's rows are written in one statement.
+    consume_batch_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
     # Prepended to every consumer group id (tests isolate themselves with it).
     group_prefix: str = ""
     # How fast a dead consumer's partitions move to the survivors (broker minimum is 6 s), and how

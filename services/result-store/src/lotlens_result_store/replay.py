@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, FutureEvent, UndecodableEvent, decode
-from lotlens_common.kafka import TRANSIENT_ERRORS
+from lotlens_common.kafka import is_transient
 from lotlens_common.settings import KafkaSettings
 from lotlens_result_store.handlers import apply_batch
 from lotlens_result_store.shadow import CHECKPOINT, use_shadow
@@ -208,18 +208,18 @@ def _apply_isolating_poison(conn: Connection, decoded: list[tuple[Position, Enve
         with conn.begin_nested():
             apply_batch(conn, [envelope for _, envelope in decoded])
         return []
-    except TRANSIENT_ERRORS:
-        raise
     except Exception as exc:
+        if is_transient(exc):
+            raise
         log.warning("batch of %d failed (%s); applying one by one", len(decoded), exc)
     skipped = []
     for at, envelope in decoded:
         try:
             with conn.begin_nested():
                 apply_batch(conn, [envelope])
-        except TRANSIENT_ERRORS:
-            raise
         except Exception as exc:
+            if is_transient(exc):
+                raise
             skipped.append((at, f"projection failed: {exc}"))
             log.warning("skipping %s %s of job %s at %s: %s", envelope.type, envelope.event_id,
                         envelope.job_id, at, exc)
