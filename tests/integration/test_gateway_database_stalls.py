@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_common.tables import idempotency_keys, outbox
@@ -118,3 +119,22 @@ def test_a_gateway_whose_sessions_are_terminated_serves_again_by_itself_and_lose
         submitted = conn.execute(select(func.count()).select_from(outbox).where(
             outbox.c.client_id == gateway.client_id, outbox.c.event_type == "JobSubmitted")).scalar_one()
     assert submitted == 1
+
+
+@pytest.mark.parametrize("failing", ["writes", "reads"])
+def test_a_session_lost_on_one_of_the_gateways_pools_renews_the_other_pool_too(
+        gateway: Gateway, infra: Infra, sessions: str, failing: str) -> None:
+    # A status read uses both pools (its rate limit, then its read): with each pool learning of
+    # the failover on its own, a client got a 503 per pool, two in a row (the test above, when the
+    # relay's loop did not happen to hit the dead write session first).
+    store = gateway.deps.store
+    pools = {"writes": store.engine, "reads": store.reads}
+    for engine in pools.values():
+        with engine.connect() as conn:  # a pooled session in each
+            conn.execute(text("SELECT 1"))
+    assert terminate_sessions(infra.database_url, sessions) > 0
+    with pytest.raises(OperationalError), pools[failing].connect() as conn:
+        conn.execute(text("SELECT 1"))
+    [other] = [engine for name, engine in pools.items() if name != failing]
+    with other.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar_one() == 1

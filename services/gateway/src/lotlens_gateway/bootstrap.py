@@ -9,7 +9,8 @@ from functools import partial
 
 import httpx2
 import openai
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.exc import DBAPIError
 
 from lotlens_common.clock import utc_now
@@ -55,6 +56,23 @@ def gateway_engine(settings: GatewaySettings, autocommit: bool = False, name: st
                        limits=settings.database.request_limits())
 
 
+def _one_database(*engines: Engine) -> None:
+    """A lost connection on one of the engines drops the others' pools too.
+
+    SQLAlchemy drops only the pool whose connection failed. After a failover (or an operator's
+    `pg_terminate_backend`) each of the gateway's pools held dead sessions, and a status read, which
+    uses both (its rate limit, then its read), was a 503 once per pool: two in a row to the same
+    client, where one request is enough to learn the database went away."""
+    def drop_the_others(failed: Engine, context: ExceptionContext) -> None:
+        if context.is_disconnect:
+            for other in engines:
+                if other is not failed:
+                    other.dispose(close=False)  # dead sessions: let them go, no round trip
+
+    for engine in engines:
+        event.listen(engine, "handle_error", partial(drop_the_others, engine))
+
+
 def _make_missing_secrets(relay: Relay) -> None:
     """Every client can verify webhooks the Standard Webhooks way from its first job on.
 
@@ -90,6 +108,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)
     _make_missing_secrets(relay)
     outbox.on_append(relay.wake)
+    if read_engine is not None:
+        _one_database(engine, read_engine)
     store = JobStore(engine, metrics, read_engine)
     metrics.registry.register(GroupLagCollector(
         partial(offsets_admin, settings.kafka), settings.group_topics(), settings.kafka.group_prefix))
