@@ -76,11 +76,25 @@ def test_a_translation_cut_off_is_asked_again_with_twice_the_room_up_to_the_ceil
     assert [d["language"] for d in lot["descriptions"]] == ["en", *NINE]
 
 
-def test_a_translation_still_cut_off_at_the_ceiling_fails_the_lot(
+def test_a_translation_cut_off_at_the_ceiling_is_asked_again_in_parts_and_completes(
+        settings: ServiceSettings, engine: Engine, images: str) -> None:
+    # The estimate was short: it failed the lot with "the response is incomplete".
+    with canned_model(LONG_ENGLISH, [CUT_OFF, CUT_OFF, CUT_OFF, CUT_OFF, TRANSLATED]) as model:
+        lot = describe(settings, engine, model, images, ["en", *NINE])
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert [d["language"] for d in lot["descriptions"]] == ["en", *NINE]
+    # Then three parts of three languages (at most half of nine each), each with its own budget.
+    assert model.budgets[:4] == [6476, 12952, 25904, 32768]
+    assert model.budgets[4:] == [2492] * 3
+
+
+def test_a_translation_still_cut_off_at_the_ceiling_in_single_languages_fails_the_lot(
         settings: ServiceSettings, engine: Engine, images: str) -> None:
     with canned_model(LONG_ENGLISH, [CUT_OFF]) as model:
         lot = describe(settings, engine, model, images, ["en", *NINE])
-    assert model.budgets == [6476, 12952, 25904, 32768]
+    assert model.budgets[:4] == [6476, 12952, 25904, 32768]
+    # Nine languages, three parts of three, nine of one: each cut off at the ceiling.
+    assert model.budgets.count(32768) == 1 + 3 + 9
     assert lot["status"] == "failed"
     assert lot["error_message"] == ("the model could not describe the lot: the response is incomplete "
                                     "(max_output_tokens)")

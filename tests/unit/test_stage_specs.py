@@ -146,5 +146,5 @@ def test_a_translation_cut_off_by_its_budget_is_retried_with_twice_the_room_up_t
     assert body["max_output_tokens"] == 2 * first["max_output_tokens"]
     assert spec.retry_unusable(lot, ModelIncompleteError("filtered", "content_filter")) is None
     assert spec.retry_unusable(lot, ModelOutputError("not JSON")) is None
-    huge = lot.with_work(lot.work.model_copy(update={"english_html": "x" * 100_000}))
-    assert spec.retry_unusable(huge, cut) is None  # already at the ceiling: it fails with the reason
+    huge = lot.with_work(lot.work.model_copy(update={"english_html": "x" * 100_000, "languages": ("fr",)}))
+    assert spec.retry_unusable(huge, cut) is None  # one language already at the ceiling: it fails

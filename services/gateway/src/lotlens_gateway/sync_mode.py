@@ -2,8 +2,9 @@
 
 The same request building and parsing as the batch services (`lotlens_common.model`), called
 directly: images are checked first (unreachable ones become `missing_images`; with none left the
-lot fails without a model call), the vision model writes English, one translation call writes
-every other language. Model outages answer 502, timeouts 504; a model answer that cannot be
+lot fails without a model call), the vision model writes English, translation calls write every
+other language (one, or several at once when the text in every language is more than the model
+may write in one answer). Model outages answer 502, timeouts 504; a model answer that cannot be
 used fails the lot with the reason, like in batch mode.
 """
 
@@ -37,6 +38,8 @@ from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.openai_client import call_responses
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
+    halved_part,
+    language_parts,
     parse_translation_response,
     retry_room,
     target_languages,
@@ -172,10 +175,26 @@ class SyncDescriber:
         }
 
     async def _translate(self, english: str, languages: Sequence[str], used: list[Usage | None],
-                         deadline: float) -> dict[str, str]:
-        """Every language's text; a translation cut off by its output budget is asked again with
-        twice the room until the room reaches the ceiling, and one with a language untranslated
-        or in another script as it was, up to `WRONG_LANGUAGE_TRIES` such answers."""
+                         deadline: float, most: int | None = None) -> dict[str, str]:
+        """Every language's text, in as many requests as the model's output ceiling asks for
+        (`language_parts`), sent at once: one after the other, three parts of a long text took
+        longer than the 300 s budget. The first part that fails for good fails the lot; the
+        others' answers were paid for and are counted all the same."""
+        parts = language_parts(english, target_languages(languages), self.models, most)
+        answers = await asyncio.gather(*(self._translate_part(english, part, used, deadline)
+                                         for part in parts), return_exceptions=True)
+        translations: dict[str, str] = {}
+        for answer in answers:
+            if isinstance(answer, BaseException):
+                raise answer
+            translations.update(answer)
+        return translations
+
+    async def _translate_part(self, english: str, languages: Sequence[str], used: list[Usage | None],
+                              deadline: float) -> dict[str, str]:
+        """These languages' texts; a translation cut off by its output budget is asked again with
+        twice the room until the room reaches the ceiling, then in two halves; one with a language
+        untranslated or in another script as it was, up to `WRONG_LANGUAGE_TRIES` such answers."""
         models, room, wrong_language = self.models, 1, 0
         while True:
             request = translation_request_body(english, languages, models, room)
@@ -185,7 +204,9 @@ class SyncDescriber:
                 return parse_translation_response(answer, languages, english)
             except ModelOutputError as exc:
                 wrong_language += isinstance(exc, ModelWrongLanguageError)
-                more = retry_room(english, target_languages(languages), models, room, exc)
+                more = retry_room(english, languages, models, room, exc)
+                if more is None and (half := halved_part(english, languages, models, room, exc)):
+                    return await self._translate(english, languages, used, deadline, half)
                 if more is None or wrong_language == WRONG_LANGUAGE_TRIES:
                     raise
                 room = more

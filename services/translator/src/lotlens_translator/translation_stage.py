@@ -11,13 +11,15 @@ from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
+    halved_part,
+    language_parts,
     parse_translation_response,
     retry_room,
     target_languages,
     translation_request_body,
 )
-from lotlens_common.model.usage import priced, usage_of
-from lotlens_common.stage.work import LotWork, Prepared, TranslationWork
+from lotlens_common.model.usage import Usage, priced, total, usage_of
+from lotlens_common.stage.work import LotWork, PartDone, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
 
@@ -31,7 +33,7 @@ def descriptions(languages: Sequence[str], english_html: str, translated: Mappin
 
 @dataclass(frozen=True)
 class TranslationStage:
-    """Builds one structured-output translation request per lot and reads it back."""
+    """Builds a lot's structured-output translation requests, one per batch, and reads them back."""
 
     topic: str
     models: ModelSettings
@@ -56,22 +58,39 @@ class TranslationStage:
         """Input tokens: the English text (about 4 characters a token) plus instructions."""
         return len(lot.work.english_html) // 4 + _PROMPT_TOKENS
 
+    def part(self, work: TranslationWork) -> list[str]:
+        """The languages the lot's next request asks for: the first part of those not translated
+        yet (all of them, unless the text in every one is more than the model may write in one
+        answer). Worked out again from the work when its answer is read, so it is the same part."""
+        left = [code for code in target_languages(work.languages) if code not in work.translated]
+        return language_parts(work.english_html, left, self.models, work.most_per_request)[0]
+
     async def prepare(self, lots: list[LotWork[TranslationWork]]) -> Prepared[TranslationWork]:
-        """One request per lot; nothing settles without the model here."""
+        """One request per lot, for its next part of the languages; nothing settles without the
+        model here."""
         requests = [(lot, translation_request_body(
-            lot.work.english_html, target_languages(lot.work.languages), self.models, lot.work.output_room))
+            lot.work.english_html, self.part(lot.work), self.models, lot.work.output_room))
             for lot in lots]
         return Prepared(requests, [])
 
     def result_event(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> Event:
-        """TranslationCompleted with every requested language."""
-        languages = lot.work.languages
-        translated = parse_translation_response(body, target_languages(languages), lot.work.english_html)
+        """TranslationCompleted with every requested language, its usage the sum of its parts';
+        PartDone when languages are left for another request (in the next batch)."""
+        work, model = lot.work, self.models.translation_model
+        answer = parse_translation_response(body, self.part(work), work.english_html)
+        translated = {**work.translated, **answer}
+        answered = priced(usage_of(body), model, self.models.prices, self.billed_share)
+        usages = [usage for usage in (work.earlier_usage, answered) if usage is not None]
+        usage = (Usage(**total(usages).model_dump(), model=model)
+                 if len(usages) > 1 else next(iter(usages), None))
+        targets = target_languages(work.languages)
+        if len(translated) < len(targets):
+            raise PartDone(lot.with_work(work.model_copy(update={
+                "translated": translated, "earlier_usage": usage, "output_room": 1})),
+                f"{len(translated)} of {len(targets)} languages translated; the rest go in another request")
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
-            descriptions=descriptions(languages, lot.work.english_html, translated),
-            usage=priced(usage_of(body), self.models.translation_model, self.models.prices,
-                         self.billed_share))
+            descriptions=descriptions(work.languages, work.english_html, translated), usage=usage)
 
     def retry_refused(self, lot: LotWork[TranslationWork], code: str | None, message: str) -> None:
         """Never: a translation request holds nothing OpenAI fetches."""
@@ -80,10 +99,15 @@ class TranslationStage:
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:
         """A translation cut off by its output budget goes again with twice the room, up to the
-        ceiling; one with a language untranslated or in another script goes again as it was."""
-        room = retry_room(lot.work.english_html, target_languages(lot.work.languages), self.models,
-                         lot.work.output_room, error)
-        return None if room is None else lot.with_work(lot.work.model_copy(update={"output_room": room}))
+        ceiling, then with half its languages; one with a language untranslated or in another
+        script goes again as it was."""
+        work, part = lot.work, self.part(lot.work)
+        room = retry_room(work.english_html, part, self.models, work.output_room, error)
+        if room is not None:
+            return lot.with_work(work.model_copy(update={"output_room": room}))
+        half = halved_part(work.english_html, part, self.models, work.output_room, error)
+        return None if half is None else lot.with_work(
+            work.model_copy(update={"output_room": 1, "most_per_request": half}))
 
     def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
         """LotFailed at the translation stage."""

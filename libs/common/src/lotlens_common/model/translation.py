@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,14 +27,54 @@ _REASONING_ALLOWANCE = 4_000
 _MIN_OUTPUT_TOKENS = 16
 
 
+def _per_language(english_html: str) -> int:
+    return _OUTPUT_PER_LANGUAGE + _OUTPUT_PER_TEXT_TOKEN * (len(english_html) // 4 + 1)
+
+
+def _fixed(settings: ModelSettings) -> int:
+    reasoning = is_reasoning_model(settings.translation_model)
+    return _OUTPUT_BASE + (_REASONING_ALLOWANCE if reasoning else 0)
+
+
 def translation_output_budget(english_html: str, targets: Sequence[str], settings: ModelSettings,
                               room: int = 1) -> int:
     """`max_output_tokens` for translating this text into these languages, `room` times over."""
-    per_language = _OUTPUT_PER_LANGUAGE + _OUTPUT_PER_TEXT_TOKEN * (len(english_html) // 4 + 1)
-    need = _OUTPUT_BASE + len(targets) * per_language
-    if is_reasoning_model(settings.translation_model):
-        need += _REASONING_ALLOWANCE
+    need = _fixed(settings) + len(targets) * _per_language(english_html)
     return max(_MIN_OUTPUT_TOKENS, min(settings.translation_max_output_tokens, need * room))
+
+
+def language_parts(english_html: str, targets: Sequence[str], settings: ModelSettings,
+                   most: int | None = None) -> list[list[str]]:
+    """The languages in as few requests as let each one's estimated output fit the model's
+    largest (`translation_max_output_tokens`), and none hold more than `most` languages; in
+    order, the parts as even as can be.
+
+    One request for every language asked more than the model may write of a long text (15,000
+    characters into 9 languages is about 34,000 tokens; gpt-4.1-mini writes 32,768 at most), so
+    the answer was cut off at the ceiling, however often it was asked again.
+    """
+    fit = max(1, (settings.translation_max_output_tokens - _fixed(settings)) // _per_language(english_html))
+    size = min(fit, most) if most else fit
+    count = max(1, math.ceil(len(targets) / size))
+    small, extra = divmod(len(targets), count)
+    parts, start = [], 0
+    for index in range(count):
+        end = start + small + (index < extra)
+        parts.append(list(targets[start:end]))
+        start = end
+    return parts
+
+
+def halved_part(english_html: str, targets: Sequence[str], settings: ModelSettings, room: int,
+                error: ModelOutputError) -> int | None:
+    """The most languages a request may hold after one for `targets` was cut off by its output
+    budget at the model's largest (the estimate was short): half as many. None when it was not
+    cut off there, or asked for one language only (nothing is left to split)."""
+    if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
+        return None
+    at_ceiling = translation_output_budget(english_html, targets, settings, room) >= (
+        settings.translation_max_output_tokens)
+    return len(targets) // 2 if at_ceiling and len(targets) > 1 else None
 
 
 def retry_room(english_html: str, targets: Sequence[str], settings: ModelSettings, room: int,

@@ -12,7 +12,7 @@ from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
 from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
-from lotlens_common.stage.work import LotWork
+from lotlens_common.stage.work import LotWork, PartDone
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ class Settler:
             self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
                                          self.stage.spec.result_event(lot, body)))
             self.settlement.done.append(lot.lot_id)
+        except PartDone as part:
+            # Not a failure: the rest of the lot's work goes in the next batch.
+            self.refused(part.lot, str(part))
         except ModelUnavailableError as exc:
             # The response failed for a passing reason (`server_error`, `rate_limit_exceeded`):
             # raised from here, it failed the whole collection every round.
@@ -61,8 +64,9 @@ class Settler:
             self.failed(lot, Kind.TRANSIENT, f"the model's answer could not be read ({type(exc).__name__})")
 
     def refused(self, changed: LotWork[Any], reason: str) -> None:
-        """OpenAI refused the lot's request for a part of it it names (an image): the lot goes
-        again without it. No attempt is used, as each refusal leaves one part fewer."""
+        """OpenAI refused the lot's request for a part of it it names (an image), or answered a
+        part of its work (`PartDone`): the lot goes again without it. No attempt is used, as each
+        leaves one part fewer."""
         if self.cancelled:
             self._apply(changed, Outcome("cancelled", reason))
             return

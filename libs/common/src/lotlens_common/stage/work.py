@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.usage import Usage
 
 
 class StageWork(BaseModel):
@@ -50,6 +51,14 @@ class TranslationWork(StageWork):
     missing_images: tuple[str, ...] = ()
     # How many times the base output budget the next request gets (doubled after `incomplete`).
     output_room: int = 1
+    # A text too long for every language in one answer is translated a part of the languages at a
+    # time (`model.translation.language_parts`): the languages done so far, what their answers
+    # used, and the most languages a request may hold (halved after one was cut off at the
+    # model's largest output). Written only when set, so the rows of every other lot read as
+    # before to a release that does not know the fields (work forbids unknown fields).
+    translated: dict[str, str] = Field(default_factory=dict, exclude_if=lambda done: not done)
+    earlier_usage: Usage | None = Field(default=None, exclude_if=lambda usage: usage is None)
+    most_per_request: int | None = Field(default=None, exclude_if=lambda most: most is None)
 
 
 W = TypeVar("W", bound=StageWork)
@@ -69,6 +78,15 @@ class LotWork(Generic[W]):
     def with_work(self, work: W) -> LotWork[W]:
         """A copy with new work (e.g. after the image check)."""
         return replace(self, work=work)
+
+
+class PartDone(Exception):
+    """A usable answer that did a part of the lot's work (some of its languages): the lot goes
+    again as `lot`, its progress kept, without using an attempt."""
+
+    def __init__(self, lot: LotWork[Any], progress: str) -> None:
+        super().__init__(progress)
+        self.lot = lot
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,48 @@
+"""A long description into many languages, synchronous mode, through a real gateway and the
+stand-in: more text than the translation model may write in one answer (gpt-4.1-mini: 32,768
+output tokens) is asked for in several requests, a part of the languages each."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine
+
+from lotlens_common.settings import ServiceSettings
+from tests.integration.gateway_support import Gateway, running_gateway
+from tests.integration.sync_support import model_calls, one_lot
+from tests.standin import Standin
+
+pytestmark = pytest.mark.integration
+
+# The stand-in's English is the seller's notes, HTML-escaped: these 9,300 characters make
+# about 15,300 (3,900 tokens, under the vision answer's 4,000), as long as the English o4-mini
+# writes at most, and nine languages of it are about 34,000 tokens.
+CLAUSE = "Panels <A> & <B> scuffed, dents <5 cm> & <10 cm>; "
+NOTES = (CLAUSE * (9_300 // len(CLAUSE) + 1))[:9_300]
+NINE = ["de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da"]
+
+
+@pytest.fixture()
+def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) -> Iterator[Gateway]:
+    with running_gateway(settings, engine, model_url=standin.base_url) as gw:
+        yield gw
+
+
+def test_a_long_description_into_nine_languages_completes_with_every_language(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    response = sync_gateway.submit(one_lot(images, NOTES, names=("front.png",)), languages=["en", *NINE])
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "completed", lot.get("error_message")
+    english = lot["descriptions"][0]["damages"]
+    assert len(english) > 15_000
+    assert [d["language"] for d in lot["descriptions"]] == ["en", *NINE]
+    for description in lot["descriptions"][1:]:
+        code = description["language"]
+        assert description["damages"].startswith(f"<p>[{code}] Standin vision: 1 image(s) reviewed.")
+    calls = model_calls(standin)
+    assert calls > 2  # vision, then the translation in parts
+    # Every answer's tokens are counted: the parts together wrote all nine languages.
+    assert lot["usage"]["output_tokens"] > 9 * len(english) // 4

@@ -1,0 +1,84 @@
+"""Languages split over several translation requests when one answer cannot hold them all
+(gpt-4.1-mini writes at most 32,768 tokens), and a lot's parts read back as one result."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from lotlens_common.events import TranslationCompleted
+from lotlens_common.model.errors import ModelIncompleteError
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import language_parts, translation_output_budget
+from lotlens_common.stage.work import LotWork, PartDone, TranslationWork
+from lotlens_translator.translation_stage import TranslationStage
+
+MODELS = ModelSettings()
+NINE = ["de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da"]
+# About what o4-mini writes in its 4,000 output tokens.
+LONG = "<p>" + "x" * 15_000 + "</p>"
+CUT = ModelIncompleteError("the response is incomplete (max_output_tokens)", "max_output_tokens")
+
+
+def test_a_short_text_goes_in_one_request_for_every_language() -> None:
+    assert language_parts("<p>Dent.</p>", NINE, MODELS) == [NINE]
+
+
+def test_a_long_text_goes_in_even_parts_each_within_the_models_largest_output() -> None:
+    parts = language_parts(LONG, NINE, MODELS)
+    assert parts == [NINE[0:3], NINE[3:6], NINE[6:9]]
+    assert all(translation_output_budget(LONG, part, MODELS) < MODELS.translation_max_output_tokens
+               for part in parts)
+
+
+@pytest.mark.parametrize("most", [1, 2, 4])
+def test_a_part_holds_at_most_the_languages_allowed(most: int) -> None:
+    parts = language_parts("<p>Dent.</p>", NINE, MODELS, most)
+    assert [code for part in parts for code in part] == NINE and max(map(len, parts)) <= most
+
+
+def lot(**work: Any) -> LotWork[TranslationWork]:
+    return LotWork("job", "lot", "c", 1, 1, TranslationWork(
+        english_html=LONG, languages=("en", *NINE), **work))
+
+
+def answer(codes: list[str], output_tokens: int) -> dict[str, Any]:
+    text = orjson.dumps({code: f"<p>[{code}] x</p>" for code in codes}).decode()
+    return {"status": "completed", "usage": {"input_tokens": 4000, "output_tokens": output_tokens},
+            "output": [{"type": "message", "role": "assistant",
+                        "content": [{"type": "output_text", "text": text}]}]}
+
+
+def asked(spec: TranslationStage, waiting: LotWork[TranslationWork]) -> list[str]:
+    [(_, body)] = asyncio.run(spec.prepare([waiting])).requests
+    return list(body["text"]["format"]["schema"]["required"])
+
+
+def test_each_part_goes_in_turn_and_the_last_completes_with_every_language_and_the_usage_summed() -> None:
+    spec = TranslationStage("translation", MODELS, billed_share=0.5)
+    waiting = lot()
+    for part in (NINE[0:3], NINE[3:6]):
+        assert asked(spec, waiting) == part
+        with pytest.raises(PartDone) as done:
+            spec.result_event(waiting, answer(part, 12_000))
+        waiting = done.value.lot
+    assert asked(spec, waiting) == NINE[6:9]
+    event = spec.result_event(waiting, answer(NINE[6:9], 12_000))
+    assert isinstance(event, TranslationCompleted)
+    assert list(event.descriptions) == ["en", *NINE] and event.descriptions["da"] == "<p>[da] x</p>"
+    assert event.usage is not None and event.usage.output_tokens == 36_000
+    assert event.usage.input_tokens == 12_000 and event.usage.model == MODELS.translation_model
+    # 3 answers at half the list price (batch): 12,000 input and 36,000 output tokens.
+    assert event.usage.estimated_cost_usd == pytest.approx(0.5 * (12_000 * 0.40 + 36_000 * 1.60) / 1e6)
+
+
+def test_a_part_cut_off_at_the_models_largest_output_goes_again_with_half_its_languages() -> None:
+    spec = TranslationStage("translation", MODELS)
+    roomier = spec.retry_unusable(lot(), CUT)  # three languages: first with twice the room
+    assert roomier is not None and roomier.work.output_room == 2 and roomier.work.most_per_request is None
+    again = spec.retry_unusable(roomier, CUT)  # at the ceiling: one language a request
+    assert again is not None and again.work.most_per_request == 1 and again.work.output_room == 1
+    assert asked(spec, again) == ["de"]
