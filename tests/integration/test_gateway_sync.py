@@ -131,11 +131,15 @@ def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_
     assert "could be fetched" in lot["error_message"]
 
 
-def test_an_unusable_model_answer_fails_the_lot_with_the_reason(sync_gateway: Gateway, images: str) -> None:
-    response = sync_gateway.submit(one_lot(images, notes="[standin:incomplete]"), languages=["en"])
+def test_an_unusable_model_answer_fails_the_lot_with_the_reason_and_no_image_processed(
+        sync_gateway: Gateway, images: str) -> None:
+    # No description came of the images: a batch lot so failed reports 0; this one reported 3.
+    lot_request = one_lot(images, notes="[standin:incomplete]", names=("a.png", "b.png", "c.png"))
+    response = sync_gateway.submit(lot_request, languages=["en"])
     assert response.status_code == 200
     lot = response.json()["lots"][0]
     assert lot["status"] == "failed" and "incomplete" in lot["error_message"]
+    assert lot["processed_images"] == 0 and lot["missing_images"] == []
 
 
 def test_a_lot_failed_after_paid_answers_reports_their_usage(
@@ -148,6 +152,7 @@ def test_a_lot_failed_after_paid_answers_reports_their_usage(
     lot = response.json()["lots"][0]
     assert lot["status"] == "failed" and "not in the language asked for" in lot["error_message"], lot
     assert model_calls(standin) == 4 and "usage" in lot, lot
+    assert lot["processed_images"] == 1  # described in English: its image was processed
     assert lot["usage"]["output_tokens"] > 0 and lot["usage"]["estimated_cost_usd"] > 0
 
 

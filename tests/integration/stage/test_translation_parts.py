@@ -69,5 +69,5 @@ def test_a_part_that_fails_for_good_fails_the_lot_with_its_reason(
     events = [e.event for e in job_events(settings, settings.topics.translation, job_id, 2)]
     assert not [e for e in events if isinstance(e, TranslationCompleted)]
     [failed] = [e for e in events if isinstance(e, LotFailed)]
-    assert failed.stage == "translation"
+    assert failed.stage == "translation" and failed.processed_images == 3
     assert "(da: the English text, untranslated)" in failed.reason, failed.reason

@@ -137,6 +137,9 @@ class SyncDescriber:
         images, missing = list(fitted), [*check.unreachable, *left_out]
         models = self.models
         used: list[Usage | None] = []
+        # The images a description came of: none until the English is read (a batch lot failed at
+        # the vision stage reports 0; this one reported every image sent, even OpenAI refusing it).
+        processed = 0
         try:
             answer = await self._vision(lot.additional_info, images, missing, deadline)
             if answer is None:
@@ -145,6 +148,7 @@ class SyncDescriber:
                 return self._failed(lot, missing, 0, reason)
             used.append(priced(usage_of(answer), models.vision_model, models.prices))
             english = parse_vision_response(answer)
+            processed = len(images)
             translations = (await self._translate(english, languages, used, deadline)
                             if target_languages(languages) else {})
         except (ModelOutputError, ModelRequestError) as exc:
@@ -156,7 +160,7 @@ class SyncDescriber:
             reason = (client_reason("bad_request", exc.error_type, exc.code)
                       if isinstance(exc, ModelRequestError)
                       else f"the model could not describe the lot: {exc}")
-            failed = self._failed(lot, missing, len(images), reason)
+            failed = self._failed(lot, missing, processed, reason)
             # The answers OpenAI gave before the lot failed were billed: a failed lot said nothing
             # of them (a batch lot failed in translation shows its vision's usage).
             paid = [u for u in used if u is not None]
