@@ -6,9 +6,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
@@ -19,9 +21,15 @@ from tests.integration.dead_letter_support import wait_for
 pytestmark = pytest.mark.integration
 
 
+# How long a command waits for a lock here (the operator's default is 10 s): short, as only the
+# line and the exit status are checked.
+ADMIN_LOCK_TIMEOUT_MS = "1500"
+
+
 def _admin(infra: Infra, *argv: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "lotlens_admin", *argv], cwd=ROOT,
-                            env=admin_env(infra.kafka_bootstrap, infra.database_url),
+    env = {**admin_env(infra.kafka_bootstrap, infra.database_url),
+           "DATABASE_ADMIN_LOCK_TIMEOUT_MS": ADMIN_LOCK_TIMEOUT_MS}
+    return subprocess.Popen([sys.executable, "-m", "lotlens_admin", *argv], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -31,24 +39,61 @@ def _waits_for_a_lock(engine: Engine) -> bool:
                                       "'lotlens-admin' AND wait_event_type = 'Lock'")).scalar_one())
 
 
-def test_ctrl_c_while_a_rotation_waits_for_its_table_is_one_line_exit_130_and_rotates_nothing(
-        infra: Infra, engine: Engine) -> None:
+def _holds_its_lock(holder: Connection) -> bool:
+    return bool(holder.execute(text("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND granted "
+                                    "AND relation = 'client_webhook_secrets'::regclass "
+                                    "AND mode = 'ExclusiveLock'")).scalar_one())
+
+
+@contextmanager
+def _rotation_behind_a_lock_left_open(infra: Infra, engine: Engine) -> Iterator[tuple[str, Connection,
+                                                                                     subprocess.Popen[str]]]:
+    """`clients rotate` queued behind an operator's `LOCK TABLE` left open in psql, which stays held."""
     client = new_id("client-")
     with engine.begin() as conn:
         webhook_secrets.ensure(conn, [client])
-        before = webhook_secrets.live(conn, client, utc_now())
-    with engine.connect() as holder:  # an operator's fix left open in psql
+    with engine.connect() as holder:
         holder.execute(text("LOCK TABLE client_webhook_secrets IN EXCLUSIVE MODE"))
         rotation = _admin(infra, "clients", "rotate", client)
-        wait_for(lambda: _waits_for_a_lock(engine), "the rotation waiting for the table")
+        try:
+            wait_for(lambda: _waits_for_a_lock(engine) or rotation.poll() is not None,
+                     "the rotation waiting for the table")
+            yield client, holder, rotation
+        finally:
+            if rotation.poll() is None:
+                rotation.kill()
+                rotation.communicate()
+
+
+def _live(engine: Engine, client: str) -> list[str]:
+    with engine.connect() as conn:
+        return webhook_secrets.live(conn, client, utc_now())
+
+
+def test_ctrl_c_while_a_rotation_waits_for_a_lock_still_held_is_one_line_exit_130_and_rotates_nothing(
+        infra: Infra, engine: Engine) -> None:
+    with _rotation_behind_a_lock_left_open(infra, engine) as (client, holder, rotation):
+        before = _live(engine, client)
         rotation.send_signal(signal.SIGINT)
-        holder.rollback()
-        out, err = rotation.communicate(timeout=60)
+        out, err = rotation.communicate(timeout=60)  # the lock is never released
+        assert _holds_its_lock(holder)
     assert (rotation.returncode, out) == (130, ""), err[-2000:]
     [line] = err.splitlines()
     assert line.startswith("lotlens-admin: interrupted")
-    with engine.connect() as conn:
-        assert webhook_secrets.live(conn, client, utc_now()) == before
+    assert _live(engine, client) == before
+
+
+def test_a_rotation_behind_a_lock_left_open_ends_by_itself_naming_the_table_exit_4(
+        infra: Infra, engine: Engine) -> None:
+    with _rotation_behind_a_lock_left_open(infra, engine) as (client, holder, rotation):
+        before = _live(engine, client)
+        out, err = rotation.communicate(timeout=60)
+        assert _holds_its_lock(holder)
+    assert (rotation.returncode, out) == (4, ""), err[-2000:]
+    [line] = err.splitlines()
+    assert line.startswith("lotlens-admin: a lock it needs is held: client_webhook_secrets is locked: "
+                           "another session holds it"), line
+    assert _live(engine, client) == before
 
 
 def test_a_listing_whose_reader_went_away_ends_without_a_traceback(infra: Infra, engine: Engine) -> None:

@@ -157,12 +157,17 @@ class DatabaseSettings(BaseSettings):
                                               validation_alias="DATABASE_REQUEST_STATEMENT_TIMEOUT_MS")
     # A worker's (consumers, stage loops, the webhook dispatcher): no client waits, so longer; the
     # statement then fails as a transient error, its batch is retried (offsets kept, the loop's
-    # heartbeat beating) and the log says why every time. Migrations and `lotlens-admin` get neither:
-    # migrations bound their own lock waits (`LockPatience`) and build indexes as long as it takes.
+    # heartbeat beating) and the log says why every time. Migrations get neither: they bound their
+    # own lock waits (`LockPatience`) and build indexes as long as it takes.
     worker_lock_timeout_ms: int = Field(default=10_000, ge=0,
                                         validation_alias="DATABASE_WORKER_LOCK_TIMEOUT_MS")
     worker_statement_timeout_ms: int = Field(default=300_000, ge=0,
                                              validation_alias="DATABASE_WORKER_STATEMENT_TIMEOUT_MS")
+    # `lotlens-admin`'s lock waits, and nothing else (its statements run as long as they take; the
+    # rebuild's swap waits up to its own 60 s). psycopg2 acts on Ctrl-C only once a statement returns:
+    # without it a command behind a lock left open in psql waited for ever and ignored Ctrl-C.
+    admin_lock_timeout_ms: int = Field(default=10_000, ge=1,
+                                       validation_alias="DATABASE_ADMIN_LOCK_TIMEOUT_MS")
 
     def dead_peer_detection(self) -> dict[str, int]:
         """The libpq connection parameters that bound how long a vanished database goes unnoticed."""
@@ -173,6 +178,10 @@ class DatabaseSettings(BaseSettings):
         """The session limits (ms) of the gateway's connections: a client waits on each statement."""
         return {"lock_timeout": self.request_lock_timeout_ms,
                 "statement_timeout": self.request_statement_timeout_ms}
+
+    def admin_limits(self) -> dict[str, int]:
+        """The session limits (ms) of `lotlens-admin`'s connections: a bounded wait for each lock."""
+        return {"lock_timeout": self.admin_lock_timeout_ms}
 
     def worker_limits(self) -> dict[str, int]:
         """The session limits (ms) of consumers', stage loops' and the dispatcher's connections."""

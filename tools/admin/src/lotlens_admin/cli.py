@@ -3,7 +3,8 @@
 Each group lives in its own module and exposes `register(subparsers)`, which adds its parser and
 sets `handler` (a function taking the parsed arguments and returning an exit code) on it.
 Exit codes: 0 done, 1 the command failed (or a setting is wrong), 2 wrong usage, 3 Kafka or
-PostgreSQL did not answer, 130 interrupted (Ctrl-C), 141 its output's reader went away (`| head`).
+PostgreSQL did not answer, 4 a lock another session holds (waited `DATABASE_ADMIN_LOCK_TIMEOUT_MS`),
+130 interrupted (Ctrl-C), 141 its output's reader went away (`| head`).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, Operationa
 from lotlens_admin import clients, dlq, jobs, projections, shards
 from lotlens_admin.clients import BadConfiguration
 from lotlens_admin.environment import settings_problem, url_problem
+from lotlens_admin.sessions import lock_refused
 from lotlens_common.logs import KAFKA_LOGGER
 from lotlens_common.producer import PublishError
 
 # As a shell reports a process ended by that signal (128 + SIGINT, 128 + SIGPIPE).
 INTERRUPTED, OUTPUT_GONE = 130, 141
+# Its lock wait ran out (`sessions`): nothing is wrong but another session's transaction.
+LOCKED = 4
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -40,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lotlens-admin",
         description="Operator tools for LotLens. Settings come from the same environment as the services.",
         epilog="exit status: 0 done, 1 the command failed or a setting is wrong, 2 wrong usage, 3 Kafka or "
-        "PostgreSQL did not answer, 130 interrupted (run it again to finish), 141 output's reader went away",
+        "PostgreSQL did not answer, 4 a table it needs stayed locked by another session (try again), 130 "
+        "interrupted (run it again to finish), 141 output's reader went away",
     )
     groups = parser.add_subparsers(dest="group", metavar="GROUP")
     for register in GROUPS:
@@ -83,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _say("Kafka did not answer", exc.args[0].str() if exc.args else str(exc), 3)
     except PublishError as exc:
         return _say("Kafka did not acknowledge", str(exc), 3)
-    except (OperationalError, InterfaceError) as exc:
+    except OperationalError as exc:
+        if (locked := lock_refused(exc)) is not None:
+            return _say("a lock it needs is held", locked, LOCKED)
+        return _say("PostgreSQL did not answer", str(exc.orig or exc), 3)
+    except InterfaceError as exc:
         return _say("PostgreSQL did not answer", str(exc.orig or exc), 3)
     except DBAPIError as exc:  # it answered: a missing table, a permission, a constraint
         return _say("PostgreSQL refused the command", str(exc.orig or exc), 1)

@@ -25,10 +25,10 @@ from pydantic_settings import BaseSettings
 from sqlalchemy import Connection
 
 from lotlens_admin.consent import add_flags, withheld
+from lotlens_admin.sessions import admin_engine
 from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
-from lotlens_common.db import make_engine
-from lotlens_common.settings import ServiceSettings, settings_config
+from lotlens_common.settings import settings_config
 
 CONFIGURED = "from LOTLENS_CLIENTS"
 STRAY = "database only (not in LOTLENS_CLIENTS: `clients delete` removes it)"
@@ -59,7 +59,7 @@ def configured_clients() -> set[str] | None:
 
 def _list(_args: argparse.Namespace) -> int:
     configured = configured_clients()
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     with engine.connect() as conn:
         rows = webhook_secrets.listing(conn, utc_now())
     engine.dispose()
@@ -86,7 +86,7 @@ def _minute(moment: datetime) -> str:
 
 
 def _secret(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     with engine.connect() as conn:
         live = webhook_secrets.live(conn, args.client_id, utc_now())
     engine.dispose()
@@ -97,7 +97,7 @@ def _secret(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     with engine.begin() as conn:
         secret = (webhook_secrets.rotate(conn, args.client_id, timedelta(hours=args.overlap_hours), utc_now())
                   if _known(conn, args.client_id) else None)
@@ -117,7 +117,7 @@ def _delete(args: argparse.Namespace) -> int:
               "(and restart the gateway and the dispatcher) first, or its webhooks wait until a gateway "
               "started with it makes it a new secret; nothing was deleted", file=sys.stderr)
         return 1
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     try:
         with engine.connect() as conn:
             live = webhook_secrets.live(conn, args.client_id, utc_now())

@@ -12,15 +12,14 @@ import json
 import sys
 
 from lotlens_admin.job_report import OPEN_SHARDS, JobReport, PauseLine, ShardLine, StageLine, read_report
-from lotlens_common.db import make_engine
-from lotlens_common.settings import ServiceSettings
+from lotlens_admin.sessions import admin_engine
 
 LABEL = 12  # the width of the left column
 ERROR_CHARS = 160  # of an error's text, on one line (`--json` has it whole)
 
 
 def _show(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     try:
         # One snapshot for every read (READ COMMITTED let each query see rows committed after the
         # one before: a shard settling between them showed its lots twice or nowhere), and no write.

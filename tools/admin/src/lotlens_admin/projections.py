@@ -9,7 +9,7 @@ import sys
 from sqlalchemy import Connection, text
 
 from lotlens_admin.consent import add_flags, withheld
-from lotlens_common.db import make_engine
+from lotlens_admin.sessions import admin_engine
 from lotlens_common.settings import ServiceSettings
 from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild, rebuild_lock
 from lotlens_result_store.replay import RebuildRefused, checkpoint
@@ -69,7 +69,7 @@ def _say(line: str) -> None:
 
 def _rebuild(args: argparse.Namespace) -> int:
     settings = ServiceSettings()
-    engine = make_engine(settings.database, "admin", pool_size=2)
+    engine = admin_engine(pool_size=2, settings=settings.database)
     try:
         options = RebuildOptions(restart=args.restart, swap=not args.no_swap, batch_size=args.batch_size,
                                  allow_skipped=args.allow_skipped, skip=frozenset(args.skip))
@@ -88,7 +88,7 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _drop_retired(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin", pool_size=1)
+    engine = admin_engine(pool_size=1)
     try:
         with engine.connect() as conn:
             retired = _retired_tables(conn)
@@ -108,7 +108,7 @@ def _drop_retired(args: argparse.Namespace) -> int:
 
 
 def _drop_shadow(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin", pool_size=2)
+    engine = admin_engine(pool_size=2)
     try:
         # Under the rebuild lock, asking included: a rebuild running now writes into the shadow,
         # and none begins between what the operator is shown and the drop.
@@ -149,7 +149,7 @@ def _shadow_summary(conn: Connection) -> str:
 
 
 def _status(_args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin", pool_size=1)
+    engine = admin_engine(pool_size=1)
     try:
         with engine.connect() as conn:
             lines = _shadow_lines(conn) if shadow_exists(conn) else ["no rebuild in progress (no shadow)"]

@@ -29,8 +29,7 @@ from sqlalchemy import func, select
 
 from lotlens_admin.job_report import moment
 from lotlens_admin.jobs import age, released
-from lotlens_common.db import make_engine
-from lotlens_common.settings import ServiceSettings
+from lotlens_admin.sessions import admin_engine
 from lotlens_common.stage.adapters import postgres_locks
 from lotlens_common.stage.adapters.postgres_release import ShardRecord, paused_shards, release, shard_record
 from lotlens_common.stage.core.lifecycle import FAIL, RESEND
@@ -40,7 +39,7 @@ LABEL = 12  # the width of the left column, as `jobs show` has it
 
 
 def _paused(args: argparse.Namespace) -> int:
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     try:
         with engine.connect() as conn:
             shards = paused_shards(conn)
@@ -94,7 +93,7 @@ def _login() -> str:
 def _release(args: argparse.Namespace) -> int:
     decision = RESEND if args.resend else FAIL
     by = args.by or _login()
-    engine = make_engine(ServiceSettings().database, "admin")
+    engine = admin_engine()
     try:
         with postgres_locks.exclusive(engine, args.shard_id) as mine:
             if not mine:
