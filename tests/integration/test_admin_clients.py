@@ -217,6 +217,9 @@ def test_a_delete_on_a_terminal_asks_first_and_deletes_only_on_yes(
         os.close(operator)
         os.close(terminal)
     assert asked.returncode == code, err
-    assert f"this will delete the 1 live webhook secrets of client {stray!r}" in out
+    # Asked on stderr: with stdout redirected (`> out.txt`) the question went into the file and the
+    # command looked hung.
+    assert f"this will delete the 1 live webhook secrets of client {stray!r}" in err
+    assert "Type yes to do it: " in err and "this will" not in out and "Type yes" not in out, out
     with engine.connect() as conn:
         assert len(webhook_secrets.live(conn, stray, datetime.now(UTC))) == left

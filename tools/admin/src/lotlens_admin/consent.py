@@ -1,6 +1,7 @@
 """Commands that destroy what no command brings back (tables, secrets) say what they will do and
 do it only with the operator's yes: `--yes`, or `yes` typed at the prompt on a terminal. Without
-either (a script, a pipe) they change nothing and exit 2; `--dry-run` says it and changes nothing."""
+either (a script, a pipe) they change nothing and exit 2; `--dry-run` says it and changes nothing.
+The question is asked on stderr, so that stdout may be redirected."""
 
 from __future__ import annotations
 
@@ -29,12 +30,12 @@ def withheld(args: argparse.Namespace, plan: str) -> int | None:
         print(f"lotlens-admin: this would {plan}; run it with --yes to do it (--dry-run only says it); "
               "nothing was changed", file=sys.stderr)
         return NOT_AGREED
-    print(f"this will {plan}.")
-    try:
-        answer = input("Type yes to do it: ")
-    except EOFError:
-        answer = ""
+    # The dialogue on stderr, stdout kept for the command's result: with `> out.txt` the question
+    # went into the file and the command looked hung.
+    print(f"this will {plan}.", file=sys.stderr)
+    print("Type yes to do it: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline()  # "" at the end of input: not a yes
     if answer.strip().lower() == "yes":
         return None
-    print("nothing was changed")
+    print("nothing was changed", file=sys.stderr)
     return 1
