@@ -5,11 +5,18 @@ apart (librdkafka's lines land on the process's stderr, which an in-process call
 from __future__ import annotations
 
 import os
+import pty
+import select
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from lotlens_common.settings import TopicSettings
 from tests.conftest import ROOT
+
+QUESTION = b"Type yes to do it: "
 
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
 
@@ -37,3 +44,42 @@ def run_admin(env: dict[str, str], *argv: str, timeout_s: float = 180.0) -> subp
     return subprocess.run([sys.executable, "-m", "lotlens_admin", *argv], cwd=ROOT, env=env,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout_s,
                           check=False)
+
+
+Answer = Callable[[bytes], subprocess.CompletedProcess[str]]
+
+
+@contextmanager
+def asking_on_a_terminal(env: dict[str, str], *argv: str, timeout_s: float = 90.0) -> Iterator[Answer]:
+    """A destructive command run on a terminal (`kubectl exec -it`), from when it asks: the block
+    does what happens while the operator reads the question, then answers (its stderr includes the
+    question)."""
+    operator, terminal = pty.openpty()
+    asking = subprocess.Popen([sys.executable, "-m", "lotlens_admin", *argv], cwd=ROOT, env=env,
+                              stdin=terminal, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        asked = _read_until(asking, QUESTION, time.monotonic() + timeout_s)
+
+        def answer(reply: bytes) -> subprocess.CompletedProcess[str]:
+            os.write(operator, reply)
+            out, err = asking.communicate(timeout=timeout_s)
+            return subprocess.CompletedProcess(argv, asking.returncode, out.decode(), (asked + err).decode())
+
+        yield answer
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+            asking.communicate()
+        os.close(operator)
+        os.close(terminal)
+
+
+def _read_until(process: subprocess.Popen[bytes], marker: bytes, deadline: float) -> bytes:
+    assert process.stderr is not None
+    said = b""
+    while marker not in said:
+        left = deadline - time.monotonic()
+        assert left > 0 and process.poll() is None, f"it did not ask; exit {process.poll()}, stderr {said!r}"
+        if select.select([process.stderr], [], [], min(left, 1.0))[0]:
+            said += os.read(process.stderr.fileno(), 4096)
+    return said

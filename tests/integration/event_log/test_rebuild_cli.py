@@ -14,7 +14,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.rebuild import REBUILD_LOCK
 from lotlens_result_store.shadow import RETIRED, SHADOW, TABLES, shadow_exists
-from tests.integration.admin_support import REFUSING_KAFKA, admin_env, run_admin
+from tests.integration.admin_support import REFUSING_KAFKA, admin_env, asking_on_a_terminal, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
 pytestmark = pytest.mark.integration
@@ -245,3 +245,46 @@ def _retired(engine: Engine) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
                                  {"s": RETIRED}).scalars())
+
+
+def _retired_tables(engine: Engine) -> dict[str, int]:
+    """The retired tables by name, with their identity (a later swap retires others of the same names)."""
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT c.relname, c.oid::bigint FROM pg_class c JOIN pg_namespace n "
+                                      "ON n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind = 'r'"),
+                                 {"s": RETIRED}).tuples().all())
+
+
+def test_drop_retired_drops_nothing_when_a_rebuild_swapped_while_it_asked(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # It listed the tables, asked, then dropped whatever was retired by then, without the rebuild
+    # lock: a swap during the question had it drop the read models just replaced, the only way
+    # back from that rebuild.
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    assert run_admin(env, "projections", "rebuild").returncode == 0
+    with asking_on_a_terminal(env, "projections", "drop-retired") as answer:
+        assert run_admin(env, "projections", "rebuild").returncode == 0  # another operator's
+        rollback_point = _retired_tables(own_engine)
+        refused = answer(b"yes\n")
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    assert "nothing was dropped" in refused.stderr.splitlines()[-1], refused.stderr
+    assert _retired_tables(own_engine) == rollback_point
+
+
+def test_drop_shadow_asks_without_holding_off_a_rebuild_and_drops_nothing_it_changed(
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+    # It held the rebuild lock on an idle session while it asked: a rebuild meanwhile was refused
+    # (and a session cut by idle_session_timeout or a proxy dropped the lock unnoticed).
+    publish(publisher, topics, job_script(2))
+    publisher.flush()
+    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    with asking_on_a_terminal(env, "projections", "drop-shadow") as answer:
+        publish(publisher, topics, job_script(1))
+        publisher.flush()
+        resumed = run_admin(env, "projections", "rebuild", "--no-swap")
+        assert resumed.returncode == 0, resumed.stderr[-2000:]
+        refused = answer(b"yes\n")
+    assert (refused.returncode, refused.stdout) == (1, ""), refused
+    assert "nothing was dropped" in refused.stderr.splitlines()[-1], refused.stderr
+    assert _shadow_exists(own_engine)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, Engine, text
 
 from lotlens_admin.consent import add_flags, withheld
 from lotlens_admin.sessions import admin_engine
@@ -15,6 +18,8 @@ from lotlens_result_store.rebuild import RebuildOptions, RebuildRunning, rebuild
 from lotlens_result_store.replay import RebuildRefused, checkpoint
 from lotlens_result_store.shadow import RETIRED, REVISION, SHADOW, drop_retired, drop_shadow, shadow_exists
 from lotlens_result_store.shadow_state import SKIPPED, projection_version, shadow_version, skipped_events
+
+_Seen = TypeVar("_Seen")
 
 
 def _at_least_one(text: str) -> int:
@@ -88,10 +93,9 @@ def _rebuild(args: argparse.Namespace) -> int:
 
 
 def _drop_retired(args: argparse.Namespace) -> int:
-    engine = admin_engine(pool_size=1)
+    engine = admin_engine(pool_size=2)
     try:
-        with engine.connect() as conn:
-            retired = _retired_tables(conn)
+        retired = _quiet_read(engine, _retired_tables)
         if not retired:
             print("no retired tables")
             return 0
@@ -99,8 +103,11 @@ def _drop_retired(args: argparse.Namespace) -> int:
                 "models as they were before it, for good")
         if (code := withheld(args, plan)) is not None:
             return code
-        with engine.begin() as conn:
-            drop_retired(conn)
+        if not _dropped_if_unchanged(engine, _retired_tables, retired, drop_retired):
+            return _changed("the retired tables are no longer the ones you agreed to drop (a rebuild "
+                            "swapped in meanwhile: they are its way back now)")
+    except RebuildRunning:
+        return _rebuild_running()
     finally:
         engine.dispose()
     print(f"dropped the retired tables ({', '.join(retired)})")
@@ -110,34 +117,76 @@ def _drop_retired(args: argparse.Namespace) -> int:
 def _drop_shadow(args: argparse.Namespace) -> int:
     engine = admin_engine(pool_size=2)
     try:
-        # Under the rebuild lock, asking included: a rebuild running now writes into the shadow,
-        # and none begins between what the operator is shown and the drop.
-        with rebuild_lock(engine):
-            with engine.connect() as conn:
-                left = _shadow_summary(conn) if shadow_exists(conn) else None
-            if left is None:
-                print("no shadow to drop (no rebuild in progress)")
-                return 0
-            plan = (f"drop the shadow {SHADOW} of an unfinished rebuild ({left}); the next `projections "
-                    "rebuild` starts over")
-            if (code := withheld(args, plan)) is not None:
-                return code
-            with engine.begin() as conn:
-                drop_shadow(conn)
+        left = _quiet_read(engine, _shadow_state)
+        if left is None:
+            print("no shadow to drop (no rebuild in progress)")
+            return 0
+        plan = (f"drop the shadow {SHADOW} of an unfinished rebuild ({left.summary}); the next `projections "
+                "rebuild` starts over")
+        if (code := withheld(args, plan)) is not None:
+            return code
+        if not _dropped_if_unchanged(engine, _shadow_state, left, drop_shadow):
+            return _changed(f"the shadow {SHADOW} is no longer the one you agreed to drop (a rebuild "
+                            "resumed, finished or started over meanwhile)")
     except RebuildRunning:
-        _say("lotlens-admin: a rebuild is running (it holds the rebuild lock); stop it first, or let it "
-             "finish; nothing was dropped")
-        return 1
+        return _rebuild_running()
     finally:
         engine.dispose()
-    print(f"dropped the shadow {SHADOW} of an unfinished rebuild ({left}); the next `projections rebuild` "
-          "starts over")
+    print(f"dropped the shadow {SHADOW} of an unfinished rebuild ({left.summary}); the next `projections "
+          "rebuild` starts over")
     return 0
 
 
-def _retired_tables(conn: Connection) -> list[str]:
-    return list(conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = :s ORDER BY 1"),
-                             {"s": RETIRED}).scalars())
+# Asking holds no lock: held on a session idle while the operator reads, it kept every rebuild out,
+# and a session cut meanwhile (idle_session_timeout, a proxy) released it unnoticed. The rebuild
+# lock is taken to read (a running rebuild is refused at once) and again to drop, and what is
+# dropped is what the operator was shown, or nothing.
+def _quiet_read(engine: Engine, read: Callable[[Connection], _Seen]) -> _Seen:
+    """What `read` sees while no rebuild runs (`RebuildRunning` while one does)."""
+    with rebuild_lock(engine), engine.connect() as conn:
+        return read(conn)
+
+
+def _dropped_if_unchanged(engine: Engine, read: Callable[[Connection], object], agreed: object,
+                          drop: Callable[[Connection], object]) -> bool:
+    """Drop under the rebuild lock if `read` still sees what the operator agreed to; whether it did."""
+    with rebuild_lock(engine), engine.begin() as conn:
+        if read(conn) != agreed:
+            return False
+        drop(conn)
+        return True
+
+
+def _changed(what: str) -> int:
+    _say(f"lotlens-admin: {what}; nothing was dropped; run it again to see what it would drop now")
+    return 1
+
+
+def _rebuild_running() -> int:
+    _say("lotlens-admin: a rebuild is running (it holds the rebuild lock); stop it first, or let it "
+         "finish; nothing was dropped")
+    return 1
+
+
+def _retired_tables(conn: Connection) -> dict[str, int]:
+    """The retired tables by name, with their identity: a later swap retires others of the same names."""
+    return dict(conn.execute(text("SELECT c.relname, c.oid::bigint FROM pg_class c JOIN pg_namespace n ON "
+                                  "n.oid = c.relnamespace WHERE n.nspname = :s AND c.relkind IN ('r', 'p') "
+                                  "ORDER BY 1"), {"s": RETIRED}).tuples().all())
+
+
+@dataclass(frozen=True)
+class _Shadow:
+    schema: int  # its schema's identity: a rebuild started over made another
+    summary: str
+
+
+def _shadow_state(conn: Connection) -> _Shadow | None:
+    if not shadow_exists(conn):
+        return None
+    schema = conn.execute(text("SELECT oid::bigint FROM pg_namespace WHERE nspname = :s"),
+                          {"s": SHADOW}).scalar_one()
+    return _Shadow(int(schema), _shadow_summary(conn))
 
 
 def _shadow_summary(conn: Connection) -> str:
