@@ -156,9 +156,16 @@ def test_a_transient_error_sends_the_lot_again_until_the_last_attempt() -> None:
 def test_a_direct_line_the_server_never_received_goes_again_without_using_an_attempt() -> None:
     # Refused before it left the machine (the model server down or restarting mid-round), it was a
     # 503 line like any, an attempt: after MAX_ATTEMPTS such rounds its lot failed, never sent.
-    assert line_kind(503, NOT_SENT) is Kind.UNSENT
+    assert line_kind(None, NOT_SENT) is Kind.UNSENT
     assert after_error(Kind.UNSENT, "refused", 3, 3, False) == Outcome("retry", "refused", counted=False)
     assert after_error(Kind.UNSENT, "refused", 1, 3, True).verdict == "cancelled"
+
+
+def test_a_server_answer_with_the_code_not_sent_is_an_answer_like_any() -> None:
+    # Any line with the code was unsent, a server's 4xx body in direct mode or any Batch API line
+    # included: sent again with no attempt used, for ever. Only a line with no HTTP answer is.
+    assert line_kind(400, NOT_SENT) is Kind.PERMANENT
+    assert line_kind(503, NOT_SENT) is Kind.TRANSIENT
 
 
 def test_a_direct_line_the_server_took_and_dropped_uses_its_attempts() -> None:

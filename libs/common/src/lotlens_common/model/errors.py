@@ -123,7 +123,10 @@ def status_kind(status: int | None, code: str | None) -> str:
         return "rate_limited"
     if status == 408 or code == "timeout":
         return "timeout"
-    if (status is not None and status >= 500) or code in ("server_error", "internal_error"):
+    # `not_sent` without a status: direct mode's own line for a connection the server refused
+    # (`stage/core/outcomes.NOT_SENT`); with one, it is the server's code like any other.
+    if (status is not None and status >= 500) or code in ("server_error", "internal_error") or (
+            status is None and code == "not_sent"):
         return "unavailable"
     if status is not None and 400 <= status < 500:
         return "bad_request"

@@ -4,8 +4,9 @@ For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the lik
 "batch" sends its lines through `call` (bounded concurrency; 429/Retry-After honoured by
 `call_responses`) and returns it already `completed`, with output and error files in the work
 folder written in the Batch API's line format: the runner collects it like any other batch. A line
-the server refused (connection refused: its request never left the machine) carries the code
-`not_sent`, and its lot goes again without using an attempt (`core/outcomes.py`); a round the
+the server refused (connection refused: its request never left the machine) is an error line with
+no response and the code `not_sent`, which no answer of the server can be, and its lot goes again
+without using an attempt (`core/outcomes.py`); a round the
 server refused whole makes no batch at all.
 
 A batch is its files in the work folder, nothing in memory: its record (the batch object, with
@@ -108,10 +109,13 @@ class DirectBatches:
                     # refused after `max_attempts` rounds). Not a timeout nor a dropped call: the
                     # server may have taken that request, and one that always times out (a prompt
                     # too big for it) or brings the server down must still fail after its attempts.
-                    refused = isinstance(exc, ModelUnreachableError)
-                    if refused:
+                    if isinstance(exc, ModelUnreachableError):
                         unanswered.append(exc)
-                    error = {"message": str(exc), "code": NOT_SENT if refused else getattr(exc, "code", None)}
+                        # No `response`, as no HTTP answer came: a server's 4xx body saying
+                        # `not_sent` made its lot go again, uncounted, for ever.
+                        return False, orjson.dumps({"custom_id": line["custom_id"], "response": None,
+                                                    "error": {"code": NOT_SENT, "message": str(exc)}})
+                    error = {"message": str(exc), "code": getattr(exc, "code", None)}
                     response = {"status_code": _status(exc), "body": {"error": error}}
                     return False, orjson.dumps({"custom_id": line["custom_id"], "response": response})
             return True, orjson.dumps({"custom_id": line["custom_id"],

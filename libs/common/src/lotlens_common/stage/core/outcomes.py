@@ -12,8 +12,9 @@
 |   failed, no line at all                        |           |   `max_attempts`, then failed  |
 | batch refused whole before it ran (enqueued-    | unsent    | waiting again, the send not    |
 |   token limit, file too large); a direct-mode   |           |   counted as an attempt        |
-|   line the server refused (`not_sent`: the      |           |                                |
-|   request never left the machine)               |           |                                |
+|   line the server refused (`not_sent` with no   |           |                                |
+|   HTTP answer: the request never left the       |           |                                |
+|   machine)                                      |           |                                |
 | any, when the job was cancelled                 | -         | cancelled                      |
 """
 
@@ -29,8 +30,10 @@ TRANSIENT_CODES = frozenset({"batch_expired", "batch_cancelled", "server_error",
 # 4xx statuses that are about timing, not about the request.
 TRANSIENT_4XX = frozenset({408, 409, 429})
 # Direct mode's code for a line whose request never reached the model server (connection refused:
-# it was down, restarting). One it took and then dropped, failed or timed out is not one: that
-# request may be what brings the server down, and must use up its attempts like any.
+# it was down, restarting), on a line with no HTTP answer at all (no status), which only the direct
+# adapter writes. One it took and then dropped, failed or timed out is not one: that request may be
+# what brings the server down, and must use up its attempts like any. Nor is an answer carrying the
+# code (a server's 4xx body, a Batch API line with a status): it was sent again, uncounted, for ever.
 NOT_SENT = "not_sent"
 
 
@@ -44,7 +47,7 @@ class Kind(Enum):
 
 def line_kind(status: int | None, code: str | None) -> Kind:
     """The kind of a failed batch line, from its HTTP status and error code."""
-    if code == NOT_SENT:
+    if code == NOT_SENT and status is None:
         return Kind.UNSENT
     if code in TRANSIENT_CODES:
         return Kind.TRANSIENT
