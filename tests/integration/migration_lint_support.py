@@ -8,7 +8,8 @@ runner's session settings are no part of a revision. Two edits make it squawk's 
 bookkeeping (`alembic_version`) is left out, and each `set_config(name, value, false)` of a `SELECT`, which is
 how the runner sets its `lock_timeout`, is written as the `SET` it is (squawk looks for `SET`).
 
-One thing squawk does not see is checked here too (`rows_written_under_alter_lock`). The allowlist
+Two things squawk does not see are checked here too (`rows_written_under_alter_lock`,
+`limits_set_by_a_revision`). The allowlist
 (`ALLOWLIST`, beside the revisions) names each finding that stands, by revision and rule, with the
 reason it does.
 """
@@ -36,6 +37,21 @@ ANY_REVISION = "*"
 BACKFILL_RULE = "lotlens-rows-written-under-alter-lock"
 _ALTERED = re.compile(r"ALTER TABLE (?:IF EXISTS )?(?:ONLY )?(\w+)", re.IGNORECASE)
 _WRITTEN = re.compile(r"(?:UPDATE|INSERT INTO|DELETE FROM) (?:ONLY )?(\w+)", re.IGNORECASE)
+LIMITS_RULE = "lotlens-limits-set-by-a-revision"
+# A statement that sets a lock or statement timeout (`SET [LOCAL]`, `RESET`, `ALTER ... SET`,
+# `set_config`); reading one (`current_setting`) is not.
+_LIMIT_SET = re.compile(r"^(?:SET|RESET|ALTER\b.*\bSET)\b.*\b(?:lock|statement)_timeout\b"
+                        r"|set_config\(\s*'(?:lock|statement)_timeout'", re.IGNORECASE | re.DOTALL)
+# What the runner sends around every revision (`db._upgrade`): its lock and limits before, the
+# limits reset and the lock released after.
+_RUNNER_BEFORE = ("BEGIN", r"SELECT pg_try_advisory_lock\(\d+\)", "COMMIT", "BEGIN",
+                  r"SET lock_timeout = '\d+ms'", "SET statement_timeout = '0'",
+                  "SET idle_in_transaction_session_timeout = '0'", "COMMIT")
+_RUNNER_AFTER = ("BEGIN", "RESET lock_timeout", "RESET statement_timeout",
+                 "RESET idle_in_transaction_session_timeout", r"SELECT pg_advisory_unlock\(\d+\)", "COMMIT")
+# `concurrent_indexes.build`: the runner's lock timeout lifted for a concurrent build (which queues
+# no reads or writes) after reading it, and put back as read when the build ends.
+_READ_LOCK_TIMEOUT, _LIFTED = "SELECT current_setting('lock_timeout')", "SET lock_timeout = 0"
 _SESSION_SETTINGS = re.compile(r"\s*SELECT (?:set_config\('\w+', '[^']*', false\)(?:,\s*)?)+\s*")
 _SESSION_SETTING = re.compile(r"set_config\('(\w+)', '([^']*)', false\)")
 
@@ -166,6 +182,41 @@ def rows_written_under_alter_lock(sql: dict[str, list[str]]) -> list[Finding]:
             elif (table := _WRITTEN.match(statement)) and table[1] in altered:
                 findings.append(Finding(revision, BACKFILL_RULE, " ".join(statement.split())))
     return findings
+
+
+def limits_set_by_a_revision(sql: dict[str, list[str]]) -> list[Finding]:
+    """Lock or statement timeouts a revision sets itself, which squawk cannot tell from the runner's.
+
+    The runner's `SET`s precede every revision, so squawk's timeout rules always pass; a revision's
+    `SET lock_timeout = 0` then let its `ALTER` hold intake and the stages behind it for as long as
+    it waited, and its own `statement_timeout` cancelled an index build the Job retried for ever.
+    docs/MIGRATING.md: the runner bounds lock waits; a revision sets no limits of its own.
+    """
+    findings = []
+    for revision, statements in sql.items():
+        own = _without(_without(statements, _RUNNER_BEFORE), _RUNNER_AFTER)
+        lifted = False
+        for before, statement in zip(["", *own], own, strict=False):
+            if statement == _LIFTED and before == _READ_LOCK_TIMEOUT:
+                lifted = True
+            elif lifted and statement.startswith("SET lock_timeout = '"):
+                lifted = False  # put back as it was read
+            elif _LIMIT_SET.search(statement):
+                findings.append(Finding(revision, LIMITS_RULE, " ".join(statement.split())))
+    return findings
+
+
+def _without(statements: Sequence[str], frame: Sequence[str]) -> list[str]:
+    """`statements` with each run of them that matches `frame`, pattern by pattern, left out."""
+    kept, at = [], 0
+    while at < len(statements):
+        window = statements[at:at + len(frame)]
+        if len(window) == len(frame) and all(map(re.fullmatch, frame, window)):
+            at += len(frame)
+        else:
+            kept.append(statements[at])
+            at += 1
+    return kept
 
 
 def allowlist(path: Path = ALLOWLIST) -> list[Allowance]:

@@ -1,6 +1,7 @@
 """Every migration, as the runner sends it to PostgreSQL, passes squawk, but for the findings the
 allowlist keeps with their reasons (`migrations/squawk-allowlist.toml`); and a new migration that
-blocks a live table (an index built without CONCURRENTLY on an existing table) fails here."""
+blocks a live table (an index built without CONCURRENTLY on an existing table, a lock timeout of
+its own) fails here."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from tests.conftest import Infra, own_schema
 from tests.integration.migration_lint_support import (
     Finding,
     allowlist,
+    limits_set_by_a_revision,
     pg_version,
     revision_sql,
     revisions,
@@ -50,7 +52,7 @@ def test_every_migration_passes_squawk_but_for_the_findings_allowed_with_a_reaso
         empty_schema: Engine, squawk_binary: Path, tmp_path: Path) -> None:
     sql = revision_sql(empty_schema, revisions())
     findings = [*squawk(squawk_binary, sql, pg_version(empty_schema), tmp_path),
-                *rows_written_under_alter_lock(sql)]
+                *rows_written_under_alter_lock(sql), *limits_set_by_a_revision(sql)]
     if unallowed(findings):
         pytest.fail("findings in no allowlist entry (docs/MIGRATING.md, \"Writing a schema migration\"):\n"
                     + "\n".join(unallowed(findings)))
@@ -80,6 +82,16 @@ BLOCKING = {
         '    op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS note text")\n'
         '    op.execute("UPDATE lots SET note = status")',
         ["0999_new: lotlens-rows-written-under-alter-lock: UPDATE lots SET note = status"]),
+    # The runner's SETs precede every revision, so squawk's timeout rules always passed: a revision
+    # lifting them let its ALTER queue intake and the stages behind it for as long as it waited.
+    "a lock timeout of its own, lifting the runner's": (
+        '    op.execute("SET lock_timeout = 0")\n'
+        '    op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS note text")',
+        ["0999_new: lotlens-limits-set-by-a-revision: SET lock_timeout = 0"]),
+    "a statement timeout of its own": (
+        '    op.execute("SELECT set_config(\'statement_timeout\', \'5min\', false)")\n'
+        '    op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS note text")',
+        ["0999_new: lotlens-limits-set-by-a-revision: SET statement_timeout = '5min'"]),
 }
 
 
@@ -95,5 +107,6 @@ def test_a_new_migration_that_blocks_a_live_table_fails(
         (migrations / "versions" / "0999_new.py").write_text(REVISION.format(head=head, body=body))
         monkeypatch.setattr(db, "MIGRATIONS", migrations)
         sql = revision_sql(own, ["0999_new"])
-        findings = squawk(squawk_binary, sql, pg_version(own), tmp_path / "lint")
-    assert unallowed(findings + rows_written_under_alter_lock(sql)) == expected
+        findings = [*squawk(squawk_binary, sql, pg_version(own), tmp_path / "lint"),
+                    *rows_written_under_alter_lock(sql), *limits_set_by_a_revision(sql)]
+    assert unallowed(findings) == expected
