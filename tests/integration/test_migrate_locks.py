@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -75,6 +76,22 @@ def test_a_migration_that_never_gets_its_lock_fails_at_its_deadline(behind: Engi
         reader.rollback()
 
 
+def test_a_migration_that_gives_up_names_the_sessions_holding_its_lock(
+        behind: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    # It failed with "canceling statement due to lock timeout" alone: the SRE could not tell which
+    # of the dispatcher replicas, reports or psql sessions to pause.
+    with behind.connect() as reader:
+        reader.execute(text("SET application_name = 'monthly-report'"))
+        reader.execute(text("SELECT count(*) FROM stage_shards"))
+        with caplog.at_level(logging.WARNING, logger="lotlens_common.db"), \
+                pytest.raises(OperationalError, match="lock timeout"):
+            migrate(behind, patience=LockPatience(wait_s=0.5, pause_s=0.2, give_up_after_s=2))
+        reader.rollback()
+    [gave_up] = [record for record in caplog.records if record.levelno == logging.ERROR]
+    said = gave_up.getMessage()
+    assert "stage_shards" in said and "'monthly-report'" in said and "idle in transaction" in said, said
+
+
 def test_a_statement_timeout_of_the_role_does_not_cut_the_migrate_job_short(
         infra: Infra, engine: Engine, topics: TopicSettings) -> None:
     # A DBA's `ALTER ROLE lotlens SET statement_timeout = '300ms'` (or the workers' limits set on a
@@ -90,7 +107,7 @@ def test_a_statement_timeout_of_the_role_does_not_cut_the_migrate_job_short(
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             assert job.stdout is not None
             log = []
-            for line in job.stdout:  # until it gives way, its own 1 s lock wait outlasting the role's 0.3 s
+            for line in job.stdout:  # until it gives way, its own 2 s lock wait outlasting the role's 0.3 s
                 log.append(line)
                 if "gave way" in line:
                     break

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -123,13 +125,15 @@ class LockPatience:
     concurrent index build's waits for older transactions: one that gives way leaves an invalid
     index, which the migration's next try drops and builds again.
 
-    `wait_s` stays well under the services' own lock waits (`DatabaseSettings`: 3 s for a request,
+    `wait_s` stays under the services' own lock waits (`DatabaseSettings`: 3 s for a request,
     10 s for a worker), as everything they ask of the table meanwhile waits behind the migration's
     request: at 5 s, each try outlasted the gateway's 3 s, and every request touching the table
-    while a long report read it was answered 503, try after try, for up to 10 minutes.
+    while a long report read it was answered 503, try after try, for up to 10 minutes. At 1 s, an
+    `ALTER` on a busy table (dispatcher replicas streaming lots in transactions of seconds) rarely
+    found a gap that long in 10 minutes. Giving up, it names the sessions it waited behind.
     """
 
-    wait_s: float = 1.0
+    wait_s: float = 2.0
     pause_s: float = 2.0
     give_up_after_s: float = 600.0
 
@@ -141,19 +145,65 @@ MIGRATION_LOCK_POLL_S = 0.5
 def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockPatience()) -> None:
     """Bring the schema to `target` (the newest revision); safe to call from many processes at once."""
     deadline = time.monotonic() + patience.give_up_after_s
+    blockers: list[str] = []  # the last seen, by `_blockers_watched`
     while True:
+        blockers.clear()
         try:
-            _upgrade(engine, target, patience.wait_s)
+            _upgrade(engine, target, patience.wait_s, blockers)
             return
         except OperationalError as exc:
-            if not isinstance(exc.orig, LockNotAvailable) or time.monotonic() + patience.pause_s > deadline:
+            if not isinstance(exc.orig, LockNotAvailable):
                 raise
-            log.warning("a migration waited %s s for a table lock, gave way and tries again in %s s",
-                         patience.wait_s, patience.pause_s)
+            held_by = "; ".join(blockers) or "none seen (they had ended)"
+            if time.monotonic() + patience.pause_s > deadline:
+                # What the SRE pauses or ends to let it through (docs/RUNBOOK.md, "A migration that
+                # cannot get its lock"); the error alone said "lock timeout".
+                log.error("a migration gave up after %s s of giving way for table locks; it waited "
+                          "behind: %s", patience.give_up_after_s, held_by)
+                raise
+            log.warning("a migration waited %s s for a table lock, gave way and tries again in %s s; it "
+                        "waited behind: %s", patience.wait_s, patience.pause_s, held_by)
             time.sleep(patience.pause_s)
 
 
-def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
+# The sessions a backend waits behind, as the SRE finds them: each with the relation it waits for.
+_BLOCKERS = text("""
+SELECT coalesce(waited.relation::regclass::text, 'a lock'), holder.pid, holder.application_name,
+       holder.state, coalesce(extract(epoch FROM now() - holder.xact_start), 0)
+  FROM pg_stat_activity holder
+  LEFT JOIN pg_locks waited ON waited.pid = :pid AND NOT waited.granted
+ WHERE holder.pid = ANY(pg_blocking_pids(:pid))
+""")
+
+
+@contextmanager
+def _blockers_watched(engine: Engine, pid: int, every_s: float, seen: list[str]) -> Iterator[None]:
+    """Keep `seen` at the sessions backend `pid` last waited behind, asked every `every_s` on a
+    connection of its own (once its lock wait has given way, PostgreSQL no longer says)."""
+    stop = threading.Event()
+
+    def watch() -> None:
+        try:
+            with engine.connect() as conn:
+                while not stop.wait(every_s):
+                    rows = conn.execute(_BLOCKERS, {"pid": pid}).all()
+                    conn.rollback()
+                    if rows:
+                        seen[:] = [f"pid {holder} {name!r} on {relation} ({state}, transaction open "
+                                   f"{age:.0f} s)" for relation, holder, name, state, age in rows]
+        except SQLAlchemyError:  # only a better message lost; the migration says what failed it
+            log.debug("could not watch the migration's lock waits", exc_info=True)
+
+    watcher = threading.Thread(target=watch, name="migration-lock-waits", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def _upgrade(engine: Engine, target: str, lock_wait_s: float, blockers: list[str]) -> None:
     """One try: the migrations' lock for the session, then each pending migration in a transaction
     of its own (a migration building an index concurrently commits and works outside one)."""
     # Imported here: Alembic is a fifth of a service's start-up imports and only migrations need it
@@ -177,7 +227,9 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float) -> None:
                                {"t": f"{int(lock_wait_s * 1000)}ms"})
             connection.commit()  # Alembic begins each migration's transaction itself
             config.attributes["connection"] = connection
-            command.upgrade(config, target)
+            pid = connection.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
+            with _blockers_watched(engine, pid, lock_wait_s / 4, blockers):
+                command.upgrade(config, target)
         finally:
             _release_migration_lock(connection)
 
