@@ -1,14 +1,12 @@
-"""Requests within the models' documented limits, synchronous mode, through a real gateway and the
+"""A long description into many languages, synchronous mode, through a real gateway and the
 stand-in: more text than the translation model may write in one answer (gpt-4.1-mini: 32,768
-output tokens) is asked for in several requests, a part of the languages each; more images than
-the vision model's context window holds are not sent at all."""
+output tokens) is asked for in several requests, a part of the languages each."""
 
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import running_gateway
 from tests.integration.sync_support import model_calls, one_lot
@@ -40,19 +38,3 @@ def test_a_long_description_into_nine_languages_completes_with_every_language(
     assert model_calls(standin) == 4  # vision, then three parts of three languages
     # Every answer's tokens are counted: the parts together wrote all nine languages.
     assert lot["usage"]["output_tokens"] > 9 * len(english) // 4
-
-
-def test_a_lot_whose_images_the_vision_model_cannot_hold_fails_without_a_model_call(
-        settings: ServiceSettings, engine: Engine, standin: Standin, images: str) -> None:
-    # gpt-4o-mini counts a large image at 48,169 tokens: three are past its 128,000-token context
-    # window, and OpenAI refuses the request (400 context_length_exceeded) after it was sent.
-    with running_gateway(settings, engine, model_url=standin.base_url,
-                         models=ModelSettings(vision_model="gpt-4o-mini")) as gateway:
-        response = gateway.submit(one_lot(images, names=("a.png", "b.png", "c.png")), languages=["en", "de"])
-    assert response.status_code == 200, response.text
-    lot = response.json()["lots"][0]
-    assert lot["status"] == "failed" and lot["processed_images"] == 0
-    assert lot["error_message"] == (
-        "the lot's 3 images need more than the vision model's context window holds (about 145,100 input "
-        "tokens and 4,000 for the answer, past 128,000): at most 2 images of a lot fit")
-    assert model_calls(standin) == 0

@@ -47,7 +47,7 @@ from lotlens_common.model.translation import (
 )
 from lotlens_common.model.usage import Usage, priced, total, usage_of
 from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
-from lotlens_common.stage.core.limits import fit_request_images, vision_context_overflow
+from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
@@ -136,10 +136,6 @@ class SyncDescriber:
         fitted, left_out = fit_request_images(check.valid, check.sizes)
         images, missing = list(fitted), [*check.unreachable, *left_out]
         models = self.models
-        too_many = vision_context_overflow(models.vision_model, models.image_detail, lot.additional_info,
-                                           len(images), models.vision_max_output_tokens)
-        if too_many is not None:  # OpenAI would refuse it (400 `context_length_exceeded`)
-            return self._failed(lot, missing, 0, too_many)
         used: list[Usage | None] = []
         # The images a description came of: none until the English is read (a batch lot failed at
         # the vision stage reports 0; this one reported every image sent, even OpenAI refusing it).

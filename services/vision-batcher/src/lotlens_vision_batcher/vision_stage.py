@@ -15,14 +15,16 @@ from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import priced, usage_of
 from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
-from lotlens_common.stage.core.image_tokens import vision_input_tokens
-from lotlens_common.stage.core.limits import fit_request_images, vision_context_overflow
+from lotlens_common.stage.core.image_tokens import max_image_tokens
+from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
 from lotlens_common.urls import guarded_async_client
 from lotlens_vision_batcher.config import VisionBatcherSettings
 
 # (urls) -> which are usable (with their sizes) and which are not.
 ImageChecker = Callable[[Sequence[str]], Awaitable[ImageCheck]]
+
+_PROMPT_TOKENS = 600
 
 
 def image_checker(settings: VisionBatcherSettings) -> ImageChecker:
@@ -91,8 +93,10 @@ class VisionStage:
 
     def estimate_tokens(self, lot: LotWork[VisionWork]) -> int:
         """Input tokens: the most the images can cost this model, plus instructions and notes."""
-        return vision_input_tokens(self.models.vision_model, self.models.image_detail,
-                                   len(_valid_images(lot)), lot.work.additional_info)
+        images = len(_valid_images(lot))
+        notes = len(lot.work.additional_info) // 4
+        per_image = max_image_tokens(self.models.vision_model, self.models.image_detail)
+        return images * per_image + _PROMPT_TOKENS + notes
 
     async def prepare(self, lots: list[LotWork[VisionWork]]) -> Prepared[VisionWork]:
         """Check every image first: a lot with none reachable fails here and costs no model call.
@@ -100,8 +104,7 @@ class VisionStage:
         Only the lots whose missing images changed carry new work back (usually none: nothing
         to write), and a URL checked in the last minute is not checked again. OpenAI takes at
         most 500 images and 50 MB of them a request: images past that are left out of the request
-        and listed with the missing ones, and the lot is described from the others. A lot whose
-        images the model's context window cannot hold fails here with that reason.
+        and listed with the missing ones, and the lot is described from the others.
         """
         every_url = list(dict.fromkeys(url for lot in lots if not _failed_before(lot)
                                        for url in lot.work.image_urls))
@@ -135,16 +138,7 @@ class VisionStage:
                 reason = f"none of the lot's {len(missing)} images could be fetched"
                 settled.append((checked, self.failure_event(checked, reason)))
                 continue
-            models = self.models
-            too_many = vision_context_overflow(models.vision_model, models.image_detail,
-                                               lot.work.additional_info, len(valid),
-                                               models.vision_max_output_tokens)
-            if too_many is not None:
-                # OpenAI refuses it (400 `context_length_exceeded`): sent, it failed the lot the
-                # same way after a batch's wait and its other lines' cost.
-                settled.append((checked, self.failure_event(checked, too_many)))
-                continue
-            body = vision_request_body(lot.work.additional_info, valid, models)
+            body = vision_request_body(lot.work.additional_info, valid, self.models)
             requests.append((checked, body))
         return Prepared(requests, settled)
 

@@ -32,11 +32,8 @@ Deterministic answers (tests assert on them exactly):
   `finish_reason: "length"`, empty content).
 * An image URL containing `standin-unfetchable`: HTTP 400 `invalid_image_url`, `param: "url"`,
   "Error while downloading {url}." (OpenAI could not fetch an image the check could).
-* Model rules (reasoning or not, image input, maximum output, context window) come from
-  `models.py`, a table taken from OpenAI's model documentation; parameters are checked per family
-  (`parameter_checks.py`). An input past the context window (text as usage counts it, each image
-  at the most the vision guide says it can cost the model: `context_window.py`) is refused with
-  HTTP 400 `context_length_exceeded` and OpenAI's message for the endpoint.
+* Model rules (reasoning or not, image input, maximum output) come from `models.py`, a table
+  taken from OpenAI's model documentation; parameters are checked per family (`parameter_checks.py`).
 
 Batches run their requests a slice at a time while `in_progress`, expire after their completion
 window and cancel with the finished requests kept. Faults and durable state: see README.md.

@@ -15,7 +15,6 @@ from lotlens_openai_standin.answer_rules import (
     responses_prompt,
 )
 from lotlens_openai_standin.api_errors import bad_request, server_error
-from lotlens_openai_standin.context_window import check_context_window
 from lotlens_openai_standin.ids import new_id, unix_now
 from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
@@ -148,8 +147,6 @@ def answer(endpoint: str, body: Mapping[str, Any],
     model = check_chat_request(body) if chat else check_responses_request(body)
     prompt = chat_prompt(body) if chat else responses_prompt(body)
     check_image_support(model, prompt.image_count, chat=chat)
-    # The text as usage counts it (images at 85 tokens each there), and each image at its cost.
-    check_context_window(body, chat, estimate_tokens(body, 0))
     _refuse_by_marker(prompt)
     faults = language_faults() if prompt.schema is not None else None
     return chat_object(body, prompt, faults) if chat else responses_object(body, prompt, faults)

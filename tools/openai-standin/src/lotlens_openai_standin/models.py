@@ -1,8 +1,7 @@
 """What the stand-in knows about each model, taken from OpenAI's documentation, not from LotLens' code.
 
 Source: the model pages of the OpenAI platform documentation (platform.openai.com/docs/models/<id>:
-"Reasoning" models, the "Modalities" box for image input, "Context window", "Max output tokens")
-and the reasoning
+"Reasoning" models, the "Modalities" box for image input, "Max output tokens") and the reasoning
 guide (reasoning models refuse `temperature` and `top_p`). Dated snapshots (`o4-mini-2025-04-16`)
 share their family's facts. A model missing here is unknown: the API answers `model_not_found`.
 """
@@ -17,31 +16,28 @@ _SNAPSHOT = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """One family: does it reason, does it see images, how many tokens may it read and write."""
+    """One family: does it reason, does it see images, how many tokens may it write."""
 
     reasoning: bool
     images: bool
     max_output_tokens: int
-    # Input and output of one request together; an input past it is refused (400).
-    context_window: int
 
 
-# reasoning, images, max_output_tokens, context_window
 MODELS: dict[str, ModelFacts] = {
-    "gpt-5":         ModelFacts(True, True, 128_000, 400_000),
-    "gpt-5-mini":    ModelFacts(True, True, 128_000, 400_000),
-    "gpt-5-nano":    ModelFacts(True, True, 128_000, 400_000),
-    "o4-mini":       ModelFacts(True, True, 100_000, 200_000),
-    "o3":            ModelFacts(True, True, 100_000, 200_000),
-    "o3-mini":       ModelFacts(True, False, 100_000, 200_000),
-    "o1":            ModelFacts(True, True, 100_000, 200_000),
-    "gpt-4.1":       ModelFacts(False, True, 32_768, 1_047_576),
-    "gpt-4.1-mini":  ModelFacts(False, True, 32_768, 1_047_576),
-    "gpt-4.1-nano":  ModelFacts(False, True, 32_768, 1_047_576),
-    "gpt-4o":        ModelFacts(False, True, 16_384, 128_000),
-    "gpt-4o-mini":   ModelFacts(False, True, 16_384, 128_000),
-    "gpt-4-turbo":   ModelFacts(False, True, 4_096, 128_000),
-    "gpt-3.5-turbo": ModelFacts(False, False, 4_096, 16_385),
+    "gpt-5": ModelFacts(reasoning=True, images=True, max_output_tokens=128_000),
+    "gpt-5-mini": ModelFacts(reasoning=True, images=True, max_output_tokens=128_000),
+    "gpt-5-nano": ModelFacts(reasoning=True, images=True, max_output_tokens=128_000),
+    "o4-mini": ModelFacts(reasoning=True, images=True, max_output_tokens=100_000),
+    "o3": ModelFacts(reasoning=True, images=True, max_output_tokens=100_000),
+    "o3-mini": ModelFacts(reasoning=True, images=False, max_output_tokens=100_000),
+    "o1": ModelFacts(reasoning=True, images=True, max_output_tokens=100_000),
+    "gpt-4.1": ModelFacts(reasoning=False, images=True, max_output_tokens=32_768),
+    "gpt-4.1-mini": ModelFacts(reasoning=False, images=True, max_output_tokens=32_768),
+    "gpt-4.1-nano": ModelFacts(reasoning=False, images=True, max_output_tokens=32_768),
+    "gpt-4o": ModelFacts(reasoning=False, images=True, max_output_tokens=16_384),
+    "gpt-4o-mini": ModelFacts(reasoning=False, images=True, max_output_tokens=16_384),
+    "gpt-4-turbo": ModelFacts(reasoning=False, images=True, max_output_tokens=4_096),
+    "gpt-3.5-turbo": ModelFacts(reasoning=False, images=False, max_output_tokens=4_096),
 }
 
 

@@ -40,12 +40,3 @@ def max_image_tokens(model: str, detail: str) -> int:
     tile_family = _by_prefix(model, TILE_COSTS)
     base, per_tile = TILE_COSTS[tile_family] if tile_family else DEFAULT_TILE_COST
     return base if detail == "low" else base + per_tile * MAX_TILES
-
-
-# The vision request's instructions, in tokens (about 4 characters a token).
-VISION_PROMPT_TOKENS = 600
-
-
-def vision_input_tokens(model: str, detail: str, images: int, notes: str) -> int:
-    """The most input tokens a vision request of this many images and these notes can cost."""
-    return images * max_image_tokens(model, detail) + VISION_PROMPT_TOKENS + len(notes) // 4

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from lotlens_common.stage.core.image_tokens import max_image_tokens, vision_input_tokens
-
 # createBatch.input_file_id: "The file can contain up to 50,000 requests, and can be up to 200 MB
 # in size." (openapi.yaml 33076); createFile: "The Batch API only supports .jsonl files up to
 # 200 MB in size." (openapi.yaml 6485).
@@ -55,37 +53,6 @@ def fit_request_images(urls: Sequence[str], sizes: Mapping[str, int]) -> tuple[l
         else:
             left_out.append(url)
     return kept, left_out
-
-
-# Context windows, input and output of one request together (the model pages,
-# platform.openai.com/docs/models/<model>, "Context window"; longest name prefix wins). An input
-# past it is refused with 400 `context_length_exceeded` (openapi.yaml, `truncation`: "disabled
-# (default): If the input size will exceed the context window size for a model, the request will
-# fail with a 400 error"); one that leaves less than the answer's `max_output_tokens` is cut off.
-CONTEXT_WINDOWS = {"o4-mini": 200_000, "o3": 200_000, "o1": 200_000, "gpt-5": 400_000,
-                   "gpt-4.1": 1_047_576, "gpt-4o": 128_000}
-
-
-def context_window(model: str) -> int | None:
-    """The model's context window in tokens; None for a model not listed (not checked)."""
-    matches = [prefix for prefix in CONTEXT_WINDOWS if model.startswith(prefix)]
-    return CONTEXT_WINDOWS[max(matches, key=len)] if matches else None
-
-
-def vision_context_overflow(model: str, detail: str, notes: str, images: int,
-                            max_output_tokens: int) -> str | None:
-    """Why a lot's vision request cannot fit the model's context window, its images counted at the
-    most they can cost (`image_tokens`), with room for the answer; None when it fits. The reason
-    names the limit, not the model (a client's reason never names the deployment's models)."""
-    window = context_window(model)
-    need = vision_input_tokens(model, detail, images, notes)
-    if window is None or need + max_output_tokens <= window:
-        return None
-    fit = max(0, window - max_output_tokens - vision_input_tokens(model, detail, 0, notes)) // (
-        max_image_tokens(model, detail))
-    return (f"the lot's {images} images need more than the vision model's context window holds (about "
-            f"{round(need, -2):,} input tokens and {max_output_tokens:,} for the answer, past {window:,}): "
-            f"at most {fit} images of a lot fit")
 
 
 # Enqueued-token budget per model when the operator sets none: about the batch queue limits of
