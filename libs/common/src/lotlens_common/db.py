@@ -200,7 +200,9 @@ def _blockers_watched(engine: Engine, pid: int, every_s: float, seen: list[str])
         yield
     finally:
         stop.set()
-        watcher.join()
+        # Bounded: a watcher stuck connecting to a database gone quiet must not hold up a migration
+        # that has finished (it is a daemon thread, and only a better message would be lost).
+        watcher.join(timeout=every_s * 4)
 
 
 def _upgrade(engine: Engine, target: str, lock_wait_s: float, blockers: list[str]) -> None:

@@ -67,7 +67,9 @@ def _one_database(*engines: Engine) -> None:
         if context.is_disconnect:
             for other in engines:
                 if other is not failed:
-                    other.dispose(close=False)  # dead sessions: let them go, no round trip
+                    # Closed now, not left open until garbage collection: a single session ended
+                    # (an idle timeout, one `pg_terminate_backend`) costs the others a reconnect only.
+                    other.dispose()
 
     for engine in engines:
         event.listen(engine, "handle_error", partial(drop_the_others, engine))
