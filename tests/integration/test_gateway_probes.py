@@ -79,7 +79,8 @@ def test_a_status_poll_answers_at_once_while_sixty_health_checks_wait_on_a_slow_
     assert detailed["kafka"] == "connected", detailed
     assert detailed["consumer_groups"] == dict.fromkeys(CONSUMER_GROUPS, unknown), detailed
     # All four groups are awaited together: one probe takes one timeout (2 s), not one per group.
-    assert slowest < 5.0, f"a /health call took {slowest:.2f} s"
+    # One after another, the four would take 8 s at least; a loaded machine was seen at 5.02 s.
+    assert slowest < 7.0, f"a /health call took {slowest:.2f} s"
 
 
 def _readiness_storm(url: str, calls: int) -> list[tuple[int, float]]:
