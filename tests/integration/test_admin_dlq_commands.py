@@ -4,6 +4,7 @@ again, and `discard` marks a dead letter handled with the operator's reason."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -140,6 +141,25 @@ def test_the_listing_filters_by_state_and_names_each_letters_state(letters: Lett
     wrong = run_admin(letters.env, "dlq", "list", "--state", "dead")
     assert (wrong.returncode, wrong.stdout) == (2, ""), wrong
     assert "--state" in wrong.stderr and "open" in wrong.stderr
+
+
+def test_the_listing_as_json_gives_scripts_each_letter_with_its_error(letters: Letters) -> None:
+    # `dlq list` printed columns only: a script had to split them (a job id or group with a space
+    # would shift every column after it) and call `dlq show` once per letter to read its error.
+    done = run_admin(letters.env, "dlq", "list", "--json", "--state", "open")
+    assert done.returncode == 0, done.stderr
+    listed = {letter["position"]: letter for letter in json.loads(done.stdout)}
+    assert set(listed) == {letters.junk, letters.poison}
+    poison = listed[letters.poison]
+    assert (poison["state"], poison["group"], poison["reason"], poison["type"], poison["job"]) == (
+        "open", letters.group, "handler-failed", "JobCancelled", "poison")
+    assert poison["source"].startswith(letters.env["LOTLENS_TOPIC_SUBMISSIONS"] + ":")
+    assert poison["error"], poison
+    assert listed[letters.junk]["reason"] == "undecodable"
+
+    assert run_admin(letters.env, "dlq", "discard", letters.junk, "--reason", "stray").returncode == 0
+    still_open = run_admin(letters.env, "dlq", "list", "--json", "--state", "open")
+    assert [letter["position"] for letter in json.loads(still_open.stdout)] == [letters.poison]
 
 
 def test_a_future_version_letter_is_discarded_only_when_forced(

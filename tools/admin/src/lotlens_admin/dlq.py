@@ -72,12 +72,24 @@ def _row(letter: DeadLetter, found: Letters) -> str:
             f"{letter.event_type:<20} {job:<38} {letter.source}")
 
 
+def _listed(letter: DeadLetter, found: Letters) -> dict[str, str | None]:
+    """One letter as `dlq list --json` gives it: the columns, the job whole and the error (URLs cut)."""
+    return {"position": letter.position, "state": found.state(letter), "group": letter.group,
+            "reason": letter.reason, "type": letter.event_type,
+            "job": letter.key.decode(errors="replace") if letter.key else None,
+            "source": letter.source, "error": _hide_url_secrets(letter.error)}
+
+
 def _list(args: argparse.Namespace) -> int:
     found = read_letters(KafkaSettings(), TopicSettings().dead_letter)
+    chosen = [letter for letter in _selected(args, found)
+              if args.state is None or found.state(letter) == args.state]
+    if args.json:
+        print(json.dumps([_listed(letter, found) for letter in chosen], indent=2, ensure_ascii=False))
+        return 0
     print(f"{'POSITION':<10} {'STATE':<9} {'GROUP':<28} {'REASON':<15} {'TYPE':<20} {'JOB':<38} SOURCE")
-    for letter in _selected(args, found):
-        if args.state is None or found.state(letter) == args.state:
-            print(_row(letter, found))
+    for letter in chosen:
+        print(_row(letter, found))
     return 0
 
 
@@ -204,6 +216,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     _add_filters(listing)
     listing.add_argument("--state", choices=STATES,
                          help="only letters in this state (open: neither replayed nor discarded yet)")
+    listing.add_argument("--json", action="store_true",
+                         help="the same letters as a JSON array, with each one's error (for scripts)")
     listing.set_defaults(handler=_list)
     show = commands.add_parser("show", help="one dead letter in full: error, headers, message")
     show.add_argument("position_arg", metavar="PARTITION:OFFSET", type=_position)
