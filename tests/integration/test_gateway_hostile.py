@@ -41,17 +41,31 @@ def error_of(response: httpx2.Response, status: int) -> dict[str, Any]:
     return body
 
 
-def nested_lots(depth: int, leaf: str = "x") -> bytes:
+def nested_lots(gateway: Gateway, depth: int, leaf: str = "x") -> bytes:
+    """A body whose one lot is `depth` arrays deep, signed as the contract says (its dense form)."""
     inner = b"[" * depth + json.dumps(leaf).encode() + b"]" * depth
-    return b'{"signature":"sha256=00","lots":[' + inner + b"]}"
+    signature = gateway.sign(b"[" + inner + b"]")
+    return b'{"signature":"' + signature.encode() + b'","lots":[' + inner + b"]}"
+
+
+def deep_field_in_a_lot(gateway: Gateway, depth: int) -> bytes:
+    """A real lot with an extra field `depth` arrays deep, in a body with spaces (not the dense form)."""
+    lots = make_lots(2)
+    deep = "[" * depth + "1" + "]" * depth
+    dense = json.dumps(lots, separators=(",", ":"), sort_keys=True)
+    with_field = dense.replace('{"additional_info"', '{"extra":' + deep + ',"additional_info"', 1)
+    spaced = with_field.replace(",", ", ")
+    return ('{"signature": "' + gateway.sign(with_field) + '", "lots": ' + spaced + "}").encode()
 
 
 def test_nesting_deep_enough_to_recurse_is_400_and_the_connection_stays_usable(gateway: Gateway) -> None:
+    # Each body is signed: an unsigned one could pass as a 403 and never reach the depth check.
+    bodies = (nested_lots(gateway, 1000), nested_lots(gateway, 970), nested_lots(gateway, 900, "a\u0000b"),
+              deep_field_in_a_lot(gateway, 990), deep_field_in_a_lot(gateway, 33))
     with httpx2.Client(base_url=gateway.url, timeout=30) as client:
-        for body in (nested_lots(1000), nested_lots(970), nested_lots(900, "a\u0000b")):
+        for body in bodies:
             answer = client.post("/api/v1/generate-descriptions", content=body)
-            assert answer.status_code in (400, 403), answer.text[:300]  # never a 500
-            assert answer.json()["code"] in ("NESTING_TOO_DEEP", "INVALID_JSON", "INVALID_SIGNATURE")
+            assert error_of(answer, 400)["code"] == "NESTING_TOO_DEEP", body[:80]
         # The same keep-alive connection answers the next request.
         lots = make_lots(2)
         signed = {"signature": gateway.lots_signature(lots), "lots": lots}
