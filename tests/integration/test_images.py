@@ -44,7 +44,8 @@ def big_still_gif() -> bytes:
 # path -> (content type, body) for the image types OpenAI does and does not accept.
 TYPED = {"/still.gif": ("image/gif", gif(1)), "/animated.gif": ("image/gif", gif(3)),
          "/photo.webp": ("image/webp", b"RIFF....WEBPVP8 "), "/scan.bmp": ("image/bmp", b"BM...."),
-         "/photo.jpg": ("image/jpg", b"\xff\xd8\xff")}
+         "/photo.jpg": ("image/jpg", b"\xff\xd8\xff"),
+         "/animated-labelled.jpg": ("image/jpeg", gif(3)), "/still-labelled.jpg": ("image/jpeg", gif(1))}
 BIG_STILL_GIF = big_still_gif()
 
 
@@ -179,8 +180,11 @@ def test_each_usable_image_comes_with_its_bytes_declared_or_read(host: str) -> N
 
 def test_only_png_jpeg_webp_and_non_animated_gif_are_usable(host: str) -> None:
     result = check([f"{host}{path}" for path in TYPED])
-    assert result.valid == (f"{host}/still.gif", f"{host}/photo.webp", f"{host}/photo.jpg")
+    assert result.valid == (f"{host}/still.gif", f"{host}/photo.webp", f"{host}/photo.jpg",
+                            f"{host}/still-labelled.jpg")
     assert result.reasons[f"{host}/animated.gif"] == "an animated GIF"
+    # Served as image/jpeg, it is still a GIF by its bytes, which is what OpenAI reads.
+    assert result.reasons[f"{host}/animated-labelled.jpg"] == "an animated GIF"
     assert "not a PNG, JPEG, WEBP or GIF" in result.reasons[f"{host}/scan.bmp"]
 
 

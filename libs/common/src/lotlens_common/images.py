@@ -223,7 +223,10 @@ class _Checker:
                 first = await self._fetch(url, "GET", _FIRST_BYTES)  # 206, or 200 read no further
                 if not 200 <= first.status < 300:
                     return self._verdict(first), first.status in PASSING_STATUSES, 0
-                return self._verdict(dataclasses.replace(head, leading=first.leading)), False, head.length
+                # A GIF served under another type (image/jpeg) is read whole for its frames: by its
+                # label alone an animated one passed, and OpenAI refuses it (the lot failed).
+                if image_format(first.leading or b"") != "gif":
+                    return self._verdict(dataclasses.replace(head, leading=first.leading)), False, head.length
             answer = await self._fetch(url, "GET")
             return self._verdict(answer), answer.status in PASSING_STATUSES, answer.length or 0
         except _Unusable as exc:
@@ -266,16 +269,15 @@ class _Checker:
                 if headers is _FIRST_BYTES and response.is_success:
                     leading = await _first_bytes(response)
                 elif method == "GET" and response.is_success and _is_image(content_type):
-                    walk = GifFrames() if _media_type(content_type) == "image/gif" else None
+                    walk = GifFrames()  # stops at the first bytes of anything but a GIF
                     length, leading = await self._measure(response, walk)
-                    frames = walk.frames if walk is not None else None
+                    frames = walk.frames if image_format(leading or b"") == "gif" else None
                 return _Answer(response.status_code, content_type, length, frames, leading)
             finally:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
 
-    async def _measure(self, response: httpx2.Response,
-                       walk: GifFrames | None) -> tuple[int, bytes | None]:
+    async def _measure(self, response: httpx2.Response, walk: GifFrames) -> tuple[int, bytes | None]:
         """Bytes of the body, reading no further than one byte past the limit (or a GIF's second
         image), and its first bytes; a GIF's images are counted by `walk` as they come."""
         declared = _length(response)
@@ -285,9 +287,8 @@ class _Checker:
         async for chunk in response.aiter_raw():
             size += len(chunk)
             leading += chunk[:_LEADING_BYTES - len(leading)]
-            if walk is not None:
-                walk.feed(chunk)
-            if size > self._max_bytes or (walk is not None and walk.frames > 1):
+            walk.feed(chunk)
+            if size > self._max_bytes or walk.frames > 1:
                 break
         return size, bytes(leading)
 
