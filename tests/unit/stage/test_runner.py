@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from lotlens_common.events import VisionCompleted
+from lotlens_common.events import LotFailed, VisionCompleted
 from lotlens_common.model.errors import (
     ModelOutputError,
 )
@@ -154,12 +154,18 @@ def test_a_batch_stuck_cancelling_long_after_the_cancel_sends_its_lots_again(wor
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.batches.batches) == 2
 
 
-def test_an_unusable_answer_fails_the_lot_without_a_retry(world: World) -> None:
-    world.batches.answer = lambda custom_id, body: {"status": "incomplete",
-                                                    "incomplete_details": {"reason": "max_output_tokens"}}
+def test_an_unusable_answer_fails_the_lot_without_a_retry_reporting_what_it_used(world: World) -> None:
+    world.batches.answer = lambda custom_id, body: {
+        "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+        "usage": {"input_tokens": 900, "output_tokens": 4000,
+                  "output_tokens_details": {"reasoning_tokens": 4000}}}
     world.store.add(lots(1))
     world.rounds(3)
     assert "incomplete" in world.failed()["job-1-lot-0"] and len(world.submitted()) == 1
+    # Billed though it could not be used: the job's usage counts it (it said nothing of it).
+    [failed] = world.of(LotFailed)
+    assert failed.usage is not None and failed.usage.model == "o4-mini"
+    assert (failed.usage.input_tokens, failed.usage.output_tokens) == (900, 4000)
 
 
 def test_an_expired_batch_keeps_its_finished_lines_and_resubmits_the_rest(world: World) -> None:

@@ -132,6 +132,9 @@ class LotFailed(Event):
     total_lots: int = 0
     processed_images: int = 0
     missing_images: tuple[str, ...] = ()
+    usage: Usage | None = Field(default=None, description=(
+        "Tokens and estimated cost of the failed stage's answers, billed though the lot failed: the "
+        "languages translated before a part failed, answers that could not be used"))
 
 
 class JobCancelled(Event):

@@ -124,7 +124,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
-    """Fail the lot with its reason (counted once)."""
+    """Fail the lot with its reason (counted once) and what its failed stage's answers used."""
     failed = latest_envelopes(envelopes, LotFailed, lambda event: (event.job_id, event.lot_id))
     events = [event_of(e, LotFailed) for e in failed]
     for envelope in envelopes:
@@ -132,7 +132,8 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
     result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
          "processed_images": event.processed_images, "missing_images": event.missing_images,
-         "processed_at": envelope.occurred_at} for envelope, event in zip(failed, events, strict=True))})
+         "processed_at": envelope.occurred_at, "usage": event.usage}
+        for envelope, event in zip(failed, events, strict=True))})
     for job_id, lots in result:
         _change(changes, job_id).failed_lots += lots
 

@@ -78,7 +78,7 @@ WHERE l.seq IS NULL
 # document's rows, made it a nested loop (94 ms for 1,000 lots, all completed, in a replay).
 # A lot's usage per stage: `{"vision": {...}, "translation": {...}}`, merged into what is there.
 # Written in the same statement as the lot's result (the row is written once, not twice).
-_STAGE_USAGE = "CASE WHEN v.usage IS NULL THEN NULL ELSE jsonb_build_object('{stage}', v.usage) END"
+_STAGE_USAGE = "CASE WHEN v.usage IS NULL THEN NULL ELSE jsonb_build_object({stage}, v.usage) END"
 _MERGED_USAGE = ("CASE WHEN excluded.usage IS NULL THEN l.usage "
                  "ELSE coalesce(l.usage, CAST('{}' AS jsonb)) || excluded.usage END")
 
@@ -95,7 +95,7 @@ WITH v AS (
 ), written AS (
     INSERT INTO lots AS l (job_id, lot_id, processed_images, missing_images, status, usage)
     SELECT v.job_id, v.lot_id, v.processed_images, v.missing_images, '{TRANSLATING}',
-           {_STAGE_USAGE.format(stage="vision")} FROM v
+           {_STAGE_USAGE.format(stage="'vision'")} FROM v
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
         processed_images = excluded.processed_images, missing_images = excluded.missing_images,
         status = CASE WHEN l.status IN {_LOT_STOPPED} THEN l.status ELSE '{TRANSLATING}' END,
@@ -118,7 +118,7 @@ ON CONFLICT DO NOTHING
 # alone here (see SETTLED_LOT_USAGE).
 COMPLETE_LOTS = text(f"""
 INSERT INTO lots AS l (job_id, lot_id, status, processed_at, usage)
-SELECT v.job_id, v.lot_id, 'completed', v.processed_at, {_STAGE_USAGE.format(stage="translation")}
+SELECT v.job_id, v.lot_id, 'completed', v.processed_at, {_STAGE_USAGE.format(stage="'translation'")}
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
      AS v(job_id text, lot_id text, processed_at timestamptz, usage jsonb)
 ON CONFLICT (job_id, lot_id) DO UPDATE SET
@@ -142,18 +142,19 @@ WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
 # Returns, per job, the lots that became failed now. A translation-stage failure keeps the
 # image counts the vision result already recorded when the event carries none. One projected
 # before its lot's vision result (the row has no processed image yet: a described lot has one)
-# is `awaiting_vision`: its job waits for that result's usage before it settles.
+# is `awaiting_vision`: its job waits for that result's usage before it settles. The failed
+# stage's usage (answers billed though the lot failed) is merged in under the stage's name.
 FAIL_LOTS = text(f"""
 WITH done AS (
     INSERT INTO lots AS l (job_id, lot_id, status, error_message, processed_images, missing_images,
-                           processed_at, awaiting_vision)
+                           processed_at, awaiting_vision, usage)
     SELECT v.job_id, v.lot_id, 'failed', v.reason, v.processed_images, v.missing_images, v.processed_at,
-           v.stage = 'translation'
+           v.stage = 'translation', {_STAGE_USAGE.format(stage="v.stage")}
     FROM jsonb_to_recordset(CAST(:rows AS jsonb))
          AS v(job_id text, lot_id text, reason text, processed_images int, missing_images jsonb,
-              processed_at timestamptz, stage text)
+              processed_at timestamptz, stage text, usage jsonb)
     ON CONFLICT (job_id, lot_id) DO UPDATE SET
-        status = 'failed', error_message = excluded.error_message,
+        status = 'failed', error_message = excluded.error_message, usage = {_MERGED_USAGE},
         awaiting_vision = excluded.awaiting_vision AND l.processed_images = 0,
         processed_images = greatest(l.processed_images, excluded.processed_images),
         missing_images = CASE WHEN excluded.missing_images = '[]'::jsonb THEN l.missing_images

@@ -18,7 +18,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
-from lotlens_common.model.usage import Usage, priced, total, usage_of
+from lotlens_common.model.usage import Usage, priced, summed, usage_of
 from lotlens_common.stage.work import LotWork, PartDone, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
@@ -79,10 +79,7 @@ class TranslationStage:
         work, model = lot.work, self.models.translation_model
         answer = parse_translation_response(body, self.part(work), work.english_html)
         translated = {**work.translated, **answer}
-        answered = priced(usage_of(body), model, self.models.prices, self.billed_share)
-        usages = [usage for usage in (work.earlier_usage, answered) if usage is not None]
-        usage = (Usage(**total(usages).model_dump(), model=model)
-                 if len(usages) > 1 else next(iter(usages), None))
+        usage = summed((work.earlier_usage, self._usage(body)), model)
         targets = target_languages(work.languages)
         if len(translated) < len(targets):
             raise PartDone(lot.with_work(work.model_copy(update={
@@ -91,6 +88,14 @@ class TranslationStage:
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
             descriptions=descriptions(work.languages, work.english_html, translated), usage=usage)
+
+    def with_paid(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> LotWork[TranslationWork]:
+        """The lot with an unusable answer's usage kept: billed, it goes with the lot's next answer
+        or its LotFailed."""
+        return lot.with_usage(self._usage(body), self.models.translation_model)
+
+    def _usage(self, body: Mapping[str, Any]) -> Usage | None:
+        return priced(usage_of(body), self.models.translation_model, self.models.prices, self.billed_share)
 
     def retry_refused(self, lot: LotWork[TranslationWork], code: str | None, message: str) -> None:
         """Never: a translation request holds nothing OpenAI fetches."""
@@ -110,11 +115,12 @@ class TranslationStage:
             work.model_copy(update={"output_room": 1, "most_per_request": half}))
 
     def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
-        """LotFailed at the translation stage."""
+        """LotFailed at the translation stage, with what its answers used (the parts translated,
+        answers it could not use)."""
         return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="translation", reason=reason,
                          total_lots=lot.total_lots,
                          processed_images=lot.work.processed_images,
-                         missing_images=lot.work.missing_images)
+                         missing_images=lot.work.missing_images, usage=lot.work.earlier_usage)
 
     def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
                               lot_ids: tuple[str, ...]) -> Event:

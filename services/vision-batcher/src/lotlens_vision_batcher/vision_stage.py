@@ -13,7 +13,7 @@ from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.usage import priced, usage_of
+from lotlens_common.model.usage import Usage, priced, summed, usage_of
 from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import fit_request_images
@@ -155,7 +155,14 @@ class VisionStage:
             languages=lot.work.languages, total_lots=lot.total_lots,
             processed_images=len(_valid_images(lot)),
             missing_images=lot.work.missing_images,
-            usage=priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share))
+            usage=summed((lot.work.earlier_usage, self._usage(body)), self.models.vision_model))
+
+    def with_paid(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> LotWork[VisionWork]:
+        """The lot with an unusable answer's usage kept: billed, its LotFailed carries it."""
+        return lot.with_usage(self._usage(body), self.models.vision_model)
+
+    def _usage(self, body: Mapping[str, Any]) -> Usage | None:
+        return priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share)
 
     def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> LotWork[VisionWork] | None:
         """Never: a description that came back unusable would come back the same."""
@@ -172,10 +179,10 @@ class VisionStage:
         return lot.with_work(lot.work.model_copy(update={"refused_images": refused_images}))
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
-        """LotFailed at the vision stage."""
+        """LotFailed at the vision stage, with what its answers used (one it could not use)."""
         return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="vision", reason=reason,
                          total_lots=lot.total_lots,
-                         missing_images=lot.work.missing_images)
+                         missing_images=lot.work.missing_images, usage=lot.work.earlier_usage)
 
     def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
                               lot_ids: tuple[str, ...]) -> Event:

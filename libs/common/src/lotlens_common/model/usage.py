@@ -94,6 +94,14 @@ def total(usages: Iterable[Tokens]) -> Tokens:
                   estimated_cost_usd=None if None in costs else sum(c for c in costs if c is not None))
 
 
+def summed(usages: Iterable[Usage | None], model: str) -> Usage | None:
+    """Several answers' usage as one of `model` (None when none reported any)."""
+    found = [usage for usage in usages if usage is not None]
+    if len(found) < 2:
+        return next(iter(found), None)
+    return Usage(**total(found).model_dump(), model=model)
+
+
 class JobUsage(Tokens):
     """A job's tokens and estimated cost in all, and per model."""
 

@@ -45,6 +45,9 @@ class Settler:
         except ModelOutputError as exc:
             # The model answered but the answer is unusable: sent again only when the stage
             # knows what to change (e.g. more output room); the same request would end the same.
+            # Billed all the same: its usage goes with the lot, into its next answer's event or
+            # its LotFailed (dropped here, a failed lot's job reported less than OpenAI billed).
+            lot = self.stage.spec.with_paid(lot, body)
             changed = self.stage.spec.retry_unusable(lot, exc)
             if changed is None:
                 self._apply(lot, Outcome("failed", str(exc)))

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.usage import Usage
+from lotlens_common.model.usage import Usage, summed
 
 
 class StageWork(BaseModel):
@@ -24,6 +24,11 @@ class StageWork(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     trace: dict[str, str] = {}
+    # What the lot's answers at this stage used so far that no event reported yet (the parts of
+    # its languages translated, answers it could not use): billed all the same, so the lot's
+    # result or its LotFailed carries it. Written only when set, so the rows of every other lot
+    # read as before to a release that does not know the field (work forbids unknown fields).
+    earlier_usage: Usage | None = Field(default=None, exclude_if=lambda usage: usage is None)
 
 
 class VisionWork(StageWork):
@@ -52,12 +57,11 @@ class TranslationWork(StageWork):
     # How many times the base output budget the next request gets (doubled after `incomplete`).
     output_room: int = 1
     # A text too long for every language in one answer is translated a part of the languages at a
-    # time (`model.translation.language_parts`): the languages done so far, what their answers
-    # used, and the most languages a request may hold (halved after one was cut off at the
-    # model's largest output). Written only when set, so the rows of every other lot read as
-    # before to a release that does not know the fields (work forbids unknown fields).
+    # time (`model.translation.language_parts`): the languages done so far (what their answers
+    # used is `earlier_usage`), and the most languages a request may hold (halved after one was
+    # cut off at the model's largest output). Written only when set, so the rows of every other
+    # lot read as before to a release that does not know the fields (work forbids unknown fields).
     translated: dict[str, str] = Field(default_factory=dict, exclude_if=lambda done: not done)
-    earlier_usage: Usage | None = Field(default=None, exclude_if=lambda usage: usage is None)
     most_per_request: int | None = Field(default=None, exclude_if=lambda most: most is None)
 
 
@@ -78,6 +82,13 @@ class LotWork(Generic[W]):
     def with_work(self, work: W) -> LotWork[W]:
         """A copy with new work (e.g. after the image check)."""
         return replace(self, work=work)
+
+    def with_usage(self, usage: Usage | None, model: str) -> LotWork[W]:
+        """A copy whose work's `earlier_usage` also counts `usage` (an answer's, billed)."""
+        if usage is None:
+            return self
+        return self.with_work(self.work.model_copy(update={
+            "earlier_usage": summed((self.work.earlier_usage, usage), model)}))
 
 
 class PartDone(Exception):
@@ -128,6 +139,10 @@ class StageSpec(Protocol[W]):
 
     def result_event(self, lot: LotWork[W], body: Mapping[str, Any]) -> Event:
         """The event for a successful response body (raises ModelOutputError when unusable)."""
+        ...
+
+    def with_paid(self, lot: LotWork[W], body: Mapping[str, Any]) -> LotWork[W]:
+        """The lot with the usage of an answer it cannot use added to its work's `earlier_usage`."""
         ...
 
     def retry_unusable(self, lot: LotWork[W], error: ModelOutputError) -> LotWork[W] | None:
