@@ -8,7 +8,12 @@ import httpx2
 import openai
 import pytest
 
-from lotlens_common.model.errors import ModelRateLimitedError, ModelUnavailableError, ModelUnreachableError
+from lotlens_common.model.errors import (
+    ModelRateLimitedError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    ModelUnreachableError,
+)
 from lotlens_common.model.openai_client import call_responses
 
 ANSWER = {"id": "resp_1", "object": "response", "status": "completed", "output": []}
@@ -75,6 +80,11 @@ def test_a_rate_limit_asking_a_longer_wait_than_the_loop_takes_is_not_asked_agai
 
 @pytest.mark.parametrize(("failure", "unreachable"), [
     (httpx2.ConnectError("[Errno 111] Connection refused"), True),
+    # httpx: "Timed out while connecting to the host": no connection, so no byte of the request
+    # left. It used an attempt in direct mode where a refused connection did not.
+    (httpx2.ConnectTimeout("timed out"), True),
+    (httpx2.WriteTimeout("timed out"), False),  # the server may have most of the request
+    (httpx2.ReadTimeout("timed out"), False),  # the server has it, and may be stuck on it
     (httpx2.RemoteProtocolError("Server disconnected without sending a response."), False),
     (httpx2.ReadError("[Errno 104] Connection reset by peer"), False)])
 def test_only_a_connection_never_made_reads_as_the_server_unreachable(
@@ -90,6 +100,8 @@ def test_only_a_connection_never_made_reads_as_the_server_unreachable(
     with pytest.raises(ModelUnavailableError) as raised:
         asyncio.run(call_responses(client, {"model": "gpt-4.1-mini", "input": "x"}, max_attempts=1))
     assert isinstance(raised.value, ModelUnreachableError) is unreachable
+    # A timeout is still one (a synchronous lot answers 504, the metrics count a timeout).
+    assert isinstance(raised.value, ModelTimeoutError) is isinstance(failure, httpx2.TimeoutException)
 
 
 def test_a_call_the_server_dropped_once_is_not_unreachable_when_its_retries_find_it_down() -> None:

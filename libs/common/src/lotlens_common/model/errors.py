@@ -43,6 +43,12 @@ class ModelTimeoutError(ModelUnavailableError):
     """The API did not answer within the client's timeout."""
 
 
+class ModelConnectTimeoutError(ModelUnreachableError, ModelTimeoutError):
+    """No connection was made within the client's timeout (httpx's `ConnectTimeout`, "timed out
+    while connecting to the host"): like a refused one, no byte of the request left, so direct
+    mode sends it again without using an attempt; a timeout all the same to a caller waiting."""
+
+
 class ModelQuotaExceededError(ModelUnavailableError):
     """The API refused for want of credit (429 `insufficient_quota`): paying, not waiting a
     minute, ends it, and every call of the project is refused alike until then."""

@@ -13,6 +13,7 @@ import openai
 import orjson
 
 from lotlens_common.model.errors import (
+    ModelConnectTimeoutError,
     ModelError,
     ModelOutputError,
     ModelQuotaExceededError,
@@ -76,6 +77,9 @@ def _describe(exc: openai.APIError) -> str:
 def _mapped(exc: openai.OpenAIError) -> ModelError:
     """Our error for an SDK error that will not be retried (here)."""
     if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc.__cause__, httpx2.ConnectTimeout):  # the connection was never made
+            return ModelConnectTimeoutError(f"the model API is unreachable: {exc.__cause__ or exc}")
+        # A read or write timeout: the server has (some of) the request, and may be stuck on it.
         return ModelTimeoutError(f"the model API timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
         if isinstance(exc.__cause__, httpx2.ConnectError):  # refused, no route, no such host
@@ -164,8 +168,8 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
             if wait is None or attempt == max_attempts or past_deadline:
                 if reached and isinstance(mapped, ModelUnreachableError):
                     # The request that brought the server down, retried while it restarts.
-                    raise ModelUnavailableError(f"the model API dropped the call, then refused it: {exc}"
-                                                ) from exc
+                    raise ModelUnavailableError(f"the model API dropped the call, then could not be "
+                                                f"reached: {exc}") from exc
                 raise mapped from exc
             await asyncio.sleep(wait)
     raise AssertionError("unreachable: the loop returns or raises")

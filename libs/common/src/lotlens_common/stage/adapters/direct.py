@@ -4,7 +4,8 @@ For OpenAI-compatible servers without a Batch endpoint (vLLM, Ollama and the lik
 "batch" sends its lines through `call` (bounded concurrency; 429/Retry-After honoured by
 `call_responses`) and returns it already `completed`, with output and error files in the work
 folder written in the Batch API's line format: the runner collects it like any other batch. A line
-the server refused (connection refused: its request never left the machine) is an error line with
+the server refused (connection refused, or not made within the timeout: its request never left the
+machine) is an error line with
 no response and the code `not_sent`, which no answer of the server can be, and its lot goes again
 without using an attempt (`core/outcomes.py`); a round the
 server refused whole makes no batch at all.
