@@ -25,6 +25,10 @@ CUT = ModelIncompleteError("the response is incomplete (max_output_tokens)", "ma
 
 def test_a_short_text_goes_in_one_request_for_every_language() -> None:
     assert language_parts("<p>Dent.</p>", NINE, MODELS) == [NINE]
+    short = LotWork("job", "lot", "c", 1, 1,
+                    TranslationWork(english_html="<p>Dent.</p>", languages=tuple(NINE)))
+    # Its work row is not rewritten (it reads as before to a release without parts).
+    assert sent(TranslationStage("translation", MODELS), short)[0] == short
 
 
 def test_a_long_text_goes_in_even_parts_each_within_the_models_largest_output() -> None:
@@ -52,20 +56,29 @@ def answer(codes: list[str], output_tokens: int) -> dict[str, Any]:
                         "content": [{"type": "output_text", "text": text}]}]}
 
 
+def sent(spec: TranslationStage, waiting: LotWork[TranslationWork]
+         ) -> tuple[LotWork[TranslationWork], list[str]]:
+    """The lot as its request was sent (the part kept in its work), and the languages it asks for."""
+    [(prepared, body)] = asyncio.run(spec.prepare([waiting])).requests
+    return prepared, list(body["text"]["format"]["schema"]["required"])
+
+
 def asked(spec: TranslationStage, waiting: LotWork[TranslationWork]) -> list[str]:
-    [(_, body)] = asyncio.run(spec.prepare([waiting])).requests
-    return list(body["text"]["format"]["schema"]["required"])
+    return sent(spec, waiting)[1]
 
 
 def test_each_part_goes_in_turn_and_the_last_completes_with_every_language_and_the_usage_summed() -> None:
     spec = TranslationStage("translation", MODELS, billed_share=0.5)
     waiting = lot()
     for part in (NINE[0:3], NINE[3:6]):
-        assert asked(spec, waiting) == part
+        waiting, languages = sent(spec, waiting)
+        assert languages == part and list(waiting.work.sent_part) == part
         with pytest.raises(PartDone) as done:
             spec.result_event(waiting, answer(part, 12_000))
         waiting = done.value.lot
-    assert asked(spec, waiting) == NINE[6:9]
+    waiting, languages = sent(spec, waiting)
+    # The last part is every language left: nothing kept (the row reads as an unsplit lot's).
+    assert languages == NINE[6:9] and waiting.work.sent_part == ()
     event = spec.result_event(waiting, answer(NINE[6:9], 12_000))
     assert isinstance(event, TranslationCompleted)
     assert list(event.descriptions) == ["en", *NINE] and event.descriptions["da"] == "<p>[da] x</p>"
@@ -77,8 +90,8 @@ def test_each_part_goes_in_turn_and_the_last_completes_with_every_language_and_t
 
 def test_a_part_cut_off_at_the_models_largest_output_goes_again_with_half_its_languages() -> None:
     spec = TranslationStage("translation", MODELS)
-    roomier = spec.retry_unusable(lot(), CUT)  # three languages: first with twice the room
+    roomier = spec.retry_unusable(sent(spec, lot())[0], CUT)  # three languages: first with twice the room
     assert roomier is not None and roomier.work.output_room == 2 and roomier.work.most_per_request is None
-    again = spec.retry_unusable(roomier, CUT)  # at the ceiling: one language a request
+    again = spec.retry_unusable(sent(spec, roomier)[0], CUT)  # at the ceiling: one language a request
     assert again is not None and again.work.most_per_request == 1 and again.work.output_room == 1
     assert asked(spec, again) == ["de"]

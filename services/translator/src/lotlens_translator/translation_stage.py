@@ -24,6 +24,11 @@ from lotlens_common.stage.work import LotWork, PartDone, Prepared, TranslationWo
 _PROMPT_TOKENS = 400
 
 
+def _left(work: TranslationWork) -> list[str]:
+    """The languages the lot still lacks, in the client's order."""
+    return [code for code in target_languages(work.languages) if code not in work.translated]
+
+
 def descriptions(languages: Sequence[str], english_html: str, translated: Mapping[str, str]
                  ) -> dict[str, str]:
     """Every requested language's text, in the order the client asked for them."""
@@ -59,18 +64,28 @@ class TranslationStage:
         return len(lot.work.english_html) // 4 + _PROMPT_TOKENS
 
     def part(self, work: TranslationWork) -> list[str]:
+        """The languages the lot's request in flight asks for (`sent_part`; every one left when
+        it is empty). Worked out again from today's settings when its answer was read, a part
+        sent before an operator changed the model or its output ceiling was read as another:
+        languages answered were dropped and translated again, or the lot failed for lacking some."""
+        return list(work.sent_part) or _left(work)
+
+    def next_part(self, work: TranslationWork) -> list[str]:
         """The languages the lot's next request asks for: the first part of those not translated
         yet (all of them, unless the text in every one is more than the model may write in one
-        answer). Worked out again from the work when its answer is read, so it is the same part."""
-        left = [code for code in target_languages(work.languages) if code not in work.translated]
-        return language_parts(work.english_html, left, self.models, work.most_per_request)[0]
+        answer)."""
+        return language_parts(work.english_html, _left(work), self.models, work.most_per_request)[0]
 
     async def prepare(self, lots: list[LotWork[TranslationWork]]) -> Prepared[TranslationWork]:
-        """One request per lot, for its next part of the languages; nothing settles without the
-        model here."""
-        requests = [(lot, translation_request_body(
-            lot.work.english_html, self.part(lot.work), self.models, lot.work.output_room))
-            for lot in lots]
+        """One request per lot, for its next part of the languages, the part kept in its work;
+        nothing settles without the model here."""
+        requests = []
+        for lot in lots:
+            part = self.next_part(lot.work)
+            sent = tuple(part) if len(part) < len(_left(lot.work)) else ()
+            requests.append((lot.with_work(lot.work.model_copy(update={"sent_part": sent})),
+                             translation_request_body(lot.work.english_html, part, self.models,
+                                                      lot.work.output_room)))
         return Prepared(requests, [])
 
     def result_event(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> Event:
@@ -83,7 +98,7 @@ class TranslationStage:
         targets = target_languages(work.languages)
         if len(translated) < len(targets):
             raise PartDone(lot.with_work(work.model_copy(update={
-                "translated": translated, "earlier_usage": usage, "output_room": 1})),
+                "translated": translated, "earlier_usage": usage, "output_room": 1, "sent_part": ()})),
                 f"{len(translated)} of {len(targets)} languages translated; the rest go in another request")
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,

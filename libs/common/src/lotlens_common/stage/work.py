@@ -63,6 +63,11 @@ class TranslationWork(StageWork):
     # lot read as before to a release that does not know the fields (work forbids unknown fields).
     translated: dict[str, str] = Field(default_factory=dict, exclude_if=lambda done: not done)
     most_per_request: int | None = Field(default=None, exclude_if=lambda most: most is None)
+    # The languages the request in flight asks for, when fewer than those left: kept at submit and
+    # read back at collect, since the settings that decide a part (the model, its output ceiling)
+    # may change in between. Empty: it asked for every language left (so a row of a lot translated
+    # in one answer reads as before to a release that does not know the field).
+    sent_part: tuple[str, ...] = Field(default=(), exclude_if=lambda part: not part)
 
 
 W = TypeVar("W", bound=StageWork)
