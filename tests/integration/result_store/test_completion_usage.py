@@ -103,3 +103,34 @@ def test_a_cancelled_jobs_announcement_retried_later_carries_the_lots_finished_m
     assert announced.event.usage.input_tokens == 2 * spent.input_tokens
     assert producer.read == {script.job_id: usage}, "the webhook reads another usage"
     assert job_row(engine, script.job_id)["usage"] == usage
+
+
+def test_a_cancelled_jobs_usage_counts_the_paid_answers_that_came_after_its_announcement(
+        settings: ServiceSettings, engine: Engine, infra: Infra, topics: TopicSettings) -> None:
+    # A cancelled job is announced at once; its lots already in OpenAI's batches still get their
+    # answers, billed. They reached the lots' usage but the job's stayed as announced, so
+    # batch-status and batch-results showed less than the job's lots (and OpenAI's bill) said.
+    producer = EventProducer(settings.kafka, "result-store-test")
+    script = job_script(3)
+    spent = Usage(input_tokens=1000, output_tokens=200, estimated_cost_usd=0.002, model="o4-mini")
+    translated = Usage(input_tokens=300, output_tokens=400, estimated_cost_usd=0.001, model="gpt-4.1-mini")
+    described = [Envelope(event=e.event.model_copy(update={"usage": spent}), client_id=e.client_id,
+                          occurred_at=e.occurred_at)
+                 for e in script.vision if isinstance(e.event, VisionCompleted)]
+    [late_translation] = [Envelope(event=e.event.model_copy(update={"usage": translated}),
+                                   client_id=e.client_id, occurred_at=e.occurred_at)
+                          for e in script.translation if isinstance(e.event, TranslationCompleted)][:1]
+    cancel = Envelope(client_id=script.client_id, event=JobCancelled(
+        job_id=script.job_id, cancelled_at=datetime(2026, 3, 1, 0, 5, tzinfo=UTC)))
+    handle(engine, producer, topics.completions, script.submissions + described[:1])
+    handle(engine, producer, topics.completions, [cancel])
+    [announced] = completions(infra, topics, script.job_id)
+    assert isinstance(announced.event, JobCompleted) and announced.event.usage is not None
+    assert announced.event.usage.input_tokens == spent.input_tokens
+
+    handle(engine, producer, topics.completions, [*described[1:], late_translation])
+    with engine.connect() as conn:
+        [of_the_lots] = job_usage(conn, [script.job_id]).values()
+    assert of_the_lots.input_tokens == 3 * spent.input_tokens + translated.input_tokens
+    assert job_row(engine, script.job_id)["usage"] == of_the_lots.model_dump(mode="json")
+    assert len(completions(infra, topics, script.job_id)) == 1  # announced once, as before

@@ -189,6 +189,21 @@ def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
                 [{"id": job_id, "usage": _usage_json(usage)} for job_id, usage in usages.items()])
 
 
+def refresh_cancelled_usage(conn: Connection, job_ids: Collection[str]) -> None:
+    """Sum again the usage of these jobs that were cancelled and announced: their lots already in
+    OpenAI's batches still get their answers, paid, after the announcement. `JobCompleted` and its
+    webhooks have gone out with the usage of that moment; `batch-status` and `batch-results` read
+    this one. Left as announced, they showed less than the job's lots (and OpenAI's bill)."""
+    announced = execute(conn, "select_cancelled", select(jobs.c.job_id).where(
+        jobs.c.job_id.in_(sorted(set(job_ids))), jobs.c.status == CANCELLED,
+        jobs.c.completion_published.is_(True))).scalars().all()
+    usages = job_usage(conn, list(announced)) if announced else {}
+    if usages:
+        execute(conn, "sum_usage", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
+            usage=bindparam("usage")),
+            [{"id": job_id, "usage": _usage_json(usage)} for job_id, usage in usages.items()])
+
+
 def _usage_json(usage: JobUsage | None) -> dict[str, object] | None:
     return usage.model_dump(mode="json") if usage is not None else None
 

@@ -13,10 +13,21 @@ from collections.abc import Sequence
 from sqlalchemy import Connection, Engine
 
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import JobSubmitted, LotFailed, VisionCompleted
+from lotlens_common.events import (
+    JobCompleted,
+    JobSubmitted,
+    LotFailed,
+    TranslationCompleted,
+    VisionCompleted,
+)
 from lotlens_common.producer import EventProducer
 from lotlens_result_store.changes import JobChanges
-from lotlens_result_store.completion import lock_jobs, lock_read_models, settle_jobs
+from lotlens_result_store.completion import (
+    lock_jobs,
+    lock_read_models,
+    refresh_cancelled_usage,
+    settle_jobs,
+)
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import advance_described_jobs, project
 from lotlens_result_store.sweeps import announce
@@ -28,6 +39,9 @@ def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
     advance_described_jobs(conn, [envelope.job_id for envelope in envelopes
                                   if isinstance(envelope.event, VisionCompleted | LotFailed)])
     settle_jobs(conn, changes)
+    # After the announcement's own projection too: a rebuild may read it after the late answers.
+    refresh_cancelled_usage(conn, {envelope.job_id for envelope in envelopes if isinstance(
+        envelope.event, VisionCompleted | TranslationCompleted | LotFailed | JobCompleted)})
     return changes
 
 
