@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from lotlens_common.read_models import JobView, duration_words
-from lotlens_webhook_dispatcher.payloads import body, count_parts_by_url, head, part_body
+from lotlens_webhook_dispatcher.payloads import body, head, part_body, plan_parts
 
 
 def _job(**changes: object) -> JobView:
@@ -48,11 +48,15 @@ def test_non_ascii_travels_as_utf8_and_survives_a_decode_encode_round_trip():
     assert raw.decode("utf-8").encode() == raw
 
 
+def _part_counts(job_head: dict[str, object], lots: list[tuple[str, dict[str, object]]],
+                 limit: int) -> dict[str, int]:
+    return {url: len(plans) for url, plans in plan_parts(job_head, lots, limit).items()}
+
+
 def test_a_small_delivery_is_one_part_without_part_numbers():
     lots = [_lot(n) for n in range(3)]
-    assert count_parts_by_url(head(_job()), [("https://a/", lot) for lot in lots], 5_000_000) == \
-        {"https://a/": 1}
-    doc = orjson.loads(part_body(head(_job()), lambda: lots, 1, 1, 5_000_000))
+    [plan] = plan_parts(head(_job()), [("https://a/", lot) for lot in lots], 5_000_000)["https://a/"]
+    doc = orjson.loads(part_body(head(_job()), lambda: lots, 1, 1, 5_000_000, plan))
     assert "part" not in doc and "total_parts" not in doc
     assert doc["lots"] == lots
 
@@ -60,9 +64,11 @@ def test_a_small_delivery_is_one_part_without_part_numbers():
 def test_a_large_delivery_splits_into_complete_numbered_parts_within_the_limit():
     job_head, limit = head(_job()), 1200
     lots = [_lot(n, text_bytes=200) for n in range(12)]
-    total = count_parts_by_url(job_head, [("https://a/", lot) for lot in lots], limit)["https://a/"]
+    plans = plan_parts(job_head, [("https://a/", lot) for lot in lots], limit)["https://a/"]
+    total = len(plans)
     assert total > 2
-    parts = [part_body(job_head, lambda: lots, part, total, limit) for part in range(1, total + 1)]
+    parts = [part_body(job_head, lambda: lots, part, total, limit, plan)
+             for part, plan in enumerate(plans, start=1)]
     docs = [orjson.loads(raw) for raw in parts]
     assert all(len(raw) <= limit for raw in parts)
     assert [(d["part"], d["total_parts"]) for d in docs] == [(p, total) for p in range(1, total + 1)]
@@ -73,16 +79,18 @@ def test_a_large_delivery_splits_into_complete_numbered_parts_within_the_limit()
 def test_a_lot_larger_than_the_limit_travels_alone():
     job_head = head(_job())
     lots = [_lot(0), _lot(1, text_bytes=5000), _lot(2)]
-    assert count_parts_by_url(job_head, [("u", lot) for lot in lots], 1500) == {"u": 3}
-    assert orjson.loads(part_body(job_head, lambda: lots, 2, 3, 1500))["lots"] == [lots[1]]
+    plans = plan_parts(job_head, [("u", lot) for lot in lots], 1500)["u"]
+    assert len(plans) == 3
+    assert orjson.loads(part_body(job_head, lambda: lots, 2, 3, 1500, plans[1]))["lots"] == [lots[1]]
 
 
 def test_parts_are_counted_per_url_from_one_pass_over_the_jobs_lots():
     lots = [("https://a/", _lot(n, 200)) for n in range(6)] + [("https://b/", _lot(9))]
-    assert count_parts_by_url(head(_job()), lots, 1300) == {"https://a/": 3, "https://b/": 1}
+    assert _part_counts(head(_job()), lots, 1300) == {"https://a/": 3, "https://b/": 1}
 
 
-def test_when_the_limit_changed_since_counting_the_recorded_parts_still_carry_every_lot_once():
+def test_a_delivery_scheduled_without_a_plan_whose_limit_changed_still_carries_every_lot_once():
+    # Scheduled by the release before plans (rolling upgrade): parts counted, lots chosen now.
     job_head = head(_job())
     lots = [_lot(n, text_bytes=200) for n in range(7)]
     bodies = [orjson.loads(part_body(job_head, lambda: lots, part, 3, 5_000_000)) for part in (1, 2, 3)]

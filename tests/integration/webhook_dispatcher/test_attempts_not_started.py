@@ -16,6 +16,7 @@ from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFai
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from lotlens_webhook_dispatcher.post_marks import PostMarks
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
@@ -186,7 +187,7 @@ def test_a_job_not_yet_in_the_read_models_uses_up_no_attempt_and_goes_out_once_p
                            for table in (jobs, lots, descriptions)]
             for table in (descriptions, lots, jobs):
                 conn.execute(delete(table).where(table.c.job_id == job_id))
-            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
         seen = events.until(handed_back_twice_or_attempted("read_models", url), timeout_s=20)
         assert hooks.on("/lagging") == [] and of(WebhookAttempted, seen) == []
         assert state(db, job_id) in ([("pending", 0, 0)], [("sending", 1, 0)])
@@ -238,7 +239,8 @@ def test_a_long_pending_delivery_is_given_up_the_unready_bound_after_its_first_u
     settings = quick(config).model_copy(update={"clients": {}})  # no key; the bound is 24 h
     with one_webhook(db, "/late") as (hooks, url, job_id):
         with db.begin() as conn:
-            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now() - timedelta(hours=48))
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]},
+                                    utc_now() - timedelta(hours=48))
         before = attempts_not_started("no_key")
         with running(settings, db):
             wait_for(lambda: attempts_not_started("no_key") - before >= 2

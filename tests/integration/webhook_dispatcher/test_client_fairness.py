@@ -17,6 +17,7 @@ from lotlens_common.clock import utc_now
 from lotlens_webhook_dispatcher import dispatch_queue
 from lotlens_webhook_dispatcher.dispatch_queue import delivery_id
 from lotlens_webhook_dispatcher.guard import GuardedTransport, Resolver
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -92,8 +93,9 @@ def test_a_row_lock_held_on_a_clients_earliest_delivery_does_not_stop_its_later_
         client_secret(db)
         now = utc_now()
         with db.begin() as conn:
-            dispatch_queue.schedule(conn, job_id, CLIENT, {held_url: 1}, now - timedelta(minutes=1))
-            dispatch_queue.schedule(conn, job_id, CLIENT, {next_url: 1}, now)
+            dispatch_queue.schedule(conn, job_id, CLIENT, {held_url: [PartPlan()]},
+                                    now - timedelta(minutes=1))
+            dispatch_queue.schedule(conn, job_id, CLIENT, {next_url: [PartPlan()]}, now)
         settings = dispatcher_settings(config, new_id("g-"), webhook_per_client_concurrency=1)
         with db.connect() as holder, holder.begin():
             holder.execute(text("SELECT 1 FROM dispatch_queue WHERE delivery_id = :id FOR UPDATE"),

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
-from lotlens_webhook_dispatcher.payloads import count_parts_by_url, head, part_body
+from lotlens_webhook_dispatcher.payloads import head, part_body, plan_parts
 from tests.integration.webhook_dispatcher.support import insert_finished_job
 
 pytestmark = pytest.mark.integration
@@ -27,11 +27,12 @@ def test_a_job_past_the_byte_budget_is_not_kept_and_a_part_reads_its_lots_in_chu
     assert job is not None
     job_head = head(job)
     lots = jobs.lots_of(job_id, URL)
-    parts = count_parts_by_url(job_head, ((URL, lot) for lot in lots()), LIMIT)[URL]
+    plans = plan_parts(job_head, ((URL, lot) for lot in lots()), LIMIT)[URL]
+    parts = len(plans)
     assert parts > 10
     tracemalloc.start()
     try:
-        body = part_body(job_head, lots, 2, parts, LIMIT)
+        body = part_body(job_head, lots, 2, parts, LIMIT, plans[1])
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -12,6 +12,7 @@ from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFai
 from lotlens_common.tables import dispatch_queue
 from lotlens_webhook_dispatcher import claims
 from lotlens_webhook_dispatcher import dispatch_queue as schedule
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -36,7 +37,7 @@ pytestmark = pytest.mark.integration
 def left_sending(db: Engine, job_id: str, url: str, attempts: int, **columns: int) -> None:
     """The row a dispatcher killed during attempt `attempts` leaves, its lease run out."""
     with db.begin() as conn:
-        schedule.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+        schedule.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
         conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id).values(
             status="sending", attempt_count=attempts, next_attempt_at=utc_now(), **columns))
 

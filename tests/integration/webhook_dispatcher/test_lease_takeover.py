@@ -16,6 +16,7 @@ from lotlens_common.tables import dispatch_queue as dispatch_queue_table
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.claims import Room, claim
 from lotlens_webhook_dispatcher.dispatch_queue import Record
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from lotlens_webhook_dispatcher.post_marks import PostMarks
 from lotlens_webhook_dispatcher.worker import LeaseLost
 from tests.integration.webhook_dispatcher.support import (
@@ -66,7 +67,7 @@ def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_se
     # starts is what keeps the stalled first claim from sending it as well.
     with one_webhook(db, "/fenced") as (_hooks, url, job_id):
         with db.begin() as conn:
-            dispatch_queue.schedule(conn, job_id, "acme", {url: 1}, utc_now())
+            dispatch_queue.schedule(conn, job_id, "acme", {url: [PartPlan()]}, utc_now())
             [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
         later = utc_now() + timedelta(seconds=2)  # its lease has run out
         with db.begin() as conn:
@@ -85,7 +86,7 @@ def test_attempts_starting_together_are_all_marked_and_a_lost_claim_is_not(confi
     # its own answer.
     urls = [f"http://127.0.0.1:9/hook-{n}" for n in range(12)]
     with db.begin() as conn:
-        dispatch_queue.schedule(conn, "job-marks", "acme", dict.fromkeys(urls, 1), utc_now())
+        dispatch_queue.schedule(conn, "job-marks", "acme", {url: [PartPlan()] for url in urls}, utc_now())
         claimed = claim(conn, utc_now(), Room(len(urls), len(urls), len(urls)), lease_s=60.0)
     lost = claimed[0]
     with db.begin() as conn:  # another instance took this one over and started its POST
@@ -110,7 +111,7 @@ def test_a_stalled_claims_defect_is_not_recorded_over_the_attempt_the_instance_t
 
     with one_webhook(db, "/stalled-defect") as (_hooks, url, job_id):
         with db.begin() as conn:
-            dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
             [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
         later = utc_now() + timedelta(seconds=2)  # its lease has run out
         with db.begin() as conn:  # another instance takes it over and starts its POST

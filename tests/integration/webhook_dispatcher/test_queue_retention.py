@@ -11,6 +11,7 @@ from sqlalchemy import delete, update
 from lotlens_common.clock import utc_now
 from lotlens_common.tables import dispatch_queue
 from lotlens_webhook_dispatcher import dispatch_queue as schedule
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -35,7 +36,8 @@ def test_finished_deliveries_are_pruned_after_the_retention_and_the_others_kept(
             for name in ("delivered-old", "failed-old", "delivered-new", "pending-old")}
     with db.begin() as conn:
         for name, job_id in jobs.items():
-            schedule.schedule(conn, job_id, CLIENT, {f"https://hooks.example.com/{name}": 1}, utc_now())
+            url = f"https://hooks.example.com/{name}"
+            schedule.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
             status = name.split("-")[0]
             when = old if name.endswith("old") else utc_now()
             # The pending one waits for a retry due tomorrow (nothing here is ever sent).

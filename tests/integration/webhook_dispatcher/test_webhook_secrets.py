@@ -19,6 +19,7 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.relay import Relay, RelaySettings
 from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.payloads import PartPlan
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -99,7 +100,7 @@ def test_a_secret_stops_signing_when_its_overlap_ends_though_the_cache_still_hol
             url = f"{hooks.url}/{path}"
             job_id = insert_finished_job(db, [url])
             with db.begin() as conn:  # straight into the schedule: sent within a poll
-                dispatch_queue.schedule(conn, job_id, CLIENT, {url: 1}, utc_now())
+                dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
             def sent_once(on: str = f"/{path}") -> bool:
                 return len(hooks.on(on)) == 1
 

@@ -258,6 +258,9 @@ dispatch_queue = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # The job's W3C trace context, so the POST joins the job's trace (NULL when tracing is off).
     Column("traceparent", Text),
+    # Which lots its part carries, and those still changing as they were (`payloads.PartPlan`);
+    # NULL: scheduled by a release before plans.
+    Column("part_plan", JSONB),
     _now(),
     Index("ix_dispatch_due", "status", "next_attempt_at"),
     # The open rows per client, earliest due first: the dispatcher's claim takes clients in turns.

@@ -26,6 +26,7 @@ from sqlalchemy import Connection, RowMapping, text, update
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_webhook_dispatcher.dispatch_queue import HOST_PATTERN, INTERRUPTIONS_ALLOWED, Delivery
+from lotlens_webhook_dispatcher.payloads import PartPlan
 
 # Candidates read per client for each attempt it may start: rows of a host already given its
 # room in this claim are passed over (and stay due for the next claim).
@@ -206,4 +207,5 @@ def _delivery(row: RowMapping) -> Delivery:
         traceparent=row["traceparent"],
         unready_since=row["unready_since"],
         scheduled_at=row["created_at"],
+        plan=None if row["part_plan"] is None else PartPlan.from_json(row["part_plan"]),
     )

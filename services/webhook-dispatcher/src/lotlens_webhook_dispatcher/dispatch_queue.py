@@ -45,6 +45,7 @@ from sqlalchemy import (
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_common.uuids import uuid5_text
+from lotlens_webhook_dispatcher.payloads import PartPlan
 
 _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
 # The authority (host[:port]) of a URL; the same pattern runs in PostgreSQL and in Python.
@@ -81,6 +82,8 @@ class Delivery:
     unready_since: datetime | None = None
     # When it was scheduled: its body is built from read models read no earlier (`finished_jobs`).
     scheduled_at: datetime | None = None
+    # Its part's lots as scheduled (None: scheduled by the release before plans).
+    plan: PartPlan | None = None
 
     @property
     def exhausted(self) -> bool:
@@ -127,10 +130,12 @@ def scheduled_urls(conn: Connection, job_id: str, urls: list[str]) -> set[str]:
     return {ids[found_id] for found_id in found.scalars()}
 
 
-def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, int],
+def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, Sequence[PartPlan]],
              now: datetime, redelivery_id: str = "", traceparent: str | None = None) -> int:
-    """Add one due-now delivery per (URL, part); existing ones are left alone. Returns how many."""
-    keys = [(url, part, total) for url, total in parts.items() for part in range(1, total + 1)]
+    """Add one due-now delivery per (URL, part), with its part's plan; existing ones are left
+    alone. Returns how many."""
+    keys = [(url, part, len(plans), plan) for url, plans in parts.items()
+            for part, plan in enumerate(plans, start=1)]
     if not keys:
         return 0
     # One statement over the rows as one JSON document: a multi-row VALUES of a 50,000-URL job
@@ -138,16 +143,17 @@ def schedule(conn: Connection, job_id: str, client_id: str, parts: Mapping[str, 
     result = conn.execute(text("""
         INSERT INTO dispatch_queue (delivery_id, job_id, client_id, webhook_url, part, total_parts,
                                     status, attempt_count, next_attempt_at, created_at, updated_at,
-                                    traceparent)
+                                    traceparent, part_plan)
         SELECT d.delivery_id, :job_id, :client_id, d.webhook_url, d.part, d.total_parts,
-               'pending', 0, :now, :now, :now, :traceparent
+               'pending', 0, :now, :now, :now, :traceparent, d.part_plan
           FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-               AS d(delivery_id text, webhook_url text, part int, total_parts int)
+               AS d(delivery_id text, webhook_url text, part int, total_parts int, part_plan jsonb)
         ON CONFLICT (delivery_id) DO NOTHING"""),
         {"job_id": job_id, "client_id": client_id, "now": now, "traceparent": traceparent,
          "rows": json_rows({"delivery_id": delivery_id(job_id, url, part, redelivery_id),
-                            "webhook_url": url, "part": part, "total_parts": total}
-                           for url, part, total in keys)})
+                            "webhook_url": url, "part": part, "total_parts": total,
+                            "part_plan": plan.to_json()}
+                           for url, part, total, plan in keys)})
     return int(result.rowcount)
 
 

@@ -47,7 +47,7 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
     new_urls = set(urls) if redelivery else set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls)
     if not new_urls:
         return 0
-    parts = payloads.count_parts_by_url(
+    parts = payloads.plan_parts(
         payloads.head(job),
         ((url_of[lot["lot_id"]], lot) for lot in iter_lot_results(conn, job)
          if url_of.get(lot["lot_id"]) in new_urls),

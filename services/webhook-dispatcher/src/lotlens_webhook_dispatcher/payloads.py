@@ -2,14 +2,19 @@
 
 A body is `{event, job_id, status, completed_at, processing_summary, lots}`; a split delivery
 adds `part` and `total_parts` and each part is a complete body. Lots are packed greedily in
-request order, so the same read models and limit always give the same parts: the handler counts
-the parts when the job completes, the worker rebuilds one part per attempt (one part in memory).
-A single lot larger than the limit travels alone in its own part.
+request order when the job's deliveries are scheduled (`plan_parts`), and each part's plan is
+stored with its delivery: which lots it carries (by lot id) and, of a cancelled job, its head
+and its unsettled lots as they were then. A cancelled job's lots still complete after its
+announcement (results OpenAI returns for batches already running), so rebuilt at send time its
+parts' boundaries moved: the parts sent later lost lots or passed the limit. A planned part
+carries the same lots, the same size, on every attempt, replica and restart. A single lot larger
+than the limit travels alone in its own part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -22,6 +27,11 @@ EVENT = "batch_job_completed"
 _WIDEST_PART = 99_999_999
 
 Lot = dict[str, Any]
+# Lot statuses nothing moves any more (result-store `status.TERMINAL_LOT_STATUSES`); a cancelled
+# job's `cancelled` lots still complete or fail when OpenAI returns their results.
+_SETTLED_LOTS = frozenset({"completed", "failed"})
+# Job statuses whose read models still change after the announcement.
+_STILL_CHANGING = frozenset({"cancelled"})
 
 
 def head(job: JobView) -> dict[str, Any]:
@@ -77,26 +87,82 @@ def lot_size(lot: Lot) -> int:
     return len(orjson.dumps(lot))
 
 
-def count_parts_by_url(job_head: Mapping[str, Any], lots: Iterable[tuple[str, Lot]],
-                       limit: int) -> dict[str, int]:
-    """How many parts each webhook URL's delivery needs, from `(url, lot)` pairs in request order."""
+@dataclass
+class PartPlan:
+    """One part of a URL's delivery as scheduled: the lots after `after` through `through` (lot
+    ids; None: from the first, to the last), and, of a job still changing, its head and its
+    unsettled lots as they were (`as_planned`), sent as they were planned."""
+
+    after: str | None = None
+    through: str | None = None
+    head: dict[str, Any] | None = None
+    as_planned: dict[str, Lot] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as stored with its delivery (`dispatch_queue.part_plan`)."""
+        return {"after": self.after, "through": self.through, "head": self.head,
+                "as_planned": self.as_planned}
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> PartPlan:
+        """A plan as `to_json` stored it."""
+        return cls(stored.get("after"), stored.get("through"), stored.get("head"),
+                   dict(stored.get("as_planned") or {}))
+
+    def lots(self, lots: Iterable[Lot]) -> Iterator[Lot]:
+        """Its lots out of the URL's lots in request order, the unsettled ones as planned."""
+        started = self.after is None
+        for lot in lots:
+            if not started:
+                started = lot["lot_id"] == self.after
+                continue
+            yield self.as_planned.get(lot["lot_id"], lot)
+            if lot["lot_id"] == self.through:
+                return
+
+
+def plan_parts(job_head: Mapping[str, Any], lots: Iterable[tuple[str, Lot]],
+               limit: int) -> dict[str, list[PartPlan]]:
+    """Each webhook URL's parts, from `(url, lot)` pairs in request order.
+
+    The last part of a URL runs to its last lot, whichever: a lot written after the plan (a
+    submission replayed after a cancel) is then in exactly one part too.
+    """
+    changing = job_head.get("status") in _STILL_CHANGING
+    # Its summary still moves too (late lots counted): kept, so every part says the same.
+    planned_head = dict(job_head) if changing else None
     packers: dict[str, PartPacker] = {}
+    plans: dict[str, list[PartPlan]] = {}
     for url, lot in lots:
         packer = packers.get(url)
         if packer is None:
             packer = packers[url] = PartPacker(job_head, limit)
-        packer.place(lot_size(lot))
-    return {url: packer.total_parts for url, packer in packers.items()}
+            plans[url] = []
+        url_plans = plans[url]
+        if packer.place(lot_size(lot)) > len(url_plans):
+            after = url_plans[-1].through if url_plans else None
+            url_plans.append(PartPlan(after, head=planned_head))
+        url_plans[-1].through = lot["lot_id"]
+        if changing and lot["status"] not in _SETTLED_LOTS:
+            url_plans[-1].as_planned[lot["lot_id"]] = lot
+    for url_plans in plans.values():
+        url_plans[-1].through = None
+    return plans
 
 
 def part_body(job_head: Mapping[str, Any], lots: Callable[[], Iterable[Lot]], part: int,
-              total_parts: int, limit: int) -> bytes:
-    """The body of one part of a URL's delivery, from that URL's lots in request order.
+              total_parts: int, limit: int, plan: PartPlan | None = None) -> bytes:
+    """The body of one part of a URL's delivery, from that URL's lots in request order: its
+    `plan`'s lots, or, for a delivery scheduled without one (by the release before plans), the
+    lots that pack into that part now.
 
-    The part count was fixed when the job completed; if the limit has changed since (a new
-    configuration), the lots are cut into `total_parts` runs of equal lot count instead, so the
-    parts still carry every lot exactly once.
+    Unplanned, the part count was fixed when the job completed; if the packing now gives another
+    count (a new limit; a cancelled job's lots completed since), the lots are cut into
+    `total_parts` runs of equal lot count instead, so the parts still carry every lot once if
+    they are all built from one read.
     """
+    if plan is not None:
+        return body(plan.head or job_head, plan.lots(lots()), part, total_parts)
     packer = PartPacker(job_head, limit)
     chosen: list[Lot] = []
     count = 0

@@ -264,7 +264,7 @@ class Dispatcher:
                 raise Unready("read_models", "the job is not in the read models (yet)")
             lots = self._finished_jobs.lots_of(delivery.job_id, delivery.webhook_url, delivery.scheduled_at)
             body = payloads.part_body(payloads.head(job), lots, delivery.part, delivery.total_parts,
-                                      s.webhook_max_payload_bytes)
+                                      s.webhook_max_payload_bytes, delivery.plan)
         with before_post("signing"):
             secrets = self._secrets.secrets(delivery.client_id)
             if not secrets:  # sent without `webhook-signature`, Standard Webhooks verifiers refused it
