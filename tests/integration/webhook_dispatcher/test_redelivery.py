@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -10,10 +11,17 @@ from sqlalchemy import Engine, update
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import WebhookDelivered, WebhookRedeliveryRequested
+from lotlens_common.kafka import is_transient
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
+from lotlens_webhook_dispatcher.handlers import (
+    REDELIVERY_WAIT,
+    JobNeverFinished,
+    JobNotFinishedYet,
+    schedule_deliveries,
+)
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -24,6 +32,7 @@ from tests.integration.webhook_dispatcher.support import (
     publish_completed,
     receiver,
     running,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,6 +45,13 @@ def cancel_with_one_lot_unfinished(db: Engine, job_id: str) -> None:
             status="cancelled", cancelled_at=datetime.now(UTC), completed_at=None))
         conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.status == "failed").values(
             status="cancelled", error_message=None, missing_images=[]))
+
+
+def still_running(db: Engine, job_id: str) -> None:
+    """The job as the read models show it before result-store projects its cancel."""
+    with db.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
+            status="processing", completed_at=None))
 
 
 def late_result(db: Engine, job_id: str, lot_id: str) -> None:
@@ -113,3 +129,38 @@ def test_a_redelivery_scheduled_by_a_replica_whose_clock_is_behind_still_reads_t
     late_result(db, job_id, "lot-1")
     behind = scheduled - timedelta(minutes=5)
     assert [lot["status"] for lot in finished.lots_of(job_id, url, behind)()] == ["completed", "completed"]
+
+
+def test_a_redelivery_of_a_job_the_read_models_show_running_waits_for_its_end(config, db, events, caplog):
+    # The gateway accepts a redelivery right after a cancel (its outbox says `cancelled`) while
+    # result-store has not projected the cancel yet: the dispatcher sent `batch_job_completed`
+    # for the job as the read models had it, `status: processing`.
+    with receiver(lambda _r: Reply(200)) as hooks:
+        url = f"{hooks.url}/hook"
+        job_id = insert_finished_job(db, [url, url])
+        still_running(db, job_id)
+        request_redelivery(config, job_id)
+        with caplog.at_level(logging.INFO), running(dispatcher_settings(config, new_id("g-")), db):
+            wait_for(lambda: bool(hooks.arrived) or job_id in caplog.text)
+            cancel_with_one_lot_unfinished(db, job_id)  # the cancel projected
+            events.until(lambda seen: len(of(WebhookDelivered, seen)) == 1)
+    [sent] = hooks.arrived
+    assert (sent.doc["event"], sent.doc["status"]) == ("batch_job_completed", "cancelled")
+    assert [lot["status"] for lot in sent.doc["lots"]] == ["completed", "cancelled"]
+
+
+def test_a_redelivery_waits_for_its_job_to_finish_at_most_the_redelivery_wait(db):
+    job_id = insert_finished_job(db, ["https://hooks.example/lots"])
+    still_running(db, job_id)
+    asked = datetime.now(UTC)
+    envelopes = [Envelope(event=WebhookRedeliveryRequested(job_id=of_job, redelivery_id=str(uuid.uuid4()),
+                                                           requested_at=asked), client_id=CLIENT)
+                 for of_job in (job_id, str(uuid.uuid4()))]  # running; not projected at all
+    with db.begin() as conn:
+        for envelope in envelopes:
+            with pytest.raises(JobNotFinishedYet) as waiting:
+                schedule_deliveries(conn, envelope, 5_000_000, asked + timedelta(minutes=1))
+            assert is_transient(waiting.value)  # retried, its offset kept
+            with pytest.raises(JobNeverFinished) as given_up:
+                schedule_deliveries(conn, envelope, 5_000_000, asked + REDELIVERY_WAIT + timedelta(seconds=1))
+            assert not is_transient(given_up.value)  # dead-lettered: the partition moves on

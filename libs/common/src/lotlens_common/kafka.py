@@ -46,9 +46,14 @@ def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
 
+class NotYet(Exception):
+    """The message needs what another service has not projected yet: retried as an outage is,
+    the offset kept, until it has."""
+
+
 # The one list of failures that mean "the world is down, try again" rather than "this message is
-# bad" (PostgreSQL or the broker unreachable), for every consumer and loop.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
+# bad" (PostgreSQL or the broker unreachable, a projection behind), for every consumer and loop.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError, NotYet)
 
 
 def is_transient(exc: BaseException) -> bool:
