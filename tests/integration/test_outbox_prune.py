@@ -10,7 +10,7 @@ from sqlalchemy import Engine, event, insert, select
 
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.tables import outbox
+from lotlens_common.tables import jobs, outbox
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
@@ -24,8 +24,11 @@ def test_published_rows_are_pruned_a_few_thousand_per_transaction(settings: Serv
     # relay: they queued on each other's row locks and none published meanwhile.
     topic = new_id("prune-")
     old = datetime.now(UTC) - timedelta(hours=2)
+    job_ids = [f"{topic}-{n}" for n in range(50)]
     with engine.begin() as conn:
-        conn.execute(insert(outbox), [{"topic": topic, "job_id": f"j{n % 50}", "client_id": "c",
+        # Jobs the result-store has finished: the read models hold every lot (`outbox_prune`).
+        conn.execute(insert(jobs), [{"job_id": job_id, "status": "completed"} for job_id in job_ids])
+        conn.execute(insert(outbox), [{"topic": topic, "job_id": job_ids[n % 50], "client_id": "c",
                                        "event_type": "LotSubmitted", "payload": "{}", "published_at": old}
                                       for n in range(12_000)])
         conn.execute(insert(outbox), [{"topic": topic, "job_id": "fresh", "client_id": "c",

@@ -20,8 +20,9 @@ since the last vacuum, at each poll: published rows leave dead entries in the un
 index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
 
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
-projected them, even through a Kafka outage) and then deleted. The same minute-ly prune deletes
-clients' webhook secrets whose rotation overlap has ended: the gateway owns that table too.
+projected them, even through a Kafka outage), and after it until the read models hold them
+(`outbox_prune`). The same minute-ly prune deletes clients' webhook secrets whose rotation
+overlap has ended: the gateway owns that table too.
 
 The configured clients' missing secrets are made once per process (`make_missing_secrets`): at
 start-up, and at the prunes after it until PostgreSQL has taken them (tried at start-up alone, a
@@ -51,7 +52,6 @@ from sqlalchemy import (
     any_,
     bindparam,
     cast,
-    delete,
     func,
     select,
     text,
@@ -65,6 +65,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import outbox
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox_prune import prune_held
 
 log = logging.getLogger(__name__)
 
@@ -338,25 +339,17 @@ class Relay:
         self._secrets_made = True
 
     def prune(self) -> int:
-        """Delete rows published longer than the retention period ago, `PRUNE_ROWS` per
-        transaction and at most `PRUNE_ROUNDS` of those per call, and webhook secrets past their
-        overlap (and make the configured clients' missing ones, until that has succeeded once);
-        how many rows went.
+        """Delete rows published longer than the retention period ago that the read models hold
+        (`outbox_prune`), `PRUNE_ROWS` per transaction and at most `PRUNE_ROUNDS` of those per
+        call, and webhook secrets past their overlap (and make the configured clients' missing
+        ones, until that has succeeded once); how many rows went.
 
         In one statement, an hour after a long Kafka outage each replica deleted the whole backlog
         at once (250,000 rows with their payloads): the replicas queued on each other's row locks
         and none published meanwhile. Skipping locked rows, replicas share the work instead."""
         self._last_prune = time.monotonic()
         cutoff = utc_now() - timedelta(seconds=self._settings.retention_s)
-        oldest = (select(outbox.c.id).where(outbox.c.topic.in_(self._topics), outbox.c.published_at < cutoff)
-                  .order_by(outbox.c.published_at).limit(PRUNE_ROWS).with_for_update(skip_locked=True))
-        pruned = 0
-        for _ in range(PRUNE_ROUNDS):
-            with self._engine.begin() as conn:
-                gone = conn.execute(delete(outbox).where(outbox.c.id.in_(oldest.scalar_subquery()))).rowcount
-            pruned += gone
-            if gone < PRUNE_ROWS:
-                break
+        pruned = prune_held(self._engine, self._topics, cutoff, PRUNE_ROWS, PRUNE_ROUNDS)
         with self._engine.begin() as conn:
             # Kept, every rotated-out secret stayed for good after it stopped signing.
             retired = webhook_secrets.prune(conn, utc_now())

@@ -1,0 +1,78 @@
+"""Deleting published outbox rows: past their retention, and only once the read models hold them.
+
+The gateway reads a job through its own outbox rows until the result-store has projected them
+(`overlay.py`): its `JobSubmitted` until the job's row is written, its `JobCancelled` until that
+row is terminal, each `LotSubmitted` until the lot's row is (or the job completed or failed, which
+the result-store decides only once every lot's submission is projected). Deleted by their age
+alone, the rows of a result-store more than the retention behind went first: a job that had got
+201 was a 404 to its status, results and cancel, and left the jobs list; a job cancelled with 200
+read as running again. Other events (webhook redelivery requests) are read back for their
+rate-limit window only, and go by age.
+
+Each round is one transaction: the oldest `rows` rows past the cutoff, locked (SKIP LOCKED: the
+replicas share the work rather than queue on each other's locks), judged by primary-key lookups
+(the job's row; for a lot of a running job, its row, whose id only the payload holds), and those
+the read models hold deleted. The next round starts after the last row this one examined, so rows
+still waiting are not read again within a call; a round deleting none ends the call: the oldest
+rows are waiting for the result-store, and newer ones are projected after them. So a long
+result-store outage costs one round a minute, not a scan of its whole backlog at every prune.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+
+from sqlalchemy import Engine, bindparam, text
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.types import Text
+
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobSubmitted, LotSubmitted
+
+
+def _listed(statuses: Collection[str]) -> str:
+    return "(" + ", ".join(f"'{status}'" for status in sorted(statuses)) + ")"
+
+
+# `published_at >= :after_at` is the index condition (`ix_outbox_published_at`); the row
+# comparison only skips the rows of the last round's final instant (a relay round marks its
+# thousands of rows with one `now()`).
+_OLDEST = text(f"""
+SELECT o.id, o.published_at,
+       CASE o.event_type
+           WHEN '{JobSubmitted.event_type}' THEN j.created_at IS NOT NULL
+           WHEN '{JobCancelled.event_type}' THEN coalesce(j.status IN {_listed(TERMINAL_JOB_STATUSES)}, false)
+           WHEN '{LotSubmitted.event_type}' THEN CASE
+               WHEN j.status IS NULL THEN false
+               WHEN j.status IN {_listed(TERMINAL_JOB_STATUSES - {"cancelled"})} THEN true
+               ELSE EXISTS (SELECT FROM lots AS l
+                            WHERE l.job_id = o.job_id AND l.seq IS NOT NULL
+                              AND l.lot_id = CAST(o.payload AS json) -> 'data' ->> 'lot_id') END
+           ELSE true END AS held
+  FROM outbox AS o LEFT JOIN jobs AS j ON j.job_id = o.job_id
+ WHERE o.topic = ANY(:topics) AND o.published_at < :cutoff
+   AND o.published_at >= :after_at AND (o.published_at, o.id) > (:after_at, :after_id)
+ ORDER BY o.published_at, o.id
+ LIMIT :rows
+   FOR UPDATE OF o SKIP LOCKED""").bindparams(bindparam("topics", type_=ARRAY(Text)))
+
+_DELETE = text("DELETE FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
+
+
+def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: int, rounds: int) -> int:
+    """Delete the rows of `topics` published before `cutoff` that the read models hold, `rows`
+    examined per transaction and at most `rounds` transactions; how many rows went."""
+    after: tuple[datetime | str, int] = ("-infinity", 0)
+    pruned = 0
+    for _ in range(rounds):
+        with engine.begin() as conn:
+            found = conn.execute(_OLDEST, {"topics": list(topics), "cutoff": cutoff, "after_at": after[0],
+                                           "after_id": after[1], "rows": rows}).all()
+            held = [row_id for row_id, _, is_held in found if is_held]
+            if held:
+                conn.execute(_DELETE, {"ids": held})
+        pruned += len(held)
+        if len(found) < rows or not held:
+            return pruned
+        after = (found[-1][1], found[-1][0])
+    return pruned
