@@ -133,14 +133,16 @@ class JobStore:
         self._metrics.db("read")
         return dataclasses.replace(job, retried_as=retry_id) if facts_of(conn, retry_id).submitted else job
 
-    def job_and(self, job_id: str, client_id: str,
-                then: Callable[[Connection, JobView], T | None]) -> tuple[JobView, T | None]:
-        """The client's job (404 as `job_for_client`) and `then(conn, job)`, read on one connection.
+    def job_and(self, job_id: str, client_id: str, then: Callable[[Connection, JobView], T | None],
+                snapshot: bool = False) -> tuple[JobView, T | None]:
+        """The client's job (404 as `job_for_client`) and `then(conn, job)`, read on one connection;
+        with `snapshot`, in one read-only REPEATABLE READ transaction (`read_snapshot`), for a
+        `then` whose statements must agree while the result-store projects between them.
 
         One call, so one thread-pool hop and one checkout; a `then` returning None read nothing.
         """
         _refuse_nul(job_id)
-        with self._reads.connect() as conn:
+        with (read_snapshot(self._reads) if snapshot else self._reads.connect()) as conn:
             row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
             job = self._through_outbox(conn, job_id, job_view(row) if row else None)
             if job is None or job.client_id != client_id:

@@ -131,7 +131,8 @@ def lots_page(conn: Connection, job: JobView, status: str | None, limit: int, of
     A cancelled job's unfinished lots read `cancelled`, and are the ones `status=cancelled` finds,
     before the result-store has projected it; a lot not projected yet reads `pending` (`cancelled`
     in a cancelled job). Those lots were missing: a job the result-store had not projected listed
-    no lot (total 0) while its status counted them and its results listed them.
+    no lot (total 0) while its status counted them and its results listed them. `conn` must see
+    one snapshot (`read_snapshot`): a lot projected between the two reads is in neither.
     """
     page, matching = lot_page(conn, job, _projected_statuses(job, status), limit, offset, max_bytes)
     if job.status == CANCELLED:

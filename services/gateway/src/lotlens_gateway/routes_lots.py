@@ -70,8 +70,11 @@ async def job_lots(
 
     def read() -> tuple[dict[str, object], list[dict[str, Any]]]:
         max_bytes = deps.settings.lots_page_max_bytes
+        # One snapshot: the projected lots and then the outbox's read apart, lots the result-store
+        # projected in between were in neither (`total` 90 of a 200-lot job, `has_more` false).
         job, found = deps.store.job_and(
-            job_id, client_id, lambda conn, job: lots_page(conn, job, status, limit, offset, max_bytes))
+            job_id, client_id, lambda conn, job: lots_page(conn, job, status, limit, offset, max_bytes),
+            snapshot=True)
         page, total = found or ([], 0)
         more = offset + len(page) < total
         # A page its bytes cut short says how many lots it took: the next starts past them.
