@@ -61,11 +61,11 @@ def test_a_lot_first_written_by_another_replica_meanwhile_gets_its_images_counte
     holding, release = threading.Event(), threading.Event()
     settle = handlers.settle_jobs  # type: ignore[attr-defined]  # the name the handler calls
 
-    def held_settle(conn: Any, changes: Any) -> list[str]:
+    def held_settle(conn: Any, changes: Any, **options: Any) -> list[str]:
         if threading.current_thread().name == "completing":
             holding.set()
             release.wait(10)  # the completion's transaction stays open meanwhile
-        return settle(conn, changes)
+        return settle(conn, changes, **options)
 
     monkeypatch.setattr(handlers, "settle_jobs", held_settle)
     completing = threading.Thread(target=apply, args=(translation,), name="completing")

@@ -272,6 +272,13 @@ def _release_migration_lock(connection: Connection) -> None:
         connection.invalidate()
 
 
+def job_lock(job_id_sql: str) -> str:
+    """SQL taking the transaction-scoped advisory lock of one job's read-model rows, the job's id
+    given as an SQL expression: the result-store holds it while it writes the job's rows, the
+    gateway while it accepts a cancel (a job cannot settle between its check and its 200)."""
+    return f"pg_advisory_xact_lock(hashtext('lotlens-job:' || {job_id_sql}))"
+
+
 def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
     """A set of rows as one JSON document, for a statement that reads it with
     `jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(<column> <type>, ...)`.

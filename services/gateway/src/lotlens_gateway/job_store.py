@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
+from lotlens_common.db import job_lock
 from lotlens_common.events import TERMINAL_JOB_STATUSES
 from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches
@@ -66,6 +67,25 @@ def batch_ids(row: Any) -> dict[str, list[str]]:
     for stage, batch_id in zip(row["batch_stages"] or [], row["batch_ids"] or [], strict=True):
         found.setdefault(stage, []).append(batch_id)
     return found
+
+
+class JobEnded(Exception):
+    """The read models say the job ended (completed, failed, cancelled): `job` as they hold it."""
+
+    def __init__(self, job: JobView) -> None:
+        super().__init__(f"job {job.job_id} is {job.status}")
+        self.job = job
+
+
+def hold_unended(conn: Connection, job_id: str) -> None:
+    """Take the lock the result-store writes the job's rows under, held until `conn`'s transaction
+    ends, and raise `JobEnded` if the job ended before: a cancel accepted for a job its last lot
+    had settled meanwhile was answered 200, and then the job read `completed`. Held, the
+    result-store settles the job only after this transaction, and then sees the cancel."""
+    conn.execute(text(f"SELECT {job_lock(':job_id')}"), {"job_id": job_id})
+    row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    if row is not None and row["status"] in TERMINAL_JOB_STATUSES:
+        raise JobEnded(job_view(row))
 
 
 def _refuse_nul(job_id: str) -> None:

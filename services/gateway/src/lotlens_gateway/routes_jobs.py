@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
@@ -17,7 +18,7 @@ from lotlens_common.events import JobCancelled
 from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, DownloadClient, JobClient, JobId, ListingClient
 from lotlens_gateway.downloads import json_download
-from lotlens_gateway.job_store import JobFilter
+from lotlens_gateway.job_store import JobEnded, JobFilter, hold_unended
 from lotlens_gateway.query import EMPTY_IS_ABSENT
 from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.shutdown import to_the_end
@@ -148,7 +149,8 @@ async def batch_jobs(
              summary="Cancel a pending or running job",
              description=(_SIGNED + " Records `JobCancelled`: lots not yet sent to OpenAI are dropped "
                           "and running OpenAI batches are cancelled. From the 200 on, `batch-status` says "
-                          "`cancelled` and every unfinished lot reads `cancelled`."),
+                          "`cancelled` and every unfinished lot reads `cancelled`; the job ends `cancelled` "
+                          "(its webhook too), even when its last lot finishes meanwhile."),
              responses={400: {"model": schemas_jobs.CannotCancel, "description": "The job already finished"},
                         **schemas.error_responses(401, 403, 404, 429, 503)})
 async def cancel_job(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONResponse:
@@ -159,6 +161,11 @@ async def cancel_job(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONRes
     cancelled_at = deps.clock()
     envelope = Envelope(JobCancelled(job_id=job_id, cancelled_at=cancelled_at), client_id=client_id,
                         occurred_at=cancelled_at)
-    await to_the_end(deps.outbox.append, deps.settings.topics.submissions, [envelope])
+    try:
+        # Accepted only while the job is still running, under the lock its projection takes.
+        await to_the_end(deps.outbox.append, deps.settings.topics.submissions, [envelope],
+                         partial(hold_unended, job_id=job_id))
+    except JobEnded as ended:
+        return JSONResponse(cannot_cancel_body(ended.job), status_code=400)
     return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
                          "message": "Job successfully cancelled"})

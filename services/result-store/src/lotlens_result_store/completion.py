@@ -19,14 +19,15 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Engine, Select, and_, bindparam, exists, func, or_, select, text, update
 
 from lotlens_common.clock import utc_now
+from lotlens_common.db import job_lock
 from lotlens_common.envelope import caused
-from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobCompleted
 from lotlens_common.model.usage import JobUsage
 from lotlens_common.producer import EventProducer
-from lotlens_common.tables import READ_MODELS, jobs, lots
+from lotlens_common.tables import READ_MODELS, jobs, lots, outbox
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
 from lotlens_result_store.status import CANCELLED, COMPLETED, JobProgress, settle
@@ -42,8 +43,8 @@ _LOCK_READ_MODELS = text(f"LOCK TABLE {', '.join(t.name for t in READ_MODELS)} I
 # translation partitions may belong to two replicas: a lot's completion inserting its row while
 # the other replica's vision statement ran found no row to read and waited on the new one, and the
 # job never counted the lot's images. Taken in job order (no deadlock); one statement per batch.
-_LOCK_JOBS = text("""
-SELECT count(pg_advisory_xact_lock(hashtext('lotlens-job:' || ordered.job_id)))
+_LOCK_JOBS = text(f"""
+SELECT count({job_lock('ordered.job_id')})
 FROM (SELECT job_id FROM unnest(CAST(:job_ids AS text[])) AS job_id ORDER BY job_id) AS ordered""")
 
 
@@ -59,19 +60,29 @@ def lock_read_models(conn: Connection) -> None:
     execute(conn, "lock_read_models", _LOCK_READ_MODELS)
 
 
-def settle_jobs(conn: Connection, changes: JobChanges) -> list[str]:
-    """Give a terminal status to every touched job whose lots are all accounted for."""
+def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = False) -> list[str]:
+    """Give a terminal status to every touched job whose lots are all accounted for; with
+    `accepted_cancels` (live, not in a rebuild: it sees no outbox), not to a job whose cancel the
+    gateway has accepted and this store not projected yet."""
     if not changes:
         return []
+    conditions = [jobs.c.job_id.in_(sorted(changes.job_ids())),
+                  jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
+                  jobs.c.total_lots.is_not(None),
+                  jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots]
+    if accepted_cancels:
+        # The client got 200 and the contract's promise that the job reads `cancelled` from then on;
+        # that JobCancelled ends the job when it arrives. Settled by its last lot meanwhile, the job
+        # read `completed` after the 200 and its webhook said so. The gateway takes `lock_jobs`'
+        # lock to accept a cancel, so one committed before this batch's lock is seen here, and a
+        # job settled here is refused a cancel (400). Cancels are the gateway's outbox rows, kept
+        # until this job's row is terminal (`ix_outbox_job_events`).
+        conditions.append(~exists().where(outbox.c.job_id == jobs.c.job_id,
+                                          outbox.c.event_type == JobCancelled.event_type))
     # The batch's job upsert already holds these rows' locks, so the counters read are final.
     candidates = execute(conn, "select_jobs", select(
         jobs.c.job_id, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
-    ).where(
-        jobs.c.job_id.in_(sorted(changes.job_ids())),
-        jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
-        jobs.c.total_lots.is_not(None),
-        jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots,
-    )).all()
+    ).where(*conditions)).all()
     if not candidates:
         return []
     lot_counts = _lot_counts(conn, [row[0] for row in candidates])

@@ -33,12 +33,13 @@ from lotlens_result_store.projections import advance_described_jobs, project
 from lotlens_result_store.sweeps import announce
 
 
-def apply_batch(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
-    """Project events and settle the jobs they finished: the live store and a rebuild both run this."""
+def apply_batch(conn: Connection, envelopes: Sequence[Envelope], live: bool = False) -> JobChanges:
+    """Project events and settle the jobs they finished: the live store (`live`) and a rebuild
+    both run this (a rebuild replays the announced outcomes, the live store heeds accepted cancels)."""
     changes = project(conn, envelopes)
     advance_described_jobs(conn, [envelope.job_id for envelope in envelopes
                                   if isinstance(envelope.event, VisionCompleted | LotFailed)])
-    settle_jobs(conn, changes)
+    settle_jobs(conn, changes, accepted_cancels=live)
     # After the announcement's own projection too: a rebuild may read it after the late answers.
     refresh_cancelled_usage(conn, {envelope.job_id for envelope in envelopes if isinstance(
         envelope.event, VisionCompleted | TranslationCompleted | LotFailed | JobCompleted)})
@@ -51,7 +52,7 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
     with engine.begin() as conn:
         lock_read_models(conn)
         lock_jobs(conn, [envelope.job_id for envelope in envelopes])
-        changes = apply_batch(conn, envelopes)
+        changes = apply_batch(conn, envelopes, live=True)
     # Counted per type, not per event: a metric's `labels` and `inc` take a lock each, 4% of the
     # result-store's CPU in a 50,000-lot job when done for every event.
     for event_type, count in Counter(envelope.type for envelope in envelopes).items():
