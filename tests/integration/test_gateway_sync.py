@@ -278,20 +278,24 @@ def test_a_client_that_leaves_without_an_idempotency_key_stops_its_model_calls(
         assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
 
 
-def test_a_synchronous_lot_sent_without_its_length_holds_no_intake_place_during_its_model_calls(
-        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
-    # A chunked body's size is unknown until it is read, so it is admitted like a job's. Once read
-    # it was one lot, yet it kept its place for its model calls (up to 300 s): with one place, a
-    # streaming client's synchronous lot turned every job away with 503 INTAKE_BUSY.
+@pytest.mark.parametrize("sent", ["without_its_length", "with_a_large_extra_field"])
+def test_a_synchronous_lot_holds_no_intake_place_during_its_model_calls(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path, sent: str) -> None:
+    # A body bigger than one lot, or of unknown size (chunked), is admitted like a job's. Once
+    # read it was one lot, yet it kept its place for its model calls (up to 300 s): with one
+    # place, a streaming client's synchronous lot, or one carrying a large field of its own next
+    # to its lot, turned every job away with 503 INTAKE_BUSY.
     lots = one_lot(images)
     with serve_standin(tmp_path, latency_seconds=2.0) as slow, \
             running_gateway(settings, engine, model_url=slow.base_url, intake_slots=1,
                             intake_waiting=0, max_lot_bytes=2000) as gw:
+        extra = {"client_note": "x" * 3000} if sent == "with_a_large_extra_field" else {}
         raw = json.dumps({"signature": gw.lots_signature(lots), "version": "1.0.0", "languages": ["en"],
-                          "lots": lots}).encode()
+                          "lots": lots, **extra}).encode()
+        content = iter([raw]) if sent == "without_its_length" else raw
         answers: list[httpx2.Response] = []
         sending = threading.Thread(target=lambda: answers.append(httpx2.post(
-            f"{gw.url}/api/v1/generate-descriptions", content=iter([raw]), timeout=30)))
+            f"{gw.url}/api/v1/generate-descriptions", content=content, timeout=30)))
         sending.start()
         deadline = time.monotonic() + 10
         while not slow.stats()["direct_calls"]:  # the lot is in its model call
@@ -301,7 +305,8 @@ def test_a_synchronous_lot_sent_without_its_length_holds_no_intake_place_during_
         sending.join(30)
     assert job.status_code == 201, job.text
     assert answers[0].status_code == 200, answers[0].text
-    assert answers[0].request.headers.get("transfer-encoding") == "chunked"
+    chunked = answers[0].request.headers.get("transfer-encoding") == "chunked"
+    assert chunked == (sent == "without_its_length")
 
 
 def test_a_described_lot_whose_answer_cannot_be_stored_is_still_answered(

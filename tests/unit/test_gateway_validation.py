@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from lotlens_gateway.errors import ApiError
-from lotlens_gateway.validation import Limits, LotRequest, parse_submission, rate_mode
+from lotlens_gateway.validation import Limits, LotRequest, members_read, parse_submission, rate_mode
 
 LIMITS = Limits(max_lots=5, max_languages=3, max_sync_images=2, max_lot_id_chars=10)
 
@@ -203,3 +203,13 @@ def test_the_contract_error_body_carries_details_only_when_there_are_some() -> N
     assert ApiError(400, "INVALID_JSON", "bad").body() == {
         "error": "Invalid request format", "message": "bad", "code": "INVALID_JSON"}
     assert refused({"lots": [lot("a"), lot("a")]}).body()["details"]["duplicate_lot_ids"] == ["a"]
+
+
+def test_a_lot_out_of_its_intake_slot_keeps_only_the_members_validation_reads() -> None:
+    # A one-lot body may carry many large members of its client's own: kept through its model
+    # calls (300 s) with no intake slot bounding them, they made a memory hole.
+    document = {"signature": "sha256=ab", "lots": [lot()], "languages": ["de"], "webhook_url": "",
+                **{f"note_{n}": "x" * 1000 for n in range(50)}}
+    kept = members_read(document)
+    assert kept == {"lots": [lot()], "languages": ["de"], "webhook_url": ""}
+    assert parse_submission(kept, LIMITS) == parse_submission(document, LIMITS)

@@ -9,9 +9,11 @@ than one lot can be takes one of `slots` from when it is read until its answer (
 a job's failed lots, read from the database, while it makes its new job: one that finds it made
 takes none); one that finds none free waits up to `wait_s` for
 one, then gets 503 with `Retry-After` (nothing written; a resend of a job accepted before gets its
-201 replayed instead, routes_submit.py). Bodies of one lot's size or less (every
-synchronous lot, small jobs) take none: rate limits bound them, and one queued behind a
-synchronous call would wait up to 300 s.
+201 replayed instead, routes_submit.py). Bodies of one lot's size or less (most synchronous
+lots, small jobs) take none: rate limits bound them, and one queued behind a synchronous call
+would wait up to 300 s. A bigger body (or one of unknown size) that turns out to hold one lot
+gives its slot back once read, keeping only what validation reads: it kept it through its model
+calls, and two such requests turned every other client's job away.
 
 The slots bound the work, not the waiting: a body is read before it waits, so five 62 MB jobs
 sent at once held four bodies while the fifth was worked on. So a job body is read only when it

@@ -18,6 +18,7 @@ import logging
 import uuid
 from collections.abc import Awaitable
 from contextlib import AbstractAsyncContextManager, nullcontext
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request
@@ -48,7 +49,7 @@ from lotlens_gateway.intake import AcceptedJob, Answer, Estimate, accept_batch
 from lotlens_gateway.intake_slots import IntakeBusy
 from lotlens_gateway.shutdown import to_the_end
 from lotlens_gateway.signed_body import read_signed
-from lotlens_gateway.validation import Submission, parse_submission, rate_mode
+from lotlens_gateway.validation import Submission, members_read, parse_submission, rate_mode
 from lotlens_gateway.webhook_hosts import refuse_private_webhooks
 
 router = APIRouter(tags=["generation"])
@@ -95,6 +96,28 @@ async def generate_descriptions(
     """Validate, authenticate and either describe the lot or accept the job."""
     # The event loop's clock: a synchronous lot's budget runs from here (SyncDescriber.describe).
     started = asyncio.get_running_loop().time()
+    taken = await _take_in(deps, request, x_signature, idempotency_key, started)
+    if isinstance(taken, JSONResponse):
+        return taken
+    # One lot (or a body no bigger than one): its intake place and slot are given back before its
+    # model calls, which may take 300 s.
+    return await _answer(deps, request, taken, idempotency_key, x_signature, started)
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """An authenticated submission: its document, its client, and (when it carries an
+    Idempotency-Key) its body's fingerprint; the raw body is not kept."""
+
+    document: dict[str, Any]
+    client_id: str
+    fingerprint: str | None
+
+
+async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
+                   idempotency_key: str | None, started: float) -> JSONResponse | _Signed:
+    """Read the body under the intake's rules (intake_slots.py): a job's is answered in its slot;
+    a lot's comes back signed, to be answered outside the intake."""
     limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
     declared, address = declared_length(request), request.client.host if request.client else ""
     job_body = deps.intake.takes_slot(declared)
@@ -117,23 +140,25 @@ async def generate_descriptions(
             if job_body:
                 deps.strikes.record(address)
             raise
-        if deps.intake.takes_slot(len(raw)):
-            try:
-                async with deps.intake.hold():
-                    try:
-                        document, client_id = await _read_signed(deps, raw, x_signature)
-                    except ApiError:
-                        deps.strikes.record(address)
-                        raise
-                    return await _answer(deps, request, raw, document, client_id, idempotency_key,
-                                         x_signature, started)
-            except IntakeBusy as busy:  # no slot came in time (`hold` alone raises it)
-                fingerprint = await run_in_threadpool(request_hash, raw) if idempotency_key else None
-                return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, busy)
-    # No bigger than one lot (a synchronous lot sent without its length, say): its place is given
-    # back before its model calls, which may take 300 s.
-    document, client_id = await _read_signed(deps, raw, x_signature)
-    return await _answer(deps, request, raw, document, client_id, idempotency_key, x_signature, started)
+        if not deps.intake.takes_slot(len(raw)):
+            return await _checked(raw, *await _read_signed(deps, raw, x_signature), idempotency_key)
+        try:
+            async with deps.intake.hold():
+                try:
+                    document, client_id = await _read_signed(deps, raw, x_signature)
+                except ApiError:
+                    deps.strikes.record(address)
+                    raise
+                signed = await _checked(raw, document, client_id, idempotency_key)
+                if rate_mode(signed.document) == "batch":
+                    return await _answer(deps, request, signed, idempotency_key, x_signature, started)
+        except IntakeBusy as busy:  # no slot came in time (`hold` alone raises it)
+            fingerprint = await run_in_threadpool(request_hash, raw) if idempotency_key else None
+            return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, busy)
+    # One lot in a body bigger than one (a large field of the client's own beside it) or of
+    # unknown size: it kept its slot through its model calls, and with one slot every other
+    # client's job got 503 INTAKE_BUSY. Out of the slot it keeps only what validation reads.
+    return replace(signed, document=members_read(signed.document))
 
 
 async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | None, x_signature: str | None,
@@ -158,18 +183,24 @@ async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None) -
     return await run_in_threadpool(read_signed, raw, deps.keys, x_signature, deps.settings.body_limits())
 
 
-async def _answer(deps: GatewayDeps, request: Request, raw: bytes, document: dict[str, Any],
-                  client_id: str, idempotency_key: str | None, x_signature: str | None,
-                  started: float) -> JSONResponse:
-    settings = deps.settings
+async def _checked(raw: bytes, document: dict[str, Any], client_id: str,
+                   idempotency_key: str | None) -> _Signed:
+    """The authenticated body with its strings free of NUL (422), fingerprinted when it carries a key."""
     await run_in_threadpool(refuse_nul, raw, document)
+    fingerprint = await run_in_threadpool(request_hash, raw) if idempotency_key is not None else None
+    return _Signed(document, client_id, fingerprint)
+
+
+async def _answer(deps: GatewayDeps, request: Request, signed: _Signed, idempotency_key: str | None,
+                  x_signature: str | None, started: float) -> JSONResponse:
+    settings = deps.settings
+    document, client_id = signed.document, signed.client_id
     reservation: Reservation | None = None
-    if idempotency_key is not None:
+    if idempotency_key is not None and signed.fingerprint is not None:
         # A retry's stored answer comes before the rate limit and the checks: a client whose 201
         # was lost was refused 429 for up to a minute, and each replay used up its quota.
         key = check_key(idempotency_key)
-        fingerprint = await run_in_threadpool(request_hash, raw)
-        held = await reserve_key(deps.idempotency, client_id, key, fingerprint, deps.clock(),
+        held = await reserve_key(deps.idempotency, client_id, key, signed.fingerprint, deps.clock(),
                                  header_signature_hash(x_signature))
         if isinstance(held, Replay):
             return _replayed(held)

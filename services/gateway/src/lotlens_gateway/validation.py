@@ -77,6 +77,16 @@ class Submission:
         return tuple(dict.fromkeys(lot.webhook for lot in self.lots if lot.webhook))
 
 
+# The members of a submission validation reads (the others are ignored, above).
+_READ_MEMBERS = ("lots", "version", "languages", *REQUEST_WEBHOOK_MISSPELLINGS)
+
+
+def members_read(document: dict[str, Any]) -> dict[str, Any]:
+    """The document with only the members validation reads: all a synchronous lot keeps through
+    its model calls (any other member may be up to 64 KiB, and there may be many)."""
+    return {name: document[name] for name in _READ_MEMBERS if name in document}
+
+
 def rate_mode(document: dict[str, Any]) -> str:
     """The rate-limit bucket of a submission, known before validation: `sync` or `batch`."""
     lots = document.get("lots")
