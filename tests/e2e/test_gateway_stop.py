@@ -5,128 +5,61 @@ no part), on a drain of a second."""
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Engine, func, select, text
 
-from lotlens_common.events import JobSubmitted
 from lotlens_common.settings import TopicSettings
 from lotlens_common.signing import sign
 from lotlens_common.tables import idempotency_keys, outbox
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
-from tests.servers import serve
-from tests.stack_health import wait_healthy
+from tests.e2e.stopping import (
+    DRAIN_OVER,
+    EXIT_WITHIN_S,
+    body,
+    errors_in,
+    in_background,
+    job_of,
+    jobs_of,
+    key_rows,
+    log_since,
+    lone_gateway,
+    records,
+    retried_after_restart,
+    sigterm,
+    stuck_image_host,
+    wait_for_line,
+    wait_until_waiting,
+)
 
 pytestmark = pytest.mark.e2e
-
-DRAIN_S = 1.0
-# Generous: a loaded machine; the point is that it ends, with 0.
-EXIT_WITHIN_S = 60
 
 
 @pytest.fixture()
 def gateway(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
     """The gateway alone, on this test's schema and topics, draining requests for `DRAIN_S`."""
-    running = Stack(infra=infra, topics=topics, logs=tmp_path,
-                    database_url=stack_engine.url.render_as_string(hide_password=False),
-                    extra_env={"LOTLENS_SHUTDOWN_DRAIN_S": str(DRAIN_S)})
-    try:
-        running.start("gateway")
-        wait_healthy(running.url, running.processes, running.log_tail)
+    with lone_gateway(infra, stack_engine, topics, tmp_path) as running:
         yield running
-    finally:
-        running.down()
-
-
-def body(gw: Stack, lots: list[dict[str, Any]]) -> dict[str, Any]:
-    signature = sign(gw.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
-    return {"signature": signature, "languages": ["en"], "lots": lots}
-
-
-def in_background(post: Any) -> tuple[threading.Thread, list[Any]]:
-    """Run `post()` in a thread; its answer (or the exception) lands in the list."""
-    answers: list[Any] = []
-
-    def run() -> None:
-        try:
-            answers.append(post())
-        except httpx2.HTTPError as exc:
-            answers.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, answers
-
-
-def sigterm(gw: Stack) -> tuple[subprocess.Popen[bytes], int]:
-    """SIGTERM to the gateway; its process and where its log stood."""
-    written = (gw.logs / "gateway.log").stat().st_size
-    process = gw.processes.pop("gateway")
-    process.send_signal(signal.SIGTERM)
-    return process, written
-
-
-def wait_for_line(gw: Stack, since: int, needle: str, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + EXIT_WITHIN_S
-    while needle not in log_since(gw, since):
-        assert process.poll() is None, f"exited before logging {needle!r}: {gw.log_tail('gateway')}"
-        assert time.monotonic() < deadline, f"never logged {needle!r}: {gw.log_tail('gateway')}"
-        time.sleep(0.05)
-
-
-def log_since(gw: Stack, since: int) -> str:
-    return (gw.logs / "gateway.log").read_bytes()[since:].decode(errors="replace")
-
-
-def records(text_: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text_.splitlines() if line.startswith("{")]
-
-
-@contextmanager
-def stuck_image_host(release: threading.Event | None = None) -> Iterator[tuple[str, threading.Event]]:
-    """Answers every image request (404) only once `release` is set, or the test is over; the
-    event is set at the first request."""
-    asked, over = threading.Event(), release or threading.Event()
-
-    class Stuck(BaseHTTPRequestHandler):
-        def do_HEAD(self) -> None:
-            asked.set()
-            over.wait(EXIT_WITHIN_S)
-            self.send_response(404)
-            self.end_headers()
-
-        do_GET = do_HEAD
-
-        def log_message(self, *_args: object) -> None:
-            """Say nothing."""
-
-    try:
-        with serve(Stuck) as url:
-            yield url, asked
-    finally:
-        over.set()
 
 
 def test_a_request_still_running_when_the_drain_ends_is_answered_503_with_retry_after(gateway: Stack) -> None:
     with stuck_image_host() as (images, asked):
-        lots = [{"lot_id": new_id("cut"), "additional_info": "2019 Toyota Camry",
-                 "images": [{"url": f"{images}/stuck.png"}]}]
+        # An image check (not a synchronous lot: that one runs on to its own deadline).
+        raw = f'{{"urls": ["{images}/stuck.png"]}}'.encode()
         thread, answers = in_background(lambda: httpx2.post(
-            f"{gateway.url}/api/v1/generate-descriptions", json=body(gateway, lots), timeout=EXIT_WITHIN_S))
-        assert asked.wait(30), "the gateway never checked the lot's image"
+            f"{gateway.url}/api/v1/test-image-validation", content=raw, timeout=EXIT_WITHIN_S,
+            headers={"X-Signature": sign(gateway.client_key, raw), "Content-Type": "application/json"}))
+        assert asked.wait(30), "the gateway never checked the image"
         process, written = sigterm(gateway)
         thread.join(EXIT_WITHIN_S)
         code = process.wait(EXIT_WITHIN_S)
@@ -138,32 +71,8 @@ def test_a_request_still_running_when_the_drain_ends_is_answered_503_with_retry_
     assert {"error", "message", "code"} <= set(answer.json()) and answer.headers["Retry-After"] == "1"
     assert code == 0, gateway.log_tail("gateway")
     # A warning for the cut request, no error and no traceback.
-    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
+    assert errors_in(logged) == []
     assert any("SHUTTING_DOWN" in r["msg"] and r["level"] == "WARNING" for r in logged), logged
-
-
-def jobs_of(conn: Connection, client_id: str) -> list[str]:
-    return list(conn.scalars(select(outbox.c.job_id).where(
-        outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)))
-
-
-def job_of(answer: httpx2.Response) -> str | None:
-    return str(answer.json()["job_id"]) if answer.status_code in (200, 201) else answer.text
-
-
-def waiting_on_a_lock(engine: Engine, query: str) -> bool:
-    """Whether a statement starting with `query` waits on a lock in this database."""
-    with engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
-
-
-def wait_until_waiting(engine: Engine, query: str, answers: list[Any]) -> None:
-    deadline = time.monotonic() + 30
-    while not waiting_on_a_lock(engine, query):
-        assert time.monotonic() < deadline, f"{query!r} never waited on the lock: {answers}"
-        time.sleep(0.05)
 
 
 def job_cut_while_locked(gateway: Stack, engine: Engine, submission: dict[str, Any], key: dict[str, str],
@@ -177,20 +86,12 @@ def job_cut_while_locked(gateway: Stack, engine: Engine, submission: dict[str, A
             timeout=EXIT_WITHIN_S))
         wait_until_waiting(engine, query, answers)
         process, written = sigterm(gateway)
-        wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
+        wait_for_line(gateway, written, DRAIN_OVER, process)
         holder.commit()
     thread.join(EXIT_WITHIN_S)
     code = process.wait(EXIT_WITHIN_S)
     [first] = answers
     return first, code
-
-
-def retried_after_restart(gateway: Stack, submission: dict[str, Any], key: dict[str, str]) -> httpx2.Response:
-    """The gateway started again (as another replica would take the retry) and the job sent again."""
-    gateway.start("gateway")
-    wait_healthy(gateway.url, gateway.processes, gateway.log_tail)
-    return httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
-                       timeout=30)
 
 
 def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_it(
@@ -210,13 +111,6 @@ def test_a_job_written_as_the_drain_ends_is_answered_201_and_its_retry_replays_i
     assert (first_seen, retry.status_code, job_of(retry), len(written_jobs)) == \
         ((201, written_jobs[0]), 201, written_jobs[0], 1), (first_seen, retry.text, written_jobs)
     assert code == 0, gateway.log_tail("gateway")
-
-
-def key_rows(engine: Engine, client_id: str, key: str) -> list[tuple[Any, ...]]:
-    with engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(select(
-            idempotency_keys.c.key, idempotency_keys.c.status_code).where(
-            idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key))]
 
 
 def test_a_job_cut_while_its_key_is_reserved_releases_the_key_and_its_retry_runs(
@@ -241,25 +135,30 @@ def test_a_job_cut_while_its_key_is_reserved_releases_the_key_and_its_retry_runs
     assert code == 0, gateway.log_tail("gateway")
 
 
-def test_a_request_cut_after_reserving_its_key_is_answered_503_and_releases_the_key(
+def test_a_synchronous_lot_cut_after_reserving_its_key_before_its_description_is_answered_503(
         gateway: Stack, stack_engine: Engine) -> None:
+    # Not described yet (its rate limit's count waits on a lock): new work, cut at the drain's end
+    # like any request, its key released; only a lot being described runs on to its deadline.
     key = str(uuid.uuid4())
-    with stuck_image_host() as (images, asked):
-        lots = [{"lot_id": new_id("cut"), "additional_info": "2019 Toyota Camry",
-                 "images": [{"url": f"{images}/stuck.png"}]}]
+    lots = [{"lot_id": new_id("cut"), "additional_info": "2019 Toyota Camry",
+             "images": [{"url": "http://127.0.0.1:9/a.png"}]}]
+    with stack_engine.connect() as holder:
+        holder.execute(text("LOCK TABLE rate_limit_windows IN EXCLUSIVE MODE"))
         thread, answers = in_background(lambda: httpx2.post(
             f"{gateway.url}/api/v1/generate-descriptions", json=body(gateway, lots),
             headers={"Idempotency-Key": key}, timeout=EXIT_WITHIN_S))
-        assert asked.wait(30), "the gateway never checked the lot's image"
+        wait_until_waiting(stack_engine, "WITH written AS", answers)  # the count's upsert
         process, written = sigterm(gateway)
-        thread.join(EXIT_WITHIN_S)
-        code = process.wait(EXIT_WITHIN_S)
+        wait_for_line(gateway, written, DRAIN_OVER, process)
+        holder.commit()
+    thread.join(EXIT_WITHIN_S)
+    code = process.wait(EXIT_WITHIN_S)
     logged = records(log_since(gateway, written))
     [answer] = answers
     seen = (answer.status_code, answer.text) if isinstance(answer, httpx2.Response) else (repr(answer), "")
     assert (seen[0], key_rows(stack_engine, gateway.client_id, key)) == (503, []), seen
     assert answer.json()["code"] == "SHUTTING_DOWN" and answer.headers["Retry-After"] == "1", seen
-    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
+    assert errors_in(logged) == []
     assert code == 0, gateway.log_tail("gateway")
 
 
@@ -283,7 +182,7 @@ def test_a_synchronous_answer_stored_as_the_drain_ends_is_given_and_its_retry_re
             answered.set()  # the image is missing: the lot is answered (failed) without a model call
             wait_until_waiting(stack_engine, "UPDATE idempotency_keys", answers)
             process, written = sigterm(gateway)
-            wait_for_line(gateway, written, "timeout graceful shutdown exceeded", process)
+            wait_for_line(gateway, written, DRAIN_OVER, process)
             holder.commit()
         thread.join(EXIT_WITHIN_S)
         code = process.wait(EXIT_WITHIN_S)
@@ -298,7 +197,7 @@ def test_a_synchronous_answer_stored_as_the_drain_ends_is_given_and_its_retry_re
     assert first.json()["lots"][0]["status"] == "failed", seen
     assert (retry.status_code, retry.headers.get("idempotent-replayed"), retry.json()) == \
         (200, "true", first.json()), retry.text
-    assert [r["msg"] for r in logged if "exc" in r or r["level"] in ("ERROR", "CRITICAL")] == []
+    assert errors_in(logged) == []
     assert code == 0, gateway.log_tail("gateway")
 
 

@@ -88,7 +88,7 @@ def test_health_is_503_when_kafka_or_postgresql_is_down_and_readiness_needs_post
         assert public.status_code == 503 and public.json()["status"] == "unhealthy"
         # The probes: ready (intake goes on into the outbox) and alive (no restart).
         ready = httpx2.get(f"{gw.ops_url}/readyz", timeout=30)
-        assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok", "serving": "ok"}
         assert httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 200
     dead_db = make_engine(DatabaseSettings(DATABASE_URL="postgresql+psycopg2://lotlens:x@127.0.0.1:9/lotlens"),
                           "tests")
@@ -264,7 +264,8 @@ def test_the_operations_port_serves_metrics_probes_and_the_detailed_health(gatew
     live = httpx2.get(f"{gateway.ops_url}/livez", timeout=5)
     assert live.status_code == 200 and live.json()["status"] == "alive", live.text
     ready = httpx2.get(f"{gateway.ops_url}/readyz", timeout=30)
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": "ok"}, ready.text
+    checks = {"database": "ok", "serving": "ok"}
+    assert ready.status_code == 200 and ready.json()["checks"] == checks, ready.text
 
 
 def test_answers_name_no_server_software_and_redirect_only_within_the_origin(gateway: Gateway) -> None:

@@ -47,7 +47,7 @@ def test_twenty_default_seeds_submit_jobs_of_2_to_5000_lots() -> None:
 def test_a_sigterm_gets_the_grace_period_of_its_services_pod() -> None:
     # terminationGracePeriodSeconds in deploy/k8s/base, less the gateway's 5 s preStop pause.
     assert {service: grace_seconds(service) for service in SERVICES} == {
-        "gateway": 55, "result-store": 60, "vision-batcher": 120, "translator": 120,
+        "gateway": 325, "result-store": 60, "vision-batcher": 120, "translator": 120,
         "webhook-dispatcher": 120}
 
 

@@ -26,7 +26,7 @@ from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.shutdown import FLUSH_S, CutNotice
+from lotlens_gateway.shutdown import FLUSH_S, CutNotice, DrainingServer
 
 log = logging.getLogger("lotlens_gateway")
 
@@ -57,8 +57,11 @@ def main() -> None:
     # stopped, the producer flushed and the pools closed. Ours only sets STOP. A stop asked during
     # start-up (STOP set before uvicorn caught the signal) skips serving, or ends it at its first tick.
     stop = catch_stop_signals()
-    drain_s = settings.shutdown_drain_s
-    server = uvicorn.Server(server_config(app, settings, log_config=None, timeout_graceful_shutdown=drain_s))
+    # uvicorn waits for the longest request allowed to finish (a synchronous lot being described);
+    # the others are cut when `shutdown_drain_s` is over (shutdown.py, `InFlight`).
+    config = server_config(app, settings, log_config=None,
+                           timeout_graceful_shutdown=settings.longest_drain_s())
+    server = DrainingServer(config, deps.in_flight, settings.shutdown_drain_s)
     threading.Thread(target=_exit_on, args=(stop, server), name="stop-watch", daemon=True).start()
     try:
         if stop.is_set():

@@ -103,7 +103,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     mount_console(app)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
-    app.add_middleware(ShutdownCut)  # inside the others: its 503 is counted, marked and HEAD-stripped
+    # Inside the others: its 503 is counted, marked and HEAD-stripped.
+    app.add_middleware(ShutdownCut, in_flight=deps.in_flight)
     app.add_middleware(HeadAsGet)
     app.add_middleware(ApiHeaders)
     app.add_middleware(RequestCounter, metrics=deps.metrics)

@@ -29,6 +29,10 @@ MIN_KEY_CHARS = 32
 # limit, the checks, storing its answer): the least an idempotency lease must exceed it by.
 LEASE_MARGIN_S = 30.0
 
+# After its budget, a synchronous lot's answer is stored under its key and sent: what the
+# shutdown waits past `sync_timeout_s` for a lot still being described (`longest_drain_s`).
+LOT_ANSWER_S = 10.0
+
 CONSUMER_GROUPS = (VISION_BATCHER_GROUP, TRANSLATOR_GROUP, RESULT_STORE_GROUP, WEBHOOK_DISPATCHER_GROUP)
 
 
@@ -152,8 +156,9 @@ class GatewaySettings(ServiceSettings):
     # How old /health's model API reachability may get before it is checked again (in the background).
     openai_check_interval_s: float = 30.0
     consumer_groups: tuple[str, ...] = CONSUMER_GROUPS
-    # After SIGTERM (__main__.py): requests in flight get `shutdown_drain_s` (a request still
-    # unanswered then is answered 503 with Retry-After), then the relay publishes what they
+    # After SIGTERM (__main__.py, shutdown.py): requests in flight get `shutdown_drain_s` (a
+    # request still unanswered then is answered 503 with Retry-After), but a synchronous lot being
+    # described runs on to its deadline (`longest_drain_s`); then the relay publishes what they
     # committed for at most `shutdown_relay_s`. The pod's grace period holds both and the flush.
     shutdown_drain_s: float = Field(default=30.0, gt=0)
     shutdown_relay_s: float = Field(default=10.0, gt=0)
@@ -218,6 +223,11 @@ class GatewaySettings(ServiceSettings):
     def idempotency_lease(self) -> float:
         """Seconds after which an unanswered Idempotency-Key reservation may be taken over."""
         return self.idempotency_lease_s or self.sync_timeout_s + 60.0
+
+    def longest_drain_s(self) -> float:
+        """How long the shutdown waits for requests in flight: a synchronous lot being described
+        until its deadline and its answer's store, any other request `shutdown_drain_s`."""
+        return max(self.shutdown_drain_s, self.sync_timeout_s + LOT_ANSWER_S)
 
     def group_topics(self) -> dict[str, tuple[str, ...]]:
         """Each watched consumer group with the topics it subscribes to (`TopicSettings.subscriptions`;

@@ -30,6 +30,7 @@ from lotlens_gateway.places import Places
 from lotlens_gateway.ratelimit import RateLimiter
 from lotlens_gateway.relay import Relay
 from lotlens_gateway.shared_check import SharedCheck
+from lotlens_gateway.shutdown import InFlight
 from lotlens_gateway.strikes import AddressStrikes
 from lotlens_gateway.sync_mode import SyncDescriber
 from lotlens_gateway.validation import Limits
@@ -64,6 +65,8 @@ class GatewayDeps:
     # (tests stub both: no DNS query leaves the machine).
     resolve: Resolver = resolve_host
     keys: dict[str, str] = field(default_factory=dict)
+    # The requests being answered, for the shutdown's drain (shutdown.py).
+    in_flight: InFlight = field(default_factory=InFlight)
 
     def __post_init__(self) -> None:
         if not self.keys:

@@ -109,10 +109,16 @@ async def ops_listener(deps: GatewayDeps) -> AsyncIterator[None]:
         except TimeoutError:
             return 503, {"status": "unhealthy", "service": SERVICE, "error": "the event loop did not answer"}
 
+    def taking_work() -> None:
+        # After SIGTERM: requests in flight are being drained, new ones go to other replicas.
+        if deps.in_flight.draining:
+            raise RuntimeError("stopping: draining the requests in flight")
+
     heartbeats = Heartbeats()
     heartbeats.beat("event loop")
     heartbeats.beat("outbox relay")
-    server = serve_ops(settings.metrics_port, settings.metrics_host, Readiness({"database": database}),
+    readiness = Readiness({"database": database, "serving": taking_work})
+    server = serve_ops(settings.metrics_port, settings.metrics_host, readiness,
                        LOOP_STALE_S, heartbeats=heartbeats, registry=deps.metrics.registry, health=health)
     beating = asyncio.create_task(_beat(heartbeats, deps.relay))
     try:

@@ -195,6 +195,7 @@ async def _answer(deps: GatewayDeps, request: Request, signed: _Signed, idempote
                   x_signature: str | None, started: float) -> JSONResponse:
     settings = deps.settings
     document, client_id = signed.document, signed.client_id
+    mode = rate_mode(document)
     reservation: Reservation | None = None
     if idempotency_key is not None and signed.fingerprint is not None:
         # A retry's stored answer comes before the rate limit and the checks: a client whose 201
@@ -205,7 +206,7 @@ async def _answer(deps: GatewayDeps, request: Request, signed: _Signed, idempote
         if isinstance(held, Replay):
             return _replayed(held)
         reservation = held
-    job_id, mode = str(uuid.uuid4()), rate_mode(document)
+    job_id = str(uuid.uuid4())
     try:
         # A synchronous lot holds a place (sync_slots.py) from before it is counted: a 429 for want
         # of one used up a request of the client's rate limit.
@@ -263,6 +264,7 @@ async def _run(deps: GatewayDeps, request: Request, client_id: str, submission: 
                job_id: str, reservation: Reservation | None,
                started: float) -> tuple[int, dict[str, Any], dict[str, str]]:
     if submission.is_synchronous:
+        deps.in_flight.runs_to_its_deadline()  # a restart's drain lets it finish: cut, its retry paid again
         with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
             describing = deps.describer.describe(submission, started)
             # Without a key nobody can receive this answer once the client has gone (a retry starts

@@ -1,10 +1,15 @@
 """Requests still running when the shutdown's drain ends (a rolling restart).
 
-After SIGTERM uvicorn gives the requests in flight `timeout_graceful_shutdown`, then cancels
-their tasks (and `asyncio.run` cancels whatever still runs once the server has stopped). A cut
-request went up as an unexpected error: a traceback in the log and a plain-text 500 to a client
-that had done nothing wrong. `ShutdownCut` answers it 503 `SHUTTING_DOWN` with `Retry-After`
-instead, in the contract's format, and logs a warning.
+After SIGTERM the process stops taking work: uvicorn closes its listener and idle connections,
+and `/readyz` says not ready (`InFlight.draining`). Requests in flight get `shutdown_drain_s`;
+then each is cut (`InFlight`), except a synchronous lot being described: it runs on to its own
+deadline (`sync_timeout_s` from its arrival), which uvicorn's `timeout_graceful_shutdown` holds.
+Cut at the drain's 30 s, a lot already in its model calls was paid for, its Idempotency-Key
+released, and the client's retry described it, and paid, again: on every rolling restart.
+
+A cut request went up as an unexpected error: a traceback in the log and a plain-text 500 to a
+client that had done nothing wrong. `ShutdownCut` answers it 503 `SHUTTING_DOWN` with
+`Retry-After` instead, in the contract's format, and logs a warning.
 
 A durable write (`to_the_end`) is not cut: the cancellation only interrupted the request's wait
 for its thread, the write went on, and a job could commit while its client was told 500 (the
@@ -20,9 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lotlens_gateway.config import GatewaySettings
@@ -31,13 +38,14 @@ from lotlens_gateway.errors import ApiError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 # After SIGTERM: requests in flight get `shutdown_drain_s` (30 s; one still unanswered then is
-# answered 503 SHUTTING_DOWN, below), then the relay publishes what they committed for at most
-# `shutdown_relay_s` (10 s) and the producer flushes (FLUSH_S). The pod's
+# answered 503 SHUTTING_DOWN, below), synchronous lots being described up to their deadline
+# (`GatewaySettings.longest_drain_s`, 300 s), then the relay publishes what they committed for at
+# most `shutdown_relay_s` (10 s) and the producer flushes (FLUSH_S). The pod's
 # terminationGracePeriodSeconds must hold all three after its preStop pause, or the kubelet's
 # SIGKILL cuts them (nothing is lost: the outbox keeps unpublished events, but clients see resets).
-# Synchronous lots may take longer than the drain: a client retries them with its Idempotency-Key.
+# A process with no lot in its model calls ends as soon as its other requests are answered.
 FLUSH_S = 10
-SHUTDOWN_S = (GatewaySettings.model_fields["shutdown_drain_s"].default
+SHUTDOWN_S = (GatewaySettings.model_construct().longest_drain_s()
               + GatewaySettings.model_fields["shutdown_relay_s"].default + FLUSH_S)
 # Another replica (or this one, restarted) takes the retry at once.
 RETRY_AFTER_S = 1
@@ -90,11 +98,63 @@ class CutNotice(logging.Filter):
         return True
 
 
+class InFlight:
+    """The requests being answered, for the shutdown: once its drain is over each is cut, but a
+    synchronous lot being described (`runs_to_its_deadline`). Used on the event loop."""
+
+    def __init__(self) -> None:
+        self._lots: dict[asyncio.Task[Any], bool] = {}  # request → a lot being described
+        self.draining = False
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        """Count a request in (its task), until `done`."""
+        self._lots[task] = False
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        """The request is answered (or cut)."""
+        self._lots.pop(task, None)
+
+    def runs_to_its_deadline(self) -> None:
+        """Let the current request run past the drain: a synchronous lot about to be described,
+        bounded by its own budget. Cut, its model calls were paid for and its retry paid again."""
+        task = asyncio.current_task()
+        if task is not None and task in self._lots:
+            self._lots[task] = True
+
+    def drain(self, drain_s: float) -> None:
+        """At the shutdown's start: not ready from now on, and in `drain_s` the cut."""
+        self.draining = True
+        asyncio.get_running_loop().call_later(drain_s, self._cut, drain_s)
+
+    def _cut(self, drain_s: float) -> None:
+        cut = [task for task, lot in self._lots.items() if not lot]
+        if self._lots:
+            log.warning("the shutdown's drain of %g s is over: %d request(s) cut, %d synchronous lot(s) "
+                        "run on to their deadline", drain_s, len(cut), len(self._lots) - len(cut))
+        for task in cut:
+            task.cancel()
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, whose shutdown (SIGTERM: uvicorn's own handler while it serves) starts
+    the drain of the requests in flight first."""
+
+    def __init__(self, config: uvicorn.Config, in_flight: InFlight, drain_s: float) -> None:
+        super().__init__(config)
+        self._in_flight, self._drain_s = in_flight, drain_s
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start the drain, then uvicorn's shutdown (which waits up to `timeout_graceful_shutdown`)."""
+        self._in_flight.drain(self._drain_s)
+        await super().shutdown(sockets)
+
+
 class ShutdownCut:
     """Answers a request cancelled by the shutdown 503 `SHUTTING_DOWN` (or, its answer begun, ends it)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, in_flight: InFlight) -> None:
         self._app = app
+        self._in_flight = in_flight
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request through; a cancellation of its task is answered, not raised."""
@@ -108,10 +168,12 @@ class ShutdownCut:
                 started[0] = True
             await send(message)
 
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.track(task)
         try:
             await self._app(scope, receive, noting_send)
         except asyncio.CancelledError:
-            task = asyncio.current_task()
             if task is None or not task.cancelling():
                 raise  # not the task's own cancellation: no cut by the shutdown
             task.uncancel()
@@ -122,3 +184,6 @@ class ShutdownCut:
                 return
             log.warning("the shutdown cut %s before its answer: 503 SHUTTING_DOWN", where)
             await shutting_down().response()(scope, receive, send)
+        finally:
+            if task is not None:
+                self._in_flight.done(task)
