@@ -4,17 +4,20 @@ one job, at once; never a second paid description. The gateway runs alone as a p
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import httpx2
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select, text
 
 from lotlens_common.settings import TopicSettings
+from lotlens_common.tables import idempotency_keys
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
 from tests.e2e.stopping import (
@@ -22,11 +25,14 @@ from tests.e2e.stopping import (
     body,
     errors_in,
     in_background,
+    job_of,
+    jobs_of,
     log_since,
     lone_gateway,
     records,
     restarted,
     sigterm,
+    wait_until_waiting,
 )
 from tests.standin import Standin, serve_standin
 
@@ -35,6 +41,8 @@ pytestmark = pytest.mark.e2e
 # The model's answer takes longer than the drain (`DRAIN_S`): the lot is still being described
 # when the drain ends.
 MODEL_LATENCY_S = 6.0
+# A job's Idempotency-Key reservation is taken over after this (LOTLENS_IDEMPOTENCY_JOB_LEASE_S).
+JOB_LEASE_S = 2.0
 
 
 @pytest.fixture()
@@ -96,3 +104,48 @@ def test_a_lot_being_described_when_its_gateway_stops_is_answered_and_its_retry_
     assert (code, errors_in(logged)) == (0, []), gateway.log_tail("gateway")
     # Not ready while it finished the lot: new work went to the other replicas.
     assert stopped_taking_work
+
+
+def lease_over(engine: Engine, client_id: str, key: str) -> bool:
+    """Whether the key's reservation is older than a job's lease."""
+    with engine.connect() as conn:
+        return bool(conn.execute(select(
+            idempotency_keys.c.created_at < func.now() - timedelta(seconds=JOB_LEASE_S)).where(
+            idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)).scalar_one())
+
+
+def test_a_job_s_key_left_by_a_gateway_killed_mid_intake_is_free_again_after_the_job_lease(
+        infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> None:
+    # A job's key was held for the synchronous lease (350 s): after a crash between its reservation
+    # and its write, every resend heard 409 IDEMPOTENCY_KEY_IN_PROGRESS for about 6 minutes (the
+    # SDK gives up after about 11 s) though nothing had been written.
+    lease = {"LOTLENS_IDEMPOTENCY_JOB_LEASE_S": str(JOB_LEASE_S)}
+    with lone_gateway(infra, stack_engine, topics, tmp_path, **lease) as gateway:
+        lots = [{"lot_id": new_id("crash"), "additional_info": "Car",
+                 "images": [{"url": "http://127.0.0.1:9/a.png"}]} for _ in range(2)]
+        submission, key = body(gateway, lots), str(uuid.uuid4())
+        with stack_engine.connect() as holder:
+            # The job's write waits on the outbox after its key's reservation; the gateway dies there.
+            holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
+            thread, answers = in_background(lambda: httpx2.post(
+                f"{gateway.url}/api/v1/generate-descriptions", json=submission,
+                headers={"Idempotency-Key": key}, timeout=EXIT_WITHIN_S))
+            wait_until_waiting(stack_engine, "COPY outbox", answers)
+            process, _ = sigterm(gateway, signal.SIGKILL)
+            process.wait(EXIT_WITHIN_S)
+            holder.rollback()
+        thread.join(EXIT_WITHIN_S)
+        restarted(gateway, **lease)
+        deadline = time.monotonic() + 30
+        while not lease_over(stack_engine, gateway.client_id, key):
+            assert time.monotonic() < deadline, "the reservation never aged"
+            time.sleep(0.1)
+        resend = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission,
+                             headers={"Idempotency-Key": key}, timeout=30)
+        again = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission,
+                            headers={"Idempotency-Key": key}, timeout=30)
+    with stack_engine.connect() as conn:
+        written = jobs_of(conn, gateway.client_id)
+    assert (resend.status_code, [job_of(resend)]) == (201, written), resend.text
+    assert (again.status_code, again.headers.get("idempotent-replayed"), job_of(again)) == \
+        (201, "true", written[0]), again.text

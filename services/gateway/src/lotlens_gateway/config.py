@@ -152,6 +152,13 @@ class GatewaySettings(ServiceSettings):
     # synchronous request and a minute, so no synchronous lot is described twice; set, at least
     # `sync_timeout_s` + `LEASE_MARGIN_S` (refused at start otherwise).
     idempotency_lease_s: float | None = Field(default=None, gt=0)
+    # A job's reservation is taken over sooner: a job request whose key a resend took over writes
+    # nothing (its answer is stored in its outbox transaction only while the key is still its own,
+    # idempotency.py), so a short lease risks no second job. With the long one, a gateway that
+    # died between reserving and writing left the resends 409 for about 6 minutes, while the SDK
+    # gives up after about 11 s (a 1 s pause, then three 409s 5 s apart). A job's work after its
+    # reservation (validation, webhook lookups, one COPY) takes a few seconds.
+    idempotency_job_lease_s: float = Field(default=10.0, gt=0)
     health_cache_s: float = 2.0
     # How old /health's model API reachability may get before it is checked again (in the background).
     openai_check_interval_s: float = 30.0

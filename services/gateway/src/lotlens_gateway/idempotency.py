@@ -121,13 +121,14 @@ def internal_key(purpose: str, subject: str) -> str:
 
 
 async def reserve_key(store: IdempotencyStore, client_id: str, key: str, fingerprint: str,
-                      now: datetime, header_signature: str | None = None) -> Reservation | Replay:
+                      now: datetime, header_signature: str | None = None,
+                      lease_s: float | None = None) -> Reservation | Replay:
     """`store.reserve` in a thread, awaited to its end; a request cut by the shutdown meanwhile
     releases what the thread reserved, then stays cut (503 `SHUTTING_DOWN`, its write not begun).
 
     The reservation went on in its thread after the cut and stayed held: the client's retry to
     another gateway heard 409 `IDEMPOTENCY_KEY_IN_PROGRESS` until the reservation went stale."""
-    reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now, header_signature)
+    reserving, cuts = await finish(store.reserve, client_id, key, fingerprint, now, header_signature, lease_s)
     if not cuts:
         return reserving.result()
     reserved = reserving.result() if reserving.exception() is None else None
@@ -149,9 +150,12 @@ class IdempotencyStore:
         self._metrics = metrics
 
     def reserve(self, client_id: str, key: str, fingerprint: str, now: datetime,
-                header_signature: str | None = None) -> Reservation | Replay:
+                header_signature: str | None = None, lease_s: float | None = None) -> Reservation | Replay:
         """Reserve the key for this request, or the stored answer to replay; 409 on misuse.
-        A submission's `header_signature` (`header_signature_hash`) is kept for `accepted_job`."""
+        A submission's `header_signature` (`header_signature_hash`) is kept for `accepted_job`.
+        An unanswered reservation of the same body is taken over once `lease_s` old (default: the
+        store's `stale_after_s`): the same body is the same kind of request, with the same lease."""
+        stale_after = self._stale if lease_s is None else timedelta(seconds=lease_s)
         if random.randrange(_PURGE_ONE_IN) == 0:
             self._purge(now)
         with self._engine.begin() as conn:
@@ -159,7 +163,7 @@ class IdempotencyStore:
             if row is None:
                 return Reservation(client_id, key, now)
             expired = row["created_at"] < now - self._ttl
-            stale = row["status_code"] is None and row["created_at"] < now - self._stale
+            stale = row["status_code"] is None and row["created_at"] < now - stale_after
             if expired or (stale and row["request_hash"] == fingerprint):
                 conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
                              .values(request_hash=fingerprint, status_code=None, response_body=None,

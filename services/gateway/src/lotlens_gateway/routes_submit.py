@@ -202,7 +202,8 @@ async def _answer(deps: GatewayDeps, request: Request, signed: _Signed, idempote
         # was lost was refused 429 for up to a minute, and each replay used up its quota.
         key = check_key(idempotency_key)
         held = await reserve_key(deps.idempotency, client_id, key, signed.fingerprint, deps.clock(),
-                                 header_signature_hash(x_signature))
+                                 header_signature_hash(x_signature),
+                                 settings.idempotency_job_lease_s if mode == "batch" else None)
         if isinstance(held, Replay):
             return _replayed(held)
         reservation = held
