@@ -50,3 +50,13 @@ def test_every_revision_id_fits_the_version_table() -> None:
     # after its schema change was made and rolled back.
     revisions = [script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()]
     assert [revision for revision in revisions if len(revision) > 32] == []
+
+
+def test_every_revision_is_named_after_its_file() -> None:
+    # A file renamed without its id recorded one revision under another's name in
+    # alembic_version: `0031_dispatch_part_plan.py` said 0032, so the next revision's down_revision
+    # was written against the file name and the chain broke (review 8).
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    names = {Path(script.path).stem: script.revision for script in scripts.walk_revisions()}
+    assert {name: revision for name, revision in names.items()
+            if revision != name and not name.startswith(f"{revision}_")} == {}

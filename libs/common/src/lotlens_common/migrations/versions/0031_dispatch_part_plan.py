@@ -9,7 +9,7 @@ A nullable column without a default: PostgreSQL rewrites no row. Rows scheduled 
 dispatcher of the previous release during a rolling upgrade) hold NULL and are built as that
 release built them; a dispatcher of the previous release ignores the column.
 
-Revision ID: 0032_dispatch_part_plan
+Revision ID: 0031_dispatch_part_plan
 Revises: 0030_lots_awaiting_vision
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0032_dispatch_part_plan"
+revision = "0031_dispatch_part_plan"
 down_revision = "0030_lots_awaiting_vision"
 
 
