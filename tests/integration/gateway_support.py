@@ -43,6 +43,7 @@ from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.health import AdminLike, admin_client
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.shutdown import InFlight
 from tests.conftest import new_id
 from tests.events import read_to_end
 from tests.network_guard import stub_resolver
@@ -226,7 +227,7 @@ def documented(method: str, path: str, status: int) -> str:
 
 def openapi_document() -> dict[str, Any]:
     """The gateway's OpenAPI document, built from its routes alone (nothing connects)."""
-    routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics()))
+    routes_only = cast(GatewayDeps, SimpleNamespace(metrics=GatewayMetrics(), in_flight=InFlight()))
     return create_app(routes_only).openapi()
 
 
