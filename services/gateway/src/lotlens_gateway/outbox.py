@@ -36,7 +36,7 @@ def too_big(envelope: Envelope, size: int, max_bytes: int) -> ApiError:
                     details={"lot_id": lot_id, "event_bytes": size, "max_event_bytes": max_bytes})
 
 
-def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -> bytes:
+def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -> list[bytes]:
     """The envelopes as COPY text rows, encoded exactly as the relay will publish them.
 
     An event over `max_event_bytes` refuses the whole request (413 naming its lot): the relay
@@ -48,7 +48,7 @@ def copy_rows(topic: str, envelopes: Iterable[Envelope], max_event_bytes: int) -
         if len(payload) > max_event_bytes:
             raise too_big(envelope, len(payload), max_event_bytes)
         lines.append(copy_row((topic, envelope.job_id, envelope.client_id, envelope.type, payload)))
-    return b"".join(lines)
+    return lines
 
 
 InTransaction = Callable[[Connection], None]
