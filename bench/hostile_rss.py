@@ -1,9 +1,11 @@
-"""Peak RSS and CPU of a gateway refusing hostile bodies: `python -m bench.hostile_rss [--src DIR]`.
+"""Peak RSS and CPU of a gateway refusing hostile bodies at the body cap, and accepting the largest
+real job: `python -m bench.hostile_rss [--src DIR]`.
 
 Each body goes to a fresh gateway process (so its peak is that request's alone); the figure is
 the process's VmHWM (peak resident set) after the answer, next to its VmHWM when idle. `--src`
 runs another checkout's gateway and common library (e.g. main's, extracted with `git archive`)
-to measure before a change. Needs the infrastructure of `scripts/infra.sh env` in the environment.
+to measure before a change. Needs the infrastructure of `scripts/infra.sh env` in the environment
+(the accepted job writes its 50,001 outbox rows to `DATABASE_URL`'s database: point it at a scratch one).
 """
 
 from __future__ import annotations
@@ -20,42 +22,54 @@ from pathlib import Path
 import httpx2
 
 from bench.cpu import process_cpu_s
+from bench.payload import auction_lots, submission
+from lotlens_gateway.config import GatewaySettings
 from tests.servers import free_port
 
 MB = 1024 * 1024
-BODY_BYTES = 64 * MB - 1024
+CAP: int = GatewaySettings.model_fields["max_body_bytes"].default
+BODY_BYTES = CAP - 1024
+KEY = "bench-key-" + "0" * 32
 
 
 def empty_lots() -> bytes:
-    """`{"signature":"sha256=00","lots":[{},{},…]}` just under 64 MB."""
+    """`{"signature":"sha256=00","lots":[{},{},…]}` just under the cap."""
     head, tail = b'{"signature":"sha256=00","lots":[', b"{}]}"
     return head + b"{}," * ((BODY_BYTES - len(head) - len(tail)) // 3) + tail
 
 
 def long_integers() -> bytes:
-    """A 64 MB body whose lots hold 22-digit integers."""
+    """A body at the cap whose lots are 22-digit integers."""
     head, tail, item = b'{"signature":"sha256=00","lots":[', b"1]}", b"1234567890123456789012,"
     return head + item * ((BODY_BYTES - len(head) - len(tail)) // len(item)) + tail
 
 
 def integer_lots() -> bytes:
-    """A 64 MB body of 2,000-odd lots (under every count limit), each 1,400 22-digit integers."""
+    """A body at the cap of 4,500-odd lots (under every count limit), each 1,400 22-digit integers."""
     head, tail = b'{"signature":"sha256=00","lots":[', b"[1]]}"
     lot = b"[" + b"1234567890123456789012," * 1_400 + b"1],"
     return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
 
 
 def string_lots() -> bytes:
-    """A 64 MB body of lots of 50,000 two-letter strings each (dense: each lot is measured first)."""
+    """A body at the cap of lots of 50,000 two-letter strings each (dense: each lot is measured first)."""
     head, tail = b'{"signature":"sha256=00","lots":[', b"[]]}"
     lot = b'["' + b'ab","' * 50_000 + b'"],'
     return head + lot * ((BODY_BYTES - len(head) - len(tail)) // len(lot)) + tail
 
 
-BODIES: dict[str, Callable[[], bytes]] = {"64 MB of empty lots": empty_lots,
-                                          "64 MB of long integers": long_integers,
-                                          "64 MB of lots of long integers": integer_lots,
-                                          "64 MB of lots of short strings": string_lots}
+def auction_job() -> bytes:
+    """50,000 signed lots of 23 photos each (the largest real lot has 20), as near the cap as that
+    comes: accepted (201), the most a taken job holds (their webhook on loopback: no DNS)."""
+    lots = auction_lots(50_000, photos=23, webhook="http://127.0.0.1:9/dealer-portal/integrations/lotlens/hook")
+    return submission(KEY, lots, ["en", "de", "fr"])
+
+
+BODIES: dict[str, Callable[[], bytes]] = {"empty lots": empty_lots,
+                                          "long integers": long_integers,
+                                          "lots of long integers": integer_lots,
+                                          "lots of short strings": string_lots,
+                                          "50,000 lots of 23 photos (201)": auction_job}
 
 
 def _peak_kb(pid: int) -> int:
@@ -68,8 +82,9 @@ def _peak_kb(pid: int) -> int:
 def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
     """Start a gateway, send `body`, return the answer, the time and CPU it took and the peaks."""
     port = free_port()
-    env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": "bench-key-" + "0" * 32}),
-           "LOTLENS_GATEWAY_PORT": str(port), "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions"}
+    env = {**os.environ, "LOTLENS_CLIENTS": json.dumps({"bench": KEY}), "LOTLENS_ALLOW_LOOPBACK_URLS": "true",
+           "LOTLENS_GATEWAY_PORT": str(port), "LOTLENS_TOPIC_SUBMISSIONS": "hostile-rss.submissions",
+           "LOTLENS_RATE_LIMIT_BATCH": "1000"}
     if src is not None:
         env["PYTHONPATH"] = f"{src / 'services/gateway/src'}:{src / 'libs/common/src'}"
     gateway = subprocess.Popen([sys.executable, "-m", "lotlens_gateway"], env=env,
@@ -91,7 +106,8 @@ def measure(name: str, body: bytes, src: Path | None) -> dict[str, object]:
                             headers={"content-type": "application/json"})
         took = time.monotonic() - started
         peak = _peak_kb(gateway.pid)
-        return {"body": name, "status": answer.status_code, "code": answer.json().get("code"),
+        return {"body": name, "mb": round(len(body) / MB), "status": answer.status_code,
+                "code": answer.json().get("code"),
                 "seconds": round(took, 2), "cpu_s": round(process_cpu_s(gateway.pid) - cpu, 2),
                 "idle_mb": round(idle / 1024), "peak_mb": round(peak / 1024)}
     finally:

@@ -51,6 +51,31 @@ def _image(base: str, tag: str, lot: int, number: int, per_lot: int, pool: int) 
     return f"{base}/lots/{tag}/{lot}/{number}.png"
 
 
+# The largest lot a real batch carries (README, "Request limits"): an auction's 8-digit lot number,
+# a 200-character note, 20 photos (an auction listing's; the contract's synchronous limit) at
+# Copart's 104-character photo URLs, and a webhook.
+AUCTION_PHOTOS = 20
+AUCTION_NOTE_CHARS = 200
+AUCTION_WEBHOOK = "https://dealer-portal.example.com/integrations/lotlens/webhook"
+
+
+def auction_lots(count: int, photos: int = AUCTION_PHOTOS,
+                 webhook: str = AUCTION_WEBHOOK) -> list[dict[str, Any]]:
+    """`count` lots the size of the largest real ones, every photo URL distinct."""
+    note = "2019 Toyota Camry SE, front end damage, airbags deployed, runs and drives. " * 3
+    made: list[dict[str, Any]] = []
+    for i in range(count):
+        digests = (uuid.uuid5(uuid.NAMESPACE_URL, f"{i}/{n}").hex for n in range(photos))
+        made.append({
+            "lot_id": f"{70_000_000 + i}",
+            "additional_info": note[:AUCTION_NOTE_CHARS],
+            "images": [{"url": f"https://cs.copart.com/v1/AUTH_svc.pdoc00001/ids-c-prod-lpp/0824/{digest}_ful.jpg"}
+                       for digest in digests],
+            "webhook": webhook,
+        })
+    return made
+
+
 def submission(key: str, lot_list: list[dict[str, Any]], languages: Sequence[str]) -> bytes:
     """The JSON body of `POST /api/v1/generate-descriptions`, body-signed."""
     signed = json.dumps(lot_list, separators=(",", ":"), sort_keys=True).encode()

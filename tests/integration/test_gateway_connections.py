@@ -17,7 +17,7 @@ from tests.integration.raw_http import WAIT_S, answer_of, connect, read_one_answ
 
 pytestmark = pytest.mark.integration
 
-# Short limits for the tests; the defaults (README) are 10 s, 15 s, 120 s and 5 s.
+# Short limits for the tests; the defaults (README) are 10 s, 15 s, 300 s and 5 s.
 LIMITS: dict[str, Any] = {"header_timeout_s": 1.0, "body_gap_timeout_s": 1.0, "body_timeout_s": 3.0,
                           "keep_alive_timeout_s": 1}
 SUBMIT = "/api/v1/generate-descriptions"

@@ -64,11 +64,15 @@ class GatewaySettings(ServiceSettings):
     # job itself once.
     webhook_redeliveries_per_client: int = Field(10, ge=1)
 
-    max_body_bytes: int = 64 * 1024 * 1024
+    # The contract's 50,000 lots at the largest real size (README, "Request limits"): 20 photos at
+    # 104-character URLs, a 200-character note and a webhook are 2,676 bytes a lot, 134 MB in all.
+    # At 64 MiB, 50,000 lots of 12 such photos were a 413.
+    max_body_bytes: int = 144 * 1024 * 1024
     # Job bodies (over `max_lot_bytes`) one process takes at once, how many more it reads and keeps
     # waiting for a slot, and how long one waits before a 503 (intake_slots.py). A taken one holds
-    # up to about 500 MB (50,000 lots with long notes), a waiting one its body (at most
-    # `max_body_bytes`): a pod's memory limit wants about 150 MB plus those.
+    # up to about 800 MB at the cap (50,000 lots of 23 photos: 924 MB peak, 148 MB idle), a waiting
+    # one its body (at most `max_body_bytes`, twice that as its last bytes arrive): a pod's memory
+    # limit wants about 150 MB plus those (deploy/k8s/base/gateway.yaml).
     intake_slots: int = 1
     intake_waiting: int = Field(default=1, ge=0)
     intake_wait_s: float = 20.0
@@ -83,7 +87,8 @@ class GatewaySettings(ServiceSettings):
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 10.0
     body_gap_timeout_s: float = 15.0
-    body_timeout_s: float = 120.0
+    # A body at the cap arrives within it at 500 KB/s (4 Mbit/s): 120 s asked 1.26 MB/s of it.
+    body_timeout_s: float = 300.0
     keep_alive_timeout_s: int = 5
     # Answers the client takes no byte of for `send_stall_timeout_s` are cut (connections.py). Result
     # downloads and lots pages answered at once, per client (past it a 429) and per process (a 503):

@@ -36,15 +36,16 @@ _ERRORS = {
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
-    408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 120 s "
+    408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 300 s "
           "(details.body_gap_timeout_s, details.body_timeout_s), or a job body (over one lot's size) arrived "
           "at under 4 KiB/s on average after its first 5 s (details.min_bytes_per_s, "
           "details.min_rate_after_s); the connection is closed"),
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids; ids equal in Unicode NFC are one), "
           "IDEMPOTENCY_KEY_REUSED (same key, other body) or "
           "IDEMPOTENCY_KEY_IN_PROGRESS"),
-    413: ("PAYLOAD_TOO_LARGE (body over 64 MB, or a field other than `lots` over 64 KB), BATCH_SIZE_EXCEEDED "
-          "(details.provided_lots, details.max_allowed) or LOT_TOO_LARGE (details.lot_index: a lot's JSON "
+    413: ("PAYLOAD_TOO_LARGE (body over 144 MiB, or a field other than `lots` over 64 KB), "
+          "BATCH_SIZE_EXCEEDED (details.provided_lots, details.max_allowed) or LOT_TOO_LARGE "
+          "(details.lot_index: a lot's JSON "
           "over 1 MB; details.lot_id: a lot whose event would not fit one Kafka message)"),
     422: ("VALIDATION_ERROR (details.errors; a webhook anywhere but `lots[].webhook` — `webhook`, "
           "`webhook_url` or `callback_url` beside the lots, a lot's `webhook_url` or `callback_url` — is "
