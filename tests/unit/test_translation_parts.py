@@ -95,3 +95,43 @@ def test_a_part_cut_off_at_the_models_largest_output_goes_again_with_half_its_la
     again = spec.retry_unusable(sent(spec, roomier)[0], CUT)  # at the ceiling: one language a request
     assert again is not None and again.work.most_per_request == 1 and again.work.output_room == 1
     assert asked(spec, again) == ["de"]
+
+
+def at_ceiling(ceiling: int) -> TranslationStage:
+    return TranslationStage("translation",
+                            MODELS.model_copy(update={"translation_max_output_tokens": ceiling}))
+
+
+@pytest.mark.parametrize("done", [0, 6], ids=["first-part", "last-part"])
+@pytest.mark.parametrize("ceilings", [(32_768, 32_768), (16_000, 32_768), (32_768, 16_000)],
+                         ids=["unchanged", "raised", "lowered"])
+@pytest.mark.parametrize("release", ["previous", "this"])
+def test_a_part_in_flight_is_read_as_it_was_sent_by_either_release_whatever_the_ceiling_now(
+        release: str, ceilings: tuple[int, int], done: int) -> None:
+    # The previous release kept no `sent_part`: its row of a part in flight read as "every
+    # language left", so after an upgrade the answer to three languages of nine was checked
+    # against all nine and the lot, paid for, failed ("the translation lacks language 'it'").
+    before, after = at_ceiling(ceilings[0]), at_ceiling(ceilings[1])
+    waiting = lot(translated={code: f"<p>[{code}] x</p>" for code in NINE[:done]})
+    if release == "this":
+        waiting, part = sent(before, waiting)
+    else:  # the row as the previous release left it, and the part it asked for
+        part = before.next_part(waiting.work)
+    body = answer(part, 12_000)
+    if done + len(part) == len(NINE):
+        event = after.result_event(waiting, body)
+        assert isinstance(event, TranslationCompleted) and list(event.descriptions) == ["en", *NINE]
+        return
+    with pytest.raises(PartDone) as partly:
+        after.result_event(waiting, body)
+    # Every language answered (and billed) is kept; the next request asks for the rest.
+    kept = partly.value.lot
+    assert list(kept.work.translated) == NINE[:done] + part and kept.work.sent_part == ()
+    assert asked(after, kept)[0] == NINE[done + len(part)]
+
+
+def test_a_previous_release_part_cut_off_goes_again_with_the_room_of_the_part_it_was() -> None:
+    spec = TranslationStage("translation", MODELS)
+    # Three of nine languages, the row without `sent_part`: twice the room, as for the part sent.
+    roomier = spec.retry_unusable(lot(), CUT)
+    assert roomier is not None and roomier.work.output_room == 2 and roomier.work.most_per_request is None

@@ -64,11 +64,12 @@ class TranslationStage:
         return len(lot.work.english_html) // 4 + _PROMPT_TOKENS
 
     def part(self, work: TranslationWork) -> list[str]:
-        """The languages the lot's request in flight asks for (`sent_part`; every one left when
-        it is empty). Worked out again from today's settings when its answer was read, a part
-        sent before an operator changed the model or its output ceiling was read as another:
-        languages answered were dropped and translated again, or the lot failed for lacking some."""
-        return list(work.sent_part) or _left(work)
+        """The languages the lot's request in flight asks for: `sent_part`, kept since a part
+        worked out again from today's settings (the model, its output ceiling) may be another.
+        Empty, it asked for every language left, or (a row of the previous release, which kept
+        no part) the first part by that release's settings: today's first part is the guess
+        (`result_event` reads the languages from the answer instead)."""
+        return list(work.sent_part) or self.next_part(work)
 
     def next_part(self, work: TranslationWork) -> list[str]:
         """The languages the lot's next request asks for: the first part of those not translated
@@ -92,7 +93,10 @@ class TranslationStage:
         """TranslationCompleted with every requested language, its usage the sum of its parts';
         PartDone when languages are left for another request (in the next batch)."""
         work, model = lot.work, self.models.translation_model
-        answer = parse_translation_response(body, self.part(work), work.english_html)
+        # With no part kept, the answer's languages say which it was: the previous release's
+        # first part (three of nine) was read as every language left and the lot, paid for, failed.
+        answer = parse_translation_response(body, work.sent_part or _left(work), work.english_html,
+                                            some_of=not work.sent_part)
         translated = {**work.translated, **answer}
         usage = summed((work.earlier_usage, self._usage(body)), model)
         targets = target_languages(work.languages)

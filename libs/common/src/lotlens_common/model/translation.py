@@ -133,10 +133,12 @@ def translation_request_body(english_html: str, languages: Sequence[str], settin
     }
 
 
-def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str], english_html: str
-                               ) -> dict[str, str]:
+def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str], english_html: str,
+                               *, some_of: bool = False) -> dict[str, str]:
     """language code → HTML for every requested non-English language, each in its language
-    (`language_check`); ModelOutputError otherwise (ModelWrongLanguageError naming the languages)."""
+    (`language_check`); ModelOutputError otherwise (ModelWrongLanguageError naming the languages).
+    `some_of`: the request asked for an unknown part of `languages`, so those the answer
+    holds are read, at least one."""
     text = response_output_text(body)
     try:
         document = orjson.loads(text)
@@ -144,12 +146,12 @@ def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]
         raise ModelOutputError(f"the translation is not JSON: {exc}") from exc
     if not isinstance(document, dict):
         raise ModelOutputError("the translation is not a JSON object")
-    result: dict[str, str] = {}
-    for code in target_languages(languages):
-        value = document.get(code)
-        if not isinstance(value, str) or not value.strip():
-            raise ModelOutputError(f"the translation lacks language {code!r}")
-        result[code] = as_paragraph_html(value)
+    targets = target_languages(languages)
+    held = [code for code in targets if isinstance(document.get(code), str) and document[code].strip()]
+    lacking = [code for code in targets if code not in held]
+    if lacking and not (some_of and held):
+        raise ModelOutputError(f"the translation lacks language {lacking[0]!r}")
+    result = {code: as_paragraph_html(document[code]) for code in held}
     problems = wrong_languages(english_html, result)
     if problems:
         raise ModelWrongLanguageError(problems)
