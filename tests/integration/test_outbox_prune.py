@@ -52,3 +52,28 @@ def test_published_rows_are_pruned_a_few_thousand_per_transaction(settings: Serv
     with engine.connect() as conn:
         left = conn.execute(select(outbox.c.job_id).where(outbox.c.topic == topic)).scalars().all()
     assert left == ["fresh"]  # unpublished rows stay whatever their age
+
+
+def test_a_prune_moves_past_a_block_of_rows_it_keeps_to_the_rows_behind_it(settings: ServiceSettings,
+                                                                             engine: Engine) -> None:
+    # Every call began at the oldest row, and a round deleting none ended it: 6,000 rows of a job
+    # the read models never hold (its lots dead-lettered) stopped the pruning of everything after.
+    topic = new_id("prune-")
+    older, old = (datetime.now(UTC) - timedelta(hours=hours) for hours in (3, 2))
+    with engine.begin() as conn:
+        conn.execute(insert(jobs), [{"job_id": f"{topic}-done", "status": "completed"}])
+        conn.execute(insert(outbox), [{"topic": topic, "job_id": f"{topic}-stuck", "client_id": "c",
+                                       "event_type": "LotSubmitted", "payload": "{}", "published_at": older}
+                                      for _ in range(6_000)])
+        conn.execute(insert(outbox), [{"topic": topic, "job_id": f"{topic}-done", "client_id": "c",
+                                       "event_type": "LotSubmitted", "payload": "{}", "published_at": old}
+                                      for _ in range(3_000)])
+    relay = Relay(engine, EventProducer(settings.kafka, "relay-prune"), [topic], RelaySettings(),
+                  GatewayMetrics())
+
+    pruned = [relay.prune() for _ in range(3)]
+
+    assert sum(pruned) == 3_000, pruned
+    with engine.connect() as conn:
+        left = conn.execute(select(outbox.c.job_id).where(outbox.c.topic == topic)).scalars().all()
+    assert set(left) == {f"{topic}-stuck"} and len(left) == 6_000

@@ -12,10 +12,13 @@ rate-limit window only, and go by age.
 Each round is one transaction: the oldest `rows` rows past the cutoff, locked (SKIP LOCKED: the
 replicas share the work rather than queue on each other's locks), judged by primary-key lookups
 (the job's row; for a lot of a running job, its row, whose id only the payload holds), and those
-the read models hold deleted. The next round starts after the last row this one examined, so rows
-still waiting are not read again within a call; a round deleting none ends the call: the oldest
-rows are waiting for the result-store, and newer ones are projected after them. So a long
-result-store outage costs one round a minute, not a scan of its whole backlog at every prune.
+the read models hold deleted. The next round starts after the last row this one examined, and so
+does the next call (`Position`): a round deleting none ends the call (the rows are waiting for the
+result-store, and newer ones are projected after them, so a long result-store outage costs one
+round a minute, not a scan of its whole backlog at every prune), and the next call goes on past
+them. The rows before the cutoff all examined, the next call starts at the oldest again, for the
+rows kept that the read models hold by then. Begun at the oldest at every call, a block of rows
+the read models never hold (a large job's lots dead-lettered) stopped all pruning behind it.
 """
 
 from __future__ import annotations
@@ -58,11 +61,16 @@ SELECT o.id, o.published_at,
 
 _DELETE = text("DELETE FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
+# Where a prune goes on: after this row's (published_at, id).
+Position = tuple[datetime | str, int]
+OLDEST: Position = ("-infinity", 0)
 
-def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: int, rounds: int) -> int:
-    """Delete the rows of `topics` published before `cutoff` that the read models hold, `rows`
-    examined per transaction and at most `rounds` transactions; how many rows went."""
-    after: tuple[datetime | str, int] = ("-infinity", 0)
+
+def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: int, rounds: int,
+               after: Position = OLDEST) -> tuple[int, Position]:
+    """Delete the rows of `topics` published before `cutoff`, after `after`, that the read models
+    hold, `rows` examined per transaction and at most `rounds` transactions; how many rows went,
+    and where the next call goes on."""
     pruned = 0
     for _ in range(rounds):
         with engine.begin() as conn:
@@ -72,7 +80,9 @@ def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: in
             if held:
                 conn.execute(_DELETE, {"ids": held})
         pruned += len(held)
-        if len(found) < rows or not held:
-            return pruned
+        if len(found) < rows:
+            return pruned, OLDEST
         after = (found[-1][1], found[-1][0])
-    return pruned
+        if not held:
+            break
+    return pruned, after

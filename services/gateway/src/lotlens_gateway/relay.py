@@ -65,7 +65,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import outbox
 from lotlens_gateway.metrics import GatewayMetrics
-from lotlens_gateway.outbox_prune import prune_held
+from lotlens_gateway.outbox_prune import OLDEST, prune_held
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,7 @@ class Relay:
         self._thread: threading.Thread | None = None
         self._deadline: float | None = None  # set by `stop`: the last rounds end by then
         self._last_prune = 0.0
+        self._prune_after = OLDEST
         self._secrets_made = False
         self._backlogged: set[str] = set()
         self._last_observed = -_OBSERVE_EVERY_S
@@ -349,7 +350,8 @@ class Relay:
         and none published meanwhile. Skipping locked rows, replicas share the work instead."""
         self._last_prune = time.monotonic()
         cutoff = utc_now() - timedelta(seconds=self._settings.retention_s)
-        pruned = prune_held(self._engine, self._topics, cutoff, PRUNE_ROWS, PRUNE_ROUNDS)
+        pruned, self._prune_after = prune_held(self._engine, self._topics, cutoff, PRUNE_ROWS, PRUNE_ROUNDS,
+                                               self._prune_after)
         with self._engine.begin() as conn:
             # Kept, every rotated-out secret stayed for good after it stopped signing.
             retired = webhook_secrets.prune(conn, utc_now())
