@@ -103,7 +103,7 @@ class TranslationStage:
         if len(translated) < len(targets):
             raise PartDone(lot.with_work(work.model_copy(update={
                 "translated": translated, "earlier_usage": usage, "output_room": 1, "sent_part": ()})),
-                f"{len(translated)} of {len(targets)} languages translated; the rest go in another request")
+                f"{len(translated)} of {len(targets)} languages translated")
         return TranslationCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id,
             descriptions=descriptions(work.languages, work.english_html, translated), usage=usage)

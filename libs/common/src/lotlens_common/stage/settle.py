@@ -36,8 +36,9 @@ class Settler:
                                          self.stage.spec.result_event(lot, body)))
             self.settlement.done.append(lot.lot_id)
         except PartDone as part:
-            # Not a failure: the rest of the lot's work goes in the next batch.
-            self.refused(part.lot, str(part))
+            # Not a failure: the rest of the lot's work goes in the next batch (none, its job
+            # cancelled: then what the parts done used goes with its LotFailed).
+            self.refused(part.lot, part.progress if self.cancelled else str(part))
         except ModelUnavailableError as exc:
             # The response failed for a passing reason (`server_error`, `rate_limit_exceeded`):
             # raised from here, it failed the whole collection every round.
@@ -88,6 +89,12 @@ class Settler:
                                          self.stage.spec.failure_event(lot, reason)))
             self.settlement.failed.setdefault(reason, []).append(lot.lot_id)
         elif outcome.verdict == "cancelled":
+            if lot.work.earlier_usage is not None:
+                # Answers billed that the lot cannot finish with now (a part of its languages, one
+                # it could not use): dropped with no event, its job's usage left them out. A paid
+                # result fails a cancelled lot, as one OpenAI returns after the cancel does.
+                failed = self.stage.spec.failure_event(lot, f"the job was cancelled ({reason})")
+                self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id, failed))
             self.settlement.cancelled.append(lot.lot_id)
         elif outcome.verdict == "retry":
             again = self.settlement.again if outcome.counted else self.settlement.unsent

@@ -101,8 +101,8 @@ class PartDone(Exception):
     again as `lot`, its progress kept, without using an attempt."""
 
     def __init__(self, lot: LotWork[Any], progress: str) -> None:
-        super().__init__(progress)
-        self.lot = lot
+        super().__init__(f"{progress}; the rest go in another request")
+        self.lot, self.progress = lot, progress
 
 
 @dataclass(frozen=True)
