@@ -204,7 +204,12 @@ def refresh_cancelled_usage(conn: Connection, job_ids: Collection[str]) -> None:
     """Sum again the usage of these jobs that were cancelled and announced: their lots already in
     OpenAI's batches still get their answers, paid, after the announcement. `JobCompleted` and its
     webhooks have gone out with the usage of that moment; `batch-status` and `batch-results` read
-    this one. Left as announced, they showed less than the job's lots (and OpenAI's bill)."""
+    this one. Left as announced, they showed less than the job's lots (and OpenAI's bill).
+
+    Summed whole at each batch that touches the job: 220-330 ms a batch for 50,000 lots (measured
+    on 2 busy cores, a third of it JIT), so 11-33 s over the 50-100 batches of a large cancelled
+    job's late answers. Added lot by lot instead, it would need each touched lot's usage before
+    and after its projection (a re-delivery must add nothing) and the sums of unpriced models."""
     announced = execute(conn, "select_cancelled", select(jobs.c.job_id).where(
         jobs.c.job_id.in_(sorted(set(job_ids))), jobs.c.status == CANCELLED,
         jobs.c.completion_published.is_(True))).scalars().all()
