@@ -131,3 +131,27 @@ def test_a_redelivery_retried_with_its_idempotency_key_is_replayed_not_sent_twic
     same_key = {"X-Signature": gateway.sign(other), "Idempotency-Key": "redeliver-7"}
     reused = httpx2.post(f"{gateway.url}{REDELIVER.format(job_id=other)}", headers=same_key, timeout=30)
     assert reused.status_code == 409 and reused.json()["code"] == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_a_redelivery_right_after_a_cancel_waits_until_the_read_models_show_the_job_ended(
+        gateway: Gateway, engine: Engine) -> None:
+    # The gateway accepted it as soon as its own outbox said `cancelled`; the dispatcher then held
+    # its consumer, every client's webhooks with it, until result-store projected the cancel.
+    job_id = insert_running_job(engine, gateway.client_id)
+    with engine.begin() as conn:
+        conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(webhook_configured=True))
+    assert gateway.cancel(job_id).status_code == 200
+    early = _redeliver(gateway, job_id)
+    assert early.status_code == 409, early.text
+    body = early.json()
+    assert set(body) == {"error", "message", "code", "details"} and body["code"] == "JOB_ENDING"
+    assert body["details"] == {"job_id": job_id, "status": "cancelled"}
+    assert 1 <= int(early.headers["retry-after"]) <= 10
+    assert "JOB_ENDING" in documented("post", REDELIVER, 409)
+    with engine.connect() as conn:  # a refused request records nothing
+        assert conn.execute(select(func.count()).select_from(outbox).where(
+            outbox.c.job_id == job_id, outbox.c.event_type == "WebhookRedeliveryRequested")).scalar_one() == 0
+    with engine.begin() as conn:  # result-store projects the cancel
+        conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
+            status="cancelled", cancelled_at=datetime.now(UTC)))
+    assert _redeliver(gateway, job_id).status_code == 202

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import Engine, update
 
-from lotlens_common.envelope import Envelope
-from lotlens_common.events import WebhookDelivered, WebhookRedeliveryRequested
-from lotlens_common.kafka import is_transient
+from lotlens_common.dead_letters import HANDLER_FAILED
+from lotlens_common.envelope import Envelope, encode
+from lotlens_common.events import JobCompleted, WebhookDelivered, WebhookRedeliveryRequested
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
-from lotlens_webhook_dispatcher.handlers import (
-    REDELIVERY_WAIT,
-    JobNeverFinished,
-    JobNotFinishedYet,
-    schedule_deliveries,
-)
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -30,6 +24,7 @@ from tests.integration.webhook_dispatcher.support import (
     insert_finished_job,
     of,
     publish_completed,
+    queue_rows,
     receiver,
     running,
     wait_for,
@@ -131,36 +126,34 @@ def test_a_redelivery_scheduled_by_a_replica_whose_clock_is_behind_still_reads_t
     assert [lot["status"] for lot in finished.lots_of(job_id, url, behind)()] == ["completed", "completed"]
 
 
-def test_a_redelivery_of_a_job_the_read_models_show_running_waits_for_its_end(config, db, events, caplog):
-    # The gateway accepts a redelivery right after a cancel (its outbox says `cancelled`) while
-    # result-store has not projected the cancel yet: the dispatcher sent `batch_job_completed`
-    # for the job as the read models had it, `status: processing`.
+def test_a_redelivery_of_a_running_job_holds_up_no_other_jobs_webhook(config, db, events):
+    # The dispatcher retried a redelivery whose job the read models did not show finished, with
+    # its whole batch, for up to 15 minutes: every partition of the consumer stopped, and no
+    # other client's JobCompleted was scheduled meanwhile. Sent at once, its body had said
+    # `batch_job_completed` with the job still `processing`. The gateway no longer accepts one
+    # before the read models show the job ended; met anyway (a rebuild), it is dead-lettered alone.
     with receiver(lambda _r: Reply(200)) as hooks:
-        url = f"{hooks.url}/hook"
-        job_id = insert_finished_job(db, [url, url])
-        still_running(db, job_id)
-        request_redelivery(config, job_id)
-        with caplog.at_level(logging.INFO), running(dispatcher_settings(config, new_id("g-")), db):
-            wait_for(lambda: bool(hooks.arrived) or job_id in caplog.text)
-            cancel_with_one_lot_unfinished(db, job_id)  # the cancel projected
+        running_job = insert_finished_job(db, [f"{hooks.url}/running"])
+        still_running(db, running_job)
+        finished_job = insert_finished_job(db, [f"{hooks.url}/finished"])
+        redelivery = WebhookRedeliveryRequested(job_id=running_job, redelivery_id=str(uuid.uuid4()),
+                                                requested_at=datetime.now(UTC))
+        completed = JobCompleted(job_id=finished_job, status="completed", completed_at=datetime.now(UTC),
+                                 total_lots=1, processed_lots=1, failed_lots=0)
+        producer = EventProducer(config.kafka, "test")
+        for event in (redelivery, completed):  # one partition, in this order: one batch, the redelivery first
+            producer.publish_encoded(config.topics.completions, running_job.encode(),
+                                     encode(Envelope(event=event, client_id=CLIENT)))
+        producer.flush()
+        group = new_id("g-")
+        with running(dispatcher_settings(config, group), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 1)
-    [sent] = hooks.arrived
-    assert (sent.doc["event"], sent.doc["status"]) == ("batch_job_completed", "cancelled")
-    assert [lot["status"] for lot in sent.doc["lots"]] == ["completed", "cancelled"]
+            wait_for(lambda: dead_letters(config, group) == 1)
+    assert [request.path for request in hooks.arrived] == ["/finished"]
+    assert queue_rows(db, running_job) == []  # nothing scheduled for it: it is dead-lettered, visibly
 
 
-def test_a_redelivery_waits_for_its_job_to_finish_at_most_the_redelivery_wait(db):
-    job_id = insert_finished_job(db, ["https://hooks.example/lots"])
-    still_running(db, job_id)
-    asked = datetime.now(UTC)
-    envelopes = [Envelope(event=WebhookRedeliveryRequested(job_id=of_job, redelivery_id=str(uuid.uuid4()),
-                                                           requested_at=asked), client_id=CLIENT)
-                 for of_job in (job_id, str(uuid.uuid4()))]  # running; not projected at all
-    with db.begin() as conn:
-        for envelope in envelopes:
-            with pytest.raises(JobNotFinishedYet) as waiting:
-                schedule_deliveries(conn, envelope, 5_000_000, asked + timedelta(minutes=1))
-            assert is_transient(waiting.value)  # retried, its offset kept
-            with pytest.raises(JobNeverFinished) as given_up:
-                schedule_deliveries(conn, envelope, 5_000_000, asked + REDELIVERY_WAIT + timedelta(seconds=1))
-            assert not is_transient(given_up.value)  # dead-lettered: the partition moves on
+def dead_letters(config: ServiceSettings, group: str) -> float:
+    """Messages the dispatcher's consumer group sent to the dead-letter topic (its handler failed)."""
+    labels = {"group": config.kafka.group_prefix + group, "reason": HANDLER_FAILED}
+    return REGISTRY.get_sample_value("lotlens_dead_letters_total", labels) or 0.0

@@ -46,14 +46,10 @@ def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
 
-class NotYet(Exception):
-    """The message needs what another service has not projected yet: retried as an outage is,
-    the offset kept, until it has."""
-
-
 # The one list of failures that mean "the world is down, try again" rather than "this message is
-# bad" (PostgreSQL or the broker unreachable, a projection behind), for every consumer and loop.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError, NotYet)
+# bad" (PostgreSQL or the broker unreachable), for every consumer and loop. Nothing a message
+# waits for belongs here: its retry holds every partition of the consumer, not the message's.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
 
 
 def is_transient(exc: BaseException) -> bool:

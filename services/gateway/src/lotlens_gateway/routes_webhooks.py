@@ -8,13 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 from starlette.concurrency import run_in_threadpool
 
 from lotlens_common.clock import iso
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import WebhookRedeliveryRequested
-from lotlens_common.read_models import job_deliveries
+from lotlens_common.events import TERMINAL_JOB_STATUSES, WebhookRedeliveryRequested
+from lotlens_common.read_models import JobView, job_deliveries
+from lotlens_common.tables import jobs
 from lotlens_gateway import schemas, schemas_webhooks
 from lotlens_gateway.deps import Deps, JobClient, JobId
 from lotlens_gateway.errors import ApiError
@@ -31,6 +32,8 @@ router = APIRouter(tags=["webhooks"])
 # 50,000-URL job up to its polling limit, 1,000 a minute, and every other client's webhooks queued
 # behind; once a job only, it re-sent all of its jobs in a row.
 REDELIVERY_WINDOW_S = 600
+# Result-store projects a cancel seconds after the gateway accepts it.
+ENDING_RETRY_AFTER_S = 5
 _EVENT = WebhookRedeliveryRequested.event_type
 
 
@@ -56,6 +59,21 @@ def _within_limits(job_id: str, client_id: str, per_client: int) -> InTransactio
 
 def _retry_after(wait_s: float) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(wait_s)))}
+
+
+def _projected_status(conn: Connection, job: JobView) -> str | None:
+    """The job's status in the read models, without the gateway's own outbox facts over it."""
+    return conn.execute(select(jobs.c.status).where(jobs.c.job_id == job.job_id)).scalar_one_or_none()
+
+
+def _still_ending(job: JobView) -> ApiError:
+    """409 for a job whose end only the gateway's outbox shows yet (a cancel result-store has not
+    projected): the dispatcher builds the webhooks from the read models. Accepted, a redelivery of
+    a job they showed running held the dispatcher's consumer, every client's webhooks with it."""
+    return ApiError(409, "JOB_ENDING", f"The job's end ({job.status}) is still being recorded; its "
+                    "webhooks can be redelivered in a few seconds",
+                    details={"job_id": job.job_id, "status": job.status},
+                    headers={"Retry-After": str(ENDING_RETRY_AFTER_S)})
 
 
 _SIGNED = "Header-signed: `X-Signature: sha256=<hex>` over the job id exactly as in the path."
@@ -97,10 +115,13 @@ async def list_deliveries(
                           "`RATE_LIMIT_EXCEEDED` with `Retry-After`; `details.reason` "
                           "`redelivered_recently` or `client_redelivered_too_often`). "
                           "With an `Idempotency-Key`, a retry of the same request gets the first 202 again "
-                          "(`Idempotent-Replayed: true`); the key used for another job is 409."),
+                          "(`Idempotent-Replayed: true`); the key used for another job is 409. "
+                          "Right after a cancel, 409 `JOB_ENDING` with `Retry-After` until the job's "
+                          "end is recorded (seconds)."),
              responses=schemas.error_responses(401, 403, 404, 429, 503, own={
                  400: "JOB_NOT_FINISHED: webhooks go when the job finishes; NO_WEBHOOK: no lot named one",
-                 409: "IDEMPOTENCY_KEY_REUSED: the key named another request; IDEMPOTENCY_KEY_IN_PROGRESS"}))
+                 409: "JOB_ENDING: the job's cancel is still being recorded, ask again after `Retry-After`; "
+                      "IDEMPOTENCY_KEY_REUSED: the key named another request; IDEMPOTENCY_KEY_IN_PROGRESS"}))
 async def redeliver(job_id: JobId, client_id: JobClient, deps: Deps,
                     idempotency_key: Annotated[str | None, Header(alias=HEADER)] = None) -> JSONResponse:
     """Record the request (the outbox); the webhook dispatcher schedules the deliveries.
@@ -108,12 +129,14 @@ async def redeliver(job_id: JobId, client_id: JobClient, deps: Deps,
     A retry after a lost 202 heard 429 "retry in 600 s" and never learned its redelivery; a
     retrier honouring that sent every URL of the job again. With a key it gets the 202 again.
     """
-    job = await run_in_threadpool(deps.store.job_for_client, job_id, client_id)
+    job, projected = await run_in_threadpool(deps.store.job_and, job_id, client_id, _projected_status)
     if not is_terminal(job):
         raise ApiError(400, "JOB_NOT_FINISHED", "Webhooks are sent when the job finishes; "
                        f"current status: {job.status}")
     if not job.webhook_configured:
         raise ApiError(400, "NO_WEBHOOK", "None of the job's lots named a webhook URL")
+    if projected not in TERMINAL_JOB_STATUSES:
+        raise _still_ending(job)
     reservation: Reservation | None = None
     if idempotency_key is not None:
         fingerprint = request_hash(f"redeliver {job_id}".encode())

@@ -1,9 +1,10 @@
 """Event → effects: a completed job gets one scheduled delivery per (webhook URL, part).
 
 A `WebhookRedeliveryRequested` (the client's manual replay) schedules the same set again, under
-new delivery ids, once the read models show the job finished: the gateway accepts one right after
-a cancel, from its own record, and result-store may not have projected the cancel yet. Until then
-the request is retried (the offset kept), for at most `REDELIVERY_WAIT`; past it, dead-lettered.
+new delivery ids. The gateway accepts one only for a job the read models show finished (409
+`JOB_ENDING` while only its own record says so); one that meets a job they do not show finished
+anyway (a projection rebuilt meanwhile) is dead-lettered alone, visible and replayable. Retried
+as transient, it stopped the consumer on every partition, every client's webhooks with it.
 
 The read models are complete when `JobCompleted` is emitted (result-store writes them first).
 Deliveries have deterministic ids and a URL already scheduled is skipped, so a re-delivered
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import Connection, Engine, select
 
@@ -23,27 +24,20 @@ from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import TERMINAL_JOB_STATUSES, Event, JobCompleted, WebhookRedeliveryRequested
-from lotlens_common.kafka import NotYet
 from lotlens_common.read_models import get_job, iter_lot_results
 from lotlens_common.tables import lots
 from lotlens_webhook_dispatcher import dispatch_queue, metrics, payloads
 
 log = logging.getLogger(__name__)
-# Result-store is seconds behind the gateway; a job still unfinished this long after the
-# redelivery was asked for will not finish soon (its cancel dead-lettered): the partition moves on.
-REDELIVERY_WAIT = timedelta(minutes=15)
 
 
 class JobNotInReadModels(LookupError):
     """`JobCompleted` named a job the read models do not have (a poison message)."""
 
 
-class JobNotFinishedYet(NotYet):
-    """A redelivery asked for a job the read models do not show finished yet."""
-
-
-class JobNeverFinished(LookupError):
-    """A redelivery's job was still unfinished in the read models `REDELIVERY_WAIT` after it."""
+class JobNotFinished(LookupError):
+    """A redelivery named a job the read models do not show finished: scheduled, its body said
+    `batch_job_completed` with the job still `processing`. Dead-lettered, to replay once it is."""
 
 
 def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes: int,
@@ -53,7 +47,8 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
     job = get_job(conn, job_id)
     redelivery = envelope.event if isinstance(envelope.event, WebhookRedeliveryRequested) else None
     if redelivery is not None and (job is None or job.status not in TERMINAL_JOB_STATUSES):
-        raise _not_finished(job_id, job.status if job else "not in the read models", redelivery, now)
+        raise JobNotFinished(f"job {job_id} is {job.status if job else 'not in the read models'!r}: "
+                             f"redelivery {redelivery.redelivery_id} is not scheduled")
     if job is None:
         raise JobNotInReadModels(f"job {job_id} is not in the read models")
     url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
@@ -75,19 +70,6 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
     log.info("job %s: %d deliveries scheduled for %d webhook URLs", job_id, added, len(parts),
              extra={"job_id": job_id})
     return added
-
-
-def _not_finished(job_id: str, status: str, redelivery: WebhookRedeliveryRequested,
-                  now: datetime) -> Exception:
-    """Why a redelivery of a job not finished in the read models is not scheduled: a retry, or
-    past `REDELIVERY_WAIT` a dead letter. Scheduled, its body said `batch_job_completed` with the
-    job still `processing`."""
-    waited = now - redelivery.requested_at
-    if waited > REDELIVERY_WAIT:
-        return JobNeverFinished(f"job {job_id} is still {status!r} {waited} after redelivery "
-                                f"{redelivery.redelivery_id} was requested")
-    return JobNotFinishedYet(f"job {job_id} is {status!r} in the read models: redelivery "
-                             f"{redelivery.redelivery_id} waits for its end")
 
 
 Handler = Callable[[Connection, Envelope, int, datetime], int]

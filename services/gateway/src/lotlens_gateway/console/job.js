@@ -10,8 +10,8 @@ const POLL_MS = 2000;
 const MAX_RETRY_MS = 60000;
 const SLOWEST_WEBHOOK_POLL_MS = 60000; // an ended job's deliveries, unchanged for a while
 const WEBHOOK_WAIT_MS = 30 * 60000; // how long an ended job's unsettled deliveries are followed
-const RETRY_ASKS = 4; // retry-failed: the first call and three more while another makes the retry
-const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made
+const RETRY_ASKS = 4; // retry-failed, redeliver: the first call and three more while the gateway says wait
+const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made, or a job's end recorded
 const WAITED_OUT = "Updates paused after 30 minutes of waiting for this job's webhooks: "
   + "press Resume updates to follow them again, or Refresh to read them once.";
 
@@ -21,7 +21,7 @@ export async function showJob(jobId) {
   // `settled`: the job has ended and so have its deliveries; nothing on the page changes any more.
   // `owed`: a poll fell due while the tab was hidden. `note`: the page's own note on the action line.
   const state = { status: null, poll: null, paused: false, failedReads: 0, read: 0, listsDueSince: null,
-    retrying: false, settled: false, owed: false, note: "", lots: { read: 0, fromTop: 0 }, deliveries: {} };
+    retrying: false, redelivering: false, settled: false, owed: false, note: "", lots: { read: 0, fromTop: 0 }, deliveries: {} };
   byId("refresh-job").addEventListener("click", () => {
     state.wait = null; // the user is here: follow the webhooks closely again
     loadJob(jobId, view, state, true);
@@ -308,15 +308,39 @@ async function askRetry(jobId, view) {
 }
 
 // Asks for a redelivery; the polls read the deliveries until its rows have come and been tried.
+// Right after a cancel the gateway answers 409 JOB_ENDING until the job's end is recorded
+// (seconds): asked again after its `Retry-After`, a few times, instead of shown as an error.
 async function redeliver(jobId, view, state) {
-  const before = Number(byId("delivery-rows").dataset.total || 0);
+  if (state.redelivering) return; // one call at a time, its waits included
+  state.redelivering = true;
   try {
-    await api.redeliver(jobId);
-  } catch (failure) {
-    return handleFailure(failure, view, "redeliver-result");
+    await askRedelivery(jobId, view, state);
+  } finally {
+    state.redelivering = false;
+  }
+}
+
+async function askRedelivery(jobId, view, state) {
+  const result = byId("redeliver-result");
+  const before = Number(byId("delivery-rows").dataset.total || 0);
+  for (let ask = 1; ; ask += 1) {
+    try {
+      await api.redeliver(jobId);
+      break;
+    } catch (failure) {
+      if (!isShown(view)) return;
+      const waitS = failure.retryAfterS ?? IN_PROGRESS_WAIT_S;
+      if (failure.code === "JOB_ENDING" && ask < RETRY_ASKS && waitS <= MAX_RETRY_MS / 1000) {
+        say(result, `The job's end is still being recorded: asking again in ${Math.ceil(waitS)} s.`);
+        await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
+        if (!isShown(view)) return;
+        continue;
+      }
+      return handleFailure(failure, view, "redeliver-result");
+    }
   }
   if (!isShown(view)) return;
-  say(byId("redeliver-result"), "Redelivery scheduled.");
+  say(result, "Redelivery scheduled.");
   Object.assign(state.deliveries, { awaited: before + 1, unsettled: true });
   resumeAfterWait(state);
   await loadJob(jobId, view, state);
