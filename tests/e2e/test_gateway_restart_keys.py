@@ -107,10 +107,11 @@ def test_a_lot_being_described_when_its_gateway_stops_is_answered_and_its_retry_
 
 
 def lease_over(engine: Engine, client_id: str, key: str) -> bool:
-    """Whether the key's reservation is older than a job's lease."""
+    """Whether the key's reservation has not been renewed for a job's lease (its request renews
+    it while it lives, key_lease.py)."""
+    last_renewed = func.coalesce(idempotency_keys.c.renewed_at, idempotency_keys.c.created_at)
     with engine.connect() as conn:
-        return bool(conn.execute(select(
-            idempotency_keys.c.created_at < func.now() - timedelta(seconds=JOB_LEASE_S)).where(
+        return bool(conn.execute(select(last_renewed < func.now() - timedelta(seconds=JOB_LEASE_S)).where(
             idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key)).scalar_one())
 
 

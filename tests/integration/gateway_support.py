@@ -32,6 +32,7 @@ from sqlalchemy import Engine, func, insert, select, text
 from lotlens_common import signing
 from lotlens_common.clock import utc_now
 from lotlens_common.envelope import Envelope, decode
+from lotlens_common.events import JobSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots, outbox
@@ -138,13 +139,13 @@ class Gateway:
         return self.sign(json.dumps(lot_list, separators=(",", ":"), sort_keys=True), key)
 
     def submit(self, lot_list: list[dict[str, Any]], languages: Sequence[str] = ("en",),
-               key: str | None = None, headers: dict[str, str] | None = None,
+               key: str | None = None, headers: dict[str, str] | None = None, timeout: float = 120,
                **fields: Any) -> httpx2.Response:
-        """POST a signed submission."""
+        """POST a signed submission (waiting for its answer `timeout` seconds, as a client would)."""
         body = {"signature": self.lots_signature(lot_list, key), "version": "1.0.0",
                 "languages": list(languages), "lots": lot_list, **fields}
         return httpx2.post(f"{self.url}/api/v1/generate-descriptions", json=body, headers=headers,
-                           timeout=120)
+                           timeout=timeout)
 
     def get_job(self, path: str, job_id: str, key: str | None = None) -> httpx2.Response:
         """GET a job-addressed endpoint, header-signed over the job id."""
@@ -179,14 +180,16 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
                     resolve: Resolver | None = None, client_id: str | None = None,
-                    clock: Callable[[], datetime] = utc_now, **overrides: Any) -> Iterator[Gateway]:
+                    clock: Callable[[], datetime] = utc_now, client_key: str | None = None,
+                    **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
     broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
     looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
-    `public_webhook_hosts`), `client_id` names its first client (default: a new id), `clock` is
+    `public_webhook_hosts`), `client_id` names its first client (default: a new id) and
+    `client_key` its key (default: a new one; another gateway's, a replica of it), `clock` is
     the gateway's (default: the real one), `overrides` change settings."""
     client_id, other_id = client_id or new_id("acme-"), new_id("other-")
-    key, other_key = new_key(), new_key()
+    key, other_key = client_key or new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
     gw_settings = gateway_settings(settings, {client_id: key, other_id: other_key},
                                    kafka=kafka or settings.kafka, **overrides)
@@ -334,6 +337,13 @@ def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelop
                 return read_to_end(bootstrap, topic)
         assert time.monotonic() < deadline, f"the relay did not publish the rows of {topic}"
         time.sleep(0.1)
+
+
+def jobs_written(engine: Engine, client_id: str) -> list[str]:
+    """The ids of the client's jobs the gateway wrote (their outbox `JobSubmitted`)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox.c.job_id).where(
+            outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)).scalars())
 
 
 def waiting_on_a_lock(engine: Engine, query: str) -> int:

@@ -13,11 +13,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx2
 import pytest
-from sqlalchemy import Engine, select, text
+from sqlalchemy import Engine, func, select, text, update
 
-from lotlens_common.events import JobSubmitted
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.tables import outbox
+from lotlens_common.tables import idempotency_keys
 from lotlens_gateway.errors import ApiError
 from lotlens_gateway.idempotency import IdempotencyStore, Replay, Reservation, request_hash
 from lotlens_gateway.metrics import GatewayMetrics
@@ -25,6 +24,7 @@ from tests.conftest import new_id
 from tests.integration.gateway_support import (
     Gateway,
     intake_filled,
+    jobs_written,
     make_lots,
     running_gateway,
     until,
@@ -34,6 +34,7 @@ from tests.integration.gateway_support import (
 pytestmark = pytest.mark.integration
 
 STALE_S = 300.0
+JOB_LEASE_S = 0.5
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
@@ -63,12 +64,24 @@ def test_of_two_concurrent_requests_with_one_key_one_runs_and_the_other_is_told_
     assert outcomes.count((409, "IDEMPOTENCY_KEY_IN_PROGRESS", "5")) == 7, outcomes
 
 
+def silent_for(engine: Engine, client_id: str, key: str, seconds: float) -> None:
+    """The key's reservation as it is once its request has not renewed it for `seconds`, by the
+    database's clock (the one its lease is measured on)."""
+    with engine.begin() as conn:
+        conn.execute(update(idempotency_keys).where(
+            idempotency_keys.c.client_id == client_id, idempotency_keys.c.key == key).values(
+            renewed_at=func.now() - timedelta(seconds=seconds)))
+
+
 def test_a_stale_reservation_is_taken_over_by_the_same_request_only(engine: Engine) -> None:
     keys, client, key = store(engine), new_id("c-"), new_id("k-")
     assert isinstance(keys.reserve(client, key, "body", NOW), Reservation)  # its gateway then dies
+    silent_for(engine, client, key, STALE_S - 10)
+    # Not renewed for less than the lease: in progress, however far ahead the asking replica's clock is.
     with pytest.raises(ApiError) as young:
-        keys.reserve(client, key, "body", NOW + timedelta(seconds=STALE_S - 1))
+        keys.reserve(client, key, "body", NOW + timedelta(seconds=10 * STALE_S))
     assert young.value.code == "IDEMPOTENCY_KEY_IN_PROGRESS"
+    silent_for(engine, client, key, STALE_S + 1)
     later = NOW + timedelta(seconds=STALE_S + 1)
     with pytest.raises(ApiError) as other:
         keys.reserve(client, key, "another body", later)
@@ -134,25 +147,32 @@ class MovableClock:
         return datetime.now(UTC) + self.ahead
 
 
-def jobs_written(engine: Engine, client_id: str) -> list[str]:
+def lease_lapsed(engine: Engine, client_id: str, key: str) -> bool:
+    """Whether the key's reservation has gone unrenewed for longer than a job's lease (with room)."""
     with engine.connect() as conn:
-        return list(conn.execute(select(outbox.c.job_id).where(
-            outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)).scalars())
+        return bool(conn.execute(select(idempotency_keys.c.renewed_at < func.now() - timedelta(
+            seconds=2 * JOB_LEASE_S)).where(idempotency_keys.c.client_id == client_id,
+                                            idempotency_keys.c.key == key)).scalar())
 
 
 def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_job(
         settings: ServiceSettings, engine: Engine) -> None:
     # A request still running when its reservation's lease ran out (350 s) had it taken over by
     # its resend, and then wrote its job as the resend wrote its own: one request, two paid jobs.
+    # A request renews its job's reservation while it works, for at most the long lease (60 s):
+    # one stuck past it (a hung thread) stops, and its key is taken over a job lease later.
     clock = MovableClock()
-    with running_gateway(settings, engine, clock=clock, idempotency_lease_s=60.0, sync_timeout_s=20.0) as gw:
+    with running_gateway(settings, engine, clock=clock, idempotency_lease_s=60.0, sync_timeout_s=20.0,
+                         idempotency_job_lease_s=JOB_LEASE_S) as gw:
         lots, key = make_lots(2), {"Idempotency-Key": new_id("k-")}
         with ThreadPoolExecutor(2) as pool, engine.connect() as blocker:
             # Each request's one durable write waits on the outbox table, after its reservation.
             blocker.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
             slow = pool.submit(gw.submit, lots, headers=key)
             until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write never waited")
-            clock.ahead = timedelta(seconds=61)  # the slow request's lease has run out
+            clock.ahead = timedelta(seconds=61)  # the slow request's renewals are over
+            until(lambda: lease_lapsed(engine, gw.client_id, key["Idempotency-Key"]), slow,
+                  "the slow request's reservation was renewed past the long lease")
             resend = pool.submit(gw.submit, lots, headers=key)
             until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 2, resend,
                   "the resend never took the key")

@@ -291,6 +291,9 @@ idempotency_keys = Table(
     # release before it, or not a submission. A job resent while intake is busy is replayed only
     # to a request carrying the same header (its body is not parsed, so its client is not known).
     Column("header_signature_sha256", Text),
+    # When the request holding the reservation last said it is alive, by the database's clock
+    # (NULL: a release before renewals; `created_at` stands for it). Its lease runs from here.
+    Column("renewed_at", DateTime(timezone=True)),
     PrimaryKeyConstraint("client_id", "key"),
     Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -161,8 +161,9 @@ class GatewaySettings(ServiceSettings):
     # nothing (its answer is stored in its outbox transaction only while the key is still its own,
     # idempotency.py), so a short lease risks no second job. With the long one, a gateway that
     # died between reserving and writing left the resends 409 for about 6 minutes, while the SDK
-    # gives up after about 11 s (a 1 s pause, then three 409s 5 s apart). A job's work after its
-    # reservation (validation, webhook lookups, one COPY) takes a few seconds.
+    # gives up after about 11 s (a 1 s pause, then three 409s 5 s apart). A live job request
+    # renews its reservation while it works (key_lease.py): its lease counts from the last
+    # renewal, so a slow intake keeps its key and its resends hear 409 until its 201 is stored.
     idempotency_job_lease_s: float = Field(default=10.0, gt=0)
     health_cache_s: float = 2.0
     # How old /health's model API reachability may get before it is checked again (in the background).

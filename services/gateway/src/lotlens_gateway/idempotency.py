@@ -12,6 +12,12 @@ A request still running when its reservation is taken over writes nothing: its a
 only while the reservation is still its own, in the job's transaction, so of the slow request
 and its resend only one job is written (the other hears 409, nothing written). The answer's
 store was unconditional, and both wrote a job.
+
+A job's lease is short (a dead request's key is free again in seconds), so its request renews
+the reservation while it works (`key_lease.py`): the lease runs from the last renewal, by the
+database's clock (`renewed_at`), never a gateway's. Run from the reservation, an intake slower
+than the client's timeout lost its key to the resend, which lost it to the next: nothing was
+ever written. Measured on each gateway's clock, a replica whose clock ran ahead took keys early.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, delete, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, RowMapping, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common import signing
@@ -44,6 +50,8 @@ _PURGE_ONE_IN = 100
 _NOT_IN_HEADERS = frozenset("\r\n\0")
 # Reservations tried while the key's holders keep releasing it between our insert and our read.
 _RESERVE_ATTEMPTS = 3
+# Seconds since the request holding a reservation last said it is alive, by the database's clock.
+_SILENT_S = func.extract("epoch", func.now() - func.coalesce(keys.c.renewed_at, keys.c.created_at))
 
 
 @dataclass(frozen=True)
@@ -153,8 +161,9 @@ class IdempotencyStore:
                 header_signature: str | None = None, lease_s: float | None = None) -> Reservation | Replay:
         """Reserve the key for this request, or the stored answer to replay; 409 on misuse.
         A submission's `header_signature` (`header_signature_hash`) is kept for `accepted_job`.
-        An unanswered reservation of the same body is taken over once `lease_s` old (default: the
-        store's `stale_after_s`): the same body is the same kind of request, with the same lease."""
+        An unanswered reservation of the same body is taken over once not renewed for `lease_s`
+        (default: the store's `stale_after_s`): the same body is the same kind of request, with
+        the same lease."""
         stale_after = self._stale if lease_s is None else timedelta(seconds=lease_s)
         if random.randrange(_PURGE_ONE_IN) == 0:
             self._purge(now)
@@ -163,11 +172,12 @@ class IdempotencyStore:
             if row is None:
                 return Reservation(client_id, key, now)
             expired = row["created_at"] < now - self._ttl
-            stale = row["status_code"] is None and row["created_at"] < now - stale_after
+            stale = row["status_code"] is None and row["silent_s"] > stale_after.total_seconds()
             if expired or (stale and row["request_hash"] == fingerprint):
                 conn.execute(update(keys).where(keys.c.client_id == client_id, keys.c.key == key)
                              .values(request_hash=fingerprint, status_code=None, response_body=None,
-                                     created_at=now, header_signature_sha256=header_signature))
+                                     created_at=now, renewed_at=func.now(),
+                                     header_signature_sha256=header_signature))
                 self._metrics.db("update")
                 return Reservation(client_id, key, now)
         if row["request_hash"] != fingerprint:
@@ -184,12 +194,13 @@ class IdempotencyStore:
         for _ in range(_RESERVE_ATTEMPTS):
             inserted = conn.execute(
                 insert(keys).values(client_id=client_id, key=key, request_hash=fingerprint, created_at=now,
-                                    header_signature_sha256=header_signature)
+                                    renewed_at=func.now(), header_signature_sha256=header_signature)
                 .on_conflict_do_nothing(index_elements=["client_id", "key"]).returning(keys.c.key)).first()
             self._metrics.db("create")
             if inserted is not None:
                 return None
-            row = conn.execute(select(keys).where(keys.c.client_id == client_id, keys.c.key == key)
+            row = conn.execute(select(keys, _SILENT_S.label("silent_s"))
+                               .where(keys.c.client_id == client_id, keys.c.key == key)
                                .with_for_update()).mappings().first()
             self._metrics.db("read")
             if row is not None:
@@ -230,11 +241,12 @@ class IdempotencyStore:
         """The answer stored under the key for this request, read and never reserved; 409 in
         progress while a live request holds it unanswered; None when it is free, expired, another
         request's or a dead request's. For a key an earlier release spelled otherwise."""
-        row = conn.execute(select(keys.c.status_code, keys.c.response_body, keys.c.created_at).where(
+        silent_s = _SILENT_S.label("silent_s")
+        row = conn.execute(select(keys.c.status_code, keys.c.response_body, silent_s).where(
             keys.c.client_id == client_id, keys.c.key == key, keys.c.request_hash == fingerprint,
             keys.c.created_at >= now - self._ttl)).first()
         self._metrics.db("read")
-        if row is None or (row.status_code is None and row.created_at < now - self._stale):
+        if row is None or (row.status_code is None and row.silent_s > self._stale.total_seconds()):
             return None
         if row.status_code is None:
             raise in_progress(key)
@@ -254,6 +266,14 @@ class IdempotencyStore:
         self._metrics.db("update")
         if stored.rowcount == 0:
             raise ReservationLost(reservation.key)
+
+    def renew(self, reservation: Reservation) -> bool:
+        """Say the reservation's request is alive (its lease runs from now, the database's now);
+        False once it is not held any more (answered, released or taken over)."""
+        with self._engine.begin() as conn:
+            renewed = conn.execute(update(keys).where(*_held_by(reservation)).values(renewed_at=func.now()))
+        self._metrics.db("update")
+        return renewed.rowcount == 1
 
     def release(self, reservation: Reservation) -> None:
         """Forget an unanswered reservation (the request failed; a retry may run afresh); one

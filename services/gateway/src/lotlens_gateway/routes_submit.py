@@ -17,7 +17,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Awaitable
-from contextlib import AbstractAsyncContextManager, nullcontext
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar
 
@@ -30,7 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common import tracing
 from lotlens_common.logs import bind_log_context
 from lotlens_common.lookups import on_behalf_of
-from lotlens_gateway import schemas
+from lotlens_gateway import key_lease, schemas
 from lotlens_gateway.body import declared_length, drain_body, read_body, refuse_nul
 from lotlens_gateway.deps import Deps, GatewayDeps
 from lotlens_gateway.errors import ApiError, client_closed
@@ -208,6 +208,26 @@ async def _answer(deps: GatewayDeps, request: Request, signed: _Signed, idempote
             return _replayed(held)
         reservation = held
     job_id = str(uuid.uuid4())
+    with _lease_kept(deps, reservation, mode):
+        return await _answer_held(deps, request, signed, reservation, job_id, started)
+
+
+def _lease_kept(deps: GatewayDeps, reservation: Reservation | None,
+                mode: str) -> AbstractContextManager[None]:
+    """A job's reservation renewed while its request works (key_lease.py), for at most the long
+    lease a synchronous lot's has; a synchronous lot's lease outlasts its budget, and needs none."""
+    if reservation is None or mode != "batch":
+        return nullcontext()
+    settings = deps.settings
+    return key_lease.kept(deps.idempotency, reservation, settings.idempotency_job_lease_s,
+                          settings.idempotency_lease(), deps.clock)
+
+
+async def _answer_held(deps: GatewayDeps, request: Request, signed: _Signed, reservation: Reservation | None,
+                       job_id: str, started: float) -> JSONResponse:
+    settings = deps.settings
+    document, client_id = signed.document, signed.client_id
+    mode = rate_mode(document)
     try:
         # A synchronous lot holds a place (sync_slots.py) from before it is counted: a 429 for want
         # of one used up a request of the client's rate limit.
