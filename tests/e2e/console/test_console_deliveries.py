@@ -4,6 +4,8 @@ and the time between reads runs on Playwright's fake clock, one timer of the pag
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 import pytest
 from playwright.sync_api import APIResponse, Page, Route, expect
@@ -201,3 +203,25 @@ def test_an_ended_jobs_webhooks_are_no_longer_read_after_30_minutes_of_failed_re
     follow_until_stopped(polls, statuses)
     expect(page.get_by_role("button", name="Resume updates")).to_have_attribute("aria-pressed", "true")
     expect(page.locator("#action-result")).to_contain_text("Press Refresh or resume updates")
+
+
+def test_a_redelivery_asked_for_right_after_a_cancel_is_asked_again_until_the_jobs_end_is_recorded(
+        page: Page, console_stack: ConsoleStack) -> None:
+    # The gateway answers 409 JOB_ENDING (Retry-After) while only its own record shows the job
+    # ended; the page would have shown that as an error. Staged: the result-store is stopped, so
+    # the cancel is not recorded in the read models until the page has been told to wait.
+    stack, result = console_stack.stack, page.locator("#redeliver-result")
+    stack.kill("result-store")
+    try:
+        job_id = hooked_job(console_stack)
+        cancelled = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/cancel",
+                                headers=console_stack.headers(job_id))
+        assert cancelled.status_code == 200, cancelled.text
+        open_job(page, console_stack, job_id)
+        expect(page.locator("#job-summary .badge")).to_have_text("cancelled")
+        page.get_by_role("button", name="Redeliver webhooks").click()
+        expect(result).to_have_text("The job's end is still being recorded: asking again in 5 s.")
+        expect(result).not_to_have_class("error")
+    finally:
+        stack.start("result-store")
+    expect(result).to_have_text(re.compile("^Redelivery (scheduled|attempted)"), timeout=90_000)

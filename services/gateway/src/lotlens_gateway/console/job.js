@@ -10,7 +10,8 @@ const POLL_MS = 2000;
 const MAX_RETRY_MS = 60000;
 const SLOWEST_WEBHOOK_POLL_MS = 60000; // an ended job's deliveries, unchanged for a while
 const WEBHOOK_WAIT_MS = 30 * 60000; // how long an ended job's unsettled deliveries are followed
-const RETRY_ASKS = 4; // retry-failed, redeliver: the first call and three more while the gateway says wait
+const RETRY_ASKS = 4; // retry-failed: the first call and three more while another makes the retry
+const ENDING_ASKS = 12; // redeliver: about a minute, at the gateway's 5 s, for a cancel to be recorded
 const IN_PROGRESS_WAIT_S = 5; // the gateway's `Retry-After` on a retry being made, or a job's end recorded
 const WAITED_OUT = "Updates paused after 30 minutes of waiting for this job's webhooks: "
   + "press Resume updates to follow them again, or Refresh to read them once.";
@@ -309,7 +310,7 @@ async function askRetry(jobId, view) {
 
 // Asks for a redelivery; the polls read the deliveries until its rows have come and been tried.
 // Right after a cancel the gateway answers 409 JOB_ENDING until the job's end is recorded
-// (seconds): asked again after its `Retry-After`, a few times, instead of shown as an error.
+// (seconds): asked again after its `Retry-After`, for about a minute, instead of shown as an error.
 async function redeliver(jobId, view, state) {
   if (state.redelivering) return; // one call at a time, its waits included
   state.redelivering = true;
@@ -330,7 +331,7 @@ async function askRedelivery(jobId, view, state) {
     } catch (failure) {
       if (!isShown(view)) return;
       const waitS = failure.retryAfterS ?? IN_PROGRESS_WAIT_S;
-      if (failure.code === "JOB_ENDING" && ask < RETRY_ASKS && waitS <= MAX_RETRY_MS / 1000) {
+      if (failure.code === "JOB_ENDING" && ask < ENDING_ASKS && waitS <= MAX_RETRY_MS / 1000) {
         say(result, `The job's end is still being recorded: asking again in ${Math.ceil(waitS)} s.`);
         await new Promise((resolve) => setTimeout(resolve, waitS * 1000));
         if (!isShown(view)) return;
