@@ -149,6 +149,10 @@ class FakeStore(QuotaRows):
                 row.lot = replace(row.lot, attempts=row.lot.attempts - 1)
             row.status, row.shard_id, row.last_error, row.seq = "waiting", None, reason, next(self._seq)
 
+    def note_create_asked(self, shard_id: str, asked: bool) -> None:
+        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id],
+                                              create_asked_at=time.time() if asked else None)
+
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
                                               status="submitted")
@@ -221,7 +225,9 @@ class FakeBatches:
 
     `finish`: the status a batch takes when next read (None: it keeps running); `answer` decides
     each line; `done_lines` limits how many lines are answered before an expiry or a cancel;
-    `errors` raises a ModelError from the named method once per entry.
+    `errors` raises a ModelError from the named method once per entry (before it does anything);
+    `lost_answers` answers a create that made its batch with an error (a timeout, a 5xx: the batch
+    may exist after those, as the README says), once per entry.
     """
 
     answer: Answer = described
@@ -236,7 +242,9 @@ class FakeBatches:
     deleted_files: set[str] = field(default_factory=set)
     # Files OpenAI refuses to this key (403: another project's, or a key that lost the permission).
     refused_files: set[str] = field(default_factory=set)
-    duplicate_creates: int = 0
+    lost_answers: list[ModelError] = field(default_factory=list)
+    # Batches made but not shown yet, by the listing or by id (a create that lands late).
+    unlisted: set[str] = field(default_factory=set)
     # A cancelled batch stays `cancelling` (OpenAI says up to 10 minutes; one was seen for longer).
     stuck_cancelling: bool = False
     # A `failed` batch's `errors.data`: refused whole, it answers no request (no output, no error file).
@@ -266,10 +274,11 @@ class FakeBatches:
 
     async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
         self._raise("create")
-        for _ in range(self.duplicate_creates + 1):  # a retried create makes a batch each time
-            batch_id = f"batch-{next(self._ids)}"
-            self.batches[batch_id] = {"id": batch_id, "status": "validating", "metadata": dict(metadata),
-                                      "input_file_id": input_file_id, "created_at": self.created_at}
+        batch_id = f"batch-{next(self._ids)}"
+        self.batches[batch_id] = {"id": batch_id, "status": "validating", "metadata": dict(metadata),
+                                  "input_file_id": input_file_id, "created_at": self.created_at}
+        if self.lost_answers:
+            raise self.lost_answers.pop(0)
         return dict(self.batches[batch_id])
 
     def _run(self, batch: dict[str, Any], status: str) -> None:
@@ -298,7 +307,7 @@ class FakeBatches:
 
     async def retrieve_batch(self, batch_id: str) -> dict[str, Any]:
         self._raise("retrieve")
-        if batch_id not in self.batches:  # e.g. one of another project's, as OpenAI answers then
+        if batch_id not in self.batches or batch_id in self.unlisted:  # e.g. another project's
             raise ModelRequestError(f"HTTP 404 invalid_request_error: No batch found with id "
                                     f"'{batch_id}'.", 404)
         batch = self.batches[batch_id]
@@ -315,7 +324,8 @@ class FakeBatches:
         for start in range(0, min(max(len(newest_first), 1), limit_pages * self.page_size), self.page_size):
             self.pages_listed += 1
             for batch in newest_first[start:start + self.page_size]:
-                if all(batch["metadata"].get(k) == v for k, v in metadata_match.items()):
+                shown = batch["id"] not in self.unlisted
+                if shown and all(batch["metadata"].get(k) == v for k, v in metadata_match.items()):
                     yield dict(batch)
 
     async def find_batches(self, metadata_match: Mapping[str, str],

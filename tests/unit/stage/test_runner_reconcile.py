@@ -15,9 +15,11 @@ from prometheus_client import REGISTRY
 
 from lotlens_common.model.errors import (
     ModelRequestError,
+    ModelTimeoutError,
     ModelUnavailableError,
 )
 from lotlens_common.stage.adapters.direct import DirectBatches
+from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.record import batch_metadata
 from tests.unit.stage.conftest import World, lots
@@ -42,13 +44,24 @@ def test_the_reconciler_adopts_an_orphan_batch_and_its_lots_are_not_sent_again(w
     assert sorted(b.lot_ids for b in world.submitted())[0] == ("job-1-lot-0", "job-1-lot-1")
 
 
-def test_a_duplicate_from_a_retried_create_is_cancelled_by_the_reconciler(world: World) -> None:
-    world.batches.finish, world.batches.duplicate_creates = None, 1
+def _duplicate_landing_late(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """A create answered with a timeout whose batch lands after recovery, past the wait for it,
+    built the shard again: the recorded batch and the one that landed late."""
+    monkeypatch.setattr(lifecycle, "CREATE_LANDS_S", 0.0)
+    world.batches.finish, world.batches.lost_answers = None, [ModelTimeoutError("timed out")]
     world.store.add(lots(2))
     world.rounds()
-    recorded = world.submitted()[0].batch_id
+    [late] = world.batches.unlisted = set(world.batches.batches)
+    world.rounds()
+    world.batches.unlisted.clear()
+    return world.submitted()[0].batch_id, late
+
+
+def test_a_duplicate_from_a_create_that_landed_late_is_cancelled_by_the_reconciler(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    recorded, late = _duplicate_landing_late(world, monkeypatch)
     asyncio.run(reconcile(world.stage))
-    assert [b for b in world.batches.batches if b != recorded] == world.batches.cancelled
+    assert recorded != late and world.batches.cancelled == [late]
 
 
 def _reconciled(action: str) -> float:
@@ -58,17 +71,14 @@ def _reconciled(action: str) -> float:
 
 @pytest.mark.parametrize(("status", "accepted"), [("finalizing", False), ("in_progress", True)])
 def test_a_duplicate_is_asked_to_cancel_once_and_counted_only_when_openai_accepts(
-        world: World, caplog: pytest.LogCaptureFixture, status: str, accepted: bool) -> None:
+        world: World, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, status: str,
+        accepted: bool) -> None:
     # A duplicate stuck `finalizing` refuses every cancel (409): it was asked again at every
     # reconcile round (every minute) for as long as the listing showed it, and each refusal was
     # counted as a cancel. One that accepts stays `cancelling` here: asking again changes nothing.
-    world.batches.finish, world.batches.duplicate_creates = None, 1
+    _, duplicate = _duplicate_landing_late(world, monkeypatch)
     world.batches.uncancellable.add("finalizing")
     world.batches.stuck_cancelling = True
-    world.store.add(lots(2))
-    world.rounds()
-    recorded = world.submitted()[0].batch_id
-    [duplicate] = [b for b in world.batches.batches if b != recorded]
     world.batches.batches[duplicate]["status"] = status
     before = _reconciled("cancelled")
     with caplog.at_level(logging.INFO, logger="lotlens_common.stage"):

@@ -205,6 +205,9 @@ stage_shards = Table(
     Column("quota_paused_since", DateTime(timezone=True)),
     Column("quota_reason", Text),
     Column("quota_retry_at", DateTime(timezone=True)),
+    # When the stage last asked OpenAI to create the shard's batch, unless it was refused (then
+    # NULL): recovery waits a while before building a shard whose batch may still land.
+    Column("create_asked_at", DateTime(timezone=True)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     Index("ix_stage_shards_status", "stage", "status"),

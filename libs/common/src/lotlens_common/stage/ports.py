@@ -109,6 +109,9 @@ class Shard:
     release: str | None = None
     # When its lots were claimed (a Unix time): its batch was created after.
     created_at: float = 0.0
+    # When a create was last asked for it whose outcome is unknown (a timeout, a 5xx, a crash
+    # during the call), a Unix time; None: never asked, or refused (so no batch was made).
+    create_asked_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,10 @@ class WorkStore(Protocol[W]):
                 sent: bool = True) -> None:
         """Lots back to waiting, freed from their shard; the send they come back from counts as
         an attempt when it was `sent` (OpenAI ran it)."""
+        ...
+
+    def note_create_asked(self, shard_id: str, asked: bool) -> None:
+        """A create is being asked for the shard (`asked`), or it was refused (no batch made)."""
         ...
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:

@@ -3,7 +3,9 @@
 Order of effects, and why: the shard row (with its lots) is committed first; the batch is created
 with metadata naming the shard; the BatchSubmitted event is published; only then is the batch id
 written to the shard row. A crash anywhere leaves a `building` shard, and recovery looks the
-batch up by its metadata before creating anything, so no batch is lost and none is paid twice.
+batch up by its metadata before creating anything, so no batch is lost and none is paid twice. A
+create answered with a timeout or a 5xx may make its batch after the answer: the shard row says
+when it was asked, and recovery waits for that batch a while before building again.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import tempfile
+import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -25,6 +28,7 @@ from lotlens_common.model.errors import (
     ModelQuotaExceededError,
     ModelRateLimitedError,
     ModelRequestError,
+    ModelUnreachableError,
 )
 from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
@@ -49,6 +53,8 @@ from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
+# A create failing so made no batch: refused (429, another 4xx), or no connection was ever made.
+NOT_CREATED = (ModelRateLimitedError, ModelQuotaExceededError, ModelRequestError, ModelUnreachableError)
 PREPARE_CHUNK = 1000
 # How often a chunk's preparation looks whether the process is stopping.
 STOP_POLL_S = 0.2
@@ -131,9 +137,14 @@ async def recover_building(stage: Stage[Any]) -> None:
                 lots = stage.store.shard_lots(shard.shard_id)
                 with quota_try(stage, wanted=bool(lots)) as the_try:
                     found = await _find_shard_batch(stage, shard.shard_id) if lots else None
-                    action = lifecycle.for_building(len(lots), found)
+                    action = lifecycle.for_building(len(lots), found, current.create_asked_at, time.time())
                     if isinstance(action, lifecycle.CloseEmpty):
                         stage.store.close_shard(shard.shard_id, "empty", None)
+                        continue
+                    if isinstance(action, lifecycle.AwaitCreate):
+                        log.info("shard %s of job %s: its batch may still land from a create whose "
+                                 "answer was lost; not built again yet", shard.shard_id, shard.job_id,
+                                 extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
                         continue
                     if isinstance(action, lifecycle.Build) and not may_build(stage, recovering=True):
                         # Paused: a batch made now (under another project's key, say) and listed
@@ -228,18 +239,22 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
     if the_try is not None:
         the_try.create_asked = True  # refused or not, the quota pause's try is used
+    # Before the call: answered with a timeout or a 5xx, or cut by a crash, it may make its batch
+    # anyway, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`).
+    stage.store.note_create_asked(shard_id, True)
     try:
         with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
             batch = await stage.batches.create_batch(
                 file_id, batch_metadata(stage.spec.name, job_id, shard_id, attempt))
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
-        if not isinstance(exc, ModelRateLimitedError | ModelQuotaExceededError | ModelRequestError):
+        if not isinstance(exc, NOT_CREATED):
             raise
         # Refused, so no batch reads this file, and the next round uploads it again: without
         # this, a create refused for hours filled the project's file storage (refused for the
-        # quota, it was kept: one more file of customer data a round, for 30 days). After a 5xx
-        # or a timeout the batch may exist, and its file is kept.
+        # quota, it was kept: one more file of customer data a round, for 30 days). After a 5xx,
+        # a timeout or a dropped connection the batch may exist, and its file is kept.
+        stage.store.note_create_asked(shard_id, False)
         await forget_file(stage, file_id)
         raise
     quota_accepted(stage)

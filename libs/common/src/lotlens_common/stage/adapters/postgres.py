@@ -376,7 +376,8 @@ def shard(conn: Connection, shard_id: str) -> Shard | None:
 
 def _shard(r: Any) -> Shard:
     return Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status,
-                 r.unreadable_reason, r.release, r.created_at.timestamp())
+                 r.unreadable_reason, r.release, r.created_at.timestamp(),
+                 r.create_asked_at.timestamp() if r.create_asked_at else None)
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, update
 
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_quota, postgres_release
@@ -99,6 +99,12 @@ class PostgresWorkStore(Generic[W]):
         """Lots back to the end of their queue (the send counted when it was `sent`)."""
         with self.engine.begin() as conn:
             sql.requeue(conn, self.stage, job_id, lot_ids, reason, sent)
+
+    def note_create_asked(self, shard_id: str, asked: bool) -> None:
+        """A create is asked for the shard now, or it was refused."""
+        with self.engine.begin() as conn:
+            conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
+                create_asked_at=func.now() if asked else None, updated_at=func.now()))
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
         """The shard's batch is on record."""

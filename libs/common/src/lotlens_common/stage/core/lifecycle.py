@@ -39,6 +39,11 @@ RELEASED = "released"
 # long past its age: cancelled at every poll since, it has not stopped (OpenAI has had batches
 # stuck in `finalizing`, and refuses to cancel a batch it cannot with a 409).
 CANCELLING_LIMIT_S = 3600.0
+# A create answered with a timeout or a 5xx (or cut by a crash) may have made its batch, and it may
+# land after the answer: the shard is not built again until the listing has had this long to show
+# it (beyond `OPENAI_TIMEOUT_S`'s 120 s). Built at the next watch, the first batch landed after
+# the second was made, was cancelled as a duplicate, and OpenAI billed what it had run.
+CREATE_LANDS_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,11 @@ class Adopt:
     """The shard's batch exists: put it on record (and never create a second one)."""
 
     batch_id: str
+
+
+@dataclass(frozen=True)
+class AwaitCreate:
+    """A create whose outcome is unknown was asked lately: its batch may still land."""
 
 
 @dataclass(frozen=True)
@@ -118,12 +128,17 @@ class CancelDuplicate:
     """A running batch whose lots are on record elsewhere: cancel it before it spends twice."""
 
 
-def for_building(lots_left: int, found: Mapping[str, Any] | None) -> Build | Adopt | CloseEmpty:
-    """A shard left `building` by a builder that died: adopt its batch (the newest one found by
-    its metadata) if one exists."""
+def for_building(lots_left: int, found: Mapping[str, Any] | None, create_asked_at: float | None,
+                 now_s: float) -> Build | Adopt | CloseEmpty | AwaitCreate:
+    """A shard left `building` by a builder that died or failed: adopt its batch (the newest one
+    found by its metadata) if one exists; wait while one asked at `create_asked_at` may land."""
     if found is not None:
         return Adopt(str(found["id"]))
-    return Build() if lots_left else CloseEmpty()
+    if not lots_left:
+        return CloseEmpty()
+    if create_asked_at is not None and now_s - create_asked_at < CREATE_LANDS_S:
+        return AwaitCreate()
+    return Build()
 
 
 def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,

@@ -1,0 +1,49 @@
+"""A create whose outcome is unknown (a timeout, a 5xx): its batch may exist, or land later, and
+the shard is not built again before a listing would show it (in-memory ports)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lotlens_common.model.errors import ModelError, ModelTimeoutError, ModelUnavailableError
+from lotlens_common.stage.core import lifecycle
+from tests.unit.stage.conftest import World, lots
+
+
+def test_a_create_answered_with_a_timeout_whose_batch_lands_late_is_paid_once(world: World) -> None:
+    # The shard stayed `building`, the next watch's listing showed no batch yet, and recovery built
+    # a second one; the first landed, the reconciler cancelled it, and OpenAI billed what it ran.
+    world.batches.finish = None
+    world.batches.lost_answers = [ModelTimeoutError("timed out")]
+    world.store.add(lots(2))
+    world.rounds()
+    world.batches.unlisted = set(world.batches.batches)  # made at OpenAI, not shown yet
+    world.rounds(2)
+    world.batches.unlisted.clear()
+    world.housekeep()
+    world.batches.finish = "completed"
+    world.rounds(2)
+    assert (len(world.batches.batches), world.batches.cancelled) == (1, [])
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"] and len(world.submitted()) == 1
+
+
+@pytest.mark.parametrize("error", [ModelUnavailableError("503"), ModelTimeoutError("timed out")])
+def test_a_create_that_made_its_batch_but_answered_an_error_has_its_batch_adopted(
+        world: World, error: ModelError) -> None:
+    world.batches.lost_answers = [error]
+    world.store.add(lots(2))
+    world.rounds()
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
+    world.rounds(2)
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def test_a_shard_whose_create_made_no_batch_is_built_again_once_a_listing_would_show_it(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world.batches.errors["create"] = [ModelUnavailableError("503")]
+    world.store.add(lots(2))
+    world.rounds(3)
+    assert world.batches.batches == {} and world.completed() == []  # it may still land
+    monkeypatch.setattr(lifecycle, "CREATE_LANDS_S", 0.0)
+    world.rounds(2)
+    assert len(world.completed()) == 2 and len(world.batches.batches) == 1
