@@ -116,12 +116,18 @@ def test_a_200_line_whose_response_failed_for_a_passing_reason_is_sent_again(wor
     assert [event.attempt for event in world.submitted()] == [1, 2]
 
 
-def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(world: World) -> None:
+@pytest.mark.parametrize("in_a_200", [False, True])
+def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_rest(
+        world: World, in_a_200: bool) -> None:
     # API.md: unreachable images are not an error. OpenAI fetches from its own network, so an image
     # the check reached can still be refused (400 invalid_image_url, naming it): the lot failed.
+    # So it did when the refusal came as a 200 line whose Response `failed` (ResponseErrorCode).
     def answer(custom_id: str, body: Mapping[str, Any]) -> dict[str, Any] | tuple[int, str, str]:
         refused = [part["image_url"] for part in body["input"][0]["content"]
                    if "refused" in part.get("image_url", "")]
+        if refused and in_a_200:
+            return {"object": "response", "status": "failed", "output": [], "error": {
+                "code": "failed_to_download_image", "message": f"Error while downloading {refused[0]}."}}
         if refused:
             return 400, "invalid_image_url", f"Error while downloading {refused[0]}."
         return described(custom_id, body)

@@ -19,18 +19,29 @@ log = logging.getLogger(__name__)
 PASSING_ERROR_CODES = frozenset({"server_error", "rate_limit_exceeded", "vector_store_timeout"})
 
 
+def response_error(body: Mapping[str, Any]) -> tuple[str | None, str] | None:
+    """A failed Response's error (`ResponseError`: a `ResponseErrorCode` and OpenAI's message),
+    which a batch line answered 200 can hold; None when it has none."""
+    error = body.get("error")
+    if not error:
+        return None
+    if not isinstance(error, Mapping):
+        return None, str(error)
+    code = error.get("code")
+    return (str(code) if code else None), str(error.get("message") or error)
+
+
 def response_output_text(body: Mapping[str, Any]) -> str:
     """The joined `output_text` parts of the assistant's final answer; skips reasoning items and
     messages marked as commentary (`phase`)."""
     status = body.get("status")
-    error = body.get("error")
-    if error:
-        code = error.get("code") if isinstance(error, Mapping) else None
+    if (error := response_error(body)) is not None:
+        code, message = error
         passing = code in PASSING_ERROR_CODES
         # OpenAI's message is for the log; the lot's reason, which its client reads, has the code.
-        log.warning("the model's response failed: %s", error)
+        log.warning("the model's response failed: %s: %s", code, message)
         failure = ModelUnavailableError if passing else ModelOutputError
-        raise failure(client_reason("unavailable" if passing else "bad_request", str(code) if code else None))
+        raise failure(client_reason("unavailable" if passing else "bad_request", code))
     if status == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
         raise ModelIncompleteError(f"the response is incomplete ({reason})", str(reason))

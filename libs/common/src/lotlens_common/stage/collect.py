@@ -16,7 +16,14 @@ from opentelemetry.context import Context
 
 from lotlens_common.logs import log_context
 from lotlens_common.model.batch_files import parse_batch_line
-from lotlens_common.model.errors import ModelError, ModelOutputError, ModelRequestError, ModelUnreachableError
+from lotlens_common.model.errors import (
+    ModelError,
+    ModelOutputError,
+    ModelRequestError,
+    ModelUnreachableError,
+    client_reason,
+)
+from lotlens_common.model.response_text import response_error
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
@@ -235,7 +242,14 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
         # refused image; the lot's reason, which its client reads, has only the type and code.
         words = result.error or "request failed"
         if result.body is not None:
-            settler.succeeded(lot, result.body)
+            # A 200 line whose Response failed refusing an image (`failed_to_download_image`, …)
+            # is such a refusal as an error line is: it failed the lot, the image unnamed.
+            failure = response_error(result.body)
+            changed = stage.spec.retry_refused(lot, *failure) if failure is not None else None
+            if failure is not None and changed is not None:
+                settler.refused(changed, client_reason("bad_request", failure[0]))
+            else:
+                settler.succeeded(lot, result.body)
         elif (changed := stage.spec.retry_refused(lot, result.error_code, words)) is not None:
             settler.refused(changed, result.reason)
         else:
