@@ -22,7 +22,7 @@ from lotlens_common.envelope import caused, encode
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelError, ModelRequestError
 from lotlens_common.stage.core.rule import WaitingJob
-from lotlens_common.stage.ports import Caused, Fit, Settlement, Shard
+from lotlens_common.stage.ports import Caused, Closing, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 from tests.unit.stage.fake_quota import QuotaRows
@@ -60,8 +60,10 @@ class FakeStore(QuotaRows):
             self.rows.setdefault(lot.lot_id, Row(lot, seq=next(self._seq)))
 
     def statuses(self) -> dict[str, str]:
-        """lot id -> status."""
-        return {lot_id: row.status for lot_id, row in self.rows.items()}
+        """lot id -> status; one its collected shard still holds is done (`postgres.lot_states`)."""
+        collected = {s.shard_id for s in self.shards_by_id.values() if s.status == "collected"}
+        return {lot_id: "done" if row.status == "submitted" and row.shard_id in collected else row.status
+                for lot_id, row in self.rows.items()}
 
     def waiting_jobs(self) -> list[WaitingJob]:
         jobs: dict[str, list[Row]] = {}
@@ -172,8 +174,10 @@ class FakeStore(QuotaRows):
                                               batch_status=batch_status)
         self.tokens[shard_id] = 0
 
-    def settle(self, job_id: str, settlement: Settlement) -> None:
-        for status, lot_ids in (("done", settlement.done), ("cancelled", settlement.cancelled)):
+    def settle(self, job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
+        # As PostgreSQL's: the last chunk's done lots are settled by closing their shard, unwritten.
+        done = settlement.done if closing is None else []
+        for status, lot_ids in (("done", done), ("cancelled", settlement.cancelled)):
             for lot_id in lot_ids:
                 self.rows[lot_id].status = status
         for reason, lot_ids in settlement.failed.items():
@@ -185,6 +189,8 @@ class FakeStore(QuotaRows):
             self.requeue(job_id, lot_ids, reason, sent=False)
         for lot in settlement.rework:
             self.rows[lot.lot_id].lot = replace(self.rows[lot.lot_id].lot, work=lot.work)
+        if closing is not None:
+            self.close_shard(closing.shard_id, "collected", closing.batch_status)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         return self.cancelled & set(job_ids)

@@ -14,7 +14,7 @@ import pytest
 from lotlens_common.events import LotFailed, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.ports import Settlement, Stage
+from lotlens_common.stage.ports import Closing, Settlement, Stage
 from lotlens_common.stage.submit import recover_building
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
@@ -44,10 +44,10 @@ def test_a_lot_failed_at_preparation_stays_failed_through_a_crash(world: World) 
         additional_info="Camry", image_urls=("https://img/a.jpg",), languages=("en",)))])
     settle = world.store.settle
 
-    def dies_marking_it_failed(job_id: str, settlement: Settlement) -> None:
+    def dies_marking_it_failed(job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
         if settlement.failed:
             raise Killed
-        settle(job_id, settlement)
+        settle(job_id, settlement, closing)
 
     world.store.settle = dies_marking_it_failed  # type: ignore[method-assign]
     with pytest.raises(Killed):

@@ -208,8 +208,7 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     unsent = batch.get("status") == "failed" and lifecycle.refused_whole(_errors(batch))
     for lot in pending.values():
         settler.failed(lot, Kind.UNSENT if unsent else Kind.TRANSIENT, reason)
-    settler.flush()
-    stage.store.close_shard(shard.shard_id, "collected", str(batch["status"]))
+    settler.flush(str(batch["status"]))
     log.info("batch %s %s: collected", shard.batch_id, batch["status"],
              extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
     # Nothing reads them again. Kept, every lot's request and answers (signed image URLs, the

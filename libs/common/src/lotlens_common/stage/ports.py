@@ -154,6 +154,14 @@ class Settlement:
         return sum(map(len, self.failed.values()))
 
 
+@dataclass(frozen=True)
+class Closing:
+    """A shard closed `collected` with the last of its lot outcomes, and its batch's final status."""
+
+    shard_id: str
+    batch_status: str
+
+
 # Given the lots a claim took (oldest first): how many of them to keep and their estimated tokens.
 Fit = Callable[[list[LotWork[W]]], tuple[int, int]]
 
@@ -258,8 +266,9 @@ class WorkStore(Protocol[W]):
         """A batch was created: no shard holds the stage's quota pause any longer."""
         ...
 
-    def settle(self, job_id: str, settlement: Settlement) -> None:
-        """Apply lot outcomes."""
+    def settle(self, job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
+        """Apply lot outcomes; with `closing`, the shard is closed `collected` in the same
+        transaction (which settles its done lots: they are written only without it)."""
         ...
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:

@@ -46,8 +46,7 @@ async def carry_out(stage: Stage[Any], shard: Shard, cancelled: bool) -> str | N
         for lot in stage.store.shard_lots(shard.shard_id, stage.sent.pop(shard.shard_id, None)):
             settler.failed(lot, kind, reason)
             settler.flush_if_full()
-        settler.flush()
-        stage.store.close_shard(shard.shard_id, "collected", RELEASED)
+        settler.flush(RELEASED)
     # The pause it held ends with it (it lasted until the process restarted otherwise).
     stage.unreadable.pop(shard.shard_id, None)
     log.warning("shard %s released by an operator (%s): its batch %s is no longer waited on",

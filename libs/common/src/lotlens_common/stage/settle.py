@@ -11,7 +11,7 @@ from lotlens_common.model.errors import ModelOutputError, ModelUnavailableError
 from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.outcomes import Kind, Outcome, after_error
-from lotlens_common.stage.ports import Caused, Settlement, Shard, Stage, about_lot
+from lotlens_common.stage.ports import Caused, Closing, Settlement, Shard, Stage, about_lot
 from lotlens_common.stage.work import LotWork, PartDone
 
 log = logging.getLogger(__name__)
@@ -107,12 +107,14 @@ class Settler:
         if self.settlement.size() >= CHUNK:
             self.flush()
 
-    def flush(self) -> None:
-        """Publish the events, then record the lots' new statuses."""
+    def flush(self, batch_status: str | None = None) -> None:
+        """Publish the events, then record the lots' new statuses; with `batch_status`, the last
+        chunk: the shard is closed `collected` with it."""
         name = self.stage.spec.name
         self.stage.publisher.publish(self.shard.client_id, self.events)
         fault_point(f"{name}.after_results_published")
-        self.stage.store.settle(self.shard.job_id, self.settlement)
+        closing = Closing(self.shard.shard_id, batch_status) if batch_status is not None else None
+        self.stage.store.settle(self.shard.job_id, self.settlement, closing)
         done = self.settlement
         metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))
         metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(done.failures())

@@ -24,7 +24,8 @@ W = TypeVar("W", bound=StageWork)
 
 # stage_lots.status values. A lot stays `waiting` while it waits for a shard and while it is in
 # one (`IN_QUEUE`); a lot of a shard closed `collected` that is still waiting is done: the lots that
-# succeed are not written one by one (`lot_statuses`). `submitted` is a lot taken by name.
+# succeed in a shard's last chunk are not written one by one (`lot_statuses`). `submitted` is a lot
+# taken by name.
 WAITING, SUBMITTED, DONE, FAILED, CANCELLED, SKIPPED = (
     "waiting", "submitted", "done", "failed", "cancelled", "skipped")
 

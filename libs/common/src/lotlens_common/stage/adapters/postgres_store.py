@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, func, select, update
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_quota, postgres_release
 from lotlens_common.stage.core.rule import WaitingJob
-from lotlens_common.stage.ports import Fit, QuotaPause, Settlement, Shard
+from lotlens_common.stage.ports import Closing, Fit, QuotaPause, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
 from lotlens_common.tables import stage_shards
 
@@ -152,12 +152,16 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             postgres_quota.end(conn, self.stage)
 
-    def settle(self, job_id: str, settlement: Settlement) -> None:
+    def settle(self, job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
         """Lot outcomes, in one transaction.
 
-        Done lots are not written: most of a shard's lots succeed, and marking each was a row
-        write per lot (about a tenth of the pipeline's time). Closing the shard `collected`
-        settles every lot it still holds (`sql.lot_statuses`).
+        The last chunk's done lots are not written: most of a shard's lots succeed, and marking
+        each was a row write per lot (about a tenth of the pipeline's time). Closing the shard
+        `collected`, in the same transaction, settles every lot it still holds
+        (`sql.lot_statuses`). An earlier chunk's are (a shard over `settle.CHUNK` lots): left
+        unwritten, a collection cut short after them (a crash) left them the shard's, and a
+        batch then given up on, released, or whose output was gone sent them again (paid
+        twice), or failed them after they were announced done.
         """
         with self.engine.begin() as conn:
             # The job's queue first (requeue locks it), as every other transaction takes them.
@@ -168,6 +172,10 @@ class PostgresWorkStore(Generic[W]):
             sql.fail(conn, self.stage, job_id, settlement.failed)
             sql.set_status(conn, self.stage, job_id, settlement.cancelled, sql.CANCELLED)
             sql.save_work(conn, self.stage, settlement.rework)
+            if closing is None:
+                sql.set_status(conn, self.stage, job_id, settlement.done, sql.DONE)
+            else:
+                sql.close_shard(conn, closing.shard_id, "collected", closing.batch_status)
 
     def cancelled_jobs(self, job_ids: Sequence[str]) -> set[str]:
         """Cancelled jobs among these."""
