@@ -1,5 +1,6 @@
 """A create answered 5xx may have made its batch, on PostgreSQL, Kafka and the stand-in: no
-instance builds the shard again before a listing would show that batch."""
+instance builds the shard again before a listing would show that batch, nor once its job is
+cancelled."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import asyncio
 from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.core.lifecycle import CREATE_LANDS_S
 from lotlens_common.stage.runner import step
 from tests.conftest import new_id
-from tests.integration.stage.helpers import open_lots, runtime, submit_lots
+from tests.integration.stage.helpers import lot_statuses, open_lots, runtime, submit_lots
 from tests.standin import Standin
 
 
@@ -47,3 +49,28 @@ def test_a_shard_whose_create_answered_5xx_waits_for_its_batch_in_every_instance
     asyncio.run(scenario())
     assert open_lots(engine, "vision", job_id) == []
     assert standin.stats()["batches_created"] == 1
+
+
+def test_a_shard_whose_job_was_cancelled_after_its_create_failed_makes_no_batch(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # Recovery built it again once the wait passed: the batch was created, then cancelled at the
+    # next watch, and OpenAI billed what it had run meanwhile.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a", "b"])
+    standin.faults(api_faults=[{"scope": "batches", "method": "POST", "kind": "server_error"}])
+
+    async def scenario() -> None:
+        async with runtime(settings, engine, standin) as rt:
+            await step(rt, watching=True)
+            with engine.begin() as conn:
+                store.cancel_job(conn, "vision", job_id)
+            _create_wait_passes(engine)
+            for _ in range(2):
+                await step(rt, watching=True)
+
+    asyncio.run(scenario())
+    assert standin.stats()["batches_created"] == 0
+    assert lot_statuses(engine, "vision", job_id) == {"lot-0": store.CANCELLED, "lot-1": store.CANCELLED}
+    with engine.connect() as conn:
+        shards = conn.execute(text("SELECT status FROM stage_shards WHERE job_id = :j"), {"j": job_id})
+        assert shards.scalars().all() == ["empty"]

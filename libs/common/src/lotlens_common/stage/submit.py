@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -199,6 +200,8 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
 async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
                  the_try: QuotaTry | None) -> dict[str, Any] | None:
     job_id = lots[0].job_id
+    if _job_cancelled(stage, shard_id, job_id):
+        return None
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
     prepared: list[LotWork[Any]] = []
@@ -237,6 +240,11 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
+    if _job_cancelled(stage, shard_id, job_id):
+        # Cancelled while the shard was prepared, or since a create failed (recovery built it
+        # again, created the batch, and cancelled it at the next watch: billed for what it ran).
+        await forget_file(stage, file_id)
+        return None
     if the_try is not None:
         the_try.create_asked = True  # refused or not, the quota pause's try is used
     # Before the call: answered with a timeout or a 5xx, or cut by a crash, it may make its batch
@@ -263,6 +271,18 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     # The store says which of them the shard holds (a file's overflow went back to the queue).
     stage.remember_sent(shard_id, prepared)
     return batch
+
+
+def _job_cancelled(stage: Stage[Any], shard_id: str, job_id: str) -> bool:
+    """Whether the shard's job was cancelled; if so its lots are, and the shard is closed empty."""
+    if not stage.store.cancelled_jobs([job_id]):
+        return False
+    held = [lot.lot_id for lot in stage.store.shard_lots(shard_id)]
+    stage.store.settle(job_id, replace(Settlement.empty(), cancelled=held))
+    stage.store.close_shard(shard_id, "empty", None)
+    log.info("shard %s of job %s: its job was cancelled, no batch is made for its %d lots", shard_id,
+             job_id, len(held), extra={"job_id": job_id, "shard_id": shard_id})
+    return True
 
 
 async def forget_file(stage: Stage[Any], file_id: str) -> None:
