@@ -9,16 +9,16 @@ A nullable column without a default: PostgreSQL rewrites no row, and a stage of 
 release, running during a rolling upgrade, neither reads nor writes it (its shards are built again
 at once, as before).
 
-Revision ID: 0032_stage_shard_create_asked
-Revises: 0031_dispatch_part_plan
+Revision ID: 0033_stage_shard_create_asked
+Revises: 0032_idempotency_renewed_at
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0032_stage_shard_create_asked"
-down_revision = "0031_dispatch_part_plan"
+revision = "0033_stage_shard_create_asked"
+down_revision = "0032_idempotency_renewed_at"
 
 
 def upgrade() -> None:
