@@ -65,11 +65,21 @@ def auction_job() -> bytes:
     return submission(KEY, lots, ["en", "de", "fr"])
 
 
+def auction_job_utf8() -> bytes:
+    """The same job with an em dash in every note, sent as raw UTF-8 (JSON.stringify, orjson): the
+    decoded text is 2 bytes a character, which the lots were once parsed from (201)."""
+    lots = auction_lots(50_000, photos=23, webhook="http://127.0.0.1:9/dealer-portal/integrations/lotlens/hook")
+    for lot in lots:
+        lot["additional_info"] = lot["additional_info"][:-2] + " \u2014"
+    return submission(KEY, lots, ["en", "de", "fr"])
+
+
 BODIES: dict[str, Callable[[], bytes]] = {"empty lots": empty_lots,
                                           "long integers": long_integers,
                                           "lots of long integers": integer_lots,
                                           "lots of short strings": string_lots,
-                                          "50,000 lots of 23 photos (201)": auction_job}
+                                          "50,000 lots of 23 photos (201)": auction_job,
+                                          "in raw UTF-8, a dash in each note (201)": auction_job_utf8}
 
 
 def _peak_kb(pid: int) -> int:
@@ -119,8 +129,11 @@ def main() -> None:
     """Measure every hostile body and print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--src", type=Path, help="a checkout whose gateway to run instead of this one")
+    parser.add_argument("--only", help="measure only the bodies whose name contains this")
     args = parser.parse_args()
     for name, build in BODIES.items():
+        if args.only and args.only not in name:
+            continue
         print(json.dumps(measure(name, build(), args.src)), flush=True)
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from lotlens_common.signing import sign
@@ -141,3 +143,45 @@ def test_a_member_named_twice_inside_a_lot_is_400_not_last_wins(lot: str) -> Non
     error, _ = refused(raw)
     assert (error.status, error.code) == (400, "INVALID_JSON")
     assert error.details is not None and "appears twice" in error.details["problem"]
+
+
+# Raw UTF-8 as JSON.stringify and orjson send it: an em dash or Cyrillic makes the decoded text
+# 2 bytes a character, an emoji 4.
+NON_ASCII = ("Царапина — задний бампер", "dent 🚗 on the hood", "Kotflügel — links")
+
+
+def utf8_body(lots: list[dict[str, Any]], **extra: Any) -> bytes:
+    form = json.dumps(lots, separators=(",", ":"), sort_keys=True).encode()
+    return json.dumps({**extra, "signature": sign("acme-key", form), "lots": lots},
+                      ensure_ascii=False).encode()
+
+
+def test_the_lots_of_a_non_ascii_body_are_the_ones_json_would_read() -> None:
+    lots = [{"lot_id": f"лот-{i}", "additional_info": NON_ASCII[i % 3], "images": []} for i in range(9)]
+    raw = utf8_body(lots, note="заметка — 🚗 " * 50, languages=["ru"])
+    raw = raw[:-1] + ', "after": "— 🚗 после"  \n}'.encode()
+    document, client = read_signed(raw, KEYS, None, LIMITS)
+    assert client == "acme" and document == json.loads(raw)
+
+
+def traced_peak(read: Callable[[], Any]) -> int:
+    """The peak memory Python allocated while `read` ran beyond what it returned."""
+    tracemalloc.start()
+    try:
+        returned = read()  # held while measured
+        kept, peak = tracemalloc.get_traced_memory()
+        assert returned
+        return peak - kept
+    finally:
+        tracemalloc.stop()
+
+
+def test_an_accepted_non_ascii_body_costs_no_more_than_orjson_reading_it() -> None:
+    # Only an ASCII body was parsed from its bytes: any other kept its decoded text (2-4 bytes a
+    # character) and a full slice of it while orjson parsed, ~1.5-2.1 GB at the 144 MiB cap.
+    lots = [{"lot_id": str(i), "additional_info": "x" * 300 + NON_ASCII[i % 3], "images": []}
+            for i in range(SIZE // 800)]
+    raw = utf8_body(lots, note="🚗")
+    orjson_alone = traced_peak(lambda: orjson.loads(raw))
+    read = traced_peak(lambda: read_signed(raw, KEYS, None, LIMITS))
+    assert read < orjson_alone + 1.5 * len(raw), f"{(read - orjson_alone) / len(raw):.1f}x the body more"
