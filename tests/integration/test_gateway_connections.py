@@ -140,3 +140,34 @@ def test_a_body_its_route_never_reads_does_not_hold_the_connection(gateway: Gate
             except ConnectionResetError:
                 closed = True
         assert closed
+
+
+def test_only_a_job_body_gets_the_long_body_timeout(settings: ServiceSettings, engine: Engine) -> None:
+    # The total bound rose to 300 s for every body so a 144 MiB job has time: a synchronous lot's
+    # 290 s budget runs from before its body is read, and a trickled small body was held 2.5x
+    # longer. A lot-sized body keeps the short bound; a job-sized one gets the long one.
+    limits: dict[str, Any] = {**LIMITS, "body_timeout_s": 2.0, "job_body_timeout_s": 60.0,
+                              "max_lot_bytes": 2000, "job_body_min_bytes_per_s": 0}
+    with running_gateway(settings, engine, **limits) as gw:
+        with connect(gw) as sock:
+            sock.sendall(f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n".encode())
+            status, _, body = answer_of(trickle(sock, b" ", every_s=0.3))
+            assert (status, body["code"], body["details"]["body_timeout_s"]) == (408, "REQUEST_TIMEOUT", 2.0)
+        job = b'{"lots":[]' + b" " * 4989 + b"}"
+        with connect(gw) as sock:
+            sock.sendall(f"POST {SUBMIT} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         f"Content-Length: {len(job)}\r\n\r\n".encode())
+            sent, early = 0, b""
+            sock.settimeout(0.3)
+            deadline = time.monotonic() + 3 * limits["body_timeout_s"]
+            while not early and time.monotonic() < deadline:  # a byte every 0.3 s, past the lot's bound
+                try:
+                    early = sock.recv(65536)
+                except TimeoutError:
+                    sock.sendall(job[sent:sent + 1])
+                    sent += 1
+            if not early:
+                sock.sendall(job[sent:])
+            sock.settimeout(WAIT_S)
+            status, _, body = answer_of(early + read_to_close(sock))
+            assert (status, body["code"]) == (401, "MISSING_SIGNATURE"), body

@@ -128,12 +128,12 @@ def test_job_bodies_refused_while_they_are_read_are_strikes(settings: ServiceSet
 def test_job_bodies_trickled_to_hold_the_intake_are_408_and_a_signed_job_gets_in(
         settings: ServiceSettings, engine: Engine) -> None:
     """Two connections trickling a byte just under the gap timeout held both of the intake's
-    admissions until the total bound (`body_timeout_s`): a signed job got 503 INTAKE_BUSY all along,
+    admissions until the total bound (`job_body_timeout_s`): a signed job got 503 INTAKE_BUSY all along,
     and the reconnecting sender was never refused. Now a job body must keep a minimum rate once
     its first seconds are over, and each refusal is a strike."""
     limits: dict[str, Any] = {
         "intake_slots": 1, "intake_waiting": 1, "intake_strikes_limit": 2, "max_lot_bytes": 2000,
-        "body_gap_timeout_s": 2.0, "body_timeout_s": 60.0,
+        "body_gap_timeout_s": 2.0, "job_body_timeout_s": 60.0,
         "job_body_min_bytes_per_s": 1000, "job_body_min_rate_after_s": 1.0}
     with running_gateway(settings, engine, **limits) as gw:
         answers: list[bytes] = []

@@ -1,5 +1,5 @@
 """The default body cap against the contract's 50,000 lots of the largest real size (README,
-"Request limits"), and the body timeout against the cap."""
+"Request limits"), and the job body timeout against the cap."""
 
 from __future__ import annotations
 
@@ -38,4 +38,4 @@ def test_the_default_cap_holds_the_contracts_50000_lots_of_the_largest_real_size
 
 
 def test_a_body_at_the_cap_arrives_within_the_body_timeout_over_a_modest_uplink() -> None:
-    assert DEFAULTS.max_body_bytes / DEFAULTS.body_timeout_s <= UPLINK_BYTES_PER_S
+    assert DEFAULTS.max_body_bytes / DEFAULTS.job_body_timeout_s <= UPLINK_BYTES_PER_S

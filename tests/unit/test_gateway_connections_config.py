@@ -25,7 +25,8 @@ def test_server_config_uses_the_limited_protocol_and_the_settings() -> None:
 def test_defaults_are_the_documented_limits() -> None:
     settings = GatewaySettings(clients={"acme": SecretStr("acme-key-" + "0" * 32)})
     assert (settings.max_header_bytes, settings.header_timeout_s, settings.body_gap_timeout_s,
-            settings.body_timeout_s, settings.keep_alive_timeout_s) == (32 * 1024, 10.0, 15.0, 300.0, 5)
+            settings.body_timeout_s, settings.job_body_timeout_s,
+            settings.keep_alive_timeout_s) == (32 * 1024, 10.0, 15.0, 120.0, 300.0, 5)
 
 
 def test_head_bytes_is_the_size_of_the_head_as_sent() -> None:

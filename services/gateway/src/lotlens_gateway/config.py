@@ -82,13 +82,16 @@ class GatewaySettings(ServiceSettings):
     intake_strikes_window_s: float = Field(default=60.0, gt=0)
     # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a
     # 431; a head not complete within `header_timeout_s` of its first byte, or a body whose bytes stop
-    # for `body_gap_timeout_s` or that takes longer than `body_timeout_s` in all, a 408. A connection
-    # idle between requests is closed after `keep_alive_timeout_s` (uvicorn's `timeout_keep_alive`).
+    # for `body_gap_timeout_s` or that takes longer than `body_timeout_s` in all (a job body:
+    # `job_body_timeout_s`), a 408. A connection idle between requests is closed after
+    # `keep_alive_timeout_s` (uvicorn's `timeout_keep_alive`).
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 10.0
     body_gap_timeout_s: float = 15.0
-    # A body at the cap arrives within it at 500 KB/s (4 Mbit/s): 120 s asked 1.26 MB/s of it.
-    body_timeout_s: float = 300.0
+    # Short for a lot's body: a synchronous lot's 290 s budget runs from before its body is read.
+    body_timeout_s: float = 120.0
+    # A job body at the cap arrives within it at 500 KB/s (4 Mbit/s): 120 s asked 1.26 MB/s of it.
+    job_body_timeout_s: float = 300.0
     keep_alive_timeout_s: int = 5
     # Answers the client takes no byte of for `send_stall_timeout_s` are cut (connections.py). Result
     # downloads and lots pages answered at once, per client (past it a 429) and per process (a 503):
@@ -224,13 +227,15 @@ class GatewaySettings(ServiceSettings):
         return BodyLimits(max_lots=self.max_lots, max_depth=self.max_json_depth,
                           max_integer_digits=self.max_integer_digits, max_lot_bytes=self.max_lot_bytes)
 
-    def body_timeouts(self) -> BodyTimeouts:
-        """How long a request body may pause, and take in all."""
-        return BodyTimeouts(gap_s=self.body_gap_timeout_s, total_s=self.body_timeout_s)
+    def body_timeouts(self, job_body: bool = False) -> BodyTimeouts:
+        """How long a request body may pause, and take in all (a job body, bigger than one lot or
+        of undeclared size: long enough for one at the cap)."""
+        return BodyTimeouts(gap_s=self.body_gap_timeout_s,
+                            total_s=self.job_body_timeout_s if job_body else self.body_timeout_s)
 
     def job_body_timeouts(self) -> BodyTimeouts:
-        """A job body's: any body's limits and the minimum rate while it holds an admission."""
-        return replace(self.body_timeouts(), min_bytes_per_s=self.job_body_min_bytes_per_s,
+        """A job body's read while it holds an admission: its limits and the minimum rate."""
+        return replace(self.body_timeouts(job_body=True), min_bytes_per_s=self.job_body_min_bytes_per_s,
                        min_rate_after_s=self.job_body_min_rate_after_s)
 
     def idempotency_lease(self) -> float:

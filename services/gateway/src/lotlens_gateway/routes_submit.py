@@ -118,9 +118,9 @@ async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
                    idempotency_key: str | None, started: float) -> JSONResponse | _Signed:
     """Read the body under the intake's rules (intake_slots.py): a job's is answered in its slot;
     a lot's comes back signed, to be answered outside the intake."""
-    limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts()
     declared, address = declared_length(request), request.client.host if request.client else ""
     job_body = deps.intake.takes_slot(declared)
+    limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts(job_body)
     struck_out = deps.strikes.refusal(address) if job_body else None
     if struck_out is not None:
         await drain_body(request, limit, timeouts)

@@ -36,9 +36,9 @@ _ERRORS = {
     401: "MISSING_SIGNATURE: no signature in the body or the X-Signature header",
     403: "INVALID_SIGNATURE: no client's key verifies the signature",
     404: "JOB_NOT_FOUND: no such job for this client",
-    408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 300 s "
-          "(details.body_gap_timeout_s, details.body_timeout_s), or a job body (over one lot's size) arrived "
-          "at under 4 KiB/s on average after its first 5 s (details.min_bytes_per_s, "
+    408: ("REQUEST_TIMEOUT: the body's bytes stopped arriving for 15 s, or the body took longer than 120 s "
+          "(a job body, over one lot's size: 300 s; details.body_gap_timeout_s, details.body_timeout_s), "
+          "or a job body arrived at under 4 KiB/s on average after its first 5 s (details.min_bytes_per_s, "
           "details.min_rate_after_s); the connection is closed"),
     409: ("DUPLICATE_LOT_ID (details.duplicate_lot_ids; ids equal in Unicode NFC are one), "
           "IDEMPOTENCY_KEY_REUSED (same key, other body) or "
