@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from lotlens_common.events import LotFailed
 from lotlens_common.model.errors import ModelUnavailableError
+from lotlens_common.model.usage import Usage
 from lotlens_common.stage.core import lifecycle
 from tests.unit.stage.conftest import World, lots
 
@@ -29,4 +34,36 @@ def test_a_shard_claimed_just_before_its_job_was_cancelled_uploads_nothing(world
     world.store.cancelled.add("job-1")  # the claim read the queue before the cancellation landed
     world.rounds()
     assert world.batches.files == {} and world.batches.batches == {}
+    assert set(world.store.statuses().values()) == {"cancelled"}
+
+
+def test_a_cancelled_lot_billed_for_earlier_answers_reports_them_though_no_batch_is_made(
+        world: World) -> None:
+    # A vision lot sent again after an answer it could not use (or a translation lot with a part
+    # of its languages done): marked cancelled with no event, its job's usage left the answer out.
+    paid = Usage(input_tokens=4000, output_tokens=12_000, model="gpt-test")
+    [lot, other] = lots(2)
+    world.store.add([replace(lot, work=lot.work.model_copy(update={"earlier_usage": paid})), other])
+    world.store.cancelled.add("job-1")
+    world.rounds()
+    assert set(world.store.statuses().values()) == {"cancelled"} and world.batches.batches == {}
+    [failed] = world.of(LotFailed)
+    assert (failed.lot_id, failed.usage) == ("job-1-lot-0", paid)
+    assert "cancelled" in failed.reason, failed.reason
+
+
+def test_a_job_cancelled_while_its_file_was_uploaded_gets_no_batch_and_the_file_is_deleted(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    uploads = world.batches.upload_batch_file
+
+    async def cancelled_meanwhile(path: Path) -> str:
+        file_id = await uploads(path)
+        world.store.cancelled.add("job-1")  # the cancel landed while the file went up
+        return file_id
+
+    monkeypatch.setattr(world.batches, "upload_batch_file", cancelled_meanwhile)
+    world.store.add(lots(2))
+    world.rounds()
+    assert world.batches.batches == {} and world.batches.files == {}
+    assert len(world.batches.deleted) == 1 and world.submitted() == []
     assert set(world.store.statuses().values()) == {"cancelled"}

@@ -72,10 +72,15 @@ class Settler:
         part of its work (`PartDone`): the lot goes again without it. No attempt is used, as each
         leaves one part fewer."""
         if self.cancelled:
-            self._apply(changed, Outcome("cancelled", reason))
+            self.cancel(changed, reason)
             return
         self.settlement.rework.append(changed)
         self._apply(changed, Outcome("retry", reason, counted=False))
+
+    def cancel(self, lot: LotWork[Any], reason: str) -> None:
+        """The lot's job was cancelled: dropped, with a LotFailed carrying what its answers so far
+        were billed (`reason`: how far it got)."""
+        self._apply(lot, Outcome("cancelled", reason))
 
     def failed(self, lot: LotWork[Any], kind: Kind, reason: str) -> None:
         """The lot got no usable answer."""

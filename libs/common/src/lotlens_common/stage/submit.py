@@ -17,7 +17,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Coroutine
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,6 +48,7 @@ from lotlens_common.stage.quota import (
     recorded_pause,
 )
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
+from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
 
@@ -275,10 +275,17 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
 
 def _job_cancelled(stage: Stage[Any], shard_id: str, job_id: str) -> bool:
     """Whether the shard's job was cancelled; if so its lots are, and the shard is closed empty."""
-    if not stage.store.cancelled_jobs([job_id]):
+    shard = stage.store.shard(shard_id)
+    if shard is None or not stage.store.cancelled_jobs([job_id]):
         return False
-    held = [lot.lot_id for lot in stage.store.shard_lots(shard_id)]
-    stage.store.settle(job_id, replace(Settlement.empty(), cancelled=held))
+    # Through the settler, as a collection cancels them: a lot billed for earlier answers (a part
+    # of its languages, an answer it could not use) reports them in its LotFailed. Marked
+    # cancelled here directly, it was dropped with no event, and its job's usage left them out.
+    settler = Settler(stage, shard, cancelled=True)
+    held = stage.store.shard_lots(shard_id)
+    for lot in held:
+        settler.cancel(lot, "before its batch was made")
+    settler.flush()
     stage.store.close_shard(shard_id, "empty", None)
     log.info("shard %s of job %s: its job was cancelled, no batch is made for its %d lots", shard_id,
              job_id, len(held), extra={"job_id": job_id, "shard_id": shard_id})
