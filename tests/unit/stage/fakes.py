@@ -50,6 +50,8 @@ class FakeStore(QuotaRows):
         self.cancelled: set[str] = set()
         self.locks: set[str] = set()
         self.lost: set[str] = set()  # locks a database restart took away from their holder
+        self.create_asked_at: dict[str, float] = {}  # shard id -> when a create was asked (unknown outcome)
+        self.db_clock_ahead_s = 0.0  # of the pod's; a create's age is the database's, on its clock
         # Per collection: whether the works came from the lots the stage remembered sending.
         self.collected_from_sent: list[bool] = []
         self._seq = itertools.count()
@@ -122,10 +124,11 @@ class FakeStore(QuotaRows):
         return key in self.locks and key not in self.lost
 
     def shards(self, status: str) -> list[Shard]:
-        return [s for s in self.shards_by_id.values() if s.status == status]
+        return [self._aged(s) for s in self.shards_by_id.values() if s.status == status]
 
     def shard(self, shard_id: str) -> Shard | None:
-        return self.shards_by_id.get(shard_id)
+        found = self.shards_by_id.get(shard_id)
+        return None if found is None else self._aged(found)
 
     def shard_lots(self, shard_id: str, sent: Mapping[str, LotWork[VisionWork]] | None = None
                    ) -> list[LotWork[VisionWork]]:
@@ -151,9 +154,19 @@ class FakeStore(QuotaRows):
                 row.lot = replace(row.lot, attempts=row.lot.attempts - 1)
             row.status, row.shard_id, row.last_error, row.seq = "waiting", None, reason, next(self._seq)
 
+    def _now(self) -> float:
+        return time.time() + self.db_clock_ahead_s
+
     def note_create_asked(self, shard_id: str, asked: bool) -> None:
-        self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id],
-                                              create_asked_at=time.time() if asked else None)
+        # Stamped and aged by the store's clock, as by the database's now().
+        if asked:
+            self.create_asked_at[shard_id] = self._now()
+        else:
+            self.create_asked_at.pop(shard_id, None)
+
+    def _aged(self, shard: Shard) -> Shard:
+        asked = self.create_asked_at.get(shard.shard_id)
+        return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,

@@ -96,17 +96,17 @@ def test_lookup_seeing_none_of_our_batches_keeps_waiting_for_its_fate() -> None:
 
 
 def test_building_shard_with_a_batch_found_by_metadata_adopts_it() -> None:
-    assert lc.for_building(3, {"id": "b9"}, NOW - 1, NOW) == lc.Adopt("b9")
+    assert lc.for_building(3, {"id": "b9"}, 1.0) == lc.Adopt("b9")
 
 
 def test_building_shard_without_a_batch_is_built_and_without_lots_is_closed() -> None:
-    assert lc.for_building(3, None, None, NOW) == lc.Build()
-    assert lc.for_building(0, None, None, NOW) == lc.CloseEmpty()
+    assert lc.for_building(3, None, None) == lc.Build()
+    assert lc.for_building(0, None, None) == lc.CloseEmpty()
 
 
 def test_building_shard_whose_create_may_still_land_waits_until_a_listing_would_show_it() -> None:
-    assert lc.for_building(3, None, NOW - 1, NOW) == lc.AwaitCreate()
-    assert lc.for_building(3, None, NOW - lc.CREATE_LANDS_S, NOW) == lc.Build()
+    assert lc.for_building(3, None, 1.0) == lc.AwaitCreate()
+    assert lc.for_building(3, None, lc.CREATE_LANDS_S) == lc.Build()
 
 
 def test_unknown_batch_of_a_job_never_seen_is_ignored() -> None:

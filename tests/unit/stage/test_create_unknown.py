@@ -47,3 +47,13 @@ def test_a_shard_whose_create_made_no_batch_is_built_again_once_a_listing_would_
     monkeypatch.setattr(lifecycle, "CREATE_LANDS_S", 0.0)
     world.rounds(2)
     assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def test_a_pod_whose_clock_runs_ahead_still_waits_for_the_create_to_land(world: World) -> None:
+    # The shard's create_asked_at is the database's time, compared with the pod's: 600 s ahead, it
+    # built a second batch at once while the first could still land (and be paid for twice).
+    world.store.db_clock_ahead_s = -lifecycle.CREATE_LANDS_S
+    world.batches.errors["create"] = [ModelUnavailableError("HTTP 503 server_error")]
+    world.store.add(lots(2))
+    world.rounds(3)
+    assert world.batches.batches == {} and world.submitted() == []

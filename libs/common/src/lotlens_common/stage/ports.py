@@ -109,9 +109,11 @@ class Shard:
     release: str | None = None
     # When its lots were claimed (a Unix time): its batch was created after.
     created_at: float = 0.0
-    # When a create was last asked for it whose outcome is unknown (a timeout, a 5xx, a crash
-    # during the call), a Unix time; None: never asked, or refused (so no batch was made).
-    create_asked_at: float | None = None
+    # How long ago a create was last asked for it whose outcome is unknown (a timeout, a 5xx, a
+    # crash during the call), by the database's clock, which stamped it; None: never asked, or
+    # refused (so no batch was made). An age, not a time: compared with a pod's clock running
+    # minutes ahead, the shard was built again while its first batch could still land.
+    create_asked_age_s: float | None = None
 
 
 @dataclass(frozen=True)

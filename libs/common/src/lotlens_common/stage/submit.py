@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import tempfile
-import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -138,7 +137,7 @@ async def recover_building(stage: Stage[Any]) -> None:
                 lots = stage.store.shard_lots(shard.shard_id)
                 with quota_try(stage, wanted=bool(lots)) as the_try:
                     found = await _find_shard_batch(stage, shard.shard_id) if lots else None
-                    action = lifecycle.for_building(len(lots), found, current.create_asked_at, time.time())
+                    action = lifecycle.for_building(len(lots), found, current.create_asked_age_s)
                     if isinstance(action, lifecycle.CloseEmpty):
                         stage.store.close_shard(shard.shard_id, "empty", None)
                         continue

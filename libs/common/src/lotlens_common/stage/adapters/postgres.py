@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Text, any_, bindparam, func, select, text, update
+from sqlalchemy import Connection, Select, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from lotlens_common.db import json_rows
@@ -270,9 +270,8 @@ def note_batch_status(conn: Connection, shard_id: str, batch_status: str) -> Non
 
 def shards(conn: Connection, stage: str, status: str) -> list[Shard]:
     """The stage's shards in a status, oldest first."""
-    rows = conn.execute(select(stage_shards).where(
-        stage_shards.c.stage == stage, stage_shards.c.status == status)
-        .order_by(stage_shards.c.created_at))
+    rows = conn.execute(_shards().where(stage_shards.c.stage == stage, stage_shards.c.status == status)
+                        .order_by(stage_shards.c.created_at))
     return [_shard(r) for r in rows]
 
 
@@ -371,14 +370,22 @@ def job_known(conn: Connection, stage: str, job_id: str) -> bool:
 
 def shard(conn: Connection, shard_id: str) -> Shard | None:
     """One shard, if it is on record."""
-    r = conn.execute(select(stage_shards).where(stage_shards.c.shard_id == shard_id)).first()
+    r = conn.execute(_shards().where(stage_shards.c.shard_id == shard_id)).first()
     return None if r is None else _shard(r)
 
 
+def _shards() -> Select[Any]:
+    # The create's age by the database's clock, which stamped `create_asked_at`: a pod's clock
+    # minutes ahead took a create that may still land for an old one.
+    asked_age = func.extract("epoch", func.now() - stage_shards.c.create_asked_at)
+    return select(stage_shards, asked_age.label("create_asked_age_s"))
+
+
 def _shard(r: Any) -> Shard:
+    age = r.create_asked_age_s
     return Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status,
                  r.unreadable_reason, r.release, r.created_at.timestamp(),
-                 r.create_asked_at.timestamp() if r.create_asked_at else None)
+                 None if age is None else float(age))
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],

@@ -128,17 +128,21 @@ class CancelDuplicate:
     """A running batch whose lots are on record elsewhere: cancel it before it spends twice."""
 
 
-def for_building(lots_left: int, found: Mapping[str, Any] | None, create_asked_at: float | None,
-                 now_s: float) -> Build | Adopt | CloseEmpty | AwaitCreate:
+def may_land(create_asked_age_s: float | None) -> bool:
+    """Whether a create asked this long ago (None: none whose outcome is unknown) may still make
+    its batch."""
+    return create_asked_age_s is not None and create_asked_age_s < CREATE_LANDS_S
+
+
+def for_building(lots_left: int, found: Mapping[str, Any] | None, create_asked_age_s: float | None
+                 ) -> Build | Adopt | CloseEmpty | AwaitCreate:
     """A shard left `building` by a builder that died or failed: adopt its batch (the newest one
-    found by its metadata) if one exists; wait while one asked at `create_asked_at` may land."""
+    found by its metadata) if one exists; wait while one asked `create_asked_age_s` ago may land."""
     if found is not None:
         return Adopt(str(found["id"]))
     if not lots_left:
         return CloseEmpty()
-    if create_asked_at is not None and now_s - create_asked_at < CREATE_LANDS_S:
-        return AwaitCreate()
-    return Build()
+    return AwaitCreate() if may_land(create_asked_age_s) else Build()
 
 
 def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
