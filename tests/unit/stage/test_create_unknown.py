@@ -10,9 +10,11 @@ from lotlens_common.stage.core import lifecycle
 from tests.unit.stage.conftest import World, lots
 
 
-def test_a_create_answered_with_a_timeout_whose_batch_lands_late_is_paid_once(world: World) -> None:
+def test_a_create_answered_with_a_timeout_whose_batch_lands_late_is_paid_once(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     # The shard stayed `building`, the next watch's listing showed no batch yet, and recovery built
     # a second one; the first landed, the reconciler cancelled it, and OpenAI billed what it ran.
+    monkeypatch.setattr(lifecycle, "LIST_WHILE_LANDING_S", 0.0)  # each watch a minute apart
     world.batches.finish = None
     world.batches.lost_answers = [ModelTimeoutError("timed out")]
     world.store.add(lots(2))
@@ -47,6 +49,21 @@ def test_a_shard_whose_create_made_no_batch_is_built_again_once_a_listing_would_
     monkeypatch.setattr(lifecycle, "CREATE_LANDS_S", 0.0)
     world.rounds(2)
     assert len(world.completed()) == 2 and len(world.batches.batches) == 1
+
+
+def test_a_shard_waiting_for_its_create_to_land_does_not_list_every_batch_every_watch(world: World) -> None:
+    # Listed before the wait was checked: every watch (10 s) for 10 minutes read up to 50 pages.
+    world.batches.page_size = 1
+    others = [f"batch-other-{i}" for i in range(60)]
+    world.batches.batches = {batch_id: {"id": batch_id, "metadata": {}} for batch_id in others}
+    world.batches.lost_answers = [ModelUnavailableError("HTTP 503 server_error")]
+    world.store.add(lots(2))
+    world.rounds()
+    world.batches.unlisted = {b for b in world.batches.batches if not b.startswith("batch-other")}
+    listed = world.batches.pages_listed
+    world.rounds(6)
+    assert world.batches.pages_listed - listed <= 50  # a listing at most, not one a watch
+    assert [s.status for s in world.store.shards_by_id.values()] == ["building"]
 
 
 def test_a_pod_whose_clock_runs_ahead_still_waits_for_the_create_to_land(world: World) -> None:

@@ -342,6 +342,9 @@ class Stage(Generic[W]):
     # job (image checks of 50,000 lots, slow hosts) outlasted the pod's grace period otherwise,
     # and the SIGKILL then cut it wherever it was.
     stopping: threading.Event = field(default_factory=threading.Event)
+    # Building shards whose create may still land -> when recovery last listed OpenAI's batches
+    # for them (time.monotonic()): `lifecycle.LIST_WHILE_LANDING_S`.
+    listed_while_landing: dict[str, float] = field(default_factory=dict)
 
     def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
         """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT

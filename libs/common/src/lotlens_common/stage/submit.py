@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import tempfile
+import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
@@ -35,7 +37,7 @@ from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
-from lotlens_common.stage.ports import Fit, Settlement, Stage, about_lot
+from lotlens_common.stage.ports import Fit, Settlement, Shard, Stage, about_lot
 from lotlens_common.stage.quota import (
     QuotaPaused,
     QuotaTry,
@@ -126,7 +128,9 @@ def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[A
 async def recover_building(stage: Stage[Any]) -> None:
     """Finish shards whose builder died: adopt their batch if it exists, else build it again
     (unless the stage is paused: `quota.may_build`)."""
-    for shard in stage.store.shards("building"):
+    building = stage.store.shards("building")
+    _forget_listings_but(stage, {shard.shard_id for shard in building})
+    for shard in building:
         if stage.stopping.is_set():
             return
         with stage.store.exclusive(shard.shard_id) as mine:
@@ -135,6 +139,8 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
+                if lots and _listed_lately(stage, current):
+                    continue  # its create may still land, and the listing a minute ago did not show it
                 with quota_try(stage, wanted=bool(lots)) as the_try:
                     found = await _find_shard_batch(stage, shard.shard_id) if lots else None
                     action = lifecycle.for_building(len(lots), found, current.create_asked_age_s)
@@ -169,6 +175,25 @@ async def recover_building(stage: Stage[Any]) -> None:
             except Exception:
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
+
+
+def _listed_lately(stage: Stage[Any], shard: Shard) -> bool:
+    """Whether the shard's create may still land and its batches were listed for it lately; if it
+    may land and they were not, they are about to be (noted now)."""
+    if not lifecycle.may_land(shard.create_asked_age_s):
+        stage.listed_while_landing.pop(shard.shard_id, None)
+        return False
+    now = time.monotonic()
+    if now - stage.listed_while_landing.get(shard.shard_id, -math.inf) < lifecycle.LIST_WHILE_LANDING_S:
+        return True
+    stage.listed_while_landing[shard.shard_id] = now
+    return False
+
+
+def _forget_listings_but(stage: Stage[Any], building: set[str]) -> None:
+    """Keep the listing times of the shards still building only (others were sent or closed)."""
+    for shard_id in stage.listed_while_landing.keys() - building:
+        del stage.listed_while_landing[shard_id]
 
 
 async def _find_shard_batch(stage: Stage[Any], shard_id: str) -> dict[str, Any] | None:

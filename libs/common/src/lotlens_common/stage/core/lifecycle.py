@@ -44,6 +44,9 @@ CANCELLING_LIMIT_S = 3600.0
 # it (beyond `OPENAI_TIMEOUT_S`'s 120 s). Built at the next watch, the first batch landed after
 # the second was made, was cancelled as a duplicate, and OpenAI billed what it had run.
 CREATE_LANDS_S = 600.0
+# Meanwhile its shard's batches are listed at most this often: listed at every watch (10 s), each
+# waiting shard read up to 50 pages of the listing sixty times over.
+LIST_WHILE_LANDING_S = 60.0
 
 
 @dataclass(frozen=True)
