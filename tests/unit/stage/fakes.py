@@ -249,6 +249,7 @@ class FakeBatches:
     may exist after those, as the README says), once per entry.
     """
 
+    creates_land_late = True  # as OpenAI's (`lost_answers`)
     answer: Answer = described
     finish: str | None = "completed"
     done_lines: int | None = None

@@ -39,10 +39,11 @@ class Counting:
         return described(body["input"][0]["content"][-1]["text"], body)
 
 
-def instance(world: World, call: Counting, folder: Path) -> Stage[Any]:
+def instance(world: World, call: Counting, folder: Path,
+             batches: type[DirectBatches] = DirectBatches) -> Stage[Any]:
     folder.mkdir(exist_ok=True)
     spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
-    return Stage(spec, world.store, DirectBatches(call, 4, folder), world.publisher, world.settings)
+    return Stage(spec, world.store, batches(call, 4, folder), world.publisher, world.settings)
 
 
 def results(world: World) -> list[str]:
@@ -224,3 +225,26 @@ def test_a_request_that_brings_the_server_down_each_time_still_fails_after_its_a
     assert [event.lot_id for event in world.of(LotFailed)] == ["job-1-lot-0"]
     assert call.dropped == world.settings.max_attempts
     assert results(world) == ["job-1-lot-1", "job-1-lot-2"]
+
+
+class FullOnce(DirectBatches):
+    """Direct batches whose first create fails writing its files (the work folder's disk full)."""
+
+    failed = False
+
+    async def create_batch(self, input_file_id: str, metadata: dict[str, str]) -> dict[str, Any]:
+        if not self.failed:
+            self.failed = True
+            raise OSError(28, "No space left on device")
+        return await super().create_batch(input_file_id, metadata)
+
+
+def test_a_direct_create_that_failed_is_sent_again_at_the_next_watch(world: World, tmp_path: Path) -> None:
+    # Taken for an OpenAI create whose batch may land later, its shard waited 10 minutes: a direct
+    # batch is made whole by the call, or not at all.
+    call = Counting()
+    stage = instance(world, call, tmp_path / "a", FullOnce)
+    world.store.add(lots(3))
+    for _ in range(3):
+        asyncio.run(step(stage, watching=True))
+    assert each_lot_sent_and_described_once(world, call)

@@ -178,6 +178,9 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
 class OpenAIBatches:
     """The Files and Batch API calls the batch services need, as plain dicts and bytes."""
 
+    # A create answered with a timeout or a 5xx may make its batch after the answer.
+    creates_land_late = True
+
     def __init__(self, client: openai.AsyncOpenAI) -> None:
         self._client = client
 

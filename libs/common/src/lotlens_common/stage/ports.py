@@ -34,6 +34,11 @@ class BatchesPort(Protocol):
     HTTP status (401/403/404 tell the runner it may not be able to see its batch).
     """
 
+    # Whether a create that failed (a timeout, a 5xx, a crash during the call) may still make its
+    # batch, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`): OpenAI's may; direct
+    # mode's batch is made whole by the call or not at all.
+    creates_land_late: bool
+
     async def upload_batch_file(self, path: Path) -> str:
         """Upload a JSONL input file; its file id."""
         ...

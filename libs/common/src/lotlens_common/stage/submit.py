@@ -272,8 +272,10 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     if the_try is not None:
         the_try.create_asked = True  # refused or not, the quota pause's try is used
     # Before the call: answered with a timeout or a 5xx, or cut by a crash, it may make its batch
-    # anyway, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`).
-    stage.store.note_create_asked(shard_id, True)
+    # anyway, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`). Direct mode's may
+    # not: noted, a failed create there kept its shard from being sent again for 10 minutes.
+    if stage.batches.creates_land_late:
+        stage.store.note_create_asked(shard_id, True)
     try:
         with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
             batch = await stage.batches.create_batch(

@@ -76,6 +76,10 @@ def _made_at(batch_id: str) -> float | None:
 class DirectBatches:
     """BatchesPort over a synchronous Responses endpoint."""
 
+    # Its batch is whole when its output file is written (`find_batch` sees no other): a create
+    # that failed or was cut made none, and nothing lands after it.
+    creates_land_late = False
+
     def __init__(self, call: DirectCall, concurrency: int, work_dir: Path) -> None:
         self.call, self.concurrency, self.work_dir = call, concurrency, work_dir
 
