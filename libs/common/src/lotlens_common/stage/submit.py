@@ -301,8 +301,8 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
 
 def _job_cancelled(stage: Stage[Any], shard_id: str, job_id: str) -> bool:
     """Whether the shard's job was cancelled; if so its lots are, and the shard is closed empty."""
-    shard = stage.store.shard(shard_id)
-    if shard is None or not stage.store.cancelled_jobs([job_id]):
+    shard = stage.store.shard(shard_id) if stage.store.cancelled_jobs([job_id]) else None
+    if shard is None:
         return False
     # Through the settler, as a collection cancels them: a lot billed for earlier answers (a part
     # of its languages, an answer it could not use) reports them in its LotFailed. Marked
