@@ -275,12 +275,6 @@ def shards(conn: Connection, stage: str, status: str) -> list[Shard]:
     return [_shard(r) for r in rows]
 
 
-def shard_status(conn: Connection, shard_id: str) -> str | None:
-    """A shard's status now (another instance may have moved it since it was listed)."""
-    return conn.execute(select(stage_shards.c.status).where(
-        stage_shards.c.shard_id == shard_id)).scalar_one_or_none()
-
-
 def shard_lots(conn: Connection, stage: str, shard_id: str, work_type: type[W],
                sent: Mapping[str, LotWork[W]] | None = None) -> list[LotWork[W]]:
     """The lots a shard still holds: those waiting in its places, or those taken by name.
