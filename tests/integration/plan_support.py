@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -16,19 +17,26 @@ def plan_nodes(conn: Connection, run: Callable[[], object]) -> list[tuple[str, s
     return [(node, relation) for plan in plans(conn, executed(conn, run)) for node, relation, _ in plan]
 
 
-def executed(source: Engine | Connection | type[Engine], run: Callable[[], object]) -> list[tuple[str, Any]]:
-    """The statements (and their parameters) `run` executes on `source`'s connections (`Engine`
-    itself: every engine's, a gateway's serving threads included)."""
-    statements: list[tuple[str, Any]] = []
+@contextmanager
+def on_each_statement(source: Engine | Connection | type[Engine],
+                      act: Callable[[str, Any], None]) -> Iterator[None]:
+    """Calls `act(statement, parameters)` right before each statement `source`'s connections run
+    while inside (`Engine` itself: every engine's, a gateway's serving threads included)."""
+    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+        act(statement, parameters)
 
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
-        statements.append((statement, parameters))
-
-    event.listen(source, "before_cursor_execute", capture)
+    event.listen(source, "before_cursor_execute", before)
     try:
-        run()
+        yield
     finally:
-        event.remove(source, "before_cursor_execute", capture)
+        event.remove(source, "before_cursor_execute", before)
+
+
+def executed(source: Engine | Connection | type[Engine], run: Callable[[], object]) -> list[tuple[str, Any]]:
+    """The statements (and their parameters) `run` executes on `source`'s connections."""
+    statements: list[tuple[str, Any]] = []
+    with on_each_statement(source, lambda statement, parameters: statements.append((statement, parameters))):
+        run()
     return statements
 
 

@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, select
 
 from lotlens_common.tables import outbox
 from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots
+from tests.integration.plan_support import on_each_statement
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +25,7 @@ def projected_between_reads(engine: Engine) -> Iterator[list[tuple[str, str]]]:
     client's jobs were unprojected."""
     due: list[tuple[str, str]] = []
 
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+    def before(statement: str, _parameters: Any) -> None:
         if due and "FROM jobs" in statement and "ORDER BY jobs.created_at DESC" in statement:
             client_id, job_id = due.pop()
             with engine.connect() as own:
@@ -33,11 +34,8 @@ def projected_between_reads(engine: Engine) -> Iterator[list[tuple[str, str]]]:
             insert_finished_job(engine, client_id, make_lots(2), ["en"], status="pending", job_id=job_id,
                                 created_at=created)
 
-    event.listen(Engine, "before_cursor_execute", before)
-    try:
+    with on_each_statement(Engine, before):
         yield due
-    finally:
-        event.remove(Engine, "before_cursor_execute", before)
 
 
 def test_a_job_projected_while_the_listing_is_read_is_listed_and_counted_once(

@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert
+from sqlalchemy import Engine, insert
 
 from lotlens_common.tables import jobs, lots
 from tests.integration.gateway_support import Gateway, make_lots
+from tests.integration.plan_support import on_each_statement
 
 pytestmark = pytest.mark.integration
 LOTS, PROJECTED, PROJECTED_MID_PAGE = 200, 40, 110
@@ -36,17 +37,14 @@ def projected_mid_page(engine: Engine) -> Iterator[list[tuple[str, list[dict[str
     lots only its outbox holds, after it read the projected ones."""
     due: list[tuple[str, list[dict[str, Any]]]] = []
 
-    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_rest: Any) -> None:
+    def before(statement: str, parameters: Any) -> None:
         # The outbox's `LotSubmitted` rows not projected (not its `JobSubmitted`, read before).
         if due and "FROM outbox" in statement and "FROM lots" in statement and due[0][0] in str(parameters):
             job_id, lot_list = due.pop()
             project_lots(engine, job_id, lot_list, PROJECTED)
 
-    event.listen(Engine, "before_cursor_execute", before)
-    try:
+    with on_each_statement(Engine, before):
         yield due
-    finally:
-        event.remove(Engine, "before_cursor_execute", before)
 
 
 def test_a_lots_page_read_while_the_result_store_projects_lists_every_lot_once(
