@@ -181,13 +181,14 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
                     kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
                     resolve: Resolver | None = None, client_id: str | None = None,
                     clock: Callable[[], datetime] = utc_now, client_key: str | None = None,
-                    **overrides: Any) -> Iterator[Gateway]:
+                    model_timeout_s: float = 30.0, **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
     broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
     looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
     `public_webhook_hosts`), `client_id` names its first client (default: a new id) and
     `client_key` its key (default: a new one; another gateway's, a replica of it), `clock` is
-    the gateway's (default: the real one), `overrides` change settings."""
+    the gateway's (default: the real one), `model_timeout_s` its model client's timeout
+    (`OPENAI_TIMEOUT_S`), `overrides` change settings."""
     client_id, other_id = client_id or new_id("acme-"), new_id("other-")
     key, other_key = client_key or new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
@@ -197,7 +198,8 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     webhook_resolve = resolve or public_webhook_hosts
     resolve = resolve or stub_resolver({})
     images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
-    model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=30, max_retries=0)
+    model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=model_timeout_s,
+                                      max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.
     on_engine = DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False))
     reads = gateway_engine(gw_settings.model_copy(update={"database": on_engine}), autocommit=True,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
@@ -13,7 +14,7 @@ from sqlalchemy import Engine, text
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import running_gateway, until, waiting_on_a_lock
 from tests.integration.sync_support import model_calls, one_lot
-from tests.standin import Standin
+from tests.standin import Standin, serve_standin
 
 pytestmark = pytest.mark.integration
 
@@ -60,3 +61,16 @@ def test_time_the_request_spent_before_the_model_counts_towards_its_budget(
     assert response.status_code == 504, response.text
     assert response.json()["code"] == "OPENAI_TIMEOUT"
     assert model_calls(standin) == 0  # no model call begun that nobody would wait for
+
+
+def test_a_model_slower_than_the_clients_timeout_but_within_the_budget_is_waited_for(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    # `OPENAI_TIMEOUT_S` (120 s) ended every call, and a timeout is not asked again: 9 languages
+    # of a 3 KB text (100-190 s of output) always came back 504 "did not answer within the 290 s
+    # budget". Here the client's timeout is 0.5 s, the model takes 1.5 s, the budget is 60 s.
+    with serve_standin(tmp_path, latency_seconds=1.5) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url, sync_timeout_s=60.0,
+                            model_timeout_s=0.5) as gw:
+        response = gw.submit(one_lot(images), languages=["en", "de"])
+    assert response.status_code == 200, response.text
+    assert response.json()["lots"][0]["status"] == "completed"

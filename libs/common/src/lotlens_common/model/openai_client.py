@@ -31,6 +31,9 @@ MAX_RETRY_WAIT_S = 60.0
 # A request timeout and a lock conflict: the SDK's own retry policy asks both again.
 _PASSING_4XX = frozenset({408, 409})
 _BACKOFF_BASE_S = 0.5
+# A call with a deadline reads its answer this long past it: the caller's own deadline
+# (`asyncio.timeout_at`) is what ends the wait, so its 504 is the budget's, not a read timeout's.
+_DEADLINE_GRACE_S = 1.0
 # Batches a page of the listing holds: the most the API's `limit` takes.
 LIST_PAGE_SIZE = 100
 
@@ -143,6 +146,15 @@ def _transient_wait(exc: openai.OpenAIError, attempt: int) -> float | None:
     return None
 
 
+def _until(client: openai.AsyncOpenAI, deadline: float, now: float) -> httpx2.Timeout:
+    """An attempt's timeout when the caller has a deadline: the answer is waited for until then,
+    whatever the client's own timeout (`OPENAI_TIMEOUT_S`'s 120 s ended the calls of a 290 s
+    synchronous budget, and a timeout is not asked again); connecting takes no longer than before."""
+    left = max(deadline - now, 0.0) + _DEADLINE_GRACE_S
+    connect = httpx2.Timeout(client.timeout).connect
+    return httpx2.Timeout(left, connect=left if connect is None else min(connect, left))
+
+
 async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
                          max_attempts: int = 3, deadline: float | None = None) -> dict[str, Any]:
     """POST a body to `/responses` and return the raw JSON response.
@@ -150,7 +162,8 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
     429 (honouring Retry-After), 408, 409, 5xx and connection errors are retried up to `max_attempts` calls
     in all; everything else, and the last failure, is raised as a LotLens model error. So is a
     failure whose wait would end at or past `deadline` (the event loop's clock): the caller's
-    budget would run out asleep.
+    budget would run out asleep. With a deadline, each attempt waits for its answer until then
+    (`_until`), not for the client's timeout.
     """
     # Our own loop does the retrying, so the SDK's hidden retries would only multiply attempts.
     single_shot = client.with_options(max_retries=0)
@@ -158,7 +171,8 @@ async def call_responses(client: openai.AsyncOpenAI, body: Mapping[str, Any], *,
     reached = False  # an attempt got to the server: the call is not "unreachable" whatever follows
     for attempt in range(1, max_attempts + 1):
         try:
-            raw = await single_shot.responses.with_raw_response.create(**body)
+            timeout = openai.NOT_GIVEN if deadline is None else _until(client, deadline, loop.time())
+            raw = await single_shot.responses.with_raw_response.create(**body, timeout=timeout)
             return _json_object(raw.content)
         except openai.OpenAIError as exc:
             mapped = _mapped(exc)
