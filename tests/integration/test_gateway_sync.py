@@ -162,6 +162,7 @@ def test_a_model_outage_is_502_openai_unavailable(
     response = sync_gateway.submit(one_lot(images), languages=["en"])
     assert response.status_code == 502, response.text
     assert response.json()["code"] == "OPENAI_UNAVAILABLE"
+    assert response.json()["details"] == {"openai_error": "unavailable"}  # no answer, no usage
     text = httpx2.get(f"{sync_gateway.ops_url}/metrics").text
     assert 'openai_api_errors_total{api="vision",kind="unavailable"} 1.0' in text
 

@@ -90,3 +90,25 @@ def test_a_rate_limited_model_is_502_with_a_retry_after_not_shorter_than_openais
         refused = asyncio.run(describe(asked))
         assert refused.status == 502 and refused.headers["Retry-After"] == header
         assert refused.body()["details"]["retry_after"] == detail
+
+
+def test_a_timeout_of_the_model_api_before_the_budget_ends_does_not_say_the_budget_ran_out() -> None:
+    """A translation read timed out at once (a client's own timeout): the 504 said the model "did
+    not answer within the 30 s budget" after 0.13 s, and with the vision answer paid, no usage."""
+    def openai_api(request: httpx2.Request) -> httpx2.Response:
+        if "text" not in orjson.loads(request.content):  # the vision call
+            return httpx2.Response(200, json={"status": "completed", "output": [message("<p>Dented.</p>")],
+                                              "usage": {"input_tokens": 90, "output_tokens": 12}})
+        raise httpx2.ReadTimeout("timed out", request=request)
+
+    async def describe() -> ApiError:
+        try:
+            await describer(openai_api).describe(Submission("1.0.0", ("en", "de"), [LOT]))
+        except ApiError as refused:
+            return refused
+        raise AssertionError("no 504")
+
+    refused = asyncio.run(describe())
+    assert refused.status == 504 and refused.code == "OPENAI_TIMEOUT"
+    assert refused.message == "The model API timed out before the 30 s budget ran out"
+    assert refused.body()["details"]["usage"]["output_tokens"] == 12

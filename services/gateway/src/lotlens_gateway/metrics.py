@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.process_collector import ProcessCollector
 
 from lotlens_common.model.errors import ERROR_KINDS
+from lotlens_common.model.usage import JobUsage, Usage
 
+_TOKEN_KINDS = ("input", "cached_input", "output", "reasoning")
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -80,10 +84,26 @@ class GatewayMetrics:
             registry=self.registry)
         for reason in ("client", "process"):  # at 0 from the start: an alert takes increase()
             self.sync_refused.labels(reason=reason)
+        # The result-store's names: it counts finished jobs' answers, the gateway synchronous lots'
+        # (a lot that fails or ends in a 502/504 included), so a sum over both is all that was billed.
+        self.model_tokens = Counter(
+            "lotlens_model_tokens_total", "Tokens of synchronous lots' model answers, by model and kind",
+            ["model", "kind"], registry=self.registry)
+        self.estimated_cost = Counter(
+            "lotlens_estimated_cost_usd_total", "Estimated cost of synchronous lots' model answers (USD)",
+            ["model"], registry=self.registry)
 
     def db(self, operation: str, count: int = 1) -> None:
         """Count database statements (`create`, `read`, `update`, `delete`)."""
         self.database_operations.labels(operation=operation).inc(count)
+
+    def count_usage(self, answers: Iterable[Usage]) -> None:
+        """Add a synchronous lot's answers' tokens and estimated cost."""
+        for model, part in JobUsage.of(answers).by_model.items():
+            for kind in _TOKEN_KINDS:
+                self.model_tokens.labels(model=model, kind=kind).inc(getattr(part, f"{kind}_tokens"))
+            if part.estimated_cost_usd is not None:
+                self.estimated_cost.labels(model=model).inc(part.estimated_cost_usd)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

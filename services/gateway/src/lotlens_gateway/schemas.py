@@ -80,16 +80,21 @@ DOWNLOAD_ERRORS = {
 }
 
 
+# A synchronous lot's model answers OpenAI billed before its 502 or 504 (added: they were not reported).
+_PAID = ("details.usage: the tokens and estimated cost of the model answers OpenAI billed before it "
+         "(the lot's `usage` shape; absent when none was)")
 # A synchronous lot is also refused for want of a place (sync_slots.py); its 502 and 504 say more.
 SUBMISSION_ERRORS = {
     429: (_ERRORS[429] + "; also when the client already has as many synchronous lots being described "
           "as it may (default 50, details.reason `concurrent_synchronous_lots`): retry after Retry-After "
           "seconds (such a refusal does not count against the rate limit)"),
     502: (_ERRORS[502] + "; a synchronous lot OpenAI rate-limited past its budget carries OpenAI's "
-          "Retry-After"),
+          "Retry-After; " + _PAID),
     503: (_ERRORS[503] + "; SYNCHRONOUS_BUSY: the gateway is describing as many synchronous lots as it "
           "takes (default 100)"),
-    504: "OPENAI_TIMEOUT: the synchronous budget (290 s from the request's arrival) ran out",
+    504: ("OPENAI_TIMEOUT: the synchronous budget (290 s from the request's arrival) ran out "
+          "(details.timeout_seconds), or the model API timed out before it did (the message says which); "
+          + _PAID),
 }
 
 

@@ -94,13 +94,20 @@ class SyncDescriber:
         waiting on PostgreSQL, say) the whole budget again, and its answer came after the
         integrator's 300 s timeout, or a proxy's 504 instead of ours."""
         deadline = (asyncio.get_running_loop().time() if arrived is None else arrived) + self.timeout_s
+        # Every answer OpenAI billed, as it comes: a 502 or 504 after some of them reports them too
+        # (`details.usage`; they were lost), and the metrics count them whatever the outcome.
+        used: list[Usage | None] = []
         try:
             async with asyncio.timeout_at(deadline):
-                lot = await self._lot(submission.lots[0], submission.languages, deadline)
-        except (TimeoutError, ModelTimeoutError) as exc:
-            raise ApiError(504, "OPENAI_TIMEOUT",
-                           f"The model did not answer within the {self.timeout_s:.0f} s budget",
-                           details={"timeout_seconds": self.timeout_s}) from exc
+                lot = await self._lot(submission.lots[0], submission.languages, used, deadline)
+        except TimeoutError as exc:
+            raise self._timed_out(f"The model did not answer within the {self.timeout_s:.0f} s budget",
+                                  used) from exc
+        except ModelTimeoutError as exc:
+            # The model API's own timeout (a connection not made in time, say), not the budget's:
+            # every 504 said the budget had run out, one after 0.13 s of a 30 s budget.
+            raise self._timed_out(f"The model API timed out before the {self.timeout_s:.0f} s budget ran out",
+                                  used) from exc
         except ModelUnavailableError as exc:
             # OpenAI's own words name the service's organization, its limits and its billing: for
             # the operators' log; the customer learns the kind of failure.
@@ -112,13 +119,15 @@ class SyncDescriber:
                 details["retry_after"] = math.ceil(exc.retry_after_s)
                 headers["Retry-After"] = str(math.ceil(exc.retry_after_s))
             raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
-                           details=details, headers=headers) from exc
+                           details=_with_usage(details, used), headers=headers) from exc
         except ModelRequestError as exc:  # OpenAI refused the service's key (401/403)
             # Its message names the key (masked): for the operators' log, not the customer.
             log.error("OpenAI refused the service's API key: %s", exc)
             raise ApiError(502, "OPENAI_UNAVAILABLE", "The model API is unavailable, please retry later",
-                           details={"openai_error": f"HTTP {exc.status_code}: the service's OpenAI key "
-                                                    "was refused"}) from exc
+                           details=_with_usage({"openai_error": f"HTTP {exc.status_code}: the service's "
+                                                                "OpenAI key was refused"}, used)) from exc
+        finally:
+            self.metrics.count_usage(u for u in used if u is not None)
         return {
             "version": submission.version,
             "processing_mode": "synchronous",
@@ -127,7 +136,8 @@ class SyncDescriber:
             "lots": [lot],
         }
 
-    async def _lot(self, lot: LotRequest, languages: Sequence[str], deadline: float) -> dict[str, Any]:
+    async def _lot(self, lot: LotRequest, languages: Sequence[str], used: list[Usage | None],
+                   deadline: float) -> dict[str, Any]:
         policy = self.images
         check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
                                    max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
@@ -136,7 +146,6 @@ class SyncDescriber:
         fitted, left_out = fit_request_images(check.valid, check.sizes)
         images, missing = list(fitted), [*check.unreachable, *left_out]
         models = self.models
-        used: list[Usage | None] = []
         # The images a description came of: none until the English is read (a batch lot failed at
         # the vision stage reports 0; this one reported every image sent, even OpenAI refusing it).
         processed = 0
@@ -160,11 +169,9 @@ class SyncDescriber:
             reason = (client_reason("bad_request", exc.error_type, exc.code)
                       if isinstance(exc, ModelRequestError)
                       else f"the model could not describe the lot: {exc}")
-            failed = self._failed(lot, missing, processed, reason)
             # The answers OpenAI gave before the lot failed were billed: a failed lot said nothing
             # of them (a batch lot failed in translation shows its vision's usage).
-            paid = [u for u in used if u is not None]
-            return {**failed, "usage": total(paid).model_dump()} if paid else failed
+            return _with_usage(self._failed(lot, missing, processed, reason), used)
         descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
                         for code in languages]
         return {
@@ -239,6 +246,10 @@ class SyncDescriber:
             self.metrics.openai_errors.labels(api=api, kind=error_kind(exc)).inc()
             raise
 
+    def _timed_out(self, message: str, used: list[Usage | None]) -> ApiError:
+        return ApiError(504, "OPENAI_TIMEOUT", message,
+                        details=_with_usage({"timeout_seconds": self.timeout_s}, used))
+
     def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str) -> dict[str, Any]:
         return {
             "lot_id": lot.lot_id,
@@ -249,3 +260,9 @@ class SyncDescriber:
             "missing_images": missing,
             "error_message": reason,
         }
+
+
+def _with_usage(body: dict[str, Any], used: Sequence[Usage | None]) -> dict[str, Any]:
+    """`body` with the summed `usage` of the answers OpenAI billed; as it is when there were none."""
+    paid = [u for u in used if u is not None]
+    return {**body, "usage": total(paid).model_dump()} if paid else body
