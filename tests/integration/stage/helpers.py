@@ -167,3 +167,13 @@ def submitted_shard(engine: Engine, job_id: str, batch_id: str) -> str:
             status=store.SUBMITTED)
         conn.execute(stage_lots.update().where(stage_lots.c.job_id == job_id).values(shard_id=shard_id))
     return shard_id
+
+
+def billed(standin: Standin) -> dict[str, int]:
+    """The tokens of every batch the stand-in ran, as its batch objects report them."""
+    headers = {"Authorization": f"Bearer {standin.api_key}"} if standin.api_key else {}
+    batches = standin.control.get("/v1/batches", params={"limit": 100}, headers=headers).json()["data"]
+    usages = [batch["usage"] for batch in batches if batch.get("usage")]
+    return {"input_tokens": sum(u["input_tokens"] for u in usages),
+            "output_tokens": sum(u["output_tokens"] for u in usages),
+            "reasoning_tokens": sum(u["output_tokens_details"]["reasoning_tokens"] for u in usages)}

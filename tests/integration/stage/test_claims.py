@@ -205,7 +205,10 @@ def test_a_shard_estimated_past_two_billion_tokens_is_claimed_and_counted(engine
     assert work.tokens_enqueued() >= 2_275_700_000
 
 
-def test_a_lot_sent_back_after_its_job_was_cancelled_is_never_sent_again(engine: Engine) -> None:
+def test_a_lot_sent_back_after_its_job_was_cancelled_waits_to_be_dropped_by_the_runner(
+        engine: Engine) -> None:
+    # The runner drops it through the settler, never sent again (`stage.cancel`): its work may
+    # say it was billed, and a lot dropped here reported nothing.
     job_id = new_id("job-")
     _enqueue(engine, job_id, 2)
     work = _work_store(engine)
@@ -213,8 +216,9 @@ def test_a_lot_sent_back_after_its_job_was_cancelled_is_never_sent_again(engine:
     with engine.begin() as conn:
         store.cancel_job(conn, STAGE, job_id)
     work.requeue(job_id, [lot.lot_id for lot in claimed], "rate limited")  # the batch failed meanwhile
-    assert _statuses(engine, job_id) == {"lot-0": store.CANCELLED, "lot-1": store.CANCELLED}
-    assert [job for job in work.waiting_jobs() if job.job_id == job_id] == []
+    assert _statuses(engine, job_id) == {"lot-0": store.WAITING, "lot-1": store.WAITING}
+    [job] = [job for job in work.waiting_jobs() if job.job_id == job_id]
+    assert (job.cancelled, job.waiting) == (True, 2)
 
 
 def test_lots_failed_for_good_with_a_reason_each_are_settled_in_one_statement(engine: Engine) -> None:

@@ -21,7 +21,7 @@ from lotlens_translator import handlers as translator_handlers
 from lotlens_translator.translation_stage import TranslationStage
 from tests.conftest import new_id
 from tests.integration.result_store.support import job_row
-from tests.integration.stage.helpers import drive, job_events
+from tests.integration.stage.helpers import billed, drive, job_events
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -32,16 +32,6 @@ LONG = "<p>" + (SENTENCE * 240).strip() + "</p>"
 NINE = ("de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da")
 VISION = Usage(input_tokens=1800, output_tokens=900, reasoning_tokens=500, estimated_cost_usd=0.0014,
                model="o4-mini")
-
-
-def billed(standin: Standin) -> dict[str, int]:
-    """The tokens of every batch the stand-in ran, as its batch objects report them."""
-    headers = {"Authorization": f"Bearer {standin.api_key}"} if standin.api_key else {}
-    batches = standin.control.get("/v1/batches", params={"limit": 100}, headers=headers).json()["data"]
-    usages = [batch["usage"] for batch in batches if batch.get("usage")]
-    return {"input_tokens": sum(u["input_tokens"] for u in usages),
-            "output_tokens": sum(u["output_tokens"] for u in usages),
-            "reasoning_tokens": sum(u["output_tokens_details"]["reasoning_tokens"] for u in usages)}
 
 
 def translate_and_project(settings: ServiceSettings, engine: Engine, standin: Standin, english: str,

@@ -72,7 +72,7 @@ class FakeStore(QuotaRows):
         for row in self.rows.values():
             jobs.setdefault(row.lot.job_id, []).append(row)
         return [WaitingJob(job_id, sum(r.status == "waiting" for r in rows), len(rows),
-                           max(r.lot.total_lots for r in rows), datetime.min, 0)
+                           max(r.lot.total_lots for r in rows), datetime.min, 0, job_id in self.cancelled)
                 for job_id, rows in jobs.items() if any(r.status == "waiting" for r in rows)]
 
     def tokens_enqueued(self) -> int:

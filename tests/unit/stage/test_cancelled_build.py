@@ -11,6 +11,7 @@ from lotlens_common.events import LotFailed
 from lotlens_common.model.errors import ModelUnavailableError
 from lotlens_common.model.usage import Usage
 from lotlens_common.stage.core import lifecycle
+from lotlens_common.stage.ports import KEY_REFUSED
 from tests.unit.stage.conftest import World, lots
 
 
@@ -67,3 +68,20 @@ def test_a_job_cancelled_while_its_file_was_uploaded_gets_no_batch_and_the_file_
     assert world.batches.batches == {} and world.batches.files == {}
     assert len(world.batches.deleted) == 1 and world.submitted() == []
     assert set(world.store.statuses().values()) == {"cancelled"}
+
+
+def test_a_cancelled_jobs_billed_lot_is_reported_at_once_though_the_stage_is_paused(world: World) -> None:
+    # A pause (the key refused, the quota out) holds every batch, but dropping a cancelled job's
+    # lots makes none: held with the rest, what they were billed stayed out of the job's usage
+    # for the whole pause.
+    paid = Usage(input_tokens=4000, output_tokens=12_000, model="gpt-test")
+    [lot] = lots(1)
+    world.store.add([replace(lot, work=lot.work.model_copy(update={"earlier_usage": paid}))])
+    world.store.add(lots(1, job_id="job-2"))
+    world.store.cancelled.add("job-1")
+    world.stage.unreadable[KEY_REFUSED] = "sending: invalid_api_key"
+    world.rounds(2)
+    [failed] = world.of(LotFailed)
+    assert (failed.lot_id, failed.usage) == ("job-1-lot-0", paid)
+    assert world.store.statuses() == {"job-1-lot-0": "cancelled", "job-2-lot-0": "waiting"}
+    assert world.batches.files == {} and world.batches.batches == {}

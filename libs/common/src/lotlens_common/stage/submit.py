@@ -34,6 +34,7 @@ from lotlens_common.model.errors import (
 from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
+from lotlens_common.stage.cancel import drop_cancelled, job_cancelled
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
@@ -49,7 +50,6 @@ from lotlens_common.stage.quota import (
     recorded_pause,
 )
 from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
-from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
 
@@ -65,11 +65,11 @@ T = TypeVar("T")
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     """Send every shard the batching rule says is due; the batches created."""
-    if not may_build(stage):
+    # A cancelled job's lots first: dropping them makes no batch, and a pause held them with it.
+    jobs = drop_cancelled(stage, stage.store.waiting_jobs())
+    # Asked every round, with lots waiting or not: it also sees another instance end a quota pause.
+    if not may_build(stage) or not jobs:
         return []  # paused: a batch we made cannot be seen, the key or the quota is refused
-    jobs = stage.store.waiting_jobs()
-    if not jobs:
-        return []
     limit = stage.token_limit()
     # Without a budget there is nothing to count against (the gauge is kept by the runner).
     enqueued = stage.store.tokens_enqueued() if limit else 0
@@ -224,7 +224,7 @@ async def build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
 async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
                  the_try: QuotaTry | None) -> dict[str, Any] | None:
     job_id = lots[0].job_id
-    if _job_cancelled(stage, shard_id, job_id):
+    if job_cancelled(stage, shard_id, job_id):
         return None
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
@@ -264,7 +264,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         # Fencing: the lock went with a database restart and another instance may be recovering
         # this shard right now; creating the batch too would pay for it twice (found by make chaos).
         raise LostShardLock(f"shard {shard_id} is no longer locked by this process; not creating its batch")
-    if _job_cancelled(stage, shard_id, job_id):
+    if job_cancelled(stage, shard_id, job_id):
         # Cancelled while the shard was prepared, or since a create failed (recovery built it
         # again, created the batch, and cancelled it at the next watch: billed for what it ran).
         await forget_file(stage, file_id)
@@ -297,25 +297,6 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     # The store says which of them the shard holds (a file's overflow went back to the queue).
     stage.remember_sent(shard_id, prepared)
     return batch
-
-
-def _job_cancelled(stage: Stage[Any], shard_id: str, job_id: str) -> bool:
-    """Whether the shard's job was cancelled; if so its lots are, and the shard is closed empty."""
-    shard = stage.store.shard(shard_id) if stage.store.cancelled_jobs([job_id]) else None
-    if shard is None:
-        return False
-    # Through the settler, as a collection cancels them: a lot billed for earlier answers (a part
-    # of its languages, an answer it could not use) reports them in its LotFailed. Marked
-    # cancelled here directly, it was dropped with no event, and its job's usage left them out.
-    settler = Settler(stage, shard, cancelled=True)
-    held = stage.store.shard_lots(shard_id)
-    for lot in held:
-        settler.cancel(lot, "before its batch was made")
-    settler.flush()
-    stage.store.close_shard(shard_id, "empty", None)
-    log.info("shard %s of job %s: its job was cancelled, no batch is made for its %d lots", shard_id,
-             job_id, len(held), extra={"job_id": job_id, "shard_id": shard_id})
-    return True
 
 
 async def forget_file(stage: Stage[Any], file_id: str) -> None:

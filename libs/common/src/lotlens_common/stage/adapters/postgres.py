@@ -61,14 +61,15 @@ def take_places(conn: Connection, stage: str, counts: dict[str, int]) -> dict[st
 
 
 def cancel_job(conn: Connection, stage: str, job_id: str) -> None:
-    """Remember the cancellation; lots not yet sent will never be."""
+    """Remember the cancellation; lots not yet sent will never be (those billed: see `stage.cancel`)."""
     conn.execute(insert(stage_jobs).values(stage=stage, job_id=job_id, cancelled=True)
                  .on_conflict_do_update(index_elements=["stage", "job_id"], set_={"cancelled": True}))
     conn.execute(text(f"""
         UPDATE stage_lots AS l SET status = :cancelled, updated_at = now()
           FROM stage_jobs AS j
          WHERE j.stage = :stage AND j.job_id = :job_id AND l.stage = j.stage AND l.job_id = j.job_id
-           AND {IN_QUEUE}"""), {"cancelled": CANCELLED, "stage": stage, "job_id": job_id})
+           AND {IN_QUEUE} AND NOT l.work ? 'earlier_usage'"""),
+        {"cancelled": CANCELLED, "stage": stage, "job_id": job_id})
 
 
 def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[str]:
@@ -97,9 +98,9 @@ def waiting_jobs(conn: Connection, stage: str) -> list[WaitingJob]:
     a 50,000-lot job five times a second was most of what the stage asked of the database
     between batches.
     """
-    rows = conn.execute(text(f"SELECT j.job_id, w.waiting, j.arrived, w.expected, w.oldest {_QUEUES}"),
-                        {"stage": stage})
-    return [WaitingJob(row.job_id, row.waiting, row.arrived, row.expected, row.oldest, 0)
+    rows = conn.execute(text(f"SELECT j.job_id, w.waiting, j.arrived, w.expected, w.oldest, j.cancelled"
+                             f" {_QUEUES}"), {"stage": stage})
+    return [WaitingJob(row.job_id, row.waiting, row.arrived, row.expected, row.oldest, 0, row.cancelled)
             for row in rows]
 
 
@@ -224,7 +225,7 @@ def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
 
     The send they come back from is counted when it was `sent`: a lot in a shard by place was not
     written when it was taken (`next_in_queue` adds that send to what it reads), one taken by
-    name was (a send OpenAI never ran is taken back).
+    name was (a send OpenAI never ran is taken back). A cancelled job's too: see `stage.cancel`.
     """
     if not lot_ids:
         return
@@ -232,12 +233,11 @@ def requeue(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],
     conn.execute(text("""
         UPDATE stage_lots AS l
            SET attempts = l.attempts + CASE WHEN l.status = :waiting THEN :sent ELSE :sent - 1 END,
-               status = :status, shard_id = NULL, place = v.place, last_error = :error,
+               status = :waiting, shard_id = NULL, place = v.place, last_error = :error,
                enqueued_at = now(), updated_at = now()
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, place bigint)
          WHERE l.stage = :stage AND l.job_id = :job_id AND l.lot_id = v.lot_id"""),
-        {"waiting": WAITING, "status": CANCELLED if places.cancelled else WAITING, "sent": int(sent),
-         "error": error, "stage": stage, "job_id": job_id,
+        {"waiting": WAITING, "sent": int(sent), "error": error, "stage": stage, "job_id": job_id,
          "rows": json_rows({"lot_id": lot_id, "place": place}
                            for place, lot_id in enumerate(lot_ids, start=places.before + 1))})
 

@@ -29,6 +29,8 @@ class WaitingJob:
     expected: int
     oldest_enqueued_at: datetime
     tokens_per_lot: int
+    # Its lots waiting are those billed for earlier answers: dropped at once, never sent (`cancel`).
+    cancelled: bool = False
 
 
 @dataclass(frozen=True)
