@@ -29,7 +29,8 @@ class WaitingJob:
     expected: int
     oldest_enqueued_at: datetime
     tokens_per_lot: int
-    # Its lots waiting are those billed for earlier answers: dropped at once, never sent (`cancel`).
+    # The job was cancelled: what still waits (billed for earlier answers, or sent back since) is
+    # dropped at once, never sent (`stage.cancel`).
     cancelled: bool = False
 
 
