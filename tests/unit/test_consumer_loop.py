@@ -8,17 +8,27 @@ import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import cast
 
 import orjson
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common import kafka
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import TRANSIENT_ERRORS, ConsumerSpec
-from lotlens_common.producer import PublishError
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings
-from tests.unit.consumer_fakes import FakeMessage, LosingProducer, event, outage, run
+from tests.unit.consumer_fakes import (
+    TOPICS,
+    FakeConsumer,
+    FakeMessage,
+    FakeProducer,
+    LosingProducer,
+    event,
+    outage,
+    run,
+)
 
 
 def job_ids_into(into: list[str]) -> Callable[[Sequence[Envelope]], None]:
@@ -256,3 +266,21 @@ def test_a_topic_not_known_yet_is_waited_for_not_a_reason_to_exit() -> None:
     assert handled == ["job-0"]
     assert consumer.stored == [0]
     assert consumer.made == 1, "a client that recovers by itself was replaced"
+
+
+def test_an_offset_of_a_partition_taken_away_meanwhile_is_left_to_its_new_owner_not_an_exit() -> None:
+    # librdkafka refuses to store an offset of a partition no longer assigned (`_STATE`): a
+    # rebalance served inside the `consume` that returned the message. It was re-raised: exit.
+    class Revoked(FakeConsumer):
+        def store_offsets(self, message: FakeMessage) -> None:
+            if message.partition() == 1:
+                raise KafkaException(KafkaError(KafkaError._STATE))
+            super().store_offsets(message)
+
+    stop, handled = threading.Event(), list[str]()
+    consumer = Revoked([[FakeMessage(0, event(0), partition=1), FakeMessage(1, event(1))],
+                        [FakeMessage(2, event(2))]], stop)
+    spec = ConsumerSpec(group_id="g", topics=[TOPICS.submissions], handler=job_ids_into(handled))
+    kafka.run_consumer(KafkaSettings(), TOPICS, spec, cast(EventProducer, FakeProducer()), stop,
+                       make_consumer=consumer)  # type: ignore[arg-type]
+    assert (handled, consumer.stored) == (["job-0", "job-1", "job-2"], [1, 2])

@@ -53,13 +53,22 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, Interface
 
 
 def is_transient(exc: BaseException) -> bool:
-    """One of TRANSIENT_ERRORS, but for a statement PostgreSQL refuses for one of its limits
-    (SQLSTATE class 54, "program limit exceeded": a jsonb value over 256 MB, an index row over
-    2,704 bytes). psycopg2 calls that an OperationalError too, yet the same statement fails the
-    same way every time: retried as an outage, it held its consumer on the batch for good."""
-    if isinstance(exc, DBAPIError) and str(getattr(exc.orig, "pgcode", None) or "").startswith("54"):
+    """One of TRANSIENT_ERRORS, but for a statement PostgreSQL refuses however often it is tried.
+    psycopg2 calls these OperationalErrors too; retried as an outage, each held its consumer on
+    the batch for good (and past `max.poll.interval.ms` the next replica took it and stuck too):
+    SQLSTATE class 54, "program limit exceeded" (a jsonb value over 256 MB, an index row over
+    2,704 bytes), and 57014, a statement cancelled by `statement_timeout` (a slow query: the same
+    statement is as slow the next time). Such a batch is handled one by one instead."""
+    if isinstance(exc, DBAPIError) and (str(getattr(exc.orig, "pgcode", None) or "").startswith("54")
+                                        or timed_out(exc)):
         return False
     return isinstance(exc, TRANSIENT_ERRORS)
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether PostgreSQL cancelled the statement (SQLSTATE 57014: `statement_timeout`, or an
+    operator's `pg_cancel_backend`)."""
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "pgcode", None) == "57014"
 
 
 DEAD_LETTERS = Counter("lotlens_dead_letters_total",
@@ -99,7 +108,10 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         "auto.commit.interval.ms": 1000,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 52_428_800,
-        "max.poll.interval.ms": 600_000,
+        # Long enough for a batch whose statement times out (the workers' statement_timeout,
+        # 300 s), then its slow event alone (300 s more) and the rest of it: past this the member
+        # leaves the group, its stored offsets are never committed and the next one starts over.
+        "max.poll.interval.ms": 900_000,
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
@@ -134,7 +146,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                 for batch in _by_bytes([m for m in messages if _is_data(m)], settings.consume_batch_bytes):
                     settled = _handle_batch(batch, group, spec, topics, producer, stop)
                     for message in settled:
-                        consumer.store_offsets(message=message)
+                        _store_offset(consumer, message, group)
                     if len(settled) < len(batch):
                         break  # `stop` interrupted it: what follows stays unread for the next run
             except KafkaException as exc:
@@ -155,6 +167,23 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     finally:
         lag_stop.set()
         consumer.close()
+
+
+def _store_offset(consumer: Consumer, message: Message, group: str) -> None:
+    """Store a handled message's offset, unless its partition was taken away meanwhile.
+
+    librdkafka refuses to store an offset of a partition no longer assigned (`_STATE`, since
+    1.9): a rebalance served within the `consume` call that returned the message. That is no
+    reason to exit: the partition's new owner reads it from the last commit (handlers are
+    idempotent)."""
+    try:
+        consumer.store_offsets(message=message)
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else None
+        if not (isinstance(error, KafkaError) and error.code() == KafkaError._STATE):
+            raise
+        log.info("%s: %s [%s] is no longer assigned here; offset %s not stored", group,
+                 message.topic(), message.partition(), message.offset())
 
 
 def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
@@ -246,13 +275,16 @@ def _handle_decoded(decoded: list[tuple[Message, Envelope]], group: str, spec: C
 def _handle_alone(message: Message, envelope: Envelope, group: str, spec: ConsumerSpec,
                   topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
     for attempt in range(1, spec.poison_attempts + 1):
+        heartbeat(_loop_name())  # each try may take a whole `statement_timeout`: the loop moves on
         try:
             _retry_transient(lambda: spec.handler([envelope]), stop, message)
             return
         except _Interrupted:
             raise
         except Exception as exc:
-            if attempt == spec.poison_attempts:
+            # A timed-out statement is not tried again: each try costs a whole statement_timeout,
+            # and the batch's try and this one are all that fit in `max.poll.interval.ms`.
+            if attempt == spec.poison_attempts or timed_out(exc):
                 log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
                           envelope.job_id, exc)
                 _dead_letter_durably(producer, topics, message, group, exc, stop)

@@ -156,8 +156,9 @@ class DatabaseSettings(BaseSettings):
     request_statement_timeout_ms: int = Field(default=30_000, ge=0,
                                               validation_alias="DATABASE_REQUEST_STATEMENT_TIMEOUT_MS")
     # A worker's (consumers, stage loops, the webhook dispatcher): no client waits, so longer; the
-    # statement then fails as a transient error, its batch is retried (offsets kept, the loop's
-    # heartbeat beating) and the log says why every time. Migrations get neither: they bound their
+    # lock wait then fails as a transient error, its batch is retried (offsets kept, the loop's
+    # heartbeat beating) and the log says why every time; a statement over its time is a slow
+    # query, its event dead-lettered (`kafka.is_transient`). Migrations get neither: they bound their
     # own lock waits (`LockPatience`) and build indexes as long as it takes.
     worker_lock_timeout_ms: int = Field(default=10_000, ge=0,
                                         validation_alias="DATABASE_WORKER_LOCK_TIMEOUT_MS")
