@@ -94,12 +94,14 @@ def _list(args: argparse.Namespace) -> int:
 
 
 # A URL's query and userinfo: where customers' image URLs carry their signatures (S3's
-# X-Amz-Signature, GCS's X-Goog-Signature, Azure's sig=) and webhook URLs their tokens.
-_URL_SECRETS = re.compile(r"(https?://)[^/\s\"'?#@]*@|(https?://[^\s\"'?#]*)\?[^\s\"'#]*")
+# X-Amz-Signature, GCS's X-Goog-Signature, Azure's sig=) and webhook URLs their tokens. The
+# scheme in any case, as intake takes it (`urls.py`): `HTTPS://` was printed whole; and both in
+# one match: cutting the userinfo first left that URL's query whole.
+_URL_SECRETS = re.compile(r"((?i:https?)://)(?:[^/\s\"'?#@]*@)?([^\s\"'?#]*)(\?[^\s\"'#]*)?")
 
 
 def _hide_url_secrets(text: str) -> str:
-    return _URL_SECRETS.sub(lambda m: m.group(1) if m.group(1) else f"{m.group(2)}?…", text)
+    return _URL_SECRETS.sub(lambda m: m.group(1) + m.group(2) + ("?…" if m.group(3) else ""), text)
 
 
 def _show(args: argparse.Namespace) -> int:
