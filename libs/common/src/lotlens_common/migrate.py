@@ -29,11 +29,24 @@ def schema_current(engine: Engine) -> bool:
     """The database is at this image's newest migration, or past it: at a revision this image does
     not know, which a newer release's migrate Job wrote. Such a schema runs this image's pods
     already (they keep running through a rollout), and waiting on it hung a rollback in Init."""
-    scripts = ScriptDirectory(str(MIGRATIONS))
-    known = {script.revision for script in scripts.walk_revisions()}
+    current = database_revisions(engine)
+    return current == release_revisions() or bool(current - known_revisions())
+
+
+def release_revisions() -> set[str]:
+    """This image's newest migration revisions (its heads)."""
+    return set(ScriptDirectory(str(MIGRATIONS)).get_heads())
+
+
+def known_revisions() -> set[str]:
+    """Every migration revision this image has."""
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS)).walk_revisions()}
+
+
+def database_revisions(engine: Engine) -> set[str]:
+    """The revisions the database's schema is at (`alembic_version`)."""
     with engine.connect() as conn:
-        current = set(MigrationContext.configure(conn).get_current_heads())
-    return current == set(scripts.get_heads()) or bool(current - known)
+        return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def topics_ready(kafka: KafkaSettings, topics: TopicSettings) -> bool:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common.migrate import database_revisions, known_revisions, release_revisions
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
 from lotlens_result_store.shadow import (
@@ -109,6 +110,7 @@ def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options
 
 def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,
              say: Say) -> RebuildResult:
+    _refuse_another_release(engine)
     with engine.begin() as conn:
         live = live_schema(conn)
         if options.restart:
@@ -169,6 +171,21 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
         "the old tables are in schema lotlens_retired; the running result-store announces the jobs "
         "they hold finished and unannounced")
     return RebuildResult(events, held, swapped=True)
+
+
+def _refuse_another_release(engine: Engine) -> None:
+    """Refuse unless the database is at this release's newest migration. Mid-rollout an operator
+    may exec into a pod of either release: an older one's projection writes none of the newer
+    columns, and its shadow was swapped in silently (their data lost from the read models); a newer
+    one's every batch failed on columns the database lacks, for hours, before the swap was refused."""
+    at, ours = database_revisions(engine), release_revisions()
+    if at == ours:
+        return
+    whose = ("a newer release's: run the rebuild from a pod of that release" if at - known_revisions()
+             else "older than this release's: run it once this release's migrate Job has run, or from a "
+             "pod of the release the database was migrated for")
+    raise RebuildRefused(f"the database is at migration {', '.join(sorted(at)) or 'none'}, this release "
+                         f"is at {', '.join(sorted(ours))}; the schema is {whose}; nothing was replayed")
 
 
 def _lock_live(conn: Connection, live: str, timeout_s: float) -> None:
