@@ -12,7 +12,10 @@ import argparse
 import json
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+from sqlalchemy import text
 
 from lotlens_admin.letters import (
     DISCARDED,
@@ -24,22 +27,64 @@ from lotlens_admin.letters import (
     mark,
     read_letters,
 )
+from lotlens_admin.sessions import admin_engine
 from lotlens_common import dead_letters as dl
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 __all__ = ["DeadLetter", "Letters", "read_letters", "register", "replay"]
 
 
+# Letters sent back per acknowledged flush, each part marked replayed once acknowledged: one
+# flush for them all (30 s) failed a large replay whole, marking nothing, so every rerun sent
+# them all again.
+REPLAY_CHUNK = 500
+# The session advisory lock `dlq replay` and `dlq discard` hold while they read and mark (any
+# fixed bigint but the rebuild's): two operators replaying at once both sent every letter, and a
+# replay racing a discard could end listed `discarded`.
+HANDLING_LOCK = 0x4C4C444C51
+
+
+class HandlingRunning(Exception):
+    """Another `dlq replay` or `dlq discard` holds the lock."""
+
+
+@contextmanager
+def handling_alone() -> Iterator[None]:
+    """Hold the dead-letter handling lock for the block; `HandlingRunning` at once if it is held."""
+    engine = admin_engine(pool_size=1)
+    try:
+        with engine.connect() as held:
+            if not held.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": HANDLING_LOCK}).scalar_one():
+                raise HandlingRunning("another `dlq replay` or `dlq discard` is running; run this again once "
+                                      "it ends (it leaves out what that one did)")
+            held.commit()
+            try:
+                yield
+            finally:
+                held.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": HANDLING_LOCK})
+                held.commit()
+    finally:
+        engine.dispose()
+
+
 def replay(kafka: KafkaSettings, topics: TopicSettings, letters: Sequence[DeadLetter]) -> None:
-    """Send each dead letter back to its source topic for its group alone, then mark it replayed."""
+    """Send each dead letter back to its source topic for its group alone, `REPLAY_CHUNK` at a
+    time, each part marked replayed once Kafka acknowledged it."""
     producer = EventProducer(kafka, "lotlens-admin")
-    for letter in letters:
-        original = [(k, v) for k, v in letter.headers if k not in dl.DLQ_HEADERS]
-        producer.publish_raw(letter.source_topic, letter.key, letter.value,
-                             [*original, (dl.REPLAY_GROUP, letter.group.encode())])
-    producer.flush()  # replayed first: a crash before the markers replays again (handlers are idempotent)
-    mark(producer, topics.dead_letter, list(letters), REPLAYED)
+    for start in range(0, len(letters), REPLAY_CHUNK):
+        part = list(letters[start:start + REPLAY_CHUNK])
+        for letter in part:
+            original = [(k, v) for k, v in letter.headers if k not in dl.DLQ_HEADERS]
+            producer.publish_raw(letter.source_topic, letter.key, letter.value,
+                                 [*original, (dl.REPLAY_GROUP, letter.group.encode())])
+        try:
+            # Replayed first: a crash before the markers replays the part again (handlers are idempotent).
+            producer.flush()
+            mark(producer, topics.dead_letter, part, REPLAYED)
+        except PublishError as exc:
+            raise PublishError(f"{start} of {len(letters)} dead letters replayed and marked, the rest "
+                               f"not (run it again for them): {exc}") from exc
 
 
 def _selected(args: argparse.Namespace, found: Letters) -> list[DeadLetter]:
@@ -146,6 +191,20 @@ def _replay(args: argparse.Namespace) -> int:
         print("say which dead letters to replay (--position, --group, --reason, --topic) or --all",
               file=sys.stderr)
         return 2
+    return _replay_read(args) if args.dry_run else _alone(lambda: _replay_read(args))
+
+
+def _alone(command: Callable[[], int]) -> int:
+    """Run a command that marks dead letters under the handling lock (read after it is taken)."""
+    try:
+        with handling_alone():
+            return command()
+    except HandlingRunning as exc:
+        print(f"lotlens-admin: {exc}; nothing was done", file=sys.stderr)
+        return 1
+
+
+def _replay_read(args: argparse.Namespace) -> int:
     kafka, topics = KafkaSettings(), TopicSettings()
     found = read_letters(kafka, topics.dead_letter)
     if problem := _not_there(args, found):
@@ -172,6 +231,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _discard(args: argparse.Namespace) -> int:
+    return _alone(lambda: _discard_read(args))
+
+
+def _discard_read(args: argparse.Namespace) -> int:
     kafka, topics = KafkaSettings(), TopicSettings()
     found = read_letters(kafka, topics.dead_letter)
     matches = [letter for letter in found.letters if letter.position == args.position_arg]

@@ -107,12 +107,15 @@ def read_letters(kafka: KafkaSettings, topic: str) -> Letters:
 
 def _collect(message: Message, seen: dict[tuple[str, str], DeadLetter], handled: dict[str, Handled]) -> None:
     headers: Headers = [(str(h[0]), h[1]) for h in message.headers() or []]
-    for state, marker in ((REPLAYED, dl.REPLAYED), (DISCARDED, dl.DISCARDED)):
-        position = header(headers, marker)
-        if position is not None:
-            # The first marker wins: a letter discarded and then force-replayed stays discarded.
-            handled.setdefault(position, Handled(state, header(headers, dl.NOTE) or ""))
-            return
+    if (position := header(headers, dl.REPLAYED)) is not None:
+        # A replay wins over a discard: it is what happened to the message (sent back to its
+        # group), where a discard is only an intent. A replay racing a discard listed it discarded.
+        if handled.get(position, Handled(DISCARDED)).state == DISCARDED:
+            handled[position] = Handled(REPLAYED, header(headers, dl.NOTE) or "")
+        return
+    if (position := header(headers, dl.DISCARDED)) is not None:
+        handled.setdefault(position, Handled(DISCARDED, header(headers, dl.NOTE) or ""))
+        return
     letter = DeadLetter(
         position=f"{message.partition()}:{message.offset()}",
         group=header(headers, dl.GROUP) or "?", reason=header(headers, dl.REASON) or "?",
