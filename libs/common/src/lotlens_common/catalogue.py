@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic.json_schema import DEFAULT_REF_TEMPLATE
 
+from lotlens_common.dead_letters import REPLAY_GROUP
 from lotlens_common.envelope import CLOUDEVENTS_SPECVERSION, CONTENT_TYPE, cloudevent_type, dataschema
 from lotlens_common.events import (
     EVENT_TYPES,
@@ -50,10 +51,15 @@ PUBLIC_CHANNELS: frozenset[str] = frozenset({"submissions", "vision", "translati
 RULES = (
     "Every event is a JSON envelope around a versioned `data` payload, with the CloudEvents Kafka "
     "binding headers (binary mode). Public topics and event types are tagged `public`; the others "
-    "are internal. The message key is the job id: one job's events on one topic are in order. "
+    "are internal. The message key is the job id: one job's events on one topic are in order "
+    "(but for replayed copies, below). "
     "Delivery is at least once, and a copy carries its original's id: deduplicate by `event_id` "
     "(= `ce_id`). The record topics are kept for good. Subscribers must ignore unknown fields and "
     "unknown event types and versions. "
+    f"A message with the header `{REPLAY_GROUP}` is a copy of an event already on the topic that "
+    "an operator sent back to one LotLens consumer group after it failed there (a replayed dead "
+    "letter): it arrives after the job's later events, with the original's `event_id`; every "
+    "other subscriber skips it (deduplicating by `event_id` does too). "
     "JSON Schemas of the public events: docs/events/schemas/<type>/v<version>.json."
 )
 
@@ -86,6 +92,13 @@ def _headers(event: type[Any]) -> dict[str, Any]:
         "ce_subject": {"type": "string", "description": "= the job id"},
         "ce_dataschema": const(dataschema(event.event_type, event.version)),
         "content-type": const(CONTENT_TYPE),
+        # Not on every message: the W3C trace context when tracing is on, and the replay's addressee.
+        "traceparent": {"type": "string", "description": "W3C trace context of the job's trace, when "
+                        "LotLens traces (OpenTelemetry); also in the envelope's `trace`"},
+        "tracestate": {"type": "string", "description": "W3C trace state, with `traceparent`, when set"},
+        REPLAY_GROUP: {"type": "string", "description": "Only on a replayed dead letter: the LotLens "
+                       "consumer group the copy is for. It repeats an earlier event (same `event_id`) "
+                       "and arrives after the job's later events: every other subscriber skips it"},
     }}
 
 
