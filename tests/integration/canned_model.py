@@ -4,7 +4,7 @@ good translation that quotes English, a translation cut off whatever its budget.
 The vision call gets `english`; the n-th translation call the n-th of `translations` (the last
 one again after that): a dict of language → HTML, None for an answer cut off at its
 `max_output_tokens`, or a `Refused` HTTP error. Every translation call's `max_output_tokens` is
-recorded in `budgets`.
+recorded in `budgets`, the languages it asks for in `asked`.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ class CannedModel:
     english: str
     translations: list[Mapping[str, str] | Refused | None]
     budgets: list[int] = field(default_factory=list)
+    asked: list[list[str]] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -53,6 +54,7 @@ class CannedModel:
             return _response(self.english)
         with self._lock:
             self.budgets.append(int(body["max_output_tokens"]))
+            self.asked.append(list(body["text"]["format"]["schema"]["required"]))
             scripted = self.translations[min(len(self.budgets), len(self.translations)) - 1]
         if isinstance(scripted, Refused):
             return scripted

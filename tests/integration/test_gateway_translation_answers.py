@@ -59,6 +59,20 @@ def test_a_good_translation_quoting_a_short_english_phrase_completes(
     assert len(model.budgets) == 1
 
 
+def test_only_the_languages_answered_wrong_are_asked_again_and_the_right_ones_are_kept(
+        settings: ServiceSettings, engine: Engine, images: str) -> None:
+    # The whole answer was thrown away: `ru` copied in English had `de` and `fr` asked (and paid
+    # for) again, and an answer holding `ru` alone then failed the lot ("lacks language 'de'").
+    right = {"de": "<p>Die Stoßstange ist eingedellt, der Scheinwerfer gesprungen.</p>",
+             "ru": "<p>Передний бампер помят, левая фара треснула.</p>",
+             "fr": "<p>Le pare-chocs avant est enfoncé, le phare gauche est fissuré.</p>"}
+    with canned_model(ENGLISH, [{**right, "ru": ENGLISH}, {"ru": right["ru"]}]) as model:
+        lot = describe(settings, engine, model, images, ["en", "de", "ru", "fr"])
+    assert model.asked == [["de", "ru", "fr"], ["ru"]]
+    assert lot["status"] == "completed", lot.get("error_message")
+    assert lot["descriptions"][1:] == [{"language": code, "damages": text} for code, text in right.items()]
+
+
 # About 1.1 KB of English into nine languages: a first budget of 6,476 output tokens.
 SENTENCE = "The front bumper is dented and the left headlight is cracked."
 LONG_ENGLISH = "<p>" + " ".join([SENTENCE] * 18) + " Ok.</p>"

@@ -205,19 +205,24 @@ class SyncDescriber:
                               deadline: float) -> dict[str, str]:
         """These languages' texts; a translation cut off by its output budget is asked again with
         twice the room until the room reaches the ceiling, then in two halves; one with a language
-        untranslated or in another script as it was, up to `WRONG_LANGUAGE_TRIES` such answers."""
+        untranslated or in another script for those languages only, the right ones kept, up to
+        `WRONG_LANGUAGE_TRIES` such answers."""
         models, room, wrong_language = self.models, 1, 0
+        kept: dict[str, str] = {}
         while True:
             request = translation_request_body(english, languages, models, room)
             answer = await self._call("translation", request, deadline)
             used.append(priced(usage_of(answer), models.translation_model, models.prices))
             try:
-                return parse_translation_response(answer, languages, english)
+                return {**kept, **parse_translation_response(answer, languages, english)}
             except ModelOutputError as exc:
-                wrong_language += isinstance(exc, ModelWrongLanguageError)
+                if isinstance(exc, ModelWrongLanguageError):
+                    wrong_language += 1
+                    kept.update(exc.right)
+                    languages = exc.languages
                 more = retry_room(english, languages, models, room, exc)
                 if more is None and (half := halved_part(english, languages, models, room, exc)):
-                    return await self._translate(english, languages, used, deadline, half)
+                    return {**kept, **await self._translate(english, languages, used, deadline, half)}
                 if more is None or wrong_language == WRONG_LANGUAGE_TRIES:
                     raise
                 room = more

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
-from lotlens_common.model.errors import ModelOutputError
+from lotlens_common.model.errors import ModelOutputError, ModelWrongLanguageError
 from lotlens_common.model.languages import ENGLISH
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
@@ -123,10 +123,15 @@ class TranslationStage:
     def retry_unusable(self, lot: LotWork[TranslationWork],
                        error: ModelOutputError) -> LotWork[TranslationWork] | None:
         """A translation cut off by its output budget goes again with twice the room, up to the
-        ceiling, then with half its languages; one with a language untranslated or in another
-        script goes again as it was."""
+        ceiling, then with half its languages; one with languages untranslated or in another
+        script goes again for those only, the others kept as a part done is."""
         work, part = lot.work, self.part(lot.work)
         room = retry_room(work.english_html, part, self.models, work.output_room, error)
+        if room is not None and isinstance(error, ModelWrongLanguageError):
+            # Asked again, the languages that were right were paid for twice, and could come back
+            # wrong and fail the lot. What their answer used is in `earlier_usage` (`with_paid`).
+            return lot.with_work(work.model_copy(update={
+                "output_room": room, "translated": {**work.translated, **error.right}, "sent_part": ()}))
         if room is not None:
             return lot.with_work(work.model_copy(update={"output_room": room}))
         half = halved_part(work.english_html, part, self.models, work.output_room, error)

@@ -23,12 +23,14 @@ class ModelIncompleteError(ModelOutputError):
 
 class ModelWrongLanguageError(ModelOutputError):
     """A translation came back untranslated or in another script for some languages: another
-    answer to the same request may be right, so it is asked again within the attempts."""
+    answer may be right, so those are asked again within the attempts. `right`: the answer's
+    texts for the other languages, which were in their language and are kept (paid for once)."""
 
-    def __init__(self, problems: dict[str, str]) -> None:
+    def __init__(self, problems: dict[str, str], right: dict[str, str] | None = None) -> None:
         listed = "; ".join(f"{language}: {problem}" for language, problem in problems.items())
         super().__init__(f"the translation is not in the language asked for ({listed})")
         self.languages = tuple(problems)
+        self.right = right or {}
 
 
 class ModelUnavailableError(ModelError):

@@ -81,8 +81,9 @@ def retry_room(english_html: str, targets: Sequence[str], settings: ModelSetting
                error: ModelOutputError) -> int | None:
     """The room to ask again with after an unusable translation: twice as much when it was cut
     off by its output budget and the budget is still under the ceiling; the same when a language
-    came back untranslated or in another script (a model's next answer often is right); None
-    when asking again would end the same. The caller bounds how often it asks."""
+    came back untranslated or in another script (a model's next answer often is right; the
+    caller asks for those languages only, `ModelWrongLanguageError.right` kept); None when asking
+    again would end the same. The caller bounds how often it asks."""
     if isinstance(error, ModelWrongLanguageError):
         return room
     if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens":
@@ -136,7 +137,8 @@ def translation_request_body(english_html: str, languages: Sequence[str], settin
 def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str], english_html: str,
                                *, some_of: bool = False) -> dict[str, str]:
     """language code → HTML for every requested non-English language, each in its language
-    (`language_check`); ModelOutputError otherwise (ModelWrongLanguageError naming the languages).
+    (`language_check`); ModelOutputError otherwise (ModelWrongLanguageError naming the languages
+    and holding the texts that were right).
     `some_of`: the request asked for an unknown part of `languages`, so those the answer
     holds are read, at least one."""
     text = response_output_text(body)
@@ -154,5 +156,6 @@ def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]
     result = {code: as_paragraph_html(document[code]) for code in held}
     problems = wrong_languages(english_html, result)
     if problems:
-        raise ModelWrongLanguageError(problems)
+        raise ModelWrongLanguageError(problems, {code: text for code, text in result.items()
+                                                 if code not in problems})
     return result
