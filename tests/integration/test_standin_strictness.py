@@ -15,6 +15,7 @@ import pytest
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import translation_request_body
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from tests.standin import Standin, serve_standin
 
@@ -56,6 +57,7 @@ REFUSED: dict[str, tuple[dict[str, Any], int, str, str | None]] = {
     "temperature on gpt-5": ({"model": "gpt-5-mini", "temperature": 0.2}, 400, "temperature",
                              "unsupported_parameter"),
     "an unknown model": ({"model": "gpt-9-ultra"}, 400, "model", "model_not_found"),
+    "store not a boolean": ({"model": "gpt-4.1-mini", "store": "false"}, 400, "store", "invalid_type"),
     "images to a text-only model": ({"model": "o3-mini", "input": _text("x", images=1)}, 400, "input", None),
 }
 
@@ -67,6 +69,17 @@ def test_refused_like_the_real_api(standin: Standin, case: str) -> None:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["type"], error["param"], error["code"]) == ("invalid_request_error", param, code)
+
+
+def test_lotlens_asks_openai_to_store_none_of_its_responses(standin: Standin) -> None:
+    # `store` defaults to true (openapi.yaml, CreateResponse): every lot's request and answer
+    # (signed image URLs, the descriptions) stayed at OpenAI for 30 days.
+    settings = ModelSettings()
+    for body in (vision_request_body("Camry", [URL], settings),
+                 translation_request_body("<p>Dented front bumper.</p>", ["en", "de"], settings)):
+        answer = _post(standin, "/responses", body)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["store"] is False
 
 
 def test_chat_answers_404_for_an_unknown_model(standin: Standin) -> None:

@@ -19,8 +19,12 @@ REFERENCE = SHARED / "reference" / "openai-openapi" / "openapi.yaml"
 URLS = ["https://img.example/1.jpg"]
 
 
-def test_what_lotlens_sends_is_a_valid_request() -> None:
+def test_what_lotlens_sends_is_a_valid_request_that_openai_stores_nothing_of() -> None:
     settings = ModelSettings()
+    bodies = [vision_request_body("Camry", URLS, settings),
+              translation_request_body("<p>x</p>", ["en", "de"], settings)]
+    # `store` defaults to true: every request and answer stayed at OpenAI for 30 days.
+    assert [body.get("store") for body in bodies] == [False, False]
     assert SPEC.request_errors("createResponse", vision_request_body("Camry", URLS, settings)) == []
     assert SPEC.request_errors("createResponse", translation_request_body("<p>x</p>", ["en", "de"],
                                                                           settings)) == []
@@ -36,6 +40,7 @@ def test_what_lotlens_sends_is_a_valid_request() -> None:
     ("createResponse", {"model": "o4-mini", "input": [{"role": "user", "content": [
         {"type": "input_image", "image_url": 7, "detail": "auto"}]}]}, "input"),
     ("createChatCompletion", {"model": "gpt-4.1-mini"}, "<root>"),
+    ("createResponse", {"model": "o4-mini", "input": "x", "store": "no"}, "store"),
 ])
 def test_a_wrong_request_is_refused(operation: str, body: dict[str, Any], where: str) -> None:
     errors = SPEC.request_errors(operation, body)

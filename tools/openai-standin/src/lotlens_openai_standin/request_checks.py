@@ -201,6 +201,13 @@ def check_sampling(body: Mapping[str, Any], model: str, chat: bool) -> None:
                           param="reasoning_effort", code="unsupported_parameter")
 
 
+def check_store(body: Mapping[str, Any]) -> None:
+    """`store` is a boolean or null (openapi.yaml), as OpenAI checks it."""
+    store = body.get("store")
+    if store is not None and not isinstance(store, bool):
+        raise _invalid_type("store", "a boolean", store)
+
+
 def check_responses_request(body: Mapping[str, Any]) -> str:
     """Validate a Responses API body; return its model."""
     model = require_model(body)
@@ -210,6 +217,7 @@ def check_responses_request(body: Mapping[str, Any]) -> str:
         raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
                           code="unsupported_value")
     check_responses_input(body)
+    check_store(body)
     check_sampling(body, model, chat=False)
     check_parameter_values(body, False, facts)
     text = body.get("text")
@@ -227,6 +235,7 @@ def check_chat_request(body: Mapping[str, Any]) -> str:
         raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
                           code="unsupported_value")
     check_chat_messages(body)
+    check_store(body)
     check_sampling(body, model, chat=True)
     check_parameter_values(body, True, facts)
     fmt = body.get("response_format")

@@ -130,6 +130,7 @@ def translation_request_body(english_html: str, languages: Sequence[str], settin
         "text": {"format": {"type": "json_schema", "name": SCHEMA_NAME, "strict": True,
                             "schema": translations_schema(targets)}},
         "max_output_tokens": translation_output_budget(english_html, targets, settings, room),
+        "store": False,  # as the vision request: OpenAI keeps nothing of the lot's texts
         **sampling_options(settings.translation_model, settings),
     }
 

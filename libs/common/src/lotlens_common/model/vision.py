@@ -26,6 +26,8 @@ def vision_request_body(additional_info: str, image_urls: Sequence[str],
         "instructions": VISION_INSTRUCTIONS,
         "input": [{"role": "user", "content": content}],
         "max_output_tokens": settings.vision_max_output_tokens,
+        # OpenAI keeps a response (signed image URLs, the description) 30 days unless told not to.
+        "store": False,
         **sampling_options(settings.vision_model, settings),
     }
 
