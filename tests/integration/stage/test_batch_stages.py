@@ -139,14 +139,16 @@ def test_an_image_host_no_resolver_can_be_asked_for_fails_the_lot_and_not_its_sh
     assert standin.stats()["batches_created"] == 0
 
 
-def test_a_description_cut_off_fails_the_lot_with_no_image_processed(
+def test_a_description_cut_off_twice_fails_the_lot_with_no_image_processed(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     # The same lot in synchronous mode reported its 2 images processed (API.md: one lot shape).
     job_id = new_id("job-")
     submit_lots(engine, job_id, ["cut short [standin:incomplete]"])
     asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
-    [failed] = [e.event for e in job_events(settings, settings.topics.vision, job_id, 2)
-                if isinstance(e.event, LotFailed)]
+    events = [e.event for e in job_events(settings, settings.topics.vision, job_id, 3)]
+    [failed] = [event for event in events if isinstance(event, LotFailed)]
+    # Asked once more, with twice the room (it failed at the first cut-off), and no more.
+    assert len([event for event in events if isinstance(event, VisionBatchSubmitted)]) == 2
     assert failed.reason == "the response is incomplete (max_output_tokens)"
     assert failed.processed_images == 0 and failed.missing_images == ()
 

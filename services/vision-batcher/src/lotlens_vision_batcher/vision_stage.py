@@ -14,7 +14,12 @@ from lotlens_common.lookups import on_behalf_of
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import Usage, priced, summed, usage_of
-from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
+from lotlens_common.model.vision import (
+    parse_vision_response,
+    refused_image,
+    vision_request_body,
+    vision_retry_room,
+)
 from lotlens_common.stage.core.image_tokens import max_image_tokens
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, Prepared, VisionWork
@@ -138,7 +143,7 @@ class VisionStage:
                 reason = f"none of the lot's {len(missing)} images could be fetched"
                 settled.append((checked, self.failure_event(checked, reason)))
                 continue
-            body = vision_request_body(lot.work.additional_info, valid, self.models)
+            body = vision_request_body(lot.work.additional_info, valid, self.models, lot.work.output_room)
             requests.append((checked, body))
         return Prepared(requests, settled)
 
@@ -165,8 +170,11 @@ class VisionStage:
         return priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share)
 
     def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> LotWork[VisionWork] | None:
-        """Never: a description that came back unusable would come back the same."""
-        return None
+        """A description cut off by its output budget goes again once with more room (a reasoning
+        model spends its reasoning from the same budget); any other unusable one would come back
+        the same."""
+        room = vision_retry_room(self.models, lot.work.output_room, error)
+        return None if room is None else lot.with_work(lot.work.model_copy(update={"output_room": room}))
 
     def retry_refused(self, lot: LotWork[VisionWork], code: str | None,
                       message: str) -> LotWork[VisionWork] | None:

@@ -5,15 +5,41 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError
 from lotlens_common.model.html_text import as_paragraph_html
 from lotlens_common.model.prompts import VISION_INSTRUCTIONS
 from lotlens_common.model.response_text import response_output_text
 from lotlens_common.model.settings import ModelSettings, sampling_options
 
+# A description cut off at its output budget is asked for once more with this many times the
+# room: a reasoning model (o4-mini) spends its reasoning from the same `max_output_tokens`, so
+# one cut off at 4,000 often fits in 8,000. Never past the ceiling: gpt-4o-mini's largest output,
+# the smallest of the vision models priced here (more would be refused as too large).
+VISION_RETRY_ROOM = 2
+VISION_OUTPUT_CEILING = 16_384
+
+
+def vision_output_budget(settings: ModelSettings, room: int = 1) -> int:
+    """`max_output_tokens` for a description: `room` times the configured one, never more than the
+    ceiling (nor less than the configured one)."""
+    budget = settings.vision_max_output_tokens
+    return min(budget * room, max(budget, VISION_OUTPUT_CEILING))
+
+
+def vision_retry_room(settings: ModelSettings, room: int, error: ModelOutputError) -> int | None:
+    """The room to ask again with after an unusable description: `VISION_RETRY_ROOM` once, when
+    it was cut off by its output budget and a larger one is allowed; None otherwise (filtered,
+    not text, or cut off with the larger room: asked again, it would end the same)."""
+    if not isinstance(error, ModelIncompleteError) or error.reason != "max_output_tokens" or room != 1:
+        return None
+    more = vision_output_budget(settings, VISION_RETRY_ROOM) > vision_output_budget(settings)
+    return VISION_RETRY_ROOM if more else None
+
 
 def vision_request_body(additional_info: str, image_urls: Sequence[str],
-                        settings: ModelSettings) -> dict[str, Any]:
-    """A `/v1/responses` body: the lot's images as `input_image` parts, then its notes as the last text."""
+                        settings: ModelSettings, room: int = 1) -> dict[str, Any]:
+    """A `/v1/responses` body: the lot's images as `input_image` parts, then its notes as the last
+    text; `room`: how many times the configured output budget (`vision_output_budget`)."""
     if isinstance(image_urls, str):
         raise TypeError("image_urls must be a sequence of URLs, not one string")
     content: list[dict[str, Any]] = [
@@ -25,7 +51,7 @@ def vision_request_body(additional_info: str, image_urls: Sequence[str],
         "model": settings.vision_model,
         "instructions": VISION_INSTRUCTIONS,
         "input": [{"role": "user", "content": content}],
-        "max_output_tokens": settings.vision_max_output_tokens,
+        "max_output_tokens": vision_output_budget(settings, room),
         # OpenAI keeps a response (signed image URLs, the description) 30 days unless told not to.
         "store": False,
         **sampling_options(settings.vision_model, settings),

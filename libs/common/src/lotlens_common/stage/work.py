@@ -44,6 +44,9 @@ class VisionWork(StageWork):
     # only when there are some, so the rows of every other lot read as before to a release that
     # does not know the field (work forbids unknown fields).
     refused_images: tuple[str, ...] = Field(default=(), exclude_if=lambda refused: not refused)
+    # How many times the configured output budget the next request gets (more after an answer cut
+    # off at it: `model.vision.vision_retry_room`). Written only when raised, likewise.
+    output_room: int = Field(default=1, exclude_if=lambda room: room == 1)
 
 
 class TranslationWork(StageWork):

@@ -3,9 +3,10 @@
 | what happened                                   | kind      | the lot                        |
 |-------------------------------------------------|-----------|--------------------------------|
 | 200 with a usable body                          | -         | done                           |
-| 200 but unusable (cut off, not the asked JSON)  | permanent | failed with the reason         |
-| 200 but a language untranslated or in another   | transient | sent again as it was, until    |
-|   script (the stage's `retry_unusable` decides) |           |   `max_attempts`, then failed  |
+| 200 but unusable (filtered, not the asked JSON) | permanent | failed with the reason         |
+| 200 but cut off at its output budget, or a      | transient | sent again changed (more room; |
+|   language untranslated or in another script    |           |   only the wrong languages),   |
+|   (the stage's `retry_unusable` decides)        |           |   until `max_attempts`         |
 | 4xx line (invalid request, content policy,      | permanent | failed at once with the reason |
 |   image OpenAI could not fetch)                 |           |   (OpenAI's type and code only)|
 | 408/409/429/5xx line, batch expired/cancelled/  | transient | waiting again, until           |
