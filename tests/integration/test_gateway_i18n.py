@@ -62,6 +62,20 @@ def test_three_letter_codes_of_languages_with_a_two_letter_code_are_422_naming_t
     assert '"eng" → "en"' in body["message"] and '"deu-AT" → "de-AT"' in body["message"]
 
 
+@pytest.mark.parametrize("lot_count", [1, 2], ids=["sync", "batch"])
+def test_collections_and_sign_languages_are_422_saying_why_no_text_is_written_in_them(
+        gateway: Gateway, lot_count: int) -> None:
+    # Registered tags, but none names one written language: `sla` was sent to the model as
+    # "Slavic languages" and `sgn-US` (American Sign Language) as a language to write in.
+    response = gateway.submit(make_lots(lot_count), languages=["en", "SLA", "sgn-US", "de", "art"])
+    body = refused(response, 422, "INVALID_LANGUAGES")
+    assert body["details"]["invalid_languages"] == ["SLA", "sgn-US", "art"]
+    assert body["details"]["not_written"] == {
+        "SLA": "Slavic languages: a collection of languages, not one",
+        "sgn-US": "American Sign Language: a sign language, with no written form",
+        "art": "Artificial languages: a collection of languages, not one"}
+
+
 # A NUL is refused before validation (PostgreSQL cannot store it), so it is not among these.
 HIDDEN = {"zero-width-space": ("\u200b", 0x200B), "byte-order-mark": ("\ufeff", 0xFEFF),
           "right-to-left-override": ("LOT-1\u202e", 0x202E), "newline": ("LOT\n2", 0x0A),

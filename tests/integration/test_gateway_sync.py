@@ -59,10 +59,16 @@ def test_the_seed_client_gets_every_language_and_the_missing_images(
         "input_tokens", "cached_input_tokens", "output_tokens", "reasoning_tokens", "estimated_cost_usd"}
 
 
-def test_english_only_needs_no_translation_call(sync_gateway: Gateway, images: str, standin: Standin) -> None:
-    response = sync_gateway.submit(one_lot(images, names=("a.png", "b.png")), languages=["en"])
+@pytest.mark.parametrize("languages", [["en"], ["en-Latn"], ["en", "en-Latn"]])
+def test_english_only_needs_no_translation_call(
+        sync_gateway: Gateway, images: str, standin: Standin, languages: list[str]) -> None:
+    # `en-Latn` is English in the script English is always written in: it was paid for as a
+    # translation from English into English.
+    response = sync_gateway.submit(one_lot(images, names=("a.png", "b.png")), languages=languages)
     assert response.status_code == 200
-    assert [d["language"] for d in response.json()["lots"][0]["descriptions"]] == ["en"]
+    descriptions = response.json()["lots"][0]["descriptions"]
+    assert [d["language"] for d in descriptions] == languages
+    assert len({d["damages"] for d in descriptions}) == 1 and "[en" not in descriptions[0]["damages"]
     assert model_calls(standin) == 1
 
 

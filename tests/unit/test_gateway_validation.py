@@ -61,7 +61,7 @@ def test_too_many_lots_is_413_before_anything_else_is_looked_at() -> None:
     # The registry's Preferred-Values only, never CLDR's aliases (`tl` was `fil`, `prs` was `fa-AF`).
     (["tl", "PRS", "sh"], ("tl", "prs", "sh")),
     (["in", "mo", "zh-YUE"], ("id", "ro", "yue")),
-    (["i-klingon", "zh-cmn-hans", "sgn-US"], ("tlh", "cmn-Hans", "ase")),
+    (["i-klingon", "zh-cmn-hans", "zh-guoyu"], ("tlh", "cmn-Hans", "cmn")),
     (["my-BU", "sl-rozaj-biske"], ("my-MM", "sl-rozaj-biske")),  # variants keep their order
 ])
 def test_bcp47_tags_in_any_case_are_kept_canonical(languages: list[str], canonical: tuple[str]) -> None:
@@ -92,6 +92,25 @@ def test_unknown_language_codes_are_listed(languages: list[Any], invalid: list[A
     error = refused({"languages": languages, "lots": [lot()]})
     assert (error.status, error.code) == (422, "INVALID_LANGUAGES")
     assert error.details == {"invalid_languages": invalid}
+
+
+@pytest.mark.parametrize(("languages", "not_written"), [
+    (["sgn", "sla"], {"sgn": "Sign languages: a collection of languages, not one",
+                      "sla": "Slavic languages: a collection of languages, not one"}),
+    (["ase", "sgn-ase"], {"ase": "American Sign Language: a sign language, with no written form",
+                          "sgn-ase": "American Sign Language: a sign language, with no written form"}),
+    (["de", "BFI"], {"BFI": "British Sign Language: a sign language, with no written form"})])
+def test_collections_and_sign_languages_are_refused_saying_why(
+        languages: list[str], not_written: dict[str, str]) -> None:
+    error = refused({"languages": languages, "lots": [lot()]})
+    assert (error.status, error.code) == (422, "INVALID_LANGUAGES")
+    assert error.details == {"invalid_languages": list(not_written), "not_written": not_written}
+
+
+@pytest.mark.parametrize("languages", [["tlh", "eo"], ["smn", "se"], ["yue", "cmn"], ["sr-Latn", "nv"]])
+def test_single_written_languages_of_any_kind_are_accepted(languages: list[str]) -> None:
+    # Klingon and Esperanto are written; so are Sami and Chinese languages, one at a time.
+    assert parse_submission({"languages": languages, "lots": [lot()]}, LIMITS).languages == tuple(languages)
 
 
 @pytest.mark.parametrize("languages", [[], "en", ["en", "de", "fr", "es"]])

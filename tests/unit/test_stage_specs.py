@@ -115,16 +115,16 @@ def test_translations_come_back_in_the_order_the_client_asked_for() -> None:
 
 
 def test_translation_requests_ask_only_for_the_languages_other_than_english() -> None:
+    # `en-Latn` is English too (its only script): it was asked for, and paid, as a translation.
     lot = LotWork("job", "lot", "client", 1, 1, TranslationWork(
-        english_html="<p>Dent.</p>", languages=("en", "fr")))
+        english_html="<p>Dent.</p>", languages=("en", "en-Latn", "fr")))
     [(_, body)] = asyncio.run(TranslationStage("t", ModelSettings()).prepare([lot])).requests
-    schema = body["text"]["format"]["schema"]
-    assert "fr" in str(schema) and "'en'" not in str(schema)
+    assert body["text"]["format"]["schema"]["required"] == ["fr"]
     answer = {"status": "completed", "output": [{"type": "message", "role": "assistant", "content": [
         {"type": "output_text", "text": '{"fr": "<p>Bosse.</p>"}'}]}]}
     event = TranslationStage("t", ModelSettings()).result_event(lot, answer)
-    assert event == TranslationCompleted(job_id="job", lot_id="lot",
-                                         descriptions={"en": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
+    assert event == TranslationCompleted(job_id="job", lot_id="lot", descriptions={
+        "en": "<p>Dent.</p>", "en-Latn": "<p>Dent.</p>", "fr": "<p>Bosse.</p>"})
 
 
 def test_a_lot_is_described_from_at_most_500_images_and_the_rest_are_listed_missing() -> None:

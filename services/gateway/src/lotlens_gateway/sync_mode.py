@@ -34,7 +34,7 @@ from lotlens_common.model.errors import (
     client_reason,
     error_kind,
 )
-from lotlens_common.model.languages import ENGLISH
+from lotlens_common.model.languages import is_english
 from lotlens_common.model.openai_client import call_responses
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
@@ -172,7 +172,7 @@ class SyncDescriber:
             # The answers OpenAI gave before the lot failed were billed: a failed lot said nothing
             # of them (a batch lot failed in translation shows its vision's usage).
             return _with_usage(self._failed(lot, missing, processed, reason), used)
-        descriptions = [{"language": code, "damages": english if code == ENGLISH else translations[code]}
+        descriptions = [{"language": code, "damages": english if is_english(code) else translations[code]}
                         for code in languages]
         return {
             "lot_id": lot.lot_id,

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from lotlens_common.model.languages import canonical_tag, two_letter_tag
+from lotlens_common.model.languages import canonical_tag, not_written, two_letter_tag
 from lotlens_common.urls import invalid_http_urls, literal_refusal
 from lotlens_gateway.errors import ApiError, validation_failed
 from lotlens_gateway.lot_ids import comparison_form, hidden_characters, hidden_characters_problem
@@ -135,6 +135,14 @@ def _languages(value: Any, limits: Limits) -> tuple[str, ...]:
     invalid = [code for code, tag in zip(value, tags, strict=True) if tag is None]
     if invalid:
         raise _unknown_languages(invalid[:MAX_LISTED])
+    unwritten = {code: reason for code, tag in zip(value, tags, strict=True)
+                 if tag is not None and (reason := not_written(tag))}
+    if unwritten:
+        listed = dict(list(unwritten.items())[:MAX_LISTED])
+        raise validation_failed(
+            "Language tags that name no one written language to translate into: "
+            + "; ".join(f'"{code}" ({reason})' for code, reason in listed.items()),
+            {"invalid_languages": list(listed), "not_written": listed}, code="INVALID_LANGUAGES")
     languages = tuple(dict.fromkeys(tag for tag in tags if tag is not None))
     if len(languages) > limits.max_languages:
         raise validation_failed(f"At most {limits.max_languages} languages per request",

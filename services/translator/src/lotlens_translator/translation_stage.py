@@ -8,7 +8,7 @@ from typing import Any
 
 from lotlens_common.events import Event, LotFailed, TranslationBatchSubmitted, TranslationCompleted
 from lotlens_common.model.errors import ModelOutputError, ModelWrongLanguageError
-from lotlens_common.model.languages import ENGLISH
+from lotlens_common.model.languages import is_english
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
     halved_part,
@@ -32,8 +32,7 @@ def _left(work: TranslationWork) -> list[str]:
 def descriptions(languages: Sequence[str], english_html: str, translated: Mapping[str, str]
                  ) -> dict[str, str]:
     """Every requested language's text, in the order the client asked for them."""
-    texts = {ENGLISH: english_html, **translated}
-    return {language: texts[language] for language in languages}
+    return {code: english_html if is_english(code) else translated[code] for code in languages}
 
 
 @dataclass(frozen=True)

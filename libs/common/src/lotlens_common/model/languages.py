@@ -8,7 +8,8 @@ Preferred-Values (`iw` → `he`, `mo` → `ro`), nothing more: `tl` stays Tagalo
 a two-letter one (`eng`, `per`) is not BCP 47 and is refused; `two_letter_tag` names the tag to
 use. Tags that name no language a model could write in are refused too: undetermined or
 multiple languages (`und`, `mul`), private use (`x-…`, `qaa`) and unknown regions or scripts
-(`en-XX`).
+(`en-XX`). Tags that name a collection of languages (`sla`) or a sign language (`ase`) are
+known but `not_written`: the gateway refuses them.
 
 The names come from `language_names_en.json`, the English column of `language-data`'s names
 (scripts/language_names.py writes it). langcodes' own `display_name` loads every name in every
@@ -24,7 +25,13 @@ import langcodes
 import orjson
 from langcodes.tag_parser import LanguageTagError
 
-from lotlens_common.model.tag_registry import registry_form, tag_text, two_letter_form
+from lotlens_common.model.tag_registry import (
+    is_collection,
+    is_sign_language,
+    registry_form,
+    tag_text,
+    two_letter_form,
+)
 
 ENGLISH = "en"
 # RFC 5646 §4.4.1: 35 characters hold any tag a registry can give a meaning to.
@@ -74,6 +81,30 @@ def two_letter_tag(tag: str) -> str | None:
     `de-AT`), or None when the tag has no such code or is wrong in another way too."""
     form = two_letter_form(tag) if len(tag) <= MAX_TAG_CHARS else None
     return canonical_tag(form) if form else None
+
+
+def not_written(tag: str) -> str | None:
+    """Why a known canonical tag names no language a text can be translated into: a collection
+    (`sla` Slavic languages, `sgn`, `art`) is many languages, a sign language (`ase`) has no
+    written form a model writes; None for any other. Accepted by `canonical_tag` all the same
+    (jobs taken before they were refused still read), so the gateway refuses them itself."""
+    language = langcodes.Language.get(tag, normalize=False).language or ""
+    if is_collection(language):
+        return f"{language_name(tag)}: a collection of languages, not one"
+    if is_sign_language(language):
+        return f"{language_name(tag)}: a sign language, with no written form"
+    return None
+
+
+@lru_cache(maxsize=4096)
+def is_english(tag: str) -> bool:
+    """Whether a canonical tag asks for the English the vision model writes, nothing to translate:
+    `en`, or `en` with the script English is always written in (`en-Latn`). With a region
+    (`en-US`, `en-GB`) it asks for that region's spelling and words, which the description
+    (`bonnet`, `windscreen`) may not use: translated."""
+    if not tag.startswith(ENGLISH):
+        return False
+    return tag_text(langcodes.Language.get(tag, normalize=False).simplify_script()) == ENGLISH
 
 
 def preload() -> None:

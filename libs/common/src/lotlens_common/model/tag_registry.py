@@ -28,6 +28,8 @@ class _Registry:
     whole_tags: dict[str, str]  # grandfathered and redundant tags → their Preferred-Value
     subtags: dict[tuple[str, str], str]  # (registry type, subtag) → its Preferred-Value
     two_letter: dict[str, str]  # ISO 639-2 code → the ISO 639-1 code the registry holds instead
+    collections: frozenset[str]  # language subtags of `Scope: collection` (`sla`, `sgn`, `art`)
+    sign_languages: frozenset[str]  # the languages registered as extlangs of `sgn` (`ase`, `bfi`)
 
 
 @cache
@@ -35,6 +37,8 @@ def _registry() -> _Registry:
     whole_tags: dict[str, str] = {}
     subtags: dict[tuple[str, str], str] = {}
     two_letter_codes: list[str] = []
+    collections: set[str] = set()
+    sign_languages: set[str] = set()
     entries: list[dict[str, str]] = list(parse_registry())  # type: ignore[no-untyped-call]
     for entry in entries:
         preferred = entry.get("Preferred-Value")
@@ -43,13 +47,27 @@ def _registry() -> _Registry:
                 whole_tags[entry["Tag"].lower()] = preferred
             continue
         kind, subtag = entry["Type"], entry["Subtag"].lower()
+        if kind == "language" and entry.get("Scope") == "collection":
+            collections.add(subtag)
+        if kind == "extlang" and "sgn" in entry.get("Prefix", ()):
+            sign_languages.add(subtag)
         if preferred:
             subtags[kind, subtag] = preferred
         elif kind == "language" and len(subtag) == 2:
             two_letter_codes.append(subtag)
     two_letter = {Language.get(code, normalize=False).to_alpha3(variant): code
                   for code in two_letter_codes for variant in _ALPHA3_VARIANTS}
-    return _Registry(whole_tags, subtags, two_letter)
+    return _Registry(whole_tags, subtags, two_letter, frozenset(collections), frozenset(sign_languages))
+
+
+def is_collection(language: str) -> bool:
+    """Whether a language subtag names a group of languages (RFC 5646 §3.1.11, `Scope: collection`)."""
+    return language.lower() in _registry().collections
+
+
+def is_sign_language(language: str) -> bool:
+    """Whether a language subtag names a sign language (the registry files each under `sgn`)."""
+    return language.lower() in _registry().sign_languages
 
 
 def registry_form(tag: str) -> Language:

@@ -11,7 +11,7 @@ import orjson
 from lotlens_common.model.errors import ModelIncompleteError, ModelOutputError, ModelWrongLanguageError
 from lotlens_common.model.html_text import as_paragraph_html
 from lotlens_common.model.language_check import wrong_languages
-from lotlens_common.model.languages import ENGLISH, is_supported_language, language_name
+from lotlens_common.model.languages import is_english, is_supported_language, language_name
 from lotlens_common.model.prompts import translation_instructions
 from lotlens_common.model.response_text import response_output_text
 from lotlens_common.model.settings import ModelSettings, is_reasoning_model, sampling_options
@@ -93,12 +93,12 @@ def retry_room(english_html: str, targets: Sequence[str], settings: ModelSetting
 
 
 def target_languages(languages: Sequence[str]) -> list[str]:
-    """The languages to translate into: deduplicated, in order, English left out."""
+    """The languages to translate into: deduplicated, in order, English (`en`, `en-Latn`) left out."""
     targets: list[str] = []
     for code in languages:
         if not is_supported_language(code):
             raise ValueError(f"unsupported language code: {code!r}")
-        if code != ENGLISH and code not in targets:
+        if not is_english(code) and code not in targets:
             targets.append(code)
     return targets
 
