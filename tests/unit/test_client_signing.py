@@ -145,29 +145,3 @@ def test_a_new_secret_is_whsec_and_32_random_bytes() -> None:
     secret = new_secret()
     assert secret.startswith("whsec_") and len(sdk.webhook_secret_bytes(secret)) == 32
     assert secret != new_secret()
-
-
-@pytest.mark.parametrize("form", range(4), ids=["sorted", "as-typed", "sorted+newline", "as-typed+newline"])
-def test_the_lazy_lots_check_gives_the_answer_of_every_form_checked(form: int) -> None:
-    keys = {"other": "k2", "acme": KEY}
-    signature = common.sign(KEY, common.lots_messages(UNICODE_LOTS)[form])
-    assert common.identify_client(keys, common.lots_messages(UNICODE_LOTS), signature) == "acme"
-    assert common.identify_lots_client(keys, UNICODE_LOTS, [signature]) == "acme"
-    assert common.identify_lots_client(keys, UNICODE_LOTS, ["sha256=" + "0" * 64, signature]) == "acme"
-    assert common.identify_lots_client(keys, UNICODE_LOTS, ["sha256=" + "0" * 64]) is None
-
-
-def test_the_as_typed_form_is_built_only_when_the_contract_form_verifies_nothing(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    signature = common.sign(KEY, common.lots_messages(UNICODE_LOTS)[0])
-    built: list[bytes] = []
-    forms = common.lots_forms
-
-    def counted(lot_list: Any) -> Any:
-        for form in forms(lot_list):
-            built.append(form)
-            yield form
-
-    monkeypatch.setattr(common, "lots_forms", counted)
-    assert common.identify_lots_client({"acme": KEY}, UNICODE_LOTS, [signature]) == "acme"
-    assert len(built) == 1

@@ -46,7 +46,8 @@ async def health(deps: Deps) -> JSONResponse:
         "Each URL gets HEAD (GET when HEAD does not tell): usable when it answers 2xx with an `image/*` "
         "type and at most 10 MB, through at most 3 redirects, on a public address. `threshold_met` is true "
         "when at least half of the URLs (and at least one) are usable. Counts against the synchronous "
-        "rate limit."),
+        "rate limit once signed; a body other than `{\"urls\": [strings]}` is 400 or 422 before its "
+        "signature is checked, uncounted."),
     responses=schemas.error_responses(400, 401, 403, 408, 413, 422, 429, 431),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ImageValidationRequest"}}}}},
@@ -58,13 +59,9 @@ async def test_image_validation(
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
     raw = await read_body(request, _TEST_BODY_BYTES, deps.settings.body_timeouts())
+    urls = requested_urls(raw, deps.settings.max_test_image_urls)
     client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")
-    urls = parse_object(raw).get("urls")
-    limit = deps.settings.max_test_image_urls
-    if not (isinstance(urls, list) and 0 < len(urls) <= limit and all(isinstance(u, str) for u in urls)):
-        problem = {"field": "urls", "problem": "missing, empty, too long or not strings"}
-        raise validation_failed(f"`urls` must be an array of 1 to {limit} strings", {"errors": [problem]})
     policy = deps.describer.images
     with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
         check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
@@ -77,3 +74,19 @@ async def test_image_validation(
         "threshold_met": valid > 0 and 2 * valid >= valid + len(check.unreachable),
         "reasons": check.reasons,
     })
+
+
+def requested_urls(raw: bytes, limit: int) -> list[str]:
+    """The body's `urls`; 400/422 for any other body, before its signature is checked.
+
+    One key signs a client's job ids, its bodies and every webhook it receives, and this body's
+    signature is over its raw bytes: checked first, a status poll's signature sent with the job id
+    as the body (or a webhook's with the webhook) was a valid signature, and each such replay used
+    up one of the client's synchronous requests before its 400/422. No job id, query or webhook
+    is an object with `urls`; and what a request gets wrong is no secret.
+    """
+    urls = parse_object(raw).get("urls")
+    if not (isinstance(urls, list) and 0 < len(urls) <= limit and all(isinstance(u, str) for u in urls)):
+        problem = {"field": "urls", "problem": "missing, empty, too long or not strings"}
+        raise validation_failed(f"`urls` must be an array of 1 to {limit} strings", {"errors": [problem]})
+    return urls

@@ -32,6 +32,7 @@ from lotlens_gateway.auth import (
 )
 from lotlens_gateway.body import without_byte_order_mark
 from lotlens_gateway.errors import ApiError
+from lotlens_gateway.validation import no_lots
 
 _SPACE = re.compile(r"[ \t\n\r]*")
 # Outside strings only brackets change the depth. A string is skipped whole (its escapes too),
@@ -284,7 +285,7 @@ def _utf8_length(text: str, start: int, end: int) -> int:
 
 def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | None,
                 limits: BodyLimits) -> tuple[dict[str, Any], str]:
-    """The body as a dict and the client whose key signed its `lots`; 400/401/403/413 otherwise.
+    """The body as a dict and the client whose key signed its `lots`; 400/401/403/413/422 otherwise.
 
     The lots are read twice: one by one for the signature, keeping nothing (a refused request
     costs about its own size), then, authenticated, as one array by orjson.
@@ -320,29 +321,32 @@ def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | Non
     at += 1
     if reader.space(at) != len(text):
         raise bad_json(f"extra data at character {reader.space(at)}")
+    if lots_span is None:
+        # Refused before the signature: one key signs a client's lots, bodies, job ids and every
+        # webhook it receives, and `lots` is signed as compact JSON, the very bytes of a webhook or
+        # of a JavaScript client's image check. Their X-Signature authenticated `{"lots": <that
+        # object>}`, and each replay used up one of the client's batch requests before its 422.
+        # Only another request's `lots` is an array: one signed for this endpoint.
+        raise no_lots()
     candidates = [s.strip() for s in (document.get("signature"), header_signature)
                   if isinstance(s, str) and s.strip()]
     if not candidates:
         raise missing_signature(SIGNS_LOTS)
-    if lots_span is None:  # not an array: small (a field), and invalid anyway once authenticated
-        client = signing.identify_lots_client(keys, document.get("lots"), candidates)
-    else:
-        client = signer.client(candidates)
-        # The form as typed (keys in the client's order), read once more; then as typed in a
-        # UTF-8 terminal, text unescaped (004's `echo '[…]' | openssl dgst`).
-        for ensure_ascii in (True, False) if not raw.isascii() else (True,):
-            if client is None:
-                typed = _LotsSigner(keys, sort_keys=False, ensure_ascii=ensure_ascii)
-                reader.sign_lots(lots_span[0], typed)
-                client = typed.client(candidates)
+    client = signer.client(candidates)
+    # The form as typed (keys in the client's order), read once more; then as typed in a UTF-8
+    # terminal, text unescaped (004's `echo '[…]' | openssl dgst`).
+    for ensure_ascii in (True, False) if not raw.isascii() else (True,):
+        if client is None:
+            typed = _LotsSigner(keys, sort_keys=False, ensure_ascii=ensure_ascii)
+            reader.sign_lots(lots_span[0], typed)
+            client = typed.client(candidates)
     if client is None:
         raise invalid_signature(_what_was_signed(keys, lot_count, candidates))
-    if lots_span is not None:
-        # Parsed from the body's own bytes, the text dropped first: kept beside its lots, the text
-        # (2-4 bytes a character once one is past U+00FF: an em dash, Cyrillic) and a slice of it
-        # took ~1.5-2.1 GB at the 144 MiB cap. Only the spans around the lots are measured in UTF-8.
-        start = _utf8_length(text, 0, lots_span[0])
-        end = len(raw) - _utf8_length(text, lots_span[1], len(text))
-        del reader, text
-        document["lots"] = orjson.loads(memoryview(raw)[start:end])
+    # Parsed from the body's own bytes, the text dropped first: kept beside its lots, the text
+    # (2-4 bytes a character once one is past U+00FF: an em dash, Cyrillic) and a slice of it
+    # took ~1.5-2.1 GB at the 144 MiB cap. Only the spans around the lots are measured in UTF-8.
+    start = _utf8_length(text, 0, lots_span[0])
+    end = len(raw) - _utf8_length(text, lots_span[1], len(text))
+    del reader, text
+    document["lots"] = orjson.loads(memoryview(raw)[start:end])
     return document, client

@@ -93,12 +93,17 @@ def rate_mode(document: dict[str, Any]) -> str:
     return "sync" if isinstance(lots, list) and len(lots) == 1 else "batch"
 
 
+def no_lots() -> ApiError:
+    """422 for a body whose `lots` is missing, empty or not an array."""
+    return validation_failed("`lots` must be a non-empty array of lot objects",
+                             {"errors": [{"field": "lots", "problem": "missing, empty or not an array"}]})
+
+
 def parse_submission(document: dict[str, Any], limits: Limits) -> Submission:
     """A checked Submission, or the ApiError the contract prescribes for the first broken rule."""
     lots = document.get("lots")
     if not isinstance(lots, list) or not lots:
-        raise validation_failed("`lots` must be a non-empty array of lot objects",
-                                {"errors": [{"field": "lots", "problem": "missing, empty or not an array"}]})
+        raise no_lots()
     if len(lots) > limits.max_lots:
         raise ApiError(413, "BATCH_SIZE_EXCEEDED",
                        f"Batch size exceeds maximum limit of {limits.max_lots:,} lots",
