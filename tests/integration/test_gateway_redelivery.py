@@ -11,6 +11,7 @@ import httpx2
 import pytest
 from sqlalchemy import Engine, func, insert, select, update
 
+from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import jobs, outbox, webhook_attempts, webhook_deliveries
 from tests.integration.gateway_support import (
     Gateway,
@@ -18,6 +19,8 @@ from tests.integration.gateway_support import (
     insert_finished_job,
     insert_running_job,
     make_lots,
+    running_gateway,
+    wait_published,
 )
 
 pytestmark = pytest.mark.integration
@@ -155,3 +158,23 @@ def test_a_redelivery_right_after_a_cancel_waits_until_the_read_models_show_the_
         conn.execute(update(jobs).where(jobs.c.job_id == job_id).values(
             status="cancelled", cancelled_at=datetime.now(UTC)))
     assert _redeliver(gateway, job_id).status_code == 202
+
+
+def test_a_redelivery_stays_in_its_window_whatever_the_outbox_retention(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # The window is counted from the outbox rows, and the relay pruned them by
+    # LOTLENS_OUTBOX_RETENTION_S alone: at 300 s a job's webhooks could be sent again every 5
+    # minutes, and a client's cap of 10 jobs counted only the last 5 minutes' requests.
+    with running_gateway(settings, engine, outbox_retention_s=300) as gw:
+        job_id = _finished_with_webhooks(engine, gw)
+        assert _redeliver(gw, job_id).status_code == 202
+        wait_published(gw, engine, job_id)
+        with engine.begin() as conn:  # as if 400 s had passed: past the retention, inside the window
+            conn.execute(update(outbox).where(outbox.c.job_id == job_id).values(
+                created_at=outbox.c.created_at - timedelta(seconds=400),
+                published_at=outbox.c.published_at - timedelta(seconds=400)))
+        gw.deps.relay.prune()
+        again = _redeliver(gw, job_id)
+    assert again.status_code == 429, again.text
+    assert again.json()["details"]["reason"] == "redelivered_recently"
+    assert 1 <= int(again.headers["retry-after"]) <= 200

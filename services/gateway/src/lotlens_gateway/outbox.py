@@ -128,6 +128,12 @@ def facts_of(conn: Connection, job_id: str) -> JobFacts:
     return JobFacts(submitted, cancelled_at)
 
 
+# The longest window a request counts its earlier events in (`recorded_in_window`: webhook
+# redeliveries, 10 minutes). The relay keeps every published row at least this long, whatever
+# LOTLENS_OUTBOX_RETENTION_S says: pruned sooner, the rows a window counts were gone, and at a
+# retention of 300 s a job's webhooks could be redelivered every 5 minutes.
+LONGEST_WINDOW_S = 600
+
 # A key's events of a type in the window (`ix_outbox_job_events` finds a job's; the partial
 # `ix_outbox_client_redeliveries` a client's redelivery requests).
 _IN_WINDOW = {column: text(f"""
@@ -141,6 +147,8 @@ def recorded_in_window(conn: Connection, by: Literal["job_id", "client_id"], key
     """How many `event_type` events of the job or client (`by`) were written in the last
     `window_s` (this transaction's included), and the seconds until the oldest leaves the window.
     Takes the key's lock for that type first: transactions racing for one key count one another."""
+    if window_s > LONGEST_WINDOW_S:  # its oldest rows may be pruned: it would count too few
+        raise ValueError(f"a window of {window_s} s is longer than rows are kept ({LONGEST_WINDOW_S} s)")
     conn.execute(text("SELECT pg_advisory_xact_lock(hashtext('lotlens-outbox:' || :type || ':' || :key))"),
                  {"type": event_type, "key": key if by == "job_id" else f"client:{key}"})
     count, wait_s = conn.execute(_IN_WINDOW[by], {"key": key, "type": event_type, "window": window_s}).one()

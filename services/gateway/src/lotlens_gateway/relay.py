@@ -21,8 +21,9 @@ index until then, about 25 ms of database CPU per poll after a 50,000-lot job.
 
 Published rows are kept for `retention_s` (the reads overlay them until the result-store has
 projected them, even through a Kafka outage), and after it until the read models hold them
-(`outbox_prune`). The same minute-ly prune deletes clients' webhook secrets whose rotation
-overlap has ended: the gateway owns that table too.
+(`outbox_prune`); never less than the rate-limit windows read them (`outbox.LONGEST_WINDOW_S`).
+The same minute-ly prune deletes clients' webhook secrets whose rotation overlap has ended: the
+gateway owns that table too.
 
 The configured clients' missing secrets are made once per process (`make_missing_secrets`): at
 start-up, and at the prunes after it until PostgreSQL has taken them (tried at start-up alone, a
@@ -65,6 +66,7 @@ from lotlens_common.clock import utc_now
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import outbox
 from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.outbox import LONGEST_WINDOW_S
 from lotlens_gateway.outbox_prune import OLDEST, prune_held
 
 log = logging.getLogger(__name__)
@@ -349,7 +351,7 @@ class Relay:
         at once (250,000 rows with their payloads): the replicas queued on each other's row locks
         and none published meanwhile. Skipping locked rows, replicas share the work instead."""
         self._last_prune = time.monotonic()
-        cutoff = utc_now() - timedelta(seconds=self._settings.retention_s)
+        cutoff = utc_now() - timedelta(seconds=max(self._settings.retention_s, LONGEST_WINDOW_S))
         pruned, self._prune_after = prune_held(self._engine, self._topics, cutoff, PRUNE_ROWS, PRUNE_ROUNDS,
                                                self._prune_after)
         with self._engine.begin() as conn:

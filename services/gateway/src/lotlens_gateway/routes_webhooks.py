@@ -30,7 +30,8 @@ router = APIRouter(tags=["webhooks"])
 # A redelivery sends every URL of the job again (a queue row each): at most one a job, and
 # `webhook_redeliveries_per_client` a client, in this window. Unlimited, one client re-sent a
 # 50,000-URL job up to its polling limit, 1,000 a minute, and every other client's webhooks queued
-# behind; once a job only, it re-sent all of its jobs in a row.
+# behind; once a job only, it re-sent all of its jobs in a row. Counted from the outbox rows, which
+# the relay keeps at least `outbox.LONGEST_WINDOW_S` (no shorter than this window).
 REDELIVERY_WINDOW_S = 600
 # Result-store projects a cancel seconds after the gateway accepts it.
 ENDING_RETRY_AFTER_S = 5
