@@ -56,3 +56,30 @@ def test_the_gateway_does_not_start_on_a_shared_key_and_prints_no_key() -> None:
     assert done.returncode != 0
     assert "acme, globex" in done.stderr and "share one key" in done.stderr
     assert STRONG[:8] not in done.stderr + done.stdout
+
+
+def _next_key_refusal(monkeypatch: pytest.MonkeyPatch, next_keys: dict[str, str]) -> str:
+    monkeypatch.setenv("LOTLENS_CLIENT_NEXT_KEYS", json.dumps(next_keys))
+    return _refusal(monkeypatch, {"acme": STRONG, "globex": OTHER})
+
+
+def test_a_next_key_that_is_another_clients_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Taken, a request signed with it would be the first matching client's: one acting as another.
+    message = _next_key_refusal(monkeypatch, {"acme": OTHER})
+    assert "acme, globex" in message and "share one key" in message and OTHER[:8] not in message
+
+
+def test_a_next_key_of_an_unknown_client_or_too_short_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    unknown = _next_key_refusal(monkeypatch, {"initech": "n" * MIN_KEY_CHARS})
+    assert "not in LOTLENS_CLIENTS: initech" in unknown
+    short = _next_key_refusal(monkeypatch, {"globex": "k3y-0f-31-characters-1234567890"})
+    assert "globex" in short and f"{MIN_KEY_CHARS} characters" in short and "k3y-0f" not in short
+
+
+def test_a_client_in_rotation_signs_with_its_key_then_its_next_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    following = "f" * MIN_KEY_CHARS
+    monkeypatch.setenv("LOTLENS_CLIENTS", json.dumps({"acme": STRONG, "globex": OTHER}))
+    monkeypatch.setenv("LOTLENS_CLIENT_NEXT_KEYS", json.dumps({"acme": following}))
+    settings = GatewaySettings()
+    assert settings.client_keyring() == [("acme", STRONG), ("globex", OTHER), ("acme", following)]
+    assert settings.client_keys() == {"acme": STRONG, "globex": OTHER}  # what webhooks are signed with

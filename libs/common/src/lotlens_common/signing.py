@@ -11,12 +11,20 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from lotlens_common import webhook_secrets
 
 PREFIX = "sha256="
+# Who may sign: client id → key, or (client id, key) pairs where a client holds two keys (a
+# rotation's overlap: the gateway's `LOTLENS_CLIENT_NEXT_KEYS`).
+Keys = Mapping[str, str] | Sequence[tuple[str, str]]
+
+
+def key_pairs(keys: Keys) -> Iterable[tuple[str, str]]:
+    """Each (client id, key) of `keys`."""
+    return keys.items() if isinstance(keys, Mapping) else keys
 
 
 def sign(key: str, message: bytes) -> str:
@@ -56,10 +64,10 @@ def lots_messages(lots: Any) -> list[bytes]:
     return forms + [form + b"\n" for form in forms]
 
 
-def identify_client(keys: Mapping[str, str], messages: Sequence[bytes], signature: str) -> str | None:
+def identify_client(keys: Keys, messages: Sequence[bytes], signature: str) -> str | None:
     """The client whose key produced the signature, or None; every key is tried, in constant time."""
     found: str | None = None
-    for client_id, key in keys.items():
+    for client_id, key in key_pairs(keys):
         if verify(key, messages, signature) and found is None:
             found = client_id
     return found

@@ -12,7 +12,7 @@ both say what that endpoint signs (and the message checked, when it is the clien
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from lotlens_common import signing
@@ -110,7 +110,7 @@ def _present(signature: object) -> str | None:
     return signature.strip() if isinstance(signature, str) and signature.strip() else None
 
 
-def client_for(keys: Mapping[str, str], messages: Sequence[bytes], signature: str | None,
+def client_for(keys: signing.Keys, messages: Sequence[bytes], signature: str | None,
                signed: Signed) -> str:
     """The client whose key signed one of `messages`; 401 without a signature, 403 when none matches."""
     present = _present(signature)

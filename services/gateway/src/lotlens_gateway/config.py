@@ -47,6 +47,10 @@ class GatewaySettings(ServiceSettings):
     model_config = settings_config("LOTLENS_", nested=True)
 
     clients: dict[str, SecretStr]
+    # A client's next key during a rotation (`LOTLENS_CLIENT_NEXT_KEYS='{"client_id": "new key"}'`):
+    # requests signed with either key are the client's, so the client and every replica need not
+    # switch at one instant. Webhooks are still signed with its key in `clients` (docs/RUNBOOK.md).
+    client_next_keys: dict[str, SecretStr] = Field(default_factory=dict)
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 18000
     # The operations listener (`/metrics`, the detailed `/health`, `/livez`, `/readyz`) on
@@ -210,6 +214,26 @@ class GatewaySettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
+    def _next_keys_are_their_clients_alone(self) -> GatewaySettings:
+        unknown = sorted(set(self.client_next_keys) - set(self.clients))
+        if unknown:
+            raise ValueError("LOTLENS_CLIENT_NEXT_KEYS names clients not in LOTLENS_CLIENTS: "
+                             + ", ".join(unknown))
+        short = [client_id for client_id, key in self.client_next_keys.items()
+                 if len(key.get_secret_value()) < MIN_KEY_CHARS]
+        if short:
+            raise ValueError(f"the next keys of clients {', '.join(short)} are shorter than {MIN_KEY_CHARS} "
+                             "characters: give each a long random key (e.g. `openssl rand -hex 32`)")
+        holders: dict[str, set[str]] = {}
+        for client_id, key in self.client_keyring():
+            holders.setdefault(key, set()).add(client_id)
+        shared = [", ".join(sorted(ids)) for ids in holders.values() if len(ids) > 1]
+        if shared:
+            raise ValueError(f"clients {'; '.join(shared)} share one key (LOTLENS_CLIENT_NEXT_KEYS "
+                             "counted): each client needs its own")
+        return self
+
+    @model_validator(mode="after")
     def _lease_outlasts_a_synchronous_call(self) -> GatewaySettings:
         # Set under the budget, a resend took over the key of a synchronous call still running,
         # and the lot was described (paid for) twice.
@@ -263,6 +287,11 @@ class GatewaySettings(ServiceSettings):
     def client_keys(self) -> dict[str, str]:
         """client id → shared key, in the clear (for signature checks only)."""
         return {client_id: key.get_secret_value() for client_id, key in self.clients.items()}
+
+    def client_keyring(self) -> list[tuple[str, str]]:
+        """(client id, key) for every key that signs a client's requests: its key, then its next one."""
+        return list(self.client_keys().items()) + [
+            (client_id, key.get_secret_value()) for client_id, key in self.client_next_keys.items()]
 
     def rate_limit(self, mode: str) -> int:
         """Requests allowed per window for a mode (`sync`, `batch`, `polling`)."""

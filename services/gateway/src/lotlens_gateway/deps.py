@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -64,13 +64,14 @@ class GatewayDeps:
     # Webhook hosts are resolved at intake with it, as images are with `describer.images.resolve`
     # (tests stub both: no DNS query leaves the machine).
     resolve: Resolver = resolve_host
-    keys: dict[str, str] = field(default_factory=dict)
+    # (client id, key): each client's key, and its next key during a rotation (`client_keyring`).
+    keys: Sequence[tuple[str, str]] = field(default_factory=list)
     # The requests being answered, for the shutdown's drain (shutdown.py).
     in_flight: InFlight = field(default_factory=InFlight)
 
     def __post_init__(self) -> None:
         if not self.keys:
-            self.keys = self.settings.client_keys()
+            self.keys = self.settings.client_keyring()
 
     async def close_clients(self) -> None:
         """Close the HTTP clients on the loop that served with them: their pooled connections

@@ -172,7 +172,8 @@ async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | No
     (`IdempotencyStore.accepted_job`): a body intake does not take is not parsed, so its client
     is not known."""
     if key is not None and fingerprint is not None:
-        replay = await run_in_threadpool(deps.idempotency.accepted_job, deps.keys.keys(), key, fingerprint,
+        clients = deps.settings.clients.keys()
+        replay = await run_in_threadpool(deps.idempotency.accepted_job, clients, key, fingerprint,
                                          header_signature_hash(x_signature), deps.clock())
         if replay is not None:
             return _replayed(replay)

@@ -15,7 +15,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +113,9 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 class _LotsSigner:
     """HMACs of one compact form (sorted keys or as typed) of a `lots` array per client key, lot by lot."""
 
-    def __init__(self, keys: Mapping[str, str], sort_keys: bool, ensure_ascii: bool = True) -> None:
-        self._macs = {client: hmac.new(key.encode(), b"[", hashlib.sha256) for client, key in keys.items()}
+    def __init__(self, keys: signing.Keys, sort_keys: bool, ensure_ascii: bool = True) -> None:
+        self._macs = [(client, hmac.new(key.encode(), b"[", hashlib.sha256))
+                      for client, key in signing.key_pairs(keys)]
         self._first = True
         self._sort_keys = sort_keys
         self._ensure_ascii = ensure_ascii
@@ -122,7 +123,7 @@ class _LotsSigner:
     def add(self, lot: Any) -> None:
         form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys,
                           ensure_ascii=self._ensure_ascii).encode()
-        for mac in self._macs.values():
+        for _, mac in self._macs:
             if not self._first:
                 mac.update(b",")
             mac.update(form)
@@ -131,7 +132,7 @@ class _LotsSigner:
     def client(self, signatures: Sequence[str]) -> str | None:
         """The client whose key signed the array (with or without a final newline), or None."""
         digests: list[tuple[str, bytes]] = []
-        for client, mac in self._macs.items():
+        for client, mac in self._macs:
             closed = mac.copy()
             closed.update(b"]")
             with_newline = closed.copy()
@@ -261,7 +262,7 @@ class _Reader:
                         details={"provided_lots": count, "max_allowed": self.limits.max_lots})
 
 
-def _what_was_signed(keys: Mapping[str, str], lot_count: int, signatures: Sequence[str]) -> Signed:
+def _what_was_signed(keys: signing.Keys, lot_count: int, signatures: Sequence[str]) -> Signed:
     """What a refused submission's 403 says: the contract's forms, and the known mistake when a
     client's key signed its lots with every field dropped.
 
@@ -283,7 +284,7 @@ def _utf8_length(text: str, start: int, end: int) -> int:
                for at in range(start, end, _UTF8_SLICE))
 
 
-def read_signed(raw: bytes, keys: Mapping[str, str], header_signature: str | None,
+def read_signed(raw: bytes, keys: signing.Keys, header_signature: str | None,
                 limits: BodyLimits) -> tuple[dict[str, Any], str]:
     """The body as a dict and the client whose key signed its `lots`; 400/401/403/413/422 otherwise.
 
