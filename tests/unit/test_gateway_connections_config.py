@@ -26,7 +26,7 @@ def test_defaults_are_the_documented_limits() -> None:
     settings = GatewaySettings(clients={"acme": SecretStr("acme-key-" + "0" * 32)})
     assert (settings.max_header_bytes, settings.header_timeout_s, settings.body_gap_timeout_s,
             settings.body_timeout_s, settings.job_body_timeout_s,
-            settings.keep_alive_timeout_s) == (32 * 1024, 10.0, 15.0, 120.0, 300.0, 5)
+            settings.keep_alive_timeout_s) == (32 * 1024, 10.0, 15.0, 120.0, 300.0, 75)
 
 
 def test_head_bytes_is_the_size_of_the_head_as_sent() -> None:

@@ -96,7 +96,10 @@ class GatewaySettings(ServiceSettings):
     body_timeout_s: float = 120.0
     # A job body at the cap arrives within it at 500 KB/s (4 Mbit/s): 120 s asked 1.26 MB/s of it.
     job_body_timeout_s: float = 300.0
-    keep_alive_timeout_s: int = 5
+    # Longer than a front proxy keeps an idle connection to us (ingress-nginx's upstream-keepalive-timeout
+    # and AWS ALB's idle timeout: 60 s): at 5 s the proxy sent requests on connections we had just
+    # closed, and a POST, which it does not retry, came back to the integrator as a 502.
+    keep_alive_timeout_s: int = 75
     # Answers the client takes no byte of for `send_stall_timeout_s` are cut (connections.py). Result
     # downloads and lots pages answered at once, per client (past it a 429) and per process (a 503):
     # each holds about 2 MB while its client reads (results.py), so a pod's memory limit wants room

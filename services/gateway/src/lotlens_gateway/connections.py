@@ -82,6 +82,11 @@ def raw_answer(status: int, code: str, message: str, details: dict[str, Any]) ->
     return head.encode() + body
 
 
+# How long a refused connection's leftover bytes are read and dropped before it is closed (at most
+# the keep-alive timeout): nginx's own `lingering_timeout`. It was the keep-alive timeout itself,
+# which is now 75 s to outlast front proxies' idle connections: a refused upload would be drained that long.
+LINGER_S = 5.0
+
 _REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
@@ -233,7 +238,7 @@ class LimitedH11Protocol(H11Protocol):
     def _refuse(self, answer: bytes) -> None:
         # A lingering close: write the answer, then end our side and discard what the client still
         # sends; closing with unread bytes would make the kernel reset the connection, and the
-        # client would lose the answer. The client's end, or the keep-alive timeout, closes it.
+        # client would lose the answer. The client's end, or LINGER_S, closes it.
         # Once only: a `Connection: close` answer (the body timeouts' 408) lingers from uvicorn's
         # close, then `on_response_complete` finds the body still unread; a second refusal wrote
         # after the EOF, and every body timeout logged a RuntimeError with its traceback.
@@ -246,7 +251,7 @@ class LimitedH11Protocol(H11Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.transport.resume_reading()
-        self.loop.call_later(self.timeout_keep_alive, self.transport.close)
+        self.loop.call_later(min(self.timeout_keep_alive, LINGER_S), self.transport.close)
 
     def _stop_head_timer(self) -> None:
         if self._head_timer is not None:
