@@ -80,8 +80,8 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
         "LotLensConsumerGroupAbsent", "LotLensConsumerLagUnread",
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
-        "LotLensWebhookAttemptsNotStarted", "LotLensStageRoundsFailing", "LotLensOpenAIUnreachable",
-        "LotLensAPIErrors", "LotLensSyncLotsFailing"}
+        "LotLensWebhookAttemptsNotStarted", "LotLensWebhookBacklogOld", "LotLensStageRoundsFailing",
+        "LotLensOpenAIUnreachable", "LotLensAPIErrors", "LotLensSyncLotsFailing"}
     tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
     for name in names:
         assert f"alertname: {name}" in tests, name
