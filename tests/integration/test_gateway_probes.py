@@ -91,10 +91,12 @@ def _readiness_storm(url: str, calls: int) -> list[tuple[int, float]]:
     return [(response.status_code, seconds) for response, seconds, _ in answers]
 
 
-def test_readiness_checks_during_a_database_hang_answer_in_time_and_leave_no_threads_behind(
+def test_readiness_checks_during_a_database_hang_stay_ready_answer_in_time_and_leave_no_threads_behind(
         settings: ServiceSettings, engine: Engine) -> None:
     # A timed-out ping once left its thread blocked and gave the thread's token back to the next
-    # probe's: during a hang nearly every probe added a blocked thread (199 for these 200).
+    # probe's: during a hang nearly every probe added a blocked thread (199 for these 200). Since,
+    # readiness asks no database at all: the gateway stays in the Service and answers the
+    # requests that need it 503 itself (test_gateway_ops.py).
     with freezing_proxy(engine.url.port or 5432) as proxy:
         hanging = make_engine(DatabaseSettings(
             DATABASE_URL=engine.url.set(port=proxy.port).render_as_string(hide_password=False)), "tests")
@@ -112,9 +114,9 @@ def test_readiness_checks_during_a_database_hang_answer_in_time_and_leave_no_thr
             hanging.dispose()
     slowest = max(seconds for _, seconds in answers)
     print(f"threads added by 200 /readyz during the hang: {added}; slowest answer {slowest:.2f} s")
-    assert {status for status, _ in answers} == {503}
-    # Each check gives up on the database after 3 s; 200 callers' threads on a loaded 2-core CI
-    # machine took 9.5 s to be answered. A blocked check would take the callers' whole 60 s.
+    assert {status for status, _ in answers} == {200}
+    # 200 callers' threads on a loaded 2-core CI machine took 9.5 s to be answered when each check
+    # gave up on the database after 3 s. A blocked check would take the callers' whole 60 s.
     assert slowest < 20.0, f"a readiness check took {slowest:.2f} s"
     assert added <= 2, f"{added} threads were left blocked on the database"
     assert recovered, "/readyz did not answer 200 again after the database came back"
