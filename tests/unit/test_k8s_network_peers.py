@@ -146,3 +146,18 @@ def test_a_peer_is_judged_by_what_it_lists_not_only_by_the_port() -> None:
     assert may_reach(docs, "gateway", Destination("10.20.16.9", 5432))
     assert not may_reach(docs, "gateway", Destination("10.20.17.9", 5432))
     assert not may_reach(docs, "gateway", Destination("kafka.lotlens-dev.svc.cluster.local", 9092))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_images_and_webhooks_go_out_on_80_and_443_over_ipv4_only_as_the_readme_says(target: str) -> None:
+    # The SSRF guard takes any port and IPv6; the policies do not, on purpose (README, "Ports and
+    # IPv6 under the Kubernetes manifests"): a change to either side is a change to that text.
+    docs = objects(target)
+    public_v4, public_v6 = "93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"
+    for service in ("gateway", "vision-batcher", "webhook-dispatcher"):
+        assert may_reach(docs, service, Destination(public_v4, 443)), service
+        assert may_reach(docs, service, Destination(public_v4, 80)), service
+        assert not may_reach(docs, service, Destination(public_v4, 8443)), service
+        assert not may_reach(docs, service, Destination(public_v6, 443)), service
+    readme = " ".join((K8S.parents[1] / "README.md").read_text(encoding="utf-8").split())
+    assert "on **80 and 443 only, over IPv4 only**" in readme
