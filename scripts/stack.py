@@ -27,7 +27,10 @@ GATEWAY_PORT = int(os.environ.get("LOTLENS_GATEWAY_PORT", "18000"))
 STANDIN_PORT = int(os.environ.get("STANDIN_PORT", "18080"))
 IMAGES_PORT = int(os.environ.get("LOTLENS_EXAMPLE_IMAGES_PORT", "18090"))
 SERVICES = ["result-store", "vision-batcher", "translator", "webhook-dispatcher", "gateway"]
-GATEWAY_OPS_PORT = 19100 + SERVICES.index("gateway")
+# The services' operations ports (/metrics, /livez, /readyz): this, plus the service's place above
+# (the gateway's: 19104), plus 10 k for instance k > 1.
+OPS_PORT_BASE = int(os.environ.get("LOTLENS_STACK_OPS_PORT", "19100"))
+GATEWAY_OPS_PORT = OPS_PORT_BASE + SERVICES.index("gateway")
 # More instances of a consumer, as a deployment scales it: "webhook-dispatcher=2,translator=2".
 INSTANCES = dict(item.split("=") for item in os.environ.get("LOTLENS_STACK_INSTANCES", "").split(",") if item)
 
@@ -89,11 +92,12 @@ def _port_free(port: int) -> bool:
 
 @dataclass(frozen=True)
 class Process:
-    """One process `up` runs: its name (pid and log file), command, extra environment and port."""
+    """One process `up` runs: its name (pid and log file), command, the ports it listens on (each
+    with the variable that moves it) and its extra environment."""
 
     name: str
     command: list[str]
-    port: int
+    ports: dict[int, str]
     env: dict[str, str] = field(default_factory=dict)
 
 
@@ -101,21 +105,24 @@ def _plan() -> list[Process]:
     """Every process `up` runs, in start order."""
     python = sys.executable
     planned = [] if os.environ.get("OPENAI_API_KEY") else [
-        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], STANDIN_PORT)]
+        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], {STANDIN_PORT: "STANDIN_PORT"})]
     planned.append(Process("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
                                               "127.0.0.1", "--directory", str(ROOT / "examples" / "images")],
-                           IMAGES_PORT))
+                           {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"}))
     for number, service in enumerate(SERVICES):
         command = [python, "-m", "lotlens_" + service.replace("-", "_")]
         # Each service serves /metrics, /livez and /readyz on its own ops port (the gateway its
         # detailed /health too, apart from its API port); instance k > 1 of a service is named
-        # `<service>-k` and serves on 19100 + 10 k + number.
+        # `<service>-k` and serves on OPS_PORT_BASE + 10 k + number.
         for instance in range(1, int(INSTANCES.get(service, 1)) + 1):
             name = service if instance == 1 else f"{service}-{instance}"
-            ops_port = 19100 + number + (10 * instance if instance > 1 else 0)
+            ops_port = OPS_PORT_BASE + number + (10 * instance if instance > 1 else 0)
             # Static membership: a consumer restarted after a crash rejoins under its name at once.
             env = {"KAFKA_GROUP_INSTANCE_ID": name, "LOTLENS_METRICS_PORT": str(ops_port)}
-            planned.append(Process(name, command, GATEWAY_PORT if service == "gateway" else ops_port, env))
+            ports = {ops_port: "LOTLENS_STACK_OPS_PORT"}
+            if service == "gateway":
+                ports = {GATEWAY_PORT: "LOTLENS_GATEWAY_PORT", **ports}
+            planned.append(Process(name, command, ports, env))
     return planned
 
 
@@ -140,20 +147,23 @@ def up() -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     env = _environment()
     planned = _plan()
-    taken = [f"{p.port} ({p.name})" for p in planned if not _alive(p.name) and not _port_free(p.port)]
+    taken = [f"{port} ({p.name}: {variable})" for p in planned if not _alive(p.name)
+             for port, variable in p.ports.items() if not _port_free(port)]
     if taken:
         sys.exit("make up: port(s) in use by another program: " + ", ".join(taken)
-                 + "; stop it, or set LOTLENS_GATEWAY_PORT / STANDIN_PORT / LOTLENS_EXAMPLE_IMAGES_PORT")
+                 + "; stop it, or move LotLens's with the variable named")
     subprocess.run([sys.executable, "-m", "lotlens_common.migrate"], cwd=ROOT, env=env, check=True)
+    # What started stays running when a later step fails (its logs say why): say how to stop it.
+    stop = "; what did start still runs: `make down` stops it"
     for process in planned:
         _spawn(process.name, process.command, {**env, **process.env})
         if process.name == "openai-standin" and not _wait_for(
                 f"http://127.0.0.1:{STANDIN_PORT}/_standin/stats", 30):
-            sys.exit(f"the OpenAI stand-in did not start; see {LOGS}/openai-standin.log")
+            sys.exit(f"the OpenAI stand-in did not start; see {LOGS}/openai-standin.log{stop}")
     if not _wait_for(f"http://127.0.0.1:{GATEWAY_PORT}/health", 90):
-        sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log")
+        sys.exit(f"the gateway did not become healthy; see {LOGS}/gateway.log{stop}")
     if dead := [p.name for p in planned if not _alive(p.name)]:
-        sys.exit(f"exited at start: {', '.join(dead)}; see their logs in {LOGS}")
+        sys.exit(f"exited at start: {', '.join(dead)}; see their logs in {LOGS}{stop}")
     client_id, key = next(iter(json.loads(env["LOTLENS_CLIENTS"]).items()))
     print(f"""
 LotLens is up.
