@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -26,6 +22,7 @@ from lotlens_client import (
 )
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
+from tests.integration.cli_support import lotlens, printed
 from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
@@ -163,18 +160,6 @@ def test_the_async_client_does_the_same(gateway: Gateway) -> None:
                 await sdk.job_status(new_id("missing-"))
 
     asyncio.run(scenario())
-
-
-def lotlens(gateway: Gateway, *argv: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m lotlens_client.cli ARGV` with the gateway's URL and key in the environment."""
-    env = {**os.environ, "LOTLENS_URL": gateway.url, "LOTLENS_CLIENT_KEY": key or gateway.key}
-    return subprocess.run([sys.executable, "-m", "lotlens_client.cli", *argv], env=env, capture_output=True,
-                          text=True, timeout=60, check=False)
-
-
-def printed(done: subprocess.CompletedProcess[str]) -> Any:
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
 
 
 def test_the_command_submits_polls_lists_and_cancels(gateway: Gateway, tmp_path: Path) -> None:

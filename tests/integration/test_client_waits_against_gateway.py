@@ -6,6 +6,7 @@ of the gateway waits, one longer than its caller's deadline, and one sent again 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -51,7 +52,9 @@ def test_a_wait_whose_gateway_went_away_says_why_then_ends_in_wait_timeout_namin
         status = cli.main(["--url", gateway.url, "submit", lots_file(tmp_path, 2), "--wait",
                            "--poll-interval", "0.5", "--wait-timeout", "5"])
     err = capsys.readouterr().err
-    job_id = err.split()[1].rstrip(":")
+    accepted = re.search(r"^job (\S+): 2 lots accepted$", err, re.M)
+    assert accepted is not None, err
+    job_id = accepted.group(1)
     assert status == 1, err
     assert err.count("status polls are failing") == 1 and "ConnectError" in err
     assert f"WAIT_TIMEOUT: Job {job_id}: no status poll answered" in err

@@ -4,7 +4,9 @@ usage, found before any request; 130 Ctrl-C, naming what goes on at the service.
 from __future__ import annotations
 
 import errno
+import io
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -75,7 +77,24 @@ def test_a_single_lot_described_as_failed_is_printed_and_exits_1(
     assert run(api, "submit", lots_file(tmp_path, 1)) == 1
     captured = capsys.readouterr()
     assert json.loads(captured.out)["status"] == "failed"
-    assert captured.err == "lotlens: lot lot-1 ended failed: no usable image\n"
+    sent_with = api.received[-1].headers["idempotency-key"]
+    assert captured.err == (f"lotlens: if the answer is lost, {cli.resend_hint(sent_with)}\n"
+                            "lotlens: lot lot-1 ended failed: no usable image\n")
+
+
+def test_an_answer_that_stdout_cannot_take_is_a_failure_not_bad_usage(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Any ValueError was "bad usage, nothing sent" (exit 2), a closed stream's too, after the lot
+    # had been described and paid for.
+    answer = {"version": "1.0.0", "processing_mode": "synchronous", "total_lots": 1, "lots": [lot_body()]}
+    api = FakeApi().on(f"POST {SUBMIT}", httpx2.Response(200, json=answer))
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert run(api, "submit", lots_file(tmp_path, 1)) == 1
+    err = capsys.readouterr().err
+    assert "the request was carried out, but its answer could not be printed" in err
+    assert f"--idempotency-key {api.received[-1].headers['idempotency-key']}:" in err
 
 
 @pytest.mark.parametrize("argv", [

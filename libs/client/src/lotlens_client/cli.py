@@ -12,21 +12,21 @@ FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each
 (`images: [{url}]`) or the v2.0 client's (`image_urls: [...]`). One lot is described at once; two
 or more become a batch job. The service is `$LOTLENS_URL` (default http://127.0.0.1:18000), the
 shared key `$LOTLENS_CLIENT_KEY`. Exit status: 0 done; 1 the API refused or failed, the described
-lot or the waited-for job ended failed or cancelled (its JSON still printed), or a file could not
-be written; 2 bad usage (nothing sent); 130 interrupted (Ctrl-C).
+lot or the waited-for job ended failed or cancelled (its JSON still printed), or a file (or stdout)
+could not be written; 2 bad usage (nothing sent); 130 interrupted (Ctrl-C). Characters stdout's
+encoding cannot hold are printed as JSON escapes (`\\u0416`), and a submission names its
+Idempotency-Key on stderr before it is sent.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -35,6 +35,7 @@ import httpx2
 from lotlens_client.client import LotLensClient
 from lotlens_client.errors import LotLensError, WaitTimeoutError, outcome_unknown
 from lotlens_client.models import JobStatus, Lot, lots_from
+from lotlens_client.output import NotPrinted, ReaderGone, as_json, emit, printed
 
 DEFAULT_URL = "http://127.0.0.1:18000"
 URL_ENV = "LOTLENS_URL"
@@ -169,32 +170,6 @@ def check_download_target(path: Path) -> None:
         raise UsageError(f"--download {path}: no folder {path.parent}")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat().replace("+00:00", "Z")
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-class ReaderGone(Exception):
-    """Whoever read stdout left (`lotlens lots JOB --all | head`)."""
-
-
-def printed(text: str) -> None:
-    """Write to stdout; ReaderGone when its reader has left."""
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError as exc:
-        raise ReaderGone from exc
-
-
-def emit(value: Any) -> None:
-    """Print a model (or plain JSON) as indented JSON."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    printed(json.dumps(value, indent=2, ensure_ascii=False, default=_json_default) + "\n")
-
-
 def progress_line(status: JobStatus) -> str:
     """One `\\r`-led line of the text progress bar."""
     progress = status.progress
@@ -246,8 +221,11 @@ def _submit(client: LotLensClient, args: argparse.Namespace, err: TextIO) -> Any
     lots, file_languages = read_submission(args.file)
     languages = [code.strip() for code in args.languages.split(",") if code.strip()] if args.languages \
         else file_languages or ["en"]
-    # Made here rather than by the SDK so that a Ctrl-C before the answer can name it too.
+    # Made here rather than by the SDK, and named before the request is sent, so that an answer
+    # lost on the way (no answer, Ctrl-C, a stdout that fails) is fetched again, not paid again.
     key = args.idempotency_key or str(uuid.uuid4())
+    if args.idempotency_key is None:
+        err.write(f"lotlens: if the answer is lost, {resend_hint(key)}\n")
     if len(lots) == 1 and args.webhook and not lots[0].webhook:
         err.write("note: a single lot is described at once; --webhook is not used\n")
     try:
@@ -297,8 +275,7 @@ def _lots(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
         return client.list_lots(args.job_id, args.status, args.limit, args.offset)
     # One lot a line, written as each page arrives: a 50,000-lot job is never held whole.
     for lot in client.iter_lots(args.job_id, args.status, args.limit, args.offset):
-        line = json.dumps(dataclasses.asdict(lot), ensure_ascii=False, default=_json_default)
-        printed(line + "\n")
+        printed(as_json(lot) + "\n")
     return None
 
 
@@ -344,7 +321,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx2.BaseTransport |
     except LotLensError as exc:  # before OSError: WaitTimeoutError is a TimeoutError, an OSError
         report(exc)
         return EXIT_API_ERROR
-    except (NotCompleted, OSError) as exc:  # OSError: the --download file (a full disk, say), not usage
+    except (NotCompleted, NotPrinted, OSError) as exc:  # OSError: the --download file, a full disk
         sys.stderr.write(f"lotlens: {exc}\n")
         return EXIT_API_ERROR
     except Interrupted as exc:
