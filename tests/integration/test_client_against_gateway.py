@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 
 from lotlens_client import (
     AsyncLotLensClient,
@@ -21,6 +21,7 @@ from lotlens_client import (
     ValidationError,
 )
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.tables import jobs as jobs_table
 from tests.conftest import new_id
 from tests.integration.cli_support import lotlens, printed
 from tests.integration.gateway_support import (
@@ -197,3 +198,20 @@ def test_the_command_downloads_a_finished_jobs_results(gateway: Gateway, engine:
     downloaded_lots = downloaded["results"]["lots"]
     assert [lot["lot_id"] for lot in shown["lots"]] == [lot["lot_id"] for lot in downloaded_lots]
     assert shown["lots"][0]["descriptions"] == downloaded["results"]["lots"][0]["descriptions"]
+
+
+def test_walking_the_jobs_lists_each_once_while_jobs_are_created_and_change_state(
+        client: LotLensClient, gateway: Gateway, engine: Engine) -> None:
+    # Newest first by offset: a job created between two pages moved every job a place on (the one
+    # at the page's edge came twice), and one that left `processing` a place back (one never came).
+    base = datetime.now(UTC) - timedelta(hours=1)
+    jobs = [insert_running_job(engine, gateway.client_id, created_at=base - timedelta(minutes=m))
+            for m in range(5)]
+    every, processing = client.iter_jobs(page_size=2), client.iter_jobs("processing", page_size=2)
+    walked, running = [next(every).job_id], [next(processing).job_id]
+    insert_running_job(engine, gateway.client_id, status="pending")
+    with engine.begin() as conn:
+        conn.execute(update(jobs_table).where(jobs_table.c.job_id == jobs[0]).values(status="translating"))
+    walked += [job.job_id for job in every]
+    running += [job.job_id for job in processing]
+    assert (walked, running) == (jobs, jobs)

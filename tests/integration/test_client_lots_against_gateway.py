@@ -6,11 +6,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert, update
 
 from lotlens_client import AsyncLotLensClient, LotLensClient
 from lotlens_common.settings import ServiceSettings
-from tests.integration.gateway_support import Gateway, insert_finished_job, make_lots, running_gateway
+from lotlens_common.tables import lots
+from tests.integration.gateway_support import (
+    Gateway,
+    insert_finished_job,
+    insert_running_job,
+    make_lots,
+    running_gateway,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,3 +58,23 @@ def test_the_async_sdk_lists_the_lots_of_a_job_it_just_submitted(gateway: Gatewa
             assert walked == [(lot["lot_id"], "pending") for lot in lot_list]
 
     asyncio.run(scenario())
+
+
+def test_walking_a_running_jobs_lots_by_status_misses_none_that_another_lot_leaves(
+        gateway: Gateway, engine: Engine) -> None:
+    # Pages by offset are filtered as of their own reading: a lot that left `processing` between
+    # two pages moved the later ones a place back, and the one at the page's edge was never listed.
+    job_id = insert_running_job(engine, gateway.client_id, total_lots=6)
+    ids = [f"{job_id}-lot-{seq}" for seq in range(6)]
+    with engine.begin() as conn:
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": lot_id, "seq": seq, "status": "processing",
+                                     "image_urls": []} for seq, lot_id in enumerate(ids)])
+    with LotLensClient(gateway.url, gateway.key) as sdk:
+        walk = sdk.iter_lots(job_id, "processing", page_size=2)
+        walked = [next(walk).lot_id]  # the first page is read
+        with engine.begin() as conn:  # as the result-store projects the first lot's description
+            conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.lot_id == ids[0])
+                         .values(status="completed"))
+        walked += [lot.lot_id for lot in walk]
+        assert walked == ids
+        assert [lot.lot_id for lot in sdk.iter_lots(job_id, "processing", offset=2)] == ids[3:]

@@ -65,5 +65,7 @@ def test_the_async_client_walks_the_same_pages() -> None:
             return [lot.lot_id async for lot in client.iter_lots(JOB_ID, "completed", page_size=5)]
 
     assert asyncio.run(walk()) == LOT_IDS
-    assert api.received[-1].url.params["status"] == "completed"
+    # A running job's first filtered page only tells its state: its pages are filtered here.
+    asked = [(request.url.params.get("status"), request.url.params["offset"]) for request in api.received[1:]]
+    assert asked == [("completed", "0"), (None, "0"), (None, "3"), (None, "6")]
 

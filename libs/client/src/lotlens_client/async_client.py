@@ -17,7 +17,7 @@ import httpx2
 from lotlens_client import calls, waits, wire
 from lotlens_client.calls import Call
 from lotlens_client.errors import LotLensError
-from lotlens_client.lot_pages import LotPage, page_after
+from lotlens_client.lot_pages import LotPage
 from lotlens_client.models import (
     Cancellation,
     JobAccepted,
@@ -30,6 +30,7 @@ from lotlens_client.models import (
     LotResult,
 )
 from lotlens_client.resends import Resends, RetryPolicy
+from lotlens_client.walks import JobWalk, LotWalk
 
 T = TypeVar("T")
 
@@ -160,15 +161,12 @@ class AsyncLotLensClient:
 
     async def iter_jobs(self, status: JobState | None = None,
                         page_size: int = 100) -> AsyncIterator[JobSummary]:
-        """Every job of the client, newest first, fetched page by page."""
-        offset = 0
-        while True:
-            page = await self.list_jobs(status, page_size, offset)
-            for job in page.jobs:
+        """Every job of the client, newest first, fetched page by page; each once, even while jobs
+        are created or change state (`walks.JobWalk`)."""
+        walk = JobWalk(status)
+        while walk.offset is not None:
+            for job in walk.take(await self.list_jobs(walk.status_asked, page_size, walk.offset)):
                 yield job
-            if not page.pagination.has_more or not page.jobs:
-                return
-            offset += len(page.jobs)
 
     async def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,
                         offset: int = 0) -> LotPage:
@@ -177,13 +175,12 @@ class AsyncLotLensClient:
 
     async def iter_lots(self, job_id: str, status: JobState | None = None,
                         page_size: int = 100, offset: int = 0) -> AsyncIterator[LotResult]:
-        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by page."""
-        at: int | None = offset
-        while at is not None:
-            page = await self.list_lots(job_id, status, page_size, at)
-            for lot in page.lots:
+        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by
+        page; none missed while lots change state (`walks.LotWalk`)."""
+        walk = LotWalk(status, offset)
+        while walk.offset is not None:
+            for lot in walk.take(await self.list_lots(job_id, walk.status_asked, page_size, walk.offset)):
                 yield lot
-            at = page_after(page, at)
 
     async def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                            on_progress: wire.ProgressCallback | None = None, *,

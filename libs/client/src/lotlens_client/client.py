@@ -27,7 +27,7 @@ from lotlens_client import calls, waits, wire
 from lotlens_client.async_client import AsyncLotLensClient
 from lotlens_client.calls import Call
 from lotlens_client.errors import LotLensError
-from lotlens_client.lot_pages import LotPage, page_after
+from lotlens_client.lot_pages import LotPage
 from lotlens_client.models import (
     Cancellation,
     JobAccepted,
@@ -40,6 +40,7 @@ from lotlens_client.models import (
     LotResult,
 )
 from lotlens_client.resends import Resends, RetryPolicy
+from lotlens_client.walks import JobWalk, LotWalk
 from lotlens_client.wire import DEFAULT_TIMEOUT_S, USER_AGENT, ProgressCallback, package_version
 
 # DEFAULT_TIMEOUT_S and ProgressCallback lived here before wire.py: kept for code that imports them.
@@ -167,14 +168,11 @@ class LotLensClient:
         return self._send(calls.list_jobs(self._key, query))
 
     def iter_jobs(self, status: JobState | None = None, page_size: int = 100) -> Iterator[JobSummary]:
-        """Every job of the client, newest first, fetched page by page."""
-        offset = 0
-        while True:
-            page = self.list_jobs(status, page_size, offset)
-            yield from page.jobs
-            if not page.pagination.has_more or not page.jobs:
-                return
-            offset += len(page.jobs)
+        """Every job of the client, newest first, fetched page by page; each once, even while jobs
+        are created or change state (`walks.JobWalk`)."""
+        walk = JobWalk(status)
+        while walk.offset is not None:
+            yield from walk.take(self.list_jobs(walk.status_asked, page_size, walk.offset))
 
     def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,
                   offset: int = 0) -> LotPage:
@@ -183,12 +181,11 @@ class LotLensClient:
 
     def iter_lots(self, job_id: str, status: JobState | None = None,
                   page_size: int = 100, offset: int = 0) -> Iterator[LotResult]:
-        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by page."""
-        at: int | None = offset
-        while at is not None:
-            page = self.list_lots(job_id, status, page_size, at)
-            yield from page.lots
-            at = page_after(page, at)
+        """Every lot of a job (in `status`, if given) in request order from `offset` on, page by
+        page; none missed while lots change state (`walks.LotWalk`)."""
+        walk = LotWalk(status, offset)
+        while walk.offset is not None:
+            yield from walk.take(self.list_lots(job_id, walk.status_asked, page_size, walk.offset))
 
     def wait_for_job(self, job_id: str, poll_interval_s: float = 5, timeout_s: float = 3600,
                      on_progress: wire.ProgressCallback | None = None, *,
