@@ -1,8 +1,10 @@
-"""Load integrators' code from the seed documents at test time (it is never copied into the repo)."""
+"""Load integrators' code from the seed documents at test time (it is never copied into the repo),
+and run seed 004's cURL recipes as printed."""
 
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +51,15 @@ def seed_webhook_verifier() -> Any:
 def bash_block_after(heading: str) -> str:
     """The first ```bash block after a heading of seed 004."""
     return block_after(heading, "bash", API_V1)
+
+
+# Run before a recipe, as printed: each of its curl calls also says its HTTP status on stderr.
+WITH_STATUS = ("curl() { command curl --silent --show-error --write-out '%{stderr}HTTP %{http_code}\\n' "
+               "\"$@\"; }\n")
+
+
+def run_recipe(script: str, cwd: Path) -> tuple[str, list[int]]:
+    """A recipe's stdout (the bodies curl printed) and the HTTP status of each of its requests."""
+    done = subprocess.run(["bash", "-c", WITH_STATUS + script], cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=True)
+    return done.stdout, [int(code) for code in re.findall(r"^HTTP (\d{3})$", done.stderr, re.M)]

@@ -1,23 +1,26 @@
-"""The integrators' own code against a real gateway, unchanged: seed 003's Python client and
-seed 004's cURL + openssl recipes (run by bash, with only the host, key and job id filled in)."""
+"""The integrators' own code against a real gateway, unchanged: seed 003's Python client and its
+`main()`, and seed 004's cURL + openssl recipes (run by bash, with only the host, key and job id
+filled in), each of their requests answered with the HTTP status the contract promises."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
+from lotlens_client import LotLensClient
 from tests.integration.gateway_support import (
     Gateway,
     insert_finished_job,
     make_lots,
 )
-from tests.seeds import bash_block_after, seed_client_class
+from tests.seeds import bash_block_after, python_block_after, run_recipe, seed_client_class
 
 pytestmark = pytest.mark.integration
 
@@ -114,8 +117,9 @@ def submit_with_curl_recipe(gateway: Gateway, tmp_path: Path) -> dict[str, Any]:
     signature = run_bash(f"echo '{as_typed}' | openssl dgst -sha256 -hmac \"{gateway.key}\" | sed 's/^.* //'",
                          tmp_path).strip()
     assert re.fullmatch(r"[0-9a-f]{64}", signature)
-    signed_script = script.replace("calculated_hmac_signature_here", signature)
-    accepted: dict[str, Any] = json.loads(run_bash(signed_script, tmp_path))
+    answer, statuses = run_recipe(script.replace("calculated_hmac_signature_here", signature), tmp_path)
+    assert statuses == [201]
+    accepted: dict[str, Any] = json.loads(answer)
     return accepted
 
 
@@ -126,7 +130,10 @@ def test_the_curl_recipes_submit_poll_download_and_cancel(gateway: Gateway, tmp_
     job_id = accepted["job_id"]
 
     script = filled(bash_block_after("#### Polling статуса и результатов"), gateway, job_id)
-    status, results, listing, cancelled = json_values(run_bash(script, tmp_path))
+    bodies, statuses = run_recipe(script, tmp_path)
+    # status, results (202: still running), download (202), the listing signed the 1.x way, cancel
+    assert statuses == [200, 202, 202, 403, 200]
+    status, results, listing, cancelled = json_values(bodies)
     assert status["job_id"] == job_id and status["status"] == "pending"
     assert results["error"] == "Job not completed"
     # The recipe signs the job id for the job list too; the contract signs the list's raw query string.
@@ -139,8 +146,59 @@ def test_the_curl_recipes_fetch_a_finished_jobs_results(
         gateway: Gateway, engine: Engine, tmp_path: Path) -> None:
     job_id = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en", "ru"])
     script = filled(bash_block_after("#### Polling статуса и результатов"), gateway, job_id)
-    status, results, _listing, refused = json_values(run_bash(script, tmp_path))
+    bodies, statuses = run_recipe(script, tmp_path)
+    assert statuses == [200, 200, 200, 403, 400]  # ...; cancelling a finished job: 400
+    status, results, _listing, refused = json_values(bodies)
     assert status["status"] == "completed"
     assert results["status"] == "completed" and len(results["results"]["lots"]) == 2
     assert json.loads((tmp_path / f"batch_results_{job_id}.json").read_text()) == results
     assert refused["error"] == "Job cannot be cancelled"
+
+
+class PipelineMeanwhile:
+    """Seed 003's `time` for its `main()`: the real clock, and a `sleep` during which the
+    pipeline finishes the client's newest job (its results projected as the result-store would)."""
+
+    time = staticmethod(time.time)
+
+    def __init__(self, gateway: Gateway, engine: Engine) -> None:
+        self._gateway, self._engine = gateway, engine
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        with LotLensClient(self._gateway.url, self._gateway.key) as sdk:
+            (job,) = sdk.list_jobs(limit=1).jobs
+            lot_ids = [lot.lot_id for lot in sdk.iter_lots(job.job_id)]
+        described = [{"lot_id": lot_id, "additional_info": "described meanwhile",
+                      "images": [{"url": f"https://example.com/{lot_id}.jpg"}]} for lot_id in lot_ids]
+        insert_finished_job(self._engine, self._gateway.client_id, described, job.languages,
+                            job_id=job.job_id)
+
+
+def test_the_seed_clients_main_runs_as_printed(gateway: Gateway, engine: Engine, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    # 003's own examples, host and key filled in: a lot described at once (its example.com images
+    # cannot be fetched here: it fails, with 200), then a batch job polled, fetched and downloaded.
+    source = python_block_after("### Python Client SDK").replace(SEED_HOST, gateway.url).replace(SEED_KEY,
+                                                                                                gateway.key)
+    seed: dict[str, Any] = {"__name__": "seed"}
+    exec(compile(source, "seed:003 main", "exec"), seed)
+    seed["time"] = clock = PipelineMeanwhile(gateway, engine)
+    monkeypatch.chdir(tmp_path)
+
+    seed["main"]()
+
+    printed = capsys.readouterr().out
+    job_id = re.search(r"^Batch job created: (\S+)$", printed, re.M)
+    assert job_id is not None, printed
+    assert clock.slept == [30]
+    assert printed.splitlines() == [
+        "=== Синхронная обработка ===", "Status: 200", "Descriptions generated for lot: sync-test-001", "",
+        "=== Пакетная обработка ===", f"Batch job created: {job_id.group(1)}",
+        "Progress: 0.0% (0/2 lots)", "Progress: 100.0% (2/2 lots)",
+        "Batch processing completed!", "Processed 2 lots",
+        f"Download: Results saved to batch_results_{job_id.group(1)}.json"]
+    downloaded = json.loads((tmp_path / f"batch_results_{job_id.group(1)}.json").read_text(encoding="utf-8"))
+    assert [lot["lot_id"] for lot in downloaded["results"]["lots"]] == ["batch-001", "batch-002"]

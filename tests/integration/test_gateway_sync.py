@@ -19,7 +19,7 @@ from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.integration.sync_support import model_calls, one_lot
-from tests.seeds import bash_block_after, seed_client_class
+from tests.seeds import bash_block_after, run_recipe, seed_client_class
 from tests.standin import Standin, serve_standin
 
 pytestmark = pytest.mark.integration
@@ -252,9 +252,9 @@ def test_the_curl_recipe_signed_with_echo_and_openssl_is_answered(
     echo = f"echo '{as_typed}' | openssl dgst -sha256 -hmac \"{sync_gateway.key}\""
     signed = subprocess.run(["bash", "-c", echo + " | sed 's/^.* //'"], capture_output=True, text=True,
                             check=True).stdout.strip()
-    done = subprocess.run(["bash", "-c", request.replace("calculated_hmac_signature_here", signed)],
-                          capture_output=True, text=True, check=True, timeout=60)
-    body = json.loads(done.stdout)
+    answer, statuses = run_recipe(request.replace("calculated_hmac_signature_here", signed), tmp_path)
+    assert statuses == [200]
+    body = json.loads(answer)
     assert body["processing_mode"] == "synchronous"
     assert body["lots"][0]["lot_id"] == "curl-test-001" and body["lots"][0]["status"] == "failed"
     assert len(body["lots"][0]["missing_images"]) == 2
