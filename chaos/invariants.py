@@ -61,6 +61,7 @@ def check(
     violations: list[str] = []
     statuses = wait_terminal(engine, list(out.accepted), timeout_s)
     violations += _jobs(engine, out, statuses)
+    violations += out.sync_wrong
     violations += _refused(engine, out)
     violations += _batches(stack)
     violations += _webhooks(stack, out, statuses, receiver)

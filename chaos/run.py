@@ -39,6 +39,7 @@ class RunResult:
     violations: list[str] = field(default_factory=list)
     shutdowns: list[Shutdown] = field(default_factory=list)  # each `sigterm`'s stop
     jobs: int = 0
+    sync_ok: int = 0  # synchronous calls answered as asked
     seconds: float = 0.0
 
 
@@ -194,7 +195,7 @@ def _one_seed(
             result.violations += stack.revive()
     finally:
         driver.join()
-    result.jobs = len(out.accepted)
+    result.jobs, result.sync_ok = len(out.accepted), out.sync_ok
     # The probe jobs first: the invariants look at every batch at the stand-in, theirs included.
     wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)
     result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)

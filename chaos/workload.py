@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos.schedule import JobPlan
-from lotlens_client import LotLensClient, LotLensError
+from chaos.sync_answers import SyncRequest, wrong_answer
+from lotlens_client import LotLensClient, LotLensError, LotResult
 from tests.servers import ReceivedWebhook
 
 SLOW_S, SILENT_S = 1.5, 5.0
@@ -35,8 +36,9 @@ class Submitted:
     accepted: dict[str, tuple[JobPlan, list[str]]] = field(default_factory=dict)  # job id -> plan, lots
     refused: list[list[str]] = field(default_factory=list)  # lot ids of requests without a 2xx
     cancelled: set[str] = field(default_factory=set)
-    sync_ok: int = 0
-    sync_failed: int = 0
+    sync_ok: int = 0  # answered 200 as asked (a described lot, or one failed for a documented reason)
+    sync_retryable: int = 0  # errors the contract tells the client to retry (a fault's, allowed)
+    sync_wrong: list[str] = field(default_factory=list)  # every other answer: a violation each
     lock: threading.Lock = field(default_factory=threading.Lock)
     # Set once the first (largest) job got its answer: the faults wait for it, so a gateway fault
     # at the start of a seed does not refuse the seed's large job every time.
@@ -80,25 +82,23 @@ def submit(client: LotLensClient, plan: JobPlan, images: str, receiver: str, out
 
 
 def sync_call(client: LotLensClient, images: str, out: Submitted) -> None:
-    """One synchronous description (an error answer during a fault is allowed, a wrong one is not)."""
+    """One synchronous description: a fault may make it a retryable error, never a wrong answer."""
     tag = uuid.uuid4().hex[:10]
+    asked = SyncRequest(tag, ("en", "de"), (f"{images}/{tag}.png",))
+    lot = {"lot_id": tag, "additional_info": "Sync car, scratch", "images": [{"url": asked.image_urls[0]}]}
+    answer: LotResult | LotLensError
     try:
-        result = client.describe_lot(
-            {
-                "lot_id": tag,
-                "additional_info": "Sync car, scratch",
-                "images": [{"url": f"{images}/{tag}.png"}],
-            },
-            ["en", "de"],
-        )
-        ok = result.status == "completed" and len(result.descriptions) == 2
-    except LotLensError:
-        ok = False
+        answer = client.describe_lot(lot, list(asked.languages))
+    except LotLensError as exc:
+        answer = exc
+    wrong = wrong_answer(asked, answer)
     with out.lock:
-        if ok:
-            out.sync_ok += 1
+        if wrong is not None:
+            out.sync_wrong.append(wrong)
+        elif isinstance(answer, LotLensError):
+            out.sync_retryable += 1
         else:
-            out.sync_failed += 1
+            out.sync_ok += 1
 
 
 def drive(
