@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 import httpx2
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from chaos.stack import ChaosStack
 from chaos.workload import Submitted
@@ -60,7 +60,7 @@ def check(
     """Every invariant of the run; the list of violations (empty: the run passed)."""
     violations: list[str] = []
     statuses = wait_terminal(engine, list(out.accepted), timeout_s)
-    violations += _jobs(engine, out, statuses)
+    violations += check_jobs(engine, out, statuses)
     violations += out.sync_wrong
     violations += _refused(engine, out)
     violations += _batches(stack)
@@ -71,35 +71,56 @@ def check(
     return violations
 
 
-def _jobs(engine: Engine, out: Submitted, statuses: dict[str, str]) -> list[str]:
+def check_jobs(engine: Engine, out: Submitted, statuses: dict[str, str]) -> list[str]:
     found: list[str] = []
     with engine.connect() as conn:
         for job_id, (plan, lot_ids) in out.accepted.items():
             status = statuses.get(job_id)
-            if job_id in out.cancelled:
-                if status not in ("cancelled", "completed"):
-                    found.append(f"cancelled job {job_id} ended {status}")
-                continue
-            if status != "completed":
+            if job_id in out.cancelled and status == "cancelled":
+                found += _cancelled_lots(conn, job_id, len(plan.languages))
+            elif status == "completed":
+                # A cancel that came too late lets the job finish: then it owes every lot, as any other.
+                found += _completed_lots(conn, job_id, lot_ids, len(plan.languages))
+            elif job_id in out.cancelled:
+                found.append(f"cancelled job {job_id} ended {status}")
+            else:
                 found.append(f"job {job_id} ({plan.lots} lots) is {status}, not completed")
-                continue
-            rows = conn.execute(select(lots.c.lot_id, lots.c.status).where(lots.c.job_id == job_id)).all()
-            if sorted(r.lot_id for r in rows) != sorted(lot_ids) or any(
-                r.status != "completed" for r in rows
-            ):
-                found.append(f"job {job_id}: lots {len(rows)} of {len(lot_ids)}, not each completed once")
-            texts = Counter(
-                conn.execute(select(descriptions.c.lot_id).where(descriptions.c.job_id == job_id)).scalars()
-            )
-            if set(texts.values()) != {len(plan.languages)} or len(texts) != len(lot_ids):
-                found.append(
-                    f"job {job_id}: descriptions per lot {set(texts.values())}, "
-                    f"want {len(plan.languages)} for each of {len(lot_ids)}"
-                )
-            processed = conn.execute(select(jobs.c.processed_lots).where(jobs.c.job_id == job_id)).scalar()
-            if processed != len(rows):
-                found.append(f"job {job_id}: read model says {processed} processed, {len(rows)} lot rows")
     return found
+
+
+def _completed_lots(conn: Connection, job_id: str, lot_ids: list[str], languages: int) -> list[str]:
+    """A completed job: each lot asked for completed once, every language described, counted."""
+    found: list[str] = []
+    rows = conn.execute(select(lots.c.lot_id, lots.c.status).where(lots.c.job_id == job_id)).all()
+    if sorted(r.lot_id for r in rows) != sorted(lot_ids) or any(r.status != "completed" for r in rows):
+        found.append(f"job {job_id}: lots {len(rows)} of {len(lot_ids)}, not each completed once")
+    texts = _descriptions_per_lot(conn, job_id)
+    if set(texts.values()) != {languages} or len(texts) != len(lot_ids):
+        found.append(f"job {job_id}: descriptions per lot {set(texts.values())}, "
+                     f"want {languages} for each of {len(lot_ids)}")
+    processed = conn.execute(select(jobs.c.processed_lots).where(jobs.c.job_id == job_id)).scalar()
+    if processed != len(rows):
+        found.append(f"job {job_id}: read model says {processed} processed, {len(rows)} lot rows")
+    return found
+
+
+def _cancelled_lots(conn: Connection, job_id: str, languages: int) -> list[str]:
+    """A cancelled job: no lot left running, and each lot it completed before the cancel described
+    in every language (a cancel stops the work still to do, it does not lose work done)."""
+    rows = conn.execute(select(lots.c.lot_id, lots.c.status).where(lots.c.job_id == job_id)).all()
+    running = [r.lot_id for r in rows if r.status not in ("completed", "failed", "cancelled")]
+    texts = _descriptions_per_lot(conn, job_id)
+    short = [r.lot_id for r in rows if r.status == "completed" and texts[r.lot_id] != languages]
+    found = [f"cancelled job {job_id}: lots {running[:5]} left running"] if running else []
+    if short:
+        found.append(f"cancelled job {job_id}: completed lots {short[:5]} lack descriptions")
+    return found
+
+
+def _descriptions_per_lot(conn: Connection, job_id: str) -> Counter[str]:
+    """How many descriptions (one per language) each lot of the job has."""
+    lot_ids = conn.execute(select(descriptions.c.lot_id).where(descriptions.c.job_id == job_id)).scalars()
+    return Counter(lot_ids)
 
 
 def _refused(engine: Engine, out: Submitted) -> list[str]:
