@@ -7,10 +7,10 @@ from collections import Counter
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-import httpx2
 from sqlalchemy import Connection, Engine, func, select
 
-from chaos.stack import ChaosStack
+from chaos.spend import check_batches
+from chaos.stack import STANDIN_KEY, ChaosStack
 from chaos.workload import Submitted
 from lotlens_admin.dlq import read_letters
 from lotlens_common import dead_letters
@@ -22,7 +22,6 @@ from tests.events import read_to_end
 from tests.seeds import seed_webhook_verifier
 from tests.servers import WebhookReceiver
 
-RUNNING_BATCH = {"validating", "in_progress", "finalizing", "cancelling"}
 # The events a crash may make a service publish twice; each copy must keep the first one's id (the
 # contract tells subscribers to deduplicate by it). The gateway's events get theirs in its outbox,
 # and the webhook events are remade by each attempt, so neither is listed.
@@ -63,7 +62,7 @@ def check(
     violations += check_jobs(engine, out, statuses)
     violations += out.sync_wrong
     violations += _refused(engine, out)
-    violations += _batches(stack)
+    violations += check_batches(stack.standin_url, STANDIN_KEY)
     violations += _webhooks(stack, out, statuses, receiver)
     violations += _deliveries(engine, statuses)
     violations += _dead_letters(stack, poison)
@@ -130,28 +129,6 @@ def _refused(engine: Engine, out: Submitted) -> list[str]:
     with engine.connect() as conn:
         ran = conn.execute(select(func.count()).where(lots.c.lot_id.in_(refused))).scalar_one()
     return [f"{ran} lots of requests answered without 2xx were processed"] if ran else []
-
-
-def _batches(stack: ChaosStack) -> list[str]:
-    found: list[str] = []
-    created = httpx2.get(f"{stack.standin_url}/_standin/stats", timeout=30).json()["batch_metadata"]
-    keys = Counter(
-        (b.get("lotlens_stage"), b.get("lotlens_shard_id"), b.get("lotlens_attempt")) for b in created
-    )
-    found += [f"shard {key} got {n} batches (double spend)" for key, n in keys.items() if n > 1]
-    headers = {"Authorization": "Bearer chaos-standin"}
-    after: str | None = None
-    while True:
-        page = httpx2.get(
-            f"{stack.standin_url}/v1/batches",
-            headers=headers,
-            timeout=30,
-            params={"limit": 100, **({"after": after} if after else {})},
-        ).json()
-        found += [f"batch {b['id']} left {b['status']}" for b in page["data"] if b["status"] in RUNNING_BATCH]
-        if not page.get("has_more") or not page["data"]:
-            return found
-        after = page["data"][-1]["id"]
 
 
 def _webhooks(

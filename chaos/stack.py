@@ -32,6 +32,7 @@ from tests.stack_health import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 CONSUMERS = ("result-store", "vision-batcher", "translator", "webhook-dispatcher")
+STANDIN_KEY = "chaos-standin"  # what the services send the stand-in as their OpenAI key
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
 
 
@@ -127,7 +128,7 @@ class ChaosStack:
             "LOTLENS_STAGE__POLL_INTERVAL_S": "0.5",
             "LOTLENS_WEBHOOK_RETRY_INTERVALS_S": "[0.5, 1, 2, 4]",
             "LOTLENS_WEBHOOK_TIMEOUT_S": "2",
-            "OPENAI_API_KEY": "chaos-standin",
+            "OPENAI_API_KEY": STANDIN_KEY,
             "OPENAI_BASE_URL": f"{standin}/v1",
             "STANDIN_PORT": str(self.standin_port),
             "STANDIN_STATE_DIR": str(self.state / "standin"),

@@ -69,6 +69,9 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
             k: before[k] for k in ("created_at", "in_progress_at", "metadata")}
         assert [b["id"] for b in api.get("/batches").json()["data"]] == [created["id"]]
         assert control.get("/stats").json()["batches_created"] == 1
+        # What the batch is paid for, read by the chaos run's double-spend check.
+        assert control.get(f"/batches/{created['id']}/requests").json()["custom_ids"] == [
+            "lot-0:vision", "lot-1:vision"]
         assert control.get("/faults").json()["fail_custom_ids_containing"] == "lot-1"
         done = _wait_for(api, created["id"], ("completed", "failed", "expired", "cancelled"))
         assert done["status"] == "completed"

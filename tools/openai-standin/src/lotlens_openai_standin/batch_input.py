@@ -33,6 +33,8 @@ class InputSummary:
     total: int = 0
     model: str | None = None
     estimated_tokens: int = 0
+    # Each request's custom_id: what the batch will be paid for (`GET /_standin/batches/{id}/requests`).
+    custom_ids: list[str] = field(default_factory=list)
 
 
 def _line_errors(obj: object, endpoint: str, line: int, seen: set[str], summary: InputSummary) -> list[
@@ -117,6 +119,7 @@ def validate_input_file(path: Path, endpoint: str) -> InputSummary:
                 summary.errors.extend(_line_errors(obj, endpoint, number, seen, summary))
             if len(summary.errors) >= MAX_REPORTED_ERRORS:
                 break
+    summary.custom_ids = sorted(seen)
     if summary.total == 0 and not summary.errors:
         summary.errors.append(batch_error("empty_file", "The batch input file is empty.",
                                           param="input_file_id"))

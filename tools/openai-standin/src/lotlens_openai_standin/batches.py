@@ -36,6 +36,9 @@ class BatchService:
         self._state = state
         batches = (BatchRecord.from_state(saved) for saved in state.load("batches"))
         self._batches: dict[str, BatchRecord] = {batch.id: batch for batch in batches}
+        # Each batch's custom_ids once validated, kept apart from the record (saved at every slice):
+        # a chaos run counts who was sent how often after the stage has deleted the input files.
+        self.requests = {saved["batch_id"]: saved["custom_ids"] for saved in state.load("batch_requests")}
         self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -200,6 +203,9 @@ class BatchService:
             self._fail(batch, errors)
             return False
         batch.total = summary.total
+        # Before the move: a kill in between validates it again on restart, and saves this again.
+        self.requests[batch.id] = summary.custom_ids
+        self._state.save("batch_requests", batch.id, {"batch_id": batch.id, "custom_ids": summary.custom_ids})
         batch.run = RunState(str(self._files.new_path()), str(self._files.new_path()))
         self._move(batch, "in_progress")
         return True
@@ -296,6 +302,12 @@ def batches_router(service: BatchService) -> APIRouter:
     @router.get("/v1/batches/{batch_id}")
     async def retrieve_batch(batch_id: str) -> JSONResponse:
         return JSONResponse(service.get(batch_id).to_object())
+
+    @router.get("/_standin/batches/{batch_id}/requests")
+    async def batch_requests(batch_id: str) -> JSONResponse:
+        service.get(batch_id)  # OpenAI's 404 for an unknown batch
+        # Empty until validated: a batch cancelled or failed before then ran no request.
+        return JSONResponse({"batch_id": batch_id, "custom_ids": service.requests.get(batch_id, [])})
 
     @router.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str) -> JSONResponse:
