@@ -68,11 +68,11 @@ def table(results: list[RunResult]) -> str:
                      f"{_quantiles(done)} | {_quantiles([s for s in probed[kind] if s is not None])} |")
     stops = shutdown_table([s for result in results for s in result.shutdowns])
     lines += ["", *stops] if stops else []
-    lines += ["", "| seed | faults | jobs | violations | seconds |", "|---|---|---|---|---|"]
+    lines += ["", "| seed | faults | jobs | sync ok | violations | seconds |", "|---|---|---|---|---|---|"]
     for result in results:
         lines.append(
             f"| {result.seed} | {', '.join(f.label for f in result.faults)} | {result.jobs} | "
-            f"{len(result.violations)} | {result.seconds:.0f} |"
+            f"{result.sync_ok} | {len(result.violations)} | {result.seconds:.0f} |"
         )
     total = sum(len(r.violations) for r in results)
     lines += ["", f"{len(results)} seeds, {sum(len(r.faults) for r in results)} faults, {total} violations"]

@@ -22,6 +22,8 @@ def test_a_seeded_chaos_run_breaks_no_invariant(infra: Infra, tmp_path: Path) ->
     [result] = run_seeds([SEED], infra.database_url, tmp_path, plan)
     print(f"recovery seconds by fault: {result.recovery_s}")  # measured, not asserted
     assert {f.kind for f in result.faults} == {"kill9", "sigstop"}
+    # A run whose jobs were all refused, or whose sync calls all erred, checked nothing.
+    assert result.jobs > 0 and result.sync_ok > 0, f"{result.jobs} jobs, {result.sync_ok} sync"
     assert result.violations == [], (
         f"rerun: make chaos CHAOS_ARGS='--seed {SEED} --seeds 1 --faults 2 --kinds kill9,sigstop "
         f"--jobs 4 --max-lots 50'\n" + "\n".join(result.violations))
