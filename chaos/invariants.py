@@ -61,7 +61,7 @@ def check(
     statuses = wait_terminal(engine, list(out.accepted), timeout_s)
     violations += check_jobs(engine, out, statuses)
     violations += out.sync_wrong
-    violations += _refused(engine, out)
+    violations += check_refused(engine, out)
     violations += check_batches(stack.standin_url, STANDIN_KEY)
     violations += _webhooks(stack, out, statuses, receiver)
     violations += _deliveries(engine, statuses)
@@ -122,7 +122,7 @@ def _descriptions_per_lot(conn: Connection, job_id: str) -> Counter[str]:
     return Counter(lot_ids)
 
 
-def _refused(engine: Engine, out: Submitted) -> list[str]:
+def check_refused(engine: Engine, out: Submitted) -> list[str]:
     refused = [lot for request in out.refused for lot in request]
     if not refused:
         return []

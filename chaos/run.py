@@ -14,6 +14,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from chaos.invariants import check, wait_terminal
+from chaos.lost_answers import resolve
 from chaos.network import Toxiproxy, toxiproxy_binary
 from chaos.recovery import Recovery, consumer_groups, members, probe_seconds, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
@@ -195,6 +196,7 @@ def _one_seed(
             result.violations += stack.revive()
     finally:
         driver.join()
+    resolve(client, out)
     result.jobs, result.sync_ok = len(out.accepted), out.sync_ok
     # The probe jobs first: the invariants look at every batch at the stand-in, theirs included.
     wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)

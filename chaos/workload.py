@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos.lost_answers import LostSubmission, answer_lost
 from chaos.schedule import JobPlan
 from chaos.sync_answers import SyncRequest, wrong_answer
 from lotlens_client import LotLensClient, LotLensError, LotResult
@@ -34,8 +35,11 @@ class Submitted:
     """What the workload sent and what it was told."""
 
     accepted: dict[str, tuple[JobPlan, list[str]]] = field(default_factory=dict)  # job id -> plan, lots
-    refused: list[list[str]] = field(default_factory=list)  # lot ids of requests without a 2xx
+    refused: list[list[str]] = field(default_factory=list)  # lot ids of requests refused (4xx)
     cancelled: set[str] = field(default_factory=set)
+    # Answers a fault lost: asked again once the faults are over (`lost_answers.resolve`).
+    lost_submissions: list[LostSubmission] = field(default_factory=list)
+    lost_cancels: set[str] = field(default_factory=set)
     sync_ok: int = 0  # answered 200 as asked (a described lot, or one failed for a documented reason)
     sync_retryable: int = 0  # errors the contract tells the client to retry (a fault's, allowed)
     sync_wrong: list[str] = field(default_factory=list)  # every other answer: a violation each
@@ -66,9 +70,12 @@ def submit(client: LotLensClient, plan: JobPlan, images: str, receiver: str, out
     ids = [lot["lot_id"] for lot in lots]
     try:
         accepted = client.submit_job(lots, plan.languages)
-    except LotLensError:
+    except LotLensError as exc:
         with out.lock:
-            out.refused.append(ids)
+            if answer_lost(exc):  # the job may exist all the same
+                out.lost_submissions.append(LostSubmission(plan, lots, exc.idempotency_key))
+            else:
+                out.refused.append(ids)
         return
     with out.lock:
         out.accepted[accepted.job_id] = (plan, ids)
@@ -77,8 +84,10 @@ def submit(client: LotLensClient, plan: JobPlan, images: str, receiver: str, out
             client.cancel_job(accepted.job_id)
             with out.lock:
                 out.cancelled.add(accepted.job_id)
-        except LotLensError:
-            pass  # already finished, or the gateway was down: the job runs to its end
+        except LotLensError as exc:  # already finished (400): the job ran to its end
+            if answer_lost(exc):  # the cancel may have taken all the same
+                with out.lock:
+                    out.lost_cancels.add(accepted.job_id)
 
 
 def sync_call(client: LotLensClient, images: str, out: Submitted) -> None:
