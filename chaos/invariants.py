@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from chaos.spend import check_batches
 from chaos.stack import STANDIN_KEY, ChaosStack
+from chaos.webhook_check import Finished, webhook_breaches
 from chaos.workload import Submitted
 from lotlens_admin.dlq import read_letters
 from lotlens_common import dead_letters
@@ -134,17 +135,16 @@ def check_refused(engine: Engine, out: Submitted) -> list[str]:
 def _webhooks(
     stack: ChaosStack, out: Submitted, statuses: dict[str, str], receiver: WebhookReceiver
 ) -> list[str]:
+    """Each completed or cancelled job's webhook arrived whole (see `webhook_check`)."""
+    finished = {job_id: Finished(statuses[job_id], frozenset(lot_ids), len(plan.languages))
+                for job_id, (plan, lot_ids) in out.accepted.items()
+                if statuses.get(job_id) in ("completed", "cancelled")}
     verify = seed_webhook_verifier()
-    wanted = {job_id for job_id in out.accepted if statuses.get(job_id) == "completed"}
     deadline = time.monotonic() + 60  # deliveries follow JobCompleted, after the read models
     while True:
-        verified = {
-            hook.headers.get("x-job-id")
-            for hook in list(receiver.received)
-            if verify(hook.body.decode("utf-8"), hook.headers.get("x-signature", ""), stack.client_key)
-        }
-        if wanted <= verified or time.monotonic() > deadline:
-            return [f"job {job_id} got no verified webhook delivery" for job_id in sorted(wanted - verified)]
+        found = webhook_breaches(list(receiver.received), verify, stack.client_key, finished)
+        if not found or time.monotonic() > deadline:
+            return found
         time.sleep(1)
 
 
