@@ -36,6 +36,10 @@ STANDIN_KEY = "chaos-standin"  # what the services send the stand-in as their Op
 TOPIC_NAMES = ("submissions", "vision", "translation", "completions", "webhooks", "dead_letter")
 
 
+class FaultNotFired(RuntimeError):
+    """A fault could not be applied: what it was meant to hit had gone already."""
+
+
 def service_of(name: str) -> str:
     """The service a process of the run runs (`vision-batcher-2` → `vision-batcher`)."""
     return name.rsplit("-", 1)[0] if name[-1].isdigit() else name
@@ -168,8 +172,13 @@ class ChaosStack:
         )
 
     def signal(self, name: str, sig: int) -> None:
-        """Send a signal to one process (SIGKILL also reaps it)."""
+        """Send a signal to one process (SIGKILL also reaps it); FaultNotFired when it had ended
+        already: Popen drops a signal to an ended process without a word, and the restart after
+        it replaced the process, so its own crash went unreported too."""
         process = self.processes[name]
+        if process.poll() is not None:
+            raise FaultNotFired(f"{signal.Signals(sig).name} to {name} did not fire: it had exited "
+                                f"{process.returncode} before: {self.log_tail(name)}")
         process.send_signal(sig)
         if sig == signal.SIGKILL:
             process.wait(timeout=30)
@@ -178,6 +187,9 @@ class ChaosStack:
         """SIGTERM to one process and wait for it to end, at most its service's grace period;
         past that it is killed, as the kubelet would."""
         process, service = self.processes[name], service_of(name)
+        if process.poll() is not None:
+            raise FaultNotFired(f"SIGTERM to {name} did not fire: it had exited {process.returncode} "
+                                f"before: {self.log_tail(name)}")
         grace_s = grace_seconds(service)
         started = time.monotonic()
         process.terminate()
