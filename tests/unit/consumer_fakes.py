@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from confluent_kafka import TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common.envelope import Envelope, encode
@@ -54,6 +55,7 @@ class FakeConsumer:
     def __init__(self, batches: list[list[FakeMessage]], stop: threading.Event) -> None:
         self.batches, self.stop = batches, stop
         self.stored: list[int] = []
+        self.sought: list[tuple[int, int]] = []  # (partition, offset)
         self.config: dict[str, Any] = {}
         self.made = self.closed = 0
 
@@ -77,6 +79,10 @@ class FakeConsumer:
 
     def store_offsets(self, message: FakeMessage) -> None:
         self.stored.append(message.offset())
+
+    def seek(self, position: TopicPartition) -> None:
+        """Recorded only: the batches handed out are fixed."""
+        self.sought.append((position.partition, position.offset))
 
     def close(self) -> None:
         self.closed += 1

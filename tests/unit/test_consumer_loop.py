@@ -152,6 +152,31 @@ def test_a_statement_over_a_postgresql_limit_is_handled_one_by_one_not_retried_a
     assert producer.sent == [] and consumer.stored == [0, 1]
 
 
+class _StatementTimeout(Exception):
+    """What psycopg2 raises for SQLSTATE 57014 (`statement_timeout`), as an OperationalError's `orig`."""
+
+    pgcode = "57014"
+
+
+def test_a_round_ended_by_a_timed_out_statement_seeks_each_partition_back_to_its_first_unsettled() -> None:
+    # Each consume moved the fetch position of its partitions past the messages it returned:
+    # those not settled when a statement timed out must be read again, on every partition.
+    stop, handled = threading.Event(), list[str]()
+
+    def handler(envelopes: Sequence[Envelope]) -> None:
+        if any(e.job_id == "job-2" for e in envelopes):
+            raise OperationalError("SELECT ...", {}, _StatementTimeout("canceling statement"))
+        handled.extend(e.job_id for e in envelopes)
+
+    consumed = [FakeMessage(0, event(0)), FakeMessage(0, event(1), partition=1),
+                FakeMessage(1, event(2)), FakeMessage(1, event(3), partition=1)]
+    settings = KafkaSettings(consume_batch_bytes=len(event(0)) * 2)  # two batches of two
+    consumer, producer = run([consumed], handler, stop, settings=settings)
+    assert handled == ["job-0", "job-1"] and consumer.stored == [0, 0]
+    assert sorted(consumer.sought) == [(0, 1), (1, 1)]
+    assert producer.sent == [], "a try that timed out is tried again next round, not dead-lettered"
+
+
 def future(n: int) -> bytes:
     doc = orjson.loads(event(n))
     doc["version"] = 99

@@ -13,16 +13,17 @@ import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from itertools import groupby
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from lotlens_common import dead_letters, tracing
+from lotlens_common.consumer_headers import carrier, wanted
 from lotlens_common.consumer_lag import LagMonitor
+from lotlens_common.consumer_position import FailedTries, rewind, store_offset
 from lotlens_common.envelope import (
-    TYPE_HEADER,
     Envelope,
     FutureEvent,
     UndecodableEvent,
@@ -35,13 +36,6 @@ from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
 
-
-
-def _carrier(message: Message, envelope: Envelope) -> dict[str, str]:
-    """The trace context a message carries: its headers', else its envelope's."""
-    found = {str(name): text for name, value in cast(Headers, message.headers() or [])
-             if name in tracing.TRACE_KEYS and (text := _text(value)) is not None}
-    return found if "traceparent" in found else envelope.trace
 
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
@@ -93,6 +87,15 @@ class _Interrupted(Exception):
     """`stop` was set while a transient failure was retried: the message is unsettled, not poison."""
 
 
+class _TimedOut(Exception):
+    """A try's statement was cancelled by `statement_timeout`: the round ends at `message` (after
+    it, if it was `settled`: dead-lettered)."""
+
+    def __init__(self, message: Message, settled: bool) -> None:
+        super().__init__()
+        self.message, self.settled = message, settled
+
+
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
                  producer: EventProducer, stop: threading.Event,
                  make_consumer: Callable[[dict[str, str | int | float | bool]], Consumer] = Consumer) -> None:
@@ -108,10 +111,12 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         "auto.commit.interval.ms": 1000,
         "auto.offset.reset": "earliest",
         "fetch.max.bytes": 52_428_800,
-        # Long enough for a batch whose statement times out (the workers' statement_timeout,
-        # 300 s), then its slow event alone (300 s more) and the rest of it: past this the member
-        # leaves the group, its stored offsets are never committed and the next one starts over.
-        "max.poll.interval.ms": 900_000,
+        # Past this the member leaves the group, its stored offsets are never committed and the
+        # partition's next owner starts over (the same events dead-lettered again, round after
+        # round). A round, one `consume` to the next, ends at its first try cancelled by the
+        # workers' statement_timeout (300 s); the tries before it passed, normally in moments, at
+        # worst one just under the limit (an event whose last try timed out): 11 minutes.
+        "max.poll.interval.ms": 660_000,
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
@@ -126,15 +131,22 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
 
     def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
         lag.revoked(partitions)
+        tries.forget(partitions)
         _commit_on_revoke(revoking, partitions)
+
+    def on_lost(_consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lag.revoked(partitions)
+        tries.forget(partitions)
 
     def join() -> Consumer:
         log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
         joined = make_consumer(config)
         joined.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke,
-                         on_lost=lambda _c, ps: lag.revoked(ps))
+                         on_lost=on_lost)
         return joined
 
+    tries = FailedTries()
+    round_ = _Round(group, spec, topics, producer, stop, tries)
     consumer = join()
     lag_stop = threading.Event()
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
@@ -143,12 +155,16 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
             heartbeat(_loop_name())
             try:
                 messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
-                for batch in _by_bytes([m for m in messages if _is_data(m)], settings.consume_batch_bytes):
-                    settled = _handle_batch(batch, group, spec, topics, producer, stop)
+                data = [m for m in messages if _is_data(m)]
+                done = 0
+                for batch in _by_bytes(data, settings.consume_batch_bytes):
+                    settled, go_on = _handle_batch(batch, round_)
                     for message in settled:
-                        _store_offset(consumer, message, group)
-                    if len(settled) < len(batch):
-                        break  # `stop` interrupted it: what follows stays unread for the next run
+                        store_offset(consumer, message, group)
+                    done += len(settled)
+                    if not go_on:  # a statement timed out, or `stop`: the rest is read again
+                        rewind(consumer, data[done:], group)
+                        break
             except KafkaException as exc:
                 if not is_fatal(exc):
                     raise
@@ -167,23 +183,6 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     finally:
         lag_stop.set()
         consumer.close()
-
-
-def _store_offset(consumer: Consumer, message: Message, group: str) -> None:
-    """Store a handled message's offset, unless its partition was taken away meanwhile.
-
-    librdkafka refuses to store an offset of a partition no longer assigned (`_STATE`, since
-    1.9): a rebalance served within the `consume` call that returned the message. That is no
-    reason to exit: the partition's new owner reads it from the last commit (handlers are
-    idempotent)."""
-    try:
-        consumer.store_offsets(message=message)
-    except KafkaException as exc:
-        error = exc.args[0] if exc.args else None
-        if not (isinstance(error, KafkaError) and error.code() == KafkaError._STATE):
-            raise
-        log.info("%s: %s [%s] is no longer assigned here; offset %s not stored", group,
-                 message.topic(), message.partition(), message.offset())
 
 
 def _commit_on_revoke(consumer: Consumer, _partitions: list[TopicPartition]) -> None:
@@ -225,83 +224,126 @@ def _by_bytes(messages: list[Message], max_bytes: int) -> Iterator[list[Message]
         yield batch
 
 
-def _handle_batch(batch: list[Message], group: str, spec: ConsumerSpec, topics: TopicSettings,
-                  producer: EventProducer, stop: threading.Event) -> list[Message]:
+@dataclass(frozen=True)
+class _Round:
+    """What handling a consumed batch needs besides the batch."""
+
+    group: str
+    spec: ConsumerSpec
+    topics: TopicSettings
+    producer: EventProducer
+    stop: threading.Event
+    tries: FailedTries
+
+
+def _handle_batch(batch: list[Message], round_: _Round) -> tuple[list[Message], bool]:
     """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
-    offsets may be stored: all of it, unless `stop` interrupted a retry."""
+    offsets may be stored, and whether the round goes on: all of it and True, unless `stop`
+    interrupted a retry or a statement timed out."""
+    group, event_types = round_.group, round_.spec.event_types
     decoded: list[tuple[Message, Envelope]] = []
     try:
         for message in batch:
-            if not _wanted(message, group, spec.event_types):
+            if not wanted(message, group, event_types):
                 continue
             try:
                 envelope = decode(message.value() or b"")
             except UndecodableEvent as exc:
-                _dead_letter_durably(producer, topics, message, group, exc, stop)
+                _dead_letter_durably(round_, message, exc)
                 continue
-            if spec.event_types is None or envelope.type in spec.event_types:
+            if event_types is None or envelope.type in event_types:
                 decoded.append((message, envelope))
     except _Interrupted as interrupted:  # nothing decoded so far was handled
         first = decoded[0][0] if decoded else interrupted.args[0]
-        return batch[:batch.index(first)]
+        return batch[:batch.index(first)], False
     try:
         if decoded:
             consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
-                                          _carrier(message, envelope)) for message, envelope in decoded]
+                                          carrier(message, envelope)) for message, envelope in decoded]
                         if tracing.enabled() else [])
             with tracing.consuming(group, consumed):
-                _handle_decoded(decoded, group, spec, topics, producer, stop)
-        unsettled = None
+                _handle_decoded(decoded, round_)
+        return batch, True
     except _Interrupted as interrupted:
-        unsettled = interrupted.args[0]
-    return batch if unsettled is None else batch[:batch.index(unsettled)]
+        return batch[:batch.index(interrupted.args[0])], False
+    except _TimedOut as timed:
+        return batch[:batch.index(timed.message) + (1 if timed.settled else 0)], False
 
 
-def _handle_decoded(decoded: list[tuple[Message, Envelope]], group: str, spec: ConsumerSpec,
-                    topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
+def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: _Round) -> None:
+    """Handle the events in order: together, but those whose batch or own try timed out before
+    each alone (a batch holding one would time out again and end the round with nothing done)."""
+    for alone, run in groupby(decoded, key=lambda pair: round_.tries.alone(pair[0])):
+        if not alone:
+            _handle_together(list(run), round_)
+            continue
+        for message, envelope in run:
+            with log_context(job_id=envelope.job_id):
+                _handle_alone(message, envelope, round_)
+
+
+def _handle_together(decoded: list[tuple[Message, Envelope]], round_: _Round) -> None:
     first = decoded[0][0]
     try:
-        _retry_transient(lambda: spec.handler([envelope for _, envelope in decoded]), stop, first)
+        _retry_transient(lambda: round_.spec.handler([envelope for _, envelope in decoded]),
+                         round_.stop, first)
     except _Interrupted:
         raise
     except Exception as exc:
+        if timed_out(exc):
+            # Its slow event is unknown, and each try costs a whole statement_timeout: the round
+            # ends here, and the next tries each of these alone.
+            log.warning("batch of %d timed out (%s); its events are tried alone", len(decoded), exc)
+            round_.tries.isolate(message for message, _ in decoded)
+            raise _TimedOut(first, False) from exc
         # Isolate the poison message: the rest of the batch must still go through.
         log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
         for message, envelope in decoded:
             with log_context(job_id=envelope.job_id):
-                _handle_alone(message, envelope, group, spec, topics, producer, stop)
+                _handle_alone(message, envelope, round_)
 
 
-def _handle_alone(message: Message, envelope: Envelope, group: str, spec: ConsumerSpec,
-                  topics: TopicSettings, producer: EventProducer, stop: threading.Event) -> None:
-    for attempt in range(1, spec.poison_attempts + 1):
+def _handle_alone(message: Message, envelope: Envelope, round_: _Round) -> None:
+    """Try the event alone until it passes or has failed `poison_attempts` times, counting its
+    failed tries of earlier rounds: dead-lettered then. A try that timed out ends the round."""
+    spec, tries = round_.spec, round_.tries
+    while True:
         heartbeat(_loop_name())  # each try may take a whole `statement_timeout`: the loop moves on
         try:
-            _retry_transient(lambda: spec.handler([envelope]), stop, message)
+            _retry_transient(lambda: spec.handler([envelope]), round_.stop, message)
+            tries.settled(message)
             return
         except _Interrupted:
             raise
         except Exception as exc:
-            # A timed-out statement is not tried again: each try costs a whole statement_timeout,
-            # and the batch's try and this one are all that fit in `max.poll.interval.ms`.
-            if attempt == spec.poison_attempts or timed_out(exc):
+            poison = tries.failed(message) >= spec.poison_attempts
+            if poison:
                 log.error("dead-lettering %s %s of job %s: %s", envelope.type, envelope.event_id,
                           envelope.job_id, exc)
-                _dead_letter_durably(producer, topics, message, group, exc, stop)
+                _dead_letter_durably(round_, message, exc)
+                tries.settled(message)
+            if timed_out(exc):
+                # Back to `consume` before another try: the slow database may be a brownout.
+                if not poison:
+                    log.warning("%s %s of job %s timed out alone (%d of %d tries); tried again "
+                                "next round", envelope.type, envelope.event_id, envelope.job_id,
+                                tries.count(message), spec.poison_attempts)
+                raise _TimedOut(message, poison) from exc
+            if poison:
+                return
 
 
-def _dead_letter_durably(producer: EventProducer, topics: TopicSettings, message: Message, group: str,
-                         error: BaseException, stop: threading.Event) -> None:
+def _dead_letter_durably(round_: _Round, message: Message, error: BaseException) -> None:
     """Dead-letter the message and wait until Kafka has it, sending it again after a transient
     failure, before anything else: queued, it waited for a later flush, where a failed delivery
     went to whichever caller flushed (a handler sharing the producer, retried without it) or out
     of the loop, and the offset moved past a message with no dead letter anywhere."""
     def send() -> None:
-        dead_letter(producer, topics, message, group, error)
-        producer.flush()
+        dead_letter(round_.producer, round_.topics, message, round_.group, error)
+        round_.producer.flush()
 
-    _retry_transient(send, stop, message)
-    DEAD_LETTERS.labels(group=group, reason=dead_letter_reason(error)).inc()
+    _retry_transient(send, round_.stop, message)
+    DEAD_LETTERS.labels(group=round_.group, reason=dead_letter_reason(error)).inc()
 
 
 def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
@@ -321,31 +363,6 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)
-
-
-def _wanted(message: Message, group: str, event_types: frozenset[str] | None) -> bool:
-    """False for a replayed dead letter not addressed to this consumer group, and for an event
-    whose `type` header names a type the handler does not act on. An event without a readable
-    `type` header is read: its payload decides."""
-    # A consumed message's headers are a list of pairs (the stub also allows a producer's dict).
-    for name, value in cast(Headers, message.headers() or []):
-        if name == TYPE_HEADER:
-            event_type = _text(value)
-            if event_types is not None and event_type is not None and event_type not in event_types:
-                return False
-        elif name == dead_letters.REPLAY_GROUP and _text(value) != group:
-            return False
-    return True
-
-
-def _text(value: str | bytes | None) -> str | None:
-    """A header's text; None when it is absent or not UTF-8 (a header must not stop the loop)."""
-    if isinstance(value, bytes):
-        try:
-            return value.decode()
-        except UnicodeDecodeError:
-            return None
-    return value
 
 
 def dead_letter(producer: EventProducer, topics: TopicSettings, message: Message, group: str,

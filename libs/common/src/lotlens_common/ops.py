@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, 
 log = logging.getLogger(__name__)
 
 # A loop may legitimately spend long in one step (a 200 MB batch upload, a big consumer batch);
-# Kafka itself gives a consumer 15 minutes between polls (max.poll.interval.ms), and the consumer
+# Kafka itself gives a consumer 11 minutes between polls (max.poll.interval.ms), and the consumer
 # loop beats before each handler call (one statement_timeout, 300 s, at most when a query is slow).
 STALE_AFTER_S = 600.0
 READY_CACHE_S = 2.0
