@@ -5,6 +5,7 @@ written; everything works again once the lock goes."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import httpx2
@@ -133,7 +134,10 @@ def test_a_session_lost_on_one_of_the_gateways_pools_renews_the_other_pool_too(
         with engine.connect() as conn:  # a pooled session in each
             conn.execute(text("SELECT 1"))
     assert terminate_sessions(infra.database_url, sessions) > 0
-    with pytest.raises(OperationalError), pools[failing].connect() as conn:
+    # The gateway's relay runs meanwhile: when its loop hits the dead write session first, both
+    # pools are renewed before this connect, which then passes (a loaded CI machine: DID NOT RAISE).
+    # Either way the other pool must serve at once.
+    with contextlib.suppress(OperationalError), pools[failing].connect() as conn:
         conn.execute(text("SELECT 1"))
     [other] = [engine for name, engine in pools.items() if name != failing]
     with other.connect() as conn:
