@@ -24,7 +24,7 @@ from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_common.tables import stage_lots
 from lotlens_translator.translation_stage import TranslationStage
-from tests.conftest import new_id
+from tests.conftest import new_id, rows_read
 from tests.events import read_to_end
 from tests.integration.stage.helpers import STAGE as SETTINGS
 
@@ -118,3 +118,20 @@ def test_two_instances_report_a_cancelled_lot_billed_for_a_part_once(
     assert [type(event) for event in reported] == [LotFailed]
     assert isinstance(failed := reported[0], LotFailed) and (failed.lot_id, failed.usage) == (
         "between-parts", PAID)
+
+
+def test_a_paused_stage_reads_only_the_cancelled_jobs_queues(engine: Engine) -> None:
+    # Paused (the key or the quota refused), the stage still drops cancelled jobs' lots at every
+    # tick: counting the queues it cannot send too read every waiting lot five times a second.
+    stage = new_id("paused-")  # a stage of its own: other tests' queues are not in the way
+    sending, cancelled = new_id("job-"), new_id("job-")
+    with engine.begin() as conn:
+        enqueue(conn, stage, [_lot(sending, f"lot-{i}") for i in range(2000)])
+        enqueue(conn, stage, [_lot(cancelled, "between-parts", PAID)])
+        store.cancel_job(conn, stage, cancelled)
+    with engine.begin() as conn:
+        before = rows_read(conn, "stage_lots")
+        jobs = store.waiting_jobs(conn, stage, cancelled_only=True)
+        read = rows_read(conn, "stage_lots") - before
+    assert read <= 1  # the cancelled job's lot
+    assert [(job.job_id, job.waiting) for job in jobs] == [(cancelled, 1)]

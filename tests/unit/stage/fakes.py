@@ -67,13 +67,14 @@ class FakeStore(QuotaRows):
         return {lot_id: "done" if row.status == "submitted" and row.shard_id in collected else row.status
                 for lot_id, row in self.rows.items()}
 
-    def waiting_jobs(self) -> list[WaitingJob]:
+    def waiting_jobs(self, cancelled_only: bool = False) -> list[WaitingJob]:
         jobs: dict[str, list[Row]] = {}
         for row in self.rows.values():
             jobs.setdefault(row.lot.job_id, []).append(row)
         return [WaitingJob(job_id, sum(r.status == "waiting" for r in rows), len(rows),
                            max(r.lot.total_lots for r in rows), datetime.min, 0, job_id in self.cancelled)
-                for job_id, rows in jobs.items() if any(r.status == "waiting" for r in rows)]
+                for job_id, rows in jobs.items() if any(r.status == "waiting" for r in rows)
+                and (job_id in self.cancelled or not cancelled_only)]
 
     def tokens_enqueued(self) -> int:
         return sum(self.tokens[s.shard_id] for s in self.shards_by_id.values()

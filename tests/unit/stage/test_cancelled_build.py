@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 
 from lotlens_common.events import LotFailed
 from lotlens_common.model.errors import ModelUnavailableError
 from lotlens_common.model.usage import Usage
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.ports import KEY_REFUSED
+from lotlens_common.stage.ports import KEY_REFUSED, Caused
 from tests.unit.stage.conftest import World, lots
 
 
@@ -85,3 +87,32 @@ def test_a_cancelled_jobs_billed_lot_is_reported_at_once_though_the_stage_is_pau
     assert (failed.lot_id, failed.usage) == ("job-1-lot-0", paid)
     assert world.store.statuses() == {"job-1-lot-0": "cancelled", "job-2-lot-0": "waiting"}
     assert world.batches.files == {} and world.batches.batches == {}
+
+
+def test_a_cancelled_job_whose_drop_fails_leaves_the_other_jobs_batches_collected(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Dropping a cancelled job's lots (its claim, its LotFailed) failed the whole round, on every
+    # instance and at every tick: no other job's batch was sent or collected until it succeeded.
+    world.batches.finish = None  # job-2's batch runs on
+    world.store.add(lots(1, job_id="job-2"))
+    world.rounds()
+    paid = Usage(input_tokens=4000, output_tokens=12_000, model="gpt-test")
+    [lot] = lots(1)
+    world.store.add([replace(lot, work=lot.work.model_copy(update={"earlier_usage": paid}))])
+    world.store.cancelled.add("job-1")
+    publish = world.publisher.publish
+
+    def refused_for_job_1(client_id: str, events: Sequence[Caused]) -> None:
+        if any(event.job_id == "job-1" for _, event in events):
+            raise KafkaException(KafkaError(KafkaError._MSG_TIMED_OUT))
+        publish(client_id, events)
+
+    monkeypatch.setattr(world.publisher, "publish", refused_for_job_1)
+    world.batches.finish = "completed"
+    world.rounds()
+    assert world.completed() == ["job-2-lot-0"] and world.failed() == {}
+    monkeypatch.setattr(world.publisher, "publish", publish)  # Kafka takes job-1's events again
+    world.rounds()
+    [failed] = world.of(LotFailed)
+    assert (failed.lot_id, failed.usage) == ("job-1-lot-0", paid)
+    assert world.store.statuses() == {"job-2-lot-0": "done", "job-1-lot-0": "cancelled"}

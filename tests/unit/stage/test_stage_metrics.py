@@ -62,7 +62,7 @@ def test_a_round_failing_on_the_database_is_no_openai_error(world: World, tmp_pa
     world.settings = StageSettings(window_s=0.0, poll_interval_s=0.01, work_dir=str(tmp_path))
     world.restart()
 
-    def database_down() -> list[object]:
+    def database_down(cancelled_only: bool = False) -> list[object]:
         stop.set()
         raise OperationalError("SELECT", {}, Exception("connection refused"))
 

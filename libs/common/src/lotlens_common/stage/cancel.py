@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from lotlens_common.stage import metrics
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.settle import Settler
@@ -32,11 +33,19 @@ def drop_cancelled(stage: Stage[Any], jobs: Sequence[WaitingJob]) -> list[Waitin
         if not job.cancelled:
             continue
         shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
-        with stage.store.exclusive(shard_id):
-            # A shard like any other (two instances never claim the same lot), so a crash before
-            # it is closed leaves it `building`, and recovery drops its lots as `job_cancelled` does.
-            if stage.store.claim(job.job_id, shard_id, stage.settings.max_requests_per_batch, _all):
-                job_cancelled(stage, shard_id, job.job_id)
+        try:
+            with stage.store.exclusive(shard_id):
+                # A shard like any other (two instances never claim the same lot), so a failure or
+                # a crash before it is closed leaves it `building`, and recovery drops its lots as
+                # `job_cancelled` does.
+                if stage.store.claim(job.job_id, shard_id, stage.settings.max_requests_per_batch, _all):
+                    job_cancelled(stage, shard_id, job.job_id)
+        except Exception as exc:
+            # One job's failure (Kafka refusing its LotFailed, say) raised from here ended every
+            # round before any other job's batch was sent or collected, on every instance.
+            metrics.openai_error(stage.spec.name, "cancel", exc)
+            log.exception("dropping the waiting lots of cancelled job %s failed; the next round "
+                          "tries again", job.job_id, extra={"job_id": job.job_id, "shard_id": shard_id})
     return [job for job in jobs if not job.cancelled]
 
 

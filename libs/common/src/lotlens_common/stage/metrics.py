@@ -35,7 +35,8 @@ PAUSED = Gauge("lotlens_stage_paused",
 
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.
-OPERATIONS = ("batches", "files", "loop", "housekeeping")
+# `cancel`: dropping a cancelled job's waiting lots (its claim, its LotFailed events).
+OPERATIONS = ("batches", "files", "loop", "housekeeping", "cancel")
 RECONCILE_ACTIONS = ("adopted", "cancelled")
 
 

@@ -176,8 +176,8 @@ Fit = Callable[[list[LotWork[W]]], tuple[int, int]]
 class WorkStore(Protocol[W]):
     """One stage's lots and shards (each method is one transaction)."""
 
-    def waiting_jobs(self) -> list[WaitingJob]:
-        """Jobs with waiting lots, with what the batching rule needs."""
+    def waiting_jobs(self, cancelled_only: bool = False) -> list[WaitingJob]:
+        """Jobs with waiting lots, with what the batching rule needs (only the cancelled ones')."""
         ...
 
     def tokens_enqueued(self) -> int:

@@ -26,10 +26,10 @@ class PostgresWorkStore(Generic[W]):
         self.engine, self.stage, self.work_type = engine, stage, work_type
         self._held: dict[str, Connection] = {}
 
-    def waiting_jobs(self) -> list[WaitingJob]:
-        """Jobs with waiting lots."""
+    def waiting_jobs(self, cancelled_only: bool = False) -> list[WaitingJob]:
+        """Jobs with waiting lots (only the cancelled ones')."""
         with self.engine.begin() as conn:
-            return sql.waiting_jobs(conn, self.stage)
+            return sql.waiting_jobs(conn, self.stage, cancelled_only)
 
     def tokens_enqueued(self) -> int:
         """Estimated tokens OpenAI still holds."""
