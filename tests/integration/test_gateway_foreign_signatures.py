@@ -82,13 +82,40 @@ def test_a_webhooks_signature_used_as_an_image_check_body_uses_no_synchronous_re
         assert own.status_code == 200, own.text
 
 
-def test_an_image_check_body_that_is_not_urls_is_refused_before_its_signature(gateway: Gateway) -> None:
-    """Signed or not, a body that is no image check is told what is wrong with it (nothing secret)."""
+def test_an_image_check_body_that_is_not_urls_is_refused_before_its_signature_is_checked(
+        gateway: Gateway) -> None:
+    """Signed, rightly or not, a body that is no image check is told what is wrong with it (nothing
+    secret); unsigned, it is the contract's 401 first, whatever the body."""
     for content, status, code in ((b"[1]", 400, "INVALID_JSON"), (b'{"urls": []}', 422, "VALIDATION_ERROR"),
                                   (b'{"urls": ["a", 1]}', 422, "VALIDATION_ERROR")):
-        for headers in ({}, {"X-Signature": gateway.sign(content)}):
-            answer = httpx2.post(gateway.url + IMAGE_CHECK, content=content, headers=headers, timeout=30)
-            assert error_code(answer) == (status, code), (content, headers, answer.text)
+        for signature in (gateway.sign(content), gateway.sign(b"another body")):
+            answer = httpx2.post(gateway.url + IMAGE_CHECK, content=content,
+                                 headers={"X-Signature": signature}, timeout=30)
+            assert error_code(answer) == (status, code), (content, signature, answer.text)
+        unsigned = httpx2.post(gateway.url + IMAGE_CHECK, content=content, timeout=30)
+        assert error_code(unsigned) == (401, "MISSING_SIGNATURE"), (content, unsigned.text)
+
+
+def test_a_submission_without_a_signature_is_401_whatever_its_lots(gateway: Gateway) -> None:
+    for lots in (b'{"urls":["https://img.example.com/a.jpg"]}', b'"lots"', b"[]"):
+        unsigned = httpx2.post(gateway.url + GENERATE, content=b'{"version":"1.0.0","lots":' + lots + b"}",
+                               timeout=30)
+        assert error_code(unsigned) == (401, "MISSING_SIGNATURE"), (lots, unsigned.text)
+    no_lots = httpx2.post(gateway.url + GENERATE, content=b'{"version":"1.0.0"}', timeout=30)
+    assert error_code(no_lots) == (401, "MISSING_SIGNATURE"), no_lots.text
+    # Signed, by anyone: what is wrong with the body is said before any key is tried.
+    wrongly_signed = httpx2.post(gateway.url + GENERATE, content=b'{"lots":{"a":1}}',
+                                 headers={"X-Signature": gateway.sign(b"something else")}, timeout=30)
+    assert error_code(wrongly_signed) == (422, "VALIDATION_ERROR"), wrongly_signed.text
+
+
+def test_a_listing_without_a_signature_is_401_whatever_its_query(gateway: Gateway) -> None:
+    query = str(uuid.uuid4())  # a job id as the query: not the listing's parameters
+    unsigned = httpx2.get(f"{gateway.url}/api/v1/batch-jobs?{query}", timeout=30)
+    assert error_code(unsigned) == (401, "MISSING_SIGNATURE"), unsigned.text
+    signed = httpx2.get(f"{gateway.url}/api/v1/batch-jobs?{query}",
+                        headers={"X-Signature": gateway.sign(query)}, timeout=30)
+    assert error_code(signed) == (422, "VALIDATION_ERROR"), signed.text
 
 
 @pytest.mark.parametrize("foreign", ["webhook", "image check"])

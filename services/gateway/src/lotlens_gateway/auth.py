@@ -110,12 +110,22 @@ def _present(signature: object) -> str | None:
     return signature.strip() if isinstance(signature, str) and signature.strip() else None
 
 
-def client_for(keys: signing.Keys, messages: Sequence[bytes], signature: str | None,
-               signed: Signed) -> str:
-    """The client whose key signed one of `messages`; 401 without a signature, 403 when none matches."""
+def signature_sent(signature: str | None, signed: Signed) -> str:
+    """The signature, stripped; 401 without one.
+
+    Asked before a request's shape is checked: the contract answers a missing signature 401
+    everywhere, and saying so costs nothing (no key is tried, no rate limit used).
+    """
     present = _present(signature)
     if present is None:
         raise missing_signature(signed)
+    return present
+
+
+def client_for(keys: signing.Keys, messages: Sequence[bytes], signature: str | None,
+               signed: Signed) -> str:
+    """The client whose key signed one of `messages`; 401 without a signature, 403 when none matches."""
+    present = signature_sent(signature, signed)
     client = signing.identify_client(keys, messages, present)
     if client is None:
         raise invalid_signature(signed)

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common.clock import utc_now
 from lotlens_common.logs import bind_log_context
 from lotlens_common.urls import Resolver, resolve_host
-from lotlens_gateway.auth import client_for, signs_job, signs_query
+from lotlens_gateway.auth import client_for, signature_sent, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.errors import validation_failed
 from lotlens_gateway.health import KafkaHealth
@@ -167,6 +167,7 @@ def refuse_foreign_query(query: bytes) -> None:
 async def listing_client(request: Request, deps: Deps, x_signature: SignatureHeader = None) -> str:
     """The client of `GET /api/v1/batch-jobs`: its signature over the raw query string verifies."""
     query: bytes = request.scope.get("query_string", b"")
+    signature_sent(x_signature, signs_query(query))  # 401 first: the contract's, whatever the query
     refuse_foreign_query(query)
     client = client_for(deps.keys, [query], x_signature, signs_query(query))
     await deps.count_request(client, "polling")

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from lotlens_common.images import check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_gateway import schemas
-from lotlens_gateway.auth import SIGNS_BODY, client_for
+from lotlens_gateway.auth import SIGNS_BODY, client_for, signature_sent
 from lotlens_gateway.body import parse_object, read_body
 from lotlens_gateway.deps import Deps
 from lotlens_gateway.errors import validation_failed
@@ -46,8 +46,8 @@ async def health(deps: Deps) -> JSONResponse:
         "Each URL gets HEAD (GET when HEAD does not tell): usable when it answers 2xx with an `image/*` "
         "type and at most 10 MB, through at most 3 redirects, on a public address. `threshold_met` is true "
         "when at least half of the URLs (and at least one) are usable. Counts against the synchronous "
-        "rate limit once signed; a body other than `{\"urls\": [strings]}` is 400 or 422 before its "
-        "signature is checked, uncounted."),
+        "rate limit once signed; without `X-Signature` it is 401, and a body other than "
+        "`{\"urls\": [strings]}` is 400 or 422 before its signature is checked, uncounted."),
     responses=schemas.error_responses(400, 401, 403, 408, 413, 422, 429, 431),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ImageValidationRequest"}}}}},
@@ -59,6 +59,7 @@ async def test_image_validation(
 ) -> JSONResponse:
     """Which URLs are usable and which are not."""
     raw = await read_body(request, _TEST_BODY_BYTES, deps.settings.body_timeouts())
+    signature_sent(x_signature, SIGNS_BODY)  # 401 first: the contract's, whatever the body
     urls = requested_urls(raw, deps.settings.max_test_image_urls)
     client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
     await deps.count_request(client_id, "sync")

@@ -322,17 +322,17 @@ def read_signed(raw: bytes, keys: signing.Keys, header_signature: str | None,
     at += 1
     if reader.space(at) != len(text):
         raise bad_json(f"extra data at character {reader.space(at)}")
-    if lots_span is None:
-        # Refused before the signature: one key signs a client's lots, bodies, job ids and every
-        # webhook it receives, and `lots` is signed as compact JSON, the very bytes of a webhook or
-        # of a JavaScript client's image check. Their X-Signature authenticated `{"lots": <that
-        # object>}`, and each replay used up one of the client's batch requests before its 422.
-        # Only another request's `lots` is an array: one signed for this endpoint.
-        raise no_lots()
     candidates = [s.strip() for s in (document.get("signature"), header_signature)
                   if isinstance(s, str) and s.strip()]
     if not candidates:
-        raise missing_signature(SIGNS_LOTS)
+        raise missing_signature(SIGNS_LOTS)  # the contract's 401, whatever else the body lacks
+    if lots_span is None:
+        # Refused before the signature is checked: one key signs a client's lots, bodies, job ids
+        # and every webhook it receives, and `lots` is signed as compact JSON, the very bytes of a
+        # webhook or of a JavaScript client's image check. Their X-Signature authenticated
+        # `{"lots": <that object>}`, and each replay used up one of the client's batch requests
+        # before its 422. Only another request's `lots` is an array: one signed for this endpoint.
+        raise no_lots()
     client = signer.client(candidates)
     # The form as typed (keys in the client's order), read once more; then as typed in a UTF-8
     # terminal, text unescaped (004's `echo '[…]' | openssl dgst`).
