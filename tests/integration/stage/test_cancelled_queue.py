@@ -5,16 +5,20 @@ LotFailed reports them (`stage.cancel`); a lot sent back after the cancel waits 
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
+import time
 from typing import Any
 
-from sqlalchemy import Engine, select
+import pytest
+from sqlalchemy import Connection, Engine, select, text
 
 from lotlens_common.events import LotFailed
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.model.usage import Usage
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage import cancel
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
@@ -93,25 +97,59 @@ def test_a_part_settled_after_the_cancel_goes_back_with_its_billed_work_for_the_
     assert Usage.model_validate(saved["earlier_usage"]) == PAID
 
 
+def _read_together(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hold each claim, once it has read its queue, until the other claim has read it too or waits
+    for this one's lock on it: the two instances' claims overlap, whatever the threads' timing."""
+    reads, together = [0], threading.Condition()
+    real = store.next_in_queue
+
+    def read_then_wait(conn: Connection, *args: Any) -> Any:
+        queued = real(conn, *args)
+        deadline = time.monotonic() + 30
+        with together:
+            reads[0] += 1
+            together.notify_all()
+            # pg_locks, not pg_stat_activity: that one is read once per transaction.
+            while reads[0] < 2 and not conn.execute(text(
+                    "SELECT EXISTS (SELECT FROM pg_locks"  # a claim waiting for this one's lock
+                    " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))")).scalar_one():
+                assert time.monotonic() < deadline, "the other instance's claim never came"
+                together.wait(0.05)
+        return queued
+
+    monkeypatch.setattr(store, "next_in_queue", read_then_wait)
+
+
 def test_two_instances_report_a_cancelled_lot_billed_for_a_part_once(
-        settings: ServiceSettings, engine: Engine) -> None:
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     job_id = new_id("job-")
     with engine.begin() as conn:
         enqueue(conn, STAGE, [_lot(job_id, "between-parts", PAID), _lot(job_id, "unsent")])
     _cancel(engine, job_id)
     spec = TranslationStage(settings.topics.translation, settings.models, billed_share=0.5)
+    _read_together(monkeypatch)
+    failures: list[BaseException] = []
+    # What `drop_cancelled` logs and goes on from (a claim or a publish failing) fails the test too.
+    monkeypatch.setattr(cancel.log, "exception",
+                        lambda *args, **kwargs: failures.append(sys.exc_info()[1] or RuntimeError(args)))
 
-    async def one_round() -> None:
-        client = make_openai_client("test", "http://127.0.0.1:9/v1", 10)  # no batch is made
-        async with client:
-            await flush_due(postgres_stage(engine, EventProducer(settings.kafka, "test"),
-                                           OpenAIBatches(client), spec, SETTINGS))
+    def one_round() -> None:
+        async def flush() -> None:
+            client = make_openai_client("test", "http://127.0.0.1:9/v1", 10)  # no batch is made
+            async with client:
+                await flush_due(postgres_stage(engine, EventProducer(settings.kafka, "test"),
+                                               OpenAIBatches(client), spec, SETTINGS))
+        try:
+            asyncio.run(flush())
+        except BaseException as exc:  # a thread's error is the test's, not a line on stderr
+            failures.append(exc)
 
-    instances = [threading.Thread(target=asyncio.run, args=(one_round(),)) for _ in range(2)]
+    instances = [threading.Thread(target=one_round) for _ in range(2)]
     for instance in instances:
         instance.start()
     for instance in instances:
         instance.join(60)
+    assert not any(instance.is_alive() for instance in instances) and failures == []
     assert _statuses(engine, job_id) == {"between-parts": store.CANCELLED, "unsent": store.CANCELLED}
     reported = [e.event for e in read_to_end(settings.kafka.bootstrap_servers, settings.topics.translation)
                 if e.job_id == job_id]
