@@ -158,6 +158,8 @@ stage_lots = Table(
     Column("total_lots", Integer, nullable=False),
     # The request inputs the stage needs (lot text, image urls, english html, languages).
     Column("work", JSONB, nullable=False),
+    # Work fields the previous release does not know (`StageWork.WRITTEN_APART`); NULL: none.
+    Column("work_ahead", JSONB),
     # waiting -> done | failed | cancelled | skipped. A waiting lot whose `place` is past its job's
     # `claimed_place` waits for a shard; one at or before it is in the shard whose places hold it.
     # `submitted` with a `shard_id`: a lot taken into a shard by name (an adopted batch).

@@ -2,14 +2,20 @@
 
 The work is stored as JSON in `stage_lots.work`; `v` names the shape, so a row written by an
 older release is still read (add an upcaster beside the model when the shape changes).
+
+The previous release refuses unknown fields, and a row it cannot read failed its whole round (no
+batch sent or collected by that pod). A new field it can do without is written apart, in
+`stage_lots.work_ahead` (`WRITTEN_APART`), which that release never reads: it sends the lot as it
+always did. What a later release writes there is safe to ignore by definition, and this one does.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from lotlens_common.events import Event
@@ -29,6 +35,8 @@ class StageWork(BaseModel):
     # result or its LotFailed carries it. Written only when set, so the rows of every other lot
     # read as before to a release that does not know the field (work forbids unknown fields).
     earlier_usage: Usage | None = Field(default=None, exclude_if=lambda usage: usage is None)
+    # Fields the previous release does not know, written apart (each also written only when set).
+    WRITTEN_APART: ClassVar[frozenset[str]] = frozenset()
 
 
 class VisionWork(StageWork):
@@ -45,8 +53,10 @@ class VisionWork(StageWork):
     # does not know the field (work forbids unknown fields).
     refused_images: tuple[str, ...] = Field(default=(), exclude_if=lambda refused: not refused)
     # How many times the configured output budget the next request gets (more after an answer cut
-    # off at it: `model.vision.vision_retry_room`). Written only when raised, likewise.
+    # off at it: `model.vision.vision_retry_room`). Written only when raised, and apart: a pod of
+    # the previous release sends the lot with its own room (and fails it if cut off again).
     output_room: int = Field(default=1, exclude_if=lambda room: room == 1)
+    WRITTEN_APART = frozenset({"output_room"})
 
 
 class TranslationWork(StageWork):
@@ -74,6 +84,24 @@ class TranslationWork(StageWork):
 
 
 W = TypeVar("W", bound=StageWork)
+
+
+def stored_work(work: StageWork) -> tuple[StageWork | dict[str, Any], dict[str, Any] | None]:
+    """The work as `stage_lots.work` and `work_ahead` hold it (None: nothing written apart)."""
+    apart = work.model_dump(mode="json", include=set(work.WRITTEN_APART)) if work.WRITTEN_APART else {}
+    if not apart:
+        return work, None
+    return work.model_dump(mode="json", exclude=set(apart)), apart
+
+
+def read_work(work_type: type[W], work: str, ahead: str | None) -> W:
+    """The work of a row, from its two columns' JSON text."""
+    if ahead is None:
+        return work_type.model_validate_json(work)
+    # Only the fields this release knows: the others are a later release's, written apart because
+    # a release without them does without.
+    known = {name: value for name, value in orjson.loads(ahead).items() if name in work_type.model_fields}
+    return work_type.model_validate({**orjson.loads(work), **known})
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from lotlens_common.db import json_rows
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Shard
-from lotlens_common.stage.work import LotWork, StageWork
+from lotlens_common.stage.work import LotWork, StageWork, read_work, stored_work
 from lotlens_common.tables import stage_jobs, stage_lots, stage_shards
 
 W = TypeVar("W", bound=StageWork)
@@ -96,9 +96,8 @@ def waiting_jobs(conn: Connection, stage: str, cancelled_only: bool = False) -> 
 
     How many of the job's lots arrived comes from its counter (`enqueue`): counting every lot of
     a 50,000-lot job five times a second was most of what the stage asked of the database
-    between batches. `cancelled_only`, for a paused stage: it drops a cancelled job's lots, and
-    counted the queues it could not send five times a second for the whole pause.
-    """
+    between batches. `cancelled_only`: a paused stage drops cancelled jobs' lots, and counted
+    the queues it could not send five times a second for the whole pause."""
     only = " AND j.cancelled" if cancelled_only else ""
     rows = conn.execute(text(f"SELECT j.job_id, w.waiting, j.arrived, w.expected, w.oldest, j.cancelled"
                              f" {_QUEUES}{only}"), {"stage": stage})
@@ -136,14 +135,14 @@ def _lot(row: Sequence[Any], work_type: type[W]) -> LotWork[W]:
     # The work comes as JSON text: pydantic parses it faster than psycopg2 builds a dict from
     # jsonb and pydantic then validates the dict (about 3x on a 50,000-lot claim). The row is
     # unpacked by position (the order of _COLUMNS): a Row's attribute lookup costs 0.3 us a column.
-    job_id, lot_id, client_id, total_lots, work, attempts = row[-6:]
-    return LotWork(job_id, lot_id, client_id, total_lots, attempts, work_type.model_validate_json(work))
+    job_id, lot_id, client_id, total_lots, work, ahead, attempts = row[-7:]
+    return LotWork(job_id, lot_id, client_id, total_lots, attempts, read_work(work_type, work, ahead))
 
 
 # The columns a LotWork is made of, the work as text, in the order `_lot` reads them (last in the
 # row). `attempts` counts the sends before this one of a lot in a shard by place (the claim
 # writes nothing), and every send of one taken by name.
-_COLUMNS = "job_id, lot_id, client_id, total_lots, work::text AS work"
+_COLUMNS = "job_id, lot_id, client_id, total_lots, work::text AS work, work_ahead::text AS work_ahead"
 _BY_PLACE = f"{_COLUMNS}, attempts + 1 AS attempts"
 _BY_NAME = f"{_COLUMNS}, attempts"
 
@@ -184,18 +183,17 @@ def create_shard(conn: Connection, stage: str, shard_id: str, lots: Sequence[Lot
 
 
 def save_work(conn: Connection, stage: str, lots: Sequence[LotWork[Any]]) -> None:
-    """Persist what preparation learnt about one job's lots (e.g. which images are reachable).
-
-    One statement for the whole chunk: an executemany is one round trip per lot.
-    """
+    """Persist what preparation learnt about one job's lots (e.g. which images are reachable);
+    one statement for the whole chunk (an executemany is one round trip per lot)."""
     if not lots:
         return
     conn.execute(text("""
-        UPDATE stage_lots AS s SET work = v.work
-          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, work jsonb)
+        UPDATE stage_lots AS s SET work = v.work, work_ahead = v.work_ahead
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(lot_id text, work jsonb, work_ahead jsonb)
          WHERE s.stage = :stage AND s.job_id = :job_id AND s.lot_id = v.lot_id"""),
         {"stage": stage, "job_id": lots[0].job_id, "rows": json_rows(
-            {"lot_id": lot.lot_id, "work": lot.work} for lot in lots)})
+            dict(zip(("work", "work_ahead"), stored_work(lot.work), strict=True), lot_id=lot.lot_id)
+            for lot in lots)})
 
 
 def set_status(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str], status: str,
