@@ -7,7 +7,7 @@ import pytest
 from lotlens_common.events import TranslationCompleted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, priced, total, usage_of
+from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, answer_usage, priced, total, usage_of
 from lotlens_common.settings import OpenAISettings, ServiceSettings
 from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from lotlens_translator.translation_stage import TranslationStage
@@ -44,6 +44,19 @@ def test_cost_bills_cached_input_at_its_price_and_reasoning_as_output() -> None:
     assert batch is not None and batch.estimated_cost_usd == pytest.approx(direct.estimated_cost_usd / 2)
     unknown = priced(used, "a-model-without-a-price", PRICES)
     assert unknown is not None and unknown.estimated_cost_usd is None and unknown.input_tokens == 2000
+
+
+@pytest.mark.parametrize("usage", [
+    RESPONSES_USAGE, CHAT_USAGE, {"input_tokens": -3, "output_tokens": "many"},
+    {"input_tokens": True, "input_tokens_details": [], "output_tokens_details": {"reasoning_tokens": 2.5}},
+    {"prompt_tokens_details": None, "completion_tokens": 7}, "not a block"],
+    ids=["responses", "chat", "broken", "odd-types", "sparse-chat", "not-a-block"])
+@pytest.mark.parametrize("model", ["o4-mini", "a-model-without-a-price"])
+def test_an_answers_usage_read_and_priced_at_once_is_the_same_as_in_two_steps(usage: object,
+                                                                               model: str) -> None:
+    body = {"usage": usage}
+    assert answer_usage(body, model, PRICES, 0.5) == priced(usage_of(body), model, PRICES, 0.5)
+    assert answer_usage({"output": []}, model, PRICES) is None
 
 
 def test_a_jobs_usage_sums_its_lots_per_model_and_in_all() -> None:

@@ -45,7 +45,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
-from lotlens_common.model.usage import Usage, priced, total, usage_of
+from lotlens_common.model.usage import Usage, answer_usage, total
 from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.urls import Resolver, resolve_host
@@ -155,7 +155,7 @@ class SyncDescriber:
                 reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                           else "the lot has no images")
                 return self._failed(lot, missing, 0, reason)
-            used.append(priced(usage_of(answer), models.vision_model, models.prices))
+            used.append(answer_usage(answer, models.vision_model, models.prices))
             english = parse_vision_response(answer)
             processed = len(images)
             translations = (await self._translate(english, languages, used, deadline)
@@ -212,7 +212,7 @@ class SyncDescriber:
         while True:
             request = translation_request_body(english, languages, models, room)
             answer = await self._call("translation", request, deadline)
-            used.append(priced(usage_of(answer), models.translation_model, models.prices))
+            used.append(answer_usage(answer, models.translation_model, models.prices))
             try:
                 return {**kept, **parse_translation_response(answer, languages, english)}
             except ModelOutputError as exc:

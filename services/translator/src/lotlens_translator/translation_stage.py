@@ -18,7 +18,7 @@ from lotlens_common.model.translation import (
     target_languages,
     translation_request_body,
 )
-from lotlens_common.model.usage import Usage, priced, summed, usage_of
+from lotlens_common.model.usage import Usage, answer_usage, summed
 from lotlens_common.stage.work import LotWork, PartDone, Prepared, TranslationWork
 
 _PROMPT_TOKENS = 400
@@ -113,7 +113,7 @@ class TranslationStage:
         return lot.with_usage(self._usage(body), self.models.translation_model)
 
     def _usage(self, body: Mapping[str, Any]) -> Usage | None:
-        return priced(usage_of(body), self.models.translation_model, self.models.prices, self.billed_share)
+        return answer_usage(body, self.models.translation_model, self.models.prices, self.billed_share)
 
     def retry_refused(self, lot: LotWork[TranslationWork], code: str | None, message: str) -> None:
         """Never: a translation request holds nothing OpenAI fetches."""

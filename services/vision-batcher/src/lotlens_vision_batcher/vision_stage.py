@@ -13,7 +13,7 @@ from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.usage import Usage, priced, summed, usage_of
+from lotlens_common.model.usage import Usage, answer_usage, summed
 from lotlens_common.model.vision import (
     parse_vision_response,
     refused_image,
@@ -167,7 +167,7 @@ class VisionStage:
         return lot.with_usage(self._usage(body), self.models.vision_model)
 
     def _usage(self, body: Mapping[str, Any]) -> Usage | None:
-        return priced(usage_of(body), self.models.vision_model, self.models.prices, self.billed_share)
+        return answer_usage(body, self.models.vision_model, self.models.prices, self.billed_share)
 
     def retry_unusable(self, lot: LotWork[VisionWork], error: ModelOutputError) -> LotWork[VisionWork] | None:
         """A description cut off by its output budget goes again once with more room (a reasoning
