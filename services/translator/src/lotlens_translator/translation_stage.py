@@ -74,18 +74,25 @@ class TranslationStage:
         """The languages the lot's next request asks for: the first part of those not translated
         yet (all of them, unless the text in every one is more than the model may write in one
         answer)."""
-        return language_parts(work.english_html, _left(work), self.models, work.most_per_request)[0]
+        return self._first_part(work, _left(work))
+
+    def _first_part(self, work: TranslationWork, left: list[str]) -> list[str]:
+        return language_parts(work.english_html, left, self.models, work.most_per_request)[0]
 
     async def prepare(self, lots: list[LotWork[TranslationWork]]) -> Prepared[TranslationWork]:
         """One request per lot, for its next part of the languages, the part kept in its work;
         nothing settles without the model here."""
         requests = []
         for lot in lots:
-            part = self.next_part(lot.work)
-            sent = tuple(part) if len(part) < len(_left(lot.work)) else ()
-            requests.append((lot.with_work(lot.work.model_copy(update={"sent_part": sent})),
-                             translation_request_body(lot.work.english_html, part, self.models,
-                                                      lot.work.output_room)))
+            left = _left(lot.work)
+            part = self._first_part(lot.work, left)
+            sent = tuple(part) if len(part) < len(left) else ()
+            # Copied only when the part changes: a lot asking for every language left (nearly
+            # all) kept a copy of its work identical to the one claimed, 4 us a lot.
+            kept = lot if sent == lot.work.sent_part else lot.with_work(
+                lot.work.model_copy(update={"sent_part": sent}))
+            requests.append((kept, translation_request_body(lot.work.english_html, part, self.models,
+                                                            lot.work.output_room)))
         return Prepared(requests, [])
 
     def result_event(self, lot: LotWork[TranslationWork], body: Mapping[str, Any]) -> Event:
