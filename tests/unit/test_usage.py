@@ -7,7 +7,7 @@ import pytest
 from lotlens_common.events import TranslationCompleted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, answer_usage, priced, total, usage_of
+from lotlens_common.model.usage import JobUsage, ModelPrice, Usage, answer_usage, total
 from lotlens_common.settings import OpenAISettings, ServiceSettings
 from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from lotlens_translator.translation_stage import TranslationStage
@@ -24,25 +24,26 @@ PRICES = {"o4-mini": ModelPrice(input=1.10, cached_input=0.275, output=4.40)}
 
 @pytest.mark.parametrize("usage", [RESPONSES_USAGE, CHAT_USAGE], ids=["responses", "chat"])
 def test_every_kind_of_token_is_read_from_either_api_shape(usage: dict[str, object]) -> None:
-    assert usage_of({"usage": usage}) == Usage(input_tokens=2000, cached_input_tokens=500, output_tokens=300,
-                                               reasoning_tokens=128)
+    assert answer_usage({"usage": usage}, "m", {}) == Usage(
+        input_tokens=2000, cached_input_tokens=500, output_tokens=300, reasoning_tokens=128, model="m")
 
 
 def test_an_answer_without_usage_has_none_and_broken_counts_read_as_zero() -> None:
-    assert usage_of({"output": []}) is None
-    assert usage_of({"usage": {"input_tokens": -3, "output_tokens": "many"}}) == Usage()
+    assert answer_usage({"output": []}, "m", PRICES) is None
+    broken = {"usage": {"input_tokens": -3, "output_tokens": "many"}}
+    assert answer_usage(broken, "m", PRICES) == Usage(model="m")
 
 
 def test_cost_bills_cached_input_at_its_price_and_reasoning_as_output() -> None:
-    used = usage_of({"usage": RESPONSES_USAGE})
-    direct = priced(used, "o4-mini", PRICES)
+    used = {"usage": RESPONSES_USAGE}
+    direct = answer_usage(used, "o4-mini", PRICES)
     assert direct is not None and direct.model == "o4-mini"
     # 1,500 fresh input, 500 cached, 300 output (its 128 reasoning included).
     assert direct.estimated_cost_usd is not None
     assert direct.estimated_cost_usd == pytest.approx((1500 * 1.10 + 500 * 0.275 + 300 * 4.40) / 1e6)
-    batch = priced(used, "o4-mini", PRICES, discount=0.5)
+    batch = answer_usage(used, "o4-mini", PRICES, discount=0.5)
     assert batch is not None and batch.estimated_cost_usd == pytest.approx(direct.estimated_cost_usd / 2)
-    unknown = priced(used, "a-model-without-a-price", PRICES)
+    unknown = answer_usage(used, "a-model-without-a-price", PRICES)
     assert unknown is not None and unknown.estimated_cost_usd is None and unknown.input_tokens == 2000
 
 
@@ -52,10 +53,16 @@ def test_cost_bills_cached_input_at_its_price_and_reasoning_as_output() -> None:
     {"prompt_tokens_details": None, "completion_tokens": 7}, "not a block"],
     ids=["responses", "chat", "broken", "odd-types", "sparse-chat", "not-a-block"])
 @pytest.mark.parametrize("model", ["o4-mini", "a-model-without-a-price"])
-def test_an_answers_usage_read_and_priced_at_once_is_the_same_as_in_two_steps(usage: object,
-                                                                               model: str) -> None:
-    body = {"usage": usage}
-    assert answer_usage(body, model, PRICES, 0.5) == priced(usage_of(body), model, PRICES, 0.5)
+def test_an_answers_usage_of_any_shape_is_counts_of_zero_or_more_priced_when_its_model_is(usage: object,
+                                                                                          model: str) -> None:
+    read = answer_usage({"usage": usage}, model, PRICES, 0.5)
+    if not isinstance(usage, dict):
+        assert read is None  # no usage block: none reported
+        return
+    assert read is not None and read.model == model
+    counts = (read.input_tokens, read.cached_input_tokens, read.output_tokens, read.reasoning_tokens)
+    assert all(isinstance(count, int) and count >= 0 for count in counts)
+    assert (read.estimated_cost_usd is None) == (model not in PRICES)
     assert answer_usage({"output": []}, model, PRICES) is None
 
 
@@ -96,9 +103,9 @@ def test_the_completion_events_carry_the_answers_usage_priced_for_the_stage() ->
                                                                 languages=("en", "de")))
     vision_stage = VisionStage("v", models, _all_reachable, billed_share=0.5)
     vision = vision_stage.result_event(seen, answer("<p>Dent.</p>"))
-    expected = priced(usage_of(answer("")), "o4-mini", models.prices, 0.5)
+    expected = answer_usage(answer(""), "o4-mini", models.prices, 0.5)
     assert isinstance(vision, VisionCompleted)
     assert vision.usage == expected and vision.usage is not None and vision.usage.estimated_cost_usd
     translated = TranslationStage("t", models).result_event(read, answer('{"de": "<p>Delle.</p>"}'))
     assert isinstance(translated, TranslationCompleted)
-    assert translated.usage == priced(usage_of(answer("")), "gpt-4.1-mini", models.prices)
+    assert translated.usage == answer_usage(answer(""), "gpt-4.1-mini", models.prices)

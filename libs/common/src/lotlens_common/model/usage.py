@@ -90,25 +90,11 @@ def _usage(counts: tuple[int, int, int, int], model: str | None = None,
                  reasoning_tokens=reasoning, model=model, estimated_cost_usd=cost)
 
 
-def usage_of(body: Mapping[str, Any]) -> Usage | None:
-    """The token counts of one answer, or None when it reports none."""
-    counts = _counts(body)
-    return None if counts is None else _usage(counts)
-
-
-def priced(usage: Usage | None, model: str, prices: Mapping[str, ModelPrice],
-           discount: float = 1.0) -> Usage | None:
-    """The usage with its model and estimated cost; `discount` is the share billed (0.5 in batches)."""
-    if usage is None:
-        return None
-    counts = (usage.input_tokens, usage.cached_input_tokens, usage.output_tokens, usage.reasoning_tokens)
-    return _usage(counts, model, _cost(counts, model, prices, discount))
-
-
 def answer_usage(body: Mapping[str, Any], model: str, prices: Mapping[str, ModelPrice],
                  discount: float = 1.0) -> Usage | None:
-    """`priced(usage_of(body), ...)` with one model built instead of two and a copy: every result
-    line of a batch reads its answer's usage (7.2 -> 3.0 us an answer)."""
+    """The token counts of one answer (None when it reports none) with its model and estimated
+    cost; `discount` is the share billed (0.5 in batches). One model built, not one then a priced
+    copy: every result line of a batch reads its answer's usage (7.2 -> 3.0 us an answer)."""
     counts = _counts(body)
     return None if counts is None else _usage(counts, model, _cost(counts, model, prices, discount))
 
