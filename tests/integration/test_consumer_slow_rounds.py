@@ -33,6 +33,7 @@ pytestmark = pytest.mark.integration
 # that time out do not fit (the broker takes no session under 6 s, nor librdkafka a poll interval
 # under the session).
 STATEMENT_TIMEOUT = "2s"
+ROUND_TRIES_S = 0.4  # the loop's `round_tries_s`, scaled the same way (60 s for 300 s)
 POLL_CONFIG = {"max.poll.interval.ms": 6000, "session.timeout.ms": 6000}
 
 
@@ -53,7 +54,8 @@ def consuming(settings: ServiceSettings, group: str,
               handler: Callable[[Sequence[Envelope]], None]) -> Iterator[None]:
     """The services' loop for `group` on the submissions topic, with the scaled poll interval."""
     stop = threading.Event()
-    spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler)
+    spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler,
+                        round_tries_s=ROUND_TRIES_S)
     loop = threading.Thread(target=run_consumer, daemon=True, args=(
         settings.kafka, settings.topics, spec, EventProducer(settings.kafka, group), stop,
         lambda config: Consumer({**config, **POLL_CONFIG})))
@@ -141,3 +143,35 @@ def test_an_event_slow_only_while_the_database_stalls_is_handled_not_dead_letter
         wait_for(lambda: stalled in handled and later in handled, "both events handled", 30)
         wait_for(lambda: committed(settings, group) == 2, "the offsets committed", 30)
     assert dead_lettered(settings) == ([], 0)
+
+
+def test_a_slow_database_whose_events_pass_alone_ends_rounds_in_time_without_leaving_the_group(
+        settings: ServiceSettings, engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+    # The batch times out as a whole (no one slow event: a slow database), so each of its events is
+    # then tried alone, each passing in 0.9 s; one of them always times out. Ten such tries and the
+    # timed-out one took 11 s in one round, past the 6 s poll interval: the member left the group
+    # and the next round began again from the last commit, round after round.
+    caplog.set_level(logging.INFO, logger="lotlens_common.kafka")
+    crawling, stuck, later = [new_id("crawl-") for _ in range(10)], new_id("stuck-"), new_id("later-")
+    group = new_id("result-store-")
+    handled: list[str] = []
+
+    def handle(envelopes: Sequence[Envelope]) -> None:
+        jobs = [e.job_id for e in envelopes]
+        # Together, or the stuck one: past the statement timeout; alone, 0.9 s (within it).
+        sleep_s = 30 if len(jobs) > 1 or stuck in jobs else 0.9 if jobs[0] in crawling else 0
+        with engine.begin() as conn:
+            conn.execute(text(f"SET LOCAL statement_timeout = '{STATEMENT_TIMEOUT}'"))
+            conn.execute(text("SELECT pg_sleep(:s)"), {"s": sleep_s})
+        handled.extend(e.job_id for e in envelopes)
+
+    publish(settings, [*crawling, stuck])
+    with consuming(settings, group, handle):
+        wait_for(lambda: set(crawling) <= set(handled), "the events that pass alone", 90)
+        publish(settings, [later])
+        wait_for(lambda: later in handled, "the event published after them", 60)
+        wait_for(lambda: committed(settings, group) == len(crawling) + 2, "the offsets committed", 30)
+
+    assert dead_lettered(settings) == ([stuck], 1), "the event that always times out, once"
+    assignments = [r.getMessage() for r in caplog.records if "partitions assigned" in r.getMessage()]
+    assert len(assignments) == 1, f"the member left the group and joined again: {assignments}"

@@ -23,6 +23,7 @@ from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_headers import carrier, wanted
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.consumer_position import FailedTries, rewind, store_offset
+from lotlens_common.consumer_round import Interrupted, Round, TimedOut, loop_name
 from lotlens_common.envelope import (
     Envelope,
     FutureEvent,
@@ -81,19 +82,12 @@ class ConsumerSpec:
     # header, unread: the translator reads the submissions topic for cancellations alone, and
     # decoding its 50,000 LotSubmitted events per job was a fifth of its CPU.
     event_types: frozenset[str] | None = None
-
-
-class _Interrupted(Exception):
-    """`stop` was set while a transient failure was retried: the message is unsettled, not poison."""
-
-
-class _TimedOut(Exception):
-    """A try's statement was cancelled by `statement_timeout`: the round ends at `message` (after
-    it, if it was `settled`: dead-lettered)."""
-
-    def __init__(self, message: Message, settled: bool) -> None:
-        super().__init__()
-        self.message, self.settled = message, settled
+    # A try begins only this long into a round (one `consume` to the next); a round's first try
+    # always does. One that begins then may still take a whole statement_timeout (the workers'
+    # 300 s, at most 600 s): 360 s at worst at the default, under `max.poll.interval.ms`. Without
+    # it a round of passing tries alone after a timed-out batch (500 events at 0.8 s) ran on past
+    # the poll interval. Going back to `consume` costs next to nothing.
+    round_tries_s: float = 60.0
 
 
 def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerSpec,
@@ -114,8 +108,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         # Past this the member leaves the group, its stored offsets are never committed and the
         # partition's next owner starts over (the same events dead-lettered again, round after
         # round). A round, one `consume` to the next, ends at its first try cancelled by the
-        # workers' statement_timeout (300 s); the tries before it passed, normally in moments, at
-        # worst one just under the limit (an event whose last try timed out): 11 minutes.
+        # workers' statement_timeout (300 s), and begins no try after `round_tries_s` (60 s): at
+        # worst 360 s, and a statement_timeout raised to 10 minutes still fits.
         "max.poll.interval.ms": 660_000,
     }
     if settings.group_instance_id:
@@ -146,15 +140,16 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         return joined
 
     tries = FailedTries()
-    round_ = _Round(group, spec, topics, producer, stop, tries)
+    round_ = Round(group, spec, topics, producer, stop, tries)
     consumer = join()
     lag_stop = threading.Event()
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
     try:
         while not stop.is_set():
-            heartbeat(_loop_name())
+            heartbeat(loop_name())
             try:
                 messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
+                round_.begin()
                 data = [m for m in messages if _is_data(m)]
                 done = 0
                 for batch in _by_bytes(data, settings.consume_batch_bytes):
@@ -224,19 +219,7 @@ def _by_bytes(messages: list[Message], max_bytes: int) -> Iterator[list[Message]
         yield batch
 
 
-@dataclass(frozen=True)
-class _Round:
-    """What handling a consumed batch needs besides the batch."""
-
-    group: str
-    spec: ConsumerSpec
-    topics: TopicSettings
-    producer: EventProducer
-    stop: threading.Event
-    tries: FailedTries
-
-
-def _handle_batch(batch: list[Message], round_: _Round) -> tuple[list[Message], bool]:
+def _handle_batch(batch: list[Message], round_: Round) -> tuple[list[Message], bool]:
     """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
     offsets may be stored, and whether the round goes on: all of it and True, unless `stop`
     interrupted a retry or a statement timed out."""
@@ -253,7 +236,7 @@ def _handle_batch(batch: list[Message], round_: _Round) -> tuple[list[Message], 
                 continue
             if event_types is None or envelope.type in event_types:
                 decoded.append((message, envelope))
-    except _Interrupted as interrupted:  # nothing decoded so far was handled
+    except Interrupted as interrupted:  # nothing decoded so far was handled
         first = decoded[0][0] if decoded else interrupted.args[0]
         return batch[:batch.index(first)], False
     try:
@@ -264,13 +247,13 @@ def _handle_batch(batch: list[Message], round_: _Round) -> tuple[list[Message], 
             with tracing.consuming(group, consumed):
                 _handle_decoded(decoded, round_)
         return batch, True
-    except _Interrupted as interrupted:
+    except Interrupted as interrupted:
         return batch[:batch.index(interrupted.args[0])], False
-    except _TimedOut as timed:
+    except TimedOut as timed:
         return batch[:batch.index(timed.message) + (1 if timed.settled else 0)], False
 
 
-def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: _Round) -> None:
+def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: Round) -> None:
     """Handle the events in order: together, but those whose batch or own try timed out before
     each alone (a batch holding one would time out again and end the round with nothing done)."""
     for alone, run in groupby(decoded, key=lambda pair: round_.tries.alone(pair[0])):
@@ -282,12 +265,13 @@ def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: _Round) -> 
                 _handle_alone(message, envelope, round_)
 
 
-def _handle_together(decoded: list[tuple[Message, Envelope]], round_: _Round) -> None:
+def _handle_together(decoded: list[tuple[Message, Envelope]], round_: Round) -> None:
     first = decoded[0][0]
+    round_.may_try(first)
     try:
         _retry_transient(lambda: round_.spec.handler([envelope for _, envelope in decoded]),
                          round_.stop, first)
-    except _Interrupted:
+    except Interrupted:
         raise
     except Exception as exc:
         if timed_out(exc):
@@ -295,7 +279,7 @@ def _handle_together(decoded: list[tuple[Message, Envelope]], round_: _Round) ->
             # ends here, and the next tries each of these alone.
             log.warning("batch of %d timed out (%s); its events are tried alone", len(decoded), exc)
             round_.tries.isolate(message for message, _ in decoded)
-            raise _TimedOut(first, False) from exc
+            raise TimedOut(first, False) from exc
         # Isolate the poison message: the rest of the batch must still go through.
         log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
         for message, envelope in decoded:
@@ -303,17 +287,17 @@ def _handle_together(decoded: list[tuple[Message, Envelope]], round_: _Round) ->
                 _handle_alone(message, envelope, round_)
 
 
-def _handle_alone(message: Message, envelope: Envelope, round_: _Round) -> None:
+def _handle_alone(message: Message, envelope: Envelope, round_: Round) -> None:
     """Try the event alone until it passes or has failed `poison_attempts` times, counting its
     failed tries of earlier rounds: dead-lettered then. A try that timed out ends the round."""
     spec, tries = round_.spec, round_.tries
     while True:
-        heartbeat(_loop_name())  # each try may take a whole `statement_timeout`: the loop moves on
+        round_.may_try(message)
         try:
             _retry_transient(lambda: spec.handler([envelope]), round_.stop, message)
             tries.settled(message)
             return
-        except _Interrupted:
+        except Interrupted:
             raise
         except Exception as exc:
             poison = tries.failed(message) >= spec.poison_attempts
@@ -328,12 +312,12 @@ def _handle_alone(message: Message, envelope: Envelope, round_: _Round) -> None:
                     log.warning("%s %s of job %s timed out alone (%d of %d tries); tried again "
                                 "next round", envelope.type, envelope.event_id, envelope.job_id,
                                 tries.count(message), spec.poison_attempts)
-                raise _TimedOut(message, poison) from exc
+                raise TimedOut(message, poison) from exc
             if poison:
                 return
 
 
-def _dead_letter_durably(round_: _Round, message: Message, error: BaseException) -> None:
+def _dead_letter_durably(round_: Round, message: Message, error: BaseException) -> None:
     """Dead-letter the message and wait until Kafka has it, sending it again after a transient
     failure, before anything else: queued, it waited for a later flush, where a failed delivery
     went to whichever caller flushed (a handler sharing the producer, retried without it) or out
@@ -347,7 +331,7 @@ def _dead_letter_durably(round_: _Round, message: Message, error: BaseException)
 
 
 def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
-    """Run `call`, retrying transient failures; raise `_Interrupted(message)` if `stop` is set
+    """Run `call`, retrying transient failures; raise `Interrupted(message)` if `stop` is set
     meanwhile (the failure says nothing about the message, so it must not count as poison)."""
     delay = 0.5
     while True:
@@ -358,8 +342,8 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
             if not is_transient(exc):
                 raise
             if stop.is_set():
-                raise _Interrupted(message) from exc
-            heartbeat(_loop_name())  # waiting for a dependency is not being stuck
+                raise Interrupted(message) from exc
+            heartbeat(loop_name())  # waiting for a dependency is not being stuck
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)
@@ -389,8 +373,3 @@ def dead_letter_reason(error: BaseException) -> str:
     return (dead_letters.FUTURE_VERSION if isinstance(error, FutureEvent)
             else dead_letters.UNDECODABLE if isinstance(error, UndecodableEvent)
             else dead_letters.HANDLER_FAILED)
-
-
-def _loop_name() -> str:
-    """The liveness name of the consumer loop running on this thread."""
-    return f"consumer:{threading.current_thread().name}"
