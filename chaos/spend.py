@@ -1,11 +1,13 @@
 """What the run paid OpenAI for, read from the stand-in's durable records: no batch left running,
-no shard's batch created twice, and no lot sent twice in one stage and attempt (whatever shard
+no shard's batch created twice, and no lot in two batches of one stage at once (whatever shard
 the second batch was made for)."""
 
 from __future__ import annotations
 
-from collections import Counter
+import math
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 import httpx2
@@ -28,18 +30,33 @@ def check_batches(standin_url: str, api_key: str) -> list[str]:
 
 
 def _lots_sent_twice(standin_url: str, created: list[dict[str, Any]]) -> list[str]:
-    """Lots whose request ran in two batches of one stage and attempt (two shards holding the same
-    lots pass the per-shard count)."""
-    sent: Counter[tuple[str, ...]] = Counter()
+    """Lots whose request was in two batches of one stage at once: the second created before the
+    first ended. A lot sent again after its batch ended is the stage's retry (a refused image, its
+    next part of languages, a failed line), whatever attempt each batch is labelled with (the
+    highest of its lots'): counted by attempt, such retries were reported as double spends."""
+    sent: dict[tuple[str, ...], list[tuple[float, float]]] = defaultdict(list)
     for batch in created:
         answer = httpx2.get(f"{standin_url}/_standin/batches/{batch['id']}/requests", timeout=30)
         answer.raise_for_status()
-        stage, job, attempt = _meta(batch, STAGE_KEY, JOB_KEY, ATTEMPT_KEY)
-        sent.update((stage, job, attempt, custom_id) for custom_id in answer.json()["custom_ids"])
-    twice = sorted(key for key, n in sent.items() if n > 1)
-    return [f"lot {lot} of job {job} sent {sent[(stage, job, attempt, lot)]} times at the {stage} stage, "
-            f"attempt {attempt} (double spend)" for stage, job, attempt, lot in twice[:SHOWN]] + (
+        stage, job = _meta(batch, STAGE_KEY, JOB_KEY)
+        alive = (float(batch["created_at"]), _ended_at(batch))
+        for custom_id in answer.json()["custom_ids"]:
+            sent[(stage, job, custom_id)].append(alive)
+    twice = sorted(key for key, lives in sent.items() if _overlap(lives))
+    return [f"lot {lot} of job {job} was in {len(sent[(stage, job, lot)])} batches at once at the {stage} "
+            f"stage (double spend)" for stage, job, lot in twice[:SHOWN]] + (
         [f"{len(twice) - SHOWN} more lots sent twice"] if len(twice) > SHOWN else [])
+
+
+def _ended_at(batch: dict[str, Any]) -> float:
+    ends = [batch.get(f"{status}_at") for status in ("completed", "failed", "expired", "cancelled")]
+    return min((float(end) for end in ends if end is not None), default=math.inf)
+
+
+def _overlap(lives: list[tuple[float, float]]) -> bool:
+    """Whether any two of these batches' lives (created, ended) overlap."""
+    ordered = sorted(lives)
+    return any(later[0] < earlier[1] for earlier, later in pairwise(ordered))
 
 
 def _meta(batch: dict[str, Any], *keys: str) -> tuple[str, ...]:

@@ -1,6 +1,7 @@
 """The chaos invariant on what OpenAI was paid for, fed crafted batches at a real stand-in: the
-same lots sent in two batches under two shard ids (each shard counted once) are a double spend,
-seen even after the stage deleted the input files; batches of distinct lots pass."""
+same lots in two batches at once under two shard ids (each shard counted once) are a double spend,
+seen even after the stage deleted the input files; the same lots sent again once the first batch
+ended (the stage's retries) and batches of distinct lots pass."""
 
 from __future__ import annotations
 
@@ -27,16 +28,21 @@ FINISHED = ("completed", "failed", "expired", "cancelled")
 
 @pytest.fixture
 def standin(tmp_path: Path) -> Iterator[Standin]:
-    with serve_standin(tmp_path / "standin", api_key=KEY) as running:
+    # Phases of a second: two batches created one after the other are alive at once.
+    with serve_standin(tmp_path / "standin", api_key=KEY, validating_seconds=1.0,
+                       in_progress_seconds=1.0) as running:
         yield running
 
 
-def _send(standin: Standin, tmp_path: Path, job_id: str, shards: dict[str, list[str]]) -> None:
-    """One vision batch per shard with its lots, each run to its end, then its input file deleted."""
+def _send(standin: Standin, tmp_path: Path, job_id: str, shards: dict[str, list[str]], *,
+          at_once: bool) -> None:
+    """One vision batch per shard with its lots, each run to its end (all created first when
+    `at_once`, else each created once the one before ended), then its input file deleted."""
 
     async def main() -> None:
         async with make_openai_client(KEY, standin.base_url, timeout=10) as client:
             batches = OpenAIBatches(client)
+            running: list[tuple[str, str]] = []
             for shard_id, lot_ids in shards.items():
                 path = tmp_path / f"{shard_id}.jsonl"
                 path.write_bytes(b"".join(batch_line(lot, vision_request_body("Dent", ["https://img.example/1.jpg"],
@@ -44,22 +50,41 @@ def _send(standin: Standin, tmp_path: Path, job_id: str, shards: dict[str, list[
                                           for lot in lot_ids))
                 file_id = await batches.upload_batch_file(path)
                 batch = await batches.create_batch(file_id, batch_metadata("vision", job_id, shard_id, 1))
-                while batch["status"] not in FINISHED:
-                    await asyncio.sleep(0.05)
-                    batch = await batches.retrieve_batch(batch["id"])
-                await batches.delete_file(file_id)
+                running.append((batch["id"], file_id))
+                if not at_once:
+                    await _ended(batches, running.pop())
+            for sent in running:
+                await _ended(batches, sent)
 
     asyncio.run(main())
 
 
-def test_the_same_lots_sent_under_two_shard_ids_are_a_double_spend(standin: Standin, tmp_path: Path) -> None:
+async def _ended(batches: OpenAIBatches, sent: tuple[str, str]) -> None:
+    batch_id, file_id = sent
+    while (await batches.retrieve_batch(batch_id))["status"] not in FINISHED:  # noqa: ASYNC110 (polling an API)
+        await asyncio.sleep(0.05)
+    await batches.delete_file(file_id)
+
+
+def test_the_same_lots_in_two_batches_at_once_under_two_shard_ids_are_a_double_spend(
+        standin: Standin, tmp_path: Path) -> None:
     job_id = new_id("job-")
-    _send(standin, tmp_path, job_id, {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-2", "lot-1"]})
+    _send(standin, tmp_path, job_id, {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-2", "lot-1"]},
+          at_once=True)
     found = check_batches(standin.base_url.removesuffix("/v1"), KEY)
-    assert found == [f"lot {lot} of job {job_id} sent 2 times at the vision stage, attempt 1 (double spend)"
+    assert found == [f"lot {lot} of job {job_id} was in 2 batches at once at the vision stage (double spend)"
                      for lot in ("lot-1", "lot-2")]
 
 
+def test_the_same_lots_sent_again_once_their_batch_ended_pass(standin: Standin, tmp_path: Path) -> None:
+    # A refused image, the next part of a lot's languages, a failed line: sent again, under the same
+    # attempt label or not (a batch's is the highest of its lots'), after the first batch ended.
+    _send(standin, tmp_path, new_id("job-"), {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-1"]},
+          at_once=False)
+    assert check_batches(standin.base_url.removesuffix("/v1"), KEY) == []
+
+
 def test_batches_of_distinct_lots_pass(standin: Standin, tmp_path: Path) -> None:
-    _send(standin, tmp_path, new_id("job-"), {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-3"]})
+    _send(standin, tmp_path, new_id("job-"), {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-3"]},
+          at_once=True)
     assert check_batches(standin.base_url.removesuffix("/v1"), KEY) == []
