@@ -72,3 +72,13 @@ class RecordingProducer(EventProducer):
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, str | bytes | None]], *_callbacks: object) -> None:
         self.sent.append((topic, value, dict(headers)))
+
+
+def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Offsets `group` has committed on `topic`, summed over its partitions."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        found = reader.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return sum(max(tp.offset, 0) for tp in found)
+    finally:
+        reader.close()

@@ -24,6 +24,7 @@ from lotlens_common.kafka import ConsumerSpec, run_consumer
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
+from tests.events import committed as committed_on
 from tests.integration.dead_letter_support import cancelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -76,14 +77,9 @@ def publish(settings: ServiceSettings, jobs: Sequence[str]) -> None:
 
 
 def committed(settings: ServiceSettings, group: str) -> int:
-    """Offsets the group has committed on the submissions topic, summed over partitions."""
-    reader = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group})
-    try:
-        topic = settings.topics.submissions
-        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        return sum(max(tp.offset, 0) for tp in reader.committed(partitions, timeout=10))
-    finally:
-        reader.close()
+    """Offsets the group has committed on the submissions topic."""
+    return committed_on(settings.kafka.bootstrap_servers, group, settings.topics.submissions,
+                        settings.topics.partitions)
 
 
 def dead_lettered(settings: ServiceSettings) -> tuple[list[str], int]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx2
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 from sqlalchemy import Engine, select, text
@@ -36,6 +36,7 @@ from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 from lotlens_webhook_dispatcher.worker import Dispatcher
 from tests.conftest import new_id
+from tests.events import committed as committed_on
 from tests.servers import serve
 
 CLIENT, KEY = "acme", "acme-shared-key"
@@ -334,14 +335,9 @@ def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
 
 
 def committed(settings: ServiceSettings, group: str) -> int:
-    """Offsets the group has committed on the completions topic, summed over partitions."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": group})
-    try:
-        topic = settings.topics.completions
-        partitions = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
-        return sum(max(tp.offset, 0) for tp in consumer.committed(partitions, timeout=10))
-    finally:
-        consumer.close()
+    """Offsets the group has committed on the completions topic."""
+    return committed_on(settings.kafka.bootstrap_servers, group, settings.topics.completions,
+                        settings.topics.partitions)
 
 
 # --- the tests ----------------------------------------------------------------------------------
