@@ -27,10 +27,10 @@ from lotlens_common.model.response_text import response_error
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
+from lotlens_common.stage.files import forget_file
 from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, Shard, Stage
 from lotlens_common.stage.release import carry_out
 from lotlens_common.stage.settle import Settler
-from lotlens_common.stage.submit import forget_file
 from lotlens_common.stage.traced import lots_span, openai_call, shard_context
 from lotlens_common.stage.unreadable import RoundListing, look_up, readable
 from lotlens_common.stage.work import LotWork

@@ -37,6 +37,7 @@ from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.cancel import drop_cancelled, job_cancelled
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
+from lotlens_common.stage.files import forget_file
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Settlement, Shard, Stage, about_lot
 from lotlens_common.stage.quota import (
@@ -299,20 +300,6 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     # The store says which of them the shard holds (a file's overflow went back to the queue).
     stage.remember_sent(shard_id, prepared)
     return batch
-
-
-async def forget_file(stage: Stage[Any], file_id: str) -> None:
-    """Delete a file at OpenAI, or log why not (it goes after 30 days anyway)."""
-    try:
-        with openai_call("files.delete"):
-            await stage.batches.delete_file(file_id)
-    except ModelError as exc:
-        if isinstance(exc, ModelRequestError) and exc.status_code == 404:
-            # Already gone (deleted in the dashboard, or past its 30 days): what was asked.
-            log.info("file %s was deleted already: %s", file_id, exc)
-            return
-        metrics.openai_error(stage.spec.name, "files", exc)
-        log.warning("could not delete the file %s: %s", file_id, exc)
 
 
 async def _unless_stopped(stage: Stage[Any], shard_id: str, preparing: Coroutine[Any, Any, T]) -> T:
