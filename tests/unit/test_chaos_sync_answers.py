@@ -33,7 +33,7 @@ class _Gateway(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def log_message(self, *_: object) -> None:
-        pass
+        """Quiet: http.server writes each request to stderr."""
 
 
 def _sync(lot: dict[str, Any], languages: tuple[str, ...] = ("en", "de"), status: str = "completed",
