@@ -51,9 +51,12 @@ def ensure_topics(settings: KafkaSettings, topics: TopicSettings, timeout_s: flo
     missing = [NewTopic(name, num_partitions=topics.partitions, replication_factor=topics.replication_factor,
                         config=topic_config(topics, name))
                for name in topics.all_topics() if name not in existing]
-    _wait(admin.create_topics(missing) if missing else {}, timeout_s, KafkaError.TOPIC_ALREADY_EXISTS,
-          "created")
-    present = [name for name in topics.all_topics() if name in existing]
+    # A topic created a moment ago (by another process, or just before this call) may be missing
+    # from the listing yet: its create answers "already exists", and it is configured like the
+    # listed ones (left out, it kept the settings it was created with: a loaded CI run).
+    there = _wait(admin.create_topics(missing) if missing else {}, timeout_s,
+                  KafkaError.TOPIC_ALREADY_EXISTS, "created")
+    present = [name for name in topics.all_topics() if name in existing or name in there]
     if present:
         _configure(admin, topics, present, timeout_s)
     short = [NewPartitions(name, topics.partitions) for name in topics.all_topics()
@@ -105,7 +108,9 @@ def _configure(admin: AdminClient, topics: TopicSettings, names: list[str], time
             time.sleep(0.5)
 
 
-def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, done: str) -> None:
+def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, done: str) -> set[str]:
+    """Wait for each operation; the names whose answer was `harmless` (done already)."""
+    already: set[str] = set()
     for name, future in futures.items():
         try:
             future.result(timeout_s)
@@ -113,4 +118,6 @@ def _wait(futures: Mapping[str, Future[None]], timeout_s: float, harmless: int, 
             # Another process did the same a moment ago.
             if exc.args[0].code() != harmless:
                 raise
+            already.add(name)
         log.info("topic %s %s", name, done)
+    return already
