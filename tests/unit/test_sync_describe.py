@@ -112,3 +112,45 @@ def test_a_timeout_of_the_model_api_before_the_budget_ends_does_not_say_the_budg
     assert refused.status == 504 and refused.code == "OPENAI_TIMEOUT"
     assert refused.message == "The model API timed out before the 30 s budget ran out"
     assert refused.body()["details"]["usage"]["output_tokens"] == 12
+
+
+def cut_off_vision(answers: int) -> tuple[list[int], Callable[[httpx2.Request], httpx2.Response]]:
+    """The vision budgets asked for, and an OpenAI whose first `answers` descriptions are cut off
+    at their output budget (each billed 4,000 output tokens), the next one whole."""
+    budgets: list[int] = []
+
+    def openai_api(request: httpx2.Request) -> httpx2.Response:
+        budgets.append(orjson.loads(request.content)["max_output_tokens"])
+        usage = {"input_tokens": 1000, "output_tokens": 4000}
+        if len(budgets) > answers:
+            return httpx2.Response(200, json={"status": "completed", "output": [message("<p>Dented.</p>")],
+                                              "usage": usage})
+        return httpx2.Response(200, json={"status": "incomplete", "usage": usage,
+                                          "output": [{"type": "reasoning", "summary": []}],
+                                          "incomplete_details": {"reason": "max_output_tokens"}})
+
+    return budgets, openai_api
+
+
+def test_a_description_cut_off_at_its_budget_is_asked_again_with_twice_the_room() -> None:
+    # A batch lot is asked again (`vision_retry_room`); a synchronous one failed at once with
+    # "the response is incomplete (max_output_tokens)", its images paid for.
+    budgets, openai_api = cut_off_vision(1)
+
+    lot = asyncio.run(describer(openai_api).describe(Submission("1.0.0", ("en",), [LOT])))["lots"][0]
+
+    assert budgets == [4000, 8000]
+    assert lot["status"] == "completed", lot
+    assert lot["descriptions"] == [{"language": "en", "damages": "<p>Dented.</p>"}]
+    assert lot["usage"]["output_tokens"] == 8000  # the cut-off answer was billed too
+
+
+def test_a_description_cut_off_again_with_twice_the_room_fails_the_lot_with_both_answers_usage() -> None:
+    budgets, openai_api = cut_off_vision(2)
+
+    lot = asyncio.run(describer(openai_api).describe(Submission("1.0.0", ("en",), [LOT])))["lots"][0]
+
+    assert budgets == [4000, 8000]
+    assert lot["status"] == "failed" and "max_output_tokens" in lot["error_message"], lot
+    assert lot["processed_images"] == 0
+    assert lot["usage"]["output_tokens"] == 8000

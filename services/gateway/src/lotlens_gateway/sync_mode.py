@@ -46,7 +46,12 @@ from lotlens_common.model.translation import (
     translation_request_body,
 )
 from lotlens_common.model.usage import Usage, answer_usage, total
-from lotlens_common.model.vision import parse_vision_response, refused_image, vision_request_body
+from lotlens_common.model.vision import (
+    parse_vision_response,
+    refused_image,
+    vision_request_body,
+    vision_retry_room,
+)
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.errors import ApiError
@@ -145,18 +150,15 @@ class SyncDescriber:
         # Images past OpenAI's per-request caps (500, 50 MB) are left out, like unreachable ones.
         fitted, left_out = fit_request_images(check.valid, check.sizes)
         images, missing = list(fitted), [*check.unreachable, *left_out]
-        models = self.models
         # The images a description came of: none until the English is read (a batch lot failed at
         # the vision stage reports 0; this one reported every image sent, even OpenAI refusing it).
         processed = 0
         try:
-            answer = await self._vision(lot.additional_info, images, missing, deadline)
-            if answer is None:
+            english = await self._english(lot.additional_info, images, missing, used, deadline)
+            if english is None:
                 reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                           else "the lot has no images")
                 return self._failed(lot, missing, 0, reason)
-            used.append(answer_usage(answer, models.vision_model, models.prices))
-            english = parse_vision_response(answer)
             processed = len(images)
             translations = (await self._translate(english, languages, used, deadline)
                             if target_languages(languages) else {})
@@ -227,13 +229,33 @@ class SyncDescriber:
                     raise
                 room = more
 
+    async def _english(self, notes: str, images: list[str], missing: list[str], used: list[Usage | None],
+                       deadline: float) -> str | None:
+        """The English description, or None when no image is left. One cut off by its output
+        budget is asked once more with more room (`vision_retry_room`), as a batch lot is: a
+        reasoning model spends its reasoning from the same budget, so it often fits the second time."""
+        models, room = self.models, 1
+        while True:
+            answer = await self._vision(notes, images, missing, deadline, room)
+            if answer is None:
+                return None
+            used.append(answer_usage(answer, models.vision_model, models.prices))
+            try:
+                return parse_vision_response(answer)
+            except ModelOutputError as exc:
+                more = vision_retry_room(models, room, exc)
+                if more is None:
+                    raise
+                room = more
+
     async def _vision(self, notes: str, images: list[str], missing: list[str],
-                      deadline: float) -> dict[str, Any] | None:
+                      deadline: float, room: int) -> dict[str, Any] | None:
         """The vision answer, or None when no image is left. An image OpenAI refuses by name goes
         from `images` to `missing`, and the others are asked again."""
         while images:
             try:
-                return await self._call("vision", vision_request_body(notes, images, self.models), deadline)
+                body = vision_request_body(notes, images, self.models, room)
+                return await self._call("vision", body, deadline)
             except ModelRequestError as exc:
                 refused = refused_image(exc.code, str(exc), images)
                 if refused is None:
