@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common.envelope import Envelope, encode
@@ -46,6 +46,18 @@ class FakeMessage:
 
     def error(self) -> None:
         return None
+
+
+class FencedMessage(FakeMessage):
+    """What `consume` hands out once the client failed for good (a static member fenced)."""
+
+    def __init__(self) -> None:
+        super().__init__(-1, b"")
+
+    def error(self) -> KafkaError:  # type: ignore[override]
+        # As librdkafka hands it out in a message: the code says fatal, the `fatal()` flag does not.
+        return KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer with same "
+                          "group.instance.id")
 
 
 class FakeConsumer:
@@ -143,3 +155,14 @@ def run(batches: list[list[FakeMessage]], handler: Callable[[Sequence[Envelope]]
 
 def outage() -> OperationalError:
     return OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+
+class _StatementTimeout(Exception):
+    """What psycopg2 raises for SQLSTATE 57014 (`statement_timeout`), as an OperationalError's `orig`."""
+
+    pgcode = "57014"
+
+
+def statement_timeout() -> OperationalError:
+    """A statement PostgreSQL cancelled at its `statement_timeout`."""
+    return OperationalError("SELECT ...", {}, _StatementTimeout("canceling statement"))

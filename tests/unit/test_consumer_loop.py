@@ -24,10 +24,12 @@ from tests.unit.consumer_fakes import (
     FakeConsumer,
     FakeMessage,
     FakeProducer,
+    FencedMessage,
     LosingProducer,
     event,
     outage,
     run,
+    statement_timeout,
 )
 
 
@@ -152,12 +154,6 @@ def test_a_statement_over_a_postgresql_limit_is_handled_one_by_one_not_retried_a
     assert producer.sent == [] and consumer.stored == [0, 1]
 
 
-class _StatementTimeout(Exception):
-    """What psycopg2 raises for SQLSTATE 57014 (`statement_timeout`), as an OperationalError's `orig`."""
-
-    pgcode = "57014"
-
-
 def test_a_round_ended_by_a_timed_out_statement_seeks_each_partition_back_to_its_first_unsettled() -> None:
     # Each consume moved the fetch position of its partitions past the messages it returned:
     # those not settled when a statement timed out must be read again, on every partition.
@@ -165,7 +161,7 @@ def test_a_round_ended_by_a_timed_out_statement_seeks_each_partition_back_to_its
 
     def handler(envelopes: Sequence[Envelope]) -> None:
         if any(e.job_id == "job-2" for e in envelopes):
-            raise OperationalError("SELECT ...", {}, _StatementTimeout("canceling statement"))
+            raise statement_timeout()
         handled.extend(e.job_id for e in envelopes)
 
     consumed = [FakeMessage(0, event(0)), FakeMessage(0, event(1), partition=1),
@@ -244,18 +240,6 @@ def test_every_service_shares_the_one_list_of_transient_errors() -> None:
         assert not re.search(r"^TRANSIENT\b", source, re.MULTILINE), f"{module} keeps its own list"
     assert "transient" not in ConsumerSpec.__dataclass_fields__, "a consumer can still bring its own list"
     assert {OperationalError, PublishError} <= set(TRANSIENT_ERRORS)
-
-
-class FencedMessage(FakeMessage):
-    """What `consume` hands out once the client failed for good (a static member fenced)."""
-
-    def __init__(self) -> None:
-        super().__init__(-1, b"")
-
-    def error(self) -> KafkaError:  # type: ignore[override]
-        # As librdkafka hands it out in a message: the code says fatal, the `fatal()` flag does not.
-        return KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer with same "
-                          "group.instance.id")
 
 
 def test_a_client_failed_for_good_is_replaced_and_consuming_goes_on() -> None:

@@ -55,6 +55,12 @@ class FailedTries:
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._failed = {k: n for k, n in self._failed.items() if (k[0], k[1]) not in gone}
 
+    def forget_all(self) -> None:
+        """The consumer was replaced: its new client reads every partition from the last commit,
+        as if each were assigned anew (a count kept from before dead-lettered an event at its
+        first failure after the rejoin)."""
+        self._failed.clear()
+
 
 def rewind(consumer: Consumer, unsettled: Sequence[Message], group: str) -> None:
     """Seek each partition back to its first message not settled, so the next `consume` returns it

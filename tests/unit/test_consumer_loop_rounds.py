@@ -1,0 +1,32 @@
+"""The consumer loop across rounds, with the fake consumer and producer (no broker): what it
+remembers of a message from one round to the next (its failed tries, its dead letter), and when
+it forgets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lotlens_common.envelope import Envelope
+from tests.unit.consumer_fakes import FakeMessage, FencedMessage, event, run, statement_timeout
+
+
+def test_tries_counted_before_the_consumer_joins_again_do_not_dead_letter_after_it() -> None:
+    # A client failed for good is replaced, and the new one reads its partitions from the last
+    # commit, like a partition revoked and assigned again; the failed tries counted before were
+    # kept: 2 of 3, and the event was dead-lettered at its first failure after the rejoin.
+    handled: list[str] = []
+    calls = 0
+
+    def slow_then_fine(envelopes: Sequence[Envelope]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:  # together, alone twice, then once after the rejoin
+            raise statement_timeout()
+        handled.extend(e.job_id for e in envelopes)
+
+    again = [FakeMessage(0, event(0))]
+    consumer, producer = run([again, again, again, [FencedMessage()], again, again], slow_then_fine)
+
+    assert producer.dead_letter_reasons() == [], "dead-lettered at its first failure after the rejoin"
+    assert handled == ["job-0"] and consumer.stored == [0]
+    assert consumer.made == 2
