@@ -30,3 +30,25 @@ def test_tries_counted_before_the_consumer_joins_again_do_not_dead_letter_after_
     assert producer.dead_letter_reasons() == [], "dead-lettered at its first failure after the rejoin"
     assert handled == ["job-0"] and consumer.stored == [0]
     assert consumer.made == 2
+
+
+def test_an_undecodable_message_is_dead_lettered_once_though_its_round_ended_before_it() -> None:
+    # Messages are dead-lettered as the batch is decoded, before any is handled: the event before
+    # it timed out, the round's settled prefix stopped before both, and the next round read the
+    # undecodable one again and dead-lettered it again (once a round, for as long as it lasted).
+    handled: list[str] = []
+    calls = 0
+
+    def slow_once(envelopes: Sequence[Envelope]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise statement_timeout()
+        handled.extend(e.job_id for e in envelopes)
+
+    again = [FakeMessage(0, event(0)), FakeMessage(1, b"not json"), FakeMessage(2, event(2))]
+    consumer, producer = run([again, again], slow_once)
+
+    assert producer.dead_letter_reasons() == ["undecodable"]
+    assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"1"]
+    assert handled == ["job-0", "job-2"] and consumer.stored == [0, 1, 2]

@@ -156,6 +156,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                     settled, go_on = _handle_batch(batch, round_)
                     for message in settled:
                         store_offset(consumer, message, group)
+                        tries.stored(message)
                     done += len(settled)
                     if not go_on:  # a statement timed out, or `stop`: the rest is read again
                         rewind(consumer, data[done:], group)
@@ -228,12 +229,15 @@ def _handle_batch(batch: list[Message], round_: Round) -> tuple[list[Message], b
     decoded: list[tuple[Message, Envelope]] = []
     try:
         for message in batch:
-            if not wanted(message, group, event_types):
+            if not wanted(message, group, event_types) or round_.tries.lettered(message):
                 continue
             try:
                 envelope = decode(message.value() or b"")
             except UndecodableEvent as exc:
                 _dead_letter_durably(round_, message, exc)
+                # Its offset is stored only with the prefix handled: a round ending early at an
+                # event before it reads it again next round, and it was lettered each time.
+                round_.tries.dead_lettered(message)
                 continue
             if event_types is None or envelope.type in event_types:
                 decoded.append((message, envelope))
