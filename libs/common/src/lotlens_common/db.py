@@ -236,6 +236,22 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float, blockers: list[str
             _release_migration_lock(connection)
 
 
+@contextmanager
+def held_alone(engine: Engine, key: int, busy: Exception) -> Iterator[None]:
+    """Hold a session-level advisory lock for the block, on a connection of its own (a tool's
+    one-at-a-time work: a rebuild, a dead-letter replay); raise `busy` at once if another session
+    holds it."""
+    with engine.connect() as held:
+        if not held.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one():
+            raise busy
+        held.commit()
+        try:
+            yield
+        finally:
+            held.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            held.commit()
+
+
 def _take_migration_lock(connection: Connection) -> None:
     """Hold the migrations' lock for the session, waiting outside any transaction for a migrator
     that has it.

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common.db import held_alone
 from lotlens_common.migrate import database_revisions, known_revisions, release_revisions
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
@@ -89,16 +90,9 @@ Say = Callable[[str], None]
 def rebuild_lock(engine: Engine) -> Iterator[None]:
     """Hold the rebuild lock for the block (on a connection of its own); `RebuildRunning` at once
     when another session holds it. Whatever changes the shadow holds it: a rebuild, dropping it."""
-    with engine.connect() as held:
-        if not held.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one():
-            raise RebuildRunning("another rebuild is running; wait for it, or stop it and run this "
-                                 "again to resume")
-        held.commit()
-        try:
-            yield
-        finally:
-            held.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": REBUILD_LOCK})
-            held.commit()
+    with held_alone(engine, REBUILD_LOCK, RebuildRunning(
+            "another rebuild is running; wait for it, or stop it and run this again to resume")):
+        yield
 
 
 def rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, options: RebuildOptions,

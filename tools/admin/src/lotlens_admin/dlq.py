@@ -15,8 +15,6 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from sqlalchemy import text
-
 from lotlens_admin.letters import (
     DISCARDED,
     REPLAYED,
@@ -29,6 +27,7 @@ from lotlens_admin.letters import (
 )
 from lotlens_admin.sessions import admin_engine
 from lotlens_common import dead_letters as dl
+from lotlens_common.db import held_alone
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
@@ -54,16 +53,10 @@ def handling_alone() -> Iterator[None]:
     """Hold the dead-letter handling lock for the block; `HandlingRunning` at once if it is held."""
     engine = admin_engine(pool_size=1)
     try:
-        with engine.connect() as held:
-            if not held.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": HANDLING_LOCK}).scalar_one():
-                raise HandlingRunning("another `dlq replay` or `dlq discard` is running; run this again once "
-                                      "it ends (it leaves out what that one did)")
-            held.commit()
-            try:
-                yield
-            finally:
-                held.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": HANDLING_LOCK})
-                held.commit()
+        with held_alone(engine, HANDLING_LOCK, HandlingRunning(
+                "another `dlq replay` or `dlq discard` is running; run this again once it ends (it "
+                "leaves out what that one did)")):
+            yield
     finally:
         engine.dispose()
 
