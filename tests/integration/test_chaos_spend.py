@@ -1,7 +1,8 @@
 """The chaos invariant on what OpenAI was paid for, fed crafted batches at a real stand-in: the
 same lots in two batches at once under two shard ids (each shard counted once) are a double spend,
-seen even after the stage deleted the input files; the same lots sent again once the first batch
-ended (the stage's retries) and batches of distinct lots pass."""
+seen even after the stage deleted the input files, and so is a lot sent again after a batch answered
+it with a 200; a lot sent again once its batch ended without an answer (the stage's retries) and
+batches of distinct lots pass."""
 
 from __future__ import annotations
 
@@ -76,11 +77,29 @@ def test_the_same_lots_in_two_batches_at_once_under_two_shard_ids_are_a_double_s
                      for lot in ("lot-1", "lot-2")]
 
 
-def test_the_same_lots_sent_again_once_their_batch_ended_pass(standin: Standin, tmp_path: Path) -> None:
-    # A refused image, the next part of a lot's languages, a failed line: sent again, under the same
-    # attempt label or not (a batch's is the highest of its lots'), after the first batch ended.
-    _send(standin, tmp_path, new_id("job-"), {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-1"]},
-          at_once=False)
+def test_a_lot_sent_again_after_a_batch_answered_it_with_a_200_is_a_double_spend(
+        standin: Standin, tmp_path: Path) -> None:
+    # The stage had lot-1's answer from shard-a's batch: paying for it again in shard-b's is a loss
+    # (the check by lives alone let it pass, as it ended before the second began).
+    job_id = new_id("job-")
+    _send(standin, tmp_path, job_id, {"shard-a": ["lot-1", "lot-2"], "shard-b": ["lot-1"]}, at_once=False)
+    found = check_batches(standin.base_url.removesuffix("/v1"), KEY)
+    assert len(found) == 1
+    assert found[0].startswith(f"lot lot-1 of job {job_id} was sent again at the vision stage in batch ")
+    assert found[0].endswith("answered it with a usable 200 (double spend)")
+
+
+@pytest.mark.parametrize("fault", [{"fail_custom_ids_containing": "lot-1"},
+                                   {"batch_outcome": "cancelled", "batch_outcome_count": 1}],
+                         ids=["failed line", "batch cancelled before it ran"])
+def test_a_lot_sent_again_once_its_batch_ended_without_its_answer_passes(
+        standin: Standin, tmp_path: Path, fault: dict[str, object]) -> None:
+    # A retry: the first batch answered lot-1 with a 500 line, or ended before running it.
+    job_id = new_id("job-")
+    standin.faults(**fault)
+    _send(standin, tmp_path, job_id, {"shard-a": ["lot-1", "lot-2"]}, at_once=False)
+    standin.faults(fail_custom_ids_containing=None, batch_outcome=None)
+    _send(standin, tmp_path, job_id, {"shard-b": ["lot-1"]}, at_once=False)
     assert check_batches(standin.base_url.removesuffix("/v1"), KEY) == []
 
 

@@ -205,10 +205,11 @@ def test_a_cancel_during_the_last_requests_goes_straight_to_cancelled(
     # slice's end moved it back to `finalizing`, then to `cancelling` again (a second stamp).
     slice_ran, cancel_sent = threading.Event(), threading.Event()
 
-    def last_slice(*args: Any) -> None:
-        run_slice(*args)
+    def last_slice(*args: Any) -> dict[str, Any]:
+        answered = run_slice(*args)
         slice_ran.set()
         cancel_sent.wait(10)
+        return answered
 
     monkeypatch.setattr(batches, "run_slice", last_slice)
     with _api(tmp_path, in_progress_seconds=0.0, finalizing_seconds=0.2) as (_, api):

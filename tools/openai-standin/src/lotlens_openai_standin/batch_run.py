@@ -8,6 +8,7 @@ cuts both result files back to the recorded sizes, so no line is written twice.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,23 @@ def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> byte
     return orjson.dumps(line) + b"\n"
 
 
+def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any], faulted: bool
+                ) -> dict[str, Any]:
+    """What one executed line cost and gave, kept per batch (`GET /_standin/batches/{id}/requests`):
+    the chaos run tells a paid resend from a retry, and checks LotLens' usage against these tokens
+    after the stage deleted the result files. `usable`: a 200 whose answer is whole and right (not
+    cut at its cap, no injected language fault); `asked`: a digest of the structured output asked
+    for (a translation's languages), so the next part of a lot's languages is not the same request."""
+    asked_for = request["body"].get("text") or request["body"].get("response_format") or {}
+    fmt = asked_for.get("format", asked_for) if isinstance(asked_for, dict) else {}
+    asked = hashlib.sha256(orjson.dumps(fmt, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    choices = body.get("choices") or [{}]
+    whole = body.get("status") == "completed" or choices[0].get("finish_reason") == "stop"
+    tokens = list(usage_tokens(body)) if status == 200 else [0, 0, 0]
+    return {"status": status, "usable": status == 200 and whole and not faulted, "asked": asked,
+            "tokens": tokens}
+
+
 def _execute(request: Mapping[str, Any], endpoint: str, fail_substring: str | None,
              language_faults: Callable[[], LanguageFaults]) -> tuple[int, dict[str, Any]]:
     try:
@@ -83,15 +101,25 @@ def _append(path: Path, size: int, chunk: list[bytes]) -> int:
 
 
 def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail_substring: str | None,
-              seed: str, language_faults: Callable[[], LanguageFaults]) -> None:
+              seed: str, language_faults: Callable[[], LanguageFaults]) -> dict[str, dict[str, Any]]:
     """Answer the next `count` requests into the result files, in a shuffled order
-    (`language_faults`: the language faults of each translation answered)."""
+    (`language_faults`: the language faults of each translation answered); each one's `line_answer`
+    by custom_id."""
     raws, offset = _read_lines(input_path, state.input_offset, count)
     outputs: list[bytes] = []
     errors: list[bytes] = []
+    answered: dict[str, dict[str, Any]] = {}
+    taken: list[LanguageFaults] = []
+
+    def faults_taken() -> LanguageFaults:
+        taken.append(language_faults())
+        return taken[-1]
+
     for raw in raws:
         request = orjson.loads(raw)
-        status, body = _execute(request, endpoint, fail_substring, language_faults)
+        before = len(taken)
+        status, body = _execute(request, endpoint, fail_substring, faults_taken)
+        answered[str(request["custom_id"])] = line_answer(request, status, body, any(taken[before:]))
         (outputs if status == 200 else errors).append(_response_line(str(request["custom_id"]), status, body))
         if status == 200:
             state.completed += 1
@@ -105,6 +133,7 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
     state.error_bytes = _append(Path(state.error_path), state.error_bytes, errors)
     state.executed += len(raws)
     state.input_offset = offset
+    return answered
 
 
 def write_unexecuted(input_path: Path, state: RunState, code: str) -> int:

@@ -39,6 +39,10 @@ class BatchService:
         # Each batch's custom_ids once validated, kept apart from the record (saved at every slice):
         # a chaos run counts who was sent how often after the stage has deleted the input files.
         self.requests = {saved["batch_id"]: saved["custom_ids"] for saved in state.load("batch_requests")}
+        # Each executed line's `line_answer` by custom_id, saved before the batch record: a kill in
+        # between runs those lines again on restart, and their answers replace these.
+        self.answers: dict[str, dict[str, dict[str, Any]]] = {
+            saved["batch_id"]: saved["answers"] for saved in state.load("batch_answers")}
         self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -229,9 +233,12 @@ class BatchService:
             # Wall-clock floats carry ~1e-6 s of error: without the epsilon half of 4 can come out as 1.
             due = int(batch.total * share + 1e-3) - batch.run.executed
             if due > 0:
-                await anyio.to_thread.run_sync(run_slice, self._input_path(batch), batch.run, due,
-                                               batch.endpoint, batch.fail_custom_ids_containing, batch.id,
-                                               self._faults.take_language_faults)
+                answered = await anyio.to_thread.run_sync(
+                    run_slice, self._input_path(batch), batch.run, due, batch.endpoint,
+                    batch.fail_custom_ids_containing, batch.id, self._faults.take_language_faults)
+                answers = self.answers.setdefault(batch.id, {})
+                answers.update(answered)
+                self._state.save("batch_answers", batch.id, {"batch_id": batch.id, "answers": answers})
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"
@@ -307,7 +314,8 @@ def batches_router(service: BatchService) -> APIRouter:
     async def batch_requests(batch_id: str) -> JSONResponse:
         service.get(batch_id)  # OpenAI's 404 for an unknown batch
         # Empty until validated: a batch cancelled or failed before then ran no request.
-        return JSONResponse({"batch_id": batch_id, "custom_ids": service.requests.get(batch_id, [])})
+        return JSONResponse({"batch_id": batch_id, "custom_ids": service.requests.get(batch_id, []),
+                             "answers": service.answers.get(batch_id, {})})
 
     @router.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str) -> JSONResponse:
