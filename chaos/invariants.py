@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, Engine, func, select
 
-from chaos.spend import check_batches
+from chaos.spend import batch_breaches, paid_batches
 from chaos.stack import STANDIN_KEY, ChaosStack
+from chaos.usage_check import read_usage, usage_breaches
 from chaos.webhook_check import Finished, webhook_breaches
 from chaos.workload import Submitted
 from lotlens_admin.dlq import read_letters
@@ -63,7 +64,9 @@ def check(
     violations += check_jobs(engine, out, statuses)
     violations += out.sync_wrong
     violations += check_refused(engine, out)
-    violations += check_batches(stack.standin_url, STANDIN_KEY)
+    paid = paid_batches(stack.standin_url, STANDIN_KEY)
+    violations += batch_breaches(paid)
+    violations += usage_breaches(paid, *read_usage(engine, list(out.accepted)))
     violations += _webhooks(stack, out, statuses, receiver)
     violations += _deliveries(engine, statuses)
     violations += _dead_letters(stack, poison)
