@@ -2,7 +2,8 @@
 Kafka broker, one in front of PostgreSQL and one in front of the stand-in, all on loopback. The
 services talk through them; the chaos runner's own checks reach PostgreSQL and the stand-in
 directly and Kafka through its proxy (the broker advertises the proxy's address). A fault is a
-toxic added for its hold, then removed."""
+toxic added for its hold, then removed; it fired only when bytes reached the proxy meanwhile
+(toxiproxy's own counters): a toxic on a link nothing used tested nothing."""
 
 from __future__ import annotations
 
@@ -25,6 +26,15 @@ TOXICS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # What a network fault can sit in front of.
 UPSTREAMS = ("kafka", "postgres", "standin")
+# Bytes a proxy took from its clients: counted as they arrive, before any toxic (a reset or a
+# timeout toxic still counts what it swallowed). Served with `-proxy-metrics`.
+RECEIVED = "toxiproxy_proxy_received_bytes_total{"
+
+
+def received_bytes(metrics: str, proxy: str) -> float:
+    """What a proxy's clients sent it so far, read from toxiproxy's Prometheus metrics."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+               if line.startswith(RECEIVED) and f'proxy="{proxy}"' in line and 'direction="upstream"' in line)
 
 
 def toxiproxy_binary(root: Path) -> Path:
@@ -53,7 +63,7 @@ class Toxiproxy:
     def start(self) -> None:
         """Run the server and wait for its API."""
         self.process = subprocess.Popen(
-            [str(self.binary), "-host", "127.0.0.1", "-port", str(self.port)],
+            [str(self.binary), "-host", "127.0.0.1", "-port", str(self.port), "-proxy-metrics"],
             stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT,
         )
@@ -80,6 +90,23 @@ class Toxiproxy:
         for stream in ("downstream", "upstream"):
             body = {"name": f"{kind}-{stream}", "type": toxic, "stream": stream, "attributes": attributes}
             httpx2.post(f"{self.api}/proxies/{proxy}/toxics", json=body, timeout=10).raise_for_status()
+
+    def received(self, proxy: str) -> float:
+        """Bytes the proxy's clients have sent through it since it was made."""
+        answer = httpx2.get(f"{self.api}/metrics", timeout=10)
+        answer.raise_for_status()
+        return received_bytes(answer.text, proxy)
+
+    def hold(self, proxy: str, kind: str, seconds: float) -> float:
+        """A fault of a kind on a proxy for `seconds`; the bytes its clients sent meanwhile (0:
+        the fault did not fire)."""
+        self.add(proxy, kind)
+        try:
+            before = self.received(proxy)
+            time.sleep(seconds)
+            return self.received(proxy) - before
+        finally:
+            self.clear(proxy, kind)
 
     def clear(self, proxy: str, kind: str) -> None:
         """End a fault: remove its toxics."""

@@ -73,9 +73,10 @@ def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
     elif fault.kind == "pg-restart":
         stack.infra("restart-pg")
     elif fault.kind in NETWORK_KINDS and stack.network is not None:
-        stack.network.add(fault.target, fault.kind)
-        time.sleep(fault.hold_s * 2)
-        stack.network.clear(fault.target, fault.kind)
+        # No traffic while the toxic was on: the fault tested nothing, and its recovery would pass.
+        if not stack.network.hold(fault.target, fault.kind, fault.hold_s * 2):
+            raise FaultNotFired(f"{fault.kind} on {fault.target} did not fire: no traffic passed through "
+                                f"its proxy while the toxic was on")
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
     return shutdown

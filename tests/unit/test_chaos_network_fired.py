@@ -1,0 +1,74 @@
+"""A network fault must meet traffic: a toxic on a proxy that nobody used while it was on tested
+nothing, and is reported as not fired (as a kill of an exited process is), not counted as applied
+and then "recovered". Run against a real toxiproxy in front of a loopback listener."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from chaos.network import Toxiproxy, received_bytes, toxiproxy_binary
+from chaos.run import apply
+from chaos.schedule import Fault
+from chaos.stack import ROOT, ChaosStack, FaultNotFired
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[ChaosStack]:
+    listener = socket.create_server(("127.0.0.1", 0))
+    network = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
+    network.start()
+    try:
+        network.proxy("standin", listener.getsockname()[1])
+        running = ChaosStack("postgresql://unused/db", tmp_path)
+        running.network = network
+        yield running
+    finally:
+        network.stop()
+        listener.close()
+
+
+def _send_until(port: int, stop: threading.Event) -> None:
+    """A client sending through the proxy, one connection after another, until told to stop."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as client:
+                client.sendall(b"ping")
+        except OSError:
+            pass  # the toxic's doing: a reset or a refused connection still passed its bytes
+        stop.wait(0.05)
+
+
+def test_a_network_fault_with_no_traffic_through_its_proxy_is_reported(stack: ChaosStack) -> None:
+    fault = Fault("net-timeout", "standin", hold_s=0.2, calm_s=0)
+    with pytest.raises(FaultNotFired, match="net-timeout on standin did not fire: no traffic passed"):
+        apply(stack, fault)
+
+
+@pytest.mark.parametrize("kind", ["net-reset", "net-timeout"])
+def test_a_network_fault_that_met_traffic_fires(stack: ChaosStack, kind: str) -> None:
+    assert stack.network is not None
+    stop = threading.Event()
+    client = threading.Thread(target=_send_until, args=(stack.network.ports["standin"], stop))
+    client.start()
+    try:
+        apply(stack, Fault(kind, "standin", hold_s=0.5, calm_s=0))
+    finally:
+        stop.set()
+        client.join()
+
+
+def test_only_the_named_proxys_client_bytes_count() -> None:
+    name = "toxiproxy_proxy_received_bytes_total"
+    metrics = "\n".join([
+        f"# TYPE {name} counter",
+        f'{name}{{direction="downstream",listener="l",proxy="standin",upstream="u"}} 7',
+        f'{name}{{direction="upstream",listener="l",proxy="kafka",upstream="u"}} 11',
+        f'{name}{{direction="upstream",listener="l",proxy="standin",upstream="u"}} 5',
+    ])
+    assert received_bytes(metrics, "standin") == 5
+    assert received_bytes(metrics, "postgres") == 0
