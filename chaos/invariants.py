@@ -66,8 +66,10 @@ def check(
     violations += check_refused(engine, out)
     paid = paid_batches(stack.standin_url, STANDIN_KEY)
     violations += batch_breaches(paid)
-    violations += usage_breaches(paid, *read_usage(engine, list(out.accepted)))
     violations += _webhooks(stack, out, statuses, receiver)
+    # After the webhooks: they follow JobCompleted, so every finished job's usage is summed by now.
+    finished = [job_id for job_id in out.accepted if statuses.get(job_id) in TERMINAL_JOB_STATUSES]
+    violations += usage_breaches(paid, *read_usage(engine, finished), finished=finished)
     violations += _deliveries(engine, statuses)
     violations += _dead_letters(stack, poison)
     violations += _event_ids(stack, out)

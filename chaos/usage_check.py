@@ -8,7 +8,7 @@ on another lot shows as a difference; tokens are compared, not cost (a price tab
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, select
@@ -35,10 +35,13 @@ def billed(paid: Iterable[PaidBatch]) -> dict[tuple[str, str, str], Tokens]:
 
 
 def usage_breaches(paid: Iterable[PaidBatch], lot_usage: Mapping[tuple[str, str], Any],
-                   job_usage: Mapping[str, Any]) -> list[str]:
-    """Differences between billed and reported tokens, for the jobs of `job_usage` (finished ones:
+                   job_usage: Mapping[str, Any], finished: Collection[str] = ()) -> list[str]:
+    """Differences between billed and reported tokens, for the jobs of `job_usage` (announced ones:
     their usage is summed when they finish) and their lots in `lot_usage` ((job, lot) -> usage per
-    stage, as in `lots.usage`)."""
+    stage, as in `lots.usage`); and each job of `finished` (terminal) never announced, so that
+    its usage went unchecked rather than silently passing."""
+    unannounced = [f"job {job} is finished but its usage was never summed (no JobCompleted)"
+                   for job in sorted(finished) if job not in job_usage]
     bill = {key: tokens for key, tokens in billed(paid).items() if key[0] in job_usage}
     reported = {(job, lot, stage): _tokens(usage) for (job, lot), stages in lot_usage.items()
                 if job in job_usage for stage, usage in (stages or {}).items()}
@@ -53,7 +56,7 @@ def usage_breaches(paid: Iterable[PaidBatch], lot_usage: Mapping[tuple[str, str]
             job_found.append(f"job {job}: usage {_tokens(usage)}, the stand-in billed {want} for its "
                              f"answers (input, output, reasoning tokens)")
     more = [f"{len(lot_found) - SHOWN} more lots' usage differs"] if len(lot_found) > SHOWN else []
-    return job_found + lot_found[:SHOWN] + more
+    return unannounced + job_found + lot_found[:SHOWN] + more
 
 
 def read_usage(engine: Engine, job_ids: Iterable[str]) -> tuple[dict[tuple[str, str], Any], dict[str, Any]]:

@@ -76,3 +76,8 @@ def test_a_job_total_short_of_its_lots_is_reported() -> None:
 
 def test_jobs_not_finished_are_left_out() -> None:
     assert usage_breaches(PAID, {}, {}) == []
+
+
+def test_a_finished_job_never_announced_is_reported_not_skipped() -> None:
+    assert usage_breaches(PAID, {}, {}, finished=["job-1"]) == [
+        "job job-1 is finished but its usage was never summed (no JobCompleted)"]
