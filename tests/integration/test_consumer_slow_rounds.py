@@ -171,3 +171,29 @@ def test_a_slow_database_whose_events_pass_alone_ends_rounds_in_time_without_lea
     assert dead_lettered(settings) == ([stuck], 1), "the event that always times out, once"
     assignments = [r.getMessage() for r in caplog.records if "partitions assigned" in r.getMessage()]
     assert len(assignments) == 1, f"the member left the group and joined again: {assignments}"
+
+
+def test_a_batch_that_fails_after_a_slow_statement_is_tried_alone_and_its_bad_event_dead_lettered(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A slow database: the batch's statement outlasts the round's time for tries, then fails on a
+    # bad event (a data error, no timeout). Its events were never marked to be tried alone, so the
+    # round ended before the first try alone and the next round tried the whole batch again, for
+    # good: the good event never applied, the offset never moved, nothing dead-lettered.
+    good, bad = new_id("good-"), new_id("bad-")
+    group = new_id("result-store-")
+    handled: list[str] = []
+
+    def handle(envelopes: Sequence[Envelope]) -> None:
+        jobs = [e.job_id for e in envelopes]
+        with engine.begin() as conn:
+            if len(jobs) > 1:  # slower than ROUND_TRIES_S, within the statement timeout
+                conn.execute(text("SELECT pg_sleep(:s)"), {"s": ROUND_TRIES_S * 2})
+            if bad in jobs:
+                conn.execute(text("SELECT 1 / 0"))
+        handled.extend(jobs)
+
+    publish(settings, [good, bad])
+    with consuming(settings, group, handle):
+        wait_for(lambda: good in handled, "the good event, alone", 30)
+        wait_for(lambda: committed(settings, group) == 2, "the offsets committed", 30)
+    assert dead_lettered(settings) == ([bad], 1), "the bad event, once"

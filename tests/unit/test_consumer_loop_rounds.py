@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
+
+from lotlens_common import consumer_round
 from lotlens_common.envelope import Envelope
 from tests.unit.consumer_fakes import FakeMessage, FencedMessage, event, run, statement_timeout
 
@@ -52,3 +55,40 @@ def test_an_undecodable_message_is_dead_lettered_once_though_its_round_ended_bef
     assert producer.dead_letter_reasons() == ["undecodable"]
     assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"1"]
     assert handled == ["job-0", "job-2"] and consumer.stored == [0, 1, 2]
+
+
+class _Clock:
+    """The round's clock, moved on by the handler: a try's length without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_batch_that_failed_after_the_round_was_over_is_tried_alone_next_round(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow database: the batch's statement outlasted `round_tries_s` (60 s), then failed on one
+    # bad event. The round ended before the first try alone, nothing said to try them alone, and
+    # the next round tried the whole batch again, and so on for good: no offset stored, the good
+    # event never applied, no dead letter.
+    clock, together, handled = _Clock(), list[list[str]](), list[str]()
+    monkeypatch.setattr(consumer_round, "time", clock)
+
+    def slow_batch_then_bad_event(envelopes: Sequence[Envelope]) -> None:
+        jobs = [e.job_id for e in envelopes]
+        if len(jobs) > 1:
+            together.append(jobs)
+            clock.now += 61
+            raise ValueError("bad data in the batch")
+        if jobs == ["job-1"]:
+            raise ValueError("bad data")
+        handled.extend(jobs)
+
+    again = [FakeMessage(0, event(0)), FakeMessage(1, event(1))]
+    consumer, producer = run([again, again], slow_batch_then_bad_event)
+
+    assert together == [["job-0", "job-1"]], "the batch was tried together again"
+    assert handled == ["job-0"] and consumer.stored == [0, 1]
+    assert producer.dead_letter_reasons() == ["handler-failed"]

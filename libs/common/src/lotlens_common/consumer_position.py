@@ -25,7 +25,9 @@ class FailedTries:
     A try cancelled by `statement_timeout` costs a whole statement_timeout, so the loop goes back
     to `consume` after each one (a member away longer than `max.poll.interval.ms` is put out of
     the group, and its stored offsets with it) and the count carries the message's tries over
-    from round to round, until it is handled or has had the loop's `poison_attempts`.
+    from round to round, until it is handled or has had the loop's `poison_attempts`. A round
+    also begins no try after `round_tries_s`: the events of a batch that failed are marked here
+    before their first try alone, or a round ending there tried the whole batch again next time.
 
     It also keeps the undecodable messages dead-lettered while a batch was decoded, until their
     offsets are stored: they are lettered before anything is handled, so a round that ends early
@@ -36,14 +38,14 @@ class FailedTries:
         self._lettered: set[MessageKey] = set()
 
     def alone(self, message: Message) -> bool:
-        """Whether the message is to be tried alone (its batch, or a try of its own, timed out)."""
+        """Whether the message is to be tried alone (its batch failed, or a try of its own timed out)."""
         return key(message) in self._failed
 
     def count(self, message: Message) -> int:
         return self._failed.get(key(message), 0)
 
     def isolate(self, messages: Iterable[Message]) -> None:
-        """Try these alone from now on (their batch's statement timed out)."""
+        """Try these alone from now on (their batch failed or timed out)."""
         for message in messages:
             self._failed.setdefault(key(message), 0)
 

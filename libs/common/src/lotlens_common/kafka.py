@@ -259,8 +259,9 @@ def _handle_batch(batch: list[Message], round_: Round) -> tuple[list[Message], b
 
 
 def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: Round) -> None:
-    """Handle the events in order: together, but those whose batch or own try timed out before
-    each alone (a batch holding one would time out again and end the round with nothing done)."""
+    """Handle the events in order: together, but those whose batch failed before, or whose own
+    try timed out, each alone (a batch holding one would fail again, or time out and end the round
+    with nothing done)."""
     for alone, run in groupby(decoded, key=lambda pair: round_.tries.alone(pair[0])):
         if not alone:
             _handle_together(list(run), round_)
@@ -285,8 +286,11 @@ def _handle_together(decoded: list[tuple[Message, Envelope]], round_: Round) -> 
             log.warning("batch of %d timed out (%s); its events are tried alone", len(decoded), exc)
             round_.tries.isolate(message for message, _ in decoded)
             raise TimedOut(first, False) from exc
-        # Isolate the poison message: the rest of the batch must still go through.
+        # Isolate the poison message: the rest of the batch must still go through. Marked first:
+        # a batch that outlasted `round_tries_s` ends the round before the first try alone, and
+        # unmarked, the next round tried the whole batch again, for good (nothing dead-lettered).
         log.warning("batch of %d failed (%s); handling one by one", len(decoded), exc)
+        round_.tries.isolate(message for message, _ in decoded)
         for message, envelope in decoded:
             with log_context(job_id=envelope.job_id):
                 _handle_alone(message, envelope, round_)
