@@ -4,13 +4,21 @@ it forgets."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import pytest
 
 from lotlens_common import consumer_round
 from lotlens_common.envelope import Envelope
-from tests.unit.consumer_fakes import FakeMessage, FencedMessage, event, run, statement_timeout
+from tests.unit.consumer_fakes import (
+    FakeMessage,
+    FencedMessage,
+    event,
+    outage,
+    run,
+    statement_timeout,
+)
 
 
 def test_tries_counted_before_the_consumer_joins_again_do_not_dead_letter_after_it() -> None:
@@ -92,3 +100,24 @@ def test_a_batch_that_failed_after_the_round_was_over_is_tried_alone_next_round(
     assert together == [["job-0", "job-1"]], "the batch was tried together again"
     assert handled == ["job-0"] and consumer.stored == [0, 1]
     assert producer.dead_letter_reasons() == ["handler-failed"]
+
+
+def test_an_undecodable_message_is_dead_lettered_once_though_a_shutdown_ended_its_round_before_it(
+        ) -> None:
+    # SIGTERM while the event before it was retried in an outage: the settled prefix stopped
+    # before that event, so the undecodable message lettered during decoding was not stored, and
+    # the record of its letter died with the process: the next process dead-lettered it again.
+    stop = threading.Event()
+
+    def database_down(_envelopes: Sequence[Envelope]) -> None:
+        stop.set()
+        raise outage()
+
+    again = [FakeMessage(0, event(0)), FakeMessage(1, b"not json")]
+    first, producer = run([again], database_down, stop)
+    handled: list[str] = []
+    second, _ = run([again], lambda envelopes: handled.extend(e.job_id for e in envelopes),
+                    producer=producer)  # the next process, from the last commit
+
+    assert producer.dead_letter_reasons() == ["undecodable"], "dead-lettered by both processes"
+    assert first.stored == [] and (handled, second.stored) == (["job-0"], [0, 1])

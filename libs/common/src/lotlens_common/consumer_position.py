@@ -1,7 +1,6 @@
 """Where the consumer loop resumes a partition: offsets stored once handled, a partition sought
-back to its first message not settled when a round ends early, the failed tries of each
-message tried alone, counted across rounds, and the undecodable messages dead-lettered but not yet
-stored."""
+back to its first message not settled when a round ends early, and the failed tries of each
+message tried alone, counted across rounds."""
 
 from __future__ import annotations
 
@@ -27,15 +26,10 @@ class FailedTries:
     the group, and its stored offsets with it) and the count carries the message's tries over
     from round to round, until it is handled or has had the loop's `poison_attempts`. A round
     also begins no try after `round_tries_s`: the events of a batch that failed are marked here
-    before their first try alone, or a round ending there tried the whole batch again next time.
-
-    It also keeps the undecodable messages dead-lettered while a batch was decoded, until their
-    offsets are stored: they are lettered before anything is handled, so a round that ends early
-    at an event before one reads it again next round, where it is passed over, not lettered again."""
+    before their first try alone, or a round ending there tried the whole batch again next time."""
 
     def __init__(self) -> None:
         self._failed: dict[MessageKey, int] = {}
-        self._lettered: set[MessageKey] = set()
 
     def alone(self, message: Message) -> bool:
         """Whether the message is to be tried alone (its batch failed, or a try of its own timed out)."""
@@ -54,18 +48,6 @@ class FailedTries:
         count = self._failed[key(message)] = self.count(message) + 1
         return count
 
-    def lettered(self, message: Message) -> bool:
-        """Whether the message was dead-lettered undecodable by this process (its offset not stored)."""
-        return key(message) in self._lettered
-
-    def dead_lettered(self, message: Message) -> None:
-        """The undecodable message was dead-lettered: read again, it is passed over."""
-        self._lettered.add(key(message))
-
-    def stored(self, message: Message) -> None:
-        """The message's offset was stored: this consumer reads it no more."""
-        self._lettered.discard(key(message))
-
     def settled(self, message: Message) -> None:
         """The message was handled or dead-lettered: it is tried no more."""
         self._failed.pop(key(message), None)
@@ -74,12 +56,11 @@ class FailedTries:
         """The partitions went to another member, which reads them from the last commit."""
         gone = {(tp.topic, tp.partition) for tp in partitions}
         self._failed = {k: n for k, n in self._failed.items() if (k[0], k[1]) not in gone}
-        self._lettered = {k for k in self._lettered if (k[0], k[1]) not in gone}
 
     def forget_all(self) -> None:
         """The consumer was replaced: its new client reads every partition from the last commit,
         as if each were assigned anew (a count kept from before dead-lettered an event at its
-        first failure after the rejoin). The dead letters are kept: they were sent, once is enough."""
+        first failure after the rejoin)."""
         self._failed.clear()
 
 

@@ -156,7 +156,6 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                     settled, go_on = _handle_batch(batch, round_)
                     for message in settled:
                         store_offset(consumer, message, group)
-                        tries.stored(message)
                     done += len(settled)
                     if not go_on:  # a statement timed out, or `stop`: the rest is read again
                         rewind(consumer, data[done:], group)
@@ -224,38 +223,44 @@ def _by_bytes(messages: list[Message], max_bytes: int) -> Iterator[list[Message]
 def _handle_batch(batch: list[Message], round_: Round) -> tuple[list[Message], bool]:
     """Handle a batch; return its settled prefix (handled, skipped or dead-lettered), whose
     offsets may be stored, and whether the round goes on: all of it and True, unless `stop`
-    interrupted a retry or a statement timed out."""
+    interrupted a retry or a statement timed out.
+
+    An undecodable message is dead-lettered once the events before it are settled, not while the
+    batch is decoded: lettered first, a round that ended at an event before it (a timeout, or
+    `stop` during a retry) left its offset unstored, and it was lettered again when read again,
+    by the next round or, after a shutdown, by the next process."""
     group, event_types = round_.group, round_.spec.event_types
     decoded: list[tuple[Message, Envelope]] = []
     try:
         for message in batch:
-            if not wanted(message, group, event_types) or round_.tries.lettered(message):
+            if not wanted(message, group, event_types):
                 continue
             try:
                 envelope = decode(message.value() or b"")
             except UndecodableEvent as exc:
+                _handle_traced(decoded, round_)
+                decoded = []
                 _dead_letter_durably(round_, message, exc)
-                # Its offset is stored only with the prefix handled: a round ending early at an
-                # event before it reads it again next round, and it was lettered each time.
-                round_.tries.dead_lettered(message)
                 continue
             if event_types is None or envelope.type in event_types:
                 decoded.append((message, envelope))
-    except Interrupted as interrupted:  # nothing decoded so far was handled
-        first = decoded[0][0] if decoded else interrupted.args[0]
-        return batch[:batch.index(first)], False
-    try:
-        if decoded:
-            consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
-                                          carrier(message, envelope)) for message, envelope in decoded]
-                        if tracing.enabled() else [])
-            with tracing.consuming(group, consumed):
-                _handle_decoded(decoded, round_)
+        _handle_traced(decoded, round_)
         return batch, True
     except Interrupted as interrupted:
         return batch[:batch.index(interrupted.args[0])], False
     except TimedOut as timed:
         return batch[:batch.index(timed.message) + (1 if timed.settled else 0)], False
+
+
+def _handle_traced(decoded: list[tuple[Message, Envelope]], round_: Round) -> None:
+    """Handle the decoded events (if any) in one span, continuing each event's trace."""
+    if not decoded:
+        return
+    consumed = ([tracing.Consumed(message.topic() or "", envelope.job_id, envelope.type,
+                                  carrier(message, envelope)) for message, envelope in decoded]
+                if tracing.enabled() else [])
+    with tracing.consuming(round_.group, consumed):
+        _handle_decoded(decoded, round_)
 
 
 def _handle_decoded(decoded: list[tuple[Message, Envelope]], round_: Round) -> None:
