@@ -72,12 +72,8 @@ def test_new_record_topics_keep_events_for_good_and_the_dead_letters_expire(
 def test_topics_created_with_a_fourteen_day_retention_are_changed_to_keep_events_for_good(
         fresh_names: tuple[KafkaSettings, TopicSettings]) -> None:
     kafka, topics = fresh_names
-    admin = AdminClient(kafka.client_config())
     # As the code before this change created them, plus a setting of an SRE's own.
-    old = {"retention.ms": FOURTEEN_DAYS, "segment.ms": "3600000"}
-    for future in admin.create_topics([NewTopic(name, 1, 1, config=old)
-                                       for name in topics.all_topics()]).values():
-        future.result(10)
+    _create(kafka, topics, 1, {"retention.ms": FOURTEEN_DAYS, "segment.ms": "3600000"})
     assert _configs(kafka, [topics.submissions])[topics.submissions]["retention.ms"] == FOURTEEN_DAYS
 
     ensure_topics(kafka, topics)
@@ -87,16 +83,9 @@ def test_topics_created_with_a_fourteen_day_retention_are_changed_to_keep_events
     assert _configs(kafka, [topics.vision])[topics.vision]["segment.ms"] == "3600000"
 
 
-def test_topics_the_listing_does_not_show_yet_are_configured_all_the_same(
-        fresh_names: tuple[KafkaSettings, TopicSettings], monkeypatch: pytest.MonkeyPatch) -> None:
-    # Right after a create, a broker's metadata may not list the topic yet (a loaded CI run): the
-    # create then answers "already exists", and the topic kept its 14-day retention.
-    kafka, topics = fresh_names
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(name, 1, 1, config={"retention.ms": FOURTEEN_DAYS})
-                                       for name in topics.all_topics()]).values():
-        future.result(10)
-    listed, calls, ours = AdminClient.list_topics, [], set(topics.all_topics())
+def _hide_from_the_first_listing(monkeypatch: pytest.MonkeyPatch, names: list[str]) -> None:
+    """Right after a create, a broker's metadata may not list the topics yet (a loaded CI run)."""
+    listed, calls, ours = AdminClient.list_topics, [], set(names)
 
     def list_topics(self: AdminClient, *args: object, **kwargs: object) -> object:
         metadata = listed(self, *args, **kwargs)
@@ -106,5 +95,35 @@ def test_topics_the_listing_does_not_show_yet_are_configured_all_the_same(
         return metadata
 
     monkeypatch.setattr(AdminClient, "list_topics", list_topics)
+
+
+def _create(kafka: KafkaSettings, topics: TopicSettings, partitions: int, config: dict[str, str]) -> None:
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(name, partitions, 1, config=config)
+                                       for name in topics.all_topics()]).values():
+        future.result(10)
+
+
+def test_topics_the_listing_does_not_show_yet_are_configured_all_the_same(
+        fresh_names: tuple[KafkaSettings, TopicSettings], monkeypatch: pytest.MonkeyPatch) -> None:
+    # The create then answers "already exists", and the topic kept its 14-day retention.
+    kafka, topics = fresh_names
+    _create(kafka, topics, 1, {"retention.ms": FOURTEEN_DAYS})
+    _hide_from_the_first_listing(monkeypatch, topics.all_topics())
     ensure_topics(kafka, topics)
     _assert_kept(kafka, topics)
+
+
+def test_topics_the_listing_does_not_show_yet_are_grown_all_the_same(
+        fresh_names: tuple[KafkaSettings, TopicSettings], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Topics of an older release, or auto-created, with fewer partitions: configured, not grown
+    # (only listed topics were), and the wait for the partitions that did not exist failed the
+    # migrate Job after 30 s.
+    kafka, topics = fresh_names
+    _create(kafka, topics, 1, {})
+    _hide_from_the_first_listing(monkeypatch, topics.all_topics())
+    grown = topics.model_copy(update={"partitions": 3})
+    ensure_topics(kafka, grown)
+    listed = AdminClient(kafka.client_config()).list_topics(timeout=10).topics
+    assert {name: len(listed[name].partitions) for name in topics.all_topics()} == {
+        name: 3 for name in topics.all_topics()}
