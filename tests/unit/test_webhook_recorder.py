@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from typing import Any
+
+import sqlalchemy.exc
 
 from lotlens_common.envelope import Envelope
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
@@ -43,3 +46,37 @@ def test_a_delivery_given_up_unsent_is_not_grouped_with_the_hand_backs_while_kaf
 
     assert groups == [["handed-back"], ["given-up"]]
     assert left == [given_up]
+
+
+class _PoolTimedOut:
+    """An engine whose pool never hands out a connection: every connection stays busy past the
+    pool's wait (PostgreSQL stalled, a failover's statements hanging until the TCP timeout)."""
+
+    def __init__(self) -> None:
+        self.checkouts = 0
+        self.tried_again = threading.Event()
+
+    def begin(self) -> Any:
+        self.checkouts += 1
+        if self.checkouts >= 4:  # a store and a renewal, then the next store: tried again
+            self.tried_again.set()
+        raise sqlalchemy.exc.TimeoutError("QueuePool limit of size 20 overflow 10 reached (test)")
+
+
+def test_the_recorder_outlives_a_pool_timeout_and_tries_again() -> None:
+    # sqlalchemy.exc.TimeoutError is no DBAPIError: the renewal of the unstored outcomes' leases
+    # let it through, the recorder thread died unwatched, and the outcomes were never stored.
+    engine = _PoolTimedOut()
+    recorder = Recorder(engine, None, "topic", 120.0, lambda: NOW, lambda _: None)  # type: ignore[arg-type]
+    recorder.finish(_delivery("handed-back"), not_started(NOW, POLICY))
+    attempts_done = threading.Event()
+    thread = threading.Thread(target=recorder.run, args=(attempts_done,), daemon=True)
+    thread.start()
+    try:
+        engine.tried_again.wait(30)
+        assert thread.is_alive(), f"the recorder thread died after {engine.checkouts} pool timeouts"
+        assert engine.tried_again.is_set()
+    finally:
+        attempts_done.set()
+        thread.join(30)
+    assert not thread.is_alive()

@@ -18,6 +18,7 @@ from itertools import groupby
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimedOut
 
 from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_headers import carrier, wanted
@@ -44,7 +45,10 @@ BatchHandler = Callable[[Sequence[Envelope]], None]
 # The one list of failures that mean "the world is down, try again" rather than "this message is
 # bad" (PostgreSQL or the broker unreachable), for every consumer and loop. Nothing a message
 # waits for belongs here: its retry holds every partition of the consumer, not the message's.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PublishError)
+# A pool whose every connection stays busy past its wait (PostgreSQL stalled, a failover's
+# statements hanging) raises no DBAPIError: counted as poison, its events were dead-lettered.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PoolTimedOut,
+                                                     PublishError)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.producer import EventProducer
@@ -133,8 +132,9 @@ class Recorder:
                 # attempt is over, and its record is due however the delivery goes on.
                 held = [outcome for outcome in unstored if outcome.verdict.record_only
                         or dispatch_queue.renew(conn, outcome.delivery, self._clock(), self._lease_s)]
-        except DBAPIError:
-            return unstored  # PostgreSQL down too: the fence refuses their records if taken over
+        except Exception as exc:  # PostgreSQL down or its pool busy: the recorder must outlive it
+            log.warning("renewing the leases of %d unstored attempts failed: %s", len(unstored), exc)
+            return unstored  # the fence refuses their records if taken over meanwhile
         self._forget([outcome.delivery for outcome in unstored if outcome not in held])
         return held
 

@@ -33,11 +33,12 @@ import httpx2
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimedOut
 
 from lotlens_common import tracing
 from lotlens_common.clock import utc_now
 from lotlens_common.logs import log_context
-from lotlens_common.ops import heartbeat
+from lotlens_common.ops import heartbeat, loop_ended
 from lotlens_common.producer import EventProducer
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher import claims, dispatch_queue, metrics, payloads
@@ -65,10 +66,17 @@ UNRECORDED_PER_SLOT = 4
 _GAUGE_PERIOD_S = 5.0
 _PRUNE_PERIOD_S = 60.0
 _PRUNE_ROWS = 5000
+# PostgreSQL down, or every pooled connection busy past the pool's wait (a stall, a failover):
+# either passes, and the loop tries again.
+_DATABASE_DOWN = (DBAPIError, PoolTimedOut)
 
 
 class LeaseLost(RuntimeError):
     """Another instance took the attempt over while this one stalled; it must not send."""
+
+
+class RecorderEnded(RuntimeError):
+    """The recorder thread ended while the claims went on: nothing claimed would be recorded."""
 
 
 class Dispatcher:
@@ -127,11 +135,12 @@ class Dispatcher:
         try:
             with ThreadPoolExecutor(max_workers=s.webhook_concurrency, thread_name_prefix="webhook") as pool:
                 while not stop.is_set():
+                    self._check(recorder)
                     heartbeat("deliveries")
                     self._wake.clear()
                     try:
                         claimed = self._claim()
-                    except DBAPIError as exc:
+                    except _DATABASE_DOWN as exc:
                         log.warning("cannot reach the database, retrying: %s", exc)
                         stop.wait(max(s.webhook_poll_interval_s, 2.0))
                         continue
@@ -146,6 +155,18 @@ class Dispatcher:
             recorder.join()
             for transport in self._transports:
                 transport.close()
+
+    @staticmethod
+    def _check(recorder: threading.Thread) -> None:
+        """Stop claiming once the recorder is gone, `/livez` failing (the process restarts).
+
+        Unwatched, a recorder ended by an error claimed on until 256 outcomes waited unrecorded
+        (their POSTs out, each sent again by another instance after its lease), then nothing
+        more, while `/livez` stayed green.
+        """
+        if not recorder.is_alive():
+            loop_ended("deliveries")
+            raise RecorderEnded("the webhook recorder thread ended: no outcome would be recorded")
 
     def _transport(self) -> httpx2.BaseTransport:
         transport: httpx2.BaseTransport | None = getattr(self._local, "transport", None)
@@ -304,7 +325,7 @@ class Dispatcher:
         try:
             with self._engine.begin() as conn:
                 gone = dispatch_queue.prune(conn, cutoff, _PRUNE_ROWS)
-        except DBAPIError as exc:
+        except _DATABASE_DOWN as exc:
             log.warning("forgetting finished deliveries failed, trying again later: %s", exc)
             return
         if gone:
@@ -317,7 +338,7 @@ class Dispatcher:
         try:
             with self._engine.connect() as conn:
                 pending, oldest_s = dispatch_queue.backlog(conn, self._clock())
-        except DBAPIError as exc:
+        except _DATABASE_DOWN as exc:
             log.warning("cannot read the delivery backlog: %s", exc)
             return
         metrics.PENDING.set(pending)
