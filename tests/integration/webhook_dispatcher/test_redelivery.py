@@ -16,6 +16,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher.finished_jobs import FinishedJobs
+from lotlens_webhook_dispatcher.handlers import schedule_deliveries
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -31,6 +32,8 @@ from tests.integration.webhook_dispatcher.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+LIMIT = 3000  # a two-lot body fits; with a 3.6 kB description it takes two parts
 
 
 def cancel_with_one_lot_unfinished(db: Engine, job_id: str) -> None:
@@ -49,14 +52,14 @@ def still_running(db: Engine, job_id: str) -> None:
             status="processing", completed_at=None))
 
 
-def late_result(db: Engine, job_id: str, lot_id: str) -> None:
+def late_result(db: Engine, job_id: str, lot_id: str, damages: str = "<p>Hail dents on the roof</p>") -> None:
     """The answer OpenAI still returns for a cancelled lot whose batch was running: the result-store
     completes the lot, so the paid work is shown."""
     with db.begin() as conn:
         conn.execute(update(lots).where(lots.c.job_id == job_id, lots.c.lot_id == lot_id).values(
             status="completed", processed_images=2))
         conn.execute(descriptions.insert().values(job_id=job_id, lot_id=lot_id, language="en",
-                                                  damages="<p>Hail dents on the roof</p>"))
+                                                  damages=damages))
 
 
 def request_redelivery(settings: ServiceSettings, job_id: str) -> None:
@@ -89,6 +92,26 @@ def test_a_redelivery_carries_the_job_as_it_is_now_not_as_the_first_delivery_rea
     late = again.doc["lots"][1]
     assert (late["lot_id"], late["status"]) == ("lot-1", "completed"), again.doc["lots"]
     assert late["descriptions"] == [{"language": "en", "damages": "<p>Hail dents on the roof</p>"}]
+
+
+def test_a_redelivery_handled_twice_after_a_cancelled_jobs_lots_grew_schedules_nothing_more(db):
+    # A relay re-publish or a consumer replay of the same request, handled after a late answer
+    # grew the cancelled job's body past the size limit: deduplicated only by delivery id, part 1
+    # stayed "1 of 1" carrying every lot, and a new "part 2 of 2", under a webhook-id of its
+    # own, sent lots again.
+    url = "https://hooks.example/lots"
+    job_id = insert_finished_job(db, [url, url])
+    cancel_with_one_lot_unfinished(db, job_id)
+    requested = Envelope(event=WebhookRedeliveryRequested(
+        job_id=job_id, redelivery_id=str(uuid.uuid4()), requested_at=datetime.now(UTC)), client_id=CLIENT)
+    with db.begin() as conn:
+        assert schedule_deliveries(conn, requested, LIMIT, datetime.now(UTC)) == 1
+    scheduled = queue_rows(db, job_id)
+    late_result(db, job_id, "lot-1", "<p>" + "Hail dents on the roof. " * 150 + "</p>")  # 3.6 kB
+    with db.begin() as conn:
+        added = schedule_deliveries(conn, requested, LIMIT, datetime.now(UTC))
+    assert [(row["part"], row["total_parts"]) for row in queue_rows(db, job_id)] == [(1, 1)]
+    assert (added, queue_rows(db, job_id)) == (0, scheduled)
 
 
 def kept_copies_of_a_cancelled_job(db: Engine) -> tuple[FinishedJobs, str, str, datetime]:

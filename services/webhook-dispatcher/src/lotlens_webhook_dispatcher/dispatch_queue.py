@@ -123,9 +123,9 @@ def endpoint(url: str) -> str:
     return match.group(1).lower() if match else ""
 
 
-def scheduled_urls(conn: Connection, job_id: str, urls: list[str]) -> set[str]:
-    """Those of the URLs that already have deliveries for the job."""
-    ids = {delivery_id(job_id, url, 1): url for url in urls}
+def scheduled_urls(conn: Connection, job_id: str, urls: list[str], redelivery_id: str = "") -> set[str]:
+    """Those of the URLs that already have deliveries for the job (in that redelivery)."""
+    ids = {delivery_id(job_id, url, 1, redelivery_id): url for url in urls}
     found = conn.execute(select(q.c.delivery_id).where(q.c.delivery_id == any_(cast(list(ids), ARRAY(Text)))))
     return {ids[found_id] for found_id in found.scalars()}
 

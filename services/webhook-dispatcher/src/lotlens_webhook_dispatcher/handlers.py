@@ -7,9 +7,9 @@ anyway (a projection rebuilt meanwhile) is dead-lettered alone, visible and repl
 as transient, it stopped the consumer on every partition, every client's webhooks with it.
 
 The read models are complete when `JobCompleted` is emitted (result-store writes them first).
-Deliveries have deterministic ids and a URL already scheduled is skipped, so a re-delivered
-`JobCompleted` schedules nothing twice. Everything a batch of events does is one transaction;
-the consumer loop stores the offsets only after it commits.
+Deliveries have deterministic ids and a URL already scheduled (by that event) is skipped, so a
+re-delivered `JobCompleted` or redelivery request schedules nothing twice. Everything a batch of
+events does is one transaction; the consumer loop stores the offsets only after it commits.
 """
 
 from __future__ import annotations
@@ -54,8 +54,11 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
     url_of: dict[str, str] = {lot_id: url for lot_id, url in conn.execute(
         select(lots.c.lot_id, lots.c.webhook).where(lots.c.job_id == job_id, lots.c.webhook.is_not(None)))}
     urls = sorted(set(url_of.values()))
-    # A redelivery has ids of its own, so the ON CONFLICT of `schedule` is its only dedupe.
-    new_urls = set(urls) if redelivery else set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls)
+    redelivery_id = redelivery.redelivery_id if redelivery else ""
+    # By URL, not only by delivery id (ON CONFLICT): a request handled again (a relay re-publish, a
+    # consumer replay) after a cancelled job's late answers grew a URL's body planned more parts,
+    # and a new "part 2 of 2" repeated lots part 1, still "1 of 1", carried already.
+    new_urls = set(urls) - dispatch_queue.scheduled_urls(conn, job_id, urls, redelivery_id)
     if not new_urls:
         return 0
     parts = payloads.plan_parts(
@@ -64,8 +67,7 @@ def schedule_deliveries(conn: Connection, envelope: Envelope, max_payload_bytes:
          if url_of.get(lot["lot_id"]) in new_urls),
         max_payload_bytes)
     added = dispatch_queue.schedule(conn, job_id, job.client_id or envelope.client_id, parts, now,
-                                    redelivery.redelivery_id if redelivery else "",
-                                    tracing.job_carrier(job_id).get("traceparent"))
+                                    redelivery_id, tracing.job_carrier(job_id).get("traceparent"))
     metrics.DELIVERIES_SCHEDULED.inc(added)
     log.info("job %s: %d deliveries scheduled for %d webhook URLs", job_id, added, len(parts),
              extra={"job_id": job_id})
