@@ -291,10 +291,6 @@ class Dispatcher:
             if not secrets:  # sent without `webhook-signature`, Standard Webhooks verifiers refused it
                 raise Unready("no_secret", f"client {delivery.client_id!r} has no webhook secret yet "
                                            "(the gateway makes it)")
-            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                       "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
-                       **webhook_headers(key, secrets, delivery.delivery_id,
-                                         int(self._clock().timestamp()), body)}
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
         # Marked after the last read (the secrets'), as the POST starts (`post_marks`). Renewed
@@ -304,6 +300,13 @@ class Dispatcher:
             held = self._post_marks.mark(delivery)
         if not held:
             raise LeaseLost(delivery.delivery_id)
+        # Signed after the mark, which may wait on a shared write (up to a statement_timeout):
+        # timestamped before it, a POST that went out 5 minutes later was refused as too old by
+        # every receiver verifying with `standardwebhooks`.
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
+                   **webhook_headers(key, secrets, delivery.delivery_id, int(self._clock().timestamp()),
+                                     body)}
         with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
                 "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
                 "lotlens.delivery_attempt": delivery.attempt}) as span:

@@ -1,0 +1,72 @@
+"""A webhook's `webhook-timestamp` is the moment its POST goes out, however long the attempt
+waited for its mark (a shared database write, up to a statement_timeout of 300 s)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import partial
+
+import pytest
+
+from lotlens_common.producer import EventProducer
+from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher.bootstrap import http_transport
+from lotlens_webhook_dispatcher.claims import Room, claim
+from lotlens_webhook_dispatcher.dispatch_queue import Delivery
+from lotlens_webhook_dispatcher.payloads import PartPlan
+from lotlens_webhook_dispatcher.post_marks import PostMarks
+from lotlens_webhook_dispatcher.worker import Dispatcher
+from tests.integration.webhook_dispatcher.support import CLIENT, Reply, Request, one_webhook, quick
+
+pytestmark = pytest.mark.integration
+
+# The official `standardwebhooks` verifier refuses a timestamp more than this off its clock.
+TOLERANCE_S = 300
+
+
+class Clock:
+    """Now, moved on by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class SlowMarks(PostMarks):
+    """Marks written after a wait on the shared write: six minutes pass first."""
+
+    def __init__(self, clock: Clock, *args: object) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self._waited = clock
+
+    def mark(self, delivery: Delivery) -> bool:
+        self._waited.now += timedelta(minutes=6)
+        return super().mark(delivery)
+
+
+def test_a_webhook_is_signed_with_the_time_its_post_goes_out_not_before_its_mark(config, db):
+    # The timestamp was fixed before the mark: an attempt whose mark waited past 5 minutes went
+    # out signed as too old, and every receiver verifying with `standardwebhooks` refused it.
+    clock = Clock()
+    posted_at: list[datetime] = []
+
+    def note_the_post(_request: Request) -> Reply:
+        posted_at.append(clock())
+        return Reply(200)
+
+    settings = quick(config)
+    with one_webhook(db, "/slow-mark") as (hooks, url, job_id):
+        hooks.respond = note_the_post
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, clock())
+            [delivery] = claim(conn, clock(), Room(1, 4, 4), lease_s=60.0)
+        dispatcher = Dispatcher(db, EventProducer(settings.kafka, "dispatcher"),
+                                partial(http_transport, settings), settings, clock=clock)
+        dispatcher._post_marks = SlowMarks(clock, db, settings.lease_s, clock)
+        dispatcher.attempt(delivery)
+    [request] = hooks.on("/slow-mark")
+    signed_at = int(request.headers["webhook-timestamp"])
+    assert abs(posted_at[0].timestamp() - signed_at) < TOLERANCE_S, (
+        f"signed {posted_at[0].timestamp() - signed_at:.0f} s before its POST")
