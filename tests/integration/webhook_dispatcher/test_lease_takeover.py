@@ -3,21 +3,27 @@ delivery over makes the same attempt again, and records no interruption."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from lotlens_common.clock import utc_now
 from lotlens_common.events import WebhookAttempted
+from lotlens_common.producer import EventProducer
 from lotlens_common.tables import dispatch_queue as dispatch_queue_table
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.claims import Room, claim
+from lotlens_webhook_dispatcher.delivery import AttemptOutcome
 from lotlens_webhook_dispatcher.dispatch_queue import Record
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, judge
 from lotlens_webhook_dispatcher.payloads import PartPlan
 from lotlens_webhook_dispatcher.post_marks import PostMarks
+from lotlens_webhook_dispatcher.recorder import Recorder
 from lotlens_webhook_dispatcher.worker import LeaseLost
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -36,6 +42,8 @@ from tests.integration.webhook_dispatcher.support import (
 )
 
 pytestmark = pytest.mark.integration
+
+POLICY = RetryPolicy((1.0, 2.0), jitter=0.0, retry_after_cap_s=60.0)
 
 
 def test_an_attempt_handed_back_too_late_is_made_again_by_the_next_instance_not_interrupted(
@@ -77,7 +85,7 @@ def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_se
             assert dispatch_queue.mark_posting(conn, [taker], later, 1.0) == {taker.delivery_id}
             assert dispatch_queue.mark_posting(conn, [stalled], later, 1.0) == set()
             # Nor can the stalled claim hand the attempt back now that it is under way.
-            assert dispatch_queue.record_many(conn, [Record(stalled, "pending", later, False)], later) == 0
+            assert not dispatch_queue.record_many(conn, [Record(stalled, "pending", later, False)], later)
         assert state(db, job_id) == [("sending", 1, 0)]
 
 
@@ -122,4 +130,33 @@ def test_a_stalled_claims_defect_is_not_recorded_over_the_attempt_the_instance_t
             stalled_instance.attempt(stalled)  # its body build fails; its outcome stored as it stops
         with db.begin() as conn:  # the POST was answered 200
             stored = dispatch_queue.record_many(conn, [Record(taker, "delivered", None, True)], later)
-        assert (stored, state(db, job_id)) == (1, [("delivered", 1, 0)])
+        assert (stored, state(db, job_id)) == ({taker.delivery_id}, [("delivered", 1, 0)])
+
+
+def test_an_outcome_refused_as_taken_over_is_not_counted(config, db):
+    # A stalled instance's final failure, refused by the lease check, still counted `failed` while
+    # the instance that took the delivery over counted its `delivered`: the failure rate alert
+    # (LotLensWebhookFailureRate) read failures no receiver ever saw as final.
+    with one_webhook(db, "/counted") as (_hooks, url, job_id):
+        with db.begin() as conn:
+            dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
+            [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
+            assert dispatch_queue.mark_posting(conn, [stalled], utc_now(), 1.0) == {stalled.delivery_id}
+        later = utc_now() + timedelta(seconds=2)  # its lease has run out: taken over, attempt 2
+        with db.begin() as conn:
+            [taker] = claim(conn, later, Room(1, 4, 4), lease_s=60.0)
+        assert taker.attempt == 2
+        failures = failed_deliveries()
+        gone = AttemptOutcome(False, 5.0, status_code=410, error="HTTP 410", final=True)
+        recorder = Recorder(db, EventProducer(config.kafka, "test"), config.topics.webhooks, 60.0,
+                            utc_now, lambda _: None)
+        recorder.finish(stalled, judge(stalled, gone, utc_now(), utc_now(), POLICY))
+        attempts_done = threading.Event()
+        attempts_done.set()
+        recorder.run(attempts_done)  # stores what it was given, then returns
+        assert state(db, job_id) == [("sending", 2, 1)]  # the stalled claim's failure was refused
+        assert failed_deliveries() == failures
+
+
+def failed_deliveries() -> float:
+    return REGISTRY.get_sample_value("webhook_deliveries_total", {"status": "failed"}) or 0.0

@@ -195,8 +195,8 @@ class Record(NamedTuple):
 
 
 def record_many(conn: Connection, outcomes: Sequence[Record],
-                now: datetime) -> int:
-    """Store attempts' outcomes (`Record`) in one statement; how many were still held.
+                now: datetime) -> set[str]:
+    """Store attempts' outcomes (`Record`) in one statement; the ids of those still held (stored).
 
     An attempt not spent (it broke before its POST) gives its number back: the claim is undone
     but for the interruption it may have found, and the next claim makes the same attempt. An
@@ -209,7 +209,7 @@ def record_many(conn: Connection, outcomes: Sequence[Record],
     it, and its lapsed claims are interruptions.
     """
     if not outcomes:
-        return 0
+        return set()
     # One UPDATE over all the rows: an executemany of UPDATEs is one round trip per row in psycopg2.
     result = conn.execute(text("""
         UPDATE dispatch_queue AS q
@@ -223,13 +223,14 @@ def record_many(conn: Connection, outcomes: Sequence[Record],
                AS o(delivery_id text, attempt int, status text, next_attempt_at timestamptz, spent boolean,
                     interrupted boolean, unready boolean)
          WHERE q.delivery_id = o.delivery_id AND q.status = 'sending' AND q.attempt_count = o.attempt
-           AND o.spent = q.post_started"""),
+           AND o.spent = q.post_started
+     RETURNING q.delivery_id"""),
         {"now": now, "rows": json_rows(
             {"delivery_id": r.delivery.delivery_id, "attempt": r.delivery.attempt, "status": r.status,
              "next_attempt_at": r.due or now, "spent": r.spent, "interrupted": r.interrupted,
              "unready": r.unready}
             for r in outcomes)})
-    return int(result.rowcount)
+    return set(result.scalars())
 
 
 def interruptions_published(conn: Connection, published: Sequence[tuple[str, Sequence[int]]]) -> None:

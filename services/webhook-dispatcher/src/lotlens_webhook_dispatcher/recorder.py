@@ -149,7 +149,7 @@ class Recorder:
         envelopes = [envelope for outcome in group for envelope in outcome.envelopes]
         recorded = [(o.delivery.delivery_id, o.verdict.interruptions_recorded)
                     for o in group if o.verdict.interruptions_recorded]
-        kept = 0
+        kept: set[str] = set()
         try:
             if envelopes:  # attempts handed back unsent have none: PostgreSQL alone stores them
                 # Only the recorder thread publishes: EventProducer reports failures to whoever flushes.
@@ -166,11 +166,13 @@ class Recorder:
             # Nothing of the group is stored (its events, if published, are repeated; never lost).
             log.exception("recording %d attempts failed; trying again", len(group))
             return False
-        if kept < len(settled):
+        if len(kept) < len(settled):
             log.warning("%d of %d deliveries were taken over before their attempt was recorded",
-                        len(settled) - kept, len(settled))
-        # Hand-backs have no events (`hand_back` counts and logs them); an unready delivery given up has.
-        for outcome in (outcome for outcome in settled if outcome.verdict.events):
+                        len(settled) - len(kept), len(settled))
+        # Hand-backs have no events (`hand_back` counts and logs them); an unready delivery given up
+        # has. Only the stored are counted: a refused one belongs to the instance that took it over,
+        # which counts its own (counted here too, a stall's `failed` inflated the failure rate).
+        for outcome in (o for o in settled if o.verdict.events and o.delivery.delivery_id in kept):
             delivery, status = outcome.delivery, outcome.verdict.status
             metrics.count_verdict(status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
