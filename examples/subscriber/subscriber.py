@@ -108,6 +108,20 @@ def handle(results: Results, message: Message) -> None:
         log.info("skipping duplicate %s %s", event["type"], event["event_id"])
 
 
+def is_event(message: Message) -> bool:
+    """Whether a consumed message is an event; raises on an error that leaves the client unusable."""
+    error = message.error()
+    if error is None:
+        return True
+    if error.fatal() or error.code() == KafkaError._FATAL:  # librdkafka's fatal errors carry either
+        raise KafkaException(error)
+    if error.code() != KafkaError._PARTITION_EOF:
+        # librdkafka retries the rest by itself (a broker down for a moment, a topic LotLens has not
+        # created yet): exiting over them turned every Kafka blip into a crash loop.
+        log.warning("consumer: %s", error.str())
+    return False
+
+
 def run(args: argparse.Namespace, stopping: list[int]) -> None:
     """Consume until `stopping` gets a signal."""
     results = Results(args.db)
@@ -124,10 +138,7 @@ def run(args: argparse.Namespace, stopping: list[int]) -> None:
         while not stopping:
             messages = consumer.consume(500, 0.5)
             for message in messages:
-                error = message.error()
-                if error is not None and error.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(error)
-                if error is None:
+                if is_event(message):
                     handle(results, message)
             if messages:
                 # Only now: a crash before this line redelivers the batch, which `apply` then

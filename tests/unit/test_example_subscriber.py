@@ -1,17 +1,19 @@
 """The example subscriber (examples/subscriber) with messages as confluent-kafka hands them out:
-what it does with an event version newer than it reads (the whole-stack run is
-tests/e2e/test_example_subscriber.py)."""
+what it does with an event version newer than it reads, and with the consumer errors librdkafka
+hands out (the whole-stack run is tests/e2e/test_example_subscriber.py)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import logging
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
-from confluent_kafka import Message
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from tests.conftest import ROOT
 
@@ -26,12 +28,17 @@ def _subscriber() -> ModuleType:
     return module
 
 
-def _translation(version: int, event_id: str) -> Message:
-    envelope = {"event_id": event_id, "type": "TranslationCompleted", "version": version,
+def _event(kind: str, version: int, event_id: str, data: dict[str, Any], partition: int = 0) -> Message:
+    envelope = {"event_id": event_id, "type": kind, "version": version,
                 "occurred_at": "2026-03-01T12:00:00+00:00", "job_id": "job-1", "client_id": "c", "trace": {},
-                "data": {"job_id": "job-1", "lot_id": "lot-1", "descriptions": {"en": "<p>Dent.</p>"}}}
-    return Message(topic="lotlens.translation", partition=0, offset=7, key=b"job-1",
-                   value=json.dumps(envelope).encode(), headers=[("type", b"TranslationCompleted")])
+                "data": {"job_id": "job-1", **data}}
+    return Message(topic="lotlens.translation", partition=partition, offset=7, key=b"job-1",
+                   value=json.dumps(envelope).encode(), headers=[("type", kind.encode())])
+
+
+def _translation(version: int, event_id: str, lot_id: str = "lot-1", partition: int = 0) -> Message:
+    return _event("TranslationCompleted", version, event_id,
+                  {"lot_id": lot_id, "descriptions": {"en": "<p>Dent.</p>"}}, partition)
 
 
 def test_a_newer_version_of_a_type_it_reads_is_skipped_with_a_warning_once(
@@ -49,3 +56,74 @@ def test_a_newer_version_of_a_type_it_reads_is_skipped_with_a_warning_once(
     subscriber.handle(results, _translation(1, "e-3"))
     stored = results._db.execute("SELECT lot_id, status FROM lot_results").fetchall()
     assert stored == [("lot-1", "completed")]
+
+
+class StubConsumer:
+    """confluent_kafka.Consumer as the loop uses it: hands out the given batches, one per
+    `consume`, then asks the loop to stop; counts commits and closes."""
+
+    def __init__(self, batches: list[list[Message]], stopping: list[int]) -> None:
+        self.batches, self.stopping = batches, stopping
+        self.commits = self.closes = 0
+
+    def __call__(self, _config: dict[str, Any]) -> StubConsumer:
+        return self
+
+    def subscribe(self, _topics: list[str]) -> None:
+        pass
+
+    def consume(self, _count: int, _timeout: float) -> list[Message]:
+        if not self.batches:
+            self.stopping.append(15)
+            return []
+        return self.batches.pop(0)
+
+    def commit(self, asynchronous: bool) -> None:
+        self.commits += 1
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def _error(error: KafkaError) -> Message:
+    return Message(topic="lotlens.translation", partition=0, offset=-1, error=error)
+
+
+def _run(subscriber: ModuleType, tmp_path: Path, consumer: StubConsumer, stopping: list[int],
+         monkeypatch: pytest.MonkeyPatch) -> None:
+    args = argparse.Namespace(bootstrap="127.0.0.1:1", group="acme", db=str(tmp_path / "results.sqlite3"),
+                              instance_id=None, topics="lotlens.translation")
+    monkeypatch.setattr(subscriber, "Consumer", consumer)
+    subscriber.run(args, stopping)
+
+
+def test_errors_librdkafka_retries_by_itself_are_logged_and_the_subscriber_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # It raised on the first one and exited: a copied subscriber crash-looped through every broker
+    # restart, and one started before LotLens had created the topics never started at all.
+    subscriber, stopping = _subscriber(), list[int]()
+    consumer = StubConsumer([
+        [_error(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, "Subscribed topic not available"))],
+        [_error(KafkaError(KafkaError._TRANSPORT, "Connection refused")), _translation(1, "e-1")],
+    ], stopping)
+    with caplog.at_level(logging.WARNING, logger="lotlens-subscriber"):
+        _run(subscriber, tmp_path, consumer, stopping, monkeypatch)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2 and "Subscribed topic not available" in warnings[0], warnings
+    stored = subscriber.Results(str(tmp_path / "results.sqlite3"))._db.execute(
+        "SELECT lot_id, status FROM lot_results").fetchall()
+    assert stored == [("lot-1", "completed")]
+    assert consumer.closes == 1
+
+
+@pytest.mark.parametrize("fatal", [
+    KafkaError(KafkaError._FATAL, "Static consumer fenced by other consumer with same group.instance.id"),
+    KafkaError(KafkaError._TRANSPORT, "the client failed for good", fatal=True)], ids=["code", "flag"])
+def test_a_fatal_error_ends_the_subscriber(tmp_path: Path, fatal: KafkaError,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fatal error leaves the client unusable: exit, and let the supervisor start it again.
+    subscriber, stopping = _subscriber(), list[int]()
+    consumer = StubConsumer([[_error(fatal), _translation(1, "e-1")]], stopping)
+    with pytest.raises(KafkaException):
+        _run(subscriber, tmp_path, consumer, stopping, monkeypatch)
+    assert consumer.closes == 1 and consumer.commits == 0
