@@ -10,8 +10,9 @@ standard library, and follows the contract in the LotLens README ("Subscribing t
   instead of losing an event;
 - unknown event types, versions and fields are ignored (a newer version of a type it reads is
   logged once: its events are missed until the subscriber is upgraded);
-- no order across topics: a job is reported once its `JobCompleted` and every lot result it
-  counts are in, whichever came first.
+- no order across topics, nor within one once its partitions grow (a running job's later events
+  then land on another partition): a job is reported once its `JobCompleted` and every lot result
+  it counts are in, whichever came first.
 
     python subscriber.py --bootstrap 127.0.0.1:19092 --group acme-lot-results --db results.sqlite3
 """

@@ -1,6 +1,7 @@
 """The example subscriber (examples/subscriber) with messages as confluent-kafka hands them out:
-what it does with an event version newer than it reads, and with the consumer errors librdkafka
-hands out (the whole-stack run is tests/e2e/test_example_subscriber.py)."""
+what it does with an event version newer than it reads, with lot results before their job's end,
+and with the consumer errors librdkafka hands out (the whole-stack run is
+tests/e2e/test_example_subscriber.py)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,24 @@ def test_a_newer_version_of_a_type_it_reads_is_skipped_with_a_warning_once(
     subscriber.handle(results, _translation(1, "e-3"))
     stored = results._db.execute("SELECT lot_id, status FROM lot_results").fetchall()
     assert stored == [("lot-1", "completed")]
+
+
+def test_lot_results_read_after_their_jobs_end_still_report_the_job_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # After the topics grow (migrate, LOTLENS_TOPIC_PARTITIONS raised), a running job's later lot
+    # results land on another partition than its earlier ones, so they come in any order, and its
+    # JobCompleted (another topic) may come between them; nothing else of the job is read.
+    subscriber = _subscriber()
+    results = subscriber.Results(str(tmp_path / "results.sqlite3"))
+    ended = {"status": "completed", "processed_lots": 1, "failed_lots": 1,
+             "completed_at": "2026-03-01T12:05:00+00:00", "total_lots": 2}
+    with caplog.at_level(logging.INFO, logger="lotlens-subscriber"):
+        subscriber.handle(results, _translation(1, "e-1", "lot-1", partition=2))
+        subscriber.handle(results, _event("JobCompleted", 1, "e-2", ended, partition=0))
+        assert results._db.execute("SELECT reported FROM jobs").fetchall() == [(0,)]
+        subscriber.handle(results, _event("LotFailed", 1, "e-3", {"lot_id": "lot-2", "reason": "no image"}))
+    assert results._db.execute("SELECT reported FROM jobs").fetchall() == [(1,)]
+    assert [r.getMessage() for r in caplog.records] == ["job job-1 completed: 2 lot results"]
 
 
 class StubConsumer:
