@@ -137,11 +137,10 @@ def run(args: argparse.Namespace, stopping: list[int]) -> None:
     log.info("subscribed to %s as group %s", args.topics, args.group)
     try:
         while not stopping:
-            messages = consumer.consume(500, 0.5)
-            for message in messages:
-                if is_event(message):
-                    handle(results, message)
-            if messages:
+            events = [message for message in consumer.consume(500, 0.5) if is_event(message)]
+            for message in events:
+                handle(results, message)
+            if events:  # a batch of errors alone has no offset to commit: Kafka refuses (_NO_OFFSET)
                 # Only now: a crash before this line redelivers the batch, which `apply` then
                 # skips event by event. One commit per batch, not per event.
                 consumer.commit(asynchronous=False)

@@ -84,6 +84,7 @@ class StubConsumer:
     def __init__(self, batches: list[list[Message]], stopping: list[int]) -> None:
         self.batches, self.stopping = batches, stopping
         self.commits = self.closes = 0
+        self.uncommitted = False  # an event handed out since the last commit
 
     def __call__(self, _config: dict[str, Any]) -> StubConsumer:
         return self
@@ -95,10 +96,15 @@ class StubConsumer:
         if not self.batches:
             self.stopping.append(15)
             return []
-        return self.batches.pop(0)
+        batch = self.batches.pop(0)
+        self.uncommitted |= any(message.error() is None for message in batch)
+        return batch
 
     def commit(self, asynchronous: bool) -> None:
+        if not self.uncommitted:  # as the real client answers (checked against the broker)
+            raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "Commit failed: Local: No offset stored"))
         self.commits += 1
+        self.uncommitted = False
 
     def close(self) -> None:
         self.closes += 1
@@ -132,7 +138,7 @@ def test_errors_librdkafka_retries_by_itself_are_logged_and_the_subscriber_goes_
     stored = subscriber.Results(str(tmp_path / "results.sqlite3"))._db.execute(
         "SELECT lot_id, status FROM lot_results").fetchall()
     assert stored == [("lot-1", "completed")]
-    assert consumer.closes == 1
+    assert consumer.commits == 1 and consumer.closes == 1
 
 
 @pytest.mark.parametrize("fatal", [
