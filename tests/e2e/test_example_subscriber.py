@@ -1,8 +1,10 @@
 """The example subscriber (examples/subscriber) against the whole stack: it collects the lot
-results of finished jobs, survives a SIGKILL and restart, and a replay from the start changes nothing."""
+results of finished jobs, survives a SIGKILL and restart, and neither an operator's replay of a
+dead letter (`lotlens-admin dlq replay`) nor a re-reading from the start changes anything."""
 
 from __future__ import annotations
 
+import json
 import signal
 import sqlite3
 import subprocess
@@ -13,8 +15,15 @@ from typing import Any
 
 import pytest
 
+from lotlens_common.dead_letters import REPLAY_GROUP
+from lotlens_common.kafka import dead_letter
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import RESULT_STORE_GROUP, KafkaSettings
 from tests.conftest import ROOT, new_id
 from tests.e2e.harness import Stack
+from tests.events import read_messages_to_end
+from tests.integration.admin_support import admin_env, run_admin
+from tests.public_events import headers_of
 from tests.seeds import seed_client_class
 
 pytestmark = pytest.mark.e2e
@@ -78,8 +87,36 @@ class Subscriber:
     def snapshot(self) -> list[list[tuple[Any, ...]]]:
         return [self.rows(f"SELECT * FROM {t} ORDER BY 1") for t in ("seen_events", "lot_results", "jobs")]
 
+    def wait_logged(self, line: str, times: int = 1, seconds: float = 60) -> None:
+        deadline = time.monotonic() + seconds
+        while self.log.read_text().count(line) < times:
+            assert time.monotonic() < deadline, f"{line!r} not {times}x: {self.log.read_text()[-3000:]}"
+            time.sleep(0.3)
 
-def test_the_example_subscriber_collects_results_survives_a_restart_and_ignores_replays(
+
+def replay_lot_failed(stack: Stack, job_id: str) -> str:
+    """What on-call does after the result-store dead-lettered a job's `LotFailed`: `lotlens-admin
+    dlq replay` puts the copy back on its topic, after the job's later events; its event id."""
+    kafka = KafkaSettings(bootstrap_servers=stack.infra.kafka_bootstrap)
+    failed = next(m for topic in (stack.topics.vision, stack.topics.translation)
+                  for m in read_messages_to_end(kafka.bootstrap_servers, topic)
+                  if m.key() == job_id.encode() and headers_of(m).get("type") == "LotFailed")
+    group = f"{stack.topics.submissions}.{RESULT_STORE_GROUP}"  # the stack's KAFKA_GROUP_PREFIX
+    producer = EventProducer(kafka, "e2e")
+    # As the consumer loop dead-letters a message its handler kept failing on.
+    dead_letter(producer, stack.topics, failed, group, RuntimeError("database unavailable"))
+    producer.flush()
+    replay = run_admin(admin_env(kafka.bootstrap_servers, stack.database_url, stack.topics),
+                       "dlq", "replay", "--group", group)
+    assert replay.returncode == 0 and replay.stdout.splitlines()[-1] == "1 dead letters replayed", replay
+    copies = [m for m in read_messages_to_end(kafka.bootstrap_servers, failed.topic() or "")
+              if headers_of(m).get(REPLAY_GROUP) == group]
+    assert [m.value() for m in copies] == [failed.value()]
+    event_id: str = json.loads(failed.value() or b"")["event_id"]
+    return event_id
+
+
+def test_the_example_subscriber_collects_results_survives_a_restart_and_ignores_replays_and_rereads(
         stack: Stack, images: str, tmp_path: Path) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
     subscriber = Subscriber(stack, tmp_path / "results.sqlite3", tmp_path / "subscriber.log")
@@ -103,15 +140,19 @@ def test_the_example_subscriber_collects_results_survives_a_restart_and_ignores_
     subscriber.stop(signal.SIGKILL)
     subscriber.start(group, "restarted.log")
     subscriber.wait_reported(second)
-    subscriber.stop(signal.SIGTERM)
     before = subscriber.snapshot()
     assert len(before[1]) == 6 and len(before[2]) == 2 and len(before[0]) >= 8
 
-    # A new group reads every event again from the start: each one is a duplicate by its id.
-    subscriber.start(new_id("acme-replay-"), "replay.log")
-    deadline = time.monotonic() + 60
-    while subscriber.log.read_text().count("skipping duplicate") < len(before[0]):
-        assert time.monotonic() < deadline, subscriber.log.read_text()[-3000:]
-        time.sleep(0.3)
+    # An operator replays the first job's dead-lettered LotFailed, long after its JobCompleted:
+    # the copy (header lotlens.replay.group) is skipped as the duplicate it is.
+    replayed = replay_lot_failed(stack, first)
+    subscriber.wait_logged(f"skipping duplicate LotFailed {replayed}")
+    subscriber.stop(signal.SIGTERM)
+    assert subscriber.snapshot() == before
+
+    # A new group reads every event again from the start: each one is a duplicate by its id
+    # (the replayed copy too).
+    subscriber.start(new_id("acme-reread-"), "reread.log")
+    subscriber.wait_logged("skipping duplicate", len(before[0]) + 1)
     subscriber.stop(signal.SIGTERM)
     assert subscriber.snapshot() == before
