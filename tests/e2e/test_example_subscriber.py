@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +15,15 @@ from lotlens_common.dead_letters import REPLAY_GROUP
 from lotlens_common.kafka import dead_letter
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import RESULT_STORE_GROUP, KafkaSettings
-from tests.conftest import ROOT, new_id
+from tests.conftest import new_id
 from tests.e2e.harness import Stack
 from tests.events import read_messages_to_end
+from tests.example_subscriber import Subscriber
 from tests.integration.admin_support import admin_env, run_admin
 from tests.public_events import headers_of
 from tests.seeds import seed_client_class
 
 pytestmark = pytest.mark.e2e
-SUBSCRIBER = ROOT / "examples" / "subscriber" / "subscriber.py"
 LANGUAGES = ["en", "de"]
 
 
@@ -35,63 +31,6 @@ def lots(images: str, prefix: str) -> list[dict[str, Any]]:
     """Three lots; the last one's only image is missing, so it fails."""
     return [{"lot_id": f"{prefix}-{i}", "additional_info": f"Car {i}",
              "image_urls": [f"{images}/{prefix}-{i}{'-missing' if i == 2 else ''}.png"]} for i in range(3)]
-
-
-class Subscriber:
-    """The example as the downstream team would run it, one process at a time."""
-
-    def __init__(self, stack: Stack, db: Path, log: Path) -> None:
-        self._stack, self.db, self.log = stack, db, log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, group: str, log: str) -> None:
-        """Start in `group`, logging to `log`; returns once it has subscribed.
-
-        Always as one instance (static membership, as the README advises): restarted after its
-        SIGKILL without it, it waited 45 s for the killed member's session to expire."""
-        self.log = self.log.with_name(log)
-        topics = self._stack.topics
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, str(SUBSCRIBER), "--bootstrap", self._stack.infra.kafka_bootstrap,
-                 "--group", group, "--db", str(self.db), "--instance-id", "acme-subscriber-1",
-                 "--topics", f"{topics.vision},{topics.translation},{topics.completions}"],
-                cwd=ROOT, stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
-        while "subscribed to" not in self.log.read_text():
-            assert time.monotonic() < deadline and self.process.poll() is None, self.log.read_text()
-            time.sleep(0.1)
-
-    def stop(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        assert self.process.wait(30) in (0, -signal.SIGKILL), self.log.read_text()[-2000:]
-
-    def rows(self, query: str, *args: object) -> list[tuple[Any, ...]]:
-        if not self.db.exists():
-            return []
-        with sqlite3.connect(self.db) as conn:
-            try:
-                return conn.execute(query, args).fetchall()
-            except sqlite3.OperationalError:  # the subscriber has not created its tables yet
-                return []
-
-    def wait_reported(self, job_id: str, seconds: float = 120) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.rows("SELECT 1 FROM jobs WHERE job_id = ? AND reported = 1", job_id):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} not reported: {self.log.read_text()[-3000:]}")
-
-    def snapshot(self) -> list[list[tuple[Any, ...]]]:
-        return [self.rows(f"SELECT * FROM {t} ORDER BY 1") for t in ("seen_events", "lot_results", "jobs")]
-
-    def wait_logged(self, line: str, times: int = 1, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while self.log.read_text().count(line) < times:
-            assert time.monotonic() < deadline, f"{line!r} not {times}x: {self.log.read_text()[-3000:]}"
-            time.sleep(0.3)
 
 
 def replay_lot_failed(stack: Stack, job_id: str) -> str:
@@ -119,7 +58,9 @@ def replay_lot_failed(stack: Stack, job_id: str) -> str:
 def test_the_example_subscriber_collects_results_survives_a_restart_and_ignores_replays_and_rereads(
         stack: Stack, images: str, tmp_path: Path) -> None:
     client = seed_client_class()(stack.url, stack.client_key)
-    subscriber = Subscriber(stack, tmp_path / "results.sqlite3", tmp_path / "subscriber.log")
+    topics = f"{stack.topics.vision},{stack.topics.translation},{stack.topics.completions}"
+    subscriber = Subscriber(stack.infra.kafka_bootstrap, topics, tmp_path / "results.sqlite3",
+                            tmp_path / "subscriber.log")
     group = new_id("acme-")
     subscriber.start(group, "first.log")
     first, error = client.batch_generate(lots(images, new_id("a")), languages=LANGUAGES)

@@ -16,9 +16,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Message
 
-from tests.conftest import ROOT
-
-SUBSCRIBER = ROOT / "examples" / "subscriber" / "subscriber.py"
+from tests.example_subscriber import SUBSCRIBER
 
 
 def _subscriber() -> ModuleType:
