@@ -109,18 +109,40 @@ def handle(results: Results, message: Message) -> None:
         log.info("skipping duplicate %s %s", event["type"], event["event_id"])
 
 
+def is_fatal(error: KafkaError) -> bool:
+    """Whether the client is unusable for good (librdkafka's fatal errors carry either mark)."""
+    return bool(error.fatal()) or error.code() == KafkaError._FATAL
+
+
 def is_event(message: Message) -> bool:
     """Whether a consumed message is an event; raises on an error that leaves the client unusable."""
     error = message.error()
     if error is None:
         return True
-    if error.fatal() or error.code() == KafkaError._FATAL:  # librdkafka's fatal errors carry either
+    if is_fatal(error):
         raise KafkaException(error)
     if error.code() != KafkaError._PARTITION_EOF:
         # librdkafka retries the rest by itself (a broker down for a moment, a topic LotLens has not
         # created yet): exiting over them turned every Kafka blip into a crash loop.
         log.warning("consumer: %s", error.str())
     return False
+
+
+def commit(consumer: Consumer) -> None:
+    """Commit the offsets of the events applied so far; raises only when the client is unusable."""
+    # Only after `apply`: a crash before this line redelivers the batch, which `apply` then skips
+    # event by event. One commit per batch, not per event.
+    try:
+        consumer.commit(asynchronous=False)
+    except KafkaException as exc:
+        error = exc.args[0]
+        if is_fatal(error):
+            raise
+        # A rebalance under way (ILLEGAL_GENERATION, REBALANCE_IN_PROGRESS), a coordinator moving:
+        # the next commit covers these offsets, or the partition's next owner reads them again and
+        # `apply` skips them. Exiting would turn every instance joining the group into a crash.
+        log.warning("offsets not committed (%s): they are committed with the next batch, or read "
+                    "again", error.str())
 
 
 def run(args: argparse.Namespace, stopping: list[int]) -> None:
@@ -141,9 +163,7 @@ def run(args: argparse.Namespace, stopping: list[int]) -> None:
             for message in events:
                 handle(results, message)
             if events:  # a batch of errors alone has no offset to commit: Kafka refuses (_NO_OFFSET)
-                # Only now: a crash before this line redelivers the batch, which `apply` then
-                # skips event by event. One commit per batch, not per event.
-                consumer.commit(asynchronous=False)
+                commit(consumer)
     finally:
         consumer.close()
 

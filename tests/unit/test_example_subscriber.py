@@ -79,8 +79,9 @@ class StubConsumer:
     """confluent_kafka.Consumer as the loop uses it: hands out the given batches, one per
     `consume`, then asks the loop to stop; counts commits and closes."""
 
-    def __init__(self, batches: list[list[Message]], stopping: list[int]) -> None:
-        self.batches, self.stopping = batches, stopping
+    def __init__(self, batches: list[list[Message]], stopping: list[int],
+                 refusals: list[KafkaError] | None = None) -> None:
+        self.batches, self.stopping, self.refusals = batches, stopping, refusals or []
         self.commits = self.closes = 0
         self.uncommitted = False  # an event handed out since the last commit
 
@@ -101,6 +102,8 @@ class StubConsumer:
     def commit(self, asynchronous: bool) -> None:
         if not self.uncommitted:  # as the real client answers (checked against the broker)
             raise KafkaException(KafkaError(KafkaError._NO_OFFSET, "Commit failed: Local: No offset stored"))
+        if self.refusals:  # what the group coordinator answers next
+            raise KafkaException(self.refusals.pop(0))
         self.commits += 1
         self.uncommitted = False
 
@@ -150,3 +153,22 @@ def test_a_fatal_error_ends_the_subscriber(tmp_path: Path, fatal: KafkaError,
     with pytest.raises(KafkaException):
         _run(subscriber, tmp_path, consumer, stopping, monkeypatch)
     assert consumer.closes == 1 and consumer.commits == 0
+
+
+def test_a_commit_refused_by_a_rebalance_is_logged_and_the_subscriber_goes_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A commit that meets a rebalance (another instance joining or leaving the group) fails with
+    # ILLEGAL_GENERATION or REBALANCE_IN_PROGRESS; the subscriber raised it and exited. Nothing
+    # is lost by going on: the next commit covers those offsets, or the partition's next owner
+    # reads the batch again and skips it by event id.
+    subscriber, stopping = _subscriber(), list[int]()
+    consumer = StubConsumer([[_translation(1, "e-1", "lot-1")], [_translation(1, "e-2", "lot-2")]], stopping,
+                            refusals=[KafkaError(KafkaError.ILLEGAL_GENERATION, "Commit failed: Broker: "
+                                                 "Specified group generation id is not valid")])
+    with caplog.at_level(logging.WARNING, logger="lotlens-subscriber"):
+        _run(subscriber, tmp_path, consumer, stopping, monkeypatch)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "generation id is not valid" in warnings[0], warnings
+    stored = subscriber.Results(str(tmp_path / "results.sqlite3"))._db.execute(
+        "SELECT lot_id FROM lot_results ORDER BY 1").fetchall()
+    assert stored == [("lot-1",), ("lot-2",)] and consumer.commits == 1
