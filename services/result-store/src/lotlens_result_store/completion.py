@@ -19,7 +19,20 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, and_, bindparam, exists, func, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    case,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 
 from lotlens_common.clock import utc_now
 from lotlens_common.db import job_lock
@@ -30,7 +43,15 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.tables import READ_MODELS, jobs, lots, outbox
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
-from lotlens_result_store.status import CANCELLED, COMPLETED, JobProgress, settle
+from lotlens_result_store.status import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    PROCESSING,
+    TRANSLATING,
+    JobProgress,
+    settle,
+)
 from lotlens_result_store.usage import count_usage, job_usage
 
 log = logging.getLogger(__name__)
@@ -62,8 +83,9 @@ def lock_read_models(conn: Connection) -> None:
 
 def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = False) -> list[str]:
     """Give a terminal status to every touched job whose lots are all accounted for; with
-    `accepted_cancels` (live, not in a rebuild: it sees no outbox), not to a job whose cancel the
-    gateway has accepted and this store not projected yet."""
+    `accepted_cancels` (live, not in a rebuild: it sees no outbox, and its swap undoes such
+    settlements, `unsettle_cancelled`), not to a job whose cancel the gateway has accepted and
+    this store not projected yet."""
     if not changes:
         return []
     conditions = [jobs.c.job_id.in_(sorted(changes.job_ids())),
@@ -105,6 +127,28 @@ def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = 
             completed_at=bindparam("at"), usage=bindparam("usage"), updated_at=utc_now()), settled)
         log.info("settled %d jobs", len(settled))
     return [str(row["id"]) for row in settled]
+
+
+def unsettle_cancelled(conn: Connection) -> list[str]:
+    """Undo the settlement of every unannounced job whose cancel the gateway has accepted and
+    the read models not projected yet, as the live `settle_jobs` never made it; returns their ids.
+
+    For a rebuild's swap, in its transaction once the rebuilt tables have the live names: their
+    replay sees no outbox, so it settled a job whose last lot landed before its `JobCancelled`,
+    and the swap watch then announced it `completed` (its webhook too) after the client's 200.
+    Asked after the tables moved, so a cancel the gateway accepted against the old `jobs` row has
+    committed (the move waited for its read), and a later one reads the rebuilt row. The job is
+    left running with its counters full (the gateway reads it `cancelled` meanwhile, `overlay`);
+    its `JobCancelled` ends it `cancelled`, as live.
+    """
+    return [str(job_id) for job_id in conn.execute(
+        update(jobs).where(jobs.c.status.in_([COMPLETED, FAILED]), jobs.c.completion_published.is_(False),
+                           exists().where(outbox.c.job_id == jobs.c.job_id,
+                                          outbox.c.event_type == JobCancelled.event_type))
+        # The status before the settlement: a job with a described lot had its translation batch.
+        .values(status=case((jobs.c.processed_lots > 0, TRANSLATING), else_=PROCESSING),
+                error_message=None, completed_at=None, usage=None, updated_at=utc_now())
+        .returning(jobs.c.job_id)).scalars()]
 
 
 # A result-store of the release before `awaiting_vision` (a rolling upgrade, a rollback) projects

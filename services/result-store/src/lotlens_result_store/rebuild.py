@@ -4,7 +4,9 @@
 2. replay up to the end offsets seen at start, then catch up round after round until the gap is
    under `lock_gap` events;
 3. lock the live tables against writes, replay the last events, swap the tables in that same
-   transaction (docs/EVENT_LOG.md says why the live result-store then carries on unharmed).
+   transaction (docs/EVENT_LOG.md says why the live result-store then carries on unharmed), and
+   put back to running the jobs it settled whose cancel the gateway accepted (the replay cannot
+   see the outbox; the live store holds them for their `JobCancelled`).
 
 It does not swap, and says why, when events were skipped by this run or an earlier one it
 resumed (the rebuilt tables lack them; an operator may allow it), or when the rounds did not catch
@@ -25,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from lotlens_common.db import held_alone
 from lotlens_common.migrate import database_revisions, known_revisions, release_revisions
 from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_result_store.completion import unsettle_cancelled
 from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
 from lotlens_result_store.shadow import (
     create_shadow,
@@ -161,6 +164,8 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
             return _kept(events, held, f"a migration ran since the rebuild began ({moved}); the "
                          "rebuilt tables lack its changes: start over with --restart", say)
         swap(lock_conn, live)
+        if held_back := unsettle_cancelled(lock_conn):
+            say(f"{len(held_back)} jobs the replay settled wait for the cancel the gateway accepted")
     say(f"swapped in: {events:,} events replayed, {held} skipped; "
         "the old tables are in schema lotlens_retired; the running result-store announces the jobs "
         "they hold finished and unannounced")
