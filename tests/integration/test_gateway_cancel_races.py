@@ -111,3 +111,24 @@ def test_a_cancel_racing_the_settlement_of_the_last_lot_is_refused_once_the_job_
 
     assert (cancel.status_code, cancel.json()["status"]) == (400, "completed"), cancel.text
     assert gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()["status"] == "completed"
+
+
+def test_two_cancels_at_once_record_one_cancellation_and_the_second_is_told_the_job_is_cancelled(
+        gateway: Gateway, engine: Engine, settings: ServiceSettings) -> None:
+    # Both requests found the job running before either had written its cancel: each appended its
+    # own JobCancelled (two event ids, two `cancelled_at`) and each answered 200 with its own time.
+    producer = EventProducer(settings.kafka, "result-store-test")
+    job_id, _ = running_job(gateway, engine, partial(handle, engine, producer, settings.topics.completions))
+    with ThreadPoolExecutor(2) as pool, engine.connect() as store:
+        with store.begin():  # a result-store batch holding the job: both cancels wait on its lock
+            lock_jobs(store, [job_id])
+            cancelling = [pool.submit(gateway.cancel, job_id) for _ in range(2)]
+            while not (any(c.done() for c in cancelling)
+                       or waiting_on_a_lock(engine, "SELECT pg_advisory_xact_lock") == 2):
+                time.sleep(0.02)
+        answers = sorted((c.result(timeout=30) for c in cancelling), key=lambda answer: answer.status_code)
+
+    assert len(gateway_events(engine, job_id, "JobCancelled")) == 1
+    assert [answer.status_code for answer in answers] == [200, 400], [answer.text for answer in answers]
+    assert answers[1].json()["status"] == "cancelled", answers[1].text
+    assert gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()["status"] == "cancelled"

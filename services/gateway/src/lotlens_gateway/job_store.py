@@ -16,9 +16,9 @@ from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from lotlens_common.db import job_lock
-from lotlens_common.events import TERMINAL_JOB_STATUSES
+from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled
 from lotlens_common.read_models import JobView, job_view
-from lotlens_common.tables import jobs, openai_batches
+from lotlens_common.tables import jobs, openai_batches, outbox
 from lotlens_gateway.errors import job_not_found
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import cancelled_unprojected, facts_of, unprojected_jobs
@@ -77,15 +77,24 @@ class JobEnded(Exception):
         self.job = job
 
 
-def hold_unended(conn: Connection, job_id: str) -> None:
+def hold_unended(conn: Connection, job: JobView) -> None:
     """Take the lock the result-store writes the job's rows under, held until `conn`'s transaction
     ends, and raise `JobEnded` if the job ended before: a cancel accepted for a job its last lot
     had settled meanwhile was answered 200, and then the job read `completed`. Held, the
-    result-store settles the job only after this transaction, and then sees the cancel."""
-    conn.execute(text(f"SELECT {job_lock(':job_id')}"), {"job_id": job_id})
-    row = conn.execute(select(jobs).where(jobs.c.job_id == job_id)).mappings().first()
+    result-store settles the job only after this transaction, and then sees the cancel.
+
+    A cancel another request recorded meanwhile ends the job too (`JobEnded` with the job as the
+    client reads it, `cancelled`): the two requests had both found it running before either
+    wrote, and each recorded its own `JobCancelled` and answered 200 with its own time."""
+    conn.execute(text(f"SELECT {job_lock(':job_id')}"), {"job_id": job.job_id})
+    row = conn.execute(select(jobs).where(jobs.c.job_id == job.job_id)).mappings().first()
     if row is not None and row["status"] in TERMINAL_JOB_STATUSES:
         raise JobEnded(job_view(row))
+    # This transaction's own cancel is one of them (written before this runs, `Outbox.append`).
+    cancels = conn.execute(select(func.count()).select_from(outbox).where(
+        outbox.c.job_id == job.job_id, outbox.c.event_type == JobCancelled.event_type)).scalar_one()
+    if cancels > 1:
+        raise JobEnded(overlaid(job_view(row) if row is not None else job, facts_of(conn, job.job_id)) or job)
 
 
 def _refuse_nul(job_id: str) -> None:

@@ -164,7 +164,7 @@ async def cancel_job(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONRes
     try:
         # Accepted only while the job is still running, under the lock its projection takes.
         await to_the_end(deps.outbox.append, deps.settings.topics.submissions, [envelope],
-                         partial(hold_unended, job_id=job_id))
+                         partial(hold_unended, job=job))
     except JobEnded as ended:
         return JSONResponse(cannot_cancel_body(ended.job), status_code=400)
     return JSONResponse({"job_id": job_id, "status": "cancelled", "cancelled_at": iso(cancelled_at),
