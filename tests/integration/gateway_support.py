@@ -341,6 +341,14 @@ def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelop
         time.sleep(0.1)
 
 
+def gateway_events(engine: Engine, job_id: str, event_type: str) -> list[Envelope]:
+    """The job's events of a type the gateway accepted (its outbox rows), in order."""
+    with engine.connect() as conn:
+        return [decode(payload.encode()) for payload in conn.execute(
+            select(outbox.c.payload).where(outbox.c.job_id == job_id, outbox.c.event_type == event_type)
+            .order_by(outbox.c.id)).scalars()]
+
+
 def jobs_written(engine: Engine, client_id: str) -> list[str]:
     """The ids of the client's jobs the gateway wrote (their outbox `JobSubmitted`)."""
     with engine.connect() as conn:

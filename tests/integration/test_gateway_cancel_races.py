@@ -14,29 +14,20 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from lotlens_common.envelope import Envelope, decode
+from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCompleted, TranslationCompleted, VisionCompleted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.tables import outbox
 from lotlens_result_store.completion import lock_jobs, lock_read_models
 from lotlens_result_store.handlers import apply_batch, handle
 from tests.conftest import Infra
-from tests.integration.gateway_support import Gateway, make_lots, waiting_on_a_lock
+from tests.integration.gateway_support import Gateway, gateway_events, make_lots, waiting_on_a_lock
 from tests.integration.result_store.support import completions
 
 pytestmark = pytest.mark.integration
 LANGUAGES = ("en", "ru")
-
-
-def gateway_events(engine: Engine, job_id: str, event_type: str) -> list[Envelope]:
-    """The job's events of a type the gateway accepted (its outbox rows), in order."""
-    with engine.connect() as conn:
-        return [decode(payload.encode()) for payload in conn.execute(
-            select(outbox.c.payload).where(outbox.c.job_id == job_id, outbox.c.event_type == event_type)
-            .order_by(outbox.c.id)).scalars()]
 
 
 def running_job(gateway: Gateway, engine: Engine, result_store: Callable[[list[Envelope]], None]

@@ -23,7 +23,7 @@ from lotlens_result_store.rebuild import RebuildOptions, rebuild
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env
 from tests.integration.event_log.support import live_result_store
-from tests.integration.gateway_support import Gateway, running_gateway
+from tests.integration.gateway_support import Gateway, gateway_events, running_gateway
 from tests.integration.result_store.support import (
     JobScript,
     completions,
@@ -33,7 +33,6 @@ from tests.integration.result_store.support import (
     publish,
     wait_for,
 )
-from tests.integration.test_gateway_cancel_races import gateway_events
 
 pytestmark = pytest.mark.integration
 
