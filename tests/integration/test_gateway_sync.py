@@ -137,6 +137,21 @@ def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_
     assert "could be fetched" in lot["error_message"]
 
 
+def test_an_image_openai_cannot_read_and_does_not_name_is_missing_and_the_lot_described(
+        sync_gateway: Gateway, images: str, standin: Standin) -> None:
+    # "You uploaded an unsupported image" (400 invalid_image_format, `param` null) names no image:
+    # a truncated JPEG passes the check, and the lot failed with "the model refused the request".
+    unreadable = f"{images}/standin-unsupported-rear.png"
+    response = sync_gateway.submit(
+        one_lot(images, names=("front.png", "side.png", "standin-unsupported-rear.png")), languages=["en"])
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "completed" and lot["processed_images"] == 2, lot
+    assert lot["missing_images"] == [unreadable]
+    assert "2 image(s) reviewed" in lot["descriptions"][0]["damages"]
+    assert model_calls(standin) == 4  # refused whole, then without each image in turn until answered
+
+
 def test_an_unusable_model_answer_fails_the_lot_with_the_reason_and_no_image_processed(
         sync_gateway: Gateway, images: str) -> None:
     # No description came of the images: a batch lot so failed reports 0; this one reported 3.

@@ -116,6 +116,29 @@ def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_
     assert [e.attempt for e in events if isinstance(e, VisionBatchSubmitted)] == [1, 1]
 
 
+@pytest.mark.parametrize("direct", [False, True])
+def test_an_image_openai_cannot_read_and_does_not_name_is_found_and_listed_as_missing(
+        settings: ServiceSettings, engine: Engine, standin: Standin, direct: bool) -> None:
+    # OpenAI's "You uploaded an unsupported image" (400 invalid_image_format, `param` null) names
+    # no image: a truncated JPEG, which passes the check, failed the whole lot for good.
+    job_id, unreadable = new_id("job-"), "https://img.test/standin-unsupported-rear.jpg"
+    vision_handlers.handle(engine, None, [Envelope(client_id="c1", event=LotSubmitted(
+        job_id=job_id, lot_id="lot-0", seq=0, total_lots=1, additional_info="Camry",
+        image_urls=("https://img.test/front.jpg", "https://img.test/side.jpg", unreadable),
+        languages=("en",)))])
+    async def small_images(urls: Sequence[str]) -> ImageCheck:  # 1 MB each: all three fit in 50 MB
+        return ImageCheck(valid=tuple(urls), unreachable=(), sizes=dict.fromkeys(urls, 1_000_000))
+
+    spec = VisionStage(settings.topics.vision, settings.models, small_images)
+    asyncio.run(drive(settings, engine, standin, spec, job_id, direct=direct))
+    events = [e.event for e in job_events(settings, settings.topics.vision, job_id, 1)]
+    assert [type(event).__name__ for event in events if not isinstance(event, VisionBatchSubmitted)] == [
+        "VisionCompleted"], events
+    [done] = [event for event in events if isinstance(event, VisionCompleted)]
+    assert done.processed_images == 2 and done.missing_images == (unreadable,)
+    assert done.english_html == "<p>Standin vision: 2 image(s) reviewed. Camry</p>"
+
+
 def test_an_image_host_no_resolver_can_be_asked_for_fails_the_lot_and_not_its_shard(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     # Queued before intake refused such hosts: the real checker, with the system resolver (the

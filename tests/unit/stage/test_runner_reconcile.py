@@ -140,7 +140,8 @@ def test_direct_mode_is_a_batches_adapter_collected_in_the_round_it_is_sent(worl
     world.store.add(lots(3))
     world.rounds(1)
     assert world.completed() == ["job-1-lot-0"]
-    assert "invalid_image_url" in world.failed()["job-1-lot-1"]
+    # Its only image refused: listed missing, the lot failed with none left (no request sent).
+    assert world.failed()["job-1-lot-1"] == "none of the lot's 1 images could be fetched"
     # 503: sent again, in the same round (what became due is sent after each collection)
     assert world.store.statuses()["job-1-lot-2"] == "submitted"
 

@@ -47,6 +47,7 @@ from lotlens_common.model.translation import (
 )
 from lotlens_common.model.usage import Usage, answer_usage, total
 from lotlens_common.model.vision import (
+    next_suspect,
     parse_vision_response,
     refused_image,
     vision_request_body,
@@ -250,18 +251,28 @@ class SyncDescriber:
 
     async def _vision(self, notes: str, images: list[str], missing: list[str],
                       deadline: float, room: int) -> dict[str, Any] | None:
-        """The vision answer, or None when no image is left. An image OpenAI refuses by name goes
-        from `images` to `missing`, and the others are asked again."""
+        """The vision answer, or None when no image is left. An image OpenAI refuses goes from
+        `images` to `missing`, and the others are asked again; when the refusal does not say which,
+        the images are left out one at a time (`next_suspect`): the one out when it is answered."""
+        suspects: list[str] = []
         while images:
+            sent = [url for url in images if url not in suspects[-1:]] or list(images)
             try:
-                body = vision_request_body(notes, images, self.models, room)
-                return await self._call("vision", body, deadline)
+                answer = await self._call("vision", vision_request_body(notes, sent, self.models, room),
+                                          deadline)
             except ModelRequestError as exc:
-                refused = refused_image(exc.code, str(exc), images)
-                if refused is None:
+                refused = refused_image(exc.code, str(exc), sent, exc.param)
+                if refused is not None:
+                    images.remove(refused)
+                    missing.append(refused)
+                elif (suspect := next_suspect(exc.code, images, suspects)) is not None:
+                    suspects.append(suspect)
+                else:
                     raise
-                images.remove(refused)
-                missing.append(refused)
+                continue
+            missing.extend(url for url in images if url not in sent)
+            images[:] = sent
+            return answer
         return None
 
     async def _call(self, api: str, body: Mapping[str, Any], deadline: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.usage import Usage, answer_usage, summed
 from lotlens_common.model.vision import (
+    next_suspect,
     parse_vision_response,
     refused_image,
     vision_request_body,
@@ -133,8 +134,10 @@ class VisionStage:
                 settled.append((lot, self.failure_event(lot, reason)))
                 continue
             refused = set(lot.work.refused_images)
+            sendable = [url for url in lot.work.image_urls if url in usable and url not in refused]
+            # The image under suspicion stays out (`retry_refused`), unless it is all there is.
             valid, _ = fit_request_images(
-                [url for url in lot.work.image_urls if url in usable and url not in refused], usable)
+                [url for url in sendable if url not in lot.work.suspects[-1:]] or sendable, usable)
             sent = set(valid)
             missing = [url for url in lot.work.image_urls if url not in sent]
             checked = (lot if tuple(missing) == lot.work.missing_images
@@ -178,13 +181,20 @@ class VisionStage:
 
     def retry_refused(self, lot: LotWork[VisionWork], code: str | None,
                       message: str) -> LotWork[VisionWork] | None:
-        """The lot without the image OpenAI could not fetch or read, when the refusal names it:
-        described from the others, that image listed as missing (API.md) by the next `prepare`."""
-        refused = refused_image(code, message, _valid_images(lot))
-        if refused is None:
+        """The lot without the image OpenAI could not fetch or read: described from the others,
+        that image listed as missing (API.md) by the next `prepare`. When the refusal does not
+        name it, the images are left out one at a time (`next_suspect`) until one is answered."""
+        sent = _valid_images(lot)
+        refused = refused_image(code, message, sent)
+        if refused is not None:
+            refused_images = (*lot.work.refused_images, refused)
+            return lot.with_work(lot.work.model_copy(update={"refused_images": refused_images}))
+        # The last suspect, out of the request refused, goes back in: it was not the one.
+        usable = [url for url in lot.work.image_urls if url in sent or url in lot.work.suspects[-1:]]
+        suspect = next_suspect(code, usable, lot.work.suspects)
+        if suspect is None:
             return None
-        refused_images = (*lot.work.refused_images, refused)
-        return lot.with_work(lot.work.model_copy(update={"refused_images": refused_images}))
+        return lot.with_work(lot.work.model_copy(update={"suspects": (*lot.work.suspects, suspect)}))
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage, with what its answers used (one it could not use)."""

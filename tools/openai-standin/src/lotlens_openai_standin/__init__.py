@@ -32,6 +32,9 @@ Deterministic answers (tests assert on them exactly):
   `finish_reason: "length"`, empty content).
 * An image URL containing `standin-unfetchable`: HTTP 400 `invalid_image_url`, `param: "url"`,
   "Error while downloading {url}." (OpenAI could not fetch an image the check could).
+* An image URL containing `standin-unsupported`: HTTP 400 `invalid_image_format`, `param: null`,
+  "You uploaded an unsupported image. …" (OpenAI could not read it, a truncated JPEG, say; the
+  real API names neither the image nor its place).
 * Model rules (reasoning or not, image input, maximum output) come from `models.py`, a table
   taken from OpenAI's model documentation; parameters are checked per family (`parameter_checks.py`).
 

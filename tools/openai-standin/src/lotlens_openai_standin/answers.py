@@ -152,10 +152,20 @@ def answer(endpoint: str, body: Mapping[str, Any],
     return chat_object(body, prompt, faults) if chat else responses_object(body, prompt, faults)
 
 
+# An image URL holding this is one "OpenAI" fetched but cannot read (a truncated JPEG, say): the
+# request is refused as the real API refuses it, 400 `invalid_image_format` naming neither the
+# image nor its place (`param` null).
+UNSUPPORTED_IMAGE_MARKER = "standin-unsupported"
+UNSUPPORTED_IMAGE_MESSAGE = ("You uploaded an unsupported image. Please make sure your image has of one "
+                             "the following formats: ['png', 'jpeg', 'gif', 'webp'].")
+
+
 def _refuse_by_marker(prompt: Prompt) -> None:
     unfetchable = prompt.unfetchable_image
     if unfetchable is not None:
         raise bad_request(f"Error while downloading {unfetchable}.", param="url", code="invalid_image_url")
+    if any(UNSUPPORTED_IMAGE_MARKER in url for url in prompt.image_urls):
+        raise bad_request(UNSUPPORTED_IMAGE_MESSAGE, code="invalid_image_format")
     if prompt.wants_error:
         raise server_error()
 

@@ -57,6 +57,8 @@ def _from_response(custom_id: str, response: Mapping[str, Any]) -> BatchLineResu
         code = error.get("code") or error.get("type")
         label = f"HTTP {status} {code}" if code else f"HTTP {status}"
         message = f"{label}: {error.get('message')}"
+        if error.get("param"):  # the part refused (`input[0].content[2]`: which image), for retry_refused
+            message += f" (param: {error['param']})"
         error_type = error.get("type")
         return BatchLineResult(custom_id, None, message, str(code) if code else f"http_{status}",
                                _int_or_none(status), str(error_type) if error_type else None)

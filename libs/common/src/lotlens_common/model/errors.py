@@ -68,11 +68,12 @@ class ModelRequestError(ModelError):
     """The API rejected the request itself (4xx other than 429); sending it again will not help."""
 
     def __init__(self, message: str, status_code: int, code: str | None = None,
-                 error_type: str | None = None) -> None:
+                 error_type: str | None = None, param: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.error_type = error_type  # OpenAI's `type`, e.g. `invalid_request_error`
+        self.param = param  # OpenAI's `param`: the part of the request refused, when it names one
 
 
 # HTTP statuses that mean the API key or its permissions are wrong: no retry will help.

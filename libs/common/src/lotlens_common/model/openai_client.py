@@ -97,7 +97,7 @@ def _mapped(exc: openai.OpenAIError) -> ModelError:
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code >= 500:
             return ModelUnavailableError(_describe(exc))
-        return ModelRequestError(_describe(exc), exc.status_code, exc.code, exc.type)
+        return ModelRequestError(_describe(exc), exc.status_code, exc.code, exc.type, exc.param)
     return ModelUnavailableError(f"the model API call failed: {exc}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -66,14 +67,42 @@ IMAGE_REFUSALS = frozenset({
     "empty_image_file", "failed_to_download_image", "image_file_not_found"})
 
 
-def refused_image(code: str | None, message: str, image_urls: Sequence[str]) -> str | None:
-    """The image a refusal is about, when its message names it ("Error while downloading <url>."):
-    OpenAI fetches from its own network, so an image the check reached can still be refused, and
-    the lot is then described from the others (API.md: unreachable images are no error)."""
+# An image's place in the request, as OpenAI's `param` (or its message) names it:
+# "input[0].content[1]", "messages.[0].content.[1].image_url", "messages[1].content[1].image_url.url".
+_CONTENT_INDEX = re.compile(r"content\.?\[(\d+)\]")
+# Images left out in turn after refusals naming none (`next_suspect`): a refused request is not
+# billed, so this bounds the extra requests (time, rate limit), not the cost; the one answer paid
+# for is the description itself.
+MAX_SUSPECTS = 5
+
+
+def refused_image(code: str | None, message: str, image_urls: Sequence[str],
+                  param: str | None = None) -> str | None:
+    """The image a refusal is about, when it names it: its URL in the message ("Error while
+    downloading <url>."), its place in `param` (the request's content holds the images first, in
+    `image_urls`' order), or the request held only one. OpenAI fetches from its own network and
+    reads more than LotLens checks, so an image the check passed can still be refused, and the
+    lot is then described from the others (API.md: unusable images are no error)."""
     if code not in IMAGE_REFUSALS:
         return None
     named = [url for url in image_urls if url in message]
-    return max(named, key=len) if named else None  # the longest: one URL may begin another
+    if named:
+        return max(named, key=len)  # the longest: one URL may begin another
+    place = _CONTENT_INDEX.search(param or "") or _CONTENT_INDEX.search(message)
+    if place is not None and int(place.group(1)) < len(image_urls):
+        return image_urls[int(place.group(1))]
+    return image_urls[0] if len(image_urls) == 1 else None
+
+
+def next_suspect(code: str | None, image_urls: Sequence[str], suspects: Sequence[str]) -> str | None:
+    """The image to leave out of the next request after a refusal for an image it does not name
+    ("You uploaded an unsupported image", no `param`): the first of `image_urls` (those still
+    sent, the last suspect among them again) not yet a suspect. The first answer then is the
+    description without the bad image; None past `MAX_SUSPECTS` or when the refusal is not an
+    image's."""
+    if code not in IMAGE_REFUSALS or len(suspects) >= MAX_SUSPECTS:
+        return None
+    return next((url for url in image_urls if url not in suspects), None)
 
 
 def parse_vision_response(body: Mapping[str, Any]) -> str:

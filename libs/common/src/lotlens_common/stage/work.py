@@ -56,7 +56,11 @@ class VisionWork(StageWork):
     # off at it: `model.vision.vision_retry_room`). Written only when raised, and apart: a pod of
     # the previous release sends the lot with its own room (and fails it if cut off again).
     output_room: int = Field(default=1, exclude_if=lambda room: room == 1)
-    WRITTEN_APART = frozenset({"output_room"})
+    # Images left out in turn after refusals naming none (`model.vision.next_suspect`), the last
+    # one out of the next request. Written only when set, and apart: a pod of the previous release
+    # sends the lot whole (and fails it if refused again).
+    suspects: tuple[str, ...] = Field(default=(), exclude_if=lambda suspects: not suspects)
+    WRITTEN_APART = frozenset({"output_room", "suspects"})
 
 
 class TranslationWork(StageWork):
