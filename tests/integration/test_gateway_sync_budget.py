@@ -74,3 +74,21 @@ def test_a_model_slower_than_the_clients_timeout_but_within_the_budget_is_waited
         response = gw.submit(one_lot(images), languages=["en", "de"])
     assert response.status_code == 200, response.text
     assert response.json()["lots"][0]["status"] == "completed"
+
+
+def test_a_description_cut_off_late_in_the_budget_fails_the_lot_without_a_second_call(
+        settings: ServiceSettings, engine: Engine, images: str, tmp_path: Path) -> None:
+    # A description cut off at its output budget is asked again with twice the room; sent with the
+    # 1.5 s left of 5 s after a first call of 3.5 s, it ran out of time: a retryable 504 whose
+    # retries paid for the images again, instead of the lot failed with its reason and usage.
+    with serve_standin(tmp_path, latency_seconds=3.5) as slow, \
+            running_gateway(settings, engine, model_url=slow.base_url, sync_timeout_s=5.0) as gw:
+        response = gw.submit(one_lot(images, notes="cut short [standin:incomplete]"), languages=["en"])
+        calls = model_calls(slow)
+    assert response.status_code == 200, response.text
+    lot = response.json()["lots"][0]
+    assert lot["status"] == "failed" and lot["processed_images"] == 0
+    assert lot["error_message"] == (
+        "the model could not describe the lot: the response is incomplete (max_output_tokens)")
+    assert lot["usage"]["output_tokens"] > 0 and lot["usage"]["estimated_cost_usd"] > 0
+    assert calls == 1

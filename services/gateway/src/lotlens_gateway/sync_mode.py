@@ -234,9 +234,13 @@ class SyncDescriber:
                        deadline: float) -> str | None:
         """The English description, or None when no image is left. One cut off by its output
         budget is asked once more with more room (`vision_retry_room`), as a batch lot is: a
-        reasoning model spends its reasoning from the same budget, so it often fits the second time."""
-        models, room = self.models, 1
+        reasoning model spends its reasoning from the same budget, so it often fits the second time.
+        Not when less of the budget is left than the first took: the second answer, written past
+        all the first wrote, cannot come sooner; sent, it ended in a 504 whose retries paid for
+        the images again, where the lot fails with its reason and usage (API.md)."""
+        models, room, clock = self.models, 1, asyncio.get_running_loop().time
         while True:
+            began = clock()
             answer = await self._vision(notes, images, missing, deadline, room)
             if answer is None:
                 return None
@@ -245,7 +249,7 @@ class SyncDescriber:
                 return parse_vision_response(answer)
             except ModelOutputError as exc:
                 more = vision_retry_room(models, room, exc)
-                if more is None:
+                if more is None or deadline - clock() < clock() - began:
                     raise
                 room = more
 
