@@ -16,7 +16,7 @@ from lotlens_common.stage import settle
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.runner import step
 from tests.conftest import new_id
-from tests.integration.stage.helpers import job_events, open_lots, runtime, submit_lots
+from tests.integration.stage.helpers import STAGE, job_events, open_lots, runtime, submit_lots
 from tests.standin import Standin
 
 
@@ -51,7 +51,9 @@ def test_lots_settled_before_a_crash_are_not_sent_again_when_the_batch_output_is
             assert shard.batch_id is not None
             batch = await first.batches.retrieve_batch(shard.batch_id)
             await first.batches.delete_file(str(batch["output_file_id"]))  # gone, as from the dashboard
-        async with runtime(settings, engine, standin) as restarted:
+        # A deleted output answers 404 as one not readable yet does: it is waited for (briefly here).
+        brief_wait = STAGE.model_copy(update={"output_wait_s": 1.0})
+        async with runtime(settings, engine, standin, brief_wait) as restarted:
             for _ in range(100):
                 await step(restarted, watching=True)
                 if not open_lots(engine, "vision", job_id):

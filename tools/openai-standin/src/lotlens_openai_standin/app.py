@@ -120,7 +120,7 @@ class _Gate:
         # Every injected failure of every endpoint is answered here, before the endpoint runs.
         fault = self.faults.take_fault(path, scope["method"])
         if fault is not None:
-            await error_response(await fault_error(fault, self.faults))(scope, receive, send)
+            await error_response(await fault_error(fault, self.faults, path))(scope, receive, send)
             return
         await self.app(scope, receive, send)
 

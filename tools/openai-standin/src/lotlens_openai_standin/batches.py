@@ -90,6 +90,13 @@ class BatchService:
             raise not_found(f"No batch found with id '{batch_id}'.", param="batch_id")
         return batch
 
+    def shown(self, batch_id: str) -> dict[str, Any]:
+        """The batch as a retrieve shows it (the `output_lag_reads` fault hides a completed one's output)."""
+        shown = self.get(batch_id).to_object()
+        if shown["status"] == "completed" and shown["output_file_id"] and self._faults.take_output_lag():
+            shown["output_file_id"] = None
+        return shown
+
     def page(self, limit: int, after: str | None) -> dict[str, Any]:
         """One page of the list, newest first, with OpenAI's cursor fields."""
         ordered = sorted(self._batches.values(), key=lambda b: b.sequence, reverse=True)
@@ -308,7 +315,7 @@ def batches_router(service: BatchService) -> APIRouter:
 
     @router.get("/v1/batches/{batch_id}")
     async def retrieve_batch(batch_id: str) -> JSONResponse:
-        return JSONResponse(service.get(batch_id).to_object())
+        return JSONResponse(service.shown(batch_id))
 
     @router.get("/_standin/batches/{batch_id}/requests")
     async def batch_requests(batch_id: str) -> JSONResponse:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 
-from lotlens_openai_standin.api_errors import SERVER_ERROR_MESSAGE, ApiError
+from lotlens_openai_standin.api_errors import SERVER_ERROR_MESSAGE, ApiError, not_found
 from lotlens_openai_standin.faults import ApiFault, Faults
 
 QUOTA_MESSAGE = ("You exceeded your current quota, please check your plan and billing details. For more "
@@ -26,8 +26,11 @@ def rate_limited(retry_after_s: float) -> ApiError:
         "x-ratelimit-reset-requests": f"{retry_after_s:g}s"})
 
 
-async def fault_error(fault: ApiFault, faults: Faults) -> ApiError:
+async def fault_error(fault: ApiFault, faults: Faults, path: str = "") -> ApiError:
     """The error a fault answers with (a timeout first holds the request for `fault.seconds`)."""
+    if fault.kind == "not_found":
+        # As OpenAI answers for a file it does not have (or does not show yet).
+        return not_found(f"No such File object: {path.removeprefix('/v1/files/').split('/')[0]}", param="id")
     if fault.kind == "rate_limit":
         return rate_limited(faults.next_retry_after())
     if fault.kind == "insufficient_quota":

@@ -15,7 +15,7 @@ from lotlens_openai_standin.api_errors import bad_request
 # (409), as OpenAI's batches did in some incidents.
 BatchOutcome = Literal["failed", "expired", "cancelled", "stuck_finalizing"]
 FaultKind = Literal["rate_limit", "server_error", "overloaded", "timeout", "insufficient_quota",
-                    "invalid_api_key"]
+                    "invalid_api_key", "not_found"]
 FaultScope = Literal["files", "batches", "responses", "chat", "any"]
 
 
@@ -67,6 +67,11 @@ class Faults:
     # as `untranslated_count` is.
     other_variant_language: str | None = None
     other_variant_count: int | None = None
+    # The next N reads of a `completed` batch show no `output_file_id` yet, and the next N reads of
+    # a file's content answer 404: OpenAI has shown a batch `completed` whose output was not there
+    # yet for a moment (BerriAI/litellm#37713).
+    output_lag_reads: int = 0
+    content_not_found_next: int = 0
 
     def take_language_faults(self) -> dict[str, LanguageFaultKind]:
         """language → how a translation answered now gets it wrong, consuming one of each counted
@@ -108,6 +113,9 @@ class Faults:
         if scope in ("responses", "chat") and self.server_error_next > 0:
             self.server_error_next -= 1
             return ApiFault(scope=scope, kind="server_error")
+        if scope == "files" and path.endswith("/content") and self.content_not_found_next > 0:
+            self.content_not_found_next -= 1
+            return ApiFault(scope=scope, kind="not_found")
         for entry in self.api_faults:
             fault = ApiFault.model_validate(entry)
             if fault.scope in (scope, "any") and fault.method in (None, method):
@@ -115,6 +123,13 @@ class Faults:
                 self.api_faults = [e for e in self.api_faults if e["count"] > 0]
                 return fault
         return None
+
+    def take_output_lag(self) -> bool:
+        """Whether a read of a completed batch arriving now hides its output file, consuming one."""
+        if self.output_lag_reads <= 0:
+            return False
+        self.output_lag_reads -= 1
+        return True
 
     def next_retry_after(self) -> float:
         """The Retry-After of the next 429, cycling through `retry_after_s`."""
@@ -136,7 +151,9 @@ class Faults:
                 "untranslated_language": self.untranslated_language,
                 "untranslated_count": self.untranslated_count,
                 "other_variant_language": self.other_variant_language,
-                "other_variant_count": self.other_variant_count}
+                "other_variant_count": self.other_variant_count,
+                "output_lag_reads": self.output_lag_reads,
+                "content_not_found_next": self.content_not_found_next}
 
 
 @dataclass
@@ -174,6 +191,8 @@ class FaultsUpdate(BaseModel):
     untranslated_count: int | None = Field(default=None, ge=1)
     other_variant_language: str | None = None
     other_variant_count: int | None = Field(default=None, ge=1)
+    output_lag_reads: int = Field(default=0, ge=0)
+    content_not_found_next: int = Field(default=0, ge=0)
 
 
 def control_router(faults: Faults, stats: Stats) -> APIRouter:

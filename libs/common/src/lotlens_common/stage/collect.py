@@ -37,6 +37,11 @@ from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
+class OutputNotReady(Exception):
+    """A finished batch's output cannot be read yet (`lifecycle.for_missing_output`): the batch is
+    collected in a later round, nothing of it settled now."""
+
+
 LOGGED_UNANSWERED = 5  # a result file's unanswered lines logged one by one; the rest summed
 # OpenAI's answer to a cancel of a batch that cannot be cancelled (finished, or finalizing).
 CANNOT_CANCEL = 409
@@ -115,7 +120,13 @@ async def _watch_shard(stage: Stage[Any], shard: Shard, cancelled: bool, listing
             lost = {"code": "batch_lost", "message": action.reason}
             action = lifecycle.Collect({**(action.batch or {}), "id": shard.batch_id, "status": "lost",
                                         "errors": {"data": [lost]}})
-        await collect(stage, shard, action.batch, cancelled)
+        try:
+            await collect(stage, shard, action.batch, cancelled)
+        except OutputNotReady as wait:
+            metrics.OUTPUT_AWAITED.labels(stage=stage.spec.name).inc()
+            log.warning("batch %s: %s; next round", shard.batch_id, wait,
+                        extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+            return None
         return str(action.batch["status"])
 
 
@@ -182,6 +193,8 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
                    batch: Mapping[str, Any], cancelled: bool) -> None:
     settler = Settler(stage, shard, cancelled)
     problems: list[str] = []
+    if not batch.get("output_file_id"):
+        _unless_output_due(stage, batch)
     for file_key in ("output_file_id", "error_file_id"):
         file_id = batch.get(file_key)
         if not file_id:
@@ -192,6 +205,8 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
         except ModelRequestError as exc:
             if exc.status_code != 404 and batch.get("status") != "lost":
                 raise
+            if exc.status_code == 404 and file_key == "output_file_id":
+                _unless_output_due(stage, batch)  # read first: nothing of the batch is settled yet
             # Deleted (from the dashboard, say) or past its 30 days: the 404 failed the collection
             # every round and the job never finished. Nor may a batch given up on stay open over a
             # file it names that this key cannot read (403). Its lots go again below.
@@ -217,6 +232,15 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     for file_key in ("input_file_id", "output_file_id", "error_file_id"):
         if file_id := batch.get(file_key):
             await forget_file(stage, str(file_id))
+
+
+def _unless_output_due(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
+    """Raise OutputNotReady while the batch's missing output is still to be waited for."""
+    if batch.get("status") == "lost":  # given up on by LotLens: nothing more is waited for
+        return
+    wait = lifecycle.for_missing_output(batch, time.time(), stage.settings.output_wait_s)
+    if wait is not None:
+        raise OutputNotReady(wait.reason)
 
 
 async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: dict[str, LotWork[Any]],

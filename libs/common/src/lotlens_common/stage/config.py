@@ -34,6 +34,10 @@ class StageSettings(BaseSettings):
     # A batch still running after this long is cancelled (its finished lines kept, the rest sent
     # again): OpenAI's completion window is 24 h, so this is just past it.
     max_batch_age_s: float = COMPLETION_WINDOW_S + 15 * 60.0
+    # A finished batch whose counts say lines were answered but whose output file is not shown or
+    # answers 404 is waited for this long after it finished (OpenAI has shown `completed` before
+    # the output, BerriAI/litellm#37713); then the file is taken as gone and its lots go again.
+    output_wait_s: float = Field(30 * 60.0, ge=0)
     # Per-lot resubmissions after error lines, expiry or cancellation of a batch.
     max_attempts: int = 3
     # Enqueued-token budget across submitted batches: unset = the model's conservative default

@@ -28,6 +28,9 @@ LOT_RESULTS = Counter("lotlens_stage_lot_results_total", "Lots settled by the st
 BATCHES_RECONCILED = Counter("lotlens_openai_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record (orphans)",
                              ["stage", "action"])
+OUTPUT_AWAITED = Counter("lotlens_openai_output_awaited_total",
+                         "Rounds a finished batch was left uncollected: its counts say lines were "
+                         "answered but its output file is not shown or not readable yet", ["stage"])
 PAUSED = Gauge("lotlens_stage_paused",
                "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
                "OpenAI refuses the key or refuses batches for the quota",
@@ -44,6 +47,7 @@ def start(stage: str) -> None:
     """Export the stage's counters at 0: alerts take `increase()` of them, and a series first
     seen at 1 has none, so the first orphaned batch or refused key of a pod went unalerted."""
     BATCHES_CREATED.labels(stage=stage)
+    OUTPUT_AWAITED.labels(stage=stage)
     for status_class in STATUS_CLASSES:
         ANSWERS.labels(stage=stage, status_class=status_class)
     for operation in OPERATIONS:

@@ -96,6 +96,10 @@ class Collect:
     batch: Mapping[str, Any]
 
 
+class AwaitOutput(_Because):
+    """The batch finished but its output cannot be read yet: look again next round."""
+
+
 class LookUp(_Because):
     """The batch cannot be read by id: find it by metadata, and pause submitting meanwhile."""
 
@@ -169,6 +173,26 @@ def for_submitted(batch: Mapping[str, Any], job_cancelled: bool, now_s: float,
         if age_s is not None and age_s > max_age_s:
             return Cancel(f"older than {max_age_s / 3600:.2f} h")
     return Wait(status)
+
+
+def for_missing_output(batch: Mapping[str, Any], now_s: float, wait_s: float) -> AwaitOutput | None:
+    """A finished batch whose output file is not shown (no `output_file_id`) or not readable (404):
+    wait for it while its counts say lines were answered and it finished under `wait_s` ago.
+
+    OpenAI has shown batches `completed` with `output_file_id` still null for a moment
+    (BerriAI/litellm#37713). Collected at once, every lot it had answered went again, paid twice
+    (up to 50,000 lots). Past `wait_s` the file is taken as gone (deleted from the dashboard, past
+    its 30 days) and its lots go again. None: collect now.
+    """
+    status = str(batch.get("status"))
+    answered = (batch.get("request_counts") or {}).get("completed") or 0
+    if status not in FINISHED or not answered:
+        return None
+    finished = batch.get(f"{status}_at") or batch.get("created_at")
+    if not isinstance(finished, int | float) or now_s - finished >= wait_s:
+        return None
+    return AwaitOutput(f"{status} with {answered} lines answered, but its output cannot be read yet "
+                       f"({now_s - finished:.0f} s after it finished; waited for up to {wait_s:.0f} s)")
 
 
 def for_read_error(status_code: int | None, message: str) -> LookUp | TryLater:
