@@ -137,10 +137,14 @@ class SpecRecorder:
                 answer.extend(message.get("body", b""))
             await send(message)
 
-        await self.app(scope, receiving, sending)
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.check(scope["method"], scope["path"], headers.get("content-type", ""), bytes(request),
-                   status[0], bytes(answer))
+        try:
+            await self.app(scope, receiving, sending)
+        finally:
+            # Also when the app raised (after Starlette answered its plain-text 500): checked only
+            # after a clean return, such a crash ended with no exchange and no violation counted.
+            self.check(scope["method"], scope["path"], headers.get("content-type", ""), bytes(request),
+                       status[0], bytes(answer))
 
     def _fail(self, where: str, problems: list[str]) -> None:
         self.violations.extend(f"{where}: {problem}" for problem in problems)
@@ -157,7 +161,11 @@ class SpecRecorder:
         if operation.id == "downloadFile" and status == 200:
             self._check_result_lines(path.split("/")[3], answer)
             return
-        body = json.loads(answer) if answer else None
+        try:
+            body = json.loads(answer) if answer else None
+        except ValueError:
+            self._fail(where, [f"the answer is not JSON: {answer[:100]!r}"])
+            return
         self._fail(where + " (answer)", self.spec.answer_errors(operation.id, status, body))
         if status >= 300:
             return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,8 @@ from lotlens_openai_standin.faults import Faults, Stats
 from lotlens_openai_standin.files import FileStore
 from lotlens_openai_standin.ids import new_id, unix_now
 from lotlens_openai_standin.request_json import read_json_object
+
+log = logging.getLogger(__name__)
 
 
 class BatchService:
@@ -151,6 +154,11 @@ class BatchService:
             # `validating` or `in_progress` for good.
             message = f"The input file {batch.input_file_id} was deleted before the batch finished."
             self._fail(batch, [batch_error("file_not_found", message)])
+        except Exception:
+            # A defect of the stand-in: uncaught, the task died and the batch stayed running for
+            # good (a cancel never got past `cancelling`). OpenAI fails a batch it cannot run.
+            log.exception("batch %s failed on an internal error", batch.id)
+            self._fail(batch, [batch_error("server_error", "The batch failed due to an internal error.")])
 
     def _input_path(self, batch: BatchRecord) -> Path:
         """Where the batch's input file is; FileNotFoundError once it was deleted, like reading

@@ -173,6 +173,14 @@ def _check_strict_object(schema: Mapping[str, Any], name: str, param: str, conte
                           param=param, code="invalid_json_schema")
     properties = schema.get("properties") or {}
     required = schema.get("required") or []
+    # Refused as OpenAI refuses them (a list of properties once raised here: a plain-text 500 the
+    # SDK retried, and inside a batch a task that died with the batch left `in_progress` for good).
+    if not isinstance(properties, dict):
+        raise bad_request(where + f"'properties' must be an object, got {type(properties).__name__}.",
+                          param=param, code="invalid_json_schema")
+    if not isinstance(required, list):
+        raise bad_request(where + f"'required' must be an array, got {type(required).__name__}.",
+                          param=param, code="invalid_json_schema")
     missing = [key for key in properties if key not in required]
     if missing:
         raise bad_request(where + "'required' is required to be supplied and to be an array including every "
