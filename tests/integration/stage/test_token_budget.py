@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import httpx2
 from sqlalchemy import Engine
 
 from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.model.vision import vision_request_body
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.work import LotWork, VisionWork
@@ -21,14 +25,46 @@ from tests.integration.stage.helpers import (
 from tests.standin import serve_standin
 
 
+def _two_and_a_half_lots(settings: ServiceSettings) -> int:
+    """An enqueued-token limit with room for two 2-image lots, by the stage's own estimate."""
+    per_lot = vision_spec(settings).estimate_tokens(LotWork("job", "x", "c1", 6, 0, VisionWork(
+        image_urls=("a", "b"), additional_info="lot n", languages=("en",))))
+    return 2 * per_lot + per_lot // 2
+
+
+def _batch_status(api: httpx2.Client, settings: ServiceSettings, lots: int) -> str:
+    """The status a batch of `lots` 2-image lots reaches past validation, created on the stand-in."""
+    content = b"".join(batch_line(f"lot-{i}", vision_request_body(
+        "lot n", [f"https://img.test/{i}-a.jpg", f"https://img.test/{i}-b.jpg"], settings.models))
+        for i in range(lots))
+    upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    file_id = upload.json()["id"]
+    batch = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
+                                       "completion_window": "24h"}).json()
+    deadline = time.monotonic() + 30
+    while batch["status"] == "validating" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        batch = api.get(f"/batches/{batch['id']}").json()
+    return str(batch["status"])
+
+
+def test_the_standin_counts_images_as_openai_does_so_its_token_limit_binds(
+        settings: ServiceSettings, tmp_path: Path) -> None:
+    # It counted 85 tokens an image: a 2-image o4-mini lot cost 530 there, and the limit the
+    # stage test below sets admitted some 27 lots at the stand-in where the stage admits two.
+    limit = _two_and_a_half_lots(settings)
+    with (serve_standin(tmp_path / "standin", enqueued_token_limit=limit, in_progress_seconds=0.1) as standin,
+          httpx2.Client(base_url=standin.base_url, timeout=10) as api):
+        assert _batch_status(api, settings, 3) == "failed"
+        assert _batch_status(api, settings, 2) != "failed"
+
+
 def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exceeded(
         settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
     job_id = new_id("job-")
     spec = vision_spec(settings)
-    per_lot = spec.estimate_tokens(LotWork(job_id, "x", "c1", 6, 0, VisionWork(
-        image_urls=("a", "b"), additional_info="lot n", languages=("en",))))
     # Room for two lots at a time, at OpenAI (the stand-in) and in our own budget alike.
-    limit = 2 * per_lot + per_lot // 2
+    limit = _two_and_a_half_lots(settings)
     stage = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=1, enqueued_token_limit=limit)
     with serve_standin(tmp_path / "standin", enqueued_token_limit=limit, in_progress_seconds=0.3) as standin:
         submit_lots(engine, job_id, [f"lot {i}" for i in range(6)])

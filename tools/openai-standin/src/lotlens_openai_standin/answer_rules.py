@@ -74,16 +74,6 @@ def _parts(messages: list[Any], part_type: str) -> list[dict[str, Any]]:
     return found
 
 
-def image_count(body: Mapping[str, Any], chat: bool) -> int:
-    """How many image parts a body holds, without reading the rest of its prompt: all a batch's
-    validation needs for its token estimate (building the whole prompt there as well doubled the
-    work of every line, which the run builds again)."""
-    if chat:
-        return len(_parts(list(body.get("messages") or []), "image_url"))
-    items = body.get("input")
-    return 0 if isinstance(items, str) else len(_parts(list(items or []), "input_image"))
-
-
 def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     """Read a (validated) Responses API body."""
     items = body.get("input")
@@ -188,5 +178,6 @@ def answer_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
 
 
 def estimate_tokens(body: Mapping[str, Any], image_count: int) -> int:
-    """A rough prompt-token estimate: 4 bytes of JSON per token plus 85 per image (low detail)."""
+    """A rough prompt-token estimate for the answer's usage: 4 bytes of JSON per token plus 85 per
+    image (a batch's enqueued tokens count images as OpenAI does: `image_costs.py`)."""
     return len(orjson.dumps(body)) // 4 + 85 * image_count

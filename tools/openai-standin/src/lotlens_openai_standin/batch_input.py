@@ -9,9 +9,10 @@ from typing import Any
 
 import orjson
 
-from lotlens_openai_standin.answer_rules import estimate_tokens, image_count
+from lotlens_openai_standin.answer_rules import estimate_tokens
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
 from lotlens_openai_standin.files import BATCH_FILE_LIMIT, LINE_BUFFER
+from lotlens_openai_standin.image_costs import image_details, image_tokens
 
 MAX_REQUESTS = 50_000
 MAX_INPUT_BYTES = BATCH_FILE_LIMIT
@@ -84,11 +85,8 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
         return [batch_error("mismatched_model", message, param="body.model", line=line)]
     # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
     # one gets its 400 in the error file and the rest of the batch goes on.
-    try:
-        images = image_count(body, chat=endpoint != RESPONSES_ENDPOINT)
-    except (TypeError, AttributeError):
-        images = 0
-    summary.estimated_tokens += estimate_tokens(body, images)
+    details = image_details(body, chat=endpoint != RESPONSES_ENDPOINT)
+    summary.estimated_tokens += estimate_tokens(body, 0) + sum(image_tokens(model, d) for d in details)
     return []
 
 
