@@ -13,12 +13,16 @@ from lotlens_common.events import VisionBatchSubmitted, VisionCompleted
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.vision import vision_request_body
 from lotlens_common.settings import ServiceSettings
+from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.runner import step
 from lotlens_common.stage.work import LotWork, VisionWork
 from tests.conftest import new_id
 from tests.integration.stage.helpers import (
     drive,
     job_events,
+    lot_statuses,
+    runtime,
     submit_lots,
     vision_spec,
 )
@@ -79,3 +83,28 @@ def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exce
     assert all(len(batch.lot_ids) <= 2 for batch in batches)
 
 
+
+
+def test_a_queue_filled_by_another_workload_is_backed_off_from_not_hammered(
+        settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
+    # Another workload of the organisation fills the model's queue (our budget cannot see it):
+    # each batch failed `token_limit_exceeded`, its lot went back uncounted, and the next round
+    # checked the images, uploaded and created another one, until the queue drained.
+    job_id = new_id("job-")
+    limit = _two_and_a_half_lots(settings)
+    stage = StageSettings(window_s=0.0, poll_interval_s=0.1, enqueued_token_limit=0)
+    with (serve_standin(tmp_path / "standin", enqueued_token_limit=limit, in_progress_seconds=600) as standin,
+          httpx2.Client(base_url=standin.base_url, timeout=10) as api):
+        assert _batch_status(api, settings, 2) == "in_progress"  # the other workload's, running on
+        submit_lots(engine, job_id, ["lot 0"])
+
+        async def rounds() -> None:
+            async with runtime(settings, engine, standin, stage) as rt:
+                for _ in range(40):
+                    await step(rt, watching=True)
+                    await asyncio.sleep(0.1)
+
+        asyncio.run(rounds())
+        ours = [m for m in standin.stats()["batch_metadata"] if m.get("lotlens_job_id") == job_id]
+    assert len(ours) == 1  # refused once, then held back (a minute, doubling) rather than resent
+    assert lot_statuses(engine, "vision", job_id) == {"lot-0": store.WAITING}  # no attempt used

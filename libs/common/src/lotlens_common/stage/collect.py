@@ -45,6 +45,8 @@ class OutputNotReady(Exception):
 LOGGED_UNANSWERED = 5  # a result file's unanswered lines logged one by one; the rest summed
 # OpenAI's answer to a cancel of a batch that cannot be cancelled (finished, or finalizing).
 CANNOT_CANCEL = 409
+# Statuses a batch reaches only once OpenAI admitted it to the model's queue.
+ADMITTED = frozenset({"in_progress", "finalizing", "completed", "expired"})
 
 
 async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]] | None = None) -> None:
@@ -172,6 +174,8 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
         with openai_call("batches.retrieve", {"lotlens.batch_id": shard.batch_id}, job_trace):
             batch = await stage.batches.retrieve_batch(shard.batch_id)
         readable(stage, shard)
+        if batch.get("status") in ADMITTED:
+            stage.queue_hold.admitted(float(batch.get("created_at") or 0))
         return lifecycle.for_submitted(batch, cancelled, time.time(), stage.settings.max_batch_age_s)
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
@@ -221,6 +225,7 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     if any(lifecycle.too_large(e.get("code"), str(e.get("message"))) for e in _errors(batch)):
         stage.shrink_files(stage.file_byte_limit(), reason, float(batch.get("created_at") or 0))
     unsent = batch.get("status") == "failed" and lifecycle.refused_whole(_errors(batch))
+    _note_refusal(stage, batch)
     for lot in pending.values():
         settler.failed(lot, Kind.UNSENT if unsent else Kind.TRANSIENT, reason)
     settler.flush(str(batch["status"]))
@@ -232,6 +237,19 @@ async def _collect(stage: Stage[Any], shard: Shard, pending: dict[str, LotWork[A
     for file_key in ("input_file_id", "output_file_id", "error_file_id"):
         if file_id := batch.get(file_key):
             await forget_file(stage, str(file_id))
+
+
+def _note_refusal(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
+    """A batch being collected that OpenAI's enqueued-token queue for the model refused: hold new
+    batches back (`core/queue_hold.py`)."""
+    if batch.get("status") != "failed" or not any(
+            error.get("code") == "token_limit_exceeded" for error in _errors(batch)):
+        return
+    metrics.QUEUE_FULL.labels(stage=stage.spec.name).inc()
+    hold = stage.queue_hold.refused(float(batch.get("created_at") or 0), time.time())
+    if hold is not None:
+        log.warning("OpenAI's enqueued-token queue for %s is full (batch %s refused): no new batch "
+                    "for %.0f s", stage.spec.model(), batch.get("id"), hold)
 
 
 def _unless_output_due(stage: Stage[Any], batch: Mapping[str, Any]) -> None:

@@ -28,6 +28,9 @@ LOT_RESULTS = Counter("lotlens_stage_lot_results_total", "Lots settled by the st
 BATCHES_RECONCILED = Counter("lotlens_openai_batches_reconciled_total",
                              "Batches with this stage's metadata that no shard had on record (orphans)",
                              ["stage", "action"])
+QUEUE_FULL = Counter("lotlens_openai_queue_full_total",
+                     "Batches OpenAI failed as the model's enqueued-token queue was full "
+                     "(token_limit_exceeded); new batches are held back a while after each", ["stage"])
 OUTPUT_AWAITED = Counter("lotlens_openai_output_awaited_total",
                          "Rounds a finished batch was left uncollected: its counts say lines were "
                          "answered but its output file is not shown or not readable yet", ["stage"])
@@ -48,6 +51,7 @@ def start(stage: str) -> None:
     seen at 1 has none, so the first orphaned batch or refused key of a pod went unalerted."""
     BATCHES_CREATED.labels(stage=stage)
     OUTPUT_AWAITED.labels(stage=stage)
+    QUEUE_FULL.labels(stage=stage)
     for status_class in STATUS_CLASSES:
         ANSWERS.labels(stage=stage, status_class=status_class)
     for operation in OPERATIONS:

@@ -20,6 +20,7 @@ from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.limits import default_token_limit
+from lotlens_common.stage.core.queue_hold import QueueHold
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.work import LotWork, StageSpec, StageWork
 
@@ -350,6 +351,8 @@ class Stage(Generic[W]):
     # Building shards whose create may still land -> when recovery last listed OpenAI's batches
     # for them (time.monotonic()): `lifecycle.LIST_WHILE_LANDING_S`.
     listed_while_landing: dict[str, float] = field(default_factory=dict)
+    # OpenAI's enqueued-token queue for the model refused our batches lately (`core/queue_hold.py`).
+    queue_hold: QueueHold = field(default_factory=QueueHold)
 
     def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
         """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT

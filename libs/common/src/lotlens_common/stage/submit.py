@@ -67,12 +67,13 @@ T = TypeVar("T")
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     """Send every shard the batching rule says is due; the batches created."""
     # Asked every round, with lots waiting or not: it also sees another instance end a quota pause.
-    building = may_build(stage)
+    # Nor while OpenAI's queue for the model is full (`core/queue_hold.py`).
+    building = may_build(stage) and not stage.queue_hold.holds(time.time())
     # A cancelled job's lots first: dropping them makes no batch, and a pause held them with it.
     # Paused, only theirs are read: the other queues wait, and were counted at every tick.
     jobs = drop_cancelled(stage, stage.store.waiting_jobs(cancelled_only=not building))
     if not building or not jobs:
-        return []  # paused: a batch we made cannot be seen, the key or the quota is refused
+        return []  # paused: a batch we made cannot be seen, the key, the quota or the queue is refused
     limit = stage.token_limit()
     # Without a budget there is nothing to count against (the gauge is kept by the runner).
     enqueued = stage.store.tokens_enqueued() if limit else 0

@@ -1,0 +1,51 @@
+"""Holding new batches back while OpenAI's enqueued-token queue for the stage's model is full. No I/O.
+
+OpenAI fails a batch whole with `token_limit_exceeded` when the organisation's queue for its model
+is full; its lots go back without using an attempt (`collect.py`). The queue is the organisation's:
+another workload (README, "Limits") can fill it, unseen by our own budget. Sent again at once,
+every round checked the lots' images, uploaded up to 198 MB and created another batch that failed
+the same way, until the queue drained. After a refusal the stage creates no new batch for a
+minute, twice as long after each further refusal, up to 15 minutes; a batch of ours created since
+the last refusal that OpenAI admits (seen past `validating`) ends the series.
+
+Held in the process (like `Stage.max_file_bytes`): each instance learns of the full queue from
+the batches it collects, and holds back from then on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+FIRST_HOLD_S = 60.0
+LONGEST_HOLD_S = 15 * 60.0
+
+
+@dataclass
+class QueueHold:
+    """The refusals in a row, and until when (a Unix time) no new batch is created."""
+
+    refusals: int = 0
+    refused_at: float = 0.0
+    until: float = 0.0
+
+    def refused(self, created_at: float, now_s: float) -> float | None:
+        """A batch created at `created_at` failed `token_limit_exceeded`: how long new batches are
+        held back now; None for one created before the last refusal (each batch already in flight
+        then doubled the hold once more, telling nothing new)."""
+        if self.refusals and created_at < math.floor(self.refused_at):
+            return None
+        hold: float = min(FIRST_HOLD_S * 2.0 ** self.refusals, LONGEST_HOLD_S)
+        self.refusals += 1
+        self.refused_at, self.until = now_s, now_s + hold
+        return hold
+
+    def admitted(self, created_at: float) -> None:
+        """A batch of ours got past validation: one created since the last refusal ends the series
+        (one admitted before the queue filled says nothing of it now)."""
+        if self.refusals and created_at >= math.floor(self.refused_at):
+            self.refusals = 0
+
+    def holds(self, now_s: float) -> bool:
+        """Whether new batches are held back now."""
+        return now_s < self.until
