@@ -37,6 +37,7 @@ from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
 
+
 class OutputNotReady(Exception):
     """A finished batch's output cannot be read yet (`lifecycle.for_missing_output`): the batch is
     collected in a later round, nothing of it settled now."""
