@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.events import LotFailed
 from lotlens_common.model.errors import ModelUnavailableError
@@ -116,3 +117,20 @@ def test_a_cancelled_job_whose_drop_fails_leaves_the_other_jobs_batches_collecte
     [failed] = world.of(LotFailed)
     assert (failed.lot_id, failed.usage) == ("job-1-lot-0", paid)
     assert world.store.statuses() == {"job-2-lot-0": "done", "job-1-lot-0": "cancelled"}
+
+
+def test_a_database_outage_ends_the_round_once_not_once_per_cancelled_job(
+        world: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # Each cancelled job's drop was tried and logged with its traceback on its own: a PostgreSQL
+    # outage wrote one traceback per cancelled job at every tick, for the whole outage.
+    for job_id in ("job-1", "job-2", "job-3"):
+        world.store.add(lots(1, job_id=job_id))
+        world.store.cancelled.add(job_id)
+
+    def database_down(*_: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("connection refused"))
+
+    monkeypatch.setattr(world.store, "claim", database_down)
+    with pytest.raises(OperationalError):
+        world.rounds()
+    assert [record for record in caplog.records if "cancelled job" in record.getMessage()] == []

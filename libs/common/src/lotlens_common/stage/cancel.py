@@ -15,6 +15,9 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimedOut
+
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Stage
@@ -22,6 +25,9 @@ from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
+# The database itself out of reach: no job's drop can go on, so the round ends once, there (each
+# job tried and logged on its own wrote one traceback per cancelled job at every tick of an outage).
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimedOut)
 
 
 def drop_cancelled(stage: Stage[Any], jobs: Sequence[WaitingJob]) -> list[WaitingJob]:
@@ -40,6 +46,8 @@ def drop_cancelled(stage: Stage[Any], jobs: Sequence[WaitingJob]) -> list[Waitin
                 # `job_cancelled` does.
                 if stage.store.claim(job.job_id, shard_id, stage.settings.max_requests_per_batch, _all):
                     job_cancelled(stage, shard_id, job.job_id)
+        except DATABASE_DOWN:
+            raise
         except Exception as exc:
             # One job's failure (Kafka refusing its LotFailed, say) raised from here ended every
             # round before any other job's batch was sent or collected, on every instance.
