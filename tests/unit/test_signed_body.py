@@ -26,10 +26,15 @@ def signed(lots: Any, key: str = "acme-key", sort_keys: bool = True, **extra: An
 
 def refused(raw: bytes) -> tuple[ApiError, int]:
     """The error reading `raw` raises and the peak memory Python allocated meanwhile."""
+    return refused_with(raw, LIMITS)
+
+
+def refused_with(raw: bytes, limits: BodyLimits) -> tuple[ApiError, int]:
+    """The error reading `raw` under `limits` raises and the peak memory Python allocated meanwhile."""
     tracemalloc.start()
     try:
         with pytest.raises(ApiError) as raised:
-            read_signed(raw, KEYS, None, LIMITS)
+            read_signed(raw, KEYS, None, limits)
         return raised.value, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -40,6 +45,9 @@ def filled(head: bytes, item: bytes, tail: bytes) -> bytes:
 
 
 HEAD = b'{"signature":"sha256=00","lots":['
+# A lot of 1.4 MB whose `{"":0}`s build 30 times their size, yet few enough in an 8 MB body that
+# the body does not look dense.
+DENSE_LOT = b"[" + b'{"":0},' * (SIZE // 40) + b"{}]"
 HOSTILE = {
     "empty lots": filled(HEAD, b"{},", b"{}]}"),
     "one lot of empty objects": filled(HEAD + b"[", b"{},", b"{}]]}"),
@@ -58,6 +66,8 @@ HOSTILE = {
     "deep nesting": HEAD + b"[" * 5000 + b"]" * 5000 + b"]}",
     "deep nesting elsewhere": b'{"signature":"sha256=00","x":' + b"[" * 100 + b"]" * 100 + b',"lots":[]}',
     "a huge integer": HEAD + b"7" * 5000 + b"]}",
+    # Past the lots' limit each further lot was decoded whole just to be counted (25x the body).
+    "a huge lot past the lots' limit": filled(HEAD + b"{}," * 50_001 + b"[", b"{},", b"{}]]}"),
 }
 
 
@@ -118,6 +128,30 @@ def test_more_lots_than_allowed_is_413_with_their_number() -> None:
     with pytest.raises(ApiError) as raised:
         read_signed(raw, KEYS, None, BodyLimits(max_lots=10))
     assert raised.value.status == 413 and raised.value.details == {"provided_lots": 12, "max_allowed": 10}
+
+
+@pytest.mark.parametrize("beside", ["spaces", "a long string"])
+def test_a_dense_lot_over_its_limit_in_a_body_that_looks_sparse_is_refused_before_it_is_built(
+        beside: str) -> None:
+    # Density was judged over the whole body: spaces or a long string beside a dense lot made it
+    # look sparse, and the lot was decoded whole before its size was checked (12 MiB of `{}` in
+    # 137 MiB: 288 MiB and 10 s). A lot now builds at most its limit's worth, here 64 KiB.
+    head = HEAD + DENSE_LOT
+    raw = filled(head, b" ", b"]}") if beside == "spaces" else filled(head + b',"', b"x", b'"]}')
+    error, peak = refused_with(raw, BodyLimits(max_lots=50_000, max_lot_bytes=64 * 1024))
+    assert (error.status, error.code, error.details) == (
+        413, "LOT_TOO_LARGE", {"lot_index": 0, "max_lot_bytes": 64 * 1024}), error.body()
+    assert peak < 2 * len(raw), f"{peak / len(raw):.1f}x the body"
+
+
+def test_lots_past_the_limit_are_counted_up_to_the_first_one_too_large_to_read() -> None:
+    # Each lot past the limit was decoded whole to be counted, a huge one too: 1.4 GB and 17 s for
+    # a 57 MiB body. The count stops at it (its end is not read), the answer stays the same.
+    lots = b",".join([b'{"lot_id":"%d"}' % n for n in range(11)] + [DENSE_LOT, b"{}", b"{}"])
+    raw = b'{"signature":"sha256=00","lots":[' + lots + b"]}"
+    error, _ = refused_with(raw, BodyLimits(max_lots=10))
+    assert (error.status, error.code) == (413, "BATCH_SIZE_EXCEEDED"), error.body()
+    assert error.details == {"provided_lots": 12, "max_allowed": 10}
 
 
 def test_a_field_past_its_size_limit_is_refused_as_too_large_whatever_follows() -> None:

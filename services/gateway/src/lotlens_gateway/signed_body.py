@@ -58,7 +58,8 @@ class BodyLimits:
 
 # A real body has 40-60 bytes per object or array (a lot, its images); `[{},{},…]` has 3. Below
 # this many a body is dense: each lot is measured (slower, building nothing) before it is decoded,
-# so one lot of `{}`s cannot grow the gateway either. Above it no lot can amplify much.
+# so one lot of `{}`s cannot grow the gateway either. Above it a lot is decoded from a piece of the
+# text no longer than its limit (a dense lot can hide in a sparse body: spaces, a long string).
 _DENSE_BYTES = 32
 # Likewise strings: a real one (an id, a URL, notes) is 20 bytes and more, `"ab",` is 5.
 _DENSE_STRING_BYTES = 12
@@ -155,6 +156,7 @@ class _Reader:
         self.dense = dense
         self.limits = limits
         self.decoder = _Decoder(limits.max_integer_digits)
+        self.last_lot = 0  # characters: lots of a body are alike, so the next is read from 2x that
 
     def space(self, at: int) -> int:
         match = _SPACE.match(self.text, at)
@@ -167,9 +169,20 @@ class _Reader:
             raise bad_json(f"expected {char!r} at character {at}")
         return at + 1
 
-    def decode(self, at: int) -> tuple[Any, int]:
+    def decode(self, at: int, size: int | None = None) -> tuple[Any, int] | None:
+        """The value at `at` and its end; with `size`, read from the next `size` characters only,
+        and None unless it ends before them (it may be cut short, or be no JSON)."""
         try:
-            value, end = self.decoder.raw_decode(self.text, at)
+            if size is None:
+                value, end = self.decoder.raw_decode(self.text, at)
+            else:
+                try:
+                    value, end = self.decoder.raw_decode(self.text[at:at + size])
+                except json.JSONDecodeError:
+                    return None
+                if end == size:  # a number may go on past the piece
+                    return None
+                end += at
             if _SURROGATE_ESCAPE.search(self.text, at, end):
                 json.dumps(value, ensure_ascii=False).encode()  # a lone surrogate cannot be UTF-8
             return value, end
@@ -182,11 +195,17 @@ class _Reader:
         except ValueError as exc:  # e.g. an integer past the interpreter's digit limit
             raise bad_json(str(exc)) from exc
 
+    def value(self, at: int) -> tuple[Any, int]:
+        """The value at `at` and its end, read whole."""
+        decoded = self.decode(at)
+        assert decoded is not None  # read whole, it is a value or an error
+        return decoded
+
     def measure(self, at: int, max_bytes: int) -> int:
         """The end of the value at `at`, building nothing, or `at + max_bytes + 1` (read no further)
         when it is longer; 400 past the depth limit or when it is not closed."""
         if self.text[at:at + 1] not in ("{", "["):
-            return self.decode(at)[1]  # a string or a scalar costs about its own size
+            return self.value(at)[1]  # a string or a scalar costs about its own size
         bound = min(len(self.text), at + max_bytes + 1)
         depth = 0
         for match in _STRUCTURE.finditer(self.text, at, bound):
@@ -211,7 +230,52 @@ class _Reader:
         if end - at > self.limits.max_field_bytes:
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "A request field other than `lots` is too large",
                            details={"max_field_bytes": self.limits.max_field_bytes})
-        return self.decode(at)
+        return self.value(at)
+
+    def lot(self, at: int, index: int) -> tuple[Any, int]:
+        """The lot at `at` and its end; 413 for one over its limit, having built no more than
+        the limit's worth of it whatever the body around it holds."""
+        limit = self.limits.max_lot_bytes
+        if self.dense:
+            if self.measure(at, limit) - at > limit:
+                raise self.lot_too_large(index)
+        elif (read := self.lot_in_pieces(at, index)) is not None:
+            return read
+        lot, end = self.value(at)
+        if end - at > limit:
+            raise self.lot_too_large(index, lot.get("lot_id") if isinstance(lot, dict) else None)
+        return lot, end
+
+    def lot_in_pieces(self, at: int, index: int) -> tuple[Any, int] | None:
+        """The lot at `at` read from a piece of the text that grows to just past the limit, or None
+        when it is to be read whole: what is left is shorter than that, or reading it whole costs
+        about its own size (see below).
+
+        A sparse body's lots were read whole, and spaces or a long string beside a dense lot made
+        its body look sparse: a lot of 12 MiB of `{}` was built (288 MiB, 10 s) before its size
+        was seen. Now a lot is copied and decoded about twice over at most.
+        """
+        limit = self.limits.max_lot_bytes
+        size = min(max(2 * self.last_lot, 256), limit + 1)
+        while at + size < len(self.text):
+            read = self.decode(at, size)
+            if read is not None:
+                self.last_lot = read[1] - at
+                return read
+            if size > limit:
+                # Over its limit or no JSON. Read whole (to name it by its lot_id, or for the
+                # error) when it ends within the limit or the rest of the body holds no more
+                # values than a lot within the limit may: one long note. Else refused by position.
+                if self.measure(at, limit) - at > limit and self.values_at_most(at) > limit // 3:
+                    raise self.lot_too_large(index)
+                return None
+            size = min(2 * size, limit + 1)
+        return None
+
+    def values_at_most(self, at: int) -> int:
+        """At most how many elements and members the text from `at` holds: each is the first of
+        its container or follows a comma."""
+        return sum(self.text.count(mark, at) for mark in ",[{") + 1
 
     def sign_lots(self, at: int, signer: _LotsSigner) -> tuple[int, int]:
         """Feed each lot of the array at `at` to `signer`, keeping none; (lots counted, end)."""
@@ -220,12 +284,7 @@ class _Reader:
         if self.text[at:at + 1] == "]":
             return count, at + 1
         while True:
-            start = at
-            if self.dense and self.measure(at, self.limits.max_lot_bytes) - at > self.limits.max_lot_bytes:
-                raise self.lot_too_large(count)
-            lot, at = self.decode(at)
-            if at - start > self.limits.max_lot_bytes:
-                raise self.lot_too_large(count, lot.get("lot_id") if isinstance(lot, dict) else None)
+            lot, at = self.lot(at, count)
             if count == self.limits.max_lots:
                 raise self.too_many(at)
             try:
@@ -250,12 +309,18 @@ class _Reader:
         return ApiError(413, "LOT_TOO_LARGE", f"{named} is too large to process", details=details)
 
     def too_many(self, at: int) -> ApiError:
-        """413 with the number of lots, counted on (nothing kept) up to ten times the limit."""
+        """413 with the number of lots, counted on (nothing kept) up to ten times the limit or the
+        first lot too large to read (its end unknown)."""
         count, cap = self.limits.max_lots + 1, self.limits.max_lots * 10
         at = self.space(at)
         while self.text[at:at + 1] == "," and count < cap:
-            _, at = self.decode(self.space(at + 1))
             count += 1
+            try:  # each lot as the signed ones are read: decoded whole, one was 1.4 GB and 17 s
+                _, at = self.lot(self.space(at + 1), count - 1)
+            except ApiError as error:
+                if error.code != "LOT_TOO_LARGE":
+                    raise
+                break
             at = self.space(at)
         return ApiError(413, "BATCH_SIZE_EXCEEDED",
                         f"Batch size exceeds maximum limit of {self.limits.max_lots:,} lots",
@@ -308,7 +373,7 @@ def read_signed(raw: bytes, keys: signing.Keys, header_signature: str | None,
             at = reader.space(reader.expect(at, ","))
         if text[at:at + 1] != '"':
             raise bad_json(f"expected a member name at character {at}")
-        name, at = reader.decode(at)
+        name, at = reader.value(at)
         if name in document or (name == "lots" and lots_span):  # last-wins would swap the signed lots
             raise bad_json(f"the member {name!r} appears twice")
         at = reader.space(reader.expect(at, ":"))
