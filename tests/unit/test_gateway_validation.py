@@ -177,6 +177,22 @@ def test_every_character_unicode_ends_a_line_at_is_refused_in_a_lot_id() -> None
     assert all(f"U+{ord(char):04X}" in named[index] for index, char in enumerate(breaks))
 
 
+# Default_Ignorable_Code_Point characters outside Cc and Cf: they render as nothing, so "A1" and
+# "A1" + U+034F were two lots that look one.
+SHOWING_NOTHING = ["\u034f", "\ufe00", "\ufe0f", "\U000e0100", "\U000e01ef", "\u3164", "\u115f", "\u1160",
+                   "\uffa0", "\u17b4", "\u180b"]
+
+
+@pytest.mark.parametrize("char", SHOWING_NOTHING, ids=lambda char: f"U+{ord(char):04X}")
+def test_a_lot_id_with_a_character_that_shows_nothing_is_refused_naming_it(char: str) -> None:
+    error = refused({"lots": [lot("A1"), lot(f"A1{char}")]})
+    assert (error.status, error.code) == (422, "VALIDATION_ERROR"), error.body()
+    assert error.details is not None
+    [problem] = error.details["errors"]
+    assert (problem["lot_index"], problem["field"]) == (1, "lot_id")
+    assert f"U+{ord(char):04X}" in problem["problem"]
+
+
 def test_bad_image_urls_are_listed_once_each() -> None:
     bad = [{"url": "ftp://x.example/a.jpg"}, {"url": "/relative.jpg"}, {"url": "ftp://x.example/a.jpg"}]
     error = refused({"lots": [lot("a", images=bad), lot("b")]})

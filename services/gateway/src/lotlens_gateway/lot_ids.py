@@ -11,14 +11,21 @@ reverses the text after it wherever the id is shown (the console, logs, a suppor
 every line break Unicode names (UAX #14's mandatory breaks): CR, LF, U+000B, U+000C and U+0085 NEL
 are controls, U+2028 LINE SEPARATOR (Zl) and U+2029 PARAGRAPH SEPARATOR (Zp) the only others. A
 line break splits the log line, the CSV row or the console cell that shows the id; the two
-separators were accepted.
+separators were accepted. And so is every other character Unicode says to render as nothing
+(Default_Ignorable_Code_Point) though it is a mark or a letter: U+034F COMBINING GRAPHEME JOINER,
+the variation selectors, the Hangul fillers. `A1` and `A1` + U+034F were two lots in one job.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 _HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Default_Ignorable_Code_Point (Unicode's DerivedCoreProperties.txt) but Cf, which the categories
+# refuse: Other_Default_Ignorable_Code_Point and the variation selectors, the E0000 block whole.
+_SHOWS_NOTHING = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u180b-\u180d\u180f\u2065\u3164"
+                            "\ufe00-\ufe0f\uffa0\ufff0-\ufff8\U000e0000-\U000e0fff]")
 # An id full of them is named by its first few; the rest add nothing to the fix.
 _MAX_NAMED = 5
 
@@ -29,10 +36,12 @@ def comparison_form(lot_id: str) -> str:
 
 
 def hidden_characters(lot_id: str) -> list[str]:
-    """The distinct control, format and line-separator characters of a lot id, in order of appearance."""
-    if lot_id.isprintable():  # C speed, and no Cc, Cf, Zl or Zp character is printable
+    """The distinct characters of a lot id that show nothing or break the line, in order of appearance."""
+    # C speed first: no Cc, Cf, Zl or Zp character is printable, and an ASCII one shows unless it is Cc.
+    if lot_id.isprintable() and (lot_id.isascii() or not _SHOWS_NOTHING.search(lot_id)):
         return []
-    return list(dict.fromkeys(char for char in lot_id if unicodedata.category(char) in _HIDDEN_CATEGORIES))
+    return list(dict.fromkeys(char for char in lot_id if unicodedata.category(char) in _HIDDEN_CATEGORIES
+                              or _SHOWS_NOTHING.match(char)))
 
 
 def hidden_characters_problem(characters: list[str]) -> str:
@@ -40,5 +49,5 @@ def hidden_characters_problem(characters: list[str]) -> str:
     named = ", ".join(f"U+{ord(char):04X} {unicodedata.name(char, '')}".rstrip()
                       for char in characters[:_MAX_NAMED])
     more = f" and {len(characters) - _MAX_NAMED} more" if len(characters) > _MAX_NAMED else ""
-    return (f"contains {named}{more}: control, format and line-break characters are invisible, break "
-            "the line or reorder the text around them")
+    return (f"contains {named}{more}: control, format, line-break and other characters that show "
+            "nothing are invisible, break the line or reorder the text around them")

@@ -120,7 +120,8 @@ class LotIn(BaseModel):
 
     lot_id: str = Field(max_length=256, description="Unique within the request as compared in Unicode NFC "
                         "(kept as sent), ≤ 256 characters (`LOTLENS_MAX_LOT_ID_CHARS`), no control or "
-                        "format characters (U+200B, U+FEFF, U+202E, line breaks)", examples=["batch-001"])
+                        "format characters (U+200B, U+FEFF, U+202E, line breaks) nor any other that "
+                        "shows nothing (U+034F, variation selectors, Hangul fillers)", examples=["batch-001"])
     additional_info: str = Field(default="", max_length=10_000,
                                  description="The auction's notes about the lot, ≤ 10,000 characters "
                                  "(`LOTLENS_MAX_ADDITIONAL_INFO_CHARS`)",

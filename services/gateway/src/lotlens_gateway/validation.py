@@ -191,7 +191,7 @@ def _lots(lots: list[Any], limits: Limits) -> list[LotRequest]:
             lot_id, info, webhook = lot.get("lot_id"), lot.get("additional_info"), lot.get("webhook")
             urls = _image_urls(lot.get("images"))
             if (type(lot_id) is str and lot_id and not lot_id.isspace() and len(lot_id) <= max_id
-                    and (lot_id.isprintable() or not hidden_characters(lot_id))
+                    and not hidden_characters(lot_id)
                     and (info is None or (type(info) is str and len(info) <= max_info))
                     and (webhook is None or type(webhook) is str)
                     and urls is not None and len(urls) <= max_images
