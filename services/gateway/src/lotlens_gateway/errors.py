@@ -87,6 +87,15 @@ def unavailable(what: str) -> ApiError:
                     headers={"Retry-After": "5"})
 
 
+def write_unconfirmed() -> ApiError:
+    """503 for a write whose COMMIT PostgreSQL got but whose outcome it could not report (a failover)."""
+    return ApiError(503, "SERVICE_UNAVAILABLE",
+                    "The database lost its answer to this request and cannot say yet whether it was "
+                    "written. Resend it with the same Idempotency-Key (its answer is replayed if it was), "
+                    "or look for it before sending it again", details={"written": "unknown"},
+                    headers={"Retry-After": "5"})
+
+
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return exc.response()

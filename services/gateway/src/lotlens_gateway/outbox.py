@@ -3,7 +3,9 @@
 A submission's `JobSubmitted` and every `LotSubmitted` (or a `JobCancelled`, a redelivery request)
 are written with COPY in the request's own transaction, together with its idempotency record;
 the relay (`relay.py`) publishes them to Kafka afterwards. So a 201 means the events are durable
-and will reach Kafka, and an error means nothing was written: no job without its answer.
+and will reach Kafka, and an error means nothing was written: no job without its answer. A COMMIT
+whose acknowledgement is lost (the connection broke: a failover) is looked up on a new connection:
+committed, the write succeeded; not known, the answer says it may have been written.
 
 The rows are also facts the gateway can read back before the result-store projects them
 (`facts_of`): a job is visible, and a cancellation effective, the moment the client is answered.
@@ -11,21 +13,31 @@ The rows are also facts the gateway can read back before the result-store projec
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import Connection, Engine, exists, select, text
+from sqlalchemy.exc import DBAPIError
 
 from lotlens_common.db import copy_in, copy_row
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobSubmitted
 from lotlens_common.tables import jobs, outbox
-from lotlens_gateway.errors import ApiError
+from lotlens_gateway.errors import ApiError, write_unconfirmed
 from lotlens_gateway.metrics import GatewayMetrics
 
+log = logging.getLogger(__name__)
+
 _COPY = "COPY outbox (topic, job_id, client_id, event_type, payload) FROM STDIN"
+_TRANSACTION_ID = text("SELECT pg_current_xact_id()::text")
+_TRANSACTION_STATUS = text("SELECT pg_xact_status(CAST(:id AS xid8))")
+# How long a COMMIT whose acknowledgement was lost is asked after (its backend may still be
+# finishing it, or the database just failing over) before the answer says "unknown".
+_OUTCOME_WAIT_S = 3.0
 
 
 def too_big(envelope: Envelope, size: int, max_bytes: int) -> ApiError:
@@ -76,15 +88,49 @@ class Outbox:
         self._listeners.append(listener)
 
     def append(self, topic: str, envelopes: Iterable[Envelope], also: InTransaction | None = None) -> None:
-        """Write the events in order, and `also` (e.g. the idempotency answer), in one transaction."""
+        """Write the events in order, and `also` (e.g. the idempotency answer), in one transaction.
+
+        Raises what failed when nothing was written, `write_unconfirmed` (503) when PostgreSQL
+        may have committed it but cannot say."""
         rows = copy_rows(topic, envelopes, self._max_event_bytes)
-        with self._engine.begin() as conn:
+        with self._engine.connect() as conn:  # left without a commit, it rolls back
+            conn.begin()
+            transaction_id = conn.execute(_TRANSACTION_ID).scalar_one()
             copy_in(conn, _COPY, rows)
             if also is not None:
                 also(conn)
+            try:
+                conn.commit()
+            except DBAPIError as exc:
+                # The COMMIT may have been carried out with its answer lost: a 503 for a job that
+                # runs, and a resend without an Idempotency-Key made (and paid for) a second one.
+                outcome = self._outcome(transaction_id)
+                if outcome is None:
+                    raise write_unconfirmed() from exc
+                if outcome != "committed":
+                    raise
+                log.warning("the database committed transaction %s, its answer lost: %s", transaction_id, exc)
         self._metrics.db("create")
         for listener in self._listeners:
             listener()
+
+
+    def _outcome(self, transaction_id: str) -> str | None:
+        """"committed" or "aborted" as PostgreSQL reports the transaction on a new connection, or
+        None when it cannot say in time (unreachable, or the transaction still in progress)."""
+        deadline = time.monotonic() + _OUTCOME_WAIT_S
+        while True:
+            try:
+                with self._engine.connect() as conn:
+                    status = conn.execute(_TRANSACTION_STATUS, {"id": transaction_id}).scalar_one()
+            except DBAPIError as exc:
+                log.warning("cannot ask the database what became of transaction %s: %s", transaction_id, exc)
+                status = None
+            if status in ("committed", "aborted"):
+                return str(status)
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.2)
 
 
 def unprojected_jobs(conn: Connection, client_id: str) -> list[str]:
