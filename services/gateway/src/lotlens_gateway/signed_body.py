@@ -10,8 +10,6 @@ size, and only an authenticated one is validated further.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import math
 import re
@@ -32,6 +30,7 @@ from lotlens_gateway.auth import (
 )
 from lotlens_gateway.body import without_byte_order_mark
 from lotlens_gateway.errors import ApiError
+from lotlens_gateway.lots_signer import LotsSigner
 from lotlens_gateway.validation import no_lots
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -109,45 +108,6 @@ def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         twice = next(name for name in names if names.count(name) > 1)
         raise bad_json(f"the member {twice!r} appears twice in an object")
     return members
-
-
-class _LotsSigner:
-    """HMACs of one compact form (sorted keys or as typed) of a `lots` array per client key, lot by lot."""
-
-    def __init__(self, keys: signing.Keys, sort_keys: bool, ensure_ascii: bool = True) -> None:
-        self._macs = [(client, hmac.new(key.encode(), b"[", hashlib.sha256))
-                      for client, key in signing.key_pairs(keys)]
-        self._first = True
-        self._sort_keys = sort_keys
-        self._ensure_ascii = ensure_ascii
-
-    def add(self, lot: Any) -> None:
-        form = json.dumps(lot, separators=(",", ":"), sort_keys=self._sort_keys,
-                          ensure_ascii=self._ensure_ascii).encode()
-        for _, mac in self._macs:
-            if not self._first:
-                mac.update(b",")
-            mac.update(form)
-        self._first = False
-
-    def client(self, signatures: Sequence[str]) -> str | None:
-        """The client whose key signed the array (with or without a final newline), or None."""
-        digests: list[tuple[str, bytes]] = []
-        for client, mac in self._macs:
-            closed = mac.copy()
-            closed.update(b"]")
-            with_newline = closed.copy()
-            with_newline.update(b"\n")
-            digests += [(client, closed.hexdigest().encode()), (client, with_newline.hexdigest().encode())]
-        for signature in signatures:
-            received = signing.signature_digest(signature).encode()
-            found = None
-            for client, expected in digests:  # every one compared: constant time
-                if hmac.compare_digest(expected, received) and found is None:
-                    found = client
-            if found is not None:
-                return found
-        return None
 
 
 class _Reader:
@@ -277,7 +237,7 @@ class _Reader:
         its container or follows a comma."""
         return sum(self.text.count(mark, at) for mark in ",[{") + 1
 
-    def sign_lots(self, at: int, signer: _LotsSigner) -> tuple[int, int]:
+    def sign_lots(self, at: int, signer: LotsSigner) -> tuple[int, int]:
         """Feed each lot of the array at `at` to `signer`, keeping none; (lots counted, end)."""
         count = 0
         at = self.space(at + 1)
@@ -363,7 +323,7 @@ def read_signed(raw: bytes, keys: signing.Keys, header_signature: str | None,
         raise bad_json(f"not UTF-8: {exc}") from exc
     dense = ((raw.count(b"{") + raw.count(b"[")) * _DENSE_BYTES > len(raw)
              or raw.count(b'"') * _DENSE_STRING_BYTES // 2 > len(raw))
-    reader, signer = _Reader(text, limits, dense), _LotsSigner(keys, sort_keys=True)
+    reader, signer = _Reader(text, limits, dense), LotsSigner(keys, sort_keys=True)
     document: dict[str, Any] = {}
     lots_span: tuple[int, int] | None = None
     lot_count = 0
@@ -403,7 +363,7 @@ def read_signed(raw: bytes, keys: signing.Keys, header_signature: str | None,
     # terminal, text unescaped (004's `echo '[…]' | openssl dgst`).
     for ensure_ascii in (True, False) if not raw.isascii() else (True,):
         if client is None:
-            typed = _LotsSigner(keys, sort_keys=False, ensure_ascii=ensure_ascii)
+            typed = LotsSigner(keys, sort_keys=False, ensure_ascii=ensure_ascii)
             reader.sign_lots(lots_span[0], typed)
             client = typed.client(candidates)
     if client is None:
