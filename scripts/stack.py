@@ -1,13 +1,15 @@
 """Start and stop the local LotLens stack: stand-in, example image server and the five services.
 
 Kafka and PostgreSQL are managed by `scripts/infra.sh`; this script runs after it (see the
-Makefile). Every process writes a pid file and a log under `.state/`, so `up` twice is harmless
-and `down` leaves nothing behind.
+Makefile). Every process writes a pid file and a log under `.state/`, so `up` twice with the same
+settings is harmless (with others it refuses: `make down` first) and `down` leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import secrets
@@ -33,14 +35,38 @@ OPS_PORT_BASE = int(os.environ.get("LOTLENS_STACK_OPS_PORT", "19100"))
 GATEWAY_OPS_PORT = OPS_PORT_BASE + SERVICES.index("gateway")
 # More instances of a consumer, as a deployment scales it: "webhook-dispatcher=2,translator=2".
 INSTANCES = dict(item.split("=") for item in os.environ.get("LOTLENS_STACK_INSTANCES", "").split(",") if item)
+# Put into the environment of each process `up` starts, so `_alive` knows its own by something no
+# other process has: a pid file left by a crash or a reboot may name any process that reused the
+# pid, e.g. a PostgreSQL backend ("postgres: lotlens lotlens ...", a group of its own), which
+# `down` killed and `up` took for a running result-store. The settings one says what it runs with.
+STACK_MARK, SETTINGS_MARK = "LOTLENS_STACK_STATE", "LOTLENS_STACK_SETTINGS"
+# The variables the processes read (the settings' prefixes in libs/common, the stand-in's port).
+SETTING_PREFIXES = ("LOTLENS_", "OPENAI_", "KAFKA_", "DATABASE_", "STANDIN_", "OTEL_")
+# The gateway refuses a shorter client key (services/gateway config.py MIN_KEY_CHARS).
+MIN_KEY_CHARS = 32
 
 
 def _demo_clients() -> str:
-    """The local clients: one demo client whose key is made once and kept in the state folder."""
+    """The local clients: one demo client whose key is made once and kept in the state folder,
+    readable by its owner alone. Written whole or not at all: a key file a kill left empty made
+    every later `make up` fail after 90 s (the gateway refused the key), so a short one is made
+    again."""
     key_file = STATE / "demo-client-key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_hex(24))
-    return json.dumps({"demo": key_file.read_text().strip()})
+    with contextlib.suppress(FileNotFoundError):
+        key = key_file.read_text().strip()
+        if len(key) >= MIN_KEY_CHARS:
+            key_file.chmod(0o600)  # written 0644 by earlier releases
+            return json.dumps({"demo": key})
+    key = secrets.token_hex(24)
+    partial = key_file.with_name(key_file.name + ".tmp")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as written:
+        written.write(key)
+        written.flush()
+        os.fsync(written.fileno())
+    os.chmod(partial, 0o600)  # O_CREAT's mode applies to a new file only
+    os.replace(partial, key_file)
+    return json.dumps({"demo": key})
 
 
 def _environment() -> dict[str, str]:
@@ -57,25 +83,55 @@ def _environment() -> dict[str, str]:
     return env
 
 
-def _alive(name: str) -> bool:
-    """Whether the pid file names a process this script started: pids get reused (a pid file left
-    by a reboot or a crash named some other process, which `down` then killed, or whose group it
-    failed to signal, leaving Kafka and PostgreSQL up)."""
-    pid_file = RUN / f"{name}.pid"
+def _settings(env: dict[str, str]) -> str:
+    """What a process is started with, as `NAME:digest` pairs (values stay out of the file)."""
+    return ",".join(f"{name}:{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+                    for name, value in sorted(env.items())
+                    if name.startswith(SETTING_PREFIXES) and name not in (STACK_MARK, SETTINGS_MARK))
+
+
+def _started_with(name: str) -> str | None:
+    """The settings the process the pid file names was started with ("" when unknown), or None
+    when it is not one `up` started here: pids get reused (a pid file left by a reboot or a crash
+    named some other process, which `down` then killed, or whose group it failed to signal,
+    leaving Kafka and PostgreSQL up)."""
     try:
-        pid = int(pid_file.read_text())
-        command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        # Each was started in a session of its own, running LotLens or the example image server.
-        return os.getpgid(pid) == pid and (b"lotlens" in command or b"http.server" in command)
-    except (OSError, ValueError):
-        return False
+        pid = int((RUN / f"{name}.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        leads_group = os.getpgid(pid) == pid
+    except (OSError, ValueError):  # gone, or another user's (a PostgreSQL backend's, say)
+        return None
+    env = dict(item.decode(errors="replace").split("=", 1) for item in environ if b"=" in item)
+    if env.get(STACK_MARK) == str(STATE):
+        return env.get(SETTINGS_MARK, "")
+    # Started by a stack.py before the mark: `python -m lotlens_<service>` or `-m http.server`.
+    started_before = argv[1:2] == [b"-m"] and b"".join(argv[2:3]).startswith((b"lotlens_", b"http.server"))
+    return "" if leads_group and started_before and STACK_MARK not in env else None
+
+
+def _alive(name: str) -> bool:
+    """Whether the pid file names a running process this script started."""
+    return _started_with(name) is not None
+
+
+def _changed_settings(planned: list[Process], env: dict[str, str]) -> list[str]:
+    """The variables whose values differ from those the running processes were started with."""
+    changed: set[str] = set()
+    for process in planned:
+        if was := _started_with(process.name):
+            before = dict(pair.split(":", 1) for pair in was.split(",") if pair)
+            now = dict(pair.split(":", 1) for pair in _settings({**env, **process.env}).split(",") if pair)
+            changed |= {name for name in before.keys() | now.keys() if before.get(name) != now.get(name)}
+    return sorted(changed)
 
 
 def _spawn(name: str, command: list[str], env: dict[str, str]) -> None:
     if _alive(name):
         return
     log = (LOGS / f"{name}.log").open("ab")
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    marked = {**env, STACK_MARK: str(STATE), SETTINGS_MARK: _settings(env)}
+    process = subprocess.Popen(command, cwd=ROOT, env=marked, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     (RUN / f"{name}.pid").write_text(str(process.pid))
 
@@ -147,6 +203,9 @@ def up() -> None:
     LOGS.mkdir(parents=True, exist_ok=True)
     env = _environment()
     planned = _plan()
+    if changed := _changed_settings(planned, env):
+        sys.exit(f"make up: the stack running in {STATE} was started with other settings (changed: "
+                 + ", ".join(changed) + "); `make down` stops it, then `make up` starts it with these")
     taken = [f"{port} ({p.name}: {variable})" for p in planned if not _alive(p.name)
              for port, variable in p.ports.items() if not _port_free(port)]
     if taken:
@@ -202,4 +261,8 @@ def down() -> None:
 
 
 if __name__ == "__main__":
-    {"up": up, "down": down}[sys.argv[1]]()
+    STATE.mkdir(parents=True, exist_ok=True)
+    # One `up` or `down` at a time: two `make up` at once each started every service.
+    with (STATE / ".stack.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        {"up": up, "down": down}[sys.argv[1]]()

@@ -3,17 +3,16 @@ may name a process that reused the pid."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 from tests.conftest import ROOT
+from tests.unit.stack_support import faked, stack_module
 
 
 def test_down_leaves_a_process_that_reused_a_services_pid_alone(tmp_path: Path) -> None:
@@ -52,34 +51,12 @@ def test_up_refuses_a_port_another_program_holds_before_starting_anything(tmp_pa
     assert list((tmp_path / "run").iterdir()) == [], "it started processes anyway"
 
 
-def _stack_module(monkeypatch: pytest.MonkeyPatch, state: Path) -> ModuleType:
-    """scripts/stack.py imported afresh, with its state folder in `state` (nothing is started)."""
-    monkeypatch.setenv("LOTLENS_STATE_DIR", str(state))
-    spec = importlib.util.spec_from_file_location("stack_under_test", ROOT / "scripts" / "stack.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
-def _faked(stack: ModuleType, monkeypatch: pytest.MonkeyPatch, taken: set[int]) -> list[str]:
-    """`up`'s outside world faked: `taken` ports held, the migration a no-op, processes recorded
-    instead of started, only the stand-in answering; the names `up` would have started."""
-    started: list[str] = []
-    monkeypatch.setattr(stack, "_port_free", lambda port: port not in taken)
-    monkeypatch.setattr(stack.subprocess, "run", lambda *args, **kwargs: None)
-    monkeypatch.setattr(stack, "_spawn", lambda name, command, env: started.append(name))
-    monkeypatch.setattr(stack, "_wait_for", lambda url, seconds: "/_standin/" in url)
-    return started
-
-
 def test_up_checks_every_port_it_will_listen_on_the_gateways_operations_port_too(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # The gateway's ops port (19104) was not checked: held by another checkout's stack, every
     # process started, then the gateway died and `up` said only "did not become healthy".
-    stack = _stack_module(monkeypatch, tmp_path)
-    started = _faked(stack, monkeypatch, taken={stack.GATEWAY_OPS_PORT})
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken={stack.GATEWAY_OPS_PORT})
     with pytest.raises(SystemExit) as refused:
         stack.up()
     assert f"{stack.GATEWAY_OPS_PORT} (gateway" in str(refused.value), refused.value
@@ -90,8 +67,8 @@ def test_up_checks_every_port_it_will_listen_on_the_gateways_operations_port_too
 def test_a_failed_up_says_that_what_did_start_is_still_running(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # It exited naming the gateway's log alone, with every process it had started left running.
-    stack = _stack_module(monkeypatch, tmp_path)
-    started = _faked(stack, monkeypatch, taken=set())
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set())
     with pytest.raises(SystemExit) as failed:
         stack.up()
     assert started and "gateway" in started
