@@ -88,8 +88,18 @@ resolve_pg() {
   find_pg_bin
 }
 
-pg_running() { [ -n "$PG_BIN" ] && as_pg "$PG_BIN/pg_ctl" status -D "$PG_DIR/data" >/dev/null 2>&1; }
 pg_pid() { head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true; }
+# postmaster.pid is trusted only if its process runs in the data folder, as a postmaster does (pids
+# get reused: one left by a crash naming another process made `start` skip PostgreSQL for good and
+# `stop` send that process SIGINT).
+pg_postmaster() {
+  local pid
+  pid="$(pg_pid)"
+  [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$PG_DIR/data" ]
+}
+pg_running() {
+  [ -n "$PG_BIN" ] && pg_postmaster && as_pg "$PG_BIN/pg_ctl" status -D "$PG_DIR/data" >/dev/null 2>&1
+}
 
 install_pg() {
   [ -n "$PG_BIN" ] && return 0
@@ -102,17 +112,29 @@ install_pg() {
   [ -n "$PG_BIN" ] || die "apt-get installed no /usr/lib/postgresql/*/bin/postgres"
 }
 
-# initdb once; local socket trusted (admin tasks), TCP needs the password (like production).
+INCLUDE_LOTLENS_CONF="include_if_exists = 'lotlens.conf'"
+
+# initdb once; local socket trusted (admin tasks; only the cluster's user may open it, see
+# write_pg_conf), TCP needs the password (like production). The cluster is made in data.new and
+# renamed to data once complete, our settings' include line too: initdb writes PG_VERSION first,
+# and a folder a kill left half-made was taken for a cluster (pg_ctl then failed on every start),
+# or, killed before the include line, started on PostgreSQL's default port 5432.
 init_pg() {
   local dir="$PG_DIR"
-  [ -f "$dir/data/PG_VERSION" ] && return 0
+  if [ -e "$dir/data" ]; then
+    [ -f "$dir/data/global/pg_control" ] && grep -qxF "$INCLUDE_LOTLENS_CONF" "$dir/data/postgresql.conf" \
+      || die "$dir/data is not a complete cluster (an initdb cut short?): 'scripts/infra.sh reset' deletes it, and all local data with it"
+    return 0
+  fi
   log "initdb in $dir/data"
   mkdir -p "$dir/run" "$dir/logs"
   [ "$IS_ROOT" = 1 ] && chown -R postgres:postgres "$dir"
-  as_pg "$PG_BIN/initdb" -D "$dir/data" -U postgres --encoding=UTF8 --locale=C.UTF-8 \
+  as_pg rm -rf "$dir/data.new"
+  as_pg "$PG_BIN/initdb" -D "$dir/data.new" -U postgres --encoding=UTF8 --locale=C.UTF-8 \
     --auth-local=trust --auth-host=scram-sha-256 >"$dir/logs/initdb.log" 2>&1 \
     || { show_tail "$dir/logs/initdb.log"; die "initdb failed"; }
-  echo "include_if_exists = 'lotlens.conf'" | as_pg tee -a "$dir/data/postgresql.conf" >/dev/null
+  echo "$INCLUDE_LOTLENS_CONF" | as_pg tee -a "$dir/data.new/postgresql.conf" >/dev/null
+  as_pg mv -T "$dir/data.new" "$dir/data"
 }
 
 # Settings rewritten on every start so a changed LOTLENS_PG_PORT takes effect.
@@ -123,6 +145,9 @@ write_pg_conf() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$dir/run'
+# The socket trusts whoever opens it as the superuser: the cluster's own user alone may (0777 let
+# any local user in, and COPY ... TO PROGRAM run commands as that account).
+unix_socket_permissions = 0700
 max_connections = 200
 shared_buffers = 256MB
 # Crash tests rely on durability: keep fsync and synchronous commit on.
@@ -161,6 +186,11 @@ start_pg() {
   init_pg
   if ! pg_running; then
     port_open "$PG_PORT" && die "port $PG_PORT is taken by another process (set LOTLENS_PG_PORT)"
+    # Not our postmaster's (pg_running): PostgreSQL would refuse to start over it.
+    if ! pg_postmaster && [ -f "$dir/data/postmaster.pid" ]; then
+      log "removing a postmaster.pid left by a crash (pid $(pg_pid) is not this cluster's server)"
+      rm -f "$dir/data/postmaster.pid"
+    fi
     write_pg_conf
     log "starting PostgreSQL on 127.0.0.1:$PG_PORT ($dir)"
     as_pg "$PG_BIN/pg_ctl" start -D "$dir/data" -l "$dir/logs/postgres.log" -w -t 60 \
@@ -330,12 +360,18 @@ cmd_reset() {
   log "state removed (jars kept in $KAFKA_LIB)"
 }
 
-case "${1:-}" in
-  install | start | stop | reset) take_lock; resolve_pg; "cmd_$1" ;;
-  # Fault injection (`make chaos`): one of the two restarted, the other left running.
-  restart-kafka) take_lock; resolve_pg; stop_kafka; start_kafka ;;
-  restart-pg) take_lock; resolve_pg; stop_pg; start_pg ;;
-  status) resolve_pg; cmd_status ;;
-  env) cmd_env ;;
-  *) echo "usage: $0 install|start|stop|status|env|reset|restart-kafka|restart-pg" >&2; exit 2 ;;
-esac
+main() {
+  case "${1:-}" in
+    install | start | stop | reset) take_lock; resolve_pg; "cmd_$1" ;;
+    # Fault injection (`make chaos`): one of the two restarted, the other left running.
+    restart-kafka) take_lock; resolve_pg; stop_kafka; start_kafka ;;
+    restart-pg) take_lock; resolve_pg; stop_pg; start_pg ;;
+    status) resolve_pg; cmd_status ;;
+    env) cmd_env ;;
+    *) echo "usage: $0 install|start|stop|status|env|reset|restart-kafka|restart-pg" >&2; exit 2 ;;
+  esac
+}
+
+# Sourced (tests/unit/test_infra_pg.py runs its functions on a state folder of its own), it only
+# defines them.
+[[ "${BASH_SOURCE[0]}" != "$0" ]] || main "$@"
