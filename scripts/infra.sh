@@ -84,8 +84,25 @@ resolve_pg() {
   if { [ "$IS_ROOT" = 1 ] && ! (cd / && runuser -u postgres -- test -x "$STATE"); } \
     || [ "${#PG_DIR}" -gt 80 ]; then
     PG_DIR="/var/tmp/lotlens-pg-$(printf %s "$STATE" | sha256sum | cut -c1-12)"
+    private_pg_dir
   fi
   find_pg_bin
+}
+
+# The /var/tmp name is predictable: a folder someone else made there first (0777, logs/initdb.log
+# a link to a file of root's) had the script write through it as root. Ours is made 0700; one
+# found must be a folder (no link) owned by us or, under root, by postgres, that no one else
+# can write to.
+private_pg_dir() {
+  local owner mode
+  if [ ! -e "$PG_DIR" ] && [ ! -L "$PG_DIR" ]; then
+    mkdir -m 700 "$PG_DIR"
+    [ "$IS_ROOT" = 1 ] && chown postgres:postgres "$PG_DIR"
+  fi
+  owner="$(stat -c %U "$PG_DIR")" mode="$(stat -c %a "$PG_DIR")"
+  [ -d "$PG_DIR" ] && [ ! -L "$PG_DIR" ] && [ $((8#$mode & 8#022)) = 0 ] \
+    && { [ "$owner" = "$(id -un)" ] || { [ "$IS_ROOT" = 1 ] && [ "$owner" = postgres ]; }; } \
+    || die "$PG_DIR is not a private folder of yours (owner $owner, mode $mode): remove it, or set LOTLENS_STATE_DIR to a short path the postgres user can reach"
 }
 
 pg_pid() { head -n 1 "$PG_DIR/data/postmaster.pid" 2>/dev/null || true; }

@@ -3,6 +3,7 @@ the script only defines them; ports of its own, so the shared cluster is never t
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -100,3 +101,35 @@ def test_stop_leaves_a_process_that_reused_the_postmasters_pid_alone(state: Path
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def var_tmp_folder(state: Path) -> Path:
+    """Where the script puts the cluster of a state folder it cannot use."""
+    return Path("/var/tmp/lotlens-pg-" + hashlib.sha256(str(state.resolve()).encode()).hexdigest()[:12])
+
+
+@pytest.fixture()
+def fallback_state(tmp_path: Path) -> Iterator[Path]:
+    """A state folder whose path is too long for a socket's: the cluster goes to /var/tmp."""
+    state = tmp_path / ("s" * 80)
+    state.mkdir()
+    yield state
+    shutil.rmtree(var_tmp_folder(state), ignore_errors=True)
+
+
+def test_a_cluster_folder_in_var_tmp_someone_else_made_is_refused(fallback_state: Path) -> None:
+    # /var/tmp/lotlens-pg-<hash> is predictable: made 0777 beforehand, with logs/initdb.log a link
+    # to a file of root's, the script (as root) wrote initdb's output through it.
+    fallback = var_tmp_folder(fallback_state)
+    fallback.mkdir()
+    fallback.chmod(0o777)
+    done = infra(fallback_state, 'echo "$PG_DIR"')
+    assert done.returncode != 0, f"took {done.stdout.strip()}"
+    assert str(fallback) in done.stderr, done.stderr
+
+
+def test_a_cluster_folder_in_var_tmp_is_made_private(fallback_state: Path) -> None:
+    done = infra(fallback_state, 'echo "$PG_DIR"')
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(var_tmp_folder(fallback_state))
+    assert var_tmp_folder(fallback_state).stat().st_mode & 0o777 == 0o700
