@@ -5,7 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import psycopg2
+import psycopg2.errors
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from sqlalchemy.exc import OperationalError
@@ -128,9 +131,28 @@ def test_a_database_outage_ends_the_round_once_not_once_per_cancelled_job(
         world.store.cancelled.add(job_id)
 
     def database_down(*_: object) -> None:
-        raise OperationalError("SELECT", {}, Exception("connection refused"))
+        raise OperationalError("SELECT", {}, psycopg2.OperationalError("connection refused"))
 
     monkeypatch.setattr(world.store, "claim", database_down)
     with pytest.raises(OperationalError):
         world.rounds()
     assert [record for record in caplog.records if "cancelled job" in record.getMessage()] == []
+
+
+def test_a_statement_timeout_in_one_cancelled_jobs_drop_leaves_the_other_jobs_batches_sent(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A statement the server ended (its timeout, a lock's) is that job's alone: taken for an
+    # outage, it ended every round before any other job's batch was sent or collected.
+    world.store.add(lots(1, job_id="job-2"))
+    world.store.add(lots(1))
+    world.store.cancelled.add("job-1")
+    claim = world.store.claim
+
+    def timed_out_for_job_1(job_id: str, *args: Any) -> Any:
+        if job_id == "job-1":
+            raise OperationalError("SELECT", {}, psycopg2.errors.QueryCanceled("statement timeout"))
+        return claim(job_id, *args)
+
+    monkeypatch.setattr(world.store, "claim", timed_out_for_job_1)
+    world.rounds()
+    assert world.completed() == ["job-2-lot-0"]

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg2
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimedOut
 
@@ -25,9 +26,17 @@ from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
-# The database itself out of reach: no job's drop can go on, so the round ends once, there (each
-# job tried and logged on its own wrote one traceback per cancelled job at every tick of an outage).
-DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimedOut)
+
+
+def database_down(exc: BaseException) -> bool:
+    """Whether the database itself is out of reach (no job's drop can go on, so the round ends
+    once: each job tried and logged on its own wrote one traceback per cancelled job at every tick
+    of an outage). Not a statement the server ended (a statement or lock timeout, a deadlock: a
+    subclass of psycopg2's OperationalError), which is that job's alone: raised, it stopped every
+    other job's batches."""
+    if isinstance(exc, InterfaceError | PoolTimedOut):
+        return True
+    return isinstance(exc, OperationalError) and type(exc.orig) is psycopg2.OperationalError
 
 
 def drop_cancelled(stage: Stage[Any], jobs: Sequence[WaitingJob]) -> list[WaitingJob]:
@@ -46,9 +55,9 @@ def drop_cancelled(stage: Stage[Any], jobs: Sequence[WaitingJob]) -> list[Waitin
                 # `job_cancelled` does.
                 if stage.store.claim(job.job_id, shard_id, stage.settings.max_requests_per_batch, _all):
                     job_cancelled(stage, shard_id, job.job_id)
-        except DATABASE_DOWN:
-            raise
         except Exception as exc:
+            if database_down(exc):
+                raise
             # One job's failure (Kafka refusing its LotFailed, say) raised from here ended every
             # round before any other job's batch was sent or collected, on every instance.
             metrics.openai_error(stage.spec.name, "cancel", exc)
