@@ -256,7 +256,8 @@ def test_every_service_that_calls_openai_gets_its_key() -> None:
     # Without the key the gateway's synchronous lots went to api.openai.com with the stand-in's
     # placeholder key: every one a 401.
     def calls_openai(service: str) -> bool:
-        return any(re.search(r"\b(make_openai_client|serve_stage)\(", path.read_text(encoding="utf-8"))
+        calls = re.compile(r"\b(make_openai_client|openai_client_for|serve_stage)\(")
+        return any(calls.search(path.read_text(encoding="utf-8"))
                    for path in (ROOT / "services" / service / "src").rglob("*.py"))
 
     assert {s for s in SERVICES if calls_openai(s)} == {

@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from lotlens_common.redaction import redacted
+
 _IDS = ("job_id", "batch_id", "shard_id", "delivery_id")
 _CONTEXT: ContextVar[dict[str, str]] = ContextVar("lotlens_log_context", default={})  # noqa: B039 - never mutated
 # librdkafka's own lines (connection trouble, broker changes), routed through Python logging by
@@ -48,7 +50,9 @@ class JsonFormatter(logging.Formatter):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            # A traceback prints every chained cause's text, which an HTTP library's can fill
+            # with the request's Authorization value or a signed URL.
+            entry["exc"] = redacted(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 

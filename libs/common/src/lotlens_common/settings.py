@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lotlens_common.logs import KAFKA_LOGGER
@@ -190,17 +191,49 @@ class DatabaseSettings(BaseSettings):
                 "statement_timeout": self.worker_statement_timeout_ms}
 
 
+# Where the OpenAI stand-in listens unless `OPENAI_STANDIN_URL` says otherwise (`make up`).
+DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
 class OpenAISettings(BaseSettings):
-    """How to reach the model API; without a key the local stand-in is used."""
+    """How to reach the model API: with a key, OpenAI (or `base_url`); without one, the stand-in."""
 
     model_config = settings_config("OPENAI_")
 
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     base_url: str | None = None
+    # Where the calls go without a key (and without `base_url`): docker-compose names its container.
+    standin_url: str = DEFAULT_STANDIN_BASE_URL
     timeout_s: float = 120.0
     # "batch" uses the OpenAI Batch API; "direct" sends the same requests one by one, for
     # OpenAI-compatible servers without a Batch API.
     mode: str = "batch"
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_as_issued(cls, value: object) -> object:
+        # A key read from a file ends in a newline (`kubectl create secret --from-file`, vault
+        # files), which neither the SDK nor h11 strips: every call failed as "connection failed",
+        # with the whole key in that error's text, and alerts pointed at an OpenAI outage.
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if _SPACE_OR_CONTROL.search(value):
+            raise ValueError("OPENAI_API_KEY holds whitespace or control characters inside it: "
+                             "give the key alone, as OpenAI issued it")
+        return value or None  # empty (compose's unset variable): the stand-in
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _empty_url_is_unset(cls, value: object) -> object:
+        return (value.strip() or None) if isinstance(value, str) else value
+
+    def secret_key(self) -> str | None:
+        """The key itself, for the SDK alone."""
+        return self.api_key.get_secret_value() if self.api_key is not None else None
 
 
 class ServiceSettings(BaseSettings):

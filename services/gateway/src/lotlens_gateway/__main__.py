@@ -16,7 +16,7 @@ import uvicorn
 
 from lotlens_common import lookups, tracing
 from lotlens_common.model import languages
-from lotlens_common.model.openai_client import make_openai_client
+from lotlens_common.model.openai_client import openai_client_for
 from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.service import setup_logging, tune_gc
 from lotlens_common.urls import guarded_async_client
@@ -45,8 +45,7 @@ def main() -> None:
     read_engine = gateway_engine(settings, autocommit=True)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
-    model = settings.openai
-    model_client = make_openai_client(model.api_key, model.base_url, model.timeout_s)
+    model_client = openai_client_for(settings.openai)
     deps = build_deps(settings, engine, producer, partial(admin_client, settings.kafka), images_http,
                       model_client,
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)

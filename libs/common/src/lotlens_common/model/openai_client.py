@@ -23,8 +23,9 @@ from lotlens_common.model.errors import (
     ModelUnavailableError,
     ModelUnreachableError,
 )
+from lotlens_common.redaction import redacted
+from lotlens_common.settings import DEFAULT_STANDIN_BASE_URL, OpenAISettings
 
-DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
 # The SDK refuses to start without some key; the stand-in ignores it unless it was given one.
 _STANDIN_PLACEHOLDER_KEY = "sk-lotlens-standin"
 MAX_RETRY_WAIT_S = 60.0
@@ -38,9 +39,17 @@ _DEADLINE_GRACE_S = 1.0
 LIST_PAGE_SIZE = 100
 
 
+def openai_client_for(model: OpenAISettings, on_answer: Callable[[int], None] | None = None
+                      ) -> openai.AsyncOpenAI:
+    """The client a service's settings describe (see `make_openai_client`)."""
+    return make_openai_client(model.secret_key(), model.base_url, model.timeout_s, on_answer,
+                              standin_url=model.standin_url)
+
+
 def make_openai_client(api_key: str | None, base_url: str | None, timeout: float,
-                       on_answer: Callable[[int], None] | None = None) -> openai.AsyncOpenAI:
-    """An async client; without a key it points at the local stand-in (unless base_url says otherwise).
+                       on_answer: Callable[[int], None] | None = None,
+                       standin_url: str = DEFAULT_STANDIN_BASE_URL) -> openai.AsyncOpenAI:
+    """An async client; without a key it points at the stand-in (unless base_url says otherwise).
 
     `on_answer` is told the status of every HTTP answer (each of the SDK's tries): a call refused or
     timed out before any answer tells it nothing, which is how "OpenAI cannot be reached" differs
@@ -53,7 +62,7 @@ def make_openai_client(api_key: str | None, base_url: str | None, timeout: float
         http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [answered]})
     if api_key is None:
         return openai.AsyncOpenAI(api_key=_STANDIN_PLACEHOLDER_KEY,
-                                  base_url=base_url or DEFAULT_STANDIN_BASE_URL, timeout=timeout,
+                                  base_url=base_url or standin_url, timeout=timeout,
                                   http_client=http_client)
     return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client)
 
@@ -77,19 +86,25 @@ def _describe(exc: openai.APIError) -> str:
     return f"{prefix}{exc.code or exc.type or type(exc).__name__}: {exc.message}"
 
 
+def _cause(exc: openai.OpenAIError) -> str:
+    """What the HTTP library said went wrong, without the request's credentials: h11 quotes the
+    header it refuses (`Illegal header value b'Bearer sk-...\\n'`), the key whole."""
+    return redacted(str(exc.__cause__ or exc))
+
+
 def _mapped(exc: openai.OpenAIError) -> ModelError:
     """Our error for an SDK error that will not be retried (here)."""
     if isinstance(exc, openai.APITimeoutError):
         if isinstance(exc.__cause__, httpx2.ConnectTimeout):  # the connection was never made
-            return ModelConnectTimeoutError(f"the model API is unreachable: {exc.__cause__ or exc}")
+            return ModelConnectTimeoutError(f"the model API is unreachable: {_cause(exc)}")
         # A read or write timeout: the server has (some of) the request, and may be stuck on it.
         return ModelTimeoutError(f"the model API timed out: {exc}")
     if isinstance(exc, openai.APIConnectionError):
         if isinstance(exc.__cause__, httpx2.ConnectError):  # refused, no route, no such host
-            return ModelUnreachableError(f"the model API is unreachable: {exc.__cause__ or exc}")
+            return ModelUnreachableError(f"the model API is unreachable: {_cause(exc)}")
         # Dropped midway (reset, closed without an answer): the server had the request, and
         # may fall over on this one alone.
-        return ModelUnavailableError(f"the model API's connection failed: {exc.__cause__ or exc}")
+        return ModelUnavailableError(f"the model API's connection failed: {_cause(exc)}")
     if isinstance(exc, openai.RateLimitError):
         if exc.code == "insufficient_quota":
             return ModelQuotaExceededError(_describe(exc))
@@ -98,7 +113,7 @@ def _mapped(exc: openai.OpenAIError) -> ModelError:
         if exc.status_code >= 500:
             return ModelUnavailableError(_describe(exc))
         return ModelRequestError(_describe(exc), exc.status_code, exc.code, exc.type, exc.param)
-    return ModelUnavailableError(f"the model API call failed: {exc}")
+    return ModelUnavailableError(f"the model API call failed: {redacted(str(exc))}")
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, run_consumer
-from lotlens_common.model.openai_client import OpenAIBatches, call_responses, make_openai_client
+from lotlens_common.model.openai_client import OpenAIBatches, call_responses, openai_client_for
 from lotlens_common.producer import EventProducer
 from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
 from lotlens_common.settings import ServiceSettings
@@ -64,9 +64,8 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     stop = stop_on_signals()
     engine = make_engine(settings.database, SERVICE_NAMES[spec.name],
                          limits=settings.database.worker_limits())
-    client: openai.AsyncOpenAI = make_openai_client(
-        settings.openai.api_key, settings.openai.base_url, settings.openai.timeout_s,
-        on_answer=partial(metrics.answered, spec.name))
+    client: openai.AsyncOpenAI = openai_client_for(settings.openai,
+                                                   on_answer=partial(metrics.answered, spec.name))
     direct = settings.openai.mode == "direct"
     stage = stage.direct_mode() if direct else stage
     batches = batches_api(client, direct, stage)
