@@ -13,6 +13,7 @@ from lotlens_common.model.errors import (
     client_reason,
 )
 from lotlens_common.model.html_text import printable
+from lotlens_common.redaction import redacted
 
 log = logging.getLogger(__name__)
 # ResponseErrorCode values (openapi.yaml) that say "not now": the same request may succeed later.
@@ -31,17 +32,25 @@ def response_error(body: Mapping[str, Any]) -> tuple[str | None, str] | None:
     return (str(code) if code else None), str(error.get("message") or error)
 
 
+def response_failure(code: str | None) -> ModelUnavailableError | ModelOutputError:
+    """What a Response failed with `code` raises: `ModelUnavailableError` for a code that says
+    "not now", else `ModelOutputError`. Its text is the lot's reason, which its client reads: the
+    code, not OpenAI's message."""
+    if code in PASSING_ERROR_CODES:
+        return ModelUnavailableError(client_reason("unavailable", code))
+    return ModelOutputError(client_reason("bad_request", code))
+
+
 def response_output_text(body: Mapping[str, Any]) -> str:
     """The joined `output_text` parts of the assistant's final answer; skips reasoning items and
     messages marked as commentary (`phase`)."""
     status = body.get("status")
     if (error := response_error(body)) is not None:
         code, message = error
-        passing = code in PASSING_ERROR_CODES
-        # OpenAI's message is for the log; the lot's reason, which its client reads, has the code.
-        log.warning("the model's response failed: %s: %s", code, message)
-        failure = ModelUnavailableError if passing else ModelOutputError
-        raise failure(client_reason("unavailable" if passing else "bad_request", code))
+        # OpenAI's message is for the log, once per synchronous lot. A batch's failed Responses
+        # never come here: collect logs a few of them and a summary (one line a lot was 50,000).
+        log.warning("the model's response failed: %s: %s", code, redacted(message))
+        raise response_failure(code)
     if status == "incomplete":
         reason = (body.get("incomplete_details") or {}).get("reason", "unknown")
         raise ModelIncompleteError(f"the response is incomplete ({reason})", str(reason))

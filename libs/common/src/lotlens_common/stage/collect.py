@@ -23,7 +23,8 @@ from lotlens_common.model.errors import (
     ModelUnreachableError,
     client_reason,
 )
-from lotlens_common.model.response_text import response_error
+from lotlens_common.model.response_text import response_error, response_failure
+from lotlens_common.redaction import redacted
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
@@ -290,6 +291,10 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
             changed = stage.spec.retry_refused(lot, *failure) if failure is not None else None
             if failure is not None and changed is not None:
                 settler.refused(changed, client_reason("bad_request", failure[0]))
+            elif failure is not None:
+                # Logged as an error line is: read as an answer, each one logged its own warning.
+                _unanswered(shard, lot, failure[1], f"failed response {failure[0]}", unanswered)
+                settler.unusable(lot, result.body, response_failure(failure[0]))
             else:
                 settler.succeeded(lot, result.body)
         elif (changed := stage.spec.retry_refused(lot, result.error_code, words)) is not None:
@@ -300,11 +305,8 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
                 # A request the model server refused (direct mode): counted as a round it refused
                 # whole is, so LotLensOpenAIUnreachable sees a server that keeps refusing.
                 metrics.openai_error(stage.spec.name, "batches", ModelUnreachableError(words))
-            # The first few in full, then one summary: a batch that failed whole wrote 50,000 lines.
-            if sum(unanswered.values()) < LOGGED_UNANSWERED:
-                log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, words,
-                            extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-            unanswered[f"{kind.name.lower()} {result.error_code or result.status}"] += 1
+            _unanswered(shard, lot, words, f"{kind.name.lower()} {result.error_code or result.status}",
+                        unanswered)
             settler.failed(lot, kind, result.reason)
         settler.flush_if_full()
     if sum(unanswered.values()) > LOGGED_UNANSWERED:
@@ -312,6 +314,16 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
                     sum(unanswered.values()), dict(unanswered.most_common(10)),
                     extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
     return unreadable
+
+
+def _unanswered(shard: Shard, lot: LotWork[Any], words: str, label: str, unanswered: Counter[str]) -> None:
+    """Count a lot a result file gave no usable answer under `label` (its kind and code); log the
+    first few in full, the rest go in one summary: a batch that failed whole wrote 50,000 lines.
+    OpenAI's words can quote a signed image URL whole: its query is left out."""
+    if sum(unanswered.values()) < LOGGED_UNANSWERED:
+        log.warning("batch %s: lot %s got no answer: %s", shard.batch_id, lot.lot_id, redacted(words),
+                    extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
+    unanswered[label] += 1
 
 
 def batch_reason(batch: Mapping[str, Any]) -> str:

@@ -39,25 +39,8 @@ class Settler:
             # Not a failure: the rest of the lot's work goes in the next batch (none, its job
             # cancelled: then what the parts done used goes with its LotFailed).
             self.refused(part.lot, part.progress if self.cancelled else str(part))
-        except ModelUnavailableError as exc:
-            # The response failed for a passing reason (`server_error`, `rate_limit_exceeded`):
-            # raised from here, it failed the whole collection every round.
-            self.failed(lot, Kind.TRANSIENT, str(exc))
-        except ModelOutputError as exc:
-            # The model answered but the answer is unusable: sent again only when the stage
-            # knows what to change (e.g. more output room); the same request would end the same.
-            # Billed all the same: its usage goes with the lot, into its next answer's event or
-            # its LotFailed (dropped here, a failed lot's job reported less than OpenAI billed).
-            lot = self.stage.spec.with_paid(lot, body)
-            changed = self.stage.spec.retry_unusable(lot, exc)
-            if changed is None:
-                self._apply(lot, Outcome("failed", str(exc)))
-                return
-            outcome = after_error(Kind.TRANSIENT, str(exc), lot.attempts,
-                                  self.stage.settings.max_attempts, self.cancelled)
-            self._apply(lot, outcome)
-            if outcome.verdict == "retry":
-                self.settlement.rework.append(changed)
+        except (ModelUnavailableError, ModelOutputError) as exc:
+            self.unusable(lot, body, exc)
         except Exception as exc:
             # Reading this one answer failed otherwise (a defect, an answer nested past Python's
             # recursion limit): raised from here, it ended the collection every round, and the
@@ -66,6 +49,30 @@ class Settler:
             log.exception("the answer for lot %s could not be read", lot.lot_id,
                           extra={"job_id": lot.job_id, "shard_id": self.shard.shard_id})
             self.failed(lot, Kind.TRANSIENT, f"the model's answer could not be read ({type(exc).__name__})")
+
+    def unusable(self, lot: LotWork[Any], body: Mapping[str, Any],
+                 exc: ModelUnavailableError | ModelOutputError) -> None:
+        """A response body arrived for the lot that cannot be used: a failed Response, or an answer
+        that is not what was asked."""
+        if not isinstance(exc, ModelOutputError):
+            # The response failed for a passing reason (`server_error`, `rate_limit_exceeded`):
+            # raised from the collection, it failed it whole every round.
+            self.failed(lot, Kind.TRANSIENT, str(exc))
+            return
+        # The model answered but the answer is unusable: sent again only when the stage
+        # knows what to change (e.g. more output room); the same request would end the same.
+        # Billed all the same: its usage goes with the lot, into its next answer's event or
+        # its LotFailed (dropped here, a failed lot's job reported less than OpenAI billed).
+        lot = self.stage.spec.with_paid(lot, body)
+        changed = self.stage.spec.retry_unusable(lot, exc)
+        if changed is None:
+            self._apply(lot, Outcome("failed", str(exc)))
+            return
+        outcome = after_error(Kind.TRANSIENT, str(exc), lot.attempts,
+                              self.stage.settings.max_attempts, self.cancelled)
+        self._apply(lot, outcome)
+        if outcome.verdict == "retry":
+            self.settlement.rework.append(changed)
 
     def refused(self, changed: LotWork[Any], reason: str) -> None:
         """OpenAI refused the lot's request for a part of it it names (an image), or answered a
