@@ -20,6 +20,9 @@ import jsonschema
 import pytest
 import yaml
 
+from lotlens_common.model.openai_client import openai_client_for
+from lotlens_common.settings import OpenAISettings
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SCHEMA_FILE = ROOT / "deploy" / "schemas" / "compose-spec.json"
@@ -29,7 +32,8 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
 # Names the services read their settings from (libs/common/src/lotlens_common/settings.py).
 SHARED_ENV = {
-    "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "LOTLENS_CLIENTS",
+    "KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_STANDIN_URL",
+    "LOTLENS_CLIENTS",
     "LOTLENS_ALLOW_LOOPBACK_URLS", "LOTLENS_LOG_LEVEL", "LOTLENS_METRICS_PORT",
     "LOTLENS_TOPIC_PARTITIONS", "LOTLENS_TOPIC_REPLICATION_FACTOR",
 }
@@ -155,8 +159,7 @@ def test_the_standin_runs_in_the_network(services: dict[str, dict[str, Any]]) ->
     assert env["STANDIN_HOST"] == "0.0.0.0"
     assert env["STANDIN_PORT"] == "18080"
     assert "18080" in healthcheck_command(standin)
-    base_url = interpolate(environment(services["vision-batcher"])["OPENAI_BASE_URL"])
-    assert base_url == "http://openai-standin:18080/v1"
+    assert environment(services["vision-batcher"])["OPENAI_STANDIN_URL"] == "http://openai-standin:18080/v1"
 
 
 def test_migrate_runs_once_after_kafka_and_postgres_are_healthy(services: dict[str, dict[str, Any]]) -> None:
@@ -255,7 +258,7 @@ def test_no_secrets_other_than_the_demo_defaults(compose: dict[str, Any],
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     assert not CREDENTIAL_SHAPES.search(text)
     assert "env_file" not in text
-    allowed = {"lotlens", "local-standin", json.dumps(DEMO_CLIENTS, separators=(",", ":"))}
+    allowed = {"", "lotlens", json.dumps(DEMO_CLIENTS, separators=(",", ":"))}
     for name, service in services.items():
         for key, raw in environment(service).items():
             if not SECRET_NAME.search(key):
@@ -277,12 +280,22 @@ def test_no_secrets_other_than_the_demo_defaults(compose: dict[str, Any],
     assert f":{postgres}@" in interpolate(compose["x-lotlens-env"]["DATABASE_URL"])
 
 
-def test_real_openai_is_opt_in(services: dict[str, dict[str, Any]]) -> None:
-    env = environment(services["vision-batcher"])
-    real = {"OPENAI_API_KEY": "key-from-the-shell", "OPENAI_BASE_URL": "https://api.openai.com/v1"}
-    assert interpolate(env["OPENAI_API_KEY"], real) == "key-from-the-shell"
-    assert interpolate(env["OPENAI_BASE_URL"], real) == "https://api.openai.com/v1"
-    assert interpolate(env["OPENAI_API_KEY"]) == "local-standin"
+@pytest.mark.parametrize(("shell", "called"), [
+    ({}, "http://openai-standin:18080/v1/"),
+    # `OPENAI_API_KEY=sk-... docker compose up`, as for `make up`: the stand-in's base URL stayed,
+    # the real key went to it, and its canned descriptions came back as if real.
+    ({"OPENAI_API_KEY": "key-from-the-shell"}, "https://api.openai.com/v1/"),
+    ({"OPENAI_API_KEY": "key-from-the-shell", "OPENAI_BASE_URL": "https://llm.example/v1"},
+     "https://llm.example/v1/")])
+def test_real_openai_is_opt_in_and_a_key_alone_calls_it(services: dict[str, dict[str, Any]],
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         shell: dict[str, str], called: str) -> None:
+    for name, raw in environment(services["vision-batcher"]).items():
+        if name.startswith("OPENAI_"):
+            monkeypatch.setenv(name, interpolate(raw, shell))
+    model = OpenAISettings()
+    assert str(openai_client_for(model).base_url) == called
+    assert (model.secret_key() or "") == shell.get("OPENAI_API_KEY", "")
 
 
 # ------------------------------------------------------------------------------------------ Dockerfile

@@ -83,3 +83,34 @@ def test_a_client_in_rotation_signs_with_its_key_then_its_next_one(monkeypatch: 
     settings = GatewaySettings()
     assert settings.client_keyring() == [("acme", STRONG), ("globex", OTHER), ("acme", following)]
     assert settings.client_keys() == {"acme": STRONG, "globex": OTHER}  # what webhooks are signed with
+
+
+# docker-compose.yml's and the local overlay's: public, in the repository.
+DEMO_KEY = "demo-shared-key-local-only-not-a-secret"
+
+
+@pytest.mark.parametrize("model", [{"OPENAI_API_KEY": "sk-real"},
+                                   {"OPENAI_API_KEY": "sk-real", "OPENAI_BASE_URL": "https://api.openai.com/v1"},
+                                   {"OPENAI_BASE_URL": "https://llm.example/v1"}])
+def test_the_public_demo_key_is_refused_when_the_model_calls_leave_the_standin(
+        monkeypatch: pytest.MonkeyPatch, model: dict[str, str]) -> None:
+    # Anyone who read the repository could submit jobs billed to the service's OpenAI account.
+    for name, value in {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", **model}.items():
+        monkeypatch.setenv(name, value)
+    message = _refusal(monkeypatch, {"demo": DEMO_KEY, "acme": STRONG})
+    assert "demo have the public demo key" in message and "acme" not in message
+    monkeypatch.setenv("LOTLENS_CLIENT_NEXT_KEYS", json.dumps({"acme": DEMO_KEY}))
+    assert "acme have the public demo key" in _refusal(monkeypatch, {"acme": STRONG})
+
+
+@pytest.mark.parametrize("model", [{}, {"OPENAI_API_KEY": "local-standin",
+                                        "OPENAI_BASE_URL": "http://openai-standin:18080/v1"},
+                                   {"OPENAI_BASE_URL": "http://openai-standin.lotlens-dev.svc.cluster.local:18080/v1"},
+                                   {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": "http://127.0.0.1:18080/v1"},
+                                   {"OPENAI_STANDIN_URL": "http://openai-standin:18080/v1"}])
+def test_the_public_demo_key_is_taken_with_the_standin(monkeypatch: pytest.MonkeyPatch,
+                                                       model: dict[str, str]) -> None:
+    for name, value in {"OPENAI_API_KEY": "", "OPENAI_BASE_URL": "", **model}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LOTLENS_CLIENTS", json.dumps({"demo": DEMO_KEY}))
+    assert GatewaySettings().client_keys() == {"demo": DEMO_KEY}

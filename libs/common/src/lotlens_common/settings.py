@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -193,6 +195,11 @@ class DatabaseSettings(BaseSettings):
 
 # Where the OpenAI stand-in listens unless `OPENAI_STANDIN_URL` says otherwise (`make up`).
 DEFAULT_STANDIN_BASE_URL = "http://127.0.0.1:18080/v1"
+# Where a key's calls go without `OPENAI_BASE_URL`. Given to the SDK, never left to it: it reads
+# OPENAI_BASE_URL itself, and took compose's empty one for a URL.
+OPENAI_API_URL = "https://api.openai.com/v1"
+# The stand-in's host name in docker-compose and the local Kubernetes overlay (its first label).
+STANDIN_HOST = "openai-standin"
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
@@ -234,6 +241,20 @@ class OpenAISettings(BaseSettings):
     def secret_key(self) -> str | None:
         """The key itself, for the SDK alone."""
         return self.api_key.get_secret_value() if self.api_key is not None else None
+
+    def model_url(self) -> str:
+        """Where the model calls go: `base_url`, else OpenAI with a key, else the stand-in."""
+        return self.base_url or (OPENAI_API_URL if self.api_key is not None else self.standin_url)
+
+    def calls_standin(self) -> bool:
+        """Whether the model calls stay local: to a loopback address or the stand-in's host."""
+        host = (urlsplit(self.model_url()).hostname or "").rstrip(".").lower()
+        if host == "localhost" or host.split(".")[0] == STANDIN_HOST:
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
 
 class ServiceSettings(BaseSettings):

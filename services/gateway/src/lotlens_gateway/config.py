@@ -24,6 +24,9 @@ from lotlens_gateway.signed_body import BodyLimits
 # "your-secret-hmac-key-minimum-32-characters-long"). One captured request gives a message and
 # its HMAC: a short or guessable key is then found offline, and with it every signature.
 MIN_KEY_CHARS = 32
+# The `demo` client's key in docker-compose.yml and the local Kubernetes overlay: published in the
+# repository, so anyone can sign with it. Long enough for the check above.
+PUBLIC_DEMO_KEY = "demo-shared-key-local-only-not-a-secret"
 
 # What a synchronous call does around its budget while it holds its Idempotency-Key (the rate
 # limit, the checks, storing its answer): the least an idempotency lease must exceed it by.
@@ -234,6 +237,17 @@ class GatewaySettings(ServiceSettings):
         if shared:
             raise ValueError(f"clients {'; '.join(shared)} share one key (LOTLENS_CLIENT_NEXT_KEYS "
                              "counted): each client needs its own")
+        return self
+
+    @model_validator(mode="after")
+    def _public_key_only_with_the_standin(self) -> GatewaySettings:
+        # With the real API behind it, whoever read the repository could submit jobs, paid for by
+        # the service's OpenAI account (docker-compose with OPENAI_API_KEY alone did just that).
+        holders = sorted({client_id for client_id, key in self.client_keyring() if key == PUBLIC_DEMO_KEY})
+        if holders and not self.openai.calls_standin():
+            raise ValueError(f"clients {', '.join(holders)} have the public demo key while the model calls "
+                             "go to a real model API: give each a long random key (LOTLENS_DEMO_CLIENT_KEY "
+                             "in docker-compose, e.g. `openssl rand -hex 32`)")
         return self
 
     @model_validator(mode="after")

@@ -24,7 +24,7 @@ from lotlens_common.model.errors import (
     ModelUnreachableError,
 )
 from lotlens_common.redaction import redacted
-from lotlens_common.settings import DEFAULT_STANDIN_BASE_URL, OpenAISettings
+from lotlens_common.settings import DEFAULT_STANDIN_BASE_URL, OPENAI_API_URL, OpenAISettings
 
 # The SDK refuses to start without some key; the stand-in ignores it unless it was given one.
 _STANDIN_PLACEHOLDER_KEY = "sk-lotlens-standin"
@@ -42,13 +42,11 @@ LIST_PAGE_SIZE = 100
 def openai_client_for(model: OpenAISettings, on_answer: Callable[[int], None] | None = None
                       ) -> openai.AsyncOpenAI:
     """The client a service's settings describe (see `make_openai_client`)."""
-    return make_openai_client(model.secret_key(), model.base_url, model.timeout_s, on_answer,
-                              standin_url=model.standin_url)
+    return make_openai_client(model.secret_key(), model.model_url(), model.timeout_s, on_answer)
 
 
 def make_openai_client(api_key: str | None, base_url: str | None, timeout: float,
-                       on_answer: Callable[[int], None] | None = None,
-                       standin_url: str = DEFAULT_STANDIN_BASE_URL) -> openai.AsyncOpenAI:
+                       on_answer: Callable[[int], None] | None = None) -> openai.AsyncOpenAI:
     """An async client; without a key it points at the stand-in (unless base_url says otherwise).
 
     `on_answer` is told the status of every HTTP answer (each of the SDK's tries): a call refused or
@@ -62,9 +60,10 @@ def make_openai_client(api_key: str | None, base_url: str | None, timeout: float
         http_client = openai.DefaultAsyncHttpxClient(event_hooks={"response": [answered]})
     if api_key is None:
         return openai.AsyncOpenAI(api_key=_STANDIN_PLACEHOLDER_KEY,
-                                  base_url=base_url or standin_url, timeout=timeout,
+                                  base_url=base_url or DEFAULT_STANDIN_BASE_URL, timeout=timeout,
                                   http_client=http_client)
-    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, http_client=http_client)
+    return openai.AsyncOpenAI(api_key=api_key, base_url=base_url or OPENAI_API_URL, timeout=timeout,
+                              http_client=http_client)
 
 
 def _retry_after_s(exc: openai.APIStatusError) -> float | None:
