@@ -29,6 +29,7 @@ from lotlens_admin.sessions import admin_engine
 from lotlens_common import dead_letters as dl
 from lotlens_common.db import held_alone
 from lotlens_common.producer import EventProducer, PublishError
+from lotlens_common.redaction import redacted
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 __all__ = ["DeadLetter", "Letters", "read_letters", "register", "replay"]
@@ -115,7 +116,7 @@ def _listed(letter: DeadLetter, found: Letters) -> dict[str, str | None]:
     return {"position": letter.position, "state": found.state(letter), "group": letter.group,
             "reason": letter.reason, "type": letter.event_type,
             "job": letter.key.decode(errors="replace") if letter.key else None,
-            "source": letter.source, "error": _hide_url_secrets(letter.error)}
+            "source": letter.source, "error": redacted(letter.error)}
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -129,17 +130,6 @@ def _list(args: argparse.Namespace) -> int:
     for letter in chosen:
         print(_row(letter, found))
     return 0
-
-
-# A URL's query and userinfo: where customers' image URLs carry their signatures (S3's
-# X-Amz-Signature, GCS's X-Goog-Signature, Azure's sig=) and webhook URLs their tokens. The
-# scheme in any case, as intake takes it (`urls.py`): `HTTPS://` was printed whole; and both in
-# one match: cutting the userinfo first left that URL's query whole.
-_URL_SECRETS = re.compile(r"((?i:https?)://)(?:[^/\s\"'?#@]*@)?([^\s\"'?#]*)(\?[^\s\"'#]*)?")
-
-
-def _hide_url_secrets(text: str) -> str:
-    return _URL_SECRETS.sub(lambda m: m.group(1) + m.group(2) + ("?…" if m.group(3) else ""), text)
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -162,7 +152,7 @@ def _show(args: argparse.Namespace) -> int:
                         "source": letter.source, "key": key,
                         "headers": {k: header(letter.headers, k) for k, _ in letter.headers},
                         "message": body}, indent=2, ensure_ascii=False)
-    print(shown if args.reveal else _hide_url_secrets(shown))
+    print(shown if args.reveal else redacted(shown))
     return 0
 
 
