@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -184,7 +184,7 @@ class JobStore:
     def _through_outbox(self, conn: Connection, job_id: str, job: JobView | None) -> JobView | None:
         """The projected job, or what the gateway's own outbox says of it when that is newer."""
         self._metrics.db("read")
-        if job is not None and job.status in TERMINAL_JOB_STATUSES:
+        if job is not None and job.status in TERMINAL_JOB_STATUSES and job.created_at is not None:
             return job
         self._metrics.db("read")
         return overlaid(job, facts_of(conn, job_id))
@@ -192,7 +192,9 @@ class JobStore:
     def jobs_for_client(self, client_id: str, where: JobFilter, limit: int,
                         offset: int) -> tuple[list[JobView], int]:
         """One page of the client's jobs, newest first, and how many match in all."""
-        conditions = [jobs.c.client_id == client_id]
+        # A row without `created_at` was written before its `JobSubmitted` was projected: it is
+        # read through the outbox below, where it gets its creation time.
+        conditions = [jobs.c.client_id == client_id, jobs.c.created_at.is_not(None)]
         if where.status:
             conditions.append(jobs.c.status == where.status)
         if where.created_after:
@@ -200,29 +202,58 @@ class JobStore:
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
         with read_snapshot(self._reads) as conn:
-            # Jobs whose row does not say what the gateway wrote (not projected yet, or cancelled
-            # since) are read through the outbox, filtered here and merged into the page: in one
-            # snapshot, or a job projected between the reads was listed and counted twice.
+            # Jobs whose row does not say what the gateway wrote (not projected yet, projected
+            # before their JobSubmitted, or cancelled since) are read through the outbox, filtered
+            # here and merged into the page: in one snapshot, or a job projected between the
+            # reads was listed and counted twice.
             cancelled = cancelled_unprojected(conn, client_id)
             if cancelled:
                 conditions.append(jobs.c.job_id.not_in(cancelled))
-            projected = {row["job_id"]: job_view(row) for row in conn.execute(
-                select(jobs).where(jobs.c.job_id.in_(cancelled))).mappings()} if cancelled else {}
-            unseen = [job for job in (self._through_outbox(conn, job_id, projected.get(job_id))
-                                      for job_id in unprojected_jobs(conn, client_id) + cancelled)
+            rowed = {row["job_id"]: job_view(row) for row in conn.execute(select(jobs).where(
+                jobs.c.client_id == client_id, jobs.c.created_at.is_(None))).mappings()}
+            if cancelled:
+                rowed |= {row["job_id"]: job_view(row) for row in conn.execute(
+                    select(jobs).where(jobs.c.job_id.in_(cancelled))).mappings()}
+            unseen = [job for job in (self._through_outbox(conn, job_id, rowed.get(job_id)) for job_id
+                                      in dict.fromkeys([*unprojected_jobs(conn, client_id), *rowed]))
                       if job is not None and where.matches(job)]
+            # The page's projected rows are among those from `offset - len(unseen)` on (at most
+            # that many unseen jobs come before it): the rows before are neither read nor sent.
+            # Read from 0 to the page's end, a deep page (offset up to 1e9) sent every row before.
+            skipped = max(0, offset - len(unseen))
             page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
-            count = select(func.count()).select_from(jobs).where(*conditions)
-            # The projected rows before this page's end suffice to merge with.
-            rows = conn.execute(page.limit(limit + offset if unseen else limit)
-                                .offset(0 if unseen else offset)).mappings().all()
-            total = conn.execute(count).scalar_one()
-        self._metrics.db("read", 4 + bool(cancelled))
-        found = [job_view(row) for row in rows]
-        if unseen:
-            found = sorted(found + unseen, key=_newest_first)[offset:offset + limit]
+            rows = conn.execute(page.limit(offset + limit - skipped).offset(skipped)).mappings().all()
+            total = conn.execute(select(func.count()).select_from(jobs).where(*conditions)).scalar_one()
+        self._metrics.db("read", 4 + bool(cancelled) * 2)
+        found = merged_page([job_view(row) for row in rows], unseen, skipped, offset, limit)
         return found, int(total) + len(unseen)
 
 
-def _newest_first(job: JobView) -> tuple[float, str]:
-    return (-(job.created_at.timestamp() if job.created_at else 0.0), job.job_id)
+def merged_page(projected: list[JobView], unseen: list[JobView], skipped: int, offset: int,
+                limit: int) -> list[JobView]:
+    """Jobs `offset` to `offset + limit` of the projected jobs and `unseen` merged, newest first.
+
+    `projected` are the projected jobs from number `skipped` (`offset - len(unseen)`, or 0) to the
+    page's end, in the order PostgreSQL lists them; `unseen` is none of them.
+    """
+    if skipped == 0:
+        return sorted(projected + unseen, key=_newest_first)[offset:offset + limit]
+    if not projected:  # fewer than `skipped` projected: with every unseen job, still short of the page
+        return []
+    first = _newest_first(projected[0])
+    before = sum(1 for job in unseen if _newest_first(job) < first)
+    # `projected[0]` is job number `skipped + before` of the merged list.
+    rest = sorted(projected + [job for job in unseen if _newest_first(job) > first], key=_newest_first)
+    start = offset - skipped - before
+    return rest[start:start + limit]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _newest_first(job: JobView) -> tuple[bool, int, str]:
+    """The listing's order, as PostgreSQL sorts `created_at DESC, job_id`: a job without a creation
+    time first (NULLs lead a descending order), then newest first, to the microsecond."""
+    created = job.created_at
+    return (created is not None, -((created - _EPOCH) // timedelta(microseconds=1)) if created else 0,
+            job.job_id)

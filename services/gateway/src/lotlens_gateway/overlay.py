@@ -44,9 +44,29 @@ def submitted_view(facts: JobFacts) -> JobView | None:
         retry_of=event.retry_of)
 
 
+def with_submission(job: JobView, facts: JobFacts) -> JobView:
+    """A row the result-store wrote from a later event (a `VisionBatchSubmitted`, on another topic)
+    before the job's `JobSubmitted`, completed from the outbox's `JobSubmitted`: the row's status
+    and counters, the submission's creation time, languages, size, webhooks and estimate.
+
+    Such a row has no `created_at` (projecting `JobSubmitted` writes it, with the rest): read as
+    it was, the job showed `created_at: null`, no languages, no lots and no webhook, and the
+    listing's date filters dropped it.
+    """
+    submitted = submitted_view(facts)
+    if job.created_at is not None or submitted is None:
+        return job
+    return dataclasses.replace(
+        job, client_id=job.client_id or submitted.client_id, api_version=submitted.api_version,
+        languages=submitted.languages, total_lots=submitted.total_lots,
+        webhook_configured=submitted.webhook_configured, created_at=submitted.created_at,
+        estimated_completion=submitted.estimated_completion, retry_of=submitted.retry_of)
+
+
 def overlaid(job: JobView | None, facts: JobFacts) -> JobView | None:
-    """The job as the client last changed it: projected row, else outbox; a cancellation applied."""
-    view = job or submitted_view(facts)
+    """The job as the client last changed it: projected row (completed from the outbox while its
+    `JobSubmitted` is not projected), else outbox; a cancellation applied."""
+    view = submitted_view(facts) if job is None else with_submission(job, facts)
     if view is None or facts.cancelled_at is None or view.status in TERMINAL_JOB_STATUSES:
         return view
     return dataclasses.replace(view, status=CANCELLED, cancelled_at=facts.cancelled_at,
