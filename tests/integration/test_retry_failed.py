@@ -32,6 +32,7 @@ from tests.integration.gateway_support import (
     until,
     waiting_on_a_lock,
 )
+from tests.integration.plan_support import executed
 
 pytestmark = pytest.mark.integration
 HOOK = "https://hooks.example.com/retried"
@@ -186,6 +187,31 @@ def test_asking_again_for_a_made_retry_answers_it_while_every_intake_slot_is_tak
     assert again.status_code == 200, again.text
     assert again.json()["job_id"] == made.json()["job_id"] and again.headers["idempotent-replayed"] == "true"
     assert taken.status_code == 201, taken.text
+
+
+def test_a_retry_that_will_be_refused_takes_no_intake_slot_and_reads_no_lot(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # The slot was taken, and every failed lot's image URLs and notes read, before the job's
+    # owner and state were looked at: a client looping on its own running job (or made-up ids,
+    # counted as polls) kept the process's one slot busy and other clients' jobs got 503.
+    with running_gateway(settings, engine, intake_slots=1, intake_wait_s=1.0, max_lot_bytes=2000) as gateway:
+        running = insert_running_job(engine, gateway.client_id, status="processing")
+        with engine.begin() as conn:
+            conn.execute(insert(lots), [{"job_id": running, "lot_id": f"lot-{n}", "seq": n,
+                                         "status": "failed", "image_urls": ["https://img.example.com/a.jpg"]}
+                                        for n in range(3)])
+        clean = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"])
+        strangers, _failed = finished_job_with_failures(gateway, engine)
+        statements = executed(Engine, lambda: [retry(gateway, running), retry(gateway, clean)])
+        with intake_filled(gateway, engine) as taking:
+            answers = {"running": retry(gateway, running), "clean": retry(gateway, clean),
+                       "stranger's": retry(gateway, strangers, key=gateway.other_key),
+                       "made up": retry(gateway, "job-does-not-exist")}
+        assert taking.result().status_code == 201
+    assert not [statement for statement, _ in statements if "FROM lots" in statement]
+    codes = {name: (answer.status_code, answer.json()["code"]) for name, answer in answers.items()}
+    assert codes == {"running": (409, "JOB_NOT_FINISHED"), "clean": (409, "NO_FAILED_LOTS"),
+                     "stranger's": (404, "JOB_NOT_FOUND"), "made up": (404, "JOB_NOT_FOUND")}
 
 
 def test_a_client_key_spelled_like_the_retry_s_own_neither_blocks_the_retry_nor_is_refused_for_it(

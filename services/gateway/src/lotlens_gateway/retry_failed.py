@@ -36,20 +36,30 @@ def failed_lots(conn: Connection, job: JobView) -> list[LotRequest]:
             for row in conn.execute(query)]
 
 
-def retry_submission(job: JobView, failed: list[LotRequest]) -> Submission:
-    """The new job's request: the old job's version and languages, only its failed lots.
-
-    409 for a job still running (its failures are not final) or one without failed lots.
-    """
+def check_retryable(job: JobView) -> None:
+    """409 for a job still running (its failures are not final) or one its status counts no
+    failed lot of (the client's own job, as `batch-status` shows it)."""
     if job.status not in ("completed", "failed", "cancelled"):
         raise ApiError(409, "JOB_NOT_FINISHED",
                        f"Only a finished job's failed lots can be retried; this job is {job.status}. "
                        "Wait for it to finish (or cancel it) first.",
                        details={"job_id": job.job_id, "status": job.status})
+    if not job.failed_lots:
+        raise _no_failed_lots(job)
+
+
+def retry_submission(job: JobView, failed: list[LotRequest]) -> Submission:
+    """The new job's request: the old job's version and languages, only its failed lots
+    (409 as `check_retryable`, or when none of its lots reads failed)."""
+    check_retryable(job)
     if not failed:
-        raise ApiError(409, "NO_FAILED_LOTS", "This job has no failed lots to retry",
-                       details={"job_id": job.job_id, "status": job.status, "failed_lots": 0})
+        raise _no_failed_lots(job)
     return Submission(version=job.api_version, languages=tuple(job.languages), lots=failed)
+
+
+def _no_failed_lots(job: JobView) -> ApiError:
+    return ApiError(409, "NO_FAILED_LOTS", "This job has no failed lots to retry",
+                    details={"job_id": job.job_id, "status": job.status, "failed_lots": 0})
 
 
 def retry_body(job: JobView) -> dict[str, Any]:

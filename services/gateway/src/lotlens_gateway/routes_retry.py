@@ -14,7 +14,13 @@ from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, GatewayDeps, JobClient, JobId
 from lotlens_gateway.idempotency import Replay, in_progress, internal_key, reserve_key
 from lotlens_gateway.intake import AcceptedJob, Estimate, accept_batch
-from lotlens_gateway.retry_failed import failed_lots, retry_body, retry_job_id, retry_submission
+from lotlens_gateway.retry_failed import (
+    check_retryable,
+    failed_lots,
+    retry_body,
+    retry_job_id,
+    retry_submission,
+)
 from lotlens_gateway.shutdown import to_the_end
 
 router = APIRouter(tags=["batch jobs"])
@@ -54,6 +60,11 @@ async def retry_failed(job_id: JobId, client_id: JobClient, deps: Deps) -> JSONR
                                    new_id, deps.clock())
     if made is not None:
         return JSONResponse(made.body, headers=_REPLAYED)
+    # Whose job it is and whether it can be retried, from its row alone, before the slot and the
+    # lots: refused only inside, a client looping on its running 50,000-lot job (or on made-up
+    # ids, counted as polls) had every failed lot's URLs read and held the process's slot, and
+    # other clients' submissions were told 503 `INTAKE_BUSY`.
+    check_retryable(await run_in_threadpool(deps.store.job_for_client, job_id, client_id))
     async with deps.intake.hold():
         return await _retry(job_id, new_id, client_id, deps)
 
