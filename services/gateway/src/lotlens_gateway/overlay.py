@@ -103,7 +103,7 @@ def unprojected_lot(lot_id: str, status: str) -> dict[str, Any]:
             "descriptions": [], "missing_images": []}
 
 
-def _outbox_lot_id() -> Any:
+def outbox_lot_id() -> Any:
     """The lot id inside an outbox `LotSubmitted` row's payload (parsed by PostgreSQL)."""
     return cast(outbox.c.payload, JSON)["data"]["lot_id"].as_string()
 
@@ -131,11 +131,11 @@ def unprojected_lot_ids(conn: Connection, job: JobView) -> dict[str, None]:
         return {}
     conditions = [outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type]
     if projected:
-        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == _outbox_lot_id()))
+        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == outbox_lot_id()))
     waiting: dict[str, None] = {}
     after = 0
     while True:
-        chunk = conn.execute(select(outbox.c.id, _outbox_lot_id()).where(*conditions, outbox.c.id > after)
+        chunk = conn.execute(select(outbox.c.id, outbox_lot_id()).where(*conditions, outbox.c.id > after)
                              .order_by(outbox.c.id).limit(STREAM_CHUNK)).all()
         waiting.update((lot_id, None) for _, lot_id in chunk)
         if len(chunk) < STREAM_CHUNK:
@@ -196,14 +196,14 @@ def outbox_lots_page(conn: Connection, job: JobView, status: str, page: list[dic
         return page, matching
     conditions = [outbox.c.job_id == job.job_id, outbox.c.event_type == LotSubmitted.event_type]
     if projected:
-        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == _outbox_lot_id()))
+        conditions.append(~exists().where(lots.c.job_id == job.job_id, lots.c.lot_id == outbox_lot_id()))
     total = matching + conn.execute(select(func.count()).select_from(outbox).where(*conditions)).scalar_one()
     if len(page) == limit or (page and offset + len(page) < matching):
         return page, total  # the projected lots fill this page (or its bytes cut it short)
     # The page's rows by id first (down `ix_outbox_job_events`, in order), then only theirs parsed.
     rows = conn.execute(select(outbox.c.id).where(*conditions).order_by(outbox.c.id)
                         .offset(max(0, offset - matching)).limit(limit - len(page))).scalars().all()
-    ids = conn.execute(select(_outbox_lot_id()).where(outbox.c.id.in_(rows))
+    ids = conn.execute(select(outbox_lot_id()).where(outbox.c.id.in_(rows))
                        .order_by(outbox.c.id)).scalars().all() if rows else []
     waiting = [unprojected_lot(lot_id, status) for lot_id in ids]
     sizes = [len(orjson.dumps(lot)) for lot in waiting]
