@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, event, insert, text
+from sqlalchemy import Engine, event, insert, text, update
 
 from lotlens_common.tables import jobs, lots
 from tests.integration.gateway_support import Gateway, make_lots, wait_published
@@ -93,3 +93,54 @@ def test_a_cancelled_jobs_results_list_every_lot_once_while_the_pipeline_catches
     assert (len(listed), missing[:5], len(missing), twice[:5]) == (LOTS, [], 0, []), \
         f"{len(listed)} lots listed of {LOTS}"
     assert {lot["status"] for lot in listed} == {"cancelled"}
+
+
+@pytest.mark.parametrize("placed", [False, True], ids=["still unplaced", "placed behind the download"])
+def test_a_cancelled_jobs_results_list_a_lot_failed_before_its_submission_was_recorded(
+        gateway: Gateway, engine: Engine, placed: bool) -> None:
+    # A lot row written before its LotSubmitted (a LotFailed, another topic) has no position and
+    # sorts last, and is no outbox-only lot either. The download read as many lots as its first
+    # window of sizes counted: lots projected ahead of that row meanwhile pushed it out of the
+    # count, and a position given it behind the lots already read put it past none of them.
+    lot_list = make_lots(LOTS, images=1)
+    submitted = gateway.submit(lot_list)
+    assert submitted.status_code == 201, submitted.text[:300]
+    job_id = submitted.json()["job_id"]
+    assert gateway.cancel(job_id).status_code == 200
+    wait_published(gateway, engine, job_id)
+    now = datetime.now(UTC)
+    unplaced = 100  # of the first 300 lots, the others projected
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(
+            job_id=job_id, client_id=gateway.client_id, status="cancelled", api_version="1.0.0",
+            languages=["en"], total_lots=LOTS, created_at=now, updated_at=now, cancelled_at=now))
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": lot["lot_id"], "seq": seq,
+                                     "status": "cancelled"} for seq, lot in enumerate(lot_list[:300])
+                                    if seq != unplaced])
+        conn.execute(insert(lots).values(job_id=job_id, lot_id=lot_list[unplaced]["lot_id"],
+                                         status="failed", error_message="gone"))
+    steps = ["sizes", "lots"] if placed else ["sizes"]
+
+    def after(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        if steps[:1] == ["sizes"] and "octet_length(lots.lot_id)" in statement:
+            steps.pop(0)  # right after the download's first read of sizes: lots 300-599 projected
+            with engine.begin() as conn:
+                conn.execute(insert(lots), [
+                    {"job_id": job_id, "lot_id": lot["lot_id"], "seq": 300 + seq, "status": "cancelled"}
+                    for seq, lot in enumerate(lot_list[300:600])])
+        elif steps == ["lots"] and "lots.missing_images" in statement and "LIMIT" in statement:
+            steps.pop(0)  # and after its first chunk of lots, the unplaced lot's LotSubmitted
+            with engine.begin() as conn:
+                conn.execute(update(lots).values(seq=unplaced).where(
+                    lots.c.job_id == job_id, lots.c.lot_id == lot_list[unplaced]["lot_id"]))
+
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        results = gateway.get_job(f"{RESULTS}/download", job_id)
+    finally:
+        event.remove(Engine, "after_cursor_execute", after)
+    assert steps == [] and results.status_code == 200, results.text[:300]
+    counts = Counter(lot["lot_id"] for lot in results.json()["results"]["lots"])
+    missing = [lot["lot_id"] for lot in lot_list if lot["lot_id"] not in counts]
+    twice = sorted(lot_id for lot_id, count in counts.items() if count > 1)
+    assert (missing, twice, sum(counts.values())) == ([], [], LOTS)

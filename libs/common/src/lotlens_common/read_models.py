@@ -202,8 +202,20 @@ def lot_results_in_chunks(engine: Engine, job: JobView,
             if after is None:
                 return
             yield from chunk
-        if len(window) < STREAM_CHUNK:
+        # Until a window finds no lot past the last read: lots a cancelled job's pipeline
+        # projects meanwhile ahead of the window's end push its last lots past the count it read
+        # (a short window ended the download, and they were listed nowhere).
+        if not window:
             return
+
+
+def lots_by_id(conn: Connection, job: JobView, lot_ids: Collection[str]) -> list[dict[str, Any]]:
+    """The job's lots of `lot_ids` (those it has), in request order, each in the contract's shape."""
+    rows = conn.execute(select(*_RENDERED).order_by(*LOT_REQUEST_ORDER).where(
+        lots.c.job_id == job.job_id, lots.c.lot_id.in_(list(lot_ids)))).mappings().all()
+    text_query = select(descriptions).where(descriptions.c.job_id == job.job_id)
+    order = {language: i for i, language in enumerate(job.languages)}
+    return list(_render(conn, job, list(rows), text_query, order))
 
 
 def _read_chunk(conn: Connection, job: JobView, query: Any, text_query: Any, order: dict[str, int]

@@ -19,8 +19,8 @@ import orjson
 from sqlalchemy import JSON, Connection, Engine, cast, exists, func, select
 
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobSubmitted, LotSubmitted
-from lotlens_common.read_models import STREAM_CHUNK, JobView, chunk_counts, lot_page
-from lotlens_common.tables import lots, outbox
+from lotlens_common.read_models import STREAM_CHUNK, JobView, chunk_counts, lot_page, lots_by_id
+from lotlens_common.tables import LAST_SEQ, LOT_REQUEST_ORDER, lots, outbox
 from lotlens_gateway.outbox import JobFacts
 
 CANCELLED = "cancelled"
@@ -81,20 +81,40 @@ def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
     outbox, so every lot of a cancelled job is listed, once: their ids are read before the
     projected lots (`unprojected_lot_ids`, on a connection from `snapshot` whose statements see
     one snapshot, ended before any lot is sent), and a lot projected since is listed where the
-    projected lots list it.
+    projected lots list it. A lot whose row has no position yet (`unplaced_lot_ids`) and that the
+    projected lots did not list (placed behind them meanwhile) is read again at the end.
     """
     if job.status != CANCELLED:
         yield from lot_results
         return
     with snapshot() as conn:
         waiting = unprojected_lot_ids(conn, job)
-    for lot in lot_results:
+        unplaced = unplaced_lot_ids(conn, job)
+    for lot in _cancelled(lot_results):
         waiting.pop(lot["lot_id"], None)
+        unplaced.pop(lot["lot_id"], None)
+        yield lot
+    if unplaced:  # placed since, behind the lots already listed: read again
+        with snapshot() as conn:
+            yield from _cancelled(lots_by_id(conn, job, unplaced))
+    for lot_id in waiting:
+        yield unprojected_lot(lot_id, CANCELLED)
+
+
+def _cancelled(lot_results: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """A cancelled job's lots, its unfinished ones reading `cancelled`."""
+    for lot in lot_results:
         if lot["status"] not in _SETTLED_LOTS:
             lot["status"] = CANCELLED
         yield lot
-    for lot_id in waiting:
-        yield unprojected_lot(lot_id, CANCELLED)
+
+
+def unplaced_lot_ids(conn: Connection, job: JobView) -> dict[str, None]:
+    """The job's lots with a row but no position yet (a later stage's event projected before their
+    `LotSubmitted`): listed last, and, if their `LotSubmitted` is projected while the job's lots
+    are read, at a position the reading may have passed."""
+    unplaced = select(lots.c.lot_id).where(lots.c.job_id == job.job_id, LOT_REQUEST_ORDER[0] == LAST_SEQ)
+    return dict.fromkeys(conn.execute(unplaced).scalars())
 
 
 def unprojected_lot(lot_id: str, status: str) -> dict[str, Any]:
