@@ -35,9 +35,14 @@ def test_with_every_lot_counted_the_end_is_still_a_little_ahead() -> None:
     assert job.expected_completion(now) == now + timedelta(minutes=1)
 
 
-def test_a_finished_job_keeps_the_estimate_it_was_given() -> None:
-    job = replace(JOB, status="completed", processed_lots=100)
-    assert job.expected_completion(CREATED + timedelta(days=3)) == CREATED + timedelta(minutes=30)
+def test_a_job_that_ended_shows_its_end() -> None:
+    ended = CREATED + timedelta(minutes=50)
+    completed = replace(JOB, status="completed", processed_lots=100, completed_at=ended)
+    cancelled = replace(JOB, status="cancelled", cancelled_at=CREATED + timedelta(minutes=5))
+    later = CREATED + timedelta(days=3)
+    assert completed.expected_completion(later) == ended
+    assert cancelled.expected_completion(CREATED + timedelta(minutes=6)) == CREATED + timedelta(minutes=5)
+    assert replace(completed, completed_at=None).expected_completion(later) == CREATED + timedelta(minutes=30)
 
 
 def test_a_stuck_job_is_given_at_most_a_week_ahead() -> None:

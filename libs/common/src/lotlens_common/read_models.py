@@ -85,9 +85,12 @@ class JobView:
         The intake's estimate until it has passed; after that, while the job still runs, the pace
         so far carried over the lots left (with none done yet, the first estimate's span again).
         Unrevised, a job slower than its estimate showed an end in the past to every poller.
+        A job that ended shows its end (a cancelled job showed the estimate, hours ahead).
         """
+        if self.status in TERMINAL_JOB_STATUSES:
+            return self.completed_at or self.cancelled_at or self.estimated_completion
         first = self.estimated_completion
-        if first is None or first > now or self.status in TERMINAL_JOB_STATUSES:
+        if first is None or first > now:
             return first
         started = self.created_at or now
         done = self.processed_lots + self.failed_lots
@@ -129,9 +132,11 @@ def processing_summary(job: JobView) -> dict[str, Any]:
 
 
 def _processing_time(job: JobView) -> str | None:
-    if job.created_at is None or job.completed_at is None:
+    # A cancelled job ran until its cancel (the results' `completed_at` shows that time too).
+    ended = job.completed_at or job.cancelled_at
+    if job.created_at is None or ended is None:
         return None
-    return duration_words(max(0, int((job.completed_at - job.created_at).total_seconds())))
+    return duration_words(max(0, int((ended - job.created_at).total_seconds())))
 
 
 def _count(number: int, unit: str) -> str:
