@@ -224,7 +224,7 @@ class JobStore:
             page = select(jobs).where(*conditions).order_by(jobs.c.created_at.desc(), jobs.c.job_id)
             rows = conn.execute(page.limit(offset + limit - skipped).offset(skipped)).mappings().all()
             total = conn.execute(select(func.count()).select_from(jobs).where(*conditions)).scalar_one()
-        self._metrics.db("read", 4 + bool(cancelled) * 2)
+        self._metrics.db("read", 5 + bool(cancelled))
         found = merged_page([job_view(row) for row in rows], unseen, skipped, offset, limit)
         return found, int(total) + len(unseen)
 
