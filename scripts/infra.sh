@@ -229,17 +229,20 @@ stop_pg() {
 # --------------------------------------------------------------------- Kafka
 
 kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$DEPLOY/pom.xml"; }
-# The marker names the version and the pom's hash: editing the pom triggers a new download.
-kafka_marker() { echo "kafka_2.13 $(kafka_version) $(sha256sum <"$DEPLOY/pom.xml" | cut -c1-16)"; }
-
-# Maven checks each jar against Maven Central's checksum (--strict-checksums: a mismatch fails;
-# Maven 3's default only warns, and -q hid the warning); the jars' hashes are then kept, so a jar
-# changed or cut short since is fetched again, not run.
-kafka_jars_intact() { (cd "$KAFKA_LIB" && sha256sum --quiet --strict -c .sha256) >/dev/null 2>&1; }
+# Every jar the broker runs is pinned in $DEPLOY/jars.sha256 (scripts/kafka-jars.sh): Maven's
+# --strict-checksums compares with the same server's .sha1, and copies jars in ~/.m2 unchecked.
+source "$ROOT/scripts/kafka-jars.sh"
+KAFKA_JARS_CHECKED=0
 
 install_kafka() {
   command -v java >/dev/null || apt_install default-jre-headless
-  [ "$(cat "$KAFKA_LIB/.installed" 2>/dev/null)" = "$(kafka_marker)" ] && kafka_jars_intact && return 0
+  kafka_lock_current \
+    || die "$DEPLOY/pom.xml changed since $KAFKA_LOCK was made: regenerate it with scripts/kafka-jars.sh lock"
+  local unlocked
+  unlocked="$(kafka_jars_unlocked "$KAFKA_LIB")"
+  if [ -z "$unlocked" ]; then KAFKA_JARS_CHECKED=1; return 0; fi
+  # A jar changed or cut short since (or an older version's) is fetched again, not run.
+  [ -d "$KAFKA_LIB" ] && while read -r line; do log "$KAFKA_LIB/$line: fetching again"; done <<<"$unlocked"
   command -v mvn >/dev/null || apt_install maven
   log "fetching Kafka $(kafka_version) jars with Maven into $KAFKA_LIB"
   mkdir -p "$KAFKA_DIR/logs"
@@ -248,9 +251,9 @@ install_kafka() {
   mvn -q -B --strict-checksums -f "$DEPLOY/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
     -DoutputDirectory="$KAFKA_LIB.tmp" >"$KAFKA_DIR/logs/mvn.log" 2>&1 \
     || { show_tail "$KAFKA_DIR/logs/mvn.log"; die "Maven could not fetch the Kafka jars"; }
-  (cd "$KAFKA_LIB.tmp" && sha256sum -- *.jar >.sha256)
+  kafka_jars_verify "$KAFKA_LIB.tmp" || die "Maven's Kafka jars do not match $KAFKA_LOCK, none is run: a jar Maven took from ~/.m2 (or a mirror) can be deleted there and fetched again; after a Kafka version change, regenerate the lock: scripts/kafka-jars.sh lock"
   rm -rf "$KAFKA_LIB" && mv "$KAFKA_LIB.tmp" "$KAFKA_LIB"
-  kafka_marker >"$KAFKA_LIB/.installed"
+  KAFKA_JARS_CHECKED=1
 }
 
 # The pid file is trusted only if that process is really our broker (pids get reused).
@@ -308,6 +311,9 @@ start_kafka() {
     kafka_ready 0 && return 0
     offset=0
   else
+    # restart-kafka comes here without install_kafka.
+    [ "$KAFKA_JARS_CHECKED" = 1 ] || kafka_jars_verify "$KAFKA_LIB" \
+      || die "the jars in $KAFKA_LIB do not match $KAFKA_LOCK: broker not started ('scripts/infra.sh install' fetches them again)"
     for p in "$KAFKA_PORT" "$CONTROLLER_PORT"; do
       port_open "$p" && die "port $p is taken by another process (set LOTLENS_KAFKA_PORT / _CONTROLLER_PORT)"
     done
