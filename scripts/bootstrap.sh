@@ -2,11 +2,16 @@
 # Install uv (pinned) when missing and sync the locked Python environment into .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-UV_VERSION=0.13.8
+# Version and hashes in scripts/uv-requirements.txt: without them pip installed whatever file its
+# index, a mirror or a --find-links folder served as uv.
+UV_REQUIREMENTS=scripts/uv-requirements.txt
+UV_VERSION="$(sed -n 's/^uv==\([^ ]*\).*/\1/p' "$UV_REQUIREMENTS")"
 export PATH="$HOME/.local/bin:$PATH"
 if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
-  python3 -m pip install --quiet --user --disable-pip-version-check "uv==$UV_VERSION" \
-    || python3 -m pip install --quiet --user --break-system-packages "uv==$UV_VERSION"
+  pip_uv() {
+    python3 -m pip install --quiet --user --disable-pip-version-check --require-hashes -r "$UV_REQUIREMENTS" "$@"
+  }
+  pip_uv || pip_uv --break-system-packages
 fi
 uv sync --locked --quiet
 # Bytecode, compiled once here: where PYTHONDONTWRITEBYTECODE is set (this machine sets it), Python
