@@ -1,6 +1,6 @@
 """What the run paid OpenAI for, read from the stand-in's durable records: no batch left running,
 no shard's batch created twice, no lot in two batches of one stage at once (whatever shard the
-second batch was made for), and no lot sent again once a batch had answered it with a usable 200
+second batch was made for), and no lot run again once a batch had answered it with a usable 200
 asking the same (the stage had its answer: the resend is paid twice)."""
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def batch_breaches(paid: list[PaidBatch]) -> list[str]:
 
 def _lots_sent_twice(paid: list[PaidBatch]) -> list[str]:
     """Lots whose request was in two batches of one stage at once (the second created before the
-    first ended), or sent again after a batch answered it with a usable 200 to the same request. A
+    first ended), or run again after a batch answered it with a usable 200 to the same request. A
     lot sent again after its batch ended without such an answer is the stage's retry (a refused
     image, a failed line, an expired or cancelled batch, an answer cut at its cap), and so is the
     next part of its languages (another request): whatever attempt each batch is labelled with."""
@@ -98,14 +98,15 @@ def _lots_sent_twice(paid: list[PaidBatch]) -> list[str]:
 
 
 def _resent_after_answer(sends: list[_Send]) -> tuple[str, str] | None:
-    """(the answering batch, the later one) when a send followed a usable 200 to the same request:
-    a later line not run (its batch ended first) counts as the same request, as for vision."""
+    """(the answering batch, the later one) when a line asking the same ran after a usable 200. A
+    later line never run (its batch was cancelled or expired first) billed nothing: no spend, and
+    what it would have asked is unknown (a translation's next part of languages asks another)."""
     ordered = sorted(sends, key=lambda s: s.created)
     for n, first in enumerate(ordered):
         if first.answer is None or not first.answer.get("usable"):
             continue
         for later in ordered[n + 1:]:
-            if later.answer is None or later.answer.get("asked") == first.answer.get("asked"):
+            if later.answer is not None and later.answer.get("asked") == first.answer.get("asked"):
                 return first.batch_id, later.batch_id
     return None
 

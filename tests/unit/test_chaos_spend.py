@@ -1,7 +1,8 @@
 """The spend invariant on recorded batches (as `chaos.spend.paid_batches` reads them from the
 stand-in): a lot sent again after a batch answered it with a usable 200 to the same request is paid
 twice; a resend after an error line, an answer cut at its cap, a batch that ended before running
-the line, or for the next part of the lot's languages is the stage's retry."""
+the line, or for the next part of the lot's languages is the stage's retry, and a later batch that
+never ran the line billed nothing."""
 
 from __future__ import annotations
 
@@ -36,10 +37,22 @@ def test_a_lot_sent_again_after_a_usable_200_is_a_double_spend() -> None:
         "answered it with a usable 200 (double spend)"]
 
 
-def test_a_lot_held_by_a_later_batch_that_never_ran_it_is_a_double_spend_too() -> None:
+def test_a_later_batch_that_never_ran_the_lot_spent_nothing() -> None:
+    # A translation lot's next part of its languages, whose batch was cancelled or expired before
+    # the line ran: nothing was billed for it, whatever it would have asked.
     paid = [_batch("batch_a", 0, 10, "shard-a", {"lot-1": _answer()}),
             _batch("batch_b", 20, 30, "shard-b", {})]
-    assert len(batch_breaches(paid)) == 1
+    paid[1].batch.update(status="cancelled", completed_at=None, cancelled_at=30)
+    assert batch_breaches(paid) == []
+
+
+def test_a_later_answered_line_asking_the_same_is_still_a_double_spend() -> None:
+    paid = [_batch("batch_a", 0, 10, "shard-a", {"lot-1": _answer()}),
+            _batch("batch_b", 20, 30, "shard-b", {}),
+            _batch("batch_c", 40, 50, "shard-c", {"lot-1": _answer()})]
+    assert batch_breaches(paid) == [
+        "lot lot-1 of job job-1 was sent again at the vision stage in batch batch_c after batch batch_a "
+        "answered it with a usable 200 (double spend)"]
 
 
 def test_a_lot_sent_again_after_an_error_line_passes() -> None:
