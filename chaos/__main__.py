@@ -14,7 +14,7 @@ import os
 import statistics
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,22 +49,24 @@ def _quantiles(values: list[float]) -> str:
 
 
 def table(results: list[RunResult]) -> str:
-    """Faults by kind with their recovery and probe-job p50/p99, then one line per seed."""
+    """Faults by kind (injected, not fired) with their recovery and probe-job p50/p99, then one
+    line per seed."""
     recovered: dict[str, list[float | None]] = defaultdict(list)
     probed: dict[str, list[float | None]] = defaultdict(list)
+    missed: Counter[str] = Counter(label for result in results for label, _ in result.not_fired)
     for result in results:
         for kind, seconds in result.recovery_s:
             recovered[kind].append(seconds)
         for kind, seconds in result.probe_s:
             probed[kind].append(seconds)
     lines = [
-        "| fault | injected | not recovered | recovery p50 (s) | recovery p99 (s) "
+        "| fault | injected | not fired | not recovered | recovery p50 (s) | recovery p99 (s) "
         "| probe job p50 (s) | probe job p99 (s) |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for kind in sorted(recovered):
-        done = [s for s in recovered[kind] if s is not None]
-        lines.append(f"| {kind} | {len(recovered[kind])} | {len(recovered[kind]) - len(done)} | "
+    for kind in sorted(recovered.keys() | missed.keys()):
+        injected, done = recovered[kind], [s for s in recovered[kind] if s is not None]
+        lines.append(f"| {kind} | {len(injected)} | {missed[kind]} | {len(injected) - len(done)} | "
                      f"{_quantiles(done)} | {_quantiles([s for s in probed[kind] if s is not None])} |")
     stops = shutdown_table([s for result in results for s in result.shutdowns])
     lines += ["", *stops] if stops else []
@@ -75,8 +77,20 @@ def table(results: list[RunResult]) -> str:
             f"{result.sync_ok} | {len(result.violations)} | {result.seconds:.0f} |"
         )
     total = sum(len(r.violations) for r in results)
-    lines += ["", f"{len(results)} seeds, {sum(len(r.faults) for r in results)} faults, {total} violations"]
+    lines += ["", f"{len(results)} seeds, {sum(len(r.faults) for r in results)} faults "
+                  f"({sum(missed.values())} not fired), {total} violations"]
     return "\n".join(lines)
+
+
+def not_fired(results: list[RunResult]) -> str:
+    """The faults that met nothing to disturb, each with why: listed, neither passed nor violations."""
+    return "\n".join(f"- seed {r.seed}: {label} not fired: {why}"
+                     for r in results for label, why in r.not_fired)
+
+
+def proved_nothing(results: list[RunResult]) -> bool:
+    """Whether no fault of the run fired: a run that disturbed nothing proves nothing, and fails."""
+    return any(r.faults for r in results) and not any(r.recovery_s for r in results)
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -119,14 +133,20 @@ def main(argv: list[str] | None = None) -> int:
             )
         # Written after every seed: an interrupted run still leaves the seeds it finished.
         violations = "\n".join(f"- seed {r.seed}: {v}" for r in results for v in r.violations)
+        listed = not_fired(results)
+        missed = f"\n\nNot fired (nothing to disturb; no violation):\n{listed}" if listed else ""
         out.write_text(
             f"# make chaos {time.strftime('%Y-%m-%d %H:%M')} (kinds: {', '.join(chosen)})\n\n"
-            f"{table(results)}\n\n{violations}\n"
+            f"{table(results)}\n\n{violations}{missed}\n"
         )
 
     run_seeds(list(range(args.seed, args.seed + args.seeds)), database, state, plan, report)
     print(table(results))
-    return 1 if any(r.violations for r in results) else 0
+    if not_fired(results):
+        print(not_fired(results))
+    if proved_nothing(results):
+        print("no fault fired: the run disturbed nothing and proved nothing", file=sys.stderr)
+    return 1 if any(r.violations for r in results) or proved_nothing(results) else 0
 
 
 if __name__ == "__main__":

@@ -31,6 +31,10 @@ UPSTREAMS = ("kafka", "postgres", "standin")
 RECEIVED = "toxiproxy_proxy_received_bytes_total{"
 
 
+class NoTraffic(Exception):
+    """A network fault met no traffic while it was on: it disturbed nothing (not fired)."""
+
+
 def received_bytes(metrics: str, proxy: str) -> float:
     """What a proxy's clients sent it so far, read from toxiproxy's Prometheus metrics."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from chaos.invariants import check, wait_terminal
 from chaos.lost_answers import resolve
-from chaos.network import Toxiproxy, toxiproxy_binary
+from chaos.network import NoTraffic, Toxiproxy, toxiproxy_binary
 from chaos.recovery import Recovery, consumer_groups, members, probe_seconds, recovery
 from chaos.schedule import NETWORK_KINDS, Fault, faults, workload
 from chaos.shutdown import Shutdown
@@ -38,6 +38,8 @@ class RunResult:
     recovery_s: list[tuple[str, float | None]] = field(default_factory=list)  # (kind, s); None: never
     probe_s: list[tuple[str, float | None]] = field(default_factory=list)  # a fresh job's completion
     violations: list[str] = field(default_factory=list)
+    # Faults that met nothing to disturb, (label, why): no defect, and no recovery measured either.
+    not_fired: list[tuple[str, str]] = field(default_factory=list)
     shutdowns: list[Shutdown] = field(default_factory=list)  # each `sigterm`'s stop
     jobs: int = 0
     sync_ok: int = 0  # synchronous calls answered as asked
@@ -75,11 +77,31 @@ def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
     elif fault.kind in NETWORK_KINDS and stack.network is not None:
         # No traffic while the toxic was on: the fault tested nothing, and its recovery would pass.
         if not stack.network.hold(fault.target, fault.kind, fault.hold_s * 2):
-            raise FaultNotFired(f"{fault.kind} on {fault.target} did not fire: no traffic passed through "
-                                f"its proxy while the toxic was on")
+            raise NoTraffic("no traffic passed through its proxy while the toxic was on")
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
     return shutdown
+
+
+def inject(stack: ChaosStack, fault: Fault, result: RunResult) -> bool:
+    """Apply one fault and note in the seed's result what came of it; False when it did not fire
+    for want of anything to hit (a quiet link: listed as not fired, no violation, nothing to
+    recover from). A process fault sent to a process that had exited by itself is a crash: a
+    violation, and the restart after it is still measured."""
+    try:
+        shutdown = apply(stack, fault)
+    except NoTraffic as exc:
+        result.not_fired.append((fault.label, str(exc)))
+        return False
+    except FaultNotFired as exc:  # the target is started again by the seed's `revive`
+        result.violations.append(str(exc))
+        return True
+    if shutdown is not None:
+        log.info("seed %d: %s stopped in %.1f s, exit %s", result.seed, fault.target,
+                 shutdown.seconds, shutdown.returncode)
+        result.shutdowns.append(shutdown)
+        result.violations += [v for v in [shutdown.violation()] if v]
+    return True
 
 
 def inject_poison(stack: ChaosStack) -> int:
@@ -182,16 +204,9 @@ def _one_seed(
             groups = consumer_groups(stack.kafka_bootstrap, stack.name)
             restarted = fault.kind in ("kill9", "sigterm")
             before = members(stack.kafka_bootstrap, groups, fault.target) if restarted else {}
-            try:
-                shutdown = apply(stack, fault)
-            except FaultNotFired as exc:  # the target is started again below (`revive`)
-                result.violations.append(str(exc))
-                shutdown = None
-            if shutdown is not None:
-                log.info("seed %d: %s stopped in %.1f s, exit %s", result.seed, fault.target,
-                         shutdown.seconds, shutdown.returncode)
-                result.shutdowns.append(shutdown)
-                result.violations += [v for v in [shutdown.violation()] if v]
+            if not inject(stack, fault, result):
+                log.info("seed %d: %s did not fire: %s", result.seed, fault.label, result.not_fired[-1][1])
+                continue
             rejoining = (fault.target, before) if before else None
             measured.append(recovery(probe, stack.kafka_bootstrap, groups, images, 180, rejoining))
             seconds = measured[-1].seconds
@@ -206,7 +221,8 @@ def _one_seed(
     # The probe jobs first: the invariants look at every batch at the stand-in, theirs included.
     wait_terminal(engine, [r.probe_job for r in measured if r.probe_job], plan.settle_s)
     result.violations += check(stack, engine, out, receiver, poison, plan.settle_s)
-    result.probe_s = list(zip([f.label for f in result.faults], probe_seconds(engine, measured), strict=True))
+    fired = [label for label, _ in result.recovery_s]
+    result.probe_s = list(zip(fired, probe_seconds(engine, measured), strict=True))
     result.violations += stack.revive()
     result.violations += [f"no recovery after {kind}" for kind, s in result.recovery_s if s is None]
     result.violations += [f"probe job not completed after {kind}" for kind, s in result.probe_s if s is None]
