@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Engine, func, select
 
 from chaos.spend import batch_breaches, paid_batches
 from chaos.stack import STANDIN_KEY, ChaosStack
-from chaos.usage_check import read_usage, usage_breaches
+from chaos.usage_check import settled_usage, usage_breaches
 from chaos.webhook_check import Finished, webhook_breaches
 from chaos.workload import Submitted
 from lotlens_admin.dlq import read_letters
@@ -67,9 +67,12 @@ def check(
     paid = paid_batches(stack.standin_url, STANDIN_KEY)
     violations += batch_breaches(paid)
     violations += _webhooks(stack, out, statuses, receiver)
-    # After the webhooks: they follow JobCompleted, so every finished job's usage is summed by now.
+    # After the webhooks: they follow JobCompleted, so every finished job's usage is summed by now
+    # (a cancelled job's keeps growing with its late answers: `settled_usage` waits for them).
     finished = [job_id for job_id in out.accepted if statuses.get(job_id) in TERMINAL_JOB_STATUSES]
-    violations += usage_breaches(paid, *read_usage(engine, finished), finished=finished)
+    cancelled = [job_id for job_id in finished if statuses[job_id] == "cancelled"]
+    billed, lot_usage, job_usage, unchecked = settled_usage(stack, engine, finished, cancelled, timeout_s)
+    violations += usage_breaches(billed, lot_usage, job_usage, finished, unchecked)
     violations += _deliveries(engine, statuses)
     violations += _dead_letters(stack, poison)
     violations += _event_ids(stack, out)
