@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    MetaData,
     Select,
     and_,
     bindparam,
@@ -129,22 +130,35 @@ def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = 
     return [str(row["id"]) for row in settled]
 
 
-def unsettle_cancelled(conn: Connection) -> list[str]:
+def unsettle_cancelled(conn: Connection, retired_schema: str) -> list[str]:
     """Undo the settlement of every unannounced job whose cancel the gateway has accepted and
-    the read models not projected yet, as the live `settle_jobs` never made it; returns their ids.
+    the live store not projected yet, as the live `settle_jobs` never made it; returns their ids.
 
-    For a rebuild's swap, in its transaction once the rebuilt tables have the live names: their
-    replay sees no outbox, so it settled a job whose last lot landed before its `JobCancelled`,
-    and the swap watch then announced it `completed` (its webhook too) after the client's 200.
-    Asked after the tables moved, so a cancel the gateway accepted against the old `jobs` row has
-    committed (the move waited for its read), and a later one reads the rebuilt row. The job is
-    left running with its counters full (the gateway reads it `cancelled` meanwhile, `overlay`);
-    its `JobCancelled` ends it `cancelled`, as live.
+    For a rebuild's swap, in its transaction once the rebuilt tables have the live names and the
+    live ones are in `retired_schema`: their replay sees no outbox, so it settled a job whose last
+    lot landed before its `JobCancelled`, and the swap watch then announced it `completed` (its
+    webhook too) after the client's 200. Asked after the tables moved, so a cancel the gateway
+    accepted against the old `jobs` row has committed (the move waited for its read), and a later
+    one reads the rebuilt row. The job is left running with its counters full (the gateway reads
+    it `cancelled` meanwhile, `overlay`); its `JobCancelled` ends it `cancelled`, as live.
+
+    A job the live store already ended (its `JobCancelled` projected and consumed, the outbox row
+    not pruned yet, the announcement not made: it waited on the swap's lock, or Kafka) takes the
+    live row's ending instead: left running, it waited for a cancel the live store never reads
+    again, and its announcement, reading the swapped-in row, announced nothing.
     """
+    # Aliased: both tables are named `jobs`, and PostgreSQL refuses a name twice in one UPDATE.
+    retired = jobs.to_metadata(MetaData(), schema=retired_schema).alias("live_jobs")
+    settled_by_replay = (jobs.c.status.in_([COMPLETED, FAILED]), jobs.c.completion_published.is_(False),
+                         exists().where(outbox.c.job_id == jobs.c.job_id,
+                                        outbox.c.event_type == JobCancelled.event_type))
+    ended_live = (retired.c.job_id == jobs.c.job_id, retired.c.status.in_(sorted(TERMINAL_JOB_STATUSES)))
+    conn.execute(update(jobs).where(*settled_by_replay, *ended_live).values(
+        status=retired.c.status, error_message=retired.c.error_message,
+        completed_at=retired.c.completed_at, cancelled_at=retired.c.cancelled_at, usage=retired.c.usage,
+        completion_published=retired.c.completion_published, updated_at=utc_now()))
     return [str(job_id) for job_id in conn.execute(
-        update(jobs).where(jobs.c.status.in_([COMPLETED, FAILED]), jobs.c.completion_published.is_(False),
-                           exists().where(outbox.c.job_id == jobs.c.job_id,
-                                          outbox.c.event_type == JobCancelled.event_type))
+        update(jobs).where(*settled_by_replay, ~exists().where(*ended_live))
         # The status before the settlement: a job with a described lot had its translation batch.
         .values(status=case((jobs.c.processed_lots > 0, TRANSLATING), else_=PROCESSING),
                 error_message=None, completed_at=None, usage=None, updated_at=utc_now())

@@ -30,6 +30,7 @@ from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_result_store.completion import unsettle_cancelled
 from lotlens_result_store.replay import Position, Progress, RebuildRefused, RecordLog, replay
 from lotlens_result_store.shadow import (
+    RETIRED,
     create_shadow,
     drop_shadow,
     hold_migrations,
@@ -164,10 +165,10 @@ def _rebuild(engine: Engine, kafka: KafkaSettings, topics: TopicSettings, option
             return _kept(events, held, f"a migration ran since the rebuild began ({moved}); the "
                          "rebuilt tables lack its changes: start over with --restart", say)
         swap(lock_conn, live)
-        if held_back := unsettle_cancelled(lock_conn):
+        if held_back := unsettle_cancelled(lock_conn, RETIRED):
             say(f"{len(held_back)} jobs the replay settled wait for the cancel the gateway accepted")
     say(f"swapped in: {events:,} events replayed, {held} skipped; "
-        "the old tables are in schema lotlens_retired; the running result-store announces the jobs "
+        f"the old tables are in schema {RETIRED}; the running result-store announces the jobs "
         "they hold finished and unannounced")
     return RebuildResult(events, held, swapped=True)
 
