@@ -154,3 +154,31 @@ def test_a_description_cut_off_again_with_twice_the_room_fails_the_lot_with_both
     assert lot["status"] == "failed" and "max_output_tokens" in lot["error_message"], lot
     assert lot["processed_images"] == 0
     assert lot["usage"]["output_tokens"] == 8000
+
+
+def test_a_refusal_naming_an_image_after_one_naming_none_sends_the_suspect_again() -> None:
+    # The rear is unreadable. Refused whole without a name, the front was left out; the next
+    # refusal named the rear, yet the front stayed out: described from the side alone, the lot
+    # listed the front missing, though nothing showed it was bad.
+    front, side, rear = (f"https://img.test/{name}.png" for name in ("front", "side", "rear"))
+    requests: list[list[str]] = []
+
+    def openai_api(request: httpx2.Request) -> httpx2.Response:
+        content = orjson.loads(request.content)["input"][0]["content"]
+        sent = [part["image_url"] for part in content if part["type"] == "input_image"]
+        requests.append(sent)
+        if rear not in sent:
+            return httpx2.Response(200, json={"status": "completed", "output": [message("<p>Dented.</p>")]})
+        named = front not in sent  # OpenAI names the image only at times
+        return httpx2.Response(400, json={"error": {
+            "message": f"Error while downloading {rear}." if named else "You uploaded an unsupported image.",
+            "type": "invalid_request_error", "param": None, "code": "invalid_image_format"}})
+
+    async def describe() -> dict[str, Any]:
+        lot = LotRequest("lot-1", "Camry", (front, side, rear), None)
+        return await describer(openai_api).describe(Submission("1.0.0", ("en",), [lot]))
+
+    lot = asyncio.run(describe())["lots"][0]
+    assert requests == [[front, side, rear], [side, rear], [front, side]]
+    assert lot["status"] == "completed" and lot["missing_images"] == [rear], lot
+    assert lot["processed_images"] == 2

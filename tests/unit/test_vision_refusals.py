@@ -65,3 +65,20 @@ def test_the_stage_leaves_each_image_out_in_turn_until_a_request_is_answered() -
         lot, sent = _sent(again)
         assert sent == [url for url in URLS if url != left_out] and lot.work.missing_images == (left_out,)
     assert spec.retry_refused(lot, "invalid_image_format", UNSUPPORTED) is None  # none left to suspect
+
+
+def test_a_refusal_naming_an_image_after_one_naming_none_sends_the_suspect_again() -> None:
+    # Front, left out after a refusal naming no image, stayed out once the next refusal named the
+    # rear: the lot was described from the side alone and the front listed missing, though
+    # nothing showed it was bad.
+    spec = stage()
+    front, side, rear = URLS
+    lot, _ = _sent(vision_lot(*URLS))
+    suspected = spec.retry_refused(lot, "invalid_image_format", UNSUPPORTED)
+    assert suspected is not None
+    lot, sent = _sent(suspected)
+    assert sent == [side, rear]
+    named = spec.retry_refused(lot, "invalid_image_format", f"Error while downloading {rear}.")
+    assert named is not None
+    lot, sent = _sent(named)
+    assert sent == [front, side] and lot.work.missing_images == (rear,)

@@ -269,6 +269,7 @@ class SyncDescriber:
                 if refused is not None:
                     images.remove(refused)
                     missing.append(refused)
+                    suspects.clear()  # the named image explains it: the one left out goes back in
                 elif (suspect := next_suspect(exc.code, images, suspects)) is not None:
                     suspects.append(suspect)
                 else:

@@ -187,8 +187,11 @@ class VisionStage:
         sent = _valid_images(lot)
         refused = refused_image(code, message, sent)
         if refused is not None:
+            # The suspects are cleared: the named image explains the refusal, and nothing showed
+            # the one left out was bad (kept out, it was listed missing).
             refused_images = (*lot.work.refused_images, refused)
-            return lot.with_work(lot.work.model_copy(update={"refused_images": refused_images}))
+            return lot.with_work(lot.work.model_copy(
+                update={"refused_images": refused_images, "suspects": ()}))
         # The last suspect, out of the request refused, goes back in: it was not the one.
         usable = [url for url in lot.work.image_urls if url in sent or url in lot.work.suspects[-1:]]
         suspect = next_suspect(code, usable, lot.work.suspects)

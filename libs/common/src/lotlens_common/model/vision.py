@@ -72,7 +72,8 @@ IMAGE_REFUSALS = frozenset({
 _CONTENT_INDEX = re.compile(r"content\.?\[(\d+)\]")
 # Images left out in turn after refusals naming none (`next_suspect`): a refused request is not
 # billed, so this bounds the extra requests (time, rate limit), not the cost; the one answer paid
-# for is the description itself.
+# for is the description itself. Counted afresh after a refusal naming an image (its callers clear
+# the suspects): each such refusal leaves an image out for good, so the requests stay bounded.
 MAX_SUSPECTS = 5
 
 
