@@ -3,11 +3,15 @@ waited for its mark (a shared database write, up to a statement_timeout of 300 s
 
 from __future__ import annotations
 
+import binascii
 from datetime import UTC, datetime, timedelta
 from functools import partial
+from typing import Any
 
 import pytest
 
+from lotlens_common import signing
+from lotlens_common.events import WebhookAttempted, WebhookFailed
 from lotlens_common.producer import EventProducer
 from lotlens_webhook_dispatcher import dispatch_queue
 from lotlens_webhook_dispatcher.bootstrap import http_transport
@@ -16,7 +20,18 @@ from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.payloads import PartPlan
 from lotlens_webhook_dispatcher.post_marks import PostMarks
 from lotlens_webhook_dispatcher.worker import Dispatcher
-from tests.integration.webhook_dispatcher.support import CLIENT, Reply, Request, one_webhook, quick
+from tests.integration.webhook_dispatcher.support import (
+    CLIENT,
+    Reply,
+    Request,
+    finals,
+    of,
+    one_webhook,
+    publish_completed,
+    quick,
+    running,
+    state,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,3 +85,23 @@ def test_a_webhook_is_signed_with_the_time_its_post_goes_out_not_before_its_mark
     signed_at = int(request.headers["webhook-timestamp"])
     assert abs(posted_at[0].timestamp() - signed_at) < TOLERANCE_S, (
         f"signed {posted_at[0].timestamp() - signed_at:.0f} s before its POST")
+
+
+def test_a_signing_error_fails_the_attempt_unsent_with_its_reason_not_as_an_interruption(
+        config, db, events, monkeypatch):
+    # Signed after the mark, a signing error (a malformed `whsec_` secret) escaped the attempt as
+    # one that broke in its POST and may have been sent: left to its lease, it was taken up again
+    # as interrupted until given up, where nothing was sent and the reason is known.
+    def malformed(*_args: Any, **_kwargs: Any) -> str:
+        raise binascii.Error("Invalid base64-encoded string (test)")
+
+    monkeypatch.setattr(signing, "standard_webhook_signature", malformed)
+    with one_webhook(db, "/unsignable") as (hooks, url, job_id), running(quick(config), db):
+        publish_completed(config, job_id)
+        seen = events.until(lambda seen: bool(finals(seen)), timeout_s=60)
+    assert hooks.on("/unsignable") == []
+    [failed] = of(WebhookFailed, seen)
+    assert "not sent: signing: Error: Invalid base64-encoded string (test)" in str(failed.error), failed
+    attempts = [(e.attempt, e.succeeded) for e in of(WebhookAttempted, seen, url)]
+    assert attempts == [(n, False) for n in range(1, 6)]
+    assert state(db, job_id) == [("failed", 5, 0)]

@@ -49,13 +49,15 @@ class NotStarted(Exception):
 
     `reason` is `database` when PostgreSQL refused or could not be reached, the `Unready` reason
     when something the attempt needs is not there yet (all of these pass: the claim is handed
-    back), `error` otherwise (a defect: a failed attempt, its traceback logged).
+    back), `error` otherwise (a defect: a failed attempt, its traceback logged). `marked`: it broke
+    after its POST's mark (`post_marks`), so it is stored as a spent attempt, never handed back.
     """
 
-    def __init__(self, step: str, cause: Exception) -> None:
+    def __init__(self, step: str, cause: Exception, marked: bool = False) -> None:
         first_line = (str(cause).splitlines() or [""])[0]  # a statement's error goes on with its SQL
         super().__init__(f"{step}: {type(cause).__name__}: {first_line}")
         self.step = step
+        self.marked = marked
         self.unready = isinstance(cause, Unready)
         if isinstance(cause, Unready):
             self.reason = cause.reason
@@ -65,16 +67,17 @@ class NotStarted(Exception):
     @property
     def passes(self) -> bool:
         """Whether trying again later can succeed (the claim is handed back, not spent)."""
-        return self.reason != "error"
+        return self.reason != "error" and not self.marked
 
 
 @contextmanager
-def before_post(step: str) -> Iterator[None]:
-    """Whatever `step` raises becomes `NotStarted`: it runs before the POST, so nothing was sent."""
+def before_post(step: str, marked: bool = False) -> Iterator[None]:
+    """Whatever `step` raises becomes `NotStarted`: it runs before the POST, so nothing was sent;
+    `marked`: it runs after the POST's mark."""
     try:
         yield
     except Exception as exc:
-        raise NotStarted(step, exc) from exc
+        raise NotStarted(step, exc, marked) from exc
 
 
 def hand_back(delivery: Delivery, broke: NotStarted, now: datetime, policy: RetryPolicy,

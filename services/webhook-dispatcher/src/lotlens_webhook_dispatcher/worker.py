@@ -258,14 +258,15 @@ class Dispatcher:
                 return
             # A spent attempt is stored only marked (`record_many`): the mark, not the fencing
             # number, tells this claim from a takeover of it that may have sent the attempt.
-            try:
-                held = self._post_marks.mark(delivery)
-            except Exception as mark_error:  # an end, not an endless retake of the same attempt
-                self._recorder.finish(delivery, unmarked(delivery, broke, mark_error, self._clock(),
-                                                         self._policy, self._rng))
-                return
-            if not held:
-                raise LeaseLost(delivery.delivery_id) from broke
+            if not broke.marked:
+                try:
+                    held = self._post_marks.mark(delivery)
+                except Exception as mark_error:  # an end, not an endless retake of the same attempt
+                    self._recorder.finish(delivery, unmarked(delivery, broke, mark_error, self._clock(),
+                                                             self._policy, self._rng))
+                    return
+                if not held:
+                    raise LeaseLost(delivery.delivery_id) from broke
             outcome = failed_attempt(delivery, broke)
         else:  # timed only when made: a defect's unsent attempts, at 0 s, made the p95 read "fast"
             metrics.ATTEMPT_SECONDS.labels("success" if outcome.succeeded else "failure").observe(
@@ -302,11 +303,13 @@ class Dispatcher:
             raise LeaseLost(delivery.delivery_id)
         # Signed after the mark, which may wait on a shared write (up to a statement_timeout):
         # timestamped before it, a POST that went out 5 minutes later was refused as too old by
-        # every receiver verifying with `standardwebhooks`.
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
-                   **webhook_headers(key, secrets, delivery.delivery_id, int(self._clock().timestamp()),
-                                     body)}
+        # every receiver verifying with `standardwebhooks`. Still before the POST: an error (a
+        # malformed `whsec_` secret) sent nothing, and escaping it was taken for an interruption.
+        with before_post("signing", marked=True):
+            headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                       "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
+                       **webhook_headers(key, secrets, delivery.delivery_id,
+                                         int(self._clock().timestamp()), body)}
         with tracing.span("webhook POST", SpanKind.CLIENT, parent, attributes={
                 "http.request.method": "POST", "lotlens.job_id": delivery.job_id,
                 "lotlens.delivery_attempt": delivery.attempt}) as span:
