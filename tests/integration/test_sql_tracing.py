@@ -8,7 +8,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import DataError, ProgrammingError
 
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
@@ -56,3 +56,16 @@ def test_an_engine_made_with_tracing_off_records_nothing(infra: Infra) -> None:
     finally:
         engine.dispose()
     assert [span.name for span in exporter.get_finished_spans()] == ["request"]
+
+
+def test_a_failed_statement_quoting_a_signed_url_is_traced_without_its_signature(
+        traced_engine: Engine, spans: InMemorySpanExporter) -> None:
+    # PostgreSQL quotes the value it refused, here a customer's signed image URL.
+    with traced_engine.connect() as conn, pytest.raises(DataError), tracing.span("request"):
+        conn.execute(text("SELECT CAST(:url AS integer)"),
+                      {"url": "https://b.example/a.jpg?X-Amz-Signature=S3CRET"})
+    statement, request = spans.get_finished_spans()
+    for span in (statement, request):
+        assert span.status.status_code is StatusCode.ERROR
+        exported = f"{span.status.description} {[dict(event.attributes or {}) for event in span.events]}"
+        assert "S3CRET" not in exported and "https://b.example/a.jpg" in exported, exported

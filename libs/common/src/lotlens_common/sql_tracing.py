@@ -10,6 +10,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import ExceptionContext
 
 from lotlens_common import tracing
+from lotlens_common.redaction import redacted
 
 _KEY = "lotlens_sql_span"
 STATEMENT_CHARS = 500
@@ -41,5 +42,7 @@ def _after(_conn: Any, _cursor: Any, _statement: str, _params: Any, context: Any
 def _failed(exception_context: ExceptionContext) -> None:
     span = getattr(exception_context.execution_context, _KEY, None)
     if span is not None:
-        span.set_status(StatusCode.ERROR, str(exception_context.original_exception)[:200])
+        # PostgreSQL quotes a value it refuses, a customer's signed image URL as well; cut after
+        # redacting, or a cut URL could lose the `?` that marks its query.
+        span.set_status(StatusCode.ERROR, redacted(str(exception_context.original_exception))[:200])
         span.end()

@@ -11,6 +11,7 @@ a job continues that job's trace even when a batch mixes jobs.
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanKind, StatusCode, Tracer
+
+from lotlens_common.redaction import redacted
 
 Carrier = Mapping[str, str]
 TRACE_KEYS = ("traceparent", "tracestate")
@@ -141,7 +144,8 @@ def consuming(group: str, events: Sequence[Consumed]) -> Iterator[None]:
                 for event, current in zip(events, spans, strict=True)}
     try:
         if len(spans) == 1:
-            with trace.use_span(spans[0], end_on_exit=False), job_contexts(contexts):
+            with trace.use_span(spans[0], end_on_exit=False, record_exception=False,
+                                set_status_on_exception=False), job_contexts(contexts):
                 yield
         else:
             count = {"messaging.batch.message_count": len(spans)}
@@ -149,8 +153,7 @@ def consuming(group: str, events: Sequence[Consumed]) -> Iterator[None]:
                 yield
     except BaseException as exc:
         for current in spans:
-            current.record_exception(exc)
-            current.set_status(StatusCode.ERROR, str(exc))
+            failed(current, exc)
         raise
     finally:
         for current in spans:
@@ -175,10 +178,25 @@ def span(name: str, kind: SpanKind = SpanKind.INTERNAL, parent: Context | None =
         yield None
         return
     span_links = [Link(trace.get_current_span(ctx).get_span_context()) for ctx in links]
+    # The SDK's own recording would export the error's text as it is: `failed` records it.
     with _tracer.start_as_current_span(name, context=parent, kind=kind, links=span_links,
-                                       attributes=dict(attributes or {})) as current:
-        yield current
+                                       attributes=dict(attributes or {}), record_exception=False,
+                                       set_status_on_exception=False) as current:
+        try:
+            yield current
+        except Exception as exc:  # as the SDK: a GeneratorExit or KeyboardInterrupt is no error
+            failed(current, exc)
+            raise
 
+
+def failed(current: Span, exc: BaseException) -> None:
+    """Mark `current` failed by `exc`: an exception event and an ERROR status, as the SDK records
+    them, but with credentials taken out of the message and the stacktrace (whose chained causes
+    can quote an Authorization value or a customer's signed image URL)."""
+    current.record_exception(exc, attributes={
+        "exception.message": redacted(str(exc)),
+        "exception.stacktrace": redacted("".join(traceback.format_exception(exc)))})
+    current.set_status(StatusCode.ERROR, redacted(f"{type(exc).__name__}: {exc}"))
 
 
 
