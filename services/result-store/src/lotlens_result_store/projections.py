@@ -11,7 +11,8 @@ transition actually happened (`RETURNING`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection
@@ -64,11 +65,11 @@ def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
         execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {"rows": json_rows(
             {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
              "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
-    # One statement per batch, not per lot: a row written after its job's cancel is cancelled too.
-    execute(conn, "cancel_late_lots", sql.CANCEL_LATE_LOTS,
-            {"job_ids": sorted({e.job_id for e in submitted})})
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
+    # One statement per batch, not per lot: a row written after its job's cancel is cancelled too.
+    _add_images(changes, execute(conn, "cancel_late_lots", sql.CANCEL_LATE_LOTS,
+                                 {"job_ids": sorted({e.job_id for e in submitted})}))
 
 
 def project_vision_batch(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
@@ -94,9 +95,9 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
         {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
          "missing_images": e.missing_images, "usage": e.usage} for e in described)})
-    # A lot whose translation was projected first was counted with 0 images: add them now.
-    for job_id, images in result:
-        _change(changes, job_id).images_processed += images
+    # A lot that stopped first (its translation or failure projected first, or cancelled) was
+    # counted with the images it had then: add the difference now.
+    _add_images(changes, result)
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -116,10 +117,10 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
          "usage": event.usage} for envelope, event in zip(translated, events, strict=True))}).all()
-    for job_id, _lot_id, images in completed:
+    for job_id, _lot_id, added in completed:
         change = _change(changes, job_id)
         change.processed_lots += 1
-        change.images_processed += images
+        change.images_processed += added
     record_settled_usage(conn, events, {(job_id, lot_id) for job_id, lot_id, _ in completed})
 
 
@@ -134,18 +135,21 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
          "processed_images": event.processed_images, "missing_images": event.missing_images,
          "processed_at": envelope.occurred_at, "usage": event.usage}
         for envelope, event in zip(failed, events, strict=True))})
-    for job_id, lots in result:
-        _change(changes, job_id).failed_lots += lots
+    for job_id, lots, added in result:
+        change = _change(changes, job_id)
+        change.failed_lots += lots
+        change.images_processed += added
 
 
 def project_job_cancelled(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Cancel the job unless it already reached a terminal status (applied with the job row), and
     its unfinished lots (a finished job has none)."""
-    execute(conn, "cancel_lots", sql.CANCEL_LOTS, {"job_ids": sorted({e.job_id for e in envelopes})})
     for envelope in envelopes:
         change = changes.touch(envelope, status=CANCELLED)
         cancelled_at = event_of(envelope, JobCancelled).cancelled_at
         change.cancelled_at = min(change.cancelled_at or cancelled_at, cancelled_at)
+    _add_images(changes, execute(conn, "cancel_lots", sql.CANCEL_LOTS,
+                                 {"job_ids": sorted({e.job_id for e in envelopes})}))
 
 
 def project_job_completed(conn: Connection, envelopes: Sequence[Envelope], _changes: JobChanges) -> None:
@@ -228,3 +232,9 @@ def _change(changes: JobChanges, job_id: str) -> JobChange:
     if change is None:  # every row returned belongs to an event of this batch, which touched it
         raise LookupError(f"job {job_id} not touched by the batch")
     return change
+
+
+def _add_images(changes: JobChanges, added: Iterable[Sequence[Any]]) -> None:
+    """Count the images a statement returned per job (job id, images) on the jobs' changes."""
+    for job_id, images in added:
+        _change(changes, job_id).images_processed += images

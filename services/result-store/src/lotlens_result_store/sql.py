@@ -33,6 +33,15 @@ _JOB_SETTLED = _sql_list(TERMINAL_JOB_STATUSES)
 # A lot whose VisionCompleted or LotFailed is projected (or whose translation came first).
 _PAST_VISION = _sql_list(TERMINAL_LOT_STATUSES | {TRANSLATING})
 
+# `jobs.images_processed` is the sum of `processed_images` over the job's stopped lots (completed,
+# failed or cancelled): a finished job's total is the sum its results show for its lots. Each
+# statement below returns what it adds: a lot's images when it stops, a change to them after.
+# What a lot stopping now adds (`l`, its row as written): its images, less those counted when it
+# was cancelled. The subquery reads the row as it was before the statement, which no other
+# transaction changes meanwhile (`completion.lock_jobs`).
+_NEWLY_STOPPED_IMAGES = ("l.processed_images - coalesce((SELECT o.processed_images FROM lots AS o WHERE "
+                         f"o.job_id = l.job_id AND o.lot_id = l.lot_id AND o.status = '{CANCELLED}'), 0)")
+
 UPSERT_SUBMITTED_JOBS = text("""
 INSERT INTO jobs AS j (job_id, client_id, status, api_version, languages, total_lots,
                        webhook_configured, created_at, estimated_completion, retry_of)
@@ -67,15 +76,16 @@ ON CONFLICT (job_id, lot_id) DO UPDATE SET
 WHERE l.seq IS NULL
 """)
 
-# Returns, per job, the images to add for lots that were already completed when their vision
-# result arrived (TranslationCompleted projected first counted them with 0 images). `completed`
-# locks the lots it reads: a lot another replica is completing right now is read once that commits
-# (READ COMMITTED re-reads a locked row's latest version), where the statement's snapshot said "not
-# completed yet" and its images were never counted. Only VisionCompleted changes `processed_images`
-# of a lot that is not failed, one lot's VisionCompleted events are consumed by one consumer in
-# order, and the upsert leaves a completed lot completed. The lots are locked in key order, as the
-# upsert would take them. No join of the two CTEs: the planner, which cannot count a JSON
-# document's rows, made it a nested loop (94 ms for 1,000 lots, all completed, in a replay).
+# Returns, per job, the images to add for lots that had already stopped when their vision result
+# arrived (TranslationCompleted projected first counted them with 0 images, a LotFailed with what
+# it carried, a cancel with none). `completed` locks the lots it reads: a lot another replica is
+# completing right now is read once that commits (READ COMMITTED re-reads a locked row's latest
+# version), where the statement's snapshot said "not completed yet" and its images were never
+# counted. Only VisionCompleted changes `processed_images` of a lot that is not failed, one lot's
+# VisionCompleted events are consumed by one consumer in order, and the upsert leaves a completed
+# lot completed. The lots are locked in key order, as the upsert would take them. No join of the
+# two CTEs: the planner, which cannot count a JSON document's rows, made it a nested loop (94 ms
+# for 1,000 lots, all completed, in a replay).
 # A lot's usage per stage: `{"vision": {...}, "translation": {...}}`, merged into what is there.
 # Written in the same statement as the lot's result (the row is written once, not twice).
 _STAGE_USAGE = "CASE WHEN v.usage IS NULL THEN NULL ELSE jsonb_build_object({stage}, v.usage) END"
@@ -87,7 +97,7 @@ WITH v AS (
     SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
                   AS v(job_id text, lot_id text, processed_images int, missing_images jsonb, usage jsonb)
 ), completed AS MATERIALIZED (
-    SELECT l.job_id, CASE WHEN l.status = 'completed' THEN v.processed_images - l.processed_images
+    SELECT l.job_id, CASE WHEN l.status IN {_LOT_STOPPED} THEN v.processed_images - l.processed_images
                           ELSE 0 END AS added
     FROM lots l JOIN v ON l.job_id = v.job_id AND l.lot_id = v.lot_id
     ORDER BY l.job_id, l.lot_id
@@ -113,9 +123,8 @@ SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
 ON CONFLICT DO NOTHING
 """)
 
-# Returns, per job, the lots that became completed now and their images.
-# Returns the lots completed now. Their usage is stored with them; a lot already settled is left
-# alone here (see SETTLED_LOT_USAGE).
+# Returns the lots completed now and the images each adds (see `_NEWLY_STOPPED_IMAGES`). Their
+# usage is stored with them; a lot already settled is left alone here (see SETTLED_LOT_USAGE).
 COMPLETE_LOTS = text(f"""
 INSERT INTO lots AS l (job_id, lot_id, status, processed_at, usage)
 SELECT v.job_id, v.lot_id, 'completed', v.processed_at, {_STAGE_USAGE.format(stage="'translation'")}
@@ -125,7 +134,7 @@ ON CONFLICT (job_id, lot_id) DO UPDATE SET
     status = 'completed', processed_at = excluded.processed_at, usage = {_MERGED_USAGE},
     updated_at = now()
 WHERE l.status NOT IN {_LOT_SETTLED}
-RETURNING l.job_id, l.lot_id, l.processed_images
+RETURNING l.job_id, l.lot_id, {_NEWLY_STOPPED_IMAGES}
 """)
 
 # A lot settled before its translation came back (cancelled, failed, or a replay) keeps what the
@@ -139,11 +148,11 @@ WHERE l.job_id = v.job_id AND l.lot_id = v.lot_id
 """)
 
 
-# Returns, per job, the lots that became failed now. A translation-stage failure keeps the
-# image counts the vision result already recorded when the event carries none. One projected
-# before its lot's vision result (the row has no processed image yet: a described lot has one)
-# is `awaiting_vision`: its job waits for that result's usage before it settles. The failed
-# stage's usage (answers billed though the lot failed) is merged in under the stage's name.
+# Returns, per job, the lots that became failed now and the images they add. A translation-stage
+# failure keeps the image counts the vision result already recorded when the event carries none.
+# One projected before its lot's vision result (the row has no processed image yet: a described
+# lot has one) is `awaiting_vision`: its job waits for that result's usage before it settles. The
+# failed stage's usage (answers billed though the lot failed) is merged in under the stage's name.
 FAIL_LOTS = text(f"""
 WITH done AS (
     INSERT INTO lots AS l (job_id, lot_id, status, error_message, processed_images, missing_images,
@@ -161,24 +170,33 @@ WITH done AS (
                               ELSE excluded.missing_images END,
         processed_at = excluded.processed_at, updated_at = now()
     WHERE l.status NOT IN {_LOT_SETTLED}
-    RETURNING l.job_id
+    RETURNING l.job_id, {_NEWLY_STOPPED_IMAGES} AS added
 )
-SELECT job_id, CAST(count(*) AS int) FROM done GROUP BY job_id
+SELECT job_id, CAST(count(*) AS int), CAST(sum(added) AS int) FROM done GROUP BY job_id
 """)
 
-# A cancelled job's unfinished lots (see `_LOT_STOPPED`).
+# A cancelled job's unfinished lots (see `_LOT_STOPPED`); returns, per job, the images they add.
 CANCEL_LOTS = text(f"""
-UPDATE lots SET status = '{CANCELLED}', updated_at = now()
-WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status NOT IN {_LOT_STOPPED}
+WITH done AS (
+    UPDATE lots SET status = '{CANCELLED}', updated_at = now()
+    WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status NOT IN {_LOT_STOPPED}
+    RETURNING job_id, processed_images
+)
+SELECT job_id, CAST(sum(processed_images) AS int) FROM done GROUP BY job_id
 """)
 
 # A cancelled job's lots whose submission came after the cancel (dead-lettered, then replayed):
 # the cancel found no row of theirs. A lookup of each job's row; only a cancelled job's lots are read.
+# Returns, per job, the images they add (a later stage's result may have written their row first).
 CANCEL_LATE_LOTS = text(f"""
-UPDATE lots AS l SET status = '{CANCELLED}', updated_at = now()
-FROM jobs AS j
-WHERE j.job_id = ANY(CAST(:job_ids AS text[])) AND j.status = '{CANCELLED}'
-  AND l.job_id = j.job_id AND l.status NOT IN {_LOT_STOPPED}
+WITH done AS (
+    UPDATE lots AS l SET status = '{CANCELLED}', updated_at = now()
+    FROM jobs AS j
+    WHERE j.job_id = ANY(CAST(:job_ids AS text[])) AND j.status = '{CANCELLED}'
+      AND l.job_id = j.job_id AND l.status NOT IN {_LOT_STOPPED}
+    RETURNING l.job_id, l.processed_images
+)
+SELECT job_id, CAST(sum(processed_images) AS int) FROM done GROUP BY job_id
 """)
 
 INSERT_OPENAI_BATCHES = text("""
