@@ -166,3 +166,28 @@ class _StatementTimeout(Exception):
 def statement_timeout() -> OperationalError:
     """A statement PostgreSQL cancelled at its `statement_timeout`."""
     return OperationalError("SELECT ...", {}, _StatementTimeout("canceling statement"))
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class ClockedStop(threading.Event):
+    """A stop event whose waits pass on `clock` at once instead of sleeping; set by itself once
+    the clock reaches `until`."""
+
+    def __init__(self, clock: FakeClock, until: float) -> None:
+        super().__init__()
+        self.clock, self.until = clock, until
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.clock.now += timeout or 0.0
+        if self.clock.now >= self.until:
+            self.set()
+        return self.is_set()

@@ -24,7 +24,7 @@ from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_headers import carrier, wanted
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.consumer_position import FailedTries, rewind, store_offset
-from lotlens_common.consumer_round import Interrupted, Round, TimedOut, loop_name
+from lotlens_common.consumer_round import Interrupted, PoolWait, Round, TimedOut, loop_name
 from lotlens_common.envelope import (
     Envelope,
     FutureEvent,
@@ -47,6 +47,7 @@ BatchHandler = Callable[[Sequence[Envelope]], None]
 # waits for belongs here: its retry holds every partition of the consumer, not the message's.
 # A pool whose every connection stays busy past its wait (PostgreSQL stalled, a failover's
 # statements hanging) raises no DBAPIError: counted as poison, its events were dead-lettered.
+# One that keeps timing out with no database error between stops the heartbeat (`PoolWait`).
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PoolTimedOut,
                                                      PublishError)
 
@@ -144,7 +145,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         return joined
 
     tries = FailedTries()
-    round_ = Round(group, spec, topics, producer, stop, tries)
+    round_ = Round(group, spec, topics, producer, stop, tries, settings.pool_stuck_after_s)
     consumer = join()
     lag_stop = threading.Event()
     threading.Thread(target=lag.run, args=(lag_stop,), name=f"lag-{spec.group_id}", daemon=True).start()
@@ -285,7 +286,7 @@ def _handle_together(decoded: list[tuple[Message, Envelope]], round_: Round) -> 
     round_.may_try(first)
     try:
         _retry_transient(lambda: round_.spec.handler([envelope for _, envelope in decoded]),
-                         round_.stop, first)
+                         round_, first)
     except Interrupted:
         raise
     except Exception as exc:
@@ -312,7 +313,7 @@ def _handle_alone(message: Message, envelope: Envelope, round_: Round) -> None:
     while True:
         round_.may_try(message)
         try:
-            _retry_transient(lambda: spec.handler([envelope]), round_.stop, message)
+            _retry_transient(lambda: spec.handler([envelope]), round_, message)
             tries.settled(message)
             return
         except Interrupted:
@@ -344,14 +345,14 @@ def _dead_letter_durably(round_: Round, message: Message, error: BaseException) 
         dead_letter(round_.producer, round_.topics, message, round_.group, error)
         round_.producer.flush()
 
-    _retry_transient(send, round_.stop, message)
+    _retry_transient(send, round_, message)
     DEAD_LETTERS.labels(group=round_.group, reason=dead_letter_reason(error)).inc()
 
 
-def _retry_transient(call: Callable[[], None], stop: threading.Event, message: Message) -> None:
+def _retry_transient(call: Callable[[], None], round_: Round, message: Message) -> None:
     """Run `call`, retrying transient failures; raise `Interrupted(message)` if `stop` is set
     meanwhile (the failure says nothing about the message, so it must not count as poison)."""
-    delay = 0.5
+    delay, stop, pool = 0.5, round_.stop, PoolWait(round_.pool_stuck_after_s)
     while True:
         try:
             call()
@@ -361,7 +362,8 @@ def _retry_transient(call: Callable[[], None], stop: threading.Event, message: M
                 raise
             if stop.is_set():
                 raise Interrupted(message) from exc
-            heartbeat(loop_name())  # waiting for a dependency is not being stuck
+            if pool.still_alive(exc):
+                heartbeat(loop_name())  # waiting for a dependency is not being stuck
             log.warning("transient failure, retrying in %.1fs: %s", delay, exc)
             stop.wait(delay)
             delay = min(delay * 2, 15.0)

@@ -101,6 +101,11 @@ class KafkaSettings(BaseSettings):
     group_instance_id: str | None = None
     # How often each consumer refreshes its lag metric.
     lag_interval_s: float = 5.0
+    # A consumer's handler meeting its connection pool timed out (every connection busy past its
+    # wait) for this long, with no database error meanwhile, stops beating `/livez`: a connection
+    # leak or a handler holding two connections never recovers, and a restart frees the pool. A
+    # PostgreSQL outage (errors of its own) keeps the heartbeat: a restart cures nothing there.
+    pool_stuck_after_s: float = Field(default=300.0, gt=0)
     # A producer whose messages got no delivery report for this long while a broker answers is
     # replaced (librdkafka can keep a partition it saw without a leader waiting for good).
     producer_stall_s: float = 20.0
