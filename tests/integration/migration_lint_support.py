@@ -49,8 +49,8 @@ _RUNNER_BEFORE = ("BEGIN", r"SELECT pg_try_advisory_lock\(\d+\)", "COMMIT", "BEG
                   "SET idle_in_transaction_session_timeout = '0'", "COMMIT")
 _RUNNER_AFTER = ("BEGIN", "RESET lock_timeout", "RESET statement_timeout",
                  "RESET idle_in_transaction_session_timeout", r"SELECT pg_advisory_unlock\(\d+\)", "COMMIT")
-# `concurrent_indexes.build`: the runner's lock timeout lifted for a concurrent build (which queues
-# no reads or writes) after reading it, and put back as read when the build ends.
+# `concurrent_indexes`: the runner's lock timeout lifted for a concurrent build or drop (which queues
+# no reads or writes) after reading it, and put back as read when it ends.
 _READ_LOCK_TIMEOUT, _LIFTED = "SELECT current_setting('lock_timeout')", "SET lock_timeout = 0"
 _SESSION_SETTINGS = re.compile(r"\s*SELECT (?:set_config\('\w+', '[^']*', false\)(?:,\s*)?)+\s*")
 _SESSION_SETTING = re.compile(r"set_config\('(\w+)', '([^']*)', false\)")

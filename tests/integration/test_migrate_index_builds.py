@@ -177,3 +177,23 @@ def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -
         if time.monotonic() > deadline:
             pytest.fail(f"waited {timeout_s} s for {what}")
         time.sleep(0.05)
+
+
+def test_an_index_drop_waits_for_a_transaction_that_has_read_the_table_longer_than_the_lock_timeout(
+        infra: Infra, engine: Engine) -> None:
+    # 0025 drops `ix_outbox_job` once its replacement is built. DROP INDEX CONCURRENTLY waits for
+    # every transaction holding any lock on the table (a reader too, which a build does not wait
+    # for); bounded by the runner's lock timeout, the drop gave way to any reader open longer, and
+    # the migrate Job failed, though the waits queue no reads or writes.
+    with own_schema(infra, engine, "0024_dispatch_unready_since") as behind, behind.connect() as reader:
+        reader.execute(text("SELECT count(*) FROM outbox"))  # idle in transaction, still locking
+        ended = threading.Timer(2.0, reader.rollback)
+        ended.start()
+        migrate(behind, patience=LockPatience(wait_s=0.3, pause_s=0.1, give_up_after_s=1))
+        ended.join()
+        with behind.connect() as conn:
+            outbox_indexes = set(conn.execute(text(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() "
+                "AND tablename = 'outbox'")).scalars())
+            assert "ix_outbox_job_events" in outbox_indexes and "ix_outbox_job" not in outbox_indexes
+            assert revision(conn) == HEAD

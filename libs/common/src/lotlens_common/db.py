@@ -121,9 +121,8 @@ class LockPatience:
     A migration's `ALTER TABLE` waiting behind a long reader holds every later statement on that
     table in the queue behind it: intake, polling and the stages stop while it waits. Giving up
     after `wait_s` lets them through; the migration tries again until `give_up_after_s` (inside
-    the migrate Job's deadline), then fails and the Job retries it. The same limit bounds a
-    concurrent index build's waits for older transactions: one that gives way leaves an invalid
-    index, which the migration's next try drops and builds again.
+    the migrate Job's deadline), then fails and the Job retries it. A concurrent index build or
+    drop waits without this limit (`concurrent_indexes`: its waits queue no reads or writes).
 
     `wait_s` stays under the services' own lock waits (`DatabaseSettings`: 3 s for a request,
     10 s for a worker), as everything they ask of the table meanwhile waits behind the migration's
