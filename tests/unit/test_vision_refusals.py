@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from lotlens_common.model.batch_files import parse_batch_line
 from lotlens_common.model.vision import MAX_SUSPECTS, next_suspect, refused_image
-from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_common.stage.work import LotWork, VisionWork, read_work, stored_work
 from tests.unit.test_stage_specs import stage, vision_lot
 
 URLS = ["https://a/front.jpg", "https://a/side.jpg", "https://a/rear.jpg"]
@@ -82,3 +83,22 @@ def test_a_refusal_naming_an_image_after_one_naming_none_sends_the_suspect_again
     assert named is not None
     lot, sent = _sent(named)
     assert sent == [front, side] and lot.work.missing_images == (rear,)
+
+
+def test_a_suspect_chosen_after_a_refusal_naming_an_image_stays_out_once_stored_and_read_back() -> None:
+    # Suspects are dropped from a row whose refused images grew after they were chosen (a pod of
+    # the previous release recorded a refusal): not from one whose refusal came first.
+    spec = stage()
+    front, side, rear = URLS
+    lot, _ = _sent(vision_lot(*URLS))
+    named = spec.retry_refused(lot, "invalid_image_format", f"Error while downloading {rear}.")
+    assert named is not None
+    lot, _ = _sent(named)
+    suspected = spec.retry_refused(lot, "invalid_image_format", UNSUPPORTED)
+    assert suspected is not None
+    work, ahead = stored_work(suspected.work)
+    assert isinstance(work, dict) and ahead is not None
+    stored = read_work(VisionWork, orjson.dumps(work).decode(), orjson.dumps(ahead).decode())
+    assert (stored.suspects, stored.refused_images) == ((front,), (rear,))
+    _, sent = _sent(suspected.with_work(stored))
+    assert sent == [side]

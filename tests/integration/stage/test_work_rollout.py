@@ -4,16 +4,20 @@ claim does not look; one a later release writes there is ignored by this one."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import Engine, text
 
+from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
 from tests.integration.stage import previous_work
+from tests.integration.stage.helpers import reachable_unless_missing
 
 STAGE = "vision"
 
@@ -63,3 +67,39 @@ def test_a_field_a_later_release_writes_apart_is_ignored(engine: Engine) -> None
                      {"stage": STAGE, "job_id": job_id})
     [lot] = work.claim(job_id, new_id("vision-"), 10, _all)
     assert lot.work.output_room == 2
+
+
+def test_a_suspect_goes_back_in_once_a_previous_release_pod_recorded_a_refusal_naming_an_image(
+        engine: Engine) -> None:
+    # A pod of this release left the front out after a refusal naming no image (`suspects`,
+    # written apart). A pod of the previous release sent the lot whole, OpenAI refused it naming
+    # the side, and that pod wrote `work` alone. The next pod of this release left out both the
+    # side and the front, and listed the front missing, though nothing showed it was bad.
+    front, side, rear = (f"https://img.test/{view}.jpg" for view in ("front", "side", "rear"))
+    job_id = new_id("job-")
+    with engine.begin() as conn:
+        enqueue(conn, STAGE, [LotWork(job_id, "lot", "c1", 1, 0, VisionWork(
+            additional_info="Camry", image_urls=(front, side, rear), languages=("en",)))])
+    work, spec = PostgresWorkStore(engine, STAGE, VisionWork), _vision_stage()
+    [lot] = work.claim(job_id, new_id("vision-"), 10, _all)
+    [(lot, _)] = asyncio.run(spec.prepare([lot])).requests
+    suspected = spec.retry_refused(lot, "invalid_image_format", "You uploaded an unsupported image.")
+    assert suspected is not None and suspected.work.suspects == (front,)
+    settlement = Settlement.empty()
+    settlement.again["invalid_image_format"] = [lot.lot_id]
+    settlement.rework.append(suspected)
+    work.settle(job_id, settlement)
+
+    previous = previous_work.VisionWork.model_validate_json(_work_column(engine, job_id))
+    with engine.begin() as conn:
+        previous_work.save_work(conn, STAGE, job_id, {"lot": previous.model_copy(
+            update={"missing_images": (), "refused_images": (side,)})})
+
+    [again] = work.claim(job_id, new_id("vision-"), 10, _all)
+    [(prepared, body)] = asyncio.run(spec.prepare([again])).requests
+    sent = [part["image_url"] for part in body["input"][0]["content"] if part["type"] == "input_image"]
+    assert (sent, prepared.work.missing_images) == ([front, rear], (side,))
+
+
+def _vision_stage() -> VisionStage:
+    return VisionStage(STAGE, ModelSettings(image_detail="low"), reachable_unless_missing)

@@ -191,13 +191,15 @@ class VisionStage:
             # the one left out was bad (kept out, it was listed missing).
             refused_images = (*lot.work.refused_images, refused)
             return lot.with_work(lot.work.model_copy(
-                update={"refused_images": refused_images, "suspects": ()}))
+                update={"refused_images": refused_images, "suspects": (), "refused_before_suspects": 0}))
         # The last suspect, out of the request refused, goes back in: it was not the one.
         usable = [url for url in lot.work.image_urls if url in sent or url in lot.work.suspects[-1:]]
         suspect = next_suspect(code, usable, lot.work.suspects)
         if suspect is None:
             return None
-        return lot.with_work(lot.work.model_copy(update={"suspects": (*lot.work.suspects, suspect)}))
+        suspects = (*lot.work.suspects, suspect)
+        return lot.with_work(lot.work.model_copy(
+            update={"suspects": suspects, "refused_before_suspects": len(lot.work.refused_images)}))
 
     def failure_event(self, lot: LotWork[VisionWork], reason: str) -> Event:
         """LotFailed at the vision stage, with what its answers used (one it could not use)."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelOutputError
@@ -60,7 +60,22 @@ class VisionWork(StageWork):
     # one out of the next request. Written only when set, and apart: a pod of the previous release
     # sends the lot whole (and fails it if refused again).
     suspects: tuple[str, ...] = Field(default=(), exclude_if=lambda suspects: not suspects)
-    WRITTEN_APART = frozenset({"output_room", "suspects"})
+    # How many refused images the work held when the suspects were chosen. A refusal naming an
+    # image clears the suspects (it explains the refusal), but a pod of the previous release
+    # records one in `work` alone and leaves the suspects apart as they were: the suspect stayed
+    # out beside the refused image and was listed missing, though nothing showed it was bad.
+    # Suspects chosen before the refused images last grew are not honoured (`_stale_suspects`).
+    refused_before_suspects: int = Field(default=0, exclude_if=lambda count: count == 0)
+    WRITTEN_APART = frozenset({"output_room", "suspects", "refused_before_suspects"})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stale_suspects(cls, data: Any) -> Any:
+        """A row's suspects dropped when an image was refused after they were chosen."""
+        if isinstance(data, dict) and data.get("suspects") and (
+                len(data.get("refused_images", ())) != data.get("refused_before_suspects", 0)):
+            return {**data, "suspects": (), "refused_before_suspects": 0}
+        return data
 
 
 class TranslationWork(StageWork):
