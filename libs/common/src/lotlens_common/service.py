@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -15,20 +14,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stopping import catch_stop_signals
 
-__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals", "tune_gc"]
-
-# A 50,000-lot request or batch is about two million objects, alive for a second or two: with
-# the default threshold (700 allocations) the collector walks them again and again while they
-# are built (0.2 s of the gateway's intake). At 10,000, a consumer batch of a few thousand
-# events still outlived the young collection and was walked again in the older ones: 4.4-4.6 of
-# the services' CPU-seconds per 50,000-lot bench run went to the collector, 1.45 at 50,000.
-# Cycles are still collected.
-GC_THRESHOLDS = (50_000, 20, 10)
-
-
-def tune_gc() -> None:
-    """Collect young objects every 50,000 allocations instead of 700 (see GC_THRESHOLDS)."""
-    gc.set_threshold(*GC_THRESHOLDS)
+__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals"]
 
 
 def stop_on_signals() -> threading.Event:

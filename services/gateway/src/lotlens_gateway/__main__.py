@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from lotlens_common.gc_tuning import tune_gc
 from lotlens_common.stopping import catch_stop_signals
 
 # First, whatever the entry point (`python -m` or the console script, which imports this module):
-# a SIGTERM during the start-up below stops it cleanly (stopping.py).
+# a SIGTERM during the start-up below stops it cleanly (stopping.py), and the collector's
+# thresholds are the service's during the imports too (gc_tuning.py).
 catch_stop_signals()
+tune_gc()
 
 import logging
 import threading
@@ -18,7 +21,7 @@ from lotlens_common import lookups, tracing
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import openai_client_for
 from lotlens_common.producer import EventProducer, PublishError
-from lotlens_common.service import setup_logging, tune_gc
+from lotlens_common.service import setup_logging
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps, gateway_engine
@@ -37,7 +40,6 @@ def main() -> None:
     setup_logging(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(CutNotice())
     tracing.setup("gateway")
-    tune_gc()
     languages.preload()
     lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
     engine = gateway_engine(settings)

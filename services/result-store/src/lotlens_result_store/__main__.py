@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from lotlens_common.gc_tuning import tune_gc
 from lotlens_common.stopping import catch_stop_signals
 
 # First, whatever the entry point (`python -m` or the console script, which imports this module):
-# a SIGTERM during the start-up below stops it cleanly (stopping.py).
+# a SIGTERM during the start-up below stops it cleanly (stopping.py), and the collector's
+# thresholds are the service's during the imports too (gc_tuning.py).
 catch_stop_signals()
+tune_gc()
 
 import logging
 import threading
@@ -16,7 +19,7 @@ from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.kafka import ConsumerSpec, run_consumer
 from lotlens_common.producer import EventProducer
-from lotlens_common.service import serve_operations, setup_logging, stop_on_signals, tune_gc
+from lotlens_common.service import serve_operations, setup_logging, stop_on_signals
 from lotlens_result_store.config import ResultStoreSettings
 from lotlens_result_store.handlers import handle
 from lotlens_result_store.sweeps import sweep, watch_swaps
@@ -29,7 +32,6 @@ def main() -> None:
     """Project every event onto the read models until SIGTERM."""
     settings = ResultStoreSettings()
     setup_logging(settings.log_level)
-    tune_gc()
     tracing.setup("result-store")
     stop = stop_on_signals()
     engine = make_engine(settings.database, "result-store", limits=settings.database.worker_limits())

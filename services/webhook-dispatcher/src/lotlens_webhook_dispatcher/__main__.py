@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from lotlens_common.gc_tuning import tune_gc
 from lotlens_common.stopping import catch_stop_signals
 
 # First, whatever the entry point (`python -m` or the console script, which imports this module):
-# a SIGTERM during the start-up below stops it cleanly (stopping.py).
+# a SIGTERM during the start-up below stops it cleanly (stopping.py), and the collector's
+# thresholds are the service's during the imports too (gc_tuning.py).
 catch_stop_signals()
+tune_gc()
 
 from functools import partial
 
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.producer import EventProducer
-from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 
@@ -22,7 +25,6 @@ def main() -> None:
     """Run the JobCompleted consumer and the delivery loop until SIGTERM."""
     settings = DispatcherSettings()
     setup_logging(settings.log_level)
-    tune_gc()
     tracing.setup("webhook-dispatcher")
     stop = stop_on_signals()
     # Attempt threads read payloads at once; past 20 they wait for a connection instead.

@@ -18,7 +18,7 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.kafka import ConsumerSpec, run_consumer
 from lotlens_common.model.openai_client import OpenAIBatches, call_responses, openai_client_for
 from lotlens_common.producer import EventProducer
-from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals, tune_gc
+from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.direct import DirectBatches
@@ -59,7 +59,6 @@ def serve_stage(settings: ServiceSettings, stage: StageSettings, group_id: str, 
     `intake_types`: the event types `intake` acts on; the consumer passes over the others unread.
     """
     setup_logging(settings.log_level)
-    tune_gc()
     tracing.setup(SERVICE_NAMES[spec.name])
     stop = stop_on_signals()
     engine = make_engine(settings.database, SERVICE_NAMES[spec.name],
