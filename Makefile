@@ -38,10 +38,11 @@ typecheck: bootstrap
 
 # The local PostgreSQL's autovacuum visits each database every 10 s while tests run (scripts/infra.sh).
 pytest: export LOTLENS_PG_AUTOVACUUM_NAPTIME = 10s
-# Three workers on the 2 cores: most tests wait on Kafka, PostgreSQL, a subprocess or a browser
-# (the load average stayed near 1.2 through a two-worker run of 17.5 minutes). Each worker has its
-# own database and ports (tests/conftest.py, tests/servers.py). PYTEST_WORKERS=0 runs in-process.
-PYTEST_WORKERS ?= 3
+# Four workers on the 2 cores: most tests wait on Kafka, PostgreSQL, a subprocess or a browser. A
+# fresh-clone run took 858 s with four (2,607 tests; load average median 3.3) against 965-1,032 s
+# with three (2,432 tests). Each worker has its own database and ports (tests/conftest.py,
+# tests/servers.py). PYTEST_WORKERS=0 runs in-process.
+PYTEST_WORKERS ?= 4
 pytest: infra browser tools
 	@$(INFRA_ENV) && $(PY) -m pytest -q -p no:cacheprovider --durations=15 \
 		$(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadscope --no-loadscope-reorder) $(PYTEST_ARGS)
