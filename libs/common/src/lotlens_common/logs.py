@@ -43,7 +43,9 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            # A message quoting an exception's text (or an OpenAI answer) can hold a signed image
+            # URL or an Authorization value, as a traceback can.
+            "msg": redacted(record.getMessage()),
         }
         entry.update(_CONTEXT.get())
         for key in (*_IDS, "service"):
