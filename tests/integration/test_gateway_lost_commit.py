@@ -29,10 +29,7 @@ def test_a_submission_cut_at_its_commit_is_201_if_written_and_503_if_not(
                 proxy.cut_after(b"COPY outbox", b"COMMIT", unsent=not commit_reached)
                 answer = gw.submit(make_lots(2))
                 assert proxy.cut_done.is_set(), "the submission's COMMIT was not cut"
-                with engine.connect() as conn:
-                    written = conn.execute(select(outbox.c.job_id).where(
-                        outbox.c.client_id == gw.client_id,
-                        outbox.c.event_type == JobSubmitted.event_type)).scalars().all()
+                written = submitted_jobs(engine, gw.client_id)
         finally:
             proxied.dispose()
     if commit_reached:
@@ -59,13 +56,17 @@ def test_a_commit_the_database_cannot_report_on_is_503_saying_the_job_may_have_b
                 answer = gw.submit(make_lots(2))
                 assert proxy.cut_done.is_set(), "the submission's COMMIT was not cut"
                 proxy.thaw()
-                with engine.connect() as conn:
-                    written = conn.execute(select(outbox.c.job_id).where(
-                        outbox.c.client_id == gw.client_id,
-                        outbox.c.event_type == JobSubmitted.event_type)).scalars().all()
+                written = submitted_jobs(engine, gw.client_id)
         finally:
             proxied.dispose()
     assert len(written) == 1
     assert (answer.status_code, answer.json()["code"]) == (503, "SERVICE_UNAVAILABLE"), answer.text
     assert answer.json()["details"] == {"written": "unknown"}
     assert "Idempotency-Key" in answer.json()["message"] and answer.headers["retry-after"]
+
+
+def submitted_jobs(engine: Engine, client_id: str) -> list[str]:
+    """The ids of the client's jobs whose JobSubmitted the outbox holds (what PostgreSQL committed)."""
+    with engine.connect() as conn:
+        return list(conn.execute(select(outbox.c.job_id).where(
+            outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)).scalars())

@@ -89,7 +89,7 @@ class StubConsumer:
         return self
 
     def subscribe(self, _topics: list[str]) -> None:
-        pass
+        """Nothing to subscribe to: the batches the test hands out are the topics."""
 
     def consume(self, _count: int, _timeout: float) -> list[Message]:
         if not self.batches:
