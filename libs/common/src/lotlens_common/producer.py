@@ -70,8 +70,10 @@ class EventProducer:
         # CloudEvents `source`: the component that produced the event.
         self._source = f"/lotlens/{client_name}"
 
-    def publish(self, topic: str, envelope: Envelope) -> None:
-        """Queue one event with its CloudEvents headers; `flush` confirms it."""
+    def publish(self, topic: str, envelope: Envelope, delivered: Callable[[], None] | None = None,
+                failed: Callable[[bool], None] | None = None) -> None:
+        """Queue one event with its CloudEvents headers; `flush` confirms it (`delivered` and `failed`
+        as for `publish_encoded`)."""
         headers: Headers = list(cloudevent_headers(envelope, self._source))
         if tracing.enabled():
             # The job's trace continues in the message's headers and in the envelope itself.
@@ -79,7 +81,7 @@ class EventProducer:
             carrier = _producer_span(topic, envelope.job_id, envelope.type, parent)
             envelope = replace(envelope, trace={**envelope.trace, **carrier})
             headers += _trace_headers(carrier)
-        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers)
+        self._produce(topic, envelope.job_id.encode(), encode(envelope), headers, delivered, failed)
 
     def publish_many(self, topic: str, envelopes: Iterable[Envelope]) -> None:
         """Queue many events in order."""

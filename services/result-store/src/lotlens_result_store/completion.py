@@ -15,9 +15,11 @@ dispatcher reads on `JobCompleted` never lack what the event carries.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime
+from functools import partial
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import (
     Connection,
@@ -37,7 +39,7 @@ from sqlalchemy import (
 
 from lotlens_common.clock import utc_now
 from lotlens_common.db import job_lock
-from lotlens_common.envelope import caused
+from lotlens_common.envelope import Envelope, caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobCompleted
 from lotlens_common.model.usage import JobUsage
 from lotlens_common.producer import EventProducer
@@ -216,23 +218,61 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
         if not rows:
             return 0
         usages = {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
+        held = _HELD.setdefault(producer, _Held())
         for row in rows:
+            if row["job_id"] in held.sent:
+                continue  # a copy an earlier round sent is on its way (or there): not sent again
             event = JobCompleted(
                 job_id=row["job_id"], status=row["status"],
                 completed_at=_finished_at(row["completed_at"], row["cancelled_at"], row["updated_at"]),
                 total_lots=row["total_lots"] or 0, processed_lots=row["processed_lots"],
                 failed_lots=row["failed_lots"], usage=usages.get(row["job_id"]))
             # A job ends once: its end is the cause.
-            producer.publish(topic, caused(event, row["client_id"] or "", row["status"]))
-        producer.flush()
+            held.send(producer, topic, caused(event, row["client_id"] or "", row["status"]))
+        producer.flush()  # every copy, earlier rounds' too, has its report: each row's is acknowledged
         execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
             completion_published=True), [{"id": row["job_id"]} for row in rows])
+    held.forget(row["job_id"] for row in rows)
     for row in rows:
         BATCH_JOBS.labels(status=row["status"]).inc()
         if row["job_id"] in usages:
             count_usage(usages[row["job_id"]])
         log.info("job %s %s", row["job_id"], row["status"], extra={"job_id": row["job_id"]})
     return len(rows)
+
+
+class _Held:
+    """The JobCompleted copies one producer holds, by job: sent without a report yet, or
+    acknowledged after the round that sent them had stopped waiting.
+
+    A round that gives up waiting (`flush` times out in a broker outage) leaves the copies already
+    in flight with librdkafka, which delivers them once the broker is back. Sent again by the next
+    round, a job was announced twice (the 40-second outage test found one); kept here, the next
+    round waits for that copy instead, and marks the job once it is acknowledged. A copy that
+    failed or was purged is dropped from here and sent again."""
+
+    def __init__(self) -> None:
+        self.sent: set[str] = set()
+        self._acknowledged: set[str] = set()
+
+    def send(self, producer: EventProducer, topic: str, envelope: Envelope) -> None:
+        job_id = envelope.job_id
+        self.sent.add(job_id)
+        producer.publish(topic, envelope, partial(self._acknowledged.add, job_id),
+                         partial(self._failed, job_id))
+
+    def _failed(self, job_id: str, _purged: bool) -> None:
+        self.sent.discard(job_id)
+
+    def forget(self, job_ids: Iterable[str]) -> None:
+        """The jobs are marked announced: their copies are nobody's business any more."""
+        for job_id in job_ids:
+            self.sent.discard(job_id)
+            self._acknowledged.discard(job_id)
+
+
+# Per producer: a librdkafka producer's in-flight copies are its own (one producer a thread).
+_HELD: WeakKeyDictionary[EventProducer, _Held] = WeakKeyDictionary()
 
 
 def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
