@@ -72,8 +72,10 @@ def _demo_clients() -> str:
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("LOTLENS_CLIENTS", _demo_clients())
-    # The local stack fetches the example images from loopback; production keeps this off.
-    env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
+    if not os.environ.get("OPENAI_API_KEY"):
+        # The stand-in fetches the example images from loopback; OpenAI could not, so with a real
+        # key such URLs stay refused (422), as in production.
+        env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
     env.setdefault("LOTLENS_STAGE__WINDOW_S", "2")
     env.setdefault("LOTLENS_STAGE__POLL_INTERVAL_S", "1")
     env.setdefault("LOTLENS_GATEWAY_PORT", str(GATEWAY_PORT))
@@ -161,10 +163,10 @@ def _plan() -> list[Process]:
     """Every process `up` runs, in start order."""
     python = sys.executable
     planned = [] if os.environ.get("OPENAI_API_KEY") else [
-        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], {STANDIN_PORT: "STANDIN_PORT"})]
-    planned.append(Process("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind",
-                                              "127.0.0.1", "--directory", str(ROOT / "examples" / "images")],
-                           {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"}))
+        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], {STANDIN_PORT: "STANDIN_PORT"}),
+        Process("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind", "127.0.0.1",
+                                   "--directory", str(ROOT / "examples" / "images")],
+                {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"})]
     for number, service in enumerate(SERVICES):
         command = [python, "-m", "lotlens_" + service.replace("-", "_")]
         # Each service serves /metrics, /livez and /readyz on its own ops port (the gateway its
@@ -232,9 +234,17 @@ LotLens is up.
   client:     {client_id}
   client key: {key}
   logs:       {LOGS}
-Submit the example job (3 lots, images served locally) and wait for it:
+{_FIRST_JOB_WITH_A_KEY if os.environ.get("OPENAI_API_KEY") else _FIRST_JOB.format(key=key)}""")
+
+
+_FIRST_JOB = """Submit the example job (3 lots, images served locally) and wait for it:
   LOTLENS_CLIENT_KEY={key} .venv/bin/lotlens submit examples/job.json --wait
-""")
+"""
+# OpenAI fetches each image itself: the example job's, on 127.0.0.1, would fail every lot (paid for
+# its prompt), so the real key's stack has no example image server and offers no example job.
+_FIRST_JOB_WITH_A_KEY = """Your OpenAI key is in use: submit lots whose image URLs are public (https) ones
+OpenAI can fetch; examples/job.json's images are served on 127.0.0.1, which OpenAI cannot reach.
+"""
 
 
 def down() -> None:

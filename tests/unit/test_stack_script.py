@@ -73,3 +73,21 @@ def test_a_failed_up_says_that_what_did_start_is_still_running(
         stack.up()
     assert started and "gateway" in started
     assert "make down" in str(failed.value), failed.value
+
+
+def test_up_with_a_real_openai_key_offers_no_example_whose_images_openai_cannot_fetch(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It printed "Submit the example job (images served locally)": OpenAI fetches a lot's images
+    # itself and cannot reach 127.0.0.1, so every lot of that job failed, paid for its prompt.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-real-one")
+    monkeypatch.delenv("LOTLENS_ALLOW_LOOPBACK_URLS", raising=False)
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    printed = capsys.readouterr().out
+    assert "LotLens is up" in printed
+    assert "submit examples/job.json" not in printed, printed
+    assert "public" in printed, printed
+    assert "example-images" not in started and "openai-standin" not in started, started
+    assert "LOTLENS_ALLOW_LOOPBACK_URLS" not in stack._environment()
