@@ -13,8 +13,10 @@ import time
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from lotlens_common.db import MIGRATIONS, make_engine, migrate
 from lotlens_common.service import setup_logging
@@ -23,6 +25,7 @@ from lotlens_common.topics import ensure_topics
 
 log = logging.getLogger("lotlens_common.migrate")
 WAIT_POLL_S = 5.0
+RETRY_FOR_S = 120.0
 
 
 def schema_current(engine: Engine) -> bool:
@@ -81,12 +84,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m lotlens_common.migrate")
     parser.add_argument("--wait", action="store_true",
                         help="change nothing; return once the schema is current and the topics exist")
+    parser.add_argument("--retry-for", type=float, default=RETRY_FOR_S, metavar="S",
+                        help="keep trying while PostgreSQL or Kafka cannot be reached, for up to S seconds")
+    parser.add_argument("--retry-interval", type=float, default=WAIT_POLL_S, metavar="S",
+                        help=argparse.SUPPRESS)  # tests wait less
     args = parser.parse_args()
     settings = ServiceSettings()
     setup_logging(settings.log_level)
     if args.wait:
-        wait_until_prepared(settings)
+        wait_until_prepared(settings, args.retry_interval)
         return
+    deadline = time.monotonic() + args.retry_for
+    while True:
+        try:
+            prepare(settings)
+            return
+        except (OperationalError, InterfaceError, KafkaException) as exc:
+            if time.monotonic() + args.retry_interval > deadline:
+                raise
+            log.warning("PostgreSQL or Kafka not reachable yet (%s); trying again in %g s",
+                        exc, args.retry_interval)
+            time.sleep(args.retry_interval)
+
+
+def prepare(settings: ServiceSettings) -> None:
+    """Apply the migrations and create the topics (both idempotent, so a failed try is tried again).
+
+    `main` tries again while a dependency cannot be reached: compose runs it once (`restart: "no"`)
+    as soon as both containers report healthy, and a PostgreSQL restarting after its init scripts
+    refused the first connection, failing every service waiting on the migration's success. (The
+    Kubernetes Job retries by its `backoffLimit` too.)"""
     engine = make_engine(settings.database, "migrate")
     try:
         migrate(engine)
