@@ -268,6 +268,23 @@ def test_a_redirect_to_a_very_long_location_is_recorded_within_the_body_limit():
     assert len(outcome.error) <= 2000, len(outcome.error)
 
 
+@pytest.mark.parametrize(("location", "named"), [
+    (b"http://user:pass@127.0.0.1:9/next?token=secret#secret", "http://127.0.0.1:9/next?[redacted]"),
+    (b"/next?token=secret", "/next?[redacted]"),
+    (b"ftp://user:pass@127.0.0.1/file", "ftp://127.0.0.1/file"),
+])
+def test_a_redirect_is_recorded_without_the_credentials_its_location_and_body_carry(location, named):
+    body = b'<a href="' + location + b'">moved</a>'
+    head = (b"HTTP/1.1 302 Found\r\nLocation: " + location
+            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    limits = httpx2.Limits(max_connections=4)
+    with _raw_endpoint(head + body) as url, GuardedTransport(True, limits) as transport:
+        outcome = post_webhook(transport, url, b"{}", {}, 5.0)
+    assert outcome.error is not None and named in outcome.error, outcome.error
+    assert "secret" not in outcome.error and "pass" not in outcome.error
+    assert outcome.response_body is None
+
+
 @pytest.mark.parametrize("first", ["127.0.0.2", "::1"])
 def test_a_host_whose_first_address_refuses_is_reached_at_the_next(first):
     # Only the first address was ever tried: a host with one dead A record, or an AAAA record this

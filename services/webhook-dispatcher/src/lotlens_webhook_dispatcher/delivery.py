@@ -5,6 +5,8 @@ receiver has the webhook once it says so. Anything else fails the attempt: anoth
 code, a redirect (never followed: the customer registered this URL, and a redirect could point
 anywhere), a timeout, a refused or reset connection, an address the SSRF guard refuses.
 HTTP 410 Gone means the endpoint is retired: no more attempts. `Retry-After` is passed on.
+An attempt's error text goes into its span, its records and the log: a redirect's target is named
+without its userinfo, query or fragment (a signed URL, a `?token=`), every other text redacted.
 
 httpx2's exception tree, as far as it matters here::
 
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 import httpx2
 
 from lotlens_common.clock import utc_now
+from lotlens_common.redaction import REDACTED, redacted
 from lotlens_webhook_dispatcher.guard import attempt_deadline
 from lotlens_webhook_dispatcher.schedule import parse_retry_after
 
@@ -92,7 +95,10 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
         # An accepted delivery's answer says nothing we need, and it is the customer's own data,
         # kept in the attempts' table and in the record topic for good: it is not recorded.
         return AttemptOutcome(True, latency_ms, code, None, None)
-    return AttemptOutcome(False, latency_ms, code, _describe(response)[:body_chars], snippet,
+    if response.is_redirect:
+        # Its body names the target again (Werkzeug's, Django's), credentials and all.
+        snippet = None
+    return AttemptOutcome(False, latency_ms, code, _describe(response, parsed)[:body_chars], snippet,
                           parse_retry_after(response.headers.get("retry-after"), utc_now()),
                           final=code == GONE)
 
@@ -112,14 +118,28 @@ def _read_some(response: httpx2.Response) -> str:
     return b"".join(chunks).decode("utf-8", errors="replace").replace("\x00", "\ufffd")
 
 
-def _describe(response: httpx2.Response) -> str:
+def _describe(response: httpx2.Response, sent_to: httpx2.URL) -> str:
     code = response.status_code
     if response.is_redirect:
-        return f"HTTP {code}: redirect to {response.headers.get('location', '?')} not followed"
+        return f"HTTP {code}: redirect to {_target(sent_to, response.headers.get('location'))} not followed"
     if code == GONE:
         return "HTTP 410 Gone: the endpoint asked for no more deliveries"
     return f"HTTP {code}"
 
 
+def _target(sent_to: httpx2.URL, location: str | None) -> str:
+    """Where a redirect points, resolved against the webhook's URL (a relative `/next?token=…` is
+    no http(s) URL `redacted` knows), without its userinfo, query or fragment."""
+    if location is None:
+        return "?"
+    try:
+        target = sent_to.join(location)
+    except httpx2.InvalidURL:
+        return "an unreadable location"
+    bare = str(target.copy_with(username=None, password=None, query=None, fragment=None))
+    return bare + (f"?{REDACTED}" if target.query or target.fragment else "")
+
+
 def _failed(started: float, error: str, final: bool = False) -> AttemptOutcome:
-    return AttemptOutcome(False, (time.monotonic() - started) * 1000, error=error, final=final)
+    # An HTTP library's error may quote the request it failed on.
+    return AttemptOutcome(False, (time.monotonic() - started) * 1000, error=redacted(error), final=final)
