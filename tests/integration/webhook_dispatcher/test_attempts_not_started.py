@@ -17,7 +17,7 @@ from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_webhook_dispatcher import dispatch_queue, payloads
 from lotlens_webhook_dispatcher.dispatch_queue import INTERRUPTIONS_ALLOWED, delivery_id
 from lotlens_webhook_dispatcher.payloads import PartPlan
-from lotlens_webhook_dispatcher.post_marks import PostMarks
+from lotlens_webhook_dispatcher.post_marks import Held, PostMarks
 from tests.conftest import new_id
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -271,7 +271,7 @@ def test_a_failure_that_could_not_be_marked_once_leaves_the_delivery_its_five_at
             raise ValueError("a payload defect (test)")
         return real_body(*args, **kwargs)
 
-    def mark_fails_once(self: PostMarks, delivery: Any) -> bool:
+    def mark_fails_once(self: PostMarks, delivery: Any) -> Held | None:
         if not broke["mark"]:
             broke["mark"] = True
             raise RuntimeError("PostgreSQL blipped (test)")

@@ -82,8 +82,8 @@ def test_of_two_claims_of_one_unsent_attempt_only_the_first_to_start_its_post_se
             [taker] = claim(conn, later, Room(1, 4, 4), lease_s=1.0)
         assert (taker.attempt, taker.interrupted_attempt, taker.interruptions) == (1, None, 0)
         with db.begin() as conn:
-            assert dispatch_queue.mark_posting(conn, [taker], later, 1.0) == {taker.delivery_id}
-            assert dispatch_queue.mark_posting(conn, [stalled], later, 1.0) == set()
+            assert dispatch_queue.mark_posting(conn, [taker], later, 1.0).keys() == {taker.delivery_id}
+            assert dispatch_queue.mark_posting(conn, [stalled], later, 1.0).keys() == set()
             # Nor can the stalled claim hand the attempt back now that it is under way.
             assert not dispatch_queue.record_many(conn, [Record(stalled, "pending", later, False)], later)
         assert state(db, job_id) == [("sending", 1, 0)]
@@ -98,10 +98,10 @@ def test_attempts_starting_together_are_all_marked_and_a_lost_claim_is_not(confi
         claimed = claim(conn, utc_now(), Room(len(urls), len(urls), len(urls)), lease_s=60.0)
     lost = claimed[0]
     with db.begin() as conn:  # another instance took this one over and started its POST
-        assert dispatch_queue.mark_posting(conn, [lost], utc_now(), 60.0) == {lost.delivery_id}
+        assert dispatch_queue.mark_posting(conn, [lost], utc_now(), 60.0).keys() == {lost.delivery_id}
     marks = PostMarks(db, 60.0, utc_now)
     with ThreadPoolExecutor(len(claimed)) as pool:
-        held = list(pool.map(marks.mark, claimed))
+        held = [mark is not None for mark in pool.map(marks.mark, claimed)]
     assert held == [False] + [True] * (len(claimed) - 1)
     with db.connect() as conn:
         assert conn.execute(dispatch_queue_table.select().where(
@@ -124,7 +124,7 @@ def test_a_stalled_claims_defect_is_not_recorded_over_the_attempt_the_instance_t
         later = utc_now() + timedelta(seconds=2)  # its lease has run out
         with db.begin() as conn:  # another instance takes it over and starts its POST
             [taker] = claim(conn, later, Room(1, 4, 4), lease_s=60.0)
-            assert dispatch_queue.mark_posting(conn, [taker], later, 60.0) == {taker.delivery_id}
+            assert dispatch_queue.mark_posting(conn, [taker], later, 60.0).keys() == {taker.delivery_id}
         monkeypatch.setattr(payloads, "part_body", defect)
         with running(quick(config), db) as stalled_instance, suppress(LeaseLost):
             stalled_instance.attempt(stalled)  # its body build fails; its outcome stored as it stops
@@ -141,7 +141,8 @@ def test_an_outcome_refused_as_taken_over_is_not_counted(config, db):
         with db.begin() as conn:
             dispatch_queue.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
             [stalled] = claim(conn, utc_now(), Room(1, 4, 4), lease_s=1.0)
-            assert dispatch_queue.mark_posting(conn, [stalled], utc_now(), 1.0) == {stalled.delivery_id}
+            marked = dispatch_queue.mark_posting(conn, [stalled], utc_now(), 1.0)
+            assert marked.keys() == {stalled.delivery_id}
         later = utc_now() + timedelta(seconds=2)  # its lease has run out: taken over, attempt 2
         with db.begin() as conn:
             [taker] = claim(conn, later, Room(1, 4, 4), lease_s=60.0)

@@ -18,7 +18,7 @@ from lotlens_webhook_dispatcher.bootstrap import http_transport
 from lotlens_webhook_dispatcher.claims import Room, claim
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 from lotlens_webhook_dispatcher.payloads import PartPlan
-from lotlens_webhook_dispatcher.post_marks import PostMarks
+from lotlens_webhook_dispatcher.post_marks import Held, PostMarks
 from lotlens_webhook_dispatcher.worker import Dispatcher
 from tests.integration.webhook_dispatcher.support import (
     CLIENT,
@@ -56,7 +56,7 @@ class SlowMarks(PostMarks):
         super().__init__(*args)  # type: ignore[arg-type]
         self._waited = clock
 
-    def mark(self, delivery: Delivery) -> bool:
+    def mark(self, delivery: Delivery) -> Held | None:
         self._waited.now += timedelta(minutes=6)
         return super().mark(delivery)
 

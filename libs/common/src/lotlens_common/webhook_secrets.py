@@ -8,6 +8,12 @@ The gateway makes a missing current secret at start-up (PostgreSQL unreachable t
 relay's minute-ly prune, which also deletes the secrets whose overlap has ended), and never again
 while it runs: a secret deleted afterwards was deleted on purpose (`lotlens_gateway.relay`);
 `lotlens-admin clients` shows, rotates and deletes.
+
+A client's secrets have a version: when its current secret was made (None: it has none). Every
+change to what signs makes a new current secret (`rotate`, `ensure`) or removes it
+(`delete_client`); an overlap's end does not, but each secret is read with its end. A reader that
+keeps the secrets (the dispatcher's cache) checks the version where it writes anyway
+(`CURRENT_VERSION_SQL`) instead of reading the secrets again.
 """
 
 from __future__ import annotations
@@ -25,6 +31,23 @@ from lotlens_common.tables import client_webhook_secrets as table
 
 PREFIX = "whsec_"
 _SECRET_BYTES = 32
+# The version of the secrets of the client `client_id` names, as a scalar subquery (the partial
+# unique index on the current secret answers it).
+CURRENT_VERSION_SQL = ("(SELECT s.created_at FROM client_webhook_secrets s"
+                       " WHERE s.client_id = {client_id} AND s.expires_at IS NULL)")
+
+
+@dataclass(frozen=True)
+class Signing:
+    """A client's live secrets as read, the current one first, each with when it stops signing
+    (None: the current one), and their version."""
+
+    version: datetime | None
+    secrets: list[tuple[str, datetime | None]]
+
+    def live(self, now: datetime) -> list[str]:
+        """The secrets that sign at `now` (one whose overlap ended since the read no longer does)."""
+        return [secret for secret, ends in self.secrets if ends is None or ends > now]
 
 
 def new_secret() -> str:
@@ -47,16 +70,18 @@ def ensure(conn: Connection, client_ids: Iterable[str]) -> None:
 
 def live(conn: Connection, client_id: str, now: datetime) -> list[str]:
     """The secrets that sign a client's deliveries now, the current one first."""
-    return [secret for secret, _ in live_until(conn, client_id, now)]
+    return signing(conn, client_id, now).live(now)
 
 
-def live_until(conn: Connection, client_id: str, now: datetime) -> list[tuple[str, datetime | None]]:
-    """The secrets that sign a client's deliveries now and when each stops (None: the current one)."""
-    query = (select(table.c.secret, table.c.expires_at)
+def signing(conn: Connection, client_id: str, now: datetime) -> Signing:
+    """The secrets that sign a client's deliveries now, when each stops, and their version."""
+    query = (select(table.c.secret, table.c.expires_at, table.c.created_at)
              .where(table.c.client_id == client_id,
                     or_(table.c.expires_at.is_(None), table.c.expires_at > now))
              .order_by(table.c.expires_at.desc().nulls_first(), table.c.created_at.desc()))
-    return [(secret, expires_at) for secret, expires_at in conn.execute(query)]
+    rows = conn.execute(query).all()
+    version = next((created_at for _, expires_at, created_at in rows if expires_at is None), None)
+    return Signing(version, [(secret, expires_at) for secret, expires_at, _ in rows])
 
 
 def delete_client(conn: Connection, client_id: str) -> int:

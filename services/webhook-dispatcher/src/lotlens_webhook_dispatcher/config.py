@@ -42,8 +42,9 @@ class DispatcherSettings(ServiceSettings):
     # is given up this long after its attempts first could not start: a client removed from
     # LOTLENS_CLIENTS, or a job whose projection was dead-lettered, was handed back every 30 s for good.
     webhook_unready_give_up_h: float = Field(24.0, gt=0)
-    # How long a client's webhook secrets are cached (a new secret reaches deliveries this late;
-    # an overlap's end is kept to the second).
+    # How long a client's webhook secrets are cached at most: a rotation reaches the next POST
+    # whatever this is (each attempt's mark reads the secrets' version), an overlap's end is kept
+    # to the second; it only bounds how long a change made by hand in the table goes unseen.
     webhook_secrets_cache_s: float = 10.0
     # Where /metrics is served (0: not served; the deployments set 9100).
     metrics_port: int = 0

@@ -42,6 +42,7 @@ from sqlalchemy import (
     update,
 )
 
+from lotlens_common import webhook_secrets
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_common.uuids import uuid5_text
@@ -164,21 +165,23 @@ def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -
     return result.rowcount == 1
 
 
-def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime, lease_s: float) -> set[str]:
+def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime,
+                 lease_s: float) -> dict[str, datetime | None]:
     """Mark the attempts' POSTs as starting and renew their leases, right before sending, in one
-    statement; the ids of those still this instance's to send. The rest were taken over, handed
-    back, or marked by another instance that took the claim over unsent: the fencing number alone
-    does not tell those apart."""
-    result = conn.execute(text("""
+    statement; those still this instance's to send, each with its client's secrets' version (read
+    here, the statement every attempt runs anyway, so a rotation reaches the very next POST). The
+    rest were taken over, handed back, or marked by another instance that took the claim over
+    unsent: the fencing number alone does not tell those apart."""
+    result = conn.execute(text(f"""
         UPDATE dispatch_queue AS q
            SET post_started = true, next_attempt_at = :lease_until, updated_at = :now
           FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(delivery_id text, attempt int)
          WHERE q.delivery_id = m.delivery_id AND q.status = 'sending' AND q.attempt_count = m.attempt
            AND NOT q.post_started
-     RETURNING q.delivery_id"""),
+     RETURNING q.delivery_id, {webhook_secrets.CURRENT_VERSION_SQL.format(client_id="q.client_id")}"""),
         {"now": now, "lease_until": now + timedelta(seconds=lease_s), "rows": json_rows(
             {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt} for delivery in deliveries)})
-    return set(result.scalars())
+    return {delivery_id: version for delivery_id, version in result}
 
 
 class Record(NamedTuple):

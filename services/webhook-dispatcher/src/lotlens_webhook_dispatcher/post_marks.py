@@ -7,7 +7,8 @@ never sends an attempt another instance took over. A transaction per attempt cos
 of the deliveries a second (1,500 to an in-process receiver on 2 cores: some 240 a second, 170
 with a transaction each, 200 to 220 grouped, within the noise of no mark). Whoever comes while a
 mark is being written waits for the next write, which takes every mark waiting: one statement
-and one commit for all of them (group commit).
+and one commit for all of them (group commit). The same statement reads each attempt's client's
+secrets version (`webhook_secrets`), so the secrets cache learns of a rotation at no cost.
 """
 
 from __future__ import annotations
@@ -23,11 +24,18 @@ from lotlens_webhook_dispatcher import dispatch_queue
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
 
 
+@dataclass(frozen=True)
+class Held:
+    """A marked attempt, still this instance's to send, and its client's secrets' version then."""
+
+    secrets_version: datetime | None
+
+
 @dataclass(eq=False)
 class _Mark:
     delivery: Delivery
     done: bool = False
-    held: bool = False
+    held: Held | None = None
     error: Exception | None = None
 
 
@@ -42,8 +50,8 @@ class PostMarks:
         self._lock = threading.Lock()  # guards `_waiting`
         self._writer = threading.Lock()  # one write at a time
 
-    def mark(self, delivery: Delivery) -> bool:
-        """Mark the attempt's POST as starting and renew its lease; False when the claim is no
+    def mark(self, delivery: Delivery) -> Held | None:
+        """Mark the attempt's POST as starting and renew its lease; None when the claim is no
         longer this instance's to send. Raises what PostgreSQL raised (nothing is sent then)."""
         mark = _Mark(delivery)
         with self._lock:
@@ -67,4 +75,5 @@ class PostMarks:
                 mark.error, mark.done = exc, True
             return
         for mark in batch:
-            mark.held, mark.done = mark.delivery.delivery_id in held, True
+            found = mark.delivery.delivery_id in held
+            mark.held, mark.done = Held(held[mark.delivery.delivery_id]) if found else None, True

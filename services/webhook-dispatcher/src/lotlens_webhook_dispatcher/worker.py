@@ -288,13 +288,12 @@ class Dispatcher:
             body = payloads.part_body(payloads.head(job), lots, delivery.part, delivery.total_parts,
                                       s.webhook_max_payload_bytes, delivery.plan)
         with before_post("signing"):
-            secrets = self._secrets.secrets(delivery.client_id)
-            if not secrets:  # sent without `webhook-signature`, Standard Webhooks verifiers refused it
-                raise Unready("no_secret", f"client {delivery.client_id!r} has no webhook secret yet "
-                                           "(the gateway makes it)")
+            if not self._secrets.secrets(delivery.client_id):
+                raise _no_secret(delivery)
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
-        # Marked after the last read (the secrets'), as the POST starts (`post_marks`). Renewed
+        # The secrets are read (kept) before the mark: one PostgreSQL refuses is handed back unspent.
+        # Marked as the POST starts (`post_marks`), after the last read but a rotation's. Renewed
         # only when the lease was no longer fresh, a claim that lost PostgreSQL before its
         # hand-back was stored was taken for an interruption though it had sent nothing.
         with before_post("lease"):
@@ -306,6 +305,11 @@ class Dispatcher:
         # every receiver verifying with `standardwebhooks`. Still before the POST: an error (a
         # malformed `whsec_` secret) sent nothing, and escaping it was taken for an interruption.
         with before_post("signing", marked=True):
+            # Read again only when the mark saw them change since (a rotation, at once: a receiver
+            # switched to the new secret refused the old one's signature until the cache expired).
+            secrets = self._secrets.secrets(delivery.client_id, held.secrets_version)
+            if not secrets:  # deleted since
+                raise _no_secret(delivery)
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                        "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
                        **webhook_headers(key, secrets, delivery.delivery_id,
@@ -349,6 +353,12 @@ class Dispatcher:
             return
         metrics.PENDING.set(pending)
         metrics.OLDEST_PENDING_AGE.set(oldest_s)
+
+
+def _no_secret(delivery: Delivery) -> Unready:
+    # Sent without `webhook-signature`, Standard Webhooks verifiers refused it.
+    return Unready("no_secret",
+                   f"client {delivery.client_id!r} has no webhook secret yet (the gateway makes it)")
 
 
 def _count_off(counts: Counter[str], key: str) -> None:
