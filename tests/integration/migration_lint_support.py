@@ -42,7 +42,7 @@ LIMITS_RULE = "lotlens-limits-set-by-a-revision"
 # `set_config`); reading one (`current_setting`) is not.
 _LIMIT_SET = re.compile(r"^(?:SET|RESET|ALTER\b.*\bSET)\b.*\b(?:lock|statement)_timeout\b"
                         r"|set_config\(\s*'(?:lock|statement)_timeout'", re.IGNORECASE | re.DOTALL)
-# What the runner sends around every revision (`db._upgrade`): its lock and limits before, the
+# What the runner sends around every revision (`db._run`): its lock and limits before, the
 # limits reset and the lock released after.
 _RUNNER_BEFORE = ("BEGIN", r"SELECT pg_try_advisory_lock\(\d+\)", "COMMIT", "BEGIN",
                   r"SET lock_timeout = '\d+ms'", "SET statement_timeout = '0'",

@@ -26,7 +26,9 @@ def imported_modules(path: Path) -> set[str]:
 
 
 # How to build an index without blocking writes: machinery, not a schema (it names no table).
-MACHINERY = {"lotlens_common.migrations", "lotlens_common.migrations.concurrent_indexes"}
+# How to refuse a downgrade that would lose what nothing brings back: machinery too.
+MACHINERY = {"lotlens_common.migrations", "lotlens_common.migrations.concurrent_indexes",
+             "lotlens_common.migrations.refusals"}
 
 
 def test_no_revision_imports_the_models_or_any_lotlens_module() -> None:
@@ -34,6 +36,14 @@ def test_no_revision_imports_the_models_or_any_lotlens_module() -> None:
                                  if m.split(".")[0].startswith("lotlens") and m not in MACHINERY)
                for path in REVISIONS}
     assert {name: modules for name, modules in readers.items() if modules} == {}
+
+
+def test_every_revision_can_be_undone() -> None:
+    # 14 had no `downgrade()`: `lotlens-admin db downgrade` stopped at the first of them with an
+    # AttributeError. What each one undoes is held by tests/integration/test_migration_downgrades.py.
+    functions = {path.name: {node.name for node in ast.parse(path.read_text()).body
+                             if isinstance(node, ast.FunctionDef)} for path in REVISIONS}
+    assert sorted(name for name, defined in functions.items() if "downgrade" not in defined) == []
 
 
 def test_the_revisions_form_one_line_from_the_baseline_to_one_head() -> None:

@@ -141,14 +141,19 @@ class LockPatience:
 MIGRATION_LOCK_POLL_S = 0.5
 
 
-def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockPatience()) -> None:
-    """Bring the schema to `target` (the newest revision); safe to call from many processes at once."""
+def migrate(engine: Engine, target: str = "head", patience: LockPatience = LockPatience(),
+            downgrade: bool = False) -> None:
+    """Bring the schema to `target` (the newest revision); safe to call from many processes at once.
+
+    `downgrade`: undo revisions back to `target` instead (a revision, `-1` for one step, `base`),
+    each in a transaction of its own, under the same lock and lock waits (`lotlens-admin db downgrade`).
+    """
     deadline = time.monotonic() + patience.give_up_after_s
     blockers: list[str] = []  # the last seen, by `_blockers_watched`
     while True:
         blockers.clear()
         try:
-            _upgrade(engine, target, patience.wait_s, blockers)
+            _run(engine, target, patience.wait_s, blockers, downgrade)
             return
         except OperationalError as exc:
             if not isinstance(exc.orig, LockNotAvailable):
@@ -204,9 +209,9 @@ def _blockers_watched(engine: Engine, pid: int, every_s: float, seen: list[str])
         watcher.join(timeout=every_s * 4)
 
 
-def _upgrade(engine: Engine, target: str, lock_wait_s: float, blockers: list[str]) -> None:
-    """One try: the migrations' lock for the session, then each pending migration in a transaction
-    of its own (a migration building an index concurrently commits and works outside one)."""
+def _run(engine: Engine, target: str, lock_wait_s: float, blockers: list[str], downgrade: bool) -> None:
+    """One try: the migrations' lock for the session, then each pending migration (or each one to
+    undo) in a transaction of its own (one building an index concurrently commits and works outside one)."""
     # Imported here: Alembic is a fifth of a service's start-up imports and only migrations need it
     # (a consumer restarted after a crash rejoins its group that much sooner).
     from alembic import command
@@ -230,7 +235,7 @@ def _upgrade(engine: Engine, target: str, lock_wait_s: float, blockers: list[str
             config.attributes["connection"] = connection
             pid = connection.connection.dbapi_connection.get_backend_pid()  # type: ignore[union-attr]
             with _blockers_watched(engine, pid, lock_wait_s / 4, blockers):
-                command.upgrade(config, target)
+                (command.downgrade if downgrade else command.upgrade)(config, target)
         finally:
             _release_migration_lock(connection)
 

@@ -5,6 +5,10 @@ Frozen: the DDL is written out as `tables.py` declared it when this revision was
 path a deployed one took, each later revision really running, and the schema test can catch a
 change to `tables.py` that came without its migration.
 
+Downgrade: below the baseline is an empty database, which no release runs on; refused while any of
+the twelve tables holds a row (jobs, queued work, deliveries). To start again from nothing,
+drop the database.
+
 Revision ID: 0001
 Revises:
 """
@@ -13,9 +17,14 @@ from __future__ import annotations
 
 from alembic import op
 
+from lotlens_common.migrations.refusals import refuse_while
+
 revision = "0001"
 down_revision = None
 
+NAMES = ("jobs", "lots", "descriptions", "openai_batches", "webhook_deliveries", "webhook_attempts",
+         "stage_lots", "stage_shards", "stage_jobs", "dispatch_queue", "rate_limit_windows",
+         "idempotency_keys")
 TABLES = [
     """CREATE TABLE jobs (
         job_id text NOT NULL,
@@ -164,3 +173,13 @@ def upgrade() -> None:
     """Create the first release's twelve tables and their indexes (later revisions change them)."""
     for statement in TABLES:
         op.execute(statement)
+
+
+def downgrade() -> None:
+    """Drop the twelve tables; refused while any of them holds a row (this module's docstring)."""
+    # One row each is enough to know: the count is of tables holding any.
+    holding = " + ".join(f"(SELECT count(*) FROM (SELECT FROM {name} LIMIT 1) AS one)" for name in NAMES)
+    refuse_while(f"SELECT {holding}",
+                 "{n} of the baseline's tables hold rows, which an empty database (the base) cannot: "
+                 "nothing was dropped; to start again from nothing, drop the database")
+    op.execute(f"DROP TABLE IF EXISTS {', '.join(NAMES)}")

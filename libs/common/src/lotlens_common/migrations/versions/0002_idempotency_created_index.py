@@ -16,3 +16,8 @@ def upgrade() -> None:
     """Add the index (a database the old 0001 made with `create_all` may have it already)."""
     op.execute("CREATE INDEX IF NOT EXISTS ix_idempotency_keys_created_at "
                "ON idempotency_keys (created_at)")
+
+
+def downgrade() -> None:
+    """Drop the index (purging expired keys scans the table again)."""
+    op.execute("DROP INDEX IF EXISTS ix_idempotency_keys_created_at")

@@ -4,6 +4,11 @@ Frozen: the table as `tables.py` declared it when this revision was written (com
 its `client_id` comes in 0011_outbox_client. Idempotent, as it was: a database made by the old
 0001, which ran `create_all` with the models of its day, may have the table already.
 
+Downgrade: refused while an event waits unpublished: it is in no topic yet, and the older release
+(which published at intake) has no outbox to relay it from. Stop the gateways (each publishes its
+outbox as it stops) or wait until `lotlens_outbox_backlog_events` reads 0, then downgrade again.
+Published rows are dropped: Kafka has them.
+
 Revision ID: 0011_outbox
 Revises: 0002
 """
@@ -11,6 +16,8 @@ Revises: 0002
 from __future__ import annotations
 
 from alembic import op
+
+from lotlens_common.migrations.refusals import refuse_while
 
 revision = "0011_outbox"
 down_revision = "0002"
@@ -32,3 +39,12 @@ def upgrade() -> None:
                "WHERE published_at IS NULL")
     op.execute("CREATE INDEX IF NOT EXISTS ix_outbox_job ON outbox (job_id, event_type)")
     op.execute("CREATE INDEX IF NOT EXISTS ix_outbox_published_at ON outbox (published_at)")
+
+
+def downgrade() -> None:
+    """Drop the table; refused while an event in it is unpublished (this module's docstring)."""
+    refuse_while("SELECT count(*) FROM outbox WHERE published_at IS NULL",
+                 "outbox holds {n} event(s) not yet published to Kafka, which the release before "
+                 "0011_outbox has no outbox to relay: stop the gateways (each publishes its outbox as it "
+                 "stops) or wait until lotlens_outbox_backlog_events reads 0, and downgrade again")
+    op.execute("DROP TABLE IF EXISTS outbox")

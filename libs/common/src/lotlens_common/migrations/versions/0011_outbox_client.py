@@ -22,3 +22,9 @@ def upgrade() -> None:
     op.execute("ALTER TABLE outbox ALTER COLUMN client_id SET NOT NULL")
     op.execute("CREATE INDEX IF NOT EXISTS ix_outbox_client_jobs ON outbox (client_id) "
                "WHERE event_type = 'JobSubmitted'")
+
+
+def downgrade() -> None:
+    """Drop the index and `client_id` (nothing lost: each row's envelope holds its client)."""
+    op.execute("DROP INDEX IF EXISTS ix_outbox_client_jobs")
+    op.execute("ALTER TABLE outbox DROP COLUMN IF EXISTS client_id")

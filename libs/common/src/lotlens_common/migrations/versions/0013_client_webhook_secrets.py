@@ -3,6 +3,11 @@
 Frozen: the table as `tables.py` declared it when this revision was written (commit 3facbd5).
 Idempotent, as it was: a database made by the old 0001 (`create_all`) may have it already.
 
+Downgrade: refused while the table holds a secret. The older release has nowhere to keep them and
+nothing could make them again: the gateway would make new ones after upgrading again, and every
+client's receiver would reject its webhooks. Save the rows (`pg_dump --data-only --table
+client_webhook_secrets`), delete them, downgrade; restore them after upgrading again.
+
 Revision ID: 0013_client_webhook_secrets
 Revises: 0011_outbox
 """
@@ -10,6 +15,8 @@ Revises: 0011_outbox
 from __future__ import annotations
 
 from alembic import op
+
+from lotlens_common.migrations.refusals import refuse_while
 
 revision = "0013_client_webhook_secrets"
 down_revision = "0011_outbox"
@@ -26,3 +33,13 @@ def upgrade() -> None:
             PRIMARY KEY (client_id, secret))""")
     op.execute("CREATE UNIQUE INDEX IF NOT EXISTS ux_client_webhook_secrets_current "
                "ON client_webhook_secrets (client_id) WHERE expires_at IS NULL")
+
+
+def downgrade() -> None:
+    """Drop the table; refused while it holds a secret (this module's docstring)."""
+    refuse_while("SELECT count(*) FROM client_webhook_secrets",
+                 "client_webhook_secrets holds {n} webhook signing secret(s), which the release before "
+                 "0013_client_webhook_secrets has nowhere to keep and nothing could make again: save them "
+                 "(pg_dump --data-only --table client_webhook_secrets), delete them and downgrade again; "
+                 "restore them after upgrading again")
+    op.execute("DROP TABLE IF EXISTS client_webhook_secrets")

@@ -16,3 +16,11 @@ def upgrade() -> None:
     """Add the two JSON columns (a database the old 0001's `create_all` made may have them)."""
     op.execute("ALTER TABLE lots ADD COLUMN IF NOT EXISTS usage jsonb")
     op.execute("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS usage jsonb")
+
+
+def downgrade() -> None:
+    """Drop both columns. Tokens and cost are lost from the read models only: `VisionCompleted` and
+    `TranslationCompleted` carry them, and `lotlens-admin projections rebuild` after upgrading again
+    puts them back."""
+    op.execute("ALTER TABLE jobs DROP COLUMN IF EXISTS usage")
+    op.execute("ALTER TABLE lots DROP COLUMN IF EXISTS usage")

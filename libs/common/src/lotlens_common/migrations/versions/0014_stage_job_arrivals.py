@@ -21,3 +21,9 @@ def upgrade() -> None:
         INSERT INTO stage_jobs AS j (stage, job_id, arrived)
         SELECT stage, job_id, count(*) FROM stage_lots GROUP BY stage, job_id
         ON CONFLICT (stage, job_id) DO UPDATE SET arrived = EXCLUDED.arrived""")
+
+
+def downgrade() -> None:
+    """Drop the counter (the older release counts a job's lots each time instead). The rows the
+    upgrade added to `stage_jobs` stay: the older release writes such rows itself."""
+    op.execute("ALTER TABLE stage_jobs DROP COLUMN IF EXISTS arrived")

@@ -15,3 +15,8 @@ down_revision = "0011_outbox_client"
 def upgrade() -> None:
     """Add the nullable `traceparent` (NULL when tracing is off, and for rows scheduled before)."""
     op.execute("ALTER TABLE dispatch_queue ADD COLUMN IF NOT EXISTS traceparent text")
+
+
+def downgrade() -> None:
+    """Drop `traceparent` (a queued delivery's POST then starts a trace of its own, as before)."""
+    op.execute("ALTER TABLE dispatch_queue DROP COLUMN IF EXISTS traceparent")

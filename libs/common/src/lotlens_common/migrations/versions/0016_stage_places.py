@@ -1,6 +1,9 @@
 """Each stage keeps its jobs' queues by place: a claim moves the job's `claimed_place` on and
 records the shard's first and last place, instead of writing every lot it takes.
 
+Downgrade: the lots a shard holds by place are written as the older release reads a shard's lots,
+`submitted` with its `shard_id` and the attempt counted; nothing is lost but the places.
+
 Revision ID: 0016_stage_places
 Revises: 0014_stage_job_arrivals
 """
@@ -52,3 +55,22 @@ def upgrade() -> None:
     op.execute("CREATE UNIQUE INDEX IF NOT EXISTS ix_stage_lots_place ON stage_lots (stage, job_id, place)")
     op.execute("DROP INDEX IF EXISTS ix_stage_lots_waiting")
     op.execute("DROP INDEX IF EXISTS ix_stage_lots_shard")
+
+
+def downgrade() -> None:
+    """Write each shard's lots by name, then drop the places, the trigger and its function, and
+    build the two indexes the upgrade dropped (in the revision's transaction: the work table is
+    locked for the whole revision anyway, by the writes and column drops)."""
+    op.execute("""
+        UPDATE stage_lots AS l SET status = 'submitted', shard_id = s.shard_id, attempts = l.attempts + 1
+          FROM stage_shards AS s
+         WHERE s.stage = l.stage AND s.job_id = l.job_id AND s.first_place IS NOT NULL
+           AND l.place BETWEEN s.first_place AND s.last_place AND l.status = 'waiting'""")
+    op.execute("DROP TRIGGER IF EXISTS stage_lots_next_place ON stage_lots")
+    op.execute("DROP FUNCTION IF EXISTS stage_lots_next_place()")
+    op.execute("DROP INDEX IF EXISTS ix_stage_lots_place")
+    op.execute("CREATE INDEX IF NOT EXISTS ix_stage_lots_waiting ON stage_lots (stage, status, job_id)")
+    op.execute("CREATE INDEX IF NOT EXISTS ix_stage_lots_shard ON stage_lots (shard_id)")
+    op.execute("ALTER TABLE stage_lots DROP COLUMN IF EXISTS place")
+    op.execute("ALTER TABLE stage_shards DROP COLUMN IF EXISTS first_place, DROP COLUMN IF EXISTS last_place")
+    op.execute("ALTER TABLE stage_jobs DROP COLUMN IF EXISTS last_place, DROP COLUMN IF EXISTS claimed_place")

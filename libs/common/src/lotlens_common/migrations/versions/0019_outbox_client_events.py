@@ -18,3 +18,10 @@ def upgrade() -> None:
     op.execute("CREATE INDEX IF NOT EXISTS ix_outbox_client_events ON outbox (client_id, event_type) "
                "WHERE event_type IN ('JobSubmitted', 'JobCancelled')")
     op.execute("DROP INDEX IF EXISTS ix_outbox_client_jobs")
+
+
+def downgrade() -> None:
+    """Build `ix_outbox_client_jobs` again, then drop the index that replaced it."""
+    op.execute("CREATE INDEX IF NOT EXISTS ix_outbox_client_jobs ON outbox (client_id) "
+               "WHERE event_type = 'JobSubmitted'")
+    op.execute("DROP INDEX IF EXISTS ix_outbox_client_events")

@@ -21,3 +21,8 @@ def upgrade() -> None:
     op.execute("ALTER TABLE dispatch_queue ADD COLUMN IF NOT EXISTS post_started boolean NOT NULL"
                " DEFAULT true")
 
+
+
+def downgrade() -> None:
+    """Drop `post_started` (an open claim whose lease runs out is then an interruption, as before)."""
+    op.execute("ALTER TABLE dispatch_queue DROP COLUMN IF EXISTS post_started")
