@@ -1,0 +1,67 @@
+"""`lotlens-admin db`: an SRE rolling a release back steps the schema down one revision at a time,
+sees where it is, and gets one line, nothing changed, when a step would lose what nothing brings back."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_admin.cli import main
+from lotlens_common.migrate import database_revisions, release_revisions
+from tests.conftest import Infra, own_schema
+from tests.integration.admin_support import admin_env, run_admin
+
+pytestmark = pytest.mark.integration
+
+
+def url_of(own: Engine) -> str:
+    return own.url.render_as_string(hide_password=False)
+
+
+def test_db_downgrade_minus_one_undoes_the_newest_revision_once_the_operator_agrees(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine) as own:
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        (head,) = release_revisions()
+        assert main(["db", "downgrade", "-1"]) == 2  # no terminal to ask on, as in a script
+        asked = capsys.readouterr().err
+        assert f"undo {head}" in asked and "nothing was changed" in asked
+        assert database_revisions(own) == {head}
+
+        # The command as the operator runs it, in a process of its own.
+        done = run_admin(admin_env(infra.kafka_bootstrap, url_of(own)), "db", "downgrade", "-1", "--yes")
+        assert done.returncode == 0, done.stderr
+        (below,) = database_revisions(own)
+        assert below != head and done.stdout.strip() == f"undid {head}: the schema is at {below}"
+        assert main(["db", "current"]) == 0
+        assert capsys.readouterr().out.startswith(f"{below}: behind this release's {head}")
+
+
+def test_a_step_that_would_lose_unpublished_events_is_one_line_and_changes_nothing(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine, "0011_outbox") as own:
+        with own.begin() as conn:
+            conn.execute(text("INSERT INTO outbox (topic, job_id, event_type, payload) "
+                              "VALUES ('submissions', 'job-1', 'JobSubmitted', '{}')"))
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        assert main(["db", "downgrade", "-1", "--yes"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "1 event(s) not yet published" in err, err
+        assert err.rstrip().endswith("the schema is at 0011_outbox")
+        assert database_revisions(own) == {"0011_outbox"}
+
+
+@pytest.mark.parametrize(("target", "problem"), [
+    ("-3", "2 revision(s) above the base, not 3"),
+    ("0099_unknown", "0099_unknown is no revision below the schema's (0002)"),
+])
+def test_a_target_below_no_revision_of_the_schema_is_refused(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        target: str, problem: str) -> None:
+    with own_schema(infra, engine, "0002") as own:
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        assert main(["db", "downgrade", target, "--yes"]) == 1
+        assert problem in capsys.readouterr().err
+        assert database_revisions(own) == {"0002"}
