@@ -65,3 +65,17 @@ def test_a_target_below_no_revision_of_the_schema_is_refused(
         assert main(["db", "downgrade", target, "--yes"]) == 1
         assert problem in capsys.readouterr().err
         assert database_revisions(own) == {"0002"}
+
+
+def test_a_schema_a_newer_release_wrote_is_left_to_that_release_s_image(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine, "0002") as own:
+        with own.begin() as conn:  # as the migrate Job of a newer release leaves it
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        assert main(["db", "current"]) == 0
+        assert capsys.readouterr().out.startswith("0099_from_the_future: newer than this release")
+        assert main(["db", "downgrade", "-1", "--yes"]) == 1
+        assert "with the admin image of the release that added it" in capsys.readouterr().err
+        assert database_revisions(own) == {"0099_from_the_future"}
