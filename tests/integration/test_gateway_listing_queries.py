@@ -64,7 +64,10 @@ def test_the_contracts_listing_template_with_nothing_filled_in_lists_the_first_p
         response = gateway.list_jobs(query)
         assert response.status_code == 200, f"{query}: {response.status_code} {response.text}"
         body = response.json()
-        assert body["pagination"] == {"limit": 10, "offset": 0, "total": 12, "has_more": True}, query
+        cursor = body["pagination"]["next_cursor"]
+        assert body["pagination"] == {"limit": 10, "offset": 0, "total": 12, "has_more": True,
+                                      "next_cursor": cursor}, query
+        assert cursor.endswith(f".{ids[::-1][9]}"), query
         assert [job["id"] for job in body["jobs"]] == ids[::-1][:10], query
     assert listed(gateway, "limit=5&offset=") == ids[::-1][:5]
     assert listed(gateway, "limit=&offset=10") == ids[::-1][10:]

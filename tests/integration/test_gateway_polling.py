@@ -211,7 +211,8 @@ def test_the_job_list_filters_by_status_and_time_and_pages(gateway: Gateway, eng
 
     everything = listing(gateway)
     assert [job["id"] for job in everything["jobs"]] == [running, *reversed(done)]
-    assert everything["pagination"] == {"limit": 10, "offset": 0, "total": 4, "has_more": False}
+    assert everything["pagination"] == {"limit": 10, "offset": 0, "total": 4, "has_more": False,
+                                          "next_cursor": None}
     item = everything["jobs"][0]
     assert item["status"] == "processing" and item["progress"]["completion_percentage"] == 25.0
     assert {"id", "status", "created_at", "updated_at", "total_lots", "processed_lots", "failed_lots",
@@ -219,7 +220,8 @@ def test_the_job_list_filters_by_status_and_time_and_pages(gateway: Gateway, eng
 
     completed = listing(gateway, status="completed", limit=2, offset=1)
     assert [job["id"] for job in completed["jobs"]] == [done[1], done[0]]
-    assert completed["pagination"] == {"limit": 2, "offset": 1, "total": 3, "has_more": False}
+    assert completed["pagination"] == {"limit": 2, "offset": 1, "total": 3, "has_more": False,
+                                         "next_cursor": None}
     first_page = listing(gateway, status="completed", limit=2)
     assert first_page["pagination"]["has_more"] is True
 

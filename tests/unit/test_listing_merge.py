@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lotlens_common.read_models import JobView
-from lotlens_gateway.job_store import _newest_first, merged_page
+from lotlens_gateway.job_store import merged_page
+from lotlens_gateway.listing_cursor import listing_position as _newest_first
 
 _START = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -140,7 +140,7 @@ async def job_client(client_id: SignedJobClient, deps: Deps) -> str:
 
 
 # The parameters of `GET /api/v1/batch-jobs` (routes_jobs.batch_jobs; a test holds them equal).
-LISTING_PARAMETERS = ("status", "limit", "offset", "created_after", "created_before")
+LISTING_PARAMETERS = ("status", "limit", "offset", "created_after", "created_before", "cursor")
 
 
 def refuse_foreign_query(query: bytes) -> None:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, and_, func, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from lotlens_common.db import job_lock
@@ -20,6 +20,7 @@ from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled
 from lotlens_common.read_models import JobView, job_view
 from lotlens_common.tables import jobs, openai_batches, outbox
 from lotlens_gateway.errors import job_not_found
+from lotlens_gateway.listing_cursor import ListingCursor, listing_position
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import cancelled_unprojected, facts_of, unprojected_jobs
 from lotlens_gateway.overlay import overlaid, read_snapshot
@@ -33,13 +34,15 @@ class JobFilter:
     status: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    after: ListingCursor | None = None
 
     def matches(self, job: JobView) -> bool:
         """Whether a job passes the filters (for jobs read from the outbox rather than queried)."""
         created = job.created_at
         return ((self.status is None or job.status == self.status)
                 and (self.created_after is None or (created is not None and created >= self.created_after))
-                and (self.created_before is None or (created is not None and created < self.created_before)))
+                and (self.created_before is None or (created is not None and created < self.created_before))
+                and (self.after is None or self.after.precedes(job)))
 
 
 T = TypeVar("T")
@@ -201,6 +204,12 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
+        if where.after:
+            # `created_at <=` first: the range `ix_jobs_client_created` reads.
+            conditions += [jobs.c.created_at <= where.after.created_at,
+                           or_(jobs.c.created_at < where.after.created_at,
+                               and_(jobs.c.created_at == where.after.created_at,
+                                    jobs.c.job_id > where.after.job_id))]
         with read_snapshot(self._reads) as conn:
             # Jobs whose row does not say what the gateway wrote (not projected yet, projected
             # before their JobSubmitted, or cancelled since) are read through the outbox, filtered
@@ -237,23 +246,12 @@ def merged_page(projected: list[JobView], unseen: list[JobView], skipped: int, o
     page's end, in the order PostgreSQL lists them; `unseen` is none of them.
     """
     if skipped == 0:
-        return sorted(projected + unseen, key=_newest_first)[offset:offset + limit]
+        return sorted(projected + unseen, key=listing_position)[offset:offset + limit]
     if not projected:  # fewer than `skipped` projected: with every unseen job, still short of the page
         return []
-    first = _newest_first(projected[0])
-    before = sum(1 for job in unseen if _newest_first(job) < first)
+    first = listing_position(projected[0])
+    before = sum(1 for job in unseen if listing_position(job) < first)
     # `projected[0]` is job number `skipped + before` of the merged list.
-    rest = sorted(projected + [job for job in unseen if _newest_first(job) > first], key=_newest_first)
+    rest = sorted(projected + [job for job in unseen if listing_position(job) > first], key=listing_position)
     start = offset - skipped - before
     return rest[start:start + limit]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _newest_first(job: JobView) -> tuple[bool, int, str]:
-    """The listing's order, as PostgreSQL sorts `created_at DESC, job_id`: a job without a creation
-    time first (NULLs lead a descending order), then newest first, to the microsecond."""
-    created = job.created_at
-    return (created is not None, -((created - _EPOCH) // timedelta(microseconds=1)) if created else 0,
-            job.job_id)

@@ -19,6 +19,7 @@ from lotlens_gateway import schemas, schemas_jobs
 from lotlens_gateway.deps import Deps, DownloadClient, JobClient, JobId, ListingClient
 from lotlens_gateway.downloads import json_download
 from lotlens_gateway.job_store import JobEnded, JobFilter, hold_unended
+from lotlens_gateway.listing_cursor import CURSOR_PATTERN, ListingCursor
 from lotlens_gateway.query import EMPTY_IS_ABSENT
 from lotlens_gateway.results import iter_results_document, small_document
 from lotlens_gateway.shutdown import to_the_end
@@ -119,7 +120,10 @@ _ISO_TIME = BeforeValidator(_iso_time)
                          "`offset`); any other name is 422 `VALIDATION_ERROR` before the signature is "
                          "checked. Timestamps without a zone are UTC; a `+` offset may be sent unencoded "
                          "(`created_after=2025-08-05T10:30:00+03:00`: decoded to a space, it is read back "
-                         "as the offset's sign)."),
+                         "as the offset's sign). To walk all the jobs, send each page's "
+                         "`pagination.next_cursor` as the next page's `cursor` (null on the last page): "
+                         "exact where times, shown in whole seconds, cannot be, and unmoved by jobs "
+                         "submitted meanwhile, which shift an `offset`."),
             responses=schemas.error_responses(401, 403, 422, 429, 503))
 async def batch_jobs(
         client_id: ListingClient, deps: Deps,
@@ -133,15 +137,21 @@ async def batch_jobs(
                                  Query(description="ISO 8601, inclusive")] = None,
         created_before: Annotated[datetime | None, _ISO_TIME, EMPTY_IS_ABSENT,
                                   Query(description="ISO 8601, exclusive")] = None,
+        cursor: Annotated[str | None, EMPTY_IS_ABSENT, Query(
+            pattern=CURSOR_PATTERN, description=(
+                "A previous page's `pagination.next_cursor`: only the jobs listed after that page's "
+                "last job (the other filters still apply; `total` counts the jobs from here on)"))] = None,
 ) -> JSONResponse:
     """One page of jobs and the pagination block."""
-    where = JobFilter(status=status, created_after=_utc(created_after), created_before=_utc(created_before))
+    where = JobFilter(status=status, created_after=_utc(created_after), created_before=_utc(created_before),
+                      after=ListingCursor.parse(cursor) if cursor else None)
     found, total = await run_in_threadpool(deps.store.jobs_for_client, client_id, where, limit, offset)
     now = deps.clock()
+    has_more = offset + len(found) < total
     return JSONResponse({
         "jobs": [job_item(job, now) for job in found],
-        "pagination": {"limit": limit, "offset": offset, "total": total,
-                       "has_more": offset + len(found) < total},
+        "pagination": {"limit": limit, "offset": offset, "total": total, "has_more": has_more,
+                       "next_cursor": str(ListingCursor.after(found[-1])) if has_more and found else None},
     })
 
 

@@ -140,11 +140,19 @@ class Pagination(BaseModel):
     has_more: bool
 
 
+class JobPagination(Pagination):
+    """Where a page of jobs is, and where the next one starts."""
+
+    next_cursor: str | None = Field(
+        description="The next page's `cursor` (null on the last page): it starts right after this page's "
+                    "last job, however many jobs share its second", examples=["1754379015123456." + JOB_ID])
+
+
 class JobList(BaseModel):
     """`GET /api/v1/batch-jobs`."""
 
     jobs: list[JobItem]
-    pagination: Pagination
+    pagination: JobPagination
 
 
 class Cancelled(BaseModel):
