@@ -160,12 +160,15 @@ def test_cancel_prints_the_cancellation(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_jobs_sends_the_filters_as_a_signed_query(capsys: pytest.CaptureFixture[str]) -> None:
-    page = {"jobs": [], "pagination": {"limit": 5, "offset": 10, "total": 10, "has_more": False}}
+    page = {"jobs": [], "pagination": {"limit": 5, "offset": 10, "total": 10, "has_more": False,
+                                       "next_cursor": None}}
     api = FakeApi().on("GET /api/v1/batch-jobs", httpx2.Response(200, json=page))
     assert run(api, "jobs", "--status", "completed", "--limit", "5", "--offset", "10") == 0
     assert api.received[-1].url.query == b"status=completed&limit=5&offset=10"
     printed, _ = output(capsys)
     assert printed == {"jobs": [], "pagination": page["pagination"]}
+    assert run(api, "jobs", "--limit", "5", "--cursor", "1754379015123456.job-1") == 0
+    assert api.received[-1].url.query == b"limit=5&offset=0&cursor=1754379015123456.job-1"
 
 
 def lots_pages() -> FakeApi:

@@ -154,9 +154,11 @@ class AsyncLotLensClient:
 
     async def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
                         created_after: datetime | str | None = None,
-                        created_before: datetime | str | None = None) -> JobPage:
-        """One page (at most 100) of the client's jobs, newest first."""
-        query = calls.jobs_query(status, limit, offset, created_after, created_before)
+                        created_before: datetime | str | None = None,
+                        cursor: str | None = None) -> JobPage:
+        """One page (at most 100) of the client's jobs, newest first; with `cursor` (a page's
+        `pagination.next_cursor`), the jobs after that page."""
+        query = calls.jobs_query(status, limit, offset, created_after, created_before, cursor)
         return await self._send(calls.list_jobs(self._key, query))
 
     async def iter_jobs(self, status: JobState | None = None,
@@ -165,7 +167,8 @@ class AsyncLotLensClient:
         are created or change state (`walks.JobWalk`)."""
         walk = JobWalk(status)
         while walk.offset is not None:
-            for job in walk.take(await self.list_jobs(walk.status_asked, page_size, walk.offset)):
+            page = await self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            for job in walk.take(page):
                 yield job
 
     async def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,

@@ -189,7 +189,7 @@ def _timestamp(moment: datetime | str) -> str:
 
 def jobs_query(status: JobState | None = None, limit: int = 10, offset: int = 0,
                created_after: datetime | str | None = None,
-               created_before: datetime | str | None = None) -> str:
+               created_before: datetime | str | None = None, cursor: str | None = None) -> str:
     """The raw query string of a listing, exactly as sent and signed (naive datetimes are UTC)."""
     pairs: list[tuple[str, str]] = []
     if status is not None:
@@ -199,6 +199,8 @@ def jobs_query(status: JobState | None = None, limit: int = 10, offset: int = 0,
         pairs.append(("created_after", _timestamp(created_after)))
     if created_before is not None:
         pairs.append(("created_before", _timestamp(created_before)))
+    if cursor is not None:
+        pairs.append(("cursor", cursor))
     return urlencode(pairs)
 
 

@@ -5,7 +5,7 @@
     lotlens results JOB [--download FILE]
     lotlens cancel JOB
     lotlens retry-failed JOB
-    lotlens jobs [--status S] [--limit N] [--offset N]
+    lotlens jobs [--status S] [--limit N] [--offset N] [--cursor C]
     lotlens lots JOB [--status S] [--limit N] [--offset N] [--all]
 
 FILE is JSON: `{"lots": [...], "languages": [...]}` or a bare list of lots, each in the API's shape
@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--status", choices=STATES)
     jobs.add_argument("--limit", type=int, default=10, help="at most 100 (default 10)")
     jobs.add_argument("--offset", type=int, default=0)
+    jobs.add_argument("--cursor", help="a page's pagination.next_cursor: the jobs after that page")
 
     lots = commands.add_parser("lots", help="a job's lots, running jobs too, a page at a time")
     lots.add_argument("job_id", metavar="JOB")
@@ -267,7 +268,7 @@ def _results(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> A
 
 
 def _jobs(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:
-    return client.list_jobs(args.status, args.limit, args.offset)
+    return client.list_jobs(args.status, args.limit, args.offset, cursor=args.cursor)
 
 
 def _lots(client: LotLensClient, args: argparse.Namespace, _err: TextIO) -> Any:

@@ -162,9 +162,11 @@ class LotLensClient:
 
     def list_jobs(self, status: JobState | None = None, limit: int = 10, offset: int = 0,
                   created_after: datetime | str | None = None,
-                  created_before: datetime | str | None = None) -> JobPage:
-        """One page (at most 100) of the client's jobs, newest first."""
-        query = calls.jobs_query(status, limit, offset, created_after, created_before)
+                  created_before: datetime | str | None = None,
+                  cursor: str | None = None) -> JobPage:
+        """One page (at most 100) of the client's jobs, newest first; with `cursor` (a page's
+        `pagination.next_cursor`), the jobs after that page."""
+        query = calls.jobs_query(status, limit, offset, created_after, created_before, cursor)
         return self._send(calls.list_jobs(self._key, query))
 
     def iter_jobs(self, status: JobState | None = None, page_size: int = 100) -> Iterator[JobSummary]:
@@ -172,7 +174,8 @@ class LotLensClient:
         are created or change state (`walks.JobWalk`)."""
         walk = JobWalk(status)
         while walk.offset is not None:
-            yield from walk.take(self.list_jobs(walk.status_asked, page_size, walk.offset))
+            page = self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            yield from walk.take(page)
 
     def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,
                   offset: int = 0) -> LotPage:

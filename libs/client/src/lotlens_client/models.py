@@ -346,17 +346,32 @@ class Pagination:
 
 
 @dataclass(frozen=True)
+class JobPagination(Pagination):
+    """Where a page of jobs is; the next page starts right after it at `next_cursor` (None on the
+    last page, and from a server that does not send it)."""
+
+    next_cursor: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Json) -> JobPagination:
+        """Parse a job listing's `pagination` block."""
+        base, cursor = Pagination.from_json(data), data.get("next_cursor")
+        return cls(limit=base.limit, offset=base.offset, total=base.total, has_more=base.has_more,
+                   next_cursor=cursor if isinstance(cursor, str) else None)
+
+
+@dataclass(frozen=True)
 class JobPage:
     """`GET /api/v1/batch-jobs`: one page of the client's jobs, newest first."""
 
     jobs: tuple[JobSummary, ...]
-    pagination: Pagination
+    pagination: JobPagination
 
     @classmethod
     def from_json(cls, data: Json) -> JobPage:
         """Parse the listing body."""
         return cls(jobs=tuple(JobSummary.from_json(job) for job in data["jobs"]),
-                   pagination=Pagination.from_json(data["pagination"]))
+                   pagination=JobPagination.from_json(data["pagination"]))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Walking every page of a listing while it changes under the walk (no I/O: both clients use it).
 
-The listings page by offset, each page filtered as of its own reading. A lot or a job that left
+The lots listing pages by offset (the job listing too, on a server without `next_cursor`), each
+page filtered as of its own reading. A lot or a job that left
 the filter between two pages moved every later one a place back, and the one at the page's edge
 was never listed (`lotlens lots JOB --status processing --all` on a running job); a job created
 meanwhile moved every job a place on, and the one at the edge came twice. The walks keep one
@@ -54,26 +55,31 @@ class LotWalk:
 
 
 class JobWalk:
-    """The pages `iter_jobs` asks for and the jobs it yields of each.
+    """The pages `iter_jobs` asks for (`status_asked`, `cursor`, `offset`; None after the last) and
+    the jobs it yields of each (`take`).
 
-    Newest first: a job created during the walk moves the others a place on, so one comes again
-    (passed over here, by id). A finished state is never left, so such a filter is the gateway's;
-    a running state can be left between pages, so that filter is applied here, to unfiltered pages.
+    Newest first, each page after the previous page's `next_cursor`: jobs created during the walk
+    come before it and move nothing. From a server without cursors, pages go by offset, and a job
+    created during the walk moves the others a place on, so one comes again (passed over here, by
+    id). A finished state is never left, so such a filter is the gateway's; a running state can be
+    left between pages, so that filter is applied here, to unfiltered pages.
     """
 
     def __init__(self, status: JobState | None) -> None:
         self._status = status
         self.status_asked: JobState | None = status if status in TERMINAL_STATES else None
         self._seen: set[str] = set()
+        self.cursor: str | None = None
         self.offset: int | None = 0
 
     def take(self, page: JobPage) -> list[JobSummary]:
-        """The jobs of `page` (asked at `offset`) to yield; `offset` moves to the next page."""
+        """The jobs of `page` (asked at `cursor` and `offset`) to yield; both move to the next page."""
         if self.offset is None:
             raise RuntimeError("the walk is over")
         fresh = [job for job in page.jobs if job.job_id not in self._seen
                  and (self._status is None or job.status == self._status)]
         self._seen.update(job.job_id for job in fresh)
         more = page.pagination.has_more and page.jobs
-        self.offset = self.offset + len(page.jobs) if more else None
+        self.cursor = page.pagination.next_cursor
+        self.offset = None if not more else 0 if self.cursor else self.offset + len(page.jobs)
         return fresh
