@@ -136,7 +136,8 @@ async def batch_jobs(
         created_after: Annotated[datetime | None, _ISO_TIME, EMPTY_IS_ABSENT,
                                  Query(description="ISO 8601, inclusive")] = None,
         created_before: Annotated[datetime | None, _ISO_TIME, EMPTY_IS_ABSENT,
-                                  Query(description="ISO 8601, exclusive")] = None,
+                                  Query(description=("ISO 8601, exclusive. Not a way to page: times are "
+                                                     "shown in whole seconds (page by `cursor`)"))] = None,
         cursor: Annotated[str | None, EMPTY_IS_ABSENT, Query(
             pattern=CURSOR_PATTERN, description=(
                 "A previous page's `pagination.next_cursor`: only the jobs listed after that page's "
