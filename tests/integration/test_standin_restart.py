@@ -123,3 +123,28 @@ def test_a_standin_without_a_folder_leaves_nothing_behind_after_kill_9(tmp_path:
         second.terminate()
         second.wait(timeout=10)
     assert list(temp.iterdir()) == []
+
+
+def test_answers_a_kill_9_tore_are_dropped_and_the_batch_keeps_every_answer(tmp_path: Path) -> None:
+    # The chaos run reads each line's answer after restarts of the stand-in: a slice's answers cut
+    # short by a kill -9 must neither stop the next start nor swallow the slices appended after it.
+    state, port = tmp_path / "state", free_port()
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    control = httpx2.Client(base_url=f"http://127.0.0.1:{port}/_standin", timeout=10)
+    notes = [f"lot {i}" for i in range(30)]
+    with standin_process(tmp_path, port, state, **PHASES) as first:
+        created = api.post("/batches", json={"input_file_id": _upload(api, notes),
+                                             "endpoint": "/v1/responses", "completion_window": "24h"}).json()
+        while _wait_for(api, created["id"], ("in_progress",))["request_counts"]["completed"] == 0:
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    [log] = (state / "batch_answers").iterdir()
+    with log.open("ab") as torn:
+        torn.write(b'{"lot-29:vision":{"status":200,"us')
+    with standin_process(tmp_path, port, state, **PHASES):
+        assert _wait_for(api, created["id"], ("completed", "failed"))["status"] == "completed"
+    with standin_process(tmp_path, port, state, **PHASES):
+        answers = control.get(f"/batches/{created['id']}/requests").json()["answers"]
+    assert sorted(answers) == sorted(f"lot-{i}:vision" for i in range(30))
+    assert {answer["status"] for answer in answers.values()} == {200}

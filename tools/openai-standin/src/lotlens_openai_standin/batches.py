@@ -42,10 +42,10 @@ class BatchService:
         # Each batch's custom_ids once validated, kept apart from the record (saved at every slice):
         # a chaos run counts who was sent how often after the stage has deleted the input files.
         self.requests = {saved["batch_id"]: saved["custom_ids"] for saved in state.load("batch_requests")}
-        # Each executed line's `line_answer` by custom_id, saved before the batch record: a kill in
-        # between runs those lines again on restart, and their answers replace these.
-        self.answers: dict[str, dict[str, dict[str, Any]]] = {
-            saved["batch_id"]: saved["answers"] for saved in state.load("batch_answers")}
+        # Each executed line's `line_answer` by custom_id, a slice's appended before the batch record
+        # is saved: a kill in between runs those lines again on restart, and their answers replace these.
+        self.answers = {batch_id: _replayed(slices)
+                        for batch_id, slices in state.load_logs("batch_answers").items()}
         self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -251,9 +251,8 @@ class BatchService:
                 answered = await anyio.to_thread.run_sync(
                     run_slice, self._input_path(batch), batch.run, due, batch.endpoint,
                     batch.fail_custom_ids_containing, batch.id, self._faults.take_language_faults)
-                answers = self.answers.setdefault(batch.id, {})
-                answers.update(answered)
-                self._state.save("batch_answers", batch.id, {"batch_id": batch.id, "answers": answers})
+                self.answers.setdefault(batch.id, {}).update(answered)
+                self._state.append("batch_answers", batch.id, answered)
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"
@@ -299,6 +298,15 @@ class BatchService:
         """Result files of batches still running (not yet files of their own)."""
         return {path for b in self._batches.values() if b.run and b.status in ACTIVE_STATUSES
                 for path in (b.run.output_path, b.run.error_path)}
+
+
+def _replayed(slices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A batch's answers from its slices in the order run: a line run again after a restart keeps
+    its last answer."""
+    answers: dict[str, dict[str, Any]] = {}
+    for answered in slices:
+        answers.update(answered)
+    return answers
 
 
 def _stuck(batch: BatchRecord) -> bool:

@@ -2,7 +2,11 @@
 
 Each object (a file's metadata, a batch, the fault and counter state) is its own small file,
 replaced atomically (write aside, then `os.replace`), so a `kill -9` at any moment leaves either
-the old or the new version, never half of one. Without a state directory nothing is kept.
+the old or the new version, never half of one. What grows with a batch's lines (each slice's
+answers) is appended instead, one JSON line a time, to a log of its own: rewriting it whole at every
+slice cost each slice the whole batch so far. A `kill -9` can leave a log's last line half
+written; loading drops it (the batch record, saved after the append, never counted it done).
+Without a state directory nothing is kept.
 """
 
 from __future__ import annotations
@@ -26,9 +30,9 @@ class StateStore:
         """True when objects are kept on disk."""
         return self.root is not None
 
-    def _path(self, kind: str, key: str) -> Path:
+    def _path(self, kind: str, key: str, suffix: str = ".json") -> Path:
         assert self.root is not None
-        return self.root / kind / f"{key}.json"
+        return self.root / kind / f"{key}{suffix}"
 
     def save(self, kind: str, key: str, document: Mapping[str, Any]) -> None:
         """Replace the stored version of one object (no-op without a state directory)."""
@@ -58,3 +62,29 @@ class StateStore:
         if self.root is None or not (self.root / kind).is_dir():
             return []
         return [orjson.loads(path.read_bytes()) for path in sorted((self.root / kind).glob("*.json"))]
+
+    def append(self, kind: str, key: str, entry: Mapping[str, Any]) -> None:
+        """Add one entry at the end of an object's log (no-op without a state directory)."""
+        if self.root is None:
+            return
+        path = self._path(kind, key, ".jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as log:
+            log.write(orjson.dumps(entry) + b"\n")
+
+    def load_logs(self, kind: str) -> dict[str, list[dict[str, Any]]]:
+        """Every log of a kind, its entries in the order appended, by key; a torn last line is cut
+        off the file, so the next append starts a line of its own."""
+        if self.root is None or not (self.root / kind).is_dir():
+            return {}
+        return {path.stem: _read_log(path) for path in sorted((self.root / kind).glob("*.jsonl"))}
+
+
+def _read_log(path: Path) -> list[dict[str, Any]]:
+    content = path.read_bytes()
+    whole = content.rfind(b"\n") + 1
+    if whole < len(content):
+        # Written up to a kill -9: appended after, the next entry would share its line.
+        with path.open("r+b") as log:
+            log.truncate(whole)
+    return [orjson.loads(line) for line in content[:whole].splitlines()]

@@ -1,0 +1,41 @@
+"""The stand-in's append-only logs: entries come back in order, and a kill -9's torn last line goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lotlens_openai_standin.durable import StateStore
+
+
+def test_entries_come_back_in_the_order_appended_by_key(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.append("batch_answers", "batch_a", {"lot-1": 1})
+    store.append("batch_answers", "batch_b", {"lot-9": 9})
+    store.append("batch_answers", "batch_a", {"lot-2": 2})
+    assert store.load_logs("batch_answers") == {"batch_a": [{"lot-1": 1}, {"lot-2": 2}],
+                                                "batch_b": [{"lot-9": 9}]}
+
+
+def test_a_torn_last_line_is_dropped_and_the_next_entry_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.append("batch_answers", "batch_a", {"lot-1": 1})
+    log = tmp_path / "batch_answers" / "batch_a.jsonl"
+    with log.open("ab") as torn:
+        torn.write(b'{"lot-2": ')
+    assert StateStore(tmp_path).load_logs("batch_answers") == {"batch_a": [{"lot-1": 1}]}
+    store.append("batch_answers", "batch_a", {"lot-2": 2})
+    assert StateStore(tmp_path).load_logs("batch_answers") == {"batch_a": [{"lot-1": 1}, {"lot-2": 2}]}
+
+
+def test_a_whole_entry_missing_only_its_line_end_is_dropped_too(tmp_path: Path) -> None:
+    # Its batch record was never saved after it, so its lines run again on restart.
+    (tmp_path / "batch_answers").mkdir()
+    (tmp_path / "batch_answers" / "batch_a.jsonl").write_bytes(b'{"lot-1": 1}\n{"lot-2": 2}')
+    assert StateStore(tmp_path).load_logs("batch_answers") == {"batch_a": [{"lot-1": 1}]}
+    assert (tmp_path / "batch_answers" / "batch_a.jsonl").read_bytes() == b'{"lot-1": 1}\n'
+
+
+def test_without_a_state_directory_nothing_is_kept(tmp_path: Path) -> None:
+    store = StateStore(None)
+    store.append("batch_answers", "batch_a", {"lot-1": 1})
+    assert store.load_logs("batch_answers") == {}
