@@ -7,17 +7,19 @@ import os
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import LotSubmitted, VisionCompleted
+from lotlens_common.events import Event, JobSubmitted, LotSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.usage import Usage
 from lotlens_common.model.vision import vision_request_body
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
@@ -31,6 +33,9 @@ from lotlens_common.stage.service import batches_api, postgres_stage
 from lotlens_common.stage.submit import recover_building
 from lotlens_common.stage.work import LotWork, StageSpec, VisionWork
 from lotlens_common.tables import stage_lots, stage_shards
+from lotlens_result_store.handlers import handle as project
+from lotlens_translator import handlers as translator_handlers
+from lotlens_translator.translation_stage import TranslationStage
 from lotlens_vision_batcher import handlers as vision_handlers
 from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
@@ -177,3 +182,27 @@ def billed(standin: Standin) -> dict[str, int]:
     return {"input_tokens": sum(u["input_tokens"] for u in usages),
             "output_tokens": sum(u["output_tokens"] for u in usages),
             "reasoning_tokens": sum(u["output_tokens_details"]["reasoning_tokens"] for u in usages)}
+
+
+def translate_and_project(settings: ServiceSettings, engine: Engine, standin: Standin, english: str,
+                          languages: tuple[str, ...], vision_usage: Usage | None = None
+                          ) -> tuple[str, list[Event]]:
+    """A one-lot job described (its vision answer's usage `vision_usage`), translated by the stage,
+    and every event projected by the result-store; the job id and the translation's events."""
+    job_id, at = new_id("job-"), datetime(2026, 3, 1, tzinfo=UTC)
+    submitted = [JobSubmitted(job_id=job_id, client_id="c1", api_version="2.0", languages=languages,
+                              total_lots=1, webhook_urls=(), created_at=at,
+                              estimated_completion=at + timedelta(hours=1)),
+                 LotSubmitted(job_id=job_id, lot_id="long", seq=0, total_lots=1, additional_info="car",
+                              image_urls=("https://img.example.com/1.jpg",), languages=languages)]
+    vision = VisionCompleted(job_id=job_id, lot_id="long", english_html=english, languages=languages,
+                             total_lots=1, processed_images=1, missing_images=(), usage=vision_usage)
+    translator_handlers.handle(engine, EventProducer(settings.kafka, "t"), topic=settings.topics.translation,
+                               envelopes=[Envelope(client_id="c1", event=vision)])
+    spec = TranslationStage(settings.topics.translation, settings.models, billed_share=0.5)
+    asyncio.run(drive(settings, engine, standin, spec, job_id, seconds=60))
+    translated = job_events(settings, settings.topics.translation, job_id, 2)
+    envelopes = [Envelope(client_id="c1", event=event) for event in (*submitted, vision)] + translated
+    project(engine, EventProducer(settings.kafka, "result-store-test"), settings.topics.completions,
+            envelopes)
+    return job_id, [envelope.event for envelope in translated]

@@ -4,24 +4,16 @@ Kafka and PostgreSQL. What the stand-in billed is its batches' own `usage`, as O
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from lotlens_common.envelope import Envelope
-from lotlens_common.events import JobSubmitted, LotFailed, LotSubmitted, TranslationCompleted, VisionCompleted
+from lotlens_common.events import LotFailed, TranslationCompleted
 from lotlens_common.model.usage import Usage
-from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
-from lotlens_result_store.handlers import handle
-from lotlens_translator import handlers as translator_handlers
-from lotlens_translator.translation_stage import TranslationStage
-from tests.conftest import new_id
 from tests.integration.result_store.support import job_row
-from tests.integration.stage.helpers import billed, drive, job_events
+from tests.integration.stage.helpers import billed, translate_and_project
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -32,28 +24,6 @@ LONG = "<p>" + (SENTENCE * 240).strip() + "</p>"
 NINE = ("de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da")
 VISION = Usage(input_tokens=1800, output_tokens=900, reasoning_tokens=500, estimated_cost_usd=0.0014,
                model="o4-mini")
-
-
-def translate_and_project(settings: ServiceSettings, engine: Engine, standin: Standin, english: str,
-                          languages: tuple[str, ...]) -> tuple[str, list[Any]]:
-    """A one-lot job described (its vision answer's usage `VISION`), translated by the stage, and
-    every event projected by the result-store; the job id and the translation's events."""
-    job_id, at = new_id("job-"), datetime(2026, 3, 1, tzinfo=UTC)
-    submitted = [JobSubmitted(job_id=job_id, client_id="c1", api_version="2.0", languages=languages,
-                              total_lots=1, webhook_urls=(), created_at=at,
-                              estimated_completion=at + timedelta(hours=1)),
-                 LotSubmitted(job_id=job_id, lot_id="long", seq=0, total_lots=1, additional_info="car",
-                              image_urls=("https://img.example.com/1.jpg",), languages=languages)]
-    vision = VisionCompleted(job_id=job_id, lot_id="long", english_html=english, languages=languages,
-                             total_lots=1, processed_images=1, missing_images=(), usage=VISION)
-    translator_handlers.handle(engine, EventProducer(settings.kafka, "t"), topic=settings.topics.translation,
-                               envelopes=[Envelope(client_id="c1", event=vision)])
-    spec = TranslationStage(settings.topics.translation, settings.models, billed_share=0.5)
-    asyncio.run(drive(settings, engine, standin, spec, job_id, seconds=60))
-    translated = job_events(settings, settings.topics.translation, job_id, 2)
-    envelopes = [Envelope(client_id="c1", event=event) for event in (*submitted, vision)] + translated
-    handle(engine, EventProducer(settings.kafka, "result-store-test"), settings.topics.completions, envelopes)
-    return job_id, [envelope.event for envelope in translated]
 
 
 def translation_usage(engine: Engine, job_id: str) -> dict[str, Any]:
@@ -69,7 +39,7 @@ def test_a_lot_failed_after_parts_were_translated_reports_every_part_billed(
     # Danish always comes back untranslated: its part uses up the lot's attempts after the other
     # parts were translated (and billed).
     standin.faults(untranslated_language="da")
-    job_id, events = translate_and_project(settings, engine, standin, LONG, ("en", *NINE))
+    job_id, events = translate_and_project(settings, engine, standin, LONG, ("en", *NINE), VISION)
     [failed] = [e for e in events if isinstance(e, LotFailed)]
     assert not [e for e in events if isinstance(e, TranslationCompleted)]
     paid = billed(standin)
@@ -82,7 +52,7 @@ def test_a_lot_failed_in_one_part_reports_its_vision_and_its_unusable_answers(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
     standin.faults(untranslated_language="de")
     job_id, events = translate_and_project(settings, engine, standin, "<p>A dent in the door.</p>",
-                                           ("en", "de"))
+                                           ("en", "de"), VISION)
     assert [e.stage for e in events if isinstance(e, LotFailed)] == ["translation"]
     paid = billed(standin)
     assert paid["output_tokens"] > 0
@@ -92,7 +62,7 @@ def test_a_lot_failed_in_one_part_reports_its_vision_and_its_unusable_answers(
 
 def test_a_lot_translated_in_parts_reports_exactly_what_was_billed(
         settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
-    job_id, events = translate_and_project(settings, engine, standin, LONG, ("en", *NINE))
+    job_id, events = translate_and_project(settings, engine, standin, LONG, ("en", *NINE), VISION)
     assert [type(e) for e in events if isinstance(e, LotFailed | TranslationCompleted)] == [
         TranslationCompleted]
     paid = billed(standin)
