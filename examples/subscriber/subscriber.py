@@ -71,8 +71,12 @@ class Results:
             self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'completed', ?, NULL)",
                              (job_id, data["lot_id"], json.dumps(data["descriptions"], ensure_ascii=False)))
         elif kind == "LotFailed":
-            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', NULL, ?)",
-                             (job_id, data["lot_id"], data["reason"]))
+            # A lot failed at translation keeps its English and the languages translated before
+            # (`descriptions`, absent from events of older releases): paid for, keep them.
+            kept = data.get("descriptions") or None
+            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', ?, ?)",
+                             (job_id, data["lot_id"], kept and json.dumps(kept, ensure_ascii=False),
+                              data["reason"]))
         elif kind == "JobCompleted":
             self._db.execute("INSERT OR IGNORE INTO jobs (job_id, status, processed_lots, failed_lots, "
                              "completed_at) VALUES (?, ?, ?, ?, ?)", (job_id, data["status"],

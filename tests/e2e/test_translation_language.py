@@ -1,6 +1,8 @@
 """A batch job whose translation comes back untranslated for one language, through the whole stack:
 gateway, vision-batcher, translator (OpenAI batches at the stand-in), result-store, Kafka and
-PostgreSQL. The lot is sent again within its attempts; the English is never stored as Russian."""
+PostgreSQL. The lot is sent again within its attempts; the English is never stored as Russian. A
+lot that fails keeps its English and the languages translated right, in its results, its lots
+page and its webhook."""
 
 from __future__ import annotations
 
@@ -14,15 +16,20 @@ import pytest
 from lotlens_common.signing import sign
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
+from tests.e2e.workload import wait_for_webhook
+from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
 
-def run_job(stack: Stack, images: str, languages: list[str]) -> dict[str, dict[str, Any]]:
-    """Two lots submitted as a batch job; each lot's result once the job has finished."""
+def run_job(stack: Stack, images: str, languages: list[str], webhook: str | None = None
+            ) -> dict[str, dict[str, Any]]:
+    """Two lots submitted as a batch job; each lot's result once the job has finished (checked the
+    same on the job's lots page)."""
     prefix = new_id("lang")
     lots = [{"lot_id": f"{prefix}-{i}", "additional_info": f"2019 Toyota Camry {i}, front collision damage",
-             "images": [{"url": f"{images}/{prefix}-{i}.png"}]} for i in range(2)]
+             "images": [{"url": f"{images}/{prefix}-{i}.png"}], **({"webhook": webhook} if webhook else {})}
+            for i in range(2)]
     signature = sign(stack.client_key, json.dumps(lots, separators=(",", ":"), sort_keys=True).encode())
     accepted = httpx2.post(f"{stack.url}/api/v1/generate-descriptions", timeout=60,
                            json={"signature": signature, "languages": languages, "lots": lots})
@@ -37,8 +44,12 @@ def run_job(stack: Stack, images: str, languages: list[str]) -> dict[str, dict[s
             if results.status_code == 200 or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-    assert results.status_code == 200, (results.text, stack.log_tail("translator"))
-    return {lot["lot_id"]: lot for lot in results.json()["results"]["lots"]}
+        assert results.status_code == 200, (results.text, stack.log_tail("translator"))
+        page = http.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/lots")
+    assert page.status_code == 200, page.text
+    listed = results.json()["results"]["lots"]
+    assert page.json()["lots"] == listed
+    return {lot["lot_id"]: lot for lot in listed}
 
 
 def set_faults(stack: Stack, **faults: Any) -> None:
@@ -46,14 +57,21 @@ def set_faults(stack: Stack, **faults: Any) -> None:
 
 
 def test_a_batch_lot_whose_russian_stays_english_is_retried_then_fails_naming_the_language(
-        stack: Stack, images: str) -> None:
+        stack: Stack, images: str, receiver: WebhookReceiver) -> None:
     set_faults(stack, untranslated_language="ru")  # every translation answer copies the English
-    lots = run_job(stack, images, ["en", "ru", "de"])
+    lots = run_job(stack, images, ["en", "ru", "de"], webhook=f"{receiver.url}/hooks")
     for lot in lots.values():
         assert lot["status"] == "failed", lot["descriptions"]
-        assert lot["descriptions"] == []
         assert lot["error_message"] == ("the translation is not in the language asked for (ru: the "
                                         "English text, untranslated) (gave up after 3 attempts)")
+        # Paid for, kept: the English (it used to be dropped) and the German its answers had right.
+        english, german = lot["descriptions"]
+        assert english["language"] == "en" and english["damages"].startswith("<p>Standin vision: 1 image")
+        assert german["language"] == "de" and german["damages"].startswith("<p>[de] ")
+        assert lot["missing_languages"] == ["ru"]
+    wait_for_webhook(receiver)
+    hook = json.loads(receiver.received[0].body)
+    assert {lot["lot_id"]: lot for lot in hook["lots"]} == lots
 
 
 def test_a_batch_lot_left_untranslated_once_completes_in_the_languages_script(

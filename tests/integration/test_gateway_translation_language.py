@@ -45,7 +45,9 @@ def test_a_russian_text_left_in_english_is_not_stored_as_russian(
     standin.faults(untranslated_language="ru")  # every answer copies the English into `ru`
     lot = describe(sync_gateway, images, ["en", "ru", "de"])
     assert lot["status"] == "failed", lot["descriptions"]
-    assert lot["descriptions"] == []
+    # The English and the German its answers had right were paid for: kept, Russian named missing.
+    assert [d["language"] for d in lot["descriptions"]] == ["en", "de"]
+    assert lot["descriptions"][0]["damages"] == ENGLISH and lot["missing_languages"] == ["ru"]
     assert lot["error_message"] == ("the model could not describe the lot: the translation is not in "
                                     "the language asked for (ru: the English text, untranslated)")
     assert translation_calls(standin) == 3  # asked again twice, then given up
@@ -103,7 +105,8 @@ def test_traditional_chinese_written_in_simplified_is_asked_again_then_fails_nam
     standin.faults(other_variant_language="zh-TW")  # every answer writes zh-TW in Simplified forms
     lot = describe(sync_gateway, images, ["en", "zh-TW", "de"])
     assert lot["status"] == "failed", lot["descriptions"]
-    assert lot["descriptions"] == []
+    assert [d["language"] for d in lot["descriptions"]] == ["en", "de"]
+    assert lot["missing_languages"] == ["zh-TW"]
     assert lot["error_message"] == (
         "the model could not describe the lot: the translation is not in the language asked for "
         "(zh-TW: Simplified characters, Traditional asked for (46 of 46 that differ))")

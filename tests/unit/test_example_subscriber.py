@@ -57,6 +57,21 @@ def test_a_newer_version_of_a_type_it_reads_is_skipped_with_a_warning_once(
     assert stored == [("lot-1", "completed")]
 
 
+def test_a_lot_failed_at_translation_keeps_its_english_and_an_older_failure_reads_as_before(
+        tmp_path: Path) -> None:
+    subscriber = _subscriber()
+    results = subscriber.Results(str(tmp_path / "results.sqlite3"))
+    subscriber.handle(results, _event("LotFailed", 1, "e-1", {
+        "lot_id": "lot-1", "stage": "translation", "reason": "gave up",
+        "descriptions": {"en": "<p>Dent.</p>"}}))
+    subscriber.handle(results, _event("LotFailed", 1, "e-2", {"lot_id": "lot-2", "stage": "vision",
+                                                              "reason": "no image"}))
+    stored = results._db.execute("SELECT lot_id, status, descriptions, reason FROM lot_results "
+                                 "ORDER BY lot_id").fetchall()
+    assert stored == [("lot-1", "failed", '{"en": "<p>Dent.</p>"}', "gave up"),
+                      ("lot-2", "failed", None, "no image")]
+
+
 def test_lot_results_read_after_their_jobs_end_still_report_the_job_once(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # After the topics grow (migrate, LOTLENS_TOPIC_PARTITIONS raised), a running job's later lot

@@ -9,10 +9,10 @@ from typing import Any
 import orjson
 import pytest
 
-from lotlens_common.events import TranslationCompleted
+from lotlens_common.events import LotFailed, TranslationCompleted
 from lotlens_common.model.errors import ModelIncompleteError
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.translation import language_parts, translation_output_budget
+from lotlens_common.model.translation import kept_texts, language_parts, translation_output_budget
 from lotlens_common.stage.work import LotWork, PartDone, TranslationWork
 from lotlens_translator.translation_stage import TranslationStage
 
@@ -135,3 +135,17 @@ def test_a_previous_release_part_cut_off_goes_again_with_the_room_of_the_part_it
     # Three of nine languages, the row without `sent_part`: twice the room, as for the part sent.
     roomier = spec.retry_unusable(lot(), CUT)
     assert roomier is not None and roomier.work.output_room == 2 and roomier.work.most_per_request is None
+
+
+def test_a_lot_failing_after_some_parts_keeps_its_english_and_those_parts_in_the_order_asked() -> None:
+    work = TranslationWork(english_html="<p>Dent.</p>", languages=("de", "en-Latn", "fr", "ru"),
+                           translated={"ru": "<p>[ru] Вмятина.</p>", "de": "<p>[de] Delle.</p>"})
+    failed = TranslationStage("t", MODELS).failure_event(LotWork("job", "lot", "c", 1, 3, work), "gave up")
+    assert isinstance(failed, LotFailed)
+    assert list(failed.descriptions.items()) == [
+        ("de", "<p>[de] Delle.</p>"), ("en-Latn", "<p>Dent.</p>"), ("ru", "<p>[ru] Вмятина.</p>")]
+
+
+def test_a_lot_with_no_english_text_keeps_nothing() -> None:
+    assert kept_texts(("en", "de"), None, {}) == {}
+    assert kept_texts(("en", "de"), "", {"de": "<p>[de] x</p>"}) == {}

@@ -79,6 +79,7 @@ def test_the_job_page_shows_lots_descriptions_missing_images_failures_and_delive
     expect(lot(page, partial)).to_contain_text(finished_job.missing_url)
     expect(lot(page, failed)).to_contain_text("failed")
     expect(lot(page, failed).locator(".reason")).to_contain_text("Reason:")
+    expect(lot(page, failed)).to_contain_text("Not described in: en, de.")
     usage = console_stack.status(finished_job.job_id).json()["processing_details"]["usage"]
     totals = page.get_by_role("row", name=re.compile("^All models"))
     expect(totals).to_contain_text(f"{usage['input_tokens']:,}")

@@ -215,6 +215,9 @@ class LotResult:
     error_message: str | None = None
     # Tokens by kind and `estimated_cost_usd` of the lot's model answers, when the service reports them.
     usage: Mapping[str, Any] | None = None
+    # A failed lot's requested languages it has no description in; the others are in `descriptions`
+    # (a lot whose translation failed keeps its English).
+    missing_languages: tuple[str, ...] = ()
 
     def description(self, language: str) -> str | None:
         """The HTML description in `language`, or None when there is none."""
@@ -228,7 +231,8 @@ class LotResult:
                    processed_images=_int(data.get("processed_images")),
                    missing_images=_strings(data.get("missing_images")),
                    processed_at=parse_time(data.get("processed_at")) or processed_at,
-                   error_message=_text(data.get("error_message")), usage=_mapping(data.get("usage")))
+                   error_message=_text(data.get("error_message")), usage=_mapping(data.get("usage")),
+                   missing_languages=_strings(data.get("missing_languages")))
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Queries over the read models shared by the gateway (polling) and the webhook dispatcher.
 
 The lot shape is the contract's: `{lot_id, status, processed_at, processed_images,
-descriptions: [{language, damages}], missing_images}` plus `error_message` for failed lots.
+descriptions: [{language, damages}], missing_images}` plus, for failed lots, `error_message` and
+`missing_languages` (the requested languages the lot has no description in: a lot failed at
+translation keeps its English and the languages translated before, in `descriptions`).
 Lots are read a chunk at a time, so a 50,000-lot job never sits whole in memory.
 """
 
@@ -325,6 +327,9 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
         }
         if row["error_message"]:
             lot["error_message"] = row["error_message"]
+        if row["status"] == "failed":
+            have = {language for language, _ in found}
+            lot["missing_languages"] = [language for language in job.languages if language not in have]
         if row.get("usage"):
             lot["usage"] = lot_usage(row["usage"])
         yield lot

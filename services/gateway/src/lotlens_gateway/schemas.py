@@ -174,7 +174,7 @@ class JobTokenUsage(TokenUsage):
 
 
 class LotResult(BaseModel):
-    """A described (or failed) lot."""
+    """A described (or failed) lot. A failed lot lists the descriptions it has all the same."""
 
     lot_id: str
     status: Literal["completed", "failed", "pending", "processing", "translating", "cancelled"]
@@ -183,6 +183,10 @@ class LotResult(BaseModel):
     descriptions: list[Description]
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    missing_languages: list[str] | None = Field(default=None, description=(
+        "Added, on failed lots: the requested languages the lot has no description in. A lot whose "
+        "translation failed keeps its English (when asked for) and the languages translated before "
+        "the failure in `descriptions`; one that failed before (no usable image) lists every language"))
     usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 

@@ -39,6 +39,7 @@ from lotlens_common.model.openai_client import call_responses
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
     halved_part,
+    kept_texts,
     language_parts,
     parse_translation_response,
     retry_room,
@@ -154,14 +155,17 @@ class SyncDescriber:
         # The images a description came of: none until the English is read (a batch lot failed at
         # the vision stage reports 0; this one reported every image sent, even OpenAI refusing it).
         processed = 0
+        # What a lot failing at translation keeps (paid for, as a batch lot keeps them).
+        english: str | None = None
+        translated: dict[str, str] = {}
         try:
             english = await self._english(lot.additional_info, images, missing, used, deadline)
             if english is None:
                 reason = (f"none of the lot's {len(missing)} images could be fetched" if missing
                           else "the lot has no images")
-                return self._failed(lot, missing, 0, reason)
+                return self._failed(lot, missing, 0, reason, languages, {})
             processed = len(images)
-            translations = (await self._translate(english, languages, used, deadline)
+            translations = (await self._translate(english, languages, used, deadline, translated)
                             if target_languages(languages) else {})
         except (ModelOutputError, ModelRequestError) as exc:
             if error_kind(exc) == "authentication":
@@ -174,7 +178,8 @@ class SyncDescriber:
                       else f"the model could not describe the lot: {exc}")
             # The answers OpenAI gave before the lot failed were billed: a failed lot said nothing
             # of them (a batch lot failed in translation shows its vision's usage).
-            return _with_usage(self._failed(lot, missing, processed, reason), used)
+            kept = kept_texts(languages, english, translated)
+            return _with_usage(self._failed(lot, missing, processed, reason, languages, kept), used)
         descriptions = [{"language": code, "damages": english if is_english(code) else translations[code]}
                         for code in languages]
         return {
@@ -189,23 +194,24 @@ class SyncDescriber:
         }
 
     async def _translate(self, english: str, languages: Sequence[str], used: list[Usage | None],
-                         deadline: float, most: int | None = None) -> dict[str, str]:
+                         deadline: float, done: dict[str, str], most: int | None = None) -> dict[str, str]:
         """Every language's text, in as many requests as the model's output ceiling asks for
         (`language_parts`), sent at once: one after the other, three parts of a long text took
         longer than the 300 s budget. The first part that fails for good fails the lot; the
-        others' answers were paid for and are counted all the same."""
+        others' answers were paid for and are counted all the same, their texts kept in `done`."""
         parts = language_parts(english, target_languages(languages), self.models, most)
-        answers = await asyncio.gather(*(self._translate_part(english, part, used, deadline)
+        answers = await asyncio.gather(*(self._translate_part(english, part, used, deadline, done)
                                          for part in parts), return_exceptions=True)
-        translations: dict[str, str] = {}
+        for answer in answers:
+            if not isinstance(answer, BaseException):
+                done.update(answer)
         for answer in answers:
             if isinstance(answer, BaseException):
                 raise answer
-            translations.update(answer)
-        return translations
+        return {code: done[code] for code in target_languages(languages)}
 
     async def _translate_part(self, english: str, languages: Sequence[str], used: list[Usage | None],
-                              deadline: float) -> dict[str, str]:
+                              deadline: float, done: dict[str, str]) -> dict[str, str]:
         """These languages' texts; a translation cut off by its output budget is asked again with
         twice the room until the room reaches the ceiling, then in two halves; one with a language
         untranslated or in another script for those languages only, the right ones kept, up to
@@ -225,8 +231,10 @@ class SyncDescriber:
                     languages = exc.languages
                 more = retry_room(english, languages, models, room, exc)
                 if more is None and (half := halved_part(english, languages, models, room, exc)):
-                    return {**kept, **await self._translate(english, languages, used, deadline, half)}
+                    done.update(kept)
+                    return {**kept, **await self._translate(english, languages, used, deadline, done, half)}
                 if more is None or wrong_language == WRONG_LANGUAGE_TRIES:
+                    done.update(kept)  # the right languages of its answers, paid for
                     raise
                 room = more
 
@@ -293,15 +301,18 @@ class SyncDescriber:
         return ApiError(504, "OPENAI_TIMEOUT", message,
                         details=_with_usage({"timeout_seconds": self.timeout_s}, used))
 
-    def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str) -> dict[str, Any]:
+    def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str,
+                languages: Sequence[str], kept: Mapping[str, str]) -> dict[str, Any]:
+        """A failed lot with the descriptions it keeps and the languages it lacks (as in batch mode)."""
         return {
             "lot_id": lot.lot_id,
             "status": "failed",
             "processed_at": iso(self.clock()),
             "processed_images": processed,
-            "descriptions": [],
+            "descriptions": [{"language": code, "damages": html} for code, html in kept.items()],
             "missing_images": missing,
             "error_message": reason,
+            "missing_languages": [code for code in languages if code not in kept],
         }
 
 

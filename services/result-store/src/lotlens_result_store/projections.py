@@ -106,12 +106,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     translated = latest_envelopes(envelopes, TranslationCompleted,
                                    lambda event: (event.job_id, event.lot_id))
     events = [event_of(e, TranslationCompleted) for e in translated]
-    texts = [(event.job_id, event.lot_id, language, html)
-             for event in events for language, html in event.descriptions.items()]
-    if not append(conn, "copy_descriptions", sql.COPY_DESCRIPTIONS, b"".join(map(copy_row, texts))):
-        execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
-            {"job_id": job_id, "lot_id": lot_id, "language": language, "damages": html}
-            for job_id, lot_id, language, html in texts)})
+    _store_descriptions(conn, events)
     for envelope in envelopes:
         changes.touch(envelope, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
@@ -125,9 +120,13 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
-    """Fail the lot with its reason (counted once) and what its failed stage's answers used."""
+    """Fail the lot with its reason (counted once), what its failed stage's answers used and the
+    descriptions it keeps (its English, when it failed at translation)."""
     failed = latest_envelopes(envelopes, LotFailed, lambda event: (event.job_id, event.lot_id))
     events = [event_of(e, LotFailed) for e in failed]
+    # Stored whatever the lot's status: a completed lot has these texts already (left as they are),
+    # and a cancelled one a paid result fails (below) is shown with them.
+    _store_descriptions(conn, [event for event in events if event.descriptions])
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotFailed).total_lots, status=PROCESSING)
     result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
@@ -225,6 +224,18 @@ def _insert_batches(conn: Connection, envelopes: Sequence[Envelope],
         {"batch_id": event.batch_id, "job_id": event.job_id, "shard_id": event.shard_id,
          "attempt": event.attempt, "lot_count": len(event.lot_ids), "created_at": envelope.occurred_at}
         for envelope, event in zip(batches, events, strict=True))})
+
+
+def _store_descriptions(conn: Connection, events: Sequence[TranslationCompleted | LotFailed]) -> None:
+    """The events' descriptions, COPYed when none of them is there yet (the usual case)."""
+    texts = [(event.job_id, event.lot_id, language, html)
+             for event in events for language, html in event.descriptions.items()]
+    if not texts:
+        return
+    if not append(conn, "copy_descriptions", sql.COPY_DESCRIPTIONS, b"".join(map(copy_row, texts))):
+        execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
+            {"job_id": job_id, "lot_id": lot_id, "language": language, "damages": html}
+            for job_id, lot_id, language, html in texts)})
 
 
 def _change(changes: JobChanges, job_id: str) -> JobChange:

@@ -12,6 +12,7 @@ from lotlens_common.model.languages import is_english
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import (
     halved_part,
+    kept_texts,
     language_parts,
     parse_translation_response,
     retry_room,
@@ -146,11 +147,13 @@ class TranslationStage:
 
     def failure_event(self, lot: LotWork[TranslationWork], reason: str) -> Event:
         """LotFailed at the translation stage, with what its answers used (the parts translated,
-        answers it could not use)."""
+        answers it could not use) and the descriptions it keeps (`kept_texts`)."""
         return LotFailed(job_id=lot.job_id, lot_id=lot.lot_id, stage="translation", reason=reason,
                          total_lots=lot.total_lots,
                          processed_images=lot.work.processed_images,
-                         missing_images=lot.work.missing_images, usage=lot.work.earlier_usage)
+                         missing_images=lot.work.missing_images, usage=lot.work.earlier_usage,
+                         descriptions=kept_texts(lot.work.languages, lot.work.english_html,
+                                                 lot.work.translated))
 
     def batch_submitted_event(self, job_id: str, shard_id: str, attempt: int, batch_id: str,
                               lot_ids: tuple[str, ...]) -> Event:

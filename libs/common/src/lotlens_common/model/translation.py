@@ -103,6 +103,17 @@ def target_languages(languages: Sequence[str]) -> list[str]:
     return targets
 
 
+def kept_texts(languages: Sequence[str], english_html: str | None, translated: Mapping[str, str]
+               ) -> dict[str, str]:
+    """The requested languages a lot has a text in, in the client's order: English (`en`, `en-Latn`)
+    when there is an English text, and those translated. A lot failing at translation keeps these:
+    they were paid for, and used to be dropped with it."""
+    if not english_html:
+        return {}
+    return {code: english_html if is_english(code) else translated[code]
+            for code in languages if is_english(code) or code in translated}
+
+
 def translations_schema(targets: Sequence[str]) -> dict[str, Any]:
     """A strict JSON schema: one required string property per target language code."""
     return {

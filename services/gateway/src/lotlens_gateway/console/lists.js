@@ -191,6 +191,10 @@ function lotItem(lot) {
     el("p", {}, `${lot.processed_images} image(s) described.`));
   if (lot.usage) item.append(el("p", {}, lotUsage(lot.usage)));
   if (lot.error_message) item.append(el("p", { class: "reason" }, el("strong", {}, "Reason: "), lot.error_message));
+  // A failed lot keeps the descriptions it has (its English, when its translation failed).
+  if (lot.missing_languages && lot.missing_languages.length) {
+    item.append(el("p", {}, `Not described in: ${lot.missing_languages.join(", ")}.`));
+  }
   if (lot.missing_images.length) {
     item.append(el("p", {}, "Missing images:"),
       el("ul", { class: "missing" }, ...lot.missing_images.map((url) => el("li", {}, el("code", {}, url)))));
