@@ -49,3 +49,20 @@ def test_migrate_waits_for_a_database_that_is_not_reachable_yet(infra: Infra, tm
     finally:
         proxy.stop()
         delete_topics(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap), list(names.values()))
+
+
+def test_migrate_fails_at_once_on_a_refusal_no_wait_mends(infra: Infra) -> None:
+    # Every OperationalError was waited out: a wrong password logged "not reachable yet" for the
+    # whole 120 s before migrate failed.
+    database = urlsplit(infra.database_url)
+    netloc = f"{database.username}:wrong-password@{database.hostname}:{database.port}"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap,
+           "DATABASE_URL": urlunsplit(database._replace(netloc=netloc))}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "lotlens_common.migrate", "--retry-for", "120",
+                           "--retry-interval", "1"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "password authentication failed" in done.stderr
+    assert "not reachable yet" not in done.stderr
+    assert time.monotonic() - started < 30

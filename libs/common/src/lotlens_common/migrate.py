@@ -13,7 +13,7 @@ import time
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -100,11 +100,35 @@ def main() -> None:
             prepare(settings)
             return
         except (OperationalError, InterfaceError, KafkaException) as exc:
-            if time.monotonic() + args.retry_interval > deadline:
+            if not not_reachable(exc) or time.monotonic() + args.retry_interval > deadline:
                 raise
             log.warning("PostgreSQL or Kafka not reachable yet (%s); trying again in %g s",
                         exc, args.retry_interval)
             time.sleep(args.retry_interval)
+
+
+# What PostgreSQL answers while it starts, stops or is full: worth another try. Any other FATAL
+# at connect (a wrong password, a missing database) is a setting to fix, not to wait out.
+_PG_NOT_READY = ("the database system is starting up", "the database system is shutting down",
+                 "the database system is in recovery mode", "too many clients", "remaining connection slots")
+_KAFKA_NOT_READY = {KafkaError._TRANSPORT, KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN,
+                    KafkaError._RESOLVE, KafkaError.BROKER_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE,
+                    KafkaError.NOT_CONTROLLER, KafkaError.REQUEST_TIMED_OUT}
+
+
+def not_reachable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL or Kafka cannot be reached (yet), rather than refused the work.
+
+    psycopg2 gives connection failures no SQLSTATE: a server's refusal at connect is told by its
+    "FATAL:" text, a network failure (refused, timed out, name not resolved) by having none."""
+    if isinstance(exc, KafkaException):
+        error = exc.args[0] if exc.args else None
+        return isinstance(error, KafkaError) and error.code() in _KAFKA_NOT_READY
+    pgcode = str(getattr(getattr(exc, "orig", None), "pgcode", None) or "")
+    if pgcode:
+        return pgcode.startswith("08") or pgcode in ("57P01", "57P02", "57P03", "53300")
+    text = str(exc)
+    return "FATAL:" not in text or any(reason in text for reason in _PG_NOT_READY)
 
 
 def prepare(settings: ServiceSettings) -> None:
