@@ -72,10 +72,9 @@ def _demo_clients() -> str:
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("LOTLENS_CLIENTS", _demo_clients())
-    if not os.environ.get("OPENAI_API_KEY"):
-        # The stand-in fetches the example images from loopback; OpenAI could not, so with a real
-        # key such URLs stay refused (422), as in production.
-        env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
+    # The example images and a developer's webhook receiver are on loopback (with a real key, OpenAI
+    # cannot fetch loopback images: the example job is not offered then, `_FIRST_JOB_WITH_A_KEY`).
+    env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
     env.setdefault("LOTLENS_STAGE__WINDOW_S", "2")
     env.setdefault("LOTLENS_STAGE__POLL_INTERVAL_S", "1")
     env.setdefault("LOTLENS_GATEWAY_PORT", str(GATEWAY_PORT))
