@@ -215,10 +215,14 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
         # Row locks keep two instances that touched the same job from both announcing it.
         rows = execute(conn, "select_jobs", query.order_by(jobs.c.job_id).with_for_update()
                        ).mappings().all()
+        held = _HELD.setdefault(producer, _Held())
+        # Held copies of jobs no longer unannounced: another producer (the swap watch's, another
+        # replica's) marked them. Their copies still land, under the same event id.
+        asked = held.sent if job_ids is None else held.sent & set(job_ids)
+        held.forget(asked - {row["job_id"] for row in rows})
         if not rows:
             return 0
         usages = {row["job_id"]: JobUsage.model_validate(row["usage"]) for row in rows if row["usage"]}
-        held = _HELD.setdefault(producer, _Held())
         for row in rows:
             if row["job_id"] in held.sent:
                 continue  # a copy an earlier round sent is on its way (or there): not sent again
@@ -249,7 +253,9 @@ class _Held:
     in flight with librdkafka, which delivers them once the broker is back. Sent again by the next
     round, a job was announced twice (the 40-second outage test found one); kept here, the next
     round waits for that copy instead, and marks the job once it is acknowledged. A copy that
-    failed or was purged is dropped from here and sent again."""
+    failed or was purged is dropped from here and sent again. Another producer (the swap watch's,
+    a replica that took the partition) does not know of the copy and may announce the job too:
+    that second copy has the same event id, which the dispatcher and subscribers dedupe by."""
 
     def __init__(self) -> None:
         self.sent: set[str] = set()
@@ -266,7 +272,7 @@ class _Held:
 
     def forget(self, job_ids: Iterable[str]) -> None:
         """The jobs are marked announced: their copies are nobody's business any more."""
-        for job_id in job_ids:
+        for job_id in list(job_ids):
             self.sent.discard(job_id)
             self._acknowledged.discard(job_id)
 
