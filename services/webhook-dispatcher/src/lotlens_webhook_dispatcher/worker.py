@@ -288,12 +288,13 @@ class Dispatcher:
             body = payloads.part_body(payloads.head(job), lots, delivery.part, delivery.total_parts,
                                       s.webhook_max_payload_bytes, delivery.plan)
         with before_post("signing"):
-            if not self._secrets.secrets(delivery.client_id):
+            read_before = self._secrets.signing(delivery.client_id)
+            if not read_before.live(self._clock()):
                 raise _no_secret(delivery)
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
         # The secrets are read (kept) before the mark: one PostgreSQL refuses is handed back unspent.
-        # Marked as the POST starts (`post_marks`), after the last read but a rotation's. Renewed
+        # Marked as the POST starts (`post_marks`), after the last read that may fail. Renewed
         # only when the lease was no longer fresh, a claim that lost PostgreSQL before its
         # hand-back was stored was taken for an interruption though it had sent nothing.
         with before_post("lease"):
@@ -306,9 +307,10 @@ class Dispatcher:
         # malformed `whsec_` secret) sent nothing, and escaping it was taken for an interruption.
         with before_post("signing", marked=True):
             # Read again only when the mark saw them change since (a rotation, at once: a receiver
-            # switched to the new secret refused the old one's signature until the cache expired).
-            secrets = self._secrets.secrets(delivery.client_id, held.secrets_version)
-            if not secrets:  # deleted since
+            # switched to the new secret refused the old one's signature until the cache expired);
+            # never failing on PostgreSQL, which could no longer hand the claim back.
+            secrets = self._secrets.at_version(delivery.client_id, held.secrets_version, read_before)
+            if not secrets:  # a hand-edited table's last secret, its overlap ended during the mark
                 raise _no_secret(delivery)
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                        "X-Delivery-Attempt": str(delivery.attempt), "X-Job-ID": delivery.job_id,
