@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import httpx2
 import pytest
 
+from lotlens_common.redaction import REDACTED
 from lotlens_common.signing import webhook_headers
 from lotlens_webhook_dispatcher.delivery import post_webhook
 from lotlens_webhook_dispatcher.guard import GuardedTransport
@@ -272,6 +273,16 @@ def test_a_redirect_to_a_very_long_location_is_recorded_within_the_body_limit():
     (b"http://user:pass@127.0.0.1:9/next?token=secret#secret", "http://127.0.0.1:9/next?[redacted]"),
     (b"/next?token=secret", "/next?[redacted]"),
     (b"ftp://user:pass@127.0.0.1/file", "ftp://127.0.0.1/file"),
+    # Paths to httpx2, credentials to a WHATWG parser (browsers, Node): `\` is `/` to it, and
+    # a scheme other than the base's needs no `//`. Not named at all.
+    (b"https:\\\\user:pass@127.0.0.1:9/next?token=secret", f"redirect to {REDACTED} not followed"),
+    (b"\\\\user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"/\\user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"https:/user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"https:user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"http:///user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"///user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
+    (b"/\t/user:pass@127.0.0.1:9/next", f"redirect to {REDACTED} not followed"),
 ])
 def test_a_redirect_is_recorded_without_the_credentials_its_location_and_body_carry(location, named):
     body = b'<a href="' + location + b'">moved</a>'
@@ -283,6 +294,19 @@ def test_a_redirect_is_recorded_without_the_credentials_its_location_and_body_ca
     assert outcome.error is not None and named in outcome.error, outcome.error
     assert "secret" not in outcome.error and "pass" not in outcome.error
     assert outcome.response_body is None
+
+
+def test_a_redirect_answered_past_the_timeout_is_recorded_without_its_body():
+    # Judged a timeout before the redirect's body was dropped: that body, naming the target with
+    # its credentials (Werkzeug's, Django's), was kept in the history.
+    def late_redirect(_request: httpx2.Request) -> httpx2.Response:
+        time.sleep(0.15)
+        return httpx2.Response(302, headers={"Location": "/next?token=secret"},
+                               text='<a href="http://user:pass@127.0.0.1:9/next?token=secret">moved</a>')
+
+    outcome = post_webhook(httpx2.MockTransport(late_redirect), URL, b"{}", {}, 0.1)
+    assert outcome.status_code == 302 and outcome.error is not None and outcome.error.startswith("timeout")
+    assert outcome.response_body is None, outcome.response_body
 
 
 @pytest.mark.parametrize("first", ["127.0.0.2", "::1"])

@@ -6,7 +6,8 @@ code, a redirect (never followed: the customer registered this URL, and a redire
 anywhere), a timeout, a refused or reset connection, an address the SSRF guard refuses.
 HTTP 410 Gone means the endpoint is retired: no more attempts. `Retry-After` is passed on.
 An attempt's error text goes into its span, its records and the log: a redirect's target is named
-without its userinfo, query or fragment (a signed URL, a `?token=`), every other text redacted.
+without its userinfo, query or fragment (a signed URL, a `?token=`), and not at all when URL
+parsers could read it differently; its body is not kept; every other text is redacted.
 
 httpx2's exception tree, as far as it matters here::
 
@@ -21,6 +22,7 @@ httpx2's exception tree, as far as it matters here::
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -41,6 +43,13 @@ _READ_LIMIT_BYTES = 64 * 1024
 # read until the attempt's deadline let a receiver that answered 200 at once but streamed, or
 # never finished, its body hold the attempt and its host's and client's slots for the whole 30 s.
 _BODY_WAIT_S = 1.0
+# A Location every URL parser reads alike: printable ASCII but `\`, starting with an authority
+# (`https://h`, `//h`), a path from the root or a reference whose first segment has no `:`. WHATWG
+# parsers (browsers, Node) read `\` as `/`, drop tabs, skip extra slashes and take a scheme other
+# than the base's without its `//`: `/\u:p@h/x`, `///u:p@h/x` or `https:/u:p@h/x`, paths to
+# httpx2, named a host and its credentials there. Any other Location is not named at all.
+_PRINTABLE = re.compile(r"[!-\[\]-~]*")
+_PLAIN_START = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/]|/(?!/)|(?![^/?#]*:)(?!/)")
 
 
 @dataclass(frozen=True)
@@ -87,7 +96,9 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
     except httpx2.HTTPError as exc:
         return _failed(started, f"connection failed: {type(exc).__name__}: {exc}")
     code = response.status_code
-    snippet = text[:body_chars] if text else None
+    # A redirect's body names its target again (Werkzeug's, Django's), credentials and all: no 3xx
+    # body is kept, late or not (a 302 answered past the timeout kept it).
+    snippet = text[:body_chars] if text and not 300 <= code < 400 else None
     if latency_ms > timeout_s * 1000:
         return AttemptOutcome(False, latency_ms, code, f"timeout: answered after {latency_ms / 1000:.1f} s",
                               snippet)
@@ -95,9 +106,6 @@ def post_webhook(transport: httpx2.BaseTransport, url: str, body: bytes, headers
         # An accepted delivery's answer says nothing we need, and it is the customer's own data,
         # kept in the attempts' table and in the record topic for good: it is not recorded.
         return AttemptOutcome(True, latency_ms, code, None, None)
-    if response.is_redirect:
-        # Its body names the target again (Werkzeug's, Django's), credentials and all.
-        snippet = None
     return AttemptOutcome(False, latency_ms, code, _describe(response, parsed)[:body_chars], snippet,
                           parse_retry_after(response.headers.get("retry-after"), utc_now()),
                           final=code == GONE)
@@ -129,13 +137,16 @@ def _describe(response: httpx2.Response, sent_to: httpx2.URL) -> str:
 
 def _target(sent_to: httpx2.URL, location: str | None) -> str:
     """Where a redirect points, resolved against the webhook's URL (a relative `/next?token=…` is
-    no http(s) URL `redacted` knows), without its userinfo, query or fragment."""
+    no http(s) URL `redacted` knows), without its userinfo, query or fragment; `[redacted]` when
+    URL parsers may disagree on what it names."""
     if location is None:
         return "?"
+    if not (_PRINTABLE.fullmatch(location) and _PLAIN_START.match(location)):
+        return REDACTED
     try:
         target = sent_to.join(location)
     except httpx2.InvalidURL:
-        return "an unreadable location"
+        return REDACTED
     bare = str(target.copy_with(username=None, password=None, query=None, fragment=None))
     return bare + (f"?{REDACTED}" if target.query or target.fragment else "")
 
