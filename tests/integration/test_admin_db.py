@@ -79,3 +79,47 @@ def test_a_schema_a_newer_release_wrote_is_left_to_that_release_s_image(
         assert main(["db", "downgrade", "-1", "--yes"]) == 1
         assert "with the admin image of the release that added it" in capsys.readouterr().err
         assert database_revisions(own) == {"0099_from_the_future"}
+
+
+# Rows at the head that a revision far below it refuses to lose: a client's webhook secret
+# (0013_client_webhook_secrets) and a shard estimated past an integer (0017_shard_tokens_bigint).
+SECRET = "INSERT INTO client_webhook_secrets (client_id, secret) VALUES ('acme', 'whsec_AAAA')"
+BIG_SHARD = ("INSERT INTO stage_shards (shard_id, stage, job_id, client_id, attempt, lot_count, "
+             "estimated_tokens) VALUES ('shard-1', 'vision', 'job-1', 'acme', 1, 50000, 2300000000)")
+
+
+def test_a_refusal_several_revisions_down_is_named_before_the_first_step_and_nothing_is_undone(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine) as own:
+        with own.begin() as conn:
+            conn.execute(text(SECRET))
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        (head,) = release_revisions()
+        assert main(["db", "downgrade", "0011_outbox", "--dry-run"]) == 1
+        out, err = capsys.readouterr()
+        assert "would undo" not in out and err.count("\n") == 1, (out, err)
+        assert "client_webhook_secrets holds 1 webhook signing secret" in err
+        assert err.rstrip().endswith(f"nothing was changed: the schema is at {head}")
+
+        assert main(["db", "downgrade", "0011_outbox", "--yes"]) == 1
+        assert "client_webhook_secrets holds 1" in capsys.readouterr().err
+        assert database_revisions(own) == {head}
+        assert main(["db", "current"]) == 0
+        assert capsys.readouterr().out.startswith(f"{head}: this release's newest")
+
+
+def test_every_refusal_on_the_way_down_is_named_at_once_newest_first(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine) as own:
+        with own.begin() as conn:
+            conn.execute(text(SECRET))
+            conn.execute(text(BIG_SHARD))
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        (head,) = release_revisions()
+        assert main(["db", "downgrade", "base", "--yes"]) == 1
+        lines = capsys.readouterr().err.splitlines()
+        assert [line.split(": ")[1].split(" ")[0] for line in lines] == [
+            "1", "client_webhook_secrets", "1"], lines  # 0017, 0013, then 0001: stage_shards holds a row
+        assert database_revisions(own) == {head}

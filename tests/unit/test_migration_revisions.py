@@ -10,6 +10,7 @@ from pathlib import Path
 from alembic.script import ScriptDirectory
 
 from lotlens_common.db import MIGRATIONS
+from lotlens_common.migrations.refusals import Refusal
 
 REVISIONS = sorted((MIGRATIONS / "versions").glob("*.py"))
 
@@ -44,6 +45,18 @@ def test_every_revision_can_be_undone() -> None:
     functions = {path.name: {node.name for node in ast.parse(path.read_text()).body
                              if isinstance(node, ast.FunctionDef)} for path in REVISIONS}
     assert sorted(name for name, defined in functions.items() if "downgrade" not in defined) == []
+
+
+def test_a_revision_that_refuses_declares_its_refusal_where_the_admin_command_asks_it() -> None:
+    # `db downgrade` asks each revision's module-level REFUSAL before its first step: a refusal
+    # kept inside downgrade() was met only on reaching it, the revisions above it undone.
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    undeclared = [script.revision for script in scripts.walk_revisions()
+                  if "Refusal" in Path(script.path).read_text()
+                  and not isinstance(getattr(script.module, "REFUSAL", None), Refusal)]
+    assert undeclared == []
+    assert {script.revision for script in scripts.walk_revisions() if hasattr(script.module, "REFUSAL")} == {
+        "0001", "0011_outbox", "0013_client_webhook_secrets", "0017_shard_tokens_bigint"}
 
 
 def test_the_revisions_form_one_line_from_the_baseline_to_one_head() -> None:

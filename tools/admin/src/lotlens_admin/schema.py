@@ -6,9 +6,12 @@ N of them; a revision id, every one above it), each in a transaction of its own,
 migrations' lock and lock waits the migrate Job uses. Run it with this release's image, before the
 older one is deployed: only the release that added a revision knows how to undo it.
 
-A downgrade whose rows the older schema cannot hold and nothing could bring back (unpublished
-outbox events, clients' webhook secrets) refuses, changing nothing, and says what to do first
-(`lotlens_common.migrations.refusals`; README, "Stepping the schema back").
+A revision whose rows the older schema cannot hold and nothing could bring back (unpublished
+outbox events, clients' webhook secrets) refuses, and says what to do first
+(`lotlens_common.migrations.refusals`; README, "Stepping the schema back"). Every revision the
+downgrade would undo is asked before the first is (`--dry-run` too), so that one refusing far
+below does not stop it halfway, the revisions above it undone; each asks again as it is undone,
+its tables locked, and one written to meanwhile stops the downgrade there.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ import re
 import sys
 
 from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
 
 from lotlens_admin.consent import add_flags, withheld
 from lotlens_admin.sessions import admin_engine
 from lotlens_common.db import MIGRATIONS, migrate
 from lotlens_common.migrate import database_revisions, known_revisions, release_revisions
-from lotlens_common.migrations.refusals import DowngradeRefused
+from lotlens_common.migrations.refusals import DowngradeRefused, Refusal
 
 BASE = "base"
 _STEPS = re.compile(r"-(\d+)")
@@ -53,6 +57,15 @@ def steps_down(current: str, target: str) -> list[str]:
     if steps is None and revision is None and target != BASE:
         raise NoSuchStep(f"{target} is no revision below the schema's ({current})")
     return undone
+
+
+def refusals(engine: Engine, undone: list[str]) -> list[str]:
+    """Why each revision of `undone` that would refuse on the rows there are now does, newest first."""
+    scripts = ScriptDirectory(str(MIGRATIONS))
+    checks = [getattr(scripts.get_revision(revision).module, "REFUSAL", None) for revision in undone]
+    with engine.connect() as conn:
+        found = [check.found(conn) for check in checks if isinstance(check, Refusal)]
+    return [reason for reason in found if reason is not None]
 
 
 def _current(_args: argparse.Namespace) -> int:
@@ -87,6 +100,10 @@ def _downgrade(args: argparse.Namespace) -> int:
             return _refuse(f"{exc}; nothing was changed")
         if not undone:
             return _refuse(f"the schema is at {revision} already; nothing was changed")
+        if refused := refusals(engine, undone):
+            for reason in refused:  # all of them: the operator deals with each before trying again
+                _refuse(f"{reason}; nothing was changed: the schema is at {revision}")
+            return 1
         below = ScriptDirectory(str(MIGRATIONS)).get_revision(undone[-1]).down_revision
         destination = below if isinstance(below, str) else BASE
         plan = f"undo {', '.join(undone)}, stepping the schema down to {destination}"
@@ -96,7 +113,7 @@ def _downgrade(args: argparse.Namespace) -> int:
             migrate(engine, destination, downgrade=True)
         except DowngradeRefused as refused:
             at = ", ".join(sorted(database_revisions(engine))) or BASE
-            return _refuse(f"{refused}; the schema is at {at}")
+            return _refuse(f"{refused} (written while the downgrade ran); the schema is at {at}")
     finally:
         engine.dispose()
     print(f"undid {', '.join(undone)}: the schema is at {destination}")
@@ -117,8 +134,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     current.set_defaults(handler=_current)
     undoing = ("undo migrations, newest first, each in a transaction of its own: -1 one (-N, N of them), "
                "a revision id every one above it, base all of them. Run it with the image of the release "
-               "being rolled back. A revision whose rows the older schema cannot hold refuses, changing "
-               "nothing, and says what to do first; asks first (--yes without a terminal)")
+               "being rolled back, once no pod of that release runs (README, \"Stepping the schema back\"). "
+               "Every revision it would undo is asked first: one whose rows the older schema cannot hold "
+               "refuses, nothing changed, and says what to do first; asks first (--yes without a terminal)")
     downgrade = commands.add_parser("downgrade", help=undoing, description=undoing)
     downgrade.add_argument("target", help="-1 (one revision), -N, a revision id, or base")
     add_flags(downgrade)

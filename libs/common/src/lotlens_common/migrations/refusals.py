@@ -2,10 +2,17 @@
 back, refuses instead: it raises `DowngradeRefused` before changing anything, naming the rows and
 what the operator does about them (README, "Stepping the schema back").
 
+Such a revision declares its `REFUSAL` at module level, so that `lotlens-admin db downgrade` can ask
+every revision it will step through before it undoes the first one (each revision is undone in a
+transaction of its own: one refusing halfway down left the schema in the middle). The downgrade
+itself asks again with `enforce()`, which is what decides.
+
 Revisions may import this module, as they do `concurrent_indexes`: it is how to refuse, not what.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from alembic import op
@@ -15,9 +22,25 @@ class DowngradeRefused(Exception):
     """A downgrade stopped before its first change: rows the older schema cannot hold."""
 
 
-def refuse_while(count: str, reason: str) -> None:
-    """Raise `DowngradeRefused` when the `count` query counts any row; `reason` says why, `{n}` in
-    it becomes the count."""
-    found = op.get_bind().execute(sa.text(count)).scalar_one()
-    if found:
-        raise DowngradeRefused(reason.format(n=found))
+@dataclass(frozen=True)
+class Refusal:
+    """Rows of `tables` a revision's downgrade cannot take back: `count` counts them; `reason` says
+    why and what to do, `{n}` in it becoming the count.
+
+    `count` must read the same on every later schema (the admin command asks it there): no later
+    revision drops or renames what it reads.
+    """
+
+    tables: tuple[str, ...]
+    count: str
+    reason: str
+
+    def found(self, conn: sa.Connection) -> str | None:
+        """Why the downgrade would refuse on the rows `conn` sees now; None when it would not."""
+        rows = conn.execute(sa.text(self.count)).scalar_one()
+        return self.reason.format(n=rows) if rows else None
+
+    def enforce(self) -> None:
+        """Raise `DowngradeRefused` when `found` (in the downgrade, before its first change)."""
+        if (reason := self.found(op.get_bind())) is not None:
+            raise DowngradeRefused(reason)

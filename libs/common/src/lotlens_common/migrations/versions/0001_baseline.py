@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from lotlens_common.migrations.refusals import refuse_while
+from lotlens_common.migrations.refusals import Refusal
 
 revision = "0001"
 down_revision = None
@@ -25,6 +25,13 @@ down_revision = None
 NAMES = ("jobs", "lots", "descriptions", "openai_batches", "webhook_deliveries", "webhook_attempts",
          "stage_lots", "stage_shards", "stage_jobs", "dispatch_queue", "rate_limit_windows",
          "idempotency_keys")
+# One row each is enough to know: the count is of tables holding any.
+HOLDING = " + ".join(f"(SELECT count(*) FROM (SELECT FROM {name} LIMIT 1) AS one)" for name in NAMES)
+REFUSAL = Refusal(
+    NAMES, f"SELECT {HOLDING}",
+    "{n} of the baseline's tables hold rows, which an empty database (the base) cannot: nothing was "
+    "dropped; to start again from nothing, drop the database")
+
 TABLES = [
     """CREATE TABLE jobs (
         job_id text NOT NULL,
@@ -177,9 +184,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the twelve tables; refused while any of them holds a row (this module's docstring)."""
-    # One row each is enough to know: the count is of tables holding any.
-    holding = " + ".join(f"(SELECT count(*) FROM (SELECT FROM {name} LIMIT 1) AS one)" for name in NAMES)
-    refuse_while(f"SELECT {holding}",
-                 "{n} of the baseline's tables hold rows, which an empty database (the base) cannot: "
-                 "nothing was dropped; to start again from nothing, drop the database")
+    REFUSAL.enforce()
     op.execute(f"DROP TABLE IF EXISTS {', '.join(NAMES)}")

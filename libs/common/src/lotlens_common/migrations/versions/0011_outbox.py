@@ -17,10 +17,16 @@ from __future__ import annotations
 
 from alembic import op
 
-from lotlens_common.migrations.refusals import refuse_while
+from lotlens_common.migrations.refusals import Refusal
 
 revision = "0011_outbox"
 down_revision = "0002"
+
+REFUSAL = Refusal(
+    ("outbox",), "SELECT count(*) FROM outbox WHERE published_at IS NULL",
+    "outbox holds {n} event(s) not yet published to Kafka, which the release before 0011_outbox has no "
+    "outbox to relay: stop the gateways (each publishes its outbox as it stops) or wait until "
+    "lotlens_outbox_backlog_events reads 0, and downgrade again")
 
 
 def upgrade() -> None:
@@ -43,8 +49,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the table; refused while an event in it is unpublished (this module's docstring)."""
-    refuse_while("SELECT count(*) FROM outbox WHERE published_at IS NULL",
-                 "outbox holds {n} event(s) not yet published to Kafka, which the release before "
-                 "0011_outbox has no outbox to relay: stop the gateways (each publishes its outbox as it "
-                 "stops) or wait until lotlens_outbox_backlog_events reads 0, and downgrade again")
+    REFUSAL.enforce()
     op.execute("DROP TABLE IF EXISTS outbox")

@@ -16,10 +16,17 @@ from __future__ import annotations
 
 from alembic import op
 
-from lotlens_common.migrations.refusals import refuse_while
+from lotlens_common.migrations.refusals import Refusal
 
 revision = "0013_client_webhook_secrets"
 down_revision = "0011_outbox"
+
+REFUSAL = Refusal(
+    ("client_webhook_secrets",), "SELECT count(*) FROM client_webhook_secrets",
+    "client_webhook_secrets holds {n} webhook signing secret(s), which the release before "
+    "0013_client_webhook_secrets has nowhere to keep and nothing could make again: save them to a file "
+    "and delete them (README, \"Stepping the schema back\"), downgrade again, and put them back after "
+    "upgrading again")
 
 
 def upgrade() -> None:
@@ -37,9 +44,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     """Drop the table; refused while it holds a secret (this module's docstring)."""
-    refuse_while("SELECT count(*) FROM client_webhook_secrets",
-                 "client_webhook_secrets holds {n} webhook signing secret(s), which the release before "
-                 "0013_client_webhook_secrets has nowhere to keep and nothing could make again: save them "
-                 "(pg_dump --data-only --table client_webhook_secrets), delete them and downgrade again; "
-                 "restore them after upgrading again")
+    REFUSAL.enforce()
     op.execute("DROP TABLE IF EXISTS client_webhook_secrets")

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 from alembic import op
 
-from lotlens_common.migrations.refusals import refuse_while
+from lotlens_common.migrations.refusals import Refusal
 
 revision = "0017_shard_tokens_bigint"
 down_revision = "0016_stage_places"
+
+REFUSAL = Refusal(
+    ("stage_shards",), "SELECT count(*) FROM stage_shards WHERE estimated_tokens > 2147483647",
+    "{n} shard(s) in stage_shards estimate more tokens than the release before 0017_shard_tokens_bigint "
+    "can hold (2,147,483,647): wait until they are collected and pruned, or set those estimates to "
+    "2147483647 (the token budget then undercounts them), and downgrade again")
 
 
 def upgrade() -> None:
@@ -25,9 +31,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Narrow it back to integer; refused while a shard's estimate is past what an integer holds
     (the older release could not store it either, and PostgreSQL would stop at the first one)."""
-    refuse_while("SELECT count(*) FROM stage_shards WHERE estimated_tokens > 2147483647",
-                 "{n} shard(s) in stage_shards estimate more tokens than the release before "
-                 "0017_shard_tokens_bigint can hold (2,147,483,647): wait until they are collected and "
-                 "pruned, or set those estimates to 2147483647 (the token budget then undercounts them), "
-                 "and downgrade again")
+    REFUSAL.enforce()
     op.execute("ALTER TABLE stage_shards ALTER COLUMN estimated_tokens TYPE integer")
