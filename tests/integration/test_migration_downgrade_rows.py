@@ -4,13 +4,21 @@ could bring back, refuses before its first change (and goes through once they ar
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
 import pytest
 from sqlalchemy import Engine, text
 
-from lotlens_common.db import migrate
+from lotlens_common import webhook_secrets
+from lotlens_common.db import LockPatience, migrate
 from lotlens_common.migrate import database_revisions
 from lotlens_common.migrations.refusals import DowngradeRefused
-from tests.conftest import Infra, own_schema
+from tests.conftest import ROOT, Infra, own_schema
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +93,75 @@ def test_a_downgrade_that_would_lose_what_nothing_brings_back_refuses_and_change
             conn.execute(text(dealt_with))
         migrate(own, "-1", downgrade=True)
         assert revision not in database_revisions(own)
+
+
+# A lock the downgrade waits for, on the table the refusal counts (the backend's own locks aside).
+WAITING = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:table AS regclass)")
+
+
+def wait_for_a_lock_wait(own: Engine, table: str) -> None:
+    deadline = time.monotonic() + 10
+    with own.connect() as conn:
+        while not conn.execute(WAITING, {"table": table}).scalar_one():
+            conn.rollback()
+            assert time.monotonic() < deadline, "the downgrade never waited for the writer's lock"
+            time.sleep(0.02)
+
+
+@pytest.mark.parametrize("revision", REFUSALS)
+def test_a_row_written_while_the_downgrade_counts_is_refused_not_dropped(
+        infra: Infra, engine: Engine, revision: str) -> None:
+    # A gateway starting (`ensure()` of a secret) or taking a submission (the outbox) writes while
+    # the operator's downgrade runs: its row, committed after the count, must stop the downgrade.
+    rows, named, _ = REFUSALS[revision]
+    table = {"0017_shard_tokens_bigint": "stage_shards", "0011_outbox": "outbox",
+             "0013_client_webhook_secrets": "client_webhook_secrets", "0001": "jobs"}[revision]
+    with own_schema(infra, engine, revision) as own, ThreadPoolExecutor(1) as pool:
+        with own.connect() as writer:
+            writer.execute(text(rows))  # not committed yet: no count sees it
+            downgrade = pool.submit(migrate, own, "-1", LockPatience(wait_s=10), True)
+            wait_for_a_lock_wait(own, table)
+            writer.commit()
+        with pytest.raises(DowngradeRefused, match=named):
+            downgrade.result(timeout=30)
+        assert database_revisions(own) == {revision}
+        with own.connect() as conn:
+            assert conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() == 1
+
+
+# The README's `psql "$PGURL" ...` commands, each with its continuation lines, in order.
+PSQL_COMMAND = re.compile(r'^psql "\$PGURL".*?(?<!\\)$', re.MULTILINE | re.DOTALL)
+
+
+def test_the_readme_s_commands_bring_the_webhook_secrets_back_after_the_gateways_made_new_ones(
+        infra: Infra, engine: Engine, tmp_path: Path) -> None:
+    save, restore = PSQL_COMMAND.findall((ROOT / "README.md").read_text())
+    with own_schema(infra, engine) as own:
+        pgurl = own.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+        def run(command: str) -> None:
+            subprocess.run(["bash", "-c", command], cwd=tmp_path, env={**os.environ, "PGURL": pgurl},
+                           check=True, capture_output=True)
+
+        with own.begin() as conn:
+            webhook_secrets.ensure(conn, ["acme", "globex"])
+        before = secrets_of(own)
+        run(save)
+        migrate(own, "0011_outbox", downgrade=True)
+        migrate(own)
+        with own.begin() as conn:  # the gateways starting on the upgraded schema
+            webhook_secrets.ensure(conn, ["acme", "globex", "initech"])
+        run(restore)
+        after = secrets_of(own)
+        assert {client: after[client] for client in before} == before
+        assert set(after) == {"acme", "globex", "initech"}  # a client added since keeps its new one
+
+
+def secrets_of(own: Engine) -> dict[str, list[tuple[str, object]]]:
+    with own.connect() as conn:
+        rows = conn.execute(text("SELECT client_id, secret, created_at FROM client_webhook_secrets "
+                                 "ORDER BY client_id, created_at")).all()
+    found: dict[str, list[tuple[str, object]]] = {}
+    for client, secret, created_at in rows:
+        found.setdefault(client, []).append((secret, created_at))
+    return found

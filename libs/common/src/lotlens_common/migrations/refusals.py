@@ -5,7 +5,7 @@ what the operator does about them (README, "Stepping the schema back").
 Such a revision declares its `REFUSAL` at module level, so that `lotlens-admin db downgrade` can ask
 every revision it will step through before it undoes the first one (each revision is undone in a
 transaction of its own: one refusing halfway down left the schema in the middle). The downgrade
-itself asks again with `enforce()`, which is what decides.
+itself asks again with `enforce()`, holding the tables, which is what decides.
 
 Revisions may import this module, as they do `concurrent_indexes`: it is how to refuse, not what.
 """
@@ -41,6 +41,14 @@ class Refusal:
         return self.reason.format(n=rows) if rows else None
 
     def enforce(self) -> None:
-        """Raise `DowngradeRefused` when `found` (in the downgrade, before its first change)."""
-        if (reason := self.found(op.get_bind())) is not None:
+        """Raise `DowngradeRefused` when `found`, with the tables held until the downgrade commits.
+
+        Locked before counting: counted first, a row committed between the count and the DROP (a
+        gateway starting makes its clients' secrets; a submission writes the outbox) was dropped
+        with the table. The lock waits as long as the migrations' `lock_timeout`, then gives way
+        and is asked again (`LockPatience`), as the DROP or ALTER that follows would anyway.
+        """
+        bind = op.get_bind()
+        bind.execute(sa.text(f"LOCK TABLE {', '.join(self.tables)} IN ACCESS EXCLUSIVE MODE"))
+        if (reason := self.found(bind)) is not None:
             raise DowngradeRefused(reason)

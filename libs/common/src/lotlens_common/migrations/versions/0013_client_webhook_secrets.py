@@ -5,8 +5,9 @@ Idempotent, as it was: a database made by the old 0001 (`create_all`) may have i
 
 Downgrade: refused while the table holds a secret. The older release has nowhere to keep them and
 nothing could make them again: the gateway would make new ones after upgrading again, and every
-client's receiver would reject its webhooks. Save the rows (`pg_dump --data-only --table
-client_webhook_secrets`), delete them, downgrade; restore them after upgrading again.
+client's receiver would reject its webhooks. Save the rows to a file and delete them, downgrade;
+after upgrading again, put them back in place of the secrets the gateways made as they started
+(README, "Stepping the schema back", gives the commands).
 
 Revision ID: 0013_client_webhook_secrets
 Revises: 0011_outbox
