@@ -75,7 +75,9 @@ def test_a_schema_a_newer_release_wrote_is_left_to_that_release_s_image(
             conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
         monkeypatch.setenv("DATABASE_URL", url_of(own))
         assert main(["db", "current"]) == 0
-        assert capsys.readouterr().out.startswith("0099_from_the_future: newer than this release")
+        (head,) = release_revisions()
+        assert capsys.readouterr().out.startswith(  # the revision a rollback to this release steps down to
+            f"0099_from_the_future: newer than this release's {head} (downgrade it to {head} ")
         assert main(["db", "downgrade", "-1", "--yes"]) == 1
         assert "with the admin image of the release that added it" in capsys.readouterr().err
         assert database_revisions(own) == {"0099_from_the_future"}

@@ -1,5 +1,6 @@
 """Every `lotlens-admin` command the operators' documents name (`admin …` in the runbook stands
-for it) exists, with the flags they give it: its `--help` answers and lists each flag."""
+for it) exists, with the flags they give it: its `--help` answers and lists each flag. And every
+place that tells when to run `db downgrade` gives the same order."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import re
 
 import pytest
 
+from lotlens_admin import schema
 from lotlens_admin.cli import main
 from tests.conftest import ROOT
 
@@ -68,3 +70,29 @@ def test_every_flag_the_runbook_names_is_one_of_a_command() -> None:
             listed |= set(FLAG.findall(out.getvalue()))
     named = set(re.findall(r"`(--[a-z][a-z-]*)`", (ROOT / "docs/RUNBOOK.md").read_text()))
     assert named - listed == set()
+
+
+# Taking the schema back with a release, step by step: the newer release's pods gone, its migrate
+# Job kept from running again (it upgrades straight back), the downgrade, then the older release.
+# The docstring once said "before the older one is deployed" only, and newer pods still running
+# failed on the columns dropped under them.
+DOWNGRADE_ORDER = ("rollout undo", "delete job lotlens-migrate", "db downgrade", "apply -k")
+WHERE_THE_ORDER_IS = {"README.md": "### Stepping the schema back",
+                      "deploy/k8s/README.md": "### Rolling a release back with its schema"}
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(heading) + len(heading)
+    end = re.compile(r"^#{2,} ", re.MULTILINE).search(text, start)
+    return text[start:end.start() if end else None]
+
+
+@pytest.mark.parametrize("where", [*WHERE_THE_ORDER_IS, "lotlens_admin/schema.py"])
+def test_every_document_runs_a_downgrade_in_the_same_order(where: str) -> None:
+    text = (section((ROOT / where).read_text(), WHERE_THE_ORDER_IS[where]) if where in WHERE_THE_ORDER_IS
+            else str(schema.__doc__))
+    words = " ".join(text.split())  # a step may break over lines
+    place = 0
+    for step in DOWNGRADE_ORDER:  # each after the one before
+        place = words.find(step, place)
+        assert place != -1, f"{where} names no `{step}` after the steps before it, {DOWNGRADE_ORDER}"

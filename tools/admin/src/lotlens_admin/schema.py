@@ -1,10 +1,15 @@
 """`lotlens-admin db`: the schema's revision, and stepping it back for a rollback.
 
-The migrate Job only ever upgrades. Rolling a release back whose migrations the older release
-cannot run on means undoing them, newest first: `db downgrade -1` undoes one revision (`-N`,
-N of them; a revision id, every one above it), each in a transaction of its own, under the
-migrations' lock and lock waits the migrate Job uses. Run it with this release's image, before the
-older one is deployed: only the release that added a revision knows how to undo it.
+The migrate Job only ever upgrades, and the older release's pods run on the schema it leaves.
+Taking the schema back with a release means undoing revisions, newest first: `db downgrade -1`
+undoes one revision (`-N`, N of them; a revision id, every one above it), each in a transaction
+of its own, under the migrations' lock and lock waits the migrate Job uses. Only the release that
+added a revision knows how to undo it, and its pods use what the undo drops, so the order is
+(README, "Stepping the schema back"): no pod of the newer release left (`kubectl rollout undo`
+each Deployment, or scale it to 0); its migrate Job kept from running again (`kubectl delete job
+lotlens-migrate`, nothing of it applied), as it would upgrade straight back; `db downgrade` with
+the newer release's admin image, to the older release's newest revision; then `kubectl apply -k`
+the older release.
 
 A revision whose rows the older schema cannot hold and nothing could bring back (unpublished
 outbox events, clients' webhook secrets) refuses, and says what to do first
@@ -75,9 +80,12 @@ def _current(_args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     heads, known = release_revisions(), known_revisions()
+    newest = ", ".join(sorted(heads))
+    # Newer: the revision a rollback to this release steps the schema down to (README).
     where = ("this release's newest" if current == heads else
-             "newer than this release (downgrade it with the newer release's image)" if current - known else
-             f"behind this release's {', '.join(sorted(heads))} (the migrate Job upgrades it)")
+             f"newer than this release's {newest} (downgrade it to {newest} with the newer release's "
+             "admin image)" if current - known else
+             f"behind this release's {newest} (the migrate Job upgrades it)")
     print(f"{', '.join(sorted(current)) or BASE}: {where}")
     return 0
 
