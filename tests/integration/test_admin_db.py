@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import Engine, text
 
+from lotlens_admin import schema
 from lotlens_admin.cli import main
 from lotlens_common.migrate import database_revisions, release_revisions
 from tests.conftest import Infra, own_schema
@@ -125,3 +126,20 @@ def test_every_refusal_on_the_way_down_is_named_at_once_newest_first(
         assert [line.split(": ")[1].split(" ")[0] for line in lines] == [
             "1", "client_webhook_secrets", "1"], lines  # 0017, 0013, then 0001: stage_shards holds a row
         assert database_revisions(own) == {head}
+
+
+def test_a_row_written_after_the_first_check_stops_the_downgrade_at_its_revision_and_says_so(
+        infra: Infra, engine: Engine, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    with own_schema(infra, engine, "0013_usage") as own:
+        with own.begin() as conn:
+            conn.execute(text(SECRET))
+        monkeypatch.setenv("DATABASE_URL", url_of(own))
+        # As if a pod left running made the secret after the command asked every revision.
+        monkeypatch.setattr(schema, "refusals", lambda _engine, _undone: [])
+        assert main(["db", "downgrade", "0011_outbox", "--yes"]) == 1
+        err = capsys.readouterr().err
+        assert "client_webhook_secrets holds 1" in err and err.count("\n") == 1
+        assert err.rstrip().endswith("(written while the downgrade ran); the schema is at "
+                                     "0013_client_webhook_secrets")
+        assert database_revisions(own) == {"0013_client_webhook_secrets"}
