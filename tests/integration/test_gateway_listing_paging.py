@@ -10,8 +10,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, insert
 
+from lotlens_common.tables import jobs
+from tests.conftest import new_id
 from tests.integration.gateway_support import Gateway, insert_finished_job, insert_running_job, make_lots
 
 pytestmark = pytest.mark.integration
@@ -89,6 +91,28 @@ def test_a_cursor_keeps_the_filters_it_is_sent_with(gateway: Gateway, engine: En
     assert_each_once(walk(gateway, "status=completed&limit=3"), completed)
     window = f"created_after={SECOND.isoformat()}&created_before=2025-08-05T07:30:16Z&limit=2"
     assert_each_once(walk(gateway, window), completed | {running})
+
+
+def undated_job(engine: Engine, client_id: str) -> str:
+    """A row the result-store wrote before the job's `JobSubmitted`, whose outbox row is gone (the
+    outbox prunes what it published; a rebuild after topic retention): no creation time anywhere."""
+    job_id = new_id("job-")
+    with engine.begin() as conn:
+        conn.execute(insert(jobs).values(job_id=job_id, client_id=client_id, status="processing"))
+    return job_id
+
+
+def test_jobs_without_a_creation_time_are_listed_first_and_walked_once(
+        gateway: Gateway, engine: Engine) -> None:
+    # Such a job, last on a page with more to come, had no cursor to give: 500.
+    undated = {undated_job(engine, gateway.client_id) for _ in range(2)}
+    dated = insert_finished_job(engine, gateway.client_id, make_lots(2), ["en"], created_at=SECOND)
+    first = page(gateway, "limit=1")
+    assert first["jobs"][0]["id"] in undated and first["jobs"][0]["created_at"] is None
+    seen = walk(gateway, "limit=1")
+    assert_each_once(seen, {*undated, dated})
+    assert seen == [*sorted(undated), dated]
+    assert_each_once(walk(gateway, "status=processing&limit=1"), undated)
 
 
 @pytest.mark.parametrize("cursor", ["yesterday", "1754379015000000", "1754379015000000.", ".job-1",

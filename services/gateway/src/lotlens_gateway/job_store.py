@@ -204,8 +204,9 @@ class JobStore:
             conditions.append(jobs.c.created_at >= where.created_after)
         if where.created_before:
             conditions.append(jobs.c.created_at < where.created_before)
-        if where.after:
-            # `created_at <=` first: the range `ix_jobs_client_created` reads.
+        if where.after and where.after.created_at is not None:
+            # `created_at <=` first: the range `ix_jobs_client_created` reads. After a job without
+            # a creation time (listed first), every row here comes after the cursor.
             conditions += [jobs.c.created_at <= where.after.created_at,
                            or_(jobs.c.created_at < where.after.created_at,
                                and_(jobs.c.created_at == where.after.created_at,
