@@ -143,62 +143,6 @@ def test_the_listing_sends_exactly_the_query_string_it_signed() -> None:
     assert job.progress.completion_percentage == 100.0
 
 
-def test_iter_jobs_walks_every_page() -> None:
-    def page(request: httpx2.Request) -> httpx2.Response:
-        offset = int(request.url.params["offset"])
-        jobs = [{"id": f"job-{i}", "status": "completed"} for i in range(offset, min(offset + 2, 5))]
-        pagination = {"limit": 2, "offset": offset, "total": 5, "has_more": offset + len(jobs) < 5}
-        return httpx2.Response(200, json={"jobs": jobs, "pagination": pagination})
-    api = FakeApi().on("GET /api/v1/batch-jobs", page)
-    client, _ = client_of(api)
-    assert [job.job_id for job in client.iter_jobs(page_size=2)] == [f"job-{i}" for i in range(5)]
-    assert len(api.received) == 3
-
-
-def cursor_pages() -> FakeApi:
-    """Five jobs in pages of 2 with `next_cursor`, and one job more submitted before each later page."""
-    ids = [f"job-{i}" for i in range(5)]
-
-    def page(request: httpx2.Request) -> httpx2.Response:
-        assert request.url.params["offset"] == "0"
-        cursor = request.url.params.get("cursor")
-        start = ids.index(cursor.partition(".")[2]) + 1 if cursor else 0
-        if cursor:  # a job submitted meanwhile is newer than the cursor: it moves nothing
-            ids.insert(0, f"job-new-{len(ids)}")
-            start += 1
-        jobs = [{"id": job_id, "status": "completed"} for job_id in ids[start:start + 2]]
-        more = start + len(jobs) < len(ids)
-        pagination = {"limit": 2, "offset": 0, "total": len(ids) - start, "has_more": more,
-                      "next_cursor": f"1754379015000000.{jobs[-1]['id']}" if more else None}
-        return httpx2.Response(200, json={"jobs": jobs, "pagination": pagination})
-    return FakeApi().on("GET /api/v1/batch-jobs", page)
-
-
-CURSOR_QUERIES = ["limit=2&offset=0", "limit=2&offset=0&cursor=1754379015000000.job-1",
-                  "limit=2&offset=0&cursor=1754379015000000.job-3"]
-
-
-def test_iter_jobs_starts_each_page_at_the_previous_pages_next_cursor() -> None:
-    api = cursor_pages()
-    client, _ = client_of(api)
-    assert [job.job_id for job in client.iter_jobs(page_size=2)] == [f"job-{i}" for i in range(5)]
-    queries = [request.url.query.decode() for request in api.received]
-    assert queries == CURSOR_QUERIES
-    assert all(request.headers["X-Signature"] == signing.sign(KEY, query.encode())
-               for request, query in zip(api.received, queries, strict=True))
-
-
-def test_the_async_iter_jobs_follows_next_cursor_too() -> None:
-    api = cursor_pages()
-
-    async def walk() -> list[str]:
-        async with AsyncLotLensClient(BASE, KEY, transport=api.transport()) as client:
-            return [job.job_id async for job in client.iter_jobs(page_size=2)]
-
-    assert asyncio.run(walk()) == [f"job-{i}" for i in range(5)]
-    assert [request.url.query.decode() for request in api.received] == CURSOR_QUERIES
-
-
 def test_a_job_id_is_quoted_in_the_path_but_signed_as_is() -> None:
     odd = "job with space"
     answer = httpx2.Response(200, json=status_body(job_id=odd))

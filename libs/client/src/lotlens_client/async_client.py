@@ -167,7 +167,12 @@ class AsyncLotLensClient:
         are created or change state (`walks.JobWalk`)."""
         walk = JobWalk(status)
         while walk.offset is not None:
-            page = await self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            try:
+                page = await self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            except LotLensError as exc:
+                if walk.refused(exc):
+                    continue
+                raise
             for job in walk.take(page):
                 yield job
 

@@ -174,7 +174,12 @@ class LotLensClient:
         are created or change state (`walks.JobWalk`)."""
         walk = JobWalk(status)
         while walk.offset is not None:
-            page = self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            try:
+                page = self.list_jobs(walk.status_asked, page_size, walk.offset, cursor=walk.cursor)
+            except LotLensError as exc:
+                if walk.refused(exc):
+                    continue
+                raise
             yield from walk.take(page)
 
     def list_lots(self, job_id: str, status: JobState | None = None, limit: int = 100,

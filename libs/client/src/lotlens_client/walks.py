@@ -10,6 +10,7 @@ rule: whatever is in the asked state for the whole walk comes exactly once.
 
 from __future__ import annotations
 
+from lotlens_client.errors import LotLensError
 from lotlens_client.lot_pages import LotPage, page_after
 from lotlens_client.models import TERMINAL_STATES, JobPage, JobState, JobSummary, LotResult
 
@@ -63,12 +64,18 @@ class JobWalk:
     created during the walk moves the others a place on, so one comes again (passed over here, by
     id). A finished state is never left, so such a filter is the gateway's; a running state can be
     left between pages, so that filter is applied here, to unfiltered pages.
+
+    During a rolling deploy, a page asked by cursor can reach a replica older than cursors, which
+    refuses the name (422): the walk then goes on by offset to its end (`refused`), so the replicas
+    can answer it in any order.
     """
 
     def __init__(self, status: JobState | None) -> None:
         self._status = status
         self.status_asked: JobState | None = status if status in TERMINAL_STATES else None
         self._seen: set[str] = set()
+        self._by_cursor = True
+        self._listed = 0  # jobs from the newest to the end of the last page: the next page's offset
         self.cursor: str | None = None
         self.offset: int | None = 0
 
@@ -80,6 +87,25 @@ class JobWalk:
                  and (self._status is None or job.status == self._status)]
         self._seen.update(job.job_id for job in fresh)
         more = page.pagination.has_more and page.jobs
-        self.cursor = page.pagination.next_cursor
-        self.offset = None if not more else 0 if self.cursor else self.offset + len(page.jobs)
+        # A page with more to come and no `next_cursor`, asked by cursor, is from a server that
+        # ignored the cursor: it started at the offset asked, as every page asked without one.
+        placed_by_cursor = self.cursor is not None and page.pagination.next_cursor is not None
+        self._listed = (self._listed if placed_by_cursor else self.offset) + len(page.jobs)
+        self.cursor = page.pagination.next_cursor if self._by_cursor else None
+        self.offset = None if not more else 0 if self.cursor else self._listed
         return fresh
+
+    def refused(self, error: LotLensError) -> bool:
+        """Whether `error`, the answer to the page asked, refused its `cursor` (a 422 naming it);
+        then that page and the rest are asked by offset (jobs that come again are passed over)."""
+        if self.cursor is None or not _names_cursor(error):
+            return False
+        self._by_cursor, self.cursor, self.offset = False, None, self._listed
+        return True
+
+
+def _names_cursor(error: LotLensError) -> bool:
+    """Whether `error` is a 422 whose `details.errors` name the `cursor` parameter."""
+    named = error.details.get("errors")
+    return error.status == 422 and isinstance(named, list) and any(
+        isinstance(each, dict) and "cursor" in (each.get("loc") or ()) for each in named)
