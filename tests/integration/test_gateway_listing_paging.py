@@ -118,8 +118,18 @@ def test_jobs_without_a_creation_time_are_listed_first_and_walked_once(
 @pytest.mark.parametrize("cursor", ["yesterday", "1754379015000000", "1754379015000000.", ".job-1",
                                     "99999999999999999999999.job-1", "1754379015000000.job%201",
                                     "1754379015000000.job-1%0A", "%D9%A1%D9%A2.job-1"])
-def test_a_cursor_the_listing_never_gave_is_refused_naming_it(gateway: Gateway, cursor: str) -> None:
+def test_a_malformed_cursor_is_refused_naming_it(gateway: Gateway, cursor: str) -> None:
     response = gateway.list_jobs(f"cursor={cursor}")
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "VALIDATION_ERROR"
     assert "cursor" in response.text
+
+
+def test_a_well_formed_cursor_the_listing_never_wrote_places_the_page_where_it_says(
+        gateway: Gateway, engine: Engine) -> None:
+    # Only the form is checked (a cursor is not signed): any such cursor is a place in the
+    # client's own listing, as a `created_before` is a filter of it.
+    older, _newer = jobs_in_one_second(gateway, engine, 2)  # 37 microseconds apart
+    between = int(SECOND.timestamp()) * 1_000_000 + 1
+    assert [job["id"] for job in page(gateway, f"cursor={between}.anything")["jobs"]] == [older]
+    assert page(gateway, "cursor=1.abc")["jobs"] == []
