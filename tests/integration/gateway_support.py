@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from asyncio import AbstractEventLoop
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -56,8 +57,10 @@ PUBLIC_ADDRESS = "93.184.215.14"
 
 
 @contextmanager
-def serve_app(app: FastAPI, gateway: GatewaySettings | None = None) -> Iterator[str]:
-    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
+def serve_app(app: FastAPI,
+              gateway: GatewaySettings | None = None) -> Iterator[tuple[str, AbstractEventLoop]]:
+    """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL and
+    the event loop it serves on.
 
     With `gateway` settings, the server is configured as the gateway's (its connection limits) and
     runs the app's lifespan (its operations listener).
@@ -75,7 +78,7 @@ def serve_app(app: FastAPI, gateway: GatewaySettings | None = None) -> Iterator[
             raise RuntimeError("the server did not start")
         time.sleep(0.02)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", server.servers[0].get_loop()
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -123,6 +126,7 @@ class Gateway:
     key: str
     other_id: str
     other_key: str
+    loop: AbstractEventLoop  # what it serves on (in a thread of the test process)
 
     @property
     def ops_url(self) -> str:
@@ -208,8 +212,8 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
                       images_http, model_client, clock=clock, read_engine=reads, resolve=webhook_resolve)
     deps.relay.start()
     try:
-        with serve_app(create_app(deps), gw_settings) as url:
-            yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key)
+        with serve_app(create_app(deps), gw_settings) as (url, loop):
+            yield Gateway(url, deps, gw_settings, client_id, key, other_id, other_key, loop)
     finally:
         deps.relay.stop(gw_settings.shutdown_relay_s)  # as `__main__` stops it
         # Then the round it cut short, waiting on a broker that is down: left running, it read the
