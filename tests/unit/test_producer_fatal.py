@@ -34,7 +34,7 @@ class FakeLibrdkafka:
     def poll(self, _timeout: float = 0) -> int:
         return 0
 
-    def purge(self, in_queue: bool = True, in_flight: bool = True) -> None:
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
         """Nothing queued here."""
 
     def flush(self, _timeout: float = 0) -> int:
