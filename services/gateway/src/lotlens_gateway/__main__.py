@@ -20,7 +20,7 @@ import uvicorn
 from lotlens_common import lookups, tracing
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import openai_client_for
-from lotlens_common.producer import EventProducer, PublishError
+from lotlens_common.producer import EventProducer
 from lotlens_common.service import setup_logging
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
@@ -71,10 +71,10 @@ def main() -> None:
             server.run()
     finally:
         deps.relay.stop(settings.shutdown_relay_s)
-        try:
-            producer.flush(FLUSH_S)
-        except PublishError as exc:  # the outbox keeps what was not acknowledged: the next process sends it
-            log.warning("stopping with events unacknowledged by Kafka: %s", exc)
+        # `settle`, not `flush`: a flush waits on while Kafka acknowledges, past the pod's grace.
+        unacknowledged = producer.settle(FLUSH_S)
+        if unacknowledged:  # the outbox keeps them: the next process sends them
+            log.warning("stopping with %d events unacknowledged by Kafka", unacknowledged)
         engine.dispose()
         read_engine.dispose()
 
