@@ -10,17 +10,17 @@ import sqlalchemy.exc
 
 from lotlens_common.envelope import Envelope
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
-from lotlens_webhook_dispatcher.outcomes import RetryPolicy, not_started, unready_given_up
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, not_started, unready_given_up
 from lotlens_webhook_dispatcher.recorder import Outcome, Recorder
 
 NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
 POLICY = RetryPolicy((30.0, 60.0, 120.0, 240.0), jitter=0.0, retry_after_cap_s=3600)
 
 
-def _delivery(delivery_id: str) -> Delivery:
+def _delivery(delivery_id: str, **changes: Any) -> Delivery:
     fields: dict[str, Any] = dict(delivery_id=delivery_id, job_id="job-1", client_id="acme",
                                   webhook_url="https://hooks.example.com/x", part=1, total_parts=1, attempt=1)
-    return Delivery(**fields)
+    return Delivery(**{**fields, **changes})
 
 
 def _outcome(delivery: Delivery, verdict: Any) -> Outcome:
@@ -80,3 +80,20 @@ def test_the_recorder_outlives_a_pool_timeout_and_tries_again() -> None:
         attempts_done.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_an_interruption_recorded_by_two_instances_carries_one_event_id() -> None:
+    # Every claim of the delivery records it until one has published it: with an id of its own
+    # each time, subscribers (deduplicating by event id) counted one interruption per claim.
+    delivery = _delivery("interrupted", attempt=3, interruptions=1, unpublished=((2, NOW),))
+    verdict = interrupted(delivery, NOW)
+    assert verdict is not None and verdict.record_only
+    ids = []
+    for _instance in range(2):
+        recorder = Recorder(None, None, "topic", 120.0, lambda: NOW, lambda _: None)  # type: ignore[arg-type]
+        recorder.finish(delivery, verdict)
+        recorder.finish(delivery, verdict)  # claimed again, handed back again
+        queued = [recorder._finished.get_nowait() for _ in range(recorder._finished.qsize())]
+        assert len(queued) == 1 and recorder.interruptions_waiting() == 1
+        ids += [envelope.event_id for envelope in queued[0].envelopes]
+    assert len(ids) == 2 and len(set(ids)) == 1

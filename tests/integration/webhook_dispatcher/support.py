@@ -234,6 +234,7 @@ class WebhookEvents:
                                    "group.id": new_id("reader-"), "auto.offset.reset": "earliest"})
         self._consumer.subscribe([settings.topics.webhooks])
         self.seen: list[Any] = []
+        self.envelopes: list[Envelope] = []
 
     def until(self, done: Callable[[list[Any]], bool], timeout_s: float = 30.0) -> list[Any]:
         deadline = time.monotonic() + timeout_s
@@ -241,7 +242,8 @@ class WebhookEvents:
             assert time.monotonic() < deadline, f"timed out; events so far: {self.seen}"
             for message in self._consumer.consume(100, 0.2):
                 if message.error() is None:
-                    self.seen.append(decode(message.value() or b"").event)
+                    self.envelopes.append(decode(message.value() or b""))
+                    self.seen.append(self.envelopes[-1].event)
         return self.seen
 
     def close(self) -> None:

@@ -29,15 +29,17 @@ from tests.integration.webhook_dispatcher.support import (
     receiver,
     running,
     secrets_unreadable,
+    wait_for,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def left_sending(db: Engine, job_id: str, url: str, attempts: int, **columns: int) -> None:
+def left_sending(db: Engine, job_id: str, url: str, attempts: int, client_id: str = CLIENT,
+                 **columns: int) -> None:
     """The row a dispatcher killed during attempt `attempts` leaves, its lease run out."""
     with db.begin() as conn:
-        schedule.schedule(conn, job_id, CLIENT, {url: [PartPlan()]}, utc_now())
+        schedule.schedule(conn, job_id, client_id, {url: [PartPlan()]}, utc_now())
         conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id).values(
             status="sending", attempt_count=attempts, next_attempt_at=utc_now(), **columns))
 
@@ -147,3 +149,28 @@ def test_an_interruption_is_recorded_though_the_instance_that_took_it_over_died_
     assert [request.attempt for request in hooks.on("/taken-over")] == [2]
     [row] = queue_rows(db, job_id)
     assert (row["status"], row["attempt_count"], row["interruptions"]) == ("delivered", 2, 1)
+
+
+def test_an_interruption_whose_delivery_is_handed_back_during_a_kafka_outage_is_published_once(
+        config, db, events):
+    # Its record waited for Kafka while each claim's hand-back (here: no key for the client) was
+    # stored at once, the row still listing the interruption: every claim queued another record
+    # with fresh event ids, and once Kafka was back subscribers (deduplicating by event id, as
+    # the contract says) counted one interruption per claim.
+    settings = dispatcher_settings(config, new_id("g-"))
+    producer = KafkaDown(settings.kafka, "dispatcher")
+    url = "http://127.0.0.1:9/keyless"  # never sent: the client has no key
+    job_id = insert_finished_job(db, [url], client_id="keyless")
+    left_sending(db, job_id, url, attempts=1, client_id="keyless")
+    before = attempts_not_started("no_key")
+    with running(settings, db, dispatch_producer=producer):
+        wait_for(lambda: attempts_not_started("no_key") - before >= 3)
+        producer.down.clear()
+        events.until(lambda seen: bool(of(WebhookAttempted, seen, url)))
+        wait_for(lambda: queue_rows(db, job_id)[0]["unpublished_interruptions"] == [])
+        time.sleep(1.5)  # a later claim's copy would follow within a hand-back's second
+        events.until(lambda _seen: True)
+    records = [envelope for envelope in events.envelopes
+               if isinstance(envelope.event, WebhookAttempted) and envelope.event.webhook_url == url]
+    assert [(r.event.attempt, r.event.error[:11]) for r in records] == [(1, "interrupted")], \
+        f"{len(records)} records, {len({r.event_id for r in records})} event ids"

@@ -9,6 +9,11 @@ stores it, first and on its own, so a Kafka outage never holds it (held with the
 outcomes, it stayed `sending` for the whole outage, and an instance that died meanwhile left it
 to be recorded as interrupted though nothing was sent). Outcomes that cannot be stored are kept,
 their leases renewed, and tried again.
+
+An interrupted attempt's record has an event id derived from the delivery and the attempt, and is
+queued once while it waits: its delivery's row lists it until it is published, so during a Kafka
+outage every claim of the delivery (handed back each time, stored at once) recorded it again, and
+with fresh ids each copy counted as another interruption for subscribers.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from lotlens_common.envelope import Envelope
+from lotlens_common.envelope import Envelope, caused
+from lotlens_common.events import Event, WebhookAttempted
 from lotlens_common.producer import EventProducer
 from lotlens_webhook_dispatcher import dispatch_queue, metrics
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery, Record
@@ -57,12 +63,26 @@ class Recorder:
         self._clock = clock
         self._forget = forget
         self._finished: queue.Queue[Outcome] = queue.Queue()
+        # Interrupted attempts (delivery id, attempt) whose record-only outcome is queued or unstored.
+        self._interruptions: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
 
     def finish(self, delivery: Delivery, verdict: Verdict) -> None:
-        """Queue an attempt's verdict to be stored."""
+        """Queue an attempt's verdict to be stored (an interruption record already waiting, not again)."""
+        if verdict.record_only:
+            records = {(delivery.delivery_id, attempt) for attempt in verdict.interruptions_recorded}
+            with self._lock:
+                if records <= self._interruptions:
+                    return
+                self._interruptions |= records
         # The envelopes are made once: tried again, an outcome's events keep their ids.
-        envelopes = [Envelope(event=event, client_id=delivery.client_id) for event in verdict.events]
+        envelopes = [_envelope(delivery, verdict, event) for event in verdict.events]
         self._finished.put(Outcome(delivery, verdict, envelopes))
+
+    def interruptions_waiting(self) -> int:
+        """Interruption records queued or waiting to be published: outcomes not yet recorded too."""
+        with self._lock:
+            return len(self._interruptions)
 
     def run(self, attempts_done: threading.Event) -> None:
         """Store finished attempts in groups until every attempt is done and stored.
@@ -178,4 +198,16 @@ class Recorder:
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
         self._forget([outcome.delivery for outcome in settled])
+        with self._lock:
+            self._interruptions.difference_update(
+                (o.delivery.delivery_id, attempt) for o in group if o.verdict.record_only
+                for attempt in o.verdict.interruptions_recorded)
         return True
+
+
+def _envelope(delivery: Delivery, verdict: Verdict, event: Event) -> Envelope:
+    """The event's envelope; an interrupted attempt's record has the same id whoever records it."""
+    if isinstance(event, WebhookAttempted) and event.attempt in verdict.interruptions_recorded:
+        # Any instance's claim of the delivery may record it until one has published it.
+        return caused(event, delivery.client_id, f"{delivery.delivery_id}\n{event.attempt}\ninterrupted")
+    return Envelope(event=event, client_id=delivery.client_id)

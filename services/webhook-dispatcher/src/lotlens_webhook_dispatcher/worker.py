@@ -179,9 +179,12 @@ class Dispatcher:
     def _claim(self) -> list[Delivery]:
         s = self._settings
         with self._lock:
+            # Interruption records waiting for Kafka are unrecorded outcomes too: their deliveries,
+            # handed back, are no longer in flight, and uncounted the records grew for a whole outage.
+            unrecorded = len(self._in_flight) + self._recorder.interruptions_waiting()
             room = claims.Room(
                 slots=min(s.webhook_concurrency - self._sending,
-                          UNRECORDED_PER_SLOT * s.webhook_concurrency - len(self._in_flight)),
+                          UNRECORDED_PER_SLOT * s.webhook_concurrency - unrecorded),
                 per_host=s.webhook_per_host_concurrency, per_client=s.per_client_concurrency,
                 hosts=dict(self._hosts), clients=dict(self._clients))
             mine = list(self._in_flight)
