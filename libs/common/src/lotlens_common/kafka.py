@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimedOut
 
 from lotlens_common import dead_letters, tracing
+from lotlens_common.consumer_errors import retried_by_librdkafka
 from lotlens_common.consumer_headers import carrier, wanted
 from lotlens_common.consumer_lag import LagMonitor
 from lotlens_common.consumer_position import FailedTries, rewind, store_offset
@@ -199,7 +200,7 @@ def _is_data(message: Message) -> bool:
         return True
     if error.code() == KafkaError._PARTITION_EOF:
         return False
-    if error.fatal() or error.code() == KafkaError._FATAL:
+    if not retried_by_librdkafka(error):
         raise KafkaException(error)
     # Anything else librdkafka retries by itself (a topic not in the metadata yet, a broker
     # unreachable for a moment): exiting over it would turn a blip into a restart loop.

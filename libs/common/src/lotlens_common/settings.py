@@ -112,6 +112,9 @@ class KafkaSettings(BaseSettings):
     # How long an operator command (`lotlens-admin dlq`, `projections rebuild`) waits for each
     # metadata or offsets answer before it reports in one line that Kafka did not answer.
     command_timeout_s: float = Field(default=10.0, gt=0)
+    # ... and how long one reading the log (`dlq list`, `projections rebuild`) reads on without a
+    # message (a broker restarting) before it says so: a restart took longer than the 10 s above.
+    command_patience_s: float = Field(default=60.0, gt=0)
     # Managed clusters usually require TLS and SASL; local and test brokers use PLAINTEXT.
     security_protocol: str = "PLAINTEXT"
     sasl_mechanism: str | None = None

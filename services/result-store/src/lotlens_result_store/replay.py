@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
+from lotlens_common.consumer_errors import Patience
 from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, FutureEvent, UndecodableEvent, decode
 from lotlens_common.kafka import is_transient
@@ -78,6 +79,10 @@ class RecordLog:
                          "enable.auto.commit": False, "enable.auto.offset.store": False,
                          "fetch.max.bytes": 52_428_800})
 
+    def patience(self) -> Patience:
+        """How a replay reads on through a broker away for a while (a restart)."""
+        return Patience(self._kafka.command_patience_s)
+
     def watermarks(self) -> dict[Partition, tuple[int, int]]:
         """(first, end) offset of every partition of the record topics, now."""
         consumer, timeout_s = self.consumer(), self._kafka.command_timeout_s
@@ -118,10 +123,11 @@ def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, in
         return progress
     consumer = log_.consumer()
     consumer.assign([TopicPartition(t, p, done.get((t, p), OFFSET_BEGINNING)) for t, p in ends])
-    last_report = time.monotonic()
+    last_report, patience = time.monotonic(), log_.patience()
     try:
         while ends:
-            messages = [m for m in consumer.consume(batch_size, 1.0) if _is_data(m)]
+            patience.check()
+            messages = [m for m in consumer.consume(batch_size, 1.0) if patience.is_data(m)]
             wanted = [m for m in messages if (m.offset() or 0) < ends[_partition(m)]]
             reached = _reached(consumer, ends)
             progress.skipped += _apply(engine, wanted, reached, skip)
@@ -136,13 +142,6 @@ def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, in
     finally:
         consumer.close()
     return progress
-
-
-def _is_data(message: Message) -> bool:
-    error = message.error()
-    if error is not None:
-        raise KafkaException(error)
-    return True
 
 
 def _partition(message: Message) -> Partition:

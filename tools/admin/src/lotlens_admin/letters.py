@@ -7,13 +7,13 @@ a header naming the letter's position): the topic is the only record, kept with 
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
 from lotlens_common import dead_letters as dl
+from lotlens_common.consumer_errors import Patience
 from lotlens_common.producer import EventProducer, Headers
 from lotlens_common.settings import KafkaSettings
 
@@ -70,8 +70,8 @@ class Letters:
 
 
 def read_letters(kafka: KafkaSettings, topic: str) -> Letters:
-    """Read the whole dead-letter topic, from its start to its current end (each wait for Kafka at
-    most `kafka.command_timeout_s`)."""
+    """Read the whole dead-letter topic, from its start to its current end (each wait for an answer
+    at most `kafka.command_timeout_s`, reading on without a message at most `command_patience_s`)."""
     timeout_s = kafka.command_timeout_s
     consumer = Consumer({**kafka.client_config(), "group.id": f"lotlens-admin-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "enable.partition.eof": True})
@@ -85,21 +85,17 @@ def read_letters(kafka: KafkaSettings, topic: str) -> Letters:
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in waiting])
         seen: dict[tuple[str, str], DeadLetter] = {}
         handled: dict[str, Handled] = {}
-        deadline = time.monotonic() + timeout_s
+        patience = Patience(kafka.command_patience_s)
         while waiting:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{topic}: partitions {sorted(waiting)} stalled before their end")
+            patience.check()
             for message in consumer.consume(500, 0.2):
-                deadline = time.monotonic() + timeout_s
                 error, partition = message.error(), message.partition() or 0
-                if error is None:
+                if error is not None and error.code() == KafkaError._PARTITION_EOF:
+                    waiting.discard(partition)
+                elif patience.is_data(message):
                     _collect(message, seen, handled)
                     if (message.offset() or 0) + 1 >= ends[partition]:
                         waiting.discard(partition)
-                elif error.code() == KafkaError._PARTITION_EOF:
-                    waiting.discard(partition)
-                else:
-                    raise SystemExit(f"cannot read {topic}: {error}")
         return Letters(list(seen.values()), handled)
     finally:
         consumer.close()

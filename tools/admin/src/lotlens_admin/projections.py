@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from confluent_kafka import KafkaException
 from sqlalchemy import Connection, Engine, text
 
 from lotlens_admin.consent import add_flags, withheld
@@ -85,6 +86,10 @@ def _rebuild(args: argparse.Namespace) -> int:
     except RebuildRefused as exc:  # another rebuild runs, a shadow of other code, a future event
         _say(f"lotlens-admin: {exc}")
         return 1
+    except KafkaException as exc:  # away past KAFKA_COMMAND_PATIENCE_S: what was replayed is kept
+        reason = exc.args[0].str() if exc.args else str(exc)
+        _say(f"lotlens-admin: Kafka did not answer: {reason}; run the same command again to resume")
+        return 3
     finally:
         engine.dispose()
     done = "rebuilt" if result.swapped else "not swapped" if result.unswapped else "caught up"

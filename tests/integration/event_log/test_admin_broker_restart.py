@@ -1,0 +1,133 @@
+"""`lotlens-admin` commands that read the log (`projections rebuild`, `dlq list`) wait out a broker
+restart, and give up in one line when the broker stays away. A private broker of the test's own,
+stopped as the command starts reading and started again 10 s later, as a rolling restart does."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import confluent_kafka
+import pytest
+from sqlalchemy import Engine, text
+
+from lotlens_admin import letters
+from lotlens_admin.cli import main
+from lotlens_common import dead_letters as dl
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import KafkaSettings, TopicSettings
+from lotlens_common.topics import ensure_topics
+from lotlens_result_store import replay
+from tests.integration.admin_support import TOPIC_NAMES
+from tests.integration.result_store.support import job_script, publish
+from tests.private_kafka import PrivateKafka, private_kafka
+
+pytestmark = pytest.mark.integration
+
+DOWN_S = 10.0
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[PrivateKafka]:
+    with private_kafka(tmp_path / "kafka") as started:
+        yield started
+
+
+@pytest.fixture()
+def log_topics(broker: PrivateKafka) -> TopicSettings:
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    topics = TopicSettings.model_validate({**{name: f"{prefix}.{name}" for name in TOPIC_NAMES},
+                                           "partitions": 2})
+    ensure_topics(KafkaSettings(bootstrap_servers=broker.bootstrap), topics)
+    return topics
+
+
+@pytest.fixture()
+def admin(monkeypatch: pytest.MonkeyPatch, broker: PrivateKafka, own_database: str,
+          log_topics: TopicSettings) -> None:
+    """`lotlens-admin` in this process, aimed at the private broker, the test's database and topics."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", broker.bootstrap)
+    monkeypatch.setenv("DATABASE_URL", own_database)
+    for name in TOPIC_NAMES:
+        monkeypatch.setenv(f"LOTLENS_TOPIC_{name.upper()}", getattr(log_topics, name))
+
+
+def stopped_as_reading_starts(monkeypatch: pytest.MonkeyPatch, module: ModuleType, broker: PrivateKafka,
+                              down_s: float | None) -> list[threading.Thread]:
+    """The broker stops as the module's first consumer is assigned its partitions (after the
+    command read the offsets it reads up to), and starts again `down_s` later (None: never)."""
+    restarts: list[threading.Thread] = []
+
+    def start_later() -> None:
+        time.sleep(down_s or 0.0)
+        broker.start()
+
+    class Restarting(confluent_kafka.Consumer):
+        def assign(self, partitions: list[confluent_kafka.TopicPartition]) -> None:
+            if not restarts:
+                broker.stop()
+                restarts.append(threading.Thread(target=start_later, daemon=True))
+                if down_s is not None:
+                    restarts[0].start()
+            super().assign(partitions)
+
+    monkeypatch.setattr(module, "Consumer", Restarting)
+    return restarts
+
+
+def test_a_rebuild_waits_out_a_broker_restart(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broker: PrivateKafka,
+        own_engine: Engine, log_topics: TopicSettings, admin: None) -> None:
+    # The first transport error a consume returned ended the rebuild (it resumes, but the
+    # operator saw it fail, possibly in its final phase with the live tables locked).
+    script = job_script(20, failed=[3])
+    publish(EventProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), "pipeline-test"), log_topics,
+            script)
+    restarts = stopped_as_reading_starts(monkeypatch, replay, broker, DOWN_S)
+    code = main(["projections", "rebuild"])
+    restarts[0].join(120)
+    out, err = capsys.readouterr()
+    assert code == 0, err[-2000:]
+    assert restarts and out.startswith("rebuilt: "), out
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 20
+
+
+def test_a_rebuild_gives_up_in_one_line_when_the_broker_stays_away(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broker: PrivateKafka,
+        own_engine: Engine, log_topics: TopicSettings, admin: None) -> None:
+    publish(EventProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), "pipeline-test"), log_topics,
+            job_script(2))
+    # It waited for ever: librdkafka tells `consume` nothing of a broker that is down.
+    monkeypatch.setenv("KAFKA_COMMAND_PATIENCE_S", "3")
+    stopped_as_reading_starts(monkeypatch, replay, broker, None)
+    codes: list[int] = []
+    command = threading.Thread(target=lambda: codes.append(main(["projections", "rebuild"])), daemon=True)
+    command.start()
+    command.join(60)
+    assert codes, "the rebuild still waited 60 s after the broker went away"
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert codes == [3] and last.startswith("lotlens-admin: Kafka did not answer: no message for 3 s"), last
+    assert last.endswith("run the same command again to resume"), last
+
+
+def test_the_dead_letter_listing_waits_out_a_broker_restart(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broker: PrivateKafka,
+        log_topics: TopicSettings, admin: None) -> None:
+    producer = EventProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), "pipeline-test")
+    for offset in range(3):
+        producer.publish_raw(log_topics.dead_letter, b"job", b"{}", [
+            (dl.GROUP, b"lotlens-result-store"), (dl.REASON, dl.UNDECODABLE.encode()),
+            (dl.ERROR, b"not json"), (dl.SOURCE_TOPIC, log_topics.vision.encode()),
+            (dl.SOURCE_PARTITION, b"0"), (dl.SOURCE_OFFSET, str(offset).encode())])
+    producer.flush()
+    restarts = stopped_as_reading_starts(monkeypatch, letters, broker, DOWN_S)
+    code = main(["dlq", "list"])
+    restarts[0].join(120)
+    out, err = capsys.readouterr()
+    assert code == 0 and restarts, err[-2000:]
+    assert out.count("lotlens-result-store") == 3, out
