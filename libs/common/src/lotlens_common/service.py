@@ -14,7 +14,13 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stopping import catch_stop_signals
 
-__all__ = ["run_workers", "serve_operations", "setup_logging", "stop_on_signals"]
+__all__ = ["flush_at_exit", "run_workers", "serve_operations", "setup_logging", "stop_on_signals"]
+
+log = logging.getLogger(__name__)
+
+# The last wait for Kafka's acknowledgements as a process stops: by then a broker that has not
+# answered is down, and waiting longer only spends the pod's grace period.
+FINAL_FLUSH_S = 10.0
 
 
 def stop_on_signals() -> threading.Event:
@@ -53,3 +59,14 @@ def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: thr
         thread.join()
     if failed:
         raise SystemExit(f"workers failed: {', '.join(failed)}")
+
+
+def flush_at_exit(producer: EventProducer, kept: str, timeout_s: float = FINAL_FLUSH_S) -> None:
+    """Wait up to `timeout_s` for Kafka to acknowledge what `producer` sent. What it did not is one
+    warning naming where it is `kept` for the next process, not an error: raised, it skipped the
+    rest of the shutdown (the other producers' flushes, the pools' closing) and exited 1 with a
+    traceback."""
+    # `settle`, not `flush`: a flush waits on while Kafka keeps acknowledging, past a pod's grace.
+    unacknowledged = producer.settle(timeout_s)
+    if unacknowledged:
+        log.warning("stopping with %d events unacknowledged by Kafka (%s)", unacknowledged, kept)

@@ -21,7 +21,7 @@ from lotlens_common import lookups, tracing
 from lotlens_common.model import languages
 from lotlens_common.model.openai_client import openai_client_for
 from lotlens_common.producer import EventProducer
-from lotlens_common.service import setup_logging
+from lotlens_common.service import flush_at_exit, setup_logging
 from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps, gateway_engine
@@ -71,10 +71,7 @@ def main() -> None:
             server.run()
     finally:
         deps.relay.stop(settings.shutdown_relay_s)
-        # `settle`, not `flush`: a flush waits on while Kafka acknowledges, past the pod's grace.
-        unacknowledged = producer.settle(FLUSH_S)
-        if unacknowledged:  # the outbox keeps them: the next process sends them
-            log.warning("stopping with %d events unacknowledged by Kafka", unacknowledged)
+        flush_at_exit(producer, "the outbox keeps them: the next process publishes them", FLUSH_S)
         engine.dispose()
         read_engine.dispose()
 

@@ -16,7 +16,13 @@ from functools import partial
 from lotlens_common import tracing
 from lotlens_common.db import make_engine
 from lotlens_common.producer import EventProducer
-from lotlens_common.service import run_workers, serve_operations, setup_logging, stop_on_signals
+from lotlens_common.service import (
+    flush_at_exit,
+    run_workers,
+    serve_operations,
+    setup_logging,
+    stop_on_signals,
+)
 from lotlens_webhook_dispatcher.bootstrap import http_transport, workers
 from lotlens_webhook_dispatcher.config import DispatcherSettings
 
@@ -38,8 +44,10 @@ def main() -> None:
         run_workers(workers(settings, engine, partial(http_transport, settings), consumer_producer,
                             dispatch_producer), stop)
     finally:
-        dispatch_producer.flush()
-        consumer_producer.flush()
+        # The recorder has tried (and logged) already; an attempt whose events Kafka did not
+        # acknowledge is left marked on its row, recorded as interrupted by the next instance.
+        flush_at_exit(dispatch_producer, "their attempts' rows keep them for the next instance")
+        flush_at_exit(consumer_producer, "the messages they were for are read again")
         engine.dispose()
 
 
