@@ -69,4 +69,4 @@ def flush_at_exit(producer: EventProducer, kept: str, timeout_s: float = FINAL_F
     # `settle`, not `flush`: a flush waits on while Kafka keeps acknowledging, past a pod's grace.
     unacknowledged = producer.settle(timeout_s)
     if unacknowledged:
-        log.warning("stopping with %d events unacknowledged by Kafka (%s)", unacknowledged, kept)
+        log.warning("stopping with events unacknowledged by Kafka (%d; %s)", unacknowledged, kept)
