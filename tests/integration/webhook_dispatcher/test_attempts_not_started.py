@@ -271,11 +271,11 @@ def test_a_failure_that_could_not_be_marked_once_leaves_the_delivery_its_five_at
             raise ValueError("a payload defect (test)")
         return real_body(*args, **kwargs)
 
-    def mark_fails_once(self: PostMarks, delivery: Any) -> Held | None:
+    def mark_fails_once(self: PostMarks, delivery: Any, version_known: Any = None) -> Held | None:
         if not broke["mark"]:
             broke["mark"] = True
             raise RuntimeError("PostgreSQL blipped (test)")
-        return real_mark(self, delivery)
+        return real_mark(self, delivery, version_known)
 
     monkeypatch.setattr(payloads, "part_body", defect_once)
     monkeypatch.setattr(PostMarks, "mark", mark_fails_once)

@@ -56,9 +56,9 @@ class SlowMarks(PostMarks):
         super().__init__(*args)  # type: ignore[arg-type]
         self._waited = clock
 
-    def mark(self, delivery: Delivery) -> Held | None:
+    def mark(self, delivery: Delivery, version_known: datetime | None = None) -> Held | None:
         self._waited.now += timedelta(minutes=6)
-        return super().mark(delivery)
+        return super().mark(delivery, version_known)
 
 
 def test_a_webhook_is_signed_with_the_time_its_post_goes_out_not_before_its_mark(config, db):

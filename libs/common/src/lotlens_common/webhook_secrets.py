@@ -12,8 +12,9 @@ while it runs: a secret deleted afterwards was deleted on purpose (`lotlens_gate
 A client's secrets have a version: when its current secret was made (None: it has none). Every
 change to what signs makes a new current secret (`rotate`, `ensure`) or removes it
 (`delete_client`); an overlap's end does not, but each secret is read with its end. A reader that
-keeps the secrets (the dispatcher's cache) checks the version where it writes anyway
-(`CURRENT_VERSION_SQL`) instead of reading the secrets again.
+keeps the secrets (the dispatcher's cache) learns of a change where it writes anyway
+(`CHANGED_SQL`): the same statement returns the secrets, only when their version is not the one it
+keeps, so no read follows it.
 """
 
 from __future__ import annotations
@@ -23,18 +24,29 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select, update
+from sqlalchemy import Connection, delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 
 from lotlens_common.tables import client_webhook_secrets as table
 
 PREFIX = "whsec_"
 _SECRET_BYTES = 32
-# The version of the secrets of the client `client_id` names, as a scalar subquery (the partial
-# unique index on the current secret answers it).
-CURRENT_VERSION_SQL = ("(SELECT s.created_at FROM client_webhook_secrets s"
-                       " WHERE s.client_id = {client_id} AND s.expires_at IS NULL)")
+# The secrets of the client `client_id` names that sign at `now`, current first, and their
+# version: one JSON document (`Signing.from_json`), a scalar subquery, so that a statement that
+# runs anyway can carry it (`CHANGED_SQL`).
+SIGNING_SQL = """(SELECT jsonb_build_object(
+         'version', max(s.created_at) FILTER (WHERE s.expires_at IS NULL),
+         'secrets', coalesce(jsonb_agg(jsonb_build_array(s.secret, s.expires_at)
+                                       ORDER BY s.expires_at DESC NULLS FIRST, s.created_at DESC), '[]'))
+    FROM client_webhook_secrets s
+   WHERE s.client_id = {client_id} AND (s.expires_at IS NULL OR s.expires_at > {now}))"""
+# `SIGNING_SQL` when the client's version is not `known`, NULL when it is: then only the version
+# is read, through the partial unique index on the current secret (the statement stays cheap).
+CHANGED_SQL = ("CASE WHEN (SELECT s.created_at FROM client_webhook_secrets s"
+               " WHERE s.client_id = {client_id} AND s.expires_at IS NULL) IS DISTINCT FROM {known}"
+               f" THEN {SIGNING_SQL} END")
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,16 @@ class Signing:
     def live(self, now: datetime) -> list[str]:
         """The secrets that sign at `now` (one whose overlap ended since the read no longer does)."""
         return [secret for secret, ends in self.secrets if ends is None or ends > now]
+
+    @classmethod
+    def from_json(cls, found: dict[str, Any]) -> Signing:
+        """The secrets as `SIGNING_SQL` returns them."""
+        return cls(_timestamp(found["version"]),
+                   [(secret, _timestamp(ends)) for secret, ends in found["secrets"]])
+
+
+def _timestamp(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def new_secret() -> str:
@@ -75,13 +97,8 @@ def live(conn: Connection, client_id: str, now: datetime) -> list[str]:
 
 def signing(conn: Connection, client_id: str, now: datetime) -> Signing:
     """The secrets that sign a client's deliveries now, when each stops, and their version."""
-    query = (select(table.c.secret, table.c.expires_at, table.c.created_at)
-             .where(table.c.client_id == client_id,
-                    or_(table.c.expires_at.is_(None), table.c.expires_at > now))
-             .order_by(table.c.expires_at.desc().nulls_first(), table.c.created_at.desc()))
-    rows = conn.execute(query).all()
-    version = next((created_at for _, expires_at, created_at in rows if expires_at is None), None)
-    return Signing(version, [(secret, expires_at) for secret, expires_at, _ in rows])
+    query = text(f"SELECT {SIGNING_SQL.format(client_id=':client_id', now=':now')} AS signing")
+    return Signing.from_json(conn.execute(query, {"client_id": client_id, "now": now}).scalar_one())
 
 
 def delete_client(conn: Connection, client_id: str) -> int:

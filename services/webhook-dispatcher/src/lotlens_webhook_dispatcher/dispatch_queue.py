@@ -46,6 +46,7 @@ from lotlens_common import webhook_secrets
 from lotlens_common.db import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_common.uuids import uuid5_text
+from lotlens_common.webhook_secrets import Signing
 from lotlens_webhook_dispatcher.payloads import PartPlan
 
 _NAMESPACE = uuid.UUID("5b0f6f64-61c4-4f0e-9d55-8d3c2bde0a11")
@@ -165,23 +166,28 @@ def renew(conn: Connection, delivery: Delivery, now: datetime, lease_s: float) -
     return result.rowcount == 1
 
 
-def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime,
-                 lease_s: float) -> dict[str, datetime | None]:
+def mark_posting(conn: Connection, deliveries: Sequence[Delivery], now: datetime, lease_s: float,
+                 versions_known: Mapping[str, datetime | None] | None = None) -> dict[str, Signing | None]:
     """Mark the attempts' POSTs as starting and renew their leases, right before sending, in one
-    statement; those still this instance's to send, each with its client's secrets' version (read
-    here, the statement every attempt runs anyway, so a rotation reaches the very next POST). The
-    rest were taken over, handed back, or marked by another instance that took the claim over
-    unsent: the fencing number alone does not tell those apart."""
+    statement; those still this instance's to send, each with its client's secrets when they are
+    not at the version its caller knows (`versions_known`, per delivery id; None: none known), None
+    when they are. Read here, in the statement every attempt runs anyway, a rotation reaches the
+    very next POST and no read follows the mark. The rest were taken over, handed back, or marked
+    by another instance that took the claim over unsent: the fencing number alone does not tell
+    those apart."""
+    known = versions_known or {}
+    changed = webhook_secrets.CHANGED_SQL.format(client_id="q.client_id", known="m.known", now=":now")
     result = conn.execute(text(f"""
         UPDATE dispatch_queue AS q
            SET post_started = true, next_attempt_at = :lease_until, updated_at = :now
-          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(delivery_id text, attempt int)
+          FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(delivery_id text, attempt int, known timestamptz)
          WHERE q.delivery_id = m.delivery_id AND q.status = 'sending' AND q.attempt_count = m.attempt
            AND NOT q.post_started
-     RETURNING q.delivery_id, {webhook_secrets.CURRENT_VERSION_SQL.format(client_id="q.client_id")}"""),
+     RETURNING q.delivery_id, {changed}"""),
         {"now": now, "lease_until": now + timedelta(seconds=lease_s), "rows": json_rows(
-            {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt} for delivery in deliveries)})
-    return {delivery_id: version for delivery_id, version in result}
+            {"delivery_id": delivery.delivery_id, "attempt": delivery.attempt,
+             "known": known.get(delivery.delivery_id)} for delivery in deliveries)})
+    return {delivery_id: None if found is None else Signing.from_json(found) for delivery_id, found in result}
 
 
 class Record(NamedTuple):

@@ -297,11 +297,11 @@ class Dispatcher:
             transport = self._transport()
             parent = tracing.extract({"traceparent": delivery.traceparent} if delivery.traceparent else None)
         # The secrets are read (kept) before the mark: one PostgreSQL refuses is handed back unspent.
-        # Marked as the POST starts (`post_marks`), after the last read that may fail. Renewed
-        # only when the lease was no longer fresh, a claim that lost PostgreSQL before its
-        # hand-back was stored was taken for an interruption though it had sent nothing.
+        # Marked as the POST starts (`post_marks`), after the last read. Renewed only when the
+        # lease was no longer fresh, a claim that lost PostgreSQL before its hand-back was stored
+        # was taken for an interruption though it had sent nothing.
         with before_post("lease"):
-            held = self._post_marks.mark(delivery)
+            held = self._post_marks.mark(delivery, read_before.version)
         if not held:
             raise LeaseLost(delivery.delivery_id)
         # Signed after the mark, which may wait on a shared write (up to a statement_timeout):
@@ -309,10 +309,10 @@ class Dispatcher:
         # every receiver verifying with `standardwebhooks`. Still before the POST: an error (a
         # malformed `whsec_` secret) sent nothing, and escaping it was taken for an interruption.
         with before_post("signing", marked=True):
-            # Read again only when the mark saw them change since (a rotation, at once: a receiver
-            # switched to the new secret refused the old one's signature until the cache expired);
-            # never failing on PostgreSQL, which could no longer hand the claim back.
-            secrets = self._secrets.at_version(delivery.client_id, held.secrets_version, read_before)
+            # The mark brought the secrets if they changed since the read (a rotation, at once: a
+            # receiver switched to the new secret refused the old one's signature): nothing is read
+            # here, where PostgreSQL's refusal could no longer hand the claim back.
+            secrets = self._secrets.after_mark(delivery.client_id, read_before, held.changed)
             if not secrets:  # a hand-edited table's last secret, its overlap ended during the mark
                 raise _no_secret(delivery)
             headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
