@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS lot_results (
     job_id TEXT NOT NULL, lot_id TEXT NOT NULL, status TEXT NOT NULL, descriptions TEXT, reason TEXT,
     PRIMARY KEY (job_id, lot_id));
+CREATE TABLE IF NOT EXISTS partial_descriptions (
+    job_id TEXT NOT NULL, lot_id TEXT NOT NULL, descriptions TEXT NOT NULL, PRIMARY KEY (job_id, lot_id));
 CREATE TABLE IF NOT EXISTS jobs (
     job_id TEXT PRIMARY KEY, status TEXT NOT NULL, processed_lots INTEGER NOT NULL,
     failed_lots INTEGER NOT NULL, completed_at TEXT NOT NULL, reported INTEGER NOT NULL DEFAULT 0);
@@ -71,12 +73,14 @@ class Results:
             self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'completed', ?, NULL)",
                              (job_id, data["lot_id"], json.dumps(data["descriptions"], ensure_ascii=False)))
         elif kind == "LotFailed":
+            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', NULL, ?)",
+                             (job_id, data["lot_id"], data["reason"]))
             # A lot failed at translation keeps its English and the languages translated before
-            # (`descriptions`, absent from events of older releases): paid for, keep them.
-            kept = data.get("descriptions") or None
-            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', ?, ?)",
-                             (job_id, data["lot_id"], kept and json.dumps(kept, ensure_ascii=False),
-                              data["reason"]))
+            # (`descriptions`, absent from events of older releases): paid for, kept apart, so a
+            # reader of `lot_results.descriptions` never takes a failed lot's for a finished one's.
+            if kept := data.get("descriptions"):
+                self._db.execute("INSERT OR REPLACE INTO partial_descriptions VALUES (?, ?, ?)",
+                                 (job_id, data["lot_id"], json.dumps(kept, ensure_ascii=False)))
         elif kind == "JobCompleted":
             self._db.execute("INSERT OR IGNORE INTO jobs (job_id, status, processed_lots, failed_lots, "
                              "completed_at) VALUES (?, ?, ?, ?, ?)", (job_id, data["status"],

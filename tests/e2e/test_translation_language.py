@@ -1,8 +1,8 @@
 """A batch job whose translation comes back untranslated for one language, through the whole stack:
 gateway, vision-batcher, translator (OpenAI batches at the stand-in), result-store, Kafka and
 PostgreSQL. The lot is sent again within its attempts; the English is never stored as Russian. A
-lot that fails keeps its English and the languages translated right, in its results, its lots
-page and its webhook."""
+lot that fails keeps its English and the languages translated right in `partial_descriptions` (its
+`descriptions` stay empty), in its results, its lots page and its webhook."""
 
 from __future__ import annotations
 
@@ -64,8 +64,10 @@ def test_a_batch_lot_whose_russian_stays_english_is_retried_then_fails_naming_th
         assert lot["status"] == "failed", lot["descriptions"]
         assert lot["error_message"] == ("the translation is not in the language asked for (ru: the "
                                         "English text, untranslated) (gave up after 3 attempts)")
-        # Paid for, kept: the English (it used to be dropped) and the German its answers had right.
-        english, german = lot["descriptions"]
+        # Paid for, kept apart from the empty `descriptions` (a failed lot's, as ever): the English
+        # (it used to be dropped) and the German its answers had right.
+        assert lot["descriptions"] == []
+        english, german = lot["partial_descriptions"]
         assert english["language"] == "en" and english["damages"].startswith("<p>Standin vision: 1 image")
         assert german["language"] == "de" and german["damages"].startswith("<p>[de] ")
         assert lot["missing_languages"] == ["ru"]

@@ -45,9 +45,11 @@ def test_a_russian_text_left_in_english_is_not_stored_as_russian(
     standin.faults(untranslated_language="ru")  # every answer copies the English into `ru`
     lot = describe(sync_gateway, images, ["en", "ru", "de"])
     assert lot["status"] == "failed", lot["descriptions"]
-    # The English and the German its answers had right were paid for: kept, Russian named missing.
-    assert [d["language"] for d in lot["descriptions"]] == ["en", "de"]
-    assert lot["descriptions"][0]["damages"] == ENGLISH and lot["missing_languages"] == ["ru"]
+    # The English and the German its answers had right were paid for: kept apart from the empty
+    # `descriptions` (a failed lot's, as ever), Russian named missing.
+    assert lot["descriptions"] == []
+    assert [d["language"] for d in lot["partial_descriptions"]] == ["en", "de"]
+    assert lot["partial_descriptions"][0]["damages"] == ENGLISH and lot["missing_languages"] == ["ru"]
     assert lot["error_message"] == ("the model could not describe the lot: the translation is not in "
                                     "the language asked for (ru: the English text, untranslated)")
     assert translation_calls(standin) == 3  # asked again twice, then given up
@@ -105,7 +107,8 @@ def test_traditional_chinese_written_in_simplified_is_asked_again_then_fails_nam
     standin.faults(other_variant_language="zh-TW")  # every answer writes zh-TW in Simplified forms
     lot = describe(sync_gateway, images, ["en", "zh-TW", "de"])
     assert lot["status"] == "failed", lot["descriptions"]
-    assert [d["language"] for d in lot["descriptions"]] == ["en", "de"]
+    assert lot["descriptions"] == []
+    assert [d["language"] for d in lot["partial_descriptions"]] == ["en", "de"]
     assert lot["missing_languages"] == ["zh-TW"]
     assert lot["error_message"] == (
         "the model could not describe the lot: the translation is not in the language asked for "

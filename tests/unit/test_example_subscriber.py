@@ -57,7 +57,7 @@ def test_a_newer_version_of_a_type_it_reads_is_skipped_with_a_warning_once(
     assert stored == [("lot-1", "completed")]
 
 
-def test_a_lot_failed_at_translation_keeps_its_english_and_an_older_failure_reads_as_before(
+def test_a_lot_failed_at_translation_keeps_its_english_apart_and_an_older_failure_reads_as_before(
         tmp_path: Path) -> None:
     subscriber = _subscriber()
     results = subscriber.Results(str(tmp_path / "results.sqlite3"))
@@ -68,8 +68,10 @@ def test_a_lot_failed_at_translation_keeps_its_english_and_an_older_failure_read
                                                               "reason": "no image"}))
     stored = results._db.execute("SELECT lot_id, status, descriptions, reason FROM lot_results "
                                  "ORDER BY lot_id").fetchall()
-    assert stored == [("lot-1", "failed", '{"en": "<p>Dent.</p>"}', "gave up"),
-                      ("lot-2", "failed", None, "no image")]
+    # A failed lot's `descriptions` stay empty: a reader of them takes none for a finished lot's.
+    assert stored == [("lot-1", "failed", None, "gave up"), ("lot-2", "failed", None, "no image")]
+    kept = results._db.execute("SELECT lot_id, descriptions FROM partial_descriptions").fetchall()
+    assert kept == [("lot-1", '{"en": "<p>Dent.</p>"}')]
 
 
 def test_lot_results_read_after_their_jobs_end_still_report_the_job_once(

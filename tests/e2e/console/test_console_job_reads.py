@@ -9,7 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, Route, expect
+from sqlalchemy import delete, insert
 
+from lotlens_common.tables import descriptions
 from tests.conftest import new_id
 from tests.e2e.console.conftest import (
     LOTS_OR_RESULTS,
@@ -232,3 +234,24 @@ def test_a_refresh_whose_status_read_fails_reads_the_lots_once_a_read_succeeds(
     with page.expect_request(LOTS_OR_RESULTS, timeout=10_000):
         page.get_by_role("button", name="Resume updates").click()
     expect(page.locator("#action-result")).to_be_empty()
+
+
+def test_a_failed_lot_shows_the_texts_it_kept_under_their_own_line(
+        page: Page, console_stack: ConsoleStack, finished_job: FinishedJob) -> None:
+    # The API lists them in `partial_descriptions` (a failed lot's `descriptions` stay empty): a
+    # page reading `descriptions` alone showed none of the English a lot failed at translation kept.
+    failed = finished_job.lot_ids[2]
+    row = {"job_id": finished_job.job_id, "lot_id": failed, "language": "en", "damages": "<p>Kept dent.</p>"}
+    with console_stack.engine.begin() as conn:
+        conn.execute(insert(descriptions).values(**row))
+    try:
+        open_job(page, console_stack, finished_job.job_id)
+        heading = page.get_by_role("heading", name=re.compile(re.escape(failed)))
+        shown = page.locator("li.lot").filter(has=heading)
+        expect(shown.locator(".partial")).to_have_text("Kept though the lot failed:")
+        expect(shown.locator(".damages[lang=en]")).to_have_text("Kept dent.")
+        expect(shown).to_contain_text("Not described in: de.")
+    finally:
+        with console_stack.engine.begin() as conn:
+            conn.execute(delete(descriptions).where(descriptions.c.job_id == finished_job.job_id,
+                                                    descriptions.c.lot_id == failed))

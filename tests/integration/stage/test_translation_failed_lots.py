@@ -1,6 +1,8 @@
-"""A lot described in English whose translation fails for good keeps what was paid for: the
-translation stage against the stand-in, its LotFailed projected by the result-store and read back
-as `batch-results`, the lots pages and webhooks render it, on real Kafka and PostgreSQL."""
+"""A lot described in English whose translation fails for good keeps what was paid for, in
+`partial_descriptions` (its `descriptions` stay empty, as clients that check only the answer's code
+expect): the translation stage against the stand-in, its LotFailed projected by the result-store
+and read back as `batch-results`, its download, the lots pages and webhooks render it, on real
+Kafka and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from lotlens_common.events import LotFailed
-from lotlens_common.read_models import get_job, iter_lot_results, lot_page
+from lotlens_common.read_models import get_job, iter_lot_results, lot_page, lot_results_in_chunks, lots_by_id
 from lotlens_common.settings import ServiceSettings
 from tests.integration.stage.helpers import translate_and_project
 from tests.standin import Standin
@@ -24,13 +26,19 @@ NINE = ("de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da")
 
 
 def rendered_lot(engine: Engine, job_id: str) -> dict[str, Any]:
-    """The job's one lot as `batch-results` and webhooks render it, checked equal to its lots page's."""
+    """The job's one lot as `batch-results` and webhooks render it, checked equal to its download's
+    and its lots page's; its `descriptions` empty in every one."""
     with engine.connect() as conn:
         job = get_job(conn, job_id)
         assert job is not None and job.status == "failed", job
         [lot] = iter_lot_results(conn, job, stream=False)
         [paged], _ = lot_page(conn, job, None, 10, 0, 1 << 20)
-    assert paged == lot
+        [by_id] = lots_by_id(conn, job, [lot["lot_id"]])
+    with engine.begin() as conn:
+        [streamed] = iter_lot_results(conn, job)
+    [downloaded] = lot_results_in_chunks(engine, job)
+    assert paged == lot == by_id == streamed == downloaded
+    assert lot["descriptions"] == []
     return lot
 
 
@@ -45,7 +53,7 @@ def test_a_lot_whose_translation_lines_fail_for_good_keeps_its_english(
 
     lot = rendered_lot(engine, job_id)
     assert lot["status"] == "failed" and lot["error_message"] == failed.reason
-    assert lot["descriptions"] == [{"language": "en", "damages": english}]
+    assert lot["partial_descriptions"] == [{"language": "en", "damages": english}]
     assert lot["missing_languages"] == ["de", "ru"]
 
 
@@ -58,8 +66,8 @@ def test_a_lot_failed_in_one_part_keeps_the_languages_translated_before(
     assert list(failed.descriptions) == ["en", *NINE[:-1]], failed.reason
 
     lot = rendered_lot(engine, job_id)
-    assert [d["language"] for d in lot["descriptions"]] == ["en", *NINE[:-1]]
-    assert lot["descriptions"][0]["damages"] == LONG
+    assert [d["language"] for d in lot["partial_descriptions"]] == ["en", *NINE[:-1]]
+    assert lot["partial_descriptions"][0]["damages"] == LONG
     assert lot["missing_languages"] == ["da"]
 
 
@@ -70,4 +78,4 @@ def test_a_lot_not_asking_for_english_gets_no_english(
     [failed] = [e for e in events if isinstance(e, LotFailed)]
     assert failed.descriptions == {}
     lot = rendered_lot(engine, job_id)
-    assert lot["descriptions"] == [] and lot["missing_languages"] == ["de", "ru"]
+    assert lot["partial_descriptions"] == [] and lot["missing_languages"] == ["de", "ru"]

@@ -136,10 +136,11 @@ class LotFailed(Event):
         "Tokens and estimated cost of the failed stage's answers, billed though the lot failed: the "
         "languages translated before a part failed, answers that could not be used"))
     descriptions: dict[str, str] = Field(default_factory=dict, description=(
-        "The lot's descriptions it has though it failed, by requested language in the order asked: a "
-        "lot failed at translation keeps its English (when asked for) and the languages translated "
-        "before the failure, all paid for. Empty when it has none (a lot failed at the vision stage); "
-        "the requested languages missing here are those it failed in"))
+        "The partial texts the lot keeps though it failed, by requested language in the order asked: "
+        "a lot failed at translation keeps its English (when asked for) and the languages translated "
+        "before the failure, all paid for. Not every language (the requested languages missing here "
+        "are those it failed in); the API lists them in `partial_descriptions`, its failed lot's "
+        "`descriptions` staying empty. Empty when it has none (a lot failed at the vision stage)"))
 
 
 class JobCancelled(Event):

@@ -1,9 +1,10 @@
 """Queries over the read models shared by the gateway (polling) and the webhook dispatcher.
 
 The lot shape is the contract's: `{lot_id, status, processed_at, processed_images,
-descriptions: [{language, damages}], missing_images}` plus, for failed lots, `error_message` and
-`missing_languages` (the requested languages the lot has no description in: a lot failed at
-translation keeps its English and the languages translated before, in `descriptions`).
+descriptions: [{language, damages}], missing_images}` plus, for failed lots, `error_message`,
+`partial_descriptions` (the texts a lot failed at translation keeps: its English and the languages
+translated before; its `descriptions` stay empty, as clients that check only the answer's code read
+them as a finished lot's) and `missing_languages` (the requested languages it has no text in).
 Lots are read a chunk at a time, so a 50,000-lot job never sits whole in memory.
 """
 
@@ -317,18 +318,21 @@ def _render(conn: Connection, job: JobView, chunk: list[Any], text_query: Any,
         texts.setdefault(text_row["lot_id"], []).append((text_row["language"], text_row["damages"]))
     for row in chunk:
         found = sorted(texts.get(row["lot_id"], []), key=lambda pair: order.get(pair[0], 99))
+        listed = [{"language": lang, "damages": html} for lang, html in found]
+        failed = row["status"] == "failed"
         lot: dict[str, Any] = {
             "lot_id": row["lot_id"],
             "status": row["status"],
             "processed_at": iso(row["processed_at"]),
             "processed_images": row["processed_images"],
-            "descriptions": [{"language": lang, "damages": html} for lang, html in found],
+            "descriptions": [] if failed else listed,
             "missing_images": list(row["missing_images"] or []),
         }
         if row["error_message"]:
             lot["error_message"] = row["error_message"]
-        if row["status"] == "failed":
+        if failed:
             have = {language for language, _ in found}
+            lot["partial_descriptions"] = listed
             lot["missing_languages"] = [language for language in job.languages if language not in have]
         if row.get("usage"):
             lot["usage"] = lot_usage(row["usage"])

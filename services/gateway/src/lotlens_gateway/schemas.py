@@ -174,19 +174,25 @@ class JobTokenUsage(TokenUsage):
 
 
 class LotResult(BaseModel):
-    """A described (or failed) lot. A failed lot lists the descriptions it has all the same."""
+    """A described (or failed) lot. A failed lot's `descriptions` are empty; the texts it keeps are
+    in `partial_descriptions`."""
 
     lot_id: str
     status: Literal["completed", "failed", "pending", "processing", "translating", "cancelled"]
     processed_at: str | None = None
     processed_images: int
-    descriptions: list[Description]
+    descriptions: list[Description] = Field(description=(
+        "One entry per requested language on a completed lot; empty on a failed one (its kept texts "
+        "are in `partial_descriptions`)"))
     missing_images: list[str] = Field(description="Image URLs that could not be fetched")
     error_message: str | None = Field(default=None, description="Why a failed lot failed")
+    partial_descriptions: list[Description] | None = Field(default=None, description=(
+        "Added, on failed lots: the texts a lot whose translation failed keeps, paid for: its English "
+        "(when asked for) and the languages translated before the failure, in the order asked; empty "
+        "for one that failed before (no usable image). Not a finished lot's: check `status`"))
     missing_languages: list[str] | None = Field(default=None, description=(
-        "Added, on failed lots: the requested languages the lot has no description in. A lot whose "
-        "translation failed keeps its English (when asked for) and the languages translated before "
-        "the failure in `descriptions`; one that failed before (no usable image) lists every language"))
+        "Added, on failed lots: the requested languages the lot has no text in (not in "
+        "`partial_descriptions`); one that failed before its English lists every language"))
     usage: TokenUsage | None = Field(default=None, description="Added: the lot's tokens and estimated cost")
 
 

@@ -303,15 +303,17 @@ class SyncDescriber:
 
     def _failed(self, lot: LotRequest, missing: list[str], processed: int, reason: str,
                 languages: Sequence[str], kept: Mapping[str, str]) -> dict[str, Any]:
-        """A failed lot with the descriptions it keeps and the languages it lacks (as in batch mode)."""
+        """A failed lot: `descriptions` empty, as it always was; the texts it keeps (paid for) in
+        `partial_descriptions` and the languages it lacks in `missing_languages`, as in batch mode."""
         return {
             "lot_id": lot.lot_id,
             "status": "failed",
             "processed_at": iso(self.clock()),
             "processed_images": processed,
-            "descriptions": [{"language": code, "damages": html} for code, html in kept.items()],
+            "descriptions": [],  # a failed lot's, as ever: clients read it as the finished lot's texts
             "missing_images": missing,
             "error_message": reason,
+            "partial_descriptions": [{"language": code, "damages": html} for code, html in kept.items()],
             "missing_languages": [code for code in languages if code not in kept],
         }
 

@@ -137,4 +137,5 @@ class _Entry:
 
 def lot_bytes(lot: Lot) -> int:
     """About what a lot takes in memory: its texts, and a little for the rest."""
-    return 512 + sum(len(text["damages"]) for text in lot["descriptions"])
+    texts = [*lot["descriptions"], *lot.get("partial_descriptions", ())]
+    return 512 + sum(len(text["damages"]) for text in texts)

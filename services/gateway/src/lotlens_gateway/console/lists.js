@@ -191,15 +191,18 @@ function lotItem(lot) {
     el("p", {}, `${lot.processed_images} image(s) described.`));
   if (lot.usage) item.append(el("p", {}, lotUsage(lot.usage)));
   if (lot.error_message) item.append(el("p", { class: "reason" }, el("strong", {}, "Reason: "), lot.error_message));
-  // A failed lot keeps the descriptions it has (its English, when its translation failed).
+  // A failed lot's `descriptions` are empty; one whose translation failed keeps its English (and
+  // the languages translated before) in `partial_descriptions`, shown below under this line.
   if (lot.missing_languages && lot.missing_languages.length) {
     item.append(el("p", {}, `Not described in: ${lot.missing_languages.join(", ")}.`));
   }
+  const partial = lot.partial_descriptions || [];
+  if (partial.length) item.append(el("p", { class: "partial" }, "Kept though the lot failed:"));
   if (lot.missing_images.length) {
     item.append(el("p", {}, "Missing images:"),
       el("ul", { class: "missing" }, ...lot.missing_images.map((url) => el("li", {}, el("code", {}, url)))));
   }
-  for (const description of lot.descriptions) {
+  for (const description of [...lot.descriptions, ...partial]) {
     // `dir="auto"`: an Arabic or Hebrew description takes its direction from its own text; in this
     // left-to-right page its clauses and its full stop were laid out in the wrong order.
     const block = el("div", { class: "damages", dir: "auto" }, safeDescription(description.damages));
