@@ -228,13 +228,14 @@ class SyncDescriber:
                 if isinstance(exc, ModelWrongLanguageError):
                     wrong_language += 1
                     kept.update(exc.right)
+                    # Paid for, kept at once: a retry refused (a 400 from `_call`) fails the lot
+                    # with them; kept only when this loop raised, they were dropped.
+                    done.update(exc.right)
                     languages = exc.languages
                 more = retry_room(english, languages, models, room, exc)
                 if more is None and (half := halved_part(english, languages, models, room, exc)):
-                    done.update(kept)
                     return {**kept, **await self._translate(english, languages, used, deadline, done, half)}
                 if more is None or wrong_language == WRONG_LANGUAGE_TRIES:
-                    done.update(kept)  # the right languages of its answers, paid for
                     raise
                 room = more
 

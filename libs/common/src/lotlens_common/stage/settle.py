@@ -70,7 +70,9 @@ class Settler:
             return
         outcome = after_error(Kind.TRANSIENT, str(exc), lot.attempts,
                               self.stage.settings.max_attempts, self.cancelled)
-        self._apply(lot, outcome)
+        # Failed or cancelled, the lot ends with what this answer had right (`changed` holds the
+        # languages a wrong-language answer got right): from `lot`, its LotFailed dropped them.
+        self._apply(changed, outcome)
         if outcome.verdict == "retry":
             self.settlement.rework.append(changed)
 
