@@ -102,11 +102,10 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
                                   changes: JobChanges) -> None:
-    """Store every language's description and complete the lot (counted once)."""
+    """Complete the lot (counted once) and store every language's description with it."""
     translated = latest_envelopes(envelopes, TranslationCompleted,
                                    lambda event: (event.job_id, event.lot_id))
     events = [event_of(e, TranslationCompleted) for e in translated]
-    _store_descriptions(conn, events)
     for envelope in envelopes:
         changes.touch(envelope, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
@@ -116,7 +115,12 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         change = _change(changes, job_id)
         change.processed_lots += 1
         change.images_processed += added
-    record_settled_usage(conn, events, {(job_id, lot_id) for job_id, lot_id, _ in completed})
+    # Only the lots completed now: a replayed one has its texts, and one failed first (a late or
+    # replayed answer) keeps its LotFailed's alone, in a rebuild too. Stored whatever the status,
+    # a failed lot showed every language with `missing_languages: []`.
+    now = {(job_id, lot_id) for job_id, lot_id, _ in completed}
+    _store_descriptions(conn, [event for event in events if (event.job_id, event.lot_id) in now])
+    record_settled_usage(conn, events, now)
 
 
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
