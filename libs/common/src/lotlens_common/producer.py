@@ -40,12 +40,6 @@ PRODUCER_RENEWALS = Counter(
 _SERVE_REPORTS_EVERY = 1000
 
 
-# A flush that keeps receiving acknowledgements waits at most this many times its idle timeout
-# (120 s at the default 30 s): a throttled broker still gets a big chunk through, and a consumer
-# round that flushes stays within its budget.
-_FLUSH_PATIENCE = 4
-
-
 class EventProducer:
     """Idempotent, acks=all producer of event envelopes, keyed by job id.
 
@@ -127,9 +121,8 @@ class EventProducer:
         """Wait until every queued message is acknowledged, for as long as delivery reports keep
         coming; raise `PublishError` once `timeout_s` passes without one, or if any failed.
 
-        Never longer than `_FLUSH_PATIENCE` times `timeout_s` in all: a consumer round that flushes
-        must end well within `max.poll.interval.ms` (kafka.py's round budget). `settle` is the one
-        with a plain deadline."""
+        librdkafka reports each message within `message.timeout.ms` (300 s) of its produce, which
+        bounds the wait; `settle` is the one with a deadline."""
         reports, started = self._reports, time.monotonic()
         remaining = self._serve_while_reported(timeout_s)
         failures, self._failures = self._failures, []
@@ -156,11 +149,11 @@ class EventProducer:
         A fixed deadline gave up on a chunk a slow broker was still acknowledging, and `discard`
         dropped its tail: sent again whole by the caller, its head was written once more at every
         try and its tail never (a settlement of 5,000 events, ~30 s of a throttled broker)."""
-        reports, give_up = self._reports, time.monotonic() + _FLUSH_PATIENCE * idle_s
+        reports = self._reports
         remaining = self._producer.flush(idle_s)
-        while remaining and self._reports != reports and time.monotonic() < give_up:
+        while remaining and self._reports != reports:
             reports = self._reports
-            remaining = self._producer.flush(min(idle_s, max(give_up - time.monotonic(), 0.0)))
+            remaining = self._producer.flush(idle_s)
         return int(remaining)
 
     def pending(self) -> int:
