@@ -45,13 +45,3 @@ def test_events_published_right_after_a_discard_all_reach_kafka_when_the_flush_s
     producer.flush(30)
     assert outcomes == Counter(delivered=100)
 
-
-def test_a_chunk_acknowledged_more_slowly_than_the_flush_timeout_gets_through_once() -> None:
-    # flush gave up after its timeout while acknowledgements still came, and the caller sent the
-    # whole chunk again: its head was written once more at every try and its tail never.
-    producer = _started(MockKafkaSettings(rtt_ms=100, batch_bytes=1000))  # ~5 events a round trip
-    acknowledged: Counter[int] = Counter()
-    for index in range(60):
-        producer.publish(TOPIC, _event(f"chunk-{index}"), partial(acknowledged.update, [index]))
-    producer.flush(0.5)  # every round trip brings acknowledgements: ~1.2 s in all
-    assert acknowledged == Counter(range(60))

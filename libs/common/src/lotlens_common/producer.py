@@ -118,13 +118,9 @@ class EventProducer:
         self._producer.list_topics(timeout=timeout_s)
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued message is acknowledged, for as long as delivery reports keep
-        coming; raise `PublishError` once `timeout_s` passes without one, or if any failed.
-
-        librdkafka reports each message within `message.timeout.ms` (300 s) of its produce, which
-        bounds the wait; `settle` is the one with a deadline."""
+        """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
         reports, started = self._reports, time.monotonic()
-        remaining = self._serve_while_reported(timeout_s)
+        remaining = self._producer.flush(timeout_s)
         failures, self._failures = self._failures, []
         self._watch_stall(remaining, reports, started)
         if remaining or failures:
@@ -140,20 +136,6 @@ class EventProducer:
         remaining = self._producer.flush(timeout_s)
         self._failures = []
         self._watch_stall(remaining, reports, started)
-        return int(remaining)
-
-    def _serve_while_reported(self, idle_s: float) -> int:
-        """Serve delivery reports until every message has its own or `idle_s` passes without any;
-        how many still wait.
-
-        A fixed deadline gave up on a chunk a slow broker was still acknowledging, and `discard`
-        dropped its tail: sent again whole by the caller, its head was written once more at every
-        try and its tail never (a settlement of 5,000 events, ~30 s of a throttled broker)."""
-        reports = self._reports
-        remaining = self._producer.flush(idle_s)
-        while remaining and self._reports != reports:
-            reports = self._reports
-            remaining = self._producer.flush(idle_s)
         return int(remaining)
 
     def pending(self) -> int:
