@@ -9,7 +9,7 @@ from functools import partial
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from tests.conftest import new_id
 from tests.mock_kafka import MockKafkaSettings
 
@@ -28,10 +28,10 @@ def _started(settings: MockKafkaSettings) -> EventProducer:
     return producer
 
 
-def test_events_published_right_after_a_discard_all_reach_kafka_when_the_flush_succeeds() -> None:
-    # discard() purged asynchronously (the binding hands librdkafka `blocking=True` as its
+def test_events_published_right_after_a_discard_are_in_kafka_or_the_flush_fails() -> None:
+    # discard() purges asynchronously (the binding hands librdkafka `blocking=True` as its
     # NON_BLOCKING flag): events a caller published again a few ms after a failed flush were
-    # purged too, a purge no flush counts as a failure, and the next flush returned with none of
+    # purged too, a purge no flush counted as a failure, and the next flush returned with none of
     # them in Kafka. The broker thread, busy compressing, took the purge late.
     producer = _started(MockKafkaSettings(rtt_ms=100, compression_level=12))
     for _ in range(200):
@@ -42,6 +42,12 @@ def test_events_published_right_after_a_discard_all_reach_kafka_when_the_flush_s
     for index in range(100):  # published again at once, as every caller does
         producer.publish(TOPIC, _event(f"again-{index}"), partial(outcomes.update, ["delivered"]),
                          lambda purged: outcomes.update(["purged" if purged else "failed"]))
-    producer.flush(30)
-    assert outcomes == Counter(delivered=100)
-
+    try:
+        producer.flush(30)
+    except PublishError:
+        pass  # the caller knows: it sends them again
+    else:
+        assert outcomes == Counter(delivered=100)
+    # None of them counts as dropped by a discard (the relay sends those again later, in order):
+    # each is in Kafka or a failure.
+    assert outcomes["purged"] == 0, outcomes

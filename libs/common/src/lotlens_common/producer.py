@@ -199,18 +199,19 @@ class EventProducer:
         self._failures = []
 
     def _purge(self, in_flight: bool) -> None:
-        """Drop what is queued (and in flight) and serve the dropped messages' reports, all of
-        it before returning: a message produced afterwards is never dropped with them.
+        """Drop what is queued (and in flight), and serve the reports already there.
 
-        confluent-kafka hands `blocking` to librdkafka inverted (Producer.c sets
-        RD_KAFKA_PURGE_F_NON_BLOCKING when it is true; librdkafka logs "purge_flags 0x5"), so
-        `blocking=False` is the purge that waits for the broker threads. Left to them, the events
-        a caller published again a few ms after a failed flush were purged too, and the next flush
-        returned with none of them in Kafka. Should the binding be fixed, `_on_delivery` still
-        counts such a purge as a failure: the flush raises rather than losing them."""
+        The purge does not wait: confluent-kafka hands `blocking` to librdkafka inverted (Producer.c
+        sets RD_KAFKA_PURGE_F_NON_BLOCKING when it is true), and the purge that waits holds the GIL
+        until every broker thread has taken it (the whole process stopped while one waited on a
+        slow DNS answer). So a broker thread can purge, late, a message produced after this call
+        returned. Counted as dropped, as a purge was, the next flush returned with such messages
+        never in Kafka; each message carries the number of purges before it, and `_on_delivery`
+        counts the purge of one produced since as a failure: the flush raises, the caller sends
+        again."""
         self._purges += 1
         self._report = partial(self._on_delivery, purges=self._purges)
-        self._producer.purge(in_queue=True, in_flight=in_flight, blocking=False)
+        self._producer.purge(in_queue=True, in_flight=in_flight)
         self._producer.poll(0)
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
