@@ -115,6 +115,28 @@ def test_a_rebuild_gives_up_in_one_line_when_the_broker_stays_away(
     assert last.endswith("run the same command again to resume"), last
 
 
+def test_a_rebuild_whose_batches_take_postgresql_longer_than_the_patience_goes_on(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broker: PrivateKafka,
+        own_engine: Engine, log_topics: TopicSettings, admin: None) -> None:
+    # The time a batch spent in PostgreSQL counted as Kafka's silence: a batch applied in more
+    # than KAFKA_COMMAND_PATIENCE_S ended the rebuild "Kafka did not answer", and its rerun again.
+    publish(EventProducer(KafkaSettings(bootstrap_servers=broker.bootstrap), "pipeline-test"), log_topics,
+            job_script(20))
+    monkeypatch.setenv("KAFKA_COMMAND_PATIENCE_S", "2")
+    apply = replay._apply
+
+    def slow(engine: Engine, messages: list[confluent_kafka.Message], *rest: object) -> int:
+        if messages:
+            time.sleep(2.5)  # a heavy batch, or one waiting on a lock
+        return apply(engine, messages, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(replay, "_apply", slow)
+    code = main(["projections", "rebuild", "--batch-size", "20"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    with own_engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM lots")).scalar_one() == 20
+
+
 def test_the_dead_letter_listing_waits_out_a_broker_restart(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], broker: PrivateKafka,
         log_topics: TopicSettings, admin: None) -> None:

@@ -48,6 +48,11 @@ class Patience:
         self._error = error
         return False
 
+    def worked(self) -> None:
+        """The reader is back from its own work on the messages it got: that time was not Kafka's
+        silence (a rebuild batch's minute in PostgreSQL ended the rebuild as "no message")."""
+        self._last_data = time.monotonic()
+
     def check(self) -> None:
         """Raise `KafkaException` once `patience_s` have passed without a message."""
         silent_s = time.monotonic() - self._last_data

@@ -132,6 +132,8 @@ def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, in
             reached = _reached(consumer, ends)
             progress.skipped += _apply(engine, wanted, reached, skip)
             progress.done += len(wanted)
+            if messages:
+                patience.worked()
             for tp, offset in reached.items():
                 if offset >= ends[tp]:
                     consumer.pause([TopicPartition(*tp)])
