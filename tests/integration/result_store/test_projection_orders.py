@@ -27,7 +27,13 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, decode
-from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCompleted, JobSubmitted, VisionCompleted
+from lotlens_common.events import (
+    TERMINAL_JOB_STATUSES,
+    JobCompleted,
+    JobSubmitted,
+    TranslationCompleted,
+    VisionCompleted,
+)
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_result_store import sql
@@ -273,3 +279,34 @@ def test_a_failed_lots_vision_result_projected_by_an_older_release_does_not_hold
     apply([e for e in vision if e is not first_vision])
     apply([e for e in translation if e is not failed])
     assert [a.job_id for a in announcements.new() if isinstance(a.event, JobCompleted)] == [job_id]
+
+
+def test_a_late_translation_of_a_failed_lot_reads_failed_in_one_batch_or_two(
+        live: Engine, rebuilt: Engine, producer: RecordingProducer) -> None:
+    # A retried batch's late answer: the translator failed the lot, then its TranslationCompleted
+    # came on the same topic. Delivered in two batches the lot read `failed`; a rebuild, reading
+    # the topic in one batch, projected every TranslationCompleted before every LotFailed and
+    # read it `completed` with its texts, its job (announced `failed`) counting it processed.
+    plan = JobPlan(lots=(LotPlan("failed_then_translated", with_usage=True),), languages=("en", "ru"),
+                   cancelled=False, vision_order=(0,), translation_order=(0,))
+    streams = job_history(plan)
+    job_id = next(iter(streams))[0]
+    *settled, late = streams[job_id, "translation"]
+    assert isinstance(late.event, TranslationCompleted)
+    announcements = Announcements(producer)
+    apply = partial(handle, live, producer, COMPLETIONS)
+    apply(streams[job_id, "submissions"])
+    apply(streams[job_id, "vision"])
+    apply(settled)
+    apply([late])
+    delivery = Delivery(streams)
+    for announced in announcements.new():
+        delivery.publish((announced.job_id, COMPLETIONS), announced)
+    rebuild(rebuilt, delivery)
+    for name, engine in (("live", live), ("rebuilt", rebuilt)):
+        models = read_models(engine, {job_id})
+        job, lot = models["jobs"][job_id,], models["lots"][job_id, "lot-0"]
+        assert (lot["status"], job["status"], job["processed_lots"], job["failed_lots"]) == (
+            "failed", "failed", 0, 1), f"{name}: lot {lot['status']}, job {job['status']}, " \
+            f"processed {job['processed_lots']}, failed {job['failed_lots']}"
+    assert_same(read_models(live, {job_id}), read_models(rebuilt, {job_id}), "read models")

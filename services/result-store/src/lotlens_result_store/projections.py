@@ -178,8 +178,9 @@ def write_job_changes(conn: Connection, changes: JobChanges) -> None:
          "images_processed": c.images_processed} for job_id, c in changes.items())})
 
 
-# Applied in this order within a batch. The projections commute (each is guarded by natural keys
-# and forward-only transitions), so the order only mirrors the pipeline's flow.
+# Applied in this order within a batch (within a run, see `_runs`). The projections commute (each
+# is guarded by natural keys and forward-only transitions), so the order only mirrors the pipeline's
+# flow; the one exception, a lot settled twice, is cut into runs.
 PROJECTIONS: dict[type[Event], Projection] = {
     JobSubmitted: project_job_submitted,
     LotSubmitted: project_lot_submitted,
@@ -198,15 +199,38 @@ PROJECTIONS: dict[type[Event], Projection] = {
 
 def project(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
     """Apply a consumer batch to the read models; returns what it did to each job."""
-    by_type: dict[type[Event], list[Envelope]] = {}
-    for envelope in envelopes:
-        by_type.setdefault(type(envelope.event), []).append(envelope)
     changes = JobChanges()
-    for event_type, projection in PROJECTIONS.items():
-        if group := by_type.get(event_type):
-            projection(conn, group, changes)
+    for run in _runs(envelopes):
+        by_type: dict[type[Event], list[Envelope]] = {}
+        for envelope in run:
+            by_type.setdefault(type(envelope.event), []).append(envelope)
+        for event_type, projection in PROJECTIONS.items():
+            if group := by_type.get(event_type):
+                projection(conn, group, changes)
     write_job_changes(conn, changes)
     return changes
+
+
+def _runs(envelopes: Sequence[Envelope]) -> list[Sequence[Envelope]]:
+    """The batch cut before each event that settles a lot another event of the run settled already.
+
+    A lot's first settling event in its topic's order wins (the later one is a late answer: its
+    usage is kept, its outcome is not), as when the two come in separate batches; projected by type,
+    a batch (a rebuild's, of thousands) let a TranslationCompleted complete a lot the LotFailed
+    before it had failed, and count it in its job. One run, COPY fast paths included, unless a lot
+    is settled twice.
+    """
+    runs: list[Sequence[Envelope]] = []
+    start, settling = 0, dict[tuple[str, str], str]()  # lot: the event that settles it in this run
+    for index, envelope in enumerate(envelopes):
+        event = envelope.event
+        if not isinstance(event, TranslationCompleted | LotFailed):
+            continue
+        lot = (event.job_id, event.lot_id)
+        if settling.setdefault(lot, envelope.event_id) != envelope.event_id:  # a copy is the same event
+            runs.append(envelopes[start:index])
+            start, settling = index, {lot: envelope.event_id}
+    return [*runs, envelopes[start:]]
 
 
 def advance_described_jobs(conn: Connection, job_ids: Sequence[str]) -> None:
