@@ -11,8 +11,8 @@ from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters import postgres_arrivals
-from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_common.stage.adapters.postgres_arrivals import Arrival, enqueue_arrivals
+from lotlens_common.stage.work import arriving_vision_work
 
 STAGE = "vision"
 # What `handle` acts on; the consumer passes over the rest unread.
@@ -22,18 +22,16 @@ HANDLED = frozenset(kind.event_type for kind in (LotSubmitted, JobCancelled))
 def handle(engine: Engine, _producer: EventProducer | None, envelopes: Sequence[Envelope]) -> None:
     """Apply a consumer batch in one transaction (idempotent: known lots are left alone)."""
     with engine.begin() as conn:
-        arrivals: list[LotWork[VisionWork]] = []
+        arrivals: list[Arrival] = []
         for envelope in envelopes:
             event = envelope.event
             if isinstance(event, LotSubmitted):
-                arrivals.append(LotWork(
-                    job_id=event.job_id, lot_id=event.lot_id, client_id=envelope.client_id,
-                    total_lots=event.total_lots, attempts=0,
-                    work=VisionWork(additional_info=event.additional_info,
-                                    image_urls=event.image_urls, languages=event.languages,
-                                    trace=tracing.job_carrier(event.job_id))))
+                arrivals.append(Arrival(event.job_id, event.lot_id, envelope.client_id, event.total_lots,
+                                        arriving_vision_work(event.additional_info, event.image_urls,
+                                                             event.languages,
+                                                             tracing.job_carrier(event.job_id))))
             elif isinstance(event, JobCancelled):
-                postgres_arrivals.enqueue(conn, STAGE, arrivals)
+                enqueue_arrivals(conn, STAGE, arrivals)
                 arrivals = []
                 store.cancel_job(conn, STAGE, event.job_id)
-        postgres_arrivals.enqueue(conn, STAGE, arrivals)  # a cancelled job's lots arrive cancelled
+        enqueue_arrivals(conn, STAGE, arrivals)  # a cancelled job's lots arrive cancelled

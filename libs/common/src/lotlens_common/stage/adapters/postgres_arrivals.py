@@ -9,8 +9,10 @@ inserted with the statement that skips known lots.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, text
 
 from lotlens_common.db import append_rows, copy_row, json_rows
@@ -40,9 +42,26 @@ _INSERT_NEW = text("""
      WHERE j.stage = :stage AND j.job_id = a.job_id""")
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A lot arriving at a stage, its work already as the JSON `stage_lots.work` holds."""
+
+    job_id: str
+    lot_id: str
+    client_id: str
+    total_lots: int
+    work: bytes
+
+
 def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
     """Add arriving lots at the end of their job's queue and count them on their job; a lot already
     known (re-delivered event) is left as it is and not counted again."""
+    enqueue_arrivals(conn, stage, [Arrival(lot.job_id, lot.lot_id, lot.client_id, lot.total_lots,
+                                           lot.work.model_dump_json().encode()) for lot in lots], status)
+
+
+def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival], status: str = WAITING) -> None:
+    """`enqueue`, with each lot's work already written as JSON."""
     if not lots:
         return
     counts: dict[str, int] = {}
@@ -57,12 +76,13 @@ def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: 
     # A cancelled job's lots arrive cancelled: counted, never sent.
     statuses = [CANCELLED if status == WAITING and taken[lot.job_id].cancelled else status for lot in lots]
     rows = b"".join(copy_row((stage, lot.job_id, lot.lot_id, lot.client_id, str(lot.total_lots),
-                               lot.work.model_dump_json(), lot_status, str(place)))
+                               lot.work, lot_status, str(place)))
                     for lot, place, lot_status in zip(lots, places, statuses, strict=True))
     if not append_rows(conn, _COPY, rows):
         conn.execute(_INSERT_NEW, {"stage": stage, "rows": json_rows(
             {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
-             "total_lots": lot.total_lots, "work": lot.work, "place": place, "status": lot_status}
+             "total_lots": lot.total_lots, "work": orjson.Fragment(lot.work), "place": place,
+             "status": lot_status}
             for lot, place, lot_status in zip(lots, places, statuses, strict=True))})
         return
     conn.execute(_COUNT_ARRIVED, {"stage": stage, "rows": json_rows(
