@@ -2,11 +2,12 @@
 Kafka broker, one in front of PostgreSQL and one in front of the stand-in, all on loopback. The
 services talk through them; the chaos runner's own checks reach PostgreSQL and the stand-in
 directly and Kafka through its proxy (the broker advertises the proxy's address). A fault is a
-toxic added for its hold, then removed; it fired only when bytes reached the proxy meanwhile
-(toxiproxy's own counters): a toxic on a link nothing used tested nothing."""
+toxic added for its hold, then removed; it fired only when bytes crossed the proxy meanwhile
+(chaos/traffic.py): a toxic on a link nothing used tested nothing."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx2
 
+from chaos.traffic import Flow, connections, moved
 from tests.servers import free_port
 
 # Each network fault kind: toxiproxy's toxic type and its attributes (times in ms, rate in KB/s).
@@ -26,8 +28,8 @@ TOXICS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 # What a network fault can sit in front of.
 UPSTREAMS = ("kafka", "postgres", "standin")
-# Bytes a proxy took from its clients: counted as they arrive, before any toxic (a reset or a
-# timeout toxic still counts what it swallowed). Served with `-proxy-metrics`.
+# Bytes a proxy took from its clients, added per connection when it ends (chaos/traffic.py), a
+# reset or timed-out one included. Served with `-proxy-metrics`.
 RECEIVED = "toxiproxy_proxy_received_bytes_total{"
 
 
@@ -36,7 +38,8 @@ class NoTraffic(Exception):
 
 
 def received_bytes(metrics: str, proxy: str) -> float:
-    """What a proxy's clients sent it so far, read from toxiproxy's Prometheus metrics."""
+    """What the ended connections of a proxy's clients sent it, read from toxiproxy's Prometheus
+    metrics."""
     return sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                if line.startswith(RECEIVED) and f'proxy="{proxy}"' in line and 'direction="upstream"' in line)
 
@@ -66,6 +69,8 @@ class Toxiproxy:
 
     def start(self) -> None:
         """Run the server and wait for its API."""
+        if shutil.which("ss") is None:  # without it, every network fault would read as not fired
+            raise RuntimeError("network faults need `ss` (iproute2) to see a proxy's traffic")
         self.process = subprocess.Popen(
             [str(self.binary), "-host", "127.0.0.1", "-port", str(self.port), "-proxy-metrics"],
             stdout=self.log.open("ab"),
@@ -95,20 +100,25 @@ class Toxiproxy:
             body = {"name": f"{kind}-{stream}", "type": toxic, "stream": stream, "attributes": attributes}
             httpx2.post(f"{self.api}/proxies/{proxy}/toxics", json=body, timeout=10).raise_for_status()
 
-    def received(self, proxy: str) -> float:
-        """Bytes the proxy's clients have sent through it since it was made."""
+    def flow(self, proxy: str) -> Flow:
+        """The proxy's traffic so far: its open connections' byte counts (the kernel's, read with
+        `ss` on its listening port), then the bytes toxiproxy counted for the ended ones."""
+        listed = subprocess.run(
+            ["ss", "-tinHO", "state", "established", f"( sport = :{self.ports[proxy]} )"],
+            check=True, capture_output=True, text=True,
+        ).stdout
         answer = httpx2.get(f"{self.api}/metrics", timeout=10)
         answer.raise_for_status()
-        return received_bytes(answer.text, proxy)
+        return Flow(connections(listed), received_bytes(answer.text, proxy))
 
-    def hold(self, proxy: str, kind: str, seconds: float) -> float:
-        """A fault of a kind on a proxy for `seconds`; the bytes its clients sent meanwhile (0:
+    def hold(self, proxy: str, kind: str, seconds: float) -> bool:
+        """A fault of a kind on a proxy for `seconds`; whether bytes crossed it meanwhile (False:
         the fault did not fire)."""
         self.add(proxy, kind)
         try:
-            before = self.received(proxy)
+            before = self.flow(proxy)
             time.sleep(seconds)
-            return self.received(proxy) - before
+            return moved(before, self.flow(proxy))
         finally:
             self.clear(proxy, kind)
 
