@@ -1,9 +1,10 @@
 """Network faults through toxiproxy (built by scripts/tools.sh): one proxy in front of the run's
 Kafka broker, one in front of PostgreSQL and one in front of the stand-in, all on loopback. The
 services talk through them; the chaos runner's own checks reach PostgreSQL and the stand-in
-directly and Kafka through its proxy (the broker advertises the proxy's address). A fault is a
-toxic added for its hold, then removed; it fired only when bytes crossed the proxy meanwhile
-(chaos/traffic.py): a toxic on a link nothing used tested nothing."""
+directly and Kafka through its proxy (the broker advertises the proxy's address). A fault waits
+(bounded) for its link to show traffic, then is a toxic added for its hold, then removed; it fired
+only when bytes crossed the proxy meanwhile (chaos/traffic.py): a toxic on a link nothing used
+tested nothing."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 
 import httpx2
 
-from chaos.traffic import Flow, connections, moved
+from chaos.traffic import Flow, connections, moved, wait_for_traffic
 from tests.servers import free_port
 
 # Each network fault kind: toxiproxy's toxic type and its attributes (times in ms, rate in KB/s).
@@ -61,6 +62,10 @@ class Toxiproxy:
     port: int = field(default_factory=free_port)
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # How long a fault waits for its link to show traffic before it starts anyway: the stand-in's
+    # is busy only while batches or sync calls run; Kafka's and PostgreSQL's are polled every
+    # second or less (consumers' fetches, the gateway's outbox, the dispatcher's queue).
+    traffic_wait_s: float = 30.0
 
     @property
     def api(self) -> str:
@@ -110,6 +115,10 @@ class Toxiproxy:
         answer = httpx2.get(f"{self.api}/metrics", timeout=10)
         answer.raise_for_status()
         return Flow(connections(listed), received_bytes(answer.text, proxy))
+
+    def await_traffic(self, proxy: str) -> float | None:
+        """Seconds until bytes crossed the proxy, waiting at most `traffic_wait_s`; None: quiet."""
+        return wait_for_traffic(lambda: self.flow(proxy), self.traffic_wait_s)
 
     def hold(self, proxy: str, kind: str, seconds: float) -> bool:
         """A fault of a kind on a proxy for `seconds`; whether bytes crossed it meanwhile (False:

@@ -75,9 +75,14 @@ def apply(stack: ChaosStack, fault: Fault) -> Shutdown | None:
     elif fault.kind == "pg-restart":
         stack.infra("restart-pg")
     elif fault.kind in NETWORK_KINDS and stack.network is not None:
+        # Placed where traffic flows: a toxic on a quiet link disturbs nothing. The seed still
+        # decides the fault, its link and its hold; only its start waits for the link to be busy.
+        waited = stack.network.await_traffic(fault.target)
+        log.info("%s: %s", fault.label, "link quiet" if waited is None else f"traffic after {waited:.1f} s")
         # No traffic while the toxic was on: the fault tested nothing, and its recovery would pass.
         if not stack.network.hold(fault.target, fault.kind, fault.hold_s * 2):
-            raise NoTraffic("no traffic passed through its proxy while the toxic was on")
+            quiet = "" if waited is not None else f", nor in the {stack.network.traffic_wait_s:.0f} s before"
+            raise NoTraffic(f"no traffic passed through its proxy while the toxic was on{quiet}")
     else:
         raise ValueError(f"unknown fault kind {fault.kind}")
     return shutdown

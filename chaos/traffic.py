@@ -1,4 +1,4 @@
-"""Whether bytes crossed a toxiproxy proxy between two moments.
+"""Whether bytes crossed a toxiproxy proxy between two moments, and waiting until they do.
 
 toxiproxy (v2.5.0 and since, `link.go`) adds a connection's bytes to its
 `toxiproxy_proxy_received_bytes_total` only when that connection ends (`io.Copy` returns): a
@@ -10,6 +10,8 @@ read from the kernel, which counts as bytes arrive (TCP_INFO of the proxy's side
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 # The peer address of a socket line of `ss -tinHO state established`: "recv-q send-q local peer ...".
@@ -49,3 +51,22 @@ def moved(before: Flow, after: Flow) -> bool:
     gone = sum(sent for peer, (sent, _) in before.open.items() if peer not in after.open)
     return after.ended - before.ended > gone
 
+
+def wait_for_traffic(
+    flow: Callable[[], Flow],
+    bound_s: float,
+    look_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float | None:
+    """Seconds until bytes were seen crossing the proxy in a `look_s` window, looking for at most
+    `bound_s`; None when the link stayed quiet all along."""
+    started = clock()
+    last = flow()
+    while clock() - started < bound_s:
+        sleep(look_s)
+        now = flow()
+        if moved(last, now):
+            return clock() - started
+        last = now
+    return None

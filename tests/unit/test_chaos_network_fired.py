@@ -20,7 +20,7 @@ from chaos.stack import ROOT, ChaosStack
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[ChaosStack]:
     listener = socket.create_server(("127.0.0.1", 0))
-    network = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log")
+    network = Toxiproxy(toxiproxy_binary(ROOT), tmp_path / "toxiproxy.log", traffic_wait_s=1.0)
     network.start()
     try:
         network.proxy("standin", listener.getsockname()[1])
@@ -32,8 +32,9 @@ def stack(tmp_path: Path) -> Iterator[ChaosStack]:
         listener.close()
 
 
-def _send_until(port: int, stop: threading.Event) -> None:
+def _send_until(port: int, stop: threading.Event, after_s: float = 0.0) -> None:
     """A client sending through the proxy, one connection after another, until told to stop."""
+    stop.wait(after_s)
     while not stop.is_set():
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as client:
@@ -52,7 +53,7 @@ def test_a_network_fault_with_no_traffic_through_its_proxy_is_not_fired_not_a_vi
     assert not inject(stack, Fault("net-timeout", "standin", hold_s=0.2, calm_s=0), result)
     assert result.violations == []
     assert result.not_fired == [("net-timeout:standin", "no traffic passed through its proxy while the "
-                                                         "toxic was on")]
+                                                         "toxic was on, nor in the 1 s before")]
 
 
 @pytest.mark.parametrize("kind", ["net-reset", "net-timeout"])
@@ -64,6 +65,23 @@ def test_a_network_fault_that_met_traffic_fires(stack: ChaosStack, kind: str) ->
     result = RunResult(seed=1)
     try:
         assert inject(stack, Fault(kind, "standin", hold_s=0.5, calm_s=0), result)
+    finally:
+        stop.set()
+        client.join()
+    assert (result.violations, result.not_fired) == ([], [])
+
+
+def test_a_network_fault_starts_once_its_link_shows_traffic(stack: ChaosStack) -> None:
+    # The link is quiet for longer than the hold, then busy (a batch reaching the stand-in): held
+    # at once, the toxic would have been gone before the first byte.
+    assert stack.network is not None
+    stack.network.traffic_wait_s = 10.0
+    stop = threading.Event()
+    client = threading.Thread(target=_send_until, args=(stack.network.ports["standin"], stop, 1.5))
+    client.start()
+    result = RunResult(seed=1)
+    try:
+        assert inject(stack, Fault("net-reset", "standin", hold_s=0.25, calm_s=0), result)
     finally:
         stop.set()
         client.join()
