@@ -5,6 +5,7 @@ client already connected."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,29 @@ def test_cut_bandwidth_slows_a_large_answer(proxied: tuple[Toxiproxy, Engine]) -
     # 20 KB at 4 KB/s: a lower bound of a few seconds, whatever the machine's speed.
     assert len(answer) == 20000 and time.monotonic() - started >= 2.0
     proxy.clear("postgres", "net-bandwidth")
+
+
+def test_a_fault_fires_on_queries_over_a_pooled_connection(proxied: tuple[Toxiproxy, Engine]) -> None:
+    # A service's pool keeps its connection for the whole run: toxiproxy counts its bytes only when
+    # it closes, so on its counters alone this fault read as not fired.
+    proxy, unpooled = proxied
+    pooled = create_engine(unpooled.url, pool_size=1, max_overflow=0)
+    stop = threading.Event()
+
+    def query_until_stopped() -> None:
+        while not stop.is_set():
+            _query(pooled)
+            stop.wait(0.1)
+
+    _query(pooled)
+    querying = threading.Thread(target=query_until_stopped)
+    querying.start()
+    try:
+        assert proxy.hold("postgres", "net-bandwidth", 1.5)
+    finally:
+        stop.set()
+        querying.join()
+        pooled.dispose()
 
 
 def test_a_connected_kafka_client_is_held_up_by_a_fault_on_the_brokers_proxy(
