@@ -37,6 +37,17 @@ build() {  # build <name> <module path> <version> [<binary go installs>]: lands 
   ln -sf "$target" "$TOOLS/$name"
 }
 
+# `ss` (Debian's iproute2): the chaos harness reads each proxied connection's bytes with it
+# (chaos/traffic.py), and tests/chaos/test_network_traffic.py runs in `make test`.
+if ! command -v ss >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >&2 ||
+      { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >&2; }
+  else
+    sudo -n env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2 >&2
+  fi
+fi
+
 # First, so the alert tests have it even where Go is missing: promtool alone, into $TOOLS. The
 # machine's own if it has one; else unpacked from Debian's `prometheus` package, never installed:
 # its postinst enables and starts a Prometheus server on :9090 on a systemd host (and it was
