@@ -215,8 +215,7 @@ class LotResult:
     error_message: str | None = None
     # Tokens by kind and `estimated_cost_usd` of the lot's model answers, when the service reports them.
     usage: Mapping[str, Any] | None = None
-    # A failed lot's `descriptions` are empty; a lot whose translation failed keeps its English and
-    # the languages translated before in `partial_descriptions`, and names those it lacks here.
+    # A failed lot's `descriptions` stay empty: what its failed translation kept, and what it lacks.
     missing_languages: tuple[str, ...] = ()
     partial_descriptions: tuple[Description, ...] = ()
 
@@ -233,9 +232,8 @@ class LotResult:
                    missing_images=_strings(data.get("missing_images")),
                    processed_at=parse_time(data.get("processed_at")) or processed_at,
                    error_message=_text(data.get("error_message")), usage=_mapping(data.get("usage")),
-                   missing_languages=_strings(data.get("missing_languages")),
-                   partial_descriptions=tuple(Description.from_json(d)
-                                              for d in data.get("partial_descriptions") or ()))
+                   missing_languages=_strings(data.get("missing_languages")), partial_descriptions=tuple(
+                       map(Description.from_json, data.get("partial_descriptions") or ())))
 
 
 @dataclass(frozen=True)
