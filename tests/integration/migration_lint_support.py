@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -95,19 +96,26 @@ def revision_sql(engine: Engine, targets: Sequence[str]) -> dict[str, list[str]]
     """Migrate to each target in turn; the statements the runner sent for each, as squawk reads them."""
     sql: dict[str, list[str]] = {}
     for target in targets:
-        with _recorded(engine) as statements:
+        with recorded(engine) as statements:
             db.migrate(engine, target)
         sql[target] = list(_for_squawk(statements))
     return sql
 
 
 @contextmanager
-def _recorded(engine: Engine) -> Iterator[list[str]]:
-    """The statements sent on `engine` meanwhile, each transaction between BEGIN and COMMIT."""
+def recorded(engine: Engine) -> Iterator[list[str]]:
+    """The statements this thread sent on `engine` meanwhile, each transaction between BEGIN and COMMIT.
+
+    This thread's only: the runner's lock-wait watcher (`db._blockers_watched`) queries on a thread
+    and connection of its own, and its transactions, interleaved, read as nested ones.
+    """
     statements: list[str] = []
     open_transaction = [False]
+    migrating = threading.get_ident()
 
     def before(conn: Connection, *_: Any) -> None:
+        if threading.get_ident() != migrating:
+            return
         dbapi: Any = conn.connection.dbapi_connection  # psycopg2's
         # psycopg2 sends BEGIN itself before a statement outside autocommit with none open.
         if not dbapi.autocommit and dbapi.get_transaction_status() == TRANSACTION_STATUS_IDLE:
@@ -115,10 +123,11 @@ def _recorded(engine: Engine) -> Iterator[list[str]]:
             open_transaction[0] = True
 
     def after(_conn: Connection, cursor: Any, *_: Any) -> None:
-        statements.append(cursor.query.decode())
+        if threading.get_ident() == migrating:
+            statements.append(cursor.query.decode())
 
     def ended(_conn: Connection) -> None:
-        if open_transaction[0]:
+        if open_transaction[0] and threading.get_ident() == migrating:
             statements.append("COMMIT")
             open_transaction[0] = False
 

@@ -6,11 +6,12 @@ its own) fails here."""
 from __future__ import annotations
 
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from lotlens_common import db
 from tests.conftest import Infra, own_schema
@@ -19,6 +20,7 @@ from tests.integration.migration_lint_support import (
     allowlist,
     limits_set_by_a_revision,
     pg_version,
+    recorded,
     revision_sql,
     revisions,
     rows_written_under_alter_lock,
@@ -110,3 +112,21 @@ def test_a_new_migration_that_blocks_a_live_table_fails(
         findings = [*squawk(squawk_binary, sql, pg_version(own), tmp_path / "lint"),
                     *rows_written_under_alter_lock(sql), *limits_set_by_a_revision(sql)]
     assert unallowed(findings) == expected
+
+
+def test_what_is_recorded_is_the_migrating_threads_statements_only(empty_schema: Engine) -> None:
+    # The runner's lock-wait watcher queries on its own thread and connection every quarter of the
+    # lock wait: on a loaded machine its BEGIN landed inside a revision's transaction, and squawk
+    # reported `transaction-nesting` for a revision that nests nothing.
+    def watcher() -> None:
+        with empty_schema.connect() as conn:
+            conn.execute(text("SELECT 2"))
+            conn.rollback()
+
+    with recorded(empty_schema) as statements, empty_schema.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        other = threading.Thread(target=watcher)
+        other.start()
+        other.join()
+        conn.commit()
+    assert statements == ["BEGIN", "SELECT 1", "COMMIT"]
