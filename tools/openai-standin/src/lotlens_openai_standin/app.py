@@ -24,6 +24,7 @@ from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.fault_answers import fault_error
 from lotlens_openai_standin.faults import Faults, Stats, control_router
 from lotlens_openai_standin.files import FileStore, files_router
+from lotlens_openai_standin.ledger import BatchLedger
 
 _NO_KEY = (
     "You didn't provide an API key. You need to provide your API key in an Authorization header using "
@@ -135,7 +136,9 @@ def create_app(config: StandinConfig) -> FastAPI:
         vars(faults).update(saved_control["faults"])
         vars(stats).update(saved_control["stats"])
     files = FileStore(data_dir, state)
-    batches = BatchService(config, files, faults, stats, state)
+    # With a state directory the ledger is kept there with the rest; without, beside the contents.
+    ledger = BatchLedger(config.state_dir or data_dir / "ledger")
+    batches = BatchService(config, files, faults, stats, state, ledger)
     if state.enabled:
         files.remove_orphans(batches.staging_paths())
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from lotlens_openai_standin.api_errors import ApiError, bad_request, conflict, not_found
 from lotlens_openai_standin.batch_input import batch_error, validate_input_file
@@ -22,6 +23,7 @@ from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.faults import Faults, Stats
 from lotlens_openai_standin.files import FileStore
 from lotlens_openai_standin.ids import new_id, unix_now
+from lotlens_openai_standin.ledger import BatchLedger
 from lotlens_openai_standin.request_json import read_json_object
 
 log = logging.getLogger(__name__)
@@ -31,21 +33,15 @@ class BatchService:
     """Creates, lists and cancels batches, and drives each one to a terminal status."""
 
     def __init__(self, config: StandinConfig, files: FileStore, faults: Faults, stats: Stats,
-                 state: StateStore) -> None:
+                 state: StateStore, ledger: BatchLedger) -> None:
         self._config = config
         self._files = files
         self._faults = faults
         self._stats = stats
         self._state = state
+        self.ledger = ledger
         batches = (BatchRecord.from_state(saved) for saved in state.load("batches"))
         self._batches: dict[str, BatchRecord] = {batch.id: batch for batch in batches}
-        # Each batch's custom_ids once validated, kept apart from the record (saved at every slice):
-        # a chaos run counts who was sent how often after the stage has deleted the input files.
-        self.requests = {saved["batch_id"]: saved["custom_ids"] for saved in state.load("batch_requests")}
-        # Each executed line's `line_answer` by custom_id, a slice's appended before the batch record
-        # is saved: a kill in between runs those lines again on restart, and their answers replace these.
-        self.answers = {batch_id: _replayed(slices)
-                        for batch_id, slices in state.load_logs("batch_answers").items()}
         self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -223,8 +219,7 @@ class BatchService:
             return False
         batch.total = summary.total
         # Before the move: a kill in between validates it again on restart, and saves this again.
-        self.requests[batch.id] = summary.custom_ids
-        self._state.save("batch_requests", batch.id, {"batch_id": batch.id, "custom_ids": summary.custom_ids})
+        self.ledger.record_requests(batch.id, summary.custom_ids)
         batch.run = RunState(str(self._files.new_path()), str(self._files.new_path()))
         self._move(batch, "in_progress")
         return True
@@ -251,8 +246,7 @@ class BatchService:
                 answered = await anyio.to_thread.run_sync(
                     run_slice, self._input_path(batch), batch.run, due, batch.endpoint,
                     batch.fail_custom_ids_containing, batch.id, self._faults.take_language_faults)
-                self.answers.setdefault(batch.id, {}).update(answered)
-                self._state.append("batch_answers", batch.id, answered)
+                self.ledger.record_answers(batch.id, answered)
                 self._save(batch)
             if batch.run.executed >= batch.total:
                 return "finalizing"
@@ -300,15 +294,6 @@ class BatchService:
                 for path in (b.run.output_path, b.run.error_path)}
 
 
-def _replayed(slices: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """A batch's answers from its slices in the order run: a line run again after a restart keeps
-    its last answer."""
-    answers: dict[str, dict[str, Any]] = {}
-    for answered in slices:
-        answers.update(answered)
-    return answers
-
-
 def _stuck(batch: BatchRecord) -> bool:
     """A batch the `stuck_finalizing` fault keeps `finalizing` for good."""
     return batch.status == "finalizing" and batch.outcome == "stuck_finalizing"
@@ -334,11 +319,11 @@ def batches_router(service: BatchService) -> APIRouter:
         return JSONResponse(service.shown(batch_id))
 
     @router.get("/_standin/batches/{batch_id}/requests")
-    async def batch_requests(batch_id: str) -> JSONResponse:
+    async def batch_requests(batch_id: str) -> Response:
         service.get(batch_id)  # OpenAI's 404 for an unknown batch
-        # Empty until validated: a batch cancelled or failed before then ran no request.
-        return JSONResponse({"batch_id": batch_id, "custom_ids": service.requests.get(batch_id, []),
-                             "answers": service.answers.get(batch_id, {})})
+        # Read and encoded off the event loop: a 50,000-line batch's answers are megabytes of JSON.
+        kept = await anyio.to_thread.run_sync(lambda: orjson.dumps(service.ledger.read(batch_id)))
+        return Response(kept, media_type="application/json")
 
     @router.post("/v1/batches/{batch_id}/cancel")
     async def cancel_batch(batch_id: str) -> JSONResponse:

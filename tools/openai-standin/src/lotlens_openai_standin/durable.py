@@ -5,7 +5,8 @@ replaced atomically (write aside, then `os.replace`), so a `kill -9` at any mome
 the old or the new version, never half of one. What grows with a batch's lines (each slice's
 answers) is appended instead, one JSON line a time, to a log of its own: rewriting it whole at every
 slice cost each slice the whole batch so far. A `kill -9` can leave a log's last line half
-written; loading drops it (the batch record, saved after the append, never counted it done).
+written; reading leaves it out and the next start cuts it off (the batch record, saved after the
+append, never counted it done).
 Without a state directory nothing is kept.
 """
 
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+_TAIL_BLOCK = 1024 * 1024
 
 
 class StateStore:
@@ -72,19 +75,35 @@ class StateStore:
         with path.open("ab") as log:
             log.write(orjson.dumps(entry) + b"\n")
 
-    def load_logs(self, kind: str) -> dict[str, list[dict[str, Any]]]:
-        """Every log of a kind, its entries in the order appended, by key; a torn last line is cut
-        off the file, so the next append starts a line of its own."""
-        if self.root is None or not (self.root / kind).is_dir():
-            return {}
-        return {path.stem: _read_log(path) for path in sorted((self.root / kind).glob("*.jsonl"))}
+    def load_log(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """One log's entries in the order appended (empty when there is none); a last line still
+        being written, or torn by a kill, is left out."""
+        if self.root is None or not self._path(kind, key, ".jsonl").is_file():
+            return []
+        content = self._path(kind, key, ".jsonl").read_bytes()
+        return [orjson.loads(line) for line in content[:content.rfind(b"\n") + 1].splitlines()]
+
+    def mend_logs(self, kind: str) -> None:
+        """Cut the torn last line a kill -9 left in any log of a kind, so the next append starts a
+        line of its own (call at start, before anything appends)."""
+        if self.root is not None and (self.root / kind).is_dir():
+            for path in (self.root / kind).glob("*.jsonl"):
+                _cut_torn_line(path)
 
 
-def _read_log(path: Path) -> list[dict[str, Any]]:
-    content = path.read_bytes()
-    whole = content.rfind(b"\n") + 1
-    if whole < len(content):
-        # Written up to a kill -9: appended after, the next entry would share its line.
-        with path.open("r+b") as log:
+def _cut_torn_line(path: Path) -> None:
+    # Read from the end, a block at a time: the logs of a long life add up to gigabytes, and only
+    # their last line can be torn.
+    with path.open("r+b") as log:
+        end = position = log.seek(0, os.SEEK_END)
+        whole = 0
+        while position > 0:
+            step = min(_TAIL_BLOCK, position)
+            log.seek(position - step)
+            newline = log.read(step).rfind(b"\n")
+            if newline >= 0:
+                whole = position - step + newline + 1
+                break
+            position -= step
+        if whole < end:
             log.truncate(whole)
-    return [orjson.loads(line) for line in content[:whole].splitlines()]
