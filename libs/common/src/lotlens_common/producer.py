@@ -57,6 +57,12 @@ class EventProducer:
             "compression.type": "lz4",
             "message.max.bytes": MAX_MESSAGE_BYTES,
             "queue.buffering.max.messages": 500_000,
+            # Never time a message out (librdkafka's 5 minutes by default): idempotence keeps a
+            # partition's order only within librdkafka's own retries. A message failed by its
+            # timeout in an outage left the ones queued behind it (a job's later events) to be
+            # sent as the broker came back, and its caller sent it again after them. Every caller
+            # bounds its own wait (`flush`, `settle`) and a stall renews the producer instead.
+            "message.timeout.ms": 0,
         }
         self._client_name = client_name
         self._producer = Producer(self._config)

@@ -7,10 +7,12 @@ hold yet, publish them with the idempotent producer, wait up to `publish_timeout
 acknowledgements, mark exactly the rows Kafka acknowledged (this round's and earlier rounds'
 late ones) and commit. A crash or kill -9 after publishing and before the commit publishes the
 rows again: duplicates, which every consumer ignores, never a loss. Kafka slow or down: what
-the producer holds stays queued (librdkafka retries it until `message.timeout.ms`, then it is
-sent again), and rounds mark whatever arrives; the rows wait in PostgreSQL meanwhile. Once all
-or nothing, and dropping what was queued at each failed round, a broker slower than the
-deadline never saw a round succeed: the backlog stayed whole however much Kafka had written.
+the producer holds stays queued, retried by librdkafka in order for as long as it takes (the
+producer times no message out: a job's later events went out ahead of an earlier one that
+timed out and was sent again), and rounds mark whatever arrives; the rows wait in PostgreSQL
+meanwhile. Once all or nothing, and dropping what was queued at each failed round, a broker
+slower than the deadline never saw a round succeed: the backlog stayed whole however much Kafka
+had written.
 
 A round runs when an append in this process announces rows, at once again while rounds come back
 full, soon when another replica held a topic's lock (the rows it waits on may be ours), and
@@ -265,8 +267,8 @@ class Relay:
             self._send(topic, rows)
             waiting = self._producer.settle(self._settle_s())
             if self._failed_since_purge:
-                # A message Kafka will never have (timed out): drop what is still queued behind
-                # it too, so all of it goes again in id order, the job's events in order.
+                # A message Kafka will never have (refused for good): drop what is still queued
+                # behind it too, so all of it goes again in id order, the job's events in order.
                 self._failed_since_purge = False
                 self._producer.discard()
             # What Kafka acknowledged, this round's rows or an earlier round's late ones; kept
@@ -308,7 +310,7 @@ class Relay:
         self._acknowledged.add(row_id)
 
     def _failed(self, row_id: int, purged: bool) -> None:
-        """A row Kafka will never have (timed out, purged): a later round sends it again."""
+        """A row Kafka will never have (refused, purged): a later round sends it again."""
         self._held.discard(row_id)
         self._failed_since_purge = self._failed_since_purge or not purged
 
