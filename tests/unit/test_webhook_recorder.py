@@ -1,16 +1,24 @@
-"""The recorder stores hand-backs (PostgreSQL alone) apart from outcomes with events (Kafka first)."""
+"""The recorder stores hand-backs (PostgreSQL alone) apart from outcomes with events (Kafka first),
+and keeps the leases of the outcomes waiting to be stored."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import sqlalchemy.exc
 
 from lotlens_common.envelope import Envelope
+from lotlens_webhook_dispatcher import dispatch_queue
+from lotlens_webhook_dispatcher import recorder as recorder_module
+from lotlens_webhook_dispatcher.delivery import AttemptOutcome
 from lotlens_webhook_dispatcher.dispatch_queue import Delivery
-from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, not_started, unready_given_up
+from lotlens_webhook_dispatcher.outcomes import RetryPolicy, interrupted, judge, not_started, unready_given_up
 from lotlens_webhook_dispatcher.recorder import Outcome, Recorder
 
 NOW = datetime(2026, 12, 5, 3, 0, tzinfo=UTC)
@@ -97,3 +105,46 @@ def test_an_interruption_recorded_by_two_instances_carries_one_event_id() -> Non
         assert len(queued) == 1 and recorder.interruptions_waiting() == 1
         ids += [envelope.event_id for envelope in queued[0].envelopes]
     assert len(ids) == 2 and len(set(ids)) == 1
+
+
+class _Transactions:
+    """An engine whose transactions are no-ops."""
+
+    @contextmanager
+    def begin(self) -> Iterator[None]:
+        yield None
+
+
+def test_outcomes_waiting_a_third_of_a_lease_have_it_renewed_but_not_an_interruptions_record(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The recorder's own thread may wait on Kafka (a flush under way, then its own) longer than a
+    # lease: the claim loop keeps the waiting outcomes' leases, or another instance sent them again.
+    clock = [0.0]
+    renewed: list[str] = []
+    monkeypatch.setattr(recorder_module, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+
+    def renew(_conn: None, delivery: Delivery, _now: datetime, lease_s: float) -> bool:
+        renewed.append(f"{delivery.delivery_id} {lease_s:g}")
+        return True
+
+    monkeypatch.setattr(dispatch_queue, "renew", renew)
+    recorder = Recorder(_Transactions(), None, "topic", 90.0, lambda: NOW, lambda _: None)  # type: ignore[arg-type]
+    sent = _delivery("sent")
+    recorder.finish(sent, judge(sent, AttemptOutcome(True, 5.0, status_code=200), NOW, NOW, POLICY))
+    resumed = _delivery("resumed", attempt=3, interruptions=1, unpublished=((2, NOW),))
+    record = interrupted(resumed, NOW)
+    assert record is not None and record.record_only  # the row is the attempt under way's
+    recorder.finish(resumed, record)
+    recorder.finish(_delivery("handed-back"), not_started(NOW, POLICY))
+
+    clock[0] = 29.0
+    recorder.keep_leases()
+    assert renewed == []
+    clock[0] = 30.0
+    recorder.keep_leases()
+    assert renewed == ["sent 90", "handed-back 90"]
+    [_sent, _record, handed_back] = [recorder._finished.get_nowait() for _ in range(3)]
+    recorder._let_go([handed_back])  # stored
+    clock[0] = 60.0
+    recorder.keep_leases()
+    assert renewed == ["sent 90", "handed-back 90", "sent 90"]

@@ -65,8 +65,9 @@ class DispatcherSettings(ServiceSettings):
         """How long a claimed attempt is reserved for the instance that claimed it.
 
         An attempt, its DNS lookup included, ends within one timeout (`guard.attempt_deadline`);
-        the other two are slack for a busy machine (the body is built before the attempt and the
-        outcome published after it; the lease is renewed as the POST starts, `post_marks`).
+        the other two are slack for a busy machine (the body is built before the attempt). The
+        lease is renewed as the POST starts (`post_marks`), and every third of a lease while the
+        outcome waits to be recorded (`Recorder.keep_leases`): Kafka's waits are not bounded by it.
         """
         return 3 * self.webhook_timeout_s + self.webhook_lease_margin_s
 

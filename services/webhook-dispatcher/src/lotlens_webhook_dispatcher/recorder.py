@@ -10,6 +10,9 @@ outcomes, it stayed `sending` for the whole outage, and an instance that died me
 to be recorded as interrupted though nothing was sent). Outcomes that cannot be stored are kept,
 their leases renewed, and tried again.
 
+While an outcome waits, its lease is kept (`keep_leases`, from the claim loop): the recorder's own
+thread may be inside a flush (30 s, then a ping of 2 s) and the next one, longer than the lease.
+
 An interrupted attempt's record has an event id derived from the delivery and the attempt, and is
 queued once while it waits: its delivery's row lists it until it is published, so during a Kafka
 outage every claim of the delivery (handed back each time, stored at once) recorded it again, and
@@ -65,6 +68,9 @@ class Recorder:
         self._finished: queue.Queue[Outcome] = queue.Queue()
         # Interrupted attempts (delivery id, attempt) whose record-only outcome is queued or unstored.
         self._interruptions: set[tuple[str, int]] = set()
+        # Outcomes of the delivery's row's own attempt waiting to be stored, and when their lease
+        # was last extended (`time.monotonic`).
+        self._waiting: dict[Outcome, float] = {}
         self._lock = threading.Lock()
 
     def finish(self, delivery: Delivery, verdict: Verdict) -> None:
@@ -77,12 +83,44 @@ class Recorder:
                 self._interruptions |= records
         # The envelopes are made once: tried again, an outcome's events keep their ids.
         envelopes = [_envelope(delivery, verdict, event) for event in verdict.events]
-        self._finished.put(Outcome(delivery, verdict, envelopes))
+        outcome = Outcome(delivery, verdict, envelopes)
+        if not verdict.record_only:  # an interruption's record: the row is the next attempt's
+            with self._lock:
+                self._waiting[outcome] = time.monotonic()
+        self._finished.put(outcome)
 
     def interruptions_waiting(self) -> int:
         """Interruption records queued or waiting to be published: outcomes not yet recorded too."""
         with self._lock:
             return len(self._interruptions)
+
+    def keep_leases(self) -> None:
+        """Renew the leases of the outcomes that have waited a third of a lease to be stored.
+
+        Called from the claim loop: the recorder's own thread may be waiting on Kafka, for the
+        flush under way as an outcome came and then for its own (30 s and a 2-s ping each), past
+        the lease of a webhook timeout under about 20 s; another instance then took the attempt up
+        as interrupted and POSTed it again while this one still recorded it. An outcome comes with
+        two thirds of its lease left at least (its POST takes one of the three timeouts), so it
+        still has a third when it is renewed. One taken over anyway (PostgreSQL was down) is
+        dropped by `_still_held` or refused by `record_many`.
+        """
+        now = time.monotonic()
+        with self._lock:
+            due = [outcome for outcome, at in self._waiting.items() if now - at >= self._lease_s / 3]
+        if not due:
+            return
+        try:
+            with self._engine.begin() as conn:
+                for outcome in due:  # fenced: one stored or taken over meanwhile is left as it is
+                    dispatch_queue.renew(conn, outcome.delivery, self._clock(), self._lease_s)
+        except Exception as exc:  # PostgreSQL down or its pool busy: the claims go on regardless
+            log.warning("renewing the leases of %d attempts waiting to be recorded failed: %s", len(due), exc)
+            return
+        with self._lock:
+            for outcome in due:
+                if outcome in self._waiting:  # not stored meanwhile
+                    self._waiting[outcome] = now
 
     def run(self, attempts_done: threading.Event) -> None:
         """Store finished attempts in groups until every attempt is done and stored.
@@ -109,7 +147,7 @@ class Recorder:
             if not unstored:
                 delay = _RETRY_S
             elif attempts_done.is_set():
-                self._forget([outcome.delivery for outcome in unstored])
+                self._let_go(unstored)
                 return
             else:
                 unstored = self._still_held(unstored)
@@ -155,7 +193,7 @@ class Recorder:
         except Exception as exc:  # PostgreSQL down or its pool busy: the recorder must outlive it
             log.warning("renewing the leases of %d unstored attempts failed: %s", len(unstored), exc)
             return unstored  # the fence refuses their records if taken over meanwhile
-        self._forget([outcome.delivery for outcome in unstored if outcome not in held])
+        self._let_go([outcome for outcome in unstored if outcome not in held])
         return held
 
     def _record(self, group: list[Outcome]) -> bool:
@@ -197,12 +235,19 @@ class Recorder:
             metrics.count_verdict(status)
             log.info("delivery %s attempt %d: %s", delivery.delivery_id, delivery.attempt, status,
                      extra={"job_id": delivery.job_id, "delivery_id": delivery.delivery_id})
-        self._forget([outcome.delivery for outcome in settled])
+        self._let_go(settled)
         with self._lock:
             self._interruptions.difference_update(
                 (o.delivery.delivery_id, attempt) for o in group if o.verdict.record_only
                 for attempt in o.verdict.interruptions_recorded)
         return True
+
+    def _let_go(self, outcomes: Sequence[Outcome]) -> None:
+        """These outcomes are stored, or left to their leases: no longer kept, no longer in flight."""
+        with self._lock:
+            for outcome in outcomes:
+                self._waiting.pop(outcome, None)
+        self._forget([outcome.delivery for outcome in outcomes])
 
 
 def _envelope(delivery: Delivery, verdict: Verdict, event: Event) -> Envelope:

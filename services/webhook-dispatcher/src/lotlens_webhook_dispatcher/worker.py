@@ -137,6 +137,7 @@ class Dispatcher:
                 while not stop.is_set():
                     self._check(recorder)
                     heartbeat("deliveries")
+                    self._recorder.keep_leases()  # here: the recorder's thread may be waiting on Kafka
                     self._wake.clear()
                     try:
                         claimed = self._claim()
