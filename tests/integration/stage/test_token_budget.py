@@ -108,3 +108,36 @@ def test_a_queue_filled_by_another_workload_is_backed_off_from_not_hammered(
         ours = [m for m in standin.stats()["batch_metadata"] if m.get("lotlens_job_id") == job_id]
     assert len(ours) == 1  # refused once, then held back (a minute, doubling) rather than resent
     assert lot_statuses(engine, "vision", job_id) == {"lot-0": store.WAITING}  # no attempt used
+
+
+def test_a_queue_refusal_collected_by_one_instance_holds_back_every_instance(
+        settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
+    # The hold lived in the process: only the replica that collected the refused batch held back;
+    # another one checked the images, uploaded and created a batch refused the same way at once.
+    job_id = new_id("job-")
+    limit = _two_and_a_half_lots(settings)
+    stage = StageSettings(window_s=0.0, poll_interval_s=0.1, enqueued_token_limit=0)
+    with (serve_standin(tmp_path / "standin", enqueued_token_limit=limit, in_progress_seconds=600) as standin,
+          httpx2.Client(base_url=standin.base_url, timeout=10) as api):
+        assert _batch_status(api, settings, 2) == "in_progress"  # the other workload's, running on
+        submit_lots(engine, job_id, ["lot 0"])
+
+        def ours() -> int:
+            return len([m for m in standin.stats()["batch_metadata"] if m.get("lotlens_job_id") == job_id])
+
+        async def rounds() -> None:
+            async with runtime(settings, engine, standin, stage) as first, \
+                    runtime(settings, engine, standin, stage) as second:
+                for _ in range(100):  # the first instance sends the lot and collects the refusal
+                    await step(first, watching=True)
+                    if ours() and lot_statuses(engine, "vision", job_id) == {"lot-0": store.WAITING}:
+                        break
+                    await asyncio.sleep(0.1)
+                assert ours() == 1 and first.store.queue_held()
+                for _ in range(5):
+                    await step(second, watching=True)
+                    await asyncio.sleep(0.1)
+
+        asyncio.run(rounds())
+        assert ours() == 1, "the second instance created a batch while the queue was full"
+    assert lot_statuses(engine, "vision", job_id) == {"lot-0": store.WAITING}

@@ -1,11 +1,14 @@
-"""The quota pause as the work store keeps it on its building shards' rows, in memory, on a clock
-the tests move (`clock`, seconds)."""
+"""The stage-wide pauses as the work store keeps them, in memory: the quota pause on its building
+shards' rows, on a clock the tests move (`clock`, seconds), and the hold after OpenAI's queue
+refused a batch (`queue_hold`, on the wall clock, as the stage's batch times are)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from lotlens_common.stage.core.queue_hold import QueueHold
 from lotlens_common.stage.ports import QuotaPause, Shard
 
 
@@ -61,6 +64,23 @@ class QuotaRows:
     def end_quota_pause(self) -> None:
         for shard_id in self._holding():
             del self.refusals[shard_id]
+
+
+class QueueHoldRow:
+    """`WorkStore`'s queue hold methods: the stage's one row, shared by the stage's instances."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queue_hold = QueueHold()
+
+    def queue_held(self) -> bool:
+        return self.queue_hold.holds(time.time())
+
+    def note_queue_refused(self, created_at: float) -> float | None:
+        return self.queue_hold.refused(created_at, time.time())
+
+    def note_queue_admitted(self, created_at: float) -> None:
+        self.queue_hold.admitted(created_at)
 
 
 def _moment(clock: float) -> datetime:

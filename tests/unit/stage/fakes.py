@@ -25,7 +25,7 @@ from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Caused, Closing, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_common.topics import MAX_MESSAGE_BYTES
-from tests.unit.stage.fake_quota import QuotaRows
+from tests.unit.stage.fake_quota import QueueHoldRow, QuotaRows
 
 
 @dataclass
@@ -39,7 +39,7 @@ class Row:
     last_error: str | None = None
 
 
-class FakeStore(QuotaRows):
+class FakeStore(QueueHoldRow, QuotaRows):
     """The work store in dicts; `locks` holds keys some other process has."""
 
     def __init__(self) -> None:

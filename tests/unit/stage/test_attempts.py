@@ -27,7 +27,7 @@ def test_a_batch_refused_whole_sends_its_lots_again_without_using_an_attempt(wor
     world.store.add(lots(2))
     for _ in range(2 * world.settings.max_attempts):  # more refusals than a lot has attempts
         world.rounds(1)
-        world.stage.queue_hold.until = 0.0  # the hold after a full queue has passed meanwhile
+        world.store.queue_hold.until = 0.0  # the hold after a full queue has passed meanwhile
     assert world.failed() == {}
     world.batches.finish = "completed"
     world.rounds(2)

@@ -2,9 +2,9 @@
 
 Read models: jobs, lots, descriptions, openai_batches, webhook_deliveries, webhook_attempts.
 Work tables (each owned by one service, read by no other service; `lotlens-admin jobs show` reads
-some for on-call): stage_lots and stage_shards (vision-batcher and translator, told apart by
-`stage`), dispatch_queue (webhook-dispatcher), outbox, rate_limit_windows and idempotency_keys
-(gateway).
+some for on-call): stage_lots, stage_shards, stage_jobs and stage_queue_holds (vision-batcher and
+translator, told apart by `stage`), dispatch_queue (webhook-dispatcher), outbox, rate_limit_windows
+and idempotency_keys (gateway).
 """
 
 from __future__ import annotations
@@ -213,6 +213,17 @@ stage_shards = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     _now(),
     Index("ix_stage_shards_status", "stage", "status"),
+)
+
+# Each stage's hold after OpenAI's enqueued-token queue for its model refused a batch
+# (`stage/core/queue_hold.py`), shared by its replicas; a row from the stage's first refusal on.
+stage_queue_holds = Table(
+    "stage_queue_holds", metadata,
+    Column("stage", Text, primary_key=True),
+    Column("refusals", Integer, nullable=False),  # in a row
+    Column("refused_at", DateTime(timezone=True), nullable=False),  # the latest
+    Column("held_until", DateTime(timezone=True), nullable=False),  # no new batch is created before
+    _now(),
 )
 
 stage_jobs = Table(

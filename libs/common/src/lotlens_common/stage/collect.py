@@ -177,7 +177,7 @@ async def _look(stage: Stage[Any], shard: Shard, cancelled: bool, job_trace: Con
             batch = await stage.batches.retrieve_batch(shard.batch_id)
         readable(stage, shard)
         if batch.get("status") in ADMITTED:
-            stage.queue_hold.admitted(float(batch.get("created_at") or 0))
+            stage.store.note_queue_admitted(float(batch.get("created_at") or 0))
         return lifecycle.for_submitted(batch, cancelled, time.time(), stage.settings.max_batch_age_s)
     except ModelError as exc:
         metrics.openai_error(stage.spec.name, "batches", exc)
@@ -248,7 +248,7 @@ def _note_refusal(stage: Stage[Any], batch: Mapping[str, Any]) -> None:
             error.get("code") == "token_limit_exceeded" for error in _errors(batch)):
         return
     metrics.QUEUE_FULL.labels(stage=stage.spec.name).inc()
-    hold = stage.queue_hold.refused(float(batch.get("created_at") or 0), time.time())
+    hold = stage.store.note_queue_refused(float(batch.get("created_at") or 0))
     if hold is not None:
         log.warning("OpenAI's enqueued-token queue for %s is full (batch %s refused): no new batch "
                     "for %.0f s", stage.spec.model(), batch.get("id"), hold)

@@ -20,7 +20,6 @@ from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.limits import default_token_limit
-from lotlens_common.stage.core.queue_hold import QueueHold
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.work import LotWork, StageSpec, StageWork
 
@@ -274,6 +273,20 @@ class WorkStore(Protocol[W]):
         """A batch was created: no shard holds the stage's quota pause any longer."""
         ...
 
+    def queue_held(self) -> bool:
+        """Whether new batches are held back as OpenAI's enqueued-token queue for the model refused
+        one of any instance's lately (`core/queue_hold.py`)."""
+        ...
+
+    def note_queue_refused(self, created_at: float) -> float | None:
+        """A batch created at `created_at` (a Unix time) failed `token_limit_exceeded`: how long the
+        stage's new batches are held back from now (None: it told nothing new)."""
+        ...
+
+    def note_queue_admitted(self, created_at: float) -> None:
+        """A batch created at `created_at` got past validation (it may end the series of refusals)."""
+        ...
+
     def settle(self, job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
         """Apply lot outcomes; with `closing`, the shard is closed `collected` in the same
         transaction (which settles its done lots: they are written only without it)."""
@@ -351,8 +364,6 @@ class Stage(Generic[W]):
     # Building shards whose create may still land -> when recovery last listed OpenAI's batches
     # for them (time.monotonic()): `lifecycle.LIST_WHILE_LANDING_S`.
     listed_while_landing: dict[str, float] = field(default_factory=dict)
-    # OpenAI's enqueued-token queue for the model refused our batches lately (`core/queue_hold.py`).
-    queue_hold: QueueHold = field(default_factory=QueueHold)
 
     def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
         """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT

@@ -67,8 +67,9 @@ T = TypeVar("T")
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     """Send every shard the batching rule says is due; the batches created."""
     # Asked every round, with lots waiting or not: it also sees another instance end a quota pause.
-    # Nor while OpenAI's queue for the model is full (`core/queue_hold.py`).
-    building = may_build(stage) and not stage.queue_hold.holds(time.time())
+    # Nor while OpenAI's queue for the model is full (`core/queue_hold.py`), as any instance of
+    # the stage learnt: read from the store every round, as other instances collect refusals.
+    building = may_build(stage) and not stage.store.queue_held()
     # A cancelled job's lots first: dropping them makes no batch, and a pause held them with it.
     # Paused, only theirs are read: the other queues wait, and were counted at every tick.
     jobs = drop_cancelled(stage, stage.store.waiting_jobs(cancelled_only=not building))

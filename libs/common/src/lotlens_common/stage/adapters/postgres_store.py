@@ -10,7 +10,13 @@ from typing import Generic, TypeVar
 from sqlalchemy import Connection, Engine, func, select, update
 
 from lotlens_common.stage.adapters import postgres as sql
-from lotlens_common.stage.adapters import postgres_locks, postgres_prune, postgres_quota, postgres_release
+from lotlens_common.stage.adapters import (
+    postgres_locks,
+    postgres_prune,
+    postgres_queue_hold,
+    postgres_quota,
+    postgres_release,
+)
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Closing, Fit, QuotaPause, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -151,6 +157,23 @@ class PostgresWorkStore(Generic[W]):
         """A batch was created: the pause ends."""
         with self.engine.begin() as conn:
             postgres_quota.end(conn, self.stage)
+
+    def queue_held(self) -> bool:
+        """Whether a refusal of OpenAI's queue, collected by any instance, holds new batches back."""
+        with self.engine.begin() as conn:
+            return postgres_queue_hold.holds(conn, self.stage)
+
+    def note_queue_refused(self, created_at: float) -> float | None:
+        """A batch created then was refused as the queue was full: the stage's hold from now, if it grew."""
+        with self.engine.begin() as conn:
+            return postgres_queue_hold.change(
+                conn, self.stage, lambda hold, now_s: hold.refused(created_at, now_s), start=True)
+
+    def note_queue_admitted(self, created_at: float) -> None:
+        """A batch created then got past validation (it may end the stage's series of refusals)."""
+        with self.engine.begin() as conn:
+            postgres_queue_hold.change(
+                conn, self.stage, lambda hold, _: hold.admitted(created_at), start=False)
 
     def settle(self, job_id: str, settlement: Settlement, closing: Closing | None = None) -> None:
         """Lot outcomes, in one transaction.

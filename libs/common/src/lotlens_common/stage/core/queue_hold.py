@@ -8,8 +8,10 @@ the same way, until the queue drained. After a refusal the stage creates no new 
 minute, twice as long after each further refusal, up to 15 minutes; a batch of ours created since
 the last refusal that OpenAI admits (seen past `validating`) ends the series.
 
-Held in the process (like `Stage.max_file_bytes`): each instance learns of the full queue from
-the batches it collects, and holds back from then on.
+The stage's, not the process's: kept in PostgreSQL (`adapters/postgres_queue_hold.py`, one row a
+stage, changed under its lock, times by the database's clock), so the instance that collects the
+refused batch holds back every replica, which reads it before building. Held in the process, only
+that one held back, and the others uploaded and created batches refused the same way.
 """
 
 from __future__ import annotations

@@ -1,0 +1,62 @@
+"""The stage's hold after OpenAI's enqueued-token queue refused a batch, on `stage_queue_holds`:
+one row a stage, so every instance of it holds back, and the next process too
+(`stage/core/queue_hold.py` decides; times are the database's, which every instance shares)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Row, text
+
+from lotlens_common.stage.core.queue_hold import QueueHold
+
+T = TypeVar("T")
+
+_READ = """
+    SELECT refusals, extract(epoch FROM refused_at) AS refused_at,
+           extract(epoch FROM held_until) AS until, extract(epoch FROM now()) AS now_s
+      FROM stage_queue_holds WHERE stage = :stage"""
+
+
+def holds(conn: Connection, stage: str) -> bool:
+    """Whether the stage's new batches are held back now (one row read by its key)."""
+    row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
+    return row is not None and _hold(row).holds(float(row.now_s))
+
+
+def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], start: bool) -> T | None:
+    """Apply `step` to the stage's hold (with now, a Unix time) and save it if it changed; what
+    `step` returned. Without a row, None unless `start` makes one.
+
+    Read first without a lock: most calls (every admitted batch read) change nothing, and a row
+    lock is a write. One that would change it goes again under the row's lock, so instances
+    collecting refusals at once take turns, each seeing the one before's.
+    """
+    row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
+    if row is None and not start:
+        return None
+    if row is not None:
+        hold = _hold(row)
+        outcome = step(hold, float(row.now_s))
+        if hold == _hold(row):
+            return outcome
+    if row is None:  # the stage's first refusal: a row that holds none yet, to lock
+        conn.execute(text("""
+            INSERT INTO stage_queue_holds (stage, refusals, refused_at, held_until)
+            VALUES (:stage, 0, to_timestamp(0), to_timestamp(0)) ON CONFLICT (stage) DO NOTHING"""),
+            {"stage": stage})
+    row = conn.execute(text(_READ + " FOR UPDATE"), {"stage": stage}).one()
+    hold = _hold(row)
+    outcome = step(hold, float(row.now_s))
+    conn.execute(text("""
+        UPDATE stage_queue_holds
+           SET refusals = :refusals, refused_at = to_timestamp(:refused_at),
+               held_until = to_timestamp(:until), updated_at = now()
+         WHERE stage = :stage"""),
+        {"stage": stage, "refusals": hold.refusals, "refused_at": hold.refused_at, "until": hold.until})
+    return outcome
+
+
+def _hold(row: Row[Any]) -> QueueHold:
+    return QueueHold(int(row.refusals), float(row.refused_at), float(row.until))
