@@ -83,10 +83,10 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     budget = limit - enqueued if limit else None
     created: list[dict[str, Any]] = []
     for flush in plan:
-        if stage.stopping.is_set() or recorded_pause(stage) is not None:
+        if stage.stopping.is_set() or recorded_pause(stage) is not None or stage.store.queue_held():
             # Read before each claim, not only by a process that knows of the pause: one that had
             # not seen another instance's refusal claimed and prepared a shard (image checks,
-            # minutes) for its upload to be stopped.
+            # minutes) for its upload to be stopped; past the queue's, each batch was refused too.
             break
         shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
         with stage.store.exclusive(shard_id):

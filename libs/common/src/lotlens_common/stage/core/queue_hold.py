@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 FIRST_HOLD_S = 60.0
 LONGEST_HOLD_S = 15 * 60.0
+_DOUBLINGS = math.ceil(math.log2(LONGEST_HOLD_S / FIRST_HOLD_S))
 
 
 @dataclass
@@ -37,7 +38,8 @@ class QueueHold:
         then doubled the hold once more, telling nothing new)."""
         if self.refusals and created_at < math.floor(self.refused_at):
             return None
-        hold: float = min(FIRST_HOLD_S * 2.0 ** self.refusals, LONGEST_HOLD_S)
+        # Doublings capped: the count outlives restarts, and 2.0 ** 1024 overflows (ten days refused).
+        hold: float = min(FIRST_HOLD_S * 2.0 ** min(self.refusals, _DOUBLINGS), LONGEST_HOLD_S)
         self.refusals += 1
         self.refused_at, self.until = now_s, now_s + hold
         return hold
