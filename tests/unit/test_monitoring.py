@@ -81,7 +81,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted", "LotLensWebhookBacklogOld", "LotLensStageRoundsFailing",
-        "LotLensOpenAIUnreachable", "LotLensAPIErrors", "LotLensSyncLotsFailing"}
+        "LotLensOpenAIUnreachable", "LotLensAPIErrors", "LotLensSyncLotsFailing", "LotLensOpenAIQueueHeld"}
     tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
     for name in names:
         assert f"alertname: {name}" in tests, name
@@ -143,7 +143,8 @@ def test_the_dashboard_covers_every_signal_the_alerts_watch() -> None:
 # read 12 times too high at 12 instances, and an alert on one fires once per pod.
 SHARED_GAUGES = (
     "lotlens_openai_batches", "lotlens_openai_oldest_batch_age_seconds", "lotlens_stage_lots_waiting",
-    "lotlens_openai_enqueued_tokens", "lotlens_webhook_deliveries_pending",
+    "lotlens_openai_enqueued_tokens", "lotlens_stage_queue_held_seconds",
+    "lotlens_webhook_deliveries_pending",
     "lotlens_webhook_oldest_pending_age_seconds", "lotlens_outbox_backlog_events",
     "lotlens_outbox_oldest_age_seconds", "lotlens_kafka_group_lag_messages", "lotlens_kafka_group_members")
 _MAX_OR_MIN_OF = re.compile(r"\b(max|min)\s*(by\s*\([^)]*\)\s*)?\(\s*$")

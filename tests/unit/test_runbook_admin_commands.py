@@ -39,12 +39,12 @@ COMMANDS = documented()
 # Every command there is: a document naming one of them is checked above.
 GROUPS = {"dlq": ("list", "show", "replay", "discard"), "projections": ("rebuild", "status", "drop-retired",
           "drop-shadow"), "clients": ("list", "secret", "rotate", "delete"), "jobs": ("show",),
-          "shards": ("paused", "release"), "db": ("current", "downgrade")}
+          "shards": ("paused", "release"), "stages": ("release-hold",), "db": ("current", "downgrade")}
 
 
 def test_the_documents_name_commands_of_every_group() -> None:
     assert {command.split()[0] for _, command, _ in COMMANDS} == {"dlq", "projections", "clients", "jobs",
-                                                                  "shards", "db"}
+                                                                  "shards", "stages", "db"}
 
 
 @pytest.mark.parametrize(("where", "command", "flags"), COMMANDS,

@@ -73,8 +73,8 @@ class QueueHoldRow:
         super().__init__()
         self.queue_hold = QueueHold()
 
-    def queue_held(self) -> bool:
-        return self.queue_hold.holds(time.time())
+    def queue_held_s(self) -> float:
+        return self.queue_hold.left_s(time.time())
 
     def note_queue_refused(self, created_at: float) -> float | None:
         return self.queue_hold.refused(created_at, time.time())

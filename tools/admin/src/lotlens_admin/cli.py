@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException
 from pydantic import ValidationError
 from sqlalchemy.exc import ArgumentError, DBAPIError, InterfaceError, OperationalError
 
-from lotlens_admin import clients, dlq, jobs, projections, schema, shards
+from lotlens_admin import clients, dlq, jobs, projections, schema, shards, stages
 from lotlens_admin.clients import BadConfiguration
 from lotlens_admin.environment import settings_problem, url_problem
 from lotlens_admin.sessions import lock_refused
@@ -35,7 +35,7 @@ Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 
 # Groups are added here as they are built (e.g. `dlq`, `projections`).
 GROUPS: tuple[Register, ...] = (projections.register, dlq.register, clients.register, jobs.register,
-                                shards.register, schema.register)
+                                shards.register, stages.register, schema.register)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Column, ColumnElement, Connection, func, select
 
 from lotlens_common.stage.adapters import postgres as stage_sql
+from lotlens_common.stage.adapters import postgres_queue_hold
 from lotlens_common.tables import jobs, lots, outbox, stage_jobs, stage_shards
 
 STAGES = ("vision", "translation")
@@ -49,6 +50,16 @@ class ReleaseLine:
     by: str | None
     at: str | None
     reason: str | None
+
+
+@dataclass(frozen=True)
+class QueueHoldLine:
+    """The stage holds every job's new batches back: OpenAI's enqueued-token queue for its model
+    refused its batches (`refusals` in a row), until `until` (ISO 8601, the database's clock)."""
+
+    until: str
+    refusals: int
+    left_s: float
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,7 @@ class StageLine:
     errors: list[ErrorLine]
     other_errors: int  # lots being sent again or failed with a last error not among `errors`
     shards: list[ShardLine]
+    queue_hold: QueueHoldLine | None
 
 
 @dataclass(frozen=True)
@@ -177,7 +189,16 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
                         float(r.age_s), float(r.changed_s), _pause(r), _release(r)) for r in rows]
     errors = _errors(states)
     return StageLine(stage, bool(cancelled), dict(sorted(by_state.items())), dict(sorted(by_attempt.items())),
-                     errors[:TOP_ERRORS], sum(line.lots for line in errors[TOP_ERRORS:]), shards)
+                     errors[:TOP_ERRORS], sum(line.lots for line in errors[TOP_ERRORS:]), shards,
+                     _queue_hold(conn, stage))
+
+
+def _queue_hold(conn: Connection, stage: str) -> QueueHoldLine | None:
+    """The stage's hold in force, if any: why none of the job's waiting lots is sent."""
+    for hold in postgres_queue_hold.in_force(conn):
+        if hold.stage == stage:
+            return QueueHoldLine(moment(hold.held_until), hold.refusals, hold.left_s)
+    return None
 
 
 def moment(value: datetime) -> str:

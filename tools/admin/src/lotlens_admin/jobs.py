@@ -54,6 +54,10 @@ def render(report: JobReport) -> list[str]:
     for stage in report.stages:
         cancelled = " (job cancelled)" if stage.cancelled else ""
         lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
+        if hold := stage.queue_hold:
+            lines.append(_row("", f"queue held until {hold.until} ({hold.refusals} refusals in a row), "
+                                  f"{age(hold.left_s)} more: OpenAI's enqueued-token queue for the model "
+                                  "is full; no batch of any job is created meanwhile"))
         lines += [_row("", line) for line in _retries(stage)]
         # Open shards, and finished ones an operator released (why their lots failed or came back).
         for shard in stage.shards:

@@ -30,7 +30,8 @@ from sqlalchemy import func, select
 from lotlens_admin.job_report import moment
 from lotlens_admin.jobs import age, released
 from lotlens_admin.sessions import admin_engine
-from lotlens_common.stage.adapters import postgres_locks
+from lotlens_admin.stages import hold_line
+from lotlens_common.stage.adapters import postgres_locks, postgres_queue_hold
 from lotlens_common.stage.adapters.postgres_release import ShardRecord, paused_shards, release, shard_record
 from lotlens_common.stage.core.lifecycle import FAIL, RESEND
 from lotlens_common.stage.release import lot_reason
@@ -43,17 +44,23 @@ def _paused(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             shards = paused_shards(conn)
+            # A stage held back after OpenAI's queue refused a batch submits nothing either.
+            holds = postgres_queue_hold.in_force(conn)
             now = conn.execute(select(func.now())).scalar_one()  # the clock that stamped the rows
     finally:
         engine.dispose()
     if args.json:
-        print(json.dumps([dataclasses.asdict(shard) for shard in shards], indent=2, default=str))
+        listed = {"shards": [dataclasses.asdict(shard) for shard in shards],
+                  "queue_holds": [dataclasses.asdict(hold) for hold in holds]}
+        print(json.dumps(listed, indent=2, default=str))
         return 0
-    if not shards:
-        print("no shard holds a stage paused (a pause for a refused key is in the stage's log: "
-              "`OpenAI refused the key`)")
+    if not shards and not holds:
+        print("no shard holds a stage paused, and no stage is held back by OpenAI's queue (a pause "
+              "for a refused key is in the stage's log: `OpenAI refused the key`)")
     for shard in shards:
         print("\n".join(_lines(shard, now)))
+    for hold in holds:
+        print(hold_line(hold))
     return 0
 
 
@@ -165,10 +172,13 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     listing = ("each shard holding a stage paused because its batch cannot be read (401/403/404 and "
                "a listing that shows none of our batches): stage, shard, job, lots, batch, since when "
-               "and why, and a release recorded but not carried out yet; and each shard whose batch "
-               "OpenAI refused to create for the quota: since when, why, and when it is tried again")
+               "and why, and a release recorded but not carried out yet; each shard whose batch "
+               "OpenAI refused to create for the quota: since when, why, and when it is tried again; "
+               "and each stage held back as OpenAI's enqueued-token queue refused its batches: until "
+               "when, after how many refusals in a row (`stages release-hold` ends it)")
     paused = commands.add_parser("paused", help=listing, description=listing)
-    paused.add_argument("--json", action="store_true", help="the same facts as JSON")
+    paused.add_argument("--json", action="store_true", help="the same facts as JSON: an object of "
+                        "`shards` and `queue_holds`")
     paused.set_defaults(handler=_paused)
     releasing = ("release a shard that holds its stage paused, when the batch's OpenAI project or key "
                  "is gone for good: the running stage sends its lots again (--resend) or fails them "

@@ -38,6 +38,11 @@ PAUSED = Gauge("lotlens_stage_paused",
                "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
                "OpenAI refuses the key or refuses batches for the quota",
                ["stage"])
+# Kept by the submit step, which reads the hold every round (`quota.may_build`); every replica
+# exports the same figure, read from the stage's one row.
+QUEUE_HELD = Gauge("lotlens_stage_queue_held_seconds",
+                   "Seconds the stage still holds new batches back after OpenAI's enqueued-token queue for "
+                   "the model refused one (token_limit_exceeded); 0 when it does not", ["stage"])
 
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.
@@ -52,6 +57,7 @@ def start(stage: str) -> None:
     BATCHES_CREATED.labels(stage=stage)
     OUTPUT_AWAITED.labels(stage=stage)
     QUEUE_FULL.labels(stage=stage)
+    QUEUE_HELD.labels(stage=stage)
     for status_class in STATUS_CLASSES:
         ANSWERS.labels(stage=stage, status_class=status_class)
     for operation in OPERATIONS:

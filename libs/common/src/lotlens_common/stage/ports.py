@@ -273,9 +273,9 @@ class WorkStore(Protocol[W]):
         """A batch was created: no shard holds the stage's quota pause any longer."""
         ...
 
-    def queue_held(self) -> bool:
-        """Whether new batches are held back as OpenAI's enqueued-token queue for the model refused
-        one of any instance's lately (`core/queue_hold.py`)."""
+    def queue_held_s(self) -> float:
+        """How long new batches are still held back as OpenAI's enqueued-token queue for the model
+        refused one of any instance's lately, 0 when they are not (`core/queue_hold.py`)."""
         ...
 
     def note_queue_refused(self, created_at: float) -> float | None:

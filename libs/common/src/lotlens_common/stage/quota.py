@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
+from lotlens_common.stage import metrics
 from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, QuotaPause, Stage
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,14 @@ def check_upload(stage: Stage[Any], the_try: QuotaTry | None) -> None:
         raise QuotaPaused(f"the {stage.spec.name} stage is paused for the quota")
 
 
+def queue_held(stage: Stage[Any]) -> bool:
+    """Whether the stage's queue hold holds new batches back now, read from the store (the gauge
+    follows: read before any other pause is asked, so it is current whichever one holds)."""
+    left_s = stage.store.queue_held_s()
+    metrics.QUEUE_HELD.labels(stage=stage.spec.name).set(left_s)
+    return left_s > 0
+
+
 def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     """Whether the stage may build a batch now (write, upload, create).
 
@@ -152,7 +161,12 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     the unreadable one for lost. While the key is refused, only recovery builds (its shard is the
     try that proves the key again). While the quota is out, only recovery, with the try it took
     (`quota_try`); the pause is read from the rows: another instance's batch may have ended it.
+    Nor, recovery included, while OpenAI's queue for the model is full (`core/queue_hold.py`), as
+    any instance learnt: a restarted replica's recovery rebuilt its building shards into batches
+    refused the same way.
     """
+    if queue_held(stage):
+        return False
     pauses = stage.unreadable.keys() - {KEY_REFUSED, QUOTA_EXHAUSTED}
     if pauses:
         return False

@@ -46,6 +46,7 @@ from lotlens_common.stage.quota import (
     check_upload,
     may_build,
     pause_for_quota,
+    queue_held,
     quota_accepted,
     quota_try,
     recorded_pause,
@@ -66,10 +67,9 @@ T = TypeVar("T")
 
 async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     """Send every shard the batching rule says is due; the batches created."""
-    # Asked every round, with lots waiting or not: it also sees another instance end a quota pause.
-    # Nor while OpenAI's queue for the model is full (`core/queue_hold.py`), as any instance of
-    # the stage learnt: read from the store every round, as other instances collect refusals.
-    building = may_build(stage) and not stage.store.queue_held()
+    # Asked every round, with lots waiting or not: it also sees another instance end a quota pause,
+    # or collect a refusal of OpenAI's queue for the model (the queue hold).
+    building = may_build(stage)
     # A cancelled job's lots first: dropping them makes no batch, and a pause held them with it.
     # Paused, only theirs are read: the other queues wait, and were counted at every tick.
     jobs = drop_cancelled(stage, stage.store.waiting_jobs(cancelled_only=not building))
@@ -83,7 +83,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     budget = limit - enqueued if limit else None
     created: list[dict[str, Any]] = []
     for flush in plan:
-        if stage.stopping.is_set() or recorded_pause(stage) is not None or stage.store.queue_held():
+        if stage.stopping.is_set() or recorded_pause(stage) is not None or queue_held(stage):
             # Read before each claim, not only by a process that knows of the pause: one that had
             # not seen another instance's refusal claimed and prepared a shard (image checks,
             # minutes) for its upload to be stopped; past the queue's, each batch was refused too.
@@ -159,7 +159,8 @@ async def recover_building(stage: Stage[Any]) -> None:
                         continue
                     if isinstance(action, lifecycle.Build) and not may_build(stage, recovering=True):
                         # Paused: a batch made now (under another project's key, say) and listed
-                        # took the unreadable one for lost, and its lots were paid for twice.
+                        # took the unreadable one for lost, and its lots were paid for twice. Or
+                        # held: OpenAI's queue is full, and it would be refused the same way.
                         continue
                     log.warning("recovering shard %s of job %s: %s", shard.shard_id, shard.job_id,
                                 type(action).__name__,

@@ -1,10 +1,13 @@
 """The stage's hold after OpenAI's enqueued-token queue refused a batch, on `stage_queue_holds`:
 one row a stage, so every instance of it holds back, and the next process too
-(`stage/core/queue_hold.py` decides; times are the database's, which every instance shares)."""
+(`stage/core/queue_hold.py` decides; times are the database's, which every instance shares).
+`lotlens-admin` lists the holds in force (`in_force`) and ends one (`end`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, text
@@ -19,10 +22,10 @@ _READ = """
       FROM stage_queue_holds WHERE stage = :stage"""
 
 
-def holds(conn: Connection, stage: str) -> bool:
-    """Whether the stage's new batches are held back now (one row read by its key)."""
+def held_s(conn: Connection, stage: str) -> float:
+    """How long the stage's new batches are still held back, 0 when they are not (one row read by its key)."""
     row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
-    return row is not None and _hold(row).holds(float(row.now_s))
+    return 0.0 if row is None else _hold(row).left_s(float(row.now_s))
 
 
 def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], start: bool) -> T | None:
@@ -56,6 +59,45 @@ def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], 
          WHERE stage = :stage"""),
         {"stage": stage, "refusals": hold.refusals, "refused_at": hold.refused_at, "until": hold.until})
     return outcome
+
+
+@dataclass(frozen=True)
+class HoldInForce:
+    """A stage's hold as on-call reads it: until when, after how many refusals in a row, and the
+    seconds it has left."""
+
+    stage: str
+    held_until: datetime
+    refusals: int
+    left_s: float
+
+
+_IN_FORCE = """
+    SELECT stage, held_until, refusals, extract(epoch FROM held_until - now()) AS left_s
+      FROM stage_queue_holds WHERE held_until > now()"""
+
+
+def in_force(conn: Connection) -> list[HoldInForce]:
+    """Every stage's hold in force now, by stage."""
+    rows = conn.execute(text(_IN_FORCE + " ORDER BY stage"))
+    return [_in_force(row) for row in rows]
+
+
+def end(conn: Connection, stage: str) -> HoldInForce | None:
+    """End the stage's hold in force now, for every instance (an operator's decision); the hold it
+    ended, None if none held. The refusals in a row are kept: a try refused again holds twice as
+    long, and a batch admitted ends the series, as after a hold that ran out."""
+    row = conn.execute(text(_IN_FORCE + " AND stage = :stage FOR UPDATE"), {"stage": stage}).one_or_none()
+    if row is None:
+        return None
+    conn.execute(text("""
+        UPDATE stage_queue_holds SET held_until = now(), updated_at = now() WHERE stage = :stage"""),
+        {"stage": stage})
+    return _in_force(row)
+
+
+def _in_force(row: Row[Any]) -> HoldInForce:
+    return HoldInForce(str(row.stage), row.held_until, int(row.refusals), float(row.left_s))
 
 
 def _hold(row: Row[Any]) -> QueueHold:

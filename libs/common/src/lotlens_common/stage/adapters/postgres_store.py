@@ -158,10 +158,11 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             postgres_quota.end(conn, self.stage)
 
-    def queue_held(self) -> bool:
-        """Whether a refusal of OpenAI's queue, collected by any instance, holds new batches back."""
+    def queue_held_s(self) -> float:
+        """How long a refusal of OpenAI's queue, collected by any instance, still holds new batches
+        back (0: it does not)."""
         with self.engine.begin() as conn:
-            return postgres_queue_hold.holds(conn, self.stage)
+            return postgres_queue_hold.held_s(conn, self.stage)
 
     def note_queue_refused(self, created_at: float) -> float | None:
         """A batch created then was refused as the queue was full: the stage's hold from now, if it grew."""

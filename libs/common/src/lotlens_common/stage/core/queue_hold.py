@@ -11,7 +11,8 @@ the last refusal that OpenAI admits (seen past `validating`) ends the series.
 The stage's, not the process's: kept in PostgreSQL (`adapters/postgres_queue_hold.py`, one row a
 stage, changed under its lock, times by the database's clock), so the instance that collects the
 refused batch holds back every replica, which reads it before building. Held in the process, only
-that one held back, and the others uploaded and created batches refused the same way.
+that one held back, and the others uploaded and created batches refused the same way. Recovery
+reads it too (`quota.may_build`), and the submit step's read sets `lotlens_stage_queue_held_seconds`.
 """
 
 from __future__ import annotations
@@ -50,6 +51,10 @@ class QueueHold:
         if self.refusals and created_at >= math.floor(self.refused_at):
             self.refusals = 0
 
+    def left_s(self, now_s: float) -> float:
+        """How long new batches are still held back (0: they are not)."""
+        return max(self.until - now_s, 0.0)
+
     def holds(self, now_s: float) -> bool:
         """Whether new batches are held back now."""
-        return now_s < self.until
+        return self.left_s(now_s) > 0

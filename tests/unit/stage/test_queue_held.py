@@ -1,0 +1,62 @@
+"""What the stage does while OpenAI's enqueued-token queue holds its new batches back
+(`core/queue_hold.py`): recovery builds nothing either, and the gauge tells on-call how long."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from prometheus_client import REGISTRY, generate_latest
+
+from lotlens_common.stage import submit
+from tests.unit.stage.conftest import World, lots
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+def _scraped_hold(stage: str = "vision") -> float:
+    """`lotlens_stage_queue_held_seconds{stage=…}` as Prometheus scrapes it (it must be exported)."""
+    prefix = f'lotlens_stage_queue_held_seconds{{stage="{stage}"}} '
+    for line in generate_latest(REGISTRY).decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    raise AssertionError(f"no lotlens_stage_queue_held_seconds for {stage} is exported")
+
+
+def _crash_after_claim(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round whose process dies with its shard claimed: the shard is left `building`."""
+    def die(name: str) -> None:
+        if name == "vision.after_shard_claimed":
+            raise Crash(name)
+
+    monkeypatch.setattr(submit, "fault_point", die)
+    world.store.add(lots(2))
+    with pytest.raises(Crash):
+        world.rounds()
+    monkeypatch.undo()
+
+
+def test_recovery_builds_no_batch_for_a_building_shard_while_the_queue_is_held(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    _crash_after_claim(world, monkeypatch)
+    assert world.store.note_queue_refused(time.time() - 5)  # another replica collected a refusal
+    world.restart()
+    world.housekeep()
+    world.rounds(2)
+    assert world.batches.batches == {}, "recovery created a batch while the queue was held"
+    assert [shard.status for shard in world.store.shards_by_id.values()] == ["building"]
+    world.store.queue_hold.until = 0.0  # the hold has run out
+    world.rounds(2)
+    assert len(world.batches.batches) == 1
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
+
+
+def test_the_gauge_shows_the_seconds_the_hold_has_left_and_zero_once_it_ends(world: World) -> None:
+    world.store.note_queue_refused(time.time() - 5)
+    world.rounds()
+    assert 50 < _scraped_hold() <= 60
+    world.store.queue_hold.until = 0.0
+    world.rounds()
+    assert _scraped_hold() == 0

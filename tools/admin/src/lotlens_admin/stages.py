@@ -1,0 +1,57 @@
+"""`lotlens-admin stages`: a batch stage's hold after OpenAI's enqueued-token queue refused a batch.
+
+After a batch failed `token_limit_exceeded`, every instance of the stage holds new batches back
+(`lotlens_common.stage.core.queue_hold`), a minute, doubling, up to 15 minutes, on the stage's row
+of `stage_queue_holds`. `shards paused` shows each hold in force (`hold_line`); `release-hold` ends
+one, when on-call knows the queue has room again (the other workload's batches cancelled, the
+tier raised), where ending it meant writing the row by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from lotlens_admin.job_report import moment
+from lotlens_admin.jobs import age
+from lotlens_admin.sessions import admin_engine
+from lotlens_common.stage.adapters.postgres_queue_hold import HoldInForce, end
+
+LABEL = 12  # the width of the left column, as `jobs show` and `shards paused` have it
+
+
+def hold_line(hold: HoldInForce) -> str:
+    """A stage's hold in force, a left column naming the stage."""
+    return (f"{hold.stage:<{LABEL}}queue held until {moment(hold.held_until)} ({hold.refusals} refusals "
+            f"in a row), {age(hold.left_s)} more, every instance of the stage: OpenAI's enqueued-token "
+            f"queue for the model is full (`lotlens-admin stages release-hold {hold.stage}` ends it)")
+
+
+def _release_hold(args: argparse.Namespace) -> int:
+    engine = admin_engine()
+    try:
+        with engine.begin() as conn:
+            ended = end(conn, args.stage)
+    finally:
+        engine.dispose()
+    if ended is None:
+        # Run twice, or after the hold ran out: nothing to do, and no error for a script to handle.
+        print(f"no queue hold of the {args.stage} stage is in force; nothing was changed")
+        return 0
+    print(f"ended the queue hold of the {ended.stage} stage (until {moment(ended.held_until)}, "
+          f"{ended.refusals} refusals in a row): every instance builds again at its next round; a "
+          "batch refused again holds it twice as long as the last hold, one admitted ends the series")
+    return 0
+
+
+def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `stages release-hold`."""
+    parser = groups.add_parser("stages", help="a batch stage's hold after OpenAI's enqueued-token queue "
+                               "refused a batch (`shards paused` lists the holds in force)")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    releasing = ("end the stage's hold after OpenAI's enqueued-token queue for its model refused a "
+                 "batch (token_limit_exceeded), for every instance, at once instead of at its time: "
+                 "when the queue has room again. The refusals in a row are kept; run twice, the "
+                 "second changes nothing")
+    released = commands.add_parser("release-hold", help=releasing, description=releasing)
+    released.add_argument("stage", help="the stage's name, as `shards paused` shows it (vision, translation)")
+    released.set_defaults(handler=_release_hold)
