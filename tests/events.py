@@ -63,15 +63,19 @@ def read_messages_to_end(bootstrap: str, topic: str, timeout_s: float = 30.0) ->
 
 
 class RecordingProducer(EventProducer):
-    """The real producer's envelope and header handling; what it would send is kept here."""
+    """The real producer's envelope and header handling; what it would send is kept here, and
+    acknowledged at once."""
 
     def __init__(self) -> None:
         super().__init__(KafkaSettings(bootstrap_servers="127.0.0.1:1"), "test")
         self.sent: list[tuple[str, bytes | None, dict[str, Any]]] = []
 
     def _produce(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, str | bytes | None]], *_callbacks: object) -> None:
+                 headers: list[tuple[str, str | bytes | None]], delivered: Callable[[], None] | None = None,
+                 failed: object = None) -> None:
         self.sent.append((topic, value, dict(headers)))
+        if delivered is not None:
+            delivered()
 
 
 def committed(bootstrap: str, group: str, topic: str, partitions: int) -> int:

@@ -42,7 +42,7 @@ from lotlens_common.db import job_lock
 from lotlens_common.envelope import Envelope, caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobCompleted
 from lotlens_common.model.usage import JobUsage
-from lotlens_common.producer import EventProducer
+from lotlens_common.producer import EventProducer, PublishError
 from lotlens_common.tables import READ_MODELS, jobs, lots, outbox
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
@@ -210,12 +210,12 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
     if job_ids is not None:
         query = query.where(jobs.c.job_id.in_(sorted(job_ids)))
     _sum_usage(engine, query)
+    held = _held_by(producer)
     with engine.begin() as conn:
         lock_read_models(conn)
         # Row locks keep two instances that touched the same job from both announcing it.
         rows = execute(conn, "select_jobs", query.order_by(jobs.c.job_id).with_for_update()
                        ).mappings().all()
-        held = _HELD.setdefault(producer, _Held())
         # Held copies of jobs no longer unannounced: another producer (the swap watch's, another
         # replica's) marked them. Their copies still land, under the same event id.
         asked = held.sent if job_ids is None else held.sent & set(job_ids)
@@ -233,21 +233,30 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
                 failed_lots=row["failed_lots"], usage=usages.get(row["job_id"]))
             # A job ends once: its end is the cause.
             held.send(producer, topic, caused(event, row["client_id"] or "", row["status"]))
-        producer.flush()  # every copy, earlier rounds' too, has its report: each row's is acknowledged
-        execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
-            completion_published=True), [{"id": row["job_id"]} for row in rows])
-    held.forget(row["job_id"] for row in rows)
-    for row in rows:
+        producer.flush()  # every copy, earlier rounds' too, has its report
+        # Only the acknowledged: a copy an earlier round's failed flush purged may be reported only
+        # by this flush (the purge does not wait), which then found nothing queued and returned
+        # with that job's copy nowhere. Marked, the job was never announced, its webhooks never sent.
+        announced = [row for row in rows if row["job_id"] in held.acknowledged]
+        if announced:
+            execute(conn, "mark_published", update(jobs).where(jobs.c.job_id == bindparam("id")).values(
+                completion_published=True), [{"id": row["job_id"]} for row in announced])
+    held.forget(row["job_id"] for row in announced)
+    for row in announced:
         BATCH_JOBS.labels(status=row["status"]).inc()
         if row["job_id"] in usages:
             count_usage(usages[row["job_id"]])
         log.info("job %s %s", row["job_id"], row["status"], extra={"job_id": row["job_id"]})
-    return len(rows)
+    if len(announced) < len(rows):
+        # Their copies are no longer held: the caller's retry sends them again.
+        raise PublishError(f"{len(rows) - len(announced)} JobCompleted copies an earlier round sent "
+                           "were dropped unacknowledged; publish again")
+    return len(announced)
 
 
 class _Held:
-    """The JobCompleted copies one producer holds, by job: sent without a report yet, or
-    acknowledged after the round that sent them had stopped waiting.
+    """The JobCompleted copies one librdkafka producer holds, by job: sent without a report yet,
+    or acknowledged after the round that sent them had stopped waiting.
 
     A round that gives up waiting (`flush` times out in a broker outage) leaves the copies already
     in flight with librdkafka, which delivers them once the broker is back. Sent again by the next
@@ -257,15 +266,20 @@ class _Held:
     a replica that took the partition) does not know of the copy and may announce the job too:
     that second copy has the same event id, which the dispatcher and subscribers dedupe by."""
 
-    def __init__(self) -> None:
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
         self.sent: set[str] = set()
-        self._acknowledged: set[str] = set()
+        self.acknowledged: set[str] = set()
 
     def send(self, producer: EventProducer, topic: str, envelope: Envelope) -> None:
         job_id = envelope.job_id
         self.sent.add(job_id)
-        producer.publish(topic, envelope, partial(self._acknowledged.add, job_id),
-                         partial(self._failed, job_id))
+        try:
+            producer.publish(topic, envelope, partial(self.acknowledged.add, job_id),
+                             partial(self._failed, job_id))
+        except Exception:
+            self.sent.discard(job_id)
+            raise
 
     def _failed(self, job_id: str, _purged: bool) -> None:
         self.sent.discard(job_id)
@@ -274,11 +288,21 @@ class _Held:
         """The jobs are marked announced: their copies are nobody's business any more."""
         for job_id in list(job_ids):
             self.sent.discard(job_id)
-            self._acknowledged.discard(job_id)
+            self.acknowledged.discard(job_id)
 
 
 # Per producer: a librdkafka producer's in-flight copies are its own (one producer a thread).
 _HELD: WeakKeyDictionary[EventProducer, _Held] = WeakKeyDictionary()
+
+
+def _held_by(producer: EventProducer) -> _Held:
+    """The copies `producer` holds now. A renewal drops its librdkafka producer with every copy
+    and report it held (the gateway's relay forgets its rows so too): kept, those jobs were never
+    sent again, and never acknowledged."""
+    held = _HELD.get(producer)
+    if held is None or held.generation != producer.generation:
+        held = _HELD[producer] = _Held(producer.generation)
+    return held
 
 
 def _sum_usage(engine: Engine, unannounced: Select[Any]) -> None:
