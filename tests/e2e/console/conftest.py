@@ -10,7 +10,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,14 +79,21 @@ def wait_until(check: Any, seconds: float = 60, every: float = 0.3) -> None:
         time.sleep(every)
 
 
+@contextmanager
+def console_stack_running(infra: Infra, engine: Engine, logs: Path,
+                          extra_env: Mapping[str, str] | None = None) -> Iterator[ConsoleStack]:
+    """A stack on fresh topics and a schema of its own, with an image host and a webhook receiver."""
+    with (fresh_topics(infra) as topics, own_schema(infra, engine) as schema, image_host() as images,
+          webhook_receiver() as receiver, running_stack(infra, schema, topics, logs, extra_env) as stack):
+        yield ConsoleStack(stack, schema, images, receiver)
+
+
 @pytest.fixture(scope="package")
 def console_stack(infra: Infra, engine: Engine,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[ConsoleStack]:
     """One stack for the package, with its image host and webhook receiver."""
-    logs = tmp_path_factory.mktemp("console-stack")
-    with (fresh_topics(infra) as topics, own_schema(infra, engine) as schema, image_host() as images,
-          webhook_receiver() as receiver, running_stack(infra, schema, topics, logs) as stack):
-        yield ConsoleStack(stack, schema, images, receiver)
+    with console_stack_running(infra, engine, tmp_path_factory.mktemp("console-stack")) as console:
+        yield console
 
 
 @pytest.fixture(scope="package")

@@ -60,6 +60,13 @@ def test_the_jobs_list_passes_axe_with_jobs_filtered_empty_and_refused(
     page.goto(f"{url}/console/#/jobs?limit=25&offset=2O")
     expect(caption).to_have_class(re.compile(r"\berror\b"))
     found += axe_violations(page, "jobs, link refused")
+    page.goto(f"{url}/console/#/jobs?limit=25&cursor=9999999999999999.z")  # a later page: Previous enabled
+    expect(page.get_by_role("link", name=finished_job.job_id)).to_be_visible()
+    expect(page.get_by_role("button", name="Previous page")).to_be_enabled()
+    found += axe_violations(page, "jobs, a later page")
+    page.goto(f"{url}/console/#/jobs?limit=25&cursor=9999999999999999")
+    expect(caption).to_have_class(re.compile(r"\berror\b"))
+    found += axe_violations(page, "jobs, cursor refused")
     page.route("**/api/v1/batch-jobs?*", lambda route: route.fulfill(json=NO_JOBS))
     page.goto(f"{url}/console/#/jobs?status=cancelled")
     expect(caption).to_have_text("No jobs match these filters.")

@@ -45,27 +45,31 @@ async function showJobs(query) {
   const asked = query.get("status") || "";
   const status = offered("status-filter", asked, "");
   const { limit, sizeNote } = pageSize(query.get("limit") || "");
-  // The link's offset as written: one that is not a number of jobs (`2O`, a hand-edited or cut
-  // link) was read as 0, the first page shown as if asked for. The API refuses it, and so does the page.
+  // The link's place as written: one that is not a number of jobs (`offset=2O`) or not a cursor
+  // (cut short, edited by hand) was read as the first page, shown as if asked for. The API refuses
+  // it, and so does the page. `offset` is what links made before the cursor carry.
+  const cursor = query.get("cursor") || "";
   const askedOffset = query.get("offset") || "0";
   // A status from a hand-edited or old link: the page says it lists every status instead.
   const unknown = status === asked ? "" : `No status “${asked}” is known: jobs of every status. `;
   byId("job-filters").addEventListener("submit", (event) => {
     event.preventDefault();
-    go("#/jobs?" + listQuery(byId("status-filter").value, byId("page-size").value, 0));
+    go("#/jobs?" + listQuery(byId("status-filter").value, byId("page-size").value));
   });
-  const request = { limit };
-  if (status) request.status = status;
+  const filters = status ? { status } : {};
+  const request = { ...filters, limit };
+  if (cursor) request.cursor = cursor;
   if (askedOffset !== "0") request.offset = askedOffset;
-  let answer;
+  let answer, all;
   try {
-    answer = (await api.listJobs(request)).body;
+    // After a cursor the API counts the jobs from there on: the caption's total is of them all.
+    const reads = [api.listJobs(request), cursor ? api.listJobs({ ...filters, limit: "1" }) : null];
+    [answer, all = answer] = (await Promise.all(reads)).map((read) => read?.body);
   } catch (failure) {
     const refused = isShown(view) && refusedLink(failure, query);
     return refused ? say(byId("jobs-caption"), refused, true) : handleFailure(failure, view, "jobs-caption");
   }
   if (!isShown(view)) return;
-  const page = answer.pagination; // its offset is the link's, as the API read it
   const rows = answer.jobs.map((job) => el("tr", {},
     el("td", {}, jobLink(job.job_id)),
     el("td", {}, statusBadge(job.status)),
@@ -73,11 +77,24 @@ async function showJobs(query) {
     el("td", {}, job.languages.join(", ")),
     el("td", {}, progressBar(job))));
   byId("job-rows").replaceChildren(...rows);
-  byId("jobs-caption").textContent = unknown + sizeNote + (page.total
-    ? `Jobs ${page.offset + 1}–${page.offset + answer.jobs.length} of ${page.total}, newest first`
+  // No "Jobs 11–20": a page reached by a cursor has no offset, and jobs submitted since the first
+  // page would make any offset it claimed wrong.
+  const total = all.pagination.total;
+  byId("jobs-caption").textContent = unknown + sizeNote + (total
+    ? `${answer.jobs.length} of ${total} ${total === 1 ? "job" : "jobs"}, newest first`
     : "No jobs match these filters.");
-  pagerButton("previous-page", page.offset > 0, listQuery(status, limit, Math.max(0, page.offset - Number(limit))));
-  pagerButton("next-page", page.has_more, listQuery(status, limit, page.offset + Number(limit)));
+  // Each page is the one after the previous page's last job, however many jobs arrived since: an
+  // offset counted from the newest showed a page's jobs again on the next. The cursors of the
+  // pages before this one ride along in the link (`back`), so Previous works in a shared link as
+  // after a walk from the first page (the browser's Back button goes back through the walk).
+  const back = query.getAll("back");
+  const previous = cursor
+    ? { cursor: back.at(-1), back: back.slice(0, -1) }
+    : { offset: Math.max(0, Number(askedOffset) - Number(limit)) };
+  const first = !cursor && Number(askedOffset) === 0;
+  pagerButton("previous-page", !first, listQuery(status, limit, previous));
+  const next = { cursor: answer.pagination.next_cursor, back: cursor ? [...back, cursor] : [] };
+  pagerButton("next-page", Boolean(next.cursor), listQuery(status, limit, next));
 }
 
 // Selects `value` in the select `id` when it offers it, else `fallback`; returns the one selected.
@@ -105,18 +122,30 @@ function pageSize(asked) {
   return { limit: String(size), sizeNote: "" };
 }
 
-// What a 422 naming the link's own values (the offset) says: which value is refused, why, and how to
-// leave it; null for any other failure.
+// What a 422 naming the link's own values (the offset, the cursor) says: which value is refused,
+// why, and how to leave it; null for any other failure.
 function refusedLink(failure, query) {
   const refused = (failure.details?.errors || []).filter((error) => error.loc?.[0] === "query");
   if (failure.status !== 422 || !refused.length) return null;
-  const said = refused.map((error) => `${error.loc[1]} “${query.get(error.loc[1]) ?? ""}”: ${error.msg}`);
+  const said = refused.map((error) =>
+    `${error.loc[1]} “${query.get(error.loc[1]) ?? ""}”: ${reason(error)}`);
   return `The server refuses this link’s ${said.join("; ")}. Show lists the first page.`;
 }
 
-function listQuery(status, limit, offset) {
-  const query = new URLSearchParams({ limit: String(limit), offset: String(offset) });
+// The API's reason, but for a cursor: its pattern says nothing to a person holding a cut link.
+function reason(error) {
+  if (error.loc[1] !== "cursor") return error.msg;
+  return "the link was cut short or changed (no page of the list starts there)";
+}
+
+// The list's address: its filters and its place, a cursor (with the cursors of the pages before
+// it) or, from a link made before the cursor, an offset; neither for the first page.
+function listQuery(status, limit, { cursor = "", back = [], offset = 0 } = {}) {
+  const query = new URLSearchParams({ limit: String(limit) });
   if (status) query.set("status", status);
+  if (cursor) query.set("cursor", cursor);
+  for (const earlier of back) query.append("back", earlier);
+  if (offset) query.set("offset", String(offset));
   return query.toString();
 }
 
