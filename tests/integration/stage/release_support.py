@@ -71,7 +71,7 @@ def paused(infra: Infra, settings: ServiceSettings) -> list[dict[str, Any]]:
     """`lotlens-admin shards paused --json`."""
     shown = admin(infra, settings, "shards", "paused", "--json")
     assert shown.returncode == 0, f"`shards paused` failed ({shown.returncode}): {shown.stderr}"
-    return list(json.loads(shown.stdout)["shards"])
+    return list(json.loads(shown.stdout))
 
 
 def wait_paused(infra: Infra, settings: ServiceSettings, shard_id: str) -> dict[str, Any]:

@@ -36,6 +36,8 @@ def test_shards_paused_says_until_when_the_queue_holds_a_stage_and_after_how_man
     [line] = [line for line in shown.stdout.splitlines() if line.startswith("vision")]
     assert "queue held until " in line and "(2 refusals in a row)" in line, shown.stdout
     assert "translation" not in shown.stdout
+    [alone] = admin(infra, settings, "stages", "holds").stdout.splitlines()
+    assert alone.split("), ")[0] == line.split("), ")[0], alone  # until when, after how many refusals
     [hold] = admin_json(infra, settings)["queue_holds"]
     assert hold["stage"] == "vision" and hold["refusals"] == 2 and 100 < hold["left_s"] <= 120, hold
 
@@ -65,7 +67,11 @@ def test_jobs_show_says_a_stage_holding_the_jobs_lots_back_is_held_by_the_queue(
 
 
 def admin_json(infra: Infra, settings: ServiceSettings) -> dict[str, list[dict[str, Any]]]:
-    """`lotlens-admin shards paused --json`, read."""
-    shown = admin(infra, settings, "shards", "paused", "--json")
-    assert shown.returncode == 0, shown.stderr
-    return dict(json.loads(shown.stdout))
+    """`lotlens-admin shards paused --json` (a list of shards, as scripts read it) and `stages holds
+    --json`, read."""
+    shards = admin(infra, settings, "shards", "paused", "--json")
+    holds = admin(infra, settings, "stages", "holds", "--json")
+    assert shards.returncode == 0 and holds.returncode == 0, shards.stderr + holds.stderr
+    listed = {"shards": json.loads(shards.stdout), "queue_holds": json.loads(holds.stdout)}
+    assert all(isinstance(each, list) for each in listed.values()), listed
+    return listed

@@ -50,9 +50,8 @@ def _paused(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     if args.json:
-        listed = {"shards": [dataclasses.asdict(shard) for shard in shards],
-                  "queue_holds": [dataclasses.asdict(hold) for hold in holds]}
-        print(json.dumps(listed, indent=2, default=str))
+        # A list, as before the holds were shown: scripts read it (the holds: `stages holds --json`).
+        print(json.dumps([dataclasses.asdict(shard) for shard in shards], indent=2, default=str))
         return 0
     if not shards and not holds:
         print("no shard holds a stage paused, and no stage is held back by OpenAI's queue (a pause "
@@ -177,8 +176,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                "and each stage held back as OpenAI's enqueued-token queue refused its batches: until "
                "when, after how many refusals in a row (`stages release-hold` ends it)")
     paused = commands.add_parser("paused", help=listing, description=listing)
-    paused.add_argument("--json", action="store_true", help="the same facts as JSON: an object of "
-                        "`shards` and `queue_holds`")
+    paused.add_argument("--json", action="store_true", help="the shards as a JSON list (the queue "
+                        "holds: `stages holds --json`)")
     paused.set_defaults(handler=_paused)
     releasing = ("release a shard that holds its stage paused, when the batch's OpenAI project or key "
                  "is gone for good: the running stage sends its lots again (--resend) or fails them "

@@ -2,19 +2,21 @@
 
 After a batch failed `token_limit_exceeded`, every instance of the stage holds new batches back
 (`lotlens_common.stage.core.queue_hold`), a minute, doubling, up to 15 minutes, on the stage's row
-of `stage_queue_holds`. `shards paused` shows each hold in force (`hold_line`); `release-hold` ends
-one, when on-call knows the queue has room again (the other workload's batches cancelled, the
-tier raised), where ending it meant writing the row by hand.
+of `stage_queue_holds`. `shards paused` and `stages holds` show each hold in force (`hold_line`);
+`release-hold` ends one, when on-call knows the queue has room again (the other workload's batches
+cancelled, the tier raised), where ending it meant writing the row by hand.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 
 from lotlens_admin.job_report import moment
 from lotlens_admin.jobs import age
 from lotlens_admin.sessions import admin_engine
-from lotlens_common.stage.adapters.postgres_queue_hold import HoldInForce, end
+from lotlens_common.stage.adapters.postgres_queue_hold import HoldInForce, end, in_force
 
 LABEL = 12  # the width of the left column, as `jobs show` and `shards paused` have it
 
@@ -24,6 +26,22 @@ def hold_line(hold: HoldInForce) -> str:
     return (f"{hold.stage:<{LABEL}}queue held until {moment(hold.held_until)} ({hold.refusals} refusals "
             f"in a row), {age(hold.left_s)} more, every instance of the stage: OpenAI's enqueued-token "
             f"queue for the model is full (`lotlens-admin stages release-hold {hold.stage}` ends it)")
+
+
+def _holds(args: argparse.Namespace) -> int:
+    engine = admin_engine()
+    try:
+        with engine.connect() as conn:
+            holds = in_force(conn)
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(hold) for hold in holds], indent=2, default=str))
+    elif not holds:
+        print("no stage is held back by OpenAI's enqueued-token queue")
+    for hold in [] if args.json else holds:
+        print(hold_line(hold))
+    return 0
 
 
 def _release_hold(args: argparse.Namespace) -> int:
@@ -44,10 +62,15 @@ def _release_hold(args: argparse.Namespace) -> int:
 
 
 def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `stages release-hold`."""
+    """Add `stages holds` and `stages release-hold`."""
     parser = groups.add_parser("stages", help="a batch stage's hold after OpenAI's enqueued-token queue "
                                "refused a batch (`shards paused` lists the holds in force)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    listing = ("each stage held back as OpenAI's enqueued-token queue refused its batches: until when, "
+               "after how many refusals in a row")
+    holds = commands.add_parser("holds", help=listing, description=listing)
+    holds.add_argument("--json", action="store_true", help="the same facts as a JSON list")
+    holds.set_defaults(handler=_holds)
     releasing = ("end the stage's hold after OpenAI's enqueued-token queue for its model refused a "
                  "batch (token_limit_exceeded), for every instance, at once instead of at its time: "
                  "when the queue has room again. The refusals in a row are kept; run twice, the "
