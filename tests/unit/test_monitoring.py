@@ -144,7 +144,7 @@ def test_the_dashboard_covers_every_signal_the_alerts_watch() -> None:
 SHARED_GAUGES = (
     "lotlens_openai_batches", "lotlens_openai_oldest_batch_age_seconds", "lotlens_stage_lots_waiting",
     "lotlens_openai_enqueued_tokens", "lotlens_stage_queue_held_seconds",
-    "lotlens_webhook_deliveries_pending",
+    "lotlens_stage_queue_refusals_in_a_row", "lotlens_webhook_deliveries_pending",
     "lotlens_webhook_oldest_pending_age_seconds", "lotlens_outbox_backlog_events",
     "lotlens_outbox_oldest_age_seconds", "lotlens_kafka_group_lag_messages", "lotlens_kafka_group_members")
 _MAX_OR_MIN_OF = re.compile(r"\b(max|min)\s*(by\s*\([^)]*\)\s*)?\(\s*$")

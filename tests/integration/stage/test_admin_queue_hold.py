@@ -48,7 +48,7 @@ def test_release_hold_ends_the_stages_hold_for_every_instance_and_says_what_it_e
     released = admin(infra, settings, "stages", "release-hold", "vision")
     assert released.returncode == 0, released.stderr
     assert "vision" in released.stdout and "1 refusals in a row" in released.stdout, released.stdout
-    assert store.queue_held_s() == 0
+    assert store.queue_held().left_s == 0
     assert "queue held" not in admin(infra, settings, "shards", "paused").stdout
     again = admin(infra, settings, "stages", "release-hold", "vision")
     assert again.returncode == 0 and "no queue hold" in again.stdout, again
@@ -75,3 +75,15 @@ def admin_json(infra: Infra, settings: ServiceSettings) -> dict[str, list[dict[s
     listed = {"shards": json.loads(shards.stdout), "queue_holds": json.loads(holds.stdout)}
     assert all(isinstance(each, list) for each in listed.values()), listed
     return listed
+
+
+def test_a_batch_created_before_a_release_and_refused_after_it_brings_no_hold_back(
+        infra: Infra, settings: ServiceSettings, engine: Engine) -> None:
+    # The release kept `refused_at`: a batch another replica created while the queue was known full
+    # (its claim came before the hold) counted as a refusal since, and held every replica 15 minutes.
+    store = _refused(engine, 4)
+    created_while_held = time.time()
+    time.sleep(1.1)  # the hold's times are whole seconds apart from the batch's creation
+    assert admin(infra, settings, "stages", "release-hold", "vision").returncode == 0
+    assert store.note_queue_refused(created_while_held) is None
+    assert store.queue_held().left_s == 0

@@ -29,9 +29,10 @@ def test_a_refusal_noted_by_one_instance_holds_every_instance_of_that_stage_only
     first, second = (PostgresWorkStore(engine, "vision", VisionWork) for _ in range(2))
     translator = PostgresWorkStore(engine, "translation", TranslationWork)
     created = time.time() - 5
-    assert second.queue_held_s() == 0
+    assert second.queue_held().left_s == 0
     assert first.note_queue_refused(created) == FIRST_HOLD_S
-    assert FIRST_HOLD_S - 10 < second.queue_held_s() <= FIRST_HOLD_S and translator.queue_held_s() == 0
+    assert FIRST_HOLD_S - 10 < second.queue_held().left_s <= FIRST_HOLD_S
+    assert translator.queue_held().left_s == 0
     # A batch in flight when the queue refused: refused too, it tells nothing new.
     assert second.note_queue_refused(created - 1) is None
     refusals, left_s = _row(engine, "vision")
@@ -46,7 +47,8 @@ def test_a_batch_created_since_the_refusal_and_admitted_ends_the_series_for_ever
     assert _row(engine, "vision")[0] == 1
     second.note_queue_admitted(time.time() + 1)
     assert _row(engine, "vision")[0] == 0
-    assert first.queue_held_s() > 0  # the hold in force runs out; the next refusal starts at a minute again
+    # The hold in force runs out; the next refusal starts at a minute again.
+    assert first.queue_held().left_s > 0
 
 
 def test_instances_noting_the_same_batches_refused_at_once_hold_back_once(engine: Engine) -> None:

@@ -133,7 +133,7 @@ def test_a_queue_refusal_collected_by_one_instance_holds_back_every_instance(
                     if ours() and lot_statuses(engine, "vision", job_id) == {"lot-0": store.WAITING}:
                         break
                     await asyncio.sleep(0.1)
-                assert ours() == 1 and first.store.queue_held_s() > 0
+                assert ours() == 1 and first.store.queue_held().left_s > 0
                 for _ in range(5):
                     await step(second, watching=True)
                     await asyncio.sleep(0.1)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lotlens_common.stage.core.queue_hold import QueueHold
+from lotlens_common.stage.core.queue_hold import HeldNow, QueueHold
 from lotlens_common.stage.ports import QuotaPause, Shard
 
 
@@ -73,8 +73,8 @@ class QueueHoldRow:
         super().__init__()
         self.queue_hold = QueueHold()
 
-    def queue_held_s(self) -> float:
-        return self.queue_hold.left_s(time.time())
+    def queue_held(self) -> HeldNow:
+        return self.queue_hold.now(time.time())
 
     def note_queue_refused(self, created_at: float) -> float | None:
         return self.queue_hold.refused(created_at, time.time())

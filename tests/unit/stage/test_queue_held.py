@@ -16,13 +16,13 @@ class Crash(Exception):
     """The process dies here."""
 
 
-def _scraped_hold(stage: str = "vision") -> float:
-    """`lotlens_stage_queue_held_seconds{stage=…}` as Prometheus scrapes it (it must be exported)."""
-    prefix = f'lotlens_stage_queue_held_seconds{{stage="{stage}"}} '
+def _scraped_hold(name: str = "lotlens_stage_queue_held_seconds", stage: str = "vision") -> float:
+    """The stage's gauge `name` as Prometheus scrapes it (it must be exported)."""
+    prefix = f'{name}{{stage="{stage}"}} '
     for line in generate_latest(REGISTRY).decode().splitlines():
         if line.startswith(prefix):
             return float(line.removeprefix(prefix))
-    raise AssertionError(f"no lotlens_stage_queue_held_seconds for {stage} is exported")
+    raise AssertionError(f"no {name} for {stage} is exported")
 
 
 def _crash_after_claim(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -60,3 +60,19 @@ def test_the_gauge_shows_the_seconds_the_hold_has_left_and_zero_once_it_ends(wor
     world.store.queue_hold.until = 0.0
     world.rounds()
     assert _scraped_hold() == 0
+
+
+def test_the_refusals_in_a_row_stay_through_the_gaps_between_holds_until_a_batch_is_admitted(
+        world: World) -> None:
+    # The alert read the held seconds, 0 while each try is built and refused again: past 15 minutes
+    # on big files, a queue full for hours never paged.
+    refusals = "lotlens_stage_queue_refusals_in_a_row"
+    world.store.note_queue_refused(time.time() - 5)
+    world.rounds()
+    assert _scraped_hold(refusals) == 1
+    world.store.queue_hold.until = 0.0  # the hold has run out; the next try is being built
+    world.rounds()
+    assert _scraped_hold() == 0 and _scraped_hold(refusals) == 1
+    world.store.note_queue_admitted(time.time() + 5)  # a batch created since got past validation
+    world.rounds()
+    assert _scraped_hold(refusals) == 0

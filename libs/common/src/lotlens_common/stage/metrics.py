@@ -43,6 +43,11 @@ PAUSED = Gauge("lotlens_stage_paused",
 QUEUE_HELD = Gauge("lotlens_stage_queue_held_seconds",
                    "Seconds the stage still holds new batches back after OpenAI's enqueued-token queue for "
                    "the model refused one (token_limit_exceeded); 0 when it does not", ["stage"])
+# Kept between holds (0 once a batch is admitted): what the alert reads, as the held seconds drop
+# to 0 for as long as each try takes to build, upload and be refused (past 15 minutes on big files).
+QUEUE_REFUSALS = Gauge("lotlens_stage_queue_refusals_in_a_row",
+                       "Batches OpenAI's enqueued-token queue for the model refused in a row "
+                       "(token_limit_exceeded); 0 once one created since is admitted", ["stage"])
 
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.
@@ -58,6 +63,7 @@ def start(stage: str) -> None:
     OUTPUT_AWAITED.labels(stage=stage)
     QUEUE_FULL.labels(stage=stage)
     QUEUE_HELD.labels(stage=stage)
+    QUEUE_REFUSALS.labels(stage=stage)
     for status_class in STATUS_CLASSES:
         ANSWERS.labels(stage=stage, status_class=status_class)
     for operation in OPERATIONS:

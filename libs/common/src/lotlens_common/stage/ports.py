@@ -20,6 +20,7 @@ from lotlens_common.events import Event
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.limits import default_token_limit
+from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.work import LotWork, StageSpec, StageWork
 
@@ -273,9 +274,10 @@ class WorkStore(Protocol[W]):
         """A batch was created: no shard holds the stage's quota pause any longer."""
         ...
 
-    def queue_held_s(self) -> float:
+    def queue_held(self) -> HeldNow:
         """How long new batches are still held back as OpenAI's enqueued-token queue for the model
-        refused one of any instance's lately, 0 when they are not (`core/queue_hold.py`)."""
+        refused one of any instance's lately (0: they are not), after how many refusals in a row
+        (`core/queue_hold.py`)."""
         ...
 
     def note_queue_refused(self, created_at: float) -> float | None:

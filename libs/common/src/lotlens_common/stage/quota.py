@@ -149,9 +149,10 @@ def check_upload(stage: Stage[Any], the_try: QuotaTry | None) -> None:
 def queue_held(stage: Stage[Any]) -> bool:
     """Whether the stage's queue hold holds new batches back now, read from the store (the gauge
     follows: read before any other pause is asked, so it is current whichever one holds)."""
-    left_s = stage.store.queue_held_s()
-    metrics.QUEUE_HELD.labels(stage=stage.spec.name).set(left_s)
-    return left_s > 0
+    held = stage.store.queue_held()
+    metrics.QUEUE_HELD.labels(stage=stage.spec.name).set(held.left_s)
+    metrics.QUEUE_REFUSALS.labels(stage=stage.spec.name).set(held.refusals)
+    return held.left_s > 0
 
 
 def may_build(stage: Stage[Any], recovering: bool = False) -> bool:

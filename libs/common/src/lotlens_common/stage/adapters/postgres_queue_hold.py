@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row, text
 
-from lotlens_common.stage.core.queue_hold import QueueHold
+from lotlens_common.stage.core.queue_hold import HeldNow, QueueHold
 
 T = TypeVar("T")
 
@@ -22,10 +22,11 @@ _READ = """
       FROM stage_queue_holds WHERE stage = :stage"""
 
 
-def held_s(conn: Connection, stage: str) -> float:
-    """How long the stage's new batches are still held back, 0 when they are not (one row read by its key)."""
+def held(conn: Connection, stage: str) -> HeldNow:
+    """How long the stage's new batches are still held back, and after how many refusals in a row
+    (one row read by its key)."""
     row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
-    return 0.0 if row is None else _hold(row).left_s(float(row.now_s))
+    return HeldNow(0.0, 0) if row is None else _hold(row).now(float(row.now_s))
 
 
 def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], start: bool) -> T | None:
@@ -86,12 +87,15 @@ def in_force(conn: Connection) -> list[HoldInForce]:
 def end(conn: Connection, stage: str) -> HoldInForce | None:
     """End the stage's hold in force now, for every instance (an operator's decision); the hold it
     ended, None if none held. The refusals in a row are kept: a try refused again holds twice as
-    long, and a batch admitted ends the series, as after a hold that ran out."""
+    long, and a batch admitted ends the series, as after a hold that ran out. A batch created
+    before the release counts as one in flight at a refusal: created while the queue was known full,
+    its refusal would have brought the hold back at once, longer (it was a refusal "since")."""
     row = conn.execute(text(_IN_FORCE + " AND stage = :stage FOR UPDATE"), {"stage": stage}).one_or_none()
     if row is None:
         return None
     conn.execute(text("""
-        UPDATE stage_queue_holds SET held_until = now(), updated_at = now() WHERE stage = :stage"""),
+        UPDATE stage_queue_holds SET held_until = now(), refused_at = now(), updated_at = now()
+         WHERE stage = :stage"""),
         {"stage": stage})
     return _in_force(row)
 

@@ -17,6 +17,7 @@ from lotlens_common.stage.adapters import (
     postgres_quota,
     postgres_release,
 )
+from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Closing, Fit, QuotaPause, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
@@ -158,11 +159,11 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             postgres_quota.end(conn, self.stage)
 
-    def queue_held_s(self) -> float:
+    def queue_held(self) -> HeldNow:
         """How long a refusal of OpenAI's queue, collected by any instance, still holds new batches
-        back (0: it does not)."""
+        back (0: it does not), after how many refusals in a row."""
         with self.engine.begin() as conn:
-            return postgres_queue_hold.held_s(conn, self.stage)
+            return postgres_queue_hold.held(conn, self.stage)
 
     def note_queue_refused(self, created_at: float) -> float | None:
         """A batch created then was refused as the queue was full: the stage's hold from now, if it grew."""

@@ -19,10 +19,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 FIRST_HOLD_S = 60.0
 LONGEST_HOLD_S = 15 * 60.0
 _DOUBLINGS = math.ceil(math.log2(LONGEST_HOLD_S / FIRST_HOLD_S))
+
+
+class HeldNow(NamedTuple):
+    """The seconds new batches are still held back (0: they are not), and the refusals in a row so
+    far: kept between holds, until a batch is admitted, so they tell a full queue through the gaps
+    in which a try is built and refused again."""
+
+    left_s: float
+    refusals: int
 
 
 @dataclass
@@ -50,6 +60,10 @@ class QueueHold:
         (one admitted before the queue filled says nothing of it now)."""
         if self.refusals and created_at >= math.floor(self.refused_at):
             self.refusals = 0
+
+    def now(self, now_s: float) -> HeldNow:
+        """The hold as on-call reads it now."""
+        return HeldNow(self.left_s(now_s), self.refusals)
 
     def left_s(self, now_s: float) -> float:
         """How long new batches are still held back (0: they are not)."""
