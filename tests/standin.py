@@ -17,6 +17,9 @@ from typing import Any
 import httpx2
 import uvicorn
 
+from lotlens_common.model.batch_files import batch_line
+from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.vision import vision_request_body
 from lotlens_openai_standin import StandinConfig, create_app
 from tests.openai_spec import OpenAISpec, SpecRecorder
 from tests.servers import free_port
@@ -106,3 +109,18 @@ def standin_process(log_dir: Path, port: int, state_dir: Path | None = None,
             process.kill()
         process.wait(timeout=10)
         log.close()
+
+
+def completed_vision_batch(api: httpx2.Client, lots: int, timeout_s: float = 60.0) -> str:
+    """The id of a batch of `lots` vision lines run to `completed` through the stand-in's API."""
+    content = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(
+        f"note {i}", ["https://img.example/1.jpg"], ModelSettings())) for i in range(lots))
+    upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
+    created = api.post("/batches", json={"input_file_id": upload.json()["id"], "completion_window": "24h",
+                                         "endpoint": "/v1/responses"})
+    batch_id = str(created.json()["id"])
+    deadline = time.monotonic() + timeout_s
+    while api.get(f"/batches/{batch_id}").json()["status"] != "completed":
+        assert time.monotonic() < deadline, "the batch did not complete"
+        time.sleep(0.05)
+    return batch_id

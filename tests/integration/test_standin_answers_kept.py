@@ -3,7 +3,6 @@ writing each answer once, however many slices the batch runs in."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,27 +11,10 @@ import httpx2
 import orjson
 import pytest
 
-from lotlens_common.model.batch_files import batch_line
-from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.vision import vision_request_body
 from lotlens_openai_standin.durable import StateStore
-from tests.standin import serve_standin
+from tests.standin import completed_vision_batch, serve_standin
 
 LOTS = 400
-
-
-def _run_batch(api: httpx2.Client, lots: int) -> str:
-    content = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(
-        f"note {i}", ["https://img.example/1.jpg"], ModelSettings())) for i in range(lots))
-    upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
-    created = api.post("/batches", json={"input_file_id": upload.json()["id"], "completion_window": "24h",
-                                         "endpoint": "/v1/responses"})
-    batch_id = str(created.json()["id"])
-    deadline = time.monotonic() + 30
-    while api.get(f"/batches/{batch_id}").json()["status"] != "completed":
-        assert time.monotonic() < deadline, "the batch did not complete"
-        time.sleep(0.05)
-    return batch_id
 
 
 def _counting(written: list[int], method: Callable[..., None]) -> Callable[..., None]:
@@ -53,7 +35,7 @@ def test_a_batch_run_in_many_slices_writes_each_answer_once(
             monkeypatch.setattr(StateStore, name, _counting(written, getattr(StateStore, name)))
     with serve_standin(tmp_path, state_dir=tmp_path / "state", in_progress_seconds=1.0) as standin, \
             httpx2.Client(base_url=standin.base_url, timeout=10) as api:
-        batch_id = _run_batch(api, LOTS)
+        batch_id = completed_vision_batch(api, LOTS)
         answers = standin.control.get(f"/_standin/batches/{batch_id}/requests").json()["answers"]
     assert len(answers) == LOTS and len(written) >= 5, written  # the run took several slices
     assert sum(written) < 1.1 * len(orjson.dumps(answers)), written
@@ -63,7 +45,7 @@ def test_the_answers_are_the_same_after_a_restart(tmp_path: Path) -> None:
     state = tmp_path / "state"
     with serve_standin(tmp_path, state_dir=state, in_progress_seconds=0.3) as standin, \
             httpx2.Client(base_url=standin.base_url, timeout=10) as api:
-        batch_id = _run_batch(api, 50)
+        batch_id = completed_vision_batch(api, 50)
         before = standin.control.get(f"/_standin/batches/{batch_id}/requests").json()
     with serve_standin(tmp_path, state_dir=state) as standin:
         after = standin.control.get(f"/_standin/batches/{batch_id}/requests").json()

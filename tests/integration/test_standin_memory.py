@@ -5,7 +5,6 @@ chaos) does not grow with every batch it ever ran."""
 from __future__ import annotations
 
 import gc
-import time
 import tracemalloc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -13,30 +12,13 @@ from pathlib import Path
 
 import httpx2
 
-from lotlens_common.model.batch_files import batch_line
-from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.vision import vision_request_body
-from tests.standin import serve_standin
+from tests.standin import completed_vision_batch, serve_standin
 
 LINES = 4_000
 # A line's answer held in memory took about 440 bytes (22 MB a 50,000-line batch): 1.7 MB here.
 # What a finished batch may keep is its record, its files' records and their ids, a few kB.
 HELD_LIMIT = 100_000
 STANDIN_CODE = [tracemalloc.Filter(True, "*lotlens_openai_standin*")]
-
-
-def _run_batch(api: httpx2.Client) -> str:
-    content = b"".join(batch_line(f"lot-{i}:vision", vision_request_body(
-        f"note {i}", ["https://img.example/1.jpg"], ModelSettings())) for i in range(LINES))
-    upload = api.post("/files", files={"file": ("in.jsonl", content)}, data={"purpose": "batch"})
-    created = api.post("/batches", json={"input_file_id": upload.json()["id"], "completion_window": "24h",
-                                         "endpoint": "/v1/responses"})
-    batch_id = str(created.json()["id"])
-    deadline = time.monotonic() + 60
-    while api.get(f"/batches/{batch_id}").json()["status"] != "completed":
-        assert time.monotonic() < deadline, "the batch did not complete"
-        time.sleep(0.05)
-    return batch_id
 
 
 @contextmanager
@@ -61,7 +43,7 @@ def test_a_finished_batch_leaves_no_record_per_line_in_memory(tmp_path: Path) ->
     with serve_standin(tmp_path, in_progress_seconds=0.3) as standin, \
             httpx2.Client(base_url=standin.base_url, timeout=30) as api:
         with _tracing() as held:
-            batch_id = _run_batch(api)
+            batch_id = completed_vision_batch(api, LINES)
             held_bytes = held()
         kept = standin.control.get(f"/_standin/batches/{batch_id}/requests").json()
     assert held_bytes < HELD_LIMIT, f"the stand-in holds {held_bytes:,} bytes after a {LINES:,}-line batch"
@@ -73,7 +55,7 @@ def test_a_restarted_stand_in_does_not_load_its_finished_batches_lines(tmp_path:
     state = tmp_path / "state"
     with serve_standin(tmp_path, state_dir=state, in_progress_seconds=0.3) as standin, \
             httpx2.Client(base_url=standin.base_url, timeout=30) as api:
-        batch_id = _run_batch(api)
+        batch_id = completed_vision_batch(api, LINES)
     with _tracing() as held, serve_standin(tmp_path, state_dir=state) as standin:
         assert standin.control.get(f"/v1/batches/{batch_id}").json()["status"] == "completed"
         held_bytes = held()
