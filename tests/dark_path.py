@@ -114,10 +114,17 @@ class DarkPath:
             return self.inside(lambda: dialect.connect(*cargs, **cparams))
 
     def go_dark(self) -> None:
-        """Drop every packet on the path from now on, both ways, telling neither end."""
+        """Drop every packet on the path from now on, both ways, telling the clients nothing; the
+        server side of each connection ends, as an old primary's sessions end with it.
+
+        Left open, a session the path cut inside a transaction held its locks, and the new primary
+        (the same server here) kept the client's retry waiting behind them for good: a consumer
+        whose batch went dark after locking its job never finished the next one.
+        """
         self.inside(lambda: subprocess.run(["tc", "qdisc", "add", "dev", "lo", "root", "blackhole"],
                                            check=True, capture_output=True))
         self.dark = True
+        self._proxy.end_upstreams()
 
     def close(self) -> None:
         """Close the proxy's sockets; the namespace goes with the last socket in it."""

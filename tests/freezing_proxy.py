@@ -6,6 +6,7 @@ after a COMMIT). One thread in all, so a test can count the threads of the code 
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import threading
@@ -28,6 +29,7 @@ class FreezingProxy:
         self._selector.register(self._listener, selectors.EVENT_READ)
         self._thread = threading.Thread(target=self._run, name="freezing-proxy", daemon=True)
         self._clients: set[socket.socket] = set()
+        self._upstreams: set[socket.socket] = set()
         self._cut: tuple[bytes, bytes] | None = None
         self._cut_unsent = self._freeze_after_cut = False
         self._armed: set[socket.socket] = set()  # clients that sent the cut's first marker
@@ -42,6 +44,14 @@ class FreezingProxy:
         """Stop, closing every connection."""
         self._stopped.set()
         self._thread.join(timeout=5)
+
+    def end_upstreams(self) -> None:
+        """End the server side of every connection, the client side left open: PostgreSQL ends
+        each session (rolled back, its locks released), as a failover's old primary takes its
+        sessions with it."""
+        for upstream in list(self._upstreams):
+            with contextlib.suppress(OSError):  # closed with its client just now
+                upstream.shutdown(socket.SHUT_RDWR)
 
     def freeze(self) -> None:
         """Stop passing bytes; what is sent meanwhile waits in the sockets' buffers."""
@@ -77,6 +87,7 @@ class FreezingProxy:
         client, _ = self._listener.accept()
         upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
         self._clients.add(client)
+        self._upstreams.add(upstream)
         self._selector.register(client, selectors.EVENT_READ, upstream)
         self._selector.register(upstream, selectors.EVENT_READ, client)
 
@@ -99,6 +110,7 @@ class FreezingProxy:
         for end in (source, target):
             self._selector.unregister(end)
             self._clients.discard(end)
+            self._upstreams.discard(end)
             end.close()
 
     def _cuts_before(self, source: socket.socket, target: socket.socket, data: bytes) -> bool:
