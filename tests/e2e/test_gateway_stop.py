@@ -47,8 +47,11 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture()
 def gateway(infra: Infra, stack_engine: Engine, topics: TopicSettings, tmp_path: Path) -> Iterator[Stack]:
-    """The gateway alone, on this test's schema and topics, draining requests for `DRAIN_S`."""
-    with lone_gateway(infra, stack_engine, topics, tmp_path) as running:
+    """The gateway alone, on this test's schema and topics, draining requests for `DRAIN_S`; its
+    statements wait on a lock the test holds for as long as it holds it (by default they give up
+    after 3 s, and under load that came before the test had seen the wait: a 503 of its own)."""
+    with lone_gateway(infra, stack_engine, topics, tmp_path,
+                      DATABASE_REQUEST_LOCK_TIMEOUT_MS="120000") as running:
         yield running
 
 
