@@ -96,7 +96,10 @@ def job_lots(job: JobView, lot_results: Iterable[dict[str, Any]],
         yield lot
     if unplaced:  # placed since, behind the lots already listed: read again
         with snapshot() as conn:
-            yield from _cancelled(lots_by_id(conn, job, unplaced))
+            placed = lots_by_id(conn, job, unplaced)
+        # Sent once the snapshot has ended: yielded inside it, its transaction idled as long as
+        # the client took to download them, and past the idle timeout the download broke.
+        yield from _cancelled(placed)
     for lot_id in waiting:
         yield unprojected_lot(lot_id, CANCELLED)
 
