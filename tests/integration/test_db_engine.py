@@ -75,6 +75,36 @@ def test_keepalives_and_a_user_timeout_in_the_database_url_are_kept(infra: Infra
     assert (timers["interval_s"], timers["count"]) == (5, 3)  # the settings' for the others
 
 
+def _server_settings(engine: Engine, *names: str) -> dict[str, str]:
+    """What the server holds for a session of `engine` (its socket's timers read back from it)."""
+    try:
+        with engine.connect() as conn:
+            return dict(conn.execute(text("SELECT name, setting FROM pg_settings WHERE name = ANY(:names)"),
+                                     {"names": list(names)}).all())
+    finally:
+        engine.dispose()
+
+
+def test_the_server_gives_a_vanished_service_up_within_half_a_minute(infra: Infra) -> None:
+    # Its defaults are the system's: two hours of silence before the first keepalive, so a client
+    # whose host vanished kept its session, and the locks of its session, as long.
+    timers = _server_settings(make_engine(DatabaseSettings(DATABASE_URL=infra.database_url), "tests"),
+                              "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count",
+                              "tcp_user_timeout")
+    assert timers == {"tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5",
+                      "tcp_keepalives_count": "3", "tcp_user_timeout": "30000"}
+
+
+def test_service_sessions_idle_in_a_transaction_end_after_a_minute_and_admin_sessions_never(
+        infra: Infra) -> None:
+    database = DatabaseSettings(DATABASE_URL=infra.database_url)
+    idle = "idle_in_transaction_session_timeout"
+    for name, limits in (("result-store", database.worker_limits()), ("gateway", database.request_limits())):
+        assert _server_settings(make_engine(database, name, limits=limits), idle) == {idle: "60000"}, name
+    admin = make_engine(database, "admin", limits=database.admin_limits())
+    assert _server_settings(admin, idle) == {idle: "0"}  # the role's, as for migrations
+
+
 def test_a_stage_queue_over_ten_thousand_jobs_is_planned_without_jit(infra: Infra, engine: Engine) -> None:
     # PostgreSQL compiles a plan whose estimate passes `jit_above_cost` (on by default): the
     # queue query's estimate over 10,000 stage jobs (15 days of jobs) took 264 ms of JIT at every

@@ -60,12 +60,17 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     `limits` (`lock_timeout`, `statement_timeout` in ms, `DatabaseSettings.request_limits` or
     `worker_limits`) bound how long each statement waits for a lock and runs: past them it fails as
     an `OperationalError` (`LockNotAvailable`, `QueryCanceled`), which every caller treats as
-    transient. None: PostgreSQL's (the role's) defaults, for migrations and operator commands.
+    transient. Their `idle_in_transaction_session_timeout` ends a session left idle inside a
+    transaction (its process gone silent), releasing its locks; its holder's next statement fails
+    as a disconnect. None: PostgreSQL's (the role's) defaults, for migrations and operator commands.
 
     Every connection gets the settings' keepalives and TCP user timeout (each unless
     `DATABASE_URL` sets it): a database that vanished without closing its connections (a failover's
     old primary) fails their statements within about 30 s, as a disconnect, where a consumer or
-    stage loop stuck in one waited 15 minutes or for ever (`DatabaseSettings`).
+    stage loop stuck in one waited 15 minutes or for ever (`DatabaseSettings`). The server's end of
+    each session gets the same timers (`dead_client_detection`): a client whose host vanished
+    (its node gone, a NAT entry dropped) no longer keeps its session, and the session-level locks
+    it holds (a stage's shard lock), for the server's default two hours of keepalive silence.
 
     JSON columns are read with orjson: the standard library's decoder was a fifth of the
     vision-batcher's CPU (each claimed lot's work document). Writing keeps the standard encoder,
@@ -86,7 +91,8 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                            pool_pre_ping=False, future=True, json_deserializer=orjson.loads,
                            connect_args=connect_args, hide_parameters=True, **extra)
-    event.listen(engine, "connect", partial(_session_settings, {"jit": "off", **_in_ms(limits or {})}))
+    session = {"jit": "off", **settings.dead_client_detection(), **_in_ms(limits or {})}
+    event.listen(engine, "connect", partial(_session_settings, session))
     if tracing.enabled():
         trace_statements(engine)
     return engine

@@ -16,7 +16,7 @@ from prometheus_client import Counter
 
 from lotlens_common import tracing
 from lotlens_common.envelope import Envelope, cloudevent_headers, encode, encoded_cloudevent_headers
-from lotlens_common.settings import KafkaSettings
+from lotlens_common.settings import BROKER_PING_S, KafkaSettings
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class EventProducer:
         """Queue bytes as they are (dead-lettering keeps the original message intact)."""
         self._produce(topic, key, value, headers)
 
-    def ping(self, timeout_s: float = 2.0) -> None:
+    def ping(self, timeout_s: float = BROKER_PING_S) -> None:
         """Raise unless a broker answers a metadata request (readiness)."""
         self._producer.list_topics(timeout=timeout_s)
 

@@ -7,7 +7,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from lotlens_common.logs import KAFKA_LOGGER
@@ -133,6 +133,13 @@ class KafkaSettings(BaseSettings):
         return config
 
 
+# The longest a service's transaction waits for Kafka between two statements: the result-store's
+# announcement of finished jobs (`EventProducer.flush`, 30 s, then a 2 s ping of the brokers; the
+# relay's is `LOTLENS_OUTBOX_PUBLISH_TIMEOUT_S`). An idle-transaction timeout must leave room for it
+# and a margin: shorter, every announcement made while Kafka is slow was ended, try after try.
+KAFKA_WAIT_IN_TRANSACTION_S, BROKER_PING_S, IDLE_MARGIN_S = 30.0, 2.0, 10.0
+
+
 class DatabaseSettings(BaseSettings):
     """PostgreSQL connection for the read models and the services' own work tables."""
 
@@ -175,21 +182,53 @@ class DatabaseSettings(BaseSettings):
                                         validation_alias="DATABASE_WORKER_LOCK_TIMEOUT_MS")
     worker_statement_timeout_ms: int = Field(default=300_000, ge=0,
                                              validation_alias="DATABASE_WORKER_STATEMENT_TIMEOUT_MS")
+    # How long a service's session (a request's or a worker's, not `lotlens-admin`'s or a
+    # migration's) may sit idle inside a transaction before PostgreSQL ends it, rolled back
+    # (`idle_in_transaction_session_timeout`; 0 is no limit). A replica gone silent in the middle of
+    # one (frozen, SIGSTOPped, its node or its NAT entry gone) left its session idle in transaction
+    # with the job's locks for the two hours the server's keepalives wait, and every other replica
+    # needing that job failed each try after its lock timeout meanwhile. The longest legitimate
+    # idle gap: the result-store's announcement waits for Kafka inside its transaction (30 s, and a
+    # 2 s ping), the relay's round for `LOTLENS_OUTBOX_PUBLISH_TIMEOUT_S` (10 s, and the ping);
+    # every other transaction does database work alone between its statements (refused below
+    # those and a margin at start: `check_idle_timeout`).
+    idle_in_transaction_timeout_ms: int = Field(default=60_000, ge=0,
+                                                validation_alias="DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS")
     # `lotlens-admin`'s lock waits, and nothing else (its statements run as long as they take; the
     # rebuild's swap waits up to its own 60 s). psycopg2 acts on Ctrl-C only once a statement returns:
     # without it a command behind a lock left open in psql waited for ever and ignored Ctrl-C.
     admin_lock_timeout_ms: int = Field(default=10_000, ge=1,
                                        validation_alias="DATABASE_ADMIN_LOCK_TIMEOUT_MS")
 
+    def check_idle_timeout(self, wait_s: float, what: str) -> None:
+        """Refuse an idle-transaction timeout that would end a transaction waiting `wait_s` (and a
+        broker ping, and a margin) for Kafka between two of its statements (`what` waits so)."""
+        least_s = wait_s + BROKER_PING_S + IDLE_MARGIN_S
+        if 0 < self.idle_in_transaction_timeout_ms < least_s * 1000:
+            raise ValueError(
+                f"DATABASE_IDLE_IN_TRANSACTION_TIMEOUT_MS ({self.idle_in_transaction_timeout_ms}) must be 0 "
+                f"or at least {least_s * 1000:.0f}: {what} ({wait_s:g} s, a {BROKER_PING_S:g} s ping and "
+                f"{IDLE_MARGIN_S:g} s of margin) happens inside a transaction, which a shorter timeout "
+                "ends every time Kafka is slow")
+
     def dead_peer_detection(self) -> dict[str, int]:
         """The libpq connection parameters that bound how long a vanished database goes unnoticed."""
         return {"keepalives_idle": self.keepalives_idle_s, "keepalives_interval": self.keepalives_interval_s,
                 "keepalives_count": self.keepalives_count, "tcp_user_timeout": self.tcp_user_timeout_ms}
 
+    def dead_client_detection(self) -> dict[str, str]:
+        """The same timers for the server's end of each session (its `tcp_keepalives_*` and
+        `tcp_user_timeout` settings), bounding how long a vanished client goes unnoticed."""
+        return {"tcp_keepalives_idle": f"{self.keepalives_idle_s}s",
+                "tcp_keepalives_interval": f"{self.keepalives_interval_s}s",
+                "tcp_keepalives_count": str(self.keepalives_count),
+                "tcp_user_timeout": f"{self.tcp_user_timeout_ms}ms"}
+
     def request_limits(self) -> dict[str, int]:
         """The session limits (ms) of the gateway's connections: a client waits on each statement."""
         return {"lock_timeout": self.request_lock_timeout_ms,
-                "statement_timeout": self.request_statement_timeout_ms}
+                "statement_timeout": self.request_statement_timeout_ms,
+                "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout_ms}
 
     def admin_limits(self) -> dict[str, int]:
         """The session limits (ms) of `lotlens-admin`'s connections: a bounded wait for each lock."""
@@ -198,7 +237,8 @@ class DatabaseSettings(BaseSettings):
     def worker_limits(self) -> dict[str, int]:
         """The session limits (ms) of consumers', stage loops' and the dispatcher's connections."""
         return {"lock_timeout": self.worker_lock_timeout_ms,
-                "statement_timeout": self.worker_statement_timeout_ms}
+                "statement_timeout": self.worker_statement_timeout_ms,
+                "idle_in_transaction_session_timeout": self.idle_in_transaction_timeout_ms}
 
 
 # Where the OpenAI stand-in listens unless `OPENAI_STANDIN_URL` says otherwise (`make up`).
@@ -288,6 +328,11 @@ class ServiceSettings(BaseSettings):
     # its `metrics_port` (0: not served); 0.0.0.0 in a container, so that Prometheus and the kubelet
     # reach it. Never the gateway's API port.
     metrics_host: str = "127.0.0.1"
+
+    @model_validator(mode="after")
+    def _idle_transactions_outlast_kafka_waits(self) -> ServiceSettings:
+        self.database.check_idle_timeout(KAFKA_WAIT_IN_TRANSACTION_S, "the result-store's wait for Kafka")
+        return self
 
     def billed_share(self) -> float:
         """The share of list prices the stages' requests are billed (the Batch API's discount)."""

@@ -263,6 +263,13 @@ class GatewaySettings(ServiceSettings):
                 "lot is described (and paid for) twice; unset, it is LOTLENS_SYNC_TIMEOUT_S + 60 s")
         return self
 
+    @model_validator(mode="after")
+    def _idle_transactions_outlast_the_relay(self) -> GatewaySettings:
+        # Ended inside its wait, a round never marked what it published: sent again every round.
+        self.database.check_idle_timeout(self.outbox_publish_timeout_s,
+                                         "the relay's wait for Kafka (LOTLENS_OUTBOX_PUBLISH_TIMEOUT_S)")
+        return self
+
     def body_limits(self) -> BodyLimits:
         """What a submission's body may hold before it is authenticated."""
         return BodyLimits(max_lots=self.max_lots, max_depth=self.max_json_depth,

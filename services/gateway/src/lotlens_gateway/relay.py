@@ -265,6 +265,9 @@ class Relay:
                        ~(outbox.c.id == any_(cast(sorted(self._held), ARRAY(BigInteger)))))
                 .order_by(outbox.c.id).limit(room)).all() if room > 0 else []
             self._send(topic, rows)
+            # Idle in its transaction, the topic's lock held: the idle-transaction timeout
+            # outlasts this wait (`GatewaySettings`). A session ended in it costs a round: what
+            # Kafka acknowledged is marked by the next (sent once more meanwhile, a duplicate).
             waiting = self._producer.settle(self._settle_s())
             if self._failed_since_purge:
                 # A message Kafka will never have (refused for good): drop what is still queued
