@@ -125,10 +125,8 @@ class EventProducer:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise `PublishError` otherwise."""
-        reports, started = self._reports, time.monotonic()
-        remaining = self._producer.flush(timeout_s)
+        remaining = self._wait(timeout_s)
         failures, self._failures = self._failures, []
-        self._watch_stall(remaining, reports, started)
         if remaining or failures:
             # Every caller publishes again after a PublishError: left queued, each retry added one
             # more copy of its messages, all delivered once the broker was back.
@@ -138,11 +136,9 @@ class EventProducer:
     def settle(self, timeout_s: float) -> int:
         """Serve delivery reports until every message has its own or `timeout_s` passes; how many
         still wait. Nothing is dropped or raised: each message's callbacks say how it went."""
-        reports, started = self._reports, time.monotonic()
-        remaining = self._producer.flush(timeout_s)
+        remaining = self._wait(timeout_s)
         self._failures = []
-        self._watch_stall(remaining, reports, started)
-        return int(remaining)
+        return remaining
 
     def pending(self) -> int:
         """Messages queued or in flight, without their delivery report yet."""
@@ -154,22 +150,42 @@ class EventProducer:
         is gone, its late reports with it)."""
         return self._generation
 
-    def _watch_stall(self, remaining: int, reports: int, started: float) -> None:
+    def _wait(self, timeout_s: float) -> int:
+        """Serve delivery reports until none is awaited or `timeout_s` passes, and watch for a stall
+        in that time; how many messages still wait.
+
+        The check that a broker answers (a metadata request) comes out of the wait: after it,
+        against a broker that answered nothing, a caller's wait took 2 s more than it asked (the
+        gateway's shutdown grace holds its last waits only as long as each takes its own time)."""
+        started, reports = time.monotonic(), self._reports
+        deadline = started + timeout_s
+        # Time is kept for the check, which only a wait without a report needs; else it is waited.
+        remaining = self._producer.flush(timeout_s - min(BROKER_PING_S, timeout_s / 2))
+        answers = bool(remaining) and self._reports == reports and self._broker_answers(deadline)
+        if remaining:
+            remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
+        stalled = answers and bool(remaining) and self._reports == reports
+        self._watch_stall(stalled, started, remaining)
+        return int(remaining)
+
+    def _watch_stall(self, stalled: bool, started: float, remaining: int) -> None:
         """Start over when messages got no report for `stall_s` of waits in a row while a broker
         answers. One stalled wait is usually one that spanned an outage (the producer recovers
         by itself as the broker comes back), and a broker whose acknowledgements come later than
         a caller's deadline still makes progress; renewed then, the new producer's start-up round
         trips took longer than the deadline again."""
-        stalled = bool(remaining) and self._reports == reports and self._broker_answers()
         self._stalled_since = (self._stalled_since or started) if stalled else None
         self._stalled_waits = self._stalled_waits + 1 if stalled else 0
         # Two waits at least: one long flush (30 s) that spanned an outage is not a stall.
         if self._stalled_waits >= 2 and time.monotonic() - (self._stalled_since or 0.0) >= self._stall_s:
             self._renew(remaining)
 
-    def _broker_answers(self) -> bool:
+    def _broker_answers(self, deadline: float) -> bool:
+        left = min(BROKER_PING_S, deadline - time.monotonic())
+        if left <= 0:
+            return False  # no time to ask: the wait counts as no stall
         try:
-            self.ping()
+            self.ping(left)
         except KafkaException:
             return False
         return True

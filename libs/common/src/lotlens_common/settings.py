@@ -134,9 +134,10 @@ class KafkaSettings(BaseSettings):
 
 
 # The longest a service's transaction waits for Kafka between two statements: the result-store's
-# announcement of finished jobs (`EventProducer.flush`, 30 s, then a 2 s ping of the brokers; the
-# relay's is `LOTLENS_OUTBOX_PUBLISH_TIMEOUT_S`). An idle-transaction timeout must leave room for it
-# and a margin: shorter, every announcement made while Kafka is slow was ended, try after try.
+# announcement of finished jobs (`EventProducer.flush`, 30 s, its ping of the brokers, up to 2 s,
+# within them; the relay's is `LOTLENS_OUTBOX_PUBLISH_TIMEOUT_S`). An idle-transaction timeout must
+# leave room for it and a margin (the ping counted again: it came after the wait until the wait
+# ended when asked): shorter, every announcement made while Kafka is slow was ended, try after try.
 KAFKA_WAIT_IN_TRANSACTION_S, BROKER_PING_S, IDLE_MARGIN_S = 30.0, 2.0, 10.0
 
 

@@ -81,9 +81,9 @@ _LOCK = text("SELECT pg_try_advisory_xact_lock(hashtext('lotlens-outbox:' || :to
 # `JobSubmitted` (40-60 ms per poll). The round that finds a backlog refreshes them.
 _REFRESH_STATISTICS = text(f"ANALYZE {outbox.name}")
 _MAX_PAUSE_S = 5.0
-# Of a stop's time, what the last round does after its wait for Kafka: the producer's check that
-# a broker answers when nothing was acknowledged (a metadata request of up to 2 s), the marking.
-_AFTER_WAIT_S = 3.0
+# Of a stop's time, what the last round does after its wait for Kafka: the marking. (The
+# producer's check that a broker answers is part of the wait, which ends when it was asked to.)
+_AFTER_WAIT_S = 1.0
 # Published rows deleted per transaction, and transactions per prune (a minute apart): 200,000 a
 # minute at most, far above what a gateway publishes.
 PRUNE_ROWS, PRUNE_ROUNDS = 5000, 40
