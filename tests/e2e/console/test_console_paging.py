@@ -123,3 +123,18 @@ def test_a_cursor_the_api_refuses_is_said_and_show_lists_the_first_page(
     page.get_by_role("button", name="Show").click()
     expect(page.get_by_role("link", name=jobs[0])).to_be_visible()
     expect(caption).not_to_have_class(re.compile(r"\berror\b"))
+
+
+def test_previous_page_after_an_old_offset_link_leads_to_the_page_before(
+        page: Page, console_stack: ConsoleStack) -> None:
+    # Links made before the cursor carry `offset`. "Next page" from one carried no way back to it,
+    # and "Previous page" on the page after it listed the first page.
+    jobs = submitted(console_stack, 8)
+    sign_in(page, console_stack.stack)
+    page.goto(f"{console_stack.stack.url}/console/#/jobs?limit=2&offset=4")
+    assert listed(page) == jobs[4:6]
+    assert next_listing(page, "Previous page") == jobs[2:4]
+    assert next_listing(page, "Next page") == jobs[4:6]
+    assert next_listing(page, "Previous page") == jobs[2:4], f"Previous page led to {page.url}"
+    assert next_listing(page, "Previous page") == jobs[:2]
+    expect(page.get_by_role("button", name="Previous page")).to_be_disabled()

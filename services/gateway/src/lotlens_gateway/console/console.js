@@ -8,6 +8,7 @@ import { byId, el, handleFailure, isShown, jobLink, progressBar, say, showPage, 
 import { showJob } from "./job.js";
 
 const MAX_PAGE_SIZE = 100; // the listing's largest `limit` (API.md)
+const OFFSET_PLACE = "offset:"; // an old link's page among the places of the pages before (`back`)
 
 function showLogin(message = "") {
   byId("nav").hidden = true;
@@ -84,16 +85,19 @@ async function showJobs(query) {
     ? `${answer.jobs.length} of ${total} ${total === 1 ? "job" : "jobs"}, newest first`
     : "No jobs match these filters.");
   // Each page is the one after the previous page's last job, however many jobs arrived since: an
-  // offset counted from the newest showed a page's jobs again on the next. The cursors of the
+  // offset counted from the newest showed a page's jobs again on the next. The places of the
   // pages before this one ride along in the link (`back`), so Previous works in a shared link as
   // after a walk from the first page (the browser's Back button goes back through the walk).
+  // An old link's offset page is one of them (`offset:50`): without it, Previous on the page after
+  // it listed the first page.
   const back = query.getAll("back");
   const previous = cursor
-    ? { cursor: back.at(-1), back: back.slice(0, -1) }
+    ? place(back.at(-1), back.slice(0, -1))
     : { offset: Math.max(0, Number(askedOffset) - Number(limit)) };
   const first = !cursor && Number(askedOffset) === 0;
   pagerButton("previous-page", !first, listQuery(status, limit, previous));
-  const next = { cursor: answer.pagination.next_cursor, back: cursor ? [...back, cursor] : [] };
+  const here = cursor || (first ? "" : `${OFFSET_PLACE}${askedOffset}`);
+  const next = { cursor: answer.pagination.next_cursor, back: here ? [...back, here] : [] };
   pagerButton("next-page", Boolean(next.cursor), listQuery(status, limit, next));
 }
 
@@ -138,7 +142,13 @@ function reason(error) {
   return "the link was cut short or changed (no page of the list starts there)";
 }
 
-// The list's address: its filters and its place, a cursor (with the cursors of the pages before
+// A page's place kept in `back`: its cursor, or the offset of an old link's page; none for the first.
+function place(kept = "", back = []) {
+  if (kept.startsWith(OFFSET_PLACE)) return { offset: Number(kept.slice(OFFSET_PLACE.length)), back };
+  return { cursor: kept, back };
+}
+
+// The list's address: its filters and its place, a cursor (with the places of the pages before
 // it) or, from a link made before the cursor, an offset; neither for the first page.
 function listQuery(status, limit, { cursor = "", back = [], offset = 0 } = {}) {
   const query = new URLSearchParams({ limit: String(limit) });
