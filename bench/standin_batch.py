@@ -1,9 +1,10 @@
-"""The stand-in's CPU for one vision batch, on loopback and alone: `python -m bench.standin_batch`.
+"""The stand-in's CPU for one batch, on loopback and alone: `python -m bench.standin_batch`.
 
 `make bench` sees the stand-in only inside the whole pipeline, where both cores are busy with the
 stack; this starts the stand-in by itself (`python -m lotlens_openai_standin`, `--src` to run
-another checkout's copy of it), uploads a vision batch of N lots x 5 images built like the
-vision-batcher's, and reads the stand-in's CPU-seconds (/proc) from the create to `completed`.
+another checkout's copy of it), uploads a batch of N lots built like the stage's (`--kind`: vision,
+5 images a lot, or translation of a vision answer into the bench's languages), and reads the
+stand-in's CPU-seconds (/proc) from the create to `completed`.
 The upload and the start are outside the figure. Each case: a fresh stand-in per run, median of
 `--runs`. Cases: `memory` is the bench stack's stand-in (no state directory, phases 0 s: one
 slice); `durable` is the chaos stack's (a state directory, the run spread over 1 s: ten slices).
@@ -24,9 +25,11 @@ from pathlib import Path
 
 import httpx2
 
+from bench.config import Settings
 from bench.cpu import process_cpu_s
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.model.translation import translation_request_body
 from lotlens_common.model.vision import vision_request_body
 from tests.servers import free_port
 
@@ -40,6 +43,18 @@ def vision_batch(lots: int) -> bytes:
         batch_line(f"lot-{i}:vision", vision_request_body(
             f"2019 Toyota Camry, lot {i}", [f"http://127.0.0.1:9/{i}/{k}.png" for k in range(5)], settings))
         for i in range(lots))
+
+
+def translation_batch(lots: int) -> bytes:
+    """A batch input file of `lots` translation requests, each of a vision answer's English."""
+    settings, languages = ModelSettings(), Settings().languages
+    return b"".join(
+        batch_line(f"lot-{i}:translation", translation_request_body(
+            f"<p>Standin vision: 5 image(s) reviewed. 2019 Toyota Camry, lot {i}</p>", languages, settings))
+        for i in range(lots))
+
+
+KINDS = {"vision": vision_batch, "translation": translation_batch}
 
 
 @contextmanager
@@ -91,14 +106,15 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=sorted(CASES))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--src", type=Path, help="run the stand-in from this source folder")
+    parser.add_argument("--kind", choices=sorted(KINDS), default="vision", help="the stage whose batch it is")
     args = parser.parse_args()
     for lots in args.lots:
-        content = vision_batch(lots)
+        content = KINDS[args.kind](lots)
         for case in args.cases:
             runs = [batch_cpu_s(case, content, args.src) for _ in range(args.runs)]
             shown = " ".join(f"{run:.2f}" for run in runs)
             median = statistics.median(runs)
-            print(f"{lots:>6} lots {case:<8} median {median:.2f} CPU-s ({shown})", flush=True)
+            print(f"{lots:>6} lots {args.kind} {case:<8} median {median:.2f} CPU-s ({shown})", flush=True)
 
 
 if __name__ == "__main__":
