@@ -6,6 +6,7 @@ import html
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -37,7 +38,10 @@ class Prompt:
     @property
     def unfetchable_image(self) -> str | None:
         """The first image URL "OpenAI" could not download, if any."""
-        return next((url for url in self.image_urls if UNFETCHABLE_IMAGE_MARKER in url), None)
+        for url in self.image_urls:
+            if UNFETCHABLE_IMAGE_MARKER in url:
+                return url
+        return None
 
     @property
     def wants_error(self) -> bool:
@@ -50,28 +54,33 @@ class Prompt:
         return INCOMPLETE_MARKER in self.last_text
 
 
-def _last_user_text(messages: list[Any], text_types: tuple[str, ...]) -> str:
-    for message in reversed(messages):
-        if not isinstance(message, dict) or message.get("role") != "user":
+def _read_messages(messages: list[Any], image_type: str, text_type: str) -> tuple[list[dict[str, Any]], str]:
+    """The image parts of every message, and the last user message's text: its content when a
+    string, else the text of its last `text_type` part ("" when it has none). One walk over the
+    messages: a 50,000-lot batch has 300,000 parts."""
+    images: list[dict[str, Any]] = []
+    last_text = ""
+    for message in messages:
+        if not isinstance(message, dict):
             continue
         content = message.get("content")
-        if isinstance(content, str):
-            return content
-        if isinstance(content, list):
-            texts = [p.get("text", "") for p in content
-                     if isinstance(p, dict) and p.get("type") in text_types]
-            return str(texts[-1]) if texts else ""
-        return ""
-    return ""
-
-
-def _parts(messages: list[Any], part_type: str) -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = []
-    for message in messages:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):
-            found += [p for p in content if isinstance(p, dict) and p.get("type") == part_type]
-    return found
+        from_user = message.get("role") == "user"
+        if not isinstance(content, list):
+            if from_user:
+                last_text = content if isinstance(content, str) else ""
+            continue
+        texts = 0
+        text: object = ""
+        for part in content:
+            if isinstance(part, dict):
+                kind = part.get("type")
+                if kind == image_type:
+                    images.append(part)
+                elif kind == text_type:
+                    texts, text = texts + 1, part.get("text", "")
+        if from_user:
+            last_text = str(text) if texts else ""
+    return images, last_text
 
 
 def responses_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -81,9 +90,8 @@ def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    images = _parts(messages, "input_image")
-    return Prompt(len(images), _last_user_text(messages, ("input_text",)),
-                  schema if isinstance(schema, dict) else None,
+    images, last_text = _read_messages(messages, "input_image", "input_text")
+    return Prompt(len(images), last_text, schema if isinstance(schema, dict) else None,
                   tuple(str(part.get("image_url")) for part in images))
 
 
@@ -95,9 +103,8 @@ def chat_prompt(body: Mapping[str, Any]) -> Prompt:
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         inner = fmt.get("json_schema")
         schema = inner.get("schema") if isinstance(inner, dict) else None
-    images = _parts(messages, "image_url")
-    return Prompt(len(images), _last_user_text(messages, ("text",)),
-                  schema if isinstance(schema, dict) else None,
+    images, last_text = _read_messages(messages, "image_url", "text")
+    return Prompt(len(images), last_text, schema if isinstance(schema, dict) else None,
                   tuple(str((part.get("image_url") or {}).get("url")) for part in images))
 
 
@@ -138,6 +145,12 @@ def translated(language: str, source: str, other_variant: bool = False) -> str:
     return f"<p>[{language}] {in_script(language, strip_outer_paragraph(source), other_variant)}</p>"
 
 
+# Asked for every string of every answer; the keys come from requests, so the cache is bounded.
+@lru_cache(maxsize=1024)
+def _is_language_key(key: str) -> bool:
+    return _LANGUAGE_KEY.match(key) is not None
+
+
 def _fill(schema: Mapping[str, Any], key: str, source: str, faults: LanguageFaults) -> Any:
     kind = schema.get("type")
     if isinstance(kind, list):
@@ -160,7 +173,7 @@ def _fill(schema: Mapping[str, Any], key: str, source: str, faults: LanguageFaul
     fault = faults.get(key)
     if fault == "untranslated":
         return source
-    if _LANGUAGE_KEY.match(key):
+    if _is_language_key(key):
         return translated(key, source, other_variant=fault == "other_variant")
     return strip_outer_paragraph(source)
 

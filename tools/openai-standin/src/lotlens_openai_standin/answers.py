@@ -19,6 +19,7 @@ from lotlens_openai_standin.ids import new_id, unix_now
 from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
 from lotlens_openai_standin.request_checks import check_chat_request, check_responses_request
+from lotlens_openai_standin.shapes import BatchShapes, shape_of
 
 RESPONSES_ENDPOINT = "/v1/responses"
 CHAT_ENDPOINT = "/v1/chat/completions"
@@ -60,13 +61,37 @@ def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"format": {"type": "text"}, "verbosity": "medium"}
 
 
-def responses_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None
-                     ) -> dict[str, Any]:
-    """A `response` object as `POST /v1/responses` returns it (no `output_text`: the SDK derives it)."""
+def response_head(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a `response` object that follow from the body's shape (`shapes.py`), in the
+    object's order; those each answer has of its own are None here, for `responses_object` to fill."""
     model = str(body["model"])
     reasoning_model = is_reasoning_model(model)
+    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    return {
+        "id": None, "object": "response", "created_at": None, "status": None,
+        "background": False, "error": None, "incomplete_details": None,
+        "instructions": body.get("instructions"), "max_output_tokens": None,
+        "max_tool_calls": None, "model": model, "output": None, "parallel_tool_calls": True,
+        "previous_response_id": None, "prompt_cache_key": None,
+        "reasoning": ({"effort": (reasoning or {}).get("effort", "medium"), "summary": None}
+                      if reasoning_model else {"effort": None, "summary": None}),
+        "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
+        "temperature": None if reasoning_model else body.get("temperature", 1.0),
+        "text": _text_config(body), "tool_choice": "auto", "tools": [], "top_logprobs": 0,
+        "top_p": None if reasoning_model else body.get("top_p", 1.0), "truncation": "disabled",
+        "usage": None, "user": None, "metadata": body.get("metadata") or {},
+    }
+
+
+def responses_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None,
+                     head: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A `response` object as `POST /v1/responses` returns it (no `output_text`: the SDK derives it).
+    `head`: the body's `response_head`, when one is at hand (a batch's lines share it); its values
+    are shared, not copied, so the object is for serialising, not for changing."""
+    response = dict(response_head(body) if head is None else head)
+    model = response["model"]
     output: list[dict[str, Any]] = []
-    if reasoning_model:
+    if is_reasoning_model(model):
         output.append({"id": new_id("rs_", 48), "type": "reasoning", "summary": []})
     written = write_within(answer_text(prompt, faults), model, body.get("max_output_tokens"))
     if prompt.wants_incomplete:
@@ -82,27 +107,17 @@ def responses_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFa
         })
     input_tokens = estimate_tokens(body, prompt.image_count)
     output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
-    return {
-        "id": new_id("resp_", 48), "object": "response", "created_at": unix_now(), "status": status,
-        "background": False, "error": None, "incomplete_details": incomplete,
-        "instructions": body.get("instructions"), "max_output_tokens": body.get("max_output_tokens"),
-        "max_tool_calls": None, "model": model, "output": output, "parallel_tool_calls": True,
-        "previous_response_id": None, "prompt_cache_key": None,
-        "reasoning": ({"effort": (reasoning or {}).get("effort", "medium"), "summary": None}
-                      if reasoning_model else {"effort": None, "summary": None}),
-        "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
-        "temperature": None if reasoning_model else body.get("temperature", 1.0),
-        "text": _text_config(body), "tool_choice": "auto", "tools": [], "top_logprobs": 0,
-        "top_p": None if reasoning_model else body.get("top_p", 1.0), "truncation": "disabled",
-        "usage": {
-            "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-            "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-            "total_tokens": input_tokens + output_tokens,
-        },
-        "user": None, "metadata": body.get("metadata") or {},
+    # Assigned to the head's keys, which keep their places: the object's field order is the head's.
+    response["id"], response["created_at"], response["status"] = new_id("resp_", 48), unix_now(), status
+    response["incomplete_details"], response["max_output_tokens"] = incomplete, body.get("max_output_tokens")
+    response["output"] = output
+    response["usage"] = {
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
+        "total_tokens": input_tokens + output_tokens,
     }
+    return response
 
 
 def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None
@@ -139,17 +154,30 @@ def _no_language_faults() -> LanguageFaults:
 
 
 def answer(endpoint: str, body: Mapping[str, Any],
-           language_faults: Callable[[], LanguageFaults] = _no_language_faults) -> dict[str, Any]:
+           language_faults: Callable[[], LanguageFaults] = _no_language_faults,
+           shapes: BatchShapes | None = None) -> dict[str, Any]:
     """Validate a request for `endpoint` and return the response body; raises ApiError (400/500).
     `language_faults` is asked, for a structured (translation) answer only, which languages to
-    answer wrongly and how (the faults `untranslated_language`, `other_variant_language`)."""
+    answer wrongly and how (the faults `untranslated_language`, `other_variant_language`);
+    `shapes`: what the bodies of the batch answered so far share (`shapes.py`), added to."""
     chat = endpoint != RESPONSES_ENDPOINT
-    model = check_chat_request(body) if chat else check_responses_request(body)
+    shape = b"" if shapes is None else shape_of(body, chat)
+    passed = shapes is not None and shape in shapes.checked
+    model = check_chat_request(body, passed) if chat else check_responses_request(body, passed)
+    if shapes is not None:
+        shapes.checked.add(shape)
     prompt = chat_prompt(body) if chat else responses_prompt(body)
     check_image_support(model, prompt.image_count, chat=chat)
     _refuse_by_marker(prompt)
     faults = language_faults() if prompt.schema is not None else None
-    return chat_object(body, prompt, faults) if chat else responses_object(body, prompt, faults)
+    if chat:
+        return chat_object(body, prompt, faults)
+    if shapes is None:
+        return responses_object(body, prompt, faults)
+    head = shapes.heads.get(shape)
+    if head is None:
+        head = shapes.heads[shape] = response_head(body)
+    return responses_object(body, prompt, faults, head)
 
 
 # An image URL holding this is one "OpenAI" fetched but cannot read (a truncated JPEG, say): the
@@ -164,8 +192,9 @@ def _refuse_by_marker(prompt: Prompt) -> None:
     unfetchable = prompt.unfetchable_image
     if unfetchable is not None:
         raise bad_request(f"Error while downloading {unfetchable}.", param="url", code="invalid_image_url")
-    if any(UNSUPPORTED_IMAGE_MARKER in url for url in prompt.image_urls):
-        raise bad_request(UNSUPPORTED_IMAGE_MESSAGE, code="invalid_image_format")
+    for url in prompt.image_urls:
+        if UNSUPPORTED_IMAGE_MARKER in url:
+            raise bad_request(UNSUPPORTED_IMAGE_MESSAGE, code="invalid_image_format")
     if prompt.wants_error:
         raise server_error()
 

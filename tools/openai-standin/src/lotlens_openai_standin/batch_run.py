@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from lotlens_openai_standin.answers import answer, usage_tokens
 from lotlens_openai_standin.api_errors import ApiError, server_error
 from lotlens_openai_standin.files import LINE_BUFFER
 from lotlens_openai_standin.ids import new_id
+from lotlens_openai_standin.shapes import BatchShapes
 
 UNEXECUTED_MESSAGES = {
     "batch_expired": "This request could not be executed before the completion window expired.",
@@ -50,6 +52,12 @@ def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> byte
     return orjson.dumps(line) + b"\n"
 
 
+# Every line of a batch asks for the same output (vision: none; translation: one schema per part).
+@lru_cache(maxsize=256)
+def _digest(document: bytes) -> str:
+    return hashlib.sha256(document).hexdigest()[:16]
+
+
 def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any], faulted: bool
                 ) -> dict[str, Any]:
     """What one executed line cost and gave, kept per batch (`GET /_standin/batches/{id}/requests`):
@@ -59,44 +67,43 @@ def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any]
     for (a translation's languages), so the next part of a lot's languages is not the same request."""
     asked_for = request["body"].get("text") or request["body"].get("response_format") or {}
     fmt = asked_for.get("format", asked_for) if isinstance(asked_for, dict) else {}
-    asked = hashlib.sha256(orjson.dumps(fmt, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    asked = _digest(orjson.dumps(fmt, option=orjson.OPT_SORT_KEYS))
     choices = body.get("choices") or [{}]
     whole = body.get("status") == "completed" or choices[0].get("finish_reason") == "stop"
-    tokens = list(usage_tokens(body)) if status == 200 else [0, 0, 0]
+    # A tuple: a batch's answers are held until the slice ends, and the collector passes over dicts of
+    # numbers alone (a list made each of them one more object for every full collection to visit).
+    tokens = usage_tokens(body) if status == 200 else (0, 0, 0)
     return {"status": status, "usable": status == 200 and whole and not faulted, "asked": asked,
             "tokens": tokens}
 
 
 def _execute(request: Mapping[str, Any], endpoint: str, fail_substring: str | None,
-             language_faults: Callable[[], LanguageFaults]) -> tuple[int, dict[str, Any]]:
+             language_faults: Callable[[], LanguageFaults], shapes: BatchShapes
+             ) -> tuple[int, dict[str, Any]]:
     try:
         if fail_substring and fail_substring in str(request["custom_id"]):
             raise server_error()
-        return 200, answer(endpoint, request["body"], language_faults)
+        return 200, answer(endpoint, request["body"], language_faults, shapes)
     except ApiError as exc:
         return exc.status, exc.body()
 
 
-def _read_lines(path: Path, offset: int, count: int | None) -> tuple[list[bytes], int]:
-    """Up to `count` non-blank lines from a byte offset (all when None), and the offset after them."""
-    lines: list[bytes] = []
+def _lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
+    """Each line from a byte offset on, with the offset after it. Read as the lines are answered: a
+    slice of 50,000 lines read whole first was 90 MB more for the slice to take and give back."""
     with path.open("rb", buffering=LINE_BUFFER) as source:
         source.seek(offset)
-        while count is None or len(lines) < count:
-            raw = source.readline()
-            if not raw:
-                break
+        for raw in source:
             offset += len(raw)
-            if raw.strip():
-                lines.append(raw)
-    return lines, offset
+            yield raw, offset
 
 
 def _append(path: Path, size: int, chunk: list[bytes]) -> int:
-    with path.open("ab") as out:
+    # Line by line through a large buffer: joined first, a slice's output was copied whole again.
+    with path.open("ab", buffering=LINE_BUFFER) as out:
         # Anything past the recorded size was written by a run a kill interrupted.
         out.truncate(size)
-        out.write(b"".join(chunk))
+        out.writelines(chunk)
     return size + sum(len(line) for line in chunk)
 
 
@@ -105,7 +112,6 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
     """Answer the next `count` requests into the result files, in a shuffled order
     (`language_faults`: the language faults of each translation answered); each one's `line_answer`
     by custom_id."""
-    raws, offset = _read_lines(input_path, state.input_offset, count)
     outputs: list[bytes] = []
     errors: list[bytes] = []
     answered: dict[str, dict[str, Any]] = {}
@@ -115,15 +121,24 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
         taken.append(language_faults())
         return taken[-1]
 
-    for raw in raws:
+    shapes = BatchShapes()  # a slice's at most: nothing of it outlives the slice
+    executed, offset = 0, state.input_offset
+    for raw, after in _lines_from(input_path, offset):
+        if executed == count:
+            break
+        offset = after
+        if not raw.strip():
+            continue
+        executed += 1
         request = orjson.loads(raw)
         before = len(taken)
-        status, body = _execute(request, endpoint, fail_substring, faults_taken)
-        answered[str(request["custom_id"])] = line_answer(request, status, body, any(taken[before:]))
-        (outputs if status == 200 else errors).append(_response_line(str(request["custom_id"]), status, body))
+        status, body = _execute(request, endpoint, fail_substring, faults_taken, shapes)
+        custom_id = str(request["custom_id"])
+        answered[custom_id] = line_answer(request, status, body, any(taken[before:]))
+        (outputs if status == 200 else errors).append(_response_line(custom_id, status, body))
         if status == 200:
             state.completed += 1
-            state.tokens = [a + b for a, b in zip(state.tokens, usage_tokens(body), strict=True)]
+            state.tokens = [a + b for a, b in zip(state.tokens, answered[custom_id]["tokens"], strict=True)]
         else:
             state.failed += 1
     shuffle = random.Random(f"{seed}:{state.executed}").shuffle
@@ -131,18 +146,22 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
     shuffle(errors)
     state.output_bytes = _append(Path(state.output_path), state.output_bytes, outputs)
     state.error_bytes = _append(Path(state.error_path), state.error_bytes, errors)
-    state.executed += len(raws)
+    state.executed += executed
     state.input_offset = offset
     return answered
 
 
 def write_unexecuted(input_path: Path, state: RunState, code: str) -> int:
     """Report every request not yet run in the error file with `code`; how many there were."""
-    raws, offset = _read_lines(input_path, state.input_offset, None)
-    message = UNEXECUTED_MESSAGES[code]
-    lines = [orjson.dumps({"id": new_id("batch_req_", 32), "custom_id": orjson.loads(raw)["custom_id"],
-                           "response": None, "error": {"code": code, "message": message}}) + b"\n"
-             for raw in raws]
+    error = {"code": code, "message": UNEXECUTED_MESSAGES[code]}
+    lines: list[bytes] = []
+    offset = state.input_offset
+    for raw, after in _lines_from(input_path, offset):
+        offset = after
+        if raw.strip():
+            custom_id = orjson.loads(raw)["custom_id"]
+            line = {"id": new_id("batch_req_", 32), "custom_id": custom_id, "response": None, "error": error}
+            lines.append(orjson.dumps(line) + b"\n")
     state.error_bytes = _append(Path(state.error_path), state.error_bytes, lines)
     state.input_offset = offset
     return len(lines)

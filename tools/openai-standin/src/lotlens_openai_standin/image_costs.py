@@ -16,6 +16,7 @@ OpenAI counts about 5,600: the stand-in's enqueued-token limit never bound.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 MOST_PATCHES = 1_536
@@ -33,6 +34,7 @@ def _family(model: str, prefixes: Mapping[str, object]) -> str | None:
     return max(matching, key=len) if matching else None
 
 
+@lru_cache(maxsize=256)  # asked for every image of every line validated; the model comes from requests
 def image_tokens(model: str, detail: str) -> int:
     """The most input tokens one image costs `model` at `detail`."""
     patch_family = _family(model, PATCH_MULTIPLIERS)
@@ -52,8 +54,8 @@ def image_details(body: Mapping[str, Any], chat: bool) -> list[str]:
     items = body.get("input")
     if isinstance(items, str):
         return []
-    images = [part for part in _parts(items or []) if part.get("type") == "input_image"]
-    return [str(part.get("detail") or "auto") for part in images]
+    return [str(part.get("detail") or "auto") for part in _parts(items or [])
+            if part.get("type") == "input_image"]
 
 
 def _parts(messages: object) -> list[dict[str, Any]]:

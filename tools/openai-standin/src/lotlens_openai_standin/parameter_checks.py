@@ -87,7 +87,10 @@ def _check_range(body: Mapping[str, Any], name: str) -> None:
 def output_limit_name(body: Mapping[str, Any], chat: bool) -> str | None:
     """The parameter that caps the answer's length in this body, if one is set."""
     names = ("max_completion_tokens", "max_tokens") if chat else ("max_output_tokens",)
-    return next((name for name in names if body.get(name) is not None), None)
+    for name in names:
+        if body.get(name) is not None:
+            return name
+    return None
 
 
 def _check_output_limit(body: Mapping[str, Any], chat: bool, facts: ModelFacts) -> None:
