@@ -58,6 +58,8 @@ REFUSED: dict[str, tuple[dict[str, Any], int, str, str | None]] = {
                              "unsupported_parameter"),
     "an unknown model": ({"model": "gpt-9-ultra"}, 400, "model", "model_not_found"),
     "store not a boolean": ({"model": "gpt-4.1-mini", "store": "false"}, 400, "store", "invalid_type"),
+    "instructions not a string": ({"model": "gpt-4.1-mini", "instructions": ["Describe"]}, 400,
+                                  "instructions", "invalid_type"),
     "images to a text-only model": ({"model": "o3-mini", "input": _text("x", images=1)}, 400, "input", None),
 }
 

@@ -223,6 +223,13 @@ def check_store(body: Mapping[str, Any]) -> None:
         raise _invalid_type("store", "a boolean", store)
 
 
+def check_instructions(body: Mapping[str, Any]) -> None:
+    """`instructions` is a string or null (openapi.yaml's `CreateResponse`), as OpenAI checks it."""
+    instructions = body.get("instructions")
+    if instructions is not None and not isinstance(instructions, str):
+        raise _invalid_type("instructions", "a string", instructions)
+
+
 def check_responses_request(body: Mapping[str, Any], shape_passed: bool = False) -> str:
     """Validate a Responses API body; return its model.
 
@@ -243,6 +250,7 @@ def check_responses_request(body: Mapping[str, Any], shape_passed: bool = False)
                           code="unsupported_value")
     check_responses_input(body)
     check_store(body)
+    check_instructions(body)
     check_sampling(body, model, chat=False)
     check_parameter_values(body, False, facts)
     text = body.get("text")
