@@ -29,7 +29,8 @@ from lotlens_common.tables import (
 )
 from lotlens_result_store import sql
 from lotlens_result_store.completion import publish_completions
-from tests.conftest import Infra, new_id
+from lotlens_result_store.handlers import apply_batch
+from tests.conftest import Infra, new_id, own_schema, rows_read
 from tests.integration.result_store.support import (
     IMAGES_PER_LOT,
     LANGUAGES,
@@ -311,6 +312,25 @@ def test_the_announced_outcome_wins_over_a_cancel_replayed_before_the_last_lot(
     job = job_row(engine, script.job_id)
     assert (job["status"], job["completed_at"], job["cancelled_at"]) == ("completed", finished, None)
     assert (job["processed_lots"], job["error_message"], job["completion_published"]) == (2, None, True)
+
+
+def test_a_running_jobs_lot_submissions_read_no_other_lot(infra: Infra, engine: Engine) -> None:
+    # Each batch of lot submissions looks for lots arriving after their job's cancel. Planned from
+    # the statistics of a finished job (all its lots settled), that join read every unsettled lot,
+    # each with a scan of `jobs`: 20,000 scans for a 5,000-lot job, 210,000 for a 50,000-lot one.
+    script = job_script(1000)
+    with own_schema(infra, engine) as own, own.begin() as conn:
+        conn.execute(text("INSERT INTO jobs (job_id, status, total_lots) "
+                          "VALUES ('finished', 'completed', 5000)"))
+        conn.execute(text("INSERT INTO lots (job_id, lot_id, seq, status) "
+                          "SELECT 'finished', 'lot-' || n, n, 'completed' FROM generate_series(1, 5000) n"))
+        conn.execute(text("ANALYZE jobs"))
+        conn.execute(text("ANALYZE lots"))
+        apply_batch(conn, script.submissions[:-100])
+        read_before = rows_read(conn, "lots")
+        apply_batch(conn, script.submissions[-100:])
+        read = rows_read(conn, "lots") - read_before
+    assert read == 0
 
 
 def test_vision_results_for_completed_lots_are_counted_without_comparing_every_pair(engine: Engine) -> None:

@@ -68,8 +68,10 @@ def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
     for envelope in envelopes:
         changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
     # One statement per batch, not per lot: a row written after its job's cancel is cancelled too.
-    _add_images(changes, execute(conn, "cancel_late_lots", sql.CANCEL_LATE_LOTS,
-                                 {"job_ids": sorted({e.job_id for e in submitted})}))
+    cancelled = execute(conn, "select_cancelled_jobs", sql.CANCELLED_JOBS,
+                        {"job_ids": sorted({e.job_id for e in submitted})}).scalars().all()
+    if cancelled:
+        _add_images(changes, execute(conn, "cancel_lots", sql.CANCEL_LOTS, {"job_ids": list(cancelled)}))
 
 
 def project_vision_batch(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
