@@ -8,15 +8,24 @@ import asyncio
 from collections import Counter
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from lotlens_common.events import LotFailed, VisionCompleted
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import settle
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.runner import step
+from lotlens_common.tables import stage_lots
 from tests.conftest import new_id
-from tests.integration.stage.helpers import STAGE, job_events, open_lots, runtime, submit_lots
+from tests.integration.stage.helpers import (
+    STAGE,
+    drive,
+    job_events,
+    open_lots,
+    runtime,
+    submit_lots,
+    vision_spec,
+)
 from tests.standin import Standin
 
 
@@ -70,6 +79,24 @@ def test_lots_settled_before_a_crash_are_not_sent_again_when_the_batch_output_is
     assert [completions[lot_id] for lot_id in settled_first] == [1, 1], completions
     assert not [e for e in events if isinstance(e.event, LotFailed)]
     assert standin.stats()["batches_created"] == 2
+
+
+def test_a_shard_of_exactly_a_chunks_lots_is_settled_by_its_close_without_a_write_per_lot(
+        settings: ServiceSettings, engine: Engine, standin: Standin, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The last lot filled the chunk, which was written lot by lot before the close that settles
+    # its lots anyway: every lot of a 5,000-lot shard (the bench's), the last 5,000 of a 50,000-lot one.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a", "b"])
+    monkeypatch.setattr(settle, "CHUNK", 2)
+    asyncio.run(drive(settings, engine, standin, vision_spec(settings), job_id))
+    with engine.connect() as conn:
+        written = conn.execute(select(stage_lots.c.status).where(
+            stage_lots.c.stage == "vision", stage_lots.c.job_id == job_id)).scalars().all()
+    assert {state.status for state in _lot_states(engine, job_id)} == {store.DONE}
+    assert written == [store.WAITING, store.WAITING]  # in a collected shard: done
+    events = job_events(settings, settings.topics.vision, job_id, 2)
+    described = sorted(e.event.lot_id for e in events if isinstance(e.event, VisionCompleted))
+    assert described == ["lot-0", "lot-1"]
 
 
 def _lot_states(engine: Engine, job_id: str) -> list[store.LotState]:

@@ -308,7 +308,8 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
             _unanswered(shard, lot, words, f"{kind.name.lower()} {result.error_code or result.status}",
                         unanswered)
             settler.failed(lot, kind, result.reason)
-        settler.flush_if_full()
+        if pending:  # the chunk of the shard's last lot is settled by its close (`Settler.flush`)
+            settler.flush_if_full()
     if sum(unanswered.values()) > LOGGED_UNANSWERED:
         log.warning("batch %s: %d lots got no answer in all (by kind and code: %s)", shard.batch_id,
                     sum(unanswered.values()), dict(unanswered.most_common(10)),
