@@ -95,6 +95,16 @@ def test_the_server_gives_a_vanished_service_up_within_half_a_minute(infra: Infr
                       "tcp_keepalives_count": "3", "tcp_user_timeout": "30000"}
 
 
+def test_the_servers_end_follows_keepalives_and_a_user_timeout_the_database_url_sets(infra: Infra) -> None:
+    # An operator riding out a link that stalls for minutes sets them in DATABASE_URL: the server
+    # dropped those sessions after its own 30 s all the same.
+    separator = "&" if "?" in infra.database_url else "?"
+    url = f"{infra.database_url}{separator}keepalives_idle=42&tcp_user_timeout=0"
+    timers = _server_settings(make_engine(DatabaseSettings(DATABASE_URL=url), "tests"),
+                              "tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_user_timeout")
+    assert timers == {"tcp_keepalives_idle": "42", "tcp_keepalives_interval": "5", "tcp_user_timeout": "0"}
+
+
 def test_service_sessions_idle_in_a_transaction_end_after_a_minute_and_admin_sessions_never(
         infra: Infra) -> None:
     database = DatabaseSettings(DATABASE_URL=infra.database_url)

@@ -68,7 +68,7 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
     `DATABASE_URL` sets it): a database that vanished without closing its connections (a failover's
     old primary) fails their statements within about 30 s, as a disconnect, where a consumer or
     stage loop stuck in one waited 15 minutes or for ever (`DatabaseSettings`). The server's end of
-    each session gets the same timers (`dead_client_detection`): a client whose host vanished
+    each session gets the same timers (`_server_timers`): a client whose host vanished
     (its node gone, a NAT entry dropped) no longer keeps its session, and the session-level locks
     it holds (a stage's shard lock), for the server's default two hours of keepalive silence.
 
@@ -83,15 +83,18 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
         connect_args["application_name"] = APPLICATION_NAME_PREFIX + name
     if connect_timeout_s is not None:
         connect_args["connect_timeout"] = connect_timeout_s
-    for parameter, value in settings.dead_peer_detection().items():
-        if parameter not in url.query:
+    peer = settings.dead_peer_detection()
+    for parameter, value in peer.items():
+        if parameter in url.query:  # the operator's, for both ends of the connection
+            peer[parameter] = int(str(url.query[parameter]))
+        else:
             connect_args[parameter] = value
     # hide_parameters: a failed statement's error is logged, traced and put in dead letters, and
     # its values are customers' signed image URLs and webhook tokens.
     engine = create_engine(url, pool_size=pool_size or settings.pool_size, max_overflow=10,
                            pool_pre_ping=False, future=True, json_deserializer=orjson.loads,
                            connect_args=connect_args, hide_parameters=True, **extra)
-    session = {"jit": "off", **settings.dead_client_detection(), **_in_ms(limits or {})}
+    session = {"jit": "off", **_server_timers(peer), **_in_ms(limits or {})}
     event.listen(engine, "connect", partial(_session_settings, session))
     if tracing.enabled():
         trace_statements(engine)
@@ -100,6 +103,15 @@ def make_engine(settings: DatabaseSettings, name: str, pool_size: int | None = N
 
 def _in_ms(limits: Mapping[str, int]) -> dict[str, str]:
     return {parameter: f"{ms}ms" for parameter, ms in limits.items()}
+
+
+def _server_timers(peer: Mapping[str, int]) -> dict[str, str]:
+    """The client end's timers (`peer`: its libpq parameters, `DATABASE_URL`'s else the settings')
+    for the server's end of the session (its `tcp_keepalives_*` and `tcp_user_timeout`)."""
+    return {"tcp_keepalives_idle": f"{peer['keepalives_idle']}s",
+            "tcp_keepalives_interval": f"{peer['keepalives_interval']}s",
+            "tcp_keepalives_count": str(peer["keepalives_count"]),
+            "tcp_user_timeout": f"{peer['tcp_user_timeout']}ms"}
 
 
 def _session_settings(values: Mapping[str, str], dbapi_connection: Any, _record: Any) -> None:

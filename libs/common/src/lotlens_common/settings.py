@@ -217,14 +217,6 @@ class DatabaseSettings(BaseSettings):
         return {"keepalives_idle": self.keepalives_idle_s, "keepalives_interval": self.keepalives_interval_s,
                 "keepalives_count": self.keepalives_count, "tcp_user_timeout": self.tcp_user_timeout_ms}
 
-    def dead_client_detection(self) -> dict[str, str]:
-        """The same timers for the server's end of each session (its `tcp_keepalives_*` and
-        `tcp_user_timeout` settings), bounding how long a vanished client goes unnoticed."""
-        return {"tcp_keepalives_idle": f"{self.keepalives_idle_s}s",
-                "tcp_keepalives_interval": f"{self.keepalives_interval_s}s",
-                "tcp_keepalives_count": str(self.keepalives_count),
-                "tcp_user_timeout": f"{self.tcp_user_timeout_ms}ms"}
-
     def request_limits(self) -> dict[str, int]:
         """The session limits (ms) of the gateway's connections: a client waits on each statement."""
         return {"lock_timeout": self.request_lock_timeout_ms,
