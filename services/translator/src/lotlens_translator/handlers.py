@@ -17,29 +17,31 @@ from lotlens_common.events import JobCancelled, LotFailed, TranslationCompleted,
 from lotlens_common.model.translation import target_languages
 from lotlens_common.producer import EventProducer
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters import postgres_arrivals
-from lotlens_common.stage.work import LotWork, TranslationWork
+from lotlens_common.stage.adapters.postgres_arrivals import Arrival, enqueue_arrivals
+from lotlens_common.stage.work import TranslationWork, arriving_translation_work
 from lotlens_translator.translation_stage import descriptions
 
 STAGE = "translation"
 # What `handle` acts on; the consumer passes over the rest unread (every LotSubmitted, above all).
 HANDLED = frozenset(kind.event_type for kind in (VisionCompleted, LotFailed, JobCancelled))
+# The work of a lot that failed at the vision stage: counted as arrived, nothing to translate.
+_NO_WORK = TranslationWork().model_dump_json().encode()
 
 
 def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope], *, topic: str
            ) -> None:
     """Apply a consumer batch: pass-through events first (flushed), then one transaction."""
-    waiting: list[LotWork[TranslationWork]] = []
-    settled: list[LotWork[TranslationWork]] = []
+    waiting: list[Arrival] = []
+    settled: list[Arrival] = []
     cancellations: list[str] = []
     for envelope in envelopes:
         event = envelope.event
         if isinstance(event, VisionCompleted):
-            lot = LotWork(event.job_id, event.lot_id, envelope.client_id, event.total_lots, 0,
-                          TranslationWork(english_html=event.english_html, languages=event.languages,
-                                          processed_images=event.processed_images,
-                                          missing_images=event.missing_images,
-                                          trace=tracing.job_carrier(event.job_id)))
+            # The work's JSON straight from the event's values, already validated: no model built.
+            lot = Arrival(event.job_id, event.lot_id, envelope.client_id, event.total_lots,
+                          arriving_translation_work(event.english_html, event.languages,
+                                                    event.processed_images, event.missing_images,
+                                                    tracing.job_carrier(event.job_id)))
             if target_languages(event.languages):
                 waiting.append(lot)
             else:
@@ -51,13 +53,13 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
                     descriptions=descriptions(event.languages, event.english_html, {})),
                     envelope.client_id, envelope.event_id))
         elif isinstance(event, LotFailed) and event.stage == "vision":
-            settled.append(LotWork(event.job_id, event.lot_id, envelope.client_id,
-                                   event.total_lots, 0, TranslationWork()))
+            settled.append(Arrival(event.job_id, event.lot_id, envelope.client_id, event.total_lots,
+                                   _NO_WORK))
         elif isinstance(event, JobCancelled):
             cancellations.append(event.job_id)
     producer.flush()
     with engine.begin() as conn:
-        postgres_arrivals.enqueue(conn, STAGE, settled, status=store.SKIPPED)
-        postgres_arrivals.enqueue(conn, STAGE, waiting)  # a cancelled job's lots arrive cancelled
+        enqueue_arrivals(conn, STAGE, settled, status=store.SKIPPED)
+        enqueue_arrivals(conn, STAGE, waiting)  # a cancelled job's lots arrive cancelled
         for job_id in cancellations:
             store.cancel_job(conn, STAGE, job_id)

@@ -114,6 +114,16 @@ class TranslationWork(StageWork):
     sent_part: tuple[str, ...] = Field(default=(), exclude_if=lambda part: not part)
 
 
+def arriving_translation_work(english_html: str, languages: tuple[str, ...], processed_images: int,
+                              missing_images: tuple[str, ...], trace: dict[str, str]) -> bytes:
+    """The JSON of a just-described lot's `TranslationWork`, byte for byte as `model_dump_json`
+    writes it (as `arriving_vision_work`): from a decoded VisionCompleted's values, 0.9 us a lot
+    against 12 for the model built and dumped (`tests/unit/stage/test_arriving_work.py`)."""
+    return orjson.dumps({"trace": trace, "v": 1, "english_html": english_html, "languages": languages,
+                         "processed_images": processed_images, "missing_images": missing_images,
+                         "output_room": 1})
+
+
 W = TypeVar("W", bound=StageWork)
 
 
