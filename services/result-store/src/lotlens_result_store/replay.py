@@ -8,13 +8,14 @@ them either.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.consumer_errors import Patience
@@ -75,9 +76,22 @@ class RecordLog:
 
     def consumer(self) -> Consumer:
         """A consumer of no group's (nothing is committed): the checkpoint is the position."""
+        # A fetch the broker holds for want of data (a partition read to its end) held the others'
+        # first messages back for the default 500 ms; with data it is answered at once anyway.
         return Consumer({**self._kafka.client_config(), "group.id": f"lotlens-rebuild-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "enable.auto.offset.store": False,
-                         "fetch.max.bytes": 52_428_800})
+                         "fetch.max.bytes": 52_428_800, "fetch.wait.max.ms": 50})
+
+    def assigned(self, partitions: list[TopicPartition]) -> Consumer:
+        """A consumer assigned `partitions`, their topics' leaders learnt first: assigned before it
+        knew them, it looked its start offsets up only at librdkafka's retry, 0.5 s later."""
+        consumer = self.consumer()
+        # The broker away: the lookups are retried, and the replay waits that out with patience.
+        with contextlib.suppress(KafkaException):
+            for topic in sorted({partition.topic for partition in partitions}):
+                consumer.list_topics(topic, timeout=self._kafka.command_timeout_s)
+        consumer.assign(partitions)
+        return consumer
 
     def patience(self) -> Patience:
         """How a replay reads on through a broker away for a while (a restart)."""
@@ -121,15 +135,19 @@ def replay(engine: Engine, log_: RecordLog, marks: dict[Partition, tuple[int, in
     ends = {tp: high for tp, (low, high) in marks.items() if max(low, done.get(tp, 0)) < high}
     if not ends:
         return progress
-    consumer = log_.consumer()
-    consumer.assign([TopicPartition(t, p, done.get((t, p), OFFSET_BEGINNING)) for t, p in ends])
+    consumer = log_.assigned([TopicPartition(t, p, done.get((t, p), OFFSET_BEGINNING)) for t, p in ends])
+    # Where each partition stands: a batch asks for no more events than are left before the ends,
+    # so the last one returns once they are in (asked for a whole batch, it waited out its second).
+    at = {tp: max(marks[tp][0], done.get(tp, 0)) for tp in ends}
     last_report, patience = time.monotonic(), log_.patience()
     try:
         while ends:
             patience.check()
-            messages = [m for m in consumer.consume(batch_size, 1.0) if patience.is_data(m)]
+            left = sum(ends[tp] - at[tp] for tp in ends)
+            messages = [m for m in consumer.consume(min(batch_size, left), 1.0) if patience.is_data(m)]
             wanted = [m for m in messages if (m.offset() or 0) < ends[_partition(m)]]
             reached = _reached(consumer, ends)
+            at.update(reached)
             progress.skipped += _apply(engine, wanted, reached, skip)
             progress.done += len(wanted)
             if messages:
