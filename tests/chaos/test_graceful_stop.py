@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
@@ -50,15 +51,25 @@ def test_every_service_stops_by_itself_within_its_grace_when_idle(stack: ChaosSt
     assert stack.revive() == []
 
 
+@dataclass
+class SlowImages:
+    """An image host: `asked` is set at its first request, each answered after `delay_s`."""
+
+    url: str
+    asked: threading.Event
+    delay_s: float
+
+
 @contextmanager
-def slow_image_host(delay_s: float) -> Iterator[tuple[str, threading.Event]]:
-    """Serves a PNG for any path, each after `delay_s`; the event is set at the first request."""
-    image, asked = png(), threading.Event()
+def slow_image_host(delay_s: float) -> Iterator[SlowImages]:
+    """Serves a PNG for any path, each after the host's `delay_s` at the time it is asked."""
+    image = png()
+    host = SlowImages("", threading.Event(), delay_s)
 
     class Slow(BaseHTTPRequestHandler):
         def _answer(self, body: bool) -> None:
-            asked.set()
-            time.sleep(delay_s)
+            host.asked.set()
+            time.sleep(host.delay_s)
             self.send_response(200)
             self.send_header("Content-Type", "image/png")
             self.send_header("Content-Length", str(len(image)))
@@ -76,7 +87,8 @@ def slow_image_host(delay_s: float) -> Iterator[tuple[str, threading.Event]]:
             """Say nothing."""
 
     with serve(Slow) as url:
-        yield url, asked
+        host.url = url
+        yield host
 
 
 def test_a_vision_batcher_stopped_while_it_checks_a_slow_hosts_images_exits_within_its_grace(
@@ -87,23 +99,27 @@ def test_a_vision_batcher_stopped_while_it_checks_a_slow_hosts_images_exits_with
     stack.terminate("vision-batcher-1")
     stack.start("vision-batcher-1", {"LOTLENS_IMAGE_CHECK_CONCURRENCY": "2"})
     try:
-        with slow_image_host(5.0) as (images, asked):
+        with slow_image_host(5.0) as images:
             lots = [{"lot_id": f"slow-{i}", "additional_info": "2019 Toyota Camry, front collision",
-                     "images": [{"url": f"{images}/slow-{i}-{n}.png"} for n in range(2)]} for i in range(30)]
+                     "images": [{"url": f"{images.url}/slow-{i}-{n}.png"} for n in range(2)]}
+                    for i in range(30)]
             client = stack.client()
             job_id = client.submit_job(lots, ["en"]).job_id
-            assert asked.wait(120), "the vision-batcher never began to check the job's images"
+            assert images.asked.wait(120), "the vision-batcher never began to check the job's images"
             shutdown = stack.terminate("vision-batcher-1")
             print(f"vision-batcher-1: stopped in {shutdown.seconds:.1f} s, exit {shutdown.returncode}")
             # The old stop waited for the whole chunk's checks: killed at the grace's end.
             assert shutdown.violation() is None
-            # Nothing lost: the shard it left `building` is sent again after the restart.
+            # Nothing lost: the shard it left `building` is sent again after the restart. Its
+            # images are checked again, now at once: the stop was the slow host's part (its 5 s
+            # an image made the rebuilt shard take 13 s more).
+            images.delay_s = 0.0
             stack.start("vision-batcher-1")
             stack.start("vision-batcher-2")
             deadline = time.monotonic() + 300
             while not (status := client.job_status(job_id)).is_terminal:
                 assert time.monotonic() < deadline, f"job still {status.status} after 300 s"
-                time.sleep(1)
+                time.sleep(0.25)
             assert status.status == "completed"
             assert (status.progress.processed_lots, status.progress.failed_lots) == (len(lots), 0)
     finally:
