@@ -219,13 +219,16 @@ def rows_read(conn: Connection, table: str) -> int:
 
 
 @contextmanager
-def own_schema(infra: Infra, engine: Engine, revision: str | None = "head") -> Iterator[Engine]:
-    """An engine on a new schema migrated to `revision` (None: left empty), dropped on exit."""
+def own_schema(infra: Infra, engine: Engine, revision: str | None = "head",
+               wait_for_disk: bool = True) -> Iterator[Engine]:
+    """An engine on a new schema migrated to `revision` (None: left empty), dropped on exit.
+    Without `wait_for_disk` its commits return before their WAL is flushed: for tests of what the
+    rows hold, not of what survives a crash."""
     schema = new_id("own_")
     with engine.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options=-csearch_path%3D{schema}"),
-                      "tests")
+    options = f"-csearch_path%3D{schema}" + ("" if wait_for_disk else "%20-csynchronous_commit%3Doff")
+    own = make_engine(DatabaseSettings(DATABASE_URL=f"{infra.database_url}?options={options}"), "tests")
     if revision is not None:
         migrate(own, revision)
     yield own
