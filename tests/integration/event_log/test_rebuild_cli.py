@@ -5,6 +5,7 @@ the code is one line with its position and can be skipped on purpose, `status` t
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -12,17 +13,31 @@ from sqlalchemy import Engine, text
 
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
-from lotlens_result_store.rebuild import REBUILD_LOCK
+from lotlens_result_store.rebuild import REBUILD_LOCK, RebuildOptions, rebuild
 from lotlens_result_store.shadow import RETIRED, SHADOW, TABLES, shadow_exists
 from tests.integration.admin_support import REFUSING_KAFKA, admin_env, asking_on_a_terminal, run_admin
 from tests.integration.result_store.support import JobScript, job_script, publish
 
 pytestmark = pytest.mark.integration
 
+Rebuilt = Callable[..., None]
+
 
 @pytest.fixture()
 def env(own_settings: ServiceSettings, own_database: str, topics: TopicSettings) -> dict[str, str]:
     return admin_env(own_settings.kafka.bootstrap_servers, own_database, topics)
+
+
+@pytest.fixture()
+def rebuilt(own_settings: ServiceSettings, own_engine: Engine, topics: TopicSettings) -> Rebuilt:
+    """What a `projections rebuild` leaves, for a test's setup: run in this process, as the rebuild
+    tests run it (the command's own runs are what these tests check; starting an interpreter for
+    each setup cost a second)."""
+    def run(swap: bool = True, allow_skipped: bool = False) -> None:
+        result = rebuild(own_engine, own_settings.kafka, topics,
+                         RebuildOptions(swap=swap, allow_skipped=allow_skipped), lambda _: None)
+        assert result.swapped == swap, result
+    return run
 
 
 def _lots(engine: Engine) -> int:
@@ -59,12 +74,13 @@ def test_a_resumed_rebuild_does_not_swap_in_what_an_earlier_run_skipped(
 
 
 def test_a_shadow_projected_by_other_code_is_not_resumed(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # The documented dry run -> deploy the projection fix -> rebuild kept the old code's rows for
     # every event before the dry run's checkpoint, and swapped them in.
     publish(publisher, topics, job_script(2))
     publisher.flush()
-    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    rebuilt(swap=False)
     with own_engine.begin() as conn:  # what an earlier release's dry run leaves behind
         conn.execute(text(f"UPDATE {SHADOW}.rebuild_state SET projection_version = 'an-older-release'"))
     refused = run_admin(env, "projections", "rebuild")
@@ -124,21 +140,22 @@ def test_the_advice_for_an_event_newer_than_the_code_is_what_the_newer_release_a
 
 
 def test_status_shows_the_shadow_its_checkpoint_skipped_events_version_and_retired_tables(
-        publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # Nothing showed an interrupted shadow or how far it had got.
     empty = run_admin(env, "projections", "status")
     assert empty.returncode == 0, empty.stderr
     assert "no rebuild in progress" in empty.stdout and "no retired tables" in empty.stdout, empty.stdout
 
     _two_lots_and_an_unreadable_message(publisher, topics)
-    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    rebuilt(swap=False)
     shown = run_admin(env, "projections", "status")
     assert shown.returncode == 0, shown.stderr
     assert "shadow lotlens_rebuild" in shown.stdout and "same as this release's" in shown.stdout, shown.stdout
     assert re.search(rf"{re.escape(topics.vision)}:\d+ +next offset \d+", shown.stdout), shown.stdout
     assert re.search(rf"1 events skipped.*\n +{re.escape(topics.vision)}:\d+:\d+ +undecodable", shown.stdout)
 
-    assert run_admin(env, "projections", "rebuild", "--allow-skipped").returncode == 0
+    rebuilt(allow_skipped=True)
     after = run_admin(env, "projections", "status").stdout
     assert "no rebuild in progress" in after and "retired tables in lotlens_retired: " in after, after
 
@@ -179,11 +196,12 @@ def _shadow_exists(engine: Engine) -> bool:
 
 
 def test_drop_shadow_drops_what_a_rebuild_left_and_says_so_once_there_is_nothing(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # A rebuild's shadow left behind (a --no-swap run, an interrupted one) could only be dropped
     # by `rebuild --restart`, which replays the whole log again, or by hand in psql.
     _two_lots_and_an_unreadable_message(publisher, topics)
-    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    rebuilt(swap=False)
     assert _shadow_exists(own_engine)
 
     unagreed = run_admin(env, "projections", "drop-shadow")  # no terminal to ask on, no --yes
@@ -205,10 +223,11 @@ def test_drop_shadow_drops_what_a_rebuild_left_and_says_so_once_there_is_nothing
 
 
 def test_drop_shadow_is_refused_while_a_rebuild_runs(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     publish(publisher, topics, job_script(2))
     publisher.flush()
-    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    rebuilt(swap=False)
     with own_engine.connect() as running:  # what a running rebuild holds for its whole run
         assert running.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": REBUILD_LOCK}).scalar_one()
         refused = run_admin(env, "projections", "drop-shadow")
@@ -220,12 +239,13 @@ def test_drop_shadow_is_refused_while_a_rebuild_runs(
 
 
 def test_drop_retired_says_what_it_drops_and_drops_only_with_a_yes(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # It dropped the read models a rebuild replaced (the only way back from a bad one) at once,
     # with no question and no dry run, and said only "dropped the retired tables".
     publish(publisher, topics, job_script(2))
     publisher.flush()
-    assert run_admin(env, "projections", "rebuild").returncode == 0
+    rebuilt()
     plan = f"drop the tables the last rebuild replaced ({RETIRED}: {', '.join(sorted(TABLES))})"
 
     dry = run_admin(env, "projections", "drop-retired", "--dry-run")
@@ -256,13 +276,14 @@ def _retired_tables(engine: Engine) -> dict[str, int]:
 
 
 def test_drop_retired_drops_nothing_when_a_rebuild_swapped_while_it_asked(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # It listed the tables, asked, then dropped whatever was retired by then, without the rebuild
     # lock: a swap during the question had it drop the read models just replaced, the only way
     # back from that rebuild.
     publish(publisher, topics, job_script(2))
     publisher.flush()
-    assert run_admin(env, "projections", "rebuild").returncode == 0
+    rebuilt()
     with asking_on_a_terminal(env, "projections", "drop-retired") as answer:
         assert run_admin(env, "projections", "rebuild").returncode == 0  # another operator's
         rollback_point = _retired_tables(own_engine)
@@ -273,12 +294,13 @@ def test_drop_retired_drops_nothing_when_a_rebuild_swapped_while_it_asked(
 
 
 def test_drop_shadow_asks_without_holding_off_a_rebuild_and_drops_nothing_it_changed(
-        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str]) -> None:
+        own_engine: Engine, publisher: EventProducer, topics: TopicSettings, env: dict[str, str],
+        rebuilt: Rebuilt) -> None:
     # It held the rebuild lock on an idle session while it asked: a rebuild meanwhile was refused
     # (and a session cut by idle_session_timeout or a proxy dropped the lock unnoticed).
     publish(publisher, topics, job_script(2))
     publisher.flush()
-    assert run_admin(env, "projections", "rebuild", "--no-swap").returncode == 0
+    rebuilt(swap=False)
     with asking_on_a_terminal(env, "projections", "drop-shadow") as answer:
         publish(publisher, topics, job_script(1))
         publisher.flush()
