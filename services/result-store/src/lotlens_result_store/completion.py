@@ -43,7 +43,6 @@ from lotlens_common.envelope import Envelope, caused
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobCompleted
 from lotlens_common.model.usage import JobUsage
 from lotlens_common.producer import EventProducer, PublishError
-from lotlens_common.settings import KAFKA_WAIT_IN_TRANSACTION_S
 from lotlens_common.tables import READ_MODELS, jobs, lots, outbox
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.metrics import BATCH_JOBS, execute
@@ -235,9 +234,10 @@ def publish_completions(engine: Engine, producer: EventProducer, topic: str,
             # A job ends once: its end is the cause.
             held.send(producer, topic, caused(event, row["client_id"] or "", row["status"]))
         # Every copy, earlier rounds' too, has its report. The transaction idles meanwhile, its
-        # rows locked: the idle-transaction timeout outlasts this wait (`check_idle_timeout`), and
-        # a session ended in it (its process gone silent) costs a retry, the copies held here.
-        producer.flush(KAFKA_WAIT_IN_TRANSACTION_S)
+        # rows locked: the idle-transaction timeout outlasts this wait (the flush's own, 30 s:
+        # KAFKA_WAIT_IN_TRANSACTION_S, `check_idle_timeout`), and a session ended in it (its process
+        # gone silent) costs a retry, the copies held here.
+        producer.flush()
         # Only the acknowledged: a copy an earlier round's failed flush purged may be reported only
         # by this flush (the purge does not wait), which then found nothing queued and returned
         # with that job's copy nowhere. Marked, the job was never announced, its webhooks never sent.
