@@ -35,8 +35,9 @@ def test_a_hundred_lots_name_each_language_once(monkeypatch: pytest.MonkeyPatch)
                         _counted(checked, is_supported_language))
     bodies = [translation_request_body(f"<p>Dent {lot}.</p>", LANGUAGES, ModelSettings())
               for lot in range(100)]
-    # Once for the instructions and once for the schema, each language: not 100 times over.
-    assert sorted(calls) == sorted(["hr", "sk", "sl"] * 2)
+    # Once for the instructions, kept per set of languages, not 100 times over; and once a body for
+    # its schema, built anew for each (`translations_schema`).
+    assert sorted(calls) == sorted(["hr", "sk", "sl"] * (1 + len(bodies)))
     assert len(checked) <= len(LANGUAGES)
     first = orjson.loads(orjson.dumps(bodies[0]))
     assert first["instructions"].count('property "') == 3
@@ -55,3 +56,11 @@ def test_an_unsupported_language_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(ValueError, match="unsupported language code: 'xx'"):
             target_languages(["de", "xx"])
+
+
+def test_a_body_changed_by_its_holder_leaves_the_next_bodies_of_its_languages_as_they_were() -> None:
+    settings = ModelSettings()
+    changed = translation_request_body("<p>x</p>", ["en", "de"], settings)
+    changed["text"]["format"]["schema"]["additionalProperties"] = True
+    after = translation_request_body("<p>y</p>", ["en", "de"], settings)
+    assert after["text"]["format"]["schema"]["additionalProperties"] is False

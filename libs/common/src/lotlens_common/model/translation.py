@@ -124,14 +124,11 @@ def kept_texts(languages: Sequence[str], english_html: str | None, translated: M
 
 
 def translations_schema(targets: Sequence[str]) -> dict[str, Any]:
-    """A strict JSON schema: one required string property per target language code."""
-    return _schema(tuple(targets))
+    """A strict JSON schema: one required string property per target language code.
 
-
-# Built once per set of languages, not per lot (7 us a lot). Shared by every request body that
-# asks for them: a body is only ever serialised, never changed.
-@lru_cache(maxsize=1024)
-def _schema(targets: tuple[str, ...]) -> dict[str, Any]:
+    Built anew for each body, not kept per set of languages: one shared by every body asking for
+    the same languages was changed for all of them by whoever changed one (a test making a wrong
+    request from a right one did, and the right requests after it were refused)."""
     return {
         "type": "object",
         "properties": {
