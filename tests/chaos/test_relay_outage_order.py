@@ -21,7 +21,7 @@ from sqlalchemy import Engine, func, select
 
 from chaos.network import Toxiproxy
 from lotlens_common import producer as producer_module
-from lotlens_common.envelope import Envelope
+from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings
@@ -30,7 +30,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
-from tests.integration.gateway_support import consume
+from tests.events import read_messages_to_end
 from tests.private_kafka import PrivateKafka
 
 MESSAGE_TIMEOUT_S = 10.0
@@ -112,8 +112,10 @@ def test_a_jobs_events_keep_their_order_through_an_outage_longer_than_the_messag
     _set_reachable(proxy, True)
 
     _drain(relay, engine, topic)
-    # Everything the topic holds, duplicates too (a resent event may also have been written).
-    published = consume(broker.bootstrap, topic, 100, timeout_s=5)
+    # Everything the topic holds, duplicates too (a resent event may also have been written), read to
+    # its end: a new group's first fetch took more than the 5 s a read for a while had under CI's load.
+    written = read_messages_to_end(broker.bootstrap, topic)
+    published = [(m.key() or b"", decode(m.value() or b"")) for m in written]
     names = {head.event_id: "JobSubmitted", earlier.event_id: "lot 0", later.event_id: "lot 1"}
     order = [names[event_id] for event_id in _first_occurrences(published)]
     assert order == ["JobSubmitted", "lot 0", "lot 1"], f"the job's events reached the topic as {order}"
