@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import Event, JobSubmitted, LotSubmitted, VisionCompleted
@@ -24,7 +24,8 @@ from lotlens_common.model.vision import vision_request_body
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters.postgres_arrivals import enqueue
+from lotlens_common.stage.adapters.postgres import WAITING
+from lotlens_common.stage.adapters.postgres_arrivals import Arrival, enqueue_arrivals
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.record import batch_metadata
@@ -43,6 +44,12 @@ from tests.events import read_events, read_to_end
 from tests.standin import Standin
 
 STAGE = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2)
+
+
+def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
+    """Lots arriving at a stage, as models (the services write their arrivals as JSON, `enqueue_arrivals`)."""
+    enqueue_arrivals(conn, stage, [Arrival(lot.job_id, lot.lot_id, lot.client_id, lot.total_lots,
+                                           lot.work.model_dump_json().encode()) for lot in lots], status)
 
 
 async def reachable_unless_missing(urls: Sequence[str]) -> ImageCheck:

@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import VisionCompleted
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.handlers import handle
 from tests.conftest import new_id
+from tests.integration.stage.helpers import enqueue
 
 
 def _lots(job_id: str, first: int, count: int, total: int) -> list[LotWork[TranslationWork]]:

@@ -20,7 +20,6 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import cancel
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.service import postgres_stage
@@ -31,6 +30,7 @@ from lotlens_translator.translation_stage import TranslationStage
 from tests.conftest import new_id, rows_read
 from tests.events import read_to_end
 from tests.integration.stage.helpers import STAGE as SETTINGS
+from tests.integration.stage.helpers import enqueue
 
 STAGE = "translation"
 PAID = Usage(input_tokens=4000, output_tokens=12_000, model="gpt-4.1-mini")

@@ -14,12 +14,12 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from lotlens_common.stage.adapters import postgres as store
-from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, TranslationWork
 from tests.conftest import new_id, rows_read
 from tests.integration.plan_support import executed
+from tests.integration.stage.helpers import enqueue
 
 STAGE = "translation"
 

@@ -10,14 +10,13 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.stage.adapters.postgres_arrivals import enqueue
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import VisionStage
 from tests.conftest import new_id
 from tests.integration.stage import previous_work
-from tests.integration.stage.helpers import reachable_unless_missing
+from tests.integration.stage.helpers import enqueue, reachable_unless_missing
 
 STAGE = "vision"
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 from sqlalchemy import Connection, text
 
 from lotlens_common.db import append_rows, copy_row, json_rows
 from lotlens_common.stage.adapters.postgres import CANCELLED, WAITING, take_places
-from lotlens_common.stage.work import LotWork
 
 _COPY = "COPY stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place) FROM STDIN"
 
@@ -51,13 +49,6 @@ class Arrival:
     client_id: str
     total_lots: int
     work: bytes
-
-
-def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
-    """Add arriving lots at the end of their job's queue and count them on their job; a lot already
-    known (re-delivered event) is left as it is and not counted again."""
-    enqueue_arrivals(conn, stage, [Arrival(lot.job_id, lot.lot_id, lot.client_id, lot.total_lots,
-                                           lot.work.model_dump_json().encode()) for lot in lots], status)
 
 
 def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival], status: str = WAITING) -> None:
