@@ -48,6 +48,23 @@ def test_two_flushes_without_progress_while_the_broker_answers_renew_the_produce
         assert [e.job_id for e in read_to_end(infra.kafka_bootstrap, topics.vision)] == ["sent-again"]
 
 
+def test_a_zero_time_wait_between_stalled_flushes_does_not_reset_the_stall(infra: Infra) -> None:
+    # A wait too short to ask a broker (`settle(0)`, a relay round with no time left) knows nothing
+    # of a stall: counted as "no stall", it kept a stalled producer alive between its long waits.
+    client = new_id("polled-")
+    producer = EventProducer(KafkaSettings(bootstrap_servers=infra.kafka_bootstrap, producer_stall_s=0.8),
+                             client)
+    absent = new_id("absent-")
+    producer.publish(absent, _event("stuck"))
+    with pytest.raises(PublishError, match="1 unacknowledged"):
+        producer.flush(0.5)
+    producer.publish(absent, _event("stuck"))
+    assert producer.settle(0) == 1
+    with pytest.raises(PublishError, match="1 unacknowledged"):
+        producer.flush(0.5)
+    assert _renewals(client) == 1
+
+
 def test_a_flush_while_no_broker_answers_keeps_the_producer_and_no_copy_of_what_is_sent_again() -> None:
     # Every caller publishes again after a PublishError; the copies left queued by each retry
     # (1, 2, 3, 4 unacknowledged) were all delivered once the broker was back.

@@ -161,11 +161,15 @@ class EventProducer:
         deadline = started + timeout_s
         # Time is kept for the check, which only a wait without a report needs; else it is waited.
         remaining = self._producer.flush(timeout_s - min(BROKER_PING_S, timeout_s / 2))
-        answers = bool(remaining) and self._reports == reports and self._broker_answers(deadline)
+        answers = self._broker_answers(deadline) if remaining and self._reports == reports else False
         if remaining:
             remaining = self._producer.flush(max(deadline - time.monotonic(), 0.0))
-        stalled = answers and bool(remaining) and self._reports == reports
-        self._watch_stall(stalled, started, remaining)
+        progress = not remaining or self._reports != reports
+        if answers is None and not progress:
+            # Too short to ask a broker: it says nothing of a stall either way. Counted as no stall,
+            # a caller's zero-time polls between its long waits kept a stalled producer for good.
+            return int(remaining)
+        self._watch_stall(bool(answers) and not progress, started, remaining)
         return int(remaining)
 
     def _watch_stall(self, stalled: bool, started: float, remaining: int) -> None:
@@ -180,10 +184,11 @@ class EventProducer:
         if self._stalled_waits >= 2 and time.monotonic() - (self._stalled_since or 0.0) >= self._stall_s:
             self._renew(remaining)
 
-    def _broker_answers(self, deadline: float) -> bool:
+    def _broker_answers(self, deadline: float) -> bool | None:
+        """Whether a broker answers a metadata request before `deadline`; None: no time to ask."""
         left = min(BROKER_PING_S, deadline - time.monotonic())
         if left <= 0:
-            return False  # no time to ask: the wait counts as no stall
+            return None
         try:
             self.ping(left)
         except KafkaException:
