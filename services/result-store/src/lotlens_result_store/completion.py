@@ -84,15 +84,19 @@ def lock_read_models(conn: Connection) -> None:
     execute(conn, "lock_read_models", _LOCK_READ_MODELS)
 
 
+# A terminal job whose JobCompleted Kafka has not acknowledged yet.
+_UNANNOUNCED = (jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)), jobs.c.completion_published.is_(False))
+
+
 def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = False) -> list[str]:
     """Give a terminal status to every touched job whose lots are all accounted for; with
     `accepted_cancels` (live, not in a rebuild: it sees no outbox, and its swap undoes such
     settlements, `unsettle_cancelled`), not to a job whose cancel the gateway has accepted and
-    this store not projected yet."""
+    this store not projected yet. Returns the touched jobs to announce: terminal and unannounced,
+    settled here or before (cancelled, or a batch retried after its announcement failed)."""
     if not changes:
         return []
-    conditions = [jobs.c.job_id.in_(sorted(changes.job_ids())),
-                  jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
+    settleable = [jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
                   jobs.c.total_lots.is_not(None),
                   jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots]
     if accepted_cancels:
@@ -102,14 +106,20 @@ def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = 
         # lock to accept a cancel, so one committed before this batch's lock is seen here, and a
         # job settled here is refused a cancel (400). Cancels are the gateway's outbox rows, kept
         # until this job's row is terminal (`ix_outbox_job_events`).
-        conditions.append(~exists().where(outbox.c.job_id == jobs.c.job_id,
+        settleable.append(~exists().where(outbox.c.job_id == jobs.c.job_id,
                                           outbox.c.event_type == JobCancelled.event_type))
-    # The batch's job upsert already holds these rows' locks, so the counters read are final.
-    candidates = execute(conn, "select_jobs", select(
-        jobs.c.job_id, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
-    ).where(*conditions)).all()
+    # The batch's job upsert already holds these rows' locks, so the counters read are final. The
+    # same statement finds the jobs to announce: the batch's own transaction decides whether any
+    # is, and a batch that finishes none (nearly all of them) runs no announcement's transactions.
+    rows = execute(conn, "select_jobs", select(
+        jobs.c.job_id, jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
+    ).where(jobs.c.job_id.in_(sorted(changes.job_ids())), or_(and_(*_UNANNOUNCED), and_(*settleable)))
+    ).all()
+    unannounced = [str(row[0]) for row in rows if row[1] in TERMINAL_JOB_STATUSES]
+    candidates = [(job_id, total, processed, failed) for job_id, status, total, processed, failed in rows
+                  if status not in TERMINAL_JOB_STATUSES]
     if not candidates:
-        return []
+        return unannounced
     lot_counts = _lot_counts(conn, [row[0] for row in candidates])
     settled: list[dict[str, object]] = []
     for job_id, total_lots, processed_lots, failed_lots in candidates:
@@ -129,7 +139,7 @@ def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = 
             status=bindparam("status"), error_message=bindparam("error"),
             completed_at=bindparam("at"), usage=bindparam("usage"), updated_at=utc_now()), settled)
         log.info("settled %d jobs", len(settled))
-    return [str(row["id"]) for row in settled]
+    return sorted([*unannounced, *(str(row["id"]) for row in settled)])
 
 
 def unsettle_cancelled(conn: Connection, retired_schema: str) -> list[str]:
@@ -188,10 +198,6 @@ def _lot_counts(conn: Connection, job_ids: list[str]) -> dict[str, tuple[int, in
     ).where(lots.c.job_id.in_(job_ids)).group_by(lots.c.job_id)).all()
     return {job_id: (int(submitted), int(undescribed), settled_at)
             for job_id, submitted, undescribed, settled_at in rows}
-
-
-# A terminal job whose JobCompleted Kafka has not acknowledged yet.
-_UNANNOUNCED = (jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)), jobs.c.completion_published.is_(False))
 
 
 def unannounced_jobs(engine: Engine) -> list[str]:

@@ -21,7 +21,6 @@ from lotlens_common.events import (
     VisionCompleted,
 )
 from lotlens_common.producer import EventProducer
-from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.completion import (
     lock_jobs,
     lock_read_models,
@@ -33,17 +32,18 @@ from lotlens_result_store.projections import advance_described_jobs, project
 from lotlens_result_store.sweeps import announce
 
 
-def apply_batch(conn: Connection, envelopes: Sequence[Envelope], live: bool = False) -> JobChanges:
+def apply_batch(conn: Connection, envelopes: Sequence[Envelope], live: bool = False) -> list[str]:
     """Project events and settle the jobs they finished: the live store (`live`) and a rebuild
-    both run this (a rebuild replays the announced outcomes, the live store heeds accepted cancels)."""
+    both run this (a rebuild replays the announced outcomes, the live store heeds accepted cancels).
+    Returns the touched jobs that are terminal and not announced yet (`settle_jobs`)."""
     changes = project(conn, envelopes)
     advance_described_jobs(conn, [envelope.job_id for envelope in envelopes
                                   if isinstance(envelope.event, VisionCompleted | LotFailed)])
-    settle_jobs(conn, changes, accepted_cancels=live)
+    unannounced = settle_jobs(conn, changes, accepted_cancels=live)
     # After the announcement's own projection too: a rebuild may read it after the late answers.
     refresh_cancelled_usage(conn, {envelope.job_id for envelope in envelopes if isinstance(
         envelope.event, VisionCompleted | TranslationCompleted | LotFailed | JobCompleted)})
-    return changes
+    return unannounced
 
 
 def handle(engine: Engine, producer: EventProducer, completions_topic: str,
@@ -52,7 +52,7 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
     with engine.begin() as conn:
         lock_read_models(conn)
         lock_jobs(conn, [envelope.job_id for envelope in envelopes])
-        changes = apply_batch(conn, envelopes, live=True)
+        unannounced = apply_batch(conn, envelopes, live=True)
     # Counted per type, not per event: a metric's `labels` and `inc` take a lock each, 4% of the
     # result-store's CPU in a 50,000-lot job when done for every event.
     for event_type, count in Counter(envelope.type for envelope in envelopes).items():
@@ -60,5 +60,8 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
         if event_type == JobSubmitted.event_type:
             BATCH_JOBS.labels(status="pending").inc(count)
     # After the commit, so an announced job is always durably terminal in the read models. Only
-    # an outage fails the batch from here (retried; applying it again changes nothing).
-    announce(engine, producer, completions_topic, changes.job_ids())
+    # an outage fails the batch from here: retried, its projection changes nothing, and its jobs,
+    # still unannounced, are found again. A batch that finished none (nearly all of them) skips
+    # the announcement's two transactions, each locking the read models and selecting `jobs`.
+    if unannounced:
+        announce(engine, producer, completions_topic, unannounced)

@@ -1,10 +1,11 @@
 """Announcing the terminal jobs that no consumer batch will announce.
 
-After each batch `publish_completions` announces the jobs that batch touched. Two kinds of
-terminal job are touched by none: one a previous run settled and then died before announcing
-(swept at start), and one that a rebuild's swap brought in. `projections rebuild` replays the log
-with fixed projection code and so finishes jobs the live tables left unfinished (an event the
-old code dead-lettered), and no event may ever come for them again.
+After each batch `publish_completions` announces the jobs that batch touched and found terminal
+and unannounced (`settle_jobs`). Two kinds of terminal job are touched by none: one a previous
+run settled and then died before announcing (swept at start), and one that a rebuild's swap
+brought in. `projections rebuild` replays the log with fixed projection code and so finishes
+jobs the live tables left unfinished (an event the old code dead-lettered), and no event may ever
+come for them again.
 
 The rebuild does not announce them itself: JobCompleted is the result-store's (its producer, its
 topic, its row locks), and a rebuild killed between its swap and its announcements would leave
