@@ -348,6 +348,8 @@ def refresh_cancelled_usage(conn: Connection, job_ids: Collection[str]) -> None:
     on 2 busy cores, a third of it JIT), so 11-33 s over the 50-100 batches of a large cancelled
     job's late answers. Added lot by lot instead, it would need each touched lot's usage before
     and after its projection (a re-delivery must add nothing) and the sums of unpriced models."""
+    if not job_ids:  # a batch without results (submissions, batch ids, webhooks): no statement
+        return
     announced = execute(conn, "select_cancelled", select(jobs.c.job_id).where(
         jobs.c.job_id.in_(sorted(set(job_ids))), jobs.c.status == CANCELLED,
         jobs.c.completion_published.is_(True))).scalars().all()
