@@ -112,14 +112,16 @@ class VisionStage:
         most 500 images and 50 MB of them a request: images past that are left out of the request
         and listed with the missing ones, and the lot is described from the others.
         """
-        every_url = list(dict.fromkeys(url for lot in lots if not _failed_before(lot)
-                                       for url in lot.work.image_urls))
+        # Judged once a lot: asked three times, it was a tenth of a lot's preparation.
+        failed_before = [_failed_before(lot) for lot in lots]
+        fresh = [lot for lot, failed in zip(lots, failed_before, strict=True) if not failed]
+        every_url = list(dict.fromkeys(url for lot in fresh for url in lot.work.image_urls))
         sizes = self.recent.known(every_url)
         unchecked: dict[str, dict[str, None]] = {}  # client -> its lots' URLs without a verdict
-        for lot in lots:
-            if not _failed_before(lot):
-                mine = unchecked.setdefault(lot.client_id, {})
-                mine.update((url, None) for url in lot.work.image_urls if url not in sizes)
+        # Usually every URL has a fresh verdict (a job's lots share their images): no lot is looked at.
+        for lot in fresh if len(sizes) < len(every_url) else ():
+            mine = unchecked.setdefault(lot.client_id, {})
+            mine.update((url, None) for url in lot.work.image_urls if url not in sizes)
         checks = await asyncio.gather(*(self._check(client, list(urls))
                                         for client, urls in unchecked.items() if urls))
         for check in checks:
@@ -128,8 +130,8 @@ class VisionStage:
         usable = {url: size for url, size in sizes.items() if size is not None}
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
-        for lot in lots:
-            if _failed_before(lot):  # its LotFailed may be out already: the same verdict again
+        for lot, failed in zip(lots, failed_before, strict=True):
+            if failed:  # its LotFailed may be out already: the same verdict again
                 reason = f"none of the lot's {len(lot.work.image_urls)} images could be fetched"
                 settled.append((lot, self.failure_event(lot, reason)))
                 continue
@@ -217,10 +219,13 @@ class VisionStage:
 def _failed_before(lot: LotWork[VisionWork]) -> bool:
     """Whether an earlier `prepare` found none of the lot's images usable and kept that verdict
     (a lot sent again always had one: this is a preparation a crash cut short)."""
-    return bool(lot.work.image_urls) and set(lot.work.image_urls) <= set(lot.work.missing_images)
+    missing = lot.work.missing_images  # none, nearly always: no set is built
+    return bool(missing) and bool(lot.work.image_urls) and set(lot.work.image_urls) <= set(missing)
 
 
 def _valid_images(lot: LotWork[VisionWork]) -> list[str]:
     """The lot's images less those its last check could not fetch (all of them before a check)."""
+    if not lot.work.missing_images:
+        return list(lot.work.image_urls)
     missing = set(lot.work.missing_images)
     return [url for url in lot.work.image_urls if url not in missing]

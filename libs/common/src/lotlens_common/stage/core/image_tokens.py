@@ -15,6 +15,8 @@ every estimate is the most an image can cost at the request's `detail`:
 
 from __future__ import annotations
 
+import functools
+
 PATCH_CAP = 1_536
 # Model name prefix -> multiplier of the patch count (longest prefix wins).
 PATCH_MULTIPLIERS = {"gpt-4.1-mini": 1.62, "gpt-4.1-nano": 2.46, "o4-mini": 1.72,
@@ -32,6 +34,7 @@ def _by_prefix(model: str, table: dict[str, float] | dict[str, tuple[int, int]])
     return max(matches, key=len) if matches else None
 
 
+@functools.cache  # asked for every lot a claim reads (its estimate)
 def max_image_tokens(model: str, detail: str) -> int:
     """The most input tokens one image can cost this model at this detail."""
     patch_family = _by_prefix(model, PATCH_MULTIPLIERS)
