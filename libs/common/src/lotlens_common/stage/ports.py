@@ -153,10 +153,6 @@ class Settlement:
         """How many lots go back to waiting."""
         return sum(map(len, self.again.values())) + sum(map(len, self.unsent.values()))
 
-    def size(self) -> int:
-        """How many lots it settles."""
-        return len(self.done) + self.failures() + len(self.cancelled) + self.retried()
-
     def failures(self) -> int:
         """How many lots fail for good."""
         return sum(map(len, self.failed.values()))

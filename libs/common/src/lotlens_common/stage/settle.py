@@ -28,6 +28,9 @@ class Settler:
         self.stage, self.shard, self.cancelled = stage, shard, cancelled
         self.events: list[Caused] = []
         self.settlement = Settlement.empty()
+        # The lots `settlement` holds, counted as each is added: summed over its lists after every
+        # lot, a 50,000-lot shard's chunks cost about 1 us a lot.
+        self.outcomes = 0
 
     def succeeded(self, lot: LotWork[Any], body: Mapping[str, Any]) -> None:
         """A response body arrived for the lot."""
@@ -35,6 +38,7 @@ class Settler:
             self.events.append(about_lot("collect", self.shard.shard_id, lot.lot_id,
                                          self.stage.spec.result_event(lot, body)))
             self.settlement.done.append(lot.lot_id)
+            self.outcomes += 1
         except PartDone as part:
             # Not a failure: the rest of the lot's work goes in the next batch (none, its job
             # cancelled: then what the parts done used goes with its LotFailed).
@@ -115,10 +119,11 @@ class Settler:
             again.setdefault(reason, []).append(lot.lot_id)
         else:
             self.settlement.done.append(lot.lot_id)
+        self.outcomes += 1  # each verdict above holds the lot in one of the settlement's lists
 
     def flush_if_full(self) -> None:
         """Apply what has accumulated once a chunk is full."""
-        if self.settlement.size() >= CHUNK:
+        if self.outcomes >= CHUNK:
             self.flush()
 
     def flush(self, batch_status: str | None = None) -> None:
@@ -133,5 +138,5 @@ class Settler:
         metrics.LOT_RESULTS.labels(stage=name, outcome="done").inc(len(done.done))
         metrics.LOT_RESULTS.labels(stage=name, outcome="failed").inc(done.failures())
         metrics.LOT_RESULTS.labels(stage=name, outcome="retried").inc(done.retried())
-        self.events, self.settlement = [], Settlement.empty()
+        self.events, self.settlement, self.outcomes = [], Settlement.empty(), 0
         heartbeat(f"stage:{name}")  # a big collection is a long round: the probe sees it go on
