@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from lotlens_common.gc_tuning import tune_gc
+from lotlens_common.gc_tuning import STAGE_GC_THRESHOLDS, tune_gc
 from lotlens_common.stopping import catch_stop_signals
 
 # First, whatever the entry point (`python -m` or the console script, which imports this module):
 # a SIGTERM during the start-up below stops it cleanly (stopping.py), and the collector's
 # thresholds are the service's during the imports too (gc_tuning.py).
 catch_stop_signals()
-tune_gc()
+tune_gc(STAGE_GC_THRESHOLDS)
 
 from lotlens_common import lookups
 from lotlens_common.stage.service import serve_stage
