@@ -21,6 +21,8 @@ from lotlens_common.topics import MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
+# A broker check needs a round trip: a wait with less time left for it says nothing of a stall.
+SHORTEST_PING_S = 0.05
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -185,9 +187,11 @@ class EventProducer:
             self._renew(remaining)
 
     def _broker_answers(self, deadline: float) -> bool | None:
-        """Whether a broker answers a metadata request before `deadline`; None: no time to ask."""
+        """Whether a broker answers a metadata request before `deadline`; None: too little time to
+        ask (a round trip does not fit in a few milliseconds, and librdkafka rounds a timeout under
+        1 ms down to none: such a check always failed, and reset the stall count all the same)."""
         left = min(BROKER_PING_S, deadline - time.monotonic())
-        if left <= 0:
+        if left < SHORTEST_PING_S:
             return None
         try:
             self.ping(left)
