@@ -52,7 +52,9 @@ class Arrival:
 
 
 def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival], status: str = WAITING) -> None:
-    """`enqueue`, with each lot's work already written as JSON."""
+    """Add arriving lots, their work already written as JSON, at the end of their job's queue and
+    count them on their job; a lot already known (re-delivered event) is left as it is and not
+    counted again."""
     if not lots:
         return
     counts: dict[str, int] = {}
