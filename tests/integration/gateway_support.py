@@ -360,6 +360,11 @@ def jobs_written(engine: Engine, client_id: str) -> list[str]:
             outbox.c.client_id == client_id, outbox.c.event_type == JobSubmitted.event_type)).scalars())
 
 
+# A key's reservation as it waits on a lock of `idempotency_keys` (a prefix for `waiting_on_a_lock`):
+# its INSERT, or the DELETE of expired keys one reservation in 100 runs before it (`_PURGE_ONE_IN`).
+RESERVING = "% idempotency_keys"
+
+
 def waiting_on_a_lock(engine: Engine, query: str) -> int:
     """How many statements starting with `query` wait on a lock in this database (0: none)."""
     with engine.connect() as conn:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.gateway_support import running_gateway, until, waiting_on_a_lock
+from tests.integration.gateway_support import RESERVING, running_gateway, until, waiting_on_a_lock
 from tests.integration.sync_support import model_calls, one_lot
 from tests.standin import Standin, serve_standin
 
@@ -53,7 +53,7 @@ def test_time_the_request_spent_before_the_model_counts_towards_its_budget(
             ThreadPoolExecutor(1) as pool, engine.connect() as blocker:
         blocker.execute(text("LOCK TABLE idempotency_keys IN SHARE ROW EXCLUSIVE MODE"))
         sending = pool.submit(gw.submit, one_lot(images), ["en"], headers={"Idempotency-Key": "held-1"})
-        until(lambda: waiting_on_a_lock(engine, "INSERT INTO idempotency_keys") == 1, sending,
+        until(lambda: waiting_on_a_lock(engine, RESERVING) == 1, sending,
               "the reservation never waited on the lock")
         time.sleep(budget_s * 1.5)  # the budget is spent while the request waits
         blocker.rollback()
