@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from sqlalchemy import Connection, Engine, select, text
+from sqlalchemy import Connection, Engine, select
 
 from lotlens_common.events import JobSubmitted
 from lotlens_common.settings import TopicSettings
@@ -24,6 +24,7 @@ from lotlens_common.signing import sign
 from lotlens_common.tables import idempotency_keys, outbox
 from tests.conftest import Infra
 from tests.e2e.harness import Stack
+from tests.integration.gateway_support import waiting_on_a_lock
 from tests.servers import serve
 from tests.stack_health import wait_healthy
 
@@ -138,14 +139,6 @@ def jobs_of(conn: Connection, client_id: str) -> list[str]:
 def job_of(answer: httpx2.Response) -> str | None:
     """The job an answer names (its text when it names none)."""
     return str(answer.json()["job_id"]) if answer.status_code in (200, 201) else answer.text
-
-
-def waiting_on_a_lock(engine: Engine, query: str) -> bool:
-    """Whether a statement starting with `query` waits on a lock in this database."""
-    with engine.connect() as conn:
-        return bool(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
 
 
 def wait_until_waiting(engine: Engine, query: str, answers: list[Any]) -> None:
