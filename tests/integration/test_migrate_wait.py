@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -35,6 +34,17 @@ def run_migrate(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _until_said(process: subprocess.Popen[bytes], needle: str) -> str:
+    """What `process` printed up to its first line holding `needle` (or to its exit)."""
+    said = []
+    assert process.stdout is not None
+    for line in process.stdout:
+        said.append(line.decode())
+        if needle in said[-1]:
+            break
+    return "".join(said)
+
+
 def test_the_init_container_waits_for_the_migrate_job_then_returns(infra: Infra, empty_schema: str) -> None:
     prefix = new_id("mw")
     names = {f"LOTLENS_TOPIC_{n.upper()}": f"{prefix}.{n}" for n in
@@ -43,12 +53,13 @@ def test_the_init_container_waits_for_the_migrate_job_then_returns(infra: Infra,
            "KAFKA_BOOTSTRAP_SERVERS": infra.kafka_bootstrap, "LOTLENS_TOPIC_PARTITIONS": "2"}
     waiter = run_migrate(env, "--wait")
     try:
-        time.sleep(4)
-        assert waiter.poll() is None, waiter.communicate()[0].decode()
+        # Read up to its first "waiting" line (it polls every 5 s) instead of sleeping 4 s for it.
+        said = _until_said(waiter, "waiting for the migrate Job")
+        assert waiter.poll() is None, said + waiter.communicate()[0].decode()
         job = run_migrate(env)
         assert job.wait(timeout=120) == 0, (job.stdout.read() if job.stdout else b"").decode()
         assert waiter.wait(timeout=60) == 0
-        log = (waiter.stdout.read() if waiter.stdout else b"").decode()
+        log = said + (waiter.stdout.read() if waiter.stdout else b"").decode()
         assert "waiting for the migrate Job" in log
     finally:
         if waiter.poll() is None:
