@@ -56,7 +56,7 @@ def test_a_batch_that_finishes_no_job_runs_one_transaction_and_no_announcement(
     with counting(engine) as (statements, begun):
         apply(script.vision)
     assert len(begun) == 1, f"{len(begun)} transactions for one batch: {sorted(statements.items())}"
-    assert statements["lock_read_models"] == 1 and not statements["select_unsummed"], statements
+    assert statements["lock_batch"] == 1 and not statements["select_unsummed"], statements
     apply(script.translation)
     assert job_published(engine, script.job_id)
 
@@ -84,3 +84,22 @@ def test_a_batch_without_results_reads_no_cancelled_jobs(engine: Engine, apply: 
     with counting(engine) as (statements, _):
         apply(script.submissions)
     assert not statements["select_cancelled"], sorted(statements.items())
+
+
+def test_a_batch_locks_the_read_models_and_its_jobs_in_one_round_trip(engine: Engine, apply: Apply) -> None:
+    # Every batch of a 50,000-lot job (about 305) took the read models' lock and its jobs' locks in
+    # two statements, each a round trip and a statement for PostgreSQL to parse and run.
+    script = job_script(4)
+    apply(script.submissions)
+    sent: list[str] = []
+
+    def record(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        sent.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        apply(script.vision)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    locking = [statement for statement in sent if "LOCK TABLE" in statement or "advisory" in statement]
+    assert len(locking) == 1, locking

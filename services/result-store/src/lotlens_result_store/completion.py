@@ -84,8 +84,41 @@ def lock_read_models(conn: Connection) -> None:
     execute(conn, "lock_read_models", _LOCK_READ_MODELS)
 
 
+# Both locks in one round trip: PostgreSQL runs the two statements one after the other, each
+# resolving its names when its turn comes, so the second (and every later one) sees the tables a
+# swap the first waited for brought in. A 50,000-lot job is about 305 batches.
+_LOCK_BATCH = text(f"{_LOCK_READ_MODELS.text}; {_LOCK_JOBS.text}")
+
+
+def lock_batch(conn: Connection, job_ids: Collection[str]) -> None:
+    """`lock_read_models`, then `lock_jobs`, in one statement sent."""
+    execute(conn, "lock_batch", _LOCK_BATCH, {"job_ids": sorted(set(job_ids))})
+
+
 # A terminal job whose JobCompleted Kafka has not acknowledged yet.
 _UNANNOUNCED = (jobs.c.status.in_(sorted(TERMINAL_JOB_STATUSES)), jobs.c.completion_published.is_(False))
+
+
+# Built once: built at every batch, with the one below (`refresh_cancelled_usage`), they were
+# 0.5 ms of the result-store's CPU a batch, 0.15-0.25 CPU-s of a 50,000-lot job.
+_TOUCHED = jobs.c.job_id.in_(bindparam("job_ids", expanding=True))
+_SETTLEABLE = (jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)), jobs.c.total_lots.is_not(None),
+               jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots)
+# The client got 200 and the contract's promise that the job reads `cancelled` from then on; that
+# JobCancelled ends the job when it arrives. Settled by its last lot meanwhile, the job read
+# `completed` after the 200 and its webhook said so. The gateway takes `lock_jobs`' lock to accept
+# a cancel, so one committed before this batch's lock is seen here, and a job settled here is
+# refused a cancel (400). Cancels are the gateway's outbox rows, kept until this job's row is
+# terminal (`ix_outbox_job_events`).
+_NO_ACCEPTED_CANCEL = ~exists().where(outbox.c.job_id == jobs.c.job_id,
+                                      outbox.c.event_type == JobCancelled.event_type)
+# Of the touched jobs, those to settle or announce; with accepted cancels (True) or not.
+_SETTLE_CANDIDATES = {heeded: select(
+    jobs.c.job_id, jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
+).where(_TOUCHED, or_(and_(*_UNANNOUNCED), and_(*_SETTLEABLE, *([_NO_ACCEPTED_CANCEL] if heeded else []))))
+    for heeded in (False, True)}
+_ANNOUNCED_CANCELLED = select(jobs.c.job_id).where(
+    _TOUCHED, jobs.c.status == CANCELLED, jobs.c.completion_published.is_(True))
 
 
 def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = False) -> list[str]:
@@ -96,25 +129,11 @@ def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = 
     settled here or before (cancelled, or a batch retried after its announcement failed)."""
     if not changes:
         return []
-    settleable = [jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)),
-                  jobs.c.total_lots.is_not(None),
-                  jobs.c.processed_lots + jobs.c.failed_lots >= jobs.c.total_lots]
-    if accepted_cancels:
-        # The client got 200 and the contract's promise that the job reads `cancelled` from then on;
-        # that JobCancelled ends the job when it arrives. Settled by its last lot meanwhile, the job
-        # read `completed` after the 200 and its webhook said so. The gateway takes `lock_jobs`'
-        # lock to accept a cancel, so one committed before this batch's lock is seen here, and a
-        # job settled here is refused a cancel (400). Cancels are the gateway's outbox rows, kept
-        # until this job's row is terminal (`ix_outbox_job_events`).
-        settleable.append(~exists().where(outbox.c.job_id == jobs.c.job_id,
-                                          outbox.c.event_type == JobCancelled.event_type))
     # The batch's job upsert already holds these rows' locks, so the counters read are final. The
     # same statement finds the jobs to announce: the batch's own transaction decides whether any
     # is, and a batch that finishes none (nearly all of them) runs no announcement's transactions.
-    rows = execute(conn, "select_jobs", select(
-        jobs.c.job_id, jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
-    ).where(jobs.c.job_id.in_(sorted(changes.job_ids())), or_(and_(*_UNANNOUNCED), and_(*settleable)))
-    ).all()
+    rows = execute(conn, "select_jobs", _SETTLE_CANDIDATES[accepted_cancels],
+                   {"job_ids": sorted(changes.job_ids())}).all()
     unannounced = [str(row[0]) for row in rows if row[1] in TERMINAL_JOB_STATUSES]
     candidates = [(job_id, total, processed, failed) for job_id, status, total, processed, failed in rows
                   if status not in TERMINAL_JOB_STATUSES]
@@ -350,9 +369,8 @@ def refresh_cancelled_usage(conn: Connection, job_ids: Collection[str]) -> None:
     and after its projection (a re-delivery must add nothing) and the sums of unpriced models."""
     if not job_ids:  # a batch without results (submissions, batch ids, webhooks): no statement
         return
-    announced = execute(conn, "select_cancelled", select(jobs.c.job_id).where(
-        jobs.c.job_id.in_(sorted(set(job_ids))), jobs.c.status == CANCELLED,
-        jobs.c.completion_published.is_(True))).scalars().all()
+    announced = execute(conn, "select_cancelled", _ANNOUNCED_CANCELLED,
+                        {"job_ids": sorted(set(job_ids))}).scalars().all()
     usages = job_usage(conn, list(announced)) if announced else {}
     if usages:
         execute(conn, "sum_usage", update(jobs).where(jobs.c.job_id == bindparam("id")).values(

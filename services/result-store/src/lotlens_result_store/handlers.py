@@ -21,12 +21,7 @@ from lotlens_common.events import (
     VisionCompleted,
 )
 from lotlens_common.producer import EventProducer
-from lotlens_result_store.completion import (
-    lock_jobs,
-    lock_read_models,
-    refresh_cancelled_usage,
-    settle_jobs,
-)
+from lotlens_result_store.completion import lock_batch, refresh_cancelled_usage, settle_jobs
 from lotlens_result_store.metrics import BATCH_JOBS, EVENTS_PROJECTED
 from lotlens_result_store.projections import advance_described_jobs, project
 from lotlens_result_store.sweeps import announce
@@ -50,8 +45,7 @@ def handle(engine: Engine, producer: EventProducer, completions_topic: str,
            envelopes: Sequence[Envelope]) -> None:
     """Apply a consumer batch to the read models and publish JobCompleted for finished jobs."""
     with engine.begin() as conn:
-        lock_read_models(conn)
-        lock_jobs(conn, [envelope.job_id for envelope in envelopes])
+        lock_batch(conn, [envelope.job_id for envelope in envelopes])
         unannounced = apply_batch(conn, envelopes, live=True)
     # Counted per type, not per event: a metric's `labels` and `inc` take a lock each, 4% of the
     # result-store's CPU in a 50,000-lot job when done for every event.
