@@ -39,7 +39,7 @@ from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import event_of, latest_envelopes, latest_events
 from lotlens_result_store.metrics import append, execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
-from lotlens_result_store.usage import record_settled_usage
+from lotlens_result_store.usage import record_settled_usage, stored_usage
 
 Projection = Callable[[Connection, Sequence[Envelope], JobChanges], None]
 
@@ -96,7 +96,7 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
         changes.touch(envelope, event_of(envelope, VisionCompleted).total_lots, status=PROCESSING)
     result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
         {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
-         "missing_images": e.missing_images, "usage": e.usage} for e in described)})
+         "missing_images": e.missing_images, "usage": stored_usage(e.usage)} for e in described)})
     # A lot that stopped first (its translation or failure projected first, or cancelled) was
     # counted with the images it had then: add the difference now.
     _add_images(changes, result)
@@ -112,7 +112,8 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
         changes.touch(envelope, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
-         "usage": event.usage} for envelope, event in zip(translated, events, strict=True))}).all()
+         "usage": stored_usage(event.usage)}
+        for envelope, event in zip(translated, events, strict=True))}).all()
     for job_id, _lot_id, added in completed:
         change = _change(changes, job_id)
         change.processed_lots += 1
@@ -138,7 +139,7 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
     result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
          "processed_images": event.processed_images, "missing_images": event.missing_images,
-         "processed_at": envelope.occurred_at, "usage": event.usage}
+         "processed_at": envelope.occurred_at, "usage": stored_usage(event.usage)}
         for envelope, event in zip(failed, events, strict=True))})
     for job_id, lots, added in result:
         change = _change(changes, job_id)

@@ -25,6 +25,13 @@ COST = Counter("lotlens_estimated_cost_usd_total", "Estimated cost of finished j
 _KINDS = ("input", "cached_input", "output", "reasoning")
 
 
+def stored_usage(usage: Usage | None) -> dict[str, object] | None:
+    """A lot's usage as `json_rows` writes it: its fields, plain values orjson writes as pydantic
+    would. Handed the model, `json_rows` asks pydantic for its JSON (1.4 us), twice a lot: 0.15
+    CPU-s of a 50,000-lot job."""
+    return None if usage is None else vars(usage)
+
+
 def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted],
                          completed: set[tuple[str, str]]) -> None:
     """Store the translation usage of lots that were settled before their answer came back."""
@@ -32,7 +39,7 @@ def record_settled_usage(conn: Connection, events: Sequence[TranslationCompleted
             if event.usage is not None and (event.job_id, event.lot_id) not in completed]
     if late:
         execute(conn, "settled_lot_usage", sql.SETTLED_LOT_USAGE, {"rows": json_rows(
-            {"job_id": e.job_id, "lot_id": e.lot_id, "usage": e.usage} for e in late)})
+            {"job_id": e.job_id, "lot_id": e.lot_id, "usage": stored_usage(e.usage)} for e in late)})
 
 
 def job_usage(conn: Connection, job_ids: Sequence[str]) -> dict[str, JobUsage]:
