@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from lotlens_openai_standin.answer_rules import (
+    UNFETCHABLE_IMAGE_MARKER,
     LanguageFaults,
     Prompt,
     answer_text,
@@ -33,9 +33,9 @@ def _output_tokens(text: str, model: str) -> tuple[int, int]:
     return len(text) // 4 + 1 + reasoning, reasoning
 
 
-@dataclass(frozen=True)
-class Written:
-    """What the model writes within its output-token cap."""
+class Written(NamedTuple):
+    """What the model writes within its output-token cap (a tuple: made for every line, a frozen
+    dataclass took 0.5 us to make, a tuple half that)."""
 
     text: str
     # False: the cap was reached (nothing at all when the thinking alone used it up).
@@ -189,12 +189,14 @@ UNSUPPORTED_IMAGE_MESSAGE = ("You uploaded an unsupported image. Please make sur
 
 
 def _refuse_by_marker(prompt: Prompt) -> None:
-    unfetchable = prompt.unfetchable_image
-    if unfetchable is not None:
-        raise bad_request(f"Error while downloading {unfetchable}.", param="url", code="invalid_image_url")
-    for url in prompt.image_urls:
-        if UNSUPPORTED_IMAGE_MARKER in url:
-            raise bad_request(UNSUPPORTED_IMAGE_MESSAGE, code="invalid_image_format")
+    # One look at the URLs joined (no marker holds a newline, so none spans two of them) instead of
+    # a walk over them for each marker: a vision line's five URLs, nearly always without either.
+    urls = "\n".join(prompt.image_urls)
+    if UNFETCHABLE_IMAGE_MARKER in urls:
+        raise bad_request(f"Error while downloading {prompt.unfetchable_image}.", param="url",
+                          code="invalid_image_url")
+    if UNSUPPORTED_IMAGE_MARKER in urls:
+        raise bad_request(UNSUPPORTED_IMAGE_MESSAGE, code="invalid_image_format")
     if prompt.wants_error:
         raise server_error()
 

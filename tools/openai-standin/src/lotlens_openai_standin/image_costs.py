@@ -54,8 +54,14 @@ def image_details(body: Mapping[str, Any], chat: bool) -> list[str]:
     items = body.get("input")
     if isinstance(items, str):
         return []
-    return [str(part.get("detail") or "auto") for part in _parts(items or [])
-            if part.get("type") == "input_image"]
+    # One walk, without the parts' list `_parts` makes: a vision line's six parts, 50,000 lines a batch.
+    details: list[str] = []
+    for item in items if isinstance(items, list) else ():
+        content = item.get("content") if isinstance(item, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if isinstance(part, dict) and part.get("type") == "input_image":
+                details.append(str(part.get("detail") or "auto"))
+    return details
 
 
 def _parts(messages: object) -> list[dict[str, Any]]:
