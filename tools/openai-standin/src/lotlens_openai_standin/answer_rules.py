@@ -91,8 +91,10 @@ def responses_prompt(body: Mapping[str, Any]) -> Prompt:
     fmt = text.get("format") if isinstance(text, dict) else None
     schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
     images, last_text = _read_messages(messages, "input_image", "input_text")
+    # From a list rather than a generator (here and below): a generator's frame per line costs more
+    # than the five URLs it yields.
     return Prompt(len(images), last_text, schema if isinstance(schema, dict) else None,
-                  tuple(str(part.get("image_url")) for part in images))
+                  tuple([str(part.get("image_url")) for part in images]))
 
 
 def chat_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -105,7 +107,7 @@ def chat_prompt(body: Mapping[str, Any]) -> Prompt:
         schema = inner.get("schema") if isinstance(inner, dict) else None
     images, last_text = _read_messages(messages, "image_url", "text")
     return Prompt(len(images), last_text, schema if isinstance(schema, dict) else None,
-                  tuple(str((part.get("image_url") or {}).get("url")) for part in images))
+                  tuple([str((part.get("image_url") or {}).get("url")) for part in images]))
 
 
 def strip_outer_paragraph(text: str) -> str:

@@ -68,8 +68,10 @@ def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any]
     asked_for = request["body"].get("text") or request["body"].get("response_format") or {}
     fmt = asked_for.get("format", asked_for) if isinstance(asked_for, dict) else {}
     asked = _digest(orjson.dumps(fmt, option=orjson.OPT_SORT_KEYS))
-    choices = body.get("choices") or [{}]
-    whole = body.get("status") == "completed" or choices[0].get("finish_reason") == "stop"
+    # The choices looked at only when the body is no completed response (their default made for
+    # every line was a list and a dict to make and throw away).
+    whole = body.get("status") == "completed" or (
+        (body.get("choices") or [{}])[0].get("finish_reason") == "stop")
     # A tuple: a batch's answers are held until the slice ends, and the collector passes over dicts of
     # numbers alone (a list made each of them one more object for every full collection to visit).
     tokens = usage_tokens(body) if status == 200 else (0, 0, 0)
