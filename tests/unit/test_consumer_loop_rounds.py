@@ -62,7 +62,7 @@ def test_an_undecodable_message_is_dead_lettered_once_though_its_round_ended_bef
 
     assert producer.dead_letter_reasons() == ["undecodable"]
     assert [dict(h)["dlq.offset"] for _, _, h in producer.sent] == [b"1"]
-    assert handled == ["job-0", "job-2"] and consumer.stored == [0, 1, 2]
+    assert handled == ["job-0", "job-2"] and consumer.stored == [2]
 
 
 class _Clock:
@@ -98,7 +98,7 @@ def test_a_batch_that_failed_after_the_round_was_over_is_tried_alone_next_round(
     consumer, producer = run([again, again], slow_batch_then_bad_event)
 
     assert together == [["job-0", "job-1"]], "the batch was tried together again"
-    assert handled == ["job-0"] and consumer.stored == [0, 1]
+    assert handled == ["job-0"] and consumer.stored == [1]
     assert producer.dead_letter_reasons() == ["handler-failed"]
 
 
@@ -120,4 +120,13 @@ def test_an_undecodable_message_is_dead_lettered_once_though_a_shutdown_ended_it
                     producer=producer)  # the next process, from the last commit
 
     assert producer.dead_letter_reasons() == ["undecodable"], "dead-lettered by both processes"
-    assert first.stored == [] and (handled, second.stored) == (["job-0"], [0, 1])
+    assert first.stored == [] and (handled, second.stored) == (["job-0"], [1])
+
+
+def test_a_batch_stores_one_offset_a_partition_that_of_its_last_settled_message() -> None:
+    # Stored message by message, every event consumed cost a librdkafka call (0.7 us; about
+    # 300,000 a 50,000-lot job across the services). The last one moves the partition as far.
+    messages = [FakeMessage(0, event(0)), FakeMessage(0, event(1), partition=1), FakeMessage(1, event(2)),
+                FakeMessage(1, event(3), partition=1), FakeMessage(2, event(4))]
+    consumer, _ = run([messages], lambda _envelopes: None)
+    assert consumer.stored == [2, 1]

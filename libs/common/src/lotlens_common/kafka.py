@@ -24,7 +24,7 @@ from lotlens_common import dead_letters, tracing
 from lotlens_common.consumer_errors import retried_by_librdkafka
 from lotlens_common.consumer_headers import carrier, wanted
 from lotlens_common.consumer_lag import LagMonitor
-from lotlens_common.consumer_position import FailedTries, rewind, store_offset
+from lotlens_common.consumer_position import FailedTries, last_of_each_partition, rewind, store_offset
 from lotlens_common.consumer_round import Interrupted, PoolWait, Round, TimedOut, loop_name
 from lotlens_common.envelope import (
     Envelope,
@@ -160,7 +160,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                 done = 0
                 for batch in _by_bytes(data, settings.consume_batch_bytes):
                     settled, go_on = _handle_batch(batch, round_)
-                    for message in settled:
+                    for message in last_of_each_partition(settled):
                         store_offset(consumer, message, group)
                     done += len(settled)
                     if not go_on:  # a statement timed out, or `stop`: the rest is read again
