@@ -192,9 +192,9 @@ def dispatcher_settings(settings: ServiceSettings, group: str, **changes: Any) -
 
 @contextmanager
 def running(config: DispatcherSettings, engine: Engine, transport: httpx2.BaseTransport | None = None,
-            dispatch_producer: EventProducer | None = None, join_s: float = 15.0) -> Iterator[Dispatcher]:
-    """The dispatcher's consumer and delivery loop in threads, stopped on exit (each waited for up
-    to `join_s`, then left to end as a daemon); yields the delivery loop's `Dispatcher`."""
+            dispatch_producer: EventProducer | None = None) -> Iterator[Dispatcher]:
+    """The dispatcher's consumer and delivery loop in threads, stopped on exit; yields the
+    delivery loop's `Dispatcher`."""
     stop = threading.Event()
     producers = [EventProducer(config.kafka, "consumer"),
                  dispatch_producer or EventProducer(config.kafka, "dispatcher")]
@@ -208,7 +208,7 @@ def running(config: DispatcherSettings, engine: Engine, transport: httpx2.BaseTr
     finally:
         stop.set()
         for thread in threads:
-            thread.join(timeout=join_s)
+            thread.join(timeout=15)
 
 
 class KafkaDown(EventProducer):

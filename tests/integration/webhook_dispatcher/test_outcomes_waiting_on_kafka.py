@@ -47,9 +47,7 @@ def test_outcomes_waiting_on_a_broker_that_does_not_acknowledge_are_not_taken_ov
         job_id = insert_finished_job(db, [*urls])
         client_secret(db)
         unacknowledged = EventProducer(MockKafkaSettings(rtt_ms=60_000), "dispatcher")
-        # Not waited for at the end: its recorder is inside a flush that ends only at its timeout,
-        # and the 15 s `running` waited for it checked nothing.
-        with running(settings, db, dispatch_producer=unacknowledged, join_s=0.0):
+        with running(settings, db, dispatch_producer=unacknowledged):
             with db.begin() as conn:
                 schedule.schedule(conn, job_id, CLIENT, {url: [PartPlan()] for url in urls}, utc_now())
             wait_for(lambda: len(hooks.arrived) == 2, timeout_s=10)
