@@ -131,3 +131,17 @@ def test_only_events_of_plain_fields_are_written_by_orjson() -> None:
         assert not decorators.field_serializers and not decorators.model_serializers
     for name, field in Usage.model_fields.items():
         assert _plain(field.annotation) and field.exclude_if is None, name
+
+
+class _BilledUsage(Usage):
+    invoice: str = "inv-1"
+
+
+def test_a_model_holding_more_than_its_fields_is_written_by_pydantic() -> None:
+    # A key `model_copy(update=...)` added, and a subclass where the field is declared a `Usage`:
+    # pydantic writes the declared fields only, and so must the bytes.
+    plain = TranslationCompleted(job_id="j", lot_id="l", descriptions={"en": "<p>x</p>"}, usage=None)
+    for event in (plain.model_copy(update={"not_a_field": 1}),
+                  plain.model_copy(update={"usage": _BilledUsage(input_tokens=3, output_tokens=4)})):
+        envelope = Envelope(event=event, client_id="c", occurred_at=WHEN)
+        assert encode(envelope) == _as_pydantic_writes_it(envelope)

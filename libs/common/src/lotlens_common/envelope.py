@@ -25,6 +25,7 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
+from lotlens_common.model.usage import Usage
 from lotlens_common.uuids import uuid5_text
 
 
@@ -89,10 +90,18 @@ PLAIN_PAYLOADS: frozenset[type[Event]] = frozenset({
     LotFailed})
 
 
+# Of each model orjson writes, the fields pydantic writes. `__dict__` can hold more: a key a
+# `model_copy(update=...)` added, or a subclass's fields where the declared type is the base class.
+_WRITTEN_MODELS: tuple[type[BaseModel], ...] = (*PLAIN_PAYLOADS, Usage)
+_WRITTEN_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(cls.model_fields) for cls in _WRITTEN_MODELS}
+
+
 def _fields(model: object) -> dict[str, Any]:
-    """A nested model's fields, in their order, for orjson (pydantic keeps them in `__dict__`)."""
-    if not isinstance(model, BaseModel):
-        raise TypeError(f"{type(model).__name__} is not a model")
+    """A nested model's fields, in their order, for orjson (pydantic keeps them in `__dict__`);
+    TypeError, for pydantic to write it, for any model whose `__dict__` is not exactly its fields."""
+    names = _WRITTEN_FIELDS.get(type(model))
+    if names is None or not isinstance(model, BaseModel) or model.__dict__.keys() != names:
+        raise TypeError(f"{type(model).__name__}: not written by orjson")
     return model.__dict__
 
 
