@@ -25,6 +25,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from functools import lru_cache
 
 from lotlens_common.model.han_variants import SYSTEM_NAMES, expected_variant, variant_problem
 from lotlens_common.model.languages import ENGLISH
@@ -87,28 +88,34 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
     english = plain_text(english_html)
     problems: dict[str, str] = {}
     for language, markup in translations.items():
-        if language.split("-")[0] == ENGLISH:
+        judged = _judging(language)
+        if judged is None:
             continue
-        script = expected_script(language)
+        script, variant = judged
         if script and script_problem(markup, script) is None:
             # Mostly in its script, tags and all: neither a copy of the English nor wrong, but
             # maybe in the other Chinese system (their forms are counted on the markup too: tags
             # are ASCII).
-            problem = _variant_problem(language, script, markup)
+            problem = variant_problem(markup, variant) if variant else None
         else:
             text = plain_text(markup)
             if text == english and _english_words(english) > MAX_SAME_WORDS:
                 problem = "the English text, untranslated"
             else:
                 problem = script_problem(text, script) if script else None
-                if script and problem is None:  # a list's Latin tags outweighed its Han labels
-                    problem = _variant_problem(language, script, text)
+                if variant and problem is None:  # a list's Latin tags outweighed its Han labels
+                    problem = variant_problem(text, variant)
         if problem:
             problems[language] = problem
     return problems
 
 
-def _variant_problem(language: str, script: str, text: str) -> str | None:
-    """What is wrong with a text in Han script for a tag that asks for Simplified or Traditional."""
-    variant = expected_variant(language) if script in SYSTEM_NAMES else None
-    return variant_problem(text, variant) if variant else None
+# What is judged of a language is the same for every text in it: worked out once per tag (three
+# cached look-ups and a split a translation), not per translation.
+@lru_cache(maxsize=1024)
+def _judging(language: str) -> tuple[str | None, str | None] | None:
+    """(the script, the Chinese system) a text in `language` must be written in; None for English."""
+    if language.split("-")[0] == ENGLISH:
+        return None
+    script = expected_script(language)
+    return script, expected_variant(language) if script in SYSTEM_NAMES else None

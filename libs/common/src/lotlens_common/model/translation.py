@@ -178,11 +178,17 @@ def parse_translation_response(body: Mapping[str, Any], languages: Sequence[str]
     if not isinstance(document, dict):
         raise ModelOutputError("the translation is not a JSON object")
     targets = target_languages(languages)
-    held = [code for code in targets if isinstance(document.get(code), str) and document[code].strip()]
-    lacking = [code for code in targets if code not in held]
+    held: dict[str, str] = {}
+    lacking: list[str] = []
+    for code in targets:  # one look at each language's field, not four
+        field = document.get(code)
+        if isinstance(field, str) and field.strip():
+            held[code] = field
+        else:
+            lacking.append(code)
     if lacking and not (some_of and held):
         raise ModelOutputError(f"the translation lacks language {lacking[0]!r}")
-    result = {code: as_paragraph_html(document[code]) for code in held}
+    result = {code: as_paragraph_html(field) for code, field in held.items()}
     problems = wrong_languages(english_html, result)
     if problems:
         raise ModelWrongLanguageError(problems, {code: text for code, text in result.items()
