@@ -90,18 +90,30 @@ PLAIN_PAYLOADS: frozenset[type[Event]] = frozenset({
     LotFailed})
 
 
-# Of each model orjson writes, the fields pydantic writes. `__dict__` can hold more: a key a
+# The models orjson writes. Their `__dict__` can hold more than the fields pydantic writes: a key a
 # `model_copy(update=...)` added, or a subclass's fields where the declared type is the base class.
-_WRITTEN_MODELS: tuple[type[BaseModel], ...] = (*PLAIN_PAYLOADS, Usage)
-_WRITTEN_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(cls.model_fields) for cls in _WRITTEN_MODELS}
+_WRITTEN_MODELS: frozenset[type[BaseModel]] = frozenset({*PLAIN_PAYLOADS, Usage})
+
+
+# Each model's field names, kept at its first use: `model_fields`, a property pydantic builds anew
+# at each read, was 6% of decoding an event (150,000 of them in a 50,000-lot job, in every consumer).
+_FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
+
+
+def _field_names(cls: type[BaseModel]) -> frozenset[str]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
+    return names
 
 
 def _fields(model: object) -> dict[str, Any]:
     """A nested model's fields, in their order, for orjson (pydantic keeps them in `__dict__`);
     TypeError, for pydantic to write it, for any model whose `__dict__` is not exactly its fields."""
-    names = _WRITTEN_FIELDS.get(type(model))
-    if names is None or not isinstance(model, BaseModel) or model.__dict__.keys() != names:
-        raise TypeError(f"{type(model).__name__}: not written by orjson")
+    cls = type(model)
+    if cls not in _WRITTEN_MODELS or not isinstance(model, BaseModel) \
+            or model.__dict__.keys() != _field_names(cls):
+        raise TypeError(f"{cls.__name__}: not written by orjson")
     return model.__dict__
 
 
@@ -182,12 +194,6 @@ def _fixed_headers(event_type: str, version: int, source: str) -> tuple[tuple[st
             ("content-type", CONTENT_TYPE.encode()))
 
 
-# Each event type's field names, kept at the first event of the type: `model_fields`, a property
-# pydantic builds anew at each read, was 6% of decoding an event (150,000 of them in a 50,000-lot
-# job, in every consumer).
-_FIELDS: dict[type[Event], frozenset[str]] = {}
-
-
 def decode(raw: bytes) -> Envelope:
     """Parse bytes from Kafka into an envelope, upcasting old payload versions.
 
@@ -216,9 +222,7 @@ def decode(raw: bytes) -> Envelope:
         while version < event_cls.version:
             data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1
-        known = _FIELDS.get(event_cls)
-        if known is None:
-            known = _FIELDS[event_cls] = frozenset(event_cls.model_fields)
+        known = _field_names(event_cls)
         if not data.keys() <= known:
             # The model stays strict where code builds it (a misspelt field is a bug there).
             data = {name: value for name, value in data.items() if name in known}
