@@ -146,8 +146,9 @@ def crash_and_restart(settings: ServiceSettings, env: dict[str, str], job_id: st
     the job has `events` events on the vision topic; returns them all."""
     publish_lots(settings, job_id, images, 3)
     command = [sys.executable, "-m", "lotlens_vision_batcher"]
-    # One static member, as a restarted pod or `make up` process is: the survivor takes the killed
-    # one's partitions at once instead of after its session timeout (6 s of every such test).
+    # One static member, as `make up` runs it: the restarted process takes the killed one's partitions
+    # at once instead of after its session timeout (6 s of every such test). What is recovered is
+    # decided by the database either way; deploy/k8s runs dynamic members.
     env = {**env, "KAFKA_GROUP_INSTANCE_ID": "vision-batcher"}
     crashed = subprocess.run(command, cwd=ROOT, env={**env, "LOTLENS_FAULT_AT": fault_point},
                              timeout=60, capture_output=True)
