@@ -15,6 +15,7 @@ from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_result_store.handlers import handle
 from lotlens_result_store.metrics import DATABASE_OPERATIONS
 from tests.conftest import Infra
+from tests.integration.plan_support import executed
 from tests.integration.result_store.support import Apply, completions, job_published, job_script
 from tests.integration.webhook_dispatcher.support import KafkaDown
 
@@ -91,15 +92,6 @@ def test_a_batch_locks_the_read_models_and_its_jobs_in_one_round_trip(engine: En
     # two statements, each a round trip and a statement for PostgreSQL to parse and run.
     script = job_script(4)
     apply(script.submissions)
-    sent: list[str] = []
-
-    def record(_conn: Connection, _cursor: object, statement: str, *_: object) -> None:
-        sent.append(statement)
-
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        apply(script.vision)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-    locking = [statement for statement in sent if "LOCK TABLE" in statement or "advisory" in statement]
+    sent = executed(engine, lambda: apply(script.vision))
+    locking = [statement for statement, _ in sent if "LOCK TABLE" in statement or "advisory" in statement]
     assert len(locking) == 1, locking
