@@ -49,6 +49,12 @@ def test_the_images_a_body_holds_count_at_their_detail_wherever_they_are() -> No
     assert image_details({"input": "plain"}, chat=False) == []
     assert image_details({"input": {"content": [image("low")]}}, chat=False) == []
     assert image_details({}, chat=False) == []
+    # Chat bodies keep the detail in the part's `image_url` (a bare URL string has none).
+    chat = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "u", "detail": "low"}},
+                                         {"type": "image_url", "image_url": "u"}, image("high"),
+                                         {"type": "image_url", "image_url": {"url": "u"}}]}, "junk"]
+    assert image_details({"messages": chat}, chat=True) == ["low", "auto", "auto"]
+    assert image_details({"messages": "plain"}, chat=True) == []
 
 
 def test_slices_add_up_the_counts_and_tokens_of_their_lines(tmp_path: Path) -> None:
