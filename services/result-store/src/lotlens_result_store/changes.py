@@ -7,11 +7,17 @@ reached a stage) instead of updating `jobs` one event at a time: a 1,000-event b
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 
 from lotlens_common.envelope import Envelope
 from lotlens_result_store.status import PENDING, advance_job
+
+_JOB_ID = attrgetter("event.job_id")
+_OCCURRED_AT = attrgetter("occurred_at")
+_TOTAL_LOTS = attrgetter("event.total_lots")
 
 
 @dataclass
@@ -45,6 +51,24 @@ class JobChanges:
             change.total_lots = total_lots
         change.status = advance_job(change.status, status)
         return change
+
+    def touch_all(self, envelopes: Sequence[Envelope], status: str = PENDING,
+                  total_lots: bool = False) -> None:
+        """`touch` each envelope with `status` (and, with `total_lots`, its event's `total_lots`).
+
+        A batch is nearly always one job's: its envelopes are then folded at once (the latest time,
+        the last total, the status advanced once, as advancing it again changes nothing), not
+        touched one by one, 1.5% of the result-store's CPU in a 50,000-lot job."""
+        job_ids = set(map(_JOB_ID, envelopes))
+        if len(job_ids) != 1:
+            for envelope in envelopes:
+                self.touch(envelope, _TOTAL_LOTS(envelope) if total_lots else None, status)
+            return
+        first = envelopes[0]
+        change = self.touch(first, _TOTAL_LOTS(first) if total_lots else None, status)
+        change.last_event_at = max(change.last_event_at, max(map(_OCCURRED_AT, envelopes)))
+        if total_lots and (last := next(filter(None, reversed(list(map(_TOTAL_LOTS, envelopes)))), None)):
+            change.total_lots = last
 
     def get(self, job_id: str) -> JobChange | None:
         """The change recorded for a job, if the batch touched it."""

@@ -36,7 +36,15 @@ from lotlens_common.events import (
 )
 from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
-from lotlens_result_store.grouping import event_of, latest_envelopes, latest_events
+from lotlens_result_store.grouping import (
+    LOT,
+    by_type,
+    event_of,
+    events_of,
+    latest_envelopes,
+    latest_events,
+    settled_once,
+)
 from lotlens_result_store.metrics import append, execute
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
 from lotlens_result_store.usage import record_settled_usage, stored_usage
@@ -58,15 +66,14 @@ def project_job_submitted(conn: Connection, envelopes: Sequence[Envelope], chang
 
 def project_lot_submitted(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Record each lot's request data (a later-stage event may have created its row first)."""
-    submitted = latest_events(envelopes, LotSubmitted, lambda event: (event.job_id, event.lot_id))
+    submitted = latest_events(envelopes, LotSubmitted, LOT)
     new_rows = b"".join(copy_row((e.job_id, e.lot_id, str(e.seq), e.additional_info,
                                   orjson.dumps(e.image_urls).decode(), e.webhook)) for e in submitted)
     if not append(conn, "copy_lots", sql.COPY_SUBMITTED_LOTS, new_rows):
         execute(conn, "upsert_lots", sql.UPSERT_SUBMITTED_LOTS, {"rows": json_rows(
             {"job_id": e.job_id, "lot_id": e.lot_id, "seq": e.seq, "additional_info": e.additional_info,
              "image_urls": e.image_urls, "webhook": e.webhook} for e in submitted)})
-    for envelope in envelopes:
-        changes.touch(envelope, event_of(envelope, LotSubmitted).total_lots)
+    changes.touch_all(envelopes, total_lots=True)
     # One statement per batch, not per lot: a row written after its job's cancel is cancelled too.
     cancelled = execute(conn, "select_cancelled_jobs", sql.CANCELLED_JOBS,
                         {"job_ids": sorted({e.job_id for e in submitted})}).scalars().all()
@@ -91,9 +98,8 @@ def project_translation_batch(conn: Connection, envelopes: Sequence[Envelope],
 
 def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Record the lot's image counts; it moves on to translation unless already settled."""
-    described = latest_events(envelopes, VisionCompleted, lambda event: (event.job_id, event.lot_id))
-    for envelope in envelopes:
-        changes.touch(envelope, event_of(envelope, VisionCompleted).total_lots, status=PROCESSING)
+    described = latest_events(envelopes, VisionCompleted, LOT)
+    changes.touch_all(envelopes, status=PROCESSING, total_lots=True)
     result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
         {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
          "missing_images": e.missing_images, "usage": stored_usage(e.usage)} for e in described)})
@@ -105,11 +111,9 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
                                   changes: JobChanges) -> None:
     """Complete the lot (counted once) and store every language's description with it."""
-    translated = latest_envelopes(envelopes, TranslationCompleted,
-                                   lambda event: (event.job_id, event.lot_id))
-    events = [event_of(e, TranslationCompleted) for e in translated]
-    for envelope in envelopes:
-        changes.touch(envelope, status=PROCESSING)
+    translated = latest_envelopes(envelopes, TranslationCompleted, LOT)
+    events = events_of(translated, TranslationCompleted)
+    changes.touch_all(envelopes, status=PROCESSING)
     completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
          "usage": stored_usage(event.usage)}
@@ -129,13 +133,12 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
 def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes: JobChanges) -> None:
     """Fail the lot with its reason (counted once), what its failed stage's answers used and the
     descriptions it keeps (its English, when it failed at translation)."""
-    failed = latest_envelopes(envelopes, LotFailed, lambda event: (event.job_id, event.lot_id))
-    events = [event_of(e, LotFailed) for e in failed]
+    failed = latest_envelopes(envelopes, LotFailed, LOT)
+    events = events_of(failed, LotFailed)
     # Stored whatever the lot's status: a completed lot has these texts already (left as they are),
     # and a cancelled one a paid result fails (below) is shown with them.
     _store_descriptions(conn, [event for event in events if event.descriptions])
-    for envelope in envelopes:
-        changes.touch(envelope, event_of(envelope, LotFailed).total_lots, status=PROCESSING)
+    changes.touch_all(envelopes, status=PROCESSING, total_lots=True)
     result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
         {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
          "processed_images": event.processed_images, "missing_images": event.missing_images,
@@ -203,12 +206,11 @@ PROJECTIONS: dict[type[Event], Projection] = {
 def project(conn: Connection, envelopes: Sequence[Envelope]) -> JobChanges:
     """Apply a consumer batch to the read models; returns what it did to each job."""
     changes = JobChanges()
-    for run in _runs(envelopes):
-        by_type: dict[type[Event], list[Envelope]] = {}
-        for envelope in run:
-            by_type.setdefault(type(envelope.event), []).append(envelope)
+    groups = by_type(envelopes)
+    # Nearly always one run: the batch grouped once, not walked again to be cut.
+    for run in [groups] if settled_once(groups) else map(by_type, _runs(envelopes)):
         for event_type, projection in PROJECTIONS.items():
-            if group := by_type.get(event_type):
+            if group := run.get(event_type):
                 projection(conn, group, changes)
     write_job_changes(conn, changes)
     return changes
