@@ -21,6 +21,8 @@ CATALOGUE = {
     "columns": """SELECT table_name, column_name, data_type, is_nullable, column_default,
                          identity_generation
                     FROM information_schema.columns WHERE table_schema = current_schema()""",
+    "storage": """SELECT relname, reloptions::text FROM pg_class
+                   WHERE relnamespace = current_schema()::regnamespace AND reloptions IS NOT NULL""",
     "indexes": """SELECT tablename, indexname, replace(indexdef, current_schema() || '.', '')
                     FROM pg_indexes WHERE schemaname = current_schema()""",
     "constraints": """SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
@@ -46,7 +48,7 @@ def model_differences(engine: Engine) -> list[Any]:
 
 
 def catalogue(engine: Engine) -> dict[str, set[tuple[Any, ...]]]:
-    """The schema's columns, indexes, constraints and triggers, as sets of rows."""
+    """The schema's columns, storage parameters, indexes, constraints and triggers, as sets of rows."""
     with engine.connect() as conn:
         found = {part: {tuple(row) for row in conn.execute(text(query))} for part, query in CATALOGUE.items()}
     found["columns"] = {(*row[:4], _CAST_NUMBER.sub(r"\1", row[4] or ""), row[5]) for row in found["columns"]}

@@ -5,7 +5,8 @@ On a database of its own, created and dropped here: every revision is upgraded o
 the schema read after each; then, from the head down, each revision is undone (the schema must be
 its parent's, as that parent's own upgrade left it) down to the base; then each is upgraded again
 (the schema must be as its first upgrade left it), the head's last. A downgrade missing, left
-empty, or leaving a column, index, constraint, trigger or function behind or changed fails here.
+empty, or leaving a column, index, constraint, trigger, function or storage parameter behind or
+changed fails here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ BASE = "base"
 # and read about a hundred times here): each part a set of rows, the table's name first.
 _IN_SCHEMA = "relnamespace = current_schema()::regnamespace"
 CATALOGUE = {
-    "tables": f"SELECT relname, relkind FROM pg_class WHERE {_IN_SCHEMA} AND relkind IN ('r', 'p', 'v', 'm')",
+    # With its storage parameters (`lots`' fillfactor).
+    "tables": f"""SELECT relname, relkind, reloptions::text FROM pg_class
+                   WHERE {_IN_SCHEMA} AND relkind IN ('r', 'p', 'v', 'm')""",
     # With each column's place among the table's live ones: a column dropped and added again ends up
     # at the end of its table, where a straight upgrade may not have put it.
     "columns": f"""SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,

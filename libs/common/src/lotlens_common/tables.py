@@ -85,6 +85,15 @@ lots = Table(
     Column("awaiting_vision", Boolean, nullable=False, server_default="false"),
     _now(),
     PrimaryKeyConstraint("job_id", "lot_id"),
+    # Pages filled to 25% (0037; a rebuild's shadow copy too, `shadow._store_like`): a lot is
+    # COPYed in, then updated twice (its vision result, its translation) in columns no index or
+    # index predicate reads, so each update is HOT, writing no index entry, if its new version
+    # fits on the page. Full pages (COPY fills them) sent 99% of the updates elsewhere, each
+    # writing an entry in all three indexes. At 25% a bench lot's three versions (~450, ~650 and
+    # ~850 bytes) fit on its page unpruned; at 30% only once pruned, which an open snapshot
+    # holds off. A 50,000-lot bench job through the handler: HOT 0.5% -> 100%, the database's
+    # CPU for the two updates 4.0 -> 3.0 s, median (docs/TABLES.md, "Storage parameters").
+    postgresql_with={"fillfactor": 25},
 )
 
 # A job's lots in request order: by `seq`, then lot id, and a lot projected before its LotSubmitted
