@@ -1,8 +1,9 @@
 """The shadow schema a rebuild projects into, and the swap that puts it in place of the live tables.
 
 The shadow tables are copies of the live ones' definitions (`LIKE ... INCLUDING ALL`, so every
-migration applied to the live tables is there too), with the live index names, so the swapped-in
-tables look exactly like the ones they replace to every later migration.
+migration applied to the live tables is there too), with the live index names and storage
+parameters, so the swapped-in tables look exactly like the ones they replace to every later
+migration, and store their rows the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def create_shadow(conn: Connection, live: str) -> None:
     for table in TABLES:
         conn.execute(text(f"CREATE TABLE {SHADOW}.{table} (LIKE {live}.{table} INCLUDING ALL)"))
         _name_indexes_like(conn, live, table)
+        _store_like(conn, live, table)
     conn.execute(text(f"CREATE TABLE {CHECKPOINT} (topic text NOT NULL, partition int NOT NULL, "
                       "next_offset bigint NOT NULL, PRIMARY KEY (topic, partition))"))
     conn.execute(text(f"CREATE TABLE {REVISION} AS SELECT version_num FROM {live}.alembic_version"))
@@ -119,6 +121,27 @@ def _name_indexes_like(conn: Connection, live: str, table: str) -> None:
         wanted = live_names.get(_shape(definition))
         if wanted and wanted != name:
             conn.execute(text(f'ALTER INDEX {SHADOW}."{name}" RENAME TO "{wanted}"'))
+
+
+def _store_like(conn: Connection, live: str, table: str) -> None:
+    """Give the shadow table the live one's storage parameters, its TOAST table's too.
+
+    `LIKE ... INCLUDING ALL` copies none of them: a rebuilt `lots` was filled to 100% again, and
+    the updates of every lot after the swap wrote new entries in all its indexes (`tables.py`).
+    """
+    row = conn.execute(text("SELECT c.reloptions, t.reloptions FROM pg_class c LEFT JOIN pg_class t "
+                            "ON t.oid = c.reltoastrelid WHERE c.oid = to_regclass(:t)"),
+                       {"t": f"{live}.{table}"}).one()
+    options = [*(row[0] or []), *(f"toast.{option}" for option in row[1] or [])]
+    if options:
+        conn.execute(text(f"ALTER TABLE {SHADOW}.{table} SET ({', '.join(map(_parameter, options))})"))
+
+
+def _parameter(option: str) -> str:
+    """A `name=value` of `pg_class.reloptions` as `SET (...)` takes it (the value quoted)."""
+    name, value = option.split("=", 1)
+    escaped = value.replace("'", "''")
+    return f"{name} = '{escaped}'"
 
 
 def _indexes(conn: Connection, schema: str, table: str) -> list[tuple[str, str]]:
