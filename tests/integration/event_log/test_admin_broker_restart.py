@@ -5,6 +5,7 @@ started again 10 s later, as a rolling restart does."""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -174,5 +175,8 @@ def test_a_rebuild_gives_up_in_one_line_when_the_broker_stays_away(
     command.join(60)
     assert codes, "the rebuild still waited 60 s after the broker went away"
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert codes == [3] and last.startswith("lotlens-admin: Kafka did not answer: no message for 3 s"), last
+    # The silence it names is measured, so at least the patience: on a loaded machine the check after
+    # a consume's timeout came at 3.5 s and said "4 s".
+    silence = re.match(r"lotlens-admin: Kafka did not answer: no message for (\d+) s", last)
+    assert codes == [3] and silence is not None and 3 <= int(silence[1]) < 60, last
     assert last.endswith("run the same command again to resume"), last
