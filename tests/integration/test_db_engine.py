@@ -12,8 +12,9 @@ from psycopg2.errors import LockNotAvailable
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
-from lotlens_common.db import append_rows, copy_row, make_engine
+from lotlens_common.db import make_engine
 from lotlens_common.kafka import TRANSIENT_ERRORS
+from lotlens_common.row_sets import append_rows, copy_row
 from lotlens_common.settings import DatabaseSettings
 from lotlens_common.stage.adapters.postgres import _QUEUES
 from tests.conftest import Infra, new_id, own_schema

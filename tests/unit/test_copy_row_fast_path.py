@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from lotlens_common.db import copy_row
+from lotlens_common.row_sets import copy_row
 
 
 def reference_copy_row(fields: Iterable[str | bytes | None]) -> bytes:

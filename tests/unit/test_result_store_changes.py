@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobCancelled, LotSubmitted, VisionBatchSubmitted
 from lotlens_common.model.usage import Usage
+from lotlens_common.row_sets import json_rows
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.grouping import event_of, latest_events
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lotlens_common.db import json_rows
 from lotlens_common.model.usage import Usage
+from lotlens_common.row_sets import json_rows
 from lotlens_result_store.usage import stored_usage
 
 

@@ -10,7 +10,6 @@ import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import Engine, insert, select, text, update
 
-from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     JobCancelled,
@@ -21,6 +20,7 @@ from lotlens_common.events import (
 )
 from lotlens_common.model.usage import Usage
 from lotlens_common.producer import EventProducer
+from lotlens_common.row_sets import json_rows
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import (
     jobs,

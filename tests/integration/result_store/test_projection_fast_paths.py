@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine
 
-from lotlens_common import db
+from lotlens_common import row_sets
 from lotlens_common.envelope import Envelope
 from lotlens_result_store import changes, completion, projections
 from lotlens_result_store.completion import lock_batch
@@ -59,13 +59,13 @@ def deliveries(rng: random.Random, jobs: int) -> Iterator[list[Envelope]]:
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Record:
     """The statements and COPYs `run` sends on `conn` (savepoint names left out: they count up)."""
     copies: list[Statement] = []
-    copy_in = db.copy_in
+    copy_in = row_sets.copy_in
 
     def recording_copy_in(conn: Connection, statement: str, rows: bytes | list[bytes]) -> None:
         copies.append((statement, rows if isinstance(rows, bytes) else b"".join(rows)))
         copy_in(conn, statement, rows)
 
-    monkeypatch.setattr(db, "copy_in", recording_copy_in)
+    monkeypatch.setattr(row_sets, "copy_in", recording_copy_in)
     monkeypatch.setattr(completion, "utc_now", lambda: NOW)  # settling stamps the wall clock
 
     def record(conn: Connection, run: Callable[[], object]) -> list[Statement]:

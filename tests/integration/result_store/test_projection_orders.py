@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, text
 
-from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, decode
 from lotlens_common.events import (
     TERMINAL_JOB_STATUSES,
@@ -34,6 +33,7 @@ from lotlens_common.events import (
     TranslationCompleted,
     VisionCompleted,
 )
+from lotlens_common.row_sets import json_rows
 from lotlens_gateway.job_store import JobStore
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_result_store import sql

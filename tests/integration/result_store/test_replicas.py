@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
-from lotlens_common.db import json_rows
 from lotlens_common.events import TranslationCompleted, VisionCompleted
+from lotlens_common.row_sets import json_rows
 from lotlens_common.tables import lots
 from lotlens_result_store import handlers, sql
 from tests.conftest import new_id

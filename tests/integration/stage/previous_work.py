@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Connection, text
 
-from lotlens_common.db import json_rows
 from lotlens_common.model.usage import Usage
+from lotlens_common.row_sets import json_rows
 
 
 class StageWork(BaseModel):

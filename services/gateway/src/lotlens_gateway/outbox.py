@@ -23,9 +23,9 @@ from typing import Literal
 from sqlalchemy import Connection, Engine, exists, select, text
 from sqlalchemy.exc import DBAPIError
 
-from lotlens_common.db import copy_in, copy_row
 from lotlens_common.envelope import Envelope, decode, encode
 from lotlens_common.events import TERMINAL_JOB_STATUSES, JobCancelled, JobSubmitted
+from lotlens_common.row_sets import copy_in, copy_row
 from lotlens_common.tables import jobs, outbox
 from lotlens_gateway.errors import ApiError, write_unconfirmed
 from lotlens_gateway.metrics import GatewayMetrics

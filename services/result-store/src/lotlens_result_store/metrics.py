@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import Counter
 from sqlalchemy import Connection, CursorResult, Executable
 
-from lotlens_common.db import append_rows
+from lotlens_common.row_sets import append_rows
 
 # The 1.x name, exported by this service alone: it sees every job arrive and finish.
 # pending: a job's JobSubmitted projected; completed | failed | cancelled: JobCompleted published.

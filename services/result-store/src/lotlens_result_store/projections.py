@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection
 
-from lotlens_common.db import copy_row, json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import (
     Event,
@@ -34,6 +33,7 @@ from lotlens_common.events import (
     WebhookDelivered,
     WebhookFailed,
 )
+from lotlens_common.row_sets import copy_row, json_rows
 from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
 from lotlens_result_store.grouping import (

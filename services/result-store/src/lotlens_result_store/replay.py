@@ -19,9 +19,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message,
 from sqlalchemy import Connection, Engine, text
 
 from lotlens_common.consumer_errors import Patience
-from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope, FutureEvent, UndecodableEvent, decode
 from lotlens_common.kafka import is_transient
+from lotlens_common.row_sets import json_rows
 from lotlens_common.settings import KafkaSettings
 from lotlens_result_store.handlers import apply_batch
 from lotlens_result_store.shadow import CHECKPOINT, use_shadow

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sqlalchemy import Connection, text
 
-from lotlens_common.db import json_rows
+from lotlens_common.row_sets import json_rows
 from lotlens_result_store.shadow import SHADOW
 
 STATE = f"{SHADOW}.rebuild_state"
@@ -42,7 +42,7 @@ PROJECTION_MODULES = (
     "lotlens_common.uuids",               # the ids of derived events (envelope.caused)
     "lotlens_common.model.usage",         # JobUsage.of: the jobs.usage document
     "lotlens_common.tables",              # the read models' columns
-    "lotlens_common.db",                  # json_rows, copy_row, append_rows: how values are written
+    "lotlens_common.row_sets",            # json_rows, copy_row, append_rows: how values are written
 )
 # Imported by those modules, or beside them in the package, yet shaping no row: an edit to them
 # keeps an unfinished rebuild resumable.
@@ -61,6 +61,7 @@ NOT_PROJECTION = {
     "lotlens_common.tracing": "spans",
     "lotlens_common.sql_tracing": "spans around statements",
     "lotlens_common.settings": "connection settings",
+    "lotlens_common.db": "the engine, migrations and the job lock (`job_lock`)",
 }
 
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from prometheus_client import Counter
 from sqlalchemy import Connection
 
-from lotlens_common.db import json_rows
 from lotlens_common.events import TranslationCompleted
 from lotlens_common.model.usage import JobUsage, Usage
+from lotlens_common.row_sets import json_rows
 from lotlens_result_store import sql
 from lotlens_result_store.metrics import execute
 

@@ -13,9 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
-from lotlens_common.db import json_rows
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import WebhookAttempted, WebhookDelivered, WebhookFailed
+from lotlens_common.row_sets import json_rows
 from lotlens_result_store.changes import JobChanges
 from lotlens_result_store.grouping import event_of, latest_events
 from lotlens_result_store.metrics import execute

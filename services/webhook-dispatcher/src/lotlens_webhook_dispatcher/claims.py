@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, RowMapping, text, update
 
-from lotlens_common.db import json_rows
+from lotlens_common.row_sets import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_webhook_dispatcher.dispatch_queue import HOST_PATTERN, INTERRUPTIONS_ALLOWED, Delivery
 from lotlens_webhook_dispatcher.payloads import PartPlan

@@ -43,7 +43,7 @@ from sqlalchemy import (
 )
 
 from lotlens_common import webhook_secrets
-from lotlens_common.db import json_rows
+from lotlens_common.row_sets import json_rows
 from lotlens_common.tables import dispatch_queue as q
 from lotlens_common.uuids import uuid5_text
 from lotlens_common.webhook_secrets import Signing

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Select, Text, any_, bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
-from lotlens_common.db import json_rows
+from lotlens_common.row_sets import json_rows
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.ports import Shard
 from lotlens_common.stage.work import LotWork, StageWork, read_work, stored_work

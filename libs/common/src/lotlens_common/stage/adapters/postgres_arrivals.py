@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import orjson
 from sqlalchemy import Connection, text
 
-from lotlens_common.db import append_rows, copy_row, json_rows
+from lotlens_common.row_sets import append_rows, copy_row, json_rows
 from lotlens_common.stage.adapters.postgres import CANCELLED, WAITING, take_places
 
 _COPY = "COPY stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place) FROM STDIN"
