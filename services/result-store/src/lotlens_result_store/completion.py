@@ -117,8 +117,10 @@ _SETTLE_CANDIDATES = {heeded: select(
     jobs.c.job_id, jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
 ).where(_TOUCHED, or_(and_(*_UNANNOUNCED), and_(*_SETTLEABLE, *([_NO_ACCEPTED_CANCEL] if heeded else []))))
     for heeded in (False, True)}
+# In job order, as every other statement here takes its jobs: unordered, the heap's order (which a
+# rolled-back write moves) decided the order of the jobs summed and of their `sum_usage` updates.
 _ANNOUNCED_CANCELLED = select(jobs.c.job_id).where(
-    _TOUCHED, jobs.c.status == CANCELLED, jobs.c.completion_published.is_(True))
+    _TOUCHED, jobs.c.status == CANCELLED, jobs.c.completion_published.is_(True)).order_by(jobs.c.job_id)
 
 
 def settle_jobs(conn: Connection, changes: JobChanges, accepted_cancels: bool = False) -> list[str]:

@@ -235,6 +235,7 @@ SELECT l.job_id, s.value->>'model' AS model,
 FROM lots l CROSS JOIN LATERAL jsonb_each(l.usage) AS s
 WHERE l.job_id = ANY(CAST(:job_ids AS text[])) AND l.usage IS NOT NULL
 GROUP BY l.job_id, s.value->>'model'
+ORDER BY l.job_id, model
 """)
 
 # The outcome the result-store announced is final: on a replay, where a cancel and the last lot
