@@ -78,10 +78,20 @@ def _environment() -> dict[str, str]:
     env.setdefault("LOTLENS_STAGE__WINDOW_S", "2")
     env.setdefault("LOTLENS_STAGE__POLL_INTERVAL_S", "1")
     env.setdefault("LOTLENS_GATEWAY_PORT", str(GATEWAY_PORT))
-    if not os.environ.get("OPENAI_API_KEY"):
-        env["OPENAI_API_KEY"] = "local-standin"
-        env["OPENAI_BASE_URL"] = f"http://127.0.0.1:{STANDIN_PORT}/v1"
+    # Where the services call without a key or base URL; a developer's own OPENAI_BASE_URL (a local
+    # model server, with or without a key) is theirs: it was overwritten, and the stand-in's canned
+    # descriptions came back as if their model had written them.
+    env["OPENAI_STANDIN_URL"] = f"http://127.0.0.1:{STANDIN_PORT}/v1"
     return env
+
+
+def _given(name: str) -> bool:
+    return bool(os.environ.get(name, "").strip())  # empty is unset, as the services read it
+
+
+def _calls_standin() -> bool:
+    """Whether the model calls go to the stand-in `up` starts: neither a key nor a server given."""
+    return not (_given("OPENAI_API_KEY") or _given("OPENAI_BASE_URL"))
 
 
 def _settings(env: dict[str, str]) -> str:
@@ -161,11 +171,12 @@ class Process:
 def _plan() -> list[Process]:
     """Every process `up` runs, in start order."""
     python = sys.executable
-    planned = [] if os.environ.get("OPENAI_API_KEY") else [
-        Process("openai-standin", [python, "-m", "lotlens_openai_standin"], {STANDIN_PORT: "STANDIN_PORT"}),
-        Process("example-images", [python, "-m", "http.server", str(IMAGES_PORT), "--bind", "127.0.0.1",
-                                   "--directory", str(ROOT / "examples" / "images")],
-                {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"})]
+    planned = [Process("openai-standin", [python, "-m", "lotlens_openai_standin"],
+                       {STANDIN_PORT: "STANDIN_PORT"})] if _calls_standin() else []
+    if not _given("OPENAI_API_KEY"):
+        serve = ["-m", "http.server", str(IMAGES_PORT), "--bind", "127.0.0.1", "--directory"]
+        planned.append(Process("example-images", [python, *serve, str(ROOT / "examples" / "images")],
+                               {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"}))
     for number, service in enumerate(SERVICES):
         command = [python, "-m", "lotlens_" + service.replace("-", "_")]
         # Each service serves /metrics, /livez and /readyz on its own ops port (the gateway its
@@ -233,12 +244,30 @@ LotLens is up.
   client:     {client_id}
   client key: {key}
   logs:       {LOGS}
-{_FIRST_JOB_WITH_A_KEY if os.environ.get("OPENAI_API_KEY") else _FIRST_JOB.format(key=key)}""")
+{_FIRST_JOB_WITH_A_KEY if _given("OPENAI_API_KEY") else _FIRST_JOB.format(
+    url=f"http://127.0.0.1:{GATEWAY_PORT}", key=key, job=_example_job())}""")
 
 
+# The command names the gateway and the job file: with LOTLENS_GATEWAY_PORT or
+# LOTLENS_EXAMPLE_IMAGES_PORT moved, the client's default URL and the images' port in
+# examples/job.json were another program's.
 _FIRST_JOB = """Submit the example job (3 lots, images served locally) and wait for it:
-  LOTLENS_CLIENT_KEY={key} .venv/bin/lotlens submit examples/job.json --wait
+  LOTLENS_URL={url} LOTLENS_CLIENT_KEY={key} .venv/bin/lotlens submit {job} --wait
 """
+EXAMPLE_JOB = "examples/job.json"
+EXAMPLE_IMAGES_URL = "http://127.0.0.1:18090/"  # where examples/job.json's images are
+
+
+def _example_job() -> str:
+    """The example job to offer: examples/job.json, or, with the images on another port, a copy in
+    the state folder whose image URLs name that port."""
+    images_url = f"http://127.0.0.1:{IMAGES_PORT}/"
+    if images_url == EXAMPLE_IMAGES_URL:
+        return EXAMPLE_JOB
+    moved = STATE / "example-job.json"
+    moved.write_text((ROOT / EXAMPLE_JOB).read_text(encoding="utf-8").replace(EXAMPLE_IMAGES_URL, images_url),
+                     encoding="utf-8")
+    return str(moved)
 # OpenAI fetches each image itself: the example job's, on 127.0.0.1, would fail every lot (paid for
 # its prompt), so the real key's stack has no example image server and offers no example job.
 _FIRST_JOB_WITH_A_KEY = """Your OpenAI key is in use: submit lots whose image URLs are public (https) ones

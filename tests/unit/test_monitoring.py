@@ -213,3 +213,13 @@ def test_a_lag_alert_is_not_answered_by_adding_partitions() -> None:
         flat = " ".join(text.split())
         assert not re.search(r"raise the partitions[^.]*before", flat, re.IGNORECASE), name
         assert "docs/EVENT_LOG.md" in flat, f"{name} does not point at the re-keying warning"
+
+
+def test_the_readmes_alert_table_lists_every_rule_and_no_other() -> None:
+    # Four rules were missing from it (LotLensAPIErrors, LotLensSyncLotsFailing,
+    # LotLensWebhookBacklogOld, LotLensOpenAIQueueHeld): read as the list of what pages, it said
+    # that failing synchronous lots and hours-old webhooks page nobody.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = readme.split("| alert | fires when |", 1)[1].split("\n\n", 1)[0]
+    listed = re.findall(r"^\| `(\w+)` \|", table, re.MULTILINE)
+    assert sorted(listed) == sorted(rule["alert"] for rule in alert_rules())

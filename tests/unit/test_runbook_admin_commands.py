@@ -96,3 +96,14 @@ def test_every_document_runs_a_downgrade_in_the_same_order(where: str) -> None:
     for step in DOWNGRADE_ORDER:  # each after the one before
         place = words.find(step, place)
         assert place != -1, f"{where} names no `{step}` after the steps before it, {DOWNGRADE_ORDER}"
+
+
+def test_the_readme_names_every_group_of_the_command() -> None:
+    # Both of its lists left out `stages`, whose `release-hold` is the one way to end a queue hold.
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    groups = set(GROUPS)
+    operators = re.search(r"one command, `lotlens-admin` \(([^)]*)\)", readme)
+    layout = re.search(r"^\| `tools/admin` \| (.*)$", readme, re.MULTILINE)
+    assert operators is not None and layout is not None
+    assert set(re.findall(r"`([a-z-]+)`", operators.group(1))) == groups
+    assert groups <= set(re.findall(r"`([a-z-]+)(?: [a-z-]+)?`", layout.group(1))), layout.group(1)

@@ -3,6 +3,7 @@ may name a process that reused the pid."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lotlens_common.settings import OpenAISettings
 from tests.conftest import ROOT
 from tests.unit.stack_support import faked, stack_module
 
@@ -92,3 +94,75 @@ def test_up_with_a_real_openai_key_offers_no_example_whose_images_openai_cannot_
     assert "example-images" not in started and "openai-standin" not in started, started
     # A developer's webhook receiver on loopback still works with the real key.
     assert stack._environment()["LOTLENS_ALLOW_LOOPBACK_URLS"] == "true"
+
+
+def _model_url(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> str:
+    """Where a service started with `env` sends its model calls."""
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "OPENAI_STANDIN_URL"):
+        if name in env:
+            monkeypatch.setenv(name, env[name])
+        else:
+            monkeypatch.delenv(name, raising=False)
+    return OpenAISettings().model_url()
+
+
+def test_up_without_a_key_or_a_server_calls_the_stand_in_it_starts(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", " ")  # compose's unset variable: empty
+    monkeypatch.setenv("STANDIN_PORT", "18181")
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    assert "openai-standin" in started and "example-images" in started, started
+    assert _model_url(monkeypatch, stack._environment()) == "http://127.0.0.1:18181/v1"
+
+
+def test_up_keeps_a_developers_own_model_server_given_without_a_key(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # OPENAI_BASE_URL without a key was replaced by the stand-in's: a developer's local model
+    # server was never called, and the stand-in's canned descriptions came back as their model's.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    assert "openai-standin" not in started, started
+    assert "example-images" in started, "a local server can fetch the loopback example images"
+    assert _model_url(monkeypatch, stack._environment()) == "http://127.0.0.1:9/v1"
+
+
+def test_up_offers_a_command_that_reaches_its_gateway_and_images_on_moved_ports(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # With the ports moved, the command it printed sent the job to the client's default
+    # http://127.0.0.1:18000, and examples/job.json's images were still on 18090: another program's.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("LOTLENS_GATEWAY_PORT", "18100")
+    monkeypatch.setenv("LOTLENS_EXAMPLE_IMAGES_PORT", "18091")
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    command = next(line for line in capsys.readouterr().out.splitlines() if "lotlens submit" in line)
+    assert "LOTLENS_URL=http://127.0.0.1:18100 " in command, command
+    job = json.loads(Path(command.split(" submit ")[1].split()[0]).read_text(encoding="utf-8"))
+    urls = [image["url"] for lot in job["lots"] for image in lot["images"]]
+    original = json.loads((ROOT / "examples" / "job.json").read_text(encoding="utf-8"))
+    assert len(urls) == sum(len(lot["images"]) for lot in original["lots"]) > 0
+    assert all(url.startswith("http://127.0.0.1:18091/") for url in urls), urls
+    assert {k: v for k, v in job.items() if k != "lots"} == {k: v for k, v in original.items() if k != "lots"}
+
+
+def test_up_on_the_default_ports_offers_the_example_job_as_it_is(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "LOTLENS_GATEWAY_PORT", "LOTLENS_EXAMPLE_IMAGES_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    assert ("LOTLENS_URL=http://127.0.0.1:18000 LOTLENS_CLIENT_KEY=" in capsys.readouterr().out
+            and not (tmp_path / "example-job.json").exists())
