@@ -12,7 +12,10 @@ standard library, and follows the contract in the LotLens README ("Subscribing t
   logged once: its events are missed until the subscriber is upgraded);
 - no order across topics, nor within one once its partitions grow (a running job's later events
   then land on another partition): a job is reported once its `JobCompleted` and every lot result
-  it counts are in, whichever came first.
+  it counts are in, whichever came first;
+- a lot's first result stands (a lot can settle twice, as LotLens's read models keep the first);
+  a cancelled job's lots can settle after its `JobCompleted`: kept, and logged as late;
+- a message unlike its type's schema is logged and skipped, not retried for good.
 
     python subscriber.py --bootstrap 127.0.0.1:19092 --group acme-lot-results --db results.sqlite3
 """
@@ -69,12 +72,12 @@ class Results:
             raise
 
     def _effect(self, kind: str, job_id: str, data: dict[str, Any]) -> None:
+        # A lot can settle twice (a retried batch's late answer after its LotFailed, or a failure
+        # after its TranslationCompleted): LotLens keeps the first, and so does this (OR IGNORE).
         if kind == "TranslationCompleted":
-            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'completed', ?, NULL)",
-                             (job_id, data["lot_id"], json.dumps(data["descriptions"], ensure_ascii=False)))
-        elif kind == "LotFailed":
-            self._db.execute("INSERT OR REPLACE INTO lot_results VALUES (?, ?, 'failed', NULL, ?)",
-                             (job_id, data["lot_id"], data["reason"]))
+            self._settle(job_id, data["lot_id"], "completed",
+                         json.dumps(data["descriptions"], ensure_ascii=False), None)
+        elif kind == "LotFailed" and self._settle(job_id, data["lot_id"], "failed", None, data["reason"]):
             # A lot failed at translation keeps its English and the languages translated before
             # (`descriptions`, absent from events of older releases): paid for, kept apart, so a
             # reader of `lot_results.descriptions` never takes a failed lot's for a finished one's.
@@ -86,6 +89,19 @@ class Results:
                              "completed_at) VALUES (?, ?, ?, ?, ?)", (job_id, data["status"],
                              data["processed_lots"], data["failed_lots"], data["completed_at"]))
         self._report_finished(job_id)
+
+    def _settle(self, job_id: str, lot_id: str, status: str, descriptions: str | None,
+                reason: str | None) -> bool:
+        """Record a lot's result unless it has one; whether this one is kept."""
+        kept = self._db.execute("INSERT OR IGNORE INTO lot_results VALUES (?, ?, ?, ?, ?)",
+                                (job_id, lot_id, status, descriptions, reason)).rowcount == 1
+        reported = self._db.execute("SELECT status FROM jobs WHERE job_id = ? AND reported = 1",
+                                    (job_id,)).fetchone()
+        if kept and reported:
+            # A job cancelled while its lots were in OpenAI batches is announced at once; the
+            # answers under way still come back, after its JobCompleted.
+            log.info("a late result of job %s (reported %s): lot %s", job_id, reported[0], lot_id)
+        return kept
 
     def _report_finished(self, job_id: str) -> None:
         row = self._db.execute(
@@ -102,6 +118,8 @@ def handle(results: Results, message: Message) -> None:
     try:
         event = json.loads(message.value() or b"")
         kind = (event["type"], int(event["version"]))
+        if not isinstance(kind[0], str):
+            raise TypeError(kind[0])
     except (ValueError, KeyError, TypeError):
         log.warning("skipping a message that is not a LotLens event at offset %s", message.offset())
         return
@@ -113,7 +131,14 @@ def handle(results: Results, message: Message) -> None:
             log.warning("skipping %s version %d (first at offset %s): newer than this subscriber reads; "
                         "upgrade it to that version's schema", kind[0], kind[1], message.offset())
         return
-    if not results.apply(event):
+    try:
+        applied = results.apply(event)
+    except (KeyError, TypeError) as missing:
+        # Raised, it ended the process before its commit, and the restart read it again, for good.
+        log.warning("skipping a %s event without what its schema requires (%r) at offset %s",
+                    kind[0], missing, message.offset())
+        return
+    if not applied:
         log.info("skipping duplicate %s %s", event["type"], event["event_id"])
 
 

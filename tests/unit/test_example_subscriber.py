@@ -92,6 +92,68 @@ def test_lot_results_read_after_their_jobs_end_still_report_the_job_once(
     assert [r.getMessage() for r in caplog.records] == ["job job-1 completed: 2 lot results"]
 
 
+def _stored(results: Any) -> list[tuple[str, str, str | None]]:
+    lots = results._db.execute("SELECT lot_id, status, descriptions FROM lot_results ORDER BY lot_id")
+    return [tuple(row) for row in lots.fetchall()]
+
+
+def test_a_lot_settled_twice_keeps_the_first_result_as_lotlens_does(tmp_path: Path) -> None:
+    # A retried batch's late answer after its LotFailed, or a failure after its
+    # TranslationCompleted (docs/EVENT_LOG.md): LotLens keeps the first of the two in the topic's
+    # order; the example kept the last, so a finished, paid lot read as failed downstream.
+    subscriber = _subscriber()
+    results = subscriber.Results(str(tmp_path / "results.sqlite3"))
+    failure = {"stage": "translation", "reason": "gave up", "descriptions": {"en": "<p>Dent.</p>"}}
+    subscriber.handle(results, _translation(1, "e-1", "lot-1"))
+    subscriber.handle(results, _event("LotFailed", 1, "e-2", {"lot_id": "lot-1", **failure}))
+    subscriber.handle(results, _event("LotFailed", 1, "e-3", {"lot_id": "lot-2", **failure}))
+    subscriber.handle(results, _translation(1, "e-4", "lot-2"))
+    assert _stored(results) == [("lot-1", "completed", '{"en": "<p>Dent.</p>"}'), ("lot-2", "failed", None)]
+    kept = results._db.execute("SELECT lot_id FROM partial_descriptions").fetchall()
+    assert kept == [("lot-2",)], "a completed lot's later failure left it in both tables"
+
+
+def test_a_cancelled_jobs_late_results_are_kept_and_logged_as_late(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # A job cancelled while its lots are in OpenAI batches is announced at once; the answers under
+    # way come back after its JobCompleted. The example reported the job and stored them in silence.
+    subscriber = _subscriber()
+    results = subscriber.Results(str(tmp_path / "results.sqlite3"))
+    cancelled = {"status": "cancelled", "processed_lots": 1, "failed_lots": 0,
+                 "completed_at": "2026-03-01T12:05:00+00:00", "total_lots": 3}
+    with caplog.at_level(logging.INFO, logger="lotlens-subscriber"):
+        subscriber.handle(results, _translation(1, "e-1", "lot-1"))
+        subscriber.handle(results, _event("JobCompleted", 1, "e-2", cancelled))
+        subscriber.handle(results, _event("LotFailed", 1, "e-3", {
+            "lot_id": "lot-2", "stage": "vision", "reason": "the job was cancelled"}))
+    assert [lot for lot, *_ in _stored(results)] == ["lot-1", "lot-2"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "job job-1 cancelled: 1 lot results", "a late result of job job-1 (reported cancelled): lot lot-2"]
+
+
+@pytest.mark.parametrize("value", [
+    {"event_id": "e-1", "type": ["TranslationCompleted"], "version": 1},
+    {"event_id": "e-1", "type": "TranslationCompleted", "version": 1, "job_id": "job-1", "data": None},
+    {"event_id": "e-1", "type": "LotFailed", "version": 1, "job_id": "job-1", "data": {"lot_id": "lot-1"}},
+    {"type": "JobCompleted", "version": 1, "job_id": "job-1", "data": {}},
+], ids=["type not a string", "no data", "no reason", "no event id"])
+def test_a_message_unlike_its_schema_is_skipped_not_a_crash_loop(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, value: dict[str, Any]) -> None:
+    # It raised out of `handle`: the process exited before committing, read the message again at
+    # its restart, and so on for good (a stray producer, or `dlq replay --force` of an undecodable
+    # letter, puts such bytes on a public topic).
+    subscriber = _subscriber()
+    results = subscriber.Results(str(tmp_path / "results.sqlite3"))
+    message = Message(topic="lotlens.translation", partition=0, offset=9, key=b"job-1",
+                      value=json.dumps(value).encode())
+    with caplog.at_level(logging.WARNING, logger="lotlens-subscriber"):
+        subscriber.handle(results, message)
+    assert any("offset 9" in r.getMessage() for r in caplog.records), caplog.records
+    assert results._db.execute("SELECT count(*) FROM seen_events").fetchone() == (0,)
+    subscriber.handle(results, _translation(1, "e-1"))  # the same event id, well formed: applied
+    assert _stored(results) == [("lot-1", "completed", '{"en": "<p>Dent.</p>"}')]
+
+
 class StubConsumer:
     """confluent_kafka.Consumer as the loop uses it: hands out the given batches, one per
     `consume`, then asks the loop to stop; counts commits and closes."""
