@@ -13,6 +13,7 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common import ops
 from lotlens_common.model.errors import ModelRateLimitedError
+from lotlens_common.producer import PublishError
 from lotlens_common.stage import metrics, submit
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import run_stage_loop
@@ -87,3 +88,21 @@ def test_a_long_round_beats_for_the_liveness_probe_as_it_goes(world: World,
     world.store.add(lots(6))
     asyncio.run(submit.flush_due(world.stage))
     assert beats.count("stage:vision") >= 3  # once a chunk of lots prepared
+
+
+def test_a_batch_kafka_will_not_record_is_counted_as_a_round_failure_each_time(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Kafka refused the stage's VisionBatchSubmitted (an ACL, too few in-sync replicas): each round
+    # and each recovery created or adopted the batch at OpenAI, failed to record it and only logged
+    # so; no counter moved, LotLensStageRoundsFailing stayed quiet while the lots waited.
+    def refused(client_id: str, events: object) -> None:
+        raise PublishError("Kafka did not acknowledge: Broker: Not enough in-sync replicas")
+
+    monkeypatch.setattr(world.publisher, "publish", refused)
+    world.store.add(lots(2))
+    before = value("lotlens_stage_round_failures_total", stage="vision", step="batches")
+    world.rounds()
+    assert value("lotlens_stage_round_failures_total", stage="vision", step="batches") == before + 1
+    world.housekeep()
+    assert value("lotlens_stage_round_failures_total", stage="vision", step="batches") == before + 2
+    assert world.submitted() == [] and len(world.batches.batches) == 1, "adopted, not created again"

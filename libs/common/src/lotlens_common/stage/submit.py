@@ -110,9 +110,12 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
                               extra={"job_id": flush.job_id, "shard_id": shard_id})
                 continue
-            except Exception:
-                log.exception("sending shard %s of job %s failed", shard_id, flush.job_id,
-                              extra={"job_id": flush.job_id, "shard_id": shard_id})
+            except Exception as exc:
+                # PostgreSQL or Kafka (a batch Kafka will not record): counted, or the lots wait
+                # with no alert while each recovery adopts the batch at OpenAI and fails again.
+                metrics.openai_error(stage.spec.name, "batches", exc)
+                log.exception("sending shard %s of job %s failed; recovery sends it again", shard_id,
+                              flush.job_id, extra={"job_id": flush.job_id, "shard_id": shard_id})
                 continue
             if batch is not None:
                 created.append(batch)
@@ -178,7 +181,8 @@ async def recover_building(stage: Stage[Any]) -> None:
                     return  # every other shard's call would be refused alike this round
                 log.warning("recovering shard %s failed; the next round tries again: %s",
                             shard.shard_id, exc, extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
-            except Exception:
+            except Exception as exc:
+                metrics.openai_error(stage.spec.name, "batches", exc)
                 log.exception("recovering shard %s failed; the next round tries again", shard.shard_id,
                               extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
 
