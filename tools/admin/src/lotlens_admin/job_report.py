@@ -54,12 +54,16 @@ class ReleaseLine:
 
 @dataclass(frozen=True)
 class QueueHoldLine:
-    """The stage holds every job's new batches back: OpenAI's enqueued-token queue for its model
-    refused its batches (`refusals` in a row), until `until` (ISO 8601, the database's clock)."""
+    """OpenAI's enqueued-token queue for the stage's model refused its batches (`refusals` in a row,
+    the last at `refused_at`), and while `held` the stage holds every job's new batches back, until
+    `until` (ISO 8601, the database's clock); not `held`, the next try is being built or sent."""
 
     until: str
     refusals: int
     left_s: float
+    refused_at: str  # or the operator's release of the last hold (`released`)
+    held: bool
+    released: bool
 
 
 @dataclass(frozen=True)
@@ -194,11 +198,13 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
 
 
 def _queue_hold(conn: Connection, stage: str) -> QueueHoldLine | None:
-    """The stage's hold in force, if any: why none of the job's waiting lots is sent."""
-    for hold in postgres_queue_hold.in_force(conn):
-        if hold.stage == stage:
-            return QueueHoldLine(moment(hold.held_until), hold.refusals, hold.left_s)
-    return None
+    """The stage's batches refused in a row and its hold, if any: why none of the job's waiting lots
+    is sent, or is sent and refused."""
+    series = next(iter(postgres_queue_hold.refusal_series(conn, stage)), None)
+    if series is None:
+        return None
+    return QueueHoldLine(moment(series.held_until), series.refusals, series.left_s,
+                         moment(series.refused_at), series.held, series.released)
 
 
 def moment(value: datetime) -> str:

@@ -54,10 +54,12 @@ def render(report: JobReport) -> list[str]:
     for stage in report.stages:
         cancelled = " (job cancelled)" if stage.cancelled else ""
         lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
-        if hold := stage.queue_hold:
+        if (hold := stage.queue_hold) and hold.held:
             lines.append(_row("", f"queue held until {hold.until} ({hold.refusals} refusals in a row), "
                                   f"{age(hold.left_s)} more: OpenAI's enqueued-token queue for the model "
                                   "is full; no batch of any job is created meanwhile"))
+        elif hold:
+            lines.append(_row("", refused_in_a_row(hold.refusals, hold.refused_at, hold.released)))
         lines += [_row("", line) for line in _retries(stage)]
         # Open shards, and finished ones an operator released (why their lots failed or came back).
         for shard in stage.shards:
@@ -140,6 +142,14 @@ def _pause(pause: PauseLine) -> str:
 def released(decision: str, by: str | None, at: str | None, reason: str | None) -> str:
     """An operator's release of a shard, as `jobs show` and `shards` print it."""
     return f"released ({decision}) by {by} at {at or '?'}: {reason}"
+
+
+def refused_in_a_row(refusals: int, last: str, released: bool) -> str:
+    """A stage's series of batches refused by the queue between two holds, as every view prints it:
+    what LotLensOpenAIQueueHeld fires on while no hold is in force."""
+    latest = f"its hold released by an operator at {last}" if released else f"the last at {last}"
+    return (f"{refusals} batches refused in a row by OpenAI's enqueued-token queue for the model, {latest}; "
+            "not held back right now (the next try is being built or sent; a batch admitted ends the series)")
 
 
 def age(seconds: float) -> str:

@@ -44,8 +44,9 @@ def _paused(args: argparse.Namespace) -> int:
     try:
         with engine.connect() as conn:
             shards = paused_shards(conn)
-            # A stage held back after OpenAI's queue refused a batch submits nothing either.
-            holds = postgres_queue_hold.in_force(conn)
+            # A stage held back after OpenAI's queue refused a batch submits nothing either; between two
+            # holds its tries are refused again (LotLensOpenAIQueueHeld fires on the series).
+            holds = postgres_queue_hold.refusal_series(conn)
             now = conn.execute(select(func.now())).scalar_one()  # the clock that stamped the rows
     finally:
         engine.dispose()
@@ -54,8 +55,9 @@ def _paused(args: argparse.Namespace) -> int:
         print(json.dumps([dataclasses.asdict(shard) for shard in shards], indent=2, default=str))
         return 0
     if not shards and not holds:
-        print("no shard holds a stage paused, and no stage is held back by OpenAI's queue (a pause "
-              "for a refused key is in the stage's log: `OpenAI refused the key`)")
+        print("no shard holds a stage paused, and no stage is held back by OpenAI's queue or has batches "
+              "refused by it in a row (a pause for a refused key is in the stage's log: `OpenAI refused "
+              "the key`)")
     for shard in shards:
         print("\n".join(_lines(shard, now)))
     for hold in holds:
@@ -174,7 +176,8 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                "and why, and a release recorded but not carried out yet; each shard whose batch "
                "OpenAI refused to create for the quota: since when, why, and when it is tried again; "
                "and each stage held back as OpenAI's enqueued-token queue refused its batches: until "
-               "when, after how many refusals in a row (`stages release-hold` ends it)")
+               "when, after how many refusals in a row (`stages release-hold` ends it), or the "
+               "refusals in a row between two holds")
     paused = commands.add_parser("paused", help=listing, description=listing)
     paused.add_argument("--json", action="store_true", help="the shards as a JSON list (the queue "
                         "holds: `stages holds --json`)")

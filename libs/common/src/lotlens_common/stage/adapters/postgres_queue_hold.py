@@ -1,7 +1,7 @@
 """The stage's hold after OpenAI's enqueued-token queue refused a batch, on `stage_queue_holds`:
 one row a stage, so every instance of it holds back, and the next process too
 (`stage/core/queue_hold.py` decides; times are the database's, which every instance shares).
-`lotlens-admin` lists the holds in force (`in_force`) and ends one (`end`)."""
+`lotlens-admin` lists each stage's refusals in a row and hold (`refusal_series`) and ends a hold (`end`)."""
 
 from __future__ import annotations
 
@@ -63,45 +63,60 @@ def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], 
 
 
 @dataclass(frozen=True)
-class HoldInForce:
-    """A stage's hold as on-call reads it: until when, after how many refusals in a row, and the
-    seconds it has left."""
+class RefusalSeries:
+    """A stage's batches refused in a row by the queue, as on-call reads it: after how many, the
+    last when, and the hold: until when, whether in force (`held`), the seconds it has left (0
+    between two holds, while the next try is built and sent: the series, which the alert reads,
+    stays until a batch is admitted)."""
 
     stage: str
     held_until: datetime
     refusals: int
     left_s: float
+    refused_at: datetime  # the last refusal, or the operator's release since (`released`)
+    held: bool
+
+    @property
+    def released(self) -> bool:
+        """Whether an operator ended the last hold (`end` stamps both times alike; a refusal holds
+        a minute at least)."""
+        return self.held_until <= self.refused_at
 
 
-_IN_FORCE = """
-    SELECT stage, held_until, refusals, extract(epoch FROM held_until - now()) AS left_s
-      FROM stage_queue_holds WHERE held_until > now()"""
+# The one reading of the series for every view: the condition the alert reads (`refusals > 0`),
+# and a hold in force whatever the count (admitted batches end the series, not the hold).
+_SERIES = """
+    SELECT stage, held_until, refusals, refused_at, held_until > now() AS held,
+           greatest(extract(epoch FROM held_until - now()), 0) AS left_s
+      FROM stage_queue_holds WHERE (refusals > 0 OR held_until > now())"""
 
 
-def in_force(conn: Connection) -> list[HoldInForce]:
-    """Every stage's hold in force now, by stage."""
-    rows = conn.execute(text(_IN_FORCE + " ORDER BY stage"))
-    return [_in_force(row) for row in rows]
+def refusal_series(conn: Connection, stage: str | None = None) -> list[RefusalSeries]:
+    """Every stage's series of refusals or hold in force now (only `stage`'s, given one), by stage."""
+    where = "" if stage is None else " AND stage = :stage"
+    rows = conn.execute(text(_SERIES + where + " ORDER BY stage"), {"stage": stage})
+    return [_series(row) for row in rows]
 
 
-def end(conn: Connection, stage: str) -> HoldInForce | None:
-    """End the stage's hold in force now, for every instance (an operator's decision); the hold it
-    ended, None if none held. The refusals in a row are kept: a try refused again holds twice as
-    long, and a batch admitted ends the series, as after a hold that ran out. A batch created
-    before the release counts as one in flight at a refusal: created while the queue was known full,
-    its refusal would have brought the hold back at once, longer (it was a refusal "since")."""
-    row = conn.execute(text(_IN_FORCE + " AND stage = :stage FOR UPDATE"), {"stage": stage}).one_or_none()
-    if row is None:
-        return None
-    conn.execute(text("""
-        UPDATE stage_queue_holds SET held_until = now(), refused_at = now(), updated_at = now()
-         WHERE stage = :stage"""),
-        {"stage": stage})
-    return _in_force(row)
+def end(conn: Connection, stage: str) -> RefusalSeries | None:
+    """End the stage's hold in force now, for every instance (an operator's decision); the series
+    as it was (not `held`: there was no hold to end, only the series), None if neither. The refusals
+    in a row are kept: a try refused again holds twice as long, and a batch admitted ends the
+    series, as after a hold that ran out. A batch created before the release counts as one in
+    flight at a refusal: created while the queue was known full, its refusal would have brought the
+    hold back at once, longer (it was a refusal "since")."""
+    row = conn.execute(text(_SERIES + " AND stage = :stage FOR UPDATE"), {"stage": stage}).one_or_none()
+    if row is not None and row.held:
+        conn.execute(text("""
+            UPDATE stage_queue_holds SET held_until = now(), refused_at = now(), updated_at = now()
+             WHERE stage = :stage"""),
+            {"stage": stage})
+    return None if row is None else _series(row)
 
 
-def _in_force(row: Row[Any]) -> HoldInForce:
-    return HoldInForce(str(row.stage), row.held_until, int(row.refusals), float(row.left_s))
+def _series(row: Row[Any]) -> RefusalSeries:
+    return RefusalSeries(str(row.stage), row.held_until, int(row.refusals), float(row.left_s), row.refused_at,
+                         bool(row.held))
 
 
 def _hold(row: Row[Any]) -> QueueHold:
