@@ -4,6 +4,7 @@ against a job the stages' own code left half done, and one whose events never le
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -65,13 +66,13 @@ def _half_done_job(engine: Engine, settings: ServiceSettings) -> dict[str, str]:
            "failed": new_id("vision-"), "stuck_batch": new_id("batch_"),
            "translating": new_id("translation-")}
     vision.claim(job_id, ids["collected"], 2, _everything)
-    vision.record_batch(ids["collected"], new_id("batch_"), 2)
+    vision.record_batch(ids["collected"], new_id("batch_"), 2, time.time())
     vision.close_shard(ids["collected"], "collected", "completed")
     vision.claim(job_id, ids["stuck"], 2, _everything)
-    vision.record_batch(ids["stuck"], ids["stuck_batch"], 2)
+    vision.record_batch(ids["stuck"], ids["stuck_batch"], 2, time.time())
     vision.note_batch_status(ids["stuck"], "in_progress")
     vision.claim(job_id, ids["failed"], 1, _everything)
-    vision.record_batch(ids["failed"], new_id("batch_"), 1)
+    vision.record_batch(ids["failed"], new_id("batch_"), 1, time.time())
     vision.settle(job_id, Settlement([], {"no image could be fetched": ["lot-4"]}, [], {}, [], {}))
     vision.close_shard(ids["failed"], "collected", "completed")
 

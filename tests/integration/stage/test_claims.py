@@ -158,7 +158,7 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
         shard_id = new_id("shard-")
         work.claim(job_id, shard_id, 20_000, _all)
         # Its batch is made: the lots wait for OpenAI, not for the stage (a `building` shard's count).
-        work.record_batch(shard_id, new_id("batch_"), 20_000)
+        work.record_batch(shard_id, new_id("batch_"), 20_000, time.time())
     with engine.begin() as conn:
         conn.execute(text("ANALYZE stage_lots"))
 

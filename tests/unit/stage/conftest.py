@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
@@ -15,6 +16,7 @@ from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
+from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.runner import housekeep, step
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
@@ -52,6 +54,14 @@ class World:
 
     def housekeep(self) -> None:
         asyncio.run(housekeep(self.stage))
+
+    def orphan(self, shard_id: str, lot_ids: list[str]) -> str:
+        """A batch of job-1 holding these lots that no shard row knows (its id): the reconciler's."""
+        path = Path(self.settings.work_dir) / f"{shard_id}.jsonl"
+        path.write_bytes(b"".join(orjson.dumps({"custom_id": i, "body": {}}) + b"\n" for i in lot_ids))
+        file_id = asyncio.run(self.batches.upload_batch_file(path))
+        metadata = batch_metadata("vision", "job-1", shard_id, 1)
+        return str(asyncio.run(self.batches.create_batch(file_id, metadata))["id"])
 
     def of(self, kind: type[Event]) -> list[Any]:
         return [event for event in self.publisher.events if isinstance(event, kind)]

@@ -51,9 +51,9 @@ class FakeStore(QueueHoldRow, QuotaRows):
         self.locks: set[str] = set()
         self.lost: set[str] = set()  # locks a database restart took away from their holder
         self.create_asked_at: dict[str, float] = {}  # shard id -> when a create was asked (unknown outcome)
+        self.batch_created_at: dict[str, float | None] = {}  # shard id -> when OpenAI created its batch
         self.db_clock_ahead_s = 0.0  # of the pod's; a create's age is the database's, on its clock
-        # Per collection: whether the works came from the lots the stage remembered sending.
-        self.collected_from_sent: list[bool] = []
+        self.collected_from_sent: list[bool] = []  # per collection: its works were the lots sent
         self._seq = itertools.count()
 
     def add(self, lots: Sequence[LotWork[VisionWork]]) -> None:
@@ -169,7 +169,8 @@ class FakeStore(QueueHoldRow, QuotaRows):
         asked = self.create_asked_at.get(shard.shard_id)
         return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
-    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
+        self.batch_created_at[shard_id] = created_at
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
                                               status="submitted")
 
@@ -221,15 +222,14 @@ class FakeStore(QueueHoldRow, QuotaRows):
                    for r in self.rows.values())
 
     def oldest_submitted_age_s(self) -> float:
-        # The in-memory store keeps no timestamps: the age is not part of what these tests check.
-        return 0.0
+        created = [self.batch_created_at.get(s.shard_id) or s.created_at for s in self.shards("submitted")]
+        return time.time() - min(created) if created else 0.0
 
     def prune(self, settled_before: datetime) -> int:
         return 0
 
 
-# What a batch line answers for a request: a body, or (status, code) for an error line.
-# A body, or an error: (status, code) or (status, code, message).
+# What a batch line answers for a request: a body, or an error line's (status, code[, message]).
 Answer = Callable[[str, Mapping[str, Any]], dict[str, Any] | tuple[int, str] | tuple[int, str, str]]
 
 

@@ -96,7 +96,7 @@ def test_lookup_seeing_none_of_our_batches_keeps_waiting_for_its_fate() -> None:
 
 
 def test_building_shard_with_a_batch_found_by_metadata_adopts_it() -> None:
-    assert lc.for_building(3, {"id": "b9"}, 1.0) == lc.Adopt("b9")
+    assert lc.for_building(3, {"id": "b9"}, 1.0) == lc.Adopt({"id": "b9"})
 
 
 def test_building_shard_without_a_batch_is_built_and_without_lots_is_closed() -> None:
@@ -118,7 +118,7 @@ def test_unknown_batch_of_a_building_shard_is_left_to_recovery() -> None:
 
 
 def test_unknown_batch_without_a_shard_row_is_adopted() -> None:
-    assert lc.for_unknown_batch(batch("in_progress"), None, True) == lc.Adopt("b1")
+    assert lc.for_unknown_batch(batch("in_progress"), None, True) == lc.Adopt(batch("in_progress"))
 
 
 @pytest.mark.parametrize("status", ["submitted", "collected"])

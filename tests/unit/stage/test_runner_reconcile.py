@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -21,22 +20,13 @@ from lotlens_common.model.errors import (
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.reconcile import reconcile
-from lotlens_common.stage.record import batch_metadata
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
 
 
-def _orphan(world: World, shard_id: str, lot_ids: list[str]) -> str:
-    path = Path(world.settings.work_dir) / f"{shard_id}.jsonl"
-    path.write_bytes(b"".join(orjson.dumps({"custom_id": i, "body": {}}) + b"\n" for i in lot_ids))
-    file_id = asyncio.run(world.batches.upload_batch_file(path))
-    batch = asyncio.run(world.batches.create_batch(file_id, batch_metadata("vision", "job-1", shard_id, 1)))
-    return str(batch["id"])
-
-
 def test_the_reconciler_adopts_an_orphan_batch_and_its_lots_are_not_sent_again(world: World) -> None:
     world.store.add(lots(3))
-    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    orphan = world.orphan("vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
     asyncio.run(reconcile(world.stage))
     assert world.store.shard("vision-orphan").batch_id == orphan  # type: ignore[union-attr]
     world.rounds(2)
@@ -92,7 +82,7 @@ def test_a_duplicate_is_asked_to_cancel_once_and_counted_only_when_openai_accept
 
 def test_a_batch_of_a_job_never_seen_is_left_alone(world: World) -> None:
     world.batches.finish = None
-    _orphan(world, "vision-elsewhere", ["x"])
+    world.orphan("vision-elsewhere", ["x"])
     world.store.rows.clear()
     asyncio.run(reconcile(world.stage))
     assert world.batches.cancelled == [] and world.store.shards_by_id == {}
@@ -103,7 +93,7 @@ def test_an_orphan_whose_input_file_is_gone_is_skipped_with_one_warning(
     # collects a batch, so after a database restored from a backup the read answered 404: a
     # traceback every minute for as long as the batch was among the newest, never adopted.
     world.store.add(lots(2))
-    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0"])
+    orphan = world.orphan("vision-orphan", ["job-1-lot-0"])
     world.batches.deleted_files.add(world.batches.batches[orphan]["input_file_id"])
     with caplog.at_level(logging.WARNING):
         asyncio.run(reconcile(world.stage))
@@ -119,7 +109,7 @@ def test_an_orphan_whose_lots_are_all_settled_has_its_input_file_read_once(world
     world.store.add(lots(2))
     world.rounds(2)
     assert set(world.store.statuses().values()) == {"done"}
-    orphan = _orphan(world, "vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    orphan = world.orphan("vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
     world.batches.batches[orphan]["status"] = "completed"
     asyncio.run(reconcile(world.stage))
     asyncio.run(reconcile(world.stage))

@@ -198,6 +198,9 @@ stage_shards = Table(
     Column("status", Text, nullable=False, server_default="building"),
     Column("batch_id", Text),
     Column("batch_status", Text),
+    # When OpenAI created the batch (its `created_at`), set as it is recorded; NULL: recorded before
+    # migration 0038. The oldest batch's age is read from it (the claim's `created_at` without it).
+    Column("batch_created_at", DateTime(timezone=True)),
     Column("lot_count", Integer, nullable=False),
     # The places of its job's queue the shard took (NULL: lots taken by name, `stage_lots.shard_id`).
     Column("first_place", BigInteger),

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Column, ColumnElement, Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from lotlens_common.stage.adapters import postgres as stage_sql
 from lotlens_common.stage.adapters import postgres_queue_hold
@@ -76,7 +76,7 @@ class ShardLine:
     batch_id: str | None
     batch_status: str | None
     lot_count: int
-    age_s: float
+    age_s: float  # of its batch at OpenAI (while it has none, or one recorded before 0038: of its claim)
     changed_s: float  # since the shard's row last changed
     pause: PauseLine | None
     release: ReleaseLine | None
@@ -142,7 +142,7 @@ class JobReport:
         return bool(self.read_model or self.stages or self.outbox.unpublished)
 
 
-def _seconds_since(column: Column[Any]) -> ColumnElement[Any]:
+def _seconds_since(column: ColumnElement[Any]) -> ColumnElement[Any]:
     # By the database's clock, as every writer of these rows stamps them.
     return func.extract("epoch", func.now() - column)
 
@@ -181,7 +181,10 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
     shard = stage_shards.c
     rows = conn.execute(select(
         shard.shard_id, shard.status, shard.attempt, shard.batch_id, shard.batch_status, shard.lot_count,
-        _seconds_since(shard.created_at).label("age_s"), _seconds_since(shard.updated_at).label("changed_s"),
+        # Its batch's age at OpenAI, as the stage's max-age cancel and LotLensOpenAIBatchOverAge
+        # read it: a shard refused for the quota for days is claimed long before its batch.
+        _seconds_since(func.coalesce(shard.batch_created_at, shard.created_at)).label("age_s"),
+        _seconds_since(shard.updated_at).label("changed_s"),
         shard.unreadable_since, shard.unreadable_reason,
         _seconds_since(shard.unreadable_since).label("unreadable_s"),
         shard.quota_paused_since, shard.quota_reason,

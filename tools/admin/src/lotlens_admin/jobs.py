@@ -172,8 +172,9 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     show = commands.add_parser("show", help="a job's lots per stage by state and by attempt, the commonest "
                                "last errors of its lots being sent again or failed, its shards (state, "
-                               "attempt, OpenAI batch, age, the pause each holds its stage in and an "
-                               "operator's release of it), its read-model status and unpublished events")
+                               "attempt, OpenAI batch, age (its batch's at OpenAI once it has one), the "
+                               "pause each holds its stage in and an operator's release of it), its "
+                               "read-model status and unpublished events")
     show.add_argument("job_id")
     show.add_argument("--json", action="store_true", help="the same facts as JSON (ages in seconds)")
     show.set_defaults(handler=_show)

@@ -10,7 +10,8 @@ BATCHES_CREATED = Counter("lotlens_openai_batches_created_total", "OpenAI batche
 BATCHES_BY_STATUS = Gauge("lotlens_openai_batches", "Batches being watched, by OpenAI status",
                           ["stage", "status"])
 OLDEST_BATCH_AGE = Gauge("lotlens_openai_oldest_batch_age_seconds",
-                         "Age of the oldest batch OpenAI still holds (0 when none)", ["stage"])
+                         "Age of the oldest batch OpenAI still holds, from its creation there (0 when none)",
+                         ["stage"])
 LOTS_WAITING = Gauge("lotlens_stage_lots_waiting",
                      "Lots not in an OpenAI batch yet: waiting for a shard, or in one whose batch is "
                      "not created (building)", ["stage"])

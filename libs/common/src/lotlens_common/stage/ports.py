@@ -230,8 +230,8 @@ class WorkStore(Protocol[W]):
         """A create is being asked for the shard (`asked`), or it was refused (no batch made)."""
         ...
 
-    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
-        """The shard's batch exists and is on record."""
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
+        """The shard's batch exists and is on record, with when OpenAI created it (a Unix time)."""
         ...
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
@@ -307,7 +307,7 @@ class WorkStore(Protocol[W]):
         ...
 
     def oldest_submitted_age_s(self) -> float:
-        """Seconds since the oldest batch OpenAI still holds was recorded (0 when none)."""
+        """Seconds since OpenAI created the oldest batch it still holds (0 when none)."""
         ...
 
     def prune(self, settled_before: datetime) -> int:

@@ -95,7 +95,7 @@ async def _adopt(stage: Stage[Any], batch: Mapping[str, Any], shard_id: str, job
         return
     log.warning("adopting batch %s (%d lots of job %s) that no shard row knew", batch_id, len(lots),
                 job_id, extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
-    await put_on_record(stage, shard_id, lots, tuple(lot.lot_id for lot in lots), batch_id)
+    await put_on_record(stage, shard_id, lots, tuple(lot.lot_id for lot in lots), batch)
     metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="adopted").inc()
 
 

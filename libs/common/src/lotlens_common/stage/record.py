@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lotlens_common.faults import fault_point
@@ -25,15 +25,18 @@ def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict
 
 
 async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork[Any]],
-                        sent: tuple[str, ...], batch_id: str) -> None:
-    """Publish the BatchSubmitted event, then record the batch on its shard (in that order)."""
-    job_id, client_id = lots[0].job_id, lots[0].client_id
+                        sent: tuple[str, ...], batch: Mapping[str, Any]) -> None:
+    """Publish the BatchSubmitted event, then record the batch on its shard (in that order), with
+    when OpenAI created it: the oldest batch's age (LotLensOpenAIBatchOverAge) is read from it."""
+    job_id, client_id, batch_id = lots[0].job_id, lots[0].client_id, str(batch["id"])
     attempt = max(lot.attempts for lot in lots)
     name = stage.spec.name
     stage.publisher.publish(client_id, [(f"{shard_id} {batch_id}", stage.spec.batch_submitted_event(
         job_id, shard_id, attempt, batch_id, sent))])
     fault_point(f"{name}.after_batch_published")
-    stage.store.record_batch(shard_id, batch_id, len(sent))
+    created = batch.get("created_at")
+    stage.store.record_batch(shard_id, batch_id, len(sent),
+                             float(created) if isinstance(created, int | float) else None)
     metrics.BATCHES_CREATED.labels(stage=name).inc()
     log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})

@@ -170,7 +170,7 @@ async def recover_building(stage: Stage[Any]) -> None:
                                 extra={"job_id": shard.job_id, "shard_id": shard.shard_id})
                     if isinstance(action, lifecycle.Adopt):
                         await put_on_record(stage, shard.shard_id, lots,
-                                            tuple(lot.lot_id for lot in lots), action.batch_id)
+                                            tuple(lot.lot_id for lot in lots), action.batch)
                     else:
                         await build(stage, shard.shard_id, lots, the_try)
                 key_accepted(stage)
@@ -303,7 +303,7 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         raise
     quota_accepted(stage)
     fault_point(f"{stage.spec.name}.after_batch_created")
-    await put_on_record(stage, shard_id, lots, tuple(writer.written), str(batch["id"]))
+    await put_on_record(stage, shard_id, lots, tuple(writer.written), batch)
     # The store says which of them the shard holds (a file's overflow went back to the queue).
     stage.remember_sent(shard_id, prepared)
     return batch

@@ -248,12 +248,6 @@ def _text_array(values: Sequence[str]) -> Any:
     return bindparam(None, list(values), type_=ARRAY(Text))
 
 
-def record_batch(conn: Connection, shard_id: str, batch_id: str, lot_count: int) -> None:
-    """The shard's batch exists and is on record."""
-    conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
-        batch_id=batch_id, status="submitted", lot_count=lot_count, updated_at=func.now()))
-
-
 def close_shard(conn: Connection, shard_id: str, status: str, batch_status: str | None) -> None:
     """The shard needs no more attention (collected, or empty)."""
     conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(

@@ -113,10 +113,12 @@ class PostgresWorkStore(Generic[W]):
             conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
                 create_asked_at=func.now() if asked else None, updated_at=func.now()))
 
-    def record_batch(self, shard_id: str, batch_id: str, lot_count: int) -> None:
-        """The shard's batch is on record."""
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
+        """The shard's batch is on record, with when OpenAI created it."""
         with self.engine.begin() as conn:
-            sql.record_batch(conn, shard_id, batch_id, lot_count)
+            conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
+                batch_id=batch_id, status="submitted", lot_count=lot_count, updated_at=func.now(),
+                batch_created_at=None if created_at is None else func.to_timestamp(created_at)))
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         """The batch's latest status."""
@@ -225,10 +227,12 @@ class PostgresWorkStore(Generic[W]):
             return sql.waiting_count(conn, self.stage)
 
     def oldest_submitted_age_s(self) -> float:
-        """Age of the oldest submitted shard, by the database's clock."""
+        """Age of the oldest submitted shard's batch at OpenAI, by the database's clock (a shard
+        recorded before its batch's creation was kept: since its lots were claimed)."""
+        created = func.coalesce(stage_shards.c.batch_created_at, stage_shards.c.created_at)
         with self.engine.begin() as conn:
             return float(conn.execute(select(func.coalesce(func.extract(
-                "epoch", func.now() - func.min(stage_shards.c.created_at)), 0)).where(
+                "epoch", func.now() - func.min(created)), 0)).where(
                 stage_shards.c.stage == self.stage, stage_shards.c.status == "submitted")).scalar_one())
 
     def prune(self, settled_before: datetime) -> int:

@@ -65,7 +65,7 @@ class Build:
 class Adopt:
     """The shard's batch exists: put it on record (and never create a second one)."""
 
-    batch_id: str
+    batch: Mapping[str, Any]  # as OpenAI lists it
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def for_building(lots_left: int, found: Mapping[str, Any] | None, create_asked_a
     """A shard left `building` by a builder that died or failed: adopt its batch (the newest one
     found by its metadata) if one exists; wait while one asked `create_asked_age_s` ago may land."""
     if found is not None:
-        return Adopt(str(found["id"]))
+        return Adopt(found)
     if not lots_left:
         return CloseEmpty()
     return AwaitCreate() if may_land(create_asked_age_s) else Build()
@@ -235,13 +235,12 @@ def _created_before(batch: Mapping[str, Any], second: int) -> bool:
 def for_unknown_batch(batch: Mapping[str, Any], shard_status: str | None,
                       job_known: bool) -> Ignore | Adopt | CancelDuplicate:
     """A batch with this stage's metadata that no shard has on record (the reconciler)."""
-    batch_id = str(batch["id"])
     if not job_known:
         return Ignore("a job these tables never saw (another deployment may share the organisation)")
     if shard_status == "building":
         return Ignore("its shard is building: recovery adopts it by its metadata")
     if shard_status is None:
-        return Adopt(batch_id)
+        return Adopt(batch)
     return for_duplicate(batch)
 
 
