@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from http.server import ThreadingHTTPServer
 
 from sqlalchemy import Engine, text
 
@@ -29,14 +30,16 @@ def stop_on_signals() -> threading.Event:
     return catch_stop_signals()
 
 
-def serve_operations(settings: ServiceSettings, port: int, engine: Engine, producer: EventProducer) -> None:
-    """Serve /metrics, /livez and /readyz (PostgreSQL and the brokers) on `metrics_host`:port."""
+def serve_operations(settings: ServiceSettings, port: int, engine: Engine,
+                     producer: EventProducer) -> ThreadingHTTPServer | None:
+    """Serve /metrics, /livez and /readyz (PostgreSQL and the brokers) on `metrics_host`:port; the
+    server (None for port 0), for a caller that stops it."""
 
     def database() -> None:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    serve_ops(port, settings.metrics_host, Readiness({"database": database, "kafka": producer.ping}))
+    return serve_ops(port, settings.metrics_host, Readiness({"database": database, "kafka": producer.ping}))
 
 
 def run_workers(workers: dict[str, Callable[[threading.Event], None]], stop: threading.Event) -> None:
