@@ -44,8 +44,9 @@ class World:
     settings: StageSettings
     stage: Stage[Any]
 
-    def restart(self, batches: BatchesPort | None = None) -> None:
-        spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, recent=RecentChecks(ttl_s=0))
+    def restart(self, batches: BatchesPort | None = None, name: str = "vision") -> None:
+        spec = VisionStage("vision", ModelSettings(), dead_images_unreachable, name=name,
+                           recent=RecentChecks(ttl_s=0))
         self.stage = Stage(spec, self.store, batches or self.batches, self.publisher, self.settings)
 
     def rounds(self, count: int = 1) -> None:

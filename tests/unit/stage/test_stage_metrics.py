@@ -12,36 +12,59 @@ from prometheus_client import REGISTRY
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common import ops
-from lotlens_common.model.errors import ModelRateLimitedError
+from lotlens_common.model.errors import ERROR_KINDS, ModelRateLimitedError
 from lotlens_common.producer import PublishError
 from lotlens_common.stage import metrics, submit
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.runner import run_stage_loop
+from tests.conftest import new_id
 from tests.unit.stage.conftest import World, lots
-from tests.unit.test_metric_series import ONE_OF_EACH_KIND, no_new_series
+from tests.unit.test_metric_series import ONE_OF_EACH_KIND, no_new_series, series
 
 
 def value(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
+def exported(name: str, stage: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """The stage's samples of a counter: their other labels, and their values."""
+    return {tuple(sorted((k, v) for k, v in labels if k != "stage")): value(name, **dict(labels))
+            for labels in series(name) if dict(labels)["stage"] == stage}
+
+
 def test_a_stage_exports_its_error_and_orphan_counters_at_zero_from_start(world: World) -> None:
+    # A name no other test counts under: what their failures created must not stand in for start's.
+    # (The series of the second counter checked were all created by the first check's events: a
+    # start that forgot them passed.)
+    name = new_id("vision-")
+    world.restart(name=name)
     stop = threading.Event()
     stop.set()
     run_stage_loop(world.stage, stop)  # the service's start, then its stop at once
 
-    def every_error() -> None:
+    assert exported("lotlens_stage_round_failures_total", name) == {
+        (("step", operation),): 0.0 for operation in metrics.OPERATIONS}
+    assert exported("lotlens_openai_errors_total", name) == {
+        (("kind", kind), ("operation", operation)): 0.0
+        for operation in metrics.OPERATIONS for kind in ERROR_KINDS}
+    assert exported("lotlens_openai_batches_reconciled_total", name) == {
+        (("action", action),): 0.0 for action in metrics.RECONCILE_ACTIONS}
+
+    def every_openai_error() -> None:
         for operation in metrics.OPERATIONS:
             for exc in ONE_OF_EACH_KIND:
-                metrics.openai_error("vision", operation, exc)
-            metrics.openai_error("vision", operation, RuntimeError("a defect"))
+                metrics.openai_error(name, operation, exc)
 
-    no_new_series("lotlens_openai_errors_total", every_error)
-    no_new_series("lotlens_stage_round_failures_total", every_error)
+    def every_own_failure() -> None:
+        for operation in metrics.OPERATIONS:
+            metrics.openai_error(name, operation, RuntimeError("a defect"))
+
     def every_action() -> None:
         for action in metrics.RECONCILE_ACTIONS:
-            metrics.BATCHES_RECONCILED.labels(stage="vision", action=action).inc()
+            metrics.BATCHES_RECONCILED.labels(stage=name, action=action).inc()
 
+    no_new_series("lotlens_openai_errors_total", every_openai_error)
+    no_new_series("lotlens_stage_round_failures_total", every_own_failure)
     no_new_series("lotlens_openai_batches_reconciled_total", every_action)
 
 
