@@ -51,7 +51,6 @@ class FakeStore(QueueHoldRow, QuotaRows):
         self.locks: set[str] = set()
         self.lost: set[str] = set()  # locks a database restart took away from their holder
         self.create_asked_at: dict[str, float] = {}  # shard id -> when a create was asked (unknown outcome)
-        self.batch_created_at: dict[str, float | None] = {}  # shard id -> when OpenAI created its batch
         self.db_clock_ahead_s = 0.0  # of the pod's; a create's age is the database's, on its clock
         self.collected_from_sent: list[bool] = []  # per collection: its works were the lots sent
         self._seq = itertools.count()
@@ -170,9 +169,8 @@ class FakeStore(QueueHoldRow, QuotaRows):
         return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
-        self.batch_created_at[shard_id] = created_at
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
-                                              status="submitted")
+                                              status="submitted", batch_created_at=created_at)
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         if self.shards_by_id[shard_id].status == "submitted":
@@ -222,7 +220,7 @@ class FakeStore(QueueHoldRow, QuotaRows):
                    for r in self.rows.values())
 
     def oldest_submitted_age_s(self) -> float:
-        created = [self.batch_created_at.get(s.shard_id) or s.created_at for s in self.shards("submitted")]
+        created = [s.batch_created_at or s.created_at for s in self.shards("submitted")]
         return time.time() - min(created) if created else 0.0
 
     def prune(self, settled_before: datetime) -> int:

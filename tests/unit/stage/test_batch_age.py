@@ -45,3 +45,23 @@ def test_a_batch_adopted_by_recovery_reads_its_own_age(world: World) -> None:
     world.rounds(2)
     assert len(world.batches.batches) == 1 and len(world.store.shards("submitted")) == 1
     assert world.store.oldest_submitted_age_s() >= HOURS_21
+
+
+def test_an_adopted_batch_gone_unreadable_is_not_taken_for_lost_by_batches_made_before_its_adoption(
+        world: World) -> None:
+    # A batch the reconciler adopts is older than the shard made for it. Unreadable later (a key of
+    # another project), the listing's batches of ours created between the two were taken for proof
+    # that it was gone: its lots went again, and OpenAI ran and billed both.
+    world.batches.finish, world.batches.created_at = None, time.time() - HOURS_21
+    world.store.add(lots(2))
+    adopted = world.orphan("vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    asyncio.run(reconcile(world.stage))
+    assert world.store.shard("vision-orphan").status == "submitted"  # type: ignore[union-attr]
+    world.batches.created_at = time.time() - 3600  # a batch of ours dated before the adoption
+    world.store.add(lots(2, job_id="job-2"))
+    world.rounds()
+    world.batches.unlisted.add(adopted)  # neither readable by id nor listed: its fate is unknown
+    world.rounds()
+    assert world.stage.unreadable, "a batch of unknown fate holds the stage paused"
+    assert world.store.shard("vision-orphan").status == "submitted"  # type: ignore[union-attr]
+    assert {world.store.rows[lot].shard_id for lot in ("job-1-lot-0", "job-1-lot-1")} == {"vision-orphan"}

@@ -120,6 +120,9 @@ class Shard:
     # refused (so no batch was made). An age, not a time: compared with a pod's clock running
     # minutes ahead, the shard was built again while its first batch could still land.
     create_asked_age_s: float | None = None
+    # When OpenAI created its batch (a Unix time), once on record: before `created_at` for a batch
+    # the reconciler adopted into a shard made for it.
+    batch_created_at: float | None = None
 
 
 @dataclass(frozen=True)

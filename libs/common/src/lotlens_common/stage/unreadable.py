@@ -89,7 +89,10 @@ async def look_up(stage: Stage[Any], shard: Shard, read: lifecycle.LookUp, cance
         log.error("listing batches failed too (%s): still paused", exc)
         _note(stage, shard, f"reading it answered {read.reason}; listing the stage's batches failed too")
         return read
-    action = lifecycle.for_listing(listed, shard.batch_id, ours, shard.created_at, cancelled, time.time(),
+    # An adopted batch is older than its shard: batches of ours created between the two prove
+    # nothing about it (taken for proof, its lots went again and were paid for twice).
+    earliest = min(shard.created_at, shard.batch_created_at or shard.created_at)
+    action = lifecycle.for_listing(listed, shard.batch_id, ours, earliest, cancelled, time.time(),
                                    stage.settings.max_batch_age_s)
     if isinstance(action, lifecycle.LookUp):
         _note(stage, shard, f"reading it answered {read.reason}; {action.reason}")

@@ -373,7 +373,8 @@ def _shard(r: Any) -> Shard:
     age = r.create_asked_age_s
     return Shard(r.shard_id, r.job_id, r.client_id, r.attempt, r.status, r.batch_id, r.batch_status,
                  r.unreadable_reason, r.release, r.created_at.timestamp(),
-                 None if age is None else float(age))
+                 None if age is None else float(age),
+                 None if r.batch_created_at is None else r.batch_created_at.timestamp())
 
 
 def claim_named(conn: Connection, stage: str, job_id: str, lot_ids: Sequence[str],

@@ -208,12 +208,13 @@ def for_listing(listed: Sequence[Mapping[str, Any]], batch_id: str, ours: Collec
     """What a listing of the stage's batches tells about one that could not be read by id.
 
     `ours`: the listed batch ids some shard has on record; `claimed_at`: when the unreadable
-    batch's shard was claimed (a Unix time; its batch was created after). Absent from a listing
-    that shows a batch of ours created before it, it is gone (the key sees the project it was
-    created in) and its lots are sent again. A batch of ours created since proves nothing: a key
-    of another project (rotated, a restart) creates batches there too, and one made a moment ago
-    took the running batch for lost, which OpenAI then ran and billed twice. Absent otherwise,
-    its fate is unknown, and we keep waiting.
+    batch's shard was claimed (a Unix time; its batch was created after), or when its batch was
+    created if that is earlier (a batch the reconciler adopted into a shard made for it). Absent
+    from a listing that shows a batch of ours created before it, it is gone (the key sees the
+    project it was created in) and its lots are sent again. A batch of ours created since proves
+    nothing: a key of another project (rotated, a restart) creates batches there too, and one made
+    a moment ago took the running batch for lost, which OpenAI then ran and billed twice. Absent
+    otherwise, its fate is unknown, and we keep waiting.
     """
     mine = [batch for batch in listed if str(batch.get("id")) == batch_id]
     if mine:
