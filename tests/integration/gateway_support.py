@@ -37,9 +37,9 @@ from lotlens_common.events import JobSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots, outbox
-from lotlens_common.urls import IPAddress, Resolver, guarded_async_client
+from lotlens_common.urls import IPAddress, Resolver
 from lotlens_gateway.app import create_app
-from lotlens_gateway.bootstrap import build_deps, gateway_engine
+from lotlens_gateway.bootstrap import build_deps, gateway_engine, images_client
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
@@ -201,7 +201,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     producer = EventProducer(gw_settings.kafka, "gateway-test")
     webhook_resolve = resolve or public_webhook_hosts
     resolve = resolve or stub_resolver({})
-    images_http = guarded_async_client(True, gw_settings.image_check_timeout_s, resolve=resolve)
+    images_http = images_client(gw_settings, resolve)
     model_client = openai.AsyncOpenAI(api_key="test", base_url=model_url, timeout=model_timeout_s,
                                       max_retries=0)
     # The reads' autocommit engine, as `__main__` builds it, on whatever database `engine` names.

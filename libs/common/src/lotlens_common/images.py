@@ -18,11 +18,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import httpx2
 
+from lotlens_common.lookups import requester
+from lotlens_common.shares import Shares
 from lotlens_common.stage.core.limits import IMAGE_TYPES
 from lotlens_common.urls import (
     BlockedDestination,
@@ -314,14 +317,24 @@ async def _first_bytes(response: httpx2.Response) -> bytes:
 async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_loopback: bool,
                        concurrency: int = 16, *, max_bytes: int = MAX_IMAGE_BYTES,
                        max_redirects: int = MAX_REDIRECTS, timeout_s: float | None = 30.0,
-                       resolve: Resolver = resolve_host) -> ImageCheck:
-    """Check every URL, `concurrency` at a time; each is bounded by `timeout_s` (redirects included)."""
+                       resolve: Resolver = resolve_host, shares: Shares | None = None) -> ImageCheck:
+    """Check every URL, `concurrency` at a time; each is bounded by `timeout_s` (redirects included).
+
+    With `shares` (as many places as `client` has connections), each URL's check first takes a
+    place of the requester's share (`lookups.on_behalf_of`), and its time starts once it has one:
+    one client's checks of hosts that never answer held every connection of a shared client, and
+    another client's images ran out of time waiting for one ("no answer within 10 s").
+    """
     unique = list(dict.fromkeys(urls))
     checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve, timeout_s)
     gate = asyncio.Semaphore(max(1, concurrency))
+    on_behalf = requester()
+
+    def place() -> AbstractAsyncContextManager[None]:
+        return shares.hold(on_behalf) if shares is not None else nullcontext()
 
     async def one(url: str) -> tuple[str | None, int]:
-        async with gate:
+        async with gate, place():
             try:
                 async with asyncio.timeout(timeout_s):
                     return await checker.reason(url)

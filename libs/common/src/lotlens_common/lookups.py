@@ -30,12 +30,14 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
+
+from lotlens_common.shares import Shares
 
 Answer = list[tuple[Any, ...]]
 GetAddrInfo = Callable[..., Answer]
@@ -46,21 +48,13 @@ _requester: ContextVar[str] = ContextVar("lookup_requester", default="shared")
 
 @contextmanager
 def on_behalf_of(requester: str) -> Iterator[None]:
-    """Lookups made inside, and in tasks started inside, count against `requester`'s share."""
+    """Lookups made inside, and in tasks started inside, count against `requester`'s share (so do
+    the image checks given `Shares`: `images.check_images`)."""
     token = _requester.set(requester)
     try:
         yield
     finally:
         _requester.reset(token)
-
-
-@dataclass(eq=False)
-class _Turn:
-    """A lookup waiting in line for its requester's share (and a free thread)."""
-
-    requester: str
-    loop: asyncio.AbstractEventLoop
-    admitted: asyncio.Future[None]
 
 
 @dataclass(eq=False)
@@ -70,35 +64,43 @@ class _Lookup:
     finished: bool = False
 
 
+def requester() -> str:
+    """Whom the work done here is for (`on_behalf_of`); "shared" outside any."""
+    return _requester.get()
+
+
 class Lookups:
     """`getaddrinfo` on bounded threads, a share per requester (the module's docstring says how).
 
-    Usable from any event loop and thread: its bookkeeping is under a lock, and each waiter is
-    woken on its own loop.
+    Usable from any event loop and thread: the threads are `Shares` places, and the lookups
+    nobody waits for any more are counted under a lock.
     """
 
     def __init__(self, threads: int = DEFAULT_THREADS, per_requester: int = DEFAULT_PER_REQUESTER,
                  getaddrinfo: GetAddrInfo | None = None) -> None:
         if threads < 1 or per_requester < 1:
             raise ValueError("threads and per_requester must be at least 1")
-        self.threads, self.per_requester = threads, min(per_requester, threads)
+        self._threads = Shares(threads, per_requester)
+        self.threads, self.per_requester = self._threads.total, self._threads.per_requester
         # None: `socket.getaddrinfo` as it is at each call (the tests' guard replaces it).
         self._getaddrinfo = getaddrinfo
         self._lock = threading.Lock()
-        self._running: Counter[str] = Counter()
         self._abandoned: Counter[str] = Counter()
-        self._total = 0
-        self._line: deque[_Turn] = deque()
 
     def in_flight(self, requester: str) -> tuple[int, int]:
         """(lookups of `requester` on a thread, those of them nobody waits for any more)."""
         with self._lock:
-            return self._running[requester], self._abandoned[requester]
+            return self._threads.held(requester), self._abandoned[requester]
 
     async def getaddrinfo(self, host: str, port: int) -> Answer:
         """`getaddrinfo(host, port, type=SOCK_STREAM)` within the current requester's share."""
         requester = _requester.get()
-        await self._take_turn(requester)
+        with self._lock:
+            abandoned = self._abandoned[requester]
+        if abandoned >= self.per_requester:
+            raise socket.gaierror(socket.EAI_AGAIN, f"{abandoned} earlier lookups of "
+                                                    "this requester are still unanswered")
+        await self._threads.take(requester)
         lookup = _Lookup(requester)
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[Answer] = loop.create_future()
@@ -115,27 +117,6 @@ class Lookups:
                 if not lookup.finished:
                     lookup.abandoned = True
                     self._abandoned[requester] += 1
-            raise
-
-    async def _take_turn(self, requester: str) -> None:
-        with self._lock:
-            if self._abandoned[requester] >= self.per_requester:
-                raise socket.gaierror(socket.EAI_AGAIN, f"{self._abandoned[requester]} earlier lookups of "
-                                                        "this requester are still unanswered")
-            if self._fits(requester):
-                self._take(requester)
-                return
-            loop = asyncio.get_running_loop()
-            turn = _Turn(requester, loop, loop.create_future())
-            self._line.append(turn)
-        try:
-            await turn.admitted
-        except asyncio.CancelledError:
-            with self._lock:
-                if turn in self._line:
-                    self._line.remove(turn)
-                else:  # admitted just before it gave up: the slot it was given goes on
-                    self._free(requester)
             raise
 
     def _run(self, lookup: _Lookup, host: str, port: int, loop: asyncio.AbstractEventLoop,
@@ -158,41 +139,7 @@ class Lookups:
                 self._abandoned[lookup.requester] -= 1
                 if not self._abandoned[lookup.requester]:
                     del self._abandoned[lookup.requester]
-            self._free(lookup.requester)
-
-    # The methods below run with the lock held.
-
-    def _fits(self, requester: str) -> bool:
-        return self._running[requester] < self.per_requester and self._total < self.threads
-
-    def _take(self, requester: str) -> None:
-        self._running[requester] += 1
-        self._total += 1
-
-    def _free(self, requester: str) -> None:
-        """A slot of `requester`'s is free: lookups waiting in line that fit now take their turn,
-        in order (one whose own share is full does not hold up the others behind it)."""
-        self._untake(requester)
-        for turn in list(self._line):
-            if not self._fits(turn.requester):
-                continue
-            self._line.remove(turn)
-            self._take(turn.requester)
-            try:
-                turn.loop.call_soon_threadsafe(_admit, turn.admitted)
-            except RuntimeError:  # its loop has closed: nobody will take this turn
-                self._untake(turn.requester)
-
-    def _untake(self, requester: str) -> None:
-        self._running[requester] -= 1
-        if not self._running[requester]:
-            del self._running[requester]
-        self._total -= 1
-
-
-def _admit(admitted: asyncio.Future[None]) -> None:
-    if not admitted.done():
-        admitted.set_result(None)
+        self._threads.free(lookup.requester)
 
 
 def _settle(answer: asyncio.Future[Answer], result: Answer | None, error: BaseException | None) -> None:

@@ -22,9 +22,8 @@ from lotlens_common.model import languages
 from lotlens_common.model.openai_client import openai_client_for
 from lotlens_common.producer import EventProducer
 from lotlens_common.service import flush_at_exit, setup_logging
-from lotlens_common.urls import guarded_async_client
 from lotlens_gateway.app import create_app
-from lotlens_gateway.bootstrap import build_deps, gateway_engine
+from lotlens_gateway.bootstrap import build_deps, gateway_engine, images_client
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.health import admin_client
@@ -46,7 +45,7 @@ def main() -> None:
     # Polling reads run on their own autocommit pool.
     read_engine = gateway_engine(settings, autocommit=True)
     producer = EventProducer(settings.kafka, "lotlens-gateway")
-    images_http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s)
+    images_http = images_client(settings)
     model_client = openai_client_for(settings.openai)
     deps = build_deps(settings, engine, producer, partial(admin_client, settings.kafka), images_http,
                       model_client,

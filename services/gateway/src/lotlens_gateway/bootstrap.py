@@ -16,7 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from lotlens_common.clock import utc_now
 from lotlens_common.db import make_engine
 from lotlens_common.producer import EventProducer
-from lotlens_common.urls import Resolver, resolve_host
+from lotlens_common.shares import Shares
+from lotlens_common.urls import Resolver, guarded_async_client, resolve_host
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.downloads import download_slots
@@ -87,6 +88,12 @@ def _make_missing_secrets(relay: Relay) -> None:
         log.warning("clients' webhook secrets not checked, the database is unreachable: %s", exc)
 
 
+def images_client(settings: GatewaySettings, resolve: Resolver = resolve_host) -> httpx2.AsyncClient:
+    """The image checks' guarded HTTP client, with as many connections as `build_deps` gives places."""
+    return guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s,
+                                settings.image_check_connections, resolve)
+
+
 def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
                new_admin: Callable[[], AdminLike],
                images_http: httpx2.AsyncClient, model_client: openai.AsyncOpenAI,
@@ -104,7 +111,8 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
                          concurrency=settings.image_check_concurrency,
                          timeout_s=settings.image_check_timeout_s, max_bytes=settings.max_image_bytes,
-                         resolve=resolve)
+                         resolve=resolve,
+                         shares=Shares(settings.image_check_connections, settings.image_checks_per_client))
     outbox = Outbox(engine, metrics, settings.max_event_bytes)
     topics = (settings.topics.submissions, settings.topics.completions)
     relay = Relay(engine, producer, topics, settings.relay_settings(), metrics)

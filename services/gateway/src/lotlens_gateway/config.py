@@ -148,6 +148,13 @@ class GatewaySettings(ServiceSettings):
     sync_slots_per_client: int = 50
     image_check_concurrency: int = 16
     image_check_timeout_s: float = 10.0
+    # The image checks' one HTTP client has `image_check_connections`; a client's checks (its
+    # synchronous lots' and `test-image-validation`'s) hold at most `image_checks_per_client` of
+    # them, the rest waiting in its own line before their timeout starts (lotlens_common/shares.py).
+    # Unbounded, one client's URLs on a host that never answers held every connection, and other
+    # clients' working images ran out of time queueing behind them.
+    image_check_connections: int = 100
+    image_checks_per_client: int = 25
     max_test_image_urls: int = 100
 
     # A batch job's first estimate: a base plus a little per lot, never past the 24 h window.
@@ -212,7 +219,8 @@ class GatewaySettings(ServiceSettings):
     @field_validator("rate_limit_sync", "rate_limit_batch", "rate_limit_polling", "rate_limit_window_s",
                      "max_lots", "max_languages", "max_body_bytes", "outbox_batch_rows",
                      "max_header_bytes", "keep_alive_timeout_s", "intake_slots", "download_slots",
-                     "download_slots_per_client", "sync_slots", "sync_slots_per_client")
+                     "download_slots_per_client", "sync_slots", "sync_slots_per_client",
+                     "image_check_connections", "image_checks_per_client")
     @classmethod
     def _positive(cls, value: int) -> int:
         if value < 1:

@@ -8,7 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse
 
-from lotlens_common.images import check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_gateway import schemas
 from lotlens_gateway.auth import SIGNS_BODY, client_for, signature_sent
@@ -45,10 +44,13 @@ async def health(deps: Deps) -> JSONResponse:
         "Header-signed: `X-Signature: sha256=<hex>` HMAC-SHA256 over the raw request body bytes. "
         "Each URL gets HEAD (GET when HEAD does not tell): usable when it answers 2xx with an `image/*` "
         "type and at most 10 MB, through at most 3 redirects, on a public address. `threshold_met` is true "
-        "when at least half of the URLs (and at least one) are usable. Counts against the synchronous "
-        "rate limit once signed; without `X-Signature` it is 401, and a body other than "
+        "when at least half of the URLs (and at least one) are usable. Holds a place among the "
+        "synchronous lots' (past the client's places 429, past the gateway's 503, at once with "
+        "`Retry-After`) and counts against the synchronous rate limit once signed; without "
+        "`X-Signature` it is 401, and a body other than "
         "`{\"urls\": [strings]}` is 400 or 422 before its signature is checked, uncounted."),
-    responses=schemas.error_responses(400, 401, 403, 408, 413, 422, 429, 431),
+    responses=schemas.error_responses(400, 401, 403, 408, 413, 422, 431, own={
+        status: schemas.SUBMISSION_ERRORS[status] for status in (429, 503)}),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ImageValidationRequest"}}}}},
 )
@@ -62,12 +64,12 @@ async def test_image_validation(
     signature_sent(x_signature, SIGNS_BODY)  # 401 first: the contract's, whatever the body
     urls = requested_urls(raw, deps.settings.max_test_image_urls)
     client_id = client_for(deps.keys, [raw], x_signature, SIGNS_BODY)
-    await deps.count_request(client_id, "sync")
-    policy = deps.describer.images
-    with on_behalf_of(client_id):  # its image hosts' lookups: this client's share
-        check = await check_images(urls, deps.describer.http, policy.allow_loopback, policy.concurrency,
-                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
-                                   resolve=policy.resolve)
+    # A place among the synchronous lots' (sync_slots.py), taken before the request is counted as
+    # theirs is: without one, a client kept as many checks under way as it liked.
+    async with deps.sync_slots.hold(client_id):
+        await deps.count_request(client_id, "sync")
+        with on_behalf_of(client_id):  # its image hosts' lookups and connections: this client's share
+            check = await deps.describer.images.check(urls, deps.describer.http)
     valid = len(check.valid)
     return JSONResponse({
         "valid_urls": list(check.valid),

@@ -22,7 +22,7 @@ import httpx2
 import openai
 
 from lotlens_common.clock import iso
-from lotlens_common.images import check_images
+from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.model.errors import (
     ModelError,
     ModelOutputError,
@@ -54,6 +54,7 @@ from lotlens_common.model.vision import (
     vision_request_body,
     vision_retry_room,
 )
+from lotlens_common.shares import Shares
 from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.urls import Resolver, resolve_host
 from lotlens_gateway.errors import ApiError
@@ -79,6 +80,13 @@ class ImagePolicy:
     max_bytes: int
     # Looks up image hosts before the guarded client (built with the same one) connects.
     resolve: Resolver = resolve_host
+    # Places of the guarded client's connections, a share per client (`lookups.on_behalf_of`).
+    shares: Shares | None = None
+
+    async def check(self, urls: Sequence[str], http: httpx2.AsyncClient) -> ImageCheck:
+        """Which of `urls` are usable, checked on the current client's share of `http`."""
+        return await check_images(urls, http, self.allow_loopback, self.concurrency, max_bytes=self.max_bytes,
+                                  timeout_s=self.timeout_s, resolve=self.resolve, shares=self.shares)
 
 
 @dataclass(frozen=True)
@@ -145,10 +153,7 @@ class SyncDescriber:
 
     async def _lot(self, lot: LotRequest, languages: Sequence[str], used: list[Usage | None],
                    deadline: float) -> dict[str, Any]:
-        policy = self.images
-        check = await check_images(lot.image_urls, self.http, policy.allow_loopback, policy.concurrency,
-                                   max_bytes=policy.max_bytes, timeout_s=policy.timeout_s,
-                                   resolve=policy.resolve)
+        check = await self.images.check(lot.image_urls, self.http)
         # Images past OpenAI's per-request caps (500, 50 MB) are left out, like unreachable ones.
         fitted, left_out = fit_request_images(check.valid, check.sizes)
         images, missing = list(fitted), [*check.unreachable, *left_out]
