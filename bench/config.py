@@ -92,6 +92,10 @@ class StackEnv:
             "KAFKA_GROUP_PREFIX": f"{namespace}.",
             **{f"LOTLENS_TOPIC_{name.upper()}": f"{namespace}.{name}" for name in TOPIC_NAMES},
             "DATABASE_URL": base_database_url.rsplit("/", 1)[0] + "/" + BENCH_DATABASE,
+            # Its own stand-in, whatever the shell holds: a key or a model server there took the
+            # load (and the bill) elsewhere, and the figures were no longer the stand-in's.
+            "OPENAI_API_KEY": "",
+            "OPENAI_BASE_URL": "",
         }
 
     def overrides(self) -> dict[str, str]:
