@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,8 +74,8 @@ def _demo_clients() -> str:
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("LOTLENS_CLIENTS", _demo_clients())
-    # The example images and a developer's webhook receiver are on loopback (with a real key, OpenAI
-    # cannot fetch loopback images: the example job is not offered then, `_FIRST_JOB_WITH_A_KEY`).
+    # The example images and a developer's webhook receiver are on loopback (a model elsewhere
+    # cannot fetch loopback images: the example job is not offered then, `_FIRST_JOB_ELSEWHERE`).
     env.setdefault("LOTLENS_ALLOW_LOOPBACK_URLS", "true")
     env.setdefault("LOTLENS_STAGE__WINDOW_S", "2")
     env.setdefault("LOTLENS_STAGE__POLL_INTERVAL_S", "1")
@@ -92,6 +94,20 @@ def _given(name: str) -> bool:
 def _calls_standin() -> bool:
     """Whether the model calls go to the stand-in `up` starts: neither a key nor a server given."""
     return not (_given("OPENAI_API_KEY") or _given("OPENAI_BASE_URL"))
+
+
+def _model_on_this_machine() -> bool:
+    """Whether the model (which fetches each lot's images itself) can reach the example images on
+    127.0.0.1: the stand-in, or a server given on loopback; not OpenAI, nor a server elsewhere."""
+    if _calls_standin():
+        return True
+    host = (urllib.parse.urlsplit(os.environ.get("OPENAI_BASE_URL", "").strip()).hostname or "").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, or no base URL (OpenAI)
+        return False
 
 
 def _settings(env: dict[str, str]) -> str:
@@ -173,7 +189,7 @@ def _plan() -> list[Process]:
     python = sys.executable
     planned = [Process("openai-standin", [python, "-m", "lotlens_openai_standin"],
                        {STANDIN_PORT: "STANDIN_PORT"})] if _calls_standin() else []
-    if not _given("OPENAI_API_KEY"):
+    if _model_on_this_machine():
         serve = ["-m", "http.server", str(IMAGES_PORT), "--bind", "127.0.0.1", "--directory"]
         planned.append(Process("example-images", [python, *serve, str(ROOT / "examples" / "images")],
                                {IMAGES_PORT: "LOTLENS_EXAMPLE_IMAGES_PORT"}))
@@ -244,7 +260,7 @@ LotLens is up.
   client:     {client_id}
   client key: {key}
   logs:       {LOGS}
-{_FIRST_JOB_WITH_A_KEY if _given("OPENAI_API_KEY") else _FIRST_JOB.format(
+{_FIRST_JOB_ELSEWHERE if not _model_on_this_machine() else _FIRST_JOB.format(
     url=f"http://127.0.0.1:{GATEWAY_PORT}", key=key, job=_example_job())}""")
 
 
@@ -268,10 +284,12 @@ def _example_job() -> str:
     moved.write_text((ROOT / EXAMPLE_JOB).read_text(encoding="utf-8").replace(EXAMPLE_IMAGES_URL, images_url),
                      encoding="utf-8")
     return str(moved)
-# OpenAI fetches each image itself: the example job's, on 127.0.0.1, would fail every lot (paid for
-# its prompt), so the real key's stack has no example image server and offers no example job.
-_FIRST_JOB_WITH_A_KEY = """Your OpenAI key is in use: submit lots whose image URLs are public (https) ones
-OpenAI can fetch; examples/job.json's images are served on 127.0.0.1, which OpenAI cannot reach.
+# The model fetches each image itself: the example job's, on 127.0.0.1, would fail every lot (paid
+# for its prompt) at OpenAI or a server elsewhere, so that stack has no example image server and
+# offers no example job.
+_FIRST_JOB_ELSEWHERE = """The model is not on this machine (OpenAI, or OPENAI_BASE_URL): submit lots whose
+image URLs are public (https) ones it can fetch; examples/job.json's images are served on 127.0.0.1,
+which it cannot reach.
 """
 
 

@@ -166,3 +166,23 @@ def test_up_on_the_default_ports_offers_the_example_job_as_it_is(
     stack.up()
     assert ("LOTLENS_URL=http://127.0.0.1:18000 LOTLENS_CLIENT_KEY=" in capsys.readouterr().out
             and not (tmp_path / "example-job.json").exists())
+
+
+@pytest.mark.parametrize(("base_url", "on_this_machine"), [
+    ("https://llm.example/v1", False), ("http://10.1.2.3:8000/v1", False),
+    ("http://localhost:11434/v1", True), ("http://[::1]:8000/v1", True)])
+def test_up_offers_the_example_job_only_to_a_model_that_can_fetch_its_loopback_images(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        base_url: str, on_this_machine: bool) -> None:
+    # With a model server elsewhere and no key, it served the example images on 127.0.0.1 and
+    # offered the example job: the server fetches each image itself, and every lot failed.
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    stack = stack_module(monkeypatch, tmp_path)
+    started = faked(stack, monkeypatch, taken=set(), healthy=True)
+    monkeypatch.setattr(stack, "_alive", lambda name: name in started)
+    stack.up()
+    printed = capsys.readouterr().out
+    assert ("lotlens submit" in printed) is on_this_machine, printed
+    assert ("example-images" in started) is on_this_machine, started
+    assert "openai-standin" not in started
