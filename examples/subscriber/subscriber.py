@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 log = logging.getLogger("lotlens-subscriber")
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS seen_events (event_id TEXT PRIMARY KEY NOT NULL);
 CREATE TABLE IF NOT EXISTS lot_results (
     job_id TEXT NOT NULL, lot_id TEXT NOT NULL, status TEXT NOT NULL, descriptions TEXT, reason TEXT,
     PRIMARY KEY (job_id, lot_id));
@@ -62,7 +62,8 @@ class Results:
         """Apply one event exactly once; False when it was seen before."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            seen = self._db.execute("INSERT OR IGNORE INTO seen_events VALUES (?)", (event["event_id"],))
+            seen = self._db.execute("INSERT INTO seen_events VALUES (?) ON CONFLICT DO NOTHING",
+                                    (event["event_id"],))
             if seen.rowcount == 1:
                 self._effect(event["type"], event["job_id"], event["data"])
             self._db.execute("COMMIT")
@@ -85,15 +86,15 @@ class Results:
                 self._db.execute("INSERT OR REPLACE INTO partial_descriptions VALUES (?, ?, ?)",
                                  (job_id, data["lot_id"], json.dumps(kept, ensure_ascii=False)))
         elif kind == "JobCompleted":
-            self._db.execute("INSERT OR IGNORE INTO jobs (job_id, status, processed_lots, failed_lots, "
-                             "completed_at) VALUES (?, ?, ?, ?, ?)", (job_id, data["status"],
+            self._db.execute("INSERT INTO jobs (job_id, status, processed_lots, failed_lots, completed_at) "
+                             "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING", (job_id, data["status"],
                              data["processed_lots"], data["failed_lots"], data["completed_at"]))
         self._report_finished(job_id)
 
     def _settle(self, job_id: str, lot_id: str, status: str, descriptions: str | None,
                 reason: str | None) -> bool:
         """Record a lot's result unless it has one; whether this one is kept."""
-        kept = self._db.execute("INSERT OR IGNORE INTO lot_results VALUES (?, ?, ?, ?, ?)",
+        kept = self._db.execute("INSERT INTO lot_results VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                 (job_id, lot_id, status, descriptions, reason)).rowcount == 1
         reported = self._db.execute("SELECT status FROM jobs WHERE job_id = ? AND reported = 1",
                                     (job_id,)).fetchone()
@@ -133,8 +134,9 @@ def handle(results: Results, message: Message) -> None:
         return
     try:
         applied = results.apply(event)
-    except (KeyError, TypeError) as missing:
-        # Raised, it ended the process before its commit, and the restart read it again, for good.
+    except (KeyError, TypeError, sqlite3.Error) as missing:
+        # Raised, it ended the process before its commit, and the restart read it again, for good;
+        # a field of another JSON type, or null, is refused by SQLite (a column's type, NOT NULL).
         log.warning("skipping a %s event without what its schema requires (%r) at offset %s",
                     kind[0], missing, message.offset())
         return

@@ -136,7 +136,18 @@ def test_a_cancelled_jobs_late_results_are_kept_and_logged_as_late(
     {"event_id": "e-1", "type": "TranslationCompleted", "version": 1, "job_id": "job-1", "data": None},
     {"event_id": "e-1", "type": "LotFailed", "version": 1, "job_id": "job-1", "data": {"lot_id": "lot-1"}},
     {"type": "JobCompleted", "version": 1, "job_id": "job-1", "data": {}},
-], ids=["type not a string", "no data", "no reason", "no event id"])
+    {"event_id": "e-1", "type": "LotFailed", "version": 1, "job_id": "job-1",
+     "data": {"lot_id": "lot-1", "reason": {"x": 1}}},
+    {"event_id": ["e-1"], "type": "LotFailed", "version": 1, "job_id": "job-1",
+     "data": {"lot_id": "lot-1", "reason": "no image"}},
+    {"event_id": "e-1", "type": "LotFailed", "version": 1, "job_id": "job-1",
+     "data": {"lot_id": None, "reason": "no image"}},
+    {"event_id": "e-1", "type": "JobCompleted", "version": 1, "job_id": "job-1", "data": {
+        "status": None, "processed_lots": 1, "failed_lots": 0, "completed_at": "2026-03-01T12:05:00+00:00"}},
+    {"event_id": None, "type": "LotFailed", "version": 1, "job_id": "job-1",
+     "data": {"lot_id": "lot-1", "reason": "no image"}},
+], ids=["type not a string", "no data", "no reason", "no event id", "reason an object", "event id a list",
+        "lot id null", "status null", "event id null"])
 def test_a_message_unlike_its_schema_is_skipped_not_a_crash_loop(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, value: dict[str, Any]) -> None:
     # It raised out of `handle`: the process exited before committing, read the message again at

@@ -56,7 +56,7 @@ class ReleaseLine:
 class QueueHoldLine:
     """OpenAI's enqueued-token queue for the stage's model refused its batches (`refusals` in a row,
     the last at `refused_at`), and while `held` the stage holds every job's new batches back, until
-    `until` (ISO 8601, the database's clock); not `held`, the next try is being built or sent."""
+    `until` (ISO 8601, the database's clock); not `held`, the next batch built is the next try."""
 
     until: str
     refusals: int

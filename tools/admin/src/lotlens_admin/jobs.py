@@ -149,7 +149,8 @@ def refused_in_a_row(refusals: int, last: str, released: bool) -> str:
     what LotLensOpenAIQueueHeld fires on while no hold is in force."""
     latest = f"its hold released by an operator at {last}" if released else f"the last at {last}"
     return (f"{refusals} batches refused in a row by OpenAI's enqueued-token queue for the model, {latest}; "
-            "not held back right now (the next try is being built or sent; a batch admitted ends the series)")
+            "not held back right now (the next batch the stage builds is the next try; a batch admitted "
+            "ends the series)")
 
 
 def age(seconds: float) -> str:

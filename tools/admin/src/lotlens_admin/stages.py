@@ -78,7 +78,7 @@ def register(groups: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     listing = ("each stage held back as OpenAI's enqueued-token queue refused its batches: until when, "
                "after how many refusals in a row; and each stage whose refusals in a row go on between "
-               "two holds (the next try being built or sent), the last when")
+               "two holds (the next batch built is the next try), the last when")
     holds = commands.add_parser("holds", help=listing, description=listing)
     holds.add_argument("--json", action="store_true", help="the same facts as a JSON list")
     holds.set_defaults(handler=_holds)
