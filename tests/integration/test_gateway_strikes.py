@@ -8,6 +8,7 @@ import gzip
 import json
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -130,7 +131,8 @@ def test_job_bodies_trickled_to_hold_the_intake_are_408_and_a_signed_job_gets_in
     """Two connections trickling a byte just under the gap timeout held both of the intake's
     admissions until the total bound (`job_body_timeout_s`): a signed job got 503 INTAKE_BUSY all along,
     and the reconnecting sender was never refused. Now a job body must keep a minimum rate once
-    its first seconds are over, and each refusal is a strike."""
+    its first seconds are over, and each refusal is a strike. (One address now holds only one of
+    two admissions: its second body is read and dropped, then 503, or 408 when it stalls.)"""
     limits: dict[str, Any] = {
         "intake_slots": 1, "intake_waiting": 1, "intake_strikes_limit": 2, "max_lot_bytes": 2000,
         "body_gap_timeout_s": 2.0, "job_body_timeout_s": 60.0,
@@ -140,7 +142,8 @@ def test_job_bodies_trickled_to_hold_the_intake_are_408_and_a_signed_job_gets_in
 
         def attack() -> None:
             with connect(gw) as sock:
-                sock.sendall(_job_head(STRANGER, 5_000_000))
+                # Declared short enough that the flat floor is the one it must keep.
+                sock.sendall(_job_head(STRANGER, 50_000))
                 answers.append(trickle(sock, b" ", every_s=0.5))  # gives up after 20 s
 
         attackers = [threading.Thread(target=attack) for _ in range(2)]
@@ -158,3 +161,50 @@ def test_job_bodies_trickled_to_hold_the_intake_are_408_and_a_signed_job_gets_in
         assert refused.status_code == 429, refused.text
         assert refused.json()["details"]["reason"] == "failed_before_authentication"
         assert gw.submit(make_lots(200), headers=_from(NEIGHBOUR)).status_code == 201
+
+
+def _trickle_job(gw: Gateway, address: str, declared: int, answers: list[bytes]) -> None:
+    """A job body declared `declared` bytes long, sent at about 5 KB/s until the gateway answers."""
+    with connect(gw) as sock:
+        sock.sendall(_job_head(address, declared) + b'{"lots":[')
+        answers.append(trickle(sock, b" " * 500, every_s=0.1))
+
+
+def test_a_job_body_too_slow_to_arrive_within_the_body_timeout_is_cut_once_its_first_seconds_are_over(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """A 150 MB body at 5 KB/s kept over the 4096 B/s floor, so it held an admission until
+    `job_body_timeout_s` (300 s) and its 408; the floor of a declared body is now its length over
+    that timeout."""
+    limits: dict[str, Any] = {"max_lot_bytes": 2000, "job_body_timeout_s": 60.0,
+                              "job_body_min_rate_after_s": 1.0}
+    with running_gateway(settings, engine, **limits) as gw:
+        answers: list[bytes] = []
+        _trickle_job(gw, STRANGER, 150_000_000, answers)
+        assert answers[0], "the trickled job body was still being read after 20 s"
+        status, _, body = answer_of(answers[0])
+        assert (status, body["code"]) == (408, "REQUEST_TIMEOUT"), body
+        assert body["details"]["min_bytes_per_s"] == 2_500_000
+
+
+def test_one_address_trickling_job_bodies_cannot_hold_every_admission(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """Two trickled job bodies from one address held both admissions (one slot, one waiting) until
+    their 408: a signed job from anyone else got 503 INTAKE_BUSY all along. An address now holds
+    all admissions but one."""
+    limits: dict[str, Any] = {"intake_slots": 1, "intake_waiting": 1, "job_body_timeout_s": 3.0}
+    with running_gateway(settings, engine, **limits) as gw:
+        answers: list[bytes] = []
+        attackers = [threading.Thread(target=_trickle_job, args=(gw, STRANGER, 150_000_000, answers))
+                     for _ in range(2)]
+        for attacker in attackers:
+            attacker.start()
+        time.sleep(0.5)  # both bodies are being read
+        lots = make_lots(7_500, images=3)
+        assert len(json.dumps(lots)) > 2 * 1024 * 1024
+        signed = gw.submit(lots, headers=_from(NEIGHBOUR))
+        assert signed.status_code == 201, signed.text
+        for attacker in attackers:
+            attacker.join()
+        for raw in answers:
+            status, _, body = answer_of(raw)
+            assert (status, body["code"]) in {(408, "REQUEST_TIMEOUT"), (503, "INTAKE_BUSY")}, body

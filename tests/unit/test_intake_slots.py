@@ -86,18 +86,51 @@ def test_a_job_body_is_read_only_while_fewer_than_slots_plus_waiting_are_admitte
 
     async def scenario() -> list[bool]:
         answers: list[bool] = []
-        async with (slots.admit(50 * SMALL) as first, slots.admit(None) as second,
-                    slots.admit(50 * SMALL) as third, slots.admit(SMALL) as small):
-            answers += [first, second, third, small]
+        async with (slots.admit(50 * SMALL, "a") as first, slots.admit(None, "b") as second,
+                    slots.admit(50 * SMALL, "c") as third, slots.admit(SMALL, "c") as small):
+            answers += [bool(first), bool(second), bool(third), bool(small)]
             assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 2
             refused = slots.refusal()
             assert (refused.status, refused.code, refused.headers) == (503, "INTAKE_BUSY",
                                                                       {"Retry-After": "10"})
             assert refused.body()["details"] == {"waited_s": 0.0, "jobs_in_intake": 2}
         async with slots.admit(50 * SMALL) as later:  # the places are free again
-            answers.append(later)
+            answers.append(bool(later))
         return answers
 
     assert asyncio.run(scenario()) == [True, True, False, True, True]
     assert metrics.registry.get_sample_value("lotlens_intake_busy_total", {"reason": "full"}) == 1
     assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 0
+
+
+def test_one_address_has_all_places_but_one_being_read() -> None:
+    # Two bodies trickled from one address held both places: every other client's job got 503.
+    metrics = GatewayMetrics()
+    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=metrics, waiting=2)
+
+    async def scenario() -> list[bool]:
+        async with (slots.admit(50 * SMALL, "a") as first, slots.admit(None, "a") as second,
+                    slots.admit(50 * SMALL, "a") as third, slots.admit(SMALL, "a") as small):
+            refused = slots.refusal("a")
+            assert refused.body()["details"] == {"waited_s": 0.0, "jobs_in_intake": 2, "jobs_from_address": 2}
+            async with slots.admit(50 * SMALL, "b") as other:
+                answers = [first, second, third, small, other]
+            first.read()  # read whole, it waits for the slot as any other
+            async with slots.admit(50 * SMALL, "a") as after_read:
+                answers.append(after_read)
+        async with slots.admit(50 * SMALL, "a") as later:  # an address's places are free again
+            return [bool(answer) for answer in [*answers, later]]
+
+    assert asyncio.run(scenario()) == [True, True, False, True, True, True, True]
+    assert metrics.registry.get_sample_value("lotlens_intake_busy_total", {"reason": "address"}) == 1
+    assert metrics.registry.get_sample_value("lotlens_intake_admitted") == 0
+
+
+def test_a_single_place_is_an_address_s_own() -> None:
+    slots = IntakeSlots(1, SMALL, wait_s=5.0, metrics=GatewayMetrics(), waiting=0)
+
+    async def scenario() -> bool:
+        async with slots.admit(50 * SMALL, "a") as admitted:
+            return bool(admitted)
+
+    assert asyncio.run(scenario())

@@ -98,7 +98,7 @@ class GatewaySettings(ServiceSettings):
     # Short for a lot's body: a synchronous lot's 290 s budget runs from before its body is read.
     body_timeout_s: float = 120.0
     # A job body at the cap arrives within it at 500 KB/s (4 Mbit/s): 120 s asked 1.26 MB/s of it.
-    job_body_timeout_s: float = 300.0
+    job_body_timeout_s: float = Field(default=300.0, gt=0)
     # Longer than a front proxy keeps an idle connection to us (ingress-nginx's upstream-keepalive-timeout
     # and AWS ALB's idle timeout: 60 s): at 5 s the proxy sent requests on connections we had just
     # closed, and a POST, which it does not retry, came back to the integrator as a 502.
@@ -117,7 +117,9 @@ class GatewaySettings(ServiceSettings):
     lots_page_max_bytes: int = Field(default=1024 * 1024, ge=1)
     # A job body (bigger than `max_lot_bytes`, or of undeclared size) holds one of the intake's
     # admissions while it is read: once `job_body_min_rate_after_s` have passed, fewer bytes than
-    # `job_body_min_bytes_per_s` on average since its head is a 408 (0 turns the floor off).
+    # `job_body_min_bytes_per_s` on average since its head is a 408 (0 turns the floor off). A body
+    # whose `Content-Length` it declares must keep the rate that finishes it within
+    # `job_body_timeout_s`, if that is more (at 300 s, 500 KB/s for 150 MB).
     job_body_min_bytes_per_s: int = Field(default=4096, ge=0)
     job_body_min_rate_after_s: float = Field(default=5.0, ge=0)
     # Checked while the body is read, before the signature: nesting of any field, digits of an integer.
@@ -289,9 +291,15 @@ class GatewaySettings(ServiceSettings):
         return BodyTimeouts(gap_s=self.body_gap_timeout_s,
                             total_s=self.job_body_timeout_s if job_body else self.body_timeout_s)
 
-    def job_body_timeouts(self) -> BodyTimeouts:
-        """A job body's read while it holds an admission: its limits and the minimum rate."""
-        return replace(self.body_timeouts(job_body=True), min_bytes_per_s=self.job_body_min_bytes_per_s,
+    def job_body_timeouts(self, declared: int | None = None) -> BodyTimeouts:
+        """A job body's read while it holds an admission: its limits and the minimum rate, for a
+        body of `declared` bytes the rate that brings it all within `job_body_timeout_s`."""
+        # A 150 MB body at 5 KB/s kept over the flat floor and held its admission for the whole
+        # timeout, only to be cut then: one that cannot arrive in time is cut once it falls behind.
+        floor = float(self.job_body_min_bytes_per_s)
+        if floor > 0 and declared is not None:
+            floor = max(floor, declared / self.job_body_timeout_s)
+        return replace(self.body_timeouts(job_body=True), min_bytes_per_s=floor,
                        min_rate_after_s=self.job_body_min_rate_after_s)
 
     def idempotency_lease(self) -> float:

@@ -20,6 +20,11 @@ sent at once held four bodies while the fifth was worked on. So a job body is re
 is admitted: `slots + waiting` bodies at once, whether being read, waiting or in work. One that
 is not admitted is read and dropped as it arrives (the client gets its 503 instead of a reset
 connection halfway through its upload), then answered 503 at once.
+
+One address may have all admissions but one being read at once (when there are two or more): two
+bodies trickled from one address held both default admissions, and every other client's job got
+503 until their 408. A body read whole no longer counts against its address.
+The address is the strikes' (strikes.py): behind a proxy uvicorn does not trust, everyone shares it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,30 @@ from lotlens_gateway.errors import ApiError
 from lotlens_gateway.metrics import GatewayMetrics
 
 
+class Admission:
+    """A job body's place in the intake (false when it has none); while it is being read, also one
+    of its address's (`read` gives that back: a body read whole waits or works as any other)."""
+
+    def __init__(self, admitted: bool, reading: dict[str, int] | None = None, address: str = "") -> None:
+        self._admitted = admitted
+        self._reading = reading
+        self._address = address
+
+    def __bool__(self) -> bool:
+        return self._admitted
+
+    def read(self) -> None:
+        """The body has arrived whole: its address may send another."""
+        if self._reading is None:
+            return
+        left = self._reading[self._address] - 1
+        if left:
+            self._reading[self._address] = left
+        else:  # forgotten with nothing being read: the map holds at most `slots + waiting`
+            del self._reading[self._address]
+        self._reading = None
+
+
 class IntakeSlots:
     """Job bodies in work at once, in one process (its event loop)."""
 
@@ -43,31 +72,43 @@ class IntakeSlots:
         self._wait_s = wait_s
         self._metrics = metrics
         self._admissions = slots + waiting
+        self._per_address = max(1, self._admissions - 1)
         self._admitted = 0
+        self._reading: dict[str, int] = {}
 
     @asynccontextmanager
-    async def admit(self, declared_bytes: int | None) -> AsyncIterator[bool]:
+    async def admit(self, declared_bytes: int | None, address: str = "") -> AsyncIterator[Admission]:
         """Whether a body may be read now, its place held inside: always for one declared no
         bigger than a lot; for a bigger one (or one of unknown size), while fewer than
-        `slots + waiting` job bodies are admitted."""
+        `slots + waiting` job bodies are admitted, and fewer than all but one are being read from
+        `address`."""
         if not self.takes_slot(declared_bytes):
-            yield True
+            yield Admission(True)
             return
-        if self._admitted >= self._admissions:
-            self._metrics.intake_busy.labels(reason="full").inc()
-            yield False
+        held = self._reading.get(address, 0)
+        if self._admitted >= self._admissions or held >= self._per_address:
+            self._metrics.intake_busy.labels(reason="full" if held < self._per_address else "address").inc()
+            yield Admission(False)
             return
         self._admitted += 1
+        self._reading[address] = held + 1
         self._metrics.intake_admitted.inc()
+        admission = Admission(True, self._reading, address)
         try:
-            yield True
+            yield admission
         finally:
+            admission.read()
             self._admitted -= 1
             self._metrics.intake_admitted.dec()
 
-    def refusal(self) -> IntakeBusy:
+    def refusal(self, address: str = "") -> IntakeBusy:
         """503 for a job body `admit` turned away: as many others are being read, waiting or in work
-        as the process takes."""
+        as the process takes, or as it takes from `address`."""
+        held = self._reading.get(address, 0)
+        if held >= self._per_address:
+            details = {"waited_s": 0.0, "jobs_in_intake": self._admitted, "jobs_from_address": held}
+            return IntakeBusy(f"The gateway is reading {held} other large jobs from this address, as many "
+                              "as it reads from one at once", details)
         return IntakeBusy(f"The gateway is taking {self._admitted} other large jobs",
                           {"waited_s": 0.0, "jobs_in_intake": self._admitted})
 

@@ -6,9 +6,11 @@ contract's answer: 413 (size), 400 (JSON), 401/403 (signature), the stored answe
 durable write (the outbox; Kafka plays no part in the answer). A job's body is read only when
 the process admits it, and worked on only in one of its intake slots (intake_slots.py): 503
 `INTAKE_BUSY` when it is not admitted, or when no slot frees up in time, unless it resends a job
-accepted under its `Idempotency-Key` (that job's 201 is replayed). An admitted job body must
-keep a minimum rate once its first seconds are over (408 under it). Before that, a job body from
-an address with too many bodies refused before authentication gets 429 unread (strikes.py).
+accepted under its `Idempotency-Key` (that job's 201 is replayed). A job body must keep a minimum
+rate once its first seconds are over, for a declared length the one that brings it within the
+job body timeout (408 under it); one address has at most all admissions but one being read.
+Before that, a job body from an address with too many bodies refused before authentication gets
+429 unread (strikes.py).
 """
 
 from __future__ import annotations
@@ -120,19 +122,24 @@ async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
     a lot's comes back signed, to be answered outside the intake."""
     declared, address = declared_length(request), request.client.host if request.client else ""
     job_body = deps.intake.takes_slot(declared)
-    limit, timeouts = deps.settings.max_body_bytes, deps.settings.body_timeouts(job_body)
+    limit = deps.settings.max_body_bytes
+    # A job body keeps a minimum rate whether it is read or dropped: dropped, a trickle held its
+    # connection for the whole job body timeout without a strike.
+    timeouts = deps.settings.job_body_timeouts(declared) if job_body else deps.settings.body_timeouts()
     struck_out = deps.strikes.refusal(address) if job_body else None
     if struck_out is not None:
         await drain_body(request, limit, timeouts)
         raise struck_out
-    async with deps.intake.admit(declared) as admitted:
-        if not admitted:
-            hasher = request_hasher()
-            drained = await drain_body(request, limit, timeouts, hasher.update if idempotency_key else None)
-            fingerprint = hasher.hexdigest() if drained else None
-            return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, deps.intake.refusal())
+    async with deps.intake.admit(declared, address) as admitted:
         try:
-            raw = await read_body(request, limit, deps.settings.job_body_timeouts() if job_body else timeouts)
+            if not admitted:
+                busy, hasher = deps.intake.refusal(address), request_hasher()  # why, as it is now
+                feed = hasher.update if idempotency_key else None
+                drained = await drain_body(request, limit, timeouts, feed)
+                fingerprint = hasher.hexdigest() if drained else None
+            else:
+                raw = await read_body(request, limit, timeouts)
+                admitted.read()
         except ApiError:
             # A job body refused while read (408, 413, 400) or dropped by its sender (499) held an
             # admission with its client unknown: a strike, as a 403 is. Without it an address could
@@ -140,6 +147,8 @@ async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
             if job_body:
                 deps.strikes.record(address)
             raise
+        if not admitted:
+            return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, busy)
         if not deps.intake.takes_slot(len(raw)):
             return await _checked(raw, *await _read_signed(deps, raw, x_signature), idempotency_key)
         try:
