@@ -59,13 +59,27 @@ def test_an_address_whose_job_bodies_fail_before_authentication_is_refused_unrea
         assert gw.deps.metrics.registry.get_sample_value("lotlens_intake_struck_out_total") == 2
         assert _jobs_written(engine, gw.client_id) == 0
 
-        # A body of one lot's size takes no slot: neither refused nor counted.
-        for _ in range(3):
-            assert gw.submit(make_lots(1), key="not-a-client-key", headers=_from(STRANGER)).status_code == 403
+        # A body of one lot's size is refused too (its signature costs as much to check).
+        assert gw.submit(make_lots(1), headers=_from(STRANGER)).status_code == 429
         # Another address, and the loopback peer itself, are not affected.
         assert gw.submit(make_lots(30), headers=_from(NEIGHBOUR)).status_code == 201
         assert gw.submit(make_lots(30)).status_code == 201
         assert _jobs_written(engine, gw.client_id) == 2
+
+
+def test_an_address_whose_small_bodies_fail_their_signature_is_refused_unread(
+        settings: ServiceSettings, engine: Engine) -> None:
+    """A body of one lot's size took no slot and was never counted: an address without a key could
+    send unsigned 1 MiB bodies back to back, each 0.4-0.9 CPU-s of the gateway's before its 403."""
+    with running_gateway(settings, engine, intake_strikes_limit=2) as gw:
+        for _ in range(2):
+            assert gw.submit(make_lots(1), key="not-a-client-key", headers=_from(STRANGER)).status_code == 403
+        refused = gw.submit(make_lots(1), key="not-a-client-key", headers=_from(STRANGER))
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["details"]["reason"] == "failed_before_authentication"
+        unread = _post(gw, b"[" * 500_000, STRANGER)  # not JSON: refused unread, not a 400
+        assert (unread.status_code, unread.json()["code"]) == (429, "RATE_LIMIT_EXCEEDED")
+        assert gw.submit(make_lots(1), key="not-a-client-key", headers=_from(NEIGHBOUR)).status_code == 403
 
 
 def test_authenticated_jobs_refused_for_what_they_hold_are_no_strikes(

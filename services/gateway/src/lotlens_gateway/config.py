@@ -83,8 +83,8 @@ class GatewaySettings(ServiceSettings):
     intake_slots: int = 1
     intake_waiting: int = Field(default=1, ge=0)
     intake_wait_s: float = 20.0
-    # Job bodies from one address refused before authentication (strikes.py) in a window, after
-    # which its job bodies get 429 unread until the window ends; 0 turns this off.
+    # Bodies from one address refused before authentication (strikes.py) in a window, after
+    # which its bodies get 429 unread until the window ends; 0 turns this off.
     intake_strikes_limit: int = Field(default=5, ge=0)
     intake_strikes_window_s: float = Field(default=60.0, gt=0)
     # Connections (connections.py, body.py): a request line and headers over `max_header_bytes` are a

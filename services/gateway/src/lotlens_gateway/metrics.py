@@ -65,7 +65,7 @@ class GatewayMetrics:
             "a resend of an accepted job replayed)", ["reason"],
             registry=self.registry)
         self.struck_out = Counter(
-            "lotlens_intake_struck_out", "Job bodies answered 429 unread: their address had too many "
+            "lotlens_intake_struck_out", "Bodies answered 429 unread: their address had too many "
             "refused before authentication (strikes.py)", registry=self.registry)
 
         self.downloads = Gauge(

@@ -9,8 +9,8 @@ the process admits it, and worked on only in one of its intake slots (intake_slo
 accepted under its `Idempotency-Key` (that job's 201 is replayed). A job body must keep a minimum
 rate once its first seconds are over, for a declared length the one that brings it within the
 job body timeout (408 under it); one address has at most all admissions but one being read.
-Before that, a job body from an address with too many bodies refused before authentication gets
-429 unread (strikes.py).
+Before that, a body from an address with too many bodies refused before authentication gets 429
+unread (strikes.py).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
     # A job body keeps a minimum rate whether it is read or dropped: dropped, a trickle held its
     # connection for the whole job body timeout without a strike.
     timeouts = deps.settings.job_body_timeouts(declared) if job_body else deps.settings.body_timeouts()
-    struck_out = deps.strikes.refusal(address) if job_body else None
+    struck_out = deps.strikes.refusal(address)
     if struck_out is not None:
         await drain_body(request, limit, timeouts)
         raise struck_out
@@ -150,14 +150,11 @@ async def _take_in(deps: GatewayDeps, request: Request, x_signature: str | None,
         if not admitted:
             return await _replayed_or(deps, idempotency_key, fingerprint, x_signature, busy)
         if not deps.intake.takes_slot(len(raw)):
-            return await _checked(raw, *await _read_signed(deps, raw, x_signature), idempotency_key)
+            document, client_id = await _read_signed(deps, raw, x_signature, address)
+            return await _checked(raw, document, client_id, idempotency_key)
         try:
             async with deps.intake.hold():
-                try:
-                    document, client_id = await _read_signed(deps, raw, x_signature)
-                except ApiError:
-                    deps.strikes.record(address)
-                    raise
+                document, client_id = await _read_signed(deps, raw, x_signature, address)
                 signed = await _checked(raw, document, client_id, idempotency_key)
                 if rate_mode(signed.document) == "batch":
                     return await _answer(deps, request, signed, idempotency_key, x_signature, started)
@@ -189,8 +186,15 @@ async def _replayed_or(deps: GatewayDeps, key: str | None, fingerprint: str | No
     raise busy
 
 
-async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None) -> tuple[dict[str, Any], str]:
-    return await run_in_threadpool(read_signed, raw, deps.keys, x_signature, deps.settings.body_limits())
+async def _read_signed(deps: GatewayDeps, raw: bytes, x_signature: str | None,
+                       address: str) -> tuple[dict[str, Any], str]:
+    """The body read and authenticated; a refusal is a strike against `address`, whatever the
+    body's size: an unsigned body of one lot's size costs up to a CPU-second to refuse."""
+    try:
+        return await run_in_threadpool(read_signed, raw, deps.keys, x_signature, deps.settings.body_limits())
+    except ApiError:
+        deps.strikes.record(address)
+        raise
 
 
 async def _checked(raw: bytes, document: dict[str, Any], client_id: str,

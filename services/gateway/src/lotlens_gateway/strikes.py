@@ -1,4 +1,4 @@
-"""Job bodies from an address whose bodies keep failing before authentication are refused unread.
+"""Bodies from an address whose bodies keep failing before authentication are refused unread.
 
 A job body is parsed whole before its client is known (the signature covers the canonical form
 of `lots`, and each key is tried on it), and it is parsed in one of the process's few intake
@@ -8,10 +8,11 @@ trickle bodies that never finish, each holding one of the intake's admissions un
 
 So a job body refused before its client was known (401, 403, or a 400/408/413 of the reader, or
 its sender gone before it all arrived: 499) is a strike against its address; after `limit`
-strikes within `window_s`, that address's job bodies get 429 until the window ends, read and
-dropped unparsed. Bodies of one lot's size (every synchronous lot) take no intake slot and are
-neither counted nor refused; one of undeclared size (chunked) is taken for a job's, as the slots
-take it.
+strikes within `window_s`, that address's bodies get 429 until the window ends, read and dropped
+unparsed. A body of one lot's size (every synchronous lot) takes no intake slot, but its 401, 403
+or 400/413 of the signed reader is a strike too: an unsigned 1 MiB body costs 0.2-0.5 CPU-s to
+refuse, and an address could send them back to back. One of undeclared size (chunked) is taken
+for a job's, as the slots take it.
 
 The address is the peer as uvicorn reports it: behind a proxy it is the client's own only when
 uvicorn trusts the proxy's `X-Forwarded-For` (`FORWARDED_ALLOW_IPS`, deploy/k8s/README.md);
@@ -52,7 +53,7 @@ class AddressStrikes:
         self._windows: dict[str, _Window] = {}
 
     def record(self, address: str) -> None:
-        """One more job body from `address` refused before its client was known."""
+        """One more body from `address` refused before its client was known."""
         if self._limit < 1:
             return
         now = self._clock()
@@ -72,7 +73,7 @@ class AddressStrikes:
         retry_after = max(1, math.ceil(window.start + self._window_s - now))
         return ApiError(
             429, "RATE_LIMIT_EXCEEDED",
-            f"{window.strikes} job bodies from this address were refused before authentication in "
+            f"{window.strikes} bodies from this address were refused before authentication in "
             f"{self._window_s:g} s; nothing was read, retry in {retry_after} s",
             details={"reason": "failed_before_authentication", "limit": self._limit,
                      "window_seconds": self._window_s, "retry_after": retry_after},
