@@ -10,7 +10,7 @@ So a job body refused before its client was known (401, 403, or a 400/408/413 of
 its sender gone before it all arrived: 499) is a strike against its address; after `limit`
 strikes within `window_s`, that address's bodies get 429 until the window ends, read and dropped
 unparsed. A body of one lot's size (every synchronous lot) takes no intake slot, but its 401, 403
-or 400/413 of the signed reader is a strike too: an unsigned 1 MiB body costs 0.2-0.5 CPU-s to
+or 400/413 of the signed reader is a strike too: an unsigned 1 MiB body costs 0.4-0.9 CPU-s to
 refuse, and an address could send them back to back. One of undeclared size (chunked) is taken
 for a job's, as the slots take it.
 
