@@ -11,7 +11,7 @@ import time
 from sqlalchemy import Engine
 
 from lotlens_common.envelope import Envelope
-from lotlens_common.events import VisionCompleted
+from lotlens_common.events import LotFailed, TranslationCompleted, VisionCompleted
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.handlers import handle
@@ -114,3 +114,38 @@ def test_a_lot_arriving_while_its_job_is_being_cancelled_is_never_sent(engine: E
     with engine.connect() as conn:
         assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.CANCELLED}
         assert [job for job in store.waiting_jobs(conn, "translation") if job.job_id == job_id] == []
+
+
+class _Recording:
+    def __init__(self) -> None:
+        self.published: list[object] = []
+
+    def publish(self, _topic: str, envelope: Envelope) -> None:
+        self.published.append(envelope.event)
+
+    def flush(self) -> None:
+        return None
+
+
+def test_an_english_only_lot_failed_at_vision_gets_no_translation_from_a_late_answer(engine: Engine) -> None:
+    """A lot failed at the vision stage, then described by a retried batch's late answer: the
+    read models keep the failure (first on the vision topic), but an English-only job's lot
+    passed straight through and got a TranslationCompleted too, which subscribers of the
+    translation topic could read before the LotFailed of the vision topic."""
+    job_id = new_id("job-")
+    failed = Envelope(LotFailed(job_id=job_id, lot_id="lot-0", stage="vision", reason="gave up",
+                                total_lots=2), client_id="c1")
+    described = [Envelope(VisionCompleted(job_id=job_id, lot_id=f"lot-{i}", english_html="<p>x</p>",
+                                          languages=("en",), total_lots=2, processed_images=1,
+                                          missing_images=()), client_id="c1") for i in (0, 1)]
+    producer = _Recording()
+    handle(engine, producer, [failed], topic="unused")  # type: ignore[arg-type]
+    handle(engine, producer, described, topic="unused")  # type: ignore[arg-type]
+    handle(engine, producer, described, topic="unused")  # type: ignore[arg-type]  # re-delivered
+    passed = [event.lot_id for event in producer.published if isinstance(event, TranslationCompleted)]
+    # Once (a re-delivered batch finds it recorded, published before its commit), never for the
+    # failed lot.
+    assert passed == ["lot-1"]
+    with engine.connect() as conn:
+        assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.SKIPPED,
+                                                                   "lot-1": store.SKIPPED}

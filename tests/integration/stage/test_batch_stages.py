@@ -286,11 +286,11 @@ def test_the_translator_passes_english_only_lots_straight_through(
     for _ in range(2):  # delivered again, as after a crash before its offset was committed
         translator_handlers.handle(engine, producer, topic=settings.topics.translation,
                                    envelopes=[described])
-    events = job_events(settings, settings.topics.translation, job_id, 2)
+    events = job_events(settings, settings.topics.translation, job_id, 1)
     expected = TranslationCompleted(job_id=job_id, lot_id="l1", descriptions={"en": "<p>Dent.</p>"})
-    assert [e.event for e in events] == [expected, expected]
-    # Published again under its first id: a subscriber deduplicating by event_id drops the copy.
-    assert len({e.event_id for e in events}) == 1
+    # Once: published before the lot was recorded, and the delivery again finds it recorded (a
+    # crash between the two leaves it unrecorded: published again then, under the same event id).
+    assert [e.event for e in events] == [expected]
 
 
 def test_translation_returns_every_language_in_the_requested_order(

@@ -30,9 +30,11 @@ _NO_WORK = TranslationWork().model_dump_json().encode()
 
 def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope], *, topic: str
            ) -> None:
-    """Apply a consumer batch: pass-through events first (flushed), then one transaction."""
+    """Apply a consumer batch in one transaction; the lots passing through are published (and
+    flushed) before it commits, those new to it only."""
     waiting: list[Arrival] = []
     settled: list[Arrival] = []
+    passing: list[tuple[Envelope, VisionCompleted]] = []
     cancellations: list[str] = []
     for envelope in envelopes:
         event = envelope.event
@@ -46,20 +48,26 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
                 waiting.append(lot)
             else:
                 settled.append(lot)
-                # Caused by the English description: consumed again after a crash, it publishes
-                # the same event again.
-                producer.publish(topic, caused(TranslationCompleted(
-                    job_id=event.job_id, lot_id=event.lot_id,
-                    descriptions=descriptions(event.languages, event.english_html, {})),
-                    envelope.client_id, envelope.event_id))
+                passing.append((envelope, event))
         elif isinstance(event, LotFailed) and event.stage == "vision":
             settled.append(Arrival(event.job_id, event.lot_id, envelope.client_id, event.total_lots,
                                    _NO_WORK))
         elif isinstance(event, JobCancelled):
             cancellations.append(event.job_id)
-    producer.flush()
     with engine.begin() as conn:
-        enqueue_arrivals(conn, STAGE, settled, status=store.SKIPPED)
+        new = enqueue_arrivals(conn, STAGE, settled, status=store.SKIPPED)
+        # Only a lot new here passes through: one already failed at the vision stage (a late answer
+        # after its LotFailed) got a TranslationCompleted too, and subscribers of this topic could
+        # read it as done before the failure. Published before the commit: a crash in between
+        # leaves the lot unrecorded, and its redelivery publishes the same event (caused by the
+        # English description) again.
+        for envelope, event in passing:
+            if (event.job_id, event.lot_id) in new:
+                producer.publish(topic, caused(TranslationCompleted(
+                    job_id=event.job_id, lot_id=event.lot_id,
+                    descriptions=descriptions(event.languages, event.english_html, {})),
+                    envelope.client_id, envelope.event_id))
+        producer.flush()
         enqueue_arrivals(conn, STAGE, waiting)  # a cancelled job's lots arrive cancelled
         for job_id in cancellations:
             store.cancel_job(conn, STAGE, job_id)

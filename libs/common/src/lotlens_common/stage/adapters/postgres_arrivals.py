@@ -25,7 +25,7 @@ _COUNT_ARRIVED = text("""
      WHERE j.stage = :stage AND j.job_id = v.job_id""")
 
 # Known lots are left as they are and not counted again; a re-delivered lot leaves its place
-# unused (places need not be consecutive).
+# unused (places need not be consecutive). The new ones are returned.
 _INSERT_NEW = text("""
     WITH arrived AS (
         INSERT INTO stage_lots (stage, job_id, lot_id, client_id, total_lots, work, status, place)
@@ -34,10 +34,12 @@ _INSERT_NEW = text("""
                AS v(job_id text, lot_id text, client_id text, total_lots int, work jsonb, place bigint,
                     status text)
         ON CONFLICT (stage, job_id, lot_id) DO NOTHING
-        RETURNING job_id)
-    UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
-      FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
-     WHERE j.stage = :stage AND j.job_id = a.job_id""")
+        RETURNING job_id, lot_id),
+    counted AS (
+        UPDATE stage_jobs AS j SET arrived = j.arrived + a.n, updated_at = now()
+          FROM (SELECT job_id, count(*) AS n FROM arrived GROUP BY job_id) AS a
+         WHERE j.stage = :stage AND j.job_id = a.job_id)
+    SELECT job_id, lot_id FROM arrived""")
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,13 @@ class Arrival:
     work: bytes
 
 
-def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival], status: str = WAITING) -> None:
+def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival],
+                     status: str = WAITING) -> set[tuple[str, str]]:
     """Add arriving lots, their work already written as JSON, at the end of their job's queue and
     count them on their job; a lot already known (re-delivered event) is left as it is and not
-    counted again."""
+    counted again. The (job id, lot id) of those new here."""
     if not lots:
-        return
+        return set()
     counts: dict[str, int] = {}
     for lot in lots:
         counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
@@ -72,12 +75,13 @@ def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival], stat
                                lot.work, lot_status, str(place)))
                     for lot, place, lot_status in zip(lots, places, statuses, strict=True))
     if not append_rows(conn, _COPY, rows):
-        conn.execute(_INSERT_NEW, {"stage": stage, "rows": json_rows(
+        inserted = conn.execute(_INSERT_NEW, {"stage": stage, "rows": json_rows(
             {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
              "total_lots": lot.total_lots, "work": orjson.Fragment(lot.work), "place": place,
              "status": lot_status}
             for lot, place, lot_status in zip(lots, places, statuses, strict=True))})
-        return
+        return {(str(job_id), str(lot_id)) for job_id, lot_id in inserted}
     conn.execute(_COUNT_ARRIVED, {"stage": stage, "rows": json_rows(
         {"job_id": job_id, "n": n} for job_id, n in counts.items())})
+    return {(lot.job_id, lot.lot_id) for lot in lots}
 
