@@ -183,7 +183,7 @@ def _stage(conn: Connection, stage: str, job_id: str) -> StageLine | None:
         shard.shard_id, shard.status, shard.attempt, shard.batch_id, shard.batch_status, shard.lot_count,
         # Its batch's age at OpenAI, as the stage's max-age cancel and LotLensOpenAIBatchOverAge
         # read it: a shard refused for the quota for days is claimed long before its batch.
-        _seconds_since(func.coalesce(shard.batch_created_at, shard.created_at)).label("age_s"),
+        _seconds_since(stage_sql.BATCH_MADE).label("age_s"),
         _seconds_since(shard.updated_at).label("changed_s"),
         shard.unreadable_since, shard.unreadable_reason,
         _seconds_since(shard.unreadable_since).label("unreadable_s"),

@@ -362,6 +362,11 @@ def shard(conn: Connection, shard_id: str) -> Shard | None:
     return None if r is None else _shard(r)
 
 
+# When a shard's batch was made at OpenAI (its max-age cancel and OpenAI's expiry go by it); for a
+# shard with none yet, or recorded before 0038, when its lots were claimed.
+BATCH_MADE = func.coalesce(stage_shards.c.batch_created_at, stage_shards.c.created_at)
+
+
 def _shards() -> Select[Any]:
     # The create's age by the database's clock, which stamped `create_asked_at`: a pod's clock
     # minutes ahead took a create that may still land for an old one.

@@ -229,10 +229,9 @@ class PostgresWorkStore(Generic[W]):
     def oldest_submitted_age_s(self) -> float:
         """Age of the oldest submitted shard's batch at OpenAI, by the database's clock (a shard
         recorded before its batch's creation was kept: since its lots were claimed)."""
-        created = func.coalesce(stage_shards.c.batch_created_at, stage_shards.c.created_at)
         with self.engine.begin() as conn:
             return float(conn.execute(select(func.coalesce(func.extract(
-                "epoch", func.now() - func.min(created)), 0)).where(
+                "epoch", func.now() - func.min(sql.BATCH_MADE)), 0)).where(
                 stage_shards.c.stage == self.stage, stage_shards.c.status == "submitted")).scalar_one())
 
     def prune(self, settled_before: datetime) -> int:
