@@ -34,8 +34,11 @@ def _updates(engine: Engine, envelopes: Sequence[Envelope]) -> tuple[int, int]:
 def test_a_lots_vision_result_and_translation_update_it_in_place(engine: Engine) -> None:
     script = job_script(60)  # with webhooks: `ix_lots_webhook_order` holds every lot
     assert _updates(engine, script.submissions) == (0, 0)  # COPYed
-    assert _updates(engine, script.vision) == (60, 60)
-    assert _updates(engine, script.translation) == (60, 60)
+    # Every update HOT, each lot's at least. Not exactly 60: one full run of 2,990 tests counted 64
+    # (all HOT) in the vision batch's transaction, which 8 runs of this test alone never did.
+    for batch in (script.vision, script.translation):
+        updated, hot = _updates(engine, batch)
+        assert hot == updated >= 60, (updated, hot)
     lots = lot_rows(engine, script.job_id).values()
     assert {(lot["status"], lot["processed_images"], tuple(lot["usage"] or ())) for lot in lots} == {
         ("completed", 2, ())}
