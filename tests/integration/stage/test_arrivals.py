@@ -149,3 +149,19 @@ def test_an_english_only_lot_failed_at_vision_gets_no_translation_from_a_late_an
     with engine.connect() as conn:
         assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.SKIPPED,
                                                                    "lot-1": store.SKIPPED}
+
+
+def test_a_late_answer_in_the_batch_of_its_lots_failure_passes_nothing_through(engine: Engine) -> None:
+    """The failure and the late answer consumed together (a translator catching up reads both in one
+    batch): the lot was new to the stage, so the answer after its failure passed through."""
+    job_id = new_id("job-")
+    failed = Envelope(LotFailed(job_id=job_id, lot_id="lot-0", stage="vision", reason="gave up",
+                                total_lots=1), client_id="c1")
+    late = Envelope(VisionCompleted(job_id=job_id, lot_id="lot-0", english_html="<p>x</p>",
+                                    languages=("en",), total_lots=1, processed_images=1,
+                                    missing_images=()), client_id="c1")
+    producer = _Recording()
+    handle(engine, producer, [failed, late, late], topic="unused")  # type: ignore[arg-type]
+    assert [event for event in producer.published if isinstance(event, TranslationCompleted)] == []
+    with engine.connect() as conn:
+        assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.SKIPPED}

@@ -34,7 +34,9 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
     flushed) before it commits, those new to it only."""
     waiting: list[Arrival] = []
     settled: list[Arrival] = []
-    passing: list[tuple[Envelope, VisionCompleted]] = []
+    # Each settled lot's first settling in the batch: its answer, or None for its failure (an answer
+    # consumed after it, in the same batch, is a late one and passes nothing through).
+    passing: dict[tuple[str, str], tuple[Envelope, VisionCompleted] | None] = {}
     cancellations: list[str] = []
     for envelope in envelopes:
         event = envelope.event
@@ -48,10 +50,11 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
                 waiting.append(lot)
             else:
                 settled.append(lot)
-                passing.append((envelope, event))
+                passing.setdefault((event.job_id, event.lot_id), (envelope, event))
         elif isinstance(event, LotFailed) and event.stage == "vision":
             settled.append(Arrival(event.job_id, event.lot_id, envelope.client_id, event.total_lots,
                                    _NO_WORK))
+            passing.setdefault((event.job_id, event.lot_id), None)
         elif isinstance(event, JobCancelled):
             cancellations.append(event.job_id)
     with engine.begin() as conn:
@@ -61,8 +64,9 @@ def handle(engine: Engine, producer: EventProducer, envelopes: Sequence[Envelope
         # read it as done before the failure. Published before the commit: a crash in between
         # leaves the lot unrecorded, and its redelivery publishes the same event (caused by the
         # English description) again.
-        for envelope, event in passing:
-            if (event.job_id, event.lot_id) in new:
+        for key, answer in passing.items():
+            if answer is not None and key in new:
+                envelope, event = answer
                 producer.publish(topic, caused(TranslationCompleted(
                     job_id=event.job_id, lot_id=event.lot_id,
                     descriptions=descriptions(event.languages, event.english_html, {})),
