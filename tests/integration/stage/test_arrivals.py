@@ -165,3 +165,24 @@ def test_a_late_answer_in_the_batch_of_its_lots_failure_passes_nothing_through(e
     assert [event for event in producer.published if isinstance(event, TranslationCompleted)] == []
     with engine.connect() as conn:
         assert store.lot_statuses(conn, "translation", job_id) == {"lot-0": store.SKIPPED}
+
+
+class _SlowFlush(_Recording):
+    def flush(self) -> None:
+        time.sleep(1.0)  # the other replica meets this one's uncommitted lot meanwhile
+
+
+def test_two_replicas_given_the_same_batch_pass_an_english_only_lot_through_once(engine: Engine) -> None:
+    """A rebalance hands a partition on while its old owner still works on a batch: both apply it.
+    The second waits on the first's uncommitted lot, then finds it known and publishes nothing."""
+    job_id = new_id("job-")
+    described = [Envelope(VisionCompleted(job_id=job_id, lot_id="lot-0", english_html="<p>x</p>",
+                                          languages=("en",), total_lots=1, processed_images=1,
+                                          missing_images=()), client_id="c1")]
+    first, second = _SlowFlush(), _Recording()
+    old_owner = threading.Thread(target=handle, args=(engine, first, described), kwargs={"topic": "unused"})
+    old_owner.start()
+    time.sleep(0.3)
+    handle(engine, second, described, topic="unused")  # type: ignore[arg-type]
+    old_owner.join(30)
+    assert [type(event) for event in first.published + second.published] == [TranslationCompleted]
