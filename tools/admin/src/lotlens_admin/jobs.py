@@ -55,9 +55,8 @@ def render(report: JobReport) -> list[str]:
         cancelled = " (job cancelled)" if stage.cancelled else ""
         lines.append(_row(stage.stage, f"lots {sum(stage.lots.values())}: {_counts(stage.lots)}{cancelled}"))
         if (hold := stage.queue_hold) and hold.held:
-            lines.append(_row("", f"queue held until {hold.until} ({hold.refusals} refusals in a row), "
-                                  f"{age(hold.left_s)} more: OpenAI's enqueued-token queue for the model "
-                                  "is full; no batch of any job is created meanwhile"))
+            lines.append(_row("", f"{held_back(hold.until, hold.refusals, hold.left_s)}; no batch of any "
+                                  "job is created meanwhile"))
         elif hold:
             lines.append(_row("", refused_in_a_row(hold.refusals, hold.refused_at, hold.released)))
         lines += [_row("", line) for line in _retries(stage)]
@@ -142,6 +141,17 @@ def _pause(pause: PauseLine) -> str:
 def released(decision: str, by: str | None, at: str | None, reason: str | None) -> str:
     """An operator's release of a shard, as `jobs show` and `shards` print it."""
     return f"released ({decision}) by {by} at {at or '?'}: {reason}"
+
+
+def held_back(until: str, refusals: int, left_s: float) -> str:
+    """A stage's hold in force, as every view prints it. Batches are held for the time left whatever
+    the count (`quota.queue_held`): a batch created since the last refusal and admitted ends the
+    series, not the hold, and the queue it found room in is not to be called full."""
+    if not refusals:
+        return (f"queue held until {until}, {age(left_s)} more: the last hold runs out (a batch created "
+                "since the last refusal was admitted, so OpenAI's enqueued-token queue had room again)")
+    return (f"queue held until {until} ({refusals} refusals in a row), {age(left_s)} more: "
+            "OpenAI's enqueued-token queue for the model is full")
 
 
 def refused_in_a_row(refusals: int, last: str, released: bool) -> str:

@@ -15,7 +15,7 @@ import dataclasses
 import json
 
 from lotlens_admin.job_report import moment
-from lotlens_admin.jobs import age, refused_in_a_row
+from lotlens_admin.jobs import held_back, refused_in_a_row
 from lotlens_admin.sessions import admin_engine
 from lotlens_common.stage.adapters.postgres_queue_hold import RefusalSeries, end, refusal_series
 
@@ -28,9 +28,8 @@ def hold_line(hold: RefusalSeries) -> str:
     if not hold.held:
         series = refused_in_a_row(hold.refusals, moment(hold.refused_at), hold.released)
         return f"{hold.stage:<{LABEL}}{series}"
-    return (f"{hold.stage:<{LABEL}}queue held until {moment(hold.held_until)} ({hold.refusals} refusals "
-            f"in a row), {age(hold.left_s)} more, every instance of the stage: OpenAI's enqueued-token "
-            f"queue for the model is full (`lotlens-admin stages release-hold {hold.stage}` ends it)")
+    return (f"{hold.stage:<{LABEL}}{held_back(moment(hold.held_until), hold.refusals, hold.left_s)}; "
+            f"every instance of the stage (`lotlens-admin stages release-hold {hold.stage}` ends it)")
 
 
 def _holds(args: argparse.Namespace) -> int:
