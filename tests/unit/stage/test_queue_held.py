@@ -62,6 +62,18 @@ def test_the_gauge_shows_the_seconds_the_hold_has_left_and_zero_once_it_ends(wor
     assert _scraped_hold() == 0
 
 
+def test_the_held_seconds_count_down_between_reads_as_a_long_round_goes_on(world: World) -> None:
+    # The gauge was the seconds left at the submit step's last read: a round collecting a big
+    # batch or building one (minutes, its heartbeat beating) froze it, and on-call read a hold
+    # that had run out as minutes to go.
+    world.store.note_queue_refused(time.time() - 5)
+    world.store.queue_hold.until = time.time() + 1.5
+    world.rounds()
+    assert 1.0 < _scraped_hold() <= 1.5
+    time.sleep(1.6)  # no round reads the row meanwhile
+    assert _scraped_hold() == 0
+
+
 def test_the_refusals_in_a_row_stay_through_the_gaps_between_holds_until_a_batch_is_admitted(
         world: World) -> None:
     # The alert read the held seconds, 0 while each try is built and refused again: past 15 minutes

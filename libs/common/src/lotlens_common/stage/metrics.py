@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge
 
 from lotlens_common.model.errors import ERROR_KINDS, ModelError, error_kind
@@ -39,8 +41,8 @@ PAUSED = Gauge("lotlens_stage_paused",
                "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
                "OpenAI refuses the key or refuses batches for the quota",
                ["stage"])
-# Kept by the submit step, which reads the hold every round (`quota.may_build`); every replica
-# exports the same figure, read from the stage's one row.
+# Read by the submit step every round (`quota.may_build`), from the stage's one row, alike by every
+# replica; counted down at each scrape (`queue_hold_read`).
 QUEUE_HELD = Gauge("lotlens_stage_queue_held_seconds",
                    "Seconds the stage still holds new batches back after OpenAI's enqueued-token queue for "
                    "the model refused one (token_limit_exceeded); 0 when it does not", ["stage"])
@@ -49,6 +51,19 @@ QUEUE_HELD = Gauge("lotlens_stage_queue_held_seconds",
 QUEUE_REFUSALS = Gauge("lotlens_stage_queue_refusals_in_a_row",
                        "Batches OpenAI's enqueued-token queue for the model refused in a row "
                        "(token_limit_exceeded); 0 once one created since is admitted", ["stage"])
+
+# Per stage: when the hold last read ends, on this process's monotonic clock.
+_HOLD_ENDS: dict[str, float] = {}
+
+
+def queue_hold_read(stage: str, left_s: float, refusals: int) -> None:
+    """Export the stage's hold as just read. The seconds left count down at each scrape: set as a
+    figure, they stood still from one read to the next, and a round that collected or built for
+    minutes (heartbeat beating, /livez green) showed a hold that had run out as minutes to go."""
+    _HOLD_ENDS[stage] = time.monotonic() + left_s
+    QUEUE_HELD.labels(stage=stage).set_function(lambda: max(_HOLD_ENDS[stage] - time.monotonic(), 0.0))
+    QUEUE_REFUSALS.labels(stage=stage).set(refusals)
+
 
 STATUS_CLASSES = ("2xx", "4xx", "5xx")
 # What a stage does when it fails: `loop` and `housekeeping` are whole rounds.

@@ -150,8 +150,7 @@ def queue_held(stage: Stage[Any]) -> bool:
     """Whether the stage's queue hold holds new batches back now, read from the store (the gauge
     follows: read before any other pause is asked, so it is current whichever one holds)."""
     held = stage.store.queue_held()
-    metrics.QUEUE_HELD.labels(stage=stage.spec.name).set(held.left_s)
-    metrics.QUEUE_REFUSALS.labels(stage=stage.spec.name).set(held.refusals)
+    metrics.queue_hold_read(stage.spec.name, held.left_s, held.refusals)
     return held.left_s > 0
 
 
