@@ -15,7 +15,6 @@ from lotlens_common.model.errors import ERROR_KINDS
 from lotlens_common.model.openai_client import OpenAIBatches, make_openai_client
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.stage import metrics
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.service import postgres_stage
 from lotlens_common.tables import stage_shards
@@ -46,12 +45,12 @@ def test_the_lots_waiting_gauge_follows_the_table_while_every_round_fails(
     with engine.begin() as conn:
         conn.execute(text(_REFUSE_SHARDS))
     submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])  # the intake still works
-    metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
     failures_before = _sample("lotlens_stage_round_failures_total", step="loop")
-    # Two failed rounds: the first round's whole pass (its gauges included) is over.
-    run_stage_until(settings, engine, standin, "two failed rounds", lambda: _sample(
-        "lotlens_stage_round_failures_total", step="loop") >= failures_before + 2)
-    assert _sample("lotlens_stage_lots_waiting") == 3.0
+    # Two failed rounds: the first round's whole pass is over. Read while the loop runs (its
+    # figures leave /metrics with it).
+    run_stage_until(settings, engine, standin, "two failed rounds, 3 lots waiting", lambda: _sample(
+        "lotlens_stage_round_failures_total", step="loop") >= failures_before + 2
+        and _sample("lotlens_stage_lots_waiting") == 3.0)
 
 
 def run_stage_until(settings: ServiceSettings, engine: Engine, standin: Standin, what: str,
@@ -81,13 +80,16 @@ def test_lots_claimed_into_a_shard_whose_upload_fails_are_counted_waiting(
     # read 0 waiting for the vision stage while all of them waited.
     standin.faults(api_faults=[{"scope": "files", "method": "POST", "kind": "server_error", "count": 1000}])
     submit_lots(engine, new_id("job-"), ["Camry", "Corolla", "Civic"])
-    metrics.LOTS_WAITING.labels(stage="vision").set(-1)  # no figure from an earlier test counts
     failed_before = _failed_uploads()
-    # The second failed upload is the shard's retry: the round that claimed it (and set the
-    # gauges after its claim) is over.
-    run_stage_until(settings, engine, standin, "two failed uploads",
-                    lambda: _failed_uploads() >= failed_before + 2)
+    waiting: list[float] = []
+
+    def retried() -> bool:
+        """The second failed upload is the shard's retry: the round that claimed it is over."""
+        waiting.append(_sample("lotlens_stage_lots_waiting"))  # while the loop runs
+        return _failed_uploads() >= failed_before + 2
+
+    run_stage_until(settings, engine, standin, "two failed uploads", retried)
     with engine.connect() as conn:
         shards = conn.execute(select(stage_shards.c.status, stage_shards.c.lot_count)).all()
     assert shards == [("building", 3)], shards
-    assert _sample("lotlens_stage_lots_waiting") == 3.0
+    assert waiting[-1] == 3.0, waiting

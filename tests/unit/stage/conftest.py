@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ import pytest
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage import metrics
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.record import batch_metadata
@@ -78,8 +79,11 @@ class World:
 
 
 @pytest.fixture()
-def world(tmp_path: Path) -> World:
+def world(tmp_path: Path) -> Iterator[World]:
     settings = StageSettings(window_s=0.0, max_attempts=2, work_dir=str(tmp_path))
     built = World(FakeStore(), FakeBatches(), FakePublisher(), settings, None)  # type: ignore[arg-type]
     built.restart()
-    return built
+    # On /metrics as while its loop runs, read again at every scrape (`run_stage_loop`).
+    metrics.FIGURES.watch("vision", built.store.figures, fresh_s=0)
+    yield built
+    metrics.FIGURES.forget("vision")

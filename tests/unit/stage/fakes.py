@@ -22,6 +22,7 @@ from lotlens_common.envelope import caused, encode
 from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelError, ModelRequestError
 from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.figures import StageFigures
 from lotlens_common.stage.ports import Caused, Closing, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_common.topics import MAX_MESSAGE_BYTES
@@ -222,6 +223,10 @@ class FakeStore(QueueHoldRow, QuotaRows):
     def oldest_submitted_age_s(self) -> float:
         created = [s.batch_created_at or s.created_at for s in self.shards("submitted")]
         return time.time() - min(created) if created else 0.0
+
+    def figures(self) -> StageFigures:
+        return StageFigures(self.waiting_count(), self.tokens_enqueued(), self.oldest_submitted_age_s(),
+                            self.queue_held())
 
     def prune(self, settled_before: datetime) -> int:
         return 0

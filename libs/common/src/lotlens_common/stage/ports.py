@@ -22,6 +22,7 @@ from lotlens_common.stage.core.lifecycle import for_oversized
 from lotlens_common.stage.core.limits import default_token_limit
 from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.figures import StageFigures
 from lotlens_common.stage.work import LotWork, StageSpec, StageWork
 
 W = TypeVar("W", bound=StageWork)
@@ -305,12 +306,10 @@ class WorkStore(Protocol[W]):
         """Whether the stage has ever had lots of this job."""
         ...
 
-    def waiting_count(self) -> int:
-        """Lots not in a batch yet: waiting for a shard, or in a `building` one."""
-        ...
-
-    def oldest_submitted_age_s(self) -> float:
-        """Seconds since OpenAI created the oldest batch it still holds (0 when none)."""
+    def figures(self) -> StageFigures:
+        """The stage's figures for /metrics: lots not in a batch yet (waiting for a shard, or in a
+        `building` one), tokens enqueued, seconds since OpenAI created the oldest batch it still
+        holds (0 when none) and the queue hold; quickly, or failing."""
         ...
 
     def prune(self, settled_before: datetime) -> int:

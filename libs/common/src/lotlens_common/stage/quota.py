@@ -34,7 +34,6 @@ from datetime import datetime
 from typing import Any
 
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError
-from lotlens_common.stage import metrics
 from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, QuotaPause, Stage
 
 log = logging.getLogger(__name__)
@@ -147,11 +146,8 @@ def check_upload(stage: Stage[Any], the_try: QuotaTry | None) -> None:
 
 
 def queue_held(stage: Stage[Any]) -> bool:
-    """Whether the stage's queue hold holds new batches back now, read from the store (the gauge
-    follows: read before any other pause is asked, so it is current whichever one holds)."""
-    held = stage.store.queue_held()
-    metrics.queue_hold_read(stage.spec.name, held.left_s, held.refusals)
-    return held.left_s > 0
+    """Whether the stage's queue hold holds new batches back now, read from the store."""
+    return stage.store.queue_held().left_s > 0
 
 
 def may_build(stage: Stage[Any], recovering: bool = False) -> bool:

@@ -25,16 +25,18 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.2
 RECOVERY_EVERY_S = 60.0
-# The gauges are scraped every few seconds: refreshing them at each watch (every 0.2 s with a
-# short poll interval) only made the database count the stage's rows again and again.
-GAUGES_EVERY_S = 5.0
 
 
 def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
-    """Run until `stop`; failures are logged and counted, and the work stays in the tables."""
+    """Run until `stop`; failures are logged and counted, and the work stays in the tables. Its
+    figures are on /metrics meanwhile, read from the store at each scrape (`figures.py`)."""
     metrics.start(stage.spec.name)
+    metrics.FIGURES.watch(stage.spec.name, stage.store.figures)
     stage.stopping = stop
-    asyncio.run(_loop(stage, stop))
+    try:
+        asyncio.run(_loop(stage, stop))
+    finally:
+        metrics.FIGURES.forget(stage.spec.name)
 
 
 async def step(stage: Stage[Any], watching: bool) -> None:
@@ -69,7 +71,7 @@ async def housekeep(stage: Stage[Any]) -> None:
 
 
 async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
-    last_watch = last_recovery = last_gauges = 0.0
+    last_watch = last_recovery = 0.0
     while not stop.is_set():
         heartbeat(f"stage:{stage.spec.name}")
         now = time.monotonic()
@@ -86,12 +88,6 @@ async def _loop(stage: Stage[Any], stop: threading.Event) -> None:
             metrics.openai_error(stage.spec.name, "loop", exc)
             log.exception("stage %s loop failed; retrying", stage.spec.name)
             pause += min(5.0, stage.settings.poll_interval_s)
-        if now - last_gauges >= GAUGES_EVERY_S:
-            # Whatever became of the round: refreshed only after one that succeeded, the gauges
-            # kept the last good figures while every round failed (lots piling up read 0, and
-            # the oldest batch's age stopped short of LotLensOpenAIBatchOverAge).
-            last_gauges = now
-            _update_gauges(stage)
         await asyncio.sleep(pause)
 
 
@@ -106,13 +102,3 @@ async def _housekeep_apart(stage: Stage[Any]) -> None:
             return  # the pause is logged once, not a traceback a minute
         log.exception("stage %s housekeeping failed; sending and collecting go on, it runs again in "
                       "%.0f s", stage.spec.name, RECOVERY_EVERY_S)
-
-
-def _update_gauges(stage: Stage[Any]) -> None:
-    name = stage.spec.name
-    try:
-        metrics.LOTS_WAITING.labels(stage=name).set(stage.store.waiting_count())
-        metrics.TOKENS_ENQUEUED.labels(stage=name).set(stage.store.tokens_enqueued())
-        metrics.OLDEST_BATCH_AGE.labels(stage=name).set(stage.store.oldest_submitted_age_s())
-    except Exception as exc:  # the database, down: the round's own failure is logged and counted
-        log.warning("stage %s gauges not refreshed: %s", name, exc)

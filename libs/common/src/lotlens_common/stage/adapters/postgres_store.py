@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, update
+from sqlalchemy import Connection, Engine, func, select, text, update
 
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.adapters import (
@@ -19,11 +19,16 @@ from lotlens_common.stage.adapters import (
 )
 from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.core.rule import WaitingJob
+from lotlens_common.stage.figures import StageFigures
 from lotlens_common.stage.ports import Closing, Fit, QuotaPause, Settlement, Shard
 from lotlens_common.stage.work import LotWork, StageWork
 from lotlens_common.tables import stage_shards
 
 W = TypeVar("W", bound=StageWork)
+
+# Within the collector's staleness bound (`figures.STALE_S`): a reading cut short leaves the
+# figures out rather than finishing late.
+FIGURES_TIMEOUT_MS = 5_000
 
 
 class PostgresWorkStore(Generic[W]):
@@ -221,19 +226,25 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             return sql.job_known(conn, self.stage, job_id)
 
-    def waiting_count(self) -> int:
-        """Lots not in a batch yet."""
+    def figures(self) -> StageFigures:
+        """The stage's figures for /metrics, in one transaction whose statements are cut short past
+        `FIGURES_TIMEOUT_MS` (a lock waited for included): a scrape's reading that ran on behind a
+        slow database only delayed the next one (`figures.py` leaves the series out meanwhile)."""
         with self.engine.begin() as conn:
-            return sql.waiting_count(conn, self.stage)
-
-    def oldest_submitted_age_s(self) -> float:
-        """Age of the oldest submitted shard's batch at OpenAI, by the database's clock (a shard
-        recorded before its batch's creation was kept: since its lots were claimed)."""
-        with self.engine.begin() as conn:
-            return float(conn.execute(select(func.coalesce(func.extract(
-                "epoch", func.now() - func.min(sql.BATCH_MADE)), 0)).where(
-                stage_shards.c.stage == self.stage, stage_shards.c.status == "submitted")).scalar_one())
+            conn.execute(text("SELECT set_config('statement_timeout', :ms, true), "
+                              "set_config('lock_timeout', :ms, true)"), {"ms": f"{FIGURES_TIMEOUT_MS}ms"})
+            stage = self.stage
+            return StageFigures(sql.waiting_count(conn, stage), sql.tokens_enqueued(conn, stage),
+                                _oldest_batch_age_s(conn, stage), postgres_queue_hold.held(conn, stage))
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
         return postgres_prune.prune(self.engine, self.stage, settled_before)
+
+
+def _oldest_batch_age_s(conn: Connection, stage: str) -> float:
+    """Age of the oldest submitted shard's batch at OpenAI, by the database's clock (a shard
+    recorded before its batch's creation was kept: since its lots were claimed)."""
+    return float(conn.execute(select(func.coalesce(func.extract(
+        "epoch", func.now() - func.min(sql.BATCH_MADE)), 0)).where(
+        stage_shards.c.stage == stage, stage_shards.c.status == "submitted")).scalar_one())

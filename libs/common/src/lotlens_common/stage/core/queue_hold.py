@@ -12,7 +12,7 @@ The stage's, not the process's: kept in PostgreSQL (`adapters/postgres_queue_hol
 stage, changed under its lock, times by the database's clock), so the instance that collects the
 refused batch holds back every replica, which reads it before building. Held in the process, only
 that one held back, and the others uploaded and created batches refused the same way. Recovery
-reads it too (`quota.may_build`), and the submit step's read sets `lotlens_stage_queue_held_seconds`.
+reads it too (`quota.may_build`); each scrape of /metrics reads it again (`stage/figures.py`).
 """
 
 from __future__ import annotations

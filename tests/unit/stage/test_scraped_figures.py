@@ -1,0 +1,114 @@
+"""What a replica's /metrics says of its stage is the store's at scrape time, not its last round's:
+a replica busy in a long round (collecting or building a big file for minutes, its heartbeat
+beating) exported the refusals in a row and the lots waiting it had read before, after another
+replica's admitted batch had ended the series, and LotLensOpenAIQueueHeld paged on a hold that had
+ended."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from sqlalchemy.exc import OperationalError
+
+from lotlens_common.stage.core.queue_hold import HeldNow
+from lotlens_common.stage.figures import StageFigures, StageFiguresCollector
+from tests.unit.stage.conftest import World, lots
+
+
+def _scraped(name: str, stage: str = "vision") -> float:
+    """The stage's gauge `name` as Prometheus scrapes it (it must be exported)."""
+    prefix = f'{name}{{stage="{stage}"}} '
+    for line in generate_latest(REGISTRY).decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    raise AssertionError(f"no {name} for {stage} is exported")
+
+
+def test_a_replica_busy_in_a_long_round_exports_no_series_another_replica_ended(world: World) -> None:
+    world.store.add(lots(2))
+    world.store.note_queue_refused(time.time() - 5)  # another replica collected a refusal
+    world.rounds()  # this replica's submit step reads the row: held, 1 refusal in a row
+    assert _scraped("lotlens_stage_queue_refusals_in_a_row") == 1
+    # This replica now collects a big batch for minutes; meanwhile another one's batch, created
+    # after the hold ran out, is admitted: the series ends on the row.
+    world.store.queue_hold.until = 0.0
+    world.store.note_queue_admitted(time.time() + 5)
+    assert world.store.queue_held().refusals == 0
+    assert _scraped("lotlens_stage_queue_refusals_in_a_row") == 0
+
+
+def test_the_lots_waiting_are_the_store_s_at_scrape_time(world: World) -> None:
+    world.rounds()
+    world.store.add(lots(3, job_id="job-late"))  # taken in while this replica's round goes on
+    assert _scraped("lotlens_stage_lots_waiting") == 3
+
+
+class _Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _exported(collector: StageFiguresCollector) -> dict[str, float]:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return {sample.name: sample.value for metric in registry.collect() for sample in metric.samples}
+
+
+HELD = StageFigures(lots_waiting=500, tokens_enqueued=9_000, oldest_batch_age_s=0.0, held=HeldNow(60.0, 2))
+
+
+def test_the_held_seconds_count_down_between_two_readings() -> None:
+    clock = _Clock()
+    collector = StageFiguresCollector(clock=clock)
+    collector.watch("vision", lambda: HELD, fresh_s=5)
+    assert _exported(collector)["lotlens_stage_queue_held_seconds"] == 60
+    clock.now = 4.0  # within the reading's freshness: not read again
+    exported = _exported(collector)
+    assert exported["lotlens_stage_queue_held_seconds"] == 56
+    assert exported["lotlens_stage_queue_refusals_in_a_row"] == 2
+    assert exported["lotlens_openai_oldest_batch_age_seconds"] == 0  # no batch: none ages
+
+
+def test_figures_the_store_could_not_give_are_left_out_not_repeated() -> None:
+    answers: list[StageFigures | Exception] = [HELD, OperationalError("SELECT", {}, Exception("down"))]
+
+    def read() -> StageFigures:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    collector = StageFiguresCollector()
+    collector.watch("vision", read, fresh_s=0)
+    assert _exported(collector)["lotlens_stage_queue_refusals_in_a_row"] == 2
+    assert _exported(collector) == {}
+
+
+def test_a_store_that_does_not_answer_holds_no_scrape_and_its_last_figures_go_stale() -> None:
+    clock = _Clock()
+    answered = threading.Event()
+    readings = [HELD]
+
+    def read() -> StageFigures:
+        if not readings:
+            answered.wait(10)  # the database does not answer
+            return HELD
+        return readings.pop()
+
+    collector = StageFiguresCollector(wait_s=0.05, stale_s=10, clock=clock)
+    collector.watch("vision", read, fresh_s=5)
+    assert "lotlens_stage_lots_waiting" in _exported(collector)
+    clock.now = 6.0  # due again: the reading hangs, the last one stands while recent
+    began = time.monotonic()
+    assert _exported(collector)["lotlens_stage_lots_waiting"] == 500
+    assert time.monotonic() - began < 1
+    clock.now = 11.0
+    assert _exported(collector) == {}
+    answered.set()
