@@ -24,6 +24,7 @@ from types import MappingProxyType
 
 import httpx2
 
+from lotlens_common.image_hosts import HostHealth
 from lotlens_common.lookups import requester
 from lotlens_common.shares import Shares
 from lotlens_common.stage.core.limits import IMAGE_TYPES
@@ -71,6 +72,14 @@ class _Answer:
     length: int | None
     frames: int | None = None  # GIFs fetched with GET only
     leading: bytes | None = None  # the body's first bytes, when a GET read them
+
+
+@dataclass(frozen=True)
+class _Try:
+    why: str | None  # None: usable
+    passing: bool  # trying again may change the verdict
+    size: int
+    answered: bool = True  # False: no connection, a dropped one, or no DNS answer (`image_hosts`)
 
 
 # Servers that say image/jpg mean image/jpeg.
@@ -165,8 +174,10 @@ def _length(response: httpx2.Response) -> int | None:
 
 class _Checker:
     def __init__(self, client: httpx2.AsyncClient, allow_loopback: bool, max_bytes: int,
-                 max_redirects: int, resolve: Resolver, lookup_timeout_s: float | None) -> None:
+                 max_redirects: int, resolve: Resolver, lookup_timeout_s: float | None,
+                 hosts: HostHealth | None = None, on_behalf: str = "") -> None:
         self._client = client
+        self.hosts, self.on_behalf = hosts, on_behalf
         self._allow_loopback = allow_loopback
         self._max_bytes = max_bytes
         self._max_redirects = max_redirects
@@ -204,16 +215,21 @@ class _Checker:
         """(None when the image is usable, otherwise why not; its bytes). A passing failure (no
         connection, a dropped one, HTTP 408/429/5xx) is tried again after each of `RETRY_PAUSES_S`:
         a busy image host must not fail a lot for good (the caller's timeout still bounds the whole
-        check)."""
+        check). A host taken as down (`image_hosts`) is not tried: its verdict is the image's."""
         for pause in (*RETRY_PAUSES_S, None):
-            why, passing, size = await self._once(url)
-            if not passing or pause is None:
-                return why, size
+            down = self.hosts.down(self.on_behalf, url) if self.hosts is not None else None
+            if down is not None:
+                return down, 0
+            attempt = await self._once(url)
+            if self.hosts is not None:
+                (self.hosts.answered if attempt.answered else self.hosts.failed)(self.on_behalf, url)
+            if not attempt.passing or pause is None:
+                return attempt.why, attempt.size
             await asyncio.sleep(pause)
         raise AssertionError("unreachable: the last pause is None")
 
-    async def _once(self, url: str) -> tuple[str | None, bool, int]:
-        """(why the image is unusable or None, whether trying again may change that, its bytes)."""
+    async def _once(self, url: str) -> _Try:
+        """One try: why the image is unusable (None: usable), whether trying again may change that."""
         try:
             head = await self._fetch(url, "HEAD")
             # A HEAD saying 0 bytes does not know them (no image file is empty): believed, a 9 MB
@@ -222,24 +238,27 @@ class _Checker:
                     and _media_type(head.content_type) != "image/gif"):
                 why = self._verdict(head)
                 if why is not None:
-                    return why, False, head.length
+                    return _Try(why, False, head.length)
                 first = await self._fetch(url, "GET", _FIRST_BYTES)  # 206, or 200 read no further
                 if not 200 <= first.status < 300:
-                    return self._verdict(first), first.status in PASSING_STATUSES, 0
+                    return _Try(self._verdict(first), first.status in PASSING_STATUSES, 0)
                 # A GIF served under another type (image/jpeg) is read whole for its frames: by its
                 # label alone an animated one passed, and OpenAI refuses it (the lot failed).
                 if image_format(first.leading or b"") != "gif":
-                    return self._verdict(dataclasses.replace(head, leading=first.leading)), False, head.length
+                    why = self._verdict(dataclasses.replace(head, leading=first.leading))
+                    return _Try(why, False, head.length)
             answer = await self._fetch(url, "GET")
-            return self._verdict(answer), answer.status in PASSING_STATUSES, answer.length or 0
+            return _Try(self._verdict(answer), answer.status in PASSING_STATUSES, answer.length or 0)
         except _Unusable as exc:
-            return str(exc), False, 0
+            return _Try(str(exc), False, 0)
         except BlockedDestination as exc:
-            return f"refused: {exc}", isinstance(exc, LookupTryAgain), 0
+            silent = isinstance(exc, LookupTryAgain)
+            return _Try(f"refused: {exc}", silent, 0, answered=not silent)
         except httpx2.HTTPError as exc:
             passing = (isinstance(exc, httpx2.TransportError)
                        and not isinstance(exc, httpx2.UnsupportedProtocol))
-            return (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__), passing, 0
+            why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return _Try(why, passing, 0, answered=not passing)
 
     def _verdict(self, answer: _Answer) -> str | None:
         if not 200 <= answer.status < 300:
@@ -317,18 +336,21 @@ async def _first_bytes(response: httpx2.Response) -> bytes:
 async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_loopback: bool,
                        concurrency: int = 16, *, max_bytes: int = MAX_IMAGE_BYTES,
                        max_redirects: int = MAX_REDIRECTS, timeout_s: float | None = 30.0,
-                       resolve: Resolver = resolve_host, shares: Shares | None = None) -> ImageCheck:
+                       resolve: Resolver = resolve_host, shares: Shares | None = None,
+                       hosts: HostHealth | None = None) -> ImageCheck:
     """Check every URL, `concurrency` at a time; each is bounded by `timeout_s` (redirects included).
 
     With `shares` (as many places as `client` has connections), each URL's check first takes a
     place of the requester's share (`lookups.on_behalf_of`), and its time starts once it has one:
     one client's checks of hosts that never answer held every connection of a shared client, and
     another client's images ran out of time waiting for one ("no answer within 10 s").
+    With `hosts`, a host whose tries keep getting no answer is taken as down for the requester, and
+    its other URLs are unreachable at once (`image_hosts`).
     """
     unique = list(dict.fromkeys(urls))
-    checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve, timeout_s)
-    gate = asyncio.Semaphore(max(1, concurrency))
     on_behalf = requester()
+    checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve, timeout_s, hosts, on_behalf)
+    gate = asyncio.Semaphore(max(1, concurrency))
 
     def place() -> AbstractAsyncContextManager[None]:
         return shares.hold(on_behalf) if shares is not None else nullcontext()
@@ -338,7 +360,9 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
             try:
                 async with asyncio.timeout(timeout_s):
                     return await checker.reason(url)
-            except TimeoutError:
+            except TimeoutError:  # a host trickling bytes, or slow in every try
+                if hosts is not None:
+                    hosts.failed(on_behalf, url)
                 return f"no answer within {timeout_s} s", 0
 
     verdicts = dict(zip(unique, await asyncio.gather(*(one(url) for url in unique)), strict=True))

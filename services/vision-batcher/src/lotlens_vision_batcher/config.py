@@ -17,6 +17,11 @@ class VisionBatcherSettings(ServiceSettings):
     stage: StageSettings = Field(default_factory=StageSettings)
     image_check_concurrency: int = 64
     image_check_timeout_s: float = 10.0
+    # A client's image host whose tries got no answer this many times in a row (timeouts, refused
+    # or dropped connections, no DNS answer) is taken as down for `image_host_down_s`: its other
+    # images are unreachable without a connection (`lotlens_common/image_hosts.py`); 0 turns it off.
+    image_host_down_after: int = Field(default=3, ge=0)
+    image_host_down_s: float = Field(default=60.0, gt=0)
     # The gateway's setting of the same name: a lot's images pass the same limit on either path.
     max_image_bytes: int = MAX_IMAGE_BYTES
     metrics_port: int = 0

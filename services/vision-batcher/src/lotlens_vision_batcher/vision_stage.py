@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.image_hosts import HostHealth
 from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_common.model.errors import ModelOutputError
@@ -38,10 +39,13 @@ def image_checker(settings: VisionBatcherSettings) -> ImageChecker:
     checked, so DNS cannot change between check and fetch."""
     http = guarded_async_client(settings.allow_loopback_urls, settings.image_check_timeout_s,
                                 max_connections=settings.image_check_concurrency)
+    # For the process's life: a job's lots come in chunks and rounds, and its tarpit host, once
+    # found out, stays down for all of them (each chunk re-learning it cost three timeouts).
+    hosts = HostHealth(settings.image_host_down_after, settings.image_host_down_s)
 
     async def check(urls: Sequence[str]) -> ImageCheck:
         return await check_images(urls, http, settings.allow_loopback_urls, settings.image_check_concurrency,
-                                  max_bytes=settings.max_image_bytes)
+                                  max_bytes=settings.max_image_bytes, hosts=hosts)
 
     return check
 
