@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from types import MappingProxyType
 
 import httpx2
 
+from lotlens_common.image_budget import current_window
 from lotlens_common.image_hosts import HostHealth
 from lotlens_common.lookups import requester
 from lotlens_common.shares import Shares
@@ -59,6 +61,8 @@ class ImageCheck:
     # Bytes of each usable image (its Content-Length, or what a GET read): OpenAI caps the image
     # bytes of one request (`stage/core/limits.fit_request_images`).
     sizes: dict[str, int] = field(default_factory=dict)
+    # Not checked: their turn came after the caller's `start_by` (no verdict either way).
+    unchecked: tuple[str, ...] = ()
 
 
 class _Unusable(Exception):
@@ -346,17 +350,21 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
     another client's images ran out of time waiting for one ("no answer within 10 s").
     With `hosts`, a host whose tries keep getting no answer is taken as down for the requester, and
     its other URLs are unreachable at once (`image_hosts`).
+    Within `image_budget.started_by`, a URL whose turn comes after its deadline is left unchecked.
     """
     unique = list(dict.fromkeys(urls))
     on_behalf = requester()
     checker = _Checker(client, allow_loopback, max_bytes, max_redirects, resolve, timeout_s, hosts, on_behalf)
-    gate = asyncio.Semaphore(max(1, concurrency))
+    gate = asyncio.Semaphore(max(1, concurrency))  # first come, first served: URLs start in order
+    window = current_window()
 
     def place() -> AbstractAsyncContextManager[None]:
         return shares.hold(on_behalf) if shares is not None else nullcontext()
 
-    async def one(url: str) -> tuple[str | None, int]:
+    async def one(index: int, url: str) -> tuple[str | None, int] | None:
         async with gate, place():
+            if window is not None and index >= window.always and time.monotonic() >= window.deadline:
+                return None
             try:
                 async with asyncio.timeout(timeout_s):
                     return await checker.reason(url)
@@ -365,8 +373,10 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
                     hosts.failed(on_behalf, url)
                 return f"no answer within {timeout_s} s", 0
 
-    verdicts = dict(zip(unique, await asyncio.gather(*(one(url) for url in unique)), strict=True))
+    answers = await asyncio.gather(*(one(index, url) for index, url in enumerate(unique)))
+    verdicts = {url: verdict for url, verdict in zip(unique, answers, strict=True) if verdict is not None}
     failed = {url: reason for url, (reason, _) in verdicts.items() if reason is not None}
-    return ImageCheck(valid=tuple(url for url in unique if url not in failed), unreachable=tuple(failed),
+    return ImageCheck(valid=tuple(url for url in verdicts if url not in failed), unreachable=tuple(failed),
                       reasons=failed,
-                      sizes={url: size for url, (reason, size) in verdicts.items() if reason is None})
+                      sizes={url: size for url, (reason, size) in verdicts.items() if reason is None},
+                      unchecked=tuple(url for url in unique if url not in verdicts))

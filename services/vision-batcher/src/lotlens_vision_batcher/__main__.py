@@ -24,7 +24,8 @@ def main() -> None:
     lookups.configure(settings.dns_lookup_threads, settings.dns_lookups_per_client)
     serve_stage(settings, settings.stage, settings.group_id, settings.subscribed_topics(),
                 VisionStage(settings.topics.vision, settings.models, image_checker(settings),
-                            billed_share=settings.billed_share()), handle,
+                            billed_share=settings.billed_share(),
+                            check_budget_s=settings.image_check_budget_s), handle,
                 settings.metrics_port, HANDLED)
 
 

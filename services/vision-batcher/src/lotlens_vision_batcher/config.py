@@ -22,6 +22,10 @@ class VisionBatcherSettings(ServiceSettings):
     # images are unreachable without a connection (`lotlens_common/image_hosts.py`); 0 turns it off.
     image_host_down_after: int = Field(default=3, ge=0)
     image_host_down_s: float = Field(default=60.0, gt=0)
+    # A chunk of a shard starts no image check after this long but its first lot's (those under
+    # way end within their own 30 s): the lots left go back to their job's queue, and the round
+    # moves on to the other jobs. At 64 checks at a time, even all dead, 256 images a chunk.
+    image_check_budget_s: float = Field(default=120.0, gt=0)
     # The gateway's setting of the same name: a lot's images pass the same limit on either path.
     max_image_bytes: int = MAX_IMAGE_BYTES
     metrics_port: int = 0

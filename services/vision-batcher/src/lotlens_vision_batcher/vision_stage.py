@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
+from lotlens_common.image_budget import started_by
 from lotlens_common.image_hosts import HostHealth
 from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.lookups import on_behalf_of
@@ -87,6 +89,9 @@ class VisionStage:
     # The Batch API bills a share of the list price; direct calls pay it whole.
     billed_share: float = 1.0
     recent: RecentChecks = field(default_factory=RecentChecks, compare=False)
+    # A chunk's image checks start none after this long (but its first lot's): the lots left
+    # without verdicts are `Prepared.deferred`, so one job's slow hosts cannot hold the round.
+    check_budget_s: float | None = None
 
     @property
     def work_type(self) -> type[VisionWork]:
@@ -122,22 +127,31 @@ class VisionStage:
         every_url = list(dict.fromkeys(url for lot in fresh for url in lot.work.image_urls))
         sizes = self.recent.known(every_url)
         unchecked: dict[str, dict[str, None]] = {}  # client -> its lots' URLs without a verdict
+        firsts: dict[str, int] = {}  # client -> how many of them its first lot needing a check has
         # Usually every URL has a fresh verdict (a job's lots share their images): no lot is looked at.
         for lot in fresh if len(sizes) < len(every_url) else ():
             mine = unchecked.setdefault(lot.client_id, {})
             mine.update((url, None) for url in lot.work.image_urls if url not in sizes)
-        checks = await asyncio.gather(*(self._check(client, list(urls))
+            if mine:
+                firsts.setdefault(lot.client_id, len(mine))
+        deadline = None if self.check_budget_s is None else time.monotonic() + self.check_budget_s
+        checks = await asyncio.gather(*(self._check(client, list(urls), deadline, firsts[client])
                                         for client, urls in unchecked.items() if urls))
         for check in checks:
             self.recent.remember(check)
             sizes.update({url: check.sizes.get(url, 0) for url in check.valid})
         usable = {url: size for url, size in sizes.items() if size is not None}
+        late = {url for check in checks for url in check.unchecked}  # past the deadline: no verdict
         requests: list[tuple[LotWork[VisionWork], dict[str, Any]]] = []
         settled: list[tuple[LotWork[VisionWork], Event]] = []
+        deferred: list[LotWork[VisionWork]] = []
         for lot, failed in zip(lots, failed_before, strict=True):
             if failed:  # its LotFailed may be out already: the same verdict again
                 reason = f"none of the lot's {len(lot.work.image_urls)} images could be fetched"
                 settled.append((lot, self.failure_event(lot, reason)))
+                continue
+            if late and not late.isdisjoint(lot.work.image_urls):
+                deferred.append(lot)  # sent unchanged to the queue's end (`submit._build`)
                 continue
             refused = set(lot.work.refused_images)
             sendable = [url for url in lot.work.image_urls if url in usable and url not in refused]
@@ -154,12 +168,14 @@ class VisionStage:
                 continue
             body = vision_request_body(lot.work.additional_info, valid, self.models, lot.work.output_room)
             requests.append((checked, body))
-        return Prepared(requests, settled)
+        return Prepared(requests, settled, deferred)
 
-    async def _check(self, client_id: str, urls: list[str]) -> ImageCheck:
+    async def _check(self, client_id: str, urls: list[str], deadline: float | None, first: int) -> ImageCheck:
         """A client's images, its hosts looked up within its own share of the lookup threads:
-        another client's hosts on a DNS that never answers cannot hold them all."""
-        with on_behalf_of(client_id):
+        another client's hosts on a DNS that never answers cannot hold them all. Past `deadline`,
+        only the `first` URLs (its first lot's) are still checked: every chunk gets a lot further."""
+        window = started_by(deadline, first) if deadline is not None else contextlib.nullcontext()
+        with on_behalf_of(client_id), window:
             return await self.check_images(urls)
 
     def result_event(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> Event:

@@ -239,19 +239,27 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     folder = stage.settings.work_dir or tempfile.gettempdir()
     writer = JsonlWriter(Path(folder) / f"{shard_id}.jsonl", stage.file_byte_limit())
     prepared: list[LotWork[Any]] = []
+    held_back: list[str] = []
     try:
         # Chunk by chunk, so a 50,000-request shard never holds all its request bodies at once.
         for start in range(0, len(lots), PREPARE_CHUNK):
             if stage.stopping.is_set():
                 raise Stopped(shard_id)
-            requests = await _unless_stopped(stage, shard_id, _prepare(stage, shard_id,
-                                                                       lots[start:start + PREPARE_CHUNK]))
+            requests, deferred = await _unless_stopped(stage, shard_id, _prepare(
+                stage, shard_id, lots[start:start + PREPARE_CHUNK]))
             writer.write(requests)
             prepared += [lot for lot, _ in requests]
             # A round preparing a big shard (many slow image hosts) outlasted the liveness probe's
             # 600 s: the pod was restarted mid-round, and recovery began the same checks again.
             heartbeat(f"stage:{stage.spec.name}")
-        stage.store.requeue(job_id, writer.overflow, sent=False)
+            if deferred:
+                # Out of its time (one job's image hosts that never answer): the rest waits for the
+                # next round, and this one moves on to the other jobs' shards, sending what is ready.
+                held_back = [lot.lot_id for lot in (*deferred, *lots[start + PREPARE_CHUNK:])]
+                break
+        # As if never claimed, like the file's overflow: a crash before this leaves them in the
+        # `building` shard, and recovery prepares them again.
+        stage.store.requeue(job_id, [*writer.overflow, *held_back], sent=False)
         if not writer.written:
             stage.store.close_shard(shard_id, "empty", None)
             return None
@@ -329,8 +337,9 @@ async def _unless_stopped(stage: Stage[Any], shard_id: str, preparing: Coroutine
 
 
 async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
-                   ) -> list[tuple[LotWork[Any], dict[str, Any]]]:
-    """Requests for the lots that need the model; the others are settled here and now."""
+                   ) -> tuple[list[tuple[LotWork[Any], dict[str, Any]]], list[LotWork[Any]]]:
+    """Requests for the lots that need the model, and the lots left for later (`Prepared.deferred`);
+    the others are settled here and now."""
     prepared = await stage.spec.prepare(lots)
     job_id = lots[0].job_id
     # Only what preparation changed is written: rewriting every claimed row's work doubled the
@@ -358,4 +367,4 @@ async def _prepare(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]]
         stage.store.settle(job_id, failures)
     stage.store.save_prepared(job_id, [lot.lot_id for lot, event in prepared.settled
                                        if not isinstance(event, LotFailed)], changed)
-    return prepared.requests
+    return prepared.requests, prepared.deferred

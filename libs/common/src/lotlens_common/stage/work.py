@@ -12,7 +12,7 @@ always did. What a later release writes there is safe to ignore by definition, a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 import orjson
@@ -183,6 +183,9 @@ class Prepared(Generic[W]):
 
     requests: list[tuple[LotWork[W], dict[str, Any]]]
     settled: list[tuple[LotWork[W], Event]]
+    # Not prepared this time (the vision stage's image checks ran out of their time): back to the
+    # queue unchanged, and the shard is sent with what was prepared.
+    deferred: list[LotWork[W]] = field(default_factory=list)
 
 
 class StageSpec(Protocol[W]):
