@@ -76,8 +76,11 @@ def test_the_held_seconds_count_down_between_two_readings() -> None:
     assert exported["lotlens_openai_oldest_batch_age_seconds"] == 0  # no batch: none ages
 
 
-def test_figures_the_store_could_not_give_are_left_out_not_repeated() -> None:
-    answers: list[StageFigures | Exception] = [HELD, OperationalError("SELECT", {}, Exception("down"))]
+def test_a_failed_reading_leaves_the_last_good_figures_aging_until_stale() -> None:
+    """One failed reading must not drop the series for a scrape: Prometheus marks it stale at once,
+    and LotLensOpenAIQueueHeld's 30 minutes began again. Failing for `stale_s`, they are left out."""
+    clock = _Clock()
+    answers: list[StageFigures | Exception] = [HELD] + [OperationalError("SELECT", {}, Exception("down"))] * 3
 
     def read() -> StageFigures:
         answer = answers.pop(0)
@@ -85,9 +88,23 @@ def test_figures_the_store_could_not_give_are_left_out_not_repeated() -> None:
             raise answer
         return answer
 
+    collector = StageFiguresCollector(stale_s=60, clock=clock)
+    collector.watch("vision", read, fresh_s=5)
+    assert _exported(collector)["lotlens_stage_queue_refusals_in_a_row"] == 2
+    clock.now = 6.0  # due: this reading fails, the last good one stands, aged
+    exported = _exported(collector)
+    assert exported["lotlens_stage_queue_refusals_in_a_row"] == 2
+    assert exported["lotlens_stage_queue_held_seconds"] == 54
+    clock.now = 61.0  # still failing, and the last good reading is over a minute old
+    assert _exported(collector) == {}
+
+
+def test_a_store_that_never_answered_gives_no_figures() -> None:
+    def read() -> StageFigures:
+        raise OperationalError("SELECT", {}, Exception("down"))
+
     collector = StageFiguresCollector()
     collector.watch("vision", read, fresh_s=0)
-    assert _exported(collector)["lotlens_stage_queue_refusals_in_a_row"] == 2
     assert _exported(collector) == {}
 
 

@@ -7,8 +7,11 @@ exporting the refusals in a row and the lots waiting it had read, after another 
 had been admitted, and LotLensOpenAIQueueHeld (`max` over the replicas) paged on a hold that had
 ended. Now a scrape that finds the last reading over `fresh_s` old starts one, on a thread of its
 own, and waits for it at most `wait_s`: a database that does not answer never holds /metrics (and
-the round-failure counters LotLensStageRoundsFailing reads) past Prometheus's timeout. A reading
-over `stale_s` old, or one that failed, is not exported at all: no figure rather than a stale one.
+the round-failure counters LotLensStageRoundsFailing reads) past Prometheus's timeout. The last
+good reading stands, aged, until it is `stale_s` old, through slow or failed readings: left out at
+the first failure, a series lost its sample for a scrape and an alert's `for:` (30 minutes for
+LotLensOpenAIQueueHeld) began again. Past `stale_s` it is not exported at all: no figure rather
+than a stale one.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ log = logging.getLogger(__name__)
 # One reading serves the scrapes of several Prometheus servers and dashboards for this long.
 FRESH_S = 5.0
 SCRAPE_WAIT_S = 2.0
-# Past this age (a reading failed, or is still running) the figures are left out.
-STALE_S = 10.0
+# Past this age (readings failed, or one is still running) the figures are left out: a minute,
+# four scrapes at Prometheus's usual 15 s.
+STALE_S = 60.0
 
 
 class StageFigures(NamedTuple):
@@ -47,8 +51,9 @@ class StageFigures(NamedTuple):
 class _Reading:
     read: Callable[[], StageFigures]
     fresh_s: float
-    taken_at: float | None = None  # when the last reading began (on the collector's clock)
-    figures: StageFigures | None = None  # None: it failed
+    asked_at: float | None = None  # when the last reading began (on the collector's clock)
+    taken_at: float | None = None  # when the last good one began
+    figures: StageFigures | None = None  # the last good one's
     thread: threading.Thread | None = None
 
 
@@ -97,14 +102,15 @@ class StageFiguresCollector(Collector):
         return iter(families)
 
     def latest(self, stage: str) -> tuple[StageFigures, float] | None:
-        """The stage's last reading and its age in seconds, reading again first if it is due; None
-        when it failed, is over `stale_s` old, or the stage is not watched."""
+        """The stage's last good reading and its age in seconds, reading again first if it is due;
+        None when there is none, it is over `stale_s` old, or the stage is not watched."""
         with self._lock:
             reading = self._readings.get(stage)
             if reading is None:
                 return None
-            due = reading.taken_at is None or self._clock() - reading.taken_at >= reading.fresh_s
+            due = reading.asked_at is None or self._clock() - reading.asked_at >= reading.fresh_s
             if due and (reading.thread is None or not reading.thread.is_alive()):
+                reading.asked_at = self._clock()
                 reading.thread = threading.Thread(target=self._read, args=(stage, reading), daemon=True,
                                                   name=f"figures-{stage}")
                 reading.thread.start()
@@ -120,13 +126,12 @@ class StageFiguresCollector(Collector):
 
     def _read(self, stage: str, reading: _Reading) -> None:
         began = self._clock()
-        figures: StageFigures | None
         try:
             figures = reading.read()
-        except Exception as exc:  # the database, down or slow: no figures until a reading succeeds
-            log.warning("the %s stage's figures were not read, their series are left out of /metrics: %r",
-                        stage, exc)
-            figures = None
+        except Exception as exc:  # the database, down or slow: the last good figures age meanwhile
+            log.warning("the %s stage's figures were not read; the last ones stand until %.0f s old: %r",
+                        stage, self._stale_s, exc)
+            return
         with self._lock:
             reading.taken_at, reading.figures = began, figures
 

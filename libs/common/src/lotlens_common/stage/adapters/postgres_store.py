@@ -26,9 +26,10 @@ from lotlens_common.tables import stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
-# Within the collector's staleness bound (`figures.STALE_S`): a reading cut short leaves the
-# figures out rather than finishing late.
-FIGURES_TIMEOUT_MS = 5_000
+# Within the collector's staleness bound (`figures.STALE_S`): a reading cut short leaves the last
+# good figures to age rather than finishing late. Counting a queue of millions of lots takes
+# seconds on a busy database, and scrapes do not wait for it (`figures.py`).
+FIGURES_TIMEOUT_MS = 30_000
 
 
 class PostgresWorkStore(Generic[W]):
