@@ -23,8 +23,8 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def job(job_id: str, waiting: int, arrived: int, expected: int, age_s: float = 0.0,
-        tokens: int = 1000) -> WaitingJob:
-    return WaitingJob(job_id, waiting, arrived, expected, NOW - timedelta(seconds=age_s), tokens)
+        tokens: int = 1000, client: str = "c1") -> WaitingJob:
+    return WaitingJob(job_id, client, waiting, arrived, expected, NOW - timedelta(seconds=age_s), tokens)
 
 
 def test_a_job_whose_lots_have_all_arrived_is_flushed_at_once() -> None:

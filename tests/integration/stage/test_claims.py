@@ -64,7 +64,8 @@ def test_a_claim_takes_the_queue_by_place_without_writing_its_lots(engine: Engin
     assert _statuses(engine, job_id) == {"lot-0": store.SUBMITTED, "lot-1": store.SUBMITTED,
                                          "lot-2": store.SUBMITTED, "lot-3": store.WAITING,
                                          "lot-4": store.WAITING}
-    assert [(job.waiting, job.arrived) for job in work.waiting_jobs() if job.job_id == job_id] == [(2, 5)]
+    assert [(job.client_id, job.waiting, job.arrived) for job in work.waiting_jobs()
+            if job.job_id == job_id] == [("c1", 2, 5)]  # the client: the budget is shared by client
 
 
 def test_a_lot_sent_back_goes_to_the_end_of_the_queue_with_its_send_counted(engine: Engine) -> None:

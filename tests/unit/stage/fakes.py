@@ -71,7 +71,7 @@ class FakeStore(QueueHoldRow, QuotaRows):
         jobs: dict[str, list[Row]] = {}
         for row in self.rows.values():
             jobs.setdefault(row.lot.job_id, []).append(row)
-        return [WaitingJob(job_id, sum(r.status == "waiting" for r in rows), len(rows),
+        return [WaitingJob(job_id, rows[0].lot.client_id, sum(r.status == "waiting" for r in rows), len(rows),
                            max(r.lot.total_lots for r in rows), datetime.min, 0, job_id in self.cancelled)
                 for job_id, rows in jobs.items() if any(r.status == "waiting" for r in rows)
                 and (job_id in self.cancelled or not cancelled_only)]

@@ -36,7 +36,7 @@ from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters.jsonl import JsonlWriter
 from lotlens_common.stage.cancel import drop_cancelled, job_cancelled
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.core.rule import affordable, plan_flushes, recordable
+from lotlens_common.stage.core.rule import Shares, plan_flushes, recordable
 from lotlens_common.stage.files import forget_file
 from lotlens_common.stage.key import SENDING, key_accepted, pause_for_key
 from lotlens_common.stage.ports import Fit, Settlement, Shard, Stage, about_lot
@@ -80,9 +80,13 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     enqueued = stage.store.tokens_enqueued() if limit else 0
     plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
                         stage.settings.max_requests_per_batch, enqueued, limit)
-    budget = limit - enqueued if limit else None
+    client_of = {job.job_id: job.client_id for job in jobs}
+    shares = Shares(limit - enqueued, len({client_of[flush.job_id] for flush in plan}),
+                    nothing_enqueued=enqueued == 0) if limit else None
     created: list[dict[str, Any]] = []
     for flush in plan:
+        if shares is not None and shares.left <= 0:
+            break  # the budget is full: no lot of any job fits
         if stage.stopping.is_set() or recorded_pause(stage) is not None or queue_held(stage):
             # Read before each claim, not only by a process that knows of the pause: one that had
             # not seen another instance's refusal claimed and prepared a shard (image checks,
@@ -91,11 +95,13 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
         shard_id = f"{stage.spec.name}-{uuid.uuid4().hex}"
         with stage.store.exclusive(shard_id):
             lots = stage.store.claim(flush.job_id, shard_id, flush.lots,
-                                     _fit(stage, budget, nothing_enqueued=budget == limit))
+                                     _fit(stage, shares, client_of[flush.job_id]))
             if not lots:
-                break
-            if budget is not None:
-                budget -= sum(map(stage.spec.estimate_tokens, lots))
+                # Nothing of it fits its client's share, or another instance claimed it: the jobs
+                # after it, other clients' among them, may still have room.
+                continue
+            if shares is not None:
+                shares.spend(sum(map(stage.spec.estimate_tokens, lots)))
             fault_point(f"{stage.spec.name}.after_shard_claimed")
             try:
                 batch = await build(stage, shard_id, lots)
@@ -122,12 +128,15 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     return created
 
 
-def _fit(stage: Stage[Any], budget: int | None, nothing_enqueued: bool) -> Fit[Any]:
-    """The plan counts lots; the budget counts each lot's own estimate, and the shard's event its ids."""
+def _fit(stage: Stage[Any], shares: Shares | None, client_id: str) -> Fit[Any]:
+    """The plan counts lots; the budget's shares count each lot's own estimate, and the shard's
+    event its ids."""
 
     def fit(lots: list[LotWork[Any]]) -> tuple[int, int]:
         costs = [stage.spec.estimate_tokens(lot) for lot in lots]
-        keep = min(affordable(costs, budget, nothing_enqueued), recordable([lot.lot_id for lot in lots]))
+        keep = recordable([lot.lot_id for lot in lots])
+        if shares is not None:
+            keep = shares.fits(client_id, costs[:keep])
         return keep, sum(costs[:keep])
 
     return fit

@@ -85,7 +85,8 @@ def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[
 _QUEUES = f"""
     FROM stage_jobs j
     CROSS JOIN LATERAL (
-        SELECT count(*) AS waiting, max(l.total_lots) AS expected, min(l.enqueued_at) AS oldest
+        SELECT count(*) AS waiting, max(l.total_lots) AS expected, min(l.enqueued_at) AS oldest,
+               max(l.client_id) AS client_id
           FROM stage_lots l
          WHERE l.stage = j.stage AND l.job_id = j.job_id AND {IN_QUEUE}) AS w
    WHERE j.stage = :stage AND j.last_place > j.claimed_place AND w.waiting > 0"""
@@ -99,10 +100,10 @@ def waiting_jobs(conn: Connection, stage: str, cancelled_only: bool = False) -> 
     between batches. `cancelled_only`: a paused stage drops cancelled jobs' lots, and counted
     the queues it could not send five times a second for the whole pause."""
     only = " AND j.cancelled" if cancelled_only else ""
-    rows = conn.execute(text(f"SELECT j.job_id, w.waiting, j.arrived, w.expected, w.oldest, j.cancelled"
-                             f" {_QUEUES}{only}"), {"stage": stage})
-    return [WaitingJob(row.job_id, row.waiting, row.arrived, row.expected, row.oldest, 0, row.cancelled)
-            for row in rows]
+    rows = conn.execute(text(f"SELECT j.job_id, w.client_id, w.waiting, j.arrived, w.expected, w.oldest,"
+                             f" j.cancelled {_QUEUES}{only}"), {"stage": stage})
+    return [WaitingJob(row.job_id, row.client_id, row.waiting, row.arrived, row.expected, row.oldest, 0,
+                       row.cancelled) for row in rows]
 
 
 # The lots each `building` shard still holds (claimed, no batch yet), as `shard_lots` reads them:

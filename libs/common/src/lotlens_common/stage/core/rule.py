@@ -5,7 +5,8 @@ Pure code: no I/O, so every edge is unit-tested.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +25,7 @@ class WaitingJob:
     """A job with lots waiting in the stage."""
 
     job_id: str
+    client_id: str
     waiting: int
     arrived: int
     expected: int
@@ -46,41 +48,81 @@ def plan_flushes(jobs: list[WaitingJob], now: datetime, window_s: float, max_req
                  tokens_enqueued: int, token_limit: int) -> list[Flush]:
     """Jobs whose batch is full, complete (every lot arrived) or older than the window.
 
-    Within the token budget, oldest first; a job whose next batch does not fit waits (it is
-    not sent to fail with `token_limit_exceeded`), but a batch too large for an empty budget
-    is cut to what fits.
+    Without a token budget, oldest first, each its whole next batch. Within one, client by client
+    (`by_client`), each job cut to what its client's share of the room allows (`Shares`); a job
+    whose next batch does not fit waits (it is not sent to fail with `token_limit_exceeded`), and
+    the jobs after it are still planned.
     """
     due = [job for job in jobs if job.waiting >= max_requests or job.arrived >= job.expected
            or now - job.oldest_enqueued_at >= timedelta(seconds=window_s)]
     due.sort(key=lambda job: job.oldest_enqueued_at)
+    if not token_limit:
+        return [Flush(job.job_id, min(job.waiting, max_requests)) for job in due]
+    due = by_client(due)
+    shares = Shares(token_limit - tokens_enqueued, len({job.client_id for job in due}), tokens_enqueued == 0)
     flushes: list[Flush] = []
-    budget = token_limit - tokens_enqueued if token_limit else None
     for job in due:
-        lots = min(job.waiting, max_requests)
-        if budget is not None:
-            affordable = budget // max(job.tokens_per_lot, 1)
-            if affordable <= 0:
-                break
-            lots = min(lots, affordable)
-            budget -= lots * job.tokens_per_lot
-        flushes.append(Flush(job.job_id, lots))
+        # A store that cannot tell a lot's cost says 0: each lot counts 1, so the plan does not cut
+        # and the claim, which knows every lot's estimate, does.
+        cost = max(job.tokens_per_lot, 1)
+        lots = shares.fits(job.client_id, itertools.repeat(cost, min(job.waiting, max_requests)))
+        shares.spend(lots * cost)
+        if lots:
+            flushes.append(Flush(job.job_id, lots))
     return flushes
 
 
-def affordable(costs: Sequence[int], budget: int | None, nothing_enqueued: bool) -> int:
-    """How many of these lots, taken in order, fit in what is left of the token budget.
+def by_client(due: list[WaitingJob]) -> list[WaitingJob]:
+    """The due jobs (oldest first) client by client: the clients with the fewest lots waiting
+    first, so what they leave of their share goes to those with more; each one's jobs oldest first."""
+    clients: dict[str, list[WaitingJob]] = {}
+    for job in due:
+        clients.setdefault(job.client_id, []).append(job)
+    order = sorted(clients.values(), key=lambda jobs: sum(job.waiting for job in jobs))
+    return [job for jobs in order for job in jobs]
 
-    `budget` None means no budget. When nothing at all is enqueued, the first lot goes even if it
-    alone is larger than the whole budget: waiting could never make room for it.
+
+class Shares:
+    """What is left of the enqueued-token budget this round, shared between the clients with due jobs.
+
+    Clients (not jobs: one client's thousand jobs must not crowd out another's one) take turns,
+    and each may spend an equal part of what is left between it and the clients after it: what
+    one leaves goes to the rest. Oldest first over jobs, one client's 50,000-lot job, fed the
+    budget's ~120 lots a batch, held every other client's job until its last lot was sent (days,
+    with OpenAI's hours-long batches). A turn's first lot goes whenever it fits what is left, even
+    past the share: a share smaller than one lot (many clients, a nearly full budget) sent nothing
+    to anyone. When nothing at all is enqueued, the first lot goes even if it alone is larger
+    than the whole budget: waiting could never make room for it.
     """
-    if budget is None:
-        return len(costs)
-    count, spent = 0, 0
-    for cost in costs:
-        if spent + cost > budget and not (count == 0 and nothing_enqueued):
-            break
-        count, spent = count + 1, spent + cost
-    return count
+
+    def __init__(self, left: int, clients: int, nothing_enqueued: bool) -> None:
+        self.left = left
+        self._clients = clients  # still to take their turn, the one taking it included
+        self._nothing_enqueued = nothing_enqueued
+        self._client: str | None = None
+        self._share = 0
+        self._turn_spent = 0
+
+    def fits(self, client_id: str, costs: Iterable[int]) -> int:
+        """How many of these lots of the client's, taken in order, fit in its share now (a new
+        client starts its turn)."""
+        if client_id != self._client:
+            self._client, self._turn_spent = client_id, 0
+            self._share = self.left // max(self._clients, 1)
+            self._clients -= 1
+        count, spent = 0, 0
+        for cost in costs:
+            opening = count == 0 and not self._turn_spent and (cost <= self.left or self._nothing_enqueued)
+            if spent + cost > self._share - self._turn_spent and not opening:
+                break
+            count, spent = count + 1, spent + cost
+        return count
+
+    def spend(self, tokens: int) -> None:
+        """The lots of the client taking its turn were claimed: their estimate is taken from the room."""
+        self.left -= tokens
+        self._turn_spent += tokens
+        self._nothing_enqueued = self._nothing_enqueued and not tokens
 
 
 def recordable(lot_ids: Sequence[str], max_bytes: int = RECORDED_LOT_ID_BYTES) -> int:
