@@ -59,8 +59,8 @@ async def reachable_unless_missing(urls: Sequence[str]) -> ImageCheck:
 
 
 def submit_lots(engine: Engine, job_id: str, notes: list[str], languages: Sequence[str] = ("en",),
-                images: int = 2) -> None:
-    envelopes = [Envelope(client_id="c1", event=LotSubmitted(
+                images: int = 2, client_id: str = "c1") -> None:
+    envelopes = [Envelope(client_id=client_id, event=LotSubmitted(
         job_id=job_id, lot_id=f"lot-{i}", seq=i, total_lots=len(notes), additional_info=note,
         image_urls=tuple(f"https://img.test/{job_id}/{i}-{k}.jpg" for k in range(images)),
         languages=tuple(languages))) for i, note in enumerate(notes)]

@@ -84,6 +84,31 @@ def test_lots_wait_for_the_token_budget_instead_of_failing_with_token_limit_exce
 
 
 
+def test_another_clients_lot_is_sent_while_the_big_job_ahead_of_it_still_waits(
+        settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
+    # Oldest job first, the first job's claim took all the room and the loop stopped: every other
+    # client's job waited until the big one's last lot was sent.
+    big, small = new_id("job-"), new_id("job-")
+    limit = _two_and_a_half_lots(settings)
+    stage = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=1, enqueued_token_limit=limit)
+    with serve_standin(tmp_path / "standin", enqueued_token_limit=limit, in_progress_seconds=0.3) as standin:
+        submit_lots(engine, big, [f"lot {i}" for i in range(10)], client_id="client-a")
+
+        async def rounds() -> dict[str, str]:
+            async with runtime(settings, engine, standin, stage) as rt:
+                await step(rt, watching=True)  # the big job's first batch fills the budget
+                submit_lots(engine, small, ["lot 0"], client_id="client-b")
+                for _ in range(300):
+                    await step(rt, watching=True)
+                    if lot_statuses(engine, "vision", small) != {"lot-0": store.WAITING}:
+                        break
+                    await asyncio.sleep(0.1)
+                return lot_statuses(engine, "vision", big)
+
+        big_when_small_went = asyncio.run(rounds())
+    assert lot_statuses(engine, "vision", small) != {"lot-0": store.WAITING}, "the small job was never sent"
+    assert store.WAITING in big_when_small_went.values(), "the small job waited for the big one's last lot"
+
 
 def test_a_queue_filled_by_another_workload_is_backed_off_from_not_hammered(
         settings: ServiceSettings, engine: Engine, tmp_path: Path) -> None:
