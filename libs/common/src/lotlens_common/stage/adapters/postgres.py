@@ -95,10 +95,9 @@ _QUEUES = f"""
 def waiting_jobs(conn: Connection, stage: str, cancelled_only: bool = False) -> list[WaitingJob]:
     """Jobs with lots waiting for a shard, with what the batching rule needs to know about them.
 
-    How many of the job's lots arrived comes from its counter (`enqueue_arrivals`): counting every lot of
-    a 50,000-lot job five times a second was most of what the stage asked of the database
-    between batches. `cancelled_only`: a paused stage drops cancelled jobs' lots, and counted
-    the queues it could not send five times a second for the whole pause."""
+    How many of the job's lots arrived comes from its counter (`enqueue_arrivals`): counting every
+    lot of a 50,000-lot job five times a second was most of what the stage asked of the database.
+    `cancelled_only`: a paused stage reads only the cancelled jobs, whose lots it drops."""
     only = " AND j.cancelled" if cancelled_only else ""
     rows = conn.execute(text(f"SELECT j.job_id, w.client_id, w.waiting, j.arrived, w.expected, w.oldest,"
                              f" j.cancelled {_QUEUES}{only}"), {"stage": stage})
