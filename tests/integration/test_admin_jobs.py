@@ -66,13 +66,13 @@ def _half_done_job(engine: Engine, settings: ServiceSettings) -> dict[str, str]:
            "failed": new_id("vision-"), "stuck_batch": new_id("batch_"),
            "translating": new_id("translation-")}
     vision.claim(job_id, ids["collected"], 2, _everything)
-    vision.record_batch(ids["collected"], new_id("batch_"), 2, time.time())
+    vision.record_batch(ids["collected"], new_id("batch_"), 2, time.time(), 0)
     vision.close_shard(ids["collected"], "collected", "completed")
     vision.claim(job_id, ids["stuck"], 2, _everything)
-    vision.record_batch(ids["stuck"], ids["stuck_batch"], 2, time.time())
+    vision.record_batch(ids["stuck"], ids["stuck_batch"], 2, time.time(), 0)
     vision.note_batch_status(ids["stuck"], "in_progress")
     vision.claim(job_id, ids["failed"], 1, _everything)
-    vision.record_batch(ids["failed"], new_id("batch_"), 1, time.time())
+    vision.record_batch(ids["failed"], new_id("batch_"), 1, time.time(), 0)
     vision.settle(job_id, Settlement([], {"no image could be fetched": ["lot-4"]}, [], {}, [], {}))
     vision.close_shard(ids["failed"], "collected", "completed")
 

@@ -50,7 +50,7 @@ def test_a_batch_created_now_for_a_shard_claimed_21_hours_ago_is_not_over_age(en
     # Its sends refused for the quota over a weekend: the shard kept its claim time through them.
     work, job_id = PostgresWorkStore(engine, STAGE, TranslationWork), new_id("job-")
     shard_id = _claimed(engine, work, job_id, HOURS_21)
-    work.record_batch(shard_id, new_id("batch_"), 1, time.time())
+    work.record_batch(shard_id, new_id("batch_"), 1, time.time(), 0)
 
     assert work.figures().oldest_batch_age_s < 60
     assert _ages(engine, job_id)[shard_id] < 60
@@ -60,9 +60,9 @@ def test_a_batch_created_21_hours_ago_in_a_shard_made_now_reads_its_own_age(engi
     # Adopted by the reconciler (its shard row was lost): a new row holds an old batch.
     work, job_id = PostgresWorkStore(engine, STAGE, TranslationWork), new_id("job-")
     young = _claimed(engine, work, job_id, 0)
-    work.record_batch(young, new_id("batch_"), 1, time.time())
+    work.record_batch(young, new_id("batch_"), 1, time.time(), 0)
     adopted = _claimed(engine, work, job_id, 0)
-    work.record_batch(adopted, new_id("batch_"), 1, time.time() - HOURS_21)
+    work.record_batch(adopted, new_id("batch_"), 1, time.time() - HOURS_21, 0)
 
     assert HOURS_21 <= work.figures().oldest_batch_age_s < HOURS_21 + 60
     assert _ages(engine, job_id)[adopted] >= HOURS_21
@@ -72,6 +72,6 @@ def test_a_shard_recorded_without_its_batch_creation_reads_its_claim_age(engine:
     # Recorded before migration 0038, or by a release without it during a rolling upgrade.
     work, job_id = PostgresWorkStore(engine, STAGE, TranslationWork), new_id("job-")
     shard_id = _claimed(engine, work, job_id, HOURS_21)
-    work.record_batch(shard_id, new_id("batch_"), 1, None)
+    work.record_batch(shard_id, new_id("batch_"), 1, None, 0)
 
     assert work.figures().oldest_batch_age_s >= HOURS_21 > ALERT_S

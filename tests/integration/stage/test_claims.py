@@ -159,7 +159,7 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
         shard_id = new_id("shard-")
         work.claim(job_id, shard_id, 20_000, _all)
         # Its batch is made: the lots wait for OpenAI, not for the stage (a `building` shard's count).
-        work.record_batch(shard_id, new_id("batch_"), 20_000, time.time())
+        work.record_batch(shard_id, new_id("batch_"), 20_000, time.time(), 0)
     with engine.begin() as conn:
         conn.execute(text("ANALYZE stage_lots"))
 
@@ -204,6 +204,22 @@ def test_a_shard_estimated_past_two_billion_tokens_is_claimed_and_counted(engine
     claimed = work.claim(job_id, new_id("translation-"), 2, lambda lots: (len(lots), 2_275_700_000))
     assert len(claimed) == 2
     assert work.tokens_enqueued() >= 2_275_700_000
+
+
+def test_a_recorded_batch_holds_the_tokens_of_the_lots_it_sent_not_of_the_claim(engine: Engine) -> None:
+    # A stage of its own: the count is the whole stage's.
+    work = PostgresWorkStore(engine, new_id("tokens-"), TranslationWork)
+    job_id, shard_id = new_id("job-"), new_id("shard-")
+    with engine.begin() as conn:
+        enqueue(conn, work.stage, [LotWork(job_id, f"lot-{i}", "c1", 3, 0, TranslationWork(
+            english_html="<p>x</p>", languages=("en",))) for i in range(3)])
+    work.claim(job_id, shard_id, 3, lambda lots: (len(lots), 3000))
+    assert work.tokens_enqueued() == 3000
+    work.requeue(job_id, ["lot-2"], sent=False)  # its images ran out of time: not in the batch
+
+    work.record_batch(shard_id, new_id("batch_"), 2, time.time(), 2000)
+
+    assert work.tokens_enqueued() == 2000
 
 
 def test_a_lot_sent_back_after_its_job_was_cancelled_waits_to_be_dropped_by_the_runner(

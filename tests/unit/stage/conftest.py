@@ -21,7 +21,8 @@ from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.runner import housekeep, step
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
-from tests.unit.stage.fakes import FakeBatches, FakePublisher, FakeStore
+from tests.unit.stage.fake_publisher import FakePublisher
+from tests.unit.stage.fakes import FakeBatches, FakeStore
 
 
 async def dead_images_unreachable(urls: Sequence[str]) -> ImageCheck:

@@ -1,4 +1,5 @@
-"""In-memory stand-ins for the stage's ports: a work store, a batches API, a publisher.
+"""In-memory stand-ins for the stage's ports: a work store and a batches API (the publisher's is
+`fake_publisher`).
 
 They record what happened, so the tests read the effects (events published, batches created or
 cancelled, lot statuses) instead of the calls.
@@ -16,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException
 
-from lotlens_common.envelope import caused, encode
-from lotlens_common.events import Event
 from lotlens_common.model.errors import ModelError, ModelRequestError
 from lotlens_common.stage.core.rule import WaitingJob
 from lotlens_common.stage.figures import StageFigures
-from lotlens_common.stage.ports import Caused, Closing, Fit, Settlement, Shard
+from lotlens_common.stage.ports import Closing, Fit, Settlement, Shard
 from lotlens_common.stage.work import LotWork, VisionWork
-from lotlens_common.topics import MAX_MESSAGE_BYTES
 from tests.unit.stage.fake_quota import QueueHoldRow, QuotaRows
 
 
@@ -169,9 +166,11 @@ class FakeStore(QueueHoldRow, QuotaRows):
         asked = self.create_asked_at.get(shard.shard_id)
         return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
-    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
+                     tokens: int) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
                                               status="submitted", batch_created_at=created_at)
+        self.tokens[shard_id] = tokens
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         if self.shards_by_id[shard_id].status == "submitted":
@@ -388,16 +387,3 @@ class FakeBatches:
             raise ModelRequestError(f"HTTP 403 permission_denied: not allowed to read {file_id}", 403)
         for line in self.files[file_id]:
             yield line
-
-
-@dataclass
-class FakePublisher:
-    """Keeps every event published; refuses one over Kafka's message size as the producer does."""
-
-    events: list[Event] = field(default_factory=list)
-
-    def publish(self, client_id: str, events: Sequence[Caused]) -> None:
-        for cause, event in events:
-            if len(encode(caused(event, client_id, cause))) > MAX_MESSAGE_BYTES:
-                raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
-        self.events.extend(event for _, event in events)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -62,3 +63,25 @@ def test_lots_not_checked_in_time_wait_unsent_and_the_shard_goes_with_the_ready_
     asyncio.run(submit.flush_due(world.stage))
     assert sorted(lot_id for batch in world.submitted() for lot_id in batch.lot_ids) == [
         f"job-1-lot-{i}" for i in range(6)]
+
+
+def test_deferred_lots_hold_no_room_of_the_token_budget_and_another_job_gets_it(world: World) -> None:
+    spec = VisionStage("vision", ModelSettings(), LateChecker(), recent=RecentChecks(ttl_s=0),
+                       check_budget_s=5.0)
+    one_lot = spec.estimate_tokens(_lot(0, "a"))
+    settings = world.settings.model_copy(update={"enqueued_token_limit": 2 * one_lot})
+    world.stage = Stage(spec, world.store, world.batches, world.publisher, settings)
+    world.store.add([replace(_lot(0, "a"), total_lots=2), replace(_lot(1, "late"), total_lots=2)])
+    asyncio.run(submit.flush_due(world.stage))
+
+    (sent,) = world.submitted()
+    assert sent.lot_ids == ("job-1-lot-0",)
+    assert world.store.tokens_enqueued() == one_lot, "what OpenAI holds is the lot sent, not the claim"
+
+    other = LotWork("job-2", "job-2-lot-0", "c2", 1, 0, VisionWork(
+        additional_info="Camry", image_urls=("https://img/b-0.jpg",), languages=("en",)))
+    world.store.add([other])
+    # Job 1's waiting lot is claimed first and deferred again: the room it did not use is job 2's.
+    asyncio.run(submit.flush_due(world.stage))
+    assert [batch.lot_ids for batch in world.submitted()] == [("job-1-lot-0",), ("job-2-lot-0",)]
+    assert world.store.tokens_enqueued() == 2 * one_lot

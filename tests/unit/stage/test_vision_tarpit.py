@@ -31,7 +31,8 @@ from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.config import VisionBatcherSettings
 from lotlens_vision_batcher.vision_stage import VisionStage, image_checker
 from tests.servers import SilentServer, image_host, silent_server
-from tests.unit.stage.fakes import FakeBatches, FakePublisher, FakeStore
+from tests.unit.stage.fake_publisher import FakePublisher
+from tests.unit.stage.fakes import FakeBatches, FakeStore
 
 TIMEOUT_S, CONCURRENCY = 0.5, 4
 # Each tarpit URL is tried three times (a read timeout is a passing failure), 0.5 s and 2 s apart:

@@ -234,8 +234,10 @@ class WorkStore(Protocol[W]):
         """A create is being asked for the shard (`asked`), or it was refused (no batch made)."""
         ...
 
-    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None) -> None:
-        """The shard's batch exists and is on record, with when OpenAI created it (a Unix time)."""
+    def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
+                     tokens: int) -> None:
+        """The shard's batch exists and is on record, with when OpenAI created it (a Unix time) and
+        the estimated tokens of the lots it holds (`tokens_enqueued` counts them from now on)."""
         ...
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:

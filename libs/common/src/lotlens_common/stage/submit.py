@@ -76,7 +76,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     if not building or not jobs:
         return []  # paused: a batch we made cannot be seen, the key, the quota or the queue is refused
     limit = stage.token_limit()
-    # Without a budget there is nothing to count against (the gauge is kept by the runner).
+    # Without a budget there is nothing to count against (the gauge is read when scraped).
     enqueued = stage.store.tokens_enqueued() if limit else 0
     plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
                         stage.settings.max_requests_per_batch, enqueued, limit)
@@ -84,7 +84,12 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     shares = Shares(limit - enqueued, len({client_of[flush.job_id] for flush in plan}),
                     nothing_enqueued=enqueued == 0) if limit else None
     created: list[dict[str, Any]] = []
-    for flush in plan:
+    for number, flush in enumerate(plan):
+        if shares is not None and number:
+            # Read again after each shard, as it was put on record: charged with all it claimed, a
+            # shard whose lots went back to the queue unsent (`Prepared.deferred`) left the round's
+            # later jobs no room.
+            shares.left = limit - stage.store.tokens_enqueued()
         if shares is not None and shares.left <= 0:
             break  # the budget is full: no lot of any job fits
         if stage.stopping.is_set() or recorded_pause(stage) is not None or queue_held(stage):
