@@ -69,6 +69,10 @@ class _Unusable(Exception):
     """This image cannot be used; the message says why."""
 
 
+class _NoDnsAnswer(LookupTryAgain):
+    """The lookup ran into its own timeout: for `image_hosts`, a host that does not answer."""
+
+
 @dataclass(frozen=True)
 class _Answer:
     status: int
@@ -83,7 +87,6 @@ class _Try:
     why: str | None  # None: usable
     passing: bool  # trying again may change the verdict
     size: int
-    answered: bool = True  # False: no connection, a dropped one, or no DNS answer (`image_hosts`)
 
 
 # Servers that say image/jpg mean image/jpeg.
@@ -198,7 +201,7 @@ class _Checker:
             async with asyncio.timeout(self._lookup_timeout_s):
                 return await self._resolve(host, port)
         except TimeoutError:
-            raise LookupTryAgain(f"no DNS answer for {host} within {self._lookup_timeout_s} s") from None
+            raise _NoDnsAnswer(f"no DNS answer for {host} within {self._lookup_timeout_s} s") from None
 
     async def _cached_resolve(self, host: str, port: int) -> list[IPAddress]:
         task = self._resolved.get((host, port))
@@ -219,14 +222,10 @@ class _Checker:
         """(None when the image is usable, otherwise why not; its bytes). A passing failure (no
         connection, a dropped one, HTTP 408/429/5xx) is tried again after each of `RETRY_PAUSES_S`:
         a busy image host must not fail a lot for good (the caller's timeout still bounds the whole
-        check). A host taken as down (`image_hosts`) is not tried: its verdict is the image's."""
+        check). A host taken as down (`image_hosts`), the image's or a redirect's, is not tried:
+        its verdict is the image's."""
         for pause in (*RETRY_PAUSES_S, None):
-            down = self.hosts.down(self.on_behalf, url) if self.hosts is not None else None
-            if down is not None:
-                return down, 0
             attempt = await self._once(url)
-            if self.hosts is not None:
-                (self.hosts.answered if attempt.answered else self.hosts.failed)(self.on_behalf, url)
             if not attempt.passing or pause is None:
                 return attempt.why, attempt.size
             await asyncio.sleep(pause)
@@ -256,13 +255,12 @@ class _Checker:
         except _Unusable as exc:
             return _Try(str(exc), False, 0)
         except BlockedDestination as exc:
-            silent = isinstance(exc, LookupTryAgain)
-            return _Try(f"refused: {exc}", silent, 0, answered=not silent)
+            return _Try(f"refused: {exc}", isinstance(exc, LookupTryAgain), 0)
         except httpx2.HTTPError as exc:
             passing = (isinstance(exc, httpx2.TransportError)
                        and not isinstance(exc, httpx2.UnsupportedProtocol))
             why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            return _Try(why, passing, 0, answered=not passing)
+            return _Try(why, passing, 0)
 
     def _verdict(self, answer: _Answer) -> str | None:
         if not 200 <= answer.status < 300:
@@ -283,9 +281,7 @@ class _Checker:
     async def _fetch(self, url: str, method: str, headers: dict[str, str] = _ACCEPT) -> _Answer:
         current = url
         for _ in range(self._max_redirects + 1):
-            await check_destination(current, self._allow_loopback, self._cached_resolve)
-            request = self._client.build_request(method, current, headers=headers)
-            response = await self._client.send(request, stream=True, follow_redirects=False)
+            response = await self._ask(current, method, headers)
             try:
                 if response.has_redirect_location:
                     current = _redirected(response)
@@ -302,6 +298,26 @@ class _Checker:
             finally:
                 await response.aclose()
         raise _Unusable(f"more than {self._max_redirects} redirects")
+
+    async def _ask(self, hop: str, method: str, headers: dict[str, str]) -> httpx2.Response:
+        """The hop's answer (its body still to stream), kept by the host memory against the hop's
+        host, not the image's: a redirect to a host that never answers took the redirecting one
+        down. Only this try's own timeouts count against it (`image_hosts`)."""
+        down = self.hosts.down(self.on_behalf, hop) if self.hosts is not None else None
+        if down is not None:
+            raise _Unusable(down)
+        began = self.hosts.clock() if self.hosts is not None else 0.0
+        try:
+            await check_destination(hop, self._allow_loopback, self._cached_resolve)
+            request = self._client.build_request(method, hop, headers=headers)
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+        except (httpx2.ConnectTimeout, httpx2.ReadTimeout, httpx2.WriteTimeout, _NoDnsAnswer):
+            if self.hosts is not None:
+                self.hosts.timed_out(self.on_behalf, hop, began)
+            raise
+        if self.hosts is not None:
+            self.hosts.answered(self.on_behalf, hop)
+        return response
 
     async def _measure(self, response: httpx2.Response, walk: GifFrames) -> tuple[int, bytes | None]:
         """Bytes of the body, reading no further than one byte past the limit (or a GIF's second
@@ -348,8 +364,8 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
     place of the requester's share (`lookups.on_behalf_of`), and its time starts once it has one:
     one client's checks of hosts that never answer held every connection of a shared client, and
     another client's images ran out of time waiting for one ("no answer within 10 s").
-    With `hosts`, a host whose tries keep getting no answer is taken as down for the requester, and
-    its other URLs are unreachable at once (`image_hosts`).
+    With `hosts`, a host whose tries keep running into their own timeouts is taken as down for the
+    requester, and its other URLs are unreachable at once (`image_hosts`).
     Within `image_budget.started_by`, a URL whose turn comes after its deadline is left unchecked.
     """
     unique = list(dict.fromkeys(urls))
@@ -368,9 +384,7 @@ async def check_images(urls: Sequence[str], client: httpx2.AsyncClient, allow_lo
             try:
                 async with asyncio.timeout(timeout_s):
                     return await checker.reason(url)
-            except TimeoutError:  # a host trickling bytes, or slow in every try
-                if hosts is not None:
-                    hosts.failed(on_behalf, url)
+            except TimeoutError:  # a host trickling bytes, or slow in every try: not for `hosts`
                 return f"no answer within {timeout_s} s", 0
 
     answers = await asyncio.gather(*(one(index, url) for index, url in enumerate(unique)))

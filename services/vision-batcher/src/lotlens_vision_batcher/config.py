@@ -17,9 +17,10 @@ class VisionBatcherSettings(ServiceSettings):
     stage: StageSettings = Field(default_factory=StageSettings)
     image_check_concurrency: int = 64
     image_check_timeout_s: float = 10.0
-    # A client's image host whose tries got no answer this many times in a row (timeouts, refused
-    # or dropped connections, no DNS answer) is taken as down for `image_host_down_s`: its other
-    # images are unreachable without a connection (`lotlens_common/image_hosts.py`); 0 turns it off.
+    # A client's image host whose tries ran into their own timeout this many times in a row (no
+    # connection, no answer, no DNS answer within it; a refused or dropped connection is no such
+    # try) is taken as down for `image_host_down_s`: its other images are unreachable without a
+    # connection (`lotlens_common/image_hosts.py`); 0 turns it off.
     image_host_down_after: int = Field(default=3, ge=0)
     image_host_down_s: float = Field(default=60.0, gt=0)
     # A chunk of a shard starts no image check after this long but its first lot's (those under
