@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,8 +18,9 @@ def batch_line(custom_id: str, body: Mapping[str, Any]) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
-@dataclass(frozen=True)
-class BatchLineResult:
+# A named tuple, not a frozen dataclass: each of a 50,000-line file's results was built through
+# six `object.__setattr__` calls (0.75 us; 0.25 as a tuple).
+class BatchLineResult(NamedTuple):
     """One request's outcome: the response body, or why there is none."""
 
     custom_id: str
@@ -48,10 +48,9 @@ def _from_error_object(custom_id: str, error: Mapping[str, Any]) -> BatchLineRes
 
 
 def _from_response(custom_id: str, response: Mapping[str, Any]) -> BatchLineResult:
+    """A response line that holds no answer (`parse_batch_line` took those): why."""
     status = response.get("status_code")
     body = response.get("body")
-    if status == 200 and isinstance(body, dict):
-        return BatchLineResult(custom_id, body, None)
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         code = error.get("code") or error.get("type")
@@ -72,17 +71,20 @@ def _int_or_none(value: Any) -> int | None:
 def parse_batch_line(raw: bytes) -> BatchLineResult | None:
     """The result an output-file or error-file line holds (None for a blank line);
     ModelOutputError for a line that is not one (not JSON, not an object, no `custom_id`)."""
-    if not raw.strip():
-        return None
     try:
         line = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        # A blank line is no JSON document either: looked for only here, not in every line first.
+        if not raw.strip():
+            return None
         raise ModelOutputError(f"a batch result line is not JSON: {exc}") from exc
-    if not isinstance(line, dict) or not isinstance(line.get("custom_id"), str):
+    if not isinstance(line, dict) or not isinstance(custom_id := line.get("custom_id"), str):
         raise ModelOutputError("a batch result line has no custom_id")
-    custom_id = line["custom_id"]
-    if isinstance(line.get("error"), dict):
-        return _from_error_object(custom_id, line["error"])
-    if isinstance(line.get("response"), dict):
-        return _from_response(custom_id, line["response"])
+    if isinstance(error := line.get("error"), dict):
+        return _from_error_object(custom_id, error)
+    if isinstance(response := line.get("response"), dict):
+        body = response.get("body")
+        if response.get("status_code") == 200 and isinstance(body, dict):
+            return BatchLineResult(custom_id, body, None)  # nearly every line: an answer
+        return _from_response(custom_id, response)
     return BatchLineResult(custom_id, None, "the line has neither a response nor an error", None)
