@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx2
 import pytest
@@ -16,22 +16,10 @@ from lotlens_common.image_hosts import HostHealth
 from lotlens_common.images import ImageCheck, check_images
 from lotlens_common.lookups import on_behalf_of
 from lotlens_common.urls import IPAddress, LookupTryAgain, Resolver, guarded_async_client
-from tests.servers import SilentServer, image_host, silent_server
+from tests.servers import SilentServer
 
 TIMEOUT_S = 0.3
 DEAD = "http://dead.example/a.png"
-
-
-@pytest.fixture()
-def tarpit() -> Iterator[SilentServer]:
-    with silent_server() as server:
-        yield server
-
-
-@pytest.fixture()
-def images() -> Iterator[str]:
-    with image_host() as url:
-        yield url
 
 
 class Clock:

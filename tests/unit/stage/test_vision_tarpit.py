@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.config import VisionBatcherSettings
 from lotlens_vision_batcher.vision_stage import VisionStage, image_checker
-from tests.servers import SilentServer, image_host, silent_server
+from tests.servers import SilentServer
 from tests.unit.stage.fake_publisher import FakePublisher
 from tests.unit.stage.fakes import FakeBatches, FakeStore
 
@@ -40,18 +39,6 @@ TIMEOUT_S, CONCURRENCY = 0.5, 4
 TARPIT_LOTS, URLS_PER_LOT = 5, 4
 PER_URL_S = (len(RETRY_PAUSES_S) + 1) * TIMEOUT_S + sum(RETRY_PAUSES_S)
 ALL_TIMED_OUT_S = TARPIT_LOTS * URLS_PER_LOT / CONCURRENCY * PER_URL_S
-
-
-@pytest.fixture()
-def tarpit() -> Iterator[SilentServer]:
-    with silent_server() as server:
-        yield server
-
-
-@pytest.fixture()
-def images() -> Iterator[str]:
-    with image_host() as url:
-        yield url
 
 
 def _settings(monkeypatch: pytest.MonkeyPatch, timeout_s: float = TIMEOUT_S) -> VisionBatcherSettings:
