@@ -89,9 +89,16 @@ def test_without_a_budget_jobs_go_oldest_first_each_its_whole_batch() -> None:
     assert plan(jobs, limit=0) == [Flush("a1", 500), Flush("b1", 2)]
 
 
-def test_within_a_budget_the_client_with_less_waiting_goes_first_and_the_big_one_takes_what_is_left() -> None:
+def test_within_a_budget_the_client_waiting_longest_goes_first_and_the_next_shares_what_is_left() -> None:
     jobs = [job("a1", "a", 500, age_s=90), job("b1", "b", 2, age_s=40)]
-    assert plan(jobs) == [Flush("b1", 2), Flush("a1", 8)]
+    assert plan(jobs) == [Flush("a1", 5), Flush("b1", 2)]
+
+
+def test_the_client_served_longest_ago_goes_first_whatever_waits_longest() -> None:
+    jobs = [job("a1", "a", 500, age_s=90), job("b1", "b", 500, age_s=40)]
+    served = {"a": 100.0, "b": 50.0}
+    assert plan_flushes(jobs, NOW, 30, 50_000, 0, 10_000, served) == [Flush("b1", 5), Flush("a1", 5)]
+    assert plan_flushes(jobs, NOW, 30, 50_000, 0, 10_000, {"a": 100.0}) == [Flush("b1", 5), Flush("a1", 5)]
 
 
 def test_a_client_with_many_jobs_does_not_crowd_out_another_with_one() -> None:
@@ -102,11 +109,18 @@ def test_a_client_with_many_jobs_does_not_crowd_out_another_with_one() -> None:
     assert [f.job_id for f in flushes if f.job_id.startswith("a")] == [f"a{i}" for i in range(5)]  # oldest
 
 
-def test_a_job_that_fits_nothing_does_not_stop_the_plan_for_the_jobs_after_it() -> None:
+def test_the_first_turn_that_fits_nothing_keeps_the_room_for_it() -> None:
     jobs = [job("a1", "a", 3, age_s=90, tokens=4000), job("b1", "b", 10, age_s=40, tokens=500)]
-    # 3000 left for two: a1 (fewer waiting, its turn first) fits not one 4000-token lot, and b1
-    # takes its own share and what a1 left.
-    assert plan(jobs, enqueued=7000) == [Flush("b1", 6)]
+    # 3000 left: a1, first in turn, fits not one 4000-token lot, and b1's would eat the room that
+    # batches finishing free for it: nothing goes until a1's lot fits.
+    assert plan(jobs, enqueued=7000) == []
+
+
+def test_a_later_turn_that_fits_nothing_does_not_stop_the_plan_for_the_clients_after_it() -> None:
+    jobs = [job("a1", "a", 10, age_s=90, tokens=500), job("b1", "b", 3, age_s=60, tokens=4000),
+            job("c1", "c", 10, age_s=40, tokens=500)]
+    # 3000 left for three: a1 its 1000, b1 fits not one 4000-token lot, c1 takes what is left.
+    assert plan(jobs, enqueued=7000) == [Flush("a1", 2), Flush("c1", 4)]
 
 
 def test_nothing_is_planned_when_the_budget_is_full() -> None:

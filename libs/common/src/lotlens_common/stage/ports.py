@@ -366,6 +366,7 @@ class Stage(Generic[W]):
     # Building shards whose create may still land -> when recovery last listed OpenAI's batches
     # for them (time.monotonic()): `lifecycle.LIST_WHILE_LANDING_S`.
     listed_while_landing: dict[str, float] = field(default_factory=dict)
+    served_at: dict[str, float] = field(default_factory=dict)  # client -> its last claim (monotonic)
 
     def remember_sent(self, shard_id: str, lots: Sequence[LotWork[W]]) -> None:
         """Keep a shard's sent lots for its collection; the oldest shards' go past SENT_LOTS_KEPT

@@ -78,8 +78,10 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
     limit = stage.token_limit()
     # Without a budget there is nothing to count against (the gauge is read when scraped).
     enqueued = stage.store.tokens_enqueued() if limit else 0
+    # Whose lots were claimed when: the turns between clients go round (`rule.by_client`).
+    stage.served_at = {job.client_id: stage.served_at.get(job.client_id, -math.inf) for job in jobs}
     plan = plan_flushes(jobs, utc_now(), stage.settings.window_s,
-                        stage.settings.max_requests_per_batch, enqueued, limit)
+                        stage.settings.max_requests_per_batch, enqueued, limit, stage.served_at)
     client_of = {job.job_id: job.client_id for job in jobs}
     shares = Shares(limit - enqueued, len({client_of[flush.job_id] for flush in plan}),
                     nothing_enqueued=enqueued == 0) if limit else None
@@ -90,8 +92,8 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
             # shard whose lots went back to the queue unsent (`Prepared.deferred`) left the round's
             # later jobs no room.
             shares.left = limit - stage.store.tokens_enqueued()
-        if shares is not None and shares.left <= 0:
-            break  # the budget is full: no lot of any job fits
+        if shares is not None and (shares.left <= 0 or shares.blocked):
+            break  # the budget is full, or what is left is kept for the client served longest ago
         if stage.stopping.is_set() or recorded_pause(stage) is not None or queue_held(stage):
             # Read before each claim, not only by a process that knows of the pause: one that had
             # not seen another instance's refusal claimed and prepared a shard (image checks,
@@ -105,6 +107,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 # Nothing of it fits its client's share, or another instance claimed it: the jobs
                 # after it, other clients' among them, may still have room.
                 continue
+            stage.served_at[client_of[flush.job_id]] = time.monotonic()
             if shares is not None:
                 shares.spend(sum(map(stage.spec.estimate_tokens, lots)))
             fault_point(f"{stage.spec.name}.after_shard_claimed")

@@ -6,7 +6,8 @@ Pure code: no I/O, so every edge is unit-tested.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,7 +46,8 @@ class Flush:
 
 
 def plan_flushes(jobs: list[WaitingJob], now: datetime, window_s: float, max_requests: int,
-                 tokens_enqueued: int, token_limit: int) -> list[Flush]:
+                 tokens_enqueued: int, token_limit: int, served: Mapping[str, float] | None = None
+                 ) -> list[Flush]:
     """Jobs whose batch is full, complete (every lot arrived) or older than the window.
 
     Without a token budget, oldest first, each its whole next batch. Within one, client by client
@@ -58,7 +60,7 @@ def plan_flushes(jobs: list[WaitingJob], now: datetime, window_s: float, max_req
     due.sort(key=lambda job: job.oldest_enqueued_at)
     if not token_limit:
         return [Flush(job.job_id, min(job.waiting, max_requests)) for job in due]
-    due = by_client(due)
+    due = by_client(due, served)
     shares = Shares(token_limit - tokens_enqueued, len({job.client_id for job in due}), tokens_enqueued == 0)
     flushes: list[Flush] = []
     for job in due:
@@ -72,13 +74,18 @@ def plan_flushes(jobs: list[WaitingJob], now: datetime, window_s: float, max_req
     return flushes
 
 
-def by_client(due: list[WaitingJob]) -> list[WaitingJob]:
-    """The due jobs (oldest first) client by client: the clients with the fewest lots waiting
-    first, so what they leave of their share goes to those with more; each one's jobs oldest first."""
+def by_client(due: list[WaitingJob], served: Mapping[str, float] | None = None) -> list[WaitingJob]:
+    """The due jobs (oldest first) client by client: the client served longest ago first (`served`:
+    client -> when its last lots were claimed; one never served first of all, then the one waiting
+    longest), each one's jobs oldest first. The first is owed the room (`Shares.blocked`), so the
+    turns go round: ordered by what waits, a client whose lots cost more than the others' got next
+    to nothing of a full budget, and one whose lot outgrew the budget waited for good."""
+    served = served or {}
     clients: dict[str, list[WaitingJob]] = {}
     for job in due:
         clients.setdefault(job.client_id, []).append(job)
-    order = sorted(clients.values(), key=lambda jobs: sum(job.waiting for job in jobs))
+    order = sorted(clients.values(), key=lambda jobs: (served.get(jobs[0].client_id, -math.inf),
+                                                       min(job.oldest_enqueued_at for job in jobs)))
     return [job for jobs in order for job in jobs]
 
 
@@ -92,7 +99,9 @@ class Shares:
     with OpenAI's hours-long batches). A turn's first lot goes whenever it fits what is left, even
     past the share: a share smaller than one lot (many clients, a nearly full budget) sent nothing
     to anyone. When nothing at all is enqueued, the first lot goes even if it alone is larger
-    than the whole budget: waiting could never make room for it.
+    than the whole budget: waiting could never make room for it. The first client whose lot does
+    not fit what is left stops the round (`blocked`): the room batches free builds up for it, not
+    for the others' smaller lots.
     """
 
     def __init__(self, left: int, clients: int, nothing_enqueued: bool) -> None:
@@ -102,18 +111,25 @@ class Shares:
         self._client: str | None = None
         self._share = 0
         self._turn_spent = 0
+        self._turns = 0
+        self.blocked = False  # the first turn's lot does not fit: no one else's goes this round
 
     def fits(self, client_id: str, costs: Iterable[int]) -> int:
         """How many of these lots of the client's, taken in order, fit in its share now (a new
         client starts its turn)."""
+        if self.blocked:
+            return 0
         if client_id != self._client:
             self._client, self._turn_spent = client_id, 0
             self._share = self.left // max(self._clients, 1)
             self._clients -= 1
+            self._turns += 1
         count, spent = 0, 0
         for cost in costs:
             opening = count == 0 and not self._turn_spent and (cost <= self.left or self._nothing_enqueued)
             if spent + cost > self._share - self._turn_spent and not opening:
+                # The first turn's first lot fits nothing: the room is kept for it.
+                self.blocked = self._turns == 1 and count == 0 and not self._turn_spent
                 break
             count, spent = count + 1, spent + cost
         return count
