@@ -61,5 +61,7 @@ def test_a_batch_counts_its_own_updates_right_after_its_session_made_others(engi
             conn.execute(text(_TOUCH), {"job_id": script.job_id})
             if flush:
                 conn.execute(text("SELECT pg_stat_force_next_flush()"))
-    assert _updates(engine, script.vision) == (60, 60)
-    assert _updates(engine, script.translation) == (60, 60)
+    # The counts alone: the touched lots' extra row versions may leave their pages no room for a
+    # HOT update while another session's snapshot holds back pruning (a full run saw 57 of 60).
+    assert _updates(engine, script.vision)[0] == 60
+    assert _updates(engine, script.translation)[0] == 60
