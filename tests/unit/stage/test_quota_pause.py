@@ -100,6 +100,7 @@ def test_a_batch_found_and_adopted_leaves_the_due_try_to_the_refused_shard(world
 
     world.publisher.publish = kafka_down  # type: ignore[method-assign, assignment]
     asyncio.run(flush_due(world.stage))  # job-1's batch created, not on record: its shard stays building
+    world.restart()  # another instance (this one creates no batch until job-1's is on record)
     world.store.add(lots(1, job_id="job-2"))
     world.batches.errors["create"] = [quota_refusal()]
     asyncio.run(flush_due(world.stage))  # job-2's create refused: the pause begins

@@ -154,9 +154,10 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     """Whether the stage may build a batch now (write, upload, create).
 
     Never while a batch it made cannot be read: one created under the current key, listed, took
-    the unreadable one for lost. While the key is refused, only recovery builds (its shard is the
-    try that proves the key again). While the quota is out, only recovery, with the try it took
-    (`quota_try`); the pause is read from the rows: another instance's batch may have ended it.
+    the unreadable one for lost; nor while one it made is not on record (`record.UNRECORDED`).
+    While the key is refused, only recovery builds (its shard is the try that proves the key again).
+    While the quota is out, only recovery, with the try it took (`quota_try`); the pause is read
+    from the rows: another instance's batch may have ended it.
     Nor, recovery included, while OpenAI's queue for the model is full (`core/queue_hold.py`), as
     any instance learnt: a restarted replica's recovery rebuilt its building shards into batches
     refused the same way.

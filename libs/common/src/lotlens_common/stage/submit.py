@@ -51,7 +51,7 @@ from lotlens_common.stage.quota import (
     quota_try,
     recorded_pause,
 )
-from lotlens_common.stage.record import SHARD_KEY, batch_metadata, put_on_record
+from lotlens_common.stage.record import SHARD_KEY, batch_metadata, end_hold_but, held_shard, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
 
@@ -130,6 +130,8 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 metrics.openai_error(stage.spec.name, "batches", exc)
                 log.exception("sending shard %s of job %s failed; recovery sends it again", shard_id,
                               flush.job_id, extra={"job_id": flush.job_id, "shard_id": shard_id})
+                if held_shard(stage) is not None:
+                    break  # its batch exists, not on record: the next would not be either
                 continue
             if batch is not None:
                 created.append(batch)
@@ -154,7 +156,9 @@ async def recover_building(stage: Stage[Any]) -> None:
     """Finish shards whose builder died: adopt their batch if it exists, else build it again
     (unless the stage is paused: `quota.may_build`)."""
     building = stage.store.shards("building")
-    _forget_listings_but(stage, {shard.shard_id for shard in building})
+    ids = {shard.shard_id for shard in building}
+    _forget_listings_but(stage, ids)
+    end_hold_but(stage, ids)
     for shard in building:
         if stage.stopping.is_set():
             return
@@ -164,11 +168,15 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
-                if lots and _listed_lately(stage, current):
+                # The held shard's batch is there, found at each watch: listed once a minute, it
+                # was put on record up to a minute after Kafka took events again.
+                if lots and shard.shard_id != held_shard(stage) and _listed_lately(stage, current):
                     continue  # its create may still land, and the listing a minute ago did not show it
                 with quota_try(stage, wanted=bool(lots)) as the_try:
                     found = await _find_shard_batch(stage, shard.shard_id) if lots else None
                     action = lifecycle.for_building(len(lots), found, current.create_asked_age_s)
+                    if isinstance(action, lifecycle.Build | lifecycle.CloseEmpty):
+                        end_hold_but(stage, ids - {shard.shard_id})  # it has no batch
                     if isinstance(action, lifecycle.CloseEmpty):
                         stage.store.close_shard(shard.shard_id, "empty", None)
                         continue
