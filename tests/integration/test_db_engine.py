@@ -16,7 +16,7 @@ from lotlens_common.db import make_engine
 from lotlens_common.kafka import TRANSIENT_ERRORS
 from lotlens_common.row_sets import append_rows, copy_row
 from lotlens_common.settings import DatabaseSettings
-from lotlens_common.stage.adapters.postgres import _QUEUES
+from lotlens_common.stage.adapters.postgres import QUEUES
 from tests.conftest import Infra, new_id, own_schema
 from tests.stalls import tables_locked
 
@@ -126,7 +126,7 @@ def test_a_stage_queue_over_ten_thousand_jobs_is_planned_without_jit(infra: Infr
         conn.execute(text("ANALYZE stage_jobs"))
         # Without the 2.9 million stage lots of 15 days the estimate stays low: JIT any plan.
         conn.execute(text("SET LOCAL jit_above_cost = 0"))
-        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT j.job_id {_QUEUES}"),
+        plan = conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) SELECT j.job_id {QUEUES}"),
                             {"stage": "vision"}).scalar_one()
         search_path = conn.execute(text("SHOW search_path")).scalar_one()
         jit = conn.execute(text("SHOW jit")).scalar_one()  # also where the server has no LLVM

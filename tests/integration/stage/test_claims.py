@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Engine, text
 
 from lotlens_common.stage.adapters import postgres as store
+from lotlens_common.stage.adapters import postgres_figures
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, TranslationWork
@@ -170,7 +171,7 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
         conn.execute(text("SET LOCAL enable_nestloop = off"))
         before = rows_read(conn, "stage_lots")
         jobs = store.waiting_jobs(conn, stage)
-        waiting = store.waiting_count(conn, stage)
+        waiting = postgres_figures.figures(conn, stage).lots_waiting
         read = rows_read(conn, "stage_lots") - before
 
     assert (jobs, waiting) == ([], 0)

@@ -1,6 +1,7 @@
 """The stage's figures on /metrics, read from PostgreSQL at scrape time (`stage/figures.py`): what
-LotLensOpenAIQueueHeld reads of a replica busy in a long round is the row's, not that replica's
-last read, and a reading behind a locked table gives up within seconds."""
+LotLensOpenAIQueueHeld and LotLensOpenAIAuthenticationErrors read of a replica busy in a long round
+is the rows', not that replica's last read, and a reading behind a locked table gives up within
+seconds."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from sqlalchemy.exc import OperationalError
 from lotlens_common.stage.adapters import postgres_store
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.figures import StageFiguresCollector
-from lotlens_common.stage.work import VisionWork
+from lotlens_common.stage.work import LotWork, VisionWork
+from tests.conftest import new_id
+from tests.integration.stage.helpers import enqueue
 
 pytestmark = pytest.mark.integration
 
@@ -43,6 +46,44 @@ def test_a_replica_in_a_long_round_exports_the_series_another_replica_s_admitted
     assert held is not None and 50 < held <= 60
     collecting.note_queue_admitted(time.time() + 1)
     assert _refusals(busy_metrics) == 0
+
+
+def _claimed(engine: Engine, store: PostgresWorkStore[VisionWork]) -> str:
+    """A shard of one new lot, `building` (its id)."""
+    job_id, shard_id = new_id("job-"), new_id("vision-")
+    with engine.begin() as conn:
+        enqueue(conn, "vision", [LotWork(job_id, new_id("lot-"), "c1", 1, 0, VisionWork(
+            additional_info="x", image_urls=("https://img.test/1.jpg",), languages=("en",)))])
+    assert store.claim(job_id, shard_id, 1, lambda lots: (len(lots), 0))
+    return shard_id
+
+
+def test_a_replica_exports_the_pauses_and_batch_statuses_other_replicas_record(engine: Engine) -> None:
+    recording, busy = (PostgresWorkStore(engine, "vision", VisionWork) for _ in range(2))
+    busy_metrics = _replica_metrics(busy)
+
+    def paused() -> float | None:
+        return busy_metrics.get_sample_value("lotlens_stage_paused", {"stage": "vision"})
+
+    def batches(status: str) -> float | None:
+        return busy_metrics.get_sample_value("lotlens_openai_batches", {"stage": "vision", "status": status})
+
+    assert (paused(), batches("validating"), batches("in_progress")) == (0, 0, 0)
+    submitted = _claimed(engine, recording)
+    recording.record_batch(submitted, new_id("batch_"), 1, time.time(), 0)
+    recording.note_batch_status(submitted, "in_progress")
+    assert (batches("validating"), batches("in_progress")) == (0, 1)
+    recording.note_unreadable(submitted, "reading it answered 404; listing the stage's batches failed too")
+    assert paused() == 1  # a batch of the stage cannot be read
+    recording.note_unreadable(submitted, None)
+    assert paused() == 0
+    building = _claimed(engine, recording)
+    recording.note_quota_refused(building, "insufficient_quota", 60)
+    assert paused() == 1  # OpenAI refuses batches for the quota
+    recording.end_quota_pause()
+    assert paused() == 0
+    recording.close_shard(submitted, "collected", "completed")
+    assert batches("in_progress") == 0
 
 
 def test_a_reading_behind_a_locked_table_gives_up_within_its_timeout(

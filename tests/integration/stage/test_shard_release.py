@@ -16,7 +16,6 @@ from sqlalchemy import Engine
 from lotlens_admin.cli import build_parser
 from lotlens_common.events import LotFailed
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.stage import metrics
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.adapters import postgres_locks, postgres_release
 from lotlens_common.stage.collect import watch
@@ -145,7 +144,7 @@ def test_a_shard_released_to_fail_fails_its_lots_with_the_reason_and_the_stage_s
                 await step(rt, watching=True)
                 await asyncio.sleep(0.1)
             assert rt.unreadable == {}
-            assert metrics.PAUSED.labels(stage="vision")._value.get() == 0
+            assert not rt.store.figures().paused
 
     asyncio.run(scenario())
     assert lot_statuses(engine, "vision", unseen_job) == {"lot-0": store.FAILED}

@@ -10,12 +10,14 @@ from typing import Any
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage import metrics
 from lotlens_common.stage.config import StageSettings
+from lotlens_common.stage.key import key_refused
 from lotlens_common.stage.ports import BatchesPort, Stage
 from lotlens_common.stage.record import batch_metadata
 from lotlens_common.stage.runner import housekeep, step
@@ -28,6 +30,16 @@ from tests.unit.stage.fakes import FakeBatches, FakeStore
 async def dead_images_unreachable(urls: Sequence[str]) -> ImageCheck:
     return ImageCheck(valid=tuple(u for u in urls if "dead" not in u),
                       unreachable=tuple(u for u in urls if "dead" in u))
+
+
+def scraped(name: str, stage: str = "vision", **labels: str) -> float:
+    """The stage's gauge `name` (of these further labels) as Prometheus scrapes it (it must be exported)."""
+    pairs = ",".join(f'{key}="{value}"' for key, value in {"stage": stage, **labels}.items())
+    prefix = f"{name}{{{pairs}}} "
+    for line in generate_latest(REGISTRY).decode().splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    raise AssertionError(f"no {prefix}is exported")
 
 
 def lots(count: int, job_id: str = "job-1", notes: str = "Camry") -> list[LotWork[VisionWork]]:
@@ -85,6 +97,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     built = World(FakeStore(), FakeBatches(), FakePublisher(), settings, None)  # type: ignore[arg-type]
     built.restart()
     # On /metrics as while its loop runs, read again at every scrape (`run_stage_loop`).
-    metrics.FIGURES.watch("vision", built.store.figures, fresh_s=0)
+    metrics.FIGURES.watch("vision", built.store.figures, fresh_s=0,
+                          paused_here=lambda: key_refused(built.stage))
     yield built
     metrics.FIGURES.forget("vision")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -224,8 +225,11 @@ class FakeStore(QueueHoldRow, QuotaRows):
         return time.time() - min(created) if created else 0.0
 
     def figures(self) -> StageFigures:
+        submitted = self.shards("submitted")
+        paused = any(s.unreadable is not None or s.release is not None for s in submitted)
+        batches = Counter(s.batch_status for s in submitted if s.batch_status is not None)
         return StageFigures(self.waiting_count(), self.tokens_enqueued(), self.oldest_submitted_age_s(),
-                            self.queue_held())
+                            self.queue_held(), batches, paused or self.quota_pause() is not None)
 
     def prune(self, settled_before: datetime) -> int:
         return 0

@@ -14,11 +14,10 @@ import pytest
 from lotlens_common.model.errors import ModelError, ModelQuotaExceededError, ModelUnavailableError
 from lotlens_common.model.openai_client import _mapped
 from lotlens_common.producer import PublishError
-from lotlens_common.stage import metrics
 from lotlens_common.stage.ports import QUOTA_EXHAUSTED
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S, next_wait_s
 from lotlens_common.stage.submit import flush_due
-from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.conftest import World, lots, scraped
 from tests.unit.stage.test_unreadable_pause import another_project
 
 
@@ -32,7 +31,7 @@ def quota_refusal() -> ModelError:
 
 
 def paused() -> float:
-    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+    return scraped("lotlens_stage_paused")
 
 
 def test_the_quota_refusal_is_a_model_unavailable_error_of_its_own() -> None:

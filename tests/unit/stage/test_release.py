@@ -7,14 +7,13 @@ from dataclasses import replace
 from typing import Any
 
 from lotlens_common.model.errors import ModelRequestError
-from lotlens_common.stage import metrics
 from lotlens_common.stage.core.lifecycle import FAIL, RELEASED, RESEND
 from lotlens_common.stage.ports import Stage
-from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.conftest import World, lots, scraped
 
 
 def paused() -> float:
-    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+    return scraped("lotlens_stage_paused")
 
 
 def _paused_on_an_unseen_batch(world: World) -> str:

@@ -20,14 +20,14 @@ from lotlens_common.model.errors import (
     ModelUnavailableError,
     ModelUnreachableError,
 )
-from lotlens_common.stage import metrics, quota, record, submit
+from lotlens_common.stage import quota, record, submit
 from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop, step
-from tests.unit.stage.conftest import World, lots
+from tests.unit.stage.conftest import World, lots, scraped
 from tests.unit.stage.fakes import described
 
 
 def paused(world: World) -> float:
-    return metrics.PAUSED.labels(stage="vision")._value.get()  # type: ignore[no-any-return]
+    return scraped("lotlens_stage_paused")
 
 @pytest.mark.parametrize("status_code", [401, 403, 404])
 def test_a_batch_unreadable_by_id_pauses_submitting_and_resubmits_nothing(

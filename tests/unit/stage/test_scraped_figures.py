@@ -9,40 +9,67 @@ from __future__ import annotations
 import threading
 import time
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common.model.errors import ModelRequestError
+from lotlens_common.stage.core.lifecycle import RUNNING
 from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.figures import StageFigures, StageFiguresCollector
-from tests.unit.stage.conftest import World, lots
-
-
-def _scraped(name: str, stage: str = "vision") -> float:
-    """The stage's gauge `name` as Prometheus scrapes it (it must be exported)."""
-    prefix = f'{name}{{stage="{stage}"}} '
-    for line in generate_latest(REGISTRY).decode().splitlines():
-        if line.startswith(prefix):
-            return float(line.removeprefix(prefix))
-    raise AssertionError(f"no {name} for {stage} is exported")
+from tests.unit.stage.conftest import World, lots, scraped
+from tests.unit.stage.test_quota_pause import quota_refusal
 
 
 def test_a_replica_busy_in_a_long_round_exports_no_series_another_replica_ended(world: World) -> None:
     world.store.add(lots(2))
     world.store.note_queue_refused(time.time() - 5)  # another replica collected a refusal
     world.rounds()  # this replica's submit step reads the row: held, 1 refusal in a row
-    assert _scraped("lotlens_stage_queue_refusals_in_a_row") == 1
+    assert scraped("lotlens_stage_queue_refusals_in_a_row") == 1
     # This replica now collects a big batch for minutes; meanwhile another one's batch, created
     # after the hold ran out, is admitted: the series ends on the row.
     world.store.queue_hold.until = 0.0
     world.store.note_queue_admitted(time.time() + 5)
     assert world.store.queue_held().refusals == 0
-    assert _scraped("lotlens_stage_queue_refusals_in_a_row") == 0
+    assert scraped("lotlens_stage_queue_refusals_in_a_row") == 0
+
+
+def test_a_quota_pause_another_replica_ended_is_not_exported_by_one_busy_in_a_long_round(
+        world: World) -> None:
+    world.store.add(lots(2))
+    world.batches.errors["create"] = [quota_refusal()]
+    world.rounds()  # this replica's create is refused: the stage pauses, on the shard's row
+    assert scraped("lotlens_stage_paused") == 1
+    # This replica now builds a big file for minutes; another one's try is created meanwhile,
+    # which ends the pause on the rows: LotLensOpenAIAuthenticationErrors (no `for:`) paged on.
+    world.store.end_quota_pause()
+    assert scraped("lotlens_stage_paused") == 0
+
+
+def test_a_key_refused_to_this_replica_is_exported_by_it_though_no_row_holds_the_pause(world: World) -> None:
+    # The key is the process's own (a pod left with a revoked Secret): only its calls tell.
+    world.batches.errors["create"] = [ModelRequestError("invalid_api_key", 401)]
+    world.store.add(lots(2))
+    world.rounds()
+    assert not world.store.figures().paused
+    assert scraped("lotlens_stage_paused") == 1
+    world.rounds(2)  # recovery creates the shard's batch with the key: the pause ends
+    assert len(world.completed()) == 2 and scraped("lotlens_stage_paused") == 0
+
+
+def test_a_batch_another_replica_collected_is_no_longer_exported_as_running(world: World) -> None:
+    world.batches.finish = None
+    world.store.add(lots(2))
+    world.rounds()  # created and watched: validating
+    assert scraped("lotlens_openai_batches", status="validating") == 1
+    [shard] = world.store.shards("submitted")
+    world.store.close_shard(shard.shard_id, "collected", "completed")  # by another replica
+    assert scraped("lotlens_openai_batches", status="validating") == 0
 
 
 def test_the_lots_waiting_are_the_store_s_at_scrape_time(world: World) -> None:
     world.rounds()
     world.store.add(lots(3, job_id="job-late"))  # taken in while this replica's round goes on
-    assert _scraped("lotlens_stage_lots_waiting") == 3
+    assert scraped("lotlens_stage_lots_waiting") == 3
 
 
 class _Clock:
@@ -61,7 +88,8 @@ def _exported(collector: StageFiguresCollector) -> dict[str, float]:
     return {sample.name: sample.value for metric in registry.collect() for sample in metric.samples}
 
 
-HELD = StageFigures(lots_waiting=500, tokens_enqueued=9_000, oldest_batch_age_s=0.0, held=HeldNow(60.0, 2))
+HELD = StageFigures(lots_waiting=500, tokens_enqueued=9_000, oldest_batch_age_s=0.0, held=HeldNow(60.0, 2),
+                    batches={"in_progress": 1}, paused=False)
 
 
 def test_the_held_seconds_count_down_between_two_readings() -> None:
@@ -74,6 +102,15 @@ def test_the_held_seconds_count_down_between_two_readings() -> None:
     assert exported["lotlens_stage_queue_held_seconds"] == 56
     assert exported["lotlens_stage_queue_refusals_in_a_row"] == 2
     assert exported["lotlens_openai_oldest_batch_age_seconds"] == 0  # no batch: none ages
+
+
+def test_every_running_status_is_exported_0_when_no_batch_is_in_it() -> None:
+    collector = StageFiguresCollector()
+    collector.watch("vision", lambda: HELD, fresh_s=5)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    assert {status: registry.get_sample_value("lotlens_openai_batches", {"stage": "vision", "status": status})
+            for status in RUNNING} == {"validating": 0, "in_progress": 1, "finalizing": 0, "cancelling": 0}
 
 
 def test_a_failed_reading_leaves_the_last_good_figures_aging_until_stale() -> None:

@@ -67,7 +67,6 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
         del stage.unreadable[shard_id]
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])
     listing = RoundListing(stage)
-    by_status: dict[str, int] = {}
     for shard in submitted:
         if stage.stopping.is_set():
             break
@@ -79,15 +78,6 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
             metrics.openai_error(stage.spec.name, "batches", exc)
             log.exception("watching batch %s failed; the next round tries again", shard.batch_id,
                           extra={"job_id": shard.job_id, "batch_id": shard.batch_id})
-            continue
-        if status is not None:
-            by_status[status] = by_status.get(status, 0) + 1
-    # Every running status is exported (0 when none), so the series exist before the first batch.
-    for status in lifecycle.RUNNING:
-        metrics.BATCHES_BY_STATUS.labels(stage=stage.spec.name, status=status).set(by_status.get(status, 0))
-    # Not for a batch Kafka would not record: that is no matter of OpenAI's key (the alert on this
-    # gauge says so), and its recovery failing at each watch is counted (LotLensStageRoundsFailing).
-    metrics.PAUSED.labels(stage=stage.spec.name).set(1 if stage.unreadable.keys() - {UNRECORDED} else 0)
 
 
 async def _watch_one(stage: Stage[Any], shard: Shard, cancelled: bool, listing: RoundListing) -> str | None:

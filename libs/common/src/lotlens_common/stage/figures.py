@@ -1,17 +1,21 @@
 """The stage's figures on /metrics, read from its store when a scrape asks for them.
 
-The lots waiting, the tokens enqueued, the oldest batch's age and the queue hold are the stage's,
-alike for every replica. Set by each replica's rounds, they were what that replica last read: one
-busy in a long round (collecting or building a big file, minutes, its heartbeat beating) went on
-exporting the refusals in a row and the lots waiting it had read, after another replica's batch
-had been admitted, and LotLensOpenAIQueueHeld (`max` over the replicas) paged on a hold that had
-ended. Now a scrape that finds the last reading over `fresh_s` old starts one, on a thread of its
-own, and waits for it at most `wait_s`: a database that does not answer never holds /metrics (and
-the round-failure counters LotLensStageRoundsFailing reads) past Prometheus's timeout. The last
-good reading stands, aged, until it is `stale_s` old, through slow or failed readings: left out at
-the first failure, a series lost its sample for a scrape and an alert's `for:` (30 minutes for
-LotLensOpenAIQueueHeld) began again. Past `stale_s` it is not exported at all: no figure rather
-than a stale one.
+The lots waiting, the tokens enqueued, the oldest batch's age, the batches by status, the queue
+hold and the pauses on the shards' rows are the stage's, alike for every replica. Set by each
+replica's rounds, they were what that replica last read: one busy in a long round (collecting or
+building a big file, minutes, its heartbeat beating) went on exporting the refusals in a row and
+the lots waiting it had read, after another replica's batch had been admitted, and
+LotLensOpenAIQueueHeld (`max` over the replicas) paged on a hold that had ended; so did
+LotLensOpenAIAuthenticationErrors on a quota pause another replica's batch had ended. Now a scrape
+that finds the last reading over `fresh_s` old starts one, on a thread of its own, and waits for it
+at most `wait_s`: a database that does not answer never holds /metrics (and the round-failure
+counters LotLensStageRoundsFailing reads) past Prometheus's timeout. The last good reading stands,
+aged, until it is `stale_s` old, through slow or failed readings: left out at the first failure, a
+series lost its sample for a scrape and an alert's `for:` (30 minutes for LotLensOpenAIQueueHeld)
+began again. Past `stale_s` it is not exported at all: no figure rather than a stale one.
+
+One pause is no row's: OpenAI refusing this process's key (`key.py`). The key is each process's
+own, and only its own calls show it accepted again, so `paused_here` asks its memory at each scrape.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lotlens_common.stage.core.lifecycle import RUNNING
 from lotlens_common.stage.core.queue_hold import HeldNow
 
 log = logging.getLogger(__name__)
@@ -45,12 +50,15 @@ class StageFigures(NamedTuple):
     tokens_enqueued: int
     oldest_batch_age_s: float
     held: HeldNow
+    batches: Mapping[str, int]  # submitted shards by their batch's status, as last read
+    paused: bool  # a row holds the stage paused: a batch it cannot read, or the quota
 
 
 @dataclass
 class _Reading:
     read: Callable[[], StageFigures]
     fresh_s: float
+    paused_here: Callable[[], bool]
     asked_at: float | None = None  # when the last reading began (on the collector's clock)
     taken_at: float | None = None  # when the last good one began
     figures: StageFigures | None = None  # the last good one's
@@ -59,8 +67,9 @@ class _Reading:
 
 class StageFiguresCollector(Collector):
     """`lotlens_stage_lots_waiting`, `lotlens_openai_enqueued_tokens`,
-    `lotlens_openai_oldest_batch_age_seconds`, `lotlens_stage_queue_held_seconds` and
-    `lotlens_stage_queue_refusals_in_a_row` of each stage this process runs (`watch`)."""
+    `lotlens_openai_oldest_batch_age_seconds`, `lotlens_stage_queue_held_seconds`,
+    `lotlens_stage_queue_refusals_in_a_row`, `lotlens_openai_batches` and `lotlens_stage_paused` of
+    each stage this process runs (`watch`)."""
 
     def __init__(self, wait_s: float = SCRAPE_WAIT_S, stale_s: float = STALE_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -68,10 +77,12 @@ class StageFiguresCollector(Collector):
         self._lock = threading.Lock()
         self._readings: dict[str, _Reading] = {}
 
-    def watch(self, stage: str, read: Callable[[], StageFigures], fresh_s: float = FRESH_S) -> None:
-        """Export the stage's figures from now on, as `read` finds them."""
+    def watch(self, stage: str, read: Callable[[], StageFigures], fresh_s: float = FRESH_S,
+              paused_here: Callable[[], bool] = lambda: False) -> None:
+        """Export the stage's figures from now on, as `read` finds them; `paused_here`: whether a
+        pause this process alone knows of holds it (asked at each scrape)."""
         with self._lock:
-            self._readings[stage] = _Reading(read, fresh_s)
+            self._readings[stage] = _Reading(read, fresh_s, paused_here)
 
     def forget(self, stage: str) -> None:
         """Export the stage's figures no longer (its loop has stopped)."""
@@ -84,14 +95,17 @@ class StageFiguresCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Each watched stage's latest figures (none for a stage whose reading failed or is stale)."""
-        waiting, tokens, oldest, held, refusals = families = _families()
+        waiting, tokens, oldest, held, refusals, batches, paused = families = _families()
         with self._lock:
-            stages = sorted(self._readings)
-        for stage in stages:
+            watched = sorted(self._readings.items())
+        for stage, reading in watched:
             latest = self.latest(stage)
             if latest is None:
                 continue
             figures, age_s = latest
+            for status in sorted(RUNNING):  # each one, 0 when none: the series exist before a batch
+                batches.add_metric([stage, status], figures.batches.get(status, 0))
+            paused.add_metric([stage], 1 if figures.paused or reading.paused_here() else 0)
             waiting.add_metric([stage], figures.lots_waiting)
             tokens.add_metric([stage], figures.tokens_enqueued)
             # Aged since the reading too: 0 (no batch) stays 0.
@@ -156,4 +170,10 @@ def _families() -> tuple[GaugeMetricFamily, ...]:
         GaugeMetricFamily("lotlens_stage_queue_refusals_in_a_row",
                           "Batches OpenAI's enqueued-token queue for the model refused in a row "
                           "(token_limit_exceeded); 0 once one created since is admitted", labels=["stage"]),
+        GaugeMetricFamily("lotlens_openai_batches", "Batches being watched, by the OpenAI status last read",
+                          labels=["stage", "status"]),
+        GaugeMetricFamily("lotlens_stage_paused",
+                          "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
+                          "OpenAI refuses batches for the quota, or refuses this process's key",
+                          labels=["stage"]),
     )

@@ -39,6 +39,12 @@ def pause_for_key(stage: Stage[Any], exc: ModelError, refused: str) -> bool:
     return True
 
 
+def key_refused(stage: Stage[Any]) -> bool:
+    """Whether the stage is paused as OpenAI refuses this process's key: no row holds this pause,
+    as the key is each process's own and only its own calls show it accepted again."""
+    return KEY_REFUSED in stage.unreadable
+
+
 def key_accepted(stage: Stage[Any], by: str = SENDING) -> None:
     """A call of the kind `by` succeeded with the key: end a pause (logged once) that a refusal of
     that kind began; a shard sent (`SENDING`) proves the key for every call. A listing proves only

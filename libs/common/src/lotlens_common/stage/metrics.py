@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client import REGISTRY, Counter
 
 from lotlens_common.model.errors import ERROR_KINDS, ModelError, error_kind
 from lotlens_common.stage.figures import StageFiguresCollector
 
 BATCHES_CREATED = Counter("lotlens_openai_batches_created_total", "OpenAI batches created", ["stage"])
-BATCHES_BY_STATUS = Gauge("lotlens_openai_batches", "Batches being watched, by OpenAI status",
-                          ["stage", "status"])
 OPENAI_ERRORS = Counter("lotlens_openai_errors_total", "OpenAI API errors of the batch stages",
                         ["stage", "operation", "kind"])
 # Calls refused or timed out before any answer have none: with errors and no answer below 500,
@@ -29,12 +27,9 @@ QUEUE_FULL = Counter("lotlens_openai_queue_full_total",
 OUTPUT_AWAITED = Counter("lotlens_openai_output_awaited_total",
                          "Rounds a finished batch was left uncollected: its counts say lines were "
                          "answered but its output file is not shown or not readable yet", ["stage"])
-PAUSED = Gauge("lotlens_stage_paused",
-               "1 while the stage submits nothing: a batch it made cannot be read (401/403/404), "
-               "OpenAI refuses the key or refuses batches for the quota",
-               ["stage"])
-# The stage's own figures (lots waiting, tokens enqueued, oldest batch, queue hold), read from its
-# store at scrape time for each stage whose loop runs here (`runner.run_stage_loop`).
+# The stage's own figures (lots waiting, tokens enqueued, oldest batch, queue hold, batches by
+# status, pauses), read from its store at scrape time for each stage whose loop runs here
+# (`runner.run_stage_loop`).
 FIGURES = StageFiguresCollector()
 REGISTRY.register(FIGURES)
 

@@ -309,9 +309,9 @@ class WorkStore(Protocol[W]):
         ...
 
     def figures(self) -> StageFigures:
-        """The stage's figures for /metrics: lots not in a batch yet (waiting for a shard, or in a
-        `building` one), tokens enqueued, seconds since OpenAI created the oldest batch it still
-        holds (0 when none) and the queue hold; quickly, or failing."""
+        """The stage's figures for /metrics (`StageFigures`: lots not in a batch yet, tokens
+        enqueued, the oldest batch's age, the queue hold, batches by status, whether a row holds
+        the stage paused), as its tables hold them now; quickly, or failing."""
         ...
 
     def prune(self, settled_before: datetime) -> int:

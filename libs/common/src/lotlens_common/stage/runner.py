@@ -15,7 +15,7 @@ from lotlens_common.ops import heartbeat
 from lotlens_common.stage import metrics
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.core.lifecycle import FINISHED
-from lotlens_common.stage.key import LISTING, pause_for_key
+from lotlens_common.stage.key import LISTING, key_refused, pause_for_key
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
 from lotlens_common.stage.submit import flush_due, recover_building
@@ -31,7 +31,7 @@ def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
     """Run until `stop`; failures are logged and counted, and the work stays in the tables. Its
     figures are on /metrics meanwhile, read from the store at each scrape (`figures.py`)."""
     metrics.start(stage.spec.name)
-    metrics.FIGURES.watch(stage.spec.name, stage.store.figures)
+    metrics.FIGURES.watch(stage.spec.name, stage.store.figures, paused_here=lambda: key_refused(stage))
     stage.stopping = stop
     try:
         asyncio.run(_loop(stage, stop))

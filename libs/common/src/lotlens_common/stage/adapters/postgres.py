@@ -82,7 +82,7 @@ def cancelled_jobs(conn: Connection, stage: str, job_ids: Iterable[str]) -> set[
 # Per job with a queue not claimed to its end, its lots waiting for a shard: read from the
 # queue's unclaimed end through the place index (a join over the table let the planner scan all of
 # it, 55 ms at 100,000 rows, at every tick of an idle stage).
-_QUEUES = f"""
+QUEUES = f"""
     FROM stage_jobs j
     CROSS JOIN LATERAL (
         SELECT count(*) AS waiting, max(l.total_lots) AS expected, min(l.enqueued_at) AS oldest,
@@ -100,35 +100,19 @@ def waiting_jobs(conn: Connection, stage: str, cancelled_only: bool = False) -> 
     `cancelled_only`: a paused stage reads only the cancelled jobs, whose lots it drops."""
     only = " AND j.cancelled" if cancelled_only else ""
     rows = conn.execute(text(f"SELECT j.job_id, w.client_id, w.waiting, j.arrived, w.expected, w.oldest,"
-                             f" j.cancelled {_QUEUES}{only}"), {"stage": stage})
+                             f" j.cancelled {QUEUES}{only}"), {"stage": stage})
     return [WaitingJob(row.job_id, row.client_id, row.waiting, row.arrived, row.expected, row.oldest, 0,
                        row.cancelled) for row in rows]
 
 
-# The lots each `building` shard still holds (claimed, no batch yet), as `shard_lots` reads them:
-# a subquery a shard, through the place index, so an idle stage (none building) reads no lot.
-_IN_BUILDING = """(
-    SELECT coalesce(sum(CASE WHEN s.first_place IS NULL
-        THEN (SELECT count(*) FROM stage_lots l WHERE l.stage = s.stage AND l.job_id = s.job_id
-                 AND l.shard_id = s.shard_id AND l.status = 'submitted')
-        ELSE (SELECT count(*) FROM stage_lots l WHERE l.stage = s.stage AND l.job_id = s.job_id
-                 AND l.place BETWEEN s.first_place AND s.last_place AND l.status = 'waiting') END), 0)
-      FROM stage_shards s WHERE s.stage = :stage AND s.status = 'building')"""
-
-
-def waiting_count(conn: Connection, stage: str) -> int:
-    """Lots not in a batch yet: waiting for a shard, or held by a `building` one. Those it claimed
-    wait as much (an upload failing, OpenAI unreachable, the quota refused keep them there); left
-    out, a stage whose uploads failed showed none waiting while all its lots did."""
-    queued = f"(SELECT coalesce(sum(w.waiting), 0) {_QUEUES})"
-    return int(conn.execute(text(f"SELECT {queued} + {_IN_BUILDING}"), {"stage": stage}).scalar_one())
+# Estimated tokens of the stage's batches that OpenAI holds, or will (a building shard's claim).
+TOKENS_ENQUEUED = ("(SELECT coalesce(sum(estimated_tokens), 0) FROM stage_shards"
+                   " WHERE stage = :stage AND status IN ('building', 'submitted'))")
 
 
 def tokens_enqueued(conn: Connection, stage: str) -> int:
     """Estimated tokens of this stage's batches that OpenAI still holds."""
-    total = conn.execute(select(func.coalesce(func.sum(stage_shards.c.estimated_tokens), 0)).where(
-        stage_shards.c.stage == stage, stage_shards.c.status.in_(["building", "submitted"])))
-    return int(total.scalar_one())
+    return int(conn.execute(text(f"SELECT {TOKENS_ENQUEUED}"), {"stage": stage}).scalar_one())
 
 
 def _lot(row: Sequence[Any], work_type: type[W]) -> LotWork[W]:

@@ -16,7 +16,8 @@ from lotlens_common.stage.core.queue_hold import HeldNow, QueueHold
 
 T = TypeVar("T")
 
-_READ = """
+# The stage's row (none before its first refusal), with the database's now.
+READ = """
     SELECT refusals, extract(epoch FROM refused_at) AS refused_at,
            extract(epoch FROM held_until) AS until, extract(epoch FROM now()) AS now_s
       FROM stage_queue_holds WHERE stage = :stage"""
@@ -25,8 +26,12 @@ _READ = """
 def held(conn: Connection, stage: str) -> HeldNow:
     """How long the stage's new batches are still held back, and after how many refusals in a row
     (one row read by its key)."""
-    row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
-    return HeldNow(0.0, 0) if row is None else _hold(row).now(float(row.now_s))
+    return held_now(conn.execute(text(READ), {"stage": stage}).one_or_none())
+
+
+def held_now(row: Row[Any] | None) -> HeldNow:
+    """The hold as a row `READ` read says (None, or its columns null: there is no hold)."""
+    return HeldNow(0.0, 0) if row is None or row.refusals is None else _hold(row).now(float(row.now_s))
 
 
 def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], start: bool) -> T | None:
@@ -37,7 +42,7 @@ def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], 
     lock is a write. One that would change it goes again under the row's lock, so instances
     collecting refusals at once take turns, each seeing the one before's.
     """
-    row = conn.execute(text(_READ), {"stage": stage}).one_or_none()
+    row = conn.execute(text(READ), {"stage": stage}).one_or_none()
     if row is None and not start:
         return None
     if row is not None:
@@ -50,7 +55,7 @@ def change(conn: Connection, stage: str, step: Callable[[QueueHold, float], T], 
             INSERT INTO stage_queue_holds (stage, refusals, refused_at, held_until)
             VALUES (:stage, 0, to_timestamp(0), to_timestamp(0)) ON CONFLICT (stage) DO NOTHING"""),
             {"stage": stage})
-    row = conn.execute(text(_READ + " FOR UPDATE"), {"stage": stage}).one()
+    row = conn.execute(text(READ + " FOR UPDATE"), {"stage": stage}).one()
     hold = _hold(row)
     outcome = step(hold, float(row.now_s))
     conn.execute(text("""

@@ -11,7 +11,8 @@ from sqlalchemy import Connection, text
 from lotlens_common.stage.ports import QuotaPause
 
 # The shards holding a stage's pause: a shard sent since, or closed (its lots cancelled), holds none.
-_HOLDING = "stage = :stage AND status = 'building' AND quota_retry_at IS NOT NULL"
+HOLDING = "status = 'building' AND quota_retry_at IS NOT NULL"
+_HOLDING = f"stage = :stage AND {HOLDING}"
 
 
 def quota_pause(conn: Connection, stage: str) -> QuotaPause | None:

@@ -10,9 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, func, or_, select, update
+from sqlalchemy import Connection, func, select, text, update
 
+from lotlens_common.stage.adapters.postgres_quota import HOLDING
 from lotlens_common.tables import stage_shards
+
+# The shards that hold their stage paused: submitted ones whose batch cannot be read or whose
+# release is not carried out yet, and building ones refused for the quota (`postgres_quota`).
+PAUSING = ("(status = 'submitted' AND (unreadable_since IS NOT NULL OR release IS NOT NULL))"
+           f" OR ({HOLDING})")
 
 
 @dataclass(frozen=True)
@@ -66,14 +72,10 @@ def note_unreadable(conn: Connection, shard_id: str, reason: str | None) -> None
 
 
 def paused_shards(conn: Connection) -> list[ShardRecord]:
-    """Every shard that holds its stage paused: submitted ones whose batch cannot be read or whose
-    release is not carried out yet, and building ones refused for the quota; oldest pause first."""
+    """Every shard that holds its stage paused (`PAUSING`), oldest pause first."""
     since = func.coalesce(stage_shards.c.unreadable_since, stage_shards.c.quota_paused_since)
-    rows = conn.execute(select(*_COLUMNS).where(or_(
-        and_(stage_shards.c.status == "submitted",
-             or_(stage_shards.c.unreadable_since.is_not(None), stage_shards.c.release.is_not(None))),
-        and_(stage_shards.c.status == "building", stage_shards.c.quota_retry_at.is_not(None))))
-        .order_by(since.asc().nulls_last(), stage_shards.c.created_at))
+    rows = conn.execute(select(*_COLUMNS).where(text(PAUSING))
+                        .order_by(since.asc().nulls_last(), stage_shards.c.created_at))
     return [ShardRecord(**row._asdict()) for row in rows]
 
 

@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import Connection, Engine, func, select, text, update
+from sqlalchemy import Connection, Engine, func, text, update
 
 from lotlens_common.stage.adapters import postgres as sql
 from lotlens_common.stage.adapters import (
+    postgres_figures,
     postgres_locks,
     postgres_prune,
     postgres_queue_hold,
@@ -26,10 +27,10 @@ from lotlens_common.tables import stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
-# Per statement, and a reading makes four: it ends within 40 s, under the collector's staleness
-# bound (`figures.STALE_S`, 60 s; a reading that landed older was left out as it landed). Cut
-# short, it leaves the last good figures to age. Counting a queue of millions of lots takes
-# seconds on a busy database, and scrapes do not wait for it (`figures.py`).
+# A reading is one statement: it ends within 10 s, well under the collector's staleness bound
+# (`figures.STALE_S`, 60 s; a reading that landed older was left out as it landed). Cut short, it
+# leaves the last good figures to age. Counting a queue of millions of lots takes seconds on a busy
+# database, and scrapes do not wait for it (`figures.py`).
 FIGURES_TIMEOUT_MS = 10_000
 
 
@@ -237,18 +238,9 @@ class PostgresWorkStore(Generic[W]):
         with self.engine.begin() as conn:
             conn.execute(text("SELECT set_config('statement_timeout', :ms, true), "
                               "set_config('lock_timeout', :ms, true)"), {"ms": f"{FIGURES_TIMEOUT_MS}ms"})
-            stage = self.stage
-            return StageFigures(sql.waiting_count(conn, stage), sql.tokens_enqueued(conn, stage),
-                                _oldest_batch_age_s(conn, stage), postgres_queue_hold.held(conn, stage))
+            return postgres_figures.figures(conn, self.stage)
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
         return postgres_prune.prune(self.engine, self.stage, settled_before)
 
-
-def _oldest_batch_age_s(conn: Connection, stage: str) -> float:
-    """Age of the oldest submitted shard's batch at OpenAI, by the database's clock (a shard
-    recorded before its batch's creation was kept: since its lots were claimed)."""
-    return float(conn.execute(select(func.coalesce(func.extract(
-        "epoch", func.now() - func.min(sql.BATCH_MADE)), 0)).where(
-        stage_shards.c.stage == stage, stage_shards.c.status == "submitted")).scalar_one())
