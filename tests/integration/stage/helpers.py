@@ -91,11 +91,13 @@ async def drive(settings: ServiceSettings, engine: Engine, standin: Standin, spe
 
 @asynccontextmanager
 async def runtime(settings: ServiceSettings, engine: Engine, standin: Standin,
-                  stage: StageSettings = STAGE) -> AsyncIterator[Stage[Any]]:
-    """A vision stage on PostgreSQL, Kafka and the stand-in, for steps a test calls one by one."""
+                  stage: StageSettings = STAGE, producer: EventProducer | None = None
+                  ) -> AsyncIterator[Stage[Any]]:
+    """A vision stage on PostgreSQL, Kafka (through `producer`) and the stand-in, for steps a test
+    calls one by one."""
     client = make_openai_client("test", standin.base_url, 10)
     async with client:
-        yield postgres_stage(engine, EventProducer(settings.kafka, "test"), OpenAIBatches(client),
+        yield postgres_stage(engine, producer or EventProducer(settings.kafka, "test"), OpenAIBatches(client),
                              vision_spec(settings), stage)
 
 

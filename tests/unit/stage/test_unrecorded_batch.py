@@ -1,26 +1,34 @@
 """While Kafka refuses the stage's BatchSubmitted, the one batch it could not record is the only
-one it creates; once Kafka takes it again, that batch is adopted and the waiting jobs are sent
-(in-memory ports)."""
+one it creates; once Kafka takes it again, that batch is adopted and the waiting jobs are sent. An
+event Kafka refuses for what it is holds nothing back (in-memory ports)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import REGISTRY
 
+from lotlens_common.events import VisionBatchSubmitted
+from lotlens_common.model.errors import ModelUnavailableError
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.ports import Caused
+from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import run_stage_loop
+from lotlens_common.stage.submit import flush_due
 from tests.unit.stage.conftest import World, lots
 from tests.unit.stage.fakes import described
+from tests.unit.stage.test_quota_pause import quota_refusal
 
 JOBS = 5
 
@@ -84,12 +92,13 @@ def test_a_process_restarted_during_the_outage_adopts_the_batch_and_creates_none
     assert len(world.batches.batches) == 1 and world.store.shards("building")
     world.restart()
     world.store.add(lots(2, job_id="job-1"))
-    loop_for(world, 1.0)  # the restarted process's loop, 5 ticks
+    flushes = flushes_counted(world)
+    loop_until(world, lambda: len(flushes) >= 2)  # its first round (housekeeping, then a step) went round
     assert len(world.batches.batches) == 1, f"{len(world.batches.batches)} batches created"
 
     kafka_accepts()
     world.restart()
-    loop_for(world, 1.0)
+    loop_until(world, lambda: len(world.completed()) == 4)
     every_lot_sent_once_and_described(world, 2)
 
 
@@ -146,11 +155,112 @@ def test_in_direct_mode_the_model_is_called_for_one_shard_while_kafka_refuses(
     assert world.completed() == sorted(f"job-{job}-lot-{i}" for job in range(3) for i in range(2))
 
 
-def loop_for(world: World, seconds: float) -> None:
-    """Run the stage's loop (`run_stage_loop`, as the service does) for `seconds`; it stops its
-    stage for good, as at SIGTERM."""
+def flushes_counted(world: World) -> list[bool]:
+    """One entry for each `flush_due` of the stage from now on (each reads the waiting jobs first)."""
+    flushes: list[bool] = []
+    waiting_jobs = world.store.waiting_jobs
+
+    def counted(cancelled_only: bool = False) -> list[Any]:
+        flushes.append(cancelled_only)
+        return waiting_jobs(cancelled_only)
+
+    world.store.waiting_jobs = counted  # type: ignore[method-assign]
+    return flushes
+
+
+def loop_until(world: World, done: Callable[[], bool], timeout_s: float = 60.0) -> None:
+    """Run the stage's loop (`run_stage_loop`, as the service does) until `done()`, looked at apart
+    from it, not for a time: 1 s of a loaded machine was not always the loop's first round. It
+    stops its stage for good, as at SIGTERM."""
     stop = threading.Event()
-    timer = threading.Timer(seconds, stop.set)
-    timer.start()
-    run_stage_loop(world.stage, stop)
-    timer.join()
+    loop = threading.Thread(target=run_stage_loop, args=(world.stage, stop))
+    loop.start()
+    deadline = time.monotonic() + timeout_s
+    while loop.is_alive() and not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    loop.join()
+    assert done(), f"the loop was not done in {timeout_s:.0f} s"
+
+
+def test_a_batch_held_off_the_record_in_a_quota_pause_is_recorded_and_the_pause_tried_once_both_are_back(
+        world: World) -> None:
+    # While the process knew of a quota pause, recovery asked for the pause's try before listing
+    # each building shard; with the hold set no try could be taken (`may_build`), and recovery
+    # stopped before the held shard: the hold waited for a record, the pause for a create, and
+    # nothing was sent again until a restart.
+    kafka_accepts = kafka_refuses(world)
+    world.store.add(lots(2, job_id="job-0"))
+    world.rounds()  # job-0's batch created, not on record
+    world.restart()  # a new process, which knows nothing of it
+    world.store.add(lots(2, job_id="job-1"))
+    world.batches.errors["create"] = [quota_refusal()]
+    asyncio.run(flush_due(world.stage))  # job-1's create refused: the quota pause begins
+    world.store.clock += QUOTA_FIRST_WAIT_S
+    world.rounds()  # the try's recovery finds job-0's batch; Kafka refuses its record: held too
+    assert world.store.quota_pause() is not None and len(world.store.shards("building")) == 2
+    kafka_accepts()  # Kafka and the billing are back
+    world.rounds()  # job-0's batch recorded, then job-1's shard built with the try (given back)
+    assert world.store.quota_pause() is None, "the quota pause ended"
+    every_lot_sent_once_and_described(world, 2)
+
+
+def test_while_held_no_other_building_shard_is_listed_at_openai(world: World) -> None:
+    # None of them could be built or recorded while held, yet each was looked for at OpenAI (up to
+    # 50 pages of the listing) at every watch.
+    world.store.add(lots(1, job_id="job-1"))
+    world.store.add(lots(1, job_id="job-2"))
+    world.batches.errors["upload"] = [ModelUnavailableError("HTTP 502") for _ in range(2)]
+    asyncio.run(flush_due(world.stage))  # both uploads failed: two building shards with no batch
+    kafka_refuses(world)
+    world.store.add(lots(1, job_id="job-0"))
+    asyncio.run(flush_due(world.stage))  # job-0's batch created, not on record: held
+    world.batches.pages_listed = 0
+    world.rounds(3)
+    assert world.batches.pages_listed == 3, "the held shard's batch looked for, once a watch"
+    assert len(world.batches.batches) == 1
+
+
+def refuses_the_record_of(world: World, job_id: str, refusal: Callable[[], Exception]) -> None:
+    """Kafka refuses the job's BatchSubmitted with `refusal()`, and takes every other event."""
+    publish = world.publisher.publish
+
+    def refusing(client_id: str, events: Sequence[Caused]) -> None:
+        if any(isinstance(event, VisionBatchSubmitted) and event.job_id == job_id for _, event in events):
+            raise refusal()
+        publish(client_id, events)
+
+    world.publisher.publish = refusing  # type: ignore[method-assign]
+
+
+def too_large() -> Exception:
+    """What the producer raises for an event over the size it (or the topic) takes."""
+    return KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+
+
+def test_a_record_refused_for_the_event_itself_holds_no_other_batch_back(world: World) -> None:
+    # Refused for what it is (its size, an invalid record), the event is refused at every try,
+    # however well Kafka takes the others: every replica's recovery adopted its batch, failed and
+    # held for good, and no command reached the hold.
+    refuses_the_record_of(world, "job-0", too_large)
+    world.store.add(lots(2, job_id="job-0"))
+    world.rounds()
+    for job in (1, 2):
+        world.store.add(lots(2, job_id=f"job-{job}"))
+        world.rounds(2)
+        world.housekeep()
+    assert world.completed() == sorted(f"job-{job}-lot-{i}" for job in (1, 2) for i in range(2))
+    assert [s.job_id for s in world.store.shards("building")] == ["job-0"]  # failing at each watch
+    assert len(world.batches.batches) == 3  # job-0's adopted at each try, never built again
+
+
+def test_the_hold_ends_when_its_record_is_refused_for_the_event_itself(world: World) -> None:
+    # Held while Kafka did not answer; back, it refuses that one event for good.
+    kafka_accepts = kafka_refuses(world)
+    world.store.add(lots(2, job_id="job-0"))
+    world.rounds()
+    kafka_accepts()
+    refuses_the_record_of(world, "job-0", too_large)
+    world.store.add(lots(2, job_id="job-1"))
+    world.rounds(2)
+    assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 
@@ -28,7 +28,33 @@ Headers = list[tuple[str, str | bytes | None]]
 
 
 class PublishError(RuntimeError):
-    """Kafka did not acknowledge every message: the caller must not report success."""
+    """Kafka did not acknowledge every message: the caller must not report success. `refused`:
+    what Kafka answered for those it refused (`message_refused` reads them)."""
+
+    def __init__(self, message: str, unacknowledged: int = 0, refused: Sequence[KafkaError] = ()) -> None:
+        super().__init__(message)
+        self.unacknowledged = unacknowledged
+        self.refused = tuple(refused)
+
+
+# What a broker answers about a message itself, its size or its form: sent again, it is refused
+# again, however well Kafka takes every other message.
+_MESSAGE_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+                               KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG,
+                               KafkaError.INVALID_RECORD})
+
+
+def message_refused(exc: BaseException) -> bool:
+    """Whether Kafka refused the very messages for good (every one it did not take), not the
+    broker failing to take any: unanswered, a timeout, too few in-sync replicas, an ACL or an
+    unknown topic clear with the broker or its settings."""
+    if isinstance(exc, PublishError):
+        refused = () if exc.unacknowledged else exc.refused
+    elif isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        refused = (exc.args[0],)  # refused by `produce` itself (over `message.max.bytes`)
+    else:
+        return False
+    return bool(refused) and all(error.code() in _MESSAGE_REFUSALS for error in refused)
 
 
 PRODUCER_RENEWALS = Counter(
@@ -68,7 +94,7 @@ class EventProducer:
         }
         self._client_name = client_name
         self._producer = Producer(self._config)
-        self._failures: list[str] = []
+        self._failures: list[KafkaError] = []
         self._reports = 0
         self._produced = 0
         self._stalled_since: float | None = None
@@ -133,7 +159,8 @@ class EventProducer:
             # Every caller publishes again after a PublishError: left queued, each retry added one
             # more copy of its messages, all delivered once the broker was back.
             self.discard()
-            raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: {failures[:3]}")
+            raise PublishError(f"{remaining} unacknowledged, {len(failures)} failed: "
+                               f"{[str(error) for error in failures[:3]]}", remaining, failures)
 
     def settle(self, timeout_s: float) -> int:
         """Serve delivery reports until every message has its own or `timeout_s` passes; how many
@@ -289,7 +316,7 @@ class EventProducer:
         if failed is not None:
             failed(purged)
         if not purged:
-            self._failures.append(str(err))
+            self._failures.append(err)
 
 
 def is_fatal(exc: KafkaException) -> bool:

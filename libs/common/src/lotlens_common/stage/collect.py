@@ -30,7 +30,6 @@ from lotlens_common.stage.core import lifecycle
 from lotlens_common.stage.core.outcomes import Kind, line_kind
 from lotlens_common.stage.files import forget_file
 from lotlens_common.stage.ports import KEY_REFUSED, QUOTA_EXHAUSTED, Shard, Stage
-from lotlens_common.stage.record import UNRECORDED
 from lotlens_common.stage.release import carry_out
 from lotlens_common.stage.settle import Settler
 from lotlens_common.stage.traced import lots_span, openai_call, shard_context
@@ -62,7 +61,7 @@ async def watch(stage: Stage[Any], after_collect: Callable[[], Awaitable[object]
     submitted = stage.store.shards("submitted")
     # A shard no longer submitted holds no pause: one released and carried out by another
     # instance (or collected by it) kept this one paused until it restarted.
-    open_ids = {shard.shard_id for shard in submitted} | {KEY_REFUSED, QUOTA_EXHAUSTED, UNRECORDED}
+    open_ids = {shard.shard_id for shard in submitted} | {KEY_REFUSED, QUOTA_EXHAUSTED}
     for shard_id in stage.unreadable.keys() - open_ids:
         del stage.unreadable[shard_id]
     cancelled = stage.store.cancelled_jobs([s.job_id for s in submitted])

@@ -341,9 +341,11 @@ class Stage(Generic[W]):
     settings: StageSettings
     # What pauses the stage, with why: shards whose batch cannot be read by id, until a listing
     # tells what became of it (while there is one, nothing new is built), a refused key (`key.py`),
-    # the quota (`quota.py`: its rows are the record, this entry the process's view of it), a batch
-    # not on record (`record.py`); `quota.may_build` says what each lets through.
+    # the quota (`quota.py`: its rows are the record, this entry the process's view of it);
+    # `quota.may_build` says what each lets through.
     unreadable: dict[str, str] = field(default_factory=dict)
+    # The shard whose batch this process made and could not put on record (`record.py`'s hold).
+    held_shard: str | None = None
     # Whether the pauses recorded on the shard rows are held (`unreadable.take_up_recorded_pauses`).
     recorded_pauses_taken_up: bool = False
     # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on

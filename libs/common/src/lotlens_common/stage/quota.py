@@ -154,7 +154,7 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     """Whether the stage may build a batch now (write, upload, create).
 
     Never while a batch it made cannot be read: one created under the current key, listed, took
-    the unreadable one for lost; nor while one it made is not on record (`record.UNRECORDED`).
+    the unreadable one for lost; nor while one it made is not on record (`Stage.held_shard`).
     While the key is refused, only recovery builds (its shard is the try that proves the key again).
     While the quota is out, only recovery, with the try it took (`quota_try`); the pause is read
     from the rows: another instance's batch may have ended it.
@@ -162,10 +162,9 @@ def may_build(stage: Stage[Any], recovering: bool = False) -> bool:
     any instance learnt: a restarted replica's recovery rebuilt its building shards into batches
     refused the same way.
     """
-    if queue_held(stage):
+    if queue_held(stage) or stage.held_shard is not None:
         return False
-    pauses = stage.unreadable.keys() - {KEY_REFUSED, QUOTA_EXHAUSTED}
-    if pauses:
+    if stage.unreadable.keys() - {KEY_REFUSED, QUOTA_EXHAUSTED}:
         return False
     if KEY_REFUSED in stage.unreadable and not recovering:
         return False

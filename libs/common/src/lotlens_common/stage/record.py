@@ -5,19 +5,23 @@ Kafka refusing the BatchSubmitted (down, an ACL, too few in-sync replicas) leave
 `building`, and recovery adopts its batch later (found by its metadata): nothing is lost or paid
 twice. But each round went on to claim the next due job and create its batch too, which could not
 be recorded either: over an hour's outage the batches OpenAI ran and billed, with no event telling
-of them, grew with every round. So the first such batch holds new ones back, in this process,
-until a batch is put on record (recovery's adoption of that one, at each watch, is the try), or its
-shard is no longer `building` (another instance recorded it). A restarted process recovers its
-building shards before its first flush, and meets the refusal there first.
+of them, grew with every round. So the first such batch holds new ones back, in this process
+(`Stage.held_shard`), until it is put on record (recovery tries it first at each watch, and only
+it), or its shard is no longer `building` (another instance recorded it) or has no batch. A
+restarted process recovers its building shards before its first flush, and meets the refusal there
+first. An event Kafka refuses for what it is (its size, its form: `producer.message_refused`) holds
+nothing: refused again at every try whatever else Kafka takes, it held the stage for good, with no
+command to end the hold; its shard fails at each watch instead (LotLensStageRoundsFailing).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lotlens_common.faults import fault_point
+from lotlens_common.producer import message_refused
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.limits import check_metadata
 from lotlens_common.stage.ports import Stage
@@ -27,9 +31,6 @@ log = logging.getLogger(__name__)
 
 METADATA_PREFIX = "lotlens_"
 STAGE_KEY, JOB_KEY, SHARD_KEY = (f"{METADATA_PREFIX}{key}" for key in ("stage", "job_id", "shard_id"))
-# The `Stage.unreadable` entry of the hold (`quota.may_build`): "<shard id>: <why>", of the shard
-# whose batch is not on record.
-UNRECORDED = "a batch is not on record"
 
 
 def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict[str, str]:
@@ -62,9 +63,8 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
     except Exception as exc:
         _hold(stage, shard_id, batch_id, exc)
         raise
-    if stage.unreadable.pop(UNRECORDED, None) is not None:
-        log.warning("batch %s is on record: the %s stage creates batches again", batch_id, name,
-                    extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
+    if stage.held_shard == shard_id:
+        end_hold(stage, f"has its batch {batch_id} on record")
     metrics.BATCHES_CREATED.labels(stage=name).inc()
     log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
@@ -72,28 +72,23 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
 
 def _hold(stage: Stage[Any], shard_id: str, batch_id: str, exc: Exception) -> None:
     """Hold new batches back: the shard's batch exists and is not on record (logged once, when
-    the hold begins; each failed try is counted by its caller as a round failure)."""
-    if UNRECORDED in stage.unreadable:
+    the hold begins; each failed try is counted by its caller as a round failure). Not for an
+    event refused for what it is: that ends a hold on its shard."""
+    if message_refused(exc):
+        if stage.held_shard == shard_id:
+            end_hold(stage, f"has its record refused for good ({exc})")
+        return
+    if stage.held_shard is not None:
         return
     log.error("batch %s of shard %s could not be put on record (%s): the %s stage creates no batch "
               "until it is; recovery tries again at each watch", batch_id, shard_id, exc, stage.spec.name,
               extra={"batch_id": batch_id, "shard_id": shard_id})
-    stage.unreadable[UNRECORDED] = f"{shard_id}: {exc}"
+    stage.held_shard = shard_id
 
 
-def end_hold_but(stage: Stage[Any], shard_ids: Collection[str]) -> None:
-    """End the hold unless its shard is among `shard_ids`, those whose batch may not be on record
-    (`building`, and not found to have none): another instance recorded it, or it was closed, or
-    no batch of it exists (held on, the hold kept that shard from being built again, for good)."""
-    shard_id = held_shard(stage)
-    if shard_id is None or shard_id in shard_ids:
-        return
-    del stage.unreadable[UNRECORDED]
-    log.warning("shard %s holds no batch left to put on record: the %s stage creates batches again",
-                shard_id, stage.spec.name, extra={"shard_id": shard_id})
-
-
-def held_shard(stage: Stage[Any]) -> str | None:
-    """The shard whose batch is not on record, if one holds new batches back."""
-    held = stage.unreadable.get(UNRECORDED)
-    return None if held is None else held.split(":", 1)[0]
+def end_hold(stage: Stage[Any], why: str) -> None:
+    """End the hold, if there is one (logged): its shard `why`."""
+    shard_id, stage.held_shard = stage.held_shard, None
+    if shard_id is not None:
+        log.warning("shard %s %s: the %s stage creates batches again", shard_id, why, stage.spec.name,
+                    extra={"shard_id": shard_id})

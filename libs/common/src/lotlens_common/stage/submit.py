@@ -51,7 +51,7 @@ from lotlens_common.stage.quota import (
     quota_try,
     recorded_pause,
 )
-from lotlens_common.stage.record import SHARD_KEY, batch_metadata, end_hold_but, held_shard, put_on_record
+from lotlens_common.stage.record import SHARD_KEY, batch_metadata, end_hold, put_on_record
 from lotlens_common.stage.traced import lots_span, openai_call
 from lotlens_common.stage.work import LotWork
 
@@ -130,7 +130,7 @@ async def flush_due(stage: Stage[Any]) -> list[dict[str, Any]]:
                 metrics.openai_error(stage.spec.name, "batches", exc)
                 log.exception("sending shard %s of job %s failed; recovery sends it again", shard_id,
                               flush.job_id, extra={"job_id": flush.job_id, "shard_id": shard_id})
-                if held_shard(stage) is not None:
+                if stage.held_shard is not None:
                     break  # its batch exists, not on record: the next would not be either
                 continue
             if batch is not None:
@@ -158,9 +158,13 @@ async def recover_building(stage: Stage[Any]) -> None:
     building = stage.store.shards("building")
     ids = {shard.shard_id for shard in building}
     _forget_listings_but(stage, ids)
-    end_hold_but(stage, ids)
+    if stage.held_shard not in ids:
+        end_hold(stage, "is no longer building (another instance recorded its batch, or closed it)")
+    # Held (`record.py`): the held shard alone, first, with no quota try. Another, refused the try (no
+    # build while held), ended the round before it: the hold and a quota pause waited for each other.
+    building.sort(key=lambda shard: shard.shard_id != stage.held_shard)  # recorded, the rest go on
     for shard in building:
-        if stage.stopping.is_set():
+        if stage.stopping.is_set() or stage.held_shard not in (None, shard.shard_id):
             return
         with stage.store.exclusive(shard.shard_id) as mine:
             current = stage.store.shard(shard.shard_id) if mine else None
@@ -168,15 +172,16 @@ async def recover_building(stage: Stage[Any]) -> None:
                 continue  # its builder is alive, or another instance finished it
             try:
                 lots = stage.store.shard_lots(shard.shard_id)
+                held = shard.shard_id == stage.held_shard
                 # The held shard's batch is there, found at each watch: listed once a minute, it
                 # was put on record up to a minute after Kafka took events again.
-                if lots and shard.shard_id != held_shard(stage) and _listed_lately(stage, current):
+                if lots and not held and _listed_lately(stage, current):
                     continue  # its create may still land, and the listing a minute ago did not show it
-                with quota_try(stage, wanted=bool(lots)) as the_try:
+                with quota_try(stage, wanted=bool(lots) and not held) as the_try:
                     found = await _find_shard_batch(stage, shard.shard_id) if lots else None
                     action = lifecycle.for_building(len(lots), found, current.create_asked_age_s)
-                    if isinstance(action, lifecycle.Build | lifecycle.CloseEmpty):
-                        end_hold_but(stage, ids - {shard.shard_id})  # it has no batch
+                    if held and isinstance(action, lifecycle.Build | lifecycle.CloseEmpty):
+                        end_hold(stage, "has no batch to put on record")  # kept, it held for good
                     if isinstance(action, lifecycle.CloseEmpty):
                         stage.store.close_shard(shard.shard_id, "empty", None)
                         continue
