@@ -5,19 +5,24 @@ seconds."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage.adapters import postgres_store
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.figures import StageFiguresCollector
+from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import LotWork, VisionWork
 from tests.conftest import new_id
-from tests.integration.stage.helpers import enqueue
+from tests.integration.stage.helpers import enqueue, runtime, submit_lots
+from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +105,20 @@ def test_a_reading_behind_a_locked_table_gives_up_within_its_timeout(
         assert time.monotonic() - began < 3
         locker.rollback()
     assert store.figures().held.refusals == 0  # read again once the lock is gone
+
+
+def test_a_batch_just_created_is_exported_under_the_status_its_create_answered(
+        settings: ServiceSettings, engine: Engine, standin: Standin) -> None:
+    # Recorded without one, it was under no status of `lotlens_openai_batches` until a watch read it.
+    job_id = new_id("job-")
+    submit_lots(engine, job_id, ["a"])
+
+    async def created() -> dict[str, Any]:
+        async with runtime(settings, engine, standin) as rt:
+            [batch] = await flush_due(rt)
+            return batch
+
+    batch = asyncio.run(created())
+    store = PostgresWorkStore(engine, "vision", VisionWork)
+    [shard] = [shard for shard in store.shards("submitted") if shard.job_id == job_id]
+    assert (shard.batch_id, shard.batch_status) == (batch["id"], "validating")

@@ -168,9 +168,10 @@ class FakeStore(QueueHoldRow, QuotaRows):
         return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
-                     tokens: int) -> None:
+                     tokens: int, batch_status: str | None = None) -> None:
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
-                                              status="submitted", batch_created_at=created_at)
+                                              status="submitted", batch_created_at=created_at,
+                                              batch_status=batch_status)
         self.tokens[shard_id] = tokens
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:

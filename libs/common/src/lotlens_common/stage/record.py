@@ -59,7 +59,8 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
             job_id, shard_id, attempt, batch_id, sent))])
         fault_point(f"{name}.after_batch_published")
         stage.store.record_batch(shard_id, batch_id, len(sent),
-                                 float(created) if isinstance(created, int | float) else None, tokens)
+                                 float(created) if isinstance(created, int | float) else None, tokens,
+                                 str(batch["status"]) if batch.get("status") else None)
     except Exception as exc:
         _hold(stage, shard_id, batch_id, exc)
         raise
