@@ -171,7 +171,7 @@ def test_an_idle_stage_reads_no_lot_to_find_its_waiting_jobs(engine: Engine) -> 
         conn.execute(text("SET LOCAL enable_nestloop = off"))
         before = rows_read(conn, "stage_lots")
         jobs = store.waiting_jobs(conn, stage)
-        waiting = postgres_figures.figures(conn, stage).lots_waiting
+        waiting = postgres_figures.lots_waiting(conn, stage)
         read = rows_read(conn, "stage_lots") - before
 
     assert (jobs, waiting) == ([], 0)

@@ -19,7 +19,7 @@ from lotlens_common.stage.adapters import postgres_store
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.figures import StageFiguresCollector
 from lotlens_common.stage.submit import flush_due
-from lotlens_common.stage.work import LotWork, VisionWork
+from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
 from tests.conftest import new_id
 from tests.integration.stage.helpers import enqueue, runtime, submit_lots
 from tests.standin import Standin
@@ -27,10 +27,10 @@ from tests.standin import Standin
 pytestmark = pytest.mark.integration
 
 
-def _replica_metrics(store: PostgresWorkStore[VisionWork]) -> CollectorRegistry:
+def _replica_metrics(store: PostgresWorkStore[Any]) -> CollectorRegistry:
     """A replica's /metrics registry, its stage's figures read at every scrape."""
     collector = StageFiguresCollector()
-    collector.watch("vision", store.figures, fresh_s=0)
+    collector.watch(store.stage, store.figures, store.lots_waiting, fresh_s=0)
     registry = CollectorRegistry()
     registry.register(collector)
     return registry
@@ -53,13 +53,22 @@ def test_a_replica_in_a_long_round_exports_the_series_another_replica_s_admitted
     assert _refusals(busy_metrics) == 0
 
 
-def _claimed(engine: Engine, store: PostgresWorkStore[VisionWork]) -> str:
-    """A shard of one new lot, `building` (its id)."""
-    job_id, shard_id = new_id("job-"), new_id("vision-")
+def _claimed(engine: Engine, store: PostgresWorkStore[Any]) -> str:
+    """A shard of one new lot of the store's stage, `building` (its id)."""
+    job_id, shard_id = new_id("job-"), new_id(f"{store.stage}-")
+    work = VisionWork(additional_info="x", image_urls=("https://img.test/1.jpg",), languages=("en",)) \
+        if store.stage == "vision" else TranslationWork(english_html="<p>x</p>", languages=("de",))
     with engine.begin() as conn:
-        enqueue(conn, "vision", [LotWork(job_id, new_id("lot-"), "c1", 1, 0, VisionWork(
-            additional_info="x", image_urls=("https://img.test/1.jpg",), languages=("en",)))])
+        enqueue(conn, store.stage, [LotWork(job_id, new_id("lot-"), "c1", 1, 0, work)])
     assert store.claim(job_id, shard_id, 1, lambda lots: (len(lots), 0))
+    return shard_id
+
+
+def _submitted(engine: Engine, store: PostgresWorkStore[Any], status: str = "in_progress") -> str:
+    """A shard of one new lot whose batch was created and last read in `status` (its id)."""
+    shard_id = _claimed(engine, store)
+    store.record_batch(shard_id, new_id("batch_"), 1, time.time(), 0)
+    store.note_batch_status(shard_id, status)
     return shard_id
 
 
@@ -122,3 +131,32 @@ def test_a_batch_just_created_is_exported_under_the_status_its_create_answered(
     store = PostgresWorkStore(engine, "vision", VisionWork)
     [shard] = [shard for shard in store.shards("submitted") if shard.job_id == job_id]
     assert (shard.batch_id, shard.batch_status) == (batch["id"], "validating")
+
+
+def test_a_lots_waiting_count_cut_short_leaves_the_pause_and_the_batches_exported(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The quota out for hours: every job's lots pile up waiting, and counting them passes the
+    # statement timeout (a lock on the lots stands in for millions of them). Read in one statement
+    # with the count, the pause went stale with it after a minute, and LotLensOpenAIAuthenticationErrors
+    # resolved while the stage still submitted nothing.
+    monkeypatch.setattr(postgres_store, "FIGURES_TIMEOUT_MS", 300)
+    store = PostgresWorkStore(engine, "vision", VisionWork)
+    _submitted(engine, store)
+    store.note_quota_refused(_claimed(engine, store), "insufficient_quota", 3600)
+    now = [0.0]  # the collector's clock, moved by the test
+    collector = StageFiguresCollector(stale_s=60, clock=lambda: now[0])
+    collector.watch("vision", store.figures, store.lots_waiting, fresh_s=5)
+    registry = CollectorRegistry()
+    registry.register(collector)
+
+    def exported(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"stage": "vision", **labels})
+
+    assert (exported("lotlens_stage_paused"), exported("lotlens_stage_lots_waiting")) == (1, 1)
+    with engine.connect() as locker:
+        locker.execute(text("LOCK TABLE stage_lots IN ACCESS EXCLUSIVE MODE"))
+        now[0] = 61.0  # every count since has been cut short
+        assert exported("lotlens_stage_paused") == 1
+        assert exported("lotlens_openai_batches", status="in_progress") == 1
+        assert exported("lotlens_stage_lots_waiting") is None  # no count rather than a stale one
+        locker.rollback()

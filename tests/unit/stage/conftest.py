@@ -97,7 +97,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     built = World(FakeStore(), FakeBatches(), FakePublisher(), settings, None)  # type: ignore[arg-type]
     built.restart()
     # On /metrics as while its loop runs, read again at every scrape (`run_stage_loop`).
-    metrics.FIGURES.watch("vision", built.store.figures, fresh_s=0,
+    metrics.FIGURES.watch("vision", built.store.figures, built.store.lots_waiting, fresh_s=0,
                           paused_here=lambda: key_refused(built.stage))
     yield built
     metrics.FIGURES.forget("vision")

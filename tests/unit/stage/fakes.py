@@ -216,7 +216,7 @@ class FakeStore(QueueHoldRow, QuotaRows):
     def job_known(self, job_id: str) -> bool:
         return any(r.lot.job_id == job_id for r in self.rows.values())
 
-    def waiting_count(self) -> int:
+    def lots_waiting(self) -> int:
         building = {s.shard_id for s in self.shards_by_id.values() if s.status == "building"}
         return sum(r.status == "waiting" or (r.status == "submitted" and r.shard_id in building)
                    for r in self.rows.values())
@@ -229,8 +229,8 @@ class FakeStore(QueueHoldRow, QuotaRows):
         submitted = self.shards("submitted")
         paused = any(s.unreadable is not None or s.release is not None for s in submitted)
         batches = Counter(s.batch_status for s in submitted if s.batch_status is not None)
-        return StageFigures(self.waiting_count(), self.tokens_enqueued(), self.oldest_submitted_age_s(),
-                            self.queue_held(), batches, paused or self.quota_pause() is not None)
+        return StageFigures(self.tokens_enqueued(), self.oldest_submitted_age_s(), self.queue_held(), batches,
+                            paused or self.quota_pause() is not None)
 
     def prune(self, settled_before: datetime) -> int:
         return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
@@ -88,14 +90,30 @@ def _exported(collector: StageFiguresCollector) -> dict[str, float]:
     return {sample.name: sample.value for metric in registry.collect() for sample in metric.samples}
 
 
-HELD = StageFigures(lots_waiting=500, tokens_enqueued=9_000, oldest_batch_age_s=0.0, held=HeldNow(60.0, 2),
+HELD = StageFigures(tokens_enqueued=9_000, oldest_batch_age_s=0.0, held=HeldNow(60.0, 2),
                     batches={"in_progress": 1}, paused=False)
+DOWN = OperationalError("SELECT", {}, Exception("connection refused"))
+CUT_SHORT = OperationalError("SELECT", {}, Exception("canceling statement due to statement timeout"))
+T = TypeVar("T")
+
+
+def _answering(*answers: T | Exception) -> Callable[[], T]:
+    """A reading that gives these answers in turn (an exception is raised), the last one ever after."""
+    left = list(answers)
+
+    def read() -> T:
+        answer = left.pop(0) if len(left) > 1 else left[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    return read
 
 
 def test_the_held_seconds_count_down_between_two_readings() -> None:
     clock = _Clock()
     collector = StageFiguresCollector(clock=clock)
-    collector.watch("vision", lambda: HELD, fresh_s=5)
+    collector.watch("vision", lambda: HELD, lambda: 500, fresh_s=5)
     assert _exported(collector)["lotlens_stage_queue_held_seconds"] == 60
     clock.now = 4.0  # within the reading's freshness: not read again
     exported = _exported(collector)
@@ -106,7 +124,7 @@ def test_the_held_seconds_count_down_between_two_readings() -> None:
 
 def test_every_running_status_is_exported_0_when_no_batch_is_in_it() -> None:
     collector = StageFiguresCollector()
-    collector.watch("vision", lambda: HELD, fresh_s=5)
+    collector.watch("vision", lambda: HELD, lambda: 500, fresh_s=5)
     registry = CollectorRegistry()
     registry.register(collector)
     assert {status: registry.get_sample_value("lotlens_openai_batches", {"stage": "vision", "status": status})
@@ -117,52 +135,81 @@ def test_a_failed_reading_leaves_the_last_good_figures_aging_until_stale() -> No
     """One failed reading must not drop the series for a scrape: Prometheus marks it stale at once,
     and LotLensOpenAIQueueHeld's 30 minutes began again. Failing for `stale_s`, they are left out."""
     clock = _Clock()
-    answers: list[StageFigures | Exception] = [HELD] + [OperationalError("SELECT", {}, Exception("down"))] * 3
-
-    def read() -> StageFigures:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
     collector = StageFiguresCollector(stale_s=60, clock=clock)
-    collector.watch("vision", read, fresh_s=5)
+    collector.watch("vision", _answering(HELD, DOWN), _answering(500, DOWN), fresh_s=5)
     assert _exported(collector)["lotlens_stage_queue_refusals_in_a_row"] == 2
     clock.now = 6.0  # due: this reading fails, the last good one stands, aged
     exported = _exported(collector)
     assert exported["lotlens_stage_queue_refusals_in_a_row"] == 2
     assert exported["lotlens_stage_queue_held_seconds"] == 54
+    assert exported["lotlens_stage_lots_waiting"] == 500
     clock.now = 61.0  # still failing, and the last good reading is over a minute old
     assert _exported(collector) == {}
 
 
 def test_a_store_that_never_answered_gives_no_figures() -> None:
-    def read() -> StageFigures:
-        raise OperationalError("SELECT", {}, Exception("down"))
-
     collector = StageFiguresCollector()
-    collector.watch("vision", read, fresh_s=0)
+    collector.watch("vision", _answering(DOWN), _answering(DOWN), fresh_s=0)
     assert _exported(collector) == {}
 
 
 def test_a_store_that_does_not_answer_holds_no_scrape_and_its_last_figures_go_stale() -> None:
     clock = _Clock()
     answered = threading.Event()
-    readings = [HELD]
 
-    def read() -> StageFigures:
-        if not readings:
-            answered.wait(10)  # the database does not answer
-            return HELD
-        return readings.pop()
+    def hanging(first: T) -> Callable[[], T]:
+        readings = [first]
+
+        def read() -> T:
+            if not readings:
+                answered.wait(10)  # the database does not answer
+                return first
+            return readings.pop()
+
+        return read
 
     collector = StageFiguresCollector(wait_s=0.05, stale_s=10, clock=clock)
-    collector.watch("vision", read, fresh_s=5)
+    collector.watch("vision", hanging(HELD), hanging(500), fresh_s=5)
     assert "lotlens_stage_lots_waiting" in _exported(collector)
-    clock.now = 6.0  # due again: the reading hangs, the last one stands while recent
+    clock.now = 6.0  # due again: both readings hang, the last ones stand while recent
     began = time.monotonic()
     assert _exported(collector)["lotlens_stage_lots_waiting"] == 500
     assert time.monotonic() - began < 1
     clock.now = 11.0
     assert _exported(collector) == {}
     answered.set()
+
+
+def test_the_pause_and_the_batches_outlive_a_count_of_the_lots_waiting_that_keeps_timing_out() -> None:
+    """The quota out for hours: every job's lots pile up waiting, and counting them passes the
+    statement timeout. Read in the same statement as the count, the pause went stale with it after
+    a minute, and LotLensOpenAIAuthenticationErrors resolved while the stage submitted nothing."""
+    clock = _Clock()
+    collector = StageFiguresCollector(stale_s=60, clock=clock)
+    collector.watch("vision", lambda: HELD._replace(paused=True), _answering(2_000_000, CUT_SHORT), fresh_s=5)
+    assert _exported(collector)["lotlens_stage_lots_waiting"] == 2_000_000
+    clock.now = 61.0  # every count since was cut short
+    exported = _exported(collector)
+    assert "lotlens_stage_lots_waiting" not in exported  # no count rather than a stale one
+    assert exported["lotlens_stage_paused"] == 1
+    assert exported["lotlens_stage_queue_held_seconds"] == 60  # read again at 61 s
+    registry = CollectorRegistry()
+    registry.register(collector)
+    in_progress = {"stage": "vision", "status": "in_progress"}
+    assert registry.get_sample_value("lotlens_openai_batches", in_progress) == 1
+
+
+def test_a_key_refused_here_stays_exported_while_no_reading_of_the_rows_succeeds() -> None:
+    """PostgreSQL down for over a minute: the rows' figures go stale and are left out, but the key
+    pause is in this process's memory: left out with them, LotLensOpenAIAuthenticationErrors (no
+    `for:`) resolved for a revoked key, then paged again once the database was back."""
+    clock = _Clock()
+    refused = [True]
+    collector = StageFiguresCollector(stale_s=60, clock=clock)
+    collector.watch("vision", _answering(HELD, DOWN), _answering(500, DOWN), fresh_s=5,
+                    paused_here=lambda: refused[0])
+    assert _exported(collector)["lotlens_stage_paused"] == 1
+    clock.now = 61.0  # the database has not answered for a minute
+    assert _exported(collector) == {"lotlens_stage_paused": 1}  # the rows' figures are stale
+    refused[0] = False  # the key accepted again: no row read, so nothing to say of the stage
+    assert _exported(collector) == {}

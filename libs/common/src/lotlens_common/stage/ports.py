@@ -309,9 +309,11 @@ class WorkStore(Protocol[W]):
         ...
 
     def figures(self) -> StageFigures:
-        """The stage's figures for /metrics (`StageFigures`: lots not in a batch yet, tokens
-        enqueued, the oldest batch's age, the queue hold, batches by status, whether a row holds
-        the stage paused), as its tables hold them now; quickly, or failing."""
+        """The stage's figures for /metrics but the lots waiting, as its tables hold them now."""
+        ...
+
+    def lots_waiting(self) -> int:
+        """For /metrics: lots not in a batch yet (waiting for a shard, or in a `building` one)."""
         ...
 
     def prune(self, settled_before: datetime) -> int:

@@ -31,7 +31,8 @@ def run_stage_loop(stage: Stage[Any], stop: threading.Event) -> None:
     """Run until `stop`; failures are logged and counted, and the work stays in the tables. Its
     figures are on /metrics meanwhile, read from the store at each scrape (`figures.py`)."""
     metrics.start(stage.spec.name)
-    metrics.FIGURES.watch(stage.spec.name, stage.store.figures, paused_here=lambda: key_refused(stage))
+    metrics.FIGURES.watch(stage.spec.name, stage.store.figures, stage.store.lots_waiting,
+                          paused_here=lambda: key_refused(stage))
     stage.stopping = stop
     try:
         asyncio.run(_loop(stage, stop))

@@ -27,10 +27,10 @@ from lotlens_common.tables import stage_shards
 
 W = TypeVar("W", bound=StageWork)
 
-# A reading is one statement: it ends within 10 s, well under the collector's staleness bound
+# Each reading is one statement: it ends within 10 s, well under the collector's staleness bound
 # (`figures.STALE_S`, 60 s; a reading that landed older was left out as it landed). Cut short, it
-# leaves the last good figures to age. Counting a queue of millions of lots takes seconds on a busy
-# database, and scrapes do not wait for it (`figures.py`).
+# leaves its last good figures to age. Counting a queue of millions of lots takes seconds on a busy
+# database: scrapes do not wait for it, nor does the reading of the shards (`figures.py`).
 FIGURES_TIMEOUT_MS = 10_000
 
 
@@ -232,13 +232,24 @@ class PostgresWorkStore(Generic[W]):
             return sql.job_known(conn, self.stage, job_id)
 
     def figures(self) -> StageFigures:
-        """The stage's figures for /metrics, in one transaction whose statements are cut short past
-        `FIGURES_TIMEOUT_MS` (a lock waited for included): a scrape's reading that ran on behind a
-        slow database only delayed the next one (`figures.py` leaves the series out meanwhile)."""
+        """The stage's shards' and queue hold's figures for /metrics (`_for_metrics`)."""
+        with self._for_metrics() as conn:
+            return postgres_figures.figures(conn, self.stage)
+
+    def lots_waiting(self) -> int:
+        """The stage's lots not in a batch yet, for /metrics (`_for_metrics`)."""
+        with self._for_metrics() as conn:
+            return postgres_figures.lots_waiting(conn, self.stage)
+
+    @contextmanager
+    def _for_metrics(self) -> Iterator[Connection]:
+        """A transaction whose statements are cut short past `FIGURES_TIMEOUT_MS` (a lock waited
+        for included): a scrape's reading that ran on behind a slow database only delayed the next
+        one (`figures.py` keeps the last good reading meanwhile, until it is stale)."""
         with self.engine.begin() as conn:
             conn.execute(text("SELECT set_config('statement_timeout', :ms, true), "
                               "set_config('lock_timeout', :ms, true)"), {"ms": f"{FIGURES_TIMEOUT_MS}ms"})
-            return postgres_figures.figures(conn, self.stage)
+            yield conn
 
     def prune(self, settled_before: datetime) -> int:
         """Forget finished jobs."""
