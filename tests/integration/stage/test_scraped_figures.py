@@ -15,8 +15,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common.settings import ServiceSettings
-from lotlens_common.stage.adapters import postgres_store
+from lotlens_common.stage.adapters import postgres_release, postgres_store
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
+from lotlens_common.stage.core.lifecycle import FAIL, RELEASED, RESEND
 from lotlens_common.stage.figures import StageFiguresCollector
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.work import LotWork, TranslationWork, VisionWork
@@ -89,8 +90,9 @@ def test_a_replica_exports_the_pauses_and_batch_statuses_other_replicas_record(e
     assert (batches("validating"), batches("in_progress")) == (0, 1)
     recording.note_unreadable(submitted, "reading it answered 404; listing the stage's batches failed too")
     assert paused() == 1  # a batch of the stage cannot be read
+    assert batches("in_progress") == 0  # nor said to run: OpenAI may have lost it (404)
     recording.note_unreadable(submitted, None)
-    assert paused() == 0
+    assert (paused(), batches("in_progress")) == (0, 1)
     building = _claimed(engine, recording)
     recording.note_quota_refused(building, "insufficient_quota", 60)
     assert paused() == 1  # OpenAI refuses batches for the quota
@@ -131,6 +133,37 @@ def test_a_batch_just_created_is_exported_under_the_status_its_create_answered(
     store = PostgresWorkStore(engine, "vision", VisionWork)
     [shard] = [shard for shard in store.shards("submitted") if shard.job_id == job_id]
     assert (shard.batch_id, shard.batch_status) == (batch["id"], "validating")
+
+
+def test_only_the_stage_s_own_open_shards_hold_it_paused(engine: Engine) -> None:
+    vision = PostgresWorkStore(engine, "vision", VisionWork)
+    translation = PostgresWorkStore(engine, "translation", TranslationWork)
+    vision_metrics, translation_metrics = _replica_metrics(vision), _replica_metrics(translation)
+
+    def paused(registry: CollectorRegistry, stage: str = "vision") -> float | None:
+        return registry.get_sample_value("lotlens_stage_paused", {"stage": stage})
+
+    translation.note_unreadable(_submitted(engine, translation), "reading it answered 404")
+    assert paused(translation_metrics, "translation") == 1
+    assert paused(vision_metrics) == 0  # another stage's batch: vision submits on
+    # A release carried out: the shard is closed and keeps the marks it had (`jobs show` prints
+    # them), which hold nothing paused any longer.
+    released = _submitted(engine, vision)
+    vision.note_unreadable(released, "reading it answered 404")
+    with engine.begin() as conn:
+        assert postgres_release.release(conn, released, FAIL, "on-call", "the batch is lost")
+    assert paused(vision_metrics) == 1
+    vision.close_shard(released, "collected", RELEASED)
+    assert paused(vision_metrics) == 0
+    # A release recorded holds the pause until it is carried out, whatever else clears the
+    # unreadable mark (no step does today: `note_unreadable(None)` drops both).
+    recorded = _submitted(engine, vision)
+    vision.note_unreadable(recorded, "reading it answered 404")
+    with engine.begin() as conn:
+        assert postgres_release.release(conn, recorded, RESEND, "on-call", "resend it")
+        conn.execute(text("UPDATE stage_shards SET unreadable_since = NULL WHERE shard_id = :id"),
+                     {"id": recorded})
+    assert paused(vision_metrics) == 1
 
 
 def test_a_lots_waiting_count_cut_short_leaves_the_pause_and_the_batches_exported(

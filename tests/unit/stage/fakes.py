@@ -228,7 +228,8 @@ class FakeStore(QueueHoldRow, QuotaRows):
     def figures(self) -> StageFigures:
         submitted = self.shards("submitted")
         paused = any(s.unreadable is not None or s.release is not None for s in submitted)
-        batches = Counter(s.batch_status for s in submitted if s.batch_status is not None)
+        read = [s for s in submitted if s.unreadable is None]  # a batch that cannot be read is in none
+        batches = Counter(s.batch_status for s in read if s.batch_status is not None)
         return StageFigures(self.tokens_enqueued(), self.oldest_submitted_age_s(), self.queue_held(), batches,
                             paused or self.quota_pause() is not None)
 

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common.model.errors import ModelRequestError
+from lotlens_common.producer import PublishError
 from lotlens_common.stage.core.lifecycle import RUNNING
 from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.figures import StageFigures, StageFiguresCollector
+from lotlens_common.stage.ports import Caused
+from lotlens_common.stage.record import UNRECORDED
 from tests.unit.stage.conftest import World, lots, scraped
 from tests.unit.stage.test_quota_pause import quota_refusal
 
@@ -213,3 +216,17 @@ def test_a_key_refused_here_stays_exported_while_no_reading_of_the_rows_succeeds
     assert _exported(collector) == {"lotlens_stage_paused": 1}  # the rows' figures are stale
     refused[0] = False  # the key accepted again: no row read, so nothing to say of the stage
     assert _exported(collector) == {}
+
+
+def test_a_refused_kafka_record_does_not_pause_the_stage(world: World) -> None:
+    """The outage hold (`record.UNRECORDED`) is no matter of OpenAI's key: the stage's rounds
+    failing count it (LotLensStageRoundsFailing), not LotLensOpenAIAuthenticationErrors."""
+
+    def refused(client_id: str, events: Sequence[Caused]) -> None:
+        raise PublishError("1 unacknowledged, 0 failed: [] (Kafka does not answer)")
+
+    world.publisher.publish = refused  # type: ignore[method-assign]
+    world.store.add(lots(2))
+    world.rounds(2)
+    assert UNRECORDED in world.stage.unreadable  # the stage holds its new batches back
+    assert scraped("lotlens_stage_paused") == 0

@@ -13,7 +13,8 @@ from lotlens_common.stage.figures import StageFigures
 
 # The oldest batch's age: its creation at OpenAI (`postgres.BATCH_MADE`; a shard recorded without
 # it, since its lots were claimed), by the database's clock.
-# The batches: submitted shards by the status their batch was last read in (`note_batch_status`).
+# The batches: submitted shards by the status their batch was last read in (`note_batch_status`),
+# but for those whose batch cannot be read (401/403/404: OpenAI may have lost it), in none.
 # Paused: a row holds the stage paused (`PAUSING`); the hold: `postgres_queue_hold`'s row, if any.
 _FIGURES = f"""
     SELECT {sql.TOKENS_ENQUEUED} AS tokens_enqueued,
@@ -22,6 +23,7 @@ _FIGURES = f"""
            (SELECT coalesce(json_object_agg(batch_status, shards), '{{}}') FROM (
                SELECT batch_status, count(*) AS shards FROM stage_shards
                 WHERE stage = :stage AND status = 'submitted' AND batch_status IS NOT NULL
+                  AND unreadable_since IS NULL
                 GROUP BY batch_status) AS b) AS batches,
            EXISTS (SELECT FROM stage_shards WHERE stage = :stage AND ({PAUSING})) AS paused,
            hold.*
