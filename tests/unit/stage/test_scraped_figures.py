@@ -20,7 +20,6 @@ from lotlens_common.stage.core.lifecycle import RUNNING
 from lotlens_common.stage.core.queue_hold import HeldNow
 from lotlens_common.stage.figures import StageFigures, StageFiguresCollector
 from lotlens_common.stage.ports import Caused
-from lotlens_common.stage.record import UNRECORDED
 from tests.unit.stage.conftest import World, lots, scraped
 from tests.unit.stage.test_quota_pause import quota_refusal
 
@@ -219,7 +218,7 @@ def test_a_key_refused_here_stays_exported_while_no_reading_of_the_rows_succeeds
 
 
 def test_a_refused_kafka_record_does_not_pause_the_stage(world: World) -> None:
-    """The outage hold (`record.UNRECORDED`) is no matter of OpenAI's key: the stage's rounds
+    """The outage hold (`Stage.held_shard`, `record.py`) is no matter of OpenAI's key: the stage's rounds
     failing count it (LotLensStageRoundsFailing), not LotLensOpenAIAuthenticationErrors."""
 
     def refused(client_id: str, events: Sequence[Caused]) -> None:
@@ -228,5 +227,5 @@ def test_a_refused_kafka_record_does_not_pause_the_stage(world: World) -> None:
     world.publisher.publish = refused  # type: ignore[method-assign]
     world.store.add(lots(2))
     world.rounds(2)
-    assert UNRECORDED in world.stage.unreadable  # the stage holds its new batches back
+    assert world.stage.held_shard is not None  # the stage holds its new batches back
     assert scraped("lotlens_stage_paused") == 0

@@ -350,8 +350,7 @@ class Stage(Generic[W]):
     held_shard: str | None = None
     # Whether the pauses recorded on the shard rows are held (`unreadable.take_up_recorded_pauses`).
     recorded_pauses_taken_up: bool = False
-    # Set when OpenAI refused a file as too large: files are cut at this many bytes from then on
-    # (since `shrunk_at`, a Unix time).
+    # Files are cut at this many bytes since OpenAI refused one as too large (at `shrunk_at`, Unix time).
     max_file_bytes: int | None = None
     shrunk_at: float = 0.0
     # The lots this process put in each of its shards' batches, as it prepared them, until it
