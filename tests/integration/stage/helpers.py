@@ -29,9 +29,9 @@ from lotlens_common.stage.adapters.postgres_arrivals import Arrival, enqueue_arr
 from lotlens_common.stage.config import StageSettings
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.record import batch_metadata
+from lotlens_common.stage.recover import recover_building
 from lotlens_common.stage.runner import step
 from lotlens_common.stage.service import batches_api, postgres_stage
-from lotlens_common.stage.submit import recover_building
 from lotlens_common.stage.work import LotWork, StageSpec, VisionWork
 from lotlens_common.tables import stage_lots, stage_shards
 from lotlens_result_store.handlers import handle as project

@@ -22,8 +22,9 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_common.stage import submit
 from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.collect import watch
+from lotlens_common.stage.recover import recover_building
 from lotlens_common.stage.runner import step
-from lotlens_common.stage.submit import flush_due, recover_building
+from lotlens_common.stage.submit import flush_due
 from tests.conftest import ROOT, new_id
 from tests.events import read_events
 from tests.integration.stage.helpers import (

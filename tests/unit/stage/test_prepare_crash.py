@@ -15,7 +15,7 @@ from lotlens_common.events import LotFailed, VisionCompleted
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.stage.ports import Closing, Settlement, Stage
-from lotlens_common.stage.submit import recover_building
+from lotlens_common.stage.recover import recover_building
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
 from tests.unit.stage.conftest import World, dead_images_unreachable, lots

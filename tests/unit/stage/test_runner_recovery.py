@@ -21,6 +21,7 @@ from lotlens_common.model.errors import (
     ModelUnreachableError,
 )
 from lotlens_common.stage import quota, record, submit
+from lotlens_common.stage.recover import recover_building
 from lotlens_common.stage.runner import _housekeep_apart, run_stage_loop, step
 from tests.unit.stage.conftest import World, lots, scraped
 from tests.unit.stage.fakes import described
@@ -178,7 +179,7 @@ def test_recovery_stops_listing_at_the_page_that_shows_the_shards_batch(
     monkeypatch.undo()
     world.restart()
     world.batches.pages_listed = 0
-    asyncio.run(submit.recover_building(world.stage))
+    asyncio.run(recover_building(world.stage))
     pages = world.batches.pages_listed
     assert pages == 1
     assert [s.status for s in world.store.shards_by_id.values()] == ["submitted"]

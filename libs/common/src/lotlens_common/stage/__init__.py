@@ -9,6 +9,6 @@ batches no shard explains; `runner.py` is the loop. What to do next is decided b
 (`core/lifecycle.py` for shards and batches, `core/outcomes.py` for lots); the steps carry it out
 through the ports of `ports.py` (work store, batches API, publisher), whose adapters are in
 `adapters/`. The shard row is written before the batch is created and the batch id is published
-before it is recorded, so a crash at any point is recovered by finding the batch by its metadata
-instead of paying for it twice.
+before it is recorded, so a crash at any point is recovered (`recover.py`) by finding the batch by
+its metadata instead of paying for it twice.
 """

@@ -1,6 +1,6 @@
 """The reconciler: batches at OpenAI that carry this stage's metadata but are not on record.
 
-Recovery (`submit.recover_building`) covers the known gap, a builder dying between creating a
+Recovery (`recover.recover_building`) covers the known gap, a builder dying between creating a
 batch and recording it. The reconciler covers what no shard row explains: a batch whose shard
 row is gone (a database restored from a backup, a row removed by hand) or a second batch made for
 a shard that already has one (e.g. the SDK retrying `batches.create` after a lost answer). An

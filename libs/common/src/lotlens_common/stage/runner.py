@@ -18,7 +18,8 @@ from lotlens_common.stage.core.lifecycle import FINISHED
 from lotlens_common.stage.key import LISTING, key_refused, pause_for_key
 from lotlens_common.stage.ports import Stage
 from lotlens_common.stage.reconcile import reconcile
-from lotlens_common.stage.submit import flush_due, recover_building
+from lotlens_common.stage.recover import recover_building
+from lotlens_common.stage.submit import flush_due
 from lotlens_common.stage.unreadable import take_up_recorded_pauses
 
 log = logging.getLogger(__name__)
