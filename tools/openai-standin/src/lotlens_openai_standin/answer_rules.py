@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from lotlens_openai_standin.models import is_reasoning_model
+from lotlens_openai_standin.request_checks import InputRead
 from lotlens_openai_standin.scripts import in_script
 
 ERROR_MARKER = "[standin:error]"
@@ -26,14 +28,16 @@ LanguageFaultKind = Literal["untranslated", "other_variant"]
 LanguageFaults = Mapping[str, LanguageFaultKind]
 
 
-@dataclass(frozen=True)
+# Not frozen: made for every line of a batch, a frozen dataclass set each field through
+# object.__setattr__ (0.8 against 0.3 us).
+@dataclass(slots=True)
 class Prompt:
     """What the answer depends on: the images, the last user text, the schema asked for."""
 
     image_count: int
     last_text: str
     schema: Mapping[str, Any] | None
-    image_urls: tuple[str, ...] = ()
+    image_urls: Sequence[str] = ()
 
     @property
     def unfetchable_image(self) -> str | None:
@@ -55,9 +59,10 @@ class Prompt:
 
 
 def _read_messages(messages: list[Any], image_type: str, text_type: str) -> tuple[list[dict[str, Any]], str]:
-    """The image parts of every message, and the last user message's text: its content when a
-    string, else the text of its last `text_type` part ("" when it has none). One walk over the
-    messages: a 50,000-lot batch has 300,000 parts."""
+    """The image parts of every message of a Chat Completions body, and the last user message's
+    text: its content when a string, else the text of its last `text_type` part ("" when it has
+    none). A Responses body's input is read by the same rule as it is checked
+    (`request_checks.responses_input`)."""
     images: list[dict[str, Any]] = []
     last_text = ""
     for message in messages:
@@ -83,18 +88,19 @@ def _read_messages(messages: list[Any], image_type: str, text_type: str) -> tupl
     return images, last_text
 
 
-def responses_prompt(body: Mapping[str, Any]) -> Prompt:
-    """Read a (validated) Responses API body."""
-    items = body.get("input")
-    messages = [{"role": "user", "content": items}] if isinstance(items, str) else list(items or [])
+def responses_schema(body: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The JSON schema a (validated) Responses API body asks its answer to follow, if any."""
     text = body.get("text")
     fmt = text.get("format") if isinstance(text, dict) else None
     schema = fmt.get("schema") if isinstance(fmt, dict) and fmt.get("type") == "json_schema" else None
-    images, last_text = _read_messages(messages, "input_image", "input_text")
-    # From a list rather than a generator (here and below): a generator's frame per line costs more
-    # than the five URLs it yields.
-    return Prompt(len(images), last_text, schema if isinstance(schema, dict) else None,
-                  tuple([str(part.get("image_url")) for part in images]))
+    return schema if isinstance(schema, dict) else None
+
+
+def responses_prompt(read: InputRead, schema: Mapping[str, Any] | None) -> Prompt:
+    """The prompt of a Responses API body: its input as checked and read (`responses_input`), and
+    the schema it asks for (`responses_schema`)."""
+    urls, last_text = read
+    return Prompt(len(urls), last_text, schema, urls)
 
 
 def chat_prompt(body: Mapping[str, Any]) -> Prompt:
@@ -192,7 +198,38 @@ def answer_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
     return structured_text(prompt, faults) if prompt.schema is not None else vision_text(prompt)
 
 
-def estimate_tokens(body: Mapping[str, Any], image_count: int) -> int:
-    """A rough prompt-token estimate for the answer's usage: 4 bytes of JSON per token plus 85 per
-    image (a batch's enqueued tokens count images as OpenAI does: `image_costs.py`)."""
-    return len(orjson.dumps(body)) // 4 + 85 * image_count
+# A fixed amount of "thinking" so usage looks like a reasoning model's.
+REASONING_TOKENS = 64
+
+
+def _output_tokens(text: str, model: str) -> tuple[int, int]:
+    reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
+    return len(text) // 4 + 1 + reasoning, reasoning
+
+
+class Written(NamedTuple):
+    """What the model writes within its output-token cap (a tuple: made for every line, a frozen
+    dataclass took 0.5 us to make, a tuple half that)."""
+
+    text: str
+    # False: the cap was reached (nothing at all when the thinking alone used it up).
+    finished: bool
+    output_tokens: int
+    reasoning_tokens: int
+
+
+def write_within(text: str, model: str, limit: object) -> Written:
+    """The answer cut at the cap (4 characters a token, like the estimate), as OpenAI stops at it."""
+    tokens, reasoning = _output_tokens(text, model)
+    if not isinstance(limit, int) or tokens <= limit:
+        return Written(text, True, tokens, reasoning)
+    if reasoning >= limit:
+        return Written("", False, limit, limit)
+    return Written(text[:(limit - reasoning - 1) * 4], False, limit, reasoning)
+
+
+def estimate_tokens(encoded_length: int, image_count: int) -> int:
+    """A rough prompt-token estimate for the answer's usage, from the length of the body as orjson
+    encodes it: 4 bytes of JSON per token plus 85 per image (a batch's enqueued tokens count images
+    as OpenAI does: `image_costs.py`)."""
+    return encoded_length // 4 + 85 * image_count

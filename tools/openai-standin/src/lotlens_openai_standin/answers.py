@@ -3,121 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any, cast
+
+import orjson
 
 from lotlens_openai_standin.answer_rules import (
     UNFETCHABLE_IMAGE_MARKER,
     LanguageFaults,
     Prompt,
+    Written,
     answer_text,
     chat_prompt,
     estimate_tokens,
     responses_prompt,
+    write_within,
 )
 from lotlens_openai_standin.api_errors import bad_request, server_error
 from lotlens_openai_standin.ids import new_id, unix_now
-from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
-from lotlens_openai_standin.request_checks import check_chat_request, check_responses_request
-from lotlens_openai_standin.shapes import BatchShapes, shape_of
+from lotlens_openai_standin.request_checks import (
+    check_chat_request,
+    check_responses_line,
+    check_responses_request,
+)
+from lotlens_openai_standin.response_plan import Answered, ResponsesPlan, encoded_line
+from lotlens_openai_standin.shapes import BatchShapes, asked_digest, shape_of
 
 RESPONSES_ENDPOINT = "/v1/responses"
 CHAT_ENDPOINT = "/v1/chat/completions"
 ENDPOINTS = (RESPONSES_ENDPOINT, CHAT_ENDPOINT)
-# A fixed amount of "thinking" so usage looks like a reasoning model's.
-REASONING_TOKENS = 64
-
-
-def _output_tokens(text: str, model: str) -> tuple[int, int]:
-    reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
-    return len(text) // 4 + 1 + reasoning, reasoning
-
-
-class Written(NamedTuple):
-    """What the model writes within its output-token cap (a tuple: made for every line, a frozen
-    dataclass took 0.5 us to make, a tuple half that)."""
-
-    text: str
-    # False: the cap was reached (nothing at all when the thinking alone used it up).
-    finished: bool
-    output_tokens: int
-    reasoning_tokens: int
-
-
-def write_within(text: str, model: str, limit: object) -> Written:
-    """The answer cut at the cap (4 characters a token, like the estimate), as OpenAI stops at it."""
-    tokens, reasoning = _output_tokens(text, model)
-    if not isinstance(limit, int) or tokens <= limit:
-        return Written(text, True, tokens, reasoning)
-    if reasoning >= limit:
-        return Written("", False, limit, limit)
-    return Written(text[:(limit - reasoning - 1) * 4], False, limit, reasoning)
-
-
-def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
-    text = body.get("text")
-    if isinstance(text, dict) and isinstance(text.get("format"), dict):
-        return {"format": text["format"], "verbosity": text.get("verbosity", "medium")}
-    return {"format": {"type": "text"}, "verbosity": "medium"}
-
-
-def response_head(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a `response` object that follow from the body's shape (`shapes.py`), in the
-    object's order; those each answer has of its own are None here, for `responses_object` to fill."""
-    model = str(body["model"])
-    reasoning_model = is_reasoning_model(model)
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
-    return {
-        "id": None, "object": "response", "created_at": None, "status": None,
-        "background": False, "error": None, "incomplete_details": None,
-        "instructions": body.get("instructions"), "max_output_tokens": None,
-        "max_tool_calls": None, "model": model, "output": None, "parallel_tool_calls": True,
-        "previous_response_id": None, "prompt_cache_key": None,
-        "reasoning": ({"effort": (reasoning or {}).get("effort", "medium"), "summary": None}
-                      if reasoning_model else {"effort": None, "summary": None}),
-        "safety_identifier": None, "service_tier": "default", "store": body.get("store", True),
-        "temperature": None if reasoning_model else body.get("temperature", 1.0),
-        "text": _text_config(body), "tool_choice": "auto", "tools": [], "top_logprobs": 0,
-        "top_p": None if reasoning_model else body.get("top_p", 1.0), "truncation": "disabled",
-        "usage": None, "user": None, "metadata": body.get("metadata") or {},
-    }
-
-
-def responses_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None,
-                     head: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """A `response` object as `POST /v1/responses` returns it (no `output_text`: the SDK derives it).
-    `head`: the body's `response_head`, when one is at hand (a batch's lines share it); its values
-    are shared, not copied, so the object is for serialising, not for changing."""
-    response = dict(response_head(body) if head is None else head)
-    model = response["model"]
-    output: list[dict[str, Any]] = []
-    if is_reasoning_model(model):
-        output.append({"id": new_id("rs_", 48), "type": "reasoning", "summary": []})
-    written = write_within(answer_text(prompt, faults), model, body.get("max_output_tokens"))
-    if prompt.wants_incomplete:
-        # The model spent its whole budget thinking: no message item at all.
-        written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
-    status, incomplete = "completed", None
-    if not written.finished:
-        status, incomplete = "incomplete", {"reason": "max_output_tokens"}
-    if written.text:
-        output.append({
-            "id": new_id("msg_", 48), "type": "message", "role": "assistant", "status": status,
-            "content": [{"type": "output_text", "text": written.text, "annotations": [], "logprobs": []}],
-        })
-    input_tokens = estimate_tokens(body, prompt.image_count)
-    output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
-    # Assigned to the head's keys, which keep their places: the object's field order is the head's.
-    response["id"], response["created_at"], response["status"] = new_id("resp_", 48), unix_now(), status
-    response["incomplete_details"], response["max_output_tokens"] = incomplete, body.get("max_output_tokens")
-    response["output"] = output
-    response["usage"] = {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
-        "output_tokens": output_tokens, "output_tokens_details": {"reasoning_tokens": reasoning_tokens},
-        "total_tokens": input_tokens + output_tokens,
-    }
-    return response
 
 
 def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None = None
@@ -130,7 +44,7 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults 
     if prompt.wants_incomplete:
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
     text, finish = written.text, "stop" if written.finished else "length"
-    input_tokens = estimate_tokens(body, prompt.image_count)
+    input_tokens = estimate_tokens(len(orjson.dumps(body)), prompt.image_count)
     output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
     return {
         "id": new_id("chatcmpl-", 28), "object": "chat.completion", "created": unix_now(), "model": model,
@@ -153,31 +67,47 @@ def _no_language_faults() -> LanguageFaults:
     return {}
 
 
-def answer(endpoint: str, body: Mapping[str, Any],
-           language_faults: Callable[[], LanguageFaults] = _no_language_faults,
-           shapes: BatchShapes | None = None) -> dict[str, Any]:
-    """Validate a request for `endpoint` and return the response body; raises ApiError (400/500).
-    `language_faults` is asked, for a structured (translation) answer only, which languages to
-    answer wrongly and how (the faults `untranslated_language`, `other_variant_language`);
-    `shapes`: what the bodies of the batch answered so far share (`shapes.py`), added to."""
+def answer_json(endpoint: str, body: Mapping[str, Any],
+                language_faults: Callable[[], LanguageFaults] = _no_language_faults,
+                shapes: BatchShapes | None = None, custom_id: str = "") -> Answered:
+    """Validate a request for `endpoint` and answer it, the response body encoded; raises ApiError
+    (400/500). `language_faults` is asked, for a structured (translation) answer only, which
+    languages to answer wrongly and how (the faults `untranslated_language`,
+    `other_variant_language`). `shapes`: the request is a line of a batch (`custom_id` its own),
+    answered with its whole line of the output file; what the bodies of the batch answered so far
+    share (`shapes.py`), added to."""
     chat = endpoint != RESPONSES_ENDPOINT
     shape = b"" if shapes is None else shape_of(body, chat)
-    passed = shapes is not None and shape in shapes.checked
-    model = check_chat_request(body, passed) if chat else check_responses_request(body, passed)
-    if shapes is not None:
-        shapes.checked.add(shape)
-    prompt = chat_prompt(body) if chat else responses_prompt(body)
+    passed, plan = (False, None) if shapes is None else shapes.lookup(shape)
+    if chat:
+        model = check_chat_request(body, passed)
+        prompt = chat_prompt(body)
+    else:
+        if plan is None:
+            model, read = check_responses_request(body)
+            plan = ResponsesPlan(body, model, lines=shapes is not None)
+        else:
+            model, read = plan.model, check_responses_line(body, plan.facts)
+        prompt = responses_prompt(read, plan.schema)
+    if shapes is not None and not passed:
+        shapes.add(shape, plan)
     check_image_support(model, prompt.image_count, chat=chat)
     _refuse_by_marker(prompt)
     faults = language_faults() if prompt.schema is not None else None
-    if chat:
-        return chat_object(body, prompt, faults)
-    if shapes is None:
-        return responses_object(body, prompt, faults)
-    head = shapes.heads.get(shape)
-    if head is None:
-        head = shapes.heads[shape] = response_head(body)
-    return responses_object(body, prompt, faults, head)
+    if plan is not None:
+        return plan.answer(body, prompt, faults, custom_id)
+    response = chat_object(body, prompt, faults)
+    encoded = orjson.dumps(response)
+    if shapes is not None:
+        encoded = encoded_line(custom_id, 200, encoded)
+    whole = response["choices"][0]["finish_reason"] == "stop"
+    return Answered(encoded, usage_tokens(response), whole, asked_digest(body))
+
+
+def answer(endpoint: str, body: Mapping[str, Any],
+           language_faults: Callable[[], LanguageFaults] = _no_language_faults) -> dict[str, Any]:
+    """The response body `answer_json` gives a direct call, decoded."""
+    return cast(dict[str, Any], orjson.loads(answer_json(endpoint, body, language_faults).body))
 
 
 # An image URL holding this is one "OpenAI" fetched but cannot read (a truncated JPEG, say): the

@@ -86,7 +86,8 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
     # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
     # one gets its 400 in the error file and the rest of the batch goes on.
     details = image_details(body, chat=endpoint != RESPONSES_ENDPOINT)
-    summary.estimated_tokens += estimate_tokens(body, 0) + sum([image_tokens(model, d) for d in details])
+    images = sum([image_tokens(model, d) for d in details])
+    summary.estimated_tokens += estimate_tokens(len(orjson.dumps(body)), 0) + images
     return []
 
 

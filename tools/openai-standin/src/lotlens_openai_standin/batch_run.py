@@ -8,22 +8,21 @@ cuts both result files back to the recorded sizes, so no line is written twice.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from lotlens_openai_standin.answer_rules import LanguageFaults
-from lotlens_openai_standin.answers import answer, usage_tokens
+from lotlens_openai_standin.answers import answer_json, usage_tokens
 from lotlens_openai_standin.api_errors import ApiError, server_error
 from lotlens_openai_standin.files import LINE_BUFFER
 from lotlens_openai_standin.ids import new_id
-from lotlens_openai_standin.shapes import BatchShapes
+from lotlens_openai_standin.response_plan import encoded_line
+from lotlens_openai_standin.shapes import BatchShapes, asked_digest
 
 UNEXECUTED_MESSAGES = {
     "batch_expired": "This request could not be executed before the completion window expired.",
@@ -46,16 +45,13 @@ class RunState:
     tokens: list[int] = field(default_factory=lambda: [0, 0, 0])  # input, output, reasoning
 
 
-def _response_line(custom_id: str, status: int, body: Mapping[str, Any]) -> bytes:
-    response = {"status_code": status, "request_id": new_id("req_", 32), "body": body}
-    line = {"id": new_id("batch_req_", 32), "custom_id": custom_id, "response": response, "error": None}
-    return orjson.dumps(line) + b"\n"
-
-
-# Every line of a batch asks for the same output (vision: none; translation: one schema per part).
-@lru_cache(maxsize=256)
-def _digest(document: bytes) -> str:
-    return hashlib.sha256(document).hexdigest()[:16]
+def _kept(status: int, whole: bool, faulted: bool, asked: str, tokens: tuple[int, int, int]
+          ) -> dict[str, Any]:
+    # A tuple of tokens: a batch's answers are held until the slice ends, and the collector passes
+    # over dicts of numbers alone (a list made each of them one more object for every full
+    # collection to visit).
+    return {"status": status, "usable": status == 200 and whole and not faulted, "asked": asked,
+            "tokens": tokens}
 
 
 def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any], faulted: bool
@@ -64,30 +60,13 @@ def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any]
     the chaos run tells a paid resend from a retry, and checks LotLens' usage against these tokens
     after the stage deleted the result files. `usable`: a 200 whose answer is whole and right (not
     cut at its cap, no injected language fault); `asked`: a digest of the structured output asked
-    for (a translation's languages), so the next part of a lot's languages is not the same request."""
-    asked_for = request["body"].get("text") or request["body"].get("response_format") or {}
-    fmt = asked_for.get("format", asked_for) if isinstance(asked_for, dict) else {}
-    asked = _digest(orjson.dumps(fmt, option=orjson.OPT_SORT_KEYS))
+    for (`shapes.asked_digest`). A slice makes a 200's from its `Answered`, the body left encoded."""
     # The choices looked at only when the body is no completed response (their default made for
     # every line was a list and a dict to make and throw away).
     whole = body.get("status") == "completed" or (
         (body.get("choices") or [{}])[0].get("finish_reason") == "stop")
-    # A tuple: a batch's answers are held until the slice ends, and the collector passes over dicts of
-    # numbers alone (a list made each of them one more object for every full collection to visit).
     tokens = usage_tokens(body) if status == 200 else (0, 0, 0)
-    return {"status": status, "usable": status == 200 and whole and not faulted, "asked": asked,
-            "tokens": tokens}
-
-
-def _execute(request: Mapping[str, Any], endpoint: str, fail_substring: str | None,
-             language_faults: Callable[[], LanguageFaults], shapes: BatchShapes
-             ) -> tuple[int, dict[str, Any]]:
-    try:
-        if fail_substring and fail_substring in str(request["custom_id"]):
-            raise server_error()
-        return 200, answer(endpoint, request["body"], language_faults, shapes)
-    except ApiError as exc:
-        return exc.status, exc.body()
+    return _kept(status, whole, faulted, asked_digest(request["body"]), tokens)
 
 
 def _lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
@@ -106,7 +85,7 @@ def _append(path: Path, size: int, chunk: list[bytes]) -> int:
         # Anything past the recorded size was written by a run a kill interrupted.
         out.truncate(size)
         out.writelines(chunk)
-    return size + sum(len(line) for line in chunk)
+    return size + sum(map(len, chunk))
 
 
 def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail_substring: str | None,
@@ -136,18 +115,24 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
             continue
         executed += 1
         request = orjson.loads(raw)
-        before = len(taken)
-        status, body = _execute(request, endpoint, fail_substring, faults_taken, shapes)
         custom_id = str(request["custom_id"])
-        answered[custom_id] = line_answer(request, status, body, any(taken[before:]))
-        (outputs if status == 200 else errors).append(_response_line(custom_id, status, body))
-        if status == 200:
-            completed += 1
-            spent = answered[custom_id]["tokens"]
-            input_tokens, output_tokens = input_tokens + spent[0], output_tokens + spent[1]
-            reasoning_tokens += spent[2]
-        else:
+        before = len(taken)
+        try:
+            if fail_substring and fail_substring in custom_id:
+                raise server_error()
+            answer = answer_json(endpoint, request["body"], faults_taken, shapes, custom_id)
+        except ApiError as exc:
+            refusal = exc.body()
+            answered[custom_id] = line_answer(request, exc.status, refusal, any(taken[before:]))
+            errors.append(encoded_line(custom_id, exc.status, orjson.dumps(refusal)))
             failed += 1
+            continue
+        answered[custom_id] = _kept(200, answer.whole, any(taken[before:]), answer.asked, answer.tokens)
+        outputs.append(answer.body)
+        completed += 1
+        spent = answer.tokens
+        input_tokens, output_tokens = input_tokens + spent[0], output_tokens + spent[1]
+        reasoning_tokens += spent[2]
     shuffle = random.Random(f"{seed}:{state.executed}").shuffle
     shuffle(outputs)
     shuffle(errors)

@@ -14,7 +14,7 @@ def new_id(prefix: str, hex_chars: int = 24) -> str:
     it on every id while the event loop served requests (68 instead of 0.5 us an id; two ids a
     line made half the stand-in's time in a 50,000-lot run). The ids need be unique, not secret.
     """
-    # Five ids a batch line: bytes to hex took half the time of a format, for the same digits.
+    # Bytes to hex took half the time of a format, for the same digits.
     return prefix + random.getrandbits(hex_chars * 4).to_bytes(hex_chars // 2).hex()
 
 

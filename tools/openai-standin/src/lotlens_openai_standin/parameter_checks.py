@@ -93,7 +93,8 @@ def output_limit_name(body: Mapping[str, Any], chat: bool) -> str | None:
     return None
 
 
-def _check_output_limit(body: Mapping[str, Any], chat: bool, facts: ModelFacts) -> None:
+def check_output_limit(body: Mapping[str, Any], chat: bool, facts: ModelFacts) -> None:
+    """The output-token cap, if set, is an integer in OpenAI's range for the model."""
     name = output_limit_name(body, chat)
     if name is None:
         return
@@ -113,7 +114,7 @@ def _check_output_limit(body: Mapping[str, Any], chat: bool, facts: ModelFacts) 
 
 def check_parameter_values(body: Mapping[str, Any], chat: bool, facts: ModelFacts) -> None:
     """The output-token cap and the sampling values are in OpenAI's ranges."""
-    _check_output_limit(body, chat, facts)
+    check_output_limit(body, chat, facts)
     for name in RANGES:
         _check_range(body, name)
 
