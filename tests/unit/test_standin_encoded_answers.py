@@ -1,7 +1,8 @@
 """A batch's answers written from a template of their shape (`response_plan.py`), their input checked
-and read in one walk, are the answers the code they replaced gave, byte for byte but for ids and
-clocks. The replaced code is kept here as the reference: each answer built as dicts and encoded
-whole, the input checked in one walk and read in another."""
+and read in one walk and their schema read once, are the answers the code they replaced gave, byte
+for byte but for ids and clocks. The replaced code is kept here as the reference: each answer built
+as dicts and encoded whole, the input checked in one walk and read in another, the schema filled by
+reading it again for each answer."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from lotlens_openai_standin.answer_rules import (
     _is_language_key,
     responses_prompt,
     responses_schema,
+    schema_filler,
     strip_outer_paragraph,
     translated,
     vision_text,
@@ -283,6 +285,36 @@ def test_the_input_is_checked_and_read_in_one_walk_as_in_two() -> None:
             else:
                 item[chance.choice(["role", "content", "type"])] = chance.choice(values)
         assert _read_outcome(responses_input, body) == _reference_outcome(body), body
+
+
+def _schema(chance: random.Random, depth: int = 0) -> dict[str, Any]:
+    kinds: list[Any] = ["string", "number", "integer", "boolean", "null", None, ["string", "null"],
+                        ["null"], ["null", "integer"]]
+    if depth < 3:
+        kinds += ["object", "object", "array", ["array", "null"]]
+    kind = chance.choice(kinds)
+    schema: dict[str, Any] = {} if kind is None else {"type": kind}
+    if kind == "object":
+        names = chance.sample(["de", "ru", "zh-Hant", "pt-BR", "fil", "ja", "notes", "Title", "x-1", "en"],
+                              chance.randrange(5))
+        schema["properties"] = {name: chance.choice([_schema(chance, depth + 1), "junk"]) for name in names}
+    elif kind in ("array", ["array", "null"]):
+        schema["items"] = chance.choice([_schema(chance, depth + 1), "junk"])
+    return schema
+
+
+def test_a_schema_read_once_fills_each_answer_as_when_read_each_time() -> None:
+    chance = random.Random(5)
+    sources = ["<p>Dented <b>bonnet</b> &amp; 2 doors.</p>", "  plain text  ", "<p>Ω and é</p>", ""]
+    faults: list[dict[str, Any]] = [{}, {"de": "untranslated"}, {"notes": "untranslated"},
+                                    {"zh-Hant": "other_variant", "ja": "untranslated"}]
+    for _ in range(2000):
+        schema = _schema(chance)
+        fill = schema_filler(schema)
+        for source in sources:
+            fault = chance.choice(faults)
+            expected = _reference_fill(schema, "", source, fault)
+            assert fill(source, strip_outer_paragraph(source), fault) == expected
 
 
 @pytest.mark.parametrize("seed", range(3))

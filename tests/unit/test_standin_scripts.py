@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import string
 import unicodedata
 from functools import cache
 from importlib.resources import files
@@ -14,7 +16,7 @@ from lotlens_common.model.language_check import wrong_languages
 from lotlens_common.model.languages import is_supported_language
 from lotlens_common.model.scripts import SCRIPT_NAMES
 from lotlens_openai_standin.answer_rules import translated
-from lotlens_openai_standin.scripts import _LETTER_RUNS, alphabet, script_of
+from lotlens_openai_standin.scripts import _LETTER_RUNS, _latin_to, _written_in, alphabet, script_of
 
 ENGLISH = ("<p>Standin vision: 3 image(s) reviewed. 2019 Toyota Camry XV70, VIN 4T1B11HK5KU123456: "
            "the front bumper is dented, the left headlight is cracked and the hood is scratched; "
@@ -75,3 +77,13 @@ def test_the_stand_ins_chinese_alphabets_are_one_system_each_by_lotlens_table() 
     simplified, traditional = alphabet("Hans"), alphabet("Hant")
     assert count_forms(simplified, "Hant") == 0 and count_forms(traditional, "Hans") == 0
     assert count_forms(simplified, "Hans") >= 20 and count_forms(traditional, "Hant") >= 20
+
+
+@pytest.mark.parametrize("script", sorted([*_LETTER_RUNS, "Hans", "Hant"]))
+def test_an_ascii_text_comes_out_of_each_scripts_charmap_as_out_of_its_translate_table(script: str) -> None:
+    # ASCII texts are decoded through the table in C; any other goes through str.translate.
+    chance = random.Random(script)
+    texts = [ENGLISH, "", "Zz", *("".join(chance.choices(string.printable, k=chance.randrange(90)))
+                                  for _ in range(200))]
+    for text in [*texts, "Ωmega é " + ENGLISH]:
+        assert _written_in(script, text) == text.translate(_latin_to(script))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, NamedTuple
@@ -150,7 +150,11 @@ def vision_text(prompt: Prompt) -> str:
 def translated(language: str, source: str, other_variant: bool = False) -> str:
     """`<p>[{lang}] ` + the source without its outer paragraph, in the language's script + `</p>`
     (`other_variant`: a Chinese language in the other system's forms)."""
-    return f"<p>[{language}] {in_script(language, strip_outer_paragraph(source), other_variant)}</p>"
+    return _in_language(language, strip_outer_paragraph(source), other_variant)
+
+
+def _in_language(language: str, stripped: str, other_variant: bool) -> str:
+    return f"<p>[{language}] {in_script(language, stripped, other_variant)}</p>"
 
 
 # Asked for every string of every answer; the keys come from requests, so the cache is bounded.
@@ -159,43 +163,61 @@ def _is_language_key(key: str) -> bool:
     return _LANGUAGE_KEY.match(key) is not None
 
 
-def _fill(schema: Mapping[str, Any], key: str, source: str, faults: LanguageFaults) -> Any:
+# What fills a schema for an answer, from the source (T), T without its outer paragraph, and the
+# answer's language faults.
+Filler = Callable[[str, str, LanguageFaults], Any]
+
+
+def schema_filler(schema: Mapping[str, Any], key: str = "") -> Filler:
+    """How `structured_text` fills `schema` (the value at `key`): the schema read once, its fillers
+    made for the answers of a batch's translations (one schema); read again for each answer, it was a
+    third of a translation's work."""
     kind = schema.get("type")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
     if kind == "object":
-        properties = schema.get("properties") or {}
-        return {name: _fill(sub if isinstance(sub, dict) else {}, name, source, faults)
-                for name, sub in properties.items()}
+        fields = [(name, schema_filler(sub if isinstance(sub, dict) else {}, name))
+                  for name, sub in (schema.get("properties") or {}).items()]
+        return lambda source, stripped, faults: {name: fill(source, stripped, faults)
+                                                 for name, fill in fields}
     if kind == "array":
         items = schema.get("items")
-        return [_fill(items, key, source, faults)] if isinstance(items, dict) else []
+        if not isinstance(items, dict):
+            return lambda source, stripped, faults: []
+        item = schema_filler(items, key)
+        return lambda source, stripped, faults: [item(source, stripped, faults)]
     if kind in ("number", "integer"):
-        return 0
+        return lambda source, stripped, faults: 0
     if kind == "boolean":
-        return False
+        return lambda source, stripped, faults: False
     if kind == "null":
-        return None
+        return lambda source, stripped, faults: None
     # Strings (and untyped leaves): language-code keys get the translation rule, but for the
     # `untranslated` fault's language, which gets the source copied as it is.
-    fault = faults.get(key)
-    if fault == "untranslated":
-        return source
     if _is_language_key(key):
-        return translated(key, source, other_variant=fault == "other_variant")
-    return strip_outer_paragraph(source)
+        def language(source: str, stripped: str, faults: LanguageFaults) -> str:
+            fault = faults.get(key)
+            if fault == "untranslated":
+                return source
+            return _in_language(key, stripped, fault == "other_variant")
+        return language
+    return lambda source, stripped, faults: source if faults.get(key) == "untranslated" else stripped
 
 
-def structured_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
+def structured_text(prompt: Prompt, faults: LanguageFaults | None = None,
+                    filler: Filler | None = None) -> str:
     """A JSON document valid against the requested schema, language-code strings translated
-    (but as `faults` has it for its languages)."""
+    (but as `faults` has it for its languages); `filler`: the schema's, when one is at hand."""
     assert prompt.schema is not None
-    return orjson.dumps(_fill(prompt.schema, "", prompt.last_text, faults or {})).decode()
+    fill = schema_filler(prompt.schema) if filler is None else filler
+    source = prompt.last_text
+    return orjson.dumps(fill(source, strip_outer_paragraph(source), faults or {})).decode()
 
 
-def answer_text(prompt: Prompt, faults: LanguageFaults | None = None) -> str:
-    """The stand-in's whole answer for a prompt (`faults`: the language faults of a translation)."""
-    return structured_text(prompt, faults) if prompt.schema is not None else vision_text(prompt)
+def answer_text(prompt: Prompt, faults: LanguageFaults | None = None, filler: Filler | None = None) -> str:
+    """The stand-in's whole answer for a prompt (`faults`: the language faults of a translation;
+    `filler`: its schema's, when one is at hand)."""
+    return structured_text(prompt, faults, filler) if prompt.schema is not None else vision_text(prompt)
 
 
 # A fixed amount of "thinking" so usage looks like a reasoning model's.

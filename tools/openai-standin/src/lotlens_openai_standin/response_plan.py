@@ -17,12 +17,14 @@ from typing import Any, NamedTuple
 import orjson
 
 from lotlens_openai_standin.answer_rules import (
+    Filler,
     LanguageFaults,
     Prompt,
     Written,
     answer_text,
     estimate_tokens,
     responses_schema,
+    schema_filler,
     write_within,
 )
 from lotlens_openai_standin.ids import new_id, unix_now
@@ -144,6 +146,7 @@ class ResponsesPlan:
         self.reasoning = is_reasoning_model(model)
         self.schema = responses_schema(body)
         self.asked = asked_digest(body)
+        self._filler: Filler | None = None  # made for the first structured answer
         self._numbers = _numbers()
         # By whether the answer has a message item.
         self._templates: dict[bool, bytes] = {}
@@ -158,7 +161,10 @@ class ResponsesPlan:
                custom_id: str = "") -> Answered:
         """The `response` object for a body of the plan's shape, checked: its prompt, the language
         faults of its answer, and (`lines`) the custom_id of its line."""
-        written = write_within(answer_text(prompt, faults), self.model, body.get("max_output_tokens"))
+        if self._filler is None and prompt.schema is not None:
+            self._filler = schema_filler(prompt.schema)
+        text = answer_text(prompt, faults, self._filler)
+        written = write_within(text, self.model, body.get("max_output_tokens"))
         if prompt.wants_incomplete:
             # The model spent its whole budget thinking: no message item at all.
             written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)

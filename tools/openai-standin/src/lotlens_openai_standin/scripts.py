@@ -23,6 +23,7 @@ alphabet of its own (`_CHINESE_ALPHABETS`).
 
 from __future__ import annotations
 
+import codecs
 import re
 from functools import cache, lru_cache
 
@@ -121,13 +122,21 @@ def in_script(tag: str, text: str, other_variant: bool = False) -> str:
         return text
     if other_variant:
         script = _OTHER_SYSTEM.get(script, script)
-    table = _latin_to(script)
     if "<" not in text and "&" not in text:
-        return text.translate(table)  # no markup to keep: what the split below comes to, sooner
+        return _written_in(script, text)  # no markup to keep: what the split below comes to, sooner
     pieces = _MARKUP.split(text)
     # The split alternates text to write in the script and markup.
-    pieces[::2] = [piece.translate(table) for piece in pieces[::2]]
+    pieces[::2] = [_written_in(script, piece) for piece in pieces[::2]]
     return "".join(pieces)
+
+
+def _written_in(script: str, text: str) -> str:
+    # An ASCII text is decoded through the table as a charmap, in C: 0.2 against 1.4 us for a
+    # 60-character one by str.translate, which makes a str of each letter's for the text it writes.
+    decoding = _charmap(script)
+    if decoding is not None and text.isascii():
+        return codecs.charmap_decode(text.encode("ascii"), "strict", decoding)[0]
+    return text.translate(_latin_to(script))
 
 
 def alphabet(script: str) -> str:
@@ -152,3 +161,11 @@ def _latin_to(script: str) -> tuple[str, ...]:
         table[ord("a") + offset] = letter
         table[ord("A") + offset] = letter.upper()
     return tuple(table)
+
+
+@cache
+def _charmap(script: str) -> str | None:
+    """`_latin_to` as a charmap decoding table, when each letter of the script is one character (an
+    upper case may be two: Armenian `և` is `ԵՒ`)."""
+    table = _latin_to(script)
+    return "".join(table) if all(len(letter) == 1 for letter in table) else None
