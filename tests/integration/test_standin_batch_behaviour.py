@@ -16,8 +16,9 @@ import pytest
 from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
-from lotlens_openai_standin import answer_rules, batches
+from lotlens_openai_standin import answer_rules, batch_input, batches
 from lotlens_openai_standin.batch_run import run_slice
+from lotlens_openai_standin.image_costs import image_details
 from tests.standin import Standin, serve_standin
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -185,6 +186,24 @@ def test_each_request_is_read_for_its_answer_once_validation_included(
         output = _lines(api, done["output_file_id"])
     assert done["status"] == "completed" and len(output) == 12
     assert built == [1] * 12, f"{len(built)} prompts read for 12 requests"
+
+
+@pytest.mark.parametrize("limit", [0, 10**9])
+def test_a_batchs_tokens_are_estimated_only_under_an_enqueued_token_limit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    # Nothing reads a batch's estimate without a limit; validation still encoded every body again
+    # and walked its images for it: 2 us of a vision line's 6.
+    walked: list[object] = []
+
+    def counted(body: Any, chat: bool) -> list[str]:
+        walked.append(body)
+        return image_details(body, chat)
+
+    monkeypatch.setattr(batch_input, "image_details", counted)
+    with _api(tmp_path, in_progress_seconds=0.0, enqueued_token_limit=limit) as (_, api):
+        done = _poll(api, _create(api, 12)["id"])[-1]
+    assert done["status"] == "completed" and done["request_counts"]["completed"] == 12
+    assert len(walked) == (12 if limit else 0), f"{len(walked)} bodies walked for an estimate"
 
 
 def test_a_finalizing_batch_refuses_a_cancel_with_openais_409_and_completes(tmp_path: Path) -> None:

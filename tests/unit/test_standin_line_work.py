@@ -1,5 +1,6 @@
 """What the stand-in works out for each line of a batch, held to its rules on the odd cases: the
-image markers' refusals, the images counted toward the enqueued tokens, a slice's sums."""
+image markers' refusals, the images counted toward the enqueued tokens, a slice's sums, validation
+without the token estimate."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT, answer
 from lotlens_openai_standin.api_errors import ApiError
+from lotlens_openai_standin.batch_input import validate_input_file
 from lotlens_openai_standin.batch_run import RunState, run_slice
 from lotlens_openai_standin.image_costs import image_details
 
@@ -72,3 +74,18 @@ def test_slices_add_up_the_counts_and_tokens_of_their_lines(tmp_path: Path) -> N
     sums = [sum(line["tokens"][k] for line in answered.values()) for k in range(3)]
     assert state.tokens == [1 + sums[0], 2 + sums[1], 3 + sums[2]]
     assert 0 not in sums
+
+
+def test_validation_without_the_token_estimate_finds_what_it_finds_with_it(tmp_path: Path) -> None:
+    # Without an enqueued-token limit nothing reads the estimate, and validation leaves it out.
+    bodies = [_vision([f"https://img.test/{i}.jpg"] * (i % 3), f"lot {i}") for i in range(50)]
+    bodies[7]["model"] = "gpt-4.1-mini"  # a second model in the batch
+    lines = [orjson.dumps({"custom_id": f"lot-{i % 40}", "method": "POST", "url": RESPONSES_ENDPOINT,
+                           "body": body}) for i, body in enumerate(bodies)]
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\n".join([*lines, b"{not json", b'{"custom_id": "x", "method": "GET"}']))
+    counted = validate_input_file(source, RESPONSES_ENDPOINT)
+    uncounted = validate_input_file(source, RESPONSES_ENDPOINT, count_tokens=False)
+    assert len(counted.errors) == 15 and counted.estimated_tokens > 0 and uncounted.estimated_tokens == 0
+    assert (uncounted.errors, uncounted.total, uncounted.model, uncounted.custom_ids) == (
+        counted.errors, counted.total, counted.model, counted.custom_ids)

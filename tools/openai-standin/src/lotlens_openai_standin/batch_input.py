@@ -12,7 +12,7 @@ import orjson
 from lotlens_openai_standin.answer_rules import estimate_tokens
 from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
 from lotlens_openai_standin.files import BATCH_FILE_LIMIT, LINE_BUFFER
-from lotlens_openai_standin.image_costs import image_details, image_tokens
+from lotlens_openai_standin.image_costs import image_details, images_tokens
 
 MAX_REQUESTS = 50_000
 MAX_INPUT_BYTES = BATCH_FILE_LIMIT
@@ -33,6 +33,8 @@ class InputSummary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     model: str | None = None
+    # Counted only when asked for: see `validate_input_file`.
+    counts_tokens: bool = True
     estimated_tokens: int = 0
     # Each request's custom_id: what the batch will be paid for (`GET /_standin/batches/{id}/requests`).
     custom_ids: list[str] = field(default_factory=list)
@@ -85,15 +87,18 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
         return [batch_error("mismatched_model", message, param="body.model", line=line)]
     # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
     # one gets its 400 in the error file and the rest of the batch goes on.
-    details = image_details(body, chat=endpoint != RESPONSES_ENDPOINT)
-    images = sum([image_tokens(model, d) for d in details])
-    summary.estimated_tokens += estimate_tokens(len(orjson.dumps(body)), 0) + images
+    if summary.counts_tokens:
+        details = tuple(image_details(body, chat=endpoint != RESPONSES_ENDPOINT))
+        tokens = estimate_tokens(len(orjson.dumps(body)), 0) + images_tokens(model, details)
+        summary.estimated_tokens += tokens
     return []
 
 
-def validate_input_file(path: Path, endpoint: str) -> InputSummary:
-    """Read the input file once, line by line, collecting problems like OpenAI's validator."""
-    summary = InputSummary()
+def validate_input_file(path: Path, endpoint: str, count_tokens: bool = True) -> InputSummary:
+    """Read the input file once, line by line, collecting problems like OpenAI's validator.
+    `count_tokens`: estimate the batch's enqueued tokens, which only an enqueued-token limit reads
+    (the estimate encodes each body again and walks its images: 2 us of a vision line's 6)."""
+    summary = InputSummary(counts_tokens=count_tokens)
     if path.stat().st_size > MAX_INPUT_BYTES:
         summary.errors.append(batch_error("file_too_large", "The batch input file is larger than the 200 MB "
                                           "maximum.", param="input_file_id"))

@@ -199,10 +199,11 @@ class BatchService:
 
     async def _validate(self, batch: BatchRecord) -> bool:
         path = self._input_path(batch)
-        summary = await anyio.to_thread.run_sync(validate_input_file, path, batch.endpoint)
+        limit = self._config.enqueued_token_limit
+        # Without a limit no batch's enqueued tokens are read, the ones it keeps (its record) neither.
+        summary = await anyio.to_thread.run_sync(validate_input_file, path, batch.endpoint, bool(limit))
         batch.model, batch.estimated_tokens = summary.model, summary.estimated_tokens
         errors = summary.errors
-        limit = self._config.enqueued_token_limit
         if not errors and batch.outcome == "failed":
             errors = [batch_error("standin_injected_failure", "The batch failed (fault injected by the "
                                   "stand-in).")]

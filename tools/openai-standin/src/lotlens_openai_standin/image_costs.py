@@ -45,6 +45,13 @@ def image_tokens(model: str, detail: str) -> int:
     return base if detail == "low" else base + per_tile * MOST_TILES
 
 
+# Asked for every line validated: a batch's lines hold as many images at the same details, or nearly.
+@lru_cache(maxsize=256)
+def images_tokens(model: str, details: tuple[str, ...]) -> int:
+    """The most input tokens images at these details cost `model`."""
+    return sum([image_tokens(model, detail) for detail in details])
+
+
 def image_details(body: Mapping[str, Any], chat: bool) -> list[str]:
     """The `detail` of each image a request body holds ("auto" when not given)."""
     # One walk over the messages' parts, without a list of them first: a vision line's six parts,
