@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import REGISTRY
 
 from lotlens_common.events import VisionBatchSubmitted
-from lotlens_common.model.errors import ModelUnavailableError
+from lotlens_common.model.errors import ModelUnavailableError, ModelUnreachableError
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.core import lifecycle
@@ -264,3 +264,58 @@ def test_the_hold_ends_when_its_record_is_refused_for_the_event_itself(world: Wo
     world.store.add(lots(2, job_id="job-1"))
     world.rounds(2)
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]
+
+
+def test_a_process_restarted_during_the_outage_builds_no_older_shard_before_the_unrecorded_batch(
+        world: World) -> None:
+    # After a restart nothing is held, and recovery went oldest first: a shard whose upload had
+    # failed (a 502 before the outage) was built before the shard whose batch was at OpenAI, and
+    # its record was refused too: one more unrecorded batch at each restart of the outage.
+    for job in (1, 2):
+        world.store.add(lots(2, job_id=f"job-{job}"))
+    world.batches.errors["upload"] = [ModelUnavailableError("HTTP 502") for _ in range(2)]
+    asyncio.run(flush_due(world.stage))  # both uploads failed: two older building shards, no batch
+    kafka_accepts = kafka_refuses(world)
+    world.store.add(lots(2, job_id="job-0"))
+    asyncio.run(flush_due(world.stage))  # job-0's batch created, not on record
+    for _ in range(2):  # a rolling deploy, then another
+        world.restart()
+        world.rounds(2)
+        world.housekeep()
+    created = len(world.batches.batches)
+    assert created == 1, f"{created} batches created while Kafka refused their records"
+
+    kafka_accepts()
+    world.rounds(2)
+    every_lot_sent_once_and_described(world, 3)
+
+
+def test_in_direct_mode_a_process_restarted_during_the_outage_calls_the_model_for_no_older_shard(
+        world: World, tmp_path: Path) -> None:
+    # Direct mode notes no create before it is made (one that fails there makes nothing): its
+    # shards with a batch are noted once it is made, so a restart tries them first as well.
+    calls: list[str] = []
+    server_up = False
+
+    async def call(body: Mapping[str, Any]) -> dict[str, Any]:
+        if not server_up:
+            raise ModelUnreachableError("connection refused")
+        calls.append(body["input"][0]["content"][-1]["text"])
+        return described(calls[-1], body)
+
+    direct = DirectBatches(call, 4, tmp_path)
+    world.stage.batches = direct
+    world.store.add(lots(2, job_id="job-1"))
+    asyncio.run(flush_due(world.stage))  # the server refused job-1's round whole: no batch
+    server_up = True
+    kafka_accepts = kafka_refuses(world)
+    world.store.add(lots(2, job_id="job-0"))
+    asyncio.run(flush_due(world.stage))  # job-0's lots answered, its batch not on record
+    world.restart(direct)
+    world.rounds(2)
+    assert len(calls) == 2, f"the model called for {len(calls)} lots while Kafka refused"
+
+    kafka_accepts()
+    world.rounds(2)
+    assert len(calls) == 4 and len(world.submitted()) == 2
+    assert world.completed() == sorted(f"job-{job}-lot-{i}" for job in range(2) for i in range(2))

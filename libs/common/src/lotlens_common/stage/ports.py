@@ -116,10 +116,10 @@ class Shard:
     release: str | None = None
     # When its lots were claimed (a Unix time): its batch was created after.
     created_at: float = 0.0
-    # How long ago a create was last asked for it whose outcome is unknown (a timeout, a 5xx, a
-    # crash during the call), by the database's clock, which stamped it; None: never asked, or
-    # refused (so no batch was made). An age, not a time: compared with a pod's clock running
-    # minutes ahead, the shard was built again while its first batch could still land.
+    # How long ago a create was last asked for it, whose batch may exist (a timeout, a 5xx, a crash
+    # during the call; direct mode's, noted once made), by the database's clock, which stamped it;
+    # None: never asked, or refused (no batch). An age, not a time: compared with a pod's clock
+    # running minutes ahead, the shard was built again while its first batch could still land.
     create_asked_age_s: float | None = None
     # When OpenAI created its batch (a Unix time), once on record: before `created_at` for a batch
     # the reconciler adopted into a shard made for it.

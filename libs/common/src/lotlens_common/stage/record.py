@@ -8,10 +8,11 @@ be recorded either: over an hour's outage the batches OpenAI ran and billed, wit
 of them, grew with every round. So the first such batch holds new ones back, in this process
 (`Stage.held_shard`), until it is put on record (recovery tries it first at each watch, and only
 it), or its shard is no longer `building` (another instance recorded it) or has no batch. A
-restarted process recovers its building shards before its first flush, and meets the refusal there
-first. An event Kafka refuses for what it is (its size, its form: `producer.message_refused`) holds
-nothing: refused again at every try whatever else Kafka takes, it held the stage for good, with no
-command to end the hold; its shard fails at each watch instead (LotLensStageRoundsFailing).
+restarted process recovers its building shards before its first flush, those whose create was
+asked first, so it meets the refusal before it builds any. An event Kafka refuses for what it is
+(its size, its form: `producer.message_refused`) holds nothing: refused again at every try whatever
+else Kafka takes, it held the stage for good, with no command to end the hold; its shard fails at
+each watch instead (LotLensStageRoundsFailing).
 """
 
 from __future__ import annotations

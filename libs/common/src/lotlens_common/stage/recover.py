@@ -38,7 +38,10 @@ async def recover_building(stage: Stage[Any]) -> None:
         end_hold(stage, "is no longer building (another instance recorded its batch, or closed it)")
     # Held (`record.py`): the held shard alone, first, with no quota try. Another, refused the try (no
     # build while held), ended the round before it: the hold and a quota pause waited for each other.
-    building.sort(key=lambda shard: shard.shard_id != stage.held_shard)  # recorded, the rest go on
+    # Recorded, the rest go on: first those that may have a batch (a create asked), so a restarted
+    # process meets a refused record before it builds: oldest first, a shard whose upload failed
+    # before the outage was built ahead of one with a batch, and its record refused too.
+    building.sort(key=lambda shard: (shard.shard_id != stage.held_shard, shard.create_asked_age_s is None))
     for shard in building:
         if stage.stopping.is_set() or stage.held_shard not in (None, shard.shard_id):
             return

@@ -244,6 +244,10 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         await forget_file(stage, file_id)
         raise
     quota_accepted(stage)
+    if not stage.batches.creates_land_late:
+        # Made, whole: noted now, so a restarted process's recovery tries its record before it
+        # builds another shard (`recover.py`), as it does an OpenAI batch's.
+        stage.store.note_create_asked(shard_id, True)
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), batch)
     # The store says which of them the shard holds (a file's overflow went back to the queue).
