@@ -9,6 +9,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import REGISTRY
 
 from lotlens_common.events import VisionBatchSubmitted
+from lotlens_common.images import ImageCheck
 from lotlens_common.model.errors import ModelUnavailableError, ModelUnreachableError
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters.direct import DirectBatches
@@ -26,7 +28,8 @@ from lotlens_common.stage.ports import Caused
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.submit import flush_due
-from tests.unit.stage.conftest import World, lots
+from lotlens_vision_batcher.vision_stage import VisionStage
+from tests.unit.stage.conftest import World, dead_images_unreachable, lots
 from tests.unit.stage.fakes import described
 from tests.unit.stage.test_quota_pause import quota_refusal
 
@@ -319,3 +322,42 @@ def test_in_direct_mode_a_process_restarted_during_the_outage_calls_the_model_fo
     world.rounds(2)
     assert len(calls) == 4 and len(world.submitted()) == 2
     assert world.completed() == sorted(f"job-{job}-lot-{i}" for job in range(2) for i in range(2))
+
+
+def images_checked(world: World) -> list[str]:
+    """Every image URL the stage checks from now on (each check is a lot's preparation)."""
+    checked: list[str] = []
+
+    async def counted(urls: Sequence[str]) -> ImageCheck:
+        checked.extend(urls)
+        return await dead_images_unreachable(urls)
+
+    assert isinstance(world.stage.spec, VisionStage)
+    world.stage.spec = replace(world.stage.spec, check_images=counted)
+    return checked
+
+
+def test_a_held_shard_with_no_batch_is_prepared_once_under_a_quota_pause(world: World) -> None:
+    # Its batch not found, the hold ended and the shard was built at once with no try of the quota
+    # pause: every image checked (the settled lots' events published), then the upload stopped by
+    # the pause, and all of it done again by the next watch's try.
+    kafka_accepts = kafka_refuses(world)
+    world.store.add(lots(2, job_id="job-0"))
+    world.rounds()  # job-0's batch created, not on record
+    world.restart()  # a new process, which knows nothing of it
+    world.store.add(lots(2, job_id="job-1"))
+    world.batches.errors["create"] = [quota_refusal()]
+    asyncio.run(flush_due(world.stage))  # job-1's create refused: the quota pause begins
+    world.store.clock += QUOTA_FIRST_WAIT_S
+    world.rounds()  # the try's recovery finds job-0's batch; Kafka refuses its record: held
+    assert world.stage.held_shard is not None
+    [batch_id] = world.batches.batches
+    world.batches.unlisted.add(batch_id)  # its batch no longer shows
+    world.store.db_clock_ahead_s = lifecycle.CREATE_LANDS_S  # and its create can no longer land
+    kafka_accepts()
+    checked = images_checked(world)
+    world.rounds(2)
+    times = sum("/job-0/" in url for url in checked) // 2  # two lots, one image each
+    assert times == 1, f"job-0's lots prepared {times} times"
+    del world.batches.batches[batch_id]  # never there, for this test's count
+    every_lot_sent_once_and_described(world, 2)

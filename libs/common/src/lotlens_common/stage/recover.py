@@ -61,6 +61,10 @@ async def recover_building(stage: Stage[Any]) -> None:
                     action = lifecycle.for_building(len(lots), found, current.create_asked_age_s)
                     if held and isinstance(action, lifecycle.Build | lifecycle.CloseEmpty):
                         end_hold(stage, "has no batch to put on record")  # kept, it held for good
+                        if isinstance(action, lifecycle.Build):
+                            # Listed with no quota try: built now, its images were checked for an
+                            # upload a quota pause stops. The next watch builds it with one.
+                            continue
                     if isinstance(action, lifecycle.CloseEmpty):
                         stage.store.close_shard(shard.shard_id, "empty", None)
                         continue
