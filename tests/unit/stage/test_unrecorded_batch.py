@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
 from lotlens_common.events import VisionBatchSubmitted
@@ -24,7 +24,7 @@ from lotlens_common.model.errors import ModelUnavailableError, ModelUnreachableE
 from lotlens_common.producer import PublishError
 from lotlens_common.stage.adapters.direct import DirectBatches
 from lotlens_common.stage.core import lifecycle
-from lotlens_common.stage.ports import Caused
+from lotlens_common.stage.ports import Caused, EventsRefused
 from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.submit import flush_due
@@ -36,11 +36,13 @@ from tests.unit.stage.test_quota_pause import quota_refusal
 JOBS = 5
 
 
-def kafka_refuses(world: World) -> Callable[[], None]:
-    """Every publish of the stage is refused (an outage, an ACL, too few in-sync replicas) until
-    the function returned is called."""
+def kafka_refuses(world: World, refusal: Callable[[], Exception] | None = None) -> Callable[[], None]:
+    """Every publish of the stage is refused (an outage, an ACL, too few in-sync replicas: `refusal`)
+    until the function returned is called."""
 
     def refused(client_id: str, events: Sequence[Caused]) -> None:
+        if refusal is not None:
+            raise refusal()
         raise PublishError("1 unacknowledged, 0 failed: [] (Kafka does not answer)")
 
     world.publisher.publish = refused  # type: ignore[method-assign]
@@ -83,6 +85,25 @@ def test_while_kafka_refuses_a_batchs_record_no_further_batch_is_created(
     kafka_accepts()
     world.rounds(3)
     every_lot_sent_once_and_described(world, JOBS)
+
+
+def test_while_the_topic_refuses_the_records_for_their_size_no_further_batch_is_created(world: World) -> None:
+    # Every event is kept under the producer's own limit (`rule.RECORDED_LOT_ID_BYTES`): the broker
+    # refusing one for its size says the topic's `max.message.bytes` is set below it (auto-created
+    # at the broker's default 1 MB before the migrate Job ran), which clears once it is set back.
+    # Taken for a refusal for good, it held nothing: a batch created and not recorded each round.
+    kafka_accepts = kafka_refuses(world, lambda: PublishError(
+        "0 unacknowledged, 1 failed: ['Broker: Message size too large']", 0,
+        [KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)]))
+    for job in range(3):
+        world.store.add(lots(2, job_id=f"job-{job}"))
+        world.rounds()
+    created = len(world.batches.batches)
+    assert created == 1, f"{created} batches created while the topic refused their records"
+
+    kafka_accepts()  # the migrate Job set the topic's max.message.bytes back
+    world.rounds(3)
+    every_lot_sent_once_and_described(world, 3)
 
 
 def test_a_process_restarted_during_the_outage_adopts_the_batch_and_creates_none(world: World) -> None:
@@ -236,16 +257,16 @@ def refuses_the_record_of(world: World, job_id: str, refusal: Callable[[], Excep
     world.publisher.publish = refusing  # type: ignore[method-assign]
 
 
-def too_large() -> Exception:
-    """What the producer raises for an event over the size it (or the topic) takes."""
-    return KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+def refused_for_good() -> Exception:
+    """What the publisher raises for an event over the producer's size limit, or an invalid record."""
+    return EventsRefused("Kafka refuses these events for good: MSG_SIZE_TOO_LARGE")
 
 
 def test_a_record_refused_for_the_event_itself_holds_no_other_batch_back(world: World) -> None:
     # Refused for what it is (its size, an invalid record), the event is refused at every try,
     # however well Kafka takes the others: every replica's recovery adopted its batch, failed and
     # held for good, and no command reached the hold.
-    refuses_the_record_of(world, "job-0", too_large)
+    refuses_the_record_of(world, "job-0", refused_for_good)
     world.store.add(lots(2, job_id="job-0"))
     world.rounds()
     for job in (1, 2):
@@ -263,7 +284,7 @@ def test_the_hold_ends_when_its_record_is_refused_for_the_event_itself(world: Wo
     world.store.add(lots(2, job_id="job-0"))
     world.rounds()
     kafka_accepts()
-    refuses_the_record_of(world, "job-0", too_large)
+    refuses_the_record_of(world, "job-0", refused_for_good)
     world.store.add(lots(2, job_id="job-1"))
     world.rounds(2)
     assert world.completed() == ["job-1-lot-0", "job-1-lot-1"]

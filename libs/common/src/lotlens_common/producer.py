@@ -37,24 +37,25 @@ class PublishError(RuntimeError):
         self.refused = tuple(refused)
 
 
-# What a broker answers about a message itself, its size or its form: sent again, it is refused
-# again, however well Kafka takes every other message.
-_MESSAGE_REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
-                               KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_MSG,
-                               KafkaError.INVALID_RECORD})
+# What a broker answers about a message's form: sent again, it is refused again, however well Kafka
+# takes every other message. Not its size (MSG_SIZE_TOO_LARGE, RECORD_LIST_TOO_LARGE): every message
+# is under this producer's `message.max.bytes`, so the broker refusing one says the topic's
+# `max.message.bytes` is set lower (auto-created at the broker's 1 MB default before the migrate Job
+# ran), which clears once it is set back, as an ACL does.
+_FORM_REFUSALS = frozenset({KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD})
 
 
 def message_refused(exc: BaseException) -> bool:
-    """Whether Kafka refused the very messages for good (every one it did not take), not the
-    broker failing to take any: unanswered, a timeout, too few in-sync replicas, an ACL or an
-    unknown topic clear with the broker or its settings."""
+    """Whether Kafka refused these very messages for good, however well it takes others: `produce`
+    itself, before sending, for one's size (over `message.max.bytes`: a defect), or the broker for
+    their form (every one it did not take). Not the broker failing to take them now (unanswered, a
+    timeout, too few in-sync replicas, an ACL, an unknown topic, the topic's size limit) nor another
+    failure of `produce`: those clear with the broker or its settings, or refuse every message."""
     if isinstance(exc, PublishError):
         refused = () if exc.unacknowledged else exc.refused
-    elif isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        refused = (exc.args[0],)  # refused by `produce` itself (over `message.max.bytes`)
-    else:
-        return False
-    return bool(refused) and all(error.code() in _MESSAGE_REFUSALS for error in refused)
+        return bool(refused) and all(error.code() in _FORM_REFUSALS for error in refused)
+    error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+    return isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE
 
 
 PRODUCER_RENEWALS = Counter(

@@ -36,9 +36,8 @@ class BatchesPort(Protocol):
     HTTP status (401/403/404 tell the runner it may not be able to see its batch).
     """
 
-    # Whether a create that failed (a timeout, a 5xx, a crash during the call) may still make its
-    # batch, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`): OpenAI's may; direct
-    # mode's batch is made whole by the call or not at all.
+    # Whether a failed create (a timeout, a 5xx, a crash during the call) may still make its batch,
+    # later than recovery's next listing (`lifecycle.CREATE_LANDS_S`): OpenAI's may, direct mode's not.
     creates_land_late: bool
 
     async def upload_batch_file(self, path: Path) -> str:
@@ -91,11 +90,18 @@ def about_lot(step: str, shard_id: str, lot_id: str, event: Event) -> Caused:
     return f"{step} {shard_id} {lot_id}", event
 
 
+class EventsRefused(Exception):
+    """Kafka refuses these events for what they are, at every try, however well it takes others (one
+    over the producer's size limit, an invalid record: a defect): the stage holds nothing back for
+    them (`record.py`). Any other failure to publish may clear, and the caller tries again."""
+
+
 class Publisher(Protocol):
     """Publishes the stage's events and returns once they are durable."""
 
     def publish(self, client_id: str, events: Sequence[Caused]) -> None:
-        """Publish events of one client, in order; return when the broker has them."""
+        """Publish events of one client, in order; return when the broker has them (`EventsRefused`:
+        it never will)."""
         ...
 
 
@@ -267,9 +273,8 @@ class WorkStore(Protocol[W]):
         ...
 
     def give_back_quota_try(self, moved_to: datetime) -> None:
-        """The try `take_quota_try` took (the next one put at `moved_to`) asked no create (a batch
-        found, a listing that failed): the next try is due now, unless a refusal recorded since
-        put its own wait."""
+        """The try `take_quota_try` took (the next put at `moved_to`) asked no create (a batch found,
+        a listing failed): the next try is due now, unless a refusal recorded since put its own wait."""
         ...
 
     def end_quota_pause(self) -> None:
@@ -278,8 +283,7 @@ class WorkStore(Protocol[W]):
 
     def queue_held(self) -> HeldNow:
         """How long new batches are still held back as OpenAI's enqueued-token queue for the model
-        refused one of any instance's lately (0: they are not), after how many refusals in a row
-        (`core/queue_hold.py`)."""
+        refused one of any instance's lately (0: not), after how many in a row (`core/queue_hold.py`)."""
         ...
 
     def note_queue_refused(self, created_at: float) -> float | None:
@@ -321,8 +325,7 @@ class WorkStore(Protocol[W]):
         ...
 
 
-# The sent lots a stage keeps at most, about 1.5 kB each: one full batch's (OpenAI takes up to
-# 50,000 requests a batch), so the newest shard is always kept.
+# The sent lots a stage keeps at most (~1.5 kB each): one full batch's (50,000 requests at most).
 SENT_LOTS_KEPT = 50_000
 
 
@@ -341,10 +344,9 @@ class Stage(Generic[W]):
     batches: BatchesPort
     publisher: Publisher
     settings: StageSettings
-    # What pauses the stage, with why: shards whose batch cannot be read by id, until a listing
-    # tells what became of it (while there is one, nothing new is built), a refused key (`key.py`),
-    # the quota (`quota.py`: its rows are the record, this entry the process's view of it);
-    # `quota.may_build` says what each lets through.
+    # What pauses the stage, with why: shards whose batch cannot be read by id, until a listing tells
+    # what became of it (nothing new is built meanwhile), a refused key (`key.py`), the quota
+    # (`quota.py`: its rows are the record, this the process's view); what each lets through: `may_build`.
     unreadable: dict[str, str] = field(default_factory=dict)
     # The shard whose batch this process made and could not put on record (`record.py`'s hold).
     held_shard: str | None = None
@@ -357,14 +359,12 @@ class Stage(Generic[W]):
     # collects the shard: reading and parsing every lot's work again at collection was about a
     # tenth of a stage's CPU. A shard sent before a restart, or by another instance, is read.
     sent: dict[str, dict[str, LotWork[W]]] = field(default_factory=dict)
-    # Batches no shard explains that the reconciler settled on leaving alone (an orphan whose lots
-    # are all settled elsewhere, or whose input file is gone; a duplicate it asked to cancel once),
-    # so it does not download their input files, or ask the cancel, again every minute. Only
-    # those its latest listing showed are kept: at most that listing's 1,000 ids.
+    # Batches no shard explains that the reconciler left alone (an orphan whose lots are settled
+    # elsewhere, or whose input file is gone; a duplicate it asked to cancel once), not downloaded or
+    # cancelled again every minute; only its latest listing's (at most 1,000 ids) are kept.
     left_orphans: set[str] = field(default_factory=set)
-    # Set on SIGTERM: a round stops between shards and between a shard's chunks. A round of a big
-    # job (image checks of 50,000 lots, slow hosts) outlasted the pod's grace period otherwise,
-    # and the SIGKILL then cut it wherever it was.
+    # Set on SIGTERM: a round stops between shards and a shard's chunks. One of a big job (50,000
+    # lots' image checks, slow hosts) outlasted the pod's grace period, and SIGKILL cut it anywhere.
     stopping: threading.Event = field(default_factory=threading.Event)
     # Building shards whose create may still land -> when recovery last listed OpenAI's batches
     # for them (time.monotonic()): `lifecycle.LIST_WHILE_LANDING_S`.

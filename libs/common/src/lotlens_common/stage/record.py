@@ -10,9 +10,11 @@ of them, grew with every round. So the first such batch holds new ones back, in 
 it), or its shard is no longer `building` (another instance recorded it) or has no batch. A
 restarted process recovers its building shards before its first flush, those whose create was
 asked first, so it meets the refusal before it builds any. An event Kafka refuses for what it is
-(its size, its form: `producer.message_refused`) holds nothing: refused again at every try whatever
-else Kafka takes, it held the stage for good, with no command to end the hold; its shard fails at
-each watch instead (LotLensStageRoundsFailing).
+(`ports.EventsRefused`: over the producer's size limit, an invalid record) holds nothing: refused
+again at every try whatever else Kafka takes, it held the stage for good, with no command to end the
+hold; its shard fails at each watch instead (LotLensStageRoundsFailing). A broker refusing it for
+its size holds: every event is under the producer's limit, so that is the topic's limit set lower,
+which clears once it is set back.
 """
 
 from __future__ import annotations
@@ -22,10 +24,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lotlens_common.faults import fault_point
-from lotlens_common.producer import message_refused
 from lotlens_common.stage import metrics
 from lotlens_common.stage.core.limits import check_metadata
-from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.ports import EventsRefused, Stage
 from lotlens_common.stage.work import LotWork
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _hold(stage: Stage[Any], shard_id: str, batch_id: str, exc: Exception) -> No
     """Hold new batches back: the shard's batch exists and is not on record (logged once, when
     the hold begins; each failed try is counted by its caller as a round failure). Not for an
     event refused for what it is: that ends a hold on its shard."""
-    if message_refused(exc):
+    if isinstance(exc, EventsRefused):
         if stage.held_shard == shard_id:
             end_hold(stage, f"has its record refused for good ({exc})")
         return
