@@ -168,11 +168,14 @@ class FakeStore(QueueHoldRow, QuotaRows):
         return replace(shard, create_asked_age_s=None if asked is None else self._now() - asked)
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
-                     tokens: int, batch_status: str | None = None) -> None:
+                     tokens: int, batch_status: str | None = None) -> bool:
+        if self.shards_by_id[shard_id].status != "building":
+            return False
         self.shards_by_id[shard_id] = replace(self.shards_by_id[shard_id], batch_id=batch_id,
                                               status="submitted", batch_created_at=created_at,
                                               batch_status=batch_status)
         self.tokens[shard_id] = tokens
+        return True
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         if self.shards_by_id[shard_id].status == "submitted":

@@ -241,9 +241,9 @@ class WorkStore(Protocol[W]):
         ...
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
-                     tokens: int, batch_status: str | None = None) -> None:
-        """The shard's batch exists and is on record, with when OpenAI created it (a Unix time), the
-        estimated tokens of its lots (`tokens_enqueued` counts them from now on) and its status."""
+                     tokens: int, batch_status: str | None = None) -> bool:
+        """The `building` shard's batch is on record, with when OpenAI created it (a Unix time), its lots'
+        estimated tokens (`tokens_enqueued` counts them) and status; False: no longer building, unchanged."""
         ...
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:

@@ -49,28 +49,48 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
     The shard's token estimate becomes its `sent` lots' here: the claim's counted every lot taken,
     and those that went back to the queue (out of their image checks' time, a file's overflow) held
     the budget of every job until the batch ended. Set with the batch, not at the requeue: a crash
-    in between leaves the claim's estimate, too high until recovery records the batch, never low."""
+    in between leaves the claim's estimate, too high until recovery records the batch, never low.
+
+    Only while this process holds the shard's lock, and only a `building` shard: a lock gone with
+    its PostgreSQL session leaves the shard to another instance's recovery, which may have recorded
+    and collected it before a record of ours, late, set it back to `submitted`."""
     job_id, client_id, batch_id = lots[0].job_id, lots[0].client_id, str(batch["id"])
     attempt = max(lot.attempts for lot in lots)
     name = stage.spec.name
     created = batch.get("created_at")
     in_batch = set(sent)
     tokens = sum(stage.spec.estimate_tokens(lot) for lot in lots if lot.lot_id in in_batch)
+    if not stage.store.holds(shard_id):
+        _left(stage, shard_id, batch_id, "this process lost its lock")  # not published: no late copy
+        return
     try:
         stage.publisher.publish(client_id, [(f"{shard_id} {batch_id}", stage.spec.batch_submitted_event(
             job_id, shard_id, attempt, batch_id, sent))])
         fault_point(f"{name}.after_batch_published")
-        stage.store.record_batch(shard_id, batch_id, len(sent),
-                                 float(created) if isinstance(created, int | float) else None, tokens,
-                                 str(batch["status"]) if batch.get("status") else None)
+        recorded = stage.store.record_batch(shard_id, batch_id, len(sent),
+                                            float(created) if isinstance(created, int | float) else None,
+                                            tokens, str(batch["status"]) if batch.get("status") else None)
     except Exception as exc:
         _hold(stage, shard_id, batch_id, exc)
         raise
+    if not recorded:
+        _left(stage, shard_id, batch_id, "it is no longer building")
+        if stage.held_shard == shard_id:
+            end_hold(stage, "is no longer building (another instance recorded its batch, or closed it)")
+        return
     if stage.held_shard == shard_id:
         end_hold(stage, f"has its batch {batch_id} on record")
     metrics.BATCHES_CREATED.labels(stage=name).inc()
     log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
+
+
+def _left(stage: Stage[Any], shard_id: str, batch_id: str, why: str) -> None:
+    """The shard is another instance's now (its recovery records the batch, or did): no record here,
+    and no hold, as no refusal keeps it off the record."""
+    log.warning("batch %s of shard %s is not put on record by this process: %s; another instance's "
+                "recovery records it", batch_id, shard_id, why,
+                extra={"batch_id": batch_id, "shard_id": shard_id})
 
 
 def _hold(stage: Stage[Any], shard_id: str, batch_id: str, exc: Exception) -> None:

@@ -122,13 +122,16 @@ class PostgresWorkStore(Generic[W]):
                 create_asked_at=func.now() if asked else None, updated_at=func.now()))
 
     def record_batch(self, shard_id: str, batch_id: str, lot_count: int, created_at: float | None,
-                     tokens: int, batch_status: str | None = None) -> None:
-        """The shard's batch is on record, with when OpenAI created it, its lots' tokens and its status."""
+                     tokens: int, batch_status: str | None = None) -> bool:
+        """The shard's batch is on record, with when OpenAI created it, its lots' tokens and its
+        status; whether it was still `building` (a record coming late, from a builder whose lock
+        went, set a shard another instance had recorded and collected back to `submitted`)."""
         with self.engine.begin() as conn:
-            conn.execute(update(stage_shards).where(stage_shards.c.shard_id == shard_id).values(
+            return conn.execute(update(stage_shards).where(
+                stage_shards.c.shard_id == shard_id, stage_shards.c.status == "building").values(
                 batch_id=batch_id, status="submitted", lot_count=lot_count, estimated_tokens=tokens,
                 updated_at=func.now(), batch_status=batch_status,
-                batch_created_at=None if created_at is None else func.to_timestamp(created_at)))
+                batch_created_at=None if created_at is None else func.to_timestamp(created_at))).rowcount == 1
 
     def note_batch_status(self, shard_id: str, batch_status: str) -> None:
         """The batch's latest status."""
