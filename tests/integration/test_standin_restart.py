@@ -15,6 +15,7 @@ import httpx2
 from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
+from lotlens_openai_standin.batch_input import validate_input_file
 from tests.servers import free_port
 from tests.standin import standin_process
 
@@ -148,3 +149,28 @@ def test_answers_a_kill_9_tore_are_dropped_and_the_batch_keeps_every_answer(tmp_
         answers = control.get(f"/batches/{created['id']}/requests").json()["answers"]
     assert sorted(answers) == sorted(f"lot-{i}:vision" for i in range(30))
     assert {answer["status"] for answer in answers.values()} == {200}
+
+
+def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path: Path) -> None:
+    # Without a limit no batch's enqueued tokens are estimated; restarted with one, the batches
+    # still running counted 0 and a fourth batch past the limit was let in (OpenAI refuses it).
+    state, port = tmp_path / "state", free_port()
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    notes = [f"lot {i}" for i in range(20)]
+    lines = tmp_path / "in.jsonl"
+    lines.write_bytes(b"".join(batch_line(f"lot-{i}:vision", vision_request_body(note, URLS, ModelSettings()))
+                               for i, note in enumerate(notes)))
+    estimate = validate_input_file(lines, "/v1/responses").estimated_tokens
+    assert estimate
+    running = {**PHASES, "STANDIN_IN_PROGRESS_SECONDS": "600"}
+    with standin_process(tmp_path, port, state, **running):
+        for _ in range(3):
+            created = api.post("/batches", json={"input_file_id": _upload(api, notes),
+                                                 "endpoint": "/v1/responses", "completion_window": "24h"})
+            _wait_for(api, created.json()["id"], ("in_progress",))
+    with standin_process(tmp_path, port, state, **running, STANDIN_ENQUEUED_TOKEN_LIMIT=str(2 * estimate)):
+        fourth = api.post("/batches", json={"input_file_id": _upload(api, notes),
+                                            "endpoint": "/v1/responses", "completion_window": "24h"}).json()
+        done = _wait_for(api, fourth["id"], ("in_progress", "failed"))
+    assert done["status"] == "failed", "a fourth batch past the limit was let in"
+    assert done["errors"]["data"][0]["code"] == "token_limit_exceeded"

@@ -33,9 +33,8 @@ class InputSummary:
     errors: list[dict[str, Any]] = field(default_factory=list)
     total: int = 0
     model: str | None = None
-    # Counted only when asked for: see `validate_input_file`.
-    counts_tokens: bool = True
-    estimated_tokens: int = 0
+    # None: not counted (see `validate_input_file`).
+    estimated_tokens: int | None = 0
     # Each request's custom_id: what the batch will be paid for (`GET /_standin/batches/{id}/requests`).
     custom_ids: list[str] = field(default_factory=list)
 
@@ -87,7 +86,7 @@ def _body_errors(body: Mapping[str, Any], endpoint: str, line: int, summary: Inp
         return [batch_error("mismatched_model", message, param="body.model", line=line)]
     # The request itself (its input, its parameters) is checked when it runs, like OpenAI does: a bad
     # one gets its 400 in the error file and the rest of the batch goes on.
-    if summary.counts_tokens:
+    if summary.estimated_tokens is not None:
         details = tuple(image_details(body, chat=endpoint != RESPONSES_ENDPOINT))
         tokens = estimate_tokens(len(orjson.dumps(body)), 0) + images_tokens(model, details)
         summary.estimated_tokens += tokens
@@ -98,7 +97,7 @@ def validate_input_file(path: Path, endpoint: str, count_tokens: bool = True) ->
     """Read the input file once, line by line, collecting problems like OpenAI's validator.
     `count_tokens`: estimate the batch's enqueued tokens, which only an enqueued-token limit reads
     (the estimate encodes each body again and walks its images: 2 us of a vision line's 6)."""
-    summary = InputSummary(counts_tokens=count_tokens)
+    summary = InputSummary(estimated_tokens=0 if count_tokens else None)
     if path.stat().st_size > MAX_INPUT_BYTES:
         summary.errors.append(batch_error("file_too_large", "The batch input file is larger than the 200 MB "
                                           "maximum.", param="input_file_id"))

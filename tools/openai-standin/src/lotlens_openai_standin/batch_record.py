@@ -37,7 +37,8 @@ class BatchRecord:
     fail_custom_ids_containing: str | None
     status: str = "validating"
     model: str | None = None
-    estimated_tokens: int = 0
+    # None: not estimated (validated without an enqueued-token limit, the estimate's only reader).
+    estimated_tokens: int | None = None
     errors: list[dict[str, Any]] | None = None
     output_file_id: str | None = None
     error_file_id: str | None = None

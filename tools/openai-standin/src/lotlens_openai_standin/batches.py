@@ -44,6 +44,22 @@ class BatchService:
         self._batches: dict[str, BatchRecord] = {batch.id: batch for batch in batches}
         self._sequence = itertools.count(max((b.sequence for b in self._batches.values()), default=-1) + 1)
         self._tasks: set[asyncio.Task[None]] = set()
+        if config.enqueued_token_limit:
+            self._estimate_running()
+
+    def _estimate_running(self) -> None:
+        """Estimate the batches a run without a limit left running past validation: uncounted, they
+        let a batch in past a limit set at this start (a `validating` one is validated again)."""
+        for batch in self._batches.values():
+            validated = batch.status in ACTIVE_STATUSES and batch.status != "validating"
+            if not validated or batch.estimated_tokens is not None:
+                continue
+            try:
+                path = self._input_path(batch)
+            except FileNotFoundError:
+                continue  # it fails when it next reads its input
+            batch.estimated_tokens = validate_input_file(path, batch.endpoint).estimated_tokens
+            self._save(batch)
 
     def resume(self) -> None:
         """Carry on driving every batch a previous run left unfinished (call on the event loop)."""
@@ -139,7 +155,7 @@ class BatchService:
         return True
 
     def _enqueued_tokens(self, model: str) -> int:
-        return sum(b.estimated_tokens for b in self._batches.values()
+        return sum(b.estimated_tokens or 0 for b in self._batches.values()
                    if b.model == model and b.status in ACTIVE_STATUSES)
 
     async def _drive(self, batch: BatchRecord) -> None:
@@ -200,7 +216,8 @@ class BatchService:
     async def _validate(self, batch: BatchRecord) -> bool:
         path = self._input_path(batch)
         limit = self._config.enqueued_token_limit
-        # Without a limit no batch's enqueued tokens are read, the ones it keeps (its record) neither.
+        # Without a limit nothing reads a batch's enqueued tokens: not estimated (None) until a start
+        # with one (`_estimate_running`).
         summary = await anyio.to_thread.run_sync(validate_input_file, path, batch.endpoint, bool(limit))
         batch.model, batch.estimated_tokens = summary.model, summary.estimated_tokens
         errors = summary.errors
