@@ -6,20 +6,30 @@ never ran the line billed nothing."""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from chaos.spend import PaidBatch, batch_breaches
 from lotlens_common.stage.record import batch_metadata
-from lotlens_openai_standin.batch_run import line_answer
+from lotlens_openai_standin.answers import RESPONSES_ENDPOINT
+from lotlens_openai_standin.batch_run import RunState, run_slice
 
-VISION = {"model": "gpt-4o", "input": "Describe"}
-RESPONSE = {"status": "completed", "usage": {"input_tokens": 10, "output_tokens": 5}}
+VISION = {"model": "gpt-4o", "input": "Describe the dents of this Camry, its paint and its tyres."}
 
 
-def _answer(status: int = 200, body: dict[str, Any] | None = None, request: dict[str, Any] | None = None,
-            ) -> dict[str, Any]:
-    return line_answer({"custom_id": "lot-1", "body": request or VISION}, status,
-                       RESPONSE if body is None else body, faulted=False)
+def _answer(request: dict[str, Any] | None = None, failed: bool = False) -> dict[str, Any]:
+    """What the stand-in keeps of a line it ran answering `request` (`failed`: its 500)."""
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(folder, "in.jsonl")
+        line = {"custom_id": "lot-1", "method": "POST", "url": RESPONSES_ENDPOINT, "body": request or VISION}
+        source.write_bytes(orjson.dumps(line) + b"\n")
+        state = RunState(str(Path(folder, "out.jsonl")), str(Path(folder, "err.jsonl")))
+        answered = run_slice(source, state, 1, RESPONSES_ENDPOINT, "lot-1" if failed else None, "seed",
+                             lambda: {})
+    return answered["lot-1"]
 
 
 def _batch(batch_id: str, created: int, ended: int, shard: str, answers: dict[str, Any],
@@ -56,14 +66,16 @@ def test_a_later_answered_line_asking_the_same_is_still_a_double_spend() -> None
 
 
 def test_a_lot_sent_again_after_an_error_line_passes() -> None:
-    failed = _answer(500, {"error": {"message": "boom"}})
+    failed = _answer(failed=True)
+    assert failed["status"] == 500
     paid = [_batch("batch_a", 0, 10, "shard-a", {"lot-1": failed}),
             _batch("batch_b", 20, 30, "shard-b", {"lot-1": _answer()})]
     assert batch_breaches(paid) == []
 
 
 def test_a_lot_sent_again_after_an_answer_cut_at_its_cap_passes() -> None:
-    cut = _answer(body={"status": "incomplete", "usage": {"input_tokens": 10, "output_tokens": 16}})
+    cut = _answer({**VISION, "max_output_tokens": 16})
+    assert cut["status"] == 200 and not cut["usable"]
     paid = [_batch("batch_a", 0, 10, "shard-a", {"lot-1": cut}),
             _batch("batch_b", 20, 30, "shard-b", {"lot-1": _answer()})]
     assert batch_breaches(paid) == []
@@ -78,7 +90,7 @@ def test_a_lot_whose_first_batch_ended_before_running_it_passes() -> None:
 def test_the_next_part_of_a_lots_languages_is_another_request() -> None:
     def part(*languages: str) -> dict[str, Any]:
         schema = {"type": "object", "properties": {language: {"type": "string"} for language in languages}}
-        return _answer(request={**VISION, "text": {"format": {"type": "json_schema", "schema": schema}}})
+        return _answer({**VISION, "text": {"format": {"type": "json_schema", "name": "t", "schema": schema}}})
 
     paid = [_batch("batch_a", 0, 10, "shard-a", {"lot-1": part("de", "fr")}),
             _batch("batch_b", 20, 30, "shard-b", {"lot-1": part("ru")})]

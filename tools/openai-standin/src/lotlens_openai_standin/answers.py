@@ -22,6 +22,7 @@ from lotlens_openai_standin.api_errors import bad_request, server_error
 from lotlens_openai_standin.ids import new_id, unix_now
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
 from lotlens_openai_standin.request_checks import (
+    check_chat_line,
     check_chat_request,
     check_responses_line,
     check_responses_request,
@@ -80,7 +81,7 @@ def answer_json(endpoint: str, body: Mapping[str, Any],
     shape = b"" if shapes is None else shape_of(body, chat)
     passed, plan = (False, None) if shapes is None else shapes.lookup(shape)
     if chat:
-        model = check_chat_request(body, passed)
+        model = check_chat_line(body) if passed else check_chat_request(body)
         prompt = chat_prompt(body)
     else:
         if plan is None:

@@ -9,7 +9,7 @@ cuts both result files back to the recorded sizes, so no line is written twice.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from lotlens_openai_standin.answer_rules import LanguageFaults
-from lotlens_openai_standin.answers import answer_json, usage_tokens
+from lotlens_openai_standin.answers import answer_json
 from lotlens_openai_standin.api_errors import ApiError, server_error
 from lotlens_openai_standin.files import LINE_BUFFER
 from lotlens_openai_standin.ids import new_id
@@ -45,28 +45,16 @@ class RunState:
     tokens: list[int] = field(default_factory=lambda: [0, 0, 0])  # input, output, reasoning
 
 
-def _kept(status: int, whole: bool, faulted: bool, asked: str, tokens: tuple[int, int, int]
-          ) -> dict[str, Any]:
-    # A tuple of tokens: a batch's answers are held until the slice ends, and the collector passes
-    # over dicts of numbers alone (a list made each of them one more object for every full
-    # collection to visit).
-    return {"status": status, "usable": status == 200 and whole and not faulted, "asked": asked,
-            "tokens": tokens}
-
-
-def line_answer(request: Mapping[str, Any], status: int, body: Mapping[str, Any], faulted: bool
-                ) -> dict[str, Any]:
+def line_answer(status: int, usable: bool, asked: str, tokens: tuple[int, int, int]) -> dict[str, Any]:
     """What one executed line cost and gave, kept per batch (`GET /_standin/batches/{id}/requests`):
     the chaos run tells a paid resend from a retry, and checks LotLens' usage against these tokens
     after the stage deleted the result files. `usable`: a 200 whose answer is whole and right (not
     cut at its cap, no injected language fault); `asked`: a digest of the structured output asked
-    for (`shapes.asked_digest`). A slice makes a 200's from its `Answered`, the body left encoded."""
-    # The choices looked at only when the body is no completed response (their default made for
-    # every line was a list and a dict to make and throw away).
-    whole = body.get("status") == "completed" or (
-        (body.get("choices") or [{}])[0].get("finish_reason") == "stop")
-    tokens = usage_tokens(body) if status == 200 else (0, 0, 0)
-    return _kept(status, whole, faulted, asked_digest(request["body"]), tokens)
+    for (`shapes.asked_digest`)."""
+    # A tuple of tokens: a batch's answers are held until the slice ends, and the collector passes
+    # over dicts of numbers alone (a list made each of them one more object for every full
+    # collection to visit).
+    return {"status": status, "usable": usable, "asked": asked, "tokens": tokens}
 
 
 def _lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
@@ -122,12 +110,12 @@ def run_slice(input_path: Path, state: RunState, count: int, endpoint: str, fail
                 raise server_error()
             answer = answer_json(endpoint, request["body"], faults_taken, shapes, custom_id)
         except ApiError as exc:
-            refusal = exc.body()
-            answered[custom_id] = line_answer(request, exc.status, refusal, any(taken[before:]))
-            errors.append(encoded_line(custom_id, exc.status, orjson.dumps(refusal)))
+            answered[custom_id] = line_answer(exc.status, False, asked_digest(request["body"]), (0, 0, 0))
+            errors.append(encoded_line(custom_id, exc.status, orjson.dumps(exc.body())))
             failed += 1
             continue
-        answered[custom_id] = _kept(200, answer.whole, any(taken[before:]), answer.asked, answer.tokens)
+        usable = answer.whole and not any(taken[before:])
+        answered[custom_id] = line_answer(200, usable, answer.asked, answer.tokens)
         outputs.append(answer.body)
         completed += 1
         spent = answer.tokens

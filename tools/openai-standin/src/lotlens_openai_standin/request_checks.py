@@ -297,16 +297,10 @@ def check_responses_line(body: Mapping[str, Any], facts: ModelFacts) -> InputRea
     return read
 
 
-def check_chat_request(body: Mapping[str, Any], shape_passed: bool = False) -> str:
-    """Validate a Chat Completions body; return its model. `shape_passed`: a body of the same shape
-    passed every check, so only the checks of the per-line fields run, the messages' and the cap's
-    (as in `check_responses_line`)."""
+def check_chat_request(body: Mapping[str, Any]) -> str:
+    """Validate a Chat Completions body; return its model."""
     model = require_model(body)
     facts = known_model(model, chat=True)
-    if shape_passed:
-        check_chat_messages(body)
-        check_parameter_values(body, True, facts)
-        return model
     check_parameter_names(body, chat=True)
     if body.get("stream"):
         raise bad_request("The stand-in does not stream; send 'stream': false.", param="stream",
@@ -321,4 +315,15 @@ def check_chat_request(body: Mapping[str, Any], shape_passed: bool = False) -> s
         if not isinstance(inner, dict):
             raise _missing("response_format.json_schema")
         check_json_schema_format({"type": "json_schema", **inner}, "response_format.json_schema")
+    return model
+
+
+def check_chat_line(body: Mapping[str, Any]) -> str:
+    """Validate a Chat Completions body of a shape a body of which passed every check; return its
+    model. Only the checks of the per-line fields run, the messages' and the cap's (as in
+    `check_responses_line`)."""
+    model = str(body["model"])  # the shape's: it passed `require_model`
+    facts = known_model(model, chat=True)
+    check_chat_messages(body)
+    check_output_limit(body, True, facts)
     return model
