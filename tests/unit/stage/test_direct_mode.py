@@ -23,6 +23,7 @@ from lotlens_common.stage.adapters.direct import FILES_KEPT_S, DirectBatches
 from lotlens_common.stage.collect import watch
 from lotlens_common.stage.metrics import OPENAI_ERRORS
 from lotlens_common.stage.ports import Stage
+from lotlens_common.stage.recover import recover_building
 from lotlens_common.stage.runner import housekeep, step
 from lotlens_common.stage.submit import flush_due
 from lotlens_vision_batcher.vision_stage import RecentChecks, VisionStage
@@ -247,4 +248,36 @@ def test_a_direct_create_that_failed_is_sent_again_at_the_next_watch(world: Worl
     world.store.add(lots(3))
     for _ in range(3):
         asyncio.run(step(stage, watching=True))
+    assert each_lot_sent_and_described_once(world, call)
+
+
+class FailoverMidCreate(Counting):
+    """A model whose first call meets PostgreSQL failing over: the builder's shard lock goes, and
+    another instance, on its own folder, runs its recovery while the builder's create goes on."""
+
+    def __init__(self, world: World, other: Stage[Any] | None = None) -> None:
+        super().__init__()
+        self.world, self.other = world, other
+
+    async def __call__(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        if self.other is not None:
+            other, self.other = self.other, None
+            self.world.store.locks.clear()  # the lock's session ended with the primary
+            await recover_building(other)
+        return await super().__call__(body)
+
+
+def test_a_failover_during_a_direct_create_leaves_its_lots_to_that_create(
+        world: World, tmp_path: Path) -> None:
+    # The create was noted only once made (minutes of model calls): the other instance's recovery
+    # saw no create asked, found no batch on its own folder and called the model for the same lots
+    # again, while the first instance's answers, on a folder no other replica reads, went unused.
+    call = FailoverMidCreate(world)
+    first, second = instance(world, call, tmp_path / "a"), instance(world, call, tmp_path / "b")
+    call.other = second
+    world.store.add(lots(3))
+    asyncio.run(flush_due(first))  # answered; its record refused, the lock being gone
+    for _ in range(2):
+        asyncio.run(step(first, watching=True))  # its recovery finds its batch on its folder
+    assert call.calls == 3, f"the model called for {call.calls} lots"
     assert each_lot_sent_and_described_once(world, call)

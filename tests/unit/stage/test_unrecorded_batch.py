@@ -316,8 +316,8 @@ def test_a_process_restarted_during_the_outage_builds_no_older_shard_before_the_
 
 def test_in_direct_mode_a_process_restarted_during_the_outage_calls_the_model_for_no_older_shard(
         world: World, tmp_path: Path) -> None:
-    # Direct mode notes no create before it is made (one that fails there makes nothing): its
-    # shards with a batch are noted once it is made, so a restart tries them first as well.
+    # Direct mode's create is noted before the model is called, and the note cleared if the call
+    # made nothing: its shards with a batch are noted, so a restart tries them first as well.
     calls: list[str] = []
     server_up = False
 

@@ -36,8 +36,8 @@ class BatchesPort(Protocol):
     HTTP status (401/403/404 tell the runner it may not be able to see its batch).
     """
 
-    # Whether a failed create (a timeout, a 5xx, a crash during the call) may still make its batch,
-    # later than recovery's next listing (`lifecycle.CREATE_LANDS_S`): OpenAI's may, direct mode's not.
+    # Whether a create that failed (a timeout, a 5xx) may still make its batch later than recovery's
+    # next listing (`lifecycle.CREATE_LANDS_S`): OpenAI's may; direct mode's is made whole or not at all.
     creates_land_late: bool
 
     async def upload_batch_file(self, path: Path) -> str:
@@ -122,9 +122,9 @@ class Shard:
     release: str | None = None
     # When its lots were claimed (a Unix time): its batch was created after.
     created_at: float = 0.0
-    # How long ago a create was last asked for it, whose batch may exist (a timeout, a 5xx, a crash
-    # during the call; direct mode's, noted once made), by the database's clock, which stamped it;
-    # None: never asked, or refused (no batch). An age, not a time: compared with a pod's clock
+    # How long ago a create was last asked for it (noted before the call, in both modes), whose batch
+    # may exist (made, under way, a timeout, a 5xx, a crash), by the database's clock, which stamped it;
+    # None: never asked, or failed making none. An age, not a time: compared with a pod's clock
     # running minutes ahead, the shard was built again while its first batch could still land.
     create_asked_age_s: float | None = None
     # When OpenAI created its batch (a Unix time), once on record: before `created_at` for a batch

@@ -224,10 +224,10 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
     if the_try is not None:
         the_try.create_asked = True  # refused or not, the quota pause's try is used
     # Before the call: answered with a timeout or a 5xx, or cut by a crash, it may make its batch
-    # anyway, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`). Direct mode's may
-    # not: noted, a failed create there kept its shard from being sent again for 10 minutes.
-    if stage.batches.creates_land_late:
-        stage.store.note_create_asked(shard_id, True)
+    # anyway, later than recovery's next listing (`lifecycle.CREATE_LANDS_S`). Direct mode's create
+    # calls the model for minutes: noted after it, a failover meanwhile had another replica's
+    # recovery, seeing no note and no batch on its own folder, call the model for the same lots.
+    stage.store.note_create_asked(shard_id, True)
     try:
         with openai_call("batches.create", {"lotlens.shard_id": shard_id}):
             batch = await stage.batches.create_batch(
@@ -243,11 +243,13 @@ async def _build(stage: Stage[Any], shard_id: str, lots: list[LotWork[Any]],
         stage.store.note_create_asked(shard_id, False)
         await forget_file(stage, file_id)
         raise
+    except Exception:
+        if not stage.batches.creates_land_late:
+            # Direct mode's batch is made whole by the call or not at all (its folder's disk full):
+            # kept, the note held its shard back 10 minutes for a batch that cannot land.
+            stage.store.note_create_asked(shard_id, False)
+        raise
     quota_accepted(stage)
-    if not stage.batches.creates_land_late:
-        # Made, whole: noted now, so a restarted process's recovery tries its record before it
-        # builds another shard (`recover.py`), as it does an OpenAI batch's.
-        stage.store.note_create_asked(shard_id, True)
     fault_point(f"{stage.spec.name}.after_batch_created")
     await put_on_record(stage, shard_id, lots, tuple(writer.written), batch)
     # The store says which of them the shard holds (a file's overflow went back to the queue).
