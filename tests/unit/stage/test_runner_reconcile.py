@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,34 @@ def test_the_reconciler_adopts_an_orphan_batch_and_its_lots_are_not_sent_again(w
     world.rounds(2)
     assert len(world.completed()) == 3 and len(world.batches.batches) == 2
     assert sorted(b.lot_ids for b in world.submitted())[0] == ("job-1-lot-0", "job-1-lot-1")
+
+
+def _created() -> float:
+    return REGISTRY.get_sample_value("lotlens_openai_batches_created_total", {"stage": "vision"}) or 0.0
+
+
+def test_an_orphan_whose_record_the_reconciler_lost_its_lock_for_is_counted_once_by_recovery(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Counted as adopted though its record returned early (the lock gone while its file was read),
+    # then again as created when recovery put it on record: one batch, two counts.
+    world.store.add(lots(2))  # both in the orphan: no other batch is made
+    orphan = world.orphan("vision-orphan", ["job-1-lot-0", "job-1-lot-1"])
+    read = world.batches.iter_file_lines
+
+    def read_while_the_database_restarts(file_id: str) -> AsyncIterator[bytes]:
+        world.store.lost.add("vision-orphan")  # the lock's session ended; another instance may take it
+        return read(file_id)
+
+    monkeypatch.setattr(world.batches, "iter_file_lines", read_while_the_database_restarts)
+    adopted, created = _reconciled("adopted"), _created()
+    asyncio.run(reconcile(world.stage))
+    assert world.submitted() == []  # not put on record: the lock is gone
+    monkeypatch.undo()
+    world.store.lost.clear()
+    world.rounds()  # recovery finds the shard's batch by its metadata and puts it on record
+    assert world.store.shard("vision-orphan").batch_id == orphan  # type: ignore[union-attr]
+    counted = _reconciled("adopted") - adopted + _created() - created
+    assert counted == 1, f"the orphan counted {counted} times"
 
 
 def _duplicate_landing_late(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:

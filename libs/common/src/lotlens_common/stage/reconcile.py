@@ -95,8 +95,10 @@ async def _adopt(stage: Stage[Any], batch: Mapping[str, Any], shard_id: str, job
         return
     log.warning("adopting batch %s (%d lots of job %s) that no shard row knew", batch_id, len(lots),
                 job_id, extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
-    await put_on_record(stage, shard_id, lots, tuple(lot.lot_id for lot in lots), batch)
-    metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="adopted").inc()
+    if await put_on_record(stage, shard_id, lots, tuple(lot.lot_id for lot in lots), batch):
+        # Only if recorded here: one left to recovery (the lock gone, the shard no longer building)
+        # is counted as created by the recovery that records it; counted here too, it counted twice.
+        metrics.BATCHES_RECONCILED.labels(stage=stage.spec.name, action="adopted").inc()
 
 
 async def _cancel(stage: Stage[Any], batch: Mapping[str, Any]) -> None:

@@ -42,9 +42,10 @@ def batch_metadata(stage: str, job_id: str, shard_id: str, attempt: int) -> dict
 
 
 async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork[Any]],
-                        sent: tuple[str, ...], batch: Mapping[str, Any]) -> None:
+                        sent: tuple[str, ...], batch: Mapping[str, Any]) -> bool:
     """Publish the BatchSubmitted event, then record the batch on its shard (in that order), with
     when OpenAI created it: the oldest batch's age (LotLensOpenAIBatchOverAge) is read from it.
+    Whether this call recorded it (a batch not recorded here is counted by the recovery that does).
 
     The shard's token estimate becomes its `sent` lots' here: the claim's counted every lot taken,
     and those that went back to the queue (out of their image checks' time, a file's overflow) held
@@ -62,7 +63,7 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
     tokens = sum(stage.spec.estimate_tokens(lot) for lot in lots if lot.lot_id in in_batch)
     if not stage.store.holds(shard_id):
         _left(stage, shard_id, batch_id, "this process lost its lock")  # not published: no late copy
-        return
+        return False
     try:
         stage.publisher.publish(client_id, [(f"{shard_id} {batch_id}", stage.spec.batch_submitted_event(
             job_id, shard_id, attempt, batch_id, sent))])
@@ -77,19 +78,20 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
         _left(stage, shard_id, batch_id, "it is no longer building")
         if stage.held_shard == shard_id:
             end_hold(stage, "is no longer building (another instance recorded its batch, or closed it)")
-        return
+        return False
     if stage.held_shard == shard_id:
         end_hold(stage, f"has its batch {batch_id} on record")
     metrics.BATCHES_CREATED.labels(stage=name).inc()
     log.info("batch %s created for %d lots of job %s", batch_id, len(sent), job_id,
              extra={"job_id": job_id, "batch_id": batch_id, "shard_id": shard_id})
+    return True
 
 
 def _left(stage: Stage[Any], shard_id: str, batch_id: str, why: str) -> None:
-    """The shard is another instance's now (its recovery records the batch, or did): no record here,
-    and no hold, as no refusal keeps it off the record."""
-    log.warning("batch %s of shard %s is not put on record by this process: %s; another instance's "
-                "recovery records it", batch_id, shard_id, why,
+    """The shard is recovery's now (this or another instance's records the batch, or did): no record
+    here, and no hold, as no refusal keeps it off the record."""
+    log.warning("batch %s of shard %s is not put on record by this call: %s; recovery (this or "
+                "another instance) records it, or did", batch_id, shard_id, why,
                 extra={"batch_id": batch_id, "shard_id": shard_id})
 
 
