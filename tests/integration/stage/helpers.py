@@ -45,6 +45,9 @@ from tests.standin import Standin
 
 STAGE = StageSettings(window_s=0.0, poll_interval_s=0.1, max_attempts=2)
 
+# Generous: two stage processes on two busy cores can take a while; too few is a failure.
+BUSY_S = 180.0
+
 
 def enqueue(conn: Connection, stage: str, lots: Sequence[LotWork[Any]], status: str = WAITING) -> None:
     """Lots arriving at a stage, as models (the services write their arrivals as JSON, `enqueue_arrivals`)."""
@@ -120,6 +123,15 @@ def quota_wait_passes(engine: Engine, seconds: float) -> None:
             " WHERE quota_retry_at IS NOT NULL"), {"s": seconds})
 
 
+def end_session_holding(engine: Engine, key: str) -> None:
+    """End the backend that holds the advisory lock on `key`, as a PostgreSQL restart would."""
+    with engine.begin() as conn:
+        ended = conn.execute(text(
+            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' "
+            "AND l.granted AND l.objid::bigint = (hashtext(:key)::bigint & 4294967295)"), {"key": key}).all()
+    assert ended == [(True,)], "exactly one session held the lock"
+
+
 def open_lots(engine: Engine, stage: str, job_id: str) -> list[str]:
     return sorted(lot_id for lot_id, status in lot_statuses(engine, stage, job_id).items()
                   if status in (store.WAITING, store.SUBMITTED))
@@ -134,8 +146,7 @@ def job_events(settings: ServiceSettings, topic: str, job_id: str, count: int) -
     def enough(events: list[Envelope]) -> bool:
         return len([e for e in events if e.job_id == job_id]) >= count
 
-    # Generous: two stage processes on two busy cores can take a while; too few is a failure.
-    assert enough(read_events(settings.kafka.bootstrap_servers, topic, enough, timeout_s=180)), (
+    assert enough(read_events(settings.kafka.bootstrap_servers, topic, enough, timeout_s=BUSY_S)), (
         f"fewer than {count} events of {job_id} on {topic}")
     # Then the whole topic: a duplicate published behind the expected events must be seen too.
     return [e for e in read_to_end(settings.kafka.bootstrap_servers, topic) if e.job_id == job_id]

@@ -20,8 +20,14 @@ from lotlens_common.stage.runner import step
 from lotlens_common.stage.submit import flush_due
 from lotlens_common.tables import stage_shards
 from tests.conftest import new_id
-from tests.integration.stage.helpers import job_events, lot_statuses, runtime, submit_lots
-from tests.integration.stage.test_shard_locks import _end_session_holding
+from tests.integration.stage.helpers import (
+    BUSY_S,
+    end_session_holding,
+    job_events,
+    lot_statuses,
+    runtime,
+    submit_lots,
+)
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -43,9 +49,9 @@ def another_instance_collects(settings: ServiceSettings, engine: Engine, standin
     async def run() -> None:
         async with runtime(settings, engine, standin) as other:
             await recover_building(other)
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + BUSY_S
             while list(shards(engine, job_id).values()) != ["collected"]:
-                assert time.monotonic() < deadline, f"{shards(engine, job_id)} after 30 s"
+                assert time.monotonic() < deadline, f"{shards(engine, job_id)} after {BUSY_S:.0f} s"
                 await step(other, watching=True)
                 await asyncio.sleep(0.1)
 
@@ -69,7 +75,7 @@ def test_a_record_arriving_after_the_shard_was_collected_elsewhere_leaves_it_col
     def lock_lost_meanwhile(name: str) -> None:
         if name == point and not lost:  # the builder's; the other instance's goes through
             lost[:] = shards(engine, job_id)
-            _end_session_holding(engine, lost[0])  # a PostgreSQL restart, as far as the lock goes
+            end_session_holding(engine, lost[0])  # a PostgreSQL restart, as far as the lock goes
             another_instance_collects(settings, engine, standin, job_id)
 
     monkeypatch.setattr(module, "fault_point", lock_lost_meanwhile)

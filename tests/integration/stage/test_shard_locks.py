@@ -5,21 +5,13 @@ neither hides that nor aborts the round with the dead connection's own error."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.submit import LostShardLock
 from lotlens_common.stage.work import TranslationWork
 from tests.conftest import new_id
-
-
-def _end_session_holding(engine: Engine, key: str) -> None:
-    """End the backend that holds the advisory lock on `key`, as a restart would."""
-    with engine.begin() as conn:
-        ended = conn.execute(text(
-            "SELECT pg_terminate_backend(l.pid) FROM pg_locks l WHERE l.locktype = 'advisory' "
-            "AND l.granted AND l.objid::bigint = (hashtext(:key)::bigint & 4294967295)"), {"key": key}).all()
-    assert ended == [(True,)], "exactly one session held the lock"
+from tests.integration.stage.helpers import end_session_holding
 
 
 def test_a_builder_whose_lock_session_died_raises_lost_lock_and_the_lock_is_free(engine: Engine) -> None:
@@ -28,7 +20,7 @@ def test_a_builder_whose_lock_session_died_raises_lost_lock_and_the_lock_is_free
 
     with pytest.raises(LostShardLock), store.exclusive(shard_id) as mine:
         assert mine and store.holds(shard_id)
-        _end_session_holding(engine, shard_id)
+        end_session_holding(engine, shard_id)
         assert not store.holds(shard_id)
         raise LostShardLock(shard_id)  # what `build` does when `holds` says no
 
@@ -42,6 +34,6 @@ def test_a_lock_whose_session_died_is_left_quietly(engine: Engine) -> None:
 
     with store.exclusive(shard_id) as mine:
         assert mine
-        _end_session_holding(engine, shard_id)
+        end_session_holding(engine, shard_id)
 
     assert not store.holds(shard_id)
