@@ -90,8 +90,8 @@ async def put_on_record(stage: Stage[Any], shard_id: str, lots: Sequence[LotWork
 def _left(stage: Stage[Any], shard_id: str, batch_id: str, why: str) -> None:
     """The shard is recovery's now (this or another instance's records the batch, or did): no record
     here, and no hold, as no refusal keeps it off the record."""
-    log.warning("batch %s of shard %s is not put on record by this call: %s; recovery (this or "
-                "another instance) records it, or did", batch_id, shard_id, why,
+    log.warning("%s batch %s of shard %s is not put on record by this call: %s; recovery (this or "
+                "another instance) records it, or did", stage.spec.name, batch_id, shard_id, why,
                 extra={"batch_id": batch_id, "shard_id": shard_id})
 
 
