@@ -9,7 +9,9 @@ of its topic's order to come back later (dead-lettered, then replayed).
 
 from __future__ import annotations
 
+import random
 from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -215,3 +217,33 @@ def _settled_lot(envelope: Envelope) -> tuple[str, str] | None:
     """The lot the event settles (completes or fails), if it settles one."""
     event = envelope.event
     return (event.job_id, event.lot_id) if isinstance(event, TranslationCompleted | LotFailed) else None
+
+
+# --- seeded batches (tests that hold a fast path to the general one, batch by batch) ---
+
+def random_plan(rng: random.Random) -> JobPlan:
+    """A job of 1-12 lots of any outcomes, sometimes cancelled, each stage emitting in its own order."""
+    lots = tuple(LotPlan(rng.choice(OUTCOMES), rng.random() < 0.7) for _ in range(rng.randint(1, 12)))
+    positions = list(range(len(lots)))
+    return JobPlan(lots, rng.choice([("en",), ("en", "ru")]), rng.random() < 0.2,
+                   tuple(rng.sample(positions, len(positions))), tuple(rng.sample(positions, len(positions))))
+
+
+def deliveries(rng: random.Random, jobs: int) -> Iterator[list[Envelope]]:
+    """Consumer batches of the jobs' histories: streams interleaved, copies, events out of order."""
+    histories = [job_history(random_plan(rng)) for _ in range(jobs)]
+    waiting = [list(events) for history in histories for events in history.values() if events]
+    delivered: list[Envelope] = []
+    while any(waiting):
+        batch: list[Envelope] = []
+        for _ in range(rng.randint(1, 15)):
+            streams = [stream for stream in waiting if stream]
+            if delivered and (rng.random() < 0.1 or not streams):
+                batch.append(rng.choice(delivered))  # delivered again (a replay, a re-delivered batch)
+            elif streams:
+                stream = rng.choice(streams)
+                batch.append(stream.pop(rng.randrange(min(len(stream), 3))))  # now and then out of order
+        if rng.random() < 0.2:
+            batch += batch[: rng.randint(1, len(batch))]  # the same events twice in one batch
+        delivered += batch
+        yield batch

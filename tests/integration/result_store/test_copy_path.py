@@ -20,18 +20,23 @@ def test_new_rows_are_copied_and_rows_seen_again_take_the_idempotent_statements(
         return REGISTRY.get_sample_value("lotlens_result_store_db_statements_total",
                                          {"operation": operation}) or 0
 
-    before = {op: ran(op) for op in ("copy_lots", "upsert_lots", "copy_descriptions", "insert_descriptions")}
+    operations = ("copy_lots", "upsert_lots", "describe_running_lots", "complete_running_lots",
+                  "complete_lots", "copy_descriptions", "insert_descriptions")
+    before = {op: ran(op) for op in operations}
     apply(script.submissions)
     apply(script.vision)
     apply(script.translation)
     assert {op: ran(op) - count for op, count in before.items()} == {
-        "copy_lots": 1, "upsert_lots": 1,  # VisionCompleted's update is an upsert of its own
+        "copy_lots": 1, "upsert_lots": 0,  # the lots are there and running: updated in place
+        "describe_running_lots": 1, "complete_running_lots": 1, "complete_lots": 0,
         "copy_descriptions": 1, "insert_descriptions": 0}
     # Submissions and translations again, in one batch: the lots' COPY meets rows already there and
-    # falls back to its idempotent statement; the translations complete no lot now, so they write
-    # no text at all (a lot's texts are stored with the event that completes it); the state stays.
+    # falls back to its idempotent statement; the translations find no lot running and take theirs,
+    # which completes none now, so they write no text at all (a lot's texts are stored with the
+    # event that completes it); the state stays.
     apply(script.submissions + script.translation)
-    assert ran("copy_lots") - before["copy_lots"] == 2 and ran("upsert_lots") - before["upsert_lots"] == 2
+    assert ran("copy_lots") - before["copy_lots"] == 2 and ran("upsert_lots") - before["upsert_lots"] == 1
+    assert ran("complete_lots") - before["complete_lots"] == 1
     assert ran("copy_descriptions") - before["copy_descriptions"] == 1
     assert ran("insert_descriptions") - before["insert_descriptions"] == 0
     assert_job_finished(engine, script)

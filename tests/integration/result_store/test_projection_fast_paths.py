@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,38 +21,11 @@ from lotlens_result_store.completion import lock_batch
 from lotlens_result_store.handlers import apply_batch
 from tests import result_store_reference as reference
 from tests.integration.plan_support import on_each_statement
-from tests.integration.result_store.histories import OUTCOMES, JobPlan, LotPlan, job_history
+from tests.integration.result_store.histories import deliveries
 
 Statement = tuple[str, Any]
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 Record = Callable[[Connection, Callable[[], object]], list[Statement]]
-
-
-def random_plan(rng: random.Random) -> JobPlan:
-    lots = tuple(LotPlan(rng.choice(OUTCOMES), rng.random() < 0.7) for _ in range(rng.randint(1, 12)))
-    positions = list(range(len(lots)))
-    return JobPlan(lots, rng.choice([("en",), ("en", "ru")]), rng.random() < 0.2,
-                   tuple(rng.sample(positions, len(positions))), tuple(rng.sample(positions, len(positions))))
-
-
-def deliveries(rng: random.Random, jobs: int) -> Iterator[list[Envelope]]:
-    """Consumer batches of the jobs' histories: streams interleaved, copies, events out of order."""
-    histories = [job_history(random_plan(rng)) for _ in range(jobs)]
-    waiting = [list(events) for history in histories for events in history.values() if events]
-    delivered: list[Envelope] = []
-    while any(waiting):
-        batch: list[Envelope] = []
-        for _ in range(rng.randint(1, 15)):
-            streams = [stream for stream in waiting if stream]
-            if delivered and (rng.random() < 0.1 or not streams):
-                batch.append(rng.choice(delivered))  # delivered again (a replay, a re-delivered batch)
-            elif streams:
-                stream = rng.choice(streams)
-                batch.append(stream.pop(rng.randrange(min(len(stream), 3))))  # now and then out of order
-        if rng.random() < 0.2:
-            batch += batch[: rng.randint(1, len(batch))]  # the same events twice in one batch
-        delivered += batch
-        yield batch
 
 
 @pytest.fixture()

@@ -46,6 +46,7 @@ from lotlens_result_store.grouping import (
     settled_once,
 )
 from lotlens_result_store.metrics import append, execute
+from lotlens_result_store.running import update_running_lots
 from lotlens_result_store.status import CANCELLED, FAILED, PROCESSING, TRANSLATING, failure_message
 from lotlens_result_store.usage import record_settled_usage, stored_usage
 
@@ -100,12 +101,15 @@ def project_vision_completed(conn: Connection, envelopes: Sequence[Envelope], ch
     """Record the lot's image counts; it moves on to translation unless already settled."""
     described = latest_events(envelopes, VisionCompleted, LOT)
     changes.touch_all(envelopes, status=PROCESSING, total_lots=True)
-    result = execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS, {"rows": json_rows(
-        {"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
-         "missing_images": e.missing_images, "usage": stored_usage(e.usage)} for e in described)})
-    # A lot that stopped first (its translation or failure projected first, or cancelled) was
-    # counted with the images it had then: add the difference now.
-    _add_images(changes, result)
+    rows = [{"job_id": e.job_id, "lot_id": e.lot_id, "processed_images": e.processed_images,
+             "missing_images": e.missing_images, "usage": stored_usage(e.usage)} for e in described]
+    # A running lot adds no images (`running.py`).
+    written = update_running_lots(conn, "describe_running_lots", sql.DESCRIBE_RUNNING_LOTS, rows)
+    if written.rest:
+        # A lot that stopped first (its translation or failure projected first, or cancelled) was
+        # counted with the images it had then: add the difference now.
+        _add_images(changes, execute(conn, "upsert_lots", sql.UPSERT_DESCRIBED_LOTS,
+                                     {"rows": json_rows(written.rest)}))
 
 
 def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope],
@@ -114,10 +118,17 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     translated = latest_envelopes(envelopes, TranslationCompleted, LOT)
     events = events_of(translated, TranslationCompleted)
     changes.touch_all(envelopes, status=PROCESSING)
-    completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(
-        {"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
-         "usage": stored_usage(event.usage)}
-        for envelope, event in zip(translated, events, strict=True))}).all()
+    rows = [{"job_id": event.job_id, "lot_id": event.lot_id, "processed_at": envelope.occurred_at,
+             "usage": stored_usage(event.usage)} for envelope, event in zip(translated, events, strict=True)]
+    written = update_running_lots(conn, "complete_running_lots", sql.COMPLETE_RUNNING_LOTS, rows)
+    for job_id, lots, images, _ in written.per_job:
+        change = _change(changes, job_id)
+        change.processed_lots += lots
+        change.images_processed += images
+    if not written.rest:  # every lot completed now (`running.py`): the usual batch
+        _store_descriptions(conn, events)
+        return
+    completed = execute(conn, "complete_lots", sql.COMPLETE_LOTS, {"rows": json_rows(written.rest)}).all()
     for job_id, _lot_id, added in completed:
         change = _change(changes, job_id)
         change.processed_lots += 1
@@ -125,7 +136,7 @@ def project_translation_completed(conn: Connection, envelopes: Sequence[Envelope
     # Only the lots completed now: a replayed one has its texts, and one failed first (a late or
     # replayed answer) keeps its LotFailed's alone, in a rebuild too. Stored whatever the status,
     # a failed lot showed every language with `missing_languages: []`.
-    now = {(job_id, lot_id) for job_id, lot_id, _ in completed}
+    now = written.lots() | {(job_id, lot_id) for job_id, lot_id, _ in completed}
     _store_descriptions(conn, [event for event in events if (event.job_id, event.lot_id) in now])
     record_settled_usage(conn, events, now)
 

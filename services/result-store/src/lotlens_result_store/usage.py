@@ -1,7 +1,8 @@
 """Usage and cost in the read models: each lot's per stage, each finished job's summed (and counted).
 
 A lot's usage arrives on `VisionCompleted` and `TranslationCompleted` and is stored with the lot's
-result by the same statement (`sql.UPSERT_DESCRIBED_LOTS`, `sql.COMPLETE_LOTS`); a job's is summed from
+result by the same statement (`sql.DESCRIBE_RUNNING_LOTS` or `sql.UPSERT_DESCRIBED_LOTS`,
+`sql.COMPLETE_RUNNING_LOTS` or `sql.COMPLETE_LOTS`); a job's is summed from
 its lots when `JobCompleted` is published, stored in `jobs.usage` and carried by the event.
 """
 

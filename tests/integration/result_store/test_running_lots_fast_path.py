@@ -1,0 +1,130 @@
+"""The vision results and translations of running lots are written in place (`running.py`): the read
+models after each batch are exactly what the general upserts alone wrote, batch after batch of seeded
+histories (topics interleaved, events delivered again, out of order, lots settled twice, jobs
+cancelled), and a lot another replica stops meanwhile still gets its images counted."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, Engine, insert, text
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.events import VisionCompleted
+from lotlens_common.row_sets import json_rows
+from lotlens_common.tables import lots
+from lotlens_result_store import completion, projections, sql
+from lotlens_result_store.changes import JobChanges
+from lotlens_result_store.completion import lock_batch
+from lotlens_result_store.handlers import apply_batch
+from lotlens_result_store.running import Row, Written, update_running_lots
+from tests.conftest import Infra, new_id, own_schema, rows_read
+from tests.integration.result_store.histories import deliveries
+from tests.integration.result_store.support import IMAGES_PER_LOT
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 3, 2, tzinfo=UTC)
+_TABLES = {"jobs": "job_id", "lots": "job_id, lot_id", "descriptions": "job_id, lot_id, language"}
+
+
+def general_only(_conn: Connection, _operation: str, _statement: Any, rows: Sequence[Row]) -> Written:
+    """No lot written in place: every row left to the general statement, as before the fast path."""
+    return Written([], list(rows))
+
+
+def read_models(conn: Connection, job_ids: list[str]) -> dict[str, list[Any]]:
+    """Every row of the jobs' read models, whole (`updated_at` is the transaction's `now()`)."""
+    return {table: [tuple(row) for row in conn.execute(text(
+        f"SELECT * FROM {table} WHERE job_id = ANY(:ids) ORDER BY {key}"), {"ids": job_ids})]
+        for table, key in _TABLES.items()}
+
+
+def applied_both_ways(conn: Connection, batch: list[Envelope]) -> tuple[Any, Any]:
+    """The batch's outcome and the read models after it, the general way (rolled back), then the code's."""
+    job_ids = sorted({envelope.job_id for envelope in batch})
+    lock_batch(conn, job_ids)
+    savepoint = conn.begin_nested()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(projections, "update_running_lots", general_only)
+        expected = (apply_batch(conn, batch, live=True), read_models(conn, job_ids))
+    savepoint.rollback()
+    return expected, (apply_batch(conn, batch, live=True), read_models(conn, job_ids))
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_each_batch_leaves_the_read_models_the_general_statements_leave(
+        engine: Engine, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    monkeypatch.setattr(completion, "utc_now", lambda: NOW)  # settling stamps the wall clock
+    in_place: list[int] = []
+
+    def counted(*args: Any) -> Written:
+        written = update_running_lots(*args)
+        in_place.extend(count for _, count, _, _ in written.per_job)
+        return written
+
+    monkeypatch.setattr(projections, "update_running_lots", counted)
+    rng = random.Random(seed)
+    for number, batch in enumerate(deliveries(rng, jobs=rng.randint(1, 3))):
+        with engine.connect() as conn, conn.begin():
+            expected, found = applied_both_ways(conn, batch)
+            assert found == expected, f"batch {number} of seed {seed}"
+    assert sum(in_place)  # every seed's histories write lots in place
+
+
+def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(engine: Engine) -> None:
+    # As tests/integration/result_store/test_replicas.py's first test, through the fast path: its
+    # UPDATE finds the lot running, waits for the other replica's row lock, then re-reads the row,
+    # now completed, and leaves the lot to the upsert, which counts the images it brings.
+    job_id = new_id("job-")
+    with engine.begin() as conn:
+        conn.execute(insert(lots), [{"job_id": job_id, "lot_id": "lot-0", "status": "translating"}])
+    completing = engine.connect()
+    completing.execute(sql.COMPLETE_LOTS, {"rows": json_rows(
+        [{"job_id": job_id, "lot_id": "lot-0", "processed_at": "2026-01-01T00:00:00Z", "usage": None}])})
+    described = Envelope(client_id="client", event=VisionCompleted(
+        job_id=job_id, lot_id="lot-0", english_html="<p>Car</p>", languages=("en",), total_lots=1,
+        processed_images=IMAGES_PER_LOT, missing_images=()))
+    changes = JobChanges()
+
+    def describe() -> None:
+        with engine.begin() as conn:
+            projections.project_vision_completed(conn, [described], changes)
+
+    describing = threading.Thread(target=describe)
+    describing.start()
+    time.sleep(0.5)  # the vision statement is waiting for the lot's row
+    completing.commit()
+    completing.close()
+    describing.join(10)
+    change = changes.get(job_id)
+    assert change is not None and change.images_processed == IMAGES_PER_LOT
+
+
+@pytest.mark.parametrize("statement", ["DESCRIBE_RUNNING_LOTS", "COMPLETE_RUNNING_LOTS"])
+def test_a_batch_written_in_place_reads_its_own_lots_only(infra: Infra, engine: Engine,
+                                                          statement: str) -> None:
+    # The planner cannot count a JSON document's rows (it takes 100): the UPDATE must still find
+    # each lot by its key, not read the table, which holds every job's lots (planned from the
+    # statistics of finished jobs, as in production).
+    job_id, lot_count = new_id("job-"), 1000
+    rows: list[Row] = [{"job_id": job_id, "lot_id": f"lot-{i}", "processed_images": IMAGES_PER_LOT,
+                        "missing_images": [], "processed_at": "2026-01-01T00:00:00Z", "usage": None}
+                       for i in range(lot_count)]
+    with own_schema(infra, engine) as own, own.begin() as conn:
+        conn.execute(text("INSERT INTO lots (job_id, lot_id, seq, status) SELECT 'finished-' || n / 5000, "
+                          "'lot-' || n, n, 'completed' FROM generate_series(1, 20000) n"))
+        conn.execute(text("INSERT INTO lots (job_id, lot_id, seq) SELECT :job, 'lot-' || n, n "
+                          "FROM generate_series(0, :count - 1) n"), {"job": job_id, "count": lot_count})
+        conn.execute(text("ANALYZE lots"))
+        read_before = rows_read(conn, "lots")
+        written = update_running_lots(conn, "test", getattr(sql, statement), rows)
+        read = rows_read(conn, "lots") - read_before
+    assert (written.per_job[0][:2], written.rest) == ((job_id, lot_count), [])
+    assert read == lot_count
