@@ -99,12 +99,26 @@ def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(en
 
     describing = threading.Thread(target=describe)
     describing.start()
-    time.sleep(0.5)  # the vision statement is waiting for the lot's row
+    _wait_for_a_row_lock_wait(engine)  # the vision statement is waiting for the lot's row
     completing.commit()
     completing.close()
     describing.join(10)
+    assert not describing.is_alive()
     change = changes.get(job_id)
     assert change is not None and change.images_processed == IMAGES_PER_LOT
+
+
+def _wait_for_a_row_lock_wait(engine: Engine) -> None:
+    # A fixed sleep let a slow machine start the statement after the commit: it then found the lot
+    # completed at once, and the test passed without the wait and re-read it is about.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                 "AND wait_event_type = 'Lock'")).scalar_one():
+                return
+        time.sleep(0.02)
+    raise AssertionError("the vision statement never waited for the lot's row lock")
 
 
 @pytest.mark.parametrize("statement", ["DESCRIBE_RUNNING_LOTS", "COMPLETE_RUNNING_LOTS"])
