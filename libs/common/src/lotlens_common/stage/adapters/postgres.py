@@ -120,7 +120,7 @@ def _lot(row: Sequence[Any], work_type: type[W]) -> LotWork[W]:
     # jsonb and pydantic then validates the dict (about 3x on a 50,000-lot claim). The row is
     # unpacked by position (the order of _COLUMNS): a Row's attribute lookup costs 0.3 us a column.
     job_id, lot_id, client_id, total_lots, work, ahead, attempts = row[-7:]
-    return LotWork(job_id, lot_id, client_id, total_lots, attempts, read_work(work_type, work, ahead))
+    return LotWork.made(job_id, lot_id, client_id, total_lots, attempts, read_work(work_type, work, ahead))
 
 
 # The columns a LotWork is made of, the work as text, in the order `_lot` reads them (last in the
@@ -143,7 +143,8 @@ def next_in_queue(conn: Connection, stage: str, job_id: str, limit: int,
         SELECT place, {_BY_PLACE} FROM stage_lots
          WHERE stage = :stage AND job_id = :job_id AND place > :claimed AND status = :waiting
          ORDER BY place LIMIT :limit"""),
-        {"stage": stage, "job_id": job_id, "claimed": claimed, "waiting": WAITING, "limit": limit})
+        {"stage": stage, "job_id": job_id, "claimed": claimed, "waiting": WAITING, "limit": limit}).all()
+    # Fetched at once (`all`): iterated, the result was fetched a row at a time (0.2 us a lot).
     return [(row[0], _lot(row, work_type)) for row in rows]
 
 
