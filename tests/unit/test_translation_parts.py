@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 from typing import Any
 
 import orjson
@@ -12,7 +14,13 @@ import pytest
 from lotlens_common.events import LotFailed, TranslationCompleted
 from lotlens_common.model.errors import ModelIncompleteError
 from lotlens_common.model.settings import ModelSettings
-from lotlens_common.model.translation import kept_texts, language_parts, translation_output_budget
+from lotlens_common.model.translation import (
+    _fixed,
+    _per_language,
+    kept_texts,
+    language_parts,
+    translation_output_budget,
+)
 from lotlens_common.stage.work import LotWork, PartDone, TranslationWork
 from lotlens_translator.translation_stage import TranslationStage
 
@@ -149,3 +157,34 @@ def test_a_lot_failing_after_some_parts_keeps_its_english_and_those_parts_in_the
 def test_a_lot_with_no_english_text_keeps_nothing() -> None:
     assert kept_texts(("en", "de"), None, {}) == {}
     assert kept_texts(("en", "de"), "", {"de": "<p>[de] x</p>"}) == {}
+
+
+def _former_language_parts(english_html: str, targets: list[str], settings: ModelSettings,
+                           most: int | None = None) -> list[list[str]]:
+    """`language_parts` before its look for the languages that all fit in one request (the reference)."""
+    fit = max(1, (settings.translation_max_output_tokens - _fixed(settings)) // _per_language(english_html))
+    size = min(fit, most) if most else fit
+    count = max(1, math.ceil(len(targets) / size))
+    small, extra = divmod(len(targets), count)
+    parts, start = [], 0
+    for index in range(count):
+        end = start + small + (index < extra)
+        parts.append(list(targets[start:end]))
+        start = end
+    return parts
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_texts_split_their_languages_as_before(seed: int) -> None:
+    rng = random.Random(seed)
+    split = 0
+    for _ in range(2000):
+        models = ModelSettings(translation_model=rng.choice(["gpt-4.1-mini", "o4-mini"]),
+                               translation_max_output_tokens=rng.choice([1_000, 8_000, 32_768]))
+        text = "x" * rng.choice([0, 10, 2_000, 15_000, 60_000])
+        targets = NINE[:rng.randint(0, len(NINE))]
+        most = rng.choice([None, None, 1, 2, 4])
+        parts = language_parts(text, targets, models, most)
+        assert parts == _former_language_parts(text, targets, models, most), (len(text), targets, most)
+        split += len(parts) > 1
+    assert split

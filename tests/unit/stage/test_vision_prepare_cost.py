@@ -1,14 +1,17 @@
-"""What preparing a chunk of vision lots does per lot: every lot judged once, known images not checked."""
+"""What preparing a chunk of vision lots does per lot: every lot judged once, known images not checked,
+and the images of a lot with nothing refused or suspected chosen in one look, as before."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Sequence
 
 import pytest
 
 from lotlens_common.images import ImageCheck
 from lotlens_common.model.settings import ModelSettings
+from lotlens_common.stage.core.limits import fit_request_images
 from lotlens_common.stage.work import LotWork, VisionWork
 from lotlens_vision_batcher import vision_stage
 from lotlens_vision_batcher.vision_stage import VisionStage
@@ -68,3 +71,35 @@ def test_the_estimate_counts_only_the_images_a_check_left_usable() -> None:
     assert per_image > 0
     assert stage.estimate_tokens(whole) - 4 * per_image == stage.estimate_tokens(
         whole.with_work(whole.work.model_copy(update={"missing_images": POOL})))
+
+
+def _former_request_images(work: VisionWork, usable: dict[str, int]) -> tuple[list[str], tuple[str, ...]]:
+    """The images of a lot's request, and those missing from it, as `prepare` chose them before
+    its look for the lots with nothing refused, suspected or left out (the reference)."""
+    refused = set(work.refused_images)
+    sendable = [url for url in work.image_urls if url in usable and url not in refused]
+    valid, _ = fit_request_images([url for url in sendable if url not in work.suspects[-1:]] or sendable,
+                                  usable)
+    sent = set(valid)
+    return valid, tuple(url for url in work.image_urls if url not in sent)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_lots_send_the_images_the_former_choice_sent(seed: int) -> None:
+    rng = random.Random(seed)
+    urls = [f"https://img.example/{i}.jpg" for i in range(8)]
+    missing = 0
+    for _ in range(3000):
+        # Duplicates, unusable images, images too big for a request or counted as 20 MB, refusals
+        # and suspects, each now and then; most lots have none of them.
+        mine = tuple(rng.choice(urls) for _ in range(rng.randint(0, 6)))
+        usable = {url: rng.choice([1000, 1000, 1000, 0, 19_000_000, 21_000_000]) for url in urls
+                  if rng.random() < 0.9}
+        work = VisionWork.model_construct(
+            image_urls=mine, languages=("en",),
+            refused_images=tuple(rng.sample(mine, min(len(mine), rng.choice([0, 0, 0, 1])))),
+            suspects=tuple(rng.sample(mine, min(len(mine), rng.choice([0, 0, 0, 1, 2])))))
+        chosen = vision_stage._request_images(work, usable)
+        assert chosen == _former_request_images(work, usable), (mine, usable, work)
+        missing += bool(chosen[1])
+    assert 0 < missing < 3000

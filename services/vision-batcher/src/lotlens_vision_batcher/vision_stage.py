@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from lotlens_common.events import Event, LotFailed, VisionBatchSubmitted, VisionCompleted
@@ -124,7 +125,7 @@ class VisionStage:
         # Judged once a lot: asked three times, it was a tenth of a lot's preparation.
         failed_before = [_failed_before(lot) for lot in lots]
         fresh = [lot for lot, failed in zip(lots, failed_before, strict=True) if not failed]
-        every_url = list(dict.fromkeys(url for lot in fresh for url in lot.work.image_urls))
+        every_url = list(dict.fromkeys(chain.from_iterable(lot.work.image_urls for lot in fresh)))
         sizes = self.recent.known(every_url)
         unchecked: dict[str, dict[str, None]] = {}  # client -> its lots' URLs without a verdict
         firsts: dict[str, int] = {}  # client -> how many of them its first lot needing a check has
@@ -153,15 +154,9 @@ class VisionStage:
             if late and not late.isdisjoint(lot.work.image_urls):
                 deferred.append(lot)  # sent unchanged to the queue's end (`submit._build`)
                 continue
-            refused = set(lot.work.refused_images)
-            sendable = [url for url in lot.work.image_urls if url in usable and url not in refused]
-            # The image under suspicion stays out (`retry_refused`), unless it is all there is.
-            valid, _ = fit_request_images(
-                [url for url in sendable if url not in lot.work.suspects[-1:]] or sendable, usable)
-            sent = set(valid)
-            missing = [url for url in lot.work.image_urls if url not in sent]
-            checked = (lot if tuple(missing) == lot.work.missing_images
-                       else lot.with_work(lot.work.model_copy(update={"missing_images": tuple(missing)})))
+            valid, missing = _request_images(lot.work, usable)
+            checked = (lot if missing == lot.work.missing_images
+                       else lot.with_work(lot.work.model_copy(update={"missing_images": missing})))
             if not valid:
                 reason = f"none of the lot's {len(missing)} images could be fetched"
                 settled.append((checked, self.failure_event(checked, reason)))
@@ -241,6 +236,27 @@ def _failed_before(lot: LotWork[VisionWork]) -> bool:
     (a lot sent again always had one: this is a preparation a crash cut short)."""
     missing = lot.work.missing_images  # none, nearly always: no set is built
     return bool(missing) and bool(lot.work.image_urls) and set(lot.work.image_urls) <= set(missing)
+
+
+def _request_images(work: VisionWork, usable: Mapping[str, int]) -> tuple[list[str], tuple[str, ...]]:
+    """(the images the lot's request carries, in its order; those missing from it): each usable
+    one that fits (`fit_request_images`), less those OpenAI refused and the last suspect.
+
+    A lot with nothing refused or suspected, every image sent (nearly all), is looked at once:
+    built for every lot, the sets and lists of the other lots took a fifth of its preparation
+    (61k -> 49k instructions a lot, its request body included)."""
+    urls = work.image_urls
+    sendable = [url for url in urls if url in usable]
+    if work.refused_images or work.suspects:
+        refused = set(work.refused_images)
+        sendable = [url for url in sendable if url not in refused]
+        # The image under suspicion stays out (`retry_refused`), unless it is all there is.
+        sendable = [url for url in sendable if url not in work.suspects[-1:]] or sendable
+    valid, _ = fit_request_images(sendable, usable)
+    if len(valid) == len(urls):  # each of the lot's images, in its order: none missing
+        return valid, ()
+    sent = set(valid)
+    return valid, tuple(url for url in urls if url not in sent)
 
 
 def _valid_images(lot: LotWork[VisionWork]) -> list[str]:
