@@ -1,31 +1,16 @@
-"""`copy_row` writes every row byte for byte as the field-by-field escaping it replaced (kept here as
-the reference) does: seeded rows of plain text, NULLs, bytes, and the characters COPY's text format
-escapes (backslash, tab, newline, carriage return), a NULL marker's look-alikes among them."""
+"""`copy_row` writes every row byte for byte as the field-by-field escaping it replaced (kept in
+copy_row_support.py as the reference) does: seeded rows of plain text, NULLs, bytes, and the
+characters COPY's text format escapes (backslash, tab, newline, carriage return), a NULL marker's
+look-alikes among them."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 
 import pytest
 
 from lotlens_common.row_sets import copy_row
-
-
-def reference_copy_row(fields: Iterable[str | bytes | None]) -> bytes:
-    """The escaping `copy_row` did before its whole-line fast path."""
-    return b"\t".join([b"\\N" if field is None else _reference_field(field) for field in fields]) + b"\n"
-
-
-def _reference_field(field: str | bytes) -> bytes:
-    value = field if isinstance(field, bytes) else field.encode()
-    return value.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
-
-
-PIECES = ["job-0f3a", "bench-1a2b-000042", "42", "2019 Toyota Camry, front collision", '["http://x/1.png"]',
-          "<p>[de] Standin vision: 5 image(s) reviewed.</p>", "Передний бампер", "邊長見氣", "é", "",
-          "\\", "\\N", "N", "\t", "\n", "\r", "\r\n", "\\t", "\x00", " ", "\v", "\f", "\x1c",
-          "\u2028", "\x85"]
+from tests.unit.copy_row_support import PIECES, reference_copy_row
 
 
 def random_field(rng: random.Random) -> str | bytes | None:

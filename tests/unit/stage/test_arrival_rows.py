@@ -13,7 +13,7 @@ from lotlens_common.stage.adapters import postgres_arrivals
 from lotlens_common.stage.adapters.postgres import CANCELLED, SKIPPED, WAITING, Places
 from lotlens_common.stage.adapters.postgres_arrivals import Arrival, enqueue_arrivals
 from lotlens_common.stage.work import arriving_translation_work, arriving_vision_work
-from tests.unit.test_copy_row_fast_path import PIECES, reference_copy_row
+from tests.unit.copy_row_support import PIECES, reference_copy_row
 
 AWKWARD = 'tab\there, newline\nthere, CR\r, backslash \\N and \\t, quote " é漢\U0001f697 \u2028'
 

@@ -75,7 +75,9 @@ class VisionWork(StageWork):
         After validation, on the fields: a validator before it had pydantic build each row's work
         as a dict first, 2.9 us a claimed lot where it reads the JSON in 2.1."""
         if self.suspects and len(self.refused_images) != self.refused_before_suspects:
-            self.__dict__.update(suspects=(), refused_before_suspects=0)  # frozen: no setattr
+            # Frozen: no setattr. In place, as pydantic wants an after-validator's result to be
+            # `self`: an instance validated again would change too, and only `read_work` validates.
+            self.__dict__.update(suspects=(), refused_before_suspects=0)
         return self
 
 
