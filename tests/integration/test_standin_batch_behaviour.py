@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -254,3 +255,16 @@ def test_a_create_with_a_parameter_the_description_does_not_have_is_refused(tmp_
     assert refused.json()["error"] == {"message": "Unknown parameter: 'metadatas'.",
                                        "type": "invalid_request_error", "param": "metadatas",
                                        "code": "unknown_parameter"}
+
+
+def test_files_batches_and_direct_calls_get_ids_of_openais_form(tmp_path: Path) -> None:
+    # The forms `ids.py` takes from OpenAI's examples: a file's id was 24 hex digits.
+    with _api(tmp_path) as (standin, api):
+        standin.faults(fail_custom_ids_containing="lot-1")  # an error file too
+        done = _poll(api, _create(api, 2)["id"])[-1]
+        direct = api.post("/responses", json=vision_request_body("Camry", ["https://img.example/1.jpg"],
+                                                                 ModelSettings()))
+    assert re.fullmatch(r"batch_[0-9a-f]{32}", done["id"]), done["id"]
+    for file_id in (done["input_file_id"], done["output_file_id"], done["error_file_id"]):
+        assert re.fullmatch(r"file-[0-9A-Za-z]{22}", file_id), file_id
+    assert re.fullmatch(r"req_[0-9a-f]{32}", direct.headers["x-request-id"])

@@ -7,7 +7,7 @@ stand-in wrote for data/standin_requests.jsonl (40 requests of both endpoints: L
 hostile strings, other models, caps that cut, refusals by each check, markers), run as `_written`
 runs them. `WALK_DIGEST`, `FILL_DIGEST`: what its input check-then-read and its schema filling gave
 for the inputs and schemas `_mutated_inputs` and `_fillings` make. Ids, blanked in those, are
-held to OpenAI's forms and to being new by a test of their own.
+held to OpenAI's forms and to being new by test_standin_ids.py.
 """
 
 from __future__ import annotations
@@ -44,12 +44,15 @@ DATA = Path(__file__).parent / "data"
 # Taken in turn by the structured answers, in the requests' order.
 FAULTS: list[LanguageFaults] = [{}, {"ru": "untranslated"}, {"zh-TW": "other_variant"},
                                 {"de": "untranslated", "ja": "other_variant"}]
-_IDS = re.compile(rb'"(batch_req|req|resp|rs|msg|chatcmpl)([_-])[0-9a-zA-Z]+"')
+_IDS = re.compile(rb'"(batch_req|resp|rs|msg|chatcmpl)([_-])[0-9a-zA-Z]+"')
+# A line's request id, which had the `req_` of the x-request-id header when the frozen lines were written.
+_REQUEST_ID = re.compile(rb'"request_id":"[0-9a-f]+"')
 _CLOCK = re.compile(rb'"(created_at|created)":\d+')
 
 
 def _blanked(encoded: bytes) -> bytes:
-    return _CLOCK.sub(rb'"\1":0', _IDS.sub(rb'"\1\2-"', encoded))
+    blanked = _REQUEST_ID.sub(b'"request_id":"req_-"', _IDS.sub(rb'"\1\2-"', encoded))
+    return _CLOCK.sub(rb'"\1":0', blanked)
 
 
 def _requests() -> list[dict[str, Any]]:
@@ -197,43 +200,6 @@ def test_each_check_refuses_its_fault_with_openais_code_directly_and_in_a_batch(
     [line] = [orjson.loads(line) for line in (tmp_path / "err.jsonl").read_bytes().splitlines()]
     assert line["custom_id"] == "wrong" and line["response"]["status_code"] == status
     assert line["response"]["body"]["error"]["code"] == code
-
-
-ID_DIGITS = {"batch_req_": 32, "req_": 32, "resp_": 48, "msg_": 48, "rs_": 48}
-
-
-def _ids(document: Any) -> Iterator[str]:
-    if isinstance(document, dict):
-        for key, value in document.items():
-            if key in ("id", "request_id") and isinstance(value, str):
-                yield value
-            yield from _ids(value)
-    elif isinstance(document, list):
-        for item in document:
-            yield from _ids(item)
-
-
-def test_every_id_written_is_new_and_shaped_as_openais(tmp_path: Path) -> None:
-    # The ids of a template's answers end in the answer's number: a template whose number was lost
-    # wrote one id on every line, and no other test saw it (ids are blanked to compare answers).
-    bodies = [_vision_body(max_output_tokens=cap) for cap in (4000, 3000, 16, 15)] * 5
-    source = tmp_path / "in.jsonl"
-    source.write_bytes(b"".join(orjson.dumps({"custom_id": f"lot-{i}", "body": body}) + b"\n"
-                                for i, body in enumerate(bodies)))
-    state = RunState(str(tmp_path / "out.jsonl"), str(tmp_path / "err.jsonl"))
-    for _ in range(2):  # two slices: a template each
-        run_slice(source, state, len(bodies) // 2, RESPONSES_ENDPOINT, None, "seed", dict)
-    lines = [orjson.loads(line) for name in ("out.jsonl", "err.jsonl")
-             for line in (tmp_path / name).read_bytes().splitlines()]
-    direct = [answer(RESPONSES_ENDPOINT, _vision_body()) for _ in range(3)]
-    ids = list(_ids(lines)) + list(_ids(direct))
-    # Ten whole answers (line, request, response, reasoning, message), five cut in the reasoning (no
-    # message), five refused (line, request), three direct (response, reasoning, message).
-    assert len(lines) == 20 and len(ids) == 10 * 5 + 5 * 4 + 5 * 2 + 3 * 3
-    for found in ids:
-        prefix = re.sub(r"[0-9a-f]+$", "", found)
-        assert re.fullmatch(rf"{prefix}[0-9a-f]{{{ID_DIGITS.get(prefix)}}}", found), found
-    assert len(set(ids)) == len(ids), "an id written twice"
 
 
 # --- the input walk and the schema filling, held to what f7e98cad gave ------------------------------

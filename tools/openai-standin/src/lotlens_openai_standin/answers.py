@@ -19,7 +19,7 @@ from lotlens_openai_standin.answer_rules import (
     write_within,
 )
 from lotlens_openai_standin.api_errors import bad_request, server_error
-from lotlens_openai_standin.ids import new_id, unix_now
+from lotlens_openai_standin.ids import new_token, unix_now
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
 from lotlens_openai_standin.request_checks import (
     check_chat_line,
@@ -48,7 +48,7 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults 
     input_tokens = estimate_tokens(len(orjson.dumps(body)), prompt.image_count)
     output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
     return {
-        "id": new_id("chatcmpl-", 28), "object": "chat.completion", "created": unix_now(), "model": model,
+        "id": new_token("chatcmpl-", 29), "object": "chat.completion", "created": unix_now(), "model": model,
         "choices": [{
             "index": 0, "finish_reason": finish, "logprobs": None,
             "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []},

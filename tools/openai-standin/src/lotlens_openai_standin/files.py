@@ -14,7 +14,7 @@ from starlette.datastructures import UploadFile
 from lotlens_openai_standin.api_errors import bad_request, not_found
 from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.faults import Stats
-from lotlens_openai_standin.ids import new_id, unix_now
+from lotlens_openai_standin.ids import new_id, new_token, unix_now
 
 MB = 1024 * 1024
 # OpenAI's "200 MB" and "512 MB", read as decimal megabytes, the stricter reading (the client's
@@ -94,7 +94,7 @@ class FileStore:
 
     def add(self, path: Path, filename: str, purpose: str) -> FileRecord:
         """Register content already written at `path` (from `new_path`)."""
-        record = FileRecord(new_id("file-"), filename, purpose, path.stat().st_size, unix_now(), path)
+        record = FileRecord(new_token("file-", 22), filename, purpose, path.stat().st_size, unix_now(), path)
         self._files[record.id] = record
         self._state.save("files", record.id, record.to_state())
         return record

@@ -14,21 +14,20 @@ import orjson
 
 
 class Slot(NamedTuple):
-    """A hole in a template: `text` is the JSON written there, one %-directive in it (`b'"resp_%b"'`
-    for an id's hex digits, `b"%d"` for a number, `b"%b"` for a value encoded by the caller)."""
+    """A hole in a template: `text` is the JSON written there, its %-directives in it (`b'"resp_%b%b"'`
+    for an id's hex digits, `b"%d"` for a number, `b"%b"` for a value encoded by the caller); `name`
+    says what goes there."""
 
     name: str
     text: bytes
 
 
-def encode_template(document: object) -> tuple[bytes, tuple[str, ...]]:
+def encode_template(document: object) -> bytes:
     """`document` in orjson's compact encoding, its slots as their %-directives (every other `%`
-    doubled), and the slots' names in the order their values go."""
-    names: list[str] = []
+    doubled): the values go in the order of the slots."""
 
     def encode(value: object) -> bytes:
         if isinstance(value, Slot):
-            names.append(value.name)
             return value.text
         if isinstance(value, dict):
             fields = [encode(key) + b":" + encode(item) for key, item in value.items()]
@@ -37,4 +36,4 @@ def encode_template(document: object) -> tuple[bytes, tuple[str, ...]]:
             return b"[" + b",".join([encode(item) for item in value]) + b"]"
         return orjson.dumps(value).replace(b"%", b"%%")
 
-    return encode(document), tuple(names)
+    return encode(document)

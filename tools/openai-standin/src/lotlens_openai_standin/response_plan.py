@@ -9,9 +9,7 @@ writes each answer with one `%`: a batch's lines share a plan, a direct call has
 
 from __future__ import annotations
 
-import itertools
-import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -27,30 +25,24 @@ from lotlens_openai_standin.answer_rules import (
     schema_filler,
     write_within,
 )
-from lotlens_openai_standin.ids import new_id, unix_now
+from lotlens_openai_standin.ids import hex_runs, unix_now
 from lotlens_openai_standin.json_template import Slot, encode_template
 from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.parameter_checks import known_model
 from lotlens_openai_standin.shapes import asked_digest
 
 _CUT = orjson.dumps({"reason": "max_output_tokens"})
-# The last hex digits of an id written from a template: the answer's number.
-_NUMBER_DIGITS = 16
 
 
-def _id(name: str, prefix: str, digits: int) -> Slot:
-    """An id of `digits` hex digits after its prefix, as OpenAI's: random digits drawn with the
-    template, then the number of the answer written from it (`_numbers`): unique in the template,
-    and the random digits are another template's, or a restart's. Drawn for each id, a batch line's
-    five took about 0.5 us."""
-    drawn = new_id("", digits - _NUMBER_DIGITS).encode()
-    return Slot(name, b'"' + prefix.encode() + drawn + b"%0" + str(_NUMBER_DIGITS).encode() + b'x"')
+def _id(name: str, prefix: str, shared: bool = False) -> Slot:
+    """An id written from a template: its prefix, 32 hex digits of its own and (`shared`: a response's
+    and its items') the response's last 16 digits, all drawn for each answer (`ids.hex_runs`).
 
-
-def _numbers() -> Iterator[int]:
-    # From a random start, so that the ids of a direct call's answer (its template's first) do not
-    # all end in zeros.
-    return itertools.count(random.getrandbits(_NUMBER_DIGITS * 4 - 1))
+    A response's items end as it does in each of the OpenAI description's examples of a response and
+    its message (resp_67ccd2bed1ec8190b14f964abc0542670bb6a6b452d3795b,
+    msg_67ccd2bf17f0819081ff3bb2cf6508e60bb6a6b452d3795b); nothing else is shared, as OpenAI's line
+    and request ids are drawn apart from the response's, and one answer's from another's."""
+    return Slot(name, b'"' + prefix.encode() + (b"%b%b" if shared else b"%b") + b'"')
 
 
 class Answered(NamedTuple):
@@ -75,10 +67,10 @@ def _text_config(body: Mapping[str, Any]) -> dict[str, Any]:
 def _output(reasoning: bool, message: bool) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     if reasoning:
-        items.append({"id": _id("reasoning_id", "rs_", 48), "type": "reasoning", "summary": []})
+        items.append({"id": _id("reasoning_id", "rs_", shared=True), "type": "reasoning", "summary": []})
     if message:
         items.append({
-            "id": _id("message_id", "msg_", 48), "type": "message", "role": "assistant",
+            "id": _id("message_id", "msg_", shared=True), "type": "message", "role": "assistant",
             "status": Slot("message_status", b'"%b"'),
             "content": [{"type": "output_text", "text": Slot("text", b"%b"), "annotations": [],
                          "logprobs": []}],
@@ -92,7 +84,7 @@ def response_document(body: Mapping[str, Any], model: str, message: bool) -> dic
     reasoning_model = is_reasoning_model(model)
     reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
     return {
-        "id": _id("id", "resp_", 48), "object": "response", "created_at": Slot("created_at", b"%d"),
+        "id": _id("id", "resp_", shared=True), "object": "response", "created_at": Slot("created_at", b"%d"),
         "status": Slot("status", b'"%b"'), "background": False, "error": None,
         "incomplete_details": Slot("incomplete_details", b"%b"),
         "instructions": body.get("instructions"), "max_output_tokens": Slot("max_output_tokens", b"%b"),
@@ -117,21 +109,20 @@ def response_document(body: Mapping[str, Any], model: str, message: bool) -> dic
 
 def result_line(status_code: object, body: object) -> dict[str, Any]:
     """A line of a batch's output or error file, around a response body (`status_code` its status),
-    its id, custom_id and request id as slots."""
-    return {"id": _id("line_id", "batch_req_", 32), "custom_id": Slot("custom_id", b"%b"),
-            "response": {"status_code": status_code, "request_id": _id("request_id", "req_", 32),
-                         "body": body},
+    its id, custom_id and request id as slots (OpenAI's batch files give the request id without the
+    `req_` of its `x-request-id` header)."""
+    return {"id": _id("line_id", "batch_req_"), "custom_id": Slot("custom_id", b"%b"),
+            "response": {"status_code": status_code, "request_id": _id("request_id", ""), "body": body},
             "error": None}
 
 
-_LINE, _ = encode_template(result_line(Slot("status_code", b"%d"), Slot("body", b"%b")))
-_LINE_NUMBERS = _numbers()
+_LINE = encode_template(result_line(Slot("status_code", b"%d"), Slot("body", b"%b")))
 
 
 def encoded_line(custom_id: str, status: int, body: bytes) -> bytes:
     """The line of a batch's output or error file that answers `custom_id` with `body`, encoded."""
-    number = next(_LINE_NUMBERS)
-    return _LINE % (number, orjson.dumps(custom_id), status, number, body) + b"\n"
+    line_id, request_id, _ = hex_runs(2)
+    return _LINE % (line_id, orjson.dumps(custom_id), status, request_id, body) + b"\n"
 
 
 class ResponsesPlan:
@@ -147,15 +138,14 @@ class ResponsesPlan:
         self.schema = responses_schema(body)
         self.asked = asked_digest(body)
         self._filler: Filler | None = None  # made for the first structured answer
-        self._numbers = _numbers()
         # By whether the answer has a message item.
         self._templates: dict[bool, bytes] = {}
         for message in (True, False):
             document = response_document(body, model, message)
             if lines:
-                self._templates[message] = encode_template(result_line(200, document))[0] + b"\n"
+                self._templates[message] = encode_template(result_line(200, document)) + b"\n"
             else:
-                self._templates[message] = encode_template(document)[0]
+                self._templates[message] = encode_template(document)
 
     def answer(self, body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults | None,
                custom_id: str = "") -> Answered:
@@ -169,16 +159,15 @@ class ResponsesPlan:
             # The model spent its whole budget thinking: no message item at all.
             written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
         status = b"completed" if written.finished else b"incomplete"
-        # The values in the slots' order (`result_line`, `response_document`); each id ends in the
-        # answer's number.
-        number = next(self._numbers)
-        values: list[object] = [number, orjson.dumps(custom_id), number] if self.lines else []
-        values += (number, unix_now(), status, b"null" if written.finished else _CUT,
+        # The values in the slots' order (`result_line`, `response_document`).
+        line_id, request_id, response_id, reasoning_id, message_id, shared = hex_runs(5)
+        values: list[object] = [line_id, orjson.dumps(custom_id), request_id] if self.lines else []
+        values += (response_id, shared, unix_now(), status, b"null" if written.finished else _CUT,
                    orjson.dumps(body.get("max_output_tokens")))
         if self.reasoning:
-            values.append(number)
+            values += (reasoning_id, shared)
         if written.text:
-            values += (number, status, orjson.dumps(written.text))
+            values += (message_id, shared, status, orjson.dumps(written.text))
         input_tokens = estimate_tokens(len(orjson.dumps(body)), prompt.image_count)
         output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
         values += (input_tokens, output_tokens, reasoning_tokens, input_tokens + output_tokens)
