@@ -145,3 +145,23 @@ def test_every_line_of_a_mixed_batch_gets_the_answer_it_gets_alone(tmp_path: Pat
     assert in_batch == [_alone(body, endpoint) for body in bodies]
     statuses = {orjson.loads(result)[0] for result in in_batch}
     assert 200 in statuses and 400 in statuses
+
+
+def test_a_lines_input_tokens_are_counted_from_its_whole_body(tmp_path: Path) -> None:
+    # A line's encoded length is worked out from its shape's, its input's and its cap's (the body is
+    # not encoded whole again): held to the whole encoding's at each remainder of 4, the cap set,
+    # null or left out, the input a string or parts with images.
+    bodies: list[dict[str, Any]] = []
+    for i in range(24):
+        body = _vision(i) | {"input": [{"role": "user", "content": [
+            *({"type": "input_image", "image_url": f"https://img.example/{k}.jpg", "detail": "low"}
+              for k in range(i % 3)), {"type": "input_text", "text": "é" * (i % 5) + "x" * (i % 4)}]}]}
+        if i % 3 == 1:
+            body["max_output_tokens"] = None
+        elif i % 3 == 2:
+            del body["max_output_tokens"]
+        bodies.append(body if i % 8 else body | {"input": "a plain string" + "x" * (i % 4)})
+    lines = [orjson.loads(result) for result in _in_a_batch(tmp_path, bodies)]
+    images = [0 if isinstance(body["input"], str) else i % 3 for i, body in enumerate(bodies)]
+    assert [line[1]["usage"]["input_tokens"] for line in lines] == [
+        len(orjson.dumps(body)) // 4 + 85 * count for body, count in zip(bodies, images, strict=True)]

@@ -11,7 +11,6 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
-from lotlens_openai_standin.models import is_reasoning_model
 from lotlens_openai_standin.request_checks import InputRead
 from lotlens_openai_standin.scripts import in_script
 
@@ -224,8 +223,8 @@ def answer_text(prompt: Prompt, faults: LanguageFaults | None = None, filler: Fi
 REASONING_TOKENS = 64
 
 
-def _output_tokens(text: str, model: str) -> tuple[int, int]:
-    reasoning = REASONING_TOKENS if is_reasoning_model(model) else 0
+def _output_tokens(text: str, reasoning_model: bool) -> tuple[int, int]:
+    reasoning = REASONING_TOKENS if reasoning_model else 0
     return len(text) // 4 + 1 + reasoning, reasoning
 
 
@@ -240,9 +239,10 @@ class Written(NamedTuple):
     reasoning_tokens: int
 
 
-def write_within(text: str, model: str, limit: object) -> Written:
-    """The answer cut at the cap (4 characters a token, like the estimate), as OpenAI stops at it."""
-    tokens, reasoning = _output_tokens(text, model)
+def write_within(text: str, reasoning_model: bool, limit: object) -> Written:
+    """The answer cut at the cap (4 characters a token, like the estimate), as OpenAI stops at it
+    (`reasoning_model`: `models.is_reasoning_model`, which a batch's plan asks once)."""
+    tokens, reasoning = _output_tokens(text, reasoning_model)
     if not isinstance(limit, int) or tokens <= limit:
         return Written(text, True, tokens, reasoning)
     if reasoning >= limit:

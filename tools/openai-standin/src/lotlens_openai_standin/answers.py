@@ -20,6 +20,7 @@ from lotlens_openai_standin.answer_rules import (
 )
 from lotlens_openai_standin.api_errors import bad_request, server_error
 from lotlens_openai_standin.ids import new_token, unix_now
+from lotlens_openai_standin.models import is_reasoning_model, model_facts
 from lotlens_openai_standin.parameter_checks import check_image_support, output_limit_name
 from lotlens_openai_standin.request_checks import (
     check_chat_line,
@@ -40,7 +41,7 @@ def chat_object(body: Mapping[str, Any], prompt: Prompt, faults: LanguageFaults 
     """A `chat.completion` object as `POST /v1/chat/completions` returns it."""
     model = str(body["model"])
     limit_name = output_limit_name(body, chat=True)
-    written = write_within(answer_text(prompt, faults), model,
+    written = write_within(answer_text(prompt, faults), is_reasoning_model(model),
                            body[limit_name] if limit_name else None)
     if prompt.wants_incomplete:
         written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
@@ -86,13 +87,13 @@ def answer_json(endpoint: str, body: Mapping[str, Any],
     else:
         if plan is None:
             model, read = check_responses_request(body)
-            plan = ResponsesPlan(body, model, lines=shapes is not None)
+            plan = ResponsesPlan(body, model, lines=shapes is not None, shape=shape)
         else:
             model, read = plan.model, check_responses_line(body, plan.facts)
         prompt = responses_prompt(read, plan.schema)
     if shapes is not None and not passed:
         shapes.add(shape, plan)
-    check_image_support(model, prompt.image_count, chat=chat)
+    check_image_support(model_facts(model) if plan is None else plan.facts, prompt.image_count, chat=chat)
     _refuse_by_marker(prompt)
     faults = language_faults() if prompt.schema is not None else None
     if plan is not None:

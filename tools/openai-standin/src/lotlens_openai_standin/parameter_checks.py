@@ -119,9 +119,8 @@ def check_parameter_values(body: Mapping[str, Any], chat: bool, facts: ModelFact
         _check_range(body, name)
 
 
-def check_image_support(model: str, image_count: int, chat: bool) -> None:
-    """A text-only model refuses image parts."""
-    facts = model_facts(model)
+def check_image_support(facts: ModelFacts | None, image_count: int, chat: bool) -> None:
+    """A text-only model (`facts` its facts) refuses image parts."""
     if image_count and facts is not None and not facts.images:
         part = "image_url" if chat else "input_image"
         raise bad_request(f"Invalid content type. {part} is only supported by certain models.",

@@ -32,6 +32,8 @@ from lotlens_openai_standin.parameter_checks import known_model
 from lotlens_openai_standin.shapes import asked_digest
 
 _CUT = orjson.dumps({"reason": "max_output_tokens"})
+# What a body's input and cap add to its encoding besides their values: `,"input":`, `,"max_output_tokens":`.
+_INPUT_KEY, _CAP_KEY = len(b',"input":'), len(b',"max_output_tokens":')
 
 
 def _id(name: str, prefix: str, shared: bool = False) -> Slot:
@@ -128,9 +130,9 @@ def encoded_line(custom_id: str, status: int, body: bytes) -> bytes:
 class ResponsesPlan:
     """The answers to the bodies of one shape, a body of which passed every check (`model` its model);
     `lines`: each answer as its whole line of a batch's output file (`result_line`), which a batch
-    writes, else the response body alone."""
+    writes, else the response body alone; `shape`: the bodies' shape (`shapes.shape_of`), if known."""
 
-    def __init__(self, body: Mapping[str, Any], model: str, lines: bool) -> None:
+    def __init__(self, body: Mapping[str, Any], model: str, lines: bool, shape: bytes = b"") -> None:
         self.lines = lines
         self.model = model
         self.facts = known_model(model, chat=False)
@@ -138,6 +140,13 @@ class ResponsesPlan:
         self.schema = responses_schema(body)
         self.asked = asked_digest(body)
         self._filler: Filler | None = None  # made for the first structured answer
+        # An answer's input tokens are counted from its body's length as orjson encodes it. Given the
+        # shape (`shapes.shape_of`: the body but its input and cap, the same for every body of the
+        # plan), that length is the shape's, the input's and the cap's, each with its key and comma
+        # (a body's model is in its shape, so a comma comes before the input): encoding the body
+        # whole again took a vision line 10k instructions and a translation line 9k, their input
+        # alone 6.5k and 3k.
+        self._shape_length = len(shape) + _INPUT_KEY if shape else None
         # By whether the answer has a message item.
         self._templates: dict[bool, bytes] = {}
         for message in (True, False):
@@ -154,21 +163,27 @@ class ResponsesPlan:
         if self._filler is None and prompt.schema is not None:
             self._filler = schema_filler(prompt.schema)
         text = answer_text(prompt, faults, self._filler)
-        written = write_within(text, self.model, body.get("max_output_tokens"))
+        written = write_within(text, self.reasoning, body.get("max_output_tokens"))
         if prompt.wants_incomplete:
             # The model spent its whole budget thinking: no message item at all.
             written = Written("", False, written.reasoning_tokens, written.reasoning_tokens)
         status = b"completed" if written.finished else b"incomplete"
         # The values in the slots' order (`result_line`, `response_document`).
         line_id, request_id, response_id, reasoning_id, message_id, shared = hex_runs(5)
+        cap = orjson.dumps(body.get("max_output_tokens"))
         values: list[object] = [line_id, orjson.dumps(custom_id), request_id] if self.lines else []
-        values += (response_id, shared, unix_now(), status, b"null" if written.finished else _CUT,
-                   orjson.dumps(body.get("max_output_tokens")))
+        values += (response_id, shared, unix_now(), status, b"null" if written.finished else _CUT, cap)
         if self.reasoning:
             values += (reasoning_id, shared)
         if written.text:
             values += (message_id, shared, status, orjson.dumps(written.text))
-        input_tokens = estimate_tokens(len(orjson.dumps(body)), prompt.image_count)
+        if self._shape_length is None:
+            length = len(orjson.dumps(body))
+        else:
+            length = self._shape_length + len(orjson.dumps(body["input"]))
+            if "max_output_tokens" in body:
+                length += _CAP_KEY + len(cap)
+        input_tokens = estimate_tokens(length, prompt.image_count)
         output_tokens, reasoning_tokens = written.output_tokens, written.reasoning_tokens
         values += (input_tokens, output_tokens, reasoning_tokens, input_tokens + output_tokens)
         encoded = self._templates[bool(written.text)] % tuple(values)
