@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import orjson
+import pytest
 
 from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_batch_line
 from lotlens_common.model.settings import ModelSettings
@@ -151,9 +153,12 @@ def test_answers_a_kill_9_tore_are_dropped_and_the_batch_keeps_every_answer(tmp_
     assert {answer["status"] for answer in answers.values()} == {200}
 
 
-def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize("saved_estimate", [None, 0])
+def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path: Path,
+                                                                        saved_estimate: int | None) -> None:
     # Without a limit no batch's enqueued tokens are estimated; restarted with one, the batches
     # still running counted 0 and a fourth batch past the limit was let in (OpenAI refuses it).
+    # Saved as None (not estimated) since fa3c1eaa; as 0 by the versions from 2ed4da3d to it.
     state, port = tmp_path / "state", free_port()
     api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
     notes = [f"lot {i}" for i in range(20)]
@@ -168,6 +173,10 @@ def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path:
             created = api.post("/batches", json={"input_file_id": _upload(api, notes),
                                                  "endpoint": "/v1/responses", "completion_window": "24h"})
             _wait_for(api, created.json()["id"], ("in_progress",))
+    for saved in (state / "batches").glob("*.json"):
+        batch = orjson.loads(saved.read_bytes())
+        assert batch["estimated_tokens"] is None
+        saved.write_bytes(orjson.dumps(batch | {"estimated_tokens": saved_estimate}))
     with standin_process(tmp_path, port, state, **running, STANDIN_ENQUEUED_TOKEN_LIMIT=str(2 * estimate)):
         fourth = api.post("/batches", json={"input_file_id": _upload(api, notes),
                                             "endpoint": "/v1/responses", "completion_window": "24h"}).json()

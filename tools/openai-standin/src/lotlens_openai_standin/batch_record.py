@@ -71,6 +71,11 @@ class BatchRecord:
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> BatchRecord:
         """A batch read back from the state directory; a pending cancel is still pending."""
+        if state.get("estimated_tokens") == 0:
+            # Saved by 2ed4da3d..fa3c1eaa, which kept 0 for a batch validated without an enqueued-token
+            # limit: not estimated, so a start with a limit estimates it (`BatchService`). No estimate
+            # made is 0: a line's body, its model at least, counts a token.
+            state = state | {"estimated_tokens": None}
         batch = cls(**(state | {"run": RunState(**state["run"]) if state["run"] else None}))
         if batch.status == "cancelling":
             batch.cancel_requested.set()
