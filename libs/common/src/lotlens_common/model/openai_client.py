@@ -12,6 +12,7 @@ import httpx2
 import openai
 import orjson
 
+from lotlens_common.model.batch_files import split_lines
 from lotlens_common.model.errors import (
     ModelConnectTimeoutError,
     ModelError,
@@ -294,14 +295,8 @@ class OpenAIBatches:
                 # splitting it all again was quadratic (a 32 MB line in 16 KB chunks took 26 s).
                 pending: list[bytes] = []
                 async for chunk in response.iter_bytes():
-                    if b"\n" not in chunk:
-                        pending.append(chunk)
-                        continue
-                    first, *complete, rest = chunk.split(b"\n")
-                    for line in (b"".join([*pending, first]), *complete):
-                        if line.strip():
-                            yield line
-                    pending = [rest]
+                    for line in split_lines(chunk, pending):
+                        yield line
                 tail = b"".join(pending)
                 if tail.strip():
                     yield tail
