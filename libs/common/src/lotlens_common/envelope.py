@@ -94,9 +94,13 @@ PLAIN_PAYLOADS: frozenset[type[Event]] = frozenset({
     LotFailed})
 
 
-# The models orjson writes. Their `__dict__` can hold more than the fields pydantic writes: a key a
-# `model_copy(update=...)` added, or a subclass's fields where the declared type is the base class.
-_WRITTEN_MODELS: frozenset[type[BaseModel]] = frozenset({*PLAIN_PAYLOADS, Usage})
+# The models orjson writes, with their field names. Their `__dict__` can hold more than the fields
+# pydantic writes: a key a `model_copy(update=...)` added, or a subclass's fields where the declared
+# type is the base class. Named here, once (every class is defined by now): `_fields` runs twice an
+# event, and looking each name set up through `_field_names`, with an `isinstance` the exact class
+# already implies, was 5,200 of the 16,000 instructions a VisionCompleted's payload took.
+_WRITTEN_MODELS: tuple[type[BaseModel], ...] = (*PLAIN_PAYLOADS, Usage)
+_WRITTEN_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(cls.model_fields) for cls in _WRITTEN_MODELS}
 
 
 # Each model's field names, kept at its first use: `model_fields`, a property pydantic builds anew
@@ -114,32 +118,34 @@ def _field_names(cls: type[BaseModel]) -> frozenset[str]:
 def _fields(model: object) -> dict[str, Any]:
     """A nested model's fields, in their order, for orjson (pydantic keeps them in `__dict__`);
     TypeError, for pydantic to write it, for any model whose `__dict__` is not exactly its fields."""
-    cls = type(model)
-    if cls not in _WRITTEN_MODELS or not isinstance(model, BaseModel) \
-            or model.__dict__.keys() != _field_names(cls):
-        raise TypeError(f"{cls.__name__}: not written by orjson")
+    names = _WRITTEN_FIELDS.get(type(model))
+    if names is None or model.__dict__.keys() != names:
+        raise TypeError(f"{type(model).__name__}: not written by orjson")
     return model.__dict__
 
 
 def encode(envelope: Envelope) -> bytes:
     """Serialise an envelope to the JSON bytes written to Kafka."""
     event = envelope.event
-    head = {
+    # One dict, its `data` set last (a copy of the head for it was 0.15 us an event).
+    document: dict[str, Any] = {
         "event_id": envelope.event_id,
-        "type": envelope.type,
+        "type": event.event_type,
         "version": event.version,
         "occurred_at": envelope.occurred_at,
-        "job_id": envelope.job_id,
+        "job_id": event.job_id,
         "client_id": envelope.client_id,
         "trace": envelope.trace,
+        "data": event,
     }
     if type(event) in PLAIN_PAYLOADS:
         try:
-            return orjson.dumps({**head, "data": event}, default=_fields)
+            return orjson.dumps(document, default=_fields)
         except orjson.JSONEncodeError:
             pass  # a value orjson refuses (an integer past 64 bits): pydantic writes it
     # pydantic writes the payload's JSON itself: a third of the cost of a dict for orjson.
-    return orjson.dumps({**head, "data": orjson.Fragment(event.model_dump_json())})
+    document["data"] = orjson.Fragment(event.model_dump_json())
+    return orjson.dumps(document)
 
 
 CLOUDEVENTS_SPECVERSION = "1.0"
