@@ -104,8 +104,10 @@ class TranslationStage:
         # first part (three of nine) was read as every language left and the lot, paid for, failed.
         answer = parse_translation_response(body, work.sent_part or _left(work), work.english_html,
                                             some_of=not work.sent_part)
-        translated = {**work.translated, **answer}
-        usage = summed((work.earlier_usage, self._usage(body)), model)
+        translated = {**work.translated, **answer} if work.translated else answer
+        usage = self._usage(body)
+        if work.earlier_usage is not None:  # the parts done before, or an unusable answer's
+            usage = summed((work.earlier_usage, usage), model)
         targets = target_languages(work.languages)
         if len(translated) < len(targets):
             raise PartDone(lot.with_work(work.model_copy(update={

@@ -175,12 +175,16 @@ class VisionStage:
 
     def result_event(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> Event:
         """VisionCompleted with the parsed HTML."""
+        work = lot.work
+        usage = self._usage(body)
+        if work.earlier_usage is not None:  # an unusable answer's, billed before this one
+            usage = summed((work.earlier_usage, usage), self.models.vision_model)
+        # Counted, not listed: a lot's images less those missing (`_valid_images`).
+        images = len(work.image_urls) if not work.missing_images else len(_valid_images(lot))
         return VisionCompleted(
             job_id=lot.job_id, lot_id=lot.lot_id, english_html=parse_vision_response(body),
-            languages=lot.work.languages, total_lots=lot.total_lots,
-            processed_images=len(_valid_images(lot)),
-            missing_images=lot.work.missing_images,
-            usage=summed((lot.work.earlier_usage, self._usage(body)), self.models.vision_model))
+            languages=work.languages, total_lots=lot.total_lots, processed_images=images,
+            missing_images=work.missing_images, usage=usage)
 
     def with_paid(self, lot: LotWork[VisionWork], body: Mapping[str, Any]) -> LotWork[VisionWork]:
         """The lot with an unusable answer's usage kept: billed, its LotFailed carries it."""
