@@ -39,7 +39,8 @@ def test_lots_settled_before_a_crash_are_not_sent_again_when_the_batch_output_is
     # they still counted as the shard's, and when its output then answered 404 they were sent
     # again (paid twice), a second VisionCompleted after the first.
     job_id = new_id("job-")
-    submit_lots(engine, job_id, ["a", "b", "c"])
+    # Two chunks and more: a first one applied alone, the close taking the last three.
+    submit_lots(engine, job_id, ["a", "b", "c", "d", "e"])
     monkeypatch.setattr(settle, "CHUNK", 2)  # as a 5,000-lot chunk of a bigger shard
     published: list[str] = []
 
@@ -72,8 +73,8 @@ def test_lots_settled_before_a_crash_are_not_sent_again_when_the_batch_output_is
     asyncio.run(scenario())
     states = {state.lot_id: state for state in _lot_states(engine, job_id)}
     assert {state.status for state in states.values()} == {store.DONE}
-    assert sorted(state.attempt for state in states.values()) == [1, 1, 2]  # the unsettled one went again
-    events = job_events(settings, settings.topics.vision, job_id, 6)
+    assert sorted(state.attempt for state in states.values()) == [1, 1, 2, 2, 2]  # the unsettled went again
+    events = job_events(settings, settings.topics.vision, job_id, 10)
     completions = Counter(e.event.lot_id for e in events if isinstance(e.event, VisionCompleted))
     settled_first = [lot_id for lot_id, state in states.items() if state.attempt == 1]
     assert [completions[lot_id] for lot_id in settled_first] == [1, 1], completions

@@ -301,7 +301,7 @@ async def _settle_lines(stage: Stage[Any], shard: Shard, file_id: str, pending: 
                         unanswered)
             settler.failed(lot, kind, result.reason)
         if pending:  # the chunk of the shard's last lot is settled by its close (`Settler.flush`)
-            settler.flush_if_full()
+            settler.flush_if_full(len(pending))
     if sum(unanswered.values()) > LOGGED_UNANSWERED:
         log.warning("batch %s: %d lots got no answer in all (by kind and code: %s)", shard.batch_id,
                     sum(unanswered.values()), dict(unanswered.most_common(10)),

@@ -17,7 +17,8 @@ from lotlens_common.stage.work import LotWork, PartDone
 log = logging.getLogger(__name__)
 
 # Outcomes applied at once. Each chunk waits for Kafka to acknowledge its events (acks=all)
-# before its lots are marked: 1,000 made a 50,000-lot shard wait 50 times in a row.
+# before its lots are marked: 1,000 made a 50,000-lot shard wait 50 times in a row. The last chunk
+# takes the rest when less than another chunk is left (`flush_if_full`): at most 2 * CHUNK - 1.
 CHUNK = 5000
 
 
@@ -121,9 +122,17 @@ class Settler:
             self.settlement.done.append(lot.lot_id)
         self.outcomes += 1  # each verdict above holds the lot in one of the settlement's lists
 
-    def flush_if_full(self) -> None:
-        """Apply what has accumulated once a chunk is full."""
-        if self.outcomes >= CHUNK:
+    def flush_if_full(self, to_come: int | None = None) -> None:
+        """Apply what has accumulated once a chunk is full; with `to_come` (the lots of the shard
+        still to be settled), not while they and this chunk make less than two: the close then
+        settles them all with the shard.
+
+        A chunk applied before the close marks each of its lots `done` (`WorkStore.settle`): a
+        9,000-lot shard wrote 5,000 rows, about 3 us of PostgreSQL each, only for its close to
+        settle the 4,000 others; in the bench's 50,000-lot jobs (shards of 4,000 to 23,000 lots)
+        two thirds of a stage's lots were written so.
+        """
+        if self.outcomes >= CHUNK and (to_come is None or self.outcomes + to_come >= 2 * CHUNK):
             self.flush()
 
     def flush(self, batch_status: str | None = None) -> None:
