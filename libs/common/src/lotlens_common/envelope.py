@@ -80,9 +80,9 @@ def caused(event: Event, client_id: str, cause: str) -> Envelope:
     event_id = uuid5_text(_CAUSED_IDS, f"{event.event_type}\n{event.job_id}\n{cause}")
     # As `Envelope(event=..., client_id=..., event_id=...)` makes it (its defaults: now, no trace),
     # set as a decoded one's fields are: the frozen dataclass's `__init__` took 1.2 us an event
-    # where this takes 0.4, for every event a stage publishes (tests/unit/test_event_payload_bytes.py
+    # where this takes 0.4, for every event a stage publishes (tests/unit/test_event_encode_fast_path.py
     # holds the two to one another).
-    return _decoded(event, client_id, event_id, datetime.now(UTC), {})
+    return _envelope(event, client_id, event_id, datetime.now(UTC), {})
 
 
 # Payloads of text, numbers, lists, text maps and a `Usage` only, the events every lot makes:
@@ -92,15 +92,6 @@ def caused(event: Event, client_id: str, cause: str) -> Envelope:
 PLAIN_PAYLOADS: frozenset[type[Event]] = frozenset({
     LotSubmitted, VisionBatchSubmitted, VisionCompleted, TranslationBatchSubmitted, TranslationCompleted,
     LotFailed})
-
-
-# The models orjson writes, with their field names. Their `__dict__` can hold more than the fields
-# pydantic writes: a key a `model_copy(update=...)` added, or a subclass's fields where the declared
-# type is the base class. Named here, once (every class is defined by now): `_fields` runs twice an
-# event, and looking each name set up through `_field_names`, with an `isinstance` the exact class
-# already implies, was 5,200 of the 16,000 instructions a VisionCompleted's payload took.
-_WRITTEN_MODELS: tuple[type[BaseModel], ...] = (*PLAIN_PAYLOADS, Usage)
-_WRITTEN_FIELDS: dict[type, frozenset[str]] = {cls: frozenset(cls.model_fields) for cls in _WRITTEN_MODELS}
 
 
 # Each model's field names, kept at its first use: `model_fields`, a property pydantic builds anew
@@ -113,6 +104,15 @@ def _field_names(cls: type[BaseModel]) -> frozenset[str]:
     if names is None:
         names = _FIELD_NAMES[cls] = frozenset(cls.model_fields)
     return names
+
+
+# The models orjson writes, with their field names. Their `__dict__` can hold more than the fields
+# pydantic writes: a key a `model_copy(update=...)` added, or a subclass's fields where the declared
+# type is the base class. Named here, once (every class is defined by now): `_fields` runs twice an
+# event, and looking each name set up through `_field_names`, with an `isinstance` the exact class
+# already implies, was 5,200 of the 16,000 instructions a VisionCompleted's payload took.
+_WRITTEN_MODELS: tuple[type[BaseModel], ...] = (*PLAIN_PAYLOADS, Usage)
+_WRITTEN_FIELDS: dict[type, frozenset[str]] = {cls: _field_names(cls) for cls in _WRITTEN_MODELS}
 
 
 def _fields(model: object) -> dict[str, Any]:
@@ -174,7 +174,7 @@ def cloudevent_headers(envelope: Envelope, source: str) -> list[tuple[str, bytes
 def _iso_time(moment: datetime) -> bytes:
     """`moment.isoformat()`, encoded: written by orjson for a time in UTC (every event's, `caused`
     and the envelope's default), in 0.2 us where `isoformat` took 0.8; the same text, as
-    tests/unit/test_event_payload_bytes.py holds."""
+    tests/unit/test_event_encode_fast_path.py holds."""
     if moment.tzinfo is UTC:
         return orjson.dumps(moment)[1:-1]
     return moment.isoformat().encode()
@@ -257,12 +257,12 @@ def decode(raw: bytes) -> Envelope:
         event = event_cls.__pydantic_validator__.validate_python(data)
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc
-    return _decoded(event, client_id, event_id, occurred_at, trace)
+    return _envelope(event, client_id, event_id, occurred_at, trace)
 
 
-def _decoded(event: Event, client_id: str, event_id: str, occurred_at: datetime,
-             trace: dict[str, str]) -> Envelope:
-    """The envelope of a decoded event, its fields set as the dataclass's `__init__` sets them:
+def _envelope(event: Event, client_id: str, event_id: str, occurred_at: datetime,
+              trace: dict[str, str]) -> Envelope:
+    """The envelope of a decoded or a `caused` event, its fields set as the dataclass's `__init__` sets them:
     that one, through `object.__setattr__` field by field (the class is frozen), took 1.8 us more
     an event."""
     envelope = object.__new__(Envelope)

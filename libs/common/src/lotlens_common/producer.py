@@ -277,8 +277,8 @@ class EventProducer:
                  headers: Headers, delivered: Callable[[], None] | None = None,
                  failed: Callable[[bool], None] | None = None) -> None:
         # Its arguments by position: a partial given keywords merged them into a new dict at every
-        # report, 14,000 of the 102,000 instructions a stage's event took to publish (with the
-        # publisher's own `delivered`), for each of a collection's 50,000 events.
+        # report, about 0.3 us more an event (to make and to call), for each of a collection's
+        # 50,000 events.
         report = (self._report if delivered is None and failed is None
                   else partial(self._on_delivery, delivered, failed, self._purges))
         while True:
