@@ -18,6 +18,8 @@ from lotlens_common.model.batch_files import BatchLineResult, batch_line, parse_
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
 from lotlens_openai_standin.batch_input import validate_input_file
+from lotlens_openai_standin.durable import StateStore
+from lotlens_openai_standin.files import FileStore
 from tests.servers import free_port
 from tests.standin import standin_process
 
@@ -183,3 +185,27 @@ def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path:
         done = _wait_for(api, fourth["id"], ("in_progress", "failed"))
     assert done["status"] == "failed", "a fourth batch past the limit was let in"
     assert done["errors"]["data"][0]["code"] == "token_limit_exceeded"
+
+
+def test_a_kill_between_registering_a_result_file_and_saving_its_batch_keeps_one_file(tmp_path: Path) -> None:
+    state, port = tmp_path / "state", free_port()
+    api = httpx2.Client(base_url=f"http://127.0.0.1:{port}/v1", timeout=10)
+    slow_finalizing = {**PHASES, "STANDIN_IN_PROGRESS_SECONDS": "0.2", "STANDIN_FINALIZING_SECONDS": "2"}
+    with standin_process(tmp_path, port, state, **slow_finalizing) as first:
+        created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),
+                                             "endpoint": "/v1/responses", "completion_window": "24h"}).json()
+        _wait_for(api, created["id"], ("finalizing",))
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    # What the killed process did last: it registered the batch's output as a file, and died before
+    # it saved the batch with that file's id.
+    saved = StateStore(state)
+    [batch] = [b for b in saved.load("batches") if b["id"] == created["id"]]
+    blob = Path(batch["run"]["output_path"])
+    unsaved = FileStore(blob.parent, saved).add(blob, f"{created['id']}_output.jsonl", "batch_output")
+    with standin_process(tmp_path, port, state, **slow_finalizing):
+        done = _wait_for(api, created["id"], ("completed",))
+    # One record for the one blob, and the batch names it: a second one left the first dangling
+    # once the client deleted the file the batch named.
+    assert [f["id"] for f in StateStore(state).load("files") if f["path"] == str(blob)] == [unsaved.id]
+    assert done["output_file_id"] == unsaved.id

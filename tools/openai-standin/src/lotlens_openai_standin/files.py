@@ -87,15 +87,22 @@ class FileStore:
         root.mkdir(parents=True, exist_ok=True)
         records = (FileRecord.from_state(saved) for saved in state.load("files"))
         self._files: dict[str, FileRecord] = {record.id: record for record in records}
+        self._by_path = {record.path: record for record in self._files.values()}
 
     def new_path(self) -> Path:
         """A fresh path under the data directory for content about to be written."""
         return self._root / new_id("blob-")
 
     def add(self, path: Path, filename: str, purpose: str) -> FileRecord:
-        """Register content already written at `path` (from `new_path`)."""
+        """Register content already written at `path` (from `new_path`); content registered before
+        keeps its record. A kill -9 after a batch's result file was registered, before the batch
+        was saved with its id, registers it again at the restart: a second record for the same
+        bytes, and deleting the one the batch names left the other pointing at nothing."""
+        if (known := self._by_path.get(path)) is not None:
+            return known
         record = FileRecord(new_token("file-", 22), filename, purpose, path.stat().st_size, unix_now(), path)
         self._files[record.id] = record
+        self._by_path[path] = record
         self._state.save("files", record.id, record.to_state())
         return record
 
@@ -131,6 +138,7 @@ class FileStore:
         """Forget the file and remove its bytes."""
         record = self.get(file_id)
         del self._files[file_id]
+        del self._by_path[record.path]
         self._state.delete("files", file_id)
         record.path.unlink(missing_ok=True)
 
