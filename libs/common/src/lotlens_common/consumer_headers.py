@@ -13,7 +13,8 @@ from lotlens_common.producer import Headers
 
 
 def carrier(message: Message, envelope: Envelope) -> dict[str, str]:
-    """The trace context a message carries: its headers', else its envelope's."""
+    """The trace context a message carries: its headers', else its envelope's (read only when tracing is
+    on, so its `cast` stays: `wanted`, on every message, avoids the call)."""
     found = {str(name): found_text for name, value in cast(Headers, message.headers() or [])
              if name in tracing.TRACE_KEYS and (found_text := text(value)) is not None}
     return found if "traceparent" in found else envelope.trace
@@ -24,10 +25,12 @@ def wanted(message: Message, group: str, event_types: frozenset[str] | None) -> 
     whose `type` header names a type the handler does not act on. An event without a readable
     `type` header is read: its payload decides."""
     # A consumed message's headers are a list of pairs (the stub also allows a producer's dict).
-    for name, value in cast(Headers, message.headers() or []):
+    # Annotated, not `cast`: the call was 0.1 us of every message consumed.
+    headers: Headers = message.headers() or []  # type: ignore[assignment]
+    for name, value in headers:
         if name == TYPE_HEADER:
-            event_type = text(value)
-            if event_types is not None and event_type is not None and event_type not in event_types:
+            if event_types is not None and (event_type := text(value)) is not None \
+                    and event_type not in event_types:
                 return False
         elif name == dead_letters.REPLAY_GROUP and text(value) != group:
             return False

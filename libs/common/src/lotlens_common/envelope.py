@@ -243,21 +243,36 @@ def decode(raw: bytes) -> Envelope:
     if event_cls is None:
         raise FutureEvent(f"event type {event_type} (version {version}) is not one this code reads: "
                           "a newer release's")
-    if version > event_cls.version:
+    # Read once: pydantic's metaclass has a `__getattr__`, so each read of a class attribute goes
+    # through Python's slower lookup (about 850 instructions), and `version` was read twice.
+    current = event_cls.version
+    if version > current:
         raise FutureEvent(f"{event_cls.event_type} version {version} is newer than the "
-                          f"version {event_cls.version} this code reads")
+                          f"version {current} this code reads")
     try:
-        while version < event_cls.version:
+        while version < current:
             data = UPCASTERS[(event_cls.event_type, version)](data)
             version += 1
-        known = _field_names(event_cls)
+        known, validate = _READERS.get(event_cls) or _reader(event_cls)
         if not data.keys() <= known:
             # The model stays strict where code builds it (a misspelt field is a bug there).
             data = {name: value for name, value in data.items() if name in known}
-        event = event_cls.__pydantic_validator__.validate_python(data)
+        event = validate(data)
     except Exception as exc:  # any malformed message is a poison message, whatever broke
         raise UndecodableEvent(f"cannot decode event: {exc}") from exc
     return _envelope(event, client_id, event_id, occurred_at, trace)
+
+
+# Each event class's field names and validator, kept at its first decoding: the validator read
+# from the class each time went through the metaclass's `__getattr__` (see `decode`). Not its
+# `version`, read at each decoding: a release's classes are fixed, but a test upgrades one in place.
+# The names are `_field_names`' own, kept beside the validator so that a decoding makes one lookup.
+_READERS: dict[type[Event], tuple[frozenset[str], Callable[[Any], Event]]] = {}
+
+
+def _reader(event_cls: type[Event]) -> tuple[frozenset[str], Callable[[Any], Event]]:
+    reader = _READERS[event_cls] = (_field_names(event_cls), event_cls.__pydantic_validator__.validate_python)
+    return reader
 
 
 def _envelope(event: Event, client_id: str, event_id: str, occurred_at: datetime,
