@@ -150,11 +150,15 @@ def project_lot_failed(conn: Connection, envelopes: Sequence[Envelope], changes:
     # and a cancelled one a paid result fails (below) is shown with them.
     _store_descriptions(conn, [event for event in events if event.descriptions])
     changes.touch_all(envelopes, status=PROCESSING, total_lots=True)
-    result = execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(
-        {"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
-         "processed_images": event.processed_images, "missing_images": event.missing_images,
-         "processed_at": envelope.occurred_at, "usage": stored_usage(event.usage)}
-        for envelope, event in zip(failed, events, strict=True))})
+    rows = [{"job_id": event.job_id, "lot_id": event.lot_id, "reason": event.reason, "stage": event.stage,
+             "processed_images": event.processed_images, "missing_images": event.missing_images,
+             "processed_at": envelope.occurred_at, "usage": stored_usage(event.usage)}
+            for envelope, event in zip(failed, events, strict=True)]
+    # A running lot is failed in place (`running.py`); FAIL_LOTS takes the others.
+    written = update_running_lots(conn, "fail_running_lots", sql.FAIL_RUNNING_LOTS, rows)
+    result = [(job_id, lots, added) for job_id, lots, added, _ in written.per_job]
+    if written.rest:
+        result += execute(conn, "fail_lots", sql.FAIL_LOTS, {"rows": json_rows(written.rest)}).all()
     for job_id, lots, added in result:
         change = _change(changes, job_id)
         change.failed_lots += lots

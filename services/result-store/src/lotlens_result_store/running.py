@@ -1,11 +1,11 @@
-"""Lots written in place where they are running: the usual vision result and translation.
+"""Lots written in place where they are running: the usual vision result, translation and failure.
 
 A lot's row is COPYed with its submission, then written by its vision result and by its
-translation. Nearly always the row is there and the lot running (not completed, failed or
-cancelled) when they come, and a plain UPDATE writes it (`sql.DESCRIBE_RUNNING_LOTS`,
-`sql.COMPLETE_RUNNING_LOTS`); the general upsert takes the other lots of the batch, which a replay,
-a rebuild, a cancel or a later stage projected first leave. The two ways are held to the upsert
-alone by tests/integration/result_store/test_running_lots_fast_path.py.
+translation or failure. Nearly always the row is there and the lot running (not completed, failed
+or cancelled) when they come, and a plain UPDATE writes it (`sql.DESCRIBE_RUNNING_LOTS`,
+`sql.COMPLETE_RUNNING_LOTS`, `sql.FAIL_RUNNING_LOTS`); the general upsert takes the other lots of
+the batch, which a replay, a rebuild, a cancel or a later stage projected first leave. The two ways
+are held to the upsert alone by tests/integration/result_store/test_running_lots_fast_path.py.
 """
 
 from __future__ import annotations

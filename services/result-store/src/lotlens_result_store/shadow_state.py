@@ -30,7 +30,7 @@ SKIPPED = f"{SHADOW}.rebuild_skipped"
 PROJECTION_MODULES = (
     "lotlens_result_store.handlers",      # apply_batch: the projection, the rebuild's entry too
     "lotlens_result_store.projections",   # each event's rows
-    "lotlens_result_store.running",       # the lots a vision result or a translation writes in place
+    "lotlens_result_store.running",       # the lots a vision result, translation or failure writes in place
     "lotlens_result_store.changes",       # which jobs an event moves, and to what
     "lotlens_result_store.status",        # the job status rules and failure messages
     "lotlens_result_store.completion",    # a job settled: its status, counts and usage
