@@ -36,6 +36,7 @@ from lotlens_common.events import (
 from lotlens_common.row_sets import copy_row, json_rows
 from lotlens_result_store import sql, webhooks
 from lotlens_result_store.changes import JobChange, JobChanges
+from lotlens_result_store.copy_texts import copy_texts
 from lotlens_result_store.grouping import (
     LOT,
     by_type,
@@ -280,7 +281,7 @@ def _store_descriptions(conn: Connection, events: Sequence[TranslationCompleted 
              for event in events for language, html in event.descriptions.items()]
     if not texts:
         return
-    if not append(conn, "copy_descriptions", sql.COPY_DESCRIPTIONS, b"".join(map(copy_row, texts))):
+    if not append(conn, "copy_descriptions", sql.COPY_DESCRIPTIONS, copy_texts(texts, 4)):
         execute(conn, "insert_descriptions", sql.INSERT_DESCRIPTIONS, {"rows": json_rows(
             {"job_id": job_id, "lot_id": lot_id, "language": language, "damages": html}
             for job_id, lot_id, language, html in texts)})

@@ -36,6 +36,7 @@ PROJECTION_MODULES = (
     "lotlens_result_store.completion",    # a job settled: its status, counts and usage
     "lotlens_result_store.grouping",      # which of a lot's or job's events counts
     "lotlens_result_store.sql",           # the statements that write the rows
+    "lotlens_result_store.copy_texts",    # the description rows a batch COPYs
     "lotlens_result_store.usage",         # the token usage rows and jobs.usage
     "lotlens_result_store.webhooks",      # the webhook delivery rows
     "lotlens_common.envelope",            # decoding and upcasting the log's events
