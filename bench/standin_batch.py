@@ -31,6 +31,7 @@ from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import translation_request_body
 from lotlens_common.model.vision import vision_request_body
+from lotlens_openai_standin.answer_rules import Prompt, vision_text
 from tests.servers import free_port
 
 CASES = {"memory": {"STANDIN_IN_PROGRESS_SECONDS": "0"}, "durable": {"STANDIN_IN_PROGRESS_SECONDS": "1"}}
@@ -46,11 +47,11 @@ def vision_batch(lots: int) -> bytes:
 
 
 def translation_batch(lots: int) -> bytes:
-    """A batch input file of `lots` translation requests, each of a vision answer's English."""
+    """A batch input file of `lots` translation requests, each of the stand-in's vision answer."""
     settings, languages = ModelSettings(), Settings().languages
     return b"".join(
         batch_line(f"lot-{i}:translation", translation_request_body(
-            f"<p>Standin vision: 5 image(s) reviewed. 2019 Toyota Camry, lot {i}</p>", languages, settings))
+            vision_text(Prompt(5, f"2019 Toyota Camry, lot {i}", None)), languages, settings))
         for i in range(lots))
 
 

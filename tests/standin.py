@@ -21,10 +21,23 @@ from lotlens_common.model.batch_files import batch_line
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
 from lotlens_openai_standin import StandinConfig, create_app
+from lotlens_openai_standin.answer_rules import Prompt, translated, vision_text
 from tests.openai_spec import OpenAISpec, SpecRecorder
 from tests.servers import free_port
 
 PHASE_S = 0.1
+
+
+def description(image_count: int, notes: str) -> str:
+    """The stand-in's description of a lot with that many images and these notes (its first paragraph
+    names both, its paragraphs and list after are a real description's: `answer_rules.vision_text`)."""
+    return vision_text(Prompt(image_count, notes, None))
+
+
+def translation(language: str, english: str, other_variant: bool = False) -> str:
+    """The stand-in's translation of `english` into `language` (`answer_rules.translated`;
+    `other_variant`: a Chinese language in the other system's forms, as its fault writes it)."""
+    return translated(language, english, other_variant)
 
 
 @cache

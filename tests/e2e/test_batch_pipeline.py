@@ -27,6 +27,7 @@ from tests.events import read_to_end
 from tests.seeds import seed_client_class, seed_webhook_verifier
 from tests.servers import WebhookReceiver
 from tests.stack_health import wait_healthy
+from tests.standin import description
 
 pytestmark = pytest.mark.e2e
 
@@ -34,9 +35,9 @@ LANGUAGES = ["en", "de", "pt-BR", "zh-Hant"]
 
 
 def expected_english(i: int) -> str:
-    # The stand-in's documented deterministic answer: images seen, then the lot's notes.
-    return f"<p>Standin vision: 2 image(s) reviewed. Car {i}, front collision</p>" if i != 1 else \
-        "<p>Standin vision: 1 image(s) reviewed. Car 1, front collision</p>"
+    # The stand-in's documented deterministic answer: images seen, the lot's notes, then a real
+    # description's paragraphs and list.
+    return description(2 if i != 1 else 1, f"Car {i}, front collision")
 
 
 def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], count: int,

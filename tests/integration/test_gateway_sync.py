@@ -20,7 +20,7 @@ from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.integration.sync_support import model_calls, one_lot
 from tests.seeds import bash_block_after, run_recipe, seed_client_class
-from tests.standin import Standin, serve_standin
+from tests.standin import Standin, description, serve_standin, translation
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def sync_gateway(settings: ServiceSettings, engine: Engine, standin: Standin) ->
         yield gw
 
 
-# The stand-in writes each language in its script: `english` with Cyrillic letters (capitals for capitals).
+# The stand-in writes each language in its script: the English with Cyrillic letters (capitals for capitals).
 RUSSIAN = "Туангин хитион: 1 имажд(т) сдхидцдг. 2019 Уошоуа Вамсш, есону воллитион гамажд"
 
 
@@ -45,11 +45,12 @@ def test_the_seed_client_gets_every_language_and_the_missing_images(
     assert result["version"] == "1.0.0" and result["processing_mode"] == "synchronous"
     assert result["total_lots"] == 1 and result["processed_at"].endswith("Z")
     lot = result["lots"][0]
-    english = "Standin vision: 1 image(s) reviewed. 2019 Toyota Camry, front collision damage"
+    english = description(1, "2019 Toyota Camry, front collision damage")
     assert lot["lot_id"] == "sync-test-001" and lot["status"] == "completed" and lot["processed_images"] == 1
-    assert lot["descriptions"] == [{"language": "en", "damages": f"<p>{english}</p>"},
-                                   {"language": "ru", "damages": f"<p>[ru] {RUSSIAN}</p>"},
-                                   {"language": "de", "damages": f"<p>[de] {english}</p>"}]
+    assert lot["descriptions"] == [{"language": "en", "damages": english},
+                                   {"language": "ru", "damages": translation("ru", english)},
+                                   {"language": "de", "damages": translation("de", english)}]
+    assert lot["descriptions"][1]["damages"].startswith(f"<p>[ru] {RUSSIAN}</p><p>")
     assert lot["missing_images"] == [f"{images}/car2-missing.png"]
     assert model_calls(standin) == 2  # vision, then one translation call for every language
     # Added: both answers' tokens, priced at the full (direct) list price.

@@ -14,11 +14,12 @@ from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
 
-# The stand-in's English is the seller's notes, HTML-escaped: these 9,300 characters make
-# about 15,300 (3,900 tokens, under the vision answer's 4,000), as long as the English o4-mini
-# writes at most, and nine languages of it are about 34,000 tokens.
+# The stand-in's English is the seller's notes, HTML-escaped, then a description's paragraphs and
+# list (1.1-1.3 kB): these 8,650 characters make about 15,400 (3,900 tokens, under the vision
+# answer's 4,000), as long as the English o4-mini writes at most, and nine languages of it are
+# about 34,000 tokens.
 CLAUSE = "Panels <A> & <B> scuffed, dents <5 cm> & <10 cm>; "
-NOTES = (CLAUSE * (9_300 // len(CLAUSE) + 1))[:9_300]
+NOTES = (CLAUSE * (8_650 // len(CLAUSE) + 1))[:8_650]
 NINE = ["de", "fr", "es", "it", "pt", "nl", "pl", "sv", "da"]
 
 

@@ -25,7 +25,7 @@ from lotlens_common.model.openai_client import OpenAIBatches, call_responses, ma
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import parse_translation_response, translation_request_body
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
-from tests.standin import Standin, serve_standin
+from tests.standin import Standin, description, serve_standin, translation
 
 T = TypeVar("T")
 SETTINGS = ModelSettings()
@@ -121,12 +121,13 @@ def test_vision_batch_goes_through_every_status_to_the_deterministic_text(standi
     for key in ("in_progress_at", "finalizing_at", "completed_at", "expires_at"):
         assert isinstance(batch[key], int)
     texts = {cid: parse_vision_response(r.body or {}) for cid, r in output.items()}
-    prefix = "<p>Standin vision: 3 image(s) reviewed. "
     assert texts == {
-        "lot-0:vision": prefix + "2019 Toyota Camry, front collision</p>",
-        "lot-1:vision": prefix + "2020 Honda Civic, rear damage &amp; scratches</p>",
-        "lot-2:vision": prefix + "Ford F-150</p>",
+        "lot-0:vision": description(3, "2019 Toyota Camry, front collision"),
+        "lot-1:vision": description(3, "2020 Honda Civic, rear damage & scratches"),
+        "lot-2:vision": description(3, "Ford F-150"),
     }
+    assert texts["lot-1:vision"].startswith(
+        "<p>Standin vision: 3 image(s) reviewed. 2020 Honda Civic, rear damage &amp; scratches</p><p>")
     first = output["lot-0:vision"].body
     assert first is not None and first["output"][0]["type"] == "reasoning"
     stats = standin.stats()
@@ -142,19 +143,19 @@ def test_direct_vision_call_through_the_sdk(standin: Standin) -> None:
 
     result = run(call, standin)
     assert result.status == "completed" and result.output[0].type == "reasoning"
-    assert result.output_text == "<p>Standin vision: 2 image(s) reviewed. Camry</p>"
+    assert result.output_text == description(2, "Camry")
     assert result.usage is not None and result.usage.total_tokens > 0
 
 
 def test_direct_translation_parsed_by_the_model_code(standin: Standin) -> None:
-    english = "<p>Standin vision: 2 image(s) reviewed. Camry</p>"
-    body = translation_request_body(english, ["en", "de", "fr"], SETTINGS)
+    english = description(2, "Camry")
+    body = translation_request_body(english, ["en", "de", "fr", "ru"], SETTINGS)
     result = run(lambda c: call_responses(c, body), standin)
     assert result["output"][0]["type"] == "message"  # gpt-4.1-mini does not reason
-    assert parse_translation_response(result, ["en", "de", "fr"], english) == {
-        "de": "<p>[de] Standin vision: 2 image(s) reviewed. Camry</p>",
-        "fr": "<p>[fr] Standin vision: 2 image(s) reviewed. Camry</p>",
-    }
+    translations = parse_translation_response(result, ["en", "de", "fr", "ru"], english)
+    assert translations == {code: translation(code, english) for code in ("de", "fr", "ru")}
+    # The English's blocks kept, the language's tag at the start of its first paragraph.
+    assert translations["de"] == "<p>[de] " + english.removeprefix("<p>")
     assert standin.stats()["direct_calls"] == {"/v1/responses": 1}
 
 
@@ -175,7 +176,7 @@ def test_chat_completions_follow_the_same_rules(standin: Standin) -> None:
         return await client.chat.completions.create(model="gpt-4.1-mini", messages=[message])
 
     result = run(call, standin)
-    assert result.choices[0].message.content == "<p>Standin vision: 1 image(s) reviewed. Civic</p>"
+    assert result.choices[0].message.content == description(1, "Civic")
 
 
 def test_nested_translation_schema_over_chat(standin: Standin) -> None:
@@ -260,7 +261,7 @@ def test_rate_limits_are_retried_after_retry_after(standin: Standin) -> None:
     started = time.monotonic()
     result = run(lambda c: call_responses(c, vision_request_body("Camry", URLS[:1], SETTINGS)), standin)
     assert time.monotonic() - started >= 1.0  # the stand-in says Retry-After: 1
-    assert parse_vision_response(result) == "<p>Standin vision: 1 image(s) reviewed. Camry</p>"
+    assert parse_vision_response(result) == description(1, "Camry")
     assert standin.stats()["direct_calls"] == {"/v1/responses": 2}
 
 

@@ -21,7 +21,7 @@ from lotlens_openai_standin.batch_input import validate_input_file
 from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.files import FileStore
 from tests.servers import free_port
-from tests.standin import standin_process
+from tests.standin import description, standin_process
 
 PHASES = {"STANDIN_VALIDATING_SECONDS": "0.2", "STANDIN_IN_PROGRESS_SECONDS": "3",
           "STANDIN_FINALIZING_SECONDS": "0.2"}
@@ -83,7 +83,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
         output = _results(api, done["output_file_id"])
         assert [(r.custom_id, parse_vision_response(r.body or {})) for r in output] == [
-            ("lot-0:vision", "<p>Standin vision: 1 image(s) reviewed. Camry</p>")]
+            ("lot-0:vision", description(1, "Camry"))]
         errors = _results(api, done["error_file_id"])
         assert [r.custom_id for r in errors] == ["lot-1:vision"]
     with standin_process(tmp_path, port, state, **PHASES):

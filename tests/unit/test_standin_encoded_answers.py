@@ -7,7 +7,10 @@ stand-in wrote for data/standin_requests.jsonl (40 requests of both endpoints: L
 hostile strings, other models, caps that cut, refusals by each check, markers), run as `_written`
 runs them. `WALK_DIGEST`, `FILL_DIGEST`: what its input check-then-read and its schema filling gave
 for the inputs and schemas `_mutated_inputs` and `_fillings` make. Ids, blanked in those, are
-held to OpenAI's forms and to being new by test_standin_ids.py.
+held to OpenAI's forms and to being new by test_standin_ids.py. The frozen answers' descriptions
+are one paragraph: these tests leave out the paragraphs and list a description has had since
+(`descriptions.description_body`, held by test_standin_descriptions.py), so what they hold is the
+writing of the lines, for any text.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from lotlens_common.model.batch_files import parse_batch_line
 from lotlens_common.model.response_text import response_output_text
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.vision import vision_request_body
+from lotlens_openai_standin import answer_rules
 from lotlens_openai_standin.answer_rules import LanguageFaults, schema_filler, strip_outer_paragraph
 from lotlens_openai_standin.answers import (
     CHAT_ENDPOINT,
@@ -80,6 +84,13 @@ def _written(requests: Path, folder: Path) -> list[tuple[bytes, dict[str, Any]]]
     return [written[orjson.loads(line)["custom_id"]] for line in lines]
 
 
+@pytest.fixture
+def one_paragraph_descriptions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Descriptions as the frozen lines' code wrote them: the first paragraph alone."""
+    monkeypatch.setattr(answer_rules, "description_body", lambda image_count, notes: "")
+
+
+@pytest.mark.usefixtures("one_paragraph_descriptions")
 def test_every_line_of_a_batch_is_the_line_the_code_before_wrote(tmp_path: Path) -> None:
     written = _written(DATA / "standin_requests.jsonl", tmp_path)
     frozen = (DATA / "standin_answers.jsonl").read_bytes().splitlines(keepends=True)
@@ -113,6 +124,7 @@ def test_each_line_gives_back_what_its_request_sent(tmp_path: Path) -> None:
             assert list(orjson.loads(text)) == list(schema["properties"]), request
 
 
+@pytest.mark.usefixtures("one_paragraph_descriptions")
 def test_a_direct_call_answers_as_the_batch_line_of_its_request() -> None:
     frozen = (DATA / "standin_answers.jsonl").read_bytes().splitlines()
     faults = itertools.cycle(FAULTS)

@@ -14,6 +14,7 @@ from sqlalchemy import select, update
 from lotlens_common.tables import descriptions
 from tests.conftest import new_id
 from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in, wait_until
+from tests.standin import description
 
 pytestmark = pytest.mark.e2e
 A11Y_CHECK = (Path(__file__).with_name("a11y_check.js")).read_text()
@@ -73,9 +74,13 @@ def test_the_job_page_shows_lots_descriptions_missing_images_failures_and_delive
     open_job(page, console_stack, finished_job.job_id)
     expect(page.locator("#job-summary")).to_contain_text("completed")
     first = lot(page, described)
+    # The stand-in's description: its first paragraph names the images and notes, a list follows.
     english = "Standin vision: 1 image(s) reviewed. Dented left door"
-    expect(first.locator(".damages[lang=en]")).to_have_text(english)
-    expect(first.locator(".damages[lang=de]")).to_have_text(f"[de] {english}")
+    expect(first.locator(".damages[lang=en] p").first).to_have_text(english)
+    expect(first.locator(".damages[lang=de] p").first).to_have_text(f"[de] {english}")
+    items = description(1, "Dented left door").count("<li>")
+    expect(first.locator(".damages[lang=en] li")).to_have_count(items)
+    expect(first.locator(".damages[lang=de] li")).to_have_count(items)
     expect(lot(page, partial)).to_contain_text(finished_job.missing_url)
     expect(lot(page, failed)).to_contain_text("failed")
     expect(lot(page, failed).locator(".reason")).to_contain_text("Reason:")

@@ -46,7 +46,7 @@ from tests.integration.stage.helpers import (
     submit_lots,
     vision_spec,
 )
-from tests.standin import Standin, serve_standin
+from tests.standin import Standin, description, serve_standin
 
 
 def test_vision_batch_sends_real_image_inputs_and_emits_one_result_per_lot(
@@ -60,8 +60,7 @@ def test_vision_batch_sends_real_image_inputs_and_emits_one_result_per_lot(
     completed = {e.event.lot_id: e.event for e in events if isinstance(e.event, VisionCompleted)}
     assert completed_lots(events) == ["lot-0", "lot-1"]
     assert len(submitted) == 1 and set(submitted[0].lot_ids) == {"lot-0", "lot-1"}
-    assert completed["lot-0"].english_html == (
-        "<p>Standin vision: 2 image(s) reviewed. 2019 Toyota Camry, front collision</p>")
+    assert completed["lot-0"].english_html == description(2, "2019 Toyota Camry, front collision")
     assert completed["lot-1"].processed_images == 2
     metadata = standin.stats()["batch_metadata"]
     assert [m["lotlens_shard_id"] for m in metadata] == [submitted[0].shard_id]
@@ -78,7 +77,7 @@ def test_direct_mode_sends_the_same_requests_one_by_one_and_rides_out_rate_limit
     events = job_events(settings, settings.topics.vision, job_id, 3)
     completed = {e.event.lot_id: e.event for e in events if isinstance(e.event, VisionCompleted)}
     assert completed_lots(events) == ["lot-0", "lot-1", "lot-2"]
-    assert completed["lot-2"].english_html == "<p>Standin vision: 2 image(s) reviewed. F-150, rollover</p>"
+    assert completed["lot-2"].english_html == description(2, "F-150, rollover")
     stats = standin.stats()
     assert stats["batches_created"] == 0
     assert sum(stats["direct_calls"].values()) == 5  # 3 lots + 2 answered 429 and retried
@@ -112,7 +111,7 @@ def test_an_image_openai_cannot_fetch_is_missing_and_the_lot_described_from_the_
     events = [e.event for e in job_events(settings, settings.topics.vision, job_id, 3)]
     [done] = [event for event in events if isinstance(event, VisionCompleted)]
     assert done.processed_images == 1 and done.missing_images == (refused,)
-    assert done.english_html == "<p>Standin vision: 1 image(s) reviewed. Camry</p>"
+    assert done.english_html == description(1, "Camry")
     assert [e.attempt for e in events if isinstance(e, VisionBatchSubmitted)] == [1, 1]
 
 
@@ -136,7 +135,7 @@ def test_an_image_openai_cannot_read_and_does_not_name_is_found_and_listed_as_mi
         "VisionCompleted"], events
     [done] = [event for event in events if isinstance(event, VisionCompleted)]
     assert done.processed_images == 2 and done.missing_images == (unreadable,)
-    assert done.english_html == "<p>Standin vision: 2 image(s) reviewed. Camry</p>"
+    assert done.english_html == description(2, "Camry")
 
 
 def test_an_image_host_no_resolver_can_be_asked_for_fails_the_lot_and_not_its_shard(

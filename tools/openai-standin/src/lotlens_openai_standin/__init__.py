@@ -12,15 +12,18 @@ Deterministic answers (tests assert on them exactly):
   of the LAST user message; N is the number of image parts in the whole input
   (`input_image` for Responses, `image_url` for chat).
 * Vision (no json_schema format requested):
-  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`. When T contains
-  `standin:hostile-html`, hostile markup follows (`<script>`, `<img onerror>`,
+  `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`, then paragraphs and a list
+  as long as a real model's description (`descriptions.py`: 1.1-1.4 kB in all, chosen by N and T,
+  ending with a paragraph). When T contains
+  `standin:hostile-html`, hostile markup follows the first paragraph (`<script>`, `<img onerror>`,
   `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write. When T
   contains `standin:control-characters`, the answer is that text without its `<p>` tags and
   with NUL, U+0001 and DEL after "reviewed." (PostgreSQL text cannot hold a NUL).
 * Translation (Responses `text.format.type == "json_schema"`, chat `response_format.type ==
   "json_schema"`): a JSON document valid against the schema, returned as the output text. Every
   string property whose name is a language code (`de`, `pt-BR`, `zh-Hant`) at any depth gets
-  `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed, in the language's
+  `<p>[{lang}] ` + T with whitespace trimmed and one outer `<p>…</p>` removed (a description of
+  several blocks keeps them: its first `<p>` and last `</p>` go), in the language's
   script (`scripts.py`: each Latin letter outside tags and entities replaced by one of the
   script's, names and codes too: `BMW` → `БМЦ`; Chinese in Simplified or Traditional forms as
   its tag asks) + `</p>`; with the `untranslated_language` fault, that language gets T as it is,

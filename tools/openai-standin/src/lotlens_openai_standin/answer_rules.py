@@ -11,6 +11,7 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from lotlens_openai_standin.descriptions import description_body
 from lotlens_openai_standin.request_checks import InputRead
 from lotlens_openai_standin.scripts import in_script
 
@@ -137,13 +138,17 @@ CONTROL_MARKER = "standin:control-characters"
 
 
 def vision_text(prompt: Prompt) -> str:
-    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>`, T escaped; + HOSTILE_HTML on its marker;
-    on CONTROL_MARKER the same text without tags, with NUL, U+0001 and DEL after "reviewed."."""
+    """`<p>Standin vision: {N} image(s) reviewed. {T}</p>`, T escaped, then a real description's
+    paragraphs and list (`descriptions.description_body`); on HOSTILE_MARKER the first paragraph +
+    HOSTILE_HTML; on CONTROL_MARKER the first paragraph's text without tags, with NUL, U+0001 and
+    DEL after "reviewed." (the faults' answers stay short: their tests read them whole)."""
     notes = html.escape(prompt.last_text)
     if CONTROL_MARKER in prompt.last_text:
         return f"Standin vision: {prompt.image_count} image(s) reviewed.\x00\x01\x7f {notes}"
     answer = f"<p>Standin vision: {prompt.image_count} image(s) reviewed. {notes}</p>"
-    return answer + HOSTILE_HTML if HOSTILE_MARKER in prompt.last_text else answer
+    if HOSTILE_MARKER in prompt.last_text:
+        return answer + HOSTILE_HTML
+    return answer + description_body(prompt.image_count, prompt.last_text)
 
 
 def translated(language: str, source: str, other_variant: bool = False) -> str:
