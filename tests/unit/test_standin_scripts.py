@@ -16,7 +16,15 @@ from lotlens_common.model.language_check import wrong_languages
 from lotlens_common.model.languages import is_supported_language
 from lotlens_common.model.scripts import SCRIPT_NAMES
 from lotlens_openai_standin.answer_rules import translated
-from lotlens_openai_standin.scripts import _LETTER_RUNS, _latin_to, _written_in, alphabet, script_of
+from lotlens_openai_standin.scripts import (
+    _LETTER_RUNS,
+    _MARKUP,
+    _latin_to,
+    _written_in,
+    alphabet,
+    in_script,
+    script_of,
+)
 
 ENGLISH = ("<p>Standin vision: 3 image(s) reviewed. 2019 Toyota Camry XV70, VIN 4T1B11HK5KU123456: "
            "the front bumper is dented, the left headlight is cracked and the hood is scratched; "
@@ -87,3 +95,26 @@ def test_an_ascii_text_comes_out_of_each_scripts_charmap_as_out_of_its_translate
                                   for _ in range(200))]
     for text in [*texts, "Ωmega é " + ENGLISH]:
         assert _written_in(script, text) == text.translate(_latin_to(script))
+
+
+def _reference_in_script(tag: str, text: str) -> str:
+    """`in_script` as it was: each piece between tags and entities written on its own."""
+    script = script_of(tag)
+    if script is None:
+        return text
+    pieces = _MARKUP.split(text)
+    pieces[::2] = [_written_in(script, piece) for piece in pieces[::2]]
+    return "".join(pieces)
+
+
+@pytest.mark.parametrize("tag", ["ru", "ja", "zh", "zh-TW", "ar", "hy", "ko", "hi", "el", "am", "de"])
+def test_a_text_written_whole_keeps_its_tags_as_one_written_piece_by_piece(tag: str) -> None:
+    # ASCII texts without entities are written whole and their tags put back; the others piece by piece.
+    chance = random.Random(tag)
+    pieces = ["<p>", "</p>", "<ul>", "<li>", "</li>", "</ul>", "<b>", "<a href='x y'>", "<", ">", "<<p>",
+              "&amp;", "&", "é", " ", "\n", "Camry", "the front bumper", "2019", "BMW X5", "_", "&#39;"]
+    for _ in range(3_000):
+        text = "".join(chance.choices(pieces, k=chance.randrange(40)))
+        assert in_script(tag, text) == _reference_in_script(tag, text), text
+    english = translated("en", ENGLISH).replace("&amp;", "and")
+    assert in_script(tag, english) == _reference_in_script(tag, english)

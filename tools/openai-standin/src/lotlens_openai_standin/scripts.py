@@ -99,6 +99,8 @@ _LANGUAGE_SCRIPTS = {language: script for script, languages in _LANGUAGES_BY_SCR
                      for language in languages.split()}
 # What stays as it is: tags and entities.
 _MARKUP = re.compile(r"(<[^>]*>|&#?\w+;)")
+# Its tags alone, kept by a split (a text without entities).
+_TAG = re.compile(r"(<[^>]*>)")
 
 
 # Asked for each language of each answer; the tags come from requests, so the cache is bounded.
@@ -124,6 +126,14 @@ def in_script(tag: str, text: str, other_variant: bool = False) -> str:
         script = _OTHER_SYSTEM.get(script, script)
     if "<" not in text and "&" not in text:
         return _written_in(script, text)  # no markup to keep: what the split below comes to, sooner
+    decoding = _charmap(script)
+    if decoding is not None and "&" not in text and text.isascii():
+        # Written whole, one character for one, then its tags (at the same places: `<` and `>` are
+        # no letters) put back as they were: a 1.2 kB description's 20 pieces written one by one
+        # took 14 us of a 42 us translation line, through a split that looked for entities too.
+        written = _TAG.split(codecs.charmap_decode(text.encode("ascii"), "strict", decoding)[0])
+        written[1::2] = _TAG.findall(text)
+        return "".join(written)
     pieces = _MARKUP.split(text)
     # The split alternates text to write in the script and markup.
     pieces[::2] = [_written_in(script, piece) for piece in pieces[::2]]
