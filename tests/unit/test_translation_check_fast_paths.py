@@ -1,7 +1,7 @@
 """The translator's per-lot checks keep every byte and verdict of the plain way of doing them:
-`printable`, `as_paragraph_html`, `wrong_languages` and `parse_translation_response` against
-the code they replaced (kept here as the reference), over seeded model-like and hostile texts in
-many scripts."""
+`printable`, `as_paragraph_html`, `script_problem`, `wrong_languages` and
+`parse_translation_response` against the code they replaced (kept here as the reference), over
+seeded model-like and hostile texts in many scripts, short and as long as a real description."""
 
 from __future__ import annotations
 
@@ -19,11 +19,18 @@ from lotlens_common.model.han_variants import SYSTEM_NAMES, expected_variant, va
 from lotlens_common.model.html_text import as_paragraph_html, printable, sanitised
 from lotlens_common.model.language_check import (
     MAX_SAME_WORDS,
+    MIN_LETTERS,
     plain_text,
     script_problem,
     wrong_languages,
 )
-from lotlens_common.model.scripts import expected_script
+from lotlens_common.model.scripts import (
+    SCRIPT_NAMES,
+    count_in_script,
+    expected_script,
+    heavy_letters,
+    script_letters,
+)
 from lotlens_common.model.translation import parse_translation_response, target_languages
 
 LANGUAGES = ("de", "fr", "ru", "uk", "el", "ar", "fa", "he", "hi", "th", "ko", "ja", "zh", "zh-CN",
@@ -68,6 +75,36 @@ def _text(chance: random.Random) -> str:
     return text
 
 
+def _long_text(chance: random.Random) -> str:
+    """A text as long as a real description (0.3-2 kB): several of `_text`'s, mostly blocks, now
+    and then with a tag holding spaces or an entity, which `wrong_languages` must not cut inside."""
+    parts = [_text(chance) for _ in range(chance.randint(3, 12))]
+    for _ in range(chance.choice([0, 0, 1, 2])):
+        at = chance.randrange(len(parts))
+        parts[at] = chance.choice(['<a href="x y z">', "<p title='a b'>", "&amp;", "&nbsp;", "&ampx",
+                                   "&#32;", "<", ">", "  ", "\n\n"]) + parts[at]
+    return "".join(parts)
+
+
+def _copy_of(chance: random.Random, english: str) -> str:
+    """The English copied as a model leaves a field untranslated, its markup or spacing changed
+    now and then (its plain text the same), or its start kept and the rest translated."""
+    kind = chance.random()
+    if kind < 0.4:
+        return english
+    if kind < 0.6:
+        listed = english.replace("</p><p>", "</p>\n<p>").replace("<p>", "<ul><li>", 1)
+        return listed.replace("</p>", "</li></ul>", 1)
+    if kind < 0.7:
+        return english.replace(" ", "  ").replace("<p>", "<p> ")
+    if kind < 0.8:  # a tag with spaces in it (its plain text a space) where the start may be cut
+        spaces = [at for at, char in enumerate(english) if char == " " and 40 < at < 90] or [0]
+        at = chance.choice(spaces)
+        return english[:at] + chance.choice(['<span title="a b c">', "<b  >", "<i x y>"]) + english[at:]
+    at = chance.randint(0, len(english))
+    return english[:at] + _text(chance)
+
+
 # The reference: the code as it was before its fast paths.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -95,6 +132,35 @@ def _reference_paragraphs(text: str) -> str:
     return stripped
 
 
+_NOT_LETTERS = re.compile(r"[\W\d_]+")
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _reference_script_problem(text: str, script: str) -> str | None:
+    pattern = script_letters(script)
+    if pattern is None:
+        return None
+    in_script = len(text) - len(pattern.sub("", text))
+    if in_script * 2 > len(text):
+        return None
+    for heavy, weight in heavy_letters(script):
+        in_script += (weight - 1) * (len(text) - len(heavy.sub("", text)))
+    if in_script > len(pattern.sub("", _NOT_LETTERS.sub("", text))):
+        return None
+    among_script = in_script > 0
+    others = 0
+    for word in _WORD.findall(text):
+        foreign = len(pattern.sub("", _NOT_LETTERS.sub("", word)))
+        name = (any(char.isdigit() for char in word) or (len(word) > 1 and word.isupper())
+                or (among_script and word[:1].isupper()))
+        if foreign and not name:
+            others += foreign
+    counted = in_script + others
+    if counted < MIN_LETTERS or in_script * 2 > counted:
+        return None
+    return f"{in_script} of {counted} letters in {SCRIPT_NAMES[script]} script"
+
+
 def _reference_variant(language: str, script: str, text: str) -> str | None:
     variant = expected_variant(language) if script in SYSTEM_NAMES else None
     return variant_problem(text, variant) if variant else None
@@ -107,7 +173,7 @@ def _reference_wrong_languages(english_html: str, translations: Mapping[str, str
         if language.split("-")[0] == "en":
             continue
         script = expected_script(language)
-        if script and script_problem(markup, script) is None:
+        if script and _reference_script_problem(markup, script) is None:
             problem = _reference_variant(language, script, markup)
         else:
             text = plain_text(markup)
@@ -115,7 +181,7 @@ def _reference_wrong_languages(english_html: str, translations: Mapping[str, str
             if text == english and words > MAX_SAME_WORDS:
                 problem = "the English text, untranslated"
             else:
-                problem = script_problem(text, script) if script else None
+                problem = _reference_script_problem(text, script) if script else None
                 if script and problem is None:
                     problem = _reference_variant(language, script, text)
         if problem:
@@ -147,6 +213,33 @@ def test_language_verdicts_match_the_reference_over_mixed_scripts() -> None:
             # Now and then the English copied, as a model leaving a field untranslated does.
             translations[language] = english if chance.random() < 0.1 else _text(chance)
         assert wrong_languages(english, translations) == _reference_wrong_languages(english, translations)
+
+
+def test_long_texts_keep_every_byte_and_verdict_of_the_reference() -> None:
+    chance = random.Random(20261207)
+    for _ in range(3_000):
+        text = _long_text(chance)
+        assert _outcome(as_paragraph_html, text) == _outcome(_reference_paragraphs, text), repr(text)
+        words = " ".join(chance.choice(WORDS["latin"]) for _ in range(chance.randint(5, 60)))
+        english = f"<p>{words}</p>" * chance.randint(1, 4)
+        translations = {language: _copy_of(chance, english) if chance.random() < 0.3 else _long_text(chance)
+                        for language in chance.sample(LANGUAGES, chance.randint(1, 8))}
+        assert wrong_languages(english, translations) == _reference_wrong_languages(english, translations), (
+            english, translations)
+
+
+def test_script_counts_match_the_reference_in_every_script() -> None:
+    chance = random.Random(7122026)
+    scripts = sorted(SCRIPT_NAMES)
+    for _ in range(4_000):
+        text = _long_text(chance) if chance.random() < 0.3 else _text(chance)
+        script = chance.choice(scripts)
+        pattern = script_letters(script)
+        assert pattern is not None
+        assert count_in_script(text, script) == len(text) - len(pattern.sub("", text)), (script, text)
+        assert script_problem(text, script) == _reference_script_problem(text, script), (script, text)
+        plain = plain_text(text)
+        assert script_problem(plain, script) == _reference_script_problem(plain, script), (script, text)
 
 
 def _reference_parse(body: Mapping[str, object], languages: list[str], english: str) -> dict[str, str]:

@@ -29,7 +29,13 @@ from functools import lru_cache
 
 from lotlens_common.model.han_variants import SYSTEM_NAMES, expected_variant, variant_problem
 from lotlens_common.model.languages import ENGLISH
-from lotlens_common.model.scripts import SCRIPT_NAMES, expected_script, heavy_letters, script_letters
+from lotlens_common.model.scripts import (
+    SCRIPT_NAMES,
+    count_in_script,
+    expected_script,
+    heavy_letters,
+    script_letters,
+)
 
 # Fewer letters than this (after names) say too little to judge a script by.
 MIN_LETTERS = 20
@@ -59,7 +65,7 @@ def script_problem(text: str, script: str) -> str | None:
     if pattern is None:
         return None
     # Every character in the script's ranges: letters and the marks `\W` would drop.
-    in_script = len(text) - len(pattern.sub("", text))
+    in_script = count_in_script(text, script)
     if in_script * 2 > len(text):
         # Most characters, so most letters: the common case, without the (slow) letter count.
         return None
@@ -79,13 +85,45 @@ def script_problem(text: str, script: str) -> str | None:
     return f"{in_script} of {counted} letters in {SCRIPT_NAMES[script]} script"
 
 
+# Where `_first_words` cuts a text: at the first space past this many characters.
+_START = 64
+
+
+def _first_words(markup: str) -> list[str] | None:
+    """The first words of `plain_text(markup)`, all of them complete, read from its first
+    characters alone; None when they cannot be cut there (short, or the cut inside a tag).
+
+    Cut at a space outside any tag, the start's plain text is the whole's first words: a tag
+    (`<` to the next `>`) is whole on one side of the space, an entity has no space in it."""
+    cut = markup.find(" ", _START)
+    if cut < 0:
+        return None
+    opened = markup.rfind("<", 0, cut)
+    if opened >= 0 and markup.find(">", opened, cut) < 0:
+        return None
+    return html.unescape(_TAG.sub(" ", markup[:cut])).split()
+
+
+def _starts_differ(markup: str, english_html: str) -> bool:
+    """Whether the plain texts of the two already differ in their first words: a translation into
+    a Latin language is then no copy of the English, told without 16 us of making both plain
+    texts of a 1.2 kB description (2 us)."""
+    start, english_start = _first_words(markup), _first_words(english_html)
+    if not start or not english_start:
+        return False
+    shared = min(len(start), len(english_start))
+    return start[:shared] != english_start[:shared]
+
+
 def _english_words(text: str) -> int:
     return sum(1 for word in _PLAIN_WORD.findall(text) if not word.isupper())
 
 
 def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[str, str]:
     """language → what is wrong with its text, for each translation not in its language."""
-    english = plain_text(english_html)
+    # The English's words only for a text not mostly in its script (a Latin language's, a wrong
+    # one): 8.6 us of a 1.2 kB description, spent on every lot when all its languages pass.
+    english: str | None = None
     problems: dict[str, str] = {}
     for language, markup in translations.items():
         judged = _judging(language)
@@ -97,8 +135,12 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
             # maybe in the other Chinese system (their forms are counted on the markup too: tags
             # are ASCII).
             problem = variant_problem(markup, variant) if variant else None
+        elif not script and _starts_differ(markup, english_html):
+            problem = None  # a Latin language's text, not the English's: nothing else to check
         else:
             text = plain_text(markup)
+            if english is None:
+                english = plain_text(english_html)
             if text == english and _english_words(english) > MAX_SAME_WORDS:
                 problem = "the English text, untranslated"
             else:

@@ -103,6 +103,23 @@ def script_letters(script: str) -> re.Pattern[str] | None:
 
 
 @lru_cache(maxsize=256)
+def _neither_ascii_nor(script: str) -> re.Pattern[str]:
+    """One character that is neither ASCII nor of the script (every script's ranges lie past ASCII)."""
+    ranges = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in script_ranges(script))
+    return re.compile(f"[^\\x00-\\x7f{ranges}]")
+
+
+def count_in_script(text: str, script: str) -> int:
+    """How many characters of `text` are in the script's ranges (`script_letters`, a checked script).
+
+    Counted as the characters that are neither ASCII (encoded away in C) nor others: in a text
+    mostly in its script the others are few, and a search that seldom matches scans 1.3 kB in
+    about 5 us. Removing the script's runs (`script_letters(script).sub`) made a string of what
+    was left and took 23 us on such a text, most of the language check of a translation."""
+    return len(text) - len(text.encode("ascii", "ignore")) - len(_neither_ascii_nor(script).findall(text))
+
+
+@lru_cache(maxsize=256)
 def heavy_letters(script: str) -> tuple[tuple[re.Pattern[str], int], ...]:
     """The parts of a script whose characters weigh more than one Latin letter, each as a pattern
     of one such character with its weight (`_LETTER_WEIGHTS`); () for an alphabet or abugida."""
