@@ -9,7 +9,15 @@ import nh3
 import pytest
 
 from lotlens_common.model.errors import ModelOutputError
-from lotlens_common.model.html_text import _BLOCKS, ALLOWED_TAGS, already_clean, as_paragraph_html
+from lotlens_common.model.html_text import (
+    _BLOCKS,
+    _PRINTABLE_BLOCKS,
+    ALLOWED_TAGS,
+    _nests_cleanly,
+    already_clean,
+    as_paragraph_html,
+    printable,
+)
 
 HOSTILE = ('<p>Dent on the door.</p><script>alert("x")</script><img src="x.png" onerror="alert(1)">'
            '<a href="javascript:alert(1)">details</a><b onclick="alert(1)">bold</b>'
@@ -112,6 +120,36 @@ def test_markup_taken_as_already_clean_is_exactly_what_nh3_returns() -> None:
             assert nh3.clean(markup, tags=set(ALLOWED_TAGS), attributes={}, link_rel=None) == markup, markup
     assert accepted > 5_000  # the fuzz reaches the fast path often enough to mean something
     assert plain > 1_000  # and the one-regex path for plain paragraphs and lists
+
+
+def test_the_one_regex_paths_take_only_what_the_walk_takes() -> None:
+    # `_BLOCKS` answers for the walk: it may take less, never more. `_PRINTABLE_BLOCKS` takes what
+    # `_BLOCKS` takes with nothing `printable` removes.
+    chance = random.Random(1207)
+    inline = entities = 0
+    for _ in range(20_000):
+        markup = _model_like(chance)
+        if chance.random() < 0.3:
+            at = chance.randint(0, len(markup))
+            markup = markup[:at] + chance.choice([*_PIECES, "\x85", "\ud800", "\x9f"]) + markup[at:]
+        if chance.random() < 0.2:  # an inline tag's place taken by a block or another inline tag
+            old = chance.choice(["b", "strong", "i", "em"])
+            new = chance.choice(["ul", "ol", "li", "p", "div", "b"])
+            markup = markup.replace(f"<{old}>", f"<{new}>").replace(f"</{old}>", f"</{new}>")
+        if _BLOCKS.fullmatch(markup):
+            assert _nests_cleanly(markup), markup
+            inline += "<strong>" in markup or "<em>" in markup
+            entities += "&amp;" in markup
+        if _PRINTABLE_BLOCKS.fullmatch(markup):
+            assert _BLOCKS.fullmatch(markup) and printable(markup) == markup, markup
+    assert inline > 500 and entities > 500  # the inline tags and entities are taken, not only words
+
+
+@pytest.mark.parametrize("markup", [
+    "<p>a</p>\n<ul><li>b</li></ul>", "<p>Standin vision: 5 image(s) reviewed. Ford F-150 &amp; hail</p>",
+    "<ul><li><strong>Front bumper:</strong> pushed in<br>cracked</li></ul>\n<p>A <em>light</em> dent.</p>"])
+def test_model_html_with_inline_tags_and_entities_is_taken_by_one_regex(markup: str) -> None:
+    assert _BLOCKS.fullmatch(markup) and _PRINTABLE_BLOCKS.fullmatch(markup)
 
 
 @pytest.mark.parametrize("markup", [
