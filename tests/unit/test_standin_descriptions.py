@@ -4,6 +4,8 @@ description pass LotLens' own checks in every script."""
 
 from __future__ import annotations
 
+import hashlib
+
 from lotlens_common.model.html_text import as_paragraph_html
 from lotlens_common.model.language_check import wrong_languages
 from lotlens_openai_standin.answer_rules import Prompt, translated, vision_text
@@ -27,6 +29,18 @@ def test_a_description_is_as_long_as_a_real_models_and_made_of_paragraphs_and_a_
         assert text.count("<p>") >= 3 and text.count("<ul>") == 1 and text.count("<li>") >= 5
         assert as_paragraph_html(text) == text  # clean HTML, as LotLens stores it
     assert len(set(descriptions)) > 1_900  # lots get descriptions of their own
+
+
+def test_the_descriptions_are_pinned_across_releases() -> None:
+    # The tests build what they expect with the same functions; a change of wording or choice must
+    # show here (and in the bench's sizes), not pass unnoticed.
+    digest = hashlib.sha256("\n".join(_descriptions(200)).encode()).hexdigest()
+    assert digest == "c727b9f641fc2a921dda016904cbdf25a7d0387e9a806c0f87a5b40a1ecdfc6e"
+
+
+def test_a_lot_photographed_from_fewer_than_four_sides_is_not_said_to_be_seen_from_all_four() -> None:
+    for lot, text in enumerate(_descriptions(600)):
+        assert ("all four sides" in text) <= (1 + lot % 6 >= 4), text
 
 
 def test_the_same_request_gets_the_same_description() -> None:

@@ -13,8 +13,8 @@ Deterministic answers (tests assert on them exactly):
   (`input_image` for Responses, `image_url` for chat).
 * Vision (no json_schema format requested):
   `<p>Standin vision: {N} image(s) reviewed. {html.escape(T)}</p>`, then paragraphs and a list
-  as long as a real model's description (`descriptions.py`: 1.1-1.4 kB in all, chosen by N and T,
-  ending with a paragraph). When T contains
+  as long as a real model's description (`descriptions.py`: 1.1-1.4 kB in all with notes of a
+  line, chosen by N and T, ending with a paragraph). When T contains
   `standin:hostile-html`, hostile markup follows the first paragraph (`<script>`, `<img onerror>`,
   `<a href="javascript:…">`, `<b onclick>`): what a manipulated model could write. When T
   contains `standin:control-characters`, the answer is that text without its `<p>` tags and

@@ -69,14 +69,16 @@ _CLOSINGS = (
 
 
 def description_body(image_count: int, notes: str) -> str:
-    """The paragraphs and list after the first paragraph of a description (1.1-1.4 kB), the
-    same for the same images and notes."""
+    """The paragraphs and list after the first paragraph of a description (1.1-1.4 kB with notes of
+    a line), the same for the same images and notes."""
     seed = zlib.crc32(f"{image_count}:{notes}".encode("utf-8", "surrogatepass"))
     # Steps of 5 through 12 entries: no sentence twice in one description.
     first = [_FINDINGS[(seed + step * 5) % len(_FINDINGS)] for step in range(3 + seed % 2)]
     parts = [_PARTS[(seed // 7 + step * 5) % len(_PARTS)] for step in range(5 + (seed // 3) % 2)]
     second = [_FINDINGS[(seed + 1 + step * 5) % len(_FINDINGS)] for step in range(2)]
-    closing = _CLOSINGS[(seed // 13) % len(_CLOSINGS)]
+    # The last closing says the photos show all four sides: not of a lot with fewer photos.
+    closings = len(_CLOSINGS) if image_count >= 4 else len(_CLOSINGS) - 1
+    closing = _CLOSINGS[(seed // 13) % closings]
     items = "".join(f"<li>{part}</li>" for part in parts)
     return (f"<p>{' '.join(first)}</p><p>The damaged parts, as far as the photos show them:</p>"
             f"<ul>{items}</ul><p>{' '.join(second)} {closing}</p>")
