@@ -343,16 +343,17 @@ outbox = Table(
     Column("payload", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("published_at", DateTime(timezone=True)),
-    Index("ix_outbox_unpublished", "topic", "id", postgresql_where=text("published_at IS NULL")),
     # A job's events of a type, in `id` order (the lots pages and results of a job not projected yet).
     Index("ix_outbox_job_events", "job_id", "event_type", "id"),
     # A client's accepted and cancelled jobs the read models may not show yet (the jobs list).
     Index("ix_outbox_client_events", "client_id", "event_type",
           postgresql_where=text("event_type IN ('JobSubmitted', 'JobCancelled')")),
-    Index("ix_outbox_published_at", "published_at"),
     # A client's webhook redelivery requests in the last 10 minutes (the gateway's per-client limit).
     Index("ix_outbox_client_redeliveries", "client_id", "created_at",
           postgresql_where=text("event_type = 'WebhookRedeliveryRequested'")),
+    # No index names `published_at`, and pages are filled to half: the relay's marking of a row
+    # published is heap-only (migration 0039; the relay reads from a floor, `outbox_floor`).
+    postgresql_with={"fillfactor": 50},
 )
 # The read models, in the order every writer locks them (result-store batches, a rebuild's swap).
 READ_MODELS: tuple[Table, ...] = (jobs, lots, descriptions, openai_batches, webhook_deliveries,

@@ -33,6 +33,8 @@ from lotlens_gateway.metrics import GatewayMetrics
 log = logging.getLogger(__name__)
 
 _COPY = "COPY outbox (topic, job_id, client_id, event_type, payload) FROM STDIN"
+# Taken first in every append, before COPY hands out ids: the relay's floor counts on a
+# transaction holding outbox ids having its transaction id already (`outbox_floor`).
 _TRANSACTION_ID = text("SELECT pg_current_xact_id()::text")
 _TRANSACTION_STATUS = text("SELECT pg_xact_status(CAST(:id AS xid8))")
 # How long a COMMIT whose acknowledgement was lost is asked after (its backend may still be

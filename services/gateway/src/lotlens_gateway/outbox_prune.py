@@ -9,16 +9,23 @@ alone, the rows of a result-store more than the retention behind went first: a j
 read as running again. Other events (webhook redelivery requests) are read back for their
 rate-limit window only, and go by age.
 
-Each round is one transaction: the oldest `rows` rows past the cutoff, locked (SKIP LOCKED: the
-replicas share the work rather than queue on each other's locks), judged by primary-key lookups
-(the job's row; for a lot of a running job, its row, whose id only the payload holds), and those
-the read models hold deleted. The next round starts after the last row this one examined, and so
-does the next call (`Position`): a round deleting none ends the call (the rows are waiting for the
-result-store, and newer ones are projected after them, so a long result-store outage costs one
-round a minute, not a scan of its whole backlog at every prune), and the next call goes on past
-them. The rows before the cutoff all examined, the next call starts at the oldest again, for the
-rows kept that the read models hold by then. Begun at the oldest at every call, a block of rows
-the read models never hold (a large job's lots dead-lettered) stopped all pruning behind it.
+Each round is one transaction: the first `rows` rows in `id` order published before the cutoff,
+locked (SKIP LOCKED: the replicas share the work rather than queue on each other's locks), judged
+by primary-key lookups (the job's row; for a lot of a running job, its row, whose id only the
+payload holds), and those the read models hold deleted. The next round starts after the last row
+this one examined, and so does the next call (`Position`, an id): a round deleting none ends the
+call (the rows are waiting for the result-store, and newer ones are projected after them, so a
+long result-store outage costs one round a minute, not a scan of its whole backlog at every
+prune), and the next call goes on past them. The rows before the cutoff all examined, the next
+call starts at the oldest again, for the rows kept that the read models hold by then. Begun at
+the oldest at every call, a block of rows the read models never hold (a large job's lots
+dead-lettered) stopped all pruning behind it.
+
+No index holds `published_at` (a marking is then heap-only: `outbox_floor`), so the rows are
+walked by `id`, which is about the order they were published in, and a round stops at the first
+row published after the cutoff: the rows behind it are younger but for those an outage delayed,
+which wait until it has aged too (at most the outage's length longer). Unpublished rows are
+passed over. Without that stop, each call walked every row kept younger than the cutoff.
 """
 
 from __future__ import annotations
@@ -37,11 +44,10 @@ def _listed(statuses: Collection[str]) -> str:
     return "(" + ", ".join(f"'{status}'" for status in sorted(statuses)) + ")"
 
 
-# `published_at >= :after_at` is the index condition (`ix_outbox_published_at`); the row
-# comparison only skips the rows of the last round's final instant (a relay round marks its
-# thousands of rows with one `now()`).
+# The rows after `:after_id` up to the first published after the cutoff (an InitPlan, one walk
+# of the primary key that stops there), in `id` order.
 _OLDEST = text(f"""
-SELECT o.id, o.published_at,
+SELECT o.id,
        CASE o.event_type
            WHEN '{JobSubmitted.event_type}' THEN j.created_at IS NOT NULL
            WHEN '{JobCancelled.event_type}' THEN coalesce(j.status IN {_listed(TERMINAL_JOB_STATUSES)}, false)
@@ -53,17 +59,19 @@ SELECT o.id, o.published_at,
                               AND l.lot_id = CAST(o.payload AS json) -> 'data' ->> 'lot_id') END
            ELSE true END AS held
   FROM outbox AS o LEFT JOIN jobs AS j ON j.job_id = o.job_id
- WHERE o.topic = ANY(:topics) AND o.published_at < :cutoff
-   AND o.published_at >= :after_at AND (o.published_at, o.id) > (:after_at, :after_id)
- ORDER BY o.published_at, o.id
+ WHERE o.topic = ANY(:topics) AND o.id > :after_id AND o.published_at < :cutoff
+   AND o.id < coalesce((SELECT min(y.id) FROM outbox AS y
+                         WHERE y.id > :after_id AND y.topic = ANY(:topics) AND y.published_at >= :cutoff),
+                       9223372036854775807)
+ ORDER BY o.id
  LIMIT :rows
    FOR UPDATE OF o SKIP LOCKED""").bindparams(bindparam("topics", type_=ARRAY(Text)))
 
 _DELETE = text("DELETE FROM outbox WHERE id = ANY(CAST(:ids AS bigint[]))")
 
-# Where a prune goes on: after this row's (published_at, id).
-Position = tuple[datetime | str, int]
-OLDEST: Position = ("-infinity", 0)
+# Where a prune goes on: after this row's id.
+Position = int
+OLDEST: Position = 0
 
 
 def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: int, rounds: int,
@@ -74,15 +82,15 @@ def prune_held(engine: Engine, topics: Sequence[str], cutoff: datetime, rows: in
     pruned = 0
     for _ in range(rounds):
         with engine.begin() as conn:
-            found = conn.execute(_OLDEST, {"topics": list(topics), "cutoff": cutoff, "after_at": after[0],
-                                           "after_id": after[1], "rows": rows}).all()
-            held = [row_id for row_id, _, is_held in found if is_held]
+            found = conn.execute(_OLDEST, {"topics": list(topics), "cutoff": cutoff, "after_id": after,
+                                           "rows": rows}).all()
+            held = [row_id for row_id, is_held in found if is_held]
             if held:
                 conn.execute(_DELETE, {"ids": held})
         pruned += len(held)
         if len(found) < rows:
             return pruned, OLDEST
-        after = (found[-1][1], found[-1][0])
+        after = found[-1][0]
         if not held:
             break
     return pruned, after

@@ -1,0 +1,41 @@
+"""The relay's floor (`outbox_floor`): a proposal is taken up only once every transaction that could
+hold an id below it has ended, and never past a row still unpublished."""
+
+from __future__ import annotations
+
+from lotlens_gateway.outbox_floor import Floor
+
+
+def _after_read(floor: Floor, oldest: int, following: int, top: int, last: int | None) -> Floor:
+    floor._seen = (oldest, following, top, last)
+    return floor
+
+
+def test_a_proposal_waits_for_the_transactions_running_when_it_was_made() -> None:
+    floor = Floor()
+    _after_read(floor, oldest=100, following=105, top=50, last=None).moved(False, ())
+    assert (floor.below, floor.proposed) == (0, (51, 105))
+    # Transaction 104 (say, an append holding ids below 50) still runs: the floor stays.
+    _after_read(floor, oldest=104, following=110, top=60, last=None).moved(False, ())
+    assert (floor.below, floor.proposed) == (0, (51, 105))
+    # It ended; the read from the old floor found its row 20 unpublished: the floor stops there.
+    _after_read(floor, oldest=105, following=112, top=60, last=20).moved(False, {20})
+    assert (floor.below, floor.proposed) == (20, (20, 112))
+
+
+def test_a_full_read_proposes_the_row_after_its_last_and_unpublished_rows_keep_it_lower() -> None:
+    floor = Floor()
+    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, ())
+    assert floor.proposed == (5001, 2)
+    floor = Floor()
+    # Rows the producer holds, or dropped, or a read row not marked: the proposal stays below them.
+    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, {4000, 4500})
+    assert floor.proposed == (4000, 2)
+    _after_read(floor, oldest=3, following=4, top=9000, last=9000).moved(False, ())
+    assert (floor.below, floor.proposed) == (4000, (9001, 4))
+
+
+def test_the_floor_never_moves_back() -> None:
+    floor = Floor(below=300, proposed=(200, 5))
+    _after_read(floor, oldest=6, following=7, top=400, last=None).moved(False, ())
+    assert floor.below == 300
