@@ -1,18 +1,18 @@
 """The outbox relay: a background thread publishing the gateway's accepted events to Kafka.
 
 Each round, per topic, one transaction: take the topic's transaction-scoped advisory lock (so of
-any number of gateway replicas one relays a topic at a time, in `id` order, which keeps each
-job's events in order on its partition), read the oldest unpublished rows the producer does not
-hold yet, publish them with the idempotent producer, wait up to `publish_timeout_s` for their
-acknowledgements, mark exactly the rows Kafka acknowledged (this round's and earlier rounds'
-late ones) and commit. A crash or kill -9 after publishing and before the commit publishes the
-rows again: duplicates, which every consumer ignores, never a loss. Kafka slow or down: what
-the producer holds stays queued, retried by librdkafka in order for as long as it takes (the
-producer times no message out: a job's later events went out ahead of an earlier one that
-timed out and was sent again), and rounds mark whatever arrives; the rows wait in PostgreSQL
-meanwhile. Once all or nothing, and dropping what was queued at each failed round, a broker
-slower than the deadline never saw a round succeed: the backlog stayed whole however much Kafka
-had written.
+any number of gateway replicas one relays a topic at a time, in `id` order, which keeps each job's
+events in order on its partition), read the oldest unpublished rows the producer does not hold yet
+(from the topic's floor: no index holds `published_at`, `outbox_floor`), publish them with the
+idempotent producer, wait up to `publish_timeout_s` for their acknowledgements, mark exactly the
+rows Kafka acknowledged (this round's and earlier rounds' late ones) and commit. A crash or kill
+-9 after publishing and before the commit publishes the rows again: duplicates, which every
+consumer ignores, never a loss. Kafka slow or down: what the producer holds stays queued, retried
+by librdkafka in order for as long as it takes (the producer times no message out: a job's later
+events went out ahead of an earlier one that timed out and was sent again), and rounds mark
+whatever arrives; the rows wait in PostgreSQL meanwhile. Once all or nothing, and dropping what
+was queued at each failed round, a broker slower than the deadline never saw a round succeed: the
+backlog stayed whole however much Kafka had written.
 
 A round runs when an append in this process announces rows, at once again while rounds come back
 full, soon when another replica held a topic's lock (the rows it waits on may be ours), and
