@@ -9,14 +9,17 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import outbox
+from lotlens_gateway import outbox as outbox_module
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox
+from lotlens_gateway.outbox_floor import Floor
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
 from tests.integration.gateway_support import consume
@@ -86,3 +89,94 @@ def test_rows_an_append_commits_after_later_rows_were_published_are_published_to
     assert sorted(envelope.event_id for _, envelope in seen) == sorted(e.event_id for e in early + late)
     # Once the append ended, the floor moves past its rows (the reads walk no published rows).
     assert relay._floors[topic].below > early_ids[1]
+
+
+def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_above_it(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # Rows an append still running holds are proposed past (round A); read and held by the
+    # producer in a round that cannot take the proposal up yet (an older transaction runs: M); and
+    # dropped by the producer (a purge) in the round that does (B), after its read. Neither read
+    # nor held nor acknowledged there, only the relay's dropped ids keep the floor below them.
+    topic = settings.topics.submissions
+    store = Outbox(engine, GatewayMetrics(), 1_000_000)
+    early, late = _job("dropped-test", 5), _job("dropped-test", 5)
+    copied, release = threading.Event(), threading.Event()
+    early_ids: list[int] = []
+
+    def hold(conn: Connection) -> None:
+        early_ids.extend(conn.execute(select(outbox.c.id).where(outbox.c.job_id == early[0].job_id))
+                         .scalars())
+        copied.set()
+        release.wait(30)
+
+    unreachable = settings.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})  # never acknowledges
+    relay = Relay(engine, EventProducer(unreachable, "dropped-test"), [topic],
+                  RelaySettings(publish_timeout_s=0.1), GatewayMetrics())
+    older = engine.connect()
+    older.begin()
+    older.execute(text("SELECT pg_current_xact_id()"))  # holds the horizon back through round M
+    writer = threading.Thread(target=store.append, args=(topic, early), kwargs={"also": hold})
+    writer.start()
+    try:
+        assert copied.wait(10)
+        store.append(topic, late)
+        relay.run_round()  # A: sends `late`, proposes past `early`
+        proposal = relay._floors[topic].proposed
+        assert proposal is not None and proposal[0] > max(early_ids)
+    finally:
+        release.set()
+        writer.join(30)
+    relay.run_round()  # M: reads and sends `early`; the proposal waits for `older`
+    assert relay._floors[topic].below == 0 and relay._held >= set(early_ids)
+    older.rollback()
+    older.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # every transaction older than the proposal has ended
+        with engine.connect() as conn:
+            if int(conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar_one()) \
+                    >= proposal[1]:
+                break
+        time.sleep(0.05)
+    sent = relay._send
+
+    def send_then_purge(topic_sent: str, rows: list[object]) -> None:
+        sent(topic_sent, rows)  # type: ignore[arg-type]
+        for row_id in early_ids:  # as the producer's purge reports them
+            relay._failed(row_id, True)
+
+    relay._send = send_then_purge  # type: ignore[method-assign]
+    relay.run_round()  # B
+    assert 0 < relay._floors[topic].below <= min(early_ids)
+
+
+def test_an_append_has_its_transaction_id_before_its_rows_have_ids(
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The floor counts on it (`outbox_floor`): ids handed out before the transaction id would let
+    # a proposal's wait end while rows below it were still to be committed.
+    copy_in = outbox_module.copy_in
+    assigned: list[object] = []
+
+    def checked(conn: Connection, statement: str, rows: object) -> None:
+        assigned.append(conn.execute(text("SELECT pg_current_xact_id_if_assigned()")).scalar_one())
+        copy_in(conn, statement, rows)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outbox_module, "copy_in", checked)
+    Outbox(engine, GatewayMetrics(), 1_000_000).append(settings.topics.submissions, _job("xid-test", 2))
+    assert len(assigned) == 1 and assigned[0] is not None
+
+
+def test_a_round_the_database_fails_starts_the_floors_over(
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    topic = settings.topics.submissions
+    Outbox(engine, GatewayMetrics(), 1_000_000).append(topic, _job("failover-test", 2))
+    relay = Relay(engine, EventProducer(settings.kafka, "failover-test"), [topic], RelaySettings(),
+                  GatewayMetrics())
+    relay._floors[topic] = Floor(below=10**12)  # past ids a promoted replica may hand out again
+
+    def lost(*_args: object) -> None:
+        raise OperationalError("SELECT", {}, Exception("the server closed the connection"))
+
+    monkeypatch.setattr(Floor, "read", lost)
+    with pytest.raises(OperationalError):
+        relay.run_round()
+    assert relay._floors == {}

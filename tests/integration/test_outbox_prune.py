@@ -77,3 +77,37 @@ def test_a_prune_moves_past_a_block_of_rows_it_keeps_to_the_rows_behind_it(setti
     with engine.connect() as conn:
         left = conn.execute(select(outbox.c.job_id).where(outbox.c.topic == topic)).scalars().all()
     assert set(left) == {f"{topic}-stuck"} and len(left) == 6_000
+
+
+def test_a_prune_passes_an_unpublished_row_and_stops_at_a_row_published_after_the_cutoff(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # No index holds `published_at` (`outbox_prune`): rows are walked by id, an unpublished one (a
+    # row Kafka refuses) is passed over, and a row published late (after an outage) holds back the
+    # rows behind it until it has aged too.
+    topic = new_id("prune-")
+    old, recent = datetime.now(UTC) - timedelta(hours=2), datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(jobs), [{"job_id": f"{topic}-done", "status": "completed"}])
+
+        def rows(name: str, count: int, published_at: datetime | None) -> list[int]:
+            return list(conn.execute(insert(outbox).returning(outbox.c.id), [
+                {"topic": topic, "job_id": f"{topic}-done", "client_id": "c", "event_type": name,
+                 "payload": "{}", "published_at": published_at} for _ in range(count)]).scalars())
+
+        unpublished = rows("LotSubmitted", 1, None)
+        before = rows("LotSubmitted", 10, old)
+        late = rows("LotSubmitted", 1, recent)
+        behind = rows("LotSubmitted", 10, old)
+    relay = Relay(engine, EventProducer(settings.kafka, "relay-prune"), [topic], RelaySettings(),
+                  GatewayMetrics())
+
+    def left() -> set[int]:
+        with engine.connect() as conn:
+            return set(conn.execute(select(outbox.c.id).where(outbox.c.topic == topic)).scalars())
+
+    assert relay.prune() == len(before)
+    assert left() == {*unpublished, *late, *behind}
+    with engine.begin() as conn:  # the late row has aged too
+        conn.execute(outbox.update().where(outbox.c.id == late[0]).values(published_at=old))
+    assert relay.prune() == len(late) + len(behind)
+    assert left() == set(unpublished)

@@ -242,7 +242,13 @@ class Relay:
 
     def run_round(self) -> Outcome:
         """Publish one batch of each topic; the most pressing topic's outcome."""
-        outcomes = {self._publish_batch(topic) for topic in self._topics}
+        try:
+            outcomes = {self._publish_batch(topic) for topic in self._topics}
+        except SQLAlchemyError:
+            # The floors start over from 0: after a failover, a replica that had not received a
+            # committed tail hands its ids out again, below a floor that had passed them.
+            self._floors.clear()
+            raise
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
             self.prune()
         return self._most_pressing(outcomes)

@@ -11,7 +11,8 @@ which every row is published (`outbox_floor`), and the prune by `id` (`outbox_pr
 Dropped concurrently (`concurrent_indexes`): the outbox keeps an hour of accepted events. Only
 pages written from now on are filled to half. Gateways of the previous release still running
 during a rolling upgrade read the unpublished rows and prune without the indexes: slower, the
-same rows.
+same rows. That release must be `63709e9` or later: the floor counts on every append taking its
+transaction id before its COPY hands out ids, which earlier releases did after it.
 
 Downgrade: the two indexes built again concurrently, full pages again for what is written next.
 
