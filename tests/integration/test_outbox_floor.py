@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy.exc import OperationalError
 
+from lotlens_common import row_sets
 from lotlens_common.envelope import Envelope
 from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.producer import EventProducer
@@ -92,7 +95,7 @@ def test_rows_an_append_commits_after_later_rows_were_published_are_published_to
 
 
 def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_above_it(
-        settings: ServiceSettings, engine: Engine) -> None:
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Rows an append still running holds are proposed past (round A); read and held by the
     # producer in a round that cannot take the proposal up yet (an older transaction runs: M); and
     # dropped by the producer (a purge) in the round that does (B), after its read. Neither read
@@ -139,12 +142,12 @@ def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_a
         time.sleep(0.05)
     sent = relay._send
 
-    def send_then_purge(topic_sent: str, rows: list[object]) -> None:
-        sent(topic_sent, rows)  # type: ignore[arg-type]
+    def send_then_purge(topic_sent: str, rows: Sequence[Any]) -> None:
+        sent(topic_sent, rows)
         for row_id in early_ids:  # as the producer's purge reports them
             relay._failed(row_id, True)
 
-    relay._send = send_then_purge  # type: ignore[method-assign]
+    monkeypatch.setattr(relay, "_send", send_then_purge)
     relay.run_round()  # B
     assert 0 < relay._floors[topic].below <= min(early_ids)
 
@@ -153,12 +156,12 @@ def test_an_append_has_its_transaction_id_before_its_rows_have_ids(
         settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # The floor counts on it (`outbox_floor`): ids handed out before the transaction id would let
     # a proposal's wait end while rows below it were still to be committed.
-    copy_in = outbox_module.copy_in
+    copy_in = row_sets.copy_in
     assigned: list[object] = []
 
-    def checked(conn: Connection, statement: str, rows: object) -> None:
+    def checked(conn: Connection, statement: str, rows: bytes | list[bytes]) -> None:
         assigned.append(conn.execute(text("SELECT pg_current_xact_id_if_assigned()")).scalar_one())
-        copy_in(conn, statement, rows)  # type: ignore[arg-type]
+        copy_in(conn, statement, rows)
 
     monkeypatch.setattr(outbox_module, "copy_in", checked)
     Outbox(engine, GatewayMetrics(), 1_000_000).append(settings.topics.submissions, _job("xid-test", 2))
