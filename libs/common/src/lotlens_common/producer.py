@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
+from typing import cast
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -135,16 +136,27 @@ class EventProducer:
         `delivered` is called once Kafka has it, `failed` once it never will (with whether it was
         purged, by `discard` or a renewal, rather than failed, e.g. timed out): from `flush`,
         `settle`, `discard` or a later publish's poll."""
+        self._produce(topic, key, value, self._encoded_headers(topic, value), delivered, failed)
+
+    def publish_row(self, topic: str, key: bytes, value: bytes, row: int,
+                    delivered: Callable[[int], None], failed: Callable[[int, bool], None]) -> None:
+        """`publish_encoded` for the outbox relay: its callbacks are given the row's id. (Two
+        callbacks bound to the id per row, each called through a third: with the rows read by
+        attribute, 2.3 us more of the relay's thread a row, for each of a job's 50,000.)"""
+        self._send(topic, key, value, self._encoded_headers(topic, value),
+                   partial(self._on_row_delivery, delivered, failed, row, self._purges))
+
+    def _encoded_headers(self, topic: str, value: bytes) -> Headers:
         # Read from the envelope's head (`encoded_headers`), not parsed whole: 1.3 us a row where it
-        # took 1.9-2.0.
-        headers: Headers = list(encoded_headers(value, self._source))
+        # took 1.9-2.0. A new list, the message's own: the trace's headers go on its end.
+        headers = cast(Headers, encoded_headers(value, self._source))
         if tracing.enabled():
             # Published after the request that wrote it has ended: its trace is in the envelope.
             doc = orjson.loads(value)
             carrier = _producer_span(topic, str(doc["job_id"]), str(doc["type"]),
                                      tracing.extract(doc.get("trace")))
             headers += _trace_headers(carrier)
-        self._produce(topic, key, value, headers, delivered, failed)
+        return headers
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes | None,
                     headers: Headers) -> None:
@@ -282,8 +294,12 @@ class EventProducer:
         # Its arguments by position: a partial given keywords merged them into a new dict at every
         # report, about 0.3 us more an event (to make and to call), for each of a collection's
         # 50,000 events.
-        report = (self._report if delivered is None and failed is None
-                  else partial(self._on_delivery, delivered, failed, self._purges))
+        self._send(topic, key, value, headers,
+                   self._report if delivered is None and failed is None
+                   else partial(self._on_delivery, delivered, failed, self._purges))
+
+    def _send(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers,
+              report: Callable[[KafkaError | None, Message], None]) -> None:
         while True:
             try:
                 self._producer.produce(topic, value=value, key=key, headers=headers, on_delivery=report)
@@ -316,14 +332,27 @@ class EventProducer:
             if delivered is not None:
                 delivered()
             return
+        purged = self._purged(err, purges)
+        if failed is not None:
+            failed(purged)
+
+    def _on_row_delivery(self, delivered: Callable[[int], None], failed: Callable[[int, bool], None],
+                         row: int, purges: int, err: KafkaError | None, _msg: Message) -> None:
+        self._reports += 1
+        if err is None:
+            delivered(row)
+            return
+        failed(row, self._purged(err, purges))
+
+    def _purged(self, err: KafkaError, purges: int) -> bool:
+        """Whether a message's failure is a purge the caller knows of (else it is kept, for `flush`)."""
         # A message `discard` or a renewal dropped is no failure: the caller sends it again. One
         # produced after the last of them was dropped by none the caller knows of: a failure.
         purged = (err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
                   and purges < self._purges)
-        if failed is not None:
-            failed(purged)
         if not purged:
             self._failures.append(err)
+        return purged
 
 
 def is_fatal(exc: KafkaException) -> bool:
