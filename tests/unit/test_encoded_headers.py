@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta, timezone
+from typing import ClassVar
 
 import orjson
 import pytest
@@ -72,3 +73,17 @@ def test_the_common_envelope_is_read_from_its_head(monkeypatch: pytest.MonkeyPat
 def test_what_encode_did_not_write_is_refused_as_before(raw: bytes) -> None:
     with pytest.raises(UndecodableEvent):
         encoded_headers(raw, "/lotlens/gateway")
+
+
+class _JobCancelledV2(JobCancelled):
+    version: ClassVar[int] = 2
+
+
+def test_each_version_of_a_type_gets_its_own_schema() -> None:
+    # The headers a type's events share are kept per version too: a v2 event after a v1 one of the
+    # same type took v1's `ce_dataschema` were the version not part of the key.
+    for cls in (JobCancelled, _JobCancelledV2, JobCancelled, _JobCancelledV2):
+        raw = encode(Envelope(event=cls(job_id="job-1", cancelled_at=WHEN), client_id="c", occurred_at=WHEN,
+                              trace={}))
+        source = "/lotlens/versions"
+        assert encoded_headers(raw, source) == encoded_cloudevent_headers(raw, source)

@@ -1,6 +1,6 @@
 """The CloudEvents headers of an envelope `encode` wrote, read from its first bytes.
 
-The relay publishes every outbox row with them (`EventProducer.publish_encoded`). Parsing the whole
+The relay publishes every outbox row with them (`EventProducer.publish_row`). Parsing the whole
 envelope for five values (`encoded_cloudevent_headers`) took 1.9-2.0 us (26,500 instructions) a
 LotSubmitted of 900 bytes, most of it orjson's; `encode` writes those five first, in this order and
 without a byte of escaping for an id, a type or a time, so one regex reads them from the head:

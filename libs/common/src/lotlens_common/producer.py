@@ -280,7 +280,7 @@ class EventProducer:
         until every broker thread has taken it (the whole process stopped while one waited on a
         slow DNS answer). So a broker thread can purge, late, a message produced after this call
         returned. Counted as dropped, as a purge was, the next flush returned with such messages
-        never in Kafka; each message carries the number of purges before it, and `_on_delivery`
+        never in Kafka; each message carries the number of purges before it, and `_purged`
         counts the purge of one produced since as a failure: the flush raises, the caller sends
         again."""
         self._purges += 1
@@ -345,7 +345,9 @@ class EventProducer:
         failed(row, self._purged(err, purges))
 
     def _purged(self, err: KafkaError, purges: int) -> bool:
-        """Whether a message's failure is a purge the caller knows of (else it is kept, for `flush`)."""
+        """Whether a message's failure is a purge the caller knows of (else it is kept, for `flush`).
+        Kept before the caller's `failed` runs: no `failed` callback discards or flushes, and one
+        that did would now clear this failure with the rest."""
         # A message `discard` or a renewal dropped is no failure: the caller sends it again. One
         # produced after the last of them was dropped by none the caller knows of: a failure.
         purged = (err.code() in (KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT)
