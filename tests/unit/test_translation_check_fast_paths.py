@@ -29,7 +29,9 @@ from lotlens_common.model.scripts import (
     count_in_script,
     expected_script,
     heavy_letters,
+    mostly_in_script,
     script_letters,
+    script_ranges,
 )
 from lotlens_common.model.translation import parse_translation_response, target_languages
 
@@ -240,6 +242,41 @@ def test_script_counts_match_the_reference_in_every_script() -> None:
         assert script_problem(text, script) == _reference_script_problem(text, script), (script, text)
         plain = plain_text(text)
         assert script_problem(plain, script) == _reference_script_problem(plain, script), (script, text)
+
+
+def _script_text(chance: random.Random, script: str, near: list[int]) -> str:
+    """Up to 40 characters: some share of them in the script (its larger ranges likelier), the
+    others from `near`, now and then ASCII, a lone surrogate or an emoji."""
+    ranges, share = script_ranges(script), chance.random()
+    sizes = [min(last - first + 1, 4096) for first, last in ranges]
+    characters = []
+    for _ in range(chance.randint(1, 40)):
+        if chance.random() < 0.2:
+            characters.append(chance.choice(" a<>1\ud800\U0001f600"))
+        elif chance.random() < share:
+            characters.append(chr(chance.randint(*chance.choices(ranges, sizes)[0])))
+        else:
+            characters.append(chr(chance.choice(near)))
+    return "".join(characters)
+
+
+def test_texts_mostly_in_a_script_by_its_whole_blocks_are_mostly_in_it_by_count() -> None:
+    # `mostly_in_script` answers for `count_in_script` when it says yes: characters at and past
+    # every range's ends, in the blocks beside them, surrogates and characters past the BMP.
+    chance = random.Random(8122026)
+    near = sorted({code for script in SCRIPT_NAMES for first, last in script_ranges(script)
+                   for code in (first - 1, first, last, last + 1, first & ~0xFF, first | 0xFF,
+                                last & ~0xFF, last | 0xFF, chance.randint(first, last))
+                   if 0x80 <= code <= 0x10FFFF})
+    scripts = sorted(SCRIPT_NAMES) + ["Cyrl", "Hans", "Hang", "Kore"] * 4  # those with whole blocks
+    told = 0
+    for _ in range(20_000):
+        script = chance.choice(scripts)
+        text = _script_text(chance, script, near)
+        if mostly_in_script(text, script):
+            told += 1
+            assert count_in_script(text, script) * 2 > len(text), (script, text)
+    assert told > 1_000
 
 
 def _reference_parse(body: Mapping[str, object], languages: list[str], english: str) -> dict[str, str]:

@@ -34,6 +34,7 @@ from lotlens_common.model.scripts import (
     count_in_script,
     expected_script,
     heavy_letters,
+    mostly_in_script,
     script_letters,
 )
 
@@ -64,6 +65,8 @@ def script_problem(text: str, script: str) -> str | None:
     pattern = script_letters(script)
     if pattern is None:
         return None
+    if mostly_in_script(text, script):
+        return None  # most characters in the script, told without counting them (below)
     # Every character in the script's ranges: letters and the marks `\W` would drop.
     in_script = count_in_script(text, script)
     if in_script * 2 > len(text):

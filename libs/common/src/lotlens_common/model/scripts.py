@@ -119,6 +119,36 @@ def count_in_script(text: str, script: str) -> int:
     return len(text) - len(text.encode("ascii", "ignore")) - len(_neither_ascii_nor(script).findall(text))
 
 
+# Scripts most of whose letters fill 256-character blocks (U+xx00-U+xxFF) lying wholly in their
+# ranges: Cyrillic's U+04xx, Han's U+34xx-U+4Cxx and U+4Exx-U+9Fxx, Hangul syllables' U+ACxx-U+D6xx.
+# Another's text would seldom have most of its characters in such blocks (Greek, Arabic or
+# Devanagari in none, Japanese's kana in none): `mostly_in_script` would cost it 1.5 us for nothing.
+_WHOLE_BLOCK_SCRIPTS = frozenset({"Cyrl", "Hani", "Hang"})
+
+
+@lru_cache(maxsize=256)
+def _whole_blocks(script: str) -> bytes:
+    """The high bytes of the BMP's 256-character blocks wholly in the script's ranges (none among
+    the surrogates, U+D800-U+DFFF); empty unless every part of the script is in `_WHOLE_BLOCK_SCRIPTS`."""
+    if not all(part in _WHOLE_BLOCK_SCRIPTS for part in _COMBINED.get(script, (script,))):
+        return b""
+    ranges = script_ranges(script)
+    return bytes(high for high in range(0xD8)
+                 if any(first <= high << 8 and (high << 8) + 0xFF <= last for first, last in ranges))
+
+
+def mostly_in_script(text: str, script: str) -> bool:
+    """Whether more than half of `text`'s characters are surely in the script's ranges: those in
+    its whole blocks (`_whole_blocks`), counted in C from the high bytes of the text as UTF-16
+    (2.5 us for 1.2 kB of Cyrillic where `count_in_script` takes 7). False says nothing."""
+    blocks = _whole_blocks(script)
+    if not blocks or text.isascii():
+        return False
+    # A lone surrogate is passed through as a code unit of its own, never in a block counted.
+    high = text.encode("utf-16-le", "surrogatepass")[1::2]
+    return (len(high) - len(high.translate(None, blocks))) * 2 > len(text)
+
+
 @lru_cache(maxsize=256)
 def heavy_letters(script: str) -> tuple[tuple[re.Pattern[str], int], ...]:
     """The parts of a script whose characters weigh more than one Latin letter, each as a pattern
