@@ -107,11 +107,11 @@ def _first_words(markup: str) -> list[str] | None:
     return html.unescape(_TAG.sub(" ", markup[:cut])).split()
 
 
-def _starts_differ(markup: str, english_html: str) -> bool:
-    """Whether the plain texts of the two already differ in their first words: a translation into
-    a Latin language is then no copy of the English, told without 16 us of making both plain
-    texts of a 1.2 kB description (2 us)."""
-    start, english_start = _first_words(markup), _first_words(english_html)
+def _starts_differ(markup: str, english_start: list[str] | None) -> bool:
+    """Whether the plain texts of the two already differ in their first words (the English's,
+    `_first_words`): a translation into a Latin language is then no copy of the English, told
+    without 16 us of making both plain texts of a 1.2 kB description (2 us)."""
+    start = _first_words(markup)
     if not start or not english_start:
         return False
     shared = min(len(start), len(english_start))
@@ -127,6 +127,9 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
     # The English's words only for a text not mostly in its script (a Latin language's, a wrong
     # one): 8.6 us of a 1.2 kB description, spent on every lot when all its languages pass.
     english: str | None = None
+    # The English's first words once for all the Latin languages, not once each (1 us apiece;
+    # read again only when it has none, a short text).
+    opening: list[str] | None = None
     problems: dict[str, str] = {}
     for language, markup in translations.items():
         judged = _judging(language)
@@ -138,7 +141,7 @@ def wrong_languages(english_html: str, translations: Mapping[str, str]) -> dict[
             # maybe in the other Chinese system (their forms are counted on the markup too: tags
             # are ASCII).
             problem = variant_problem(markup, variant) if variant else None
-        elif not script and _starts_differ(markup, english_html):
+        elif not script and _starts_differ(markup, opening := opening or _first_words(english_html)):
             problem = None  # a Latin language's text, not the English's: nothing else to check
         else:
             text = plain_text(markup)
