@@ -51,11 +51,11 @@ _TOKEN = re.compile(r"</?[a-z]*>|&(?:amp|lt|gt);|[<>&\x00-\x08\x0b-\x1f\x7f\xa0]
 _SPACE = r"[ \t\n]*"
 
 
-def _blocks(character: str, words: str | None = None, more: str = "") -> re.Pattern[str]:
-    """Blocks as above, whose text is made of `character` (a class) and the tags and entities;
-    `words`, when given, is the pattern of one stretch of such characters (`character*`), and
-    `more` follows each repetition (`+`: possessive, none given back)."""
-    words = words or f"{character}*"
+def _blocks(words: str, possessive: bool = False) -> re.Pattern[str]:
+    """Blocks as above, whose text is stretches of `words` (the pattern of one stretch) and the
+    tags and entities; `possessive`: each repetition gives nothing back (Python 3.11.5 or later:
+    before it, a possessive repetition matched text the plain one does not, cpython gh-106052)."""
+    more = "+" if possessive else ""
     run = rf"{words}(?:(?:&(?:amp|lt|gt);|<br>){words})*{more}"
     inline = "|".join(rf"<{tag}>{run}</{tag}>" for tag in ("b", "strong", "i", "em"))
     text = rf"{words}(?:(?:&(?:amp|lt|gt);|<br>|{inline}){words})*{more}"
@@ -63,11 +63,11 @@ def _blocks(character: str, words: str | None = None, more: str = "") -> re.Patt
     return re.compile(rf"(?:{_SPACE}(?:{block}))+{more}{_SPACE}")
 
 
-_BLOCKS = _blocks(r"[^<>&\x00-\x08\x0b-\x1f\x7f\xa0]")
+_BLOCKS = _blocks(r"[^<>&\x00-\x08\x0b-\x1f\x7f\xa0]*")
 # The same blocks with nothing `printable` would take out either (C1 controls, lone surrogates): a
 # model's text that matches is its own answer, stripped, told in one pass (6.7 us for 1.2 kB of
 # Cyrillic) where `printable` first took 2.1 us more.
-_PRINTABLE_BLOCKS = _blocks(r"[^<>&\x00-\x08\x0b-\x1f\x7f-\xa0\ud800-\udfff]")
+_PRINTABLE_BLOCKS = _blocks(r"[^<>&\x00-\x08\x0b-\x1f\x7f-\xa0\ud800-\udfff]*")
 # The same blocks, their words any characters but `<` and with no `>` before the next `<` (the
 # lookahead): the regex engine tests a class like the one above a character at a time (~5 ns
 # each, 6-7 us for 1.2 kB), and scans for one character in a tight loop (1.6-2 us for the whole
@@ -75,7 +75,7 @@ _PRINTABLE_BLOCKS = _blocks(r"[^<>&\x00-\x08\x0b-\x1f\x7f-\xa0\ud800-\udfff]")
 # to go back to: 2.3-2.9 us without). For a text without `&` whose characters are all printable
 # (tab and line feed aside), which `_written_clean` makes sure of in C, it matches exactly what
 # `_PRINTABLE_BLOCKS` matches.
-_TAGGED_BLOCKS = _blocks("[^<]", r"(?=[^>]*<)[^<]*+", "+")
+_TAGGED_BLOCKS = _blocks(r"(?=[^>]*<)[^<]*+", possessive=True)
 # The ASCII characters `_PRINTABLE_BLOCKS` refuses in text (`<>&` aside).
 _ASCII_CONTROLS = bytes([*range(0x09), *range(0x0b, 0x20), 0x7f])
 

@@ -120,7 +120,8 @@ def count_in_script(text: str, script: str) -> int:
 
 
 # Scripts most of whose letters fill 256-character blocks (U+xx00-U+xxFF) lying wholly in their
-# ranges: Cyrillic's U+04xx, Han's U+34xx-U+4Cxx and U+4Exx-U+9Fxx, Hangul syllables' U+ACxx-U+D6xx.
+# ranges: Cyrillic's U+04xx, Han's U+34xx-U+4Cxx and U+4Exx-U+9Fxx, Hangul's Jamo U+11xx and syllables
+# U+ACxx-U+D6xx.
 # Another's text would seldom have most of its characters in such blocks (Greek, Arabic or
 # Devanagari in none, Japanese's kana in none): `mostly_in_script` would cost it 1.5 us for nothing.
 _WHOLE_BLOCK_SCRIPTS = frozenset({"Cyrl", "Hani", "Hang"})
