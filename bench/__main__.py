@@ -31,6 +31,7 @@ def parse(argv: Sequence[str] | None) -> Settings:
     p.add_argument("--runs", type=int, help="runs per scenario (medians are reported)")
     p.add_argument("--image-pool", type=int, help="distinct image URLs per measured job (0: all distinct)")
     p.add_argument("--distinct-lots", type=int, help="lots of the extra all-distinct-images job (0: skip)")
+    p.add_argument("--warmup-lots", type=int, help="lots of an unmeasured job before the first run (0: none)")
     p.add_argument("--hooks", type=int, help="webhook URLs (deliveries) per webhook run")
     p.add_argument("--image-urls", type=int, help="URLs per image-check run")
     p.add_argument("--poll-seconds", type=float, help="seconds per polling load run")
@@ -73,6 +74,7 @@ def parse(argv: Sequence[str] | None) -> Settings:
             ("lots", a.lots),
             ("image_pool", a.image_pool),
             ("distinct_lots", a.distinct_lots),
+            ("warmup_lots", a.warmup_lots),
             ("runs", a.runs),
             ("hooks", a.hooks),
             ("image_urls", a.image_urls),
