@@ -345,8 +345,10 @@ class Relay:
         self._last_observed = time.monotonic()
         try:
             with self._engine.connect() as conn:
-                # From the lowest floor: every row below it is published.
-                low = min((self._floors[t].below if t in self._floors else 0) for t in self._topics)
+                # From the lowest floor: every row below it is published. (A relay of no topics,
+                # one that only prunes and makes secrets, has none: `min` of nothing killed it.)
+                low = min(((self._floors[t].below if t in self._floors else 0) for t in self._topics),
+                          default=0)
                 count, oldest = conn.execute(
                     select(func.count(), func.min(outbox.c.created_at))
                     .where(outbox.c.topic.in_(self._topics), outbox.c.id >= low,
