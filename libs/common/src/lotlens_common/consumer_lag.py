@@ -14,7 +14,10 @@ import threading
 from collections.abc import Mapping
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
+
+from lotlens_common.consumer_unowned import UnownedWatch
 
 log = logging.getLogger(__name__)
 
@@ -26,10 +29,14 @@ ASSIGNED = Gauge("lotlens_kafka_consumer_assigned_partitions",
 
 
 class LagMonitor:
-    """Tracks the consumer's assignment (rebalance callbacks) and exports its lag every interval."""
+    """Tracks the consumer's assignment (rebalance callbacks) and exports its lag every interval;
+    each interval its group's assignment is looked at too (`consumer_unowned`)."""
 
-    def __init__(self, client_config: Mapping[str, object], group: str, interval_s: float) -> None:
+    def __init__(self, client_config: Mapping[str, str | int | float | bool], group: str, interval_s: float,
+                 unowned: UnownedWatch) -> None:
+        self._client_config = dict(client_config)
         self._config = {**client_config, "group.id": group, "enable.auto.commit": False}
+        self._unowned = unowned
         self._group = group
         self._interval_s = interval_s
         self._lock = threading.Lock()
@@ -49,12 +56,17 @@ class LagMonitor:
     def run(self, stop: threading.Event) -> None:
         """Refresh the gauges until `stop`; a failed round is logged and the next one retried."""
         reader = Consumer(self._config)
+        admin = AdminClient(self._client_config)
         try:
             while not stop.wait(self._interval_s):
                 try:
                     self._refresh(reader)
                 except KafkaException as exc:
                     log.warning("consumer lag of %s not refreshed: %s", self._group, exc)
+                try:
+                    self._unowned.look(admin)
+                except (KafkaException, TimeoutError) as exc:  # its futures time out
+                    log.warning("assignment of %s not read: %r", self._group, exc)
         finally:
             reader.close()
             for topic, partition in self._exported:

@@ -32,6 +32,7 @@ from lotlens_common.consumer_position import (
     store_offset,
 )
 from lotlens_common.consumer_round import Interrupted, PoolWait, Round, TimedOut, loop_name
+from lotlens_common.consumer_unowned import UnownedWatch
 from lotlens_common.envelope import (
     Envelope,
     FutureEvent,
@@ -126,7 +127,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
+    unowned = UnownedWatch(group, spec.topics, settings.unowned_rejoin_after_s)
+    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s, unowned)
     for reason in dead_letters.REASONS:  # at 0 from the start: an alert takes increase() of them
         DEAD_LETTERS.labels(group=group, reason=reason)
 
@@ -144,12 +146,13 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         lag.revoked(partitions)
         tries.forget(partitions)
 
+    def subscribe(member: Consumer) -> Consumer:
+        member.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        return member
+
     def join() -> Consumer:
         log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
-        joined = make_consumer(config)
-        joined.subscribe(list(spec.topics), on_assign=on_assign, on_revoke=on_revoke,
-                         on_lost=on_lost)
-        return joined
+        return subscribe(make_consumer(config))
 
     tries = FailedTries()
     round_ = Round(group, spec, topics, producer, stop, tries, settings.pool_stuck_after_s)
@@ -160,6 +163,10 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         while not stop.is_set():
             heartbeat(loop_name())
             try:
+                if unowned.rejoin.is_set():  # unsubscribe leaves the group (even a static member)
+                    unowned.rejoin.clear()
+                    consumer.unsubscribe()
+                    subscribe(consumer)
                 messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)
                 round_.begin()
                 data = [m for m in messages if _is_data(m)]

@@ -1,0 +1,82 @@
+"""A static member killed between the two rounds of a cooperative rebalance, and restarted under
+its instance id at once (a pod restarted in place): the broker hands the new process the
+assignment the old one was left with, without a rebalance, and the partitions the old one gave up
+in the first round were assigned to nobody. Seen in CI: a restart of the result-store while its
+group was still settling left half its partitions unread for good, and a job stayed
+`translating`."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from lotlens_common.envelope import Envelope
+from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.producer import EventProducer
+from lotlens_common.settings import ServiceSettings
+from tests.conftest import new_id
+from tests.integration.dead_letter_support import cancelled, wait_for
+
+pytestmark = pytest.mark.integration
+
+UNOWNED_S = 3.0  # the services' `unowned_rejoin_after_s` (90 s), scaled down
+
+
+@contextmanager
+def member(settings: ServiceSettings, group: str, instance: str, handled: list[str]) -> Iterator[None]:
+    """The services' consumer loop as a static member `instance` of `group`."""
+    kafka = settings.kafka.model_copy(update={"group_instance_id": instance, "lag_interval_s": 0.5,
+                                              "unowned_rejoin_after_s": UNOWNED_S})
+    stop = threading.Event()
+
+    def handle(envelopes: Sequence[Envelope]) -> None:
+        handled.extend(e.job_id for e in envelopes)
+
+    spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handle)
+    loop = threading.Thread(target=run_consumer, daemon=True, args=(
+        kafka, settings.topics, spec, EventProducer(kafka, instance), stop))
+    loop.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        loop.join(30)
+
+
+def assignment(settings: ServiceSettings, group: str) -> dict[str, int]:
+    """Partitions assigned per group instance id."""
+    admin = AdminClient(settings.kafka.client_config())
+    described = admin.describe_consumer_groups([group])[group].result(timeout=10)
+    return {m.group_instance_id or m.member_id: len(m.assignment.topic_partitions) for m in described.members}
+
+
+def test_a_member_killed_between_the_rounds_of_a_rebalance_and_restarted_leaves_no_partition_unread(
+        settings: ServiceSettings) -> None:
+    topic, group = settings.topics.submissions, new_id("group-")
+    handled: list[str] = []
+    doomed = subprocess.Popen([sys.executable, "-m", "tests.integration.revoking_member",
+                               settings.kafka.bootstrap_servers, topic, group, "a"])
+    with ExitStack() as members:
+        try:
+            wait_for(lambda: assignment(settings, group) == {f"a-{group}": settings.topics.partitions},
+                     "the first member to hold every partition", 60)
+            members.enter_context(member(settings, group, "b", handled))
+            # The second member's join takes partitions from the first: it dies in that revoke.
+            assert doomed.wait(60) == 0
+        finally:
+            doomed.kill()
+        members.enter_context(member(settings, group, "a", handled))  # restarted at once
+        jobs = [new_id("job-") for _ in range(settings.topics.partitions)]
+        producer = Producer(settings.kafka.client_config())
+        for partition, job in enumerate(jobs):
+            producer.produce(topic, cancelled(job), partition=partition, headers=[("type", b"JobCancelled")])
+        assert producer.flush(10) == 0
+        wait_for(lambda: set(jobs) <= set(handled), "an event on every partition handled", 60)
+        assert sum(assignment(settings, group).values()) == settings.topics.partitions
