@@ -1,16 +1,84 @@
-"""The gateway's reading of the consumer groups: a reading the broker does not answer says why."""
+"""The gateway's reading of the consumer groups: partitions a stable group leaves to no member are
+counted, and a reading the broker does not answer says why."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 
 from lotlens_gateway.group_lag import GroupLagCollector
+
+GROUP, TOPIC, OTHER_TOPIC = "lotlens-vision-batcher", "lotlens.submissions", "lotlens.vision"
+
+
+def answered(value: Any) -> Future[Any]:
+    """A future the broker has already answered."""
+    future: Future[Any] = Future()
+    future.set_result(value)
+    return future
+
+
+def member(*partitions: tuple[str, int]) -> SimpleNamespace:
+    """A group member as `describe_consumer_groups` gives it, assigned `partitions`."""
+    return SimpleNamespace(assignment=SimpleNamespace(
+        topic_partitions=[TopicPartition(topic, partition) for topic, partition in partitions]))
+
+
+class DescribedBroker:
+    """An admin client answering with one group's state and members, 3 partitions a topic, every
+    log empty and nothing committed."""
+
+    def __init__(self, state: ConsumerGroupState, *members: SimpleNamespace) -> None:
+        self.described = SimpleNamespace(state=state, members=list(members))
+
+    def describe_consumer_groups(self, groups: list[str], **kwargs: Any) -> dict[str, Any]:
+        return {group: answered(self.described) for group in groups}
+
+    def list_consumer_group_offsets(self, requests: list[ConsumerGroupTopicPartitions],
+                                    **kwargs: Any) -> dict[str, Any]:
+        return {request.group_id: answered(ConsumerGroupTopicPartitions(request.group_id, []))
+                for request in requests}
+
+    def list_offsets(self, partitions: dict[TopicPartition, Any], **kwargs: Any) -> dict[Any, Any]:
+        return {tp: answered(SimpleNamespace(offset=0)) for tp in partitions}
+
+    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
+        three = SimpleNamespace(partitions=dict.fromkeys(range(3)))
+        return SimpleNamespace(topics={TOPIC: three, OTHER_TOPIC: three})
+
+
+def unassigned(broker: DescribedBroker) -> dict[tuple[str, ...], float]:
+    """`lotlens_kafka_group_unassigned_partitions` as one reading of `broker` reports it."""
+    collector = GroupLagCollector(lambda: broker, {GROUP: (TOPIC,)}, cache_s=0.0)
+    families = {family.name: family for family in collector.collect()}
+    return {tuple(sample.labels.values()): sample.value
+            for sample in families["lotlens_kafka_group_unassigned_partitions"].samples}
+
+
+def test_a_stable_group_counts_the_partitions_of_its_topics_no_member_is_assigned() -> None:
+    # A static member restarted between the two rounds of a cooperative rebalance got back what its
+    # old process kept; the partition it gave up was nobody's, unread for good, and showed only as
+    # lag (30 lots stuck never reached the lag alerts' 100 messages).
+    broker = DescribedBroker(ConsumerGroupState.STABLE, member((TOPIC, 0), (OTHER_TOPIC, 1)),
+                             member((TOPIC, 2)), member())
+    assert unassigned(broker) == {(GROUP,): 1}  # TOPIC's partition 1; OTHER_TOPIC is not the group's
+
+
+def test_a_group_rebalancing_or_without_members_has_none_unassigned() -> None:
+    # A rebalance hands partitions out, and LotLensConsumerGroupAbsent covers a group with no member.
+    for state in (ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING):
+        assert unassigned(DescribedBroker(state, member((TOPIC, 0)))) == {(GROUP,): 0}, state
+    assert unassigned(DescribedBroker(ConsumerGroupState.EMPTY)) == {(GROUP,): 0}
+    every = member((TOPIC, 0), (TOPIC, 1), (TOPIC, 2))
+    assert unassigned(DescribedBroker(ConsumerGroupState.STABLE, every)) == {(GROUP,): 0}
 
 
 class SilentBroker:

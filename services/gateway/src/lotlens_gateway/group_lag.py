@@ -8,11 +8,15 @@ operations port reports every group it watches (`consumer_groups`, with the depl
 the topics' end offsets, summed per topic, and its members. A partition the group never committed
 on lags by all of its log, from the earliest offset the broker keeps to the end: that is what its
 consumers read first (`auto.offset.reset=earliest`), and what the KEDA scalers count for it
-(`offsetResetPolicy: earliest`). Read when a scrape finds the last reading over `cache_s` old, on
-a thread of its own (`latest`); a broker that does not answer leaves the series out (logged) rather than
-reporting stale figures, and `lotlens_kafka_group_lag_read` says so (0): without it the alerts on
-lag and members just went quiet, with no series left to judge (LotLensConsumerLagUnread watches
-it, and its absence).
+(`offsetResetPolicy: earliest`). And the partitions of a stable group's topics that no member is
+assigned: a static member restarted between the two rounds of a cooperative rebalance gets back
+what its old process kept, and the partitions given up in the first round stay unread (each
+consumer rejoins after `unowned_rejoin_after_s`, `lotlens_common.consumer_unowned`; this shows
+whether that healed them). As lag alone, 30 stuck lots never reached the lag alerts. Read when a
+scrape finds the last reading over `cache_s` old, on a thread of its own (`latest`); a broker that
+does not answer leaves the series out (logged) rather than reporting stale figures, and
+`lotlens_kafka_group_lag_read` says so (0): without it the alerts on lag and members just went
+quiet, with no series left to judge (LotLensConsumerLagUnread watches it, and its absence).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -60,15 +64,18 @@ def offsets_admin(kafka: KafkaSettings) -> OffsetsAdmin:
 
 @dataclass(frozen=True)
 class GroupLag:
-    """One group as the broker sees it: members, and messages behind per topic."""
+    """One group as the broker sees it: members, messages behind per topic, and the partitions of
+    its topics no member is assigned while it is stable."""
 
     members: int
     behind: dict[str, int] = field(default_factory=dict)
+    unassigned: int = 0
 
 
 class GroupLagCollector(Collector):
-    """`lotlens_kafka_group_lag_messages{group,topic}`, `lotlens_kafka_group_members{group}` and
-    `lotlens_kafka_group_lag_read` (1 when the broker answered, else 0)."""
+    """`lotlens_kafka_group_lag_messages{group,topic}`, `lotlens_kafka_group_members{group}`,
+    `lotlens_kafka_group_unassigned_partitions{group}` and `lotlens_kafka_group_lag_read` (1 when
+    the broker answered, else 0)."""
 
     def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Mapping[str, Collection[str]],
                  group_prefix: str = "",
@@ -94,6 +101,11 @@ class GroupLagCollector(Collector):
                                 labels=["group", "topic"])
         members = GaugeMetricFamily("lotlens_kafka_group_members", "Members of a consumer group",
                                     labels=["group"])
+        unassigned = GaugeMetricFamily("lotlens_kafka_group_unassigned_partitions",
+                                       "Partitions of the topics a consumer group subscribes to that no "
+                                       "member is assigned while the group is stable (0 while it "
+                                       "rebalances or has no member): nobody reads them",
+                                       labels=["group"])
         read = GaugeMetricFamily("lotlens_kafka_group_lag_read",
                                  "1 when the broker answered the last reading of the consumer groups' "
                                  "lag and members, 0 when it did not (their series are left out then)")
@@ -101,10 +113,12 @@ class GroupLagCollector(Collector):
         read.add_metric([], 0 if found is None else 1)
         for group, state in (found or {}).items():
             members.add_metric([group], state.members)
+            unassigned.add_metric([group], state.unassigned)
             for topic, behind in sorted(state.behind.items()):
                 lag.add_metric([group, topic], behind)
         yield lag
         yield members
+        yield unassigned
         yield read
 
     def latest(self) -> dict[str, GroupLag] | None:
@@ -182,8 +196,20 @@ class GroupLagCollector(Collector):
                     end = ends[(topic, partition)]
                     start = committed[group].get((topic, partition), starts.get((topic, partition), end))
                     behind[topic] = behind.get(topic, 0) + max(end - start, 0)
-            result[group] = GroupLag(len(described[group].result(left()).members or []), behind)
+            description = described[group].result(left())
+            result[group] = GroupLag(len(description.members or []), behind,
+                                     _unassigned(description, self._groups[group], partitions))
         return result
+
+
+def _unassigned(description: Any, topics: Collection[str], partitions: Sequence[Partition]) -> int:
+    """The partitions of `topics` no member of the described group is assigned, counted only while
+    it is stable: during a rebalance partitions are unassigned on their way to a member."""
+    if description.state != ConsumerGroupState.STABLE:
+        return 0
+    owned = {(tp.topic, tp.partition) for member in description.members or []
+             for tp in member.assignment.topic_partitions or []}
+    return sum(1 for partition in partitions if partition[0] in topics and partition not in owned)
 
 
 def _offsets(admin: OffsetsAdmin, partitions: Sequence[Partition], spec: Any, timeout_s: float,
