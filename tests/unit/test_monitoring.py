@@ -82,7 +82,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     names = {rule["alert"] for rule in alert_rules()}
     assert names == {
         "LotLensConsumerLagGrowing", "LotLensConsumerStuck", "LotLensConsumerGroupWithoutMembers",
-        "LotLensConsumerGroupAbsent", "LotLensConsumerLagUnread",
+        "LotLensConsumerGroupAbsent", "LotLensConsumerPartitionsUnassigned", "LotLensConsumerLagUnread",
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
         "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted", "LotLensWebhookBacklogOld", "LotLensStageRoundsFailing",
@@ -151,7 +151,8 @@ SHARED_GAUGES = (
     "lotlens_openai_enqueued_tokens", "lotlens_stage_queue_held_seconds",
     "lotlens_stage_queue_refusals_in_a_row", "lotlens_webhook_deliveries_pending",
     "lotlens_webhook_oldest_pending_age_seconds", "lotlens_outbox_backlog_events",
-    "lotlens_outbox_oldest_age_seconds", "lotlens_kafka_group_lag_messages", "lotlens_kafka_group_members")
+    "lotlens_outbox_oldest_age_seconds", "lotlens_kafka_group_lag_messages", "lotlens_kafka_group_members",
+    "lotlens_kafka_group_unassigned_partitions")
 _MAX_OR_MIN_OF = re.compile(r"\b(max|min)\s*(by\s*\([^)]*\)\s*)?\(\s*$")
 
 
