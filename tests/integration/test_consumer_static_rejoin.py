@@ -61,8 +61,10 @@ def test_a_member_killed_between_the_rounds_of_a_rebalance_and_restarted_leaves_
         settings: ServiceSettings) -> None:
     topic, group = settings.topics.submissions, new_id("group-")
     handled: list[str] = []
-    doomed = subprocess.Popen([sys.executable, "-m", "tests.integration.revoking_member",
-                               settings.kafka.bootstrap_servers, topic, group, "a"])
+    # The services' loop names its static member `<instance>-<group>`: the restart below is "a".
+    doomed = subprocess.Popen([sys.executable, "-m", "tests.integration.static_member",
+                               settings.kafka.bootstrap_servers, topic, group, f"a-{group}",
+                               "--dies-at-revoke"])
     with ExitStack() as members:
         try:
             wait_for(lambda: assignment(settings, group) == {f"a-{group}": settings.topics.partitions},
