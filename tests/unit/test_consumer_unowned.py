@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from types import SimpleNamespace
 from typing import Any
 
-from confluent_kafka import ConsumerGroupState, TopicPartition
+from confluent_kafka import ConsumerGroupState, KafkaError, KafkaException, TopicPartition
 
 from lotlens_common.consumer_unowned import UnownedWatch
 
@@ -85,3 +85,39 @@ def test_only_the_groups_own_topics_count_and_a_missing_topic_is_none() -> None:
     clock.now += 10
     watch.look(group)
     assert not watch.rejoin.is_set()
+
+
+def test_a_rejoin_not_made_yet_is_called_off_once_every_partition_has_a_member() -> None:
+    # The main loop acts on it at its next `consume`, a round later: another instance's rejoin may
+    # have handed the partitions out by then, and a rejoin would only pause this one's.
+    group, clock = Group({"vision": 2}), Clock()
+    group.members = [[("vision", 0)]]
+    watch = UnownedWatch("g", ["vision"], after_s=90, clock=clock)
+    watch.look(group)
+    clock.now += 90
+    watch.look(group)
+    assert watch.rejoin.is_set()
+    group.members = [[("vision", 0)], [("vision", 1)]]
+    watch.look(group)
+    assert not watch.rejoin.is_set()
+
+
+class Unanswering(Group):
+    def describe_consumer_groups(self, groups: list[str], **_: Any) -> dict[str, Any]:
+        raise KafkaException(KafkaError(KafkaError._TRANSPORT))
+
+
+def test_a_look_the_broker_does_not_answer_starts_the_count_over() -> None:
+    # Else the first look after an outage longer than the limit acted on one observation.
+    group, clock = Group({"vision": 2}), Clock()
+    group.members = [[("vision", 0)]]
+    watch = UnownedWatch("g", ["vision"], after_s=90, clock=clock)
+    watch.look(group)
+    clock.now += 100
+    down = Unanswering({"vision": 2})
+    watch.look(down)
+    watch.look(group)
+    assert not watch.rejoin.is_set()
+    clock.now += 90
+    watch.look(group)
+    assert watch.rejoin.is_set()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, To
 from lotlens_gateway.group_lag import GroupLagCollector
 
 GROUP, TOPIC, OTHER_TOPIC = "lotlens-vision-batcher", "lotlens.submissions", "lotlens.vision"
+OTHER_GROUP = "lotlens-translator"
 
 
 def answered(value: Any) -> Future[Any]:
@@ -55,9 +57,11 @@ class DescribedBroker:
         return SimpleNamespace(topics={TOPIC: three, OTHER_TOPIC: three})
 
 
-def unassigned(broker: DescribedBroker) -> dict[tuple[str, ...], float]:
-    """`lotlens_kafka_group_unassigned_partitions` as one reading of `broker` reports it."""
-    collector = GroupLagCollector(lambda: broker, {GROUP: (TOPIC,)}, cache_s=0.0)
+def unassigned(broker: DescribedBroker, groups: Mapping[str, tuple[str, ...]] | None = None
+               ) -> dict[tuple[str, ...], float]:
+    """`lotlens_kafka_group_unassigned_partitions` as one reading of `broker` reports it, watching
+    `groups` (GROUP on TOPIC by default)."""
+    collector = GroupLagCollector(lambda: broker, groups or {GROUP: (TOPIC,)}, cache_s=0.0)
     families = {family.name: family for family in collector.collect()}
     return {tuple(sample.labels.values()): sample.value
             for sample in families["lotlens_kafka_group_unassigned_partitions"].samples}
@@ -69,7 +73,10 @@ def test_a_stable_group_counts_the_partitions_of_its_topics_no_member_is_assigne
     # lag (30 lots stuck never reached the lag alerts' 100 messages).
     broker = DescribedBroker(ConsumerGroupState.STABLE, member((TOPIC, 0), (OTHER_TOPIC, 1)),
                              member((TOPIC, 2)), member())
-    assert unassigned(broker) == {(GROUP,): 1}  # TOPIC's partition 1; OTHER_TOPIC is not the group's
+    # OTHER_TOPIC is read too (another group's) and is not GROUP's: 1 is TOPIC's partition 1. (Both
+    # groups are described alike here: OTHER_GROUP misses OTHER_TOPIC's partitions 0 and 2.)
+    assert unassigned(broker, {GROUP: (TOPIC,), OTHER_GROUP: (OTHER_TOPIC,)}) == {
+        (GROUP,): 1, (OTHER_GROUP,): 2}
 
 
 def test_a_group_rebalancing_or_without_members_has_none_unassigned() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -32,7 +33,7 @@ class LagMonitor:
     """Tracks the consumer's assignment (rebalance callbacks) and exports its lag every interval;
     each interval its group's assignment is looked at too (`consumer_unowned`)."""
 
-    def __init__(self, client_config: Mapping[str, str | int | float | bool], group: str, interval_s: float,
+    def __init__(self, client_config: Mapping[str, Any], group: str, interval_s: float,
                  unowned: UnownedWatch) -> None:
         self._client_config = dict(client_config)
         self._config = {**client_config, "group.id": group, "enable.auto.commit": False}
@@ -63,10 +64,7 @@ class LagMonitor:
                     self._refresh(reader)
                 except KafkaException as exc:
                     log.warning("consumer lag of %s not refreshed: %s", self._group, exc)
-                try:
-                    self._unowned.look(admin)
-                except (KafkaException, TimeoutError) as exc:  # its futures time out
-                    log.warning("assignment of %s not read: %r", self._group, exc)
+                self._unowned.look(admin)
         finally:
             reader.close()
             for topic, partition in self._exported:

@@ -6,10 +6,15 @@ rebalance (after giving partitions up, before joining again to hand them over), 
 gave up belong to nobody and stay unread until something else rebalances the group: seen in CI, a
 job stayed `translating` for good. librdkafka has no call that asks for a rebalance, and a
 subscribe to the same topics sends nothing. So each instance looks at its group from its lag
-thread: partitions unowned for `after_s` while the group is stable make it leave and join again
-(unsubscribe, subscribe), and that rebalance hands them out. A slow member's second round leaves
-partitions unowned for a while too (its revoke waits for its next `consume`): `after_s` is well
-past a consumer round, so a rejoin is rare and only costs a rebalance.
+thread: partitions unowned for `after_s` while the group is stable make it unsubscribe and
+subscribe again. That rebalances the group: a member that held partitions joins again with none
+(its changed metadata makes the broker rebalance), one that held none leaves and joins.
+
+A slow member's second round leaves partitions unowned for a while too: its revoke waits for its
+next `consume`, which a round reaches within 60 s (`round_tries_s`) unless its last try runs a
+whole statement timeout. A rejoin meanwhile loses nothing; the rebalance it starts waits for that
+member too, so the rejoining instance's own partitions pause until then. The gateway counts the
+same partitions for `/metrics` (`lotlens_kafka_group_unassigned_partitions`).
 """
 
 from __future__ import annotations
@@ -17,14 +22,25 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol
 
-from confluent_kafka import ConsumerGroupState
+from confluent_kafka import ConsumerGroupState, KafkaException
 
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+
+
+def unowned(description: Any, topics: Collection[str], partitions: Iterable[Partition]) -> set[Partition]:
+    """The `partitions` of `topics` that no member of the described group (a `describe_consumer_
+    groups` answer) is assigned; none while it is not stable, when partitions are unassigned on
+    their way to a member."""
+    if description.state != ConsumerGroupState.STABLE:
+        return set()
+    owned = {(tp.topic, tp.partition) for member in description.members or []
+             for tp in member.assignment.topic_partitions or []}
+    return {partition for partition in partitions if partition[0] in topics and partition not in owned}
 
 
 class GroupAdmin(Protocol):
@@ -38,7 +54,8 @@ class GroupAdmin(Protocol):
 
 
 class UnownedWatch:
-    """Looks at the group's assignment; sets `rejoin` once partitions stayed unowned `after_s`."""
+    """Looks at the group's assignment; sets `rejoin` once partitions stayed unowned `after_s`,
+    and clears it again once they are not (another instance's rejoin, or a rebalance, came first)."""
 
     def __init__(self, group: str, topics: Sequence[str], after_s: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -47,21 +64,23 @@ class UnownedWatch:
         self.rejoin = threading.Event()
 
     def look(self, admin: GroupAdmin) -> None:
-        """One look at the group (a KafkaException when the broker does not answer)."""
-        described = admin.describe_consumer_groups([self._group])[self._group].result(timeout=10)
-        if described.state != ConsumerGroupState.STABLE:  # a rebalance is under way: it assigns
+        """One look at the group; one the broker does not answer starts the count over."""
+        try:
+            described = admin.describe_consumer_groups([self._group])[self._group].result(timeout=10)
+            listed = admin.list_topics(timeout=10).topics
+        except (KafkaException, TimeoutError) as exc:  # its futures time out with no text
+            log.warning("assignment of %s not read: %r", self._group, exc)
             self._since.clear()
             return
-        owned = {(tp.topic, tp.partition) for member in described.members
-                 for tp in member.assignment.topic_partitions}
-        metadata = admin.list_topics(timeout=10)
-        every = {(topic, partition) for topic in self._topics if topic in metadata.topics
-                 for partition in metadata.topics[topic].partitions}
+        every = ((topic, partition) for topic in self._topics if topic in listed
+                 for partition in listed[topic].partitions)
         now = self._clock()
-        self._since = {partition: self._since.get(partition, now) for partition in every - owned}
-        if self._since and now - min(self._since.values()) >= self._after_s:
-            log.warning("%s: %d partitions assigned to no member for %.0f s (%s); leaving the group "
-                        "and joining again", self._group, len(self._since), self._after_s,
+        self._since = {p: self._since.get(p, now) for p in unowned(described, self._topics, every)}
+        if not self._since:
+            self.rejoin.clear()
+        elif now - min(self._since.values()) >= self._after_s:
+            log.warning("%s: %d partitions assigned to no member for %.0f s (%s); joining again",
+                        self._group, len(self._since), self._after_s,
                         ", ".join(f"{t}[{p}]" for t, p in sorted(self._since)))
             self._since.clear()
             self.rejoin.set()

@@ -163,7 +163,7 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         while not stop.is_set():
             heartbeat(loop_name())
             try:
-                if unowned.rejoin.is_set():  # unsubscribe leaves the group (even a static member)
+                if unowned.rejoin.is_set():  # a rejoin with no partitions: the group rebalances
                     unowned.rejoin.clear()
                     consumer.unsubscribe()
                     subscribe(consumer)

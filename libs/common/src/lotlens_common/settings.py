@@ -101,8 +101,9 @@ class KafkaSettings(BaseSettings):
     group_instance_id: str | None = None
     # How often each consumer refreshes its lag metric and looks at its group's assignment.
     lag_interval_s: float = 5.0
-    # Partitions of a stable group assigned to no member for this long make each instance leave
-    # the group and join again (`consumer_unowned`): past a consumer round (60 s) plus its last try.
+    # Partitions of a stable group assigned to no member for this long make each instance join its
+    # group again (`consumer_unowned`): past a consumer round (60 s), which a slow member's second
+    # round of a rebalance waits for.
     unowned_rejoin_after_s: float = Field(default=90.0, gt=0)
     # A consumer's handler meeting its connection pool timed out (every connection busy past its
     # wait) for this long, with no database error meanwhile, stops beating `/livez`: a connection

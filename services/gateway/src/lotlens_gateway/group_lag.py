@@ -28,11 +28,12 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from lotlens_common.consumer_unowned import unowned
 from lotlens_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -198,18 +199,8 @@ class GroupLagCollector(Collector):
                     behind[topic] = behind.get(topic, 0) + max(end - start, 0)
             description = described[group].result(left())
             result[group] = GroupLag(len(description.members or []), behind,
-                                     _unassigned(description, self._groups[group], partitions))
+                                     len(unowned(description, self._groups[group], partitions)))
         return result
-
-
-def _unassigned(description: Any, topics: Collection[str], partitions: Sequence[Partition]) -> int:
-    """The partitions of `topics` no member of the described group is assigned, counted only while
-    it is stable: during a rebalance partitions are unassigned on their way to a member."""
-    if description.state != ConsumerGroupState.STABLE:
-        return 0
-    owned = {(tp.topic, tp.partition) for member in description.members or []
-             for tp in member.assignment.topic_partitions or []}
-    return sum(1 for partition in partitions if partition[0] in topics and partition not in owned)
 
 
 def _offsets(admin: OffsetsAdmin, partitions: Sequence[Partition], spec: Any, timeout_s: float,
