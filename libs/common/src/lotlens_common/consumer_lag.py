@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Gauge
 
 from lotlens_common.consumer_unowned import UnownedWatch
@@ -35,7 +34,6 @@ class LagMonitor:
 
     def __init__(self, client_config: Mapping[str, Any], group: str, interval_s: float,
                  unowned: UnownedWatch) -> None:
-        self._client_config = dict(client_config)
         self._config = {**client_config, "group.id": group, "enable.auto.commit": False}
         self._unowned = unowned
         self._group = group
@@ -57,14 +55,13 @@ class LagMonitor:
     def run(self, stop: threading.Event) -> None:
         """Refresh the gauges until `stop`; a failed round is logged and the next one retried."""
         reader = Consumer(self._config)
-        admin = AdminClient(self._client_config)
         try:
             while not stop.wait(self._interval_s):
                 try:
                     self._refresh(reader)
                 except KafkaException as exc:
                     log.warning("consumer lag of %s not refreshed: %s", self._group, exc)
-                self._unowned.look(admin)
+                self._unowned.look()
         finally:
             reader.close()
             for topic, partition in self._exported:

@@ -30,6 +30,7 @@ from confluent_kafka import ConsumerGroupState, KafkaException
 log = logging.getLogger(__name__)
 
 Partition = tuple[str, int]
+LOOK_TIMEOUT_S = 10.0
 
 
 def unowned(description: Any, topics: Collection[str], partitions: Iterable[Partition]) -> set[Partition]:
@@ -58,18 +59,26 @@ class UnownedWatch:
     and clears it again once they are not (another instance's rejoin, or a rebalance, came first)."""
 
     def __init__(self, group: str, topics: Sequence[str], after_s: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 new_admin: Callable[[], GroupAdmin], clock: Callable[[], float] = time.monotonic) -> None:
         self._group, self._topics, self._after_s, self._clock = group, tuple(topics), after_s, clock
+        self._new_admin = new_admin
+        self._admin: GroupAdmin | None = None
         self._since: dict[Partition, float] = {}  # each unowned partition: first seen unowned
         self.rejoin = threading.Event()
 
-    def look(self, admin: GroupAdmin) -> None:
-        """One look at the group; one the broker does not answer starts the count over."""
+    def look(self) -> None:
+        """One look at the group; one the broker does not answer starts the count over, with a
+        new admin client: after a broker restart the old one's describes timed out for good (in
+        chaos runs, each look for minutes), and with those requests pending a second restart
+        aborted the process in librdkafka (`rd_kafka_enq_once_del_source_return`)."""
+        admin = self._admin = self._admin or self._new_admin()
         try:
-            described = admin.describe_consumer_groups([self._group])[self._group].result(timeout=10)
-            listed = admin.list_topics(timeout=10).topics
+            described = admin.describe_consumer_groups(
+                [self._group], request_timeout=LOOK_TIMEOUT_S)[self._group].result(timeout=LOOK_TIMEOUT_S)
+            listed = admin.list_topics(timeout=LOOK_TIMEOUT_S).topics
         except (KafkaException, TimeoutError) as exc:  # its futures time out with no text
             log.warning("assignment of %s not read: %r", self._group, exc)
+            self._admin = None
             self._since.clear()
             return
         every = ((topic, partition) for topic in self._topics if topic in listed

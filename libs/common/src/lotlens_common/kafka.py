@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimedOut
@@ -127,7 +128,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    unowned = UnownedWatch(group, spec.topics, settings.unowned_rejoin_after_s)
+    unowned = UnownedWatch(group, spec.topics, settings.unowned_rejoin_after_s,
+                           lambda: AdminClient(settings.client_config()))
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s, unowned)
     for reason in dead_letters.REASONS:  # at 0 from the start: an alert takes increase() of them
         DEAD_LETTERS.labels(group=group, reason=reason)
