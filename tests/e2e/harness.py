@@ -57,9 +57,6 @@ class Stack:
             "DATABASE_URL": self.database_url,
             "KAFKA_GROUP_PREFIX": f"{self.topics.submissions}.",
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
-            # A service restarted while its group rebalanced leaves partitions to nobody until its
-            # group rejoins (90 s by default): tests wait a minute for a job, rounds here are short.
-            "KAFKA_UNOWNED_REJOIN_AFTER_S": "15",
             "KAFKA_CONSUME_BATCH_TIMEOUT_S": "0.05",
             "LOTLENS_CLIENTS": json.dumps({self.client_id: self.client_key}),
             "LOTLENS_ALLOW_LOOPBACK_URLS": "true",

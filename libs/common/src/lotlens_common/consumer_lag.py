@@ -12,12 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from prometheus_client import Gauge
-
-from lotlens_common.consumer_unowned import UnownedWatch
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +26,10 @@ ASSIGNED = Gauge("lotlens_kafka_consumer_assigned_partitions",
 
 
 class LagMonitor:
-    """Tracks the consumer's assignment (rebalance callbacks) and exports its lag every interval;
-    each interval its group's assignment is looked at too (`consumer_unowned`)."""
+    """Tracks the consumer's assignment (rebalance callbacks) and exports its lag every interval."""
 
-    def __init__(self, client_config: Mapping[str, Any], group: str, interval_s: float,
-                 unowned: UnownedWatch) -> None:
+    def __init__(self, client_config: Mapping[str, object], group: str, interval_s: float) -> None:
         self._config = {**client_config, "group.id": group, "enable.auto.commit": False}
-        self._unowned = unowned
         self._group = group
         self._interval_s = interval_s
         self._lock = threading.Lock()
@@ -61,7 +55,6 @@ class LagMonitor:
                     self._refresh(reader)
                 except KafkaException as exc:
                     log.warning("consumer lag of %s not refreshed: %s", self._group, exc)
-                self._unowned.look()
         finally:
             reader.close()
             for topic, partition in self._exported:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
-from confluent_kafka.admin import AdminClient
 from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimedOut
@@ -33,7 +32,6 @@ from lotlens_common.consumer_position import (
     store_offset,
 )
 from lotlens_common.consumer_round import Interrupted, PoolWait, Round, TimedOut, loop_name
-from lotlens_common.consumer_unowned import UnownedWatch
 from lotlens_common.envelope import (
     Envelope,
     FutureEvent,
@@ -128,9 +126,19 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     }
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
-    unowned = UnownedWatch(group, spec.topics, settings.unowned_rejoin_after_s,
-                           lambda: AdminClient(settings.client_config()))
-    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s, unowned)
+    lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
+    # A static member gets back, without a rebalance, the assignment its previous process was left
+    # with. When that process died between the two rounds of a cooperative rebalance (partitions
+    # given up, not yet handed over), those partitions belonged to no member and stayed unread
+    # until something else rebalanced the group: in CI a job stayed `translating` for good. So a
+    # static member, once its join has given it partitions, joins once more with none
+    # (unsubscribe, subscribe: its changed metadata makes the broker rebalance), and that
+    # rebalance hands any such partitions out: a rebalance a start. (A process left with none gets
+    # none back and asks nothing: LotLensConsumerPartitionsUnassigned fires then.) librdkafka has
+    # no call that asks for a rebalance, and subscribing again to the same topics sends nothing.
+    # Looking for such partitions (describe_consumer_groups) instead aborted processes at broker
+    # restarts: a librdkafka assertion with an admin request pending (confluentinc/librdkafka#4605).
+    joined, rebalance = threading.Event(), threading.Event()
     for reason in dead_letters.REASONS:  # at 0 from the start: an alert takes increase() of them
         DEAD_LETTERS.labels(group=group, reason=reason)
 
@@ -138,6 +146,9 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         # Logged: how long a restarted instance takes to get its partitions back is its recovery.
         log.info("%s: %d partitions assigned", group, len(partitions))
         lag.assigned(partitions)
+        if joined.is_set() and partitions:
+            joined.clear()
+            rebalance.set()
 
     def on_revoke(revoking: Consumer, partitions: list[TopicPartition]) -> None:
         lag.revoked(partitions)
@@ -154,6 +165,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
 
     def join() -> Consumer:
         log.info("%s: joining as %s", group, config.get("group.instance.id", "a dynamic member"))
+        if settings.group_instance_id:
+            joined.set()
         return subscribe(make_consumer(config))
 
     tries = FailedTries()
@@ -165,8 +178,9 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
         while not stop.is_set():
             heartbeat(loop_name())
             try:
-                if unowned.rejoin.is_set():  # a rejoin with no partitions: the group rebalances
-                    unowned.rejoin.clear()
+                if rebalance.is_set():
+                    rebalance.clear()
+                    log.info("%s: joining once more, for a rebalance", group)
                     consumer.unsubscribe()
                     subscribe(consumer)
                 messages = consumer.consume(settings.consume_batch_size, settings.consume_batch_timeout_s)

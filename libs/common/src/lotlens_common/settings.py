@@ -99,12 +99,8 @@ class KafkaSettings(BaseSettings):
     # session timeout or a rebalance. A static member does not leave the group when it stops, so
     # an instance removed for good holds its partitions for one session timeout.
     group_instance_id: str | None = None
-    # How often each consumer refreshes its lag metric and looks at its group's assignment.
+    # How often each consumer refreshes its lag metric.
     lag_interval_s: float = 5.0
-    # Partitions of a stable group assigned to no member for this long make each instance join its
-    # group again (`consumer_unowned`): past a consumer round (60 s), which a slow member's second
-    # round of a rebalance waits for.
-    unowned_rejoin_after_s: float = Field(default=90.0, gt=0)
     # A consumer's handler meeting its connection pool timed out (every connection busy past its
     # wait) for this long, with no database error meanwhile, stops beating `/livez`: a connection
     # leak or a handler holding two connections never recovers, and a restart frees the pool. A

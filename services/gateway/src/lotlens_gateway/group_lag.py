@@ -10,10 +10,11 @@ on lags by all of its log, from the earliest offset the broker keeps to the end:
 consumers read first (`auto.offset.reset=earliest`), and what the KEDA scalers count for it
 (`offsetResetPolicy: earliest`). And the partitions of a stable group's topics that no member is
 assigned: a static member restarted between the two rounds of a cooperative rebalance gets back
-what its old process kept, and the partitions given up in the first round stay unread (each
-consumer rejoins after `unowned_rejoin_after_s`, `lotlens_common.consumer_unowned`; this shows
-whether that healed them). As lag alone, 30 stuck lots never reached the lag alerts. Read when a
-scrape finds the last reading over `cache_s` old, on a thread of its own (`latest`); a broker that
+what its old process kept, and the partitions given up in the first round stay unread (the
+restarted consumer asks for a rebalance once it has its partitions back, in
+`lotlens_common.kafka`; this shows whether anything else left them). As lag alone, 30 stuck
+lots never reached the lag alerts. Read when a scrape finds the last reading over `cache_s` old,
+on a thread of its own (`latest`); a broker that
 does not answer leaves the series out (logged) rather than reporting stale figures, and
 `lotlens_kafka_group_lag_read` says so (0): without it the alerts on lag and members just went
 quiet, with no series left to judge (LotLensConsumerLagUnread watches it, and its absence).
@@ -28,12 +29,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lotlens_common.consumer_unowned import unowned
 from lotlens_common.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,18 @@ class GroupLagCollector(Collector):
                     behind[topic] = behind.get(topic, 0) + max(end - start, 0)
             description = described[group].result(left())
             result[group] = GroupLag(len(description.members or []), behind,
-                                     len(unowned(description, self._groups[group], partitions)))
+                                     _unassigned(description, self._groups[group], partitions))
         return result
+
+
+def _unassigned(description: Any, topics: Collection[str], partitions: Sequence[Partition]) -> int:
+    """The partitions of `topics` no member of the described group is assigned, counted only while
+    it is stable: during a rebalance partitions are unassigned on their way to a member."""
+    if description.state != ConsumerGroupState.STABLE:
+        return 0
+    owned = {(tp.topic, tp.partition) for member in description.members or []
+             for tp in member.assignment.topic_partitions or []}
+    return sum(1 for partition in partitions if partition[0] in topics and partition not in owned)
 
 
 def _offsets(admin: OffsetsAdmin, partitions: Sequence[Partition], spec: Any, timeout_s: float,
