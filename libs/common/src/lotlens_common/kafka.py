@@ -131,9 +131,10 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     # with. When that process died between the two rounds of a cooperative rebalance (partitions
     # given up, not yet handed over), those partitions belonged to no member and stayed unread
     # until something else rebalanced the group: in CI a job stayed `translating` for good. So a
-    # static member, once its join has given it partitions, joins once more with none
-    # (unsubscribe, subscribe: its changed metadata makes the broker rebalance), and that
-    # rebalance hands any such partitions out: a rebalance a start. (A process left with none gets
+    # static member, once its join has given it partitions, joins once more (unsubscribe,
+    # subscribe: its subscription's metadata now carries the assignment and generation it got,
+    # which makes the broker rebalance), and that rebalance hands any such partitions out: a
+    # rebalance a start. (A process left with none gets
     # none back and asks nothing: LotLensConsumerPartitionsUnassigned fires then.) librdkafka has
     # no call that asks for a rebalance, and subscribing again to the same topics sends nothing.
     # Looking for such partitions (describe_consumer_groups) instead aborted processes at broker
