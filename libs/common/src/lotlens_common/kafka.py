@@ -134,9 +134,9 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     # static member, once its join has given it partitions, joins once more (unsubscribe,
     # subscribe: its subscription's metadata now carries the assignment and generation it got,
     # which makes the broker rebalance), and that rebalance hands any such partitions out: a
-    # rebalance a start. (A process left with none gets
-    # none back and asks nothing: LotLensConsumerPartitionsUnassigned fires then.) librdkafka has
-    # no call that asks for a rebalance, and subscribing again to the same topics sends nothing.
+    # rebalance a start. (A process left with none gets none back and asks nothing:
+    # LotLensConsumerPartitionsUnassigned fires then.) librdkafka has no call that asks for a
+    # rebalance, and subscribing again to the same topics sends nothing.
     # Looking for such partitions (describe_consumer_groups) instead aborted processes at broker
     # restarts: a librdkafka assertion with an admin request pending (confluentinc/librdkafka#4605).
     joined, rebalance = threading.Event(), threading.Event()

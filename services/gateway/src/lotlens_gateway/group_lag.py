@@ -14,10 +14,12 @@ what its old process kept, and the partitions given up in the first round stay u
 restarted consumer asks for a rebalance once it has its partitions back, in
 `lotlens_common.kafka`; this shows whether anything else left them). As lag alone, 30 stuck
 lots never reached the lag alerts. Read when a scrape finds the last reading over `cache_s` old,
-on a thread of its own (`latest`); a broker that
-does not answer leaves the series out (logged) rather than reporting stale figures, and
-`lotlens_kafka_group_lag_read` says so (0): without it the alerts on lag and members just went
-quiet, with no series left to judge (LotLensConsumerLagUnread watches it, and its absence).
+on a thread of its own (`latest`); a broker that does not answer leaves the series out (logged)
+rather than reporting stale figures, and `lotlens_kafka_group_lag_read` says so (0): without it
+the alerts on lag and members just went quiet, with no series left to judge
+(LotLensConsumerLagUnread watches it, and its absence). These admin calls share librdkafka's
+open bug confluentinc/librdkafka#4605 (a process aborted with a request pending as a broker
+restarts), as the health probe's do: the consumers make none for that reason.
 """
 
 from __future__ import annotations
