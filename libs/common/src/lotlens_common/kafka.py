@@ -32,19 +32,13 @@ from lotlens_common.consumer_position import (
     store_offset,
 )
 from lotlens_common.consumer_round import Interrupted, PoolWait, Round, TimedOut, loop_name
-from lotlens_common.envelope import (
-    Envelope,
-    FutureEvent,
-    UndecodableEvent,
-    decode,
-)
+from lotlens_common.envelope import Envelope, FutureEvent, UndecodableEvent, decode
 from lotlens_common.logs import log_context
 from lotlens_common.ops import heartbeat
 from lotlens_common.producer import EventProducer, Headers, PublishError, is_fatal
 from lotlens_common.settings import KafkaSettings, TopicSettings
 
 log = logging.getLogger(__name__)
-
 
 
 BatchHandler = Callable[[Sequence[Envelope]], None]
@@ -127,18 +121,11 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
     if settings.group_instance_id:
         config["group.instance.id"] = f"{settings.group_instance_id}-{spec.group_id}"
     lag = LagMonitor(settings.client_config(), group, settings.lag_interval_s)
-    # A static member gets back, without a rebalance, the assignment its previous process was left
-    # with. When that process died between the two rounds of a cooperative rebalance (partitions
-    # given up, not yet handed over), those partitions belonged to no member and stayed unread
-    # until something else rebalanced the group: in CI a job stayed `translating` for good. So a
-    # static member, once its join has given it partitions, joins once more (unsubscribe,
-    # subscribe: its subscription's metadata now carries the assignment and generation it got,
-    # which makes the broker rebalance), and that rebalance hands any such partitions out: a
-    # rebalance a start. (A process left with none gets none back and asks nothing:
-    # LotLensConsumerPartitionsUnassigned fires then.) librdkafka has no call that asks for a
-    # rebalance, and subscribing again to the same topics sends nothing.
-    # Looking for such partitions (describe_consumer_groups) instead aborted processes at broker
-    # restarts: a librdkafka assertion with an admin request pending (confluentinc/librdkafka#4605).
+    # A restarted static member gets back, without a rebalance, what its old process held: if that
+    # died between a cooperative rebalance's two rounds, what it gave up stayed nobody's, unread
+    # for good. So once its join gives it partitions it joins once more (its metadata now differs:
+    # the broker rebalances). No admin calls here: confluentinc/librdkafka#4605 aborts them at
+    # broker restarts. README, "A restart in the middle of a rebalance".
     joined, rebalance = threading.Event(), threading.Event()
     for reason in dead_letters.REASONS:  # at 0 from the start: an alert takes increase() of them
         DEAD_LETTERS.labels(group=group, reason=reason)
