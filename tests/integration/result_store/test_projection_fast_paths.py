@@ -45,26 +45,11 @@ def recorded(monkeypatch: pytest.MonkeyPatch) -> Record:
         statements: list[Statement] = []
         copies.clear()
         with on_each_statement(conn, lambda statement, parameters: statements.append(
-                (re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement), in_lists_sorted(parameters)))):
+                (re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement), parameters))):
             statements.append(("result", sorted(run())))  # type: ignore[call-overload]
         return statements + copies
 
     return record
-
-
-def in_lists_sorted(parameters: Any) -> Any:
-    """The parameters with each expanded IN list's values sorted: settling reads the jobs to
-    settle without an ORDER BY, and the rows the rolled-back reference wrote moved them in the heap,
-    so the code may list the same jobs in another order (`job_id_1_1`, `job_id_1_2`, ...)."""
-    if not isinstance(parameters, dict):
-        return parameters
-    expanded: dict[str, list[str]] = {}
-    for name in parameters:
-        if match := re.fullmatch(r"(\w+_\d+)_\d+", name):
-            expanded.setdefault(match[1], []).append(name)
-    sorted_values = {name: value for names in expanded.values()
-                     for name, value in zip(names, sorted(parameters[name] for name in names), strict=True)}
-    return {**parameters, **sorted_values}
 
 
 def with_reference_walks(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -113,12 +113,12 @@ _SETTLEABLE = (jobs.c.status.not_in(sorted(TERMINAL_JOB_STATUSES)), jobs.c.total
 _NO_ACCEPTED_CANCEL = ~exists().where(outbox.c.job_id == jobs.c.job_id,
                                       outbox.c.event_type == JobCancelled.event_type)
 # Of the touched jobs, those to settle or announce; with accepted cancels (True) or not.
+# Both in job order, as every other statement here takes its jobs: unordered, the heap's order
+# (which a rolled-back write moves) decided the order of the jobs counted, summed and updated.
 _SETTLE_CANDIDATES = {heeded: select(
     jobs.c.job_id, jobs.c.status, jobs.c.total_lots, jobs.c.processed_lots, jobs.c.failed_lots,
 ).where(_TOUCHED, or_(and_(*_UNANNOUNCED), and_(*_SETTLEABLE, *([_NO_ACCEPTED_CANCEL] if heeded else []))))
-    for heeded in (False, True)}
-# In job order, as every other statement here takes its jobs: unordered, the heap's order (which a
-# rolled-back write moves) decided the order of the jobs summed and of their `sum_usage` updates.
+    .order_by(jobs.c.job_id) for heeded in (False, True)}
 _ANNOUNCED_CANCELLED = select(jobs.c.job_id).where(
     _TOUCHED, jobs.c.status == CANCELLED, jobs.c.completion_published.is_(True)).order_by(jobs.c.job_id)
 
