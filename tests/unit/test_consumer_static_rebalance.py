@@ -49,9 +49,19 @@ class Assigning(FakeConsumer):
         return cast(list[FakeMessage], step)
 
 
-def run(steps: list[Step], instance: str | None) -> list[str]:
+class StoppedAsItFails(Assigning):
+    """Stopped (SIGTERM) just as its client fails for good: while the loop waits to join again."""
+
+    def consume(self, n: int, timeout: float) -> list[FakeMessage]:
+        batch = super().consume(n, timeout)
+        if batch and isinstance(batch[0], FencedMessage):
+            self.stop.set()
+        return batch
+
+
+def run(steps: list[Step], instance: str | None, consumer_type: type[Assigning] = Assigning) -> list[str]:
     stop = threading.Event()
-    consumer = Assigning(steps, stop)
+    consumer = consumer_type(steps, stop)
     spec = ConsumerSpec(group_id="g", topics=[TOPICS.submissions], handler=lambda envelopes: None)
     run_consumer(KafkaSettings(group_instance_id=instance), TOPICS, spec,
                  cast(EventProducer, FakeProducer()), stop, make_consumer=consumer)  # type: ignore[arg-type]
@@ -79,3 +89,9 @@ def test_a_client_replaced_after_failing_for_good_asks_again_after_its_join() ->
     fenced: list[FakeMessage] = [FencedMessage()]
     calls = run([partitions(0), fenced, partitions(0, 1)], "vision-batcher-1")
     assert calls == ["subscribe", "unsubscribe", "subscribe", "subscribe", "unsubscribe", "subscribe"]
+
+
+def test_a_member_stopped_as_its_client_fails_does_not_join_again() -> None:
+    # A new member would be closed at once, and its join would cost the group a rebalance.
+    calls = run([partitions(0), [FencedMessage()], partitions(0, 1)], "vision-batcher-1", StoppedAsItFails)
+    assert calls == ["subscribe", "unsubscribe", "subscribe"]

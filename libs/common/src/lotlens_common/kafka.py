@@ -197,8 +197,8 @@ def run_consumer(settings: KafkaSettings, topics: TopicSettings, spec: ConsumerS
                 except (KafkaException, RuntimeError) as closing:  # a failed client may refuse
                     log.debug("closing a failed consumer: %s", closing)
                 tries.forget_all()
-                stop.wait(1.0)  # were it to fail again at once, not in a tight loop
-                consumer = join()
+                if not stop.wait(1.0):  # were it to fail again at once, not in a tight loop
+                    consumer = join()
     finally:
         lag_stop.set()
         consumer.close()
