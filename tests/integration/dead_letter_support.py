@@ -3,7 +3,6 @@ that dead-letter what they cannot handle, exactly as the services' loop does."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -12,9 +11,9 @@ import orjson
 
 from lotlens_common.envelope import Envelope, encode
 from lotlens_common.events import JobCancelled
-from lotlens_common.kafka import ConsumerSpec, run_consumer
-from lotlens_common.producer import EventProducer
+from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.settings import ServiceSettings
+from tests.integration.consumer_loops import consumer_loops
 
 
 def cancelled(job_id: str, version: int = 1) -> bytes:
@@ -29,7 +28,6 @@ def cancelled(job_id: str, version: int = 1) -> bytes:
 def consuming(settings: ServiceSettings, groups: Sequence[str],
               seen: dict[str, list[str]]) -> Iterator[None]:
     """One consumer per group on the submissions topic; job "poison" always fails."""
-    stop = threading.Event()
 
     def handler(group: str) -> Callable[[Sequence[Envelope]], None]:
         def handle(envelopes: Sequence[Envelope]) -> None:
@@ -38,18 +36,10 @@ def consuming(settings: ServiceSettings, groups: Sequence[str],
             seen[group].extend(e.job_id for e in envelopes)
         return handle
 
-    threads = [threading.Thread(target=run_consumer, daemon=True, args=(
-        settings.kafka, settings.topics,
-        ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler(group)),
-        EventProducer(settings.kafka, group), stop)) for group in groups]
-    for thread in threads:
-        thread.start()
-    try:
+    with consumer_loops(settings.kafka, settings.topics, [
+            ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler(group))
+            for group in groups]):
         yield
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(30)
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:

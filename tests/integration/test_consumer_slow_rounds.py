@@ -8,7 +8,6 @@ partition starts over (the same events dead-lettered again, round after round)."
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -20,11 +19,12 @@ from sqlalchemy.engine import Engine
 
 from lotlens_admin.letters import read_letters
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.events import committed as committed_on
+from tests.integration.consumer_loops import consumer_loops
 from tests.integration.dead_letter_support import cancelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -54,18 +54,11 @@ def slow_handler(engine: Engine, slow: Callable[[Envelope], bool],
 def consuming(settings: ServiceSettings, group: str,
               handler: Callable[[Sequence[Envelope]], None]) -> Iterator[None]:
     """The services' loop for `group` on the submissions topic, with the scaled poll interval."""
-    stop = threading.Event()
     spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler,
                         round_tries_s=ROUND_TRIES_S)
-    loop = threading.Thread(target=run_consumer, daemon=True, args=(
-        settings.kafka, settings.topics, spec, EventProducer(settings.kafka, group), stop,
-        lambda config: Consumer({**config, **POLL_CONFIG})))
-    loop.start()
-    try:
+    with consumer_loops(settings.kafka, settings.topics, [spec],
+                        make_consumer=lambda config: Consumer({**config, **POLL_CONFIG})):
         yield
-    finally:
-        stop.set()
-        loop.join(30)
 
 
 def publish(settings: ServiceSettings, jobs: Sequence[str]) -> None:

@@ -4,7 +4,6 @@ isolates the event whose statement is slow and dead-letters it, and the partitio
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import pytest
@@ -13,10 +12,11 @@ from sqlalchemy.engine import Engine
 
 from lotlens_admin.letters import read_letters
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
+from tests.integration.consumer_loops import consumer_loops
 from tests.integration.dead_letter_support import cancelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,17 +42,10 @@ def test_an_event_whose_statement_times_out_is_dead_lettered_and_the_partition_f
                               [("type", b"JobCancelled")])
     publisher.flush()
 
-    stop = threading.Event()
     spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handle)
-    loop = threading.Thread(target=run_consumer, daemon=True, args=(
-        settings.kafka, settings.topics, spec, EventProducer(settings.kafka, group), stop))
-    loop.start()
-    try:
+    with consumer_loops(settings.kafka, settings.topics, [spec]):
         wait_for(lambda: later in handled, "the event behind the slow one", 60)
         letters = read_letters(settings.kafka, settings.topics.dead_letter).letters
-    finally:
-        stop.set()
-        loop.join(30)
     assert good in handled and slow not in handled
     assert [(letter.key, letter.group, letter.reason) for letter in letters] == [
         (b"one-lot", group, "handler-failed")]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
@@ -18,10 +17,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 from lotlens_common.envelope import Envelope
-from lotlens_common.kafka import ConsumerSpec, run_consumer
-from lotlens_common.producer import EventProducer
+from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
+from tests.integration.consumer_loops import consumer_loops
 from tests.integration.dead_letter_support import cancelled, wait_for
 
 pytestmark = pytest.mark.integration
@@ -31,20 +30,13 @@ pytestmark = pytest.mark.integration
 def member(settings: ServiceSettings, group: str, instance: str, handled: list[str]) -> Iterator[None]:
     """The services' consumer loop as a static member `instance` of `group`."""
     kafka = settings.kafka.model_copy(update={"group_instance_id": instance})
-    stop = threading.Event()
 
     def handle(envelopes: Sequence[Envelope]) -> None:
         handled.extend(e.job_id for e in envelopes)
 
     spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handle)
-    loop = threading.Thread(target=run_consumer, daemon=True, args=(
-        kafka, settings.topics, spec, EventProducer(kafka, instance), stop))
-    loop.start()
-    try:
+    with consumer_loops(kafka, settings.topics, [spec]):
         yield
-    finally:
-        stop.set()
-        loop.join(30)
 
 
 def assigned(settings: ServiceSettings, group: str) -> dict[str, int]:

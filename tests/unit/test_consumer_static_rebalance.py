@@ -93,5 +93,6 @@ def test_a_client_replaced_after_failing_for_good_asks_again_after_its_join() ->
 
 def test_a_member_stopped_as_its_client_fails_does_not_join_again() -> None:
     # A new member would be closed at once, and its join would cost the group a rebalance.
-    calls = run([partitions(0), [FencedMessage()], partitions(0, 1)], "vision-batcher-1", StoppedAsItFails)
+    fenced: list[FakeMessage] = [FencedMessage()]
+    calls = run([partitions(0), fenced, partitions(0, 1)], "vision-batcher-1", StoppedAsItFails)
     assert calls == ["subscribe", "unsubscribe", "subscribe"]

@@ -3,7 +3,6 @@ read-model reads, and the handler and consumer loop wired like the service wires
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from lotlens_common.events import (
     VisionBatchSubmitted,
     VisionCompleted,
 )
-from lotlens_common.kafka import ConsumerSpec, run_consumer
+from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_common.tables import (
@@ -36,6 +35,7 @@ from lotlens_common.tables import (
 )
 from lotlens_result_store.handlers import handle
 from tests.conftest import Infra, new_id
+from tests.integration.consumer_loops import consumer_loops
 
 LANGUAGES = ("en", "ru")
 IMAGES_PER_LOT = 3  # one of them is unreachable in every lot
@@ -222,16 +222,9 @@ def publish(publisher: EventProducer, topics: TopicSettings, script: JobScript) 
 def consuming(settings: ServiceSettings, engine: Engine, producer: EventProducer,
               group_id: str | None = None) -> Iterator[None]:
     """The result-store's consumer loop in a thread, stopped on exit."""
-    stop = threading.Event()
     topics = settings.topics
     spec = ConsumerSpec(group_id=group_id or new_id("result-store-"),
                         topics=topics.record_topics(),
                         handler=partial(handle, engine, producer, topics.completions))
-    thread = threading.Thread(target=run_consumer, args=(settings.kafka, topics, spec, producer, stop),
-                              daemon=True)
-    thread.start()
-    try:
+    with consumer_loops(settings.kafka, topics, [spec], producer):
         yield
-    finally:
-        stop.set()
-        thread.join(30)
