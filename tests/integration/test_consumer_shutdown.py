@@ -3,7 +3,6 @@ what the next process reads again, and that nothing is dead-lettered twice."""
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Callable, Sequence
 
@@ -18,6 +17,7 @@ from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.events import committed
 from tests.integration.dead_letter_support import cancelled, wait_for
+from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -41,12 +41,6 @@ def _letters_sent(settings: ServiceSettings) -> int:
         reader.close()
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def test_an_undecodable_message_behind_an_event_retried_at_shutdown_is_dead_lettered_once(
         settings: ServiceSettings) -> None:
     # The undecodable message was dead-lettered as the batch was decoded; SIGTERM came while the
@@ -57,7 +51,7 @@ def test_an_undecodable_message_behind_an_event_retried_at_shutdown_is_dead_lett
     for value in (cancelled(job), b"{not json"):  # one key: one partition, one batch, in order
         publisher.publish_raw(settings.topics.submissions, b"one-lot", value, [])
     publisher.flush()
-    database_down = create_engine(f"postgresql+psycopg2://lotlens@127.0.0.1:{_closed_port()}/lotlens")
+    database_down = create_engine(f"postgresql+psycopg2://lotlens@127.0.0.1:{free_port()}/lotlens")
     stop, tried = threading.Event(), list[str]()
 
     def handle_in_outage(envelopes: Sequence[Envelope]) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
+from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.integration.sync_support import model_calls, one_lot
 from tests.seeds import bash_block_after, run_recipe, seed_client_class
@@ -294,9 +295,17 @@ def test_a_client_that_leaves_without_an_idempotency_key_stops_its_model_calls(
         assert slow.stats()["direct_calls"] == {"/v1/responses": 1}
         # With a key the work goes on, and the client's retry gets it without paying again.
         _leave_early(gw, one_lot(images), {"Idempotency-Key": "leaves-1"})
-        time.sleep(4.0)
-        assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
-        again = gw.submit(one_lot(images), languages=["en", "de"], headers={"Idempotency-Key": "leaves-1"})
+        # Retried as a client does on 409 (still in progress), not after a fixed sleep: on a loaded
+        # machine the two calls of 1.5 s each could take longer than the 4 s slept.
+        answers: list[httpx2.Response] = []
+
+        def answered() -> bool:
+            answers.append(gw.submit(one_lot(images), languages=["en", "de"],
+                                     headers={"Idempotency-Key": "leaves-1"}))
+            return answers[-1].status_code != 409
+
+        wait_for(answered, "the retry's answer", 60)
+        again = answers[-1]
         assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
         assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
 

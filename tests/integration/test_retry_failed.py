@@ -20,6 +20,7 @@ from lotlens_common.events import JobSubmitted, LotSubmitted
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import idempotency_keys, lots, outbox
 from lotlens_gateway.retry_failed import retry_job_id
+from tests.events import read_to_end
 from tests.integration.gateway_support import (
     Gateway,
     consume,
@@ -83,7 +84,8 @@ def test_only_the_failed_lots_become_one_linked_job_the_same_on_every_call(
     assert again.status_code == 200 and again.json()["job_id"] == new_id
     assert again.json()["retry_of"] == job_id
     assert again.headers["idempotent-replayed"] == "true"
-    assert len(consume(settings.kafka.bootstrap_servers, settings.topics.submissions, 4, timeout_s=3)) == 3
+    # The topic to its end, not a count within a few seconds: a slow group join read fewer.
+    assert len(read_to_end(settings.kafka.bootstrap_servers, settings.topics.submissions)) == 3
 
     new_status = gateway.get_job("/api/v1/batch-status/{job_id}", new_id).json()
     old_status = gateway.get_job("/api/v1/batch-status/{job_id}", job_id).json()

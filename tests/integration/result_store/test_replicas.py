@@ -4,7 +4,6 @@ while the other's statement waits is counted."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from lotlens_common.row_sets import json_rows
 from lotlens_common.tables import lots
 from lotlens_result_store import handlers, sql
 from tests.conftest import new_id
+from tests.integration.lock_waits import wait_for_a_lock_wait
 from tests.integration.result_store.support import IMAGES_PER_LOT, Apply, job_row, job_script
 
 pytestmark = pytest.mark.integration
@@ -41,10 +41,11 @@ def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(en
 
     describing = threading.Thread(target=describe)
     describing.start()
-    time.sleep(0.5)  # the vision statement is waiting for the lot's row
+    wait_for_a_lock_wait(engine, "the vision statement")  # for the lot's row
     completing.commit()
     completing.close()
     describing.join(10)
+    assert not describing.is_alive()
     assert added == [(job_id, IMAGES_PER_LOT)]
 
 
@@ -73,7 +74,7 @@ def test_a_lot_first_written_by_another_replica_meanwhile_gets_its_images_counte
     completing.start()
     assert holding.wait(10)
     describing.start()
-    time.sleep(0.5)  # the vision projection is waiting (for the row, or for the job)
+    wait_for_a_lock_wait(engine, "the vision projection")  # for the row, or for the job
     release.set()
     completing.join(10)
     describing.join(10)

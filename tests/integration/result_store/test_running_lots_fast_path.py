@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from lotlens_result_store.completion import lock_batch
 from lotlens_result_store.handlers import apply_batch
 from lotlens_result_store.running import Row, Written, update_running_lots
 from tests.conftest import Infra, new_id, own_schema, rows_read
+from tests.integration.lock_waits import wait_for_a_lock_wait
 from tests.integration.result_store.histories import deliveries
 from tests.integration.result_store.support import IMAGES_PER_LOT, job_script
 
@@ -140,7 +140,7 @@ def test_a_lot_completed_by_another_replica_meanwhile_gets_its_images_counted(en
 
     describing = threading.Thread(target=describe)
     describing.start()
-    _wait_for_a_row_lock_wait(engine)  # the vision statement is waiting for the lot's row
+    wait_for_a_lock_wait(engine, "the vision statement")  # for the lot's row
     completing.commit()
     completing.close()
     describing.join(10)
@@ -170,7 +170,7 @@ def test_a_lot_completed_by_another_replica_meanwhile_is_not_failed(engine: Engi
 
     failing = threading.Thread(target=fail)
     failing.start()
-    _wait_for_a_row_lock_wait(engine)  # the failure's statement is waiting for the lot's row
+    wait_for_a_lock_wait(engine, "the failure's statement")  # for the lot's row
     completing.commit()
     completing.close()
     failing.join(10)
@@ -182,17 +182,6 @@ def test_a_lot_completed_by_another_replica_meanwhile_is_not_failed(engine: Engi
                             {"job": job_id}).one() == ("completed", None)
 
 
-def _wait_for_a_row_lock_wait(engine: Engine) -> None:
-    # A fixed sleep let a slow machine start the statement after the commit: it then found the lot
-    # completed at once, and the test passed without the wait and re-read it is about.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            if conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                 "AND wait_event_type = 'Lock'")).scalar_one():
-                return
-        time.sleep(0.02)
-    raise AssertionError("the vision statement never waited for the lot's row lock")
 
 
 @pytest.mark.parametrize("statement", ["DESCRIBE_RUNNING_LOTS", "COMPLETE_RUNNING_LOTS", "FAIL_RUNNING_LOTS"])

@@ -19,6 +19,7 @@ from lotlens_common.stage.adapters.postgres_store import PostgresWorkStore
 from lotlens_common.stage.ports import Settlement
 from lotlens_common.stage.work import LotWork, TranslationWork
 from tests.conftest import new_id, rows_read
+from tests.integration.lock_waits import wait_for_a_lock_wait
 from tests.integration.plan_support import executed
 from tests.integration.stage.helpers import enqueue
 
@@ -124,7 +125,7 @@ def test_two_instances_claiming_one_job_at_once_never_take_the_same_lot(engine: 
         other = threading.Thread(target=lambda: taken.append(
             [lot.lot_id for lot in _work_store(engine).claim(job_id, new_id("translation-"), 2, _all)]))
         other.start()
-        time.sleep(0.5)  # the other claim is now waiting for this one's lock on the queue
+        wait_for_a_lock_wait(engine, "the other claim")  # for this one's lock on the queue
         store.create_shard(conn, STAGE, new_id("translation-"), [lot for _, lot in queued], 0,
                            (queued[0][0], queued[-1][0]))
     other.join(timeout=30)

@@ -141,8 +141,9 @@ def test_a_slow_endpoint_holds_only_its_own_slots(config, db, events):
                                          webhook_timeout_s=2), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 13)
     assert slow.max_active == 4
-    # Had it waited for a slot, it would have waited a whole slow answer (0.6 s) at least.
-    assert fast.arrived[0].at - min(r.at for r in slow.arrived) < 0.55
+    # Had it waited for a slot, a slow answer would have freed it: a fifth slow call would have
+    # come first. Counted, not timed: on a loaded machine the first round itself can take a while.
+    assert sum(r.at < fast.arrived[0].at for r in slow.arrived) <= 4
 
 
 def test_hosts_with_no_attempt_under_way_are_not_kept(config, db, events):

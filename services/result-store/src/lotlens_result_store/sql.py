@@ -260,9 +260,10 @@ SELECT job_id, CAST(sum(processed_images) AS int) FROM done GROUP BY job_id
 # then replayed) found no row of theirs to cancel (`CANCEL_LOTS` then does). Asked first, alone: as
 # one join with the lots, planned from the statistics of a finished job (its lots all settled), it
 # read every unsettled lot with a scan of `jobs` each, at every batch of submissions (210,000 scans
-# for a 50,000-lot job).
+# for a 50,000-lot job). In job order, as `CANCEL_LOTS` then takes them (not the heap's order).
 CANCELLED_JOBS = text(f"""
 SELECT job_id FROM jobs WHERE job_id = ANY(CAST(:job_ids AS text[])) AND status = '{CANCELLED}'
+ORDER BY job_id
 """)
 
 INSERT_OPENAI_BATCHES = text("""
