@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 _TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.template"
 _LOG4J = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
+
+
+# Watches a broker for the test process that started it, and kills the broker once that process
+# is gone (its parent changes): a test process that died without its teardown (an abort inside
+# librdkafka, kill -9) left its brokers running through later runs. Not prctl's PDEATHSIG: that
+# fires when the starting *thread* ends, and some tests start a broker from a short-lived thread.
+_WATCH = """
+import os, signal, sys, time
+owner, broker = int(sys.argv[1]), int(sys.argv[2])
+while os.getppid() == owner:
+    time.sleep(0.5)
+    try:
+        os.kill(broker, 0)
+    except ProcessLookupError:  # exited and reaped: its number may be another process's soon
+        sys.exit()
+os.kill(broker, signal.SIGKILL)
+"""
 
 
 def _jars() -> Path:
@@ -74,6 +92,7 @@ class PrivateKafka:
     controller_port: int = field(default_factory=free_port)
     advertised_port: int | None = None
     process: subprocess.Popen[bytes] | None = None
+    watcher: subprocess.Popen[bytes] | None = None
     # The archive this run's JVM writes at its exit, moved into place once it exited whole.
     dumping: Path | None = None
 
@@ -132,6 +151,8 @@ class PrivateKafka:
         log = (self.directory / "logs" / "kafka.out").open("ab")
         self.process = subprocess.Popen(self._java("kafka.Kafka", str(config)), stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.watcher = subprocess.Popen([sys.executable, "-c", _WATCH, str(os.getpid()),
+                                         str(self.process.pid)])
         deadline = time.monotonic() + timeout_s
         # Errors only: until the broker listens, each refused (or, behind a proxy, reset) attempt
         # would print a line.
@@ -149,6 +170,9 @@ class PrivateKafka:
         """Stop the broker (SIGTERM, SIGKILL after 30 s)."""
         if self.process is None:
             return
+        if self.watcher is not None:  # first: once the broker is reaped, its pid can be reused
+            self.watcher.kill()
+            self.watcher.wait()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
