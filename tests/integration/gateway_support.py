@@ -19,7 +19,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -38,12 +37,12 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import DatabaseSettings, KafkaSettings, ServiceSettings
 from lotlens_common.tables import descriptions, jobs, lots, outbox
 from lotlens_common.urls import IPAddress, Resolver
+from lotlens_gateway.admin_process import kafka_admin
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps, gateway_engine, images_client
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
 from lotlens_gateway.deps import GatewayDeps
-from lotlens_gateway.health import AdminLike, admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.shutdown import InFlight
 from tests.conftest import new_id
@@ -182,17 +181,17 @@ def gateway_settings(settings: ServiceSettings, clients: dict[str, str], **overr
 
 @contextmanager
 def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = UNUSED_MODEL_URL,
-                    kafka: KafkaSettings | None = None, new_admin: Callable[[], AdminLike] | None = None,
+                    kafka: KafkaSettings | None = None, new_admin: Callable[[], object] | None = None,
                     resolve: Resolver | None = None, client_id: str | None = None,
                     clock: Callable[[], datetime] = utc_now, client_key: str | None = None,
                     model_timeout_s: float = 30.0, **overrides: Any) -> Iterator[Gateway]:
     """A gateway on a free port, its operations listener on another; `kafka` may point at a dead
-    broker, `new_admin` makes the health probe's admin clients (default: real ones), `resolve`
-    looks up image and webhook hosts (default: images, a stub that knows no name; webhooks,
-    `public_webhook_hosts`), `client_id` names its first client (default: a new id) and
-    `client_key` its key (default: a new one; another gateway's, a replica of it), `clock` is
-    the gateway's (default: the real one), `model_timeout_s` its model client's timeout
-    (`OPENAI_TIMEOUT_S`), `overrides` change settings."""
+    broker, `new_admin` makes the admin clients of its admin processes (default: real ones; fakes
+    in `kafka_admin_fakes.py`), `resolve` looks up image and webhook hosts (default: images, a
+    stub that knows no name; webhooks, `public_webhook_hosts`), `client_id` names its first
+    client (default: a new id) and `client_key` its key (default: a new one; another gateway's, a
+    replica of it), `clock` is the gateway's (default: the real one), `model_timeout_s` its model
+    client's timeout (`OPENAI_TIMEOUT_S`), `overrides` change settings."""
     client_id, other_id = client_id or new_id("acme-"), new_id("other-")
     key, other_key = client_key or new_key(), new_key()
     overrides.setdefault("metrics_port", free_port())
@@ -208,7 +207,7 @@ def running_gateway(settings: ServiceSettings, engine: Engine, model_url: str = 
     on_engine = DatabaseSettings(DATABASE_URL=engine.url.render_as_string(hide_password=False))
     reads = gateway_engine(gw_settings.model_copy(update={"database": on_engine}), autocommit=True,
                            name="tests")
-    deps = build_deps(gw_settings, engine, producer, new_admin or partial(admin_client, gw_settings.kafka),
+    deps = build_deps(gw_settings, engine, producer, new_admin or kafka_admin(gw_settings.kafka),
                       images_http, model_client, clock=clock, read_engine=reads, resolve=webhook_resolve)
     deps.relay.start()
     try:

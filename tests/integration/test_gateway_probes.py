@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from types import SimpleNamespace
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
@@ -21,19 +19,9 @@ from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.freezing_proxy import freezing_proxy
 from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import insert_running_job, running_gateway
+from tests.integration.kafka_admin_fakes import SilentGroupsAdmin
 
 pytestmark = pytest.mark.integration
-
-
-class SilentGroupsAdmin:
-    """Answers cluster metadata at once but never describes a consumer group, as a broker whose
-    group coordinator is slow does: each description waits for the probe's whole timeout."""
-
-    def list_topics(self, *args: Any, **kwargs: Any) -> Any:
-        return SimpleNamespace(topics={})
-
-    def describe_consumer_groups(self, names: list[str], **kwargs: Any) -> dict[str, Any]:
-        return {name: Future() for name in names}
 
 
 def _timed_get(url: str) -> tuple[httpx2.Response, float, float]:

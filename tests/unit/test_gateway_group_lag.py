@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 
 from lotlens_gateway.group_lag import GroupLagCollector
+from tests.unit.admin_fakes import InProcess
 
 GROUP, TOPIC, OTHER_TOPIC = "lotlens-vision-batcher", "lotlens.submissions", "lotlens.vision"
 OTHER_GROUP = "lotlens-translator"
@@ -61,7 +62,7 @@ def unassigned(broker: DescribedBroker, groups: Mapping[str, tuple[str, ...]] | 
                ) -> dict[tuple[str, ...], float]:
     """`lotlens_kafka_group_unassigned_partitions` as one reading of `broker` reports it, watching
     `groups` (GROUP on TOPIC by default)."""
-    collector = GroupLagCollector(lambda: broker, groups or {GROUP: (TOPIC,)}, cache_s=0.0)
+    collector = GroupLagCollector(InProcess(lambda: broker), groups or {GROUP: (TOPIC,)}, cache_s=0.0)
     families = {family.name: family for family in collector.collect()}
     return {tuple(sample.labels.values()): sample.value
             for sample in families["lotlens_kafka_group_unassigned_partitions"].samples}
@@ -106,7 +107,7 @@ class SilentBroker:
 
 def test_a_reading_that_timed_out_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -> None:
     # The line read "consumer group lag not read: " and nothing more: str() of a TimeoutError is empty.
-    collector = GroupLagCollector(SilentBroker, {"lotlens-translator": ()}, cache_s=0.0)
+    collector = GroupLagCollector(InProcess(SilentBroker), {"lotlens-translator": ()}, cache_s=0.0)
     with caplog.at_level(logging.WARNING, logger="lotlens_gateway.group_lag"):
         assert collector.groups() is None
     [line] = [record.getMessage() for record in caplog.records]
@@ -129,7 +130,7 @@ def test_a_scrape_does_not_wait_for_a_broker_that_does_not_answer() -> None:
     # HTTP client's 5 s timeout: every gateway figure was lost, the outbox backlog included, just
     # while Kafka was down (tests/integration/test_gateway_outbox.py failed on it).
     broker = HangingBroker()
-    collector = GroupLagCollector(lambda: broker, {"lotlens-translator": ()}, scrape_wait_s=0.2)
+    collector = GroupLagCollector(InProcess(lambda: broker), {"lotlens-translator": ()}, scrape_wait_s=0.2)
     started = time.monotonic()
     families = {family.name: family for family in collector.collect()}
     assert time.monotonic() - started < 5.0  # the scrape's own bound is 0.2 s; generous for load

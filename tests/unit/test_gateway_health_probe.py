@@ -11,8 +11,9 @@ import pytest
 from pydantic import SecretStr
 
 from lotlens_common.settings import KafkaSettings
-from lotlens_gateway import health
+from lotlens_gateway import admin_process
 from lotlens_gateway.health import GroupState, KafkaProbe
+from tests.unit.admin_fakes import InProcess
 
 
 class Broker:
@@ -46,7 +47,7 @@ class FakeAdmin:
 
 def test_health_reads_the_groups_again_after_a_broker_restart() -> None:
     broker = Broker()
-    probe = KafkaProbe(lambda: FakeAdmin(broker), ["vision"], cache_s=0)
+    probe = KafkaProbe(InProcess(lambda: FakeAdmin(broker)), ["vision"], cache_s=0)
     assert probe.health().groups == {"vision": GroupState("stable", 2)}
     broker.restarts += 1
     assert probe.health().groups == {"vision": GroupState("unknown", 0)}
@@ -56,9 +57,9 @@ def test_health_reads_the_groups_again_after_a_broker_restart() -> None:
 
 def test_the_admin_client_gets_the_full_client_config(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[dict[str, Any]] = []
-    monkeypatch.setattr(health, "AdminClient", lambda config: seen.append(config))
+    monkeypatch.setattr(admin_process, "AdminClient", lambda config: seen.append(config))
     kafka = KafkaSettings(bootstrap_servers="127.0.0.1:1", security_protocol="SASL_SSL",
                           sasl_mechanism="SCRAM-SHA-512", sasl_username="u", sasl_password=SecretStr("p"))
-    health.admin_client(kafka)
+    admin_process.kafka_admin(kafka)()
     assert seen == [kafka.client_config()]
     assert seen[0]["sasl.password"] == "p" and seen[0]["security.protocol"] == "SASL_SSL"

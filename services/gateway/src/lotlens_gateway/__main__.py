@@ -13,7 +13,6 @@ tune_gc()
 
 import logging
 import threading
-from functools import partial
 
 import uvicorn
 
@@ -22,11 +21,11 @@ from lotlens_common.model import languages
 from lotlens_common.model.openai_client import openai_client_for
 from lotlens_common.producer import EventProducer
 from lotlens_common.service import flush_at_exit, setup_logging
+from lotlens_gateway.admin_process import kafka_admin
 from lotlens_gateway.app import create_app
 from lotlens_gateway.bootstrap import build_deps, gateway_engine, images_client
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.connections import server_config
-from lotlens_gateway.health import admin_client
 from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.shutdown import FLUSH_S, CutNotice, DrainingServer
 
@@ -47,8 +46,7 @@ def main() -> None:
     producer = EventProducer(settings.kafka, "lotlens-gateway")
     images_http = images_client(settings)
     model_client = openai_client_for(settings.openai)
-    deps = build_deps(settings, engine, producer, partial(admin_client, settings.kafka), images_http,
-                      model_client,
+    deps = build_deps(settings, engine, producer, kafka_admin(settings.kafka), images_http, model_client,
                       metrics=GatewayMetrics(process=True), read_engine=read_engine)
     app = create_app(deps)
     deps.relay.start()

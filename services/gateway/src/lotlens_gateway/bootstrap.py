@@ -18,11 +18,12 @@ from lotlens_common.db import make_engine
 from lotlens_common.producer import EventProducer
 from lotlens_common.shares import Shares
 from lotlens_common.urls import Resolver, guarded_async_client, resolve_host
+from lotlens_gateway.admin_process import AdminProcess
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.deps import GatewayDeps
 from lotlens_gateway.downloads import download_slots
-from lotlens_gateway.group_lag import GroupLagCollector, offsets_admin
-from lotlens_gateway.health import AdminLike, KafkaProbe
+from lotlens_gateway.group_lag import GroupLagCollector
+from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
 from lotlens_gateway.job_store import JobStore
@@ -95,7 +96,7 @@ def images_client(settings: GatewaySettings, resolve: Resolver = resolve_host) -
 
 
 def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProducer,
-               new_admin: Callable[[], AdminLike],
+               new_admin: Callable[[], object],
                images_http: httpx2.AsyncClient, model_client: openai.AsyncOpenAI,
                metrics: GatewayMetrics | None = None,
                clock: Callable[[], datetime] = utc_now, read_engine: Engine | None = None,
@@ -103,9 +104,10 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     """Wire the stores, limiter, outbox and its relay, probe and synchronous describer together.
 
     Each configured client without a `whsec_` webhook secret gets one. `read_engine`, an
-    autocommit engine on the same database, serves the polling reads; `new_admin` makes the
-    health probe's Kafka admin client (again after a failure); `resolve` looks up image and
-    webhook hosts (build `images_http` with the same one).
+    autocommit engine on the same database, serves the polling reads; `new_admin` makes the Kafka
+    admin clients of the health probe and the group-lag gauges (again after a failure), each in a
+    child process (`admin_process.py`: it is pickled there); `resolve` looks up image and webhook
+    hosts (build `images_http` with the same one).
     """
     metrics = metrics or GatewayMetrics()
     images = ImagePolicy(allow_loopback=settings.allow_loopback_urls,
@@ -121,8 +123,10 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     if read_engine is not None:
         _one_database(engine, read_engine)
     store = JobStore(engine, metrics, read_engine)
-    metrics.registry.register(GroupLagCollector(
-        partial(offsets_admin, settings.kafka), settings.group_topics(), settings.kafka.group_prefix))
+    lag_admin, health_admin = (AdminProcess(new_admin, metrics.admin_process_restarts.labels(reads=reads).inc)
+                               for reads in ("group_lag", "health"))
+    metrics.registry.register(GroupLagCollector(lag_admin, settings.group_topics(),
+                                                settings.kafka.group_prefix))
     return GatewayDeps(
         settings=settings,
         store=store,
@@ -131,8 +135,9 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
                                      metrics),
         outbox=outbox,
         relay=relay,
-        kafka=SharedCheck(KafkaProbe(new_admin, settings.consumer_groups, settings.kafka.group_prefix,
+        kafka=SharedCheck(KafkaProbe(health_admin, settings.consumer_groups, settings.kafka.group_prefix,
                                      settings.health_cache_s).health),
+        admin_processes=(lag_admin, health_admin),
         database=SharedCheck(store.ping, DATABASE_PING_THREADS, DATABASE_PING_TIMEOUT_S),
         describer=SyncDescriber(model_client=model_client, http=images_http, models=settings.models,
                                 images=images, timeout_s=settings.sync_timeout_s, metrics=metrics,

@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from lotlens_common.clock import utc_now
 from lotlens_common.logs import bind_log_context
 from lotlens_common.urls import Resolver, resolve_host
+from lotlens_gateway.admin_process import AdminProcess
 from lotlens_gateway.auth import client_for, signature_sent, signs_job, signs_query
 from lotlens_gateway.config import GatewaySettings
 from lotlens_gateway.errors import validation_failed
@@ -68,6 +69,8 @@ class GatewayDeps:
     keys: Sequence[tuple[str, str]] = field(default_factory=list)
     # The requests being answered, for the shutdown's drain (shutdown.py).
     in_flight: InFlight = field(default_factory=InFlight)
+    # The child processes making the Kafka admin calls (admin_process.py), ended with the app.
+    admin_processes: Sequence[AdminProcess] = ()
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -76,9 +79,11 @@ class GatewayDeps:
     async def close_clients(self) -> None:
         """Close the HTTP clients on the loop that served with them: their pooled connections
         belong to it (closed from another loop, shutdown raised "Event loop is closed" and the
-        database pools were never disposed)."""
+        database pools were never disposed). The Kafka admin processes end too."""
         await self.describer.http.aclose()
         await self.describer.model_client.close()
+        for admin in self.admin_processes:
+            admin.close()
 
     @property
     def limits(self) -> Limits:

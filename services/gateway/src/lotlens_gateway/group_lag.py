@@ -17,9 +17,10 @@ lots never reached the lag alerts. Read when a scrape finds the last reading ove
 on a thread of its own (`latest`); a broker that does not answer leaves the series out (logged)
 rather than reporting stale figures, and `lotlens_kafka_group_lag_read` says so (0): without it
 the alerts on lag and members just went quiet, with no series left to judge
-(LotLensConsumerLagUnread watches it, and its absence). These admin calls share librdkafka's
-open bug confluentinc/librdkafka#4605 (a process aborted with a request pending as a broker
-restarts), as the health probe's do: the consumers make none for that reason.
+(LotLensConsumerLagUnread watches it, and its absence). The admin calls run in a child process
+of their own (`admin_process.py`): librdkafka can kill the process making them as a broker stops
+(confluentinc/librdkafka#4605 and a segfault reading committed offsets), which ended the gateway
+and now costs one reading; the consumers make none.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from confluent_kafka import ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
+from confluent_kafka.admin import OffsetSpec  # type: ignore[attr-defined]
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from lotlens_common.settings import KafkaSettings
+from lotlens_gateway.admin_process import AdminCalls
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,6 @@ class OffsetsAdmin(Protocol):
         """The cluster's metadata: its topics and their partitions."""
 
 
-def offsets_admin(kafka: KafkaSettings) -> OffsetsAdmin:
-    """An admin client with the full client config (TLS and SASL included)."""
-    admin: OffsetsAdmin = AdminClient(kafka.client_config())
-    return admin
-
-
 @dataclass(frozen=True)
 class GroupLag:
     """One group as the broker sees it: members, messages behind per topic, and the partitions of
@@ -80,12 +75,11 @@ class GroupLagCollector(Collector):
     `lotlens_kafka_group_unassigned_partitions{group}` and `lotlens_kafka_group_lag_read` (1 when
     the broker answered, else 0)."""
 
-    def __init__(self, new_admin: Callable[[], OffsetsAdmin], groups: Mapping[str, Collection[str]],
-                 group_prefix: str = "",
+    def __init__(self, admin: AdminCalls, groups: Mapping[str, Collection[str]], group_prefix: str = "",
                  cache_s: float = 10.0, timeout_s: float = 5.0, scrape_wait_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._new_admin = new_admin
-        self._admin: OffsetsAdmin | None = None
+        self._admin = admin
+        self._fresh = False  # after a failed reading the next one asks with a new admin client
         # Each group with the topics it subscribes to: a topic it never committed on lags too.
         self._groups = {group_prefix + name: tuple(topics) for name, topics in groups.items()}
         self._cache_s, self._timeout_s, self._clock = cache_s, timeout_s, clock
@@ -149,60 +143,64 @@ class GroupLagCollector(Collector):
         with self._lock:
             if self._cached and self._clock() - self._cached[0] < self._cache_s:
                 return self._cached[1]
-            admin = self._admin = self._admin or self._new_admin()
             found: dict[str, GroupLag] | None
             try:
-                found = self._read(admin)
-            except Exception as exc:  # the broker's answer or its absence: no figures this time
+                found = self._admin.run(read_groups, self._groups, self._timeout_s, timeout_s=self._timeout_s,
+                                        fresh=self._fresh)
+            except Exception as exc:  # the broker's answer or its absence (or the child's): no figures
                 # repr: a future's TimeoutError has no text, and the line said nothing after the colon.
                 log.warning("consumer group lag not read: %r", exc)
-                self._admin, found = None, None
+                found = None
+            self._fresh = found is None
             self._cached = (self._clock(), found)
             return found
 
-    def _read(self, admin: OffsetsAdmin) -> dict[str, GroupLag]:
-        deadline = time.monotonic() + self._timeout_s
 
-        def left() -> float:
-            return max(0.1, deadline - time.monotonic())
+def read_groups(admin: OffsetsAdmin, groups: Mapping[str, Collection[str]], timeout_s: float
+                ) -> dict[str, GroupLag]:
+    """Each group's figures, from `admin` (each group with the topics it subscribes to), within
+    about `timeout_s`; run in the admin process."""
+    deadline = time.monotonic() + timeout_s
 
-        described = admin.describe_consumer_groups(list(self._groups), request_timeout=self._timeout_s)
-        # One group per request: the admin API lists one group's committed offsets at a time.
-        committed_futures = {group: admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=self._timeout_s)[group]
-            for group in self._groups}
-        committed: dict[str, dict[Partition, int]] = {}
-        for group, future in committed_futures.items():
-            committed[group] = {(tp.topic, tp.partition): tp.offset
-                                for tp in future.result(left()).topic_partitions or [] if tp.offset >= 0}
-        consumed = {group: set(topics) | {topic for topic, _ in committed[group]}
-                    for group, topics in self._groups.items()}
-        wanted = set().union(*consumed.values())
-        listed = admin.list_topics(timeout=left()).topics
-        partitions = sorted((topic, partition) for topic in wanted if topic in listed
-                            for partition in listed[topic].partitions)
-        latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
-        ends = _offsets(admin, partitions, latest, self._timeout_s, left)
-        # A partition a group never committed on is read from the log's start (the consumers'
-        # `auto.offset.reset=earliest`): all of it is behind. Skipped, a group stuck on its first
-        # batch, or crash-looping from its start, showed no lag at all while its topics filled.
-        uncommitted = [(topic, partition) for topic, partition in partitions
-                       if any(topic in consumed[group] and (topic, partition) not in committed[group]
-                              for group in self._groups)]
-        earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
-        starts = _offsets(admin, uncommitted, earliest, self._timeout_s, left)
-        result: dict[str, GroupLag] = {}
-        for group in self._groups:
-            behind: dict[str, int] = {}
-            for topic, partition in partitions:
-                if topic in consumed[group]:
-                    end = ends[(topic, partition)]
-                    start = committed[group].get((topic, partition), starts.get((topic, partition), end))
-                    behind[topic] = behind.get(topic, 0) + max(end - start, 0)
-            description = described[group].result(left())
-            result[group] = GroupLag(len(description.members or []), behind,
-                                     _unassigned(description, self._groups[group], partitions))
-        return result
+    def left() -> float:
+        return max(0.1, deadline - time.monotonic())
+
+    described = admin.describe_consumer_groups(list(groups), request_timeout=timeout_s)
+    # One group per request: the admin API lists one group's committed offsets at a time.
+    committed_futures = {group: admin.list_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group)], request_timeout=timeout_s)[group] for group in groups}
+    committed: dict[str, dict[Partition, int]] = {}
+    for group, future in committed_futures.items():
+        committed[group] = {(tp.topic, tp.partition): tp.offset
+                            for tp in future.result(left()).topic_partitions or [] if tp.offset >= 0}
+    consumed = {group: set(topics) | {topic for topic, _ in committed[group]}
+                for group, topics in groups.items()}
+    wanted = set().union(*consumed.values())
+    listed = admin.list_topics(timeout=left()).topics
+    partitions = sorted((topic, partition) for topic in wanted if topic in listed
+                        for partition in listed[topic].partitions)
+    latest = OffsetSpec.latest()  # type: ignore[no-untyped-call]
+    ends = _offsets(admin, partitions, latest, timeout_s, left)
+    # A partition a group never committed on is read from the log's start (the consumers'
+    # `auto.offset.reset=earliest`): all of it is behind. Skipped, a group stuck on its first
+    # batch, or crash-looping from its start, showed no lag at all while its topics filled.
+    uncommitted = [(topic, partition) for topic, partition in partitions
+                   if any(topic in consumed[group] and (topic, partition) not in committed[group]
+                          for group in groups)]
+    earliest = OffsetSpec.earliest()  # type: ignore[no-untyped-call]
+    starts = _offsets(admin, uncommitted, earliest, timeout_s, left)
+    result: dict[str, GroupLag] = {}
+    for group in groups:
+        behind: dict[str, int] = {}
+        for topic, partition in partitions:
+            if topic in consumed[group]:
+                end = ends[(topic, partition)]
+                start = committed[group].get((topic, partition), starts.get((topic, partition), end))
+                behind[topic] = behind.get(topic, 0) + max(end - start, 0)
+        description = described[group].result(left())
+        result[group] = GroupLag(len(description.members or []), behind,
+                                 _unassigned(description, groups[group], partitions))
+    return result
 
 
 def _unassigned(description: Any, topics: Collection[str], partitions: Sequence[Partition]) -> int:

@@ -5,7 +5,9 @@ gateway itself still accepts and serves jobs, they just wait. Kafka answers are 
 couple of seconds so a health-check storm does not become an admin-request storm.
 
 An admin client that once failed is replaced: after a broker restart librdkafka's admin client
-can go on failing every group description (empty error) while a new one reads them at once.
+can go on failing every group description (empty error) while a new one reads them at once. The
+calls run in a child process of their own (`admin_process.py`): librdkafka can kill the process
+making them as a broker stops, and a probe whose child died reads as a broker that did not answer.
 """
 
 from __future__ import annotations
@@ -17,9 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka.admin import AdminClient
-
-from lotlens_common.settings import KafkaSettings
+from lotlens_gateway.admin_process import AdminCalls
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +32,6 @@ class AdminLike(Protocol):
 
     def describe_consumer_groups(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """Futures of group descriptions."""
-
-
-def admin_client(kafka: KafkaSettings) -> AdminLike:
-    """An admin client with the full client config (TLS and SASL included), as every client has."""
-    admin: AdminLike = AdminClient(kafka.client_config())
-    return admin
 
 
 @dataclass(frozen=True)
@@ -69,11 +63,11 @@ class KafkaHealth:
 class KafkaProbe:
     """Cached broker and consumer-group checks (blocking; the gateway runs it as a `SharedCheck`)."""
 
-    def __init__(self, new_admin: Callable[[], AdminLike], groups: Sequence[str], group_prefix: str = "",
+    def __init__(self, admin: AdminCalls, groups: Sequence[str], group_prefix: str = "",
                  cache_s: float = 2.0, timeout_s: float = 2.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self._new_admin = new_admin
-        self._admin: AdminLike | None = None
+        self._admin = admin
+        self._fresh = False  # the next probe asks with a new admin client
         self._groups = list(groups)
         self._prefix = group_prefix
         self._cache_s = cache_s
@@ -93,35 +87,46 @@ class KafkaProbe:
             return result
 
     def _probe(self) -> KafkaHealth:
-        admin = self._admin = self._admin or self._new_admin()
         try:
-            admin.list_topics(timeout=self._timeout_s)
-        except Exception as exc:  # any failure to get metadata means "not connected"
-            log.warning("kafka health check failed: %s", exc)
-            self._admin = None
-            return KafkaHealth(connected=False)
-        groups = self._describe_groups(admin)
-        if any(group.state == "unknown" for group in groups.values()):
-            self._admin = None  # the next probe asks with a new client
-        return KafkaHealth(connected=True, groups=groups)
+            # The metadata, then the descriptions: two timeouts at most.
+            result = self._admin.run(read_health, self._groups, self._prefix, self._timeout_s,
+                                     timeout_s=2 * self._timeout_s, fresh=self._fresh)
+        except Exception as exc:  # its admin process was lost: as a broker that did not answer
+            log.warning("kafka health check failed: %r", exc)
+            result = KafkaHealth(connected=False)
+        self._fresh = not result.connected or any(
+            group.state == "unknown" for group in result.groups.values())
+        return result
 
-    def _describe_groups(self, admin: AdminLike) -> dict[str, GroupState]:
-        groups: dict[str, GroupState] = {}
+
+def read_health(admin: AdminLike, groups: Sequence[str], prefix: str, timeout_s: float) -> KafkaHealth:
+    """Whether the broker answers `admin`, and the state of each group (named without `prefix`);
+    run in the admin process."""
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except Exception as exc:  # any failure to get metadata means "not connected"
+        log.warning("kafka health check failed: %s", exc)
+        return KafkaHealth(connected=False)
+    return KafkaHealth(connected=True, groups=_describe_groups(admin, groups, prefix, timeout_s))
+
+
+def _describe_groups(admin: AdminLike, names: Sequence[str], prefix: str, timeout_s: float
+                     ) -> dict[str, GroupState]:
+    groups: dict[str, GroupState] = {}
+    try:
+        futures = admin.describe_consumer_groups([prefix + name for name in names], request_timeout=timeout_s)
+    except Exception as exc:
+        log.warning("describing consumer groups failed: %s", exc)
+        return {name: GroupState("unknown", 0) for name in names}
+    # The descriptions were asked for together: one timeout for all of them, not one each
+    # (a broker answering none made a probe of four groups take four timeouts).
+    deadline = time.monotonic() + timeout_s
+    for name in names:
         try:
-            futures = admin.describe_consumer_groups(
-                [self._prefix + name for name in self._groups], request_timeout=self._timeout_s)
+            description = futures[prefix + name].result(max(0.0, deadline - time.monotonic()))
+            state = getattr(description.state, "name", str(description.state)).lower()
+            groups[name] = GroupState(state, len(description.members or []))
         except Exception as exc:
-            log.warning("describing consumer groups failed: %s", exc)
-            return {name: GroupState("unknown", 0) for name in self._groups}
-        # The descriptions were asked for together: one timeout for all of them, not one each
-        # (a broker answering none made a probe of four groups take four timeouts).
-        deadline = time.monotonic() + self._timeout_s
-        for name in self._groups:
-            try:
-                description = futures[self._prefix + name].result(max(0.0, deadline - time.monotonic()))
-                state = getattr(description.state, "name", str(description.state)).lower()
-                groups[name] = GroupState(state, len(description.members or []))
-            except Exception as exc:
-                log.warning("consumer group %s: %s", name, exc)
-                groups[name] = GroupState("unknown", 0)
-        return groups
+            log.warning("consumer group %s: %s", name, exc)
+            groups[name] = GroupState("unknown", 0)
+    return groups

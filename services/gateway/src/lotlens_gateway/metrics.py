@@ -11,6 +11,8 @@ from lotlens_common.model.errors import ERROR_KINDS
 from lotlens_common.model.usage import JobUsage, Usage
 
 _TOKEN_KINDS = ("input", "cached_input", "output", "reasoning")
+# The gateway's readings that make Kafka admin calls, each in a child process of its own.
+ADMIN_READS = ("health", "group_lag")
 _DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
 
@@ -48,6 +50,13 @@ class GatewayMetrics:
         self.outbox_oldest_age = Gauge(
             "lotlens_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)",
             registry=self.registry)
+        # reads: the child process (admin_process.py) of the health probe or of the group-lag gauges.
+        self.admin_process_restarts = Counter(
+            "lotlens_kafka_admin_process_restarts", "Child processes making the gateway's Kafka admin calls "
+            "that died (librdkafka aborted or crashed them) or hung past a call's timeout and were killed, "
+            "each replaced at the next call", ["reads"], registry=self.registry)
+        for reads in ADMIN_READS:  # at 0 from the start: the first restart is an increase()
+            self.admin_process_restarts.labels(reads=reads)
         self.outbox_published = Counter(
             "lotlens_outbox_published_events", "Outbox events the relay published (duplicates included)",
             registry=self.registry)
