@@ -57,10 +57,16 @@ class AbortsFirst:
 
 
 class HangingAdmin:
-    """Never answers: each call blocks for an hour, as a call stuck inside librdkafka would."""
+    """Never answers: each call blocks for an hour, as a call stuck inside librdkafka would; with a
+    `marker`, each call first creates that file (a test then knows the call has begun)."""
+
+    def __init__(self, marker: Path | None = None) -> None:
+        self.marker = marker
 
     def __getattr__(self, name: str) -> Any:
         def hang(*args: Any, **kwargs: Any) -> NoReturn:
+            if self.marker is not None:
+                self.marker.touch()
             time.sleep(3600)
             raise AssertionError("an hour went by")
 

@@ -57,7 +57,7 @@ def test_an_admin_call_that_aborts_costs_the_gateway_one_health_reading_not_its_
     assert again.status_code == 200 and again.json()["kafka"] == "connected", again.json()
     assert again.json()["background_worker"] == "degraded", again.json()
     restarts = samples(text, "lotlens_kafka_admin_process_restarts_total")
-    assert restarts == {(("reads", "health"),): 1, (("reads", "group_lag"),): 0}, restarts
+    assert restarts == {(("reading", "health"),): 1, (("reading", "group_lag"),): 0}, restarts
 
 
 def test_a_lag_reading_whose_admin_process_aborts_is_not_read_and_the_next_one_reads_the_broker(
@@ -214,17 +214,21 @@ def test_the_admin_processes_end_with_the_gateway(settings: ServiceSettings, sto
 def test_an_admin_process_stuck_in_a_call_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
     # Its pipe's end is only seen between calls: in a call that never returns, the child watches
     # its parent instead.
+    marker = tmp_path / "in-its-call"
     code = ("import sys, time\n"
+            "from functools import partial\n"
+            "from pathlib import Path\n"
             "from lotlens_gateway.admin_process import AdminProcess\n"
             "from lotlens_gateway.health import read_health\n"
             "from tests.integration.kafka_admin_fakes import HangingAdmin\n"
-            "AdminProcess(HangingAdmin).run(read_health, ['vision'], '', 1.0, timeout_s=3600)\n")
+            f"AdminProcess(partial(HangingAdmin, Path({str(marker)!r})))"
+            ".run(read_health, ['vision'], '', 1.0, timeout_s=3600)\n")
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     children: list[int] = []
     try:
         wait_for(lambda: len(admin_children(parent.pid)) == 1, "the admin process started", 30)
         children = admin_children(parent.pid)
-        time.sleep(1.0)  # in its call, hanging
+        wait_for(marker.exists, "the admin process in its call", 30)  # hanging there
         parent.kill()
         parent.wait(10)
         started = time.monotonic()

@@ -26,6 +26,7 @@ started the child ends, and the lag readings start theirs from threads that end.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -50,7 +51,9 @@ if TYPE_CHECKING:  # the child imports no settings: it gets a plain config
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# A child's start: an interpreter and confluent_kafka's import, seconds on a loaded machine.
+# A child's first start, at the gateway's (`start`): an interpreter and confluent_kafka's import,
+# 0.12-0.19 s measured, seconds on a loaded machine. A child started again after one was lost
+# starts within its call's own time: a health probe must answer within the ops port's wait.
 START_S = 30.0
 # How long past its own bound a call may take before its child is taken as hung (a busy machine).
 GRACE_S = 3.0
@@ -95,10 +98,11 @@ class AdminProcess:
                 raise AdminProcessLost("the Kafka admin process is closed")
             if self._child is not None and self._child.poll() is not None:
                 self._end("between calls")  # ended while idle: this call gets a new one
+            deadline = time.monotonic() + timeout_s + GRACE_S
             try:
-                pipe = self._pipe or self._start()
+                pipe = self._pipe or self._start(deadline)
                 pipe.send((read, args, fresh))
-                if not pipe.poll(timeout_s + GRACE_S):
+                if not pipe.poll(max(0.0, deadline - time.monotonic())):
                     raise self._end(f"as it had not answered in {timeout_s + GRACE_S:.1f} s", hung=True)
                 ok, answer = pipe.recv()
             except (EOFError, OSError) as exc:  # the child's end closed: it died
@@ -109,15 +113,25 @@ class AdminProcess:
             return answer  # type: ignore[no-any-return]
         raise answer
 
+    def start(self) -> None:
+        """Start the child now (at the gateway's start, off any request's path), if not started."""
+        with self._lock:
+            if self._pipe is None and not self._closed:
+                # A start that failed is logged and counted: the first call starts another.
+                with contextlib.suppress(AdminProcessLost):
+                    self._start(time.monotonic() + START_S)
+
     def close(self) -> None:
         """End the child; a call under way ends lost (uncounted), and later ones are refused."""
         self._closed = True
-        child = self._child
+        child, pipe = self._child, self._pipe
         if child is not None:
             child.kill()
             child.wait(5)
+        if pipe is not None:
+            pipe.close()
 
-    def _start(self) -> Connection:
+    def _start(self, deadline: float) -> Connection:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self._child = subprocess.Popen([sys.executable, "-c", _CHILD, str(theirs.fileno())],
@@ -127,8 +141,8 @@ class AdminProcess:
         # functions are unpickled by module and name. Its lines (librdkafka's too) are JSON like ours.
         pipe.send((os.getpid(), sys.path, logging.getLevelName(logging.getLogger().getEffectiveLevel())))
         pipe.send(self._new_admin)
-        if not pipe.poll(START_S):
-            raise self._end(f"as it had not started in {START_S:.0f} s", hung=True)
+        if not pipe.poll(max(0.0, deadline - time.monotonic())):
+            raise self._end("as it had not started in time", hung=True)
         pipe.recv()
         return pipe
 
@@ -156,8 +170,10 @@ class AdminProcess:
 
 def serve() -> None:
     """The child: run each read asked for on one admin client until the gateway closes the pipe."""
-    # Ctrl-C in a terminal signals the whole process group: the gateway stops, and this with it.
+    # Ctrl-C in a terminal, systemd or `kill -- -PGID` signal the whole process group: the gateway
+    # drains, still answering its probes, and ends this child itself (or this sees its pipe close).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pipe = Connection(int(sys.argv[1]))
     parent, path, level = pipe.recv()
     sys.path[:] = path
@@ -168,11 +184,15 @@ def serve() -> None:
     admin: object | None = None
     while True:
         try:
-            asked = pipe.recv_bytes()
+            read, args, fresh = pipe.recv()
         except EOFError:  # the gateway closed it, or is gone
-            return
+            # Not the interpreter's shutdown: it would destroy the admin client with requests
+            # pending, where librdkafka aborts (#4605), and could hang there without a parent.
+            os._exit(0)
+        except Exception as exc:  # a read this child cannot import: its error, not a dead child
+            pipe.send((False, _sendable(exc)))
+            continue
         try:
-            read, args, fresh = pickle.loads(asked)
             if admin is None or fresh:
                 admin = None  # the old client is destroyed before the new one connects
                 admin = new_admin()
@@ -199,7 +219,7 @@ def _signal_name(number: int) -> str:
 def _sendable(exc: Exception) -> Exception:
     """The error, or one naming it when it does not pickle (confluent_kafka's do not)."""
     try:
-        pickle.loads(pickle.dumps(exc))
+        pickle.loads(pickle.dumps(exc))  # nosec B301: the bytes it just made, to see they load back
         return exc
     except Exception:
         return RuntimeError(repr(exc))

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lotlens_common import tracing
@@ -83,6 +84,8 @@ def create_app(deps: GatewayDeps) -> FastAPI:
     # integrity check) on the origin where the console keeps the client's key. /openapi.json stays.
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        for admin in deps.admin_processes:  # started here, not on a probe's path
+            await run_in_threadpool(admin.start)
         async with ops_listener(deps):
             yield
         await deps.close_clients()

@@ -27,7 +27,7 @@ from lotlens_gateway.health import KafkaProbe
 from lotlens_gateway.idempotency import IdempotencyStore
 from lotlens_gateway.intake_slots import IntakeSlots
 from lotlens_gateway.job_store import JobStore
-from lotlens_gateway.metrics import GatewayMetrics
+from lotlens_gateway.metrics import ADMIN_READS, GatewayMetrics
 from lotlens_gateway.openai_probe import OpenAIProbe
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.ratelimit import RateLimiter
@@ -123,8 +123,9 @@ def build_deps(settings: GatewaySettings, engine: Engine, producer: EventProduce
     if read_engine is not None:
         _one_database(engine, read_engine)
     store = JobStore(engine, metrics, read_engine)
-    lag_admin, health_admin = (AdminProcess(new_admin, metrics.admin_process_restarts.labels(reads=reads).inc)
-                               for reads in ("group_lag", "health"))
+    admins = {reading: AdminProcess(new_admin, metrics.admin_process_restarts.labels(reading=reading).inc)
+              for reading in ADMIN_READS}
+    lag_admin, health_admin = admins["group_lag"], admins["health"]
     metrics.registry.register(GroupLagCollector(lag_admin, settings.group_topics(),
                                                 settings.kafka.group_prefix))
     return GatewayDeps(

@@ -50,13 +50,13 @@ class GatewayMetrics:
         self.outbox_oldest_age = Gauge(
             "lotlens_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)",
             registry=self.registry)
-        # reads: the child process (admin_process.py) of the health probe or of the group-lag gauges.
+        # reading: the child process (admin_process.py) of the health probe or of the group-lag gauges.
         self.admin_process_restarts = Counter(
             "lotlens_kafka_admin_process_restarts", "Child processes making the gateway's Kafka admin calls "
             "that died (librdkafka aborted or crashed them) or hung past a call's timeout and were killed, "
-            "each replaced at the next call", ["reads"], registry=self.registry)
-        for reads in ADMIN_READS:  # at 0 from the start: the first restart is an increase()
-            self.admin_process_restarts.labels(reads=reads)
+            "each replaced at the next call", ["reading"], registry=self.registry)
+        for reading in ADMIN_READS:  # at 0 from the start: the first restart is an increase()
+            self.admin_process_restarts.labels(reading=reading)
         self.outbox_published = Counter(
             "lotlens_outbox_published_events", "Outbox events the relay published (duplicates included)",
             registry=self.registry)
