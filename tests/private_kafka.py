@@ -170,9 +170,7 @@ class PrivateKafka:
         """Stop the broker (SIGTERM, SIGKILL after 30 s)."""
         if self.process is None:
             return
-        if self.watcher is not None:  # first: once the broker is reaped, its pid can be reused
-            self.watcher.kill()
-            self.watcher.wait()
+        self._unwatch()
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=30)
@@ -181,6 +179,21 @@ class PrivateKafka:
             self.process.wait(timeout=30)
         self._keep_archive(self.process.returncode)
         self.process = None
+
+    def kill(self) -> None:
+        """Kill the broker (SIGKILL): a crash, its data left as it was."""
+        assert self.process is not None
+        self._unwatch()
+        self.process.kill()
+        self.process.wait(30)
+        self.process = None
+
+    def _unwatch(self) -> None:
+        # First: once the broker is reaped, its pid can be another process's.
+        if self.watcher is not None:
+            self.watcher.kill()
+            self.watcher.wait()
+            self.watcher = None
 
 
 @contextmanager

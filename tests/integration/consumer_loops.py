@@ -33,3 +33,5 @@ def consumer_loops(kafka: KafkaSettings, topics: TopicSettings, specs: Sequence[
         stop.set()
         for loop in loops:
             loop.join(30)
+        # A loop left running would go on consuming (and taking locks) in the next tests.
+        assert not any(loop.is_alive() for loop in loops), "a consumer loop did not stop in 30 s"

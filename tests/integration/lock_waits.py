@@ -11,14 +11,17 @@ from sqlalchemy import Engine, text
 
 _WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND wait_event_type = 'Lock'")
+# On one table (resolved in the engine's search path), whatever the database's other sessions wait for.
+_WAITING_ON = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:table AS regclass)")
 
 
-def wait_for_a_lock_wait(engine: Engine, what: str, timeout_s: float = 10.0) -> None:
-    """Return once a statement in this test's database waits for a lock (row, table or advisory)."""
-    deadline = time.monotonic() + timeout_s
+def wait_for_a_lock_wait(engine: Engine, what: str, table: str | None = None) -> None:
+    """Return once a statement in this test's database waits for a lock (row, table or advisory),
+    or, given `table`, for a lock on that table."""
+    deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            if conn.execute(_WAITING).scalar_one():
+            if conn.execute(_WAITING_ON if table else _WAITING, {"table": table}).scalar_one():
                 return
         time.sleep(0.02)
     raise AssertionError(f"{what} never waited for a lock")

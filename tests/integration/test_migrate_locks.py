@@ -19,6 +19,7 @@ from lotlens_common.migrate import schema_current
 from lotlens_common.settings import DatabaseSettings, TopicSettings
 from tests.conftest import ROOT, Infra, own_schema
 from tests.integration.admin_support import admin_env
+from tests.integration.lock_waits import wait_for_a_lock_wait
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_a_migration_waiting_for_a_table_lock_lets_other_queries_through_then_en
         reader.execute(text("SELECT count(*) FROM stage_shards"))
         migrator = threading.Thread(target=run)
         migrator.start()
-        time.sleep(1.5)
+        wait_for_a_lock_wait(behind, "the migration's ALTER", "stage_shards")
         with behind.connect() as stage:
             stage.execute(text("SET lock_timeout = '3s'"))
             try:

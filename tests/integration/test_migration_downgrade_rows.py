@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from lotlens_common.db import LockPatience, migrate
 from lotlens_common.migrate import database_revisions
 from lotlens_common.migrations.refusals import DowngradeRefused
 from tests.conftest import ROOT, Infra, own_schema
+from tests.integration.lock_waits import wait_for_a_lock_wait
 
 pytestmark = pytest.mark.integration
 
@@ -95,19 +95,6 @@ def test_a_downgrade_that_would_lose_what_nothing_brings_back_refuses_and_change
         assert revision not in database_revisions(own)
 
 
-# A lock the downgrade waits for, on the table the refusal counts (the backend's own locks aside).
-WAITING = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:table AS regclass)")
-
-
-def wait_for_a_lock_wait(own: Engine, table: str) -> None:
-    deadline = time.monotonic() + 10
-    with own.connect() as conn:
-        while not conn.execute(WAITING, {"table": table}).scalar_one():
-            conn.rollback()
-            assert time.monotonic() < deadline, "the downgrade never waited for the writer's lock"
-            time.sleep(0.02)
-
-
 @pytest.mark.parametrize("revision", REFUSALS)
 def test_a_row_written_while_the_downgrade_counts_is_refused_not_dropped(
         infra: Infra, engine: Engine, revision: str) -> None:
@@ -120,7 +107,7 @@ def test_a_row_written_while_the_downgrade_counts_is_refused_not_dropped(
         with own.connect() as writer:
             writer.execute(text(rows))  # not committed yet: no count sees it
             downgrade = pool.submit(migrate, own, "-1", LockPatience(wait_s=10), True)
-            wait_for_a_lock_wait(own, table)
+            wait_for_a_lock_wait(own, "the downgrade", table)
             writer.commit()
         with pytest.raises(DowngradeRefused, match=named):
             downgrade.result(timeout=30)

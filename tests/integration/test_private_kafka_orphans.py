@@ -37,15 +37,18 @@ def _running(pid: int) -> bool:
 
 
 def test_a_private_broker_dies_with_the_test_process_that_started_it(tmp_path: Path) -> None:
-    died = subprocess.run([sys.executable, "-c", _STARTS_AND_DIES, str(tmp_path / "kafka")], cwd=ROOT,
-                          capture_output=True, timeout=180, check=False)
-    assert died.returncode == -signal.SIGKILL, died.stderr.decode()[-2000:]
-    broker = int(died.stdout.split()[0])
+    dying = subprocess.Popen([sys.executable, "-c", _STARTS_AND_DIES, str(tmp_path / "kafka")], cwd=ROOT,
+                             stdout=subprocess.PIPE)
+    assert dying.stdout is not None
+    broker: int | None = None
     try:
+        broker = int(dying.stdout.readline() or 0) or None  # its pid, once it answers
+        assert dying.wait(180) == -signal.SIGKILL and broker is not None
         deadline = time.monotonic() + 10
         while _running(broker) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _running(broker), "the broker outlived the test process that started it"
     finally:
-        if _running(broker):
+        dying.kill()
+        if broker is not None and _running(broker):
             os.kill(broker, signal.SIGKILL)

@@ -35,7 +35,7 @@ from tests.integration.webhook_dispatcher.support import (
     start_process,
     wait_for,
 )
-from tests.private_kafka import PrivateKafka, private_kafka
+from tests.private_kafka import private_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +86,7 @@ def test_a_dispatcher_stopped_while_kafka_is_down_exits_cleanly_and_loses_nothin
             [row] = queue_rows(db, job_id)
             assert (row["status"], row["attempt_count"], row["post_started"]) == ("sending", 1, True)
 
-            _killed(broker)  # what the frozen broker had not read yet goes with it
+            broker.kill()  # what the frozen broker had not read yet goes with it
             broker.start()
             events = WebhookEvents(settings)
             try:
@@ -104,13 +104,6 @@ def test_a_dispatcher_stopped_while_kafka_is_down_exits_cleanly_and_loses_nothin
     assert interrupted == [(1, False)], recorded
     assert sorted((attempt, ok) for attempt, ok, _ in recorded) in (
         [(1, False), (2, True)], [(1, False), (1, True), (2, True)]), recorded
-
-
-def _killed(broker: PrivateKafka) -> None:
-    assert broker.process is not None
-    broker.process.kill()
-    broker.process.wait(30)
-    broker.process = None
 
 
 def _scheduled(db, url: str) -> str:
