@@ -72,7 +72,12 @@ def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
     while backlog(gw) < 4 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert backlog(gw) >= 4
-    assert "lotlens_outbox_oldest_age_seconds" in httpx2.get(f"{gw.ops_url}/metrics").text
+    exposed = httpx2.get(f"{gw.ops_url}/metrics").text
+    assert "lotlens_outbox_oldest_age_seconds" in exposed
+    # And each topic's floor, per topic (`LotLensOutboxFloorHeldBack`).
+    for topic in (gw.deps.settings.topics.submissions, gw.deps.settings.topics.completions):
+        for gauge in ("lotlens_outbox_floor_lag_ids", "lotlens_outbox_floor_held_seconds"):
+            assert f'{gauge}{{topic="{topic}"}}' in exposed
 
 
 def test_cancel_is_read_your_writes_for_the_job_and_every_unfinished_lot(

@@ -1,11 +1,11 @@
 """The relay marks rows published heap-only, and reads from a floor that never passes a row an
-append still running will commit (`outbox_floor`)."""
+append still running will commit (`outbox_floor`); a floor held back is on `/metrics`."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -187,3 +187,64 @@ def test_a_round_the_database_fails_starts_the_floors_over(
     with pytest.raises(OperationalError):
         relay.run_round()
     assert relay._floors == {}
+
+
+def _until(condition: Callable[[], bool], what: Callable[[], str], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, what()
+        time.sleep(0.05)
+
+
+def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
+        settings: ServiceSettings, engine: Engine) -> None:
+    # A transaction with its id open anywhere on the server holds every floor back: each read walks
+    # every row published since, a round's cost growing with time. No metric said so: the backlog
+    # grew later, pointing nowhere.
+    topic = settings.topics.submissions
+    store, metrics = Outbox(engine, GatewayMetrics(), 1_000_000), GatewayMetrics()
+    relay = Relay(engine, EventProducer(settings.kafka, "held-floor-test"), [topic],
+                  RelaySettings(sweep_s=0.1), metrics)
+    store.on_append(relay.wake)
+
+    def gauge(name: str) -> float | None:
+        return metrics.registry.get_sample_value(f"lotlens_outbox_floor_{name}", {"topic": topic})
+
+    def published(job: list[Envelope]) -> bool:
+        with engine.connect() as conn:
+            return not conn.execute(select(func.count()).where(
+                outbox.c.job_id == job[0].job_id, outbox.c.published_at.is_(None))).scalar_one()
+
+    def read() -> str:
+        return f"lag {gauge('lag_ids')}, held {gauge('held_seconds')} s"
+
+    holder = engine.connect()
+    holder.begin()
+    holder.execute(text("SELECT pg_current_xact_id()"))
+    holder_pid = holder.execute(text("SELECT pg_backend_pid()")).scalar_one()
+    relay.start()
+    try:
+        first, second = _job("held-floor-test", 100), _job("held-floor-test", 200)
+        store.append(topic, first)
+        _until(lambda: published(first) and (gauge("lag_ids") or 0) >= len(first)
+               and (gauge("held_seconds") or 0) > 0, lambda: f"the first job's rows held back: {read()}")
+        lag, held = gauge("lag_ids") or 0, gauge("held_seconds") or 0
+        time.sleep(1.0)
+        store.append(topic, second)  # published too, and walked by every read from now on
+        _until(lambda: published(second) and (gauge("lag_ids") or 0) >= lag + len(second)
+               and (gauge("held_seconds") or 0) >= held + 1.0,
+               lambda: f"the second job's rows held back too, from {lag} ids and {held} s: {read()}")
+        # At least the transaction's own age, never more (its role's session: pg_stat_activity
+        # shows its start to us).
+        with engine.connect() as conn:
+            age = conn.execute(text("SELECT extract(epoch FROM now() - xact_start) FROM pg_stat_activity "
+                                    "WHERE pid = :pid"), {"pid": holder_pid}).scalar_one()
+        assert 1.0 <= (gauge("held_seconds") or 0) <= float(age)
+    finally:
+        holder.rollback()
+        holder.close()
+    try:
+        _until(lambda: gauge("held_seconds") == 0 and gauge("lag_ids") == 0,
+               lambda: f"the floor free again: {read()}")
+    finally:
+        relay.stop(5)

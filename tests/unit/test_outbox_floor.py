@@ -13,29 +13,54 @@ def _after_read(floor: Floor, oldest: int, following: int, top: int, last: int |
 
 def test_a_proposal_waits_for_the_transactions_running_when_it_was_made() -> None:
     floor = Floor()
-    _after_read(floor, oldest=100, following=105, top=50, last=None).moved(False, ())
+    _after_read(floor, oldest=100, following=105, top=50, last=None).moved(False, (), now=0.0)
     assert (floor.below, floor.proposed) == (0, (51, 105))
     # Transaction 104 (say, an append holding ids below 50) still runs: the floor stays.
-    _after_read(floor, oldest=104, following=110, top=60, last=None).moved(False, ())
+    _after_read(floor, oldest=104, following=110, top=60, last=None).moved(False, (), now=0.0)
     assert (floor.below, floor.proposed) == (0, (51, 105))
     # It ended; the read from the old floor found its row 20 unpublished: the floor stops there.
-    _after_read(floor, oldest=105, following=112, top=60, last=20).moved(False, {20})
+    _after_read(floor, oldest=105, following=112, top=60, last=20).moved(False, {20}, now=0.0)
     assert (floor.below, floor.proposed) == (20, (20, 112))
 
 
 def test_a_full_read_proposes_the_row_after_its_last_and_unpublished_rows_keep_it_lower() -> None:
     floor = Floor()
-    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, ())
+    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, (), now=0.0)
     assert floor.proposed == (5001, 2)
     floor = Floor()
     # Rows the producer holds, or dropped, or a read row not marked: the proposal stays below them.
-    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, {4000, 4500})
+    _after_read(floor, oldest=1, following=2, top=9000, last=5000).moved(True, {4000, 4500}, now=0.0)
     assert floor.proposed == (4000, 2)
-    _after_read(floor, oldest=3, following=4, top=9000, last=9000).moved(False, ())
+    _after_read(floor, oldest=3, following=4, top=9000, last=9000).moved(False, (), now=0.0)
     assert (floor.below, floor.proposed) == (4000, (9001, 4))
 
 
 def test_the_floor_never_moves_back() -> None:
     floor = Floor(below=300, proposed=(200, 5))
-    _after_read(floor, oldest=6, following=7, top=400, last=None).moved(False, ())
+    _after_read(floor, oldest=6, following=7, top=400, last=None).moved(False, (), now=0.0)
     assert floor.below == 300
+
+
+def test_the_floor_is_behind_by_the_ids_up_to_the_highest_its_last_read_saw() -> None:
+    floor = Floor(below=1000)
+    assert floor.behind() == 0  # nothing read yet
+    _after_read(floor, oldest=1, following=2, top=1499, last=None)
+    assert floor.behind() == 500
+    floor.below = 1500
+    assert floor.behind() == 0
+
+
+def test_a_proposal_is_held_for_as_long_as_a_transaction_older_than_it_runs() -> None:
+    floor = Floor()
+    assert floor.held_s(oldest=1, now=5.0) == 0.0  # nothing proposed yet
+    _after_read(floor, oldest=100, following=105, top=50, last=None).moved(False, (), now=10.0)
+    # Transaction 104 had its id before the proposal's snapshot (`xmax` 105) and still runs.
+    assert floor.held_s(oldest=104, now=70.0) == 60.0
+    # A round that cannot take the proposal up keeps its time.
+    _after_read(floor, oldest=104, following=110, top=60, last=None).moved(False, (), now=75.0)
+    assert floor.held_s(oldest=104, now=80.0) == 70.0
+    # 104 ended: nothing holds the floor, before a round has taken the proposal up too.
+    assert floor.held_s(oldest=105, now=81.0) == 0.0
+    _after_read(floor, oldest=105, following=112, top=60, last=None).moved(False, (), now=82.0)
+    assert (floor.below, floor.proposed, floor.proposed_at) == (51, (61, 112), 82.0)
+    assert floor.held_s(oldest=112, now=90.0) == 0.0

@@ -50,6 +50,16 @@ class GatewayMetrics:
         self.outbox_oldest_age = Gauge(
             "lotlens_outbox_oldest_age_seconds", "Age of the oldest unpublished outbox event (0: none)",
             registry=self.registry)
+        # Per topic, this process's own floor (`outbox_floor`, `outbox_gauges`): held by a transaction
+        # that took its id before the floor's proposal and still runs anywhere on the server.
+        self.outbox_floor_lag = Gauge(
+            "lotlens_outbox_floor_lag_ids", "Outbox ids from the relay's floor of the topic to the highest "
+            "id its last read saw: rows each of its reads walks, published ones included", ["topic"],
+            registry=self.registry)
+        self.outbox_floor_held = Gauge(
+            "lotlens_outbox_floor_held_seconds", "How long the relay's floor of the topic has waited for a "
+            "transaction that still runs on the PostgreSQL server (at least that transaction's age; 0: none)",
+            ["topic"], registry=self.registry)
         # reading: the child process (admin_process.py) of the health probe or of the group-lag gauges.
         self.admin_process_restarts = Counter(
             "lotlens_kafka_admin_process_restarts", "Child processes making the gateway's Kafka admin calls "

@@ -26,7 +26,9 @@ ended:
 A floor is this process's own and starts at 0 (the first round walks every row kept); replicas
 need not agree, since a row once published stays published. A transaction writing for a long
 time (or one of another database on the same server, whose ids share the horizon) only holds
-the floor back: the read then walks more published rows, and misses none.
+the floor back: the read then walks more published rows, and misses none. (Only one with a
+transaction id: a read-only one, a pg_dump's, holds a snapshot and no id, and holds nothing.)
+How far back, and for how long, is on `/metrics` (`behind`, `held_s`; `outbox_gauges`).
 """
 
 from __future__ import annotations
@@ -63,8 +65,10 @@ class Floor:
     """A topic's floor, and the proposal waiting for its transactions to end."""
 
     below: int = 0
-    # (proposed floor, the `xmax` of the snapshot it was seen in)
+    # (proposed floor, the `xmax` of the snapshot it was seen in), and when it was made (the
+    # caller's monotonic clock)
     proposed: tuple[int, int] | None = None
+    proposed_at: float = 0.0
     # From the last read: the horizon's oldest running transaction and `xmax`, the highest id, and
     # the last id read (None: none).
     _seen: tuple[int, int, int, int | None] = field(default=(0, 0, 0, None))
@@ -79,10 +83,10 @@ class Floor:
         self._seen = (oldest, following, top, rows[-1].id if rows else None)
         return rows
 
-    def moved(self, full: bool, unpublished: Collection[int]) -> None:
-        """After a read (`full`: it returned as many rows as it was asked) and the round's commit:
-        take up the proposal its transactions have ended for, propose anew. `unpublished`: the
-        ids read or held before that are not marked yet."""
+    def moved(self, full: bool, unpublished: Collection[int], now: float) -> None:
+        """After a read (`full`: it returned as many rows as it was asked) and the round's commit
+        at `now`: take up the proposal its transactions have ended for, propose anew.
+        `unpublished`: the ids read or held before that are not marked yet."""
         oldest, following, top, last = self._seen
         lowest = last + 1 if full and last is not None else top + 1
         if unpublished:
@@ -91,4 +95,18 @@ class Floor:
             self.below = max(self.below, min(self.proposed[0], lowest))
             self.proposed = None
         if self.proposed is None:
-            self.proposed = (lowest, following)
+            self.proposed, self.proposed_at = (lowest, following), now
+
+    def behind(self) -> int:
+        """Ids from the floor to the highest id the last read saw: the rows each read walks, of
+        every topic, published or not (fewer once rows past the retention are pruned)."""
+        top = self._seen[2]
+        return max(top + 1 - self.below, 0) if top else 0
+
+    def held_s(self, oldest: int, now: float) -> float:
+        """How long the proposal has waited, while `oldest` (the horizon's oldest running
+        transaction, read at `now`) had its id before the proposal was made: at least that
+        transaction's age since it took its id. 0 when it waits for nothing."""
+        if self.proposed is None or self.proposed[1] <= oldest:
+            return 0.0
+        return max(now - self.proposed_at, 0.0)
