@@ -83,8 +83,9 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
     assert names == {
         "LotLensConsumerLagGrowing", "LotLensConsumerStuck", "LotLensConsumerGroupWithoutMembers",
         "LotLensConsumerGroupAbsent", "LotLensConsumerPartitionsUnassigned", "LotLensConsumerLagUnread",
-        "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOpenAIAuthenticationErrors",
-        "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge", "LotLensWebhookFailureRate",
+        "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOutboxFloorHeldBack",
+        "LotLensOpenAIAuthenticationErrors", "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge",
+        "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted", "LotLensWebhookBacklogOld", "LotLensStageRoundsFailing",
         "LotLensOpenAIUnreachable", "LotLensAPIErrors", "LotLensSyncLotsFailing", "LotLensOpenAIQueueHeld"}
     tests = (MONITORING / "alerts.test.yaml").read_text(encoding="utf-8")
