@@ -50,6 +50,15 @@ def test_the_floor_is_behind_by_the_ids_up_to_the_highest_its_last_read_saw() ->
     assert floor.behind() == 0
 
 
+def test_a_floor_at_0_is_behind_only_by_the_ids_still_kept() -> None:
+    # A restarted process (or one after a failed round) starts at 0: counted from there, 40
+    # million ids handed out over the outbox's life, pruned long ago, read as a held-back floor.
+    floor = Floor()
+    _after_read(floor, oldest=1, following=2, top=40_000_000, last=None)
+    assert floor.behind(kept_from=39_998_001) == 2000
+    assert floor.behind() == 40_000_001
+
+
 def test_a_proposal_is_held_for_as_long_as_a_transaction_older_than_it_runs() -> None:
     floor = Floor()
     assert floor.held_s(oldest=1, now=5.0) == 0.0  # nothing proposed yet

@@ -58,7 +58,8 @@ class GatewayMetrics:
             registry=self.registry)
         self.outbox_floor_held = Gauge(
             "lotlens_outbox_floor_held_seconds", "How long the relay's floor of the topic has waited for a "
-            "transaction that still runs on the PostgreSQL server (at least that transaction's age; 0: none)",
+            "transaction that still runs on the PostgreSQL server (it has had its transaction id at least "
+            "this long; 0: none)",
             ["topic"], registry=self.registry)
         # reading: the child process (admin_process.py) of the health probe or of the group-lag gauges.
         self.admin_process_restarts = Counter(

@@ -97,16 +97,19 @@ class Floor:
         if self.proposed is None:
             self.proposed, self.proposed_at = (lowest, following), now
 
-    def behind(self) -> int:
-        """Ids from the floor to the highest id the last read saw: the rows each read walks, of
-        every topic, published or not (fewer once rows past the retention are pruned)."""
+    def behind(self, kept_from: int = 0) -> int:
+        """Ids from the floor (or `kept_from`, the lowest id the outbox keeps, when higher) to the
+        highest id the last read saw: the rows each read walks, of every topic, published or not.
+        Counted from the floor alone, a floor at 0 (a restart, a failed round) read as the whole
+        history of ids, most of them pruned long ago."""
         top = self._seen[2]
-        return max(top + 1 - self.below, 0) if top else 0
+        return max(top + 1 - max(self.below, kept_from), 0) if top else 0
 
     def held_s(self, oldest: int, now: float) -> float:
         """How long the proposal has waited, while `oldest` (the horizon's oldest running
-        transaction, read at `now`) had its id before the proposal was made: at least that
-        transaction's age since it took its id. 0 when it waits for nothing."""
+        transaction, read at `now`) had its id before the proposal was made: that transaction has had
+        its id at least this long (it may have had it longer: the time is this process's, from
+        its proposal). 0 when it waits for nothing."""
         if self.proposed is None or self.proposed[1] <= oldest:
             return 0.0
         return max(now - self.proposed_at, 0.0)

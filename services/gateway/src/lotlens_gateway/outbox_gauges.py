@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # The oldest transaction running on the server now (`outbox_floor`): read in the backlog's
 # statement, no statement more.
 _HORIZON = cast(func.pg_snapshot_xmin(func.pg_current_snapshot()), Text)
+# The lowest id kept (the primary key's first entry): below it, rows were pruned and nothing walks them.
+_KEPT_FROM = select(func.min(outbox.c.id)).scalar_subquery()
 
 
 def observe(engine: Engine, topics: Sequence[str], floors: Mapping[str, Floor], metrics: GatewayMetrics,
@@ -41,8 +43,8 @@ def observe(engine: Engine, topics: Sequence[str], floors: Mapping[str, Floor], 
             # From the lowest floor: every row below it is published. (A relay of no topics,
             # one that only prunes and makes secrets, has none: `min` of nothing killed it.)
             low = min((floors.get(topic, unread).below for topic in topics), default=0)
-            count, oldest, horizon = conn.execute(
-                select(func.count(), func.min(outbox.c.created_at), _HORIZON)
+            count, oldest, horizon, kept_from = conn.execute(
+                select(func.count(), func.min(outbox.c.created_at), _HORIZON, _KEPT_FROM)
                 .where(outbox.c.topic.in_(topics), outbox.c.id >= low,
                        outbox.c.published_at.is_(None))).one()
     except SQLAlchemyError as exc:
@@ -53,5 +55,5 @@ def observe(engine: Engine, topics: Sequence[str], floors: Mapping[str, Floor], 
     metrics.outbox_oldest_age.set(max(age, 0.0))
     for topic in topics:
         floor = floors.get(topic, unread)
-        metrics.outbox_floor_lag.labels(topic=topic).set(floor.behind())
+        metrics.outbox_floor_lag.labels(topic=topic).set(floor.behind(kept_from or 0))
         metrics.outbox_floor_held.labels(topic=topic).set(floor.held_s(int(horizon), now))
