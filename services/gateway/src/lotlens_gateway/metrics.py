@@ -53,8 +53,9 @@ class GatewayMetrics:
         # Per topic, this process's own floor (`outbox_floor`, `outbox_gauges`): held by a transaction
         # that took its id before the floor's proposal and still runs anywhere on the server.
         self.outbox_floor_lag = Gauge(
-            "lotlens_outbox_floor_lag_ids", "Outbox ids from the relay's floor of the topic to the highest "
-            "id its last read saw: rows each of its reads walks, published ones included", ["topic"],
+            "lotlens_outbox_floor_lag_ids", "Outbox ids from the relay's floor of the topic (or the lowest "
+            "id kept, when higher) to the highest id its last read saw: rows each of its reads walks, "
+            "published ones included", ["topic"],
             registry=self.registry)
         self.outbox_floor_held = Gauge(
             "lotlens_outbox_floor_held_seconds", "How long the relay's floor of the topic has waited for a "
