@@ -24,7 +24,7 @@ from lotlens_common.signing import sign
 from lotlens_common.tables import idempotency_keys, outbox
 from tests.conftest import Infra
 from tests.e2e.harness import Stack
-from tests.integration.gateway_support import waiting_on_a_lock
+from tests.integration.lock_waits import waiting_on_a_lock
 from tests.servers import serve
 from tests.stack_health import wait_healthy
 

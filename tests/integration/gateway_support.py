@@ -364,14 +364,6 @@ def jobs_written(engine: Engine, client_id: str) -> list[str]:
 RESERVING = "% idempotency_keys"
 
 
-def waiting_on_a_lock(engine: Engine, query: str) -> int:
-    """How many statements starting with `query` wait on a lock in this database (0: none)."""
-    with engine.connect() as conn:
-        return int(conn.execute(text(
-            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            "AND query LIKE :query AND datname = current_database()"), {"query": f"{query}%"}).scalar_one())
-
-
 def until(condition: Callable[[], bool], request: Future[httpx2.Response], what: str) -> None:
     """Wait for `condition`; fails after 30 s, or when `request` has ended meanwhile."""
     deadline = time.monotonic() + 30

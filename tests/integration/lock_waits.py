@@ -9,19 +9,30 @@ import time
 
 from sqlalchemy import Engine, text
 
-_WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND wait_event_type = 'Lock'")
+_WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND query LIKE :query AND datname = current_database()")
 # On one table (resolved in the engine's search path), whatever the database's other sessions wait for.
 _WAITING_ON = text("SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = CAST(:table AS regclass)")
 
 
+def waiting_on_a_lock(engine: Engine, query: str = "") -> int:
+    """How many statements starting with `query` wait on a lock (row, table or advisory) in this
+    test's database (0: none)."""
+    with engine.connect() as conn:
+        return int(conn.execute(_WAITING, {"query": f"{query}%"}).scalar_one())
+
+
 def wait_for_a_lock_wait(engine: Engine, what: str, table: str | None = None) -> None:
-    """Return once a statement in this test's database waits for a lock (row, table or advisory),
-    or, given `table`, for a lock on that table."""
+    """Return once a statement in this test's database waits for a lock, or, given `table`, for a
+    lock on that table."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            if conn.execute(_WAITING_ON if table else _WAITING, {"table": table}).scalar_one():
+        if table is None:
+            if waiting_on_a_lock(engine):
                 return
+        else:
+            with engine.connect() as conn:
+                if conn.execute(_WAITING_ON, {"table": table}).scalar_one():
+                    return
         time.sleep(0.02)
     raise AssertionError(f"{what} never waited for a lock")

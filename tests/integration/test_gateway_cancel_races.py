@@ -23,7 +23,8 @@ from lotlens_common.settings import ServiceSettings
 from lotlens_result_store.completion import lock_jobs, lock_read_models
 from lotlens_result_store.handlers import apply_batch, handle
 from tests.conftest import Infra
-from tests.integration.gateway_support import Gateway, gateway_events, make_lots, waiting_on_a_lock
+from tests.integration.gateway_support import Gateway, gateway_events, make_lots
+from tests.integration.lock_waits import waiting_on_a_lock
 from tests.integration.result_store.support import completions
 
 pytestmark = pytest.mark.integration

@@ -28,8 +28,8 @@ from tests.integration.gateway_support import (
     make_lots,
     running_gateway,
     until,
-    waiting_on_a_lock,
 )
+from tests.integration.lock_waits import waiting_on_a_lock
 
 pytestmark = pytest.mark.integration
 

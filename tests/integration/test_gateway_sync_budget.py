@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import Engine, text
 
 from lotlens_common.settings import ServiceSettings
-from tests.integration.gateway_support import RESERVING, running_gateway, until, waiting_on_a_lock
+from tests.integration.gateway_support import RESERVING, running_gateway, until
+from tests.integration.lock_waits import waiting_on_a_lock
 from tests.integration.sync_support import model_calls, one_lot
 from tests.standin import Standin, serve_standin
 
