@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, delete, func, select, text
 from sqlalchemy.exc import OperationalError
 
 from lotlens_common import row_sets
@@ -96,6 +96,60 @@ def test_rows_an_append_commits_after_later_rows_were_published_are_published_to
     assert sorted(envelope.event_id for _, envelope in seen) == sorted(e.event_id for e in early + late)
     # Once the append ended, the floor moves past its rows (the reads walk no published rows).
     assert relay._floors[topic].below > early_ids[1]
+
+
+def test_rows_of_the_newest_running_append_are_published_though_an_older_one_committed_higher_ids(
+        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two appends: the older transaction copies after the newer one and commits first, with the
+    # higher ids. The newer one's transaction id is the newest: no transaction after it has
+    # ended, so a snapshot's `xmax` (one past the latest ended) does not cover it, and a floor
+    # proposed with that `xmax` was taken up while it ran. Its rows, committed below the floor,
+    # were never published (until the gateway restarted).
+    topic = settings.topics.submissions
+    store = Outbox(engine, GatewayMetrics(), 1_000_000)
+    older, newer = _job("newest-xid-test", 3), _job("newest-xid-test", 3)
+    older_has_its_id, newer_copied, release = threading.Event(), threading.Event(), threading.Event()
+    copy_in = row_sets.copy_in
+
+    def in_order(conn: Connection, statement: str, rows: bytes | list[bytes]) -> None:
+        if older[0].job_id.encode() in (rows if isinstance(rows, bytes) else b"".join(rows)):
+            older_has_its_id.set()  # its transaction id taken (`Outbox.append`), its ids not yet
+            assert newer_copied.wait(10)
+        copy_in(conn, statement, rows)
+
+    def hold(_conn: Connection) -> None:
+        newer_copied.set()
+        release.wait(30)
+
+    monkeypatch.setattr(outbox_module, "copy_in", in_order)
+    first = threading.Thread(target=store.append, args=(topic, older))
+    first.start()
+    assert older_has_its_id.wait(10)
+    second = threading.Thread(target=store.append, args=(topic, newer), kwargs={"also": hold})
+    second.start()
+    relay = Relay(engine, EventProducer(settings.kafka, "newest-xid-test"), [topic], RelaySettings(),
+                  GatewayMetrics())
+    try:
+        first.join(10)
+        assert not first.is_alive()
+        for _ in range(4):  # enough rounds to take up a proposal, had it not waited
+            relay.run_round()
+            time.sleep(0.05)
+    finally:
+        release.set()
+        second.join(10)
+
+    def unpublished() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).where(
+                outbox.c.job_id.in_([older[0].job_id, newer[0].job_id]), outbox.c.published_at.is_(None)))
+                .scalar_one())
+
+    deadline = time.monotonic() + 10
+    while unpublished() and time.monotonic() < deadline:
+        relay.run_round()
+        time.sleep(0.05)
+    assert unpublished() == 0, f"rows left below the floor {relay._floors[topic].below}"
 
 
 def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_above_it(
@@ -218,6 +272,10 @@ def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
     def read() -> str:
         return f"lag {gauge('lag_ids')}, held {gauge('held_seconds')} s"
 
+    with engine.begin() as conn:  # rows published before: the new relay's floor starts below them
+        conn.execute(text("INSERT INTO outbox (topic, job_id, client_id, event_type, payload, published_at) "
+                          "SELECT :topic, 'held-floor-earlier', 'c', 'JobSubmitted', '{}', now() "
+                          "FROM generate_series(1, 20000)"), {"topic": topic})
     holder = engine.connect()
     holder.begin()
     holder.execute(text("SELECT pg_current_xact_id()"))
@@ -229,9 +287,12 @@ def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
         _until(lambda: published(first) and (gauge("lag_ids") or 0) >= len(first)
                and (gauge("held_seconds") or 0) > 0, lambda: f"the first job's rows held back: {read()}")
         lag, held = gauge("lag_ids") or 0, gauge("held_seconds") or 0
+        with engine.begin() as conn:  # pruned meanwhile (another replica's prune): no longer walked
+            conn.execute(delete(outbox).where(outbox.c.job_id == "held-floor-earlier"))
         time.sleep(1.0)
         store.append(topic, second)  # published too, and walked by every read from now on
-        _until(lambda: published(second) and (gauge("lag_ids") or 0) >= lag + len(second)
+        # Walked from the first job's rows on at least (the earlier rows may be pruned by now).
+        _until(lambda: published(second) and (gauge("lag_ids") or 0) >= len(first) + len(second)
                and (gauge("held_seconds") or 0) >= held + 1.0,
                lambda: f"the second job's rows held back too, from {lag} ids and {held} s: {read()}")
         # At least the transaction's own age, never more (its role's session: pg_stat_activity

@@ -18,10 +18,17 @@ ended:
   round of 5,000, where it now walks one.)
 - Every id below the highest visible one was handed out before that row's, so by a transaction
   that had its transaction id already (`Outbox.append` takes it first, `pg_current_xact_id()`),
-  below the snapshot's `xmax`. Once the oldest running transaction (`pg_snapshot_xmin`) is at or
-  past that `xmax`, all of them have committed or aborted, and the round's read, from the old
+  before the read. The bound of the proposal is a transaction id handed out after the read: the
+  round's own, taken before it commits (the marking has one; a round that marks nothing takes
+  one only when it proposes). Once the oldest running transaction (`pg_snapshot_xmin`) is at or
+  past that bound, all of them have committed or aborted, and the round's read, from the old
   floor, saw their rows: the new floor is the proposal or that read's lowest unpublished id,
   whichever is lower.
+- The read's own snapshot gives no such bound: its `xmax` is one past the latest transaction
+  that *ended*, and the newest running one is at or past it, left out of the snapshot's running
+  list. An append whose transaction id was the newest, holding ids below the rows of an older
+  one that committed first, ran unseen: the floor passed its rows, which stayed unpublished
+  until the gateway restarted.
 
 A floor is this process's own and starts at 0 (the first round walks every row kept); replicas
 need not agree, since a row once published stays published. A transaction writing for a long
@@ -50,14 +57,18 @@ from sqlalchemy.dialects.postgresql import ARRAY
 _READ = text("""
 WITH horizon AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest,
-           pg_snapshot_xmax(pg_current_snapshot())::text AS next,
            (SELECT max(id) FROM outbox) AS top)
 (SELECT id, job_id, event_type, payload FROM outbox
   WHERE id >= :below AND topic = :topic AND published_at IS NULL AND NOT (id = ANY(:held))
   ORDER BY id LIMIT :room)
 UNION ALL
-SELECT NULL, oldest, next, CAST(top AS text) FROM horizon""").bindparams(
+SELECT NULL, oldest, NULL, CAST(top AS text) FROM horizon""").bindparams(
     bindparam("held", type_=ARRAY(BigInteger)))
+
+
+# A transaction id handed out after the read (`Floor.bound`): the round's own, assigned here when
+# it has none yet (its marking assigns one). Text, as `pg_snapshot_xmin`: both are 64-bit `xid8`.
+_BOUND = text("SELECT pg_current_xact_id()::text")
 
 
 @dataclass
@@ -65,49 +76,61 @@ class Floor:
     """A topic's floor, and the proposal waiting for its transactions to end."""
 
     below: int = 0
-    # (proposed floor, the `xmax` of the snapshot it was seen in), and when it was made (the
-    # caller's monotonic clock)
+    # (proposed floor, its bound: a transaction id handed out after the read it comes from), and
+    # when it was made (the caller's monotonic clock)
     proposed: tuple[int, int] | None = None
     proposed_at: float = 0.0
-    # From the last read: the horizon's oldest running transaction and `xmax`, the highest id, and
-    # the last id read (None: none).
-    _seen: tuple[int, int, int, int | None] = field(default=(0, 0, 0, None))
+    # From the last read: the horizon's oldest running transaction, the highest id, and the last
+    # id read (None: none).
+    _seen: tuple[int, int, int | None] = field(default=(0, 0, None))
 
     def read(self, conn: Connection, topic: str, held: Sequence[int], room: int) -> list[Any]:
         """The topic's unpublished rows from the floor in id order, at most `room`, but `held`."""
         found = conn.execute(_READ, {"below": self.below, "topic": topic, "held": list(held),
                                      "room": room}).all()
         horizon = next(row for row in reversed(found) if row[0] is None)
-        oldest, following, top = int(horizon[1]), int(horizon[2]), int(horizon[3] or 0)
+        oldest, top = int(horizon[1]), int(horizon[3] or 0)
         rows = sorted((row for row in found if row[0] is not None), key=itemgetter(0))
-        self._seen = (oldest, following, top, rows[-1].id if rows else None)
+        self._seen = (oldest, top, rows[-1].id if rows else None)
         return rows
 
-    def moved(self, full: bool, unpublished: Collection[int], now: float) -> None:
+    def bound(self, conn: Connection) -> int | None:
+        """In the read's transaction, before it commits: the bound `moved` proposes with, when this
+        round proposes (no proposal waits, or the waiting one is taken up, and ids lie past the
+        floor); else None. Taking one gives a transaction that marks nothing an id (a commit
+        record), so an idle relay, its floor at the top, takes none."""
+        oldest, top, _last = self._seen
+        waiting = self.proposed is not None and self.proposed[1] > oldest
+        if waiting or top < self.below:
+            return None
+        return int(conn.execute(_BOUND).scalar_one())
+
+    def moved(self, full: bool, unpublished: Collection[int], now: float, bound: int | None) -> None:
         """After a read (`full`: it returned as many rows as it was asked) and the round's commit
-        at `now`: take up the proposal its transactions have ended for, propose anew.
-        `unpublished`: the ids read or held before that are not marked yet."""
-        oldest, following, top, last = self._seen
+        at `now`: take up the proposal its transactions have ended for, propose anew with `bound`
+        (`Floor.bound`; None: none). `unpublished`: the ids read or held before that are not
+        marked yet."""
+        oldest, top, last = self._seen
         lowest = last + 1 if full and last is not None else top + 1
         if unpublished:
             lowest = min(lowest, *unpublished)
         if self.proposed is not None and self.proposed[1] <= oldest:
             self.below = max(self.below, min(self.proposed[0], lowest))
             self.proposed = None
-        if self.proposed is None:
-            self.proposed, self.proposed_at = (lowest, following), now
+        if self.proposed is None and bound is not None:
+            self.proposed, self.proposed_at = (lowest, bound), now
 
     def behind(self, kept_from: int = 0) -> int:
         """Ids from the floor (or `kept_from`, the lowest id the outbox keeps, when higher) to the
         highest id the last read saw: the rows each read walks, of every topic, published or not.
         Counted from the floor alone, a floor at 0 (a restart, a failed round) read as the whole
         history of ids, most of them pruned long ago."""
-        top = self._seen[2]
+        top = self._seen[1]
         return max(top + 1 - max(self.below, kept_from), 0) if top else 0
 
     def held_s(self, oldest: int, now: float) -> float:
         """How long the proposal has waited, while `oldest` (the horizon's oldest running
-        transaction, read at `now`) had its id before the proposal was made: that transaction has had
+        transaction, read at `now`) had its id before the proposal's bound: that transaction has had
         its id at least this long (it may have had it longer: the time is this process's, from
         its proposal). 0 when it waits for nothing."""
         if self.proposed is None or self.proposed[1] <= oldest:
