@@ -84,6 +84,7 @@ def test_every_alert_the_issue_asks_for_exists_and_is_unit_tested() -> None:
         "LotLensConsumerLagGrowing", "LotLensConsumerStuck", "LotLensConsumerGroupWithoutMembers",
         "LotLensConsumerGroupAbsent", "LotLensConsumerPartitionsUnassigned", "LotLensConsumerLagUnread",
         "LotLensDeadLetters", "LotLensOutboxBacklog", "LotLensOutboxFloorHeldBack",
+        "LotLensOutboxRowsLeftBelowFloor",
         "LotLensOpenAIAuthenticationErrors", "LotLensOpenAIBatchOrphaned", "LotLensOpenAIBatchOverAge",
         "LotLensWebhookFailureRate",
         "LotLensWebhookAttemptsNotStarted", "LotLensWebhookBacklogOld", "LotLensStageRoundsFailing",

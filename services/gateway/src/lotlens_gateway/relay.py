@@ -138,6 +138,8 @@ class Relay:
         self._deadline: float | None = None  # set by `stop`: the last rounds end by then
         self._last_prune = 0.0
         self._prune_after = OLDEST
+        for topic in self._topics:  # at 0 from the start: the first rows left behind are an increase()
+            metrics.outbox_left_behind.labels(topic=topic)
         self._secrets_made = False
         self._backlogged: set[str] = set()
         self._last_observed = -_OBSERVE_EVERY_S
@@ -270,7 +272,9 @@ class Relay:
             # holds: a row committed after a higher id was sent (a big COPY still running) is
             # found by the next round, the floor kept below it (`outbox_floor`).
             floor = self._floors.setdefault(topic, Floor())
-            rows = floor.read(conn, topic, sorted(self._held), room) if room > 0 else []
+            rows = floor.read(conn, topic, sorted(self._held), room, time.monotonic()) if room > 0 else []
+            if floor.left_behind:
+                self._left_behind(topic, floor)
             self._send(topic, rows)
             # Idle in its transaction, the topic's lock held: the idle-transaction timeout
             # outlasts this wait (`GatewaySettings`). A session ended in it costs a round: what
@@ -301,6 +305,12 @@ class Relay:
         if waiting and not acknowledged:
             return STALLED
         return FULL if full else DRAINED
+
+    def _left_behind(self, topic: str, floor: Floor) -> None:
+        """Rows an audit found below the floor (`outbox_floor`): published now, late, by a defect."""
+        log.error("the outbox relay's floor of %s had passed %d unpublished rows; publishing them now",
+                  topic, floor.left_behind)
+        self._metrics.outbox_left_behind.labels(topic=topic).inc(floor.left_behind)
 
     def _refresh_statistics(self) -> None:
         try:
