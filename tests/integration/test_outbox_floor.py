@@ -88,14 +88,9 @@ def test_rows_an_append_commits_after_later_rows_were_published_are_published_to
     finally:
         release.set()
         writer.join(30)
-    deadline = time.monotonic() + 30
-    while relay._floors[topic].below <= early_ids[1] and time.monotonic() < deadline:
-        relay.run_round()
-        time.sleep(0.05)
+    _rounds_until(relay, lambda: relay._floors[topic].below > early_ids[1], "the floor past the early rows")
     seen = consume(settings.kafka.bootstrap_servers, topic, 62, timeout_s=10)
     assert sorted(envelope.event_id for _, envelope in seen) == sorted(e.event_id for e in early + late)
-    # Once the append ended, the floor moves past its rows (the reads walk no published rows).
-    assert relay._floors[topic].below > early_ids[1]
 
 
 def test_rows_of_the_newest_running_append_are_published_though_an_older_one_committed_higher_ids(
@@ -145,11 +140,7 @@ def test_rows_of_the_newest_running_append_are_published_though_an_older_one_com
                 outbox.c.job_id.in_([older[0].job_id, newer[0].job_id]), outbox.c.published_at.is_(None)))
                 .scalar_one())
 
-    deadline = time.monotonic() + 10
-    while unpublished() and time.monotonic() < deadline:
-        relay.run_round()
-        time.sleep(0.05)
-    assert unpublished() == 0, f"rows left below the floor {relay._floors[topic].below}"
+    _rounds_until(relay, lambda: unpublished() == 0, "every row published, none left below the floor")
 
 
 def test_rows_a_floor_passed_are_found_by_its_audit_published_and_counted(
@@ -181,8 +172,7 @@ def test_rows_a_floor_passed_are_found_by_its_audit_published_and_counted(
         relay.run_round()
     assert (unpublished(), left_behind()) == (0, len(job))  # marked once Kafka acknowledged them
     # Taken past them again by its proposals; the next audit finds nothing.
-    relay.run_round()
-    assert relay._floors[topic].below > top
+    _rounds_until(relay, lambda: relay._floors[topic].below > top, "the floor past the rows again")
     relay._floors[topic].audited_at -= AUDIT_EVERY_S
     relay.run_round()
     assert left_behind() == len(job)
@@ -227,13 +217,14 @@ def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_a
     assert relay._floors[topic].below == 0 and relay._held >= set(early_ids)
     older.rollback()
     older.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:  # every transaction older than the proposal has ended
+    def oldest() -> int:
         with engine.connect() as conn:
-            if int(conn.execute(text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")).scalar_one()) \
-                    >= proposal[1]:
-                break
-        time.sleep(0.05)
+            horizon = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+            return int(conn.execute(horizon).scalar_one())
+
+    _until(lambda: oldest() >= proposal[1],  # every transaction older than the proposal has ended
+           lambda: f"the transactions older than the proposal ended: {_oldest_transaction(engine)}",
+           timeout_s=90)
     sent = relay._send
 
     def send_then_purge(topic_sent: str, rows: Sequence[Any]) -> None:
@@ -286,6 +277,27 @@ def _until(condition: Callable[[], bool], what: Callable[[], str], timeout_s: fl
         time.sleep(0.05)
 
 
+def _oldest_transaction(engine: Engine) -> str:
+    """The server's oldest transaction with an id, any database's: another test worker's holds the
+    floors of every worker (their databases share the horizon)."""
+    with engine.connect() as conn:
+        row = conn.execute(text(
+            "SELECT datname, pid, state, extract(epoch FROM now() - xact_start), left(query, 80) "
+            "FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
+            "ORDER BY age(backend_xid) DESC LIMIT 1")).first()
+    return f"the oldest transaction: {tuple(row) if row else None}"
+
+
+def _rounds_until(relay: Relay, condition: Callable[[], bool], what: str) -> None:
+    """Relay rounds until `condition` holds; a floor moves once every older transaction on the
+    server has ended, which under load (another worker's round waiting for Kafka) takes a while."""
+    def round_then() -> bool:
+        relay.run_round()
+        return condition()
+
+    _until(round_then, lambda: f"{what}: {_oldest_transaction(relay._engine)}", timeout_s=90)
+
+
 def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
         settings: ServiceSettings, engine: Engine) -> None:
     # A transaction with its id open anywhere on the server holds every floor back: each read walks
@@ -333,15 +345,16 @@ def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
                lambda: f"the second job's rows held back too, from {lag} ids and {held} s: {read()}")
         # At least the transaction's own age, never more (its role's session: pg_stat_activity
         # shows its start to us).
+        held_now = gauge("held_seconds") or 0  # read first: the relay sets it again once a second
         with engine.connect() as conn:
             age = conn.execute(text("SELECT extract(epoch FROM now() - xact_start) FROM pg_stat_activity "
                                     "WHERE pid = :pid"), {"pid": holder_pid}).scalar_one()
-        assert 1.0 <= (gauge("held_seconds") or 0) <= float(age)
+        assert 1.0 <= held_now <= float(age)
     finally:
         holder.rollback()
         holder.close()
     try:
         _until(lambda: gauge("held_seconds") == 0 and gauge("lag_ids") == 0,
-               lambda: f"the floor free again: {read()}")
+               lambda: f"the floor free again: {read()}; {_oldest_transaction(engine)}", timeout_s=90)
     finally:
         relay.stop(5)
