@@ -16,6 +16,7 @@ from lotlens_common.stage.adapters import postgres as store
 from lotlens_common.stage.work import LotWork, TranslationWork
 from lotlens_translator.handlers import handle
 from tests.conftest import new_id
+from tests.integration.lock_waits import wait_for_a_lock_wait
 from tests.integration.stage.helpers import enqueue
 
 
@@ -107,7 +108,7 @@ def test_a_lot_arriving_while_its_job_is_being_cancelled_is_never_sent(engine: E
         arriving = threading.Thread(target=handle, args=(engine, _Producer(), [envelope]),
                                     kwargs={"topic": "unused"})
         arriving.start()
-        time.sleep(1.0)  # the arrival has read the flag and waits for the job's row
+        wait_for_a_lock_wait(engine, "the arrival")  # it has read the flag and waits for the job's row
         cancelling.commit()
     arriving.join(30)
     assert not arriving.is_alive()
@@ -168,7 +169,12 @@ def test_a_late_answer_in_the_batch_of_its_lots_failure_passes_nothing_through(e
 
 
 class _SlowFlush(_Recording):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushing = threading.Event()
+
     def flush(self) -> None:
+        self.flushing.set()  # its lot written, not committed
         time.sleep(1.0)  # the other replica meets this one's uncommitted lot meanwhile
 
 
@@ -182,7 +188,7 @@ def test_two_replicas_given_the_same_batch_pass_an_english_only_lot_through_once
     first, second = _SlowFlush(), _Recording()
     old_owner = threading.Thread(target=handle, args=(engine, first, described), kwargs={"topic": "unused"})
     old_owner.start()
-    time.sleep(0.3)
+    assert first.flushing.wait(30)
     handle(engine, second, described, topic="unused")  # type: ignore[arg-type]
     old_owner.join(30)
     assert [type(event) for event in first.published + second.published] == [TranslationCompleted]
