@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import cast
 
+import pytest
 from sqlalchemy import Connection
 
 from lotlens_gateway.outbox_floor import Floor
@@ -114,3 +115,28 @@ def test_a_round_without_a_bound_proposes_nothing() -> None:
     floor = Floor(below=10, proposed=(20, 5))
     _after_read(floor, oldest=6, top=30, last=None).moved(False, (), now=0.0, bound=None)
     assert (floor.below, floor.proposed) == (20, None)
+
+
+class _Read:
+    """The read's connection: no rows, then the horizon row (oldest running transaction, top id)."""
+
+    def __init__(self, oldest: int, top: int) -> None:
+        self.horizon = (None, str(oldest), None, str(top))
+
+    def execute(self, _statement: object, _parameters: object) -> _Read:
+        return self
+
+    def all(self) -> list[tuple[object, ...]]:
+        return [self.horizon]
+
+
+def test_a_horizon_that_went_back_starts_the_floor_over(caplog: pytest.LogCaptureFixture) -> None:
+    # A promoted replica that had not received the last commits hands their transaction ids and
+    # outbox ids out again, below a floor that had passed them; the relay's round often meets no
+    # error (its pool reconnected already), so its floors were kept.
+    floor = Floor(below=9500, proposed=(9600, 700), audited_at=0.0)
+    floor.read(cast(Connection, _Read(oldest=650, top=9599)), "t", [], 10, now=1.0)
+    assert (floor.below, floor.proposed) == (9500, (9600, 700))  # on one server it never goes back
+    floor.read(cast(Connection, _Read(oldest=610, top=9400)), "t", [], 10, now=2.0)
+    assert (floor.below, floor.proposed) == (0, None)
+    assert "went back from 650 to 610" in caplog.text

@@ -16,14 +16,15 @@ ended:
   was full, else the one past the highest id the snapshot showed. (Made before the marking, it
   kept the floor a round further behind: each read walked two rounds' published rows, 5 ms a
   round of 5,000, where it now walks one.)
-- Every id below the highest visible one was handed out before that row's, so by a transaction
-  that had its transaction id already (`Outbox.append` takes it first, `pg_current_xact_id()`),
-  before the read. The bound of the proposal is a transaction id handed out after the read: the
-  round's own, taken before it commits (the marking has one; a round that marks nothing takes
-  one only when it proposes). Once the oldest running transaction (`pg_snapshot_xmin`) is at or
-  past that bound, all of them have committed or aborted, and the round's read, from the old
-  floor, saw their rows: the new floor is the proposal or that read's lowest unpublished id,
-  whichever is lower.
+- Every id below the highest visible one was handed out before that row's (the identity's
+  sequence caches no ids, `CACHE 1`, which a test holds: a session's cached ids go out after
+  higher ones), so by a transaction that had its transaction id already (`Outbox.append` takes it
+  first, `pg_current_xact_id()`), before the read. The bound of the proposal is a transaction id
+  handed out after the read: the round's own, taken before it commits (the marking has one; a
+  round that marks nothing takes one only when it proposes). Once the oldest running transaction
+  (`pg_snapshot_xmin`) is at or past that bound, all of them have committed or aborted, and the
+  round's read, from the old floor, saw their rows: the new floor is the proposal or that read's
+  lowest unpublished id, whichever is lower.
 - The read's own snapshot gives no such bound: its `xmax` is one past the latest transaction
   that *ended*, and the newest running one is at or past it, left out of the snapshot's running
   list. An append whose transaction id was the newest, holding ids below the rows of an older
@@ -46,6 +47,7 @@ second for an hour of 1,000 rows a second), once every ten minutes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -53,6 +55,8 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, bindparam, text
 from sqlalchemy.dialects.postgresql import ARRAY
+
+log = logging.getLogger(__name__)
 
 # The relay unpacks each row as exactly (id, job_id, event_type, payload): a column added here is
 # one added there.
@@ -104,6 +108,8 @@ class Floor:
                                      "room": room}).all()
         horizon = next(row for row in reversed(found) if row[0] is None)
         oldest, top = int(horizon[1]), int(horizon[3] or 0)
+        if oldest < self._seen[0]:
+            self._went_back(oldest)
         rows = sorted((row for row in found if row[0] is not None), key=itemgetter(0))
         self._seen = (oldest, top, rows[-1].id if rows else None)
         self.left_behind = sum(1 for row in rows if row[0] < self.below) if audit else 0
@@ -112,6 +118,16 @@ class Floor:
         if self.left_behind:  # walked from 0 until proposals take the floor past them again
             self.below, self.proposed = 0, None
         return rows
+
+    def _went_back(self, oldest: int) -> None:
+        """On one server the horizon never goes back: a promoted replica that had not received the
+        last commits hands their ids out again, transaction ids and outbox ids alike, below a
+        floor that had passed them. Its rows are read from 0 from the next round. (A failover
+        often costs the relay no failed round: the pool reconnects once another user of the
+        engine has met the lost connection, or a pooler hides it.)"""
+        log.warning("the database's oldest running transaction went back from %d to %d (a failover?): "
+                    "the outbox relay reads from the lowest id kept again", self._seen[0], oldest)
+        self.below, self.proposed = 0, None
 
     def bound(self, conn: Connection) -> int | None:
         """In the read's transaction, before it commits: the bound `moved` proposes with, when this

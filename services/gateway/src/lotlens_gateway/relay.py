@@ -247,7 +247,8 @@ class Relay:
             outcomes = {self._publish_batch(topic) for topic in self._topics}
         except SQLAlchemyError:
             # The floors start over from 0: after a failover, a replica that had not received a
-            # committed tail hands its ids out again, below a floor that had passed them.
+            # committed tail hands its ids out again, below a floor that had passed them. (One
+            # the round does not meet, its connection replaced already: `Floor._went_back`.)
             self._floors.clear()
             raise
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
