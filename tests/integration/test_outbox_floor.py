@@ -257,9 +257,9 @@ def test_the_outbox_ids_are_handed_out_one_at_a_time(engine: Engine) -> None:
     # The floor counts on it (`outbox_floor`): with `CACHE 50` (a tuning for large COPYs) a session
     # inserts ids it cached earlier after higher ones have committed, below a floor past them.
     with engine.connect() as conn:
-        cache = conn.execute(text(
-            "SELECT cache_size FROM pg_sequences "
-            "WHERE sequencename = pg_get_serial_sequence('outbox', 'id')::regclass::name")).scalar_one()
+        cache = conn.execute(text(  # the sequence of this search path's outbox (tests make others)
+            "SELECT seqcache FROM pg_sequence "
+            "WHERE seqrelid = pg_get_serial_sequence('outbox', 'id')::regclass")).scalar_one()
     assert cache == 1
 
 
