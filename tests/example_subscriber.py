@@ -7,11 +7,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import ROOT
+from tests.polling import wait_for
 
 SUBSCRIBER = ROOT / "examples" / "subscriber" / "subscriber.py"
 
@@ -35,10 +35,14 @@ class Subscriber:
                 [sys.executable, str(SUBSCRIBER), "--bootstrap", self.bootstrap, "--group", group,
                  "--db", str(self.db), "--instance-id", "acme-subscriber-1", "--topics", self.topics],
                 cwd=ROOT, stdout=out, stderr=out)
-        deadline = time.monotonic() + 30
-        while "subscribed to" not in self.log.read_text():
-            assert time.monotonic() < deadline and self.process.poll() is None, self.log.read_text()
-            time.sleep(0.1)
+
+        def subscribed() -> bool:
+            if "subscribed to" in self.log.read_text():
+                return True
+            assert self.running(), f"the subscriber exited: {self.log.read_text()}"
+            return False
+
+        wait_for(subscribed, lambda: f"the subscriber to subscribe: {self.log.read_text()}", every_s=0.1)
 
     def running(self) -> bool:
         """Whether its process is up."""
@@ -59,18 +63,13 @@ class Subscriber:
                 return []
 
     def wait_reported(self, job_id: str, seconds: float = 120) -> None:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if self.rows("SELECT 1 FROM jobs WHERE job_id = ? AND reported = 1", job_id):
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"job {job_id} not reported: {self.log.read_text()[-3000:]}")
+        wait_for(lambda: self.rows("SELECT 1 FROM jobs WHERE job_id = ? AND reported = 1", job_id),
+                 lambda: f"job {job_id} reported: {self.log.read_text()[-3000:]}", timeout_s=seconds,
+                 every_s=0.3)
 
     def snapshot(self) -> list[list[tuple[Any, ...]]]:
         return [self.rows(f"SELECT * FROM {t} ORDER BY 1") for t in ("seen_events", "lot_results", "jobs")]
 
     def wait_logged(self, line: str, times: int = 1, seconds: float = 60) -> None:
-        deadline = time.monotonic() + seconds
-        while self.log.read_text().count(line) < times:
-            assert time.monotonic() < deadline, f"{line!r} not {times}x: {self.log.read_text()[-3000:]}"
-            time.sleep(0.3)
+        wait_for(lambda: self.log.read_text().count(line) >= times,
+                 lambda: f"{line!r} {times}x: {self.log.read_text()[-3000:]}", timeout_s=seconds, every_s=0.3)

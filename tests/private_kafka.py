@@ -20,7 +20,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from tests.polling import wait_for
 from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,18 +153,20 @@ class PrivateKafka:
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.watcher = subprocess.Popen([sys.executable, "-c", _WATCH, str(os.getpid()),
                                          str(self.process.pid)])
-        deadline = time.monotonic() + timeout_s
         # Errors only: until the broker listens, each refused (or, behind a proxy, reset) attempt
         # would print a line.
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 3})
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answering() -> bool:
+            if process.poll() is not None:
                 raise RuntimeError(f"private Kafka exited: see {self.directory / 'logs'}")
             with contextlib.suppress(Exception):  # not listening yet
-                if admin.list_topics(timeout=2).brokers:
-                    return
-            time.sleep(0.5)
-        raise TimeoutError(f"private Kafka not ready after {timeout_s} s")
+                return bool(admin.list_topics(timeout=2).brokers)
+            return False
+
+        wait_for(answering, f"private Kafka to answer (its logs: {self.directory / 'logs'})",
+                 timeout_s=timeout_s, every_s=0.5)
 
     def stop(self) -> None:
         """Stop the broker (SIGTERM, SIGKILL after 30 s)."""

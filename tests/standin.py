@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from lotlens_common.model.vision import vision_request_body
 from lotlens_openai_standin import StandinConfig, create_app
 from lotlens_openai_standin.answer_rules import Prompt, translated, vision_text
 from tests.openai_spec import OpenAISpec, SpecRecorder
+from tests.polling import wait_for
 from tests.servers import free_port
 
 PHASE_S = 0.1
@@ -79,10 +79,7 @@ def serve_standin(data_dir: Path, **overrides: Any) -> Iterator[Standin]:
     server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the stand-in did not start"
-        time.sleep(0.01)
+    wait_for(lambda: server.started, "the stand-in to start", timeout_s=10, every_s=0.01)
     base = f"http://127.0.0.1:{port}"
     try:
         with httpx2.Client(base_url=base, timeout=10) as control:
@@ -107,15 +104,15 @@ def standin_process(log_dir: Path, port: int, state_dir: Path | None = None,
         [sys.executable, "-m", "lotlens_openai_standin", *state],
         env={**os.environ, "STANDIN_PORT": str(port), **env}, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while True:
+        def serving() -> bool:
             assert process.poll() is None, "the stand-in exited on start"
-            assert time.monotonic() < deadline, "the stand-in did not start"
             try:
                 httpx2.get(f"http://127.0.0.1:{port}/_standin/stats", timeout=1).raise_for_status()
-                break
             except httpx2.HTTPError:
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_for(serving, "the stand-in to start")
         yield process
     finally:
         if process.poll() is None:
@@ -132,8 +129,19 @@ def completed_vision_batch(api: httpx2.Client, lots: int, timeout_s: float = 60.
     created = api.post("/batches", json={"input_file_id": upload.json()["id"], "completion_window": "24h",
                                          "endpoint": "/v1/responses"})
     batch_id = str(created.json()["id"])
-    deadline = time.monotonic() + timeout_s
-    while api.get(f"/batches/{batch_id}").json()["status"] != "completed":
-        assert time.monotonic() < deadline, "the batch did not complete"
-        time.sleep(0.05)
+    batch_reaching(api, batch_id, ("completed",), timeout_s=timeout_s)
     return batch_id
+
+
+def batch_reaching(api: httpx2.Client, batch_id: str, statuses: tuple[str, ...],
+                   timeout_s: float = 30.0) -> dict[str, Any]:
+    """The batch as the stand-in's API shows it once its status is one of `statuses`."""
+    shown: list[dict[str, Any]] = []
+
+    def reached() -> bool:
+        shown[:] = [api.get(f"/batches/{batch_id}").json()]
+        return shown[0]["status"] in statuses
+
+    wait_for(reached, lambda: f"batch {batch_id} to reach {statuses} (it is {shown[0]['status']})",
+             timeout_s=timeout_s)
+    return shown[0]

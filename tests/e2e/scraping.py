@@ -1,9 +1,6 @@
-"""Reading a running service's /metrics as Prometheus does, and waiting for a figure to show."""
+"""Reading a running service's /metrics as Prometheus does."""
 
 from __future__ import annotations
-
-import time
-from typing import Any
 
 import httpx2
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,12 +18,3 @@ def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
     return [(s.labels, s.value) for family in text_string_to_metric_families(text)
             for s in family.samples if s.name == name]
 
-
-def eventually(check: Any, seconds: float = 60) -> Any:
-    """Poll `check()` until it returns something truthy (its last value otherwise)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.3)

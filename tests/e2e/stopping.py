@@ -8,7 +8,6 @@ import json
 import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
@@ -25,6 +24,7 @@ from lotlens_common.tables import idempotency_keys, outbox
 from tests.conftest import Infra
 from tests.e2e.harness import Stack
 from tests.integration.lock_waits import waiting_on_a_lock
+from tests.polling import wait_for
 from tests.servers import serve
 from tests.stack_health import wait_healthy
 
@@ -83,11 +83,14 @@ def sigterm(gw: Stack, sig: int = signal.SIGTERM) -> tuple[subprocess.Popen[byte
 
 def wait_for_line(gw: Stack, since: int, needle: str, process: subprocess.Popen[bytes]) -> None:
     """Wait until the gateway logs `needle` (after `since`), failing if it exits first."""
-    deadline = time.monotonic() + EXIT_WITHIN_S
-    while needle not in log_since(gw, since):
+    def logged() -> bool:
+        if needle in log_since(gw, since):
+            return True
         assert process.poll() is None, f"exited before logging {needle!r}: {gw.log_tail('gateway')}"
-        assert time.monotonic() < deadline, f"never logged {needle!r}: {gw.log_tail('gateway')}"
-        time.sleep(0.05)
+        return False
+
+    wait_for(logged, lambda: f"the gateway to log {needle!r}: {gw.log_tail('gateway')}",
+             timeout_s=EXIT_WITHIN_S)
 
 
 def log_since(gw: Stack, since: int) -> str:
@@ -143,10 +146,7 @@ def job_of(answer: httpx2.Response) -> str | None:
 
 def wait_until_waiting(engine: Engine, query: str, answers: list[Any]) -> None:
     """Wait until a statement starting with `query` waits on a lock."""
-    deadline = time.monotonic() + 30
-    while not waiting_on_a_lock(engine, query):
-        assert time.monotonic() < deadline, f"{query!r} never waited on the lock: {answers}"
-        time.sleep(0.05)
+    wait_for(lambda: waiting_on_a_lock(engine, query), lambda: f"{query!r} to wait on the lock: {answers}")
 
 
 def restarted(gateway: Stack, **env: str) -> None:

@@ -22,8 +22,9 @@ from lotlens_common.tables import descriptions, jobs, lots
 from lotlens_openai_standin.scripts import in_script
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
-from tests.e2e.workload import cars, wait_for_webhook
+from tests.e2e.workload import cars
 from tests.events import read_to_end
+from tests.polling import wait_for
 from tests.seeds import seed_client_class, seed_webhook_verifier
 from tests.servers import WebhookReceiver
 from tests.stack_health import wait_healthy
@@ -43,16 +44,13 @@ def expected_english(i: int) -> str:
 def wait_for_deliveries(stack: Stack, job_id: str, headers: dict[str, str], count: int,
                         seconds: float = 30) -> list[dict[str, Any]]:
     """The job's delivery records once `count` of them are delivered (projection is asynchronous)."""
-    deadline = time.monotonic() + seconds
-    deliveries: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
+    def delivered() -> list[dict[str, Any]]:
         answer = httpx2.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks", headers=headers)
         assert answer.status_code == 200, answer.text
-        deliveries = answer.json()["deliveries"]
-        if sum(d["status"] == "delivered" for d in deliveries) >= count:
-            break
-        time.sleep(0.2)
-    return deliveries
+        deliveries: list[dict[str, Any]] = answer.json()["deliveries"]
+        return deliveries if sum(d["status"] == "delivered" for d in deliveries) >= count else []
+
+    return wait_for(delivered, f"{count} of the job's deliveries delivered", timeout_s=seconds, every_s=0.2)
 
 
 def assert_usage_and_cost(results: dict[str, Any], by_lot: dict[str, Any], status: dict[str, Any]) -> None:
@@ -86,10 +84,9 @@ def assert_no_files_left_at_openai(stack: Stack, job_id: str) -> None:
         def statuses() -> dict[str, int]:
             return {f: http.get(f"/v1/files/{f}").status_code for f in files}
 
-        deadline = time.monotonic() + 15  # the last collection deletes them as the job completes
-        while statuses() != dict.fromkeys(files, 404) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert statuses() == dict.fromkeys(files, 404)
+        # The last collection deletes them as the job completes.
+        wait_for(lambda: statuses() == dict.fromkeys(files, 404), lambda: f"every file deleted: {statuses()}",
+                 timeout_s=15, every_s=0.1)
 
 
 def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook(
@@ -122,7 +119,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
     assert_usage_and_cost(results, by_lot, client.get_job_status(job_id)[0])
     assert_no_files_left_at_openai(stack, job_id)
 
-    wait_for_webhook(receiver)
+    wait_for(lambda: receiver.received, "the webhook", every_s=0.1)
     assert len(receiver.received) == 1
     hook = receiver.received[0]
     verify = seed_webhook_verifier()
@@ -142,7 +139,7 @@ def test_a_three_lot_job_completes_with_every_language_by_polling_and_by_webhook
     headers = {"X-Signature": sign(stack.client_key, job_id.encode())}
     replay = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{job_id}/webhooks/redeliver", headers=headers)
     assert replay.status_code == 202, replay.text
-    wait_for_webhook(receiver, count=2)
+    wait_for(lambda: len(receiver.received) >= 2, "the webhook again", every_s=0.1)
     assert receiver.received[1].body == hook.body
     assert receiver.received[1].headers["webhook-id"] != hook.headers["webhook-id"]
     deliveries = wait_for_deliveries(stack, job_id, headers, count=2)
@@ -194,13 +191,14 @@ def test_a_graceful_restart_of_every_service_mid_job_still_completes_it(
     results, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
     assert error is None, error
     assert results["processing_summary"]["processed_lots"] == 5
-    deadline = time.monotonic() + 60
-    while True:  # announced and acknowledged: no copy can come after
+
+    def acknowledged() -> bool:
         with stack_engine.connect() as conn:
-            if conn.execute(select(jobs.c.completion_published).where(jobs.c.job_id == job_id)).scalar():
-                break
-        assert time.monotonic() < deadline, "the job's announcement was never acknowledged"
-        time.sleep(0.2)
+            return bool(conn.execute(select(jobs.c.completion_published).where(jobs.c.job_id == job_id))
+                        .scalar())
+
+    # Announced and acknowledged: no copy can come after.
+    wait_for(acknowledged, "the job's announcement to be acknowledged", timeout_s=60, every_s=0.2)
     announced = [envelope.job_id for envelope in read_to_end(stack.infra.kafka_bootstrap,
                                                              stack.topics.completions)
                  if isinstance(envelope.event, JobCompleted)]

@@ -34,6 +34,7 @@ from tests.e2e.stopping import (
     sigterm,
     wait_until_waiting,
 )
+from tests.polling import wait_for
 from tests.standin import Standin, serve_standin
 
 pytestmark = pytest.mark.e2e
@@ -83,10 +84,14 @@ def test_a_lot_being_described_when_its_gateway_stops_is_answered_and_its_retry_
         thread, answers = in_background(lambda: httpx2.post(
             f"{gateway.url}/api/v1/generate-descriptions", json=submission, headers=key,
             timeout=EXIT_WITHIN_S))
-        deadline = time.monotonic() + 30
-        while not paid_calls(slow_model):  # the lot is in its model call
-            assert time.monotonic() < deadline and thread.is_alive(), f"never reached the model: {answers}"
-            time.sleep(0.05)
+
+        def in_its_model_call() -> int:
+            if calls := paid_calls(slow_model):
+                return calls
+            assert thread.is_alive(), f"answered before reaching the model: {answers}"
+            return 0
+
+        wait_for(in_its_model_call, lambda: f"the lot to reach the model: {answers}")
         process, written = sigterm(gateway)
         stopped_taking_work = said_not_ready(gateway, thread)
         thread.join(EXIT_WITHIN_S)
@@ -137,10 +142,8 @@ def test_a_job_s_key_left_by_a_gateway_killed_mid_intake_is_free_again_after_the
             holder.rollback()
         thread.join(EXIT_WITHIN_S)
         restarted(gateway, **lease)
-        deadline = time.monotonic() + 30
-        while not lease_over(stack_engine, gateway.client_id, key):
-            assert time.monotonic() < deadline, "the reservation never aged"
-            time.sleep(0.1)
+        wait_for(lambda: lease_over(stack_engine, gateway.client_id, key), "the reservation to age",
+                 every_s=0.1)
         resend = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission,
                              headers={"Idempotency-Key": key}, timeout=30)
         again = httpx2.post(f"{gateway.url}/api/v1/generate-descriptions", json=submission,

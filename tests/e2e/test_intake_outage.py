@@ -27,6 +27,7 @@ from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import Stack
 from tests.events import read_to_end
+from tests.polling import wait_for
 from tests.private_kafka import PrivateKafka, private_kafka
 
 pytestmark = pytest.mark.e2e
@@ -88,15 +89,14 @@ def completions(bootstrap: str, topic: str, engine: Engine, expected: list[str],
     announcement is acknowledged (`jobs.completion_published`): a copy sent again by a round whose
     acknowledgement timed out went out before that flag, so it is counted. (Read at the first
     end holding every id instead, a copy landing later passed as none.)"""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def acknowledged() -> int:
         with engine.connect() as conn:
-            published = conn.execute(select(func.count()).select_from(jobs).where(
-                jobs.c.job_id.in_(expected), jobs.c.completion_published)).scalar()
-        if published == len(expected):
-            break
-        assert time.monotonic() < deadline, f"{published} of {len(expected)} announcements acknowledged"
-        time.sleep(0.5)
+            return int(conn.execute(select(func.count()).select_from(jobs).where(
+                jobs.c.job_id.in_(expected), jobs.c.completion_published)).scalar_one())
+
+    wait_for(lambda: acknowledged() == len(expected),
+             lambda: f"every announcement acknowledged ({acknowledged()} of {len(expected)})",
+             timeout_s=timeout_s, every_s=0.5)
     return [envelope.job_id for envelope in read_to_end(bootstrap, topic)
             if isinstance(envelope.event, JobCompleted)]
 
@@ -132,12 +132,14 @@ def test_kafka_stopped_for_32_s_during_20_submissions_loses_nothing_and_runs_not
     outage.join()
     assert max(waits) < REQUEST_TIMEOUT_S, waits
 
-    deadline = time.monotonic() + 300
     pending = set(accepted)
-    while pending and time.monotonic() < deadline:
-        pending = {job_id for job_id in pending if status(stack, job_id) != "completed"}
-        time.sleep(1.0)
-    assert not pending, f"{len(pending)} jobs did not complete: {stack.log_tail('gateway')}"
+
+    def all_completed() -> bool:
+        pending.difference_update([job for job in list(pending) if status(stack, job) == "completed"])
+        return not pending
+
+    wait_for(all_completed, lambda: f"every job to complete ({len(pending)} did not): "
+             f"{stack.log_tail('gateway')}", timeout_s=300, every_s=1.0)
 
     with stack_engine.connect() as conn:
         rows = conn.execute(select(jobs.c.job_id, jobs.c.processed_lots, jobs.c.failed_lots,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx2
@@ -15,6 +14,7 @@ from lotlens_common.signing import sign
 from lotlens_common.tables import descriptions
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
+from tests.polling import wait_for
 from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -40,16 +40,19 @@ def submit(stack: Stack, lots: list[dict[str, Any]]) -> httpx2.Response:
 
 
 def results_when_done(stack: Stack, job_id: str, seconds: float) -> httpx2.Response:
-    """`batch-results` of the job once it answers 200, or its last answer after `seconds`."""
+    """`batch-results` of the job once it answers 200; after `seconds` the wait fails with its last
+    answer and the end of the translator's log."""
     signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    deadline = time.monotonic() + seconds
+    answers: list[httpx2.Response] = []
     # One client for the polls: `httpx2.get` loads the CA bundle per call (~50 ms CPU).
     with httpx2.Client(headers=signed, timeout=30, trust_env=False) as http:
-        while True:
-            results = http.get(f"{stack.url}/api/v1/batch-results/{job_id}")
-            if results.status_code == 200 or time.monotonic() > deadline:
-                return results
-            time.sleep(0.2)
+        def done() -> bool:
+            answers.append(http.get(f"{stack.url}/api/v1/batch-results/{job_id}"))
+            return answers[-1].status_code == 200
+
+        wait_for(done, lambda: f"the job's results (last answer: {answers[-1].text}); the translator said: "
+                 f"{stack.log_tail('translator')}", timeout_s=seconds, every_s=0.2)
+    return answers[-1]
 
 
 def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_answers(
@@ -73,10 +76,8 @@ def test_hostile_model_markup_is_sanitised_in_storage_results_webhooks_and_sync_
         for html in stored:
             assert_clean(html)
 
-    deadline = time.monotonic() + 60
-    while not receiver.received and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert receiver.received, stack.log_tail("webhook-dispatcher")
+    wait_for(lambda: receiver.received, lambda: f"the job's webhook: {stack.log_tail('webhook-dispatcher')}",
+             timeout_s=60, every_s=0.2)
     sent = json.loads(receiver.received[0].body)
     for lot in sent["lots"]:
         for description in lot["descriptions"]:

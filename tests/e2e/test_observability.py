@@ -20,8 +20,9 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from tests.conftest import ROOT, Infra, new_id
 from tests.e2e.harness import Stack
-from tests.e2e.scraping import eventually, samples, scrape
-from tests.e2e.workload import cars, wait_for_webhook
+from tests.e2e.scraping import samples, scrape
+from tests.e2e.workload import cars
+from tests.polling import wait_for
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, free_port
 
@@ -77,7 +78,7 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
     assert error is None, error
     _, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
     assert error is None, error
-    wait_for_webhook(receiver)
+    wait_for(lambda: receiver.received, "the job's webhook", every_s=0.1)
 
     for service in ("gateway", *CONSUMER_GROUPS):
         url = ops_url(observed, service)
@@ -91,8 +92,9 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
         assert set(checks.values()) == {"ok"} and needed <= set(checks), service
 
     gateway_ops = ops_url(observed, "gateway")
-    health = eventually(lambda: (h := httpx2.get(f"{gateway_ops}/health", timeout=5).json())
-                        ["openai"] != "unknown" and h)
+    health = wait_for(lambda: (h := httpx2.get(f"{gateway_ops}/health", timeout=5).json())
+                      ["openai"] != "unknown" and h, "the gateway's health to know OpenAI", timeout_s=60,
+                      every_s=0.3)
     contract = {"status", "service", "timestamp", "version", "database", "background_worker"}
     assert contract <= set(health) and health["openai"] == "reachable"
     # The API port: the contract's fields alone, and no metrics or probes.
@@ -111,8 +113,7 @@ def test_every_service_is_probed_and_scraped_on_the_configured_address(
             assigned = samples(text, "lotlens_kafka_consumer_assigned_partitions")
             done = lag and sum(value for _, value in lag) == 0 and assigned[0][1] == len(lag)
             return lag if done else []
-        lag = eventually(drained)
-        assert lag, f"{service}: no drained lag per partition"
+        lag = wait_for(drained, f"{service}'s lag drained, per partition", timeout_s=60, every_s=0.3)
         assert len(lag) % partitions == 0
         assert {labels["partition"] for labels, _ in lag} == {str(p) for p in range(partitions)}
 
@@ -183,7 +184,7 @@ def test_a_consumer_without_its_database_stays_alive_reports_unready_and_exports
                       if labels["group"] == group]
             return sum(values) if len(values) == topics.partitions else 0
 
-        assert eventually(lag) == waiting
+        assert wait_for(lag, "the dispatcher's lag on every partition", timeout_s=60, every_s=0.3) == waiting
         ready = httpx2.get(f"{url}/readyz", timeout=10)
         assert ready.status_code == 503, ready.text
         checks = ready.json()["checks"]

@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 from tests.conftest import Infra, fresh_topics, new_id, own_schema
 from tests.e2e.conftest import running_stack
 from tests.e2e.harness import SERVICES
-from tests.e2e.scraping import eventually, samples, scrape
-from tests.e2e.workload import cars, wait_for_webhook
+from tests.e2e.scraping import samples, scrape
+from tests.e2e.workload import cars
 from tests.monitoring import MONITORING, Selector, alert_rules, dashboard_queries, promtool, selectors
+from tests.polling import wait_for
 from tests.seeds import seed_client_class
 from tests.servers import image_host, webhook_receiver
 
@@ -47,7 +48,7 @@ def scrapes(infra: Infra, engine: Engine,
         assert error is None, error
         _, error = client.poll_for_completion(job_id, poll_interval=0.5, max_wait_time=120)
         assert error is None, error
-        wait_for_webhook(receiver)
+        wait_for(lambda: receiver.received, "the job's webhook", every_s=0.1)
         answer, status = client.sync_generate(new_id("sync"), "Rear collision", [f"{images}/sync-a.png"])
         assert status == 200, answer
 
@@ -57,9 +58,8 @@ def scrapes(infra: Infra, engine: Engine,
             lags = all(samples(texts[name], "lotlens_kafka_consumer_lag_messages") for name in CONSUMERS)
             return texts if lag_read and lags else {}
 
-        texts = eventually(settled)
-        assert texts, "the gateway never read the groups' lag, or a consumer never reported its own"
-        yield texts
+        yield wait_for(settled, "the gateway to read the groups' lag, and each consumer to report its own",
+                       timeout_s=60, every_s=0.3)
 
 
 def lint(exposition: str) -> list[str]:

@@ -3,7 +3,6 @@ and one job's trace runs from the gateway's request to the webhook dispatcher.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +19,8 @@ from sqlalchemy import Engine
 from lotlens_common.settings import TopicSettings
 from tests.conftest import Infra, new_id
 from tests.e2e.harness import SERVICES, Stack
-from tests.e2e.workload import cars, wait_for_webhook
+from tests.e2e.workload import cars
+from tests.polling import wait_for
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, serve
 
@@ -112,23 +112,26 @@ def test_one_trace_spans_the_five_services_for_a_job(
     job_id, error = client.batch_generate(cars(images, 2, new_id("trace")), languages=["en", "de"],
                                           webhook_url=f"{receiver.url}/hooks")
     assert error is None, error
-    wait_for_webhook(receiver, seconds=120)
-    assert receiver.received, "no webhook arrived"
+    wait_for(lambda: receiver.received, "the job's webhook", timeout_s=120, every_s=0.1)
 
     def job_trace() -> list[ExportedSpan]:
         submitted = [span for span in list(collector.spans) if span.service == "gateway"
                      and span.kind == PRODUCER and span.attributes.get("lotlens.job_id") == job_id]
         return collector.trace(submitted[0].trace_id) if submitted else []
 
-    deadline = time.monotonic() + 90
-    while True:  # spans arrive as each process's exporter sends them (every 0.2 s)
+    failures: list[AssertionError] = []
+
+    def whole() -> bool:
         try:
             check_trace(job_trace(), job_id)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)  # the collector is in this process: a look costs nothing
+        except AssertionError as failure:
+            failures[:] = [failure]
+            return False
+        return True
+
+    # Spans arrive as each process's exporter sends them (every 0.2 s); the collector is in this
+    # process: a look costs nothing.
+    wait_for(whole, lambda: f"the job's whole trace ({failures[0]})", timeout_s=90, every_s=0.2)
 
 
 def check_trace(spans: list[ExportedSpan], job_id: str) -> None:

@@ -7,7 +7,6 @@ lot that fails keeps its English and the languages translated right in `partial_
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx2
@@ -16,7 +15,7 @@ import pytest
 from lotlens_common.signing import sign
 from tests.conftest import new_id
 from tests.e2e.harness import Stack
-from tests.e2e.workload import wait_for_webhook
+from tests.polling import wait_for
 from tests.servers import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
@@ -36,15 +35,16 @@ def run_job(stack: Stack, images: str, languages: list[str], webhook: str | None
     assert accepted.status_code == 201, accepted.text
     job_id = accepted.json()["job_id"]
     signed = {"X-Signature": sign(stack.client_key, job_id.encode())}
-    deadline = time.monotonic() + 180
+    answers: list[httpx2.Response] = []
     # One client for the polls: `httpx2.get` loads the CA bundle per call (~50 ms CPU).
     with httpx2.Client(headers=signed, timeout=30, trust_env=False) as http:
-        while True:
-            results = http.get(f"{stack.url}/api/v1/batch-results/{job_id}")
-            if results.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert results.status_code == 200, (results.text, stack.log_tail("translator"))
+        def done() -> bool:
+            answers.append(http.get(f"{stack.url}/api/v1/batch-results/{job_id}"))
+            return answers[-1].status_code == 200
+
+        wait_for(done, lambda: f"the job's results (last answer: {answers[-1].text}); the translator said: "
+                 f"{stack.log_tail('translator')}", timeout_s=180, every_s=0.2)
+        results = answers[-1]
         page = http.get(f"{stack.url}/api/v1/batch-jobs/{job_id}/lots")
     assert page.status_code == 200, page.text
     listed = results.json()["results"]["lots"]
@@ -71,7 +71,7 @@ def test_a_batch_lot_whose_russian_stays_english_is_retried_then_fails_naming_th
         assert english["language"] == "en" and english["damages"].startswith("<p>Standin vision: 1 image")
         assert german["language"] == "de" and german["damages"].startswith("<p>[de] ")
         assert lot["missing_languages"] == ["ru"]
-    wait_for_webhook(receiver)
+    wait_for(lambda: receiver.received, "the job's webhook", every_s=0.1)
     hook = json.loads(receiver.received[0].body)
     assert {lot["lot_id"]: lot for lot in hook["lots"]} == lots
 

@@ -3,7 +3,6 @@ that dead-letter what they cannot handle, exactly as the services' loop does."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -40,11 +39,3 @@ def consuming(settings: ServiceSettings, groups: Sequence[str],
             ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handler(group))
             for group in groups]):
         yield
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
-    """Poll until the predicate holds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)

@@ -48,6 +48,7 @@ from lotlens_gateway.shutdown import InFlight
 from tests.conftest import new_id
 from tests.events import read_to_end
 from tests.network_guard import stub_resolver
+from tests.polling import wait_for
 from tests.servers import free_port
 
 UNUSED_MODEL_URL = "http://127.0.0.1:9/v1"
@@ -71,11 +72,13 @@ def serve_app(app: FastAPI,
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
+
+    def started() -> bool:
+        if not thread.is_alive():
             raise RuntimeError("the server did not start")
-        time.sleep(0.02)
+        return server.started
+
+    wait_for(started, "the server to start", timeout_s=20, every_s=0.02)
     try:
         yield f"http://127.0.0.1:{port}", server.servers[0].get_loop()
     finally:
@@ -319,29 +322,32 @@ def insert_running_job(engine: Engine, client_id: str, status: str = "processing
 def wait_published(gateway: Gateway, engine: Engine, job_id: str) -> None:
     """Until the relay has published the job's events (it reads their payloads meanwhile: a test
     measuring the gateway's memory waits for it)."""
-    deadline = time.monotonic() + 120
     query = (select(func.count()).select_from(outbox)
              .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None)))
-    while True:
+
+    def unpublished() -> int:
         with engine.connect() as conn:
-            if conn.execute(query).scalar_one() == 0:
-                return
-        assert time.monotonic() < deadline, "the relay did not publish the job's events"
-        time.sleep(0.2)
+            return int(conn.execute(query).scalar_one())
+
+    wait_for(lambda: unpublished() == 0,
+             lambda: f"the relay to publish the job's events ({unpublished()} left)", timeout_s=120,
+             every_s=0.2)
 
 
 def published_events(engine: Engine, bootstrap: str, topic: str) -> list[Envelope]:
     """Every event on `topic` once the relay has published each of its outbox rows: all there is.
     (Asking Kafka for one message more than was due waited out the whole timeout.)"""
-    deadline = time.monotonic() + 120
     query = select(func.count()).select_from(outbox).where(outbox.c.topic == topic,
                                                            outbox.c.published_at.is_(None))
-    while True:
+
+    def unpublished() -> int:
         with engine.connect() as conn:
-            if conn.execute(query).scalar_one() == 0:
-                return read_to_end(bootstrap, topic)
-        assert time.monotonic() < deadline, f"the relay did not publish the rows of {topic}"
-        time.sleep(0.1)
+            return int(conn.execute(query).scalar_one())
+
+    wait_for(lambda: unpublished() == 0,
+             lambda: f"the relay to publish the rows of {topic} ({unpublished()} left)", timeout_s=120,
+             every_s=0.1)
+    return read_to_end(bootstrap, topic)
 
 
 def gateway_events(engine: Engine, job_id: str, event_type: str) -> list[Envelope]:
@@ -365,11 +371,14 @@ RESERVING = "% idempotency_keys"
 
 
 def until(condition: Callable[[], bool], request: Future[httpx2.Response], what: str) -> None:
-    """Wait for `condition`; fails after 30 s, or when `request` has ended meanwhile."""
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline and not request.done(), what
-        time.sleep(0.05)
+    """Wait for `condition`; fails after 30 s, or at once when `request` has ended meanwhile."""
+    def holds() -> bool:
+        if condition():
+            return True
+        assert not request.done(), f"the request ended before {what}"
+        return False
+
+    wait_for(holds, what)
 
 
 @contextmanager
@@ -380,7 +389,7 @@ def intake_filled(gw: Gateway, engine: Engine) -> Iterator[Future[httpx2.Respons
         blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
         taking = pool.submit(gw.submit, make_lots(30))
         until(lambda: gw.deps.metrics.registry.get_sample_value("lotlens_intake_jobs") == 1, taking,
-              "the other job never took the slot")
+              "the other job to take the slot")
         try:
             yield taking
         finally:

@@ -5,9 +5,9 @@ once, and the test passed without the wait it is about."""
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import Engine, text
+
+from tests.polling import wait_for
 
 _WAITING = text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                 "AND query LIKE :query AND datname = current_database()")
@@ -25,14 +25,10 @@ def waiting_on_a_lock(engine: Engine, query: str = "") -> int:
 def wait_for_a_lock_wait(engine: Engine, what: str, table: str | None = None) -> None:
     """Return once a statement in this test's database waits for a lock, or, given `table`, for a
     lock on that table."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def waiting() -> int:
         if table is None:
-            if waiting_on_a_lock(engine):
-                return
-        else:
-            with engine.connect() as conn:
-                if conn.execute(_WAITING_ON, {"table": table}).scalar_one():
-                    return
-        time.sleep(0.02)
-    raise AssertionError(f"{what} never waited for a lock")
+            return waiting_on_a_lock(engine)
+        with engine.connect() as conn:
+            return int(conn.execute(_WAITING_ON, {"table": table}).scalar_one())
+
+    wait_for(waiting, f"{what} to wait for a lock", timeout_s=10, every_s=0.02)

@@ -15,7 +15,8 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env, run_admin
-from tests.integration.dead_letter_support import cancelled, consuming, wait_for
+from tests.integration.dead_letter_support import cancelled, consuming
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +48,8 @@ def letters(infra: Infra, settings: ServiceSettings, topics: TopicSettings) -> I
     publisher.flush()
     seen: dict[str, list[str]] = {group: []}
     with consuming(settings, [group], seen):
-        wait_for(lambda: "good" in seen[group] and len(_rows(env)) == 2, "two dead letters")
+        wait_for(lambda: "good" in seen[group] and len(_rows(env)) == 2, "two dead letters", timeout_s=90,
+                 every_s=0.2)
     by_reason = {row[3]: position for position, row in _rows(env).items()}
     yield Letters(env, group, junk=by_reason["undecodable"], poison=by_reason["handler-failed"])
 
@@ -174,7 +176,8 @@ def test_a_future_version_letter_is_discarded_only_when_forced(
     publisher.flush()
     seen: dict[str, list[str]] = {group: []}
     with consuming(settings, [group], seen):
-        wait_for(lambda: "good" in seen[group] and len(_rows(env)) == 1, "the future version's dead letter")
+        wait_for(lambda: "good" in seen[group] and len(_rows(env)) == 1, "the future version's dead letter",
+                 timeout_s=90, every_s=0.2)
     [(future, row)] = _rows(env).items()
     assert row[3] == "future-version", row
 

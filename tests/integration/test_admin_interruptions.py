@@ -16,7 +16,7 @@ from lotlens_common import webhook_secrets
 from lotlens_common.clock import utc_now
 from tests.conftest import ROOT, Infra, new_id
 from tests.integration.admin_support import admin_env
-from tests.integration.dead_letter_support import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +60,7 @@ def _rotation_behind_a_lock_left_open(
         rotation = _admin(infra, "clients", "rotate", client, lock_timeout_ms=lock_timeout_ms)
         try:
             wait_for(lambda: _waits_for_a_lock(engine) or rotation.poll() is not None,
-                     "the rotation waiting for the table")
+                     "the rotation waiting for the table", timeout_s=90, every_s=0.2)
             yield client, holder, rotation
         finally:
             if rotation.poll() is None:

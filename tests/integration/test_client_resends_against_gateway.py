@@ -7,7 +7,6 @@ intake-slot tests hold it, for longer than the SDK waits for an answer."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +15,7 @@ from sqlalchemy import Connection, Engine, text
 
 from lotlens_client import LotLensClient, NetworkError
 from tests.integration.gateway_support import Gateway, make_lots
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -36,14 +36,13 @@ def outbox_locked(engine: Engine) -> Iterator[Connection]:
 
 def answer_stored(engine: Engine, client_id: str, key: str) -> None:
     """Until the gateway has stored the answer under the key (the held attempt's job is written)."""
-    deadline = time.monotonic() + 30
     query = text("SELECT status_code FROM idempotency_keys WHERE client_id = :c AND key = :k")
-    while True:
+
+    def stored() -> bool:
         with engine.connect() as conn:
-            if conn.execute(query, {"c": client_id, "k": key}).scalar() is not None:
-                return
-        assert time.monotonic() < deadline, "the held submission's answer was never stored"
-        time.sleep(0.1)
+            return conn.execute(query, {"c": client_id, "k": key}).scalar() is not None
+
+    wait_for(stored, "the held submission's answer stored", every_s=0.1)
 
 
 def jobs_written(engine: Engine, client_id: str) -> set[str]:

@@ -16,7 +16,8 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.events import committed
-from tests.integration.dead_letter_support import cancelled, wait_for
+from tests.integration.dead_letter_support import cancelled
+from tests.polling import wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -68,9 +69,10 @@ def test_an_undecodable_message_behind_an_event_retried_at_shutdown_is_dead_lett
     stop = threading.Event()
     loop = _run(settings, group, lambda envelopes: handled.extend(e.job_id for e in envelopes), stop)
     try:
-        wait_for(lambda: handled == [job], "the event, by the next process", 30)
+        wait_for(lambda: handled == [job], "the event, by the next process", timeout_s=30)
         wait_for(lambda: committed(settings.kafka.bootstrap_servers, group, settings.topics.submissions,
-                                   settings.topics.partitions) == 2, "both offsets committed", 30)
+                                   settings.topics.partitions) == 2, "both offsets committed", timeout_s=30,
+                 every_s=0.2)
     finally:
         stop.set()
         loop.join(30)

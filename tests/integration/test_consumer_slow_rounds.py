@@ -25,7 +25,8 @@ from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.events import committed as committed_on
 from tests.integration.consumer_loops import consumer_loops
-from tests.integration.dead_letter_support import cancelled, wait_for
+from tests.integration.dead_letter_support import cancelled
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -101,10 +102,11 @@ def test_slow_events_of_one_batch_are_dead_lettered_once_each_without_leaving_th
     publish(settings, jobs)
 
     with consuming(settings, group, slow_handler(engine, lambda e: e.job_id in slow, handled)):
-        wait_for(lambda: later in handled, "the events behind the slow ones", 90)
+        wait_for(lambda: later in handled, "the events behind the slow ones", timeout_s=90)
         # Stored offsets reach the broker within a second (auto-commit) unless the member was
         # put out of the group meanwhile: then they never do and the partition is read again.
-        wait_for(lambda: committed(settings, group) == len(jobs), "the offsets committed", 30)
+        wait_for(lambda: committed(settings, group) == len(jobs), "the offsets committed", timeout_s=30,
+                 every_s=0.2)
 
     assert dead_lettered(settings) == (sorted(slow), len(slow)), "each slow event, once"
     assert [job for job in handled if job not in slow] == [good, middle, later]
@@ -129,8 +131,8 @@ def test_an_event_slow_only_while_the_database_stalls_is_handled_not_dead_letter
 
     publish(settings, [stalled, later])
     with consuming(settings, group, slow_handler(engine, slow, handled)):
-        wait_for(lambda: stalled in handled and later in handled, "both events handled", 30)
-        wait_for(lambda: committed(settings, group) == 2, "the offsets committed", 30)
+        wait_for(lambda: stalled in handled and later in handled, "both events handled", timeout_s=30)
+        wait_for(lambda: committed(settings, group) == 2, "the offsets committed", timeout_s=30, every_s=0.2)
     assert dead_lettered(settings) == ([], 0)
 
 
@@ -156,10 +158,11 @@ def test_a_slow_database_whose_events_pass_alone_ends_rounds_in_time_without_lea
 
     publish(settings, [*crawling, stuck])
     with consuming(settings, group, handle):
-        wait_for(lambda: set(crawling) <= set(handled), "the events that pass alone", 90)
+        wait_for(lambda: set(crawling) <= set(handled), "the events that pass alone", timeout_s=90)
         publish(settings, [later])
-        wait_for(lambda: later in handled, "the event published after them", 60)
-        wait_for(lambda: committed(settings, group) == len(crawling) + 2, "the offsets committed", 30)
+        wait_for(lambda: later in handled, "the event published after them", timeout_s=60)
+        wait_for(lambda: committed(settings, group) == len(crawling) + 2, "the offsets committed",
+                 timeout_s=30, every_s=0.2)
 
     assert dead_lettered(settings) == ([stuck], 1), "the event that always times out, once"
     assignments = [r.getMessage() for r in caplog.records if "partitions assigned" in r.getMessage()]
@@ -187,6 +190,6 @@ def test_a_batch_that_fails_after_a_slow_statement_is_tried_alone_and_its_bad_ev
 
     publish(settings, [good, bad])
     with consuming(settings, group, handle):
-        wait_for(lambda: good in handled, "the good event, alone", 30)
-        wait_for(lambda: committed(settings, group) == 2, "the offsets committed", 30)
+        wait_for(lambda: good in handled, "the good event, alone", timeout_s=30)
+        wait_for(lambda: committed(settings, group) == 2, "the offsets committed", timeout_s=30, every_s=0.2)
     assert dead_lettered(settings) == ([bad], 1), "the bad event, once"

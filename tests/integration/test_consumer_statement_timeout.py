@@ -17,7 +17,8 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.integration.consumer_loops import consumer_loops
-from tests.integration.dead_letter_support import cancelled, wait_for
+from tests.integration.dead_letter_support import cancelled
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_an_event_whose_statement_times_out_is_dead_lettered_and_the_partition_f
 
     spec = ConsumerSpec(group_id=group, topics=[settings.topics.submissions], handler=handle)
     with consumer_loops(settings.kafka, settings.topics, [spec]):
-        wait_for(lambda: later in handled, "the event behind the slow one", 60)
+        wait_for(lambda: later in handled, "the event behind the slow one", timeout_s=60)
         letters = read_letters(settings.kafka, settings.topics.dead_letter).letters
     assert good in handled and slow not in handled
     assert [(letter.key, letter.group, letter.reason) for letter in letters] == [

@@ -21,7 +21,8 @@ from lotlens_common.kafka import ConsumerSpec
 from lotlens_common.settings import ServiceSettings
 from tests.conftest import new_id
 from tests.integration.consumer_loops import consumer_loops
-from tests.integration.dead_letter_support import cancelled, wait_for
+from tests.integration.dead_letter_support import cancelled
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,7 +59,8 @@ def test_a_member_killed_between_the_rounds_of_a_rebalance_and_restarted_leaves_
                                settings.kafka.bootstrap_servers, topic, group, a, "--dies-at-revoke"])
     with ExitStack() as members:
         try:
-            wait_for(lambda: assigned(settings, group) == {a: partitions}, "a holding every partition", 60)
+            wait_for(lambda: assigned(settings, group) == {a: partitions}, "a holding every partition",
+                     timeout_s=60, every_s=0.2)
             members.enter_context(member(settings, group, "b", handled))
             # The second member's join takes partitions from the first: it dies in that revoke.
             assert doomed.wait(60) == 0
@@ -66,12 +68,14 @@ def test_a_member_killed_between_the_rounds_of_a_rebalance_and_restarted_leaves_
             doomed.kill()
         # The hole: b got none in that first round (and so asks nothing); the dead process keeps
         # what it did not give up, listed until its session ends.
-        wait_for(lambda: sum(assigned(settings, group).values()) < partitions, "a partition nobody's", 10)
+        wait_for(lambda: sum(assigned(settings, group).values()) < partitions, "a partition nobody's",
+                 timeout_s=10, every_s=0.2)
         members.enter_context(member(settings, group, "a", handled))  # restarted at once
         jobs = [new_id("job-") for _ in range(partitions)]
         producer = Producer(settings.kafka.client_config())
         for partition, job in enumerate(jobs):
             producer.produce(topic, cancelled(job), partition=partition, headers=[("type", b"JobCancelled")])
         assert producer.flush(10) == 0
-        wait_for(lambda: set(jobs) <= set(handled), "an event on every partition handled", 60)
-        wait_for(lambda: sum(assigned(settings, group).values()) == partitions, "all partitions assigned", 30)
+        wait_for(lambda: set(jobs) <= set(handled), "an event on every partition handled", timeout_s=60)
+        wait_for(lambda: sum(assigned(settings, group).values()) == partitions, "all partitions assigned",
+                 timeout_s=30, every_s=0.2)

@@ -3,7 +3,6 @@ on `DROP DATABASE … WITH (FORCE)`: "must be a member of the role whose process
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import psycopg2
@@ -11,6 +10,7 @@ import pytest
 
 from tests.conftest import Infra, new_id
 from tests.databases import connect, drop_database
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,10 +38,9 @@ def test_a_database_is_dropped_while_autovacuum_and_our_own_sessions_are_in_it(i
     try:
         with ours.cursor() as own:
             own.execute(_SLOW_VACUUM_BAIT)
-        deadline = time.monotonic() + 120
-        while _sessions_in(cur, name) < 2:  # ours and the autovacuum worker (its role hidden from us)
-            assert time.monotonic() < deadline, "autovacuum never came to the database"
-            time.sleep(0.2)
+        # Ours and the autovacuum worker (its role hidden from us).
+        wait_for(lambda: _sessions_in(cur, name) >= 2, "autovacuum to come to the database", timeout_s=120,
+                 every_s=0.2)
 
         drop_database(cur, name)
 

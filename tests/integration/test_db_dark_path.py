@@ -4,14 +4,13 @@ waiting out the kernel's retransmissions (15 minutes) or, waiting for an answer,
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from tests.conftest import Infra
 from tests.dark_path import QUICK_DETECTION, DarkPath, Pending, engine_across
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,11 +60,9 @@ def test_a_statement_waiting_for_its_answer_when_the_database_vanishes_fails_in_
 
 def _wait_until_running(engine: Engine, pid: int) -> None:
     """Until PostgreSQL runs the statement of session `pid` (it was sent and acknowledged)."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    def running() -> bool:
         with engine.connect() as conn:
-            if conn.execute(text("SELECT state = 'active' FROM pg_stat_activity WHERE pid = :pid"),
-                            {"pid": pid}).scalar():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"session {pid} never started its statement")
+            return bool(conn.execute(text("SELECT state = 'active' FROM pg_stat_activity WHERE pid = :pid"),
+                                     {"pid": pid}).scalar())
+
+    wait_for(running, f"session {pid} to start its statement", timeout_s=10)

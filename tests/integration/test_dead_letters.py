@@ -14,7 +14,8 @@ from lotlens_common.events import EVENT_TYPES, Event, JobCancelled
 from lotlens_common.producer import EventProducer
 from lotlens_common.settings import ServiceSettings, TopicSettings
 from tests.conftest import Infra, new_id
-from tests.integration.dead_letter_support import cancelled, consuming, wait_for
+from tests.integration.dead_letter_support import cancelled, consuming
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +39,9 @@ def test_dead_letters_are_listed_per_group_and_replayed_to_that_group_alone_once
     publisher.flush()
 
     with consuming(settings, [vision, translator], seen):
-        wait_for(lambda: all("good" in jobs for jobs in seen.values()), "the valid event")
-        wait_for(lambda: len(admin(capsys, "dlq", "list")) == 7, "six dead letters", 30)
+        wait_for(lambda: all("good" in jobs for jobs in seen.values()), "the valid event", timeout_s=90)
+        wait_for(lambda: len(admin(capsys, "dlq", "list")) == 7, "six dead letters", timeout_s=30,
+                 every_s=0.2)
         rows = admin(capsys, "dlq", "list")[1:]
         assert sorted((row.split()[2], row.split()[3]) for row in rows) == sorted(
             (group, reason) for group in (vision, translator)
@@ -56,13 +58,13 @@ def test_dead_letters_are_listed_per_group_and_replayed_to_that_group_alone_once
         assert dry[-1] == "1 dead letters to replay"
         assert admin(capsys, "dlq", "replay", "--group", vision, "--reason", "future-version")[-1] == (
             "1 dead letters replayed")
-        wait_for(lambda: "future" in seen[vision], "the replayed event at the upgraded group")
+        wait_for(lambda: "future" in seen[vision], "the replayed event at the upgraded group", timeout_s=90)
         assert admin(capsys, "dlq", "replay", "--group", vision, "--reason", "future-version")[-1] == (
             "0 dead letters replayed"), "a second replay sent the message again"
         # Behind the replay in its partition: once the translator has this, it has passed the replay.
         publisher.publish_raw(topics.submissions, b"future", cancelled("sentinel", version=2), [])
         publisher.flush()
-        wait_for(lambda: all("sentinel" in jobs for jobs in seen.values()), "the sentinel")
+        wait_for(lambda: all("sentinel" in jobs for jobs in seen.values()), "the sentinel", timeout_s=90)
     assert seen == {vision: ["good", "future", "sentinel"], translator: ["good", "sentinel"]}
     states = {(row.split()[2], row.split()[3]): row.split()[1] for row in admin(capsys, "dlq", "list")[1:]}
     assert states[(vision, "future-version")] == "replayed"
@@ -110,7 +112,7 @@ def test_events_of_a_newer_release_are_read_or_kept_for_the_upgrade_never_taken_
         # Every event read or dead-lettered: the keys lie in different partitions, and one fetch
         # may bring `good` and the dead letters before the grown events' partition.
         wait_for(lambda: len(seen[group]) >= 3 and len(admin(capsys, "dlq", "list")) >= 3,
-                 "three events read and two dead letters")
+                 "three events read and two dead letters", timeout_s=90, every_s=0.2)
         assert sorted(seen[group]) == ["good", "grown", "grown-set"], "a field added to v1 was not read"
         rows = {row.split()[4]: row.split() for row in admin(capsys, "dlq", "list")[1:]}
         assert {event_type: row[3] for event_type, row in rows.items()} == {
@@ -123,4 +125,4 @@ def test_events_of_a_newer_release_are_read_or_kept_for_the_upgrade_never_taken_
         # Upgraded, the consumer reads the new type: the replay brings it there.
         monkeypatch.setitem(EVENT_TYPES, JobRescheduled.event_type, JobRescheduled)
         assert admin(capsys, "dlq", "replay", "--all")[-1] == "1 dead letters replayed"
-        wait_for(lambda: "new-type" in seen[group], "the replayed event of the new type")
+        wait_for(lambda: "new-type" in seen[group], "the replayed event of the new type", timeout_s=90)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import KafkaSettings
 from tests.conftest import Infra, delete_topics, new_id
 from tests.example_subscriber import Subscriber
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,10 +45,15 @@ def test_the_example_subscriber_started_before_its_topic_exists_waits_for_it(
         producer.publish_raw(topic, b"job-1", translation_completed("job-1", "lot-1"),
                              [("type", b"TranslationCompleted")])
         producer.flush()
-        deadline = time.monotonic() + 60
-        while not subscriber.rows("SELECT lot_id FROM lot_results WHERE job_id = 'job-1'"):
-            assert time.monotonic() < deadline and subscriber.running(), subscriber.log.read_text()
-            time.sleep(0.2)
+
+        def stored() -> bool:
+            if subscriber.rows("SELECT lot_id FROM lot_results WHERE job_id = 'job-1'"):
+                return True
+            assert subscriber.running(), subscriber.log.read_text()
+            return False
+
+        wait_for(stored, lambda: f"the lot's result stored: {subscriber.log.read_text()}", timeout_s=60,
+                 every_s=0.2)
         subscriber.stop(signal.SIGTERM)
         assert subscriber.process is not None and subscriber.process.returncode == 0
     finally:

@@ -29,10 +29,10 @@ from lotlens_gateway.group_lag import GroupLag, GroupLagCollector
 from lotlens_gateway.health import read_health
 from tests.conftest import ROOT, new_id
 from tests.integration.admin_support import TOPIC_NAMES
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import new_key, running_gateway
 from tests.integration.kafka_admin_fakes import AbortsFirst, HangingAdmin
 from tests.integration.test_gateway_group_lag import samples
+from tests.polling import wait_for
 from tests.private_kafka import private_kafka
 from tests.servers import free_port
 
@@ -109,16 +109,18 @@ def test_the_gateway_reads_kafka_again_after_each_of_several_broker_restarts(
             with polled(lambda: probes.append(httpx2.get(f"{gw.ops_url}/health", timeout=30).json()["kafka"]),
                         0.1), polled(lambda: httpx2.get(f"{gw.ops_url}/metrics", timeout=30), 0.5):
                 for restart in range(RESTARTS):
-                    wait_for(lambda: probes[-1:] == ["connected"], f"Kafka back before restart {restart}", 60)
+                    wait_for(lambda: probes[-1:] == ["connected"], f"Kafka back before restart {restart}",
+                             timeout_s=60)
                     time.sleep(2)  # probed every 0.1 s, and the lag read, while it runs
                     broker.stop()
-                    wait_for(lambda: probes[-1:] == ["disconnected"], "Kafka disconnected", 30)
+                    wait_for(lambda: probes[-1:] == ["disconnected"], "Kafka disconnected", timeout_s=30)
                     time.sleep(2)  # the calls pending as it stopped fail
                     broker.start()
-                wait_for(lambda: probes[-1:] == ["connected"], "Kafka connected after the last restart", 60)
+                wait_for(lambda: probes[-1:] == ["connected"], "Kafka connected after the last restart",
+                         timeout_s=60)
                 read = lambda: samples(httpx2.get(f"{gw.ops_url}/metrics", timeout=30).text,  # noqa: E731
                                        "lotlens_kafka_group_lag_read") == {(): 1}
-                wait_for(read, "the groups' lag read again", 60)
+                wait_for(read, "the groups' lag read again", timeout_s=60, every_s=0.2)
             text = httpx2.get(f"{gw.ops_url}/metrics", timeout=30).text
     restarts = samples(text, "lotlens_kafka_admin_process_restarts_total")
     print(f"{len(probes)} health probes across {RESTARTS} broker restarts; admin processes replaced: "
@@ -199,12 +201,13 @@ def test_the_admin_processes_end_with_the_gateway(settings: ServiceSettings, sto
                 return False
             return health["kafka"] == "connected" and samples(text, "lotlens_kafka_group_lag_read") == {(): 1}
 
-        wait_for(both_read, "the gateway's health probe and lag gauges read", 60)
+        wait_for(both_read, "the gateway's health probe and lag gauges read", timeout_s=60, every_s=0.2)
         children = admin_children(gateway.pid)
         assert len(children) == 2, children  # the health probe's and the lag gauges'
         gateway.send_signal(stop)
         assert gateway.wait(60) == (0 if stop == signal.SIGTERM else -signal.SIGKILL)
-        wait_for(lambda: not any(running(child) for child in children), "the admin processes gone", 10)
+        wait_for(lambda: not any(running(child) for child in children), "the admin processes gone",
+                 timeout_s=10)
     finally:
         gateway.kill()
         gateway.wait(10)
@@ -226,13 +229,13 @@ def test_an_admin_process_stuck_in_a_call_ends_when_its_parent_is_killed(tmp_pat
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT)
     children: list[int] = []
     try:
-        wait_for(lambda: len(admin_children(parent.pid)) == 1, "the admin process started", 30)
+        wait_for(lambda: len(admin_children(parent.pid)) == 1, "the admin process started", timeout_s=30)
         children = admin_children(parent.pid)
-        wait_for(marker.exists, "the admin process in its call", 30)  # hanging there
+        wait_for(marker.exists, "the admin process in its call", timeout_s=30)  # hanging there
         parent.kill()
         parent.wait(10)
         started = time.monotonic()
-        wait_for(lambda: not running(children[0]), "the admin process gone", 10)
+        wait_for(lambda: not running(children[0]), "the admin process gone", timeout_s=10)
         print(f"the admin process ended {time.monotonic() - started:.2f} s after its parent")
     finally:
         parent.kill()

@@ -8,7 +8,6 @@ names in the order it names: the gateway's own, read from its outbox, and the st
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -26,6 +25,7 @@ from tests.conftest import Infra
 from tests.integration.gateway_support import Gateway, gateway_events, make_lots
 from tests.integration.lock_waits import waiting_on_a_lock
 from tests.integration.result_store.support import completions
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 LANGUAGES = ("en", "ru")
@@ -97,8 +97,8 @@ def test_a_cancel_racing_the_settlement_of_the_last_lot_is_refused_once_the_job_
             lock_jobs(store, [job_id])
             apply_batch(store, described(gateway, job_id, [last]), live=True)
             cancelling = pool.submit(gateway.cancel, job_id)
-            while not (cancelling.done() or waiting_on_a_lock(engine, "SELECT pg_advisory_xact_lock")):
-                time.sleep(0.02)
+            wait_for(lambda: cancelling.done() or waiting_on_a_lock(engine, "SELECT pg_advisory_xact_lock"),
+                     "the cancel to answer or wait on the job's lock", timeout_s=60, every_s=0.02)
         cancel = cancelling.result(timeout=30)
 
     assert (cancel.status_code, cancel.json()["status"]) == (400, "completed"), cancel.text
@@ -115,9 +115,9 @@ def test_two_cancels_at_once_record_one_cancellation_and_the_second_is_told_the_
         with store.begin():  # a result-store batch holding the job: both cancels wait on its lock
             lock_jobs(store, [job_id])
             cancelling = [pool.submit(gateway.cancel, job_id) for _ in range(2)]
-            while not (any(c.done() for c in cancelling)
-                       or waiting_on_a_lock(engine, "SELECT pg_advisory_xact_lock") == 2):
-                time.sleep(0.02)
+            wait_for(lambda: any(c.done() for c in cancelling)
+                     or waiting_on_a_lock(engine, "SELECT pg_advisory_xact_lock") == 2,
+                     "a cancel to answer, or both to wait on the job's lock", timeout_s=60, every_s=0.02)
         answers = sorted((c.result(timeout=30) for c in cancelling), key=lambda answer: answer.status_code)
 
     assert len(gateway_events(engine, job_id, "JobCancelled")) == 1

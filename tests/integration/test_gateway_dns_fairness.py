@@ -27,6 +27,7 @@ from lotlens_common import lookups
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.urls import resolve_host
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
+from tests.polling import wait_for
 from tests.servers import image_host
 
 pytestmark = pytest.mark.integration
@@ -61,10 +62,9 @@ class SlowDomain:
 
     def wait_blocked(self, count: int, timeout_s: float = 10.0) -> None:
         """Until at least `count` lookups are blocked."""
-        deadline = time.monotonic() + timeout_s
-        while self.blocked < count:
-            assert time.monotonic() < deadline, f"only {self.blocked} slow lookups started"
-            time.sleep(0.02)
+        wait_for(lambda: self.blocked >= count,
+                 lambda: f"{count} slow lookups to start (only {self.blocked} did)", timeout_s=timeout_s,
+                 every_s=0.02)
 
 
 @pytest.fixture()

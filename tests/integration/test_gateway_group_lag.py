@@ -19,8 +19,8 @@ from sqlalchemy import Engine
 from lotlens_common.settings import VISION_BATCHER_GROUP, KafkaSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.conftest import new_id
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import running_gateway
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -151,13 +151,15 @@ def test_a_partition_no_member_of_a_stable_group_is_assigned_is_on_the_gateways_
     stable = ConsumerGroupState.STABLE
     with ExitStack() as members:
         doomed = members.enter_context(static_member(settings, group, "a", "--dies-at-revoke"))
-        wait_for(lambda: assigned(admin, group) == (stable, {"a": partitions}), "a holding them all", 60)
+        wait_for(lambda: assigned(admin, group) == (stable, {"a": partitions}),
+                 lambda: f"a holding them all (seen: {assigned(admin, group)})", timeout_s=60, every_s=0.2)
         dead = member_ids(admin, group)["a"]
         members.enter_context(static_member(settings, group, "b"))
         assert doomed.wait(60) == 0  # b's join took a partition from a: it died in that revoke
         members.enter_context(static_member(settings, group, "a"))  # restarted at once
         # The dead process stays listed for its session: the restart is its id's new member id.
-        wait_for(lambda: member_ids(admin, group).get("a", dead) != dead, "a back in the group", 30)
+        wait_for(lambda: member_ids(admin, group).get("a", dead) != dead, "a back in the group", timeout_s=30,
+                 every_s=0.2)
         state, held = assigned(admin, group)
         assert state == stable and sum(held.values()) == partitions - 1, (state, held)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
@@ -124,10 +123,8 @@ def test_a_key_released_while_a_resend_reads_it_is_the_resend_s_to_take_not_a_50
                                "FOR UPDATE"), mine)
             resend = pool.submit(httpx2.post, f"{gw.url}/api/v1/generate-descriptions", content=body,
                                  headers={"Idempotency-Key": key}, timeout=60)
-            deadline = time.monotonic() + 30
-            while not waiting_on_a_lock(engine, "SELECT idempotency_keys."):
-                assert time.monotonic() < deadline and not resend.done(), "the resend never read the key"
-                time.sleep(0.05)
+            until(lambda: waiting_on_a_lock(engine, "SELECT idempotency_keys.") > 0, resend,
+                  "the resend to read the key")
             first.execute(text("DELETE FROM idempotency_keys WHERE client_id = :client AND key = :key"), mine)
             first.commit()
             answer = resend.result(timeout=60)
@@ -169,13 +166,13 @@ def test_a_request_whose_key_a_resend_took_over_while_it_ran_writes_no_second_jo
             # Each request's one durable write waits on the outbox table, after its reservation.
             blocker.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
             slow = pool.submit(gw.submit, lots, headers=key)
-            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write never waited")
+            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write to wait")
             clock.ahead = timedelta(seconds=61)  # the slow request's renewals are over
             until(lambda: lease_lapsed(engine, gw.client_id, key["Idempotency-Key"]), slow,
-                  "the slow request's reservation was renewed past the long lease")
+                  "the slow request's reservation to lapse after the long lease")
             resend = pool.submit(gw.submit, lots, headers=key)
             until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 2, resend,
-                  "the resend never took the key")
+                  "the resend to take the key")
             blocker.commit()
             answers = [slow.result(timeout=60), resend.result(timeout=60)]
         later = gw.submit(lots, headers=key)

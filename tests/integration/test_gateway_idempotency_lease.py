@@ -15,7 +15,6 @@ from sqlalchemy import Engine, func, select, text
 from lotlens_common.settings import ServiceSettings
 from lotlens_common.tables import idempotency_keys
 from tests.conftest import new_id
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import (
     jobs_written,
     make_lots,
@@ -23,6 +22,7 @@ from tests.integration.gateway_support import (
     until,
 )
 from tests.integration.lock_waits import waiting_on_a_lock
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -59,21 +59,22 @@ def test_a_resend_while_a_slow_job_intake_still_writes_hears_409_and_then_gets_i
             # or overloaded database.
             blocker.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
             slow = pool.submit(first.submit, lots, headers={"Idempotency-Key": key}, timeout=CLIENT_TIMEOUT_S)
-            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write never waited")
+            until(lambda: waiting_on_a_lock(engine, "COPY outbox") == 1, slow, "the first write to wait")
             with pytest.raises(httpx2.TimeoutException):
                 slow.result(timeout=30)  # the client gave up; its request goes on
             wait_for(lambda: reserved_longer_than(engine, first.client_id, key, 4 * LEASE_S),
-                       "the reservation never aged")
+                     "the reservation to age", timeout_s=90, every_s=0.2)
             resend = pool.submit(second.submit, lots, headers={"Idempotency-Key": key}, timeout=30)
             wait_for(lambda: resend.done() or waiting_on_a_lock(engine, "COPY outbox") == 2,
-                       "the resend neither answered nor wrote")
+                     "the resend to answer or write", timeout_s=90, every_s=0.2)
             assert resend.done(), "the resend took the key over from the request still writing it"
             refused = resend.result()
             assert (refused.status_code, refused.json()["code"]) == (409, "IDEMPOTENCY_KEY_IN_PROGRESS"), \
                 refused.text
             assert refused.headers["retry-after"] == "5"
             blocker.commit()
-        wait_for(lambda: len(jobs_written(engine, first.client_id)) == 1, "the slow request wrote no job")
+        wait_for(lambda: len(jobs_written(engine, first.client_id)) == 1, "the slow request's job",
+                 timeout_s=90, every_s=0.2)
         again = second.submit(lots, headers={"Idempotency-Key": key})
     assert (again.status_code, again.headers.get("idempotent-replayed")) == (201, "true"), again.text
     assert [again.json()["job_id"]] == jobs_written(engine, first.client_id)

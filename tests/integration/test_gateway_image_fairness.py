@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from lotlens_common.settings import ServiceSettings
 from tests.integration.gateway_support import Gateway, running_gateway, until
 from tests.integration.sync_support import one_lot
+from tests.polling import wait_for
 from tests.servers import SilentServer, silent_server
 from tests.standin import Standin
 
@@ -67,10 +68,8 @@ def flood(gw: Gateway, tarpit: SilentServer) -> Iterator[list[Future[int]]]:
     with ThreadPoolExecutor(FLOODS) as pool:
         floods = [pool.submit(keep_checking, n) for n in range(FLOODS)]
         try:
-            deadline = time.monotonic() + 30
-            while len(tarpit.accepted) < CONNECTIONS:
-                assert time.monotonic() < deadline, "the tarpit took too few connections"
-                time.sleep(0.05)
+            wait_for(lambda: len(tarpit.accepted) >= CONNECTIONS,
+                     lambda: f"the tarpit to take {CONNECTIONS} connections (it took {len(tarpit.accepted)})")
             time.sleep(2 * IMAGE_TIMEOUT_S)  # every flood under way
             yield floods
         finally:
@@ -112,7 +111,7 @@ def test_image_checks_past_the_clients_synchronous_places_are_refused_at_once(
     with running_gateway(settings, engine, image_check_timeout_s=IMAGE_TIMEOUT_S,
                          sync_slots_per_client=1) as gw, ThreadPoolExecutor(1) as pool:
         holding = pool.submit(image_check, gw, [f"http://127.0.0.1:{tarpit.port}/held.png"], gw.key)
-        until(lambda: len(tarpit.accepted) >= 1, holding, "the tarpit took no connection")
+        until(lambda: len(tarpit.accepted) >= 1, holding, "the tarpit to take a connection")
         second = image_check(gw, [f"http://127.0.0.1:{tarpit.port}/second.png"], gw.key)
         other = image_check(gw, [f"http://127.0.0.1:{tarpit.port}/other.png"], gw.other_key)
         assert holding.result(timeout=60).status_code == 200

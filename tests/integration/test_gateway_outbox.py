@@ -24,6 +24,7 @@ from lotlens_gateway.relay import DRAINED, FULL, Relay, RelaySettings
 from tests.conftest import Infra, new_id, own_schema, rows_read
 from tests.events import read_to_end
 from tests.integration.gateway_support import Gateway, consume, insert_running_job, make_lots, running_gateway
+from tests.polling import wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -68,10 +69,8 @@ def test_with_kafka_down_a_batch_gets_201_at_once_and_is_pending_not_a_ghost(
         assert conn.execute(select(func.count()).select_from(outbox)
                             .where(outbox.c.job_id == job_id, outbox.c.published_at.is_(None))).scalar() == 4
     # The relay keeps failing meanwhile; its backlog is on /metrics.
-    deadline = time.monotonic() + 30
-    while backlog(gw) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert backlog(gw) >= 4
+    wait_for(lambda: backlog(gw) >= 4, lambda: f"a backlog of 4 on /metrics (it reads {backlog(gw)})",
+             timeout_s=30, every_s=0.2)
     exposed = httpx2.get(f"{gw.ops_url}/metrics").text
     assert "lotlens_outbox_oldest_age_seconds" in exposed
     # And each topic's floor, per topic (`LotLensOutboxFloorHeldBack`).

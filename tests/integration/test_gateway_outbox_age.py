@@ -3,7 +3,6 @@ LotLensOutboxBacklog compares with 300 s: the oldest unpublished row's, as the r
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +16,7 @@ from lotlens_gateway.metrics import GatewayMetrics
 from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
+from tests.polling import wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -50,9 +50,8 @@ def test_the_oldest_age_is_that_of_the_oldest_unpublished_row(engine: Engine) ->
     relay = Relay(engine, dead, [topic], RelaySettings(publish_timeout_s=0.2), metrics)
     relay.start()
     try:
-        deadline = time.monotonic() + 20
-        while _sample(metrics, "lotlens_outbox_backlog_events") != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: _sample(metrics, "lotlens_outbox_backlog_events") == 2, "a backlog of 2 events",
+                 timeout_s=20)
     finally:
         relay.stop(timeout_s=1.5)
     assert _sample(metrics, "lotlens_outbox_backlog_events") == 2

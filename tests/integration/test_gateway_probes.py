@@ -17,9 +17,9 @@ from lotlens_common.ops import READY_CACHE_S
 from lotlens_common.settings import DatabaseSettings, ServiceSettings
 from lotlens_gateway.config import CONSUMER_GROUPS
 from tests.freezing_proxy import freezing_proxy
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import insert_running_job, running_gateway
 from tests.integration.kafka_admin_fakes import SilentGroupsAdmin
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +97,9 @@ def test_readiness_checks_during_a_database_hang_stay_ready_answer_in_time_and_l
                 answers = _readiness_storm(gw.ops_url, 100) + _readiness_storm(gw.ops_url, 100)
                 added = threading.active_count() - threads_before
                 proxy.thaw()
-                recovered = _ready_within(gw.ops_url, 10.0)
+                wait_for(lambda: httpx2.get(f"{gw.ops_url}/readyz", timeout=10).status_code == 200,
+                         "/readyz to answer 200 again after the database came back", timeout_s=10,
+                         every_s=0.2)
         finally:
             hanging.dispose()
     slowest = max(seconds for _, seconds in answers)
@@ -107,16 +109,6 @@ def test_readiness_checks_during_a_database_hang_stay_ready_answer_in_time_and_l
     # gave up on the database after 3 s. A blocked check would take the callers' whole 60 s.
     assert slowest < 20.0, f"a readiness check took {slowest:.2f} s"
     assert added <= 2, f"{added} threads were left blocked on the database"
-    assert recovered, "/readyz did not answer 200 again after the database came back"
-
-
-def _ready_within(url: str, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if httpx2.get(f"{url}/readyz", timeout=10).status_code == 200:
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_liveness_fails_once_the_outbox_relay_has_died(
@@ -133,6 +125,6 @@ def test_liveness_fails_once_the_outbox_relay_has_died(
         monkeypatch.setattr(gw.deps.relay, "run_round", defect)
         gw.deps.relay.wake()
         wait_for(lambda: httpx2.get(f"{gw.ops_url}/livez", timeout=5).status_code == 503,
-                 "/livez to fail after the relay died", 40)
+                 "/livez to fail after the relay died", timeout_s=40, every_s=0.2)
         body = httpx2.get(f"{gw.ops_url}/livez", timeout=5).json()
         assert body["status"] == "stalled" and set(body["stale_loops"]) == {"outbox relay"}, body

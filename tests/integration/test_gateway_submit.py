@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from typing import Any
 
 import httpx2
@@ -22,6 +21,7 @@ from tests.integration.gateway_support import (
     published_events,
     running_gateway,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -336,19 +336,15 @@ def test_a_job_body_that_arrives_while_the_slot_is_taken_and_one_waits_is_droppe
             sender.start()
             return sender
 
-        def until(metric: str, value: float) -> None:
-            deadline = time.monotonic() + 20
-            while metrics.get_sample_value(metric) != value:
-                assert time.monotonic() < deadline, f"{metric} never reached {value}"
-                time.sleep(0.05)
-
         with engine.connect() as blocker:
             # The first job's one durable write waits for the outbox table, holding the only slot.
             blocker.execute(text("LOCK TABLE outbox IN SHARE ROW EXCLUSIVE MODE"))
             first = send("first")
-            until("lotlens_intake_jobs", 1)
+            wait_for(lambda: metrics.get_sample_value("lotlens_intake_jobs") == 1, "the first job in intake",
+                     timeout_s=20)
             second = send("second")
-            until("lotlens_intake_admitted", 2)
+            wait_for(lambda: metrics.get_sample_value("lotlens_intake_admitted") == 2,
+                     "the second job admitted", timeout_s=20)
             refused = gw.submit(make_lots(30))
             blocker.rollback()
         first.join(30)

@@ -17,9 +17,9 @@ from sqlalchemy.exc import OperationalError
 
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.settings import ServiceSettings
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.gateway_support import Gateway, make_lots, running_gateway
 from tests.integration.sync_support import model_calls, one_lot
+from tests.polling import wait_for
 from tests.seeds import bash_block_after, run_recipe, seed_client_class
 from tests.standin import Standin, description, serve_standin, translation
 
@@ -304,7 +304,7 @@ def test_a_client_that_leaves_without_an_idempotency_key_stops_its_model_calls(
                                      headers={"Idempotency-Key": "leaves-1"}))
             return answers[-1].status_code != 409
 
-        wait_for(answered, "the retry's answer", 60)
+        wait_for(answered, "the retry's answer", timeout_s=60, every_s=0.2)
         again = answers[-1]
         assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
         assert slow.stats()["direct_calls"] == {"/v1/responses": 3}
@@ -329,10 +329,8 @@ def test_a_synchronous_lot_holds_no_intake_place_during_its_model_calls(
         sending = threading.Thread(target=lambda: answers.append(httpx2.post(
             f"{gw.url}/api/v1/generate-descriptions", content=content, timeout=30)))
         sending.start()
-        deadline = time.monotonic() + 10
-        while not slow.stats()["direct_calls"]:  # the lot is in its model call
-            assert time.monotonic() < deadline, "the synchronous lot never reached the model"
-            time.sleep(0.05)
+        # The lot is in its model call.
+        wait_for(lambda: slow.stats()["direct_calls"], "the synchronous lot to reach the model", timeout_s=10)
         job = gw.submit(make_lots(30))  # bigger than one lot: it needs the place
         sending.join(30)
     assert job.status_code == 201, job.text

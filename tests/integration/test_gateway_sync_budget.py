@@ -55,7 +55,7 @@ def test_time_the_request_spent_before_the_model_counts_towards_its_budget(
         blocker.execute(text("LOCK TABLE idempotency_keys IN SHARE ROW EXCLUSIVE MODE"))
         sending = pool.submit(gw.submit, one_lot(images), ["en"], headers={"Idempotency-Key": "held-1"})
         until(lambda: waiting_on_a_lock(engine, RESERVING) == 1, sending,
-              "the reservation never waited on the lock")
+              "the reservation to wait on the lock")
         time.sleep(budget_s * 1.5)  # the budget is spent while the request waits
         blocker.rollback()
         response = sending.result(timeout=60)

@@ -25,7 +25,7 @@ def held_lot(gw: Gateway, standin: Standin, pool: ThreadPoolExecutor, images: st
     """A synchronous lot of `gw`'s main client, waiting in its model call once this returns."""
     standin.faults(api_faults=[{"scope": "responses", "kind": "timeout", "count": 1, "seconds": HELD_S}])
     holding = pool.submit(gw.submit, one_lot(images), ["en"])
-    until(lambda: model_calls(standin) == 1, holding, "the first lot never reached the model")
+    until(lambda: model_calls(standin) == 1, holding, "the first lot to reach the model")
     return holding
 
 

@@ -17,7 +17,7 @@ from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env, run_admin
 from tests.integration.gateway_support import running_gateway
-from tests.integration.webhook_dispatcher.support import wait_for
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def test_secrets_past_their_overlap_are_deleted_and_the_live_ones_kept(
         current = webhook_secrets.rotate(conn, client, timedelta(days=1), now)
     assert secrets_of(engine, client) == {retired, in_overlap, current}
     with running_gateway(settings, engine):
-        wait_for(lambda: retired not in secrets_of(engine, client))
+        wait_for(lambda: retired not in secrets_of(engine, client), "the retired secret pruned")
     assert secrets_of(engine, client) == {in_overlap, current}
     with engine.connect() as conn:
         assert webhook_secrets.live(conn, client, datetime.now(UTC)) == [current, in_overlap]
@@ -63,7 +63,7 @@ def test_a_removed_clients_secret_stays_deleted_while_a_gateway_with_the_old_con
     try:
         # The relay makes the configured clients' secrets after its first prune's deletions, in a
         # transaction of its own: asked as soon as those showed, it failed once in a full run.
-        wait_for(lambda: len(secrets_of(engine, removed)) == 1)
+        wait_for(lambda: len(secrets_of(engine, removed)) == 1, "the configured client's secret")
         toolbox = admin_env(infra.kafka_bootstrap, infra.database_url)  # no LOTLENS_CLIENTS there
         deleted = run_admin(toolbox, "clients", "delete", removed, "--yes")
         assert deleted.returncode == 0, deleted.stderr
@@ -80,4 +80,4 @@ def pruned_once_more(engine: Engine, client: str) -> None:
     with engine.begin() as conn:
         [retired, *_] = webhook_secrets.live(conn, client, datetime.now(UTC))
         webhook_secrets.rotate(conn, client, timedelta(0), datetime.now(UTC))
-    wait_for(lambda: retired not in secrets_of(engine, client))
+    wait_for(lambda: retired not in secrets_of(engine, client), "the retired secret pruned")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from alembic.script import ScriptDirectory
@@ -16,6 +16,7 @@ from lotlens_common.db import MIGRATIONS, LockPatience, migrate
 from lotlens_common.migrate import schema_current
 from lotlens_result_store.shadow import hold_migrations
 from tests.conftest import Infra, own_schema
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +65,7 @@ def test_a_build_killed_midway_leaves_an_invalid_index_that_the_next_run_drops_a
         writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
         migrator = threading.Thread(target=run)
         migrator.start()
-        _wait_for(lambda: _building(behind), "the build to wait for the write")
+        wait_for(lambda: _building(behind), "the build to wait for the write")
         with behind.connect() as admin:
             admin.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
                                "datname = current_database() AND query LIKE 'CREATE INDEX CONCURRENTLY%'"))
@@ -114,7 +115,7 @@ def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others
         writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
         first = threading.Thread(target=run)
         first.start()
-        _wait_for(lambda: _building(behind), "the first migrator to start its build")
+        wait_for(lambda: _building(behind), "the first migrator to start its build")
         second = threading.Thread(target=run)
         second.start()
         time.sleep(1.5)  # the second waits for the lock; PostgreSQL looks for deadlocks after 1 s
@@ -152,7 +153,7 @@ def test_a_projections_rebuild_waiting_for_the_migrations_lock_is_not_cancelled_
         writer.execute(text("INSERT INTO lots (job_id, lot_id) VALUES ('job-w', 'lot-w')"))
         first = threading.Thread(target=migrator)
         first.start()
-        _wait_for(lambda: _building(behind), "the migrator to start its build")
+        wait_for(lambda: _building(behind), "the migrator to start its build")
         rebuild = threading.Thread(target=rebuild_step)
         rebuild.start()
         time.sleep(1.5)  # PostgreSQL looks for deadlocks after 1 s
@@ -169,14 +170,6 @@ def _building(engine: Engine) -> bool:
         return bool(conn.execute(text(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
             "query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'")).scalar_one())
-
-
-def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {timeout_s} s for {what}")
-        time.sleep(0.05)
 
 
 def test_an_index_drop_waits_for_a_transaction_that_has_read_the_table_longer_than_the_lock_timeout(

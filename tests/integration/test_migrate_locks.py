@@ -20,6 +20,7 @@ from lotlens_common.settings import DatabaseSettings, TopicSettings
 from tests.conftest import ROOT, Infra, own_schema
 from tests.integration.admin_support import admin_env
 from tests.integration.lock_waits import wait_for_a_lock_wait
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -156,11 +157,12 @@ def test_a_migration_gives_way_before_a_gateway_request_queued_behind_it_times_o
 
 def _wait_for_lock_request(engine: Engine, table: str) -> None:
     """Return once a session waits for an ACCESS EXCLUSIVE lock on `table` (the migration's)."""
-    deadline = time.monotonic() + 30
     with engine.connect() as conn:
-        while not conn.execute(text(
+        def asked() -> int:
+            waiting = int(conn.execute(text(
                 "SELECT count(*) FROM pg_locks WHERE relation = CAST(:t AS regclass) AND NOT granted "
-                "AND mode = 'AccessExclusiveLock'"), {"t": table}).scalar_one():
+                "AND mode = 'AccessExclusiveLock'"), {"t": table}).scalar_one())
             conn.rollback()
-            assert time.monotonic() < deadline, f"the migration never asked for its lock on {table}"
-            time.sleep(0.05)
+            return waiting
+
+        wait_for(asked, f"the migration to ask for its lock on {table}")

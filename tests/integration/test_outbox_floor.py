@@ -26,6 +26,7 @@ from lotlens_gateway.outbox_floor import AUDIT_EVERY_S, Floor
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import new_id
 from tests.integration.gateway_support import consume
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -222,9 +223,9 @@ def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_a
             horizon = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
             return int(conn.execute(horizon).scalar_one())
 
-    _until(lambda: oldest() >= proposal[1],  # every transaction older than the proposal has ended
-           lambda: f"the transactions older than the proposal ended: {_oldest_transaction(engine)}",
-           timeout_s=90)
+    wait_for(lambda: oldest() >= proposal[1],  # every transaction older than the proposal has ended
+             lambda: f"the transactions older than the proposal to end: {_oldest_transaction(engine)}",
+             timeout_s=90)
     sent = relay._send
 
     def send_then_purge(topic_sent: str, rows: Sequence[Any]) -> None:
@@ -280,13 +281,6 @@ def test_a_round_the_database_fails_starts_the_floors_over(
     assert relay._floors == {}
 
 
-def _until(condition: Callable[[], bool], what: Callable[[], str], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, what()
-        time.sleep(0.05)
-
-
 def _oldest_transaction(engine: Engine) -> str:
     """The server's oldest transaction with an id, any database's: another test worker's holds the
     floors of every worker (their databases share the horizon)."""
@@ -305,7 +299,7 @@ def _rounds_until(relay: Relay, condition: Callable[[], bool], what: str) -> Non
         relay.run_round()
         return condition()
 
-    _until(round_then, lambda: f"{what}: {_oldest_transaction(relay._engine)}", timeout_s=90)
+    wait_for(round_then, lambda: f"{what}: {_oldest_transaction(relay._engine)}", timeout_s=90)
 
 
 def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
@@ -342,17 +336,17 @@ def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
     try:
         first, second = _job("held-floor-test", 100), _job("held-floor-test", 200)
         store.append(topic, first)
-        _until(lambda: published(first) and (gauge("lag_ids") or 0) >= len(first)
-               and (gauge("held_seconds") or 0) > 0, lambda: f"the first job's rows held back: {read()}")
+        wait_for(lambda: published(first) and (gauge("lag_ids") or 0) >= len(first)
+                 and (gauge("held_seconds") or 0) > 0, lambda: f"the first job's rows held back: {read()}")
         lag, held = gauge("lag_ids") or 0, gauge("held_seconds") or 0
         with engine.begin() as conn:  # pruned meanwhile (another replica's prune): no longer walked
             conn.execute(delete(outbox).where(outbox.c.job_id == "held-floor-earlier"))
         time.sleep(1.0)
         store.append(topic, second)  # published too, and walked by every read from now on
         # Walked from the first job's rows on at least (the earlier rows may be pruned by now).
-        _until(lambda: published(second) and (gauge("lag_ids") or 0) >= len(first) + len(second)
-               and (gauge("held_seconds") or 0) >= held + 1.0,
-               lambda: f"the second job's rows held back too, from {lag} ids and {held} s: {read()}")
+        wait_for(lambda: published(second) and (gauge("lag_ids") or 0) >= len(first) + len(second)
+                 and (gauge("held_seconds") or 0) >= held + 1.0,
+                 lambda: f"the second job's rows held back too, from {lag} ids and {held} s: {read()}")
         # At least the transaction's own age, never more (its role's session: pg_stat_activity
         # shows its start to us).
         held_now = gauge("held_seconds") or 0  # read first: the relay sets it again once a second
@@ -364,7 +358,7 @@ def test_a_transaction_holding_the_floor_back_shows_on_the_gauges_until_it_ends(
         holder.rollback()
         holder.close()
     try:
-        _until(lambda: gauge("held_seconds") == 0 and gauge("lag_ids") == 0,
-               lambda: f"the floor free again: {read()}; {_oldest_transaction(engine)}", timeout_s=90)
+        wait_for(lambda: gauge("held_seconds") == 0 and gauge("lag_ids") == 0,
+                 lambda: f"the floor free again: {read()}; {_oldest_transaction(engine)}", timeout_s=90)
     finally:
         relay.stop(5)

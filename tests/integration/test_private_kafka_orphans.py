@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.polling import wait_for
 from tests.private_kafka import ROOT
 
 pytestmark = pytest.mark.integration
@@ -44,10 +44,9 @@ def test_a_private_broker_dies_with_the_test_process_that_started_it(tmp_path: P
     try:
         broker = int(dying.stdout.readline() or 0) or None  # its pid, once it answers
         assert dying.wait(180) == -signal.SIGKILL and broker is not None
-        deadline = time.monotonic() + 10
-        while _running(broker) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not _running(broker), "the broker outlived the test process that started it"
+        pid = broker
+        wait_for(lambda: not _running(pid), "the broker to end with the test process that started it",
+                 timeout_s=10, every_s=0.1)
     finally:
         dying.kill()
         if broker is not None and _running(broker):

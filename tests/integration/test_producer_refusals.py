@@ -23,6 +23,7 @@ from lotlens_common.stage.adapters.kafka import KafkaPublisher
 from lotlens_common.stage.ports import Caused, EventsRefused
 from lotlens_common.topics import MAX_MESSAGE_BYTES
 from tests.conftest import new_id
+from tests.polling import wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,8 @@ def _topic_takes(settings: ServiceSettings, topic: str, max_bytes: int) -> None:
         ConfigEntry("max.message.bytes", str(max_bytes), incremental_operation=AlterConfigOpType.SET)])
     for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
-    deadline = time.monotonic() + 30
-    while (shown := _max_message_bytes(admin, topic)) != str(max_bytes):
-        assert time.monotonic() < deadline, f"the topic still takes {shown} bytes after 30 s"
-        time.sleep(0.05)
+    wait_for(lambda: _max_message_bytes(admin, topic) == str(max_bytes),
+             lambda: f"the topic to take {max_bytes} bytes (it takes {_max_message_bytes(admin, topic)})")
 
 
 def _max_message_bytes(admin: AdminClient, topic: str) -> str | None:

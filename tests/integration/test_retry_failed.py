@@ -149,7 +149,7 @@ def test_asking_again_while_the_retry_is_being_made_or_after_is_not_counted_agai
             holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
             first = pool.submit(retry, gateway, job_id)
             until(lambda: waiting_on_a_lock(engine, "COPY outbox") > 0, first,
-                  "the retry's write never waited")
+                  "the retry's write to wait")
             again = retry(gateway, job_id)  # the client asks again meanwhile
             holder.commit()
             made = first.result(timeout=30)
@@ -279,7 +279,7 @@ def test_a_retry_a_gateway_of_the_earlier_release_starts_while_this_one_writes_i
     with ThreadPoolExecutor(1) as pool, engine.connect() as holder:
         holder.execute(text("LOCK TABLE outbox IN EXCLUSIVE MODE"))
         called = pool.submit(retry, gateway, job_id)
-        until(lambda: waiting_on_a_lock(engine, "COPY outbox") > 0, called, "the retry's write never waited")
+        until(lambda: waiting_on_a_lock(engine, "COPY outbox") > 0, called, "the retry's write to wait")
         old_release_reservation(engine, gateway, job_id, None)  # the old gateway's call begins
         holder.commit()
         answer = called.result(timeout=30)

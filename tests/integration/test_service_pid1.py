@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import yaml
 
 from chaos.shutdown import grace_seconds
 from tests.conftest import ROOT
+from tests.polling import wait_for
 
 SERVICES = sorted(p.name for p in (ROOT / "services").iterdir() if (p / "pyproject.toml").is_file())
 # Nothing listens on port 1: no service gets as far as a connection in these tests, and one that
@@ -49,15 +49,18 @@ def namespaces_refused() -> str | None:
     return None if done.returncode == 0 else f"the kernel refused a PID namespace: {done.stderr.strip()}"
 
 
-def pid_one(outer: subprocess.Popen[bytes], deadline: float) -> int:
+def pid_one(outer: subprocess.Popen[bytes], timeout_s: float) -> int:
     """The host's pid of the namespace's PID 1 (unshare's child), once it runs the service's script."""
     children = Path(f"/proc/{outer.pid}/task/{outer.pid}/children")
-    while time.monotonic() < deadline and outer.poll() is None:
+
+    def started() -> int:
+        assert outer.poll() is None, f"the service never started (unshare exited {outer.poll()})"
         pids = children.read_text().split()
         if pids and Path(f"/proc/{pids[0]}/exe").resolve() == Path(sys.executable).resolve():
             return int(pids[0])
-        time.sleep(0.005)
-    raise AssertionError(f"the service never started (unshare exited {outer.poll()})")
+        return 0
+
+    return wait_for(started, "the service to start", timeout_s=timeout_s, every_s=0.005)
 
 
 def importing(pid: int) -> bool:
@@ -77,11 +80,15 @@ def test_a_service_started_as_its_image_does_stops_on_a_sigterm_during_start_up(
                                  cwd=ROOT, env={**os.environ, **ENV}, stdout=output, stderr=output,
                                  start_new_session=True)
     try:
-        deadline = time.monotonic() + grace
-        service_pid = pid_one(outer, deadline)
-        while not importing(service_pid):
-            assert outer.poll() is None and time.monotonic() < deadline, "the start-up never began"
-            time.sleep(0.005)
+        service_pid = pid_one(outer, grace)
+
+        def began() -> bool:
+            if importing(service_pid):
+                return True
+            assert outer.poll() is None, "the start-up never began (unshare exited)"
+            return False
+
+        wait_for(began, "the start-up to begin", timeout_s=grace, every_s=0.005)
         os.kill(service_pid, signal.SIGTERM)
         try:
             # unshare exits as its child did. The old entry point installed no handler until after
@@ -109,14 +116,18 @@ def test_the_admin_toolbox_stops_at_once_when_its_job_is_deleted(tmp_path: Path)
     outer = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", *container["command"]],
                              cwd=tmp_path, start_new_session=True)
     try:
-        deadline = time.monotonic() + grace
         toolbox = Path(f"/proc/{outer.pid}/task/{outer.pid}/children")
-        # Waiting: its `sleep` runs (as PID 1 itself, or as PID 1's child).
-        while not (pids := toolbox.read_text().split()) or not (
-                Path(f"/proc/{pids[0]}/exe").resolve().name == "sleep"
-                or Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().strip()):
-            assert outer.poll() is None and time.monotonic() < deadline, "the toolbox never started waiting"
-            time.sleep(0.005)
+
+        def waiting() -> list[str]:
+            """Its PID 1, once its `sleep` runs (as PID 1 itself, or as PID 1's child)."""
+            pids = toolbox.read_text().split()
+            if pids and (Path(f"/proc/{pids[0]}/exe").resolve().name == "sleep"
+                         or Path(f"/proc/{pids[0]}/task/{pids[0]}/children").read_text().strip()):
+                return pids
+            assert outer.poll() is None, "the toolbox never started waiting (unshare exited)"
+            return []
+
+        pids = wait_for(waiting, "the toolbox to start waiting", timeout_s=grace, every_s=0.005)
         os.kill(int(pids[0]), signal.SIGTERM)
         try:
             code = outer.wait(grace)

@@ -20,6 +20,7 @@ from lotlens_common.model.vision import vision_request_body
 from lotlens_openai_standin import answer_rules, batch_input, batches
 from lotlens_openai_standin.batch_run import run_slice
 from lotlens_openai_standin.image_costs import image_details
+from tests.polling import wait_for
 from tests.standin import Standin, serve_standin
 
 TERMINAL = ("completed", "failed", "expired", "cancelled")
@@ -44,14 +45,16 @@ def _create(api: httpx2.Client, lines: int) -> dict[str, Any]:
 
 
 def _poll(api: httpx2.Client, batch_id: str, until: tuple[str, ...] = TERMINAL) -> list[dict[str, Any]]:
+    """Every view of the batch read until its status is one of `until`."""
     seen: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def reached() -> bool:
         seen.append(api.get(f"/batches/{batch_id}").json())
-        if seen[-1]["status"] in until:
-            return seen
-        time.sleep(0.02)
-    raise AssertionError(f"batch stuck in {seen[-1]['status']}")
+        return seen[-1]["status"] in until
+
+    wait_for(reached, lambda: f"batch {batch_id} to reach {until} (stuck in {seen[-1]['status']})",
+             timeout_s=60, every_s=0.02)
+    return seen
 
 
 def _lines(api: httpx2.Client, file_id: str | None) -> list[dict[str, Any]]:
@@ -95,10 +98,9 @@ def test_a_batch_past_its_window_expires_with_its_finished_requests(tmp_path: Pa
 def test_cancel_while_in_progress_keeps_the_finished_requests(tmp_path: Path) -> None:
     with _api(tmp_path, in_progress_seconds=3.0, finalizing_seconds=0.3) as (_, api):
         batch_id = _create(api, 20)["id"]
-        started = _poll(api, batch_id, ("in_progress",))[-1]
-        while started["request_counts"]["completed"] == 0:
-            time.sleep(0.02)
-            started = api.get(f"/batches/{batch_id}").json()
+        _poll(api, batch_id, ("in_progress",))
+        wait_for(lambda: api.get(f"/batches/{batch_id}").json()["request_counts"]["completed"],
+                 "a first request finished", timeout_s=60, every_s=0.02)
         cancelling = api.post(f"/batches/{batch_id}/cancel").json()
         seen = _poll(api, batch_id)
         done = seen[-1]

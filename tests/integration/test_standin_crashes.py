@@ -5,7 +5,6 @@ crash the OpenAPI check does not see."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from lotlens_common.model.batch_files import batch_line
 from lotlens_openai_standin import batches
-from tests.standin import serve_standin
+from tests.standin import batch_reaching, serve_standin
 
 # A strict schema whose `properties` is a list: OpenAI refuses it with a 400.
 MALFORMED = {"model": "gpt-4.1-mini", "input": "Camry",
@@ -32,17 +31,7 @@ def _run_batch(api: httpx2.Client, bodies: dict[str, dict[str, Any]]) -> dict[st
     created = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
                                          "completion_window": "24h"})
     created.raise_for_status()
-    return _until_finished(api, created.json()["id"])
-
-
-def _until_finished(api: httpx2.Client, batch_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        batch: dict[str, Any] = api.get(f"/batches/{batch_id}").json()
-        if batch["status"] in FINISHED:
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} still {batch['status']}")
+    return batch_reaching(api, created.json()["id"], FINISHED)
 
 
 def _lines(api: httpx2.Client, file_id: str | None) -> dict[str, dict[str, Any]]:

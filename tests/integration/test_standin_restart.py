@@ -6,9 +6,7 @@ Without a folder of its own it leaves nothing behind either, however it was stop
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import orjson
@@ -20,8 +18,9 @@ from lotlens_common.model.vision import parse_vision_response, vision_request_bo
 from lotlens_openai_standin.batch_input import validate_input_file
 from lotlens_openai_standin.durable import StateStore
 from lotlens_openai_standin.files import FileStore
+from tests.polling import wait_for
 from tests.servers import free_port
-from tests.standin import description, standin_process
+from tests.standin import batch_reaching, description, standin_process
 
 PHASES = {"STANDIN_VALIDATING_SECONDS": "0.2", "STANDIN_IN_PROGRESS_SECONDS": "3",
           "STANDIN_FINALIZING_SECONDS": "0.2"}
@@ -34,17 +33,6 @@ def _upload(api: httpx2.Client, notes: list[str]) -> str:
     response = api.post("/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"})
     response.raise_for_status()
     return str(response.json()["id"])
-
-
-def _wait_for(api: httpx2.Client, batch_id: str, statuses: tuple[str, ...], seconds: float = 30) -> dict[
-        str, Any]:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        batch: dict[str, Any] = api.get(f"/batches/{batch_id}").json()
-        if batch["status"] in statuses:
-            return batch
-        time.sleep(0.05)
-    raise AssertionError(f"batch {batch_id} never reached {statuses}")
 
 
 def _results(api: httpx2.Client, file_id: str) -> list[BatchLineResult]:
@@ -61,7 +49,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         control.post("/faults", json={"fail_custom_ids_containing": "lot-1"}).raise_for_status()
         created = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
                                              "completion_window": "24h", "metadata": {"job": "j1"}}).json()
-        before = _wait_for(api, created["id"], ("in_progress",))
+        before = batch_reaching(api, created["id"], ("in_progress",))
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     with standin_process(tmp_path, port, state, **PHASES):
@@ -78,7 +66,7 @@ def test_a_batch_in_progress_survives_kill_9_and_completes_after_restart(tmp_pat
         assert control.get(f"/batches/{created['id']}/requests").json()["custom_ids"] == [
             "lot-0:vision", "lot-1:vision"]
         assert control.get("/faults").json()["fail_custom_ids_containing"] == "lot-1"
-        done = _wait_for(api, created["id"], ("completed", "failed", "expired", "cancelled"))
+        done = batch_reaching(api, created["id"], ("completed", "failed", "expired", "cancelled"))
         assert done["status"] == "completed"
         assert done["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
         output = _results(api, done["output_file_id"])
@@ -99,13 +87,13 @@ def test_a_cancel_in_flight_survives_a_restart(tmp_path: Path) -> None:
     with standin_process(tmp_path, port, state, **slow_cancel) as first:
         created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),
                                              "endpoint": "/v1/responses", "completion_window": "24h"}).json()
-        _wait_for(api, created["id"], ("in_progress",))
+        batch_reaching(api, created["id"], ("in_progress",))
         assert api.post(f"/batches/{created['id']}/cancel").json()["status"] == "cancelling"
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     with standin_process(tmp_path, port, state, **slow_cancel):
         assert api.get(f"/batches/{created['id']}").json()["status"] in ("cancelling", "cancelled")
-        done = _wait_for(api, created["id"], ("cancelled", "completed"))
+        done = batch_reaching(api, created["id"], ("cancelled", "completed"))
         assert done["status"] == "cancelled" and done["cancelled_at"] >= done["cancelling_at"]
 
 
@@ -140,15 +128,15 @@ def test_answers_a_kill_9_tore_are_dropped_and_the_batch_keeps_every_answer(tmp_
     with standin_process(tmp_path, port, state, **PHASES) as first:
         created = api.post("/batches", json={"input_file_id": _upload(api, notes),
                                              "endpoint": "/v1/responses", "completion_window": "24h"}).json()
-        while _wait_for(api, created["id"], ("in_progress",))["request_counts"]["completed"] == 0:
-            time.sleep(0.05)
+        wait_for(lambda: batch_reaching(api, created["id"], ("in_progress",))["request_counts"]["completed"],
+                 "a first answer while the batch is in progress", timeout_s=60)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     [log] = (state / "batch_answers").iterdir()
     with log.open("ab") as torn:
         torn.write(b'{"lot-29:vision":{"status":200,"us')
     with standin_process(tmp_path, port, state, **PHASES):
-        assert _wait_for(api, created["id"], ("completed", "failed"))["status"] == "completed"
+        assert batch_reaching(api, created["id"], ("completed", "failed"))["status"] == "completed"
     with standin_process(tmp_path, port, state, **PHASES):
         answers = control.get(f"/batches/{created['id']}/requests").json()["answers"]
     assert sorted(answers) == sorted(f"lot-{i}:vision" for i in range(30))
@@ -174,7 +162,7 @@ def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path:
         for _ in range(3):
             created = api.post("/batches", json={"input_file_id": _upload(api, notes),
                                                  "endpoint": "/v1/responses", "completion_window": "24h"})
-            _wait_for(api, created.json()["id"], ("in_progress",))
+            batch_reaching(api, created.json()["id"], ("in_progress",))
     for saved in (state / "batches").glob("*.json"):
         batch = orjson.loads(saved.read_bytes())
         assert batch["estimated_tokens"] is None
@@ -182,7 +170,7 @@ def test_batches_run_without_a_limit_count_toward_one_set_at_a_restart(tmp_path:
     with standin_process(tmp_path, port, state, **running, STANDIN_ENQUEUED_TOKEN_LIMIT=str(2 * estimate)):
         fourth = api.post("/batches", json={"input_file_id": _upload(api, notes),
                                             "endpoint": "/v1/responses", "completion_window": "24h"}).json()
-        done = _wait_for(api, fourth["id"], ("in_progress", "failed"))
+        done = batch_reaching(api, fourth["id"], ("in_progress", "failed"))
     assert done["status"] == "failed", "a fourth batch past the limit was let in"
     assert done["errors"]["data"][0]["code"] == "token_limit_exceeded"
 
@@ -194,7 +182,7 @@ def test_a_kill_between_registering_a_result_file_and_saving_its_batch_keeps_one
     with standin_process(tmp_path, port, state, **slow_finalizing) as first:
         created = api.post("/batches", json={"input_file_id": _upload(api, ["Camry"]),
                                              "endpoint": "/v1/responses", "completion_window": "24h"}).json()
-        _wait_for(api, created["id"], ("finalizing",))
+        batch_reaching(api, created["id"], ("finalizing",))
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
     # What the killed process did last: it registered the batch's output as a file, and died before
@@ -204,7 +192,7 @@ def test_a_kill_between_registering_a_result_file_and_saving_its_batch_keeps_one
     blob = Path(batch["run"]["output_path"])
     unsaved = FileStore(blob.parent, saved).add(blob, f"{created['id']}_output.jsonl", "batch_output")
     with standin_process(tmp_path, port, state, **slow_finalizing):
-        done = _wait_for(api, created["id"], ("completed",))
+        done = batch_reaching(api, created["id"], ("completed",))
     # One record for the one blob, and the batch names it: a second one left the first dangling
     # once the client deleted the file the batch named.
     assert [f["id"] for f in StateStore(state).load("files") if f["path"] == str(blob)] == [unsaved.id]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -17,7 +16,7 @@ from lotlens_common.model.errors import ModelOutputError
 from lotlens_common.model.settings import ModelSettings
 from lotlens_common.model.translation import translation_request_body
 from lotlens_common.model.vision import parse_vision_response, vision_request_body
-from tests.standin import Standin, serve_standin
+from tests.standin import Standin, batch_reaching, serve_standin
 
 URL = "https://img.example/lot/1.jpg"
 LONG = "A long note about the lot. " * 40
@@ -133,10 +132,7 @@ def test_a_refused_line_goes_to_the_error_file_and_the_rest_of_the_batch_runs(st
     file_id = api.post("/files", files={"file": ("in.jsonl", lines)}, data={"purpose": "batch"}).json()["id"]
     batch = api.post("/batches", json={"input_file_id": file_id, "endpoint": "/v1/responses",
                                        "completion_window": "24h"}).json()
-    deadline = time.monotonic() + 60
-    while batch["status"] not in ("completed", "failed") and time.monotonic() < deadline:
-        time.sleep(0.05)
-        batch = api.get(f"/batches/{batch['id']}").json()
+    batch = batch_reaching(api, batch["id"], ("completed", "failed"), timeout_s=60)
     assert batch["status"] == "completed"
     assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
     content = api.get(f"/files/{batch['error_file_id']}/content").text

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ConfigSource, Res
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra, delete_topics, fresh_topics, new_id
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,12 +40,11 @@ def test_existing_topics_get_more_partitions_and_the_durability_settings(
     assert {len(metadata[name].partitions) for name in settings.all_topics()} == {4}
     resource = ConfigResource(ResourceType.TOPIC, settings.dead_letter)  # the one topic with a retention
     # The broker applies a configuration change asynchronously: read it until it shows.
-    deadline = time.monotonic() + 30
-    while True:
+    def shown() -> Any:
         config = admin.describe_configs([resource])[resource].result(10)
-        if config["retention.ms"].value == "3600000" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+        return config if config["retention.ms"].value == "3600000" else {}
+
+    config = wait_for(shown, "the dead-letter topic's retention of 1 h", timeout_s=30, every_s=0.5)
     assert config["retention.ms"].value == "3600000"
     # Set on the topic itself, not inherited from the broker's default.
     assert config["min.insync.replicas"].value == "1"
@@ -61,10 +61,12 @@ def test_a_tests_own_topics_are_deleted_when_it_ends(infra: Infra) -> None:
     with fresh_topics(infra) as settings:
         names = set(settings.all_topics())
     admin = AdminClient({"bootstrap.servers": infra.kafka_bootstrap})
-    deadline = time.monotonic() + 15
-    while (left := names & set(admin.list_topics(timeout=10).topics)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not left
+
+    def left() -> set[str]:
+        return names & set(admin.list_topics(timeout=10).topics)
+
+    wait_for(lambda: not left(), lambda: f"the test's topics deleted ({left()} left)", timeout_s=15,
+             every_s=0.2)
 
 
 def test_every_partition_is_served_as_soon_as_the_topics_are_ensured(infra: Infra) -> None:

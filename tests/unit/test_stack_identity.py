@@ -9,8 +9,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 
@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import Engine, text
 
 from tests.conftest import ROOT
+from tests.polling import wait_for
 from tests.unit.stack_support import faked, stack_module
 
 # Stands in for a service: alive, of its own group, "lotlens" in its arguments like the real ones.
@@ -46,6 +47,11 @@ def test_down_leaves_a_postgresql_backend_that_reused_a_services_pid_alone(
         assert "result-store" in started, "up took the backend for a running result-store"
 
 
+def _command_line(pid_file: Path) -> bytes:
+    """What /proc holds of the command of the process whose pid the file holds (empty while it execs)."""
+    return Path(f"/proc/{pid_file.read_text()}/cmdline").read_bytes()
+
+
 @pytest.fixture()
 def idle_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ModuleType]:
     """A stack `up` started with the stand-in (no OPENAI_API_KEY), each process an idle one."""
@@ -58,8 +64,7 @@ def idle_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Modu
     for process in stack._plan():
         stack._spawn(process.name, IDLE_SERVICE, {**environment, **process.env})
     for pid_file in stack.RUN.glob("*.pid"):  # a process reads empty while it execs
-        while not Path(f"/proc/{pid_file.read_text()}/cmdline").read_bytes():
-            time.sleep(0.01)
+        wait_for(partial(_command_line, pid_file), f"{pid_file.stem} to exec", every_s=0.01)
     try:
         yield stack
     finally:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from lotlens_common.signing import sign
 from tests.conftest import Infra, fresh_topics, new_id, own_schema
 from tests.e2e.conftest import running_stack
 from tests.e2e.harness import Stack
+from tests.polling import wait_for
 from tests.seeds import seed_client_class
 from tests.servers import WebhookReceiver, image_host, webhook_receiver
 
@@ -33,6 +33,7 @@ from tests.servers import WebhookReceiver, image_host, webhook_receiver
 SCREENSHOTS_ENV = "LOTLENS_CONSOLE_SCREENSHOTS"
 expect.set_options(timeout=30_000)
 Held = TypeVar("Held")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,8 @@ class ConsoleStack:
         hook = f"{self.receiver.url}/hooks" if webhook else None
         job_id, error = client.batch_generate(lots, languages=languages, webhook_url=hook)
         assert error is None, error
-        wait_until(lambda: self.status(job_id).status_code == 200)
+        wait_for(lambda: self.status(job_id).status_code == 200, f"job {job_id}'s status", timeout_s=60,
+                 every_s=0.3)
         return str(job_id)
 
 
@@ -69,14 +71,6 @@ class FinishedJob:
     job_id: str
     lot_ids: list[str]
     missing_url: str
-
-
-def wait_until(check: Any, seconds: float = 60, every: float = 0.3) -> None:
-    """Poll `check()` until it is truthy; fail after `seconds`."""
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(every)
 
 
 @contextmanager
@@ -110,8 +104,9 @@ def finished_job(console_stack: ConsoleStack) -> FinishedJob:
          "image_urls": [f"{images}/{prefix}-2-missing.png"]},
     ]
     job_id = console_stack.submit(lots, ["en", "de"], webhook=True)
-    wait_until(lambda: console_stack.status(job_id).json()["status"] == "completed", seconds=120)
-    wait_until(lambda: len(console_stack.receiver.received) >= 1)
+    wait_for(lambda: console_stack.status(job_id).json()["status"] == "completed", "the job to complete",
+             timeout_s=120, every_s=0.3)
+    wait_for(lambda: console_stack.receiver.received, "the job's webhook", timeout_s=60, every_s=0.3)
     return FinishedJob(job_id, [str(lot["lot_id"]) for lot in lots], missing)
 
 
@@ -247,14 +242,15 @@ def hold_once(held: list[Route], wanted: Callable[[Route], bool]) -> Callable[[R
     return handle
 
 
+def on_page(page: Page, done: Callable[[], T], what: str) -> T:
+    """`done`'s answer once truthy, polled in the page's own wait: Playwright calls route handlers
+    only while the test waits in it."""
+    return wait_for(done, what, every_s=0.1, sleep=lambda seconds: page.wait_for_timeout(seconds * 1000))
+
+
 def until_held(page: Page, held: list[Held]) -> Held:
-    """The held request (or what a handler kept of it), once the page has sent it (Playwright
-    calls handlers while it waits)."""
-    for _ in range(300):
-        if held:
-            return held[0]
-        page.wait_for_timeout(100)
-    raise AssertionError("the page sent no request to hold")
+    """The held request (or what a handler kept of it), once the page has sent it."""
+    return on_page(page, lambda: held, "the page to send a request to hold")[0]
 
 
 def is_show_more(route: Route) -> bool:

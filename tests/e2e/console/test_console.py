@@ -13,7 +13,8 @@ from sqlalchemy import select, update
 
 from lotlens_common.tables import descriptions
 from tests.conftest import new_id
-from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in, wait_until
+from tests.e2e.console.conftest import ConsoleStack, FinishedJob, screenshot, sign_in
+from tests.polling import wait_for
 from tests.standin import description
 
 pytestmark = pytest.mark.e2e
@@ -365,7 +366,8 @@ def test_a_running_job_is_polled_once_however_often_refreshed_can_be_held_still_
     first = console_stack.submit([  # lot 1's only image is missing: it fails
         {"lot_id": f"{prefix}-{n}", "additional_info": "Dent", "image_urls": [f"{images}/{prefix}-{n}{tail}"]}
         for n, tail in enumerate([".png", "-missing.png"])], ["en"])
-    wait_until(lambda: console_stack.status(first).json()["status"] == "completed", seconds=120)
+    wait_for(lambda: console_stack.status(first).json()["status"] == "completed", "the first job to complete",
+             timeout_s=120, every_s=0.3)
     stack.kill("vision-batcher")  # the retry of the failed lot stays pending, its page polling
     try:
         answer = httpx2.post(f"{stack.url}/api/v1/batch-jobs/{first}/retry-failed",

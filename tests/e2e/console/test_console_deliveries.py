@@ -11,8 +11,9 @@ import pytest
 from playwright.sync_api import APIResponse, Page, Route, expect
 
 from tests.conftest import new_id
-from tests.e2e.console.conftest import ConsoleStack, FinishedJob, open_job, until_held, wait_until
+from tests.e2e.console.conftest import ConsoleStack, FinishedJob, open_job, until_held
 from tests.e2e.console.polls import DELIVERIES, STATUS, Polls, counted, follow_until_stopped, pending_delivery
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -38,7 +39,8 @@ def test_a_deliveries_read_answered_after_a_newer_one_changes_nothing(
     # Deliveries had no read counter: a Refresh's read answered after Redeliver's re-reads put the
     # list back as it was before the redelivery, under "Redelivery attempted: see the newest row."
     job_id = hooked_job(console_stack)
-    wait_until(lambda: [d["status"] for d in deliveries(console_stack, job_id)] == ["delivered"], seconds=120)
+    wait_for(lambda: [d["status"] for d in deliveries(console_stack, job_id)] == ["delivered"],
+             "the delivery delivered", timeout_s=120, every_s=0.3)
     rows = page.locator("#delivery-rows tr")
     open_job(page, console_stack, job_id)
     expect(rows).to_have_count(1)
@@ -117,7 +119,8 @@ def test_a_finished_job_whose_webhooks_do_not_come_is_read_ever_less_often_and_n
     stack.kill("webhook-dispatcher")
     try:
         job_id = hooked_job(console_stack)
-        wait_until(lambda: console_stack.status(job_id).json()["status"] == "completed", seconds=120)
+        wait_for(lambda: console_stack.status(job_id).json()["status"] == "completed", "the job to complete",
+                 timeout_s=120, every_s=0.3)
         polls = Polls.install(page)
         open_job(page, console_stack, job_id)
         expect(page.locator("#delivery-rows tr")).to_have_text(["No deliveries recorded."])
@@ -137,7 +140,8 @@ def test_a_finished_job_whose_webhooks_do_not_come_is_read_ever_less_often_and_n
         expect(note).to_contain_text("Updates paused after 30 minutes")
     finally:
         stack.start("webhook-dispatcher")
-    wait_until(lambda: [d["status"] for d in deliveries(console_stack, job_id)] == ["delivered"], seconds=120)
+    wait_for(lambda: [d["status"] for d in deliveries(console_stack, job_id)] == ["delivered"],
+             "the delivery delivered", timeout_s=120, every_s=0.3)
     page.get_by_role("button", name="Refresh").click()
     expect(page.locator("#delivery-rows tr").first).to_contain_text("delivered")
     expect(resume).to_be_hidden()  # settled: nothing left to follow or resume, nor a note saying so

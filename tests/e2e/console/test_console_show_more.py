@@ -17,6 +17,7 @@ from tests.e2e.console.conftest import (
     ConsoleStack,
     hold_once,
     is_show_more,
+    on_page,
     open_job,
     staged_failed_lots,
     until_held,
@@ -169,15 +170,6 @@ def held_then_counted(waiting_job: str, held: list[Route], later: list[str]) -> 
     return handle
 
 
-def until(page: Page, done: Callable[[], bool], what: str) -> None:
-    """Wait for `done` (Playwright calls route handlers while the test waits)."""
-    for _ in range(300):
-        if done():
-            return
-        page.wait_for_timeout(100)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
         page: Page, console_stack: ConsoleStack, waiting_job: str) -> None:
     # The page read its lots again from the first page once its first status read answered: a
@@ -205,7 +197,7 @@ def test_a_first_status_answered_after_show_more_keeps_the_lots_the_user_read(
     read_before = len(firsts)
     status.continue_()
     expect(page.locator("#job-summary")).to_contain_text("pending")
-    until(page, lambda: bool(polls), "the next status poll")  # 2 s on: a read it began has gone out
+    on_page(page, lambda: polls, "the next status poll")  # 2 s on: a read it began has gone out
     assert firsts[read_before:] == [], "the lots were read again from the first page"
     expect(page.locator("#lots li.lot h3 code")).to_have_text(lot_ids[:60])
     expect(note).to_contain_text("60 shown. The job is running")

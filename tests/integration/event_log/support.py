@@ -27,7 +27,8 @@ from lotlens_common.producer import EventProducer
 from lotlens_common.settings import TopicSettings
 from lotlens_common.tables import READ_MODELS
 from tests.conftest import ROOT
-from tests.integration.result_store.support import HOOK, JobScript, job_script, publish, wait_for
+from tests.integration.result_store.support import HOOK, JobScript, job_script, publish
+from tests.polling import wait_for
 
 # Written when a row is written, not a fact of the events: the one column a rebuild changes.
 BOOKKEEPING = {"updated_at"}

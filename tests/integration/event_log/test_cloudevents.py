@@ -3,7 +3,6 @@ CloudEvents SDK (generic tooling that knows nothing of LotLens)."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import cast
 
@@ -23,6 +22,7 @@ from lotlens_gateway.outbox import Outbox
 from lotlens_gateway.relay import Relay, RelaySettings
 from tests.conftest import Infra, new_id
 from tests.integration.result_store.support import read_topic
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -80,12 +80,8 @@ def test_events_relayed_from_the_gateways_outbox_carry_the_same_headers(
 
 def _when_published(infra: Infra, topic: str, timeout_s: float = 30.0) -> list[Message]:
     """The topic's messages once there are any (the relay publishes in the background)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := _read_if_ready(infra, topic):
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"nothing published on {topic}")
+    return wait_for(lambda: _read_if_ready(infra, topic), f"a message on {topic}", timeout_s=timeout_s,
+                    every_s=0.2)
 
 
 def _read_if_ready(infra: Infra, topic: str) -> list[Message]:

@@ -35,8 +35,8 @@ from tests.integration.result_store.support import (
     job_published,
     job_script,
     publish,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

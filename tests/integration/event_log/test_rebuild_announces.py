@@ -26,8 +26,8 @@ from tests.integration.result_store.support import (
     job_script,
     publish,
     read_topic,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

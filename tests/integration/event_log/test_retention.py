@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, Resourc
 from lotlens_common.settings import KafkaSettings, TopicSettings
 from lotlens_common.topics import ensure_topics
 from tests.conftest import Infra, delete_topics
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 FOURTEEN_DAYS = str(14 * 24 * 3600 * 1000)
@@ -48,14 +49,15 @@ def _configs(kafka: KafkaSettings, names: list[str]) -> dict[str, dict[str, str]
 def _assert_kept(kafka: KafkaSettings, topics: TopicSettings) -> None:
     # The controller answers an alter before the broker serving describe_configs has applied it
     # (KRaft's metadata log): a loaded CI run read the old retention a moment after the change.
-    deadline = time.monotonic() + 15
-    while True:
-        configs = _configs(kafka, topics.all_topics())
-        if all(configs[name]["retention.ms"] == "-1" for name in topics.record_topics()):
-            break
-        if time.monotonic() > deadline:
-            break  # the assertions below say what was read
-        time.sleep(0.2)
+    read: list[dict[str, dict[str, str]]] = []
+
+    def kept() -> bool:
+        read[:] = [_configs(kafka, topics.all_topics())]
+        return all(read[0][name]["retention.ms"] == "-1" for name in topics.record_topics())
+
+    wait_for(kept, lambda: f"every record topic's retention.ms at -1 (read: {read[0]})", timeout_s=15,
+             every_s=0.2)
+    [configs] = read
     for name in topics.record_topics():
         assert (configs[name]["retention.ms"], configs[name]["retention.bytes"]) == ("-1", "-1"), name
         assert configs[name]["cleanup.policy"] == "delete", name

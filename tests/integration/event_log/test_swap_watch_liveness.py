@@ -13,7 +13,7 @@ from lotlens_common.settings import TopicSettings
 from tests.conftest import Infra, new_id
 from tests.integration.admin_support import admin_env
 from tests.integration.event_log.support import live_result_store
-from tests.integration.result_store.support import wait_for
+from tests.polling import wait_for
 from tests.servers import free_port
 
 pytestmark = pytest.mark.integration

@@ -196,15 +196,6 @@ def completions(infra: Infra, topics: TopicSettings, job_id: str) -> list[Envelo
     return [envelope for envelope in found if envelope.job_id == job_id]
 
 
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def job_published(engine: Engine, job_id: str) -> bool:
     with engine.connect() as conn:
         return bool(conn.execute(select(jobs.c.completion_published).where(jobs.c.job_id == job_id))

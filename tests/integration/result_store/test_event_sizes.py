@@ -12,7 +12,8 @@ from lotlens_common.settings import ServiceSettings, TopicSettings
 from lotlens_common.tables import lots
 from lotlens_common.urls import MAX_URL_LENGTH
 from tests.conftest import new_id
-from tests.integration.result_store.support import consuming, wait_for
+from tests.integration.result_store.support import consuming
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -35,8 +35,8 @@ from tests.integration.result_store.support import (
     lot_rows,
     publish,
     read_topic,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from tests.integration.result_store.support import (
     job_script,
     publish,
     read_topic,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.stalls import tables_locked, terminate_sessions
 
 pytestmark = pytest.mark.integration

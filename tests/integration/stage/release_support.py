@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from lotlens_vision_batcher import handlers as vision_handlers
 from tests.conftest import ROOT, Infra
 from tests.integration.admin_support import admin_env, run_admin
 from tests.integration.stage.helpers import runtime, stage_env
+from tests.polling import wait_for
 from tests.standin import Standin, serve_standin
 
 # The stage process's start, a Kafka consumer join and a few poll rounds on two busy cores.
@@ -76,13 +76,11 @@ def paused(infra: Infra, settings: ServiceSettings) -> list[dict[str, Any]]:
 
 def wait_paused(infra: Infra, settings: ServiceSettings, shard_id: str) -> dict[str, Any]:
     """The shard, once `shards paused` lists it."""
-    deadline = time.monotonic() + SETTLED_S
-    while time.monotonic() < deadline:
-        shards = [shard for shard in paused(infra, settings) if shard["shard_id"] == shard_id]
-        if shards:
-            return shards[0]
-        time.sleep(0.5)
-    raise AssertionError(f"shard {shard_id} was never listed as holding the stage paused")
+    def listed() -> list[dict[str, Any]]:
+        return [shard for shard in paused(infra, settings) if shard["shard_id"] == shard_id]
+
+    return wait_for(listed, f"shard {shard_id} listed as holding the stage paused", timeout_s=SETTLED_S,
+                    every_s=0.5)[0]
 
 
 def paused_gauge(metrics_port: int) -> float | None:
@@ -100,10 +98,9 @@ def paused_gauge(metrics_port: int) -> float | None:
 
 def wait_gauge(metrics_port: int, value: float) -> None:
     """Until the process's pause gauge reads `value`."""
-    deadline = time.monotonic() + SETTLED_S
-    while paused_gauge(metrics_port) != value:
-        assert time.monotonic() < deadline, f"lotlens_stage_paused stayed {paused_gauge(metrics_port)}"
-        time.sleep(0.3)
+    wait_for(lambda: paused_gauge(metrics_port) == value,
+             lambda: f"lotlens_stage_paused to read {value} (it reads {paused_gauge(metrics_port)})",
+             timeout_s=SETTLED_S, every_s=0.3)
 
 
 def shard_row(engine: Engine, shard_id: str) -> dict[str, Any]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -31,6 +30,7 @@ from tests.conftest import new_id, rows_read
 from tests.events import read_to_end
 from tests.integration.stage.helpers import STAGE as SETTINGS
 from tests.integration.stage.helpers import enqueue
+from tests.polling import wait_for
 
 STAGE = "translation"
 PAID = Usage(input_tokens=4000, output_tokens=12_000, model="gpt-4.1-mini")
@@ -105,16 +105,17 @@ def _read_together(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def read_then_wait(conn: Connection, *args: Any) -> Any:
         queued = real(conn, *args)
-        deadline = time.monotonic() + 30
+
+        def other_claim_came() -> bool:
+            # pg_locks, not pg_stat_activity: that one is read once per transaction.
+            return reads[0] >= 2 or bool(conn.execute(text(
+                "SELECT EXISTS (SELECT FROM pg_locks"  # a claim waiting for this one's lock
+                " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))")).scalar_one())
+
         with together:
             reads[0] += 1
             together.notify_all()
-            # pg_locks, not pg_stat_activity: that one is read once per transaction.
-            while reads[0] < 2 and not conn.execute(text(
-                    "SELECT EXISTS (SELECT FROM pg_locks"  # a claim waiting for this one's lock
-                    " WHERE NOT granted AND pg_backend_pid() = ANY(pg_blocking_pids(pid)))")).scalar_one():
-                assert time.monotonic() < deadline, "the other instance's claim never came"
-                together.wait(0.05)
+            wait_for(other_claim_came, "the other instance's claim", sleep=together.wait)
         return queued
 
     monkeypatch.setattr(store, "next_in_queue", read_then_wait)

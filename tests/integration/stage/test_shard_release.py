@@ -41,6 +41,7 @@ from tests.integration.stage.release_support import (
     wait_gauge,
     wait_paused,
 )
+from tests.polling import wait_for
 from tests.servers import free_port, image_host
 from tests.standin import Standin
 
@@ -48,10 +49,9 @@ pytestmark = pytest.mark.integration
 
 
 def _wait_done(engine: Engine, *job_ids: str) -> None:
-    deadline = time.monotonic() + SETTLED_S
-    while any(open_lots(engine, "vision", job_id) for job_id in job_ids):
-        assert time.monotonic() < deadline, {job: lot_statuses(engine, "vision", job) for job in job_ids}
-        time.sleep(0.3)
+    wait_for(lambda: not any(open_lots(engine, "vision", job_id) for job_id in job_ids),
+             lambda: f"every lot done: {({job: lot_statuses(engine, 'vision', job) for job in job_ids})}",
+             timeout_s=SETTLED_S, every_s=0.3)
 
 
 def test_a_shard_no_key_can_see_is_released_to_resend_and_the_running_stage_unpauses(

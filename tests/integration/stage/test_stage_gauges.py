@@ -19,8 +19,8 @@ from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.service import postgres_stage
 from lotlens_common.tables import stage_shards
 from tests.conftest import new_id
-from tests.integration.dead_letter_support import wait_for
 from tests.integration.stage.helpers import STAGE, submit_lots, vision_spec
+from tests.polling import wait_for
 from tests.standin import Standin
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ def run_stage_until(settings: ServiceSettings, engine: Engine, standin: Standin,
     loop = threading.Thread(target=run_stage_loop, args=(stage, stop))
     loop.start()
     try:
-        wait_for(done, what, 60)
+        wait_for(done, what, timeout_s=60)
     finally:
         stop.set()
         loop.join(30)

@@ -329,13 +329,6 @@ def attempts_not_started(reason: str = "database") -> float:
     return REGISTRY.get_sample_value(name, {"reason": reason}) or 0.0
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def committed(settings: ServiceSettings, group: str) -> int:
     """Offsets the group has committed on the completions topic."""
     return committed_on(settings.kafka.bootstrap_servers, group, settings.topics.completions,

@@ -39,8 +39,8 @@ from tests.integration.webhook_dispatcher.support import (
     running,
     secrets_unreadable,
     state,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,8 @@ def test_a_claim_that_cannot_be_handed_back_is_held_not_left_to_its_lease(config
             with secrets_unreadable(db), hand_back_refused(db):
                 before = attempts_not_started()
                 publish_completed(config, job_id)
-                wait_for(lambda: [status for status, _, _ in state(db, job_id)] == ["sending"])
+                wait_for(lambda: [status for status, _, _ in state(db, job_id)] == ["sending"],
+                         "the delivery claimed")
                 [claimed] = queue_rows(db, job_id)
                 time.sleep(3 * settings.lease_s)  # three leases: the old code took it up as interrupted
                 assert state(db, job_id) == [("sending", 1, 0)] and attempts_not_started() - before == 1
@@ -157,12 +158,14 @@ def test_a_hand_back_is_stored_while_kafka_is_down_not_held_with_the_sent_outcom
         client_secret(db)
         with running(settings, db, dispatch_producer=producer):
             publish_completed(config, sent_job)
-            wait_for(lambda: bool(hooks.on("/sent")))  # its outcome now waits for the broker
+            wait_for(lambda: hooks.on("/sent"), "the first webhook sent (its outcome waits for the broker)")
             with secrets_unreadable(db):
                 before = attempts_not_started()
                 publish_completed(config, unsent_job)
-                wait_for(lambda: attempts_not_started() > before)
-                wait_for(lambda: state(db, unsent_job) == [("pending", 0, 0)], timeout_s=10)
+                wait_for(lambda: attempts_not_started() > before, "an attempt handed back unsent")
+                wait_for(lambda: state(db, unsent_job) == [("pending", 0, 0)],
+                         lambda: f"the unsent delivery pending again (seen: {state(db, unsent_job)})",
+                         timeout_s=10)
                 assert state(db, sent_job) == [("sending", 1, 0)] and producer.down.is_set()
             producer.down.clear()
             seen = events.until(lambda seen: len(finals(seen)) == 2)
@@ -244,7 +247,7 @@ def test_a_long_pending_delivery_is_given_up_the_unready_bound_after_its_first_u
         before = attempts_not_started("no_key")
         with running(settings, db):
             wait_for(lambda: attempts_not_started("no_key") - before >= 2
-                     or state(db, job_id)[0][0] == "failed")
+                     or state(db, job_id)[0][0] == "failed", "two attempts refused for want of a key")
             [row] = queue_rows(db, job_id)
             assert row["status"] in ("pending", "sending") and row["unready_since"] is not None, dict(row)
             with db.begin() as conn:  # its first unready was past the bound ago

@@ -29,8 +29,8 @@ from tests.integration.webhook_dispatcher.support import (
     publish_completed,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.servers import silent_server
 
 pytestmark = pytest.mark.integration
@@ -67,10 +67,11 @@ def test_a_clients_backlog_of_silent_endpoints_does_not_hold_up_another_clients_
                                      resolve=loopback_resolver(".flood.test"))
         publish_completed(config, flood)
         with running(settings, db, transport):
-            wait_for(lambda: len(silent.accepted) > 0)  # the flood's first attempts are under way
+            wait_for(lambda: silent.accepted, "the flood's first attempts under way")
             publish_completed(config, other)
             first_wave_ends = silent.accepted[0] + TIMEOUT_S
-            wait_for(lambda: bool(fast.arrived) or time.monotonic() > first_wave_ends + 2 * TIMEOUT_S)
+            wait_for(lambda: fast.arrived or time.monotonic() > first_wave_ends + 2 * TIMEOUT_S,
+                     "the other client's webhook, or two timeouts past the first wave")
             flood_in_flight = REGISTRY.get_sample_value("lotlens_webhook_client_attempts_in_flight",
                                                         {"client": FLOODER})
     assert fast.arrived, (f"the other client's webhook was still waiting {2 * TIMEOUT_S:g} s after the "
@@ -101,6 +102,6 @@ def test_a_row_lock_held_on_a_clients_earliest_delivery_does_not_stop_its_later_
             holder.execute(text("SELECT 1 FROM dispatch_queue WHERE delivery_id = :id FOR UPDATE"),
                            {"id": delivery_id(job_id, held_url, 1)})
             with running(settings, db):
-                wait_for(lambda: bool(hooks.on("/next")), timeout_s=10)
+                wait_for(lambda: hooks.on("/next"), "the next webhook", timeout_s=10)
             assert hooks.on("/held") == []
     assert [r.attempt for r in hooks.on("/next")] == [1]

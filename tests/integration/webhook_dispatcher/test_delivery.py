@@ -27,8 +27,8 @@ from tests.integration.webhook_dispatcher.support import (
     queue_rows,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.seeds import seed_webhook_verifier
 from tests.servers import free_port
 
@@ -155,7 +155,8 @@ def test_hosts_with_no_attempt_under_way_are_not_kept(config, db, events):
     answering = httpx2.MockTransport(lambda _request: httpx2.Response(200))
     with running(dispatcher_settings(config, new_id("g-")), db, answering) as dispatcher:
         events.until(lambda seen: len(of(WebhookDelivered, seen)) == 40)
-        wait_for(lambda: sum(dispatcher.hosts_in_flight().values()) == 0)
+        wait_for(lambda: sum(dispatcher.hosts_in_flight().values()) == 0,
+                 lambda: f"no host in flight (seen: {dispatcher.hosts_in_flight()})")
         assert dispatcher.hosts_in_flight() == {}
 
 
@@ -168,7 +169,7 @@ def test_a_redelivered_job_completed_creates_no_second_delivery(config, db, even
         with running(dispatcher_settings(config, group), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 2)
             publish_completed(config, job_id)
-            wait_for(lambda: committed(config, group) == 3)
+            wait_for(lambda: committed(config, group) == 3, "three offsets committed")
             time.sleep(0.3)
     assert sorted(request.path for request in hooks.arrived) == ["/a", "/b"]
     assert len(queue_rows(db, job_id)) == 2

@@ -29,8 +29,8 @@ from tests.integration.webhook_dispatcher.support import (
     receiver,
     running,
     secrets_unreadable,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -108,10 +108,7 @@ def test_an_outcome_that_cannot_be_published_is_kept_and_recorded_once_kafka_is_
         job_id = insert_finished_job(db, [url])
         publish_completed(config, job_id)
         with running(settings, db, dispatch_producer=producer):
-            deadline = time.monotonic() + 30
-            while not hooks.on("/outage"):
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            wait_for(lambda: hooks.on("/outage"), "the webhook sent in the outage", every_s=0.1)
             # Two leases: the old code took the attempt up again as interrupted and POSTed it again
             # after one (and gave a delivered webhook up as failed after five).
             time.sleep(2 * settings.lease_s)
@@ -164,10 +161,12 @@ def test_an_interruption_whose_delivery_is_handed_back_during_a_kafka_outage_is_
     left_sending(db, job_id, url, attempts=1, client_id="keyless")
     before = attempts_not_started("no_key")
     with running(settings, db, dispatch_producer=producer):
-        wait_for(lambda: attempts_not_started("no_key") - before >= 3)
+        wait_for(lambda: attempts_not_started("no_key") - before >= 3,
+                 "three attempts refused for want of a key")
         producer.down.clear()
         events.until(lambda seen: bool(of(WebhookAttempted, seen, url)))
-        wait_for(lambda: queue_rows(db, job_id)[0]["unpublished_interruptions"] == [])
+        wait_for(lambda: queue_rows(db, job_id)[0]["unpublished_interruptions"] == [],
+                 "the interruptions published")
         time.sleep(1.5)  # a later claim's copy would follow within a hand-back's second
         events.until(lambda _seen: True)
     records = [envelope for envelope in events.envelopes

@@ -38,8 +38,8 @@ from tests.integration.webhook_dispatcher.support import (
     running,
     secrets_unreadable,
     state,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,9 +58,9 @@ def test_an_attempt_handed_back_too_late_is_made_again_by_the_next_instance_not_
         with secrets_unreadable(db), hand_back_refused(db):
             before = attempts_not_started()
             publish_completed(config, job_id)
-            wait_for(lambda: attempts_not_started() > before)  # claimed, broke before its POST
+            wait_for(lambda: attempts_not_started() > before, "an attempt claimed, broken before its POST")
             proxy.add("postgres", "net-reset")  # neither its hand-back nor a renewal gets through
-            wait_for(lambda: queue_rows(db, job_id)[0]["next_attempt_at"] < utc_now())
+            wait_for(lambda: queue_rows(db, job_id)[0]["next_attempt_at"] < utc_now(), "the lease to run out")
         assert state(db, job_id) == [("sending", 1, 0)] and hooks.on("/taken-over") == []
         with running(settings, db):  # the next instance, PostgreSQL working
             seen = events.until(lambda seen: bool(finals(seen)))

@@ -24,9 +24,9 @@ from tests.integration.webhook_dispatcher.support import (
     queue_rows,
     receiver,
     running,
-    wait_for,
 )
 from tests.mock_kafka import MockKafkaSettings
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_outcomes_waiting_on_a_broker_that_does_not_acknowledge_are_not_taken_ov
         with running(settings, db, dispatch_producer=unacknowledged):
             with db.begin() as conn:
                 schedule.schedule(conn, job_id, CLIENT, {url: [PartPlan()] for url in urls}, utc_now())
-            wait_for(lambda: len(hooks.arrived) == 2, timeout_s=10)
+            wait_for(lambda: len(hooks.arrived) == 2, "both webhooks", timeout_s=10)
             # Another instance, its Kafka well, takes up every delivery whose lease runs out.
             with running(dispatcher_settings(config, new_id("g-")), db):
                 watched_until = time.monotonic() + 2 * settings.lease_s

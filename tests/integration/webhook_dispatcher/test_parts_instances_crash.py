@@ -25,8 +25,8 @@ from tests.integration.webhook_dispatcher.support import (
     receiver,
     running,
     start_process,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.seeds import seed_webhook_verifier
 
 pytestmark = pytest.mark.integration
@@ -59,7 +59,7 @@ def test_a_delivery_larger_than_the_limit_arrives_in_complete_numbered_parts(con
         job_id = insert_finished_job(db, [f"{hooks.url}/big"] * 10, text_bytes=700)
         publish_completed(config, job_id)
         with running(dispatcher_settings(config, new_id("g-"), webhook_max_payload_bytes=limit), db):
-            wait_for(lambda: bool(queue_rows(db, job_id)))
+            wait_for(lambda: queue_rows(db, job_id), "the job's deliveries scheduled")
             total = queue_rows(db, job_id)[0]["total_parts"]
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == total)
     parts = sorted(hooks.arrived, key=lambda r: r.doc["part"])
@@ -89,8 +89,10 @@ def test_sigkill_mid_attempt_then_restart_continues_the_schedule_and_delivers_on
         publish_completed(config, job_id)
         first = start_process(config, group, log)
         try:
-            wait_for(lambda: len(hooks.on("/hang")) == 1 and len(hooks.on("/flaky")) >= 1, timeout_s=30)
-            wait_for(lambda: any(request.attempt == 2 for request in hooks.on("/hang")))
+            wait_for(lambda: len(hooks.on("/hang")) == 1 and len(hooks.on("/flaky")) >= 1,
+                     "the first attempts at /hang and /flaky")
+            wait_for(lambda: any(request.attempt == 2 for request in hooks.on("/hang")),
+                     "the second attempt at /hang")
             first.send_signal(signal.SIGKILL)
             first.wait(10)
             healthy.set()

@@ -29,8 +29,8 @@ from tests.integration.webhook_dispatcher.support import (
     queue_rows,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -82,9 +82,10 @@ def test_parts_retried_after_a_restart_carry_the_lots_planned_at_the_cancel(conf
         cancel(db, job_id, range(6, 20))
         publish_completed(config, job_id)
         with running(settings, db):
-            wait_for(lambda: bool(queue_rows(db, job_id)))
+            wait_for(lambda: queue_rows(db, job_id), "the job's deliveries scheduled")
             total = queue_rows(db, job_id)[0]["total_parts"]
-            wait_for(lambda: {r.doc.get("part") for r in hooks.on("/lots")} == set(range(1, total + 1)))
+            wait_for(lambda: {r.doc.get("part") for r in hooks.on("/lots")} == set(range(1, total + 1)),
+                     lambda: f"parts 1 to {total} (seen: {[r.doc.get('part') for r in hooks.on('/lots')]})")
         late_results(db, job_id, range(6, 14))
         restarted.set()
         with running(settings, db):

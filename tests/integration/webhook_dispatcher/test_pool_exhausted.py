@@ -31,8 +31,8 @@ from tests.integration.webhook_dispatcher.support import (
     quick,
     receiver,
     state,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -93,17 +93,19 @@ def test_a_pool_busy_past_its_wait_between_a_post_and_its_record_stops_neither_c
         dispatcher = Dispatcher(small, EventProducer(settings.kafka, "dispatcher"),
                                 partial(http_transport, settings), settings)
         with dispatching(dispatcher) as (thread, ended):
-            wait_for(lambda: len(held) == POOL_SIZE)
+            wait_for(lambda: len(held) == POOL_SIZE, "every pooled connection held")
 
             def failed_records() -> int:
                 return sum("attempts failed; trying again" in r.getMessage() for r in caplog.records)
 
-            wait_for(lambda: failed_records() >= 2 or not recorder_alive() or bool(ended))
+            wait_for(lambda: failed_records() >= 2 or not recorder_alive() or ended,
+                     "two failed rounds, or the recorder or the loop ended")
             assert ended == [] and thread.is_alive(), f"the deliveries loop ended: {ended}"
             assert recorder_alive(), "the recorder thread died at the pool's timeout"
             for conn in held:
                 conn.close()
-            wait_for(lambda: state(db, job_id) == [("delivered", 1, 0)])
+            wait_for(lambda: state(db, job_id) == [("delivered", 1, 0)],
+                     lambda: f"the delivery delivered (seen: {state(db, job_id)})")
         assert ended == [] and len(hooks.on("/busy")) == 1
     small.dispose()
 

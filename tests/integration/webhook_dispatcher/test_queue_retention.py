@@ -22,8 +22,8 @@ from tests.integration.webhook_dispatcher.support import (
     queue_rows,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,8 @@ def test_finished_deliveries_are_pruned_after_the_retention_and_the_others_kept(
             conn.execute(update(dispatch_queue).where(dispatch_queue.c.job_id == job_id)
                          .values(status=status, next_attempt_at=due, updated_at=when))
     with running(dispatcher_settings(config, new_id("g-")), db):  # the default retention: 15 days
-        wait_for(lambda: not queue_rows(db, jobs["delivered-old"]) and not queue_rows(db, jobs["failed-old"]))
+        wait_for(lambda: not queue_rows(db, jobs["delivered-old"]) and not queue_rows(db, jobs["failed-old"]),
+                 "the old delivered and failed rows pruned")
     assert queue_rows(db, jobs["delivered-new"]) and queue_rows(db, jobs["pending-old"])
 
 
@@ -59,11 +60,12 @@ def test_a_job_completed_replayed_after_its_deliveries_were_pruned_keeps_their_w
         job_id = insert_finished_job(db, [url, None])
         with running(dispatcher_settings(config, group), db):
             publish_completed(config, job_id)
-            wait_for(lambda: len(hooks.on("/replayed")) == 1)
-            wait_for(lambda: [row["status"] for row in queue_rows(db, job_id)] == ["delivered"])
+            wait_for(lambda: len(hooks.on("/replayed")) == 1, "the first webhook")
+            wait_for(lambda: [row["status"] for row in queue_rows(db, job_id)] == ["delivered"],
+                     "the delivery recorded")
             with db.begin() as conn:  # what the prune does after the retention
                 conn.execute(delete(dispatch_queue).where(dispatch_queue.c.job_id == job_id))
             publish_completed(config, job_id)
-            wait_for(lambda: len(hooks.on("/replayed")) == 2)
+            wait_for(lambda: len(hooks.on("/replayed")) == 2, "the webhook sent again")
     first, again = hooks.on("/replayed")
     assert first.headers["webhook-id"] == again.headers["webhook-id"]

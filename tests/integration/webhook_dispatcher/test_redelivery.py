@@ -28,8 +28,8 @@ from tests.integration.webhook_dispatcher.support import (
     queue_rows,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +171,7 @@ def test_a_redelivery_of_a_running_job_holds_up_no_other_jobs_webhook(config, db
         group = new_id("g-")
         with running(dispatcher_settings(config, group), db):
             events.until(lambda seen: len(of(WebhookDelivered, seen)) == 1)
-            wait_for(lambda: dead_letters(config, group) == 1)
+            wait_for(lambda: dead_letters(config, group) == 1, "one dead letter")
     assert [request.path for request in hooks.arrived] == ["/finished"]
     assert queue_rows(db, running_job) == []  # nothing scheduled for it: it is dead-lettered, visibly
 

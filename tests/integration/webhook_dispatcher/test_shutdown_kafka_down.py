@@ -33,8 +33,8 @@ from tests.integration.webhook_dispatcher.support import (
     receiver,
     running,
     start_process,
-    wait_for,
 )
+from tests.polling import wait_for
 from tests.private_kafka import private_kafka
 
 pytestmark = pytest.mark.integration
@@ -65,10 +65,11 @@ def test_a_dispatcher_stopped_while_kafka_is_down_exits_cleanly_and_loses_nothin
                 # A first webhook recorded while the broker answers: the producer is connected, so
                 # the next one's events are sent, not left queued.
                 warm = _scheduled(db, f"{hooks.url}/warm")
-                wait_for(lambda: queue_rows(db, warm)[0]["status"] == "delivered", timeout_s=60)
+                wait_for(lambda: queue_rows(db, warm)[0]["status"] == "delivered", "the warm-up delivered",
+                         timeout_s=60)
                 url = f"{hooks.url}/down"
                 job_id = _scheduled(db, url)
-                wait_for(lambda: bool(hooks.succeeded("/down")), timeout_s=60)
+                wait_for(lambda: hooks.succeeded("/down"), "the webhook answered 2xx", timeout_s=60)
                 time.sleep(1.0)  # its outcome waits for Kafka
                 stopping = time.monotonic()
                 process.send_signal(signal.SIGTERM)

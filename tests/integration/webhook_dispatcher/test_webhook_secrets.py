@@ -34,8 +34,8 @@ from tests.integration.webhook_dispatcher.support import (
     publish_completed,
     receiver,
     running,
-    wait_for,
 )
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -104,8 +104,8 @@ def test_a_secret_stops_signing_when_its_overlap_ends_though_the_cache_still_hol
             def sent_once(on: str = f"/{path}") -> bool:
                 return len(hooks.on(on)) == 1
 
-            wait_for(sent_once)
-            wait_for(lambda: utc_now() > ends + timedelta(seconds=0.2))
+            wait_for(sent_once, "the webhook sent once")
+            wait_for(lambda: utc_now() > ends + timedelta(seconds=0.2), "the overlap to end")
     [during], [after] = hooks.on("/during"), hooks.on("/after")
     assert len(during.headers["webhook-signature"].split(" ")) == 2
     assert len(after.headers["webhook-signature"].split(" ")) == 1
@@ -125,7 +125,8 @@ def test_a_client_left_without_a_secret_gets_one_and_its_webhook_verifies(config
         with running(dispatcher_settings(config, new_id("g-")), db):
             before = attempts_not_started("no_secret")
             publish_completed(config, job_id)
-            wait_for(lambda: bool(hooks.arrived) or attempts_not_started("no_secret") > before)
+            wait_for(lambda: hooks.arrived or attempts_not_started("no_secret") > before,
+                     "a webhook, or an attempt handed back for want of a secret")
             assert [request.headers.get("webhook-signature") for request in hooks.arrived] == []
             # The gateway's periodic work (no topics to relay here): it makes the missing secret.
             periodic = RelaySettings(sweep_s=0.2, prune_every_s=0.2, clients=(CLIENT,))

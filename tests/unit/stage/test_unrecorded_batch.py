@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -29,6 +28,7 @@ from lotlens_common.stage.quota import QUOTA_FIRST_WAIT_S
 from lotlens_common.stage.runner import run_stage_loop
 from lotlens_common.stage.submit import flush_due
 from lotlens_vision_batcher.vision_stage import VisionStage
+from tests.polling import wait_for
 from tests.unit.stage.conftest import World, dead_images_unreachable, lots
 from tests.unit.stage.fakes import described
 from tests.unit.stage.test_quota_pause import quota_refusal
@@ -199,12 +199,13 @@ def loop_until(world: World, done: Callable[[], bool], timeout_s: float = 60.0) 
     stop = threading.Event()
     loop = threading.Thread(target=run_stage_loop, args=(world.stage, stop))
     loop.start()
-    deadline = time.monotonic() + timeout_s
-    while loop.is_alive() and not done() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    stop.set()
-    loop.join()
-    assert done(), f"the loop was not done in {timeout_s:.0f} s"
+    try:
+        wait_for(lambda: done() or not loop.is_alive(), "the loop to be done", timeout_s=timeout_s,
+                 every_s=0.01)
+    finally:
+        stop.set()
+        loop.join()
+    assert done(), "the loop ended before it was done"
 
 
 def test_a_batch_held_off_the_record_in_a_quota_pause_is_recorded_and_the_pause_tried_once_both_are_back(
