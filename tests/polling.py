@@ -22,6 +22,17 @@ def wait_for(condition: Callable[[], T], what: str | Callable[[], str], *, timeo
     deadline = time.monotonic() + timeout_s
     while not (answer := condition()):
         if time.monotonic() >= deadline:
-            raise AssertionError(f"waited {timeout_s:g} s for {what() if callable(what) else what}")
+            raise AssertionError(f"waited {timeout_s:g} s for {_described(what)}")
         sleep(every_s)
     return answer
+
+
+def _described(what: str | Callable[[], str]) -> str:
+    # A description that asks the broker or the database what it sees fails when that is what
+    # broke: the wait's own message then says so rather than being replaced by the error.
+    if not callable(what):
+        return what
+    try:
+        return what()
+    except Exception as exc:  # any failure to describe is reported, not raised
+        return f"(its description failed: {exc!r})"
