@@ -3,6 +3,7 @@ writes): an interrupted build is rebuilt by the next run, and two migrators stil
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -100,7 +101,7 @@ def test_a_build_waits_for_a_transaction_longer_than_the_migrations_lock_timeout
 
 
 def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others_index_build(
-        behind: Engine) -> None:
+        behind: Engine, caplog: pytest.LogCaptureFixture) -> None:
     # A migrator blocked in pg_advisory_lock holds a snapshot, which the index build of the one
     # holding the lock waits for: PostgreSQL found the deadlock and cancelled one of them.
     failures: list[BaseException] = []
@@ -116,9 +117,12 @@ def test_two_migrators_at_once_take_turns_and_neither_is_cancelled_by_the_others
         first = threading.Thread(target=run)
         first.start()
         wait_for(lambda: _building(behind), "the first migrator to start its build")
+        caplog.set_level(logging.INFO, logger="lotlens_common.db")
         second = threading.Thread(target=run)
         second.start()
-        time.sleep(1.5)  # the second waits for the lock; PostgreSQL looks for deadlocks after 1 s
+        wait_for(lambda: "another process is migrating the schema" in caplog.text,
+                 "the second migrator to find the lock taken", timeout_s=60)
+        time.sleep(1.5)  # it waits for the lock meanwhile; PostgreSQL looks for deadlocks after 1 s
         assert first.is_alive() and second.is_alive()
         writer.commit()
     first.join(timeout=60)
@@ -156,13 +160,24 @@ def test_a_projections_rebuild_waiting_for_the_migrations_lock_is_not_cancelled_
         wait_for(lambda: _building(behind), "the migrator to start its build")
         rebuild = threading.Thread(target=rebuild_step)
         rebuild.start()
-        time.sleep(1.5)  # PostgreSQL looks for deadlocks after 1 s
+        wait_for(lambda: _asked(behind, "SELECT pg_try_advisory_xact_lock"),
+                 "the rebuild to ask for the migrations' lock", timeout_s=60)
+        time.sleep(1.5)  # it waits for the lock meanwhile; PostgreSQL looks for deadlocks after 1 s
         writer.commit()
     first.join(timeout=60)
     rebuild.join(timeout=60)
     assert not failures, failures
     with behind.connect() as conn:
         assert indexes(conn) == dict.fromkeys(BUILT, True)
+
+
+def _asked(engine: Engine, statement: str) -> bool:
+    """Whether a session of this database, in a transaction, ran `statement` last (`query` keeps it
+    between statements; a pooled session's last one is idle, outside a transaction)."""
+    with engine.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE :s "
+            "AND state <> 'idle'"), {"s": f"{statement}%"}).scalar_one())
 
 
 def _building(engine: Engine) -> bool:
