@@ -8,6 +8,7 @@ from typing import cast
 import pytest
 from sqlalchemy import Connection
 
+from lotlens_gateway import outbox_floor
 from lotlens_gateway.outbox_floor import Floor
 
 
@@ -117,26 +118,69 @@ def test_a_round_without_a_bound_proposes_nothing() -> None:
     assert (floor.below, floor.proposed) == (20, None)
 
 
-class _Read:
-    """The read's connection: no rows, then the horizon row (oldest running transaction, top id)."""
+class _Database:
+    """The round's connection: the read's horizon row (oldest running transaction, the server's
+    start, the top id) and no rows; the audit's slice answer; the parameters each was asked with."""
 
-    def __init__(self, oldest: int, top: int) -> None:
-        self.horizon = (None, str(oldest), None, str(top))
+    def __init__(self, oldest: int = 650, started: str = "t0", top: int = 9599,
+                 slice_found: tuple[int, int] = (0, 0)) -> None:
+        self.horizon = (None, str(oldest), started, str(top))
+        self.slice_found = slice_found
+        self.asked: list[dict[str, object]] = []
 
-    def execute(self, _statement: object, _parameters: object) -> _Read:
+    def execute(self, _statement: object, parameters: dict[str, object]) -> _Database:
+        self.asked.append(parameters)
         return self
 
     def all(self) -> list[tuple[object, ...]]:
         return [self.horizon]
 
+    def one(self) -> tuple[int, int, int, int | None]:
+        after, below = int(cast(int, self.asked[-1]["after"])), int(cast(int, self.asked[-1]["below"]))
+        lo = max(after, 100)  # the lowest id kept: 100
+        found, first = self.slice_found
+        return lo, min(lo + int(cast(int, self.asked[-1]["ids"])), below), found, first if found else None
 
-def test_a_horizon_that_went_back_starts_the_floor_over(caplog: pytest.LogCaptureFixture) -> None:
+
+def _read(floor: Floor, database: _Database) -> None:
+    floor.read(cast(Connection, database), "t", [], 10)
+
+
+def test_a_floor_starts_over_when_the_database_server_changed(caplog: pytest.LogCaptureFixture) -> None:
     # A promoted replica that had not received the last commits hands their transaction ids and
     # outbox ids out again, below a floor that had passed them; the relay's round often meets no
     # error (its pool reconnected already), so its floors were kept.
-    floor = Floor(below=9500, proposed=(9600, 700), audited_at=0.0)
-    floor.read(cast(Connection, _Read(oldest=650, top=9599)), "t", [], 10, now=1.0)
-    assert (floor.below, floor.proposed) == (9500, (9600, 700))  # on one server it never goes back
-    floor.read(cast(Connection, _Read(oldest=610, top=9400)), "t", [], 10, now=2.0)
+    floor = Floor(below=9500, proposed=(9600, 700))
+    _read(floor, _Database(oldest=650))
+    _read(floor, _Database(oldest=660))
+    assert (floor.below, floor.proposed) == (9500, (9600, 700))  # the same server, moving on
+    _read(floor, _Database(oldest=610))  # its horizon went back
     assert (floor.below, floor.proposed) == (0, None)
-    assert "went back from 650 to 610" in caplog.text
+    assert "oldest transaction 610, was 660" in caplog.text
+    # The new primary had handed out more transaction ids than were lost before the relay read:
+    # its horizon is ahead, its start time tells.
+    floor = Floor(below=9500, proposed=(9600, 1010))
+    _read(floor, _Database(oldest=1000, started="t0"))
+    _read(floor, _Database(oldest=1010, started="t1"))
+    assert (floor.below, floor.proposed) == (0, None)
+
+
+def test_the_audit_checks_a_slice_below_the_floor_a_minute_and_lowers_the_floor_to_what_it_finds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox_floor, "AUDIT_IDS", 1000)
+    floor, database = Floor(below=2500, proposed=(2600, 7)), _Database()
+    assert floor.audit(cast(Connection, database), "t", [], now=0.0) == 0
+    assert (database.asked[-1]["after"], floor._audit_after) == (0, 1100)  # from the lowest id kept
+    assert floor.audit(cast(Connection, database), "t", [], now=30.0) == 0 and len(database.asked) == 1
+    floor.audit(cast(Connection, database), "t", [], now=60.0)
+    assert (database.asked[-1]["after"], floor._audit_after) == (1100, 2100)
+    floor.audit(cast(Connection, database), "t", [], now=120.0)  # the last slice ends at the floor
+    assert floor._audit_after == 0 and floor.below == 2500
+    database.slice_found = (3, 150)
+    assert floor.audit(cast(Connection, database), "t", [], now=180.0) == 3
+    assert (floor.below, floor.proposed) == (150, None)  # this round's read has them
+
+
+def test_a_floor_at_0_is_not_audited() -> None:
+    floor, database = Floor(), _Database()
+    assert floor.audit(cast(Connection, database), "t", [], now=0.0) == 0 and database.asked == []

@@ -63,8 +63,9 @@ class GatewayMetrics:
             "this long; 0: none)",
             ["topic"], registry=self.registry)
         self.outbox_left_behind = Counter(
-            "lotlens_outbox_rows_left_below_floor", "Unpublished outbox rows the relay's periodic read from "
-            "the lowest id found below its floor of the topic (a defect: each is published then, late)",
+            "lotlens_outbox_rows_left_below_floor", "Unpublished outbox rows the relay's audit (a slice of "
+            "ids below its floor of the topic a minute) found its floor had passed (a defect: each is "
+            "published then, late)",
             ["topic"], registry=self.registry)
         # reading: the child process (admin_process.py) of the health probe or of the group-lag gauges.
         self.admin_process_restarts = Counter(

@@ -38,11 +38,21 @@ the floor back: the read then walks more published rows, and misses none. (Only 
 transaction id: a read-only one, a pg_dump's, holds a snapshot and no id, and holds nothing.)
 How far back, and for how long, is on `/metrics` (`behind`, `held_s`; `outbox_gauges`).
 
-Every `AUDIT_EVERY_S` one read starts from 0 and counts the unpublished rows it finds below the
-floor (`left_behind`, on `/metrics`): a floor that passed a row is a defect, which left that row
-unpublished for as long as the process ran (the `xmax` above). The audit publishes such rows at
-most that much later, and says so. One read walks every row kept (0.15-0.3 us an id: about a
-second for an hour of 1,000 rows a second), once every ten minutes.
+Every `AUDIT_EVERY_S` an audit checks the next `AUDIT_IDS` ids below the floor (from where the
+last one ended; from the lowest id kept once it reaches the floor) for unpublished rows: a floor
+that passed a row is a defect, which left that row unpublished for as long as the process ran
+(the `xmax` above), and the backlog gauges, counting from the floor, did not show it. The floor
+goes back to the first one found, and the count is on `/metrics` (`lotlens_outbox_rows_left_
+below_floor_total`). A slice at a time: the whole of an outbox kept through a long result-store
+outage, read at once, would outlast the statement timeout. A slice of 250,000 ids reads about
+50,000 pages (pages half full, 600-byte payloads): 0.15 s from the OS's cache, once a minute; an
+hour of 1,000 rows a second is audited in 15 minutes.
+
+A floor also starts over (from 0) when the database server changed under it: its start time
+differs, or its oldest running transaction went back. A promoted replica that had not received
+the last commits hands their ids out again, transaction ids and outbox ids alike, below a floor
+that had passed them, and the relay's round often meets no error in a failover (the pool
+reconnects once another user of the engine has met the lost connection, or a pooler hides it).
 """
 
 from __future__ import annotations
@@ -67,16 +77,26 @@ log = logging.getLogger(__name__)
 _READ = text("""
 WITH horizon AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest,
+           pg_postmaster_start_time()::text AS started,
            (SELECT max(id) FROM outbox) AS top)
 (SELECT id, job_id, event_type, payload FROM outbox
   WHERE id >= :below AND topic = :topic AND published_at IS NULL AND NOT (id = ANY(:held))
   ORDER BY id LIMIT :room)
 UNION ALL
-SELECT NULL, oldest, NULL, CAST(top AS text) FROM horizon""").bindparams(
+SELECT NULL, oldest, started, CAST(top AS text) FROM horizon""").bindparams(
     bindparam("held", type_=ARRAY(BigInteger)))
 
-
-AUDIT_EVERY_S = 600.0
+AUDIT_EVERY_S = 60.0
+AUDIT_IDS = 250_000
+# The slice's bounds (from `after`, or the lowest id kept when higher; to the floor at most), and
+# the topic's unpublished rows in it but those the producer holds: how many, and the first.
+_AUDIT = text("""
+WITH span AS MATERIALIZED (SELECT greatest(CAST(:after AS bigint), (SELECT min(id) FROM outbox)) AS lo)
+SELECT span.lo, least(span.lo + :ids, CAST(:below AS bigint)) AS hi, count(o.id), min(o.id)
+  FROM span LEFT JOIN outbox AS o
+    ON o.id >= span.lo AND o.id < least(span.lo + :ids, CAST(:below AS bigint))
+   AND o.topic = :topic AND o.published_at IS NULL AND NOT (o.id = ANY(:held))
+ GROUP BY span.lo""").bindparams(bindparam("held", type_=ARRAY(BigInteger)))
 
 # A transaction id handed out after the read (`Floor.bound`): the round's own, assigned here when
 # it has none yet (its marking assigns one). Text, as `pg_snapshot_xmin`: both are 64-bit `xid8`.
@@ -93,41 +113,49 @@ class Floor:
     proposed: tuple[int, int] | None = None
     proposed_at: float = 0.0
     # From the last read: the horizon's oldest running transaction, the highest id, and the last
-    # id read (None: none).
+    # id read (None: none); and the server's start time.
     _seen: tuple[int, int, int | None] = field(default=(0, 0, None))
-    # When a read last started from 0 (the caller's monotonic clock: the first one audits), and
-    # the unpublished rows it found below the floor.
+    _server: str | None = None
+    # When the last audit ran (the caller's monotonic clock), and where the next one starts.
     audited_at: float = float("-inf")
-    left_behind: int = 0
+    _audit_after: int = 0
 
-    def read(self, conn: Connection, topic: str, held: Sequence[int], room: int, now: float) -> list[Any]:
-        """The topic's unpublished rows from the floor in id order, at most `room`, but `held`;
-        from 0 when an audit is due at `now`."""
-        audit = now - self.audited_at >= AUDIT_EVERY_S
-        found = conn.execute(_READ, {"below": 0 if audit else self.below, "topic": topic, "held": list(held),
+    def read(self, conn: Connection, topic: str, held: Sequence[int], room: int) -> list[Any]:
+        """The topic's unpublished rows from the floor in id order, at most `room`, but `held`."""
+        found = conn.execute(_READ, {"below": self.below, "topic": topic, "held": list(held),
                                      "room": room}).all()
         horizon = next(row for row in reversed(found) if row[0] is None)
-        oldest, top = int(horizon[1]), int(horizon[3] or 0)
-        if oldest < self._seen[0]:
-            self._went_back(oldest)
+        oldest, server, top = int(horizon[1]), str(horizon[2]), int(horizon[3] or 0)
+        if (self._server is not None and server != self._server) or oldest < self._seen[0]:
+            log.warning("the database server changed (started %s, was %s; oldest transaction %d, was %d): "
+                        "a failover? The outbox relay reads from the lowest id kept again",
+                        server, self._server, oldest, self._seen[0])
+            self._lower_to(0)  # from the next read: this one read from the old floor
         rows = sorted((row for row in found if row[0] is not None), key=itemgetter(0))
-        self._seen = (oldest, top, rows[-1].id if rows else None)
-        self.left_behind = sum(1 for row in rows if row[0] < self.below) if audit else 0
-        if audit:
-            self.audited_at = now
-        if self.left_behind:  # walked from 0 until proposals take the floor past them again
-            self.below, self.proposed = 0, None
+        self._seen, self._server = (oldest, top, rows[-1].id if rows else None), server
         return rows
 
-    def _went_back(self, oldest: int) -> None:
-        """On one server the horizon never goes back: a promoted replica that had not received the
-        last commits hands their ids out again, transaction ids and outbox ids alike, below a
-        floor that had passed them. Its rows are read from 0 from the next round. (A failover
-        often costs the relay no failed round: the pool reconnects once another user of the
-        engine has met the lost connection, or a pooler hides it.)"""
-        log.warning("the database's oldest running transaction went back from %d to %d (a failover?): "
-                    "the outbox relay reads from the lowest id kept again", self._seen[0], oldest)
-        self.below, self.proposed = 0, None
+    def audit(self, conn: Connection, topic: str, held: Sequence[int], now: float) -> int:
+        """Before the read, once every `AUDIT_EVERY_S` at `now`: the topic's unpublished rows the
+        floor passed in the next slice of ids below it (a defect), but `held`; the floor goes back
+        to the first of them, so this round's read has them. 0 when none or not due."""
+        if now - self.audited_at < AUDIT_EVERY_S:
+            return 0
+        self.audited_at = now
+        if self.below == 0:
+            return 0
+        _lo, hi, found, first = conn.execute(_AUDIT, {"after": self._audit_after, "ids": AUDIT_IDS,
+                                                      "below": self.below, "topic": topic,
+                                                      "held": list(held)}).one()
+        self._audit_after = hi if hi < self.below else 0
+        if found:
+            self._lower_to(first)
+        return int(found)
+
+    def _lower_to(self, row_id: int) -> None:
+        """Never past `row_id` again until a proposal takes the floor past it (walking more rows is
+        always safe)."""
+        self.below, self.proposed = min(self.below, row_id), None
 
     def bound(self, conn: Connection) -> int | None:
         """In the read's transaction, before it commits: the bound `moved` proposes with, when this

@@ -248,7 +248,7 @@ class Relay:
         except SQLAlchemyError:
             # The floors start over from 0: after a failover, a replica that had not received a
             # committed tail hands its ids out again, below a floor that had passed them. (One
-            # the round does not meet, its connection replaced already: `Floor._went_back`.)
+            # the round does not meet, its connection replaced already: `Floor.read`.)
             self._floors.clear()
             raise
         if time.monotonic() - self._last_prune > self._settings.prune_every_s:
@@ -273,9 +273,12 @@ class Relay:
             # holds: a row committed after a higher id was sent (a big COPY still running) is
             # found by the next round, the floor kept below it (`outbox_floor`).
             floor = self._floors.setdefault(topic, Floor())
-            rows = floor.read(conn, topic, sorted(self._held), room, time.monotonic()) if room > 0 else []
-            if floor.left_behind:
-                self._left_behind(topic, floor)
+            rows: list[Any] = []
+            if room > 0:
+                held = sorted(self._held)
+                if left_behind := floor.audit(conn, topic, held, time.monotonic()):
+                    self._left_behind(topic, left_behind)
+                rows = floor.read(conn, topic, held, room)
             self._send(topic, rows)
             # Idle in its transaction, the topic's lock held: the idle-transaction timeout
             # outlasts this wait (`GatewaySettings`). A session ended in it costs a round: what
@@ -307,11 +310,11 @@ class Relay:
             return STALLED
         return FULL if full else DRAINED
 
-    def _left_behind(self, topic: str, floor: Floor) -> None:
+    def _left_behind(self, topic: str, rows: int) -> None:
         """Rows an audit found below the floor (`outbox_floor`): published now, late, by a defect."""
         log.error("the outbox relay's floor of %s had passed %d unpublished rows; publishing them now",
-                  topic, floor.left_behind)
-        self._metrics.outbox_left_behind.labels(topic=topic).inc(floor.left_behind)
+                  topic, rows)
+        self._metrics.outbox_left_behind.labels(topic=topic).inc(rows)
 
     def _refresh_statistics(self) -> None:
         try:
