@@ -153,10 +153,13 @@ def test_rows_a_floor_passed_are_found_by_its_audit_published_and_counted(
     job = _job("audit-test", 4)
     Outbox(engine, GatewayMetrics(), 1_000_000).append(topic, job)
     with engine.connect() as conn:
-        top = conn.execute(select(func.max(outbox.c.id))).scalar_one()
+        first, top = conn.execute(select(func.min(outbox.c.id), func.max(outbox.c.id))
+                                  .where(outbox.c.job_id == job[0].job_id)).one()
     metrics = GatewayMetrics()
     relay = Relay(engine, EventProducer(settings.kafka, "audit-test"), [topic], RelaySettings(), metrics)
-    relay._floors[topic] = Floor(below=top + 1, audited_at=time.monotonic())  # past the job's rows
+    # Past the job's rows; its audit starts at them (below them, earlier tests' rows of the topic
+    # may be unpublished too: appended with no relay to publish them).
+    floor = relay._floors[topic] = Floor(below=top + 1, audited_at=time.monotonic(), _audit_after=first)
 
     def left_behind() -> float | None:
         return metrics.registry.get_sample_value("lotlens_outbox_rows_left_below_floor_total",
@@ -169,16 +172,17 @@ def test_rows_a_floor_passed_are_found_by_its_audit_published_and_counted(
 
     relay.run_round()
     assert (unpublished(), left_behind()) == (len(job), 0)
-    monkeypatch.setattr(outbox_floor, "AUDIT_IDS", 10**12)  # the whole outbox in one slice
-    relay._floors[topic].audited_at -= AUDIT_EVERY_S  # a minute on
+    monkeypatch.setattr(outbox_floor, "AUDIT_IDS", 2)
+    floor.audited_at -= AUDIT_EVERY_S  # a minute on
+    relay.run_round()  # its audit finds the slice's 2 rows, and the floor goes back to the first
+    assert (left_behind(), floor.below) == (2, first)
+    _rounds_until(relay, lambda: unpublished() == 0, "the job's rows published")
+    # Taken past them again by its proposals; the next audit of the same ids finds nothing.
+    _rounds_until(relay, lambda: floor.below > top, "the floor past the rows again")
+    floor._audit_after, floor.audited_at = first, floor.audited_at - AUDIT_EVERY_S
+    audited = floor.audited_at
     relay.run_round()
-    assert left_behind() == len(job)
-    _rounds_until(relay, lambda: unpublished() == 0, "the rows the audit found published")
-    # Taken past them again by its proposals; the next audit finds nothing.
-    _rounds_until(relay, lambda: relay._floors[topic].below > top, "the floor past the rows again")
-    audited = relay._floors[topic].audited_at = relay._floors[topic].audited_at - AUDIT_EVERY_S
-    relay.run_round()
-    assert relay._floors[topic].audited_at > audited and left_behind() == len(job)
+    assert floor.audited_at > audited and floor._audit_after == first + 2 and left_behind() == 2
 
 
 def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_above_it(

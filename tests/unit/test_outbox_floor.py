@@ -178,7 +178,7 @@ def test_the_audit_checks_a_slice_below_the_floor_a_minute_and_lowers_the_floor_
     assert floor._audit_after == 0 and floor.below == 2500
     database.slice_found = (3, 150)
     assert floor.audit(cast(Connection, database), "t", [], now=180.0) == 3
-    assert (floor.below, floor.proposed) == (150, None)  # this round's read has them
+    assert (floor.below, floor.proposed) == (150, None)  # the next round's read has them
 
 
 def test_a_floor_at_0_is_not_audited() -> None:

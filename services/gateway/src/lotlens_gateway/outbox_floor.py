@@ -42,11 +42,13 @@ Every `AUDIT_EVERY_S` an audit checks the next `AUDIT_IDS` ids below the floor (
 last one ended; from the lowest id kept once it reaches the floor) for unpublished rows: a floor
 that passed a row is a defect, which left that row unpublished for as long as the process ran
 (the `xmax` above), and the backlog gauges, counting from the floor, did not show it. The floor
-goes back to the first one found, and the count is on `/metrics` (`lotlens_outbox_rows_left_
-below_floor_total`). A slice at a time: the whole of an outbox kept through a long result-store
-outage, read at once, would outlast the statement timeout. A slice of 250,000 ids reads about
-50,000 pages (pages half full, 600-byte payloads): 0.15 s from the OS's cache, once a minute; an
-hour of 1,000 rows a second is audited in 15 minutes.
+goes back to the first one found, and the count is on `/metrics`
+(`lotlens_outbox_rows_left_below_floor_total`). A slice at a time: the whole of an outbox kept
+through a long result-store outage, read at once, would outlast the statement timeout. A slice
+of 250,000 ids reads about 50,000 pages (half full, 600-byte payloads): 0.15 s from the OS's
+cache, once a minute; an hour of 1,000 rows a second is audited in 15 minutes. (Each topic's
+audit walks every topic's ids, and above about 4,000 new ids a second the floor moves away
+faster than the audit: a row passed then waits for a quieter hour, or a restart.)
 
 A floor also starts over (from 0) when the database server changed under it: its start time
 differs, or its oldest running transaction went back. A promoted replica that had not received
@@ -77,7 +79,8 @@ log = logging.getLogger(__name__)
 _READ = text("""
 WITH horizon AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest,
-           pg_postmaster_start_time()::text AS started,
+           -- as a number: its text is in the session's time zone, which pooled sessions need not share
+           extract(epoch FROM pg_postmaster_start_time())::text AS started,
            (SELECT max(id) FROM outbox) AS top)
 (SELECT id, job_id, event_type, payload FROM outbox
   WHERE id >= :below AND topic = :topic AND published_at IS NULL AND NOT (id = ANY(:held))
@@ -136,9 +139,9 @@ class Floor:
         return rows
 
     def audit(self, conn: Connection, topic: str, held: Sequence[int], now: float) -> int:
-        """Before the read, once every `AUDIT_EVERY_S` at `now`: the topic's unpublished rows the
+        """After the read, once every `AUDIT_EVERY_S` at `now`: the topic's unpublished rows the
         floor passed in the next slice of ids below it (a defect), but `held`; the floor goes back
-        to the first of them, so this round's read has them. 0 when none or not due."""
+        to the first of them, so the next round's read has them. 0 when none or not due."""
         if now - self.audited_at < AUDIT_EVERY_S:
             return 0
         self.audited_at = now

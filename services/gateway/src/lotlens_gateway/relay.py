@@ -276,9 +276,11 @@ class Relay:
             rows: list[Any] = []
             if room > 0:
                 held = sorted(self._held)
+                rows = floor.read(conn, topic, held, room)
+                # After the read, which starts a floor over on a new server: ids a failover handed
+                # out again are not a defect of the floor.
                 if left_behind := floor.audit(conn, topic, held, time.monotonic()):
                     self._left_behind(topic, left_behind)
-                rows = floor.read(conn, topic, held, room)
             self._send(topic, rows)
             # Idle in its transaction, the topic's lock held: the idle-transaction timeout
             # outlasts this wait (`GatewaySettings`). A session ended in it costs a round: what
