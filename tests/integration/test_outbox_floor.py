@@ -185,41 +185,6 @@ def test_rows_a_floor_passed_are_found_by_its_audit_published_and_counted(
     assert floor.audited_at > audited and floor._audit_after == first + 2 and left_behind() == 2
 
 
-def test_a_restarted_relay_walks_the_rows_kept_a_span_at_a_time(
-        settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    # From a floor at 0 (a restart, a failed round) one read walked every row kept: after a long
-    # result-store outage it outlasted the statement timeout (1M rows kept, a 150 ms timeout:
-    # 127 rounds failed in 20 s, nothing published), the failed round started the floor over,
-    # and the relay published nothing until the outbox was pruned.
-    topic = settings.topics.submissions
-    with engine.begin() as conn:  # published rows kept below the new job's
-        conn.execute(text("INSERT INTO outbox (topic, job_id, client_id, event_type, payload, published_at) "
-                          "SELECT :topic, 'span-earlier', 'c', 'JobSubmitted', '{}', now() "
-                          "FROM generate_series(1, 300)"), {"topic": topic})
-    job = _job("span-test", 3)
-    Outbox(engine, GatewayMetrics(), 1_000_000).append(topic, job)
-    monkeypatch.setattr(outbox_floor, "READ_IDS", 50)
-    relay = Relay(engine, EventProducer(settings.kafka, "span-test"), [topic], RelaySettings(),
-                  GatewayMetrics())
-    spans: list[int] = []  # ids each read walked: to where it reached, from the floor or the lowest id kept
-    read = Floor.read
-
-    def recorded(floor: Floor, conn: Connection, *args: Any) -> list[Any]:
-        start = max(floor.below, conn.execute(select(func.min(outbox.c.id))).scalar_one())
-        rows = read(floor, conn, *args)
-        spans.append(floor._seen[2] + 1 - start)
-        return rows
-
-    def published() -> bool:
-        with engine.connect() as conn:
-            return not conn.execute(select(func.count()).where(
-                outbox.c.job_id == job[0].job_id, outbox.c.published_at.is_(None))).scalar_one()
-
-    monkeypatch.setattr(Floor, "read", recorded)
-    _rounds_until(relay, published, "the new job's rows published")
-    assert max(spans) <= 50 and len(spans) > 6, spans  # 300 ids below the job: 50 a step
-
-
 def test_a_held_row_the_producer_drops_in_the_round_that_moves_the_floor_stays_above_it(
         settings: ServiceSettings, engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
     # Rows an append still running holds are proposed past (round A); read and held by the

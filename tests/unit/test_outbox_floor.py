@@ -12,8 +12,8 @@ from lotlens_gateway import outbox_floor
 from lotlens_gateway.outbox_floor import Floor
 
 
-def _after_read(floor: Floor, oldest: int, top: int, last: int | None, reach: int | None = None) -> Floor:
-    floor._seen = (oldest, top, top if reach is None else reach, last)
+def _after_read(floor: Floor, oldest: int, top: int, last: int | None) -> Floor:
+    floor._seen = (oldest, top, last)
     return floor
 
 
@@ -124,7 +124,7 @@ class _Database:
 
     def __init__(self, oldest: int = 650, started: str = "t0", top: int = 9599,
                  slice_found: tuple[int, int] = (0, 0)) -> None:
-        self.horizon: tuple[None, str, str, str | None, int] = (None, str(oldest), started, str(top), top)
+        self.horizon = (None, str(oldest), started, str(top))
         self.slice_found = slice_found
         self.asked: list[dict[str, object]] = []
 
@@ -184,29 +184,3 @@ def test_the_audit_checks_a_slice_below_the_floor_a_minute_and_lowers_the_floor_
 def test_a_floor_at_0_is_not_audited() -> None:
     floor, database = Floor(), _Database()
     assert floor.audit(cast(Connection, database), "t", [], now=0.0) == 0 and database.asked == []
-
-
-def test_a_read_stopped_short_of_the_top_proposes_past_what_it_walked_and_no_further() -> None:
-    # From a floor at 0 a read walked every row kept: after a long result-store outage it outlasted
-    # the statement timeout, the round failed and started the floors over, and nothing was published.
-    floor = Floor()
-    _after_read(floor, oldest=100, top=40_000_000, last=None, reach=500_000)
-    assert floor.more
-    floor.moved(False, (), now=0.0, bound=105)
-    assert floor.proposed == (500_001, 105)
-    _after_read(floor, oldest=105, top=40_000_000, last=None, reach=1_000_000)
-    floor.moved(False, (), now=1.0, bound=110)
-    assert (floor.below, floor.proposed) == (500_001, (1_000_001, 110))
-    _after_read(floor, oldest=110, top=40_000_000, last=None, reach=40_000_000)
-    assert not floor.more
-
-
-def test_a_read_of_an_empty_outbox_reaches_no_further_than_its_top() -> None:
-    # Ids above the top are handed out after the read, some to transactions that took their id
-    # after the proposal's bound: a floor past them would never wait for those.
-    floor = Floor()
-    database = _Database(top=0)
-    database.horizon = (None, "650", "t0", None, 499_999)  # max(id) NULL; least() ignores it
-    _read(floor, database)
-    floor.moved(False, (), now=0.0, bound=700)
-    assert floor.proposed == (1, 700) and not floor.more

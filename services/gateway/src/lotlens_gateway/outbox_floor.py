@@ -13,10 +13,9 @@ ended:
 - The proposal, made once the round's marking has committed, is the lowest id the round's
   snapshot showed unpublished that is still unpublished (read and not marked, held by the
   producer, acknowledged and not marked yet), else the one after the last row read when the read
-  was full, else the one past the highest id the read walked to (the highest the snapshot
-  showed, or `READ_IDS` from the floor). (Made before the marking, it kept the floor a round
-  further behind: each read walked two rounds' published rows, 5 ms a round of 5,000, where it
-  now walks one.)
+  was full, else the one past the highest id the snapshot showed. (Made before the marking, it
+  kept the floor a round further behind: each read walked two rounds' published rows, 5 ms a
+  round of 5,000, where it now walks one.)
 - Every id below the highest visible one was handed out before that row's (the identity's
   sequence caches no ids, `CACHE 1`, which a test holds: a session's cached ids go out after
   higher ones), so by a transaction that had its transaction id already (`Outbox.append` takes it
@@ -71,32 +70,24 @@ from sqlalchemy.dialects.postgresql import ARRAY
 
 log = logging.getLogger(__name__)
 
-# The relay unpacks each row as exactly (id, job_id, event_type, payload, NULL): a column added
-# here is one added there.
-# One statement, so one snapshot: the topic's rows, then one row of the horizon, the highest id it
-# shows and the highest this read walks to (`READ_IDS`). (Those on every row, from a lateral join,
-# cost the relay's Python 1.4 us a row read where this takes 0.67 and the plain read of the rows
-# took 0.61, the sort included: `read` sorts the rows rather than rely on the append keeping them
-# in order.)
+# The relay unpacks each row as exactly (id, job_id, event_type, payload): a column added here is
+# one added there.
+# One statement, so one snapshot: the topic's rows, then one row of the horizon and the highest
+# id it shows. (Those three on every row, from a lateral join, cost the relay's Python 1.4 us a
+# row read where this takes 0.67 and the plain read of the rows took 0.61, the sort included:
+# `read` sorts the rows rather than rely on the append keeping them in order.)
 _READ = text("""
 WITH horizon AS MATERIALIZED (
     SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS oldest,
            -- as a number: its text is in the session's time zone, which pooled sessions need not share
            extract(epoch FROM pg_postmaster_start_time())::text AS started,
-           top, least(top, greatest(CAST(:below AS bigint), kept) + :ids - 1) AS reach
-      FROM (SELECT max(id) AS top, min(id) AS kept FROM outbox) AS ids)
-(SELECT id, job_id, event_type, payload, NULL::bigint FROM outbox
-  WHERE id >= :below AND id <= (SELECT reach FROM horizon) AND topic = :topic AND published_at IS NULL
-    AND NOT (id = ANY(:held))
+           (SELECT max(id) FROM outbox) AS top)
+(SELECT id, job_id, event_type, payload FROM outbox
+  WHERE id >= :below AND topic = :topic AND published_at IS NULL AND NOT (id = ANY(:held))
   ORDER BY id LIMIT :room)
 UNION ALL
-SELECT NULL, oldest, started, CAST(top AS text), reach FROM horizon""").bindparams(
+SELECT NULL, oldest, started, CAST(top AS text) FROM horizon""").bindparams(
     bindparam("held", type_=ARRAY(BigInteger)))
-# How many ids one read walks at most, from the floor (or the lowest id kept, when higher): from a
-# floor at 0 (a restart, a failed round) the read walked every row kept, which after a long
-# result-store outage outlasted the statement timeout; the round failed, started the floors over,
-# and the relay published nothing until the outbox was pruned. About 0.3 s from the OS's cache.
-READ_IDS = 500_000
 
 AUDIT_EVERY_S = 60.0
 AUDIT_IDS = 250_000
@@ -124,9 +115,9 @@ class Floor:
     # when it was made (the caller's monotonic clock)
     proposed: tuple[int, int] | None = None
     proposed_at: float = 0.0
-    # From the last read: the horizon's oldest running transaction, the highest id, the highest
-    # id it walked to, and the last id read (None: none); and the server's start time.
-    _seen: tuple[int, int, int, int | None] = field(default=(0, 0, 0, None))
+    # From the last read: the horizon's oldest running transaction, the highest id, and the last
+    # id read (None: none); and the server's start time.
+    _seen: tuple[int, int, int | None] = field(default=(0, 0, None))
     _server: str | None = None
     # When the last audit ran (the caller's monotonic clock), and where the next one starts.
     audited_at: float = float("-inf")
@@ -135,18 +126,16 @@ class Floor:
     def read(self, conn: Connection, topic: str, held: Sequence[int], room: int) -> list[Any]:
         """The topic's unpublished rows from the floor in id order, at most `room`, but `held`."""
         found = conn.execute(_READ, {"below": self.below, "topic": topic, "held": list(held),
-                                     "room": room, "ids": READ_IDS}).all()
+                                     "room": room}).all()
         horizon = next(row for row in reversed(found) if row[0] is None)
         oldest, server, top = int(horizon[1]), str(horizon[2]), int(horizon[3] or 0)
-        # Never past the top (an empty outbox has none): ids above it are handed out after the read.
-        reach = min(int(horizon[4]), top)
         if (self._server is not None and server != self._server) or oldest < self._seen[0]:
             log.warning("the database server changed (started %s, was %s; oldest transaction %d, was %d): "
                         "a failover? The outbox relay reads from the lowest id kept again",
                         server, self._server, oldest, self._seen[0])
             self._lower_to(0)  # from the next read: this one read from the old floor
         rows = sorted((row for row in found if row[0] is not None), key=itemgetter(0))
-        self._seen, self._server = (oldest, top, reach, rows[-1].id if rows else None), server
+        self._seen, self._server = (oldest, top, rows[-1].id if rows else None), server
         return rows
 
     def audit(self, conn: Connection, topic: str, held: Sequence[int], now: float) -> int:
@@ -176,7 +165,7 @@ class Floor:
         round proposes (no proposal waits, or the waiting one is taken up, and ids lie past the
         floor); else None. Taking one gives a transaction that marks nothing an id (a commit
         record), so an idle relay, its floor at the top, takes none."""
-        oldest, top, _reach, _last = self._seen
+        oldest, top, _last = self._seen
         waiting = self.proposed is not None and self.proposed[1] > oldest
         if waiting or top < self.below:
             return None
@@ -187,8 +176,8 @@ class Floor:
         at `now`: take up the proposal its transactions have ended for, propose anew with `bound`
         (`Floor.bound`; None: none). `unpublished`: the ids read or held before that are not
         marked yet."""
-        oldest, _top, reach, last = self._seen
-        lowest = last + 1 if full and last is not None else reach + 1
+        oldest, top, last = self._seen
+        lowest = last + 1 if full and last is not None else top + 1
         if unpublished:
             lowest = min(lowest, *unpublished)
         if self.proposed is not None and self.proposed[1] <= oldest:
@@ -196,11 +185,6 @@ class Floor:
             self.proposed = None
         if self.proposed is None and bound is not None:
             self.proposed, self.proposed_at = (lowest, bound), now
-
-    @property
-    def more(self) -> bool:
-        """Whether the last read stopped `READ_IDS` short of the highest id: the next round goes on."""
-        return self._seen[2] < self._seen[1]
 
     def behind(self, kept_from: int = 0) -> int:
         """Ids from the floor (or `kept_from`, the lowest id the outbox keeps, when higher) to the

@@ -310,7 +310,7 @@ class Relay:
         (self._backlogged.add if full else self._backlogged.discard)(topic)
         if waiting and not acknowledged:
             return STALLED
-        return FULL if full or (room > 0 and floor.more) else DRAINED
+        return FULL if full else DRAINED
 
     def _left_behind(self, topic: str, rows: int) -> None:
         """Rows an audit found below the floor (`outbox_floor`): published now, late, by a defect."""
@@ -329,7 +329,7 @@ class Relay:
         # Looked up once a round, not once a row; the rows unpacked as tuples.
         publish, held = self._producer.publish_row, self._held
         delivered, failed = self._delivered, self._failed
-        for row_id, job_id, _event_type, payload, _ in rows:
+        for row_id, job_id, _event_type, payload in rows:
             held.add(row_id)
             try:
                 # With the CloudEvents headers every event carries, derived from the stored bytes.
