@@ -135,11 +135,11 @@ class _Database:
     def all(self) -> list[tuple[object, ...]]:
         return [self.horizon]
 
-    def one(self) -> tuple[int, int, int, int | None]:
+    def one(self) -> tuple[int, int, int | None]:
         after, below = int(cast(int, self.asked[-1]["after"])), int(cast(int, self.asked[-1]["below"]))
         lo = max(after, 100)  # the lowest id kept: 100
         found, first = self.slice_found
-        return lo, min(lo + int(cast(int, self.asked[-1]["ids"])), below), found, first if found else None
+        return min(lo + int(cast(int, self.asked[-1]["ids"])), below), found, first if found else None
 
 
 def _read(floor: Floor, database: _Database) -> None:

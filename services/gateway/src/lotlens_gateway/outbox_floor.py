@@ -91,11 +91,12 @@ SELECT NULL, oldest, started, CAST(top AS text) FROM horizon""").bindparams(
 
 AUDIT_EVERY_S = 60.0
 AUDIT_IDS = 250_000
-# The slice's bounds (from `after`, or the lowest id kept when higher; to the floor at most), and
-# the topic's unpublished rows in it but those the producer holds: how many, and the first.
+# Where the slice ends (it starts at `after`, or the lowest id kept when higher, and ends at the
+# floor at most), and the topic's unpublished rows in it but those the producer holds: how many,
+# and the first.
 _AUDIT = text("""
 WITH span AS MATERIALIZED (SELECT greatest(CAST(:after AS bigint), (SELECT min(id) FROM outbox)) AS lo)
-SELECT span.lo, least(span.lo + :ids, CAST(:below AS bigint)) AS hi, count(o.id), min(o.id)
+SELECT least(span.lo + :ids, CAST(:below AS bigint)) AS hi, count(o.id), min(o.id)
   FROM span LEFT JOIN outbox AS o
     ON o.id >= span.lo AND o.id < least(span.lo + :ids, CAST(:below AS bigint))
    AND o.topic = :topic AND o.published_at IS NULL AND NOT (o.id = ANY(:held))
@@ -147,7 +148,7 @@ class Floor:
         self.audited_at = now
         if self.below == 0:
             return 0
-        _lo, hi, found, first = conn.execute(_AUDIT, {"after": self._audit_after, "ids": AUDIT_IDS,
+        hi, found, first = conn.execute(_AUDIT, {"after": self._audit_after, "ids": AUDIT_IDS,
                                                       "below": self.below, "topic": topic,
                                                       "held": list(held)}).one()
         self._audit_after = hi if hi < self.below else 0

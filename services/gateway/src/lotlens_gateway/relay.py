@@ -314,8 +314,8 @@ class Relay:
 
     def _left_behind(self, topic: str, rows: int) -> None:
         """Rows an audit found below the floor (`outbox_floor`): published now, late, by a defect."""
-        log.error("the outbox relay's floor of %s had passed %d unpublished rows; publishing them now",
-                  topic, rows)
+        log.error("the outbox relay's floor of %s had passed %d unpublished rows; they go out from the "
+                  "next round", topic, rows)
         self._metrics.outbox_left_behind.labels(topic=topic).inc(rows)
 
     def _refresh_statistics(self) -> None:
